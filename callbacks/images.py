@@ -1,0 +1,83 @@
+"""Image-grid callbacks: fixed-noise samples and input/reconstruction pairs, every N steps and at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from lightning_genae.loggers import log_image_grid
+from lightning_genae.models import Autoencoder, Sampler
+
+
+class _PeriodicImageCallback(Callback):
+    """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends."""
+
+    def __init__(self, every_n_steps: int) -> None:
+        self.every_n_steps = every_n_steps
+        self._last_drawn_step = -1
+
+    def applies_to(self, pl_module: pl.LightningModule) -> bool:
+        raise NotImplementedError
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        raise NotImplementedError
+
+    def _maybe_draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = pl_module.iteration
+        if not trainer.is_global_zero or step == self._last_drawn_step or not self.applies_to(pl_module):
+            return
+        was_training = pl_module.training
+        # Eval mode: batch-norm uses running statistics, so grids do not depend on what else is in the batch.
+        pl_module.eval()
+        with torch.no_grad():
+            self.draw(trainer, pl_module, step)
+        pl_module.train(was_training)
+        self._last_drawn_step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.every_n_steps > 0 and pl_module.iteration % self.every_n_steps == 0:
+            self._maybe_draw(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._maybe_draw(trainer, pl_module)
+
+
+class SampleGrid(_PeriodicImageCallback):
+    """Samples from the same noise every time, so grids over training show one model improving."""
+
+    def __init__(self, every_n_steps: int = 500, num_samples: int = 64, seed: int = 1234) -> None:
+        super().__init__(every_n_steps)
+        self.num_samples = num_samples
+        self.seed = seed
+
+    def applies_to(self, pl_module: pl.LightningModule) -> bool:
+        return isinstance(pl_module, Sampler)
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        generator = torch.Generator().manual_seed(self.seed)
+        samples = pl_module.sample(self.num_samples, generator=generator)
+        log_image_grid(trainer, "samples", samples, step)
+
+
+class ReconstructionGrid(_PeriodicImageCallback):
+    """Rows alternate inputs and reconstructions of a fixed set of validation images."""
+
+    def __init__(self, every_n_steps: int = 500, num_images: int = 32) -> None:
+        super().__init__(every_n_steps)
+        self.num_images = num_images
+
+    def applies_to(self, pl_module: pl.LightningModule) -> bool:
+        return isinstance(pl_module, Autoencoder)
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        images, _ = trainer.datamodule.split_tensors("val")
+        inputs = trainer.datamodule.to_model_range(images[: self.num_images].to(pl_module.device))
+        recons = pl_module.reconstruct(inputs)
+        nrow = 8
+        rows = []
+        for start in range(0, len(inputs), nrow):
+            rows += [inputs[start : start + nrow], recons[start : start + nrow]]
+        log_image_grid(trainer, "reconstructions", torch.cat(rows), step, nrow=nrow)

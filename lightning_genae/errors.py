@@ -1,0 +1,21 @@
+"""User-facing errors: each carries one line that names the problem and the fix."""
+
+
+class GenaeError(Exception):
+    """An error caused by the user's input or environment; the CLI prints it as one line."""
+
+    exit_code = 2
+
+
+class ConfigError(GenaeError):
+    """Invalid option, value or combination of options."""
+
+
+class DataError(GenaeError):
+    """Dataset missing, unreadable, corrupt or too small for the requested setting."""
+
+
+class TrainingDiverged(GenaeError):
+    """A loss became NaN or infinite; training stops before the bad step is applied."""
+
+    exit_code = 1

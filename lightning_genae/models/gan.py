@@ -1,0 +1,122 @@
+"""DCGAN with non-saturating or hinge loss, manual optimization and an optional generator EMA.
+
+One training iteration is one discriminator update followed by one generator update. Each update
+toggles its optimizer, so the other network's parameters get no gradients; under DDP the strategy is
+built with `find_unused_parameters=True` for adversarial models (see `adversarial`), which is what
+makes this correct there. `manual_backward` and the LightningOptimizer step go through Lightning's
+precision plugin, so 16-bit mixed precision scales both losses.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from lightning_genae.errors import ConfigError
+from lightning_genae.models.base import GenerativeModule
+from lightning_genae.nets import ConvDecoder, ConvDiscriminator, init_dcgan_weights
+
+GanLoss = Literal["ns", "hinge"]
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: GanLoss) -> Tensor:
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: Tensor, kind: GanLoss) -> Tensor:
+    if kind == "hinge":
+        return -fake_logits.mean()
+    return F.softplus(-fake_logits).mean()
+
+
+class GANModule(GenerativeModule):
+    """DCGAN generator (the shared conv decoder) against the shared conv discriminator."""
+
+    optimizer_steps_per_iteration = 2
+    adversarial = True
+    monitor = None
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int = 32,
+        width: int = 64,
+        lr: float = 2e-4,
+        gan_loss: GanLoss = "ns",
+        ema: float = 0.0,
+        spectral_norm: bool = False,
+    ) -> None:
+        super().__init__(image_shape, latent_dim)
+        if not 0.0 <= ema < 1.0:
+            raise ConfigError(f"--ema {ema} is not a decay in [0, 1); use e.g. 0.999, or 0 to disable it")
+        self.save_hyperparameters(logger=False)
+        self.automatic_optimization = False
+        self.generator = ConvDecoder(image_shape, latent_dim, width=width, output="tanh")
+        self.discriminator = ConvDiscriminator(image_shape, width=width, spectral_norm=spectral_norm)
+        self.generator.apply(init_dcgan_weights)
+        if not spectral_norm:
+            self.discriminator.apply(init_dcgan_weights)
+        self.generator_ema: AveragedModel | None = None
+        if ema > 0:
+            self.generator_ema = AveragedModel(
+                self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True
+            )
+            # The average is not trained: keep it out of DDP's gradient bookkeeping.
+            self.generator_ema.requires_grad_(False)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Generator output; the EMA generator when one is kept, as is usual for evaluation."""
+        generator = self.generator_ema if self.generator_ema is not None else self.generator
+        return generator(latents)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(self.prior_noise(n, generator))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        real, _ = batch
+        kind = self.hparams.gan_loss
+        opt_d, opt_g = self.optimizers()
+        n = real.size(0)
+
+        with self.toggled_optimizer(opt_d):
+            with torch.no_grad():
+                fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
+            real_logits = self.discriminator(real)
+            fake_logits = self.discriminator(fake)
+            loss_d = discriminator_loss(real_logits, fake_logits, kind)
+            self.ensure_finite(**{"train/loss_d": loss_d})
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            opt_d.step()
+
+        with self.toggled_optimizer(opt_g):
+            fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
+            loss_g = generator_loss(self.discriminator(fake), kind)
+            self.ensure_finite(**{"train/loss_g": loss_g})
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()
+
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+
+        self.log_dict(
+            {"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True, on_step=True
+        )
+        self.log_dict(
+            {"train/d_real": real_logits.detach().mean(), "train/d_fake": fake_logits.detach().mean()},
+            on_step=True,
+        )
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        # DCGAN's Adam settings; beta1 = 0.5 keeps the adversarial game from oscillating.
+        betas = (0.5, 0.999) if self.hparams.gan_loss == "ns" else (0.0, 0.9)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas)
+        return [opt_d, opt_g]

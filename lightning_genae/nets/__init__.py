@@ -1,0 +1,11 @@
+"""Plain nn.Module networks, apart from the LightningModules that train them."""
+
+from lightning_genae.nets.conv import (
+    ConvDecoder,
+    ConvDiscriminator,
+    ConvEncoder,
+    downsampling_plan,
+    init_dcgan_weights,
+)
+
+__all__ = ["ConvDecoder", "ConvDiscriminator", "ConvEncoder", "downsampling_plan", "init_dcgan_weights"]

@@ -1,0 +1,145 @@
+"""DCGAN-style convolutional encoder, decoder and discriminator shared by every model family.
+
+One architecture per image size lets an ablation compare models on equal networks. Sizes are
+handled by halving the image until the feature map is between 4 and 7 pixels (16 -> 4, 28 -> 7,
+32 -> 4, 64 -> 4), with one stride-2 convolution per halving and channel widths doubling as the map
+shrinks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lightning_genae.errors import ConfigError
+
+MAX_BASE_SIZE = 7
+
+
+def downsampling_plan(image_size: int) -> tuple[int, int]:
+    """Return (number of stride-2 stages, base feature-map size) for a square image side."""
+    if image_size < 4:
+        raise ConfigError(f"image size {image_size} is too small for the conv nets; use at least 8 pixels")
+    stages, size = 0, image_size
+    while size > MAX_BASE_SIZE and size % 2 == 0:
+        size //= 2
+        stages += 1
+    if size > MAX_BASE_SIZE or stages == 0:
+        raise ConfigError(
+            f"image size {image_size} cannot be halved down to a 4-7 pixel map; "
+            "use a size such as 16, 28, 32 or 64"
+        )
+    return stages, size
+
+
+def _widths(width: int, stages: int, max_width: int) -> list[int]:
+    """Channel widths from the full-resolution stage down to the base map."""
+    return [min(width * 2**i, max_width) for i in range(stages)]
+
+
+class ConvEncoder(nn.Module):
+    """Image [B,C,H,W] in [-1,1] -> vector [B, out_features] (latent code, or mean and log-variance)."""
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        out_features: int,
+        width: int = 64,
+        max_width: int = 512,
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        channels, height, width_px = image_shape
+        if height != width_px:
+            raise ConfigError(f"images must be square, got {height}x{width_px}; crop or resize them")
+        stages, base = downsampling_plan(height)
+        widths = _widths(width, stages, max_width)
+        layers: list[nn.Module] = []
+        in_ch = channels
+        for i, out_ch in enumerate(widths):
+            layers.append(nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=not (batch_norm and i > 0)))
+            # DCGAN: no normalisation on the first layer, so the input's statistics reach the net.
+            if batch_norm and i > 0:
+                layers.append(nn.BatchNorm2d(out_ch))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(in_ch * base * base, out_features)
+        self.feature_dim = in_ch * base * base
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class ConvDecoder(nn.Module):
+    """Latent [B, latent_dim] -> image [B,C,H,W]; `output` picks tanh ([-1,1]) or raw logits."""
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int,
+        width: int = 64,
+        max_width: int = 512,
+        output: str = "tanh",
+    ) -> None:
+        super().__init__()
+        if output not in ("tanh", "logits"):
+            raise ValueError(f"output must be 'tanh' or 'logits', got {output!r}")
+        channels, height, _ = image_shape
+        stages, base = downsampling_plan(height)
+        widths = _widths(width, stages, max_width)[::-1]
+        self.base_shape = (widths[0], base, base)
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, widths[0] * base * base, bias=False),
+            nn.BatchNorm1d(widths[0] * base * base),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        for in_ch, out_ch in zip(widths[:-1], widths[1:], strict=True):
+            layers += [
+                nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+            ]
+        layers.append(nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1))
+        if output == "tanh":
+            layers.append(nn.Tanh())
+        self.blocks = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.blocks(self.project(z).view(-1, *self.base_shape))
+
+
+class ConvDiscriminator(nn.Module):
+    """Image -> one real/fake logit per image. `spectral_norm` suits the hinge loss."""
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        width: int = 64,
+        max_width: int = 512,
+        spectral_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        # Batch norm and spectral norm fight each other; spectral-normalised D goes without BN.
+        self.encoder = ConvEncoder(
+            image_shape, out_features=1, width=width, max_width=max_width, batch_norm=not spectral_norm
+        )
+        if spectral_norm:
+            for module in self.encoder.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(module)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.encoder(x).squeeze(1)
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: N(0, 0.02) convolutions, N(1, 0.02) batch-norm scales."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

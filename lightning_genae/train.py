@@ -1,0 +1,350 @@
+"""One training run from a validated RunConfig: data, model, Trainer, run folder, summary."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities import rank_zero_info
+
+from callbacks import ReconstructionGrid, SampleGrid
+from datamodules import DATASETS, ImageDataModule, build_datamodule
+from lightning_genae.augmentation import parse_augment
+from lightning_genae.config import PER_INVOCATION, RunConfig, resolve_model_options, validate_values
+from lightning_genae.errors import ConfigError
+from lightning_genae.loggers import LOGGER_CHOICES, build_loggers
+from lightning_genae.models import MODELS, GenerativeModule
+
+DEFAULT_MAX_STEPS = 2000
+CHECKPOINT_CONFIG_KEY = "genae_config"
+VERSIONED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "torchmetrics",
+    "wandb",
+    "numpy",
+    "lightning-genae",
+)
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """The checkpoint `--resume` names, read once: its path, contents and training position."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+
+    @classmethod
+    def load(cls, resume: str | None, output: str | None) -> ResumeState | None:
+        if resume is None:
+            return None
+        if resume == "last":
+            if output is None:
+                raise ConfigError("--resume last needs --output RUN_DIR, the run folder to continue")
+            path = Path(output) / "checkpoints" / "last.ckpt"
+        else:
+            path = Path(resume)
+        if not path.is_file():
+            raise ConfigError(
+                f"--resume: checkpoint {path} does not exist; pass an existing .ckpt file, or --resume last "
+                "with --output set to a run folder that has checkpoints/last.ckpt"
+            )
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
+            raise ConfigError(
+                f"--resume: {path} is not a readable checkpoint ({type(error).__name__}); pick another .ckpt"
+            ) from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise ConfigError(
+                f"--resume: {path} is not a Lightning checkpoint; pick a .ckpt written by a run"
+            )
+        return cls(path, checkpoint)
+
+    def stored_config(self) -> dict[str, Any]:
+        """The run configuration saved in the checkpoint, minus what belongs to one invocation."""
+        stored = dict(self.checkpoint.get(CHECKPOINT_CONFIG_KEY) or {})
+        for key in PER_INVOCATION:
+            stored.pop(key, None)
+        return stored
+
+    def iteration(self, steps_per_iteration: int) -> int:
+        return self.checkpoint["global_step"] // steps_per_iteration
+
+
+def run_folder_of(checkpoint_path: Path) -> Path:
+    """`<run>/checkpoints/x.ckpt` -> `<run>`; a checkpoint elsewhere -> its folder."""
+    parent = checkpoint_path.parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.model}-{config.data}-{config.augment}-seed{config.seed}-{stamp}"
+
+
+def validate(config: RunConfig) -> dict[str, Any]:
+    """Check every option against the registries; return the model's keyword arguments."""
+    validate_values(config)
+    if config.model not in MODELS:
+        raise ConfigError(f"--model {config.model!r} is unknown; choose from {', '.join(MODELS)}")
+    if config.data not in DATASETS:
+        raise ConfigError(f"--data {config.data!r} is unknown; choose from {', '.join(DATASETS)}")
+    parse_augment(config.augment)
+    unknown_loggers = [name for name in config.logger if name not in LOGGER_CHOICES]
+    if unknown_loggers:
+        raise ConfigError(
+            f"--logger {', '.join(unknown_loggers)} is unknown; choose from {', '.join(LOGGER_CHOICES)}"
+        )
+    if config.max_steps is None and config.max_epochs is None:
+        config.max_steps = DEFAULT_MAX_STEPS
+    spec = MODELS[config.model]
+    all_model_options = {name for other in MODELS.values() for name in other.options}
+    model_kwargs = resolve_model_options(config, config.model, spec.module, spec.options, all_model_options)
+    return model_kwargs
+
+
+def parse_devices(devices: str) -> int | str | list[int]:
+    """`auto`, `4`, `-1` or `0,1` as the Trainer wants them."""
+    text = devices.strip()
+    if text == "auto":
+        return text
+    try:
+        if "," in text:
+            return [int(item) for item in text.split(",") if item.strip()]
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"--devices {devices!r}: use a count (2), a list of indices (0,1) or auto"
+        ) from None
+
+
+def build_strategy(config: RunConfig, model: GenerativeModule) -> Any:
+    """Adversarial models leave one network without gradients in each backward; DDP must expect that."""
+    if model.adversarial and config.strategy.startswith("ddp") and "find_unused" not in config.strategy:
+        start_method = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}.get(
+            config.strategy
+        )
+        if start_method is not None:
+            return DDPStrategy(find_unused_parameters=True, start_method=start_method)
+    return config.strategy
+
+
+class StoreRunConfig(Callback):
+    """Puts the run configuration into every checkpoint, so a checkpoint alone can be resumed or evaluated."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[CHECKPOINT_CONFIG_KEY] = self.config.to_dict()
+
+
+def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -> list[Callback]:
+    steps_per_iteration = model.optimizer_steps_per_iteration
+    checkpoint_dir = run_dir / "checkpoints"
+    callbacks: list[Callback] = [
+        StoreRunConfig(config),
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            every_n_train_steps=config.ckpt_every * steps_per_iteration,
+            save_top_k=0,
+            save_last=True,
+        ),
+        SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
+        ReconstructionGrid(every_n_steps=config.image_every),
+    ]
+    if model.monitor is not None:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=checkpoint_dir,
+                filename="best",
+                monitor=model.monitor,
+                mode=model.monitor_mode,
+                save_top_k=1,
+                auto_insert_metric_name=False,
+            )
+        )
+    return callbacks
+
+
+def build_trainer(
+    config: RunConfig, model: GenerativeModule, run_dir: Path, loggers: list, callbacks: list[Callback]
+) -> pl.Trainer:
+    has_validation = model.monitor is not None
+    steps_per_iteration = model.optimizer_steps_per_iteration
+    try:
+        return pl.Trainer(
+            default_root_dir=str(run_dir),
+            # Lightning counts optimizer steps; --max-steps counts training iterations.
+            max_steps=config.max_steps * steps_per_iteration if config.max_steps else -1,
+            max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
+            precision=config.precision,
+            accelerator=config.accelerator,
+            devices=parse_devices(config.devices),
+            strategy=build_strategy(config, model),
+            num_nodes=config.num_nodes,
+            logger=loggers,
+            callbacks=callbacks,
+            log_every_n_steps=min(10, config.val_every),
+            # Validation by iteration count across epoch boundaries, so tiny and huge datasets behave alike.
+            val_check_interval=config.val_every if has_validation else None,
+            check_val_every_n_epoch=None if has_validation else 1,
+            num_sanity_val_steps=0,
+            fast_dev_run=config.fast_dev_run,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"Trainer set-up failed: {first_line}; check --accelerator/--devices/--strategy/--precision"
+        ) from None
+
+
+def environment_info(trainer: pl.Trainer) -> dict[str, Any]:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+    versions = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "device": f"{trainer.num_devices} x {device.type} ({name})",
+        "num_nodes": trainer.num_nodes,
+        "world_size": trainer.world_size,
+        "versions": versions,
+    }
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items() if torch.as_tensor(value).numel() == 1}
+
+
+def format_metrics_table(metrics: dict[str, float]) -> str:
+    if not metrics:
+        return "(no metrics)"
+    width = max(len(key) for key in metrics)
+    lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ----------"]
+    lines += [f"{key.ljust(width)}  {value:.6g}" for key, value in sorted(metrics.items())]
+    return "\n".join(lines)
+
+
+def prepare_data_early(datamodule: ImageDataModule, trainer: pl.Trainer) -> None:
+    """Surface missing or bad data before a run folder or logger is created (local rank 0 only)."""
+    if trainer.local_rank != 0:
+        return
+    datamodule.trainer = trainer
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+
+def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
+    """Train (or resume) one run and write its folder; returns the summary written to summary.json."""
+    started = time.time()
+    model_kwargs = validate(config)
+    spec = MODELS[config.model]
+    if resume is None:
+        resume = ResumeState.load(config.resume, config.output)
+    resume_step = None
+    if resume is not None:
+        trained_model = resume.stored_config().get("model", config.model)
+        if trained_model != config.model:
+            raise ConfigError(
+                f"--resume: {resume.path} was trained with --model {trained_model}, not {config.model}; "
+                "drop --model or resume a checkpoint of that model"
+            )
+        resume_step = resume.iteration(spec.module.optimizer_steps_per_iteration)
+    run_dir = (
+        Path(config.output)
+        if config.output
+        else (run_folder_of(resume.path) if resume else default_run_dir(config))
+    )
+    config.output = str(run_dir)
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(
+        config.data,
+        data_dir=config.data_dir,
+        batch_size=config.batch_size,
+        train_size=config.train_size,
+        seed=config.seed,
+        num_workers=config.num_workers,
+        image_size=config.image_size,
+        channels=config.channels,
+    )
+    model = spec.module(image_shape=datamodule.image_shape, **model_kwargs)
+    loggers = build_loggers(
+        config.logger,
+        run_dir,
+        run_name=run_dir.name,
+        wandb_project=config.wandb_project,
+        wandb_group=config.wandb_group,
+        resume_step=resume_step,
+    )
+    trainer = build_trainer(config, model, run_dir, loggers, build_callbacks(config, model, run_dir))
+    prepare_data_early(datamodule, trainer)
+
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved = config.to_dict()
+        for key in PER_INVOCATION:
+            saved[key] = None
+        header = f"# lightning-genae run; re-run with: python run.py --config {run_dir}/config.yaml\n"
+        (run_dir / "config.yaml").write_text(header + RunConfig(**saved).to_yaml())
+        rank_zero_info(f"run folder: {run_dir}  ({datamodule.summary()})")
+    for logger in loggers[1:]:
+        logger.log_hyperparams(config.to_dict())
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None)
+    fit_metrics = _floats(trainer.callback_metrics)
+    if not config.fast_dev_run:
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+    final_metrics = dict(fit_metrics)
+    if model.monitor is not None:
+        for results in (
+            trainer.validate(model, datamodule=datamodule, verbose=False),
+            trainer.test(model, datamodule=datamodule, verbose=False),
+        ):
+            for result in results:
+                final_metrics.update(_floats(result))
+
+    summary = {
+        "model": config.model,
+        "data": config.data,
+        "augment": config.augment,
+        "seed": config.seed,
+        "global_step": model.iteration,
+        "max_steps": config.max_steps,
+        "wall_time_s": round(time.time() - started, 2),
+        "final_metrics": final_metrics,
+        "data_summary": datamodule.summary(),
+        "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),
+        **environment_info(trainer),
+        "config": config.to_dict(),
+    }
+    if trainer.is_global_zero:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        rank_zero_info(
+            f"\nfinal metrics (step {summary['global_step']}):\n{format_metrics_table(final_metrics)}"
+        )
+        rank_zero_info(f"run folder: {run_dir}")
+    return summary

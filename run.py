@@ -1,0 +1,8 @@
+"""Train a model: `python run.py --help` lists every option (same as the `genae` command)."""
+
+import sys
+
+from lightning_genae.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The command line end to end: run folder, resume, config re-runs, and one-line errors for bad input."""
+
+import csv
+import json
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_genae.cli import main
+from lightning_genae.models import MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+# Tiny networks and frequent events, so every code path runs within a few steps.
+TINY = [
+    "--data",
+    "digits",
+    "--width",
+    "8",
+    "--latent-dim",
+    "8",
+    "--batch-size",
+    "32",
+    "--val-every",
+    "3",
+    "--image-every",
+    "3",
+    "--ckpt-every",
+    "3",
+]
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_gan_run_writes_the_complete_run_folder(tmp_path):
+    run_dir = tmp_path / "gan"
+    code = main(
+        ["--model", "gan", *TINY, "--max-steps", "6", "--output", str(run_dir), "--logger", "csv,tensorboard"]
+    )
+    assert code == 0
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["model"] == "gan" and config["max_steps"] == 6 and config["lr"] == 2e-4
+    assert config["output"] is None, "a re-run from config.yaml must not write into this folder"
+    summary = read_summary(run_dir)
+    assert summary["global_step"] == 6
+    assert summary["seed"] == 0 and "cpu" in summary["device"]
+    assert summary["versions"]["torch"] == torch.__version__.split("+")[0] or summary["versions"]["torch"]
+    assert {"train/loss_d", "train/loss_g"} <= set(summary["final_metrics"])
+    rows = read_metrics(run_dir)
+    assert rows and all(float(row["train/loss_d"]) >= 0 for row in rows if row.get("train/loss_d"))
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 12, "Lightning counts both optimizer steps of each GAN iteration"
+    assert last["genae_config"]["model"] == "gan"
+    grids = sorted(p.name for p in (run_dir / "images").glob("samples_*.png"))
+    assert grids == ["samples_step0000003.png", "samples_step0000006.png"]
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_ae_run_keeps_best_checkpoint_and_reports_test_metrics(tmp_path):
+    run_dir = tmp_path / "ae"
+    assert main(["--model", "ae", *TINY, "--max-steps", "6", "--output", str(run_dir)]) == 0
+    summary = read_summary(run_dir)
+    assert {"val/loss", "val/mse", "test/loss", "test/mse"} <= set(summary["final_metrics"])
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert list((run_dir / "images").glob("reconstructions_step*.png"))
+    assert not list((run_dir / "images").glob("samples_*.png")), "a plain AE has no prior to sample from"
+    val_rows = [row for row in read_metrics(run_dir) if row.get("val/loss")]
+    assert [int(row["step"]) for row in val_rows][:2] == [3, 6]
+
+
+def test_resume_last_continues_at_the_right_step(tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["--model", "gan", *TINY, "--max-steps", "4", "--output", str(run_dir)]) == 0
+    # The model and data come from the checkpoint; only the longer budget is given.
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "7"]) == 0
+    summary = read_summary(run_dir)
+    assert summary["global_step"] == 7 and summary["model"] == "gan"
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 14
+    train_steps = [int(row["step"]) for row in read_metrics(run_dir) if row.get("train/loss_d")]
+    assert len(train_steps) == len(set(train_steps)), "resumed history must not repeat steps"
+    assert max(train_steps) == 6 and min(train_steps) == 0
+
+
+def test_config_yaml_reruns_the_same_experiment(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["--model", "vae", *TINY, "--max-steps", "4", "--beta", "0.5", "--output", str(first)]) == 0
+    assert main(["--config", str(first / "config.yaml"), "--output", str(second)]) == 0
+    assert yaml.safe_load((first / "config.yaml").read_text()) == yaml.safe_load(
+        (second / "config.yaml").read_text()
+    )
+    metrics_first = read_summary(first)["final_metrics"]
+    metrics_second = read_summary(second)["final_metrics"]
+    assert metrics_first["test/loss"] == pytest.approx(metrics_second["test/loss"], rel=1e-5)
+
+
+def test_command_line_wins_over_config_file(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: vae\nmax-steps: 3\nbeta: 2.0\n")
+    assert main(["--config", str(config), "--max-steps", "5", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"] == "vae" and printed["max_steps"] == 5 and printed["beta"] == 2.0
+    assert printed["recon_loss"] == "bce", "the family default is resolved into the printed config"
+
+
+def test_help_lists_every_choice_with_a_description(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name, spec in MODELS.items():
+        assert f"{name}  " in text and spec.description in text
+    for needle in ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "folder", "none", "wandb"):
+        assert needle in text
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    """Downloads fail at once, as on a machine without network."""
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+
+
+BAD_INPUTS = {
+    "unknown model": (["--model", "nope"], "invalid choice"),
+    "unknown data": (["--data", "nope"], "invalid choice"),
+    "unknown augment": (["--augment", "nope"], "--augment"),
+    "zero steps": (["--max-steps", "0"], "--max-steps"),
+    "negative batch": (["--batch-size", "-4"], "--batch-size"),
+    "zero lr": (["--lr", "0"], "--lr"),
+    "non-numeric steps": (["--max-steps", "many"], "--max-steps"),
+    "train size too large": (["--train-size", "100000"], "--train-size"),
+    "option of another model": (["--model", "gan", "--denoise", "0.1"], "--denoise"),
+    "unknown logger": (["--logger", "csv,nope"], "--logger"),
+    "resume missing file": (["--resume", "nowhere/last.ckpt"], "--resume"),
+    "resume last without output": (["--resume", "last"], "--output"),
+    "missing config file": (["--config", "nowhere.yaml"], "--config"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line(name, tmp_path, monkeypatch, capsys, offline):
+    monkeypatch.chdir(tmp_path)
+    args, expected = BAD_INPUTS[name]
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main([*args, "--max-steps", "2"] if "--max-steps" not in args else args))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists(), "bad input must not leave a run folder behind"
+
+
+def test_missing_dataset_offline_exits_2_with_one_line(tmp_path, capsys, offline):
+    code = main(
+        [
+            "--data",
+            "mnist",
+            "--data-dir",
+            str(tmp_path / "empty"),
+            "--max-steps",
+            "2",
+            "--output",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "MNIST" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_with_unknown_key_exits_2(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: gan\nlearning_rate: 0.1\n")
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "learning_rate" in err
+
+
+def test_corrupt_checkpoint_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["--resume", str(bad)]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--model", "gan", "--max-steps", "-3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
