@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from datamodules.base import to_model_range
 from lightning_genae.loggers import log_image_grid
 from lightning_genae.models import Autoencoder, Sampler
 
@@ -74,7 +75,7 @@ class ReconstructionGrid(_PeriodicImageCallback):
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         images, _ = trainer.datamodule.split_tensors("val")
-        inputs = trainer.datamodule.to_model_range(images[: self.num_images].to(pl_module.device))
+        inputs = to_model_range(images[: self.num_images].to(pl_module.device))
         recons = pl_module.reconstruct(inputs)
         nrow = 8
         rows = []

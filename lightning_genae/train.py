@@ -235,7 +235,12 @@ def environment_info(trainer: pl.Trainer) -> dict[str, Any]:
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
-    return {key: float(value) for key, value in metrics.items() if torch.as_tensor(value).numel() == 1}
+    """Scalar metrics as floats; "step" is the x-axis override, not a metric."""
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if key != "step" and torch.as_tensor(value).numel() == 1
+    }
 
 
 def format_metrics_table(metrics: dict[str, float]) -> str:

@@ -61,6 +61,17 @@ class GenerativeModule(pl.LightningModule):
             return 0
         return self.trainer.global_step // self.optimizer_steps_per_iteration
 
+    def _log_evaluation_step(self) -> None:
+        # Lightning would log evaluation at the index of the batch before it; "step" overrides that so a
+        # validation row at step N means "after N training iterations" in every logger.
+        self.log("step", float(self.iteration), on_step=False, on_epoch=True, sync_dist=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation_step()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation_step()
+
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Standard normal latents; drawn on the CPU so a seeded generator gives the same noise anywhere."""
         return torch.randn(n, self.latent_dim, generator=generator).to(self.device)

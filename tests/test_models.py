@@ -1,0 +1,181 @@
+"""Each model family trains on real data, keeps the shared interface, and survives DDP, AMP and NaNs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_genae.cli import main
+from lightning_genae.models import MODELS, Autoencoder, AutoencoderModule, GANModule, Sampler, VAEModule
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--width", "8", "--latent-dim", "8", "--batch-size", "32", "--val-every", "5", "--image-every", "5"]
+
+
+def summary_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_every_model_trains_a_few_steps_on_digits(model, tmp_path):
+    run_dir = tmp_path / model
+    assert (
+        main(["--model", model, "--data", "digits", *SMALL, "--max-steps", "5", "--output", str(run_dir)])
+        == 0
+    )
+    summary = summary_of(run_dir)
+    assert summary["global_step"] == 5
+    assert all(torch.isfinite(torch.tensor(v)) for v in summary["final_metrics"].values())
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_every_model_trains_on_a_small_real_mnist_subset(model, tmp_path, mnist_data_dir):
+    run_dir = tmp_path / model
+    args = ["--model", model, "--data", "mnist", "--data-dir", str(mnist_data_dir), "--train-size", "256"]
+    assert main([*args, *SMALL, "--max-steps", "4", "--output", str(run_dir)]) == 0
+    summary = summary_of(run_dir)
+    assert summary["global_step"] == 4
+    assert "mnist" in summary["data_summary"] and "256" in summary["data_summary"]
+
+
+def test_ae_loss_falls_clearly_over_100_steps_on_digits(tmp_path):
+    run_dir = tmp_path / "ae"
+    args = [
+        "--model",
+        "ae",
+        "--data",
+        "digits",
+        "--max-steps",
+        "100",
+        "--val-every",
+        "100",
+        "--output",
+        str(run_dir),
+    ]
+    assert main(args) == 0
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    column = header.index("train/mse")
+    train_mse = [float(row.split(",")[column]) for row in rows[1:] if row.split(",")[column]]
+    final = summary_of(run_dir)["final_metrics"]
+    assert train_mse[0] > 0.3, "an untrained AE should reconstruct digits badly"
+    assert final["test/mse"] < 0.4 * train_mse[0], (train_mse[0], final["test/mse"])
+
+
+def test_models_expose_the_shared_interface():
+    shape = (1, 16, 16)
+    ae, vae, gan = AutoencoderModule(shape, width=8), VAEModule(shape, width=8), GANModule(shape, width=8)
+    assert isinstance(ae, Autoencoder) and not isinstance(ae, Sampler)
+    assert isinstance(vae, Autoencoder) and isinstance(vae, Sampler)
+    assert isinstance(gan, Sampler) and not isinstance(gan, Autoencoder)
+    images = torch.rand(4, *shape) * 2 - 1
+    for model in (ae, vae):
+        model.eval()
+        assert model.encode(images).shape == (4, 32)
+        assert model.reconstruct(images).shape == images.shape
+    for model in (vae, gan):
+        model.eval()
+        first = model.sample(3, generator=torch.Generator().manual_seed(0))
+        again = model.sample(3, generator=torch.Generator().manual_seed(0))
+        assert first.shape == (3, *shape) and torch.equal(first, again)
+        assert first.min() >= -1 and first.max() <= 1
+
+
+def test_denoising_ae_corrupts_inputs_within_image_range():
+    model = AutoencoderModule((1, 16, 16), width=8, denoise=0.5)
+    clean = torch.zeros(2, 1, 16, 16)
+    noisy = model.corrupt(clean)
+    assert noisy.std() > 0.3 and noisy.abs().max() <= 1
+    assert torch.equal(AutoencoderModule((1, 16, 16), width=8).corrupt(clean), clean)
+
+
+def test_gan_ema_generator_is_used_for_sampling(tmp_path):
+    run_dir = tmp_path / "ema"
+    args = [
+        "--model",
+        "gan",
+        "--data",
+        "digits",
+        *SMALL,
+        "--ema",
+        "0.9",
+        "--max-steps",
+        "4",
+        "--output",
+        str(run_dir),
+    ]
+    assert main(args) == 0
+    model = GANModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert model.generator_ema is not None and int(model.generator_ema.n_averaged) == 4
+    live = dict(model.generator.named_parameters())
+    averaged = dict(model.generator_ema.module.named_parameters())
+    assert any(not torch.equal(live[name], averaged[name]) for name in live)
+
+
+def test_hinge_loss_with_spectral_norm_trains(tmp_path):
+    run_dir = tmp_path / "hinge"
+    args = ["--model", "gan", "--gan-loss", "hinge", "--spectral-norm", "--data", "digits", *SMALL]
+    assert main([*args, "--max-steps", "3", "--output", str(run_dir)]) == 0
+    assert summary_of(run_dir)["config"]["gan_loss"] == "hinge"
+
+
+def test_bf16_mixed_precision_trains_the_gan_on_cpu(tmp_path):
+    run_dir = tmp_path / "bf16"
+    args = ["--model", "gan", "--data", "digits", *SMALL, "--precision", "bf16-mixed", "--max-steps", "3"]
+    assert main([*args, "--output", str(run_dir)]) == 0
+    assert summary_of(run_dir)["global_step"] == 3
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    original = AutoencoderModule.model_step
+
+    def diverging_step(self, batch, stage):
+        loss = original(self, batch, stage)
+        return loss * float("nan") if stage == "train" and self.iteration >= 4 else loss
+
+    monkeypatch.setattr(AutoencoderModule, "model_step", diverging_step)
+    run_dir = tmp_path / "nan"
+    args = ["--model", "ae", "--data", "digits", *SMALL, "--ckpt-every", "2", "--max-steps", "10"]
+    assert main([*args, "--output", str(run_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train/loss became nan at step 4" in err and "--lr" in err
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 4
+    assert all(
+        torch.isfinite(value).all()
+        for value in checkpoint["state_dict"].values()
+        if value.is_floating_point()
+    )
+
+
+@pytest.mark.slow
+def test_gan_trains_under_ddp_on_two_cpu_processes(tmp_path):
+    """Two real processes with the gloo backend: no unused-parameter error, one shared run folder."""
+    run_dir = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        str(REPO / "run.py"),
+        "--model",
+        "gan",
+        "--data",
+        "digits",
+        *SMALL,
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--max-steps",
+        "3",
+        "--output",
+        str(run_dir),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = summary_of(run_dir)
+    assert summary["world_size"] == 2 and summary["global_step"] == 3
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
