@@ -58,7 +58,7 @@ class RunConfig:
         group="training",
     )
     max_epochs: int | None = _opt(None, "passes over the training split", group="training")
-    lr: float | None = _opt(None, "learning rate (default: 1e-3 for ae/vae, 2e-4 for gan)", group="training")
+    lr: float | None = _opt(None, "learning rate (default: 1e-3 for ae/vae, 5e-4 for gan)", group="training")
     seed: int = _opt(0, "random seed (weights, noise, --train-size subset)", group="training")
 
     # Shared network shape.
@@ -226,7 +226,7 @@ def validate_values(config: RunConfig) -> None:
             raise ConfigError(f"{flag} must be a positive integer, got {value}")
     if config.lr is not None and not config.lr > 0:
         raise ConfigError(
-            f"--lr must be positive, got {config.lr}; try 2e-4 for a GAN or 1e-3 for an autoencoder"
+            f"--lr must be positive, got {config.lr}; try 5e-4 for a GAN or 1e-3 for an autoencoder"
         )
     for name, f in CONFIG_FIELDS.items():
         choices = f.metadata.get("choices")

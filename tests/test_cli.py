@@ -50,7 +50,7 @@ def test_gan_run_writes_the_complete_run_folder(tmp_path):
     )
     assert code == 0
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["model"] == "gan" and config["max_steps"] == 6 and config["lr"] == 2e-4
+    assert config["model"] == "gan" and config["max_steps"] == 6 and config["lr"] == 5e-4
     assert config["output"] is None, "a re-run from config.yaml must not write into this folder"
     summary = read_summary(run_dir)
     assert summary["global_step"] == 6

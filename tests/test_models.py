@@ -113,6 +113,11 @@ def test_gan_ema_generator_is_used_for_sampling(tmp_path):
     live = dict(model.generator.named_parameters())
     averaged = dict(model.generator_ema.module.named_parameters())
     assert any(not torch.equal(live[name], averaged[name]) for name in live)
+    # Batch-norm statistics follow the live generator; averaging running averages would lag behind.
+    for (name, buffer), (_, ema_buffer) in zip(
+        model.generator.named_buffers(), model.generator_ema.module.named_buffers(), strict=True
+    ):
+        assert torch.equal(buffer, ema_buffer), name
 
 
 def test_hinge_loss_with_spectral_norm_trains(tmp_path):

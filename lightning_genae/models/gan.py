@@ -47,7 +47,7 @@ class GANModule(GenerativeModule):
         image_shape: tuple[int, int, int],
         latent_dim: int = 32,
         width: int = 64,
-        lr: float = 2e-4,
+        lr: float = 5e-4,
         gan_loss: GanLoss = "ns",
         ema: float = 0.0,
         spectral_norm: bool = False,
@@ -64,8 +64,10 @@ class GANModule(GenerativeModule):
             self.discriminator.apply(init_dcgan_weights)
         self.generator_ema: AveragedModel | None = None
         if ema > 0:
+            # Weights are averaged; batch-norm statistics are copied from the live generator in
+            # `update_ema`, since an average of running averages lags far behind them.
             self.generator_ema = AveragedModel(
-                self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True
+                self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=False
             )
             # The average is not trained: keep it out of DDP's gradient bookkeeping.
             self.generator_ema.requires_grad_(False)
@@ -103,8 +105,7 @@ class GANModule(GenerativeModule):
             self.manual_backward(loss_g)
             opt_g.step()
 
-        if self.generator_ema is not None:
-            self.generator_ema.update_parameters(self.generator)
+        self.update_ema()
 
         self.log_dict(
             {"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True, on_step=True
@@ -113,6 +114,14 @@ class GANModule(GenerativeModule):
             {"train/d_real": real_logits.detach().mean(), "train/d_fake": fake_logits.detach().mean()},
             on_step=True,
         )
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        self.generator_ema.update_parameters(self.generator)
+        for averaged, live in zip(self.generator_ema.module.buffers(), self.generator.buffers(), strict=True):
+            averaged.copy_(live)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         # DCGAN's Adam settings; beta1 = 0.5 keeps the adversarial game from oscillating.
