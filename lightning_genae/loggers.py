@@ -6,6 +6,7 @@ import csv
 import netrc
 import os
 import re
+import secrets
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,14 +148,21 @@ def build_loggers(
     return loggers
 
 
+@rank_zero_only
+def finish_loggers(loggers: Sequence[Logger], final_metrics: dict[str, float]) -> None:
+    """Close W&B runs with the final metrics in their summary, so the next run in-process starts fresh."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(final_metrics)
+            logger.experiment.finish()
+
+
 def _stable_wandb_id(run_dir: Path) -> str:
     """One W&B run id per run folder, kept in the folder so a resume finds it again."""
     id_file = run_dir / "wandb" / "run_id"
     if id_file.is_file():
         return id_file.read_text().strip()
-    import wandb
-
-    run_id = wandb.util.generate_id()
+    run_id = secrets.token_hex(4)
     id_file.write_text(run_id)
     return run_id
 

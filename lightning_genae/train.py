@@ -23,7 +23,7 @@ from datamodules import DATASETS, ImageDataModule, build_datamodule
 from lightning_genae.augmentation import parse_augment
 from lightning_genae.config import PER_INVOCATION, RunConfig, resolve_model_options, validate_values
 from lightning_genae.errors import ConfigError
-from lightning_genae.loggers import LOGGER_CHOICES, build_loggers
+from lightning_genae.loggers import LOGGER_CHOICES, build_loggers, finish_loggers
 from lightning_genae.models import MODELS, GenerativeModule
 
 DEFAULT_MAX_STEPS = 2000
@@ -243,6 +243,19 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def log_last_training_values(
+    trainer: pl.Trainer, model: GenerativeModule, fit_metrics: dict[str, float]
+) -> None:
+    """Record the final batch's training metrics when Lightning's every-N-steps cadence skipped them."""
+    last_batch = model.iteration - 1
+    training_values = {key: value for key, value in fit_metrics.items() if key.startswith("train/")}
+    if not training_values or last_batch < 0 or model.iteration % trainer.log_every_n_steps == 0:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics(training_values, step=last_batch)
+        logger.save()
+
+
 def format_metrics_table(metrics: dict[str, float]) -> str:
     if not metrics:
         return "(no metrics)"
@@ -320,6 +333,7 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None)
     fit_metrics = _floats(trainer.callback_metrics)
+    log_last_training_values(trainer, model, fit_metrics)
     if not config.fast_dev_run:
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
 
@@ -352,4 +366,5 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
             f"\nfinal metrics (step {summary['global_step']}):\n{format_metrics_table(final_metrics)}"
         )
         rank_zero_info(f"run folder: {run_dir}")
+    finish_loggers(loggers, final_metrics)
     return summary

@@ -89,8 +89,8 @@ def test_resume_last_continues_at_the_right_step(tmp_path):
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 14
     train_steps = [int(row["step"]) for row in read_metrics(run_dir) if row.get("train/loss_d")]
-    # Rows every 3 iterations: step 2 from the first run, step 5 from the resumed one, none repeated.
-    assert train_steps == [2, 5]
+    # Rows every 3 iterations plus each run's final batch: 2, 3 from the first run, 5, 6 after resuming.
+    assert train_steps == [2, 3, 5, 6]
 
 
 def test_config_yaml_reruns_the_same_experiment(tmp_path):

@@ -1,0 +1,82 @@
+"""Loggers: W&B never hangs offline, images reach every logger, CSV history survives a resume."""
+
+import csv
+import logging
+import socket
+
+import pytest
+
+from lightning_genae.cli import main
+from lightning_genae.loggers import RunFolderCSVLogger, wandb_offline_reason
+
+SMALL = ["--data", "digits", "--width", "8", "--latent-dim", "8", "--batch-size", "32", "--image-every", "2"]
+
+
+@pytest.fixture()
+def no_wandb_credentials(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc with a W&B entry
+    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
+
+
+def test_no_api_key_means_offline(no_wandb_credentials):
+    assert "no W&B API key" in wandb_offline_reason()
+
+
+def test_unreachable_network_means_offline(no_wandb_credentials, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    assert "unreachable" in wandb_offline_reason()
+
+
+def test_wandb_mode_offline_is_respected(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_offline_reason() == "WANDB_MODE=offline"
+
+
+def test_wandb_run_goes_offline_with_a_sync_hint_and_logs_images(
+    no_wandb_credentials, tmp_path, capsys, caplog
+):
+    caplog.set_level(logging.INFO)
+    run_dir = tmp_path / "run"
+    code = main(["--model", "gan", *SMALL, "--max-steps", "2", "--logger", "wandb", "--output", str(run_dir)])
+    assert code == 0
+    # Lightning's info lines reach stdout in a terminal and pytest's log capture here.
+    out = capsys.readouterr().out + caplog.text
+    assert "wandb: offline (no W&B API key" in out and f"wandb sync {run_dir / 'wandb'}" in out
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    assert list(offline_runs[0].glob("files/media/images/samples_*.png")), "the sample grid reaches W&B"
+    assert (run_dir / "metrics.csv").is_file(), "CSV is always on"
+
+
+def test_csv_resume_keeps_history_before_the_checkpoint_only(tmp_path):
+    rows = [
+        {"step": 2, "train/loss": 1.0, "val/loss": ""},
+        {"step": 4, "train/loss": "", "val/loss": 0.8},
+        {"step": 4, "train/loss": 0.9, "val/loss": ""},
+        {"step": 6, "train/loss": 0.7, "val/loss": ""},
+    ]
+    with (tmp_path / "metrics.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["step", "train/loss", "val/loss"])
+        writer.writeheader()
+        writer.writerows(rows)
+    logger = RunFolderCSVLogger(tmp_path, resume_step=4)
+    logger.log_metrics({"train/loss": 0.5}, step=4)
+    logger.save()
+    with (tmp_path / "metrics.csv").open(newline="") as file:
+        kept = [(row["step"], row["train/loss"], row["val/loss"]) for row in csv.DictReader(file)]
+    assert kept == [("2", "1.0", ""), ("4", "", "0.8"), ("4", "0.5", "")]
+
+
+def test_csv_fresh_run_replaces_an_old_file(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step,old\n1,2\n")
+    logger = RunFolderCSVLogger(tmp_path)
+    logger.log_metrics({"new": 1.0}, step=0)
+    logger.save()
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == "new,step"
