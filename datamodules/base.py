@@ -1,0 +1,239 @@
+"""In-memory image datamodule: one uint8 tensor per split, batched by indexing, scaled to [-1, 1] on device.
+
+Datasets here are small enough to hold in memory as uint8, so a batch is one tensor index instead of B
+PIL transforms, and the float conversion runs on the accelerator in `on_after_batch_transfer`, which is
+also where device-side augmentation hooks in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.splits import stratified_sample
+from lightning_genae.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+Batch = tuple[Tensor, Tensor]
+
+
+def to_model_range(images: Tensor) -> Tensor:
+    """uint8 images in [0, 255] -> float32 in [-1, 1], the range every model works in."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"to_model_range expects uint8 images, got {images.dtype}")
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """Float images in [-1, 1] -> uint8 in [0, 255] (clamped, rounded), for saving and metrics."""
+    return images.detach().float().clamp(-1.0, 1.0).add(1.0).mul_(127.5).round_().to(torch.uint8)
+
+
+def describe_error(exc: BaseException) -> str:
+    """`Type: first line of the message`, so a caught exception fits inside a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+class InMemoryImages(Dataset):
+    """A split held as tensors; `__getitems__` lets the DataLoader fetch a whole batch in one index."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[index], self.labels[index]
+
+
+def collate_batch(batch: Batch | list[Batch]) -> Batch:
+    """Pass an `__getitems__` batch through; stack single samples (from wrappers that bypass it)."""
+    if isinstance(batch, tuple):
+        return batch
+    images, labels = zip(*batch, strict=True)
+    return torch.stack(images), torch.stack(labels)
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base datamodule: fixed seeded train/val/test splits in memory, optional stratified train subset.
+
+    Subclasses set the class attributes and implement `_load_splits`; `prepare_data` downloads if needed.
+    """
+
+    name: ClassVar[str] = "images"
+    description: ClassVar[str] = ""
+    # (C, H, W) of the stored images when neither image_size nor channels is given.
+    default_shape: ClassVar[tuple[int, int, int]] = (3, 64, 64)
+    classes: ClassVar[int | None] = None
+    # Only the folder dataset decodes images itself and can honour another size or channel count.
+    resizable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 64,
+        train_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        image_size: int | None = None,
+        channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
+        data_dir = str(data_dir)
+        self.save_hyperparameters()
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size {batch_size} must be at least 1")
+        if train_size is not None and train_size < 1:
+            raise ConfigError(f"--train-size {train_size} must be at least 1 (or omit it to use all images)")
+        if num_workers < 0:
+            raise ConfigError(f"--num-workers {num_workers} must be 0 or more")
+        self._check_geometry(image_size, channels)
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size = batch_size
+        self.train_size = train_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.batch_size_per_device = batch_size
+        self._splits: dict[str, Batch] | None = None
+        self._train_split_size = 0
+
+    def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
+        """Reject a size/channel count the dataset cannot deliver, instead of silently ignoring it."""
+        default_c, default_h, default_w = self.default_shape
+        if image_size is not None and image_size != default_h:
+            raise ConfigError(
+                f"--image-size {image_size} is not available for {self.name} "
+                f"(fixed at {default_h}x{default_w}); drop --image-size, "
+                "or use the folder dataset to load images at another size"
+            )
+        if channels is not None and channels != default_c:
+            raise ConfigError(
+                f"--channels {channels} is not available for {self.name} (fixed at {default_c}); "
+                "drop --channels, or use the folder dataset to load images with another channel count"
+            )
+
+    # ----- metadata, available before setup -----
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image this datamodule yields."""
+        return self.default_shape
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of label classes, or None for unlabeled data (labels are then -1)."""
+        return self.classes
+
+    # ----- loading -----
+
+    def _load_splits(self) -> dict[str, Batch]:
+        """The fixed (uint8 [N,C,H,W], int64 [N]) train/val/test splits; must not depend on the run seed."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Set the per-device batch size and load the data once (later calls only re-check the batch size)."""
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world_size:
+            raise ConfigError(
+                f"--batch-size {self.batch_size} does not divide across {world_size} devices; "
+                f"use a multiple of {world_size}"
+            )
+        self.batch_size_per_device = self.batch_size // world_size
+        self._load_once()
+
+    def _load_once(self) -> None:
+        if self._splits is not None:
+            return
+        splits = self._load_splits()
+        train_images, train_labels = splits["train"]
+        self._train_split_size = len(train_images)
+        if self.train_size is not None:
+            if self.train_size > len(train_images):
+                raise ConfigError(
+                    f"--train-size {self.train_size} exceeds the {len(train_images)} training images of "
+                    f"{self.name}; use at most {len(train_images)}"
+                )
+            subset, _ = stratified_sample(train_labels, self.train_size, self.seed)
+            splits["train"] = (train_images[subset], train_labels[subset])
+        self._splits = splits
+
+    def split_tensors(self, split: str) -> Batch:
+        """(uint8 images [N,C,H,W], int64 labels [N]) of "train" (--train-size subset), "val" or "test"."""
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        self._load_once()
+        assert self._splits is not None
+        return self._splits[split]
+
+    # ----- dataloaders -----
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        images, labels = self.split_tensors(split)
+        return DataLoader(
+            InMemoryImages(images, labels),
+            batch_size=self.batch_size_per_device,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_batch,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, full batches only, so every step sees the same batch size."""
+        available = len(self.split_tensors("train")[0])
+        # The global batch against the whole split also covers DDP, where each rank gets 1/world of it.
+        if available < self.batch_size:
+            subset = " (the --train-size subset)" if self.train_size is not None else ""
+            raise ConfigError(
+                f"--batch-size {self.batch_size} exceeds the {available} training images of "
+                f"{self.name}{subset}; lower --batch-size to at most {available}"
+            )
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    # ----- device side -----
+
+    to_model_range = staticmethod(to_model_range)
+    to_uint8 = staticmethod(to_uint8)
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Scale the uint8 batch to float [-1, 1] on the device (a quarter of the transfer of float32)."""
+        images, labels = batch
+        return self.to_model_range(images), labels
+
+    # ----- description -----
+
+    def summary(self) -> str:
+        """One line: split sizes and image shape, e.g. `mnist: train 55000 (subset 1000) / val 5000 / ...`."""
+        counts = {split: len(self.split_tensors(split)[0]) for split in SPLITS}
+        train = f"{self._train_split_size}"
+        if self.train_size is not None:
+            train += f" (subset {counts['train']})"
+        shape = "x".join(str(d) for d in self.image_shape)
+        return f"{self.name}: train {train} / val {counts['val']} / test {counts['test']}, {shape}"
+
+    def __repr__(self) -> str:
+        # Never triggers loading: before setup only the static facts are known.
+        if self._splits is None:
+            shape = "x".join(str(d) for d in self.image_shape)
+            return f"{type(self).__name__}({self.name}, {shape}, not set up)"
+        return f"{type(self).__name__}({self.summary()})"

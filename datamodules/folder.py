@@ -1,0 +1,105 @@
+"""Any folder of images, searched recursively; two or more image-holding subfolders become class labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from datamodules.base import Batch, ImageDataModule
+from datamodules.imagefiles import IMAGE_EXTENSIONS, read_images
+from datamodules.splits import fixed_split
+from lightning_genae.errors import ConfigError, DataError
+
+VAL_FRACTION = 0.05
+TEST_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """Image files in a stable (sorted) order, their labels (-1 if unlabeled) and the class names."""
+
+    paths: list[Path]
+    labels: Tensor
+    classes: list[str]
+
+
+def scan_folder(root: Path) -> FolderScan:
+    """Find images under `root` (case-insensitive extensions, hidden files and folders skipped).
+
+    Labels come from the top-level subfolders only when there are at least two of them holding images and
+    no image sits loose in `root` itself; otherwise every image is unlabeled.
+    """
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist: pass --data-dir pointing at a folder of images")
+    relative = sorted(
+        path.relative_to(root)
+        for path in root.rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+        and path.is_file()
+    )
+    if not relative:
+        raise DataError(
+            f"no images ({' '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}: "
+            "pass --data-dir pointing at a folder of images"
+        )
+    subfolders = sorted({path.parts[0] for path in relative if len(path.parts) > 1})
+    labelled = len(subfolders) >= 2 and all(len(path.parts) > 1 for path in relative)
+    classes = subfolders if labelled else []
+    class_ids = {name: index for index, name in enumerate(classes)}
+    labels = [class_ids.get(path.parts[0], -1) if labelled else -1 for path in relative]
+    return FolderScan([root / path for path in relative], torch.tensor(labels, dtype=torch.long), classes)
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """A user's image folder at --image-size/--channels; fixed 5% val / 10% test, stratified if labelled."""
+
+    name = "folder"
+    description = (
+        "any folder of images given by --data-dir (recursive; >=2 subfolders become class labels), "
+        "at --image-size (64) and --channels (3)"
+    )
+    default_shape = (3, 64, 64)
+    resizable = True
+
+    def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
+        if image_size is not None and image_size < 8:
+            raise ConfigError(f"--image-size {image_size} is too small; use 8 or more (e.g. 32 or 64)")
+        if channels not in (None, 1, 3):
+            raise ConfigError(f"--channels {channels} is not supported; use 1 (grayscale) or 3 (RGB)")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        default_c, default_size, _ = self.default_shape
+        size = self.hparams.image_size or default_size
+        return (self.hparams.channels or default_c, size, size)
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self._scan().classes) or None
+
+    def _scan(self) -> FolderScan:
+        # Listing is cheap but not free on big folders, and num_classes may be asked for several times.
+        if getattr(self, "_folder_scan", None) is None:
+            self._folder_scan = scan_folder(self.data_dir)
+        return self._folder_scan
+
+    def _load_splits(self) -> dict[str, Batch]:
+        scan = self._scan()
+        total = len(scan.paths)
+        if total < 3:
+            raise DataError(
+                f"only {total} image(s) under {self.data_dir}; "
+                "need at least 3 (one each for train, val and test): add images"
+            )
+        channels, size, _ = self.image_shape
+        images = read_images(scan.paths, size, channels)
+        num_val, num_test = max(1, round(VAL_FRACTION * total)), max(1, round(TEST_FRACTION * total))
+        train, val, test = fixed_split(scan.labels, num_val, num_test)
+        return {
+            name: (images[idx], scan.labels[idx])
+            for name, idx in (("train", train), ("val", val), ("test", test))
+        }

@@ -1,0 +1,137 @@
+"""MNIST and Fashion-MNIST read straight from their IDX files (gzipped or not); torchvision only downloads."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datamodules.base import Batch, ImageDataModule, describe_error
+from datamodules.splits import carve_validation
+from lightning_genae.errors import DataError
+
+IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
+IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def find_idx_file(raw_dir: Path, name: str) -> Path | None:
+    """`raw_dir/name`, else `raw_dir/name.gz`, else None."""
+    for candidate in (raw_dir / name, raw_dir / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """One IDX file as a uint8 array; the header is big-endian int32s: magic number, then each dimension."""
+
+    def unreadable(reason: str) -> DataError:
+        return DataError(
+            f"{path} cannot be read as an IDX file ({reason}): delete it to re-download, or replace it"
+        )
+
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as file:
+            data = file.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise unreadable(describe_error(exc)) from exc
+    ndim = magic & 0xFF
+    header = 4 * (1 + ndim)
+    if len(data) < header:
+        raise unreadable(f"only {len(data)} bytes, shorter than its header")
+    found, *dims = struct.unpack(f">{1 + ndim}i", data[:header])
+    if found != magic:
+        raise unreadable(f"magic number {found}, expected {magic}")
+    if len(data) != header + math.prod(dims):
+        raise unreadable(
+            f"{len(data) - header} data bytes, expected {math.prod(dims)} for shape {tuple(dims)}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+class MNISTDataModule(ImageDataModule):
+    """MNIST: the official 10,000 test images; a fixed stratified 5,000 of the 60,000 train for validation."""
+
+    name = "mnist"
+    description = (
+        "MNIST handwritten digits, 28x28 grayscale (downloaded by torchvision into DATA_DIR/MNIST/raw)"
+    )
+    default_shape = (1, 28, 28)
+    classes = 10
+    # Folder under data_dir, as torchvision names it, and the torchvision class that downloads it.
+    folder = "MNIST"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / self.folder / "raw"
+
+    def _missing(self) -> list[str]:
+        names = [name for pair in IDX_FILES.values() for name in pair]
+        return [name for name in names if find_idx_file(self.raw_dir, name) is None]
+
+    def _not_found(self, reason: str) -> DataError:
+        return DataError(
+            f"{self.folder} not found in {self.raw_dir} {reason}: "
+            "put train-images-idx3-ubyte[.gz] etc. there, "
+            f"or pass --data-dir pointing at a folder holding {self.folder}/raw"
+        )
+
+    def prepare_data(self) -> None:
+        """Download with torchvision unless all four IDX files (gzipped or not) are already there."""
+        if not self._missing():
+            return
+        from torchvision import datasets
+
+        try:
+            getattr(datasets, self.folder)(root=str(self.data_dir), train=True, download=True)
+        # Any failure here (offline, mirror down, disk full) leaves the user with the same fix.
+        except Exception as exc:
+            raise self._not_found(f"and it cannot be downloaded (offline? {describe_error(exc)})") from exc
+        if missing := self._missing():
+            raise self._not_found(f"after downloading (still missing {', '.join(missing)})")
+
+    def _load_splits(self) -> dict[str, Batch]:
+        official = {}
+        for split, (image_name, label_name) in IDX_FILES.items():
+            image_path = find_idx_file(self.raw_dir, image_name)
+            label_path = find_idx_file(self.raw_dir, label_name)
+            if image_path is None or label_path is None:
+                missing = image_name if image_path is None else label_name
+                raise self._not_found(f"({missing}[.gz] is missing; call prepare_data() to download it)")
+            images = read_idx(image_path, IDX_IMAGES_MAGIC)
+            labels = read_idx(label_path, IDX_LABELS_MAGIC)
+            bad_shape = images.shape[1:] != self.default_shape[1:] or len(images) != len(labels)
+            if bad_shape or len(labels) == 0 or labels.max(initial=0) > 9:
+                raise DataError(
+                    f"{image_path} and {label_path} do not form a {self.folder} split "
+                    f"({len(images)} images of {images.shape[1:]}, {len(labels)} labels "
+                    f"up to {labels.max(initial=0)}): replace them"
+                )
+            official[split] = (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long())
+        train_images, train_labels = official["train"]
+        train, val = carve_validation(train_labels)
+        return {
+            "train": (train_images[train], train_labels[train]),
+            "val": (train_images[val], train_labels[val]),
+            "test": official["test"],
+        }
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST: same format and split rules as MNIST, harder images."""
+
+    name = "fashion_mnist"
+    description = (
+        "Fashion-MNIST clothing, 28x28 grayscale (downloaded by torchvision into DATA_DIR/FashionMNIST/raw)"
+    )
+    folder = "FashionMNIST"

@@ -1,0 +1,80 @@
+"""Seeded, label-stratified index selection: the fixed val/test carve-outs and the limited-data subsets."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Seed of every fixed carve-out; a constant, so val/test are the same images whatever the run seed is.
+FIXED_SPLIT_SEED = 20_240_607
+_UINT64_MASK = 2**64 - 1
+_TIE_STREAM = 2**63
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """splitmix64's output function: a fixed bijection on uint64 that scatters neighbouring inputs."""
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def seeded_order(count: int, seed: int, stream: int) -> np.ndarray:
+    """A permutation of range(count) fixed by (seed, stream).
+
+    Plain integer hashing rather than NumPy's or torch's generators, whose streams may change between
+    versions: the fixed val/test splits must stay the same images after a library upgrade.
+    """
+    salt = _splitmix64(_splitmix64(np.array([seed & _UINT64_MASK], dtype=np.uint64)) ^ np.uint64(stream))
+    return np.argsort(_splitmix64(salt ^ np.arange(count, dtype=np.uint64)), kind="stable")
+
+
+def _allocate(counts: np.ndarray, n: int, tie_order: np.ndarray) -> np.ndarray:
+    """Per-class sample counts proportional to `counts`, each the floor or ceiling of its exact share."""
+    total = int(counts.sum())
+    # Integer arithmetic (largest-remainder method), so no class can be rounded past its own size.
+    share = counts.astype(np.int64) * n
+    alloc = share // total
+    remainder = share % total
+    # Break ties in the remainder in seeded order, so they are not always won by label 0.
+    order = tie_order[np.argsort(-remainder[tie_order], kind="stable")]
+    alloc[order[: n - int(alloc.sum())]] += 1
+    return alloc
+
+
+def stratified_sample(labels: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Pick `n` indices with class proportions kept; returns (chosen, rest), each sorted ascending.
+
+    Labels of -1 (unlabeled) form one class, so unlabeled data gets a plain seeded random sample. Each
+    class is shuffled by `seed` and its label alone, so a larger `n` (nearly) contains a smaller one.
+    """
+    label_array = labels.cpu().numpy()
+    if not 0 <= n <= len(label_array):
+        raise ValueError(f"cannot pick {n} of {len(label_array)} items")
+    mask = np.zeros(len(label_array), dtype=bool)
+    if n > 0:
+        classes, counts = np.unique(label_array, return_counts=True)
+        alloc = _allocate(counts, n, seeded_order(len(classes), seed, stream=_TIE_STREAM))
+        for cls, k in zip(classes, alloc, strict=True):
+            members = np.flatnonzero(label_array == cls)
+            # Labels are >= -1, so label + 1 is a valid stream and never collides with the tie stream.
+            mask[members[seeded_order(len(members), seed, stream=int(cls) + 1)[:k]]] = True
+    return torch.from_numpy(np.flatnonzero(mask)), torch.from_numpy(np.flatnonzero(~mask))
+
+
+def fixed_split(labels: Tensor, num_val: int, num_test: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Stratified (train, val, test) indices for data without an official split; fixed, not run-seeded."""
+    test, rest = stratified_sample(labels, num_test, FIXED_SPLIT_SEED)
+    val, train = stratified_sample(labels[rest], num_val, FIXED_SPLIT_SEED + 1)
+    return rest[train], rest[val], test
+
+
+def carve_validation(labels: Tensor, max_val: int = 5000) -> tuple[Tensor, Tensor]:
+    """Fixed stratified (train, val) indices of an official train split: `max_val` images, or 10% if smaller.
+
+    The 10% fallback only matters for truncated copies (and tests); the real MNIST/CIFAR-10 give 5,000.
+    """
+    val, train = stratified_sample(labels, min(max_val, len(labels) // 10), FIXED_SPLIT_SEED)
+    return train, val
