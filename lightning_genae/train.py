@@ -335,7 +335,7 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
     fit_metrics = _floats(trainer.callback_metrics)
     log_last_training_values(trainer, model, fit_metrics)
     if not config.fast_dev_run:
-        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
     final_metrics = dict(fit_metrics)
     if model.monitor is not None:
