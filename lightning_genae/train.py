@@ -158,6 +158,13 @@ def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -
     steps_per_iteration = model.optimizer_steps_per_iteration
     checkpoint_dir = run_dir / "checkpoints"
     callbacks: list[Callback] = [
+        SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
+        ReconstructionGrid(every_n_steps=config.image_every),
+    ]
+    if config.fast_dev_run:
+        # A set-up check: its weights are worthless and must not look like a run to resume.
+        return callbacks
+    callbacks += [
         StoreRunConfig(config),
         ModelCheckpoint(
             dirpath=checkpoint_dir,
@@ -165,8 +172,6 @@ def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -
             save_top_k=0,
             save_last=True,
         ),
-        SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
-        ReconstructionGrid(every_n_steps=config.image_every),
     ]
     if model.monitor is not None:
         callbacks.append(

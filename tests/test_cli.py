@@ -209,3 +209,23 @@ def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
+def test_fast_dev_run_checks_the_setup_without_writing_checkpoints(tmp_path):
+    run_dir = tmp_path / "fdr"
+    assert main(["--model", "vae", *TINY, "--fast-dev-run", "--output", str(run_dir)]) == 0
+    assert read_summary(run_dir)["global_step"] == 1
+    assert not list(run_dir.glob("checkpoints/*.ckpt"))
+
+
+def test_max_epochs_alone_bounds_the_run(tmp_path):
+    run_dir = tmp_path / "epochs"
+    assert main(["--model", "ae", *TINY, "--max-epochs", "1", "--output", str(run_dir)]) == 0
+    # digits: 1258 training images in full batches of 32 -> 39 iterations per epoch.
+    assert read_summary(run_dir)["global_step"] == 1258 // 32
+
+
+def test_genae_console_command_is_installed():
+    genae = Path(sys.executable).parent / "genae"
+    result = subprocess.run([str(genae), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--model" in result.stdout
