@@ -7,6 +7,7 @@ also where device-side augmentation hooks in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.splits import stratified_sample
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 Batch = tuple[Tensor, Tensor]
@@ -142,6 +143,22 @@ class ImageDataModule(pl.LightningDataModule):
     def _load_splits(self) -> dict[str, Batch]:
         """The fixed (uint8 [N,C,H,W], int64 [N]) train/val/test splits; must not depend on the run seed."""
         raise NotImplementedError
+
+    def _not_found(self, reason: str) -> DataError:
+        """The dataset's one-line "not found" error; `reason` says why (offline, still missing, ...)."""
+        return DataError(
+            f"{self.name} not found in {self.data_dir} {reason}; pass --data-dir with the dataset"
+        )
+
+    def _download(self, fetch: Callable[[], object], missing: Callable[[], list[str]]) -> None:
+        """Run a (torchvision) download; a failure of any kind becomes the dataset's one-line DataError."""
+        try:
+            fetch()
+        # Offline, a mirror down, a Drive quota or a full disk all leave the user with the same fix.
+        except Exception as exc:
+            raise self._not_found(f"and it cannot be downloaded (offline? {describe_error(exc)})") from exc
+        if still_missing := missing():
+            raise self._not_found(f"after downloading (still missing {', '.join(still_missing)})")
 
     def setup(self, stage: str | None = None) -> None:
         """Set the per-device batch size and load the data once (later calls only re-check the batch size)."""

@@ -81,15 +81,10 @@ class CelebADataModule(ImageDataModule):
         if not self._has_sources():
             from torchvision import datasets
 
-            try:
-                datasets.CelebA(root=str(self.data_dir), split="all", download=True)
-            # Google Drive quotas, a missing gdown or no network all leave the user the same fix.
-            except Exception as exc:
-                raise self._not_found(
-                    f"and it cannot be downloaded (offline? {describe_error(exc)})"
-                ) from exc
-            if not self._has_sources():
-                raise self._not_found("after downloading")
+            self._download(
+                lambda: datasets.CelebA(root=str(self.data_dir), split="all", download=True),
+                lambda: [] if self._has_sources() else ["img_align_celeba/ or list_eval_partition.txt"],
+            )
         self._build_cache()
 
     def _read_cache(self) -> dict[str, np.ndarray] | None:

@@ -76,13 +76,9 @@ class CIFAR10DataModule(ImageDataModule):
             return
         from torchvision import datasets
 
-        try:
-            datasets.CIFAR10(root=str(self.data_dir), train=True, download=True)
-        # Any failure here (offline, server down, disk full) leaves the user with the same fix.
-        except Exception as exc:
-            raise self._not_found(f"and it cannot be downloaded (offline? {describe_error(exc)})") from exc
-        if missing := self._missing():
-            raise self._not_found(f"after downloading (still missing {', '.join(missing)})")
+        self._download(
+            lambda: datasets.CIFAR10(root=str(self.data_dir), train=True, download=True), self._missing
+        )
 
     def _load_splits(self) -> dict[str, Batch]:
         if missing := self._missing():

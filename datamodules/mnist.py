@@ -92,13 +92,10 @@ class MNISTDataModule(ImageDataModule):
             return
         from torchvision import datasets
 
-        try:
-            getattr(datasets, self.folder)(root=str(self.data_dir), train=True, download=True)
-        # Any failure here (offline, mirror down, disk full) leaves the user with the same fix.
-        except Exception as exc:
-            raise self._not_found(f"and it cannot be downloaded (offline? {describe_error(exc)})") from exc
-        if missing := self._missing():
-            raise self._not_found(f"after downloading (still missing {', '.join(missing)})")
+        self._download(
+            lambda: getattr(datasets, self.folder)(root=str(self.data_dir), train=True, download=True),
+            self._missing,
+        )
 
     def _load_splits(self) -> dict[str, Batch]:
         official = {}
