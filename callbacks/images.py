@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,18 +14,20 @@ from lightning_genae.loggers import log_image_grid
 from lightning_genae.models import Autoencoder, Sampler
 
 
-class _PeriodicImageCallback(Callback):
+class _PeriodicImageCallback(Callback, ABC):
     """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends."""
 
     def __init__(self, every_n_steps: int) -> None:
         self.every_n_steps = every_n_steps
         self._last_drawn_step = -1
 
+    @abstractmethod
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
-        raise NotImplementedError
+        """Whether the model offers what this grid needs (sampling, reconstruction)."""
 
+    @abstractmethod
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        raise NotImplementedError
+        """Make and log the grid; runs on rank 0, in eval mode, without gradients."""
 
     def _maybe_draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step = pl_module.iteration

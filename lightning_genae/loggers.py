@@ -114,7 +114,6 @@ def build_loggers(
     wandb_project: str,
     wandb_group: str | None = None,
     resume_step: int | None = None,
-    config: dict[str, Any] | None = None,
 ) -> list[Logger]:
     """CSV first (always), then the requested TensorBoard/W&B loggers, all writing under `run_dir`."""
     loggers: list[Logger] = [RunFolderCSVLogger(run_dir, resume_step=resume_step)]
@@ -142,9 +141,6 @@ def build_loggers(
                 f"wandb: offline ({reason}); upload later with: wandb sync {wandb_dir}/offline-run-*"
             )
         loggers.append(wandb_logger)
-    if config is not None:
-        for logger in loggers[1:]:
-            logger.log_hyperparams(config)
     return loggers
 
 
