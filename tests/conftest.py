@@ -22,3 +22,16 @@ def mnist_data_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return data_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Feature and classifier caches go to a temporary folder, never the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("genae-cache")
+    previous = os.environ.get("GENAE_CACHE_DIR")
+    os.environ["GENAE_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("GENAE_CACHE_DIR", None)
+    else:
+        os.environ["GENAE_CACHE_DIR"] = previous

@@ -1,0 +1,325 @@
+"""Feature backbones for FD, KID and precision/recall: the dataset's classifier or torch-fidelity's Inception.
+
+Both take the same input, uint8 images [N,C,H,W] at the dataset's size, and give float32 features, so a
+metric never needs to know which one it has; `name` goes into the metric's name (`fd_classifier`) and
+`description` into every result, because numbers from different feature networks are not comparable.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+from torch.hub import download_url_to_file
+
+from datamodules import to_model_range
+from datamodules.base import describe_error
+from lightning_genae.errors import ConfigError, GenaeError
+from lightning_genae.metrics import classifier as classifier_lib
+
+if TYPE_CHECKING:
+    from datamodules import ImageDataModule
+
+BACKBONES = ("classifier", "inception")
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+# torch-fidelity's own release, the file torchmetrics' FID downloads too (TF 2015-12-05 graph, converted).
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+INCEPTION_DIM = 2048
+
+
+class BackboneUnavailable(GenaeError):
+    """A feature backbone cannot be built here (weights missing, offline, no labels); says how to fix it."""
+
+
+class FeatureBackbone(nn.Module):
+    """uint8 images [N,C,H,W] in 0..255 -> float32 features [N, feature_dim], frozen and always in eval mode.
+
+    Subclasses implement `extract` on a chunk already on the module's device; `forward` does the checks,
+    chunking, no_grad and full precision that every metric needs.
+    """
+
+    # Images per internal chunk: bounds memory when a caller passes a whole split at once.
+    chunk_size: int = 256
+
+    def __init__(self, name: str, feature_dim: int, description: str) -> None:
+        super().__init__()
+        self.name = name
+        self.feature_dim = feature_dim
+        self.description = description
+
+    def train(self, mode: bool = True) -> FeatureBackbone:
+        # A LightningModule holding this as a child calls .train(); batch norm must keep its statistics.
+        return super().train(False)
+
+    def check_images(self, images: Tensor) -> None:
+        """Raise ValueError unless `images` is a uint8 [N,C,H,W] batch this backbone accepts."""
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(
+                f"{self.name} backbone expects uint8 images [N,C,H,W] in 0..255, "
+                f"got {images.dtype} of shape {tuple(images.shape)}"
+            )
+
+    def extract(self, images: Tensor) -> Tensor:
+        """Features of a uint8 chunk on this module's device."""
+        raise NotImplementedError
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Features [N, feature_dim] (float32, on this module's device) of uint8 images [N,C,H,W]."""
+        self.check_images(images)
+        reference = next(self.parameters(), None)
+        device = reference.device if reference is not None else torch.device("cpu")
+        if len(images) == 0:
+            return torch.empty(0, self.feature_dim, device=device)
+        chunks = []
+        # Under a bf16/fp16 Trainer the caller may be inside autocast: features must not depend on that.
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            for chunk in images.split(self.chunk_size):
+                chunks.append(self.extract(chunk.to(device)).float())
+        return torch.cat(chunks)
+
+
+class ClassifierBackbone(FeatureBackbone):
+    """Penultimate (pre-ReLU, batch-normalised) features of the dataset's FeatureClassifier."""
+
+    chunk_size = 1024
+
+    def __init__(self, model: classifier_lib.FeatureClassifier, description: str) -> None:
+        super().__init__("classifier", model.config.feature_dim, description)
+        self.model = model.requires_grad_(False).eval()
+        self.image_shape = model.config.image_shape
+
+    def check_images(self, images: Tensor) -> None:
+        super().check_images(images)
+        if tuple(images.shape[1:]) != self.image_shape:
+            expected = "x".join(str(d) for d in self.image_shape)
+            raise ValueError(
+                f"classifier backbone was trained on {expected} images, got {tuple(images.shape[1:])}"
+            )
+
+    def extract(self, images: Tensor) -> Tensor:
+        return self.model.features(to_model_range(images))
+
+
+class InceptionBackbone(FeatureBackbone):
+    """torch-fidelity's InceptionV3 pool features (2048) through torchmetrics, without antialiasing.
+
+    The network takes uint8, resizes to 299x299 with TF1-compatible bilinear interpolation and scales to
+    (x - 128) / 128 itself; antialias=False keeps that resize (torchmetrics >= 1.8 defaults to an
+    antialiased torch resize), so numbers match torch-fidelity and the original TF protocol.
+    Grayscale is repeated to three channels.
+    """
+
+    chunk_size = 64
+
+    def __init__(self, weights_path: str | Path, weights_sha256: str) -> None:
+        super().__init__(
+            "inception",
+            INCEPTION_DIM,
+            f"inception-v3-compat (torch-fidelity weights, sha256 {weights_sha256[:8]}, no antialias)",
+        )
+        # Imported here: torch-fidelity is optional, and only this backbone needs it.
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        # torchmetrics without the `antialias` option always resized like TF1, as antialias=False does.
+        options = (
+            {"antialias": False} if "antialias" in inspect.signature(NoTrainInceptionV3).parameters else {}
+        )
+        self.net = NoTrainInceptionV3(
+            name="inception-v3-compat",
+            features_list=[str(INCEPTION_DIM)],
+            feature_extractor_weights_path=str(weights_path),
+            **options,
+        )
+        self.net.requires_grad_(False)
+        self.weights_path = Path(weights_path)
+
+    def check_images(self, images: Tensor) -> None:
+        super().check_images(images)
+        if images.shape[1] not in (1, 3):
+            raise ValueError(f"inception backbone takes 1 or 3 channels, got {images.shape[1]}")
+
+    def extract(self, images: Tensor) -> Tensor:
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        return self.net(images)
+
+
+# ----- inception -----
+
+
+def default_inception_path() -> Path:
+    """Where torch.hub (and so torch-fidelity) caches the weights: $TORCH_HOME/hub/checkpoints/..."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def resolve_inception_weights(path: str | Path | None = None) -> Path:
+    """The Inception weights file: `path` if given, else the torch.hub cache, downloading there if absent."""
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise BackboneUnavailable(
+                f"inception: --inception-weights {path} does not exist; pass the path of {INCEPTION_FILE} "
+                f"(from {INCEPTION_URL})"
+            )
+        return path
+    cached = default_inception_path()
+    if cached.is_file():
+        return cached
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        print(f"inception: downloading {INCEPTION_URL} to {cached}", file=sys.stderr, flush=True)
+        # torch.hub downloads to a temporary file and renames it, so a failed download leaves nothing behind.
+        download_url_to_file(INCEPTION_URL, str(cached), progress=False)
+    # Offline, a proxy, a 404 or a full disk all leave the user with the same two fixes.
+    except Exception as exc:
+        raise BackboneUnavailable(
+            f"inception: {INCEPTION_FILE} not found in {cached.parent} and not downloadable "
+            f"(offline? {describe_error(exc)}); pass --inception-weights PATH or put the file there"
+        ) from exc
+    return cached
+
+
+def load_inception(path: str | Path | None = None) -> InceptionBackbone:
+    """The Inception backbone with real weights; BackboneUnavailable rather than ever a random network."""
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError as exc:
+        raise BackboneUnavailable(
+            "inception: needs torch-fidelity, which is not installed; pip install torch-fidelity"
+        ) from exc
+    weights = resolve_inception_weights(path)
+    fix = f"replace it with {INCEPTION_FILE} from {INCEPTION_URL} or pass another --inception-weights"
+    try:
+        # Read once with weights_only first: torch-fidelity then unpickles the file without that guard.
+        torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BackboneUnavailable(
+            f"inception: {weights} is not a readable weights file ({describe_error(exc)}); {fix}"
+        ) from exc
+    sha256 = classifier_lib.file_sha256(weights)
+    try:
+        return InceptionBackbone(weights, sha256)
+    except Exception as exc:
+        raise BackboneUnavailable(
+            f"inception: {weights} does not hold torch-fidelity's InceptionV3 ({describe_error(exc)}); {fix}"
+        ) from exc
+
+
+# ----- classifier -----
+
+
+def default_cache_dir() -> Path:
+    """Classifiers trained on first use: $GENAE_CACHE_DIR/classifiers (~/.cache/lightning-genae/...)."""
+    root = os.environ.get("GENAE_CACHE_DIR")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "lightning-genae"
+    return base / "classifiers"
+
+
+def _shipped_classifier(data: str, entry: dict, datamodule: ImageDataModule | None) -> ClassifierBackbone:
+    path = Path(classifier_lib.WEIGHTS_DIR) / entry["file"]
+    fix = f"reinstall lightning-genae or re-create it with `{entry['command']}`"
+    if not path.is_file():
+        raise BackboneUnavailable(f"classifier: shipped checkpoint {path} is missing; {fix}")
+    sha256 = classifier_lib.file_sha256(path)
+    if sha256 != entry["sha256"]:
+        raise BackboneUnavailable(
+            f"classifier: {path} has SHA-256 {sha256[:12]}..., the manifest expects "
+            f"{entry['sha256'][:12]}... (corrupt or modified); {fix}"
+        )
+    try:
+        model, _ = classifier_lib.load_checkpoint(path)
+    except GenaeError as exc:
+        raise BackboneUnavailable(f"classifier: {exc}") from exc
+    if datamodule is not None and tuple(datamodule.image_shape) != model.config.image_shape:
+        raise ConfigError(
+            f"classifier: the shipped {data} classifier takes {model.config.image_shape} images but the "
+            f"datamodule yields {tuple(datamodule.image_shape)}; use --backbone inception"
+        )
+    description = f"classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
+    return ClassifierBackbone(model, description)
+
+
+def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) -> ClassifierBackbone:
+    full = classifier_lib.full_training_data(datamodule)
+    seed = classifier_lib.DEFAULT_SEED
+    num_train = len(full.split_tensors("train")[0])
+    epochs = classifier_lib.default_epochs(num_train)
+    fingerprint = classifier_lib.training_fingerprint(full, seed=seed, epochs=epochs)
+    shape = "x".join(str(d) for d in full.image_shape)
+    path = cache_dir / f"{data}-{shape}-seed{seed}-{fingerprint[:16]}.pt"
+    if not path.is_file():
+        print(
+            f"classifier: no shipped classifier for {data}; training one on its {num_train} labelled "
+            f"training images ({epochs} epochs, seed {seed}), cached at {path}",
+            file=sys.stderr,
+            flush=True,
+        )
+        model, test_accuracy = classifier_lib.train_classifier(full, seed=seed, epochs=epochs)
+        num_test = len(full.split_tensors("test")[0])
+        classifier_lib.save_checkpoint(
+            model, path, data=data, seed=seed, epochs=epochs, test_accuracy=test_accuracy, num_test=num_test
+        )
+    try:
+        model, meta = classifier_lib.load_checkpoint(path)
+    except GenaeError as exc:
+        raise BackboneUnavailable(f"classifier: {exc}") from exc
+    sha256 = classifier_lib.file_sha256(path)
+    description = (
+        f"classifier ({data}, trained on first use, sha256 {sha256[:8]}, "
+        f"test acc {meta.get('test_accuracy', float('nan')):.2%})"
+    )
+    return ClassifierBackbone(model, description)
+
+
+def load_classifier(
+    data: str, datamodule: ImageDataModule | None = None, *, cache_dir: str | Path | None = None
+) -> ClassifierBackbone:
+    """The shipped classifier of `data` (SHA-256 checked), else one trained on first use and cached."""
+    if datamodule is not None and datamodule.name != data:
+        raise ConfigError(
+            f"classifier: datamodule is {datamodule.name!r} but data is {data!r}; pass matching ones"
+        )
+    try:
+        manifest = classifier_lib.load_manifest()
+    except GenaeError as exc:
+        raise BackboneUnavailable(f"classifier: {exc}") from exc
+    if data in manifest:
+        return _shipped_classifier(data, manifest[data], datamodule)
+    if datamodule is None:
+        raise BackboneUnavailable(
+            f"classifier: no shipped classifier for {data}; "
+            "pass its datamodule so that one is trained on first use"
+        )
+    if datamodule.num_classes is None:
+        raise BackboneUnavailable(
+            f"classifier: {data} has no labels to train a feature classifier on; "
+            "use --backbone inception with weights (--inception-weights PATH)"
+        )
+    return _cached_classifier(
+        data, datamodule, Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    )
+
+
+def load_backbone(
+    name: str,
+    data: str,
+    datamodule: ImageDataModule | None = None,
+    *,
+    inception_weights: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> FeatureBackbone:
+    """The feature backbone `name` (one of BACKBONES) for dataset `data`, on the CPU in eval mode.
+
+    Raises BackboneUnavailable (one line, with the fix) when it cannot be built here; never substitutes a
+    randomly initialised network.
+    """
+    if name == "classifier":
+        return load_classifier(data, datamodule, cache_dir=cache_dir)
+    if name == "inception":
+        return load_inception(inception_weights)
+    raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

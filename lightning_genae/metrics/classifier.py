@@ -1,0 +1,392 @@
+"""The feature classifier: a small CNN trained on a dataset's labels, whose penultimate layer FD/KID use.
+
+Inception features describe ImageNet photographs; on 16-28 px digits a classifier trained on the data
+itself is the common, more sensitive yardstick (the MNIST-FID practice). This module holds the network,
+its deterministic training loop, the checkpoint format, the shipped-weights manifest and the command that
+reproduces a shipped checkpoint:
+
+    python -m lightning_genae.metrics.classifier --data mnist --data-dir ../shared/data --seed 0 \
+        --output lightning_genae/metrics/weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from datamodules import DATASETS, ImageDataModule, build_datamodule, to_model_range
+from lightning_genae.errors import DataError, GenaeError
+from lightning_genae.nets.conv import downsampling_plan
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MANIFEST_NAME = "classifiers.json"
+CHECKPOINT_FORMAT = "lightning-genae-classifier/1"
+FEATURE_DIM = 128
+# Evaluation must not move with the run's --seed, so every classifier (shipped or cached) uses this one.
+DEFAULT_SEED = 0
+
+# Training recipe; part of the cache key, so changing it retrains cached classifiers instead of reusing them.
+BATCH_SIZE = 128
+MAX_LR = 3e-3
+WEIGHT_DECAY = 5e-4
+# Epochs scale inversely with the training split: ~330k image presentations, within [5, 60] epochs.
+SAMPLES_PER_RUN = 330_000
+MIN_EPOCHS, MAX_EPOCHS = 5, 60
+EVAL_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Everything needed to rebuild the network before loading its state dict."""
+
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    width: int = 32
+    max_width: int = 128
+    feature_dim: int = FEATURE_DIM
+    dropout: float = 0.3
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ClassifierConfig:
+        """Inverse of `asdict` after a JSON/torch round trip (which turns the shape tuple into a list)."""
+        return cls(**{**values, "image_shape": tuple(values["image_shape"])})
+
+
+class FeatureClassifier(nn.Module):
+    """Per halving of the image a conv3x3-BN-ReLU-maxpool block, then fc -> BN (the features) -> ReLU -> fc.
+
+    The features are the batch-normalised penultimate activations *before* the ReLU: no unit is dead or
+    clipped at zero, so they are continuous and closer to Gaussian (what FD assumes) than post-ReLU values,
+    and each dimension has roughly unit scale on the training data, so no few units dominate a distance.
+    """
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        channels, height, width_px = config.image_shape
+        if height != width_px:
+            raise DataError(f"feature classifier needs square images, got {height}x{width_px}; resize them")
+        stages, base = downsampling_plan(height)
+        blocks: list[nn.Module] = []
+        in_ch = channels
+        for stage in range(stages):
+            out_ch = min(config.width * 2**stage, config.max_width)
+            blocks += [
+                nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            in_ch = out_ch
+        self.conv = nn.Sequential(*blocks)
+        self.embed = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_ch * base * base, config.feature_dim, bias=False),
+            nn.BatchNorm1d(config.feature_dim),
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.num_classes)
+        )
+
+    def features(self, x: Tensor) -> Tensor:
+        """Images in [-1, 1] -> penultimate features [N, feature_dim]."""
+        return self.embed(self.conv(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images in [-1, 1] -> class logits [N, num_classes]."""
+        return self.head(self.features(x))
+
+
+# ----- training -----
+
+
+def default_epochs(num_train: int) -> int:
+    """Epochs for a training split of `num_train` images: 6 for MNIST-sized data, 60 for digits."""
+    return max(MIN_EPOCHS, min(MAX_EPOCHS, math.ceil(SAMPLES_PER_RUN / max(num_train, 1))))
+
+
+@torch.no_grad()
+def accuracy(model: FeatureClassifier, images: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH) -> float:
+    """Fraction of uint8 `images` whose predicted class equals `labels` (model put in eval mode)."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        batch = to_model_range(images[start : start + batch_size].to(device))
+        predicted = model(batch).argmax(dim=1).cpu()
+        correct += int((predicted == labels[start : start + batch_size]).sum())
+    return correct / max(len(images), 1)
+
+
+def full_training_data(datamodule: ImageDataModule) -> ImageDataModule:
+    """The same dataset without a --train-size subset: the yardstick must not shrink with the run's data."""
+    if getattr(datamodule, "train_size", None) is None:
+        return datamodule
+    return type(datamodule)(**{**dict(datamodule.hparams), "train_size": None})
+
+
+def _fit(
+    datamodule: ImageDataModule, seed: int, epochs: int, batch_size: int, verbose: bool
+) -> FeatureClassifier:
+    """The training loop of `train_classifier`, drawing from the (already seeded) global generator."""
+    assert datamodule.num_classes is not None
+    train_images, train_labels = datamodule.split_tensors("train")
+    val_images, val_labels = datamodule.split_tensors("val")
+    model = FeatureClassifier(ClassifierConfig(datamodule.image_shape, datamodule.num_classes))
+    shuffle = torch.Generator().manual_seed(seed)
+    # A last batch of one would break batch norm; drop the ragged tail unless it is the only batch.
+    steps_per_epoch = max(1, len(train_images) // batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=MAX_LR, weight_decay=WEIGHT_DECAY)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, MAX_LR, total_steps=epochs * steps_per_epoch)
+    best_accuracy, best_state = -1.0, copy.deepcopy(model.state_dict())
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(train_images), generator=shuffle)
+        for step in range(steps_per_epoch):
+            index = order[step * batch_size : (step + 1) * batch_size]
+            loss = F.cross_entropy(model(to_model_range(train_images[index])), train_labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        val_accuracy = accuracy(model, val_images, val_labels)
+        if verbose:
+            print(
+                f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, val acc {val_accuracy:.4%}", flush=True
+            )
+        # `>=` prefers the later epoch on ties: it has seen more of the schedule's low learning rates.
+        if val_accuracy >= best_accuracy:
+            best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return model.eval()
+
+
+def train_classifier(
+    datamodule: ImageDataModule,
+    *,
+    seed: int = DEFAULT_SEED,
+    epochs: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    verbose: bool = False,
+) -> tuple[FeatureClassifier, float]:
+    """Train a FeatureClassifier on the train split; keep the epoch with the best val accuracy.
+
+    Returns the model (eval mode, CPU) and its accuracy on the test split. Deterministic given `seed`:
+    the initialisation and dropout draw from the seeded global generator, shuffling from its own.
+    """
+    if datamodule.num_classes is None:
+        raise DataError(f"{datamodule.name} has no labels to train a feature classifier on")
+    test_images, test_labels = datamodule.split_tensors("test")
+    epochs = epochs if epochs is not None else default_epochs(len(datamodule.split_tensors("train")[0]))
+    if epochs < 1:
+        raise GenaeError(f"--epochs {epochs} must be at least 1")
+    # Forked: training on first use inside a run must leave the run's own random stream where it was.
+    # enable_grad: a caller may load backbones under no_grad.
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(seed)
+        model = _fit(datamodule, seed, epochs, batch_size, verbose)
+    return model, accuracy(model, test_images, test_labels)
+
+
+def training_fingerprint(datamodule: ImageDataModule, *, seed: int, epochs: int) -> str:
+    """SHA-256 of everything a trained classifier depends on: recipe, architecture and train/val data.
+
+    The images are hashed too, not only the labels: two folders with the same class counts must not share a
+    cached classifier.
+    """
+    config = ClassifierConfig(datamodule.image_shape, datamodule.num_classes or 0)
+    recipe = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(config),
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": BATCH_SIZE,
+        "max_lr": MAX_LR,
+        "weight_decay": WEIGHT_DECAY,
+    }
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
+    for split in ("train", "val"):
+        images, labels = datamodule.split_tensors(split)
+        digest.update(images.contiguous().numpy().tobytes())
+        digest.update(labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ----- checkpoints -----
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: FeatureClassifier, path: str | Path, **meta: Any) -> str:
+    """Write the config, state dict and `meta` to `path` atomically; return the file's SHA-256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = asdict(model.config)
+    config["image_shape"] = list(config["image_shape"])
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config,
+        "state_dict": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
+        "meta": meta,
+    }
+    # Serialised in memory: torch.save names the zip's records after the file, and a temporary file name
+    # would make identical weights hash differently.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    # Write then rename, so an interrupted run or a concurrent reader never sees half a file.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(buffer.getvalue())
+        # mkstemp creates the file private (0600); a shipped or shared cache file must be readable by all.
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def load_checkpoint(path: str | Path) -> tuple[FeatureClassifier, dict[str, Any]]:
+    """Rebuild the classifier stored at `path` (eval mode, CPU); return it with the checkpoint's meta.
+
+    Raises GenaeError with one line when the file is not a classifier checkpoint of this format.
+    """
+    try:
+        # weights_only: a checkpoint is tensors and plain values, never code to unpickle.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        model = FeatureClassifier(ClassifierConfig.from_dict(payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise GenaeError(
+            f"classifier checkpoint {path} is unreadable ({type(exc).__name__}: {first_line}); "
+            "delete it so it is trained again, or reinstall lightning-genae for a shipped one"
+        ) from exc
+    model.requires_grad_(False)
+    model.eval()
+    return model, dict(payload.get("meta", {}))
+
+
+def load_manifest(weights_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The shipped classifiers by dataset name ({} when the manifest is absent)."""
+    path = Path(weights_dir or WEIGHTS_DIR) / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GenaeError(f"{path} is unreadable ({exc}); reinstall lightning-genae") from exc
+    if not isinstance(manifest, dict):
+        raise GenaeError(f"{path} is not a mapping of dataset: entry; reinstall lightning-genae")
+    return manifest
+
+
+def write_manifest_entry(weights_dir: str | Path, data: str, entry: dict[str, Any]) -> Path:
+    """Replace the manifest entry of `data`, keeping the others; keys sorted so diffs stay small."""
+    manifest = load_manifest(weights_dir)
+    manifest[data] = entry
+    path = Path(weights_dir) / MANIFEST_NAME
+    path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def checkpoint_name(data: str) -> str:
+    """File name of the shipped classifier for dataset `data`."""
+    return f"classifier-{data}.pt"
+
+
+# ----- command line -----
+
+
+def _reproduce_command(args: argparse.Namespace) -> str:
+    parts = ["python -m lightning_genae.metrics.classifier", f"--data {args.data}"]
+    if args.data_dir is not None:
+        parts.append(f"--data-dir {args.data_dir}")
+    parts.append(f"--seed {args.seed}")
+    if args.epochs is not None:
+        parts.append(f"--epochs {args.epochs}")
+    parts.append(f"--output {args.output}")
+    return " ".join(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_genae.metrics.classifier",
+        description="Train the feature classifier of a labelled dataset, write classifier-DATA.pt and "
+        "update the manifest (classifiers.json) in --output.",
+    )
+    parser.add_argument("--data", required=True, choices=sorted(DATASETS), help="dataset name")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (not needed for digits)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training seed (0 for shipped ones)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: scaled to the training split")
+    parser.add_argument("--output", default=str(WEIGHTS_DIR), help="folder for the checkpoint and manifest")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train, save and record one classifier; errors print as one line with exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        datamodule = build_datamodule(args.data, data_dir=args.data_dir or ".")
+        datamodule.prepare_data()
+        datamodule.setup()
+        started = time.perf_counter()
+        model, test_accuracy = train_classifier(datamodule, seed=args.seed, epochs=args.epochs, verbose=True)
+        seconds = time.perf_counter() - started
+        epochs = args.epochs or default_epochs(len(datamodule.split_tensors("train")[0]))
+        num_test = len(datamodule.split_tensors("test")[0])
+        output = Path(args.output)
+        path = output / checkpoint_name(args.data)
+        meta = {"data": args.data, "seed": args.seed, "epochs": epochs, "test_accuracy": test_accuracy}
+        sha256 = save_checkpoint(model, path, **meta, num_test=num_test)
+        entry = {
+            "file": path.name,
+            "sha256": sha256,
+            "test_accuracy": round(test_accuracy, 6),
+            "num_test": num_test,
+            "feature_dim": model.config.feature_dim,
+            "image_shape": list(model.config.image_shape),
+            "seed": args.seed,
+            "epochs": epochs,
+            "command": _reproduce_command(args),
+            "torch": torch.__version__,
+        }
+        write_manifest_entry(output, args.data, entry)
+    except GenaeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(
+        f"{args.data}: test accuracy {test_accuracy:.4%} on {num_test} images, {seconds:.0f} s, "
+        f"{path} ({path.stat().st_size / 1024:.0f} KiB, sha256 {sha256})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
