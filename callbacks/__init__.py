@@ -1,5 +1,5 @@
 """Lightning callbacks shared by every model family."""
 
-from callbacks.images import ReconstructionGrid, SampleGrid
+from callbacks.images import InterpolationGrid, ReconstructionGrid, SampleGrid
 
-__all__ = ["ReconstructionGrid", "SampleGrid"]
+__all__ = ["InterpolationGrid", "ReconstructionGrid", "SampleGrid"]

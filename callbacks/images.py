@@ -85,3 +85,49 @@ class ReconstructionGrid(_PeriodicImageCallback):
         for start in range(0, len(inputs), nrow):
             rows += [inputs[start : start + nrow], recons[start : start + nrow]]
         log_image_grid(trainer, "reconstructions", torch.cat(rows), step, nrow=nrow)
+
+
+def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation: stays where a Gaussian prior has its mass, unlike a straight line."""
+    start_unit = start / start.norm(dim=-1, keepdim=True)
+    end_unit = end / end.norm(dim=-1, keepdim=True)
+    angle = torch.acos((start_unit * end_unit).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    weights = weights.view(-1, 1)
+    return (torch.sin((1 - weights) * angle) * start + torch.sin(weights * angle) * end) / torch.sin(angle)
+
+
+class InterpolationGrid(_PeriodicImageCallback):
+    """Each row walks the latent space between two points: encoded validation images for autoencoders
+    (straight line), prior draws for models that only sample (slerp)."""
+
+    def __init__(
+        self, every_n_steps: int = 500, num_rows: int = 8, num_steps: int = 10, seed: int = 4321
+    ) -> None:
+        super().__init__(every_n_steps)
+        self.num_rows = num_rows
+        self.num_steps = num_steps
+        self.seed = seed
+
+    def applies_to(self, pl_module: pl.LightningModule) -> bool:
+        return isinstance(pl_module, (Autoencoder, Sampler)) and hasattr(pl_module, "decode")
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        weights = torch.linspace(0, 1, self.num_steps, device=pl_module.device)
+        if isinstance(pl_module, Autoencoder):
+            images, _ = trainer.datamodule.split_tensors("val")
+            ends = pl_module.encode(to_model_range(images[: 2 * self.num_rows].to(pl_module.device)))
+            starts, stops = ends[0::2], ends[1::2]
+            rows = [
+                start + weights.view(-1, 1) * (stop - start)
+                for start, stop in zip(starts, stops, strict=True)
+            ]
+        else:
+            generator = torch.Generator().manual_seed(self.seed)
+            starts = pl_module.prior_noise(self.num_rows, generator)
+            stops = pl_module.prior_noise(self.num_rows, generator)
+            rows = [
+                slerp(start.expand(self.num_steps, -1), stop.expand(self.num_steps, -1), weights)
+                for start, stop in zip(starts, stops, strict=True)
+            ]
+        images = pl_module.decode(torch.cat(rows))
+        log_image_grid(trainer, "interpolations", images, step, nrow=self.num_steps)

@@ -16,7 +16,7 @@ from datamodules import DATASETS
 from lightning_genae import __version__
 from lightning_genae.augmentation import AUGMENTATIONS
 from lightning_genae.config import CONFIG_FIELDS, load_config_file, merge
-from lightning_genae.errors import GenaeError
+from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.loggers import LOGGER_CHOICES
 from lightning_genae.models import MODELS
 
@@ -25,6 +25,7 @@ GROUP_TITLES = {
     "training": "optimisation",
     "model": "model (family-specific options say which family takes them)",
     "hardware": "hardware (passed to the Lightning Trainer)",
+    "evaluation": "evaluation (FD/KID/precision/recall on validation, then on the test split at the end)",
     "logging": "logging, outputs, checkpoints",
 }
 
@@ -85,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="print the resolved configuration and exit"
     )
     parser.add_argument("--version", action="version", version=f"lightning-genae {__version__}")
+    parser.add_argument(
+        "--evaluate",
+        metavar="CKPT",
+        help="re-evaluate a saved run's checkpoint (same seeds and N) and write eval.json; "
+        "takes --eval-samples, --backbone, --output and hardware options",
+    )
+    parser.add_argument(
+        "--evaluate-folder",
+        metavar="DIR",
+        help="score a folder of PNG/JPG images against --data's test split; writes --output/eval.json",
+    )
     groups = {key: parser.add_argument_group(title) for key, title in GROUP_TITLES.items()}
     registry_choices = {"model": MODELS, "data": DATASETS}
     for name, field in CONFIG_FIELDS.items():
@@ -130,9 +142,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     config_path = args.pop("config", None)
     print_config = args.pop("print_config", False)
+    checkpoint_to_evaluate = args.pop("evaluate", None)
+    folder_to_evaluate = args.pop("evaluate_folder", None)
     try:
         from lightning_genae.train import ResumeState, run, validate
 
+        if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
+            from lightning_genae.evaluate import evaluate_checkpoint, evaluate_folder
+
+            if checkpoint_to_evaluate is not None and folder_to_evaluate is not None:
+                raise ConfigError("--evaluate and --evaluate-folder are separate modes; give one of them")
+            if checkpoint_to_evaluate is not None:
+                evaluate_checkpoint(checkpoint_to_evaluate, args)
+            else:
+                file_values = load_config_file(config_path) if config_path else {}
+                evaluate_folder(folder_to_evaluate, {**file_values, **args})
+            return 0
         base: dict[str, Any] = {}
         resume = ResumeState.load(args.get("resume"), args.get("output"))
         if resume is not None:

@@ -114,7 +114,25 @@ class RunConfig:
     output: str | None = _opt(
         None, "run folder (default runs/<model>-<data>-<augment>-seed<seed>-<time>)", group="logging"
     )
-    val_every: int = _opt(250, "validate every N training iterations (and at the end)", group="logging")
+    eval_every: int = _opt(
+        500, "validate and compute generative metrics every N iterations (and at the end)", group="evaluation"
+    )
+    eval_samples: int = _opt(
+        10_000,
+        "generated and real images per generative metric (capped by the split's size)",
+        group="evaluation",
+    )
+    backbone: str = _opt(
+        "classifier",
+        "features for FD/KID/precision/recall: classifier (trained on the dataset) or inception",
+        group="evaluation",
+        choices=("classifier", "inception"),
+    )
+    inception_weights: str | None = _opt(
+        None,
+        "local torch-fidelity InceptionV3 weights (default: $TORCH_HOME/hub/checkpoints, else download)",
+        group="evaluation",
+    )
     image_every: int = _opt(500, "write image grids every N iterations (and at the end)", group="logging")
     ckpt_every: int = _opt(
         500, "save checkpoints/last.ckpt every N iterations (and at the end)", group="logging"
@@ -143,7 +161,8 @@ POSITIVE_INTS = (
     "train_size",
     "image_size",
     "num_nodes",
-    "val_every",
+    "eval_every",
+    "eval_samples",
     "image_every",
     "ckpt_every",
 )

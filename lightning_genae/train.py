@@ -16,15 +16,17 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from callbacks import ReconstructionGrid, SampleGrid
+from callbacks import InterpolationGrid, ReconstructionGrid, SampleGrid
+from callbacks.metrics import GenerativeMetrics, RepresentationMetrics, headline_metric
 from datamodules import DATASETS, ImageDataModule, build_datamodule
 from lightning_genae.augmentation import parse_augment
 from lightning_genae.config import PER_INVOCATION, RunConfig, resolve_model_options, validate_values
 from lightning_genae.errors import ConfigError
 from lightning_genae.loggers import LOGGER_CHOICES, build_loggers, finish_loggers
-from lightning_genae.models import MODELS, GenerativeModule
+from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.models import MODELS, GenerativeModule, Sampler
 
 DEFAULT_MAX_STEPS = 2000
 CHECKPOINT_CONFIG_KEY = "genae_config"
@@ -47,7 +49,7 @@ class ResumeState:
     checkpoint: dict[str, Any]
 
     @classmethod
-    def load(cls, resume: str | None, output: str | None) -> ResumeState | None:
+    def load(cls, resume: str | None, output: str | None, flag: str = "--resume") -> ResumeState | None:
         if resume is None:
             return None
         if resume == "last":
@@ -58,19 +60,21 @@ class ResumeState:
             path = Path(resume)
         if not path.is_file():
             raise ConfigError(
-                f"--resume: checkpoint {path} does not exist; pass an existing .ckpt file, or --resume last "
-                "with --output set to a run folder that has checkpoints/last.ckpt"
+                f"{flag}: checkpoint {path} does not exist; pass an existing .ckpt file"
+                + (
+                    ", or --resume last with --output set to a run folder with checkpoints/last.ckpt"
+                    if flag == "--resume"
+                    else ""
+                )
             )
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
             raise ConfigError(
-                f"--resume: {path} is not a readable checkpoint ({type(error).__name__}); pick another .ckpt"
+                f"{flag}: {path} is not a readable checkpoint ({type(error).__name__}); pick another .ckpt"
             ) from None
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise ConfigError(
-                f"--resume: {path} is not a Lightning checkpoint; pick a .ckpt written by a run"
-            )
+            raise ConfigError(f"{flag}: {path} is not a Lightning checkpoint; pick a .ckpt written by a run")
         return cls(path, checkpoint)
 
     def stored_config(self) -> dict[str, Any]:
@@ -160,6 +164,8 @@ def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -
     callbacks: list[Callback] = [
         SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
         ReconstructionGrid(every_n_steps=config.image_every),
+        InterpolationGrid(every_n_steps=config.image_every, seed=config.seed + 4321),
+        RepresentationMetrics(seed=config.seed),
     ]
     if config.fast_dev_run:
         # A set-up check: its weights are worthless and must not look like a run to resume.
@@ -173,24 +179,51 @@ def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -
             save_last=True,
         ),
     ]
-    if model.monitor is not None:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=checkpoint_dir,
-                filename="best",
-                monitor=model.monitor,
-                mode=model.monitor_mode,
-                save_top_k=1,
-                auto_insert_metric_name=False,
-            )
-        )
     return callbacks
+
+
+def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
+    """Keeps the checkpoint with the best value of the family's headline validation metric."""
+    return ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=model.monitor,
+        mode=model.monitor_mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+    )
+
+
+def generative_metrics(
+    config: RunConfig, model: GenerativeModule, datamodule: ImageDataModule
+) -> GenerativeMetrics | None:
+    """The metric callback for models that sample; None, with one warning, when no backbone is available."""
+    if not isinstance(model, Sampler):
+        return None
+    try:
+        backbone = load_backbone(
+            config.backbone, config.data, datamodule, inception_weights=config.inception_weights
+        )
+    except BackboneUnavailable as error:
+        rank_zero_warn(f"generative metrics skipped: {error}")
+        return None
+    return GenerativeMetrics(backbone, num_samples=config.eval_samples, seed=config.seed)
+
+
+def hardware_arguments(config: RunConfig, model: GenerativeModule) -> dict[str, Any]:
+    """The Trainer arguments that say where and how numerically a model runs."""
+    return {
+        "precision": config.precision,
+        "accelerator": config.accelerator,
+        "devices": parse_devices(config.devices),
+        "strategy": build_strategy(config, model),
+        "num_nodes": config.num_nodes,
+    }
 
 
 def build_trainer(
     config: RunConfig, model: GenerativeModule, run_dir: Path, loggers: list, callbacks: list[Callback]
 ) -> pl.Trainer:
-    has_validation = model.monitor is not None
     steps_per_iteration = model.optimizer_steps_per_iteration
     try:
         return pl.Trainer(
@@ -198,17 +231,13 @@ def build_trainer(
             # Lightning counts optimizer steps; --max-steps counts training iterations.
             max_steps=config.max_steps * steps_per_iteration if config.max_steps else -1,
             max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
-            precision=config.precision,
-            accelerator=config.accelerator,
-            devices=parse_devices(config.devices),
-            strategy=build_strategy(config, model),
-            num_nodes=config.num_nodes,
+            **hardware_arguments(config, model),
             logger=loggers,
             callbacks=callbacks,
-            log_every_n_steps=min(10, config.val_every),
+            log_every_n_steps=min(10, config.eval_every),
             # Validation by iteration count across epoch boundaries, so tiny and huge datasets behave alike.
-            val_check_interval=config.val_every if has_validation else None,
-            check_val_every_n_epoch=None if has_validation else 1,
+            val_check_interval=config.eval_every,
+            check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
             fast_dev_run=config.fast_dev_run,
         )
@@ -270,6 +299,35 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def datamodule_for(config: RunConfig) -> ImageDataModule:
+    """The run's DataModule; `--evaluate` rebuilds the same one from a checkpoint's configuration."""
+    return build_datamodule(
+        config.data,
+        data_dir=config.data_dir,
+        batch_size=config.batch_size,
+        train_size=config.train_size,
+        seed=config.seed,
+        num_workers=config.num_workers,
+        image_size=config.image_size,
+        channels=config.channels,
+    )
+
+
+def final_evaluation(
+    trainer: pl.Trainer, model: GenerativeModule, datamodule: ImageDataModule, seed: int
+) -> dict[str, float]:
+    """Validation and test metrics of the model as it is; seeded, so `--evaluate` reproduces them."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    metrics: dict[str, float] = {}
+    for results in (
+        trainer.validate(model, datamodule=datamodule, verbose=False),
+        trainer.test(model, datamodule=datamodule, verbose=False),
+    ):
+        for result in results:
+            metrics.update(_floats(result))
+    return metrics
+
+
 def prepare_data_early(datamodule: ImageDataModule, trainer: pl.Trainer) -> None:
     """Surface missing or bad data before a run folder or logger is created (local rank 0 only)."""
     if trainer.local_rank != 0:
@@ -303,16 +361,7 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
     config.output = str(run_dir)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(
-        config.data,
-        data_dir=config.data_dir,
-        batch_size=config.batch_size,
-        train_size=config.train_size,
-        seed=config.seed,
-        num_workers=config.num_workers,
-        image_size=config.image_size,
-        channels=config.channels,
-    )
+    datamodule = datamodule_for(config)
     model = spec.module(image_shape=datamodule.image_shape, **model_kwargs)
     loggers = build_loggers(
         config.logger,
@@ -324,6 +373,13 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
     )
     trainer = build_trainer(config, model, run_dir, loggers, build_callbacks(config, model, run_dir))
     prepare_data_early(datamodule, trainer)
+    metrics_callback = generative_metrics(config, model, datamodule)
+    if metrics_callback is not None:
+        trainer.callbacks.append(metrics_callback)
+        if model.monitor is None:
+            model.monitor = headline_metric(metrics_callback.backbone.name)
+    if model.monitor is not None and not config.fast_dev_run:
+        trainer.callbacks.append(best_checkpoint(model, run_dir))
 
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -342,14 +398,7 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
     if not config.fast_dev_run:
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
-    final_metrics = dict(fit_metrics)
-    if model.monitor is not None:
-        for results in (
-            trainer.validate(model, datamodule=datamodule, verbose=False),
-            trainer.test(model, datamodule=datamodule, verbose=False),
-        ):
-            for result in results:
-                final_metrics.update(_floats(result))
+    final_metrics = {**fit_metrics, **final_evaluation(trainer, model, datamodule, config.seed)}
 
     summary = {
         "model": config.model,
@@ -360,6 +409,8 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
         "max_steps": config.max_steps,
         "wall_time_s": round(time.time() - started, 2),
         "final_metrics": final_metrics,
+        "headline_metric": model.monitor,
+        "evaluation": metrics_callback.records if metrics_callback is not None else {},
         "data_summary": datamodule.summary(),
         "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),
         **environment_info(trainer),

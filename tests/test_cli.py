@@ -25,7 +25,7 @@ TINY = [
     "8",
     "--batch-size",
     "32",
-    "--val-every",
+    "--eval-every",
     "3",
     "--image-every",
     "3",

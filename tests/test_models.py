@@ -12,7 +12,7 @@ from lightning_genae.cli import main
 from lightning_genae.models import MODELS, Autoencoder, AutoencoderModule, GANModule, Sampler, VAEModule
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--width", "8", "--latent-dim", "8", "--batch-size", "32", "--val-every", "5", "--image-every", "5"]
+SMALL = ["--width", "8", "--latent-dim", "8", "--batch-size", "32", "--eval-every", "5", "--image-every", "5"]
 
 
 def summary_of(run_dir: Path) -> dict:
@@ -50,7 +50,7 @@ def test_ae_loss_falls_clearly_over_100_steps_on_digits(tmp_path):
         "digits",
         "--max-steps",
         "100",
-        "--val-every",
+        "--eval-every",
         "100",
         "--output",
         str(run_dir),

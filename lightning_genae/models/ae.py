@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.base import GenerativeModule
 from lightning_genae.nets import ConvDecoder, ConvEncoder
 
@@ -50,6 +51,7 @@ class AutoencoderModule(GenerativeModule):
         self.decoder = ConvDecoder(
             image_shape, latent_dim, width=width, output="logits" if recon_loss == "bce" else "tanh"
         )
+        self.reconstruction_quality = ReconstructionQuality()
 
     def encode(self, images: Tensor) -> Tensor:
         return self.encoder(images)
@@ -80,6 +82,8 @@ class AutoencoderModule(GenerativeModule):
             f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, sync_dist=not on_step
         )
         self.log(f"{stage}/mse", mse, on_step=on_step, on_epoch=not on_step, sync_dist=not on_step)
+        if stage != "train":
+            self.log_dict(self.reconstruction_quality.update(stage, recon, images), on_epoch=True)
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -45,8 +45,9 @@ class GenerativeModule(pl.LightningModule):
     optimizer_steps_per_iteration: ClassVar[int] = 1
     # Adversarial models toggle one network off per backward, which DDP must be told about.
     adversarial: ClassVar[bool] = False
-    # Metric that picks the best checkpoint; None when the family has no validation objective yet.
-    monitor: ClassVar[str | None] = "val/loss"
+    # Headline validation metric that picks the best checkpoint; a family without a validation objective
+    # (the GAN) gets the generative metric the run computes, set per instance by the training set-up.
+    monitor: str | None = "val/loss"
     monitor_mode: ClassVar[str] = "min"
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int) -> None:

@@ -40,6 +40,7 @@ class GANModule(GenerativeModule):
 
     optimizer_steps_per_iteration = 2
     adversarial = True
+    # The training set-up replaces this with the generative metric it computes (e.g. val/fd_classifier).
     monitor = None
 
     def __init__(
@@ -114,6 +115,17 @@ class GANModule(GenerativeModule):
             {"train/d_real": real_logits.detach().mean(), "train/d_fake": fake_logits.detach().mean()},
             on_step=True,
         )
+
+    def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        # D's mean logit on held-out reals; its gap to train/d_real shows the discriminator overfitting.
+        real, _ = batch
+        self.log(f"{stage}/d_real", self.discriminator(real).mean(), on_epoch=True, sync_dist=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "test")
 
     @torch.no_grad()
     def update_ema(self) -> None:

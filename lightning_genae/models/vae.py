@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.ae import ReconLoss, logits_to_image, reconstruction_loss
 from lightning_genae.models.base import GenerativeModule
 from lightning_genae.nets import ConvDecoder, ConvEncoder
@@ -39,6 +40,7 @@ class VAEModule(GenerativeModule):
         self.decoder = ConvDecoder(
             image_shape, latent_dim, width=width, output="logits" if recon_loss == "bce" else "tanh"
         )
+        self.reconstruction_quality = ReconstructionQuality()
 
     def posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(z|x)."""
@@ -88,6 +90,10 @@ class VAEModule(GenerativeModule):
         self.log_dict(values, on_step=on_step, on_epoch=not on_step, sync_dist=not on_step)
         if on_step:
             self.log("train/beta", beta, on_step=True, on_epoch=False)
+        else:
+            # Scored on the posterior mean's reconstruction, the deterministic one tools use.
+            quality = self.reconstruction_quality.update(stage, self.decode(mean), images)
+            self.log_dict(quality, on_epoch=True)
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -1,0 +1,162 @@
+"""Evaluation after the fact: a saved checkpoint (`--evaluate`) or a folder of images (`--evaluate-folder`).
+
+Both write `eval.json` with the same metric names as training, each beside the backbone, split and
+sample counts that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+
+from callbacks.metrics import (
+    RealFeatures,
+    RepresentationMetrics,
+    extract_features,
+    metric_name,
+    seeded_subset,
+)
+from datamodules.folder import scan_folder
+from datamodules.imagefiles import read_images
+from lightning_genae.config import RunConfig, merge
+from lightning_genae.errors import ConfigError, DataError
+from lightning_genae.metrics.backbones import BACKBONES, BackboneUnavailable, load_backbone
+from lightning_genae.metrics.distances import feature_metrics
+from lightning_genae.models import MODELS
+from lightning_genae.train import (
+    ResumeState,
+    datamodule_for,
+    environment_info,
+    final_evaluation,
+    format_metrics_table,
+    generative_metrics,
+    hardware_arguments,
+    prepare_data_early,
+    run_folder_of,
+    validate,
+)
+
+# What a re-evaluation may change; everything else comes from the checkpoint, so the data and model match.
+EVALUATION_OPTIONS = (
+    "eval_samples",
+    "backbone",
+    "inception_weights",
+    "data_dir",
+    "output",
+    "batch_size",
+    "accelerator",
+    "devices",
+    "strategy",
+    "num_nodes",
+    "precision",
+    "num_workers",
+)
+
+
+def _write(output: Path, result: dict[str, Any]) -> Path:
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "eval.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Re-run the final validation and test evaluation of a saved run; writes eval.json."""
+    state = ResumeState.load(checkpoint_path, None, flag="--evaluate")
+    stored = state.stored_config()
+    if not stored:
+        raise ConfigError(
+            f"--evaluate: {state.path} holds no lightning-genae run configuration; "
+            "pass a checkpoint written by run.py"
+        )
+    unused = sorted(set(options) - set(EVALUATION_OPTIONS))
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise ConfigError(f"--evaluate takes the run's own settings from the checkpoint; drop {flags}")
+    config = merge(stored, {key: value for key, value in options.items() if key in EVALUATION_OPTIONS})
+    validate(config)
+    spec = MODELS[config.model]
+    datamodule = datamodule_for(config)
+    model = spec.module.load_from_checkpoint(state.path, map_location="cpu")
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, model))
+    prepare_data_early(datamodule, trainer)
+    metrics_callback = generative_metrics(config, model, datamodule)
+    trainer.callbacks += [RepresentationMetrics(seed=config.seed)]
+    if metrics_callback is not None:
+        trainer.callbacks.append(metrics_callback)
+    metrics = final_evaluation(trainer, model, datamodule, config.seed)
+    result = {
+        "checkpoint": str(state.path),
+        "model": config.model,
+        "data": config.data,
+        "global_step": state.iteration(spec.module.optimizer_steps_per_iteration),
+        "seed": config.seed,
+        "metrics": metrics,
+        "evaluation": metrics_callback.records if metrics_callback is not None else {},
+        "data_summary": datamodule.summary(),
+        **environment_info(trainer),
+    }
+    if trainer.is_global_zero:
+        output = Path(config.output) if options.get("output") else run_folder_of(state.path)
+        path = _write(output, result)
+        rank_zero_info(f"\n{format_metrics_table(metrics)}\nwrote {path}")
+    return result
+
+
+def evaluate_folder(folder: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Score a folder of generated images against dataset D's test split with every available backbone."""
+    if "output" not in options:
+        raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
+    config: RunConfig = merge({}, options)
+    validate(config)
+    datamodule = datamodule_for(config)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    try:
+        paths = scan_folder(Path(folder)).paths
+    except DataError:
+        raise DataError(
+            f"--evaluate-folder {folder}: no images found; pass a folder of PNG/JPG files"
+        ) from None
+    channels, size, _ = datamodule.image_shape
+    images = read_images(paths, size, channels)
+    device = torch.device(
+        "cuda" if torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    )
+    result: dict[str, Any] = {
+        "folder": str(folder),
+        "data": config.data,
+        "split": "test",
+        "metrics": {},
+        "backbones": {},
+        "skipped": {},
+    }
+    for name in BACKBONES:
+        try:
+            backbone = load_backbone(
+                name, config.data, datamodule, inception_weights=config.inception_weights
+            )
+        except BackboneUnavailable as error:
+            result["skipped"][name] = str(error)
+            rank_zero_info(f"{name} metrics skipped: {error}")
+            continue
+        real_all = RealFeatures(backbone).get(datamodule, "test", device)
+        n = min(config.eval_samples, len(real_all), len(images))
+        real = real_all[seeded_subset(len(real_all), n, config.seed)]
+        fake = extract_features(backbone, images[seeded_subset(len(images), n, config.seed + 1)], device)
+        values = feature_metrics(real, fake)
+        for key in ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage"):
+            result["metrics"][metric_name(key, backbone.name)] = float(values[key])
+        result["backbones"][name] = {"description": backbone.description, "n_real": n, "n_fake": n}
+    if not result["metrics"]:
+        raise ConfigError(
+            f"--evaluate-folder: no feature backbone available ({'; '.join(result['skipped'].values())})"
+        )
+    path = _write(Path(config.output), result)
+    rank_zero_info(f"\n{format_metrics_table(result['metrics'])}\nwrote {path}")
+    return result

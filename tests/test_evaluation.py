@@ -1,0 +1,211 @@
+"""Evaluation: metric names carry their backbone, numbers behave as the definitions say, and can be re-run."""
+
+import json
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from callbacks.metrics import RealFeatures, extract_features, metric_name
+from datamodules import build_datamodule
+from lightning_genae.cli import main
+from lightning_genae.metrics.backbones import load_backbone
+from lightning_genae.metrics.distances import frechet_distance
+
+SMALL = [
+    "--width",
+    "8",
+    "--latent-dim",
+    "8",
+    "--batch-size",
+    "32",
+    "--eval-every",
+    "4",
+    "--image-every",
+    "4",
+    "--eval-samples",
+    "150",
+]
+
+
+def summary_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_metric_names_say_their_backbone():
+    assert metric_name("fd", "inception") == "fid_inception"
+    assert metric_name("fd", "classifier") == "fd_classifier"
+    assert metric_name("kid", "inception") == "kid_inception"
+
+
+def test_gan_run_reports_generative_metrics_with_counts_and_keeps_the_best(tmp_path):
+    run_dir = tmp_path / "gan"
+    assert (
+        main(["--model", "gan", "--data", "digits", *SMALL, "--max-steps", "8", "--output", str(run_dir)])
+        == 0
+    )
+    summary = summary_of(run_dir)
+    for stage in ("val", "test"):
+        for key in ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage"):
+            assert f"{stage}/{key}_classifier" in summary["final_metrics"], (stage, key)
+    # digits: 180 validation and 359 test images cap the requested 150 only where they are fewer.
+    assert summary["evaluation"]["val"]["n_real"] == summary["evaluation"]["val"]["n_fake"] == 150
+    assert summary["evaluation"]["test"]["split"] == "test"
+    assert "classifier (digits" in summary["evaluation"]["test"]["backbone"]
+    assert summary["headline_metric"] == "val/fd_classifier"
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert list((run_dir / "images").glob("interpolations_step*.png"))
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert any(",4.0," in row or row.endswith(",4") or ",4," in row for row in rows[1:])
+
+
+def test_autoencoder_reports_psnr_ssim_probe_and_pca_baseline(tmp_path):
+    run_dir = tmp_path / "ae"
+    assert (
+        main(["--model", "ae", "--data", "digits", *SMALL, "--max-steps", "30", "--output", str(run_dir)])
+        == 0
+    )
+    metrics = summary_of(run_dir)["final_metrics"]
+    for key in ("test/psnr", "test/ssim", "test/probe_acc", "test/pca_probe_acc", "test/pca_mse", "val/psnr"):
+        assert key in metrics, key
+    assert 0 < metrics["test/ssim"] <= 1 and metrics["test/psnr"] > 5
+    assert 0.1 < metrics["test/probe_acc"] <= 1, "a probe on 8-d codes of digits beats chance"
+    assert metrics["test/pca_probe_acc"] > 0.7, "PCA with 8 components separates digits well"
+
+
+@pytest.mark.parametrize("model", ["gan", "vae"])
+def test_evaluate_reproduces_the_runs_final_metrics(model, tmp_path):
+    run_dir = tmp_path / model
+    assert (
+        main(["--model", model, "--data", "digits", *SMALL, "--max-steps", "6", "--output", str(run_dir)])
+        == 0
+    )
+    assert (
+        main(["--evaluate", str(run_dir / "checkpoints" / "last.ckpt"), "--output", str(tmp_path / "eval")])
+        == 0
+    )
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    final = summary_of(run_dir)["final_metrics"]
+    compared = [key for key in final if key.startswith(("val/", "test/"))]
+    assert len(compared) > 8
+    for key in compared:
+        assert evaluated["metrics"][key] == pytest.approx(final[key], rel=1e-5, abs=1e-7), key
+    assert evaluated["global_step"] == 6 and evaluated["evaluation"] == summary_of(run_dir)["evaluation"]
+
+
+def test_evaluate_rejects_options_that_would_change_the_model(tmp_path, capsys):
+    run_dir = tmp_path / "ae"
+    assert (
+        main(["--model", "ae", "--data", "digits", *SMALL, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    )
+    assert main(["--evaluate", str(run_dir / "checkpoints" / "last.ckpt"), "--latent-dim", "4"]) == 2
+    assert "--latent-dim" in capsys.readouterr().err
+
+
+def _write_pngs(images: torch.Tensor, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for index, image in enumerate(images):
+        Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{index:04d}.png")
+
+
+def test_evaluate_folder_scores_real_images_far_better_than_noise(tmp_path):
+    datamodule = build_datamodule("digits", data_dir=tmp_path)
+    datamodule.setup()
+    train_images, _ = datamodule.split_tensors("train")
+    _write_pngs(train_images[:300], tmp_path / "real")
+    noise = torch.randint(
+        0, 256, (300, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    _write_pngs(noise, tmp_path / "noise")
+    scores = {}
+    for name in ("real", "noise"):
+        out = tmp_path / f"eval-{name}"
+        assert (
+            main(["--evaluate-folder", str(tmp_path / name), "--data", "digits", "--output", str(out)]) == 0
+        )
+        scores[name] = json.loads((out / "eval.json").read_text())
+    real, noise_result = scores["real"]["metrics"], scores["noise"]["metrics"]
+    assert real["fd_classifier"] * 10 < noise_result["fd_classifier"]
+    assert real["precision_classifier"] > 0.5 > noise_result["precision_classifier"]
+    assert scores["real"]["backbones"]["classifier"]["n_real"] == 300
+    assert "inception" in scores["real"]["skipped"] or "fid_inception" in real
+
+
+@pytest.fixture()
+def offline(monkeypatch, tmp_path):
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+
+def test_inception_without_weights_is_one_clear_warning_not_a_traceback(tmp_path, offline, capsys, recwarn):
+    run_dir = tmp_path / "gan"
+    args = ["--model", "gan", "--data", "digits", *SMALL, "--backbone", "inception", "--max-steps", "2"]
+    assert main([*args, "--output", str(run_dir)]) == 0
+    messages = [str(w.message) for w in recwarn if "generative metrics skipped" in str(w.message)]
+    assert len(messages) == 1 and "--inception-weights" in messages[0] and "\n" not in messages[0]
+    assert "Traceback" not in capsys.readouterr().err
+    assert not any("fid_inception" in key for key in summary_of(run_dir)["final_metrics"])
+
+
+def test_real_features_are_cached_on_disk(tmp_path):
+    datamodule = build_datamodule("digits", data_dir=tmp_path)
+    datamodule.setup()
+    backbone = load_backbone("classifier", "digits", datamodule)
+    first = RealFeatures(backbone, tmp_path / "c").get(datamodule, "test", torch.device("cpu"))
+    cached = list((tmp_path / "c" / "features").glob("digits-test-classifier-*.pt"))
+    assert len(cached) == 1
+    again = RealFeatures(backbone, tmp_path / "c").get(datamodule, "test", torch.device("cpu"))
+    assert torch.equal(first, again)
+
+
+@pytest.fixture(scope="module")
+def mnist_test_features(mnist_data_dir):
+    datamodule = build_datamodule("mnist", data_dir=mnist_data_dir)
+    datamodule.setup()
+    images, _ = datamodule.split_tensors("test")
+    backbone = load_backbone("classifier", "mnist", datamodule)
+    return backbone, images
+
+
+def test_two_halves_of_mnist_test_split_are_close(mnist_test_features):
+    backbone, images = mnist_test_features
+    features = extract_features(backbone, images, torch.device("cpu"))
+    half = len(features) // 2
+    same_distribution = frechet_distance(features[:half], features[half:])
+    blurred = extract_features(backbone, _blur(images[half:], 2.0), torch.device("cpu"))
+    assert same_distribution < 0.1 * frechet_distance(features[:half], blurred)
+
+
+def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    from torchvision.transforms.functional import gaussian_blur
+
+    if sigma == 0:
+        return images
+    size = int(2 * round(3 * sigma) + 1)
+    return gaussian_blur(images.float(), [size, size], [sigma, sigma]).round().clamp(0, 255).to(torch.uint8)
+
+
+def _noisy(images: torch.Tensor, std: float) -> torch.Tensor:
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0)) * std
+    return (images.float() + noise).round().clamp(0, 255).to(torch.uint8)
+
+
+def test_fd_rises_monotonically_with_blur_and_with_noise_on_real_mnist(mnist_test_features):
+    backbone, images = mnist_test_features
+    reference, probe = images[:2000], images[5000:7000]
+    real = extract_features(backbone, reference, torch.device("cpu"))
+    for corrupt, levels in ((_blur, [0.0, 0.5, 1.0, 2.0]), (_noisy, [0.0, 32.0, 64.0, 128.0])):
+        distances = [
+            frechet_distance(real, extract_features(backbone, corrupt(probe, level), torch.device("cpu")))
+            for level in levels
+        ]
+        assert distances == sorted(distances) and distances[-1] > 5 * distances[0], (
+            corrupt.__name__,
+            distances,
+        )
