@@ -92,7 +92,7 @@ def test_gaussian_stats_are_float64_mean_and_unbiased_covariance() -> None:
 
 def test_identical_sets_give_the_known_limiting_values() -> None:
     x = _gaussian(200, 16, seed=0, mix=_mixing(16, 1))
-    m = feature_metrics(x, x.clone(), kid_subsets=3)
+    m = feature_metrics(x, x.clone(), kid_subset_size=200, kid_subsets=3)
     scale = float(np.trace(gaussian_stats(x)[1]))
     assert abs(m["fd"]) < 1e-6 * scale
     assert m["precision"] == m["recall"] == m["coverage"] == 1.0
@@ -138,15 +138,15 @@ def test_kid_matches_brute_force_and_torchmetrics_for_one_full_subset() -> None:
     assert kid == pytest.approx(float(poly_mmd(real.double(), fake.double())), rel=1e-10)
 
 
-def test_kid_is_seeded_and_defaults_its_subset_size_to_the_sample_count() -> None:
+def test_kid_is_seeded_and_defaults_its_subset_size_to_half_the_smaller_set() -> None:
     real, fake = _gaussian(120, 8, seed=0), _gaussian(90, 8, seed=1, shift=0.3)
     first = kernel_inception_distance(real, fake, subset_size=30, num_subsets=10, seed=3)
     assert first == kernel_inception_distance(real, fake, subset_size=30, num_subsets=10, seed=3)
     assert first != kernel_inception_distance(real, fake, subset_size=30, num_subsets=10, seed=4)
     assert kernel_inception_distance(real, fake, num_subsets=3) == kernel_inception_distance(
-        real, fake, subset_size=90, num_subsets=3
+        real, fake, subset_size=45, num_subsets=3
     )
-    big_real, big_fake = _gaussian(1100, 4, seed=2), _gaussian(1050, 4, seed=3)
+    big_real, big_fake = _gaussian(2100, 4, seed=2), _gaussian(2050, 4, seed=3)
     assert kernel_inception_distance(big_real, big_fake, num_subsets=2) == kernel_inception_distance(
         big_real, big_fake, subset_size=1000, num_subsets=2
     )

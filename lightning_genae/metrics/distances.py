@@ -195,11 +195,13 @@ def _kid(
 ) -> tuple[float, float]:
     """KID on already validated float64 features."""
     n_r, n_f = real.shape[0], fake.shape[0]
-    m = min(_KID_DEFAULT_SUBSET, n_r, n_f) if subset_size is None else int(subset_size)
+    # Subsets of at most half the smaller set: with subsets as large as the set itself every draw is the
+    # same and kid_std would be 0 whatever the data. From 2,000 samples on this is the usual 1,000.
+    m = min(_KID_DEFAULT_SUBSET, min(n_r, n_f) // 2) if subset_size is None else int(subset_size)
     if m < 2:
         raise ValueError(
             f"KID needs subsets of at least 2 samples, got {m} (from {n_r} real, {n_f} fake); "
-            "use --eval-samples >= 2"
+            "use --eval-samples >= 4"
         )
     if m > min(n_r, n_f):
         raise ValueError(
@@ -222,7 +224,9 @@ def _kid(
 def kernel_inception_distance(
     real: Tensor, fake: Tensor, subset_size: int | None = None, num_subsets: int = 100, seed: int = 0
 ) -> tuple[float, float]:
-    """KID (mean, std) over ``num_subsets`` random subsets of ``subset_size`` (default min(1000, N_r, N_f)).
+    """KID (mean, std) over ``num_subsets`` random subsets of ``subset_size``.
+
+    The default subset size is min(1000, N // 2), N being the smaller set.
 
     Raises ValueError when the subset size is below 2 or above either sample count.
     """
