@@ -1,0 +1,606 @@
+"""Ablation grids over augmentations, train sizes and seeds, and the summary of a finished grid.
+
+A grid is the Cartesian product of its three lists in a fixed order (train size outermost, then augment,
+then seed), so a SLURM array index (`--grid-index K`) names the same cell on every node and every re-run.
+Each cell runs in `<root>/<cell name>`; a cell that fails leaves `failed.json` there instead of stopping
+the grid. `summarize` rebuilds `ablation.csv`, `ablation.md` and `ablation.png` from whatever run folders
+exist under the root, so it can be re-run at any time (after a partial grid, after re-running cells).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import math
+import os
+import re
+import sys
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_genae.errors import ConfigError
+
+__all__ = ["CellOutcome", "GridCell", "expand_grid", "run_grid", "summarize"]
+
+SUMMARY_FILE = "summary.json"
+FAILED_FILE = "failed.json"
+METRICS_FILE = "metrics.csv"
+CSV_NAME = "ablation.csv"
+MD_NAME = "ablation.md"
+PNG_NAME = "ablation.png"
+
+# Test generative metrics shown in the Markdown table, in this column order, per backbone.
+TABLE_METRICS = ("fd", "kid", "precision", "recall", "density", "coverage")
+HIGHER_IS_BETTER = frozenset({"precision", "recall", "density", "coverage"})
+LOWER_IS_BETTER = frozenset({"fd", "fid", "kid"})
+BACKBONES = ("classifier", "inception")
+
+_CELL_NAME = re.compile(r"^(?P<augment>.+)-ts(?P<train_size>\d+|full)-seed(?P<seed>-?\d+)$")
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One run of a grid: which augmentation, how many training images (None = all) and which seed."""
+
+    augment: str
+    train_size: int | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The run folder's name, e.g. `ae+diffaug-ts1000-seed2` or `none-tsfull-seed0`."""
+        return f"{self.augment}-ts{_train_size_label(self.train_size)}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What running one cell gave: its folder, and the one-line error when it failed."""
+
+    cell: GridCell
+    run_dir: Path
+    ok: bool
+    error: str | None = None
+
+
+def _check_unique(values: Sequence[Any], option: str) -> None:
+    if not values:
+        raise ConfigError(f"{option} is empty; give at least one value")
+    repeated = sorted({str(v) for v, count in Counter(values).items() if count > 1})
+    if repeated:
+        raise ConfigError(
+            f"{option} lists {', '.join(repeated)} more than once; give each value once "
+            "(a repeated value would run the same cell twice and shift every later --grid-index)"
+        )
+
+
+def expand_grid(
+    augments: Sequence[str], train_sizes: Sequence[int | None], seeds: Sequence[int]
+) -> list[GridCell]:
+    """All cells, train size outermost, then augment, then seed, so a grid index always names one cell."""
+    _check_unique(augments, "--augment list")
+    _check_unique(train_sizes, "--train-size list")
+    _check_unique(seeds, "--seed list")
+    for augment in augments:
+        # The augment becomes part of a folder name; a separator would put the run somewhere else.
+        if not augment or "/" in augment or "\\" in augment or augment in (".", ".."):
+            raise ConfigError(f"augment {augment!r} cannot name a run folder; use names like ae+diffaug")
+    return [
+        GridCell(augment, train_size, seed)
+        for train_size, augment, seed in itertools.product(train_sizes, augments, seeds)
+    ]
+
+
+def _write_atomically(path: Path, text: str | bytes) -> None:
+    # Array jobs may summarize the same root at once; a reader must never see a half-written file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if isinstance(text, bytes):
+        tmp.write_bytes(text)
+    else:
+        tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _one_line_error(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def run_grid(
+    cells: Sequence[GridCell],
+    root: Path,
+    run_cell: Callable[[GridCell, Path], object],
+    grid_index: int | None = None,
+) -> list[CellOutcome]:
+    """Run every cell (or only `cells[grid_index]`) in `root/<name>`; a failing cell does not stop others."""
+    root = Path(root)
+    total = len(cells)
+    if grid_index is None:
+        selected = list(enumerate(cells))
+    else:
+        if total == 0:
+            raise ConfigError(f"--grid-index {grid_index}: the grid is empty; give at least one cell")
+        if not 0 <= grid_index < total:
+            raise ConfigError(
+                f"--grid-index {grid_index} is out of range; this grid has {total} cells, "
+                f"so pass 0..{total - 1}"
+            )
+        selected = [(grid_index, cells[grid_index])]
+
+    outcomes = []
+    for index, cell in selected:
+        run_dir = root / cell.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        print(f"[{index + 1}/{total}] {cell.name} ...", flush=True)
+        error: BaseException | None = None
+        try:
+            run_cell(cell, run_dir)
+        except Exception as caught:  # noqa: BLE001 - one broken cell must not cost the rest of the grid
+            error = caught
+        except SystemExit as caught:
+            # A CLI-style run_cell exits instead of raising; only a non-zero exit is a failure.
+            if caught.code not in (None, 0):
+                error = caught
+        # KeyboardInterrupt is deliberately not caught: Ctrl-C (or SLURM's SIGINT) stops the whole grid.
+        failed_file = run_dir / FAILED_FILE
+        if error is None:
+            failed_file.unlink(missing_ok=True)
+            outcomes.append(CellOutcome(cell, run_dir, ok=True))
+            continue
+        message = _one_line_error(error)
+        record = {
+            "cell": cell.name,
+            "augment": cell.augment,
+            "train_size": cell.train_size,
+            "seed": cell.seed,
+            "error": message,
+            "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+        }
+        _write_atomically(failed_file, json.dumps(record, indent=2) + "\n")
+        print(
+            f"[{index + 1}/{total}] {cell.name} FAILED: {message} (details in {failed_file})",
+            file=sys.stderr,
+            flush=True,
+        )
+        outcomes.append(CellOutcome(cell, run_dir, ok=False, error=message))
+    return outcomes
+
+
+# --- summary of a finished grid
+
+
+@dataclass
+class _Run:
+    """One run folder as summarize sees it: identity, status and (when ok) its summary.json."""
+
+    cell: str
+    run_dir: Path
+    augment: str | None
+    train_size: int | None
+    seed: int | None
+    ok: bool
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_metrics(self) -> dict[str, Any]:
+        metrics = self.summary.get("final_metrics")
+        return metrics if isinstance(metrics, dict) else {}
+
+    @property
+    def test_evaluation(self) -> dict[str, Any]:
+        evaluation = self.summary.get("evaluation")
+        test = evaluation.get("test") if isinstance(evaluation, dict) else None
+        return test if isinstance(test, dict) else {}
+
+    @property
+    def headline(self) -> str | None:
+        """The test-split version of the run's headline metric (`val/fd_x` -> `test/fd_x`)."""
+        name = self.summary.get("headline_metric")
+        if isinstance(name, str) and name:
+            return "test/" + name.split("/", 1)[-1]
+        # No headline recorded: fall back to the Fréchet distance of whichever backbone was evaluated.
+        for backbone in BACKBONES:
+            for key in ("fid", "fd"):
+                candidate = f"test/{key}_{backbone}"
+                if candidate in self.final_metrics:
+                    return candidate
+        return None
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (_train_size_key(self.train_size), self.augment or "", _seed_key(self.seed), self.cell)
+
+
+def _train_size_key(train_size: int | None) -> tuple[int, int]:
+    # "full" (None) is the largest train size, so it sorts last.
+    return (1, 0) if train_size is None else (0, train_size)
+
+
+def _seed_key(seed: int | None) -> tuple[int, int]:
+    return (1, 0) if seed is None else (0, seed)
+
+
+def _train_size_label(train_size: int | None) -> str:
+    return "full" if train_size is None else str(train_size)
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _identity_from_name(name: str) -> tuple[str | None, int | None, int | None]:
+    """augment, train size, seed parsed from a grid folder name (for runs whose files cannot be read)."""
+    match = _CELL_NAME.match(name)
+    if match is None:
+        return None, None, None
+    size = match["train_size"]
+    return match["augment"], None if size == "full" else int(size), int(match["seed"])
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return None, f"corrupt {path.name}: {_one_line_error(error)}"
+    if not isinstance(data, dict):
+        return None, f"corrupt {path.name}: expected a JSON object, got {type(data).__name__}"
+    return data, None
+
+
+def _load_run(run_dir: Path) -> _Run:
+    name_augment, name_size, name_seed = _identity_from_name(run_dir.name)
+    failed_file = run_dir / FAILED_FILE
+    # run_grid deletes failed.json when a cell succeeds, so a failed.json is always the latest attempt,
+    # even beside a summary.json left by an earlier success.
+    if failed_file.is_file():
+        record, problem = _read_json(failed_file)
+        record = record or {}
+        return _Run(
+            cell=run_dir.name,
+            run_dir=run_dir,
+            augment=str(record["augment"]) if record.get("augment") is not None else name_augment,
+            train_size=_as_int(record["train_size"]) if "train_size" in record else name_size,
+            seed=_as_int(record.get("seed")) if record.get("seed") is not None else name_seed,
+            ok=False,
+            error=problem or str(record.get("error") or "unknown error (failed.json has no 'error')"),
+        )
+    summary, problem = _read_json(run_dir / SUMMARY_FILE)
+    if summary is None:
+        return _Run(run_dir.name, run_dir, name_augment, name_size, name_seed, ok=False, error=problem)
+    if "final_metrics" in summary and not isinstance(summary["final_metrics"], dict):
+        return _Run(
+            run_dir.name,
+            run_dir,
+            name_augment,
+            name_size,
+            name_seed,
+            ok=False,
+            error=f"corrupt {SUMMARY_FILE}: final_metrics is not a JSON object",
+        )
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    augment = config.get("augment", summary.get("augment", name_augment))
+    train_size = _as_int(config["train_size"]) if "train_size" in config else name_size
+    seed = _as_int(config.get("seed", summary.get("seed", name_seed)))
+    return _Run(
+        cell=run_dir.name,
+        run_dir=run_dir,
+        augment=str(augment) if augment is not None else None,
+        train_size=train_size,
+        seed=seed,
+        ok=True,
+        summary=summary,
+    )
+
+
+def _load_runs(root: Path) -> list[_Run]:
+    if not root.is_dir():
+        raise ConfigError(
+            f"ablation folder {root} does not exist; run a grid first, or pass the grid's --output folder"
+        )
+    run_dirs = [
+        path
+        for path in sorted(root.iterdir())
+        if path.is_dir() and ((path / SUMMARY_FILE).is_file() or (path / FAILED_FILE).is_file())
+    ]
+    if not run_dirs:
+        raise ConfigError(
+            f"no runs in {root} (no sub-folder holds {SUMMARY_FILE} or {FAILED_FILE}); "
+            "run a grid first, or pass the grid's --output folder"
+        )
+    return sorted((_load_run(path) for path in run_dirs), key=_Run.sort_key)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _metric_kind(name: str) -> str:
+    """`test/kid_std_classifier` -> `kid_std`: the metric without split and backbone."""
+    base = name.split("/", 1)[-1]
+    for backbone in BACKBONES:
+        if base.endswith("_" + backbone):
+            return base[: -len(backbone) - 1]
+    return base
+
+
+def _higher_is_better(name: str) -> bool:
+    return _metric_kind(name) in HIGHER_IS_BETTER
+
+
+def _main_headline(runs: Iterable[_Run]) -> str | None:
+    counts = Counter(run.headline for run in runs if run.ok and run.headline is not None)
+    if not counts:
+        return None
+    # Most runs' headline wins; ties go to the alphabetically first so the report is deterministic.
+    return min(counts, key=lambda name: (-counts[name], name))
+
+
+def _unique(values: Iterable[Any]) -> list[str]:
+    return sorted({str(value) for value in values if value is not None and value != ""})
+
+
+def _write_csv(path: Path, runs: list[_Run]) -> None:
+    metric_columns = sorted({name for run in runs for name in run.final_metrics if name.startswith("test/")})
+    columns = [
+        "cell",
+        "augment",
+        "train_size",
+        "seed",
+        "status",
+        "global_step",
+        "wall_time_s",
+        "headline_metric",
+        *metric_columns,
+        "n_real",
+        "n_fake",
+        "backbone",
+        "device",
+        "error",
+    ]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for run in runs:
+        test = run.test_evaluation
+        row = {
+            "cell": run.cell,
+            "augment": run.augment or "",
+            "train_size": _train_size_label(run.train_size),
+            "seed": "" if run.seed is None else run.seed,
+            "status": "ok" if run.ok else "failed",
+            "global_step": run.summary.get("global_step", ""),
+            "wall_time_s": run.summary.get("wall_time_s", ""),
+            "headline_metric": run.headline or "",
+            **{name: run.final_metrics.get(name, "") for name in metric_columns},
+            "n_real": test.get("n_real", ""),
+            "n_fake": test.get("n_fake", ""),
+            "backbone": test.get("backbone", ""),
+            "device": run.summary.get("device", ""),
+            "error": run.error or "",
+        }
+        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    _write_atomically(path, buffer.getvalue())
+
+
+def _format_stats(values: list[float], n_ok: int) -> str:
+    if not values:
+        return "n/a"
+    mean = float(np.mean(values))
+    spread = f"{float(np.std(values, ddof=1)):.4g}" if len(values) > 1 else "n/a"
+    text = f"{mean:.4g} ± {spread}"
+    # Fewer values than ok runs means some runs lack this metric; say how many the mean is over.
+    return text if len(values) == n_ok else f"{text} (n={len(values)})"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _table_metrics(runs: list[_Run], headline: str | None) -> list[str]:
+    present = {name for run in runs if run.ok for name in run.final_metrics if name.startswith("test/")}
+    backbones = sorted(
+        {b for name in present for b in BACKBONES if name.endswith("_" + b)},
+        # The headline's backbone first: it is the one the reader compares on.
+        key=lambda b: (headline is None or not headline.endswith("_" + b), b),
+    )
+    columns = []
+    for backbone in backbones:
+        for key in TABLE_METRICS:
+            names = [f"test/{key}_{backbone}"] + ([f"test/fid_{backbone}"] if key == "fd" else [])
+            columns.extend(name for name in names if name in present)
+    return columns
+
+
+def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) -> None:
+    ok_runs = [run for run in runs if run.ok]
+    metrics = _table_metrics(runs, headline)
+    groups: dict[tuple[int | None, str], list[_Run]] = {}
+    for run in runs:
+        groups.setdefault((run.train_size, run.augment or "?"), []).append(run)
+
+    def values(group: list[_Run], name: str) -> list[float]:
+        found = (_number(run.final_metrics.get(name)) for run in group if run.ok)
+        return [value for value in found if value is not None]
+
+    def group_key(item: tuple[tuple[int | None, str], list[_Run]]) -> tuple[Any, ...]:
+        (train_size, augment), group = item
+        headline_values = values(group, headline) if headline else []
+        if not headline_values:
+            return (_train_size_key(train_size), 1, 0.0, augment)
+        mean = float(np.mean(headline_values))
+        return (_train_size_key(train_size), 0, -mean if _higher_is_better(headline) else mean, augment)
+
+    direction = ""
+    if headline is not None:
+        kind = _metric_kind(headline)
+        if kind in HIGHER_IS_BETTER or kind in LOWER_IS_BETTER:
+            direction = " (higher is better)" if _higher_is_better(headline) else " (lower is better)"
+    evaluations = [run.test_evaluation for run in ok_runs]
+    sizes = _unique(
+        f"n_real={e['n_real']}, n_fake={e['n_fake']}" for e in evaluations if "n_real" in e and "n_fake" in e
+    )
+    steps = _unique(run.summary.get("global_step") for run in ok_runs)
+    devices = _unique(run.summary.get("device") for run in ok_runs)
+    lines = [
+        f"# Ablation: {root.name}",
+        "",
+        f"Headline metric: `{headline or 'none'}`{direction}; "
+        f"backbone: {'; '.join(_unique(e.get('backbone') for e in evaluations)) or 'unknown'}; "
+        f"test evaluation: {'; '.join(sizes) or 'unknown'}; "
+        f"steps per run: {', '.join(steps) or 'unknown'}; "
+        f"device: {'; '.join(devices) or 'unknown'}.",
+        "",
+        f"{len(ok_runs)} of {len(runs)} runs finished. Every number below is from the test split, on which "
+        "no checkpoint choice was made (the best checkpoint is picked on the validation split). Cells are "
+        "mean ± sample std (ddof=1) over the group's finished seeds; failed runs are left out.",
+        "",
+    ]
+    metric_headers = [name.removeprefix("test/") for name in metrics]
+    header = ["augment", "train size", "n", "failed", *metric_headers, "notes"]
+    lines.append("| " + " | ".join(header) + " |")
+    # Names left-aligned, numbers right-aligned, notes left-aligned.
+    lines.append("|" + "|".join(["---", "---", *["---:"] * (len(header) - 3), "---"]) + "|")
+    for (train_size, augment), group in sorted(groups.items(), key=group_key):
+        n_ok = sum(run.ok for run in group)
+        failures = [run for run in group if not run.ok]
+        if n_ok:
+            cells = [_format_stats(values(group, name), n_ok) for name in metrics]
+        else:
+            cells = ["failed"] * len(metrics)
+        notes = "; ".join(f"seed {'?' if run.seed is None else run.seed}: {run.error}" for run in failures)
+        if not n_ok and not metrics:
+            notes = "failed: " + notes
+        row = [augment, _train_size_label(train_size), str(n_ok), str(len(failures)), *cells, notes]
+        lines.append("| " + " | ".join(_md_cell(text) for text in row) + " |")
+    lines += ["", f"![validation curves]({PNG_NAME})", ""]
+    _write_atomically(path, "\n".join(lines))
+
+
+def _validation_curve(run: _Run, metric: str) -> dict[int, float]:
+    """step -> value of `metric` from the run's metrics.csv; empty when the file or column is missing."""
+    curve: dict[int, float] = {}
+    try:
+        with open(run.run_dir / METRICS_FILE, newline="", encoding="utf-8") as file:
+            for row in csv.DictReader(file):
+                step, value = _as_int(row.get("step")), row.get(metric)
+                if step is None or not value:
+                    continue
+                try:
+                    number = float(value)
+                except ValueError:
+                    continue
+                if math.isfinite(number):
+                    curve[step] = number  # a step logged twice (resume) keeps its last value
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    return curve
+
+
+def _write_png(path: Path, root: Path, runs: list[_Run], headline: str | None) -> None:
+    """Mean validation headline per group against step, with a min..max band across seeds.
+
+    Runs evaluated at different steps are aligned on the steps present in every run of the group (no
+    interpolation, so every plotted point is a measured one); a group with no common step draws each run.
+    """
+    # The object-oriented API with an explicit Agg canvas: headless, and it leaves pyplot's global
+    # backend alone for a caller (a notebook) that has its own.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metric = "val/" + headline.split("/", 1)[-1] if headline else None
+    several_sizes = len({run.train_size for run in runs}) > 1
+    curves: dict[tuple[Any, ...], list[dict[int, float]]] = {}
+    if metric is not None:
+        for run in sorted((run for run in runs if run.ok), key=_Run.sort_key):
+            curve = _validation_curve(run, metric)
+            if curve:
+                key = (_train_size_key(run.train_size), run.train_size, run.augment or "?")
+                curves.setdefault(key, []).append(curve)
+
+    figure = Figure(figsize=(8, 5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.set_title(
+        f"{root.name}: validation {metric or 'headline metric'} (mean, band = min..max over seeds)"
+    )
+    axes.set_xlabel("training iterations")
+    axes.set_ylabel(metric or "metric")
+    if not curves:
+        where = f"of {metric} in any run's {METRICS_FILE}" if metric else "(no headline metric)"
+        axes.text(
+            0.5, 0.5, f"no validation values {where}", ha="center", va="center", transform=axes.transAxes
+        )
+    # One colour per augment and one line style per train size, so either comparison can be read off.
+    augments = sorted({augment for _, _, augment in curves})
+    sizes = sorted({(size_key, size) for size_key, size, _ in curves})
+    styles = ("-", "--", ":", "-.")
+    for (size_key, train_size, augment), group in sorted(curves.items()):
+        label = f"{augment}, train size {_train_size_label(train_size)}" if several_sizes else augment
+        style = {
+            "color": f"C{augments.index(augment) % 10}",
+            "linestyle": styles[sizes.index((size_key, train_size)) % len(styles)],
+        }
+        common = sorted(set.intersection(*(set(curve) for curve in group)))
+        if common:
+            values = np.array([[curve[step] for step in common] for curve in group])
+            axes.plot(
+                common,
+                values.mean(axis=0),
+                marker="o",
+                markersize=3,
+                label=f"{label} (n={len(group)})",
+                **style,
+            )
+            if len(group) > 1:
+                axes.fill_between(
+                    common, values.min(axis=0), values.max(axis=0), color=style["color"], alpha=0.2
+                )
+        else:
+            # No step that every seed evaluated: a mean would mix different steps, so draw the seeds apart.
+            for i, curve in enumerate(group):
+                steps = sorted(curve)
+                axes.plot(
+                    steps,
+                    [curve[step] for step in steps],
+                    alpha=0.6,
+                    label=f"{label} (n={len(group)}, each seed: no common steps)" if i == 0 else None,
+                    **style,
+                )
+    if curves:
+        axes.legend(fontsize="small")
+        axes.grid(alpha=0.3)
+    failed = [run.cell for run in runs if not run.ok]
+    note = f"failed runs, not plotted: {', '.join(failed)}" if failed else ""
+    if note:
+        figure.text(0.01, 0.01, note if len(note) < 150 else note[:147] + "...", fontsize="x-small")
+    figure.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
+    buffer = io.BytesIO()
+    # The failed runs also go into the PNG's text metadata, where tools (and tests) can read them.
+    figure.savefig(buffer, format="png", metadata={"Title": f"{root.name} ablation", "Description": note})
+    _write_atomically(path, buffer.getvalue())
+
+
+def summarize(root: Path) -> dict[str, Path]:
+    """Rebuild ablation.csv, .md and .png from the run folders under `root`; returns their paths."""
+    root = Path(root)
+    runs = _load_runs(root)
+    headline = _main_headline(runs)
+    paths = {"csv": root / CSV_NAME, "md": root / MD_NAME, "png": root / PNG_NAME}
+    _write_csv(paths["csv"], runs)
+    _write_md(paths["md"], root, runs, headline)
+    _write_png(paths["png"], root, runs, headline)
+    return paths

@@ -1,0 +1,362 @@
+"""Ablation grids: cell order and names, failure handling, and the CSV/Markdown/PNG summary of a grid."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lightning_genae.ablation import CellOutcome, GridCell, expand_grid, run_grid, summarize
+from lightning_genae.errors import ConfigError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(
+    root: Path,
+    augment: str,
+    train_size: int | None,
+    seed: int,
+    fd: float,
+    *,
+    val_curve: dict[int, float] | None = None,
+    headline: str | None = "val/fd_classifier",
+    global_step: int = 1500,
+) -> Path:
+    """A run folder like train.run writes: summary.json and a CSVLogger-style metrics.csv."""
+    run_dir = root / GridCell(augment, train_size, seed).name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final_metrics = {
+        "test/fd_classifier": fd,
+        "test/kid_classifier": fd / 100,
+        "test/kid_std_classifier": 0.01,
+        "test/precision_classifier": 0.3 + seed / 10,
+        "test/recall_classifier": 0.8,
+        "test/density_classifier": 0.15,
+        "test/coverage_classifier": 0.17,
+        "val/fd_classifier": fd + 2,
+        "train/loss_d": 0.6,
+    }
+    backbone = "classifier (mnist, sha256 328a7f35, test acc 99.41%)"
+    summary = {
+        "model": "gan",
+        "data": "mnist",
+        "augment": augment,
+        "seed": seed,
+        "global_step": global_step,
+        "max_steps": global_step,
+        "wall_time_s": 212.4,
+        "final_metrics": final_metrics,
+        "headline_metric": headline,
+        "evaluation": {
+            "val": {"split": "val", "n_real": 5000, "n_fake": 5000, "backbone": backbone},
+            "test": {"split": "test", "n_real": 10000, "n_fake": 10000, "backbone": backbone},
+        },
+        "device": "1 x cpu (x86_64)",
+        "config": {"train_size": train_size, "augment": augment, "seed": seed, "max_steps": global_step},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    curve = val_curve if val_curve is not None else {500: fd + 10, 1000: fd + 5, 1500: fd + 2}
+    rows: list[dict[str, Any]] = []
+    for step in range(100, global_step + 1, 100):
+        rows.append({"epoch": 0, "step": step, "train/loss_d": 0.6, "val/fd_classifier": ""})
+        if step in curve:
+            rows.append({"epoch": 0, "step": step, "train/loss_d": "", "val/fd_classifier": curve[step]})
+    with open(run_dir / "metrics.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["epoch", "step", "train/loss_d", "val/fd_classifier"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return run_dir
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def table_row(markdown: str, augment: str, train_size: str) -> list[str]:
+    """The cells of the Markdown table row for one (augment, train size) group."""
+    for line in markdown.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[:2] == [augment, train_size]:
+            return cells
+    raise AssertionError(f"no row for {augment}/{train_size} in:\n{markdown}")
+
+
+def table_header(markdown: str) -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith("| augment"))
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+# --- grid
+
+
+def test_cell_name_spells_out_augment_train_size_and_seed() -> None:
+    assert GridCell("ae+diffaug", 1000, 2).name == "ae+diffaug-ts1000-seed2"
+    assert GridCell("none", None, 0).name == "none-tsfull-seed0"
+
+
+def test_grid_order_is_train_size_then_augment_then_seed_so_indices_are_stable() -> None:
+    grid = expand_grid(["none", "ae"], [500, None], [0, 1])
+    assert [cell.name for cell in grid] == [
+        "none-ts500-seed0",
+        "none-ts500-seed1",
+        "ae-ts500-seed0",
+        "ae-ts500-seed1",
+        "none-tsfull-seed0",
+        "none-tsfull-seed1",
+        "ae-tsfull-seed0",
+        "ae-tsfull-seed1",
+    ]
+    assert expand_grid(["none", "ae"], [500, None], [0, 1]) == grid
+
+
+@pytest.mark.parametrize(
+    ("augments", "train_sizes", "seeds", "repeated"),
+    [
+        (["ae", "ae"], [None], [0], "ae"),
+        (["ae"], [1000, None, 1000], [0], "1000"),
+        (["ae"], [None], [0, 1, 0], "0"),
+    ],
+)
+def test_duplicate_values_are_rejected(
+    augments: list[str], train_sizes: list[int | None], seeds: list[int], repeated: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"lists {repeated} more than once"):
+        expand_grid(augments, train_sizes, seeds)
+
+
+def test_empty_list_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="--seed list is empty"):
+        expand_grid(["ae"], [None], [])
+
+
+def fake_run_cell(fail: set[str]) -> Any:
+    """A run_cell that writes a plausible run folder, or raises for the cells named in `fail`."""
+
+    def run_cell(cell: GridCell, run_dir: Path) -> None:
+        if cell.name in fail:
+            raise RuntimeError(f"out of memory in {cell.name}\nsecond line of detail")
+        write_run(run_dir.parent, cell.augment, cell.train_size, cell.seed, fd=20.0 + cell.seed)
+
+    return run_cell
+
+
+def test_failing_cell_writes_failed_json_the_grid_goes_on_and_summary_reports_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cells = expand_grid(["none", "ae"], [None], [0, 1])
+    outcomes = run_grid(cells, tmp_path, fake_run_cell({"ae-tsfull-seed0"}))
+
+    assert [outcome.ok for outcome in outcomes] == [True, True, False, True]
+    failed = outcomes[2]
+    assert failed == CellOutcome(
+        cells[2],
+        tmp_path / "ae-tsfull-seed0",
+        ok=False,
+        error="RuntimeError: out of memory in ae-tsfull-seed0",
+    )
+    record = json.loads((tmp_path / "ae-tsfull-seed0" / "failed.json").read_text())
+    assert {key: record[key] for key in ("cell", "augment", "train_size", "seed", "error")} == {
+        "cell": "ae-tsfull-seed0",
+        "augment": "ae",
+        "train_size": None,
+        "seed": 0,
+        "error": "RuntimeError: out of memory in ae-tsfull-seed0",
+    }
+    assert (tmp_path / "ae-tsfull-seed1" / "summary.json").is_file()  # the cell after the failure ran
+    out, err = capsys.readouterr()
+    assert [line.split(" ")[0] for line in out.splitlines()] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert err.count("\n") == 1 and "ae-tsfull-seed0" in err and "RuntimeError: out of memory" in err
+
+    paths = summarize(tmp_path)
+    rows = {row["cell"]: row for row in read_csv(paths["csv"])}
+    assert rows["ae-tsfull-seed0"]["status"] == "failed"
+    assert rows["ae-tsfull-seed0"]["error"] == "RuntimeError: out of memory in ae-tsfull-seed0"
+    assert rows["ae-tsfull-seed1"]["status"] == "ok"
+    markdown = paths["md"].read_text()
+    ae_row = table_row(markdown, "ae", "full")
+    assert ae_row[2:4] == ["1", "1"]  # one ok run, one failed
+    assert "RuntimeError: out of memory" in ae_row[-1]
+    assert "ae-tsfull-seed0" in Image.open(paths["png"]).text["Description"]
+
+
+def test_group_with_only_failures_shows_failed_and_its_error(tmp_path: Path) -> None:
+    run_grid(expand_grid(["none", "ae"], [None], [0]), tmp_path, fake_run_cell({"ae-tsfull-seed0"}))
+    ae_row = table_row(summarize(tmp_path)["md"].read_text(), "ae", "full")
+    assert ae_row[2:4] == ["0", "1"]
+    assert "failed" in ae_row[4:-1]
+    assert "RuntimeError: out of memory in ae-tsfull-seed0" in ae_row[-1]
+
+
+def test_grid_index_runs_only_that_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cells = expand_grid(["none", "ae"], [None], [0, 1])
+    seen: list[str] = []
+    outcomes = run_grid(cells, tmp_path, lambda cell, run_dir: seen.append(cell.name), grid_index=2)
+    assert seen == ["ae-tsfull-seed0"]
+    assert outcomes == [CellOutcome(cells[2], tmp_path / "ae-tsfull-seed0", ok=True)]
+    assert capsys.readouterr().out.startswith("[3/4] ae-tsfull-seed0")
+
+
+@pytest.mark.parametrize("index", [4, -1])
+def test_out_of_range_grid_index_is_a_one_line_config_error(tmp_path: Path, index: int) -> None:
+    cells = expand_grid(["none", "ae"], [None], [0, 1])
+    with pytest.raises(ConfigError) as raised:
+        run_grid(cells, tmp_path, lambda cell, run_dir: None, grid_index=index)
+    message = str(raised.value)
+    assert "\n" not in message and "0..3" in message and str(index) in message
+    assert not any(tmp_path.iterdir())
+
+
+def test_keyboard_interrupt_stops_the_grid(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def run_cell(cell: GridCell, run_dir: Path) -> None:
+        seen.append(cell.name)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(expand_grid(["none", "ae"], [None], [0]), tmp_path, run_cell)
+    assert seen == ["none-tsfull-seed0"]
+    assert not (tmp_path / "none-tsfull-seed0" / "failed.json").exists()
+
+
+def test_successful_rerun_of_a_failed_cell_removes_failed_json(tmp_path: Path) -> None:
+    cells = expand_grid(["ae"], [1000], [0])
+    run_grid(cells, tmp_path, fake_run_cell({"ae-ts1000-seed0"}))
+    assert (tmp_path / "ae-ts1000-seed0" / "failed.json").is_file()
+
+    [outcome] = run_grid(cells, tmp_path, fake_run_cell(set()))
+    assert outcome.ok
+    assert not (tmp_path / "ae-ts1000-seed0" / "failed.json").exists()
+    [row] = read_csv(summarize(tmp_path)["csv"])
+    assert (row["status"], row["error"]) == ("ok", "")
+
+
+# --- summary
+
+
+def make_2x2_grid(root: Path) -> dict[str, list[float]]:
+    fds = {"none": [30.0, 34.5], "ae": [21.25, 22.0]}
+    for augment, values in fds.items():
+        for seed, fd in enumerate(values):
+            write_run(root, augment, 1000, seed, fd)
+    return fds
+
+
+def test_2x2_grid_summary_has_four_rows_numpy_statistics_and_a_png(tmp_path: Path) -> None:
+    fds = make_2x2_grid(tmp_path)
+    paths = summarize(tmp_path)
+    assert paths == {
+        "csv": tmp_path / "ablation.csv",
+        "md": tmp_path / "ablation.md",
+        "png": tmp_path / "ablation.png",
+    }
+
+    rows = read_csv(paths["csv"])
+    assert [row["cell"] for row in rows] == [
+        "ae-ts1000-seed0",
+        "ae-ts1000-seed1",
+        "none-ts1000-seed0",
+        "none-ts1000-seed1",
+    ]
+    assert {row["status"] for row in rows} == {"ok"}
+    assert rows[0]["headline_metric"] == "test/fd_classifier"
+    assert float(rows[0]["test/fd_classifier"]) == 21.25
+    assert (rows[0]["n_real"], rows[0]["n_fake"], rows[0]["global_step"]) == ("10000", "10000", "1500")
+    columns = list(rows[0])
+    assert columns[:8] == [
+        "cell", "augment", "train_size", "seed", "status", "global_step", "wall_time_s", "headline_metric"
+    ]  # fmt: skip
+    assert columns[-5:] == ["n_real", "n_fake", "backbone", "device", "error"]
+    assert "train/loss_d" not in columns and "val/fd_classifier" not in columns
+
+    markdown = paths["md"].read_text()
+    assert f"# Ablation: {tmp_path.name}" in markdown
+    assert "`test/fd_classifier` (lower is better)" in markdown and "n_real=10000, n_fake=10000" in markdown
+    assert "test split" in markdown
+    header = table_header(markdown)
+    for augment, values in fds.items():
+        row = dict(zip(header, table_row(markdown, augment, "1000"), strict=True))
+        expected = f"{np.mean(values):.4g} ± {np.std(values, ddof=1):.4g}"
+        assert row["fd_classifier"] == expected
+        precisions = [0.3, 0.4]
+        assert row["precision_classifier"] == f"{np.mean(precisions):.4g} ± {np.std(precisions, ddof=1):.4g}"
+        assert (row["n"], row["failed"]) == ("2", "0")
+    # Best (lowest fd) first within a train size.
+    assert markdown.index("| ae | 1000 |") < markdown.index("| none | 1000 |")
+
+    data = paths["png"].read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    with Image.open(paths["png"]) as image:
+        assert image.width > 100 and image.height > 100
+
+
+def test_single_seed_group_shows_mean_with_no_std(tmp_path: Path) -> None:
+    write_run(tmp_path, "ae", None, 0, 12.345678)
+    markdown = summarize(tmp_path)["md"].read_text()
+    row = dict(zip(table_header(markdown), table_row(markdown, "ae", "full"), strict=True))
+    assert row["fd_classifier"] == "12.35 ± n/a"
+
+
+def test_higher_is_better_headline_puts_the_largest_mean_first(tmp_path: Path) -> None:
+    write_run(tmp_path, "low", 1000, 0, 1.0, headline="val/precision_classifier")  # precision 0.3
+    write_run(tmp_path, "high", 1000, 1, 1.0, headline="val/precision_classifier")  # precision 0.4
+    markdown = summarize(tmp_path)["md"].read_text()
+    assert "(higher is better)" in markdown
+    assert markdown.index("| high | 1000 |") < markdown.index("| low | 1000 |")
+
+
+def test_missing_headline_falls_back_to_test_fd(tmp_path: Path) -> None:
+    write_run(tmp_path, "ae", None, 0, 20.0, headline=None)
+    [row] = read_csv(summarize(tmp_path)["csv"])
+    assert row["headline_metric"] == "test/fd_classifier"
+
+
+def test_summarize_on_an_empty_or_missing_folder_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "not-a-run").mkdir()
+    with pytest.raises(ConfigError, match="run a grid first") as raised:
+        summarize(tmp_path)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match="does not exist"):
+        summarize(tmp_path / "missing")
+
+
+def test_corrupt_summary_json_becomes_a_failed_row(tmp_path: Path) -> None:
+    write_run(tmp_path, "ae", 1000, 0, 20.0)
+    (write_run(tmp_path, "ae", 1000, 1, 20.0) / "summary.json").write_text('{"final_metrics": {')
+    paths = summarize(tmp_path)
+    rows = {row["cell"]: row for row in read_csv(paths["csv"])}
+    broken = rows["ae-ts1000-seed1"]
+    assert (broken["status"], broken["augment"], broken["train_size"], broken["seed"]) == (
+        "failed",
+        "ae",
+        "1000",
+        "1",
+    )
+    assert broken["error"].startswith("corrupt summary.json: JSONDecodeError")
+    row = table_row(paths["md"].read_text(), "ae", "1000")
+    assert row[2:4] == ["1", "1"] and "corrupt summary.json" in row[-1]
+
+
+def test_png_says_no_validation_values_when_no_run_logged_the_metric(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, "ae", None, 0, 20.0, val_curve={})
+    (run_dir / "metrics.csv").unlink()
+    write_run(tmp_path, "none", None, 0, 25.0, val_curve={})
+    png = summarize(tmp_path)["png"]
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+    with Image.open(png) as image:
+        assert image.width > 0 and image.height > 0
+
+
+def test_runs_with_different_evaluation_steps_still_plot(tmp_path: Path) -> None:
+    write_run(tmp_path, "ae", None, 0, 20.0, val_curve={500: 30.0, 1000: 25.0, 1500: 22.0})
+    write_run(tmp_path, "ae", None, 1, 21.0, val_curve={700: 31.0, 1500: 23.0})
+    write_run(tmp_path, "none", 500, 0, 21.0, val_curve={700: 31.0})
+    write_run(tmp_path, "none", 500, 1, 21.0, val_curve={900: 31.0})  # no step in common with seed 0
+    assert summarize(tmp_path)["png"].read_bytes().startswith(PNG_SIGNATURE)
