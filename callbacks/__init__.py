@@ -1,5 +1,5 @@
 """Lightning callbacks shared by every model family."""
 
-from callbacks.images import InterpolationGrid, ReconstructionGrid, SampleGrid
+from callbacks.images import AugmentationPreview, InterpolationGrid, ReconstructionGrid, SampleGrid
 
-__all__ = ["InterpolationGrid", "ReconstructionGrid", "SampleGrid"]
+__all__ = ["AugmentationPreview", "InterpolationGrid", "ReconstructionGrid", "SampleGrid"]

@@ -131,3 +131,38 @@ class InterpolationGrid(_PeriodicImageCallback):
             ]
         images = pl_module.decode(torch.cat(rows))
         log_image_grid(trainer, "interpolations", images, step, nrow=self.num_steps)
+
+
+class AugmentationPreview(Callback):
+    """Training images beside what the augmentation makes of them, once when training starts.
+
+    Rows of 8 come in groups: originals, then their data-side augmentation (ae/vae) when the DataModule
+    has one, then what the discriminator sees (diffaug/ae-d) when the model has that.
+    """
+
+    def __init__(self, num_images: int = 32, seed: int = 0) -> None:
+        self.num_images = num_images
+        self.seed = seed
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        data_side = getattr(datamodule, "preview", None)
+        discriminator_side = getattr(pl_module, "d_augment", None)
+        if not trainer.is_global_zero or (data_side is None and discriminator_side is None):
+            return
+        images, labels = datamodule.split_tensors("train")
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+        pick = pick[: self.num_images]
+        originals = to_model_range(images[pick].to(pl_module.device))
+        versions = [originals]
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            if data_side is not None:
+                versions.append(data_side(originals, labels[pick].to(pl_module.device)))
+            if discriminator_side is not None:
+                versions.append(discriminator_side(originals))
+        nrow = 8
+        rows = []
+        for start in range(0, len(originals), nrow):
+            rows += [version[start : start + nrow].float() for version in versions]
+        log_image_grid(trainer, "augmentation", torch.cat(rows), pl_module.iteration, nrow=nrow)

@@ -10,12 +10,16 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 from datamodules import DATASETS
 from lightning_genae import __version__
-from lightning_genae.augmentation import AUGMENTATIONS
-from lightning_genae.config import CONFIG_FIELDS, load_config_file, merge
+from lightning_genae.ablation import GridCell
+from lightning_genae.augmentation import AUGMENTATIONS, options_used_by, parse_augment
+from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
+from lightning_genae.config import CONFIG_FIELDS, RunConfig, load_config_file, merge
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.loggers import LOGGER_CHOICES
 from lightning_genae.models import MODELS
@@ -24,6 +28,7 @@ GROUP_TITLES = {
     "what": "what to train on",
     "training": "optimisation",
     "model": "model (family-specific options say which family takes them)",
+    "augmentation": "augmentation (--augment ae, vae, diffaug, ae-d and their combinations)",
     "hardware": "hardware (passed to the Lightning Trainer)",
     "evaluation": "evaluation (FD/KID/precision/recall on validation, then on the test split at the end)",
     "logging": "logging, outputs, checkpoints",
@@ -52,6 +57,13 @@ def _choices_epilog() -> str:
         lines.append("")
     lines.append("example: python run.py --model gan --data digits --max-steps 200")
     return "\n".join(lines)
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(item) for item in _split_list(value)] or [int(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer or a comma list of integers") from None
 
 
 def _split_list(value: str) -> list[str]:
@@ -97,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="score a folder of PNG/JPG images against --data's test split; writes --output/eval.json",
     )
+    grid = parser.add_argument_group(
+        "ablation grid (a comma list in --augment or --train-size, or --seeds, runs one run per cell)"
+    )
+    grid.add_argument("--seeds", metavar="0,1,2", type=_int_list, help="run every cell with each seed")
+    grid.add_argument(
+        "--grid-index", metavar="K", type=int, help="run only cell K of the grid (a SLURM array index)"
+    )
+    grid.add_argument(
+        "--summarize",
+        metavar="ROOT",
+        help="rebuild ROOT/ablation.csv, .md and .png from the finished runs of a grid",
+    )
     groups = {key: parser.add_argument_group(title) for key, title in GROUP_TITLES.items()}
     registry_choices = {"model": MODELS, "data": DATASETS}
     for name, field in CONFIG_FIELDS.items():
@@ -108,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
             shown = ",".join(default) if isinstance(default, list) else default
             help_text += f" [default: {shown}]"
         kind = field.type.split(" ")[0]
-        if name in registry_choices:
+        if name == "train_size":
+            group.add_argument(
+                flag, type=_int_list, metavar="N[,N...]", help=help_text + "; a list makes a grid"
+            )
+        elif name in registry_choices:
             group.add_argument(flag, choices=list(registry_choices[name]), help=help_text)
         elif kind == "bool" and name == "fast_dev_run":
             group.add_argument(flag, action="store_true", help=help_text)
@@ -158,6 +186,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file_values = load_config_file(config_path) if config_path else {}
                 evaluate_folder(folder_to_evaluate, {**file_values, **args})
             return 0
+        summarize_root = args.pop("summarize", None)
+        if summarize_root is not None:
+            from lightning_genae.ablation import summarize
+
+            paths = summarize(Path(summarize_root))
+            print("wrote " + ", ".join(str(path) for path in paths.values()))
+            return 0
+        seeds = args.pop("seeds", None)
+        grid_index = args.pop("grid_index", None)
+        train_sizes = args.pop("train_size", None)
+        file_values = load_config_file(config_path) if config_path else {}
+        augment_value = args.get("augment", file_values.get("augment"))
+        augments = _split_list(str(augment_value)) if augment_value is not None else None
+        is_grid = len(train_sizes or []) > 1 or len(augments or []) > 1
+        if is_grid or seeds is not None or grid_index is not None:
+            values = {**file_values, **args}
+            return _run_grid(values, augments, train_sizes, seeds, grid_index, print_config)
+        if train_sizes is not None:
+            args["train_size"] = train_sizes[0]
+        if "augment" in args and augments:
+            args["augment"] = augments[0]
         base: dict[str, Any] = {}
         resume = ResumeState.load(args.get("resume"), args.get("output"))
         if resume is not None:
@@ -175,6 +224,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return error.exit_code
     return 0
+
+
+def _run_grid(
+    values: dict[str, Any],
+    augments: list[str] | None,
+    train_sizes: list[int] | None,
+    seeds: list[int] | None,
+    grid_index: int | None,
+    print_config: bool,
+) -> int:
+    """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files."""
+    from lightning_genae.ablation import expand_grid, run_grid, summarize
+    from lightning_genae.train import run, validate
+
+    for option in ("resume", "fast_dev_run"):
+        if values.get(option):
+            raise ConfigError(f"--{option.replace('_', '-')} does not apply to a grid; run the cell alone")
+    defaults = merge(values, {})
+    cells = expand_grid(
+        augments or [defaults.augment],
+        train_sizes or [defaults.train_size],
+        seeds or [defaults.seed],
+    )
+    if values.get("output"):
+        root = Path(values["output"])
+    elif grid_index is not None:
+        raise ConfigError("--grid-index needs --output ROOT, the folder all array tasks share")
+    else:
+        root = Path("runs") / f"ablation-{defaults.model}-{defaults.data}-{datetime.now():%Y%m%d-%H%M%S}"
+
+    # An augmentation option must matter to some cell; each cell keeps only those its augmentation reads.
+    used_somewhere = set().union(
+        *(options_used_by(parse_augment(cell.augment), defaults.augment_mode) for cell in cells)
+    )
+    stray = [key for key in AUGMENT_DEFAULTS if values.get(key) is not None and key not in used_somewhere]
+    if stray:
+        flags = ", ".join("--" + key.replace("_", "-") for key in stray)
+        raise ConfigError(f"{flags} do(es) nothing with any --augment of this grid; drop it")
+
+    def cell_config(cell: GridCell, run_dir: Path) -> RunConfig:
+        used = options_used_by(parse_augment(cell.augment), defaults.augment_mode)
+        cell_values = {
+            key: value for key, value in values.items() if key not in AUGMENT_DEFAULTS or key in used
+        }
+        config = merge(
+            cell_values, {"augment": cell.augment, "train_size": cell.train_size, "seed": cell.seed}
+        )
+        config.output = str(run_dir)
+        config.wandb_group = config.wandb_group or root.name
+        return config
+
+    # Every cell is checked before the first one trains: a typo must not surface hours into a grid.
+    for cell in cells:
+        validate(cell_config(cell, root / cell.name))
+    if print_config:
+        for index, cell in enumerate(cells):
+            print(f"# cell {index}: {cell.name}")
+            sys.stdout.write(cell_config(cell, root / cell.name).to_yaml())
+        return 0
+    outcomes = run_grid(cells, root, lambda cell, run_dir: run(cell_config(cell, run_dir)), grid_index)
+    if grid_index is None:
+        paths = summarize(root)
+        print("wrote " + ", ".join(str(path) for path in paths.values()))
+    else:
+        print(f"cell {grid_index} done; once every cell has run: python run.py --summarize {root}")
+    return 1 if any(not outcome.ok for outcome in outcomes) else 0
 
 
 if __name__ == "__main__":

@@ -86,6 +86,60 @@ class RunConfig:
     )
     spectral_norm: bool | None = _opt(None, "gan: spectral normalisation in the discriminator", group="model")
 
+    # Augmentation; None means "the augmentation's default", and an option no chosen augmentation uses
+    # is an error rather than silently ignored.
+    augment_p: float | None = _opt(
+        None,
+        "ae/vae online: fraction of each training batch replaced by augmented images; "
+        "ae-d: probability per discriminator input (default 0.25)",
+        group="augmentation",
+    )
+    augment_mode: str | None = _opt(
+        None,
+        "ae/vae: online (replace part of each batch on the device, default) or offline (a pre-generated "
+        "pool concatenated with the real data)",
+        group="augmentation",
+        choices=("online", "offline"),
+    )
+    augment_pool: int | None = _opt(
+        None,
+        "offline mode: number of augmented images in the pool (default: the training split's size)",
+        group="augmentation",
+    )
+    augment_anneal: bool | None = _opt(
+        None, "take --augment-p linearly to zero over training", group="augmentation"
+    )
+    augment_noise: float | None = _opt(
+        None,
+        "latent noise std, in units of each latent dimension's std over the training codes (default 0.5)",
+        group="augmentation",
+    )
+    augment_interp: float | None = _opt(
+        None,
+        "fraction of augmented images interpolated towards another image (same class when labelled) "
+        "in latent space (default 0.5)",
+        group="augmentation",
+    )
+    augment_ckpt: str | None = _opt(
+        None,
+        "augmenter autoencoder checkpoint (an ae/vae run's .ckpt) instead of training and caching one",
+        group="augmentation",
+    )
+    augmenter_steps: int | None = _opt(
+        None,
+        "training iterations of the augmenter autoencoder when it is trained (default 1000)",
+        group="augmentation",
+    )
+    augmenter_width: int | None = _opt(
+        None, "channel width of the augmenter autoencoder (default 64)", group="augmentation"
+    )
+    augmenter_latent_dim: int | None = _opt(
+        None, "latent dimension of the augmenter autoencoder (default 32)", group="augmentation"
+    )
+    diffaug_policy: str | None = _opt(
+        None, "diffaug: comma list of color, translation, cutout (default all three)", group="augmentation"
+    )
+
     # Hardware (all passed to the Lightning Trainer).
     precision: str = _opt(
         "32-true",
@@ -165,6 +219,10 @@ POSITIVE_INTS = (
     "eval_samples",
     "image_every",
     "ckpt_every",
+    "augment_pool",
+    "augmenter_steps",
+    "augmenter_width",
+    "augmenter_latent_dim",
 )
 # Options that describe one invocation, not the experiment: a re-run from config.yaml gets a new folder.
 PER_INVOCATION = ("output", "resume", "fast_dev_run")

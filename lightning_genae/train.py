@@ -18,10 +18,14 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from callbacks import InterpolationGrid, ReconstructionGrid, SampleGrid
+from callbacks import AugmentationPreview, InterpolationGrid, ReconstructionGrid, SampleGrid
 from callbacks.metrics import GenerativeMetrics, RepresentationMetrics, headline_metric
 from datamodules import DATASETS, ImageDataModule, build_datamodule
-from lightning_genae.augmentation import parse_augment
+from datamodules.augmented import AugmentedDataModule
+from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
+from lightning_genae.augmentation import AugmentPlan, parse_augment, resolve_augment_plan
+from lightning_genae.augmentation.discriminator import DiscriminatorAugmentation
+from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.config import PER_INVOCATION, RunConfig, resolve_model_options, validate_values
 from lightning_genae.errors import ConfigError
 from lightning_genae.loggers import LOGGER_CHOICES, build_loggers, finish_loggers
@@ -117,6 +121,7 @@ def validate(config: RunConfig) -> dict[str, Any]:
     spec = MODELS[config.model]
     all_model_options = {name for other in MODELS.values() for name in other.options}
     model_kwargs = resolve_model_options(config, config.model, spec.module, spec.options, all_model_options)
+    resolve_augment_plan(config, spec.module.adversarial)
     return model_kwargs
 
 
@@ -167,6 +172,8 @@ def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -
         InterpolationGrid(every_n_steps=config.image_every, seed=config.seed + 4321),
         RepresentationMetrics(seed=config.seed),
     ]
+    if config.augment != "none":
+        callbacks.append(AugmentationPreview(seed=config.seed))
     if config.fast_dev_run:
         # A set-up check: its weights are worthless and must not look like a run to resume.
         return callbacks
@@ -202,7 +209,11 @@ def generative_metrics(
         return None
     try:
         backbone = load_backbone(
-            config.backbone, config.data, datamodule, inception_weights=config.inception_weights
+            config.backbone,
+            config.data,
+            # A classifier trained on first use learns from the real data, never an augmented wrapper's.
+            getattr(datamodule, "base", datamodule),
+            inception_weights=config.inception_weights,
         )
     except BackboneUnavailable as error:
         rank_zero_warn(f"generative metrics skipped: {error}")
@@ -328,6 +339,53 @@ def final_evaluation(
     return metrics
 
 
+def attach_augmentation(
+    config: RunConfig,
+    plan: AugmentPlan,
+    datamodule: ImageDataModule,
+    model: GenerativeModule,
+    trainer: pl.Trainer,
+) -> tuple[ImageDataModule | AugmentedDataModule, dict[str, Any]]:
+    """Wrap the data (ae/vae) and/or give the model its discriminator augmentation (diffaug/ae-d).
+
+    Returns the DataModule to train on and the record summary.json keeps of the augmentation.
+    """
+    if not plan.names:
+        return datamodule, {}
+    record: dict[str, Any] = {
+        "augment": "+".join(plan.names),
+        **{key: getattr(config, key) for key in AUGMENT_DEFAULTS if getattr(config, key) is not None},
+    }
+    augmenter = None
+    if plan.needs_augmenter:
+        module, origin = load_augmenter(plan, datamodule, config.seed, accelerator=config.accelerator)
+        augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
+        augmenter.to(trainer.strategy.root_device).fit(*datamodule.split_tensors("train"))
+        # How faithful the augmenter is, so a bad one is visible next to the ablation's numbers.
+        origin["val_recon_mse"] = reconstruction_mse(augmenter, datamodule.split_tensors("val")[0][:2000])
+        record["augmenter"] = origin
+        rank_zero_info(
+            f"augmenter: {origin['family']}, {origin['source']} ({origin['path']}); "
+            f"validation reconstruction MSE {origin['val_recon_mse']:.4f}"
+        )
+    if plan.discriminator_side:
+        model.d_augment = DiscriminatorAugmentation(
+            augmenter if "ae-d" in plan.names else None,
+            p=plan.p,
+            diffaug_policy=plan.diffaug_policy if "diffaug" in plan.names else None,
+        )
+    if plan.data_side:
+        assert augmenter is not None
+        if config.max_steps:
+            total = config.max_steps
+        else:
+            total = config.max_epochs * (len(datamodule.split_tensors("train")[0]) // config.batch_size)
+        datamodule = AugmentedDataModule(
+            datamodule, plan, augmenter, seed=config.seed, total_iterations=total
+        )
+    return datamodule, record
+
+
 def prepare_data_early(datamodule: ImageDataModule, trainer: pl.Trainer) -> None:
     """Surface missing or bad data before a run folder or logger is created (local rank 0 only)."""
     if trainer.local_rank != 0:
@@ -373,6 +431,8 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
     )
     trainer = build_trainer(config, model, run_dir, loggers, build_callbacks(config, model, run_dir))
     prepare_data_early(datamodule, trainer)
+    plan = resolve_augment_plan(config, spec.module.adversarial)
+    datamodule, augmentation_record = attach_augmentation(config, plan, datamodule, model, trainer)
     metrics_callback = generative_metrics(config, model, datamodule)
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)
@@ -411,6 +471,7 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
         "final_metrics": final_metrics,
         "headline_metric": model.monitor,
         "evaluation": metrics_callback.records if metrics_callback is not None else {},
+        "augmentation": augmentation_record,
         "data_summary": datamodule.summary(),
         "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),
         **environment_info(trainer),

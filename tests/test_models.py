@@ -184,3 +184,7 @@ def test_gan_trains_under_ddp_on_two_cpu_processes(tmp_path):
     summary = summary_of(run_dir)
     assert summary["world_size"] == 2 and summary["global_step"] == 3
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # Each rank generated its share; the metric saw all of them, gathered, against the whole test split.
+    test_record = summary["evaluation"]["test"]
+    assert test_record["n_fake"] == test_record["n_real"] == 359
+    assert summary["final_metrics"]["test/fd_classifier"] > 0

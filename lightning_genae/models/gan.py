@@ -9,6 +9,7 @@ precision plugin, so 16-bit mixed precision scales both losses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -72,6 +73,16 @@ class GANModule(GenerativeModule):
             )
             # The average is not trained: keep it out of DDP's gradient bookkeeping.
             self.generator_ema.requires_grad_(False)
+        # Set by the training set-up for --augment diffaug / ae-d: applied to every discriminator input,
+        # real and fake, in both steps. A plain callable, not a child module, so it stays out of
+        # checkpoints and DDP.
+        self.d_augment: Callable[[Tensor], Tensor] | None = None
+
+    def discriminate(self, images: Tensor) -> Tensor:
+        """Discriminator logits of (augmented, when an augmentation is set) images."""
+        if self.d_augment is not None:
+            images = self.d_augment(images)
+        return self.discriminator(images)
 
     def decode(self, latents: Tensor) -> Tensor:
         """Generator output; the EMA generator when one is kept, as is usual for evaluation."""
@@ -90,8 +101,8 @@ class GANModule(GenerativeModule):
         with self.toggled_optimizer(opt_d):
             with torch.no_grad():
                 fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
-            real_logits = self.discriminator(real)
-            fake_logits = self.discriminator(fake)
+            real_logits = self.discriminate(real)
+            fake_logits = self.discriminate(fake)
             loss_d = discriminator_loss(real_logits, fake_logits, kind)
             self.ensure_finite(**{"train/loss_d": loss_d})
             opt_d.zero_grad(set_to_none=True)
@@ -100,7 +111,7 @@ class GANModule(GenerativeModule):
 
         with self.toggled_optimizer(opt_g):
             fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
-            loss_g = generator_loss(self.discriminator(fake), kind)
+            loss_g = generator_loss(self.discriminate(fake), kind)
             self.ensure_finite(**{"train/loss_g": loss_g})
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)

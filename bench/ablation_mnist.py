@@ -1,0 +1,89 @@
+"""Benchmark: the augmentation ablation on real MNIST limited to 1,000 training images.
+
+The DCGAN with `none`, `ae`, `vae`, `diffaug` and `ae-d`, three seeds each, at a fixed step budget, through
+the same grid runner users call (`run.py --augment a,b,... --seeds ...`). Writes ROOT/ablation.csv, .md and
+.png plus ROOT/bench.json (budget, wall time, machine), and prints the Markdown table as measured.
+
+    python bench/ablation_mnist.py --data-dir ../shared/data    # CPU budget, under an hour on 2 cores
+    python bench/ablation_mnist.py --steps 10000 --width 64 --accelerator gpu   # a larger budget on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lightning_genae.cli import main as run_main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", default=os.environ.get("GENAE_DATA_DIR", "../shared/data"))
+    parser.add_argument("--output", default="runs/bench-ablation-mnist-1k", help="the grid's ROOT folder")
+    parser.add_argument("--augments", default="none,ae,vae,diffaug,ae-d")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--train-size", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1500, help="training iterations per run")
+    parser.add_argument("--width", type=int, default=32, help="channel width of GAN and augmenter")
+    parser.add_argument("--augmenter-steps", type=int, default=1000)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-samples", type=int, default=5000)
+    parser.add_argument("--accelerator", default="auto")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    root = Path(args.output)
+    command = [
+        "--model", "gan",
+        "--data", "mnist",
+        "--data-dir", args.data_dir,
+        "--train-size", str(args.train_size),
+        "--augment", args.augments,
+        "--seeds", args.seeds,
+        "--max-steps", str(args.steps),
+        "--width", str(args.width),
+        "--augmenter-width", str(args.width),
+        "--augmenter-steps", str(args.augmenter_steps),
+        "--eval-every", str(args.eval_every),
+        "--image-every", str(args.eval_every),
+        "--ckpt-every", str(args.steps),
+        "--eval-samples", str(args.eval_samples),
+        "--accelerator", args.accelerator,
+        "--output", str(root),
+    ]  # fmt: skip
+    machine = {
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    print("python run.py " + " ".join(command), flush=True)
+    started = time.time()
+    code = run_main(command)
+    wall = time.time() - started
+    info = {"command": "python run.py " + " ".join(command), "exit_code": code, "wall_time_s": round(wall, 1)}
+    info["machine"] = machine
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "bench.json").write_text(json.dumps(info, indent=2) + "\n")
+    report = root / "ablation.md"
+    if report.is_file():
+        print(report.read_text())
+    print(f"grid wall time {wall / 60:.1f} min on {machine}; exit code {code}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

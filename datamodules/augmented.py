@@ -1,0 +1,163 @@
+"""AE-based data augmentation as a wrapper around any image DataModule.
+
+Online (default): a fraction p of every training batch is replaced, on the device, by the augmenter's
+encode-perturb-decode of those images (same labels). Offline: a pool of augmented images is generated
+once and concatenated with the real training split, as the method's original papers do. Validation,
+test and every metric see only real data: `split_tensors` is the wrapped DataModule's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from datamodules.base import Batch, ImageDataModule, InMemoryImages, collate_batch, to_model_range, to_uint8
+from lightning_genae.augmentation import AugmentPlan
+from lightning_genae.augmentation.latent import LatentAugmenter
+
+POOL_BATCH = 500
+
+
+class AugmentedDataModule(pl.LightningDataModule):
+    """Wraps `base`; anything not defined here (name, image_shape, split_tensors, ...) is the base's."""
+
+    def __init__(
+        self,
+        base: ImageDataModule,
+        plan: AugmentPlan,
+        augmenter: LatentAugmenter,
+        seed: int = 0,
+        total_iterations: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.plan = plan
+        # Fitted on the base's training split; shared with discriminator-side `ae-d` when both are on.
+        self.augmenter = augmenter
+        self.seed = seed
+        # Training length in iterations, for --augment-anneal.
+        self.total_iterations = total_iterations
+        self._pool: Batch | None = None
+        self._generator: torch.Generator | None = None
+        self.replaced_last_batch = 0
+
+    @property
+    def name(self) -> str:  # LightningDataModule defines `name` itself, so __getattr__ would not reach it
+        return self.base.name
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes this wrapper lacks; "base" itself must not recurse.
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    # ----- set-up -----
+
+    def prepare_data(self) -> None:
+        self.base.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.base.trainer = self.trainer
+        self.base.setup(stage)
+        self.augmenter.to(self._device())
+        if self._generator is None:
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            # Different per rank, or every device would replace the same positions with the same draws.
+            self._generator = torch.Generator().manual_seed(self.seed * 1000 + 17 + rank)
+        if self.plan.mode == "offline" and self._pool is None:
+            self._pool = self._generate_pool()
+
+    def _device(self) -> torch.device:
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def _generate_pool(self) -> Batch:
+        """`plan.pool` augmented images (default: as many as the training split), seeded by the run seed."""
+        images, labels = self.base.split_tensors("train")
+        size = self.plan.pool if self.plan.pool is not None else len(images)
+        generator = torch.Generator().manual_seed(self.seed + 99)
+        repeats = -(-size // len(images))
+        sources = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(repeats)])[:size]
+        parts = []
+        for start in range(0, size, POOL_BATCH):
+            index = sources[start : start + POOL_BATCH]
+            batch = to_model_range(images[index].to(self.augmenter.device))
+            parts.append(to_uint8(self.augmenter(batch, labels[index], generator=generator)).cpu())
+        return torch.cat(parts), labels[sources].clone()
+
+    # ----- data -----
+
+    def train_images(self) -> Batch:
+        """What training iterates over: the real split, plus the augmented pool in offline mode."""
+        images, labels = self.base.split_tensors("train")
+        if self._pool is None:
+            return images, labels
+        return torch.cat([images, self._pool[0]]), torch.cat([labels, self._pool[1]])
+
+    def train_dataloader(self) -> DataLoader:
+        self.base.train_dataloader()  # its checks (batch size against the real split) still hold
+        images, labels = self.train_images()
+        return DataLoader(
+            InMemoryImages(images, labels),
+            batch_size=self.base.batch_size_per_device,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.base.num_workers,
+            persistent_workers=self.base.num_workers > 0,
+            collate_fn=collate_batch,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self.base.val_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self.base.test_dataloader()
+
+    # ----- online augmentation on the device -----
+
+    def current_p(self) -> float:
+        """--augment-p, taken linearly to zero over training with --augment-anneal."""
+        if not self.plan.anneal or not self.total_iterations or self.trainer is None:
+            return self.plan.p
+        iteration = getattr(self.trainer.lightning_module, "iteration", 0)
+        return self.plan.p * max(0.0, 1.0 - iteration / self.total_iterations)
+
+    def replace_fraction(self, images: Tensor, labels: Tensor, p: float) -> tuple[Tensor, int]:
+        """Replace round(p * B) randomly chosen images by their augmented versions; returns the count."""
+        count = int(round(p * len(images)))
+        if count == 0:
+            return images, 0
+        assert self._generator is not None
+        index = torch.randperm(len(images), generator=self._generator)[:count].to(images.device)
+        self.augmenter.to(images.device)
+        with torch.no_grad():
+            augmented = self.augmenter(images[index], labels[index], generator=self._generator)
+        images = images.clone()
+        images[index] = augmented.to(images.dtype)
+        return images, count
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        images, labels = self.base.on_after_batch_transfer(batch, dataloader_idx)
+        if self.plan.online and self.trainer is not None and self.trainer.training:
+            images, self.replaced_last_batch = self.replace_fraction(images, labels, self.current_p())
+        return images, labels
+
+    @torch.no_grad()
+    def preview(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Augmented versions of images in [-1, 1] (every one of them), for the preview grid."""
+        self.augmenter.to(images.device)
+        return self.augmenter(images, labels, generator=torch.Generator().manual_seed(self.seed))
+
+    def summary(self) -> str:
+        extra = (
+            f"pool of {len(self._pool[0])} augmented images"
+            if self._pool is not None
+            else f"online, p={self.plan.p}{' annealed' if self.plan.anneal else ''}"
+        )
+        return f"{self.base.summary()}; {self.plan.augmenter_family} augmentation {extra}"

@@ -1,0 +1,336 @@
+"""AE-based augmentation: a frozen autoencoder encodes images, the codes are perturbed and decoded.
+
+Two perturbations, both in latent space where an autoencoder's codes vary smoothly with the content:
+Gaussian noise scaled per latent dimension (a dimension that barely varies on the data gets barely any
+noise), and interpolation towards another image's code, of the same class when labels exist, so a decoded
+"7" stays a 7. The augmenter is trained on the run's own training split (the same `--train-size` subset,
+never more data) with a short Lightning run of its own, and cached, so an ablation grid trains it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from datamodules.base import to_model_range
+from lightning_genae.errors import ConfigError
+
+if TYPE_CHECKING:
+    from datamodules import ImageDataModule
+    from lightning_genae.augmentation import AugmentPlan
+    from lightning_genae.models import GenerativeModule
+
+# Part of the cache key: bump when the augmenter's training recipe changes, so stale caches are retrained.
+RECIPE_VERSION = 1
+AUGMENTER_BATCH = 64
+AUGMENTER_LR = 1e-3
+ENCODE_BATCH = 500
+
+
+def _uniform(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    # A seeded generator draws on the CPU, so a seed gives the same augmentation on every device.
+    if generator is not None:
+        return torch.rand(n, generator=generator).to(device)
+    return torch.rand(n, device=device)
+
+
+def _normal(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
+    if generator is not None:
+        return torch.randn(shape, generator=generator).to(device)
+    return torch.randn(shape, device=device)
+
+
+class LatentAugmenter(nn.Module):
+    """images in [-1, 1] -> encode -> perturb -> decode, differentiable in the images, weights frozen.
+
+    `fit` records each latent dimension's spread and a bank of training codes by class, which the
+    perturbation draws from. Always in eval mode: batch-norm statistics stay those of the augmenter's own
+    training, whatever batch it is shown.
+    """
+
+    def __init__(self, autoencoder: GenerativeModule, noise: float, interp: float) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder.requires_grad_(False).eval()
+        self.noise = noise
+        self.interp = interp
+        latent_dim = autoencoder.latent_dim
+        self.register_buffer("latent_std", torch.ones(latent_dim))
+        self.register_buffer("bank_codes", torch.zeros(0, latent_dim))
+        # Bank codes are sorted by label; a class's codes are bank_codes[start[c] : start[c] + count[c]].
+        self.register_buffer("class_start", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("class_count", torch.zeros(0, dtype=torch.long))
+
+    def train(self, mode: bool = True) -> LatentAugmenter:
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.latent_std.device
+
+    def encode(self, images: Tensor) -> Tensor:
+        return self.autoencoder.encode(images)
+
+    @torch.no_grad()
+    def fit(self, images: Tensor, labels: Tensor) -> LatentAugmenter:
+        """Latent spread and class bank from the training split (uint8 images, int64 labels; -1 = none)."""
+        codes = torch.cat(
+            [
+                self.encode(to_model_range(images[i : i + ENCODE_BATCH].to(self.device))).float()
+                for i in range(0, len(images), ENCODE_BATCH)
+            ]
+        )
+        self.latent_std = codes.std(dim=0) if len(codes) > 1 else torch.ones_like(codes[0])
+        labels = labels.to(self.device)
+        if bool((labels < 0).any()):
+            labels = torch.zeros_like(labels)  # unlabelled: one class, any partner
+        order = torch.argsort(labels, stable=True)
+        self.bank_codes = codes[order]
+        count = torch.bincount(labels, minlength=int(labels.max()) + 1)
+        self.class_count = count
+        self.class_start = torch.cumsum(count, 0) - count
+        return self
+
+    def bank_partners(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One random training code per label, of the same class (any class for unknown labels)."""
+        labels = labels.to(self.device)
+        known = (labels >= 0) & (labels < len(self.class_count))
+        labels = torch.where(known, labels, torch.zeros_like(labels))
+        start, count = self.class_start[labels], self.class_count[labels]
+        # Unknown labels, and classes absent from the bank, draw from the whole bank.
+        whole = ~known | (count == 0)
+        start = torch.where(whole, torch.zeros_like(start), start)
+        count = torch.where(whole, torch.full_like(count, len(self.bank_codes)), count)
+        offset = (_uniform(len(labels), self.device, generator) * count).long().clamp(max=count - 1)
+        return self.bank_codes[start + offset]
+
+    def perturb(self, codes: Tensor, partners: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Move a fraction `interp` of the codes a uniform distance towards their partners, then add noise."""
+        n = len(codes)
+        towards = (_uniform(n, codes.device, generator) < self.interp).to(codes.dtype)
+        weight = (towards * _uniform(n, codes.device, generator).to(codes.dtype))[:, None]
+        moved = codes + weight * (partners.to(codes.dtype) - codes)
+        noise = _normal(tuple(codes.shape), codes.device, generator).to(codes.dtype)
+        return moved + self.noise * self.latent_std.to(codes.dtype) * noise
+
+    def forward(
+        self, images: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Augmented images in [-1, 1]; partners from the class bank with labels, else from the batch."""
+        codes = self.encode(images)
+        if labels is not None and len(self.bank_codes):
+            partners = self.bank_partners(labels, generator)
+        else:
+            # Discriminator inputs have no labels (fakes): pair them among themselves.
+            if generator is not None:
+                order = torch.randperm(len(codes), generator=generator).to(codes.device)
+            else:
+                order = torch.randperm(len(codes), device=codes.device)
+            partners = codes[order]
+        return self.autoencoder.decode(self.perturb(codes, partners, generator)).clamp(-1.0, 1.0)
+
+
+# ----- getting the augmenter: a given checkpoint, the cache, or a short training run -----
+
+
+def default_cache_dir() -> Path:
+    """$GENAE_CACHE_DIR/augmenters (~/.cache/lightning-genae/augmenters)."""
+    root = os.environ.get("GENAE_CACHE_DIR")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "lightning-genae"
+    return base / "augmenters"
+
+
+def augmenter_identity(plan: AugmentPlan, datamodule: ImageDataModule, seed: int) -> dict[str, Any]:
+    """Everything a trained augmenter depends on; its hash names the cache file."""
+    return {
+        "recipe": RECIPE_VERSION,
+        "family": plan.augmenter_family,
+        "data": datamodule.name,
+        "data_dir": str(Path(datamodule.data_dir).expanduser().resolve()),
+        "image_shape": list(datamodule.image_shape),
+        "train_size": datamodule.train_size,
+        "seed": seed,
+        "steps": plan.augmenter_steps,
+        "width": plan.augmenter_width,
+        "latent_dim": plan.augmenter_latent_dim,
+        "batch_size": AUGMENTER_BATCH,
+        "lr": AUGMENTER_LR,
+    }
+
+
+def cache_path(plan: AugmentPlan, datamodule: ImageDataModule, seed: int, cache_dir: Path | None) -> Path:
+    identity = augmenter_identity(plan, datamodule, seed)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    size = "full" if datamodule.train_size is None else str(datamodule.train_size)
+    name = f"{datamodule.name}-{plan.augmenter_family}-ts{size}-seed{seed}-{digest}.ckpt"
+    return (cache_dir or default_cache_dir()) / name
+
+
+def _load_module(path: Path) -> tuple[GenerativeModule, dict[str, Any]]:
+    from lightning_genae.models import MODELS
+    from lightning_genae.train import CHECKPOINT_CONFIG_KEY, ResumeState
+
+    state = ResumeState.load(str(path), None, flag="--augment-ckpt")
+    stored = state.checkpoint.get(CHECKPOINT_CONFIG_KEY) or {}
+    family = stored.get("model")
+    if family not in ("ae", "vae"):
+        raise ConfigError(
+            f"--augment-ckpt: {path} holds a {family or 'non-lightning-genae'} model, not an autoencoder; "
+            "pass the checkpoint of a run.py --model ae or --model vae run"
+        )
+    module = MODELS[family].module.load_from_checkpoint(path, map_location="cpu")
+    return module, stored
+
+
+def _check_given_checkpoint(
+    stored: dict[str, Any], datamodule: ImageDataModule, seed: int, path: str
+) -> None:
+    """A given augmenter must have seen the run's training data and no more (same dataset and subset)."""
+    problems = []
+    if stored.get("data") != datamodule.name:
+        problems.append(f"it was trained on {stored.get('data')}, this run uses {datamodule.name}")
+    if stored.get("train_size") != datamodule.train_size:
+        problems.append(
+            f"it was trained with --train-size {stored.get('train_size')}, "
+            f"this run has {datamodule.train_size}"
+        )
+    elif datamodule.train_size is not None and stored.get("seed") != seed:
+        problems.append(
+            f"its --train-size subset was drawn with seed {stored.get('seed')}, this run's with {seed}"
+        )
+    if problems:
+        raise ConfigError(
+            f"--augment-ckpt {path}: {'; '.join(problems)}; train the augmenter on the same data "
+            "(or drop --augment-ckpt to have it trained and cached)"
+        )
+
+
+def train_augmenter(
+    plan: AugmentPlan, datamodule: ImageDataModule, seed: int, path: Path, accelerator: str = "auto"
+) -> None:
+    """Train the augmenter on the run's training split with its own single-device Trainer; save to `path`."""
+    import pytorch_lightning as pl
+    from lightning_fabric.plugins.environments import LightningEnvironment
+    from pytorch_lightning.loggers import CSVLogger
+
+    from lightning_genae.config import RunConfig
+    from lightning_genae.models import MODELS
+    from lightning_genae.train import StoreRunConfig
+
+    # A separate instance: the run's own DataModule must keep its trainer and per-device batch size.
+    data = type(datamodule)(**{**dict(datamodule.hparams), "batch_size": AUGMENTER_BATCH, "num_workers": 0})
+    data.prepare_data()
+    num_train = len(data.split_tensors("train")[0])
+    family = plan.augmenter_family
+    print(
+        f"augmenter: training a {family} on the {num_train} training images of {datamodule.name} "
+        f"({plan.augmenter_steps} iterations, seed {seed}); cached at {path}",
+        file=sys.stderr,
+        flush=True,
+    )
+    config = RunConfig(
+        model=family,
+        data=datamodule.name,
+        data_dir=str(datamodule.data_dir),
+        train_size=datamodule.train_size,
+        seed=seed,
+        batch_size=AUGMENTER_BATCH,
+        max_steps=plan.augmenter_steps,
+        lr=AUGMENTER_LR,
+        latent_dim=plan.augmenter_latent_dim,
+        width=plan.augmenter_width,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        pl.seed_everything(seed, workers=True, verbose=False)
+        module = MODELS[family].module(
+            data.image_shape,
+            latent_dim=plan.augmenter_latent_dim,
+            width=plan.augmenter_width,
+            lr=AUGMENTER_LR,
+        )
+        trainer = pl.Trainer(
+            max_steps=plan.augmenter_steps,
+            accelerator=accelerator,
+            devices=1,
+            num_nodes=1,
+            # Inside a SLURM/torchrun job this is still one process on one device, not the job's world.
+            plugins=[LightningEnvironment()],
+            logger=CSVLogger(str(path.parent), name=path.stem, version=""),
+            callbacks=[StoreRunConfig(config)],
+            enable_checkpointing=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+            log_every_n_steps=50,
+        )
+        trainer.fit(module, datamodule=data)
+    # Write then rename: a concurrent run (another grid cell) never reads half a checkpoint.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        trainer.save_checkpoint(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def load_augmenter(
+    plan: AugmentPlan,
+    datamodule: ImageDataModule,
+    seed: int,
+    *,
+    cache_dir: Path | None = None,
+    accelerator: str = "auto",
+    train_if_missing: bool = True,
+) -> tuple[GenerativeModule, dict[str, Any]]:
+    """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
+    if plan.checkpoint is not None:
+        module, stored = _load_module(Path(plan.checkpoint))
+        _check_given_checkpoint(stored, datamodule, seed, plan.checkpoint)
+        origin = {"source": "checkpoint", "path": str(plan.checkpoint)}
+    else:
+        path = cache_path(plan, datamodule, seed, cache_dir)
+        trained_now = False
+        if not path.is_file():
+            if not train_if_missing:
+                raise ConfigError(f"augmenter cache {path} is missing; run prepare_data first")
+            train_augmenter(plan, datamodule, seed, path, accelerator)
+            trained_now = True
+        module, stored = _load_module(path)
+        origin = {"source": "trained now" if trained_now else "cache", "path": str(path)}
+    if tuple(module.image_shape) != tuple(datamodule.image_shape):
+        raise ConfigError(
+            f"--augment-ckpt: the augmenter takes {tuple(module.image_shape)} images, the data is "
+            f"{tuple(datamodule.image_shape)}; pass an augmenter trained on this dataset"
+        )
+    module.requires_grad_(False).eval()
+    record = {
+        **origin,
+        "family": stored.get("model"),
+        "train_size": stored.get("train_size"),
+        "seed": stored.get("seed"),
+        "steps": stored.get("max_steps"),
+        "latent_dim": module.latent_dim,
+    }
+    return module, record
+
+
+@torch.no_grad()
+def reconstruction_mse(augmenter: LatentAugmenter, images: Tensor) -> float:
+    """Mean squared error (in [-1, 1] units) of the augmenter's plain reconstructions: how faithful it is."""
+    total, count = 0.0, 0
+    for i in range(0, len(images), ENCODE_BATCH):
+        batch = to_model_range(images[i : i + ENCODE_BATCH].to(augmenter.device))
+        recon = augmenter.autoencoder.decode(augmenter.encode(batch)).clamp(-1, 1)
+        total += float(((recon - batch) ** 2).sum())
+        count += batch.numel()
+    return total / max(count, 1)
