@@ -155,9 +155,13 @@ class AugmentedDataModule(pl.LightningDataModule):
         return self.augmenter(images, labels, generator=torch.Generator().manual_seed(self.seed))
 
     def summary(self) -> str:
-        extra = (
-            f"pool of {len(self._pool[0])} augmented images"
-            if self._pool is not None
-            else f"online, p={self.plan.p}{' annealed' if self.plan.anneal else ''}"
-        )
+        if self.plan.mode == "offline":
+            size = (
+                len(self._pool[0])
+                if self._pool is not None
+                else (self.plan.pool or len(self.train_images()[0]))
+            )
+            extra = f"offline pool of {size} augmented images"
+        else:
+            extra = f"online, p={self.plan.p}{' annealed' if self.plan.anneal else ''}"
         return f"{self.base.summary()}; {self.plan.augmenter_family} augmentation {extra}"

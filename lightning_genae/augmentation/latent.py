@@ -67,6 +67,7 @@ class LatentAugmenter(nn.Module):
         # Bank codes are sorted by label; a class's codes are bank_codes[start[c] : start[c] + count[c]].
         self.register_buffer("class_start", torch.zeros(0, dtype=torch.long))
         self.register_buffer("class_count", torch.zeros(0, dtype=torch.long))
+        self.eval()
 
     def train(self, mode: bool = True) -> LatentAugmenter:
         return super().train(False)
@@ -295,6 +296,11 @@ def load_augmenter(
     """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
     if plan.checkpoint is not None:
         module, stored = _load_module(Path(plan.checkpoint))
+        if stored.get("model") != plan.augmenter_family:
+            raise ConfigError(
+                f"--augment-ckpt {plan.checkpoint}: holds a {stored.get('model')}, but this --augment needs "
+                f"a {plan.augmenter_family} augmenter; pass a --model {plan.augmenter_family} checkpoint"
+            )
         _check_given_checkpoint(stored, datamodule, seed, plan.checkpoint)
         origin = {"source": "checkpoint", "path": str(plan.checkpoint)}
     else:
