@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -358,6 +358,9 @@ def attach_augmentation(
     }
     augmenter = None
     if plan.needs_augmenter:
+        if config.fast_dev_run:
+            # A set-up check: a one-step augmenter (cached under its own key) exercises the same path.
+            plan = replace(plan, augmenter_steps=1)
         module, origin = load_augmenter(plan, datamodule, config.seed, accelerator=config.accelerator)
         augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
         augmenter.to(trainer.strategy.root_device).fit(*datamodule.split_tensors("train"))

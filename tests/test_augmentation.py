@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from tiny import TINY_RUN
 from torch import Tensor, nn
 
 from datamodules import build_datamodule
@@ -25,25 +26,7 @@ from lightning_genae.models import MODELS
 from lightning_genae.models.gan import generator_loss
 
 SHAPE = (1, 16, 16)
-# Tiny networks and frequent events, so every code path runs within a few steps.
-TINY = [
-    "--data",
-    "digits",
-    "--width",
-    "8",
-    "--latent-dim",
-    "8",
-    "--batch-size",
-    "32",
-    "--eval-every",
-    "3",
-    "--image-every",
-    "3",
-    "--ckpt-every",
-    "3",
-    "--eval-samples",
-    "100",
-]
+TINY = TINY_RUN + ["--eval-samples", "100"]
 # Augmenter options; only valid with an augmentation that uses an augmenter (ae, vae, ae-d).
 AUGMENTER = ["--augmenter-width", "8", "--augmenter-latent-dim", "8", "--augmenter-steps", "20"]
 
@@ -639,3 +622,14 @@ def test_failed_cell_is_reported_and_the_others_run(tmp_path, monkeypatch, augme
     assert rows["none-tsfull-seed0"]["status"] == "failed"
     assert "injected failure" in rows["none-tsfull-seed0"]["error"]
     assert "failed" in (root / "ablation.md").read_text()
+
+
+def test_fast_dev_run_checks_the_augmentation_with_a_one_step_augmenter(tmp_path):
+    run_dir = tmp_path / "check"
+    args = ["--model", "gan", "--augment", "ae+ae-d", *TINY, *AUGMENTER, "--fast-dev-run"]
+    assert main([*args, "--output", str(run_dir)]) == 0
+    augmenter = read_summary(run_dir)["augmentation"]["augmenter"]
+    # A set-up check must not spend the full --augmenter-steps (the step count is part of the cache key, so
+    # a real run never loads this one-step augmenter).
+    assert augmenter["steps"] == 1
+    assert not list((run_dir / "checkpoints").glob("*.ckpt"))

@@ -10,28 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny import TINY_RUN
 
 from lightning_genae.cli import main
 from lightning_genae.models import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
-# Tiny networks and frequent events, so every code path runs within a few steps.
-TINY = [
-    "--data",
-    "digits",
-    "--width",
-    "8",
-    "--latent-dim",
-    "8",
-    "--batch-size",
-    "32",
-    "--eval-every",
-    "3",
-    "--image-every",
-    "3",
-    "--ckpt-every",
-    "3",
-]
+TINY = TINY_RUN
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
