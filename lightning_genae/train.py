@@ -163,6 +163,22 @@ class StoreRunConfig(Callback):
         checkpoint[CHECKPOINT_CONFIG_KEY] = self.config.to_dict()
 
 
+class SeedPerRank(Callback):
+    """Give every DDP process its own random stream once training starts.
+
+    seed_everything seeds all processes alike, so each would draw the same GAN noise, augmentation
+    choices and DiffAugment parameters every step: the world's batch of fakes would be one batch
+    repeated. Weights stay identical across processes (DDP broadcasts rank 0's at start).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            pl.seed_everything(self.seed + 7919 * trainer.global_rank, workers=True, verbose=False)
+
+
 def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -> list[Callback]:
     steps_per_iteration = model.optimizer_steps_per_iteration
     checkpoint_dir = run_dir / "checkpoints"
@@ -171,6 +187,7 @@ def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -
         ReconstructionGrid(every_n_steps=config.image_every),
         InterpolationGrid(every_n_steps=config.image_every, seed=config.seed + 4321),
         RepresentationMetrics(seed=config.seed),
+        SeedPerRank(config.seed),
     ]
     if config.augment != "none":
         callbacks.append(AugmentationPreview(seed=config.seed))

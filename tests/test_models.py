@@ -188,3 +188,21 @@ def test_gan_trains_under_ddp_on_two_cpu_processes(tmp_path):
     test_record = summary["evaluation"]["test"]
     assert test_record["n_fake"] == test_record["n_real"] == 359
     assert summary["final_metrics"]["test/fd_classifier"] > 0
+
+
+def test_each_ddp_process_draws_its_own_noise():
+    from types import SimpleNamespace
+
+    from lightning_genae.train import SeedPerRank
+
+    draws = []
+    for rank in (0, 1):
+        torch.manual_seed(0)  # what seed_everything leaves in every process alike
+        SeedPerRank(seed=0).on_fit_start(SimpleNamespace(world_size=2, global_rank=rank), None)
+        draws.append(torch.randn(8))
+    assert not torch.equal(draws[0], draws[1])
+    torch.manual_seed(0)
+    expected = torch.randn(8)
+    torch.manual_seed(0)
+    SeedPerRank(seed=0).on_fit_start(SimpleNamespace(world_size=1, global_rank=0), None)
+    assert torch.equal(torch.randn(8), expected), "a single process keeps the run's own stream"
