@@ -158,7 +158,11 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
 
 @pytest.mark.slow
 def test_gan_trains_under_ddp_on_two_cpu_processes(tmp_path):
-    """Two real processes with the gloo backend: no unused-parameter error, one shared run folder."""
+    """Two real processes with the gloo backend: no unused-parameter error, one shared run folder.
+
+    With every augmentation on, so the wrapped DataModule, the augmenter loaded by the second process and
+    the discriminator-side augmentation all run under DDP too.
+    """
     run_dir = tmp_path / "ddp"
     command = [
         sys.executable,
@@ -168,6 +172,8 @@ def test_gan_trains_under_ddp_on_two_cpu_processes(tmp_path):
         "--data",
         "digits",
         *SMALL,
+        *"--augment ae+ae-d+diffaug --augmenter-width 8 --augmenter-latent-dim 8".split(),
+        *"--augmenter-steps 20".split(),
         "--accelerator",
         "cpu",
         "--devices",
@@ -188,6 +194,7 @@ def test_gan_trains_under_ddp_on_two_cpu_processes(tmp_path):
     test_record = summary["evaluation"]["test"]
     assert test_record["n_fake"] == test_record["n_real"] == 359
     assert summary["final_metrics"]["test/fd_classifier"] > 0
+    assert summary["augmentation"]["augment"] == "ae+ae-d+diffaug"
 
 
 def test_each_ddp_process_draws_its_own_noise():
