@@ -9,7 +9,6 @@ and sample counts that `summary.json` and `eval.json` print beside it.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from datamodules.base import ImageDataModule, to_uint8
+from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.distances import feature_metrics
 from lightning_genae.metrics.representation import representation_metrics
@@ -40,10 +40,6 @@ def metric_name(key: str, backbone: str) -> str:
 def headline_metric(backbone: str) -> str:
     """The metric that picks a generative model's best checkpoint."""
     return f"val/{metric_name('fd', backbone)}"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("GENAE_CACHE_DIR", Path.home() / ".cache" / "lightning-genae"))
 
 
 class FeatureBank(Metric):
@@ -78,7 +74,7 @@ class RealFeatures:
 
     def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:
         self.backbone = backbone
-        self.cache_dir = (cache_dir or default_cache_dir()) / "features"
+        self.cache_dir = (cache_dir or cache_root()) / "features"
         self._memory: dict[str, Tensor] = {}
 
     def key(self, datamodule: ImageDataModule, split: str, count: int) -> str:
@@ -103,10 +99,7 @@ class RealFeatures:
                 features = None
         if features is None:
             features = extract_features(self.backbone, images, device)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(features, temporary)
-            temporary.replace(path)  # atomic, so concurrent runs never read half a file
+            write_atomically(path, lambda temporary: torch.save(features, temporary))
         self._memory[key] = features
         return features
 

@@ -14,7 +14,6 @@ import io
 import itertools
 import json
 import math
-import os
 import re
 import sys
 import traceback
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_genae.cache import write_atomically
 from lightning_genae.errors import ConfigError
 
 __all__ = ["CellOutcome", "GridCell", "expand_grid", "run_grid", "summarize"]
@@ -100,12 +100,8 @@ def expand_grid(
 
 def _write_atomically(path: Path, text: str | bytes) -> None:
     # Array jobs may summarize the same root at once; a reader must never see a half-written file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(text, bytes):
-        tmp.write_bytes(text)
-    else:
-        tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    write_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
 
 
 def _one_line_error(error: BaseException) -> str:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from datamodules.base import to_model_range
+from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -143,9 +142,7 @@ class LatentAugmenter(nn.Module):
 
 def default_cache_dir() -> Path:
     """$GENAE_CACHE_DIR/augmenters (~/.cache/lightning-genae/augmenters)."""
-    root = os.environ.get("GENAE_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "lightning-genae"
-    return base / "augmenters"
+    return cache_root() / "augmenters"
 
 
 def augmenter_identity(plan: AugmentPlan, datamodule: ImageDataModule, seed: int) -> dict[str, Any]:
@@ -273,15 +270,8 @@ def train_augmenter(
             log_every_n_steps=50,
         )
         trainer.fit(module, datamodule=data)
-    # Write then rename: a concurrent run (another grid cell) never reads half a checkpoint.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        trainer.save_checkpoint(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    # A concurrent run (another grid cell) must never read half a checkpoint.
+    write_atomically(path, trainer.save_checkpoint)
 
 
 def load_augmenter(

@@ -8,7 +8,6 @@ metric never needs to know which one it has; `name` goes into the metric's name 
 from __future__ import annotations
 
 import inspect
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from torch.hub import download_url_to_file
 
 from datamodules import to_model_range
 from datamodules.base import describe_error
+from lightning_genae.cache import cache_root
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.metrics import classifier as classifier_lib
 
@@ -215,9 +215,7 @@ def load_inception(path: str | Path | None = None) -> InceptionBackbone:
 
 def default_cache_dir() -> Path:
     """Classifiers trained on first use: $GENAE_CACHE_DIR/classifiers (~/.cache/lightning-genae/...)."""
-    root = os.environ.get("GENAE_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "lightning-genae"
-    return base / "classifiers"
+    return cache_root() / "classifiers"
 
 
 def _shipped_classifier(data: str, entry: dict, datamodule: ImageDataModule | None) -> ClassifierBackbone:

@@ -17,9 +17,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datamodules import DATASETS, ImageDataModule, build_datamodule, to_model_range
+from lightning_genae.cache import write_atomically
 from lightning_genae.errors import DataError, GenaeError
 from lightning_genae.nets.conv import downsampling_plan
 
@@ -243,7 +242,6 @@ def file_sha256(path: str | Path) -> str:
 def save_checkpoint(model: FeatureClassifier, path: str | Path, **meta: Any) -> str:
     """Write the config, state dict and `meta` to `path` atomically; return the file's SHA-256."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     config = asdict(model.config)
     config["image_shape"] = list(config["image_shape"])
     payload = {
@@ -256,17 +254,7 @@ def save_checkpoint(model: FeatureClassifier, path: str | Path, **meta: Any) -> 
     # would make identical weights hash differently.
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    # Write then rename, so an interrupted run or a concurrent reader never sees half a file.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(buffer.getvalue())
-        # mkstemp creates the file private (0600); a shipped or shared cache file must be readable by all.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write_atomically(path, lambda temporary: Path(temporary).write_bytes(buffer.getvalue()))
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
