@@ -61,12 +61,8 @@ class FeatureBank(Metric):
 @torch.no_grad()
 def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.device) -> Tensor:
     """Backbone features of uint8 images, in batches, on `device`; returned on the CPU."""
-    backbone = backbone.to(device)
-    parts = [
-        backbone(images[i : i + FEATURE_BATCH].to(device)).float().cpu()
-        for i in range(0, len(images), FEATURE_BATCH)
-    ]
-    return torch.cat(parts)
+    # The backbone moves its own chunks to the device, so the whole split never sits there at once.
+    return backbone.to(device)(images).cpu()
 
 
 class RealFeatures:

@@ -35,6 +35,22 @@ def to_uint8(images: Tensor) -> Tensor:
     return images.detach().float().clamp(-1.0, 1.0).add(1.0).mul_(127.5).round_().to(torch.uint8)
 
 
+@torch.no_grad()
+def map_images(
+    function: Callable[[Tensor], Tensor], images: Tensor, device: torch.device, batch_size: int = 500
+) -> Tensor:
+    """`function` of uint8 images scaled to [-1, 1], one batch at a time on `device`; float32 on the CPU.
+
+    Encoding or reconstructing a whole split at once would hold all its activations in memory.
+    """
+    return torch.cat(
+        [
+            function(to_model_range(images[start : start + batch_size].to(device))).float().cpu()
+            for start in range(0, len(images), batch_size)
+        ]
+    )
+
+
 def describe_error(exc: BaseException) -> str:
     """`Type: first line of the message`, so a caught exception fits inside a one-line error."""
     lines = str(exc).strip().splitlines()

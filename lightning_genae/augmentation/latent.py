@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from datamodules.base import to_model_range
+from datamodules.base import map_images, to_model_range
 from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.errors import ConfigError
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 RECIPE_VERSION = 1
 AUGMENTER_BATCH = 64
 AUGMENTER_LR = 1e-3
-ENCODE_BATCH = 500
 
 
 def _uniform(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
@@ -81,12 +80,7 @@ class LatentAugmenter(nn.Module):
     @torch.no_grad()
     def fit(self, images: Tensor, labels: Tensor) -> LatentAugmenter:
         """Latent spread and class bank from the training split (uint8 images, int64 labels; -1 = none)."""
-        codes = torch.cat(
-            [
-                self.encode(to_model_range(images[i : i + ENCODE_BATCH].to(self.device))).float()
-                for i in range(0, len(images), ENCODE_BATCH)
-            ]
-        )
+        codes = map_images(self.encode, images, self.device).to(self.device)
         self.latent_std = codes.std(dim=0) if len(codes) > 1 else torch.ones_like(codes[0])
         labels = labels.to(self.device)
         if bool((labels < 0).any()):
@@ -323,10 +317,9 @@ def load_augmenter(
 @torch.no_grad()
 def reconstruction_mse(augmenter: LatentAugmenter, images: Tensor) -> float:
     """Mean squared error (in [-1, 1] units) of the augmenter's plain reconstructions: how faithful it is."""
-    total, count = 0.0, 0
-    for i in range(0, len(images), ENCODE_BATCH):
-        batch = to_model_range(images[i : i + ENCODE_BATCH].to(augmenter.device))
-        recon = augmenter.autoencoder.decode(augmenter.encode(batch)).clamp(-1, 1)
-        total += float(((recon - batch) ** 2).sum())
-        count += batch.numel()
-    return total / max(count, 1)
+    if len(images) == 0:
+        return 0.0
+    recon = map_images(
+        lambda batch: augmenter.autoencoder.decode(augmenter.encode(batch)), images, augmenter.device
+    )
+    return float(((recon.clamp(-1, 1).double() - to_model_range(images).double()) ** 2).mean())

@@ -18,10 +18,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from datamodules.base import to_model_range
+from datamodules.base import map_images, to_model_range
 
 MAX_PROBE_TRAIN = 10_000
-BATCH = 500
 
 
 def linear_probe_accuracy(
@@ -38,16 +37,6 @@ def linear_probe_accuracy(
         warnings.simplefilter("ignore", ConvergenceWarning)
         probe.fit(train_codes, train_labels)
     return float((probe.predict(test_codes) == test_labels).mean())
-
-
-@torch.no_grad()
-def _batched(function: Callable[[Tensor], Tensor], images: Tensor, device: torch.device) -> Tensor:
-    return torch.cat(
-        [
-            function(to_model_range(images[i : i + BATCH].to(device))).float().cpu()
-            for i in range(0, len(images), BATCH)
-        ]
-    )
 
 
 def representation_metrics(
@@ -84,8 +73,8 @@ def representation_metrics(
     labelled = bool((train_labels >= 0).all()) and len(torch.unique(train_labels)) > 1
     if labelled:
         y_train, y_test = train_labels.numpy(), test_labels.numpy()
-        model_train = _batched(encode, train_images, device).numpy()
-        model_test = _batched(encode, test_images, device).numpy()
+        model_train = map_images(encode, train_images, device).numpy()
+        model_test = map_images(encode, test_images, device).numpy()
         results["probe_acc"] = linear_probe_accuracy(model_train, y_train, model_test, y_test, seed)
         results["pca_probe_acc"] = linear_probe_accuracy(
             pca.transform(flat_train), y_train, pca_test, y_test, seed
