@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from datamodules.base import Batch, ImageDataModule, InMemoryImages, collate_batch, to_model_range, to_uint8
+from datamodules.base import Batch, ImageDataModule, to_model_range, to_uint8
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.augmentation.latent import LatentAugmenter
 
@@ -102,16 +102,7 @@ class AugmentedDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.base.train_dataloader()  # its checks (batch size against the real split) still hold
-        images, labels = self.train_images()
-        return DataLoader(
-            InMemoryImages(images, labels),
-            batch_size=self.base.batch_size_per_device,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.base.num_workers,
-            persistent_workers=self.base.num_workers > 0,
-            collate_fn=collate_batch,
-        )
+        return self.base.loader_over(*self.train_images(), train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self.base.val_dataloader()

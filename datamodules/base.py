@@ -214,7 +214,10 @@ class ImageDataModule(pl.LightningDataModule):
     # ----- dataloaders -----
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        images, labels = self.split_tensors(split)
+        return self.loader_over(*self.split_tensors(split), train=train)
+
+    def loader_over(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader:
+        """This DataModule's loader (per-device batch, workers) over any in-memory images and labels."""
         return DataLoader(
             InMemoryImages(images, labels),
             batch_size=self.batch_size_per_device,
