@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.splits import stratified_sample
-from lightning_genae.errors import ConfigError, DataError
+from lightning_genae.errors import ConfigError, DataError, describe_error
 
 SPLITS = ("train", "val", "test")
 Batch = tuple[Tensor, Tensor]
@@ -49,12 +49,6 @@ def map_images(
             for start in range(0, len(images), batch_size)
         ]
     )
-
-
-def describe_error(exc: BaseException) -> str:
-    """`Type: first line of the message`, so a caught exception fits inside a one-line error."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 class InMemoryImages(Dataset):

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.base import SPLITS, Batch, ImageDataModule, describe_error
+from datamodules.base import SPLITS, Batch, ImageDataModule
 from datamodules.imagefiles import read_images
-from lightning_genae.errors import DataError
+from lightning_genae.errors import DataError, describe_error
 
 IMAGE_SIZE = 64
 PARTITION_FILE = "list_eval_partition.txt"

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.base import Batch, ImageDataModule, describe_error
+from datamodules.base import Batch, ImageDataModule
 from datamodules.splits import carve_validation
-from lightning_genae.errors import DataError
+from lightning_genae.errors import DataError, describe_error
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"

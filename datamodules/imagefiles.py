@@ -12,8 +12,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from datamodules.base import describe_error
-from lightning_genae.errors import DataError
+from lightning_genae.errors import DataError, describe_error
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"})
 

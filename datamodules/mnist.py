@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.base import Batch, ImageDataModule, describe_error
+from datamodules.base import Batch, ImageDataModule
 from datamodules.splits import carve_validation
-from lightning_genae.errors import DataError
+from lightning_genae.errors import DataError, describe_error
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lightning_genae.cache import write_atomically
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, describe_error
 
 __all__ = ["CellOutcome", "GridCell", "expand_grid", "run_grid", "summarize"]
 
@@ -104,11 +104,6 @@ def _write_atomically(path: Path, text: str | bytes) -> None:
     write_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
 
 
-def _one_line_error(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
 def run_grid(
     cells: Sequence[GridCell],
     root: Path,
@@ -150,7 +145,7 @@ def run_grid(
             failed_file.unlink(missing_ok=True)
             outcomes.append(CellOutcome(cell, run_dir, ok=True))
             continue
-        message = _one_line_error(error)
+        message = describe_error(error)
         record = {
             "cell": cell.name,
             "augment": cell.augment,
@@ -249,7 +244,7 @@ def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        return None, f"corrupt {path.name}: {_one_line_error(error)}"
+        return None, f"corrupt {path.name}: {describe_error(error)}"
     if not isinstance(data, dict):
         return None, f"corrupt {path.name}: expected a JSON object, got {type(data).__name__}"
     return data, None

@@ -1,6 +1,12 @@
 """User-facing errors: each carries one line that names the problem and the fix."""
 
 
+def describe_error(error: BaseException) -> str:
+    """`Type: first line of the message`, so a caught exception fits inside a one-line error."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 class GenaeError(Exception):
     """An error caused by the user's input or environment; the CLI prints it as one line."""
 

@@ -27,7 +27,7 @@ from lightning_genae.augmentation import AugmentPlan, parse_augment, resolve_aug
 from lightning_genae.augmentation.discriminator import DiscriminatorAugmentation
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.config import PER_INVOCATION, RunConfig, resolve_model_options, validate_values
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.loggers import LOGGER_CHOICES, build_loggers, finish_loggers
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
@@ -270,9 +270,9 @@ def build_trainer(
             fast_dev_run=config.fast_dev_run,
         )
     except (MisconfigurationException, ValueError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
-            f"Trainer set-up failed: {first_line}; check --accelerator/--devices/--strategy/--precision"
+            f"Trainer set-up failed: {describe_error(error)}; "
+            "check --accelerator/--devices/--strategy/--precision"
         ) from None
 
 

@@ -17,9 +17,8 @@ from torch import Tensor, nn
 from torch.hub import download_url_to_file
 
 from datamodules import to_model_range
-from datamodules.base import describe_error
 from lightning_genae.cache import cache_root
-from lightning_genae.errors import ConfigError, GenaeError
+from lightning_genae.errors import ConfigError, GenaeError, describe_error
 from lightning_genae.metrics import classifier as classifier_lib
 
 if TYPE_CHECKING:
