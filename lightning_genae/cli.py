@@ -10,6 +10,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,12 +18,14 @@ from typing import Any, NoReturn
 from datamodules import DATASETS
 from lightning_genae import __version__
 from lightning_genae.ablation import GridCell
-from lightning_genae.augmentation import AUGMENTATIONS, options_used_by, parse_augment
+from lightning_genae.augmentation import AUGMENTATIONS
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
-from lightning_genae.config import CONFIG_FIELDS, RunConfig, load_config_file, merge
+from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, load_config_file, merge, type_name
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.loggers import LOGGER_CHOICES
 from lightning_genae.models import MODELS
+from lightning_genae.resolve import DEFAULT_MAX_STEPS, ResolvedRun, model_option_names, resolve
 
 GROUP_TITLES = {
     "what": "what to train on",
@@ -84,6 +87,78 @@ class _ExtendList(argparse.Action):
         setattr(namespace, self.dest, current + _split_list(values))
 
 
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _owned_defaults() -> dict[str, str]:
+    """Defaults that RunConfig leaves to their owner (`None` there), as `--help` shows them."""
+    folder_channels, folder_size, _ = DATASETS["folder"].default_shape
+    defaults = {
+        "max_steps": f"{DEFAULT_MAX_STEPS} unless --max-epochs",
+        "image_size": str(folder_size),
+        "channels": str(folder_channels),
+    }
+    defaults.update({name: _shown(value) for name, value in AUGMENT_DEFAULTS.items() if value is not None})
+    return defaults
+
+
+@dataclass(frozen=True)
+class _FamilyOption:
+    """One model option as the command line shows it: its type, help, and each family's default."""
+
+    name: str
+    kind: Any
+    help: str
+    choices: tuple[str, ...]
+    defaults: dict[str, Any]
+
+    @property
+    def help_text(self) -> str:
+        families = list(self.defaults)
+        owners = "" if len(families) == len(MODELS) else "/".join(families) + ": "
+        values = set(map(_shown, self.defaults.values()))
+        if len(values) == 1:
+            default = values.pop()
+        else:
+            default = ", ".join(f"{family} {_shown(value)}" for family, value in self.defaults.items())
+        return f"{owners}{self.help} [default: {default}]"
+
+
+def _family_options() -> dict[str, _FamilyOption]:
+    """Every registered family's options, merged by name (a shared option is declared once, in a base)."""
+    merged: dict[str, _FamilyOption] = {}
+    for family, spec in MODELS.items():
+        kinds = spec.options.types()
+        for option in fields(spec.options):
+            known = merged.setdefault(
+                option.name,
+                _FamilyOption(
+                    option.name,
+                    kinds[option.name],
+                    option.metadata["help"],
+                    spec.options.choices(option.name),
+                    {},
+                ),
+            )
+            known.defaults[family] = option.default
+    return merged
+
+
+def _add_flag(
+    group: argparse._ArgumentGroup, name: str, kind: Any, help_text: str, choices: Sequence[str] | None
+) -> None:
+    flag = "--" + name.replace("_", "-")
+    expected = type_name(kind)
+    if expected == "bool":
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+    elif expected == "list":
+        group.add_argument(flag, action=_ExtendList, metavar="A,B", help=help_text)
+    else:
+        converter = {"int": int, "float": float}.get(expected, str)
+        group.add_argument(flag, type=converter, choices=choices or None, help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="run.py",
@@ -123,30 +198,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = {key: parser.add_argument_group(title) for key, title in GROUP_TITLES.items()}
     registry_choices = {"model": MODELS, "data": DATASETS}
+    owned_defaults = _owned_defaults()
     for name, field in CONFIG_FIELDS.items():
-        flag = "--" + name.replace("_", "-")
         group = groups[field.metadata["group"]]
         default = field.default_factory() if callable(field.default_factory) else field.default
         help_text = field.metadata["help"]
         if default is not None and not isinstance(default, bool):
-            shown = ",".join(default) if isinstance(default, list) else default
-            help_text += f" [default: {shown}]"
-        kind = field.type.split(" ")[0]
+            help_text += f" [default: {_shown(default)}]"
+        elif name in owned_defaults:
+            help_text += f" [default: {owned_defaults[name]}]"
         if name == "train_size":
             group.add_argument(
-                flag, type=_int_list, metavar="N[,N...]", help=help_text + "; a list makes a grid"
+                "--train-size", type=_int_list, metavar="N[,N...]", help=help_text + "; a list makes a grid"
             )
         elif name in registry_choices:
-            group.add_argument(flag, choices=list(registry_choices[name]), help=help_text)
-        elif kind == "bool" and name == "fast_dev_run":
-            group.add_argument(flag, action="store_true", help=help_text)
-        elif kind == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
-        elif kind.startswith("list"):
-            group.add_argument(flag, action=_ExtendList, metavar="A,B", help=help_text)
+            group.add_argument("--" + name, choices=list(registry_choices[name]), help=help_text)
+        elif name == "fast_dev_run":
+            group.add_argument("--fast-dev-run", action="store_true", help=help_text)
         else:
-            converter = {"int": int, "float": float}.get(kind, str)
-            group.add_argument(flag, type=converter, choices=field.metadata.get("choices"), help=help_text)
+            _add_flag(group, name, CONFIG_TYPES[name], help_text, field.metadata.get("choices"))
+    for option in _family_options().values():
+        _add_flag(groups["model"], option.name, option.kind, option.help_text, option.choices)
     return parser
 
 
@@ -172,31 +244,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_config = args.pop("print_config", False)
     checkpoint_to_evaluate = args.pop("evaluate", None)
     folder_to_evaluate = args.pop("evaluate_folder", None)
+    summarize_root = args.pop("summarize", None)
+    seeds = args.pop("seeds", None)
+    grid_index = args.pop("grid_index", None)
+    train_sizes = args.pop("train_size", None)
     try:
-        from lightning_genae.train import ResumeState, run, validate
-
+        file_values = load_config_file(config_path, known=model_option_names()) if config_path else {}
         if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
             from lightning_genae.evaluate import evaluate_checkpoint, evaluate_folder
 
             if checkpoint_to_evaluate is not None and folder_to_evaluate is not None:
                 raise ConfigError("--evaluate and --evaluate-folder are separate modes; give one of them")
+            if train_sizes is not None:
+                args["train_size"] = train_sizes[0]
             if checkpoint_to_evaluate is not None:
                 evaluate_checkpoint(checkpoint_to_evaluate, args)
             else:
-                file_values = load_config_file(config_path) if config_path else {}
                 evaluate_folder(folder_to_evaluate, {**file_values, **args})
             return 0
-        summarize_root = args.pop("summarize", None)
         if summarize_root is not None:
             from lightning_genae.ablation import summarize
 
             paths = summarize(Path(summarize_root))
             print("wrote " + ", ".join(str(path) for path in paths.values()))
             return 0
-        seeds = args.pop("seeds", None)
-        grid_index = args.pop("grid_index", None)
-        train_sizes = args.pop("train_size", None)
-        file_values = load_config_file(config_path) if config_path else {}
         augment_value = args.get("augment", file_values.get("augment"))
         augments = _split_list(str(augment_value)) if augment_value is not None else None
         is_grid = len(train_sizes or []) > 1 or len(augments or []) > 1
@@ -205,20 +276,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_grid(values, augments, train_sizes, seeds, grid_index, print_config)
         if train_sizes is not None:
             args["train_size"] = train_sizes[0]
-        if "augment" in args and augments:
-            args["augment"] = augments[0]
-        base: dict[str, Any] = {}
-        resume = ResumeState.load(args.get("resume"), args.get("output"))
-        if resume is not None:
-            base.update(resume.stored_config())
-        if config_path is not None:
-            base.update(load_config_file(config_path))
-        config = merge(base, args)
+        # A resumed run's own configuration, then the config file, then the command line.
+        resume = RunCheckpoint.to_resume(args.get("resume"), args.get("output"))
+        base = resume.stored_config() if resume is not None else {}
+        resolved = resolve(merge({**base, **file_values}, args))
         if print_config:
-            validate(config)
-            sys.stdout.write(config.to_yaml())
+            sys.stdout.write(resolved.config.to_yaml())
             return 0
-        run(config, resume=resume)
+        from lightning_genae.train import run
+
+        run(resolved, resume=resume)
     except GenaeError as error:
         message = " ".join(str(error).split("\n"))
         print(f"error: {message}", file=sys.stderr)
@@ -236,54 +303,52 @@ def _run_grid(
 ) -> int:
     """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files."""
     from lightning_genae.ablation import expand_grid, run_grid, summarize
-    from lightning_genae.train import run, validate
 
     for option in ("resume", "fast_dev_run"):
         if values.get(option):
             raise ConfigError(f"--{option.replace('_', '-')} does not apply to a grid; run the cell alone")
-    defaults = merge(values, {})
+    shared = merge(values, {})
     cells = expand_grid(
-        augments or [defaults.augment],
-        train_sizes or [defaults.train_size],
-        seeds or [defaults.seed],
+        augments or [shared.augment],
+        train_sizes or [shared.train_size],
+        seeds or [shared.seed],
     )
     if values.get("output"):
         root = Path(values["output"])
     elif grid_index is not None:
         raise ConfigError("--grid-index needs --output ROOT, the folder all array tasks share")
     else:
-        root = Path("runs") / f"ablation-{defaults.model}-{defaults.data}-{datetime.now():%Y%m%d-%H%M%S}"
+        root = Path("runs") / f"ablation-{shared.model}-{shared.data}-{datetime.now():%Y%m%d-%H%M%S}"
 
-    # An augmentation option must matter to some cell; each cell keeps only those its augmentation reads.
-    used_somewhere = set().union(
-        *(options_used_by(parse_augment(cell.augment), defaults.augment_mode) for cell in cells)
-    )
-    stray = [key for key in AUGMENT_DEFAULTS if values.get(key) is not None and key not in used_somewhere]
+    def cell_run(cell: GridCell) -> ResolvedRun:
+        config = replace(
+            shared,
+            augment=cell.augment,
+            train_size=cell.train_size,
+            seed=cell.seed,
+            output=str(root / cell.name),
+            wandb_group=shared.wandb_group or root.name,
+        )
+        # Each cell keeps the augmentation options its augmentation reads; the grid checks the rest below.
+        return resolve(config, drop_unused_augment_options=True)
+
+    # Every cell is checked before the first one trains: a typo must not surface hours into a grid.
+    runs = {cell: cell_run(cell) for cell in cells}
+    used_somewhere = set().union(*(resolved.augment.options for resolved in runs.values()))
+    stray = [
+        key for key in AUGMENT_DEFAULTS if getattr(shared, key) is not None and key not in used_somewhere
+    ]
     if stray:
         flags = ", ".join("--" + key.replace("_", "-") for key in stray)
         raise ConfigError(f"{flags} do(es) nothing with any --augment of this grid; drop it")
-
-    def cell_config(cell: GridCell, run_dir: Path) -> RunConfig:
-        used = options_used_by(parse_augment(cell.augment), defaults.augment_mode)
-        cell_values = {
-            key: value for key, value in values.items() if key not in AUGMENT_DEFAULTS or key in used
-        }
-        config = merge(
-            cell_values, {"augment": cell.augment, "train_size": cell.train_size, "seed": cell.seed}
-        )
-        config.output = str(run_dir)
-        config.wandb_group = config.wandb_group or root.name
-        return config
-
-    # Every cell is checked before the first one trains: a typo must not surface hours into a grid.
-    for cell in cells:
-        validate(cell_config(cell, root / cell.name))
     if print_config:
         for index, cell in enumerate(cells):
             print(f"# cell {index}: {cell.name}")
-            sys.stdout.write(cell_config(cell, root / cell.name).to_yaml())
+            sys.stdout.write(runs[cell].config.to_yaml())
         return 0
-    outcomes = run_grid(cells, root, lambda cell, run_dir: run(cell_config(cell, run_dir)), grid_index)
+    from lightning_genae.train import run
+
+    outcomes = run_grid(cells, root, lambda cell, run_dir: run(runs[cell]), grid_index)
     if grid_index is None:
         paths = summarize(root)
         print("wrote " + ", ".join(str(path) for path in paths.values()))

@@ -1,14 +1,19 @@
-"""The run configuration: every option is declared once here, with its type, default and help.
+"""The run configuration: every option that is not a model family's, declared once with type, default, help.
 
 The CLI, `--config FILE.yaml`, `--print-config` and the run folder's `config.yaml` all derive from
-`RunConfig`, so an option cannot exist in one of them and be missing from another.
+`RunConfig`, so an option cannot exist in one of them and be missing from another. A model family's own
+options (`--latent-dim`, `--beta`, ...) are declared in the family's file and travel here as
+`model_options`, flat beside the others in YAML. `None` means "the default of whoever owns the option"
+(the family, the augmentation, the step budget); `resolve` fills it in once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
+import types
+import typing
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,9 +32,14 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata=metadata)
 
 
-@dataclass
+def flag(name: str) -> str:
+    """`max_steps` -> `--max-steps`: how an option is spelled on the command line and in messages."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """One training run. `None` for a model option means "the model family's default"."""
+    """One training run. Frozen: a changed setting is a new value (`dataclasses.replace`), never a setattr."""
 
     # What to train on what.
     model: str = _opt("gan", "model family", group="what")
@@ -37,7 +47,7 @@ class RunConfig:
     augment: str = _opt("none", "data augmentation", group="what")
     data_dir: str = _opt(
         lambda: os.environ.get("GENAE_DATA_DIR", "./data"),
-        "dataset root (default $GENAE_DATA_DIR, else ./data); for --data folder, the image folder",
+        "dataset root ($GENAE_DATA_DIR when set, else ./data); for --data folder, the image folder",
         group="what",
     )
     train_size: int | None = _opt(
@@ -45,65 +55,37 @@ class RunConfig:
         "train on a stratified subset of N training images, seeded by --seed (limited data)",
         group="what",
     )
-    image_size: int | None = _opt(None, "image side for --data folder (default 64)", group="what")
-    channels: int | None = _opt(
-        None, "1 (grayscale) or 3 channels for --data folder (default 3)", group="what"
-    )
+    image_size: int | None = _opt(None, "image side for --data folder", group="what")
+    channels: int | None = _opt(None, "1 (grayscale) or 3 channels for --data folder", group="what")
 
     # Optimisation.
     batch_size: int = _opt(64, "global batch size, split across devices", group="training")
     max_steps: int | None = _opt(
         None,
-        "training iterations (a GAN's D+G update is one); default 2000 unless --max-epochs",
+        "training iterations (a GAN's D+G update is one)",
         group="training",
     )
     max_epochs: int | None = _opt(None, "passes over the training split", group="training")
-    lr: float | None = _opt(None, "learning rate (default: 1e-3 for ae/vae, 5e-4 for gan)", group="training")
     seed: int = _opt(0, "random seed (weights, noise, --train-size subset)", group="training")
-
-    # Shared network shape.
-    latent_dim: int | None = _opt(None, "latent / noise dimension (default 32)", group="model")
-    width: int | None = _opt(None, "channel width of the first conv layer (default 64)", group="model")
-    # Family-specific options; MODELS lists which family takes which.
-    recon_loss: str | None = _opt(
-        None,
-        "reconstruction loss: mse or bce (default: mse for ae, bce for vae)",
-        group="model",
-        choices=("mse", "bce"),
-    )
-    denoise: float | None = _opt(
-        None, "ae: std of Gaussian input noise; > 0 makes a denoising AE", group="model"
-    )
-    beta: float | None = _opt(None, "vae: weight of the KL term (default 1)", group="model")
-    kl_warmup: int | None = _opt(
-        None, "vae: steps over which the KL weight rises from 0 to beta", group="model"
-    )
-    gan_loss: str | None = _opt(
-        None, "gan: ns (non-saturating, default) or hinge", group="model", choices=("ns", "hinge")
-    )
-    ema: float | None = _opt(
-        None, "gan: decay of an EMA generator used for sampling (0 = off)", group="model"
-    )
-    spectral_norm: bool | None = _opt(None, "gan: spectral normalisation in the discriminator", group="model")
 
     # Augmentation; None means "the augmentation's default", and an option no chosen augmentation uses
     # is an error rather than silently ignored.
     augment_p: float | None = _opt(
         None,
         "ae/vae online: fraction of each training batch replaced by augmented images; "
-        "ae-d: probability per discriminator input (default 0.25)",
+        "ae-d: probability per discriminator input",
         group="augmentation",
     )
     augment_mode: str | None = _opt(
         None,
-        "ae/vae: online (replace part of each batch on the device, default) or offline (a pre-generated "
+        "ae/vae: online (replace part of each batch on the device) or offline (a pre-generated "
         "pool concatenated with the real data)",
         group="augmentation",
         choices=("online", "offline"),
     )
     augment_pool: int | None = _opt(
         None,
-        "offline mode: number of augmented images in the pool (default: the training split's size)",
+        "offline mode: number of augmented images in the pool (unset: the training split's size)",
         group="augmentation",
     )
     augment_anneal: bool | None = _opt(
@@ -111,13 +93,13 @@ class RunConfig:
     )
     augment_noise: float | None = _opt(
         None,
-        "latent noise std, in units of each latent dimension's std over the training codes (default 0.5)",
+        "latent noise std, in units of each latent dimension's std over the training codes",
         group="augmentation",
     )
     augment_interp: float | None = _opt(
         None,
         "fraction of augmented images interpolated towards another image (same class when labelled) "
-        "in latent space (default 0.5)",
+        "in latent space",
         group="augmentation",
     )
     augment_ckpt: str | None = _opt(
@@ -127,17 +109,17 @@ class RunConfig:
     )
     augmenter_steps: int | None = _opt(
         None,
-        "training iterations of the augmenter autoencoder when it is trained (default 1000)",
+        "training iterations of the augmenter autoencoder when it is trained",
         group="augmentation",
     )
     augmenter_width: int | None = _opt(
-        None, "channel width of the augmenter autoencoder (default 64)", group="augmentation"
+        None, "channel width of the augmenter autoencoder", group="augmentation"
     )
     augmenter_latent_dim: int | None = _opt(
-        None, "latent dimension of the augmenter autoencoder (default 32)", group="augmentation"
+        None, "latent dimension of the augmenter autoencoder", group="augmentation"
     )
     diffaug_policy: str | None = _opt(
-        None, "diffaug: comma list of color, translation, cutout (default all three)", group="augmentation"
+        None, "diffaug: comma list of color, translation, cutout", group="augmentation"
     )
 
     # Hardware (all passed to the Lightning Trainer).
@@ -198,20 +180,47 @@ class RunConfig:
         False, "one batch of each stage, to check the set-up; writes no checkpoint", group="logging"
     )
 
+    # The model family's options (`latent_dim`, `beta`, ...), as given; flat beside the rest in YAML.
+    model_options: Mapping[str, Any] = field(default_factory=dict, metadata={"group": "model"})
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values, the family's options flat among the others (the format of config.yaml)."""
+        values = {
+            spec.name: getattr(self, spec.name) for spec in fields(self) if spec.name != "model_options"
+        }
+        values["logger"] = list(self.logger)
+        return {**values, **dict(self.model_options)}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def experiment(self) -> RunConfig:
+        """The experiment without what belongs to one invocation: a re-run of it gets its own folder."""
+        return dataclasses.replace(self, **{name: CONFIG_FIELDS[name].default for name in PER_INVOCATION})
 
-CONFIG_FIELDS = {f.name: f for f in fields(RunConfig)}
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
+        """From flat plain values (config.yaml, a checkpoint, the command line); file values are coerced.
+
+        Keys that are not RunConfig's own are the model family's options; `resolve` checks them.
+        """
+        own = {
+            name: coerce(name, CONFIG_TYPES[name], value)
+            for name, value in values.items()
+            if name in CONFIG_TYPES
+        }
+        model_options = {name: value for name, value in values.items() if name not in CONFIG_TYPES}
+        return cls(**own, model_options=model_options)
+
+
+CONFIG_FIELDS = {f.name: f for f in fields(RunConfig) if f.name != "model_options"}
+CONFIG_TYPES: dict[str, Any] = {
+    name: kind for name, kind in typing.get_type_hints(RunConfig).items() if name in CONFIG_FIELDS
+}
 POSITIVE_INTS = (
     "batch_size",
     "max_steps",
     "max_epochs",
-    "latent_dim",
-    "width",
     "train_size",
     "image_size",
     "num_nodes",
@@ -228,8 +237,8 @@ POSITIVE_INTS = (
 PER_INVOCATION = ("output", "resume", "fast_dev_run")
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config; keys are option names (dashes or underscores)."""
+def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str, Any]:
+    """Read a YAML config; keys are option names (dashes or underscores): RunConfig's or one in `known`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -250,7 +259,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f"--config {path}: expected a mapping of option: value; see --print-config for the format"
         )
     values = {str(key).replace("-", "_"): value for key, value in raw.items()}
-    unknown = sorted(set(values) - set(CONFIG_FIELDS))
+    unknown = sorted(set(values) - set(CONFIG_FIELDS) - set(known))
     if unknown:
         raise ConfigError(
             f"--config {path}: unknown option(s) {', '.join(unknown)}; valid options are listed by --help"
@@ -258,86 +267,64 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def coerce(name: str, value: Any) -> Any:
-    """Check a config-file value against the option's type (the CLI's argparse does this for flags)."""
+def type_name(kind: Any) -> str:
+    """`int | None` -> `int`, `Literal['a', 'b']` -> `str`: what a value of this option must be."""
+    arguments = [argument for argument in typing.get_args(kind) if argument is not type(None)]
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return type_name(arguments[0])
+    if origin is typing.Literal:
+        return "str"
+    if origin is list:
+        return "list"
+    return getattr(kind, "__name__", str(kind))
+
+
+def coerce(name: str, kind: Any, value: Any) -> Any:
+    """A value from a YAML file or a checkpoint as the option's type (argparse does this for flags)."""
     if value is None:
         return None
-    annotation = CONFIG_FIELDS[name].type
+    expected = type_name(kind)
     try:
-        if annotation.startswith("list"):
+        if expected == "list":
             items = value.split(",") if isinstance(value, str) else list(value)
             return [str(item).strip() for item in items if str(item).strip()]
-        if annotation.startswith("bool"):
+        if expected == "bool":
             if isinstance(value, bool):
                 return value
             raise TypeError
-        if annotation.startswith("int"):
+        if expected == "int":
             if isinstance(value, bool) or float(value) != int(value):
                 raise TypeError
             return int(value)
-        if annotation.startswith("float"):
+        if expected == "float":
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        kind = annotation.split(" ")[0]
         raise ConfigError(
-            f"option {name}: {value!r} is not a valid {kind}; fix it in the config file"
+            f"option {name}: {value!r} is not a valid {expected}; fix it in the config file"
         ) from None
 
 
-def merge(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfig:
+def merge(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> RunConfig:
     """Defaults, overridden by the config file, overridden by the command line."""
-    values = {name: coerce(name, value) for name, value in file_values.items()}
-    values.update(cli_values)
-    return RunConfig(**values)
+    return RunConfig.from_dict({**file_values, **cli_values})
 
 
-def validate_values(config: RunConfig) -> None:
-    """Checks that need no registry: ranges and choices."""
+def check_values(config: RunConfig) -> None:
+    """The checks of RunConfig's own options that need no registry: ranges and choices."""
     for name in POSITIVE_INTS:
         value = getattr(config, name)
         if value is not None and value <= 0:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} must be a positive integer, got {value}")
-    if config.lr is not None and not config.lr > 0:
-        raise ConfigError(
-            f"--lr must be positive, got {config.lr}; try 5e-4 for a GAN or 1e-3 for an autoencoder"
-        )
-    for name, f in CONFIG_FIELDS.items():
-        choices = f.metadata.get("choices")
+            raise ConfigError(f"{flag(name)} must be a positive integer, got {value}")
+    for name, spec in CONFIG_FIELDS.items():
+        choices = spec.metadata.get("choices")
         value = getattr(config, name)
         if choices and value is not None and value not in choices:
-            raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not one of: {', '.join(choices)}")
-    for name in ("denoise", "beta", "kl_warmup", "ema"):
-        value = getattr(config, name)
-        if value is not None and value < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {value}")
+            raise ConfigError(f"{flag(name)} {value!r} is not one of: {', '.join(choices)}")
     if config.num_workers < 0:
         raise ConfigError(f"--num-workers must be 0 or more, got {config.num_workers}")
     if config.channels is not None and config.channels not in (1, 3):
         raise ConfigError(f"--channels must be 1 or 3, got {config.channels}")
-
-
-def resolve_model_options(
-    config: RunConfig, model_name: str, module: type, options: tuple[str, ...], all_model_options: set[str]
-) -> dict[str, Any]:
-    """Keyword arguments for the model, its own defaults filled in; rejects options of other families."""
-    foreign = sorted(name for name in all_model_options - set(options) if getattr(config, name) is not None)
-    if foreign:
-        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
-        raise ConfigError(
-            f"{flags} do(es) not apply to --model {model_name}; drop it or pick a model that takes it"
-        )
-    defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(module.__init__).parameters.items()
-        if parameter.default is not inspect.Parameter.empty
-    }
-    kwargs = {}
-    for name in options:
-        value = getattr(config, name)
-        kwargs[name] = defaults[name] if value is None else value
-        setattr(config, name, kwargs[name])  # config.yaml records the value actually used
-    return kwargs

@@ -1,7 +1,8 @@
-"""Evaluation after the fact: a saved checkpoint (`--evaluate`) or a folder of images (`--evaluate-folder`).
+"""Evaluation: a run's final validation and test pass, and after the fact a saved checkpoint (`--evaluate`)
+or a folder of images (`--evaluate-folder`).
 
-Both write `eval.json` with the same metric names as training, each beside the backbone, split and
-sample counts that produced it.
+Both after-the-fact modes write `eval.json` with the same metric names as training, each beside the
+backbone, split and sample counts that produced it.
 """
 
 from __future__ import annotations
@@ -21,25 +22,18 @@ from callbacks.metrics import (
     metric_name,
     seeded_subset,
 )
+from datamodules import ImageDataModule
 from datamodules.folder import scan_folder
 from datamodules.imagefiles import read_images
-from lightning_genae.config import RunConfig, merge
+from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.config import merge
 from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.metrics.backbones import BACKBONES, BackboneUnavailable, load_backbone
 from lightning_genae.metrics.distances import feature_metrics
-from lightning_genae.models import MODELS
-from lightning_genae.train import (
-    ResumeState,
-    datamodule_for,
-    environment_info,
-    final_evaluation,
-    format_metrics_table,
-    generative_metrics,
-    hardware_arguments,
-    prepare_data_early,
-    run_folder_of,
-    validate,
-)
+from lightning_genae.models import GenerativeModule
+from lightning_genae.report import environment_info, format_metrics_table, scalar_metrics
+from lightning_genae.resolve import resolve
+from lightning_genae.trainer import generative_metrics, hardware_arguments, prepare_data_early
 
 # What a re-evaluation may change; everything else comes from the checkpoint, so the data and model match.
 EVALUATION_OPTIONS = (
@@ -65,24 +59,40 @@ def _write(output: Path, result: dict[str, Any]) -> Path:
     return path
 
 
+def final_evaluation(
+    trainer: pl.Trainer, model: GenerativeModule, datamodule: ImageDataModule, seed: int
+) -> dict[str, float]:
+    """Validation and test metrics of the model as it is; seeded, so `--evaluate` reproduces them."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    metrics: dict[str, float] = {}
+    for results in (
+        trainer.validate(model, datamodule=datamodule, verbose=False),
+        trainer.test(model, datamodule=datamodule, verbose=False),
+    ):
+        for result in results:
+            metrics.update(scalar_metrics(result))
+    return metrics
+
+
 def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[str, Any]:
     """Re-run the final validation and test evaluation of a saved run; writes eval.json."""
-    state = ResumeState.load(checkpoint_path, None, flag="--evaluate")
-    stored = state.stored_config()
+    checkpoint = RunCheckpoint.load(checkpoint_path, "--evaluate")
+    stored = checkpoint.stored_config()
     if not stored:
         raise ConfigError(
-            f"--evaluate: {state.path} holds no lightning-genae run configuration; "
+            f"--evaluate: {checkpoint.path} holds no lightning-genae run configuration; "
             "pass a checkpoint written by run.py"
         )
     unused = sorted(set(options) - set(EVALUATION_OPTIONS))
     if unused:
         flags = ", ".join("--" + name.replace("_", "-") for name in unused)
         raise ConfigError(f"--evaluate takes the run's own settings from the checkpoint; drop {flags}")
-    config = merge(stored, {key: value for key, value in options.items() if key in EVALUATION_OPTIONS})
-    validate(config)
-    spec = MODELS[config.model]
-    datamodule = datamodule_for(config)
-    model = spec.module.load_from_checkpoint(state.path, map_location="cpu")
+    resolved = resolve(
+        merge(stored, {key: value for key, value in options.items() if key in EVALUATION_OPTIONS})
+    )
+    config = resolved.config
+    datamodule = resolved.build_datamodule()
+    model = checkpoint.restore(resolved.model.module, "--evaluate")
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, model))
     prepare_data_early(datamodule, trainer)
     metrics_callback = generative_metrics(config, model, datamodule)
@@ -91,10 +101,10 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         trainer.callbacks.append(metrics_callback)
     metrics = final_evaluation(trainer, model, datamodule, config.seed)
     result = {
-        "checkpoint": str(state.path),
+        "checkpoint": str(checkpoint.path),
         "model": config.model,
         "data": config.data,
-        "global_step": state.iteration(spec.module.optimizer_steps_per_iteration),
+        "global_step": checkpoint.iteration(resolved.model.module.optimizer_steps_per_iteration),
         "seed": config.seed,
         "metrics": metrics,
         "evaluation": metrics_callback.records if metrics_callback is not None else {},
@@ -102,7 +112,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         **environment_info(trainer),
     }
     if trainer.is_global_zero:
-        output = Path(config.output) if options.get("output") else run_folder_of(state.path)
+        output = Path(config.output) if options.get("output") else checkpoint.run_folder
         path = _write(output, result)
         rank_zero_info(f"\n{format_metrics_table(metrics)}\nwrote {path}")
     return result
@@ -112,9 +122,9 @@ def evaluate_folder(folder: str, options: dict[str, Any]) -> dict[str, Any]:
     """Score a folder of generated images against dataset D's test split with every available backbone."""
     if "output" not in options:
         raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
-    config: RunConfig = merge({}, options)
-    validate(config)
-    datamodule = datamodule_for(config)
+    resolved = resolve(merge({}, options))
+    config = resolved.config
+    datamodule = resolved.build_datamodule()
     datamodule.prepare_data()
     datamodule.setup("test")
     try:

@@ -14,7 +14,7 @@ from tiny import TINY_RUN
 from torch import Tensor, nn
 
 from datamodules import build_datamodule
-from datamodules.augmented import AugmentedDataModule
+from lightning_genae.augmentation.datamodule import AugmentedDataModule
 from datamodules.base import ImageDataModule, to_model_range
 from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.augmentation import resolve_augment_plan
@@ -601,10 +601,10 @@ def test_failed_cell_is_reported_and_the_others_run(tmp_path, monkeypatch, augme
 
     real_run = lightning_genae.train.run
 
-    def run_or_fail(config, resume=None):
-        if config.augment == "none":
+    def run_or_fail(resolved, resume=None):
+        if resolved.config.augment == "none":
             raise RuntimeError("injected failure\nsecond line")
-        return real_run(config, resume)
+        return real_run(resolved, resume)
 
     monkeypatch.setattr(lightning_genae.train, "run", run_or_fail)
     root = tmp_path / "grid"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cli import main
 from lightning_genae.models import MODELS, Autoencoder, AutoencoderModule, GANModule, Sampler, VAEModule
 
@@ -108,7 +109,7 @@ def test_gan_ema_generator_is_used_for_sampling(tmp_path):
         str(run_dir),
     ]
     assert main(args) == 0
-    model = GANModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
+    model = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").restore(GANModule, "test")
     assert model.generator_ema is not None and int(model.generator_ema.n_averaged) == 4
     live = dict(model.generator.named_parameters())
     averaged = dict(model.generator_ema.module.named_parameters())
@@ -200,7 +201,7 @@ def test_gan_trains_under_ddp_on_two_cpu_processes(tmp_path):
 def test_each_ddp_process_draws_its_own_noise():
     from types import SimpleNamespace
 
-    from lightning_genae.train import SeedPerRank
+    from lightning_genae.trainer import SeedPerRank
 
     draws = []
     for rank in (0, 1):

@@ -7,10 +7,15 @@ with every model; discriminator-side ones (`diffaug`, `ae-d`) need an adversaria
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lightning_genae.config import flag
 from lightning_genae.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lightning_genae.config import RunConfig
 
 AUGMENTATIONS: dict[str, str] = {
     "none": "train on the data as it is",
@@ -68,6 +73,23 @@ def parse_augment(spec: str) -> list[str]:
     return names
 
 
+def is_data_side(names: Collection[str]) -> bool:
+    return any(name in DATA_SIDE for name in names)
+
+
+def is_discriminator_side(names: Collection[str]) -> bool:
+    return any(name in DISCRIMINATOR_SIDE for name in names)
+
+
+def needs_augmenter(names: Collection[str]) -> bool:
+    """Data-side augmentations and `ae-d` run the augmenter autoencoder."""
+    return is_data_side(names) or "ae-d" in names
+
+
+def is_online(names: Collection[str], mode: str | None) -> bool:
+    return is_data_side(names) and mode != "offline"
+
+
 @dataclass(frozen=True)
 class AugmentPlan:
     """What `--augment` and its options ask for, validated and with defaults filled in."""
@@ -85,35 +107,38 @@ class AugmentPlan:
     augmenter_width: int
     augmenter_latent_dim: int
     diffaug_policy: str
+    # The augmentation options this plan reads, with their values: what config.yaml records.
+    options: dict[str, Any]
 
     @property
     def data_side(self) -> bool:
-        return any(name in DATA_SIDE for name in self.names)
+        return is_data_side(self.names)
 
     @property
     def discriminator_side(self) -> bool:
-        return any(name in DISCRIMINATOR_SIDE for name in self.names)
+        return is_discriminator_side(self.names)
 
     @property
     def needs_augmenter(self) -> bool:
-        return self.data_side or "ae-d" in self.names
+        return needs_augmenter(self.names)
 
     @property
     def online(self) -> bool:
-        return self.data_side and self.mode == "online"
+        return is_online(self.names, self.mode)
+
+    def config_values(self) -> dict[str, Any]:
+        """Every augmentation option: the value used, or None for one no chosen augmentation reads."""
+        return {key: self.options.get(key) for key in DEFAULTS}
 
 
-def options_used_by(names: tuple[str, ...] | list[str], mode: str | None) -> set[str]:
+def options_used_by(names: Collection[str], mode: str | None) -> set[str]:
     """The augmentation options that the augmentations `names` (in `--augment-mode mode`) read."""
-    data_side = any(name in DATA_SIDE for name in names)
-    online = data_side and mode != "offline"
+    online = is_online(names, mode)
     used: set[str] = set()
-    if data_side or "ae-d" in names:
+    if needs_augmenter(names):
         used |= set(AUGMENTER_OPTIONS)
-    if data_side:
-        used |= {"augment_mode"}
-    if data_side and not online:
-        used |= {"augment_pool"}
+    if is_data_side(names):
+        used |= {"augment_mode"} | (set() if online else {"augment_pool"})
     if online or "ae-d" in names:
         used |= {"augment_p"}
     if online:
@@ -123,16 +148,13 @@ def options_used_by(names: tuple[str, ...] | list[str], mode: str | None) -> set
     return used
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def resolve_augment_plan(config: Any, adversarial: bool) -> AugmentPlan:
+def resolve_augment_plan(config: RunConfig, adversarial: bool, drop_unused: bool = False) -> AugmentPlan:
     """Check the augmentation options of a RunConfig against `--augment` and the model; fill defaults.
 
     Every option that the chosen augmentations would ignore is an error, so an ablation never runs with a
-    setting the user believes is active. The resolved values are written back into the config, so that
-    config.yaml records what was used.
+    setting the user believes is active; `drop_unused` leaves them out instead (a grid shares its options
+    among cells of different augmentations, and checks that each is used by some cell). The plan's
+    `options` hold the values used, for config.yaml.
     """
     names = parse_augment(config.augment)
     plan_names = tuple(name for name in names if name != "none")
@@ -151,8 +173,8 @@ def resolve_augment_plan(config: Any, adversarial: bool) -> AugmentPlan:
     if given("augment_pool") and "augment_mode" in used and "augment_pool" not in used:
         raise ConfigError("--augment-pool sizes the offline pool; add --augment-mode offline or drop it")
     stray = [option for option in DEFAULTS if given(option) and option not in used]
-    if stray:
-        flags = ", ".join(_flag(option) for option in stray)
+    if stray and not drop_unused:
+        flags = ", ".join(flag(option) for option in stray)
         raise ConfigError(
             f"{flags} do(es) nothing with --augment {config.augment}"
             f"{' --augment-mode offline' if config.augment_mode == 'offline' else ''}; drop it, or use the "
@@ -162,16 +184,13 @@ def resolve_augment_plan(config: Any, adversarial: bool) -> AugmentPlan:
     values = {key: (getattr(config, key) if given(key) else default) for key, default in DEFAULTS.items()}
     for option in ("augment_p", "augment_interp"):
         if not 0.0 <= values[option] <= 1.0:
-            raise ConfigError(f"{_flag(option)} {values[option]} must lie in [0, 1]")
+            raise ConfigError(f"{flag(option)} {values[option]} must lie in [0, 1]")
     if values["augment_noise"] < 0:
         raise ConfigError(f"--augment-noise {values['augment_noise']} must not be negative")
     if "diffaug" in plan_names:
         from lightning_genae.augmentation.diffaug import parse_policy
 
         values["diffaug_policy"] = ",".join(parse_policy(values["diffaug_policy"]))
-    # Only what an augmentation uses goes into config.yaml; the rest stays None (= not set).
-    for key in used:
-        setattr(config, key, values[key])
     return AugmentPlan(
         names=plan_names,
         p=values["augment_p"],
@@ -186,4 +205,6 @@ def resolve_augment_plan(config: Any, adversarial: bool) -> AugmentPlan:
         augmenter_width=values["augmenter_width"],
         augmenter_latent_dim=values["augmenter_latent_dim"],
         diffaug_policy=values["diffaug_policy"],
+        # Only what an augmentation uses goes into config.yaml; the rest stays None (= not set).
+        options={key: values[key] for key in DEFAULTS if key in used},
     )

@@ -13,19 +13,22 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.environments import LightningEnvironment
+from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
+from datamodules import ImageDataModule
 from datamodules.base import map_images, to_model_range
+from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.cache import cache_root, write_atomically
+from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
+from lightning_genae.config import RunConfig
 from lightning_genae.errors import ConfigError
-
-if TYPE_CHECKING:
-    from datamodules import ImageDataModule
-    from lightning_genae.augmentation import AugmentPlan
-    from lightning_genae.models import GenerativeModule
+from lightning_genae.models import MODELS, GenerativeModule
 
 # Part of the cache key: bump when the augmenter's training recipe changes, so stale caches are retrained.
 RECIPE_VERSION = 1
@@ -166,19 +169,15 @@ def cache_path(plan: AugmentPlan, datamodule: ImageDataModule, seed: int, cache_
 
 
 def _load_module(path: Path) -> tuple[GenerativeModule, dict[str, Any]]:
-    from lightning_genae.models import MODELS
-    from lightning_genae.train import CHECKPOINT_CONFIG_KEY, ResumeState
-
-    state = ResumeState.load(str(path), None, flag="--augment-ckpt")
-    stored = state.checkpoint.get(CHECKPOINT_CONFIG_KEY) or {}
+    checkpoint = RunCheckpoint.load(path, "--augment-ckpt")
+    stored = checkpoint.contents.get(CONFIG_KEY) or {}
     family = stored.get("model")
     if family not in ("ae", "vae"):
         raise ConfigError(
             f"--augment-ckpt: {path} holds a {family or 'non-lightning-genae'} model, not an autoencoder; "
             "pass the checkpoint of a run.py --model ae or --model vae run"
         )
-    module = MODELS[family].module.load_from_checkpoint(path, map_location="cpu")
-    return module, stored
+    return checkpoint.restore(MODELS[family].module, "--augment-ckpt"), stored
 
 
 def _check_given_checkpoint(
@@ -208,14 +207,6 @@ def train_augmenter(
     plan: AugmentPlan, datamodule: ImageDataModule, seed: int, path: Path, accelerator: str = "auto"
 ) -> None:
     """Train the augmenter on the run's training split with its own single-device Trainer; save to `path`."""
-    import pytorch_lightning as pl
-    from lightning_fabric.plugins.environments import LightningEnvironment
-    from pytorch_lightning.loggers import CSVLogger
-
-    from lightning_genae.config import RunConfig
-    from lightning_genae.models import MODELS
-    from lightning_genae.train import StoreRunConfig
-
     # A separate instance: the run's own DataModule must keep its trainer and per-device batch size.
     data = type(datamodule)(**{**dict(datamodule.hparams), "batch_size": AUGMENTER_BATCH, "num_workers": 0})
     data.prepare_data()
@@ -235,9 +226,11 @@ def train_augmenter(
         seed=seed,
         batch_size=AUGMENTER_BATCH,
         max_steps=plan.augmenter_steps,
-        lr=AUGMENTER_LR,
-        latent_dim=plan.augmenter_latent_dim,
-        width=plan.augmenter_width,
+        model_options={
+            "lr": AUGMENTER_LR,
+            "latent_dim": plan.augmenter_latent_dim,
+            "width": plan.augmenter_width,
+        },
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):

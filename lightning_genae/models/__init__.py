@@ -5,44 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lightning_genae.models.ae import AutoencoderModule
-from lightning_genae.models.base import Autoencoder, GenerativeModule, Sampler
+from lightning_genae.models.base import Autoencoder, FamilyOptions, GenerativeModule, Sampler
 from lightning_genae.models.gan import GANModule
 from lightning_genae.models.vae import VAEModule
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered family: its LightningModule, a one-line description, and the options it takes."""
+    """A registered family: its LightningModule and a one-line description; its options are the module's."""
 
     module: type[GenerativeModule]
     description: str
-    options: tuple[str, ...]
 
+    @property
+    def options(self) -> type[FamilyOptions]:
+        return self.module.options_type
 
-COMMON_OPTIONS = ("latent_dim", "width", "lr")
 
 MODELS: dict[str, ModelSpec] = {
-    "ae": ModelSpec(
-        AutoencoderModule,
-        "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising",
-        COMMON_OPTIONS + ("recon_loss", "denoise"),
-    ),
-    "vae": ModelSpec(
-        VAEModule,
-        "variational autoencoder with beta and KL warm-up; samples from the prior",
-        COMMON_OPTIONS + ("recon_loss", "beta", "kl_warmup"),
-    ),
-    "gan": ModelSpec(
-        GANModule,
-        "DCGAN, non-saturating or hinge loss, optional generator EMA",
-        COMMON_OPTIONS + ("gan_loss", "ema", "spectral_norm"),
-    ),
+    "ae": ModelSpec(AutoencoderModule, "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising"),
+    "vae": ModelSpec(VAEModule, "variational autoencoder with beta and KL warm-up; samples from the prior"),
+    "gan": ModelSpec(GANModule, "DCGAN, non-saturating or hinge loss, optional generator EMA"),
 }
 
 __all__ = [
     "MODELS",
     "Autoencoder",
     "AutoencoderModule",
+    "FamilyOptions",
     "GANModule",
     "GenerativeModule",
     "ModelSpec",

@@ -10,15 +10,15 @@ precision plugin, so 16-bit mixed precision scales both losses.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from lightning_genae.errors import ConfigError
-from lightning_genae.models.base import GenerativeModule
+from lightning_genae.models.base import FamilyOptions, GenerativeModule, option, with_default
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, init_dcgan_weights
 
 GanLoss = Literal["ns", "hinge"]
@@ -36,40 +36,41 @@ def generator_loss(fake_logits: Tensor, kind: GanLoss) -> Tensor:
     return F.softplus(-fake_logits).mean()
 
 
+@dataclass(frozen=True)
+class GANOptions(FamilyOptions):
+    lr: float = with_default(FamilyOptions, "lr", 5e-4)
+    gan_loss: GanLoss = option("ns", "ns (non-saturating) or hinge")
+    ema: float = option(0.0, "decay of an EMA generator used for sampling (0 = off)", at_least=0, below=1)
+    spectral_norm: bool = option(False, "spectral normalisation in the discriminator")
+
+
 class GANModule(GenerativeModule):
     """DCGAN generator (the shared conv decoder) against the shared conv discriminator."""
 
+    options_type = GANOptions
+    options: GANOptions
     optimizer_steps_per_iteration = 2
     adversarial = True
     # The training set-up replaces this with the generative metric it computes (e.g. val/fd_classifier).
     monitor = None
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        latent_dim: int = 32,
-        width: int = 64,
-        lr: float = 5e-4,
-        gan_loss: GanLoss = "ns",
-        ema: float = 0.0,
-        spectral_norm: bool = False,
-    ) -> None:
-        super().__init__(image_shape, latent_dim)
-        if not 0.0 <= ema < 1.0:
-            raise ConfigError(f"--ema {ema} is not a decay in [0, 1); use e.g. 0.999, or 0 to disable it")
-        self.save_hyperparameters(logger=False)
+    def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
+        super().__init__(image_shape, **options)
         self.automatic_optimization = False
-        self.generator = ConvDecoder(image_shape, latent_dim, width=width, output="tanh")
-        self.discriminator = ConvDiscriminator(image_shape, width=width, spectral_norm=spectral_norm)
+        width = self.options.width
+        self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
+        self.discriminator = ConvDiscriminator(
+            self.image_shape, width=width, spectral_norm=self.options.spectral_norm
+        )
         self.generator.apply(init_dcgan_weights)
-        if not spectral_norm:
+        if not self.options.spectral_norm:
             self.discriminator.apply(init_dcgan_weights)
         self.generator_ema: AveragedModel | None = None
-        if ema > 0:
+        if self.options.ema > 0:
             # Weights are averaged; batch-norm statistics are copied from the live generator in
             # `update_ema`, since an average of running averages lags far behind them.
             self.generator_ema = AveragedModel(
-                self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=False
+                self.generator, multi_avg_fn=get_ema_multi_avg_fn(self.options.ema), use_buffers=False
             )
             # The average is not trained: keep it out of DDP's gradient bookkeeping.
             self.generator_ema.requires_grad_(False)
@@ -94,7 +95,7 @@ class GANModule(GenerativeModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real, _ = batch
-        kind = self.hparams.gan_loss
+        kind = self.options.gan_loss
         opt_d, opt_g = self.optimizers()
         n = real.size(0)
 
@@ -148,7 +149,7 @@ class GANModule(GenerativeModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         # DCGAN's Adam settings; beta1 = 0.5 keeps the adversarial game from oscillating.
-        betas = (0.5, 0.999) if self.hparams.gan_loss == "ns" else (0.0, 0.9)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas)
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas)
+        betas = (0.5, 0.999) if self.options.gan_loss == "ns" else (0.0, 0.9)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.options.lr, betas=betas)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.options.lr, betas=betas)
         return [opt_d, opt_g]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.metrics.reconstruction import ReconstructionQuality
-from lightning_genae.models.ae import ReconLoss, logits_to_image, reconstruction_loss
-from lightning_genae.models.base import GenerativeModule
-from lightning_genae.nets import ConvDecoder, ConvEncoder
+from lightning_genae.models.base import option, with_default
+from lightning_genae.models.reconstruction import (
+    ReconLoss,
+    ReconstructionModule,
+    ReconstructionOptions,
+    reconstruction_loss,
+)
 
 
 def gaussian_kl(mean: Tensor, log_var: Tensor) -> Tensor:
@@ -17,30 +22,24 @@ def gaussian_kl(mean: Tensor, log_var: Tensor) -> Tensor:
     return 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(1)
 
 
-class VAEModule(GenerativeModule):
+@dataclass(frozen=True)
+class VAEOptions(ReconstructionOptions):
+    # A Bernoulli likelihood makes val/elbo a log-likelihood bound in nats per image.
+    recon_loss: ReconLoss = with_default(ReconstructionOptions, "recon_loss", "bce")
+    beta: float = option(1.0, "weight of the KL term", at_least=0)
+    kl_warmup: int = option(0, "steps over which the KL weight rises from 0 to beta", at_least=0)
+
+
+class VAEModule(ReconstructionModule):
     """VAE trained on recon + beta_t * KL, beta_t rising linearly to `beta` over `kl_warmup` steps.
 
     `bce` is a Bernoulli likelihood on pixels in [0, 1] (so `val/elbo` is in nats per image);
     `mse` is a Gaussian one with variance 1/2 on the [-1, 1] scale (constants dropped).
     """
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        latent_dim: int = 32,
-        width: int = 64,
-        lr: float = 1e-3,
-        recon_loss: ReconLoss = "bce",
-        beta: float = 1.0,
-        kl_warmup: int = 0,
-    ) -> None:
-        super().__init__(image_shape, latent_dim)
-        self.save_hyperparameters(logger=False)
-        self.encoder = ConvEncoder(image_shape, 2 * latent_dim, width=width)
-        self.decoder = ConvDecoder(
-            image_shape, latent_dim, width=width, output="logits" if recon_loss == "bce" else "tanh"
-        )
-        self.reconstruction_quality = ReconstructionQuality()
+    options_type = VAEOptions
+    options: VAEOptions
+    encoder_outputs_per_latent = 2
 
     def posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(z|x)."""
@@ -51,41 +50,33 @@ class VAEModule(GenerativeModule):
         """The posterior mean: the deterministic code that tools (probes, augmentation) use."""
         return self.posterior(images)[0]
 
-    def decode(self, latents: Tensor) -> Tensor:
-        out = self.decoder(latents)
-        return logits_to_image(out) if self.hparams.recon_loss == "bce" else out
-
-    def reconstruct(self, images: Tensor) -> Tensor:
-        return self.decode(self.encode(images))
-
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.prior_noise(n, generator))
 
     def beta_now(self) -> float:
         """KL weight at the current step (linear warm-up avoids early posterior collapse)."""
-        warmup = self.hparams.kl_warmup
+        warmup = self.options.kl_warmup
         if warmup <= 0:
-            return self.hparams.beta
-        return self.hparams.beta * min(1.0, self.iteration / warmup)
+            return self.options.beta
+        return self.options.beta * min(1.0, self.iteration / warmup)
 
     def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, _ = batch
         mean, log_var = self.posterior(images)
         latents = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
         out = self.decoder(latents)
-        recon = reconstruction_loss(out, images, self.hparams.recon_loss).mean()
+        recon = reconstruction_loss(out, images, self.options.recon_loss).mean()
         kl = gaussian_kl(mean, log_var).mean()
         # Training follows the warm-up; evaluation uses the target beta so val/loss is comparable over time.
-        beta = self.beta_now() if stage == "train" else self.hparams.beta
+        beta = self.beta_now() if stage == "train" else self.options.beta
         loss = recon + beta * kl
-        decoded = logits_to_image(out) if self.hparams.recon_loss == "bce" else out
         on_step = stage == "train"
         values = {
             f"{stage}/loss": loss,
             f"{stage}/recon": recon,
             f"{stage}/kl": kl,
             f"{stage}/elbo": -(recon + kl),
-            f"{stage}/mse": F.mse_loss(decoded.detach(), images),
+            f"{stage}/mse": F.mse_loss(self.as_image(out).detach(), images),
         }
         self.log_dict(values, on_step=on_step, on_epoch=not on_step, sync_dist=not on_step)
         if on_step:
@@ -95,17 +86,3 @@ class VAEModule(GenerativeModule):
             quality = self.reconstruction_quality.update(stage, self.decode(mean), images)
             self.log_dict(quality, on_epoch=True)
         return loss
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.model_step(batch, "train")
-        self.ensure_finite(**{"train/loss": loss})
-        return loss
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.model_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.model_step(batch, "test")
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

@@ -1,4 +1,4 @@
-"""AE-based data augmentation as a wrapper around any image DataModule.
+"""`ae`/`vae` augmentation on the data side: a wrapper around any image DataModule.
 
 Online (default): a fraction p of every training batch is replaced, on the device, by the augmenter's
 encode-perturb-decode of those images (same labels). Offline: a pool of augmented images is generated

@@ -1,0 +1,74 @@
+"""Puts a resolved augmentation plan into a run: the augmenter, the wrapped data, the discriminator's view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+
+from datamodules import ImageDataModule
+from lightning_genae.augmentation import AugmentPlan
+from lightning_genae.augmentation.datamodule import AugmentedDataModule
+from lightning_genae.augmentation.discriminator import DiscriminatorAugmentation
+from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
+from lightning_genae.models import GenerativeModule
+
+
+@dataclass(frozen=True)
+class Attached:
+    """What training runs on once the plan is in place, and the record summary.json keeps of it."""
+
+    datamodule: ImageDataModule | AugmentedDataModule
+    record: dict[str, Any]
+
+
+def attach_augmentation(
+    plan: AugmentPlan,
+    datamodule: ImageDataModule,
+    model: GenerativeModule,
+    *,
+    seed: int,
+    device: torch.device,
+    accelerator: str,
+    total_iterations: Callable[[int], int],
+    fast_dev_run: bool = False,
+) -> Attached:
+    """Wrap the data (ae/vae) and/or give the model its discriminator augmentation (diffaug/ae-d).
+
+    `total_iterations(number of training images)` is the run's length, for `--augment-anneal`.
+    """
+    if not plan.names:
+        return Attached(datamodule, {})
+    record: dict[str, Any] = {
+        "augment": "+".join(plan.names),
+        **{key: value for key, value in plan.options.items() if value is not None},
+    }
+    augmenter = None
+    if plan.needs_augmenter:
+        if fast_dev_run:
+            # A set-up check: a one-step augmenter (cached under its own key) exercises the same path.
+            plan = replace(plan, augmenter_steps=1)
+        module, origin = load_augmenter(plan, datamodule, seed, accelerator=accelerator)
+        augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
+        augmenter.to(device).fit(*datamodule.split_tensors("train"))
+        # How faithful the augmenter is, so a bad one is visible next to the ablation's numbers.
+        origin["val_recon_mse"] = reconstruction_mse(augmenter, datamodule.split_tensors("val")[0][:2000])
+        record["augmenter"] = origin
+        rank_zero_info(
+            f"augmenter: {origin['family']}, {origin['source']} ({origin['path']}); "
+            f"validation reconstruction MSE {origin['val_recon_mse']:.4f}"
+        )
+    if plan.discriminator_side:
+        model.d_augment = DiscriminatorAugmentation(
+            augmenter if "ae-d" in plan.names else None,
+            p=plan.p,
+            diffaug_policy=plan.diffaug_policy if "diffaug" in plan.names else None,
+        )
+    if plan.data_side:
+        assert augmenter is not None
+        length = total_iterations(len(datamodule.split_tensors("train")[0]))
+        datamodule = AugmentedDataModule(datamodule, plan, augmenter, seed=seed, total_iterations=length)
+    return Attached(datamodule, record)

@@ -1,0 +1,121 @@
+"""The checkpoint format: Lightning's state plus the run configuration, read without unpickling code.
+
+A checkpoint written by a run holds, beside Lightning's own keys (`state_dict`, `hyper_parameters`,
+`global_step`, optimizer and loop state), the run's configuration under CONFIG_KEY as plain values, so
+the checkpoint alone can be resumed, re-evaluated or used as an augmenter. Every checkpoint is read with
+`weights_only=True`: tensors and plain containers only, so a file handed over by someone else cannot run
+code on this machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from lightning_genae.config import PER_INVOCATION, RunConfig
+from lightning_genae.errors import ConfigError, describe_error
+
+CONFIG_KEY = "genae_config"
+Module = TypeVar("Module", bound=pl.LightningModule)
+
+
+def run_folder_of(checkpoint_path: Path) -> Path:
+    """`<run>/checkpoints/x.ckpt` -> `<run>`; a checkpoint elsewhere -> its folder."""
+    parent = checkpoint_path.parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
+@dataclass(frozen=True)
+class RunCheckpoint:
+    """A checkpoint file, read once: its path and contents."""
+
+    path: Path
+    contents: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path, flag: str) -> RunCheckpoint:
+        """Read `path` safely; `flag` (`--resume`, `--evaluate`, ...) names the option in errors."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{flag}: checkpoint {path} does not exist; pass an existing .ckpt file")
+        try:
+            contents = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - unreadable, or holds more than tensors: refused alike
+            raise ConfigError(
+                f"{flag}: {path} is not a readable checkpoint or holds more than weights and plain values "
+                f"({describe_error(error)}); pick a .ckpt written by a run"
+            ) from None
+        if not isinstance(contents, dict) or "state_dict" not in contents:
+            raise ConfigError(f"{flag}: {path} is not a Lightning checkpoint; pick a .ckpt written by a run")
+        return cls(path, contents)
+
+    @classmethod
+    def to_resume(cls, resume: str | None, output: str | None) -> RunCheckpoint | None:
+        """The checkpoint `--resume` names (`last` = `<--output>/checkpoints/last.ckpt`), or None."""
+        if resume is None:
+            return None
+        if resume != "last":
+            return cls.load(resume, "--resume")
+        if output is None:
+            raise ConfigError("--resume last needs --output RUN_DIR, the run folder to continue")
+        path = last_checkpoint(output)
+        if not path.is_file():
+            raise ConfigError(
+                f"--resume last: {path} does not exist; pass --output of a run folder with "
+                "checkpoints/last.ckpt, or --resume PATH.ckpt"
+            )
+        return cls.load(path, "--resume")
+
+    @property
+    def run_folder(self) -> Path:
+        return run_folder_of(self.path)
+
+    def stored_config(self) -> dict[str, Any]:
+        """The run configuration saved in the checkpoint, minus what belongs to one invocation."""
+        stored = dict(self.contents.get(CONFIG_KEY) or {})
+        for key in PER_INVOCATION:
+            stored.pop(key, None)
+        return stored
+
+    def iteration(self, steps_per_iteration: int) -> int:
+        """Training iterations done when it was saved (Lightning counts optimizer steps)."""
+        return int(self.contents.get("global_step", 0)) // steps_per_iteration
+
+    def restore(self, module_type: type[Module], flag: str) -> Module:
+        """The module, built from the checkpoint's hyper-parameters and weights (in eval mode, on the CPU)."""
+        hyper_parameters = self.contents.get("hyper_parameters")
+        if not isinstance(hyper_parameters, dict):
+            raise ConfigError(
+                f"{flag}: {self.path} holds no hyper-parameters to rebuild the model from; "
+                "pick a .ckpt written by run.py"
+            )
+        try:
+            module = module_type(**hyper_parameters)
+            module.load_state_dict(self.contents["state_dict"])
+        except (TypeError, RuntimeError, ConfigError) as error:
+            raise ConfigError(
+                f"{flag}: {self.path} does not hold a {module_type.__name__} of this version "
+                f"({describe_error(error)}); pick a checkpoint written by this model family"
+            ) from None
+        return module.eval()
+
+
+class StoreRunConfig(Callback):
+    """Puts the run configuration into every checkpoint, so a checkpoint alone can be resumed or evaluated."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[CONFIG_KEY] = self.config.to_dict()

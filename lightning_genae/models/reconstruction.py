@@ -1,0 +1,95 @@
+"""What the autoencoder families share: reconstruction losses, the decoder's output, steps and optimizer."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_genae.metrics.reconstruction import ReconstructionQuality
+from lightning_genae.models.base import FamilyOptions, GenerativeModule, option
+from lightning_genae.nets import ConvDecoder, ConvEncoder
+
+ReconLoss = Literal["mse", "bce"]
+
+
+def reconstruction_loss(logits_or_images: Tensor, target: Tensor, kind: ReconLoss) -> Tensor:
+    """Per-image reconstruction loss, summed over pixels.
+
+    `mse` compares images in [-1, 1]; `bce` treats pixels rescaled to [0, 1] as Bernoulli targets of
+    the decoder's logits.
+    """
+    if kind == "bce":
+        per_pixel = F.binary_cross_entropy_with_logits(logits_or_images, (target + 1) / 2, reduction="none")
+    else:
+        per_pixel = (logits_or_images - target) ** 2
+    return per_pixel.flatten(1).sum(1)
+
+
+def logits_to_image(logits: Tensor) -> Tensor:
+    """sigmoid(logits) mapped from [0, 1] to [-1, 1]."""
+    return torch.tanh(logits / 2)
+
+
+@dataclass(frozen=True)
+class ReconstructionOptions(FamilyOptions):
+    recon_loss: ReconLoss = option("mse", "reconstruction loss: mse or bce")
+
+
+class ReconstructionModule(GenerativeModule):
+    """The shared conv encoder and decoder, and one `model_step` for train, val and test.
+
+    With `bce` the decoder outputs logits, turned into images by `decode`; with `mse` it outputs images.
+    """
+
+    options: ReconstructionOptions
+    # Encoder outputs per latent dimension: 1 for a code, 2 for a Gaussian's mean and log-variance.
+    encoder_outputs_per_latent: ClassVar[int] = 1
+
+    def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
+        super().__init__(image_shape, **options)
+        self.encoder = ConvEncoder(
+            self.image_shape, self.encoder_outputs_per_latent * self.latent_dim, width=self.options.width
+        )
+        self.decoder = ConvDecoder(
+            self.image_shape,
+            self.latent_dim,
+            width=self.options.width,
+            output="logits" if self.options.recon_loss == "bce" else "tanh",
+        )
+        self.reconstruction_quality = ReconstructionQuality()
+
+    def encode(self, images: Tensor) -> Tensor:
+        return self.encoder(images)
+
+    def as_image(self, decoder_output: Tensor) -> Tensor:
+        """The decoder's output as an image in [-1, 1]."""
+        return logits_to_image(decoder_output) if self.options.recon_loss == "bce" else decoder_output
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.as_image(self.decoder(latents))
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        return self.decode(self.encode(images))
+
+    @abstractmethod
+    def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """Log the stage's losses and metrics; return the loss to minimise."""
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self.model_step(batch, "train")
+        self.ensure_finite(**{"train/loss": loss})
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.model_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.model_step(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.options.lr)

@@ -1,0 +1,105 @@
+"""`resolve(config) -> ResolvedRun`: every option checked against its owner and every default filled, once.
+
+A RunConfig says what the user asked for; `None` leaves an option to its owner (the model family, the
+augmentation, the step budget). `resolve` checks the whole configuration against the registries and
+returns a new, complete value, which is what a run, `--evaluate`, a grid cell and `--print-config` use,
+and what `config.yaml` records. It never changes its input, and resolving its result gives it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from datamodules import DATASETS, ImageDataModule, build_datamodule
+from lightning_genae.augmentation import AugmentPlan, resolve_augment_plan
+from lightning_genae.config import RunConfig, check_values, flag
+from lightning_genae.errors import ConfigError
+from lightning_genae.loggers import LOGGER_CHOICES
+from lightning_genae.models import MODELS, FamilyOptions, GenerativeModule, ModelSpec
+
+# Training length when neither --max-steps nor --max-epochs is given, in training iterations.
+DEFAULT_MAX_STEPS = 2000
+
+
+def model_option_names() -> set[str]:
+    """Every option some registered family takes."""
+    return {name for spec in MODELS.values() for name in spec.options.types()}
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A checked configuration with every default filled in, and what it stands for."""
+
+    config: RunConfig
+    model: ModelSpec
+    options: FamilyOptions
+    augment: AugmentPlan
+
+    def build_datamodule(self) -> ImageDataModule:
+        """The run's DataModule; `--evaluate` rebuilds the same one from a checkpoint's configuration."""
+        config = self.config
+        return build_datamodule(
+            config.data,
+            data_dir=config.data_dir,
+            batch_size=config.batch_size,
+            train_size=config.train_size,
+            seed=config.seed,
+            num_workers=config.num_workers,
+            image_size=config.image_size,
+            channels=config.channels,
+        )
+
+    def build_model(self, image_shape: tuple[int, int, int]) -> GenerativeModule:
+        return self.model.module(image_shape, **self.options.to_dict())
+
+    def total_iterations(self, num_train_images: int) -> int:
+        """The run's length in training iterations (epochs of full batches when budgeted in epochs)."""
+        if self.config.max_steps:
+            return self.config.max_steps
+        assert self.config.max_epochs is not None
+        return self.config.max_epochs * (num_train_images // self.config.batch_size)
+
+
+def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
+    """The family's options from what was given; an option of another family, or of none, is an error."""
+    own = set(model.options.types())
+    given = dict(config.model_options)
+    unknown = sorted(set(given) - model_option_names())
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid options are listed by --help")
+    foreign = sorted(name for name in set(given) - own if given[name] is not None)
+    if foreign:
+        raise ConfigError(
+            f"{', '.join(map(flag, foreign))} do(es) not apply to --model {config.model}; "
+            "drop it or pick a model that takes it"
+        )
+    return model.options.parse(
+        {name: value for name, value in given.items() if name in own and value is not None}
+    )
+
+
+def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> ResolvedRun:
+    """Check `config` against the registries and fill every default; raises ConfigError with the fix.
+
+    An augmentation option that the run's `--augment` does not read is an error, unless
+    `drop_unused_augment_options` (a grid cell: the grid checks that some cell reads it).
+    """
+    check_values(config)
+    if config.model not in MODELS:
+        raise ConfigError(f"--model {config.model!r} is unknown; choose from {', '.join(MODELS)}")
+    if config.data not in DATASETS:
+        raise ConfigError(f"--data {config.data!r} is unknown; choose from {', '.join(DATASETS)}")
+    unknown_loggers = [name for name in config.logger if name not in LOGGER_CHOICES]
+    if unknown_loggers:
+        raise ConfigError(
+            f"--logger {', '.join(unknown_loggers)} is unknown; choose from {', '.join(LOGGER_CHOICES)}"
+        )
+    model = MODELS[config.model]
+    options = _family_options(config, model)
+    plan = resolve_augment_plan(config, model.module.adversarial, drop_unused=drop_unused_augment_options)
+    budget: dict[str, Any] = {}
+    if config.max_steps is None and config.max_epochs is None:
+        budget["max_steps"] = DEFAULT_MAX_STEPS
+    complete = replace(config, model_options=options.to_dict(), **plan.config_values(), **budget)
+    return ResolvedRun(complete, model, options, plan)

@@ -1,0 +1,169 @@
+"""How a run's Lightning Trainer is built: hardware and strategy, callbacks, checkpointing, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities import rank_zero_warn
+
+from callbacks import AugmentationPreview, InterpolationGrid, ReconstructionGrid, SampleGrid
+from callbacks.metrics import GenerativeMetrics, RepresentationMetrics
+from datamodules import ImageDataModule
+from lightning_genae.checkpoint import StoreRunConfig
+from lightning_genae.config import RunConfig
+from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.models import GenerativeModule, Sampler
+
+
+def parse_devices(devices: str) -> int | str | list[int]:
+    """`auto`, `4`, `-1` or `0,1` as the Trainer wants them."""
+    text = devices.strip()
+    if text == "auto":
+        return text
+    try:
+        if "," in text:
+            return [int(item) for item in text.split(",") if item.strip()]
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"--devices {devices!r}: use a count (2), a list of indices (0,1) or auto"
+        ) from None
+
+
+def build_strategy(config: RunConfig, model: GenerativeModule) -> Any:
+    """Adversarial models leave one network without gradients in each backward; DDP must expect that."""
+    if model.adversarial and config.strategy.startswith("ddp") and "find_unused" not in config.strategy:
+        start_method = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}.get(
+            config.strategy
+        )
+        if start_method is not None:
+            return DDPStrategy(find_unused_parameters=True, start_method=start_method)
+    return config.strategy
+
+
+def hardware_arguments(config: RunConfig, model: GenerativeModule) -> dict[str, Any]:
+    """The Trainer arguments that say where and how numerically a model runs."""
+    return {
+        "precision": config.precision,
+        "accelerator": config.accelerator,
+        "devices": parse_devices(config.devices),
+        "strategy": build_strategy(config, model),
+        "num_nodes": config.num_nodes,
+    }
+
+
+class SeedPerRank(Callback):
+    """Give every DDP process its own random stream once training starts.
+
+    seed_everything seeds all processes alike, so each would draw the same GAN noise, augmentation
+    choices and DiffAugment parameters every step: the world's batch of fakes would be one batch
+    repeated. Weights stay identical across processes (DDP broadcasts rank 0's at start).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            pl.seed_everything(self.seed + 7919 * trainer.global_rank, workers=True, verbose=False)
+
+
+def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -> list[Callback]:
+    """Image grids, representation metrics, per-rank seeding, and (unless a set-up check) checkpoints."""
+    callbacks: list[Callback] = [
+        SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
+        ReconstructionGrid(every_n_steps=config.image_every),
+        InterpolationGrid(every_n_steps=config.image_every, seed=config.seed + 4321),
+        RepresentationMetrics(seed=config.seed),
+        SeedPerRank(config.seed),
+    ]
+    if config.augment != "none":
+        callbacks.append(AugmentationPreview(seed=config.seed))
+    if config.fast_dev_run:
+        # A set-up check: its weights are worthless and must not look like a run to resume.
+        return callbacks
+    callbacks += [
+        StoreRunConfig(config),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            every_n_train_steps=config.ckpt_every * model.optimizer_steps_per_iteration,
+            save_top_k=0,
+            save_last=True,
+        ),
+    ]
+    return callbacks
+
+
+def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
+    """Keeps the checkpoint with the best value of the family's headline validation metric."""
+    return ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=model.monitor,
+        mode=model.monitor_mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+    )
+
+
+def generative_metrics(
+    config: RunConfig, model: GenerativeModule, datamodule: ImageDataModule
+) -> GenerativeMetrics | None:
+    """The metric callback for models that sample; None, with one warning, when no backbone is available."""
+    if not isinstance(model, Sampler):
+        return None
+    try:
+        backbone = load_backbone(
+            config.backbone,
+            config.data,
+            # A classifier trained on first use learns from the real data, never an augmented wrapper's.
+            getattr(datamodule, "base", datamodule),
+            inception_weights=config.inception_weights,
+        )
+    except BackboneUnavailable as error:
+        rank_zero_warn(f"generative metrics skipped: {error}")
+        return None
+    return GenerativeMetrics(backbone, num_samples=config.eval_samples, seed=config.seed)
+
+
+def build_trainer(
+    config: RunConfig, model: GenerativeModule, run_dir: Path, loggers: list, callbacks: list[Callback]
+) -> pl.Trainer:
+    """The training Trainer: budget and cadences in training iterations, whatever the family's step count."""
+    steps_per_iteration = model.optimizer_steps_per_iteration
+    try:
+        return pl.Trainer(
+            default_root_dir=str(run_dir),
+            # Lightning counts optimizer steps; --max-steps counts training iterations.
+            max_steps=config.max_steps * steps_per_iteration if config.max_steps else -1,
+            max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
+            **hardware_arguments(config, model),
+            logger=loggers,
+            callbacks=callbacks,
+            log_every_n_steps=min(10, config.eval_every),
+            # Validation by iteration count across epoch boundaries, so tiny and huge datasets behave alike.
+            val_check_interval=config.eval_every,
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            fast_dev_run=config.fast_dev_run,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as error:
+        raise ConfigError(
+            f"Trainer set-up failed: {describe_error(error)}; "
+            "check --accelerator/--devices/--strategy/--precision"
+        ) from None
+
+
+def prepare_data_early(datamodule: ImageDataModule, trainer: pl.Trainer) -> None:
+    """Surface missing or bad data before a run folder or logger is created (local rank 0 only)."""
+    if trainer.local_rank != 0:
+        return
+    datamodule.trainer = trainer
+    datamodule.prepare_data()
+    datamodule.setup("fit")
