@@ -19,7 +19,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks import AugmentationPreview, InterpolationGrid, ReconstructionGrid, SampleGrid
-from callbacks.metrics import GenerativeMetrics, RepresentationMetrics, headline_metric
+from callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from datamodules import DATASETS, ImageDataModule, build_datamodule
 from datamodules.augmented import AugmentedDataModule
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
@@ -30,6 +30,7 @@ from lightning_genae.config import PER_INVOCATION, RunConfig, resolve_model_opti
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.loggers import LOGGER_CHOICES, build_loggers, finish_loggers
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.metrics.names import headline_metric
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
 
 DEFAULT_MAX_STEPS = 2000
