@@ -3,12 +3,12 @@
 Validation compares samples with the validation split, and the best checkpoint is chosen on it; the
 test split is touched only by the final evaluation, so the reported test numbers are not selected on.
 Every number is logged under a name that carries its backbone, and `records` keeps the backbone, split
-and sample counts that `summary.json` and `eval.json` print beside it.
+and sample counts that `summary.json` and `eval.json` print beside it. The scoring itself is
+`lightning_genae.metrics.generative.score_generated`; this module only generates and logs.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +20,14 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from datamodules.base import ImageDataModule, to_uint8
-from lightning_genae.cache import cache_root, write_atomically
+from datamodules.base import to_uint8
 from lightning_genae.metrics.backbones import FeatureBackbone
-from lightning_genae.metrics.distances import feature_metrics
+from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated
+from lightning_genae.metrics.names import metric_name
 from lightning_genae.metrics.representation import representation_metrics
 from lightning_genae.models import Autoencoder, Sampler
 
 FEATURE_BATCH = 500
-
-
-def metric_name(key: str, backbone: str) -> str:
-    """`fd_classifier`, `kid_inception`, ...; only the Inception Fréchet distance may be called FID."""
-    if key == "fd" and backbone == "inception":
-        return "fid_inception"
-    return f"{key}_{backbone}"
-
-
-def headline_metric(backbone: str) -> str:
-    """The metric that picks a generative model's best checkpoint."""
-    return f"val/{metric_name('fd', backbone)}"
 
 
 class FeatureBank(Metric):
@@ -56,55 +44,6 @@ class FeatureBank(Metric):
 
     def compute(self) -> Tensor:
         return dim_zero_cat(self.features)
-
-
-@torch.no_grad()
-def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.device) -> Tensor:
-    """Backbone features of uint8 images, in batches, on `device`; returned on the CPU."""
-    # The backbone moves its own chunks to the device, so the whole split never sits there at once.
-    return backbone.to(device)(images).cpu()
-
-
-class RealFeatures:
-    """Backbone features of a dataset split, computed once and cached on disk per dataset, split, backbone."""
-
-    def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:
-        self.backbone = backbone
-        self.cache_dir = (cache_dir or cache_root()) / "features"
-        self._memory: dict[str, Tensor] = {}
-
-    def key(self, datamodule: ImageDataModule, split: str, count: int) -> str:
-        where = Path(datamodule.data_dir).resolve()
-        identity = f"{datamodule.name}|{where}|{split}|{count}|{self.backbone.description}"
-        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-        return f"{datamodule.name}-{split}-{self.backbone.name}-{digest}"
-
-    def get(self, datamodule: ImageDataModule, split: str, device: torch.device) -> Tensor:
-        images, _ = datamodule.split_tensors(split)
-        key = self.key(datamodule, split, len(images))
-        if key in self._memory:
-            return self._memory[key]
-        path = self.cache_dir / f"{key}.pt"
-        features = None
-        if path.is_file():
-            try:
-                features = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
-                features = None
-            if features is not None and len(features) != len(images):
-                features = None
-        if features is None:
-            features = extract_features(self.backbone, images, device)
-            write_atomically(path, lambda temporary: torch.save(features, temporary))
-        self._memory[key] = features
-        return features
-
-
-def seeded_subset(count: int, n: int, seed: int) -> Tensor:
-    """The same n of count indices for every run with this seed (all of them when n >= count)."""
-    if n >= count:
-        return torch.arange(count)
-    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n].sort().values
 
 
 class GenerativeMetrics(Callback):
@@ -147,26 +86,23 @@ class GenerativeMetrics(Callback):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not isinstance(pl_module, Sampler) or trainer.sanity_checking:
             return
-        datamodule = trainer.datamodule
-        real_all = self.real_features.get(datamodule, stage, pl_module.device)
-        n = min(self.num_samples, len(real_all))
-        real = real_all[seeded_subset(len(real_all), n, self.seed)]
-        fake = self._fake_features(trainer, pl_module, n, stage)
-        values = feature_metrics(real, fake)
-        for key in ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage"):
-            pl_module.log(
-                f"{stage}/{metric_name(key, self.backbone.name)}", float(values[key]), sync_dist=False
-            )
-        self.records[stage] = {
-            "split": stage,
-            "n_real": int(len(real)),
-            "n_fake": int(len(fake)),
-            "backbone": self.backbone.description,
-        }
+        score = score_generated(
+            self.real_features,
+            trainer.datamodule,
+            stage,
+            lambda n: self._fake_features(trainer, pl_module, n, stage),
+            num_samples=self.num_samples,
+            seed=self.seed,
+            device=pl_module.device,
+        )
+        for name, value in score.logged().items():
+            pl_module.log(name, value, sync_dist=False)
+        self.records[stage] = score.record()
         if trainer.state.fn != "fit":
+            headline = metric_name("fd", self.backbone.name)
             rank_zero_info(
-                f"{stage}: {metric_name('fd', self.backbone.name)} = {values['fd']:.4g} "
-                f"({len(fake)} generated vs {len(real)} real {stage} images, {self.backbone.description})"
+                f"{stage}: {headline} = {score.values[headline]:.4g} ({score.n_fake} generated vs "
+                f"{score.n_real} real {stage} images, {score.backbone})"
             )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from lightning_genae.errors import ConfigError
+from lightning_genae.metrics.names import BACKBONES
 
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 
@@ -162,7 +163,7 @@ class RunConfig:
         "classifier",
         "features for FD/KID/precision/recall: classifier (trained on the dataset) or inception",
         group="evaluation",
-        choices=("classifier", "inception"),
+        choices=BACKBONES,
     )
     inception_weights: str | None = _opt(
         None,

@@ -15,21 +15,16 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.metrics import (
-    RealFeatures,
-    RepresentationMetrics,
-    extract_features,
-    metric_name,
-    seeded_subset,
-)
+from callbacks.metrics import RepresentationMetrics
 from datamodules import ImageDataModule
 from datamodules.folder import scan_folder
 from datamodules.imagefiles import read_images
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import merge
 from lightning_genae.errors import ConfigError, DataError
-from lightning_genae.metrics.backbones import BACKBONES, BackboneUnavailable, load_backbone
-from lightning_genae.metrics.distances import feature_metrics
+from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
+from lightning_genae.metrics.names import BACKBONES
 from lightning_genae.models import GenerativeModule
 from lightning_genae.report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.resolve import resolve
@@ -155,14 +150,24 @@ def evaluate_folder(folder: str, options: dict[str, Any]) -> dict[str, Any]:
             result["skipped"][name] = str(error)
             rank_zero_info(f"{name} metrics skipped: {error}")
             continue
-        real_all = RealFeatures(backbone).get(datamodule, "test", device)
-        n = min(config.eval_samples, len(real_all), len(images))
-        real = real_all[seeded_subset(len(real_all), n, config.seed)]
-        fake = extract_features(backbone, images[seeded_subset(len(images), n, config.seed + 1)], device)
-        values = feature_metrics(real, fake)
-        for key in ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage"):
-            result["metrics"][metric_name(key, backbone.name)] = float(values[key])
-        result["backbones"][name] = {"description": backbone.description, "n_real": n, "n_fake": n}
+        score = score_generated(
+            RealFeatures(backbone),
+            datamodule,
+            "test",
+            # seed + 1: a folder of the split's own images would otherwise be cut to exactly the real subset.
+            lambda n, backbone=backbone: extract_features(
+                backbone, images[seeded_subset(len(images), n, config.seed + 1)], device
+            ),
+            num_samples=min(config.eval_samples, len(images)),
+            seed=config.seed,
+            device=device,
+        )
+        result["metrics"].update(score.values)
+        result["backbones"][name] = {
+            "description": score.backbone,
+            "n_real": score.n_real,
+            "n_fake": score.n_fake,
+        }
     if not result["metrics"]:
         raise ConfigError(
             f"--evaluate-folder: no feature backbone available ({'; '.join(result['skipped'].values())})"

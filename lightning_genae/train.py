@@ -12,13 +12,13 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info
 
-from callbacks.metrics import headline_metric
 from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import RunConfig
 from lightning_genae.errors import ConfigError
 from lightning_genae.evaluate import final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
+from lightning_genae.metrics.names import headline_metric
 from lightning_genae.models import GenerativeModule
 from lightning_genae.report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.resolve import ResolvedRun

@@ -312,6 +312,51 @@ def test_higher_is_better_headline_puts_the_largest_mean_first(tmp_path: Path) -
     assert markdown.index("| high | 1000 |") < markdown.index("| low | 1000 |")
 
 
+def replace_final_metrics(run_dir: Path, final_metrics: dict[str, float]) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["final_metrics"] = final_metrics
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.parametrize(
+    ("headline", "label", "best_first"),
+    [("val/loss", "(lower is better)", "small"), ("val/psnr", "(higher is better)", "large")],
+)
+def test_autoencoder_headline_is_labelled_and_sorted_by_its_direction(
+    tmp_path: Path, headline: str, label: str, best_first: str
+) -> None:
+    metric = "test/" + headline.removeprefix("val/")
+    for augment, value in (("small", 0.2), ("large", 0.4)):
+        run_dir = write_run(tmp_path, augment, 1000, 0, 1.0, headline=headline)
+        replace_final_metrics(run_dir, {metric: value, headline: value})
+    markdown = summarize(tmp_path)["md"].read_text()
+    assert f"Headline metric: `{metric}` {label}" in markdown
+    other = "large" if best_first == "small" else "small"
+    assert markdown.index(f"| {best_first} | 1000 |") < markdown.index(f"| {other} | 1000 |")
+
+
+def test_headline_with_no_better_side_has_no_direction_label(tmp_path: Path) -> None:
+    write_run(tmp_path, "ae", 1000, 0, 1.0, headline="val/kid_std_classifier")
+    markdown = summarize(tmp_path)["md"].read_text()
+    assert "Headline metric: `test/kid_std_classifier`;" in markdown
+
+
+def test_inception_headline_puts_its_columns_first_with_fid(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, "ae", 1000, 0, 10.0, headline="val/fid_inception")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    replace_final_metrics(
+        run_dir, {**summary["final_metrics"], "test/fid_inception": 5.0, "test/kid_inception": 0.1}
+    )
+    markdown = summarize(tmp_path)["md"].read_text()
+    assert table_header(markdown)[4:8] == [
+        "fid_inception",
+        "kid_inception",
+        "fd_classifier",
+        "kid_classifier",
+    ]
+    assert "`test/fid_inception` (lower is better)" in markdown
+
+
 def test_missing_headline_falls_back_to_test_fd(tmp_path: Path) -> None:
     write_run(tmp_path, "ae", None, 0, 20.0, headline=None)
     [row] = read_csv(summarize(tmp_path)["csv"])

@@ -14,10 +14,10 @@ from tiny import TINY_RUN
 from torch import Tensor, nn
 
 from datamodules import build_datamodule
-from lightning_genae.augmentation.datamodule import AugmentedDataModule
 from datamodules.base import ImageDataModule, to_model_range
 from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.augmentation import resolve_augment_plan
+from lightning_genae.augmentation.datamodule import AugmentedDataModule
 from lightning_genae.augmentation.discriminator import DiscriminatorAugmentation
 from lightning_genae.augmentation.latent import LatentAugmenter, cache_path, load_augmenter
 from lightning_genae.cli import main

@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from callbacks.metrics import RealFeatures, extract_features, metric_name
 from datamodules import build_datamodule
 from lightning_genae.cli import main
 from lightning_genae.metrics.backbones import load_backbone
-from lightning_genae.metrics.distances import frechet_distance
+from lightning_genae.metrics.distances import feature_metrics, frechet_distance
+from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
+from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, try_parse
 
 SMALL = [
     "--width",
@@ -34,10 +35,10 @@ def summary_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def test_metric_names_say_their_backbone():
-    assert metric_name("fd", "inception") == "fid_inception"
-    assert metric_name("fd", "classifier") == "fd_classifier"
-    assert metric_name("kid", "inception") == "kid_inception"
+def assert_named_in_the_vocabulary(metrics: dict) -> None:
+    """Every name a run reports is one the ablation tables can label and sort (metrics/names.py)."""
+    unknown = [name for name in metrics if try_parse(name) is None]
+    assert not unknown, unknown
 
 
 def test_gan_run_reports_generative_metrics_with_counts_and_keeps_the_best(tmp_path):
@@ -55,6 +56,7 @@ def test_gan_run_reports_generative_metrics_with_counts_and_keeps_the_best(tmp_p
     assert summary["evaluation"]["test"]["split"] == "test"
     assert "classifier (digits" in summary["evaluation"]["test"]["backbone"]
     assert summary["headline_metric"] == "val/fd_classifier"
+    assert_named_in_the_vocabulary(summary["final_metrics"])
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert list((run_dir / "images").glob("interpolations_step*.png"))
     rows = (run_dir / "metrics.csv").read_text().splitlines()
@@ -73,6 +75,7 @@ def test_autoencoder_reports_psnr_ssim_probe_and_pca_baseline(tmp_path):
     assert 0 < metrics["test/ssim"] <= 1 and metrics["test/psnr"] > 5
     assert 0.1 < metrics["test/probe_acc"] <= 1, "a probe on 8-d codes of digits beats chance"
     assert metrics["test/pca_probe_acc"] > 0.7, "PCA with 8 components separates digits well"
+    assert_named_in_the_vocabulary(metrics)
 
 
 @pytest.mark.parametrize("model", ["gan", "vae"])
@@ -90,6 +93,7 @@ def test_evaluate_reproduces_the_runs_final_metrics(model, tmp_path):
     final = summary_of(run_dir)["final_metrics"]
     compared = [key for key in final if key.startswith(("val/", "test/"))]
     assert len(compared) > 8
+    assert_named_in_the_vocabulary(final)
     for key in compared:
         assert evaluated["metrics"][key] == pytest.approx(final[key], rel=1e-5, abs=1e-7), key
     assert evaluated["global_step"] == 6 and evaluated["evaluation"] == summary_of(run_dir)["evaluation"]
@@ -162,6 +166,33 @@ def test_real_features_are_cached_on_disk(tmp_path):
     assert len(cached) == 1
     again = RealFeatures(backbone, tmp_path / "c").get(datamodule, "test", torch.device("cpu"))
     assert torch.equal(first, again)
+
+
+def test_score_generated_compares_n_seeded_reals_of_the_split_with_n_fakes_and_names_them(tmp_path):
+    datamodule = build_datamodule("digits", data_dir=tmp_path)
+    datamodule.setup()
+    backbone = load_backbone("classifier", "digits", datamodule)
+    cpu = torch.device("cpu")
+    reals = RealFeatures(backbone, tmp_path / "c")
+    train_images, _ = datamodule.split_tensors("train")
+    asked = []
+
+    def fakes(n: int) -> torch.Tensor:
+        asked.append(n)
+        return extract_features(backbone, train_images[:n], cpu)
+
+    score = score_generated(reals, datamodule, "val", fakes, num_samples=100, seed=3, device=cpu)
+    assert asked == [100], "the fakes are asked for exactly the N that is compared"
+    assert score.record() == {"split": "val", "n_real": 100, "n_fake": 100, "backbone": backbone.description}
+    assert list(score.values) == [metric_name(key, "classifier") for key in GENERATIVE_KEYS]
+    assert list(score.logged()) == [f"val/{name}" for name in score.values]
+    real_all = reals.get(datamodule, "val", cpu)
+    expected = feature_metrics(real_all[seeded_subset(len(real_all), 100, 3)], fakes(100))
+    assert score.values["fd_classifier"] == expected["fd"]
+    assert score.values["coverage_classifier"] == expected["coverage"]
+    # digits has 180 validation images: asking for more compares all of them with as many fakes.
+    capped = score_generated(reals, datamodule, "val", fakes, num_samples=10_000, seed=3, device=cpu)
+    assert (capped.n_real, capped.n_fake, asked[-1]) == (180, 180, 180)
 
 
 @pytest.fixture(scope="module")

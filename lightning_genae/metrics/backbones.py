@@ -20,11 +20,11 @@ from datamodules import to_model_range
 from lightning_genae.cache import cache_root
 from lightning_genae.errors import ConfigError, GenaeError, describe_error
 from lightning_genae.metrics import classifier as classifier_lib
+from lightning_genae.metrics.names import BACKBONES
 
 if TYPE_CHECKING:
     from datamodules import ImageDataModule
 
-BACKBONES = ("classifier", "inception")
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 # torch-fidelity's own release, the file torchmetrics' FID downloads too (TF 2015-12-05 graph, converted).
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"

@@ -1,170 +1,53 @@
-"""Ablation grids over augmentations, train sizes and seeds, and the summary of a finished grid.
+"""Reporting a finished ablation grid: `ablation.csv`, `ablation.md` and `ablation.png` from its run folders.
 
-A grid is the Cartesian product of its three lists in a fixed order (train size outermost, then augment,
-then seed), so a SLURM array index (`--grid-index K`) names the same cell on every node and every re-run.
-Each cell runs in `<root>/<cell name>`; a cell that fails leaves `failed.json` there instead of stopping
-the grid. `summarize` rebuilds `ablation.csv`, `ablation.md` and `ablation.png` from whatever run folders
-exist under the root, so it can be re-run at any time (after a partial grid, after re-running cells).
+`summarize` rebuilds the three files from whatever run folders exist under the root, so it can be re-run at
+any time (after a partial grid, after re-running cells). Metric names, their backbones and which side of
+each is better come from the vocabulary in `lightning_genae.metrics.names`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import math
-import re
-import sys
-import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lightning_genae.cache import write_atomically
+from lightning_genae.ablation.grid import (
+    FAILED_FILE,
+    parse_cell_name,
+    train_size_label,
+    write_file_atomically,
+)
 from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.metrics.names import (
+    BACKBONES,
+    GENERATIVE_KEYS,
+    KINDS,
+    Direction,
+    MetricName,
+    direction,
+    on_split,
+    try_parse,
+)
 
-__all__ = ["CellOutcome", "GridCell", "expand_grid", "run_grid", "summarize"]
+__all__ = ["summarize"]
 
 SUMMARY_FILE = "summary.json"
-FAILED_FILE = "failed.json"
 METRICS_FILE = "metrics.csv"
 CSV_NAME = "ablation.csv"
 MD_NAME = "ablation.md"
 PNG_NAME = "ablation.png"
 
-# Test generative metrics shown in the Markdown table, in this column order, per backbone.
-TABLE_METRICS = ("fd", "kid", "precision", "recall", "density", "coverage")
-HIGHER_IS_BETTER = frozenset({"precision", "recall", "density", "coverage"})
-LOWER_IS_BETTER = frozenset({"fd", "fid", "kid"})
-BACKBONES = ("classifier", "inception")
-
-_CELL_NAME = re.compile(r"^(?P<augment>.+)-ts(?P<train_size>\d+|full)-seed(?P<seed>-?\d+)$")
-
-
-@dataclass(frozen=True)
-class GridCell:
-    """One run of a grid: which augmentation, how many training images (None = all) and which seed."""
-
-    augment: str
-    train_size: int | None
-    seed: int
-
-    @property
-    def name(self) -> str:
-        """The run folder's name, e.g. `ae+diffaug-ts1000-seed2` or `none-tsfull-seed0`."""
-        return f"{self.augment}-ts{_train_size_label(self.train_size)}-seed{self.seed}"
-
-
-@dataclass(frozen=True)
-class CellOutcome:
-    """What running one cell gave: its folder, and the one-line error when it failed."""
-
-    cell: GridCell
-    run_dir: Path
-    ok: bool
-    error: str | None = None
-
-
-def _check_unique(values: Sequence[Any], option: str) -> None:
-    if not values:
-        raise ConfigError(f"{option} is empty; give at least one value")
-    repeated = sorted({str(v) for v, count in Counter(values).items() if count > 1})
-    if repeated:
-        raise ConfigError(
-            f"{option} lists {', '.join(repeated)} more than once; give each value once "
-            "(a repeated value would run the same cell twice and shift every later --grid-index)"
-        )
-
-
-def expand_grid(
-    augments: Sequence[str], train_sizes: Sequence[int | None], seeds: Sequence[int]
-) -> list[GridCell]:
-    """All cells, train size outermost, then augment, then seed, so a grid index always names one cell."""
-    _check_unique(augments, "--augment list")
-    _check_unique(train_sizes, "--train-size list")
-    _check_unique(seeds, "--seed list")
-    for augment in augments:
-        # The augment becomes part of a folder name; a separator would put the run somewhere else.
-        if not augment or "/" in augment or "\\" in augment or augment in (".", ".."):
-            raise ConfigError(f"augment {augment!r} cannot name a run folder; use names like ae+diffaug")
-    return [
-        GridCell(augment, train_size, seed)
-        for train_size, augment, seed in itertools.product(train_sizes, augments, seeds)
-    ]
-
-
-def _write_atomically(path: Path, text: str | bytes) -> None:
-    # Array jobs may summarize the same root at once; a reader must never see a half-written file.
-    data = text if isinstance(text, bytes) else text.encode("utf-8")
-    write_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
-
-
-def run_grid(
-    cells: Sequence[GridCell],
-    root: Path,
-    run_cell: Callable[[GridCell, Path], object],
-    grid_index: int | None = None,
-) -> list[CellOutcome]:
-    """Run every cell (or only `cells[grid_index]`) in `root/<name>`; a failing cell does not stop others."""
-    root = Path(root)
-    total = len(cells)
-    if grid_index is None:
-        selected = list(enumerate(cells))
-    else:
-        if total == 0:
-            raise ConfigError(f"--grid-index {grid_index}: the grid is empty; give at least one cell")
-        if not 0 <= grid_index < total:
-            raise ConfigError(
-                f"--grid-index {grid_index} is out of range; this grid has {total} cells, "
-                f"so pass 0..{total - 1}"
-            )
-        selected = [(grid_index, cells[grid_index])]
-
-    outcomes = []
-    for index, cell in selected:
-        run_dir = root / cell.name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        print(f"[{index + 1}/{total}] {cell.name} ...", flush=True)
-        error: BaseException | None = None
-        try:
-            run_cell(cell, run_dir)
-        except Exception as caught:  # noqa: BLE001 - one broken cell must not cost the rest of the grid
-            error = caught
-        except SystemExit as caught:
-            # A CLI-style run_cell exits instead of raising; only a non-zero exit is a failure.
-            if caught.code not in (None, 0):
-                error = caught
-        # KeyboardInterrupt is deliberately not caught: Ctrl-C (or SLURM's SIGINT) stops the whole grid.
-        failed_file = run_dir / FAILED_FILE
-        if error is None:
-            failed_file.unlink(missing_ok=True)
-            outcomes.append(CellOutcome(cell, run_dir, ok=True))
-            continue
-        message = describe_error(error)
-        record = {
-            "cell": cell.name,
-            "augment": cell.augment,
-            "train_size": cell.train_size,
-            "seed": cell.seed,
-            "error": message,
-            "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-        }
-        _write_atomically(failed_file, json.dumps(record, indent=2) + "\n")
-        print(
-            f"[{index + 1}/{total}] {cell.name} FAILED: {message} (details in {failed_file})",
-            file=sys.stderr,
-            flush=True,
-        )
-        outcomes.append(CellOutcome(cell, run_dir, ok=False, error=message))
-    return outcomes
-
-
-# --- summary of a finished grid
+# Test generative metrics shown in the Markdown table, in this column order, per backbone: those that
+# rank models (kid_std, the spread of kid, has no better side and stays in the CSV).
+TABLE_METRICS = tuple(key for key in GENERATIVE_KEYS if KINDS[key].direction is not Direction.NONE)
 
 
 @dataclass
@@ -195,14 +78,15 @@ class _Run:
     def headline(self) -> str | None:
         """The test-split version of the run's headline metric (`val/fd_x` -> `test/fd_x`)."""
         name = self.summary.get("headline_metric")
-        if isinstance(name, str) and name:
-            return "test/" + name.split("/", 1)[-1]
-        # No headline recorded: fall back to the Fréchet distance of whichever backbone was evaluated.
+        parsed = try_parse(name) if isinstance(name, str) else None
+        if parsed is not None:
+            return parsed.on("test").format()
+        # No headline recorded (or one this version cannot rank): fall back to the Fréchet distance of
+        # whichever backbone was evaluated.
         for backbone in BACKBONES:
-            for key in ("fid", "fd"):
-                candidate = f"test/{key}_{backbone}"
-                if candidate in self.final_metrics:
-                    return candidate
+            candidate = MetricName.generative("fd", backbone, "test").format()
+            if candidate in self.final_metrics:
+                return candidate
         return None
 
     def sort_key(self) -> tuple[Any, ...]:
@@ -218,10 +102,6 @@ def _seed_key(seed: int | None) -> tuple[int, int]:
     return (1, 0) if seed is None else (0, seed)
 
 
-def _train_size_label(train_size: int | None) -> str:
-    return "full" if train_size is None else str(train_size)
-
-
 def _as_int(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
@@ -229,15 +109,6 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _identity_from_name(name: str) -> tuple[str | None, int | None, int | None]:
-    """augment, train size, seed parsed from a grid folder name (for runs whose files cannot be read)."""
-    match = _CELL_NAME.match(name)
-    if match is None:
-        return None, None, None
-    size = match["train_size"]
-    return match["augment"], None if size == "full" else int(size), int(match["seed"])
 
 
 def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -251,7 +122,7 @@ def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _load_run(run_dir: Path) -> _Run:
-    name_augment, name_size, name_seed = _identity_from_name(run_dir.name)
+    name_augment, name_size, name_seed = parse_cell_name(run_dir.name)
     failed_file = run_dir / FAILED_FILE
     # run_grid deletes failed.json when a cell succeeds, so a failed.json is always the latest attempt,
     # even beside a summary.json left by an earlier success.
@@ -319,19 +190,6 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def _metric_kind(name: str) -> str:
-    """`test/kid_std_classifier` -> `kid_std`: the metric without split and backbone."""
-    base = name.split("/", 1)[-1]
-    for backbone in BACKBONES:
-        if base.endswith("_" + backbone):
-            return base[: -len(backbone) - 1]
-    return base
-
-
-def _higher_is_better(name: str) -> bool:
-    return _metric_kind(name) in HIGHER_IS_BETTER
-
-
 def _main_headline(runs: Iterable[_Run]) -> str | None:
     counts = Counter(run.headline for run in runs if run.ok and run.headline is not None)
     if not counts:
@@ -370,7 +228,7 @@ def _write_csv(path: Path, runs: list[_Run]) -> None:
         row = {
             "cell": run.cell,
             "augment": run.augment or "",
-            "train_size": _train_size_label(run.train_size),
+            "train_size": train_size_label(run.train_size),
             "seed": "" if run.seed is None else run.seed,
             "status": "ok" if run.ok else "failed",
             "global_step": run.summary.get("global_step", ""),
@@ -384,7 +242,7 @@ def _write_csv(path: Path, runs: list[_Run]) -> None:
             "error": run.error or "",
         }
         writer.writerow({key: "" if value is None else value for key, value in row.items()})
-    _write_atomically(path, buffer.getvalue())
+    write_file_atomically(path, buffer.getvalue())
 
 
 def _format_stats(values: list[float], n_ok: int) -> str:
@@ -403,16 +261,19 @@ def _md_cell(text: str) -> str:
 
 def _table_metrics(runs: list[_Run], headline: str | None) -> list[str]:
     present = {name for run in runs if run.ok for name in run.final_metrics if name.startswith("test/")}
+    parsed_headline = try_parse(headline) if headline else None
+    headline_backbone = parsed_headline.backbone if parsed_headline else None
     backbones = sorted(
-        {b for name in present for b in BACKBONES if name.endswith("_" + b)},
+        {parsed.backbone for parsed in map(try_parse, present) if parsed is not None and parsed.backbone},
         # The headline's backbone first: it is the one the reader compares on.
-        key=lambda b: (headline is None or not headline.endswith("_" + b), b),
+        key=lambda b: (b != headline_backbone, b),
     )
     columns = []
     for backbone in backbones:
         for key in TABLE_METRICS:
-            names = [f"test/{key}_{backbone}"] + ([f"test/fid_{backbone}"] if key == "fd" else [])
-            columns.extend(name for name in names if name in present)
+            name = MetricName.generative(key, backbone, "test").format()
+            if name in present:
+                columns.append(name)
     return columns
 
 
@@ -433,13 +294,11 @@ def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) ->
         if not headline_values:
             return (_train_size_key(train_size), 1, 0.0, augment)
         mean = float(np.mean(headline_values))
-        return (_train_size_key(train_size), 0, -mean if _higher_is_better(headline) else mean, augment)
+        higher = direction(headline) is Direction.HIGHER
+        return (_train_size_key(train_size), 0, -mean if higher else mean, augment)
 
-    direction = ""
-    if headline is not None:
-        kind = _metric_kind(headline)
-        if kind in HIGHER_IS_BETTER or kind in LOWER_IS_BETTER:
-            direction = " (higher is better)" if _higher_is_better(headline) else " (lower is better)"
+    better = direction(headline) if headline is not None else Direction.NONE
+    label = "" if better is Direction.NONE else f" ({better.value})"
     evaluations = [run.test_evaluation for run in ok_runs]
     sizes = _unique(
         f"n_real={e['n_real']}, n_fake={e['n_fake']}" for e in evaluations if "n_real" in e and "n_fake" in e
@@ -449,7 +308,7 @@ def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) ->
     lines = [
         f"# Ablation: {root.name}",
         "",
-        f"Headline metric: `{headline or 'none'}`{direction}; "
+        f"Headline metric: `{headline or 'none'}`{label}; "
         f"backbone: {'; '.join(_unique(e.get('backbone') for e in evaluations)) or 'unknown'}; "
         f"test evaluation: {'; '.join(sizes) or 'unknown'}; "
         f"steps per run: {', '.join(steps) or 'unknown'}; "
@@ -475,10 +334,10 @@ def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) ->
         notes = "; ".join(f"seed {'?' if run.seed is None else run.seed}: {run.error}" for run in failures)
         if not n_ok and not metrics:
             notes = "failed: " + notes
-        row = [augment, _train_size_label(train_size), str(n_ok), str(len(failures)), *cells, notes]
+        row = [augment, train_size_label(train_size), str(n_ok), str(len(failures)), *cells, notes]
         lines.append("| " + " | ".join(_md_cell(text) for text in row) + " |")
     lines += ["", f"![validation curves]({PNG_NAME})", ""]
-    _write_atomically(path, "\n".join(lines))
+    write_file_atomically(path, "\n".join(lines))
 
 
 def _validation_curve(run: _Run, metric: str) -> dict[int, float]:
@@ -512,7 +371,7 @@ def _write_png(path: Path, root: Path, runs: list[_Run], headline: str | None) -
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    metric = "val/" + headline.split("/", 1)[-1] if headline else None
+    metric = on_split(headline, "val") if headline else None
     several_sizes = len({run.train_size for run in runs}) > 1
     curves: dict[tuple[Any, ...], list[dict[int, float]]] = {}
     if metric is not None:
@@ -540,7 +399,7 @@ def _write_png(path: Path, root: Path, runs: list[_Run], headline: str | None) -
     sizes = sorted({(size_key, size) for size_key, size, _ in curves})
     styles = ("-", "--", ":", "-.")
     for (size_key, train_size, augment), group in sorted(curves.items()):
-        label = f"{augment}, train size {_train_size_label(train_size)}" if several_sizes else augment
+        label = f"{augment}, train size {train_size_label(train_size)}" if several_sizes else augment
         style = {
             "color": f"C{augments.index(augment) % 10}",
             "linestyle": styles[sizes.index((size_key, train_size)) % len(styles)],
@@ -582,7 +441,7 @@ def _write_png(path: Path, root: Path, runs: list[_Run], headline: str | None) -
     buffer = io.BytesIO()
     # The failed runs also go into the PNG's text metadata, where tools (and tests) can read them.
     figure.savefig(buffer, format="png", metadata={"Title": f"{root.name} ablation", "Description": note})
-    _write_atomically(path, buffer.getvalue())
+    write_file_atomically(path, buffer.getvalue())
 
 
 def summarize(root: Path) -> dict[str, Path]:

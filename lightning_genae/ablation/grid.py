@@ -1,0 +1,162 @@
+"""Running an ablation grid: its cells in a fixed order, each in its own folder, failures recorded.
+
+A grid is the Cartesian product of its three lists in a fixed order (train size outermost, then augment,
+then seed), so a SLURM array index (`--grid-index K`) names the same cell on every node and every re-run.
+Each cell runs in `<root>/<cell name>`; a cell that fails leaves `failed.json` there instead of stopping
+the grid, and `report.summarize` turns the folders into tables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import sys
+import traceback
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightning_genae.cache import write_atomically
+from lightning_genae.errors import ConfigError, describe_error
+
+__all__ = ["CellOutcome", "GridCell", "expand_grid", "run_grid"]
+
+FAILED_FILE = "failed.json"
+
+_CELL_NAME = re.compile(r"^(?P<augment>.+)-ts(?P<train_size>\d+|full)-seed(?P<seed>-?\d+)$")
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One run of a grid: which augmentation, how many training images (None = all) and which seed."""
+
+    augment: str
+    train_size: int | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The run folder's name, e.g. `ae+diffaug-ts1000-seed2` or `none-tsfull-seed0`."""
+        return f"{self.augment}-ts{train_size_label(self.train_size)}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What running one cell gave: its folder, and the one-line error when it failed."""
+
+    cell: GridCell
+    run_dir: Path
+    ok: bool
+    error: str | None = None
+
+
+def _check_unique(values: Sequence[Any], option: str) -> None:
+    if not values:
+        raise ConfigError(f"{option} is empty; give at least one value")
+    repeated = sorted({str(v) for v, count in Counter(values).items() if count > 1})
+    if repeated:
+        raise ConfigError(
+            f"{option} lists {', '.join(repeated)} more than once; give each value once "
+            "(a repeated value would run the same cell twice and shift every later --grid-index)"
+        )
+
+
+def expand_grid(
+    augments: Sequence[str], train_sizes: Sequence[int | None], seeds: Sequence[int]
+) -> list[GridCell]:
+    """All cells, train size outermost, then augment, then seed, so a grid index always names one cell."""
+    _check_unique(augments, "--augment list")
+    _check_unique(train_sizes, "--train-size list")
+    _check_unique(seeds, "--seed list")
+    for augment in augments:
+        # The augment becomes part of a folder name; a separator would put the run somewhere else.
+        if not augment or "/" in augment or "\\" in augment or augment in (".", ".."):
+            raise ConfigError(f"augment {augment!r} cannot name a run folder; use names like ae+diffaug")
+    return [
+        GridCell(augment, train_size, seed)
+        for train_size, augment, seed in itertools.product(train_sizes, augments, seeds)
+    ]
+
+
+def write_file_atomically(path: Path, text: str | bytes) -> None:
+    """Write `text` to `path` through a temporary file, so a reader sees the old file or the whole new one."""
+    # Array jobs may summarize the same root at once; a reader must never see a half-written file.
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    write_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
+
+
+def run_grid(
+    cells: Sequence[GridCell],
+    root: Path,
+    run_cell: Callable[[GridCell, Path], object],
+    grid_index: int | None = None,
+) -> list[CellOutcome]:
+    """Run every cell (or only `cells[grid_index]`) in `root/<name>`; a failing cell does not stop others."""
+    root = Path(root)
+    total = len(cells)
+    if grid_index is None:
+        selected = list(enumerate(cells))
+    else:
+        if total == 0:
+            raise ConfigError(f"--grid-index {grid_index}: the grid is empty; give at least one cell")
+        if not 0 <= grid_index < total:
+            raise ConfigError(
+                f"--grid-index {grid_index} is out of range; this grid has {total} cells, "
+                f"so pass 0..{total - 1}"
+            )
+        selected = [(grid_index, cells[grid_index])]
+
+    outcomes = []
+    for index, cell in selected:
+        run_dir = root / cell.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        print(f"[{index + 1}/{total}] {cell.name} ...", flush=True)
+        error: BaseException | None = None
+        try:
+            run_cell(cell, run_dir)
+        except Exception as caught:  # noqa: BLE001 - one broken cell must not cost the rest of the grid
+            error = caught
+        except SystemExit as caught:
+            # A CLI-style run_cell exits instead of raising; only a non-zero exit is a failure.
+            if caught.code not in (None, 0):
+                error = caught
+        # KeyboardInterrupt is deliberately not caught: Ctrl-C (or SLURM's SIGINT) stops the whole grid.
+        failed_file = run_dir / FAILED_FILE
+        if error is None:
+            failed_file.unlink(missing_ok=True)
+            outcomes.append(CellOutcome(cell, run_dir, ok=True))
+            continue
+        message = describe_error(error)
+        record = {
+            "cell": cell.name,
+            "augment": cell.augment,
+            "train_size": cell.train_size,
+            "seed": cell.seed,
+            "error": message,
+            "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+        }
+        write_file_atomically(failed_file, json.dumps(record, indent=2) + "\n")
+        print(
+            f"[{index + 1}/{total}] {cell.name} FAILED: {message} (details in {failed_file})",
+            file=sys.stderr,
+            flush=True,
+        )
+        outcomes.append(CellOutcome(cell, run_dir, ok=False, error=message))
+    return outcomes
+
+
+def train_size_label(train_size: int | None) -> str:
+    """How a train size reads in folder names and tables: the count, or `full` for the whole split."""
+    return "full" if train_size is None else str(train_size)
+
+
+def parse_cell_name(name: str) -> tuple[str | None, int | None, int | None]:
+    """augment, train size, seed parsed from a grid folder name (for runs whose files cannot be read)."""
+    match = _CELL_NAME.match(name)
+    if match is None:
+        return None, None, None
+    size = match["train_size"]
+    return match["augment"], None if size == "full" else int(size), int(match["seed"])

@@ -1,0 +1,125 @@
+"""Generated against real images: features of a split, seeded subsets, and the named generative metrics.
+
+`score_generated` is the one evaluation path for generated images: the metrics callback (samples of a
+model) and `--evaluate-folder` (a folder of images) both call it, so they pick real images, name the
+numbers and record backbone, split and sample counts the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from lightning_genae.cache import cache_root, write_atomically
+from lightning_genae.metrics.backbones import FeatureBackbone
+from lightning_genae.metrics.distances import feature_metrics
+from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, on_split
+
+if TYPE_CHECKING:
+    from datamodules import ImageDataModule
+
+__all__ = ["GenerativeScore", "RealFeatures", "extract_features", "score_generated", "seeded_subset"]
+
+
+@torch.no_grad()
+def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.device) -> Tensor:
+    """Backbone features of uint8 images, in batches, on `device`; returned on the CPU."""
+    # The backbone moves its own chunks to the device, so the whole split never sits there at once.
+    return backbone.to(device)(images).cpu()
+
+
+class RealFeatures:
+    """Backbone features of a dataset split, computed once and cached on disk per dataset, split, backbone."""
+
+    def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:
+        self.backbone = backbone
+        self.cache_dir = (cache_dir or cache_root()) / "features"
+        self._memory: dict[str, Tensor] = {}
+
+    def key(self, datamodule: ImageDataModule, split: str, count: int) -> str:
+        where = Path(datamodule.data_dir).resolve()
+        identity = f"{datamodule.name}|{where}|{split}|{count}|{self.backbone.description}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        return f"{datamodule.name}-{split}-{self.backbone.name}-{digest}"
+
+    def get(self, datamodule: ImageDataModule, split: str, device: torch.device) -> Tensor:
+        images, _ = datamodule.split_tensors(split)
+        key = self.key(datamodule, split, len(images))
+        if key in self._memory:
+            return self._memory[key]
+        path = self.cache_dir / f"{key}.pt"
+        features = None
+        if path.is_file():
+            try:
+                features = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
+                features = None
+            if features is not None and len(features) != len(images):
+                features = None
+        if features is None:
+            features = extract_features(self.backbone, images, device)
+            write_atomically(path, lambda temporary: torch.save(features, temporary))
+        self._memory[key] = features
+        return features
+
+
+def seeded_subset(count: int, n: int, seed: int) -> Tensor:
+    """The same n of count indices for every run with this seed (all of them when n >= count)."""
+    if n >= count:
+        return torch.arange(count)
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
+@dataclass(frozen=True)
+class GenerativeScore:
+    """Named generative metrics (`fd_classifier`, ... without split) and what they were computed on."""
+
+    values: dict[str, float]
+    split: str
+    n_real: int
+    n_fake: int
+    backbone: str
+
+    def logged(self) -> dict[str, float]:
+        """The values under the names they are logged with, split first: `val/fd_classifier`, ..."""
+        return {on_split(name, self.split): value for name, value in self.values.items()}
+
+    def record(self) -> dict[str, Any]:
+        """What summary.json and eval.json print beside the numbers: split, sample counts, backbone."""
+        return {"split": self.split, "n_real": self.n_real, "n_fake": self.n_fake, "backbone": self.backbone}
+
+
+def score_generated(
+    real_features: RealFeatures,
+    datamodule: ImageDataModule,
+    split: str,
+    fake_features: Callable[[int], Tensor],
+    *,
+    num_samples: int,
+    seed: int,
+    device: torch.device,
+) -> GenerativeScore:
+    """N generated against N real images of `split`, N = min(num_samples, the split's size).
+
+    `fake_features(n)` returns the features of n generated images; it is asked only once N is known, so a
+    model generates no more than are compared. The real N are the same for every call with this seed.
+    """
+    backbone = real_features.backbone
+    real_all = real_features.get(datamodule, split, device)
+    n = min(num_samples, len(real_all))
+    real = real_all[seeded_subset(len(real_all), n, seed)]
+    fake = fake_features(n)
+    values = feature_metrics(real, fake)
+    return GenerativeScore(
+        values={metric_name(key, backbone.name): float(values[key]) for key in GENERATIVE_KEYS},
+        split=split,
+        n_real=int(len(real)),
+        n_fake=int(len(fake)),
+        backbone=backbone.description,
+    )

@@ -1,0 +1,195 @@
+"""The metric vocabulary: every name the project logs, how it is spelled and which side of it is better.
+
+A logged name is `[split/]kind[_backbone]`: `val/fd_classifier`, `test/fid_inception`, `train/loss_d`,
+`test/psnr`. The split says which data it was measured on, the kind what was measured, and the backbone
+which feature network the generative metrics used, because their numbers are not comparable across
+networks. Only the Inception Fréchet distance is called FID (`fid_inception`); with any other backbone it
+is `fd_<backbone>`. The callbacks, `--evaluate`, `--evaluate-folder` and the ablation tables all read
+names and directions from here, so a new metric is one entry in `KINDS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+__all__ = [
+    "BACKBONES",
+    "GENERATIVE_KEYS",
+    "KINDS",
+    "SPLITS",
+    "Direction",
+    "MetricKind",
+    "MetricName",
+    "UnknownMetric",
+    "direction",
+    "headline_metric",
+    "higher_is_better",
+    "metric_name",
+    "on_split",
+    "try_parse",
+]
+
+# Feature networks the generative metrics can be computed with (lightning_genae.metrics.backbones).
+BACKBONES = ("classifier", "inception")
+SPLITS = ("train", "val", "test")
+
+
+class Direction(Enum):
+    """Which side of a metric is better; NONE for diagnostics that are read, not ranked."""
+
+    HIGHER = "higher is better"
+    LOWER = "lower is better"
+    NONE = "no better side"
+
+
+@dataclass(frozen=True)
+class MetricKind:
+    """What the vocabulary knows about one kind of metric."""
+
+    direction: Direction
+    # Generative metrics exist only per backbone; the others never carry one.
+    per_backbone: bool = False
+    # fid: only the Inception network; fd: every other network (so the two never name the same number).
+    backbones: tuple[str, ...] = BACKBONES
+
+
+_NOT_INCEPTION = tuple(b for b in BACKBONES if b != "inception")
+
+KINDS: dict[str, MetricKind] = {
+    # Generated against real images in a backbone's feature space (distances.feature_metrics).
+    "fd": MetricKind(Direction.LOWER, per_backbone=True, backbones=_NOT_INCEPTION),
+    "fid": MetricKind(Direction.LOWER, per_backbone=True, backbones=("inception",)),
+    "kid": MetricKind(Direction.LOWER, per_backbone=True),
+    # The spread of KID over its subsets: says how far to trust `kid`, not how good the model is.
+    "kid_std": MetricKind(Direction.NONE, per_backbone=True),
+    "precision": MetricKind(Direction.HIGHER, per_backbone=True),
+    "recall": MetricKind(Direction.HIGHER, per_backbone=True),
+    "density": MetricKind(Direction.HIGHER, per_backbone=True),
+    "coverage": MetricKind(Direction.HIGHER, per_backbone=True),
+    # Training objectives and reconstruction (models/ae.py, models/vae.py).
+    "loss": MetricKind(Direction.LOWER),
+    "mse": MetricKind(Direction.LOWER),
+    "recon": MetricKind(Direction.LOWER),
+    # A small KL can be posterior collapse as well as a good fit, so it is not ranked on its own.
+    "kl": MetricKind(Direction.NONE),
+    "elbo": MetricKind(Direction.HIGHER),
+    "beta": MetricKind(Direction.NONE),
+    # Reconstruction quality on [0, 1] images (metrics/reconstruction.py).
+    "psnr": MetricKind(Direction.HIGHER),
+    "ssim": MetricKind(Direction.HIGHER),
+    # Representation quality of the codes and the PCA baseline (metrics/representation.py).
+    "probe_acc": MetricKind(Direction.HIGHER),
+    "pca_probe_acc": MetricKind(Direction.HIGHER),
+    "pca_mse": MetricKind(Direction.LOWER),
+    "probe_n_train": MetricKind(Direction.NONE),
+    "probe_n_test": MetricKind(Direction.NONE),
+    # Adversarial training (models/gan.py): the two losses trade off against each other, and the
+    # discriminator's mean logits are read for overfitting, so none of them is better on one side.
+    "loss_d": MetricKind(Direction.NONE),
+    "loss_g": MetricKind(Direction.NONE),
+    "d_real": MetricKind(Direction.NONE),
+    "d_fake": MetricKind(Direction.NONE),
+    # The x-axis override every evaluation logs (models/base.py), logged without a split.
+    "step": MetricKind(Direction.NONE),
+}
+
+# What distances.feature_metrics returns and the callbacks log, in this order, each as
+# `metric_name(key, backbone)`.
+GENERATIVE_KEYS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
+
+
+class UnknownMetric(ValueError):
+    """A name or part of one that is not in the vocabulary; the message lists what is."""
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """A parsed metric name; `MetricName.parse(name).format() == name` for every name the project logs."""
+
+    kind: str
+    backbone: str | None = None
+    split: str | None = None
+
+    def __post_init__(self) -> None:
+        spec = KINDS.get(self.kind)
+        if spec is None:
+            raise UnknownMetric(f"unknown metric kind {self.kind!r}; known kinds: {', '.join(KINDS)}")
+        if self.split is not None and self.split not in SPLITS:
+            raise UnknownMetric(
+                f"unknown split {self.split!r} in a metric name; use one of {', '.join(SPLITS)}"
+            )
+        if not spec.per_backbone and self.backbone is not None:
+            raise UnknownMetric(f"{self.kind} takes no backbone, got {self.backbone!r}")
+        if spec.per_backbone and self.backbone not in spec.backbones:
+            spellings = ", ".join(f"{self.kind}_{backbone}" for backbone in spec.backbones)
+            hint = " (the Inception Fréchet distance is fid_inception)" if self.kind == "fd" else ""
+            raise UnknownMetric(f"{self.kind} is logged only as {spellings}{hint}")
+
+    @classmethod
+    def parse(cls, name: str) -> MetricName:
+        """`test/kid_std_classifier` -> MetricName("kid_std", "classifier", "test"); else UnknownMetric."""
+        split, separator, base = name.rpartition("/")
+        kind, backbone = base, None
+        for candidate in BACKBONES:
+            if base.endswith("_" + candidate) and base[: -len(candidate) - 1] in KINDS:
+                kind, backbone = base[: -len(candidate) - 1], candidate
+        try:
+            return cls(kind, backbone, split if separator else None)
+        except UnknownMetric as error:
+            raise UnknownMetric(f"metric {name!r}: {error}") from None
+
+    @classmethod
+    def generative(cls, key: str, backbone: str, split: str | None = None) -> MetricName:
+        """The name of `distances.feature_metrics`' `key` on `backbone`; `fd` is `fid` only with Inception."""
+        return cls("fid" if key == "fd" and backbone == "inception" else key, backbone, split)
+
+    def format(self) -> str:
+        """The logged name: `[split/]kind[_backbone]`."""
+        base = self.kind if self.backbone is None else f"{self.kind}_{self.backbone}"
+        return base if self.split is None else f"{self.split}/{base}"
+
+    def on(self, split: str | None) -> MetricName:
+        """The same metric measured on another split (None: without a split, as eval.json of a folder)."""
+        return replace(self, split=split)
+
+    @property
+    def direction(self) -> Direction:
+        """Which side of this metric is better."""
+        return KINDS[self.kind].direction
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def try_parse(name: str) -> MetricName | None:
+    """The parsed name, or None for a name the vocabulary does not know (e.g. from another version)."""
+    try:
+        return MetricName.parse(name)
+    except UnknownMetric:
+        return None
+
+
+def metric_name(key: str, backbone: str) -> str:
+    """A generative metric's name without split: `fd_classifier`, `kid_inception`, ..., `fid_inception`."""
+    return MetricName.generative(key, backbone).format()
+
+
+def headline_metric(backbone: str) -> str:
+    """The metric that picks a generative model's best checkpoint: its validation Fréchet distance."""
+    return MetricName.generative("fd", backbone, "val").format()
+
+
+def on_split(name: str, split: str) -> str:
+    """The same metric on another split: `on_split("val/fd_classifier", "test") == "test/fd_classifier"`."""
+    return MetricName.parse(name).on(split).format()
+
+
+def direction(name: str) -> Direction:
+    """Which side of the logged metric `name` is better; UnknownMetric for a name the project never logs."""
+    return MetricName.parse(name).direction
+
+
+def higher_is_better(name: str) -> bool:
+    """True when a larger value of `name` is better; False when smaller is, or when neither side is."""
+    return direction(name) is Direction.HIGHER
