@@ -1,11 +1,15 @@
 """Loggers: W&B never hangs offline, images reach every logger, CSV history survives a resume."""
 
+import ast
 import csv
 import logging
 import socket
+from pathlib import Path
 
 import pytest
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+import lightning_genae.loggers
 from lightning_genae.cli import main
 from lightning_genae.loggers import RunFolderCSVLogger, wandb_offline_reason
 
@@ -55,6 +59,12 @@ def test_wandb_run_goes_offline_with_a_sync_hint_and_logs_images(
     assert (run_dir / "metrics.csv").is_file(), "CSV is always on"
 
 
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
+
+
 def test_csv_resume_keeps_history_before_the_checkpoint_only(tmp_path):
     rows = [
         {"step": 2, "train/loss": 1.0, "val/loss": ""},
@@ -80,3 +90,75 @@ def test_csv_fresh_run_replaces_an_old_file(tmp_path):
     logger.log_metrics({"new": 1.0}, step=0)
     logger.save()
     assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == "new,step"
+
+
+def test_csv_key_first_logged_later_gets_a_column_blank_in_earlier_rows(tmp_path):
+    logger = RunFolderCSVLogger(tmp_path)
+    logger.log_metrics({"train/loss": 1.0}, step=1)
+    logger.save()
+    logger.log_metrics({"train/loss": 0.9, "val/loss": 0.8}, step=2)
+    logger.save()
+    header, rows = read_csv(tmp_path / "metrics.csv")
+    assert header == ["step", "train/loss", "val/loss"]
+    assert [(row["step"], row["train/loss"], row["val/loss"]) for row in rows] == [
+        ("1", "1.0", ""),
+        ("2", "0.9", "0.8"),
+    ]
+
+
+def test_csv_rows_reach_the_file_on_save_not_before(tmp_path):
+    logger = RunFolderCSVLogger(tmp_path)
+    logger.log_metrics({"train/loss": 1.0}, step=1)
+    logger.save()
+    logger.log_metrics({"train/loss": 0.5}, step=2)
+    # A crash now loses the unsaved row only.
+    assert [row["step"] for row in read_csv(tmp_path / "metrics.csv")[1]] == ["1"]
+    logger.finalize("success")
+    assert [row["step"] for row in read_csv(tmp_path / "metrics.csv")[1]] == ["1", "2"]
+
+
+def test_csv_resume_keeps_columns_of_the_old_file_and_adds_new_ones(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step,train/loss,val/fd\n1,1.0,\n2,,9.0\n3,0.8,\n")
+    logger = RunFolderCSVLogger(tmp_path, resume_step=3)
+    logger.log_metrics({"train/loss": 0.7, "train/new": 5.0}, step=3)
+    logger.save()
+    header, rows = read_csv(tmp_path / "metrics.csv")
+    assert header == ["step", "train/loss", "train/new", "val/fd"]
+    assert [tuple(row.values()) for row in rows] == [
+        ("1", "1.0", "", ""),
+        ("2", "", "", "9.0"),
+        ("3", "0.7", "5.0", ""),
+    ]
+
+
+def test_csv_file_is_left_alone_until_rank_zero_saves(tmp_path, monkeypatch):
+    # Loggers are built on every process before ranks are known; only rank zero may touch the file.
+    old = "step,old\n1,2\n"
+    (tmp_path / "metrics.csv").write_text(old)
+    logger = RunFolderCSVLogger(tmp_path)
+    assert (tmp_path / "metrics.csv").read_text() == old
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    logger.log_metrics({"new": 1.0}, step=0)
+    logger.save()
+    logger.finalize("success")
+    assert (tmp_path / "metrics.csv").read_text() == old
+
+
+def test_loggers_use_no_private_lightning_api():
+    # Private Lightning classes change without notice between releases (see RunFolderCSVLogger).
+    tree = ast.parse(Path(lightning_genae.loggers.__file__).read_text())
+    imported = [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    ]
+    imported += [
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    ]
+    lightning = [name for name in imported if name.split(".")[0] in LIGHTNING]
+    assert lightning, "the check must see loggers.py's Lightning imports"
+    assert [name for name in lightning if any(part.startswith("_") for part in name.split("."))] == []
+
+
+LIGHTNING = {"lightning", "lightning_fabric", "pytorch_lightning"}
