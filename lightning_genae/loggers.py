@@ -202,7 +202,9 @@ def build_loggers(
             # Resuming a run folder continues its W&B run rather than starting a second one.
             id=_stable_wandb_id(run_dir),
             resume="allow",
+            settings=_quiet_wandb_settings(offline),
         )
+        _drop_retired_anonymous_setting(wandb_logger)
         if offline:
             rank_zero_info(
                 f"wandb: offline ({reason}); upload later with: wandb sync {wandb_dir}/offline-run-*"
@@ -218,6 +220,35 @@ def finish_loggers(loggers: Sequence[Logger], final_metrics: dict[str, float]) -
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(final_metrics)
             logger.experiment.finish()
+
+
+def _quiet_wandb_settings(offline: bool) -> dict[str, bool]:
+    """wandb.init settings that leave the terminal to what a user can act on.
+
+    Offline, everything the run prints (version banner, local folder, `wandb leet`, run history, sync
+    command) repeats our one line or the run folder, so `silent` drops it; wandb's own warnings and
+    errors outside the run still print. Online, `quiet` keeps the run's URL, the upload count, warnings
+    and errors, and drops the banner, the history panel and the log paths; `silent` would hide the URL.
+    Per-run settings, so nothing else in the process changes.
+    """
+    return {"silent": True} if offline else {"quiet": True}
+
+
+def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:
+    """Stop WandbLogger passing `anonymous=None` to wandb.init, which recent wandb warns about.
+
+    Lightning sets that retired setting whatever the caller passes and offers no argument to leave it
+    out, so this edits the arguments WandbLogger keeps for wandb.init. Absent and None both mean wandb's
+    default, so the run is the same; should Lightning rename the attribute or stop passing the setting,
+    this does nothing and at worst the warning is back.
+    """
+    init_arguments = getattr(logger, "_wandb_init", None)
+    if (
+        isinstance(init_arguments, dict)
+        and "anonymous" in init_arguments
+        and init_arguments["anonymous"] is None
+    ):
+        del init_arguments["anonymous"]
 
 
 def _stable_wandb_id(run_dir: Path) -> str:

@@ -2,16 +2,19 @@
 
 import ast
 import csv
-import logging
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import lightning_genae.loggers
-from lightning_genae.cli import main
-from lightning_genae.loggers import RunFolderCSVLogger, wandb_offline_reason
+from lightning_genae.loggers import RunFolderCSVLogger, build_loggers, wandb_offline_reason
+
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL = ["--data", "digits", "--width", "8", "--latent-dim", "8", "--batch-size", "32", "--image-every", "2"]
 
@@ -43,20 +46,50 @@ def test_wandb_mode_offline_is_respected(monkeypatch):
     assert wandb_offline_reason() == "WANDB_MODE=offline"
 
 
-def test_wandb_run_goes_offline_with_a_sync_hint_and_logs_images(
-    no_wandb_credentials, tmp_path, capsys, caplog
-):
-    caplog.set_level(logging.INFO)
+def test_wandb_offline_run_prints_one_line_from_wandb_and_logs_images(no_wandb_credentials, tmp_path):
+    # A real process: wandb prints some warnings once per process, so an in-process run could miss them.
     run_dir = tmp_path / "run"
-    code = main(["--model", "gan", *SMALL, "--max-steps", "2", "--logger", "wandb", "--output", str(run_dir)])
-    assert code == 0
-    # Lightning's info lines reach stdout in a terminal and pytest's log capture here.
-    out = capsys.readouterr().out + caplog.text
-    assert "wandb: offline (no W&B API key" in out and f"wandb sync {run_dir / 'wandb'}" in out
+    environment = {key: value for key, value in os.environ.items() if key != "WANDB_MODE"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--model", "gan", *SMALL, "--max-steps", "2"]
+        + ["--logger", "wandb", "--output", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    wandb_lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("wandb:")]
+    assert wandb_lines == [
+        "wandb: offline (no W&B API key (set WANDB_API_KEY or run `wandb login`)); "
+        f"upload later with: wandb sync {run_dir / 'wandb'}/offline-run-*"
+    ]
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
     assert list(offline_runs[0].glob("files/media/images/samples_*.png")), "the sample grid reaches W&B"
     assert (run_dir / "metrics.csv").is_file(), "CSV is always on"
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
+def test_wandb_init_gets_the_same_run_with_quiet_settings(
+    no_wandb_credentials, tmp_path, monkeypatch, online
+):
+    wandb = pytest.importorskip("wandb")
+    if online:
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+        monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: socket.socket())
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or object())
+    for _ in range(2):  # a second build is a resume of the same run folder
+        loggers = build_loggers(["wandb"], tmp_path, run_name="run", wandb_project="project")
+        _ = loggers[1].experiment
+    first, resumed = calls
+    assert first["id"] == resumed["id"] and first["resume"] == "allow"
+    assert first["project"] == "project" and first["name"] == "run" and first["dir"] == str(tmp_path)
+    # Online keeps W&B's lines with the run's URL; offline our own line replaces W&B's banner.
+    assert first["settings"] == ({"quiet": True} if online else {"silent": True})
+    assert "anonymous" not in first, "recent wandb warns about any value of this retired setting"
+    assert (os.environ.get("WANDB_MODE") == "dryrun") is not online
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
