@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import wandb
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import lightning_genae.loggers
@@ -74,7 +75,6 @@ def test_wandb_offline_run_prints_one_line_from_wandb_and_logs_images(no_wandb_c
 def test_wandb_init_gets_the_same_run_with_quiet_settings(
     no_wandb_credentials, tmp_path, monkeypatch, online
 ):
-    wandb = pytest.importorskip("wandb")
     if online:
         monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
         monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: socket.socket())
