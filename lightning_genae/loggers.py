@@ -8,18 +8,18 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.loggers.csv_logs import _ExperimentWriter
-from lightning_fabric.loggers.logger import rank_zero_experiment
-from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torchvision.utils import make_grid, save_image
+
+from lightning_genae.cache import write_atomically
 
 LOGGER_CHOICES = {
     "csv": "metrics.csv in the run folder (always on)",
@@ -27,63 +27,130 @@ LOGGER_CHOICES = {
     "wandb": "Weights & Biases; offline (sync later) when there is no API key or no network",
 }
 WANDB_HOST = "api.wandb.ai"
+METRICS_FILE = "metrics.csv"
 
 
-class _AppendingWriter(_ExperimentWriter):
-    """CSV writer that keeps an existing metrics.csv, dropping rows a resumed run will log again."""
+class RunFolderCSVLogger(Logger):
+    """`<run>/metrics.csv` with no version sub-folders; a resumed run continues the same file.
 
-    def __init__(self, log_dir: str, keep_before_step: int | None) -> None:
-        self._keep_before_step = keep_before_step
-        super().__init__(log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        path = Path(self.metrics_file_path)
-        if not path.is_file():
-            return
-        if self._keep_before_step is None:
-            path.unlink()
-            return
-        with path.open(newline="") as file:
-            reader = csv.DictReader(file)
-            self.metrics_keys = sorted(reader.fieldnames or [])
-            rows = [row for row in reader if self._logged_before_resume(row)]
-        with path.open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def _logged_before_resume(self, row: dict[str, str]) -> bool:
-        step = int(float(row.get("step") or 0))
-        if step < self._keep_before_step:
-            return True
-        # Validation at the resume step ran before that checkpoint was saved; training rows there did not.
-        is_training_row = any(row.get(key) for key in row if key.startswith("train/"))
-        return step == self._keep_before_step and not is_training_row
-
-
-class RunFolderCSVLogger(CSVLogger):
-    """`<run>/metrics.csv` with no version sub-folders; on resume it continues the same file."""
+    A logger of our own on Lightning's public `Logger` rather than its `CSVLogger`: CSVLogger's writer
+    deletes an existing metrics.csv when it starts and builds its header from this session's keys only, so
+    keeping the history across a resume meant subclassing its private `_ExperimentWriter`. What a run
+    folder needs is small: rows buffered by `log_metrics` and appended by `save()` (Lightning calls it
+    after every logging step and at the end, so a crash loses at most the unsaved rows), one `step`
+    column, and a header that is the union of every key logged (a key first logged later gets a column,
+    blank in earlier rows).
+    """
 
     def __init__(self, run_dir: str | Path, resume_step: int | None = None) -> None:
-        super().__init__(save_dir=str(run_dir), name="", version="")
+        super().__init__()
+        self._run_dir = Path(run_dir)
         self._resume_step = resume_step
+        self._rows: list[dict[str, Any]] = []
+        # The file is prepared on rank zero's first save(), not here: loggers are built on every process
+        # before the Trainer knows which one is rank zero.
+        self._keys: list[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def save_dir(self) -> str:
+        return str(self._run_dir)
+
+    @property
+    def root_dir(self) -> str:
+        return str(self._run_dir)
 
     @property
     def log_dir(self) -> str:
-        return self.save_dir
+        return str(self._run_dir)
 
     @property
-    @rank_zero_experiment
-    def experiment(self) -> _ExperimentWriter:
-        if self._experiment is None:
-            os.makedirs(self.save_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(self.save_dir, keep_before_step=self._resume_step)
-        return self._experiment
+    def _metrics_file(self) -> Path:
+        return self._run_dir / METRICS_FILE
 
     @rank_zero_only
-    def log_hyperparams(self, params: Any = None) -> None:
+    def log_hyperparams(self, params: Any = None, *args: Any, **kwargs: Any) -> None:
         # config.yaml in the run folder is the record of the configuration.
         return None
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        row = {key: _plain(value) for key, value in metrics.items()}
+        # Lightning always passes the step; without one, rows are numbered as Lightning's CSVLogger does.
+        row["step"] = len(self._rows) if step is None else step
+        self._rows.append(row)
+
+    @rank_zero_only
+    def save(self) -> None:
+        if self._keys is None:
+            self._keys = self._prepare_file()
+        if not self._rows:
+            return
+        new_keys = set().union(*self._rows) - set(self._keys)
+        if new_keys:
+            self._keys = sorted({*self._keys, *new_keys})
+            if self._metrics_file.is_file():
+                self._rewrite(self._read_rows(), self._keys)
+        is_new_file = not self._metrics_file.is_file()
+        with self._metrics_file.open("a", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self._keys)
+            if is_new_file:
+                writer.writeheader()
+            writer.writerows(self._rows)
+        self._rows = []
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
+
+    def _prepare_file(self) -> list[str]:
+        """The header to continue with: none for a fresh run (an old file goes), else the kept rows' keys."""
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        if not self._metrics_file.is_file():
+            return []
+        if self._resume_step is None:
+            self._metrics_file.unlink()
+            return []
+        with self._metrics_file.open(newline="") as file:
+            reader = csv.DictReader(file)
+            keys = sorted(reader.fieldnames or [])
+            rows = [row for row in reader if self._logged_before_resume(row)]
+        self._rewrite(rows, keys)
+        return keys
+
+    def _logged_before_resume(self, row: dict[str, str]) -> bool:
+        step = int(float(row.get("step") or 0))
+        if step < self._resume_step:
+            return True
+        # Validation at the resume step ran before that checkpoint was saved; training rows there did not.
+        is_training_row = any(row.get(key) for key in row if key.startswith("train/"))
+        return step == self._resume_step and not is_training_row
+
+    def _read_rows(self) -> list[dict[str, str]]:
+        with self._metrics_file.open(newline="") as file:
+            return list(csv.DictReader(file))
+
+    def _rewrite(self, rows: list[dict[str, str]], keys: list[str]) -> None:
+        """The whole file again under the header `keys`; atomic, so a crash here keeps the old file."""
+
+        def write(path: str) -> None:
+            with open(path, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        write_atomically(self._metrics_file, write)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, torch.Tensor) else value
 
 
 def wandb_offline_reason() -> str | None:
@@ -135,7 +202,9 @@ def build_loggers(
             # Resuming a run folder continues its W&B run rather than starting a second one.
             id=_stable_wandb_id(run_dir),
             resume="allow",
+            settings=_quiet_wandb_settings(offline),
         )
+        _drop_retired_anonymous_setting(wandb_logger)
         if offline:
             rank_zero_info(
                 f"wandb: offline ({reason}); upload later with: wandb sync {wandb_dir}/offline-run-*"
@@ -151,6 +220,35 @@ def finish_loggers(loggers: Sequence[Logger], final_metrics: dict[str, float]) -
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(final_metrics)
             logger.experiment.finish()
+
+
+def _quiet_wandb_settings(offline: bool) -> dict[str, bool]:
+    """wandb.init settings that leave the terminal to what a user can act on.
+
+    Offline, everything the run prints (version banner, local folder, `wandb leet`, run history, sync
+    command) repeats our one line or the run folder, so `silent` drops it; wandb's own warnings and
+    errors outside the run still print. Online, `quiet` keeps the run's URL, the upload count, warnings
+    and errors, and drops the banner, the history panel and the log paths; `silent` would hide the URL.
+    Per-run settings, so nothing else in the process changes.
+    """
+    return {"silent": True} if offline else {"quiet": True}
+
+
+def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:
+    """Stop WandbLogger passing `anonymous=None` to wandb.init, which recent wandb warns about.
+
+    Lightning sets that retired setting whatever the caller passes and offers no argument to leave it
+    out, so this edits the arguments WandbLogger keeps for wandb.init. Absent and None both mean wandb's
+    default, so the run is the same; should Lightning rename the attribute or stop passing the setting,
+    this does nothing and at worst the warning is back.
+    """
+    init_arguments = getattr(logger, "_wandb_init", None)
+    if (
+        isinstance(init_arguments, dict)
+        and "anonymous" in init_arguments
+        and init_arguments["anonymous"] is None
+    ):
+        del init_arguments["anonymous"]
 
 
 def _stable_wandb_id(run_dir: Path) -> str:

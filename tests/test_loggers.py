@@ -1,13 +1,21 @@
 """Loggers: W&B never hangs offline, images reach every logger, CSV history survives a resume."""
 
+import ast
 import csv
-import logging
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import wandb
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from lightning_genae.cli import main
-from lightning_genae.loggers import RunFolderCSVLogger, wandb_offline_reason
+import lightning_genae.loggers
+from lightning_genae.loggers import RunFolderCSVLogger, build_loggers, wandb_offline_reason
+
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL = ["--data", "digits", "--width", "8", "--latent-dim", "8", "--batch-size", "32", "--image-every", "2"]
 
@@ -39,20 +47,55 @@ def test_wandb_mode_offline_is_respected(monkeypatch):
     assert wandb_offline_reason() == "WANDB_MODE=offline"
 
 
-def test_wandb_run_goes_offline_with_a_sync_hint_and_logs_images(
-    no_wandb_credentials, tmp_path, capsys, caplog
-):
-    caplog.set_level(logging.INFO)
+def test_wandb_offline_run_prints_one_line_from_wandb_and_logs_images(no_wandb_credentials, tmp_path):
+    # A real process: wandb prints some warnings once per process, so an in-process run could miss them.
     run_dir = tmp_path / "run"
-    code = main(["--model", "gan", *SMALL, "--max-steps", "2", "--logger", "wandb", "--output", str(run_dir)])
-    assert code == 0
-    # Lightning's info lines reach stdout in a terminal and pytest's log capture here.
-    out = capsys.readouterr().out + caplog.text
-    assert "wandb: offline (no W&B API key" in out and f"wandb sync {run_dir / 'wandb'}" in out
+    environment = {key: value for key, value in os.environ.items() if key != "WANDB_MODE"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--model", "gan", *SMALL, "--max-steps", "2"]
+        + ["--logger", "wandb", "--output", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    wandb_lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("wandb:")]
+    assert wandb_lines == [
+        "wandb: offline (no W&B API key (set WANDB_API_KEY or run `wandb login`)); "
+        f"upload later with: wandb sync {run_dir / 'wandb'}/offline-run-*"
+    ]
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
     assert list(offline_runs[0].glob("files/media/images/samples_*.png")), "the sample grid reaches W&B"
     assert (run_dir / "metrics.csv").is_file(), "CSV is always on"
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
+def test_wandb_init_gets_the_same_run_with_quiet_settings(
+    no_wandb_credentials, tmp_path, monkeypatch, online
+):
+    if online:
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+        monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: socket.socket())
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or object())
+    for _ in range(2):  # a second build is a resume of the same run folder
+        loggers = build_loggers(["wandb"], tmp_path, run_name="run", wandb_project="project")
+        _ = loggers[1].experiment
+    first, resumed = calls
+    assert first["id"] == resumed["id"] and first["resume"] == "allow"
+    assert first["project"] == "project" and first["name"] == "run" and first["dir"] == str(tmp_path)
+    # Online keeps W&B's lines with the run's URL; offline our own line replaces W&B's banner.
+    assert first["settings"] == ({"quiet": True} if online else {"silent": True})
+    assert "anonymous" not in first, "recent wandb warns about any value of this retired setting"
+    assert (os.environ.get("WANDB_MODE") == "dryrun") is not online
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
 
 
 def test_csv_resume_keeps_history_before_the_checkpoint_only(tmp_path):
@@ -80,3 +123,75 @@ def test_csv_fresh_run_replaces_an_old_file(tmp_path):
     logger.log_metrics({"new": 1.0}, step=0)
     logger.save()
     assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == "new,step"
+
+
+def test_csv_key_first_logged_later_gets_a_column_blank_in_earlier_rows(tmp_path):
+    logger = RunFolderCSVLogger(tmp_path)
+    logger.log_metrics({"train/loss": 1.0}, step=1)
+    logger.save()
+    logger.log_metrics({"train/loss": 0.9, "val/loss": 0.8}, step=2)
+    logger.save()
+    header, rows = read_csv(tmp_path / "metrics.csv")
+    assert header == ["step", "train/loss", "val/loss"]
+    assert [(row["step"], row["train/loss"], row["val/loss"]) for row in rows] == [
+        ("1", "1.0", ""),
+        ("2", "0.9", "0.8"),
+    ]
+
+
+def test_csv_rows_reach_the_file_on_save_not_before(tmp_path):
+    logger = RunFolderCSVLogger(tmp_path)
+    logger.log_metrics({"train/loss": 1.0}, step=1)
+    logger.save()
+    logger.log_metrics({"train/loss": 0.5}, step=2)
+    # A crash now loses the unsaved row only.
+    assert [row["step"] for row in read_csv(tmp_path / "metrics.csv")[1]] == ["1"]
+    logger.finalize("success")
+    assert [row["step"] for row in read_csv(tmp_path / "metrics.csv")[1]] == ["1", "2"]
+
+
+def test_csv_resume_keeps_columns_of_the_old_file_and_adds_new_ones(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step,train/loss,val/fd\n1,1.0,\n2,,9.0\n3,0.8,\n")
+    logger = RunFolderCSVLogger(tmp_path, resume_step=3)
+    logger.log_metrics({"train/loss": 0.7, "train/new": 5.0}, step=3)
+    logger.save()
+    header, rows = read_csv(tmp_path / "metrics.csv")
+    assert header == ["step", "train/loss", "train/new", "val/fd"]
+    assert [tuple(row.values()) for row in rows] == [
+        ("1", "1.0", "", ""),
+        ("2", "", "", "9.0"),
+        ("3", "0.7", "5.0", ""),
+    ]
+
+
+def test_csv_file_is_left_alone_until_rank_zero_saves(tmp_path, monkeypatch):
+    # Loggers are built on every process before ranks are known; only rank zero may touch the file.
+    old = "step,old\n1,2\n"
+    (tmp_path / "metrics.csv").write_text(old)
+    logger = RunFolderCSVLogger(tmp_path)
+    assert (tmp_path / "metrics.csv").read_text() == old
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    logger.log_metrics({"new": 1.0}, step=0)
+    logger.save()
+    logger.finalize("success")
+    assert (tmp_path / "metrics.csv").read_text() == old
+
+
+def test_loggers_use_no_private_lightning_api():
+    # Private Lightning classes change without notice between releases (see RunFolderCSVLogger).
+    tree = ast.parse(Path(lightning_genae.loggers.__file__).read_text())
+    imported = [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    ]
+    imported += [
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    ]
+    lightning = [name for name in imported if name.split(".")[0] in LIGHTNING]
+    assert lightning, "the check must see loggers.py's Lightning imports"
+    assert [name for name in lightning if any(part.startswith("_") for part in name.split("."))] == []
+
+
+LIGHTNING = {"lightning", "lightning_fabric", "pytorch_lightning"}
