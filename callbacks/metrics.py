@@ -15,13 +15,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from datamodules.base import ImageDataModule, to_uint8
 from lightning_genae.cache import cache_root, write_atomically
+from lightning_genae.console import say
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.distances import feature_metrics
 from lightning_genae.metrics.representation import representation_metrics
@@ -164,7 +164,7 @@ class GenerativeMetrics(Callback):
             "backbone": self.backbone.description,
         }
         if trainer.state.fn != "fit":
-            rank_zero_info(
+            say(
                 f"{stage}: {metric_name('fd', self.backbone.name)} = {values['fd']:.4g} "
                 f"({len(fake)} generated vs {len(real)} real {stage} images, {self.backbone.description})"
             )

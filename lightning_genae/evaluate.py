@@ -12,7 +12,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.metrics import (
     RealFeatures,
@@ -24,6 +23,7 @@ from callbacks.metrics import (
 from datamodules.folder import scan_folder
 from datamodules.imagefiles import read_images
 from lightning_genae.config import RunConfig, merge
+from lightning_genae.console import say
 from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.metrics.backbones import BACKBONES, BackboneUnavailable, load_backbone
 from lightning_genae.metrics.distances import feature_metrics
@@ -104,7 +104,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     if trainer.is_global_zero:
         output = Path(config.output) if options.get("output") else run_folder_of(state.path)
         path = _write(output, result)
-        rank_zero_info(f"\n{format_metrics_table(metrics)}\nwrote {path}")
+        say(f"\n{format_metrics_table(metrics)}\nwrote {path}")
     return result
 
 
@@ -143,7 +143,7 @@ def evaluate_folder(folder: str, options: dict[str, Any]) -> dict[str, Any]:
             )
         except BackboneUnavailable as error:
             result["skipped"][name] = str(error)
-            rank_zero_info(f"{name} metrics skipped: {error}")
+            say(f"{name} metrics skipped: {error}")
             continue
         real_all = RealFeatures(backbone).get(datamodule, "test", device)
         n = min(config.eval_samples, len(real_all), len(images))
@@ -158,5 +158,5 @@ def evaluate_folder(folder: str, options: dict[str, Any]) -> dict[str, Any]:
             f"--evaluate-folder: no feature backbone available ({'; '.join(result['skipped'].values())})"
         )
     path = _write(Path(config.output), result)
-    rank_zero_info(f"\n{format_metrics_table(result['metrics'])}\nwrote {path}")
+    say(f"\n{format_metrics_table(result['metrics'])}\nwrote {path}")
     return result

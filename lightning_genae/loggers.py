@@ -17,9 +17,10 @@ import torch
 from lightning_fabric.loggers.csv_logs import _ExperimentWriter
 from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torchvision.utils import make_grid, save_image
+
+from lightning_genae.console import say
 
 LOGGER_CHOICES = {
     "csv": "metrics.csv in the run folder (always on)",
@@ -137,9 +138,7 @@ def build_loggers(
             resume="allow",
         )
         if offline:
-            rank_zero_info(
-                f"wandb: offline ({reason}); upload later with: wandb sync {wandb_dir}/offline-run-*"
-            )
+            say(f"wandb: offline ({reason}); upload later with: wandb sync {wandb_dir}/offline-run-*")
         loggers.append(wandb_logger)
     return loggers
 

@@ -16,7 +16,7 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_warn
 
 from callbacks import AugmentationPreview, InterpolationGrid, ReconstructionGrid, SampleGrid
 from callbacks.metrics import GenerativeMetrics, RepresentationMetrics, headline_metric
@@ -27,6 +27,7 @@ from lightning_genae.augmentation import AugmentPlan, parse_augment, resolve_aug
 from lightning_genae.augmentation.discriminator import DiscriminatorAugmentation
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.config import PER_INVOCATION, RunConfig, resolve_model_options, validate_values
+from lightning_genae.console import say
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.loggers import LOGGER_CHOICES, build_loggers, finish_loggers
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
@@ -384,7 +385,7 @@ def attach_augmentation(
         # How faithful the augmenter is, so a bad one is visible next to the ablation's numbers.
         origin["val_recon_mse"] = reconstruction_mse(augmenter, datamodule.split_tensors("val")[0][:2000])
         record["augmenter"] = origin
-        rank_zero_info(
+        say(
             f"augmenter: {origin['family']}, {origin['source']} ({origin['path']}); "
             f"validation reconstruction MSE {origin['val_recon_mse']:.4f}"
         )
@@ -468,7 +469,7 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
             saved[key] = None
         header = f"# lightning-genae run; re-run with: python run.py --config {run_dir}/config.yaml\n"
         (run_dir / "config.yaml").write_text(header + RunConfig(**saved).to_yaml())
-        rank_zero_info(f"run folder: {run_dir}  ({datamodule.summary()})")
+        say(f"run folder: {run_dir}  ({datamodule.summary()})")
     for logger in loggers[1:]:
         logger.log_hyperparams(config.to_dict())
 
@@ -499,9 +500,7 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        rank_zero_info(
-            f"\nfinal metrics (step {summary['global_step']}):\n{format_metrics_table(final_metrics)}"
-        )
-        rank_zero_info(f"run folder: {run_dir}")
+        say(f"\nfinal metrics (step {summary['global_step']}):\n{format_metrics_table(final_metrics)}")
+        say(f"run folder: {run_dir}")
     finish_loggers(loggers, final_metrics)
     return summary

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 
 from datamodules.base import map_images, to_model_range
 from lightning_genae.cache import cache_root, write_atomically
+from lightning_genae.console import say
 from lightning_genae.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -221,11 +221,9 @@ def train_augmenter(
     data.prepare_data()
     num_train = len(data.split_tensors("train")[0])
     family = plan.augmenter_family
-    print(
+    say(
         f"augmenter: training a {family} on the {num_train} training images of {datamodule.name} "
-        f"({plan.augmenter_steps} iterations, seed {seed}); cached at {path}",
-        file=sys.stderr,
-        flush=True,
+        f"({plan.augmenter_steps} iterations, seed {seed}); cached at {path}"
     )
     config = RunConfig(
         model=family,
@@ -261,11 +259,12 @@ def train_augmenter(
             limit_val_batches=0,
             num_sanity_val_steps=0,
             enable_model_summary=False,
-            log_every_n_steps=50,
+            # Every 50 iterations, or every epoch when an epoch is shorter (Lightning warns otherwise).
+            log_every_n_steps=max(1, min(50, num_train // AUGMENTER_BATCH)),
         )
         trainer.fit(module, datamodule=data)
     # A concurrent run (another grid cell) must never read half a checkpoint.
-    write_atomically(path, trainer.save_checkpoint)
+    write_atomically(path, lambda target: trainer.save_checkpoint(target, weights_only=False))
 
 
 def load_augmenter(
