@@ -27,7 +27,7 @@ from lightning_genae.augmentation import AugmentPlan, parse_augment, resolve_aug
 from lightning_genae.augmentation.discriminator import DiscriminatorAugmentation
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.config import PER_INVOCATION, RunConfig, resolve_model_options, validate_values
-from lightning_genae.console import say
+from lightning_genae.console import IterationProgressBar, describe_model, describe_training, say
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.loggers import LOGGER_CHOICES, build_loggers, finish_loggers
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
@@ -262,7 +262,9 @@ def build_trainer(
             max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
             **hardware_arguments(config, model),
             logger=loggers,
-            callbacks=callbacks,
+            callbacks=[*callbacks, IterationProgressBar()],
+            # The console prints one line about the model instead of Lightning's table.
+            enable_model_summary=False,
             log_every_n_steps=min(10, config.eval_every),
             # Validation by iteration count across epoch boundaries, so tiny and huge datasets behave alike.
             val_check_interval=config.eval_every,
@@ -470,10 +472,15 @@ def run(config: RunConfig, resume: ResumeState | None = None) -> dict[str, Any]:
         header = f"# lightning-genae run; re-run with: python run.py --config {run_dir}/config.yaml\n"
         (run_dir / "config.yaml").write_text(header + RunConfig(**saved).to_yaml())
         say(f"run folder: {run_dir}  ({datamodule.summary()})")
+        say(describe_model(config.model, model, trainer))
+        if resume is not None:
+            say(f"resuming from {resume.path} at iteration {resume_step}")
     for logger in loggers[1:]:
         logger.log_hyperparams(config.to_dict())
 
+    fit_started = time.time()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None)
+    say(describe_training(resume_step or 0, model.iteration, time.time() - fit_started))
     fit_metrics = _floats(trainer.callback_metrics)
     log_last_training_values(trainer, model, fit_metrics)
     if not config.fast_dev_run:

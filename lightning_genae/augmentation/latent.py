@@ -213,6 +213,7 @@ def train_augmenter(
     from pytorch_lightning.loggers import CSVLogger
 
     from lightning_genae.config import RunConfig
+    from lightning_genae.console import IterationProgressBar
     from lightning_genae.models import MODELS
     from lightning_genae.train import StoreRunConfig
 
@@ -254,7 +255,7 @@ def train_augmenter(
             # Inside a SLURM/torchrun job this is still one process on one device, not the job's world.
             plugins=[LightningEnvironment()],
             logger=CSVLogger(str(path.parent), name=path.stem, version=""),
-            callbacks=[StoreRunConfig(config)],
+            callbacks=[StoreRunConfig(config), IterationProgressBar("augmenter")],
             enable_checkpointing=False,
             limit_val_batches=0,
             num_sanity_val_steps=0,
