@@ -15,12 +15,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from datamodules.base import to_uint8
+from lightning_genae.console import say
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated
 from lightning_genae.metrics.names import metric_name
@@ -100,7 +100,7 @@ class GenerativeMetrics(Callback):
         self.records[stage] = score.record()
         if trainer.state.fn != "fit":
             headline = metric_name("fd", self.backbone.name)
-            rank_zero_info(
+            say(
                 f"{stage}: {headline} = {score.values[headline]:.4g} ({score.n_fake} generated vs "
                 f"{score.n_real} real {stage} images, {score.backbone})"
             )

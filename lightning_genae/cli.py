@@ -6,9 +6,7 @@ Precedence: RunConfig defaults < resumed checkpoint's configuration < `--config 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
@@ -22,6 +20,7 @@ from lightning_genae.augmentation import AUGMENTATIONS
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, load_config_file, merge, type_name
+from lightning_genae.console import quiet_lightning
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.loggers import LOGGER_CHOICES
 from lightning_genae.models import MODELS
@@ -222,23 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress_to_stdout() -> None:
-    """Lightning's information lines go to stdout, so stderr holds only problems (and one error line)."""
-    for name in ("pytorch_lightning", "lightning_fabric"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(sys.stdout)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure)."""
-    _progress_to_stdout()
-    # Data lives in memory and is batched by indexing, so worker processes would only add overhead.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-    # Checkpoints are meant to hold the weights after the iteration's updates.
-    warnings.filterwarnings("ignore", ".*ModelCheckpoint with manual optimization and every_n_train_steps.*")
-    warnings.filterwarnings("ignore", ".*val_dataloader` but have no `validation_step.*")
+    quiet_lightning()
     args = vars(build_parser().parse_args(argv))
     config_path = args.pop("config", None)
     print_config = args.pop("print_config", False)

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.metrics import RepresentationMetrics
 from datamodules import ImageDataModule
@@ -21,6 +20,7 @@ from datamodules.folder import scan_folder
 from datamodules.imagefiles import read_images
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import merge
+from lightning_genae.console import say
 from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
@@ -109,7 +109,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     if trainer.is_global_zero:
         output = Path(config.output) if options.get("output") else checkpoint.run_folder
         path = _write(output, result)
-        rank_zero_info(f"\n{format_metrics_table(metrics)}\nwrote {path}")
+        say(f"\n{format_metrics_table(metrics)}\nwrote {path}")
     return result
 
 
@@ -148,7 +148,7 @@ def evaluate_folder(folder: str, options: dict[str, Any]) -> dict[str, Any]:
             )
         except BackboneUnavailable as error:
             result["skipped"][name] = str(error)
-            rank_zero_info(f"{name} metrics skipped: {error}")
+            say(f"{name} metrics skipped: {error}")
             continue
         score = score_generated(
             RealFeatures(backbone),
@@ -173,5 +173,5 @@ def evaluate_folder(folder: str, options: dict[str, Any]) -> dict[str, Any]:
             f"--evaluate-folder: no feature backbone available ({'; '.join(result['skipped'].values())})"
         )
     path = _write(Path(config.output), result)
-    rank_zero_info(f"\n{format_metrics_table(result['metrics'])}\nwrote {path}")
+    say(f"\n{format_metrics_table(result['metrics'])}\nwrote {path}")
     return result

@@ -15,11 +15,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
 from lightning_genae.cache import write_atomically
+from lightning_genae.console import say
 
 LOGGER_CHOICES = {
     "csv": "metrics.csv in the run folder (always on)",
@@ -206,9 +206,7 @@ def build_loggers(
         )
         _drop_retired_anonymous_setting(wandb_logger)
         if offline:
-            rank_zero_info(
-                f"wandb: offline ({reason}); upload later with: wandb sync {wandb_dir}/offline-run-*"
-            )
+            say(f"wandb: offline ({reason}); upload later with: wandb sync {wandb_dir}/offline-run-*")
         loggers.append(wandb_logger)
     return loggers
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import RunConfig
+from lightning_genae.console import describe_model, describe_training, say
 from lightning_genae.errors import ConfigError
 from lightning_genae.evaluate import final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
@@ -104,10 +104,14 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         run_dir.mkdir(parents=True, exist_ok=True)
         header = f"# lightning-genae run; re-run with: python run.py --config {run_dir}/config.yaml\n"
         (run_dir / "config.yaml").write_text(header + config.experiment().to_yaml())
-        rank_zero_info(f"run folder: {run_dir}  ({datamodule.summary()})")
+        say(f"run folder: {run_dir}  ({datamodule.summary()})")
+        say(describe_model(config.model, model, trainer))
+        if resume is not None:
+            say(f"resuming from {resume.path} at iteration {resume_step}")
     for logger in loggers[1:]:
         logger.log_hyperparams(config.to_dict())
 
+    fit_started = time.time()
     trainer.fit(
         model,
         datamodule=datamodule,
@@ -115,6 +119,7 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         # Tensors and plain values only: resuming never runs code from the checkpoint file.
         weights_only=True,
     )
+    say(describe_training(resume_step or 0, model.iteration, time.time() - fit_started))
     fit_metrics = scalar_metrics(trainer.callback_metrics)
     log_last_training_values(trainer, model, fit_metrics)
     if not config.fast_dev_run:
@@ -141,9 +146,7 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
     }
     if trainer.is_global_zero:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        rank_zero_info(
-            f"\nfinal metrics (step {summary['global_step']}):\n{format_metrics_table(final_metrics)}"
-        )
-        rank_zero_info(f"run folder: {run_dir}")
+        say(f"\nfinal metrics (step {summary['global_step']}):\n{format_metrics_table(final_metrics)}")
+        say(f"run folder: {run_dir}")
     finish_loggers(loggers, final_metrics)
     return summary

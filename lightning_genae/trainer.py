@@ -16,6 +16,7 @@ from callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from datamodules import ImageDataModule
 from lightning_genae.checkpoint import StoreRunConfig
 from lightning_genae.config import RunConfig
+from lightning_genae.console import IterationProgressBar
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.models import GenerativeModule, Sampler
@@ -145,7 +146,9 @@ def build_trainer(
             max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
             **hardware_arguments(config, model),
             logger=loggers,
-            callbacks=callbacks,
+            callbacks=[*callbacks, IterationProgressBar()],
+            # The console prints one line about the model instead of Lightning's table.
+            enable_model_summary=False,
             log_every_n_steps=min(10, config.eval_every),
             # Validation by iteration count across epoch boundaries, so tiny and huge datasets behave alike.
             val_check_interval=config.eval_every,

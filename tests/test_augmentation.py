@@ -159,7 +159,7 @@ def test_augmenter_sees_only_the_runs_train_size_subset(tmp_path, augmenter_cach
     run_dir = tmp_path / "run"
     args = ["--model", "ae", "--augment", "ae", "--train-size", "200", *AUGMENTER, *TINY]
     assert main([*args, "--max-steps", "3", "--output", str(run_dir)]) == 0
-    assert "on the 200 training images" in capsys.readouterr().err
+    assert "on the 200 training images" in capsys.readouterr().out
     # The augmenter's own training run and the run itself: neither loads more than the 200 images.
     assert len(sizes) >= 2 and set(sizes) == {200}
     augmenter = read_summary(run_dir)["augmentation"]["augmenter"]

@@ -7,13 +7,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 
 from datamodules import ImageDataModule
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.augmentation.datamodule import AugmentedDataModule
 from lightning_genae.augmentation.discriminator import DiscriminatorAugmentation
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
+from lightning_genae.console import say
 from lightning_genae.models import GenerativeModule
 
 
@@ -57,7 +57,7 @@ def attach_augmentation(
         # How faithful the augmenter is, so a bad one is visible next to the ablation's numbers.
         origin["val_recon_mse"] = reconstruction_mse(augmenter, datamodule.split_tensors("val")[0][:2000])
         record["augmenter"] = origin
-        rank_zero_info(
+        say(
             f"augmenter: {origin['family']}, {origin['source']} ({origin['path']}); "
             f"validation reconstruction MSE {origin['val_recon_mse']:.4f}"
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
 from lightning_genae.config import RunConfig
+from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.errors import ConfigError
 from lightning_genae.models import MODELS, GenerativeModule
 
@@ -212,11 +212,9 @@ def train_augmenter(
     data.prepare_data()
     num_train = len(data.split_tensors("train")[0])
     family = plan.augmenter_family
-    print(
-        f"augmenter: training a {family} on the {num_train} training images of {datamodule.name} "
-        f"({plan.augmenter_steps} iterations, seed {seed}); cached at {path}",
-        file=sys.stderr,
-        flush=True,
+    say(
+        f"augmenter: training the {family} family on the {num_train} training images of {datamodule.name} "
+        f"({plan.augmenter_steps} iterations, seed {seed}); cached at {path}"
     )
     config = RunConfig(
         model=family,
@@ -249,16 +247,17 @@ def train_augmenter(
             # Inside a SLURM/torchrun job this is still one process on one device, not the job's world.
             plugins=[LightningEnvironment()],
             logger=CSVLogger(str(path.parent), name=path.stem, version=""),
-            callbacks=[StoreRunConfig(config)],
+            callbacks=[StoreRunConfig(config), IterationProgressBar("augmenter")],
             enable_checkpointing=False,
             limit_val_batches=0,
             num_sanity_val_steps=0,
             enable_model_summary=False,
-            log_every_n_steps=50,
+            # Every 50 iterations, or every epoch when an epoch is shorter (Lightning warns otherwise).
+            log_every_n_steps=max(1, min(50, num_train // AUGMENTER_BATCH)),
         )
         trainer.fit(module, datamodule=data)
     # A concurrent run (another grid cell) must never read half a checkpoint.
-    write_atomically(path, trainer.save_checkpoint)
+    write_atomically(path, lambda target: trainer.save_checkpoint(target, weights_only=False))
 
 
 def load_augmenter(
