@@ -8,14 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
 from datamodules import DATASETS
 from lightning_genae import __version__
-from lightning_genae.ablation import GridCell
 from lightning_genae.augmentation import AUGMENTATIONS
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.checkpoint import RunCheckpoint
@@ -24,7 +22,7 @@ from lightning_genae.console import quiet_lightning
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.loggers import LOGGER_CHOICES
 from lightning_genae.models import MODELS
-from lightning_genae.resolve import DEFAULT_MAX_STEPS, ResolvedRun, model_option_names, resolve
+from lightning_genae.resolve import DEFAULT_MAX_STEPS, model_option_names, resolve
 
 GROUP_TITLES = {
     "what": "what to train on",
@@ -287,58 +285,24 @@ def _run_grid(
     print_config: bool,
 ) -> int:
     """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files."""
-    from lightning_genae.ablation import expand_grid, run_grid, summarize
+    from lightning_genae.ablation import plan_grid, run_grid, summarize
 
-    for option in ("resume", "fast_dev_run"):
-        if values.get(option):
-            raise ConfigError(f"--{option.replace('_', '-')} does not apply to a grid; run the cell alone")
-    shared = merge(values, {})
-    cells = expand_grid(
-        augments or [shared.augment],
-        train_sizes or [shared.train_size],
-        seeds or [shared.seed],
+    plan = plan_grid(
+        merge(values, {}), augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index
     )
-    if values.get("output"):
-        root = Path(values["output"])
-    elif grid_index is not None:
-        raise ConfigError("--grid-index needs --output ROOT, the folder all array tasks share")
-    else:
-        root = Path("runs") / f"ablation-{shared.model}-{shared.data}-{datetime.now():%Y%m%d-%H%M%S}"
-
-    def cell_run(cell: GridCell) -> ResolvedRun:
-        config = replace(
-            shared,
-            augment=cell.augment,
-            train_size=cell.train_size,
-            seed=cell.seed,
-            output=str(root / cell.name),
-            wandb_group=shared.wandb_group or root.name,
-        )
-        # Each cell keeps the augmentation options its augmentation reads; the grid checks the rest below.
-        return resolve(config, drop_unused_augment_options=True)
-
-    # Every cell is checked before the first one trains: a typo must not surface hours into a grid.
-    runs = {cell: cell_run(cell) for cell in cells}
-    used_somewhere = set().union(*(resolved.augment.options for resolved in runs.values()))
-    stray = [
-        key for key in AUGMENT_DEFAULTS if getattr(shared, key) is not None and key not in used_somewhere
-    ]
-    if stray:
-        flags = ", ".join("--" + key.replace("_", "-") for key in stray)
-        raise ConfigError(f"{flags} do(es) nothing with any --augment of this grid; drop it")
     if print_config:
-        for index, cell in enumerate(cells):
+        for index, cell in enumerate(plan.cells):
             print(f"# cell {index}: {cell.name}")
-            sys.stdout.write(runs[cell].config.to_yaml())
+            sys.stdout.write(plan.runs[cell].config.to_yaml())
         return 0
     from lightning_genae.train import run
 
-    outcomes = run_grid(cells, root, lambda cell, run_dir: run(runs[cell]), grid_index)
+    outcomes = run_grid(plan.cells, plan.root, lambda cell, run_dir: run(plan.runs[cell]), grid_index)
     if grid_index is None:
-        paths = summarize(root)
+        paths = summarize(plan.root)
         print("wrote " + ", ".join(str(path) for path in paths.values()))
     else:
-        print(f"cell {grid_index} done; once every cell has run: python run.py --summarize {root}")
+        print(f"cell {grid_index} done; once every cell has run: python run.py --summarize {plan.root}")
     return 1 if any(not outcome.ok for outcome in outcomes) else 0
 
 

@@ -15,14 +15,18 @@ import sys
 import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.cache import write_atomically
+from lightning_genae.config import RunConfig, flag
 from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.resolve import ResolvedRun, resolve
 
-__all__ = ["CellOutcome", "GridCell", "expand_grid", "run_grid"]
+__all__ = ["CellOutcome", "GridCell", "GridPlan", "expand_grid", "plan_grid", "run_grid"]
 
 FAILED_FILE = "failed.json"
 
@@ -79,6 +83,63 @@ def expand_grid(
         GridCell(augment, train_size, seed)
         for train_size, augment, seed in itertools.product(train_sizes, augments, seeds)
     ]
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """A grid ready to run: its root folder, its cells in index order, and each cell's resolved run."""
+
+    root: Path
+    cells: list[GridCell]
+    runs: dict[GridCell, ResolvedRun]
+
+
+def plan_grid(
+    shared: RunConfig,
+    *,
+    augments: Sequence[str] | None,
+    train_sizes: Sequence[int | None] | None,
+    seeds: Sequence[int] | None,
+    grid_index: int | None = None,
+) -> GridPlan:
+    """Every cell's configuration, resolved before the first one trains: a typo must not surface hours in.
+
+    `shared` holds what all cells have in common; a list left as None means the single value in `shared`.
+    """
+    for option in ("resume", "fast_dev_run"):
+        if getattr(shared, option):
+            raise ConfigError(f"{flag(option)} does not apply to a grid; run the cell alone")
+    cells = expand_grid(
+        augments or [shared.augment], train_sizes or [shared.train_size], seeds or [shared.seed]
+    )
+    if shared.output:
+        root = Path(shared.output)
+    elif grid_index is not None:
+        raise ConfigError("--grid-index needs --output ROOT, the folder all array tasks share")
+    else:
+        root = Path("runs") / f"ablation-{shared.model}-{shared.data}-{datetime.now():%Y%m%d-%H%M%S}"
+
+    def cell_run(cell: GridCell) -> ResolvedRun:
+        config = replace(
+            shared,
+            augment=cell.augment,
+            train_size=cell.train_size,
+            seed=cell.seed,
+            output=str(root / cell.name),
+            wandb_group=shared.wandb_group or root.name,
+        )
+        # Each cell keeps the augmentation options its augmentation reads; the grid checks the rest below.
+        return resolve(config, drop_unused_augment_options=True)
+
+    runs = {cell: cell_run(cell) for cell in cells}
+    used_somewhere = set().union(*(resolved.augment.options for resolved in runs.values()))
+    stray = [
+        key for key in AUGMENT_DEFAULTS if getattr(shared, key) is not None and key not in used_somewhere
+    ]
+    if stray:
+        flags = ", ".join(flag(key) for key in stray)
+        raise ConfigError(f"{flags} do(es) nothing with any --augment of this grid; drop it")
+    return GridPlan(root, cells, runs)
 
 
 def write_file_atomically(path: Path, text: str | bytes) -> None:
