@@ -88,8 +88,6 @@ class ImageDataModule(pl.LightningDataModule):
     # (C, H, W) of the stored images when neither image_size nor channels is given.
     default_shape: ClassVar[tuple[int, int, int]] = (3, 64, 64)
     classes: ClassVar[int | None] = None
-    # Only the folder dataset decodes images itself and can honour another size or channel count.
-    resizable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -243,7 +241,6 @@ class ImageDataModule(pl.LightningDataModule):
     # ----- device side -----
 
     to_model_range = staticmethod(to_model_range)
-    to_uint8 = staticmethod(to_uint8)
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Scale the uint8 batch to float [-1, 1] on the device (a quarter of the transfer of float32)."""

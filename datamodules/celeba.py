@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from datamodules.base import SPLITS, Batch, ImageDataModule
 from datamodules.imagefiles import read_images
+from lightning_genae.cache import write_atomically
 from lightning_genae.errors import DataError, describe_error
 
 IMAGE_SIZE = 64
@@ -126,13 +126,10 @@ class CelebADataModule(ImageDataModule):
                     f"re-extract img_align_celeba.zip into {self.celeba_dir}"
                 )
             arrays[split] = read_images(paths, IMAGE_SIZE, channels=3).numpy()
-        temporary = self.cache_path.with_name(f"{self.cache_path.name}.{os.getpid()}.tmp")
         try:
-            with temporary.open("wb") as file:
-                np.savez(file, **arrays)
-            os.replace(temporary, self.cache_path)
+            # Through an open file: np.savez given a name would append ".npz" to the temporary's name.
+            write_atomically(self.cache_path, lambda temporary: _save_npz(temporary, arrays))
         except OSError as exc:
-            temporary.unlink(missing_ok=True)
             warnings.warn(
                 f"could not write the CelebA cache {self.cache_path} ({describe_error(exc)}); "
                 "the JPEGs will be decoded again next run",
@@ -148,3 +145,8 @@ class CelebADataModule(ImageDataModule):
             split: (torch.from_numpy(array), torch.full((len(array),), -1, dtype=torch.long))
             for split, array in arrays.items()
         }
+
+
+def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as file:
+        np.savez(file, **arrays)

@@ -63,7 +63,6 @@ class ImageFolderDataModule(ImageDataModule):
         "at --image-size (64) and --channels (3)"
     )
     default_shape = (3, 64, 64)
-    resizable = True
 
     def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
         if image_size is not None and image_size < 8:

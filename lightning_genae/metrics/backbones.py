@@ -121,7 +121,7 @@ class InceptionBackbone(FeatureBackbone):
             INCEPTION_DIM,
             f"inception-v3-compat (torch-fidelity weights, sha256 {weights_sha256[:8]}, no antialias)",
         )
-        # Imported here: torch-fidelity is optional, and only this backbone needs it.
+        # Imported here: torchmetrics' FID module pulls in torch-fidelity, which only this backbone needs.
         from torchmetrics.image.fid import NoTrainInceptionV3
 
         # torchmetrics without the `antialias` option always resized like TF1, as antialias=False does.

@@ -65,7 +65,6 @@ class ConvEncoder(nn.Module):
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(in_ch * base * base, out_features)
-        self.feature_dim = in_ch * base * base
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(torch.flatten(self.features(x), 1))
