@@ -19,6 +19,7 @@ from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.metrics.names import higher_is_better
 from lightning_genae.models import GenerativeModule, Sampler
 
 
@@ -107,7 +108,8 @@ def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor=model.monitor,
-        mode=model.monitor_mode,
+        # Which side is better comes from the metric vocabulary, so a family cannot get it backwards.
+        mode="max" if higher_is_better(model.monitor) else "min",
         save_top_k=1,
         auto_insert_metric_name=False,
     )

@@ -133,7 +133,6 @@ class GenerativeModule(pl.LightningModule):
     # Headline validation metric that picks the best checkpoint; a family without a validation objective
     # (the GAN) gets the generative metric the run computes, set per instance by the training set-up.
     monitor: str | None = "val/loss"
-    monitor_mode: ClassVar[str] = "min"
 
     def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
         super().__init__()
