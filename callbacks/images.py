@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import Callback
 
 from datamodules.base import to_model_range
 from lightning_genae.loggers import log_image_grid
-from lightning_genae.models import Autoencoder, Sampler
+from lightning_genae.models import Autoencoder, ImageDiscriminator, Sampler
 
 
 class _PeriodicImageCallback(Callback, ABC):
@@ -137,17 +137,22 @@ class AugmentationPreview(Callback):
     """Training images beside what the augmentation makes of them, once when training starts.
 
     Rows of 8 come in groups: originals, then their data-side augmentation (ae/vae) when the DataModule
-    has one, then what the discriminator sees (diffaug/ae-d) when the model has that.
+    has one, then what the discriminator sees (diffaug/ae-d) when the run augments its inputs.
     """
 
-    def __init__(self, num_images: int = 32, seed: int = 0) -> None:
+    def __init__(self, num_images: int = 32, seed: int = 0, discriminator_side: bool = False) -> None:
         self.num_images = num_images
         self.seed = seed
+        self.discriminator_side = discriminator_side
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
         data_side = getattr(datamodule, "preview", None)
-        discriminator_side = getattr(pl_module, "d_augment", None)
+        discriminator_side = (
+            pl_module.discriminator_input
+            if self.discriminator_side and isinstance(pl_module, ImageDiscriminator)
+            else None
+        )
         if not trainer.is_global_zero or (data_side is None and discriminator_side is None):
             return
         images, labels = datamodule.split_tensors("train")

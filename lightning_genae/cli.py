@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 from datamodules import DATASETS
 from lightning_genae import __version__
-from lightning_genae.augmentation import AUGMENTATIONS
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
+from lightning_genae.augmentation import augmentation_choices
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, load_config_file, merge, type_name
 from lightning_genae.console import quiet_lightning
@@ -46,7 +46,7 @@ def _choices_epilog() -> str:
     sections = [
         ("models (--model)", {name: spec.description for name, spec in MODELS.items()}),
         ("datasets (--data)", {name: cls.description for name, cls in DATASETS.items()}),
-        ("augmentations (--augment, join with '+')", AUGMENTATIONS),
+        ("augmentations (--augment, join with '+')", augmentation_choices()),
         ("loggers (--logger)", LOGGER_CHOICES),
     ]
     lines = []

@@ -88,7 +88,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     config = resolved.config
     datamodule = resolved.build_datamodule()
     model = checkpoint.restore(resolved.model.module, "--evaluate")
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, model))
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, type(model)))
     prepare_data_early(datamodule, trainer)
     metrics_callback = generative_metrics(config, model, datamodule)
     trainer.callbacks += [RepresentationMetrics(seed=config.seed)]

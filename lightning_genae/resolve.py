@@ -16,7 +16,13 @@ from lightning_genae.augmentation import AugmentPlan, resolve_augment_plan
 from lightning_genae.config import RunConfig, check_values, flag
 from lightning_genae.errors import ConfigError
 from lightning_genae.loggers import LOGGER_CHOICES
-from lightning_genae.models import MODELS, FamilyOptions, GenerativeModule, ModelSpec
+from lightning_genae.models import (
+    MODELS,
+    DiscriminatorAugmentation,
+    FamilyOptions,
+    GenerativeModule,
+    ModelSpec,
+)
 
 # Training length when neither --max-steps nor --max-epochs is given, in training iterations.
 DEFAULT_MAX_STEPS = 2000
@@ -50,8 +56,19 @@ class ResolvedRun:
             channels=config.channels,
         )
 
-    def build_model(self, image_shape: tuple[int, int, int]) -> GenerativeModule:
-        return self.model.module(image_shape, **self.options.to_dict())
+    def build_model(
+        self,
+        image_shape: tuple[int, int, int],
+        discriminator_augmentation: DiscriminatorAugmentation | None = None,
+    ) -> GenerativeModule:
+        """The family's module, given the discriminator-side augmentation when the run has one.
+
+        Only an ImageDiscriminator family takes one, which `resolve` has checked.
+        """
+        extra = (
+            {"discriminator_augmentation": discriminator_augmentation} if discriminator_augmentation else {}
+        )
+        return self.model.module(image_shape, **extra, **self.options.to_dict())
 
     def total_iterations(self, num_train_images: int) -> int:
         """The run's length in training iterations (epochs of full batches when budgeted in epochs)."""
@@ -97,7 +114,7 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
         )
     model = MODELS[config.model]
     options = _family_options(config, model)
-    plan = resolve_augment_plan(config, model.module.adversarial, drop_unused=drop_unused_augment_options)
+    plan = resolve_augment_plan(config, model.module, drop_unused=drop_unused_augment_options)
     budget: dict[str, Any] = {}
     if config.max_steps is None and config.max_epochs is None:
         budget["max_steps"] = DEFAULT_MAX_STEPS

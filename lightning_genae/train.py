@@ -70,7 +70,7 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = resolved.build_datamodule()
-    model = resolved.build_model(datamodule.image_shape)
+    family = resolved.model.module
     loggers = build_loggers(
         config.logger,
         run_dir,
@@ -79,12 +79,11 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         wandb_group=config.wandb_group,
         resume_step=resume_step,
     )
-    trainer = build_trainer(config, model, run_dir, loggers, build_callbacks(config, model, run_dir))
+    trainer = build_trainer(config, family, run_dir, loggers, build_callbacks(config, family, run_dir))
     prepare_data_early(datamodule, trainer)
     attached = attach_augmentation(
         resolved.augment,
         datamodule,
-        model,
         seed=config.seed,
         device=trainer.strategy.root_device,
         accelerator=config.accelerator,
@@ -92,6 +91,10 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         fast_dev_run=config.fast_dev_run,
     )
     datamodule = attached.datamodule
+    # Seeded again: the initial weights depend on the seed alone, not on whether an augmenter was trained
+    # or loaded first, so every arm of an ablation starts from the same model.
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    model = resolved.build_model(datamodule.image_shape, attached.discriminator_augmentation)
     metrics_callback = generative_metrics(config, model, datamodule)
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)

@@ -14,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from callbacks import AugmentationPreview, InterpolationGrid, ReconstructionGrid, SampleGrid
 from callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from datamodules import ImageDataModule
+from lightning_genae.augmentation import is_discriminator_side, parse_augment
 from lightning_genae.checkpoint import StoreRunConfig
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar
@@ -38,9 +39,9 @@ def parse_devices(devices: str) -> int | str | list[int]:
         ) from None
 
 
-def build_strategy(config: RunConfig, model: GenerativeModule) -> Any:
+def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> Any:
     """Adversarial models leave one network without gradients in each backward; DDP must expect that."""
-    if model.adversarial and config.strategy.startswith("ddp") and "find_unused" not in config.strategy:
+    if family.adversarial and config.strategy.startswith("ddp") and "find_unused" not in config.strategy:
         start_method = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}.get(
             config.strategy
         )
@@ -49,13 +50,13 @@ def build_strategy(config: RunConfig, model: GenerativeModule) -> Any:
     return config.strategy
 
 
-def hardware_arguments(config: RunConfig, model: GenerativeModule) -> dict[str, Any]:
+def hardware_arguments(config: RunConfig, family: type[GenerativeModule]) -> dict[str, Any]:
     """The Trainer arguments that say where and how numerically a model runs."""
     return {
         "precision": config.precision,
         "accelerator": config.accelerator,
         "devices": parse_devices(config.devices),
-        "strategy": build_strategy(config, model),
+        "strategy": build_strategy(config, family),
         "num_nodes": config.num_nodes,
     }
 
@@ -76,7 +77,7 @@ class SeedPerRank(Callback):
             pl.seed_everything(self.seed + 7919 * trainer.global_rank, workers=True, verbose=False)
 
 
-def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -> list[Callback]:
+def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: Path) -> list[Callback]:
     """Image grids, representation metrics, per-rank seeding, and (unless a set-up check) checkpoints."""
     callbacks: list[Callback] = [
         SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
@@ -86,7 +87,8 @@ def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -
         SeedPerRank(config.seed),
     ]
     if config.augment != "none":
-        callbacks.append(AugmentationPreview(seed=config.seed))
+        discriminator_side = is_discriminator_side(parse_augment(config.augment))
+        callbacks.append(AugmentationPreview(seed=config.seed, discriminator_side=discriminator_side))
     if config.fast_dev_run:
         # A set-up check: its weights are worthless and must not look like a run to resume.
         return callbacks
@@ -94,7 +96,7 @@ def build_callbacks(config: RunConfig, model: GenerativeModule, run_dir: Path) -
         StoreRunConfig(config),
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
-            every_n_train_steps=config.ckpt_every * model.optimizer_steps_per_iteration,
+            every_n_train_steps=config.ckpt_every * family.optimizer_steps_per_iteration,
             save_top_k=0,
             save_last=True,
         ),
@@ -136,17 +138,21 @@ def generative_metrics(
 
 
 def build_trainer(
-    config: RunConfig, model: GenerativeModule, run_dir: Path, loggers: list, callbacks: list[Callback]
+    config: RunConfig,
+    family: type[GenerativeModule],
+    run_dir: Path,
+    loggers: list,
+    callbacks: list[Callback],
 ) -> pl.Trainer:
     """The training Trainer: budget and cadences in training iterations, whatever the family's step count."""
-    steps_per_iteration = model.optimizer_steps_per_iteration
+    steps_per_iteration = family.optimizer_steps_per_iteration
     try:
         return pl.Trainer(
             default_root_dir=str(run_dir),
             # Lightning counts optimizer steps; --max-steps counts training iterations.
             max_steps=config.max_steps * steps_per_iteration if config.max_steps else -1,
             max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
-            **hardware_arguments(config, model),
+            **hardware_arguments(config, family),
             logger=loggers,
             callbacks=[*callbacks, IterationProgressBar()],
             # The console prints one line about the model instead of Lightning's table.

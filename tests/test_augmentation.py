@@ -18,10 +18,11 @@ from datamodules.base import ImageDataModule, to_model_range
 from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.augmentation import resolve_augment_plan
 from lightning_genae.augmentation.datamodule import AugmentedDataModule
-from lightning_genae.augmentation.discriminator import DiscriminatorAugmentation
+from lightning_genae.augmentation.discriminator import AugmenterOnInputs, Composed, DiffAugment
 from lightning_genae.augmentation.latent import LatentAugmenter, cache_path, load_augmenter
 from lightning_genae.cli import main
 from lightning_genae.config import RunConfig
+from lightning_genae.errors import ConfigError
 from lightning_genae.models import MODELS
 from lightning_genae.models.gan import generator_loss
 
@@ -70,7 +71,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def plan_for(model: str = "gan", **options):
     config = RunConfig(model=model, data="digits", **options)
-    return resolve_augment_plan(config, MODELS[model].module.adversarial)
+    return resolve_augment_plan(config, MODELS[model].module)
 
 
 def digits(tmp_path: Path, train_size: int | None = None, seed: int = 0) -> ImageDataModule:
@@ -374,25 +375,23 @@ def test_unlabelled_bank_pairs_any_images():
 @pytest.mark.parametrize("augment", ["diffaug", "ae-d", "ae-d+diffaug"])
 def test_discriminator_augmentation_lets_gradients_reach_the_generator(tmp_path, augment):
     torch.manual_seed(0)
-    gan = MODELS["gan"].module(SHAPE, latent_dim=8, width=8)
-    keys = set(gan.state_dict())
-    parameters = {id(p) for p in gan.parameters()}
     augmenter = untrained_augmenter().fit(*digits(tmp_path).split_tensors("train"))
-    gan.d_augment = DiscriminatorAugmentation(
-        augmenter if "ae-d" in augment else None,
-        p=1.0,
-        diffaug_policy="color,translation,cutout" if "diffaug" in augment else None,
-    )
+    transforms = [AugmenterOnInputs(augmenter, p=1.0)] if "ae-d" in augment else []
+    transforms += [DiffAugment("color,translation,cutout")] if "diffaug" in augment else []
+    gan = MODELS["gan"].module(SHAPE, latent_dim=8, width=8, discriminator_augmentation=Composed(transforms))
+    plain = MODELS["gan"].module(SHAPE, latent_dim=8, width=8)
+    parameters = {id(p) for p in gan.parameters()}
     fake = gan.generator(torch.randn(16, 8))
-    assert not torch.allclose(gan.d_augment(fake.detach()), fake.detach()), "the augmentation must act"
+    shown = gan.discriminator_input(fake.detach())
+    assert not torch.allclose(shown, fake.detach()), "the augmentation must act"
     generator_loss(gan.discriminate(fake), "ns").backward()
     for name, parameter in gan.generator.named_parameters():
         assert parameter.grad is not None, name
         assert bool(torch.isfinite(parameter.grad).all()) and bool(parameter.grad.abs().sum() > 0), name
     # The frozen augmenter learns nothing and is no part of the GAN's weights or optimizers.
     assert all(p.grad is None and not p.requires_grad for p in augmenter.parameters())
-    assert set(gan.state_dict()) == keys
-    assert {id(p) for p in gan.parameters()} == parameters
+    assert set(gan.state_dict()) == set(plain.state_dict())
+    assert sum(p.numel() for p in gan.parameters()) == sum(p.numel() for p in plain.parameters())
     assert not any(id(p) in parameters for p in augmenter.parameters())
     # Batch-norm statistics stay the augmenter's own, whatever mode the GAN or a caller asks for.
     gan.train()
@@ -633,3 +632,42 @@ def test_fast_dev_run_checks_the_augmentation_with_a_one_step_augmenter(tmp_path
     # a real run never loads this one-step augmenter).
     assert augmenter["steps"] == 1
     assert not list((run_dir / "checkpoints").glob("*.ckpt"))
+
+
+class _LatentAdversary(MODELS["ae"].module):
+    """Adversarial like the adversarial autoencoder (whose D judges codes), not an ImageDiscriminator."""
+
+    adversarial = True
+
+
+@pytest.mark.parametrize("augment", ["diffaug", "ae-d", "ae+ae-d"])
+def test_discriminator_side_augmentation_needs_the_image_discriminator_protocol(augment):
+    # Being adversarial is not enough: the family must take the augmentation and apply it to its inputs,
+    # or diffaug would be silently ignored.
+    config = RunConfig(model="gan", data="digits", augment=augment)
+    with pytest.raises(ConfigError, match="discriminator of images") as error:
+        resolve_augment_plan(config, _LatentAdversary)
+    assert "--model gan" in str(error.value)
+    assert resolve_augment_plan(config, MODELS["gan"].module).discriminator_side
+
+
+def test_the_model_is_given_the_discriminator_side_augmentation_the_plan_builds(tmp_path):
+    from lightning_genae.augmentation.attach import attach_augmentation
+
+    def attached(augment: str):
+        return attach_augmentation(
+            plan_for(augment=augment),
+            digits(tmp_path),
+            seed=0,
+            device=torch.device("cpu"),
+            accelerator="cpu",
+            total_iterations=lambda n: 10,
+        )
+
+    diffaug = attached("diffaug").discriminator_augmentation
+    assert repr(diffaug) == "DiscriminatorAugmentation(diffaug color,translation,cutout)"
+    assert attached("none").discriminator_augmentation is None
+    gan = MODELS["gan"].module(SHAPE, latent_dim=8, width=8, discriminator_augmentation=diffaug)
+    images = torch.rand(4, *SHAPE) * 2 - 1
+    assert gan.discriminator_input(images).shape == images.shape
+    assert not torch.equal(gan.discriminator_input(images), images)

@@ -2,30 +2,24 @@
 
 Names combine with '+': `ae+diffaug` trains the GAN on AE-augmented data and shows its discriminator
 DiffAugment-ed inputs. Data-side augmentations (`ae`, `vae`) change what the DataModule yields and work
-with every model; discriminator-side ones (`diffaug`, `ae-d`) need an adversarial model.
+with every model; discriminator-side ones (`diffaug`, `ae-d`) need a model that is an
+`ImageDiscriminator`. Each name is one `AugmentationSpec` in `AUGMENTATIONS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from lightning_genae.augmentation.discriminator import AugmenterOnInputs, DiffAugment
 from lightning_genae.config import flag
 from lightning_genae.errors import ConfigError
+from lightning_genae.models import MODELS, ImageDiscriminator
 
 if TYPE_CHECKING:
     from lightning_genae.config import RunConfig
-
-AUGMENTATIONS: dict[str, str] = {
-    "none": "train on the data as it is",
-    "ae": "an autoencoder trained on the training split encodes, perturbs and decodes part of each batch",
-    "vae": "as ae, with a VAE as the augmenter (perturbs its posterior means)",
-    "diffaug": "DiffAugment (color, translation, cutout) on every discriminator input, real and fake",
-    "ae-d": "the frozen augmenter's encode-perturb-decode on discriminator inputs, real and fake",
-}
-DATA_SIDE = ("ae", "vae")
-DISCRIMINATOR_SIDE = ("diffaug", "ae-d")
+    from lightning_genae.models.base import DiscriminatorAugmentation
 
 # Defaults of the augmentation options (RunConfig keeps None so that a stray option can be detected).
 DEFAULTS: dict[str, Any] = {
@@ -41,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "augmenter_latent_dim": 32,
     "diffaug_policy": "color,translation,cutout",
 }
+# What every augmentation that runs the augmenter autoencoder reads.
 AUGMENTER_OPTIONS = (
     "augment_noise",
     "augment_interp",
@@ -49,16 +44,81 @@ AUGMENTER_OPTIONS = (
     "augmenter_width",
     "augmenter_latent_dim",
 )
+# Data-side options that only one --augment-mode reads: an offline pool has a size, online mixing has a
+# probability and an annealing schedule.
+MODE_OF_OPTION = {"augment_pool": "offline", "augment_p": "online", "augment_anneal": "online"}
+DATA_SIDE_OPTIONS = ("augment_mode", "augment_pool", "augment_p", "augment_anneal", *AUGMENTER_OPTIONS)
+
+Side = Literal["data", "discriminator"]
+
+
+@dataclass(frozen=True)
+class AugmentationSpec:
+    """One `--augment` name: where it acts, the options it reads, and how it is built.
+
+    Data-side augmentations change what the DataModule yields (augmentation/datamodule.py wraps the data
+    with the augmenter) and work with every model; discriminator-side ones transform every input of an
+    `ImageDiscriminator` model, real and generated, built by `build(plan, augmenter)`.
+    """
+
+    description: str
+    side: Side
+    options: tuple[str, ...]
+    # The autoencoder family it runs as its augmenter (trained on the training split, or --augment-ckpt).
+    augmenter: str | None = None
+    build: Callable[[AugmentPlan, Callable | None], DiscriminatorAugmentation] | None = None
+
+    def options_read(self, mode: str | None) -> set[str]:
+        if self.side != "data":
+            return set(self.options)
+        mode = mode or DEFAULTS["augment_mode"]
+        return {option for option in self.options if MODE_OF_OPTION.get(option, mode) == mode}
+
+
+NONE_DESCRIPTION = "train on the data as it is"
+# Discriminator-side transforms compose in this order: the augmenter (ae-d) before DiffAugment.
+AUGMENTATIONS: dict[str, AugmentationSpec] = {
+    "ae": AugmentationSpec(
+        "an autoencoder trained on the training split encodes, perturbs and decodes part of each batch",
+        side="data",
+        options=DATA_SIDE_OPTIONS,
+        augmenter="ae",
+    ),
+    "vae": AugmentationSpec(
+        "as ae, with a VAE as the augmenter (perturbs its posterior means)",
+        side="data",
+        options=DATA_SIDE_OPTIONS,
+        augmenter="vae",
+    ),
+    "ae-d": AugmentationSpec(
+        "the frozen augmenter's encode-perturb-decode on discriminator inputs, real and fake",
+        side="discriminator",
+        options=("augment_p", *AUGMENTER_OPTIONS),
+        augmenter="ae",
+        build=lambda plan, augmenter: AugmenterOnInputs(augmenter, p=plan.p),
+    ),
+    "diffaug": AugmentationSpec(
+        "DiffAugment (color, translation, cutout) on every discriminator input, real and fake",
+        side="discriminator",
+        options=("diffaug_policy",),
+        build=lambda plan, augmenter: DiffAugment(plan.diffaug_policy),
+    ),
+}
+
+
+def augmentation_choices() -> dict[str, str]:
+    """Every `--augment` name with its one-line description, `none` first (for --help)."""
+    return {"none": NONE_DESCRIPTION, **{name: spec.description for name, spec in AUGMENTATIONS.items()}}
 
 
 def parse_augment(spec: str) -> list[str]:
     """Split an `--augment` value into registered names; `none` stands alone."""
     names = [name.strip() for name in spec.split("+")]
-    unknown = [name for name in names if name not in AUGMENTATIONS]
+    unknown = [name for name in names if name != "none" and name not in AUGMENTATIONS]
     if unknown or not spec.strip():
         raise ConfigError(
             f"--augment {spec!r}: unknown augmentation {', '.join(unknown) or '(empty)'}; "
-            f"choose from {', '.join(AUGMENTATIONS)} (join several with '+')"
+            f"choose from {', '.join(augmentation_choices())} (join several with '+')"
         )
     if "none" in names and len(names) > 1:
         raise ConfigError(
@@ -66,24 +126,31 @@ def parse_augment(spec: str) -> list[str]:
         )
     if len(set(names)) != len(names):
         raise ConfigError(f"--augment {spec!r} names an augmentation twice; list each once")
-    if "ae" in names and "vae" in names:
+    data_side = [name for name in names if name in AUGMENTATIONS and AUGMENTATIONS[name].side == "data"]
+    if len(data_side) > 1:
         raise ConfigError(
-            f"--augment {spec!r}: ae and vae are two choices of the same augmenter; keep one of them"
+            f"--augment {spec!r}: {' and '.join(data_side)} are two choices of the same augmenter; "
+            "keep one of them"
         )
     return names
 
 
 def is_data_side(names: Collection[str]) -> bool:
-    return any(name in DATA_SIDE for name in names)
+    return any(AUGMENTATIONS[name].side == "data" for name in names if name in AUGMENTATIONS)
 
 
 def is_discriminator_side(names: Collection[str]) -> bool:
-    return any(name in DISCRIMINATOR_SIDE for name in names)
+    return any(AUGMENTATIONS[name].side == "discriminator" for name in names if name in AUGMENTATIONS)
+
+
+def augmenter_family(names: Collection[str]) -> str | None:
+    """The autoencoder family the augmentations run: a data-side one's, which ae-d then shares."""
+    specs = sorted((AUGMENTATIONS[name] for name in names if name in AUGMENTATIONS), key=lambda s: s.side)
+    return next((spec.augmenter for spec in specs if spec.augmenter is not None), None)
 
 
 def needs_augmenter(names: Collection[str]) -> bool:
-    """Data-side augmentations and `ae-d` run the augmenter autoencoder."""
-    return is_data_side(names) or "ae-d" in names
+    return augmenter_family(names) is not None
 
 
 def is_online(names: Collection[str], mode: str | None) -> bool:
@@ -102,7 +169,7 @@ class AugmentPlan:
     noise: float
     interp: float
     checkpoint: str | None
-    augmenter_family: str  # "ae" or "vae"
+    augmenter_family: str  # the family the augmenter is (or would be) built as
     augmenter_steps: int
     augmenter_width: int
     augmenter_latent_dim: int
@@ -133,22 +200,14 @@ class AugmentPlan:
 
 def options_used_by(names: Collection[str], mode: str | None) -> set[str]:
     """The augmentation options that the augmentations `names` (in `--augment-mode mode`) read."""
-    online = is_online(names, mode)
     used: set[str] = set()
-    if needs_augmenter(names):
-        used |= set(AUGMENTER_OPTIONS)
-    if is_data_side(names):
-        used |= {"augment_mode"} | (set() if online else {"augment_pool"})
-    if online or "ae-d" in names:
-        used |= {"augment_p"}
-    if online:
-        used |= {"augment_anneal"}
-    if "diffaug" in names:
-        used |= {"diffaug_policy"}
+    for name in names:
+        if name in AUGMENTATIONS:
+            used |= AUGMENTATIONS[name].options_read(mode)
     return used
 
 
-def resolve_augment_plan(config: RunConfig, adversarial: bool, drop_unused: bool = False) -> AugmentPlan:
+def resolve_augment_plan(config: RunConfig, model_type: type, drop_unused: bool = False) -> AugmentPlan:
     """Check the augmentation options of a RunConfig against `--augment` and the model; fill defaults.
 
     Every option that the chosen augmentations would ignore is an error, so an ablation never runs with a
@@ -162,13 +221,15 @@ def resolve_augment_plan(config: RunConfig, adversarial: bool, drop_unused: bool
     def given(option: str) -> bool:
         return getattr(config, option) is not None
 
-    if not adversarial:
-        d_side = [name for name in plan_names if name in DISCRIMINATOR_SIDE]
-        if d_side:
-            raise ConfigError(
-                f"--augment {config.augment}: {', '.join(d_side)} augment(s) discriminator inputs, and "
-                f"--model {config.model} has no discriminator; use --model gan or --augment ae/vae"
-            )
+    d_side = [name for name in plan_names if AUGMENTATIONS[name].side == "discriminator"]
+    if d_side and not issubclass(model_type, ImageDiscriminator):
+        takers = [name for name, spec in MODELS.items() if issubclass(spec.module, ImageDiscriminator)]
+        data_side = [name for name, spec in AUGMENTATIONS.items() if spec.side == "data"]
+        raise ConfigError(
+            f"--augment {config.augment}: {', '.join(d_side)} augment(s) the inputs of a discriminator of "
+            f"images, and --model {config.model} has none; use --model {' or '.join(takers)} "
+            f"or --augment {'/'.join(data_side)}"
+        )
     used = options_used_by(plan_names, config.augment_mode)
     if given("augment_pool") and "augment_mode" in used and "augment_pool" not in used:
         raise ConfigError("--augment-pool sizes the offline pool; add --augment-mode offline or drop it")
@@ -200,7 +261,7 @@ def resolve_augment_plan(config: RunConfig, adversarial: bool, drop_unused: bool
         noise=values["augment_noise"],
         interp=values["augment_interp"],
         checkpoint=values["augment_ckpt"],
-        augmenter_family="vae" if "vae" in plan_names else "ae",
+        augmenter_family=augmenter_family(plan_names) or "ae",
         augmenter_steps=values["augmenter_steps"],
         augmenter_width=values["augmenter_width"],
         augmenter_latent_dim=values["augmenter_latent_dim"],

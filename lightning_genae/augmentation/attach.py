@@ -1,4 +1,7 @@
-"""Puts a resolved augmentation plan into a run: the augmenter, the wrapped data, the discriminator's view."""
+"""Puts a resolved augmentation plan into a run: the augmenter, the wrapped data, the discriminator's view.
+
+Runs before the model is built, which is then given the discriminator-side augmentation.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,12 @@ from typing import Any
 import torch
 
 from datamodules import ImageDataModule
-from lightning_genae.augmentation import AugmentPlan
+from lightning_genae.augmentation import AUGMENTATIONS, AugmentPlan
 from lightning_genae.augmentation.datamodule import AugmentedDataModule
-from lightning_genae.augmentation.discriminator import DiscriminatorAugmentation
+from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.console import say
-from lightning_genae.models import GenerativeModule
+from lightning_genae.models import DiscriminatorAugmentation
 
 
 @dataclass(frozen=True)
@@ -23,12 +26,13 @@ class Attached:
 
     datamodule: ImageDataModule | AugmentedDataModule
     record: dict[str, Any]
+    # For the model to be built with: what every discriminator input goes through (None: nothing).
+    discriminator_augmentation: DiscriminatorAugmentation | None = None
 
 
 def attach_augmentation(
     plan: AugmentPlan,
     datamodule: ImageDataModule,
-    model: GenerativeModule,
     *,
     seed: int,
     device: torch.device,
@@ -36,7 +40,7 @@ def attach_augmentation(
     total_iterations: Callable[[int], int],
     fast_dev_run: bool = False,
 ) -> Attached:
-    """Wrap the data (ae/vae) and/or give the model its discriminator augmentation (diffaug/ae-d).
+    """Wrap the data (data-side augmentations) and build the discriminator-side ones for the model.
 
     `total_iterations(number of training images)` is the run's length, for `--augment-anneal`.
     """
@@ -61,14 +65,14 @@ def attach_augmentation(
             f"augmenter: {origin['family']}, {origin['source']} ({origin['path']}); "
             f"validation reconstruction MSE {origin['val_recon_mse']:.4f}"
         )
-    if plan.discriminator_side:
-        model.d_augment = DiscriminatorAugmentation(
-            augmenter if "ae-d" in plan.names else None,
-            p=plan.p,
-            diffaug_policy=plan.diffaug_policy if "diffaug" in plan.names else None,
-        )
+    # In registry order, so that `diffaug+ae-d` and `ae-d+diffaug` are the same run.
+    transforms = [
+        spec.build(plan, augmenter)
+        for name, spec in AUGMENTATIONS.items()
+        if name in plan.names and spec.side == "discriminator" and spec.build is not None
+    ]
     if plan.data_side:
         assert augmenter is not None
         length = total_iterations(len(datamodule.split_tensors("train")[0]))
         datamodule = AugmentedDataModule(datamodule, plan, augmenter, seed=seed, total_iterations=length)
-    return Attached(datamodule, record)
+    return Attached(datamodule, record, Composed(transforms) if transforms else None)

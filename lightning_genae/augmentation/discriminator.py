@@ -2,46 +2,67 @@
 
 Both are applied to every discriminator input in both the D and the G step and are differentiable, so
 the generator's gradient passes through them. Augmenting only the reals would teach the generator to
-produce the augmentations (the "leak" DiffAugment and ADA avoid). This is a plain object, not an
-nn.Module child of the GAN: the frozen augmenter must stay out of the GAN's checkpoint and out of DDP's
+produce the augmentations (the "leak" DiffAugment and ADA avoid). These are plain objects, not nn.Module
+children of the model: the frozen augmenter must stay out of the model's checkpoint and out of DDP's
 parameter bookkeeping.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor
 
 from lightning_genae.augmentation.diffaug import diff_augment, parse_policy
-from lightning_genae.augmentation.latent import LatentAugmenter
 
 
-class DiscriminatorAugmentation:
-    """`ae-d` (the augmenter on each input with probability p), then DiffAugment; either may be absent."""
+class AugmenterOnInputs:
+    """`ae-d`: each input goes through the frozen augmenter's encode-perturb-decode with probability p."""
 
-    def __init__(
-        self, augmenter: LatentAugmenter | None = None, p: float = 0.0, diffaug_policy: str | None = None
-    ) -> None:
+    def __init__(self, augmenter: Callable[[Tensor], Tensor], p: float) -> None:
         self.augmenter = augmenter
         self.p = p
-        self.policy = parse_policy(diffaug_policy) if diffaug_policy else ()
 
     def __call__(self, images: Tensor) -> Tensor:
-        if self.augmenter is not None and self.p > 0:
-            chosen = torch.rand(len(images), device=images.device) < self.p
-            if bool(chosen.any()):
-                self.augmenter.to(images.device)
-                # index_put keeps the graph: gradients reach the chosen inputs through the augmenter.
-                augmented = self.augmenter(images[chosen]).to(images.dtype)
-                images = images.index_put((chosen,), augmented)
-        if self.policy:
-            images = diff_augment(images, self.policy)
+        if self.p <= 0:
+            return images
+        chosen = torch.rand(len(images), device=images.device) < self.p
+        if not bool(chosen.any()):
+            return images
+        if isinstance(self.augmenter, torch.nn.Module):
+            self.augmenter.to(images.device)
+        # index_put keeps the graph: gradients reach the chosen inputs through the augmenter.
+        augmented = self.augmenter(images[chosen]).to(images.dtype)
+        return images.index_put((chosen,), augmented)
+
+    def __repr__(self) -> str:
+        return f"ae-d p={self.p}"
+
+
+class DiffAugment:
+    """DiffAugment with a policy such as `color,translation,cutout` (see diffaug.py)."""
+
+    def __init__(self, policy: str) -> None:
+        self.policy = parse_policy(policy)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return diff_augment(images, self.policy)
+
+    def __repr__(self) -> str:
+        return f"diffaug {','.join(self.policy)}"
+
+
+class Composed:
+    """Several discriminator-side augmentations, applied in the order given."""
+
+    def __init__(self, transforms: Sequence[Callable[[Tensor], Tensor]]) -> None:
+        self.transforms = tuple(transforms)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        for transform in self.transforms:
+            images = transform(images)
         return images
 
     def __repr__(self) -> str:
-        parts = []
-        if self.augmenter is not None:
-            parts.append(f"ae-d p={self.p}")
-        if self.policy:
-            parts.append(f"diffaug {','.join(self.policy)}")
-        return f"DiscriminatorAugmentation({'; '.join(parts) or 'identity'})"
+        return f"DiscriminatorAugmentation({'; '.join(map(repr, self.transforms)) or 'identity'})"

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lightning_genae.models.ae import AutoencoderModule
-from lightning_genae.models.base import Autoencoder, FamilyOptions, GenerativeModule, Sampler
+from lightning_genae.models.base import (
+    Autoencoder,
+    DiscriminatorAugmentation,
+    FamilyOptions,
+    GenerativeModule,
+    ImageDiscriminator,
+    Sampler,
+)
 from lightning_genae.models.gan import GANModule
 from lightning_genae.models.vae import VAEModule
 
@@ -32,9 +39,11 @@ __all__ = [
     "MODELS",
     "Autoencoder",
     "AutoencoderModule",
+    "DiscriminatorAugmentation",
     "FamilyOptions",
     "GANModule",
     "GenerativeModule",
+    "ImageDiscriminator",
     "ModelSpec",
     "Sampler",
     "VAEModule",

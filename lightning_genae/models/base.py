@@ -1,7 +1,8 @@
 """What every model family shares: its typed options, the small interface tools rely on, step counting.
 
 Callbacks, metrics and the augmentation never look at a model's class. They ask whether it is an
-`Autoencoder` (encode/decode/reconstruct) or a `Sampler` (sample), the way pythae's samplers work on
+`Autoencoder` (encode/decode/reconstruct), a `Sampler` (sample) or an `ImageDiscriminator` (a
+discriminator of images whose inputs an augmentation may transform), the way pythae's samplers work on
 any model. A family's options are one frozen dataclass in its own file (`FamilyOptions` subclass): the
 command line, config files, `--help` defaults and the checks all come from it.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -115,6 +116,23 @@ class Sampler(Protocol):
     latent_dim: int
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+# A differentiable transform of a batch of images in [-1, 1] (DiffAugment, the frozen augmenter, ...).
+DiscriminatorAugmentation = Callable[[Tensor], Tensor]
+
+
+@runtime_checkable
+class ImageDiscriminator(Protocol):
+    """A family that trains a discriminator of images: what `--augment diffaug` and `ae-d` act on.
+
+    It is built as `Family(image_shape, discriminator_augmentation=augment, **options)` and passes every
+    image its discriminator sees, real and generated, in the discriminator's and the generator's step,
+    through `discriminator_input`, so the augmentation cannot leak into the samples. A family whose
+    discriminator judges something else (the adversarial autoencoder's judges latent codes) is not one.
+    """
+
+    def discriminator_input(self, images: Tensor) -> Tensor: ...
 
 
 class GenerativeModule(pl.LightningModule):

@@ -9,7 +9,6 @@ precision plugin, so 16-bit mixed precision scales both losses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from lightning_genae.models.base import FamilyOptions, GenerativeModule, option, with_default
+from lightning_genae.models.adversarial import ImageAdversarialModule
+from lightning_genae.models.base import DiscriminatorAugmentation, FamilyOptions, option, with_default
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, init_dcgan_weights
 
 GanLoss = Literal["ns", "hinge"]
@@ -44,19 +44,20 @@ class GANOptions(FamilyOptions):
     spectral_norm: bool = option(False, "spectral normalisation in the discriminator")
 
 
-class GANModule(GenerativeModule):
+class GANModule(ImageAdversarialModule):
     """DCGAN generator (the shared conv decoder) against the shared conv discriminator."""
 
     options_type = GANOptions
     options: GANOptions
-    optimizer_steps_per_iteration = 2
-    adversarial = True
-    # The training set-up replaces this with the generative metric it computes (e.g. val/fd_classifier).
-    monitor = None
 
-    def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
-        super().__init__(image_shape, **options)
-        self.automatic_optimization = False
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] | list[int],
+        *,
+        discriminator_augmentation: DiscriminatorAugmentation | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(image_shape, discriminator_augmentation=discriminator_augmentation, **options)
         width = self.options.width
         self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
         self.discriminator = ConvDiscriminator(
@@ -74,16 +75,10 @@ class GANModule(GenerativeModule):
             )
             # The average is not trained: keep it out of DDP's gradient bookkeeping.
             self.generator_ema.requires_grad_(False)
-        # Set by the training set-up for --augment diffaug / ae-d: applied to every discriminator input,
-        # real and fake, in both steps. A plain callable, not a child module, so it stays out of
-        # checkpoints and DDP.
-        self.d_augment: Callable[[Tensor], Tensor] | None = None
 
     def discriminate(self, images: Tensor) -> Tensor:
-        """Discriminator logits of (augmented, when an augmentation is set) images."""
-        if self.d_augment is not None:
-            images = self.d_augment(images)
-        return self.discriminator(images)
+        """Discriminator logits of images as the discriminator is shown them (augmented, if the run does)."""
+        return self.discriminator(self.discriminator_input(images))
 
     def decode(self, latents: Tensor) -> Tensor:
         """Generator output; the EMA generator when one is kept, as is usual for evaluation."""
