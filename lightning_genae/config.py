@@ -48,7 +48,7 @@ class RunConfig:
     augment: str = _opt("none", "data augmentation", group="what")
     data_dir: str = _opt(
         lambda: os.environ.get("GENAE_DATA_DIR", "./data"),
-        "dataset root ($GENAE_DATA_DIR when set, else ./data); for --data folder, the image folder",
+        "dataset root, $GENAE_DATA_DIR when that is set; for --data folder, the image folder",
         group="what",
     )
     train_size: int | None = _opt(

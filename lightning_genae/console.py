@@ -211,9 +211,10 @@ class IterationProgressBar(TQDMProgressBar):
         self.position = self.iteration(trainer)
         if self.is_disabled:
             return
-        # A clock check per batch; metrics are read and the line drawn only when it is time to.
+        # A clock check per batch; metrics are read and the line drawn only when it is time to. The last
+        # iteration is drawn by on_train_end, after the final validation, so it shows that one's metrics.
         now = time.monotonic()
-        if now >= self._next_draw or self.position == self.total:
+        if now >= self._next_draw and self.position != self.total:
             self._show(trainer, pl_module, now)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
