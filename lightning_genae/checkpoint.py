@@ -9,6 +9,8 @@ code on this machine.
 
 from __future__ import annotations
 
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,10 +51,18 @@ class RunCheckpoint:
             raise ConfigError(f"{flag}: checkpoint {path} does not exist; pass an existing .ckpt file")
         try:
             contents = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - unreadable, or holds more than tensors: refused alike
+        except Exception as error:  # noqa: BLE001 - truncated, corrupt or not a torch file: refused alike
+            # torch's message on a pickled object advises loading the file unsafely; say what was refused.
+            refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+            if isinstance(error, pickle.UnpicklingError) and refused:
+                raise ConfigError(
+                    f"{flag}: {path} holds more than weights and plain values (a pickled "
+                    f"{refused.group(1)}), refused because loading it could run code; pick a .ckpt written "
+                    "by a run"
+                ) from None
             raise ConfigError(
-                f"{flag}: {path} is not a readable checkpoint or holds more than weights and plain values "
-                f"({describe_error(error)}); pick a .ckpt written by a run"
+                f"{flag}: {path} is not a readable checkpoint ({describe_error(error)}); "
+                "pick a .ckpt written by a run"
             ) from None
         if not isinstance(contents, dict) or "state_dict" not in contents:
             raise ConfigError(f"{flag}: {path} is not a Lightning checkpoint; pick a .ckpt written by a run")
@@ -79,9 +89,19 @@ class RunCheckpoint:
     def run_folder(self) -> Path:
         return run_folder_of(self.path)
 
-    def stored_config(self) -> dict[str, Any]:
-        """The run configuration saved in the checkpoint, minus what belongs to one invocation."""
-        stored = dict(self.contents.get(CONFIG_KEY) or {})
+    def stored_config(self, flag: str) -> dict[str, Any]:
+        """The run configuration saved in the checkpoint, minus what belongs to one invocation.
+
+        A checkpoint without one (written by plain Lightning, or edited) is refused: guessing the model and
+        data would only fail later, after a run folder was made.
+        """
+        stored = self.contents.get(CONFIG_KEY)
+        if not isinstance(stored, dict) or not stored:
+            raise ConfigError(
+                f"{flag}: {self.path} holds no lightning-genae run configuration; "
+                "pass a checkpoint written by run.py"
+            )
+        stored = dict(stored)
         for key in PER_INVOCATION:
             stored.pop(key, None)
         return stored

@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args["train_size"] = train_sizes[0]
         # A resumed run's own configuration, then the config file, then the command line.
         resume = RunCheckpoint.to_resume(args.get("resume"), args.get("output"))
-        base = resume.stored_config() if resume is not None else {}
+        base = resume.stored_config("--resume") if resume is not None else {}
         resolved = resolve(merge({**base, **file_values}, args))
         if print_config:
             sys.stdout.write(resolved.config.to_yaml())

@@ -10,6 +10,7 @@ options (`--latent-dim`, `--beta`, ...) are declared in the family's file and tr
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -303,7 +304,7 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
                 raise TypeError
             return float(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file
         raise ConfigError(
             f"option {name}: {value!r} is not a valid {expected}; fix it in the config file"
         ) from None
@@ -315,7 +316,12 @@ def merge(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> RunC
 
 
 def check_values(config: RunConfig) -> None:
-    """The checks of RunConfig's own options that need no registry: ranges and choices."""
+    """The checks of RunConfig's own options that need no registry: finiteness, ranges and choices."""
+    for name in CONFIG_FIELDS:
+        value = getattr(config, name)
+        # NaN passes every range check (each comparison is False), so a float must be finite first.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
     for name in POSITIVE_INTS:
         value = getattr(config, name)
         if value is not None and value <= 0:

@@ -1,9 +1,14 @@
 """User-facing errors: each carries one line that names the problem and the fix."""
 
+import re
+
+# Terminal escape sequences (torch bolds part of its unpickling message): noise in a log, a file or a pipe.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
 
 def describe_error(error: BaseException) -> str:
     """`Type: first line of the message`, so a caught exception fits inside a one-line error."""
-    lines = str(error).strip().splitlines()
+    lines = _ANSI_ESCAPE.sub("", str(error)).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 

@@ -72,12 +72,7 @@ def final_evaluation(
 def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[str, Any]:
     """Re-run the final validation and test evaluation of a saved run; writes eval.json."""
     checkpoint = RunCheckpoint.load(checkpoint_path, "--evaluate")
-    stored = checkpoint.stored_config()
-    if not stored:
-        raise ConfigError(
-            f"--evaluate: {checkpoint.path} holds no lightning-genae run configuration; "
-            "pass a checkpoint written by run.py"
-        )
+    stored = checkpoint.stored_config("--evaluate")
     unused = sorted(set(options) - set(EVALUATION_OPTIONS))
     if unused:
         flags = ", ".join("--" + name.replace("_", "-") for name in unused)

@@ -55,7 +55,7 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
     config = resolved.config
     resume_step = None
     if resume is not None:
-        trained_model = resume.stored_config().get("model", config.model)
+        trained_model = resume.stored_config("--resume").get("model", config.model)
         if trained_model != config.model:
             raise ConfigError(
                 f"--resume: {resume.path} was trained with --model {trained_model}, not {config.model}; "

@@ -77,6 +77,27 @@ class SeedPerRank(Callback):
             pl.seed_everything(self.seed + 7919 * trainer.global_rank, workers=True, verbose=False)
 
 
+class LogStepIsIteration(Callback):
+    """Training rows are logged at the 0-based index of their iteration, also after a resume.
+
+    Lightning labels training rows with its own batch counter, restored from the checkpoint. Resumed from
+    a checkpoint written at the end of a run whose last iteration was also a validation step (every
+    `last.ckpt` of a run whose length divides by --eval-every), its first pass through the loop trains
+    nothing but still advances that counter, so every later row was labelled one iteration late, and the
+    final batch was logged twice (pytorch-lightning 2.6, `_TrainingEpochLoop.advance` returning early on
+    `restarted_on_last`). The optimizer-step count is always right; the logging counter is set from it.
+    """
+
+    def __init__(self, steps_per_iteration: int) -> None:
+        self.steps_per_iteration = steps_per_iteration
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # The counter Lightning's logger connector and LearningRateMonitor read for the step of a row.
+        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step // self.steps_per_iteration
+
+
 def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: Path) -> list[Callback]:
     """Image grids, representation metrics, per-rank seeding, and (unless a set-up check) checkpoints."""
     callbacks: list[Callback] = [
@@ -154,7 +175,7 @@ def build_trainer(
             max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
             **hardware_arguments(config, family),
             logger=loggers,
-            callbacks=[*callbacks, IterationProgressBar()],
+            callbacks=[*callbacks, LogStepIsIteration(steps_per_iteration), IterationProgressBar()],
             # The console prints one line about the model instead of Lightning's table.
             enable_model_summary=False,
             log_every_n_steps=min(10, config.eval_every),

@@ -35,3 +35,18 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("GENAE_CACHE_DIR", None)
     else:
         os.environ["GENAE_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_ae_run(tmp_path_factory: pytest.TempPathFactory, isolated_cache: Path) -> Path:
+    """One finished 3-iteration ae run on digits, trained once per session; read it, never write into it.
+
+    A test that needs to change a run (resume it, damage its checkpoint) copies the folder first.
+    """
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+
+    run_dir = tmp_path_factory.mktemp("tiny-ae") / "run"
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]) == 0
+    return run_dir

@@ -10,6 +10,7 @@ command line, config files, `--help` defaults and the checks all come from it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,11 @@ class FamilyOptions:
             choices = self.choices(spec.name)
             if choices and value not in choices:
                 raise ConfigError(f"{flag(spec.name)} {value!r} is not one of: {', '.join(choices)}")
+            # NaN compares False with every bound and inf passes a lower one: check finiteness first.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(
+                    f"{flag(spec.name)} must be a finite number, got {value}; the default is {spec.default}"
+                )
             at_least, above, below = (spec.metadata.get(key) for key in ("at_least", "above", "below"))
             too_low = (at_least is not None and value < at_least) or (above is not None and value <= above)
             if too_low or (below is not None and value >= below):

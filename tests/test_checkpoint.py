@@ -1,0 +1,194 @@
+"""The checkpoint seam (lightning_genae/checkpoint.py): what a checkpoint holds, and how a bad one is refused.
+
+A checkpoint may come from someone else, so every way in (`--resume`, `--evaluate`, `--augment-ckpt`) must
+refuse an unreadable file, or one holding more than tensors and plain values, with one line and exit 2,
+before anything is written and without running any code stored in the file.
+"""
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, last_checkpoint, run_folder_of
+from lightning_genae.cli import main
+from lightning_genae.config import PER_INVOCATION
+from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.models import AutoencoderModule, GANModule
+
+
+class WritesAFileWhenUnpickled:
+    """Unpickling this calls `open(marker, "w")`: the file appears only if a loader ran the pickled call."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def contents_of(run_dir: Path) -> dict:
+    return torch.load(last_checkpoint(run_dir), map_location="cpu", weights_only=True)
+
+
+def assert_one_line_error(capsys: pytest.CaptureFixture, *expected: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err and "\x1b" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def test_a_checkpoint_holds_the_run_configuration_as_plain_values(tiny_ae_run):
+    contents = contents_of(tiny_ae_run)
+    stored = contents[CONFIG_KEY]
+    assert all(isinstance(value, (str, int, float, bool, list, type(None))) for value in stored.values())
+    assert stored["model"] == "ae" and stored["max_steps"] == 3 and stored["output"] == str(tiny_ae_run)
+    assert contents["global_step"] == 3
+    recorded = yaml.safe_load((tiny_ae_run / "config.yaml").read_text())
+    checkpoint = RunCheckpoint.load(last_checkpoint(tiny_ae_run), "--resume")
+    # What a resume or --evaluate starts from is the experiment config.yaml records, minus this invocation.
+    assert checkpoint.stored_config("--resume") == {
+        key: value for key, value in recorded.items() if key not in PER_INVOCATION
+    }
+
+
+def test_a_checkpoint_finds_its_run_folder(tiny_ae_run, tmp_path):
+    assert RunCheckpoint.load(last_checkpoint(tiny_ae_run), "--resume").run_folder == tiny_ae_run
+    assert run_folder_of(tmp_path / "run" / "checkpoints" / "best.ckpt") == tmp_path / "run"
+    assert run_folder_of(tmp_path / "elsewhere" / "model.ckpt") == tmp_path / "elsewhere"
+
+
+def test_restore_rebuilds_the_trained_module_and_refuses_another_family(tiny_ae_run):
+    checkpoint = RunCheckpoint.load(last_checkpoint(tiny_ae_run), "--evaluate")
+    module = checkpoint.restore(AutoencoderModule, "--evaluate")
+    assert not module.training and module.latent_dim == 8
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(tensor, checkpoint.contents["state_dict"][name]), name
+    with pytest.raises(ConfigError) as error:
+        checkpoint.restore(GANModule, "--evaluate")
+    assert len(str(error.value).splitlines()) == 1 and "GANModule" in str(error.value)
+
+
+@pytest.fixture()
+def payload_checkpoint(tiny_ae_run, tmp_path) -> tuple[Path, Path]:
+    """A real run's checkpoint with one pickled object added that would write a marker file if unpickled."""
+    marker = tmp_path / "payload-ran"
+    contents = contents_of(tiny_ae_run)
+    contents["extra"] = WritesAFileWhenUnpickled(marker)
+    path = tmp_path / "payload.ckpt"
+    torch.save(contents, path)
+    assert not marker.exists()
+    return path, marker
+
+
+def test_the_payload_would_run_if_the_file_were_unpickled(payload_checkpoint):
+    # The control for the tests below: without weights_only the marker is written.
+    path, marker = payload_checkpoint
+    torch.load(path, map_location="cpu", weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--resume", "{ckpt}"],
+        ["--evaluate", "{ckpt}"],
+        [
+            "--model",
+            "gan",
+            "--data",
+            "digits",
+            "--augment",
+            "ae",
+            "--augment-ckpt",
+            "{ckpt}",
+            "--max-steps",
+            "2",
+        ],
+    ],
+    ids=["resume", "evaluate", "augment-ckpt"],
+)
+def test_a_pickled_object_in_a_checkpoint_is_refused_without_running(
+    flags, payload_checkpoint, tmp_path, capsys
+):
+    path, marker = payload_checkpoint
+    output = tmp_path / "run"
+    args = [flag.format(ckpt=path) for flag in flags]
+    assert main([*args, "--output", str(output)]) == 2
+    assert_one_line_error(capsys, str(path), "a pickled io.open", "could run code")
+    assert not marker.exists(), "loading the checkpoint ran code stored in it"
+    assert not output.exists()
+
+
+def test_a_quoted_error_is_one_line_without_terminal_escapes():
+    error = RuntimeError("Load failed, \x1b[1monly if you trust the source\x1b[0m.\n\tmore advice")
+    assert describe_error(error) == "RuntimeError: Load failed, only if you trust the source."
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not a checkpoint"])
+@pytest.mark.parametrize("flag", ["--resume", "--evaluate"])
+def test_a_damaged_checkpoint_is_one_line_and_exit_2(flag, damage, tiny_ae_run, tmp_path, capsys):
+    data = last_checkpoint(tiny_ae_run).read_bytes()
+    damaged = {
+        "truncated": data[: len(data) // 2],
+        "empty": b"",
+        "not a checkpoint": b"these are not the bytes of a zip file",
+    }[damage]
+    path = tmp_path / "damaged.ckpt"
+    path.write_bytes(damaged)
+    output = tmp_path / "run"
+    assert main([flag, str(path), "--output", str(output)]) == 2
+    assert_one_line_error(capsys, flag, "not a readable checkpoint")
+    assert not output.exists()
+
+
+@pytest.fixture()
+def checkpoint_without_config(tiny_ae_run, tmp_path) -> Path:
+    """A Lightning checkpoint of the tiny run with the lightning-genae configuration taken out."""
+    contents = contents_of(tiny_ae_run)
+    del contents[CONFIG_KEY]
+    path = tmp_path / "no-config.ckpt"
+    torch.save(contents, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "flag, extra",
+    [
+        ("--resume", []),
+        # Naming the model and data does not make up for the missing configuration.
+        ("--resume", ["--model", "ae", "--data", "digits", "--max-steps", "5"]),
+        ("--evaluate", []),
+    ],
+)
+def test_a_checkpoint_without_its_configuration_is_refused_before_anything_is_written(
+    flag, extra, checkpoint_without_config, tmp_path, capsys
+):
+    output = tmp_path / "run"
+    assert main([flag, str(checkpoint_without_config), *extra, "--output", str(output)]) == 2
+    assert_one_line_error(capsys, flag, "configuration", "run.py")
+    assert not output.exists(), "a refused checkpoint must not leave a run folder behind"
+
+
+def _training_rows(run_dir: Path) -> list[int]:
+    with (run_dir / "metrics.csv").open(newline="") as file:
+        return [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss")]
+
+
+# Resuming from a copied folder: Lightning notes that the best checkpoint's folder moved, as it should.
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")
+def test_resume_labels_training_rows_with_their_iteration(tiny_ae_run, tmp_path):
+    # The tiny run ends at iteration 3, which is also an evaluation step: the case where Lightning's
+    # logging counter came back one ahead and labelled every resumed row one iteration late.
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_ae_run, run_dir)
+    before = _training_rows(run_dir)
+    assert before == [2], "rows every 3 iterations, at the 0-based index of the iteration's batch"
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "5"]) == 0
+    # Iterations 4 and 5 are batches 3 and 4: no periodic row (every 3), then the final batch's row, once.
+    assert _training_rows(run_dir) == [2, 4]

@@ -1,0 +1,220 @@
+"""The resolve seam: `resolve(config) -> ResolvedRun` checks a RunConfig once and fills every default.
+
+Also the two things built on it: `--print-config` (what resolve returns, as YAML, re-runnable through
+`--config`) and `--help` (each default shown from where it is declared).
+"""
+
+import copy
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
+from lightning_genae.cli import build_parser, main
+from lightning_genae.config import CONFIG_FIELDS, RunConfig
+from lightning_genae.errors import ConfigError
+from lightning_genae.models import MODELS, GANModule, ModelSpec
+from lightning_genae.models.ae import AutoencoderOptions
+from lightning_genae.models.base import with_default
+from lightning_genae.models.gan import GANOptions
+from lightning_genae.models.vae import VAEOptions
+from lightning_genae.resolve import DEFAULT_MAX_STEPS, resolve
+
+
+def family_default(options: type, name: str):
+    return {spec.name: spec.default for spec in dataclasses.fields(options)}[name]
+
+
+def test_resolve_returns_a_new_complete_value_and_leaves_its_input_alone():
+    given_options = {"beta": 0.5}
+    config = RunConfig(model="vae", data="digits", augment="ae", model_options=given_options)
+    before = copy.deepcopy(config)
+    resolved = resolve(config)
+    assert config == before and given_options == {"beta": 0.5}
+    assert resolved.config is not config
+    # Every default filled in: the step budget, the family's options, the augmentation's options.
+    assert resolved.config.max_steps == DEFAULT_MAX_STEPS
+    assert resolved.options == VAEOptions(beta=0.5)
+    assert dict(resolved.config.model_options) == VAEOptions(beta=0.5).to_dict()
+    assert resolved.config.augment_p == AUGMENT_DEFAULTS["augment_p"]
+    assert resolved.config.augmenter_steps == AUGMENT_DEFAULTS["augmenter_steps"]
+    assert resolved.augment.names == ("ae",) and resolved.augment.p == AUGMENT_DEFAULTS["augment_p"]
+    assert resolved.model is MODELS["vae"]
+    # Options of an augmentation the run does not use stay unset, so config.yaml shows only what acts.
+    assert resolved.config.diffaug_policy is None and resolved.config.augment_pool is None
+    # Resolving a resolved configuration changes nothing.
+    assert resolve(resolved.config) == resolved
+
+
+def test_resolve_keeps_what_was_given():
+    resolved = resolve(RunConfig(model="gan", max_epochs=2, augment="diffaug", diffaug_policy="color"))
+    assert resolved.config.max_steps is None and resolved.config.max_epochs == 2
+    assert resolved.config.diffaug_policy == "color" and resolved.augment.diffaug_policy == "color"
+    assert resolved.config.augment_p is None, "diffaug reads no --augment-p"
+    assert resolved.options == GANOptions()
+
+
+BAD_CONFIGS = {
+    "unknown model": (dict(model="nope"), ["--model 'nope' is unknown", "choose from ae"]),
+    "unknown dataset": (dict(data="nope"), ["--data 'nope' is unknown", "choose from digits"]),
+    "unknown augmentation": (dict(augment="nope"), ["--augment 'nope'", "choose from none"]),
+    "unknown model option": (dict(model_options={"depth": 3}), ["unknown option(s) depth", "--help"]),
+    "option of another family": (
+        dict(model="gan", model_options={"denoise": 0.1}),
+        ["--denoise", "--model gan", "drop it"],
+    ),
+    "augmentation option with no augmentation": (
+        dict(augment="none", augment_p=0.3),
+        ["--augment-p", "--augment none", "drop it"],
+    ),
+    "augmentation option another augmentation reads": (
+        dict(augment="diffaug", augment_noise=0.1),
+        ["--augment-noise", "--augment diffaug", "drop it"],
+    ),
+    "pool size in online mode": (
+        dict(augment="ae", augment_pool=100),
+        ["--augment-pool", "--augment-mode offline"],
+    ),
+    "discriminator augmentation without a discriminator of images": (
+        dict(model="ae", augment="diffaug"),
+        ["--augment diffaug", "--model ae", "use --model gan"],
+    ),
+    "augmenter on the inputs of a vae": (
+        dict(model="vae", augment="ae-d"),
+        ["--model vae", "use --model gan"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CONFIGS))
+def test_bad_configuration_is_one_line_naming_the_fix(name):
+    values, expected = BAD_CONFIGS[name]
+    with pytest.raises(ConfigError) as error:
+        resolve(RunConfig(**values))
+    message = str(error.value)
+    assert len(message.splitlines()) == 1, message
+    for text in expected:
+        assert text in message, message
+
+
+def test_drop_unused_augment_options_leaves_them_out_instead_of_refusing():
+    config = RunConfig(model="gan", augment="diffaug", augment_p=0.3, augment_noise=0.1)
+    with pytest.raises(ConfigError):
+        resolve(config)
+    resolved = resolve(config, drop_unused_augment_options=True)
+    assert resolved.config.augment_p is None and resolved.config.augment_noise is None
+    assert resolved.config.diffaug_policy == AUGMENT_DEFAULTS["diffaug_policy"]
+    # Dropping only covers options no chosen augmentation reads: a bad value of a used one still fails.
+    with pytest.raises(ConfigError):
+        resolve(dataclasses.replace(config, augment="ae", augment_p=2.0), drop_unused_augment_options=True)
+
+
+NON_FINITE = {
+    "--lr nan": dict(model="gan", model_options={"lr": math.nan}),
+    "--lr inf": dict(model="ae", model_options={"lr": math.inf}),
+    "--ema nan": dict(model="gan", model_options={"ema": math.nan}),
+    "--beta nan": dict(model="vae", model_options={"beta": math.nan}),
+    "--beta inf": dict(model="vae", model_options={"beta": math.inf}),
+    "--denoise nan": dict(model="ae", model_options={"denoise": math.nan}),
+    "--augment-noise nan": dict(augment="ae", augment_noise=math.nan),
+    "--augment-noise inf": dict(augment="ae", augment_noise=math.inf),
+    "--augment-p nan": dict(augment="ae", augment_p=math.nan),
+    "--augment-interp inf": dict(augment="ae", augment_interp=math.inf),
+}
+
+
+@pytest.mark.parametrize("name", list(NON_FINITE))
+def test_a_float_option_must_be_finite(name):
+    with pytest.raises(ConfigError) as error:
+        resolve(RunConfig(**NON_FINITE[name]))
+    message = str(error.value)
+    assert len(message.splitlines()) == 1 and name.split()[0] in message and "finite" in message, message
+
+
+@pytest.mark.parametrize("args", [["--lr", "nan"], ["--model", "vae", "--beta", "inf"], ["--ema", "nan"]])
+def test_a_non_finite_flag_exits_2_with_one_line(args, capsys):
+    assert main([*args, "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and args[-2] in err and "finite" in err, err
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "1e400"])
+def test_an_integer_option_from_a_config_file_must_be_a_finite_integer(value, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: gan\nmax_steps: {value}\n")
+    assert main(["--config", str(config), "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "max_steps" in err and "Traceback" not in err, err
+
+
+def test_print_config_round_trips_through_config(tmp_path, capsys):
+    args = [
+        "--model",
+        "vae",
+        "--beta",
+        "0.5",
+        "--augment",
+        "ae",
+        "--augment-noise",
+        "0.2",
+        "--max-steps",
+        "7",
+    ]
+    assert main([*args, "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    values = yaml.safe_load(printed)
+    assert values["beta"] == 0.5 and values["augment_noise"] == 0.2 and values["max_steps"] == 7
+    assert values["recon_loss"] == family_default(VAEOptions, "recon_loss"), "family defaults are printed"
+    path = tmp_path / "printed.yaml"
+    path.write_text(printed)
+    assert main(["--config", str(path), "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+    assert resolve(RunConfig.from_dict(values)).config == RunConfig.from_dict(values)
+
+
+def help_of_each_flag() -> dict[str, str]:
+    """`--flag` -> its help line, with the whitespace argparse wraps it in collapsed."""
+    parser = build_parser()
+    return {
+        flag: " ".join((action.help or "").split())
+        for action in parser._actions
+        for flag in action.option_strings
+    }
+
+
+def test_help_shows_each_family_default_from_its_options_class():
+    helps = help_of_each_flag()
+    assert f"gan {family_default(GANOptions, 'lr')}" in helps["--lr"]
+    assert f"ae {family_default(AutoencoderOptions, 'lr')}" in helps["--lr"]
+    assert f"[default: {family_default(VAEOptions, 'beta')}]" in helps["--beta"]
+    assert f"[default: {family_default(GANOptions, 'ema')}]" in helps["--ema"]
+
+
+def test_help_follows_a_changed_family_default(monkeypatch):
+    # The default shown is read from the family's options class, not written down a second time.
+    @dataclass(frozen=True)
+    class SlowerGANOptions(GANOptions):
+        lr: float = with_default(GANOptions, "lr", 0.000123)
+
+    class SlowerGAN(GANModule):
+        options_type = SlowerGANOptions
+
+    monkeypatch.setitem(MODELS, "gan", ModelSpec(SlowerGAN, MODELS["gan"].description))
+    assert "gan 0.000123" in help_of_each_flag()["--lr"]
+
+
+def test_help_shows_every_run_option_default_from_run_config():
+    helps = help_of_each_flag()
+    defaults = RunConfig()
+    for name in CONFIG_FIELDS:
+        value = getattr(defaults, name)
+        if value is None or isinstance(value, bool) or name == "data_dir":
+            continue  # no default to show, a switch, or one that depends on the environment
+        shown = ",".join(value) if isinstance(value, list) else str(value)
+        flag = "--" + name.replace("_", "-")
+        assert f"[default: {shown}]" in helps[flag], (flag, helps[flag])
+    assert re.search(rf"\[default: {DEFAULT_MAX_STEPS} unless --max-epochs\]", helps["--max-steps"])
