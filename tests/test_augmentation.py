@@ -167,7 +167,7 @@ def test_augmenter_sees_only_the_runs_train_size_subset(tmp_path, augmenter_cach
     assert augmenter["source"] == "trained now" and augmenter["train_size"] == 200
     path = Path(augmenter["path"])
     assert path.parent == augmenter_cache and "-ts200-seed0-" in path.name
-    stored = torch.load(path, map_location="cpu", weights_only=False)["genae_config"]
+    stored = torch.load(path, map_location="cpu", weights_only=True)["genae_config"]
     assert stored["train_size"] == 200 and stored["seed"] == 0 and stored["model"] == "ae"
 
 
@@ -418,7 +418,7 @@ def test_gan_runs_with_ae_and_diffaug_then_reuses_the_cached_augmenter(tmp_path,
     assert path.parent == augmenter_cache and path.is_file()
     assert summary["global_step"] == 6 and "augmentation online, p=0.25" in summary["data_summary"]
     assert preview_rows(first) == 12, "originals, their ae augmentation and what D sees"
-    last = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert not any("augment" in key or "autoencoder" in key for key in last["state_dict"])
     written = path.stat().st_mtime_ns
 
@@ -430,7 +430,7 @@ def test_gan_runs_with_ae_and_diffaug_then_reuses_the_cached_augmenter(tmp_path,
     assert path.stat().st_mtime_ns == written
     assert [p.name for p in augmenter_cache.glob("*.ckpt")] == [path.name]
     assert preview_rows(second) == 12
-    last = torch.load(second / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(second / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert not any("augment" in key or "autoencoder" in key for key in last["state_dict"])
 
 
@@ -504,7 +504,7 @@ def test_invalid_augmentation_options_exit_2_with_one_line(name, tmp_path, capsy
 
 def relabelled(checkpoint: Path, folder: Path, **changes) -> Path:
     """A copy of `checkpoint` whose stored run configuration says something else."""
-    content = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    content = torch.load(checkpoint, map_location="cpu", weights_only=True)
     content["genae_config"].update(changes)
     path = folder / "relabelled.ckpt"
     torch.save(content, path)

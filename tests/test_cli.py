@@ -44,7 +44,7 @@ def test_gan_run_writes_the_complete_run_folder(tmp_path):
     assert {"train/loss_d", "train/loss_g"} <= set(summary["final_metrics"])
     rows = read_metrics(run_dir)
     assert rows and all(float(row["train/loss_d"]) >= 0 for row in rows if row.get("train/loss_d"))
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 12, "Lightning counts both optimizer steps of each GAN iteration"
     assert last["genae_config"]["model"] == "gan"
     grids = sorted(p.name for p in (run_dir / "images").glob("samples_*.png"))
@@ -71,7 +71,7 @@ def test_resume_last_continues_at_the_right_step(tmp_path):
     assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "7"]) == 0
     summary = read_summary(run_dir)
     assert summary["global_step"] == 7 and summary["model"] == "gan"
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 14
     train_steps = [int(row["step"]) for row in read_metrics(run_dir) if row.get("train/loss_d")]
     # Rows every 3 iterations plus each run's final batch: 2, 3 from the first run, 5, 6 after resuming.

@@ -148,7 +148,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
     assert main([*args, "--output", str(run_dir)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train/loss became nan at step 4" in err and "--lr" in err
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 4
     assert all(
         torch.isfinite(value).all()
