@@ -66,6 +66,12 @@ LOGGED = {
     "train/d_fake": NONE,
     "val/d_real": NONE,
     "test/d_real": NONE,
+    # Sequence models (callbacks/sequence_metrics.py).
+    **{
+        f"{split}/{kind}": LOWER
+        for split in ("val", "test")
+        for kind in ("discriminative", "predictive", "recon_mse")
+    },
     "step": NONE,
 }
 

@@ -1,0 +1,335 @@
+"""Metrics of generated and reconstructed time series [N, T, C]: TimeGAN's discriminative and predictive
+scores, and reconstruction MSE.
+
+The two post-hoc scores follow Yoon et al., "Time-series Generative Adversarial Networks" (NeurIPS 2019)
+and its reference code (jsyoon0823/TimeGAN, metrics/):
+
+- discriminative: a small GRU learns to tell real from generated series on 80% of each; the score is
+  |accuracy - 0.5| on the other 20%. 0 means it cannot tell them apart; 0.5 means it always can.
+- predictive ("train on synthetic, test on real"): a small GRU learns one-step-ahead prediction on the
+  generated series only, and the score is its mean absolute error on the real ones. TimeGAN predicts the
+  last channel from the other channels, which needs at least two channels; here every channel at t+1 is
+  predicted from all channels at steps <= t, so it applies to univariate series as well. The output is
+  linear, not TimeGAN's sigmoid, because series here are normalised, not min-max scaled to [0, 1].
+
+Both are deterministic given `seed` (weights, subsets and batches draw from it alone, and the caller's
+random stream is left where it was) and cheap enough on the CPU for every validation: a few hundred steps
+of a GRU with a hidden size of max(8, C // 2); TimeGAN's int(C / 2) would be 0 for one channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_genae.metrics.distances import feature_metrics
+from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, on_split
+
+__all__ = [
+    "SequenceScore",
+    "SeriesFeatures",
+    "check_series",
+    "default_hidden",
+    "discriminative_score",
+    "map_series",
+    "predictive_score",
+    "reconstruction_mse",
+    "score_sequences",
+    "series_mse",
+]
+
+MIN_HIDDEN = 8
+# TimeGAN trains 2,000 (discriminative) and 5,000 (predictive) steps at Adam's default 1e-3; a few hundred
+# steps at 1e-2 separate real from clearly wrong series as well and fit in every validation on the CPU.
+DEFAULT_STEPS = 300
+DEFAULT_BATCH = 128
+DEFAULT_LR = 1e-2
+# TimeGAN's split: 80% of each set to train the post-hoc discriminator, 20% to test it.
+TRAIN_FRACTION = 0.8
+EVAL_BATCH = 1000
+
+
+def check_series(x: Tensor, name: str) -> Tensor:
+    """`x` detached as float32 on the CPU after checking it is a finite, non-empty [N, T, C] tensor."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} series must be a torch.Tensor [N, T, C], got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(
+            f"{name} series must be 3-D [N, T, C] (samples, steps, channels), got shape {tuple(x.shape)}"
+        )
+    if 0 in x.shape:
+        raise ValueError(f"{name} series are empty (shape {tuple(x.shape)}); pass at least one series")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{name} series must be real numbers, got dtype {x.dtype}")
+    # Series made under inference mode (a Lightning evaluation hook) cannot enter autograd; a copy made
+    # outside it can.
+    with torch.inference_mode(False):
+        x = x.detach().to("cpu", torch.float32).clone()
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).sum())
+        raise ValueError(
+            f"{name} series contain NaN or Inf in {bad} of {x.shape[0]} series; "
+            "check the model outputs (a diverged model)"
+        )
+    return x
+
+
+def default_hidden(channels: int) -> int:
+    """Hidden size of the post-hoc GRUs: TimeGAN's C // 2, but at least MIN_HIDDEN."""
+    return max(MIN_HIDDEN, channels // 2)
+
+
+class PostHocGRU(nn.Module):
+    """One GRU layer and a linear read-out: of the last hidden state (`per_step=False`) or of every step."""
+
+    def __init__(self, channels: int, hidden: int, outputs: int, per_step: bool) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(channels, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, outputs)
+        self.per_step = per_step
+
+    def forward(self, x: Tensor) -> Tensor:
+        states, last = self.rnn(x)
+        return self.head(states if self.per_step else last[-1])
+
+
+@contextmanager
+def _training_context(seed: int) -> Iterator[None]:
+    """Seeded, with gradients, outside inference mode and autocast, the caller's random stream untouched.
+
+    Evaluation hooks run under `inference_mode` and possibly a bf16/fp16 autocast; a score must not depend
+    on either, nor move the run's own random numbers.
+    """
+    with (
+        torch.random.fork_rng(devices=[]),
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        torch.autocast("cpu", enabled=False),
+    ):
+        torch.manual_seed(seed)
+        yield
+
+
+def _check_options(steps: int, batch_size: int, hidden: int | None) -> None:
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if hidden is not None and hidden < 1:
+        raise ValueError(f"hidden must be at least 1, got {hidden}")
+
+
+def _same_channels(a: Tensor, b: Tensor, what: str) -> None:
+    if a.shape[2] != b.shape[2]:
+        raise ValueError(
+            f"{what}: the two sets differ in channels ({a.shape[2]} vs {b.shape[2]}); "
+            "compare series of the same dataset"
+        )
+
+
+def discriminative_score(
+    real: Tensor,
+    generated: Tensor,
+    *,
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    batch_size: int = DEFAULT_BATCH,
+    hidden: int | None = None,
+    lr: float = DEFAULT_LR,
+) -> float:
+    """TimeGAN's discriminative score |accuracy - 0.5| of a post-hoc GRU classifier, real vs generated.
+
+    Both sets are cut to the same size N = min(len(real), len(generated)) by a seeded draw, so that chance
+    is 0.5; each is split 80/20, the GRU trains `steps` Adam steps on batches of `batch_size` real plus
+    `batch_size` generated training series, and the accuracy is measured on the held-out 2 x 20%.
+    """
+    real = check_series(real, "real")
+    generated = check_series(generated, "generated")
+    _same_channels(real, generated, "discriminative_score")
+    _check_options(steps, batch_size, hidden)
+    n = min(len(real), len(generated))
+    n_train = int(round(TRAIN_FRACTION * n))
+    if n_train < 1 or n - n_train < 1:
+        raise ValueError(
+            f"discriminative_score needs at least 2 series per set (one to train, one to test), got {n}"
+        )
+    draws = torch.Generator().manual_seed(seed)
+    batch = min(batch_size, n_train)
+    # Every tensor that enters the GRU is made inside the context, so none is an inference tensor.
+    with _training_context(seed):
+        real = real[torch.randperm(len(real), generator=draws)[:n]]
+        generated = generated[torch.randperm(len(generated), generator=draws)[:n]]
+        train_real, test_real = real[:n_train], real[n_train:]
+        train_fake, test_fake = generated[:n_train], generated[n_train:]
+        targets = torch.cat([torch.ones(batch), torch.zeros(batch)])
+        model = PostHocGRU(real.shape[2], hidden or default_hidden(real.shape[2]), 1, per_step=False)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        for _ in range(steps):
+            # Without replacement within a batch, as TimeGAN's batch_generator draws.
+            pick_real = torch.randperm(n_train, generator=draws)[:batch]
+            pick_fake = torch.randperm(n_train, generator=draws)[:batch]
+            logits = model(torch.cat([train_real[pick_real], train_fake[pick_fake]])).squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            correct = int((_batched(model, test_real).squeeze(1) > 0).sum())
+            correct += int((_batched(model, test_fake).squeeze(1) <= 0).sum())
+    accuracy = correct / (len(test_real) + len(test_fake))
+    return abs(accuracy - 0.5)
+
+
+def predictive_score(
+    synthetic: Tensor,
+    real: Tensor,
+    *,
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    batch_size: int = DEFAULT_BATCH,
+    hidden: int | None = None,
+    lr: float = DEFAULT_LR,
+) -> float:
+    """Train on synthetic, test on real: MAE on `real` of a GRU trained to predict step t+1 on `synthetic`.
+
+    Every channel at t+1 is predicted from all channels at steps <= t (see the module docstring for how
+    this differs from TimeGAN); the score is the mean absolute error over all real series, steps and
+    channels, in the series' own (normalised) units. Lower is better.
+    """
+    synthetic = check_series(synthetic, "synthetic")
+    real = check_series(real, "real")
+    _same_channels(synthetic, real, "predictive_score")
+    _check_options(steps, batch_size, hidden)
+    for name, x in (("synthetic", synthetic), ("real", real)):
+        if x.shape[1] < 2:
+            raise ValueError(f"predictive_score needs {name} series of at least 2 steps, got {x.shape[1]}")
+    draws = torch.Generator().manual_seed(seed)
+    batch = min(batch_size, len(synthetic))
+    channels = synthetic.shape[2]
+    with _training_context(seed):
+        model = PostHocGRU(channels, hidden or default_hidden(channels), channels, per_step=True)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        for _ in range(steps):
+            x = synthetic[torch.randperm(len(synthetic), generator=draws)[:batch]]
+            loss = F.l1_loss(model(x[:, :-1]), x[:, 1:])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            error = sum(
+                float((model(chunk[:, :-1]) - chunk[:, 1:]).abs().sum()) for chunk in real.split(EVAL_BATCH)
+            )
+    return error / real[:, 1:].numel()
+
+
+def _batched(model: nn.Module, x: Tensor) -> Tensor:
+    return torch.cat([model(chunk) for chunk in x.split(EVAL_BATCH)])
+
+
+@torch.no_grad()
+def map_series(
+    function: Callable[[Tensor], Tensor], series: Tensor, device: torch.device, batch_size: int = 500
+) -> Tensor:
+    """`function` of float series, one batch at a time on `device`; float32 on the CPU."""
+    return torch.cat(
+        [
+            function(series[start : start + batch_size].to(device)).float().cpu()
+            for start in range(0, len(series), batch_size)
+        ]
+    )
+
+
+def series_mse(series: Tensor, reconstructions: Tensor) -> float:
+    """Mean squared error per value between `series` [N, T, C] and their reconstructions, in their units."""
+    series = check_series(series, "real")
+    reconstructions = check_series(reconstructions, "reconstructed")
+    if reconstructions.shape != series.shape:
+        raise ValueError(
+            f"reconstructions have shape {tuple(reconstructions.shape)}, the series {tuple(series.shape)}; "
+            "reconstruct must return series of its input's shape"
+        )
+    return float(((reconstructions.double() - series.double()) ** 2).mean())
+
+
+def reconstruction_mse(
+    reconstruct: Callable[[Tensor], Tensor],
+    series: Tensor,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+) -> float:
+    """`series_mse` of `series` and `reconstruct(series)`, reconstructed in batches on `device`."""
+    series = check_series(series, "real")
+    return series_mse(series, map_series(reconstruct, series, torch.device(device), batch_size))
+
+
+@dataclass(frozen=True)
+class SequenceScore:
+    """Sequence metrics by name without split (`discriminative`, `fd_classifier`, ...) and what they used."""
+
+    values: dict[str, float]
+    split: str
+    n_real: int
+    n_fake: int
+    backbone: str | None
+
+    def logged(self) -> dict[str, float]:
+        """The values under the names they are logged with, split first: `val/discriminative`, ..."""
+        return {on_split(name, self.split): value for name, value in self.values.items()}
+
+    def record(self) -> dict[str, Any]:
+        """What summary.json and eval.json print beside the numbers: split, sample counts, backbone."""
+        return {"split": self.split, "n_real": self.n_real, "n_fake": self.n_fake, "backbone": self.backbone}
+
+
+class SeriesFeatures(Protocol):
+    """A feature network of series (sequence_classifier.SequenceFeatures); its name goes into metric names."""
+
+    name: str
+    description: str
+
+    def __call__(self, series: Tensor) -> Tensor: ...
+
+
+def score_sequences(
+    real: Tensor,
+    split: str,
+    *,
+    generated: Tensor | None = None,
+    reconstructions: Tensor | None = None,
+    features: SeriesFeatures | None = None,
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+) -> SequenceScore:
+    """Every sequence metric that applies, on `real` series of `split`: the one scoring path for sequences.
+
+    `reconstructions` of `real` give `recon_mse`; `generated` series give `discriminative` and `predictive`,
+    and with `features` also the generative metrics of images (`fd_classifier`, `kid_classifier`, ...)
+    computed by `distances.feature_metrics` on those features.
+    """
+    real = check_series(real, "real")
+    values: dict[str, float] = {}
+    if reconstructions is not None:
+        values["recon_mse"] = series_mse(real, reconstructions)
+    if generated is not None:
+        generated = check_series(generated, "generated")
+        values["discriminative"] = discriminative_score(real, generated, seed=seed, steps=steps)
+        values["predictive"] = predictive_score(generated, real, seed=seed, steps=steps)
+        if features is not None:
+            computed = feature_metrics(features(real), features(generated), seed=seed)
+            values.update({metric_name(key, features.name): float(computed[key]) for key in GENERATIVE_KEYS})
+    return SequenceScore(
+        values=values,
+        split=split,
+        n_real=len(real),
+        n_fake=len(generated) if generated is not None else 0,
+        backbone=features.description if features is not None and generated is not None else None,
+    )
