@@ -281,9 +281,14 @@ def load_checkpoint(path: str | Path) -> tuple[FeatureClassifier, dict[str, Any]
     return model, dict(payload.get("meta", {}))
 
 
-def load_manifest(weights_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """The shipped classifiers by dataset name ({} when the manifest is absent)."""
-    path = Path(weights_dir or WEIGHTS_DIR) / MANIFEST_NAME
+def load_manifest(
+    weights_dir: str | Path | None = None, manifest_name: str = MANIFEST_NAME
+) -> dict[str, dict[str, Any]]:
+    """The shipped classifiers by dataset name ({} when the manifest is absent).
+
+    `manifest_name` picks another manifest in the same folder (the sequence classifiers have their own).
+    """
+    path = Path(weights_dir or WEIGHTS_DIR) / manifest_name
     if not path.is_file():
         return {}
     try:
@@ -295,11 +300,13 @@ def load_manifest(weights_dir: str | Path | None = None) -> dict[str, dict[str, 
     return manifest
 
 
-def write_manifest_entry(weights_dir: str | Path, data: str, entry: dict[str, Any]) -> Path:
+def write_manifest_entry(
+    weights_dir: str | Path, data: str, entry: dict[str, Any], manifest_name: str = MANIFEST_NAME
+) -> Path:
     """Replace the manifest entry of `data`, keeping the others; keys sorted so diffs stay small."""
-    manifest = load_manifest(weights_dir)
+    manifest = load_manifest(weights_dir, manifest_name)
     manifest[data] = entry
-    path = Path(weights_dir) / MANIFEST_NAME
+    path = Path(weights_dir) / manifest_name
     path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2, sort_keys=True) + "\n")
     return path
 

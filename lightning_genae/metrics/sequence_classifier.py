@@ -1,0 +1,338 @@
+"""The sequence feature classifier: a small GRU trained on a sequence dataset's labels, whose penultimate
+layer gives `fd_classifier` (and KID, precision/recall, density/coverage) for sequence models.
+
+It is the sequence counterpart of `classifier.py` and ships the same way: a checkpoint in `weights/`, its
+SHA-256, test accuracy and reproducing command in `weights/sequence_classifiers.json` (a manifest of its
+own, so the image backbones never mistake it for an image classifier). Today the one dataset is `smnist`:
+MNIST rows as 28 steps of 28 features, scaled to [-1, 1] like the images, from the same IDX files and the
+same fixed train/val/test splits as `mnist`. The shipped checkpoint is reproduced on the CPU by
+
+    OMP_NUM_THREADS=1 python -m lightning_genae.metrics.sequence_classifier --data smnist \
+        --data-dir ../shared/data --seed 0 --output lightning_genae/metrics/weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import io
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from datamodules import build_datamodule, to_model_range
+from lightning_genae.cache import write_atomically
+from lightning_genae.errors import GenaeError
+from lightning_genae.metrics import classifier as classifier_lib
+from lightning_genae.metrics.backbones import BackboneUnavailable
+
+WEIGHTS_DIR = classifier_lib.WEIGHTS_DIR
+MANIFEST_NAME = "sequence_classifiers.json"
+CHECKPOINT_FORMAT = "lightning-genae-sequence-classifier/1"
+DEFAULT_SEED = 0
+
+# Training recipe (CPU-sized: a few minutes on one core for smnist).
+BATCH_SIZE = 128
+MAX_LR = 1e-2
+WEIGHT_DECAY = 1e-4
+DEFAULT_EPOCHS = 5
+# GRUs trained with a high learning rate need their gradient norm bounded early on.
+CLIP_NORM = 1.0
+EVAL_BATCH = 1000
+
+Splits = dict[str, tuple[Tensor, Tensor]]
+
+
+def smnist_splits(data_dir: str | Path) -> Splits:
+    """MNIST as uint8 sequences [N, 28 rows, 28 columns] with labels, in `mnist`'s fixed splits."""
+    datamodule = build_datamodule("mnist", data_dir=str(data_dir))
+    datamodule.prepare_data()
+    splits = {}
+    for split in ("train", "val", "test"):
+        images, labels = datamodule.split_tensors(split)
+        splits[split] = (images[:, 0], labels)
+    return splits
+
+
+# The sequence datasets a classifier can be trained on: name -> reader of uint8 [N, T, C] splits.
+SEQUENCE_DATASETS: dict[str, Callable[[str | Path], Splits]] = {"smnist": smnist_splits}
+
+
+@dataclass(frozen=True)
+class SequenceClassifierConfig:
+    """Everything needed to rebuild the network before loading its state dict."""
+
+    seq_len: int
+    channels: int
+    num_classes: int
+    hidden: int = 96
+    feature_dim: int = 64
+    dropout: float = 0.2
+
+
+class SequenceClassifier(nn.Module):
+    """GRU over the steps, its last hidden state -> fc -> BN (the features) -> ReLU -> dropout -> fc.
+
+    As in the image classifier, the features are the batch-normalised activations before the ReLU:
+    continuous, closer to Gaussian (what FD assumes) and of roughly unit scale per dimension.
+    Inputs are series in [-1, 1]; `features` clamps to that range, as images are clamped before scoring.
+    """
+
+    def __init__(self, config: SequenceClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.rnn = nn.GRU(config.channels, config.hidden, batch_first=True)
+        self.embed = nn.Sequential(
+            nn.Linear(config.hidden, config.feature_dim, bias=False), nn.BatchNorm1d(config.feature_dim)
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.num_classes)
+        )
+
+    def features(self, series: Tensor) -> Tensor:
+        """Series [N, T, C] in [-1, 1] -> penultimate features [N, feature_dim]."""
+        _, last = self.rnn(series.clamp(-1.0, 1.0))
+        return self.embed(last[-1])
+
+    def forward(self, series: Tensor) -> Tensor:
+        """Series [N, T, C] in [-1, 1] -> class logits [N, num_classes]."""
+        return self.head(self.features(series))
+
+
+@torch.no_grad()
+def accuracy(
+    model: SequenceClassifier, series: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH
+) -> float:
+    """Fraction of uint8 or [-1, 1] float `series` whose predicted class equals `labels` (eval mode)."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(series), batch_size):
+        batch = series[start : start + batch_size]
+        batch = to_model_range(batch) if batch.dtype == torch.uint8 else batch.float()
+        correct += int((model(batch).argmax(dim=1) == labels[start : start + batch_size]).sum())
+    return correct / max(len(series), 1)
+
+
+def _fit(
+    splits: Splits, config: SequenceClassifierConfig, seed: int, epochs: int, verbose: bool
+) -> SequenceClassifier:
+    train_series, train_labels = splits["train"]
+    val_series, val_labels = splits["val"]
+    model = SequenceClassifier(config)
+    shuffle = torch.Generator().manual_seed(seed)
+    steps_per_epoch = max(1, len(train_series) // BATCH_SIZE)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=MAX_LR, weight_decay=WEIGHT_DECAY)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, MAX_LR, total_steps=epochs * steps_per_epoch)
+    best_accuracy, best_state = -1.0, copy.deepcopy(model.state_dict())
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(train_series), generator=shuffle)
+        for step in range(steps_per_epoch):
+            index = order[step * BATCH_SIZE : (step + 1) * BATCH_SIZE]
+            loss = F.cross_entropy(model(to_model_range(train_series[index])), train_labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+            optimizer.step()
+            schedule.step()
+        val_accuracy = accuracy(model, val_series, val_labels)
+        if verbose:
+            print(
+                f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, val acc {val_accuracy:.4%}", flush=True
+            )
+        # `>=` prefers the later epoch on ties: it has seen more of the schedule's low learning rates.
+        if val_accuracy >= best_accuracy:
+            best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return model.eval()
+
+
+def train_sequence_classifier(
+    splits: Splits, *, seed: int = DEFAULT_SEED, epochs: int = DEFAULT_EPOCHS, verbose: bool = False
+) -> tuple[SequenceClassifier, float]:
+    """Train on the uint8 [N, T, C] train split, keep the epoch with the best val accuracy.
+
+    Returns the model (eval mode, CPU) and its test accuracy; deterministic given `seed`, and the caller's
+    random stream is left where it was.
+    """
+    if epochs < 1:
+        raise GenaeError(f"--epochs {epochs} must be at least 1")
+    train_series, train_labels = splits["train"]
+    _, seq_len, channels = train_series.shape
+    config = SequenceClassifierConfig(seq_len, channels, int(train_labels.max()) + 1)
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(seed)
+        model = _fit(splits, config, seed, epochs, verbose)
+    return model, accuracy(model, *splits["test"])
+
+
+# ----- checkpoints -----
+
+
+def save_checkpoint(model: SequenceClassifier, path: str | Path, **meta: Any) -> str:
+    """Write the config, state dict and `meta` to `path` atomically; return the file's SHA-256."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(model.config),
+        "state_dict": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
+        "meta": meta,
+    }
+    # Serialised in memory, as classifier.save_checkpoint: the bytes, and so the hash, depend on nothing else.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomically(path, lambda temporary: Path(temporary).write_bytes(buffer.getvalue()))
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def load_checkpoint(path: str | Path) -> tuple[SequenceClassifier, dict[str, Any]]:
+    """Rebuild the classifier stored at `path` (eval mode, CPU, frozen) and return it with its meta."""
+    try:
+        # weights_only: a checkpoint is tensors and plain values, never code to unpickle.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        model = SequenceClassifier(SequenceClassifierConfig(**payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise GenaeError(
+            f"sequence classifier checkpoint {path} is unreadable ({type(exc).__name__}: {first_line}); "
+            "reinstall lightning-genae"
+        ) from exc
+    model.requires_grad_(False)
+    model.eval()
+    return model, dict(payload.get("meta", {}))
+
+
+def checkpoint_name(data: str) -> str:
+    """File name of the shipped sequence classifier for dataset `data`."""
+    return f"sequence-classifier-{data}.pt"
+
+
+def load_manifest(weights_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The shipped sequence classifiers by dataset name ({} when the manifest is absent)."""
+    return classifier_lib.load_manifest(weights_dir, MANIFEST_NAME)
+
+
+class SequenceFeatures:
+    """Features of series under a shipped classifier, named like an image backbone (`classifier`)."""
+
+    name = "classifier"
+
+    def __init__(self, model: SequenceClassifier, description: str) -> None:
+        self.model = model
+        self.feature_dim = model.config.feature_dim
+        self.description = description
+
+    @torch.no_grad()
+    def __call__(self, series: Tensor) -> Tensor:
+        """Float32 features [N, feature_dim] on the CPU of series [N, T, C] in [-1, 1]."""
+        expected = (self.model.config.seq_len, self.model.config.channels)
+        if series.dim() != 3 or tuple(series.shape[1:]) != expected:
+            raise ValueError(
+                f"the {self.description} takes series [N, {expected[0]}, {expected[1]}], "
+                f"got {tuple(series.shape)}"
+            )
+        # Outside inference mode and autocast: the features must not depend on the caller's context.
+        with torch.inference_mode(False), torch.autocast("cpu", enabled=False):
+            series = series.detach().to("cpu", torch.float32).clone()
+            return torch.cat([self.model.features(chunk) for chunk in series.split(EVAL_BATCH)])
+
+
+def shipped_sequence_features(data: str) -> SequenceFeatures | None:
+    """The shipped classifier features of `data` (SHA-256 checked), or None when none is shipped for it.
+
+    Raises BackboneUnavailable (one line, with the fix) when the file is missing, modified or unreadable.
+    """
+    entry = load_manifest().get(data)
+    if entry is None:
+        return None
+    path = Path(WEIGHTS_DIR) / entry["file"]
+    fix = f"reinstall lightning-genae or re-create it with `{entry['command']}`"
+    if not path.is_file():
+        raise BackboneUnavailable(f"sequence classifier: shipped checkpoint {path} is missing; {fix}")
+    sha256 = classifier_lib.file_sha256(path)
+    if sha256 != entry["sha256"]:
+        raise BackboneUnavailable(
+            f"sequence classifier: {path} has SHA-256 {sha256[:12]}..., the manifest expects "
+            f"{entry['sha256'][:12]}... (corrupt or modified); {fix}"
+        )
+    try:
+        model, _ = load_checkpoint(path)
+    except GenaeError as exc:
+        raise BackboneUnavailable(str(exc)) from exc
+    description = f"sequence classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
+    return SequenceFeatures(model, description)
+
+
+# ----- command line -----
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_genae.metrics.sequence_classifier",
+        description="Train the sequence feature classifier of a labelled sequence dataset, write "
+        "sequence-classifier-DATA.pt and update the manifest (sequence_classifiers.json) in --output.",
+    )
+    parser.add_argument("--data", required=True, choices=sorted(SEQUENCE_DATASETS), help="dataset name")
+    parser.add_argument("--data-dir", default=".", help="folder holding MNIST/raw (for smnist)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training seed (0 for shipped ones)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="training epochs")
+    parser.add_argument("--output", default=str(WEIGHTS_DIR), help="folder for the checkpoint and manifest")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train, save and record one sequence classifier; errors print as one line with exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        splits = SEQUENCE_DATASETS[args.data](args.data_dir)
+        started = time.perf_counter()
+        model, test_accuracy = train_sequence_classifier(
+            splits, seed=args.seed, epochs=args.epochs, verbose=True
+        )
+        seconds = time.perf_counter() - started
+        num_test = len(splits["test"][0])
+        output = Path(args.output)
+        path = output / checkpoint_name(args.data)
+        meta = {"data": args.data, "seed": args.seed, "epochs": args.epochs, "test_accuracy": test_accuracy}
+        sha256 = save_checkpoint(model, path, **meta, num_test=num_test)
+        command = (
+            f"python -m lightning_genae.metrics.sequence_classifier --data {args.data} "
+            f"--data-dir {args.data_dir} --seed {args.seed} --epochs {args.epochs} --output {args.output}"
+        )
+        entry = {
+            "file": path.name,
+            "sha256": sha256,
+            "test_accuracy": round(test_accuracy, 6),
+            "num_test": num_test,
+            "feature_dim": model.config.feature_dim,
+            "series_shape": [model.config.seq_len, model.config.channels],
+            "seed": args.seed,
+            "epochs": args.epochs,
+            "command": command,
+            "train_seconds": round(seconds),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        }
+        classifier_lib.write_manifest_entry(output, args.data, entry, MANIFEST_NAME)
+    except GenaeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(
+        f"{args.data}: test accuracy {test_accuracy:.4%} on {num_test} series, {seconds:.0f} s, "
+        f"{path} ({path.stat().st_size / 1024:.0f} KiB, sha256 {sha256})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
