@@ -1,0 +1,171 @@
+"""Sequence metrics at validation (every N iterations) and test: reconstruction MSE, TimeGAN's
+discriminative and predictive scores, and `fd_classifier` & co. where a sequence classifier is shipped.
+
+The sequence counterpart of `callbacks/metrics.py`: validation compares with the validation split, the
+test split is touched only by the final evaluation, so `--evaluate` re-runs exactly these numbers. The
+scoring is `lightning_genae.metrics.sequences.score_sequences`; this module only gathers real series,
+generates and reconstructs, and logs. Rank 0 scores (the post-hoc GRUs are small) and broadcasts, so every
+rank logs the same values and a metric can be monitored under DDP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
+
+from lightning_genae.console import say
+from lightning_genae.metrics.backbones import BackboneUnavailable
+from lightning_genae.metrics.sequence_classifier import SequenceFeatures, shipped_sequence_features
+from lightning_genae.metrics.sequences import DEFAULT_STEPS, map_series, score_sequences
+from lightning_genae.models import Autoencoder, Sampler
+
+SAMPLE_BATCH = 500
+
+
+def real_datamodule(datamodule: pl.LightningDataModule) -> pl.LightningDataModule:
+    """The dataset itself, not an augmentation wrapper around it: metrics compare with real data only."""
+    return getattr(datamodule, "base", datamodule)
+
+
+def is_sequence_data(datamodule: pl.LightningDataModule) -> bool:
+    """Series data: the datamodule says so (`data_kind = "sequence"`), or its val batches are [B,T,C]."""
+    base = real_datamodule(datamodule)
+    kind = getattr(base, "data_kind", None)
+    if kind is not None:
+        return kind == "sequence"
+    series, _ = next(iter(base.val_dataloader()))
+    return series.dim() == 3
+
+
+def split_series(datamodule: pl.LightningDataModule, split: str) -> Tensor:
+    """All series of `split` as the model sees them (after `on_after_batch_transfer`), float32 on the CPU."""
+    base = real_datamodule(datamodule)
+    loader = base.val_dataloader() if split == "val" else base.test_dataloader()
+    batches = [base.on_after_batch_transfer(batch, 0)[0].float().cpu() for batch in loader]
+    return torch.cat(batches)
+
+
+class SequenceMetrics(Callback):
+    """N real series of the stage's split against N generated ones and their own reconstructions.
+
+    `num_samples` caps N; `every_n_steps` (None: every validation) spaces the validation scores during
+    training, since each trains two small GRUs; the final validation and the test always score. `steps`
+    is the post-hoc GRUs' training length; `features` the shipped sequence classifier, if any.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 1000,
+        seed: int = 0,
+        every_n_steps: int | None = None,
+        steps: int = DEFAULT_STEPS,
+        features: SequenceFeatures | None = None,
+    ) -> None:
+        if num_samples < 2:
+            raise ValueError(f"sequence metrics need num_samples >= 2, got {num_samples}")
+        self.num_samples = num_samples
+        self.seed = seed
+        self.every_n_steps = every_n_steps
+        self.steps = steps
+        self.features = features
+        self.records: dict[str, dict[str, Any]] = {}
+        self._last_scored: int | None = None
+        self._real: dict[tuple[int, str], Tensor] = {}
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.evaluate(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.evaluate(trainer, pl_module, "test")
+
+    def _due(self, trainer: pl.Trainer, iteration: int, stage: str) -> bool:
+        if stage != "val" or trainer.state.fn != "fit" or self.every_n_steps is None:
+            return True
+        return self._last_scored is None or iteration - self._last_scored >= self.every_n_steps
+
+    def _real_series(self, datamodule: pl.LightningDataModule, split: str) -> Tensor:
+        key = (id(real_datamodule(datamodule)), split)
+        if key not in self._real:
+            series = split_series(datamodule, split)
+            # The same N real series for every evaluation with this seed, whatever the loader's order.
+            if len(series) > self.num_samples:
+                pick = torch.randperm(len(series), generator=torch.Generator().manual_seed(self.seed))
+                series = series[pick[: self.num_samples].sort().values]
+            self._real[key] = series
+        return self._real[key]
+
+    def score(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule, stage: str) -> Any:
+        """The stage's SequenceScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
+        real = self._real_series(datamodule, stage)
+        generated = reconstructions = None
+        if isinstance(pl_module, Sampler):
+            # Seeded per stage: a re-evaluation of the same checkpoint draws the same samples.
+            generator = torch.Generator().manual_seed(self.seed * 1_000 + (stage == "test"))
+            with torch.no_grad():
+                generated = torch.cat(
+                    [
+                        pl_module.sample(min(SAMPLE_BATCH, len(real) - start), generator=generator)
+                        .float()
+                        .cpu()
+                        for start in range(0, len(real), SAMPLE_BATCH)
+                    ]
+                )
+        if isinstance(pl_module, Autoencoder):
+            reconstructions = map_series(pl_module.reconstruct, real, pl_module.device, SAMPLE_BATCH)
+        return score_sequences(
+            real,
+            stage,
+            generated=generated,
+            reconstructions=reconstructions,
+            features=self.features,
+            seed=self.seed,
+            steps=self.steps,
+        )
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.sanity_checking or not isinstance(pl_module, (Sampler, Autoencoder)):
+            return
+        iteration = getattr(pl_module, "iteration", trainer.global_step)
+        if not self._due(trainer, iteration, stage) or not is_sequence_data(trainer.datamodule):
+            return
+        payload = None
+        if trainer.is_global_zero:
+            score = self.score(pl_module, trainer.datamodule, stage)
+            payload = (score.logged(), score.record())
+        logged, record = trainer.strategy.broadcast(payload, src=0)
+        for name, value in logged.items():
+            pl_module.log(name, value, sync_dist=False)
+        self.records[stage] = record
+        if stage == "val":
+            self._last_scored = iteration
+        if trainer.state.fn != "fit":
+            shown = ", ".join(f"{name} = {value:.4g}" for name, value in logged.items())
+            say(f"{stage}: {shown} ({record['n_real']} real {stage} series, {record['n_fake']} generated)")
+
+
+def build_sequence_metrics(
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    *,
+    num_samples: int,
+    seed: int,
+    every_n_steps: int | None = None,
+) -> SequenceMetrics | None:
+    """The sequence metric callback for a model that samples or reconstructs, on sequence data; else None.
+
+    `fd_classifier` and the other feature metrics come with it when a sequence classifier is shipped for
+    the dataset; a broken shipped file warns once and leaves the other sequence metrics on.
+    """
+    if not isinstance(model, (Sampler, Autoencoder)) or not is_sequence_data(datamodule):
+        return None
+    try:
+        features = shipped_sequence_features(real_datamodule(datamodule).name)
+    except BackboneUnavailable as error:
+        rank_zero_warn(f"sequence feature metrics skipped: {error}")
+        features = None
+    return SequenceMetrics(num_samples=num_samples, seed=seed, every_n_steps=every_n_steps, features=features)

@@ -1,0 +1,305 @@
+"""Sequence metrics: TimeGAN's discriminative and predictive scores rank real-like above noise and are
+seeded; the shipped smnist classifier is what its manifest says; the callback logs vocabulary names."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics, is_sequence_data
+from lightning_genae.metrics import classifier as classifier_lib
+from lightning_genae.metrics import sequence_classifier as seq_lib
+from lightning_genae.metrics.names import Direction, direction
+from lightning_genae.metrics.sequences import (
+    discriminative_score,
+    predictive_score,
+    reconstruction_mse,
+    score_sequences,
+)
+
+# Small enough for the whole file to take seconds on one core, large enough for a clear separation.
+FAST = {"steps": 60, "batch_size": 64}
+
+
+def sines(n: int, seed: int, steps: int = 16, channels: int = 2) -> Tensor:
+    """One synthetic process: random frequency, phase and amplitude per channel, a little noise."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(steps, dtype=torch.float32)[None, :, None]
+    frequency = 0.1 + 0.3 * torch.rand(n, 1, channels, generator=g)
+    phase = 2 * math.pi * torch.rand(n, 1, channels, generator=g)
+    amplitude = 0.5 + 0.5 * torch.rand(n, 1, channels, generator=g)
+    return amplitude * torch.sin(frequency * t + phase) + 0.05 * torch.randn(n, steps, channels, generator=g)
+
+
+@pytest.fixture(scope="module")
+def real() -> Tensor:
+    return sines(500, seed=0)
+
+
+@pytest.fixture(scope="module")
+def real_like() -> Tensor:
+    return sines(500, seed=1)
+
+
+@pytest.fixture(scope="module")
+def noise() -> Tensor:
+    return 0.7 * torch.randn(500, 16, 2, generator=torch.Generator().manual_seed(2))
+
+
+# ----- discriminative and predictive scores -----
+
+
+def test_discriminative_score_is_near_zero_for_two_samples_of_the_same_process(real, real_like):
+    assert discriminative_score(real, real_like, seed=0, **FAST) < 0.1
+
+
+def test_discriminative_score_is_large_for_real_against_noise(real, noise):
+    assert discriminative_score(real, noise, seed=0, **FAST) >= 0.3
+
+
+def test_predictive_score_is_lower_when_trained_on_the_real_process_than_on_noise(real, real_like, noise):
+    trained_on_real = predictive_score(real_like, real, seed=0, **FAST)
+    trained_on_noise = predictive_score(noise, real, seed=0, **FAST)
+    assert trained_on_real < 0.5 * trained_on_noise
+
+
+def test_scores_are_deterministic_given_the_seed_and_leave_the_global_stream_alone(real, noise):
+    state = torch.get_rng_state()
+    first = (
+        discriminative_score(real, noise, seed=3, steps=5),
+        predictive_score(noise, real, seed=3, steps=5),
+    )
+    assert torch.equal(torch.get_rng_state(), state)
+    again = (
+        discriminative_score(real, noise, seed=3, steps=5),
+        predictive_score(noise, real, seed=3, steps=5),
+    )
+    assert first == again
+    assert predictive_score(noise, real, seed=4, steps=5) != first[1]
+
+
+def test_scores_work_under_inference_mode_as_in_a_lightning_evaluation_hook(real, noise):
+    with torch.inference_mode():
+        inside = (
+            discriminative_score(real, noise, seed=0, steps=5),
+            predictive_score(noise, real, seed=0, steps=5),
+        )
+    assert inside == (
+        discriminative_score(real, noise, seed=0, steps=5),
+        predictive_score(noise, real, seed=0, steps=5),
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda x: discriminative_score(x[0], x, steps=1), "3-D [N, T, C]"),
+        (lambda x: discriminative_score(x, x[:, :, :1], steps=1), "differ in channels"),
+        (lambda x: discriminative_score(x[:1], x[:1], steps=1), "at least 2 series"),
+        (lambda x: predictive_score(x[:, :1], x, steps=1), "at least 2 steps"),
+        (lambda x: predictive_score(x * float("nan"), x, steps=1), "NaN or Inf"),
+        (lambda x: predictive_score(x, x, steps=0), "steps must be at least 1"),
+    ],
+)
+def test_bad_input_is_a_one_line_value_error(real, call, says):
+    with pytest.raises(ValueError) as raised:
+        call(real)
+    assert says in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_reconstruction_mse_is_the_mean_squared_error_per_value(real):
+    assert reconstruction_mse(lambda x: x, real) == 0.0
+    assert reconstruction_mse(lambda x: x + 0.5, real, batch_size=64) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="input's shape"):
+        reconstruction_mse(lambda x: x[:, 1:], real)
+
+
+def test_score_sequences_names_every_value_from_the_vocabulary(real, noise):
+    score = score_sequences(real[:64], "val", generated=noise[:64], reconstructions=real[:64], steps=2)
+    assert set(score.logged()) == {"val/recon_mse", "val/discriminative", "val/predictive"}
+    assert all(direction(name) is Direction.LOWER for name in score.logged())
+    assert score.record() == {"split": "val", "n_real": 64, "n_fake": 64, "backbone": None}
+
+
+# ----- the shipped smnist classifier -----
+
+
+def test_shipped_smnist_classifier_matches_its_manifest():
+    entry = seq_lib.load_manifest()["smnist"]
+    path = seq_lib.WEIGHTS_DIR / entry["file"]
+    assert path.is_file() and path.stat().st_size < 300 * 1024
+    assert classifier_lib.file_sha256(path) == entry["sha256"]
+    assert entry["test_accuracy"] >= 0.97 and entry["num_test"] == 10_000
+    assert entry["command"].startswith("python -m lightning_genae.metrics.sequence_classifier --data smnist ")
+    features = seq_lib.shipped_sequence_features("smnist")
+    assert features is not None and features.name == "classifier"
+    assert features(torch.zeros(3, 28, 28)).shape == (3, entry["feature_dim"])
+    assert seq_lib.shipped_sequence_features("sines") is None
+
+
+def test_shipped_smnist_classifier_reaches_its_stated_accuracy(mnist_data_dir):
+    entry = seq_lib.load_manifest()["smnist"]
+    model, _ = seq_lib.load_checkpoint(seq_lib.WEIGHTS_DIR / entry["file"])
+    series, labels = seq_lib.smnist_splits(mnist_data_dir)["test"]
+    # 1000 rows-sequences: a standard error of ~0.5 points at 98%, so 2 points is a safe margin.
+    assert seq_lib.accuracy(model, series[:1000], labels[:1000]) >= entry["test_accuracy"] - 0.02
+
+
+def test_a_modified_shipped_classifier_is_refused(tmp_path, monkeypatch):
+    entry = seq_lib.load_manifest()["smnist"]
+    copy = tmp_path / entry["file"]
+    copy.write_bytes((seq_lib.WEIGHTS_DIR / entry["file"]).read_bytes() + b"x")
+    (tmp_path / seq_lib.MANIFEST_NAME).write_text((seq_lib.WEIGHTS_DIR / seq_lib.MANIFEST_NAME).read_text())
+    monkeypatch.setattr(seq_lib, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(
+        seq_lib, "load_manifest", lambda: classifier_lib.load_manifest(tmp_path, seq_lib.MANIFEST_NAME)
+    )
+    with pytest.raises(seq_lib.BackboneUnavailable, match="corrupt or modified"):
+        seq_lib.shipped_sequence_features("smnist")
+
+
+# ----- the callback -----
+
+
+class TinySeries(pl.LightningDataModule):
+    """An in-memory sequence DataModule with the contract's batches: (series [B, T, C], labels [B])."""
+
+    data_kind = "sequence"
+
+    def __init__(self, name: str = "tiny", steps: int = 16, channels: int = 2, n: int = 96) -> None:
+        super().__init__()
+        self.name = name
+        self.series = {
+            split: sines(n, seed, steps, channels).clamp(-1, 1)
+            for seed, split in enumerate(("train", "val", "test"))
+        }
+
+    def _loader(self, split: str) -> DataLoader:
+        series = self.series[split]
+        return DataLoader(TensorDataset(series, torch.full((len(series),), -1)), batch_size=32)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class TinySequenceModel(pl.LightningModule):
+    """An Autoencoder and Sampler of series: a code from the time average, decoded as a constant series."""
+
+    def __init__(self, steps: int, channels: int, latent_dim: int = 4) -> None:
+        super().__init__()
+        self.steps = steps
+        self.latent_dim = latent_dim
+        self.encoder = nn.Linear(channels, latent_dim)
+        self.decoder = nn.Linear(latent_dim, channels)
+
+    def encode(self, series: Tensor) -> Tensor:
+        return self.encoder(series.mean(dim=1))
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.decoder(latents)[:, None, :].expand(-1, self.steps, -1)
+
+    def reconstruct(self, series: Tensor) -> Tensor:
+        return self.decode(self.encode(series))
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(torch.randn(n, self.latent_dim, generator=generator))
+
+    def training_step(self, batch, batch_idx):
+        series, _ = batch
+        return nn.functional.mse_loss(self.reconstruct(series), series)
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def test_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def tiny_trainer(callback: SequenceMetrics, max_steps: int = 1) -> pl.Trainer:
+    return pl.Trainer(
+        max_steps=max_steps,
+        val_check_interval=1,
+        limit_train_batches=max_steps,
+        num_sanity_val_steps=0,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+
+
+def test_callback_logs_reconstruction_discriminative_and_predictive_at_validation_and_test():
+    datamodule, model = TinySeries(), TinySequenceModel(16, 2)
+    callback = build_sequence_metrics(model, datamodule, num_samples=64, seed=0)
+    assert callback is not None and callback.features is None
+    callback.steps = 3
+    trainer = tiny_trainer(callback)
+    kinds = ("recon_mse", "discriminative", "predictive")
+    trainer.fit(model, datamodule=datamodule)
+    assert {f"val/{kind}" for kind in kinds} <= set(trainer.callback_metrics)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    assert {f"test/{kind}" for kind in kinds} <= set(trainer.callback_metrics)
+    assert all(direction(f"test/{kind}") is Direction.LOWER for kind in kinds)
+    assert callback.records["test"] == {"split": "test", "n_real": 64, "n_fake": 64, "backbone": None}
+
+
+def test_callback_on_smnist_adds_the_feature_metrics_of_the_shipped_classifier():
+    datamodule, model = TinySeries("smnist", steps=28, channels=28, n=40), TinySequenceModel(28, 28)
+    callback = build_sequence_metrics(model, datamodule, num_samples=40, seed=0)
+    assert callback is not None and callback.features is not None
+    callback.steps = 2
+    trainer = tiny_trainer(callback)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    assert {"val/fd_classifier", "val/kid_classifier", "val/precision_classifier"} <= set(
+        trainer.callback_metrics
+    )
+    assert callback.records["val"]["backbone"].startswith("sequence classifier (smnist")
+
+
+def test_validation_scores_are_spaced_by_every_n_steps(monkeypatch):
+    datamodule, model = TinySeries(), TinySequenceModel(16, 2)
+    callback = SequenceMetrics(num_samples=16, every_n_steps=2, steps=1)
+    scored = []
+    original = SequenceMetrics.score
+    monkeypatch.setattr(
+        SequenceMetrics,
+        "score",
+        lambda self, module, dm, stage: scored.append(stage) or original(self, module, dm, stage),
+    )
+    tiny_trainer(callback, max_steps=3).fit(model, datamodule=datamodule)
+    # Validation after iterations 1, 2 and 3: scored at 1 and 3 only.
+    assert scored == ["val", "val"]
+
+
+def test_image_data_and_models_without_the_protocols_get_no_sequence_callback():
+    class Images(TinySeries):
+        data_kind = "image"
+
+    class Plain(pl.LightningModule):
+        pass
+
+    assert build_sequence_metrics(TinySequenceModel(16, 2), Images(), num_samples=8, seed=0) is None
+    assert build_sequence_metrics(Plain(), TinySeries(), num_samples=8, seed=0) is None
+    # Without the attribute, the batches say it: [B, T, C] is a sequence, [B, C, H, W] is not.
+    unmarked = TinySeries()
+    unmarked.data_kind = None
+    assert is_sequence_data(unmarked)
+    unmarked.series["val"] = torch.zeros(4, 1, 8, 8)
+    assert not is_sequence_data(unmarked)
