@@ -1,5 +1,14 @@
 """Lightning callbacks shared by every model family."""
 
 from callbacks.images import AugmentationPreview, InterpolationGrid, ReconstructionGrid, SampleGrid
+from callbacks.sequences import SaveNormaliser, SeriesReconstructions, SeriesSamples
 
-__all__ = ["AugmentationPreview", "InterpolationGrid", "ReconstructionGrid", "SampleGrid"]
+__all__ = [
+    "AugmentationPreview",
+    "InterpolationGrid",
+    "ReconstructionGrid",
+    "SampleGrid",
+    "SaveNormaliser",
+    "SeriesReconstructions",
+    "SeriesSamples",
+]
