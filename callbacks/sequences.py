@@ -3,7 +3,7 @@
 Like the image grids, every N iterations and at the end, as PNGs in `images/` and in every logger that
 shows images. Series are put back into the data's own units with the DataModule's normaliser first. A
 series with a few channels is drawn as lines (one colour per channel; reconstructions dashed); one with
-many (smnist's 28 pixel columns) as a heat map of time against channel, which is what it looks like.
+many (smnist's 28 pixel columns) as a heat map, time down and channels across: a digit, for smnist.
 """
 
 from __future__ import annotations
@@ -77,9 +77,13 @@ def series_figure(
             axis.set_title(title, fontsize=9)
             axis.tick_params(labelsize=7)
         else:
+            # Time runs down, channels across (so smnist's rows stand as the digit), on the first's scale.
+            low, high = float(series_set[0].min()), float(series_set[0].max())
             for version, (series, label) in enumerate(zip(series_set, labels, strict=True)):
                 axis = axes[row][column * per_panel + version]
-                axis.imshow(series.T.numpy(), aspect="auto", cmap="gray", interpolation="nearest")
+                axis.imshow(
+                    series.numpy(), aspect="auto", cmap="gray", interpolation="nearest", vmin=low, vmax=high
+                )
                 axis.set_title(f"{title}: {label}", fontsize=8)
                 axis.set_xticks([])
                 axis.set_yticks([])

@@ -128,7 +128,13 @@ def test_rae_trains_on_sines_and_writes_a_complete_run_folder(tmp_path):
     assert main([*TINY_RAE, "--max-steps", "6", "--output", str(run_dir)]) == 0
     summary = summary_of(run_dir)
     assert summary["global_step"] == 6 and "training codes" in summary["sampling"]
-    for name in ("config.yaml", "metrics.csv", "normaliser.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "normaliser.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+    ):
         assert (run_dir / name).is_file(), name
     images = {path.name for path in (run_dir / "images").iterdir()}
     assert {"reconstructions_step0000006.png", "samples_step0000006.png"} <= images
@@ -147,7 +153,9 @@ def test_rae_trains_on_sines_and_writes_a_complete_run_folder(tmp_path):
     assert checkpoint.contents["SinesDataModule"]["normaliser"] == saved
 
 
-@pytest.mark.parametrize("options", [["--rnn", "lstm", "--rnn-layers", "2"], ["--rnn", "gru"], ["--variational"]])
+@pytest.mark.parametrize(
+    "options", [["--rnn", "lstm", "--rnn-layers", "2"], ["--rnn", "gru"], ["--variational"]]
+)
 def test_every_rae_form_trains(tmp_path, options):
     run_dir = tmp_path / "run"
     assert main([*TINY_RAE, *options, "--max-steps", "3", "--output", str(run_dir)]) == 0
@@ -157,12 +165,13 @@ def test_every_rae_form_trains(tmp_path, options):
         assert "test/kl" in final and "N(0, I)" in summary_of(run_dir)["sampling"]
 
 
-def test_rae_reconstruction_mse_on_sines_falls_below_0_5_within_240_steps(tmp_path):
-    """Untrained, the free-running reconstruction of normalised sines has an MSE near 1 (their variance)."""
+def test_rae_reconstruction_mse_on_sines_falls_below_0_5_within_200_steps(tmp_path):
+    """Untrained, the free-running reconstruction of normalised sines has an MSE near 1 (their variance);
+    the same recipe outside Lightning measured 0.26 after 200 steps (12-step series, default rae)."""
     run_dir = tmp_path / "rae"
     args = [
-        *"--model rae --data sines --rnn-hidden 32 --batch-size 32 --tf-decay-steps 160".split(),
-        *["--max-steps", "240", "--eval-every", "240", "--image-every", "240", "--output", str(run_dir)],
+        *"--model rae --data sines --seq-len 12 --tf-decay-steps 150".split(),
+        *["--max-steps", "200", "--eval-every", "200", "--image-every", "200", "--output", str(run_dir)],
     ]
     assert main(args) == 0
     final = summary_of(run_dir)["final_metrics"]
