@@ -1,7 +1,12 @@
 """Lightning callbacks shared by every model family."""
 
 from callbacks.images import AugmentationPreview, InterpolationGrid, ReconstructionGrid, SampleGrid
-from callbacks.sequences import SaveNormaliser, SeriesReconstructions, SeriesSamples
+from callbacks.sequences import (
+    SaveNormaliser,
+    SeriesAugmentationPreview,
+    SeriesReconstructions,
+    SeriesSamples,
+)
 
 __all__ = [
     "AugmentationPreview",
@@ -9,6 +14,7 @@ __all__ = [
     "ReconstructionGrid",
     "SampleGrid",
     "SaveNormaliser",
+    "SeriesAugmentationPreview",
     "SeriesReconstructions",
     "SeriesSamples",
 ]

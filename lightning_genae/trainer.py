@@ -17,6 +17,7 @@ from callbacks import (
     ReconstructionGrid,
     SampleGrid,
     SaveNormaliser,
+    SeriesAugmentationPreview,
     SeriesReconstructions,
     SeriesSamples,
 )
@@ -122,6 +123,7 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
     if config.augment != "none":
         discriminator_side = is_discriminator_side(parse_augment(config.augment))
         callbacks.append(AugmentationPreview(seed=config.seed, discriminator_side=discriminator_side))
+        callbacks.append(SeriesAugmentationPreview(seed=config.seed))
     if config.fast_dev_run:
         # A set-up check: its weights are worthless and must not look like a run to resume.
         return callbacks

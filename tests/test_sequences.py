@@ -184,6 +184,7 @@ def test_augment_ae_on_series_uses_a_recurrent_augmenter(tmp_path):
     assert main([*TINY_RAE, *augment, "--max-steps", "3", "--output", str(run_dir)]) == 0
     record = summary_of(run_dir)["augmentation"]
     assert record["augmenter"]["family"] == "rae" and record["augmenter"]["val_recon_mse"] > 0
+    assert (run_dir / "images" / "augmentation_step0000000.png").is_file()
 
 
 # ----- what does not fit -----
