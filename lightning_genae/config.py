@@ -119,7 +119,7 @@ class RunConfig:
         group="augmentation",
     )
     augmenter_width: int | None = _opt(
-        None, "channel width of the augmenter autoencoder", group="augmentation"
+        None, "channel width of the augmenter autoencoder (hidden units of an rae)", group="augmentation"
     )
     augmenter_latent_dim: int | None = _opt(
         None, "latent dimension of the augmenter autoencoder", group="augmentation"

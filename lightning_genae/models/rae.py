@@ -34,16 +34,16 @@ class RAEOptions(FamilyOptions):
     latent_dim: int = with_default(FamilyOptions, "latent_dim", 16)
     # Measured on sines (300 iterations, free-running): validation MSE 0.57 at 3e-3 against 0.78 at 1e-3.
     lr: float = with_default(FamilyOptions, "lr", 3e-3)
-    rnn: RNNKind = option("gru", "rae: recurrent cell, lstm or gru")
-    rnn_layers: int = option(1, "rae: stacked recurrent layers in the encoder and the decoder", at_least=1)
-    rnn_hidden: int = option(64, "rae: hidden units per recurrent layer", at_least=1)
+    rnn: RNNKind = option("gru", "recurrent cell, lstm or gru")
+    rnn_layers: int = option(1, "stacked recurrent layers in the encoder and the decoder", at_least=1)
+    rnn_hidden: int = option(64, "hidden units per recurrent layer", at_least=1)
     teacher_forcing: float = option(
-        1.0, "rae: probability of feeding the decoder the true previous value at the start", at_least=0
+        1.0, "probability of feeding the decoder the true previous value at the start", at_least=0
     )
     tf_decay_steps: int = option(
-        1000, "rae: iterations over which that probability falls linearly to 0 (0: kept constant)", at_least=0
+        1000, "iterations over which that probability falls linearly to 0 (0: kept constant)", at_least=0
     )
-    variational: bool = option(False, "rae: VAE form (Gaussian posterior, KL to N(0, I), prior samples)")
+    variational: bool = option(False, "VAE form (Gaussian posterior, KL to N(0, I), prior samples)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
