@@ -2,51 +2,20 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import Any
-
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from callbacks.periodic import PeriodicDrawing
 from datamodules.base import to_model_range
 from lightning_genae.loggers import log_image_grid
 from lightning_genae.models import Autoencoder, ImageDiscriminator, Sampler
 
 
-class _PeriodicImageCallback(Callback, ABC):
-    """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends."""
+class _PeriodicImageCallback(PeriodicDrawing):
+    """An image grid on the shared schedule; never drawn for a model of series."""
 
-    def __init__(self, every_n_steps: int) -> None:
-        self.every_n_steps = every_n_steps
-        self._last_drawn_step = -1
-
-    @abstractmethod
-    def applies_to(self, pl_module: pl.LightningModule) -> bool:
-        """Whether the model offers what this grid needs (sampling, reconstruction)."""
-
-    @abstractmethod
-    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        """Make and log the grid; runs on rank 0, in eval mode, without gradients."""
-
-    def _maybe_draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        step = pl_module.iteration
-        if not trainer.is_global_zero or step == self._last_drawn_step or not self.applies_to(pl_module):
-            return
-        was_training = pl_module.training
-        # Eval mode: batch-norm uses running statistics, so grids do not depend on what else is in the batch.
-        pl_module.eval()
-        with torch.no_grad():
-            self.draw(trainer, pl_module, step)
-        pl_module.train(was_training)
-        self._last_drawn_step = step
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if self.every_n_steps > 0 and pl_module.iteration % self.every_n_steps == 0:
-            self._maybe_draw(trainer, pl_module)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._maybe_draw(trainer, pl_module)
+    data_kind = "image"
 
 
 class SampleGrid(_PeriodicImageCallback):
@@ -153,7 +122,8 @@ class AugmentationPreview(Callback):
             if self.discriminator_side and isinstance(pl_module, ImageDiscriminator)
             else None
         )
-        if not trainer.is_global_zero or (data_side is None and discriminator_side is None):
+        nothing_to_show = data_side is None and discriminator_side is None
+        if not trainer.is_global_zero or nothing_to_show or datamodule.data_kind != "image":
             return
         images, labels = datamodule.split_tensors("train")
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))

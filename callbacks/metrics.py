@@ -123,6 +123,7 @@ class RepresentationMetrics(Callback):
             pl_module.latent_dim,
             pl_module.device,
             seed=self.seed,
+            prepare=datamodule.to_model_range,
         )
         for key, value in values.items():
             pl_module.log(f"test/{key}", value, rank_zero_only=True)

@@ -1,15 +1,15 @@
-"""In-memory image datamodule: one uint8 tensor per split, batched by indexing, scaled to [-1, 1] on device.
+"""In-memory datamodules: one tensor per split, batched by indexing, made model input on the device.
 
-Datasets here are small enough to hold in memory as uint8, so a batch is one tensor index instead of B
-PIL transforms, and the float conversion runs on the accelerator in `on_after_batch_transfer`, which is
-also where device-side augmentation hooks in.
+Datasets here are small enough to hold in memory (images as uint8, series as float32), so a batch is one
+tensor index instead of B transforms, and the conversion to the model's input runs on the accelerator in
+`on_after_batch_transfer`, which is also where device-side augmentation hooks in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -37,15 +37,20 @@ def to_uint8(images: Tensor) -> Tensor:
 
 @torch.no_grad()
 def map_images(
-    function: Callable[[Tensor], Tensor], images: Tensor, device: torch.device, batch_size: int = 500
+    function: Callable[[Tensor], Tensor],
+    images: Tensor,
+    device: torch.device,
+    batch_size: int = 500,
+    prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> Tensor:
-    """`function` of uint8 images scaled to [-1, 1], one batch at a time on `device`; float32 on the CPU.
+    """`function` of stored items made model input by `prepare` (uint8 images scaled to [-1, 1] unless
+    told otherwise), one batch at a time on `device`; float32 on the CPU.
 
     Encoding or reconstructing a whole split at once would hold all its activations in memory.
     """
     return torch.cat(
         [
-            function(to_model_range(images[start : start + batch_size].to(device))).float().cpu()
+            function(prepare(images[start : start + batch_size].to(device))).float().cpu()
             for start in range(0, len(images), batch_size)
         ]
     )
@@ -77,17 +82,25 @@ def collate_batch(batch: Batch | list[Batch]) -> Batch:
     return torch.stack(images), torch.stack(labels)
 
 
-class ImageDataModule(pl.LightningDataModule):
-    """Base datamodule: fixed seeded train/val/test splits in memory, optional stratified train subset.
+DataKind = Literal["image", "sequence"]
 
-    Subclasses set the class attributes and implement `_load_splits`; `prepare_data` downloads if needed.
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Base of every dataset: fixed seeded train/val/test splits in memory, optional stratified train subset.
+
+    What images and series share (splits, `--train-size` subsets, per-device batches, loaders); the two
+    kinds differ in how a split is stored and turned into the model's input (`to_model_range`), which
+    `ImageDataModule` and `datamodules.sequence.SequenceDataModule` define. Subclasses set the class
+    attributes and implement `_load_splits`; `prepare_data` downloads if needed.
     """
 
-    name: ClassVar[str] = "images"
+    name: ClassVar[str] = "data"
     description: ClassVar[str] = ""
-    # (C, H, W) of the stored images when neither image_size nor channels is given.
-    default_shape: ClassVar[tuple[int, int, int]] = (3, 64, 64)
+    # What the data is; a model family declares the same, and `resolve` checks that they agree.
+    data_kind: ClassVar[DataKind]
     classes: ClassVar[int | None] = None
+    # What one item is called in messages.
+    item_noun: ClassVar[str] = "images"
 
     def __init__(
         self,
@@ -96,20 +109,14 @@ class ImageDataModule(pl.LightningDataModule):
         train_size: int | None = None,
         seed: int = 0,
         num_workers: int = 0,
-        image_size: int | None = None,
-        channels: int | None = None,
     ) -> None:
         super().__init__()
-        # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
-        data_dir = str(data_dir)
-        self.save_hyperparameters()
         if batch_size < 1:
             raise ConfigError(f"--batch-size {batch_size} must be at least 1")
         if train_size is not None and train_size < 1:
-            raise ConfigError(f"--train-size {train_size} must be at least 1 (or omit it to use all images)")
+            raise ConfigError(f"--train-size {train_size} must be at least 1 (or omit it for all the data)")
         if num_workers < 0:
             raise ConfigError(f"--num-workers {num_workers} must be 0 or more")
-        self._check_geometry(image_size, channels)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = batch_size
         self.train_size = train_size
@@ -119,37 +126,26 @@ class ImageDataModule(pl.LightningDataModule):
         self._splits: dict[str, Batch] | None = None
         self._train_split_size = 0
 
-    def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
-        """Reject a size/channel count the dataset cannot deliver, instead of silently ignoring it."""
-        default_c, default_h, default_w = self.default_shape
-        if image_size is not None and image_size != default_h:
-            raise ConfigError(
-                f"--image-size {image_size} is not available for {self.name} "
-                f"(fixed at {default_h}x{default_w}); drop --image-size, "
-                "or use the folder dataset to load images at another size"
-            )
-        if channels is not None and channels != default_c:
-            raise ConfigError(
-                f"--channels {channels} is not available for {self.name} (fixed at {default_c}); "
-                "drop --channels, or use the folder dataset to load images with another channel count"
-            )
-
     # ----- metadata, available before setup -----
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of every image this datamodule yields."""
-        return self.default_shape
+    def data_shape(self) -> tuple[int, ...]:
+        """Shape of one item: (C, H, W) of an image, (T, C) of a series; models are built from it."""
+        raise NotImplementedError
 
     @property
     def num_classes(self) -> int | None:
         """Number of label classes, or None for unlabeled data (labels are then -1)."""
         return self.classes
 
+    # The model's input from stored items (uint8 images -> [-1, 1]); and back, for generated pools.
+    to_model_range: Callable[[Tensor], Tensor]
+    to_stored: Callable[[Tensor], Tensor]
+
     # ----- loading -----
 
     def _load_splits(self) -> dict[str, Batch]:
-        """The fixed (uint8 [N,C,H,W], int64 [N]) train/val/test splits; must not depend on the run seed."""
+        """The fixed (items [N,...], int64 [N]) train/val/test splits; must not depend on the run seed."""
         raise NotImplementedError
 
     def _not_found(self, reason: str) -> DataError:
@@ -188,15 +184,18 @@ class ImageDataModule(pl.LightningDataModule):
         if self.train_size is not None:
             if self.train_size > len(train_images):
                 raise ConfigError(
-                    f"--train-size {self.train_size} exceeds the {len(train_images)} training images of "
-                    f"{self.name}; use at most {len(train_images)}"
+                    f"--train-size {self.train_size} exceeds the {len(train_images)} training "
+                    f"{self.item_noun} of {self.name}; use at most {len(train_images)}"
                 )
             subset, _ = stratified_sample(train_labels, self.train_size, self.seed)
             splits["train"] = (train_images[subset], train_labels[subset])
         self._splits = splits
 
     def split_tensors(self, split: str) -> Batch:
-        """(uint8 images [N,C,H,W], int64 labels [N]) of "train" (--train-size subset), "val" or "test"."""
+        """(stored items, int64 labels [N]) of "train" (--train-size subset), "val" or "test".
+
+        Items are uint8 images [N,C,H,W] or normalised float32 series [N,T,C], as the data kind stores them.
+        """
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         self._load_once()
@@ -209,7 +208,7 @@ class ImageDataModule(pl.LightningDataModule):
         return self.loader_over(*self.split_tensors(split), train=train)
 
     def loader_over(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader:
-        """This DataModule's loader (per-device batch, workers) over any in-memory images and labels."""
+        """This DataModule's loader (per-device batch, workers) over any in-memory items and labels."""
         return DataLoader(
             InMemoryImages(images, labels),
             batch_size=self.batch_size_per_device,
@@ -227,7 +226,7 @@ class ImageDataModule(pl.LightningDataModule):
         if available < self.batch_size:
             subset = " (the --train-size subset)" if self.train_size is not None else ""
             raise ConfigError(
-                f"--batch-size {self.batch_size} exceeds the {available} training images of "
+                f"--batch-size {self.batch_size} exceeds the {available} training {self.item_noun} of "
                 f"{self.name}{subset}; lower --batch-size to at most {available}"
             )
         return self._loader("train", train=True)
@@ -240,27 +239,77 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ----- device side -----
 
-    to_model_range = staticmethod(to_model_range)
-
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        """Scale the uint8 batch to float [-1, 1] on the device (a quarter of the transfer of float32)."""
-        images, labels = batch
-        return self.to_model_range(images), labels
+        """The stored batch as the model's input, made on the device (uint8 moves a quarter of float32)."""
+        items, labels = batch
+        return self.to_model_range(items), labels
 
     # ----- description -----
 
     def summary(self) -> str:
-        """One line: split sizes and image shape, e.g. `mnist: train 55000 (subset 1000) / val 5000 / ...`."""
+        """One line: split sizes and item shape, e.g. `mnist: train 55000 (subset 1000) / val 5000 / ...`."""
         counts = {split: len(self.split_tensors(split)[0]) for split in SPLITS}
         train = f"{self._train_split_size}"
         if self.train_size is not None:
             train += f" (subset {counts['train']})"
-        shape = "x".join(str(d) for d in self.image_shape)
+        shape = "x".join(str(d) for d in self.data_shape)
         return f"{self.name}: train {train} / val {counts['val']} / test {counts['test']}, {shape}"
 
     def __repr__(self) -> str:
         # Never triggers loading: before setup only the static facts are known.
         if self._splits is None:
-            shape = "x".join(str(d) for d in self.image_shape)
+            shape = "x".join(str(d) for d in self.data_shape)
             return f"{type(self).__name__}({self.name}, {shape}, not set up)"
         return f"{type(self).__name__}({self.summary()})"
+
+
+class ImageDataModule(InMemoryDataModule):
+    """Images stored as uint8 [N,C,H,W], scaled to float [-1, 1] on the device."""
+
+    name: ClassVar[str] = "images"
+    data_kind: ClassVar[DataKind] = "image"
+    # (C, H, W) of the stored images when neither image_size nor channels is given.
+    default_shape: ClassVar[tuple[int, int, int]] = (3, 64, 64)
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 64,
+        train_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        image_size: int | None = None,
+        channels: int | None = None,
+    ) -> None:
+        # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
+        data_dir = str(data_dir)
+        super().__init__(data_dir, batch_size, train_size, seed, num_workers)
+        self.save_hyperparameters()
+        self._check_geometry(image_size, channels)
+
+    def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
+        """Reject a size/channel count the dataset cannot deliver, instead of silently ignoring it."""
+        default_c, default_h, default_w = self.default_shape
+        if image_size is not None and image_size != default_h:
+            raise ConfigError(
+                f"--image-size {image_size} is not available for {self.name} "
+                f"(fixed at {default_h}x{default_w}); drop --image-size, "
+                "or use the folder dataset to load images at another size"
+            )
+        if channels is not None and channels != default_c:
+            raise ConfigError(
+                f"--channels {channels} is not available for {self.name} (fixed at {default_c}); "
+                "drop --channels, or use the folder dataset to load images with another channel count"
+            )
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image this datamodule yields."""
+        return self.default_shape
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return self.image_shape
+
+    to_model_range = staticmethod(to_model_range)
+    to_stored = staticmethod(to_uint8)

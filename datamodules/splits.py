@@ -78,3 +78,14 @@ def carve_validation(labels: Tensor, max_val: int = 5000) -> tuple[Tensor, Tenso
     """
     val, train = stratified_sample(labels, min(max_val, len(labels) // 10), FIXED_SPLIT_SEED)
     return train, val
+
+
+def seeded_uniform(count: int, seed: int, stream: int) -> np.ndarray:
+    """`count` floats in [0, 1) fixed by (seed, stream), from the same hashing as `seeded_order`.
+
+    Synthetic datasets draw from this rather than a library generator, so they stay the same series
+    after a NumPy or torch upgrade, like the fixed splits.
+    """
+    salt = _splitmix64(_splitmix64(np.array([seed & _UINT64_MASK], dtype=np.uint64)) ^ np.uint64(stream))
+    bits = _splitmix64(salt ^ np.arange(count, dtype=np.uint64)) >> np.uint64(11)
+    return bits.astype(np.float64) / float(2**53)

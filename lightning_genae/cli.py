@@ -94,7 +94,9 @@ def _owned_defaults() -> dict[str, str]:
     defaults = {
         "max_steps": f"{DEFAULT_MAX_STEPS} unless --max-epochs",
         "image_size": str(folder_size),
-        "channels": str(folder_channels),
+        "channels": f"{folder_channels} for folder, 1 for sines",
+        "seq_len": "24",
+        "stride": "1",
     }
     defaults.update({name: _shown(value) for name, value in AUGMENT_DEFAULTS.items() if value is not None})
     return defaults

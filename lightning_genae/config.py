@@ -58,7 +58,11 @@ class RunConfig:
         group="what",
     )
     image_size: int | None = _opt(None, "image side for --data folder", group="what")
-    channels: int | None = _opt(None, "1 (grayscale) or 3 channels for --data folder", group="what")
+    channels: int | None = _opt(
+        None, "1 (grayscale) or 3 channels for --data folder; channels of --data sines", group="what"
+    )
+    seq_len: int | None = _opt(None, "time steps per series for --data sines and csv", group="what")
+    stride: int | None = _opt(None, "rows between the starts of two windows for --data csv", group="what")
 
     # Optimisation.
     batch_size: int = _opt(64, "global batch size, split across devices", group="training")
@@ -115,7 +119,7 @@ class RunConfig:
         group="augmentation",
     )
     augmenter_width: int | None = _opt(
-        None, "channel width of the augmenter autoencoder", group="augmentation"
+        None, "channel width of the augmenter autoencoder (hidden units of an rae)", group="augmentation"
     )
     augmenter_latent_dim: int | None = _opt(
         None, "latent dimension of the augmenter autoencoder", group="augmentation"
@@ -225,6 +229,9 @@ POSITIVE_INTS = (
     "max_epochs",
     "train_size",
     "image_size",
+    "channels",
+    "seq_len",
+    "stride",
     "num_nodes",
     "eval_every",
     "eval_samples",
@@ -333,5 +340,3 @@ def check_values(config: RunConfig) -> None:
             raise ConfigError(f"{flag(name)} {value!r} is not one of: {', '.join(choices)}")
     if config.num_workers < 0:
         raise ConfigError(f"--num-workers must be 0 or more, got {config.num_workers}")
-    if config.channels is not None and config.channels not in (1, 3):
-        raise ConfigError(f"--channels must be 1 or 3, got {config.channels}")

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from callbacks.metrics import RepresentationMetrics
-from datamodules import ImageDataModule
+from datamodules import InMemoryDataModule
 from datamodules.folder import scan_folder
 from datamodules.imagefiles import read_images
 from lightning_genae.checkpoint import RunCheckpoint
@@ -55,7 +55,7 @@ def _write(output: Path, result: dict[str, Any]) -> Path:
 
 
 def final_evaluation(
-    trainer: pl.Trainer, model: GenerativeModule, datamodule: ImageDataModule, seed: int
+    trainer: pl.Trainer, model: GenerativeModule, datamodule: InMemoryDataModule, seed: int
 ) -> dict[str, float]:
     """Validation and test metrics of the model as it is; seeded, so `--evaluate` reproduces them."""
     pl.seed_everything(seed, workers=True, verbose=False)

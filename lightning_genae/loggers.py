@@ -279,9 +279,33 @@ def log_image_grid(
     )
     path = image_dir / f"{_safe_name(key)}_step{step:07d}.png"
     save_image(grid, path)
+    _log_picture(trainer, key, grid, step)
+    return path
+
+
+def _log_picture(trainer: pl.Trainer, key: str, picture: torch.Tensor, step: int) -> None:
+    """A [C, H, W] picture in [0, 1] to every image-capable logger (CSV keeps the PNG file alone)."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[grid], step=None, caption=[f"step {step}"])
+            logger.log_image(key=key, images=[picture], step=None, caption=[f"step {step}"])
         elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, grid, global_step=step)
+            logger.experiment.add_image(key, picture, global_step=step)
+
+
+@rank_zero_only
+def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | None:
+    """Write a matplotlib `Figure` as a PNG to `<run>/images/` and to every image-capable logger.
+
+    The PNG is what every logger gets, so W&B, TensorBoard and the run folder show the same picture.
+    """
+    import numpy as np
+    from PIL import Image
+
+    image_dir = Path(trainer.default_root_dir) / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    path = image_dir / f"{_safe_name(key)}_step{step:07d}.png"
+    figure.savefig(path, dpi=100)
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    _log_picture(trainer, key, torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), step)
     return path

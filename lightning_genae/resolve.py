@@ -11,8 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from datamodules import DATASETS, ImageDataModule, build_datamodule
-from lightning_genae.augmentation import AugmentPlan, resolve_augment_plan
+from datamodules import DATASETS, InMemoryDataModule, build_datamodule
+from lightning_genae.augmentation import (
+    AugmentPlan,
+    augmentation_choices,
+    augmentation_fits,
+    parse_augment,
+    resolve_augment_plan,
+)
 from lightning_genae.config import RunConfig, check_values, flag
 from lightning_genae.errors import ConfigError
 from lightning_genae.loggers import LOGGER_CHOICES
@@ -42,9 +48,15 @@ class ResolvedRun:
     options: FamilyOptions
     augment: AugmentPlan
 
-    def build_datamodule(self) -> ImageDataModule:
+    def build_datamodule(self) -> InMemoryDataModule:
         """The run's DataModule; `--evaluate` rebuilds the same one from a checkpoint's configuration."""
         config = self.config
+        # Each kind's own shape options; `resolve` has rejected the other kind's.
+        shape = (
+            {"seq_len": config.seq_len, "stride": config.stride}
+            if DATASETS[config.data].data_kind == "sequence"
+            else {"image_size": config.image_size}
+        )
         return build_datamodule(
             config.data,
             data_dir=config.data_dir,
@@ -52,13 +64,13 @@ class ResolvedRun:
             train_size=config.train_size,
             seed=config.seed,
             num_workers=config.num_workers,
-            image_size=config.image_size,
             channels=config.channels,
+            **shape,
         )
 
     def build_model(
         self,
-        image_shape: tuple[int, int, int],
+        data_shape: tuple[int, ...],
         discriminator_augmentation: DiscriminatorAugmentation | None = None,
     ) -> GenerativeModule:
         """The family's module, given the discriminator-side augmentation when the run has one.
@@ -68,7 +80,7 @@ class ResolvedRun:
         extra = (
             {"discriminator_augmentation": discriminator_augmentation} if discriminator_augmentation else {}
         )
-        return self.model.module(image_shape, **extra, **self.options.to_dict())
+        return self.model.module(data_shape, **extra, **self.options.to_dict())
 
     def total_iterations(self, num_train_images: int) -> int:
         """The run's length in training iterations (epochs of full batches when budgeted in epochs)."""
@@ -96,6 +108,37 @@ def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
     )
 
 
+# Options that shape one kind of data only, and the datasets of the other kind must not ignore.
+KIND_OPTIONS = {"image": ("image_size",), "sequence": ("seq_len", "stride")}
+
+
+def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
+    """The model, the augmentation and the shape options must all fit the kind of data (images, series)."""
+    kind = DATASETS[config.data].data_kind
+    same_kind = [name for name, cls in DATASETS.items() if cls.data_kind == model.module.data_kind]
+    if model.module.data_kind != kind:
+        fitting = [name for name, spec in MODELS.items() if spec.module.data_kind == kind]
+        raise ConfigError(
+            f"--model {config.model} models {model.module.data_kind} data and --data {config.data} is "
+            f"{kind} data; use --data {' or '.join(same_kind)}, or --model {' or '.join(fitting)}"
+        )
+    for other, options in KIND_OPTIONS.items():
+        given = [flag(name) for name in options if getattr(config, name) is not None]
+        if other != kind and given:
+            raise ConfigError(
+                f"{', '.join(given)} shape(s) {other} data and --data {config.data} is {kind} data; drop it"
+            )
+    image_only = [
+        name for name in parse_augment(config.augment) if name != "none" and not augmentation_fits(name, kind)
+    ]
+    if image_only:
+        fits = [name for name in augmentation_choices() if name == "none" or augmentation_fits(name, kind)]
+        raise ConfigError(
+            f"--augment {config.augment}: {', '.join(image_only)} work(s) on images only and --data "
+            f"{config.data} is {kind} data; use --augment {' or '.join(fits)}"
+        )
+
+
 def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> ResolvedRun:
     """Check `config` against the registries and fill every default; raises ConfigError with the fix.
 
@@ -113,8 +156,14 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
             f"--logger {', '.join(unknown_loggers)} is unknown; choose from {', '.join(LOGGER_CHOICES)}"
         )
     model = MODELS[config.model]
+    _check_data_kind(config, model)
     options = _family_options(config, model)
-    plan = resolve_augment_plan(config, model.module, drop_unused=drop_unused_augment_options)
+    plan = resolve_augment_plan(
+        config,
+        model.module,
+        drop_unused=drop_unused_augment_options,
+        data_kind=DATASETS[config.data].data_kind,
+    )
     budget: dict[str, Any] = {}
     if config.max_steps is None and config.max_epochs is None:
         budget["max_steps"] = DEFAULT_MAX_STEPS

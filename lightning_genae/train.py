@@ -94,7 +94,7 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
     # Seeded again: the initial weights depend on the seed alone, not on whether an augmenter was trained
     # or loaded first, so every arm of an ablation starts from the same model.
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    model = resolved.build_model(datamodule.image_shape, attached.discriminator_augmentation)
+    model = resolved.build_model(datamodule.data_shape, attached.discriminator_augmentation)
     metrics_callback = generative_metrics(config, model, datamodule)
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)
@@ -102,6 +102,8 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
             model.monitor = headline_metric(metrics_callback.backbone.name)
     if model.monitor is not None and not config.fast_dev_run:
         trainer.callbacks.append(best_checkpoint(model, run_dir))
+    # How a family draws its samples, when that is not simply its prior (the rae's code Gaussian).
+    sampling = model.sampling()
 
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,8 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         (run_dir / "config.yaml").write_text(header + config.experiment().to_yaml())
         say(f"run folder: {run_dir}  ({datamodule.summary()})")
         say(describe_model(config.model, model, trainer))
+        if sampling is not None:
+            say(f"sampling: {sampling}")
         if resume is not None:
             say(f"resuming from {resume.path} at iteration {resume_step}")
     for logger in loggers[1:]:
@@ -140,6 +144,7 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         "wall_time_s": round(time.time() - started, 2),
         "final_metrics": final_metrics,
         "headline_metric": model.monitor,
+        **({"sampling": sampling} if sampling is not None else {}),
         "evaluation": metrics_callback.records if metrics_callback is not None else {},
         "augmentation": attached.record,
         "data_summary": datamodule.summary(),

@@ -11,9 +11,18 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_warn
 
-from callbacks import AugmentationPreview, InterpolationGrid, ReconstructionGrid, SampleGrid
+from callbacks import (
+    AugmentationPreview,
+    InterpolationGrid,
+    ReconstructionGrid,
+    SampleGrid,
+    SaveNormaliser,
+    SeriesAugmentationPreview,
+    SeriesReconstructions,
+    SeriesSamples,
+)
 from callbacks.metrics import GenerativeMetrics, RepresentationMetrics
-from datamodules import ImageDataModule
+from datamodules import InMemoryDataModule
 from lightning_genae.augmentation import is_discriminator_side, parse_augment
 from lightning_genae.checkpoint import StoreRunConfig
 from lightning_genae.config import RunConfig
@@ -104,12 +113,17 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
         SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
         ReconstructionGrid(every_n_steps=config.image_every),
         InterpolationGrid(every_n_steps=config.image_every, seed=config.seed + 4321),
+        # Each picture callback draws only for models of its data kind (images or series).
+        SeriesReconstructions(every_n_steps=config.image_every),
+        SeriesSamples(every_n_steps=config.image_every, seed=config.seed + 1234),
+        SaveNormaliser(),
         RepresentationMetrics(seed=config.seed),
         SeedPerRank(config.seed),
     ]
     if config.augment != "none":
         discriminator_side = is_discriminator_side(parse_augment(config.augment))
         callbacks.append(AugmentationPreview(seed=config.seed, discriminator_side=discriminator_side))
+        callbacks.append(SeriesAugmentationPreview(seed=config.seed))
     if config.fast_dev_run:
         # A set-up check: its weights are worthless and must not look like a run to resume.
         return callbacks
@@ -139,10 +153,11 @@ def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
 
 
 def generative_metrics(
-    config: RunConfig, model: GenerativeModule, datamodule: ImageDataModule
+    config: RunConfig, model: GenerativeModule, datamodule: InMemoryDataModule
 ) -> GenerativeMetrics | None:
-    """The metric callback for models that sample; None, with one warning, when no backbone is available."""
-    if not isinstance(model, Sampler):
+    """The image metric callback for models that sample; None, with one warning, when no backbone is
+    available, and None for series (their metrics have callbacks of their own)."""
+    if not isinstance(model, Sampler) or datamodule.data_kind != "image":
         return None
     try:
         backbone = load_backbone(
@@ -192,7 +207,7 @@ def build_trainer(
         ) from None
 
 
-def prepare_data_early(datamodule: ImageDataModule, trainer: pl.Trainer) -> None:
+def prepare_data_early(datamodule: InMemoryDataModule, trainer: pl.Trainer) -> None:
     """Surface missing or bad data before a run folder or logger is created (local rank 0 only)."""
     if trainer.local_rank != 0:
         return

@@ -65,7 +65,10 @@ def digits() -> DigitsDataModule:
 
 
 def test_registry_names_classes_with_one_line_descriptions_and_static_shapes() -> None:
-    assert set(DATASETS) == {"digits", "mnist", "fashion_mnist", "cifar10", "celeba", "folder"}
+    assert set(DATASETS) == {
+        *("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "folder"),
+        *("sines", "smnist", "csv"),
+    }
     for name, cls in DATASETS.items():
         assert cls.name == name
         assert cls.description and "\n" not in cls.description

@@ -66,6 +66,8 @@ class AugmentationSpec:
     options: tuple[str, ...]
     # The autoencoder family it runs as its augmenter (trained on the training split, or --augment-ckpt).
     augmenter: str | None = None
+    # The family it runs on series instead; None: the augmentation works on images only.
+    sequence_augmenter: str | None = None
     build: Callable[[AugmentPlan, Callable | None], DiscriminatorAugmentation] | None = None
 
     def options_read(self, mode: str | None) -> set[str]:
@@ -83,6 +85,7 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
         side="data",
         options=DATA_SIDE_OPTIONS,
         augmenter="ae",
+        sequence_augmenter="rae",
     ),
     "vae": AugmentationSpec(
         "as ae, with a VAE as the augmenter (perturbs its posterior means)",
@@ -143,10 +146,19 @@ def is_discriminator_side(names: Collection[str]) -> bool:
     return any(AUGMENTATIONS[name].side == "discriminator" for name in names if name in AUGMENTATIONS)
 
 
-def augmenter_family(names: Collection[str]) -> str | None:
-    """The autoencoder family the augmentations run: a data-side one's, which ae-d then shares."""
+def augmentation_fits(name: str, data_kind: str) -> bool:
+    """Whether the augmentation `name` works on data of `data_kind` (every one works on images)."""
+    return data_kind == "image" or AUGMENTATIONS[name].sequence_augmenter is not None
+
+
+def augmenter_family(names: Collection[str], data_kind: str = "image") -> str | None:
+    """The autoencoder family the augmentations run: a data-side one's, which ae-d then shares.
+
+    The family follows the data: on series, the augmentation's sequence augmenter (`rae` for `ae`).
+    """
     specs = sorted((AUGMENTATIONS[name] for name in names if name in AUGMENTATIONS), key=lambda s: s.side)
-    return next((spec.augmenter for spec in specs if spec.augmenter is not None), None)
+    families = (spec.augmenter if data_kind == "image" else spec.sequence_augmenter for spec in specs)
+    return next((family for family in families if family is not None), None)
 
 
 def needs_augmenter(names: Collection[str]) -> bool:
@@ -207,7 +219,9 @@ def options_used_by(names: Collection[str], mode: str | None) -> set[str]:
     return used
 
 
-def resolve_augment_plan(config: RunConfig, model_type: type, drop_unused: bool = False) -> AugmentPlan:
+def resolve_augment_plan(
+    config: RunConfig, model_type: type, drop_unused: bool = False, data_kind: str = "image"
+) -> AugmentPlan:
     """Check the augmentation options of a RunConfig against `--augment` and the model; fill defaults.
 
     Every option that the chosen augmentations would ignore is an error, so an ablation never runs with a
@@ -261,7 +275,7 @@ def resolve_augment_plan(config: RunConfig, model_type: type, drop_unused: bool 
         noise=values["augment_noise"],
         interp=values["augment_interp"],
         checkpoint=values["augment_ckpt"],
-        augmenter_family=augmenter_family(plan_names) or "ae",
+        augmenter_family=augmenter_family(plan_names, data_kind) or ("ae" if data_kind == "image" else "rae"),
         augmenter_steps=values["augmenter_steps"],
         augmenter_width=values["augmenter_width"],
         augmenter_latent_dim=values["augmenter_latent_dim"],

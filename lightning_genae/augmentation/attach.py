@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from datamodules import ImageDataModule
+from datamodules import InMemoryDataModule
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentPlan
 from lightning_genae.augmentation.datamodule import AugmentedDataModule
 from lightning_genae.augmentation.discriminator import Composed
@@ -24,7 +24,7 @@ from lightning_genae.models import DiscriminatorAugmentation
 class Attached:
     """What training runs on once the plan is in place, and the record summary.json keeps of it."""
 
-    datamodule: ImageDataModule | AugmentedDataModule
+    datamodule: InMemoryDataModule | AugmentedDataModule
     record: dict[str, Any]
     # For the model to be built with: what every discriminator input goes through (None: nothing).
     discriminator_augmentation: DiscriminatorAugmentation | None = None
@@ -32,7 +32,7 @@ class Attached:
 
 def attach_augmentation(
     plan: AugmentPlan,
-    datamodule: ImageDataModule,
+    datamodule: InMemoryDataModule,
     *,
     seed: int,
     device: torch.device,
@@ -57,9 +57,11 @@ def attach_augmentation(
             plan = replace(plan, augmenter_steps=1)
         module, origin = load_augmenter(plan, datamodule, seed, accelerator=accelerator)
         augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
-        augmenter.to(device).fit(*datamodule.split_tensors("train"))
+        augmenter.to(device).fit(*datamodule.split_tensors("train"), prepare=datamodule.to_model_range)
         # How faithful the augmenter is, so a bad one is visible next to the ablation's numbers.
-        origin["val_recon_mse"] = reconstruction_mse(augmenter, datamodule.split_tensors("val")[0][:2000])
+        origin["val_recon_mse"] = reconstruction_mse(
+            augmenter, datamodule.split_tensors("val")[0][:2000], prepare=datamodule.to_model_range
+        )
         record["augmenter"] = origin
         say(
             f"augmenter: {origin['family']}, {origin['source']} ({origin['path']}); "

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from datamodules.base import Batch, ImageDataModule, to_model_range, to_uint8
+from datamodules.base import Batch, InMemoryDataModule
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.augmentation.latent import LatentAugmenter
 
@@ -27,7 +27,7 @@ class AugmentedDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        base: ImageDataModule,
+        base: InMemoryDataModule,
         plan: AugmentPlan,
         augmenter: LatentAugmenter,
         seed: int = 0,
@@ -56,6 +56,13 @@ class AugmentedDataModule(pl.LightningDataModule):
         return getattr(self.base, name)
 
     # ----- set-up -----
+
+    def state_dict(self) -> dict[str, Any]:
+        # What the base saves with a checkpoint (a sequence dataset's normaliser) is the run's to keep.
+        return self.base.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base.load_state_dict(state_dict)
 
     def prepare_data(self) -> None:
         self.base.prepare_data()
@@ -87,8 +94,8 @@ class AugmentedDataModule(pl.LightningDataModule):
         parts = []
         for start in range(0, size, POOL_BATCH):
             index = sources[start : start + POOL_BATCH]
-            batch = to_model_range(images[index].to(self.augmenter.device))
-            parts.append(to_uint8(self.augmenter(batch, labels[index], generator=generator)).cpu())
+            batch = self.base.to_model_range(images[index].to(self.augmenter.device))
+            parts.append(self.base.to_stored(self.augmenter(batch, labels[index], generator=generator)).cpu())
         return torch.cat(parts), labels[sources].clone()
 
     # ----- data -----

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from lightning_fabric.plugins.environments import LightningEnvironment
 from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
-from datamodules import ImageDataModule
+from datamodules import InMemoryDataModule
 from datamodules.base import map_images, to_model_range
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.cache import cache_root, write_atomically
@@ -34,6 +35,8 @@ from lightning_genae.models import MODELS, GenerativeModule
 RECIPE_VERSION = 1
 AUGMENTER_BATCH = 64
 AUGMENTER_LR = 1e-3
+# A sequence dataset's options, carried into the augmenter's own run.
+SERIES_OPTIONS = ("seq_len", "stride", "channels")
 
 
 def _uniform(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
@@ -47,6 +50,11 @@ def _normal(shape: tuple[int, ...], device: torch.device, generator: torch.Gener
     if generator is not None:
         return torch.randn(shape, generator=generator).to(device)
     return torch.randn(shape, device=device)
+
+
+def data_kind_of(autoencoder: object) -> str:
+    """What an augmenter models: a family says so; any other `Autoencoder` is taken to be of images."""
+    return getattr(autoencoder, "data_kind", "image")
 
 
 class LatentAugmenter(nn.Module):
@@ -81,9 +89,12 @@ class LatentAugmenter(nn.Module):
         return self.autoencoder.encode(images)
 
     @torch.no_grad()
-    def fit(self, images: Tensor, labels: Tensor) -> LatentAugmenter:
-        """Latent spread and class bank from the training split (uint8 images, int64 labels; -1 = none)."""
-        codes = map_images(self.encode, images, self.device).to(self.device)
+    def fit(
+        self, images: Tensor, labels: Tensor, prepare: Callable[[Tensor], Tensor] = to_model_range
+    ) -> LatentAugmenter:
+        """Latent spread and class bank from the training split (stored items made model input by
+        `prepare`, int64 labels; -1 = none)."""
+        codes = map_images(self.encode, images, self.device, prepare=prepare).to(self.device)
         self.latent_std = codes.std(dim=0) if len(codes) > 1 else torch.ones_like(codes[0])
         labels = labels.to(self.device)
         if bool((labels < 0).any()):
@@ -120,7 +131,7 @@ class LatentAugmenter(nn.Module):
     def forward(
         self, images: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Augmented images in [-1, 1]; partners from the class bank with labels, else from the batch."""
+        """Augmented items (images in [-1, 1]); partners from the class bank with labels, else the batch."""
         codes = self.encode(images)
         if labels is not None and len(self.bank_codes):
             partners = self.bank_partners(labels, generator)
@@ -131,7 +142,9 @@ class LatentAugmenter(nn.Module):
             else:
                 order = torch.randperm(len(codes), device=codes.device)
             partners = codes[order]
-        return self.autoencoder.decode(self.perturb(codes, partners, generator)).clamp(-1.0, 1.0)
+        decoded = self.autoencoder.decode(self.perturb(codes, partners, generator))
+        # Images live in [-1, 1]; normalised series have no bounds to clamp to.
+        return decoded.clamp(-1.0, 1.0) if data_kind_of(self.autoencoder) == "image" else decoded
 
 
 # ----- getting the augmenter: a given checkpoint, the cache, or a short training run -----
@@ -142,14 +155,14 @@ def default_cache_dir() -> Path:
     return cache_root() / "augmenters"
 
 
-def augmenter_identity(plan: AugmentPlan, datamodule: ImageDataModule, seed: int) -> dict[str, Any]:
+def augmenter_identity(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int) -> dict[str, Any]:
     """Everything a trained augmenter depends on; its hash names the cache file."""
-    return {
+    identity = {
         "recipe": RECIPE_VERSION,
         "family": plan.augmenter_family,
         "data": datamodule.name,
         "data_dir": str(Path(datamodule.data_dir).expanduser().resolve()),
-        "image_shape": list(datamodule.image_shape),
+        "image_shape": list(datamodule.data_shape),
         "train_size": datamodule.train_size,
         "seed": seed,
         "steps": plan.augmenter_steps,
@@ -158,9 +171,13 @@ def augmenter_identity(plan: AugmentPlan, datamodule: ImageDataModule, seed: int
         "batch_size": AUGMENTER_BATCH,
         "lr": AUGMENTER_LR,
     }
+    if datamodule.data_kind == "sequence":
+        # How the series are cut (a CSV's --stride) changes the training data without changing its shape.
+        identity["series_options"] = {key: datamodule.hparams.get(key) for key in SERIES_OPTIONS}
+    return identity
 
 
-def cache_path(plan: AugmentPlan, datamodule: ImageDataModule, seed: int, cache_dir: Path | None) -> Path:
+def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cache_dir: Path | None) -> Path:
     identity = augmenter_identity(plan, datamodule, seed)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     size = "full" if datamodule.train_size is None else str(datamodule.train_size)
@@ -172,16 +189,16 @@ def _load_module(path: Path) -> tuple[GenerativeModule, dict[str, Any]]:
     checkpoint = RunCheckpoint.load(path, "--augment-ckpt")
     stored = checkpoint.contents.get(CONFIG_KEY) or {}
     family = stored.get("model")
-    if family not in ("ae", "vae"):
+    if family not in ("ae", "vae", "rae"):
         raise ConfigError(
             f"--augment-ckpt: {path} holds a {family or 'non-lightning-genae'} model, not an autoencoder; "
-            "pass the checkpoint of a run.py --model ae or --model vae run"
+            "pass the checkpoint of a run.py --model ae, vae or (on series) rae run"
         )
     return checkpoint.restore(MODELS[family].module, "--augment-ckpt"), stored
 
 
 def _check_given_checkpoint(
-    stored: dict[str, Any], datamodule: ImageDataModule, seed: int, path: str
+    stored: dict[str, Any], datamodule: InMemoryDataModule, seed: int, path: str
 ) -> None:
     """A given augmenter must have seen the run's training data and no more (same dataset and subset)."""
     problems = []
@@ -204,7 +221,7 @@ def _check_given_checkpoint(
 
 
 def train_augmenter(
-    plan: AugmentPlan, datamodule: ImageDataModule, seed: int, path: Path, accelerator: str = "auto"
+    plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, path: Path, accelerator: str = "auto"
 ) -> None:
     """Train the augmenter on the run's training split with its own single-device Trainer; save to `path`."""
     # A separate instance: the run's own DataModule must keep its trainer and per-device batch size.
@@ -212,9 +229,15 @@ def train_augmenter(
     data.prepare_data()
     num_train = len(data.split_tensors("train")[0])
     family = plan.augmenter_family
+    module_type = MODELS[family].module
+    # The augmenter's size: --augmenter-width sets whichever option sizes the family's networks.
+    sizes = {"latent_dim": plan.augmenter_latent_dim, module_type.width_option: plan.augmenter_width}
+    series_options = {}
+    if datamodule.data_kind == "sequence":
+        series_options = {key: datamodule.hparams.get(key) for key in SERIES_OPTIONS}
     say(
-        f"augmenter: training the {family} family on the {num_train} training images of {datamodule.name} "
-        f"({plan.augmenter_steps} iterations, seed {seed}); cached at {path}"
+        f"augmenter: training the {family} family on the {num_train} training {datamodule.item_noun} of "
+        f"{datamodule.name} ({plan.augmenter_steps} iterations, seed {seed}); cached at {path}"
     )
     config = RunConfig(
         model=family,
@@ -224,21 +247,13 @@ def train_augmenter(
         seed=seed,
         batch_size=AUGMENTER_BATCH,
         max_steps=plan.augmenter_steps,
-        model_options={
-            "lr": AUGMENTER_LR,
-            "latent_dim": plan.augmenter_latent_dim,
-            "width": plan.augmenter_width,
-        },
+        model_options={"lr": AUGMENTER_LR, **sizes},
+        **series_options,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         pl.seed_everything(seed, workers=True, verbose=False)
-        module = MODELS[family].module(
-            data.image_shape,
-            latent_dim=plan.augmenter_latent_dim,
-            width=plan.augmenter_width,
-            lr=AUGMENTER_LR,
-        )
+        module = module_type(data.data_shape, lr=AUGMENTER_LR, **sizes)
         trainer = pl.Trainer(
             max_steps=plan.augmenter_steps,
             accelerator=accelerator,
@@ -262,7 +277,7 @@ def train_augmenter(
 
 def load_augmenter(
     plan: AugmentPlan,
-    datamodule: ImageDataModule,
+    datamodule: InMemoryDataModule,
     seed: int,
     *,
     cache_dir: Path | None = None,
@@ -289,10 +304,10 @@ def load_augmenter(
             trained_now = True
         module, stored = _load_module(path)
         origin = {"source": "trained now" if trained_now else "cache", "path": str(path)}
-    if tuple(module.image_shape) != tuple(datamodule.image_shape):
+    if tuple(module.data_shape) != tuple(datamodule.data_shape):
         raise ConfigError(
-            f"--augment-ckpt: the augmenter takes {tuple(module.image_shape)} images, the data is "
-            f"{tuple(datamodule.image_shape)}; pass an augmenter trained on this dataset"
+            f"--augment-ckpt: the augmenter takes {tuple(module.data_shape)} {datamodule.item_noun}, "
+            f"the data is {tuple(datamodule.data_shape)}; pass an augmenter trained on this dataset"
         )
     module.requires_grad_(False).eval()
     record = {
@@ -307,11 +322,19 @@ def load_augmenter(
 
 
 @torch.no_grad()
-def reconstruction_mse(augmenter: LatentAugmenter, images: Tensor) -> float:
-    """Mean squared error (in [-1, 1] units) of the augmenter's plain reconstructions: how faithful it is."""
+def reconstruction_mse(
+    augmenter: LatentAugmenter, images: Tensor, prepare: Callable[[Tensor], Tensor] = to_model_range
+) -> float:
+    """Mean squared error (in the model's units: [-1, 1] for images) of the augmenter's plain
+    reconstructions: how faithful it is."""
     if len(images) == 0:
         return 0.0
     recon = map_images(
-        lambda batch: augmenter.autoencoder.decode(augmenter.encode(batch)), images, augmenter.device
+        lambda batch: augmenter.autoencoder.decode(augmenter.encode(batch)),
+        images,
+        augmenter.device,
+        prepare=prepare,
     )
-    return float(((recon.clamp(-1, 1).double() - to_model_range(images).double()) ** 2).mean())
+    if data_kind_of(augmenter.autoencoder) == "image":
+        recon = recon.clamp(-1, 1)
+    return float(((recon.double() - prepare(images).double()) ** 2).mean())

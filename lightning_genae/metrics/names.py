@@ -75,6 +75,8 @@ KINDS: dict[str, MetricKind] = {
     "kl": MetricKind(Direction.NONE),
     "elbo": MetricKind(Direction.HIGHER),
     "beta": MetricKind(Direction.NONE),
+    # The scheduled probability of feeding a sequence decoder the true previous value (models/rae.py).
+    "teacher_forcing": MetricKind(Direction.NONE),
     # Reconstruction quality on [0, 1] images (metrics/reconstruction.py).
     "psnr": MetricKind(Direction.HIGHER),
     "ssim": MetricKind(Direction.HIGHER),

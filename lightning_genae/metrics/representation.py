@@ -46,10 +46,12 @@ def representation_metrics(
     latent_dim: int,
     device: torch.device,
     seed: int = 0,
+    prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> dict[str, float]:
-    """Probe accuracy of the model's codes and PCA's, and PCA's test reconstruction MSE in [-1, 1] units.
+    """Probe accuracy of the model's codes and PCA's, and PCA's test reconstruction MSE in model units.
 
-    `train`/`test` are (uint8 images, labels); at most MAX_PROBE_TRAIN seeded training images are used.
+    `train`/`test` are (stored items, labels), made the model's input by `prepare` (uint8 images to
+    [-1, 1] by default; series are stored normalised); at most MAX_PROBE_TRAIN seeded training items.
     """
     train_images, train_labels = train
     test_images, test_labels = test
@@ -63,8 +65,8 @@ def representation_metrics(
         "probe_n_test": float(len(test_images)),
     }
 
-    flat_train = to_model_range(train_images).flatten(1).numpy()
-    flat_test = to_model_range(test_images).flatten(1).numpy()
+    flat_train = prepare(train_images).flatten(1).numpy()
+    flat_test = prepare(test_images).flatten(1).numpy()
     components = min(latent_dim, *flat_train.shape)
     pca = PCA(n_components=components, random_state=seed).fit(flat_train)
     pca_test = pca.transform(flat_test)
@@ -73,8 +75,8 @@ def representation_metrics(
     labelled = bool((train_labels >= 0).all()) and len(torch.unique(train_labels)) > 1
     if labelled:
         y_train, y_test = train_labels.numpy(), test_labels.numpy()
-        model_train = map_images(encode, train_images, device).numpy()
-        model_test = map_images(encode, test_images, device).numpy()
+        model_train = map_images(encode, train_images, device, prepare=prepare).numpy()
+        model_test = map_images(encode, test_images, device, prepare=prepare).numpy()
         results["probe_acc"] = linear_probe_accuracy(model_train, y_train, model_test, y_test, seed)
         results["pca_probe_acc"] = linear_probe_accuracy(
             pca.transform(flat_train), y_train, pca_test, y_test, seed

@@ -14,6 +14,7 @@ from lightning_genae.models.base import (
     Sampler,
 )
 from lightning_genae.models.gan import GANModule
+from lightning_genae.models.rae import RAEModule
 from lightning_genae.models.vae import VAEModule
 
 
@@ -33,6 +34,7 @@ MODELS: dict[str, ModelSpec] = {
     "ae": ModelSpec(AutoencoderModule, "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising"),
     "vae": ModelSpec(VAEModule, "variational autoencoder with beta and KL warm-up; samples from the prior"),
     "gan": ModelSpec(GANModule, "DCGAN, non-saturating or hinge loss, optional generator EMA"),
+    "rae": ModelSpec(RAEModule, "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form"),
 }
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "GenerativeModule",
     "ImageDiscriminator",
     "ModelSpec",
+    "RAEModule",
     "Sampler",
     "VAEModule",
 ]

@@ -142,13 +142,20 @@ class ImageDiscriminator(Protocol):
 
 
 class GenerativeModule(pl.LightningModule):
-    """Base LightningModule: images are [B,C,H,W] floats in [-1, 1]; batches are (images, labels).
+    """Base LightningModule: batches are (data, labels); images are [B,C,H,W] floats in [-1, 1].
 
-    A family is built as `Family(image_shape, **options)`; its hyper-parameters are the image shape and
-    every option's value, so `Family(**checkpoint["hyper_parameters"])` rebuilds it.
+    A family is built as `Family(data_shape, **options)`; its hyper-parameters are the data's shape (under
+    `shape_key`: `image_shape` for (C, H, W) images, `series_shape` for (T, C) series) and every option's
+    value, so `Family(**checkpoint["hyper_parameters"])` rebuilds it.
     """
 
     options_type: ClassVar[type[FamilyOptions]] = FamilyOptions
+    # The data the family models; `resolve` checks it against the dataset's own `data_kind`.
+    data_kind: ClassVar[str] = "image"
+    # The keyword the family's constructor takes the data's shape under, saved in its hyper-parameters.
+    shape_key: ClassVar[str] = "image_shape"
+    # The option that sizes the family's networks (what `--augmenter-width` sets for an augmenter).
+    width_option: ClassVar[str] = "width"
 
     # Lightning's global_step counts optimizer.step() calls; a GAN makes two per training iteration.
     optimizer_steps_per_iteration: ClassVar[int] = 1
@@ -158,13 +165,16 @@ class GenerativeModule(pl.LightningModule):
     # (the GAN) gets the generative metric the run computes, set per instance by the training set-up.
     monitor: str | None = "val/loss"
 
-    def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
+    def __init__(self, image_shape: tuple[int, ...] | list[int], **options: Any) -> None:
         super().__init__()
-        self.image_shape = tuple(image_shape)
+        # The shape of one item of the data, whatever its kind; image families also call it image_shape.
+        self.data_shape = tuple(image_shape)
+        if self.data_kind == "image":
+            self.image_shape = self.data_shape
         self.options = self.options_type.parse(options)
         self.latent_dim = self.options.latent_dim
         self.save_hyperparameters(
-            {"image_shape": list(self.image_shape), **self.options.to_dict()}, logger=False
+            {self.shape_key: list(self.data_shape), **self.options.to_dict()}, logger=False
         )
 
     @property
@@ -184,6 +194,10 @@ class GenerativeModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation_step()
+
+    def sampling(self) -> str | None:
+        """How `sample` draws its latents, when that is not plainly the family's prior (said in the run)."""
+        return None
 
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Standard normal latents; drawn on the CPU so a seeded generator gives the same noise anywhere."""

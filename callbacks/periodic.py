@@ -1,0 +1,54 @@
+"""The schedule every picture callback shares: every N training iterations and once at the end, rank 0."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+
+class PeriodicDrawing(Callback, ABC):
+    """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends.
+
+    Only for models of `data_kind` (image grids never run on a sequence model, nor series plots on an
+    image model), and only when `applies_to` says the model offers what the picture needs.
+    """
+
+    data_kind: ClassVar[str]
+
+    def __init__(self, every_n_steps: int) -> None:
+        self.every_n_steps = every_n_steps
+        self._last_drawn_step = -1
+
+    @abstractmethod
+    def applies_to(self, pl_module: pl.LightningModule) -> bool:
+        """Whether the model offers what this picture needs (sampling, reconstruction)."""
+
+    @abstractmethod
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        """Make and log the picture; runs on rank 0, in eval mode, without gradients."""
+
+    def _applies(self, pl_module: pl.LightningModule) -> bool:
+        return getattr(pl_module, "data_kind", "image") == self.data_kind and self.applies_to(pl_module)
+
+    def _maybe_draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = pl_module.iteration
+        if not trainer.is_global_zero or step == self._last_drawn_step or not self._applies(pl_module):
+            return
+        was_training = pl_module.training
+        # Eval mode: batch-norm uses running statistics, so pictures do not depend on the rest of the batch.
+        pl_module.eval()
+        with torch.no_grad():
+            self.draw(trainer, pl_module, step)
+        pl_module.train(was_training)
+        self._last_drawn_step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.every_n_steps > 0 and pl_module.iteration % self.every_n_steps == 0:
+            self._maybe_draw(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._maybe_draw(trainer, pl_module)

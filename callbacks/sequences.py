@@ -1,0 +1,199 @@
+"""Series figures: validation series beside their reconstructions, and generated series, in data units.
+
+Like the image grids, every N iterations and at the end, as PNGs in `images/` and in every logger that
+shows images. Series are put back into the data's own units with the DataModule's normaliser first. A
+series with a few channels is drawn as lines (one colour per channel; reconstructions dashed); one with
+many (smnist's 28 pixel columns) as a heat map, time down and channels across: a digit, for smnist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from torch import Tensor
+
+from callbacks.periodic import PeriodicDrawing
+from lightning_genae.loggers import log_figure
+from lightning_genae.models import Autoencoder, Sampler
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# Up to this many channels a series is drawn as lines; beyond, as a heat map.
+MAX_LINE_CHANNELS = 4
+NORMALISER_FILE = "normaliser.json"
+
+
+def _channel_names(datamodule: object, channels: int) -> list[str]:
+    names = getattr(datamodule, "channel_names", None)
+    return list(names) if names is not None else [f"channel {index + 1}" for index in range(channels)]
+
+
+def series_figure(
+    panels: Sequence[Sequence[Tensor]],
+    titles: Sequence[str],
+    labels: Sequence[str],
+    channel_names: Sequence[str],
+    suptitle: str,
+    columns: int = 4,
+) -> Figure:
+    """One panel per item: each of `panels[i]` ([T, C] series in data units) drawn over the others.
+
+    Lines for few channels (the first series solid, the next dashed, as `labels` name them); heat maps of
+    time against channel for many, side by side.
+    """
+    # Imported here: matplotlib is only needed once a sequence run draws.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    channels = panels[0][0].shape[-1]
+    as_lines = channels <= MAX_LINE_CHANNELS
+    per_panel = 1 if as_lines else len(panels[0])
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(3.2 * columns, 2.4 * rows * (1 if as_lines else 0.9)), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns * per_panel, squeeze=False)
+    colours = [f"C{index}" for index in range(channels)]
+    styles = ["-", "--", ":"]
+    for index, (series_set, title) in enumerate(zip(panels, titles, strict=True)):
+        row, column = divmod(index, columns)
+        if as_lines:
+            axis = axes[row][column]
+            for version, (series, label) in enumerate(zip(series_set, labels, strict=True)):
+                for channel in range(channels):
+                    axis.plot(
+                        series[:, channel].numpy(),
+                        styles[version % len(styles)],
+                        color=colours[channel],
+                        linewidth=1.2,
+                        label=f"{label}, {channel_names[channel]}" if index == 0 else None,
+                    )
+            axis.set_title(title, fontsize=9)
+            axis.tick_params(labelsize=7)
+        else:
+            # Time runs down, channels across (so smnist's rows stand as the digit), on the first's scale.
+            low, high = float(series_set[0].min()), float(series_set[0].max())
+            for version, (series, label) in enumerate(zip(series_set, labels, strict=True)):
+                axis = axes[row][column * per_panel + version]
+                axis.imshow(
+                    series.numpy(), aspect="auto", cmap="gray", interpolation="nearest", vmin=low, vmax=high
+                )
+                axis.set_title(f"{title}: {label}", fontsize=8)
+                axis.set_xticks([])
+                axis.set_yticks([])
+    for axis in axes.flat[len(panels) * per_panel :]:
+        axis.axis("off")
+    if as_lines:
+        figure.legend(loc="lower center", ncol=min(6, channels * len(labels)), fontsize=8, frameon=False)
+    figure.suptitle(suptitle, fontsize=10)
+    # Fixed margins rather than tight_layout, which measures every label and costs seconds per figure.
+    figure.subplots_adjust(
+        left=0.05, right=0.98, top=0.88, bottom=0.14 if as_lines else 0.03, wspace=0.25, hspace=0.45
+    )
+    return figure
+
+
+class SeriesReconstructions(PeriodicDrawing):
+    """A fixed set of validation series beside the model's (free-running) reconstructions of them."""
+
+    data_kind = "sequence"
+
+    def __init__(self, every_n_steps: int = 500, num_series: int = 8) -> None:
+        super().__init__(every_n_steps)
+        self.num_series = num_series
+
+    def applies_to(self, pl_module: pl.LightningModule) -> bool:
+        return isinstance(pl_module, Autoencoder)
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        datamodule = trainer.datamodule
+        series, _ = datamodule.split_tensors("val")
+        inputs = datamodule.to_model_range(series[: self.num_series].to(pl_module.device))
+        recons = pl_module.reconstruct(inputs)
+        real = datamodule.denormalise(inputs.float().cpu())
+        recon = datamodule.denormalise(recons.float().cpu())
+        figure = series_figure(
+            [(a, b) for a, b in zip(real, recon, strict=True)],
+            [f"val series {index}" for index in range(len(real))],
+            ["real", "reconstructed"],
+            _channel_names(datamodule, real.shape[-1]),
+            f"{datamodule.name}: validation series and reconstructions, step {step} (data units)",
+        )
+        log_figure(trainer, "reconstructions", figure, step)
+
+
+class SeriesSamples(PeriodicDrawing):
+    """Series generated from the same noise every time, beside real training series for scale."""
+
+    data_kind = "sequence"
+
+    def __init__(self, every_n_steps: int = 500, num_series: int = 8, seed: int = 1234) -> None:
+        super().__init__(every_n_steps)
+        self.num_series = num_series
+        self.seed = seed
+
+    def applies_to(self, pl_module: pl.LightningModule) -> bool:
+        return isinstance(pl_module, Sampler)
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        datamodule = trainer.datamodule
+        generator = torch.Generator().manual_seed(self.seed)
+        samples = datamodule.denormalise(pl_module.sample(self.num_series, generator=generator).float().cpu())
+        figure = series_figure(
+            [(sample,) for sample in samples],
+            [f"sample {index}" for index in range(len(samples))],
+            ["generated"],
+            _channel_names(datamodule, samples.shape[-1]),
+            f"{datamodule.name}: generated series, step {step} (data units)",
+        )
+        log_figure(trainer, "samples", figure, step)
+
+
+class SeriesAugmentationPreview(Callback):
+    """Training series beside what the data-side augmentation (`--augment ae`) makes of them, once."""
+
+    def __init__(self, num_series: int = 8, seed: int = 0) -> None:
+        self.num_series = num_series
+        self.seed = seed
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        augment = getattr(datamodule, "preview", None)
+        if not trainer.is_global_zero or augment is None or datamodule.data_kind != "sequence":
+            return
+        series, labels = datamodule.split_tensors("train")
+        pick = torch.randperm(len(series), generator=torch.Generator().manual_seed(self.seed))[
+            : self.num_series
+        ]
+        originals = datamodule.to_model_range(series[pick].to(pl_module.device))
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            augmented = augment(originals, labels[pick].to(pl_module.device))
+        real = datamodule.denormalise(originals.float().cpu())
+        changed = datamodule.denormalise(augmented.float().cpu())
+        figure = series_figure(
+            [(a, b) for a, b in zip(real, changed, strict=True)],
+            [f"train series {index}" for index in pick.tolist()],
+            ["real", "augmented"],
+            _channel_names(datamodule, real.shape[-1]),
+            f"{datamodule.name}: training series and their augmentation (data units)",
+        )
+        log_figure(trainer, "augmentation", figure, pl_module.iteration)
+
+
+class SaveNormaliser(Callback):
+    """`normaliser.json` in the run folder: the per-channel mean/std that map model units to data units."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        normaliser = getattr(trainer.datamodule, "normaliser", None)
+        if normaliser is not None:
+            run_dir = Path(trainer.default_root_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            normaliser.save(run_dir / NORMALISER_FILE)

@@ -1,0 +1,178 @@
+"""In-memory sequence datamodule: series [N, T, C] normalised per channel on the training split.
+
+A batch is `(series, labels)`: float32 [B, T, C] in normalised units and int64 [B] (-1 when unlabelled).
+The `Normaliser` is fitted on the training split alone (validation and test never leak into it) and is
+saved with the run, in the checkpoint (the DataModule's state) and as `normaliser.json` in the run
+folder, so generated and reconstructed series can be put back into the data's own units.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from datamodules.base import Batch, DataKind, InMemoryDataModule
+from lightning_genae.errors import ConfigError, DataError
+
+# Options a sequence dataset may take; each dataset lists those it reads, and rejects the others.
+SEQUENCE_OPTIONS = ("seq_len", "stride", "channels")
+
+
+def flag(name: str) -> str:
+    """`seq_len` -> `--seq-len` (as lightning_genae.config spells options; data sits below config)."""
+    return "--" + name.replace("_", "-")
+
+
+# A channel that never varies on the training split keeps its scale instead of being divided by zero.
+MIN_STD = 1e-6
+
+
+def as_float(series: Tensor) -> Tensor:
+    """Series are stored normalised in float32, which is already the model's input."""
+    return series.float()
+
+
+def detached_float(series: Tensor) -> Tensor:
+    """A model's series as the DataModule stores them (float32, no graph)."""
+    return series.detach().float()
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Per-channel affine map: `normalise(x) = (x - mean) / std`, over the last (channel) dimension."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, series: Tensor) -> Normaliser:
+        """Mean and std of every channel over all series and time steps of `series` [N, T, C]."""
+        flat = series.double().reshape(-1, series.shape[-1])
+        std = flat.std(dim=0, unbiased=False)
+        std = torch.where(std < MIN_STD, torch.ones_like(std), std)
+        return cls(tuple(flat.mean(dim=0).tolist()), tuple(std.tolist()))
+
+    def _tensors(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device)
+        return mean, torch.tensor(self.std, dtype=like.dtype, device=like.device)
+
+    def normalise(self, series: Tensor) -> Tensor:
+        mean, std = self._tensors(series)
+        return (series - mean) / std
+
+    def denormalise(self, series: Tensor) -> Tensor:
+        """Normalised series back in the data's own units."""
+        mean, std = self._tensors(series)
+        return series * std + mean
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Normaliser:
+        return cls(tuple(float(v) for v in values["mean"]), tuple(float(v) for v in values["std"]))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+class SequenceDataModule(InMemoryDataModule):
+    """Series with fixed splits; subclasses implement `_load_series` (raw units) and `data_shape`."""
+
+    name: ClassVar[str] = "series"
+    data_kind: ClassVar[DataKind] = "sequence"
+    item_noun: ClassVar[str] = "series"
+    # The options of SEQUENCE_OPTIONS this dataset reads, with what each means for it (for messages).
+    takes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 64,
+        train_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        seq_len: int | None = None,
+        stride: int | None = None,
+        channels: int | None = None,
+    ) -> None:
+        # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
+        data_dir = str(data_dir)
+        super().__init__(data_dir, batch_size, train_size, seed, num_workers)
+        self.save_hyperparameters()
+        given = {"seq_len": seq_len, "stride": stride, "channels": channels}
+        ignored = [name for name, value in given.items() if value is not None and name not in self.takes]
+        if ignored:
+            reads = f"; it reads {', '.join(map(flag, self.takes))}" if self.takes else ""
+            raise ConfigError(
+                f"{', '.join(map(flag, ignored))} do(es) not apply to --data {self.name}{reads}; drop it"
+            )
+        for name, value in given.items():
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag(name)} must be a positive integer, got {value}")
+        self._normaliser: Normaliser | None = None
+
+    # ----- loading -----
+
+    def _load_series(self) -> dict[str, Batch]:
+        """The fixed (float [N,T,C] in the data's units, int64 [N]) splits; independent of the run seed."""
+        raise NotImplementedError
+
+    def _fit_normaliser(self, train_series: Tensor) -> Normaliser:
+        """Fitted on the training split; a dataset with a known range may fix it instead."""
+        return Normaliser.fit(train_series)
+
+    def _load_splits(self) -> dict[str, Batch]:
+        raw = self._load_series()
+        for split, (series, labels) in raw.items():
+            if series.ndim != 3 or len(series) != len(labels):
+                raise DataError(f"{self.name}: the {split} split is not [N, T, C] series with N labels")
+            if len(series) == 0:
+                raise DataError(f"{self.name}: the {split} split is empty; give the dataset more data")
+        # The whole training split, before any --train-size subset, so every subset shares one scale.
+        self._normaliser = self._fit_normaliser(raw["train"][0])
+        return {
+            split: (self._normaliser.normalise(series.double()).float().contiguous(), labels.long())
+            for split, (series, labels) in raw.items()
+        }
+
+    @property
+    def normaliser(self) -> Normaliser:
+        """The per-channel normalisation of this dataset (loads the data once if needed)."""
+        self._load_once()
+        assert self._normaliser is not None
+        return self._normaliser
+
+    def denormalise(self, series: Tensor) -> Tensor:
+        """Normalised series (the model's) in the data's own units."""
+        return self.normaliser.denormalise(series)
+
+    to_model_range = staticmethod(as_float)
+    to_stored = staticmethod(detached_float)
+
+    # ----- saved with the checkpoint -----
+
+    def state_dict(self) -> dict[str, Any]:
+        """The normaliser, so a checkpoint alone says how to read its model's series in real units."""
+        return {"normaliser": self.normaliser.to_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """On resume: the data must normalise as it did, or the model would see shifted inputs."""
+        if "normaliser" not in state_dict:
+            return
+        saved = Normaliser.from_dict(state_dict["normaliser"])
+        current = self.normaliser
+        same = len(saved.mean) == len(current.mean) and all(
+            abs(a - b) <= 1e-6 * max(1.0, abs(b))
+            for a, b in zip(saved.mean + saved.std, current.mean + current.std, strict=True)
+        )
+        if not same:
+            raise DataError(
+                f"{self.name}: the data's per-channel mean/std differ from the checkpoint's "
+                f"(saved {saved.to_dict()}, now {current.to_dict()}); resume with the data it was trained on"
+            )
