@@ -1,10 +1,10 @@
-"""Sequence metrics at validation (every N iterations) and test: reconstruction MSE, TimeGAN's
-discriminative and predictive scores, and `fd_classifier` & co. where a sequence classifier is shipped.
+"""Sequence metrics at validation (every N iterations) and test: TimeGAN's discriminative and predictive
+scores, and `fd_classifier` & co. where a sequence classifier is shipped.
 
 The sequence counterpart of `callbacks/metrics.py`: validation compares with the validation split, the
 test split is touched only by the final evaluation, so `--evaluate` re-runs exactly these numbers. The
 scoring is `lightning_genae.metrics.sequences.score_sequences`; this module only gathers real series,
-generates and reconstructs, and logs. Rank 0 scores (the post-hoc GRUs are small) and broadcasts, so every
+generates, and logs. Rank 0 scores (the post-hoc GRUs are small) and broadcasts, so every
 rank logs the same values and a metric can be monitored under DDP.
 """
 
@@ -21,8 +21,8 @@ from torch import Tensor
 from lightning_genae.console import say
 from lightning_genae.metrics.backbones import BackboneUnavailable
 from lightning_genae.metrics.sequence_classifier import SequenceFeatures, shipped_sequence_features
-from lightning_genae.metrics.sequences import DEFAULT_STEPS, map_series, score_sequences
-from lightning_genae.models import Autoencoder, Sampler
+from lightning_genae.metrics.sequences import DEFAULT_STEPS, score_sequences
+from lightning_genae.models import Sampler
 
 SAMPLE_BATCH = 500
 
@@ -51,7 +51,7 @@ def split_series(datamodule: pl.LightningDataModule, split: str) -> Tensor:
 
 
 class SequenceMetrics(Callback):
-    """N real series of the stage's split against N generated ones and their own reconstructions.
+    """N real series of the stage's split, to compare N generated ones with.
 
     `num_samples` caps N; `every_n_steps` (None: every validation) spaces the validation scores during
     training, since each trains two small GRUs; the final validation and the test always score. `steps`
@@ -102,33 +102,26 @@ class SequenceMetrics(Callback):
     def score(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule, stage: str) -> Any:
         """The stage's SequenceScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
         real = self._real_series(datamodule, stage)
-        generated = reconstructions = None
-        if isinstance(pl_module, Sampler):
-            # Seeded per stage: a re-evaluation of the same checkpoint draws the same samples.
-            generator = torch.Generator().manual_seed(self.seed * 1_000 + (stage == "test"))
-            with torch.no_grad():
-                generated = torch.cat(
-                    [
-                        pl_module.sample(min(SAMPLE_BATCH, len(real) - start), generator=generator)
-                        .float()
-                        .cpu()
-                        for start in range(0, len(real), SAMPLE_BATCH)
-                    ]
-                )
-        if isinstance(pl_module, Autoencoder):
-            reconstructions = map_series(pl_module.reconstruct, real, pl_module.device, SAMPLE_BATCH)
+        # Seeded per stage: a re-evaluation of the same checkpoint draws the same samples.
+        generator = torch.Generator().manual_seed(self.seed * 1_000 + (stage == "test"))
+        with torch.no_grad():
+            generated = torch.cat(
+                [
+                    pl_module.sample(min(SAMPLE_BATCH, len(real) - start), generator=generator).float().cpu()
+                    for start in range(0, len(real), SAMPLE_BATCH)
+                ]
+            )
         return score_sequences(
             real,
             stage,
             generated=generated,
-            reconstructions=reconstructions,
             features=self.features,
             seed=self.seed,
             steps=self.steps,
         )
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if trainer.sanity_checking or not isinstance(pl_module, (Sampler, Autoencoder)):
+        if trainer.sanity_checking or not isinstance(pl_module, Sampler):
             return
         iteration = getattr(pl_module, "iteration", trainer.global_step)
         if not self._due(trainer, iteration, stage) or not is_sequence_data(trainer.datamodule):
@@ -156,12 +149,12 @@ def build_sequence_metrics(
     seed: int,
     every_n_steps: int | None = None,
 ) -> SequenceMetrics | None:
-    """The sequence metric callback for a model that samples or reconstructs, on sequence data; else None.
+    """The sequence metric callback for a model that samples, on sequence data; else None.
 
     `fd_classifier` and the other feature metrics come with it when a sequence classifier is shipped for
     the dataset; a broken shipped file warns once and leaves the other sequence metrics on.
     """
-    if not isinstance(model, (Sampler, Autoencoder)) or not is_sequence_data(datamodule):
+    if not isinstance(model, Sampler) or not is_sequence_data(datamodule):
         return None
     try:
         features = shipped_sequence_features(real_datamodule(datamodule).name)

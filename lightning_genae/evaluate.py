@@ -28,7 +28,13 @@ from lightning_genae.metrics.names import BACKBONES
 from lightning_genae.models import GenerativeModule
 from lightning_genae.report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.resolve import resolve
-from lightning_genae.trainer import generative_metrics, hardware_arguments, prepare_data_early
+from lightning_genae.trainer import (
+    evaluation_records,
+    generative_metrics,
+    hardware_arguments,
+    prepare_data_early,
+    sequence_metrics,
+)
 
 # What a re-evaluation may change; everything else comes from the checkpoint, so the data and model match.
 EVALUATION_OPTIONS = (
@@ -89,6 +95,9 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     trainer.callbacks += [RepresentationMetrics(seed=config.seed)]
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)
+    series_callback = sequence_metrics(config, model, datamodule)
+    if series_callback is not None:
+        trainer.callbacks.append(series_callback)
     metrics = final_evaluation(trainer, model, datamodule, config.seed)
     result = {
         "checkpoint": str(checkpoint.path),
@@ -97,7 +106,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         "global_step": checkpoint.iteration(resolved.model.module.optimizer_steps_per_iteration),
         "seed": config.seed,
         "metrics": metrics,
-        "evaluation": metrics_callback.records if metrics_callback is not None else {},
+        "evaluation": evaluation_records(metrics_callback, series_callback),
         "data_summary": datamodule.summary(),
         **environment_info(trainer),
     }

@@ -26,8 +26,10 @@ from lightning_genae.trainer import (
     best_checkpoint,
     build_callbacks,
     build_trainer,
+    evaluation_records,
     generative_metrics,
     prepare_data_early,
+    sequence_metrics,
 )
 
 
@@ -100,6 +102,9 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         trainer.callbacks.append(metrics_callback)
         if model.monitor is None:
             model.monitor = headline_metric(metrics_callback.backbone.name)
+    series_callback = sequence_metrics(config, model, datamodule)
+    if series_callback is not None:
+        trainer.callbacks.append(series_callback)
     if model.monitor is not None and not config.fast_dev_run:
         trainer.callbacks.append(best_checkpoint(model, run_dir))
     # How a family draws its samples, when that is not simply its prior (the rae's code Gaussian).
@@ -145,7 +150,7 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         "final_metrics": final_metrics,
         "headline_metric": model.monitor,
         **({"sampling": sampling} if sampling is not None else {}),
-        "evaluation": metrics_callback.records if metrics_callback is not None else {},
+        "evaluation": evaluation_records(metrics_callback, series_callback),
         "augmentation": attached.record,
         "data_summary": datamodule.summary(),
         "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),

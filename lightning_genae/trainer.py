@@ -22,6 +22,7 @@ from callbacks import (
     SeriesSamples,
 )
 from callbacks.metrics import GenerativeMetrics, RepresentationMetrics
+from callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from datamodules import InMemoryDataModule
 from lightning_genae.augmentation import is_discriminator_side, parse_augment
 from lightning_genae.checkpoint import StoreRunConfig
@@ -171,6 +172,23 @@ def generative_metrics(
         rank_zero_warn(f"generative metrics skipped: {error}")
         return None
     return GenerativeMetrics(backbone, num_samples=config.eval_samples, seed=config.seed)
+
+
+def sequence_metrics(
+    config: RunConfig, model: GenerativeModule, datamodule: InMemoryDataModule
+) -> SequenceMetrics | None:
+    """The series metric callback (discriminative, predictive, smnist FD); None for images."""
+    return build_sequence_metrics(model, datamodule, num_samples=config.eval_samples, seed=config.seed)
+
+
+def evaluation_records(*callbacks: GenerativeMetrics | SequenceMetrics | None) -> dict[str, Any]:
+    """What the metric callbacks of a run measured, per stage, for summary.json and eval.json."""
+    return {
+        stage: record
+        for callback in callbacks
+        if callback is not None
+        for stage, record in callback.records.items()
+    }
 
 
 def build_trainer(

@@ -67,11 +67,7 @@ LOGGED = {
     "val/d_real": NONE,
     "test/d_real": NONE,
     # Sequence models (callbacks/sequence_metrics.py).
-    **{
-        f"{split}/{kind}": LOWER
-        for split in ("val", "test")
-        for kind in ("discriminative", "predictive", "recon_mse")
-    },
+    **{f"{split}/{kind}": LOWER for split in ("val", "test") for kind in ("discriminative", "predictive")},
     "step": NONE,
 }
 

@@ -18,7 +18,6 @@ from lightning_genae.metrics.names import Direction, direction
 from lightning_genae.metrics.sequences import (
     discriminative_score,
     predictive_score,
-    reconstruction_mse,
     score_sequences,
 )
 
@@ -112,16 +111,9 @@ def test_bad_input_is_a_one_line_value_error(real, call, says):
     assert says in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_reconstruction_mse_is_the_mean_squared_error_per_value(real):
-    assert reconstruction_mse(lambda x: x, real) == 0.0
-    assert reconstruction_mse(lambda x: x + 0.5, real, batch_size=64) == pytest.approx(0.25)
-    with pytest.raises(ValueError, match="input's shape"):
-        reconstruction_mse(lambda x: x[:, 1:], real)
-
-
 def test_score_sequences_names_every_value_from_the_vocabulary(real, noise):
-    score = score_sequences(real[:64], "val", generated=noise[:64], reconstructions=real[:64], steps=2)
-    assert set(score.logged()) == {"val/recon_mse", "val/discriminative", "val/predictive"}
+    score = score_sequences(real[:64], "val", generated=noise[:64], steps=2)
+    assert set(score.logged()) == {"val/discriminative", "val/predictive"}
     assert all(direction(name) is Direction.LOWER for name in score.logged())
     assert score.record() == {"split": "val", "n_real": 64, "n_fake": 64, "backbone": None}
 
@@ -245,13 +237,13 @@ def tiny_trainer(callback: SequenceMetrics, max_steps: int = 1) -> pl.Trainer:
     )
 
 
-def test_callback_logs_reconstruction_discriminative_and_predictive_at_validation_and_test():
+def test_callback_logs_discriminative_and_predictive_at_validation_and_test():
     datamodule, model = TinySeries(), TinySequenceModel(16, 2)
     callback = build_sequence_metrics(model, datamodule, num_samples=64, seed=0)
     assert callback is not None and callback.features is None
     callback.steps = 3
     trainer = tiny_trainer(callback)
-    kinds = ("recon_mse", "discriminative", "predictive")
+    kinds = ("discriminative", "predictive")
     trainer.fit(model, datamodule=datamodule)
     assert {f"val/{kind}" for kind in kinds} <= set(trainer.callback_metrics)
     trainer.test(model, datamodule=datamodule, verbose=False)

@@ -92,12 +92,10 @@ KINDS: dict[str, MetricKind] = {
     "loss_g": MetricKind(Direction.NONE),
     "d_real": MetricKind(Direction.NONE),
     "d_fake": MetricKind(Direction.NONE),
-    # Generated and reconstructed time series (metrics/sequences.py): TimeGAN's post-hoc discriminative
-    # score |accuracy - 0.5|, its train-on-synthetic test-on-real next-step MAE, and the reconstruction MSE
-    # per value of a split's series (a name apart from `mse`, which a family may log from its own steps).
+    # Generated time series (metrics/sequences.py): TimeGAN's post-hoc discriminative score
+    # |accuracy - 0.5| and its train-on-synthetic test-on-real next-step MAE.
     "discriminative": MetricKind(Direction.LOWER),
     "predictive": MetricKind(Direction.LOWER),
-    "recon_mse": MetricKind(Direction.LOWER),
     # The x-axis override every evaluation logs (models/base.py), logged without a split.
     "step": MetricKind(Direction.NONE),
 }

@@ -1,5 +1,5 @@
 """Metrics of generated and reconstructed time series [N, T, C]: TimeGAN's discriminative and predictive
-scores, and reconstruction MSE.
+scores. Reconstruction MSE is not here: each sequence family logs it from its own steps as `mse`.
 
 The two post-hoc scores follow Yoon et al., "Time-series Generative Adversarial Networks" (NeurIPS 2019)
 and its reference code (jsyoon0823/TimeGAN, metrics/):
@@ -19,7 +19,7 @@ of a GRU with a hidden size of max(8, C // 2); TimeGAN's int(C / 2) would be 0 f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,11 +37,8 @@ __all__ = [
     "check_series",
     "default_hidden",
     "discriminative_score",
-    "map_series",
     "predictive_score",
-    "reconstruction_mse",
     "score_sequences",
-    "series_mse",
 ]
 
 MIN_HIDDEN = 8
@@ -235,42 +232,6 @@ def _batched(model: nn.Module, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def map_series(
-    function: Callable[[Tensor], Tensor], series: Tensor, device: torch.device, batch_size: int = 500
-) -> Tensor:
-    """`function` of float series, one batch at a time on `device`; float32 on the CPU."""
-    return torch.cat(
-        [
-            function(series[start : start + batch_size].to(device)).float().cpu()
-            for start in range(0, len(series), batch_size)
-        ]
-    )
-
-
-def series_mse(series: Tensor, reconstructions: Tensor) -> float:
-    """Mean squared error per value between `series` [N, T, C] and their reconstructions, in their units."""
-    series = check_series(series, "real")
-    reconstructions = check_series(reconstructions, "reconstructed")
-    if reconstructions.shape != series.shape:
-        raise ValueError(
-            f"reconstructions have shape {tuple(reconstructions.shape)}, the series {tuple(series.shape)}; "
-            "reconstruct must return series of its input's shape"
-        )
-    return float(((reconstructions.double() - series.double()) ** 2).mean())
-
-
-def reconstruction_mse(
-    reconstruct: Callable[[Tensor], Tensor],
-    series: Tensor,
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 500,
-) -> float:
-    """`series_mse` of `series` and `reconstruct(series)`, reconstructed in batches on `device`."""
-    series = check_series(series, "real")
-    return series_mse(series, map_series(reconstruct, series, torch.device(device), batch_size))
-
-
 @dataclass(frozen=True)
 class SequenceScore:
     """Sequence metrics by name without split (`discriminative`, `fd_classifier`, ...) and what they used."""
@@ -304,21 +265,18 @@ def score_sequences(
     split: str,
     *,
     generated: Tensor | None = None,
-    reconstructions: Tensor | None = None,
     features: SeriesFeatures | None = None,
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
 ) -> SequenceScore:
     """Every sequence metric that applies, on `real` series of `split`: the one scoring path for sequences.
 
-    `reconstructions` of `real` give `recon_mse`; `generated` series give `discriminative` and `predictive`,
+    `generated` series give `discriminative` and `predictive`,
     and with `features` also the generative metrics of images (`fd_classifier`, `kid_classifier`, ...)
     computed by `distances.feature_metrics` on those features.
     """
     real = check_series(real, "real")
     values: dict[str, float] = {}
-    if reconstructions is not None:
-        values["recon_mse"] = series_mse(real, reconstructions)
     if generated is not None:
         generated = check_series(generated, "generated")
         values["discriminative"] = discriminative_score(real, generated, seed=seed, steps=steps)
