@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.models.base import FamilyOptions, GenerativeModule, option, with_default
-from lightning_genae.models.vae import gaussian_kl
+from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder, RNNKind
 
 # Training series encoded to fit the code Gaussian: enough for a stable covariance, quick on a CPU.
@@ -83,8 +83,7 @@ class RAEModule(GenerativeModule):
 
     def posterior(self, series: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(z|x) (variational form only)."""
-        mean, log_var = self.encoder(series).chunk(2, dim=1)
-        return mean, log_var.clamp(-30.0, 20.0)
+        return gaussian_posterior(self.encoder(series))
 
     def encode(self, series: Tensor) -> Tensor:
         """The code (the posterior mean in the variational form)."""
@@ -153,7 +152,7 @@ class RAEModule(GenerativeModule):
         values: dict[str, Tensor] = {}
         if self.options.variational:
             mean, log_var = self.posterior(series)
-            latents = mean + torch.randn_like(mean) * (0.5 * log_var).exp() if training else mean
+            latents = reparameterize(mean, log_var) if training else mean
         else:
             latents = self.encoder(series)
         forcing = self.teacher_forcing_now() if training else 0.0

@@ -15,11 +15,7 @@ from lightning_genae.models.reconstruction import (
     ReconstructionOptions,
     reconstruction_loss,
 )
-
-
-def gaussian_kl(mean: Tensor, log_var: Tensor) -> Tensor:
-    """KL(N(mean, exp(log_var)) || N(0, I)) per sample, summed over latent dimensions."""
-    return 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(1)
+from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 
 
 @dataclass(frozen=True)
@@ -43,8 +39,7 @@ class VAEModule(ReconstructionModule):
 
     def posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(z|x)."""
-        mean, log_var = self.encoder(images).chunk(2, dim=1)
-        return mean, log_var.clamp(-30.0, 20.0)
+        return gaussian_posterior(self.encoder(images))
 
     def encode(self, images: Tensor) -> Tensor:
         """The posterior mean: the deterministic code that tools (probes, augmentation) use."""
@@ -63,7 +58,7 @@ class VAEModule(ReconstructionModule):
     def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, _ = batch
         mean, log_var = self.posterior(images)
-        latents = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+        latents = reparameterize(mean, log_var)
         out = self.decoder(latents)
         recon = reconstruction_loss(out, images, self.options.recon_loss).mean()
         kl = gaussian_kl(mean, log_var).mean()

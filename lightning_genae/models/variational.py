@@ -1,0 +1,30 @@
+"""The Gaussian posterior that the variational families share (vae, rae --variational, vaegan).
+
+A shared module rather than an import of one family from another, so the families stay independent
+(see the import contracts in pyproject.toml) and there is one copy of the KL term.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Log-variance bounds: exp(-30) and exp(20) keep the KL and the reparameterisation finite in 16-bit
+# autocast and fp32 alike, far outside what a trained encoder produces.
+LOG_VAR_RANGE = (-30.0, 20.0)
+
+
+def gaussian_posterior(encoder_output: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and (clamped) log-variance of q(z|x) from an encoder's 2 x latent_dim outputs."""
+    mean, log_var = encoder_output.chunk(2, dim=1)
+    return mean, log_var.clamp(*LOG_VAR_RANGE)
+
+
+def reparameterize(mean: Tensor, log_var: Tensor) -> Tensor:
+    """A draw z = mean + sigma * eps that gradients flow through."""
+    return mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+
+
+def gaussian_kl(mean: Tensor, log_var: Tensor) -> Tensor:
+    """KL(N(mean, exp(log_var)) || N(0, I)) per sample, summed over latent dimensions."""
+    return 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(1)
