@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -186,3 +187,19 @@ def test_bad_option_values_exit_2_with_one_line(name, tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_began_trains_under_ddp_on_two_cpu_processes(tmp_path):
+    """Two gloo processes with DiffAugment: no unused-parameter error, k_t moved and checkpointed."""
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "run.py"), "--model", "began"]
+    command += [*TINY_RUN, "--augment", "diffaug", "--accelerator", "cpu", "--devices", "2"]
+    command += ["--strategy", "ddp", "--max-steps", "3", "--output", str(run_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = summary_of(run_dir)
+    assert summary["world_size"] == 2 and summary["global_step"] == 3
+    stored = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").contents["state_dict"]["k"]
+    assert 0 < float(stored) <= 1
+    assert float(stored) == pytest.approx(column(run_dir, "train/k")[-1], abs=1e-7)
