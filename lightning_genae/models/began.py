@@ -78,8 +78,8 @@ class BEGANOptions(FamilyOptions):
     ebgan_margin: float = option(
         0.3,
         "with --d-loss ebgan: D pushes fakes' energy up to this margin; energies are per-pixel mean "
-        "|x - D(x)| in [0, 2], and on digits D's energy of reals falls from about 0.5 to 0.1 in 300 "
-        "iterations, so 0.3 keeps fakes clearly above reals and is reachable",
+        "|x - D(x)| in [0, 2]; on digits D's energy of reals falls from about 0.6 to 0.1 in 300 iterations "
+        "and fakes settle near the margin, so 0.3 keeps them clearly apart and is reachable",
         above=0,
     )
     ebgan_pt: float = option(
