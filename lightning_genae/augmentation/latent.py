@@ -29,7 +29,7 @@ from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.errors import ConfigError
-from lightning_genae.models import MODELS, GenerativeModule
+from lightning_genae.models import MODELS, Autoencoder, GenerativeModule
 
 # Part of the cache key: bump when the augmenter's training recipe changes, so stale caches are retrained.
 RECIPE_VERSION = 1
@@ -189,12 +189,14 @@ def _load_module(path: Path) -> tuple[GenerativeModule, dict[str, Any]]:
     checkpoint = RunCheckpoint.load(path, "--augment-ckpt")
     stored = checkpoint.contents.get(CONFIG_KEY) or {}
     family = stored.get("model")
-    if family not in ("ae", "vae", "rae"):
+    # Any registered family that is an `Autoencoder` can augment (ae, vae, aae, rae on series).
+    module = checkpoint.restore(MODELS[family].module, "--augment-ckpt") if family in MODELS else None
+    if not isinstance(module, Autoencoder):
         raise ConfigError(
             f"--augment-ckpt: {path} holds a {family or 'non-lightning-genae'} model, not an autoencoder; "
-            "pass the checkpoint of a run.py --model ae, vae or (on series) rae run"
+            "pass the checkpoint of a run.py --model ae, vae, aae or (on series) rae run"
         )
-    return checkpoint.restore(MODELS[family].module, "--augment-ckpt"), stored
+    return module, stored
 
 
 def _check_given_checkpoint(
@@ -255,7 +257,8 @@ def train_augmenter(
         pl.seed_everything(seed, workers=True, verbose=False)
         module = module_type(data.data_shape, lr=AUGMENTER_LR, **sizes)
         trainer = pl.Trainer(
-            max_steps=plan.augmenter_steps,
+            # Lightning counts optimizer steps; an adversarial augmenter (aae) makes several per iteration.
+            max_steps=plan.augmenter_steps * module_type.optimizer_steps_per_iteration,
             accelerator=accelerator,
             devices=1,
             num_nodes=1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lightning_genae.models.aae import AAEModule
 from lightning_genae.models.ae import AutoencoderModule
 from lightning_genae.models.base import (
     Autoencoder,
@@ -34,11 +35,15 @@ MODELS: dict[str, ModelSpec] = {
     "ae": ModelSpec(AutoencoderModule, "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising"),
     "vae": ModelSpec(VAEModule, "variational autoencoder with beta and KL warm-up; samples from the prior"),
     "gan": ModelSpec(GANModule, "DCGAN, non-saturating or hinge loss, optional generator EMA"),
+    "aae": ModelSpec(
+        AAEModule, "adversarial autoencoder: a latent discriminator matches the codes to a prior"
+    ),
     "rae": ModelSpec(RAEModule, "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form"),
 }
 
 __all__ = [
     "MODELS",
+    "AAEModule",
     "Autoencoder",
     "AutoencoderModule",
     "DiscriminatorAugmentation",
