@@ -11,8 +11,10 @@ from lightning_genae.models.base import (
     FamilyOptions,
     GenerativeModule,
     ImageDiscriminator,
+    ReconstructingDiscriminator,
     Sampler,
 )
+from lightning_genae.models.began import BEGANModule
 from lightning_genae.models.gan import GANModule
 from lightning_genae.models.rae import RAEModule
 from lightning_genae.models.vae import VAEModule
@@ -34,6 +36,7 @@ MODELS: dict[str, ModelSpec] = {
     "ae": ModelSpec(AutoencoderModule, "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising"),
     "vae": ModelSpec(VAEModule, "variational autoencoder with beta and KL warm-up; samples from the prior"),
     "gan": ModelSpec(GANModule, "DCGAN, non-saturating or hinge loss, optional generator EMA"),
+    "began": ModelSpec(BEGANModule, "BEGAN (or --d-loss ebgan: EBGAN): the discriminator is an autoencoder"),
     "rae": ModelSpec(RAEModule, "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form"),
 }
 
@@ -41,6 +44,7 @@ __all__ = [
     "MODELS",
     "Autoencoder",
     "AutoencoderModule",
+    "BEGANModule",
     "DiscriminatorAugmentation",
     "FamilyOptions",
     "GANModule",
@@ -48,6 +52,7 @@ __all__ = [
     "ImageDiscriminator",
     "ModelSpec",
     "RAEModule",
+    "ReconstructingDiscriminator",
     "Sampler",
     "VAEModule",
 ]

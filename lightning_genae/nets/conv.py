@@ -133,6 +133,22 @@ class ConvDiscriminator(nn.Module):
         return self.encoder(x).squeeze(1)
 
 
+class ConvAutoencoder(nn.Module):
+    """Image -> code -> image in [-1, 1]: the shared encoder and tanh decoder (BEGAN's discriminator)."""
+
+    def __init__(
+        self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 64, max_width: int = 512
+    ) -> None:
+        super().__init__()
+        self.encoder = ConvEncoder(image_shape, latent_dim, width=width, max_width=max_width)
+        self.decoder = ConvDecoder(image_shape, latent_dim, width=width, max_width=max_width, output="tanh")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(reconstruction, code): energy losses need the first, EBGAN's pulling-away term the second."""
+        code = self.encoder(x)
+        return self.decoder(code), code
+
+
 def init_dcgan_weights(module: nn.Module) -> None:
     """DCGAN initialisation: N(0, 0.02) convolutions, N(1, 0.02) batch-norm scales."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
