@@ -66,6 +66,11 @@ LOGGED = {
     "train/d_fake": NONE,
     "val/d_real": NONE,
     "test/d_real": NONE,
+    # The VAE-GAN (models/vaegan.py).
+    "train/loss_enc": NONE,
+    "train/loss_dec": NONE,
+    "train/feature": NONE,
+    "val/kl": NONE,
     # Sequence models (callbacks/sequence_metrics.py).
     **{f"{split}/{kind}": LOWER for split in ("val", "test") for kind in ("discriminative", "predictive")},
     "step": NONE,

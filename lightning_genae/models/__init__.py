@@ -16,6 +16,7 @@ from lightning_genae.models.base import (
 from lightning_genae.models.gan import GANModule
 from lightning_genae.models.rae import RAEModule
 from lightning_genae.models.vae import VAEModule
+from lightning_genae.models.vaegan import VAEGANModule
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ MODELS: dict[str, ModelSpec] = {
     "ae": ModelSpec(AutoencoderModule, "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising"),
     "vae": ModelSpec(VAEModule, "variational autoencoder with beta and KL warm-up; samples from the prior"),
     "gan": ModelSpec(GANModule, "DCGAN, non-saturating or hinge loss, optional generator EMA"),
+    "vaegan": ModelSpec(
+        VAEGANModule, "VAE-GAN: a VAE whose decoder is the generator, reconstructing in D's features"
+    ),
     "rae": ModelSpec(RAEModule, "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form"),
 }
 
@@ -49,5 +53,6 @@ __all__ = [
     "ModelSpec",
     "RAEModule",
     "Sampler",
+    "VAEGANModule",
     "VAEModule",
 ]
