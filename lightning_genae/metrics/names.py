@@ -99,6 +99,11 @@ KINDS: dict[str, MetricKind] = {
     "d_fake_energy": MetricKind(Direction.NONE),
     "k": MetricKind(Direction.NONE),
     "m_global": MetricKind(Direction.LOWER),
+    # The VAE-GAN's encoder and decoder objectives, and its reconstruction error in the discriminator's
+    # feature space (models/vaegan.py): that space moves as D trains, so none is ranked.
+    "loss_enc": MetricKind(Direction.NONE),
+    "loss_dec": MetricKind(Direction.NONE),
+    "feature": MetricKind(Direction.NONE),
     # Generated time series (metrics/sequences.py): TimeGAN's post-hoc discriminative score
     # |accuracy - 0.5| and its train-on-synthetic test-on-real next-step MAE.
     "discriminative": MetricKind(Direction.LOWER),
