@@ -51,6 +51,8 @@ LOGGED = {
     "train/elbo": HIGHER,
     "val/elbo": HIGHER,
     "train/beta": NONE,
+    "val/code_kl": LOWER,
+    "test/code_kl": LOWER,
     "val/psnr": HIGHER,
     "test/psnr": HIGHER,
     "val/ssim": HIGHER,

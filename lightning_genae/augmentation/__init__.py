@@ -99,6 +99,12 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
         options=DATA_SIDE_OPTIONS,
         augmenter="vaegan",
     ),
+    "aae": AugmentationSpec(
+        "as ae, with an adversarial autoencoder as the augmenter (its codes are matched to N(0, I))",
+        side="data",
+        options=DATA_SIDE_OPTIONS,
+        augmenter="aae",
+    ),
     "ae-d": AugmentationSpec(
         "the frozen augmenter's encode-perturb-decode on discriminator inputs, real and fake",
         side="discriminator",

@@ -40,7 +40,7 @@ SERIES_OPTIONS = ("seq_len", "stride", "channels")
 
 
 def augmenter_lr(family: str) -> float:
-    """AUGMENTER_LR, a fast rate for a short reconstruction run; an adversarial family (vaegan) keeps its
+    """AUGMENTER_LR, a fast rate for a short reconstruction run; an adversarial family (vaegan, aae) keeps its
     own default, which is set for its game between networks."""
     module_type = MODELS[family].module
     return module_type.options_type().lr if module_type.adversarial else AUGMENTER_LR

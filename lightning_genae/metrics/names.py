@@ -75,6 +75,9 @@ KINDS: dict[str, MetricKind] = {
     "kl": MetricKind(Direction.NONE),
     "elbo": MetricKind(Direction.HIGHER),
     "beta": MetricKind(Direction.NONE),
+    # KL of a Gaussian fitted to a split's codes against the prior's moments (models/aae.py): how close
+    # the adversarial autoencoder's codes are to the prior it samples from.
+    "code_kl": MetricKind(Direction.LOWER),
     # The scheduled probability of feeding a sequence decoder the true previous value (models/rae.py).
     "teacher_forcing": MetricKind(Direction.NONE),
     # Reconstruction quality on [0, 1] images (metrics/reconstruction.py).

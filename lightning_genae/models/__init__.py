@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lightning_genae.models.aae import AAEModule
 from lightning_genae.models.ae import AutoencoderModule
 from lightning_genae.models.base import (
     Autoencoder,
@@ -41,11 +42,15 @@ MODELS: dict[str, ModelSpec] = {
     "vaegan": ModelSpec(
         VAEGANModule, "VAE-GAN: a VAE whose decoder is the generator, reconstructing in D's features"
     ),
+    "aae": ModelSpec(
+        AAEModule, "adversarial autoencoder: a latent discriminator matches the codes to a prior"
+    ),
     "rae": ModelSpec(RAEModule, "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form"),
 }
 
 __all__ = [
     "MODELS",
+    "AAEModule",
     "Autoencoder",
     "AutoencoderModule",
     "BEGANModule",
