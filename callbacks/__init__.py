@@ -1,6 +1,12 @@
 """Lightning callbacks shared by every model family."""
 
-from callbacks.images import AugmentationPreview, InterpolationGrid, ReconstructionGrid, SampleGrid
+from callbacks.images import (
+    AugmentationPreview,
+    DiscriminatorReconstructionGrid,
+    InterpolationGrid,
+    ReconstructionGrid,
+    SampleGrid,
+)
 from callbacks.sequences import (
     SaveNormaliser,
     SeriesAugmentationPreview,
@@ -10,6 +16,7 @@ from callbacks.sequences import (
 
 __all__ = [
     "AugmentationPreview",
+    "DiscriminatorReconstructionGrid",
     "InterpolationGrid",
     "ReconstructionGrid",
     "SampleGrid",

@@ -9,7 +9,7 @@ from pytorch_lightning.callbacks import Callback
 from callbacks.periodic import PeriodicDrawing
 from datamodules.base import to_model_range
 from lightning_genae.loggers import log_image_grid
-from lightning_genae.models import Autoencoder, ImageDiscriminator, Sampler
+from lightning_genae.models import Autoencoder, ImageDiscriminator, ReconstructingDiscriminator, Sampler
 
 
 class _PeriodicImageCallback(PeriodicDrawing):
@@ -54,6 +54,34 @@ class ReconstructionGrid(_PeriodicImageCallback):
         for start in range(0, len(inputs), nrow):
             rows += [inputs[start : start + nrow], recons[start : start + nrow]]
         log_image_grid(trainer, "reconstructions", torch.cat(rows), step, nrow=nrow)
+
+
+class DiscriminatorReconstructionGrid(_PeriodicImageCallback):
+    """What an autoencoder discriminator makes of real and of generated images (BEGAN, EBGAN).
+
+    Rows of 8 come in groups, one row per batch the model returns: validation images, D's reconstructions
+    of them, fakes from fixed noise, D's reconstructions of those. D is trained to reconstruct the first
+    well and the fakes badly, so the grid shows how far apart it holds them.
+    """
+
+    def __init__(self, every_n_steps: int = 500, num_images: int = 32, seed: int = 2468) -> None:
+        super().__init__(every_n_steps)
+        self.num_images = num_images
+        self.seed = seed
+
+    def applies_to(self, pl_module: pl.LightningModule) -> bool:
+        return isinstance(pl_module, ReconstructingDiscriminator)
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        images, _ = trainer.datamodule.split_tensors("val")
+        real = to_model_range(images[: self.num_images].to(pl_module.device))
+        generator = torch.Generator().manual_seed(self.seed)
+        batches = list(pl_module.discriminator_reconstructions(real, generator).values())
+        nrow = 8
+        rows = []
+        for start in range(0, len(real), nrow):
+            rows += [batch[start : start + nrow].float() for batch in batches]
+        log_image_grid(trainer, "d_reconstructions", torch.cat(rows), step, nrow=nrow)
 
 
 def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

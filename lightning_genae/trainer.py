@@ -13,6 +13,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from callbacks import (
     AugmentationPreview,
+    DiscriminatorReconstructionGrid,
     InterpolationGrid,
     ReconstructionGrid,
     SampleGrid,
@@ -114,6 +115,7 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
         SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
         ReconstructionGrid(every_n_steps=config.image_every),
         InterpolationGrid(every_n_steps=config.image_every, seed=config.seed + 4321),
+        DiscriminatorReconstructionGrid(every_n_steps=config.image_every, seed=config.seed + 2468),
         # Each picture callback draws only for models of its data kind (images or series).
         SeriesReconstructions(every_n_steps=config.image_every),
         SeriesSamples(every_n_steps=config.image_every, seed=config.seed + 1234),

@@ -68,6 +68,18 @@ LOGGED = {
     "train/d_fake": NONE,
     "val/d_real": NONE,
     "test/d_real": NONE,
+    # The autoencoder discriminator (models/began.py).
+    "train/k": NONE,
+    "train/m_global": LOWER,
+    "train/d_real_energy": NONE,
+    "train/d_fake_energy": NONE,
+    "val/d_real_energy": NONE,
+    "test/d_real_energy": NONE,
+    # The VAE-GAN (models/vaegan.py).
+    "train/loss_enc": NONE,
+    "train/loss_dec": NONE,
+    "train/feature": NONE,
+    "val/kl": NONE,
     # Sequence models (callbacks/sequence_metrics.py).
     **{f"{split}/{kind}": LOWER for split in ("val", "test") for kind in ("discriminative", "predictive")},
     "step": NONE,

@@ -95,6 +95,18 @@ KINDS: dict[str, MetricKind] = {
     "loss_g": MetricKind(Direction.NONE),
     "d_real": MetricKind(Direction.NONE),
     "d_fake": MetricKind(Direction.NONE),
+    # An autoencoder discriminator (models/began.py): its reconstruction energies of real and generated
+    # images and BEGAN's control variable k_t are read, not ranked; BEGAN's convergence measure M_global
+    # falls as the generator gets better.
+    "d_real_energy": MetricKind(Direction.NONE),
+    "d_fake_energy": MetricKind(Direction.NONE),
+    "k": MetricKind(Direction.NONE),
+    "m_global": MetricKind(Direction.LOWER),
+    # The VAE-GAN's encoder and decoder objectives, and its reconstruction error in the discriminator's
+    # feature space (models/vaegan.py): that space moves as D trains, so none is ranked.
+    "loss_enc": MetricKind(Direction.NONE),
+    "loss_dec": MetricKind(Direction.NONE),
+    "feature": MetricKind(Direction.NONE),
     # Generated time series (metrics/sequences.py): TimeGAN's post-hoc discriminative score
     # |accuracy - 0.5| and its train-on-synthetic test-on-real next-step MAE.
     "discriminative": MetricKind(Direction.LOWER),

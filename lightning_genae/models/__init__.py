@@ -12,11 +12,14 @@ from lightning_genae.models.base import (
     FamilyOptions,
     GenerativeModule,
     ImageDiscriminator,
+    ReconstructingDiscriminator,
     Sampler,
 )
+from lightning_genae.models.began import BEGANModule
 from lightning_genae.models.gan import GANModule
 from lightning_genae.models.rae import RAEModule
 from lightning_genae.models.vae import VAEModule
+from lightning_genae.models.vaegan import VAEGANModule
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,10 @@ MODELS: dict[str, ModelSpec] = {
     "ae": ModelSpec(AutoencoderModule, "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising"),
     "vae": ModelSpec(VAEModule, "variational autoencoder with beta and KL warm-up; samples from the prior"),
     "gan": ModelSpec(GANModule, "DCGAN, non-saturating or hinge loss, optional generator EMA"),
+    "began": ModelSpec(BEGANModule, "BEGAN (or --d-loss ebgan: EBGAN): the discriminator is an autoencoder"),
+    "vaegan": ModelSpec(
+        VAEGANModule, "VAE-GAN: a VAE whose decoder is the generator, reconstructing in D's features"
+    ),
     "aae": ModelSpec(
         AAEModule, "adversarial autoencoder: a latent discriminator matches the codes to a prior"
     ),
@@ -46,6 +53,7 @@ __all__ = [
     "AAEModule",
     "Autoencoder",
     "AutoencoderModule",
+    "BEGANModule",
     "DiscriminatorAugmentation",
     "FamilyOptions",
     "GANModule",
@@ -53,6 +61,8 @@ __all__ = [
     "ImageDiscriminator",
     "ModelSpec",
     "RAEModule",
+    "ReconstructingDiscriminator",
     "Sampler",
+    "VAEGANModule",
     "VAEModule",
 ]

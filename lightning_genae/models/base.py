@@ -1,8 +1,9 @@
 """What every model family shares: its typed options, the small interface tools rely on, step counting.
 
 Callbacks, metrics and the augmentation never look at a model's class. They ask whether it is an
-`Autoencoder` (encode/decode/reconstruct), a `Sampler` (sample) or an `ImageDiscriminator` (a
-discriminator of images whose inputs an augmentation may transform), the way pythae's samplers work on
+`Autoencoder` (encode/decode/reconstruct), a `Sampler` (sample), an `ImageDiscriminator` (a
+discriminator of images whose inputs an augmentation may transform) or a `ReconstructingDiscriminator`
+(a discriminator that is itself an autoencoder), the way pythae's samplers work on
 any model. A family's options are one frozen dataclass in its own file (`FamilyOptions` subclass): the
 command line, config files, `--help` defaults and the checks all come from it.
 """
@@ -139,6 +140,20 @@ class ImageDiscriminator(Protocol):
     """
 
     def discriminator_input(self, images: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class ReconstructingDiscriminator(Protocol):
+    """A family whose discriminator is an autoencoder (BEGAN, EBGAN): its reconstructions can be shown.
+
+    `discriminator_reconstructions(real, generator)` returns named image batches of one size in the
+    order they are to be shown (real images, D's reconstructions of them, fakes from the seeded noise,
+    D's reconstructions of those), so a picture callback lays them out without knowing the family.
+    """
+
+    def discriminator_reconstructions(
+        self, real: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]: ...
 
 
 class GenerativeModule(pl.LightningModule):

@@ -129,8 +129,36 @@ class ConvDiscriminator(nn.Module):
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     nn.utils.parametrizations.spectral_norm(module)
 
+    def features(self, x: Tensor) -> Tensor:
+        """The last conv stage's activations [B, C, h, w], the map the logit is read from.
+
+        A learned similarity (the VAE-GAN's reconstruction loss) compares images here: the deepest layer
+        that keeps a spatial layout, and one every image size has (16x16 digits have only two stages).
+        """
+        return self.encoder.features(x)
+
+    def logits_of_features(self, features: Tensor) -> Tensor:
+        """One logit per image from `features(x)`, so a caller needing both runs the convolutions once."""
+        return self.encoder.head(torch.flatten(features, 1)).squeeze(1)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.encoder(x).squeeze(1)
+        return self.logits_of_features(self.features(x))
+
+
+class ConvAutoencoder(nn.Module):
+    """Image -> code -> image in [-1, 1]: the shared encoder and tanh decoder (BEGAN's discriminator)."""
+
+    def __init__(
+        self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 64, max_width: int = 512
+    ) -> None:
+        super().__init__()
+        self.encoder = ConvEncoder(image_shape, latent_dim, width=width, max_width=max_width)
+        self.decoder = ConvDecoder(image_shape, latent_dim, width=width, max_width=max_width, output="tanh")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(reconstruction, code): energy losses need the first, EBGAN's pulling-away term the second."""
+        code = self.encoder(x)
+        return self.decoder(code), code
 
 
 def init_dcgan_weights(module: nn.Module) -> None:

@@ -1,0 +1,219 @@
+"""BEGAN and EBGAN: a generator against a discriminator that is an autoencoder.
+
+The discriminator's energy of an image is how badly it reconstructs it (the per-pixel mean absolute
+error, as BEGAN uses). It learns to reconstruct real images well and generated ones badly; the generator
+learns to make images it reconstructs well.
+
+- `--d-loss began` (Berthelot et al. 2017): D minimises L(x) - k_t L(G(z)), G minimises L(G(z)); the
+  control variable k_t moves by `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1],
+  which keeps the fakes' energy at `--began-gamma` times the reals'. M_global = L(x) + |gamma L(x) -
+  L(G(z))| falls as training converges.
+- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))), G minimises L(G(z))
+  plus the pulling-away term on D's codes of the fakes, which penalises a batch of similar fakes.
+
+Training is the GAN's: one discriminator and one generator update per iteration, each with its
+optimizer toggled, every image D sees (real and fake, in both updates) passed through
+`discriminator_input` so discriminator-side augmentation applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_genae.config import flag
+from lightning_genae.errors import ConfigError
+from lightning_genae.models.adversarial import ImageAdversarialModule
+from lightning_genae.models.base import DiscriminatorAugmentation, FamilyOptions, option, with_default
+from lightning_genae.nets.conv import ConvAutoencoder, ConvDecoder, init_dcgan_weights
+
+DLoss = Literal["began", "ebgan"]
+
+# The options each loss reads; giving one the chosen loss would ignore is an error, not a silent no-op.
+LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
+    "began": ("began_gamma", "began_lambda_k"),
+    "ebgan": ("ebgan_margin", "ebgan_pt"),
+}
+
+
+def reconstruction_energy(reconstructions: Tensor, images: Tensor) -> Tensor:
+    """Per-image energy: the mean absolute error over pixels (images in [-1, 1], so energies in [0, 2])."""
+    return (reconstructions.float() - images.float()).abs().flatten(1).mean(1)
+
+
+def pulling_away_term(codes: Tensor) -> Tensor:
+    """EBGAN's pulling-away term: mean squared cosine similarity over distinct pairs of a batch's codes.
+
+    0 when the codes are mutually orthogonal, 1 when they all point the same way; minimising it spreads
+    the generated batch out in D's code space (Zhao et al. 2017, eq. 5). Needs at least two codes.
+    """
+    n = codes.size(0)
+    if n < 2:
+        raise ValueError("the pulling-away term needs a batch of at least two codes")
+    unit = F.normalize(codes.float().flatten(1), dim=1)
+    cosines = unit @ unit.t()
+    off_diagonal = cosines.pow(2).sum() - cosines.diagonal().pow(2).sum()
+    return off_diagonal / (n * (n - 1))
+
+
+@dataclass(frozen=True)
+class BEGANOptions(FamilyOptions):
+    # Adam with beta1 0.5 as in both papers; the learning rate is above BEGAN's 1e-4 because these runs
+    # are short (see the README's BEGAN section for what was measured).
+    lr: float = with_default(FamilyOptions, "lr", 2e-4)
+    d_loss: DLoss = option("began", "began (equilibrium control k_t) or ebgan (margin, pulling-away term)")
+    began_gamma: float = option(
+        0.5,
+        "with --d-loss began: target ratio of fake to real energy, in (0, 1]; lower means less diverse",
+        above=0,
+    )
+    began_lambda_k: float = option(
+        1e-3, "with --d-loss began: step size of k_t, which is clipped to [0, 1]", above=0
+    )
+    ebgan_margin: float = option(
+        0.3,
+        "with --d-loss ebgan: D pushes fakes' energy up to this margin; energies are per-pixel mean "
+        "|x - D(x)| in [0, 2], and on digits D's energy of reals falls from about 0.5 to 0.1 in 300 "
+        "iterations, so 0.3 keeps fakes clearly above reals and is reachable",
+        above=0,
+    )
+    ebgan_pt: float = option(
+        0.1,
+        "with --d-loss ebgan: weight of the pulling-away term in G's loss (0.1 as in the paper)",
+        at_least=0,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.began_gamma > 1:
+            raise ConfigError(f"--began-gamma is a ratio of energies in (0, 1], got {self.began_gamma}")
+        defaults = type(self).__dataclass_fields__
+        for loss, names in LOSS_OPTIONS.items():
+            if loss == self.d_loss:
+                continue
+            for name in names:
+                if getattr(self, name) != defaults[name].default:
+                    raise ConfigError(
+                        f"{flag(name)} is read only with --d-loss {loss}, not --d-loss {self.d_loss}"
+                    )
+
+
+class BEGANModule(ImageAdversarialModule):
+    """The shared conv decoder as generator against an autoencoder (shared encoder + decoder) as D."""
+
+    options_type = BEGANOptions
+    options: BEGANOptions
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] | list[int],
+        *,
+        discriminator_augmentation: DiscriminatorAugmentation | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(image_shape, discriminator_augmentation=discriminator_augmentation, **options)
+        width = self.options.width
+        self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
+        self.discriminator = ConvAutoencoder(self.image_shape, self.latent_dim, width=width)
+        self.generator.apply(init_dcgan_weights)
+        self.discriminator.apply(init_dcgan_weights)
+        # BEGAN's control variable: a buffer, so it is checkpointed, resumed and the same on every rank.
+        self.register_buffer("k", torch.zeros(()))
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.generator(latents)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(self.prior_noise(n, generator))
+
+    def energy(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(per-image energy, D's codes) of images as the discriminator is shown them."""
+        shown = self.discriminator_input(images)
+        reconstructions, codes = self.discriminator(shown)
+        return reconstruction_energy(reconstructions, shown), codes
+
+    @torch.no_grad()
+    def discriminator_reconstructions(
+        self, real: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Real images, D's reconstructions of them, fakes from seeded noise, D's reconstructions of those."""
+        fake = self.sample(real.size(0), generator)
+        return {
+            "real": real,
+            "real_reconstruction": self.discriminator(real)[0],
+            "fake": fake,
+            "fake_reconstruction": self.discriminator(fake)[0],
+        }
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        real, _ = batch
+        o = self.options
+        opt_d, opt_g = self.optimizers()
+        n = real.size(0)
+
+        with self.toggled_optimizer(opt_d):
+            with torch.no_grad():
+                fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
+            real_energy = self.energy(real)[0].mean()
+            fake_energy_d = self.energy(fake)[0].mean()
+            if o.d_loss == "began":
+                loss_d = real_energy - self.k * fake_energy_d
+            else:
+                loss_d = real_energy + F.relu(o.ebgan_margin - fake_energy_d)
+            self.ensure_finite(**{"train/loss_d": loss_d})
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            opt_d.step()
+
+        with self.toggled_optimizer(opt_g):
+            fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
+            energies, codes = self.energy(fake)
+            fake_energy = energies.mean()
+            loss_g = fake_energy
+            if o.d_loss == "ebgan" and o.ebgan_pt > 0:
+                loss_g = loss_g + o.ebgan_pt * pulling_away_term(codes)
+            self.ensure_finite(**{"train/loss_g": loss_g})
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()
+
+        real_energy, fake_energy = real_energy.detach().float(), fake_energy.detach().float()
+        # gamma L(x) - L(G(z)): averaged over ranks, so k_t moves alike on every one of them.
+        balance = self.trainer.strategy.reduce(o.began_gamma * real_energy - fake_energy, reduce_op="mean")
+        if o.d_loss == "began":
+            self.k.add_(o.began_lambda_k * balance).clamp_(0.0, 1.0)
+        self.log_dict(
+            {"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True, on_step=True
+        )
+        self.log_dict(
+            {
+                "train/k": self.k.clone(),
+                "train/m_global": real_energy + balance.abs(),
+                "train/d_real_energy": real_energy,
+                "train/d_fake_energy": fake_energy,
+            },
+            on_step=True,
+        )
+
+    def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        # D's energy on held-out reals; rising above train/d_real_energy shows the discriminator overfitting.
+        real, _ = batch
+        energy = reconstruction_energy(self.discriminator(real)[0], real).mean()
+        self.log(f"{stage}/d_real_energy", energy, on_epoch=True, sync_dist=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "test")
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        # Both papers' Adam settings: beta1 = 0.5 damps the oscillation of the adversarial game.
+        betas = (0.5, 0.999)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.options.lr, betas=betas)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.options.lr, betas=betas)
+        return [opt_d, opt_g]

@@ -1,0 +1,205 @@
+"""BEGAN and EBGAN (models/began.py): an autoencoder discriminator, k_t, M_global and D's reconstructions."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tiny import TINY_RUN
+
+from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.cli import main
+from lightning_genae.models import BEGANModule, ImageDiscriminator, ReconstructingDiscriminator, Sampler
+from lightning_genae.models.began import pulling_away_term, reconstruction_energy
+
+STEPS = 6
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def column(run_dir: Path, name: str) -> list[float]:
+    return [float(row[name]) for row in metric_rows(run_dir) if row.get(name)]
+
+
+def summary_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def began_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny BEGAN run on digits; read it, copy it before changing it."""
+    run_dir = tmp_path_factory.mktemp("began") / "run"
+    assert main(["--model", "began", *TINY_RUN, "--max-steps", str(STEPS), "--output", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_a_run_writes_a_complete_folder_with_the_discriminator_reconstructions(began_run):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+    ):
+        assert (began_run / name).is_file(), name
+    images = began_run / "images"
+    assert (images / f"samples_step{STEPS:07d}.png").is_file()
+    grid = images / f"d_reconstructions_step{STEPS:07d}.png"
+    assert grid.is_file()
+    # 32 validation images in rows of 8, each row shown four times (real, D(real), fake, D(fake)):
+    # 16 rows of 16-pixel images with 2-pixel padding.
+    assert Image.open(grid).size == (8 * 18 + 2, 16 * 18 + 2)
+    summary = summary_of(began_run)
+    assert summary["global_step"] == STEPS and summary["config"]["d_loss"] == "began"
+    final = summary["final_metrics"]
+    assert (
+        final["test/fd_classifier"] > 0 and final["val/d_real_energy"] > 0 and final["test/d_real_energy"] > 0
+    )
+
+
+def test_k_stays_in_the_unit_interval_and_m_global_is_logged(began_run):
+    k = column(began_run, "train/k")
+    m_global = column(began_run, "train/m_global")
+    real, fake = column(began_run, "train/d_real_energy"), column(began_run, "train/d_fake_energy")
+    assert k and len(k) == len(m_global) == len(real) == len(fake)
+    assert all(0.0 <= value <= 1.0 for value in k)
+    # M_global = L(x) + |gamma L(x) - L(G(z))| is at least the real energy, which is positive.
+    assert all(m >= r > 0 for m, r in zip(m_global, real, strict=True))
+
+
+def test_k_is_clipped_at_one_and_kept_in_the_checkpoint(tmp_path):
+    # An untrained generator's grey fakes reconstruct far better than digits, so gamma L(x) - L(G(z)) > 0
+    # and a huge step size drives k_t past 1 at once: it must be clipped there.
+    run_dir = tmp_path / "clipped"
+    args = ["--model", "began", *TINY_RUN, "--began-gamma", "1", "--began-lambda-k", "1000"]
+    assert main([*args, "--max-steps", "3", "--output", str(run_dir)]) == 0
+    k = column(run_dir, "train/k")
+    assert max(k) == 1.0 and all(0.0 <= value <= 1.0 for value in k)
+    stored = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").contents["state_dict"]["k"]
+    assert stored.shape == () and 0.0 <= float(stored) <= 1.0
+
+
+def test_a_checkpoint_rebuilds_the_module_with_k(began_run):
+    checkpoint = RunCheckpoint.load(began_run / "checkpoints" / "last.ckpt", "test")
+    model = checkpoint.restore(BEGANModule, "test")
+    stored = checkpoint.contents["state_dict"]["k"]
+    assert torch.equal(model.k, stored) and 0 < float(stored) <= 1
+    assert isinstance(model, Sampler) and isinstance(model, ImageDiscriminator)
+    assert isinstance(model, ReconstructingDiscriminator)
+    samples = model.sample(3, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (3, 1, 16, 16) and samples.abs().max() <= 1
+    shown = model.discriminator_reconstructions(samples, torch.Generator().manual_seed(1))
+    assert list(shown) == ["real", "real_reconstruction", "fake", "fake_reconstruction"]
+    assert all(batch.shape == samples.shape for batch in shown.values())
+
+
+def test_resume_last_continues_k_and_the_step_count(began_run, tmp_path, monkeypatch):
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(began_run, run_dir)
+    stored = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").contents["state_dict"]["k"]
+    k_at_start = []
+    monkeypatch.setattr(BEGANModule, "on_train_start", lambda self: k_at_start.append(self.k.clone()))
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", str(STEPS + 3)]) == 0
+    assert summary_of(run_dir)["global_step"] == STEPS + 3
+    # Training went on from the stored k_t, not from 0.
+    assert float(stored) > 0 and k_at_start == [stored]
+
+
+def test_evaluate_reproduces_the_final_metrics(began_run, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["--evaluate", str(began_run / "checkpoints" / "last.ckpt"), "--output", str(out)]) == 0
+    evaluated = json.loads((out / "eval.json").read_text())["metrics"]
+    final = summary_of(began_run)["final_metrics"]
+    for key in ("test/fd_classifier", "test/d_real_energy", "val/d_real_energy"):
+        assert evaluated[key] == pytest.approx(final[key], rel=1e-5), key
+
+
+def test_ebgan_loss_trains_and_logs_without_moving_k(tmp_path):
+    run_dir = tmp_path / "ebgan"
+    args = ["--model", "began", "--d-loss", "ebgan", "--ebgan-pt", "0.5", *TINY_RUN, "--max-steps", "4"]
+    assert main([*args, "--output", str(run_dir)]) == 0
+    assert summary_of(run_dir)["config"]["d_loss"] == "ebgan"
+    assert column(run_dir, "train/loss_d") and column(run_dir, "train/d_fake_energy")
+    assert set(column(run_dir, "train/k")) == {0.0}, "k_t is BEGAN's; EBGAN never moves it"
+
+
+def test_every_image_the_discriminator_sees_is_augmented_with_ae_d_and_diffaug(tmp_path, monkeypatch):
+    calls = []
+    original = BEGANModule.discriminator_input
+
+    def counted(self, images):
+        calls.append(images.shape[0])
+        return original(self, images)
+
+    monkeypatch.setattr(BEGANModule, "discriminator_input", counted)
+    run_dir = tmp_path / "augmented"
+    augment = "--augment ae-d+diffaug --augmenter-width 8 --augmenter-latent-dim 8 --augmenter-steps 10"
+    args = ["--model", "began", *TINY_RUN, *augment.split(), "--max-steps", "3", "--output", str(run_dir)]
+    assert main(args) == 0
+    assert summary_of(run_dir)["augmentation"]["augment"] == "ae-d+diffaug"
+    # Real and fake in D's step, fake in G's step, every iteration; plus the preview's one batch at start.
+    assert len(calls) == 3 * 3 + 1
+
+
+def test_pulling_away_term_is_zero_for_orthogonal_codes_and_one_for_identical_ones():
+    orthogonal = torch.eye(4) * torch.tensor([[1.0], [2.0], [0.5], [3.0]])
+    assert float(pulling_away_term(orthogonal)) == pytest.approx(0.0, abs=1e-7)
+    identical = torch.tensor([[1.0, -2.0, 0.5]]).repeat(5, 1)
+    assert float(pulling_away_term(identical)) == pytest.approx(1.0, abs=1e-6)
+    between = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert float(pulling_away_term(between)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_energy_is_the_per_image_mean_absolute_error():
+    images = torch.zeros(2, 1, 4, 4)
+    recon = images.clone()
+    recon[1] += 0.5
+    assert torch.allclose(reconstruction_energy(recon, images), torch.tensor([0.0, 0.5]))
+
+
+BAD_OPTIONS = {
+    "zero gamma": (["--began-gamma", "0"], "--began-gamma"),
+    "gamma above one": (["--began-gamma", "1.5"], "--began-gamma"),
+    "negative lambda": (["--began-lambda-k", "-0.1"], "--began-lambda-k"),
+    "negative margin": (["--d-loss", "ebgan", "--ebgan-margin", "-1"], "--ebgan-margin"),
+    "negative pt": (["--d-loss", "ebgan", "--ebgan-pt", "-0.1"], "--ebgan-pt"),
+    "unknown loss": (["--d-loss", "wgan"], "--d-loss"),
+    "margin without ebgan": (["--ebgan-margin", "0.5"], "--d-loss ebgan"),
+    "gamma with ebgan": (["--d-loss", "ebgan", "--began-gamma", "0.7"], "--d-loss began"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_OPTIONS))
+def test_bad_option_values_exit_2_with_one_line(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args, expected = BAD_OPTIONS[name]
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main(["--model", "began", *args, "--max-steps", "2"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_began_trains_under_ddp_on_two_cpu_processes(tmp_path):
+    """Two gloo processes with DiffAugment: no unused-parameter error, k_t moved and checkpointed."""
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "run.py"), "--model", "began"]
+    command += [*TINY_RUN, "--augment", "diffaug", "--accelerator", "cpu", "--devices", "2"]
+    command += ["--strategy", "ddp", "--max-steps", "3", "--output", str(run_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = summary_of(run_dir)
+    assert summary["world_size"] == 2 and summary["global_step"] == 3
+    stored = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").contents["state_dict"]["k"]
+    assert 0 < float(stored) <= 1
+    assert float(stored) == pytest.approx(column(run_dir, "train/k")[-1], abs=1e-7)
