@@ -156,10 +156,11 @@ class VAEGANModule(ImageAdversarialModule):
             # The same latents as the encoder's update: the decoder learns to reconstruct the same draw.
             reconstructed = self.decoder(latents.detach())
             prior_samples = self.decoder(torch.randn(n, self.latent_dim, device=self.device))
-            recon_features, image_features, recon_logits_g = self.paired_features(reconstructed, real)
+            recon_features, image_features, reconstruction_logits = self.paired_features(reconstructed, real)
             decoder_feature_loss = feature_reconstruction_loss(recon_features, image_features)
             gan_loss = (
-                F.softplus(-recon_logits_g).mean() + F.softplus(-self.discriminate(prior_samples)).mean()
+                F.softplus(-reconstruction_logits).mean()
+                + F.softplus(-self.discriminate(prior_samples)).mean()
             )
             loss_dec = self.options.vaegan_gamma * decoder_feature_loss + gan_loss
             self.ensure_finite(**{"train/loss_dec": loss_dec})
