@@ -51,6 +51,8 @@ LOGGED = {
     "train/elbo": HIGHER,
     "val/elbo": HIGHER,
     "train/beta": NONE,
+    "val/code_kl": LOWER,
+    "test/code_kl": LOWER,
     "val/psnr": HIGHER,
     "test/psnr": HIGHER,
     "val/ssim": HIGHER,
@@ -73,6 +75,11 @@ LOGGED = {
     "train/d_fake_energy": NONE,
     "val/d_real_energy": NONE,
     "test/d_real_energy": NONE,
+    # The VAE-GAN (models/vaegan.py).
+    "train/loss_enc": NONE,
+    "train/loss_dec": NONE,
+    "train/feature": NONE,
+    "val/kl": NONE,
     # Sequence models (callbacks/sequence_metrics.py).
     **{f"{split}/{kind}": LOWER for split in ("val", "test") for kind in ("discriminative", "predictive")},
     "step": NONE,

@@ -295,3 +295,16 @@ def test_image_data_and_models_without_the_protocols_get_no_sequence_callback():
     assert is_sequence_data(unmarked)
     unmarked.series["val"] = torch.zeros(4, 1, 8, 8)
     assert not is_sequence_data(unmarked)
+
+
+def test_the_module_imports_without_a_warning() -> None:
+    # A stray decorator once made every sequence run print a deprecation line the user could not act on.
+    import importlib
+    import warnings
+
+    import lightning_genae.metrics.sequences as sequences
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        importlib.reload(sequences)
+    assert [str(w.message) for w in caught if w.filename == sequences.__file__] == []

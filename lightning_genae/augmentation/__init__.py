@@ -1,8 +1,8 @@
 """Augmentation registry and the plan a run's `--augment` value stands for.
 
 Names combine with '+': `ae+diffaug` trains the GAN on AE-augmented data and shows its discriminator
-DiffAugment-ed inputs. Data-side augmentations (`ae`, `vae`) change what the DataModule yields and work
-with every model; discriminator-side ones (`diffaug`, `ae-d`) need a model that is an
+DiffAugment-ed inputs. Data-side augmentations (`ae`, `vae`, `vaegan`) change what the DataModule yields
+and work with every model; discriminator-side ones (`diffaug`, `ae-d`) need a model that is an
 `ImageDiscriminator`. Each name is one `AugmentationSpec` in `AUGMENTATIONS`.
 """
 
@@ -92,6 +92,18 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
         side="data",
         options=DATA_SIDE_OPTIONS,
         augmenter="vae",
+    ),
+    "vaegan": AugmentationSpec(
+        "as ae, with a VAE-GAN as the augmenter (perturbs its posterior means)",
+        side="data",
+        options=DATA_SIDE_OPTIONS,
+        augmenter="vaegan",
+    ),
+    "aae": AugmentationSpec(
+        "as ae, with an adversarial autoencoder as the augmenter (its codes are matched to N(0, I))",
+        side="data",
+        options=DATA_SIDE_OPTIONS,
+        augmenter="aae",
     ),
     "ae-d": AugmentationSpec(
         "the frozen augmenter's encode-perturb-decode on discriminator inputs, real and fake",

@@ -39,6 +39,22 @@ AUGMENTER_LR = 1e-3
 SERIES_OPTIONS = ("seq_len", "stride", "channels")
 
 
+def augmenter_lr(family: str) -> float:
+    """AUGMENTER_LR, a fast rate for a short reconstruction run; an adversarial family (vaegan, aae) keeps its
+    own default, which is set for its game between networks."""
+    module_type = MODELS[family].module
+    return module_type.options_type().lr if module_type.adversarial else AUGMENTER_LR
+
+
+def autoencoder_families() -> list[str]:
+    """The registered families that are autoencoders, so their checkpoints can serve as augmenters."""
+    return [
+        name
+        for name, spec in MODELS.items()
+        if all(callable(getattr(spec.module, method, None)) for method in ("encode", "decode", "reconstruct"))
+    ]
+
+
 def _uniform(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
     # A seeded generator draws on the CPU, so a seed gives the same augmentation on every device.
     if generator is not None:
@@ -169,7 +185,7 @@ def augmenter_identity(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: 
         "width": plan.augmenter_width,
         "latent_dim": plan.augmenter_latent_dim,
         "batch_size": AUGMENTER_BATCH,
-        "lr": AUGMENTER_LR,
+        "lr": augmenter_lr(plan.augmenter_family),
     }
     if datamodule.data_kind == "sequence":
         # How the series are cut (a CSV's --stride) changes the training data without changing its shape.
@@ -189,10 +205,10 @@ def _load_module(path: Path) -> tuple[GenerativeModule, dict[str, Any]]:
     checkpoint = RunCheckpoint.load(path, "--augment-ckpt")
     stored = checkpoint.contents.get(CONFIG_KEY) or {}
     family = stored.get("model")
-    if family not in ("ae", "vae", "rae"):
+    if family not in autoencoder_families():
         raise ConfigError(
             f"--augment-ckpt: {path} holds a {family or 'non-lightning-genae'} model, not an autoencoder; "
-            "pass the checkpoint of a run.py --model ae, vae or (on series) rae run"
+            f"pass the checkpoint of a run.py --model {'/'.join(autoencoder_families())} run"
         )
     return checkpoint.restore(MODELS[family].module, "--augment-ckpt"), stored
 
@@ -232,6 +248,7 @@ def train_augmenter(
     module_type = MODELS[family].module
     # The augmenter's size: --augmenter-width sets whichever option sizes the family's networks.
     sizes = {"latent_dim": plan.augmenter_latent_dim, module_type.width_option: plan.augmenter_width}
+    lr = augmenter_lr(family)
     series_options = {}
     if datamodule.data_kind == "sequence":
         series_options = {key: datamodule.hparams.get(key) for key in SERIES_OPTIONS}
@@ -247,15 +264,16 @@ def train_augmenter(
         seed=seed,
         batch_size=AUGMENTER_BATCH,
         max_steps=plan.augmenter_steps,
-        model_options={"lr": AUGMENTER_LR, **sizes},
+        model_options={"lr": lr, **sizes},
         **series_options,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         pl.seed_everything(seed, workers=True, verbose=False)
-        module = module_type(data.data_shape, lr=AUGMENTER_LR, **sizes)
+        module = module_type(data.data_shape, lr=lr, **sizes)
         trainer = pl.Trainer(
-            max_steps=plan.augmenter_steps,
+            # Lightning counts optimizer steps; --augmenter-steps counts training iterations.
+            max_steps=plan.augmenter_steps * module_type.optimizer_steps_per_iteration,
             accelerator=accelerator,
             devices=1,
             num_nodes=1,

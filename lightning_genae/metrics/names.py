@@ -75,6 +75,9 @@ KINDS: dict[str, MetricKind] = {
     "kl": MetricKind(Direction.NONE),
     "elbo": MetricKind(Direction.HIGHER),
     "beta": MetricKind(Direction.NONE),
+    # KL of a Gaussian fitted to a split's codes against the prior's moments (models/aae.py): how close
+    # the adversarial autoencoder's codes are to the prior it samples from.
+    "code_kl": MetricKind(Direction.LOWER),
     # The scheduled probability of feeding a sequence decoder the true previous value (models/rae.py).
     "teacher_forcing": MetricKind(Direction.NONE),
     # Reconstruction quality on [0, 1] images (metrics/reconstruction.py).
@@ -99,6 +102,11 @@ KINDS: dict[str, MetricKind] = {
     "d_fake_energy": MetricKind(Direction.NONE),
     "k": MetricKind(Direction.NONE),
     "m_global": MetricKind(Direction.LOWER),
+    # The VAE-GAN's encoder and decoder objectives, and its reconstruction error in the discriminator's
+    # feature space (models/vaegan.py): that space moves as D trains, so none is ranked.
+    "loss_enc": MetricKind(Direction.NONE),
+    "loss_dec": MetricKind(Direction.NONE),
+    "feature": MetricKind(Direction.NONE),
     # Generated time series (metrics/sequences.py): TimeGAN's post-hoc discriminative score
     # |accuracy - 0.5| and its train-on-synthetic test-on-real next-step MAE.
     "discriminative": MetricKind(Direction.LOWER),

@@ -231,7 +231,6 @@ def _batched(model: nn.Module, x: Tensor) -> Tensor:
     return torch.cat([model(chunk) for chunk in x.split(EVAL_BATCH)])
 
 
-@torch.no_grad()
 @dataclass(frozen=True)
 class SequenceScore:
     """Sequence metrics by name without split (`discriminative`, `fd_classifier`, ...) and what they used."""
@@ -282,7 +281,9 @@ def score_sequences(
         values["discriminative"] = discriminative_score(real, generated, seed=seed, steps=steps)
         values["predictive"] = predictive_score(generated, real, seed=seed, steps=steps)
         if features is not None:
-            computed = feature_metrics(features(real), features(generated), seed=seed)
+            with torch.no_grad():
+                real_features, generated_features = features(real), features(generated)
+            computed = feature_metrics(real_features, generated_features, seed=seed)
             values.update({metric_name(key, features.name): float(computed[key]) for key in GENERATIVE_KEYS})
     return SequenceScore(
         values=values,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lightning_genae.models.aae import AAEModule
 from lightning_genae.models.ae import AutoencoderModule
 from lightning_genae.models.base import (
     Autoencoder,
@@ -18,6 +19,7 @@ from lightning_genae.models.began import BEGANModule
 from lightning_genae.models.gan import GANModule
 from lightning_genae.models.rae import RAEModule
 from lightning_genae.models.vae import VAEModule
+from lightning_genae.models.vaegan import VAEGANModule
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,18 @@ MODELS: dict[str, ModelSpec] = {
     "vae": ModelSpec(VAEModule, "variational autoencoder with beta and KL warm-up; samples from the prior"),
     "gan": ModelSpec(GANModule, "DCGAN, non-saturating or hinge loss, optional generator EMA"),
     "began": ModelSpec(BEGANModule, "BEGAN (or --d-loss ebgan: EBGAN): the discriminator is an autoencoder"),
+    "vaegan": ModelSpec(
+        VAEGANModule, "VAE-GAN: a VAE whose decoder is the generator, reconstructing in D's features"
+    ),
+    "aae": ModelSpec(
+        AAEModule, "adversarial autoencoder: a latent discriminator matches the codes to a prior"
+    ),
     "rae": ModelSpec(RAEModule, "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form"),
 }
 
 __all__ = [
     "MODELS",
+    "AAEModule",
     "Autoencoder",
     "AutoencoderModule",
     "BEGANModule",
@@ -54,5 +63,6 @@ __all__ = [
     "RAEModule",
     "ReconstructingDiscriminator",
     "Sampler",
+    "VAEGANModule",
     "VAEModule",
 ]

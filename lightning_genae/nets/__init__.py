@@ -7,5 +7,13 @@ from lightning_genae.nets.conv import (
     downsampling_plan,
     init_dcgan_weights,
 )
+from lightning_genae.nets.mlp import LatentDiscriminator
 
-__all__ = ["ConvDecoder", "ConvDiscriminator", "ConvEncoder", "downsampling_plan", "init_dcgan_weights"]
+__all__ = [
+    "ConvDecoder",
+    "ConvDiscriminator",
+    "ConvEncoder",
+    "LatentDiscriminator",
+    "downsampling_plan",
+    "init_dcgan_weights",
+]

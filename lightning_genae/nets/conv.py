@@ -129,8 +129,20 @@ class ConvDiscriminator(nn.Module):
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     nn.utils.parametrizations.spectral_norm(module)
 
+    def features(self, x: Tensor) -> Tensor:
+        """The last conv stage's activations [B, C, h, w], the map the logit is read from.
+
+        A learned similarity (the VAE-GAN's reconstruction loss) compares images here: the deepest layer
+        that keeps a spatial layout, and one every image size has (16x16 digits have only two stages).
+        """
+        return self.encoder.features(x)
+
+    def logits_of_features(self, features: Tensor) -> Tensor:
+        """One logit per image from `features(x)`, so a caller needing both runs the convolutions once."""
+        return self.encoder.head(torch.flatten(features, 1)).squeeze(1)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.encoder(x).squeeze(1)
+        return self.logits_of_features(self.features(x))
 
 
 class ConvAutoencoder(nn.Module):

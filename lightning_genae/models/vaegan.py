@@ -1,0 +1,215 @@
+"""VAE-GAN (Larsen et al. 2016, "Autoencoding beyond pixels using a learned similarity metric").
+
+A VAE whose decoder is also a GAN's generator. Reconstructions are compared in the discriminator's
+feature space instead of pixel space (a Gaussian there is a squared error on `ConvDiscriminator.features`),
+so the similarity is learned along with the discriminator. One training iteration makes three updates:
+
+- discriminator: its GAN loss on real images x, reconstructions x~ and prior samples x_p;
+- encoder: beta * KL(q(z|x) || N(0, I)) + the feature reconstruction loss;
+- decoder: gamma * the feature reconstruction loss + its (non-saturating) GAN loss on x~ and x_p.
+
+Each update toggles its optimizer, so the other networks get no gradients (DDP is told through
+`adversarial`, as for the GAN), and every image the discriminator sees goes through `discriminator_input`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_genae.metrics.reconstruction import ReconstructionQuality
+from lightning_genae.models.adversarial import ImageAdversarialModule
+from lightning_genae.models.base import DiscriminatorAugmentation, FamilyOptions, option, with_default
+from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
+from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
+
+
+@dataclass(frozen=True)
+class VAEGANOptions(FamilyOptions):
+    lr: float = with_default(FamilyOptions, "lr", 3e-4)
+    beta: float = option(1.0, "weight of the KL term", at_least=0)
+    vaegan_gamma: float = option(
+        1e-2,
+        "weight of the feature reconstruction loss against the GAN loss in the decoder's update "
+        "(the paper's gamma)",
+        above=0,
+    )
+
+
+def feature_reconstruction_loss(reconstruction_features: Tensor, image_features: Tensor) -> Tensor:
+    """Squared error between discriminator features, summed per image (a unit Gaussian's -log p up to
+    constants, on the same footing as the KL, which is summed over latent dimensions) and batch-averaged."""
+    return (reconstruction_features - image_features).pow(2).flatten(1).sum(1).mean()
+
+
+@contextmanager
+def replayed_random_state(device: torch.device) -> Iterator[None]:
+    """Run a block, then put the random state back, so the next block draws the same random numbers."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+class VAEGANModule(ImageAdversarialModule):
+    """Shared conv encoder (mean and log-variance), decoder (tanh) and discriminator, trained as a VAE-GAN."""
+
+    options_type = VAEGANOptions
+    options: VAEGANOptions
+    optimizer_steps_per_iteration = 3
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] | list[int],
+        *,
+        discriminator_augmentation: DiscriminatorAugmentation | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(image_shape, discriminator_augmentation=discriminator_augmentation, **options)
+        width = self.options.width
+        self.encoder = ConvEncoder(self.image_shape, 2 * self.latent_dim, width=width)
+        self.decoder = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
+        self.discriminator = ConvDiscriminator(self.image_shape, width=width)
+        for network in (self.encoder, self.decoder, self.discriminator):
+            network.apply(init_dcgan_weights)
+        self.reconstruction_quality = ReconstructionQuality()
+
+    # ----- the Autoencoder and Sampler interface -----
+
+    def posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z|x)."""
+        return gaussian_posterior(self.encoder(images))
+
+    def encode(self, images: Tensor) -> Tensor:
+        """The posterior mean: the deterministic code that tools (probes, augmentation) use."""
+        return self.posterior(images)[0]
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.decoder(latents)
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        return self.decode(self.encode(images))
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(self.prior_noise(n, generator))
+
+    # ----- training -----
+
+    def discriminate(self, images: Tensor) -> Tensor:
+        """Discriminator logits of images as the discriminator is shown them (augmented, if the run does)."""
+        return self.discriminator(self.discriminator_input(images))
+
+    def paired_features(self, reconstructions: Tensor, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Discriminator features of reconstructions and of their images, and the reconstructions' logits.
+
+        A run that augments discriminator inputs draws the same random transform for each image and its
+        reconstruction (the random state is replayed), so the loss compares like with like: independent
+        draws would make a perfect reconstruction cost as much as a shifted one.
+        """
+        with replayed_random_state(images.device), torch.no_grad():
+            image_features = self.discriminator.features(self.discriminator_input(images))
+        reconstruction_features = self.discriminator.features(self.discriminator_input(reconstructions))
+        logits = self.discriminator.logits_of_features(reconstruction_features)
+        return reconstruction_features, image_features, logits
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        real, _ = batch
+        opt_d, opt_enc, opt_dec = self.optimizers()
+        n = real.size(0)
+
+        with self.toggled_optimizer(opt_d):
+            with torch.no_grad():
+                reconstructed = self.decoder(reparameterize(*self.posterior(real)))
+                prior_samples = self.decoder(torch.randn(n, self.latent_dim, device=self.device))
+            real_logits = self.discriminate(real)
+            recon_logits = self.discriminate(reconstructed)
+            prior_logits = self.discriminate(prior_samples)
+            # The paper's L_GAN: real against both kinds of fake, each term a mean over its batch.
+            loss_d = (
+                F.softplus(-real_logits).mean()
+                + F.softplus(recon_logits).mean()
+                + F.softplus(prior_logits).mean()
+            )
+            self.ensure_finite(**{"train/loss_d": loss_d})
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            opt_d.step()
+
+        with self.toggled_optimizer(opt_enc):
+            mean, log_var = self.posterior(real)
+            latents = reparameterize(mean, log_var)
+            reconstructed = self.decoder(latents)
+            kl = gaussian_kl(mean, log_var).mean()
+            feature_loss = feature_reconstruction_loss(*self.paired_features(reconstructed, real)[:2])
+            loss_enc = self.options.beta * kl + feature_loss
+            self.ensure_finite(**{"train/loss_enc": loss_enc})
+            opt_enc.zero_grad(set_to_none=True)
+            self.manual_backward(loss_enc)
+            opt_enc.step()
+
+        with self.toggled_optimizer(opt_dec):
+            # The same latents as the encoder's update: the decoder learns to reconstruct the same draw.
+            reconstructed = self.decoder(latents.detach())
+            prior_samples = self.decoder(torch.randn(n, self.latent_dim, device=self.device))
+            recon_features, image_features, reconstruction_logits = self.paired_features(reconstructed, real)
+            decoder_feature_loss = feature_reconstruction_loss(recon_features, image_features)
+            gan_loss = (
+                F.softplus(-reconstruction_logits).mean()
+                + F.softplus(-self.discriminate(prior_samples)).mean()
+            )
+            loss_dec = self.options.vaegan_gamma * decoder_feature_loss + gan_loss
+            self.ensure_finite(**{"train/loss_dec": loss_dec})
+            opt_dec.zero_grad(set_to_none=True)
+            self.manual_backward(loss_dec)
+            opt_dec.step()
+
+        self.log_dict(
+            {
+                "train/loss_d": loss_d.detach(),
+                "train/loss_enc": loss_enc.detach(),
+                "train/loss_dec": loss_dec.detach(),
+            },
+            prog_bar=True,
+            on_step=True,
+        )
+        self.log_dict(
+            {
+                "train/kl": kl.detach(),
+                "train/feature": feature_loss.detach(),
+                "train/loss_g": gan_loss.detach(),
+                "train/mse": F.mse_loss(reconstructed.detach(), real),
+                "train/d_real": real_logits.detach().mean(),
+                "train/d_fake": torch.cat([recon_logits, prior_logits]).detach().mean(),
+            },
+            on_step=True,
+        )
+
+    def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        images, _ = batch
+        mean, log_var = self.posterior(images)
+        # Scored on the posterior mean's reconstruction, the deterministic one tools use.
+        reconstructed = self.decode(mean)
+        values = {
+            f"{stage}/mse": F.mse_loss(reconstructed, images),
+            f"{stage}/kl": gaussian_kl(mean, log_var).mean(),
+        }
+        self.log_dict(values, on_epoch=True, sync_dist=True)
+        self.log_dict(self.reconstruction_quality.update(stage, reconstructed, images), on_epoch=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "test")
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        # DCGAN's Adam betas for all three: beta1 = 0.5 keeps the adversarial game from oscillating.
+        def adam(network: torch.nn.Module) -> torch.optim.Optimizer:
+            return torch.optim.Adam(network.parameters(), lr=self.options.lr, betas=(0.5, 0.999))
+
+        return [adam(self.discriminator), adam(self.encoder), adam(self.decoder)]
