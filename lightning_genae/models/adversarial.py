@@ -7,6 +7,7 @@ that through `adversarial`), and the discriminator-side augmentation given when 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 from torch import Tensor
@@ -41,3 +42,13 @@ class ImageAdversarialModule(GenerativeModule):
         if self.discriminator_augmentation is None:
             return images
         return self.discriminator_augmentation(images)
+
+    @abstractmethod
+    def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        """Log held-out statistics for `stage` (val or test); the run adds the generative metrics."""
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "test")

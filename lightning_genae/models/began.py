@@ -28,7 +28,7 @@ from torch import Tensor
 from lightning_genae.config import flag
 from lightning_genae.errors import ConfigError
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorAugmentation, FamilyOptions, option, with_default
+from lightning_genae.models.base import FamilyOptions, option, with_default
 from lightning_genae.nets.conv import ConvAutoencoder, ConvDecoder, init_dcgan_weights
 
 DLoss = Literal["began", "ebgan"]
@@ -109,14 +109,9 @@ class BEGANModule(ImageAdversarialModule):
     options_type = BEGANOptions
     options: BEGANOptions
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int] | list[int],
-        *,
-        discriminator_augmentation: DiscriminatorAugmentation | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(image_shape, discriminator_augmentation=discriminator_augmentation, **options)
+    def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
+        # `discriminator_augmentation` travels in `options` to ImageAdversarialModule.
+        super().__init__(image_shape, **options)
         width = self.options.width
         self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
         self.discriminator = ConvAutoencoder(self.image_shape, self.latent_dim, width=width)
@@ -205,12 +200,6 @@ class BEGANModule(ImageAdversarialModule):
         real, _ = batch
         energy = reconstruction_energy(self.discriminator(real)[0], real).mean()
         self.log(f"{stage}/d_real_energy", energy, on_epoch=True, sync_dist=True)
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluation_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluation_step(batch, "test")
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         # Both papers' Adam settings: beta1 = 0.5 damps the oscillation of the adversarial game.

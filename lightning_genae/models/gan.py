@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorAugmentation, FamilyOptions, option, with_default
+from lightning_genae.models.base import FamilyOptions, option, with_default
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, init_dcgan_weights
 
 GanLoss = Literal["ns", "hinge"]
@@ -50,14 +50,9 @@ class GANModule(ImageAdversarialModule):
     options_type = GANOptions
     options: GANOptions
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int] | list[int],
-        *,
-        discriminator_augmentation: DiscriminatorAugmentation | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(image_shape, discriminator_augmentation=discriminator_augmentation, **options)
+    def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
+        # `discriminator_augmentation` travels in `options` to ImageAdversarialModule.
+        super().__init__(image_shape, **options)
         width = self.options.width
         self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
         self.discriminator = ConvDiscriminator(
@@ -127,12 +122,6 @@ class GANModule(ImageAdversarialModule):
         # D's mean logit on held-out reals; its gap to train/d_real shows the discriminator overfitting.
         real, _ = batch
         self.log(f"{stage}/d_real", self.discriminator(real).mean(), on_epoch=True, sync_dist=True)
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluation_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluation_step(batch, "test")
 
     @torch.no_grad()
     def update_ema(self) -> None:

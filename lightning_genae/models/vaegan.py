@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorAugmentation, FamilyOptions, option, with_default
+from lightning_genae.models.base import FamilyOptions, option, with_default
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
 
@@ -63,14 +63,9 @@ class VAEGANModule(ImageAdversarialModule):
     options: VAEGANOptions
     optimizer_steps_per_iteration = 3
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int] | list[int],
-        *,
-        discriminator_augmentation: DiscriminatorAugmentation | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(image_shape, discriminator_augmentation=discriminator_augmentation, **options)
+    def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
+        # `discriminator_augmentation` travels in `options` to ImageAdversarialModule.
+        super().__init__(image_shape, **options)
         width = self.options.width
         self.encoder = ConvEncoder(self.image_shape, 2 * self.latent_dim, width=width)
         self.decoder = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
@@ -200,12 +195,6 @@ class VAEGANModule(ImageAdversarialModule):
         }
         self.log_dict(values, on_epoch=True, sync_dist=True)
         self.log_dict(self.reconstruction_quality.update(stage, reconstructed, images), on_epoch=True)
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluation_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluation_step(batch, "test")
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         # DCGAN's Adam betas for all three: beta1 = 0.5 keeps the adversarial game from oscillating.
