@@ -307,8 +307,8 @@ def load_augmenter(
         module, stored = _load_module(Path(plan.checkpoint))
         if stored.get("model") != plan.augmenter_family:
             raise ConfigError(
-                f"--augment-ckpt {plan.checkpoint}: holds a {stored.get('model')}, but this --augment needs "
-                f"a {plan.augmenter_family} augmenter; pass a --model {plan.augmenter_family} checkpoint"
+                f"--augment-ckpt {plan.checkpoint}: holds a --model {stored.get('model')} run, but this "
+                f"--augment needs a --model {plan.augmenter_family} augmenter; pass such a run's checkpoint"
             )
         _check_given_checkpoint(stored, datamodule, seed, plan.checkpoint)
         origin = {"source": "checkpoint", "path": str(plan.checkpoint)}

@@ -18,6 +18,7 @@ optimizer toggled, every image D sees (real and fake, in both updates) passed th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,9 +90,10 @@ class BEGANOptions(FamilyOptions):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.began_gamma > 1:
+        # Checked before the generic bounds, which can say only "(0, inf)"; NaN/inf fall through to them.
+        if math.isfinite(self.began_gamma) and not 0 < self.began_gamma <= 1:
             raise ConfigError(f"--began-gamma is a ratio of energies in (0, 1], got {self.began_gamma}")
+        super().__post_init__()
         defaults = type(self).__dataclass_fields__
         for loss, names in LOSS_OPTIONS.items():
             if loss == self.d_loss:
