@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -140,31 +140,43 @@ def full_training_data(datamodule: ImageDataModule) -> ImageDataModule:
     return type(datamodule)(**{**dict(datamodule.hparams), "train_size": None})
 
 
-def _fit(
-    datamodule: ImageDataModule, seed: int, epochs: int, batch_size: int, verbose: bool
-) -> FeatureClassifier:
-    """The training loop of `train_classifier`, drawing from the (already seeded) global generator."""
-    assert datamodule.num_classes is not None
-    train_images, train_labels = datamodule.split_tensors("train")
-    val_images, val_labels = datamodule.split_tensors("val")
-    model = FeatureClassifier(ClassifierConfig(datamodule.image_shape, datamodule.num_classes))
-    shuffle = torch.Generator().manual_seed(seed)
+def fit_best_on_validation(
+    model: nn.Module,
+    train: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor],
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    max_lr: float,
+    weight_decay: float,
+    evaluate: Callable[[nn.Module, Tensor, Tensor], float],
+    clip_norm: float | None = None,
+    verbose: bool = False,
+) -> nn.Module:
+    """Train a classifier of uint8 inputs (images or series) with AdamW and a one-cycle schedule; keep the
+    epoch with the best `evaluate` accuracy on `val`. Shuffles with its own generator seeded by `seed`;
+    initialisation and dropout draw from the caller's (seeded) global generator."""
+    train_inputs, train_labels = train
     # A last batch of one would break batch norm; drop the ragged tail unless it is the only batch.
-    steps_per_epoch = max(1, len(train_images) // batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=MAX_LR, weight_decay=WEIGHT_DECAY)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, MAX_LR, total_steps=epochs * steps_per_epoch)
+    steps_per_epoch = max(1, len(train_inputs) // batch_size)
+    shuffle = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=epochs * steps_per_epoch)
     best_accuracy, best_state = -1.0, copy.deepcopy(model.state_dict())
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(train_images), generator=shuffle)
+        order = torch.randperm(len(train_inputs), generator=shuffle)
         for step in range(steps_per_epoch):
             index = order[step * batch_size : (step + 1) * batch_size]
-            loss = F.cross_entropy(model(to_model_range(train_images[index])), train_labels[index])
+            loss = F.cross_entropy(model(to_model_range(train_inputs[index])), train_labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
             optimizer.step()
             schedule.step()
-        val_accuracy = accuracy(model, val_images, val_labels)
+        val_accuracy = evaluate(model, *val)
         if verbose:
             print(
                 f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, val acc {val_accuracy:.4%}", flush=True
@@ -199,7 +211,20 @@ def train_classifier(
     # enable_grad: a caller may load backbones under no_grad.
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
-        model = _fit(datamodule, seed, epochs, batch_size, verbose)
+        assert datamodule.num_classes is not None
+        model = FeatureClassifier(ClassifierConfig(datamodule.image_shape, datamodule.num_classes))
+        fit_best_on_validation(
+            model,
+            datamodule.split_tensors("train"),
+            datamodule.split_tensors("val"),
+            seed=seed,
+            epochs=epochs,
+            batch_size=batch_size,
+            max_lr=MAX_LR,
+            weight_decay=WEIGHT_DECAY,
+            evaluate=accuracy,
+            verbose=verbose,
+        )
     return model, accuracy(model, test_images, test_labels)
 
 

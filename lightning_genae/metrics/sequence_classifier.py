@@ -14,7 +14,6 @@ same fixed train/val/test splits as `mnist`. The shipped checkpoint is reproduce
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import io
 import sys
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datamodules import build_datamodule, to_model_range
@@ -121,40 +119,6 @@ def accuracy(
     return correct / max(len(series), 1)
 
 
-def _fit(
-    splits: Splits, config: SequenceClassifierConfig, seed: int, epochs: int, verbose: bool
-) -> SequenceClassifier:
-    train_series, train_labels = splits["train"]
-    val_series, val_labels = splits["val"]
-    model = SequenceClassifier(config)
-    shuffle = torch.Generator().manual_seed(seed)
-    steps_per_epoch = max(1, len(train_series) // BATCH_SIZE)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=MAX_LR, weight_decay=WEIGHT_DECAY)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, MAX_LR, total_steps=epochs * steps_per_epoch)
-    best_accuracy, best_state = -1.0, copy.deepcopy(model.state_dict())
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(train_series), generator=shuffle)
-        for step in range(steps_per_epoch):
-            index = order[step * BATCH_SIZE : (step + 1) * BATCH_SIZE]
-            loss = F.cross_entropy(model(to_model_range(train_series[index])), train_labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
-            optimizer.step()
-            schedule.step()
-        val_accuracy = accuracy(model, val_series, val_labels)
-        if verbose:
-            print(
-                f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, val acc {val_accuracy:.4%}", flush=True
-            )
-        # `>=` prefers the later epoch on ties: it has seen more of the schedule's low learning rates.
-        if val_accuracy >= best_accuracy:
-            best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return model.eval()
-
-
 def train_sequence_classifier(
     splits: Splits, *, seed: int = DEFAULT_SEED, epochs: int = DEFAULT_EPOCHS, verbose: bool = False
 ) -> tuple[SequenceClassifier, float]:
@@ -170,7 +134,20 @@ def train_sequence_classifier(
     config = SequenceClassifierConfig(seq_len, channels, int(train_labels.max()) + 1)
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
-        model = _fit(splits, config, seed, epochs, verbose)
+        model = SequenceClassifier(config)
+        classifier_lib.fit_best_on_validation(
+            model,
+            splits["train"],
+            splits["val"],
+            seed=seed,
+            epochs=epochs,
+            batch_size=BATCH_SIZE,
+            max_lr=MAX_LR,
+            weight_decay=WEIGHT_DECAY,
+            evaluate=accuracy,
+            clip_norm=CLIP_NORM,
+            verbose=verbose,
+        )
     return model, accuracy(model, *splits["test"])
 
 
