@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -227,3 +228,23 @@ class GenerativeModule(pl.LightningModule):
                     "lower --lr (or use --precision 32-true if training in 16-bit) and resume from "
                     "the last checkpoint, which holds the weights from before the divergence"
                 )
+
+
+class ObjectiveModule(GenerativeModule):
+    """A family trained on one objective by automatic optimization: `model_step` logs a stage's losses and
+    metrics and returns the loss, and training, validation and test all run it (ae, vae, rae)."""
+
+    @abstractmethod
+    def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """Log the stage's losses and metrics; return the loss to minimise."""
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self.model_step(batch, "train")
+        self.ensure_finite(**{"train/loss": loss})
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.model_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.model_step(batch, "test")

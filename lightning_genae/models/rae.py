@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.errors import ConfigError
-from lightning_genae.models.base import FamilyOptions, GenerativeModule, option, with_default
+from lightning_genae.models.base import FamilyOptions, ObjectiveModule, option, with_default
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder, RNNKind
 
@@ -57,7 +57,7 @@ class RAEOptions(FamilyOptions):
             )
 
 
-class RAEModule(GenerativeModule):
+class RAEModule(ObjectiveModule):
     """Recurrent autoencoder of series; an `Autoencoder` and a `Sampler` of [B, T, C] series."""
 
     options_type = RAEOptions
@@ -171,17 +171,6 @@ class RAEModule(GenerativeModule):
         if training:
             self.log("train/teacher_forcing", forcing, on_step=True, on_epoch=False)
         return loss
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.model_step(batch, "train")
-        self.ensure_finite(**{"train/loss": loss})
-        return loss
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.model_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.model_step(batch, "test")
 
     def configure_gradient_clipping(
         self,

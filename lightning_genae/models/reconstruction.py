@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
-from lightning_genae.models.base import FamilyOptions, GenerativeModule, option
+from lightning_genae.models.base import FamilyOptions, ObjectiveModule, option
 from lightning_genae.nets import ConvDecoder, ConvEncoder
 
 ReconLoss = Literal["mse", "bce"]
@@ -40,7 +39,7 @@ class ReconstructionOptions(FamilyOptions):
     recon_loss: ReconLoss = option("mse", "reconstruction loss: mse or bce")
 
 
-class ReconstructionModule(GenerativeModule):
+class ReconstructionModule(ObjectiveModule):
     """The shared conv encoder and decoder, and one `model_step` for train, val and test.
 
     With `bce` the decoder outputs logits, turned into images by `decode`; with `mse` it outputs images.
@@ -75,21 +74,6 @@ class ReconstructionModule(GenerativeModule):
 
     def reconstruct(self, images: Tensor) -> Tensor:
         return self.decode(self.encode(images))
-
-    @abstractmethod
-    def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        """Log the stage's losses and metrics; return the loss to minimise."""
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.model_step(batch, "train")
-        self.ensure_finite(**{"train/loss": loss})
-        return loss
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.model_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.model_step(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.options.lr)
