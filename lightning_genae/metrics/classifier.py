@@ -266,11 +266,31 @@ def file_sha256(path: str | Path) -> str:
 
 def save_checkpoint(model: FeatureClassifier, path: str | Path, **meta: Any) -> str:
     """Write the config, state dict and `meta` to `path` atomically; return the file's SHA-256."""
-    path = Path(path)
     config = asdict(model.config)
     config["image_shape"] = list(config["image_shape"])
+    return save_model_payload(model, config, path, CHECKPOINT_FORMAT, meta)
+
+
+def load_checkpoint(path: str | Path) -> tuple[FeatureClassifier, dict[str, Any]]:
+    """Rebuild the classifier stored at `path` (eval mode, CPU); return it with the checkpoint's meta.
+
+    Raises GenaeError with one line when the file is not a classifier checkpoint of this format.
+    """
+    return load_model_payload(
+        path,
+        CHECKPOINT_FORMAT,
+        lambda config: FeatureClassifier(ClassifierConfig.from_dict(config)),
+        what="classifier",
+        advice="delete it so it is trained again, or reinstall lightning-genae for a shipped one",
+    )
+
+
+def save_model_payload(
+    model: nn.Module, config: dict[str, Any], path: str | Path, checkpoint_format: str, meta: dict[str, Any]
+) -> str:
+    """Write a feature network's config, state dict and `meta` to `path` atomically; return its SHA-256."""
     payload = {
-        "format": CHECKPOINT_FORMAT,
+        "format": checkpoint_format,
         "config": config,
         "state_dict": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
         "meta": meta,
@@ -283,23 +303,29 @@ def save_checkpoint(model: FeatureClassifier, path: str | Path, **meta: Any) -> 
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-def load_checkpoint(path: str | Path) -> tuple[FeatureClassifier, dict[str, Any]]:
-    """Rebuild the classifier stored at `path` (eval mode, CPU); return it with the checkpoint's meta.
+def load_model_payload(
+    path: str | Path,
+    checkpoint_format: str,
+    build: Callable[[dict[str, Any]], nn.Module],
+    *,
+    what: str,
+    advice: str,
+) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the network stored at `path` by `save_model_payload` (eval mode, CPU, frozen) with its meta.
 
-    Raises GenaeError with one line when the file is not a classifier checkpoint of this format.
+    Raises GenaeError with one line naming `what` and `advice` when the file is not of this format.
     """
     try:
         # weights_only: a checkpoint is tensors and plain values, never code to unpickle.
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        model = FeatureClassifier(ClassifierConfig.from_dict(payload["config"]))
+        if payload.get("format") != checkpoint_format:
+            raise ValueError(f"format {payload.get('format')!r}, expected {checkpoint_format!r}")
+        model = build(payload["config"])
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise GenaeError(
-            f"classifier checkpoint {path} is unreadable ({type(exc).__name__}: {first_line}); "
-            "delete it so it is trained again, or reinstall lightning-genae for a shipped one"
+            f"{what} checkpoint {path} is unreadable ({type(exc).__name__}: {first_line}); {advice}"
         ) from exc
     model.requires_grad_(False)
     model.eval()

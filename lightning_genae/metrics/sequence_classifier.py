@@ -14,8 +14,6 @@ same fixed train/val/test splits as `mnist`. The shipped checkpoint is reproduce
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +25,6 @@ import torch
 from torch import Tensor, nn
 
 from datamodules import build_datamodule, to_model_range
-from lightning_genae.cache import write_atomically
 from lightning_genae.errors import GenaeError
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics.backbones import BackboneUnavailable
@@ -156,37 +153,18 @@ def train_sequence_classifier(
 
 def save_checkpoint(model: SequenceClassifier, path: str | Path, **meta: Any) -> str:
     """Write the config, state dict and `meta` to `path` atomically; return the file's SHA-256."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "config": asdict(model.config),
-        "state_dict": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
-        "meta": meta,
-    }
-    # Serialised in memory, as classifier.save_checkpoint: the bytes, and so the hash, depend on nothing else.
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_atomically(path, lambda temporary: Path(temporary).write_bytes(buffer.getvalue()))
-    return hashlib.sha256(buffer.getvalue()).hexdigest()
+    return classifier_lib.save_model_payload(model, asdict(model.config), path, CHECKPOINT_FORMAT, meta)
 
 
 def load_checkpoint(path: str | Path) -> tuple[SequenceClassifier, dict[str, Any]]:
     """Rebuild the classifier stored at `path` (eval mode, CPU, frozen) and return it with its meta."""
-    try:
-        # weights_only: a checkpoint is tensors and plain values, never code to unpickle.
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        model = SequenceClassifier(SequenceClassifierConfig(**payload["config"]))
-        model.load_state_dict(payload["state_dict"])
-    except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise GenaeError(
-            f"sequence classifier checkpoint {path} is unreadable ({type(exc).__name__}: {first_line}); "
-            "reinstall lightning-genae"
-        ) from exc
-    model.requires_grad_(False)
-    model.eval()
-    return model, dict(payload.get("meta", {}))
+    return classifier_lib.load_model_payload(
+        path,
+        CHECKPOINT_FORMAT,
+        lambda config: SequenceClassifier(SequenceClassifierConfig(**config)),
+        what="sequence classifier",
+        advice="reinstall lightning-genae",
+    )
 
 
 def checkpoint_name(data: str) -> str:
