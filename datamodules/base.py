@@ -7,9 +7,10 @@ tensor index instead of B transforms, and the conversion to the model's input ru
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -19,8 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
 
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
 SPLITS = ("train", "val", "test")
 Batch = tuple[Tensor, Tensor]
+# Where a datamodule's state in a checkpoint records the SHA-256 of the training split it was trained on.
+TRAIN_CONTENT_KEY = "train_sha256"
 
 
 def to_model_range(images: Tensor) -> Tensor:
@@ -125,6 +131,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.batch_size_per_device = batch_size
         self._splits: dict[str, Batch] | None = None
         self._train_split_size = 0
+        self._content_sha256: dict[str, str] = {}
 
     # ----- metadata, available before setup -----
 
@@ -201,6 +208,35 @@ class InMemoryDataModule(pl.LightningDataModule):
         self._load_once()
         assert self._splits is not None
         return self._splits[split]
+
+    # ----- what the data is, by content: cache keys and checkpoints -----
+
+    def feed_content(self, digest: _Hash, splits: Sequence[str]) -> None:
+        """Feed the stored items and labels of `splits`, in order, into `digest`.
+
+        The one hasher of data content: the feature classifier's fingerprint, the augmenter and real-feature
+        caches and every checkpoint identify data by it, so replacing files in place changes the key.
+        """
+        for split in splits:
+            items, labels = self.split_tensors(split)
+            # numpy views are hashed in place: no copy of a whole split.
+            digest.update(items.contiguous().numpy())
+            digest.update(labels.contiguous().numpy())
+
+    def content_sha256(self, split: str) -> str:
+        """Hex SHA-256 of one split as stored (item shape and dtype, items, labels); computed once."""
+        if split not in self._content_sha256:
+            items, _ = self.split_tensors(split)
+            # Shape and dtype too: the same bytes read as other images are other data.
+            digest = hashlib.sha256(f"{tuple(items.shape)}|{items.dtype}|".encode())
+            self.feed_content(digest, [split])
+            self._content_sha256[split] = digest.hexdigest()
+        return self._content_sha256[split]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: the hash of the training split, so that a checkpoint used as an
+        augmenter (--augment-ckpt) can be matched to the data of the run that uses it."""
+        return {TRAIN_CONTENT_KEY: self.content_sha256("train")}
 
     # ----- dataloaders -----
 

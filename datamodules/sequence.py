@@ -159,7 +159,7 @@ class SequenceDataModule(InMemoryDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """The normaliser, so a checkpoint alone says how to read its model's series in real units."""
-        return {"normaliser": self.normaliser.to_dict()}
+        return {**super().state_dict(), "normaliser": self.normaliser.to_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """On resume: the data must normalise as it did, or the model would see shifted inputs."""

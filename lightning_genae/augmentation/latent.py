@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
 from datamodules import InMemoryDataModule
-from datamodules.base import map_images, to_model_range
+from datamodules.base import TRAIN_CONTENT_KEY, map_images, to_model_range
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
@@ -172,14 +172,15 @@ def default_cache_dir() -> Path:
 
 
 def augmenter_identity(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int) -> dict[str, Any]:
-    """Everything a trained augmenter depends on; its hash names the cache file."""
-    identity = {
+    """Everything a trained augmenter depends on; its hash names the cache file.
+
+    The data enters by content (the training split's SHA-256, which covers the --train-size subset, a
+    folder's images and how series are cut), never by name or path: replacing images in place is a miss.
+    """
+    return {
         "recipe": RECIPE_VERSION,
         "family": plan.augmenter_family,
-        "data": datamodule.name,
-        "data_dir": str(Path(datamodule.data_dir).expanduser().resolve()),
-        "image_shape": list(datamodule.data_shape),
-        "train_size": datamodule.train_size,
+        "train_sha256": datamodule.content_sha256("train"),
         "seed": seed,
         "steps": plan.augmenter_steps,
         "width": plan.augmenter_width,
@@ -187,40 +188,55 @@ def augmenter_identity(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: 
         "batch_size": AUGMENTER_BATCH,
         "lr": augmenter_lr(plan.augmenter_family),
     }
-    if datamodule.data_kind == "sequence":
-        # How the series are cut (a CSV's --stride) changes the training data without changing its shape.
-        identity["series_options"] = {key: datamodule.hparams.get(key) for key in SERIES_OPTIONS}
-    return identity
 
 
 def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cache_dir: Path | None) -> Path:
     identity = augmenter_identity(plan, datamodule, seed)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     size = "full" if datamodule.train_size is None else str(datamodule.train_size)
+    # Dataset, subset and seed are in the name for people reading the folder; the digest alone decides.
     name = f"{datamodule.name}-{plan.augmenter_family}-ts{size}-seed{seed}-{digest}.ckpt"
     return (cache_dir or default_cache_dir()) / name
 
 
-def _load_module(path: Path) -> tuple[GenerativeModule, dict[str, Any]]:
-    checkpoint = RunCheckpoint.load(path, "--augment-ckpt")
+def trained_on(checkpoint: RunCheckpoint) -> str | None:
+    """The SHA-256 of the training split a run's checkpoint was trained on, or None if it records none.
+
+    Lightning saves the datamodule's state under the datamodule's class name (a dataset's, or the
+    augmentation wrapper's), so it is looked up by what it holds.
+    """
+    for value in checkpoint.contents.values():
+        if isinstance(value, dict) and isinstance(value.get(TRAIN_CONTENT_KEY), str):
+            return value[TRAIN_CONTENT_KEY]
+    return None
+
+
+def _load_module(checkpoint: RunCheckpoint, flag: str) -> tuple[GenerativeModule, dict[str, Any]]:
     stored = checkpoint.contents.get(CONFIG_KEY) or {}
     family = stored.get("model")
     if family not in autoencoder_families():
         raise ConfigError(
-            f"--augment-ckpt: {path} holds a {family or 'non-lightning-genae'} model, not an autoencoder; "
+            f"{flag}: {checkpoint.path} holds a {family or 'non-lightning-genae'} model, not an autoencoder; "
             f"pass the checkpoint of a run.py --model {'/'.join(autoencoder_families())} run"
         )
-    return checkpoint.restore(MODELS[family].module, "--augment-ckpt"), stored
+    return checkpoint.restore(MODELS[family].module, flag), stored
 
 
 def _check_given_checkpoint(
-    stored: dict[str, Any], datamodule: InMemoryDataModule, seed: int, path: str
+    checkpoint: RunCheckpoint, stored: dict[str, Any], datamodule: InMemoryDataModule, seed: int
 ) -> None:
-    """A given augmenter must have seen the run's training data and no more (same dataset and subset)."""
+    """A given augmenter must have seen the run's training data and no more: the same training split,
+    compared by content; the configuration it records only explains a difference."""
+    trained = trained_on(checkpoint)
+    current = datamodule.content_sha256("train")
+    if trained == current:
+        return
     problems = []
-    if stored.get("data") != datamodule.name:
+    if trained is None:
+        problems.append("it records no hash of the data it was trained on (written by an older version)")
+    elif stored.get("data") != datamodule.name:
         problems.append(f"it was trained on {stored.get('data')}, this run uses {datamodule.name}")
-    if stored.get("train_size") != datamodule.train_size:
+    elif stored.get("train_size") != datamodule.train_size:
         problems.append(
             f"it was trained with --train-size {stored.get('train_size')}, "
             f"this run has {datamodule.train_size}"
@@ -229,11 +245,35 @@ def _check_given_checkpoint(
         problems.append(
             f"its --train-size subset was drawn with seed {stored.get('seed')}, this run's with {seed}"
         )
-    if problems:
-        raise ConfigError(
-            f"--augment-ckpt {path}: {'; '.join(problems)}; train the augmenter on the same data "
-            "(or drop --augment-ckpt to have it trained and cached)"
+    else:
+        problems.append(
+            f"its training {datamodule.item_noun} differ from this run's (SHA-256 {trained[:12]}, now "
+            f"{current[:12]}: were the files replaced?)"
         )
+    raise ConfigError(
+        f"--augment-ckpt {checkpoint.path}: {'; '.join(problems)}; train the augmenter on the same data "
+        "(or drop --augment-ckpt to have it trained and cached)"
+    )
+
+
+def _cached_augmenter(
+    path: Path, datamodule: InMemoryDataModule
+) -> tuple[GenerativeModule, dict[str, Any]] | None:
+    """The augmenter cached at `path`, or None (with a one-line notice) when it must be trained again.
+
+    A cache file is this program's own: one that cannot be read safely, holds something else, or was
+    trained on other data is replaced, never reported as a bad --augment-ckpt the user did not pass.
+    """
+    try:
+        checkpoint = RunCheckpoint.load(path, "augmenter cache")
+        module, stored = _load_module(checkpoint, "augmenter cache")
+    except ConfigError:
+        say(f"augmenter: the cached {path} is unreadable or not an augmenter; training it again")
+        return None
+    if trained_on(checkpoint) != datamodule.content_sha256("train"):
+        say(f"augmenter: the cached {path} was trained on other data; training it again")
+        return None
+    return module, stored
 
 
 def train_augmenter(
@@ -304,23 +344,30 @@ def load_augmenter(
 ) -> tuple[GenerativeModule, dict[str, Any]]:
     """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
     if plan.checkpoint is not None:
-        module, stored = _load_module(Path(plan.checkpoint))
+        checkpoint = RunCheckpoint.load(plan.checkpoint, "--augment-ckpt")
+        module, stored = _load_module(checkpoint, "--augment-ckpt")
         if stored.get("model") != plan.augmenter_family:
             raise ConfigError(
                 f"--augment-ckpt {plan.checkpoint}: holds a --model {stored.get('model')} run, but this "
                 f"--augment needs a --model {plan.augmenter_family} augmenter; pass such a run's checkpoint"
             )
-        _check_given_checkpoint(stored, datamodule, seed, plan.checkpoint)
+        _check_given_checkpoint(checkpoint, stored, datamodule, seed)
         origin = {"source": "checkpoint", "path": str(plan.checkpoint)}
     else:
         path = cache_path(plan, datamodule, seed, cache_dir)
-        trained_now = False
-        if not path.is_file():
+        cached = _cached_augmenter(path, datamodule) if path.is_file() else None
+        trained_now = cached is None
+        if cached is None:
             if not train_if_missing:
                 raise ConfigError(f"augmenter cache {path} is missing; run prepare_data first")
             train_augmenter(plan, datamodule, seed, path, accelerator)
-            trained_now = True
-        module, stored = _load_module(path)
+            cached = _cached_augmenter(path, datamodule)
+            if cached is None:
+                raise ConfigError(
+                    f"augmenter: the {datamodule.name} training data changed while the augmenter trained "
+                    f"on it; run again once {datamodule.data_dir} stays as it is"
+                )
+        module, stored = cached
         origin = {"source": "trained now" if trained_now else "cache", "path": str(path)}
     if tuple(module.data_shape) != tuple(datamodule.data_shape):
         raise ConfigError(

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 from lightning_genae.cache import cache_root, write_atomically
+from lightning_genae.console import say
+from lightning_genae.errors import describe_error
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.distances import feature_metrics
 from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, on_split
@@ -35,37 +37,47 @@ def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.de
 
 
 class RealFeatures:
-    """Backbone features of a dataset split, computed once and cached on disk per dataset, split, backbone."""
+    """Backbone features of a dataset split, computed once and cached on disk.
+
+    Keyed by the split's content (its SHA-256) and the backbone: replacing a folder's images in place, or a
+    dataset of the same name elsewhere, computes them again instead of reusing another data's features. A
+    cache file that cannot be read is recomputed (with a one-line notice), never trusted.
+    """
 
     def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:
         self.backbone = backbone
         self.cache_dir = (cache_dir or cache_root()) / "features"
         self._memory: dict[str, Tensor] = {}
 
-    def key(self, datamodule: ImageDataModule, split: str, count: int) -> str:
-        where = Path(datamodule.data_dir).resolve()
-        identity = f"{datamodule.name}|{where}|{split}|{count}|{self.backbone.description}"
+    def key(self, datamodule: ImageDataModule, split: str) -> str:
+        identity = f"{datamodule.content_sha256(split)}|{split}|{self.backbone.description}"
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        # The name is for people reading the folder; the digest alone decides.
         return f"{datamodule.name}-{split}-{self.backbone.name}-{digest}"
 
     def get(self, datamodule: ImageDataModule, split: str, device: torch.device) -> Tensor:
         images, _ = datamodule.split_tensors(split)
-        key = self.key(datamodule, split, len(images))
+        key = self.key(datamodule, split)
         if key in self._memory:
             return self._memory[key]
         path = self.cache_dir / f"{key}.pt"
-        features = None
-        if path.is_file():
-            try:
-                features = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
-                features = None
-            if features is not None and len(features) != len(images):
-                features = None
+        features = self._read(path, len(images)) if path.is_file() else None
         if features is None:
             features = extract_features(self.backbone, images, device)
             write_atomically(path, lambda temporary: torch.save(features, temporary))
         self._memory[key] = features
+        return features
+
+    def _read(self, path: Path, count: int) -> Tensor | None:
+        """The cached features at `path`, or None (with a notice) when they are unreadable or not `count`."""
+        try:
+            features = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
+            say(f"features: cached {path} is unreadable ({describe_error(error)}); computing them again")
+            return None
+        if not isinstance(features, Tensor) or features.dim() != 2 or len(features) != count:
+            say(f"features: cached {path} does not hold {count} feature rows; computing them again")
+            return None
         return features
 
 

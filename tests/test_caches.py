@@ -1,0 +1,288 @@
+"""Caches keyed by content: the augmenter and the real features follow the images, not a dataset's name.
+
+Replacing a folder's images in place must retrain the augmenter and recompute the real features; a cache
+file that is damaged (or was put there by someone else) is replaced with a one-line notice, never trusted
+and never reported as a bad option the user did not give; `--augment-ckpt` must be trained on this data.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_checkpoint import WritesAFileWhenUnpickled, assert_one_line_error
+from tiny import TINY_RUN
+
+from datamodules import build_datamodule
+from datamodules.base import InMemoryDataModule
+from lightning_genae.augmentation import latent as latent_module
+from lightning_genae.augmentation import resolve_augment_plan
+from lightning_genae.augmentation.latent import (
+    LatentAugmenter,
+    cache_path,
+    load_augmenter,
+    reconstruction_mse,
+)
+from lightning_genae.cli import main
+from lightning_genae.config import RunConfig
+from lightning_genae.metrics import classifier as classifier_lib
+from lightning_genae.metrics.backbones import FeatureBackbone
+from lightning_genae.metrics.generative import RealFeatures
+from lightning_genae.models import MODELS
+
+FOLDER_IMAGES = 120  # val 6 (even: the interpolation grid pairs validation images), test 12
+AUGMENTER = {"augmenter_width": 8, "augmenter_latent_dim": 8, "augmenter_steps": 10}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every tensor here is tiny; on a busy machine a second thread only slows each op down."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture()
+def augmenter_cache(tmp_path, monkeypatch) -> Path:
+    cache = tmp_path / "augmenter-cache"
+    monkeypatch.setattr(latent_module, "default_cache_dir", lambda: cache)
+    return cache
+
+
+def write_folder(folder: Path, inverted: bool = False) -> None:
+    """FOLDER_IMAGES grayscale 16x16 images in two class subfolders (bright squares on dark, or inverted)."""
+    rng = np.random.default_rng(0)
+    for index in range(FOLDER_IMAGES):
+        pixels = np.zeros((16, 16), dtype=np.uint8)
+        top, left = rng.integers(0, 8, size=2)
+        pixels[top : top + 8, left : left + 8] = 200 + index % 50
+        if inverted:
+            pixels = 255 - pixels
+        path = folder / f"class{index % 2}" / f"{index:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
+
+
+def folder_data(folder: Path) -> InMemoryDataModule:
+    return build_datamodule("folder", data_dir=str(folder), batch_size=16, image_size=16, channels=1)
+
+
+def augmenter_plan(**options):
+    config = RunConfig(model="gan", data="folder", augment="ae", **{**AUGMENTER, **options})
+    return resolve_augment_plan(config, MODELS["gan"].module)
+
+
+class MeanPixels(FeatureBackbone):
+    """A stand-in backbone (per-row means of the image) that counts how often it extracts."""
+
+    def __init__(self) -> None:
+        super().__init__("meanpixels", 16, "mean pixels per row (test backbone)")
+        self.extracted = 0
+
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        self.extracted += len(images)
+        return images.float().mean(dim=(1, 3))
+
+
+# ----- the same hash everywhere -----
+
+
+def test_one_hasher_of_content_shared_by_the_classifier_and_the_caches(tmp_path):
+    folder = tmp_path / "images"
+    write_folder(folder)
+    data = folder_data(folder)
+    before = data.content_sha256("train")
+    fingerprint = classifier_lib.training_fingerprint(data, seed=0, epochs=5)
+    assert folder_data(folder).content_sha256("train") == before, "the same files hash alike"
+    write_folder(folder, inverted=True)
+    again = folder_data(folder)
+    assert again.content_sha256("train") != before
+    assert classifier_lib.training_fingerprint(again, seed=0, epochs=5) != fingerprint
+    # A checkpoint records which training split a model saw.
+    assert again.state_dict() == {"train_sha256": again.content_sha256("train")}
+
+
+# ----- replaced in place: a miss, not a stale hit -----
+
+
+def test_replacing_a_folders_images_in_place_retrains_the_augmenter(tmp_path, augmenter_cache):
+    folder = tmp_path / "images"
+    write_folder(folder)
+    plan = augmenter_plan()
+    first_data = folder_data(folder)
+    _, first = load_augmenter(plan, first_data, seed=0, accelerator="cpu")
+    assert first["source"] == "trained now"
+    _, hit = load_augmenter(plan, folder_data(folder), seed=0, accelerator="cpu")
+    assert hit["source"] == "cache" and hit["path"] == first["path"]
+
+    write_folder(folder, inverted=True)  # same names, same dataset, same path: other images
+    replaced = folder_data(folder)
+    module, second = load_augmenter(plan, replaced, seed=0, accelerator="cpu")
+    assert second["source"] == "trained now" and second["path"] != first["path"]
+    assert len(list(augmenter_cache.glob("*.ckpt"))) == 2
+    # The augmenter now reconstructs the new images as well as the first one did the old ones.
+    augmenter = LatentAugmenter(module, noise=0.0, interp=0.0).fit(*replaced.split_tensors("train"))
+    stale, _ = load_augmenter(plan, first_data, seed=0, accelerator="cpu")
+    stale_augmenter = LatentAugmenter(stale, noise=0.0, interp=0.0).fit(*replaced.split_tensors("train"))
+    images = replaced.split_tensors("train")[0]
+    assert reconstruction_mse(augmenter, images) < reconstruction_mse(stale_augmenter, images)
+
+
+def test_replacing_a_folders_images_in_place_recomputes_the_real_features(tmp_path):
+    folder = tmp_path / "images"
+    write_folder(folder)
+    backbone = MeanPixels()
+    cpu = torch.device("cpu")
+    first = RealFeatures(backbone, tmp_path / "cache").get(folder_data(folder), "train", cpu)
+    extracted = backbone.extracted
+    assert torch.equal(
+        RealFeatures(backbone, tmp_path / "cache").get(folder_data(folder), "train", cpu), first
+    )
+    assert backbone.extracted == extracted, "the same images are read from the cache"
+
+    write_folder(folder, inverted=True)
+    replaced = folder_data(folder)
+    features = RealFeatures(backbone, tmp_path / "cache").get(replaced, "train", cpu)
+    assert backbone.extracted == 2 * extracted, "other images are featurised again"
+    assert torch.equal(features, backbone(replaced.split_tensors("train")[0]))
+    assert not torch.equal(features, first)
+    assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 2
+
+
+# ----- a damaged cache is replaced, with a notice -----
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not torch", "pickled payload", "another model"])
+def test_a_damaged_cached_augmenter_is_trained_again_with_a_notice(damage, tmp_path, augmenter_cache, capsys):
+    data = build_datamodule("digits", data_dir=str(tmp_path), batch_size=32, train_size=100)
+    plan = augmenter_plan()
+    path = cache_path(plan, data, 0, None)
+    _, record = load_augmenter(plan, data, seed=0, accelerator="cpu")
+    good = path.read_bytes()
+    marker = tmp_path / "payload-ran"
+    if damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "not torch":
+        path.write_bytes(b"these are not the bytes of a checkpoint")
+    elif damage == "pickled payload":
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+        contents["extra"] = WritesAFileWhenUnpickled(marker)
+        torch.save(contents, path)
+    else:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+        contents["genae_config"]["model"] = "gan"
+        torch.save(contents, path)
+    capsys.readouterr()
+
+    module, again = load_augmenter(plan, data, seed=0, accelerator="cpu")
+    out = capsys.readouterr().out
+    notices = [line for line in out.splitlines() if "training it again" in line]
+    assert len(notices) == 1 and str(path) in notices[0], out
+    assert "--augment-ckpt" not in out
+    assert again["source"] == "trained now" and again["path"] == record["path"]
+    assert not marker.exists(), "reading the cache ran code stored in it"
+    # The replacement is a sound augmenter that the next run reads back from the cache.
+    assert load_augmenter(plan, data, seed=0, accelerator="cpu")[1]["source"] == "cache"
+
+
+def test_a_payload_at_the_cache_name_never_runs_in_a_plain_augment_ae_run(tmp_path, augmenter_cache, capsys):
+    """The path with no file argument: a checkpoint placed at the predictable cache name."""
+    data = build_datamodule("digits", data_dir=str(tmp_path), batch_size=32)
+    options = ["--augmenter-width", "8", "--augmenter-latent-dim", "8", "--augmenter-steps", "10"]
+    plan = augmenter_plan()
+    path = cache_path(plan, data, 0, None)
+    marker = tmp_path / "payload-ran"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "extra": WritesAFileWhenUnpickled(marker)}, path)
+    run_dir = tmp_path / "run"
+    args = [
+        "--model",
+        "gan",
+        "--augment",
+        "ae",
+        *TINY_RUN,
+        *options,
+        "--max-steps",
+        "2",
+        "--eval-samples",
+        "50",
+    ]
+    assert main([*args, "--output", str(run_dir)]) == 0
+    assert not marker.exists(), "a file at the cache name ran code"
+    assert "unreadable or not an augmenter; training it again" in capsys.readouterr().out
+    assert torch.load(path, map_location="cpu", weights_only=True)["genae_config"]["model"] == "ae"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong rows"])
+def test_a_damaged_feature_cache_is_recomputed_with_a_notice(damage, tmp_path, capsys):
+    folder = tmp_path / "images"
+    write_folder(folder)
+    data = folder_data(folder)
+    backbone = MeanPixels()
+    cpu = torch.device("cpu")
+    first = RealFeatures(backbone, tmp_path / "cache").get(data, "train", cpu)
+    (path,) = (tmp_path / "cache" / "features").glob("*.pt")
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        torch.save(first[:3], path)
+    capsys.readouterr()
+    again = RealFeatures(backbone, tmp_path / "cache").get(data, "train", cpu)
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and str(path) in out and "computing them again" in out
+    assert torch.equal(again, first)
+    assert torch.equal(torch.load(path, weights_only=True), first), "the cache file is replaced"
+
+
+# ----- --augment-ckpt: trained on this data, compared by the same hash -----
+
+
+@pytest.fixture()
+def folder_ae_checkpoint(tmp_path) -> tuple[Path, Path]:
+    """A plain `--model ae` run on an image folder: (its last.ckpt, the folder)."""
+    folder = tmp_path / "images"
+    write_folder(folder)
+    run_dir = tmp_path / "ae"
+    args = ["--model", "ae", "--data", "folder", "--data-dir", str(folder), "--image-size", "16"]
+    args += ["--channels", "1", "--width", "8", "--latent-dim", "8", "--batch-size", "16"]
+    assert main([*args, "--max-steps", "2", "--eval-every", "2", "--output", str(run_dir)]) == 0
+    return run_dir / "checkpoints" / "last.ckpt", folder
+
+
+def augment_with(checkpoint: Path, folder: Path, run_dir: Path) -> int:
+    args = ["--model", "ae", "--augment", "ae", "--augment-ckpt", str(checkpoint), "--data", "folder"]
+    args += ["--data-dir", str(folder), "--image-size", "16", "--channels", "1", "--width", "8"]
+    args += ["--latent-dim", "8", "--batch-size", "16", "--eval-every", "2", "--image-every", "2"]
+    return main([*args, "--max-steps", "2", "--output", str(run_dir)])
+
+
+def test_augment_ckpt_trained_on_this_folder_is_used(folder_ae_checkpoint, tmp_path, augmenter_cache):
+    checkpoint, folder = folder_ae_checkpoint
+    assert augment_with(checkpoint, folder, tmp_path / "run") == 0
+    assert not augmenter_cache.exists()
+
+
+def test_augment_ckpt_trained_before_the_images_were_replaced_is_refused(
+    folder_ae_checkpoint, tmp_path, augmenter_cache, capsys
+):
+    checkpoint, folder = folder_ae_checkpoint
+    write_folder(folder, inverted=True)
+    capsys.readouterr()
+    assert augment_with(checkpoint, folder, tmp_path / "run") == 2
+    assert_one_line_error(capsys, "--augment-ckpt", str(checkpoint), "differ from this run's", "replaced")
+    assert not (tmp_path / "run").exists() and not augmenter_cache.exists()
+
+
+def test_augment_ckpt_without_a_record_of_its_data_is_refused(folder_ae_checkpoint, tmp_path, capsys):
+    checkpoint, folder = folder_ae_checkpoint
+    contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for value in contents.values():
+        if isinstance(value, dict):
+            value.pop("train_sha256", None)
+    older = tmp_path / "older.ckpt"
+    torch.save(contents, older)
+    capsys.readouterr()
+    assert augment_with(older, folder, tmp_path / "run") == 2
+    assert_one_line_error(capsys, "--augment-ckpt", "records no hash")
