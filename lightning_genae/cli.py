@@ -16,8 +16,9 @@ from datamodules import DATASETS
 from lightning_genae import __version__
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.augmentation import augmentation_choices
-from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, load_config_file, merge, type_name
+from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
+from lightning_genae.cluster import RunInterrupted, current_job
+from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, RunConfig, load_config_file, merge, type_name
 from lightning_genae.console import quiet_lightning
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.loggers import LOGGER_CHOICES
@@ -263,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args["train_size"] = train_sizes[0]
         # A resumed run's own configuration, then the config file, then the command line.
         resume = RunCheckpoint.to_resume(args.get("resume"), args.get("output"))
+        if resume is None and "resume" not in args:
+            resume = _checkpoint_of_restarted_job(merge(file_values, args))
         base = resume.stored_config("--resume") if resume is not None else {}
         resolved = resolve(merge({**base, **file_values}, args))
         if print_config:
@@ -275,7 +278,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(error).split("\n"))
         print(f"error: {message}", file=sys.stderr)
         return error.exit_code
+    except RunInterrupted as stop:
+        # Every rank stops; rank 0 alone carries the line to print.
+        if str(stop):
+            print(str(stop), file=sys.stderr)
+        return stop.exit_code
     return 0
+
+
+def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
+    """The checkpoint a requeued SLURM job (or a restarted torchrun job) continues from, or None.
+
+    A restarted job runs its command again, without `--resume`. Its run continues as if `--resume last`
+    had been given, from `last.ckpt` in its run folder: the job's own default folder (named after the
+    job, so a checkpoint there can only be this job's), or `--output` when the scheduler says this is a
+    restart. A job that stopped before its first checkpoint starts from the beginning.
+    """
+    job = current_job()
+    if job is None:
+        return None
+    if values.output:
+        if job.restart_count == 0:
+            return None
+        folder = Path(values.output)
+    else:
+        from lightning_genae.train import default_run_dir
+
+        folder = default_run_dir(resolve(values).config)
+    path = last_checkpoint(folder)
+    return RunCheckpoint.load(path, "--resume") if path.is_file() else None
 
 
 def _run_grid(

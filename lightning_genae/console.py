@@ -49,6 +49,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings(
         "ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"pytorch_lightning\."
     )
+    # Lightning warns on every run where the `srun` command exists but did not start the process: on a SLURM
+    # login node or any machine with SLURM installed that is every local run. Jobs use scripts/slurm/*.sbatch.
+    warnings.filterwarnings("ignore", ".*The `srun` command is available on your system but is not used.*")
     # Data lives in memory and is batched by indexing, so worker processes would only add overhead.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # A run folder is reused on purpose by --resume, and by --output pointing at an earlier run.

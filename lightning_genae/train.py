@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytorch_lightning as pl
 
 from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.cluster import run_stamp
 from lightning_genae.config import RunConfig
 from lightning_genae.console import describe_model, describe_training, say
 from lightning_genae.errors import ConfigError
@@ -34,8 +34,9 @@ from lightning_genae.trainer import (
 
 
 def default_run_dir(config: RunConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config.model}-{config.data}-{config.augment}-seed{config.seed}-{stamp}"
+    """`runs/<model>-<data>-<augment>-seed<seed>-<stamp>`; the stamp is the SLURM/torchrun job (`slurm1234`,
+    `slurm1234_5` for an array task) or the start time, the same on every rank (`cluster.run_stamp`)."""
+    return Path("runs") / f"{config.model}-{config.data}-{config.augment}-seed{config.seed}-{run_stamp()}"
 
 
 def log_last_training_values(
