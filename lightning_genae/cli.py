@@ -17,7 +17,15 @@ from lightning_genae import __version__
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.augmentation import augmentation_choices
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, load_config_file, merge, type_name
+from lightning_genae.config import (
+    CONFIG_FIELDS,
+    CONFIG_TYPES,
+    flag,
+    load_config_file,
+    merge,
+    resume_conflicts,
+    type_name,
+)
 from lightning_genae.console import quiet_lightning
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.loggers import LOGGER_CHOICES
@@ -212,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
         elif name in registry_choices:
             group.add_argument("--" + name, choices=list(registry_choices[name]), help=help_text)
-        elif name == "fast_dev_run":
-            group.add_argument("--fast-dev-run", action="store_true", help=help_text)
+        elif name in ("fast_dev_run", "overwrite"):
+            group.add_argument(flag(name), action="store_true", help=help_text)
         else:
             _add_flag(group, name, CONFIG_TYPES[name], help_text, field.metadata.get("choices"))
     for option in _family_options().values():
@@ -264,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A resumed run's own configuration, then the config file, then the command line.
         resume = RunCheckpoint.to_resume(args.get("resume"), args.get("output"))
         base = resume.stored_config("--resume") if resume is not None else {}
+        if resume is not None:
+            _check_resume_options(resume, base, {**file_values, **args})
         resolved = resolve(merge({**base, **file_values}, args))
         if print_config:
             sys.stdout.write(resolved.config.to_yaml())
@@ -276,6 +286,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return error.exit_code
     return 0
+
+
+def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: dict[str, Any]) -> None:
+    """Options given with --resume that would make it another run (data, model, shapes...) are an error.
+
+    Only what the user gave (flags and --config) is compared, so the checkpoint's own values, another
+    family's included, never raise; what may change on resume is CHANGEABLE_ON_RESUME.
+    """
+    conflicts = resume_conflicts(stored, given)
+    if conflicts:
+        raise ConfigError(
+            f"--resume {resume.path}: {'; '.join(conflicts)} would make it another run; drop "
+            f"{'it' if len(conflicts) == 1 else 'them'} to continue it (changeable on resume: --max-steps, "
+            "--lr, cadences, loggers, hardware, --eval-samples), or start a new run with another --output"
+        )
 
 
 def _run_grid(
