@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -256,10 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 evaluate_folder(folder_to_evaluate, {**file_values, **args})
             return 0
         if summarize_root is not None:
-            from lightning_genae.ablation import summarize
+            from lightning_genae.ablation import describe_progress, summarize
 
             paths = summarize(Path(summarize_root))
             print("wrote " + ", ".join(str(path) for path in paths.values()))
+            print(describe_progress(Path(summarize_root)))
             return 0
         augment_value = args.get("augment", file_values.get("augment"))
         augments = _split_list(str(augment_value)) if augment_value is not None else None
@@ -312,7 +313,15 @@ def _run_grid(
     print_config: bool,
 ) -> int:
     """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files."""
-    from lightning_genae.ablation import plan_grid, run_grid, summarize
+    from lightning_genae.ablation import (
+        CellStart,
+        describe_progress,
+        plan_grid,
+        record_grid_cells,
+        run_grid,
+        summarize,
+    )
+    from lightning_genae.run_folder import RunFolderRefused
 
     plan = plan_grid(
         merge(values, {}), augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index
@@ -324,12 +333,32 @@ def _run_grid(
         return 0
     from lightning_genae.train import run
 
-    outcomes = run_grid(plan.cells, plan.root, lambda cell, run_dir: run(plan.runs[cell]), grid_index)
+    def run_cell(cell: Any, run_dir: Path, start: CellStart) -> None:
+        resolved = plan.runs[cell]
+        resume = None
+        if start is CellStart.RESUME:
+            resume = RunCheckpoint.to_resume("last", str(run_dir))
+            conflicts = resume_conflicts(resume.stored_config("--resume"), resolved.config.to_dict())
+            if conflicts:
+                raise RunFolderRefused(
+                    f"{run_dir} holds an unfinished run with other options ({'; '.join(conflicts)}); "
+                    "re-run the grid with --overwrite or another --output"
+                )
+        elif start is CellStart.RESTART:
+            resolved = replace(resolved, config=replace(resolved.config, overwrite=True))
+        run(resolved, resume=resume)
+
+    overwrite = bool(values.get("overwrite"))
+    plan.root.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(plan.root, plan.cells)
+    configs = {cell: resolved.config for cell, resolved in plan.runs.items()}
+    outcomes = run_grid(plan.cells, plan.root, run_cell, grid_index, overwrite=overwrite, configs=configs)
     if grid_index is None:
         paths = summarize(plan.root)
         print("wrote " + ", ".join(str(path) for path in paths.values()))
     else:
         print(f"cell {grid_index} done; once every cell has run: python run.py --summarize {plan.root}")
+    print(describe_progress(plan.root))
     return 1 if any(not outcome.ok for outcome in outcomes) else 0
 
 
