@@ -293,6 +293,7 @@ class ClaimedRunFolder:
     created: Path | None
     entries_before: set[str] = field(default_factory=set)
     config_before: bytes | None = None
+    claimed_at: float = field(default_factory=time.time)
 
     @classmethod
     def claim(cls, path: Path, *, resuming_from: Path | None, overwrite: bool) -> ClaimedRunFolder:
@@ -348,8 +349,19 @@ class ClaimedRunFolder:
     def _continues(path: Path, resuming_from: Path | None) -> bool:
         return resuming_from is not None and resuming_from.resolve() == path.resolve()
 
+    def wrote_checkpoint(self) -> bool:
+        """Whether a checkpoint was saved since the claim (then training ran, whatever a caller saw of it)."""
+        checkpoints = (self.path / CHECKPOINT_DIR).glob("*.ckpt")
+        return any(ckpt.stat().st_mtime >= self.claimed_at for ckpt in checkpoints)
+
     def undo(self) -> None:
-        """Put the folder back as it was before this invocation (a start that failed before training)."""
+        """Put the folder back as it was before this invocation (a start that failed before training).
+
+        Never once a checkpoint was saved: under ddp_spawn the training runs in other processes, so the
+        caller may not have seen it start.
+        """
+        if self.wrote_checkpoint():
+            return
         if self.created is not None:
             shutil.rmtree(self.created, ignore_errors=True)
             return

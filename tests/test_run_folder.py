@@ -177,6 +177,19 @@ def test_an_error_at_training_start_leaves_no_run_folder(flags, message, tmp_pat
     assert not (tmp_path / "nested").exists(), "the folders this invocation made are removed again"
 
 
+def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monkeypatch):
+    import lightning_genae.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while, say, the augmenter trains
+
+    monkeypatch.setattr(lightning_genae.train, "attach_augmentation", interrupted)
+    output = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        main([*TINY_AE, "--max-steps", "2", "--output", str(output)])
+    assert not output.exists()
+
+
 def test_an_error_at_training_start_leaves_an_existing_folder_as_it_was(tmp_path, capsys):
     output = tmp_path / "run"
     output.mkdir()
