@@ -32,6 +32,7 @@ from lightning_genae.resolve import ResolvedRun, resolve
 from lightning_genae.run_folder import (
     CHECKPOINT_DIR,
     FAILED_FILE,
+    LOCK_FILE,
     SUMMARY_FILE,
     RunFolderRefused,
     live_lock_owner,
@@ -200,8 +201,9 @@ def _how_to_start(
 ) -> tuple[CellStart | None, str, str | None]:
     """(how to start the cell or None to leave it, what the console says, the refusal when it is refused)."""
     owner = live_lock_owner(run_dir)
+    lock = run_dir / LOCK_FILE
     if owner is not None:
-        return None, f"in use by another run ({owner}), left to it", None
+        return None, f"in use by another run ({owner}), left to it (if that run is gone: rm {lock})", None
     if overwrite:
         start = CellStart.RESTART if run_dir.exists() else CellStart.FRESH
         return start, "starting over (--overwrite)", None
