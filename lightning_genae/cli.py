@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,7 +18,16 @@ from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.augmentation import augmentation_choices
 from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
 from lightning_genae.cluster import RunInterrupted, current_job
-from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, RunConfig, load_config_file, merge, type_name
+from lightning_genae.config import (
+    CONFIG_FIELDS,
+    CONFIG_TYPES,
+    RunConfig,
+    flag,
+    load_config_file,
+    merge,
+    resume_conflicts,
+    type_name,
+)
 from lightning_genae.console import quiet_lightning
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.loggers import LOGGER_CHOICES
@@ -213,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
         elif name in registry_choices:
             group.add_argument("--" + name, choices=list(registry_choices[name]), help=help_text)
-        elif name == "fast_dev_run":
-            group.add_argument("--fast-dev-run", action="store_true", help=help_text)
+        elif name in ("fast_dev_run", "overwrite"):
+            group.add_argument(flag(name), action="store_true", help=help_text)
         else:
             _add_flag(group, name, CONFIG_TYPES[name], help_text, field.metadata.get("choices"))
     for option in _family_options().values():
@@ -249,10 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 evaluate_folder(folder_to_evaluate, {**file_values, **args})
             return 0
         if summarize_root is not None:
-            from lightning_genae.ablation import summarize
+            from lightning_genae.ablation import describe_progress, summarize
 
             paths = summarize(Path(summarize_root))
             print("wrote " + ", ".join(str(path) for path in paths.values()))
+            print(describe_progress(Path(summarize_root)))
             return 0
         augment_value = args.get("augment", file_values.get("augment"))
         augments = _split_list(str(augment_value)) if augment_value is not None else None
@@ -267,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if resume is None and "resume" not in args:
             resume = _checkpoint_of_restarted_job(merge(file_values, args))
         base = resume.stored_config("--resume") if resume is not None else {}
+        if resume is not None:
+            _check_resume_options(resume, base, {**file_values, **args})
         resolved = resolve(merge({**base, **file_values}, args))
         if print_config:
             sys.stdout.write(resolved.config.to_yaml())
@@ -309,6 +321,21 @@ def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
     return RunCheckpoint.load(path, "--resume") if path.is_file() else None
 
 
+def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: dict[str, Any]) -> None:
+    """Options given with --resume that would make it another run (data, model, shapes...) are an error.
+
+    Only what the user gave (flags and --config) is compared, so the checkpoint's own values, another
+    family's included, never raise; what may change on resume is CHANGEABLE_ON_RESUME.
+    """
+    conflicts = resume_conflicts(stored, given)
+    if conflicts:
+        raise ConfigError(
+            f"--resume {resume.path}: {'; '.join(conflicts)} would make it another run; drop "
+            f"{'it' if len(conflicts) == 1 else 'them'} to continue it (changeable on resume: --max-steps, "
+            "--lr, cadences, loggers, hardware, --eval-samples), or start a new run with another --output"
+        )
+
+
 def _run_grid(
     values: dict[str, Any],
     augments: list[str] | None,
@@ -318,7 +345,15 @@ def _run_grid(
     print_config: bool,
 ) -> int:
     """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files."""
-    from lightning_genae.ablation import plan_grid, run_grid, summarize
+    from lightning_genae.ablation import (
+        CellStart,
+        describe_progress,
+        plan_grid,
+        record_grid_cells,
+        run_grid,
+        summarize,
+    )
+    from lightning_genae.run_folder import RunFolderRefused
 
     plan = plan_grid(
         merge(values, {}), augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index
@@ -330,12 +365,32 @@ def _run_grid(
         return 0
     from lightning_genae.train import run
 
-    outcomes = run_grid(plan.cells, plan.root, lambda cell, run_dir: run(plan.runs[cell]), grid_index)
+    def run_cell(cell: Any, run_dir: Path, start: CellStart) -> None:
+        resolved = plan.runs[cell]
+        resume = None
+        if start is CellStart.RESUME:
+            resume = RunCheckpoint.to_resume("last", str(run_dir))
+            conflicts = resume_conflicts(resume.stored_config("--resume"), resolved.config.to_dict())
+            if conflicts:
+                raise RunFolderRefused(
+                    f"{run_dir} holds an unfinished run with other options ({'; '.join(conflicts)}); "
+                    "re-run the grid with --overwrite or another --output"
+                )
+        elif start is CellStart.RESTART:
+            resolved = replace(resolved, config=replace(resolved.config, overwrite=True))
+        run(resolved, resume=resume)
+
+    overwrite = bool(values.get("overwrite"))
+    plan.root.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(plan.root, plan.cells)
+    configs = {cell: resolved.config for cell, resolved in plan.runs.items()}
+    outcomes = run_grid(plan.cells, plan.root, run_cell, grid_index, overwrite=overwrite, configs=configs)
     if grid_index is None:
         paths = summarize(plan.root)
         print("wrote " + ", ".join(str(path) for path in paths.values()))
     else:
         print(f"cell {grid_index} done; once every cell has run: python run.py --summarize {plan.root}")
+    print(describe_progress(plan.root))
     return 1 if any(not outcome.ok for outcome in outcomes) else 0
 
 

@@ -185,6 +185,11 @@ class RunConfig:
     fast_dev_run: bool = _opt(
         False, "one batch of each stage, to check the set-up; writes no checkpoint", group="logging"
     )
+    overwrite: bool = _opt(
+        False,
+        "replace the run already in --output (its config.yaml, metrics.csv, checkpoints, images, summary)",
+        group="logging",
+    )
 
     # The model family's options (`latent_dim`, `beta`, ...), as given; flat beside the rest in YAML.
     model_options: Mapping[str, Any] = field(default_factory=dict, metadata={"group": "model"})
@@ -243,7 +248,50 @@ POSITIVE_INTS = (
     "augmenter_latent_dim",
 )
 # Options that describe one invocation, not the experiment: a re-run from config.yaml gets a new folder.
-PER_INVOCATION = ("output", "resume", "fast_dev_run")
+PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite")
+# Options a `--resume` may change: they take effect from the resumed step on. Every other option defines the
+# run (model, data and its shapes, family options, augmentation, train size, seed, data paths, batch size,
+# backbone) and must equal the checkpoint's. The family's learning rate reaches the restored optimizer.
+CHANGEABLE_ON_RESUME = (
+    *PER_INVOCATION,
+    "max_steps",
+    "max_epochs",
+    "lr",
+    "eval_every",
+    "image_every",
+    "ckpt_every",
+    "eval_samples",
+    "inception_weights",
+    "logger",
+    "wandb_project",
+    "wandb_group",
+    "precision",
+    "accelerator",
+    "devices",
+    "strategy",
+    "num_nodes",
+    "num_workers",
+)
+
+
+def resume_conflicts(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """`--data folder (checkpoint: digits)` for each option in `given` that defines the run and differs.
+
+    Only options the checkpoint records are compared: one it lacks belongs to another family, which
+    `resolve` names.
+    """
+    conflicts = []
+    for name, value in given.items():
+        if name in CHANGEABLE_ON_RESUME or name not in stored:
+            continue
+        wanted = coerce(name, CONFIG_TYPES[name], value) if name in CONFIG_TYPES else value
+        if wanted != stored[name]:
+            conflicts.append(f"{flag(name)} {_shown(wanted)} (checkpoint: {_shown(stored[name])})")
+    return conflicts
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str, Any]:

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import run_stamp
 from lightning_genae.config import RunConfig
 from lightning_genae.console import describe_model, describe_training, say
-from lightning_genae.errors import ConfigError
 from lightning_genae.evaluate import final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import headline_metric
 from lightning_genae.models import GenerativeModule
 from lightning_genae.report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.resolve import ResolvedRun
+from lightning_genae.run_folder import ClaimedRunFolder
 from lightning_genae.trainer import (
     best_checkpoint,
     build_callbacks,
@@ -39,6 +43,16 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{config.model}-{config.data}-{config.augment}-seed{config.seed}-{run_stamp()}"
 
 
+def _say_what_changes_on_resume(resume: RunCheckpoint, config: RunConfig, run_dir: Path) -> None:
+    """One line per thing a resume changes that a user could otherwise miss."""
+    stored = resume.stored_config("--resume")
+    if resume.run_folder.resolve() != run_dir.resolve():
+        say(f"continuing the run of {resume.run_folder} in {run_dir}: new checkpoints and metrics go there")
+    new_lr, old_lr = config.model_options.get("lr"), stored.get("lr")
+    if new_lr is not None and old_lr is not None and new_lr != old_lr:
+        say(f"--lr {new_lr} replaces the checkpoint's {old_lr} from here on")
+
+
 def log_last_training_values(
     trainer: pl.Trainer, model: GenerativeModule, fit_metrics: dict[str, float]
 ) -> None:
@@ -52,24 +66,70 @@ def log_last_training_values(
         logger.save()
 
 
+class LearningRateOnResume(Callback):
+    """Gives the restored optimizers the learning rate this invocation asked for.
+
+    Lightning restores each optimizer's state on resume, its learning rate included, so a new `--lr`
+    would reach config.yaml but not the training. Freshly configured optimizers carry the new value.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        configured = pl_module.configure_optimizers()
+        fresh = [configured] if isinstance(configured, torch.optim.Optimizer) else list(configured)
+        for new, restored in zip(fresh, trainer.optimizers, strict=True):
+            for new_group, restored_group in zip(new.param_groups, restored.param_groups, strict=True):
+                restored_group["lr"] = new_group["lr"]
+
+
+class TrainingStarted(Callback):
+    """Notes the end of the first training batch: from then on a failure leaves a run worth keeping."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.started = True
+
+
 def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str, Any]:
-    """Train (or resume) one run and write its folder; returns the summary written to summary.json."""
-    started = time.time()
+    """Train (or resume) one run and write its folder; returns the summary written to summary.json.
+
+    Rank 0 claims the folder first (refusing one that holds another run or is locked); a failure before the
+    first training step puts the folder back as it was.
+    """
     config = resolved.config
-    resume_step = None
-    if resume is not None:
-        trained_model = resume.stored_config("--resume").get("model", config.model)
-        if trained_model != config.model:
-            raise ConfigError(
-                f"--resume: {resume.path} was trained with --model {trained_model}, not {config.model}; "
-                "drop --model or resume a checkpoint of that model"
-            )
-        resume_step = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
     if config.output:
         run_dir = Path(config.output)
     else:
         run_dir = resume.run_folder if resume is not None else default_run_dir(config)
     config = replace(config, output=str(run_dir))
+    if rank_zero_only.rank != 0:
+        return _train(resolved, config, run_dir, resume, TrainingStarted())
+    folder = ClaimedRunFolder.claim(
+        run_dir, resuming_from=resume.run_folder if resume is not None else None, overwrite=config.overwrite
+    )
+    started = TrainingStarted()
+    try:
+        return _train(resolved, config, run_dir, resume, started)
+    except BaseException:
+        if not started.started:
+            folder.undo()
+        raise
+    finally:
+        folder.release()
+
+
+def _train(
+    resolved: ResolvedRun,
+    config: RunConfig,
+    run_dir: Path,
+    resume: RunCheckpoint | None,
+    started: TrainingStarted,
+) -> dict[str, Any]:
+    started_at = time.time()
+    resume_step = None
+    if resume is not None:
+        resume_step = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = resolved.build_datamodule()
@@ -82,7 +142,10 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         wandb_group=config.wandb_group,
         resume_step=resume_step,
     )
-    trainer = build_trainer(config, family, run_dir, loggers, build_callbacks(config, family, run_dir))
+    callbacks = [*build_callbacks(config, family, run_dir), started]
+    if resume is not None:
+        callbacks.append(LearningRateOnResume())
+    trainer = build_trainer(config, family, run_dir, loggers, callbacks)
     prepare_data_early(datamodule, trainer)
     attached = attach_augmentation(
         resolved.augment,
@@ -121,17 +184,22 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
             say(f"sampling: {sampling}")
         if resume is not None:
             say(f"resuming from {resume.path} at iteration {resume_step}")
+            _say_what_changes_on_resume(resume, config, run_dir)
     for logger in loggers[1:]:
         logger.log_hyperparams(config.to_dict())
 
     fit_started = time.time()
-    trainer.fit(
-        model,
-        datamodule=datamodule,
-        ckpt_path=str(resume.path) if resume is not None else None,
-        # Tensors and plain values only: resuming never runs code from the checkpoint file.
-        weights_only=True,
-    )
+    with warnings.catch_warnings():
+        # A checkpoint resumed from another folder (or a copied one) makes ModelCheckpoint warn that its
+        # folder changed; the new folder is the point, and the notice above says so where it matters.
+        warnings.filterwarnings("ignore", message=".*dirpath has changed")
+        trainer.fit(
+            model,
+            datamodule=datamodule,
+            ckpt_path=str(resume.path) if resume is not None else None,
+            # Tensors and plain values only: resuming never runs code from the checkpoint file.
+            weights_only=True,
+        )
     say(describe_training(resume_step or 0, model.iteration, time.time() - fit_started))
     fit_metrics = scalar_metrics(trainer.callback_metrics)
     log_last_training_values(trainer, model, fit_metrics)
@@ -147,7 +215,7 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         "seed": config.seed,
         "global_step": model.iteration,
         "max_steps": config.max_steps,
-        "wall_time_s": round(time.time() - started, 2),
+        "wall_time_s": round(time.time() - started_at, 2),
         "final_metrics": final_metrics,
         "headline_metric": model.monitor,
         **({"sampling": sampling} if sampling is not None else {}),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightning_genae.ablation import CellOutcome, GridCell, expand_grid, run_grid, summarize
+from lightning_genae.ablation import CellOutcome, CellStart, GridCell, expand_grid, run_grid, summarize
+from lightning_genae.ablation.grid import read_grid_cells, record_grid_cells
+from lightning_genae.ablation.report import describe_progress
+from lightning_genae.config import RunConfig
 from lightning_genae.errors import ConfigError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -139,7 +145,7 @@ def test_empty_list_is_rejected() -> None:
 def fake_run_cell(fail: set[str]) -> Any:
     """A run_cell that writes a plausible run folder, or raises for the cells named in `fail`."""
 
-    def run_cell(cell: GridCell, run_dir: Path) -> None:
+    def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
         if cell.name in fail:
             raise RuntimeError(f"out of memory in {cell.name}\nsecond line of detail")
         write_run(run_dir.parent, cell.augment, cell.train_size, cell.seed, fd=20.0 + cell.seed)
@@ -197,7 +203,7 @@ def test_group_with_only_failures_shows_failed_and_its_error(tmp_path: Path) -> 
 def test_grid_index_runs_only_that_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cells = expand_grid(["none", "ae"], [None], [0, 1])
     seen: list[str] = []
-    outcomes = run_grid(cells, tmp_path, lambda cell, run_dir: seen.append(cell.name), grid_index=2)
+    outcomes = run_grid(cells, tmp_path, lambda cell, run_dir, start: seen.append(cell.name), grid_index=2)
     assert seen == ["ae-tsfull-seed0"]
     assert outcomes == [CellOutcome(cells[2], tmp_path / "ae-tsfull-seed0", ok=True)]
     assert capsys.readouterr().out.startswith("[3/4] ae-tsfull-seed0")
@@ -207,7 +213,7 @@ def test_grid_index_runs_only_that_cell(tmp_path: Path, capsys: pytest.CaptureFi
 def test_out_of_range_grid_index_is_a_one_line_config_error(tmp_path: Path, index: int) -> None:
     cells = expand_grid(["none", "ae"], [None], [0, 1])
     with pytest.raises(ConfigError) as raised:
-        run_grid(cells, tmp_path, lambda cell, run_dir: None, grid_index=index)
+        run_grid(cells, tmp_path, lambda cell, run_dir, start: None, grid_index=index)
     message = str(raised.value)
     assert "\n" not in message and "0..3" in message and str(index) in message
     assert not any(tmp_path.iterdir())
@@ -216,7 +222,7 @@ def test_out_of_range_grid_index_is_a_one_line_config_error(tmp_path: Path, inde
 def test_keyboard_interrupt_stops_the_grid(tmp_path: Path) -> None:
     seen: list[str] = []
 
-    def run_cell(cell: GridCell, run_dir: Path) -> None:
+    def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
         seen.append(cell.name)
         raise KeyboardInterrupt
 
@@ -236,6 +242,134 @@ def test_successful_rerun_of_a_failed_cell_removes_failed_json(tmp_path: Path) -
     assert not (tmp_path / "ae-ts1000-seed0" / "failed.json").exists()
     [row] = read_csv(summarize(tmp_path)["csv"])
     assert (row["status"], row["error"]) == ("ok", "")
+
+
+def test_rerunning_a_grid_skips_finished_resumes_unfinished_and_retries_failed_cells(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cells = expand_grid(["a", "b", "c", "d", "e", "f"], [None], [0])
+    folder = {cell.augment: tmp_path / cell.name for cell in cells}
+    write_run(tmp_path, "a", None, 0, 20.0)  # finished
+    (folder["b"] / "checkpoints").mkdir(parents=True)  # killed after a checkpoint
+    (folder["b"] / "config.yaml").write_text("model: gan\n")
+    (folder["b"] / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    folder["c"].mkdir()  # failed
+    (folder["c"] / "failed.json").write_text('{"error": "RuntimeError: out of memory"}')
+    folder["d"].mkdir()  # killed before its first checkpoint
+    (folder["d"] / "metrics.csv").write_text("step\n")
+    # e: never started; f: another process is running it right now.
+    folder["f"].mkdir()
+    (folder["f"] / ".genae.lock").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started_epoch": time.time()})
+    )
+    before = (folder["a"] / "summary.json").read_bytes()
+    started: dict[str, CellStart] = {}
+
+    def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
+        started[cell.augment] = start
+        write_run(run_dir.parent, cell.augment, cell.train_size, cell.seed, fd=1.0)
+
+    outcomes = run_grid(cells, tmp_path, run_cell)
+    assert started == {
+        "b": CellStart.RESUME,
+        "c": CellStart.RESTART,
+        "d": CellStart.RESTART,
+        "e": CellStart.FRESH,
+    }
+    assert [outcome.action for outcome in outcomes] == [
+        "skipped", "resumed", "restarted", "restarted", "ran", "in use"
+    ]  # fmt: skip
+    assert all(outcome.ok for outcome in outcomes)
+    assert (folder["a"] / "summary.json").read_bytes() == before
+    assert not (folder["c"] / "failed.json").exists()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[1/6] a-tsfull-seed0: finished (step 1500), skipped"
+    assert out[1].startswith("[2/6] b-tsfull-seed0: unfinished, resuming from its last.ckpt")
+    assert out[2].startswith("[3/6] c-tsfull-seed0: failed before, running it again from scratch")
+    assert out[3].startswith("[4/6] d-tsfull-seed0: started but never checkpointed")
+    assert out[4] == "[5/6] e-tsfull-seed0 ..."
+    assert out[5].startswith("[6/6] f-tsfull-seed0: in use by another run (host ")
+
+
+def test_a_finished_cell_with_other_options_is_refused_and_not_marked_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [cell] = expand_grid(["ae"], [1000], [0])
+    run_dir = write_run(tmp_path, "ae", 1000, 0, 20.0)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["config"]["batch_size"] = 64
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    wanted = RunConfig(augment="ae", train_size=1000, seed=0, batch_size=32, max_steps=1500)
+    [outcome] = run_grid([cell], tmp_path, fake_run_cell(set()), configs={cell: wanted})
+    assert not outcome.ok and outcome.action == "refused"
+    assert "--batch-size 32 (checkpoint: 64)" in outcome.error and "--overwrite" in outcome.error
+    assert not (run_dir / "failed.json").exists(), "a refusal must not make the next re-run replace the run"
+    assert json.loads((run_dir / "summary.json").read_text())["config"]["batch_size"] == 64
+    assert "refused" in capsys.readouterr().err
+
+
+def test_summary_of_a_partial_grid_lists_missing_unfinished_and_failed_cells(tmp_path: Path) -> None:
+    cells = expand_grid(["none", "ae"], [None], [0, 1])
+    record_grid_cells(tmp_path, cells)
+    write_run(tmp_path, "none", None, 0, 20.0)
+    (tmp_path / "none-tsfull-seed1").mkdir()
+    (tmp_path / "none-tsfull-seed1" / "config.yaml").write_text("model: gan\n")
+    run_grid(cells[2:3], tmp_path, fake_run_cell({"ae-tsfull-seed0"}))
+    assert describe_progress(tmp_path) == (
+        "1 of 4 cells finished; failed: ae-tsfull-seed0; unfinished: none-tsfull-seed1; "
+        "missing: ae-tsfull-seed1; re-run the grid command to run, resume or retry them"
+    )
+    paths = summarize(tmp_path)
+    statuses = {row["cell"]: row["status"] for row in read_csv(paths["csv"])}
+    assert statuses == {
+        "none-tsfull-seed0": "ok",
+        "none-tsfull-seed1": "unfinished",
+        "ae-tsfull-seed0": "failed",
+        "ae-tsfull-seed1": "missing",
+    }
+    markdown = paths["md"].read_text()
+    assert "1 of 4 runs finished (unfinished: none-tsfull-seed1; missing: ae-tsfull-seed1)" in markdown
+    assert table_row(markdown, "none", "full")[2:4] == ["1", "0"], "an unfinished cell is not a failure"
+    assert table_row(markdown, "ae", "full")[2:4] == ["0", "1"]
+
+
+def test_grid_json_collects_the_cells_of_every_grid_command_into_a_root(tmp_path: Path) -> None:
+    record_grid_cells(tmp_path, expand_grid(["none", "ae"], [None], [0]))
+    record_grid_cells(tmp_path, expand_grid(["none", "ae"], [None], [0]))
+    record_grid_cells(tmp_path, expand_grid(["ae"], [None], [1]))
+    assert read_grid_cells(tmp_path) == ["none-tsfull-seed0", "ae-tsfull-seed0", "ae-tsfull-seed1"]
+
+
+@pytest.mark.slow
+def test_a_grid_command_run_again_finishes_only_what_is_left(tmp_path: Path, capsys) -> None:
+    """End to end through the command line: one array task, a partial summary, a kill, a re-run."""
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+
+    root = tmp_path / "grid"
+    grid = ["--model", "ae", *TINY_RUN, "--augment", "none", "--seeds", "0,1", "--output", str(root)]
+    assert main([*grid, "--max-steps", "2", "--grid-index", "0"]) == 0
+    capsys.readouterr()
+    assert main(["--summarize", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 cells finished; missing: none-tsfull-seed1" in out, "not '1 of 1': the grid has 2 cells"
+    # Cell 0 as if killed after its last checkpoint: no summary.json.
+    (root / "none-tsfull-seed0" / "summary.json").unlink()
+    assert main([*grid, "--max-steps", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] none-tsfull-seed0: unfinished, resuming from its last.ckpt" in out
+    assert "resuming from" in out and "at iteration 2" in out
+    assert "2 of 2 cells finished" in out
+    for seed in (0, 1):
+        summary = json.loads((root / f"none-tsfull-seed{seed}" / "summary.json").read_text())
+        assert summary["global_step"] == 4
+    before = {path: path.read_bytes() for path in root.rglob("*.ckpt")}
+    assert main([*grid, "--max-steps", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] none-tsfull-seed0: finished (step 4), skipped" in out
+    assert "[2/2] none-tsfull-seed1: finished (step 4), skipped" in out
+    assert {path: path.read_bytes() for path in root.rglob("*.ckpt")} == before
 
 
 # --- summary

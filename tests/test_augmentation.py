@@ -582,7 +582,7 @@ def test_grid_index_runs_only_that_cell(tmp_path):
     assert main([*args, "--output", str(root)]) == 0
     assert not (root / "ablation.csv").exists(), "one array task does not summarize the grid"
     # Train size outermost, then augment, then seed: cell 1 is none with seed 1.
-    assert [p.name for p in root.iterdir()] == ["none-tsfull-seed1"]
+    assert [p.name for p in root.iterdir() if p.is_dir()] == ["none-tsfull-seed1"]
     assert read_summary(root / "none-tsfull-seed1")["seed"] == 1
 
 

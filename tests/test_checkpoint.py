@@ -180,8 +180,6 @@ def _training_rows(run_dir: Path) -> list[int]:
         return [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss")]
 
 
-# Resuming from a copied folder: Lightning notes that the best checkpoint's folder moved, as it should.
-@pytest.mark.filterwarnings("ignore:The dirpath has changed")
 def test_resume_labels_training_rows_with_their_iteration(tiny_ae_run, tmp_path):
     # The tiny run ends at iteration 3, which is also an evaluation step: the case where Lightning's
     # logging counter came back one ahead and labelled every resumed row one iteration late.

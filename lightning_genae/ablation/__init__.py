@@ -1,6 +1,26 @@
 """Ablation grids over augmentations, train sizes and seeds: `grid` runs the cells, `report` tables them."""
 
-from lightning_genae.ablation.grid import CellOutcome, GridCell, GridPlan, expand_grid, plan_grid, run_grid
-from lightning_genae.ablation.report import summarize
+from lightning_genae.ablation.grid import (
+    CellOutcome,
+    CellStart,
+    GridCell,
+    GridPlan,
+    expand_grid,
+    plan_grid,
+    record_grid_cells,
+    run_grid,
+)
+from lightning_genae.ablation.report import describe_progress, summarize
 
-__all__ = ["CellOutcome", "GridCell", "GridPlan", "expand_grid", "plan_grid", "run_grid", "summarize"]
+__all__ = [
+    "CellOutcome",
+    "CellStart",
+    "GridCell",
+    "GridPlan",
+    "describe_progress",
+    "expand_grid",
+    "plan_grid",
+    "record_grid_cells",
+    "run_grid",
+    "summarize",
+]

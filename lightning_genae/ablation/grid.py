@@ -3,7 +3,10 @@
 A grid is the Cartesian product of its three lists in a fixed order (train size outermost, then augment,
 then seed), so a SLURM array index (`--grid-index K`) names the same cell on every node and every re-run.
 Each cell runs in `<root>/<cell name>`; a cell that fails leaves `failed.json` there instead of stopping
-the grid, and `report.summarize` turns the folders into tables.
+the grid, and `report.summarize` turns the folders into tables. Re-running a grid command picks up where
+it stopped: a finished cell is skipped, an unfinished one resumes from its `last.ckpt`, a failed one runs
+again from scratch, and a cell another process is running is left to it. `grid.json` in the root names
+every cell the grid's commands planned, so a summary of a partial grid can say which cells are missing.
 """
 
 from __future__ import annotations
@@ -14,21 +17,41 @@ import re
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.cache import write_atomically
-from lightning_genae.config import RunConfig, flag
+from lightning_genae.config import RunConfig, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.resolve import ResolvedRun, resolve
+from lightning_genae.run_folder import (
+    CHECKPOINT_DIR,
+    FAILED_FILE,
+    LOCK_FILE,
+    SUMMARY_FILE,
+    RunFolderRefused,
+    live_lock_owner,
+    started_run_files,
+)
 
-__all__ = ["CellOutcome", "GridCell", "GridPlan", "expand_grid", "plan_grid", "run_grid"]
+__all__ = [
+    "CellOutcome",
+    "CellStart",
+    "GridCell",
+    "GridPlan",
+    "expand_grid",
+    "plan_grid",
+    "read_grid_cells",
+    "record_grid_cells",
+    "run_grid",
+]
 
-FAILED_FILE = "failed.json"
+GRID_FILE = "grid.json"
 
 _CELL_NAME = re.compile(r"^(?P<augment>.+)-ts(?P<train_size>\d+|full)-seed(?P<seed>-?\d+)$")
 
@@ -47,14 +70,27 @@ class GridCell:
         return f"{self.augment}-ts{train_size_label(self.train_size)}-seed{self.seed}"
 
 
+class CellStart(Enum):
+    """How a cell is started, decided from what its folder holds."""
+
+    FRESH = "new"
+    RESUME = "resume"  # unfinished, with checkpoints/last.ckpt
+    RESTART = "restart"  # failed, started without a checkpoint, or --overwrite: its old files are removed
+
+
 @dataclass(frozen=True)
 class CellOutcome:
-    """What running one cell gave: its folder, and the one-line error when it failed."""
+    """What one cell gave: its folder, how it was handled, and the one-line error when it failed.
+
+    `action`: `ran`, `resumed`, `restarted`, `skipped` (finished before) or `in use` (another process runs
+    it). A refused cell (its folder holds a run with other options) is not ok but leaves no failed.json.
+    """
 
     cell: GridCell
     run_dir: Path
     ok: bool
     error: str | None = None
+    action: str = "ran"
 
 
 def _check_unique(values: Sequence[Any], option: str) -> None:
@@ -149,13 +185,65 @@ def write_file_atomically(path: Path, text: str | bytes) -> None:
     write_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
 
 
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A cell's summary.json when it is a finished run's (a JSON object with its final metrics), else None."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(summary, dict) or not isinstance(summary.get("final_metrics"), dict):
+        return None
+    return summary
+
+
+def _how_to_start(
+    run_dir: Path, overwrite: bool, config: RunConfig | None
+) -> tuple[CellStart | None, str, str | None]:
+    """(how to start the cell or None to leave it, what the console says, the refusal when it is refused)."""
+    owner = live_lock_owner(run_dir)
+    lock = run_dir / LOCK_FILE
+    if owner is not None:
+        return None, f"in use by another run ({owner}), left to it (if that run is gone: rm {lock})", None
+    if overwrite:
+        start = CellStart.RESTART if run_dir.exists() else CellStart.FRESH
+        return start, "starting over (--overwrite)", None
+    if (run_dir / FAILED_FILE).is_file():
+        return CellStart.RESTART, "failed before, running it again from scratch", None
+    summary = read_summary(run_dir)
+    if summary is not None:
+        stored = summary.get("config")
+        conflicts = resume_conflicts(stored, config.to_dict()) if isinstance(stored, dict) and config else []
+        if conflicts:
+            refusal = (
+                f"{run_dir} holds a finished run with other options ({'; '.join(conflicts)}); "
+                "re-run the grid with --overwrite or another --output"
+            )
+            return None, "refused", refusal
+        return None, f"finished (step {summary.get('global_step', '?')}), skipped", None
+    if (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file():
+        return CellStart.RESUME, "unfinished, resuming from its last.ckpt", None
+    if started_run_files(run_dir):
+        return CellStart.RESTART, "started but never checkpointed, running it again from scratch", None
+    return CellStart.FRESH, "...", None
+
+
+_ACTIONS = {CellStart.FRESH: "ran", CellStart.RESUME: "resumed", CellStart.RESTART: "restarted"}
+
+
 def run_grid(
     cells: Sequence[GridCell],
     root: Path,
-    run_cell: Callable[[GridCell, Path], object],
+    run_cell: Callable[[GridCell, Path, CellStart], object],
     grid_index: int | None = None,
+    *,
+    overwrite: bool = False,
+    configs: Mapping[GridCell, RunConfig] | None = None,
 ) -> list[CellOutcome]:
-    """Run every cell (or only `cells[grid_index]`) in `root/<name>`; a failing cell does not stop others."""
+    """Run every cell (or only `cells[grid_index]`) in `root/<name>`; a failing cell does not stop others.
+
+    What each cell's folder holds decides how it starts (see the module); `configs` (each cell's resolved
+    configuration) lets a finished cell be checked against what the grid asks for now.
+    """
     root = Path(root)
     total = len(cells)
     if grid_index is None:
@@ -173,11 +261,27 @@ def run_grid(
     outcomes = []
     for index, cell in selected:
         run_dir = root / cell.name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        print(f"[{index + 1}/{total}] {cell.name} ...", flush=True)
+        label = f"[{index + 1}/{total}] {cell.name}"
+        start, says, refusal = _how_to_start(run_dir, overwrite, configs.get(cell) if configs else None)
+        if refusal is not None:
+            print(f"{label} refused: {refusal}", file=sys.stderr, flush=True)
+            outcomes.append(CellOutcome(cell, run_dir, ok=False, error=refusal, action="refused"))
+            continue
+        if start is None:
+            print(f"{label}: {says}", flush=True)
+            action = "skipped" if says.startswith("finished") else "in use"
+            outcomes.append(CellOutcome(cell, run_dir, ok=True, action=action))
+            continue
+        print(f"{label} ..." if start is CellStart.FRESH else f"{label}: {says} ...", flush=True)
         error: BaseException | None = None
         try:
-            run_cell(cell, run_dir)
+            run_cell(cell, run_dir, start)
+        except RunFolderRefused as refused:
+            # Not the cell's failure: its folder is another run's (or in use); recording it as failed would
+            # make the next re-run replace that run.
+            print(f"{label} refused: {refused}", file=sys.stderr, flush=True)
+            outcomes.append(CellOutcome(cell, run_dir, ok=False, error=str(refused), action="refused"))
+            continue
         except Exception as caught:  # noqa: BLE001 - one broken cell must not cost the rest of the grid
             error = caught
         except SystemExit as caught:
@@ -188,7 +292,7 @@ def run_grid(
         failed_file = run_dir / FAILED_FILE
         if error is None:
             failed_file.unlink(missing_ok=True)
-            outcomes.append(CellOutcome(cell, run_dir, ok=True))
+            outcomes.append(CellOutcome(cell, run_dir, ok=True, action=_ACTIONS[start]))
             continue
         message = describe_error(error)
         record = {
@@ -201,12 +305,30 @@ def run_grid(
         }
         write_file_atomically(failed_file, json.dumps(record, indent=2) + "\n")
         print(
-            f"[{index + 1}/{total}] {cell.name} FAILED: {message} (details in {failed_file})",
+            f"{label} FAILED: {message} (details in {failed_file})",
             file=sys.stderr,
             flush=True,
         )
-        outcomes.append(CellOutcome(cell, run_dir, ok=False, error=message))
+        outcomes.append(CellOutcome(cell, run_dir, ok=False, error=message, action=_ACTIONS[start]))
     return outcomes
+
+
+def record_grid_cells(root: Path, cells: Sequence[GridCell]) -> None:
+    """Add `cells` to `<root>/grid.json`, the cells a summary expects (every grid command into `root`)."""
+    known = read_grid_cells(root)
+    names = known + [cell.name for cell in cells if cell.name not in known]
+    if names != known:
+        write_file_atomically(root / GRID_FILE, json.dumps({"cells": names}, indent=2) + "\n")
+
+
+def read_grid_cells(root: Path) -> list[str]:
+    """The cell names `<root>/grid.json` lists; none for a root without one (or an unreadable one)."""
+    try:
+        record = json.loads((Path(root) / GRID_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
+    cells = record.get("cells") if isinstance(record, dict) else None
+    return [str(name) for name in cells] if isinstance(cells, list) else []
 
 
 def train_size_label(train_size: int | None) -> str:

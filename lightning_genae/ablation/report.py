@@ -1,8 +1,9 @@
 """Reporting a finished ablation grid: `ablation.csv`, `ablation.md` and `ablation.png` from its run folders.
 
 `summarize` rebuilds the three files from whatever run folders exist under the root, so it can be re-run at
-any time (after a partial grid, after re-running cells). Metric names, their backbones and which side of
-each is better come from the vocabulary in `lightning_genae.metrics.names`.
+any time (after a partial grid, after re-running cells). Cells the grid planned (`grid.json`) that have not
+finished are listed as missing, unfinished or running, never counted as failed. Metric names, their
+backbones and which side of each is better come from the vocabulary in `lightning_genae.metrics.names`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from lightning_genae.ablation.grid import (
     FAILED_FILE,
     parse_cell_name,
+    read_grid_cells,
     train_size_label,
     write_file_atomically,
 )
@@ -36,8 +38,9 @@ from lightning_genae.metrics.names import (
     on_split,
     try_parse,
 )
+from lightning_genae.run_folder import live_lock_owner, started_run_files
 
-__all__ = ["summarize"]
+__all__ = ["describe_progress", "summarize"]
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"
@@ -62,6 +65,17 @@ class _Run:
     ok: bool
     error: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    # A cell that has not finished and has not failed: `missing` (never started), `unfinished` (started,
+    # not running now: resume it by re-running the grid command) or `running` (its lock's owner is alive).
+    pending: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok and self.pending is None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else self.pending or "failed"
 
     @property
     def final_metrics(self) -> dict[str, Any]:
@@ -166,22 +180,50 @@ def _load_run(run_dir: Path) -> _Run:
     )
 
 
+def _pending_run(run_dir: Path) -> _Run:
+    """A planned cell with neither summary.json nor failed.json: missing, unfinished or running."""
+    augment, train_size, seed = parse_cell_name(run_dir.name)
+    owner = live_lock_owner(run_dir)
+    pending = "running" if owner else "unfinished" if started_run_files(run_dir) else "missing"
+    return _Run(run_dir.name, run_dir, augment, train_size, seed, ok=False, pending=pending)
+
+
 def _load_runs(root: Path) -> list[_Run]:
     if not root.is_dir():
         raise ConfigError(
             f"ablation folder {root} does not exist; run a grid first, or pass the grid's --output folder"
         )
-    run_dirs = [
-        path
+    # Cells a grid command planned, and cell folders a run started in (a grid from before grid.json).
+    planned = set(read_grid_cells(root)) | {
+        path.name for path in root.iterdir() if path.is_dir() and started_run_files(path)
+    }
+    run_dirs = {
+        path.name: path
         for path in sorted(root.iterdir())
         if path.is_dir() and ((path / SUMMARY_FILE).is_file() or (path / FAILED_FILE).is_file())
-    ]
-    if not run_dirs:
+    }
+    if not run_dirs and not planned:
         raise ConfigError(
             f"no runs in {root} (no sub-folder holds {SUMMARY_FILE} or {FAILED_FILE}); "
             "run a grid first, or pass the grid's --output folder"
         )
-    return sorted((_load_run(path) for path in run_dirs), key=_Run.sort_key)
+    runs = [_load_run(path) for path in run_dirs.values()]
+    runs += [_pending_run(root / name) for name in sorted(planned - set(run_dirs))]
+    return sorted(runs, key=_Run.sort_key)
+
+
+def describe_progress(root: Path) -> str:
+    """One line: how many of the grid's cells finished, and which are failed, running, unfinished, missing."""
+    runs = _load_runs(Path(root))
+    finished = sum(run.ok for run in runs)
+    parts = [f"{finished} of {len(runs)} cells finished"]
+    for status in ("failed", "running", "unfinished", "missing"):
+        names = [run.cell for run in runs if run.status == status]
+        if names:
+            parts.append(f"{status}: {', '.join(names)}")
+    if any(run.status in ("unfinished", "missing", "failed") for run in runs):
+        parts.append("re-run the grid command to run, resume or retry them")
+    return "; ".join(parts)
 
 
 def _number(value: Any) -> float | None:
@@ -200,6 +242,16 @@ def _main_headline(runs: Iterable[_Run]) -> str | None:
 
 def _unique(values: Iterable[Any]) -> list[str]:
     return sorted({str(value) for value in values if value is not None and value != ""})
+
+
+def _not_finished(runs: list[_Run]) -> str:
+    """` (missing: a; unfinished: b)` for the planned cells that have neither finished nor failed."""
+    parts = []
+    for status in ("running", "unfinished", "missing"):
+        names = [run.cell for run in runs if run.status == status]
+        if names:
+            parts.append(f"{status}: {', '.join(names)}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _write_csv(path: Path, runs: list[_Run]) -> None:
@@ -230,7 +282,7 @@ def _write_csv(path: Path, runs: list[_Run]) -> None:
             "augment": run.augment or "",
             "train_size": train_size_label(run.train_size),
             "seed": "" if run.seed is None else run.seed,
-            "status": "ok" if run.ok else "failed",
+            "status": run.status,
             "global_step": run.summary.get("global_step", ""),
             "wall_time_s": run.summary.get("wall_time_s", ""),
             "headline_metric": run.headline or "",
@@ -314,9 +366,10 @@ def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) ->
         f"steps per run: {', '.join(steps) or 'unknown'}; "
         f"device: {'; '.join(devices) or 'unknown'}.",
         "",
-        f"{len(ok_runs)} of {len(runs)} runs finished. Every number below is from the test split, on which "
-        "no checkpoint choice was made (the best checkpoint is picked on the validation split). Cells are "
-        "mean ± sample std (ddof=1) over the group's finished seeds; failed runs are left out.",
+        f"{len(ok_runs)} of {len(runs)} runs finished{_not_finished(runs)}. Every number below is from the "
+        "test split, on which no checkpoint choice was made (the best checkpoint is picked on the validation "
+        "split). Cells are mean ± sample std (ddof=1) over the group's finished seeds; failed runs are left "
+        "out.",
         "",
     ]
     metric_headers = [name.removeprefix("test/") for name in metrics]
@@ -326,13 +379,17 @@ def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) ->
     lines.append("|" + "|".join(["---", "---", *["---:"] * (len(header) - 3), "---"]) + "|")
     for (train_size, augment), group in sorted(groups.items(), key=group_key):
         n_ok = sum(run.ok for run in group)
-        failures = [run for run in group if not run.ok]
+        failures = [run for run in group if run.failed]
+        waiting = [run for run in group if run.pending is not None]
         if n_ok:
             cells = [_format_stats(values(group, name), n_ok) for name in metrics]
         else:
-            cells = ["failed"] * len(metrics)
-        notes = "; ".join(f"seed {'?' if run.seed is None else run.seed}: {run.error}" for run in failures)
-        if not n_ok and not metrics:
+            cells = ["failed" if failures else "n/a"] * len(metrics)
+        notes = "; ".join(
+            f"seed {'?' if run.seed is None else run.seed}: {run.error if run.failed else run.pending}"
+            for run in failures + waiting
+        )
+        if failures and not n_ok and not metrics:
             notes = "failed: " + notes
         row = [augment, train_size_label(train_size), str(n_ok), str(len(failures)), *cells, notes]
         lines.append("| " + " | ".join(_md_cell(text) for text in row) + " |")
@@ -433,7 +490,7 @@ def _write_png(path: Path, root: Path, runs: list[_Run], headline: str | None) -
     if curves:
         axes.legend(fontsize="small")
         axes.grid(alpha=0.3)
-    failed = [run.cell for run in runs if not run.ok]
+    failed = [run.cell for run in runs if run.failed]
     note = f"failed runs, not plotted: {', '.join(failed)}" if failed else ""
     if note:
         figure.text(0.01, 0.01, note if len(note) < 150 else note[:147] + "...", fontsize="x-small")

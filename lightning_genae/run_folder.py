@@ -1,0 +1,387 @@
+"""A run folder belongs to one run: who may write into `--output`, the lock that says who does, and undoing a
+start that failed before training.
+
+A folder that already holds a run (its config.yaml, metrics.csv, summary.json or a checkpoint) is only
+written into by `--resume` (continuing it) or `--overwrite` (replacing it); anything else is refused before
+a byte is written. While a run writes, `<run>/.genae.lock` names its owner (host, pid, start time, SLURM
+job), taken atomically, so a second run into the same folder is refused instead of interleaving its rows.
+A lock whose owner is gone (same host, dead pid; or this same SLURM job before a requeue) is stale and
+taken over. A run that fails before its first training step leaves the folder as it found it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lightning_genae.console import say
+from lightning_genae.errors import ConfigError, describe_error
+
+LOCK_FILE = ".genae.lock"
+FAILED_FILE = "failed.json"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+# Everything a run (and a grid, for its cells) writes into its folder: what `--overwrite` removes. Anything
+# else in the folder is the user's and stays.
+RUN_ENTRIES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    CHECKPOINT_DIR,
+    "images",
+    "normaliser.json",
+    "tensorboard",
+    "wandb",
+    "eval.json",
+    FAILED_FILE,
+)
+
+
+class RunFolderRefused(ConfigError):
+    """The folder is not this invocation's to write: it holds another run, or another run holds its lock.
+
+    A grid reports it for a cell without recording the cell as failed: nothing of the cell went wrong.
+    """
+
+
+def check_output_folder(path: Path, flag: str = "--output") -> None:
+    """Refuse a path that is a file, lies under a file, or cannot be written, before anything is made."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a folder; pick a folder path for {flag}")
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{flag} {path} lies under {existing}, which is a file; pick a folder path for {flag}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable by this user; pick a writable {flag}")
+
+
+def started_run_files(path: Path) -> list[str]:
+    """The files in `path` that show a run was started or finished there (empty: no run)."""
+    if not path.is_dir():
+        return []
+    found = [name for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE) if (path / name).is_file()]
+    found += sorted(f"{CHECKPOINT_DIR}/{ckpt.name}" for ckpt in (path / CHECKPOINT_DIR).glob("*.ckpt"))
+    return found
+
+
+def _refuse_foreign_run(path: Path, files: list[str]) -> None:
+    state = "a finished run" if SUMMARY_FILE in files else "a started run"
+    fixes = ["replace it with --overwrite", "or pick another --output"]
+    if (path / CHECKPOINT_DIR / "last.ckpt").is_file():
+        fixes.insert(0, f"continue it with --resume last --output {path}")
+    raise RunFolderRefused(f"--output {path} already holds {state} ({', '.join(files)}); {', '.join(fixes)}")
+
+
+def remove_run_entries(path: Path) -> list[str]:
+    """Delete what a run wrote into `path` (RUN_ENTRIES); returns the names removed."""
+    removed = []
+    for name in RUN_ENTRIES:
+        entry = path / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
+        else:
+            continue
+        removed.append(name + ("/" if name in (CHECKPOINT_DIR, "images", "tensorboard", "wandb") else ""))
+    return removed
+
+
+# --- the lock
+
+
+def _process_identity() -> dict[str, Any]:
+    """Who holds a lock: host and pid, and under SLURM the job (and array task) that a requeue keeps."""
+    identity: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        identity["slurm_job_id"] = job
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        if task:
+            identity["slurm_array_task_id"] = task
+    return identity
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        lines = Path("/proc/stat").read_text().splitlines()
+        boot = next(float(line.split()[1]) for line in lines if line.startswith("btime"))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _pid_alive(pid: int, since: float | None) -> bool:
+    """Whether `pid` runs and is the process that took the lock (not a later one that reused the pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    started = _process_start_time(pid)
+    # A pid reused after the owner died belongs to a process started after the lock was taken.
+    return not (started is not None and since is not None and started > since + 1)
+
+
+def _describe_owner(record: dict[str, Any]) -> str:
+    parts = [f"host {record.get('host', '?')}", f"pid {record.get('pid', '?')}"]
+    if record.get("started"):
+        parts.append(f"started {record['started']}")
+    if record.get("slurm_job_id"):
+        task = record.get("slurm_array_task_id")
+        parts.append(f"SLURM job {record['slurm_job_id']}" + (f" task {task}" if task else ""))
+    return ", ".join(parts)
+
+
+@dataclass
+class RunFolderLock:
+    """`<run>/.genae.lock`, held by this process from `acquire` to `release`."""
+
+    path: Path
+    token: str
+
+    @classmethod
+    def acquire(cls, run_dir: Path) -> RunFolderLock:
+        """Take the lock atomically (O_CREAT | O_EXCL); take over a stale one with a one-line notice."""
+        path = run_dir / LOCK_FILE
+        token = secrets.token_hex(8)
+        record = {
+            **_process_identity(),
+            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "started_epoch": time.time(),
+            "token": token,
+        }
+        for _ in range(3):
+            try:
+                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                cls._take_over_if_stale(path)
+                continue
+            with os.fdopen(handle, "w") as file:
+                json.dump(record, file)
+            return cls(path, token)
+        raise RunFolderRefused(
+            f"--output {run_dir}: another run keeps taking its lock {path}; wait for it, "
+            "or pick another --output"
+        )
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any] | None:
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    @classmethod
+    def _take_over_if_stale(cls, path: Path) -> None:
+        """Remove the lock at `path` if its owner is gone; raise RunFolderRefused naming a live owner."""
+        run_dir = path.parent
+        record = cls._read(path)
+        if record == {}:
+            return  # released meanwhile: try again
+        if record is None:
+            # Being written this instant, or left unreadable by a crash: a crash's lock is old.
+            age = time.time() - path.stat().st_mtime if path.exists() else 0
+            if age < 10:
+                time.sleep(0.5)
+                return
+            raise RunFolderRefused(
+                f"--output {run_dir} is locked by {path}, which cannot be read; "
+                f"if no run writes there, remove {path} and run again"
+            )
+        stale = cls._stale_reason(record)
+        if stale is None:
+            owner = _describe_owner(record)
+            if record.get("host") != socket.gethostname():
+                raise RunFolderRefused(
+                    f"--output {run_dir} is in use by a run on another machine ({owner}); if that job is "
+                    f"gone, remove {path} and run again, or pick another --output"
+                )
+            raise RunFolderRefused(
+                f"--output {run_dir} is in use by another run ({owner}); wait for it to finish, "
+                "or pick another --output"
+            )
+        # Move the stale lock aside (atomic), then check that what moved is the lock judged stale: another
+        # process may have taken it over and created a fresh one between our read and the rename.
+        aside = path.with_name(f"{LOCK_FILE}.stale-{secrets.token_hex(4)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        moved = cls._read(aside)
+        if moved is not None and moved.get("token") != record.get("token"):
+            try:
+                os.link(aside, path)  # put the fresh lock back; fails if yet another one appeared
+            except FileExistsError:
+                pass
+            aside.unlink(missing_ok=True)
+            return
+        aside.unlink(missing_ok=True)
+        say(f"run folder {run_dir}: took over the lock of {stale} ({_describe_owner(record)})")
+
+    @staticmethod
+    def _stale_reason(record: dict[str, Any]) -> str | None:
+        """Why the lock's owner is gone, or None while it may still be writing."""
+        mine = _process_identity()
+        job = record.get("slurm_job_id")
+        if (
+            job
+            and job == mine.get("slurm_job_id")
+            and record.get("slurm_array_task_id") == mine.get("slurm_array_task_id")
+        ):
+            return "this SLURM job's previous attempt"
+        if record.get("host") != mine["host"]:
+            return None
+        pid = record.get("pid")
+        if not isinstance(pid, int):
+            return None
+        if pid == mine["pid"]:
+            return "an earlier run of this process"
+        since = record.get("started_epoch")
+        if not _pid_alive(pid, since if isinstance(since, (int, float)) else None):
+            return "a run that is gone"
+        return None
+
+    def release(self) -> None:
+        """Remove the lock, if it is still this process's."""
+        record = self._read(self.path)
+        if record and record.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+
+# --- claiming a folder for one invocation
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The top-most folder of `path` that does not exist yet (what creating `path` would make)."""
+    missing = None
+    for candidate in [path, *path.parents]:
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+@dataclass
+class ClaimedRunFolder:
+    """A run folder this invocation may write: locked, and able to undo a start that failed early."""
+
+    path: Path
+    lock: RunFolderLock
+    created: Path | None
+    entries_before: set[str] = field(default_factory=set)
+    config_before: bytes | None = None
+    claimed_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def claim(cls, path: Path, *, resuming_from: Path | None, overwrite: bool) -> ClaimedRunFolder:
+        """Check that `path` may take this run, make it and lock it; refuse with one line otherwise.
+
+        `resuming_from`: the run folder of the checkpoint a `--resume` continues. A folder that holds a
+        run is written into only by a resume of that run or by `overwrite`, whose removal happens here,
+        once the lock is held (never under a run that is still writing).
+        """
+        if overwrite and resuming_from is not None:
+            raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
+        check_output_folder(path)
+        files = started_run_files(path)
+        if files and not overwrite and not cls._continues(path, resuming_from):
+            if resuming_from is not None:
+                raise RunFolderRefused(
+                    f"--output {path} holds another run ({', '.join(files)}) than the checkpoint's "
+                    f"({resuming_from}); resume into {resuming_from} or an empty --output"
+                )
+            _refuse_foreign_run(path, files)
+        created = _first_missing(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            lock = RunFolderLock.acquire(path)
+        except RunFolderRefused:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+        except OSError as error:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            raise ConfigError(
+                f"--output {path} cannot be written ({describe_error(error)}); pick a writable --output"
+            ) from None
+        # Checked again under the lock: a run that started meanwhile has written its config.yaml by now.
+        files = started_run_files(path)
+        if files and not overwrite and not cls._continues(path, resuming_from):
+            lock.release()
+            _refuse_foreign_run(path, files)
+        if overwrite and files:
+            removed = remove_run_entries(path)
+            say(f"--overwrite: removed the previous run's {', '.join(removed)} from {path}")
+        config_file = path / CONFIG_FILE
+        return cls(
+            path,
+            lock,
+            created,
+            entries_before=set(os.listdir(path)),
+            config_before=config_file.read_bytes() if config_file.is_file() else None,
+        )
+
+    @staticmethod
+    def _continues(path: Path, resuming_from: Path | None) -> bool:
+        return resuming_from is not None and resuming_from.resolve() == path.resolve()
+
+    def wrote_checkpoint(self) -> bool:
+        """Whether a checkpoint was saved since the claim (then training ran, whatever a caller saw of it)."""
+        checkpoints = (self.path / CHECKPOINT_DIR).glob("*.ckpt")
+        return any(ckpt.stat().st_mtime >= self.claimed_at for ckpt in checkpoints)
+
+    def undo(self) -> None:
+        """Put the folder back as it was before this invocation (a start that failed before training).
+
+        Never once a checkpoint was saved: under ddp_spawn the training runs in other processes, so the
+        caller may not have seen it start.
+        """
+        if self.wrote_checkpoint():
+            return
+        if self.created is not None:
+            shutil.rmtree(self.created, ignore_errors=True)
+            return
+        for name in set(os.listdir(self.path)) - self.entries_before - {LOCK_FILE}:
+            entry = self.path / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        if self.config_before is not None:
+            (self.path / CONFIG_FILE).write_bytes(self.config_before)
+
+    def release(self) -> None:
+        if self.path.is_dir():
+            self.lock.release()
+
+
+def live_lock_owner(run_dir: Path) -> str | None:
+    """Who holds `<run_dir>/.genae.lock` while its owner may still be writing; None when free or stale."""
+    record = RunFolderLock._read(run_dir / LOCK_FILE)
+    if not record or RunFolderLock._stale_reason(record) is not None:
+        return None
+    return _describe_owner(record)

@@ -1,0 +1,368 @@
+"""A run folder belongs to one run: a foreign folder refused, --overwrite, the lock, undoing a failed start,
+bad --output paths, and what --resume may and may not change."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import TINY_RUN
+
+from lightning_genae.cli import main
+from lightning_genae.run_folder import LOCK_FILE, RunFolderLock, RunFolderRefused
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_AE = ["--model", "ae", *TINY_RUN]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes: "nothing touched" is an equal snapshot."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def one_line_error(capsys: pytest.CaptureFixture, *expected: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+@pytest.fixture()
+def finished_run(tiny_ae_run: Path, tmp_path: Path) -> Path:
+    """A writable copy of the session's finished 3-iteration ae run."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_ae_run, run_dir)
+    return run_dir
+
+
+# --- ownership
+
+
+def test_a_second_run_into_a_finished_run_is_refused_and_touches_nothing(finished_run, capsys):
+    before = snapshot(finished_run)
+    assert main([*TINY_AE, "--max-steps", "2", "--output", str(finished_run)]) == 2
+    one_line_error(
+        capsys,
+        "already holds a finished run",
+        f"--resume last --output {finished_run}",
+        "--overwrite",
+        "another --output",
+    )
+    assert snapshot(finished_run) == before
+    assert not (finished_run / LOCK_FILE).exists()
+
+
+def test_a_started_run_without_checkpoint_is_refused_without_advising_resume(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("model: ae\n")
+    assert main([*TINY_AE, "--max-steps", "2", "--output", str(run_dir)]) == 2
+    err = one_line_error(capsys, "already holds a started run (config.yaml)", "--overwrite")
+    assert "--resume" not in err, "there is no last.ckpt to resume from"
+
+
+def test_overwrite_replaces_the_previous_run_and_keeps_other_files(finished_run, capsys):
+    (finished_run / "notes.txt").write_text("mine")
+    old_images = {path.name for path in (finished_run / "images").iterdir()}
+    assert (
+        main(
+            [*TINY_AE, "--max-steps", "2", "--eval-every", "2", "--output", str(finished_run), "--overwrite"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        "--overwrite: removed the previous run's config.yaml, metrics.csv, summary.json, checkpoints/" in out
+    )
+    assert json.loads((finished_run / "summary.json").read_text())["global_step"] == 2
+    steps = {line.split(",")[1] for line in (finished_run / "metrics.csv").read_text().splitlines()[1:]}
+    assert "3" not in steps and "2" in steps, "no row of the first run's iteration 3 is left"
+    assert sorted(path.name for path in (finished_run / "checkpoints").iterdir()) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]
+    assert torch.load(finished_run / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 2
+    new_images = {path.name for path in (finished_run / "images").iterdir()}
+    assert new_images and old_images.isdisjoint(new_images), "the first run's step-3 images are gone"
+    assert (finished_run / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_and_resume_together_are_refused(finished_run, capsys):
+    before = snapshot(finished_run)
+    assert main(["--resume", "last", "--output", str(finished_run), "--overwrite"]) == 2
+    one_line_error(capsys, "--overwrite", "--resume", "give one of them")
+    assert snapshot(finished_run) == before
+
+
+def test_resuming_into_a_folder_of_another_run_is_refused(finished_run, tiny_ae_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_ae_run, other)
+    before = snapshot(other)
+    assert main(["--resume", str(finished_run / "checkpoints/last.ckpt"), "--output", str(other)]) == 2
+    one_line_error(capsys, "holds another run")
+    assert snapshot(other) == before
+
+
+# --- bad --output paths
+
+
+@pytest.mark.parametrize("where", ["is a file", "under a file"])
+def test_output_that_is_or_lies_under_a_file_is_one_line_exit_2(where, tmp_path, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    output = blocker if where == "is a file" else blocker / "run"
+    assert main([*TINY_AE, "--max-steps", "2", "--output", str(output)]) == 2
+    one_line_error(capsys, str(output), "file", "pick a folder path for --output")
+    assert blocker.read_text() == "a file"
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self").is_dir(), reason="needs Linux /proc, where nobody may make a folder"
+)
+def test_output_that_cannot_be_written_is_one_line_exit_2(capsys):
+    # /proc refuses new folders to every user, root included (a chmod'ed folder would not stop root).
+    assert main([*TINY_AE, "--max-steps", "2", "--output", "/proc/genae-run"]) == 2
+    one_line_error(capsys, "/proc/genae-run", "writable --output")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_output_in_a_read_only_folder_is_one_line_exit_2(tmp_path, capsys):
+    locked = tmp_path / "read-only"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main([*TINY_AE, "--max-steps", "2", "--output", str(locked / "run")]) == 2
+        one_line_error(capsys, "not writable", "writable --output")
+    finally:
+        locked.chmod(0o700)
+    assert not (locked / "run").exists()
+
+
+# --- a failed start leaves no half-made folder
+
+
+def resume_failing_at_trainer_setup(run_dir: Path) -> list[str]:
+    """A resume that fails after the folder was claimed: its Trainer cannot be built."""
+    return [
+        "--resume",
+        "last",
+        "--output",
+        str(run_dir),
+        "--max-steps",
+        "5",
+        "--strategy",
+        "no-such-strategy",
+    ]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--batch-size", "5000"], "--batch-size"), (["--train-size", "3"], "--batch-size")],
+    ids=["batch larger than the split", "train size below one batch"],
+)
+def test_an_error_at_training_start_leaves_no_run_folder(flags, message, tmp_path, capsys):
+    output = tmp_path / "nested" / "run"
+    assert main([*TINY_AE, "--max-steps", "2", *flags, "--output", str(output)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "nested").exists(), "the folders this invocation made are removed again"
+
+
+def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monkeypatch):
+    import lightning_genae.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while, say, the augmenter trains
+
+    monkeypatch.setattr(lightning_genae.train, "attach_augmentation", interrupted)
+    output = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        main([*TINY_AE, "--max-steps", "2", "--output", str(output)])
+    assert not output.exists()
+
+
+def test_an_error_at_training_start_leaves_an_existing_folder_as_it_was(tmp_path, capsys):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    assert main([*TINY_AE, "--max-steps", "2", "--batch-size", "5000", "--output", str(output)]) == 2
+    assert snapshot(output) == {"notes.txt": b"mine"}
+    # Nothing of the failed start counts as a run: the corrected command goes into the same folder.
+    assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 0
+
+
+def test_a_resume_that_fails_before_training_leaves_the_run_as_it_was(finished_run, capsys):
+    before = snapshot(finished_run)
+    # A Trainer that cannot be built fails after the folder was claimed and config.yaml rewritten.
+    assert main(resume_failing_at_trainer_setup(finished_run)) == 2
+    assert "Trainer set-up failed" in capsys.readouterr().err
+    assert snapshot(finished_run) == before
+
+
+# --- the lock
+
+
+@pytest.fixture()
+def live_process():
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def write_lock(run_dir: Path, **record) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / LOCK_FILE).write_text(json.dumps({"started": "2026-11-23T10:00:00+00:00", **record}))
+
+
+def test_a_folder_locked_by_a_live_run_is_refused_naming_its_owner(tmp_path, live_process, capsys):
+    output = tmp_path / "run"
+    write_lock(output, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
+    assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
+    one_line_error(capsys, "in use by another run", f"pid {live_process.pid}", socket.gethostname())
+    assert sorted(os.listdir(output)) == [LOCK_FILE], "the owner's lock stays and nothing is written"
+
+
+def test_a_lock_whose_process_is_gone_is_taken_over_with_a_notice(tmp_path, live_process, capsys):
+    output = tmp_path / "run"
+    write_lock(output, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
+    live_process.kill()
+    live_process.wait()
+    assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 0
+    assert (
+        f"took over the lock of a run that is gone (host {socket.gethostname()}, pid {live_process.pid}"
+        in (capsys.readouterr().out)
+    )
+    assert not (output / LOCK_FILE).exists(), "the lock is released when the run ends"
+
+
+def test_a_reused_pid_does_not_keep_a_dead_owners_lock(tmp_path, live_process):
+    # The pid is alive, but its process started after the lock was taken: the owner is gone.
+    write_lock(tmp_path, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time() - 3600)
+    RunFolderLock.acquire(tmp_path).release()
+
+
+def test_a_lock_from_another_machine_is_honoured_and_says_how_to_remove_it(tmp_path, capsys):
+    output = tmp_path / "run"
+    write_lock(output, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_array_task_id="3")
+    assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
+    one_line_error(
+        capsys,
+        "another machine",
+        "host gpu-node-17",
+        "pid 4242",
+        "SLURM job 991 task 3",
+        f"remove {output}/{LOCK_FILE}",
+    )
+
+
+def test_the_same_slurm_job_takes_over_its_previous_attempts_lock(tmp_path, monkeypatch):
+    # A requeued job runs on another node with another pid, and the same job and array task ids.
+    write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_array_task_id="3")
+    monkeypatch.setenv("SLURM_JOB_ID", "991")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    lock = RunFolderLock.acquire(tmp_path)
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    lock.release()
+    # Another array task of the same job is another run.
+    write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_array_task_id="4")
+    with pytest.raises(RunFolderRefused, match="another machine"):
+        RunFolderLock.acquire(tmp_path)
+
+
+def test_a_lock_is_released_when_the_run_fails(finished_run, capsys):
+    assert main(resume_failing_at_trainer_setup(finished_run)) == 2
+    assert not (finished_run / LOCK_FILE).exists()
+
+
+def test_two_runs_started_at_once_into_one_folder_the_second_is_refused(tmp_path, capsys):
+    output = tmp_path / "run"
+    command = [
+        sys.executable,
+        str(REPO / "run.py"),
+        *TINY_AE,
+        "--max-steps",
+        "100000",
+        "--output",
+        str(output),
+    ]
+    first = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.time() + 120
+        while not (output / LOCK_FILE).exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert (output / LOCK_FILE).exists(), first.stderr.read() if first.poll() is not None else "no lock"
+        assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
+        one_line_error(capsys, "in use by another run", f"pid {first.pid}")
+    finally:
+        first.kill()
+        first.wait()
+
+
+# --- what a resume may change
+
+
+def test_resume_refuses_options_that_define_another_run_naming_both_values(finished_run, capsys):
+    before = snapshot(finished_run)
+    code = main(["--resume", "last", "--output", str(finished_run), "--data", "mnist", "--latent-dim", "4"])
+    assert code == 2
+    one_line_error(
+        capsys, "--data mnist (checkpoint: digits)", "--latent-dim 4 (checkpoint: 8)", "another --output"
+    )
+    assert snapshot(finished_run) == before
+
+
+def test_resume_from_another_family_names_only_what_the_user_typed(finished_run, capsys):
+    # The ae checkpoint carries ae-only options (--denoise, ...): asking for a gan must not blame them.
+    assert main(["--resume", "last", "--output", str(finished_run), "--model", "gan"]) == 2
+    err = one_line_error(capsys, "--model gan (checkpoint: ae)")
+    assert "--denoise" not in err and "--recon-loss" not in err
+
+
+def test_a_config_file_given_with_resume_is_compared_like_flags(finished_run, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text((finished_run / "config.yaml").read_text().replace("seed: 0", "seed: 3"))
+    assert main(["--config", str(config), "--resume", "last", "--output", str(finished_run)]) == 2
+    one_line_error(capsys, "--seed 3 (checkpoint: 0)")
+
+
+def test_a_new_lr_on_resume_reaches_the_optimizer(finished_run, capsys):
+    assert main(["--resume", "last", "--output", str(finished_run), "--max-steps", "5", "--lr", "0.02"]) == 0
+    assert "--lr 0.02 replaces the checkpoint's 0.001 from here on" in capsys.readouterr().out
+    resumed = torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 5
+    assert [group["lr"] for group in resumed["optimizer_states"][0]["param_groups"]] == [0.02]
+    assert resumed["genae_config"]["lr"] == 0.02
+
+
+def test_resuming_into_another_folder_says_so_without_lightnings_warning(finished_run, tmp_path, capsys):
+    target = tmp_path / "continued"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(
+            [
+                "--resume",
+                str(finished_run / "checkpoints" / "last.ckpt"),
+                "--output",
+                str(target),
+                "--max-steps",
+                "4",
+            ]
+        )
+    assert code == 0
+    assert not [w for w in caught if "dirpath" in str(w.message)], [str(w.message) for w in caught]
+    captured = capsys.readouterr()
+    assert f"continuing the run of {finished_run} in {target}" in captured.out
+    assert "dirpath" not in captured.err
+    assert json.loads((target / "summary.json").read_text())["global_step"] == 4
