@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,6 +128,68 @@ class RunCheckpoint:
                 f"({describe_error(error)}); pick a checkpoint written by this model family"
             ) from None
         return module.eval()
+
+
+def _floating_tensors(value: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every floating-point tensor in nested dicts, lists and tuples."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex():
+            yield name, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _floating_tensors(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _floating_tensors(item, f"{name}[{index}]")
+
+
+def non_finite_state(checkpoint: Mapping[str, Any]) -> list[str]:
+    """Names of the weights, buffers and optimizer-state tensors of a checkpoint that hold NaN or inf.
+
+    The flags of all tensors on one device are gathered before they are read: one device sync per
+    device, however many tensors the model has.
+    """
+    named = [
+        *_floating_tensors(checkpoint.get("state_dict", {}), ""),
+        *_floating_tensors(checkpoint.get("optimizer_states", []), "optimizer_states"),
+    ]
+    finite: dict[int, bool] = {}
+    for device in {tensor.device for _, tensor in named}:
+        indices = [index for index, (_, tensor) in enumerate(named) if tensor.device == device]
+        flags = torch.stack([torch.isfinite(named[index][1]).all() for index in indices]).tolist()
+        finite.update(zip(indices, flags, strict=True))
+    return [name for index, (name, _) in enumerate(named) if not finite[index]]
+
+
+def last_finite_checkpoint(directory: Path, steps_per_iteration: int) -> tuple[Path, int] | None:
+    """(path, iteration) of the newest readable checkpoint in `directory` whose state is all finite.
+
+    `last.ckpt` is preferred over another file of the same iteration, as the one `--resume last` takes.
+    """
+    found: tuple[Path, int] | None = None
+    for path in sorted(directory.glob("*.ckpt"), key=lambda path: (path.name != "last.ckpt", path.name)):
+        try:
+            checkpoint = RunCheckpoint.load(path, "--resume")
+        except ConfigError:
+            continue  # unreadable or not a checkpoint: nothing to resume from
+        if non_finite_state(checkpoint.contents):
+            continue
+        iteration = checkpoint.iteration(steps_per_iteration)
+        if found is None or iteration > found[1]:
+            found = (path, iteration)
+    return found
+
+
+def resume_advice(directory: Path | None, steps_per_iteration: int, lower_lr: float) -> str:
+    """What to do after a divergence: the finite checkpoint to resume from, or that there is none."""
+    found = last_finite_checkpoint(directory, steps_per_iteration) if directory is not None else None
+    if found is None:
+        return f"no checkpoint was written before it; start again with a lower --lr, e.g. --lr {lower_lr:g}"
+    path, iteration = found
+    return (
+        f"resume from {path} (step {iteration}, all finite) with a lower --lr: "
+        f"--resume {path} --lr {lower_lr:g}"
+    )
 
 
 class StoreRunConfig(Callback):

@@ -26,10 +26,10 @@ from callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from datamodules import InMemoryDataModule
 from lightning_genae.augmentation import is_discriminator_side, parse_augment
-from lightning_genae.checkpoint import StoreRunConfig
+from lightning_genae.checkpoint import StoreRunConfig, non_finite_state, resume_advice
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar
-from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.metrics.names import higher_is_better
 from lightning_genae.models import GenerativeModule, Sampler
@@ -109,9 +109,81 @@ class LogStepIsIteration(Callback):
         trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step // self.steps_per_iteration
 
 
+def log_every_n_steps(config: RunConfig) -> int:
+    """Iterations between two rows of training values in the loggers."""
+    return min(10, config.eval_every)
+
+
+class DivergenceGuard(Callback):
+    """Stops a run whose training diverged with one line, and never lets a non-finite checkpoint be written.
+
+    The losses the model noted (`watch_losses`) are checked, with one device sync, every `check_every`
+    iterations (each cadence at which something reads the weights: logging, image grids), before each
+    validation, at the end of training and before every checkpoint write; a checkpoint about to be written
+    is refused when any weight, buffer (batch-norm statistics, BEGAN's k) or optimizer-state tensor is NaN
+    or infinite. Raising from `on_save_checkpoint` happens before Lightning writes the file, so the last
+    finite checkpoint stays as it was, and the message names it (or says there is none).
+    It is the first callback, so no image callback draws from weights it has not checked.
+    """
+
+    def __init__(self, checkpoint_dir: Path | None, check_every: tuple[int, ...], precision: str) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.check_every = tuple(every for every in check_every if every > 0)
+        self.precision = precision
+
+    def diverged(self, cause: str, model: GenerativeModule) -> TrainingDiverged:
+        """The one-line error: what diverged, and what to do about it."""
+        advice = resume_advice(
+            self.checkpoint_dir, model.optimizer_steps_per_iteration, lower_lr=model.options.lr / 10
+        )
+        if "16" in self.precision:
+            advice += " (or use --precision 32-true)"
+        return TrainingDiverged(f"{cause}; {advice}")
+
+    def stop_if_diverged(self, trainer: pl.Trainer, model: GenerativeModule, cause: str | None) -> None:
+        """Raise on every process when any found a cause: a process that raised alone would leave the others
+        waiting for it in the next collective (the gradient all-reduce, the barrier after a save)."""
+        if trainer.strategy.reduce_boolean_decision(cause is not None, all=False):
+            raise self.diverged(cause or "training diverged in another process", model)
+
+    def check_losses(self, trainer: pl.Trainer, model: GenerativeModule) -> None:
+        self.stop_if_diverged(trainer, model, model.first_non_finite_loss())
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: GenerativeModule, *args: Any) -> None:
+        if any(pl_module.iteration % every == 0 for every in self.check_every):
+            self.check_losses(trainer, pl_module)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: GenerativeModule) -> None:
+        if trainer.state.fn == "fit":
+            self.check_losses(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: GenerativeModule) -> None:
+        self.check_losses(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: GenerativeModule, checkpoint: dict) -> None:
+        self.check_losses(trainer, pl_module)
+        # Batch-norm statistics are each process's own under DDP, so one process may find what others do not.
+        non_finite = non_finite_state(checkpoint)
+        cause = None
+        if non_finite:
+            others = len(non_finite) - 1
+            more = f" and {others} more tensor{'s' if others > 1 else ''}" if others else ""
+            cause = (
+                f"{non_finite[0]}{more} of the model or its optimizer became NaN or infinite by step "
+                f"{pl_module.iteration}, so that checkpoint was not written"
+            )
+        self.stop_if_diverged(trainer, pl_module, cause)
+
+
 def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: Path) -> list[Callback]:
-    """Image grids, representation metrics, per-rank seeding, and (unless a set-up check) checkpoints."""
+    """The divergence guard, image grids, representation metrics, per-rank seeding, and (unless a set-up
+    check) checkpoints."""
     callbacks: list[Callback] = [
+        DivergenceGuard(
+            None if config.fast_dev_run else run_dir / "checkpoints",
+            check_every=(log_every_n_steps(config), config.image_every),
+            precision=config.precision,
+        ),
         SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
         ReconstructionGrid(every_n_steps=config.image_every),
         InterpolationGrid(every_n_steps=config.image_every, seed=config.seed + 4321),
@@ -213,7 +285,7 @@ def build_trainer(
             callbacks=[*callbacks, LogStepIsIteration(steps_per_iteration), IterationProgressBar()],
             # The console prints one line about the model instead of Lightning's table.
             enable_model_summary=False,
-            log_every_n_steps=min(10, config.eval_every),
+            log_every_n_steps=log_every_n_steps(config),
             # Validation by iteration count across epoch boundaries, so tiny and huge datasets behave alike.
             val_check_interval=config.eval_every,
             check_val_every_n_epoch=None,

@@ -200,7 +200,7 @@ class AAEModule(ReconstructionModule):
         with self.toggled_optimizer(opt_reconstruction):
             out = self.decoder(self.encoder(images))
             loss = reconstruction_loss(out, images, self.options.recon_loss).mean() / images[0].numel()
-            self.ensure_finite(**{"train/loss": loss})
+            self.watch_losses(**{"train/loss": loss})
             opt_reconstruction.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt_reconstruction.step()
@@ -211,14 +211,14 @@ class AAEModule(ReconstructionModule):
             prior_logits = self.latent_discriminator(self.prior_draws(n, components=components), condition)
             code_logits = self.latent_discriminator(codes, condition)
             loss_d = adversarial_losses(prior_logits, code_logits)
-            self.ensure_finite(**{"train/loss_d": loss_d})
+            self.watch_losses(**{"train/loss_d": loss_d})
             opt_discriminator.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_discriminator.step()
 
         with self.toggled_optimizer(opt_encoder):
             loss_g = F.softplus(-self.latent_discriminator(self.encoder(images), condition)).mean()
-            self.ensure_finite(**{"train/loss_g": loss_g})
+            self.watch_losses(**{"train/loss_g": loss_g})
             opt_encoder.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_encoder.step()

@@ -157,6 +157,11 @@ class ReconstructingDiscriminator(Protocol):
     ) -> dict[str, Tensor]: ...
 
 
+# Losses noted by `watch_losses` before it checks them itself; the training set-up's guard checks far
+# more often (every <= 10 iterations), so this only bounds the memory of a module trained without it.
+MAX_UNCHECKED_LOSSES = 1024
+
+
 class GenerativeModule(pl.LightningModule):
     """Base LightningModule: batches are (data, labels); images are [B,C,H,W] floats in [-1, 1].
 
@@ -192,6 +197,8 @@ class GenerativeModule(pl.LightningModule):
         self.save_hyperparameters(
             {self.shape_key: list(self.data_shape), **self.options.to_dict()}, logger=False
         )
+        # (loss name, iteration, value) noted by `watch_losses`, not yet checked.
+        self._unchecked_losses: list[tuple[str, int, Tensor]] = []
 
     @property
     def iteration(self) -> int:
@@ -219,15 +226,31 @@ class GenerativeModule(pl.LightningModule):
         """Standard normal latents; drawn on the CPU so a seeded generator gives the same noise anywhere."""
         return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
 
-    def ensure_finite(self, **losses: Tensor) -> None:
-        """Stop before a NaN/inf loss is back-propagated, so saved weights stay finite."""
-        for name, value in losses.items():
-            if not torch.isfinite(value).all():
-                raise TrainingDiverged(
-                    f"{name} became {value.float().mean().item()} at step {self.iteration}; "
-                    "lower --lr (or use --precision 32-true if training in 16-bit) and resume from "
-                    "the last checkpoint, which holds the weights from before the divergence"
-                )
+    def watch_losses(self, **losses: Tensor) -> None:
+        """Note this step's losses for `first_non_finite_loss`, the check that stops a diverged run.
+
+        Looking at a loss's value here would make the host wait for the device every iteration; the
+        training set-up's divergence guard checks the noted losses at its cadence and before every
+        checkpoint write, which never stores what a non-finite loss did to the weights. Past
+        MAX_UNCHECKED_LOSSES they are checked here, so a module trained without that guard still stops.
+        """
+        iteration = self.iteration
+        self._unchecked_losses.extend((name, iteration, value.detach()) for name, value in losses.items())
+        if len(self._unchecked_losses) >= MAX_UNCHECKED_LOSSES:
+            diverged = self.first_non_finite_loss()
+            if diverged is not None:
+                raise TrainingDiverged(f"{diverged}; lower --lr")
+
+    def first_non_finite_loss(self) -> str | None:
+        """`<loss> became <value> at step <i>` for the first NaN/inf loss noted since the last check, else
+        None; forgets the noted losses. One device sync, however many losses were noted."""
+        unchecked, self._unchecked_losses = self._unchecked_losses, []
+        if not unchecked or bool(
+            torch.isfinite(torch.cat([value.reshape(-1) for *_, value in unchecked])).all()
+        ):
+            return None
+        name, iteration, value = next(entry for entry in unchecked if not torch.isfinite(entry[2]).all())
+        return f"{name} became {value.float().mean().item()} at step {iteration}"
 
 
 class ObjectiveModule(GenerativeModule):
@@ -240,7 +263,7 @@ class ObjectiveModule(GenerativeModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.model_step(batch, "train")
-        self.ensure_finite(**{"train/loss": loss})
+        self.watch_losses(**{"train/loss": loss})
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -162,7 +162,7 @@ class BEGANModule(ImageAdversarialModule):
                 loss_d = real_energy - self.k * fake_energy_d
             else:
                 loss_d = real_energy + F.relu(o.ebgan_margin - fake_energy_d)
-            self.ensure_finite(**{"train/loss_d": loss_d})
+            self.watch_losses(**{"train/loss_d": loss_d})
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
@@ -174,7 +174,7 @@ class BEGANModule(ImageAdversarialModule):
             loss_g = fake_energy
             if o.d_loss == "ebgan" and o.ebgan_pt > 0:
                 loss_g = loss_g + o.ebgan_pt * pulling_away_term(codes)
-            self.ensure_finite(**{"train/loss_g": loss_g})
+            self.watch_losses(**{"train/loss_g": loss_g})
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()

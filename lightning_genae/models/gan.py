@@ -95,7 +95,7 @@ class GANModule(ImageAdversarialModule):
             real_logits = self.discriminate(real)
             fake_logits = self.discriminate(fake)
             loss_d = discriminator_loss(real_logits, fake_logits, kind)
-            self.ensure_finite(**{"train/loss_d": loss_d})
+            self.watch_losses(**{"train/loss_d": loss_d})
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
@@ -103,7 +103,7 @@ class GANModule(ImageAdversarialModule):
         with self.toggled_optimizer(opt_g):
             fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
             loss_g = generator_loss(self.discriminate(fake), kind)
-            self.ensure_finite(**{"train/loss_g": loss_g})
+            self.watch_losses(**{"train/loss_g": loss_g})
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()

@@ -130,7 +130,7 @@ class VAEGANModule(ImageAdversarialModule):
                 + F.softplus(recon_logits).mean()
                 + F.softplus(prior_logits).mean()
             )
-            self.ensure_finite(**{"train/loss_d": loss_d})
+            self.watch_losses(**{"train/loss_d": loss_d})
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
@@ -142,7 +142,7 @@ class VAEGANModule(ImageAdversarialModule):
             kl = gaussian_kl(mean, log_var).mean()
             feature_loss = feature_reconstruction_loss(*self.paired_features(reconstructed, real)[:2])
             loss_enc = self.options.beta * kl + feature_loss
-            self.ensure_finite(**{"train/loss_enc": loss_enc})
+            self.watch_losses(**{"train/loss_enc": loss_enc})
             opt_enc.zero_grad(set_to_none=True)
             self.manual_backward(loss_enc)
             opt_enc.step()
@@ -158,7 +158,7 @@ class VAEGANModule(ImageAdversarialModule):
                 + F.softplus(-self.discriminate(prior_samples)).mean()
             )
             loss_dec = self.options.vaegan_gamma * decoder_feature_loss + gan_loss
-            self.ensure_finite(**{"train/loss_dec": loss_dec})
+            self.watch_losses(**{"train/loss_dec": loss_dec})
             opt_dec.zero_grad(set_to_none=True)
             self.manual_backward(loss_dec)
             opt_dec.step()

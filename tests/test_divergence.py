@@ -1,0 +1,263 @@
+"""A diverging run stops with one line that names a finite checkpoint to resume from (or says there is
+none), never writes a checkpoint holding NaN or inf, and leaves the last finite one as it was."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import TINY_RUN
+
+from lightning_genae.checkpoint import non_finite_state
+from lightning_genae.cli import main
+from lightning_genae.models import MODELS, AutoencoderModule, GANModule
+
+# Every image family, the adversarial ones (gan, began, vaegan, aae) included.
+FAMILIES = ["ae", "vae", "gan", "began", "vaegan", "aae"]
+
+
+def non_finite_tensors(value, name=""):
+    """Names of the floating-point tensors anywhere in `value` that hold NaN or inf (written apart from the
+    code under test, so that a mistake there cannot hide here)."""
+    if isinstance(value, torch.Tensor):
+        return [name] if value.is_floating_point() and not torch.isfinite(value).all() else []
+    if isinstance(value, dict):
+        return [bad for key, item in value.items() for bad in non_finite_tensors(item, f"{name}.{key}")]
+    if isinstance(value, list | tuple):
+        return [
+            bad for index, item in enumerate(value) for bad in non_finite_tensors(item, f"{name}[{index}]")
+        ]
+    return []
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_finite_checkpoint(path: Path) -> dict:
+    """The checkpoint's weights, buffers and optimizer state are all finite; returns its contents."""
+    checkpoint = load(path)
+    assert checkpoint["optimizer_states"], "the optimizer state is part of what must stay finite"
+    assert non_finite_tensors(checkpoint["state_dict"]) == []
+    assert non_finite_tensors(checkpoint["optimizer_states"]) == []
+    return checkpoint
+
+
+def one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def advised_checkpoint(message: str) -> tuple[Path, int]:
+    """(path, step) of the checkpoint the divergence message says to resume from."""
+    match = re.search(r"resume from (\S+) \(step (\d+)", message)
+    assert match, message
+    return Path(match.group(1)), int(match.group(2))
+
+
+def checkpoint_files(run_dir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in (run_dir / "checkpoints").glob("*.ckpt")}
+
+
+def snapshot_checkpoints_before(family: type, iteration: int, run_dir: Path, monkeypatch) -> dict[str, bytes]:
+    """Make `family`'s training step record the bytes of every checkpoint on disk when it reaches
+    `iteration`, i.e. the files written before anything went wrong from there on."""
+    snapshots: dict[str, bytes] = {}
+    original = family.training_step
+
+    def training_step(self, batch, batch_idx):
+        if self.iteration == iteration:
+            snapshots.update(
+                {path.name: path.read_bytes() for path in (run_dir / "checkpoints").glob("*.ckpt")}
+            )
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(family, "training_step", training_step)
+    return snapshots
+
+
+def diverge_at(family: type, iteration: int, monkeypatch) -> None:
+    """From `iteration` on, training batches hold NaN: every loss, then every weight, becomes NaN."""
+    original = family.training_step
+
+    def training_step(self, batch, batch_idx):
+        if self.iteration >= iteration:
+            images, labels = batch
+            batch = (images * float("nan"), labels)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(family, "training_step", training_step)
+
+
+def break_optimizer_state_at(family: type, iteration: int, monkeypatch) -> None:
+    """From `iteration` on, an Adam second moment is inf: the losses and weights stay finite (its parameter
+    just stops moving), the optimizer state does not."""
+    original = family.training_step
+
+    def training_step(self, batch, batch_idx):
+        if self.iteration == iteration:
+            optimizer = self.optimizers()
+            optimizer = optimizer[0] if isinstance(optimizer, list) else optimizer
+            next(iter(optimizer.state.values()))["exp_avg_sq"].fill_(float("inf"))
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(family, "training_step", training_step)
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_a_diverging_run_stops_with_one_line_and_leaves_last_ckpt_finite_and_untouched(
+    model, tmp_path, monkeypatch, capsys
+):
+    run_dir = tmp_path / model
+    family = MODELS[model].module
+    diverge_at(family, 4, monkeypatch)
+    before = snapshot_checkpoints_before(family, 4, run_dir, monkeypatch)
+    args = ["--model", model, *TINY_RUN, "--ckpt-every", "2", "--max-steps", "10", "--output", str(run_dir)]
+    assert main(args) == 1
+    message = one_error_line(capsys)
+    assert re.search(r"train/loss\w* became nan at step 4;", message), message
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert advised_checkpoint(message) == (last, 4)
+    checkpoint = assert_finite_checkpoint(last)
+    assert checkpoint["global_step"] == 4 * family.optimizer_steps_per_iteration
+    # Every checkpoint on disk is the very file written before the divergence (best.ckpt too).
+    assert (
+        before
+        and {path.name: path.read_bytes() for path in (run_dir / "checkpoints").glob("*.ckpt")} == before
+    )
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_a_run_resumes_from_the_checkpoint_a_divergence_message_names(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "vae"
+    with monkeypatch.context() as patch:
+        diverge_at(MODELS["vae"].module, 4, patch)
+        args = [
+            "--model",
+            "vae",
+            *TINY_RUN,
+            "--ckpt-every",
+            "2",
+            "--max-steps",
+            "10",
+            "--output",
+            str(run_dir),
+        ]
+        assert main(args) == 1
+    advised, step = advised_checkpoint(one_error_line(capsys))
+    assert main(["--resume", str(advised), "--max-steps", "6"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (step, summary["global_step"]) == (4, 6)
+    assert all(torch.isfinite(torch.tensor(value)) for value in summary["final_metrics"].values())
+
+
+def test_vae_at_a_huge_learning_rate_keeps_a_finite_last_ckpt_that_resumes(tmp_path, capsys):
+    """The issue's case: at --lr 1e6 the batch-norm statistics and Adam's moments overflow."""
+    run_dir = tmp_path / "vae"
+    args = ["--model", "vae", *TINY_RUN, "--lr", "1e6", "--ckpt-every", "1", "--max-steps", "10"]
+    assert main([*args, "--output", str(run_dir)]) == 1
+    message = one_error_line(capsys)
+    assert "became NaN or infinite" in message and "--lr 100000" in message
+    advised, step = advised_checkpoint(message)
+    assert advised == run_dir / "checkpoints" / "last.ckpt"
+    assert assert_finite_checkpoint(advised)["global_step"] == step >= 1
+    # Resuming it trains on from its step (at the same learning rate it diverges again, from a finite start).
+    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "10"]) == 1
+    assert "resume from" in one_error_line(capsys)
+    assert_finite_checkpoint(advised)
+
+
+def test_ae_at_a_huge_learning_rate_no_longer_ends_successfully_with_inf_in_batch_norm(tmp_path, capsys):
+    run_dir = tmp_path / "ae"
+    args = ["--model", "ae", *TINY_RUN, "--lr", "1e6", "--max-steps", "10", "--output", str(run_dir)]
+    assert main(args) == 1
+    message = one_error_line(capsys)
+    assert "running_var" in message and "became NaN or infinite" in message, message
+    assert not (run_dir / "summary.json").exists()
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+        assert_finite_checkpoint(path)
+
+
+def test_a_divergence_before_any_checkpoint_says_none_exists(tmp_path, capsys):
+    """`--model aae --lr 1e6` diverges at its second step: no checkpoint to advise, and none is made up."""
+    run_dir = tmp_path / "aae"
+    args = ["--model", "aae", *TINY_RUN, "--lr", "1e6", "--max-steps", "10", "--output", str(run_dir)]
+    assert main(args) == 1
+    message = one_error_line(capsys)
+    assert "no checkpoint was written before it" in message and "--lr 100000" in message, message
+    assert "resume" not in message
+    assert list(run_dir.glob("**/*.ckpt")) == []
+
+
+def test_best_ckpt_is_not_overwritten_when_the_optimizer_state_diverged(tmp_path, monkeypatch, capsys):
+    """Losses stay finite, so only the check at a checkpoint write can see it; best.ckpt (step 3) stays."""
+    run_dir = tmp_path / "ae"
+    break_optimizer_state_at(AutoencoderModule, 4, monkeypatch)
+    before = snapshot_checkpoints_before(AutoencoderModule, 4, run_dir, monkeypatch)
+    args = ["--model", "ae", *TINY_RUN, "--ckpt-every", "100", "--max-steps", "10", "--output", str(run_dir)]
+    assert main(args) == 1
+    message = one_error_line(capsys)
+    # Step 6 is a validation that improved val/loss: the refused write was best.ckpt's.
+    assert re.match(r"error: optimizer_states\[0\]\.state\.\d+\.exp_avg_sq .*by step 6,", message), message
+    best = run_dir / "checkpoints" / "best.ckpt"
+    assert advised_checkpoint(message) == (best, 3)
+    assert list(before) == ["best.ckpt"] and best.read_bytes() == before["best.ckpt"]
+    assert_finite_checkpoint(best)
+
+
+def test_the_final_save_of_last_ckpt_is_refused_and_the_earlier_one_kept(tmp_path, monkeypatch, capsys):
+    """No periodic save or validation after step 4: the write refused is train.py's last.ckpt at the end."""
+    run_dir = tmp_path / "gan"
+    break_optimizer_state_at(GANModule, 4, monkeypatch)
+    before = snapshot_checkpoints_before(GANModule, 4, run_dir, monkeypatch)
+    args = ["--model", "gan", *TINY_RUN, "--ckpt-every", "4", "--eval-every", "20", "--image-every", "20"]
+    assert main([*args, "--max-steps", "6", "--output", str(run_dir)]) == 1
+    message = one_error_line(capsys)
+    assert "by step 6, so that checkpoint was not written" in message, message
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert advised_checkpoint(message) == (last, 4)
+    assert list(before) == ["last.ckpt"] and last.read_bytes() == before["last.ckpt"]
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_noting_a_loss_never_reads_its_value_and_the_check_names_the_first_non_finite_one():
+    model = AutoencoderModule([1, 8, 8], width=8, latent_dim=8)
+    # A NaN noted is not looked at (a look would be a device sync, and would raise here).
+    model.watch_losses(**{"train/loss_d": torch.tensor(0.5), "train/loss_g": torch.tensor(float("nan"))})
+    model.watch_losses(**{"train/loss_d": torch.tensor(float("inf"))})
+    assert model.first_non_finite_loss() == "train/loss_g became nan at step 0"
+    assert model.first_non_finite_loss() is None  # checked losses are forgotten
+    model.watch_losses(**{"train/loss": torch.tensor([1.0, 2.0])})
+    assert model.first_non_finite_loss() is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to detect synchronisation")
+def test_noting_losses_on_a_gpu_never_synchronises_with_the_device():
+    model = AutoencoderModule([1, 8, 8], width=8, latent_dim=8).cuda()
+    loss = torch.ones(64, device="cuda").mean()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(100):
+            model.watch_losses(**{"train/loss_d": loss, "train/loss_g": loss * 2})
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert model.first_non_finite_loss() is None
+
+
+def test_non_finite_state_names_buffers_and_optimizer_state_but_not_other_entries():
+    checkpoint = {
+        "state_dict": {
+            "decoder.bn.running_var": torch.tensor([1.0, float("inf")]),
+            "decoder.bn.num_batches_tracked": torch.tensor(3),
+            "decoder.weight": torch.ones(2),
+        },
+        "optimizer_states": [{"state": {0: {"exp_avg_sq": torch.tensor([float("nan")]), "step": 1.0}}}],
+        # ModelCheckpoint keeps inf as the score to beat: not model state.
+        "callbacks": {"ModelCheckpoint": {"kth_value": torch.tensor(float("inf"))}},
+    }
+    assert non_finite_state(checkpoint) == [
+        "decoder.bn.running_var",
+        "optimizer_states[0].state.0.exp_avg_sq",
+    ]
