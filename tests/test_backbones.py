@@ -283,3 +283,42 @@ def test_missing_or_corrupt_inception_weights_are_one_line(tmp_path, no_network)
         load_backbone("inception", "mnist", inception_weights=wrong)
     assert_one_line(error, str(wrong), "InceptionV3")
     assert no_network == []
+
+
+def test_inception_weights_that_would_run_code_are_refused_in_one_line(
+    random_inception_weights, tmp_path, no_network
+):
+    from test_checkpoint import WritesAFileWhenUnpickled
+
+    marker = tmp_path / "payload-ran"
+    weights = torch.load(random_inception_weights, map_location="cpu", weights_only=True)
+    hostile = tmp_path / "hostile.pth"
+    torch.save({**weights, "extra": WritesAFileWhenUnpickled(marker)}, hostile)
+    with pytest.raises(BackboneUnavailable) as error:
+        load_backbone("inception", "mnist", inception_weights=hostile)
+    assert_one_line(error, str(hostile), "not a readable weights file", "--inception-weights")
+    assert not marker.exists(), "loading the Inception weights ran code stored in them"
+
+
+def test_inception_weights_file_is_read_once_and_only_safely(random_inception_weights, monkeypatch):
+    """torch-fidelity unpickles its weights without weights_only: it must never be given the user's file."""
+    loads = []
+    real_load = torch.load
+
+    def recording_load(source, *args, **kwargs):
+        loads.append((source, kwargs.get("weights_only")))
+        return real_load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    reads = []
+    real_read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real_read_bytes(self))
+    backbone = load_backbone("inception", "mnist", inception_weights=random_inception_weights)
+    assert reads == [random_inception_weights], "one read: the bytes hashed are the bytes loaded"
+    assert loads and all(not isinstance(source, (str, Path)) for source, _ in loads)
+    assert loads[0][1] is True, "the file's bytes are loaded with weights_only"
+    expected = real_load(random_inception_weights, map_location="cpu", weights_only=True)
+    for name, tensor in backbone.net.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    sha256 = classifier_lib.file_sha256(random_inception_weights)
+    assert f"sha256 {sha256[:8]}" in backbone.description

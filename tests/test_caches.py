@@ -27,7 +27,7 @@ from lightning_genae.augmentation.latent import (
 from lightning_genae.cli import main
 from lightning_genae.config import RunConfig
 from lightning_genae.metrics import classifier as classifier_lib
-from lightning_genae.metrics.backbones import FeatureBackbone
+from lightning_genae.metrics.backbones import FeatureBackbone, load_backbone
 from lightning_genae.metrics.generative import RealFeatures
 from lightning_genae.models import MODELS
 
@@ -215,7 +215,7 @@ def test_a_payload_at_the_cache_name_never_runs_in_a_plain_augment_ae_run(tmp_pa
     assert torch.load(path, map_location="cpu", weights_only=True)["genae_config"]["model"] == "ae"
 
 
-@pytest.mark.parametrize("damage", ["truncated", "wrong rows"])
+@pytest.mark.parametrize("damage", ["truncated", "wrong rows", "pickled payload"])
 def test_a_damaged_feature_cache_is_recomputed_with_a_notice(damage, tmp_path, capsys):
     folder = tmp_path / "images"
     write_folder(folder)
@@ -224,12 +224,16 @@ def test_a_damaged_feature_cache_is_recomputed_with_a_notice(damage, tmp_path, c
     cpu = torch.device("cpu")
     first = RealFeatures(backbone, tmp_path / "cache").get(data, "train", cpu)
     (path,) = (tmp_path / "cache" / "features").glob("*.pt")
+    marker = tmp_path / "payload-ran"
     if damage == "truncated":
         path.write_bytes(path.read_bytes()[:100])
-    else:
+    elif damage == "wrong rows":
         torch.save(first[:3], path)
+    else:
+        torch.save([first, WritesAFileWhenUnpickled(marker)], path)
     capsys.readouterr()
     again = RealFeatures(backbone, tmp_path / "cache").get(data, "train", cpu)
+    assert not marker.exists(), "reading the feature cache ran code stored in it"
     out = capsys.readouterr().out.strip()
     assert len(out.splitlines()) == 1 and str(path) in out and "computing them again" in out
     assert torch.equal(again, first)
@@ -286,3 +290,20 @@ def test_augment_ckpt_without_a_record_of_its_data_is_refused(folder_ae_checkpoi
     capsys.readouterr()
     assert augment_with(older, folder, tmp_path / "run") == 2
     assert_one_line_error(capsys, "--augment-ckpt", "records no hash")
+
+
+def test_a_damaged_cached_classifier_is_trained_again_and_never_runs_code(tmp_path, capsys):
+    folder = tmp_path / "images"
+    write_folder(folder)  # two labelled classes and no shipped classifier: trained on first use
+    cache = tmp_path / "classifiers"
+    first = load_backbone("classifier", "folder", folder_data(folder), cache_dir=cache)
+    (path,) = cache.glob("*.pt")
+    marker = tmp_path / "payload-ran"
+    torch.save({"format": "x", "extra": WritesAFileWhenUnpickled(marker)}, path)
+    capsys.readouterr()
+    again = load_backbone("classifier", "folder", folder_data(folder), cache_dir=cache)
+    err = capsys.readouterr().err
+    assert not marker.exists(), "reading the classifier cache ran code stored in it"
+    assert f"the cached {path} is unreadable; training it again" in err
+    images = folder_data(folder).split_tensors("val")[0]
+    assert torch.equal(again(images), first(images)), "retrained with the same seed: the same network"

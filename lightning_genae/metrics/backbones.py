@@ -7,7 +7,9 @@ metric never needs to know which one it has; `name` goes into the metric's name 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import io
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,7 +117,8 @@ class InceptionBackbone(FeatureBackbone):
 
     chunk_size = 64
 
-    def __init__(self, weights_path: str | Path, weights_sha256: str) -> None:
+    def __init__(self, state_dict: dict[str, Tensor], weights_sha256: str, weights_path: str | Path) -> None:
+        """`state_dict`: the weights, already read safely (`load_inception`); `weights_path` names them."""
         super().__init__(
             "inception",
             INCEPTION_DIM,
@@ -128,10 +131,16 @@ class InceptionBackbone(FeatureBackbone):
         options = (
             {"antialias": False} if "antialias" in inspect.signature(NoTrainInceptionV3).parameters else {}
         )
+        # torch-fidelity's constructor reads its weights itself with a full unpickler (weights_only=False).
+        # It is handed these tensors, serialised here in memory, never the user's file: nothing it unpickles
+        # can hold code.
+        serialised = io.BytesIO()
+        torch.save(state_dict, serialised)
+        serialised.seek(0)
         self.net = NoTrainInceptionV3(
             name="inception-v3-compat",
             features_list=[str(INCEPTION_DIM)],
-            feature_extractor_weights_path=str(weights_path),
+            feature_extractor_weights_path=serialised,
             **options,
         )
         self.net.requires_grad_(False)
@@ -194,15 +203,21 @@ def load_inception(path: str | Path | None = None) -> InceptionBackbone:
     weights = resolve_inception_weights(path)
     fix = f"replace it with {INCEPTION_FILE} from {INCEPTION_URL} or pass another --inception-weights"
     try:
-        # Read once with weights_only first: torch-fidelity then unpickles the file without that guard.
-        torch.load(weights, map_location="cpu", weights_only=True)
+        # Read once: the bytes that are hashed are the bytes that are loaded, and only with weights_only, so
+        # the file can hold tensors and plain values but never code that runs when it is read.
+        data = weights.read_bytes()
+        state_dict = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if not isinstance(state_dict, dict) or not all(
+            isinstance(key, str) and isinstance(value, Tensor) for key, value in state_dict.items()
+        ):
+            raise TypeError(f"it holds a {type(state_dict).__name__}, not a state dict of named tensors")
     except Exception as exc:
         raise BackboneUnavailable(
             f"inception: {weights} is not a readable weights file ({describe_error(exc)}); {fix}"
         ) from exc
-    sha256 = classifier_lib.file_sha256(weights)
+    sha256 = hashlib.sha256(data).hexdigest()
     try:
-        return InceptionBackbone(weights, sha256)
+        return InceptionBackbone(state_dict, sha256, weights)
     except Exception as exc:
         raise BackboneUnavailable(
             f"inception: {weights} does not hold torch-fidelity's InceptionV3 ({describe_error(exc)}); {fix}"
@@ -249,7 +264,16 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
     fingerprint = classifier_lib.training_fingerprint(full, seed=seed, epochs=epochs)
     shape = "x".join(str(d) for d in full.image_shape)
     path = cache_dir / f"{data}-{shape}-seed{seed}-{fingerprint[:16]}.pt"
-    if not path.is_file():
+    loaded = None
+    if path.is_file():
+        try:
+            loaded = classifier_lib.load_checkpoint(path)
+        except GenaeError:
+            # The cache is this program's own: a damaged file (or one put there) is replaced, not trusted.
+            print(
+                f"classifier: the cached {path} is unreadable; training it again", file=sys.stderr, flush=True
+            )
+    if loaded is None:
         print(
             f"classifier: no shipped classifier for {data}; training one on its {num_train} labelled "
             f"training images ({epochs} epochs, seed {seed}), cached at {path}",
@@ -261,10 +285,11 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
         classifier_lib.save_checkpoint(
             model, path, data=data, seed=seed, epochs=epochs, test_accuracy=test_accuracy, num_test=num_test
         )
-    try:
-        model, meta = classifier_lib.load_checkpoint(path)
-    except GenaeError as exc:
-        raise BackboneUnavailable(f"classifier: {exc}") from exc
+        try:
+            loaded = classifier_lib.load_checkpoint(path)
+        except GenaeError as exc:
+            raise BackboneUnavailable(f"classifier: {exc}") from exc
+    model, meta = loaded
     sha256 = classifier_lib.file_sha256(path)
     description = (
         f"classifier ({data}, trained on first use, sha256 {sha256[:8]}, "
