@@ -26,7 +26,8 @@ from callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from datamodules import InMemoryDataModule
 from lightning_genae.augmentation import is_discriminator_side, parse_augment
-from lightning_genae.checkpoint import StoreRunConfig, non_finite_state, resume_advice
+from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
+from lightning_genae.cluster import StopOnSignal
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar
 from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
@@ -210,6 +211,8 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
             save_top_k=0,
             save_last=True,
         ),
+        # Ctrl-C, SIGTERM and SLURM's warning signal save last.ckpt at an iteration boundary and stop.
+        StopOnSignal(last_checkpoint(run_dir), run_dir),
     ]
     return callbacks
 
