@@ -91,7 +91,7 @@ class ImageFolderDataModule(ImageDataModule):
         total = len(scan.paths)
         if total < 3:
             raise DataError(
-                f"only {total} image(s) under {self.data_dir}; "
+                f"only {total} {'image' if total == 1 else 'images'} under {self.data_dir}; "
                 "need at least 3 (one each for train, val and test): add images"
             )
         channels, size, _ = self.image_shape

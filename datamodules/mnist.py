@@ -13,7 +13,7 @@ import torch
 
 from datamodules.base import Batch, ImageDataModule
 from datamodules.splits import carve_validation
-from lightning_genae.errors import DataError, describe_error
+from lightning_genae.errors import DataError, agree, describe_error
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
@@ -80,6 +80,16 @@ class MNISTDataModule(ImageDataModule):
         return [name for name in names if find_idx_file(self.raw_dir, name) is None]
 
     def _not_found(self, reason: str) -> DataError:
+        # Name the files that are missing: torchvision re-downloads all four, so its error names the
+        # first of them even when only a labels file is absent.
+        missing = self._missing()
+        all_files = len(missing) == sum(len(pair) for pair in IDX_FILES.values())
+        if missing and not all_files:
+            return DataError(
+                f"{self.folder} in {self.raw_dir} lacks {', '.join(name + '[.gz]' for name in missing)} "
+                f"{reason}: put {agree(missing, 'that file', 'those files')} there, "
+                f"or pass --data-dir pointing at a folder holding a complete {self.folder}/raw"
+            )
         return DataError(
             f"{self.folder} not found in {self.raw_dir} {reason}: "
             "put train-images-idx3-ubyte[.gz] etc. there, "
@@ -103,8 +113,7 @@ class MNISTDataModule(ImageDataModule):
             image_path = find_idx_file(self.raw_dir, image_name)
             label_path = find_idx_file(self.raw_dir, label_name)
             if image_path is None or label_path is None:
-                missing = image_name if image_path is None else label_name
-                raise self._not_found(f"({missing}[.gz] is missing; call prepare_data() to download it)")
+                raise self._not_found("(call prepare_data() to download the dataset)")
             images = read_idx(image_path, IDX_IMAGES_MAGIC)
             labels = read_idx(label_path, IDX_LABELS_MAGIC)
             bad_shape = images.shape[1:] != self.default_shape[1:] or len(images) != len(labels)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from datamodules.base import Batch, DataKind, InMemoryDataModule
-from lightning_genae.errors import ConfigError, DataError
+from lightning_genae.errors import ConfigError, DataError, agree
 
 # Options a sequence dataset may take; each dataset lists those it reads, and rejects the others.
 SEQUENCE_OPTIONS = ("seq_len", "stride", "channels")
@@ -110,7 +110,8 @@ class SequenceDataModule(InMemoryDataModule):
         if ignored:
             reads = f"; it reads {', '.join(map(flag, self.takes))}" if self.takes else ""
             raise ConfigError(
-                f"{', '.join(map(flag, ignored))} do(es) not apply to --data {self.name}{reads}; drop it"
+                f"{', '.join(map(flag, ignored))} {agree(ignored, 'does', 'do')} not apply to --data "
+                f"{self.name}{reads}; drop {agree(ignored, 'it', 'them')}"
             )
         for name, value in given.items():
             if value is not None and value < 1:

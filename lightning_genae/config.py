@@ -21,10 +21,14 @@ from typing import Any
 
 import yaml
 
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.names import BACKBONES
 
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+# Float32 weights, optionally with mixed-precision autocast. Lightning's "-true" precisions (16-true,
+# bf16-true, 64-true) are left out: they cast the weights, but the image grids, the metrics and the
+# augmenter call the model outside Lightning's loop with float32 data and noise, so every family failed
+# with a dtype error. Mixed precision gives the speed with float32 weights.
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -247,6 +251,8 @@ POSITIVE_INTS = (
     "augmenter_width",
     "augmenter_latent_dim",
 )
+# numpy's (and so Lightning's seed_everything's) seed range: an unsigned 32-bit integer.
+SEED_RANGE = (0, 2**32 - 1)
 # Options that describe one invocation, not the experiment: a re-run from config.yaml gets a new folder.
 PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite")
 # Options a `--resume` may change: they take effect from the resumed step on. Every other option defines the
@@ -298,11 +304,20 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
     """Read a YAML config; keys are option names (dashes or underscores): RunConfig's or one in `known`."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(
-            f"--config {path}: no such file; give the path of a YAML file (e.g. a run's config.yaml)"
-        )
+        what = "is a folder" if path.is_dir() else "no such file"
+        raise ConfigError(f"--config {path}: {what}; give the path of a YAML file (e.g. a run's config.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"--config {path}: not a text file (no UTF-8 YAML); give a YAML file such as a run's config.yaml"
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            f"--config {path}: cannot be read ({describe_error(error)}); check its permissions"
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -388,3 +403,25 @@ def check_values(config: RunConfig) -> None:
             raise ConfigError(f"{flag(name)} {value!r} is not one of: {', '.join(choices)}")
     if config.num_workers < 0:
         raise ConfigError(f"--num-workers must be 0 or more, got {config.num_workers}")
+    low, high = SEED_RANGE
+    if not low <= config.seed <= high:
+        raise ConfigError(f"--seed must lie in [{low}, {high}] (numpy's seed range), got {config.seed}")
+    check_devices(config.devices)
+
+
+def check_devices(devices: str) -> None:
+    """`auto`, a count of at least 1, or a comma list of distinct device indices (0 or more)."""
+    if devices == "auto":
+        return
+    items = [item.strip() for item in devices.split(",")]
+    listed = "," in devices
+    fix = "give auto, a count such as 2, or device indices such as 0,1"
+    try:
+        numbers = [int(item) for item in items if item or not listed]
+    except ValueError:
+        raise ConfigError(f"--devices {devices!r} is not a number or a list of numbers; {fix}") from None
+    if listed:
+        if any(number < 0 for number in numbers) or len(set(numbers)) != len(numbers) or not numbers:
+            raise ConfigError(f"--devices {devices}: device indices must be distinct and 0 or more; {fix}")
+    elif numbers[0] < 1:
+        raise ConfigError(f"--devices {devices}: a device count must be at least 1; {fix}")

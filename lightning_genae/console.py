@@ -23,6 +23,10 @@ from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from torch import nn
 from tqdm import tqdm
 
+# The start of torch's deprecation message for `LeafSpec`, which Lightning's `_pytree` helpers construct.
+PYTREE_DEPRECATION_PREFIX = "`isinstance(treespec"
+PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
 
 @rank_zero_only
 def say(message: str) -> None:
@@ -45,13 +49,21 @@ def quiet_lightning() -> None:
     # Except SLURM auto-requeue notices: in a job's log they explain why the job stopped and came back.
     logging.getLogger("pytorch_lightning.trainer.connectors.signal_connector").setLevel(logging.INFO)
 
-    # Lightning's use of a torch API deprecated in newer torch: a Lightning release fixes it, not the user.
-    warnings.filterwarnings(
-        "ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"pytorch_lightning\."
-    )
-    # Lightning warns on every run where the `srun` command exists but did not start the process: on a SLURM
-    # login node or any machine with SLURM installed that is every local run. Jobs use scripts/slurm/*.sbatch.
+    # Lightning's use of a torch API deprecated in newer torch (`torch.utils._pytree.LeafSpec`): a Lightning
+    # release fixes it, not the user. Matched by message alone, as `lightning.pytorch` emits it too.
+    warnings.filterwarnings("ignore", PYTREE_DEPRECATION + ".*", FutureWarning)
+    # Spawned processes (ddp_spawn ranks, spawn-started loader workers) are fresh interpreters that never
+    # run this function; they read PYTHONWARNINGS, whose message field is a literal prefix without commas.
+    entry = f"ignore:{PYTREE_DEPRECATION_PREFIX}:FutureWarning"
+    inherited = os.environ.get("PYTHONWARNINGS", "")
+    if entry not in inherited.split(","):
+        os.environ["PYTHONWARNINGS"] = f"{inherited},{entry}" if inherited else entry
+    # Lightning hints at srun on every machine where SLURM is installed; the project's sbatch templates
+    # launch with srun, and outside a job (a login node, a workstation) the hint is wrong.
     warnings.filterwarnings("ignore", ".*The `srun` command is available on your system but is not used.*")
+    # Lightning falls back from 16-mixed to bf16-mixed on the CPU with a warning; the model line names the
+    # precision in use, so the warning would only repeat it on stderr.
+    warnings.filterwarnings("ignore", ".*AMP with fp16 is not supported on CPU.*")
     # Data lives in memory and is batched by indexing, so worker processes would only add overhead.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # A run folder is reused on purpose by --resume, and by --output pointing at an earlier run.

@@ -1,6 +1,7 @@
 """User-facing errors: each carries one line that names the problem and the fix."""
 
 import re
+from collections.abc import Sized
 
 # Terminal escape sequences (torch bolds part of its unpickling message): noise in a log, a file or a pipe.
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -10,6 +11,11 @@ def describe_error(error: BaseException) -> str:
     """`Type: first line of the message`, so a caught exception fits inside a one-line error."""
     lines = _ANSI_ESCAPE.sub("", str(error)).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def agree(items: Sized, singular: str, plural: str) -> str:
+    """The word that agrees with a list in a message: `--a does`, `--a, --b do`."""
+    return singular if len(items) == 1 else plural
 
 
 class GenaeError(Exception):

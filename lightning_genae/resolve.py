@@ -20,7 +20,7 @@ from lightning_genae.augmentation import (
     resolve_augment_plan,
 )
 from lightning_genae.config import RunConfig, check_values, flag
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, agree
 from lightning_genae.loggers import LOGGER_CHOICES
 from lightning_genae.models import (
     MODELS,
@@ -100,8 +100,9 @@ def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
     foreign = sorted(name for name in set(given) - own if given[name] is not None)
     if foreign:
         raise ConfigError(
-            f"{', '.join(map(flag, foreign))} do(es) not apply to --model {config.model}; "
-            "drop it or pick a model that takes it"
+            f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --model "
+            f"{config.model}; drop {agree(foreign, 'it', 'them')} or pick a model that takes "
+            f"{agree(foreign, 'it', 'them')}"
         )
     return model.options.parse(
         {name: value for name, value in given.items() if name in own and value is not None}
@@ -126,7 +127,8 @@ def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
         given = [flag(name) for name in options if getattr(config, name) is not None]
         if other != kind and given:
             raise ConfigError(
-                f"{', '.join(given)} shape(s) {other} data and --data {config.data} is {kind} data; drop it"
+                f"{', '.join(given)} {agree(given, 'shapes', 'shape')} {other} data and --data "
+                f"{config.data} is {kind} data; drop {agree(given, 'it', 'them')}"
             )
     image_only = [
         name for name in parse_augment(config.augment) if name != "none" and not augmentation_fits(name, kind)
@@ -134,7 +136,8 @@ def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
     if image_only:
         fits = [name for name in augmentation_choices() if name == "none" or augmentation_fits(name, kind)]
         raise ConfigError(
-            f"--augment {config.augment}: {', '.join(image_only)} work(s) on images only and --data "
+            f"--augment {config.augment}: {', '.join(image_only)} {agree(image_only, 'works', 'work')} "
+            f"on images only and --data "
             f"{config.data} is {kind} data; use --augment {' or '.join(fits)}"
         )
 

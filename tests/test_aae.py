@@ -199,7 +199,7 @@ def test_discriminator_side_augmentation_is_refused_because_d_judges_codes(augme
         ("--aae-supervised", "add --aae-prior mixture"),
         ("--aae-prior mixture --aae-components 1", "--aae-components must lie in [2"),
         ("--aae-prior mixture --latent-dim 4", "needs --latent-dim of at least 5"),
-        ("--denoise 0.1", "do(es) not apply to --model aae"),
+        ("--denoise 0.1", "does not apply to --model aae"),
     ],
 )
 def test_bad_options_are_one_line_errors(options, says, capsys):

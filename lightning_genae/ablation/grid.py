@@ -27,7 +27,7 @@ from typing import Any
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.cache import write_atomically
 from lightning_genae.config import RunConfig, flag, resume_conflicts
-from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.resolve import ResolvedRun, resolve
 from lightning_genae.run_folder import (
     CHECKPOINT_DIR,
@@ -174,7 +174,10 @@ def plan_grid(
     ]
     if stray:
         flags = ", ".join(flag(key) for key in stray)
-        raise ConfigError(f"{flags} do(es) nothing with any --augment of this grid; drop it")
+        raise ConfigError(
+            f"{flags} {agree(stray, 'does', 'do')} nothing with any --augment of this grid; "
+            f"drop {agree(stray, 'it', 'them')}"
+        )
     return GridPlan(root, cells, runs)
 
 

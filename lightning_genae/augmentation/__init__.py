@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lightning_genae.augmentation.discriminator import AugmenterOnInputs, DiffAugment
 from lightning_genae.config import flag
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, agree
 from lightning_genae.models import MODELS, ImageDiscriminator
 
 if TYPE_CHECKING:
@@ -252,8 +252,9 @@ def resolve_augment_plan(
         takers = [name for name, spec in MODELS.items() if issubclass(spec.module, ImageDiscriminator)]
         data_side = [name for name, spec in AUGMENTATIONS.items() if spec.side == "data"]
         raise ConfigError(
-            f"--augment {config.augment}: {', '.join(d_side)} augment(s) the inputs of a discriminator of "
-            f"images, and --model {config.model} has none; use --model {' or '.join(takers)} "
+            f"--augment {config.augment}: {', '.join(d_side)} {agree(d_side, 'augments', 'augment')} "
+            f"the inputs of a discriminator of images, and --model {config.model} has none; "
+            f"use --model {' or '.join(takers)} "
             f"or --augment {'/'.join(data_side)}"
         )
     used = options_used_by(plan_names, config.augment_mode)
@@ -263,9 +264,14 @@ def resolve_augment_plan(
     if stray and not drop_unused:
         flags = ", ".join(flag(option) for option in stray)
         raise ConfigError(
-            f"{flags} do(es) nothing with --augment {config.augment}"
-            f"{' --augment-mode offline' if config.augment_mode == 'offline' else ''}; drop it, or use the "
-            "augmentation it belongs to (see --help)"
+            f"{flags} {agree(stray, 'does', 'do')} nothing with --augment {config.augment}"
+            f"{' --augment-mode offline' if config.augment_mode == 'offline' else ''}; drop "
+            + agree(
+                stray,
+                "it, or use the augmentation it belongs to",
+                "them, or use the augmentations they belong to",
+            )
+            + " (see --help)"
         )
 
     values = {key: (getattr(config, key) if given(key) else default) for key, default in DEFAULTS.items()}

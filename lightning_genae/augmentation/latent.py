@@ -222,6 +222,10 @@ def _load_module(checkpoint: RunCheckpoint, flag: str) -> tuple[GenerativeModule
     return checkpoint.restore(MODELS[family].module, flag), stored
 
 
+def _training_images(train_size: int | None) -> str:
+    return "the whole training split" if train_size is None else f"a --train-size {train_size} subset"
+
+
 def _check_given_checkpoint(
     checkpoint: RunCheckpoint, stored: dict[str, Any], datamodule: InMemoryDataModule, seed: int
 ) -> None:
@@ -238,8 +242,8 @@ def _check_given_checkpoint(
         problems.append(f"it was trained on {stored.get('data')}, this run uses {datamodule.name}")
     elif stored.get("train_size") != datamodule.train_size:
         problems.append(
-            f"it was trained with --train-size {stored.get('train_size')}, "
-            f"this run has {datamodule.train_size}"
+            f"it was trained on {_training_images(stored.get('train_size'))}, "
+            f"this run on {_training_images(datamodule.train_size)}"
         )
     elif datamodule.train_size is not None and stored.get("seed") != seed:
         problems.append(

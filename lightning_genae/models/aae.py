@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, agree
 from lightning_genae.metrics.latent import CodeGaussianKL
 from lightning_genae.models.base import FamilyOptions, option, with_default
 from lightning_genae.models.reconstruction import (
@@ -88,7 +88,8 @@ class AAEOptions(ReconstructionOptions):
             ]
             if ignored:
                 raise ConfigError(
-                    f"{', '.join(ignored)} shape(s) the mixture prior; add --aae-prior mixture or drop it"
+                    f"{', '.join(ignored)} {agree(ignored, 'shapes', 'shape')} the mixture prior; add "
+                    f"--aae-prior mixture or drop {agree(ignored, 'it', 'them')}"
                 )
         else:
             mixture_means(self.aae_components, self.latent_dim)  # rejects too many components
