@@ -116,12 +116,18 @@ def test_resuming_into_a_folder_of_another_run_is_refused(finished_run, tiny_ae_
 # --- bad --output paths
 
 
+@pytest.mark.parametrize("mode", ["run", "grid", "evaluate"])
 @pytest.mark.parametrize("where", ["is a file", "under a file"])
-def test_output_that_is_or_lies_under_a_file_is_one_line_exit_2(where, tmp_path, capsys):
+def test_output_that_is_or_lies_under_a_file_is_one_line_exit_2(where, mode, tiny_ae_run, tmp_path, capsys):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file")
     output = blocker if where == "is a file" else blocker / "run"
-    assert main([*TINY_AE, "--max-steps", "2", "--output", str(output)]) == 2
+    command = {
+        "run": [*TINY_AE, "--max-steps", "2"],
+        "grid": [*TINY_AE, "--max-steps", "2", "--seeds", "0,1"],
+        "evaluate": ["--evaluate", str(tiny_ae_run / "checkpoints" / "last.ckpt")],
+    }[mode]
+    assert main([*command, "--output", str(output)]) == 2
     one_line_error(capsys, str(output), "file", "pick a folder path for --output")
     assert blocker.read_text() == "a file"
 
