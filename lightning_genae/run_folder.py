@@ -115,6 +115,9 @@ def _process_identity() -> dict[str, Any]:
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         if task:
             identity["slurm_array_task_id"] = task
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "")
+        if restarts.isdigit():
+            identity["slurm_restart_count"] = int(restarts)
     return identity
 
 
@@ -243,25 +246,27 @@ class RunFolderLock:
 
     @staticmethod
     def _stale_reason(record: dict[str, Any]) -> str | None:
-        """Why the lock's owner is gone, or None while it may still be writing."""
+        """Why the lock's owner is gone, or None while it may still be writing.
+
+        On this host the owner's pid decides. Elsewhere only SLURM can tell: a lock of this very job and
+        array task from an earlier attempt (a lower SLURM_RESTART_COUNT, or none recorded) is this job's
+        own, left by the node it ran on before a requeue.
+        """
         mine = _process_identity()
-        job = record.get("slurm_job_id")
-        if (
-            job
-            and job == mine.get("slurm_job_id")
-            and record.get("slurm_array_task_id") == mine.get("slurm_array_task_id")
-        ):
-            return "this SLURM job's previous attempt"
-        if record.get("host") != mine["host"]:
-            return None
         pid = record.get("pid")
-        if not isinstance(pid, int):
+        if record.get("host") == mine["host"] and isinstance(pid, int):
+            if pid == mine["pid"]:
+                return "an earlier run of this process"
+            since = record.get("started_epoch")
+            if not _pid_alive(pid, since if isinstance(since, (int, float)) else None):
+                return "a run that is gone"
             return None
-        if pid == mine["pid"]:
-            return "an earlier run of this process"
-        since = record.get("started_epoch")
-        if not _pid_alive(pid, since if isinstance(since, (int, float)) else None):
-            return "a run that is gone"
+        job = record.get("slurm_job_id")
+        same_job = job and job == mine.get("slurm_job_id")
+        if same_job and record.get("slurm_array_task_id") == mine.get("slurm_array_task_id"):
+            theirs, ours = record.get("slurm_restart_count"), mine.get("slurm_restart_count")
+            if theirs is None or ours is None or theirs < ours:
+                return "this SLURM job's previous attempt"
         return None
 
     def release(self) -> None:

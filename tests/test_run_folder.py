@@ -285,6 +285,22 @@ def test_the_same_slurm_job_takes_over_its_previous_attempts_lock(tmp_path, monk
         RunFolderLock.acquire(tmp_path)
 
 
+def test_a_requeued_job_takes_over_only_an_earlier_attempts_lock(tmp_path, monkeypatch, live_process):
+    monkeypatch.setenv("SLURM_JOB_ID", "991")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_restart_count=1)
+    RunFolderLock.acquire(tmp_path).release()
+    # The same attempt on another node: a second run in the job's allocation, still writing.
+    write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_restart_count=2)
+    with pytest.raises(RunFolderRefused, match="another machine"):
+        RunFolderLock.acquire(tmp_path)
+    # On this host the pid decides, whatever the job: a live run of the same job keeps its lock.
+    here = socket.gethostname()
+    write_lock(tmp_path, host=here, pid=live_process.pid, started_epoch=time.time(), slurm_job_id="991")
+    with pytest.raises(RunFolderRefused, match=f"pid {live_process.pid}"):
+        RunFolderLock.acquire(tmp_path)
+
+
 def test_a_lock_is_released_when_the_run_fails(finished_run, capsys):
     assert main(resume_failing_at_trainer_setup(finished_run)) == 2
     assert not (finished_run / LOCK_FILE).exists()
