@@ -279,14 +279,38 @@ class RunFolderLock:
 # --- claiming a folder for one invocation
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The top-most folder of `path` that does not exist yet (what creating `path` would make)."""
-    missing = None
+def _make_folder(path: Path) -> list[Path]:
+    """Create `path` and its missing parents; returns the folders this call made, top-down.
+
+    One level at a time, so that a folder another process made at the same moment is never counted as
+    ours (and never removed by our undo).
+    """
+    missing = []
     for candidate in [path, *path.parents]:
-        if candidate.exists():
+        if candidate.is_dir():
             break
-        missing = candidate
-    return missing
+        missing.append(candidate)
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            made.append(folder)
+    except OSError:
+        _remove_empty(made)
+        raise
+    return made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders of `folders` that are empty, deepest first (what others put there stays)."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @dataclass
@@ -295,7 +319,7 @@ class ClaimedRunFolder:
 
     path: Path
     lock: RunFolderLock
-    created: Path | None
+    made: list[Path]
     entries_before: set[str] = field(default_factory=set)
     config_before: bytes | None = None
     claimed_at: float = field(default_factory=time.time)
@@ -319,17 +343,15 @@ class ClaimedRunFolder:
                     f"({resuming_from}); resume into {resuming_from} or an empty --output"
                 )
             _refuse_foreign_run(path, files)
-        created = _first_missing(path)
+        made: list[Path] = []
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            made = _make_folder(path)
             lock = RunFolderLock.acquire(path)
         except RunFolderRefused:
-            if created is not None:
-                shutil.rmtree(created, ignore_errors=True)
+            _remove_empty(made)
             raise
         except OSError as error:
-            if created is not None:
-                shutil.rmtree(created, ignore_errors=True)
+            _remove_empty(made)
             raise ConfigError(
                 f"--output {path} cannot be written ({describe_error(error)}); pick a writable --output"
             ) from None
@@ -345,7 +367,7 @@ class ClaimedRunFolder:
         return cls(
             path,
             lock,
-            created,
+            made,
             entries_before=set(os.listdir(path)),
             config_before=config_file.read_bytes() if config_file.is_file() else None,
         )
@@ -367,8 +389,10 @@ class ClaimedRunFolder:
         """
         if self.wrote_checkpoint():
             return
-        if self.created is not None:
-            shutil.rmtree(self.created, ignore_errors=True)
+        if self.path in self.made:
+            shutil.rmtree(self.path, ignore_errors=True)
+            # Parents made for it go too, unless another run has put something there meanwhile.
+            _remove_empty(self.made[:-1])
             return
         for name in set(os.listdir(self.path)) - self.entries_before - {LOCK_FILE}:
             entry = self.path / name

@@ -18,6 +18,7 @@ import torch
 from tiny import TINY_RUN
 
 from lightning_genae.cli import main
+from lightning_genae.errors import ConfigError
 from lightning_genae.run_folder import LOCK_FILE, RunFolderLock, RunFolderRefused
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,6 +195,21 @@ def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         main([*TINY_AE, "--max-steps", "2", "--output", str(output)])
     assert not output.exists()
+
+
+def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypatch):
+    import lightning_genae.train
+
+    sibling = tmp_path / "grid" / "other-cell"
+
+    def another_run_starts_then_this_one_fails(*args, **kwargs):
+        sibling.mkdir()  # e.g. the next array task's cell, made in the parent this run created
+        raise ConfigError("--augment: injected failure")
+
+    monkeypatch.setattr(lightning_genae.train, "attach_augmentation", another_run_starts_then_this_one_fails)
+    assert main([*TINY_AE, "--max-steps", "2", "--output", str(tmp_path / "grid" / "cell")]) == 2
+    assert not (tmp_path / "grid" / "cell").exists()
+    assert sibling.is_dir(), "the parent this run made is removed only while empty"
 
 
 def test_an_error_at_training_start_leaves_an_existing_folder_as_it_was(tmp_path, capsys):
