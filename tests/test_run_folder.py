@@ -19,7 +19,7 @@ from tiny import TINY_RUN
 
 from lightning_genae.cli import main
 from lightning_genae.errors import ConfigError
-from lightning_genae.run_folder import LOCK_FILE, RunFolderLock, RunFolderRefused
+from lightning_genae.run_folder import LOCK_FILE, ClaimedRunFolder, RunFolderLock, RunFolderRefused
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_AE = ["--model", "ae", *TINY_RUN]
@@ -252,6 +252,14 @@ def test_a_folder_locked_by_a_live_run_is_refused_naming_its_owner(tmp_path, liv
     assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
     one_line_error(capsys, "in use by another run", f"pid {live_process.pid}", socket.gethostname())
     assert sorted(os.listdir(output)) == [LOCK_FILE], "the owner's lock stays and nothing is written"
+
+
+def test_overwrite_never_removes_a_run_that_is_still_writing(finished_run, live_process):
+    write_lock(finished_run, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
+    before = snapshot(finished_run)
+    with pytest.raises(RunFolderRefused, match="in use by another run"):
+        ClaimedRunFolder.claim(finished_run, resuming_from=None, overwrite=True)
+    assert snapshot(finished_run) == before
 
 
 def test_a_lock_whose_process_is_gone_is_taken_over_with_a_notice(tmp_path, live_process, capsys):
