@@ -33,6 +33,7 @@ from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.loggers import LOGGER_CHOICES
 from lightning_genae.models import MODELS
 from lightning_genae.resolve import DEFAULT_MAX_STEPS, model_option_names, resolve
+from lightning_genae.run_folder import check_output_folder
 
 GROUP_TITLES = {
     "what": "what to train on",
@@ -245,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_sizes = args.pop("train_size", None)
     try:
         file_values = load_config_file(config_path, known=model_option_names()) if config_path else {}
+        output = args.get("output", file_values.get("output"))
+        if output:
+            # Every mode writes there (a run, a grid's root, eval.json): a bad path is refused before work.
+            check_output_folder(Path(output))
         if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
             from lightning_genae.evaluate import evaluate_checkpoint, evaluate_folder
 

@@ -115,6 +115,9 @@ def _process_identity() -> dict[str, Any]:
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         if task:
             identity["slurm_array_task_id"] = task
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "")
+        if restarts.isdigit():
+            identity["slurm_restart_count"] = int(restarts)
     return identity
 
 
@@ -243,25 +246,27 @@ class RunFolderLock:
 
     @staticmethod
     def _stale_reason(record: dict[str, Any]) -> str | None:
-        """Why the lock's owner is gone, or None while it may still be writing."""
+        """Why the lock's owner is gone, or None while it may still be writing.
+
+        On this host the owner's pid decides. Elsewhere only SLURM can tell: a lock of this very job and
+        array task from an earlier attempt (a lower SLURM_RESTART_COUNT, or none recorded) is this job's
+        own, left by the node it ran on before a requeue.
+        """
         mine = _process_identity()
-        job = record.get("slurm_job_id")
-        if (
-            job
-            and job == mine.get("slurm_job_id")
-            and record.get("slurm_array_task_id") == mine.get("slurm_array_task_id")
-        ):
-            return "this SLURM job's previous attempt"
-        if record.get("host") != mine["host"]:
-            return None
         pid = record.get("pid")
-        if not isinstance(pid, int):
+        if record.get("host") == mine["host"] and isinstance(pid, int):
+            if pid == mine["pid"]:
+                return "an earlier run of this process"
+            since = record.get("started_epoch")
+            if not _pid_alive(pid, since if isinstance(since, (int, float)) else None):
+                return "a run that is gone"
             return None
-        if pid == mine["pid"]:
-            return "an earlier run of this process"
-        since = record.get("started_epoch")
-        if not _pid_alive(pid, since if isinstance(since, (int, float)) else None):
-            return "a run that is gone"
+        job = record.get("slurm_job_id")
+        same_job = job and job == mine.get("slurm_job_id")
+        if same_job and record.get("slurm_array_task_id") == mine.get("slurm_array_task_id"):
+            theirs, ours = record.get("slurm_restart_count"), mine.get("slurm_restart_count")
+            if theirs is None or ours is None or theirs < ours:
+                return "this SLURM job's previous attempt"
         return None
 
     def release(self) -> None:
@@ -274,14 +279,38 @@ class RunFolderLock:
 # --- claiming a folder for one invocation
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The top-most folder of `path` that does not exist yet (what creating `path` would make)."""
-    missing = None
+def _make_folder(path: Path) -> list[Path]:
+    """Create `path` and its missing parents; returns the folders this call made, top-down.
+
+    One level at a time, so that a folder another process made at the same moment is never counted as
+    ours (and never removed by our undo).
+    """
+    missing = []
     for candidate in [path, *path.parents]:
-        if candidate.exists():
+        if candidate.is_dir():
             break
-        missing = candidate
-    return missing
+        missing.append(candidate)
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            made.append(folder)
+    except OSError:
+        _remove_empty(made)
+        raise
+    return made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders of `folders` that are empty, deepest first (what others put there stays)."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @dataclass
@@ -290,7 +319,7 @@ class ClaimedRunFolder:
 
     path: Path
     lock: RunFolderLock
-    created: Path | None
+    made: list[Path]
     entries_before: set[str] = field(default_factory=set)
     config_before: bytes | None = None
     claimed_at: float = field(default_factory=time.time)
@@ -314,17 +343,15 @@ class ClaimedRunFolder:
                     f"({resuming_from}); resume into {resuming_from} or an empty --output"
                 )
             _refuse_foreign_run(path, files)
-        created = _first_missing(path)
+        made: list[Path] = []
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            made = _make_folder(path)
             lock = RunFolderLock.acquire(path)
         except RunFolderRefused:
-            if created is not None:
-                shutil.rmtree(created, ignore_errors=True)
+            _remove_empty(made)
             raise
         except OSError as error:
-            if created is not None:
-                shutil.rmtree(created, ignore_errors=True)
+            _remove_empty(made)
             raise ConfigError(
                 f"--output {path} cannot be written ({describe_error(error)}); pick a writable --output"
             ) from None
@@ -340,7 +367,7 @@ class ClaimedRunFolder:
         return cls(
             path,
             lock,
-            created,
+            made,
             entries_before=set(os.listdir(path)),
             config_before=config_file.read_bytes() if config_file.is_file() else None,
         )
@@ -362,8 +389,10 @@ class ClaimedRunFolder:
         """
         if self.wrote_checkpoint():
             return
-        if self.created is not None:
-            shutil.rmtree(self.created, ignore_errors=True)
+        if self.path in self.made:
+            shutil.rmtree(self.path, ignore_errors=True)
+            # Parents made for it go too, unless another run has put something there meanwhile.
+            _remove_empty(self.made[:-1])
             return
         for name in set(os.listdir(self.path)) - self.entries_before - {LOCK_FILE}:
             entry = self.path / name

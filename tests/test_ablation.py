@@ -308,6 +308,29 @@ def test_a_finished_cell_with_other_options_is_refused_and_not_marked_failed(
     assert "refused" in capsys.readouterr().err
 
 
+def test_a_longer_budget_continues_finished_cells_from_their_last_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cells = expand_grid(["ae", "none"], [1000], [0])
+    for cell in cells:
+        run_dir = write_run(tmp_path, cell.augment, 1000, 0, 20.0, global_step=1500)
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    started: dict[str, CellStart] = {}
+
+    def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
+        started[cell.augment] = start
+
+    longer = RunConfig(augment="ae", train_size=1000, seed=0, max_steps=3000)
+    outcomes = run_grid(cells[:1], tmp_path, run_cell, configs={cells[0]: longer})
+    assert started == {"ae": CellStart.RESUME} and outcomes[0].action == "resumed"
+    assert "finished at step 1500, continuing to the new budget" in capsys.readouterr().out
+    # The same budget as the finished run: nothing to do.
+    same = RunConfig(augment="none", train_size=1000, seed=0, max_steps=1500)
+    [outcome] = run_grid(cells[1:], tmp_path, run_cell, configs={cells[1]: same})
+    assert outcome.action == "skipped" and "none" not in started
+
+
 def test_summary_of_a_partial_grid_lists_missing_unfinished_and_failed_cells(tmp_path: Path) -> None:
     cells = expand_grid(["none", "ae"], [None], [0, 1])
     record_grid_cells(tmp_path, cells)

@@ -18,7 +18,8 @@ import torch
 from tiny import TINY_RUN
 
 from lightning_genae.cli import main
-from lightning_genae.run_folder import LOCK_FILE, RunFolderLock, RunFolderRefused
+from lightning_genae.errors import ConfigError
+from lightning_genae.run_folder import LOCK_FILE, ClaimedRunFolder, RunFolderLock, RunFolderRefused
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_AE = ["--model", "ae", *TINY_RUN]
@@ -116,12 +117,18 @@ def test_resuming_into_a_folder_of_another_run_is_refused(finished_run, tiny_ae_
 # --- bad --output paths
 
 
+@pytest.mark.parametrize("mode", ["run", "grid", "evaluate"])
 @pytest.mark.parametrize("where", ["is a file", "under a file"])
-def test_output_that_is_or_lies_under_a_file_is_one_line_exit_2(where, tmp_path, capsys):
+def test_output_that_is_or_lies_under_a_file_is_one_line_exit_2(where, mode, tiny_ae_run, tmp_path, capsys):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file")
     output = blocker if where == "is a file" else blocker / "run"
-    assert main([*TINY_AE, "--max-steps", "2", "--output", str(output)]) == 2
+    command = {
+        "run": [*TINY_AE, "--max-steps", "2"],
+        "grid": [*TINY_AE, "--max-steps", "2", "--seeds", "0,1"],
+        "evaluate": ["--evaluate", str(tiny_ae_run / "checkpoints" / "last.ckpt")],
+    }[mode]
+    assert main([*command, "--output", str(output)]) == 2
     one_line_error(capsys, str(output), "file", "pick a folder path for --output")
     assert blocker.read_text() == "a file"
 
@@ -190,6 +197,21 @@ def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monke
     assert not output.exists()
 
 
+def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypatch):
+    import lightning_genae.train
+
+    sibling = tmp_path / "grid" / "other-cell"
+
+    def another_run_starts_then_this_one_fails(*args, **kwargs):
+        sibling.mkdir()  # e.g. the next array task's cell, made in the parent this run created
+        raise ConfigError("--augment: injected failure")
+
+    monkeypatch.setattr(lightning_genae.train, "attach_augmentation", another_run_starts_then_this_one_fails)
+    assert main([*TINY_AE, "--max-steps", "2", "--output", str(tmp_path / "grid" / "cell")]) == 2
+    assert not (tmp_path / "grid" / "cell").exists()
+    assert sibling.is_dir(), "the parent this run made is removed only while empty"
+
+
 def test_an_error_at_training_start_leaves_an_existing_folder_as_it_was(tmp_path, capsys):
     output = tmp_path / "run"
     output.mkdir()
@@ -230,6 +252,14 @@ def test_a_folder_locked_by_a_live_run_is_refused_naming_its_owner(tmp_path, liv
     assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
     one_line_error(capsys, "in use by another run", f"pid {live_process.pid}", socket.gethostname())
     assert sorted(os.listdir(output)) == [LOCK_FILE], "the owner's lock stays and nothing is written"
+
+
+def test_overwrite_never_removes_a_run_that_is_still_writing(finished_run, live_process):
+    write_lock(finished_run, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
+    before = snapshot(finished_run)
+    with pytest.raises(RunFolderRefused, match="in use by another run"):
+        ClaimedRunFolder.claim(finished_run, resuming_from=None, overwrite=True)
+    assert snapshot(finished_run) == before
 
 
 def test_a_lock_whose_process_is_gone_is_taken_over_with_a_notice(tmp_path, live_process, capsys):
@@ -276,6 +306,22 @@ def test_the_same_slurm_job_takes_over_its_previous_attempts_lock(tmp_path, monk
     # Another array task of the same job is another run.
     write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_array_task_id="4")
     with pytest.raises(RunFolderRefused, match="another machine"):
+        RunFolderLock.acquire(tmp_path)
+
+
+def test_a_requeued_job_takes_over_only_an_earlier_attempts_lock(tmp_path, monkeypatch, live_process):
+    monkeypatch.setenv("SLURM_JOB_ID", "991")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_restart_count=1)
+    RunFolderLock.acquire(tmp_path).release()
+    # The same attempt on another node: a second run in the job's allocation, still writing.
+    write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_restart_count=2)
+    with pytest.raises(RunFolderRefused, match="another machine"):
+        RunFolderLock.acquire(tmp_path)
+    # On this host the pid decides, whatever the job: a live run of the same job keeps its lock.
+    here = socket.gethostname()
+    write_lock(tmp_path, host=here, pid=live_process.pid, started_epoch=time.time(), slurm_job_id="991")
+    with pytest.raises(RunFolderRefused, match=f"pid {live_process.pid}"):
         RunFolderLock.acquire(tmp_path)
 
 

@@ -213,17 +213,25 @@ def _how_to_start(
     if (run_dir / FAILED_FILE).is_file():
         return CellStart.RESTART, "failed before, running it again from scratch", None
     summary = read_summary(run_dir)
+    has_checkpoint = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file()
     if summary is not None:
+        step = summary.get("global_step", "?")
         stored = summary.get("config")
-        conflicts = resume_conflicts(stored, config.to_dict()) if isinstance(stored, dict) and config else []
+        stored = stored if isinstance(stored, dict) else {}
+        conflicts = resume_conflicts(stored, config.to_dict()) if config else []
         if conflicts:
             refusal = (
                 f"{run_dir} holds a finished run with other options ({'; '.join(conflicts)}); "
                 "re-run the grid with --overwrite or another --output"
             )
             return None, "refused", refusal
-        return None, f"finished (step {summary.get('global_step', '?')}), skipped", None
-    if (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file():
+        new_budget = config is not None and any(
+            name in stored and stored[name] != getattr(config, name) for name in ("max_steps", "max_epochs")
+        )
+        if new_budget and has_checkpoint:
+            return CellStart.RESUME, f"finished at step {step}, continuing to the new budget", None
+        return None, f"finished (step {step}), skipped", None
+    if has_checkpoint:
         return CellStart.RESUME, "unfinished, resuming from its last.ckpt", None
     if started_run_files(run_dir):
         return CellStart.RESTART, "started but never checkpointed, running it again from scratch", None
@@ -272,7 +280,7 @@ def run_grid(
             continue
         if start is None:
             print(f"{label}: {says}", flush=True)
-            action = "skipped" if says.startswith("finished") else "in use"
+            action = "in use" if says.startswith("in use") else "skipped"
             outcomes.append(CellOutcome(cell, run_dir, ok=True, action=action))
             continue
         print(f"{label} ..." if start is CellStart.FRESH else f"{label}: {says} ...", flush=True)
