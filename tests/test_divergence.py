@@ -134,39 +134,41 @@ def test_a_run_resumes_from_the_checkpoint_a_divergence_message_names(tmp_path, 
     run_dir = tmp_path / "vae"
     with monkeypatch.context() as patch:
         diverge_at(MODELS["vae"].module, 4, patch)
-        args = [
-            "--model",
-            "vae",
-            *TINY_RUN,
-            "--ckpt-every",
-            "2",
-            "--max-steps",
-            "10",
-            "--output",
-            str(run_dir),
-        ]
-        assert main(args) == 1
-    advised, step = advised_checkpoint(one_error_line(capsys))
-    assert main(["--resume", str(advised), "--max-steps", "6"]) == 0
+        args = ["--model", "vae", *TINY_RUN, "--ckpt-every", "2", "--max-steps", "10"]
+        assert main([*args, "--output", str(run_dir)]) == 1
+    message = one_error_line(capsys)
+    advised, step = advised_checkpoint(message)
+    lower_lr = re.search(r"--lr (\S+)$", message).group(1)
+    assert (step, lower_lr) == (4, "0.0001")
+    assert main(["--resume", str(advised), "--lr", lower_lr, "--max-steps", "6"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert (step, summary["global_step"]) == (4, 6)
+    assert summary["global_step"] == 6
     assert all(torch.isfinite(torch.tensor(value)) for value in summary["final_metrics"].values())
 
 
-def test_vae_at_a_huge_learning_rate_keeps_a_finite_last_ckpt_that_resumes(tmp_path, capsys):
-    """The issue's case: at --lr 1e6 the batch-norm statistics and Adam's moments overflow."""
+def test_vae_at_lr_1e6_keeps_a_finite_last_ckpt_and_says_when_a_resume_fails_again(tmp_path, capsys):
+    """The issue's case: at --lr 1e6 the batch-norm statistics and Adam's moments overflow at step 2.
+
+    The step-1 checkpoint is finite, but its first Adam step moved every weight by about 1e6, so the next
+    forward pass overflows at any learning rate: resuming it with --lr 1e-3 diverges again, and the
+    message then advises starting again rather than the same checkpoint once more.
+    """
     run_dir = tmp_path / "vae"
     args = ["--model", "vae", *TINY_RUN, "--lr", "1e6", "--ckpt-every", "1", "--max-steps", "10"]
     assert main([*args, "--output", str(run_dir)]) == 1
     message = one_error_line(capsys)
-    assert "became NaN or infinite" in message and "--lr 100000" in message
+    assert "became NaN or infinite by step 2" in message and "--lr 100000" in message, message
     advised, step = advised_checkpoint(message)
-    assert advised == run_dir / "checkpoints" / "last.ckpt"
-    assert assert_finite_checkpoint(advised)["global_step"] == step >= 1
-    # Resuming it trains on from its step (at the same learning rate it diverges again, from a finite start).
-    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "10"]) == 1
-    assert "resume from" in one_error_line(capsys)
-    assert_finite_checkpoint(advised)
+    assert (advised, step) == (run_dir / "checkpoints" / "last.ckpt", 1)
+    written = advised.read_bytes()
+    assert assert_finite_checkpoint(advised)["global_step"] == 1
+    weights = assert_finite_checkpoint(advised)["state_dict"]["encoder.head.weight"]
+    assert weights.abs().max() > 1e5  # one step at --lr 1e6: finite, and far gone
+    assert main(["--resume", "last", "--output", str(run_dir), "--lr", "1e-3", "--max-steps", "10"]) == 1
+    message = one_error_line(capsys)
+    assert f"diverged again before writing a checkpoint newer than {advised} (step 1)" in message, message
+    assert "start again with a lower --lr" in message
+    assert advised.read_bytes() == written
 
 
 def test_ae_at_a_huge_learning_rate_no_longer_ends_successfully_with_inf_in_batch_norm(tmp_path, capsys):
