@@ -3,6 +3,8 @@ none), never writes a checkpoint holding NaN or inf, and leaves the last finite 
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from lightning_genae.checkpoint import non_finite_state
 from lightning_genae.cli import main
 from lightning_genae.models import MODELS, AutoencoderModule, GANModule
 
+REPO = Path(__file__).resolve().parents[1]
 # Every image family, the adversarial ones (gan, began, vaegan, aae) included.
 FAMILIES = ["ae", "vae", "gan", "began", "vaegan", "aae"]
 
@@ -169,6 +172,21 @@ def test_vae_at_lr_1e6_keeps_a_finite_last_ckpt_and_says_when_a_resume_fails_aga
     assert f"diverged again before writing a checkpoint newer than {advised} (step 1)" in message, message
     assert "start again with a lower --lr" in message
     assert advised.read_bytes() == written
+
+
+@pytest.mark.slow
+def test_every_ddp_process_stops_at_the_same_divergence_and_none_is_left_waiting(tmp_path):
+    """Two gloo processes stop at the same check with the same line (a process stopping alone would leave
+    the other blocked in a collective until the timeout), and last.ckpt stays finite."""
+    run_dir = tmp_path / "ddp"
+    args = ["--model", "vae", *TINY_RUN, "--lr", "1e6", "--ckpt-every", "1", "--max-steps", "10"]
+    ddp = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--output", str(run_dir)]
+    command = [sys.executable, str(REPO / "run.py"), *args, *ddp]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and all("became NaN or infinite by step 2" in line for line in errors), errors
+    assert assert_finite_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 1
 
 
 def test_ae_at_a_huge_learning_rate_no_longer_ends_successfully_with_inf_in_batch_norm(tmp_path, capsys):
