@@ -180,12 +180,26 @@ def last_finite_checkpoint(directory: Path, steps_per_iteration: int) -> tuple[P
     return found
 
 
-def resume_advice(directory: Path | None, steps_per_iteration: int, lower_lr: float) -> str:
-    """What to do after a divergence: the finite checkpoint to resume from, or that there is none."""
+def resume_advice(
+    directory: Path | None, steps_per_iteration: int, lower_lr: float, started_at: int = 0
+) -> str:
+    """What to do after a divergence: the finite checkpoint to resume from, or that there is none.
+
+    A run resumed at iteration `started_at` that diverged before writing a newer checkpoint may have
+    resumed from weights already too large to recover (after one Adam step at --lr 1e6 every weight is
+    about 1e6, finite, and the next forward pass overflows whatever the learning rate): advising the same
+    checkpoint again could go round in circles, so starting again is advised first.
+    """
     found = last_finite_checkpoint(directory, steps_per_iteration) if directory is not None else None
     if found is None:
         return f"no checkpoint was written before it; start again with a lower --lr, e.g. --lr {lower_lr:g}"
     path, iteration = found
+    if 0 < started_at and iteration <= started_at:
+        return (
+            f"it diverged again before writing a checkpoint newer than {path} (step {iteration}), whose "
+            f"weights may be beyond recovery: start again with a lower --lr, e.g. --lr {lower_lr:g}, or "
+            f"resume it with a still lower one: --resume {path} --lr {lower_lr:g}"
+        )
     return (
         f"resume from {path} (step {iteration}, all finite) with a lower --lr: "
         f"--resume {path} --lr {lower_lr:g}"

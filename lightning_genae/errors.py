@@ -33,6 +33,9 @@ class DataError(GenaeError):
 
 
 class TrainingDiverged(GenaeError):
-    """A loss became NaN or infinite; training stops before the bad step is applied."""
+    """A loss, weight, buffer or optimizer state became NaN or inf; the run stops.
+
+    The update that caused it is not undone; the checkpoints already written are all finite.
+    """
 
     exit_code = 1

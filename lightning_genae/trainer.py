@@ -131,11 +131,19 @@ class DivergenceGuard(Callback):
         self.checkpoint_dir = checkpoint_dir
         self.check_every = tuple(every for every in check_every if every > 0)
         self.precision = precision
+        # The iteration training started from: above 0 when the run was resumed.
+        self.started_at = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: GenerativeModule) -> None:
+        self.started_at = pl_module.iteration
 
     def diverged(self, cause: str, model: GenerativeModule) -> TrainingDiverged:
         """The one-line error: what diverged, and what to do about it."""
         advice = resume_advice(
-            self.checkpoint_dir, model.optimizer_steps_per_iteration, lower_lr=model.options.lr / 10
+            self.checkpoint_dir,
+            model.optimizer_steps_per_iteration,
+            lower_lr=model.options.lr / 10,
+            started_at=self.started_at,
         )
         if "16" in self.precision:
             advice += " (or use --precision 32-true)"

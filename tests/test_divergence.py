@@ -3,6 +3,8 @@ none), never writes a checkpoint holding NaN or inf, and leaves the last finite 
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,13 @@ from lightning_genae.checkpoint import non_finite_state
 from lightning_genae.cli import main
 from lightning_genae.models import MODELS, AutoencoderModule, GANModule
 
-# Every image family, the adversarial ones (gan, began, vaegan, aae) included.
-FAMILIES = ["ae", "vae", "gan", "began", "vaegan", "aae"]
+REPO = Path(__file__).resolve().parents[1]
+# Every family, the adversarial ones (gan, began, vaegan, aae) included, each with a tiny run.
+TINY_RUNS = {
+    **{model: ["--model", model, *TINY_RUN] for model in ["ae", "vae", "gan", "began", "vaegan", "aae"]},
+    "rae": "--model rae --data sines --rnn-hidden 8 --latent-dim 4 --batch-size 32 --eval-every 3 "
+    "--image-every 3 --eval-samples 64".split(),
+}
 
 
 def non_finite_tensors(value, name=""):
@@ -79,7 +86,8 @@ def snapshot_checkpoints_before(family: type, iteration: int, run_dir: Path, mon
 
 
 def diverge_at(family: type, iteration: int, monkeypatch) -> None:
-    """From `iteration` on, training batches hold NaN: every loss, then every weight, becomes NaN."""
+    """From `iteration` on, training batches (images or series) hold NaN: every loss, then every weight,
+    becomes NaN."""
     original = family.training_step
 
     def training_step(self, batch, batch_idx):
@@ -106,7 +114,7 @@ def break_optimizer_state_at(family: type, iteration: int, monkeypatch) -> None:
     monkeypatch.setattr(family, "training_step", training_step)
 
 
-@pytest.mark.parametrize("model", FAMILIES)
+@pytest.mark.parametrize("model", TINY_RUNS)
 def test_a_diverging_run_stops_with_one_line_and_leaves_last_ckpt_finite_and_untouched(
     model, tmp_path, monkeypatch, capsys
 ):
@@ -114,7 +122,7 @@ def test_a_diverging_run_stops_with_one_line_and_leaves_last_ckpt_finite_and_unt
     family = MODELS[model].module
     diverge_at(family, 4, monkeypatch)
     before = snapshot_checkpoints_before(family, 4, run_dir, monkeypatch)
-    args = ["--model", model, *TINY_RUN, "--ckpt-every", "2", "--max-steps", "10", "--output", str(run_dir)]
+    args = [*TINY_RUNS[model], "--ckpt-every", "2", "--max-steps", "10", "--output", str(run_dir)]
     assert main(args) == 1
     message = one_error_line(capsys)
     assert re.search(r"train/loss\w* became nan at step 4;", message), message
@@ -134,39 +142,56 @@ def test_a_run_resumes_from_the_checkpoint_a_divergence_message_names(tmp_path, 
     run_dir = tmp_path / "vae"
     with monkeypatch.context() as patch:
         diverge_at(MODELS["vae"].module, 4, patch)
-        args = [
-            "--model",
-            "vae",
-            *TINY_RUN,
-            "--ckpt-every",
-            "2",
-            "--max-steps",
-            "10",
-            "--output",
-            str(run_dir),
-        ]
-        assert main(args) == 1
-    advised, step = advised_checkpoint(one_error_line(capsys))
-    assert main(["--resume", str(advised), "--max-steps", "6"]) == 0
+        args = ["--model", "vae", *TINY_RUN, "--ckpt-every", "2", "--max-steps", "10"]
+        assert main([*args, "--output", str(run_dir)]) == 1
+    message = one_error_line(capsys)
+    advised, step = advised_checkpoint(message)
+    lower_lr = re.search(r"--lr (\S+)$", message).group(1)
+    assert (step, lower_lr) == (4, "0.0001")
+    assert main(["--resume", str(advised), "--lr", lower_lr, "--max-steps", "6"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert (step, summary["global_step"]) == (4, 6)
+    assert summary["global_step"] == 6
     assert all(torch.isfinite(torch.tensor(value)) for value in summary["final_metrics"].values())
 
 
-def test_vae_at_a_huge_learning_rate_keeps_a_finite_last_ckpt_that_resumes(tmp_path, capsys):
-    """The issue's case: at --lr 1e6 the batch-norm statistics and Adam's moments overflow."""
+def test_vae_at_lr_1e6_keeps_a_finite_last_ckpt_and_says_when_a_resume_fails_again(tmp_path, capsys):
+    """The issue's case: at --lr 1e6 the batch-norm statistics and Adam's moments overflow at step 2.
+
+    The step-1 checkpoint is finite, but its first Adam step moved every weight by about 1e6, so the next
+    forward pass overflows at any learning rate: resuming it with --lr 1e-3 diverges again, and the
+    message then advises starting again rather than the same checkpoint once more.
+    """
     run_dir = tmp_path / "vae"
     args = ["--model", "vae", *TINY_RUN, "--lr", "1e6", "--ckpt-every", "1", "--max-steps", "10"]
     assert main([*args, "--output", str(run_dir)]) == 1
     message = one_error_line(capsys)
-    assert "became NaN or infinite" in message and "--lr 100000" in message
+    assert "became NaN or infinite by step 2" in message and "--lr 100000" in message, message
     advised, step = advised_checkpoint(message)
-    assert advised == run_dir / "checkpoints" / "last.ckpt"
-    assert assert_finite_checkpoint(advised)["global_step"] == step >= 1
-    # Resuming it trains on from its step (at the same learning rate it diverges again, from a finite start).
-    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "10"]) == 1
-    assert "resume from" in one_error_line(capsys)
-    assert_finite_checkpoint(advised)
+    assert (advised, step) == (run_dir / "checkpoints" / "last.ckpt", 1)
+    written = advised.read_bytes()
+    assert assert_finite_checkpoint(advised)["global_step"] == 1
+    weights = assert_finite_checkpoint(advised)["state_dict"]["encoder.head.weight"]
+    assert weights.abs().max() > 1e5  # one step at --lr 1e6: finite, and far gone
+    assert main(["--resume", "last", "--output", str(run_dir), "--lr", "1e-3", "--max-steps", "10"]) == 1
+    message = one_error_line(capsys)
+    assert f"diverged again before writing a checkpoint newer than {advised} (step 1)" in message, message
+    assert "start again with a lower --lr" in message
+    assert advised.read_bytes() == written
+
+
+@pytest.mark.slow
+def test_every_ddp_process_stops_at_the_same_divergence_and_none_is_left_waiting(tmp_path):
+    """Two gloo processes stop at the same check with the same line (a process stopping alone would leave
+    the other blocked in a collective until the timeout), and last.ckpt stays finite."""
+    run_dir = tmp_path / "ddp"
+    args = ["--model", "vae", *TINY_RUN, "--lr", "1e6", "--ckpt-every", "1", "--max-steps", "10"]
+    ddp = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--output", str(run_dir)]
+    command = [sys.executable, str(REPO / "run.py"), *args, *ddp]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and all("became NaN or infinite by step 2" in line for line in errors), errors
+    assert assert_finite_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 1
 
 
 def test_ae_at_a_huge_learning_rate_no_longer_ends_successfully_with_inf_in_batch_norm(tmp_path, capsys):
