@@ -8,18 +8,22 @@ the training data's order all go into the checkpoint and come back on resume.
 import csv
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from pytorch_lightning.callbacks import Callback
 from tiny import TINY_RUN
 
 from callbacks.random_state import global_random_state, set_global_random_state
 from datamodules import build_datamodule
 from datamodules.base import EpochShuffle, ResumableLoader
+from lightning_genae import train as train_module
 from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.cli import main
+from lightning_genae.trainer import build_callbacks
 
 # 200 training digits in batches of 32: 6 iterations an epoch, so 4 + 4 iterations stop part-way through the
 # first epoch and cross into the second.
@@ -39,9 +43,22 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+class CopyCheckpointBeforeIteration(Callback):
+    """Copies last.ckpt as it is before iteration `iteration + 1` starts: what a run killed there leaves."""
+
+    def __init__(self, iteration: int, target: Path) -> None:
+        self.iteration = iteration
+        self.target = target
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.iteration == self.iteration and not self.target.exists():
+            shutil.copy(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt", self.target)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, dict[str, Path]]:
-    """Per augmentation: two uninterrupted runs of FULL iterations, and one of HALF resumed to FULL."""
+    """Per augmentation: two uninterrupted runs of FULL iterations (the second leaves a copy of its
+    checkpoint at HALF, as if killed there), a run of HALF, and both checkpoints resumed to FULL."""
     root = tmp_path_factory.mktemp("reproducibility")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(latent_module, "default_cache_dir", lambda: root / "augmenters")
@@ -49,14 +66,20 @@ def runs(tmp_path_factory) -> dict[str, dict[str, Path]]:
         for name, extra in AUGMENTS.items():
             folder = root / name.replace("+", "-")
             args = [*RUN, *extra]
-            paths = {"first": folder / "first", "second": folder / "second", "half": folder / "half"}
-            for label in ("first", "second"):
-                assert main([*args, "--max-steps", str(FULL), "--output", str(paths[label])]) == 0
+            paths = {label: folder / label for label in ("first", "second", "half", "resumed", "killed")}
+            assert main([*args, "--max-steps", str(FULL), "--output", str(paths["first"])]) == 0
+            killed_checkpoint = folder / f"killed-at-{HALF}.ckpt"
+            copier = CopyCheckpointBeforeIteration(HALF, killed_checkpoint)
+            patch.setattr(train_module, "build_callbacks", lambda *a, c=copier: [*build_callbacks(*a), c])
+            assert main([*args, "--max-steps", str(FULL), "--output", str(paths["second"])]) == 0
+            patch.setattr(train_module, "build_callbacks", build_callbacks)
             assert main([*args, "--max-steps", str(HALF), "--output", str(paths["half"])]) == 0
-            paths["resumed"] = folder / "resumed"
-            checkpoint = paths["half"] / "checkpoints" / "last.ckpt"
-            resume = ["--resume", str(checkpoint), "--max-steps", str(FULL)]
-            assert main([*resume, "--output", str(paths["resumed"])]) == 0
+            for label, checkpoint in (
+                ("resumed", paths["half"] / "checkpoints" / "last.ckpt"),
+                ("killed", killed_checkpoint),
+            ):
+                resume = ["--resume", str(checkpoint), "--max-steps", str(FULL)]
+                assert main([*resume, "--output", str(paths[label])]) == 0
             made[name] = paths
     return made
 
@@ -79,9 +102,11 @@ def test_the_same_seed_twice_gives_an_identical_metrics_csv(runs, augment):
     assert final_metrics(first) == final_metrics(second)
 
 
+@pytest.mark.parametrize("stopped", ["finished at HALF", "killed at HALF"])
 @pytest.mark.parametrize("augment", list(AUGMENTS))
-def test_a_resumed_run_ends_with_the_uninterrupted_runs_final_metrics(runs, augment):
-    uninterrupted, resumed = runs[augment]["first"], runs[augment]["resumed"]
+def test_a_resumed_run_ends_with_the_uninterrupted_runs_final_metrics(runs, augment, stopped):
+    uninterrupted = runs[augment]["first"]
+    resumed = runs[augment]["resumed" if stopped.startswith("finished") else "killed"]
     assert json.loads((resumed / "summary.json").read_text())["global_step"] == FULL
     assert final_metrics(resumed) == final_metrics(uninterrupted)
     # Every row the resumed run wrote (training losses, validation metrics) is the uninterrupted run's.
