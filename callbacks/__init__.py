@@ -7,6 +7,7 @@ from callbacks.images import (
     ReconstructionGrid,
     SampleGrid,
 )
+from callbacks.random_state import RandomStateInCheckpoints
 from callbacks.sequences import (
     SaveNormaliser,
     SeriesAugmentationPreview,
@@ -18,6 +19,7 @@ __all__ = [
     "AugmentationPreview",
     "DiscriminatorReconstructionGrid",
     "InterpolationGrid",
+    "RandomStateInCheckpoints",
     "ReconstructionGrid",
     "SampleGrid",
     "SaveNormaliser",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
@@ -78,6 +78,73 @@ class InMemoryImages(Dataset):
     def __getitems__(self, indices: list[int]) -> Batch:
         index = torch.as_tensor(indices, dtype=torch.long)
         return self.images[index], self.labels[index]
+
+
+class EpochShuffle(Sampler[int]):
+    """A new order of n indices for each pass, a function of (seed, epoch) only, that can start part-way.
+
+    PyTorch's RandomSampler draws its order from the global random stream, which a stopped and resumed run
+    has advanced differently: it would train on other batches than an uninterrupted run. `ResumableLoader`
+    says which epoch the next pass is and where in it to start.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+        self.skip = 0
+
+    def begin(self, epoch: int, skip: int) -> None:
+        """The next pass is epoch `epoch`'s order without its first `skip` indices."""
+        self.epoch, self.skip = epoch, skip
+
+    def order(self, epoch: int) -> Tensor:
+        # (seed, epoch) hashed to one 64-bit generator seed: no two runs' epochs share an order by accident.
+        mixed = int.from_bytes(hashlib.sha256(f"{self.seed}:{epoch}".encode()).digest()[:8], "little")
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(mixed))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):  # noqa: ANN204 - a generator of indices, as Sampler's own
+        yield from self.order(self.epoch)[self.skip :].tolist()
+
+
+class ResumableLoader(DataLoader):
+    """The training loader: it knows which epoch of the data it is in and how many of that epoch's batches
+    it has handed out, and Lightning keeps that in every checkpoint.
+
+    A loader with `state_dict`/`load_state_dict` is stateful to Lightning's fit loop: its state is saved with
+    each checkpoint and given back on resume before the first batch. The data then continues where the
+    checkpoint's run stopped, also when that run ended at --max-steps part-way through an epoch (Lightning
+    counts such an epoch as finished and starts its next one; the data finishes the epoch first). Under DDP
+    Lightning's DistributedSampler takes the place of `EpochShuffle` and orders each epoch itself.
+    """
+
+    def __iter__(self):  # noqa: ANN204 - the DataLoader's iterator, counted
+        position: tuple[int, int] | None = getattr(self, "_position", None)
+        if position is None:
+            epoch, done = 0, 0
+        elif position[1] >= len(self):
+            epoch, done = position[0] + 1, 0
+        else:
+            epoch, done = position  # an epoch left part-way: the resumed run finishes it
+        assert self.batch_size is not None
+        if isinstance(self.sampler, EpochShuffle):
+            # Full batches only (drop_last), so `done` batches used done x batch size indices of the order.
+            self.sampler.begin(epoch, done * self.batch_size)
+        self._position = (epoch, done)
+        for batch in super().__iter__():
+            done += 1
+            self._position = (epoch, done)
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = getattr(self, "_position", None) or (0, 0)
+        return {"epoch": epoch, "batches": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._position = (int(state_dict["epoch"]), int(state_dict["batches"]))
 
 
 def collate_batch(batch: Batch | list[Batch]) -> Batch:
@@ -244,16 +311,30 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self.loader_over(*self.split_tensors(split), train=train)
 
     def loader_over(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader:
-        """This DataModule's loader (per-device batch, workers) over any in-memory items and labels."""
-        return DataLoader(
-            InMemoryImages(images, labels),
-            batch_size=self.batch_size_per_device,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_batch,
-        )
+        """This DataModule's loader (per-device batch, workers) over any in-memory items and labels.
+
+        Training on one device shuffles with `EpochShuffle` in a `ResumableLoader`, so a resumed run sees the
+        batches an uninterrupted one would. Under DDP Lightning puts its DistributedSampler (seeded, one
+        order per epoch) in place of the RandomSampler; a resumed DDP run starts its epoch's order again.
+        """
+        dataset = InMemoryImages(images, labels)
+        options: dict[str, Any] = {
+            "batch_size": self.batch_size_per_device,
+            "drop_last": train,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "collate_fn": collate_batch,
+        }
+        if not train:
+            return DataLoader(dataset, shuffle=False, **options)
+        # Its own generator for the workers' base seed: DataLoader draws that from the global stream on every
+        # pass otherwise, one draw more in a resumed run than in an uninterrupted one.
+        options["generator"] = torch.Generator().manual_seed(self.seed)
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if world_size > 1:
+            # Stateful on every world size, so that a checkpoint of either kind resumes on the other.
+            return ResumableLoader(dataset, shuffle=True, **options)
+        return ResumableLoader(dataset, sampler=EpochShuffle(len(dataset), self.seed), **options)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, full batches only, so every step sees the same batch size."""

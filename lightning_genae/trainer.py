@@ -15,6 +15,7 @@ from callbacks import (
     AugmentationPreview,
     DiscriminatorReconstructionGrid,
     InterpolationGrid,
+    RandomStateInCheckpoints,
     ReconstructionGrid,
     SampleGrid,
     SaveNormaliser,
@@ -213,6 +214,7 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
         return callbacks
     callbacks += [
         StoreRunConfig(config),
+        RandomStateInCheckpoints(),
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             every_n_train_steps=config.ckpt_every * family.optimizer_steps_per_iteration,

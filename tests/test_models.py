@@ -64,7 +64,8 @@ def test_ae_loss_falls_clearly_over_100_steps_on_digits(tmp_path):
     column = header.index("train/mse")
     train_mse = [float(row.split(",")[column]) for row in rows[1:] if row.split(",")[column]]
     final = summary_of(run_dir)["final_metrics"]
-    assert train_mse[0] > 0.3, "an untrained AE should reconstruct digits badly"
+    # The first row is logged after 10 iterations (0.19-0.29 over seeds 0-2 with the seeded data order).
+    assert train_mse[0] > 0.15, "an AE 10 iterations in should still reconstruct digits badly"
     assert final["test/mse"] < 0.4 * train_mse[0], (train_mse[0], final["test/mse"])
 
 

@@ -20,6 +20,8 @@ from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.augmentation.latent import LatentAugmenter
 
 POOL_BATCH = 500
+# Where a checkpoint keeps the state of the generator that picks and perturbs the replaced images.
+GENERATOR_KEY = "augment_generator"
 
 
 class AugmentedDataModule(pl.LightningDataModule):
@@ -43,6 +45,8 @@ class AugmentedDataModule(pl.LightningDataModule):
         self.total_iterations = total_iterations
         self._pool: Batch | None = None
         self._generator: torch.Generator | None = None
+        # A resumed run's generator state, kept until the generator exists (setup) if it comes first.
+        self._restored_generator: Tensor | None = None
         self.replaced_last_batch = 0
 
     @property
@@ -58,11 +62,25 @@ class AugmentedDataModule(pl.LightningDataModule):
     # ----- set-up -----
 
     def state_dict(self) -> dict[str, Any]:
-        # What the base saves with a checkpoint (a sequence dataset's normaliser) is the run's to keep.
-        return self.base.state_dict()
+        # What the base saves with a checkpoint (the training split's hash, a sequence dataset's normaliser)
+        # is the run's to keep; the replacement draws go on from where they were on resume.
+        state = dict(self.base.state_dict())
+        if self._generator is not None:
+            state[GENERATOR_KEY] = self._generator.get_state()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        self._restored_generator = state_dict.pop(GENERATOR_KEY, None)
         self.base.load_state_dict(state_dict)
+        self._restore_generator()
+
+    def _restore_generator(self) -> None:
+        # One process only: under DDP each rank draws from its own seed and a checkpoint holds rank 0's state.
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        if self._restored_generator is not None and self._generator is not None and world_size == 1:
+            self._generator.set_state(self._restored_generator)
+            self._restored_generator = None
 
     def prepare_data(self) -> None:
         self.base.prepare_data()
@@ -75,6 +93,7 @@ class AugmentedDataModule(pl.LightningDataModule):
             rank = self.trainer.global_rank if self.trainer is not None else 0
             # Different per rank, or every device would replace the same positions with the same draws.
             self._generator = torch.Generator().manual_seed(self.seed * 1000 + 17 + rank)
+            self._restore_generator()
         if self.plan.mode == "offline" and self._pool is None:
             self._pool = self._generate_pool()
 

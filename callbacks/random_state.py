@@ -1,0 +1,69 @@
+"""The global random streams go into every checkpoint and come back on resume.
+
+GAN noise, dropout, DiffAugment and the `ae-d` augmenter's choices draw from the global generators (torch's
+CPU and CUDA ones; numpy and Python's `random` for any code that uses them). Lightning saves none of them:
+a resumed run re-seeded them from --seed and drew other numbers than an uninterrupted run from that step
+on. Saved as tensors and plain values, so a checkpoint still loads with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+
+def global_random_state() -> dict[str, Any]:
+    """The state of every global generator, as tensors and plain values."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (
+            str(kind),
+            torch.from_numpy(keys.astype(np.int64)),
+            int(position),
+            int(has_gauss),
+            float(cached_gaussian),
+        ),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_random_state(state: dict[str, Any]) -> None:
+    """Put every global generator back where `global_random_state` found it."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+class RandomStateInCheckpoints(Callback):
+    """Saves the global random state with each checkpoint and restores it when training resumes.
+
+    One process only: under DDP every rank has its own streams (SeedPerRank) and a checkpoint holds rank 0's,
+    so a resumed DDP run keeps the per-rank streams seeded from --seed instead.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return global_random_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning restores callback states before on_fit_start; restoring here comes after every seeding.
+        restored = getattr(self, "_restored", None)
+        if restored is not None and trainer.world_size == 1:
+            set_global_random_state(restored)
+        self._restored = None

@@ -1,0 +1,168 @@
+"""Reproducibility on the CPU: the same seed gives the same numbers, and a stopped run resumes exactly.
+
+A run stopped at a checkpoint and resumed must end where an uninterrupted run of the same length ends: the
+global random streams (GAN noise, DiffAugment), the AE augmentation's own generator and the position in
+the training data's order all go into the checkpoint and come back on resume.
+"""
+
+import csv
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pytorch_lightning.callbacks import Callback
+from tiny import TINY_RUN
+
+from callbacks.random_state import global_random_state, set_global_random_state
+from datamodules import build_datamodule
+from datamodules.base import EpochShuffle, ResumableLoader
+from lightning_genae import train as train_module
+from lightning_genae.augmentation import latent as latent_module
+from lightning_genae.cli import main
+from lightning_genae.trainer import build_callbacks
+
+# 200 training digits in batches of 32: 6 iterations an epoch, so 4 + 4 iterations stop part-way through the
+# first epoch and cross into the second.
+RUN = [*TINY_RUN, "--train-size", "200", "--eval-every", "4", "--image-every", "4", "--ckpt-every", "4"]
+RUN += ["--eval-samples", "100", "--model", "gan"]
+AUGMENTER = ["--augmenter-width", "8", "--augmenter-latent-dim", "8", "--augmenter-steps", "10"]
+AUGMENTS = {"none": [], "ae+diffaug": ["--augment", "ae+diffaug", *AUGMENTER]}
+HALF, FULL = 4, 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: the numbers must not depend on how a reduction was split across threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+class CopyCheckpointBeforeIteration(Callback):
+    """Copies last.ckpt as it is before iteration `iteration + 1` starts: what a run killed there leaves."""
+
+    def __init__(self, iteration: int, target: Path) -> None:
+        self.iteration = iteration
+        self.target = target
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.iteration == self.iteration and not self.target.exists():
+            shutil.copy(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt", self.target)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, dict[str, Path]]:
+    """Per augmentation: two uninterrupted runs of FULL iterations (the second leaves a copy of its
+    checkpoint at HALF, as if killed there), a run of HALF, and both checkpoints resumed to FULL."""
+    root = tmp_path_factory.mktemp("reproducibility")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(latent_module, "default_cache_dir", lambda: root / "augmenters")
+        made: dict[str, dict[str, Path]] = {}
+        for name, extra in AUGMENTS.items():
+            folder = root / name.replace("+", "-")
+            args = [*RUN, *extra]
+            paths = {label: folder / label for label in ("first", "second", "half", "resumed", "killed")}
+            assert main([*args, "--max-steps", str(FULL), "--output", str(paths["first"])]) == 0
+            killed_checkpoint = folder / f"killed-at-{HALF}.ckpt"
+            copier = CopyCheckpointBeforeIteration(HALF, killed_checkpoint)
+            patch.setattr(train_module, "build_callbacks", lambda *a, c=copier: [*build_callbacks(*a), c])
+            assert main([*args, "--max-steps", str(FULL), "--output", str(paths["second"])]) == 0
+            patch.setattr(train_module, "build_callbacks", build_callbacks)
+            assert main([*args, "--max-steps", str(HALF), "--output", str(paths["half"])]) == 0
+            for label, checkpoint in (
+                ("resumed", paths["half"] / "checkpoints" / "last.ckpt"),
+                ("killed", killed_checkpoint),
+            ):
+                resume = ["--resume", str(checkpoint), "--max-steps", str(FULL)]
+                assert main([*resume, "--output", str(paths[label])]) == 0
+            made[name] = paths
+    return made
+
+
+def final_metrics(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "summary.json").read_text())["final_metrics"]
+
+
+def rows_after(run_dir: Path, step: int) -> list[dict[str, str]]:
+    """metrics.csv rows of iterations after `step`, without Lightning's epoch column."""
+    with (run_dir / "metrics.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    return [{k: v for k, v in row.items() if k != "epoch"} for row in rows if int(row["step"]) > step]
+
+
+@pytest.mark.parametrize("augment", list(AUGMENTS))
+def test_the_same_seed_twice_gives_an_identical_metrics_csv(runs, augment):
+    first, second = runs[augment]["first"], runs[augment]["second"]
+    assert (first / "metrics.csv").read_bytes() == (second / "metrics.csv").read_bytes()
+    assert final_metrics(first) == final_metrics(second)
+
+
+@pytest.mark.parametrize("stopped", ["finished at HALF", "killed at HALF"])
+@pytest.mark.parametrize("augment", list(AUGMENTS))
+def test_a_resumed_run_ends_with_the_uninterrupted_runs_final_metrics(runs, augment, stopped):
+    uninterrupted = runs[augment]["first"]
+    resumed = runs[augment]["resumed" if stopped.startswith("finished") else "killed"]
+    assert json.loads((resumed / "summary.json").read_text())["global_step"] == FULL
+    assert final_metrics(resumed) == final_metrics(uninterrupted)
+    # Every row the resumed run wrote (training losses, validation metrics) is the uninterrupted run's.
+    # Lightning's epoch column differs: it counts an epoch cut short by --max-steps as finished.
+    resumed_rows = rows_after(resumed, HALF)
+    assert resumed_rows and resumed_rows == rows_after(uninterrupted, HALF)
+
+
+def test_the_checkpoint_holds_the_random_streams_and_the_place_in_the_data(runs):
+    checkpoint = runs["ae+diffaug"]["half"] / "checkpoints" / "last.ckpt"
+    contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    (random_state,) = [state for key, state in contents["callbacks"].items() if "RandomState" in key]
+    assert set(random_state) >= {"torch", "numpy", "python"}
+    assert contents["AugmentedDataModule"]["augment_generator"].dtype == torch.uint8
+    loader_state = contents["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader_state == [{"epoch": 0, "batches": HALF}]
+
+
+# ----- the pieces, without a run -----
+
+
+def test_a_loader_resumed_part_way_through_an_epoch_continues_its_order():
+    data = build_datamodule("digits", data_dir=".", batch_size=32, train_size=200)
+    images, labels = data.split_tensors("train")
+    uninterrupted = data.loader_over(images, labels, train=True)
+    assert isinstance(uninterrupted, ResumableLoader) and isinstance(uninterrupted.sampler, EpochShuffle)
+    epochs = [[batch[1].tolist() for batch in uninterrupted] for _ in range(2)]
+    assert len(epochs[0]) == 6 and epochs[0] != epochs[1], "each epoch its own order"
+
+    stopped = data.loader_over(images, labels, train=True)
+    seen = []
+    for batch in stopped:
+        seen.append(batch[1].tolist())
+        if len(seen) == HALF:
+            break
+    state = stopped.state_dict()
+    assert state == {"epoch": 0, "batches": HALF}
+    resumed = data.loader_over(images, labels, train=True)
+    resumed.load_state_dict(state)
+    rest = [batch[1].tolist() for batch in resumed]
+    assert seen + rest == epochs[0], "the resumed epoch finishes the order it started"
+    assert [batch[1].tolist() for batch in resumed] == epochs[1]
+
+
+def test_the_global_random_state_survives_a_weights_only_checkpoint(tmp_path):
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    state = global_random_state()
+    expected = (torch.rand(4), np.random.rand(2), random.random())
+    path = tmp_path / "state.pt"
+    torch.save(state, path)
+    torch.manual_seed(99)
+    np.random.seed(99)
+    random.seed(99)
+    set_global_random_state(torch.load(path, weights_only=True))
+    again = (torch.rand(4), np.random.rand(2), random.random())
+    assert torch.equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
+    assert again[2] == expected[2]
