@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES
 
 # Float32 weights, optionally with mixed-precision autocast. Lightning's "-true" precisions (16-true,
@@ -355,6 +356,11 @@ def check_values(config: RunConfig) -> None:
             raise ConfigError(f"{flag(name)} {value!r} is not one of: {', '.join(choices)}")
     if config.num_workers < 0:
         raise ConfigError(f"--num-workers must be 0 or more, got {config.num_workers}")
+    if config.eval_samples < MIN_FEATURE_SAMPLES:
+        raise ConfigError(
+            f"--eval-samples must be at least {MIN_FEATURE_SAMPLES} (the k-nearest-neighbour metrics need "
+            f"more than k samples), got {config.eval_samples}"
+        )
     low, high = SEED_RANGE
     if not low <= config.seed <= high:
         raise ConfigError(f"--seed must lie in [{low}, {high}] (numpy's seed range), got {config.seed}")

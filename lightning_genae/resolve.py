@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
 from datamodules import DATASETS, InMemoryDataModule, build_datamodule
 from lightning_genae.augmentation import (
     AugmentPlan,
@@ -81,6 +84,17 @@ class ResolvedRun:
             {"discriminator_augmentation": discriminator_augmentation} if discriminator_augmentation else {}
         )
         return self.model.module(data_shape, **extra, **self.options.to_dict())
+
+    def check_batch_for(self, model: nn.Module, world_size: int) -> None:
+        """Batch norm in training needs two items per device to normalise over; one crashes mid-step."""
+        per_device = self.config.batch_size // world_size
+        if per_device < 2 and any(isinstance(module, _BatchNorm) for module in model.modules()):
+            spread = f" across {world_size} devices" if world_size > 1 else ""
+            raise ConfigError(
+                f"--batch-size {self.config.batch_size}{spread} leaves {per_device} item per device, and "
+                f"--model {self.config.model}'s batch norm needs at least 2; "
+                f"use --batch-size {2 * world_size} or more"
+            )
 
     def total_iterations(self, num_train_images: int) -> int:
         """The run's length in training iterations (epochs of full batches when budgeted in epochs)."""
