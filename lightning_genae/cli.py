@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if checkpoint_to_evaluate is not None:
                 if config_path is not None:
                     raise ConfigError(
-                        "--evaluate takes the run's settings from the checkpoint; drop --config"
+                        "--evaluate takes the run's own settings from the checkpoint; drop --config"
                     )
                 evaluate_checkpoint(checkpoint_to_evaluate, args)
             else:
