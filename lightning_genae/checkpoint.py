@@ -48,6 +48,9 @@ class RunCheckpoint:
     def load(cls, path: str | Path, flag: str) -> RunCheckpoint:
         """Read `path` safely; `flag` (`--resume`, `--evaluate`, ...) names the option in errors."""
         path = Path(path)
+        if path.is_dir():
+            inside = last_checkpoint(path) if (path / "checkpoints").is_dir() else path / "last.ckpt"
+            raise ConfigError(f"{flag}: {path} is a folder; pass a checkpoint file such as {inside}")
         if not path.is_file():
             raise ConfigError(f"{flag}: checkpoint {path} does not exist; pass an existing .ckpt file")
         try:
@@ -100,6 +103,14 @@ class RunCheckpoint:
         if not isinstance(stored, dict) or not stored:
             raise ConfigError(
                 f"{flag}: {self.path} holds no lightning-genae run configuration; "
+                "pass a checkpoint written by run.py"
+            )
+        # The training position: without it a resumed run would restart its step count and --evaluate
+        # would report step 0.
+        step = self.contents.get("global_step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ConfigError(
+                f"{flag}: {self.path} holds no global_step (the training position); "
                 "pass a checkpoint written by run.py"
             )
         stored = dict(stored)

@@ -258,9 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if train_sizes is not None:
                 args["train_size"] = train_sizes[0]
             if checkpoint_to_evaluate is not None:
+                if config_path is not None:
+                    raise ConfigError(
+                        "--evaluate takes the run's own settings from the checkpoint; drop --config"
+                    )
                 evaluate_checkpoint(checkpoint_to_evaluate, args)
             else:
-                evaluate_folder(folder_to_evaluate, {**file_values, **args})
+                evaluate_folder(folder_to_evaluate, args, file_values)
             return 0
         if summarize_root is not None:
             from lightning_genae.ablation import describe_progress, summarize

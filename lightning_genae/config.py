@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.errors import ConfigError, agree, describe_error
+from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES
 
 # Float32 weights, optionally with mixed-precision autocast. Lightning's "-true" precisions (16-true,
@@ -334,7 +335,8 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
     unknown = sorted(set(values) - set(CONFIG_FIELDS) - set(known))
     if unknown:
         raise ConfigError(
-            f"--config {path}: unknown option(s) {', '.join(unknown)}; valid options are listed by --help"
+            f"--config {path}: unknown {agree(unknown, 'option', 'options')} {', '.join(unknown)}; "
+            "valid options are listed by --help"
         )
     return values
 
@@ -366,7 +368,17 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
                 return value
             raise TypeError
         if expected == "int":
-            if isinstance(value, bool) or float(value) != int(value):
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, int):
+                return value
+            # Through float only for what is not an int yet (3.0 from YAML): a float rounds large ints.
+            if isinstance(value, str):
+                try:
+                    return int(value)
+                except ValueError:
+                    pass
+            if float(value) != int(value):
                 raise TypeError
             return int(value)
         if expected == "float":
@@ -376,7 +388,8 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file
         raise ConfigError(
-            f"option {name}: {value!r} is not a valid {expected}; fix it in the config file"
+            f"{flag(name)} {value!r} is not a valid {expected}; fix it where it was given "
+            "(the command line, the --config file or the checkpoint)"
         ) from None
 
 
@@ -403,6 +416,11 @@ def check_values(config: RunConfig) -> None:
             raise ConfigError(f"{flag(name)} {value!r} is not one of: {', '.join(choices)}")
     if config.num_workers < 0:
         raise ConfigError(f"--num-workers must be 0 or more, got {config.num_workers}")
+    if config.eval_samples < MIN_FEATURE_SAMPLES:
+        raise ConfigError(
+            f"--eval-samples must be at least {MIN_FEATURE_SAMPLES} (the k-nearest-neighbour metrics need "
+            f"more than k samples), got {config.eval_samples}"
+        )
     low, high = SEED_RANGE
     if not low <= config.seed <= high:
         raise ConfigError(f"--seed must lie in [{low}, {high}] (numpy's seed range), got {config.seed}")

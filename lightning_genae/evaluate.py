@@ -19,10 +19,11 @@ from datamodules import InMemoryDataModule
 from datamodules.folder import scan_folder
 from datamodules.imagefiles import read_images
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.config import merge
+from lightning_genae.config import flag, merge
 from lightning_genae.console import say
-from lightning_genae.errors import ConfigError, DataError
+from lightning_genae.errors import ConfigError, DataError, agree
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
 from lightning_genae.metrics.names import BACKBONES
 from lightning_genae.models import GenerativeModule
@@ -36,6 +37,18 @@ from lightning_genae.trainer import (
     sequence_metrics,
 )
 
+# What `--evaluate-folder` reads: the dataset to compare with, the sample count, where the result goes.
+FOLDER_EVALUATION_OPTIONS = (
+    "data",
+    "data_dir",
+    "image_size",
+    "channels",
+    "eval_samples",
+    "inception_weights",
+    "output",
+    "seed",
+    "accelerator",
+)
 # What a re-evaluation may change; everything else comes from the checkpoint, so the data and model match.
 EVALUATION_OPTIONS = (
     "eval_samples",
@@ -81,7 +94,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     stored = checkpoint.stored_config("--evaluate")
     unused = sorted(set(options) - set(EVALUATION_OPTIONS))
     if unused:
-        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        flags = ", ".join(flag(name) for name in unused)
         raise ConfigError(f"--evaluate takes the run's own settings from the checkpoint; drop {flags}")
     resolved = resolve(
         merge(stored, {key: value for key, value in options.items() if key in EVALUATION_OPTIONS})
@@ -117,11 +130,25 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     return result
 
 
-def evaluate_folder(folder: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Score a folder of generated images against dataset D's test split with every available backbone."""
+def evaluate_folder(
+    folder: str, options: dict[str, Any], file_values: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Score a folder of generated images against dataset D's test split with every available backbone.
+
+    `options` are the ones typed, and must all be read here; of a `--config` file's `file_values` (often a
+    run's config.yaml) only the ones read here are taken.
+    """
+    unused = sorted(set(options) - set(FOLDER_EVALUATION_OPTIONS))
+    if unused:
+        flags = ", ".join(flag(name) for name in unused)
+        raise ConfigError(
+            f"--evaluate-folder scores images against --data's test split and takes no training options; "
+            f"drop {flags}"
+        )
     if "output" not in options:
         raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
-    resolved = resolve(merge({}, options))
+    read = {key: value for key, value in (file_values or {}).items() if key in FOLDER_EVALUATION_OPTIONS}
+    resolved = resolve(merge(read, options))
     config = resolved.config
     datamodule = resolved.build_datamodule()
     datamodule.prepare_data()
@@ -132,6 +159,11 @@ def evaluate_folder(folder: str, options: dict[str, Any]) -> dict[str, Any]:
         raise DataError(
             f"--evaluate-folder {folder}: no images found; pass a folder of PNG/JPG files"
         ) from None
+    if len(paths) < MIN_FEATURE_SAMPLES:
+        raise DataError(
+            f"--evaluate-folder {folder} holds {len(paths)} {agree(paths, 'image', 'images')}; the "
+            f"k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}: add images"
+        )
     channels, size, _ = datamodule.image_shape
     images = read_images(paths, size, channels)
     device = torch.device(

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
 from datamodules import DATASETS, InMemoryDataModule, build_datamodule
 from lightning_genae.augmentation import (
     AugmentPlan,
@@ -20,7 +24,7 @@ from lightning_genae.augmentation import (
     resolve_augment_plan,
 )
 from lightning_genae.config import RunConfig, check_values, flag
-from lightning_genae.errors import ConfigError, agree
+from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.loggers import LOGGER_CHOICES
 from lightning_genae.models import (
     MODELS,
@@ -80,7 +84,31 @@ class ResolvedRun:
         extra = (
             {"discriminator_augmentation": discriminator_augmentation} if discriminator_augmentation else {}
         )
-        return self.model.module(data_shape, **extra, **self.options.to_dict())
+        try:
+            return self.model.module(data_shape, **extra, **self.options.to_dict())
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            if not isinstance(error, torch.OutOfMemoryError) and "allocate" not in str(error):
+                raise
+            sizes = ", ".join(
+                f"{flag(name)} {value}"
+                for name, value in self.options.to_dict().items()
+                if isinstance(value, int) and not isinstance(value, bool)
+            )
+            raise ConfigError(
+                f"--model {self.config.model} with {sizes} does not fit in memory "
+                f"({describe_error(error)}); lower the largest of them"
+            ) from None
+
+    def check_batch_for(self, model: nn.Module, world_size: int) -> None:
+        """Batch norm in training needs two items per device to normalise over; one crashes mid-step."""
+        per_device = self.config.batch_size // world_size
+        if per_device < 2 and any(isinstance(module, _BatchNorm) for module in model.modules()):
+            spread = f" across {world_size} devices" if world_size > 1 else ""
+            raise ConfigError(
+                f"--batch-size {self.config.batch_size}{spread} leaves {per_device} item per device, and "
+                f"--model {self.config.model}'s batch norm needs at least 2; "
+                f"use --batch-size {2 * world_size} or more"
+            )
 
     def total_iterations(self, num_train_images: int) -> int:
         """The run's length in training iterations (epochs of full batches when budgeted in epochs)."""
@@ -96,7 +124,10 @@ def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
     given = dict(config.model_options)
     unknown = sorted(set(given) - model_option_names())
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; valid options are listed by --help")
+        raise ConfigError(
+            f"unknown {agree(unknown, 'option', 'options')} {', '.join(unknown)}; "
+            "valid options are listed by --help"
+        )
     foreign = sorted(name for name in set(given) - own if given[name] is not None)
     if foreign:
         raise ConfigError(

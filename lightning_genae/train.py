@@ -161,6 +161,7 @@ def _train(
     # or loaded first, so every arm of an ablation starts from the same model.
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = resolved.build_model(datamodule.data_shape, attached.discriminator_augmentation)
+    resolved.check_batch_for(model, trainer.world_size)
     metrics_callback = generative_metrics(config, model, datamodule)
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)

@@ -41,6 +41,11 @@ _CHUNK_ELEMENTS = 2**24
 _PSD_RTOL = 1e-4
 
 _KID_DEFAULT_SUBSET = 1000
+# k of precision/recall (Kynkäänniemi et al. 2019) and of density/coverage (Naeem et al. 2020); a k-NN
+# radius excludes the sample itself, so every set needs more than k samples.
+PRECISION_RECALL_K = 3
+DENSITY_COVERAGE_K = 5
+MIN_FEATURE_SAMPLES = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1
 
 
 # --- validation
@@ -313,7 +318,7 @@ def _centred(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
     return real - centre, fake - centre
 
 
-def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: Tensor, fake: Tensor, k: int = PRECISION_RECALL_K) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN hyperspheres, Euclidean."""
     real, fake = _check_pair(real, fake)
     _check_neighbours(real.shape[0], k, "real", "precision/recall")
@@ -325,7 +330,7 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, flo
     return out["precision"], out["recall"]
 
 
-def density_coverage(real: Tensor, fake: Tensor, k: int = 5) -> tuple[float, float]:
+def density_coverage(real: Tensor, fake: Tensor, k: int = DENSITY_COVERAGE_K) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020) with balls of each real sample's k-NN radius."""
     real, fake = _check_pair(real, fake)
     _check_neighbours(real.shape[0], k, "real", "density/coverage")
@@ -345,8 +350,8 @@ def feature_metrics(
     kid_subset_size: int | None = None,
     kid_subsets: int = 100,
     seed: int = 0,
-    pr_k: int = 3,
-    dc_k: int = 5,
+    pr_k: int = PRECISION_RECALL_K,
+    dc_k: int = DENSITY_COVERAGE_K,
 ) -> dict[str, float]:
     """All metrics at once: fd, kid, kid_std, precision, recall, density, coverage, n_real, n_fake.
 

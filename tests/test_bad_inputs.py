@@ -1,0 +1,187 @@
+"""Every bad input in the README's "### Bad input" table is an exit 2 with one line naming the fix.
+
+The table is the source of truth: each row is run through `lightning_genae.cli.main` in-process, and the
+test asserts exit code 2, exactly one line on stderr, no traceback, the message, and that no run folder
+(nor `--output`) was left behind. A row reads
+
+    | `<command-line arguments>` | `<start of the message>` |
+
+The message column is what follows `error: ` on stderr (argparse's own errors included). Either column
+may name a file that the test makes, in braces:
+
+    {out}              a path for --output that does not exist yet (it must still not exist afterwards)
+    {binary_file}      a file of random bytes
+    {run}              a finished 3-iteration ae run folder on digits
+    {ckpt}             that run's checkpoints/last.ckpt
+    {ckpt_no_step}     the same checkpoint without its global_step
+    {ckpt_no_config}   the same checkpoint without its run configuration
+    {three_images}     a folder of three PNG images
+    {mnist_no_labels}  a data dir whose MNIST/raw lacks train-labels-idx1-ubyte (and nothing can be
+                       downloaded: the network is refused)
+
+To add a bad input: add a row to the README table (and a fixture here if it needs a new file).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny import TINY_RUN
+
+from lightning_genae.augmentation import AUGMENTATIONS, DEFAULTS
+from lightning_genae.checkpoint import CONFIG_KEY
+from lightning_genae.cli import main
+from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, PRECISIONS, flag, type_name
+from lightning_genae.models import MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+ROW = re.compile(r"^\|\s*`(?P<args>[^`]+)`\s*\|\s*`(?P<message>[^`]+)`\s*\|\s*$")
+
+
+def bad_input_rows() -> list[tuple[str, str]]:
+    """(arguments, message) of every row of the README's bad-input table."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Bad input", 1)[1]
+    section = re.split(r"^#{2,3} ", section, maxsplit=1, flags=re.M)[0]
+    rows = [(match["args"], match["message"]) for line in section.splitlines() if (match := ROW.match(line))]
+    assert len(rows) >= 20, "the README's bad-input table was not found or lost rows"
+    return rows
+
+
+ROWS = bad_input_rows()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[str, Path]:
+    """The files the table's placeholders name, made once."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    binary = root / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    ckpt = tiny_ae_run / "checkpoints" / "last.ckpt"
+    contents = torch.load(ckpt, map_location="cpu", weights_only=True)
+    no_step = root / "no-step.ckpt"
+    torch.save({key: value for key, value in contents.items() if key != "global_step"}, no_step)
+    no_config = root / "no-config.ckpt"
+    torch.save({key: value for key, value in contents.items() if key != CONFIG_KEY}, no_config)
+    images = root / "three-images"
+    images.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8), dtype=np.uint8)
+    for index, pixels in enumerate(noise):
+        Image.fromarray(pixels).save(images / f"{index}.png")
+    mnist = root / "mnist-no-labels"
+    raw = mnist / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"")
+    return {
+        "binary_file": binary,
+        "run": tiny_ae_run,
+        "ckpt": ckpt,
+        "ckpt_no_step": no_step,
+        "ckpt_no_config": no_config,
+        "three_images": images,
+        "mnist_no_labels": mnist,
+    }
+
+
+@pytest.fixture()
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads fail at once, as on a machine without network."""
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Exit code (argparse's SystemExit included) and stderr of one in-process command line."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(code: int, err: str, expected: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert "error: " in lines[0], lines[0]
+    assert lines[0].split("error: ", 1)[1].startswith(expected), (
+        f"{lines[0]!r} does not start with {expected!r}"
+    )
+
+
+@pytest.mark.parametrize(("args", "message"), ROWS, ids=[args for args, _ in ROWS])
+def test_bad_input_exits_2_with_one_line_naming_the_fix(
+    args: str, message: str, files, tmp_path, monkeypatch, capsys, offline
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    places = {name: str(path) for name, path in files.items()} | {"out": str(tmp_path / "out")}
+    before = set(tmp_path.iterdir())
+    code, err = run_main(shlex.split(args.format(**places)), capsys)
+    assert_one_line_error(code, err, message.format(**places))
+    assert set(tmp_path.iterdir()) == before, "bad input must not leave a run folder behind"
+
+
+def numeric_options() -> list[tuple[str, list[str]]]:
+    """Every float option (RunConfig's, the augmentations', the families') and the arguments that read it."""
+    cases = []
+    for name in CONFIG_FIELDS:
+        if type_name(CONFIG_TYPES[name]) != "float":
+            continue
+        if name in DEFAULTS:  # an augmentation option: pick an augmentation (and mode) that reads it
+            augment, mode = next(
+                (augment, mode)
+                for augment, spec in AUGMENTATIONS.items()
+                for mode in ("online", "offline")
+                if name in spec.options_read(mode)
+            )
+            cases.append((name, ["--augment", augment, "--augment-mode", mode]))
+        else:
+            cases.append((name, []))
+    seen = set()
+    for family, spec in MODELS.items():
+        for name, kind in spec.options.types().items():
+            if type_name(kind) == "float" and name not in seen:
+                seen.add(name)
+                data = ["--data", "sines"] if spec.module.data_kind == "sequence" else []
+                cases.append((name, ["--model", family, *data]))
+    return cases
+
+
+NUMERIC = numeric_options()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize(("name", "context"), NUMERIC, ids=[name for name, _ in NUMERIC])
+def test_every_float_option_must_be_finite(name, context, value, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    # `--x=-inf`: argparse would read a separate `-inf` as an option.
+    code, err = run_main([*context, f"{flag(name)}={value}", "--print-config"], capsys)
+    assert_one_line_error(code, err, f"{flag(name)} must be a finite number")
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_finiteness_check_covers_float_options_of_every_kind() -> None:
+    names = {name for name, _ in NUMERIC}
+    assert {"lr", "beta", "denoise", "augment_noise", "augment_p", "augment_interp", "ema"} <= names
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_offered_precision_trains_a_tiny_run(precision, tmp_path, capsys) -> None:
+    code = main(
+        ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--precision", precision, "--output", str(tmp_path)]
+    )
+    assert code == 0
+    assert (tmp_path / "summary.json").is_file()
+    assert capsys.readouterr().err == ""
