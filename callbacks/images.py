@@ -112,7 +112,11 @@ class InterpolationGrid(_PeriodicImageCallback):
         weights = torch.linspace(0, 1, self.num_steps, device=pl_module.device)
         if isinstance(pl_module, Autoencoder):
             images, _ = trainer.datamodule.split_tensors("val")
-            ends = pl_module.encode(to_model_range(images[: 2 * self.num_rows].to(pl_module.device)))
+            # Rows pair consecutive images, so an odd count (a small folder's split) drops its last image.
+            pairs = min(self.num_rows, len(images) // 2)
+            if pairs == 0:
+                return
+            ends = pl_module.encode(to_model_range(images[: 2 * pairs].to(pl_module.device)))
             starts, stops = ends[0::2], ends[1::2]
             rows = [
                 start + weights.view(-1, 1) * (stop - start)

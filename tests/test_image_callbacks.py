@@ -1,0 +1,40 @@
+"""Image-grid callbacks draw from whatever the data offers, small folders included."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from callbacks import InterpolationGrid
+from lightning_genae.models import AutoencoderModule
+
+
+class FewValidationImages:
+    """Stands in for a datamodule whose validation split holds `count` images."""
+
+    def __init__(self, count: int) -> None:
+        self.images = torch.randint(0, 256, (count, 1, 8, 8), dtype=torch.uint8)
+
+    def split_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        assert split == "val"
+        return self.images, torch.zeros(len(self.images), dtype=torch.long)
+
+
+@pytest.mark.parametrize(("count", "rows"), [(5, 2), (4, 2), (40, 3), (1, 0)])
+def test_interpolations_pair_validation_images_whatever_their_number(count, rows, tmp_path):
+    module = AutoencoderModule((1, 8, 8), width=8, latent_dim=4).eval()
+    trainer = SimpleNamespace(
+        default_root_dir=str(tmp_path), loggers=[], datamodule=FewValidationImages(count)
+    )
+    grid = InterpolationGrid(num_rows=3, num_steps=4)
+    with torch.no_grad():
+        grid.draw(trainer, module, step=7)
+    pictures = list(tmp_path.glob("images/interpolations_step*.png"))
+    if rows == 0:
+        # One image cannot be paired with another: no grid rather than a crash.
+        assert pictures == []
+        return
+    (picture,) = pictures
+    # A grid of `rows` rows of 8-pixel images with torchvision's 2-pixel padding around each.
+    assert Image.open(picture).size == (4 * 10 + 2, rows * 10 + 2)
