@@ -23,7 +23,11 @@ from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
-from lightning_fabric.plugins.environments import TorchElasticEnvironment
+from lightning_fabric.plugins.environments import (
+    ClusterEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
@@ -80,6 +84,12 @@ def _count(value: str | None) -> int:
         return max(0, int(value)) if value else 0
     except ValueError:
         return 0
+
+
+def cluster_plugins() -> list[ClusterEnvironment]:
+    """The Trainer's cluster environment: under SLURM, Lightning's without its auto-requeue, whose
+    handlers save from inside a signal handler; `StopOnSignal` stops, saves and requeues instead."""
+    return [SLURMEnvironment(auto_requeue=False)] if is_slurm_task() else []
 
 
 def local_rank() -> int:

@@ -4,9 +4,13 @@ The end-to-end test at the bottom starts a real one-node SLURM cluster (slurmctl
 this machine, submits scripts/slurm/train.sbatch with two tasks and requeues it mid-run.
 """
 
+import csv
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -263,3 +267,242 @@ print("not reached")
     assert lines[-1].startswith("second Ctrl-C: stopped at once, without saving")
     assert not (tmp_path / "last.ckpt").exists()
     assert time.time() - started < 4.5 + 30, "it did not wait for the sleep after the second Ctrl-C"
+
+
+# ----- a real one-node SLURM cluster -----
+
+SLURM_PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def cannot_run_slurm(reason: str) -> None:
+    """Skip with the reason; fail instead where CI installed SLURM and so promised that it runs."""
+    if os.environ.get("GENAE_REQUIRE_SLURM") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """munged, slurmctld and slurmd on localhost with a configuration of their own (no cgroups, free
+    ports, state in a temporary folder); yields the environment that talks to it, stops them after."""
+    missing = [program for program in SLURM_PROGRAMS if shutil.which(program) is None]
+    if missing:
+        cannot_run_slurm(
+            f"SLURM is not installed ({', '.join(missing)} missing): apt-get install slurm-wlm munge"
+        )
+    if os.geteuid() != 0:
+        cannot_run_slurm("slurmd must run as root to start jobs as the submitting user; run as root")
+    root = tmp_path_factory.mktemp("slurm")
+    for folder in ("state", "spool", "log"):
+        (root / folder).mkdir()
+    key = root / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    node = socket.gethostname().split(".")[0]
+    config = root / "slurm.conf"
+    config.write_text(
+        "\n".join(
+            [
+                "ClusterName=genaetest",
+                f"SlurmctldHost={node}(127.0.0.1)",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
+                "AuthType=auth/munge",
+                f"AuthInfo=socket={root}/munge.sock",
+                "CredType=cred/munge",
+                f"StateSaveLocation={root}/state",
+                f"SlurmdSpoolDir={root}/spool",
+                f"SlurmctldPidFile={root}/slurmctld.pid",
+                f"SlurmdPidFile={root}/slurmd.pid",
+                f"SlurmctldLogFile={root}/log/slurmctld.log",
+                f"SlurmdLogFile={root}/log/slurmd.log",
+                # No cgroups (a container has none to give): processes are tracked through /proc.
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "JobAcctGatherType=jobacct_gather/none",
+                "AccountingStorageType=accounting_storage/none",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_CPU",
+                "SchedulerType=sched/builtin",
+                "ReturnToService=2",
+                "MpiDefault=none",
+                "SwitchType=switch/none",
+                f"NodeName={node} NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN",
+                f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES",
+            ]
+        )
+        + "\n"
+    )
+    env = {**os.environ, "SLURM_CONF": str(config)}
+    started = []
+
+    def start(command: list[str]) -> None:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            cannot_run_slurm(
+                f"`{command[0]}` did not start: {(result.stderr or result.stdout).strip()[-300:]}"
+            )
+
+    try:
+        start(
+            [
+                "munged",
+                "--force",
+                f"--socket={root}/munge.sock",
+                f"--key-file={key}",
+                f"--pid-file={root}/munged.pid",
+                f"--log-file={root}/log/munged.log",
+                f"--seed-file={root}/munge.seed",
+            ]
+        )
+        started.append(root / "munged.pid")
+        start(["slurmctld", "-f", str(config)])
+        started.append(root / "slurmctld.pid")
+        start(["slurmd", "-f", str(config)])
+        started.append(root / "slurmd.pid")
+        deadline = time.time() + 60
+        state = ""
+        while time.time() < deadline:
+            info = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+            state = info.stdout.strip()
+            if state == "idle":
+                break
+            time.sleep(1)
+        else:
+            logs = (
+                (root / "log" / "slurmd.log").read_text()[-300:]
+                if (root / "log" / "slurmd.log").exists()
+                else ""
+            )
+            cannot_run_slurm(f"the SLURM node did not become idle within 60 s (state {state!r}): {logs}")
+        yield env
+    finally:
+        for pid_file in reversed(started):
+            if pid_file.is_file():
+                try:
+                    os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+                except (ValueError, ProcessLookupError):
+                    pass
+
+
+def job_field(env: dict, job_id: str, name: str) -> str:
+    shown = subprocess.run(
+        ["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True
+    ).stdout
+    match = re.search(rf"\b{name}=(\S+)", shown)
+    return match.group(1) if match else ""
+
+
+def wait_for(condition, what: str, timeout: float = 300.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(1)
+
+
+@pytest.mark.slurm
+def test_train_sbatch_on_a_real_slurm_cluster_is_requeued_mid_run_and_finishes_from_its_checkpoint(
+    slurm_cluster, tmp_path
+):
+    """scripts/slurm/train.sbatch, unchanged, with two tasks (CPU, gloo) and no --output; SIGUSR1 as SLURM
+    sends it before the time limit. The job saves, requeues itself, starts again and finishes the run."""
+    env = {
+        **slurm_cluster,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+    }
+    (tmp_path / "run.py").symlink_to(REPO / "run.py")
+    max_steps = 300
+    submitted = subprocess.run(
+        # The test machine's overrides of the #SBATCH lines: no GPUs, two tasks on its two CPUs.
+        ["sbatch", "--parsable", "--gres=none", "--ntasks-per-node=2", "--cpus-per-task=1"]
+        + [str(REPO / "scripts" / "slurm" / "train.sbatch"), "--model", "ae", *TINY_RUN]
+        + [
+            "--accelerator",
+            "cpu",
+            "--max-steps",
+            str(max_steps),
+            "--eval-every",
+            "100",
+            "--ckpt-every",
+            "10",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job_id = submitted.stdout.strip().split(";")[0]
+    run_dir = tmp_path / "runs" / f"ae-digits-none-seed0-slurm{job_id}"
+    log = tmp_path / f"slurm-genae-train-{job_id}.out"
+    try:
+        wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").is_file(), "the first checkpoint")
+        subprocess.run(["scancel", "--signal=USR1", job_id], env=env, check=True)
+        wait_for(lambda: job_field(env, job_id, "Restarts") == "1", "the job to requeue itself")
+        # SLURM holds a requeued batch job for 120 s before it may start again; the test does not wait.
+        wait_for(lambda: job_field(env, job_id, "JobState") == "PENDING", "the requeued job to be pending")
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=True)
+        wait_for(
+            lambda: job_field(env, job_id, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"),
+            "the requeued job to finish",
+        )
+    finally:
+        subprocess.run(["scancel", job_id], env=env, capture_output=True)
+    output = log.read_text()
+    assert job_field(env, job_id, "JobState") == "COMPLETED", output[-3000:]
+    stopped = re.search(
+        r"stopped by SIGUSR1 after iteration (\d+); saved .*; requeued SLURM job " + job_id, output
+    )
+    assert stopped, output[-3000:]
+    iteration = int(stopped.group(1))
+    assert 0 < iteration < max_steps
+    last = f"runs/ae-digits-none-seed0-slurm{job_id}/checkpoints/last.ckpt"
+    assert f"resuming from {last} at iteration {iteration}" in output
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == max_steps
+    assert [path.name for path in (tmp_path / "runs").iterdir()] == [run_dir.name]
+    # Every training row logged once, before or after the requeue.
+    with (run_dir / "metrics.csv").open(newline="") as file:
+        steps = [int(float(row["step"])) for row in csv.DictReader(file) if row.get("train/loss")]
+    assert steps == sorted(set(steps)) and steps[-1] == max_steps - 1
+
+
+# ----- W&B -----
+
+
+def test_every_rank_and_every_restart_of_a_job_names_the_same_wandb_run(tmp_path, monkeypatch):
+    import wandb
+
+    from lightning_genae.loggers import build_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    calls = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or object())
+    run_dir = tmp_path / "run"
+
+    def wandb_id(**task) -> str:
+        as_slurm_task(monkeypatch, job_id="7070", **task)
+        loggers = build_loggers(["wandb"], run_dir, run_name="run", wandb_project="project")
+        return loggers[1]._wandb_init["id"]
+
+    # Rank 1 first, as may happen when all start at once: it derives the id and writes nothing.
+    from_rank_one = wandb_id(procid=1)
+    assert not (run_dir / "wandb" / "run_id").exists()
+    from_rank_zero = wandb_id(procid=0)
+    assert from_rank_one == from_rank_zero and from_rank_zero.startswith("slurm7070-")
+    assert (run_dir / "wandb" / "run_id").read_text() == from_rank_zero
+    # The requeued job continues it (resume="allow" makes W&B append to the run rather than refuse it).
+    assert wandb_id(restart=1) == from_rank_zero
+    assert {call.get("resume") for call in calls} <= {"allow"}
+    # Another run folder (another run of the same job) is another W&B run.
+    run_dir = tmp_path / "other"
+    assert wandb_id(procid=0) != from_rank_zero
