@@ -506,3 +506,73 @@ def test_every_rank_and_every_restart_of_a_job_names_the_same_wandb_run(tmp_path
     # Another run folder (another run of the same job) is another W&B run.
     run_dir = tmp_path / "other"
     assert wandb_id(procid=0) != from_rank_zero
+
+
+# ----- one rank trains what is missing from the cache, the others wait -----
+
+LOAD_AUGMENTER = """
+import hashlib, sys
+from pathlib import Path
+from lightning_genae.augmentation.latent import load_augmenter
+from lightning_genae.config import RunConfig
+from lightning_genae.resolve import resolve
+
+resolved = resolve(RunConfig(model="gan", data="digits", augment="ae", augmenter_steps=30,
+                             augmenter_width=8, augmenter_latent_dim=8))
+datamodule = resolved.build_datamodule()
+cache = Path(sys.argv[1])
+module, record = load_augmenter(resolved.augment, datamodule, 0, cache_dir=cache, accelerator="cpu")
+weights = b"".join(value.numpy().tobytes() for value in module.state_dict().values())
+print("augmenter", record["source"], hashlib.sha256(weights).hexdigest())
+"""
+
+
+def test_ranks_starting_at_once_train_a_missing_augmenter_once_and_all_load_it(tmp_path):
+    cache = tmp_path / "augmenters"
+    ranks = []
+    for rank in (1, 0):  # the waiting rank first, so it surely finds nothing in the cache
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "OMP_NUM_THREADS": "1",
+            "SLURM_NTASKS": "2",
+            "SLURM_JOB_ID": "8080",
+            "SLURM_JOB_NAME": "train.sbatch",
+            "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(rank),
+        }
+        command = [sys.executable, "-c", LOAD_AUGMENTER, str(cache)]
+        ranks.append(
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    (waiting_out, waiting_err), (training_out, _) = (rank.communicate(timeout=300) for rank in ranks)
+    assert all(rank.returncode == 0 for rank in ranks), waiting_err
+    assert "augmenter: training" in training_out and "augmenter: training" not in waiting_out
+    assert "rank 1: waiting for local rank 0 to create the augmenter" in waiting_err
+    loaded = {
+        line.split()[-1]
+        for line in (waiting_out + training_out).splitlines()
+        if line.startswith("augmenter ")
+    }
+    assert len(loaded) == 1, "both ranks load the one trained augmenter"
+    assert len(list(cache.glob("*.ckpt"))) == 1
+
+
+def test_a_waiting_rank_stops_with_rank_zeros_reason_when_it_fails(tmp_path, monkeypatch):
+    target = tmp_path / "thing.pt"
+
+    def fail() -> None:
+        raise ValueError("out of memory")
+
+    as_slurm_task(monkeypatch, job_id="9090", procid=0)
+    with pytest.raises(ValueError):
+        cluster.created_by_local_rank_zero(target, fail, "thing")
+    as_slurm_task(monkeypatch, job_id="9090", procid=1)
+    with pytest.raises(
+        cluster.RankZeroFailed, match=r"local rank 0 failed to create the thing \(ValueError: out"
+    ):
+        cluster.created_by_local_rank_zero(target, fail, "thing", poll_s=0.01)
+    # A later restart of the job does not read the marker of the failed start: it waits for its own rank 0.
+    as_slurm_task(monkeypatch, job_id="9090", procid=1, restart=1)
+    target.write_bytes(b"made by rank 0 of the restart")
+    cluster.created_by_local_rank_zero(target, fail, "thing", poll_s=0.01)

@@ -26,6 +26,7 @@ from datamodules.base import map_images, to_model_range
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
+from lightning_genae.cluster import created_by_local_rank_zero
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.errors import ConfigError
@@ -318,7 +319,10 @@ def load_augmenter(
         if not path.is_file():
             if not train_if_missing:
                 raise ConfigError(f"augmenter cache {path} is missing; run prepare_data first")
-            train_augmenter(plan, datamodule, seed, path, accelerator)
+            # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it.
+            created_by_local_rank_zero(
+                path, lambda: train_augmenter(plan, datamodule, seed, path, accelerator), "augmenter"
+            )
             trained_now = True
         module, stored = _load_module(path)
         origin = {"source": "trained now" if trained_now else "cache", "path": str(path)}

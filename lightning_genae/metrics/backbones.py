@@ -18,6 +18,7 @@ from torch.hub import download_url_to_file
 
 from datamodules import to_model_range
 from lightning_genae.cache import cache_root
+from lightning_genae.cluster import created_by_local_rank_zero
 from lightning_genae.errors import ConfigError, GenaeError, describe_error
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics.names import BACKBONES
@@ -249,7 +250,8 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
     fingerprint = classifier_lib.training_fingerprint(full, seed=seed, epochs=epochs)
     shape = "x".join(str(d) for d in full.image_shape)
     path = cache_dir / f"{data}-{shape}-seed{seed}-{fingerprint[:16]}.pt"
-    if not path.is_file():
+
+    def train_and_save() -> None:
         print(
             f"classifier: no shipped classifier for {data}; training one on its {num_train} labelled "
             f"training images ({epochs} epochs, seed {seed}), cached at {path}",
@@ -261,6 +263,9 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
         classifier_lib.save_checkpoint(
             model, path, data=data, seed=seed, epochs=epochs, test_accuracy=test_accuracy, num_test=num_test
         )
+
+    # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it.
+    created_by_local_rank_zero(path, train_and_save, f"{data} feature classifier")
     try:
         model, meta = classifier_lib.load_checkpoint(path)
     except GenaeError as exc:
