@@ -217,24 +217,10 @@ def test_a_signal_saves_last_ckpt_at_an_iteration_and_exits_with_one_line(tmp_pa
     assert checkpoint["global_step"] == iteration, (
         "saved at the iteration it names, not the last periodic one"
     )
-    # It continues from there.
-    assert (
-        main(
-            [
-                "--model",
-                "ae",
-                *TINY_RUN,
-                "--output",
-                str(run_dir),
-                "--resume",
-                "last",
-                "--max-steps",
-                str(iteration + 2),
-            ]
-        )
-        == 0
-    )
-    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == iteration + 2
+    if signum == signal.SIGTERM:  # it continues from there (once: resuming is the same after either)
+        resume = ["--output", str(run_dir), "--resume", "last", "--max-steps", str(iteration + 2)]
+        assert main(["--model", "ae", *TINY_RUN, *resume]) == 0
+        assert json.loads((run_dir / "summary.json").read_text())["global_step"] == iteration + 2
 
 
 def test_a_second_ctrl_c_exits_at_once_without_saving(tmp_path):
@@ -252,7 +238,6 @@ os.kill(os.getpid(), signal.SIGINT)
 time.sleep(5)
 print("not reached")
 """
-    started = time.time()
     result = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
@@ -266,7 +251,6 @@ print("not reached")
     assert lines[0].startswith("Ctrl-C: stopping after this iteration and saving last.ckpt")
     assert lines[-1].startswith("second Ctrl-C: stopped at once, without saving")
     assert not (tmp_path / "last.ckpt").exists()
-    assert time.time() - started < 4.5 + 30, "it did not wait for the sleep after the second Ctrl-C"
 
 
 # ----- a real one-node SLURM cluster -----
@@ -421,7 +405,7 @@ def test_train_sbatch_on_a_real_slurm_cluster_is_requeued_mid_run_and_finishes_f
         "OMP_NUM_THREADS": "1",
     }
     (tmp_path / "run.py").symlink_to(REPO / "run.py")
-    max_steps = 300
+    max_steps = 150
     submitted = subprocess.run(
         # The test machine's overrides of the #SBATCH lines: no GPUs, two tasks on its two CPUs.
         ["sbatch", "--parsable", "--gres=none", "--ntasks-per-node=2", "--cpus-per-task=1"]
