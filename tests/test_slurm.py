@@ -560,3 +560,46 @@ def test_a_waiting_rank_stops_with_rank_zeros_reason_when_it_fails(tmp_path, mon
     as_slurm_task(monkeypatch, job_id="9090", procid=1, restart=1)
     target.write_bytes(b"made by rank 0 of the restart")
     cluster.created_by_local_rank_zero(target, fail, "thing", poll_s=0.01)
+
+
+@pytest.mark.slurm
+def test_ablation_sbatch_runs_each_cell_as_an_array_task_then_the_dependent_summary(slurm_cluster, tmp_path):
+    """scripts/slurm/ablation.sbatch as README shows it: an array over the cells, then --summarize."""
+    env = {
+        **slurm_cluster,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+    }
+    (tmp_path / "run.py").symlink_to(REPO / "run.py")
+    grid = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "3", "--seeds", "0,1"]
+    grid += ["--output", "runs/abl"]
+
+    def submit(*arguments: str) -> str:
+        done = subprocess.run(
+            ["sbatch", "--parsable", *arguments], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().split(";")[0]
+
+    # The test machine's overrides of the #SBATCH lines: no GPUs, one CPU per cell.
+    template = str(REPO / "scripts" / "slurm" / "ablation.sbatch")
+    array = submit("--gres=none", "--cpus-per-task=1", "--array=0-1", template, *grid)
+    summary = submit(f"--dependency=afterany:{array}", "--wrap", "python run.py --summarize runs/abl")
+    try:
+        wait_for(
+            lambda: job_field(env, summary, "JobState") in ("COMPLETED", "FAILED", "CANCELLED"),
+            f"the summary job (array {array}: {job_field(env, array, 'JobState')}, "
+            f"{job_field(env, array, 'Reason')})",
+        )
+    finally:
+        subprocess.run(["scancel", array, summary], env=env, capture_output=True)
+    logs = "".join(path.read_text() for path in sorted(tmp_path.glob("slurm-*.out")))
+    assert job_field(env, summary, "JobState") == "COMPLETED", logs[-3000:]
+    root = tmp_path / "runs" / "abl"
+    for seed in (0, 1):
+        cell = json.loads((root / f"none-tsfull-seed{seed}" / "summary.json").read_text())
+        assert cell["seed"] == seed and cell["global_step"] == 3
+    with (root / "ablation.csv").open(newline="") as file:
+        assert sorted(int(row["seed"]) for row in csv.DictReader(file)) == [0, 1], "one row per cell"
+    assert (root / "ablation.md").is_file()
