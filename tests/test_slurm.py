@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from tiny import TINY_RUN
 
 from lightning_genae import cluster
+from lightning_genae.cache import write_atomically
 from lightning_genae.cli import _checkpoint_of_restarted_job, main
 from lightning_genae.config import RunConfig
 from lightning_genae.train import default_run_dir
@@ -560,6 +562,18 @@ def test_a_waiting_rank_stops_with_rank_zeros_reason_when_it_fails(tmp_path, mon
     as_slurm_task(monkeypatch, job_id="9090", procid=1, restart=1)
     target.write_bytes(b"made by rank 0 of the restart")
     cluster.created_by_local_rank_zero(target, fail, "thing", poll_s=0.01)
+
+
+def test_a_rank_waiting_for_a_damaged_file_to_be_replaced_waits_for_the_new_one(tmp_path, monkeypatch):
+    target = tmp_path / "thing.pt"
+    target.write_bytes(b"damaged")
+    damaged = cluster.file_identity(target)
+    as_slurm_task(monkeypatch, job_id="9191", procid=1)
+    replaced = threading.Timer(0.3, lambda: write_atomically(target, lambda p: Path(p).write_bytes(b"new")))
+    replaced.start()
+    started = time.time()
+    cluster.created_by_local_rank_zero(target, lambda: None, "thing", replacing=damaged, poll_s=0.01)
+    assert time.time() - started >= 0.25 and target.read_bytes() == b"new"
 
 
 @pytest.mark.slurm

@@ -264,8 +264,9 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
             model, path, data=data, seed=seed, epochs=epochs, test_accuracy=test_accuracy, num_test=num_test
         )
 
-    # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it.
-    created_by_local_rank_zero(path, train_and_save, f"{data} feature classifier")
+    if not path.is_file():
+        # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it.
+        created_by_local_rank_zero(path, train_and_save, f"{data} feature classifier")
     try:
         model, meta = classifier_lib.load_checkpoint(path)
     except GenaeError as exc:
