@@ -127,20 +127,19 @@ def test_default_run_folder_of_a_slurm_job_is_its_job_and_array_task_on_every_re
     assert default_run_dir(config) == first == Path("runs/ae-digits-none-seed3-slurm4242_7")
 
 
-def test_ranks_started_by_lightnings_launcher_get_the_folder_of_the_process_that_started_them():
-    parent_stamp = cluster.run_stamp()
-    child = subprocess.run(
-        [sys.executable, "-c", "from lightning_genae import cluster; print(cluster.run_stamp())"],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert child.stdout.strip() == parent_stamp
-    # The process that published a stamp gets a new one for its own next run.
-    time.sleep(1.1)
-    assert os.environ[cluster.STAMP_VARIABLE] == f"{os.getpid()}:{parent_stamp}"
-    assert cluster.run_stamp() != parent_stamp
+def test_ranks_started_by_lightnings_launcher_get_the_folder_of_the_process_that_started_them(monkeypatch):
+    stamp = cluster.run_stamp()
+    # What a child started by this process inherits (Lightning's launcher copies os.environ).
+    assert os.environ[cluster.STAMP_VARIABLE] == f"{os.getpid()}:{stamp}"
+    # A stamp no clock gives now, so that only inheriting it can produce it.
+    parent = os.getpid()
+    monkeypatch.setenv(cluster.STAMP_VARIABLE, f"{parent}:19990101-000000")
+    with monkeypatch.context() as child:
+        child.setattr(os, "getppid", lambda: parent)
+        child.setattr(os, "getpid", lambda: parent + 1)
+        assert cluster.run_stamp() == "19990101-000000"
+    # The process that published a stamp (not its child) gets a new one for its own next run.
+    assert cluster.run_stamp() != "19990101-000000"
 
 
 def test_a_requeued_slurm_job_continues_its_run_from_last_ckpt(tmp_path, monkeypatch, capsys):
