@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -19,10 +20,15 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from datamodules.base import to_uint8
+from datamodules.base import SPLITS, to_uint8
 from lightning_genae.console import say
 from lightning_genae.metrics.backbones import FeatureBackbone
-from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated
+from lightning_genae.metrics.generative import (
+    RealFeatures,
+    comparison_size,
+    extract_features,
+    score_generated,
+)
 from lightning_genae.metrics.names import metric_name
 from lightning_genae.metrics.representation import representation_metrics
 from lightning_genae.models import Autoencoder, Sampler
@@ -31,23 +37,47 @@ FEATURE_BATCH = 500
 
 
 class FeatureBank(Metric):
-    """Features gathered from every rank: each device generates its share, torchmetrics concatenates."""
+    """Features gathered from every rank, each row with the index of the sample it came from.
+
+    torchmetrics concatenates the ranks' rows in rank order; `compute` puts them back in sample order, so
+    the gathered features are those a single process would have made, whatever the world size.
+    """
 
     full_state_update = False
 
     def __init__(self) -> None:
         super().__init__()
         self.add_state("features", default=[], dist_reduce_fx="cat")
+        self.add_state("indices", default=[], dist_reduce_fx="cat")
 
-    def update(self, features: Tensor) -> None:
+    def update(self, features: Tensor, indices: Tensor) -> None:
         self.features.append(features)
+        self.indices.append(indices)
 
     def compute(self) -> Tensor:
-        return dim_zero_cat(self.features)
+        features, indices = dim_zero_cat(self.features), dim_zero_cat(self.indices)
+        order = torch.argsort(indices)
+        if not torch.equal(indices[order].cpu(), torch.arange(len(indices))):
+            raise RuntimeError(
+                "generated samples were lost or duplicated while gathering them from the ranks"
+            )
+        return features[order]
+
+
+def sample_generator(seed: int, stage: str, chunk: int) -> torch.Generator:
+    """The random stream of one chunk of generated samples: per chunk, not per rank, so the samples (and
+    the metrics) are the same whether one process or eight generate them, and the same on re-evaluation."""
+    state = np.random.SeedSequence([seed, SPLITS.index(stage), chunk]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 class GenerativeMetrics(Callback):
-    """N generated images against N real ones of the stage's split, for every model that can sample."""
+    """N generated images against N real ones of the stage's split, for every model that can sample.
+
+    Under DDP each rank generates and featurises its share of the chunks, the features are gathered, and
+    rank 0 alone computes the metrics (the only rank that needs the real features) and sends them to the
+    others, so every rank logs, and checkpoints on, the same numbers.
+    """
 
     def __init__(
         self,
@@ -69,32 +99,41 @@ class GenerativeMetrics(Callback):
         self.evaluate(trainer, pl_module, "test")
 
     def _fake_features(self, trainer: pl.Trainer, pl_module: Sampler, n: int, stage: str) -> Tensor:
-        world, rank = trainer.world_size, trainer.global_rank
-        share = n // world + (1 if rank < n % world else 0)
-        # Seeded per stage and rank: a re-evaluation of the same checkpoint draws the same samples.
-        generator = torch.Generator().manual_seed(self.seed * 1_000 + rank * 10 + (stage == "test"))
-        bank = FeatureBank().to(pl_module.device)
-        for start in range(0, share, FEATURE_BATCH):
-            samples = pl_module.sample(min(FEATURE_BATCH, share - start), generator=generator)
+        """Features of the n generated samples, in sample order, on every rank (all of them take part)."""
+        device = pl_module.device
+        bank = FeatureBank().to(device)
+        chunks = range(trainer.global_rank, -(-n // FEATURE_BATCH), trainer.world_size)
+        for chunk in chunks:
+            start = chunk * FEATURE_BATCH
+            size = min(FEATURE_BATCH, n - start)
+            samples = pl_module.sample(size, generator=sample_generator(self.seed, stage, chunk))
+            features = extract_features(self.backbone, to_uint8(samples), device)
+            bank.update(features.to(device), torch.arange(start, start + size, device=device))
+        if not chunks:
             bank.update(
-                extract_features(self.backbone, to_uint8(samples), pl_module.device).to(pl_module.device)
+                torch.empty(0, self.backbone.feature_dim, device=device),
+                torch.empty(0, dtype=torch.long, device=device),
             )
-        if share == 0:
-            bank.update(torch.empty(0, self.backbone.feature_dim, device=pl_module.device))
         return bank.compute().cpu()
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not isinstance(pl_module, Sampler) or trainer.sanity_checking:
             return
-        score = score_generated(
-            self.real_features,
-            trainer.datamodule,
-            stage,
-            lambda n: self._fake_features(trainer, pl_module, n, stage),
-            num_samples=self.num_samples,
-            seed=self.seed,
-            device=pl_module.device,
-        )
+        datamodule = trainer.datamodule
+        n = comparison_size(datamodule, stage, self.num_samples)
+        fake = self._fake_features(trainer, pl_module, n, stage)
+        score = None
+        if trainer.is_global_zero:
+            score = score_generated(
+                self.real_features,
+                datamodule,
+                stage,
+                lambda _: fake,
+                num_samples=self.num_samples,
+                seed=self.seed,
+                device=pl_module.device,
+            )
+        score = trainer.strategy.broadcast(score, src=0)
         for name, value in score.logged().items():
             pl_module.log(name, value, sync_dist=False)
         self.records[stage] = score.record()

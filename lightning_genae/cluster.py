@@ -23,7 +23,11 @@ from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
-from lightning_fabric.plugins.environments import TorchElasticEnvironment
+from lightning_fabric.plugins.environments import (
+    ClusterEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
@@ -82,6 +86,12 @@ def _count(value: str | None) -> int:
         return 0
 
 
+def cluster_plugins() -> list[ClusterEnvironment]:
+    """The Trainer's cluster environment: under SLURM, Lightning's without its auto-requeue, whose
+    handlers save from inside a signal handler; `StopOnSignal` stops, saves and requeues instead."""
+    return [SLURMEnvironment(auto_requeue=False)] if is_slurm_task() else []
+
+
 def local_rank() -> int:
     """This process's index on its node before any process group exists (0 for a plain process)."""
     for name in ("LOCAL_RANK", "SLURM_LOCALID"):
@@ -135,19 +145,38 @@ class RankZeroFailed(GenaeError):
     exit_code = 1
 
 
-def created_by_local_rank_zero(
-    path: Path, create: Callable[[], None], what: str, poll_s: float = 1.0
-) -> None:
-    """Make sure `path` exists: created by `create()` on local rank 0 while the node's other ranks wait.
+FileIdentity = tuple[int, int]
 
-    Under SLURM or torchrun all ranks start at once; without this each would train the same augmenter or
-    classifier, a world-size-fold waste. Per node rather than per job, so a cache on node-local disk works
-    too. `create` must write `path` atomically (a waiting rank loads it as soon as it appears). If rank 0
-    fails, it leaves a marker named after this job and restart, so the waiting ranks stop with its reason
-    instead of waiting for ever (a marker of another job or restart is never read).
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """Which file is at `path` (inode, modification time), or None: an atomic replacement changes it."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns
+
+
+def created_by_local_rank_zero(
+    path: Path,
+    create: Callable[[], None],
+    what: str,
+    *,
+    replacing: FileIdentity | None = None,
+    poll_s: float = 1.0,
+) -> None:
+    """`create()` writes `path` on local rank 0 while the node's other ranks wait for the file, then go on.
+
+    Call it where `path` is missing, or unusable (stale, damaged): then pass `replacing`, the
+    `file_identity` of that file taken before it was judged, and the waiting ranks wait for a different
+    file. Under SLURM or torchrun all ranks start at once; without this each would train the same
+    augmenter or classifier, a world-size-fold waste. Per node rather than per job, so a cache on
+    node-local disk works too. `create` must write `path` atomically (a waiting rank loads it as soon as
+    it appears). If rank 0 fails, it leaves a marker named after this job and restart, so the waiting ranks
+    stop with its reason instead of waiting for ever (a marker of another job or restart is never read).
+    Outside a SLURM/torchrun job (one process, or Lightning's launcher, which starts the other ranks only
+    after this) the process simply creates the file.
     """
-    if path.is_file():
-        return
     job = current_job()
     failure = path.with_name(f".{path.name}.failed-{job.tag}-{job.restart_count}") if job else None
     if failure is None or local_rank() == 0:
@@ -164,7 +193,7 @@ def created_by_local_rank_zero(
         file=sys.stderr,
         flush=True,
     )
-    while not path.is_file():
+    while file_identity(path) in (None, replacing):
         if failure.is_file():
             raise RankZeroFailed(
                 f"local rank 0 failed to create the {what} ({failure.read_text().strip()}); "

@@ -46,8 +46,6 @@ def quiet_lightning() -> None:
     # Its WARNING-level records (problems) still reach stderr through Lightning's own handler.
     for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Except SLURM auto-requeue notices: in a job's log they explain why the job stopped and came back.
-    logging.getLogger("pytorch_lightning.trainer.connectors.signal_connector").setLevel(logging.INFO)
 
     # Lightning's use of a torch API deprecated in newer torch (`torch.utils._pytree.LeafSpec`): a Lightning
     # release fixes it, not the user. Matched by message alone, as `lightning.pytorch` emits it too.

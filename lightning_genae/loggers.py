@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import netrc
 import os
 import re
@@ -19,6 +20,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
 from lightning_genae.cache import write_atomically
+from lightning_genae.cluster import current_job, global_rank
 from lightning_genae.console import say
 
 LOGGER_CHOICES = {
@@ -250,12 +252,25 @@ def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:
 
 
 def _stable_wandb_id(run_dir: Path) -> str:
-    """One W&B run id per run folder, kept in the folder so a resume finds it again."""
+    """One W&B run id per run folder, kept in the folder so a resume finds it again.
+
+    In a SLURM or torchrun job every rank starts at once, and a requeued job may start before the id file
+    of its first start was written: the id is then derived from the job and the folder, so all ranks and
+    every restart name the same W&B run (continued with resume="allow", never duplicated). Only rank 0
+    writes the file.
+    """
     id_file = run_dir / "wandb" / "run_id"
     if id_file.is_file():
         return id_file.read_text().strip()
-    run_id = secrets.token_hex(4)
-    id_file.write_text(run_id)
+    job = current_job()
+    if job is None:
+        run_id = secrets.token_hex(4)
+    else:
+        # The cluster's name too: two clusters reuse job ids, and a shared project must not mix their runs.
+        identity = f"{os.environ.get('SLURM_CLUSTER_NAME', '')}|{job.tag}|{run_dir.resolve()}"
+        run_id = f"{job.tag[:40]}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+    if global_rank() == 0:
+        write_atomically(id_file, lambda path: Path(path).write_text(run_id))
     return run_id
 
 

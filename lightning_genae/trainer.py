@@ -28,7 +28,7 @@ from callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from datamodules import InMemoryDataModule
 from lightning_genae.augmentation import is_discriminator_side, parse_augment
 from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
-from lightning_genae.cluster import StopOnSignal
+from lightning_genae.cluster import StopOnSignal, cluster_plugins
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar
 from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
@@ -304,6 +304,7 @@ def build_trainer(
             check_val_every_n_epoch=None,
             num_sanity_val_steps=0,
             fast_dev_run=config.fast_dev_run,
+            plugins=cluster_plugins(),
         )
     except (MisconfigurationException, ValueError, RuntimeError) as error:
         raise ConfigError(

@@ -26,6 +26,7 @@ from datamodules.base import TRAIN_CONTENT_KEY, map_images, to_model_range
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
+from lightning_genae.cluster import created_by_local_rank_zero, file_identity
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.errors import ConfigError
@@ -359,12 +360,21 @@ def load_augmenter(
         origin = {"source": "checkpoint", "path": str(plan.checkpoint)}
     else:
         path = cache_path(plan, datamodule, seed, cache_dir)
-        cached = _cached_augmenter(path, datamodule) if path.is_file() else None
+        # Which file was judged, so that ranks waiting for its replacement recognise the new one.
+        found = file_identity(path)
+        cached = _cached_augmenter(path, datamodule) if found is not None else None
         trained_now = cached is None
         if cached is None:
             if not train_if_missing:
                 raise ConfigError(f"augmenter cache {path} is missing; run prepare_data first")
-            train_augmenter(plan, datamodule, seed, path, accelerator)
+            # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it
+            # (for a new file, where the cached one was unusable).
+            created_by_local_rank_zero(
+                path,
+                lambda: train_augmenter(plan, datamodule, seed, path, accelerator),
+                "augmenter",
+                replacing=found,
+            )
             cached = _cached_augmenter(path, datamodule)
             if cached is None:
                 raise ConfigError(

@@ -20,6 +20,7 @@ from torch.hub import download_url_to_file
 
 from datamodules import to_model_range
 from lightning_genae.cache import cache_root
+from lightning_genae.cluster import created_by_local_rank_zero, file_identity
 from lightning_genae.errors import ConfigError, GenaeError, describe_error
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics.names import BACKBONES
@@ -264,8 +265,9 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
     fingerprint = classifier_lib.training_fingerprint(full, seed=seed, epochs=epochs)
     shape = "x".join(str(d) for d in full.image_shape)
     path = cache_dir / f"{data}-{shape}-seed{seed}-{fingerprint[:16]}.pt"
+    found = file_identity(path)
     loaded = None
-    if path.is_file():
+    if found is not None:
         try:
             loaded = classifier_lib.load_checkpoint(path)
         except GenaeError:
@@ -274,17 +276,29 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
                 f"classifier: the cached {path} is unreadable; training it again", file=sys.stderr, flush=True
             )
     if loaded is None:
-        print(
-            f"classifier: no shipped classifier for {data}; training one on its {num_train} labelled "
-            f"training images ({epochs} epochs, seed {seed}), cached at {path}",
-            file=sys.stderr,
-            flush=True,
-        )
-        model, test_accuracy = classifier_lib.train_classifier(full, seed=seed, epochs=epochs)
-        num_test = len(full.split_tensors("test")[0])
-        classifier_lib.save_checkpoint(
-            model, path, data=data, seed=seed, epochs=epochs, test_accuracy=test_accuracy, num_test=num_test
-        )
+
+        def train_and_save() -> None:
+            print(
+                f"classifier: no shipped classifier for {data}; training one on its {num_train} labelled "
+                f"training images ({epochs} epochs, seed {seed}), cached at {path}",
+                file=sys.stderr,
+                flush=True,
+            )
+            model, test_accuracy = classifier_lib.train_classifier(full, seed=seed, epochs=epochs)
+            num_test = len(full.split_tensors("test")[0])
+            classifier_lib.save_checkpoint(
+                model,
+                path,
+                data=data,
+                seed=seed,
+                epochs=epochs,
+                test_accuracy=test_accuracy,
+                num_test=num_test,
+            )
+
+        # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it
+        # (for a new file, where the cached one was unusable).
+        created_by_local_rank_zero(path, train_and_save, f"{data} feature classifier", replacing=found)
         try:
             loaded = classifier_lib.load_checkpoint(path)
         except GenaeError as exc:

@@ -26,7 +26,14 @@ from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, on_split
 if TYPE_CHECKING:
     from datamodules import ImageDataModule
 
-__all__ = ["GenerativeScore", "RealFeatures", "extract_features", "score_generated", "seeded_subset"]
+__all__ = [
+    "GenerativeScore",
+    "RealFeatures",
+    "comparison_size",
+    "extract_features",
+    "score_generated",
+    "seeded_subset",
+]
 
 
 @torch.no_grad()
@@ -81,6 +88,11 @@ class RealFeatures:
         return features
 
 
+def comparison_size(datamodule: ImageDataModule, split: str, num_samples: int) -> int:
+    """N, the number of generated and of real images compared: num_samples, capped by the split's size."""
+    return min(num_samples, len(datamodule.split_tensors(split)[0]))
+
+
 def seeded_subset(count: int, n: int, seed: int) -> Tensor:
     """The same n of count indices for every run with this seed (all of them when n >= count)."""
     if n >= count:
@@ -124,7 +136,7 @@ def score_generated(
     """
     backbone = real_features.backbone
     real_all = real_features.get(datamodule, split, device)
-    n = min(num_samples, len(real_all))
+    n = comparison_size(datamodule, split, num_samples)
     real = real_all[seeded_subset(len(real_all), n, seed)]
     fake = fake_features(n)
     values = feature_metrics(real, fake)

@@ -1,0 +1,82 @@
+"""Generative metrics under DDP: each rank generates its share, features are gathered, rank 0 computes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from callbacks.metrics import FeatureBank, sample_generator
+from lightning_genae.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+# Relative difference allowed between the 1- and 2-process metrics. Both generate the very same samples
+# (one random stream per chunk of 500, not per rank) and gather the features back into sample order, so
+# the metrics are computed from identical arrays; what may differ is only float rounding where a library
+# splits a sum across threads. Measured: identical to the last bit on this machine (OMP_NUM_THREADS=1).
+# A gather that dropped or repeated a rank's share, or a rank drawing another rank's samples, moves FD by
+# far more (tens of percent at this N).
+TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def gan_checkpoint(tmp_path_factory, mnist_data_dir) -> Path:
+    """A 3-iteration DCGAN on MNIST: digits' splits (359 test images) are smaller than one chunk of 500."""
+    run_dir = tmp_path_factory.mktemp("gan") / "run"
+    options = ["--data", "mnist", "--data-dir", str(mnist_data_dir), "--train-size", "256", "--width", "8"]
+    options += ["--latent-dim", "8", "--batch-size", "32", "--eval-samples", "500", "--eval-every", "3"]
+    assert main(["--model", "gan", *options, "--max-steps", "3", "--output", str(run_dir)]) == 0
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def evaluate_options(checkpoint: Path, output: Path, devices: int) -> list[str]:
+    # 1,200 samples are three chunks (500, 500, 200): with two ranks, rank 0 makes chunks 0 and 2 and
+    # rank 1 chunk 1, so the shares are uneven and interleaved.
+    options = ["--evaluate", str(checkpoint), "--output", str(output), "--eval-samples", "1200"]
+    # One process in this one (DDP here would leave its process group and port behind in pytest).
+    strategy = "ddp" if devices > 1 else "auto"
+    return options + ["--accelerator", "cpu", "--devices", str(devices), "--strategy", strategy]
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_gives_the_metrics_of_one_process(gan_checkpoint, tmp_path):
+    assert main(evaluate_options(gan_checkpoint, tmp_path / "one", devices=1)) == 0
+    # Two processes: run.py in its own process, Lightning starts the second rank as its child.
+    command = [sys.executable, str(REPO / "run.py"), *evaluate_options(gan_checkpoint, tmp_path / "two", 2)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("one", "two"))
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    assert two["evaluation"] == one["evaluation"], "same split, backbone and sample counts"
+    assert two["evaluation"]["test"]["n_fake"] == 1200
+    for name in ("val/fd_classifier", "test/fd_classifier", "test/kid_classifier", "test/kid_std_classifier"):
+        assert two["metrics"][name] == pytest.approx(one["metrics"][name], rel=TOLERANCE, abs=1e-12), name
+
+
+def test_gathered_features_come_back_in_sample_order_whatever_the_rank_order():
+    bank = FeatureBank()
+    # What the gather concatenates under two ranks: rank 0's chunks 0 and 2, then rank 1's chunk 1.
+    bank.update(torch.tensor([[0.0], [1.0]]), torch.tensor([0, 1]))
+    bank.update(torch.tensor([[4.0]]), torch.tensor([4]))
+    bank.update(torch.tensor([[2.0], [3.0]]), torch.tensor([2, 3]))
+    assert bank.compute().flatten().tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_a_lost_or_repeated_sample_is_an_error_not_a_smaller_comparison():
+    bank = FeatureBank()
+    bank.update(torch.zeros(2, 1), torch.tensor([0, 0]))
+    with pytest.raises(RuntimeError, match="lost or duplicated"):
+        bank.compute()
+
+
+def test_each_chunk_of_samples_has_its_own_stream_per_seed_and_stage():
+    def draw(*key) -> torch.Tensor:
+        return torch.randn(4, generator=sample_generator(*key))
+
+    assert torch.equal(draw(0, "val", 1), draw(0, "val", 1))
+    keys = [(0, "val", 0), (0, "val", 1), (0, "test", 0), (1, "val", 0)]
+    assert len({tuple(draw(*key).tolist()) for key in keys}) == len(keys)

@@ -1,0 +1,74 @@
+"""Faults a cluster job meets, end to end: a process killed without warning (kill -9, an OOM kill, a lost
+node) is continued with `--resume last` from its last periodic checkpoint, and the README's fault table
+names only tests that exist."""
+
+from __future__ import annotations
+
+import csv
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tiny import TINY_RUN
+
+from lightning_genae.cli import main
+from lightning_genae.run_folder import LOCK_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stored_step(checkpoint: Path) -> int:
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
+
+
+def test_a_run_killed_without_warning_continues_from_its_last_checkpoint(tmp_path, capsys):
+    output = tmp_path / "run"
+    last = output / "checkpoints" / "last.ckpt"
+    command = [sys.executable, str(REPO / "run.py"), "--model", "ae", *TINY_RUN, "--max-steps", "100000"]
+    victim = subprocess.Popen(
+        [*command, "--output", str(output)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.time() + 180
+        # Killed after its second periodic checkpoint, so a checkpoint was replaced at least once before.
+        while time.time() < deadline and victim.poll() is None:
+            if last.is_file() and stored_step(last) >= 6:
+                break
+            time.sleep(0.2)
+        assert victim.poll() is None, victim.stderr.read().decode()
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    killed_at = stored_step(last)
+    # The killed process could not release its lock: this host sees its pid gone and takes the lock over.
+    assert (output / LOCK_FILE).is_file()
+
+    assert main(["--resume", "last", "--output", str(output), "--max-steps", str(killed_at + 4)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert stored_step(last) == killed_at + 4
+    assert not (output / LOCK_FILE).exists()
+    with (output / "metrics.csv").open(newline="") as file:
+        training_steps = [int(float(row["step"])) for row in csv.DictReader(file) if row.get("train/loss")]
+    # Rows the killed process logged after its checkpoint were dropped, not repeated by the resumed run.
+    assert len(training_steps) == len(set(training_steps)), training_steps
+    assert max(training_steps) == killed_at + 3
+
+
+def test_every_test_the_readme_fault_table_names_exists():
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### Faults", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    named = re.findall(r"`(tests/test_\w+\.py)::(test_\w+)`", table)
+    assert len(named) >= 10, "the fault table should name the test behind each row"
+    missing = [
+        f"{path}::{name}"
+        for path, name in named
+        if not re.search(rf"^def {name}\(", (REPO / path).read_text(), re.MULTILINE)
+    ]
+    assert not missing, missing
