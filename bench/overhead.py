@@ -4,13 +4,13 @@ The framework side is `lightning_genae.cli.main` with the run's usual callbacks,
 divergence guard and data loader, plus one timing callback; evaluation, image grids and checkpoints are
 pushed past the end of the run (their cost is a cadence, measured by `bench/eval.py`), so what is timed is
 the training iteration and its per-step logging. The bare side is a plain loop with the same networks
-(`lightning_genae.nets`), initialisation, optimizers and losses as the family, on a pre-made tensor
-the run's training images held as one tensor
-(the first 4,096) batched by random index: no Lightning, no loader, no logging.
+(`lightning_genae.nets`), initialisation, optimizers and losses as the family, on the run's training
+images (the first 4,096) held as one tensor and batched by random index: no Lightning, no loader, no
+logging.
 
-Each side runs `--warmup` iterations, then `--repeats` blocks of `--block` iterations; a side's figure is
-its median block. On the CPU the clock is this process's CPU time with one thread, so other work on a
-shared machine does not inflate either side; on a GPU it is wall time after a device sync.
+Each side runs `--warmup` iterations, then `--repeats` blocks of `--block` iterations, the two sides
+alternating block by block in one process; a side's figure is its median block. On the CPU the clock is
+this process's CPU time with one thread; on a GPU it is wall time after a device sync.
 
     python bench/overhead.py [--device cuda] [--families gan,vae,ae] [--batch-sizes 64,256]
         [--precisions 32-true,bf16-mixed] [--data mnist] [--json bench/overhead.json]
@@ -50,48 +50,65 @@ def clock_for(device: torch.device) -> Callable[[], float]:
     return time.process_time
 
 
-def median_block_ms(stamps: list[float], warmup: int, block: int, repeats: int) -> float:
-    """Median milliseconds per iteration over `repeats` blocks after `warmup` iterations.
-
-    `stamps[i]` is the clock at the end of iteration i (stamps[-1]... index 0 is the first iteration).
-    """
-    ends = [warmup - 1 + block * k for k in range(repeats + 1)]
-    blocks = [(stamps[b] - stamps[a]) / block * 1000 for a, b in zip(ends, ends[1:], strict=False)]
-    return statistics.median(blocks)
-
-
 # ---- framework side -------------------------------------------------------------------------------------
 
 
-class IterationClock:
-    """A Lightning callback noting the clock at the end of each training iteration, and the model built."""
+class InterleavedClock:
+    """A Lightning callback that times the run's iterations in blocks and runs a bare block after each.
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    Alternating the two sides block by block, in one process, makes both see the same machine: a load that
+    comes and goes on a shared computer affects each side alike instead of whichever ran during it.
+    """
+
+    def __init__(
+        self, device: torch.device, precision: str, batch: int, warmup: int, block: int, bare: bool = True
+    ) -> None:
         from pytorch_lightning.callbacks import Callback
 
+        self.clock = clock_for(device)
+        self.device, self.precision, self.batch = device, precision, batch
+        self.warmup, self.block = warmup, block
+        self.framework_ms: list[float] = []
+        self.bare_ms: list[float] = []
+        self._block_started = 0.0
+        self._bare: BareLoop | None = None
+        self._compare = bare
+        self._warm = False
         outer = self
 
         class _Hook(Callback):
             def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
-                if pl_module.global_step % pl_module.optimizer_steps_per_iteration == 0:
-                    outer.stamps.append(clock())
-                outer.model, outer.datamodule = pl_module, trainer.datamodule
+                outer.after_iteration(trainer, pl_module)
 
         self.callback = _Hook()
-        self.stamps: list[float] = []
-        self.model: Any = None
-        self.datamodule: Any = None
+
+    def after_iteration(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.global_step % pl_module.optimizer_steps_per_iteration:
+            return
+        done = pl_module.iteration - self.warmup
+        if done < 0 or done % self.block:
+            return
+        if not self._warm:
+            self._warm = True
+            if self._compare:
+                self._bare = BareLoop(pl_module, trainer.datamodule, self.device, self.precision, self.batch)
+                self._bare.run(self.warmup, self.clock)
+        else:
+            self.framework_ms.append((self.clock() - self._block_started) / self.block * 1000)
+            if self._bare is not None:
+                self.bare_ms.append(self._bare.run(self.block, self.clock) / self.block * 1000)
+        self._block_started = self.clock()
 
 
 @contextlib.contextmanager
-def timed_callbacks(timer: IterationClock) -> Iterator[None]:
-    """Add the timing callback to the callbacks `train.run` builds, so the run is otherwise run.py's own."""
+def added_callback(callback: Any) -> Iterator[None]:
+    """Add a measuring callback to the callbacks `train.run` builds, so the run is otherwise run.py's own."""
     import lightning_genae.train as train
 
     built = train.build_callbacks
 
     def with_timer(*args: Any, **kwargs: Any) -> list[Any]:
-        return [*built(*args, **kwargs), timer.callback]
+        return [*built(*args, **kwargs), callback]
 
     train.build_callbacks = with_timer
     try:
@@ -101,24 +118,31 @@ def timed_callbacks(timer: IterationClock) -> Iterator[None]:
 
 
 def framework_run(
-    family: str, data: str, batch: int, precision: str, accelerator: str, iterations: int, out: Path
-) -> IterationClock:
-    """One `run.py` run of `iterations` training iterations; returns its per-iteration clock."""
+    family: str,
+    data: str,
+    precision: str,
+    accelerator: str,
+    iterations: int,
+    out: Path,
+    timer: InterleavedClock,
+    extra: tuple[str, ...] = (),
+) -> None:
+    """One `run.py` run of `iterations` training iterations, timed by `timer`."""
     from lightning_genae.cli import main
 
-    timer = IterationClock(clock_for(torch.device("cuda" if accelerator == "gpu" else "cpu")))
+    batch = timer.batch
     argv = [
         *("--model", family, "--data", data, "--max-steps", str(iterations)),
         *("--batch-size", str(batch), "--precision", precision),
         *("--accelerator", accelerator, "--devices", "1"),
         *("--eval-every", str(NEVER), "--image-every", str(NEVER), "--ckpt-every", str(NEVER)),
         *("--eval-samples", "256", "--output", str(out), "--overwrite"),
+        *extra,
     ]
-    with timed_callbacks(timer):
+    with added_callback(timer.callback):
         code = main(argv)
     if code != 0:
         raise SystemExit(f"run.py {' '.join(argv)} failed with exit code {code}")
-    return timer
 
 
 # ---- bare side ------------------------------------------------------------------------------------------
@@ -211,22 +235,23 @@ def _settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     return {key: value for key, value in group.items() if key != "params" and key in optimizer.defaults}
 
 
-def bare_run(
-    model: Any, datamodule: Any, device: torch.device, precision: str, batch: int, iterations: int
-) -> list[float]:
-    """The bare loop with the framework run's nets and settings; the clock at the end of each iteration."""
-    step = (gan_step if model.optimizer_steps_per_iteration == 2 else autoencoder_step)(
-        model, device, precision
-    )
-    clock = clock_for(device)
-    # The run's own training images, already in the model's range on the device: no loader, no copies.
-    stored, _ = datamodule.split_tensors("train")
-    pool = datamodule.to_model_range(stored[: max(4096, batch)].to(device))
-    stamps = []
-    for _ in range(iterations):
-        step(pool[torch.randint(len(pool), (batch,), device=device)])
-        stamps.append(clock())
-    return stamps
+class BareLoop:
+    """The bare loop with the framework run's nets and settings, on the run's own training images held as
+    one tensor in the model's range on the device: no loader, no copies, no Lightning."""
+
+    def __init__(self, model: Any, datamodule: Any, device: torch.device, precision: str, batch: int) -> None:
+        make_step = gan_step if model.optimizer_steps_per_iteration == 2 else autoencoder_step
+        self.step = make_step(model, device, precision)
+        stored, _ = datamodule.split_tensors("train")
+        self.pool = datamodule.to_model_range(stored[: max(4096, batch)].to(device))
+        self.batch, self.device = batch, device
+
+    def run(self, iterations: int, clock: Callable[[], float]) -> float:
+        """Seconds on `clock` for `iterations` bare iterations."""
+        started = clock()
+        for _ in range(iterations):
+            self.step(self.pool[torch.randint(len(self.pool), (self.batch,), device=self.device)])
+        return clock() - started
 
 
 def versions() -> dict[str, str]:
@@ -255,6 +280,7 @@ def main() -> None:
         "32-true,bf16-mixed,16-mixed" if device.type == "cuda" else "32-true,bf16-mixed"
     )
     accelerator = "gpu" if device.type == "cuda" else "cpu"
+    # One bare block follows each framework block, the last one after the final timed iteration.
     iterations = args.warmup + args.block * args.repeats
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -262,10 +288,11 @@ def main() -> None:
             for batch in map(int, args.batch_sizes.split(",")):
                 for precision in precisions.split(","):
                     out = Path(scratch) / f"{family}-{batch}-{precision}"
-                    timer = framework_run(family, args.data, batch, precision, accelerator, iterations, out)
-                    framework = median_block_ms(timer.stamps, args.warmup, args.block, args.repeats)
-                    stamps = bare_run(timer.model, timer.datamodule, device, precision, batch, iterations)
-                    bare = median_block_ms(stamps, args.warmup, args.block, args.repeats)
+                    timer = InterleavedClock(device, precision, batch, args.warmup, args.block)
+                    framework_run(family, args.data, precision, accelerator, iterations, out, timer)
+                    framework = statistics.median(timer.framework_ms)
+                    bare = statistics.median(timer.bare_ms)
+                    ratios = [f / b for f, b in zip(timer.framework_ms, timer.bare_ms, strict=True)]
                     rows.append(
                         {
                             "family": family,
@@ -274,6 +301,10 @@ def main() -> None:
                             "framework_ms": round(framework, 2),
                             "bare_ms": round(bare, 2),
                             "ratio": round(framework / bare, 3),
+                            # Each framework block over the bare block run right after it.
+                            "median_paired_ratio": round(statistics.median(ratios), 3),
+                            "framework_blocks_ms": [round(value, 2) for value in timer.framework_ms],
+                            "bare_blocks_ms": [round(value, 2) for value in timer.bare_ms],
                         }
                     )
     print(f"\n{'family':7}{'batch':>6}  {'precision':11}{'run.py ms/it':>13}{'bare ms/it':>12}{'ratio':>7}")
