@@ -307,12 +307,19 @@ def main() -> None:
                             "bare_blocks_ms": [round(value, 2) for value in timer.bare_ms],
                         }
                     )
-    print(f"\n{'family':7}{'batch':>6}  {'precision':11}{'run.py ms/it':>13}{'bare ms/it':>12}{'ratio':>7}")
+                    # Written after every row, so a long sweep stopped part-way keeps what it measured.
+                    write_results(args, device, rows)
+    header = f"{'family':7}{'batch':>6}  {'precision':11}{'run.py ms/it':>13}{'bare ms/it':>12}"
+    print(f"\n{header}{'ratio':>7}{'paired':>8}")
     for row in rows:
         print(
             f"{row['family']:7}{row['batch']:>6}  {row['precision']:11}{row['framework_ms']:>13.2f}"
-            f"{row['bare_ms']:>12.2f}{row['ratio']:>7.3f}"
+            f"{row['bare_ms']:>12.2f}{row['ratio']:>7.3f}{row['median_paired_ratio']:>8.3f}"
         )
+    print(f"wrote {args.json}")
+
+
+def write_results(args: argparse.Namespace, device: torch.device, rows: list[dict[str, Any]]) -> None:
     result = {
         "device": args.device,
         "data": args.data,
@@ -325,7 +332,6 @@ def main() -> None:
         "rows": rows,
     }
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
