@@ -40,6 +40,31 @@ def timed_augmenter_training(seconds: list[float]) -> Any:
     return train
 
 
+def write_results(
+    args: argparse.Namespace, device: torch.device, rows: list[dict[str, Any]], training_seconds: list[float]
+) -> None:
+    base = next((row["ms_per_iteration"] for row in rows if row["augment"] == "none"), None)
+    for row in rows:
+        if base:
+            row["ratio_to_none"] = round(row["ms_per_iteration"] / base, 3)
+    result = {
+        "device": args.device,
+        "data": args.data,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "clock": "process CPU time" if device.type == "cpu" else "wall",
+        "threads": args.threads if device.type == "cpu" else None,
+        "warmup": args.warmup,
+        "block": args.block,
+        "repeats": args.repeats,
+        "augmenter_steps": args.augmenter_steps,
+        "augmenter_training_s": [round(seconds, 1) for seconds in training_seconds],
+        **versions(),
+        "rows": rows,
+    }
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -81,31 +106,14 @@ def main() -> None:
                     "blocks_ms": [round(value, 2) for value in timer.framework_ms],
                 }
             )
-    base = next((row["ms_per_iteration"] for row in rows if row["augment"] == "none"), None)
+            # Written after every setting, so a sweep stopped part-way keeps what it measured.
+            write_results(args, device, rows, training_seconds)
     print(f"\n{'augment':10}{'ms/it':>9}{'vs none':>9}")
     for row in rows:
-        if base:
-            row["ratio_to_none"] = round(row["ms_per_iteration"] / base, 3)
         ratio = row.get("ratio_to_none", float("nan"))
         print(f"{row['augment']:10}{row['ms_per_iteration']:>9.2f}{ratio:>9.3f}")
     for seconds in training_seconds:
         print(f"augmenter training ({args.augmenter_steps} iterations): {seconds:.1f} s wall")
-    result = {
-        "device": args.device,
-        "data": args.data,
-        "batch_size": args.batch_size,
-        "precision": args.precision,
-        "clock": "process CPU time" if device.type == "cpu" else "wall",
-        "threads": args.threads if device.type == "cpu" else None,
-        "warmup": args.warmup,
-        "block": args.block,
-        "repeats": args.repeats,
-        "augmenter_steps": args.augmenter_steps,
-        "augmenter_training_s": [round(seconds, 1) for seconds in training_seconds],
-        **versions(),
-        "rows": rows,
-    }
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
 
 
