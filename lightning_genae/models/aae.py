@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from lightning_genae.errors import ConfigError, agree
 from lightning_genae.metrics.latent import CodeGaussianKL
-from lightning_genae.models.base import FamilyOptions, option, with_default
+from lightning_genae.models.base import FamilyOptions, adam, option, with_default
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
     ReconstructionOptions,
@@ -259,7 +259,7 @@ class AAEModule(ReconstructionModule):
         # The adversarial pair uses DCGAN's beta1 = 0.5, which keeps the game from oscillating.
         betas = (0.5, 0.999)
         return [
-            torch.optim.Adam(autoencoder, lr=lr),
-            torch.optim.Adam(self.latent_discriminator.parameters(), lr=lr, betas=betas),
-            torch.optim.Adam(self.encoder.parameters(), lr=lr, betas=betas),
+            adam(autoencoder, lr=lr),
+            adam(self.latent_discriminator.parameters(), lr=lr, betas=betas),
+            adam(self.encoder.parameters(), lr=lr, betas=betas),
         ]

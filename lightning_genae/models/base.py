@@ -14,13 +14,13 @@ import dataclasses
 import math
 import typing
 from abc import abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_genae.config import coerce, flag
 from lightning_genae.errors import ConfigError, TrainingDiverged
@@ -155,6 +155,23 @@ class ReconstructingDiscriminator(Protocol):
     def discriminator_reconstructions(
         self, real: Tensor, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]: ...
+
+
+def adam(
+    parameters: Iterable[nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999)
+) -> torch.optim.Adam:
+    """Adam, fused into one kernel per step where torch has one for the parameters' device.
+
+    The single-tensor default loops over parameters in Python: for the DCGAN pair on the CPU a step of both
+    optimizers took 2.0 ms against 0.48 ms fused (torch 2.11, one thread; bench/overhead.py shows the run).
+    Called from `configure_optimizers`, after Lightning moved the model to its device.
+    """
+    parameters = list(parameters)
+    fusable = torch.utils._foreach_utils._get_fused_kernels_supported_devices()
+    fused = bool(parameters) and all(
+        param.device.type in fusable and param.is_floating_point() for param in parameters
+    )
+    return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=fused or None)
 
 
 # Losses noted by `watch_losses` before it checks them itself; the training set-up's guard checks far

@@ -29,7 +29,7 @@ from torch import Tensor
 from lightning_genae.config import flag
 from lightning_genae.errors import ConfigError
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import FamilyOptions, option, with_default
+from lightning_genae.models.base import FamilyOptions, adam, option, with_default
 from lightning_genae.nets.conv import ConvAutoencoder, ConvDecoder, init_dcgan_weights
 
 DLoss = Literal["began", "ebgan"]
@@ -206,6 +206,6 @@ class BEGANModule(ImageAdversarialModule):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         # Both papers' Adam settings: beta1 = 0.5 damps the oscillation of the adversarial game.
         betas = (0.5, 0.999)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.options.lr, betas=betas)
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.options.lr, betas=betas)
+        opt_d = adam(self.discriminator.parameters(), lr=self.options.lr, betas=betas)
+        opt_g = adam(self.generator.parameters(), lr=self.options.lr, betas=betas)
         return [opt_d, opt_g]

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import FamilyOptions, option, with_default
+from lightning_genae.models.base import FamilyOptions, adam, option, with_default
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, init_dcgan_weights
 
 GanLoss = Literal["ns", "hinge"]
@@ -134,6 +134,6 @@ class GANModule(ImageAdversarialModule):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         # DCGAN's Adam settings; beta1 = 0.5 keeps the adversarial game from oscillating.
         betas = (0.5, 0.999) if self.options.gan_loss == "ns" else (0.0, 0.9)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.options.lr, betas=betas)
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.options.lr, betas=betas)
+        opt_d = adam(self.discriminator.parameters(), lr=self.options.lr, betas=betas)
+        opt_g = adam(self.generator.parameters(), lr=self.options.lr, betas=betas)
         return [opt_d, opt_g]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.errors import ConfigError
-from lightning_genae.models.base import FamilyOptions, ObjectiveModule, option, with_default
+from lightning_genae.models.base import FamilyOptions, ObjectiveModule, adam, option, with_default
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder, RNNKind
 
@@ -181,4 +181,4 @@ class RAEModule(ObjectiveModule):
         self.clip_gradients(optimizer, gradient_clip_val=GRADIENT_CLIP, gradient_clip_algorithm="norm")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.options.lr)
+        return adam(self.parameters(), lr=self.options.lr)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
-from lightning_genae.models.base import FamilyOptions, ObjectiveModule, option
+from lightning_genae.models.base import FamilyOptions, ObjectiveModule, adam, option
 from lightning_genae.nets import ConvDecoder, ConvEncoder
 
 ReconLoss = Literal["mse", "bce"]
@@ -76,4 +76,4 @@ class ReconstructionModule(ObjectiveModule):
         return self.decode(self.encode(images))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.options.lr)
+        return adam(self.parameters(), lr=self.options.lr)

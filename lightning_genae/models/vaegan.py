@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import FamilyOptions, option, with_default
+from lightning_genae.models.base import FamilyOptions, adam, option, with_default
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
 
@@ -198,7 +198,7 @@ class VAEGANModule(ImageAdversarialModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         # DCGAN's Adam betas for all three: beta1 = 0.5 keeps the adversarial game from oscillating.
-        def adam(network: torch.nn.Module) -> torch.optim.Optimizer:
-            return torch.optim.Adam(network.parameters(), lr=self.options.lr, betas=(0.5, 0.999))
+        def adam_for(network: torch.nn.Module) -> torch.optim.Optimizer:
+            return adam(network.parameters(), lr=self.options.lr, betas=(0.5, 0.999))
 
-        return [adam(self.discriminator), adam(self.encoder), adam(self.decoder)]
+        return [adam_for(self.discriminator), adam_for(self.encoder), adam_for(self.decoder)]

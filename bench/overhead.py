@@ -1,0 +1,338 @@
+"""Benchmark: a training iteration through `run.py`'s own code path against a bare PyTorch loop.
+
+The framework side is `lightning_genae.cli.main` with the run's usual callbacks, loggers, progress bar,
+divergence guard and data loader, plus one timing callback; evaluation, image grids and checkpoints are
+pushed past the end of the run (their cost is a cadence, measured by `bench/eval.py`), so what is timed is
+the training iteration and its per-step logging. The bare side is a plain loop with the same networks
+(`lightning_genae.nets`), initialisation, optimizers and losses as the family, on the run's training
+images (the first 4,096) held as one tensor and batched by random index: no Lightning, no loader, no
+logging.
+
+Each side runs `--warmup` iterations, then `--repeats` blocks of `--block` iterations, the two sides
+alternating block by block in one process; a side's figure is its median block. On the CPU the clock is
+this process's CPU time with one thread; on a GPU it is wall time after a device sync.
+
+    python bench/overhead.py [--device cuda] [--families gan,vae,ae] [--batch-sizes 64,256]
+        [--precisions 32-true,bf16-mixed] [--data mnist] [--json bench/overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
+
+# Far beyond any timed run: no validation, image grid or checkpoint falls inside the timed stretch.
+NEVER = 10**9
+
+
+def clock_for(device: torch.device) -> Callable[[], float]:
+    """Process CPU time on the CPU (robust to a busy machine), wall time after a sync on a GPU."""
+    if device.type == "cuda":
+
+        def synced() -> float:
+            torch.cuda.synchronize()
+            return time.perf_counter()
+
+        return synced
+    return time.process_time
+
+
+# ---- framework side -------------------------------------------------------------------------------------
+
+
+class InterleavedClock:
+    """A Lightning callback that times the run's iterations in blocks and runs a bare block after each.
+
+    Alternating the two sides block by block, in one process, makes both see the same machine: a load that
+    comes and goes on a shared computer affects each side alike instead of whichever ran during it.
+    """
+
+    def __init__(
+        self, device: torch.device, precision: str, batch: int, warmup: int, block: int, bare: bool = True
+    ) -> None:
+        from pytorch_lightning.callbacks import Callback
+
+        self.clock = clock_for(device)
+        self.device, self.precision, self.batch = device, precision, batch
+        self.warmup, self.block = warmup, block
+        self.framework_ms: list[float] = []
+        self.bare_ms: list[float] = []
+        self._block_started = 0.0
+        self._bare: BareLoop | None = None
+        self._compare = bare
+        self._warm = False
+        outer = self
+
+        class _Hook(Callback):
+            def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+                outer.after_iteration(trainer, pl_module)
+
+        self.callback = _Hook()
+
+    def after_iteration(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.global_step % pl_module.optimizer_steps_per_iteration:
+            return
+        done = pl_module.iteration - self.warmup
+        if done < 0 or done % self.block:
+            return
+        if not self._warm:
+            self._warm = True
+            if self._compare:
+                self._bare = BareLoop(pl_module, trainer.datamodule, self.device, self.precision, self.batch)
+                self._bare.run(self.warmup, self.clock)
+        else:
+            self.framework_ms.append((self.clock() - self._block_started) / self.block * 1000)
+            if self._bare is not None:
+                self.bare_ms.append(self._bare.run(self.block, self.clock) / self.block * 1000)
+        self._block_started = self.clock()
+
+
+@contextlib.contextmanager
+def added_callback(callback: Any) -> Iterator[None]:
+    """Add a measuring callback to the callbacks `train.run` builds, so the run is otherwise run.py's own."""
+    import lightning_genae.train as train
+
+    built = train.build_callbacks
+
+    def with_timer(*args: Any, **kwargs: Any) -> list[Any]:
+        return [*built(*args, **kwargs), callback]
+
+    train.build_callbacks = with_timer
+    try:
+        yield
+    finally:
+        train.build_callbacks = built
+
+
+def framework_run(
+    family: str,
+    data: str,
+    precision: str,
+    accelerator: str,
+    iterations: int,
+    out: Path,
+    timer: InterleavedClock,
+    extra: tuple[str, ...] = (),
+) -> None:
+    """One `run.py` run of `iterations` training iterations, timed by `timer`."""
+    from lightning_genae.cli import main
+
+    batch = timer.batch
+    argv = [
+        *("--model", family, "--data", data, "--max-steps", str(iterations)),
+        *("--batch-size", str(batch), "--precision", precision),
+        *("--accelerator", accelerator, "--devices", "1"),
+        *("--eval-every", str(NEVER), "--image-every", str(NEVER), "--ckpt-every", str(NEVER)),
+        *("--eval-samples", "256", "--output", str(out), "--overwrite"),
+        *extra,
+    ]
+    with added_callback(timer.callback):
+        code = main(argv)
+    if code != 0:
+        raise SystemExit(f"run.py {' '.join(argv)} failed with exit code {code}")
+
+
+# ---- bare side ------------------------------------------------------------------------------------------
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "32-true":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def gan_step(model: Any, device: torch.device, precision: str) -> Callable[[Tensor], None]:
+    """One D and one G update as `GANModule.training_step` makes them, written by hand."""
+    from lightning_genae.models.gan import discriminator_loss, generator_loss
+
+    shape, options = model.image_shape, model.options
+    generator = ConvDecoder(shape, options.latent_dim, width=options.width, output="tanh").to(device)
+    discriminator = ConvDiscriminator(shape, width=options.width).to(device)
+    generator.apply(init_dcgan_weights)
+    discriminator.apply(init_dcgan_weights)
+    opt_d, opt_g = (
+        optimizer.__class__(net.parameters(), **_settings(optimizer))
+        for optimizer, net in zip(model.trainer.optimizers, (discriminator, generator), strict=True)
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    kind, latent = options.gan_loss, options.latent_dim
+
+    def step(real: Tensor) -> None:
+        n = real.size(0)
+        generator.requires_grad_(False)
+        with autocast_for(device, precision):
+            with torch.no_grad():
+                fake = generator(torch.randn(n, latent, device=device))
+            loss_d = discriminator_loss(discriminator(real), discriminator(fake), kind)
+        opt_d.zero_grad(set_to_none=True)
+        scaler.scale(loss_d).backward()
+        scaler.step(opt_d)
+        generator.requires_grad_(True)
+        discriminator.requires_grad_(False)
+        with autocast_for(device, precision):
+            loss_g = generator_loss(discriminator(generator(torch.randn(n, latent, device=device))), kind)
+        opt_g.zero_grad(set_to_none=True)
+        scaler.scale(loss_g).backward()
+        scaler.step(opt_g)
+        discriminator.requires_grad_(True)
+        scaler.update()
+
+    return step
+
+
+def autoencoder_step(model: Any, device: torch.device, precision: str) -> Callable[[Tensor], None]:
+    """One update of the ae's or vae's encoder and decoder with the family's own loss, written by hand."""
+    from lightning_genae.models.reconstruction import reconstruction_loss
+    from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
+
+    shape, options = model.image_shape, model.options
+    variational = model.encoder_outputs_per_latent == 2
+    latent, kind = options.latent_dim, options.recon_loss
+    encoder = ConvEncoder(shape, model.encoder_outputs_per_latent * latent, width=options.width).to(device)
+    decoder = ConvDecoder(
+        shape, latent, width=options.width, output="logits" if kind == "bce" else "tanh"
+    ).to(device)
+    (optimizer,) = model.trainer.optimizers
+    opt = optimizer.__class__([*encoder.parameters(), *decoder.parameters()], **_settings(optimizer))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+
+    def step(real: Tensor) -> None:
+        with autocast_for(device, precision):
+            if variational:
+                mean, log_var = gaussian_posterior(encoder(real))
+                out = decoder(reparameterize(mean, log_var))
+                loss = (
+                    reconstruction_loss(out, real, kind).mean()
+                    + options.beta * gaussian_kl(mean, log_var).mean()
+                )
+            else:
+                loss = reconstruction_loss(decoder(encoder(real)), real, kind).mean() / real[0].numel()
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    return step
+
+
+def _settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The constructor settings of one of the run's optimizers (lr, betas, foreach, ...)."""
+    group = optimizer.param_groups[0]
+    return {key: value for key, value in group.items() if key != "params" and key in optimizer.defaults}
+
+
+class BareLoop:
+    """The bare loop with the framework run's nets and settings, on the run's own training images held as
+    one tensor in the model's range on the device: no loader, no copies, no Lightning."""
+
+    def __init__(self, model: Any, datamodule: Any, device: torch.device, precision: str, batch: int) -> None:
+        make_step = gan_step if model.optimizer_steps_per_iteration == 2 else autoencoder_step
+        self.step = make_step(model, device, precision)
+        stored, _ = datamodule.split_tensors("train")
+        self.pool = datamodule.to_model_range(stored[: max(4096, batch)].to(device))
+        self.batch, self.device = batch, device
+
+    def run(self, iterations: int, clock: Callable[[], float]) -> float:
+        """Seconds on `clock` for `iterations` bare iterations."""
+        started = clock()
+        for _ in range(iterations):
+            self.step(self.pool[torch.randint(len(self.pool), (self.batch,), device=self.device)])
+        return clock() - started
+
+
+def versions() -> dict[str, str]:
+    import pytorch_lightning as pl
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "lightning": pl.__version__}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--families", default="gan", help="comma list of gan, vae, ae")
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--batch-sizes", default="64,256")
+    parser.add_argument("--precisions", default=None, help="default: 32-true,bf16-mixed (+16-mixed on cuda)")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--block", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+    parser.add_argument("--json", default="bench/overhead.json")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    precisions = args.precisions or (
+        "32-true,bf16-mixed,16-mixed" if device.type == "cuda" else "32-true,bf16-mixed"
+    )
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    # One bare block follows each framework block, the last one after the final timed iteration.
+    iterations = args.warmup + args.block * args.repeats
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for family in args.families.split(","):
+            for batch in map(int, args.batch_sizes.split(",")):
+                for precision in precisions.split(","):
+                    out = Path(scratch) / f"{family}-{batch}-{precision}"
+                    timer = InterleavedClock(device, precision, batch, args.warmup, args.block)
+                    framework_run(family, args.data, precision, accelerator, iterations, out, timer)
+                    framework = statistics.median(timer.framework_ms)
+                    bare = statistics.median(timer.bare_ms)
+                    ratios = [f / b for f, b in zip(timer.framework_ms, timer.bare_ms, strict=True)]
+                    rows.append(
+                        {
+                            "family": family,
+                            "batch": batch,
+                            "precision": precision,
+                            "framework_ms": round(framework, 2),
+                            "bare_ms": round(bare, 2),
+                            "ratio": round(framework / bare, 3),
+                            # Each framework block over the bare block run right after it.
+                            "median_paired_ratio": round(statistics.median(ratios), 3),
+                            "framework_blocks_ms": [round(value, 2) for value in timer.framework_ms],
+                            "bare_blocks_ms": [round(value, 2) for value in timer.bare_ms],
+                        }
+                    )
+                    # Written after every row, so a long sweep stopped part-way keeps what it measured.
+                    write_results(args, device, rows)
+    header = f"{'family':7}{'batch':>6}  {'precision':11}{'run.py ms/it':>13}{'bare ms/it':>12}"
+    print(f"\n{header}{'ratio':>7}{'paired':>8}")
+    for row in rows:
+        print(
+            f"{row['family']:7}{row['batch']:>6}  {row['precision']:11}{row['framework_ms']:>13.2f}"
+            f"{row['bare_ms']:>12.2f}{row['ratio']:>7.3f}{row['median_paired_ratio']:>8.3f}"
+        )
+    print(f"wrote {args.json}")
+
+
+def write_results(args: argparse.Namespace, device: torch.device, rows: list[dict[str, Any]]) -> None:
+    result = {
+        "device": args.device,
+        "data": args.data,
+        "clock": "process CPU time" if device.type == "cpu" else "wall",
+        "threads": args.threads if device.type == "cpu" else None,
+        "warmup": args.warmup,
+        "block": args.block,
+        "repeats": args.repeats,
+        **versions(),
+        "rows": rows,
+    }
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
