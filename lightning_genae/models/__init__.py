@@ -1,5 +1,5 @@
 """Model families. A new family is its options dataclass in `options.py`, its LightningModule in one file
-here, and one line in MODELS.
+here, and one entry in MODELS.
 
 The registry names each module by where it lives and imports it on first use: the command line (`--help`,
 `--print-config`, every configuration error) reads only the options and descriptions, and never pays for
