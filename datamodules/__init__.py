@@ -1,43 +1,82 @@
 """Datasets by name: in-memory uint8 images (`ImageDataModule`) or normalised float series
-(`SequenceDataModule`), each with fixed val/test splits."""
+(`SequenceDataModule`), each with fixed val/test splits.
+
+The registry names each DataModule by where it lives and imports it on first use, so the command line
+(`--help`, `--print-config`, configuration errors) never imports Lightning.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from datamodules.base import (
-    DataKind,
-    ImageDataModule,
-    InMemoryDataModule,
-    InMemoryImages,
-    collate_batch,
-    to_model_range,
-    to_uint8,
-)
-from datamodules.celeba import CelebADataModule
-from datamodules.cifar10 import CIFAR10DataModule
-from datamodules.csvseries import CSVSeriesDataModule
-from datamodules.digits import DigitsDataModule
-from datamodules.folder import ImageFolderDataModule
-from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
-from datamodules.sequence import Normaliser, SequenceDataModule
-from datamodules.sines import SinesDataModule
-from datamodules.smnist import SequentialMNISTDataModule
 from lightning_genae.errors import ConfigError
 
-DATASETS: dict[str, type[InMemoryDataModule]] = {
-    module.name: module
-    for module in (
-        DigitsDataModule,
-        MNISTDataModule,
-        FashionMNISTDataModule,
-        CIFAR10DataModule,
-        CelebADataModule,
-        ImageFolderDataModule,
-        SinesDataModule,
-        SequentialMNISTDataModule,
-        CSVSeriesDataModule,
-    )
+if TYPE_CHECKING:
+    from datamodules.base import DataKind, InMemoryDataModule
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its DataModule (`module:Class` in this package), a one-line description and
+    the kind of data it yields (repeating the class's `data_kind`, which tests/test_datamodules.py checks)."""
+
+    location: str
+    description: str
+    data_kind: DataKind = "image"
+
+    @property
+    def module(self) -> type[InMemoryDataModule]:
+        """The DataModule class, imported now (which imports Lightning)."""
+        module_name, _, class_name = self.location.partition(":")
+        return getattr(importlib.import_module(f"datamodules.{module_name}"), class_name)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(
+        "digits:DigitsDataModule",
+        "scikit-learn's 1797 handwritten digits, upscaled to 16x16 grayscale (bundled, no download)",
+    ),
+    "mnist": DatasetSpec(
+        "mnist:MNISTDataModule",
+        "MNIST handwritten digits, 28x28 grayscale (downloaded by torchvision into DATA_DIR/MNIST/raw)",
+    ),
+    "fashion_mnist": DatasetSpec(
+        "mnist:FashionMNISTDataModule",
+        "Fashion-MNIST clothing, 28x28 grayscale (downloaded by torchvision into DATA_DIR/FashionMNIST/raw)",
+    ),
+    "cifar10": DatasetSpec(
+        "cifar10:CIFAR10DataModule",
+        "CIFAR-10 natural images, 32x32 RGB (downloaded by torchvision into DATA_DIR/cifar-10-batches-py)",
+    ),
+    "celeba": DatasetSpec(
+        "celeba:CelebADataModule",
+        "CelebA aligned faces, centre-cropped and resized to 64x64 RGB, unlabeled "
+        "(decoded once, then cached)",
+    ),
+    "folder": DatasetSpec(
+        "folder:ImageFolderDataModule",
+        "any folder of images given by --data-dir (recursive; >=2 subfolders become class labels), "
+        "at --image-size (64) and --channels (3)",
+    ),
+    "sines": DatasetSpec(
+        "sines:SinesDataModule",
+        "synthetic noisy sine waves (random frequency, phase, amplitude, noise), --seq-len 24 steps, "
+        "--channels 1 (generated, no files)",
+        data_kind="sequence",
+    ),
+    "smnist": DatasetSpec(
+        "smnist:SequentialMNISTDataModule",
+        "MNIST digits as sequences: 28 rows of 28 pixels (read from DATA_DIR/MNIST/raw like mnist)",
+        data_kind="sequence",
+    ),
+    "csv": DatasetSpec(
+        "csvseries:CSVSeriesDataModule",
+        "a CSV file (--data-dir FILE.csv): numeric columns as channels, windows of --seq-len rows "
+        "every --stride rows",
+        data_kind="sequence",
+    ),
 }
 
 
@@ -45,28 +84,34 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     """Instantiate the dataset called `name` (a key of DATASETS) with the given DataModule arguments."""
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name](**kwargs)
+    return DATASETS[name].module(**kwargs)
 
 
-__all__ = [
-    "DATASETS",
-    "CIFAR10DataModule",
-    "CSVSeriesDataModule",
-    "CelebADataModule",
-    "DataKind",
-    "DigitsDataModule",
-    "FashionMNISTDataModule",
-    "ImageDataModule",
-    "ImageFolderDataModule",
-    "InMemoryDataModule",
-    "InMemoryImages",
-    "MNISTDataModule",
-    "Normaliser",
-    "SequenceDataModule",
-    "SequentialMNISTDataModule",
-    "SinesDataModule",
-    "build_datamodule",
-    "collate_batch",
-    "to_model_range",
-    "to_uint8",
-]
+# Names this package has always exported, each imported from its module on first use (PEP 562), so that
+# `from datamodules import DATASETS` does not import Lightning.
+_LAZY_EXPORTS = {
+    **{spec.location.partition(":")[2]: spec.location.partition(":")[0] for spec in DATASETS.values()},
+    **dict.fromkeys(
+        (
+            "DataKind",
+            "ImageDataModule",
+            "InMemoryDataModule",
+            "InMemoryImages",
+            "collate_batch",
+            "to_model_range",
+            "to_uint8",
+        ),
+        "base",
+    ),
+    "Normaliser": "sequence",
+    "SequenceDataModule": "sequence",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"datamodules.{_LAZY_EXPORTS[name]}"), name)
+
+
+__all__ = ["DATASETS", "DatasetSpec", "build_datamodule", *_LAZY_EXPORTS]

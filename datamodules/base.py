@@ -168,7 +168,6 @@ class InMemoryDataModule(pl.LightningDataModule):
     """
 
     name: ClassVar[str] = "data"
-    description: ClassVar[str] = ""
     # What the data is; a model family declares the same, and `resolve` checks that they agree.
     data_kind: ClassVar[DataKind]
     classes: ClassVar[int | None] = None

@@ -47,9 +47,6 @@ class CelebADataModule(ImageDataModule):
     """CelebA: official train/val/test partition, unlabeled; 178x218 faces are centre-cropped to 178x178."""
 
     name = "celeba"
-    description = (
-        "CelebA aligned faces, centre-cropped and resized to 64x64 RGB, unlabeled (decoded once, then cached)"
-    )
     default_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
     classes = None
 

@@ -51,9 +51,6 @@ class CIFAR10DataModule(ImageDataModule):
     """CIFAR-10: official 10,000 test images; a fixed stratified 5,000 of the 50,000 train for validation."""
 
     name = "cifar10"
-    description = (
-        "CIFAR-10 natural images, 32x32 RGB (downloaded by torchvision into DATA_DIR/cifar-10-batches-py)"
-    )
     default_shape = (3, 32, 32)
     classes = 10
 

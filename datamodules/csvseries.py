@@ -80,10 +80,6 @@ class CSVSeriesDataModule(SequenceDataModule):
     """Windows of a CSV file's rows; unlabelled; splits in time order (70/10/20)."""
 
     name = "csv"
-    description = (
-        "a CSV file (--data-dir FILE.csv): numeric columns as channels, windows of --seq-len rows "
-        "every --stride rows"
-    )
     takes = ("seq_len", "stride")
     # The file's names and values once read (per instance; the class default says "not read yet").
     _table: tuple[list[str], Tensor] | None = None

@@ -25,7 +25,6 @@ class DigitsDataModule(ImageDataModule):
     """Default dataset: tiny, offline and real; its fixed split is stratified ~70/10/20 train/val/test."""
 
     name = "digits"
-    description = "scikit-learn's 1797 handwritten digits, upscaled to 16x16 grayscale (bundled, no download)"
     default_shape = (1, 16, 16)
     classes = 10
 

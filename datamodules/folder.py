@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from datamodules.base import Batch, ImageDataModule
-from datamodules.imagefiles import IMAGE_EXTENSIONS, read_images
+from datamodules.imagefiles import FOLDER_DEFAULT_SHAPE, IMAGE_EXTENSIONS, read_images
 from datamodules.splits import fixed_split
 from lightning_genae.errors import ConfigError, DataError
 
@@ -58,11 +58,7 @@ class ImageFolderDataModule(ImageDataModule):
     """A user's image folder at --image-size/--channels; fixed 5% val / 10% test, stratified if labelled."""
 
     name = "folder"
-    description = (
-        "any folder of images given by --data-dir (recursive; >=2 subfolders become class labels), "
-        "at --image-size (64) and --channels (3)"
-    )
-    default_shape = (3, 64, 64)
+    default_shape = FOLDER_DEFAULT_SHAPE
 
     def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
         if image_size is not None and image_size < 8:

@@ -15,6 +15,8 @@ from torch import Tensor
 from lightning_genae.errors import DataError, describe_error
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"})
+# (channels, height, width) a folder's images are read at unless --channels / --image-size say otherwise.
+FOLDER_DEFAULT_SHAPE = (3, 64, 64)
 
 
 def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:

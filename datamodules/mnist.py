@@ -63,9 +63,6 @@ class MNISTDataModule(ImageDataModule):
     """MNIST: the official 10,000 test images; a fixed stratified 5,000 of the 60,000 train for validation."""
 
     name = "mnist"
-    description = (
-        "MNIST handwritten digits, 28x28 grayscale (downloaded by torchvision into DATA_DIR/MNIST/raw)"
-    )
     default_shape = (1, 28, 28)
     classes = 10
     # Folder under data_dir, as torchvision names it, and the torchvision class that downloads it.
@@ -137,7 +134,4 @@ class FashionMNISTDataModule(MNISTDataModule):
     """Fashion-MNIST: same format and split rules as MNIST, harder images."""
 
     name = "fashion_mnist"
-    description = (
-        "Fashion-MNIST clothing, 28x28 grayscale (downloaded by torchvision into DATA_DIR/FashionMNIST/raw)"
-    )
     folder = "FashionMNIST"

@@ -49,10 +49,6 @@ class SinesDataModule(SequenceDataModule):
     """3000 synthetic series, fixed ~70/10/20 train/val/test split; unlabelled."""
 
     name = "sines"
-    description = (
-        "synthetic noisy sine waves (random frequency, phase, amplitude, noise), --seq-len 24 steps, "
-        "--channels 1 (generated, no files)"
-    )
     takes = ("seq_len", "channels")
 
     @property

@@ -17,7 +17,6 @@ class SequentialMNISTDataModule(SequenceDataModule):
     """MNIST rows as time steps; pixels scaled from [0, 255] to [-1, 1], the range the image models use."""
 
     name = "smnist"
-    description = "MNIST digits as sequences: 28 rows of 28 pixels (read from DATA_DIR/MNIST/raw like mnist)"
     classes = 10
 
     def _images(self) -> MNISTDataModule:

@@ -1,6 +1,10 @@
 """`python run.py` / `genae`: the command line, generated from RunConfig.
 
 Precedence: RunConfig defaults < resumed checkpoint's configuration < `--config FILE` < command line.
+
+Lightning is imported only by what trains, evaluates or reads a checkpoint (imports inside the functions
+below): `--help`, `--version`, `--print-config` and every configuration error answer without it, in about
+the time `import torch` takes (tests/test_startup.py, bench/startup.py).
 """
 
 from __future__ import annotations
@@ -10,17 +14,18 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from datamodules import DATASETS
+from datamodules.imagefiles import FOLDER_DEFAULT_SHAPE
 from lightning_genae import __version__
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.augmentation import augmentation_choices
-from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
 from lightning_genae.cluster import RunInterrupted, current_job
 from lightning_genae.config import (
     CONFIG_FIELDS,
     CONFIG_TYPES,
+    LOGGER_CHOICES,
     RunConfig,
     flag,
     load_config_file,
@@ -28,12 +33,13 @@ from lightning_genae.config import (
     resume_conflicts,
     type_name,
 )
-from lightning_genae.console import quiet_lightning
 from lightning_genae.errors import ConfigError, GenaeError
-from lightning_genae.loggers import LOGGER_CHOICES
 from lightning_genae.models import MODELS
 from lightning_genae.resolve import DEFAULT_MAX_STEPS, model_option_names, resolve
 from lightning_genae.run_folder import check_output_folder
+
+if TYPE_CHECKING:
+    from lightning_genae.checkpoint import RunCheckpoint
 
 GROUP_TITLES = {
     "what": "what to train on",
@@ -56,7 +62,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 def _choices_epilog() -> str:
     sections = [
         ("models (--model)", {name: spec.description for name, spec in MODELS.items()}),
-        ("datasets (--data)", {name: cls.description for name, cls in DATASETS.items()}),
+        ("datasets (--data)", {name: spec.description for name, spec in DATASETS.items()}),
         ("augmentations (--augment, join with '+')", augmentation_choices()),
         ("loggers (--logger)", LOGGER_CHOICES),
     ]
@@ -101,7 +107,7 @@ def _shown(value: Any) -> str:
 
 def _owned_defaults() -> dict[str, str]:
     """Defaults that RunConfig leaves to their owner (`None` there), as `--help` shows them."""
-    folder_channels, folder_size, _ = DATASETS["folder"].default_shape
+    folder_channels, folder_size, _ = FOLDER_DEFAULT_SHAPE
     defaults = {
         "max_steps": f"{DEFAULT_MAX_STEPS} unless --max-epochs",
         "image_size": str(folder_size),
@@ -234,7 +240,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure)."""
-    quiet_lightning()
     args = vars(build_parser().parse_args(argv))
     config_path = args.pop("config", None)
     print_config = args.pop("print_config", False)
@@ -251,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Every mode writes there (a run, a grid's root, eval.json): a bad path is refused before work.
             check_output_folder(Path(output))
         if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
+            _quiet_lightning()
             from lightning_genae.evaluate import evaluate_checkpoint, evaluate_folder
 
             if checkpoint_to_evaluate is not None and folder_to_evaluate is not None:
@@ -282,8 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if train_sizes is not None:
             args["train_size"] = train_sizes[0]
         # A resumed run's own configuration, then the config file, then the command line.
-        resume = RunCheckpoint.to_resume(args.get("resume"), args.get("output"))
-        if resume is None and "resume" not in args:
+        resume = None
+        if args.get("resume") is not None:
+            _quiet_lightning()
+            from lightning_genae.checkpoint import RunCheckpoint
+
+            resume = RunCheckpoint.to_resume(args["resume"], args.get("output"))
+        elif "resume" not in args:
             resume = _checkpoint_of_restarted_job(merge(file_values, args))
         base = resume.stored_config("--resume") if resume is not None else {}
         if resume is not None:
@@ -292,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if print_config:
             sys.stdout.write(resolved.config.to_yaml())
             return 0
+        _quiet_lightning()
         from lightning_genae.train import run
 
         run(resolved, resume=resume)
@@ -307,6 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _quiet_lightning() -> None:
+    """Import Lightning (through the console) and silence its noise: called by each mode that trains,
+    evaluates or reads a checkpoint, after which Lightning's import has set its loggers' levels."""
+    from lightning_genae.console import quiet_lightning
+
+    quiet_lightning()
+
+
 def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
     """The checkpoint a requeued SLURM job (or a restarted torchrun job) continues from, or None.
 
@@ -318,6 +338,9 @@ def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
     job = current_job()
     if job is None:
         return None
+    _quiet_lightning()
+    from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
+
     if values.output:
         if job.restart_count == 0:
             return None
@@ -372,6 +395,8 @@ def _run_grid(
             print(f"# cell {index}: {cell.name}")
             sys.stdout.write(plan.runs[cell].config.to_yaml())
         return 0
+    _quiet_lightning()
+    from lightning_genae.checkpoint import RunCheckpoint
     from lightning_genae.train import run
 
     def run_cell(cell: Any, run_dir: Path, start: CellStart) -> None:

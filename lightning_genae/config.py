@@ -30,6 +30,12 @@ from lightning_genae.metrics.names import BACKBONES
 # augmenter call the model outside Lightning's loop with float32 data and noise, so every family failed
 # with a dtype error. Mixed precision gives the speed with float32 weights.
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
+# `--logger` names (built in loggers.py; named here so that the command line needs no logger library).
+LOGGER_CHOICES = {
+    "csv": "metrics.csv in the run folder (always on)",
+    "tensorboard": "TensorBoard event files in <output>/tensorboard",
+    "wandb": "Weights & Biases; offline (sync later) when there is no API key or no network",
+}
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:

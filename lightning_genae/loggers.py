@@ -23,11 +23,6 @@ from lightning_genae.cache import write_atomically
 from lightning_genae.cluster import current_job, global_rank
 from lightning_genae.console import say
 
-LOGGER_CHOICES = {
-    "csv": "metrics.csv in the run folder (always on)",
-    "tensorboard": "TensorBoard event files in <output>/tensorboard",
-    "wandb": "Weights & Biases; offline (sync later) when there is no API key or no network",
-}
 WANDB_HOST = "api.wandb.ai"
 METRICS_FILE = "metrics.csv"
 

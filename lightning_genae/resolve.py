@@ -9,13 +9,13 @@ and what `config.yaml` records. It never changes its input, and resolving its re
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from datamodules import DATASETS, InMemoryDataModule, build_datamodule
+from datamodules import DATASETS, build_datamodule
 from lightning_genae.augmentation import (
     AugmentPlan,
     augmentation_choices,
@@ -23,16 +23,14 @@ from lightning_genae.augmentation import (
     parse_augment,
     resolve_augment_plan,
 )
-from lightning_genae.config import RunConfig, check_values, flag
+from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, flag
 from lightning_genae.errors import ConfigError, agree, describe_error
-from lightning_genae.loggers import LOGGER_CHOICES
-from lightning_genae.models import (
-    MODELS,
-    DiscriminatorAugmentation,
-    FamilyOptions,
-    GenerativeModule,
-    ModelSpec,
-)
+from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
+
+if TYPE_CHECKING:
+    # Only named in annotations: resolving a configuration imports neither Lightning nor a family's module.
+    from datamodules import InMemoryDataModule
+    from lightning_genae.models import DiscriminatorAugmentation, GenerativeModule
 
 # Training length when neither --max-steps nor --max-epochs is given, in training iterations.
 DEFAULT_MAX_STEPS = 2000
@@ -147,11 +145,11 @@ KIND_OPTIONS = {"image": ("image_size",), "sequence": ("seq_len", "stride")}
 def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
     """The model, the augmentation and the shape options must all fit the kind of data (images, series)."""
     kind = DATASETS[config.data].data_kind
-    same_kind = [name for name, cls in DATASETS.items() if cls.data_kind == model.module.data_kind]
-    if model.module.data_kind != kind:
-        fitting = [name for name, spec in MODELS.items() if spec.module.data_kind == kind]
+    same_kind = [name for name, spec in DATASETS.items() if spec.data_kind == model.data_kind]
+    if model.data_kind != kind:
+        fitting = [name for name, spec in MODELS.items() if spec.data_kind == kind]
         raise ConfigError(
-            f"--model {config.model} models {model.module.data_kind} data and --data {config.data} is "
+            f"--model {config.model} models {model.data_kind} data and --data {config.data} is "
             f"{kind} data; use --data {' or '.join(same_kind)}, or --model {' or '.join(fitting)}"
         )
     for other, options in KIND_OPTIONS.items():
@@ -194,7 +192,7 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
     options = _family_options(config, model)
     plan = resolve_augment_plan(
         config,
-        model.module,
+        model.image_discriminator,
         drop_unused=drop_unused_augment_options,
         data_kind=DATASETS[config.data].data_kind,
     )

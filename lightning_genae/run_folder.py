@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lightning_genae.console import say
 from lightning_genae.errors import ConfigError, describe_error
 
 LOCK_FILE = ".genae.lock"
@@ -242,6 +241,9 @@ class RunFolderLock:
             aside.unlink(missing_ok=True)
             return
         aside.unlink(missing_ok=True)
+        # Imported here: console imports Lightning, and the command line checks --output without it.
+        from lightning_genae.console import say
+
         say(f"run folder {run_dir}: took over the lock of {stale} ({_describe_owner(record)})")
 
     @staticmethod
@@ -362,6 +364,9 @@ class ClaimedRunFolder:
             _refuse_foreign_run(path, files)
         if overwrite and files:
             removed = remove_run_entries(path)
+            # Imported here: console imports Lightning, and the command line checks --output without it.
+            from lightning_genae.console import say
+
             say(f"--overwrite: removed the previous run's {', '.join(removed)} from {path}")
         config_file = path / CONFIG_FILE
         return cls(

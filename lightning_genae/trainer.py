@@ -28,13 +28,13 @@ from callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from datamodules import InMemoryDataModule
 from lightning_genae.augmentation import is_discriminator_side, parse_augment
 from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
-from lightning_genae.cluster import StopOnSignal, cluster_plugins
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar
 from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.metrics.names import higher_is_better
 from lightning_genae.models import GenerativeModule, Sampler
+from lightning_genae.stopping import StopOnSignal, cluster_plugins
 
 
 def parse_devices(devices: str) -> int | str | list[int]:

@@ -71,7 +71,7 @@ def folder_data(folder: Path) -> InMemoryDataModule:
 
 def augmenter_plan(**options):
     config = RunConfig(model="gan", data="folder", augment="ae", **{**AUGMENTER, **options})
-    return resolve_augment_plan(config, MODELS["gan"].module)
+    return resolve_augment_plan(config, MODELS["gan"].image_discriminator)
 
 
 class MeanPixels(FeatureBackbone):

@@ -10,7 +10,15 @@ import torch
 
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cli import main
-from lightning_genae.models import MODELS, Autoencoder, AutoencoderModule, GANModule, Sampler, VAEModule
+from lightning_genae.models import (
+    MODELS,
+    Autoencoder,
+    AutoencoderModule,
+    GANModule,
+    ImageDiscriminator,
+    Sampler,
+    VAEModule,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # Image families; the sequence family (rae) trains on series in tests/test_sequences.py.
@@ -67,6 +75,15 @@ def test_ae_loss_falls_clearly_over_100_steps_on_digits(tmp_path):
     # The first row is logged after 10 iterations (0.19-0.29 over seeds 0-2 with the seeded data order).
     assert train_mse[0] > 0.15, "an AE 10 iterations in should still reconstruct digits badly"
     assert final["test/mse"] < 0.4 * train_mse[0], (train_mse[0], final["test/mse"])
+
+
+def test_the_registry_describes_each_family_as_its_module_does():
+    # The registry answers --help and resolve() without importing the modules; it must not drift from them.
+    for name, spec in MODELS.items():
+        module = spec.module
+        assert module.options_type is spec.options, name
+        assert module.data_kind == spec.data_kind, name
+        assert issubclass(module, ImageDiscriminator) == spec.image_discriminator, name
 
 
 def test_models_expose_the_shared_interface():

@@ -17,10 +17,10 @@ from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.cli import build_parser, main
 from lightning_genae.config import CONFIG_FIELDS, RunConfig
 from lightning_genae.errors import ConfigError
-from lightning_genae.models import MODELS, GANModule, ModelSpec
+from lightning_genae.models import MODELS
 from lightning_genae.models.ae import AutoencoderOptions
-from lightning_genae.models.base import with_default
 from lightning_genae.models.gan import GANOptions
+from lightning_genae.models.options import with_default
 from lightning_genae.models.vae import VAEOptions
 from lightning_genae.resolve import DEFAULT_MAX_STEPS, resolve
 
@@ -200,10 +200,7 @@ def test_help_follows_a_changed_family_default(monkeypatch):
     class SlowerGANOptions(GANOptions):
         lr: float = with_default(GANOptions, "lr", 0.000123)
 
-    class SlowerGAN(GANModule):
-        options_type = SlowerGANOptions
-
-    monkeypatch.setitem(MODELS, "gan", ModelSpec(SlowerGAN, MODELS["gan"].description))
+    monkeypatch.setitem(MODELS, "gan", dataclasses.replace(MODELS["gan"], options=SlowerGANOptions))
     assert "gan 0.000123" in help_of_each_flag()["--lr"]
 
 

@@ -229,7 +229,7 @@ def test_a_second_ctrl_c_exits_at_once_without_saving(tmp_path):
     script = f"""
 import os, signal, time
 from types import SimpleNamespace
-from lightning_genae.cluster import StopOnSignal
+from lightning_genae.stopping import StopOnSignal
 callback = StopOnSignal({str(tmp_path / "last.ckpt")!r}, {str(tmp_path)!r})
 callback.on_train_start(SimpleNamespace(strategy=SimpleNamespace(launcher=None)), None)
 os.kill(os.getpid(), signal.SIGINT)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from lightning_genae.augmentation.discriminator import AugmenterOnInputs, DiffAugment
 from lightning_genae.config import flag
 from lightning_genae.errors import ConfigError, agree
-from lightning_genae.models import MODELS, ImageDiscriminator
+from lightning_genae.models import MODELS
 
 if TYPE_CHECKING:
     from lightning_genae.config import RunConfig
@@ -232,14 +232,15 @@ def options_used_by(names: Collection[str], mode: str | None) -> set[str]:
 
 
 def resolve_augment_plan(
-    config: RunConfig, model_type: type, drop_unused: bool = False, data_kind: str = "image"
+    config: RunConfig, image_discriminator: bool, drop_unused: bool = False, data_kind: str = "image"
 ) -> AugmentPlan:
     """Check the augmentation options of a RunConfig against `--augment` and the model; fill defaults.
 
     Every option that the chosen augmentations would ignore is an error, so an ablation never runs with a
     setting the user believes is active; `drop_unused` leaves them out instead (a grid shares its options
     among cells of different augmentations, and checks that each is used by some cell). The plan's
-    `options` hold the values used, for config.yaml.
+    `options` hold the values used, for config.yaml. `image_discriminator`: whether the model is an
+    `ImageDiscriminator` (`ModelSpec.image_discriminator`), the only kind discriminator-side ones act on.
     """
     names = parse_augment(config.augment)
     plan_names = tuple(name for name in names if name != "none")
@@ -248,8 +249,8 @@ def resolve_augment_plan(
         return getattr(config, option) is not None
 
     d_side = [name for name in plan_names if AUGMENTATIONS[name].side == "discriminator"]
-    if d_side and not issubclass(model_type, ImageDiscriminator):
-        takers = [name for name, spec in MODELS.items() if issubclass(spec.module, ImageDiscriminator)]
+    if d_side and not image_discriminator:
+        takers = [name for name, spec in MODELS.items() if spec.image_discriminator]
         data_side = [name for name, spec in AUGMENTATIONS.items() if spec.side == "data"]
         raise ConfigError(
             f"--augment {config.augment}: {', '.join(d_side)} {agree(d_side, 'augments', 'augment')} "

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
@@ -145,6 +144,10 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     non-negative, so the trace is the sum of their square roots. Unlike ``scipy.linalg.sqrtm`` this needs no
     eps offset for singular products (N < D) and runs in about two seconds instead of ~15 for D = 2048.
     """
+    # Imported here: config reads MIN_FEATURE_SAMPLES from this module, and the command line (which reads
+    # config) need not wait for scipy.
+    import scipy.linalg
+
     w, v = scipy.linalg.eigh(sigma1, driver="evd")  # divide and conquer: the fastest LAPACK driver here
     a = v * np.sqrt(_check_psd_eigenvalues(w, "sigma1"))  # S1^(1/2) = a v^T
     # a^T S2 a = v^T (S1^(1/2) S2 S1^(1/2)) v has the same eigenvalues and saves one D^3 product.

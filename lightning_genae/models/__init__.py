@@ -1,68 +1,119 @@
-"""Model families. A new family is one file here plus one line in MODELS."""
+"""Model families. A new family is its options dataclass in `options.py`, its LightningModule in one file
+here, and one entry in MODELS.
+
+The registry names each module by where it lives and imports it on first use: the command line (`--help`,
+`--print-config`, every configuration error) reads only the options and descriptions, and never pays for
+importing Lightning.
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from lightning_genae.models.aae import AAEModule
-from lightning_genae.models.ae import AutoencoderModule
-from lightning_genae.models.base import (
-    Autoencoder,
-    DiscriminatorAugmentation,
+from lightning_genae.models.options import (
+    AAEOptions,
+    AutoencoderOptions,
+    BEGANOptions,
     FamilyOptions,
-    GenerativeModule,
-    ImageDiscriminator,
-    ReconstructingDiscriminator,
-    Sampler,
+    GANOptions,
+    RAEOptions,
+    VAEGANOptions,
+    VAEOptions,
 )
-from lightning_genae.models.began import BEGANModule
-from lightning_genae.models.gan import GANModule
-from lightning_genae.models.rae import RAEModule
-from lightning_genae.models.vae import VAEModule
-from lightning_genae.models.vaegan import VAEGANModule
+
+if TYPE_CHECKING:
+    from lightning_genae.models.base import GenerativeModule
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered family: its LightningModule and a one-line description; its options are the module's."""
+    """A registered family: its LightningModule (`package.module:Class`), options and one-line description.
 
-    module: type[GenerativeModule]
+    `data_kind` and `image_discriminator` say what `resolve` checks without importing the module; they
+    repeat the module's `data_kind` and whether it is an `ImageDiscriminator`, which tests/test_models.py
+    holds them to.
+    """
+
+    location: str
+    options: type[FamilyOptions]
     description: str
+    data_kind: str = "image"
+    image_discriminator: bool = False
 
     @property
-    def options(self) -> type[FamilyOptions]:
-        return self.module.options_type
+    def module(self) -> type[GenerativeModule]:
+        """The family's LightningModule class, imported now (which imports Lightning)."""
+        module_name, _, class_name = self.location.partition(":")
+        return getattr(importlib.import_module(f"lightning_genae.models.{module_name}"), class_name)
 
 
 MODELS: dict[str, ModelSpec] = {
-    "ae": ModelSpec(AutoencoderModule, "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising"),
-    "vae": ModelSpec(VAEModule, "variational autoencoder with beta and KL warm-up; samples from the prior"),
-    "gan": ModelSpec(GANModule, "DCGAN, non-saturating or hinge loss, optional generator EMA"),
-    "began": ModelSpec(BEGANModule, "BEGAN (or --d-loss ebgan: EBGAN): the discriminator is an autoencoder"),
+    "ae": ModelSpec(
+        "ae:AutoencoderModule",
+        AutoencoderOptions,
+        "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising",
+    ),
+    "vae": ModelSpec(
+        "vae:VAEModule",
+        VAEOptions,
+        "variational autoencoder with beta and KL warm-up; samples from the prior",
+    ),
+    "gan": ModelSpec(
+        "gan:GANModule",
+        GANOptions,
+        "DCGAN, non-saturating or hinge loss, optional generator EMA",
+        image_discriminator=True,
+    ),
+    "began": ModelSpec(
+        "began:BEGANModule",
+        BEGANOptions,
+        "BEGAN (or --d-loss ebgan: EBGAN): the discriminator is an autoencoder",
+        image_discriminator=True,
+    ),
     "vaegan": ModelSpec(
-        VAEGANModule, "VAE-GAN: a VAE whose decoder is the generator, reconstructing in D's features"
+        "vaegan:VAEGANModule",
+        VAEGANOptions,
+        "VAE-GAN: a VAE whose decoder is the generator, reconstructing in D's features",
+        image_discriminator=True,
     ),
     "aae": ModelSpec(
-        AAEModule, "adversarial autoencoder: a latent discriminator matches the codes to a prior"
+        "aae:AAEModule",
+        AAEOptions,
+        "adversarial autoencoder: a latent discriminator matches the codes to a prior",
     ),
-    "rae": ModelSpec(RAEModule, "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form"),
+    "rae": ModelSpec(
+        "rae:RAEModule",
+        RAEOptions,
+        "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form",
+        data_kind="sequence",
+    ),
 }
 
-__all__ = [
-    "MODELS",
-    "AAEModule",
-    "Autoencoder",
-    "AutoencoderModule",
-    "BEGANModule",
-    "DiscriminatorAugmentation",
-    "FamilyOptions",
-    "GANModule",
-    "GenerativeModule",
-    "ImageDiscriminator",
-    "ModelSpec",
-    "RAEModule",
-    "ReconstructingDiscriminator",
-    "Sampler",
-    "VAEGANModule",
-    "VAEModule",
-]
+# Names this package has always exported, each imported from its module on first use (PEP 562), so that
+# `from lightning_genae.models import MODELS` does not import Lightning.
+_LAZY_EXPORTS = {
+    "AAEModule": "aae",
+    "AutoencoderModule": "ae",
+    "BEGANModule": "began",
+    "GANModule": "gan",
+    "RAEModule": "rae",
+    "VAEGANModule": "vaegan",
+    "VAEModule": "vae",
+    "Autoencoder": "base",
+    "DiscriminatorAugmentation": "base",
+    "GenerativeModule": "base",
+    "ImageDiscriminator": "base",
+    "ReconstructingDiscriminator": "base",
+    "Sampler": "base",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lightning_genae.models.{_LAZY_EXPORTS[name]}"), name)
+
+
+__all__ = ["MODELS", "FamilyOptions", "ModelSpec", *_LAZY_EXPORTS]

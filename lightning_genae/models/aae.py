@@ -14,26 +14,22 @@ Its discriminator judges latent codes, not images, so the family is not an `Imag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.errors import ConfigError, agree
+from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.latent import CodeGaussianKL
-from lightning_genae.models.base import FamilyOptions, adam, option, with_default
+from lightning_genae.models.base import adam
+from lightning_genae.models.options import AAEOptions, check_mixture_fits
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
-    ReconstructionOptions,
     reconstruction_loss,
 )
 from lightning_genae.nets import LatentDiscriminator
 
-AaePrior = Literal["gaussian", "mixture"]
-
-DEFAULT_COMPONENTS = 10
 # Mixture components are unit-variance Gaussians whose means lie this far from the origin along distinct
 # axes: any two means are at least 4 * sqrt(2) ~ 5.7 standard deviations apart, so under 0.3% of a
 # component's mass lies nearer another component's mean (Phi(-2.83)).
@@ -50,49 +46,9 @@ def mixture_means(components: int, latent_dim: int, radius: float = MIXTURE_RADI
     distances of radius * sqrt(2) or more. A random rotation would change nothing for isotropic
     components, so the axes are used as they are: the prior is the same on every machine and readable.
     """
-    if components > 2 * latent_dim:
-        raise ConfigError(
-            f"--aae-components {components} needs --latent-dim of at least {(components + 1) // 2} "
-            f"(the means lie on the {2 * latent_dim} signed axes of a {latent_dim}-d code); "
-            "raise --latent-dim or lower --aae-components"
-        )
+    check_mixture_fits(components, latent_dim)
     axes = torch.eye(latent_dim)
     return radius * torch.cat([axes, -axes])[:components]
-
-
-@dataclass(frozen=True)
-class AAEOptions(ReconstructionOptions):
-    # Matching a deterministic code to the prior gets harder with every dimension: on digits after 500
-    # iterations (seed 0) the test fd_classifier was 21.8, 20.7, 110 and (val) 55 with 4, 8, 16, 32.
-    latent_dim: int = with_default(FamilyOptions, "latent_dim", 8)
-    aae_prior: AaePrior = option("gaussian", "prior the codes are pushed to: gaussian N(0, I) or mixture")
-    aae_components: int = option(
-        DEFAULT_COMPONENTS,
-        "components of --aae-prior mixture (unit-variance, on the signed axes)",
-        at_least=2,
-    )
-    aae_supervised: bool = option(
-        False, "with --aae-prior mixture: class c's codes go to component c (D is told the label)"
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.aae_prior != "mixture":
-            ignored = [
-                name
-                for name, value, default in (
-                    ("--aae-components", self.aae_components, DEFAULT_COMPONENTS),
-                    ("--aae-supervised", self.aae_supervised, False),
-                )
-                if value != default
-            ]
-            if ignored:
-                raise ConfigError(
-                    f"{', '.join(ignored)} {agree(ignored, 'shapes', 'shape')} the mixture prior; add "
-                    f"--aae-prior mixture or drop {agree(ignored, 'it', 'them')}"
-                )
-        else:
-            mixture_means(self.aae_components, self.latent_dim)  # rejects too many components
 
 
 def adversarial_losses(prior_logits: Tensor, code_logits: Tensor) -> Tensor:

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.models.base import option
+from lightning_genae.models.options import AutoencoderOptions
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
-    ReconstructionOptions,
     reconstruction_loss,
 )
-
-
-@dataclass(frozen=True)
-class AutoencoderOptions(ReconstructionOptions):
-    denoise: float = option(0.0, "std of Gaussian input noise; > 0 makes a denoising AE", at_least=0)
 
 
 class AutoencoderModule(ReconstructionModule):

@@ -18,27 +18,16 @@ optimizer toggled, every image D sees (real and fake, in both updates) passed th
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.config import flag
-from lightning_genae.errors import ConfigError
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import FamilyOptions, adam, option, with_default
+from lightning_genae.models.base import adam
+from lightning_genae.models.options import BEGANOptions
 from lightning_genae.nets.conv import ConvAutoencoder, ConvDecoder, init_dcgan_weights
-
-DLoss = Literal["began", "ebgan"]
-
-# The options each loss reads; giving one the chosen loss would ignore is an error, not a silent no-op.
-LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
-    "began": ("began_gamma", "began_lambda_k"),
-    "ebgan": ("ebgan_margin", "ebgan_pt"),
-}
 
 
 def reconstruction_energy(reconstructions: Tensor, images: Tensor) -> Tensor:
@@ -59,50 +48,6 @@ def pulling_away_term(codes: Tensor) -> Tensor:
     cosines = unit @ unit.t()
     off_diagonal = cosines.pow(2).sum() - cosines.diagonal().pow(2).sum()
     return off_diagonal / (n * (n - 1))
-
-
-@dataclass(frozen=True)
-class BEGANOptions(FamilyOptions):
-    # BEGAN's Adam settings (lr 1e-4, beta1 0.5). Measured on digits, 1,500 iterations, seed 0: test
-    # fd_classifier 94.0 / 25.2 / 33.4 at 1e-4 against 119.1 / 33.1 / 40.6 at 2e-4 (began defaults / ebgan /
-    # gamma 0.95 lambda_k 0.1).
-    lr: float = with_default(FamilyOptions, "lr", 1e-4)
-    d_loss: DLoss = option("began", "began (equilibrium control k_t) or ebgan (margin, pulling-away term)")
-    began_gamma: float = option(
-        0.5,
-        "with --d-loss began: target ratio of fake to real energy, in (0, 1]; lower means less diverse",
-        above=0,
-    )
-    began_lambda_k: float = option(
-        1e-3, "with --d-loss began: step size of k_t, which is clipped to [0, 1]", above=0
-    )
-    ebgan_margin: float = option(
-        0.3,
-        "with --d-loss ebgan: D pushes fakes' energy up to this margin; energies are per-pixel mean "
-        "|x - D(x)| in [0, 2]; on digits D's energy of reals falls from about 0.6 to 0.1 in 300 iterations "
-        "and fakes settle near the margin, so 0.3 keeps them clearly apart and is reachable",
-        above=0,
-    )
-    ebgan_pt: float = option(
-        0.1,
-        "with --d-loss ebgan: weight of the pulling-away term in G's loss (0.1 as in the paper)",
-        at_least=0,
-    )
-
-    def __post_init__(self) -> None:
-        # Checked before the generic bounds, which can say only "(0, inf)"; NaN/inf fall through to them.
-        if math.isfinite(self.began_gamma) and not 0 < self.began_gamma <= 1:
-            raise ConfigError(f"--began-gamma is a ratio of energies in (0, 1], got {self.began_gamma}")
-        super().__post_init__()
-        defaults = type(self).__dataclass_fields__
-        for loss, names in LOSS_OPTIONS.items():
-            if loss == self.d_loss:
-                continue
-            for name in names:
-                if getattr(self, name) != defaults[name].default:
-                    raise ConfigError(
-                        f"{flag(name)} is read only with --d-loss {loss}, not --d-loss {self.d_loss}"
-                    )
 
 
 class BEGANModule(ImageAdversarialModule):

@@ -9,8 +9,7 @@ precision plugin, so 16-bit mixed precision scales both losses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +17,9 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import FamilyOptions, adam, option, with_default
+from lightning_genae.models.base import adam
+from lightning_genae.models.options import GanLoss, GANOptions
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, init_dcgan_weights
-
-GanLoss = Literal["ns", "hinge"]
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: GanLoss) -> Tensor:
@@ -34,14 +32,6 @@ def generator_loss(fake_logits: Tensor, kind: GanLoss) -> Tensor:
     if kind == "hinge":
         return -fake_logits.mean()
     return F.softplus(-fake_logits).mean()
-
-
-@dataclass(frozen=True)
-class GANOptions(FamilyOptions):
-    lr: float = with_default(FamilyOptions, "lr", 5e-4)
-    gan_loss: GanLoss = option("ns", "ns (non-saturating) or hinge")
-    ema: float = option(0.0, "decay of an EMA generator used for sampling (0 = off)", at_least=0, below=1)
-    spectral_norm: bool = option(False, "spectral normalisation in the discriminator")
 
 
 class GANModule(ImageAdversarialModule):

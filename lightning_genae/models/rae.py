@@ -10,51 +10,22 @@ decode prior draws. Without it, samples decode draws from a Gaussian fitted to t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.errors import ConfigError
-from lightning_genae.models.base import FamilyOptions, ObjectiveModule, adam, option, with_default
+from lightning_genae.models.base import ObjectiveModule, adam
+from lightning_genae.models.options import RAEOptions
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
-from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder, RNNKind
+from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder
 
 # Training series encoded to fit the code Gaussian: enough for a stable covariance, quick on a CPU.
 MAX_FIT_SERIES = 4096
 FIT_BATCH = 512
 # RNNs can take one huge gradient step through a long unroll; this caps every step's norm.
 GRADIENT_CLIP = 1.0
-
-
-@dataclass(frozen=True)
-class RAEOptions(FamilyOptions):
-    latent_dim: int = with_default(FamilyOptions, "latent_dim", 16)
-    # Measured on sines (300 iterations, free-running): validation MSE 0.57 at 3e-3 against 0.78 at 1e-3.
-    lr: float = with_default(FamilyOptions, "lr", 3e-3)
-    rnn: RNNKind = option("gru", "recurrent cell, lstm or gru")
-    rnn_layers: int = option(1, "stacked recurrent layers in the encoder and the decoder", at_least=1)
-    rnn_hidden: int = option(64, "hidden units per recurrent layer", at_least=1)
-    teacher_forcing: float = option(
-        1.0, "probability of feeding the decoder the true previous value at the start", at_least=0
-    )
-    tf_decay_steps: int = option(
-        1000, "iterations over which that probability falls linearly to 0 (0: kept constant)", at_least=0
-    )
-    variational: bool = option(False, "VAE form (Gaussian posterior, KL to N(0, I), prior samples)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.teacher_forcing > 1:
-            raise ConfigError(f"--teacher-forcing is a probability in [0, 1], got {self.teacher_forcing}")
-        default_width = FamilyOptions.__dataclass_fields__["width"].default
-        if self.width != default_width:
-            # The shared option sizes conv layers; a recurrent model has none, and must not ignore it.
-            raise ConfigError(
-                f"--width sizes conv layers, which rae has none of; use --rnn-hidden {self.width}"
-            )
 
 
 class RAEModule(ObjectiveModule):

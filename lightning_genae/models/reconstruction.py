@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
-from lightning_genae.models.base import FamilyOptions, ObjectiveModule, adam, option
+from lightning_genae.models.base import ObjectiveModule, adam
+from lightning_genae.models.options import ReconLoss, ReconstructionOptions
 from lightning_genae.nets import ConvDecoder, ConvEncoder
-
-ReconLoss = Literal["mse", "bce"]
 
 
 def reconstruction_loss(logits_or_images: Tensor, target: Tensor, kind: ReconLoss) -> Tensor:
@@ -32,11 +30,6 @@ def reconstruction_loss(logits_or_images: Tensor, target: Tensor, kind: ReconLos
 def logits_to_image(logits: Tensor) -> Tensor:
     """sigmoid(logits) mapped from [0, 1] to [-1, 1]."""
     return torch.tanh(logits / 2)
-
-
-@dataclass(frozen=True)
-class ReconstructionOptions(FamilyOptions):
-    recon_loss: ReconLoss = option("mse", "reconstruction loss: mse or bce")
 
 
 class ReconstructionModule(ObjectiveModule):

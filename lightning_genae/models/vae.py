@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.models.base import option, with_default
+from lightning_genae.models.options import VAEOptions
 from lightning_genae.models.reconstruction import (
-    ReconLoss,
     ReconstructionModule,
-    ReconstructionOptions,
     reconstruction_loss,
 )
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
-
-
-@dataclass(frozen=True)
-class VAEOptions(ReconstructionOptions):
-    # A Bernoulli likelihood makes val/elbo a log-likelihood bound in nats per image.
-    recon_loss: ReconLoss = with_default(ReconstructionOptions, "recon_loss", "bce")
-    beta: float = option(1.0, "weight of the KL term", at_least=0)
-    kl_warmup: int = option(0, "steps over which the KL weight rises from 0 to beta", at_least=0)
 
 
 class VAEModule(ReconstructionModule):

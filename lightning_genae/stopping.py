@@ -1,0 +1,133 @@
+"""Stopping a run on a signal: Ctrl-C, SIGTERM, or SLURM's warning signal before the time limit ends training
+at an iteration boundary that every rank agrees on, with `last.ckpt` saved (`StopOnSignal`); and the
+Trainer's cluster environment, which leaves the stopping and requeueing to it (`cluster_plugins`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytorch_lightning as pl
+from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
+
+from lightning_genae.cluster import ClusterJob, RunInterrupted, current_job, global_rank, is_slurm_task
+
+
+def cluster_plugins() -> list[ClusterEnvironment]:
+    """The Trainer's cluster environment: under SLURM, Lightning's without its auto-requeue, whose
+    handlers save from inside a signal handler; `StopOnSignal` stops, saves and requeues instead."""
+    return [SLURMEnvironment(auto_requeue=False)] if is_slurm_task() else []
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+class StopOnSignal(Callback):
+    """SIGINT, SIGTERM and SIGUSR1 end training at the next iteration boundary with `last.ckpt` saved.
+
+    Lightning's own handling does not fit a run that must resume exactly: Ctrl-C raises KeyboardInterrupt
+    wherever the process is (possibly between two optimizer updates of one iteration) and saves nothing;
+    its SIGTERM and SLURM requeue handlers call collectives and save a checkpoint from inside the signal
+    handler, where each rank may be at a different point of a DDP step (a mismatched collective hangs).
+    So the handlers here only note the signal; after each iteration the ranks agree on whether any of
+    them got one (one small all-reduce, only when there are several processes), then all save the same
+    checkpoint and stop together. SIGUSR1 is what `#SBATCH --signal=USR1@90` sends before the time limit:
+    after saving, rank 0 requeues the SLURM job, which then continues from the checkpoint. A second
+    Ctrl-C exits at once, without saving.
+    """
+
+    def __init__(self, checkpoint_path: Path, run_dir: Path) -> None:
+        self.checkpoint_path = Path(checkpoint_path)
+        self.run_dir = Path(run_dir)
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._trainer: pl.Trainer | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After Lightning's signal connector registered its handlers (it restores the originals at teardown).
+        self._trainer = trainer
+        self.received = None
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            print(
+                f"second Ctrl-C: stopped at once, without saving; {self.checkpoint_path} holds the last "
+                "periodic checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
+            launcher = self._trainer.strategy.launcher if self._trainer is not None else None
+            if isinstance(launcher, _SubprocessScriptLauncher):
+                launcher.kill(signal.SIGKILL)
+            os._exit(128 + signal.SIGINT)
+        if self.received is None:
+            self.received = signum
+            if signum == signal.SIGINT and global_rank() == 0:
+                print(
+                    "Ctrl-C: stopping after this iteration and saving last.ckpt (Ctrl-C again stops at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        stop = self.received is not None
+        if trainer.world_size > 1:
+            # Every rank takes part each iteration, so all of them stop after the same one.
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
+            return
+        signum = self.received if self.received is not None else signal.SIGTERM
+        trainer.save_checkpoint(self.checkpoint_path)
+        iteration = getattr(pl_module, "iteration", trainer.global_step)
+        name = signal.Signals(signum).name
+        message = f"stopped by {name} after iteration {iteration}; saved {self.checkpoint_path}"
+        job = current_job()
+        if signum == signal.SIGUSR1 and job is not None and job.scheduler == "slurm":
+            message += "; " + (requeue_slurm_job(job) if trainer.is_global_zero else "")
+        else:
+            message += f"; continue with: python run.py --output {self.run_dir} --resume last"
+        self._restore()
+        raise RunInterrupted(message if trainer.is_global_zero else "", 128 + signum)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        self._previous = {}
+
+
+def requeue_slurm_job(job: ClusterJob) -> str:
+    """Ask SLURM to requeue the job (it restarts with the same job id, so the same run folder); says what
+    happened, in words for the stop message."""
+    try:
+        result = subprocess.run(
+            ["scontrol", "requeue", job.job_id], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"requeueing failed ({type(error).__name__}: {error}); resubmit the job to continue"
+    if result.returncode != 0:
+        reason = (result.stderr or result.stdout).strip().splitlines()
+        why = reason[0] if reason else f"exit code {result.returncode}"
+        return f"`scontrol requeue {job.job_id}` failed ({why}); resubmit the job to continue"
+    return f"requeued SLURM job {job.job_id}, which continues from there"
