@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning_genae.errors import ConfigError, describe_error
 
@@ -215,16 +215,7 @@ class RunFolderLock:
             )
         stale = cls._stale_reason(record)
         if stale is None:
-            owner = _describe_owner(record)
-            if record.get("host") != socket.gethostname():
-                raise RunFolderRefused(
-                    f"--output {run_dir} is in use by a run on another machine ({owner}); if that job is "
-                    f"gone, remove {path} and run again, or pick another --output"
-                )
-            raise RunFolderRefused(
-                f"--output {run_dir} is in use by another run ({owner}); wait for it to finish, "
-                "or pick another --output"
-            )
+            cls._refuse_live_owner(path, record)
         # Move the stale lock aside (atomic), then check that what moved is the lock judged stale: another
         # process may have taken it over and created a fresh one between our read and the rename.
         aside = path.with_name(f"{LOCK_FILE}.stale-{secrets.token_hex(4)}")
@@ -245,6 +236,28 @@ class RunFolderLock:
         from lightning_genae.console import say
 
         say(f"run folder {run_dir}: took over the lock of {stale} ({_describe_owner(record)})")
+
+    @staticmethod
+    def _refuse_live_owner(path: Path, record: dict[str, Any]) -> NoReturn:
+        """Refuse the folder of the lock at `path`, held by the live run `record` describes."""
+        run_dir, owner = path.parent, _describe_owner(record)
+        if record.get("host") != socket.gethostname():
+            raise RunFolderRefused(
+                f"--output {run_dir} is in use by a run on another machine ({owner}); if that job is "
+                f"gone, remove {path} and run again, or pick another --output"
+            )
+        raise RunFolderRefused(
+            f"--output {run_dir} is in use by another run ({owner}); wait for it to finish, "
+            "or pick another --output"
+        )
+
+    @classmethod
+    def refuse_if_held(cls, run_dir: Path) -> None:
+        """Refuse `run_dir` if a live run holds its lock (a stale lock is left for `acquire` to judge)."""
+        path = run_dir / LOCK_FILE
+        record = cls._read(path)
+        if record and cls._stale_reason(record) is None:
+            cls._refuse_live_owner(path, record)
 
     @staticmethod
     def _stale_reason(record: dict[str, Any]) -> str | None:
@@ -339,6 +352,8 @@ class ClaimedRunFolder:
         check_output_folder(path)
         files = started_run_files(path)
         if files and not overwrite and not cls._continues(path, resuming_from):
+            # A run still writing there is named as such, not taken for a finished or abandoned one.
+            RunFolderLock.refuse_if_held(path)
             if resuming_from is not None:
                 raise RunFolderRefused(
                     f"--output {path} holds another run ({', '.join(files)}) than the checkpoint's "
