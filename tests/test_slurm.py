@@ -514,8 +514,8 @@ print("augmenter", record["source"], hashlib.sha256(weights).hexdigest())
 
 def test_ranks_starting_at_once_train_a_missing_augmenter_once_and_all_load_it(tmp_path):
     cache = tmp_path / "augmenters"
-    ranks = []
-    for rank in (1, 0):  # the waiting rank first, so it surely finds nothing in the cache
+
+    def start(rank: int) -> subprocess.Popen:
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
@@ -527,13 +527,25 @@ def test_ranks_starting_at_once_train_a_missing_augmenter_once_and_all_load_it(t
             "SLURM_LOCALID": str(rank),
         }
         command = [sys.executable, "-c", LOAD_AUGMENTER, str(cache)]
-        ranks.append(
-            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        )
-    (waiting_out, waiting_err), (training_out, _) = (rank.communicate(timeout=300) for rank in ranks)
-    assert all(rank.returncode == 0 for rank in ranks), waiting_err
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # Rank 0 starts only once rank 1 says it waits: started together, rank 0 could (on a slow machine
+    # importing torch twice at once) finish before rank 1 looked, and rank 1 would find the file, not wait.
+    waiting = start(1)
+    said_before = []
+    for line in waiting.stderr:  # warnings may come first; EOF means it never waited
+        said_before.append(line)
+        if "rank 1: waiting for local rank 0 to create the augmenter" in line:
+            break
+    else:
+        pytest.fail(f"rank 1 did not wait: {''.join(said_before)}")
+    training = start(0)
+    (training_out, training_err), (waiting_out, waiting_err) = (
+        rank.communicate(timeout=300) for rank in (training, waiting)
+    )
+    assert training.returncode == 0, training_err
+    assert waiting.returncode == 0, waiting_err
     assert "augmenter: training" in training_out and "augmenter: training" not in waiting_out
-    assert "rank 1: waiting for local rank 0 to create the augmenter" in waiting_err
     loaded = {
         line.split()[-1]
         for line in (waiting_out + training_out).splitlines()
