@@ -186,6 +186,12 @@ class RunConfig:
         "local torch-fidelity InceptionV3 weights (default: $TORCH_HOME/hub/checkpoints, else download)",
         group="evaluation",
     )
+    test_split: bool = _opt(
+        True,
+        "evaluate on the test split at the end; a tuning grid's runs do not (they are chosen on validation "
+        "alone, the test split is for the final runs)",
+        group="evaluation",
+    )
     image_every: int = _opt(500, "write image grids every N iterations (and at the end)", group="logging")
     ckpt_every: int = _opt(
         500, "save checkpoints/last.ckpt every N iterations (and at the end)", group="logging"
@@ -275,6 +281,7 @@ CHANGEABLE_ON_RESUME = (
     "ckpt_every",
     "eval_samples",
     "inception_weights",
+    "test_split",
     "logger",
     "wandb_project",
     "wandb_group",

@@ -74,16 +74,23 @@ def _write(output: Path, result: dict[str, Any]) -> Path:
 
 
 def final_evaluation(
-    trainer: pl.Trainer, model: GenerativeModule, datamodule: InMemoryDataModule, seed: int
+    trainer: pl.Trainer,
+    model: GenerativeModule,
+    datamodule: InMemoryDataModule,
+    seed: int,
+    test_split: bool = True,
 ) -> dict[str, float]:
-    """Validation and test metrics of the model as it is; seeded, so `--evaluate` reproduces them."""
+    """Validation and test metrics of the model as it is; seeded, so `--evaluate` reproduces them.
+
+    `test_split=False` (a tuning run, `--no-test-split`) stops at validation: the test split's loader is
+    never asked for, so nothing chosen on such a run has seen a test image.
+    """
     pl.seed_everything(seed, workers=True, verbose=False)
     metrics: dict[str, float] = {}
-    for results in (
-        trainer.validate(model, datamodule=datamodule, verbose=False),
-        trainer.test(model, datamodule=datamodule, verbose=False),
-    ):
-        for result in results:
+    for result in trainer.validate(model, datamodule=datamodule, verbose=False):
+        metrics.update(scalar_metrics(result))
+    if test_split:
+        for result in trainer.test(model, datamodule=datamodule, verbose=False):
             metrics.update(scalar_metrics(result))
     return metrics
 

@@ -207,7 +207,10 @@ def _train(
     if not config.fast_dev_run:
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
-    final_metrics = {**fit_metrics, **final_evaluation(trainer, model, datamodule, config.seed)}
+    final_metrics = {
+        **fit_metrics,
+        **final_evaluation(trainer, model, datamodule, config.seed, config.test_split),
+    }
 
     summary = {
         "model": config.model,
