@@ -19,6 +19,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from datamodules import DATASETS
 from datamodules.imagefiles import FOLDER_DEFAULT_SHAPE
 from lightning_genae import __version__
+from lightning_genae.ablation.tuning import (
+    TUNABLE_OPTIONS,
+    candidate_separators,
+    check_tuning_request,
+    split_candidates,
+)
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.augmentation import augmentation_choices
 from lightning_genae.cluster import RunInterrupted, current_job
@@ -205,7 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grid.add_argument("--seeds", metavar="0,1,2", type=_int_list, help="run every cell with each seed")
     grid.add_argument(
-        "--grid-index", metavar="K", type=int, help="run only cell K of the grid (a SLURM array index)"
+        "--tune-seeds",
+        metavar="S[,S...]",
+        type=_int_list,
+        help="with candidate lists (--augment-p 0.1,0.25, --diffaug-policy 'color|translation,cutout'): "
+        "run every candidate of each arm with these seeds first, evaluated on the validation split only, "
+        "then each arm's best with --seeds; use seeds not in --seeds",
+    )
+    grid.add_argument(
+        "--grid-index",
+        metavar="K",
+        type=int,
+        help="run only cell K of the grid (a SLURM array index; a tuning grid's tuning cells come first)",
     )
     grid.add_argument(
         "--summarize",
@@ -231,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument("--" + name, choices=list(registry_choices[name]), help=help_text)
         elif name in ("fast_dev_run", "overwrite"):
             group.add_argument(flag(name), action="store_true", help=help_text)
+        elif name in TUNABLE_OPTIONS:
+            # Kept as text here: in a grid it may list candidates to tune, which RunConfig's type cannot hold.
+            example = "A|B" if candidate_separators(name) == "|" else "X,Y"
+            group.add_argument(
+                flag(name),
+                metavar="VALUE",
+                help=f"{help_text}; in a grid, {example} lists candidates to tune",
+            )
         else:
             _add_flag(group, name, CONFIG_TYPES[name], help_text, field.metadata.get("choices"))
     for option in _family_options().values():
@@ -249,8 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = args.pop("seeds", None)
     grid_index = args.pop("grid_index", None)
     train_sizes = args.pop("train_size", None)
+    tune_seeds = args.pop("tune_seeds", None)
     try:
         file_values = load_config_file(config_path, known=model_option_names()) if config_path else {}
+        # Candidate lists of tunable options leave the values: only a tuning grid takes them.
+        file_values, file_candidates = split_candidates(file_values)
+        args, candidates = split_candidates(args)
+        candidates = {**{k: v for k, v in file_candidates.items() if k not in args}, **candidates}
+        check_tuning_request(candidates, tune_seeds)
         output = args.get("output", file_values.get("output"))
         if output:
             # Every mode writes there (a run, a grid's root, eval.json): a bad path is refused before work.
@@ -281,10 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         augment_value = args.get("augment", file_values.get("augment"))
         augments = _split_list(str(augment_value)) if augment_value is not None else None
-        is_grid = len(train_sizes or []) > 1 or len(augments or []) > 1
+        is_grid = len(train_sizes or []) > 1 or len(augments or []) > 1 or tune_seeds is not None
         if is_grid or seeds is not None or grid_index is not None:
             values = {**file_values, **args}
-            return _run_grid(values, augments, train_sizes, seeds, grid_index, print_config)
+            tuning = (candidates, tune_seeds) if tune_seeds is not None else None
+            return _run_grid(values, augments, train_sizes, seeds, grid_index, print_config, tuning)
         if train_sizes is not None:
             args["train_size"] = train_sizes[0]
         # A resumed run's own configuration, then the config file, then the command line.
@@ -375,8 +407,14 @@ def _run_grid(
     seeds: list[int] | None,
     grid_index: int | None,
     print_config: bool,
+    tuning_request: tuple[dict[str, list[Any]], list[int]] | None = None,
 ) -> int:
-    """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files."""
+    """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files.
+
+    With candidate lists (`tuning_request`: candidates per option, tune seeds) the tuning cells run first,
+    in ROOT/tuning/, and each arm's final cells run the candidate it chose on validation (ablation.tuning).
+    Grid indices name the tuning cells first, then the final cells.
+    """
     from lightning_genae.ablation import (
         CellStart,
         describe_progress,
@@ -385,13 +423,33 @@ def _run_grid(
         run_grid,
         summarize,
     )
+    from lightning_genae.ablation.tuning import choose, final_cells, plan_tuning, write_tuning_record
     from lightning_genae.run_folder import RunFolderRefused
 
-    plan = plan_grid(
-        merge(values, {}), augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index
-    )
+    shared = merge(values, {})
+    plan = plan_grid(shared, augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index)
+    tuning = plan_tuning(shared, plan, *tuning_request) if tuning_request is not None else None
+    tuning_cells = tuning.cells if tuning is not None else []
+    first_final = len(tuning_cells)
+    total = first_final + len(plan.cells)
+    if tuning is not None and grid_index is not None and not 0 <= grid_index < total:
+        raise ConfigError(
+            f"--grid-index {grid_index} is out of range; this tuning grid has {first_final} tuning cells "
+            f"(0..{first_final - 1}) and then {len(plan.cells)} final cells ({first_final}..{total - 1})"
+        )
     if print_config:
-        for index, cell in enumerate(plan.cells):
+        if tuning is not None:
+            for index, cell in enumerate(tuning.cells):
+                print(f"# cell {index}: {tuning.folder.name}/{cell.name}")
+                sys.stdout.write(tuning.runs[cell].config.to_yaml())
+        for index, cell in enumerate(plan.cells, start=first_final):
+            arm = tuning.arm_of(cell) if tuning is not None else None
+            if arm is not None and len(arm.candidates) > 1:
+                print(
+                    f"# cell {index}: {cell.name} (runs the best of its {len(arm.candidates)} candidates "
+                    "on validation, once its tuning cells have run)"
+                )
+                continue
             print(f"# cell {index}: {cell.name}")
             sys.stdout.write(plan.runs[cell].config.to_yaml())
         return 0
@@ -399,8 +457,10 @@ def _run_grid(
     from lightning_genae.checkpoint import RunCheckpoint
     from lightning_genae.train import run
 
+    runs = {**plan.runs, **(tuning.runs if tuning is not None else {})}
+
     def run_cell(cell: Any, run_dir: Path, start: CellStart) -> None:
-        resolved = plan.runs[cell]
+        resolved = runs[cell]
         resume = None
         if start is CellStart.RESUME:
             resume = RunCheckpoint.to_resume("last", str(run_dir))
@@ -417,15 +477,51 @@ def _run_grid(
     overwrite = bool(values.get("overwrite"))
     plan.root.mkdir(parents=True, exist_ok=True)
     record_grid_cells(plan.root, plan.cells)
-    configs = {cell: resolved.config for cell, resolved in plan.runs.items()}
-    outcomes = run_grid(plan.cells, plan.root, run_cell, grid_index, overwrite=overwrite, configs=configs)
+    outcomes = []
+    cells, final_index = plan.cells, grid_index
+    not_run: dict[str, str] = {}
+    if tuning is not None:
+        if grid_index is None or grid_index < first_final:
+            # Stage 1: the candidates, on validation only.
+            tuning.folder.mkdir(parents=True, exist_ok=True)
+            record_grid_cells(tuning.folder, tuning.cells)
+            configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
+            outcomes += run_grid(
+                tuning.cells, tuning.folder, run_cell, grid_index, overwrite=overwrite, configs=configs
+            )
+            print(f"tuning: {describe_progress(tuning.folder)}")
+            if grid_index is not None:
+                print(
+                    f"tuning cell {grid_index} done; once tuning cells 0..{first_final - 1} have run, "
+                    f"run the final cells {first_final}..{total - 1}"
+                )
+                return 1 if any(not outcome.ok for outcome in outcomes) else 0
+        # Stage 2: each arm's choice, made on the validation numbers alone, with the grid's seeds.
+        choices = choose(tuning)
+        print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
+        cells, chosen_runs, not_run = final_cells(shared, plan, choices)
+        runs.update(chosen_runs)
+        if grid_index is not None:
+            final_index = grid_index - first_final
+            problem = not_run.get(cells[final_index].name)
+            if problem is not None:
+                raise ConfigError(
+                    f"--grid-index {grid_index} is the final cell {cells[final_index].name}, whose arm "
+                    f"cannot run yet: {problem}; run the tuning cells 0..{first_final - 1} first"
+                )
+        else:
+            cells = [cell for cell in cells if cell.name not in not_run]
+            for name, problem in not_run.items():
+                print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
+    configs = {cell: runs[cell].config for cell in cells if cell in runs}
+    outcomes += run_grid(cells, plan.root, run_cell, final_index, overwrite=overwrite, configs=configs)
     if grid_index is None:
         paths = summarize(plan.root)
         print("wrote " + ", ".join(str(path) for path in paths.values()))
     else:
         print(f"cell {grid_index} done; once every cell has run: python run.py --summarize {plan.root}")
     print(describe_progress(plan.root))
-    return 1 if any(not outcome.ok for outcome in outcomes) else 0
+    return 1 if not_run or any(not outcome.ok for outcome in outcomes) else 0
 
 
 if __name__ == "__main__":

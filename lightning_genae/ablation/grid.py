@@ -48,26 +48,42 @@ __all__ = [
     "plan_grid",
     "read_grid_cells",
     "record_grid_cells",
+    "resolve_cell",
     "run_grid",
 ]
 
 GRID_FILE = "grid.json"
+# Where a tuning grid's candidate runs go, beside the final cells.
+TUNING_DIR = "tuning"
 
-_CELL_NAME = re.compile(r"^(?P<augment>.+)-ts(?P<train_size>\d+|full)-seed(?P<seed>-?\d+)$")
+# A tuning cell's name goes on with its candidate: `diffaug-ts1000-seed9__diffaug_policy=color`.
+_CELL_NAME = re.compile(
+    r"^(?P<augment>.+?)-ts(?P<train_size>\d+|full)-seed(?P<seed>-?\d+)(?:__(?P<candidate>.+))?$"
+)
 
 
 @dataclass(frozen=True)
 class GridCell:
-    """One run of a grid: which augmentation, how many training images (None = all) and which seed."""
+    """One run of a grid: which augmentation, how many training images (None = all) and which seed.
+
+    `options` are option values the cell sets over the grid's shared ones (a tuning candidate, or the
+    values its arm chose on validation), as (name, value) pairs; a `tuning` cell names them in its folder
+    name, since its arm runs one such cell per candidate.
+    """
 
     augment: str
     train_size: int | None
     seed: int
+    options: tuple[tuple[str, Any], ...] = ()
+    tuning: bool = False
 
     @property
     def name(self) -> str:
         """The run folder's name, e.g. `ae+diffaug-ts1000-seed2` or `none-tsfull-seed0`."""
-        return f"{self.augment}-ts{train_size_label(self.train_size)}-seed{self.seed}"
+        name = f"{self.augment}-ts{train_size_label(self.train_size)}-seed{self.seed}"
+        if self.tuning:
+            name += "".join(f"__{option}={value}" for option, value in self.options)
+        return name
 
 
 class CellStart(Enum):
@@ -93,7 +109,7 @@ class CellOutcome:
     action: str = "ran"
 
 
-def _check_unique(values: Sequence[Any], option: str) -> None:
+def check_unique(values: Sequence[Any], option: str) -> None:
     if not values:
         raise ConfigError(f"{option} is empty; give at least one value")
     repeated = sorted({str(v) for v, count in Counter(values).items() if count > 1})
@@ -108,9 +124,9 @@ def expand_grid(
     augments: Sequence[str], train_sizes: Sequence[int | None], seeds: Sequence[int]
 ) -> list[GridCell]:
     """All cells, train size outermost, then augment, then seed, so a grid index always names one cell."""
-    _check_unique(augments, "--augment list")
-    _check_unique(train_sizes, "--train-size list")
-    _check_unique(seeds, "--seed list")
+    check_unique(augments, "--augment list")
+    check_unique(train_sizes, "--train-size list")
+    check_unique(seeds, "--seed list")
     for augment in augments:
         # The augment becomes part of a folder name; a separator would put the run somewhere else.
         if not augment or "/" in augment or "\\" in augment or augment in (".", ".."):
@@ -155,19 +171,7 @@ def plan_grid(
     else:
         root = Path("runs") / f"ablation-{shared.model}-{shared.data}-{datetime.now():%Y%m%d-%H%M%S}"
 
-    def cell_run(cell: GridCell) -> ResolvedRun:
-        config = replace(
-            shared,
-            augment=cell.augment,
-            train_size=cell.train_size,
-            seed=cell.seed,
-            output=str(root / cell.name),
-            wandb_group=shared.wandb_group or root.name,
-        )
-        # Each cell keeps the augmentation options its augmentation reads; the grid checks the rest below.
-        return resolve(config, drop_unused_augment_options=True)
-
-    runs = {cell: cell_run(cell) for cell in cells}
+    runs = {cell: resolve_cell(shared, root, cell) for cell in cells}
     used_somewhere = set().union(*(resolved.augment.options for resolved in runs.values()))
     stray = [
         key for key in AUGMENT_DEFAULTS if getattr(shared, key) is not None and key not in used_somewhere
@@ -179,6 +183,27 @@ def plan_grid(
             f"drop {agree(stray, 'it', 'them')}"
         )
     return GridPlan(root, cells, runs)
+
+
+def resolve_cell(shared: RunConfig, root: Path, cell: GridCell) -> ResolvedRun:
+    """The run of `cell` in a grid whose common options are `shared` and whose root is `root`.
+
+    A tuning cell runs in `root/tuning/`, in its own W&B group, and never evaluates on the test split.
+    """
+    folder = root / TUNING_DIR if cell.tuning else root
+    group = shared.wandb_group or root.name
+    config = replace(
+        shared,
+        augment=cell.augment,
+        train_size=cell.train_size,
+        seed=cell.seed,
+        output=str(folder / cell.name),
+        wandb_group=f"{group}-tuning" if cell.tuning else group,
+        **dict(cell.options),
+        **({"test_split": False} if cell.tuning else {}),
+    )
+    # Each cell keeps the augmentation options its augmentation reads; the grid checks the rest.
+    return resolve(config, drop_unused_augment_options=True)
 
 
 def write_file_atomically(path: Path, text: str | bytes) -> None:

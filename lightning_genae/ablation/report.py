@@ -22,11 +22,13 @@ import numpy as np
 
 from lightning_genae.ablation.grid import (
     FAILED_FILE,
+    TUNING_DIR,
     parse_cell_name,
     read_grid_cells,
     train_size_label,
     write_file_atomically,
 )
+from lightning_genae.ablation.tuning import TUNING_FILE
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.names import (
     BACKBONES,
@@ -329,8 +331,119 @@ def _table_metrics(runs: list[_Run], headline: str | None) -> list[str]:
     return columns
 
 
+def _read_tuning(root: Path) -> dict[str, Any] | None:
+    """ROOT/tuning.json as a tuning grid wrote it (arms with their candidates and choices), else None."""
+    if not (root / TUNING_FILE).is_file():
+        return None
+    record, _ = _read_json(root / TUNING_FILE)
+    if record is None or not isinstance(record.get("arms"), list):
+        return None
+    record["arms"] = [arm for arm in record["arms"] if isinstance(arm, dict)]
+    return record
+
+
+def _values_text(values: Any, only: Iterable[str] | None = None) -> str:
+    """`augment_p=0.1, augment_noise=0.5` (only the options in `only`, when given)."""
+    if not isinstance(values, dict):
+        return "?"
+    keep = set(only) if only is not None else set(values)
+    return ", ".join(f"{option}={value}" for option, value in values.items() if option in keep)
+
+
+def _chosen_note(arm: dict[str, Any]) -> str:
+    """What a tuned arm runs, for its row of the main table; empty for an arm that tuned nothing."""
+    tuned = arm.get("tuned") if isinstance(arm.get("tuned"), dict) else {}
+    if not tuned:
+        return ""
+    if not isinstance(arm.get("chosen"), dict):
+        return f"not chosen: {arm.get('problem', 'tuning not finished')}"
+    return f"chosen on val: {_values_text(arm['chosen'], tuned)}"
+
+
+def _tuning_lines(root: Path, tuning: dict[str, Any] | None) -> list[str]:
+    """The "Tuning (validation split)" section: per arm what was tuned over what, its runs, the choice."""
+    if tuning is None:
+        if not (root / TUNING_DIR).is_dir():
+            return []
+        try:
+            progress = describe_progress(root / TUNING_DIR)
+        except ConfigError as error:
+            progress = str(error)
+        return ["## Tuning (validation split)", "", f"No choice made yet; tuning: {progress}.", ""]
+    arms = tuning["arms"]
+    metrics = _unique(arm.get("metric") for arm in arms)
+    metric = ", ".join(f"`{name}`" for name in metrics) or "the validation headline"
+    directions = _unique(arm.get("direction") for arm in arms)
+    better = f" ({directions[0]} is better)" if len(directions) == 1 else ""
+    seeds = ", ".join(map(str, tuning.get("seeds") or [])) or "?"
+    tune_seeds = ", ".join(map(str, tuning.get("tune_seeds") or [])) or "?"
+    lines = [
+        "## Tuning (validation split)",
+        "",
+        f"Each arm with several candidates trained every candidate with tune seed(s) {tune_seeds} in "
+        f"`{TUNING_DIR}/`, runs evaluated on the validation split only (never on the test split), and ran "
+        f"the one with the best mean {metric}{better} of the final weights with seed(s) {seeds} for the "
+        "table above.",
+        "",
+        "| augment | train size | tuned over | candidates | tuning runs | chosen "
+        "| validation mean per candidate |",
+        "|---|---|---|---:|---:|---|---|",
+    ]
+    for arm in arms:
+        tuned = arm.get("tuned") if isinstance(arm.get("tuned"), dict) else {}
+        candidates = [c for c in arm.get("candidates") or [] if isinstance(c, dict)]
+        reads = arm.get("reads") or []
+        if not reads:
+            over, chosen = "reads no tunable option", "-"
+        elif not tuned:
+            only = candidates[0].get("values") if candidates else {}
+            over, chosen = f"nothing (one candidate: {_values_text(only)})", "-"
+        else:
+            over = "; ".join(f"{option}: {' / '.join(map(str, values))}" for option, values in tuned.items())
+            chosen = _chosen_note(arm).removeprefix("chosen on val: ")
+        scores = []
+        for candidate in candidates if tuned else []:
+            label = _values_text(candidate.get("values"), tuned)
+            mean = _number(candidate.get("mean"))
+            score = f"{mean:.4g}" if mean is not None else "n/a"
+            best = candidate.get("values") == arm.get("chosen")
+            scores.append(f"**{label}: {score}**" if best else f"{label}: {score}")
+        row = [
+            str(arm.get("augment", "?")),
+            train_size_label(_as_int(arm.get("train_size"))),
+            over,
+            str(len(candidates)),
+            str(arm.get("tuning_runs", "?")),
+            chosen,
+            "; ".join(scores) or "-",
+        ]
+        lines.append("| " + " | ".join(_md_cell(text) for text in row) + " |")
+    lines.append("")
+    # Arms that read no tunable option have nothing to tune: they do not make a budget unequal.
+    counts = {str(arm.get("augment")): len(arm.get("candidates") or []) for arm in arms if arm.get("reads")}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{augment} {count}" for augment, count in sorted(counts.items()))
+        lines += [
+            f"Unequal tuning: the arms had different numbers of candidates ({listed}); an arm with more "
+            "candidates had more chances to look good on validation, which favours it in the table above.",
+            "",
+        ]
+    elif counts:
+        lines += [
+            f"Equal tuning: every arm that reads a tunable option had {next(iter(counts.values()))} "
+            "candidate(s).",
+            "",
+        ]
+    return lines
+
+
 def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) -> None:
     ok_runs = [run for run in runs if run.ok]
+    tuning = _read_tuning(root)
+    chosen_notes = {
+        (_as_int(arm.get("train_size")), str(arm.get("augment"))): _chosen_note(arm)
+        for arm in (tuning["arms"] if tuning else [])
+    }
     metrics = _table_metrics(runs, headline)
     groups: dict[tuple[int | None, str], list[_Run]] = {}
     for run in runs:
@@ -368,8 +481,13 @@ def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) ->
         "",
         f"{len(ok_runs)} of {len(runs)} runs finished{_not_finished(runs)}. Every number below is from the "
         "test split, on which no checkpoint choice was made (the best checkpoint is picked on the validation "
-        "split). Cells are mean ± sample std (ddof=1) over the group's finished seeds; failed runs are left "
-        "out.",
+        "split)"
+        + (
+            "; tuned arms' options were chosen on the validation split too (see Tuning below)"
+            if tuning
+            else ""
+        )
+        + ". Cells are mean ± sample std (ddof=1) over the group's finished seeds; failed runs are left out.",
         "",
     ]
     metric_headers = [name.removeprefix("test/") for name in metrics]
@@ -391,9 +509,10 @@ def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) ->
         )
         if failures and not n_ok and not metrics:
             notes = "failed: " + notes
+        notes = "; ".join(note for note in (chosen_notes.get((train_size, augment), ""), notes) if note)
         row = [augment, train_size_label(train_size), str(n_ok), str(len(failures)), *cells, notes]
         lines.append("| " + " | ".join(_md_cell(text) for text in row) + " |")
-    lines += ["", f"![validation curves]({PNG_NAME})", ""]
+    lines += ["", *_tuning_lines(root, tuning), f"![validation curves]({PNG_NAME})", ""]
     write_file_atomically(path, "\n".join(lines))
 
 

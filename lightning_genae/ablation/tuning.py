@@ -1,0 +1,343 @@
+"""Tuning a grid's arms on the validation split before their final runs: candidates, choice, tuning.json.
+
+A grid in which a tunable option (`TUNABLE_OPTIONS`) lists several candidates (`--augment-p 0.1,0.25`,
+`--diffaug-policy "color,translation,cutout|translation,cutout"`) and which names `--tune-seeds` runs in
+two stages. Stage 1 runs, per arm (an augment at a train size), every combination of the candidates of
+the tunable options that arm reads, once per tune seed, in `ROOT/tuning/`; these runs evaluate on the
+validation split only (`--no-test-split`). The candidate with the best mean validation headline of the
+final weights (`val/fd_<backbone>`) is the arm's choice. Stage 2 runs each arm's choice with the grid's
+seeds as its ordinary cells, the only runs evaluated on the test split. An arm with one candidate (it reads
+no tunable option, or was given no list for those it reads) has nothing to choose and runs no tuning cell.
+`ROOT/tuning.json` records every arm's candidates, their validation numbers per tune seed and the choice;
+the report's "Tuning (validation split)" section is made from it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lightning_genae.ablation.grid import (
+    FAILED_FILE,
+    TUNING_DIR,
+    GridCell,
+    GridPlan,
+    check_unique,
+    read_summary,
+    resolve_cell,
+    train_size_label,
+    write_file_atomically,
+)
+from lightning_genae.config import CONFIG_TYPES, RunConfig, coerce, flag, resume_conflicts, type_name
+from lightning_genae.errors import ConfigError, agree
+from lightning_genae.metrics.names import Direction, try_parse
+from lightning_genae.resolve import ResolvedRun
+from lightning_genae.run_folder import live_lock_owner, started_run_files
+
+__all__ = [
+    "TUNABLE_OPTIONS",
+    "TUNING_FILE",
+    "ArmChoice",
+    "TuningArm",
+    "TuningPlan",
+    "candidate_separators",
+    "check_tuning_request",
+    "choose",
+    "final_cells",
+    "plan_tuning",
+    "split_candidates",
+    "write_tuning_record",
+]
+
+# The options a grid may tune: each may take several candidates. Adding an option here is all it takes
+# (its candidates are parsed by its type, and only the arms whose augmentation reads it tune it).
+TUNABLE_OPTIONS = ("augment_p", "augment_noise", "augment_interp", "diffaug_policy")
+TUNING_FILE = "tuning.json"
+
+
+def candidate_separators(option: str) -> str:
+    """`|` separates the candidates of every tunable option; a number's also take commas (`0.1,0.25`).
+
+    A text option's own value may be a comma list (`--diffaug-policy color,translation`), so only `|` can
+    separate its candidates.
+    """
+    return "|," if type_name(CONFIG_TYPES[option]) in ("int", "float") else "|"
+
+
+def _candidates_of(option: str, value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        items = [item for item in value if str(item).strip()]
+    elif isinstance(value, str):
+        pattern = "[" + re.escape(candidate_separators(option)) + "]"
+        items = [item.strip() for item in re.split(pattern, value) if item.strip()]
+    else:
+        items = [value]
+    return [coerce(option, CONFIG_TYPES[option], item) for item in items]
+
+
+def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """(`values` without candidate lists, each tunable option given several values -> its candidates).
+
+    `values` are the command line's or the config file's (a YAML list works too); an option given one
+    value stays in the first, as given.
+    """
+    rest = dict(values)
+    lists: dict[str, list[Any]] = {}
+    for option in TUNABLE_OPTIONS:
+        if values.get(option) is None:
+            continue
+        candidates = _candidates_of(option, values[option])
+        if len(candidates) > 1:
+            check_unique(candidates, f"{flag(option)} candidate list")
+            lists[option] = candidates
+            del rest[option]
+    return rest, lists
+
+
+def _shown(values: Sequence[Any], option: str) -> str:
+    return candidate_separators(option)[-1].join(str(value) for value in values)
+
+
+def check_tuning_request(candidates: Mapping[str, Sequence[Any]], tune_seeds: Sequence[int] | None) -> None:
+    """Candidate lists and `--tune-seeds` come together: each means nothing without the other."""
+    if candidates and tune_seeds is None:
+        option, values = next(iter(candidates.items()))
+        raise ConfigError(
+            f"{flag(option)} {_shown(values, option)} lists candidates to tune; add --tune-seeds S (seeds "
+            "other than --seeds) to choose among them on the validation split, or give one value"
+        )
+    if tune_seeds is not None and not candidates:
+        raise ConfigError(
+            "--tune-seeds tunes a grid's candidate lists, and none was given; list candidates "
+            "(e.g. --augment-p 0.1,0.25) or drop --tune-seeds"
+        )
+
+
+Candidate = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class TuningArm:
+    """One arm of a tuning grid, an augment at a train size, and the candidates it chooses among.
+
+    Each candidate gives a value to every tunable option the arm reads (`reads`), those without a list
+    included, so that a candidate's folder name says all it ran with.
+    """
+
+    augment: str
+    train_size: int | None
+    reads: tuple[str, ...]
+    candidates: tuple[Candidate, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.augment}-ts{train_size_label(self.train_size)}"
+
+    @property
+    def tuned(self) -> dict[str, list[Any]]:
+        """option -> its candidate values, for the options with several."""
+        values = {
+            option: list(dict.fromkeys(dict(c)[option] for c in self.candidates)) for option in self.reads
+        }
+        return {option: listed for option, listed in values.items() if len(listed) > 1}
+
+    def cells(self, tune_seeds: Sequence[int]) -> list[GridCell]:
+        """Its tuning cells, candidate by candidate, each with every tune seed; none for one candidate."""
+        if len(self.candidates) < 2:
+            return []
+        return [
+            GridCell(self.augment, self.train_size, seed, candidate, tuning=True)
+            for candidate in self.candidates
+            for seed in tune_seeds
+        ]
+
+
+@dataclass(frozen=True)
+class TuningPlan:
+    """Stage 1 of a grid: its arms, tuning cells in index order and their resolved runs."""
+
+    root: Path
+    arms: list[TuningArm]
+    tune_seeds: list[int]
+    cells: list[GridCell]
+    runs: dict[GridCell, ResolvedRun]
+
+    @property
+    def folder(self) -> Path:
+        return self.root / TUNING_DIR
+
+    def arm_of(self, cell: GridCell) -> TuningArm:
+        return next(a for a in self.arms if (a.augment, a.train_size) == (cell.augment, cell.train_size))
+
+
+def plan_tuning(
+    shared: RunConfig,
+    grid: GridPlan,
+    candidates: Mapping[str, Sequence[Any]],
+    tune_seeds: Sequence[int],
+) -> TuningPlan:
+    """Every arm's candidates and tuning cells, each resolved (so a bad candidate fails before training).
+
+    `shared` holds the grid's common options without the candidate lists; `grid` is its plan of final cells.
+    """
+    check_unique(tune_seeds, "--tune-seeds")
+    arms: list[TuningArm] = []
+    for cell in grid.cells:
+        if any((arm.augment, arm.train_size) == (cell.augment, cell.train_size) for arm in arms):
+            continue
+        used = grid.runs[cell].augment.options
+        reads = tuple(option for option in TUNABLE_OPTIONS if option in used)
+        listed = [candidates.get(option, [used[option]]) for option in reads]
+        combos = tuple(tuple(zip(reads, combo, strict=True)) for combo in itertools.product(*listed))
+        arms.append(TuningArm(cell.augment, cell.train_size, reads, combos))
+    read_somewhere = {option for arm in arms for option in arm.reads}
+    stray = [option for option in candidates if option not in read_somewhere]
+    if stray:
+        flags = ", ".join(flag(option) for option in stray)
+        raise ConfigError(
+            f"{flags} {agree(stray, 'is', 'are')} tuned, but no --augment of this grid reads "
+            f"{agree(stray, 'it', 'them')}; drop {agree(stray, 'it', 'them')} or add an augmentation "
+            f"that reads {agree(stray, 'it', 'them')}"
+        )
+    cells = [cell for arm in arms for cell in arm.cells(tune_seeds)]
+    runs = {cell: resolve_cell(shared, grid.root, cell) for cell in cells}
+    return TuningPlan(grid.root, arms, list(tune_seeds), cells, runs)
+
+
+@dataclass(frozen=True)
+class ArmChoice:
+    """What an arm's tuning gave: the chosen candidate (None: undecided), why not, and its record."""
+
+    arm: TuningArm
+    chosen: Candidate | None
+    # Why there is no choice: tuning cells not finished (`pending`), or no candidate finished every seed.
+    problem: str | None
+    pending: bool
+    record: dict[str, Any]
+
+
+def _cell_result(run_dir: Path, config: RunConfig) -> dict[str, Any]:
+    """`{"value", "metric"}` of a finished tuning cell, `{"error"}` of a failed one, else `{"status"}`."""
+    if (run_dir / FAILED_FILE).is_file():
+        try:
+            error = json.loads((run_dir / FAILED_FILE).read_text(encoding="utf-8")).get("error")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            error = None
+        return {"error": str(error or "failed (unreadable failed.json)")}
+    summary = read_summary(run_dir)
+    if summary is None:
+        if live_lock_owner(run_dir) is not None:
+            return {"status": "running"}
+        return {"status": "unfinished" if started_run_files(run_dir) else "missing"}
+    stored = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    conflicts = resume_conflicts(stored, config.to_dict())
+    if conflicts:
+        return {"error": f"holds a run with other options ({'; '.join(conflicts)}); re-run with --overwrite"}
+    if any(stored.get(name) != getattr(config, name) for name in ("max_steps", "max_epochs")):
+        return {"status": "unfinished"}  # finished at another budget: the grid command continues it
+    metric = summary.get("headline_metric")
+    value = summary["final_metrics"].get(metric) if isinstance(metric, str) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return {"error": f"no finite validation headline ({metric}) in its summary.json"}
+    return {"value": float(value), "metric": metric}
+
+
+def _choose_arm(plan: TuningPlan, arm: TuningArm) -> ArmChoice:
+    record: dict[str, Any] = {
+        "augment": arm.augment,
+        "train_size": arm.train_size,
+        "reads": list(arm.reads),
+        "tuned": arm.tuned,
+        "tuning_runs": len(arm.cells(plan.tune_seeds)),
+        "candidates": [],
+        "chosen": None,
+    }
+    if len(arm.candidates) < 2:
+        only = arm.candidates[0]
+        record["candidates"] = [{"values": dict(only), "runs": [], "mean": None}]
+        record["chosen"] = dict(only)
+        return ArmChoice(arm, only, None, False, record)
+    means: list[float | None] = []
+    pending: list[str] = []
+    metrics: set[str] = set()
+    for candidate in arm.candidates:
+        runs = []
+        for seed in plan.tune_seeds:
+            cell = GridCell(arm.augment, arm.train_size, seed, candidate, tuning=True)
+            result = _cell_result(plan.folder / cell.name, plan.runs[cell].config)
+            runs.append({"seed": seed, "cell": cell.name, **result})
+            if "status" in result:
+                pending.append(f"{cell.name} ({result['status']})")
+            metrics.update([result["metric"]] if "metric" in result else [])
+        values = [run["value"] for run in runs if "value" in run]
+        mean = sum(values) / len(values) if len(values) == len(runs) else None
+        means.append(mean)
+        record["candidates"].append({"values": dict(candidate), "runs": runs, "mean": mean})
+    metric = min(metrics) if metrics else None
+    record["metric"] = metric
+    if pending:
+        problem = f"its tuning is not finished ({', '.join(pending)})"
+        return ArmChoice(arm, None, problem, True, {**record, "problem": problem})
+    scored = [(mean, index) for index, mean in enumerate(means) if mean is not None]
+    if not scored:
+        problem = f"no tuning candidate finished every tune seed (see {plan.folder}/*/failed.json)"
+        return ArmChoice(arm, None, problem, False, {**record, "problem": problem})
+    parsed = try_parse(metric) if metric else None
+    higher = parsed is not None and parsed.direction is Direction.HIGHER
+    # The best mean; on a tie the earlier candidate, so the choice never depends on anything but the numbers.
+    best = min(scored, key=lambda item: (-item[0] if higher else item[0], item[1]))[1]
+    record["chosen"] = dict(arm.candidates[best])
+    record["direction"] = "higher" if higher else "lower"
+    return ArmChoice(arm, arm.candidates[best], None, False, record)
+
+
+def choose(plan: TuningPlan) -> list[ArmChoice]:
+    """Every arm's choice from what its tuning cells' folders hold now (validation numbers only)."""
+    return [_choose_arm(plan, arm) for arm in plan.arms]
+
+
+def write_tuning_record(plan: TuningPlan, choices: Sequence[ArmChoice], seeds: Sequence[int]) -> Path:
+    """`ROOT/tuning.json`: what every arm was tuned over, each candidate's validation numbers, the choices."""
+    record = {
+        "split": "val",
+        "weights": "final",
+        "tune_seeds": plan.tune_seeds,
+        "seeds": list(seeds),
+        "arms": [choice.record for choice in choices],
+    }
+    path = plan.root / TUNING_FILE
+    write_file_atomically(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def final_cells(
+    shared: RunConfig, grid: GridPlan, choices: Sequence[ArmChoice]
+) -> tuple[list[GridCell], dict[GridCell, ResolvedRun], dict[str, str]]:
+    """The grid's final cells with each tuned arm's choice, in index order; their runs; undecided cells.
+
+    An arm that tuned nothing keeps its cells as planned. A cell of an undecided arm stays as planned in the
+    list (its index still names it) and is named in the third value with the reason it cannot run.
+    """
+    by_arm = {(c.arm.augment, c.arm.train_size): c for c in choices}
+    cells: list[GridCell] = []
+    runs: dict[GridCell, ResolvedRun] = {}
+    undecided: dict[str, str] = {}
+    for cell in grid.cells:
+        choice = by_arm[(cell.augment, cell.train_size)]
+        if len(choice.arm.candidates) < 2:
+            cells.append(cell)
+            runs[cell] = grid.runs[cell]
+        elif choice.chosen is None:
+            cells.append(cell)
+            undecided[cell.name] = str(choice.problem)
+        else:
+            chosen = replace(cell, options=choice.chosen)
+            cells.append(chosen)
+            runs[chosen] = resolve_cell(shared, grid.root, chosen)
+    return cells, runs, undecided

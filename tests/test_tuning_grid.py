@@ -1,0 +1,199 @@
+"""Tuning grids: candidates chosen per arm on the validation split, then run with the grid's seeds on test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_ablation import write_run
+from test_bad_inputs import assert_one_line_error, run_main
+from tiny import TINY_RUN
+
+from datamodules.base import InMemoryDataModule
+from lightning_genae.ablation import summarize
+from lightning_genae.ablation import tuning as tuning_module
+from lightning_genae.ablation.tuning import split_candidates
+from lightning_genae.cli import main
+from lightning_genae.errors import ConfigError
+
+POLICIES = "color|translation,cutout"
+GRID = [
+    "--model", "gan", *TINY_RUN, "--max-steps", "2", "--eval-every", "2", "--eval-samples", "50",
+    "--augment", "none,diffaug", "--diffaug-policy", POLICIES, "--tune-seeds", "9", "--seeds", "0",
+]  # fmt: skip
+TUNING_CELLS = [
+    "diffaug-tsfull-seed9__diffaug_policy=color",
+    "diffaug-tsfull-seed9__diffaug_policy=translation,cutout",
+]
+
+
+@pytest.fixture(scope="module")
+def tuned_grid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One tuning grid run through the command line, with every use of a test split's loader recorded
+    together with whether the arms' choice had been made yet."""
+    root = tmp_path_factory.mktemp("tuned") / "grid"
+    chosen = {"done": False}
+    test_loads: list[bool] = []
+    choose, test_dataloader = tuning_module.choose, InMemoryDataModule.test_dataloader
+
+    def recording_choose(*args: Any, **kwargs: Any) -> Any:
+        chosen["done"] = True
+        return choose(*args, **kwargs)
+
+    def recording_test_dataloader(self: InMemoryDataModule) -> Any:
+        test_loads.append(chosen["done"])
+        return test_dataloader(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tuning_module, "choose", recording_choose)
+        patch.setattr(InMemoryDataModule, "test_dataloader", recording_test_dataloader)
+        assert main([*GRID, "--output", str(root)]) == 0
+    return {"root": root, "test_loads": test_loads}
+
+
+def test_each_arm_runs_the_candidate_with_the_best_validation_number(tuned_grid) -> None:
+    root = tuned_grid["root"]
+    record = json.loads((root / "tuning.json").read_text())
+    arms = {arm["augment"]: arm for arm in record["arms"]}
+    diffaug = arms["diffaug"]
+    assert diffaug["tuned"] == {"diffaug_policy": ["color", "translation,cutout"]}
+    assert diffaug["tuning_runs"] == 2 and record["tune_seeds"] == [9] and record["seeds"] == [0]
+    # The recorded numbers are the tuning runs' own final validation FD, and the choice is their argmin.
+    means = {}
+    for candidate in diffaug["candidates"]:
+        (run,) = candidate["runs"]
+        summary = json.loads((root / "tuning" / run["cell"] / "summary.json").read_text())
+        assert run["value"] == summary["final_metrics"]["val/fd_classifier"] == candidate["mean"]
+        means[candidate["values"]["diffaug_policy"]] = candidate["mean"]
+    assert diffaug["chosen"] == {"diffaug_policy": min(means, key=means.get)}
+    final = yaml.safe_load((root / "diffaug-tsfull-seed0" / "config.yaml").read_text())
+    assert final["diffaug_policy"] == diffaug["chosen"]["diffaug_policy"] and final["seed"] == 0
+    # `none` reads no tunable option: one candidate, no tuning run, its final cell as planned.
+    assert arms["none"]["tuning_runs"] == 0 and arms["none"]["chosen"] == {}
+    assert sorted(path.name for path in (root / "tuning").iterdir() if path.is_dir()) == TUNING_CELLS
+
+
+def test_the_test_split_is_not_read_before_the_choice(tuned_grid) -> None:
+    root = tuned_grid["root"]
+    # Both final runs read it, after the choice; no tuning run asked for a test loader.
+    assert tuned_grid["test_loads"] and all(tuned_grid["test_loads"])
+    for name in TUNING_CELLS:
+        summary = json.loads((root / "tuning" / name / "summary.json").read_text())
+        assert not [key for key in summary["final_metrics"] if key.startswith("test/")]
+        assert set(summary["evaluation"]) == {"val"}
+        assert summary["config"]["test_split"] is False
+    final = json.loads((root / "diffaug-tsfull-seed0" / "summary.json").read_text())
+    assert "test/fd_classifier" in final["final_metrics"]
+
+
+def test_report_has_a_tuning_section_and_the_chosen_values_in_the_arm_row(tuned_grid) -> None:
+    markdown = (tuned_grid["root"] / "ablation.md").read_text()
+    section = markdown.split("## Tuning (validation split)", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| diffaug"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2:5] == ["diffaug_policy: color / translation,cutout", "2", "2"]
+    assert "tune seed(s) 9" in section and "`val/fd_classifier` (lower is better)" in section
+    table_row = next(line for line in markdown.splitlines() if line.startswith("| diffaug | full"))
+    assert f"chosen on val: diffaug_policy={cells[5].removeprefix('diffaug_policy=')}" in table_row
+
+
+def test_rerunning_a_tuning_grid_skips_its_finished_tuning_and_final_cells(
+    tuned_grid, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "grid"
+    shutil.copytree(tuned_grid["root"], root)
+    before = {path: path.read_bytes() for path in root.rglob("*.ckpt")}
+    assert main([*GRID, "--output", str(root)]) == 0
+    out = capsys.readouterr().out
+    for index, name in enumerate(TUNING_CELLS, start=1):
+        assert f"[{index}/2] {name}: finished (step 2), skipped" in out
+    assert "[2/2] diffaug-tsfull-seed0: finished (step 2), skipped" in out
+    assert {path: path.read_bytes() for path in root.rglob("*.ckpt")} == before
+
+
+def test_grid_indices_name_tuning_cells_first_and_a_final_cell_waits_for_its_tuning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "grid"
+    assert main([*GRID, "--output", str(root), "--print-config"]) == 0
+    headers = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# cell")]
+    assert headers[:2] == [f"# cell {i}: tuning/{name}" for i, name in enumerate(TUNING_CELLS)]
+    assert headers[2] == "# cell 2: none-tsfull-seed0"
+    assert headers[3].startswith("# cell 3: diffaug-tsfull-seed0 (runs the best of its 2 candidates")
+    code, err = run_main([*GRID, "--output", str(root), "--grid-index", "3"], capsys)
+    assert_one_line_error(code, err, "--grid-index 3 is the final cell diffaug-tsfull-seed0, whose arm")
+    assert "run the tuning cells 0..1 first" in err
+    code, err = run_main([*GRID, "--output", str(root), "--grid-index", "4"], capsys)
+    assert_one_line_error(code, err, "--grid-index 4 is out of range; this tuning grid has 2 tuning cells")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--augment", "none,ae", "--augment-p", "0.1,0.5"], "--augment-p 0.1,0.5 lists candidates to tune"),
+        (
+            ["--augment", "diffaug", "--diffaug-policy", POLICIES],
+            f"--diffaug-policy {POLICIES} lists candidates",
+        ),
+        (["--augment", "none,diffaug", "--tune-seeds", "9"], "--tune-seeds tunes a grid's candidate lists"),
+        (
+            ["--augment", "none", "--augment-p", "0.1,0.5", "--tune-seeds", "9"],
+            "--augment-p is tuned, but no",
+        ),
+        (["--augment", "ae", "--augment-p", "0.1,nan", "--tune-seeds", "9"], "--augment-p must be a finite"),
+    ],
+)
+def test_bad_tuning_requests_are_one_line_errors_that_write_nothing(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_main([*args, "--output", str(tmp_path / "grid")], capsys)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "grid").exists()
+
+
+def test_numbers_split_on_commas_and_policies_on_bars() -> None:
+    rest, lists = split_candidates(
+        {"augment_p": "0.1, 0.5|0.75", "augment_noise": "0.3", "diffaug_policy": "color,cutout|translation"}
+    )
+    assert lists == {"augment_p": [0.1, 0.5, 0.75], "diffaug_policy": ["color,cutout", "translation"]}
+    assert rest == {"augment_noise": "0.3"}
+    with pytest.raises(ConfigError, match="--augment-p candidate list lists 0.1 more than once"):
+        split_candidates({"augment_p": "0.1,0.10"})
+
+
+def test_unequal_numbers_of_candidates_are_reported(tmp_path: Path) -> None:
+    for augment in ("ae", "diffaug", "none"):
+        write_run(tmp_path, augment, 1000, 0, 20.0)
+
+    def arm(augment: str, reads: list[str], candidates: list[dict], chosen: dict) -> dict[str, Any]:
+        values = {option: list(dict.fromkeys(c[option] for c in candidates)) for option in reads}
+        return {
+            "augment": augment,
+            "train_size": 1000,
+            "reads": reads,
+            "tuned": {option: listed for option, listed in values.items() if len(listed) > 1},
+            "tuning_runs": 0 if len(candidates) < 2 else len(candidates),
+            "candidates": [{"values": c, "runs": [], "mean": 1.0 + i} for i, c in enumerate(candidates)],
+            "chosen": chosen,
+            "metric": "val/fd_classifier",
+        }
+
+    policies = [{"diffaug_policy": p} for p in ("color", "cutout", "translation")]
+    record = {
+        "tune_seeds": [9],
+        "seeds": [0],
+        "arms": [
+            arm("ae", ["augment_p"], [{"augment_p": 0.25}], {"augment_p": 0.25}),
+            arm("diffaug", ["diffaug_policy"], policies, policies[0]),
+            arm("none", [], [{}], {}),
+        ],
+    }
+    (tmp_path / "tuning.json").write_text(json.dumps(record))
+    markdown = summarize(tmp_path)["md"].read_text()
+    assert "Unequal tuning: the arms had different numbers of candidates (ae 1, diffaug 3)" in markdown
+    assert "| ae | 1000 | nothing (one candidate: augment_p=0.25) | 1 | 0 | - | - |" in markdown
+    assert "**diffaug_policy=color: 1**; diffaug_policy=cutout: 2" in markdown
