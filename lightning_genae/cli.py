@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument(
                 flag(name),
                 metavar="VALUE",
-                help=f"{help_text}; in a grid, {example} lists candidates to tune",
+                help=f"{help_text}; in a grid with --tune-seeds, {example} lists candidates to tune",
             )
         else:
             _add_flag(group, name, CONFIG_TYPES[name], help_text, field.metadata.get("choices"))

@@ -14,10 +14,11 @@ from test_bad_inputs import assert_one_line_error, run_main
 from tiny import TINY_RUN
 
 from datamodules.base import InMemoryDataModule
-from lightning_genae.ablation import summarize
+from lightning_genae.ablation import plan_grid, summarize
 from lightning_genae.ablation import tuning as tuning_module
-from lightning_genae.ablation.tuning import split_candidates
+from lightning_genae.ablation.tuning import choose, plan_tuning, split_candidates
 from lightning_genae.cli import main
+from lightning_genae.config import RunConfig
 from lightning_genae.errors import ConfigError
 
 POLICIES = "color|translation,cutout"
@@ -153,6 +154,36 @@ def test_bad_tuning_requests_are_one_line_errors_that_write_nothing(
     code, err = run_main([*args, "--output", str(tmp_path / "grid")], capsys)
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "grid").exists()
+
+
+def test_a_candidate_that_failed_on_a_tune_seed_is_not_chosen_and_a_missing_run_leaves_no_choice(
+    tmp_path: Path,
+) -> None:
+    shared = RunConfig(model="gan", data="digits", output=str(tmp_path))
+    grid = plan_grid(shared, augments=["diffaug"], train_sizes=None, seeds=[0])
+    plan = plan_tuning(shared, grid, {"diffaug_policy": ["color", "cutout", "translation"]}, [8, 9])
+    # Validation FD per tune seed (8, 9); None: that run failed. color has the best single number.
+    fds = {"color": (5.0, None), "cutout": (7.0, 6.0), "translation": (9.0, 8.0)}
+    for cell in plan.cells:
+        run_dir = plan.folder / cell.name
+        run_dir.mkdir(parents=True)
+        fd = fds[dict(cell.options)["diffaug_policy"]][plan.tune_seeds.index(cell.seed)]
+        if fd is None:
+            (run_dir / "failed.json").write_text(json.dumps({"error": "diverged at step 3"}))
+            continue
+        summary = {
+            "final_metrics": {"val/fd_classifier": fd},
+            "headline_metric": "val/fd_classifier",
+            "config": plan.runs[cell].config.to_dict(),
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    (choice,) = choose(plan)
+    assert dict(choice.chosen) == {"diffaug_policy": "cutout"}
+    assert [candidate["mean"] for candidate in choice.record["candidates"]] == [None, 6.5, 8.5]
+    assert choice.record["candidates"][0]["runs"][1]["error"] == "diverged at step 3"
+    (plan.folder / plan.cells[-1].name / "summary.json").unlink()
+    (choice,) = choose(plan)
+    assert choice.chosen is None and "its tuning is not finished" in str(choice.problem)
 
 
 def test_numbers_split_on_commas_and_policies_on_bars() -> None:

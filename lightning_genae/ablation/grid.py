@@ -7,6 +7,7 @@ the grid, and `report.summarize` turns the folders into tables. Re-running a gri
 it stopped: a finished cell is skipped, an unfinished one resumes from its `last.ckpt`, a failed one runs
 again from scratch, and a cell another process is running is left to it. `grid.json` in the root names
 every cell the grid's commands planned, so a summary of a partial grid can say which cells are missing.
+A tuning grid (`ablation.tuning`) runs its candidates first, each a cell of `<root>/tuning/`.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ from lightning_genae.run_folder import (
 )
 
 __all__ = [
+    "TUNING_DIR",
     "CellOutcome",
     "CellStart",
     "GridCell",
     "GridPlan",
+    "check_unique",
     "expand_grid",
     "plan_grid",
     "read_grid_cells",

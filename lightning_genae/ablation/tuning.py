@@ -216,9 +216,8 @@ class ArmChoice:
 
     arm: TuningArm
     chosen: Candidate | None
-    # Why there is no choice: tuning cells not finished (`pending`), or no candidate finished every seed.
+    # Why there is no choice: tuning cells not finished, or no candidate finished every tune seed.
     problem: str | None
-    pending: bool
     record: dict[str, Any]
 
 
@@ -262,7 +261,7 @@ def _choose_arm(plan: TuningPlan, arm: TuningArm) -> ArmChoice:
         only = arm.candidates[0]
         record["candidates"] = [{"values": dict(only), "runs": [], "mean": None}]
         record["chosen"] = dict(only)
-        return ArmChoice(arm, only, None, False, record)
+        return ArmChoice(arm, only, None, record)
     means: list[float | None] = []
     pending: list[str] = []
     metrics: set[str] = set()
@@ -281,20 +280,23 @@ def _choose_arm(plan: TuningPlan, arm: TuningArm) -> ArmChoice:
         record["candidates"].append({"values": dict(candidate), "runs": runs, "mean": mean})
     metric = min(metrics) if metrics else None
     record["metric"] = metric
+    scored = [(mean, index) for index, mean in enumerate(means) if mean is not None]
+    problem = None
     if pending:
         problem = f"its tuning is not finished ({', '.join(pending)})"
-        return ArmChoice(arm, None, problem, True, {**record, "problem": problem})
-    scored = [(mean, index) for index, mean in enumerate(means) if mean is not None]
-    if not scored:
+    elif len(metrics) > 1:
+        problem = f"its tuning runs report different headlines ({', '.join(sorted(metrics))})"
+    elif not scored:
         problem = f"no tuning candidate finished every tune seed (see {plan.folder}/*/failed.json)"
-        return ArmChoice(arm, None, problem, False, {**record, "problem": problem})
+    if problem is not None:
+        return ArmChoice(arm, None, problem, {**record, "problem": problem})
     parsed = try_parse(metric) if metric else None
     higher = parsed is not None and parsed.direction is Direction.HIGHER
     # The best mean; on a tie the earlier candidate, so the choice never depends on anything but the numbers.
     best = min(scored, key=lambda item: (-item[0] if higher else item[0], item[1]))[1]
     record["chosen"] = dict(arm.candidates[best])
     record["direction"] = "higher" if higher else "lower"
-    return ArmChoice(arm, arm.candidates[best], None, False, record)
+    return ArmChoice(arm, arm.candidates[best], None, record)
 
 
 def choose(plan: TuningPlan) -> list[ArmChoice]:
