@@ -475,14 +475,14 @@ def _run_grid(
         run(resolved, resume=resume)
 
     overwrite = bool(values.get("overwrite"))
-    plan.root.mkdir(parents=True, exist_ok=True)
-    record_grid_cells(plan.root, plan.cells)
     outcomes = []
     cells, final_index = plan.cells, grid_index
     not_run: dict[str, str] = {}
     if tuning is not None:
         if grid_index is None or grid_index < first_final:
             # Stage 1: the candidates, on validation only.
+            plan.root.mkdir(parents=True, exist_ok=True)
+            record_grid_cells(plan.root, plan.cells)
             tuning.folder.mkdir(parents=True, exist_ok=True)
             record_grid_cells(tuning.folder, tuning.cells)
             configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
@@ -498,7 +498,6 @@ def _run_grid(
                 return 1 if any(not outcome.ok for outcome in outcomes) else 0
         # Stage 2: each arm's choice, made on the validation numbers alone, with the grid's seeds.
         choices = choose(tuning)
-        print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
         cells, chosen_runs, not_run = final_cells(shared, plan, choices)
         runs.update(chosen_runs)
         if grid_index is not None:
@@ -507,12 +506,16 @@ def _run_grid(
             if problem is not None:
                 raise ConfigError(
                     f"--grid-index {grid_index} is the final cell {cells[final_index].name}, whose arm "
-                    f"cannot run yet: {problem}; run the tuning cells 0..{first_final - 1} first"
+                    f"cannot run: {problem}; run (or re-run) the tuning cells 0..{first_final - 1} first"
                 )
         else:
             cells = [cell for cell in cells if cell.name not in not_run]
             for name, problem in not_run.items():
                 print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
+        plan.root.mkdir(parents=True, exist_ok=True)
+        print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
+    plan.root.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(plan.root, plan.cells)
     configs = {cell: runs[cell].config for cell in cells if cell in runs}
     outcomes += run_grid(cells, plan.root, run_cell, final_index, overwrite=overwrite, configs=configs)
     if grid_index is None:
