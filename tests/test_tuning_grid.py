@@ -191,7 +191,7 @@ def test_numbers_split_on_commas_and_policies_on_bars() -> None:
         {"augment_p": "0.1, 0.5|0.75", "augment_noise": "0.3", "diffaug_policy": "color,cutout|translation"}
     )
     assert lists == {"augment_p": [0.1, 0.5, 0.75], "diffaug_policy": ["color,cutout", "translation"]}
-    assert rest == {"augment_noise": "0.3"}
+    assert rest == {"augment_noise": 0.3}
     with pytest.raises(ConfigError, match="--augment-p candidate list lists 0.1 more than once"):
         split_candidates({"augment_p": "0.1,0.10"})
 

@@ -85,7 +85,7 @@ def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
     """(`values` without candidate lists, each tunable option given several values -> its candidates).
 
     `values` are the command line's or the config file's (a YAML list works too); an option given one
-    value stays in the first, as given.
+    value stays in the first, as its type.
     """
     rest = dict(values)
     lists: dict[str, list[Any]] = {}
@@ -97,6 +97,8 @@ def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
             check_unique(candidates, f"{flag(option)} candidate list")
             lists[option] = candidates
             del rest[option]
+        elif candidates:
+            rest[option] = candidates[0]
     return rest, lists
 
 
