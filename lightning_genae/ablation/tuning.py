@@ -145,7 +145,7 @@ class TuningArm:
     def tuned(self) -> dict[str, list[Any]]:
         """option -> its candidate values, for the options with several."""
         values = {
-            option: list(dict.fromkeys(dict(c)[option] for c in self.candidates)) for option in self.reads
+            option: list(dict.fromkeys(dict(c).get(option) for c in self.candidates)) for option in self.reads
         }
         return {option: listed for option, listed in values.items() if len(listed) > 1}
 
@@ -193,10 +193,8 @@ def plan_tuning(
     for cell in grid.cells:
         if any((arm.augment, arm.train_size) == (cell.augment, cell.train_size) for arm in arms):
             continue
-        used = grid.runs[cell].augment.options
-        reads = tuple(option for option in TUNABLE_OPTIONS if option in used)
-        listed = [candidates.get(option, [used[option]]) for option in reads]
-        combos = tuple(tuple(zip(reads, combo, strict=True)) for combo in itertools.product(*listed))
+        combos = _arm_candidates(shared, grid.root, cell, grid.runs[cell].augment.options, candidates)
+        reads = tuple(option for option in TUNABLE_OPTIONS if any(option in dict(c) for c in combos))
         arms.append(TuningArm(cell.augment, cell.train_size, reads, combos))
     read_somewhere = {option for arm in arms for option in arm.reads}
     stray = [option for option in candidates if option not in read_somewhere]
@@ -210,6 +208,29 @@ def plan_tuning(
     cells = [cell for arm in arms for cell in arm.cells(tune_seeds)]
     runs = {cell: resolve_cell(shared, grid.root, cell) for cell in cells}
     return TuningPlan(grid.root, arms, list(tune_seeds), cells, runs)
+
+
+def _arm_candidates(
+    shared: RunConfig,
+    root: Path,
+    cell: GridCell,
+    used: Mapping[str, Any],
+    candidates: Mapping[str, Sequence[Any]],
+) -> tuple[Candidate, ...]:
+    """The distinct candidates of the arm of `cell`, each as the values of the tunable options it reads.
+
+    Every combination of the candidate lists (and of the arm's values, `used`, for options without one) is
+    resolved: what an arm reads may depend on another option's value (an option read only in some mode),
+    and combinations that differ only in options the arm ignores are one candidate.
+    """
+    considered = [option for option in TUNABLE_OPTIONS if option in used or option in candidates]
+    listed = [candidates.get(option, [used.get(option)]) for option in considered]
+    found: dict[Candidate, None] = {}
+    for combo in itertools.product(*listed):
+        given = tuple((option, value) for option, value in zip(considered, combo, strict=True))
+        read = resolve_cell(shared, root, replace(cell, options=given)).augment.options
+        found.setdefault(tuple((option, read[option]) for option in TUNABLE_OPTIONS if option in read))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
