@@ -380,10 +380,10 @@ def _tuning_lines(root: Path, tuning: dict[str, Any] | None) -> list[str]:
     lines = [
         "## Tuning (validation split)",
         "",
-        f"Each arm with several candidates trained every candidate with tune seed(s) {tune_seeds} in "
-        f"`{TUNING_DIR}/`, runs evaluated on the validation split only (never on the test split), and ran "
-        f"the one with the best mean {metric}{better} of the final weights with seed(s) {seeds} for the "
-        "table above.",
+        f"Each arm with several candidates trained every candidate with tune seed(s) {tune_seeds} (in "
+        f"`{TUNING_DIR}/`; these runs were evaluated on the validation split only, never on the test split), "
+        f"then ran the one with the best mean {metric}{better} of its final weights with seed(s) {seeds} "
+        "for the table above.",
         "",
         "| augment | train size | tuned over | candidates | tuning runs | chosen "
         "| validation mean per candidate |",
