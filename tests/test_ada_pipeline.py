@@ -95,6 +95,17 @@ def test_p_as_a_tensor_on_the_images_device_works(device):
     assert torch.equal(pipeline(x), x)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_no_value_is_read_back_to_the_host(channels):
+    """On the meta device any read of a value (.item(), a Python if on a tensor, boolean indexing) fails,
+    so a pipeline that runs there with a meta p never waits for the device."""
+    x = torch.empty(8, channels, 16, 16, device="meta", requires_grad=True)
+    y = AdaPipeline(default_ada_ops(channels), p=torch.tensor(0.5, device="meta"))(x)
+    assert y.shape == x.shape and y.device.type == "meta"
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_device_p_needs_no_host_sync():
     x = _images(b=64, c=3).cuda()
