@@ -53,8 +53,8 @@ _FRACTION_STD = 0.125  # of the side
 _BRIGHTNESS_STD = 0.2
 _CONTRAST_STD = 0.5
 _SATURATION_STD = 1.0
-# A digit's slant varies by about this much between writers, so a tilt within it keeps the class; ADA's
-# full-circle `rotate` would make 6 and 9 (and 2 and 5 mirrored by rotate90 + xflip) one class.
+# ADA's full-circle `rotate` would make a 6 and a 9 one class; a tilt of at most 15 degrees cannot turn
+# one digit into another, so digits get `tilt` instead.
 _TILT_MAX = math.radians(15)
 
 _RGB_DEFAULT = (
@@ -71,8 +71,8 @@ _RGB_DEFAULT = (
     "hue",
     "saturation",
 )
-# Single-channel data here are digits: no mirror, quarter turn or full rotation (they change the class
-# or make an impossible digit), no RGB-only colour operation.
+# Single-channel data here are digits: no mirror, quarter turn or full rotation (a 6 turns into a 9, and
+# mirrored or sideways digits are not digits), no RGB-only colour operation.
 _GREYSCALE_DEFAULT = ("translation", "scale", "tilt", "aniso", "fraction", "brightness", "contrast")
 
 
