@@ -310,3 +310,21 @@ def test_pipeline_is_a_plain_object_applied_in_adas_order():
     assert repr(pipeline) == "ada p=0.25 ops=translation,contrast"
     pipeline.p = torch.tensor(0.5)
     assert repr(pipeline) == "ada p=adaptive ops=translation,contrast"
+
+
+def test_the_order_of_the_names_does_not_change_the_augmentation():
+    x = _images(b=8, c=3)
+    ops = default_ada_ops(3)
+    forward = AdaPipeline(ops, p=0.6)(x, _gen(13))
+    assert torch.equal(forward, AdaPipeline(tuple(reversed(ops)), p=0.6)(x, _gen(13)))
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_a_float_p_outside_zero_one_is_refused(p):
+    with pytest.raises(ValueError, match="p must lie in"):
+        AdaPipeline(("scale",), p=p)(_images())
+
+
+def test_rgb_only_operation_on_greyscale_images_is_refused_at_call():
+    with pytest.raises(ValueError, match="need RGB images"):
+        AdaPipeline(("hue",), p=0.5)(_images(c=1))
