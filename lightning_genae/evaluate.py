@@ -134,7 +134,10 @@ def evaluate_selected_checkpoint(
         record["note"] = "the best checkpoint holds the final weights; their test metrics are not recomputed"
         return record
     say(f"checkpoint chosen on {monitor}: step {record['step']}; evaluating it on the test split")
-    final_weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    # Kept in host memory: the device holds one copy of the weights at a time.
+    final_weights = {
+        name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()
+    }
     try:
         model.load_state_dict(checkpoint.contents["state_dict"])
         with _not_logged(trainer):
