@@ -138,6 +138,16 @@ class RunConfig:
     diffaug_policy: str | None = _opt(
         None, "diffaug: comma list of color, translation, cutout", group="augmentation"
     )
+    diffaug_translation: float | None = _opt(
+        None,
+        "diffaug: largest shift per axis as a fraction of the image size, in [0, 0.5]",
+        group="augmentation",
+    )
+    diffaug_cutout: float | None = _opt(
+        None,
+        "diffaug: side of the cut-out square as a fraction of the image size, in [0, 1]",
+        group="augmentation",
+    )
 
     # Hardware (all passed to the Lightning Trainer).
     precision: str = _opt(

@@ -19,7 +19,7 @@ from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import run_stamp
 from lightning_genae.config import RunConfig
 from lightning_genae.console import describe_model, describe_training, say
-from lightning_genae.evaluate import final_evaluation
+from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import headline_metric
 from lightning_genae.models import GenerativeModule
@@ -170,8 +170,10 @@ def _train(
     series_callback = sequence_metrics(config, model, datamodule)
     if series_callback is not None:
         trainer.callbacks.append(series_callback)
+    chosen = None
     if model.monitor is not None and not config.fast_dev_run:
-        trainer.callbacks.append(best_checkpoint(model, run_dir))
+        chosen = best_checkpoint(model, run_dir)
+        trainer.callbacks.append(chosen)
     # How a family draws its samples, when that is not simply its prior (the rae's code Gaussian).
     sampling = model.sampling()
 
@@ -211,6 +213,14 @@ def _train(
         **fit_metrics,
         **final_evaluation(trainer, model, datamodule, config.seed, config.test_split),
     }
+    # Taken before the best checkpoint's evaluation, which the metric callbacks record as their test stage.
+    evaluation = evaluation_records(metrics_callback, series_callback)
+    selected = None
+    # Its evaluation is a test one: a run kept off the test split (--no-test-split) skips it too.
+    if chosen is not None and config.test_split:
+        selected = evaluate_selected_checkpoint(
+            trainer, model, datamodule, config.seed, chosen, final_metrics
+        )
 
     summary = {
         "model": config.model,
@@ -223,7 +233,8 @@ def _train(
         "final_metrics": final_metrics,
         "headline_metric": model.monitor,
         **({"sampling": sampling} if sampling is not None else {}),
-        "evaluation": evaluation_records(metrics_callback, series_callback),
+        **({"selected_checkpoint": selected} if selected is not None else {}),
+        "evaluation": evaluation,
         "augmentation": attached.record,
         "data_summary": datamodule.summary(),
         "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from lightning_genae.augmentation.diffaug import CUTOUT_RATIO, RATIO_LIMITS, TRANSLATION_RATIO, parse_policy
 from lightning_genae.augmentation.discriminator import AugmenterOnInputs, DiffAugment
 from lightning_genae.config import flag
 from lightning_genae.errors import ConfigError, agree
@@ -34,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "augmenter_width": 64,
     "augmenter_latent_dim": 32,
     "diffaug_policy": "color,translation,cutout",
+    "diffaug_translation": TRANSLATION_RATIO,
+    "diffaug_cutout": CUTOUT_RATIO,
 }
 # What every augmentation that runs the augmenter autoencoder reads.
 AUGMENTER_OPTIONS = (
@@ -48,6 +51,9 @@ AUGMENTER_OPTIONS = (
 # probability and an annealing schedule.
 MODE_OF_OPTION = {"augment_pool": "offline", "augment_p": "online", "augment_anneal": "online"}
 DATA_SIDE_OPTIONS = ("augment_mode", "augment_pool", "augment_p", "augment_anneal", *AUGMENTER_OPTIONS)
+# The DiffAugment option that sizes each operation of its policy; one whose operation the policy leaves out
+# is read by nothing.
+DIFFAUG_RATIO_OPTIONS = {"translation": "diffaug_translation", "cutout": "diffaug_cutout"}
 
 Side = Literal["data", "discriminator"]
 
@@ -115,8 +121,10 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
     "diffaug": AugmentationSpec(
         "DiffAugment (color, translation, cutout) on every discriminator input, real and fake",
         side="discriminator",
-        options=("diffaug_policy",),
-        build=lambda plan, augmenter: DiffAugment(plan.diffaug_policy),
+        options=("diffaug_policy", *DIFFAUG_RATIO_OPTIONS.values()),
+        build=lambda plan, augmenter: DiffAugment(
+            plan.diffaug_policy, translation=plan.diffaug_translation, cutout=plan.diffaug_cutout
+        ),
     ),
 }
 
@@ -198,6 +206,8 @@ class AugmentPlan:
     augmenter_width: int
     augmenter_latent_dim: int
     diffaug_policy: str
+    diffaug_translation: float
+    diffaug_cutout: float
     # The augmentation options this plan reads, with their values: what config.yaml records.
     options: dict[str, Any]
 
@@ -259,6 +269,17 @@ def resolve_augment_plan(
             f"or --augment {'/'.join(data_side)}"
         )
     used = options_used_by(plan_names, config.augment_mode)
+    if "diffaug" in plan_names:
+        policy = parse_policy(config.diffaug_policy or DEFAULTS["diffaug_policy"])
+        for operation, option in DIFFAUG_RATIO_OPTIONS.items():
+            if operation in policy:
+                continue
+            used.discard(option)
+            if given(option) and not drop_unused:
+                raise ConfigError(
+                    f"{flag(option)} sizes DiffAugment's {operation}, which --diffaug-policy "
+                    f"{','.join(policy)} leaves out; drop it or add {operation} to --diffaug-policy"
+                )
     if given("augment_pool") and "augment_mode" in used and "augment_pool" not in used:
         raise ConfigError("--augment-pool sizes the offline pool; add --augment-mode offline or drop it")
     stray = [option for option in DEFAULTS if given(option) and option not in used]
@@ -281,10 +302,14 @@ def resolve_augment_plan(
             raise ConfigError(f"{flag(option)} {values[option]} must lie in [0, 1]")
     if values["augment_noise"] < 0:
         raise ConfigError(f"--augment-noise {values['augment_noise']} must not be negative")
+    for operation, option in DIFFAUG_RATIO_OPTIONS.items():
+        if not 0.0 <= values[option] <= RATIO_LIMITS[operation]:
+            raise ConfigError(
+                f"{flag(option)} {values[option]} must lie in [0, {RATIO_LIMITS[operation]:g}] "
+                f"(a fraction of the image size; 0 turns {operation} off)"
+            )
     if "diffaug" in plan_names:
-        from lightning_genae.augmentation.diffaug import parse_policy
-
-        values["diffaug_policy"] = ",".join(parse_policy(values["diffaug_policy"]))
+        values["diffaug_policy"] = ",".join(policy)
     return AugmentPlan(
         names=plan_names,
         p=values["augment_p"],
@@ -299,6 +324,8 @@ def resolve_augment_plan(
         augmenter_width=values["augmenter_width"],
         augmenter_latent_dim=values["augmenter_latent_dim"],
         diffaug_policy=values["diffaug_policy"],
+        diffaug_translation=values["diffaug_translation"],
+        diffaug_cutout=values["diffaug_cutout"],
         # Only what an augmentation uses goes into config.yaml; the rest stays None (= not set).
         options={key: values[key] for key in DEFAULTS if key in used},
     )
