@@ -26,9 +26,10 @@ GRID = [
     "--model", "gan", *TINY_RUN, "--max-steps", "2", "--eval-every", "2", "--eval-samples", "50",
     "--augment", "none,diffaug", "--diffaug-policy", POLICIES, "--tune-seeds", "9", "--seeds", "0",
 ]  # fmt: skip
+# A tuning cell's name holds every tunable option its candidate reads (the ratios only with their policy).
 TUNING_CELLS = [
     "diffaug-tsfull-seed9__diffaug_policy=color",
-    "diffaug-tsfull-seed9__diffaug_policy=translation,cutout",
+    "diffaug-tsfull-seed9__diffaug_policy=translation,cutout__diffaug_translation=0.125__diffaug_cutout=0.5",
 ]
 
 
@@ -70,7 +71,7 @@ def test_each_arm_runs_the_candidate_with_the_best_validation_number(tuned_grid)
         summary = json.loads((root / "tuning" / run["cell"] / "summary.json").read_text())
         assert run["value"] == summary["final_metrics"]["val/fd_classifier"] == candidate["mean"]
         means[candidate["values"]["diffaug_policy"]] = candidate["mean"]
-    assert diffaug["chosen"] == {"diffaug_policy": min(means, key=means.get)}
+    assert diffaug["chosen"]["diffaug_policy"] == min(means, key=means.get)
     final = yaml.safe_load((root / "diffaug-tsfull-seed0" / "config.yaml").read_text())
     assert final["diffaug_policy"] == diffaug["chosen"]["diffaug_policy"] and final["seed"] == 0
     # `none` reads no tunable option: one candidate, no tuning run, its final cell as planned.
@@ -178,12 +179,25 @@ def test_a_candidate_that_failed_on_a_tune_seed_is_not_chosen_and_a_missing_run_
         }
         (run_dir / "summary.json").write_text(json.dumps(summary))
     (choice,) = choose(plan)
-    assert dict(choice.chosen) == {"diffaug_policy": "cutout"}
+    assert dict(choice.chosen) == {"diffaug_policy": "cutout", "diffaug_cutout": 0.5}
     assert [candidate["mean"] for candidate in choice.record["candidates"]] == [None, 6.5, 8.5]
     assert choice.record["candidates"][0]["runs"][1]["error"] == "diverged at step 3"
     (plan.folder / plan.cells[-1].name / "summary.json").unlink()
     (choice,) = choose(plan)
     assert choice.chosen is None and "its tuning is not finished" in str(choice.problem)
+
+
+def test_a_ratio_is_tuned_only_with_the_policies_that_use_it(tmp_path: Path) -> None:
+    shared = RunConfig(model="gan", data="digits", output=str(tmp_path))
+    grid = plan_grid(shared, augments=["diffaug"], train_sizes=None, seeds=[0])
+    lists = {"diffaug_policy": ["color", "translation"], "diffaug_translation": [0.0625, 0.125]}
+    (arm,) = plan_tuning(shared, grid, lists, [9]).arms
+    # color leaves translation out: its two combinations are one candidate, without the ratio.
+    assert [dict(candidate) for candidate in arm.candidates] == [
+        {"diffaug_policy": "color"},
+        {"diffaug_policy": "translation", "diffaug_translation": 0.0625},
+        {"diffaug_policy": "translation", "diffaug_translation": 0.125},
+    ]
 
 
 def test_numbers_split_on_commas_and_policies_on_bars() -> None:

@@ -57,7 +57,14 @@ __all__ = [
 
 # The options a grid may tune: each may take several candidates. Adding an option here is all it takes
 # (its candidates are parsed by its type, and only the arms whose augmentation reads it tune it).
-TUNABLE_OPTIONS = ("augment_p", "augment_noise", "augment_interp", "diffaug_policy")
+TUNABLE_OPTIONS = (
+    "augment_p",
+    "augment_noise",
+    "augment_interp",
+    "diffaug_policy",
+    "diffaug_translation",
+    "diffaug_cutout",
+)
 TUNING_FILE = "tuning.json"
 
 
@@ -143,9 +150,11 @@ class TuningArm:
 
     @property
     def tuned(self) -> dict[str, list[Any]]:
-        """option -> its candidate values, for the options with several."""
+        """option -> its candidate values, for the options with several (an option that only some
+        candidates read, such as a ratio of one policy, counts only the values it is read with)."""
         values = {
-            option: list(dict.fromkeys(dict(c).get(option) for c in self.candidates)) for option in self.reads
+            option: list(dict.fromkeys(dict(c)[option] for c in self.candidates if option in dict(c)))
+            for option in self.reads
         }
         return {option: listed for option, listed in values.items() if len(listed) > 1}
 
