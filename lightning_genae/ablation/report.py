@@ -422,7 +422,7 @@ def _tuning_lines(root: Path, tuning: dict[str, Any] | None) -> list[str]:
         f"Each arm with several candidates trained every candidate with tune seed(s) {tune_seeds} (in "
         f"`{TUNING_DIR}/`; these runs were evaluated on the validation split only, never on the test split), "
         f"then ran the one with the best mean {metric}{better} of its final weights with seed(s) {seeds} "
-        "for the table above.",
+        "for the tables above.",
         "",
         "| augment | train size | tuned over | candidates | tuning runs | chosen "
         "| validation mean per candidate |",
@@ -464,10 +464,10 @@ def _tuning_lines(root: Path, tuning: dict[str, Any] | None) -> list[str]:
         listed = ", ".join(f"{augment} {count}" for augment, count in sorted(counts.items()))
         lines += [
             f"Unequal tuning: the arms had different numbers of candidates ({listed}); an arm with more "
-            "candidates had more chances to look good on validation, which favours it in the table above.",
+            "candidates had more chances to look good on validation, which favours it in the tables above.",
             "",
         ]
-    elif counts:
+    elif len(counts) > 1:
         lines += [
             f"Equal tuning: every arm that reads a tunable option had {next(iter(counts.values()))} "
             "candidate(s).",
