@@ -101,6 +101,15 @@ KINDS: dict[str, MetricKind] = {
     "d_real_energy": MetricKind(Direction.NONE),
     "d_fake_energy": MetricKind(Direction.NONE),
     "k": MetricKind(Direction.NONE),
+    # The overfitting signal (callbacks/overfitting.py): D's mean logit, mean logit sign or mean energy on a
+    # fixed batch of real training images (`_train`) and of validation images (`_val`), both clean and in
+    # eval mode. Logged with every validation, so under `val/` for either batch: a `train/` name would read
+    # as a training-step value (metrics.csv's resume keeps validation rows by that prefix). Read, not ranked.
+    **{
+        f"d_{score}_{split}": MetricKind(Direction.NONE)
+        for score in ("logit", "sign", "energy")
+        for split in ("train", "val")
+    },
     "m_global": MetricKind(Direction.LOWER),
     # The VAE-GAN's encoder and decoder objectives, and its reconstruction error in the discriminator's
     # feature space (models/vaegan.py): that space moves as D trains, so none is ranked.
