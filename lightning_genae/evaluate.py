@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from callbacks.metrics import RepresentationMetrics
+from callbacks.overfitting import DiscriminatorOverfitting
 from datamodules import InMemoryDataModule
 from datamodules.folder import scan_folder
 from datamodules.imagefiles import read_images
@@ -172,7 +173,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, type(model)))
     prepare_data_early(datamodule, trainer)
     metrics_callback = generative_metrics(config, model, datamodule)
-    trainer.callbacks += [RepresentationMetrics(seed=config.seed)]
+    trainer.callbacks += [RepresentationMetrics(seed=config.seed), DiscriminatorOverfitting(seed=config.seed)]
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)
     series_callback = sequence_metrics(config, model, datamodule)

@@ -24,6 +24,7 @@ from callbacks import (
     SeriesSamples,
 )
 from callbacks.metrics import GenerativeMetrics, RepresentationMetrics
+from callbacks.overfitting import DiscriminatorOverfitting
 from callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from datamodules import InMemoryDataModule
 from lightning_genae.augmentation import is_discriminator_side, parse_augment
@@ -203,6 +204,7 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
         SeriesSamples(every_n_steps=config.image_every, seed=config.seed + 1234),
         SaveNormaliser(),
         RepresentationMetrics(seed=config.seed),
+        DiscriminatorOverfitting(seed=config.seed),
         SeedPerRank(config.seed),
     ]
     if config.augment != "none":

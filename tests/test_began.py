@@ -118,7 +118,7 @@ def test_evaluate_reproduces_the_final_metrics(began_run, tmp_path):
     assert main(["--evaluate", str(began_run / "checkpoints" / "last.ckpt"), "--output", str(out)]) == 0
     evaluated = json.loads((out / "eval.json").read_text())["metrics"]
     final = summary_of(began_run)["final_metrics"]
-    for key in ("test/fd_classifier", "test/d_real_energy", "val/d_real_energy"):
+    for key in ("test/fd_classifier", "test/d_real_energy", "val/d_real_energy", "val/d_energy_train"):
         assert evaluated[key] == pytest.approx(final[key], rel=1e-5), key
 
 

@@ -55,6 +55,9 @@ def test_two_process_evaluation_gives_the_metrics_of_one_process(gan_checkpoint,
     assert two["evaluation"]["test"]["n_fake"] == 1200
     for name in ("val/fd_classifier", "test/fd_classifier", "test/kid_classifier", "test/kid_std_classifier"):
         assert two["metrics"][name] == pytest.approx(one["metrics"][name], rel=TOLERANCE, abs=1e-12), name
+    # The overfitting signal: every rank scores the same fixed batches and the values are averaged.
+    for name in ("val/d_logit_train", "val/d_logit_val", "val/d_sign_train", "val/d_sign_val"):
+        assert two["metrics"][name] == pytest.approx(one["metrics"][name], rel=1e-5, abs=1e-6), name
 
 
 def test_gathered_features_come_back_in_sample_order_whatever_the_rank_order():

@@ -75,6 +75,8 @@ LOGGED = {
     "train/d_fake_energy": NONE,
     "val/d_real_energy": NONE,
     "test/d_real_energy": NONE,
+    # The overfitting signal at every validation (callbacks/overfitting.py).
+    **{f"val/d_{score}_{split}": NONE for score in ("logit", "sign", "energy") for split in ("train", "val")},
     # The VAE-GAN (models/vaegan.py).
     "train/loss_enc": NONE,
     "train/loss_dec": NONE,

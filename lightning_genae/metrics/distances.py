@@ -6,7 +6,10 @@ published reference implementations, because these are the numbers people compar
 
 - FD: pytorch-fid / torch-fidelity, ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
 - KID: Bińkowski et al. 2018 as in torch-fidelity: unbiased MMD^2 with k(x, y) = (x.y / D + 1)^3, averaged
-  over random subsets, with the same subset draws as torch-fidelity for the same seed.
+  over random subsets. Each subset draws its real rows first, then its fake rows, so for the same seed the
+  subsets are torch-fidelity's when `kid_features_to_metric(features_1, features_2)` gets the real features
+  as `features_1`; called with the generated features first, torch-fidelity draws other subsets (the mean
+  estimates the same MMD^2, the number differs by sampling).
 - Precision/recall: Kynkäänniemi et al. 2019 (NVlabs code, torch-fidelity): k-NN balls, ``<=``.
 - Density/coverage: Naeem et al. 2020 (clovaai/generative-evaluation-prdc): k-NN balls, strict ``<``.
 
@@ -234,7 +237,9 @@ def kernel_inception_distance(
 ) -> tuple[float, float]:
     """KID (mean, std) over ``num_subsets`` random subsets of ``subset_size``.
 
-    The default subset size is min(1000, N // 2), N being the smaller set.
+    The default subset size is min(1000, N // 2), N being the smaller set. ``real`` comes first: each
+    subset's real rows are drawn before its fake rows, which is what makes a seed draw torch-fidelity's
+    subsets when its ``features_1`` are the real features (swapping the arguments draws other subsets).
 
     Raises ValueError when the subset size is below 2 or above either sample count.
     """
@@ -244,10 +249,17 @@ def kernel_inception_distance(
 
 # --- k-NN manifold metrics
 #
-# Squared Euclidean distances come from ||a||^2 + ||b||^2 - 2 a.b in float64 on features centred on the real
-# mean (distances are shift-invariant; centring removes the cancellation a large common offset would cause),
-# clamped at 0. One BLAS product per block keeps this fast; float64 makes the rounding (~1e-16 relative) far
-# below any real gap between a distance and a radius. Radii stay squared: the comparisons are the same.
+# Squared Euclidean distances come from ||a||^2 + ||b||^2 - 2 a.b in float64 on features shifted by the real
+# mean rounded to integers (distances are shift-invariant; the shift removes the cancellation a large common
+# offset would cause), clamped at 0. One BLAS product per block keeps this fast; float64 makes the rounding
+# (~1e-16 relative) far below any real gap between a distance and a radius. Radii stay squared: the
+# comparisons are the same.
+#
+# Exact ties (duplicated samples) are the exception: a distance equal to a radius must compare equal, and
+# two expressions for the same distance rounded differently break that tie either way. Integer features
+# (pixel values, counts) have exact integer distances in float64, and an integer shift keeps them integers;
+# a shift by the unrounded mean made them fractions, and density/coverage on such data drifted from the
+# reference (clovaai's prdc) by up to 0.2 (tests/test_distances.py has the case).
 
 
 def _row_blocks(n_rows: int, n_cols: int) -> Iterator[slice]:
@@ -316,8 +328,9 @@ def _manifold_metrics(
 
 
 def _centred(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
-    """Shift both sets by the real mean so that squared norms (and their cancellation) stay small."""
-    centre = real.mean(dim=0)
+    """Shift both sets by the real mean, rounded to integers, so that squared norms (and their
+    cancellation) stay small while integer features stay integers and their distances exact."""
+    centre = real.mean(dim=0).round()
     return real - centre, fake - centre
 
 

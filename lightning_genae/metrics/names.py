@@ -1,11 +1,12 @@
 """The metric vocabulary: every name the project logs, how it is spelled and which side of it is better.
 
 A logged name is `[split/]kind[_backbone]`: `val/fd_classifier`, `test/fid_inception`, `train/loss_d`,
-`test/psnr`. The split says which data it was measured on, the kind what was measured, and the backbone
-which feature network the generative metrics used, because their numbers are not comparable across
-networks. Only the Inception Fréchet distance is called FID (`fid_inception`); with any other backbone it
-is `fd_<backbone>`. The callbacks, `--evaluate`, `--evaluate-folder` and the ablation tables all read
-names and directions from here, so a new metric is one entry in `KINDS`.
+`test/psnr`. The split says which data it was measured on (or, for the overfitting signal `val/d_logit_train`
+and its kin, which evaluation logged it; the kind's suffix names the images), the kind what was measured, and
+the backbone which feature network the generative metrics used, because their numbers are not comparable
+across networks. Only the Inception Fréchet distance is called FID (`fid_inception`); with any other backbone
+it is `fd_<backbone>`. The callbacks, `--evaluate`, `--evaluate-folder` and the ablation tables all read names
+and directions from here, so a new metric is one entry in `KINDS`.
 """
 
 from __future__ import annotations
@@ -101,6 +102,15 @@ KINDS: dict[str, MetricKind] = {
     "d_real_energy": MetricKind(Direction.NONE),
     "d_fake_energy": MetricKind(Direction.NONE),
     "k": MetricKind(Direction.NONE),
+    # The overfitting signal (callbacks/overfitting.py): D's mean logit, mean logit sign or mean energy on a
+    # fixed batch of real training images (`_train`) and of validation images (`_val`), both clean and in
+    # eval mode. Logged with every validation, so under `val/` for either batch: a `train/` name would read
+    # as a training-step value (metrics.csv's resume keeps validation rows by that prefix). Read, not ranked.
+    **{
+        f"d_{score}_{split}": MetricKind(Direction.NONE)
+        for score in ("logit", "sign", "energy")
+        for split in ("train", "val")
+    },
     "m_global": MetricKind(Direction.LOWER),
     # The VAE-GAN's encoder and decoder objectives, and its reconstruction error in the discriminator's
     # feature space (models/vaegan.py): that space moves as D trains, so none is ranked.

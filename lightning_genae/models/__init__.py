@@ -103,10 +103,12 @@ _LAZY_EXPORTS = {
     "VAEModule": "vae",
     "Autoencoder": "base",
     "DiscriminatorAugmentation": "base",
+    "DiscriminatorScores": "base",
     "GenerativeModule": "base",
     "ImageDiscriminator": "base",
     "ReconstructingDiscriminator": "base",
     "Sampler": "base",
+    "ScoringDiscriminator": "base",
 }
 
 

@@ -2,17 +2,18 @@
 
 Callbacks, metrics and the augmentation never look at a model's class. They ask whether it is an
 `Autoencoder` (encode/decode/reconstruct), a `Sampler` (sample), an `ImageDiscriminator` (a
-discriminator of images whose inputs an augmentation may transform) or a `ReconstructingDiscriminator`
-(a discriminator that is itself an autoencoder), the way pythae's samplers work on
-any model. A family's options are one frozen dataclass in `options.py` (a `FamilyOptions` subclass): the
-command line, config files, `--help` defaults and the checks all come from it.
+discriminator of images whose inputs an augmentation may transform), a `ReconstructingDiscriminator`
+(a discriminator that is itself an autoencoder) or a `ScoringDiscriminator` (a discriminator whose score
+of each image can be read), the way pythae's samplers work on any model. A family's options are one
+frozen dataclass in `options.py` (a `FamilyOptions` subclass): the command line, config files, `--help`
+defaults and the checks all come from it.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
@@ -73,6 +74,31 @@ class ReconstructingDiscriminator(Protocol):
     def discriminator_reconstructions(
         self, real: Tensor, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]: ...
+
+
+# What a discriminator's score of an image is. A logit: higher means judged real, and its sign is D's verdict
+# (the quantity of ADA's r_t = E[sign D(x)]). An energy (BEGAN, EBGAN): D's reconstruction error, lower means
+# judged real; it has no sign to read.
+DiscriminatorScoreKind = Literal["logit", "energy"]
+
+
+class DiscriminatorScores(NamedTuple):
+    """D's raw score of each image [B] (float) and what kind of score it is."""
+
+    values: Tensor
+    kind: DiscriminatorScoreKind
+
+
+@runtime_checkable
+class ScoringDiscriminator(Protocol):
+    """A family whose discriminator scores single images: what the overfitting signal reads.
+
+    `discriminator_scores(images)` returns D's score of each image exactly as given, never augmented (the
+    caller chooses the images and the module's mode), so scores of training and held-out images taken the
+    same way can be compared.
+    """
+
+    def discriminator_scores(self, images: Tensor) -> DiscriminatorScores: ...
 
 
 def adam(

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import adam
+from lightning_genae.models.base import DiscriminatorScores, adam
 from lightning_genae.models.options import BEGANOptions
 from lightning_genae.nets.conv import ConvAutoencoder, ConvDecoder, init_dcgan_weights
 
@@ -78,6 +78,10 @@ class BEGANModule(ImageAdversarialModule):
         shown = self.discriminator_input(images)
         reconstructions, codes = self.discriminator(shown)
         return reconstruction_energy(reconstructions, shown), codes
+
+    def discriminator_scores(self, images: Tensor) -> DiscriminatorScores:
+        """D's energy of each image as given, without the run's augmentation."""
+        return DiscriminatorScores(reconstruction_energy(self.discriminator(images)[0], images), "energy")
 
     @torch.no_grad()
     def discriminator_reconstructions(
@@ -143,7 +147,8 @@ class BEGANModule(ImageAdversarialModule):
         )
 
     def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        # D's energy on held-out reals; rising above train/d_real_energy shows the discriminator overfitting.
+        # D's energy on held-out reals. Not comparable with train/d_real_energy (augmented inputs, batch norm
+        # in training mode); the overfitting signal is val/d_energy_train against val/d_energy_val.
         real, _ = batch
         energy = reconstruction_energy(self.discriminator(real)[0], real).mean()
         self.log(f"{stage}/d_real_energy", energy, on_epoch=True, sync_dist=True)

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import adam
+from lightning_genae.models.base import DiscriminatorScores, adam
 from lightning_genae.models.options import GanLoss, GANOptions
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, init_dcgan_weights
 
@@ -65,6 +65,10 @@ class GANModule(ImageAdversarialModule):
         """Discriminator logits of images as the discriminator is shown them (augmented, if the run does)."""
         return self.discriminator(self.discriminator_input(images))
 
+    def discriminator_scores(self, images: Tensor) -> DiscriminatorScores:
+        """D's logit of each image as given, without the run's augmentation."""
+        return DiscriminatorScores(self.discriminator(images), "logit")
+
     def decode(self, latents: Tensor) -> Tensor:
         """Generator output; the EMA generator when one is kept, as is usual for evaluation."""
         generator = self.generator_ema if self.generator_ema is not None else self.generator
@@ -109,7 +113,8 @@ class GANModule(ImageAdversarialModule):
         )
 
     def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        # D's mean logit on held-out reals; its gap to train/d_real shows the discriminator overfitting.
+        # D's mean logit on held-out reals. Not comparable with train/d_real (augmented inputs, batch norm in
+        # training mode); the overfitting signal is val/d_logit_train against val/d_logit_val.
         real, _ = batch
         self.log(f"{stage}/d_real", self.discriminator(real).mean(), on_epoch=True, sync_dist=True)
 

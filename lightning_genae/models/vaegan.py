@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import adam
+from lightning_genae.models.base import DiscriminatorScores, adam
 from lightning_genae.models.options import VAEGANOptions
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
@@ -86,6 +86,10 @@ class VAEGANModule(ImageAdversarialModule):
     def discriminate(self, images: Tensor) -> Tensor:
         """Discriminator logits of images as the discriminator is shown them (augmented, if the run does)."""
         return self.discriminator(self.discriminator_input(images))
+
+    def discriminator_scores(self, images: Tensor) -> DiscriminatorScores:
+        """D's logit of each image as given, without the run's augmentation."""
+        return DiscriminatorScores(self.discriminator(images), "logit")
 
     def paired_features(self, reconstructions: Tensor, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Discriminator features of reconstructions and of their images, and the reconstructions' logits.

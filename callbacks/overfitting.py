@@ -1,0 +1,79 @@
+"""The discriminator's overfitting signal: its scores of training and of validation images, taken alike.
+
+`train/d_real` is D's mean logit on the batches it learns from: augmented when the run augments D's inputs,
+with batch norm in training mode (batch statistics). `val/d_real` is measured on clean validation images in
+eval mode (running statistics). Their gap mixes overfitting with the augmentation and the two modes, so it
+cannot say whether D memorises its training set. At every validation (the final one included) this callback
+scores a fixed batch of real training images and a fixed batch of validation images with the same weights,
+in eval mode and without augmentation; a gap between the two is then D telling seen images from unseen
+ones. The mean sign of the logits is the clean counterpart of ADA's r_t = E[sign D(x)] (Karras et al.
+2020), which is measured on augmented training batches.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+from lightning_genae.metrics.generative import seeded_subset
+from lightning_genae.metrics.names import MetricName
+from lightning_genae.models import ScoringDiscriminator
+
+# Images scored per split at each validation (fewer when a split is smaller): one forward of at most
+# 2 x 256 images, a fraction of what the generative metrics cost at the same cadence.
+BATCH_SIZE = 256
+# Which reals are scored, and the suffix their metrics carry.
+SCORED_SPLITS = ("train", "val")
+
+
+def overfitting_metric(kind: str, split: str) -> str:
+    """`val/d_logit_train`: logged with the validation (`val/`), measured on `split`'s fixed batch."""
+    return MetricName(f"d_{kind}_{split}", split="val").format()
+
+
+class DiscriminatorOverfitting(Callback):
+    """Logs D's mean score (and, for logits, mean sign) on fixed training and validation batches.
+
+    The batches are drawn once, seeded, from the stored real splits (never the augmented training pool
+    an AE augmentation adds), and are the same size, so the two means carry the same sampling noise. Under
+    DDP every rank scores the same images and the values are averaged over ranks (batch-norm statistics
+    can differ between ranks by the last step's update), so every rank logs the same number.
+    """
+
+    def __init__(self, seed: int = 0, batch_size: int = BATCH_SIZE) -> None:
+        self.seed = seed
+        self.batch_size = batch_size
+        # Stored images of each split's fixed batch, chosen at the first validation.
+        self._batches: dict[str, Tensor] | None = None
+
+    def fixed_batches(self, datamodule: pl.LightningDataModule) -> dict[str, Tensor]:
+        """The stored images scored at every validation: the same ones throughout the run and on resume."""
+        if self._batches is None:
+            splits = {split: datamodule.split_tensors(split)[0] for split in SCORED_SPLITS}
+            n = min(self.batch_size, *(len(images) for images in splits.values()))
+            self._batches = {
+                split: images[seeded_subset(len(images), n, self.seed + offset)]
+                for offset, (split, images) in enumerate(splits.items())
+            }
+        return self._batches
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not isinstance(pl_module, ScoringDiscriminator) or trainer.sanity_checking:
+            return
+        datamodule = trainer.datamodule
+        was_training = pl_module.training
+        # Running batch-norm statistics for both batches: a score must not depend on the rest of its batch.
+        pl_module.eval()
+        values: dict[str, Tensor] = {}
+        with torch.no_grad():
+            for split, images in self.fixed_batches(datamodule).items():
+                inputs = datamodule.to_model_range(images.to(pl_module.device))
+                scores = pl_module.discriminator_scores(inputs)
+                values[overfitting_metric(scores.kind, split)] = scores.values.float().mean()
+                if scores.kind == "logit":
+                    values[overfitting_metric("sign", split)] = scores.values.float().sign().mean()
+        pl_module.train(was_training)
+        for name, value in values.items():
+            pl_module.log(name, value, on_epoch=True, sync_dist=True)
