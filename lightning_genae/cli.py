@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -22,6 +22,7 @@ from lightning_genae import __version__
 from lightning_genae.ablation.tuning import (
     TUNABLE_OPTIONS,
     candidate_separators,
+    candidate_texts,
     check_tuning_request,
     split_candidates,
 )
@@ -178,7 +179,26 @@ def _add_flag(
         group.add_argument(flag, action=_ExtendList, metavar="A,B", help=help_text)
     else:
         converter = {"int": int, "float": float}.get(expected, str)
+        if name in TUNABLE_OPTIONS:
+            converter = _each_candidate(name, converter)
+            example = "A|B" if candidate_separators(name) == "|" else "X,Y"
+            help_text += f"; in a grid with --tune-seeds, {example} lists candidates to tune"
         group.add_argument(flag, type=converter, choices=choices or None, help=help_text)
+
+
+def _each_candidate(name: str, converter: Callable[[str], Any]) -> Callable[[str], str]:
+    """A tunable option's argparse type: each candidate it lists is checked by the option's own converter
+    (so a bad value is argparse's usual one-line error), and the text is kept, since RunConfig's type
+    cannot hold a list; `split_candidates` makes the values."""
+
+    def check(text: str) -> str:
+        for item in candidate_texts(name, text) or [text]:
+            converter(item)
+        return text
+
+    # argparse names the converter in its message: `invalid float value: 'x'`, as for a plain option.
+    check.__name__ = getattr(converter, "__name__", "value")
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,14 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument("--" + name, choices=list(registry_choices[name]), help=help_text)
         elif name in ("fast_dev_run", "overwrite"):
             group.add_argument(flag(name), action="store_true", help=help_text)
-        elif name in TUNABLE_OPTIONS:
-            # Kept as text here: in a grid it may list candidates to tune, which RunConfig's type cannot hold.
-            example = "A|B" if candidate_separators(name) == "|" else "X,Y"
-            group.add_argument(
-                flag(name),
-                metavar="VALUE",
-                help=f"{help_text}; in a grid with --tune-seeds, {example} lists candidates to tune",
-            )
         else:
             _add_flag(group, name, CONFIG_TYPES[name], help_text, field.metadata.get("choices"))
     for option in _family_options().values():

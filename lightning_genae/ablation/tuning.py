@@ -47,6 +47,7 @@ __all__ = [
     "TuningArm",
     "TuningPlan",
     "candidate_separators",
+    "candidate_texts",
     "check_tuning_request",
     "choose",
     "final_cells",
@@ -77,12 +78,17 @@ def candidate_separators(option: str) -> str:
     return "|," if type_name(CONFIG_TYPES[option]) in ("int", "float") else "|"
 
 
+def candidate_texts(option: str, text: str) -> list[str]:
+    """The candidates a command-line value of `option` lists, as text (one for a plain value)."""
+    pattern = "[" + re.escape(candidate_separators(option)) + "]"
+    return [item.strip() for item in re.split(pattern, text) if item.strip()]
+
+
 def _candidates_of(option: str, value: Any) -> list[Any]:
     if isinstance(value, (list, tuple)):
         items = [item for item in value if str(item).strip()]
     elif isinstance(value, str):
-        pattern = "[" + re.escape(candidate_separators(option)) + "]"
-        items = [item.strip() for item in re.split(pattern, value) if item.strip()]
+        items = candidate_texts(option, value)
     else:
         items = [value]
     return [coerce(option, CONFIG_TYPES[option], item) for item in items]
