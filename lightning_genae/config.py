@@ -138,6 +138,16 @@ class RunConfig:
     diffaug_policy: str | None = _opt(
         None, "diffaug: comma list of color, translation, cutout", group="augmentation"
     )
+    diffaug_translation: float | None = _opt(
+        None,
+        "diffaug: largest shift per axis as a fraction of the image size, in [0, 0.5]",
+        group="augmentation",
+    )
+    diffaug_cutout: float | None = _opt(
+        None,
+        "diffaug: side of the cut-out square as a fraction of the image size, in [0, 1]",
+        group="augmentation",
+    )
     ada_target: float | None = _opt(
         None,
         "ada and --augment-p auto: the r_t = E[sign(D(real))] that p is steered to (raise it: less "
@@ -155,7 +165,8 @@ class RunConfig:
     )
     ada_ops: str | None = _opt(
         None,
-        "ada: comma list of pipeline operations (default: the geometric ones, plus colour on RGB)",
+        "ada: comma list of pipeline operations (default: the class-preserving geometric ones with "
+        "brightness and contrast on one channel, ADA's bgc on RGB)",
         group="augmentation",
     )
 

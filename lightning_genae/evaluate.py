@@ -8,11 +8,14 @@ backbone, split and sample counts that produced it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from callbacks.metrics import RepresentationMetrics
 from datamodules import InMemoryDataModule
@@ -86,6 +89,63 @@ def final_evaluation(
         for result in results:
             metrics.update(scalar_metrics(result))
     return metrics
+
+
+@contextmanager
+def _not_logged(trainer: pl.Trainer) -> Iterator[None]:
+    """Evaluate without writing to the run's loggers: their rows at the final step are the final weights'."""
+    loggers = trainer.loggers
+    trainer.loggers = []
+    try:
+        yield
+    finally:
+        trainer.loggers = loggers
+
+
+def evaluate_selected_checkpoint(
+    trainer: pl.Trainer,
+    model: GenerativeModule,
+    datamodule: InMemoryDataModule,
+    seed: int,
+    chosen: ModelCheckpoint,
+    final_metrics: dict[str, float],
+) -> dict[str, Any] | None:
+    """The test metrics of the checkpoint `chosen` picked on validation, for summary.json.
+
+    The same seeded evaluation as the final weights' (so `--evaluate best.ckpt` reproduces it), with the
+    best weights loaded into `model` and the final ones put back afterwards; nothing is logged, so the
+    run's metrics.csv holds the final weights alone. When the best checkpoint is the final step, its
+    numbers are `final_metrics` and nothing is evaluated again. None when no checkpoint was chosen.
+    """
+    monitor = chosen.monitor
+    if monitor is None:
+        return None
+    record: dict[str, Any] = {"path": chosen.best_model_path or None, "chosen_on": monitor}
+    if not chosen.best_model_path:
+        record["note"] = "no validation ran during training, so no checkpoint was chosen"
+        return record
+    checkpoint = RunCheckpoint.load(chosen.best_model_path, "the best checkpoint")
+    record["step"] = checkpoint.iteration(model.optimizer_steps_per_iteration)
+    if chosen.best_model_score is not None:
+        record[monitor] = float(chosen.best_model_score)
+    test_only = {name: value for name, value in final_metrics.items() if name.startswith("test/")}
+    if record["step"] == model.iteration:
+        record["test_metrics"] = test_only
+        record["note"] = "the best checkpoint holds the final weights; their test metrics are not recomputed"
+        return record
+    say(f"checkpoint chosen on {monitor}: step {record['step']}; evaluating it on the test split")
+    # Kept in host memory: the device holds one copy of the weights at a time.
+    final_weights = {
+        name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()
+    }
+    try:
+        model.load_state_dict(checkpoint.contents["state_dict"])
+        with _not_logged(trainer):
+            metrics = final_evaluation(trainer, model, datamodule, seed)
+    finally:
+        model.load_state_dict(final_weights)
+    record["test_metrics"] = {name: value for name, value in metrics.items() if name.startswith("test/")}
+    return record
 
 
 def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import run_stamp
 from lightning_genae.config import RunConfig
 from lightning_genae.console import describe_model, describe_training, say
-from lightning_genae.evaluate import final_evaluation
+from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import headline_metric
 from lightning_genae.models import GenerativeModule
@@ -172,8 +172,10 @@ def _train(
     series_callback = sequence_metrics(config, model, datamodule)
     if series_callback is not None:
         trainer.callbacks.append(series_callback)
+    chosen = None
     if model.monitor is not None and not config.fast_dev_run:
-        trainer.callbacks.append(best_checkpoint(model, run_dir))
+        chosen = best_checkpoint(model, run_dir)
+        trainer.callbacks.append(chosen)
     # How a family draws its samples, when that is not simply its prior (the rae's code Gaussian).
     sampling = model.sampling()
 
@@ -210,6 +212,13 @@ def _train(
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
     final_metrics = {**fit_metrics, **final_evaluation(trainer, model, datamodule, config.seed)}
+    # Taken before the best checkpoint's evaluation, which the metric callbacks record as their test stage.
+    evaluation = evaluation_records(metrics_callback, series_callback)
+    selected = None
+    if chosen is not None:
+        selected = evaluate_selected_checkpoint(
+            trainer, model, datamodule, config.seed, chosen, final_metrics
+        )
 
     summary = {
         "model": config.model,
@@ -222,7 +231,8 @@ def _train(
         "final_metrics": final_metrics,
         "headline_metric": model.monitor,
         **({"sampling": sampling} if sampling is not None else {}),
-        "evaluation": evaluation_records(metrics_callback, series_callback),
+        **({"selected_checkpoint": selected} if selected is not None else {}),
+        "evaluation": evaluation,
         "augmentation": attached.final_record(),
         "data_summary": datamodule.summary(),
         "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),

@@ -38,7 +38,7 @@ from lightning_genae.stopping import StopOnSignal, cluster_plugins
 
 
 def parse_devices(devices: str) -> int | str | list[int]:
-    """`auto`, `4`, `-1` or `0,1` as the Trainer wants them."""
+    """`auto`, `4` or `0,1` as the Trainer wants them (a count below 1, e.g. -1, was refused in config.py)."""
     text = devices.strip()
     if text == "auto":
         return text

@@ -33,8 +33,12 @@ def write_run(
     val_curve: dict[int, float] | None = None,
     headline: str | None = "val/fd_classifier",
     global_step: int = 1500,
+    selected: tuple[int, float] | None = None,
 ) -> Path:
-    """A run folder like train.run writes: summary.json and a CSVLogger-style metrics.csv."""
+    """A run folder like train.run writes: summary.json and a CSVLogger-style metrics.csv.
+
+    `selected`: (step, test fd) of the checkpoint chosen on validation, recorded as train.run does.
+    """
     run_dir = root / GridCell(augment, train_size, seed).name
     run_dir.mkdir(parents=True, exist_ok=True)
     final_metrics = {
@@ -66,6 +70,15 @@ def write_run(
         "device": "1 x cpu (x86_64)",
         "config": {"train_size": train_size, "augment": augment, "seed": seed, "max_steps": global_step},
     }
+    if selected is not None:
+        step, selected_fd = selected
+        summary["selected_checkpoint"] = {
+            "path": str(run_dir / "checkpoints" / "best.ckpt"),
+            "chosen_on": "val/fd_classifier",
+            "step": step,
+            "val/fd_classifier": selected_fd + 1,
+            "test_metrics": {"test/fd_classifier": selected_fd, "test/precision_classifier": 0.5},
+        }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     curve = val_curve if val_curve is not None else {500: fd + 10, 1000: fd + 5, 1500: fd + 2}
     rows: list[dict[str, Any]] = []
@@ -562,3 +575,52 @@ def test_runs_with_different_evaluation_steps_still_plot(tmp_path: Path) -> None
     write_run(tmp_path, "none", 500, 0, 21.0, val_curve={700: 31.0})
     write_run(tmp_path, "none", 500, 1, 21.0, val_curve={900: 31.0})  # no step in common with seed 0
     assert summarize(tmp_path)["png"].read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_summary_adds_a_table_of_the_checkpoints_chosen_on_validation_with_their_steps(
+    tmp_path: Path,
+) -> None:
+    write_run(tmp_path, "none", 1000, 0, 30.0, selected=(500, 26.0))
+    write_run(tmp_path, "none", 1000, 1, 34.0, selected=(1000, 27.0))
+    write_run(tmp_path, "diffaug", 1000, 0, 40.0, selected=(500, 20.0))
+    write_run(tmp_path, "diffaug", 1000, 1, 41.0)  # a run from before best.ckpt was evaluated
+    paths = summarize(tmp_path)
+    markdown = paths["md"].read_text()
+    final, chosen = markdown.split("### Checkpoint chosen on validation")
+    assert "### Final weights" in final and "`val/fd_classifier`" in chosen
+    # The final weights' table is as before: none is better there.
+    assert final.index("| none | 1000 |") < final.index("| diffaug | 1000 |")
+    row = dict(zip(table_header(final), table_row(final, "none", "1000"), strict=True))
+    assert row["fd_classifier"] == f"32 ± {np.std([30.0, 34.0], ddof=1):.4g}"
+    # The chosen checkpoints' test numbers, their steps per seed, and the run that has none.
+    header = table_header(chosen)
+    assert header[-2:] == ["chosen steps", "notes"]
+    none_row = dict(zip(header, table_row(chosen, "none", "1000"), strict=True))
+    assert none_row["fd_classifier"] == f"26.5 ± {np.std([26.0, 27.0], ddof=1):.4g}"
+    assert none_row["precision_classifier"] == "0.5 ± 0"
+    assert none_row["chosen steps"] == "500, 1000" and none_row["notes"] == ""
+    diffaug_row = dict(zip(header, table_row(chosen, "diffaug", "1000"), strict=True))
+    assert diffaug_row["fd_classifier"] == "20 ± n/a (n=1)"
+    assert diffaug_row["chosen steps"] == "500"
+    assert diffaug_row["notes"] == "seed 1: no checkpoint chosen on validation"
+    assert chosen.index("| diffaug | 1000 |") < chosen.index("| none | 1000 |")
+
+    rows = {row["cell"]: row for row in read_csv(paths["csv"])}
+    columns = list(rows["none-ts1000-seed0"])
+    start = columns.index("selected/step")
+    assert columns[start : start + 4] == [
+        "selected/step", "selected/val/fd_classifier", "selected/test/fd_classifier",
+        "selected/test/precision_classifier",
+    ]  # fmt: skip
+    assert columns[-5:] == ["n_real", "n_fake", "backbone", "device", "error"]
+    assert rows["none-ts1000-seed1"]["selected/step"] == "1000"
+    assert float(rows["none-ts1000-seed1"]["selected/test/fd_classifier"]) == 27.0
+    assert float(rows["none-ts1000-seed1"]["selected/val/fd_classifier"]) == 28.0
+    assert rows["diffaug-ts1000-seed1"]["selected/test/fd_classifier"] == ""
+
+
+def test_runs_without_a_chosen_checkpoint_give_no_second_table_or_columns(tmp_path: Path) -> None:
+    make_2x2_grid(tmp_path)
+    paths = summarize(tmp_path)
+    assert "chosen on validation" not in paths["md"].read_text()
+    assert not [name for name in read_csv(paths["csv"])[0] if name.startswith("selected/")]

@@ -665,7 +665,10 @@ def test_the_model_is_given_the_discriminator_side_augmentation_the_plan_builds(
         )
 
     diffaug = attached("diffaug").discriminator_augmentation
-    assert repr(diffaug) == "DiscriminatorAugmentation(diffaug color,translation,cutout)"
+    assert (
+        repr(diffaug)
+        == "DiscriminatorAugmentation(diffaug color,translation,cutout (translation 0.125, cutout 0.5))"
+    )
     assert attached("none").discriminator_augmentation is None
     gan = MODELS["gan"].module(SHAPE, latent_dim=8, width=8, discriminator_augmentation=diffaug)
     images = torch.rand(4, *SHAPE) * 2 - 1

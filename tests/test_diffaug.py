@@ -296,3 +296,71 @@ def test_diff_augment_module_has_no_parameters_and_shows_policy():
     assert DiffAugment().policy == ALL
     with pytest.raises(ConfigError):
         DiffAugment(["color", "color"])
+
+
+# --- ratios (--diffaug-translation, --diffaug-cutout) ----------------------------------------------------
+
+
+def _largest_shifts(x: torch.Tensor, out: torch.Tensor, limit: int) -> tuple[int, int]:
+    """The largest |dy| and |dx| over the batch, each output matched to exactly one shift of its input."""
+    seen_y, seen_x = set(), set()
+    for image, result in zip(x, out, strict=True):
+        matches = _matching_shifts(image, result, limit, limit)
+        assert len(matches) == 1, "output is not a shift of its input within the limit"
+        seen_y.add(abs(matches[0][0]))
+        seen_x.add(abs(matches[0][1]))
+    return max(seen_y), max(seen_x)
+
+
+def test_translation_ratio_zero_leaves_images_unshifted():
+    x = _images(b=16, c=1, h=16, w=16)
+    assert torch.equal(diff_augment(x, ("translation",), _gen(), translation=0.0), x)
+
+
+@pytest.mark.parametrize(("ratio", "limit"), [(0.125, 2), (0.25, 4), (0.5, 8)])
+def test_translation_ratio_sets_the_largest_shift(ratio, limit):
+    """16 px at ratio r: shifts reach exactly round(16 r) px, so a larger ratio shifts further."""
+    x = _images(b=64, c=1, h=16, w=16)
+    out = diff_augment(x, ("translation",), _gen(5), translation=ratio)
+    assert _largest_shifts(x, out, 8) == (limit, limit)
+
+
+@pytest.mark.parametrize(("ratio", "side"), [(0.25, 4), (0.5, 8), (0.75, 12)])
+def test_cutout_ratio_sets_the_side_of_the_square(ratio, side):
+    x = _images(b=48, c=1, h=16, w=16)
+    out = diff_augment(x, ("cutout",), _gen(9), cutout=ratio)
+    extents = set()
+    for result in out:
+        cut = result[0] == 0
+        extents.add((int(cut.any(1).sum()), int(cut.any(0).sum())))
+    # Unclipped squares are side x side; clipped ones keep at least half of each side inside.
+    assert (side, side) in extents
+    assert all((side + 1) // 2 <= h <= side and (side + 1) // 2 <= w <= side for h, w in extents)
+
+
+def test_cutout_ratio_zero_cuts_nothing():
+    x = _images(b=16, c=3, h=12, w=12)
+    assert torch.equal(diff_augment(x, ("cutout",), _gen(), cutout=0.0), x)
+
+
+def test_module_and_discriminator_wrapper_pass_the_ratios_on():
+    from lightning_genae.augmentation.discriminator import DiffAugment as DiscriminatorDiffAugment
+
+    x = _images(b=8, c=1, h=16, w=16)
+    assert torch.equal(DiffAugment("translation,cutout", translation=0.0, cutout=0.0)(x), x)
+    assert torch.equal(DiscriminatorDiffAugment("translation,cutout", translation=0.0, cutout=0.0)(x), x)
+    torch.manual_seed(3)
+    wide = DiscriminatorDiffAugment("translation", translation=0.5)(x)
+    assert _largest_shifts(x, wide, 8) > (2, 2), "shifts stayed within the default eighth"
+    assert repr(DiscriminatorDiffAugment("color,cutout", cutout=0.25)) == "diffaug color,cutout (cutout 0.25)"
+
+
+@pytest.mark.parametrize(
+    ("operation", "value"),
+    [("translation", 0.75), ("translation", -0.1), ("cutout", 1.5), ("cutout", float("nan"))],
+)
+def test_ratio_outside_its_range_is_refused(operation, value):
+    with pytest.raises(ValueError, match=f"{operation} ratio must lie in"):
+        diff_augment(_images(), (operation,), _gen(), **{operation: value})
+    with pytest.raises(ValueError, match=f"{operation} ratio must lie in"):
+        DiffAugment(operation, **{operation: value})

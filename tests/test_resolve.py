@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
+from lightning_genae.augmentation import AUGMENTATIONS
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.cli import build_parser, main
 from lightning_genae.config import CONFIG_FIELDS, RunConfig
@@ -56,6 +57,30 @@ def test_resolve_keeps_what_was_given():
     assert resolved.config.diffaug_policy == "color" and resolved.augment.diffaug_policy == "color"
     assert resolved.config.augment_p is None, "diffaug reads no --augment-p"
     assert resolved.options == GANOptions()
+
+
+def test_diffaug_ratios_reach_the_plan_its_transform_and_config_yaml():
+    resolved = resolve(
+        RunConfig(model="gan", augment="diffaug", diffaug_translation=0.25, diffaug_cutout=0.0)
+    )
+    assert (resolved.config.diffaug_translation, resolved.config.diffaug_cutout) == (0.25, 0.0)
+    transform = AUGMENTATIONS["diffaug"].build(resolved.augment, None)
+    assert (transform.translation, transform.cutout) == (0.25, 0.0)
+    defaults = resolve(RunConfig(model="gan", augment="diffaug")).config
+    assert (defaults.diffaug_translation, defaults.diffaug_cutout) == (0.125, 0.5)
+
+
+def test_a_ratio_of_an_operation_the_policy_leaves_out_is_an_error_and_a_grid_cell_drops_it():
+    config = RunConfig(
+        model="gan", augment="diffaug", diffaug_policy="color, cutout", diffaug_translation=0.25
+    )
+    with pytest.raises(
+        ConfigError, match="color,cutout leaves out; drop it or add translation to --diffaug-policy"
+    ):
+        resolve(config)
+    # A grid shares its options among cells; the grid checks that some cell reads each one.
+    cell = resolve(config, drop_unused_augment_options=True)
+    assert cell.config.diffaug_translation is None and cell.config.diffaug_cutout == 0.5
 
 
 BAD_CONFIGS = {

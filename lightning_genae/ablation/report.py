@@ -13,7 +13,7 @@ import io
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,18 @@ class _Run:
     @property
     def final_metrics(self) -> dict[str, Any]:
         metrics = self.summary.get("final_metrics")
+        return metrics if isinstance(metrics, dict) else {}
+
+    @property
+    def selected(self) -> dict[str, Any]:
+        """summary.json's record of the checkpoint chosen on validation (empty for runs without one)."""
+        selected = self.summary.get("selected_checkpoint")
+        return selected if isinstance(selected, dict) else {}
+
+    @property
+    def selected_metrics(self) -> dict[str, Any]:
+        """The test metrics of the checkpoint chosen on validation; empty when none was chosen."""
+        metrics = self.selected.get("test_metrics")
         return metrics if isinstance(metrics, dict) else {}
 
     @property
@@ -254,8 +266,33 @@ def _not_finished(runs: list[_Run]) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+# Prefix of the ablation.csv columns that describe the checkpoint chosen on validation.
+SELECTED_PREFIX = "selected/"
+
+
+def _selected_columns(run: _Run) -> dict[str, Any]:
+    """`selected/step`, `selected/<validation metric>`, `selected/test/...` of a run's chosen checkpoint."""
+    record = run.selected
+    chosen_on = record.get("chosen_on")
+    columns = {"step": record.get("step")}
+    if isinstance(chosen_on, str):
+        columns[chosen_on] = record.get(chosen_on)
+    columns.update({name: value for name, value in run.selected_metrics.items() if name.startswith("test/")})
+    return {SELECTED_PREFIX + name: value for name, value in columns.items() if value is not None}
+
+
 def _write_csv(path: Path, runs: list[_Run]) -> None:
     metric_columns = sorted({name for run in runs for name in run.final_metrics if name.startswith("test/")})
+    selected = {run.cell: _selected_columns(run) for run in runs}
+    # The step first, then the validation value it was chosen on, then the test metrics.
+    selected_columns = sorted(
+        {name for columns in selected.values() for name in columns},
+        key=lambda name: (
+            name != SELECTED_PREFIX + "step",
+            not name.startswith(SELECTED_PREFIX + "val/"),
+            name,
+        ),
+    )
     columns = [
         "cell",
         "augment",
@@ -266,6 +303,7 @@ def _write_csv(path: Path, runs: list[_Run]) -> None:
         "wall_time_s",
         "headline_metric",
         *metric_columns,
+        *selected_columns,
         "n_real",
         "n_fake",
         "backbone",
@@ -287,6 +325,7 @@ def _write_csv(path: Path, runs: list[_Run]) -> None:
             "wall_time_s": run.summary.get("wall_time_s", ""),
             "headline_metric": run.headline or "",
             **{name: run.final_metrics.get(name, "") for name in metric_columns},
+            **{name: selected[run.cell].get(name, "") for name in selected_columns},
             "n_real": test.get("n_real", ""),
             "n_fake": test.get("n_fake", ""),
             "backbone": test.get("backbone", ""),
@@ -329,15 +368,22 @@ def _table_metrics(runs: list[_Run], headline: str | None) -> list[str]:
     return columns
 
 
-def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) -> None:
-    ok_runs = [run for run in runs if run.ok]
-    metrics = _table_metrics(runs, headline)
-    groups: dict[tuple[int | None, str], list[_Run]] = {}
-    for run in runs:
-        groups.setdefault((run.train_size, run.augment or "?"), []).append(run)
+def _group_table(
+    groups: dict[tuple[int | None, str], list[_Run]],
+    metrics: list[str],
+    headline: str | None,
+    metrics_of: Callable[[_Run], dict[str, Any]],
+    *,
+    chosen_steps: bool = False,
+) -> list[str]:
+    """A Markdown row per (train size, augment), best headline mean first, of the metrics `metrics_of` gives.
+
+    `chosen_steps` adds the step each seed's chosen checkpoint is from, and notes the finished runs that
+    have none instead of the failed and pending ones (which the table of the final weights lists).
+    """
 
     def values(group: list[_Run], name: str) -> list[float]:
-        found = (_number(run.final_metrics.get(name)) for run in group if run.ok)
+        found = (_number(metrics_of(run).get(name)) for run in group if run.ok)
         return [value for value in found if value is not None]
 
     def group_key(item: tuple[tuple[int | None, str], list[_Run]]) -> tuple[Any, ...]:
@@ -348,6 +394,55 @@ def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) ->
         mean = float(np.mean(headline_values))
         higher = direction(headline) is Direction.HIGHER
         return (_train_size_key(train_size), 0, -mean if higher else mean, augment)
+
+    metric_headers = [name.removeprefix("test/") for name in metrics]
+    header = [
+        "augment",
+        "train size",
+        "n",
+        "failed",
+        *metric_headers,
+        *(["chosen steps"] if chosen_steps else []),
+    ]
+    header.append("notes")
+    lines = ["| " + " | ".join(header) + " |"]
+    # Names left-aligned, numbers right-aligned, notes left-aligned.
+    lines.append("|" + "|".join(["---", "---", *["---:"] * (len(header) - 3), "---"]) + "|")
+    for (train_size, augment), group in sorted(groups.items(), key=group_key):
+        n_ok = sum(run.ok for run in group)
+        failures = [run for run in group if run.failed]
+        waiting = [run for run in group if run.pending is not None]
+        if n_ok:
+            cells = [_format_stats(values(group, name), n_ok) for name in metrics]
+        else:
+            cells = ["failed" if failures else "n/a"] * len(metrics)
+        if chosen_steps:
+            ok_runs = sorted((run for run in group if run.ok), key=_Run.sort_key)
+            steps = [str(run.selected["step"]) for run in ok_runs if "step" in run.selected]
+            cells.append(", ".join(steps) or "n/a")
+            notes = "; ".join(
+                f"seed {'?' if run.seed is None else run.seed}: no checkpoint chosen on validation"
+                for run in ok_runs
+                if not run.selected_metrics
+            )
+        else:
+            notes = "; ".join(
+                f"seed {'?' if run.seed is None else run.seed}: {run.error if run.failed else run.pending}"
+                for run in failures + waiting
+            )
+            if failures and not n_ok and not metrics:
+                notes = "failed: " + notes
+        row = [augment, train_size_label(train_size), str(n_ok), str(len(failures)), *cells, notes]
+        lines.append("| " + " | ".join(_md_cell(text) for text in row) + " |")
+    return lines
+
+
+def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) -> None:
+    ok_runs = [run for run in runs if run.ok]
+    metrics = _table_metrics(runs, headline)
+    groups: dict[tuple[int | None, str], list[_Run]] = {}
+    for run in runs:
+        groups.setdefault((run.train_size, run.augment or "?"), []).append(run)
 
     better = direction(headline) if headline is not None else Direction.NONE
     label = "" if better is Direction.NONE else f" ({better.value})"
@@ -371,28 +466,23 @@ def _write_md(path: Path, root: Path, runs: list[_Run], headline: str | None) ->
         "split). Cells are mean ± sample std (ddof=1) over the group's finished seeds; failed runs are left "
         "out.",
         "",
+        "### Final weights",
+        "",
+        *_group_table(groups, metrics, headline, lambda run: run.final_metrics),
     ]
-    metric_headers = [name.removeprefix("test/") for name in metrics]
-    header = ["augment", "train size", "n", "failed", *metric_headers, "notes"]
-    lines.append("| " + " | ".join(header) + " |")
-    # Names left-aligned, numbers right-aligned, notes left-aligned.
-    lines.append("|" + "|".join(["---", "---", *["---:"] * (len(header) - 3), "---"]) + "|")
-    for (train_size, augment), group in sorted(groups.items(), key=group_key):
-        n_ok = sum(run.ok for run in group)
-        failures = [run for run in group if run.failed]
-        waiting = [run for run in group if run.pending is not None]
-        if n_ok:
-            cells = [_format_stats(values(group, name), n_ok) for name in metrics]
-        else:
-            cells = ["failed" if failures else "n/a"] * len(metrics)
-        notes = "; ".join(
-            f"seed {'?' if run.seed is None else run.seed}: {run.error if run.failed else run.pending}"
-            for run in failures + waiting
-        )
-        if failures and not n_ok and not metrics:
-            notes = "failed: " + notes
-        row = [augment, train_size_label(train_size), str(n_ok), str(len(failures)), *cells, notes]
-        lines.append("| " + " | ".join(_md_cell(text) for text in row) + " |")
+    if any(run.selected_metrics for run in ok_runs):
+        chosen_on = _unique(run.selected.get("chosen_on") for run in ok_runs)
+        lines += [
+            "",
+            "### Checkpoint chosen on validation",
+            "",
+            f"Each run's `best.ckpt`, the checkpoint with the best "
+            f"`{'`, `'.join(chosen_on) or 'validation metric'}` among the validations during training "
+            "(chosen on validation numbers only), evaluated on the test split with the same seeds and sample "
+            "counts; `chosen steps` lists its step per seed.",
+            "",
+            *_group_table(groups, metrics, headline, lambda run: run.selected_metrics, chosen_steps=True),
+        ]
     lines += ["", f"![validation curves]({PNG_NAME})", ""]
     write_file_atomically(path, "\n".join(lines))
 

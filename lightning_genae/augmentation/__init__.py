@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from lightning_genae.augmentation.diffaug import CUTOUT_RATIO, RATIO_LIMITS, TRANSLATION_RATIO, parse_policy
 from lightning_genae.augmentation.discriminator import AugmenterOnInputs, DiffAugment
 from lightning_genae.config import AUTO, flag
 from lightning_genae.errors import ConfigError, agree
@@ -42,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "ada_interval": 4,
     "ada_kimg": 100.0,
     "ada_ops": None,  # the data's default: default_ada_ops(channels) in augmentation/ada.py
+    "diffaug_translation": TRANSLATION_RATIO,
+    "diffaug_cutout": CUTOUT_RATIO,
 }
 # What every augmentation that runs the augmenter autoencoder reads.
 AUGMENTER_OPTIONS = (
@@ -61,6 +64,9 @@ CONTROLLER_OPTIONS = ("ada_target", "ada_interval", "ada_kimg")
 # gives reconstruction energies).
 REAL_LOGIT_MODELS = ("gan", "vaegan")
 DATA_SIDE_OPTIONS = ("augment_mode", "augment_pool", "augment_p", "augment_anneal", *AUGMENTER_OPTIONS)
+# The DiffAugment option that sizes each operation of its policy; one whose operation the policy leaves out
+# is read by nothing.
+DIFFAUG_RATIO_OPTIONS = {"translation": "diffaug_translation", "cutout": "diffaug_cutout"}
 
 Side = Literal["data", "discriminator"]
 
@@ -141,8 +147,10 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
     "diffaug": AugmentationSpec(
         "DiffAugment (color, translation, cutout) on every discriminator input, real and fake",
         side="discriminator",
-        options=("diffaug_policy",),
-        build=lambda plan, parts: DiffAugment(plan.diffaug_policy),
+        options=("diffaug_policy", *DIFFAUG_RATIO_OPTIONS.values()),
+        build=lambda plan, parts: DiffAugment(
+            plan.diffaug_policy, translation=plan.diffaug_translation, cutout=plan.diffaug_cutout
+        ),
     ),
 }
 
@@ -228,6 +236,8 @@ class AugmentPlan:
     ada_interval: int
     ada_kimg: float
     ada_ops: str | None
+    diffaug_translation: float
+    diffaug_cutout: float
     # The augmentation options this plan reads, with their values: what config.yaml records.
     options: dict[str, Any]
 
@@ -314,6 +324,17 @@ def resolve_augment_plan(
             f"use --model {' or '.join(takers)} "
             f"or --augment {'/'.join(data_side)}"
         )
+    if "diffaug" in plan_names:
+        policy = parse_policy(config.diffaug_policy or DEFAULTS["diffaug_policy"])
+        for operation, option in DIFFAUG_RATIO_OPTIONS.items():
+            if operation in policy:
+                continue
+            used.discard(option)
+            if given(option) and not drop_unused:
+                raise ConfigError(
+                    f"{flag(option)} sizes DiffAugment's {operation}, which --diffaug-policy "
+                    f"{','.join(policy)} leaves out; drop it or add {operation} to --diffaug-policy"
+                )
     if given("augment_pool") and "augment_mode" in used and "augment_pool" not in used:
         raise ConfigError("--augment-pool sizes the offline pool; add --augment-mode offline or drop it")
     stray = [option for option in DEFAULTS if given(option) and option not in used]
@@ -342,10 +363,14 @@ def resolve_augment_plan(
         from lightning_genae.augmentation.ada import parse_ada_ops
 
         values["ada_ops"] = ",".join(parse_ada_ops(values["ada_ops"]))
+    for operation, option in DIFFAUG_RATIO_OPTIONS.items():
+        if not 0.0 <= values[option] <= RATIO_LIMITS[operation]:
+            raise ConfigError(
+                f"{flag(option)} {values[option]} must lie in [0, {RATIO_LIMITS[operation]:g}] "
+                f"(a fraction of the image size; 0 turns {operation} off)"
+            )
     if "diffaug" in plan_names:
-        from lightning_genae.augmentation.diffaug import parse_policy
-
-        values["diffaug_policy"] = ",".join(parse_policy(values["diffaug_policy"]))
+        values["diffaug_policy"] = ",".join(policy)
     return AugmentPlan(
         names=plan_names,
         p=values["augment_p"],
@@ -364,6 +389,8 @@ def resolve_augment_plan(
         ada_interval=values["ada_interval"],
         ada_kimg=values["ada_kimg"],
         ada_ops=values["ada_ops"],
+        diffaug_translation=values["diffaug_translation"],
+        diffaug_cutout=values["diffaug_cutout"],
         # Only what an augmentation uses goes into config.yaml; the rest stays None (= not set).
         options={key: values[key] for key in DEFAULTS if key in used},
     )

@@ -22,7 +22,9 @@ with one shared transform and weakens the regularisation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -32,13 +34,17 @@ from lightning_genae.errors import ConfigError
 
 DIFFAUG_OPERATIONS: dict[str, str] = {
     "color": "random brightness, saturation and contrast per image",
-    "translation": "shift by up to 1/8 of the image size per axis, filling the gap with 0 (mid-grey)",
-    "cutout": "zero a random square of half the image size per image",
+    "translation": "shift by up to a fraction (default 1/8) of the size per axis, filling with 0 (mid-grey)",
+    "cutout": "zero a random square whose side is a fraction (default 1/2) of the image size, per image",
 }
 
 # Fractions of the image size used by the paper; the sizes are rounded half up like the reference.
-_TRANSLATION_RATIO = 0.125
-_CUTOUT_RATIO = 0.5
+TRANSLATION_RATIO = 0.125
+CUTOUT_RATIO = 0.5
+# The largest ratio each sized operation accepts. A shift of up to half the side keeps at least a quarter
+# of the image in view; a larger one can push the whole image out and leave the discriminator a blank. A
+# cutout square is at most the image's size (larger clips to the same thing). 0 turns the operation off.
+RATIO_LIMITS: dict[str, float] = {"translation": 0.5, "cutout": 1.0}
 
 
 def _choices() -> str:
@@ -103,10 +109,10 @@ def _color(images: Tensor, generator: torch.Generator | None) -> Tensor:
     return (x - level) * _uniform(x, 0.5, 1.5, generator) + level
 
 
-def _translation(images: Tensor, generator: torch.Generator | None) -> Tensor:
+def _translation(images: Tensor, generator: torch.Generator | None, ratio: float) -> Tensor:
     batch, channels, height, width = images.shape
-    max_dy = int(height * _TRANSLATION_RATIO + 0.5)
-    max_dx = int(width * _TRANSLATION_RATIO + 0.5)
+    max_dy = int(height * ratio + 0.5)
+    max_dx = int(width * ratio + 0.5)
     dy = _randint(images, -max_dy, max_dy, generator)
     dx = _randint(images, -max_dx, max_dx, generator)
     # A zero border as wide as the largest shift keeps every source index inside the padded tensor, so a
@@ -120,10 +126,10 @@ def _translation(images: Tensor, generator: torch.Generator | None) -> Tensor:
     return shifted.gather(3, cols)
 
 
-def _cutout(images: Tensor, generator: torch.Generator | None) -> Tensor:
+def _cutout(images: Tensor, generator: torch.Generator | None, ratio: float) -> Tensor:
     batch, _, height, width = images.shape
-    side_h = int(height * _CUTOUT_RATIO + 0.5)
-    side_w = int(width * _CUTOUT_RATIO + 0.5)
+    side_h = int(height * ratio + 0.5)
+    side_w = int(width * ratio + 0.5)
     # The top-left corner ranges so the square's centre covers the whole image and both borders clip
     # the square equally often: at least ceil(side / 2) rows/columns always remain inside.
     top = _randint(images, -(side_h // 2), height - (side_h + 1) // 2, generator)
@@ -136,21 +142,30 @@ def _cutout(images: Tensor, generator: torch.Generator | None) -> Tensor:
     return images * keep[:, None].to(images.dtype)
 
 
-_OPERATIONS: dict[str, Callable[[Tensor, torch.Generator | None], Tensor]] = {
-    "color": _color,
-    "translation": _translation,
-    "cutout": _cutout,
-}
+def check_ratio(operation: str, ratio: float) -> float:
+    """`ratio` when it is a finite fraction in [0, RATIO_LIMITS[operation]]; ValueError naming the range."""
+    limit = RATIO_LIMITS[operation]
+    if not (isinstance(ratio, (int, float)) and math.isfinite(ratio) and 0 <= ratio <= limit):
+        raise ValueError(f"the {operation} ratio must lie in [0, {limit:g}], got {ratio}")
+    return float(ratio)
 
 
-def diff_augment(images: Tensor, policy: Sequence[str], generator: torch.Generator | None = None) -> Tensor:
+def diff_augment(
+    images: Tensor,
+    policy: Sequence[str],
+    generator: torch.Generator | None = None,
+    *,
+    translation: float = TRANSLATION_RATIO,
+    cutout: float = CUTOUT_RATIO,
+) -> Tensor:
     """Apply the operations in ``policy`` in order, each with fresh random parameters per sample.
 
     ``images`` is a float [B, C, H, W] batch in [-1, 1] on any device and in any float dtype; the result
     has the same shape, dtype and device and is differentiable with respect to ``images``. With a
     ``generator`` the random numbers are drawn with it (on its device, normally the CPU) and moved to the
     images' device, so a seed gives the same augmentation everywhere; without one, the global RNG of the
-    images' device is used. An empty policy returns ``images`` itself.
+    images' device is used. An empty policy returns ``images`` itself. ``translation`` is the largest
+    shift and ``cutout`` the square's side, as fractions of the image size (see RATIO_LIMITS).
     """
     names = parse_policy(policy) if isinstance(policy, str) else _check_names(list(policy), ",".join(policy))
     if images.dim() != 4 or not images.is_floating_point():
@@ -158,23 +173,36 @@ def diff_augment(images: Tensor, policy: Sequence[str], generator: torch.Generat
             f"diff_augment expects a float [B, C, H, W] tensor, got {images.dtype} of shape "
             f"{tuple(images.shape)}"
         )
+    operations: dict[str, Callable[[Tensor, torch.Generator | None], Tensor]] = {
+        "color": _color,
+        "translation": partial(_translation, ratio=check_ratio("translation", translation)),
+        "cutout": partial(_cutout, ratio=check_ratio("cutout", cutout)),
+    }
     for name in names:
-        images = _OPERATIONS[name](images, generator)
+        images = operations[name](images, generator)
     return images
 
 
 class DiffAugment(torch.nn.Module):
     """Module form of :func:`diff_augment`: apply it to every discriminator input, real and fake."""
 
-    def __init__(self, policy: str | Sequence[str] = "color,translation,cutout") -> None:
+    def __init__(
+        self,
+        policy: str | Sequence[str] = "color,translation,cutout",
+        *,
+        translation: float = TRANSLATION_RATIO,
+        cutout: float = CUTOUT_RATIO,
+    ) -> None:
         super().__init__()
         if isinstance(policy, str):
             self.policy = parse_policy(policy)
         else:
             self.policy = _check_names(list(policy), ",".join(policy))
+        self.translation = check_ratio("translation", translation)
+        self.cutout = check_ratio("cutout", cutout)
 
     def forward(self, images: Tensor) -> Tensor:
-        return diff_augment(images, self.policy)
+        return diff_augment(images, self.policy, translation=self.translation, cutout=self.cutout)
 
     def extra_repr(self) -> str:
-        return f"policy={','.join(self.policy)!r}"
+        return f"policy={','.join(self.policy)!r}, translation={self.translation}, cutout={self.cutout}"

@@ -15,7 +15,13 @@ import torch
 from torch import Tensor
 
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
-from lightning_genae.augmentation.diffaug import diff_augment, parse_policy
+from lightning_genae.augmentation.diffaug import (
+    CUTOUT_RATIO,
+    TRANSLATION_RATIO,
+    check_ratio,
+    diff_augment,
+    parse_policy,
+)
 
 
 class AugmenterOnInputs:
@@ -53,16 +59,24 @@ class AugmenterOnInputs:
 
 
 class DiffAugment:
-    """DiffAugment with a policy such as `color,translation,cutout` (see diffaug.py)."""
+    """DiffAugment with a policy such as `color,translation,cutout` and its ratios (see diffaug.py)."""
 
-    def __init__(self, policy: str) -> None:
+    def __init__(
+        self, policy: str, *, translation: float = TRANSLATION_RATIO, cutout: float = CUTOUT_RATIO
+    ) -> None:
         self.policy = parse_policy(policy)
+        self.translation = check_ratio("translation", translation)
+        self.cutout = check_ratio("cutout", cutout)
 
     def __call__(self, images: Tensor) -> Tensor:
-        return diff_augment(images, self.policy)
+        return diff_augment(images, self.policy, translation=self.translation, cutout=self.cutout)
 
     def __repr__(self) -> str:
-        return f"diffaug {','.join(self.policy)}"
+        # The ratios of the operations in the policy only: the others are never read.
+        ratios = [
+            f"{name} {getattr(self, name)}" for name in ("translation", "cutout") if name in self.policy
+        ]
+        return f"diffaug {','.join(self.policy)}" + (f" ({', '.join(ratios)})" if ratios else "")
 
 
 class Composed:

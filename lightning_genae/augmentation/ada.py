@@ -1,0 +1,485 @@
+"""ADA's augmentation pipeline: every discriminator input, real and fake, transformed with probability p.
+
+Adaptive discriminator augmentation (Karras et al. 2020, "Training Generative Adversarial Networks with
+Limited Data") shows the discriminator T(real) and T(fake), like DiffAugment, but applies each operation
+to each image only with probability p, with its own random parameters. Because some images stay clean,
+the augmented distribution still determines the clean one and the generator is not pushed to reproduce
+the augmentations ("leak-free"), as long as p stays below about 0.8 (the paper's measurements); a
+controller raises p while the discriminator overfits. This module is the pipeline only: pure functions of
+the images and the random draws, differentiable with respect to the images so the generator's gradient
+flows through it, and free of host syncs so that p may be a tensor on the device that the controller
+updates. All geometric operations are composed into one affine matrix per image and resampled once; all
+colour operations into one 4x4 colour matrix per image and applied with one matrix product.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_genae.errors import ConfigError, agree
+
+# In the order the pipeline applies them (ADA's order: blits, general geometry, colour); a pipeline always
+# uses this order whatever the order of its names, since geometric operations do not commute.
+ADA_OPERATIONS: dict[str, str] = {
+    "xflip": "mirror left-right (half of the images it is applied to)",
+    "rotate90": "rotate by 0, 90, 180 or 270 degrees",
+    "translation": "shift by a whole number of pixels, up to 1/8 of the side per axis",
+    "scale": "zoom in or out, log2 of the factor ~ N(0, 0.2)",
+    "rotate": "rotate by any angle (a full circle; turns a 6 into a 9)",
+    "tilt": "rotate by up to 15 degrees either way (keeps a digit's identity)",
+    "aniso": "stretch one axis and squeeze the other, log2 of the factor ~ N(0, 0.2)",
+    "fraction": "shift by a fraction of the side ~ N(0, 0.125) per axis",
+    "brightness": "add ~ N(0, 0.2) to every pixel",
+    "contrast": "scale about mid-grey, log2 of the factor ~ N(0, 0.5)",
+    "lumaflip": "invert the luma keeping the hue (RGB only)",
+    "hue": "rotate the hue by any angle (RGB only)",
+    "saturation": "scale the chroma, log2 of the factor ~ N(0, 1) (RGB only)",
+}
+GEOMETRIC_OPERATIONS = ("xflip", "rotate90", "translation", "scale", "rotate", "tilt", "aniso", "fraction")
+COLOUR_OPERATIONS = ("brightness", "contrast", "lumaflip", "hue", "saturation")
+RGB_ONLY_OPERATIONS = ("lumaflip", "hue", "saturation")
+
+# ADA's strengths ("bgc" configuration); the log-normal ones are standard deviations of log2 of the factor.
+_TRANSLATION_MAX = 0.125  # of the side
+_SCALE_STD = 0.2
+_ANISO_STD = 0.2
+_FRACTION_STD = 0.125  # of the side
+_BRIGHTNESS_STD = 0.2
+_CONTRAST_STD = 0.5
+_SATURATION_STD = 1.0
+# ADA's full-circle `rotate` would make a 6 and a 9 one class; a tilt of at most 15 degrees cannot turn
+# one digit into another, so digits get `tilt` instead.
+_TILT_MAX = math.radians(15)
+
+_RGB_DEFAULT = (
+    "xflip",
+    "rotate90",
+    "translation",
+    "scale",
+    "rotate",
+    "aniso",
+    "fraction",
+    "brightness",
+    "contrast",
+    "lumaflip",
+    "hue",
+    "saturation",
+)
+# Single-channel data here are digits: no mirror, quarter turn or full rotation (a 6 turns into a 9, and
+# mirrored or sideways digits are not digits), no RGB-only colour operation.
+_GREYSCALE_DEFAULT = ("translation", "scale", "tilt", "aniso", "fraction", "brightness", "contrast")
+
+
+def default_ada_ops(channels: int) -> tuple[str, ...]:
+    """The operations that suit the data: ADA's bgc for RGB, the class-preserving subset otherwise."""
+    return _RGB_DEFAULT if channels == 3 else _GREYSCALE_DEFAULT
+
+
+def _choices() -> str:
+    return f"choose from {', '.join(ADA_OPERATIONS)} (comma-separated)"
+
+
+def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
+    """Reject unknown or repeated operation names with a one-line ConfigError quoting ``source``."""
+    unknown = [name for name in names if name not in ADA_OPERATIONS]
+    if unknown:
+        raise ConfigError(f"--ada-ops {source!r}: unknown operation {', '.join(unknown)}; {_choices()}")
+    repeated = sorted({name for name in names if names.count(name) > 1}, key=list(names).index)
+    if repeated:
+        raise ConfigError(
+            f"--ada-ops {source!r}: operation {', '.join(repeated)} listed more than once; "
+            f"list each once, {_choices()}"
+        )
+    return tuple(names)
+
+
+def parse_ada_ops(text: str) -> tuple[str, ...]:
+    """Split ``"translation, scale"`` into operation names, in the order given.
+
+    Raises ConfigError for an empty list, an empty entry (stray comma), an unknown name or a repeated one.
+    """
+    if not text.strip():
+        raise ConfigError(f"--ada-ops {text!r}: no operation given; {_choices()}")
+    names = [name.strip() for name in text.split(",")]
+    if any(not name for name in names):
+        raise ConfigError(f"--ada-ops {text!r}: empty entry (stray comma); remove it and {_choices()}")
+    return _check_names(names, text)
+
+
+def check_ops_fit(ops: Sequence[str], channels: int) -> None:
+    """Refuse colour operations that need RGB on data with another number of channels (ConfigError)."""
+    misfits = [name for name in ops if name in RGB_ONLY_OPERATIONS]
+    if channels != 3 and misfits:
+        default = ",".join(default_ada_ops(channels))
+        raise ConfigError(
+            f"--ada-ops {','.join(ops)!r}: {', '.join(misfits)} {agree(misfits, 'needs', 'need')} RGB images "
+            f"and the data has {channels} {'channel' if channels == 1 else 'channels'}; drop "
+            f"{agree(misfits, 'it', 'them')} (the default for this data: {default})"
+        )
+
+
+# --- random draws ----------------------------------------------------------------------------------------
+
+
+class _Draws:
+    """All random numbers of one call, drawn in two tensors and handed out one column per parameter.
+
+    Two draws (rather than two per operation) keep a call to few kernels, and with a CPU generator to two
+    host-to-device copies.
+    """
+
+    def __init__(
+        self, batch: int, uniforms: int, normals: int, device: torch.device, generator: torch.Generator | None
+    ) -> None:
+        if generator is None:
+            self._uniform = torch.rand(batch, uniforms, device=device)
+            self._normal = torch.randn(batch, normals, device=device)
+        else:
+            # Drawn where the generator lives (normally the CPU) so a seed reproduces on every device.
+            self._uniform = torch.rand(batch, uniforms, generator=generator, device=generator.device)
+            self._normal = torch.randn(batch, normals, generator=generator, device=generator.device)
+            self._uniform, self._normal = self._uniform.to(device), self._normal.to(device)
+        self._next_uniform = 0
+        self._next_normal = 0
+        self.batch, self.device = batch, device
+
+    def uniform(self) -> Tensor:
+        column = self._uniform[:, self._next_uniform]
+        self._next_uniform += 1
+        return column
+
+    def normal(self) -> Tensor:
+        column = self._normal[:, self._next_normal]
+        self._next_normal += 1
+        return column
+
+    def all_used(self) -> bool:
+        """Did the operations take exactly the columns drawn for them (`_DRAWS_PER_OPERATION` is right)."""
+        return (self._next_uniform, self._next_normal) == (self._uniform.shape[1], self._normal.shape[1])
+
+    def applied(self, p: float | Tensor) -> Tensor:
+        """Per image: does this operation apply (probability p)."""
+        return self.uniform() < p
+
+
+# Random numbers each operation draws (uniforms, normals), so a call draws them all at once.
+_DRAWS_PER_OPERATION: dict[str, tuple[int, int]] = {
+    "xflip": (2, 0),
+    "rotate90": (2, 0),
+    "translation": (3, 0),
+    "scale": (1, 1),
+    "rotate": (4, 0),
+    "tilt": (2, 0),
+    "aniso": (1, 1),
+    "fraction": (1, 2),
+    "brightness": (1, 1),
+    "contrast": (1, 1),
+    "lumaflip": (2, 0),
+    "hue": (2, 0),
+    "saturation": (1, 1),
+}
+
+
+# --- geometry: inverse maps from output to input pixel coordinates, centred on the image -----------------
+
+
+def _affine(a: Tensor, b: Tensor, c: Tensor, d: Tensor, tx: Tensor, ty: Tensor) -> Tensor:
+    """[B, 3, 3] homogeneous matrices [[a, b, tx], [c, d, ty], [0, 0, 1]] from per-image entries."""
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([a, b, tx, c, d, ty, zero, zero, one], dim=1).view(-1, 3, 3)
+
+
+def _scale(sx: Tensor, sy: Tensor) -> Tensor:
+    zero = torch.zeros_like(sx)
+    return _affine(sx, zero, zero, sy, zero, zero)
+
+
+def _translate(tx: Tensor, ty: Tensor) -> Tensor:
+    one, zero = torch.ones_like(tx), torch.zeros_like(tx)
+    return _affine(one, zero, zero, one, tx, ty)
+
+
+def _rotate(cos: Tensor, sin: Tensor) -> Tensor:
+    zero = torch.zeros_like(cos)
+    return _affine(cos, -sin, sin, cos, zero, zero)
+
+
+def _rotation_by(theta: Tensor) -> Tensor:
+    return _rotate(torch.cos(theta), torch.sin(theta))
+
+
+def _log2_normal(draws: _Draws, p: float | Tensor, std: float) -> Tensor:
+    """A factor 2^N(0, std) where the operation applies, exactly 1 elsewhere."""
+    factor = torch.exp2(draws.normal() * std)
+    return torch.where(draws.applied(p), factor, torch.ones_like(factor))
+
+
+def _xflip(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
+    flip = draws.applied(p) & (draws.uniform() < 0.5)
+    sign = 1 - 2 * flip.float()
+    return _scale(sign, torch.ones_like(sign))
+
+
+def _rotate90(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
+    turns = torch.where(draws.applied(p), (draws.uniform() * 4).floor().clamp(max=3), 0.0)
+    # Exact cosines and sines (cos(pi / 2) in floating point is not 0): an exact matrix keeps whole pixels
+    # on whole pixels and lets an unrotated image be recognised as untouched.
+    cos = (turns == 0).float() - (turns == 2).float()
+    sin = (turns == 1).float() - (turns == 3).float()
+    return _rotate(cos, -sin)  # inverse map: rotate the output coordinates back
+
+
+def _translation(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
+    applied = draws.applied(p)
+    shift_x = torch.round((draws.uniform() * 2 - 1) * _TRANSLATION_MAX * width)
+    shift_y = torch.round((draws.uniform() * 2 - 1) * _TRANSLATION_MAX * height)
+    zero = torch.zeros_like(shift_x)
+    return _translate(-torch.where(applied, shift_x, zero), -torch.where(applied, shift_y, zero))
+
+
+def _isotropic_scale(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
+    factor = _log2_normal(draws, p, _SCALE_STD)
+    return _scale(1 / factor, 1 / factor)
+
+
+def _random_angle(draws: _Draws, p: float | Tensor, max_angle: float) -> Tensor:
+    applied = draws.applied(p)
+    theta = (draws.uniform() * 2 - 1) * max_angle
+    return torch.where(applied, theta, torch.zeros_like(theta))
+
+
+def _full_rotation(draws: _Draws, p: float | Tensor) -> tuple[Tensor, Tensor]:
+    # ADA rotates before and after the anisotropic scaling (so the stretch has any direction), each with
+    # probability 1 - sqrt(1 - p) so that an image is rotated at all with probability p.
+    if isinstance(p, Tensor):
+        p_each = 1 - torch.sqrt((1 - p).clamp(0, 1))
+    else:
+        p_each = 1 - math.sqrt(min(max(1 - p, 0.0), 1.0))
+    before = _random_angle(draws, p_each, math.pi)
+    after = _random_angle(draws, p_each, math.pi)
+    return _rotation_by(-before), _rotation_by(-after)
+
+
+def _tilt(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
+    return _rotation_by(-_random_angle(draws, p, _TILT_MAX))
+
+
+def _aniso(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
+    factor = _log2_normal(draws, p, _ANISO_STD)
+    return _scale(1 / factor, factor)
+
+
+def _fraction(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
+    applied = draws.applied(p)
+    shift_x = draws.normal() * _FRACTION_STD * width
+    shift_y = draws.normal() * _FRACTION_STD * height
+    zero = torch.zeros_like(shift_x)
+    return _translate(-torch.where(applied, shift_x, zero), -torch.where(applied, shift_y, zero))
+
+
+_GEOMETRY: dict[str, Callable[[_Draws, float | Tensor, int, int], Tensor]] = {
+    "xflip": _xflip,
+    "rotate90": _rotate90,
+    "translation": _translation,
+    "scale": _isotropic_scale,
+    "tilt": _tilt,
+    "aniso": _aniso,
+    "fraction": _fraction,
+}
+
+
+def _inverse_geometry(
+    ops: Sequence[str], draws: _Draws, p: float | Tensor, height: int, width: int
+) -> Tensor:
+    """Per image, the map from output to input pixel coordinates of all geometric operations in ``ops``.
+
+    Composed as ADA does: the first operation's inverse on the left, so the first operation acts first on
+    the image. Operations that do not apply contribute exact identity matrices.
+    """
+    inverse = torch.eye(3, device=draws.device).expand(draws.batch, 3, 3)
+    rotation_after = None
+    for name in GEOMETRIC_OPERATIONS:
+        if name == "rotate" and name in ops:
+            rotation_before, rotation_after = _full_rotation(draws, p)
+            inverse = inverse @ rotation_before
+        elif name in ops:
+            inverse = inverse @ _GEOMETRY[name](draws, p, height, width)
+        if name == "aniso" and rotation_after is not None:
+            inverse = inverse @ rotation_after
+    return inverse
+
+
+def _resample(images: Tensor, inverse: Tensor) -> Tensor:
+    """Apply per-image inverse maps in centred pixel units with one bilinear grid_sample.
+
+    The padding is chosen by the data. RGB images (natural scenes) are reflected at the border, as ADA
+    does: a constant frame would be an edge that no real photograph has, a cue the discriminator spends
+    capacity on. Single-channel images here are digits on a black (-1) background: reflection would
+    mirror strokes that a shift or a shrink brings near the border into the revealed margin (ghost digits),
+    so they are filled with the background, exactly what the image would show beyond its frame.
+    """
+    batch, channels, height, width = images.shape
+    # align_corners=False: normalised coordinate u is pixel coordinate u * size / 2 from the centre, and
+    # the pixel centres sit at -1 + (2i + 1) / size, so a whole-pixel shift lands on pixel centres.
+    # The grid is the inverse map in grid_sample's normalised coordinates (S^-1 @ inverse @ S with
+    # S = diag(width / 2, height / 2, 1)), evaluated at the output pixel centres by broadcasting: what
+    # F.affine_grid computes, without its batched matrix product, which took 3.9 ms for 64 images of
+    # 28 x 28 on one CPU core, most of the pipeline's time.
+    device, dtype = images.device, images.dtype
+    cols = ((torch.arange(width, device=device, dtype=dtype) * 2 + 1) / width - 1).view(1, 1, width)
+    rows = ((torch.arange(height, device=device, dtype=dtype) * 2 + 1) / height - 1).view(1, height, 1)
+    (a, b, tx), (c, d, ty) = (
+        (entry.to(dtype).view(batch, 1, 1) for entry in inverse[:, 0].unbind(1)),
+        (entry.to(dtype).view(batch, 1, 1) for entry in inverse[:, 1].unbind(1)),
+    )
+    grid_x = a * cols + (b * (height / width)) * rows + tx * (2 / width)
+    grid_y = (c * (width / height)) * cols + d * rows + ty * (2 / height)
+    grid = torch.stack([grid_x, grid_y], dim=-1)
+    if channels == 3:
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    # Zero padding of images + 1 weights each sample by the part of it inside the frame, so subtracting 1
+    # blends with -1 exactly where the sample reaches outside.
+    shifted = F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return shifted - 1
+
+
+# --- colour: per-image affine maps of the colour, as [B, 4, 4] homogeneous matrices ------------------------
+
+
+def _colour_affine(linear: Tensor, offset: Tensor) -> Tensor:
+    """[B, 4, 4] from a [B, 3, 3] linear part and a [B, 3] offset: out = linear @ colour + offset."""
+    bottom = torch.zeros_like(offset[:, :1]).expand(-1, 3)
+    bottom = torch.cat([bottom, torch.ones_like(offset[:, :1])], dim=1)
+    top = torch.cat([linear, offset[:, :, None]], dim=2)
+    return torch.cat([top, bottom[:, None, :]], dim=1)
+
+
+def _colour_matrix(ops: Sequence[str], draws: _Draws, p: float | Tensor) -> Tensor:
+    """Per image, the colour map of all colour operations in ``ops``, the first acting first (as ADA)."""
+    batch, device = draws.batch, draws.device
+    identity = torch.eye(3, device=device)
+    # Projection on the luma axis v = (1, 1, 1) / sqrt(3), and the cross-product matrix of v (for rotations
+    # about it), built from device tensors rather than copied from the host.
+    luma = torch.full((3, 3), 1 / 3, device=device)
+    shift = torch.roll(identity, shifts=1, dims=1)
+    cross = (shift.T - shift) / math.sqrt(3)
+    no_offset = torch.zeros(batch, 3, device=device)
+    per_image = torch.ones(batch, 1, 1, device=device)
+    matrix = torch.eye(4, device=device).expand(batch, 4, 4)
+    for name in COLOUR_OPERATIONS:
+        if name not in ops:
+            continue
+        if name == "brightness":
+            level = torch.where(draws.applied(p), draws.normal() * _BRIGHTNESS_STD, 0.0)
+            step = _colour_affine(identity * per_image, level[:, None].expand(-1, 3))
+        elif name == "contrast":
+            factor = _log2_normal(draws, p, _CONTRAST_STD)
+            step = _colour_affine(identity * factor[:, None, None], no_offset)
+        elif name == "lumaflip":
+            # Householder reflection through the plane orthogonal to the luma axis: luma negated, hue kept.
+            flip = (draws.applied(p) & (draws.uniform() < 0.5)).float()[:, None, None]
+            step = _colour_affine(identity - 2 * luma * flip, no_offset)
+        elif name == "hue":
+            theta = _random_angle(draws, p, math.pi)[:, None, None]
+            cos, sin = torch.cos(theta), torch.sin(theta)
+            step = _colour_affine(cos * identity + sin * cross + (1 - cos) * luma, no_offset)
+        else:  # saturation: scale the colour's distance from the luma axis
+            factor = _log2_normal(draws, p, _SATURATION_STD)[:, None, None]
+            step = _colour_affine(luma + (identity - luma) * factor, no_offset)
+        matrix = step @ matrix
+    return matrix
+
+
+def _recolour(images: Tensor, matrix: Tensor) -> Tensor:
+    """Apply per-image colour maps: one batched matrix product for RGB, a scale and offset otherwise.
+
+    Without the RGB-only operations the map is c * identity with an offset c * b in every channel, which
+    acts on each channel alike whatever their number.
+    """
+    batch, channels, height, width = images.shape
+    if channels == 3:
+        flat = images.reshape(batch, 3, height * width)
+        return torch.baddbmm(matrix[:, :3, 3:], matrix[:, :3, :3], flat).view_as(images)
+    scale, offset = matrix[:, 0, 0].view(batch, 1, 1, 1), matrix[:, 0, 3].view(batch, 1, 1, 1)
+    return images * scale + offset
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """The pipeline computes in its own dtype: autocast would round rotation matrices to bf16."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+class AdaPipeline:
+    """ADA's augmentation of discriminator inputs: each of ``ops`` applied to each image with probability p.
+
+    A plain object rather than an nn.Module: it has no weights, and ``p`` is a training-time control that
+    must stay out of checkpoints and out of DDP's parameter and buffer synchronisation. ``p`` is read at
+    every call and may be a Python float or a 0-dim tensor (on the images' device, updated by a controller
+    without a host sync). The operations are applied in ADA's order (``ADA_OPERATIONS``), whatever the
+    order of ``ops``.
+    """
+
+    def __init__(self, ops: Sequence[str], p: float | Tensor = 0.0) -> None:
+        names = _check_names(list(ops), ",".join(ops))
+        self.ops: tuple[str, ...] = tuple(name for name in ADA_OPERATIONS if name in names)
+        self.p: float | Tensor = p
+
+    def __repr__(self) -> str:
+        p = "adaptive" if isinstance(self.p, Tensor) else f"{self.p:g}"
+        return f"ada p={p} ops={','.join(self.ops)}"
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augment a float [B, C, H, W] batch in [-1, 1]; same shape, dtype and device, differentiable.
+
+        With a ``generator`` all random numbers come from it (drawn on its device, moved to the images'),
+        so a seed reproduces the augmentation; otherwise the global RNG of the images' device is used.
+        Images to which no operation applies come back unchanged, bit for bit; with p == 0 as a float the
+        input itself is returned.
+        """
+        if images.dim() != 4 or not images.is_floating_point():
+            raise ValueError(
+                f"AdaPipeline expects a float [B, C, H, W] tensor, got {images.dtype} of shape "
+                f"{tuple(images.shape)}"
+            )
+        p = self.p
+        if not isinstance(p, Tensor):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"AdaPipeline p must lie in [0, 1], got {p}")
+            if p == 0.0:
+                return images
+        if not self.ops:
+            return images
+        batch, channels, height, width = images.shape
+        if channels != 3 and any(name in RGB_ONLY_OPERATIONS for name in self.ops):
+            raise ValueError(f"AdaPipeline ops {','.join(self.ops)} need RGB images, got {channels} channels")
+        uniforms = sum(_DRAWS_PER_OPERATION[name][0] for name in self.ops)
+        normals = sum(_DRAWS_PER_OPERATION[name][1] for name in self.ops)
+        draws = _Draws(batch, uniforms, normals, images.device, generator)
+        # Half-precision images are resampled in float32 (bf16 grid coordinates are off by pixels on
+        # large images); the result is cast back to the input's dtype.
+        work_dtype = torch.promote_types(images.dtype, torch.float32)
+        with _no_autocast(images.device):
+            out = images
+            geometric = [name for name in self.ops if name in GEOMETRIC_OPERATIONS]
+            if geometric:
+                inverse = _inverse_geometry(geometric, draws, p, height, width)
+                untouched = (inverse == torch.eye(3, device=inverse.device)).flatten(1).all(dim=1)
+                resampled = _resample(images.to(work_dtype), inverse).to(images.dtype)
+                # An image whose map is exactly the identity keeps its pixels bit for bit (resampling
+                # would add rounding), with no data-dependent branch: a device p needs no host sync.
+                out = torch.where(untouched.view(batch, 1, 1, 1), images, resampled)
+            if any(name in COLOUR_OPERATIONS for name in self.ops):
+                matrix = _colour_matrix(self.ops, draws, p)
+                untouched = (matrix == torch.eye(4, device=matrix.device)).flatten(1).all(dim=1)
+                recoloured = _recolour(out.to(work_dtype), matrix.to(work_dtype)).to(images.dtype)
+                out = torch.where(untouched.view(batch, 1, 1, 1), out, recoloured)
+        assert draws.all_used(), "_DRAWS_PER_OPERATION disagrees with what the operations draw"
+        return out
