@@ -1,9 +1,9 @@
 """ADA's controller (augmentation/adaptive.py) and what it drives: `--augment ada`, `--augment-p auto`.
 
 The controller is tested with synthetic logits (a discriminator under our control): which way p moves, by
-how much, when, and that its state survives a checkpoint. Short CPU runs check that p moves in training,
-is logged, and comes back on --resume. The bad inputs are rows of the README's table
-(tests/test_bad_inputs.py runs them).
+how much, when, that its state survives a checkpoint, and that under DDP (two gloo processes) every rank
+moves p by the sums of all. Short CPU runs check that p moves in training, is logged, and comes back on
+--resume. The bad inputs are rows of the README's table (tests/test_bad_inputs.py runs them).
 
 Whether p *stays* near 0 on a large training set is tested with the controlled discriminator only: at a
 test's budget (tens to hundreds of iterations) any discriminator separates the reals from an untrained
@@ -16,23 +16,17 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 from pathlib import Path
 
 import pytest
 import torch
+from adaptive_ranks import logits_with_mean_sign, observe_on_rank
 from tiny import TINY_RUN
 
 from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.cli import main
-
-BATCH = 8
-
-
-def logits_with_mean_sign(mean_sign: float, n: int = BATCH) -> torch.Tensor:
-    """n logits whose signs average to `mean_sign` (a multiple of 2/n)."""
-    positives = round((mean_sign + 1) / 2 * n)
-    return torch.tensor([1.0] * positives + [-1.0] * (n - positives))
 
 
 def test_p_rises_by_the_images_seen_over_kimg_when_r_t_is_above_target() -> None:
@@ -92,6 +86,19 @@ def test_a_restored_controller_continues_as_the_uninterrupted_one() -> None:
     assert uninterrupted.p.item() > 0
 
 
+def test_under_ddp_every_rank_moves_p_by_the_sums_of_all_ranks(tmp_path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Rank 0 alone would raise p (r_t 1 > 0.4), rank 1 alone would not (r_t 0): together r_t is 0.5.
+    torch.multiprocessing.spawn(observe_on_rank, args=(port, [1.0, 0.0], str(tmp_path)), nprocs=2)
+    states = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    for state in states:
+        assert state["rt"].item() == pytest.approx(0.5)
+        # 2 ranks x 2 steps x 8 images: 32 / (1 * 1000).
+        assert state["p"].item() == pytest.approx(32 / 1000)
+
+
 # ----- in training -----
 
 AUGMENTER = ["--augmenter-width", "8", "--augmenter-latent-dim", "8", "--augmenter-steps", "10"]
@@ -112,17 +119,54 @@ def logged(run_dir: Path, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(file) if row.get(key)]
 
 
-@pytest.mark.parametrize("augment", ["ae", "ae-d"])
-def test_augment_p_auto_moves_p_and_logs_it(augment, tmp_path) -> None:
-    args = [*RUN, "--augment", augment, "--augment-p", "auto", *AUGMENTER, "--max-steps", "12"]
+AUTO_P = ["--augment-p", "auto", *AUGMENTER]
+
+
+@pytest.mark.parametrize(
+    ("augment", "extra"),
+    [("ae", AUTO_P), ("ae-d", AUTO_P), ("ada", []), ("ada+ae", AUTO_P)],
+)
+def test_p_rises_when_the_discriminator_overfits_a_tiny_training_set(augment, extra, tmp_path) -> None:
+    args = [*RUN, "--augment", augment, *extra, "--max-steps", "12"]
     assert main([*args, "--output", str(tmp_path)]) == 0
     p, rt = logged(tmp_path, "train/augment_p"), logged(tmp_path, "train/ada_rt")
-    assert p and rt and len(p) == len(rt)
+    assert p and rt and len(p) == len(rt), "p and r_t are logged every step into metrics.csv"
     assert all(0.0 <= value <= 1.0 for value in p) and all(-1.0 <= value <= 1.0 for value in rt)
     record = json.loads((tmp_path / "summary.json").read_text())["augmentation"]
-    assert record["augment_p"] == "auto"
     assert record["final_p"] > 0, "a discriminator of 64 training images overfits: p must rise"
-    assert (tmp_path / "config.yaml").read_text().count("augment_p: auto") == 1
+    assert record["final_p"] == pytest.approx(p[-1], abs=1e-6)
+    if extra:
+        assert record["augment_p"] == "auto"
+        assert (tmp_path / "config.yaml").read_text().count("augment_p: auto") == 1
+
+
+@pytest.mark.parametrize("augment", ["ada+diffaug", "ada+ae-d"])
+def test_ada_combines_with_the_other_discriminator_side_augmentations(augment, tmp_path) -> None:
+    extra = AUGMENTER if "ae-d" in augment else []
+    assert main([*RUN, "--augment", augment, *extra, "--max-steps", "3", "--output", str(tmp_path)]) == 0
+    assert logged(tmp_path, "train/augment_p")
+
+
+def test_ada_and_augment_p_auto_share_one_controller(tmp_path) -> None:
+    from lightning_genae.augmentation.attach import attach_augmentation
+    from lightning_genae.augmentation.discriminator import AdaptivePipeline
+    from lightning_genae.config import RunConfig
+    from lightning_genae.resolve import resolve
+
+    options = {"augment_p": "auto", "augmenter_width": 8, "augmenter_latent_dim": 8, "augmenter_steps": 2}
+    config = RunConfig(model="gan", data="digits", augment="ada+ae", train_size=64, **options)
+    resolved = resolve(config)
+    attached = attach_augmentation(
+        resolved.augment,
+        resolved.build_datamodule(),
+        seed=0,
+        device=torch.device("cpu"),
+        accelerator="cpu",
+        total_iterations=lambda n: 10,
+    )
+    (pipeline,) = attached.discriminator_augmentation.transforms
+    assert isinstance(pipeline, AdaptivePipeline)
+    assert pipeline.strength is attached.strength is attached.datamodule.strength
 
 
 def test_resume_keeps_p_and_continues_as_the_uninterrupted_run(tmp_path) -> None:

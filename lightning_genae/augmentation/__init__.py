@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from lightning_genae.augmentation.diffaug import CUTOUT_RATIO, RATIO_LIMITS, TRANSLATION_RATIO, parse_policy
-from lightning_genae.augmentation.discriminator import AugmenterOnInputs, DiffAugment
+from lightning_genae.augmentation.discriminator import AdaptivePipeline, AugmenterOnInputs, DiffAugment
 from lightning_genae.config import AUTO, flag
 from lightning_genae.errors import ConfigError, agree
 from lightning_genae.models import MODELS
@@ -80,6 +80,15 @@ class BuildParts:
     # The run's one ADA controller (`ada`, `--augment-p auto`); None when p is fixed.
     strength: AdaptiveStrength | None
     channels: int
+
+
+def _build_ada(plan: AugmentPlan, parts: BuildParts) -> DiscriminatorAugmentation:
+    from lightning_genae.augmentation.ada import AdaPipeline, check_ops_fit, default_ada_ops, parse_ada_ops
+
+    ops = parse_ada_ops(plan.ada_ops) if plan.ada_ops else default_ada_ops(parts.channels)
+    check_ops_fit(ops, parts.channels)
+    assert parts.strength is not None
+    return AdaptivePipeline(AdaPipeline(ops), parts.strength)
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,16 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
         build=lambda plan, parts: DiffAugment(
             plan.diffaug_policy, translation=plan.diffaug_translation, cutout=plan.diffaug_cutout
         ),
+    ),
+    # Last among the discriminator-side ones: the augmenter (ae-d) must see images like those it was
+    # trained on, which ADA's geometric ops would not be; and after a fixed DiffAugment, ADA's controller
+    # adds just the strength that what D sees still lacks.
+    "ada": AugmentationSpec(
+        "ADA (Karras et al. 2020): its pipeline on every discriminator input, real and fake, with a "
+        "probability p that a controller steers so that E[sign(D(real))] stays at --ada-target",
+        side="discriminator",
+        options=("ada_ops", *CONTROLLER_OPTIONS),
+        build=_build_ada,
     ),
 }
 

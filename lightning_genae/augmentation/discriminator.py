@@ -10,6 +10,7 @@ parameter bookkeeping.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,6 +57,21 @@ class AugmenterOnInputs:
 
     def __repr__(self) -> str:
         return f"ae-d p={'auto' if self.strength is not None else self.fixed_p}"
+
+
+class AdaptivePipeline:
+    """`ada`: ADA's pipeline applied with the controller's p (a device tensor, read at every call)."""
+
+    def __init__(self, pipeline: Any, strength: AdaptiveStrength) -> None:
+        self.pipeline = pipeline
+        self.strength = strength
+
+    def __call__(self, images: Tensor) -> Tensor:
+        self.pipeline.p = self.strength.p
+        return self.pipeline(images)
+
+    def __repr__(self) -> str:
+        return f"ada {self.pipeline!r}, {self.strength!r}"
 
 
 class DiffAugment:
