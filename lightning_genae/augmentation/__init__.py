@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from lightning_genae.augmentation.ada import AdaPipeline, check_ops_fit, default_ada_ops, parse_ada_ops
 from lightning_genae.augmentation.diffaug import CUTOUT_RATIO, RATIO_LIMITS, TRANSLATION_RATIO, parse_policy
 from lightning_genae.augmentation.discriminator import AdaptivePipeline, AugmenterOnInputs, DiffAugment
 from lightning_genae.config import AUTO, flag
@@ -83,8 +84,6 @@ class BuildParts:
 
 
 def _build_ada(plan: AugmentPlan, parts: BuildParts) -> DiscriminatorAugmentation:
-    from lightning_genae.augmentation.ada import AdaPipeline, check_ops_fit, default_ada_ops, parse_ada_ops
-
     ops = parse_ada_ops(plan.ada_ops) if plan.ada_ops else default_ada_ops(parts.channels)
     check_ops_fit(ops, parts.channels)
     assert parts.strength is not None
@@ -379,8 +378,6 @@ def resolve_augment_plan(
     if values["ada_kimg"] <= 0:
         raise ConfigError(f"--ada-kimg {values['ada_kimg']} must be positive (thousands of images)")
     if "ada" in plan_names and values["ada_ops"] is not None:
-        from lightning_genae.augmentation.ada import parse_ada_ops
-
         values["ada_ops"] = ",".join(parse_ada_ops(values["ada_ops"]))
     for operation, option in DIFFAUG_RATIO_OPTIONS.items():
         if not 0.0 <= values[option] <= RATIO_LIMITS[operation]:

@@ -10,11 +10,11 @@ parameter bookkeeping.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from lightning_genae.augmentation.ada import AdaPipeline
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.diffaug import (
     CUTOUT_RATIO,
@@ -29,8 +29,8 @@ class AugmenterOnInputs:
     """`ae-d`: each input goes through the frozen augmenter's encode-perturb-decode with probability p.
 
     `p` is a number, or the run's ADA controller (`--augment-p auto`), whose host copy of p is read: the
-    inputs are chosen on the host as with a fixed p, and the copy, one controller update behind, costs no
-    wait for the device (augmentation/adaptive.py).
+    code path is a fixed p's, and the copy, one controller update behind, costs no wait for the device
+    (augmentation/adaptive.py).
     """
 
     def __init__(self, augmenter: Callable[[Tensor], Tensor], p: float | AdaptiveStrength) -> None:
@@ -62,7 +62,7 @@ class AugmenterOnInputs:
 class AdaptivePipeline:
     """`ada`: ADA's pipeline applied with the controller's p (a device tensor, read at every call)."""
 
-    def __init__(self, pipeline: Any, strength: AdaptiveStrength) -> None:
+    def __init__(self, pipeline: AdaPipeline, strength: AdaptiveStrength) -> None:
         self.pipeline = pipeline
         self.strength = strength
 
