@@ -47,7 +47,7 @@ GROUP_TITLES = {
     "what": "what to train on",
     "training": "optimisation",
     "model": "model (family-specific options say which family takes them)",
-    "augmentation": "augmentation (--augment ae, vae, diffaug, ae-d and their combinations)",
+    "augmentation": "augmentation (--augment ae, vae, diffaug, ae-d, ada and their combinations)",
     "hardware": "hardware (passed to the Lightning Trainer)",
     "evaluation": "evaluation (FD/KID/precision/recall on validation, then on the test split at the end)",
     "logging": "logging, outputs, checkpoints",

@@ -2,7 +2,7 @@
 
 Names combine with '+': `ae+diffaug` trains the GAN on AE-augmented data and shows its discriminator
 DiffAugment-ed inputs. Data-side augmentations (`ae`, `vae`, `vaegan`) change what the DataModule yields
-and work with every model; discriminator-side ones (`diffaug`, `ae-d`) need a model that is an
+and work with every model; discriminator-side ones (`diffaug`, `ae-d`, `ada`) need a model that is an
 `ImageDiscriminator`. Each name is one `AugmentationSpec` in `AUGMENTATIONS`.
 """
 
