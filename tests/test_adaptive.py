@@ -126,7 +126,9 @@ AUTO_P = ["--augment-p", "auto", *AUGMENTER]
     ("augment", "extra"),
     [("ae", AUTO_P), ("ae-d", AUTO_P), ("ada", []), ("ada+ae", AUTO_P)],
 )
-def test_p_rises_when_the_discriminator_overfits_a_tiny_training_set(augment, extra, tmp_path) -> None:
+def test_p_rises_when_the_discriminator_overfits_a_tiny_training_set(
+    augment, extra, tmp_path, capsys
+) -> None:
     args = [*RUN, "--augment", augment, *extra, "--max-steps", "12"]
     assert main([*args, "--output", str(tmp_path)]) == 0
     p, rt = logged(tmp_path, "train/augment_p"), logged(tmp_path, "train/ada_rt")
@@ -138,6 +140,9 @@ def test_p_rises_when_the_discriminator_overfits_a_tiny_training_set(augment, ex
     if extra:
         assert record["augment_p"] == "auto"
         assert (tmp_path / "config.yaml").read_text().count("augment_p: auto") == 1
+        # config.yaml reads back: a re-run from it is the same run.
+        assert main(["--config", str(tmp_path / "config.yaml"), "--print-config"]) == 0
+        assert "augment_p: auto" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("augment", ["ada+diffaug", "ada+ae-d"])
