@@ -27,7 +27,9 @@ from lightning_genae.config import (
     CONFIG_TYPES,
     LOGGER_CHOICES,
     RunConfig,
+    accepts_auto,
     flag,
+    float_or_auto,
     load_config_file,
     merge,
     resume_conflicts,
@@ -45,7 +47,7 @@ GROUP_TITLES = {
     "what": "what to train on",
     "training": "optimisation",
     "model": "model (family-specific options say which family takes them)",
-    "augmentation": "augmentation (--augment ae, vae, diffaug, ae-d and their combinations)",
+    "augmentation": "augmentation (--augment ae, vae, diffaug, ae-d, ada and their combinations)",
     "hardware": "hardware (passed to the Lightning Trainer)",
     "evaluation": "evaluation (FD/KID/precision/recall on validation, then on the test split at the end)",
     "logging": "logging, outputs, checkpoints",
@@ -161,6 +163,13 @@ def _family_options() -> dict[str, _FamilyOption]:
     return merged
 
 
+def _number_or_auto(text: str) -> float | str:
+    try:
+        return float_or_auto(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
 def _add_flag(
     group: argparse._ArgumentGroup, name: str, kind: Any, help_text: str, choices: Sequence[str] | None
 ) -> None:
@@ -171,7 +180,7 @@ def _add_flag(
     elif expected == "list":
         group.add_argument(flag, action=_ExtendList, metavar="A,B", help=help_text)
     else:
-        converter = {"int": int, "float": float}.get(expected, str)
+        converter = _number_or_auto if accepts_auto(kind) else {"int": int, "float": float}.get(expected, str)
         group.add_argument(flag, type=converter, choices=choices or None, help=help_text)
 
 
