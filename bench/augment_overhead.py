@@ -6,7 +6,7 @@ and checkpoints pushed past the end), timed in `--repeats` blocks of `--block` i
 `--warmup`; its figure is the median block and its ratio is over `none`. The augmenter (`ae`, `ae-d`) is
 trained once, in a cache folder of this benchmark's own, and that training is timed on the wall clock.
 
-    python bench/augment_overhead.py [--device cuda] [--augments none,ae,diffaug,ae-d] [--data mnist]
+    python bench/augment_overhead.py [--device cuda] [--augments none,ae,diffaug,ae-d,ada] [--data mnist]
         [--augmenter-steps 1000] [--json bench/augment_overhead.json]
 """
 
@@ -68,7 +68,7 @@ def write_results(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--augments", default="none,ae,diffaug,ae-d")
+    parser.add_argument("--augments", default="none,ae,diffaug,ae-d,ada")
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", default="32-true")

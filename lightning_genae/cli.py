@@ -34,7 +34,9 @@ from lightning_genae.config import (
     CONFIG_TYPES,
     LOGGER_CHOICES,
     RunConfig,
+    accepts_auto,
     flag,
+    float_or_auto,
     load_config_file,
     merge,
     resume_conflicts,
@@ -52,7 +54,7 @@ GROUP_TITLES = {
     "what": "what to train on",
     "training": "optimisation",
     "model": "model (family-specific options say which family takes them)",
-    "augmentation": "augmentation (--augment ae, vae, diffaug, ae-d and their combinations)",
+    "augmentation": "augmentation (--augment ae, vae, diffaug, ae-d, ada and their combinations)",
     "hardware": "hardware (passed to the Lightning Trainer)",
     "evaluation": "evaluation (FD/KID/precision/recall on validation, then on the test split at the end)",
     "logging": "logging, outputs, checkpoints",
@@ -168,6 +170,13 @@ def _family_options() -> dict[str, _FamilyOption]:
     return merged
 
 
+def _number_or_auto(text: str) -> float | str:
+    try:
+        return float_or_auto(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
 def _add_flag(
     group: argparse._ArgumentGroup, name: str, kind: Any, help_text: str, choices: Sequence[str] | None
 ) -> None:
@@ -178,7 +187,7 @@ def _add_flag(
     elif expected == "list":
         group.add_argument(flag, action=_ExtendList, metavar="A,B", help=help_text)
     else:
-        converter = {"int": int, "float": float}.get(expected, str)
+        converter = _number_or_auto if accepts_auto(kind) else {"int": int, "float": float}.get(expected, str)
         if name in TUNABLE_OPTIONS:
             converter = _each_candidate(name, converter)
             example = "A|B" if candidate_separators(name) == "|" else "X,Y"

@@ -17,7 +17,7 @@ import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -87,10 +87,10 @@ class RunConfig:
 
     # Augmentation; None means "the augmentation's default", and an option no chosen augmentation uses
     # is an error rather than silently ignored.
-    augment_p: float | None = _opt(
+    augment_p: float | Literal["auto"] | None = _opt(
         None,
         "ae/vae online: fraction of each training batch replaced by augmented images; "
-        "ae-d: probability per discriminator input",
+        "ae-d: probability per discriminator input; auto: ADA's controller sets it (from 0, see --ada-*)",
         group="augmentation",
     )
     augment_mode: str | None = _opt(
@@ -146,6 +146,27 @@ class RunConfig:
     diffaug_cutout: float | None = _opt(
         None,
         "diffaug: side of the cut-out square as a fraction of the image size, in [0, 1]",
+        group="augmentation",
+    )
+    ada_target: float | None = _opt(
+        None,
+        "ada and --augment-p auto: the r_t = E[sign(D(real))] that p is steered to (raise it: less "
+        "augmentation)",
+        group="augmentation",
+    )
+    ada_interval: int | None = _opt(
+        None, "ada and --augment-p auto: discriminator steps between updates of p", group="augmentation"
+    )
+    ada_kimg: float | None = _opt(
+        None,
+        "ada and --augment-p auto: thousands of real images for p to move from 0 to 1 (ADA: 500, for "
+        "runs of millions of images; the default suits runs of ~100k images)",
+        group="augmentation",
+    )
+    ada_ops: str | None = _opt(
+        None,
+        "ada: comma list of pipeline operations (default: the class-preserving geometric ones with "
+        "brightness and contrast on one channel, ADA's bgc on RGB)",
         group="augmentation",
     )
 
@@ -273,6 +294,7 @@ POSITIVE_INTS = (
     "augmenter_steps",
     "augmenter_width",
     "augmenter_latent_dim",
+    "ada_interval",
 )
 # numpy's (and so Lightning's seed_everything's) seed range: an unsigned 32-bit integer.
 SEED_RANGE = (0, 2**32 - 1)
@@ -364,6 +386,27 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
     return values
 
 
+# The value of a probability option that ADA's controller sets during training (`--augment-p auto`).
+AUTO = "auto"
+
+
+def accepts_auto(kind: Any) -> bool:
+    """Whether an option of type `kind` (such as `float | Literal["auto"] | None`) takes `auto`."""
+    return any(
+        typing.get_origin(argument) is typing.Literal and AUTO in typing.get_args(argument)
+        for argument in typing.get_args(kind)
+    )
+
+
+def float_or_auto(value: Any) -> float | str:
+    """`auto` (any case) or a number: how `--augment-p` is read from the command line and from YAML."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    if isinstance(value, bool):
+        raise TypeError
+    return float(value)
+
+
 def type_name(kind: Any) -> str:
     """`int | None` -> `int`, `Literal['a', 'b']` -> `str`: what a value of this option must be."""
     arguments = [argument for argument in typing.get_args(kind) if argument is not type(None)]
@@ -405,13 +448,16 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
                 raise TypeError
             return int(value)
         if expected == "float":
+            if accepts_auto(kind):
+                return float_or_auto(value)
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
         return str(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file
         raise ConfigError(
-            f"{flag(name)} {value!r} is not a valid {expected}; fix it where it was given "
+            f"{flag(name)} {value!r} is not a valid {expected}{' or auto' if accepts_auto(kind) else ''}; "
+            "fix it where it was given "
             "(the command line, the --config file or the checkpoint)"
         ) from None
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     # Only named in annotations: resolving a configuration imports neither Lightning nor a family's module.
     from datamodules import InMemoryDataModule
     from lightning_genae.models import DiscriminatorAugmentation, GenerativeModule
+    from lightning_genae.models.base import StrengthController
 
 # Training length when neither --max-steps nor --max-epochs is given, in training iterations.
 DEFAULT_MAX_STEPS = 2000
@@ -74,14 +75,18 @@ class ResolvedRun:
         self,
         data_shape: tuple[int, ...],
         discriminator_augmentation: DiscriminatorAugmentation | None = None,
+        adaptive_strength: StrengthController | None = None,
     ) -> GenerativeModule:
-        """The family's module, given the discriminator-side augmentation when the run has one.
+        """The family's module, given the discriminator-side augmentation and ADA's controller when the run
+        has them.
 
         Only an ImageDiscriminator family takes one, which `resolve` has checked.
         """
-        extra = (
-            {"discriminator_augmentation": discriminator_augmentation} if discriminator_augmentation else {}
-        )
+        extra: dict[str, Any] = {}
+        if discriminator_augmentation:
+            extra["discriminator_augmentation"] = discriminator_augmentation
+        if adaptive_strength is not None:
+            extra["adaptive_strength"] = adaptive_strength
         try:
             return self.model.module(data_shape, **extra, **self.options.to_dict())
         except (torch.OutOfMemoryError, RuntimeError) as error:

@@ -160,7 +160,9 @@ def _train(
     # Seeded again: the initial weights depend on the seed alone, not on whether an augmenter was trained
     # or loaded first, so every arm of an ablation starts from the same model.
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    model = resolved.build_model(datamodule.data_shape, attached.discriminator_augmentation)
+    model = resolved.build_model(
+        datamodule.data_shape, attached.discriminator_augmentation, attached.strength
+    )
     resolved.check_batch_for(model, trainer.world_size)
     metrics_callback = generative_metrics(config, model, datamodule)
     if metrics_callback is not None:
@@ -235,7 +237,7 @@ def _train(
         **({"sampling": sampling} if sampling is not None else {}),
         **({"selected_checkpoint": selected} if selected is not None else {}),
         "evaluation": evaluation,
-        "augmentation": attached.record,
+        "augmentation": attached.final_record(),
         "data_summary": datamodule.summary(),
         "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),
         **environment_info(trainer),

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from tiny import TINY_RUN
 
-from lightning_genae.augmentation import AUGMENTATIONS, DEFAULTS
+from lightning_genae.augmentation import AUGMENTATIONS, CONTROLLER_OPTIONS, DEFAULTS
 from lightning_genae.checkpoint import CONFIG_KEY
 from lightning_genae.cli import main
 from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, PRECISIONS, flag, type_name
@@ -139,7 +139,9 @@ def numeric_options() -> list[tuple[str, list[str]]]:
     for name in CONFIG_FIELDS:
         if type_name(CONFIG_TYPES[name]) != "float":
             continue
-        if name in DEFAULTS:  # an augmentation option: pick an augmentation (and mode) that reads it
+        if name in CONTROLLER_OPTIONS:  # read by ADA's controller, which --augment-p auto runs
+            cases.append((name, ["--augment", "ae", "--augment-p", "auto"]))
+        elif name in DEFAULTS:  # an augmentation option: pick an augmentation (and mode) that reads it
             augment, mode = next(
                 (augment, mode)
                 for augment, spec in AUGMENTATIONS.items()
@@ -175,6 +177,7 @@ def test_every_float_option_must_be_finite(name, context, value, tmp_path, monke
 def test_the_finiteness_check_covers_float_options_of_every_kind() -> None:
     names = {name for name, _ in NUMERIC}
     assert {"lr", "beta", "denoise", "augment_noise", "augment_p", "augment_interp", "ema"} <= names
+    assert {"ada_target", "ada_kimg"} <= names
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

@@ -147,7 +147,14 @@ def test_grid_indices_name_tuning_cells_first_and_a_final_cell_waits_for_its_tun
             "--augment-p is tuned, but no",
         ),
         (["--augment", "ae", "--augment-p", "0.1,nan", "--tune-seeds", "9"], "--augment-p must be a finite"),
-        (["--augment", "ae", "--augment-p", "0.1,x"], "argument --augment-p: invalid float value: '0.1,x'"),
+        (
+            ["--augment", "ae", "--augment-noise", "0.1,x"],
+            "argument --augment-noise: invalid float value: '0.1,x'",
+        ),
+        (
+            ["--augment", "ae", "--augment-p", "0.1,x"],
+            "argument --augment-p: 'x' is neither a number nor auto",
+        ),
     ],
 )
 def test_bad_tuning_requests_are_one_line_errors_that_write_nothing(

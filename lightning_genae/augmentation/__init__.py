@@ -2,7 +2,7 @@
 
 Names combine with '+': `ae+diffaug` trains the GAN on AE-augmented data and shows its discriminator
 DiffAugment-ed inputs. Data-side augmentations (`ae`, `vae`, `vaegan`) change what the DataModule yields
-and work with every model; discriminator-side ones (`diffaug`, `ae-d`) need a model that is an
+and work with every model; discriminator-side ones (`diffaug`, `ae-d`, `ada`) need a model that is an
 `ImageDiscriminator`. Each name is one `AugmentationSpec` in `AUGMENTATIONS`.
 """
 
@@ -12,13 +12,15 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from lightning_genae.augmentation.ada import AdaPipeline, check_ops_fit, default_ada_ops, parse_ada_ops
 from lightning_genae.augmentation.diffaug import CUTOUT_RATIO, RATIO_LIMITS, TRANSLATION_RATIO, parse_policy
-from lightning_genae.augmentation.discriminator import AugmenterOnInputs, DiffAugment
-from lightning_genae.config import flag
+from lightning_genae.augmentation.discriminator import AdaptivePipeline, AugmenterOnInputs, DiffAugment
+from lightning_genae.config import AUTO, flag
 from lightning_genae.errors import ConfigError, agree
 from lightning_genae.models import MODELS
 
 if TYPE_CHECKING:
+    from lightning_genae.augmentation.adaptive import AdaptiveStrength
     from lightning_genae.config import RunConfig
     from lightning_genae.models.base import DiscriminatorAugmentation
 
@@ -35,6 +37,13 @@ DEFAULTS: dict[str, Any] = {
     "augmenter_width": 64,
     "augmenter_latent_dim": 32,
     "diffaug_policy": "color,translation,cutout",
+    # ADA's controller (augmentation/adaptive.py), for `ada` and `--augment-p auto`. ADA's target and
+    # interval; its kimg is 500 for runs of millions of images, in which p would barely move in our runs of
+    # ~100k (1,500 iterations of 64): 100 lets p go from 0 to 1 within such a run.
+    "ada_target": 0.6,
+    "ada_interval": 4,
+    "ada_kimg": 100.0,
+    "ada_ops": None,  # the data's default: default_ada_ops(channels) in augmentation/ada.py
     "diffaug_translation": TRANSLATION_RATIO,
     "diffaug_cutout": CUTOUT_RATIO,
 }
@@ -50,12 +59,35 @@ AUGMENTER_OPTIONS = (
 # Data-side options that only one --augment-mode reads: an offline pool has a size, online mixing has a
 # probability and an annealing schedule.
 MODE_OF_OPTION = {"augment_pool": "offline", "augment_p": "online", "augment_anneal": "online"}
+# What ADA's controller reads: `ada`, and `--augment-p auto` of ae/vae/ae-d.
+CONTROLLER_OPTIONS = ("ada_target", "ada_interval", "ada_kimg")
+# Models whose discriminator gives one real/fake logit per image, whose sign ADA's heuristic reads (began's
+# gives reconstruction energies).
+REAL_LOGIT_MODELS = ("gan", "vaegan")
 DATA_SIDE_OPTIONS = ("augment_mode", "augment_pool", "augment_p", "augment_anneal", *AUGMENTER_OPTIONS)
 # The DiffAugment option that sizes each operation of its policy; one whose operation the policy leaves out
 # is read by nothing.
 DIFFAUG_RATIO_OPTIONS = {"translation": "diffaug_translation", "cutout": "diffaug_cutout"}
 
 Side = Literal["data", "discriminator"]
+
+
+@dataclass(frozen=True)
+class BuildParts:
+    """What a discriminator-side augmentation is built from besides its plan."""
+
+    # The frozen augmenter (ae-d); None when the run has none.
+    augmenter: Callable | None
+    # The run's one ADA controller (`ada`, `--augment-p auto`); None when p is fixed.
+    strength: AdaptiveStrength | None
+    channels: int
+
+
+def _build_ada(plan: AugmentPlan, parts: BuildParts) -> DiscriminatorAugmentation:
+    ops = parse_ada_ops(plan.ada_ops) if plan.ada_ops else default_ada_ops(parts.channels)
+    check_ops_fit(ops, parts.channels)
+    assert parts.strength is not None
+    return AdaptivePipeline(AdaPipeline(ops), parts.strength)
 
 
 @dataclass(frozen=True)
@@ -74,7 +106,7 @@ class AugmentationSpec:
     augmenter: str | None = None
     # The family it runs on series instead; None: the augmentation works on images only.
     sequence_augmenter: str | None = None
-    build: Callable[[AugmentPlan, Callable | None], DiscriminatorAugmentation] | None = None
+    build: Callable[[AugmentPlan, BuildParts], DiscriminatorAugmentation] | None = None
 
     def options_read(self, mode: str | None) -> set[str]:
         if self.side != "data":
@@ -116,15 +148,27 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
         side="discriminator",
         options=("augment_p", *AUGMENTER_OPTIONS),
         augmenter="ae",
-        build=lambda plan, augmenter: AugmenterOnInputs(augmenter, p=plan.p),
+        build=lambda plan, parts: AugmenterOnInputs(
+            parts.augmenter, p=parts.strength if plan.p == AUTO else plan.p
+        ),
     ),
     "diffaug": AugmentationSpec(
         "DiffAugment (color, translation, cutout) on every discriminator input, real and fake",
         side="discriminator",
         options=("diffaug_policy", *DIFFAUG_RATIO_OPTIONS.values()),
-        build=lambda plan, augmenter: DiffAugment(
+        build=lambda plan, parts: DiffAugment(
             plan.diffaug_policy, translation=plan.diffaug_translation, cutout=plan.diffaug_cutout
         ),
+    ),
+    # Last among the discriminator-side ones: the augmenter (ae-d) must see images like those it was
+    # trained on, which ADA's geometric ops would not be; and after a fixed DiffAugment, ADA's controller
+    # adds just the strength that what D sees still lacks.
+    "ada": AugmentationSpec(
+        "ADA (Karras et al. 2020): its pipeline on every discriminator input, real and fake, with a "
+        "probability p that a controller steers so that E[sign(D(real))] stays at --ada-target",
+        side="discriminator",
+        options=("ada_ops", *CONTROLLER_OPTIONS),
+        build=_build_ada,
     ),
 }
 
@@ -194,7 +238,7 @@ class AugmentPlan:
     """What `--augment` and its options ask for, validated and with defaults filled in."""
 
     names: tuple[str, ...]
-    p: float
+    p: float | str  # a number, or AUTO: ADA's controller sets it
     mode: str
     pool: int | None
     anneal: bool
@@ -206,6 +250,10 @@ class AugmentPlan:
     augmenter_width: int
     augmenter_latent_dim: int
     diffaug_policy: str
+    ada_target: float
+    ada_interval: int
+    ada_kimg: float
+    ada_ops: str | None
     diffaug_translation: float
     diffaug_cutout: float
     # The augmentation options this plan reads, with their values: what config.yaml records.
@@ -226,6 +274,11 @@ class AugmentPlan:
     @property
     def online(self) -> bool:
         return is_online(self.names, self.mode)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether ADA's controller runs: for `ada`, or for `--augment-p auto`."""
+        return "ada" in self.names or self.p == AUTO
 
     def config_values(self) -> dict[str, Any]:
         """Every augmentation option: the value used, or None for one no chosen augmentation reads."""
@@ -258,6 +311,27 @@ def resolve_augment_plan(
     def given(option: str) -> bool:
         return getattr(config, option) is not None
 
+    used = options_used_by(plan_names, config.augment_mode)
+    auto_p = config.augment_p == AUTO and "augment_p" in used
+    if config.augment_p == AUTO and config.augment_mode == "offline" and is_data_side(plan_names):
+        raise ConfigError(
+            "--augment-p auto steers the online replacement, and an offline pool is fixed; drop "
+            "--augment-mode offline or give --augment-p a number"
+        )
+    adaptive = [name for name in plan_names if name == "ada"] + (["--augment-p auto"] if auto_p else [])
+    if adaptive and config.model not in REAL_LOGIT_MODELS:
+        raise ConfigError(
+            f"{' and '.join(adaptive)} {agree(adaptive, 'steers', 'steer')} p by the sign of a "
+            f"discriminator's real/fake logits, and --model {config.model} has none; "
+            f"use --model {' or '.join(REAL_LOGIT_MODELS)}"
+        )
+    if auto_p:
+        used |= set(CONTROLLER_OPTIONS)
+        if config.augment_anneal:
+            raise ConfigError(
+                "--augment-anneal takes a fixed --augment-p to zero; with --augment-p auto the controller "
+                "sets p: drop one of them"
+            )
     d_side = [name for name in plan_names if AUGMENTATIONS[name].side == "discriminator"]
     if d_side and not image_discriminator:
         takers = [name for name, spec in MODELS.items() if spec.image_discriminator]
@@ -268,7 +342,6 @@ def resolve_augment_plan(
             f"use --model {' or '.join(takers)} "
             f"or --augment {'/'.join(data_side)}"
         )
-    used = options_used_by(plan_names, config.augment_mode)
     if "diffaug" in plan_names:
         policy = parse_policy(config.diffaug_policy or DEFAULTS["diffaug_policy"])
         for operation, option in DIFFAUG_RATIO_OPTIONS.items():
@@ -297,11 +370,15 @@ def resolve_augment_plan(
         )
 
     values = {key: (getattr(config, key) if given(key) else default) for key, default in DEFAULTS.items()}
-    for option in ("augment_p", "augment_interp"):
-        if not 0.0 <= values[option] <= 1.0:
+    for option in ("augment_p", "augment_interp", "ada_target"):
+        if values[option] != AUTO and not 0.0 <= values[option] <= 1.0:
             raise ConfigError(f"{flag(option)} {values[option]} must lie in [0, 1]")
     if values["augment_noise"] < 0:
         raise ConfigError(f"--augment-noise {values['augment_noise']} must not be negative")
+    if values["ada_kimg"] <= 0:
+        raise ConfigError(f"--ada-kimg {values['ada_kimg']} must be positive (thousands of images)")
+    if "ada" in plan_names and values["ada_ops"] is not None:
+        values["ada_ops"] = ",".join(parse_ada_ops(values["ada_ops"]))
     for operation, option in DIFFAUG_RATIO_OPTIONS.items():
         if not 0.0 <= values[option] <= RATIO_LIMITS[operation]:
             raise ConfigError(
@@ -324,6 +401,10 @@ def resolve_augment_plan(
         augmenter_width=values["augmenter_width"],
         augmenter_latent_dim=values["augmenter_latent_dim"],
         diffaug_policy=values["diffaug_policy"],
+        ada_target=values["ada_target"],
+        ada_interval=values["ada_interval"],
+        ada_kimg=values["ada_kimg"],
+        ada_ops=values["ada_ops"],
         diffaug_translation=values["diffaug_translation"],
         diffaug_cutout=values["diffaug_cutout"],
         # Only what an augmentation uses goes into config.yaml; the rest stays None (= not set).

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from datamodules import InMemoryDataModule
-from lightning_genae.augmentation import AUGMENTATIONS, AugmentPlan
+from lightning_genae.augmentation import AUGMENTATIONS, AugmentPlan, BuildParts
+from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.datamodule import AugmentedDataModule
 from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
@@ -28,6 +29,18 @@ class Attached:
     record: dict[str, Any]
     # For the model to be built with: what every discriminator input goes through (None: nothing).
     discriminator_augmentation: DiscriminatorAugmentation | None = None
+    # ADA's controller, fed by the model's real logits (None: every p is fixed).
+    strength: AdaptiveStrength | None = None
+
+    def final_record(self) -> dict[str, Any]:
+        """The record for summary.json, with the p the controller ended training at (once the run is over)."""
+        if self.strength is None:
+            return self.record
+        return {
+            **self.record,
+            "final_p": round(float(self.strength.p), 6),
+            "final_ada_rt": float(self.strength.rt),
+        }
 
 
 def attach_augmentation(
@@ -67,14 +80,23 @@ def attach_augmentation(
             f"augmenter: {origin['family']}, {origin['source']} ({origin['path']}); "
             f"validation reconstruction MSE {origin['val_recon_mse']:.4f}"
         )
+    # One controller per run: `ada+ae --augment-p auto` drives both with the same p.
+    strength = (
+        AdaptiveStrength(plan.ada_target, plan.ada_interval, plan.ada_kimg, device=device)
+        if plan.adaptive
+        else None
+    )
+    parts = BuildParts(augmenter, strength, channels=datamodule.data_shape[0])
     # In registry order, so that `diffaug+ae-d` and `ae-d+diffaug` are the same run.
     transforms = [
-        spec.build(plan, augmenter)
+        spec.build(plan, parts)
         for name, spec in AUGMENTATIONS.items()
         if name in plan.names and spec.side == "discriminator" and spec.build is not None
     ]
     if plan.data_side:
         assert augmenter is not None
         length = total_iterations(len(datamodule.split_tensors("train")[0]))
-        datamodule = AugmentedDataModule(datamodule, plan, augmenter, seed=seed, total_iterations=length)
-    return Attached(datamodule, record, Composed(transforms) if transforms else None)
+        datamodule = AugmentedDataModule(
+            datamodule, plan, augmenter, seed=seed, total_iterations=length, strength=strength
+        )
+    return Attached(datamodule, record, Composed(transforms) if transforms else None, strength)

@@ -17,7 +17,9 @@ from torch.utils.data import DataLoader
 
 from datamodules.base import Batch, InMemoryDataModule
 from lightning_genae.augmentation import AugmentPlan
+from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.latent import LatentAugmenter
+from lightning_genae.config import AUTO
 
 POOL_BATCH = 500
 # Where a checkpoint keeps the state of the generator that picks and perturbs the replaced images.
@@ -34,6 +36,7 @@ class AugmentedDataModule(pl.LightningDataModule):
         augmenter: LatentAugmenter,
         seed: int = 0,
         total_iterations: int | None = None,
+        strength: AdaptiveStrength | None = None,
     ) -> None:
         super().__init__()
         self.base = base
@@ -43,6 +46,8 @@ class AugmentedDataModule(pl.LightningDataModule):
         self.seed = seed
         # Training length in iterations, for --augment-anneal.
         self.total_iterations = total_iterations
+        # ADA's controller when --augment-p is auto (it then sets p; the model checkpoints it).
+        self.strength = strength
         self._pool: Batch | None = None
         self._generator: torch.Generator | None = None
         # A resumed run's generator state, kept until the generator exists (setup) if it comes first.
@@ -139,7 +144,14 @@ class AugmentedDataModule(pl.LightningDataModule):
     # ----- online augmentation on the device -----
 
     def current_p(self) -> float:
-        """--augment-p, taken linearly to zero over training with --augment-anneal."""
+        """--augment-p, taken linearly to zero over training with --augment-anneal, or the controller's.
+
+        With --augment-p auto the controller's host copy of p (one update behind) sets round(p * B) on the
+        host, as a fixed p does, without waiting for the device (augmentation/adaptive.py).
+        """
+        if self.plan.p == AUTO:
+            assert self.strength is not None
+            return self.strength.p_host
         if not self.plan.anneal or not self.total_iterations or self.trainer is None:
             return self.plan.p
         iteration = getattr(self.trainer.lightning_module, "iteration", 0)
@@ -180,5 +192,6 @@ class AugmentedDataModule(pl.LightningDataModule):
             )
             extra = f"offline pool of {size} augmented images"
         else:
-            extra = f"online, p={self.plan.p}{' annealed' if self.plan.anneal else ''}"
+            p = "auto (ADA's controller)" if self.plan.p == AUTO else self.plan.p
+            extra = f"online, p={p}{' annealed' if self.plan.anneal else ''}"
         return f"{self.base.summary()}; {self.plan.augmenter_family} augmentation {extra}"

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from lightning_genae.augmentation.ada import AdaPipeline
+from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.diffaug import (
     CUTOUT_RATIO,
     TRANSLATION_RATIO,
@@ -24,16 +26,27 @@ from lightning_genae.augmentation.diffaug import (
 
 
 class AugmenterOnInputs:
-    """`ae-d`: each input goes through the frozen augmenter's encode-perturb-decode with probability p."""
+    """`ae-d`: each input goes through the frozen augmenter's encode-perturb-decode with probability p.
 
-    def __init__(self, augmenter: Callable[[Tensor], Tensor], p: float) -> None:
+    `p` is a number, or the run's ADA controller (`--augment-p auto`), whose host copy of p is read: the
+    code path is a fixed p's, and the copy, one controller update behind, costs no wait for the device
+    (augmentation/adaptive.py).
+    """
+
+    def __init__(self, augmenter: Callable[[Tensor], Tensor], p: float | AdaptiveStrength) -> None:
         self.augmenter = augmenter
-        self.p = p
+        self.strength = p if isinstance(p, AdaptiveStrength) else None
+        self.fixed_p = 0.0 if isinstance(p, AdaptiveStrength) else p
+
+    @property
+    def p(self) -> float:
+        return self.strength.p_host if self.strength is not None else self.fixed_p
 
     def __call__(self, images: Tensor) -> Tensor:
-        if self.p <= 0:
+        p = self.p
+        if p <= 0:
             return images
-        chosen = torch.rand(len(images), device=images.device) < self.p
+        chosen = torch.rand(len(images), device=images.device) < p
         if not bool(chosen.any()):
             return images
         if isinstance(self.augmenter, torch.nn.Module):
@@ -43,7 +56,22 @@ class AugmenterOnInputs:
         return images.index_put((chosen,), augmented)
 
     def __repr__(self) -> str:
-        return f"ae-d p={self.p}"
+        return f"ae-d p={'auto' if self.strength is not None else self.fixed_p}"
+
+
+class AdaptivePipeline:
+    """`ada`: ADA's pipeline applied with the controller's p (a device tensor, read at every call)."""
+
+    def __init__(self, pipeline: AdaPipeline, strength: AdaptiveStrength) -> None:
+        self.pipeline = pipeline
+        self.strength = strength
+
+    def __call__(self, images: Tensor) -> Tensor:
+        self.pipeline.p = self.strength.p
+        return self.pipeline(images)
+
+    def __repr__(self) -> str:
+        return f"ada {self.pipeline!r}, {self.strength!r}"
 
 
 class DiffAugment:

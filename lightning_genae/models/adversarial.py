@@ -12,7 +12,10 @@ from typing import Any
 
 from torch import Tensor
 
-from lightning_genae.models.base import DiscriminatorAugmentation, GenerativeModule
+from lightning_genae.models.base import DiscriminatorAugmentation, GenerativeModule, StrengthController
+
+# Where a checkpoint keeps the state of ADA's controller (p, its accumulators, the last r_t).
+STRENGTH_KEY = "adaptive_strength"
 
 
 class ImageAdversarialModule(GenerativeModule):
@@ -28,6 +31,7 @@ class ImageAdversarialModule(GenerativeModule):
         image_shape: tuple[int, int, int] | list[int],
         *,
         discriminator_augmentation: DiscriminatorAugmentation | None = None,
+        adaptive_strength: StrengthController | None = None,
         **options: Any,
     ) -> None:
         super().__init__(image_shape, **options)
@@ -36,12 +40,39 @@ class ImageAdversarialModule(GenerativeModule):
         # checkpoint, the optimizers and DDP's parameter bookkeeping. Not a hyper-parameter either: a
         # checkpoint rebuilt for evaluation needs no training-time augmentation.
         self.discriminator_augmentation = discriminator_augmentation
+        # ADA's controller (`--augment ada`, `--augment-p auto`): a plain attribute for the same reasons;
+        # its state is put into checkpoints explicitly (on_save_checkpoint).
+        self.adaptive_strength = adaptive_strength
 
     def discriminator_input(self, images: Tensor) -> Tensor:
         """`images` as the discriminator is shown them: augmented when the run augments its inputs."""
         if self.discriminator_augmentation is None:
             return images
         return self.discriminator_augmentation(images)
+
+    def observe_real_logits(self, real_logits: Tensor) -> None:
+        """Feed one discriminator step's real logits to ADA's controller, if the run has one, and log p.
+
+        Call it after the discriminator's update: the controller may replace p then, and p may be part of
+        the graph the update differentiated. Tensors are logged, so no step waits for the device.
+        """
+        if self.adaptive_strength is None:
+            return
+        self.adaptive_strength.observe(real_logits.detach())
+        self.log_dict(
+            {"train/augment_p": self.adaptive_strength.p, "train/ada_rt": self.adaptive_strength.rt},
+            on_step=True,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.adaptive_strength is not None:
+            checkpoint[STRENGTH_KEY] = self.adaptive_strength.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.adaptive_strength is not None and STRENGTH_KEY in checkpoint:
+            self.adaptive_strength.load_state_dict(checkpoint[STRENGTH_KEY])
 
     @abstractmethod
     def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:

@@ -62,6 +62,22 @@ class ImageDiscriminator(Protocol):
     def discriminator_input(self, images: Tensor) -> Tensor: ...
 
 
+class StrengthController(Protocol):
+    """ADA's controller as a model feeds it (augmentation/adaptive.py): the real logits of each D step.
+
+    `p` and `rt` are 0-dim tensors on the device (logged as they are); its state goes into checkpoints.
+    """
+
+    p: Tensor
+    rt: Tensor
+
+    def observe(self, real_logits: Tensor) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 @runtime_checkable
 class ReconstructingDiscriminator(Protocol):
     """A family whose discriminator is an autoencoder (BEGAN, EBGAN): its reconstructions can be shown.

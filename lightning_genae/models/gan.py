@@ -93,6 +93,7 @@ class GANModule(ImageAdversarialModule):
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
+            self.observe_real_logits(real_logits)
 
         with self.toggled_optimizer(opt_g):
             fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))

@@ -126,6 +126,7 @@ class VAEGANModule(ImageAdversarialModule):
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
+            self.observe_real_logits(real_logits)
 
         with self.toggled_optimizer(opt_enc):
             mean, log_var = self.posterior(real)

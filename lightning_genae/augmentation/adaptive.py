@@ -1,0 +1,127 @@
+"""The adaptive strength of an augmentation: ADA's overfitting heuristic driving a probability p.
+
+Karras et al. 2020 ("Training Generative Adversarial Networks with Limited Data", section 3) measure
+discriminator overfitting by r_t = E[sign(D(x_real))] over the real logits of the last `interval`
+discriminator steps: a discriminator that has memorised its reals says "real" to (nearly) all of them,
+r_t -> 1. Every `interval` steps p moves by sign(r_t - target) * (images seen) / (kimg * 1000), so it can go
+from 0 to 1 in `kimg` thousand real images, and is clamped to [0, 1].
+
+One controller serves a run: `--augment ada`'s pipeline and `--augment-p auto` (ae, vae, ae-d) read the
+same p. Everything the training step touches stays on the device: the sign sums and p are tensors, the
+image count a host integer (the batch size, known without the device), and `observe` never reads a
+device value, so training does not wait for the device each step (issue 11). Under DDP the sums and
+counts are all-reduced at an update and only then, so every rank moves p the same way.
+
+Consumers that need p on the host (the data side replaces round(p * B) images, chosen on the host) read
+`p_host`, a copy one update behind p: at each update the new p is copied to pinned host memory without
+blocking, and taken at the next update, by when the copy has long finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+class AdaptiveStrength:
+    """ADA's controller: call `observe(real_logits)` once per discriminator step; read `p` (a 0-dim tensor).
+
+    `target`: the r_t it steers to (ADA: 0.6); `interval`: discriminator steps between updates (ADA: 4);
+    `kimg`: thousands of real images for p to move from 0 to 1 (ADA: 500).
+    """
+
+    def __init__(self, target: float, interval: int, kimg: float, device: torch.device | str = "cpu") -> None:
+        self.target = target
+        self.interval = interval
+        self.kimg = kimg
+        device = torch.device(device)
+        self.p = torch.zeros((), device=device)
+        # The last update's r_t (0 until the first update).
+        self.rt = torch.zeros((), device=device)
+        self._sign_sum = torch.zeros((), device=device)
+        self._count = 0  # real images observed since the last update (host: len of each batch)
+        self._steps = 0  # discriminator steps observed since the last update
+        self.p_host = 0.0
+        self._staged_p: Tensor | None = None
+        self._staged_ready: Any = None  # a CUDA event when the staged copy was made asynchronously
+
+    @property
+    def device(self) -> torch.device:
+        return self.p.device
+
+    def to(self, device: torch.device | str) -> AdaptiveStrength:
+        device = torch.device(device)
+        self.p, self.rt, self._sign_sum = (t.to(device) for t in (self.p, self.rt, self._sign_sum))
+        return self
+
+    @torch.no_grad()
+    def observe(self, real_logits: Tensor) -> None:
+        """Accumulate one discriminator step's real logits; every `interval` steps, move p."""
+        if real_logits.device != self.device:
+            self.to(real_logits.device)
+        self._sign_sum = self._sign_sum + real_logits.detach().float().sign().sum()
+        self._count += real_logits.numel()
+        self._steps += 1
+        if self._steps >= self.interval:
+            self._update()
+
+    def _update(self) -> None:
+        sign_sum = self._sign_sum
+        count = torch.tensor(float(self._count), device=self.device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # Only here, once per interval: every rank then holds the same r_t and so the same p.
+            dist.all_reduce(sign_sum)
+            dist.all_reduce(count)
+        self.rt = sign_sum / count.clamp(min=1)
+        step = torch.sign(self.rt - self.target) * count / (self.kimg * 1000)
+        self.p = (self.p + step).clamp(0.0, 1.0)
+        self._sign_sum = torch.zeros((), device=self.device)
+        self._count = 0
+        self._steps = 0
+        self._take_host_copy()
+        self._stage_host_copy()
+
+    def _stage_host_copy(self) -> None:
+        if self.device.type == "cuda":
+            staged = torch.empty((), pin_memory=True)
+            staged.copy_(self.p, non_blocking=True)
+            self._staged_ready = torch.cuda.Event()
+            self._staged_ready.record()
+            self._staged_p = staged
+        else:
+            self._staged_p = self.p.clone()
+
+    def _take_host_copy(self) -> None:
+        if self._staged_p is None:
+            return
+        if self._staged_ready is not None:
+            self._staged_ready.synchronize()  # recorded an interval ago: finished long since
+        self.p_host = float(self._staged_p)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain numbers only (checkpoints are loaded with weights_only=True)."""
+        return {
+            "p": self.p.detach().cpu(),
+            "rt": self.rt.detach().cpu(),
+            "sign_sum": self._sign_sum.detach().cpu(),
+            "count": self._count,
+            "steps": self._steps,
+            "p_host": self.p_host,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.p = state["p"].to(self.device).float()
+        self.rt = state["rt"].to(self.device).float()
+        self._sign_sum = state["sign_sum"].to(self.device).float()
+        self._count = int(state["count"])
+        self._steps = int(state["steps"])
+        # The host copy as it was, and the next update takes the restored p: as in the uninterrupted run.
+        self.p_host = float(state["p_host"])
+        self._staged_p = self.p.detach().cpu().clone()
+        self._staged_ready = None
+
+    def __repr__(self) -> str:
+        return f"adaptive p (target {self.target}, every {self.interval} steps, {self.kimg} kimg to 1)"
