@@ -65,6 +65,7 @@ TUNABLE_OPTIONS = (
     "diffaug_policy",
     "diffaug_translation",
     "diffaug_cutout",
+    "ada_target",
 )
 TUNING_FILE = "tuning.json"
 
