@@ -208,6 +208,19 @@ def test_a_ratio_is_tuned_only_with_the_policies_that_use_it(tmp_path: Path) -> 
     ]
 
 
+def test_ada_target_is_tuned_only_with_an_automatic_augment_p(tmp_path: Path) -> None:
+    shared = RunConfig(model="gan", data="digits", output=str(tmp_path))
+    grid = plan_grid(shared, augments=["ae"], train_sizes=None, seeds=[0])
+    lists = {"augment_p": [0.25, "auto"], "ada_target": [0.5, 0.6]}
+    (arm,) = plan_tuning(shared, grid, lists, [9]).arms
+    assert [(dict(c)["augment_p"], dict(c).get("ada_target")) for c in arm.candidates] == [
+        (0.25, None),
+        ("auto", 0.5),
+        ("auto", 0.6),
+    ]
+    assert arm.tuned == {"augment_p": [0.25, "auto"], "ada_target": [0.5, 0.6]}
+
+
 def test_numbers_split_on_commas_and_policies_on_bars() -> None:
     rest, lists = split_candidates(
         {"augment_p": "0.1, 0.5|0.75", "augment_noise": "0.3", "diffaug_policy": "color,cutout|translation"}
