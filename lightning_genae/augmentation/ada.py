@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
 from lightning_genae.errors import ConfigError, agree
 
 # In the order the pipeline applies them (ADA's order: blits, general geometry, colour); a pipeline always
@@ -81,35 +82,13 @@ def default_ada_ops(channels: int) -> tuple[str, ...]:
     return _RGB_DEFAULT if channels == 3 else _GREYSCALE_DEFAULT
 
 
-def _choices() -> str:
-    return f"choose from {', '.join(ADA_OPERATIONS)} (comma-separated)"
-
-
 def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
-    """Reject unknown or repeated operation names with a one-line ConfigError quoting ``source``."""
-    unknown = [name for name in names if name not in ADA_OPERATIONS]
-    if unknown:
-        raise ConfigError(f"--ada-ops {source!r}: unknown operation {', '.join(unknown)}; {_choices()}")
-    repeated = sorted({name for name in names if names.count(name) > 1}, key=list(names).index)
-    if repeated:
-        raise ConfigError(
-            f"--ada-ops {source!r}: operation {', '.join(repeated)} listed more than once; "
-            f"list each once, {_choices()}"
-        )
-    return tuple(names)
+    return check_operation_names(names, ADA_OPERATIONS, "--ada-ops", source)
 
 
 def parse_ada_ops(text: str) -> tuple[str, ...]:
-    """Split ``"translation, scale"`` into operation names, in the order given.
-
-    Raises ConfigError for an empty list, an empty entry (stray comma), an unknown name or a repeated one.
-    """
-    if not text.strip():
-        raise ConfigError(f"--ada-ops {text!r}: no operation given; {_choices()}")
-    names = [name.strip() for name in text.split(",")]
-    if any(not name for name in names):
-        raise ConfigError(f"--ada-ops {text!r}: empty entry (stray comma); remove it and {_choices()}")
-    return _check_names(names, text)
+    """Operation names of a `--ada-ops` value, in the order given (ConfigError if unusable)."""
+    return parse_operation_names(text, ADA_OPERATIONS, "--ada-ops")
 
 
 def check_ops_fit(ops: Sequence[str], channels: int) -> None:

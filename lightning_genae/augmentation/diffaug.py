@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.errors import ConfigError
+from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
 
 DIFFAUG_OPERATIONS: dict[str, str] = {
     "color": "random brightness, saturation and contrast per image",
@@ -47,37 +47,13 @@ CUTOUT_RATIO = 0.5
 RATIO_LIMITS: dict[str, float] = {"translation": 0.5, "cutout": 1.0}
 
 
-def _choices() -> str:
-    return f"choose from {', '.join(DIFFAUG_OPERATIONS)} (comma-separated)"
-
-
 def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
-    """Reject unknown or repeated operation names with a one-line ConfigError quoting ``source``."""
-    unknown = [name for name in names if name not in DIFFAUG_OPERATIONS]
-    if unknown:
-        raise ConfigError(
-            f"--diffaug-policy {source!r}: unknown operation {', '.join(unknown)}; {_choices()}"
-        )
-    repeated = sorted({name for name in names if names.count(name) > 1}, key=list(names).index)
-    if repeated:
-        raise ConfigError(
-            f"--diffaug-policy {source!r}: operation {', '.join(repeated)} listed more than once; "
-            f"list each once, {_choices()}"
-        )
-    return tuple(names)
+    return check_operation_names(names, DIFFAUG_OPERATIONS, "--diffaug-policy", source)
 
 
 def parse_policy(text: str) -> tuple[str, ...]:
-    """Split a comma-separated policy such as ``"color, translation"`` into operation names, in order.
-
-    Raises ConfigError for an empty policy, an empty entry (stray comma), an unknown name or a repeated one.
-    """
-    names = [name.strip() for name in text.split(",")]
-    if not text.strip():
-        raise ConfigError(f"--diffaug-policy {text!r}: no operation given; {_choices()}")
-    if any(not name for name in names):
-        raise ConfigError(f"--diffaug-policy {text!r}: empty entry (stray comma); remove it and {_choices()}")
-    return _check_names(names, text)
+    """Operation names of a `--diffaug-policy` value, in the order given (ConfigError if unusable)."""
+    return parse_operation_names(text, DIFFAUG_OPERATIONS, "--diffaug-policy")
 
 
 def _uniform(images: Tensor, low: float, high: float, generator: torch.Generator | None) -> Tensor:
