@@ -131,6 +131,9 @@ def test_grid_indices_name_tuning_cells_first_and_a_final_cell_waits_for_its_tun
     assert "run (or re-run) the tuning cells 0..1 first" in err and not root.exists()
     code, err = run_main([*GRID, "--output", str(root), "--grid-index", "4"], capsys)
     assert_one_line_error(code, err, "--grid-index 4 is out of range; this tuning grid has 2 tuning cells")
+    # A final cell whose arm needs no tuning runs now, and succeeds though diffaug's tuning is still to come.
+    assert main([*GRID, "--output", str(root), "--grid-index", "2"]) == 0
+    assert (root / "none-tsfull-seed0" / "summary.json").is_file()
 
 
 @pytest.mark.parametrize(
