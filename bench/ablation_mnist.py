@@ -10,6 +10,9 @@ machine), and prints the Markdown table as measured.
 
     python bench/ablation_mnist.py --data-dir ../shared/data    # CPU budget, under an hour on 2 cores
     python bench/ablation_mnist.py --steps 10000 --width 64 --accelerator gpu   # a larger budget on a GPU
+    # the AE augmentations with the adaptive strength, its target tuned with the same budget:
+    python bench/ablation_mnist.py --augments ae,vae,ae-d --augment-p auto \
+        --output runs/bench-ablation-mnist-1k-auto
 """
 
 from __future__ import annotations
@@ -72,10 +75,15 @@ def main() -> int:
     ]  # fmt: skip
     if args.tune_seeds:
         arms = set(args.augments.split(","))
+        ae_arms = {"ae", "vae", "ae-d"}
         candidates = {
-            "--augment-p": (args.augment_p, {"ae", "vae", "ae-d"}),
+            "--augment-p": (args.augment_p, ae_arms),
             "--diffaug-translation": (args.diffaug_translation, {"diffaug"}),
-            "--ada-target": (args.ada_target, {"ada"}),
+            # the target is read by ADA and by every AE augmentation whose strength is "auto"
+            "--ada-target": (
+                args.ada_target,
+                {"ada"} | (ae_arms if "auto" in args.augment_p.split(",") else set()),
+            ),
         }
         command += ["--tune-seeds", args.tune_seeds]
         for option, (values, readers) in candidates.items():
