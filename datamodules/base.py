@@ -8,7 +8,7 @@ tensor index instead of B transforms, and the conversion to the model's input ru
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules.placement import batch_device, check_data_on_device
 from datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
 
@@ -147,6 +148,63 @@ class ResumableLoader(DataLoader):
         self._position = (int(state_dict["epoch"]), int(state_dict["batches"]))
 
 
+class DeviceBatches:
+    """The training batches of a split held on the device: one index of the stored tensors per batch.
+
+    The batches `ResumableLoader` over `EpochShuffle` gives (each epoch's order a function of seed and epoch,
+    full batches only), so a run gives the same numbers either way and its checkpoints resume on the other.
+    The epoch's order goes to the device once per epoch: a batch is an index there, with no loader, no
+    collation, no host-to-device copy and no wait for the device. Under DDP every rank draws the same order
+    and takes its share of each global batch, so a resumed DDP run too goes on where it stopped.
+    """
+
+    def __init__(
+        self,
+        items: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.items = items
+        self.labels = labels
+        # Per device, as a DataLoader's batch_size is.
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = EpochShuffle(len(items), seed)
+        self._position: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items) // (self.batch_size * self.world_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        position = self._position
+        if position is None:
+            epoch, done = 0, 0
+        elif position[1] >= len(self):
+            epoch, done = position[0] + 1, 0
+        else:
+            epoch, done = position
+        self._position = (epoch, done)
+        order = self.shuffle.order(epoch).to(self.items.device)
+        global_batch = self.batch_size * self.world_size
+        for batch in range(done, len(self)):
+            start = batch * global_batch + self.rank * self.batch_size
+            index = order[start : start + self.batch_size]
+            self._position = (epoch, batch + 1)
+            yield self.items[index], self.labels[index]
+
+    # The same state as ResumableLoader's, so that a checkpoint taken with either resumes with the other.
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self._position or (0, 0)
+        return {"epoch": epoch, "batches": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._position = (int(state_dict["epoch"]), int(state_dict["batches"]))
+
+
 def collate_batch(batch: Batch | list[Batch]) -> Batch:
     """Pass an `__getitems__` batch through; stack single samples (from wrappers that bypass it)."""
     if isinstance(batch, tuple):
@@ -181,6 +239,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         train_size: int | None = None,
         seed: int = 0,
         num_workers: int = 0,
+        data_on_device: str = "auto",
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -189,11 +248,13 @@ class InMemoryDataModule(pl.LightningDataModule):
             raise ConfigError(f"--train-size {train_size} must be at least 1 (or omit it for all the data)")
         if num_workers < 0:
             raise ConfigError(f"--num-workers {num_workers} must be 0 or more")
+        check_data_on_device(data_on_device, num_workers)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = batch_size
         self.train_size = train_size
         self.seed = seed
         self.num_workers = num_workers
+        self.data_on_device = data_on_device
         self.batch_size_per_device = batch_size
         self._splits: dict[str, Batch] | None = None
         self._train_split_size = 0
@@ -306,16 +367,24 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     # ----- dataloaders -----
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> DataLoader | DeviceBatches:
         return self.loader_over(*self.split_tensors(split), train=train)
 
-    def loader_over(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader:
+    def loader_over(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader | DeviceBatches:
         """This DataModule's loader (per-device batch, workers) over any in-memory items and labels.
 
-        Training on one device shuffles with `EpochShuffle` in a `ResumableLoader`, so a resumed run sees the
-        batches an uninterrupted one would. Under DDP Lightning puts its DistributedSampler (seeded, one
-        order per epoch) in place of the RandomSampler; a resumed DDP run starts its epoch's order again.
+        Training batches are indexed on the run's device (`DeviceBatches`) when --data-on-device says so.
+        Otherwise training on one device shuffles with `EpochShuffle` in a `ResumableLoader`, so a resumed
+        run sees the batches an uninterrupted one would; under DDP Lightning puts its DistributedSampler
+        (seeded, one order per epoch) in place of the RandomSampler, and a resumed run starts its epoch's
+        order again. Validation and test batches always come from a DataLoader on the host: they are read
+        at the evaluation cadence only.
         """
+        if train and (device := self.batch_device(images, labels)) is not None:
+            world_size = self.trainer.world_size if self.trainer is not None else 1
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            images, labels = self._to_device(images, labels, device)
+            return DeviceBatches(images, labels, self.batch_size_per_device, self.seed, rank, world_size)
         dataset = InMemoryImages(images, labels)
         options: dict[str, Any] = {
             "batch_size": self.batch_size_per_device,
@@ -335,7 +404,23 @@ class InMemoryDataModule(pl.LightningDataModule):
             return ResumableLoader(dataset, shuffle=True, **options)
         return ResumableLoader(dataset, sampler=EpochShuffle(len(dataset), self.seed), **options)
 
-    def train_dataloader(self) -> DataLoader:
+    def batch_device(self, items: Tensor, labels: Tensor) -> torch.device | None:
+        """The device training batches of these items are indexed on, or None for a DataLoader on the host
+        (--data-on-device; datamodules/placement.py)."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        size = items.numel() * items.element_size() + labels.numel() * labels.element_size()
+        return batch_device(self.data_on_device, self.num_workers, device, size)
+
+    def _to_device(self, items: Tensor, labels: Tensor, device: torch.device) -> Batch:
+        try:
+            return items.to(device), labels.to(device)
+        except torch.OutOfMemoryError:
+            size = items.numel() * items.element_size() / 2**20
+            raise ConfigError(
+                f"the training split ({size:.1f} MiB) does not fit on {device}; use --data-on-device off"
+            ) from None
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         """Shuffled, full batches only, so every step sees the same batch size."""
         available = len(self.split_tensors("train")[0])
         # The global batch against the whole split also covers DDP, where each rank gets 1/world of it.
@@ -396,10 +481,11 @@ class ImageDataModule(InMemoryDataModule):
         num_workers: int = 0,
         image_size: int | None = None,
         channels: int | None = None,
+        data_on_device: str = "auto",
     ) -> None:
         # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
         data_dir = str(data_dir)
-        super().__init__(data_dir, batch_size, train_size, seed, num_workers)
+        super().__init__(data_dir, batch_size, train_size, seed, num_workers, data_on_device)
         self.save_hyperparameters()
         self._check_geometry(image_size, channels)
 

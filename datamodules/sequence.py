@@ -100,10 +100,11 @@ class SequenceDataModule(InMemoryDataModule):
         seq_len: int | None = None,
         stride: int | None = None,
         channels: int | None = None,
+        data_on_device: str = "auto",
     ) -> None:
         # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
         data_dir = str(data_dir)
-        super().__init__(data_dir, batch_size, train_size, seed, num_workers)
+        super().__init__(data_dir, batch_size, train_size, seed, num_workers, data_on_device)
         self.save_hyperparameters()
         given = {"seq_len": seq_len, "stride": stride, "channels": channels}
         ignored = [name for name, value in given.items() if value is not None and name not in self.takes]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from datamodules.placement import DATA_ON_DEVICE, check_data_on_device
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES
@@ -188,6 +189,13 @@ class RunConfig:
     num_workers: int = _opt(
         0, "DataLoader workers (data is in memory; 0 is usually fastest)", group="hardware"
     )
+    data_on_device: str = _opt(
+        "auto",
+        "index training batches on the run's device (no loader, no host-to-device copy): on, off, or auto "
+        "(on unless --num-workers is given or the split would take over a quarter of the GPU's memory)",
+        group="hardware",
+        choices=DATA_ON_DEVICE,
+    )
 
     # Logging and outputs.
     logger: list[str] = _opt(
@@ -323,6 +331,7 @@ CHANGEABLE_ON_RESUME = (
     "strategy",
     "num_nodes",
     "num_workers",
+    "data_on_device",
 )
 
 
@@ -485,6 +494,7 @@ def check_values(config: RunConfig) -> None:
             raise ConfigError(f"{flag(name)} {value!r} is not one of: {', '.join(choices)}")
     if config.num_workers < 0:
         raise ConfigError(f"--num-workers must be 0 or more, got {config.num_workers}")
+    check_data_on_device(config.data_on_device, config.num_workers)
     if config.eval_samples < MIN_FEATURE_SAMPLES:
         raise ConfigError(
             f"--eval-samples must be at least {MIN_FEATURE_SAMPLES} (the k-nearest-neighbour metrics need "

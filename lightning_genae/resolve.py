@@ -67,6 +67,7 @@ class ResolvedRun:
             train_size=config.train_size,
             seed=config.seed,
             num_workers=config.num_workers,
+            data_on_device=config.data_on_device,
             channels=config.channels,
             **shape,
         )

@@ -129,7 +129,8 @@ def test_the_checkpoint_holds_the_random_streams_and_the_place_in_the_data(runs)
 
 
 def test_a_loader_resumed_part_way_through_an_epoch_continues_its_order():
-    data = build_datamodule("digits", data_dir=".", batch_size=32, train_size=200)
+    # The host loader's path; the device path's batches are checked against it in test_data_on_device.py.
+    data = build_datamodule("digits", data_dir=".", batch_size=32, train_size=200, data_on_device="off")
     images, labels = data.split_tensors("train")
     uninterrupted = data.loader_over(images, labels, train=True)
     assert isinstance(uninterrupted, ResumableLoader) and isinstance(uninterrupted.sampler, EpochShuffle)
