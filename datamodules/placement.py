@@ -8,6 +8,7 @@ The command line checks the setting before anything heavy is imported, so it liv
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from lightning_genae.errors import ConfigError
 
@@ -50,3 +51,16 @@ def batch_device(
     else:
         limit = AUTO_DEVICE_BYTES
     return device if size_bytes <= limit else None
+
+
+def host_to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """A host tensor (random draws of a seeded CPU generator, say) on `device`, without a wait for the device.
+
+    `.to("cuda")` from ordinary (pageable) memory synchronises the stream: the host waits until every kernel
+    queued so far has run, which a training step would pay at each such copy. From pinned memory the copy
+    is queued like a kernel, and the caching host allocator keeps the pinned block until it has finished.
+    Elsewhere this is `.to(device)`, so the CPU path and its numbers are unchanged.
+    """
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

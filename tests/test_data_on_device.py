@@ -168,3 +168,21 @@ def test_a_run_gives_the_same_numbers_on_either_path_and_resumes_across_them(tmp
     ]
     assert main([*resume, "--output", str(resumed)]) == 0
     assert final_metrics(resumed) == final_metrics(on)
+
+
+def test_host_draws_reach_a_gpu_through_pinned_memory_without_a_wait(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    real_to = torch.Tensor.to
+
+    def recording_to(self, *args, **kwargs):
+        calls.append(("to", str(args[0]), kwargs.get("non_blocking", False)))
+        return real_to(self, "cpu")
+
+    monkeypatch.setattr(torch.Tensor, "to", recording_to)
+    draws = torch.rand(4)
+    placement.host_to_device(draws, torch.device("cuda", 0))
+    assert calls == ["pin", ("to", "cuda:0", True)]
+    calls.clear()
+    assert placement.host_to_device(draws, torch.device("cpu")) is draws or calls == [("to", "cpu", False)]
+    assert "pin" not in calls, "the CPU path is a plain .to: same tensors, same numbers"

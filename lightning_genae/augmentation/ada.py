@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from datamodules.placement import host_to_device
 from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
 from lightning_genae.errors import ConfigError, agree
 
@@ -123,7 +124,8 @@ class _Draws:
             # Drawn where the generator lives (normally the CPU) so a seed reproduces on every device.
             self._uniform = torch.rand(batch, uniforms, generator=generator, device=generator.device)
             self._normal = torch.randn(batch, normals, generator=generator, device=generator.device)
-            self._uniform, self._normal = self._uniform.to(device), self._normal.to(device)
+            self._uniform = host_to_device(self._uniform, device)
+            self._normal = host_to_device(self._normal, device)
         self._next_uniform = 0
         self._next_normal = 0
         self.batch, self.device = batch, device

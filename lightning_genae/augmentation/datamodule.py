@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.base import Batch, InMemoryDataModule
+from datamodules.placement import host_to_device
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.latent import LatentAugmenter
@@ -163,7 +164,7 @@ class AugmentedDataModule(pl.LightningDataModule):
         if count == 0:
             return images, 0
         assert self._generator is not None
-        index = torch.randperm(len(images), generator=self._generator)[:count].to(images.device)
+        index = host_to_device(torch.randperm(len(images), generator=self._generator)[:count], images.device)
         self.augmenter.to(images.device)
         with torch.no_grad():
             augmented = self.augmenter(images[index], labels[index], generator=self._generator)

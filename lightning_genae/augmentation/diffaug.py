@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from datamodules.placement import host_to_device
 from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
 
 DIFFAUG_OPERATIONS: dict[str, str] = {
@@ -63,7 +64,9 @@ def _uniform(images: Tensor, low: float, high: float, generator: torch.Generator
         values = torch.rand(shape, device=images.device)
     else:
         # Drawn where the generator lives (normally the CPU) so a seed reproduces on every device.
-        values = torch.rand(shape, generator=generator, device=generator.device).to(images.device)
+        values = host_to_device(
+            torch.rand(shape, generator=generator, device=generator.device), images.device
+        )
     return (values * (high - low) + low).to(images.dtype)
 
 
@@ -72,7 +75,8 @@ def _randint(images: Tensor, low: int, high: int, generator: torch.Generator | N
     shape = (images.shape[0], 1)
     if generator is None:
         return torch.randint(low, high + 1, shape, device=images.device)
-    return torch.randint(low, high + 1, shape, generator=generator, device=generator.device).to(images.device)
+    draws = torch.randint(low, high + 1, shape, generator=generator, device=generator.device)
+    return host_to_device(draws, images.device)
 
 
 def _color(images: Tensor, generator: torch.Generator | None) -> Tensor:

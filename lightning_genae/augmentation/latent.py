@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from datamodules import InMemoryDataModule
 from datamodules.base import TRAIN_CONTENT_KEY, map_images, to_model_range
+from datamodules.placement import host_to_device
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
@@ -59,13 +60,13 @@ def autoencoder_families() -> list[str]:
 def _uniform(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
     # A seeded generator draws on the CPU, so a seed gives the same augmentation on every device.
     if generator is not None:
-        return torch.rand(n, generator=generator).to(device)
+        return host_to_device(torch.rand(n, generator=generator), device)
     return torch.rand(n, device=device)
 
 
 def _normal(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
     if generator is not None:
-        return torch.randn(shape, generator=generator).to(device)
+        return host_to_device(torch.randn(shape, generator=generator), device)
     return torch.randn(shape, device=device)
 
 
@@ -155,7 +156,7 @@ class LatentAugmenter(nn.Module):
         else:
             # Discriminator inputs have no labels (fakes): pair them among themselves.
             if generator is not None:
-                order = torch.randperm(len(codes), generator=generator).to(codes.device)
+                order = host_to_device(torch.randperm(len(codes), generator=generator), codes.device)
             else:
                 order = torch.randperm(len(codes), device=codes.device)
             partners = codes[order]

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from datamodules.placement import host_to_device
 from lightning_genae.errors import TrainingDiverged
 from lightning_genae.models.options import FamilyOptions
 
@@ -201,7 +202,7 @@ class GenerativeModule(pl.LightningModule):
 
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Standard normal latents; drawn on the CPU so a seeded generator gives the same noise anywhere."""
-        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        return host_to_device(torch.randn(n, self.latent_dim, generator=generator), self.device)
 
     def watch_losses(self, **losses: Tensor) -> None:
         """Note this step's losses for `first_non_finite_loss`, the check that stops a diverged run.
