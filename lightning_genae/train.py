@@ -56,10 +56,16 @@ def _say_what_changes_on_resume(resume: RunCheckpoint, config: RunConfig, run_di
 def log_last_training_values(
     trainer: pl.Trainer, model: GenerativeModule, fit_metrics: dict[str, float]
 ) -> None:
-    """Record the final batch's training metrics when Lightning's every-N-steps cadence skipped them."""
+    """Record the final batch's training values when Lightning's every-N-steps cadence did not write them.
+
+    Only values that belong to the final batch: the model logs a batch's values when Lightning writes them
+    and at the last batch of the fit; any other ending (a stop Lightning did not foresee) writes nothing
+    rather than an earlier batch's values under the final step.
+    """
     last_batch = model.iteration - 1
+    logged = model.last_logged_training
     training_values = {key: value for key, value in fit_metrics.items() if key.startswith("train/")}
-    if not training_values or last_batch < 0 or model.iteration % trainer.log_every_n_steps == 0:
+    if not training_values or logged is None or logged.written or logged.iteration != last_batch:
         return
     for logger in trainer.loggers:
         logger.log_metrics(training_values, step=last_batch)

@@ -180,18 +180,16 @@ class AAEModule(ReconstructionModule):
             self.manual_backward(loss_g)
             opt_encoder.step()
 
-        self.log_dict(
+        self.log_training(
             {"train/loss": loss.detach(), "train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()},
             prog_bar=True,
-            on_step=True,
         )
-        self.log_dict(
+        self.log_training(
             {
                 "train/mse": F.mse_loss(self.as_image(out).detach(), images),
                 "train/d_real": prior_logits.detach().mean(),
                 "train/d_fake": code_logits.detach().mean(),
             },
-            on_step=True,
         )
 
     def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:

@@ -59,9 +59,8 @@ class ImageAdversarialModule(GenerativeModule):
         if self.adaptive_strength is None:
             return
         self.adaptive_strength.observe(real_logits.detach())
-        self.log_dict(
-            {"train/augment_p": self.adaptive_strength.p, "train/ada_rt": self.adaptive_strength.rt},
-            on_step=True,
+        self.log_training(
+            {"train/augment_p": self.adaptive_strength.p, "train/ada_rt": self.adaptive_strength.rt}
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -33,11 +33,11 @@ class AutoencoderModule(ReconstructionModule):
         recon = self.as_image(out)
         # Pixel MSE is logged for every loss choice so that runs compare on one scale.
         mse = F.mse_loss(recon.detach(), images)
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, sync_dist=not on_step
-        )
-        self.log(f"{stage}/mse", mse, on_step=on_step, on_epoch=not on_step, sync_dist=not on_step)
-        if stage != "train":
-            self.log_dict(self.reconstruction_quality.update(stage, recon, images), on_epoch=True)
+        if stage == "train":
+            self.log_training({"train/loss": loss}, prog_bar=True)
+            self.log_training({"train/mse": mse})
+            return loss
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/mse", mse, on_epoch=True, sync_dist=True)
+        self.log_dict(self.reconstruction_quality.update(stage, recon, images), on_epoch=True)
         return loss

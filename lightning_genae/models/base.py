@@ -12,7 +12,7 @@ defaults and the checks all come from it.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
@@ -135,6 +135,41 @@ def adam(
     return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=fused or None)
 
 
+class LoggedTraining(NamedTuple):
+    """The last training batch whose values were logged (0-based iteration), and whether Lightning wrote
+    them to the loggers itself; if not, they are in `trainer.callback_metrics` for the run to write."""
+
+    iteration: int
+    written: bool
+
+
+def lightning_writes_training_values(trainer: pl.Trainer) -> bool:
+    """Whether Lightning writes the current training batch's values to the loggers at its end.
+
+    The same decision as `_TrainingEpochLoop.advance` -> `update_train_step_metrics` (pytorch-lightning
+    2.6): every `log_every_n_steps` batches (`(_batches_that_stepped + 1) % n == 0`), when the trainer
+    should stop, and every batch of a fast_dev_run. `should_update_logs` is private; it is read rather
+    than copied so the two cannot differ. If Lightning renames it this raises AttributeError; if it
+    writes at other batches, rows would carry an earlier batch's values, which
+    tests/test_logging_cadence.py catches by comparing with a run that logs every batch.
+    """
+    return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+
+
+def is_last_training_batch(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """Whether fit ends after this training batch (max_steps, or the last batch of the last epoch),
+    called in on_train_batch_end: its values are the run's final ones, which the run writes itself."""
+    if trainer.should_stop or (0 < trainer.max_steps <= trainer.global_step):
+        return True
+    max_epochs = trainer.max_epochs
+    return (
+        max_epochs is not None
+        and max_epochs >= 0
+        and trainer.current_epoch + 1 >= max_epochs
+        and batch_idx + 1 >= trainer.num_training_batches
+    )
+
+
 # Losses noted by `watch_losses` before it checks them itself; the training set-up's guard checks far
 # more often (every <= 10 iterations), so this only bounds the memory of a module trained without it.
 MAX_UNCHECKED_LOSSES = 1024
@@ -177,6 +212,10 @@ class GenerativeModule(pl.LightningModule):
         )
         # (loss name, iteration, value) noted by `watch_losses`, not yet checked.
         self._unchecked_losses: list[tuple[str, int, Tensor]] = []
+        # This training batch's values, handed to `self.log` at its end only if they will be written.
+        self._training_values: list[tuple[Mapping[str, Tensor | float], bool]] = []
+        # The last training batch whose values went to `self.log`, and whether Lightning wrote them itself.
+        self.last_logged_training: LoggedTraining | None = None
 
     @property
     def iteration(self) -> int:
@@ -184,6 +223,28 @@ class GenerativeModule(pl.LightningModule):
         if self._trainer is None:
             return 0
         return self.trainer.global_step // self.optimizer_steps_per_iteration
+
+    def log_training(self, values: Mapping[str, Tensor | float], prog_bar: bool = False) -> None:
+        """Log this training batch's values (0-dim tensors, never `.item()`; Lightning detaches them): they
+        reach `self.log` at the batch's end, and only when they will be written (`on_train_batch_end`)."""
+        self._training_values.append((values, prog_bar))
+
+    def on_train_start(self) -> None:
+        # Values queued by a batch that raised before its end (a fit stopped by an exception) are dropped.
+        self._training_values = []
+        self.last_logged_training = None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # After every callback's on_train_batch_end, so a stop they asked for counts, and just before
+        # Lightning decides whether to write this batch's values (update_train_step_metrics).
+        queued, self._training_values = self._training_values, []
+        written = lightning_writes_training_values(self.trainer)
+        if not (written or is_last_training_batch(self.trainer, batch_idx)):
+            # Skipped: `self.log` costs Python work per call and its values would be written nowhere.
+            return
+        for values, prog_bar in queued:
+            self.log_dict(values, on_step=True, on_epoch=False, prog_bar=prog_bar)
+        self.last_logged_training = LoggedTraining(self.iteration - 1, written)
 
     def _log_evaluation_step(self) -> None:
         # Lightning would log evaluation at the index of the batch before it; "step" overrides that so a

@@ -133,17 +133,14 @@ class BEGANModule(ImageAdversarialModule):
         balance = self.trainer.strategy.reduce(o.began_gamma * real_energy - fake_energy, reduce_op="mean")
         if o.d_loss == "began":
             self.k.add_(o.began_lambda_k * balance).clamp_(0.0, 1.0)
-        self.log_dict(
-            {"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True, on_step=True
-        )
-        self.log_dict(
+        self.log_training({"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True)
+        self.log_training(
             {
                 "train/k": self.k.clone(),
                 "train/m_global": real_energy + balance.abs(),
                 "train/d_real_energy": real_energy,
                 "train/d_fake_energy": fake_energy,
             },
-            on_step=True,
         )
 
     def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:

@@ -105,12 +105,9 @@ class GANModule(ImageAdversarialModule):
 
         self.update_ema()
 
-        self.log_dict(
-            {"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True, on_step=True
-        )
-        self.log_dict(
-            {"train/d_real": real_logits.detach().mean(), "train/d_fake": fake_logits.detach().mean()},
-            on_step=True,
+        self.log_training({"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True)
+        self.log_training(
+            {"train/d_real": real_logits.detach().mean(), "train/d_fake": fake_logits.detach().mean()}
         )
 
     def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:

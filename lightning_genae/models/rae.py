@@ -138,9 +138,10 @@ class RAEModule(ObjectiveModule):
         else:
             loss = mse
         values.update({f"{stage}/loss": loss, f"{stage}/mse": mse.detach()})
-        self.log_dict(values, on_step=training, on_epoch=not training, sync_dist=not training)
         if training:
-            self.log("train/teacher_forcing", forcing, on_step=True, on_epoch=False)
+            self.log_training({**values, "train/teacher_forcing": forcing})
+        else:
+            self.log_dict(values, on_epoch=True, sync_dist=True)
         return loss
 
     def configure_gradient_clipping(

@@ -61,10 +61,10 @@ class VAEModule(ReconstructionModule):
             f"{stage}/elbo": -(recon + kl),
             f"{stage}/mse": F.mse_loss(self.as_image(out).detach(), images),
         }
-        self.log_dict(values, on_step=on_step, on_epoch=not on_step, sync_dist=not on_step)
         if on_step:
-            self.log("train/beta", beta, on_step=True, on_epoch=False)
+            self.log_training({**values, "train/beta": beta})
         else:
+            self.log_dict(values, on_epoch=True, sync_dist=True)
             # Scored on the posterior mean's reconstruction, the deterministic one tools use.
             quality = self.reconstruction_quality.update(stage, self.decode(mean), images)
             self.log_dict(quality, on_epoch=True)

@@ -156,16 +156,15 @@ class VAEGANModule(ImageAdversarialModule):
             self.manual_backward(loss_dec)
             opt_dec.step()
 
-        self.log_dict(
+        self.log_training(
             {
                 "train/loss_d": loss_d.detach(),
                 "train/loss_enc": loss_enc.detach(),
                 "train/loss_dec": loss_dec.detach(),
             },
             prog_bar=True,
-            on_step=True,
         )
-        self.log_dict(
+        self.log_training(
             {
                 "train/kl": kl.detach(),
                 "train/feature": feature_loss.detach(),
@@ -174,7 +173,6 @@ class VAEGANModule(ImageAdversarialModule):
                 "train/d_real": real_logits.detach().mean(),
                 "train/d_fake": torch.cat([recon_logits, prior_logits]).detach().mean(),
             },
-            on_step=True,
         )
 
     def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
