@@ -15,6 +15,14 @@ this process's CPU time with one thread; on a GPU it is wall time after a device
     python bench/overhead.py [--device cuda] [--families gan,vae,ae] [--batch-sizes 64,256]
         [--precisions 32-true,bf16-mixed] [--data mnist] [--width 8] [--json bench/overhead.json]
 
+A third side, `--loader-loop` (on by default), is the loop a researcher writes by hand: the bare loop's
+step fed by a torch DataLoader over a torchvision-style per-image dataset (each image made a PIL image and
+passed through ToTensor and Normalize, as `torchvision.datasets.MNIST` with those transforms does),
+shuffled, `--loader-workers` workers (default 4 on a GPU, pinned memory and non-blocking copies; 0 on the
+CPU, where the workers' CPU time would escape this process's clock). Issue 11's goal 1 compares `run.py`
+with both loops: `speed vs loader` is the loader loop's ms/it over `run.py`'s (>= 1.0 wanted) and
+`speed vs bare` the bare loop's over `run.py`'s (>= 0.85 wanted).
+
 `--width` (and `--latent-dim`) shrink both sides' networks alike, so the framework's fixed cost per
 iteration (Lightning's loop, callbacks, logging), which does not shrink with them, shows in the ratio, as
 it would on a GPU, where the networks' kernels take a few milliseconds.
@@ -74,9 +82,13 @@ class InterleavedClock:
         self.warmup, self.block = warmup, block
         self.framework_ms: list[float] = []
         self.bare_ms: list[float] = []
+        self.loader_ms: list[float] = []
         self._block_started = 0.0
         self._bare: BareLoop | None = None
+        self._loader: LoaderLoop | None = None
         self._compare = bare
+        # Workers of the hand-written loader loop; None: no loader loop.
+        self.loader_workers: int | None = None
         self._warm = False
         outer = self
 
@@ -97,10 +109,22 @@ class InterleavedClock:
             if self._compare:
                 self._bare = BareLoop(pl_module, trainer.datamodule, self.device, self.precision, self.batch)
                 self._bare.run(self.warmup, self.clock)
+                if self.loader_workers is not None:
+                    self._loader = LoaderLoop(
+                        pl_module,
+                        trainer.datamodule,
+                        self.device,
+                        self.precision,
+                        self.batch,
+                        self.loader_workers,
+                    )
+                    self._loader.run(self.warmup, self.clock)
         else:
             self.framework_ms.append((self.clock() - self._block_started) / self.block * 1000)
             if self._bare is not None:
                 self.bare_ms.append(self._bare.run(self.block, self.clock) / self.block * 1000)
+            if self._loader is not None:
+                self.loader_ms.append(self._loader.run(self.block, self.clock) / self.block * 1000)
         self._block_started = self.clock()
 
 
@@ -258,6 +282,66 @@ class BareLoop:
         return clock() - started
 
 
+class PerImageDataset(torch.utils.data.Dataset):
+    """What `torchvision.datasets.MNIST(transform=Compose([ToTensor(), Normalize(0.5, 0.5)]))` does per
+    item, over the run's stored images: a PIL image from the array, then the transforms."""
+
+    def __init__(self, stored: Tensor) -> None:
+        from torchvision import transforms
+
+        self.stored = stored.numpy()
+        channels = stored.shape[1]
+        self.transform = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize((0.5,) * channels, (0.5,) * channels)]
+        )
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    def __getitem__(self, index: int) -> Tensor:
+        from PIL import Image
+
+        image = self.stored[index]
+        picture = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+        return self.transform(picture)
+
+
+class LoaderLoop:
+    """The bare loop's step fed by a shuffled DataLoader over per-image transforms: the hand-written loop."""
+
+    def __init__(
+        self, model: Any, datamodule: Any, device: torch.device, precision: str, batch: int, workers: int
+    ) -> None:
+        make_step = gan_step if model.optimizer_steps_per_iteration == 2 else autoencoder_step
+        self.step = make_step(model, device, precision)
+        stored, _ = datamodule.split_tensors("train")
+        pinned = device.type == "cuda"
+        self.loader = torch.utils.data.DataLoader(
+            PerImageDataset(stored),
+            batch_size=batch,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=pinned,
+            persistent_workers=workers > 0,
+        )
+        self.batches = iter(self.loader)
+        self.device, self.non_blocking = device, pinned
+
+    def next_batch(self) -> Tensor:
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+    def run(self, iterations: int, clock: Callable[[], float]) -> float:
+        started = clock()
+        for _ in range(iterations):
+            self.step(self.next_batch().to(self.device, non_blocking=self.non_blocking))
+        return clock() - started
+
+
 def versions() -> dict[str, str]:
     import pytorch_lightning as pl
 
@@ -277,6 +361,13 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+    parser.add_argument(
+        "--loader-workers",
+        type=int,
+        default=None,
+        help="the hand-written loader loop's (default 4 on cuda, 0 on cpu)",
+    )
+    parser.add_argument("--no-loader-loop", action="store_true", help="time run.py and the bare loop only")
     parser.add_argument("--json", default="bench/overhead.json")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -301,6 +392,12 @@ def main() -> None:
                 for precision in precisions.split(","):
                     out = Path(scratch) / f"{family}-{batch}-{precision}"
                     timer = InterleavedClock(device, precision, batch, args.warmup, args.block)
+                    if not args.no_loader_loop:
+                        timer.loader_workers = (
+                            args.loader_workers
+                            if args.loader_workers is not None
+                            else 4 * (device.type == "cuda")
+                        )
                     framework_run(family, args.data, precision, accelerator, iterations, out, timer, extra)
                     framework = statistics.median(timer.framework_ms)
                     bare = statistics.median(timer.bare_ms)
@@ -317,18 +414,41 @@ def main() -> None:
                             "median_paired_ratio": round(statistics.median(ratios), 3),
                             "framework_blocks_ms": [round(value, 2) for value in timer.framework_ms],
                             "bare_blocks_ms": [round(value, 2) for value in timer.bare_ms],
+                            **loader_columns(timer, framework, bare),
                         }
                     )
                     # Written after every row, so a long sweep stopped part-way keeps what it measured.
                     write_results(args, device, rows)
     header = f"{'family':7}{'batch':>6}  {'precision':11}{'run.py ms/it':>13}{'bare ms/it':>12}"
-    print(f"\n{header}{'ratio':>7}{'paired':>8}")
+    header += f"{'ratio':>7}{'paired':>8}{'loader ms/it':>14}{'speed vs loader':>17}{'speed vs bare':>15}"
+    print(f"\n{header}")
     for row in rows:
+        loader = (
+            f"{row['loader_ms']:>14.2f}{row['speed_vs_loader']:>17.3f}{row['speed_vs_bare']:>15.3f}"
+            if "loader_ms" in row
+            else f"{'-':>14}{'-':>17}{row['speed_vs_bare']:>15.3f}"
+        )
         print(
             f"{row['family']:7}{row['batch']:>6}  {row['precision']:11}{row['framework_ms']:>13.2f}"
-            f"{row['bare_ms']:>12.2f}{row['ratio']:>7.3f}{row['median_paired_ratio']:>8.3f}"
+            f"{row['bare_ms']:>12.2f}{row['ratio']:>7.3f}{row['median_paired_ratio']:>8.3f}{loader}"
         )
     print(f"wrote {args.json}")
+
+
+def loader_columns(timer: InterleavedClock, framework: float, bare: float) -> dict[str, Any]:
+    """Goal 1's speeds: each hand-written loop's time per iteration over run.py's (above 1: run.py faster)."""
+    columns: dict[str, Any] = {"speed_vs_bare": round(bare / framework, 3)}
+    if timer.loader_ms:
+        loader = statistics.median(timer.loader_ms)
+        columns.update(
+            {
+                "loader_workers": timer.loader_workers,
+                "loader_ms": round(loader, 2),
+                "speed_vs_loader": round(loader / framework, 3),
+                "loader_blocks_ms": [round(value, 2) for value in timer.loader_ms],
+            }
+        )
+    return columns
 
 
 def write_results(args: argparse.Namespace, device: torch.device, rows: list[dict[str, Any]]) -> None:
