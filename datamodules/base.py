@@ -176,6 +176,11 @@ class DeviceBatches:
         self.shuffle = EpochShuffle(len(items), seed)
         self._position: tuple[int, int] | None = None
 
+    @property
+    def dataset(self) -> InMemoryImages:
+        """The items batched, as a DataLoader's `dataset`: code that asks the loader for its data works."""
+        return InMemoryImages(self.items, self.labels)
+
     def __len__(self) -> int:
         return len(self.items) // (self.batch_size * self.world_size)
 

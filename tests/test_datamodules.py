@@ -189,6 +189,8 @@ def test_train_batches_are_one_index_per_batch_and_arrive_in_model_range(
 
     monkeypatch.setattr(InMemoryImages, "__getitem__", per_sample)
     monkeypatch.setattr(InMemoryImages, "__getitems__", counting)
+    # The host loader's path; batches on the device are checked against it in test_data_on_device.py.
+    monkeypatch.setattr(digits, "data_on_device", "off")
     train_images, train_labels = digits.split_tensors("train")
     batches = list(digits.train_dataloader())
     assert calls == [32] * (1258 // 32)  # one call per batch, full batches only (drop_last)
@@ -214,7 +216,8 @@ def test_val_and_test_loaders_keep_order_and_the_last_partial_batch(digits: Digi
 
 
 def test_lightning_can_inject_a_distributed_sampler() -> None:
-    datamodule = DigitsDataModule("unused", batch_size=16)
+    # The host loader's path (--data-on-device off); batches on the device shard themselves per rank.
+    datamodule = DigitsDataModule("unused", batch_size=16, data_on_device="off")
     datamodule.setup()
     loader = datamodule.train_dataloader()
     sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=True, seed=0)
@@ -281,6 +284,7 @@ def test_trainer_applies_the_datamodule_hook_and_saves_its_hyperparameters() -> 
         "num_workers": 0,
         "image_size": None,
         "channels": None,
+        "data_on_device": "auto",
     }
 
 
@@ -295,7 +299,9 @@ def test_batch_size_must_divide_across_devices() -> None:
     ):
         datamodule.setup("fit")
     datamodule = DigitsDataModule("unused", batch_size=12)
-    datamodule.trainer = SimpleNamespace(world_size=3)
+    datamodule.trainer = SimpleNamespace(
+        world_size=3, global_rank=0, strategy=SimpleNamespace(root_device=torch.device("cpu"))
+    )
     datamodule.setup("fit")
     assert datamodule.batch_size_per_device == 4
     images, _ = next(iter(datamodule.train_dataloader()))
