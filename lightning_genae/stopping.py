@@ -95,11 +95,20 @@ class StopOnSignal(Callback):
         name = signal.Signals(signum).name
         message = f"stopped by {name} after iteration {iteration}; saved {self.checkpoint_path}"
         job = current_job()
-        if signum == signal.SIGUSR1 and job is not None and job.scheduler == "slurm":
-            message += "; " + (requeue_slurm_job(job) if trainer.is_global_zero else "")
-        else:
-            message += f"; continue with: python run.py --output {self.run_dir} --resume last"
         self._restore()
+        if signum == signal.SIGUSR1 and job is not None and job.scheduler == "slurm":
+            if not trainer.is_global_zero:
+                raise RunInterrupted("", 128 + signum)
+            # Said before asking: SLURM ends this job step as it requeues it, which may be before a line
+            # printed afterwards reaches the job's output file.
+            print(
+                f"{message}; requeueing SLURM job {job.job_id}, which continues from there",
+                file=sys.stderr,
+                flush=True,
+            )
+            failure = requeue_slurm_job(job)
+            raise RunInterrupted(failure or "", 128 + signum)
+        message += f"; continue with: python run.py --output {self.run_dir} --resume last"
         raise RunInterrupted(message if trainer.is_global_zero else "", 128 + signum)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -117,17 +126,18 @@ class StopOnSignal(Callback):
         self._previous = {}
 
 
-def requeue_slurm_job(job: ClusterJob) -> str:
-    """Ask SLURM to requeue the job (it restarts with the same job id, so the same run folder); says what
-    happened, in words for the stop message."""
+def requeue_slurm_job(job: ClusterJob) -> str | None:
+    """Ask SLURM to requeue the job (it restarts with the same job id, so the same run folder); None when it
+    did, else a line saying why not and what to do."""
     try:
         result = subprocess.run(
             ["scontrol", "requeue", job.job_id], capture_output=True, text=True, timeout=60, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as error:
-        return f"requeueing failed ({type(error).__name__}: {error}); resubmit the job to continue"
+        why = f"{type(error).__name__}: {error}"
+        return f"requeueing SLURM job {job.job_id} failed ({why}); resubmit the job to continue"
     if result.returncode != 0:
         reason = (result.stderr or result.stdout).strip().splitlines()
         why = reason[0] if reason else f"exit code {result.returncode}"
         return f"`scontrol requeue {job.job_id}` failed ({why}); resubmit the job to continue"
-    return f"requeued SLURM job {job.job_id}, which continues from there"
+    return None

@@ -446,7 +446,7 @@ def test_train_sbatch_on_a_real_slurm_cluster_is_requeued_mid_run_and_finishes_f
     output = log.read_text()
     assert job_field(env, job_id, "JobState") == "COMPLETED", output[-3000:]
     stopped = re.search(
-        r"stopped by SIGUSR1 after iteration (\d+); saved .*; requeued SLURM job " + job_id, output
+        r"stopped by SIGUSR1 after iteration (\d+); saved .*; requeueing SLURM job " + job_id, output
     )
     assert stopped, output[-3000:]
     iteration = int(stopped.group(1))
