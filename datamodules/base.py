@@ -111,44 +111,58 @@ class EpochShuffle(Sampler[int]):
         yield from self.order(self.epoch)[self.skip :].tolist()
 
 
-class ResumableLoader(DataLoader):
-    """The training loader: it knows which epoch of the data it is in and how many of that epoch's batches
-    it has handed out, and Lightning keeps that in every checkpoint.
+class EpochPosition:
+    """Which epoch of the training data a loader is in and how many of its batches it has handed out, as
+    Lightning keeps it in every checkpoint (`state_dict`/`load_state_dict` make a loader stateful to the fit
+    loop, which gives the state back on resume before the first batch).
 
-    A loader with `state_dict`/`load_state_dict` is stateful to Lightning's fit loop: its state is saved with
-    each checkpoint and given back on resume before the first batch. The data then continues where the
-    checkpoint's run stopped, also when that run ended at --max-steps part-way through an epoch (Lightning
-    counts such an epoch as finished and starts its next one; the data finishes the epoch first). Under DDP
-    Lightning's DistributedSampler takes the place of `EpochShuffle` and orders each epoch itself.
+    `ResumableLoader` and `DeviceBatches` share it, so a checkpoint taken with either resumes with the other.
     """
 
-    def __iter__(self):  # noqa: ANN204 - the DataLoader's iterator, counted
-        position: tuple[int, int] | None = getattr(self, "_position", None)
+    _position: tuple[int, int] | None = None
+
+    def _start_pass(self, batches: int) -> tuple[int, int]:
+        """(epoch, batches already done) of the pass about to start, an epoch of `batches` batches: the next
+        epoch after a finished one, or the rest of an epoch left part-way, which a resumed run finishes."""
+        position = self._position
         if position is None:
             epoch, done = 0, 0
-        elif position[1] >= len(self):
+        elif position[1] >= batches:
             epoch, done = position[0] + 1, 0
         else:
-            epoch, done = position  # an epoch left part-way: the resumed run finishes it
-        assert self.batch_size is not None
-        if isinstance(self.sampler, EpochShuffle):
-            # Full batches only (drop_last), so `done` batches used done x batch size indices of the order.
-            self.sampler.begin(epoch, done * self.batch_size)
+            epoch, done = position
         self._position = (epoch, done)
-        for batch in super().__iter__():
-            done += 1
-            self._position = (epoch, done)
-            yield batch
+        return epoch, done
 
     def state_dict(self) -> dict[str, int]:
-        epoch, done = getattr(self, "_position", None) or (0, 0)
+        epoch, done = self._position or (0, 0)
         return {"epoch": epoch, "batches": done}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._position = (int(state_dict["epoch"]), int(state_dict["batches"]))
 
 
-class DeviceBatches:
+class ResumableLoader(EpochPosition, DataLoader):
+    """The training loader on the host: it continues the data where a checkpoint's run stopped.
+
+    Also when that run ended at --max-steps part-way through an epoch (Lightning counts such an epoch as
+    finished and starts its next one; the data finishes the epoch first). Under DDP Lightning's
+    DistributedSampler takes the place of `EpochShuffle` and orders each epoch itself.
+    """
+
+    def __iter__(self):  # noqa: ANN204 - the DataLoader's iterator, counted
+        epoch, done = self._start_pass(len(self))
+        assert self.batch_size is not None
+        if isinstance(self.sampler, EpochShuffle):
+            # Full batches only (drop_last), so `done` batches used done x batch size indices of the order.
+            self.sampler.begin(epoch, done * self.batch_size)
+        for batch in super().__iter__():
+            done += 1
+            self._position = (epoch, done)
+            yield batch
+
+
+class DeviceBatches(EpochPosition):
     """The training batches of a split held on the device: one index of the stored tensors per batch.
 
     The batches `ResumableLoader` over `EpochShuffle` gives (each epoch's order a function of seed and epoch,
@@ -174,7 +188,6 @@ class DeviceBatches:
         self.rank = rank
         self.world_size = world_size
         self.shuffle = EpochShuffle(len(items), seed)
-        self._position: tuple[int, int] | None = None
 
     @property
     def dataset(self) -> InMemoryImages:
@@ -185,14 +198,7 @@ class DeviceBatches:
         return len(self.items) // (self.batch_size * self.world_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        position = self._position
-        if position is None:
-            epoch, done = 0, 0
-        elif position[1] >= len(self):
-            epoch, done = position[0] + 1, 0
-        else:
-            epoch, done = position
-        self._position = (epoch, done)
+        epoch, done = self._start_pass(len(self))
         order = self.shuffle.order(epoch).to(self.items.device)
         global_batch = self.batch_size * self.world_size
         for batch in range(done, len(self)):
@@ -200,14 +206,6 @@ class DeviceBatches:
             index = order[start : start + self.batch_size]
             self._position = (epoch, batch + 1)
             yield self.items[index], self.labels[index]
-
-    # The same state as ResumableLoader's, so that a checkpoint taken with either resumes with the other.
-    def state_dict(self) -> dict[str, int]:
-        epoch, done = self._position or (0, 0)
-        return {"epoch": epoch, "batches": done}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._position = (int(state_dict["epoch"]), int(state_dict["batches"]))
 
 
 def collate_batch(batch: Batch | list[Batch]) -> Batch:
