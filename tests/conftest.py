@@ -1,9 +1,10 @@
-"""Shared fixtures: where the real datasets live."""
+"""Shared fixtures: where the real datasets live, caches kept out of the user's, one torch thread."""
 
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,6 +23,17 @@ def mnist_data_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return data_dir
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): its tensors are
+    tiny, and on a busy 2-core machine a second thread only slows each op down; numbers compared for
+    equality must also not depend on how a reduction was split across threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session", autouse=True)

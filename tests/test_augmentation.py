@@ -32,13 +32,7 @@ TINY = TINY_RUN + ["--eval-samples", "100"]
 AUGMENTER = ["--augmenter-width", "8", "--augmenter-latent-dim", "8", "--augmenter-steps", "20"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Every tensor here is tiny; on a busy 2-core machine a second thread makes each op ~100x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

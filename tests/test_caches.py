@@ -35,13 +35,7 @@ FOLDER_IMAGES = 120  # val 6 (even: the interpolation grid pairs validation imag
 AUGMENTER = {"augmenter_width": 8, "augmenter_latent_dim": 8, "augmenter_steps": 10}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Every tensor here is tiny; on a busy machine a second thread only slows each op down."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

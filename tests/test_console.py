@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
@@ -20,13 +19,7 @@ TINY = TINY_RUN + ["--eval-samples", "50"]
 CHATTER = ("GPU available", "TPU available", "Tip", "Trainer.fit` stopped", "Epoch", "Total params", "┃")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: on a busy 2-core machine a second torch thread only slows every op down."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -22,12 +22,7 @@ RUN += ["--ckpt-every", "4", "--eval-samples", "100"]
 MIB = 1 << 20
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def digits(setting: str = "auto", **options):

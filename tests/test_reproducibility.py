@@ -34,13 +34,8 @@ AUGMENTS = {"none": [], "ae+diffaug": ["--augment", "ae+diffaug", *AUGMENTER]}
 HALF, FULL = 4, 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: the numbers must not depend on how a reduction was split across threads."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# One thread: the numbers must not depend on how a reduction was split across threads.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CopyCheckpointBeforeIteration(Callback):

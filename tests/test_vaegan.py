@@ -22,13 +22,7 @@ TINY = [*TINY_RUN, "--eval-samples", "100"]
 NETWORKS = ("encoder", "decoder", "discriminator")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Every tensor here is tiny; on a busy 2-core machine a second thread only slows each op down."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
