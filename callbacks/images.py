@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 
+from callbacks.applicability import ModelSpecificCallback
 from callbacks.periodic import PeriodicDrawing
 from datamodules.base import to_model_range
 from lightning_genae.loggers import log_image_grid
@@ -134,7 +134,7 @@ class InterpolationGrid(_PeriodicImageCallback):
         log_image_grid(trainer, "interpolations", images, step, nrow=self.num_steps)
 
 
-class AugmentationPreview(Callback):
+class AugmentationPreview(ModelSpecificCallback):
     """Training images beside what the augmentation makes of them, once when training starts.
 
     Rows of 8 come in groups: originals, then their data-side augmentation (ae/vae) when the DataModule
@@ -146,17 +146,22 @@ class AugmentationPreview(Callback):
         self.seed = seed
         self.discriminator_side = discriminator_side
 
+    def _shows_discriminator_side(self, pl_module: pl.LightningModule) -> bool:
+        return self.discriminator_side and isinstance(pl_module, ImageDiscriminator)
+
+    def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
+        has_data_side = getattr(datamodule, "preview", None) is not None
+        has_discriminator_side = self._shows_discriminator_side(pl_module)
+        return datamodule.data_kind == "image" and (has_data_side or has_discriminator_side)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
+        if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
+            return
         data_side = getattr(datamodule, "preview", None)
         discriminator_side = (
-            pl_module.discriminator_input
-            if self.discriminator_side and isinstance(pl_module, ImageDiscriminator)
-            else None
+            pl_module.discriminator_input if self._shows_discriminator_side(pl_module) else None
         )
-        nothing_to_show = data_side is None and discriminator_side is None
-        if not trainer.is_global_zero or nothing_to_show or datamodule.data_kind != "image":
-            return
         images, labels = datamodule.split_tensors("train")
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
         pick = pick[: self.num_images]

@@ -20,6 +20,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from callbacks.applicability import ModelSpecificCallback
 from datamodules.base import SPLITS, to_uint8
 from lightning_genae.console import say
 from lightning_genae.metrics.backbones import FeatureBackbone
@@ -145,16 +146,19 @@ class GenerativeMetrics(Callback):
             )
 
 
-class RepresentationMetrics(Callback):
+class RepresentationMetrics(ModelSpecificCallback):
     """Linear-probe accuracy of the latent codes and the PCA baseline, once, on the test split."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
+    def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
+        return isinstance(pl_module, Autoencoder)
+
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not isinstance(pl_module, Autoencoder) or not trainer.is_global_zero:
-            return
         datamodule = trainer.datamodule
+        if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
+            return
         values = representation_metrics(
             pl_module.encode,
             datamodule.split_tensors("train"),

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from callbacks.applicability import ModelSpecificCallback
 from lightning_genae.metrics.generative import seeded_subset
 from lightning_genae.metrics.names import MetricName
 from lightning_genae.models import ScoringDiscriminator
@@ -33,7 +33,7 @@ def overfitting_metric(kind: str, split: str) -> str:
     return MetricName(f"d_{kind}_{split}", split="val").format()
 
 
-class DiscriminatorOverfitting(Callback):
+class DiscriminatorOverfitting(ModelSpecificCallback):
     """Logs D's mean score (and, for logits, mean sign) on fixed training and validation batches.
 
     The batches are drawn once, seeded, from the stored real splits (never the augmented training pool
@@ -59,8 +59,11 @@ class DiscriminatorOverfitting(Callback):
             }
         return self._batches
 
+    def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
+        return isinstance(pl_module, ScoringDiscriminator)
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not isinstance(pl_module, ScoringDiscriminator) or trainer.sanity_checking:
+        if trainer.sanity_checking or not self.applies(pl_module, trainer.datamodule):
             return
         datamodule = trainer.datamodule
         was_training = pl_module.training

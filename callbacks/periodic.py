@@ -7,10 +7,11 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+
+from callbacks.applicability import ModelSpecificCallback
 
 
-class PeriodicDrawing(Callback, ABC):
+class PeriodicDrawing(ModelSpecificCallback, ABC):
     """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends.
 
     Only for models of `data_kind` (image grids never run on a sequence model, nor series plots on an
@@ -31,12 +32,14 @@ class PeriodicDrawing(Callback, ABC):
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         """Make and log the picture; runs on rank 0, in eval mode, without gradients."""
 
-    def _applies(self, pl_module: pl.LightningModule) -> bool:
+    def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
         return getattr(pl_module, "data_kind", "image") == self.data_kind and self.applies_to(pl_module)
 
     def _maybe_draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step = pl_module.iteration
-        if not trainer.is_global_zero or step == self._last_drawn_step or not self._applies(pl_module):
+        if not trainer.is_global_zero or step == self._last_drawn_step:
+            return
+        if not self.applies(pl_module, trainer.datamodule):
             return
         was_training = pl_module.training
         # Eval mode: batch-norm uses running statistics, so pictures do not depend on the rest of the batch.

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
+from callbacks.applicability import ModelSpecificCallback
 from callbacks.periodic import PeriodicDrawing
 from lightning_genae.loggers import log_figure
 from lightning_genae.models import Autoencoder, Sampler
@@ -155,18 +155,21 @@ class SeriesSamples(PeriodicDrawing):
         log_figure(trainer, "samples", figure, step)
 
 
-class SeriesAugmentationPreview(Callback):
+class SeriesAugmentationPreview(ModelSpecificCallback):
     """Training series beside what the data-side augmentation (`--augment ae`) makes of them, once."""
 
     def __init__(self, num_series: int = 8, seed: int = 0) -> None:
         self.num_series = num_series
         self.seed = seed
 
+    def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
+        return datamodule.data_kind == "sequence" and getattr(datamodule, "preview", None) is not None
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
-        augment = getattr(datamodule, "preview", None)
-        if not trainer.is_global_zero or augment is None or datamodule.data_kind != "sequence":
+        if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
             return
+        augment = datamodule.preview
         series, labels = datamodule.split_tensors("train")
         pick = torch.randperm(len(series), generator=torch.Generator().manual_seed(self.seed))[
             : self.num_series
@@ -187,13 +190,16 @@ class SeriesAugmentationPreview(Callback):
         log_figure(trainer, "augmentation", figure, pl_module.iteration)
 
 
-class SaveNormaliser(Callback):
+class SaveNormaliser(ModelSpecificCallback):
     """`normaliser.json` in the run folder: the per-channel mean/std that map model units to data units."""
+
+    def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
+        return getattr(datamodule, "normaliser", None) is not None
 
     @rank_zero_only
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        normaliser = getattr(trainer.datamodule, "normaliser", None)
-        if normaliser is not None:
+        if self.applies(pl_module, trainer.datamodule):
+            normaliser = trainer.datamodule.normaliser
             run_dir = Path(trainer.default_root_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             normaliser.save(run_dir / NORMALISER_FILE)

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from callbacks.applicability import applicable
 from callbacks.metrics import RepresentationMetrics
 from callbacks.overfitting import DiscriminatorOverfitting
 from datamodules import InMemoryDataModule
@@ -173,7 +174,8 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, type(model)))
     prepare_data_early(datamodule, trainer)
     metrics_callback = generative_metrics(config, model, datamodule)
-    trainer.callbacks += [RepresentationMetrics(seed=config.seed), DiscriminatorOverfitting(seed=config.seed)]
+    representation = [RepresentationMetrics(seed=config.seed), DiscriminatorOverfitting(seed=config.seed)]
+    trainer.callbacks += applicable(representation, model, datamodule)
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)
     series_callback = sequence_metrics(config, model, datamodule)

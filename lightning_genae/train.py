@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from callbacks.applicability import applicable
 from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import run_stamp
@@ -182,6 +183,9 @@ def _train(
     if model.monitor is not None and not config.fast_dev_run:
         chosen = best_checkpoint(model, run_dir)
         trainer.callbacks.append(chosen)
+    # Lightning calls every callback at every hook, acting or not (about seven per GAN iteration): the
+    # pictures and metrics that cannot act for this model and data are left out (callbacks/applicability.py).
+    trainer.callbacks = applicable(trainer.callbacks, model, datamodule)
     # How a family draws its samples, when that is not simply its prior (the rae's code Gaussian).
     sampling = model.sampling()
 
