@@ -16,7 +16,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.cluster import run_stamp
+from lightning_genae.cluster import run_stamp, start_gate
 from lightning_genae.config import RunConfig
 from lightning_genae.console import describe_model, describe_training, say
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
@@ -109,17 +109,28 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
     else:
         run_dir = resume.run_folder if resume is not None else default_run_dir(config)
     config = replace(config, output=str(run_dir))
+    # Under SLURM or torchrun the other ranks run this at once and wait for rank 0's word before training.
+    gate = start_gate()
     if rank_zero_only.rank != 0:
         return _train(resolved, config, run_dir, resume, TrainingStarted())
-    folder = ClaimedRunFolder.claim(
-        run_dir, resuming_from=resume.run_folder if resume is not None else None, overwrite=config.overwrite
-    )
+    try:
+        folder = ClaimedRunFolder.claim(
+            run_dir,
+            resuming_from=resume.run_folder if resume is not None else None,
+            overwrite=config.overwrite,
+        )
+    except BaseException as error:
+        if gate is not None:
+            gate.refuse(error)
+        raise
     started = TrainingStarted()
     try:
         return _train(resolved, config, run_dir, resume, started)
-    except BaseException:
+    except BaseException as error:
         if not started.started:
             folder.undo()
+            if gate is not None:
+                gate.refuse(error)
         raise
     finally:
         folder.release()
@@ -199,6 +210,12 @@ def _train(
     for logger in loggers[1:]:
         logger.log_hyperparams(config.to_dict())
 
+    gate = start_gate()
+    if gate is not None:
+        if rank_zero_only.rank == 0:
+            gate.open()
+        else:
+            gate.wait()
     fit_started = time.time()
     with warnings.catch_warnings():
         # A checkpoint resumed from another folder (or a copied one) makes ModelCheckpoint warn that its
