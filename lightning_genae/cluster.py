@@ -235,9 +235,20 @@ class StartGate:
     """
 
     store: Store
-    key: str
+    job_key: str
     world_size: int
     opened: bool = False
+    # Runs this process has started: a grid runs its cells one after another, each with its own word.
+    runs: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_key}/{self.runs}"
+
+    def next_run(self) -> None:
+        """A new run starts (every rank starts the same runs in the same order): rank 0's word is to come."""
+        self.runs += 1
+        self.opened = False
 
     def open(self) -> None:
         """Rank 0: the run starts; the others go on to training."""

@@ -111,6 +111,8 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
     config = replace(config, output=str(run_dir))
     # Under SLURM or torchrun the other ranks run this at once and wait for rank 0's word before training.
     gate = start_gate()
+    if gate is not None:
+        gate.next_run()
     if rank_zero_only.rank != 0:
         return _train(resolved, config, run_dir, resume, TrainingStarted())
     try:
