@@ -289,7 +289,8 @@ class StartGate:
             raise RankZeroStopped(int(verdict) if verdict.isdigit() else 1)
 
 
-_gate: list[StartGate | None] = []
+# The gate of this process's job, once made: a process belongs to one job all its life.
+_gate: list[StartGate] = []
 
 
 def start_gate() -> StartGate | None:
@@ -303,24 +304,23 @@ def start_gate() -> StartGate | None:
         return _gate[0]
     job = current_job()
     world_size = _world_size()
-    gate = None
-    if job is not None and world_size > 1:
-        from torch.distributed import TCPStore
+    if job is None or world_size < 2:
+        return None
+    from torch.distributed import TCPStore
 
-        address, port = _rendezvous_address(job)
-        host = global_rank() == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
-        store = TCPStore(
-            address,
-            port,
-            world_size,
-            is_master=host,
-            timeout=_VERDICT_TIMEOUT,
-            wait_for_workers=False,
-            multi_tenant=True,
-        )
-        gate = StartGate(store, f"genae/start/{job.tag}/{job.restart_count}", world_size)
-    _gate.append(gate)
-    return gate
+    address, port = _rendezvous_address(job)
+    host = global_rank() == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+    store = TCPStore(
+        address,
+        port,
+        world_size,
+        is_master=host,
+        timeout=_VERDICT_TIMEOUT,
+        wait_for_workers=False,
+        multi_tenant=True,
+    )
+    _gate.append(StartGate(store, f"genae/start/{job.tag}/{job.restart_count}", world_size))
+    return _gate[0]
 
 
 def _world_size() -> int:
