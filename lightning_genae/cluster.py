@@ -215,11 +215,15 @@ class RankZeroStopped(GenaeError):
         self.exit_code = exit_code
 
 
+# `StartGate.verdict` of a rank 0 that went away without a word (its store with it).
+RANK_ZERO_GONE = -1
 # How long a rank waits for rank 0 to reach training: Lightning's default process-group timeout, which a
 # rank waiting at the rendezvous would have waited anyway.
 _VERDICT_TIMEOUT = timedelta(minutes=30)
-# How long a refusing rank 0 stays up (its store with it) for the others to read why.
-_REFUSAL_GRACE_S = 10.0
+# How long a refusing rank 0 stays up at most (its store with it) for the others to read why; it leaves as
+# soon as all have. Generous, because a rank that has not yet connected when the store goes would wait the
+# whole timeout: ranks of one job can start seconds apart (imports from a slow shared file system).
+_REFUSAL_GRACE_S = 60.0
 
 
 @dataclass
@@ -272,21 +276,27 @@ class StartGate:
     def raise_if_refused(self) -> None:
         """Another rank: `RankZeroStopped` if rank 0 has refused; returns at once otherwise."""
         if self.store.check([self.key]):
-            self._read()
+            self.wait()
 
     def wait(self) -> None:
-        """Another rank: wait until rank 0 opens the run; `RankZeroStopped` if it refuses or dies."""
+        """Another rank: wait until rank 0 opens the run; `RankZeroStopped` if it refuses or goes away."""
+        verdict = self.verdict()
+        if verdict != 0:
+            raise RankZeroStopped(1 if verdict == RANK_ZERO_GONE else verdict)
+        self.opened = True
+
+    def verdict(self) -> int:
+        """Another rank: rank 0's word, waited for: 0 when the run starts, else the exit code rank 0 stops
+        with (read, which lets a refusing rank 0 leave), or RANK_ZERO_GONE when it went without a word."""
         try:
             self.store.wait([self.key])
+            verdict = self.store.get(self.key).decode()
         except Exception:  # the store went away with rank 0 (torch raises its own store errors)
-            raise RankZeroStopped(1) from None
-        self._read()
-
-    def _read(self) -> None:
-        verdict = self.store.get(self.key).decode()
-        if verdict != "ok":
-            self.store.add(f"{self.key}/read", 1)
-            raise RankZeroStopped(int(verdict) if verdict.isdigit() else 1)
+            return RANK_ZERO_GONE
+        if verdict == "ok":
+            return 0
+        self.store.add(f"{self.key}/read", 1)
+        return int(verdict) if verdict.isdigit() else 1
 
 
 # The gate of this process's job, once made: a process belongs to one job all its life.

@@ -16,9 +16,10 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.cluster import run_stamp, start_gate
+from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, start_gate
 from lightning_genae.config import RunConfig
 from lightning_genae.console import describe_model, describe_training, say
+from lightning_genae.errors import GenaeError
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import headline_metric
@@ -114,7 +115,17 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
     if gate is not None:
         gate.next_run()
     if rank_zero_only.rank != 0:
-        return _train(resolved, config, run_dir, resume, TrainingStarted())
+        try:
+            return _train(resolved, config, run_dir, resume, TrainingStarted())
+        except RankZeroStopped:
+            raise
+        except GenaeError:
+            # An error every rank meets alike before training (a batch too small for the world) is rank 0's
+            # to print: this rank says only that it stopped too.
+            verdict = gate.verdict() if gate is not None and not gate.opened else 0
+            if verdict not in (0, RANK_ZERO_GONE):
+                raise RankZeroStopped(verdict) from None
+            raise
     try:
         folder = ClaimedRunFolder.claim(
             run_dir,
