@@ -51,19 +51,38 @@ def set_global_random_state(state: dict[str, Any]) -> None:
 class RandomStateInCheckpoints(Callback):
     """Saves the global random state with each checkpoint and restores it when training resumes.
 
-    One process only: under DDP every rank has its own streams (SeedPerRank) and a checkpoint holds rank 0's,
-    so a resumed DDP run keeps the per-rank streams seeded from --seed instead.
+    Under DDP every rank has its own streams (SeedPerRank): each checkpoint holds every rank's state,
+    gathered from the ranks when it is written (a collective per checkpoint, never per step), and each rank
+    takes its own back. A checkpoint resumed with another number of processes cannot give each its stream:
+    the ranks keep SeedPerRank's streams, seeded from --seed.
     """
 
+    def __init__(self) -> None:
+        self._world_size = 1
+        self._restored: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._world_size = trainer.world_size
+
     def state_dict(self) -> dict[str, Any]:
-        return global_random_state()
+        state = global_random_state()
+        if self._world_size == 1:
+            return state
+        # Every rank writes a checkpoint's contents at once (Lightning's save_checkpoint), rank 0 the file.
+        ranks: list[Any] = [None] * self._world_size
+        torch.distributed.all_gather_object(ranks, state)
+        return {"ranks": ranks}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = state_dict
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning restores callback states before on_fit_start; restoring here comes after every seeding.
-        restored = getattr(self, "_restored", None)
-        if restored is not None and trainer.world_size == 1:
+        restored, self._restored = self._restored, None
+        if restored is None:
+            return
+        ranks = restored.get("ranks")
+        if ranks is None and trainer.world_size == 1:
             set_global_random_state(restored)
-        self._restored = None
+        elif ranks is not None and len(ranks) == trainer.world_size:
+            set_global_random_state(ranks[trainer.global_rank])

@@ -28,7 +28,7 @@ from lightning_genae.ablation.tuning import (
 )
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.augmentation import augmentation_choices
-from lightning_genae.cluster import RunInterrupted, current_job
+from lightning_genae.cluster import RunInterrupted, current_job, global_rank
 from lightning_genae.config import (
     CONFIG_FIELDS,
     CONFIG_TYPES,
@@ -296,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     grid_index = args.pop("grid_index", None)
     train_sizes = args.pop("train_size", None)
     tune_seeds = args.pop("tune_seeds", None)
+    training = False
     try:
         file_values = load_config_file(config_path, known=model_option_names()) if config_path else {}
         # Candidate lists of tunable options leave the values: only a tuning grid takes them.
@@ -359,9 +360,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_lightning()
         from lightning_genae.train import run
 
+        training = True
         run(resolved, resume=resume)
     except GenaeError as error:
         message = " ".join(str(error).split("\n"))
+        if not training and global_rank() != 0:
+            # Under SLURM or torchrun every rank reads the same input and raises the same error: rank 0's
+            # line is the one copy in the job log.
+            message = f"rank {global_rank()}: stopped by the error rank 0 reports"
         print(f"error: {message}", file=sys.stderr)
         return error.exit_code
     except RunInterrupted as stop:

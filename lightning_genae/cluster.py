@@ -15,10 +15,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lightning_genae.errors import GenaeError
+
+if TYPE_CHECKING:
+    from torch.distributed import Store
 
 
 @dataclass(frozen=True)
@@ -181,13 +185,169 @@ def created_by_local_rank_zero(
         file=sys.stderr,
         flush=True,
     )
+    # The gate of a run (train.run makes it first); none where this is called outside one.
+    gate = _gate[0] if _gate else None
     while file_identity(path) in (None, replacing):
+        if gate is not None:
+            # Rank 0 may have stopped before it got here (a refused run folder): no file will come.
+            gate.raise_if_refused()
         if failure.is_file():
             raise RankZeroFailed(
                 f"local rank 0 failed to create the {what} ({failure.read_text().strip()}); "
                 "see its error above"
             )
         time.sleep(poll_s)
+
+
+# ----- rank 0's start-up verdict -----
+
+
+class RankZeroStopped(GenaeError):
+    """Rank 0 could not start the run (its run folder was refused, its start failed); this rank stops too.
+
+    Rank 0 prints the reason; this rank's line only says where to look, so the job log holds one copy.
+    """
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(
+            f"rank {global_rank()}: stopped, rank 0 could not start the run (its error is in its output)"
+        )
+        self.exit_code = exit_code
+
+
+# `StartGate.verdict` of a rank 0 that went away without a word (its store with it).
+RANK_ZERO_GONE = -1
+# How long a rank waits for rank 0 to reach training: Lightning's default process-group timeout, which a
+# rank waiting at the rendezvous would have waited anyway.
+_VERDICT_TIMEOUT = timedelta(minutes=30)
+# How long a refusing rank 0 stays up at most (its store with it) for the others to read why; it leaves as
+# soon as all have. Generous, because a rank that has not yet connected when the store goes would wait the
+# whole timeout: ranks of one job can start seconds apart (imports from a slow shared file system).
+_REFUSAL_GRACE_S = 60.0
+
+
+@dataclass
+class StartGate:
+    """Rank 0's word to the job's other ranks: the run starts (`open`) or it does not (`refuse`).
+
+    Under SLURM or torchrun every rank runs run.py at once, but only rank 0 claims the run folder and
+    writes it. Without a word from rank 0, a rank whose rank 0 refused waits at the process group's
+    rendezvous (or for an augmenter rank 0 will never train) until the timeout, minutes later. The word
+    goes through the TCP store that the process group is built on anyway (at MASTER_ADDR:MASTER_PORT,
+    torchrun's agent store or, under SLURM, the one rank 0 starts early and `init_process_group` then
+    shares), so it costs nothing after start-up and needs no shared file system.
+    """
+
+    store: Store
+    job_key: str
+    world_size: int
+    opened: bool = False
+    # Runs this process has started: a grid runs its cells one after another, each with its own word.
+    runs: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_key}/{self.runs}"
+
+    def next_run(self) -> None:
+        """A new run starts (every rank starts the same runs in the same order): rank 0's word is to come."""
+        self.runs += 1
+        self.opened = False
+
+    def open(self) -> None:
+        """Rank 0: the run starts; the others go on to training."""
+        self.store.set(self.key, "ok")
+        self.opened = True
+
+    def refuse(self, error: BaseException) -> None:
+        """Rank 0: the run does not start (unless already opened); waits a little for the others to read it.
+
+        Rank 0 exits with `error`; the others exit with its exit code.
+        """
+        if self.opened:
+            return
+        self.store.set(
+            self.key, str(getattr(error, "exit_code", 130 if isinstance(error, KeyboardInterrupt) else 1))
+        )
+        deadline = time.monotonic() + _REFUSAL_GRACE_S
+        while self.store.add(f"{self.key}/read", 0) < self.world_size - 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def raise_if_refused(self) -> None:
+        """Another rank: `RankZeroStopped` if rank 0 has refused; returns at once otherwise."""
+        if self.store.check([self.key]):
+            self.wait()
+
+    def wait(self) -> None:
+        """Another rank: wait until rank 0 opens the run; `RankZeroStopped` if it refuses or goes away."""
+        verdict = self.verdict()
+        if verdict != 0:
+            raise RankZeroStopped(1 if verdict == RANK_ZERO_GONE else verdict)
+        self.opened = True
+
+    def verdict(self) -> int:
+        """Another rank: rank 0's word, waited for: 0 when the run starts, else the exit code rank 0 stops
+        with (read, which lets a refusing rank 0 leave), or RANK_ZERO_GONE when it went without a word."""
+        try:
+            self.store.wait([self.key])
+            verdict = self.store.get(self.key).decode()
+        except Exception:  # the store went away with rank 0 (torch raises its own store errors)
+            return RANK_ZERO_GONE
+        if verdict == "ok":
+            return 0
+        self.store.add(f"{self.key}/read", 1)
+        return int(verdict) if verdict.isdigit() else 1
+
+
+# The gate of this process's job, once made: a process belongs to one job all its life.
+_gate: list[StartGate] = []
+
+
+def start_gate() -> StartGate | None:
+    """This job's gate, or None where rank 0 starts the other ranks itself or there are none.
+
+    Only where a scheduler started every rank at once (SLURM, torchrun) with more than one in the world.
+    Made once per process: under SLURM rank 0 hosts the store from its first call, and keeps it for
+    `init_process_group`, which shares a server on the same port (`multi_tenant`).
+    """
+    if _gate:
+        return _gate[0]
+    job = current_job()
+    world_size = _world_size()
+    if job is None or world_size < 2:
+        return None
+    from torch.distributed import TCPStore
+
+    address, port = _rendezvous_address(job)
+    host = global_rank() == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+    store = TCPStore(
+        address,
+        port,
+        world_size,
+        is_master=host,
+        timeout=_VERDICT_TIMEOUT,
+        wait_for_workers=False,
+        multi_tenant=True,
+    )
+    _gate.append(StartGate(store, f"genae/start/{job.tag}/{job.restart_count}", world_size))
+    return _gate[0]
+
+
+def _world_size() -> int:
+    value = os.environ.get("WORLD_SIZE")
+    if value is None and is_slurm_task():
+        value = os.environ.get("SLURM_NTASKS")
+    return int(value) if value is not None and value.isdigit() else 1
+
+
+def _rendezvous_address(job: ClusterJob) -> tuple[str, int]:
+    """Where the process group will meet: the address Lightning's cluster environment gives it."""
+    if job.scheduler == "slurm":
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        environment = SLURMEnvironment()
+        return environment.main_address, environment.main_port
+    return os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
 
 
 # ----- stopping on a signal -----

@@ -17,9 +17,10 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from callbacks.applicability import applicable
 from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.cluster import run_stamp
+from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, start_gate
 from lightning_genae.config import RunConfig
 from lightning_genae.console import describe_model, describe_training, say
+from lightning_genae.errors import GenaeError
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import headline_metric
@@ -110,17 +111,40 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
     else:
         run_dir = resume.run_folder if resume is not None else default_run_dir(config)
     config = replace(config, output=str(run_dir))
+    # Under SLURM or torchrun the other ranks run this at once and wait for rank 0's word before training.
+    gate = start_gate()
+    if gate is not None:
+        gate.next_run()
     if rank_zero_only.rank != 0:
-        return _train(resolved, config, run_dir, resume, TrainingStarted())
-    folder = ClaimedRunFolder.claim(
-        run_dir, resuming_from=resume.run_folder if resume is not None else None, overwrite=config.overwrite
-    )
+        try:
+            return _train(resolved, config, run_dir, resume, TrainingStarted())
+        except RankZeroStopped:
+            raise
+        except GenaeError:
+            # An error every rank meets alike before training (a batch too small for the world) is rank 0's
+            # to print: this rank says only that it stopped too.
+            verdict = gate.verdict() if gate is not None and not gate.opened else 0
+            if verdict not in (0, RANK_ZERO_GONE):
+                raise RankZeroStopped(verdict) from None
+            raise
+    try:
+        folder = ClaimedRunFolder.claim(
+            run_dir,
+            resuming_from=resume.run_folder if resume is not None else None,
+            overwrite=config.overwrite,
+        )
+    except BaseException as error:
+        if gate is not None:
+            gate.refuse(error)
+        raise
     started = TrainingStarted()
     try:
         return _train(resolved, config, run_dir, resume, started)
-    except BaseException:
+    except BaseException as error:
         if not started.started:
             folder.undo()
+            if gate is not None:
+                gate.refuse(error)
         raise
     finally:
         folder.release()
@@ -203,6 +227,12 @@ def _train(
     for logger in loggers[1:]:
         logger.log_hyperparams(config.to_dict())
 
+    gate = start_gate()
+    if gate is not None:
+        if rank_zero_only.rank == 0:
+            gate.open()
+        else:
+            gate.wait()
     fit_started = time.time()
     with warnings.catch_warnings():
         # A checkpoint resumed from another folder (or a copied one) makes ModelCheckpoint warn that its

@@ -1,5 +1,6 @@
 """Generative metrics under DDP: each rank generates its share, features are gathered, rank 0 computes."""
 
+import csv
 import json
 import os
 import subprocess
@@ -58,6 +59,47 @@ def test_two_process_evaluation_gives_the_metrics_of_one_process(gan_checkpoint,
     # The overfitting signal: every rank scores the same fixed batches and the values are averaged.
     for name in ("val/d_logit_train", "val/d_logit_val", "val/d_sign_train", "val/d_sign_val"):
         assert two["metrics"][name] == pytest.approx(one["metrics"][name], rel=1e-5, abs=1e-6), name
+
+
+def run_two_processes(arguments: list[str]) -> None:
+    """run.py with two gloo processes: Lightning starts the second rank as its child."""
+    command = [sys.executable, str(REPO / "run.py"), *arguments]
+    command += ["--accelerator", "cpu", "--strategy", "ddp", "--devices", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def training_rows(run_dir: Path, after: int) -> list[dict[str, str]]:
+    """The training losses metrics.csv holds for iterations after `after` (Lightning's epoch column aside:
+    it counts an epoch cut short by --max-steps as finished)."""
+    with (run_dir / "metrics.csv").open(newline="") as file:
+        rows = [row for row in csv.DictReader(file) if int(row["step"]) > after and row["train/loss_d"]]
+    return [
+        {key: value for key, value in row.items() if key.startswith("train/") or key == "step"}
+        for row in rows
+    ]
+
+
+@pytest.mark.slow
+def test_a_ddp_run_resumed_mid_epoch_trains_on_as_the_uninterrupted_run(tmp_path):
+    """Each rank's random streams (GAN noise) and its place in the data (on the device) come back on resume.
+
+    200 digits in global batches of 32 are 7 iterations an epoch per rank: 4 + 4 stops mid-epoch and crosses
+    into the next. Losses are logged every 2 iterations, so rows 5 and 7 come after the resume.
+    """
+    run = ["--model", "gan", "--data", "digits", "--width", "8", "--latent-dim", "8", "--batch-size", "32"]
+    run += ["--train-size", "200", "--data-on-device", "on", "--eval-every", "2", "--eval-samples", "100"]
+    run += ["--image-every", "1000", "--ckpt-every", "1000", "--no-test-split"]
+    run_two_processes([*run, "--max-steps", "8", "--output", str(tmp_path / "uninterrupted")])
+    run_two_processes([*run, "--max-steps", "4", "--output", str(tmp_path / "half")])
+    checkpoint = tmp_path / "half" / "checkpoints" / "last.ckpt"
+    run_two_processes(
+        ["--resume", str(checkpoint), "--max-steps", "8", "--output", str(tmp_path / "resumed")]
+    )
+    resumed = training_rows(tmp_path / "resumed", after=4)
+    assert [row["step"] for row in resumed] == ["5", "7"]
+    assert resumed == training_rows(tmp_path / "uninterrupted", after=4)
 
 
 def test_gathered_features_come_back_in_sample_order_whatever_the_rank_order():

@@ -575,6 +575,94 @@ def test_a_waiting_rank_stops_with_rank_zeros_reason_when_it_fails(tmp_path, mon
     cluster.created_by_local_rank_zero(target, fail, "thing", poll_s=0.01)
 
 
+def start_slurm_tasks(arguments: list[str], job_id: str) -> list[subprocess.Popen]:
+    """run.py as the two tasks `srun` starts on one node, without `--kill-on-bad-exit` to end a straggler."""
+    port = str(free_port())
+    tasks = []
+    for rank in (0, 1):
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "OMP_NUM_THREADS": "1",
+            "SLURM_NTASKS": "2",
+            "SLURM_NTASKS_PER_NODE": "2",
+            "SLURM_JOB_NUM_NODES": "1",
+            "SLURM_JOB_ID": job_id,
+            "SLURM_JOB_NAME": "train.sbatch",
+            "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(rank),
+            "SLURM_NODEID": "0",
+            "SLURM_NODELIST": "localhost",
+            "MASTER_PORT": port,
+        }
+        command = [sys.executable, str(REPO / "run.py"), *arguments]
+        command += ["--accelerator", "cpu", "--strategy", "ddp", "--devices", "2"]
+        tasks.append(
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    return tasks
+
+
+RANK_ONE_STOPPED = "error: rank 1: stopped, rank 0 could not start the run (its error is in its output)"
+
+
+def stop_together(tasks: list[subprocess.Popen]) -> list[list[str]]:
+    """Each task's stderr lines, once all have exited: within seconds, not at a timeout (minutes)."""
+    started = time.time()
+    try:
+        outputs = [task.communicate(timeout=60) for task in tasks]
+    finally:
+        for task in tasks:  # a rank left waiting must not outlive the test
+            task.kill()
+    assert time.time() - started < 60, "rank 1 stops with rank 0, not at a timeout"
+    assert [task.returncode for task in tasks] == [2, 2], outputs
+    return [err.strip().splitlines() for _, err in outputs]
+
+
+def test_every_rank_stops_at_once_when_rank_zero_refuses_the_run_folder_and_the_error_is_printed_once(
+    tmp_path,
+):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("model: ae\n")
+    (run_dir / "metrics.csv").write_text("step\n")
+    before = {path.name: path.read_bytes() for path in run_dir.iterdir()}
+    # Without rank 0's word, rank 1 waited at the process group's rendezvous for the 30-minute timeout.
+    tasks = start_slurm_tasks(
+        ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--output", str(run_dir)], "7373"
+    )
+    errors = stop_together(tasks)
+    assert errors[0] == [
+        f"error: --output {run_dir} already holds a started run (config.yaml, metrics.csv); replace it "
+        "with --overwrite, or pick another --output"
+    ]
+    assert errors[1] == [RANK_ONE_STOPPED]
+    assert {path.name: path.read_bytes() for path in run_dir.iterdir()} == before, "nothing written"
+
+
+def test_an_error_every_rank_meets_at_the_start_of_training_is_printed_by_rank_zero_alone(tmp_path):
+    run_dir = tmp_path / "run"
+    # --batch-size 2 leaves one image per device, which batch norm cannot normalise: found by every rank
+    # once its model is built, inside the run.
+    arguments = ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--output", str(run_dir)]
+    errors = stop_together(start_slurm_tasks([*arguments, "--batch-size", "2"], "7575"))
+    assert len(errors[0]) == 1 and errors[0][0].startswith("error: --batch-size 2 across 2 devices leaves 1")
+    assert errors[1] == [RANK_ONE_STOPPED]
+    assert not run_dir.exists(), "the failed start leaves no run folder"
+
+
+def test_an_input_error_of_every_rank_is_printed_by_rank_zero_alone(monkeypatch, capsys):
+    """Every rank of a job reads the same arguments and raises the same error; one copy is enough."""
+    for rank in (0, 1):
+        as_slurm_task(monkeypatch, job_id="7474", procid=rank)
+        assert main(["--model", "ae", *TINY_RUN, "--lr", "-1"]) == 2
+        errors = capsys.readouterr().err.strip().splitlines()
+        if rank == 0:
+            assert len(errors) == 1 and errors[0].startswith("error: --lr must lie in (0, inf)")
+        else:
+            assert errors == ["error: rank 1: stopped by the error rank 0 reports"]
+
+
 def test_a_rank_waiting_for_a_damaged_file_to_be_replaced_waits_for_the_new_one(tmp_path, monkeypatch):
     target = tmp_path / "thing.pt"
     target.write_bytes(b"damaged")
