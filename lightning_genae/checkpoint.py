@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from datamodules.base import TRAIN_CONTENT_KEY
 from lightning_genae.config import PER_INVOCATION, RunConfig
 from lightning_genae.errors import ConfigError, describe_error
 
@@ -117,6 +118,17 @@ class RunCheckpoint:
         for key in PER_INVOCATION:
             stored.pop(key, None)
         return stored
+
+    def training_data_sha256(self) -> str | None:
+        """The SHA-256 of the training split the run was trained on, or None if the checkpoint records none.
+
+        Lightning saves the datamodule's state under the datamodule's class name (a dataset's, or the
+        augmentation wrapper's), so it is looked up by what it holds.
+        """
+        for value in self.contents.values():
+            if isinstance(value, dict) and isinstance(value.get(TRAIN_CONTENT_KEY), str):
+                return value[TRAIN_CONTENT_KEY]
+        return None
 
     def iteration(self, steps_per_iteration: int) -> int:
         """Training iterations done when it was saved (Lightning counts optimizer steps)."""

@@ -15,12 +15,13 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from callbacks.applicability import applicable
+from datamodules import InMemoryDataModule
 from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, start_gate
 from lightning_genae.config import RunConfig
 from lightning_genae.console import describe_model, describe_training, say
-from lightning_genae.errors import GenaeError
+from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import headline_metric
@@ -53,6 +54,25 @@ def _say_what_changes_on_resume(resume: RunCheckpoint, config: RunConfig, run_di
     new_lr, old_lr = config.model_options.get("lr"), stored.get("lr")
     if new_lr is not None and old_lr is not None and new_lr != old_lr:
         say(f"--lr {new_lr} replaces the checkpoint's {old_lr} from here on")
+
+
+def _check_resumed_data(resume: RunCheckpoint, datamodule: InMemoryDataModule) -> None:
+    """A resumed run must train on the data it started on: the training split compared by content, so that
+    files replaced in place under the same --data-dir are found, not mixed into one run."""
+    trained = resume.training_data_sha256()
+    if trained is None:
+        say(
+            f"resuming: {resume.path} records no hash of its training data (an older version), so it "
+            "could not be compared with this data"
+        )
+        return
+    current = datamodule.content_sha256("train")
+    if trained != current:
+        raise ConfigError(
+            f"--resume {resume.path}: the training {datamodule.item_noun} differ from the run's (SHA-256 "
+            f"{trained[:12]} in the checkpoint, {current[:12]} now: were the files under --data-dir "
+            "replaced?); restore the run's data, or start a new run without --resume"
+        )
 
 
 def log_last_training_values(
@@ -178,6 +198,8 @@ def _train(
         callbacks.append(LearningRateOnResume())
     trainer = build_trainer(config, family, run_dir, loggers, callbacks)
     prepare_data_early(datamodule, trainer)
+    if resume is not None and trainer.is_global_zero:
+        _check_resumed_data(resume, datamodule)
     attached = attach_augmentation(
         resolved.augment,
         datamodule,

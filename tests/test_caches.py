@@ -15,7 +15,7 @@ from test_checkpoint import WritesAFileWhenUnpickled, assert_one_line_error
 from tiny import TINY_RUN
 
 from datamodules import build_datamodule
-from datamodules.base import InMemoryDataModule
+from datamodules.base import TRAIN_CONTENT_KEY, InMemoryDataModule
 from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.augmentation import resolve_augment_plan
 from lightning_genae.augmentation.latent import (
@@ -247,6 +247,37 @@ def folder_ae_checkpoint(tmp_path) -> tuple[Path, Path]:
     args += ["--channels", "1", "--width", "8", "--latent-dim", "8", "--batch-size", "16"]
     assert main([*args, "--max-steps", "2", "--eval-every", "2", "--output", str(run_dir)]) == 0
     return run_dir / "checkpoints" / "last.ckpt", folder
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_a_resume_after_the_images_were_replaced_is_refused_and_touches_nothing(folder_ae_checkpoint, capsys):
+    checkpoint, folder = folder_ae_checkpoint
+    run_dir = checkpoint.parent.parent
+    write_folder(folder, inverted=True)
+    before = files_of(run_dir)
+    capsys.readouterr()
+    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "3"]) == 2
+    assert_one_line_error(capsys, "--resume", "training images differ from the run's", "restore the run's")
+    assert files_of(run_dir) == before
+    # The run's own images again: it goes on.
+    write_folder(folder)
+    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "3"]) == 0
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
+
+
+def test_a_checkpoint_without_a_data_hash_resumes_saying_it_was_not_compared(folder_ae_checkpoint, capsys):
+    checkpoint, _ = folder_ae_checkpoint
+    contents = torch.load(checkpoint, weights_only=True)
+    for value in contents.values():
+        if isinstance(value, dict):
+            value.pop(TRAIN_CONTENT_KEY, None)
+    torch.save(contents, checkpoint)
+    capsys.readouterr()
+    assert main(["--resume", "last", "--output", str(checkpoint.parent.parent), "--max-steps", "3"]) == 0
+    assert "records no hash of its training data" in capsys.readouterr().out
 
 
 def augment_with(checkpoint: Path, folder: Path, run_dir: Path) -> int:

@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
 from datamodules import InMemoryDataModule
-from datamodules.base import TRAIN_CONTENT_KEY, map_images, to_model_range
+from datamodules.base import map_images, to_model_range
 from datamodules.placement import host_to_device
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.cache import cache_root, write_atomically
@@ -201,18 +201,6 @@ def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cac
     return (cache_dir or default_cache_dir()) / name
 
 
-def trained_on(checkpoint: RunCheckpoint) -> str | None:
-    """The SHA-256 of the training split a run's checkpoint was trained on, or None if it records none.
-
-    Lightning saves the datamodule's state under the datamodule's class name (a dataset's, or the
-    augmentation wrapper's), so it is looked up by what it holds.
-    """
-    for value in checkpoint.contents.values():
-        if isinstance(value, dict) and isinstance(value.get(TRAIN_CONTENT_KEY), str):
-            return value[TRAIN_CONTENT_KEY]
-    return None
-
-
 def _load_module(checkpoint: RunCheckpoint, flag: str) -> tuple[GenerativeModule, dict[str, Any]]:
     stored = checkpoint.contents.get(CONFIG_KEY) or {}
     family = stored.get("model")
@@ -233,7 +221,7 @@ def _check_given_checkpoint(
 ) -> None:
     """A given augmenter must have seen the run's training data and no more: the same training split,
     compared by content; the configuration it records only explains a difference."""
-    trained = trained_on(checkpoint)
+    trained = checkpoint.training_data_sha256()
     current = datamodule.content_sha256("train")
     if trained == current:
         return
@@ -276,7 +264,7 @@ def _cached_augmenter(
     except ConfigError:
         say(f"augmenter: the cached {path} is unreadable or not an augmenter; training it again")
         return None
-    if trained_on(checkpoint) != datamodule.content_sha256("train"):
+    if checkpoint.training_data_sha256() != datamodule.content_sha256("train"):
         say(f"augmenter: the cached {path} was trained on other data; training it again")
         return None
     return module, stored
