@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from datamodules.base import Batch
-from datamodules.sequence import Normaliser, SequenceDataModule
+from datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
 from lightning_genae.errors import DataError
 
 DEFAULT_SEQ_LEN = 24
@@ -121,13 +121,16 @@ class CSVSeriesDataModule(SequenceDataModule):
     def _load_series(self) -> dict[str, Batch]:
         splits = {}
         for split, rows in self._parts().items():
-            if len(rows) < self.seq_len:
+            fits = len(rows) >= self.seq_len
+            windows = sliding_windows(rows, self.seq_len, self.stride) if fits else rows[:0]
+            if len(windows) < MIN_SERIES_PER_SPLIT:
+                smaller = "--seq-len or --stride" if self.stride > 1 else "--seq-len"
                 raise DataError(
-                    f"{self.data_dir}: its {split} part has {len(rows)} of the file's "
-                    f"{len(self.table()[1])} rows, fewer than --seq-len {self.seq_len}; "
-                    "use a smaller --seq-len or a longer file"
+                    f"{self.data_dir}: its {split} part has {len(rows)} of the file's {len(self.table()[1])} "
+                    f"rows, {len(windows)} window(s) of --seq-len {self.seq_len} every --stride "
+                    f"{self.stride}, fewer than the {MIN_SERIES_PER_SPLIT} the evaluation needs; "
+                    f"use a smaller {smaller} or a longer file"
                 )
-            windows = sliding_windows(rows, self.seq_len, self.stride)
             splits[split] = (windows, torch.full((len(windows),), -1, dtype=torch.long))
         return splits
 

@@ -21,6 +21,9 @@ from lightning_genae.errors import ConfigError, DataError, agree
 
 # Options a sequence dataset may take; each dataset lists those it reads, and rejects the others.
 SEQUENCE_OPTIONS = ("seq_len", "stride", "channels")
+# The series metrics fit a scorer on part of each set and score the rest (discriminative score), so every
+# split needs at least two series; with one, a run failed in its final evaluation, after training.
+MIN_SERIES_PER_SPLIT = 2
 
 
 def flag(name: str) -> str:
@@ -134,8 +137,11 @@ class SequenceDataModule(InMemoryDataModule):
         for split, (series, labels) in raw.items():
             if series.ndim != 3 or len(series) != len(labels):
                 raise DataError(f"{self.name}: the {split} split is not [N, T, C] series with N labels")
-            if len(series) == 0:
-                raise DataError(f"{self.name}: the {split} split is empty; give the dataset more data")
+            if len(series) < MIN_SERIES_PER_SPLIT:
+                raise DataError(
+                    f"{self.name}: the {split} split has {len(series)} series, fewer than the "
+                    f"{MIN_SERIES_PER_SPLIT} the evaluation needs; give the dataset more data"
+                )
         # The whole training split, before any --train-size subset, so every subset shares one scale.
         self._normaliser = self._fit_normaliser(raw["train"][0])
         return {

@@ -107,6 +107,19 @@ def test_malformed_csv_exits_2_with_one_line_from_the_command_line(tmp_path, cap
     assert err.count("\n") == 0 and "row 2, column 'city'" in err
 
 
+def test_a_csv_too_short_for_two_windows_per_split_is_refused_before_training(tmp_path, capsys):
+    # 120 rows: the validation part's 12 rows hold one window of 12; the series metrics need two per split,
+    # and used to fail with a traceback in the final evaluation, after training.
+    path = tmp_path / "short.csv"
+    write_csv(path, rows=120)
+    args = [*TINY_RAE, "--data", "csv", "--data-dir", str(path), "--seq-len", "12", "--max-steps", "2"]
+    assert main([*args, "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "val part has 12" in err and "1 window(s)" in err
+    assert "use a smaller --seq-len or a longer file" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_smnist_reads_mnist_rows_as_steps(mnist_data_dir):
     datamodule = build_datamodule("smnist", data_dir=mnist_data_dir)
     series, labels = datamodule.split_tensors("test")
