@@ -1,7 +1,17 @@
-"""CelebA aligned faces at 64x64 with the official partition; JPEGs are decoded once and cached as uint8."""
+"""CelebA aligned faces at 64x64 with the official partition; JPEGs are decoded once and cached as uint8.
+
+The cache is keyed by the content it was decoded from: the SHA-256 of the partition file and of every
+listed JPEG's bytes, stored in the cache. Hashing 1.4 GB of JPEGs costs seconds where decoding them costs
+minutes, but reading 200k files on a cluster's shared file system at every start is slow too, so a small
+file beside the cache vouches for that content under the files' sizes and modification times (as git's
+index does): while they are unchanged the content is not read again; when they change it is hashed, and
+the cache is rebuilt only if the content differs.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 import zipfile
 from pathlib import Path
@@ -12,12 +22,17 @@ import torch
 from datamodules.base import SPLITS, Batch, ImageDataModule
 from datamodules.imagefiles import read_images
 from lightning_genae.cache import write_atomically
+from lightning_genae.console import say
 from lightning_genae.errors import DataError, describe_error
 
 IMAGE_SIZE = 64
 PARTITION_FILE = "list_eval_partition.txt"
 IMAGE_FOLDER = "img_align_celeba"
 CACHE_FILE = f"genae_cache_{IMAGE_SIZE}.npz"
+# Beside the cache: the sizes and modification times under which its sources' content was last hashed.
+SOURCES_FILE = f"genae_cache_{IMAGE_SIZE}.sources.json"
+# In the cache: the SHA-256 of the files it was decoded from (`sources_sha256`).
+SOURCES_KEY = "sources_sha256"
 PARTITIONS = {"0": "train", "1": "val", "2": "test"}
 
 
@@ -72,8 +87,8 @@ class CelebADataModule(ImageDataModule):
 
         Decoding here runs once per node; in `setup` every DDP rank would decode 200k JPEGs itself.
         """
-        # Existence only: reading 2.4 GB to validate it is left to setup, which rebuilds a stale cache.
-        if self.cache_path.is_file():
+        # Checked by its key alone: the 2.4 GB of images are read by setup.
+        if self.cache_path.is_file() and self._cache_is_current():
             return
         if not self._has_sources():
             from torchvision import datasets
@@ -84,36 +99,94 @@ class CelebADataModule(ImageDataModule):
             )
         self._build_cache()
 
-    def _read_cache(self) -> dict[str, np.ndarray] | None:
-        """The cached splits, or None when there is no cache or it no longer matches the partition file."""
-        if not self.cache_path.is_file():
-            return None
+    def _sources(self) -> list[Path]:
+        """The files the cache is decoded from, in order: the partition file, then every listed JPEG."""
+        names = read_partition(self.celeba_dir / PARTITION_FILE)
+        images = self.celeba_dir / IMAGE_FOLDER
+        return [
+            self.celeba_dir / PARTITION_FILE,
+            *(images / name for split in SPLITS for name in names[split]),
+        ]
+
+    def _open_cache(self, read: str) -> dict[str, np.ndarray]:
+        """`read` = "key" (the sources' SHA-256 only, without loading the images) or "splits"."""
         try:
             with np.load(self.cache_path) as cache:
-                arrays = {split: cache[split] for split in SPLITS}
+                if read == "key":
+                    return {SOURCES_KEY: cache[SOURCES_KEY]} if SOURCES_KEY in cache.files else {}
+                return {split: cache[split] for split in SPLITS}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(
                 f"{self.cache_path} is corrupt ({describe_error(exc)}): "
                 "delete it, it is rebuilt from the JPEGs"
             ) from exc
+
+    def _cache_is_current(self) -> bool:
+        """Whether the cache was decoded from the files the folder holds now, compared by content (vouched
+        for by sizes and times while they stay). Without the sources (JPEGs deleted to save space) the cache
+        is all there is, and counts as current."""
+        if not self._has_sources():
+            return True
+        stored = self._open_cache("key").get(SOURCES_KEY)
+        built_from = stored.tobytes().decode(errors="replace") if stored is not None else None
+        sources = self._sources()
+        try:
+            stats = _stat_fingerprint(sources)
+        except FileNotFoundError:
+            return False  # decoding again names the missing file
+        if built_from is not None and self._vouched_content(stats) == built_from:
+            return True
+        content = _content_sha256(sources)
+        if content != built_from:
+            was = "none recorded, an older version" if built_from is None else built_from[:12]
+            say(
+                f"celeba: {self.cache_path} was decoded from other files (SHA-256 {was}) than "
+                f"{self.celeba_dir} holds now ({content[:12]}); decoding the JPEGs again"
+            )
+            return False
+        self._vouch(stats, content)
+        return True
+
+    def _read_cache(self) -> dict[str, np.ndarray] | None:
+        """The cached splits, or None when there is no cache or it is not current."""
+        if not self.cache_path.is_file() or not self._cache_is_current():
+            return None
+        arrays = self._open_cache("splits")
         if any(array.dtype != np.uint8 or array.shape[1:] != self.default_shape for array in arrays.values()):
             raise DataError(
                 f"{self.cache_path} holds arrays of the wrong shape: delete it, it is rebuilt from the JPEGs"
             )
-        partition = self.celeba_dir / PARTITION_FILE
-        if partition.is_file():
-            # Sizes are the cheap staleness check: a changed partition file means the cache is out of date.
-            names = read_partition(partition)
-            if any(len(arrays[split]) != len(names[split]) for split in SPLITS):
-                return None
         return arrays
+
+    def _vouched_content(self, stats: str) -> str | None:
+        """The content SHA-256 the sources file vouches for under `stats`, or None."""
+        try:
+            record = json.loads((self.celeba_dir / SOURCES_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if (
+            isinstance(record, dict)
+            and record.get("stats") == stats
+            and isinstance(record.get(SOURCES_KEY), str)
+        ):
+            return record[SOURCES_KEY]
+        return None
+
+    def _vouch(self, stats: str, content: str) -> None:
+        record = json.dumps({"stats": stats, SOURCES_KEY: content})
+        try:
+            write_atomically(
+                self.celeba_dir / SOURCES_FILE, lambda temporary: Path(temporary).write_text(record)
+            )
+        except OSError:
+            pass  # a read-only folder: the content is hashed again next run, nothing is wrong
 
     def _build_cache(self) -> dict[str, np.ndarray]:
         """Decode every listed JPEG and write the cache atomically (a crash never leaves half a cache)."""
         if not self._has_sources():
             raise self._not_found("(call prepare_data() to download it)")
         names = read_partition(self.celeba_dir / PARTITION_FILE)
-        arrays = {}
+        arrays: dict[str, np.ndarray] = {}
         for split in SPLITS:
             paths = [self.celeba_dir / IMAGE_FOLDER / name for name in names[split]]
             if missing := [path for path in paths if not path.is_file()]:
@@ -123,9 +196,13 @@ class CelebADataModule(ImageDataModule):
                     f"re-extract img_align_celeba.zip into {self.celeba_dir}"
                 )
             arrays[split] = read_images(paths, IMAGE_SIZE, channels=3).numpy()
+        sources = self._sources()
+        stats, content = _stat_fingerprint(sources), _content_sha256(sources)
+        key = {SOURCES_KEY: np.frombuffer(content.encode(), dtype=np.uint8)}
         try:
             # Through an open file: np.savez given a name would append ".npz" to the temporary's name.
-            write_atomically(self.cache_path, lambda temporary: _save_npz(temporary, arrays))
+            write_atomically(self.cache_path, lambda temporary: _save_npz(temporary, {**arrays, **key}))
+            self._vouch(stats, content)
         except OSError as exc:
             warnings.warn(
                 f"could not write the CelebA cache {self.cache_path} ({describe_error(exc)}); "
@@ -147,3 +224,21 @@ class CelebADataModule(ImageDataModule):
 def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as file:
         np.savez(file, **arrays)
+
+
+def _stat_fingerprint(paths: list[Path]) -> str:
+    """SHA-256 of every file's name, size and modification time: while they stay, the content is trusted."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _content_sha256(paths: list[Path]) -> str:
+    """SHA-256 of the decoding's inputs: the image size, and each file's name and bytes, in order."""
+    digest = hashlib.sha256(f"{IMAGE_SIZE}\n".encode())
+    for path in paths:
+        digest.update(f"{path.name}\t{path.stat().st_size}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

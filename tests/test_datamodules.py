@@ -2,6 +2,7 @@
 
 import gc
 import gzip
+import os
 import pickle
 import shutil
 import struct
@@ -568,6 +569,61 @@ def test_celeba_rebuilds_a_cache_that_no_longer_matches_the_partition(tmp_path: 
     datamodule = CelebADataModule(tmp_path)
     datamodule.setup()
     assert len(datamodule.split_tensors("train")[0]) == 6
+
+
+def forbid(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Make datamodules.celeba's `names` fail if called: what a test asserts is not done again."""
+
+    def refuse(*args, **kwargs):
+        pytest.fail(f"one of {names} was called")
+
+    for name in names:
+        monkeypatch.setattr(f"datamodules.celeba.{name}", refuse)
+
+
+def test_celeba_cache_is_rebuilt_when_a_jpeg_is_replaced_keeping_the_count(tmp_path, capsys) -> None:
+    folder = write_fake_celeba(tmp_path)
+    CelebADataModule(tmp_path).setup()
+    pixels = np.full((218, 178, 3), 255, dtype=np.uint8)  # 000002.jpg, a training image, turns white
+    Image.fromarray(pixels).save(folder / "000002.jpg", quality=95)
+    datamodule = CelebADataModule(tmp_path)
+    datamodule.setup()
+    assert datamodule.split_tensors("train")[0][1].min() > 240
+    assert "was decoded from other files" in capsys.readouterr().out
+
+
+def test_celeba_cache_of_unchanged_files_is_used_without_reading_them(tmp_path, monkeypatch) -> None:
+    write_fake_celeba(tmp_path)
+    built = CelebADataModule(tmp_path)
+    built.setup()
+    forbid(monkeypatch, "read_images", "_content_sha256")
+    again = CelebADataModule(tmp_path)
+    again.prepare_data()
+    again.setup()
+    assert torch.equal(again.split_tensors("train")[0], built.split_tensors("train")[0])
+
+
+def test_celeba_cache_of_touched_but_equal_files_is_hashed_and_kept(tmp_path, monkeypatch, capsys) -> None:
+    folder = write_fake_celeba(tmp_path)
+    CelebADataModule(tmp_path).setup()
+    for path in folder.iterdir():
+        os.utime(path, ns=(0, 10**18))  # copied elsewhere, say: new times, the same bytes
+    forbid(monkeypatch, "read_images")
+    CelebADataModule(tmp_path).setup()
+    assert "decoded from other files" not in capsys.readouterr().out
+
+
+def test_celeba_cache_of_an_older_version_without_a_key_is_rebuilt(tmp_path, capsys) -> None:
+    write_fake_celeba(tmp_path)
+    CelebADataModule(tmp_path).setup()
+    cache = tmp_path / "celeba" / "genae_cache_64.npz"
+    with np.load(cache) as stored:
+        arrays = {split: stored[split] for split in ("train", "val", "test")}
+    np.savez(cache, **arrays)
+    CelebADataModule(tmp_path).setup()
+    assert "SHA-256 none recorded, an older version" in capsys.readouterr().out
+    with np.load(cache) as rebuilt:
+        assert "sources_sha256" in rebuilt.files
 
 
 def test_unreadable_celeba_image_is_a_data_error_naming_it(tmp_path: Path) -> None:
