@@ -84,6 +84,18 @@ def test_the_registry_describes_each_family_as_its_module_does():
         assert module.options_type is spec.options, name
         assert module.data_kind == spec.data_kind, name
         assert issubclass(module, ImageDiscriminator) == spec.image_discriminator, name
+        assert getattr(module, "gives_real_logits", False) == spec.real_logits, name
+
+
+def test_a_family_without_real_logits_refuses_adas_controller():
+    from lightning_genae.augmentation.adaptive import AdaptiveStrength
+
+    with pytest.raises(ValueError, match="BEGANModule gives ADA's controller no real logits"):
+        MODELS["began"].module((1, 16, 16), width=8, adaptive_strength=AdaptiveStrength(0.6, 4, 1.0))
+    assert (
+        MODELS["gan"].module((1, 16, 16), width=8, adaptive_strength=AdaptiveStrength(0.6, 4, 1.0))
+        is not None
+    )
 
 
 def test_models_expose_the_shared_interface():

@@ -61,9 +61,6 @@ AUGMENTER_OPTIONS = (
 MODE_OF_OPTION = {"augment_pool": "offline", "augment_p": "online", "augment_anneal": "online"}
 # What ADA's controller reads: `ada`, and `--augment-p auto` of ae/vae/ae-d.
 CONTROLLER_OPTIONS = ("ada_target", "ada_interval", "ada_kimg")
-# Models whose discriminator gives one real/fake logit per image, whose sign ADA's heuristic reads (began's
-# gives reconstruction energies).
-REAL_LOGIT_MODELS = ("gan", "vaegan")
 DATA_SIDE_OPTIONS = ("augment_mode", "augment_pool", "augment_p", "augment_anneal", *AUGMENTER_OPTIONS)
 # The DiffAugment option that sizes each operation of its policy; one whose operation the policy leaves out
 # is read by nothing.
@@ -319,11 +316,12 @@ def resolve_augment_plan(
             "--augment-mode offline or give --augment-p a number"
         )
     adaptive = [name for name in plan_names if name == "ada"] + (["--augment-p auto"] if auto_p else [])
-    if adaptive and config.model not in REAL_LOGIT_MODELS:
+    if adaptive and not MODELS[config.model].real_logits:
+        with_logits = [name for name, spec in MODELS.items() if spec.real_logits]
         raise ConfigError(
             f"{' and '.join(adaptive)} {agree(adaptive, 'steers', 'steer')} p by the sign of a "
             f"discriminator's real/fake logits, and --model {config.model} has none; "
-            f"use --model {' or '.join(REAL_LOGIT_MODELS)}"
+            f"use --model {' or '.join(with_logits)}"
         )
     if auto_p:
         used |= set(CONTROLLER_OPTIONS)

@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 class ModelSpec:
     """A registered family: its LightningModule (`package.module:Class`), options and one-line description.
 
-    `data_kind` and `image_discriminator` say what `resolve` checks without importing the module; they
-    repeat the module's `data_kind` and whether it is an `ImageDiscriminator`, which tests/test_models.py
-    holds them to.
+    `data_kind`, `image_discriminator` and `real_logits` say what `resolve` checks without importing the
+    module; they repeat the module's `data_kind`, whether it is an `ImageDiscriminator` and its
+    `gives_real_logits` (what ADA's controller reads), which tests/test_models.py holds them to.
     """
 
     location: str
@@ -41,6 +41,7 @@ class ModelSpec:
     description: str
     data_kind: str = "image"
     image_discriminator: bool = False
+    real_logits: bool = False
 
     @property
     def module(self) -> type[GenerativeModule]:
@@ -65,6 +66,7 @@ MODELS: dict[str, ModelSpec] = {
         GANOptions,
         "DCGAN, non-saturating or hinge loss, optional generator EMA",
         image_discriminator=True,
+        real_logits=True,
     ),
     "began": ModelSpec(
         "began:BEGANModule",
@@ -77,6 +79,7 @@ MODELS: dict[str, ModelSpec] = {
         VAEGANOptions,
         "VAE-GAN: a VAE whose decoder is the generator, reconstructing in D's features",
         image_discriminator=True,
+        real_logits=True,
     ),
     "aae": ModelSpec(
         "aae:AAEModule",

@@ -8,7 +8,7 @@ that through `adversarial`), and the discriminator-side augmentation given when 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -25,6 +25,9 @@ class ImageAdversarialModule(GenerativeModule):
     adversarial = True
     # No validation objective: the training set-up uses the generative metric it computes instead.
     monitor = None
+    # Whether its discriminator gives one real/fake logit per image and passes each step's real logits to
+    # `observe_real_logits`, which ADA's controller reads (BEGAN's gives reconstruction energies instead).
+    gives_real_logits: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -34,6 +37,9 @@ class ImageAdversarialModule(GenerativeModule):
         adaptive_strength: StrengthController | None = None,
         **options: Any,
     ) -> None:
+        if adaptive_strength is not None and not self.gives_real_logits:
+            # resolve() refuses this for run.py; built directly, p would stay 0 without a word.
+            raise ValueError(f"{type(self).__name__} gives ADA's controller no real logits to steer p by")
         super().__init__(image_shape, **options)
         self.automatic_optimization = False
         # A plain callable, not a child module: the frozen augmenter it may hold must stay out of the

@@ -37,6 +37,8 @@ def generator_loss(fake_logits: Tensor, kind: GanLoss) -> Tensor:
 class GANModule(ImageAdversarialModule):
     """DCGAN generator (the shared conv decoder) against the shared conv discriminator."""
 
+    gives_real_logits = True
+
     options_type = GANOptions
     options: GANOptions
 

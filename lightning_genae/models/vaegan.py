@@ -47,6 +47,8 @@ def replayed_random_state(device: torch.device) -> Iterator[None]:
 class VAEGANModule(ImageAdversarialModule):
     """Shared conv encoder (mean and log-variance), decoder (tanh) and discriminator, trained as a VAE-GAN."""
 
+    gives_real_logits = True
+
     options_type = VAEGANOptions
     options: VAEGANOptions
     optimizer_steps_per_iteration = 3
