@@ -209,11 +209,23 @@ def build_loggers(
 
 
 @rank_zero_only
-def finish_loggers(loggers: Sequence[Logger], final_metrics: dict[str, float]) -> None:
-    """Close W&B runs with the final metrics in their summary, so the next run in-process starts fresh."""
+def finish_loggers(
+    loggers: Sequence[Logger], final_metrics: dict[str, float], selected: dict[str, Any] | None = None
+) -> None:
+    """Close W&B runs with the final metrics in their summary, so the next run in-process starts fresh.
+
+    `selected`: summary.json's record of the checkpoint chosen on validation. Its test metrics go into the
+    W&B summary as `selected/test/...` (its step as `selected/step`), beside the final weights' `test/...`,
+    so runs compared in W&B can be compared on the weights a user would keep. They are not logged as rows:
+    metrics.csv and the loggers' histories hold the final weights alone.
+    """
+    chosen = {}
+    if selected is not None and "test_metrics" in selected:
+        chosen = {f"selected/{name}": value for name, value in selected["test_metrics"].items()}
+        chosen["selected/step"] = selected["step"]
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(final_metrics)
+            logger.experiment.summary.update({**final_metrics, **chosen})
             logger.experiment.finish()
 
 

@@ -309,5 +309,5 @@ def _train(
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         say(f"\nfinal metrics (step {summary['global_step']}):\n{format_metrics_table(final_metrics)}")
         say(f"run folder: {run_dir}")
-    finish_loggers(loggers, final_metrics)
+    finish_loggers(loggers, final_metrics, selected)
     return summary

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import wandb
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import lightning_genae.loggers
-from lightning_genae.loggers import RunFolderCSVLogger, build_loggers, wandb_offline_reason
+from lightning_genae.loggers import RunFolderCSVLogger, build_loggers, finish_loggers, wandb_offline_reason
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +97,34 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with path.open(newline="") as file:
         reader = csv.DictReader(file)
         return list(reader.fieldnames or []), list(reader)
+
+
+def test_the_chosen_checkpoints_test_metrics_join_the_final_ones_in_the_wandb_summary(tmp_path):
+    class Recorded:
+        def __init__(self) -> None:
+            self.summary: dict = {}
+            self.finished = False
+
+        def finish(self) -> None:
+            self.finished = True
+
+    class RecordingWandbLogger(WandbLogger):
+        recorded = Recorded()
+
+        @property
+        def experiment(self):
+            return self.recorded
+
+    logger = RecordingWandbLogger(save_dir=str(tmp_path), offline=True)
+    final = {"test/fd_classifier": 20.0, "val/fd_classifier": 19.0}
+    selected = {"step": 2, "chosen_on": "val/fd_classifier", "test_metrics": {"test/fd_classifier": 18.5}}
+    finish_loggers([logger], final, selected)
+    assert logger.recorded.summary == {**final, "selected/test/fd_classifier": 18.5, "selected/step": 2}
+    assert logger.recorded.finished
+    # A run without a chosen checkpoint (no validation ran) adds nothing.
+    logger.recorded = Recorded()
+    finish_loggers([logger], final, {"path": None, "note": "no validation ran"})
+    assert logger.recorded.summary == final
 
 
 def test_csv_resume_keeps_history_before_the_checkpoint_only(tmp_path):
