@@ -1,27 +1,60 @@
-"""A user's CSV file as series: every column a channel, rows as time steps, cut into sliding windows.
+"""A user's CSV file as series, in the forms time series are kept in: one long recording, or a panel of many.
 
-`--data csv --data-dir FILE.csv`. A first row with any non-numeric cell is the header (column names);
-every other cell must be a finite number. The rows are split in time order, the first 70% for training,
-the next 10% for validation and the last 20% for testing, so no window of the evaluation splits overlaps
-a training window; each part is cut into windows of `--seq-len` rows every `--stride` rows.
+`--data csv --data-dir FILE.csv`. The file is read as text (never unpickled); its delimiter (comma, tab or
+semicolon) is sniffed from the first line, so the UCR archive's `.tsv` files read as they are.
+
+`--csv-layout` says how the file holds its series:
+
+- `time` (the default): one recording, rows are time steps and columns are channels. The rows are split in
+  time order, the first 70% for training, the next 10% for validation and the last 20% for testing, so no
+  window of the evaluation splits overlaps a training window; each part is cut into windows of `--seq-len`
+  rows (24) every `--stride` rows (1).
+- `rows`: a panel, one univariate series per row, every cell a value.
+- `ucr`: a panel as the UCR archive stores it: one univariate series per row, the first cell its class label.
+- `long`: a panel in long format: a column named by `--series-id` says which series a row belongs to; each
+  series is its rows in file order, the other columns its channels.
+
+A panel's series are independent: they are split 70/10/20 as whole series (labels stratified), never as
+windows of one another. Each series is one item when all have the same length and `--seq-len` is not given;
+otherwise each is cut into windows of `--seq-len` every `--stride` rows within the series.
+
+A first row with a cell that is neither a number, a gap nor a timestamp is the header (column names). A
+timestamp column (every cell a date or date-time such as `2024-01-31` or `31/01/2024 14:00`, or a header
+named date, time, datetime, timestamp or ds) is kept out of the channels; its rows must be in time order.
+Gaps (an empty cell, NA, NaN, null, ?) are refused unless `--fill-gaps linear` (interpolated along time within
+each series and channel; a gap at an end takes the nearest value) or `--fill-gaps ffill` (the last value seen,
+the first one for a leading gap) fills them.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from datamodules.base import Batch
 from datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
+from datamodules.splits import fixed_split
 from lightning_genae.errors import DataError
 
 DEFAULT_SEQ_LEN = 24
 DEFAULT_STRIDE = 1
 SPLIT_FRACTIONS = (("train", 0.7), ("val", 0.1), ("test", 0.2))
+CSV_LAYOUTS = ("time", "rows", "ucr", "long")
+GAP_FILLS = ("linear", "ffill")
+GAP_CELLS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+TIME_COLUMN_NAMES = frozenset({"date", "time", "datetime", "timestamp", "ds"})
+# Day-first before month-first: an ambiguous 01/02/2024 reads as 1 February, as most of the world writes it.
+DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y", "%Y.%m.%d")
+TIME_SUFFIXES = ("", " %H:%M", " %H:%M:%S")
+DELIMITERS = (",", "\t", ";")
 
 
 def _number(cell: str) -> float | None:
@@ -32,13 +65,66 @@ def _number(cell: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def read_numeric_csv(path: Path) -> tuple[list[str], Tensor]:
-    """(column names, float64 [rows, columns]); a malformed file is one DataError naming row and column."""
+def is_gap(cell: str) -> bool:
+    """An empty or not-available cell."""
+    return cell.strip().lower() in GAP_CELLS
+
+
+def parse_timestamp(cell: str) -> datetime | None:
+    """A date or date-time in ISO 8601 or a common day/month/year form; None otherwise (numbers too)."""
+    text = cell.strip()
+    if not text or _number(text) is not None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    for date in DATE_FORMATS:
+        for suffix in TIME_SUFFIXES:
+            try:
+                return datetime.strptime(text, date + suffix)
+            except ValueError:
+                continue
+    return None
+
+
+@dataclass(frozen=True)
+class CSVTable:
+    """A CSV file read as text: column names, and the data rows with their line numbers."""
+
+    path: Path
+    names: list[str]
+    rows: list[tuple[int, list[str]]]
+    has_header: bool
+
+    def column(self, index: int) -> list[str]:
+        return [row[index] for _, row in self.rows]
+
+
+def _sniff_delimiter(first_line: str) -> str:
+    counts = {delimiter: first_line.count(delimiter) for delimiter in DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def read_table(path: Path) -> CSVTable:
+    """The file's rows as text; a missing, unreadable or ragged file is one DataError naming the fix."""
+    if path.is_dir():
+        raise DataError(
+            f"--data-dir {path}: is a folder; for --data csv pass the path of a CSV file "
+            "(for a folder of images use --data folder)"
+        )
     if not path.is_file():
         raise DataError(f"--data-dir {path}: no such file; for --data csv pass the path of a CSV file")
     try:
         with path.open(newline="") as file:
-            rows = [(number, row) for number, row in enumerate(csv.reader(file), start=1) if row]
+            delimiter = _sniff_delimiter(file.readline())
+            file.seek(0)
+            rows = [
+                (number, row)
+                for number, row in enumerate(csv.reader(file, delimiter=delimiter), start=1)
+                if any(cell.strip() for cell in row)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(
             f"{path}: cannot be read as CSV ({type(error).__name__}: {error}); fix the file"
@@ -46,29 +132,101 @@ def read_numeric_csv(path: Path) -> tuple[list[str], Tensor]:
     if not rows:
         raise DataError(f"{path}: no rows; give a CSV file with one numeric column per channel")
     first_number, first = rows[0]
-    has_header = any(_number(cell) is None for cell in first)
-    names = [cell.strip() or f"column {index}" for index, cell in enumerate(first, start=1)]
-    if not has_header:
+    has_header = any(
+        _number(cell) is None and not is_gap(cell) and parse_timestamp(cell) is None for cell in first
+    )
+    if has_header:
+        names = [cell.strip() or f"column {index}" for index, cell in enumerate(first, start=1)]
+        body = rows[1:]
+    else:
         names = [f"column {index}" for index in range(1, len(first) + 1)]
-    body = rows[1:] if has_header else rows
+        body = rows
     if not body:
         raise DataError(f"{path}: a header and no data rows; add rows of numbers")
-    values = []
     for number, row in body:
         if len(row) != len(names):
             raise DataError(
                 f"{path}: row {number} has {len(row)} fields, the {'header' if has_header else 'first row'} "
                 f"(row {first_number}) has {len(names)}; give every row the same columns"
             )
-        parsed = [_number(cell) for cell in row]
-        for cell, value, name in zip(row, parsed, names, strict=True):
+    return CSVTable(path, names, body, has_header)
+
+
+def find_time_columns(table: CSVTable) -> list[int]:
+    """Columns holding timestamps: every non-gap cell a date, or a header named like a time column."""
+    found = []
+    for index, name in enumerate(table.names):
+        cells = [cell for cell in table.column(index) if not is_gap(cell)]
+        all_dates = bool(cells) and all(parse_timestamp(cell) is not None for cell in cells)
+        if all_dates or (table.has_header and name.strip().lower() in TIME_COLUMN_NAMES):
+            found.append(index)
+    return found
+
+
+def _check_time_order(table: CSVTable, column: int, groups: dict[str, list[int]]) -> None:
+    """The rows of each series must go forward in time: windows cut across a shuffled file mean nothing."""
+    name = table.names[column]
+    for members in groups.values():
+        previous: datetime | float | None = None
+        for position in members:
+            number, row = table.rows[position]
+            cell = row[column]
+            stamp = parse_timestamp(cell)
+            value: datetime | float | None = stamp if stamp is not None else _number(cell)
             if value is None:
+                if is_gap(cell):
+                    continue
                 raise DataError(
-                    f"{path}: row {number}, column {name!r}: {cell.strip()!r} is not a finite number; "
-                    "every column must be numeric (drop or encode that column)"
+                    f"{table.path}: row {number}, column {name!r}: {cell.strip()!r} is not a timestamp; "
+                    "fix the cell or rename the column"
                 )
-        values.append(parsed)
-    return names, torch.tensor(values, dtype=torch.float64)
+            if previous is not None and type(value) is type(previous) and value < previous:
+                raise DataError(
+                    f"{table.path}: row {number} goes back in time in column {name!r} ({cell.strip()}); "
+                    f"sort the file by {name!r}"
+                )
+            previous = value
+
+
+def _values(table: CSVTable, channels: Sequence[int]) -> np.ndarray:
+    """float64 [rows, channels], NaN at gaps; a cell that is neither is a DataError naming row and column."""
+    values = np.full((len(table.rows), len(channels)), np.nan)
+    for position, (number, row) in enumerate(table.rows):
+        for slot, column in enumerate(channels):
+            cell = row[column]
+            value = _number(cell)
+            if value is not None:
+                values[position, slot] = value
+            elif not is_gap(cell):
+                raise DataError(
+                    f"{table.path}: row {number}, column {table.names[column]!r}: {cell.strip()!r} is not a "
+                    "finite number; every column but a timestamp (or --series-id) column must be numeric "
+                    "(drop or encode that column)"
+                )
+    return values
+
+
+def fill_gaps(series: np.ndarray, method: str) -> np.ndarray:
+    """[T, C] with NaN gaps -> filled along time, per channel (`linear` or `ffill`); a channel with no value
+    at all stays NaN for the caller to refuse."""
+    filled = series.copy()
+    steps = np.arange(len(series))
+    for channel in range(series.shape[1]):
+        column = filled[:, channel]
+        known = ~np.isnan(column)
+        if known.all() or not known.any():
+            continue
+        if method == "linear":
+            column[~known] = np.interp(steps[~known], steps[known], column[known])
+        else:
+            last_seen = np.maximum.accumulate(np.where(known, steps, -1))
+            column[:] = np.where(last_seen >= 0, column[np.maximum(last_seen, 0)], column[known][0])
+    return filled
+
+
+def _first_gap(table: CSVTable, rows: Sequence[int], channels: Sequence[int], values: np.ndarray) -> str:
+    position, slot = map(int, np.argwhere(np.isnan(values))[0])
+    return f"row {table.rows[rows[position]][0]}, column {table.names[channels[slot]]!r}"
 
 
 def sliding_windows(rows: Tensor, seq_len: int, stride: int) -> Tensor:
@@ -76,31 +234,144 @@ def sliding_windows(rows: Tensor, seq_len: int, stride: int) -> Tensor:
     return rows.unfold(0, seq_len, stride).permute(0, 2, 1).contiguous()
 
 
+@dataclass(frozen=True)
+class SeriesTable:
+    """What a CSV file holds: channel names, its series (float64 [T_i, C] each) and their labels."""
+
+    channel_names: list[str]
+    series: list[Tensor]
+    labels: Tensor
+    panel: bool
+
+
+def read_series(
+    path: Path, layout: str = "time", series_id: str | None = None, gaps: str | None = None
+) -> SeriesTable:
+    """A CSV file in one of CSV_LAYOUTS as its series; malformed input is one DataError naming the fix."""
+    table = read_table(path)
+    if layout in ("rows", "ucr"):
+        return _read_row_panel(table, layout, gaps)
+    time_columns = find_time_columns(table)
+    id_column = _id_column(table, series_id) if layout == "long" else None
+    excluded = {*time_columns, *([id_column] if id_column is not None else [])}
+    channels = [index for index in range(len(table.names)) if index not in excluded]
+    if not channels:
+        raise DataError(f"{path}: no numeric column besides the timestamp or id columns; add one per channel")
+    if id_column is None:
+        groups = {"": list(range(len(table.rows)))}
+    else:
+        groups = {}
+        for position, (_, row) in enumerate(table.rows):
+            groups.setdefault(row[id_column].strip(), []).append(position)
+    for column in time_columns:
+        _check_time_order(table, column, groups)
+    values = _values(table, channels)
+    series = []
+    for key, members in groups.items():
+        part = values[members]
+        if np.isnan(part).any():
+            if gaps is not None:
+                part = fill_gaps(part, gaps)
+            if gaps is None or np.isnan(part).any():
+                where = _first_gap(table, members, channels, part)
+                fix = (
+                    "fill gaps with --fill-gaps linear or ffill, or fill them in the file"
+                    if gaps is None
+                    else f"that channel has no value in series {key!r}; drop the series or the column"
+                )
+                raise DataError(f"{path}: {where} is a gap; {fix}")
+        series.append(torch.from_numpy(part))
+    names = [table.names[index] for index in channels]
+    labels = torch.full((len(series),), -1, dtype=torch.long)
+    return SeriesTable(names, series, labels, panel=id_column is not None)
+
+
+def _id_column(table: CSVTable, series_id: str | None) -> int:
+    if series_id is None:
+        raise DataError("--csv-layout long needs --series-id COLUMN, the column that names each row's series")
+    for index, name in enumerate(table.names):
+        if name == series_id or (not table.has_header and series_id == str(index + 1)):
+            return index
+    raise DataError(
+        f"{table.path}: no column {series_id!r} for --series-id; "
+        f"the file's columns are {', '.join(table.names)}"
+    )
+
+
+def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTable:
+    """One univariate series per row (`ucr`: the first cell the class label, as the UCR archive stores it)."""
+    offset = 1 if layout == "ucr" else 0
+    if len(table.names) - offset < 2:
+        raise DataError(
+            f"{table.path}: rows of {len(table.names)} cells are too short for --csv-layout {layout}"
+        )
+    values = _values(table, range(len(table.names)))
+    series, labels = [], []
+    for position, (number, _) in enumerate(table.rows):
+        row = values[position, offset:].reshape(-1, 1)
+        if layout == "ucr":
+            label = values[position, 0]
+            if math.isnan(label) or label != round(label):
+                raise DataError(
+                    f"{table.path}: row {number}: the first cell is the class label in --csv-layout ucr and "
+                    "must be an integer; use --csv-layout rows for rows without labels"
+                )
+            labels.append(int(label))
+        if np.isnan(row).any():
+            # The UCR archive pads shorter series of a variable-length set with trailing gaps.
+            observed = np.flatnonzero(~np.isnan(row[:, 0]))
+            if gaps is None:
+                raise DataError(
+                    f"{table.path}: row {number} has a gap; fill gaps with --fill-gaps linear or ffill, "
+                    "or fill them in the file"
+                )
+            if not len(observed):
+                raise DataError(f"{table.path}: row {number} has no values; drop it")
+            row = fill_gaps(row, gaps)
+        series.append(torch.from_numpy(row))
+    if layout == "ucr":
+        classes = sorted(set(labels))
+        label_tensor = torch.tensor([classes.index(label) for label in labels], dtype=torch.long)
+    else:
+        label_tensor = torch.full((len(series),), -1, dtype=torch.long)
+    return SeriesTable(["value"], series, label_tensor, panel=True)
+
+
 class CSVSeriesDataModule(SequenceDataModule):
-    """Windows of a CSV file's rows; unlabelled; splits in time order (70/10/20)."""
+    """A CSV file's series: windows of one recording split in time order, or a panel split by series."""
 
     name = "csv"
-    takes = ("seq_len", "stride")
-    # The file's names and values once read (per instance; the class default says "not read yet").
-    _table: tuple[list[str], Tensor] | None = None
+    takes = ("seq_len", "stride", "csv_layout", "series_id", "fill_gaps")
+    # The file's series once read (per instance; the class default says "not read yet").
+    _table: SeriesTable | None = None
+
+    @property
+    def layout(self) -> str:
+        return self.hparams.get("csv_layout") or "time"
 
     @property
     def seq_len(self) -> int:
-        return self.hparams.seq_len or DEFAULT_SEQ_LEN
+        if self.hparams.seq_len:
+            return self.hparams.seq_len
+        table = self.table()
+        lengths = {len(series) for series in table.series}
+        return lengths.pop() if table.panel and len(lengths) == 1 else DEFAULT_SEQ_LEN
 
     @property
     def stride(self) -> int:
         return self.hparams.stride or DEFAULT_STRIDE
 
-    def table(self) -> tuple[list[str], Tensor]:
-        """The file's column names and values, read once."""
+    def table(self) -> SeriesTable:
+        """The file's series, read once."""
         if self._table is None:
-            self._table = read_numeric_csv(self.data_dir)
+            self._table = read_series(
+                Path(self.data_dir), self.layout, self.hparams.get("series_id"), self.hparams.get("fill_gaps")
+            )
         return self._table
 
     @property
     def channel_names(self) -> list[str]:
-        return self.table()[0]
+        return self.table().channel_names
 
     @property
     def data_shape(self) -> tuple[int, int]:
@@ -109,31 +380,52 @@ class CSVSeriesDataModule(SequenceDataModule):
     def prepare_data(self) -> None:
         self.table()  # a malformed file fails here, before a run folder is made
 
-    def _parts(self) -> dict[str, Tensor]:
-        _, rows = self.table()
-        parts, start = {}, 0
-        for index, (split, fraction) in enumerate(SPLIT_FRACTIONS):
-            end = len(rows) if index == len(SPLIT_FRACTIONS) - 1 else start + round(fraction * len(rows))
-            parts[split] = rows[start:end]
-            start = end
-        return parts
+    def _series_parts(self) -> dict[str, list[tuple[Tensor, int]]]:
+        """Each split's series and labels: time-ordered parts of one recording, or whole panel series."""
+        table = self.table()
+        if not table.panel:
+            rows, start, parts = table.series[0], 0, {}
+            for index, (split, fraction) in enumerate(SPLIT_FRACTIONS):
+                end = len(rows) if index == len(SPLIT_FRACTIONS) - 1 else start + round(fraction * len(rows))
+                parts[split] = [(rows[start:end], -1)]
+                start = end
+            return parts
+        count = len(table.series)
+        num_val, num_test = round(0.1 * count), round(0.2 * count)
+        if min(num_val, num_test, count - num_val - num_test) < MIN_SERIES_PER_SPLIT:
+            raise DataError(
+                f"{self.data_dir}: {count} series are too few to split 70/10/20 with at least "
+                f"{MIN_SERIES_PER_SPLIT} in each part; give at least {math.ceil(MIN_SERIES_PER_SPLIT / 0.1)}"
+            )
+        train, val, test = fixed_split(table.labels, num_val, num_test)
+        return {
+            split: [(table.series[i], int(table.labels[i])) for i in indices.tolist()]
+            for split, indices in (("train", train), ("val", val), ("test", test))
+        }
 
     def _load_series(self) -> dict[str, Batch]:
         splits = {}
-        for split, rows in self._parts().items():
-            fits = len(rows) >= self.seq_len
-            windows = sliding_windows(rows, self.seq_len, self.stride) if fits else rows[:0]
-            if len(windows) < MIN_SERIES_PER_SPLIT:
+        total_rows = sum(len(series) for series in self.table().series)
+        for split, members in self._series_parts().items():
+            windows, labels = [], []
+            for rows, label in members:
+                if len(rows) >= self.seq_len:
+                    cut = sliding_windows(rows, self.seq_len, self.stride)
+                    windows.append(cut)
+                    labels += [label] * len(cut)
+            count = len(labels)
+            if count < MIN_SERIES_PER_SPLIT:
                 smaller = "--seq-len or --stride" if self.stride > 1 else "--seq-len"
+                rows = sum(len(rows) for rows, _ in members)
                 raise DataError(
-                    f"{self.data_dir}: its {split} part has {len(rows)} of the file's {len(self.table()[1])} "
-                    f"rows, {len(windows)} window(s) of --seq-len {self.seq_len} every --stride "
-                    f"{self.stride}, fewer than the {MIN_SERIES_PER_SPLIT} the evaluation needs; "
-                    f"use a smaller {smaller} or a longer file"
+                    f"{self.data_dir}: its {split} part has {rows} of the file's {total_rows} rows, {count} "
+                    f"window(s) of --seq-len {self.seq_len} every --stride {self.stride}, fewer than the "
+                    f"{MIN_SERIES_PER_SPLIT} the evaluation needs; use a smaller {smaller} or a longer file"
                 )
-            splits[split] = (windows, torch.full((len(windows),), -1, dtype=torch.long))
+            splits[split] = (torch.cat(windows), torch.tensor(labels, dtype=torch.long))
         return splits
 
     def _fit_normaliser(self, train_series: Tensor) -> Normaliser:
         # On the training rows themselves: overlapping windows would count middle rows more than edges.
-        return Normaliser.fit(self._parts()["train"].unsqueeze(0))
+        rows = torch.cat([rows for rows, _ in self._series_parts()["train"]])
+        return Normaliser.fit(rows.unsqueeze(0))

@@ -20,7 +20,7 @@ from datamodules.base import Batch, DataKind, InMemoryDataModule
 from lightning_genae.errors import ConfigError, DataError, agree
 
 # Options a sequence dataset may take; each dataset lists those it reads, and rejects the others.
-SEQUENCE_OPTIONS = ("seq_len", "stride", "channels")
+SEQUENCE_OPTIONS = ("seq_len", "stride", "channels", "csv_layout", "series_id", "fill_gaps")
 # The series metrics fit a scorer on part of each set and score the rest (discriminative score), so every
 # split needs at least two series; with one, a run failed in its final evaluation, after training.
 MIN_SERIES_PER_SPLIT = 2
@@ -104,12 +104,22 @@ class SequenceDataModule(InMemoryDataModule):
         stride: int | None = None,
         channels: int | None = None,
         data_on_device: str = "auto",
+        csv_layout: str | None = None,
+        series_id: str | None = None,
+        fill_gaps: str | None = None,
     ) -> None:
         # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
         data_dir = str(data_dir)
         super().__init__(data_dir, batch_size, train_size, seed, num_workers, data_on_device)
         self.save_hyperparameters()
-        given = {"seq_len": seq_len, "stride": stride, "channels": channels}
+        given = {
+            "seq_len": seq_len,
+            "stride": stride,
+            "channels": channels,
+            "csv_layout": csv_layout,
+            "series_id": series_id,
+            "fill_gaps": fill_gaps,
+        }
         ignored = [name for name, value in given.items() if value is not None and name not in self.takes]
         if ignored:
             reads = f"; it reads {', '.join(map(flag, self.takes))}" if self.takes else ""
@@ -118,7 +128,7 @@ class SequenceDataModule(InMemoryDataModule):
                 f"{self.name}{reads}; drop {agree(ignored, 'it', 'them')}"
             )
         for name, value in given.items():
-            if value is not None and value < 1:
+            if isinstance(value, int) and value < 1:
                 raise ConfigError(f"{flag(name)} must be a positive integer, got {value}")
         self._normaliser: Normaliser | None = None
 

@@ -123,6 +123,7 @@ def _owned_defaults() -> dict[str, str]:
         "channels": f"{folder_channels} for folder, 1 for sines",
         "seq_len": "24",
         "stride": "1",
+        "csv_layout": "time",
     }
     defaults.update({name: _shown(value) for name, value in AUGMENT_DEFAULTS.items() if value is not None})
     return defaults

@@ -75,6 +75,23 @@ class RunConfig:
     )
     seq_len: int | None = _opt(None, "time steps per series for --data sines and csv", group="what")
     stride: int | None = _opt(None, "rows between the starts of two windows for --data csv", group="what")
+    csv_layout: str | None = _opt(
+        None,
+        "--data csv: time (rows are time steps of one recording), rows (a series per row), ucr (a series "
+        "per row after its class label) or long (rows of many series, named by --series-id)",
+        group="what",
+        choices=("time", "rows", "ucr", "long"),
+    )
+    series_id: str | None = _opt(
+        None, "--data csv --csv-layout long: the column that names each row's series", group="what"
+    )
+    fill_gaps: str | None = _opt(
+        None,
+        "--data csv: fill empty or NA cells by linear interpolation along time or by the last value "
+        "(unset: a gap is refused)",
+        group="what",
+        choices=("linear", "ffill"),
+    )
 
     # Optimisation.
     batch_size: int = _opt(64, "global batch size, split across devices", group="training")

@@ -56,7 +56,7 @@ class ResolvedRun:
         config = self.config
         # Each kind's own shape options; `resolve` has rejected the other kind's.
         shape = (
-            {"seq_len": config.seq_len, "stride": config.stride}
+            {name: getattr(config, name) for name in KIND_OPTIONS["sequence"]}
             if DATASETS[config.data].data_kind == "sequence"
             else {"image_size": config.image_size}
         )
@@ -145,7 +145,10 @@ def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
 
 
 # Options that shape one kind of data only, and the datasets of the other kind must not ignore.
-KIND_OPTIONS = {"image": ("image_size",), "sequence": ("seq_len", "stride")}
+KIND_OPTIONS = {
+    "image": ("image_size",),
+    "sequence": ("seq_len", "stride", "csv_layout", "series_id", "fill_gaps"),
+}
 
 
 def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:

@@ -86,7 +86,8 @@ def test_csv_windows_round_trip_through_the_saved_normalisation(tmp_path):
     [
         ("a,b\n1,2\n3,4\n5\n", "row 4 has 1 fields, the header \\(row 1\\) has 2"),
         ("value,city\n1.5,Paris\n2.5,Rome\n", "row 2, column 'city': 'Paris' is not a finite number"),
-        ("a,b\n1,2\n3,nan\n", "row 3, column 'b': 'nan' is not a finite number"),
+        ("a,b\n1,2\n3,inf\n", "row 3, column 'b': 'inf' is not a finite number"),
+        ("a,b\n1,2\n3,nan\n", "row 3, column 'b' is a gap; fill gaps with --fill-gaps linear or ffill"),
         ("", "no rows"),
     ],
 )

@@ -38,7 +38,7 @@ RECIPE_VERSION = 1
 AUGMENTER_BATCH = 64
 AUGMENTER_LR = 1e-3
 # A sequence dataset's options, carried into the augmenter's own run.
-SERIES_OPTIONS = ("seq_len", "stride", "channels")
+SERIES_OPTIONS = ("seq_len", "stride", "channels", "csv_layout", "series_id", "fill_gaps")
 
 
 def augmenter_lr(family: str) -> float:

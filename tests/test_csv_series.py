@@ -1,0 +1,142 @@
+"""CSV series as users keep them: timestamps, gaps, panels of many short series (UCR rows, long format)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules import build_datamodule
+from datamodules.csvseries import fill_gaps, parse_timestamp, read_series
+from lightning_genae.errors import DataError
+
+
+def write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_pandas_export_keeps_its_date_column_out_of_the_channels(tmp_path):
+    # pandas' to_csv writes the index (dates) as the first column, with an empty or named header.
+    lines = ["date,co2,temperature"] + [
+        f"1958-{1 + i // 28:02d}-{1 + i % 28:02d},{315 + 0.1 * i:.2f},{10 + math.sin(i):.4f}"
+        for i in range(300)
+    ]
+    datamodule = build_datamodule("csv", data_dir=write(tmp_path / "co2.csv", lines), seq_len=12)
+    assert datamodule.channel_names == ["co2", "temperature"]
+    assert datamodule.data_shape == (12, 2)
+    train, _ = datamodule.split_tensors("train")
+    assert train.shape == (210 - 12 + 1, 12, 2)
+
+
+def test_a_file_without_header_whose_first_column_is_dates_is_read(tmp_path):
+    lines = [f"2024-01-{1 + i // 24:02d} {i % 24:02d}:00,{i}" for i in range(100)]
+    table = read_series(write(tmp_path / "x.csv", lines))
+    assert table.channel_names == ["column 2"] and table.series[0][:, 0].tolist() == list(range(100))
+
+
+def test_timestamps_out_of_order_are_refused_with_the_fix(tmp_path):
+    lines = ["timestamp,value", "2024-01-02,1", "2024-01-01,2", "2024-01-03,3"]
+    with pytest.raises(DataError, match="goes back in time.*sort the file by 'timestamp'"):
+        read_series(write(tmp_path / "x.csv", lines))
+
+
+@pytest.mark.parametrize(
+    ("cell", "parsed"),
+    [
+        ("2024-01-31", True),
+        ("31/01/2024 14:00", True),
+        ("2024-01-31T14:00:00", True),
+        ("1.5", False),
+        ("abc", False),
+    ],
+)
+def test_timestamp_forms(cell, parsed):
+    assert (parse_timestamp(cell) is not None) is parsed
+
+
+def test_a_gap_is_refused_with_the_option_that_fills_it(tmp_path):
+    lines = ["a,b"] + [f"{i},{'' if i == 7 else i}" for i in range(60)]
+    expected = r"row 9, column 'b' is a gap; fill gaps with --fill-gaps linear or ffill"
+    with pytest.raises(DataError, match=expected):
+        read_series(write(tmp_path / "x.csv", lines))
+
+
+def test_gaps_are_filled_linearly_or_forward(tmp_path):
+    values = np.array([[np.nan, 1.0], [2.0, np.nan], [np.nan, 3.0], [6.0, np.nan]])
+    linear = fill_gaps(values, "linear")
+    np.testing.assert_allclose(linear, [[2, 1], [2, 2], [4, 3], [6, 3]])
+    forward = fill_gaps(values, "ffill")
+    np.testing.assert_allclose(forward, [[2, 1], [2, 1], [2, 3], [6, 3]])
+    lines = ["a,b"] + [f"{i},{'NA' if i % 10 == 3 else 2 * i}" for i in range(60)]
+    table = read_series(write(tmp_path / "x.csv", lines), gaps="linear")
+    assert table.series[0][3, 1].item() == pytest.approx(6.0)
+
+
+def ucr_lines(count=40, length=30):
+    rows = []
+    for index in range(count):
+        label = 1 + index % 2
+        values = [f"{label * math.sin(0.3 * t + index):.5f}" for t in range(length)]
+        rows.append("\t".join([str(label), *values]))
+    return rows
+
+
+def test_ucr_rows_are_independent_labelled_series_split_by_series(tmp_path):
+    path = write(tmp_path / "Train.tsv", ucr_lines())
+    datamodule = build_datamodule("csv", data_dir=path, csv_layout="ucr")
+    assert datamodule.data_shape == (30, 1)
+    sizes = {split: len(datamodule.split_tensors(split)[0]) for split in ("train", "val", "test")}
+    assert sizes == {"train": 28, "val": 4, "test": 8}
+    train_labels = datamodule.split_tensors("train")[1]
+    assert set(train_labels.tolist()) == {0, 1}, "the UCR class labels become 0..K-1"
+    # Every test series is one of the file's rows, whole: no window of a training series leaks into it.
+    table = datamodule.table()
+    test = datamodule.denormalise(datamodule.split_tensors("test")[0].double())
+    rows = torch.stack(table.series)
+    for series in test:
+        assert (rows - series).abs().amax(dim=(1, 2)).min() < 1e-3
+
+
+def test_rows_without_labels_and_windows_within_each_series(tmp_path):
+    lines = [",".join(f"{math.cos(0.2 * t + i):.4f}" for t in range(40)) for i in range(30)]
+    datamodule = build_datamodule(
+        "csv", data_dir=write(tmp_path / "x.csv", lines), csv_layout="rows", seq_len=10, stride=10
+    )
+    train, labels = datamodule.split_tensors("train")
+    assert train.shape == (21 * 4, 10, 1) and (labels == -1).all()
+
+
+def test_long_format_groups_rows_by_the_series_id_column(tmp_path):
+    lines = ["unit,time,sensor1,sensor2"]
+    for unit in range(20):
+        lines += [f"u{unit},{t},{unit + t},{unit - t}" for t in range(16)]
+    datamodule = build_datamodule(
+        "csv", data_dir=write(tmp_path / "panel.csv", lines), csv_layout="long", series_id="unit"
+    )
+    assert datamodule.channel_names == ["sensor1", "sensor2"] and datamodule.data_shape == (16, 2)
+    train = datamodule.denormalise(datamodule.split_tensors("train")[0].double())
+    assert len(train) == 14
+    # Each series is one unit's rows in order: sensor1 - sensor2 = 2 t, whatever the unit.
+    assert torch.allclose(train[:, :, 0] - train[:, :, 1], 2 * torch.arange(16.0).double(), atol=1e-3)
+
+
+def test_long_format_needs_its_id_column(tmp_path):
+    path = write(tmp_path / "x.csv", ["id,v", "a,1", "a,2"])
+    with pytest.raises(DataError, match="needs --series-id COLUMN"):
+        read_series(path, layout="long")
+    with pytest.raises(DataError, match="no column 'unit' for --series-id; the file's columns are id, v"):
+        read_series(path, layout="long", series_id="unit")
+
+
+def test_a_folder_given_as_a_csv_says_what_it_is(tmp_path):
+    with pytest.raises(DataError, match="is a folder; for --data csv pass the path of a CSV file"):
+        read_series(tmp_path)
+
+
+def test_a_text_column_that_is_not_a_timestamp_is_refused(tmp_path):
+    lines = ["city,value"] + [f"Paris,{i}" for i in range(40)]
+    with pytest.raises(DataError, match="'Paris' is not a finite number"):
+        read_series(write(tmp_path / "x.csv", lines))
