@@ -19,9 +19,10 @@ from typing import Any
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from torch import nn
 from tqdm import tqdm
+
+from lightning_genae.lightning_internals import Tqdm
 
 # The start of torch's deprecation message for `LeafSpec`, which Lightning's `_pytree` helpers construct.
 PYTREE_DEPRECATION_PREFIX = "`isinstance(treespec"

@@ -22,6 +22,7 @@ from torchvision.utils import make_grid, save_image
 from lightning_genae.cache import write_atomically
 from lightning_genae.cluster import current_job, global_rank
 from lightning_genae.console import say
+from lightning_genae.lightning_internals import wandb_init_arguments
 
 WANDB_HOST = "api.wandb.ai"
 METRICS_FILE = "metrics.csv"
@@ -249,9 +250,9 @@ def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:
     default, so the run is the same; should Lightning rename the attribute or stop passing the setting,
     this does nothing and at worst the warning is back.
     """
-    init_arguments = getattr(logger, "_wandb_init", None)
+    init_arguments = wandb_init_arguments(logger)
     if (
-        isinstance(init_arguments, dict)
+        init_arguments is not None
         and "anonymous" in init_arguments
         and init_arguments["anonymous"] is None
     ):

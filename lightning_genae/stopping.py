@@ -16,9 +16,9 @@ from typing import Any
 import pytorch_lightning as pl
 from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from lightning_genae.cluster import ClusterJob, RunInterrupted, current_job, global_rank, is_slurm_task
+from lightning_genae.lightning_internals import kill_launched_processes
 
 
 def cluster_plugins() -> list[ClusterEnvironment]:
@@ -67,9 +67,7 @@ class StopOnSignal(Callback):
                 file=sys.stderr,
                 flush=True,
             )
-            launcher = self._trainer.strategy.launcher if self._trainer is not None else None
-            if isinstance(launcher, _SubprocessScriptLauncher):
-                launcher.kill(signal.SIGKILL)
+            kill_launched_processes(self._trainer, signal.SIGKILL)
             os._exit(128 + signal.SIGINT)
         if self.received is None:
             self.received = signum

@@ -32,6 +32,7 @@ from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_fini
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar
 from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
+from lightning_genae.lightning_internals import set_logging_step
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.metrics.names import higher_is_better
 from lightning_genae.models import GenerativeModule, Sampler
@@ -109,7 +110,7 @@ class LogStepIsIteration(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         # The counter Lightning's logger connector and LearningRateMonitor read for the step of a row.
-        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step // self.steps_per_iteration
+        set_logging_step(trainer, trainer.global_step // self.steps_per_iteration)
 
 
 def log_every_n_steps(config: RunConfig) -> int:

@@ -13,6 +13,7 @@ from pytorch_lightning.loggers.logger import Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_genae.models.base as base
+from lightning_genae.lightning_internals import logging_step
 from lightning_genae.models import GANModule, VAEModule
 from lightning_genae.report import scalar_metrics
 from lightning_genae.train import log_last_training_values
@@ -54,7 +55,7 @@ class StopAfter(pl.Callback):
         self.batch = batch
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.fit_loop.epoch_loop._batches_that_stepped == self.batch:
+        if logging_step(trainer) == self.batch:
             trainer.should_stop = True
 
 
@@ -118,7 +119,7 @@ def test_self_log_is_not_called_at_batches_whose_values_are_not_written(monkeypa
 
     def counting_log(module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
         if module.trainer.training:
-            calls.append(module.trainer.fit_loop.epoch_loop._batches_that_stepped)
+            calls.append(logging_step(module.trainer))
         log(module, *args, **kwargs)
 
     monkeypatch.setattr(pl.LightningModule, "log", counting_log)

@@ -25,6 +25,7 @@ from lightning_genae import cluster
 from lightning_genae.cache import write_atomically
 from lightning_genae.cli import _checkpoint_of_restarted_job, main
 from lightning_genae.config import RunConfig
+from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.train import default_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -477,7 +478,7 @@ def test_every_rank_and_every_restart_of_a_job_names_the_same_wandb_run(tmp_path
     def wandb_id(**task) -> str:
         as_slurm_task(monkeypatch, job_id="7070", **task)
         loggers = build_loggers(["wandb"], run_dir, run_name="run", wandb_project="project")
-        return loggers[1]._wandb_init["id"]
+        return wandb_init_arguments(loggers[1])["id"]
 
     # Rank 1 first, as may happen when all start at once: it derives the id and writes nothing.
     from_rank_one = wandb_id(procid=1)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from datamodules.placement import host_to_device
 from lightning_genae.errors import TrainingDiverged
+from lightning_genae.lightning_internals import should_update_logs
 from lightning_genae.models.options import FamilyOptions
 
 
@@ -153,7 +154,7 @@ def lightning_writes_training_values(trainer: pl.Trainer) -> bool:
     writes at other batches, rows would carry an earlier batch's values, which
     tests/test_logging_cadence.py catches by comparing with a run that logs every batch.
     """
-    return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+    return should_update_logs(trainer) or bool(trainer.fast_dev_run)
 
 
 def is_last_training_batch(trainer: pl.Trainer, batch_idx: int) -> bool:

@@ -1,0 +1,56 @@
+"""Every private Lightning name this project reads or writes, in one place.
+
+Lightning offers no public way to do these few things; each function says why it is needed and what
+breaks if Lightning changes the name. tests/test_lightning_internals.py checks every one against the
+installed Lightning, so an upgrade that renames one fails there, by name, and not deep inside a run.
+The versions these were written against are the bounds in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
+
+__all__ = [
+    "Tqdm",
+    "kill_launched_processes",
+    "set_logging_step",
+    "should_update_logs",
+    "wandb_init_arguments",
+]
+
+
+def should_update_logs(trainer: pl.Trainer) -> bool:
+    """Whether Lightning writes this training batch's logged values at its end (its logger connector's
+    private decision: every `log_every_n_steps` batches and when the trainer should stop). Read rather than
+    copied, so the framework's own logging cadence cannot drift from Lightning's."""
+    return bool(trainer._logger_connector.should_update_logs)
+
+
+def set_logging_step(trainer: pl.Trainer, iterations: int) -> None:
+    """Set the counter Lightning labels logged rows with (`_batches_that_stepped`): with two optimizers per
+    iteration it otherwise counts batches in a way that lags after a resume."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = iterations
+
+
+def logging_step(trainer: pl.Trainer) -> int:
+    """The counter `set_logging_step` sets."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def kill_launched_processes(trainer: pl.Trainer | None, signum: int) -> None:
+    """Send `signum` to the worker processes Lightning's script launcher started (DDP on one machine), so a
+    second Ctrl-C stops them too; other launchers start none."""
+    launcher = trainer.strategy.launcher if trainer is not None else None
+    if isinstance(launcher, _SubprocessScriptLauncher):
+        launcher.kill(signum)
+
+
+def wandb_init_arguments(logger: Any) -> dict[str, Any] | None:
+    """The arguments WandbLogger keeps for `wandb.init` (`_wandb_init`), or None if Lightning renamed them:
+    the only way to drop a retired setting Lightning always passes."""
+    arguments = getattr(logger, "_wandb_init", None)
+    return arguments if isinstance(arguments, dict) else None
