@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -30,20 +31,22 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
-# Everything a run (and a grid, for its cells) writes into its folder: what `--overwrite` removes. Anything
-# else in the folder is the user's and stays.
-RUN_ENTRIES = (
-    CONFIG_FILE,
-    METRICS_FILE,
-    SUMMARY_FILE,
-    CHECKPOINT_DIR,
-    "images",
-    "normaliser.json",
-    "tensorboard",
-    "wandb",
-    "eval.json",
-    FAILED_FILE,
-)
+# The files a run (and a grid, for its cells) writes at the top of its folder.
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "normaliser.json", "eval.json", FAILED_FILE)
+# The folders a run writes into, each with the names of what it writes there: `--overwrite` removes those
+# and nothing else, so a file a user put beside them (images/holiday.jpg, checkpoints/my_model.pt) stays.
+RUN_FOLDERS = {
+    # ModelCheckpoint's last/best, versioned (-v1) when a name is taken.
+    CHECKPOINT_DIR: re.compile(r"(last|best)(-v\d+)?\.ckpt"),
+    # loggers.log_image_grid: `<key>_step0000123.png`.
+    "images": re.compile(r"[A-Za-z0-9_.-]+_step\d{7}\.png"),
+    # TensorBoardLogger(name="tensorboard", version=""): event files and the hyper-parameters.
+    "tensorboard": re.compile(r"events\.out\.tfevents\..+|hparams\.yaml"),
+    # wandb: the run id kept for resuming, wandb's own run folders, their link and its logs.
+    "wandb": re.compile(
+        r"run_id|latest-run|debug(-internal|-cli\..+)?\.log|(offline-)?run-\d{8}_\d{6}-[A-Za-z0-9_-]+"
+    ),
+}
 
 
 class RunFolderRefused(ConfigError):
@@ -87,19 +90,59 @@ def _refuse_foreign_run(path: Path, files: list[str]) -> None:
     raise RunFolderRefused(f"--output {path} already holds {state} ({', '.join(files)}); {', '.join(fixes)}")
 
 
-def remove_run_entries(path: Path) -> list[str]:
-    """Delete what a run wrote into `path` (RUN_ENTRIES); returns the names removed."""
-    removed = []
-    for name in RUN_ENTRIES:
+@dataclass
+class Removal:
+    """What `--overwrite` removed from a run folder, and what it found there that no run writes."""
+
+    removed: list[str]
+    kept: list[str]
+
+    def describe(self, path: Path) -> str:
+        line = f"--overwrite: removed the previous run's {', '.join(self.removed)} from {path}"
+        if self.kept:
+            more = len(self.kept) - 5
+            shown = ", ".join(self.kept[:5]) + (f" and {more} more" if more > 0 else "")
+            line += f"; kept {shown} (not written by a run)"
+        return line
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink(missing_ok=True)
+
+
+def remove_run_entries(path: Path) -> Removal:
+    """Delete what a run wrote into `path`: RUN_FILES, and inside RUN_FOLDERS only the names a run writes.
+
+    Anything else (a user's file beside or inside the run's folders) is kept and named; a run folder left
+    empty is removed.
+    """
+    removed, kept = [], []
+    for name in RUN_FILES:
         entry = path / name
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        elif entry.exists() or entry.is_symlink():
+        if entry.is_file() or entry.is_symlink():
             entry.unlink()
-        else:
+            removed.append(name)
+    for name, written in RUN_FOLDERS.items():
+        folder = path / name
+        if folder.is_symlink() or not folder.is_dir():
+            if folder.exists() or folder.is_symlink():
+                kept.append(name)
             continue
-        removed.append(name + ("/" if name in (CHECKPOINT_DIR, "images", "tensorboard", "wandb") else ""))
-    return removed
+        count = 0
+        for entry in sorted(folder.iterdir()):
+            if written.fullmatch(entry.name):
+                _remove(entry)
+                count += 1
+            else:
+                kept.append(f"{name}/{entry.name}")
+        if count:
+            removed.append(f"{name}/")
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return Removal(removed, kept)
 
 
 # --- the lock
@@ -378,11 +421,11 @@ class ClaimedRunFolder:
             lock.release()
             _refuse_foreign_run(path, files)
         if overwrite and files:
-            removed = remove_run_entries(path)
+            removal = remove_run_entries(path)
             # Imported here: console imports Lightning, and the command line checks --output without it.
             from lightning_genae.console import say
 
-            say(f"--overwrite: removed the previous run's {', '.join(removed)} from {path}")
+            say(removal.describe(path))
         config_file = path / CONFIG_FILE
         return cls(
             path,
