@@ -4,13 +4,15 @@ start that failed before training.
 A folder that already holds a run (its config.yaml, metrics.csv, summary.json or a checkpoint) is only
 written into by `--resume` (continuing it) or `--overwrite` (replacing it); anything else is refused before
 a byte is written. While a run writes, `<run>/.genae.lock` names its owner (host, pid, start time, SLURM
-job), taken atomically, so a second run into the same folder is refused instead of interleaving its rows.
-A lock whose owner is gone (same host, dead pid; or this same SLURM job before a requeue) is stale and
-taken over. A run that fails before its first training step leaves the folder as it found it.
+job), placed whole and atomically, so a second run into the same folder is refused instead of interleaving
+its rows. A lock whose owner is gone (same host, dead pid; or this same SLURM job before a requeue), or an
+unreadable one older than UNREADABLE_LOCK_GRACE_S, is stale and taken over. A run that fails before its
+first training step leaves the folder as it found it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -197,6 +199,42 @@ def _describe_owner(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+# How long an unreadable lock is left alone before it counts as stale.
+UNREADABLE_LOCK_GRACE_S = 10.0
+
+
+def _place_whole(path: Path, text: str, token: str) -> None:
+    """Create `path` holding `text`, whole or not at all; FileExistsError when `path` exists.
+
+    The text goes to a temporary file first, which is then hard-linked into place (atomic, and refused when
+    the name is taken), so no reader ever sees an empty or half-written lock, and a failed write (a full
+    disk) leaves nothing behind. A file system without hard links gets an exclusive create instead.
+    """
+    temporary = path.with_name(f"{path.name}.{token}.tmp")
+    try:
+        with open(temporary, "x") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+            return
+        except FileExistsError:
+            raise
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+                raise
+        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            with os.fdopen(handle, "w") as file:
+                file.write(text)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 @dataclass
 class RunFolderLock:
     """`<run>/.genae.lock`, held by this process from `acquire` to `release`."""
@@ -206,7 +244,7 @@ class RunFolderLock:
 
     @classmethod
     def acquire(cls, run_dir: Path) -> RunFolderLock:
-        """Take the lock atomically (O_CREAT | O_EXCL); take over a stale one with a one-line notice."""
+        """Take the lock atomically; take over a stale one with a one-line notice."""
         path = run_dir / LOCK_FILE
         token = secrets.token_hex(8)
         record = {
@@ -217,12 +255,10 @@ class RunFolderLock:
         }
         for _ in range(3):
             try:
-                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                _place_whole(path, json.dumps(record), token)
             except FileExistsError:
                 cls._take_over_if_stale(path)
                 continue
-            with os.fdopen(handle, "w") as file:
-                json.dump(record, file)
             return cls(path, token)
         raise RunFolderRefused(
             f"--output {run_dir}: another run keeps taking its lock {path}; wait for it, "
@@ -247,15 +283,20 @@ class RunFolderLock:
         if record == {}:
             return  # released meanwhile: try again
         if record is None:
-            # Being written this instant, or left unreadable by a crash: a crash's lock is old.
-            age = time.time() - path.stat().st_mtime if path.exists() else 0
-            if age < 10:
-                time.sleep(0.5)
+            # A lock is placed whole (_place_whole), so an unreadable one is no run's lock being written: it
+            # was damaged, or left by a crash of a version that wrote it in place. A young one is left to
+            # whoever may be replacing it; an older one is stale.
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
                 return
-            raise RunFolderRefused(
-                f"--output {run_dir} is locked by {path}, which cannot be read; "
-                f"if no run writes there, remove {path} and run again"
-            )
+            if age < UNREADABLE_LOCK_GRACE_S:
+                raise RunFolderRefused(
+                    f"--output {run_dir} is locked by {path}, which cannot be read (changed {age:.0f} s "
+                    f"ago); if no run writes there, remove {path} and run again"
+                )
+            cls._remove_unreadable(path)
+            return
         stale = cls._stale_reason(record)
         if stale is None:
             cls._refuse_live_owner(path, record)
@@ -279,6 +320,34 @@ class RunFolderLock:
         from lightning_genae.console import say
 
         say(f"run folder {run_dir}: took over the lock of {stale} ({_describe_owner(record)})")
+
+    @staticmethod
+    def _remove_unreadable(path: Path) -> None:
+        """Move an unreadable lock aside and remove it, unless a readable one replaced it meanwhile."""
+        aside = path.with_name(f"{LOCK_FILE}.stale-{secrets.token_hex(4)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise RunFolderRefused(
+                f"--output {path.parent} is locked by {path}, which cannot be read and cannot be removed "
+                f"({describe_error(error)}); remove {path} by hand and run again"
+            ) from None
+        if RunFolderLock._read(aside) not in (None, {}):
+            try:
+                os.link(aside, path)  # a run's lock after all: put it back
+            except FileExistsError:
+                pass
+            aside.unlink(missing_ok=True)
+            return
+        aside.unlink(missing_ok=True)
+        from lightning_genae.console import say
+
+        say(
+            f"run folder {path.parent}: took over the lock {path}, which could not be read (left by a run "
+            "that crashed while taking it)"
+        )
 
     @staticmethod
     def _refuse_live_owner(path: Path, record: dict[str, Any]) -> NoReturn:
@@ -407,14 +476,15 @@ class ClaimedRunFolder:
         try:
             made = _make_folder(path)
             lock = RunFolderLock.acquire(path)
-        except RunFolderRefused:
-            _remove_empty(made)
-            raise
         except OSError as error:
             _remove_empty(made)
             raise ConfigError(
                 f"--output {path} cannot be written ({describe_error(error)}); pick a writable --output"
             ) from None
+        except BaseException:
+            # Refused, or interrupted: a folder made for this run is not left behind.
+            _remove_empty(made)
+            raise
         # Checked again under the lock: a run that started meanwhile has written its config.yaml by now.
         files = started_run_files(path)
         if files and not overwrite and not cls._continues(path, resuming_from):
