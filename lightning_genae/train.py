@@ -217,6 +217,9 @@ def _train(
         datamodule.data_shape, attached.discriminator_augmentation, attached.strength
     )
     resolved.check_batch_for(model, trainer.world_size)
+    if resume is not None:
+        # Before anything trains: weights that do not fit, or hold NaN, are one line and exit 2.
+        resume.check_fits(model, "--resume", training=True)
     metrics_callback = generative_metrics(config, model, datamodule)
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)
