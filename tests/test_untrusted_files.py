@@ -44,7 +44,10 @@ class RunsAShellCommand:
 
 
 def one_error_line(captured: pytest.CaptureFixture[str]) -> str:
-    err = captured.readouterr().err
+    return one_error_line_of(captured.readouterr().err)
+
+
+def one_error_line_of(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
@@ -99,3 +102,37 @@ def test_batches_as_python_2_and_numpy_1_wrote_them_are_read(tmp_path: Path) -> 
     images, labels = datamodule.split_tensors("test")
     assert images.shape == (20, 3, 32, 32) and images.dtype == torch.uint8
     assert labels.tolist() == [i % 10 for i in range(20)]
+
+
+# ----- checkpoints: torch's advice to load unsafely never reaches the user
+
+
+class Opaque:
+    """A class torch's safe loader does not know."""
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--evaluate", "--augment-ckpt"])
+def test_a_raw_pickle_as_a_checkpoint_is_our_one_line_without_torchs_advice(flag, tmp_path, capsys):
+    path = tmp_path / "raw.ckpt"
+    path.write_bytes(pickle.dumps({"state_dict": {}, "global_step": 3}, protocol=4))
+    out = tmp_path / "run"
+    extra = ["--model", "ae", "--data", "digits", "--augment", "ae"] if flag == "--augment-ckpt" else []
+    assert main([*extra, flag, str(path), "--output", str(out)]) == 2
+    captured = capsys.readouterr()
+    line = one_error_line_of(captured.err)
+    assert f"{path} is not a readable checkpoint" in line and "nothing in it was run" in line
+    assert "weights_only" not in captured.err + captured.out
+    assert not out.exists()
+
+
+def test_a_pickled_object_in_a_torch_file_is_described_without_torchs_advice(tmp_path):
+    from lightning_genae.errors import describe_error
+
+    path = tmp_path / "object.pt"
+    torch.save({"weights": torch.zeros(2), "extra": Opaque()}, path)
+    with pytest.raises(pickle.UnpicklingError) as error:
+        torch.load(path, weights_only=True)
+    assert "weights_only" in str(error.value), "the control: torch's message advises unsafe loading"
+    described = describe_error(error.value)
+    assert "weights_only" not in described and "\n" not in described
+    assert "test_untrusted_files.Opaque" in described and "nothing in it was run" in described
