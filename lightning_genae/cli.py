@@ -444,6 +444,7 @@ def _run_grid(
     """
     from lightning_genae.ablation import (
         CellStart,
+        check_grid_index,
         describe_progress,
         plan_grid,
         record_grid_cells,
@@ -459,6 +460,9 @@ def _run_grid(
     tuning_cells = tuning.cells if tuning is not None else []
     first_final = len(tuning_cells)
     total = first_final + len(plan.cells)
+    if tuning is None and grid_index is not None:
+        # Before grid.json or the root is written: a refused start leaves nothing.
+        check_grid_index(grid_index, len(plan.cells))
     if tuning is not None and grid_index is not None and not 0 <= grid_index < total:
         raise ConfigError(
             f"--grid-index {grid_index} is out of range; this tuning grid has {first_final} tuning cells "
