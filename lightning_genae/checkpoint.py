@@ -12,7 +12,6 @@ from __future__ import annotations
 import pickle
 import re
 import warnings
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from datamodules.base import TRAIN_CONTENT_KEY
+from lightning_genae.cache import is_torch_file
 from lightning_genae.config import PER_INVOCATION, RunConfig
 from lightning_genae.errors import ConfigError, describe_error
 
@@ -57,12 +57,13 @@ class RunCheckpoint:
         if not path.is_file():
             raise ConfigError(f"{flag}: checkpoint {path} does not exist; pass an existing .ckpt file")
         not_readable = f"{flag}: {path} is not a readable checkpoint"
-        if not zipfile.is_zipfile(path):
-            # torch.save writes a zip archive; anything else (a raw pickle, a legacy torch file, damaged
-            # bytes) is refused unopened, before torch's loader could advise loading it unsafely.
+        if not is_torch_file(path):
+            # torch.save writes a zip archive (or, before torch 1.6, a pickle led by its magic number);
+            # anything else (a plain pickle, damaged bytes) is refused unopened, before torch's loader could
+            # advise loading it unsafely.
             raise ConfigError(
-                f"{not_readable} (not the zip archive torch.save writes: a plain pickle, another format or "
-                "damaged bytes; nothing in it was run); pick a .ckpt written by a run"
+                f"{not_readable} (not a file torch.save writes: a plain pickle, another format or damaged "
+                "bytes; nothing in it was run); pick a .ckpt written by a run"
             )
         try:
             with warnings.catch_warnings():
