@@ -35,6 +35,7 @@ from lightning_genae.config import (
     LOGGER_CHOICES,
     RunConfig,
     accepts_auto,
+    check_path_values,
     flag,
     float_or_auto,
     load_config_file,
@@ -44,7 +45,7 @@ from lightning_genae.config import (
 )
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.models import MODELS
-from lightning_genae.resolve import DEFAULT_MAX_STEPS, model_option_names, resolve
+from lightning_genae.resolve import DEFAULT_MAX_STEPS, ResolvedRun, model_option_names, resolve
 from lightning_genae.run_folder import check_output_folder
 
 if TYPE_CHECKING:
@@ -304,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, candidates = split_candidates(args)
         candidates = {**{k: v for k, v in file_candidates.items() if k not in args}, **candidates}
         check_tuning_request(candidates, tune_seeds)
+        # Before any mode reads them: an empty path is never taken for the default or the current folder.
+        check_path_values({**file_values, **{key: value for key, value in args.items() if value is not None}})
         output = args.get("output", file_values.get("output"))
         if output:
             # Every mode writes there (a run, a grid's root, eval.json): a bad path is refused before work.
@@ -354,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if resume is not None:
             _check_resume_options(resume, base, {**file_values, **args})
         resolved = resolve(merge({**base, **file_values}, args))
+        if resume is not None and args.get("resume") is not None:
+            _check_steps_left(resume, resolved)
         if print_config:
             sys.stdout.write(resolved.config.to_yaml())
             return 0
@@ -410,6 +415,25 @@ def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
         folder = default_run_dir(resolve(values).config)
     path = last_checkpoint(folder)
     return RunCheckpoint.load(path, "--resume") if path.is_file() else None
+
+
+def _check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
+    """A --resume with no iteration left to train is refused: it would only rewrite the run's last.ckpt and
+    summary.json and log its final rows a second time.
+
+    (A requeued job that resumes by itself is not refused: it may have been stopped after its last step,
+    before its final evaluation was written.)
+    """
+    max_steps = resolved.config.max_steps
+    if max_steps is None:
+        return
+    done = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
+    if max_steps <= done:
+        raise ConfigError(
+            f"--resume {resume.path}: the run is at iteration {done} and --max-steps {max_steps} leaves "
+            f"nothing to train; give --max-steps above {done} to continue it, or --evaluate {resume.path} "
+            "to measure it again"
+        )
 
 
 def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: dict[str, Any]) -> None:
