@@ -34,6 +34,13 @@ def _number(cell: str) -> float | None:
 
 def read_numeric_csv(path: Path) -> tuple[list[str], Tensor]:
     """(column names, float64 [rows, columns]); a malformed file is one DataError naming row and column."""
+    if path.is_dir():
+        inside = sorted(child.name for child in path.glob("*.csv"))[:3]
+        example = f" such as {path / inside[0]}" if inside else ""
+        raise DataError(
+            f"--data-dir {path} is a folder, and --data csv reads one CSV file; pass the path of the file"
+            f"{example}"
+        )
     if not path.is_file():
         raise DataError(f"--data-dir {path}: no such file; for --data csv pass the path of a CSV file")
     try:
