@@ -136,3 +136,29 @@ def test_a_pickled_object_in_a_torch_file_is_described_without_torchs_advice(tmp
     described = describe_error(error.value)
     assert "weights_only" not in described and "\n" not in described
     assert "test_untrusted_files.Opaque" in described and "nothing in it was run" in described
+
+
+# ----- other files the project reads but did not write
+
+
+def test_a_config_file_with_a_python_tag_is_refused_without_running_it(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: ae\nlr: !!python/object/apply:os.system ['touch {marker}']\n")
+    assert main(["--config", str(config), "--print-config"]) == 2
+    line = one_error_line(capsys)
+    assert f"--config {config}: not valid YAML" in line
+    assert not marker.exists()
+
+
+def test_a_celeba_cache_holding_python_objects_is_refused_without_running_them(tmp_path):
+    from datamodules.celeba import CACHE_FILE, CelebADataModule
+
+    folder = tmp_path / "celeba"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    payload = np.array([RunsAShellCommand(f"touch {shlex.quote(str(marker))}")], dtype=object)
+    np.savez(folder / CACHE_FILE, train=payload, val=payload, test=payload)
+    with pytest.raises(DataError, match="is corrupt .*Object arrays cannot be loaded"):
+        CelebADataModule(tmp_path).setup()
+    assert not marker.exists()
