@@ -360,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if resume is not None and args.get("resume") is not None:
             _check_steps_left(resume, resolved)
         if print_config:
+            _check_shape_options(resolved)
             sys.stdout.write(resolved.config.to_yaml())
             return 0
         _quiet_lightning()
@@ -381,6 +382,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(str(stop), file=sys.stderr)
         return stop.exit_code
     return 0
+
+
+def _check_shape_options(resolved: ResolvedRun) -> None:
+    """--print-config refuses what the run would: the data shape options are the dataset's to judge.
+
+    Its constructor judges them (a fixed image size or channel count, options a series dataset ignores) and
+    imports Lightning, so it is asked only when such an option is given: a plain --print-config stays quick.
+    """
+    config = resolved.config
+    if all(getattr(config, name) is None for name in ("image_size", "channels", "seq_len", "stride")):
+        return
+    _quiet_lightning()
+    resolved.build_datamodule()
 
 
 def _quiet_lightning() -> None:
@@ -492,6 +506,9 @@ def _run_grid(
             f"--grid-index {grid_index} is out of range; this tuning grid has {first_final} tuning cells "
             f"(0..{first_final - 1}) and then {len(plan.cells)} final cells ({first_final}..{total - 1})"
         )
+    for resolved in list(plan.runs.values())[:1]:
+        # The cells share their data options: one check stands for all, before the grid writes anything.
+        _check_shape_options(resolved)
     if print_config:
         if tuning is not None:
             for index, cell in enumerate(tuning.cells):

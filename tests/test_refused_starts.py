@@ -116,3 +116,22 @@ def test_a_folder_given_as_a_csv_file_says_what_it_is_and_names_a_csv_inside(tmp
     assert main(["--model", "rae", "--data", "csv", "--data-dir", str(folder), "--output", str(out)]) == 2
     one_line(capsys, f"--data-dir {folder} is a folder", "reads one CSV file", str(folder / "prices.csv"))
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--model", "ae", "--data", "digits", "--channels", "2"],
+        ["--model", "ae", "--data", "folder", "--channels", "2"],
+        ["--model", "rae", "--data", "smnist", "--channels", "2"],
+        ["--model", "ae", "--data", "digits", "--seeds", "0,1", "--image-size", "32"],
+    ],
+    ids=["fixed channels", "folder channels", "series without channels", "grid"],
+)
+def test_print_config_refuses_the_shape_options_the_run_refuses(flags, tmp_path, capsys):
+    assert main([*flags, "--print-config"]) == 2
+    printed = one_line(capsys)
+    out = tmp_path / "run"
+    assert main([*flags, "--max-steps", "1", "--output", str(out)]) == 2
+    assert one_line(capsys) == printed
+    assert not out.exists()
