@@ -26,7 +26,12 @@ from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluat
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import headline_metric
 from lightning_genae.models import GenerativeModule
-from lightning_genae.report import environment_info, format_metrics_table, scalar_metrics
+from lightning_genae.report import (
+    collapse_warning,
+    environment_info,
+    format_metrics_table,
+    scalar_metrics,
+)
 from lightning_genae.resolve import ResolvedRun
 from lightning_genae.run_folder import ClaimedRunFolder
 from lightning_genae.trainer import (
@@ -272,6 +277,9 @@ def _train(
         )
     say(describe_training(resume_step or 0, model.iteration, time.time() - fit_started))
     fit_metrics = scalar_metrics(trainer.callback_metrics)
+    collapse = collapse_warning(fit_metrics, config.model_options.get("lr"))
+    if collapse is not None:
+        say(collapse)
     log_last_training_values(trainer, model, fit_metrics)
     if not config.fast_dev_run:
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
