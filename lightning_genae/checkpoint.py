@@ -161,7 +161,10 @@ class RunCheckpoint:
         except (TypeError, RuntimeError, ConfigError) as error:
             raise self._unfit(module_type.__name__, describe_error(error), flag) from None
         self.check_fits(module, flag)
-        module.load_state_dict(self.contents["state_dict"])
+        try:
+            module.load_state_dict(self.contents["state_dict"])
+        except RuntimeError as error:  # a dtype or a module's own check: the same one line
+            raise self._unfit(module_type.__name__, describe_error(error), flag) from None
         return module.eval()
 
     def check_fits(self, module: torch.nn.Module, flag: str, *, training: bool = False) -> None:
