@@ -8,7 +8,6 @@ and refuses any other global before calling anything.
 
 from __future__ import annotations
 
-import codecs
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +43,9 @@ def _plain_dtype(*args: Any) -> np.dtype:
 
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     """`_codecs.encode` as protocol-2 pickles of Python 3 bytes use it: latin-1 text to bytes, no more."""
-    if codecs.lookup(encoding).name != "iso8859-1" or not isinstance(text, str):
+    # Compared as text, not looked up: a codec lookup imports the module the name selects.
+    spelled = str(encoding).lower().replace("-", "").replace("_", "")
+    if spelled not in ("latin1", "iso88591") or not isinstance(text, str):
         raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
     return text.encode("latin1")
 
