@@ -357,8 +357,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if resume is not None:
             _check_resume_options(resume, base, {**file_values, **args})
         resolved = resolve(merge({**base, **file_values}, args))
-        if resume is not None and args.get("resume") is not None:
-            _check_steps_left(resume, resolved)
         if print_config:
             _check_shape_options(resolved)
             sys.stdout.write(resolved.config.to_yaml())
@@ -367,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lightning_genae.train import run
 
         training = True
-        run(resolved, resume=resume)
+        run(resolved, resume=resume, explicit_resume=args.get("resume") is not None)
     except GenaeError as error:
         message = " ".join(str(error).split("\n"))
         if not training and global_rank() != 0:
@@ -429,25 +427,6 @@ def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
         folder = default_run_dir(resolve(values).config)
     path = last_checkpoint(folder)
     return RunCheckpoint.load(path, "--resume") if path.is_file() else None
-
-
-def _check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
-    """A --resume with no iteration left to train is refused: it would only rewrite the run's last.ckpt and
-    summary.json and log its final rows a second time.
-
-    (A requeued job that resumes by itself is not refused: it may have been stopped after its last step,
-    before its final evaluation was written.)
-    """
-    max_steps = resolved.config.max_steps
-    if max_steps is None:
-        return
-    done = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
-    if max_steps <= done:
-        raise ConfigError(
-            f"--resume {resume.path}: the run is at iteration {done} and --max-steps {max_steps} leaves "
-            f"nothing to train; give --max-steps above {done} to continue it, or --evaluate {resume.path} "
-            "to measure it again"
-        )
 
 
 def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: dict[str, Any]) -> None:

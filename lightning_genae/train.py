@@ -124,11 +124,30 @@ class TrainingStarted(Callback):
         self.started = True
 
 
-def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str, Any]:
+def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
+    """Refuse a --resume with no iteration left to train: it would only rewrite the run's last.ckpt and
+    summary.json and log its final rows a second time."""
+    max_steps = resolved.config.max_steps
+    if max_steps is None:
+        return
+    done = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
+    if max_steps <= done:
+        raise ConfigError(
+            f"--resume {resume.path}: the run is at iteration {done} and --max-steps {max_steps} leaves "
+            f"nothing to train; give --max-steps above {done} to continue it, or --evaluate {resume.path} "
+            "to measure it again"
+        )
+
+
+def run(
+    resolved: ResolvedRun, resume: RunCheckpoint | None = None, *, explicit_resume: bool = False
+) -> dict[str, Any]:
     """Train (or resume) one run and write its folder; returns the summary written to summary.json.
 
     Rank 0 claims the folder first (refusing one that holds another run or is locked); a failure before the
-    first training step puts the folder back as it was.
+    first training step puts the folder back as it was. `explicit_resume`: the user asked for the resume
+    (`--resume`), so a checkpoint with nothing left to train is refused; a requeued job that resumes by
+    itself is not, as it may have stopped after its last step but before its final evaluation.
     """
     config = resolved.config
     if config.output:
@@ -164,6 +183,8 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         raise
     started = TrainingStarted()
     try:
+        if resume is not None and explicit_resume:
+            check_steps_left(resume, resolved)
         return _train(resolved, config, run_dir, resume, started)
     except BaseException as error:
         if not started.started:
