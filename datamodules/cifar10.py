@@ -1,9 +1,17 @@
-"""CIFAR-10 read from its python pickle batches; torchvision only downloads (its reader insists on MD5s)."""
+"""CIFAR-10 read from its python pickle batches; torchvision only downloads (its reader insists on MD5s).
+
+A batch file is a pickle, and an ordinary unpickler runs whatever callable the file names: a file planted
+in the data folder would run code. The batches are read by an unpickler that admits only what the format
+holds (dicts, strings, bytes, lists of ints and numpy arrays rebuilt by numpy's own reconstruct function)
+and refuses any other global before calling anything.
+"""
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +24,70 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 
 
+def _reconstruct() -> Callable[..., Any]:
+    """numpy's array reconstructor (numpy._core from numpy 2, numpy.core before)."""
+    try:
+        from numpy._core.multiarray import _reconstruct as found
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct as found  # type: ignore[no-redef]
+    return found
+
+
+def _plain_dtype(*args: Any) -> np.dtype:
+    """np.dtype, refusing object dtypes (an object array's items would come from the pickle itself)."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"an array of Python objects ({dtype})")
+    return dtype
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol-2 pickles of Python 3 bytes use it: latin-1 text to bytes, no more."""
+    # Compared as text, not looked up: a codec lookup imports the module the name selects.
+    spelled = str(encoding).lower().replace("-", "").replace("_", "")
+    if spelled not in ("latin1", "iso88591") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def _array_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's reconstructor, for plain ndarrays only."""
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"an array of type {subtype!r}")
+    return _reconstruct()(subtype, shape, dtype)
+
+
+# Every global a CIFAR-10 python batch refers to: the official files (pickled by Python 2 and numpy 1) name
+# numpy.core.multiarray._reconstruct, numpy.ndarray and numpy.dtype; a batch written by numpy 2 names
+# numpy._core.multiarray._reconstruct, and one written by Python 3 at protocol 2 stores bytes via
+# _codecs.encode.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _array_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _array_reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _plain_dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class ForeignPickle(pickle.UnpicklingError):
+    """A pickle that names a global no CIFAR-10 batch names: what it asks to run, never run."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.target = f"{module}.{name}"
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of _ALLOWED_GLOBALS."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _ALLOWED_GLOBALS.get((module, name))
+        if allowed is None:
+            raise ForeignPickle(module, name)
+        return allowed
+
+
 def read_cifar_batch(path: Path) -> Batch:
     """One pickle batch: b"data" is (N, 3072) uint8 in channel-major order, b"labels" N ints in 0..9."""
 
@@ -26,9 +98,15 @@ def read_cifar_batch(path: Path) -> Batch:
 
     try:
         with path.open("rb") as file:
-            batch = pickle.load(file, encoding="bytes")
+            batch = _CifarUnpickler(file, encoding="bytes").load()
+        if not isinstance(batch, dict):
+            raise TypeError(f"a pickled {type(batch).__name__}, not a dict")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except ForeignPickle as exc:
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch: it asks to run {exc.target}; delete it and re-download"
+        ) from None
     # A damaged pickle can fail in many ways; all of them mean the same thing to the user.
     except (
         OSError,

@@ -110,9 +110,11 @@ def _sniff_delimiter(first_line: str) -> str:
 def read_table(path: Path) -> CSVTable:
     """The file's rows as text; a missing, unreadable or ragged file is one DataError naming the fix."""
     if path.is_dir():
+        inside = sorted(child.name for child in path.glob("*.csv"))[:3]
+        example = f" such as {path / inside[0]}" if inside else ""
         raise DataError(
-            f"--data-dir {path}: is a folder; for --data csv pass the path of a CSV file "
-            "(for a folder of images use --data folder)"
+            f"--data-dir {path} is a folder, and --data csv reads one CSV file; pass the path of the file"
+            f"{example}"
         )
     if not path.is_file():
         raise DataError(f"--data-dir {path}: no such file; for --data csv pass the path of a CSV file")

@@ -32,6 +32,11 @@ def scan_folder(root: Path) -> FolderScan:
     Labels come from the top-level subfolders only when there are at least two of them holding images and
     no image sits loose in `root` itself; otherwise every image is unlabeled.
     """
+    if root.is_file():
+        raise DataError(
+            f"--data-dir {root} is a file, and --data folder reads a folder of images; pass the folder that "
+            f"holds the images (such as {root.parent})"
+        )
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist: pass --data-dir pointing at a folder of images")
     relative = sorted(

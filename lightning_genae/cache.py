@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,3 +34,21 @@ def write_atomically(path: str | Path, write: Callable[[str], object]) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+# The first bytes of a file torch.save wrote in its legacy (pre-zip) format: a protocol-2 pickle of torch's
+# magic number 0x1950A86A20F9469CFC6C.
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+
+
+def is_torch_file(path: str | Path) -> bool:
+    """Whether `path` is in one of torch.save's formats (a zip archive, or the legacy magic-number pickle).
+
+    A plain pickle is neither: it is refused before any loader sees it.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(_LEGACY_TORCH_MAGIC))
+    except OSError:
+        return False
+    return head == _LEGACY_TORCH_MAGIC or zipfile.is_zipfile(path)

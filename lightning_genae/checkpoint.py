@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from datamodules.base import TRAIN_CONTENT_KEY
+from lightning_genae.cache import is_torch_file
 from lightning_genae.config import PER_INVOCATION, RunConfig
 from lightning_genae.errors import ConfigError, describe_error
 
@@ -54,21 +56,33 @@ class RunCheckpoint:
             raise ConfigError(f"{flag}: {path} is a folder; pass a checkpoint file such as {inside}")
         if not path.is_file():
             raise ConfigError(f"{flag}: checkpoint {path} does not exist; pass an existing .ckpt file")
-        try:
-            contents = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - truncated, corrupt or not a torch file: refused alike
-            # torch's message on a pickled object advises loading the file unsafely; say what was refused.
-            refused = re.search(r"GLOBAL ([\w.]+)", str(error))
-            if isinstance(error, pickle.UnpicklingError) and refused:
-                raise ConfigError(
-                    f"{flag}: {path} holds more than weights and plain values (a pickled "
-                    f"{refused.group(1)}), refused because loading it could run code; pick a .ckpt written "
-                    "by a run"
-                ) from None
+        not_readable = f"{flag}: {path} is not a readable checkpoint"
+        if not is_torch_file(path):
+            # torch.save writes a zip archive (or, before torch 1.6, a pickle led by its magic number);
+            # anything else (a plain pickle, damaged bytes) is refused unopened, before torch's loader could
+            # advise loading it unsafely.
             raise ConfigError(
-                f"{flag}: {path} is not a readable checkpoint ({describe_error(error)}); "
-                "pick a .ckpt written by a run"
-            ) from None
+                f"{not_readable} (not a file torch.save writes: a plain pickle, another format or damaged "
+                "bytes; nothing in it was run); pick a .ckpt written by a run"
+            )
+        try:
+            with warnings.catch_warnings():
+                # torch's notes on pickle protocols speak to its developers, not to a user of this program.
+                warnings.simplefilter("ignore")
+                contents = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - truncated, corrupt or not a torch file: refused alike
+            # torch's message on a pickled object advises loading the file unsafely: it never reaches the
+            # user; this says what was refused instead.
+            refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+            if isinstance(error, pickle.UnpicklingError):
+                what = f"a pickled {refused.group(1)}" if refused else "a pickled object"
+                raise ConfigError(
+                    f"{flag}: {path} holds more than weights and plain values ({what}), refused because "
+                    "loading it could run code; pick a .ckpt written by a run"
+                ) from None
+            detail = describe_error(error)
+            detail = "" if "weights_only" in detail else f" ({detail})"
+            raise ConfigError(f"{not_readable}{detail}; pick a .ckpt written by a run") from None
         if not isinstance(contents, dict) or "state_dict" not in contents:
             raise ConfigError(f"{flag}: {path} is not a Lightning checkpoint; pick a .ckpt written by a run")
         return cls(path, contents)
@@ -144,13 +158,66 @@ class RunCheckpoint:
             )
         try:
             module = module_type(**hyper_parameters)
-            module.load_state_dict(self.contents["state_dict"])
         except (TypeError, RuntimeError, ConfigError) as error:
-            raise ConfigError(
-                f"{flag}: {self.path} does not hold a {module_type.__name__} of this version "
-                f"({describe_error(error)}); pick a checkpoint written by this model family"
-            ) from None
+            raise self._unfit(module_type.__name__, describe_error(error), flag) from None
+        self.check_fits(module, flag)
+        try:
+            module.load_state_dict(self.contents["state_dict"])
+        except RuntimeError as error:  # a dtype or a module's own check: the same one line
+            raise self._unfit(module_type.__name__, describe_error(error), flag) from None
         return module.eval()
+
+    def check_fits(self, module: torch.nn.Module, flag: str, *, training: bool = False) -> None:
+        """Refuse, with one line, weights that do not fit `module` (names, shapes) or that hold NaN or inf.
+
+        `training`: the optimizer states are checked too (a resume continues from them).
+
+        Every way a checkpoint is used (--resume, --evaluate, --augment-ckpt) checks this before its weights
+        are loaded: a mismatch would otherwise surface as a traceback from deep inside the load, and NaN
+        weights as a failure far from their cause (a divergence report, a scikit-learn error).
+        """
+        state = self.contents.get("state_dict")
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise self._unfit(type(module).__name__, "its state_dict is not a mapping of tensors", flag)
+        problem = state_dict_mismatch(module.state_dict(), state)
+        if problem is not None:
+            raise self._unfit(type(module).__name__, problem, flag)
+        bad = non_finite_state(self.contents if training else {"state_dict": state})
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise ConfigError(
+                f"{flag}: {self.path} holds NaN or inf values ({shown}); pick a checkpoint whose weights "
+                "are finite, such as an earlier one of the same run"
+            )
+
+    def _unfit(self, name: str, detail: str, flag: str) -> ConfigError:
+        return ConfigError(
+            f"{flag}: {self.path} does not hold a {name} of this version ({detail}); "
+            "pick a checkpoint written by this model family"
+        )
+
+
+def state_dict_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> str | None:
+    """What keeps `given` from loading in place of `expected` (missing, unexpected, reshaped), or None."""
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    missing = [name for name in expected if name not in given]
+    unexpected = [name for name in given if name not in expected]
+    reshaped = [
+        f"{name} {tuple(given[name].shape)} where the model has {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in given and tuple(given[name].shape) != tuple(tensor.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of its {len(expected)} weights missing: {listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected weights: {listed(unexpected)}")
+    if reshaped:
+        problems.append(f"shapes differ: {listed(reshaped)}")
+    return "; ".join(problems) or None
 
 
 def _floating_tensors(value: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:

@@ -35,6 +35,7 @@ from lightning_genae.config import (
     LOGGER_CHOICES,
     RunConfig,
     accepts_auto,
+    check_path_values,
     flag,
     float_or_auto,
     load_config_file,
@@ -44,7 +45,7 @@ from lightning_genae.config import (
 )
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.models import MODELS
-from lightning_genae.resolve import DEFAULT_MAX_STEPS, model_option_names, resolve
+from lightning_genae.resolve import DEFAULT_MAX_STEPS, ResolvedRun, model_option_names, resolve
 from lightning_genae.run_folder import check_output_folder
 
 if TYPE_CHECKING:
@@ -305,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, candidates = split_candidates(args)
         candidates = {**{k: v for k, v in file_candidates.items() if k not in args}, **candidates}
         check_tuning_request(candidates, tune_seeds)
+        # Before any mode reads them: an empty path is never taken for the default or the current folder.
+        check_path_values({**file_values, **{key: value for key, value in args.items() if value is not None}})
         output = args.get("output", file_values.get("output"))
         if output:
             # Every mode writes there (a run, a grid's root, eval.json): a bad path is refused before work.
@@ -356,13 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_resume_options(resume, base, {**file_values, **args})
         resolved = resolve(merge({**base, **file_values}, args))
         if print_config:
+            _check_shape_options(resolved)
             sys.stdout.write(resolved.config.to_yaml())
             return 0
         _quiet_lightning()
         from lightning_genae.train import run
 
         training = True
-        run(resolved, resume=resume)
+        run(resolved, resume=resume, explicit_resume=args.get("resume") is not None)
     except GenaeError as error:
         message = " ".join(str(error).split("\n"))
         if not training and global_rank() != 0:
@@ -377,6 +381,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(str(stop), file=sys.stderr)
         return stop.exit_code
     return 0
+
+
+def _check_shape_options(resolved: ResolvedRun) -> None:
+    """--print-config refuses what the run would: the data shape options are the dataset's to judge.
+
+    Its constructor judges them (a fixed image size or channel count, options a series dataset ignores) and
+    imports Lightning, so it is asked only when such an option is given: a plain --print-config stays quick.
+    """
+    config = resolved.config
+    if all(getattr(config, name) is None for name in ("image_size", "channels", "seq_len", "stride")):
+        return
+    _quiet_lightning()
+    resolved.build_datamodule()
 
 
 def _quiet_lightning() -> None:
@@ -445,6 +462,7 @@ def _run_grid(
     """
     from lightning_genae.ablation import (
         CellStart,
+        check_grid_index,
         describe_progress,
         plan_grid,
         record_grid_cells,
@@ -460,11 +478,17 @@ def _run_grid(
     tuning_cells = tuning.cells if tuning is not None else []
     first_final = len(tuning_cells)
     total = first_final + len(plan.cells)
+    if tuning is None and grid_index is not None:
+        # Before grid.json or the root is written: a refused start leaves nothing.
+        check_grid_index(grid_index, len(plan.cells))
     if tuning is not None and grid_index is not None and not 0 <= grid_index < total:
         raise ConfigError(
             f"--grid-index {grid_index} is out of range; this tuning grid has {first_final} tuning cells "
             f"(0..{first_final - 1}) and then {len(plan.cells)} final cells ({first_final}..{total - 1})"
         )
+    for resolved in list(plan.runs.values())[:1]:
+        # The cells share their data options: one check stands for all, before the grid writes anything.
+        _check_shape_options(resolved)
     if print_config:
         if tuning is not None:
             for index, cell in enumerate(tuning.cells):

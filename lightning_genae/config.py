@@ -323,6 +323,24 @@ POSITIVE_INTS = (
 )
 # numpy's (and so Lightning's seed_everything's) seed range: an unsigned 32-bit integer.
 SEED_RANGE = (0, 2**32 - 1)
+# Upper bounds of integer options. No run of 10^9 iterations, 10^6 epochs or 10^7 generated images per
+# metric finishes; a value beyond them is a typo, refused before it fails far from its cause (an
+# allocation, an overflow) or runs forever. Any other integer must fit in 32 bits.
+UPPER_BOUNDS = {"max_steps": 10**9, "max_epochs": 10**6, "eval_samples": 10**7}
+INT_LIMIT = 2**31 - 1
+# Options that name a file or folder: an empty value is refused rather than read as the current folder
+# or as "not given".
+PATH_OPTIONS = ("output", "data_dir", "resume", "augment_ckpt", "inception_weights")
+
+
+def check_path_values(values: Mapping[str, Any]) -> None:
+    """Refuse a path option given as an empty (or blank) string."""
+    for name in PATH_OPTIONS:
+        value = values.get(name)
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{flag(name)} is empty; give a path, or drop {flag(name)} for its default")
+
+
 # Options that describe one invocation, not the experiment: a re-run from config.yaml gets a new folder.
 PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite")
 # Options a `--resume` may change: they take effect from the resumed step on. Every other option defines the
@@ -372,6 +390,31 @@ def _shown(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A key given twice in one YAML mapping: which value was meant cannot be known."""
+
+    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
+        super().__init__(f"{key} at lines {first_line} and {second_line}")
+        self.key, self.lines = key, (first_line, second_line)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a mapping holding a key twice is an error (safe_load keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKey(key, seen[key], line)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str, Any]:
     """Read a YAML config; keys are option names (dashes or underscores): RunConfig's or one in `known`."""
     path = Path(path)
@@ -389,7 +432,12 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
             f"--config {path}: cannot be read ({describe_error(error)}); check its permissions"
         ) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKey as error:
+        first, second = error.lines
+        raise ConfigError(
+            f"--config {path}: {error.key} is given twice (lines {first} and {second}); keep one of them"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -403,6 +451,12 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
             f"--config {path}: expected a mapping of option: value; see --print-config for the format"
         )
     values = {str(key).replace("-", "_"): value for key, value in raw.items()}
+    if len(values) < len(raw):
+        spellings: dict[str, list[str]] = {}
+        for key in raw:
+            spellings.setdefault(str(key).replace("-", "_"), []).append(str(key))
+        twice = next(keys for keys in spellings.values() if len(keys) > 1)
+        raise ConfigError(f"--config {path}: {' and '.join(twice)} name the same option; keep one of them")
     unknown = sorted(set(values) - set(CONFIG_FIELDS) - set(known))
     if unknown:
         raise ConfigError(
@@ -504,6 +558,12 @@ def check_values(config: RunConfig) -> None:
         value = getattr(config, name)
         if value is not None and value <= 0:
             raise ConfigError(f"{flag(name)} must be a positive integer, got {value}")
+    for name in CONFIG_FIELDS:
+        value = getattr(config, name)
+        bound = UPPER_BOUNDS.get(name, INT_LIMIT)
+        if name != "seed" and isinstance(value, int) and not isinstance(value, bool) and value > bound:
+            raise ConfigError(f"{flag(name)} must be at most {bound:,}, got {value:,}")
+    check_path_values({name: getattr(config, name) for name in PATH_OPTIONS})
     for name, spec in CONFIG_FIELDS.items():
         choices = spec.metadata.get("choices")
         value = getattr(config, name)

@@ -7,9 +7,20 @@ from collections.abc import Sized
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+# torch's safe loader explains a refusal by advising to load the file again with weights_only=False, which
+# would run whatever the file holds: that advice is never passed on.
+_UNSAFE_ADVICE = re.compile(r"weights_only", re.IGNORECASE)
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
 def describe_error(error: BaseException) -> str:
     """`Type: first line of the message`, so a caught exception fits inside a one-line error."""
-    lines = _ANSI_ESCAPE.sub("", str(error)).strip().splitlines()
+    text = _ANSI_ESCAPE.sub("", str(error)).strip()
+    if _UNSAFE_ADVICE.search(text):
+        refused = _REFUSED_GLOBAL.search(text)
+        what = f"a pickled {refused.group(1)}" if refused else "pickled objects"
+        return f"{type(error).__name__}: it holds {what}, which a safe load refuses (nothing in it was run)"
+    lines = text.splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 

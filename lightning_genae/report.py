@@ -57,3 +57,25 @@ def format_metrics_table(metrics: dict[str, float]) -> str:
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ----------"]
     lines += [f"{key.ljust(width)}  {value:.6g}" for key, value in sorted(metrics.items())]
     return "\n".join(lines)
+
+
+# Discriminator outputs (logits) this large come only from runaway weights: a sigmoid saturates near 20, a
+# hinge margin is 1, and a healthy run stays within tens.
+SATURATED_LOGIT = 1e4
+
+
+def collapse_warning(metrics: dict[str, float], lr: float | None) -> str | None:
+    """One line when the final training values show a saturated discriminator, else None.
+
+    A discriminator loss of exactly 0 beside outputs beyond SATURATED_LOGIT means the discriminator tells
+    every real image from every generated one by a runaway margin: the generator's images have stopped
+    improving, while every value stays finite (so no divergence is reported).
+    """
+    outputs = [abs(metrics[key]) for key in ("train/d_real", "train/d_fake") if key in metrics]
+    if metrics.get("train/loss_d") != 0.0 or not outputs or max(outputs) < SATURATED_LOGIT:
+        return None
+    advice = f"; lower --lr (this run used {lr:g})" if lr else "; lower --lr"
+    return (
+        f"warning: the discriminator saturated (train/loss_d 0, outputs up to {max(outputs):.3g}): the "
+        f"generator has likely collapsed and its samples stopped improving{advice}"
+    )

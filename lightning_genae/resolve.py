@@ -9,6 +9,7 @@ and what `config.yaml` records. It never changes its input, and resolving its re
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,6 +24,7 @@ from lightning_genae.augmentation import (
     parse_augment,
     resolve_augment_plan,
 )
+from lightning_genae.cache import is_torch_file
 from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, flag
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
@@ -180,6 +182,32 @@ def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
         )
 
 
+def _check_inception_weights(config: RunConfig) -> None:
+    """A weights file the user named is checked before anything trains, not when the metrics first run.
+
+    What can be known without reading it: that it is a file in one of torch.save's two formats (the
+    full check, that it holds InceptionV3's weights, runs when the backbone is built, also before training).
+    """
+    if config.inception_weights is None:
+        return
+    path = Path(config.inception_weights).expanduser()
+    if config.backbone != "inception":
+        raise ConfigError(
+            f"--inception-weights is read by --backbone inception only, and this run uses --backbone "
+            f"{config.backbone}; drop --inception-weights or add --backbone inception"
+        )
+    # Imported here: the backbones module pulls in torchmetrics, which --help and --print-config never need.
+    from lightning_genae.metrics.backbones import INCEPTION_FILE, INCEPTION_URL
+
+    fix = f"pass the path of {INCEPTION_FILE} (from {INCEPTION_URL})"
+    if path.is_dir():
+        raise ConfigError(f"--inception-weights {path} is a folder; {fix}")
+    if not path.is_file():
+        raise ConfigError(f"--inception-weights {path} does not exist; {fix}")
+    if not is_torch_file(path):
+        raise ConfigError(f"--inception-weights {path} is not a file written by torch.save; {fix}")
+
+
 def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> ResolvedRun:
     """Check `config` against the registries and fill every default; raises ConfigError with the fix.
 
@@ -196,6 +224,7 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
         raise ConfigError(
             f"--logger {', '.join(unknown_loggers)} is unknown; choose from {', '.join(LOGGER_CHOICES)}"
         )
+    _check_inception_weights(config)
     model = MODELS[config.model]
     _check_data_kind(config, model)
     options = _family_options(config, model)

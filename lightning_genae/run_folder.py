@@ -4,15 +4,18 @@ start that failed before training.
 A folder that already holds a run (its config.yaml, metrics.csv, summary.json or a checkpoint) is only
 written into by `--resume` (continuing it) or `--overwrite` (replacing it); anything else is refused before
 a byte is written. While a run writes, `<run>/.genae.lock` names its owner (host, pid, start time, SLURM
-job), taken atomically, so a second run into the same folder is refused instead of interleaving its rows.
-A lock whose owner is gone (same host, dead pid; or this same SLURM job before a requeue) is stale and
-taken over. A run that fails before its first training step leaves the folder as it found it.
+job), placed whole and atomically, so a second run into the same folder is refused instead of interleaving
+its rows. A lock whose owner is gone (same host, dead pid; or this same SLURM job before a requeue), or an
+unreadable one older than UNREADABLE_LOCK_GRACE_S, is stale and taken over. A run that fails before its
+first training step leaves the folder as it found it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -30,20 +33,22 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
-# Everything a run (and a grid, for its cells) writes into its folder: what `--overwrite` removes. Anything
-# else in the folder is the user's and stays.
-RUN_ENTRIES = (
-    CONFIG_FILE,
-    METRICS_FILE,
-    SUMMARY_FILE,
-    CHECKPOINT_DIR,
-    "images",
-    "normaliser.json",
-    "tensorboard",
-    "wandb",
-    "eval.json",
-    FAILED_FILE,
-)
+# The files a run (and a grid, for its cells) writes at the top of its folder.
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "normaliser.json", "eval.json", FAILED_FILE)
+# The folders a run writes into, each with the names of what it writes there: `--overwrite` removes those
+# and nothing else, so a file a user put beside them (images/holiday.jpg, checkpoints/my_model.pt) stays.
+RUN_FOLDERS = {
+    # ModelCheckpoint's last/best, versioned (-v1) when a name is taken.
+    CHECKPOINT_DIR: re.compile(r"(last|best)(-v\d+)?\.ckpt"),
+    # loggers.log_image_grid: `<key>_step0000123.png`.
+    "images": re.compile(r"[A-Za-z0-9_.-]+_step\d{7}\.png"),
+    # TensorBoardLogger(name="tensorboard", version=""): event files and the hyper-parameters.
+    "tensorboard": re.compile(r"events\.out\.tfevents\..+|hparams\.yaml"),
+    # wandb: the run id kept for resuming, wandb's own run folders, their link and its logs.
+    "wandb": re.compile(
+        r"run_id|latest-run|debug(-internal|-cli\..+)?\.log|(offline-)?run-\d{8}_\d{6}-[A-Za-z0-9_-]+"
+    ),
+}
 
 
 class RunFolderRefused(ConfigError):
@@ -87,19 +92,59 @@ def _refuse_foreign_run(path: Path, files: list[str]) -> None:
     raise RunFolderRefused(f"--output {path} already holds {state} ({', '.join(files)}); {', '.join(fixes)}")
 
 
-def remove_run_entries(path: Path) -> list[str]:
-    """Delete what a run wrote into `path` (RUN_ENTRIES); returns the names removed."""
-    removed = []
-    for name in RUN_ENTRIES:
+@dataclass
+class Removal:
+    """What `--overwrite` removed from a run folder, and what it found there that no run writes."""
+
+    removed: list[str]
+    kept: list[str]
+
+    def describe(self, path: Path) -> str:
+        line = f"--overwrite: removed the previous run's {', '.join(self.removed)} from {path}"
+        if self.kept:
+            more = len(self.kept) - 5
+            shown = ", ".join(self.kept[:5]) + (f" and {more} more" if more > 0 else "")
+            line += f"; kept {shown} (not written by a run)"
+        return line
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink(missing_ok=True)
+
+
+def remove_run_entries(path: Path) -> Removal:
+    """Delete what a run wrote into `path`: RUN_FILES, and inside RUN_FOLDERS only the names a run writes.
+
+    Anything else (a user's file beside or inside the run's folders) is kept and named; a run folder left
+    empty is removed.
+    """
+    removed, kept = [], []
+    for name in RUN_FILES:
         entry = path / name
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        elif entry.exists() or entry.is_symlink():
+        if entry.is_file() or entry.is_symlink():
             entry.unlink()
-        else:
+            removed.append(name)
+    for name, written in RUN_FOLDERS.items():
+        folder = path / name
+        if folder.is_symlink() or not folder.is_dir():
+            if folder.exists() or folder.is_symlink():
+                kept.append(name)
             continue
-        removed.append(name + ("/" if name in (CHECKPOINT_DIR, "images", "tensorboard", "wandb") else ""))
-    return removed
+        count = 0
+        for entry in sorted(folder.iterdir()):
+            if written.fullmatch(entry.name):
+                _remove(entry)
+                count += 1
+            else:
+                kept.append(f"{name}/{entry.name}")
+        if count:
+            removed.append(f"{name}/")
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return Removal(removed, kept)
 
 
 # --- the lock
@@ -154,6 +199,42 @@ def _describe_owner(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+# How long an unreadable lock is left alone before it counts as stale.
+UNREADABLE_LOCK_GRACE_S = 10.0
+
+
+def _place_whole(path: Path, text: str, token: str) -> None:
+    """Create `path` holding `text`, whole or not at all; FileExistsError when `path` exists.
+
+    The text goes to a temporary file first, which is then hard-linked into place (atomic, and refused when
+    the name is taken), so no reader ever sees an empty or half-written lock, and a failed write (a full
+    disk) leaves nothing behind. A file system without hard links gets an exclusive create instead.
+    """
+    temporary = path.with_name(f"{path.name}.{token}.tmp")
+    try:
+        with open(temporary, "x") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+            return
+        except FileExistsError:
+            raise
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+                raise
+        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            with os.fdopen(handle, "w") as file:
+                file.write(text)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 @dataclass
 class RunFolderLock:
     """`<run>/.genae.lock`, held by this process from `acquire` to `release`."""
@@ -163,7 +244,7 @@ class RunFolderLock:
 
     @classmethod
     def acquire(cls, run_dir: Path) -> RunFolderLock:
-        """Take the lock atomically (O_CREAT | O_EXCL); take over a stale one with a one-line notice."""
+        """Take the lock atomically; take over a stale one with a one-line notice."""
         path = run_dir / LOCK_FILE
         token = secrets.token_hex(8)
         record = {
@@ -174,12 +255,10 @@ class RunFolderLock:
         }
         for _ in range(3):
             try:
-                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                _place_whole(path, json.dumps(record), token)
             except FileExistsError:
                 cls._take_over_if_stale(path)
                 continue
-            with os.fdopen(handle, "w") as file:
-                json.dump(record, file)
             return cls(path, token)
         raise RunFolderRefused(
             f"--output {run_dir}: another run keeps taking its lock {path}; wait for it, "
@@ -204,15 +283,20 @@ class RunFolderLock:
         if record == {}:
             return  # released meanwhile: try again
         if record is None:
-            # Being written this instant, or left unreadable by a crash: a crash's lock is old.
-            age = time.time() - path.stat().st_mtime if path.exists() else 0
-            if age < 10:
-                time.sleep(0.5)
+            # A lock is placed whole (_place_whole), so an unreadable one is no run's lock being written: it
+            # was damaged, or left by a crash of a version that wrote it in place. A young one is left to
+            # whoever may be replacing it; an older one is stale.
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
                 return
-            raise RunFolderRefused(
-                f"--output {run_dir} is locked by {path}, which cannot be read; "
-                f"if no run writes there, remove {path} and run again"
-            )
+            if age < UNREADABLE_LOCK_GRACE_S:
+                raise RunFolderRefused(
+                    f"--output {run_dir} is locked by {path}, which cannot be read (changed {age:.0f} s "
+                    f"ago); if no run writes there, remove {path} and run again"
+                )
+            cls._remove_unreadable(path)
+            return
         stale = cls._stale_reason(record)
         if stale is None:
             cls._refuse_live_owner(path, record)
@@ -236,6 +320,34 @@ class RunFolderLock:
         from lightning_genae.console import say
 
         say(f"run folder {run_dir}: took over the lock of {stale} ({_describe_owner(record)})")
+
+    @staticmethod
+    def _remove_unreadable(path: Path) -> None:
+        """Move an unreadable lock aside and remove it, unless a readable one replaced it meanwhile."""
+        aside = path.with_name(f"{LOCK_FILE}.stale-{secrets.token_hex(4)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise RunFolderRefused(
+                f"--output {path.parent} is locked by {path}, which cannot be read and cannot be removed "
+                f"({describe_error(error)}); remove {path} by hand and run again"
+            ) from None
+        if RunFolderLock._read(aside) not in (None, {}):
+            try:
+                os.link(aside, path)  # a run's lock after all: put it back
+            except FileExistsError:
+                pass
+            aside.unlink(missing_ok=True)
+            return
+        aside.unlink(missing_ok=True)
+        from lightning_genae.console import say
+
+        say(
+            f"run folder {path.parent}: took over the lock {path}, which could not be read (left by a run "
+            "that crashed while taking it)"
+        )
 
     @staticmethod
     def _refuse_live_owner(path: Path, record: dict[str, Any]) -> NoReturn:
@@ -364,25 +476,26 @@ class ClaimedRunFolder:
         try:
             made = _make_folder(path)
             lock = RunFolderLock.acquire(path)
-        except RunFolderRefused:
-            _remove_empty(made)
-            raise
         except OSError as error:
             _remove_empty(made)
             raise ConfigError(
                 f"--output {path} cannot be written ({describe_error(error)}); pick a writable --output"
             ) from None
+        except BaseException:
+            # Refused, or interrupted: a folder made for this run is not left behind.
+            _remove_empty(made)
+            raise
         # Checked again under the lock: a run that started meanwhile has written its config.yaml by now.
         files = started_run_files(path)
         if files and not overwrite and not cls._continues(path, resuming_from):
             lock.release()
             _refuse_foreign_run(path, files)
         if overwrite and files:
-            removed = remove_run_entries(path)
+            removal = remove_run_entries(path)
             # Imported here: console imports Lightning, and the command line checks --output without it.
             from lightning_genae.console import say
 
-            say(f"--overwrite: removed the previous run's {', '.join(removed)} from {path}")
+            say(removal.describe(path))
         config_file = path / CONFIG_FILE
         return cls(
             path,

@@ -26,7 +26,12 @@ from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluat
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import headline_metric
 from lightning_genae.models import GenerativeModule
-from lightning_genae.report import environment_info, format_metrics_table, scalar_metrics
+from lightning_genae.report import (
+    collapse_warning,
+    environment_info,
+    format_metrics_table,
+    scalar_metrics,
+)
 from lightning_genae.resolve import ResolvedRun
 from lightning_genae.run_folder import ClaimedRunFolder
 from lightning_genae.trainer import (
@@ -119,11 +124,30 @@ class TrainingStarted(Callback):
         self.started = True
 
 
-def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str, Any]:
+def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
+    """Refuse a --resume with no iteration left to train: it would only rewrite the run's last.ckpt and
+    summary.json and log its final rows a second time."""
+    max_steps = resolved.config.max_steps
+    if max_steps is None:
+        return
+    done = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
+    if max_steps <= done:
+        raise ConfigError(
+            f"--resume {resume.path}: the run is at iteration {done} and --max-steps {max_steps} leaves "
+            f"nothing to train; give --max-steps above {done} to continue it, or --evaluate {resume.path} "
+            "to measure it again"
+        )
+
+
+def run(
+    resolved: ResolvedRun, resume: RunCheckpoint | None = None, *, explicit_resume: bool = False
+) -> dict[str, Any]:
     """Train (or resume) one run and write its folder; returns the summary written to summary.json.
 
     Rank 0 claims the folder first (refusing one that holds another run or is locked); a failure before the
-    first training step puts the folder back as it was.
+    first training step puts the folder back as it was. `explicit_resume`: the user asked for the resume
+    (`--resume`), so a checkpoint with nothing left to train is refused; a requeued job that resumes by
+    itself is not, as it may have stopped after its last step but before its final evaluation.
     """
     config = resolved.config
     if config.output:
@@ -159,6 +183,8 @@ def run(resolved: ResolvedRun, resume: RunCheckpoint | None = None) -> dict[str,
         raise
     started = TrainingStarted()
     try:
+        if resume is not None and explicit_resume:
+            check_steps_left(resume, resolved)
         return _train(resolved, config, run_dir, resume, started)
     except BaseException as error:
         if not started.started:
@@ -217,6 +243,9 @@ def _train(
         datamodule.data_shape, attached.discriminator_augmentation, attached.strength
     )
     resolved.check_batch_for(model, trainer.world_size)
+    if resume is not None:
+        # Before anything trains: weights that do not fit, or hold NaN, are one line and exit 2.
+        resume.check_fits(model, "--resume", training=True)
     metrics_callback = generative_metrics(config, model, datamodule)
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)
@@ -269,6 +298,9 @@ def _train(
         )
     say(describe_training(resume_step or 0, model.iteration, time.time() - fit_started))
     fit_metrics = scalar_metrics(trainer.callback_metrics)
+    collapse = collapse_warning(fit_metrics, config.model_options.get("lr"))
+    if collapse is not None:
+        say(collapse)
     log_last_training_values(trainer, model, fit_metrics)
     if not config.fast_dev_run:
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)

@@ -259,6 +259,10 @@ def generative_metrics(
             inception_weights=config.inception_weights,
         )
     except BackboneUnavailable as error:
+        if config.inception_weights is not None:
+            # Weights the user named are expected to work: a run without the metrics they asked for is an
+            # error at the start, not a warning.
+            raise
         rank_zero_warn(f"generative metrics skipped: {error}")
         return None
     return GenerativeMetrics(backbone, num_samples=config.eval_samples, seed=config.seed)

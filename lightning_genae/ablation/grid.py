@@ -269,6 +269,16 @@ def _how_to_start(
 _ACTIONS = {CellStart.FRESH: "ran", CellStart.RESUME: "resumed", CellStart.RESTART: "restarted"}
 
 
+def check_grid_index(grid_index: int, total: int) -> None:
+    """Refuse a --grid-index outside a grid of `total` cells (before anything of the grid is written)."""
+    if total == 0:
+        raise ConfigError(f"--grid-index {grid_index}: the grid is empty; give at least one cell")
+    if not 0 <= grid_index < total:
+        raise ConfigError(
+            f"--grid-index {grid_index} is out of range; this grid has {total} cells, so pass 0..{total - 1}"
+        )
+
+
 def run_grid(
     cells: Sequence[GridCell],
     root: Path,
@@ -288,13 +298,7 @@ def run_grid(
     if grid_index is None:
         selected = list(enumerate(cells))
     else:
-        if total == 0:
-            raise ConfigError(f"--grid-index {grid_index}: the grid is empty; give at least one cell")
-        if not 0 <= grid_index < total:
-            raise ConfigError(
-                f"--grid-index {grid_index} is out of range; this grid has {total} cells, "
-                f"so pass 0..{total - 1}"
-            )
+        check_grid_index(grid_index, total)
         selected = [(grid_index, cells[grid_index])]
 
     outcomes = []

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.environments import LightningEnvironment
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
@@ -27,7 +31,7 @@ from datamodules.placement import host_to_device
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
-from lightning_genae.cluster import created_by_local_rank_zero, file_identity
+from lightning_genae.cluster import RunInterrupted, created_by_local_rank_zero, file_identity
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.errors import ConfigError
@@ -270,6 +274,57 @@ def _cached_augmenter(
     return module, stored
 
 
+class _StopAugmenterOnSignal(Callback):
+    """Ctrl-C or SIGTERM while the augmenter trains: stop at the next iteration with exit 128 + signal.
+
+    Lightning's own handling of Ctrl-C ends the process with exit code 1 from inside `fit`, which reads as
+    a failure and leaves the augmenter's half-written cache entry behind. Here the signal is noted, the
+    training stops after the iteration in progress, `cleanup` removes what this training wrote, and
+    RunInterrupted carries the exit code (130 for Ctrl-C). A second Ctrl-C stops at once.
+    """
+
+    def __init__(self, cleanup: Callable[[], None]) -> None:
+        self.cleanup = cleanup
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After Lightning's signal connector registered its handlers (it restores the originals at teardown).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            self.cleanup()
+            print("second Ctrl-C: stopped at once; nothing of the augmenter was kept", flush=True)
+            os._exit(128 + signal.SIGINT)
+        self.received = signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.received is None:
+            return
+        self._restore()
+        name = signal.Signals(self.received).name
+        raise RunInterrupted(
+            f"stopped by {name} while training the augmenter, before the run's first iteration; nothing of "
+            "it was cached and no run folder was kept: run the command again to start over",
+            128 + self.received,
+        )
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        self._previous = {}
+
+
 def train_augmenter(
     plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, path: Path, accelerator: str = "auto"
 ) -> None:
@@ -302,29 +357,46 @@ def train_augmenter(
         **series_options,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        pl.seed_everything(seed, workers=True, verbose=False)
-        module = module_type(data.data_shape, lr=lr, **sizes)
-        trainer = pl.Trainer(
-            # Lightning counts optimizer steps; --augmenter-steps counts training iterations.
-            max_steps=plan.augmenter_steps * module_type.optimizer_steps_per_iteration,
-            accelerator=accelerator,
-            devices=1,
-            num_nodes=1,
-            # Inside a SLURM/torchrun job this is still one process on one device, not the job's world.
-            plugins=[LightningEnvironment()],
-            logger=CSVLogger(str(path.parent), name=path.stem, version=""),
-            callbacks=[StoreRunConfig(config), IterationProgressBar("augmenter")],
-            enable_checkpointing=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            enable_model_summary=False,
-            # Every 50 iterations, or every epoch when an epoch is shorter (Lightning warns otherwise).
-            log_every_n_steps=max(1, min(50, num_train // AUGMENTER_BATCH)),
-        )
-        trainer.fit(module, datamodule=data)
-    # A concurrent run (another grid cell) must never read half a checkpoint.
-    write_atomically(path, lambda target: trainer.save_checkpoint(target, weights_only=False))
+    # The training log beside the cache entry (CSVLogger's folder): removed again if the training stops,
+    # unless it was there before (an earlier entry's).
+    log_dir = path.parent / path.stem
+    log_dir_was_there = log_dir.exists()
+
+    def remove_partial_entry() -> None:
+        if not log_dir_was_there:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            pl.seed_everything(seed, workers=True, verbose=False)
+            module = module_type(data.data_shape, lr=lr, **sizes)
+            trainer = pl.Trainer(
+                # Lightning counts optimizer steps; --augmenter-steps counts training iterations.
+                max_steps=plan.augmenter_steps * module_type.optimizer_steps_per_iteration,
+                accelerator=accelerator,
+                devices=1,
+                num_nodes=1,
+                # Inside a SLURM/torchrun job this is still one process on one device, not the job's world.
+                plugins=[LightningEnvironment()],
+                logger=CSVLogger(str(path.parent), name=path.stem, version=""),
+                callbacks=[
+                    StoreRunConfig(config),
+                    _StopAugmenterOnSignal(remove_partial_entry),
+                    IterationProgressBar("augmenter"),
+                ],
+                enable_checkpointing=False,
+                limit_val_batches=0,
+                num_sanity_val_steps=0,
+                enable_model_summary=False,
+                # Every 50 iterations, or every epoch when an epoch is shorter (Lightning warns otherwise).
+                log_every_n_steps=max(1, min(50, num_train // AUGMENTER_BATCH)),
+            )
+            trainer.fit(module, datamodule=data)
+        # A concurrent run (another grid cell) must never read half a checkpoint.
+        write_atomically(path, lambda target: trainer.save_checkpoint(target, weights_only=False))
+    except BaseException:
+        remove_partial_entry()
+        raise
 
 
 def load_augmenter(

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from datamodules import DATASETS, ImageDataModule, build_datamodule, to_model_range
 from lightning_genae.cache import write_atomically
-from lightning_genae.errors import DataError, GenaeError
+from lightning_genae.errors import DataError, GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -320,10 +320,7 @@ def load_model_payload(
         model = build(payload["config"])
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise GenaeError(
-            f"{what} checkpoint {path} is unreadable ({type(exc).__name__}: {first_line}); {advice}"
-        ) from exc
+        raise GenaeError(f"{what} checkpoint {path} is unreadable ({describe_error(exc)}); {advice}") from exc
     model.requires_grad_(False)
     model.eval()
     return model, dict(payload.get("meta", {}))

@@ -1,0 +1,64 @@
+"""`--overwrite` removes what a run wrote and nothing else."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from tiny import TINY_RUN
+
+from lightning_genae.cli import main
+from lightning_genae.run_folder import remove_run_entries
+
+TINY_AE = ["--model", "ae", *TINY_RUN]
+
+
+@pytest.fixture()
+def finished_run(tiny_ae_run: Path, tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_ae_run, run_dir)
+    return run_dir
+
+
+def test_overwrite_keeps_a_users_files_inside_the_runs_folders(finished_run, capsys):
+    (finished_run / "images" / "holiday.jpg").write_bytes(b"holiday")
+    (finished_run / "checkpoints" / "my_model.pt").write_bytes(b"weights")
+    (finished_run / "wandb").mkdir()
+    (finished_run / "wandb" / "notes.md").write_text("mine")
+    old_images = {path.name for path in (finished_run / "images").glob("*.png")}
+    assert old_images
+    args = [*TINY_AE, "--max-steps", "2", "--eval-every", "2", "--output", str(finished_run), "--overwrite"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert (finished_run / "images" / "holiday.jpg").read_bytes() == b"holiday"
+    assert (finished_run / "checkpoints" / "my_model.pt").read_bytes() == b"weights"
+    assert (finished_run / "wandb" / "notes.md").read_text() == "mine"
+    assert "kept" in out and "images/holiday.jpg" in out and "checkpoints/my_model.pt" in out
+    new_images = {path.name for path in (finished_run / "images").glob("*.png")}
+    assert new_images and old_images.isdisjoint(new_images), "the previous run's step-3 images are gone"
+
+
+def test_remove_run_entries_takes_only_the_names_a_run_writes(tmp_path):
+    run = tmp_path / "run"
+    written = [
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best-v1.ckpt",
+        "images/samples_step0000003.png",
+        "tensorboard/events.out.tfevents.1700000000.host.1.0",
+        "tensorboard/hparams.yaml",
+        "wandb/run_id",
+        "wandb/offline-run-20260101_120000-abc123/files/config.yaml",
+    ]
+    users = ["notes.txt", "checkpoints/my_model.ckpt", "images/holiday.jpg", "tensorboard/readme.txt"]
+    for name in written + users:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    removal = remove_run_entries(run)
+    left = sorted(str(path.relative_to(run)) for path in run.rglob("*") if path.is_file())
+    assert left == sorted(users)
+    assert not (run / "wandb").exists(), "a folder left empty goes too"
+    assert sorted(removal.kept) == sorted(name for name in users if "/" in name)

@@ -1,0 +1,137 @@
+"""A start that is refused (exit 2) leaves nothing behind and names the fix in one line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from tiny import TINY_RUN
+
+from lightning_genae.cli import main
+
+
+def one_line(capsys: pytest.CaptureFixture[str], *expected: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+@pytest.mark.parametrize("index", ["99", "-1"])
+def test_a_grid_index_out_of_range_leaves_no_grid_root(index, tmp_path, capsys):
+    root = tmp_path / "grid"
+    args = ["--model", "ae", *TINY_RUN, "--seeds", "0,1", "--max-steps", "2", "--output", str(root)]
+    assert main([*args, "--grid-index", index]) == 2
+    one_line(capsys, f"--grid-index {index} is out of range", "2 cells", "0..1")
+    assert not root.exists(), "no grid.json, no root folder"
+
+
+@pytest.fixture()
+def finished_run(tiny_ae_run: Path, tmp_path: Path) -> Path:
+    """A writable copy of the session's finished 3-iteration ae run."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_ae_run, run_dir)
+    return run_dir
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("max_steps", [["--max-steps", "2"], ["--max-steps", "3"], []])
+def test_a_resume_with_nothing_left_to_train_is_refused_and_touches_nothing(max_steps, finished_run, capsys):
+    before = snapshot(finished_run)
+    assert main(["--resume", "last", "--output", str(finished_run), *max_steps]) == 2
+    limit = max_steps[1] if max_steps else "3"
+    one_line(capsys, "the run is at iteration 3", f"--max-steps {limit} leaves nothing to train", "above 3")
+    assert snapshot(finished_run) == before, "no checkpoint, summary or metrics row rewritten"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-steps", str(10**23)], "--max-steps must be at most 1,000,000,000"),
+        (["--max-epochs", str(10**7)], "--max-epochs must be at most 1,000,000"),
+        (["--eval-samples", str(10**14)], "--eval-samples must be at most 10,000,000"),
+        (["--batch-size", str(10**10)], "--batch-size must be at most 2,147,483,647"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["run", "print-config"])
+def test_integers_beyond_any_run_are_refused(flags, message, mode, tmp_path, capsys):
+    out = tmp_path / "run"
+    extra = ["--print-config"] if mode == "print-config" else ["--output", str(out)]
+    assert main(["--model", "ae", *TINY_RUN, *flags, *extra]) == 2
+    one_line(capsys, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "option", ["--output", "--data-dir", "--resume", "--augment-ckpt", "--inception-weights"]
+)
+def test_an_empty_path_is_refused_not_read_as_the_default(option, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "1", option, ""]) == 2
+    one_line(capsys, f"{option} is empty")
+    assert list(tmp_path.iterdir()) == [], "no runs/ folder made"
+
+
+def test_an_empty_output_in_a_config_file_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text('output: ""\n')
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "1", "--config", "c.yaml"]) == 2
+    one_line(capsys, "--output is empty")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["c.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_steps: 5\nlr: 0.1\nmax_steps: 7\n", "max_steps is given twice (lines 1 and 3)"),
+        ("max_steps: 5\nmax-steps: 7\n", "max_steps and max-steps name the same option"),
+    ],
+)
+def test_an_option_given_twice_in_a_config_file_is_refused(text, message, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert main(["--model", "ae", "--config", str(config), "--print-config"]) == 2
+    one_line(capsys, f"--config {config}: {message}", "keep one")
+
+
+def test_a_file_given_as_an_image_folder_says_what_it_is(tmp_path, capsys):
+    image = tmp_path / "picture.png"
+    image.write_bytes(b"not really")
+    out = tmp_path / "run"
+    assert main(["--model", "ae", "--data", "folder", "--data-dir", str(image), "--output", str(out)]) == 2
+    one_line(capsys, f"--data-dir {image} is a file", "--data folder reads a folder of images", str(tmp_path))
+    assert not out.exists()
+
+
+def test_a_folder_given_as_a_csv_file_says_what_it_is_and_names_a_csv_inside(tmp_path, capsys):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    (folder / "prices.csv").write_text("a,b\n1,2\n")
+    out = tmp_path / "run"
+    assert main(["--model", "rae", "--data", "csv", "--data-dir", str(folder), "--output", str(out)]) == 2
+    one_line(capsys, f"--data-dir {folder} is a folder", "reads one CSV file", str(folder / "prices.csv"))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--model", "ae", "--data", "digits", "--channels", "2"],
+        ["--model", "ae", "--data", "folder", "--channels", "2"],
+        ["--model", "rae", "--data", "smnist", "--channels", "2"],
+        ["--model", "ae", "--data", "digits", "--seeds", "0,1", "--image-size", "32"],
+    ],
+    ids=["fixed channels", "folder channels", "series without channels", "grid"],
+)
+def test_print_config_refuses_the_shape_options_the_run_refuses(flags, tmp_path, capsys):
+    assert main([*flags, "--print-config"]) == 2
+    printed = one_line(capsys)
+    out = tmp_path / "run"
+    assert main([*flags, "--max-steps", "1", "--output", str(out)]) == 2
+    assert one_line(capsys) == printed
+    assert not out.exists()
