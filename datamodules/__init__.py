@@ -66,6 +66,12 @@ DATASETS: dict[str, DatasetSpec] = {
         "--channels 1 (generated, no files)",
         data_kind="sequence",
     ),
+    "timegan_sines": DatasetSpec(
+        "timegan_sines:TimeGANSinesDataModule",
+        "TimeGAN's Sines benchmark: 10,000 series of 24 steps x 5 channels, sin(f t + phase) with f, phase "
+        "~ U(0, 0.1), scaled to [0, 1] (generated, no files)",
+        data_kind="sequence",
+    ),
     "smnist": DatasetSpec(
         "smnist:SequentialMNISTDataModule",
         "MNIST digits as sequences: 28 rows of 28 pixels (read from DATA_DIR/MNIST/raw like mnist)",

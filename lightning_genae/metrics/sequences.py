@@ -1,7 +1,10 @@
-"""Metrics of generated and reconstructed time series [N, T, C]: TimeGAN's discriminative and predictive
-scores. Reconstruction MSE is not here: each sequence family logs it from its own steps as `mse`.
+"""Metrics of generated and reconstructed time series [N, T, C]: this framework's variants of TimeGAN's
+discriminative and predictive scores, cheap enough to log at every validation (`discriminative`,
+`predictive`). Reconstruction MSE is not here: each sequence family logs it from its own steps as `mse`.
+The scores exactly as TimeGAN's reference code computes them, comparable with its paper's tables, are
+lightning_genae.metrics.timegan; the numbers of the two are not comparable.
 
-The two post-hoc scores follow Yoon et al., "Time-series Generative Adversarial Networks" (NeurIPS 2019)
+The two post-hoc scores adapt Yoon et al., "Time-series Generative Adversarial Networks" (NeurIPS 2019)
 and its reference code (jsyoon0823/TimeGAN, metrics/):
 
 - discriminative: a small GRU learns to tell real from generated series on 80% of each; the score is

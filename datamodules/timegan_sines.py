@@ -1,0 +1,62 @@
+"""TimeGAN's Sines benchmark (Yoon et al., "Time-series Generative Adversarial Networks", NeurIPS 2019,
+Table 2), generated as its reference code does (jsyoon0823/TimeGAN, data_loading.py `sine_data_generation`).
+
+10,000 series of 24 steps and 5 channels; per series and channel a frequency f and a phase p, each
+U(0, 0.1), give x_t = sin(f t + p) for t = 0..23, mapped to [0, 1] by (x + 1) / 2. That affine map is the
+reference's whole scaling for Sines (its MinMax scaler is applied to the real-world datasets only), so the
+values span at most sin(0)..sin(2.4) of the [-1, 1] range. The draws come from `seeded_uniform` instead of
+NumPy's global stream, so the set is the same on every machine; `timegan_sine_series()` returns it in
+these [0, 1] units, which is what TimeGAN's scores are computed on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from datamodules.base import Batch
+from datamodules.sequence import SequenceDataModule
+from datamodules.splits import FIXED_SPLIT_SEED, fixed_split, seeded_uniform
+
+NUM_SERIES = 10_000
+SEQ_LEN = 24
+CHANNELS = 5
+# Upper end of both the frequency (radians per step) and the phase (radians) draws.
+MAX_DRAW = 0.1
+
+
+def timegan_sine_series(
+    num_series: int = NUM_SERIES, seq_len: int = SEQ_LEN, channels: int = CHANNELS
+) -> torch.Tensor:
+    """float32 [num_series, seq_len, channels] in [0, 1]: (sin(f t + p) + 1) / 2, f and p ~ U(0, 0.1)."""
+    shape = (num_series, 1, channels)
+    count = num_series * channels
+    frequency = MAX_DRAW * seeded_uniform(count, FIXED_SPLIT_SEED, 11).reshape(shape)
+    phase = MAX_DRAW * seeded_uniform(count, FIXED_SPLIT_SEED, 12).reshape(shape)
+    steps = np.arange(seq_len, dtype=np.float64).reshape(1, seq_len, 1)
+    series = (np.sin(frequency * steps + phase) + 1.0) * 0.5
+    return torch.from_numpy(series.astype(np.float32))
+
+
+class TimeGANSinesDataModule(SequenceDataModule):
+    """TimeGAN's 10,000 Sines series (24 x 5), fixed 70/10/20 train/val/test split; unlabelled.
+
+    The fixed shape is the benchmark's; the model sees the series normalised per channel like every
+    sequence dataset, and `denormalise` returns generated series to the [0, 1] units of
+    `timegan_sine_series()`.
+    """
+
+    name = "timegan_sines"
+    takes = ()
+
+    @property
+    def data_shape(self) -> tuple[int, int]:
+        return (SEQ_LEN, CHANNELS)
+
+    def _load_series(self) -> dict[str, Batch]:
+        series = timegan_sine_series()
+        labels = torch.full((NUM_SERIES,), -1, dtype=torch.long)
+        train, val, test = fixed_split(labels, round(0.1 * NUM_SERIES), round(0.2 * NUM_SERIES))
+        return {
+            name: (series[idx], labels[idx]) for name, idx in (("train", train), ("val", val), ("test", test))
+        }

@@ -1,0 +1,211 @@
+"""TimeGAN's post-hoc discriminative and predictive scores, computed as its reference code computes them.
+
+Yoon, Jarrett and van der Schaar, "Time-series Generative Adversarial Networks", NeurIPS 2019, Table 2
+(Sines, Stocks, Energy, Events), with the reference code jsyoon0823/TimeGAN:
+metrics/discriminative_metrics.py, metrics/predictive_metrics.py, utils.py (`train_test_divide`,
+`batch_generator`) and main_timegan.py (each score repeated `metric_iteration` = 10 times and averaged).
+Both take real and generated series [N, T, C] in the data's own units (the reference feeds [0, 1]-scaled
+data; the predictor ends in a sigmoid).
+
+- discriminative: each set is split 80/20 by its own random permutation (`int(0.8 N)` to train). A
+  one-layer GRU with hidden size int(C / 2) reads a whole series; a linear layer on its last state gives a
+  logit. 2,000 Adam steps (learning rate 1e-3) on 128 real plus 128 generated training series drawn afresh
+  each step, loss BCE(real -> 1) + BCE(generated -> 0); the score is |0.5 - accuracy| of sigmoid > 0.5 on
+  both test sets together.
+- predictive (train on synthetic, test on real): a GRU with hidden size int(C / 2) reads channels 0..C-2
+  at steps 0..T-2 and predicts, through a linear layer and a sigmoid at every step, the last channel at
+  steps 1..T-1. 5,000 Adam steps on 128 generated series drawn afresh each step, loss the mean absolute
+  error; the score is the mean absolute error on every real series (per-series MAE averaged over series).
+
+Differences that remain: the GRU is PyTorch's (its reset gate acts after the recurrent product, as in
+Keras's `reset_after` cell, where TensorFlow's v1 `GRUCell` applies it before), and the random streams are
+torch's, seeded by `seed`, so single runs are not bit-identical to the reference's.
+
+The framework's own, cheaper variants that run during training (any channel count, linear outputs, a few
+hundred steps) are in lightning_genae.metrics.sequences; their numbers are not comparable with these.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "DISCRIMINATIVE_ITERATIONS",
+    "PREDICTIVE_ITERATIONS",
+    "TimeGANScores",
+    "discriminative_score_timegan",
+    "hidden_size",
+    "predictive_score_timegan",
+    "timegan_scores",
+    "train_test_divide",
+]
+
+DISCRIMINATIVE_ITERATIONS = 2000
+PREDICTIVE_ITERATIONS = 5000
+BATCH_SIZE = 128
+TRAIN_RATE = 0.8
+# Adam's default in TensorFlow 1, which the reference uses unchanged.
+LEARNING_RATE = 1e-3
+# main_timegan.py's default `metric_iteration`.
+REPETITIONS = 10
+
+
+def hidden_size(channels: int) -> int:
+    """The reference's post-hoc GRU width, int(C / 2); it needs at least two channels."""
+    if channels < 2:
+        raise ValueError(f"TimeGAN's scores need at least 2 channels (hidden size int(C/2)), got {channels}")
+    return channels // 2
+
+
+def _check(real: Tensor, generated: Tensor) -> tuple[Tensor, Tensor]:
+    for name, x in (("real", real), ("generated", generated)):
+        if not isinstance(x, Tensor) or x.dim() != 3 or len(x) < 2:
+            raise ValueError(f"{name} series must be a tensor [N >= 2, T, C]")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} series contain NaN or infinite values")
+    if real.shape[1:] != generated.shape[1:]:
+        raise ValueError(f"real {tuple(real.shape)} and generated {tuple(generated.shape)} differ in [T, C]")
+    return real.detach().float().cpu(), generated.detach().float().cpu()
+
+
+def train_test_divide(count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Indices (train, test) of one set: a random permutation cut at int(0.8 * count), as utils.py does."""
+    order = torch.randperm(count, generator=generator)
+    cut = int(count * TRAIN_RATE)
+    return order[:cut], order[cut:]
+
+
+def _batch(count: int, generator: torch.Generator) -> Tensor:
+    """The first min(128, count) of a fresh permutation, as `batch_generator` draws a mini-batch."""
+    return torch.randperm(count, generator=generator)[:BATCH_SIZE]
+
+
+class _PostHocGRU(nn.Module):
+    """One-layer GRU and a linear read-out, initialised as the reference's Keras/TF layers are."""
+
+    def __init__(self, inputs: int, hidden: int) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(inputs, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, 1)
+        for name, weight in self.rnn.named_parameters():
+            # Glorot-uniform input kernels, orthogonal recurrent kernels, zero biases (Keras's defaults).
+            if name.startswith("weight_ih"):
+                nn.init.xavier_uniform_(weight)
+            elif name.startswith("weight_hh"):
+                nn.init.orthogonal_(weight)
+            else:
+                nn.init.zeros_(weight)
+        nn.init.xavier_uniform_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+
+def _seeded_net(inputs: int, hidden: int, seed: int) -> _PostHocGRU:
+    # Initialise from `seed` alone, leaving the caller's global random stream where it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _PostHocGRU(inputs, hidden)
+
+
+def discriminative_score_timegan(
+    real: Tensor, generated: Tensor, seed: int = 0, iterations: int = DISCRIMINATIVE_ITERATIONS
+) -> float:
+    """|0.5 - test accuracy| of a post-hoc GRU classifier of real vs generated (0 best, 0.5 worst)."""
+    real, generated = _check(real, generated)
+    generator = torch.Generator().manual_seed(seed)
+    net = _seeded_net(real.shape[2], hidden_size(real.shape[2]), seed)
+    optimiser = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+
+    def logits(x: Tensor) -> Tensor:
+        last_state = net.rnn(x)[1][-1]
+        return net.out(last_state).squeeze(-1)
+
+    real_train, real_test = train_test_divide(len(real), generator)
+    fake_train, fake_test = train_test_divide(len(generated), generator)
+    real_train, real_test = real[real_train], real[real_test]
+    fake_train, fake_test = generated[fake_train], generated[fake_test]
+    for _ in range(iterations):
+        real_logits = logits(real_train[_batch(len(real_train), generator)])
+        fake_logits = logits(fake_train[_batch(len(fake_train), generator)])
+        loss = F.binary_cross_entropy_with_logits(
+            real_logits, torch.ones_like(real_logits)
+        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        correct = (torch.sigmoid(logits(real_test)) > 0.5).sum() + (
+            torch.sigmoid(logits(fake_test)) <= 0.5
+        ).sum()
+    accuracy = correct.item() / (len(real_test) + len(fake_test))
+    return abs(0.5 - accuracy)
+
+
+def _predict(net: _PostHocGRU, series: Tensor) -> Tensor:
+    """Sigmoid prediction of the last channel at steps 1..T-1 from the other channels at 0..T-2."""
+    return torch.sigmoid(net.out(net.rnn(series[:, :-1, :-1])[0])).squeeze(-1)
+
+
+def predictive_score_timegan(
+    real: Tensor, generated: Tensor, seed: int = 0, iterations: int = PREDICTIVE_ITERATIONS
+) -> float:
+    """Mean absolute error on the real series of a one-step-ahead GRU predictor trained on the generated."""
+    real, generated = _check(real, generated)
+    channels = real.shape[2]
+    generator = torch.Generator().manual_seed(seed)
+    net = _seeded_net(channels - 1, hidden_size(channels), seed)
+    optimiser = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    for _ in range(iterations):
+        batch = generated[_batch(len(generated), generator)]
+        loss = (_predict(net, batch) - batch[:, 1:, -1]).abs().mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        # Every series has T - 1 targets, so the mean of per-series MAEs is the mean over all targets.
+        return (_predict(net, real) - real[:, 1:, -1]).abs().mean().item()
+
+
+@dataclass(frozen=True)
+class TimeGANScores:
+    """Both scores over `repetitions` fits: mean and population std (NumPy's default, as Table 2's ±)."""
+
+    discriminative: tuple[float, ...]
+    predictive: tuple[float, ...]
+
+    @staticmethod
+    def _mean_std(values: tuple[float, ...]) -> tuple[float, float]:
+        mean = sum(values) / len(values)
+        return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+    @property
+    def discriminative_mean_std(self) -> tuple[float, float]:
+        return self._mean_std(self.discriminative)
+
+    @property
+    def predictive_mean_std(self) -> tuple[float, float]:
+        return self._mean_std(self.predictive)
+
+
+def timegan_scores(
+    real: Tensor,
+    generated: Tensor,
+    repetitions: int = REPETITIONS,
+    seed: int = 0,
+    discriminative_iterations: int = DISCRIMINATIVE_ITERATIONS,
+    predictive_iterations: int = PREDICTIVE_ITERATIONS,
+) -> TimeGANScores:
+    """Each score fitted `repetitions` times afresh (seeds seed, seed + 1, ...), as main_timegan.py does."""
+    if repetitions < 1:
+        raise ValueError(f"repetitions must be at least 1, got {repetitions}")
+    seeds = range(seed, seed + repetitions)
+    return TimeGANScores(
+        discriminative=tuple(
+            discriminative_score_timegan(real, generated, s, discriminative_iterations) for s in seeds
+        ),
+        predictive=tuple(predictive_score_timegan(real, generated, s, predictive_iterations) for s in seeds),
+    )
