@@ -201,7 +201,7 @@ def table(protocol: Protocol, metric: str, ours: dict[str, list[float]], note: s
     """The protocol's conditions, then one line per arm: published figure beside ours."""
     backbone = {
         "fid_inception": "Inception, as published FIDs",
-        "fd_classifier": f"classifier trained on {protocol.data}; published FIDs use Inception, not comparable",
+        "fd_classifier": f"classifier trained on {protocol.data}; Inception FIDs do not compare",
         "mse": "test reconstruction error in [-1, 1]; no feature backbone without --inception-weights",
     }[metric]
     lines = [
