@@ -202,7 +202,7 @@ def table(protocol: Protocol, metric: str, ours: dict[str, list[float]], note: s
     backbone = {
         "fid_inception": "Inception, as published FIDs",
         "fd_classifier": f"classifier trained on {protocol.data}; Inception FIDs do not compare",
-        "mse": "test reconstruction error in [-1, 1]; no feature backbone without --inception-weights",
+        "mse": "test reconstruction error in [-1, 1]; an Inception FID needs --inception-weights",
     }[metric]
     lines = [
         f"{protocol.paper}",
