@@ -178,11 +178,13 @@ def run_command(protocol: Protocol, args: argparse.Namespace, root: Path) -> lis
     return command
 
 
-def collect(root: Path, metric: str) -> dict[str, list[float]]:
-    """Each arm's final test (else validation) value of `metric`, one per finished seed."""
+def collect(root: Path, metric: str, seeds: set[int]) -> dict[str, list[float]]:
+    """Each arm's final test (else validation) value of `metric`, one per finished seed of `seeds`."""
     values: dict[str, list[float]] = {}
     for path in sorted(root.rglob("summary.json")):
         summary = json.loads(path.read_text())
+        if summary["seed"] not in seeds:  # an earlier command in the same root ran other seeds
+            continue
         final = summary.get("final_metrics", {})
         value = final.get(f"test/{metric}", final.get(f"val/{metric}"))
         if value is not None:
@@ -258,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = run_command(protocol, args, root)
     print("python run.py " + " ".join(command), flush=True)
     code = run_main(command)
-    ours = collect(root, metric)
+    ours = collect(root, metric, {int(seed) for seed in args.seeds.split(",")})
     notes = [f"run.py exited {code}: cells without a summary are missing from ours"] if code else []
     if args.smoke:
         notes.append(f"smoke run: {args.smoke} iterations with tiny nets, not the protocol's sizes")

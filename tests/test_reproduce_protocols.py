@@ -101,3 +101,19 @@ def test_vaegan_protocol_trains_on_celeba_and_reports_the_reconstruction_error(
         "- (qualitative only)",
         f"{summary['final_metrics']['test/mse']:.2f} ± 0.00 (n=1)",
     ]
+
+
+def test_ours_reads_only_the_seeds_asked_for_and_prefers_the_test_value(tmp_path: Path) -> None:
+    for augment, seed, final in [
+        ("none", 0, {"test/fd_classifier": 10.0, "val/fd_classifier": 99.0}),
+        ("none", 1, {"val/fd_classifier": 14.0}),
+        ("none", 2, {"test/fd_classifier": 500.0}),  # an earlier command's seed
+        ("diffaug", 0, {"test/kid_classifier": 1.0}),  # no value of the metric: not counted
+    ]:
+        folder = tmp_path / f"{augment}-seed{seed}"
+        folder.mkdir()
+        summary = {"augment": augment, "seed": seed, "final_metrics": final}
+        (folder / "summary.json").write_text(json.dumps(summary))
+    values = protocols.collect(tmp_path, "fd_classifier", {0, 1})
+    assert values == {"none": [10.0, 14.0]}
+    assert protocols.format_ours(values["none"]) == "12.00 ± 2.83 (n=2)"
