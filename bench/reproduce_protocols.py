@@ -227,6 +227,15 @@ def table(protocol: Protocol, metric: str, ours: dict[str, list[float]], note: s
     return "\n".join(lines)
 
 
+def seed_list(text: str) -> str:
+    """`--seeds`: a comma list of integers, checked before any run starts."""
+    try:
+        [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers, e.g. 0,1,2") from None
+    return text
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -234,7 +243,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--paper", required=True, choices=sorted(PROTOCOLS))
     parser.add_argument("--data-dir", required=True, type=Path, help="folder holding the paper's dataset")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2", type=seed_list)
     parser.add_argument("--inception-weights", default=None, help="local torch-fidelity InceptionV3 weights")
     parser.add_argument("--output", type=Path, default=None, help="grid root (default runs/protocol-PAPER)")
     # Tests only: a few iterations with tiny nets instead of the protocol's sizes.
