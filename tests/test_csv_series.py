@@ -132,7 +132,7 @@ def test_long_format_needs_its_id_column(tmp_path):
 
 
 def test_a_folder_given_as_a_csv_says_what_it_is(tmp_path):
-    with pytest.raises(DataError, match="is a folder, and --data csv reads one CSV file; pass the path of the file"):
+    with pytest.raises(DataError, match="is a folder, and --data csv reads one CSV file"):
         read_series(tmp_path)
 
 
