@@ -2,7 +2,7 @@
 
 Each of them waits only for what parsing and `resolve` need (torch included); Lightning and the libraries
 that only training, evaluation or plotting use are imported by those modes alone. Timings are in
-bench/startup.py and the README, never here.
+bench/startup.py and docs/performance.md, never here.
 """
 
 import json
