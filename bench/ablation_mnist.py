@@ -4,7 +4,7 @@ The DCGAN with `none`, `ae`, `vae`, `ae-d`, `diffaug` and `ada`, three seeds eac
 through the same grid runner users call (`run.py --augment a,b,... --seeds ...`). Every arm that has a
 strength to set is first tuned on the validation split with the same budget, three candidates on a tune
 seed that is not among the reported seeds: `--augment-p` for ae, vae and ae-d, DiffAugment's translation
-ratio (the operation the issue found costly on centred digits; 0 leaves color and cutout), ADA's target
+ratio (the operation that is costly on centred digits; 0 leaves color and cutout), ADA's target
 r_t. Writes ROOT/ablation.csv, .md and .png, ROOT/tuning.json, plus ROOT/bench.json (budget, wall time,
 machine), and prints the Markdown table as measured.
 

@@ -19,7 +19,7 @@ A third side, `--loader-loop` (on by default), is the loop a researcher writes b
 step fed by a torch DataLoader over a torchvision-style per-image dataset (each image made a PIL image and
 passed through ToTensor and Normalize, as `torchvision.datasets.MNIST` with those transforms does),
 shuffled, `--loader-workers` workers (default 4 on a GPU, pinned memory and non-blocking copies; 0 on the
-CPU, where the workers' CPU time would escape this process's clock). Issue 11's goal 1 compares `run.py`
+CPU, where the workers' CPU time would escape this process's clock). The targets compare `run.py`
 with both loops: `speed vs loader` is the loader loop's ms/it over `run.py`'s (>= 1.0 wanted) and
 `speed vs bare` the bare loop's over `run.py`'s (>= 0.85 wanted).
 

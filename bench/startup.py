@@ -1,6 +1,6 @@
 """Benchmark: how long `run.py` takes to answer without training, against `python -c "import torch"`.
 
-Issue 11's goal 4: `--help`, `--print-config` and every argument error return within 1.2x the time of
+The target: `--help`, `--print-config` and every argument error return within 1.2x the time of
 `import torch` (they import neither Lightning nor the model modules). Each command runs as a fresh
 subprocess of this interpreter from the repository root: one warm-up each, then `--repeats` rounds
 that run every command once; the median wall time of each. Also the time a tiny run (`--model gan

@@ -1,12 +1,13 @@
-"""Every bad input in the README's "### Bad input" table is an exit 2 with one line naming the fix.
+"""Every bad input in tests/cases/bad_inputs.csv is an exit 2 with one line naming the fix.
 
-The table is the source of truth: each row is run through `lightning_genae.cli.main` in-process, and the
-test asserts exit code 2, exactly one line on stderr, no traceback, the message, and that no run folder
-(nor `--output`) was left behind. A row reads
+Each row of the file is run through `lightning_genae.cli.main` in-process, and the test asserts exit
+code 2, exactly one line on stderr, no traceback, the message, and that no run folder (nor `--output`)
+was left behind. A row reads
 
-    | `<command-line arguments>` | `<start of the message>` |
+    <command-line arguments>,<start of the message>
 
-The message column is what follows `error: ` on stderr (argparse's own errors included). Either column
+(CSV: a cell holding a comma or a quote is quoted). The message is what follows `error: ` on stderr
+(argparse's own errors included). Either column
 may name a file that the test makes, in braces:
 
     {out}              a path for --output that does not exist yet (it must still not exist afterwards)
@@ -19,12 +20,12 @@ may name a file that the test makes, in braces:
     {mnist_no_labels}  a data dir whose MNIST/raw lacks train-labels-idx1-ubyte (and nothing can be
                        downloaded: the network is refused)
 
-To add a bad input: add a row to the README table (and a fixture here if it needs a new file).
+To add a bad input: add a row to tests/cases/bad_inputs.csv (and a fixture here if it needs a new file).
 """
 
 from __future__ import annotations
 
-import re
+import csv
 import shlex
 import urllib.error
 from pathlib import Path
@@ -41,17 +42,14 @@ from lightning_genae.cli import main
 from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, PRECISIONS, flag, type_name
 from lightning_genae.models import MODELS
 
-REPO = Path(__file__).resolve().parents[1]
-ROW = re.compile(r"^\|\s*`(?P<args>[^`]+)`\s*\|\s*`(?P<message>[^`]+)`\s*\|\s*$")
+CASES = Path(__file__).resolve().parent / "cases" / "bad_inputs.csv"
 
 
 def bad_input_rows() -> list[tuple[str, str]]:
-    """(arguments, message) of every row of the README's bad-input table."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("### Bad input", 1)[1]
-    section = re.split(r"^#{2,3} ", section, maxsplit=1, flags=re.M)[0]
-    rows = [(match["args"], match["message"]) for line in section.splitlines() if (match := ROW.match(line))]
-    assert len(rows) >= 20, "the README's bad-input table was not found or lost rows"
+    """(arguments, message) of every row of tests/cases/bad_inputs.csv."""
+    with CASES.open(newline="") as file:
+        rows = [(row["arguments"], row["message"]) for row in csv.DictReader(file)]
+    assert len(rows) >= 20, f"{CASES} was not found or lost rows"
     return rows
 
 

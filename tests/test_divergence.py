@@ -155,7 +155,7 @@ def test_a_run_resumes_from_the_checkpoint_a_divergence_message_names(tmp_path, 
 
 
 def test_vae_at_lr_1e6_keeps_a_finite_last_ckpt_and_says_when_a_resume_fails_again(tmp_path, capsys):
-    """The issue's case: at --lr 1e6 the batch-norm statistics and Adam's moments overflow at step 2.
+    """At --lr 1e6 the batch-norm statistics and Adam's moments overflow at step 2.
 
     The step-1 checkpoint is finite, but its first Adam step moved every weight by about 1e6, so the next
     forward pass overflows at any learning rate: resuming it with --lr 1e-3 diverges again, and the
@@ -194,7 +194,7 @@ def test_every_ddp_process_stops_at_the_same_divergence_and_none_is_left_waiting
     assert assert_finite_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 1
 
 
-def test_ae_at_a_huge_learning_rate_no_longer_ends_successfully_with_inf_in_batch_norm(tmp_path, capsys):
+def test_ae_at_a_huge_learning_rate_fails_instead_of_ending_with_inf_in_batch_norm(tmp_path, capsys):
     run_dir = tmp_path / "ae"
     args = ["--model", "ae", *TINY_RUN, "--lr", "1e6", "--max-steps", "10", "--output", str(run_dir)]
     assert main(args) == 1

@@ -678,7 +678,7 @@ def test_a_rank_waiting_for_a_damaged_file_to_be_replaced_waits_for_the_new_one(
 
 @pytest.mark.slurm
 def test_ablation_sbatch_runs_each_cell_as_an_array_task_then_the_dependent_summary(slurm_cluster, tmp_path):
-    """scripts/slurm/ablation.sbatch as README shows it: an array over the cells, then --summarize."""
+    """scripts/slurm/ablation.sbatch as docs/augmentation.md shows it: a cell array, then --summarize."""
     env = {
         **slurm_cluster,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

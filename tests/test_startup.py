@@ -2,7 +2,7 @@
 
 Each of them waits only for what parsing and `resolve` need (torch included); Lightning and the libraries
 that only training, evaluation or plotting use are imported by those modes alone. Timings are in
-bench/startup.py and the README, never here.
+bench/startup.py and docs/performance.md, never here.
 """
 
 import json
@@ -78,7 +78,7 @@ def test_help_print_config_and_config_errors_do_not_import_lightning(tmp_path):
     printed = by_case["--model gan --data digits --print-config"]
     assert printed["code"] == 0 and "model: gan" in printed["stdout"] and "data: digits" in printed["stdout"]
     for case in report[3:]:
-        # One line naming the fix, exit code 2: the issue-10 guarantee, kept without Lightning.
+        # One line naming the fix, exit code 2, as for every bad input, kept without Lightning.
         assert case["code"] == 2, case
         assert len(case["stderr"].strip().splitlines()) == 1 and "error:" in case["stderr"], case
     assert "nosuchmodel" in by_case["--model nosuchmodel"]["stderr"]

@@ -9,7 +9,7 @@ from 0 to 1 in `kimg` thousand real images, and is clamped to [0, 1].
 One controller serves a run: `--augment ada`'s pipeline and `--augment-p auto` (ae, vae, ae-d) read the
 same p. Everything the training step touches stays on the device: the sign sums and p are tensors, the
 image count a host integer (the batch size, known without the device), and `observe` never reads a
-device value, so training does not wait for the device each step (issue 11). Under DDP the sums and
+device value, so training does not wait for the device each step. Under DDP the sums and
 counts are all-reduced at an update and only then, so every rank moves p the same way.
 
 Consumers that need p on the host (the data side replaces round(p * B) images, chosen on the host) read
