@@ -11,6 +11,7 @@ and directions from here, so a new metric is one entry in `KINDS`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -143,7 +144,7 @@ class MetricName:
     split: str | None = None
 
     def __post_init__(self) -> None:
-        spec = KINDS.get(self.kind)
+        spec = kind_spec(self.kind)
         if spec is None:
             raise UnknownMetric(f"unknown metric kind {self.kind!r}; known kinds: {', '.join(KINDS)}")
         if self.split is not None and self.split not in SPLITS:
@@ -187,10 +188,22 @@ class MetricName:
     @property
     def direction(self) -> Direction:
         """Which side of this metric is better."""
-        return KINDS[self.kind].direction
+        return kind_spec(self.kind).direction
 
     def __str__(self) -> str:
         return self.format()
+
+
+# The importance-sampled negative log-likelihood (metrics/likelihood.py) names its number of samples, as
+# papers do (`nll_is5000`): estimates with different k are different bounds and must not be compared.
+IMPORTANCE_SAMPLED_NLL = re.compile(r"nll_is[1-9][0-9]*")
+
+
+def kind_spec(kind: str) -> MetricKind | None:
+    """The vocabulary's entry for a metric kind, including the k-named likelihood estimates."""
+    if IMPORTANCE_SAMPLED_NLL.fullmatch(kind):
+        return MetricKind(Direction.LOWER)
+    return KINDS.get(kind)
 
 
 def try_parse(name: str) -> MetricName | None:

@@ -119,6 +119,19 @@ class VAEOptions(ReconstructionOptions):
     recon_loss: ReconLoss = with_default(ReconstructionOptions, "recon_loss", "bce")
     beta: float = option(1.0, "weight of the KL term", at_least=0)
     kl_warmup: int = option(0, "steps over which the KL weight rises from 0 to beta", at_least=0)
+    nll_samples: int = option(
+        0,
+        "test: log test/nll_isK, the negative log-likelihood in nats per image estimated by importance "
+        "sampling with K draws (Burda et al. 2016; 5000 in the literature); with --recon-loss bce; 0: off",
+        at_least=0,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.nll_samples and self.recon_loss != "bce":
+            raise ConfigError(
+                "--nll-samples estimates a Bernoulli likelihood; use it with --recon-loss bce, or drop it"
+            )
 
 
 # ----- the GANs -----

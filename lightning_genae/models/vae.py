@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_genae.metrics.likelihood import importance_sampled_log_likelihood
 from lightning_genae.models.options import VAEOptions
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
@@ -36,6 +37,27 @@ class VAEModule(ReconstructionModule):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.prior_noise(n, generator))
 
+    @torch.no_grad()
+    def log_likelihood(self, images: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """Importance-sampled log p(x) in nats per image [B] under the Bernoulli decoder, pixels in [0, 1] as
+        its targets (metrics/likelihood.py). It is the standard test NLL where the pixels are binary."""
+        if self.options.recon_loss != "bce":
+            raise ValueError(
+                "the importance-sampled likelihood needs the Bernoulli decoder (--recon-loss bce)"
+            )
+        mean, log_var = self.posterior(images)
+        targets = ((images + 1) / 2).flatten(1)
+
+        def log_likelihood(z: Tensor) -> Tensor:
+            logits = self.decoder(z.flatten(0, 1).to(images.dtype)).flatten(1).double()
+            repeated = targets.double().repeat(len(z), 1)
+            per_image = -F.binary_cross_entropy_with_logits(logits, repeated, reduction="none").sum(1)
+            return per_image.view(len(z), len(images))
+
+        # Chunks of draws sized so one decoder call holds about 8,192 images.
+        chunk = max(1, 8192 // len(images))
+        return importance_sampled_log_likelihood(mean, log_var, log_likelihood, k, chunk, generator)
+
     def beta_now(self) -> float:
         """KL weight at the current step (linear warm-up avoids early posterior collapse)."""
         warmup = self.options.kl_warmup
@@ -61,6 +83,9 @@ class VAEModule(ReconstructionModule):
             f"{stage}/elbo": -(recon + kl),
             f"{stage}/mse": F.mse_loss(self.as_image(out).detach(), images),
         }
+        if stage == "test" and self.options.nll_samples:
+            k = self.options.nll_samples
+            values[f"test/nll_is{k}"] = -self.log_likelihood(images, k).mean().float()
         if on_step:
             self.log_training({**values, "train/beta": beta})
         else:
