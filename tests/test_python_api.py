@@ -1,0 +1,23 @@
+import sys
+
+import pytest
+
+import lightning_genae
+from lightning_genae.errors import ConfigError
+from lightning_genae.models.gan import GANModule
+
+
+def test_trainer_kwargs_counts_iterations_not_optimizer_steps():
+    kwargs = lightning_genae.trainer_kwargs(GANModule, iterations=50)
+    assert kwargs["max_steps"] == 50 * GANModule.optimizer_steps_per_iteration == 100
+
+
+def test_trainer_kwargs_rejects_a_non_positive_budget():
+    with pytest.raises(ConfigError, match="iterations must be >= 1"):
+        lightning_genae.trainer_kwargs(GANModule, iterations=0)
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError):
+        lightning_genae.no_such_name  # noqa: B018
+    assert "lightning_genae" in sys.modules
