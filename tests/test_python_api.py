@@ -1,6 +1,7 @@
 import sys
 
 import pytest
+import torch
 
 import lightning_genae
 from lightning_genae.errors import ConfigError
@@ -45,3 +46,28 @@ def test_the_python_api_page_runs_as_written():
     assert blocks, "docs/python-api.md has no python block"
     for block in blocks:
         exec(compile(block, str(page), "exec"), {})
+
+
+@pytest.mark.parametrize(
+    ("batch", "fix"),
+    [
+        ((torch.zeros(2, 1, 8, 8),), "dummy labels"),
+        ((torch.zeros(2, 3, 8, 8), torch.zeros(2)), "build the model with the data's shape"),
+        ((torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2)), "x.float() / 127.5 - 1"),
+        ((torch.full((2, 1, 8, 8), 255.0), torch.zeros(2)), "scale the data to [-1, 1]"),
+    ],
+)
+def test_a_batch_breaking_the_contract_gets_one_line_naming_the_fix(batch, fix):
+    from lightning_genae.errors import DataError
+    from lightning_genae.models.batch import check_batch
+
+    with pytest.raises(DataError) as caught:
+        check_batch(batch, "image", (1, 8, 8))
+    assert fix in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_batch_in_zero_one_is_warned_about():
+    from lightning_genae.models.batch import check_batch
+
+    with pytest.warns(UserWarning, match="looks like \\[0, 1\\]"):
+        check_batch((torch.rand(2, 1, 8, 8), torch.zeros(2)), "image", (1, 8, 8))
