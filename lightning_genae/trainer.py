@@ -285,6 +285,17 @@ def evaluation_records(*callbacks: GenerativeMetrics | SequenceMetrics | None) -
     }
 
 
+def trainer_kwargs(model: GenerativeModule | type[GenerativeModule], iterations: int) -> dict[str, Any]:
+    """`pl.Trainer` arguments that train `iterations` training iterations of `model`'s family.
+
+    Lightning's `max_steps` counts optimizer steps; a family with several optimizers (GAN: 2, AAE and
+    VAE-GAN: 3) takes that many per iteration, so the budget is scaled here, as the CLI does.
+    """
+    if iterations < 1:
+        raise ConfigError(f"iterations must be >= 1, got {iterations}; give a positive number of iterations")
+    return {"max_steps": iterations * model.optimizer_steps_per_iteration, "max_epochs": None}
+
+
 def build_trainer(
     config: RunConfig,
     family: type[GenerativeModule],
@@ -298,7 +309,7 @@ def build_trainer(
         return pl.Trainer(
             default_root_dir=str(run_dir),
             # Lightning counts optimizer steps; --max-steps counts training iterations.
-            max_steps=config.max_steps * steps_per_iteration if config.max_steps else -1,
+            max_steps=trainer_kwargs(family, config.max_steps)["max_steps"] if config.max_steps else -1,
             max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
             **hardware_arguments(config, family),
             logger=loggers,

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from datamodules.placement import host_to_device
 from lightning_genae.errors import TrainingDiverged
 from lightning_genae.lightning_internals import should_update_logs
+from lightning_genae.models.batch import check_batch
 from lightning_genae.models.options import FamilyOptions
 
 
@@ -217,6 +218,7 @@ class GenerativeModule(pl.LightningModule):
         self._training_values: list[tuple[Mapping[str, Tensor | float], bool]] = []
         # The last training batch whose values went to `self.log`, and whether Lightning wrote them itself.
         self.last_logged_training: LoggedTraining | None = None
+        self._batch_checked = False
 
     @property
     def iteration(self) -> int:
@@ -229,6 +231,12 @@ class GenerativeModule(pl.LightningModule):
         """Log this training batch's values (0-dim tensors, never `.item()`; Lightning detaches them): they
         reach `self.log` at the batch's end, and only when they will be written (`on_train_batch_end`)."""
         self._training_values.append((values, prog_bar))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The contract is checked on the first batch only, so the check costs nothing afterwards.
+        if not self._batch_checked:
+            check_batch(batch, self.data_kind, self.data_shape)
+            self._batch_checked = True
 
     def on_train_start(self) -> None:
         # Values queued by a batch that raised before its end (a fit stopped by an exception) are dropped.

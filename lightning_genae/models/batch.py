@@ -1,0 +1,44 @@
+"""The batch contract every family trains on, checked once on the first training batch.
+
+A batch is `(data, labels)`: images `[N, C, H, W]` or series `[N, T, C]` matching the model's shape, of a
+floating dtype, scaled to [-1, 1]. Labels may be dummies (zeros) but must be there.
+"""
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from lightning_genae.errors import DataError
+
+_SCALE_FIX = "scale the data to [-1, 1], e.g. x * 2 - 1 for data in [0, 1]"
+
+
+def check_batch(batch: object, data_kind: str, data_shape: tuple[int, ...]) -> None:
+    """Raise a one-line `DataError` naming the fix when `batch` breaks the contract; warn on [0, 1] data."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise DataError(
+            "a batch must be (data, labels); yield dummy labels, e.g. torch.zeros(len(data)), if none"
+        )
+    data = batch[0]
+    if not isinstance(data, Tensor):
+        raise DataError(f"the batch's data must be a tensor, got {type(data).__name__}")
+    layout = "[N, C, H, W]" if data_kind == "image" else "[N, T, C]"
+    if tuple(data.shape[1:]) != tuple(data_shape):
+        raise DataError(
+            f"batch data of shape {list(data.shape)} does not match the model's {layout} = [N, "
+            f"{', '.join(map(str, data_shape))}]; build the model with the data's shape or reshape the data"
+        )
+    if not torch.is_floating_point(data):
+        raise DataError(
+            f"batch data of dtype {data.dtype} must be floating; convert it, e.g. x.float() / 127.5 - 1"
+        )
+    low, high = data.min().item(), data.max().item()
+    if low < -1.0 - 1e-3 or high > 1.0 + 1e-3:
+        raise DataError(f"batch data spans [{low:.3g}, {high:.3g}], outside [-1, 1]; {_SCALE_FIX}")
+    if low >= 0.0:
+        # Data in [0, 1] trains without error but every generated sample is off by the scale, so say it once.
+        warnings.warn(
+            f"the first batch lies in [{low:.3g}, {high:.3g}], which looks like [0, 1]; {_SCALE_FIX}",
+            stacklevel=2,
+        )
