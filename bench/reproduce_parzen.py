@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from datamodules import build_datamodule
 from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics.parzen import parzen_log_likelihood, select_bandwidth
 from lightning_genae.models import MODELS
 

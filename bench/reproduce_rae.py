@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from datamodules.sequence import Normaliser
-from datamodules.timegan_sines import timegan_sine_series
 from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.datamodules.sequence import Normaliser
+from lightning_genae.datamodules.timegan_sines import timegan_sine_series
 from lightning_genae.metrics.timegan import REPETITIONS, predictive_score_timegan, timegan_scores
 from lightning_genae.models import MODELS
 

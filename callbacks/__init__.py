@@ -1,14 +1,14 @@
 """Lightning callbacks shared by every model family."""
 
-from callbacks.images import (
+from lightning_genae.callbacks.images import (
     AugmentationPreview,
     DiscriminatorReconstructionGrid,
     InterpolationGrid,
     ReconstructionGrid,
     SampleGrid,
 )
-from callbacks.random_state import RandomStateInCheckpoints
-from callbacks.sequences import (
+from lightning_genae.callbacks.random_state import RandomStateInCheckpoints
+from lightning_genae.callbacks.sequences import (
     SaveNormaliser,
     SeriesAugmentationPreview,
     SeriesReconstructions,

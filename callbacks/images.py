@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from callbacks.applicability import ModelSpecificCallback
-from callbacks.periodic import PeriodicDrawing
-from datamodules.base import to_model_range
+from lightning_genae.callbacks.applicability import ModelSpecificCallback
+from lightning_genae.callbacks.periodic import PeriodicDrawing
+from lightning_genae.datamodules.base import to_model_range
 from lightning_genae.loggers import log_image_grid
 from lightning_genae.models import Autoencoder, ImageDiscriminator, ReconstructingDiscriminator, Sampler
 

@@ -20,9 +20,9 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from callbacks.applicability import ModelSpecificCallback
-from datamodules.base import SPLITS, to_uint8
+from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.console import say
+from lightning_genae.datamodules.base import SPLITS, to_uint8
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.generative import (
     RealFeatures,

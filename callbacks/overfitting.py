@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from callbacks.applicability import ModelSpecificCallback
+from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.metrics.generative import seeded_subset
 from lightning_genae.metrics.names import MetricName
 from lightning_genae.models import ScoringDiscriminator

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 import torch
 
-from callbacks.applicability import ModelSpecificCallback
+from lightning_genae.callbacks.applicability import ModelSpecificCallback
 
 
 class PeriodicDrawing(ModelSpecificCallback, ABC):

@@ -17,8 +17,8 @@ import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
-from callbacks.applicability import ModelSpecificCallback
-from callbacks.periodic import PeriodicDrawing
+from lightning_genae.callbacks.applicability import ModelSpecificCallback
+from lightning_genae.callbacks.periodic import PeriodicDrawing
 from lightning_genae.loggers import log_figure
 from lightning_genae.models import Autoencoder, Sampler
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from lightning_genae.errors import ConfigError
 
 if TYPE_CHECKING:
-    from datamodules.base import DataKind, InMemoryDataModule
+    from lightning_genae.datamodules.base import DataKind, InMemoryDataModule
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class DatasetSpec:
     def module(self) -> type[InMemoryDataModule]:
         """The DataModule class, imported now (which imports Lightning)."""
         module_name, _, class_name = self.location.partition(":")
-        return getattr(importlib.import_module(f"datamodules.{module_name}"), class_name)
+        return getattr(importlib.import_module(f"lightning_genae.datamodules.{module_name}"), class_name)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -117,7 +117,7 @@ _LAZY_EXPORTS = {
 def __getattr__(name: str) -> Any:
     if name not in _LAZY_EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"datamodules.{_LAZY_EXPORTS[name]}"), name)
+    return getattr(importlib.import_module(f"lightning_genae.datamodules.{_LAZY_EXPORTS[name]}"), name)
 
 
 __all__ = ["DATASETS", "DatasetSpec", "build_datamodule", *_LAZY_EXPORTS]

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datamodules.placement import batch_device, check_data_on_device
-from datamodules.splits import stratified_sample
+from lightning_genae.datamodules.placement import batch_device, check_data_on_device
+from lightning_genae.datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
 
 if TYPE_CHECKING:

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.base import SPLITS, Batch, ImageDataModule
-from datamodules.imagefiles import read_images
 from lightning_genae.cache import write_atomically
 from lightning_genae.console import say
+from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule
+from lightning_genae.datamodules.imagefiles import read_images
 from lightning_genae.errors import DataError, describe_error
 
 IMAGE_SIZE = 64

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from datamodules.base import Batch, ImageDataModule
-from datamodules.splits import carve_validation
+from lightning_genae.datamodules.base import Batch, ImageDataModule
+from lightning_genae.datamodules.splits import carve_validation
 from lightning_genae.errors import DataError, describe_error
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))

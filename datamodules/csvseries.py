@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from datamodules.base import Batch
-from datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
-from datamodules.splits import fixed_split
+from lightning_genae.datamodules.base import Batch
+from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
+from lightning_genae.datamodules.splits import fixed_split
 from lightning_genae.errors import DataError
 
 DEFAULT_SEQ_LEN = 24

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from datamodules.base import Batch, ImageDataModule
-from datamodules.splits import fixed_split
+from lightning_genae.datamodules.base import Batch, ImageDataModule
+from lightning_genae.datamodules.splits import fixed_split
 
 
 def digits_tensors() -> Batch:

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from datamodules.base import Batch, ImageDataModule
-from datamodules.imagefiles import FOLDER_DEFAULT_SHAPE, IMAGE_EXTENSIONS, read_images
-from datamodules.splits import fixed_split
+from lightning_genae.datamodules.base import Batch, ImageDataModule
+from lightning_genae.datamodules.imagefiles import FOLDER_DEFAULT_SHAPE, IMAGE_EXTENSIONS, read_images
+from lightning_genae.datamodules.splits import fixed_split
 from lightning_genae.errors import ConfigError, DataError
 
 VAL_FRACTION = 0.05

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datamodules.base import Batch, ImageDataModule
-from datamodules.splits import carve_validation
+from lightning_genae.datamodules.base import Batch, ImageDataModule
+from lightning_genae.datamodules.splits import carve_validation
 from lightning_genae.errors import DataError, agree, describe_error
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions

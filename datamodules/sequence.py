@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from datamodules.base import Batch, DataKind, InMemoryDataModule
+from lightning_genae.datamodules.base import Batch, DataKind, InMemoryDataModule
 from lightning_genae.errors import ConfigError, DataError, agree
 
 # Options a sequence dataset may take; each dataset lists those it reads, and rejects the others.

@@ -12,9 +12,9 @@ import math
 import numpy as np
 import torch
 
-from datamodules.base import Batch
-from datamodules.sequence import SequenceDataModule
-from datamodules.splits import FIXED_SPLIT_SEED, fixed_split, seeded_uniform
+from lightning_genae.datamodules.base import Batch
+from lightning_genae.datamodules.sequence import SequenceDataModule
+from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, fixed_split, seeded_uniform
 
 NUM_SERIES = 3000
 DEFAULT_SEQ_LEN = 24

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.base import Batch
-from datamodules.mnist import MNISTDataModule
-from datamodules.sequence import Normaliser, SequenceDataModule
+from lightning_genae.datamodules.base import Batch
+from lightning_genae.datamodules.mnist import MNISTDataModule
+from lightning_genae.datamodules.sequence import Normaliser, SequenceDataModule
 
 
 class SequentialMNISTDataModule(SequenceDataModule):

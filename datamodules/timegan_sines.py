@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from datamodules.base import Batch
-from datamodules.sequence import SequenceDataModule
-from datamodules.splits import FIXED_SPLIT_SEED, fixed_split, seeded_uniform
+from lightning_genae.datamodules.base import Batch
+from lightning_genae.datamodules.sequence import SequenceDataModule
+from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, fixed_split, seeded_uniform
 
 NUM_SERIES = 10_000
 SEQ_LEN = 24

@@ -21,9 +21,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from datamodules.base import TRAIN_CONTENT_KEY
 from lightning_genae.cache import is_torch_file
 from lightning_genae.config import PER_INVOCATION, RunConfig
+from lightning_genae.datamodules.base import TRAIN_CONTENT_KEY
 from lightning_genae.errors import ConfigError, describe_error
 
 CONFIG_KEY = "genae_config"

@@ -16,8 +16,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from datamodules import DATASETS
-from datamodules.imagefiles import FOLDER_DEFAULT_SHAPE
 from lightning_genae import __version__
 from lightning_genae.ablation.tuning import (
     TUNABLE_OPTIONS,
@@ -43,6 +41,8 @@ from lightning_genae.config import (
     resume_conflicts,
     type_name,
 )
+from lightning_genae.datamodules import DATASETS
+from lightning_genae.datamodules.imagefiles import FOLDER_DEFAULT_SHAPE
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.models import MODELS
 from lightning_genae.resolve import DEFAULT_MAX_STEPS, ResolvedRun, model_option_names, resolve

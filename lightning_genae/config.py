@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from datamodules.placement import DATA_ON_DEVICE, check_data_on_device
+from lightning_genae.datamodules.placement import DATA_ON_DEVICE, check_data_on_device
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES

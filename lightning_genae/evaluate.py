@@ -17,15 +17,15 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from callbacks.applicability import applicable
-from callbacks.metrics import RepresentationMetrics
-from callbacks.overfitting import DiscriminatorOverfitting
-from datamodules import InMemoryDataModule
-from datamodules.folder import scan_folder
-from datamodules.imagefiles import read_images
+from lightning_genae.callbacks.applicability import applicable
+from lightning_genae.callbacks.metrics import RepresentationMetrics
+from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import flag, merge
 from lightning_genae.console import say
+from lightning_genae.datamodules import InMemoryDataModule
+from lightning_genae.datamodules.folder import scan_folder
+from lightning_genae.datamodules.imagefiles import read_images
 from lightning_genae.errors import ConfigError, DataError, agree
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES

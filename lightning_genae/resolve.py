@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from datamodules import DATASETS, build_datamodule
 from lightning_genae.augmentation import (
     AugmentPlan,
     augmentation_choices,
@@ -26,12 +25,13 @@ from lightning_genae.augmentation import (
 )
 from lightning_genae.cache import is_torch_file
 from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, flag
+from lightning_genae.datamodules import DATASETS, build_datamodule
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 
 if TYPE_CHECKING:
     # Only named in annotations: resolving a configuration imports neither Lightning nor a family's module.
-    from datamodules import InMemoryDataModule
+    from lightning_genae.datamodules import InMemoryDataModule
     from lightning_genae.models import DiscriminatorAugmentation, GenerativeModule
     from lightning_genae.models.base import StrengthController
 

@@ -14,13 +14,13 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from callbacks.applicability import applicable
-from datamodules import InMemoryDataModule
 from lightning_genae.augmentation.attach import attach_augmentation
+from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, start_gate
 from lightning_genae.config import RunConfig
 from lightning_genae.console import describe_model, describe_training, say
+from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers

@@ -11,7 +11,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_warn
 
-from callbacks import (
+from lightning_genae.augmentation import is_discriminator_side, parse_augment
+from lightning_genae.callbacks import (
     AugmentationPreview,
     DiscriminatorReconstructionGrid,
     InterpolationGrid,
@@ -23,14 +24,13 @@ from callbacks import (
     SeriesReconstructions,
     SeriesSamples,
 )
-from callbacks.metrics import GenerativeMetrics, RepresentationMetrics
-from callbacks.overfitting import DiscriminatorOverfitting
-from callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
-from datamodules import InMemoryDataModule
-from lightning_genae.augmentation import is_discriminator_side, parse_augment
+from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationMetrics
+from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
+from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar
+from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
 from lightning_genae.lightning_internals import set_logging_step
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone

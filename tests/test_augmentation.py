@@ -13,8 +13,6 @@ import yaml
 from tiny import TINY_RUN
 from torch import Tensor, nn
 
-from datamodules import build_datamodule
-from datamodules.base import ImageDataModule, to_model_range
 from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.augmentation import resolve_augment_plan
 from lightning_genae.augmentation.datamodule import AugmentedDataModule
@@ -22,6 +20,8 @@ from lightning_genae.augmentation.discriminator import AugmenterOnInputs, Compos
 from lightning_genae.augmentation.latent import LatentAugmenter, cache_path, load_augmenter
 from lightning_genae.cli import main
 from lightning_genae.config import RunConfig
+from lightning_genae.datamodules import build_datamodule
+from lightning_genae.datamodules.base import ImageDataModule, to_model_range
 from lightning_genae.errors import ConfigError
 from lightning_genae.models import MODELS
 from lightning_genae.models.gan import generator_loss

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules import build_datamodule
+from lightning_genae.datamodules import build_datamodule
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics import backbones
 from lightning_genae.metrics import classifier as classifier_lib

@@ -14,8 +14,6 @@ from PIL import Image
 from test_checkpoint import WritesAFileWhenUnpickled, assert_one_line_error
 from tiny import TINY_RUN
 
-from datamodules import build_datamodule
-from datamodules.base import TRAIN_CONTENT_KEY, InMemoryDataModule
 from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.augmentation import resolve_augment_plan
 from lightning_genae.augmentation.latent import (
@@ -26,6 +24,8 @@ from lightning_genae.augmentation.latent import (
 )
 from lightning_genae.cli import main
 from lightning_genae.config import RunConfig
+from lightning_genae.datamodules import build_datamodule
+from lightning_genae.datamodules.base import TRAIN_CONTENT_KEY, InMemoryDataModule
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics.backbones import FeatureBackbone, load_backbone
 from lightning_genae.metrics.generative import RealFeatures

@@ -10,8 +10,8 @@ import pytest
 from pytorch_lightning.callbacks import Callback
 from tiny import TINY_RUN
 
-from callbacks.applicability import ModelSpecificCallback, applicable
 from lightning_genae import train as train_module
+from lightning_genae.callbacks.applicability import ModelSpecificCallback, applicable
 from lightning_genae.cli import main
 from lightning_genae.trainer import build_callbacks
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import build_datamodule
-from datamodules.csvseries import fill_gaps, parse_timestamp, read_series
+from lightning_genae.datamodules import build_datamodule
+from lightning_genae.datamodules.csvseries import fill_gaps, parse_timestamp, read_series
 from lightning_genae.errors import DataError
 
 

@@ -20,14 +20,14 @@ from PIL import Image
 from pytorch_lightning.utilities.data import _update_dataloader
 from torch.utils.data.distributed import DistributedSampler
 
-from datamodules import DATASETS, build_datamodule, to_model_range, to_uint8
-from datamodules.base import InMemoryImages
-from datamodules.celeba import CelebADataModule
-from datamodules.cifar10 import CIFAR10DataModule
-from datamodules.digits import DigitsDataModule, digits_tensors
-from datamodules.folder import ImageFolderDataModule
-from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
-from datamodules.splits import fixed_split, stratified_sample
+from lightning_genae.datamodules import DATASETS, build_datamodule, to_model_range, to_uint8
+from lightning_genae.datamodules.base import InMemoryImages
+from lightning_genae.datamodules.celeba import CelebADataModule
+from lightning_genae.datamodules.cifar10 import CIFAR10DataModule
+from lightning_genae.datamodules.digits import DigitsDataModule, digits_tensors
+from lightning_genae.datamodules.folder import ImageFolderDataModule
+from lightning_genae.datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
+from lightning_genae.datamodules.splits import fixed_split, stratified_sample
 from lightning_genae.errors import ConfigError, DataError
 
 MNIST_TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -578,7 +578,7 @@ def forbid(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
         pytest.fail(f"one of {names} was called")
 
     for name in names:
-        monkeypatch.setattr(f"datamodules.celeba.{name}", refuse)
+        monkeypatch.setattr(f"lightning_genae.datamodules.celeba.{name}", refuse)
 
 
 def test_celeba_cache_is_rebuilt_when_a_jpeg_is_replaced_keeping_the_count(tmp_path, capsys) -> None:

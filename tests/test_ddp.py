@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from callbacks.metrics import FeatureBank, sample_generator
+from lightning_genae.callbacks.metrics import FeatureBank, sample_generator
 from lightning_genae.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

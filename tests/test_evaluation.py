@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules import build_datamodule
 from lightning_genae.cli import main
+from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics.backbones import load_backbone
 from lightning_genae.metrics.distances import feature_metrics, frechet_distance
 from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset

@@ -11,7 +11,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics, is_sequence_data
+from lightning_genae.callbacks.sequence_metrics import (
+    SequenceMetrics,
+    build_sequence_metrics,
+    is_sequence_data,
+)
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics import sequence_classifier as seq_lib
 from lightning_genae.metrics.names import Direction, direction

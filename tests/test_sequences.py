@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules import DATASETS, build_datamodule
-from datamodules.mnist import MNISTDataModule
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cli import main
 from lightning_genae.config import RunConfig
+from lightning_genae.datamodules import DATASETS, build_datamodule
+from lightning_genae.datamodules.mnist import MNISTDataModule
 from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.models import MODELS, Autoencoder, RAEModule, Sampler
 from lightning_genae.resolve import resolve

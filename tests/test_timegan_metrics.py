@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import DATASETS, build_datamodule
-from datamodules.timegan_sines import timegan_sine_series
+from lightning_genae.datamodules import DATASETS, build_datamodule
+from lightning_genae.datamodules.timegan_sines import timegan_sine_series
 from lightning_genae.metrics import timegan
 from lightning_genae.metrics.timegan import (
     discriminative_score_timegan,

@@ -13,12 +13,12 @@ from test_ablation import write_run
 from test_bad_inputs import assert_one_line_error, run_main
 from tiny import TINY_RUN
 
-from datamodules.base import InMemoryDataModule
 from lightning_genae.ablation import plan_grid, summarize
 from lightning_genae.ablation import tuning as tuning_module
 from lightning_genae.ablation.tuning import choose, plan_tuning, split_candidates
 from lightning_genae.cli import main
 from lightning_genae.config import RunConfig
+from lightning_genae.datamodules.base import InMemoryDataModule
 from lightning_genae.errors import ConfigError
 
 POLICIES = "color|translation,cutout"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.cifar10 import CIFAR10DataModule, read_cifar_batch
 from lightning_genae.cli import main
+from lightning_genae.datamodules.cifar10 import CIFAR10DataModule, read_cifar_batch
 from lightning_genae.errors import DataError
 
 NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -152,7 +152,7 @@ def test_a_config_file_with_a_python_tag_is_refused_without_running_it(tmp_path,
 
 
 def test_a_celeba_cache_holding_python_objects_is_refused_without_running_them(tmp_path):
-    from datamodules.celeba import CACHE_FILE, CelebADataModule
+    from lightning_genae.datamodules.celeba import CACHE_FILE, CelebADataModule
 
     folder = tmp_path / "celeba"
     folder.mkdir()

@@ -117,7 +117,7 @@ class StepRecorder(VAEGANModule):
 def test_each_optimizer_step_changes_only_its_own_network(tmp_path):
     import pytorch_lightning as pl
 
-    from datamodules import build_datamodule
+    from lightning_genae.datamodules import build_datamodule
 
     torch.manual_seed(0)
     model = StepRecorder(SHAPE, width=8, latent_dim=4)

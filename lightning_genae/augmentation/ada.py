@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from datamodules.placement import host_to_device
 from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
+from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.errors import ConfigError, agree
 
 # In the order the pipeline applies them (ADA's order: blits, general geometry, colour); a pipeline always

@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from datamodules import InMemoryDataModule
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentPlan, BuildParts
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.datamodule import AugmentedDataModule
 from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.console import say
+from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.models import DiscriminatorAugmentation
 
 

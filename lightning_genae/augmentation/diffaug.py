@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from datamodules.placement import host_to_device
 from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
+from lightning_genae.datamodules.placement import host_to_device
 
 DIFFAUG_OPERATIONS: dict[str, str] = {
     "color": "random brightness, saturation and contrast per image",

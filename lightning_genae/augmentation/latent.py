@@ -25,15 +25,15 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
-from datamodules import InMemoryDataModule
-from datamodules.base import map_images, to_model_range
-from datamodules.placement import host_to_device
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
 from lightning_genae.cluster import RunInterrupted, created_by_local_rank_zero, file_identity
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar, say
+from lightning_genae.datamodules import InMemoryDataModule
+from lightning_genae.datamodules.base import map_images, to_model_range
+from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.errors import ConfigError
 from lightning_genae.models import MODELS, GenerativeModule
 

@@ -18,15 +18,15 @@ import torch
 from torch import Tensor, nn
 from torch.hub import download_url_to_file
 
-from datamodules import to_model_range
 from lightning_genae.cache import cache_root
 from lightning_genae.cluster import created_by_local_rank_zero, file_identity
+from lightning_genae.datamodules import to_model_range
 from lightning_genae.errors import ConfigError, GenaeError, describe_error
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics.names import BACKBONES
 
 if TYPE_CHECKING:
-    from datamodules import ImageDataModule
+    from lightning_genae.datamodules import ImageDataModule
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 # torch-fidelity's own release, the file torchmetrics' FID downloads too (TF 2015-12-05 graph, converted).

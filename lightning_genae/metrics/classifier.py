@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datamodules import DATASETS, ImageDataModule, build_datamodule, to_model_range
 from lightning_genae.cache import write_atomically
+from lightning_genae.datamodules import DATASETS, ImageDataModule, build_datamodule, to_model_range
 from lightning_genae.errors import DataError, GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
 

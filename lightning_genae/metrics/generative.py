@@ -24,7 +24,7 @@ from lightning_genae.metrics.distances import feature_metrics
 from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, on_split
 
 if TYPE_CHECKING:
-    from datamodules import ImageDataModule
+    from lightning_genae.datamodules import ImageDataModule
 
 __all__ = [
     "GenerativeScore",

@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from datamodules.base import map_images, to_model_range
+from lightning_genae.datamodules.base import map_images, to_model_range
 
 MAX_PROBE_TRAIN = 10_000
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from datamodules import build_datamodule, to_model_range
+from lightning_genae.datamodules import build_datamodule, to_model_range
 from lightning_genae.errors import GenaeError
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics.backbones import BackboneUnavailable

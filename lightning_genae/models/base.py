@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from datamodules.placement import host_to_device
+from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.errors import TrainingDiverged
 from lightning_genae.lightning_internals import should_update_logs
 from lightning_genae.models.batch import check_batch
