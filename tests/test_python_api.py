@@ -38,14 +38,16 @@ def python_blocks(markdown: str) -> list[str]:
     return blocks
 
 
-def test_the_python_api_page_runs_as_written():
+@pytest.mark.parametrize("page", ["docs/python-api.md", "README.md"])
+def test_the_python_snippets_run_as_written(page, tmp_path, monkeypatch):
     from pathlib import Path
 
-    page = Path(__file__).resolve().parent.parent / "docs" / "python-api.md"
-    blocks = python_blocks(page.read_text())
-    assert blocks, "docs/python-api.md has no python block"
+    path = Path(__file__).resolve().parent.parent / page
+    blocks = python_blocks(path.read_text())
+    assert blocks, f"{page} has no python block"
+    monkeypatch.chdir(tmp_path)  # a snippet's files (Lightning's checkpoints) stay out of the checkout
     for block in blocks:
-        exec(compile(block, str(page), "exec"), {})
+        exec(compile(block, str(path), "exec"), {})
 
 
 @pytest.mark.parametrize(
