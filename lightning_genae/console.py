@@ -74,8 +74,8 @@ def quiet_lightning() -> None:
     # Lightning logs every N batches counted across epochs, so a small dataset (fewer batches per epoch
     # than N) still logs every N iterations; lowering the interval would change nothing the user wants.
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval Trainer\\(log_every_n_steps.*")
-    # The data is an in-memory split reshuffled every epoch: a resumed run starts a fresh shuffle, which is
-    # as random as the one interrupted; there is no loader state worth restoring.
+    # Lightning warns because it cannot restore its own loader's place in a mid-epoch resume; the training
+    # loaders here keep theirs in the DataModule's checkpointed state (EpochPosition) and resume from it.
     warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")
 
 
