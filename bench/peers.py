@@ -60,7 +60,7 @@ COMPARED_LOSS = {
     "vae": ("train/loss", 1.0),
 }
 DATA = {"rae": "sines"}
-# Family options that make both sides the same model (the issue's VAE: Bernoulli likelihood).
+# Family options that make both sides the same model (a Bernoulli VAE, as the peers' is).
 FAMILY_ARGS = {
     "vae": ("--recon-loss", "bce"),
     "ae": ("--recon-loss", "mse"),
