@@ -1,7 +1,8 @@
 """The batch contract every family trains on, checked once on the first training batch.
 
-A batch is `(data, labels)`: images `[N, C, H, W]` or series `[N, T, C]` matching the model's shape, of a
-floating dtype, scaled to [-1, 1]. Labels may be dummies (zeros) but must be there.
+A batch is `(data, labels)`: images `[N, C, H, W]` scaled to [-1, 1], or series `[N, T, C]` normalised per
+channel (any finite values), matching the model's shape, of a floating dtype. Labels may be dummies (zeros)
+but must be there.
 """
 
 import warnings
@@ -33,6 +34,9 @@ def check_batch(batch: object, data_kind: str, data_shape: tuple[int, ...]) -> N
         raise DataError(
             f"batch data of dtype {data.dtype} must be floating; convert it, e.g. x.float() / 127.5 - 1"
         )
+    if data_kind != "image":
+        # Series are normalised per channel (mean 0, std 1 on the training split), not bounded.
+        return
     low, high = data.min().item(), data.max().item()
     if low < -1.0 - 1e-3 or high > 1.0 + 1e-3:
         raise DataError(f"batch data spans [{low:.3g}, {high:.3g}], outside [-1, 1]; {_SCALE_FIX}")
