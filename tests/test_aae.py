@@ -63,6 +63,7 @@ def test_a_cli_run_writes_a_complete_folder_and_its_checkpoint_rebuilds_the_modu
     assert module.sample(5, torch.Generator().manual_seed(0)).shape == (5, 1, 16, 16)
 
 
+@pytest.mark.slow
 def test_the_supervised_mixture_trains_on_ae_augmented_data_and_rebuilds(tmp_path):
     """Data-side augmentation feeds the AAE, labels reach the supervised prior, the options survive."""
     run_dir = tmp_path / "mixture"
@@ -125,6 +126,7 @@ def train_from_off_prior_codes(iterations: int, fool_the_discriminator: bool) ->
     return before, codes_kl_to_standard_normal(module, datamodule)
 
 
+@pytest.mark.slow
 def test_the_regularisation_phase_moves_the_codes_toward_the_prior():
     # Measured (seeds 0, 1, 2; width 8, latent 4, 80 iterations): from about 30 nats to 1.8-7.9 with the
     # regularisation, and to 17-21 without it (seed 0, the one tested: 7.9 against 21.0).
@@ -219,6 +221,7 @@ def test_supervised_mixture_with_fewer_components_than_classes_stops_before_trai
     assert "\n" not in error and "use --aae-components 10 or more" in error
 
 
+@pytest.mark.slow
 def test_an_aae_is_the_data_side_augmenter_trained_or_given(aae_run, tmp_path, isolated_cache):
     tiny_ae = ["--model", "ae", *TINY, "--latent-dim", "4", "--max-steps", "2"]
     given = ["--augment", "aae", "--augment-ckpt", str(aae_run / "checkpoints" / "last.ckpt")]

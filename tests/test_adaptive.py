@@ -86,6 +86,7 @@ def test_a_restored_controller_continues_as_the_uninterrupted_one() -> None:
     assert uninterrupted.p.item() > 0
 
 
+@pytest.mark.slow
 def test_under_ddp_every_rank_moves_p_by_the_sums_of_all_ranks(tmp_path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -126,6 +127,7 @@ AUTO_P = ["--augment-p", "auto", *AUGMENTER]
     ("augment", "extra"),
     [("ae", AUTO_P), ("ae-d", AUTO_P), ("ada", []), ("ada+ae", AUTO_P)],
 )
+@pytest.mark.slow
 def test_p_rises_when_the_discriminator_overfits_a_tiny_training_set(
     augment, extra, tmp_path, capsys
 ) -> None:
@@ -174,6 +176,7 @@ def test_ada_and_augment_p_auto_share_one_controller(tmp_path) -> None:
     assert pipeline.strength is attached.strength is attached.datamodule.strength
 
 
+@pytest.mark.slow
 def test_resume_keeps_p_and_continues_as_the_uninterrupted_run(tmp_path) -> None:
     # --ada-interval 3 and a checkpoint at iteration 4: the run stops part-way through an interval.
     args = [*RUN, "--augment", "ae", "--augment-p", "auto", "--ada-interval", "3", *AUGMENTER]

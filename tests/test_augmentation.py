@@ -396,6 +396,7 @@ def test_discriminator_augmentation_lets_gradients_reach_the_generator(tmp_path,
 # ----- command line, end to end -----
 
 
+@pytest.mark.slow
 def test_gan_runs_with_ae_and_diffaug_then_reuses_the_cached_augmenter(tmp_path, augmenter_cache):
     first, second = tmp_path / "ae+diffaug", tmp_path / "ae+ae-d"
     args = ["--model", "gan", *TINY, *AUGMENTER, "--max-steps", "6"]
@@ -546,6 +547,7 @@ def test_augment_ckpt_of_the_other_family_is_rejected(tmp_path, checkpoints, cap
 GRID = ["--model", "gan", *TINY, "--max-steps", "2", "--eval-every", "2", "--image-every", "2"]
 
 
+@pytest.mark.slow
 def test_grid_runs_every_cell_and_summarize_rebuilds_the_report(tmp_path):
     root = tmp_path / "grid"
     assert main([*GRID, "--augment", "none,diffaug", "--seeds", "0,1", "--output", str(root)]) == 0

@@ -67,6 +67,7 @@ def test_shipped_digits_classifier_reaches_its_stated_test_accuracy(digits):
     _check_shipped("digits", digits)
 
 
+@pytest.mark.slow
 def test_shipped_mnist_classifier_reaches_its_stated_test_accuracy(mnist_data_dir):
     datamodule = build_datamodule("mnist", data_dir=mnist_data_dir)
     datamodule.setup()

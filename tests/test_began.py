@@ -122,6 +122,7 @@ def test_evaluate_reproduces_the_final_metrics(began_run, tmp_path):
         assert evaluated[key] == pytest.approx(final[key], rel=1e-5), key
 
 
+@pytest.mark.slow
 def test_ebgan_loss_trains_and_logs_without_moving_k(tmp_path):
     run_dir = tmp_path / "ebgan"
     args = ["--model", "began", "--d-loss", "ebgan", "--ebgan-pt", "0.5", *TINY_RUN, "--max-steps", "4"]

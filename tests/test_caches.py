@@ -317,6 +317,7 @@ def test_augment_ckpt_without_a_record_of_its_data_is_refused(folder_ae_checkpoi
     assert_one_line_error(capsys, "--augment-ckpt", "records no hash")
 
 
+@pytest.mark.slow
 def test_a_damaged_cached_classifier_is_trained_again_and_never_runs_code(tmp_path, capsys):
     folder = tmp_path / "images"
     write_folder(folder)  # two labelled classes and no shipped classifier: trained on first use

@@ -64,6 +64,7 @@ def test_ae_run_keeps_best_checkpoint_and_reports_test_metrics(tmp_path):
     assert [int(row["step"]) for row in val_rows][:2] == [3, 6]
 
 
+@pytest.mark.slow
 def test_resume_last_continues_at_the_right_step(tmp_path):
     run_dir = tmp_path / "run"
     assert main(["--model", "gan", *TINY, "--max-steps", "4", "--output", str(run_dir)]) == 0
@@ -78,6 +79,7 @@ def test_resume_last_continues_at_the_right_step(tmp_path):
     assert train_steps == [2, 3, 5, 6]
 
 
+@pytest.mark.slow
 def test_config_yaml_reruns_the_same_experiment(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     assert main(["--model", "vae", *TINY, "--max-steps", "4", "--beta", "0.5", "--output", str(first)]) == 0
@@ -184,6 +186,7 @@ def test_corrupt_checkpoint_exits_2(tmp_path, capsys):
     assert "not a readable checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "run.py"), "--model", "gan", "--max-steps", "-3"],
@@ -203,6 +206,7 @@ def test_fast_dev_run_checks_the_setup_without_writing_checkpoints(tmp_path):
     assert not list(run_dir.glob("checkpoints/*.ckpt"))
 
 
+@pytest.mark.slow
 def test_max_epochs_alone_bounds_the_run(tmp_path):
     run_dir = tmp_path / "epochs"
     assert main(["--model", "ae", *TINY, "--max-epochs", "1", "--output", str(run_dir)]) == 0
@@ -210,6 +214,7 @@ def test_max_epochs_alone_bounds_the_run(tmp_path):
     assert read_summary(run_dir)["global_step"] == 1258 // 32
 
 
+@pytest.mark.slow
 def test_genae_console_command_is_installed():
     genae = Path(sys.executable).parent / "genae"
     result = subprocess.run([str(genae), "--help"], capture_output=True, text=True, timeout=120)

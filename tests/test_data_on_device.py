@@ -147,6 +147,7 @@ def final_metrics(folder: Path) -> dict[str, float]:
     return json.loads((folder / "summary.json").read_text())["final_metrics"]
 
 
+@pytest.mark.slow
 def test_a_run_gives_the_same_numbers_on_either_path_and_resumes_across_them(tmp_path):
     on = run(tmp_path, "on", "--max-steps", "8", "--data-on-device", "on")
     off = run(tmp_path, "off", "--max-steps", "8", "--data-on-device", "off")

@@ -78,6 +78,7 @@ def test_autoencoder_reports_psnr_ssim_probe_and_pca_baseline(tmp_path):
     assert_named_in_the_vocabulary(metrics)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["gan", "vae"])
 def test_evaluate_reproduces_the_runs_final_metrics(model, tmp_path):
     run_dir = tmp_path / model
@@ -204,6 +205,7 @@ def mnist_test_features(mnist_data_dir):
     return backbone, images
 
 
+@pytest.mark.slow
 def test_two_halves_of_mnist_test_split_are_close(mnist_test_features):
     backbone, images = mnist_test_features
     features = extract_features(backbone, images, torch.device("cpu"))
@@ -227,6 +229,7 @@ def _noisy(images: torch.Tensor, std: float) -> torch.Tensor:
     return (images.float() + noise).round().clamp(0, 255).to(torch.uint8)
 
 
+@pytest.mark.slow
 def test_fd_rises_monotonically_with_blur_and_with_noise_on_real_mnist(mnist_test_features):
     backbone, images = mnist_test_features
     reference, probe = images[:2000], images[5000:7000]

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from tiny import TINY_RUN
 
@@ -25,6 +26,7 @@ def stored_step(checkpoint: Path) -> int:
     return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
 
 
+@pytest.mark.slow
 def test_a_run_killed_without_warning_continues_from_its_last_checkpoint(tmp_path, capsys):
     output = tmp_path / "run"
     last = output / "checkpoints" / "last.ckpt"

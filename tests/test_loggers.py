@@ -48,6 +48,7 @@ def test_wandb_mode_offline_is_respected(monkeypatch):
     assert wandb_offline_reason() == "WANDB_MODE=offline"
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_prints_one_line_from_wandb_and_logs_images(no_wandb_credentials, tmp_path):
     # A real process: wandb prints some warnings once per process, so an in-process run could miss them.
     run_dir = tmp_path / "run"

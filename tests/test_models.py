@@ -42,6 +42,7 @@ def test_every_model_trains_a_few_steps_on_digits(model, tmp_path):
     assert all(torch.isfinite(torch.tensor(v)) for v in summary["final_metrics"].values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", IMAGE_MODELS)
 def test_every_model_trains_on_a_small_real_mnist_subset(model, tmp_path, mnist_data_dir):
     run_dir = tmp_path / model
@@ -52,6 +53,7 @@ def test_every_model_trains_on_a_small_real_mnist_subset(model, tmp_path, mnist_
     assert "mnist" in summary["data_summary"] and "256" in summary["data_summary"]
 
 
+@pytest.mark.slow
 def test_ae_loss_falls_clearly_over_100_steps_on_digits(tmp_path):
     run_dir = tmp_path / "ae"
     args = [

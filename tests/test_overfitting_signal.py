@@ -111,6 +111,7 @@ def test_the_signal_is_the_discriminator_on_the_clean_batch_in_eval_mode(gan_run
     assert final["val/d_logit_train"] != pytest.approx(in_training_mode, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_began_logs_the_energies_of_both_batches(tmp_path):
     run_dir, scored = scored_run(tmp_path, BEGANModule, ["--model", "began"])
     for name in ENERGY_METRICS:

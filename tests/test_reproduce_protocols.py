@@ -70,6 +70,7 @@ def run_smoke(paper: str, data_dir: Path, root: Path, capsys: pytest.CaptureFixt
     return table_rows(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("paper", ["diffaug", "ada"])
 def test_cifar_protocol_trains_each_arm_and_fills_ours_from_the_runs(
     paper: str, tmp_path: Path, capsys: pytest.CaptureFixture

@@ -330,6 +330,7 @@ def test_a_lock_is_released_when_the_run_fails(finished_run, capsys):
     assert not (finished_run / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_two_runs_started_at_once_into_one_folder_the_second_is_refused(tmp_path, capsys):
     output = tmp_path / "run"
     command = [

@@ -200,6 +200,7 @@ def start_long_run(run_dir: Path) -> subprocess.Popen:
     return process
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_saves_last_ckpt_at_an_iteration_and_exits_with_one_line(tmp_path, signum):
     run_dir = tmp_path / "run"
@@ -225,6 +226,7 @@ def test_a_signal_saves_last_ckpt_at_an_iteration_and_exits_with_one_line(tmp_pa
         assert json.loads((run_dir / "summary.json").read_text())["global_step"] == iteration + 2
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_exits_at_once_without_saving(tmp_path):
     """The handler itself, on a real signal: a run cannot be caught mid-iteration reliably enough to test."""
     script = f"""
@@ -513,6 +515,7 @@ print("augmenter", record["source"], hashlib.sha256(weights).hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_ranks_starting_at_once_train_a_missing_augmenter_once_and_all_load_it(tmp_path):
     cache = tmp_path / "augmenters"
 
@@ -620,6 +623,7 @@ def stop_together(tasks: list[subprocess.Popen]) -> list[list[str]]:
     return [err.strip().splitlines() for _, err in outputs]
 
 
+@pytest.mark.slow
 def test_every_rank_stops_at_once_when_rank_zero_refuses_the_run_folder_and_the_error_is_printed_once(
     tmp_path,
 ):
@@ -641,6 +645,7 @@ def test_every_rank_stops_at_once_when_rank_zero_refuses_the_run_folder_and_the_
     assert {path.name: path.read_bytes() for path in run_dir.iterdir()} == before, "nothing written"
 
 
+@pytest.mark.slow
 def test_an_error_every_rank_meets_at_the_start_of_training_is_printed_by_rank_zero_alone(tmp_path):
     run_dir = tmp_path / "run"
     # --batch-size 2 leaves one image per device, which batch norm cannot normalise: found by every rank

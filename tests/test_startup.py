@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 # Libraries that only training, evaluation, logging or plotting use.
 NOT_FOR_PARSING = (
@@ -70,6 +72,7 @@ def run_probe(tmp_path: Path) -> list[dict]:
     return json.loads(result.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_help_print_config_and_config_errors_do_not_import_lightning(tmp_path):
     report = run_probe(tmp_path)
     by_case = {" ".join(case["argv"]): case for case in report}
