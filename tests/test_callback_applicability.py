@@ -97,6 +97,7 @@ def runs(tmp_path_factory) -> dict[str, dict[str, tuple[Path, set[str]]]]:
     return made
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", RUNS)
 def test_a_run_keeps_exactly_the_callbacks_its_model_and_data_can_use(family, runs):
     _, names = runs[family]["filtered"]
@@ -105,6 +106,7 @@ def test_a_run_keeps_exactly_the_callbacks_its_model_and_data_can_use(family, ru
     assert {"DivergenceGuard", "ModelCheckpoint", "StopOnSignal", "RandomStateInCheckpoints"} <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", COMPARED)
 def test_leaving_them_out_changes_nothing_the_run_writes(family, runs):
     (filtered, _), (everything, names) = runs[family]["filtered"], runs[family]["all"]

@@ -114,6 +114,7 @@ def break_optimizer_state_at(family: type, iteration: int, monkeypatch) -> None:
     monkeypatch.setattr(family, "training_step", training_step)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", TINY_RUNS)
 def test_a_diverging_run_stops_with_one_line_and_leaves_last_ckpt_finite_and_untouched(
     model, tmp_path, monkeypatch, capsys

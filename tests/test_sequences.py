@@ -137,6 +137,7 @@ def test_smnist_reads_mnist_rows_as_steps(mnist_data_dir):
 # ----- the model -----
 
 
+@pytest.mark.slow
 def test_rae_trains_on_sines_and_writes_a_complete_run_folder(tmp_path):
     run_dir = tmp_path / "rae"
     assert main([*TINY_RAE, "--max-steps", "6", "--output", str(run_dir)]) == 0
@@ -170,6 +171,7 @@ def test_rae_trains_on_sines_and_writes_a_complete_run_folder(tmp_path):
 @pytest.mark.parametrize(
     "options", [["--rnn", "lstm", "--rnn-layers", "2"], ["--rnn", "gru"], ["--variational"]]
 )
+@pytest.mark.slow
 def test_every_rae_form_trains(tmp_path, options):
     run_dir = tmp_path / "run"
     assert main([*TINY_RAE, *options, "--max-steps", "3", "--output", str(run_dir)]) == 0
@@ -179,6 +181,7 @@ def test_every_rae_form_trains(tmp_path, options):
         assert "test/kl" in final and "N(0, I)" in summary_of(run_dir)["sampling"]
 
 
+@pytest.mark.slow
 def test_rae_reconstruction_mse_on_sines_falls_below_0_5_within_200_steps(tmp_path):
     """Untrained, the free-running reconstruction of normalised sines has an MSE near 1 (their variance);
     the same recipe outside Lightning measured 0.26 after 200 steps (12-step series, default rae)."""
@@ -192,6 +195,7 @@ def test_rae_reconstruction_mse_on_sines_falls_below_0_5_within_200_steps(tmp_pa
     assert final["val/mse"] < 0.5, final["val/mse"]
 
 
+@pytest.mark.slow
 def test_augment_ae_on_series_uses_a_recurrent_augmenter(tmp_path):
     run_dir = tmp_path / "augmented"
     augment = "--augment ae --augmenter-steps 2 --augmenter-width 8 --augmenter-latent-dim 4".split()
