@@ -205,3 +205,48 @@ def test_began_trains_under_ddp_on_two_cpu_processes(tmp_path):
     stored = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").contents["state_dict"]["k"]
     assert 0 < float(stored) <= 1
     assert float(stored) == pytest.approx(column(run_dir, "train/k")[-1], abs=1e-7)
+
+
+def test_the_paper_nets_have_no_batch_norm_elu_and_nearest_upsampling_and_give_the_image_shape():
+    from torch import nn
+
+    from lightning_genae.nets.began import BEGANAutoencoder, BEGANDecoder
+
+    for shape in [(1, 16, 16), (1, 28, 28), (3, 32, 32)]:
+        generator, autoencoder = BEGANDecoder(shape, 8, width=4), BEGANAutoencoder(shape, 8, width=4)
+        modules = [*generator.modules(), *autoencoder.modules()]
+        assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.ConvTranspose2d)) for m in modules)
+        assert any(isinstance(m, nn.ELU) for m in modules)
+        upsamplings = [m for m in generator.modules() if isinstance(m, nn.Upsample)]
+        assert upsamplings and all(m.mode == "nearest" and m.scale_factor == 2 for m in upsamplings)
+        convs = [m for m in modules if isinstance(m, nn.Conv2d)]
+        assert all(m.kernel_size == (3, 3) for m in convs)
+        assert generator(torch.rand(2, 8) * 2 - 1).shape == (2, *shape)
+        reconstruction, code = autoencoder(torch.rand(2, *shape) * 2 - 1)
+        assert reconstruction.shape == (2, *shape) and code.shape == (2, 8)
+        # The encoder's channels grow linearly with the scale (n, 2n, 3n): 3 scales at 28 and 32 px.
+        widths = {m.out_channels for m in autoencoder.encoder.modules() if isinstance(m, nn.Conv2d)}
+        assert max(widths) == 4 * (len(upsamplings) + 1)
+
+
+def test_began_draws_z_uniformly_in_minus_one_one_and_shows_images_in_range():
+    module = BEGANModule((1, 16, 16), latent_dim=8, width=4)
+    z = module.prior_noise(4000, torch.Generator().manual_seed(0))
+    assert z.min() >= -1 and z.max() <= 1 and abs(float(z.mean())) < 0.02
+    assert float(z.var()) == pytest.approx(1 / 3, rel=0.05), "U(-1, 1) has variance 1/3"
+    with torch.no_grad():
+        module.generator.blocks[-1].bias.fill_(5.0)  # an unbounded output far outside the image range
+        samples = module.sample(3, torch.Generator().manual_seed(0))
+    assert samples.max() <= 1 and samples.min() >= -1
+    shared = BEGANModule((1, 16, 16), latent_dim=8, width=4, began_nets="dcgan")
+    normal = shared.prior_noise(4000, torch.Generator().manual_seed(0))
+    assert float(normal.var()) == pytest.approx(1, rel=0.1)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in shared.discriminator.modules())
+
+
+def test_a_fresh_paper_generator_gives_different_images_for_different_z():
+    """At PyTorch's default scale the unnormalised ELU stack draws nearly one image for every z."""
+    module = BEGANModule((1, 28, 28), latent_dim=16, width=8)
+    with torch.no_grad():
+        images = module.generator(module.prior_noise(64, torch.Generator().manual_seed(0)))
+    assert float(images.std(0).mean()) > 0.03

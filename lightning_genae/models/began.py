@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.models.adversarial import ImageAdversarialModule
 from lightning_genae.models.base import DiscriminatorScores, adam
 from lightning_genae.models.options import BEGANOptions
+from lightning_genae.nets.began import BEGANAutoencoder, BEGANDecoder, init_began_weights
 from lightning_genae.nets.conv import ConvAutoencoder, ConvDecoder, init_dcgan_weights
 
 
@@ -60,18 +62,42 @@ class BEGANModule(ImageAdversarialModule):
         # `discriminator_augmentation` travels in `options` to ImageAdversarialModule.
         super().__init__(image_shape, **options)
         width = self.options.width
-        self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
-        self.discriminator = ConvAutoencoder(self.image_shape, self.latent_dim, width=width)
-        self.generator.apply(init_dcgan_weights)
-        self.discriminator.apply(init_dcgan_weights)
+        if self.options.began_nets == "began":
+            self.generator = BEGANDecoder(self.image_shape, self.latent_dim, width=width)
+            self.discriminator = BEGANAutoencoder(self.image_shape, self.latent_dim, width=width)
+            self.generator.apply(init_began_weights)
+            self.discriminator.apply(init_began_weights)
+        else:
+            self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
+            self.discriminator = ConvAutoencoder(self.image_shape, self.latent_dim, width=width)
+            self.generator.apply(init_dcgan_weights)
+            self.discriminator.apply(init_dcgan_weights)
         # BEGAN's control variable: a buffer, so it is checkpointed, resumed and the same on every rank.
         self.register_buffer("k", torch.zeros(()))
 
     def decode(self, latents: Tensor) -> Tensor:
-        return self.generator(latents)
+        # The paper's generator has no output activation; what the run shows and scores is clipped to the
+        # image range, as the paper's reference code clips before saving.
+        return self.generator(latents).clamp(-1.0, 1.0)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.prior_noise(n, generator))
+
+    @property
+    def uniform_prior(self) -> bool:
+        return self.options.began_nets == "began"
+
+    def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """BEGAN's z ~ U(-1, 1) with its own nets, N(0, 1) with the shared ones; drawn on the CPU (seeded)."""
+        if not self.uniform_prior:
+            return super().prior_noise(n, generator)
+        return host_to_device(torch.rand(n, self.latent_dim, generator=generator) * 2 - 1, self.device)
+
+    def training_noise(self, n: int) -> Tensor:
+        """The prior's draws for one update, made on the module's device."""
+        if self.uniform_prior:
+            return torch.rand(n, self.latent_dim, device=self.device) * 2 - 1
+        return torch.randn(n, self.latent_dim, device=self.device)
 
     def energy(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(per-image energy, D's codes) of images as the discriminator is shown them."""
@@ -104,7 +130,7 @@ class BEGANModule(ImageAdversarialModule):
 
         with self.toggled_optimizer(opt_d):
             with torch.no_grad():
-                fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
+                fake = self.generator(self.training_noise(n))
             real_energy = self.energy(real)[0].mean()
             fake_energy_d = self.energy(fake)[0].mean()
             if o.d_loss == "began":
@@ -117,7 +143,7 @@ class BEGANModule(ImageAdversarialModule):
             opt_d.step()
 
         with self.toggled_optimizer(opt_g):
-            fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
+            fake = self.generator(self.training_noise(n))
             energies, codes = self.energy(fake)
             fake_energy = energies.mean()
             loss_g = fake_energy

@@ -148,6 +148,7 @@ class GANOptions(FamilyOptions):
 
 
 DLoss = Literal["began", "ebgan"]
+BEGANNets = Literal["began", "dcgan"]
 
 # The options each loss reads; giving one the chosen loss would ignore is an error, not a silent no-op.
 LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -163,6 +164,11 @@ class BEGANOptions(FamilyOptions):
     # gamma 0.95 lambda_k 0.1).
     lr: float = with_default(FamilyOptions, "lr", 1e-4)
     d_loss: DLoss = option("began", "began (equilibrium control k_t) or ebgan (margin, pulling-away term)")
+    began_nets: BEGANNets = option(
+        "began",
+        "the paper's generator and autoencoder (3x3 convs, ELU, nearest-neighbour upsampling, no batch "
+        "norm) with z ~ U(-1, 1); dcgan: the DCGAN-style nets every other family shares, with z ~ N(0, 1)",
+    )
     began_gamma: float = option(
         0.5,
         "with --d-loss began: target ratio of fake to real energy, in (0, 1]; lower means less diverse",

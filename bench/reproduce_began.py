@@ -1,0 +1,121 @@
+"""Reproduction: BEGAN at the paper's defaults trains, against the DCGAN at the same budget and seed.
+
+Berthelot, Schumm and Metz, "BEGAN: Boundary Equilibrium Generative Adversarial Networks", 2017:
+section 3.5 (the networks, which `--model began` uses by default: `--began-nets began`), section 3.4 and
+figure 3 (k_t and the convergence measure M_global), and section 4.2 with figure 2 (lower gamma, less
+diverse images). Each run goes through run.py, the product's own path:
+
+- `gan` (the DCGAN) and `began` (gamma 0.5, lambda_k 1e-3, Adam 1e-4 with beta1 0.5) on each dataset and
+  seed, at `--steps` iterations;
+- `began` at each extra gamma of `--gammas` (the diversity claim), same budget and seeds.
+
+Per run it reads the test metrics the run wrote (fd_classifier, precision, recall) and the training
+trace (metrics.csv): the iteration where k_t first leaves 0, its final value and the mean of its last
+10% of logged values against the 10% before (settled when they agree within 25%), and M_global's mean
+over the first and last 10% of logged values.
+
+    python bench/reproduce_began.py --data digits [--data-dir DATA] [--seeds 0 1 2] [--steps 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PUBLISHED = "trains stably at gamma 0.5, lambda_k 1e-3; lower gamma gives less diverse images"
+
+
+def train(args: argparse.Namespace, data: str, model: str, seed: int, extra: list[str], output: Path) -> Path:
+    """Train through run.py unless `output` already holds a finished run of the same command."""
+    command = [
+        sys.executable, "run.py", "--model", model, "--data", data, "--seed", str(seed),
+        "--max-steps", str(args.steps), "--eval-every", str(args.steps), "--output", str(output), *extra,
+    ]  # fmt: skip
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    finished = output / "summary.json"
+    stamp = output / "bench-command.json"
+    if finished.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == command[1:]:
+        print(f"  reusing {output} (same command, finished)", flush=True)
+        return output
+    print(f"  training: {' '.join(command[1:])}", flush=True)
+    started = time.time()
+    subprocess.run(command + ["--overwrite"] * output.exists(), check=True, stdout=subprocess.DEVNULL)
+    stamp.write_text(json.dumps(command[1:]))
+    print(f"  done in {time.time() - started:.0f} s", flush=True)
+    return output
+
+
+def trace(run_dir: Path) -> dict[str, float]:
+    """k_t and M_global over training, from the run's metrics.csv."""
+    with (run_dir / "metrics.csv").open() as file:
+        rows = [row for row in csv.DictReader(file) if row.get("train/k")]
+    k = [float(row["train/k"]) for row in rows]
+    m = [float(row["train/m_global"]) for row in rows]
+    steps = [int(row["step"]) for row in rows]
+    tenth = max(1, len(rows) // 10)
+    left = next((step for step, value in zip(steps, k, strict=True) if value > 0), None)
+    last, before = statistics.fmean(k[-tenth:]), statistics.fmean(k[-2 * tenth : -tenth] or k[-tenth:])
+    return {
+        "k_leaves_0": float("nan") if left is None else float(left),
+        "k_final": k[-1],
+        "k_settled": float(last > 0 and abs(last - before) <= 0.25 * last),
+        "m_first": statistics.fmean(m[:tenth]),
+        "m_last": statistics.fmean(m[-tenth:]),
+    }
+
+
+def test_metrics(run_dir: Path) -> dict[str, float]:
+    final = json.loads((run_dir / "summary.json").read_text())["final_metrics"]
+    return {name: float(final[f"test/{name}"]) for name in ("fd_classifier", "precision", "recall")}
+
+
+def mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3g} ± {std:.2g}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="digits", help="comma list of datasets, e.g. digits,mnist")
+    parser.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (for --data mnist)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=3000, help="training iterations per run")
+    parser.add_argument("--gammas", type=float, nargs="*", default=[0.3, 0.7], help="extra gammas for began")
+    parser.add_argument("--width", type=int, default=32, help="--width of both families' nets")
+    parser.add_argument("--batch-size", type=int, default=16, help="both families' batch (the paper's: 16)")
+    parser.add_argument("--output", type=Path, default=Path("runs/reproduce_began"))
+    args = parser.parse_args()
+    width = ["--width", str(args.width), "--batch-size", str(args.batch_size)]
+    arms = [("gan", "gan", []), ("began gamma 0.5", "began", [])]
+    arms += [(f"began gamma {gamma:g}", "began", ["--began-gamma", str(gamma)]) for gamma in args.gammas]
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for data in args.data.split(","):
+        for seed in args.seeds:
+            for name, model, extra in arms:
+                print(f"{data} seed {seed}: {name}", flush=True)
+                folder = args.output / f"{data}-{name.replace(' ', '-')}-seed{seed}"
+                run_dir = train(args, data, model, seed, extra + width, folder)
+                row = test_metrics(run_dir) | (trace(run_dir) if model == "began" else {})
+                results.setdefault((data, name), []).append(row)
+                print("  " + ", ".join(f"{key} {value:.4g}" for key, value in row.items()), flush=True)
+    print(f"\nBEGAN against DCGAN, {args.steps} iterations, seeds {args.seeds}; published: {PUBLISHED}")
+    columns = ["fd_classifier", "precision", "recall", "k_leaves_0", "k_final", "m_first", "m_last"]
+    print("| data | arm | " + " | ".join(columns) + " | k settled |")
+    print("|---|---|" + "---:|" * (len(columns) + 1))
+    for (data, name), rows in results.items():
+        cells = [mean_std([row[c] for row in rows]) if c in rows[0] else "–" for c in columns]
+        settled = "–"
+        if "k_settled" in rows[0]:
+            settled = f"{sum(row['k_settled'] for row in rows):.0f}/{len(rows)}"
+        print(f"| {data} | {name} | " + " | ".join(cells) + f" | {settled} |")
+
+
+if __name__ == "__main__":
+    main()
