@@ -73,7 +73,7 @@ def trace(run_dir: Path) -> dict[str, float]:
 
 def test_metrics(run_dir: Path) -> dict[str, float]:
     final = json.loads((run_dir / "summary.json").read_text())["final_metrics"]
-    return {name: float(final[f"test/{name}"]) for name in ("fd_classifier", "precision", "recall")}
+    return {name: float(final[f"test/{name}_classifier"]) for name in ("fd", "precision", "recall")}
 
 
 def mean_std(values: list[float]) -> str:
@@ -106,7 +106,7 @@ def main() -> None:
                 results.setdefault((data, name), []).append(row)
                 print("  " + ", ".join(f"{key} {value:.4g}" for key, value in row.items()), flush=True)
     print(f"\nBEGAN against DCGAN, {args.steps} iterations, seeds {args.seeds}; published: {PUBLISHED}")
-    columns = ["fd_classifier", "precision", "recall", "k_leaves_0", "k_final", "m_first", "m_last"]
+    columns = ["fd", "precision", "recall", "k_leaves_0", "k_final", "m_first", "m_last"]
     print("| data | arm | " + " | ".join(columns) + " | k settled |")
     print("|---|---|" + "---:|" * (len(columns) + 1))
     for (data, name), rows in results.items():

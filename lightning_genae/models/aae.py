@@ -5,7 +5,7 @@ One training iteration is three updates, each toggling its own optimizer (so und
 leaves alone get no gradients, which `adversarial` tells the strategy to expect):
 1. reconstruction phase: encoder and decoder on the reconstruction loss;
 2. regularisation phase, discriminator: the latent discriminator learns prior draws (real) from the
-   encoder's codes (fake);
+   encoder's codes (fake), the codes phase 1 computed (detached), so the encoder runs twice per iteration;
 3. regularisation phase, generator: the encoder learns to make its codes pass for prior draws.
 
 Its discriminator judges latent codes, not images, so the family is not an `ImageDiscriminator`:
@@ -155,7 +155,8 @@ class AAEModule(ReconstructionModule):
         components, condition = self.conditioning(labels)
 
         with self.toggled_optimizer(opt_reconstruction):
-            out = self.decoder(self.encoder(images))
+            codes = self.encoder(images)
+            out = self.decoder(codes)
             loss = reconstruction_loss(out, images, self.options.recon_loss).mean() / images[0].numel()
             self.watch_losses(**{"train/loss": loss})
             opt_reconstruction.zero_grad(set_to_none=True)
@@ -163,10 +164,11 @@ class AAEModule(ReconstructionModule):
             opt_reconstruction.step()
 
         with self.toggled_optimizer(opt_discriminator):
-            with torch.no_grad():
-                codes = self.encoder(images)
+            # The reconstruction phase's codes, detached: the paper's discriminator judges the encoder's
+            # codes of the minibatch, and encoding it again after that phase's step would cost a third
+            # encoder pass for codes one small step apart.
             prior_logits = self.latent_discriminator(self.prior_draws(n, components=components), condition)
-            code_logits = self.latent_discriminator(codes, condition)
+            code_logits = self.latent_discriminator(codes.detach(), condition)
             loss_d = adversarial_losses(prior_logits, code_logits)
             self.watch_losses(**{"train/loss_d": loss_d})
             opt_discriminator.zero_grad(set_to_none=True)
@@ -174,6 +176,8 @@ class AAEModule(ReconstructionModule):
             opt_discriminator.step()
 
         with self.toggled_optimizer(opt_encoder):
+            # A fresh pass: the gradient must be taken at the encoder's weights after the reconstruction
+            # step, whose update changed the tensors the first pass's graph saved.
             loss_g = F.softplus(-self.latent_discriminator(self.encoder(images), condition)).mean()
             self.watch_losses(**{"train/loss_g": loss_g})
             opt_encoder.zero_grad(set_to_none=True)
