@@ -19,8 +19,6 @@ from torch import Tensor
 from lightning_genae.datamodules.base import Batch, DataKind, InMemoryDataModule
 from lightning_genae.errors import ConfigError, DataError, agree
 
-# Options a sequence dataset may take; each dataset lists those it reads, and rejects the others.
-SEQUENCE_OPTIONS = ("seq_len", "stride", "channels", "csv_layout", "series_id", "fill_gaps")
 # The series metrics fit a scorer on part of each set and score the rest (discriminative score), so every
 # split needs at least two series; with one, a run failed in its final evaluation, after training.
 MIN_SERIES_PER_SPLIT = 2
@@ -90,7 +88,8 @@ class SequenceDataModule(InMemoryDataModule):
     name: ClassVar[str] = "series"
     data_kind: ClassVar[DataKind] = "sequence"
     item_noun: ClassVar[str] = "series"
-    # The options of SEQUENCE_OPTIONS this dataset reads, with what each means for it (for messages).
+    # The shape options (`given` in __init__) this dataset reads; one of the others given is an error, so a
+    # setting the dataset would ignore never looks active.
     takes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(

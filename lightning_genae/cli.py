@@ -49,6 +49,8 @@ from lightning_genae.resolve import DEFAULT_MAX_STEPS, ResolvedRun, model_option
 from lightning_genae.run_folder import check_output_folder
 
 if TYPE_CHECKING:
+    from lightning_genae.ablation import CellOutcome, CellStart, GridCell, GridPlan
+    from lightning_genae.ablation.tuning import TuningPlan
     from lightning_genae.checkpoint import RunCheckpoint
 
 GROUP_TITLES = {
@@ -300,64 +302,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_seeds = args.pop("tune_seeds", None)
     training = False
     try:
-        file_values = load_config_file(config_path, known=model_option_names()) if config_path else {}
-        # Candidate lists of tunable options leave the values: only a tuning grid takes them.
-        file_values, file_candidates = split_candidates(file_values)
-        args, candidates = split_candidates(args)
-        candidates = {**{k: v for k, v in file_candidates.items() if k not in args}, **candidates}
-        check_tuning_request(candidates, tune_seeds)
-        # Before any mode reads them: an empty path is never taken for the default or the current folder.
-        check_path_values({**file_values, **{key: value for key, value in args.items() if value is not None}})
-        output = args.get("output", file_values.get("output"))
-        if output:
-            # Every mode writes there (a run, a grid's root, eval.json): a bad path is refused before work.
-            check_output_folder(Path(output))
+        args, file_values, candidates = _read_inputs(args, config_path, tune_seeds)
         if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
-            _quiet_lightning()
-            from lightning_genae.evaluate import evaluate_checkpoint, evaluate_folder
-
-            if checkpoint_to_evaluate is not None and folder_to_evaluate is not None:
-                raise ConfigError("--evaluate and --evaluate-folder are separate modes; give one of them")
-            if train_sizes is not None:
-                args["train_size"] = train_sizes[0]
-            if checkpoint_to_evaluate is not None:
-                if config_path is not None:
-                    raise ConfigError(
-                        "--evaluate takes the run's own settings from the checkpoint; drop --config"
-                    )
-                evaluate_checkpoint(checkpoint_to_evaluate, args)
-            else:
-                evaluate_folder(folder_to_evaluate, args, file_values)
-            return 0
+            return _evaluate(
+                checkpoint_to_evaluate, folder_to_evaluate, args, file_values, config_path, train_sizes
+            )
         if summarize_root is not None:
-            from lightning_genae.ablation import describe_progress, summarize
-
-            paths = summarize(Path(summarize_root))
-            print("wrote " + ", ".join(str(path) for path in paths.values()))
-            print(describe_progress(Path(summarize_root)))
-            return 0
+            return _summarize(Path(summarize_root))
         augment_value = args.get("augment", file_values.get("augment"))
         augments = _split_list(str(augment_value)) if augment_value is not None else None
-        is_grid = len(train_sizes or []) > 1 or len(augments or []) > 1 or tune_seeds is not None
-        if is_grid or seeds is not None or grid_index is not None:
+        if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):
             values = {**file_values, **args}
             tuning = (candidates, tune_seeds) if tune_seeds is not None else None
             return _run_grid(values, augments, train_sizes, seeds, grid_index, print_config, tuning)
-        if train_sizes is not None:
-            args["train_size"] = train_sizes[0]
-        # A resumed run's own configuration, then the config file, then the command line.
-        resume = None
-        if args.get("resume") is not None:
-            _quiet_lightning()
-            from lightning_genae.checkpoint import RunCheckpoint
-
-            resume = RunCheckpoint.to_resume(args["resume"], args.get("output"))
-        elif "resume" not in args:
-            resume = _checkpoint_of_restarted_job(merge(file_values, args))
-        base = resume.stored_config("--resume") if resume is not None else {}
-        if resume is not None:
-            _check_resume_options(resume, base, {**file_values, **args})
-        resolved = resolve(merge({**base, **file_values}, args))
+        resolved, resume = _resolve_single_run(args, file_values, train_sizes)
         if print_config:
             _check_shape_options(resolved)
             sys.stdout.write(resolved.config.to_yaml())
@@ -368,12 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         training = True
         run(resolved, resume=resume, explicit_resume=args.get("resume") is not None)
     except GenaeError as error:
-        message = " ".join(str(error).split("\n"))
-        if not training and global_rank() != 0:
-            # Under SLURM or torchrun every rank reads the same input and raises the same error: rank 0's
-            # line is the one copy in the job log.
-            message = f"rank {global_rank()}: stopped by the error rank 0 reports"
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_error_line(error, training)}", file=sys.stderr)
         return error.exit_code
     except RunInterrupted as stop:
         # Every rank stops; rank 0 alone carries the line to print.
@@ -381,6 +334,106 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(str(stop), file=sys.stderr)
         return stop.exit_code
     return 0
+
+
+def _read_inputs(
+    args: dict[str, Any], config_path: str | None, tune_seeds: list[int] | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
+    """The command line's values, the config file's, and the candidate lists of a tuning grid, checked
+    before any mode reads them."""
+    file_values = load_config_file(config_path, known=model_option_names()) if config_path else {}
+    # Candidate lists of tunable options leave the values: only a tuning grid takes them.
+    file_values, file_candidates = split_candidates(file_values)
+    args, candidates = split_candidates(args)
+    candidates = {**{k: v for k, v in file_candidates.items() if k not in args}, **candidates}
+    check_tuning_request(candidates, tune_seeds)
+    # Before any mode reads them: an empty path is never taken for the default or the current folder.
+    check_path_values({**file_values, **{key: value for key, value in args.items() if value is not None}})
+    output = args.get("output", file_values.get("output"))
+    if output:
+        # Every mode writes there (a run, a grid's root, eval.json): a bad path is refused before work.
+        check_output_folder(Path(output))
+    return args, file_values, candidates
+
+
+def _evaluate(
+    checkpoint: str | None,
+    folder: str | None,
+    args: dict[str, Any],
+    file_values: dict[str, Any],
+    config_path: str | None,
+    train_sizes: list[int] | None,
+) -> int:
+    """`--evaluate CKPT` or `--evaluate-folder DIR`: measure a saved run, or a folder of images."""
+    _quiet_lightning()
+    from lightning_genae.evaluate import evaluate_checkpoint, evaluate_folder
+
+    if checkpoint is not None and folder is not None:
+        raise ConfigError("--evaluate and --evaluate-folder are separate modes; give one of them")
+    if train_sizes is not None:
+        args["train_size"] = train_sizes[0]
+    if checkpoint is not None:
+        if config_path is not None:
+            raise ConfigError("--evaluate takes the run's own settings from the checkpoint; drop --config")
+        evaluate_checkpoint(checkpoint, args)
+    else:
+        evaluate_folder(folder, args, file_values)
+    return 0
+
+
+def _summarize(root: Path) -> int:
+    """`--summarize ROOT`: rebuild a grid's summary files from the runs it holds."""
+    from lightning_genae.ablation import describe_progress, summarize
+
+    paths = summarize(root)
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    print(describe_progress(root))
+    return 0
+
+
+def _is_grid(
+    augments: list[str] | None,
+    train_sizes: list[int] | None,
+    seeds: list[int] | None,
+    grid_index: int | None,
+    tune_seeds: list[int] | None,
+) -> bool:
+    """A list of augmentations or train sizes, tuning, or any grid option makes the command a grid."""
+    is_grid = len(train_sizes or []) > 1 or len(augments or []) > 1 or tune_seeds is not None
+    return is_grid or seeds is not None or grid_index is not None
+
+
+def _resolve_single_run(
+    args: dict[str, Any], file_values: dict[str, Any], train_sizes: list[int] | None
+) -> tuple[ResolvedRun, RunCheckpoint | None]:
+    """One run's configuration and the checkpoint it continues from, if any.
+
+    Precedence: a resumed run's own configuration, then the config file, then the command line.
+    """
+    if train_sizes is not None:
+        args["train_size"] = train_sizes[0]
+    resume = None
+    if args.get("resume") is not None:
+        _quiet_lightning()
+        from lightning_genae.checkpoint import RunCheckpoint
+
+        resume = RunCheckpoint.to_resume(args["resume"], args.get("output"))
+    elif "resume" not in args:
+        resume = _checkpoint_of_restarted_job(merge(file_values, args))
+    base = resume.stored_config("--resume") if resume is not None else {}
+    if resume is not None:
+        _check_resume_options(resume, base, {**file_values, **args})
+    return resolve(merge({**base, **file_values}, args)), resume
+
+
+def _error_line(error: GenaeError, training: bool) -> str:
+    """The one line an error prints: its message, or on ranks other than 0 before training a pointer to
+    rank 0's."""
+    if not training and global_rank() != 0:
+        # Under SLURM or torchrun every rank reads the same input and raises the same error: rank 0's
+        # line is the one copy in the job log.
+        return f"rank {global_rank()}: stopped by the error rank 0 reports"
+    return " ".join(str(error).split("\n"))
 
 
 def _check_shape_options(resolved: ResolvedRun) -> None:
@@ -460,58 +513,70 @@ def _run_grid(
     in ROOT/tuning/, and each arm's final cells run the candidate it chose on validation (ablation.tuning).
     Grid indices name the tuning cells first, then the final cells.
     """
-    from lightning_genae.ablation import (
-        CellStart,
-        check_grid_index,
-        describe_progress,
-        plan_grid,
-        record_grid_cells,
-        run_grid,
-        summarize,
-    )
-    from lightning_genae.ablation.tuning import choose, final_cells, plan_tuning, write_tuning_record
-    from lightning_genae.run_folder import RunFolderRefused
+    from lightning_genae.ablation import plan_grid
+    from lightning_genae.ablation.tuning import plan_tuning
 
     shared = merge(values, {})
     plan = plan_grid(shared, augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index)
     tuning = plan_tuning(shared, plan, *tuning_request) if tuning_request is not None else None
-    tuning_cells = tuning.cells if tuning is not None else []
-    first_final = len(tuning_cells)
-    total = first_final + len(plan.cells)
-    if tuning is None and grid_index is not None:
+    if grid_index is not None:
         # Before grid.json or the root is written: a refused start leaves nothing.
-        check_grid_index(grid_index, len(plan.cells))
-    if tuning is not None and grid_index is not None and not 0 <= grid_index < total:
-        raise ConfigError(
-            f"--grid-index {grid_index} is out of range; this tuning grid has {first_final} tuning cells "
-            f"(0..{first_final - 1}) and then {len(plan.cells)} final cells ({first_final}..{total - 1})"
-        )
+        _check_grid_index(grid_index, plan, tuning)
     for resolved in list(plan.runs.values())[:1]:
         # The cells share their data options: one check stands for all, before the grid writes anything.
         _check_shape_options(resolved)
     if print_config:
-        if tuning is not None:
-            for index, cell in enumerate(tuning.cells):
-                print(f"# cell {index}: {tuning.folder.name}/{cell.name}")
-                sys.stdout.write(tuning.runs[cell].config.to_yaml())
-        for index, cell in enumerate(plan.cells, start=first_final):
-            arm = tuning.arm_of(cell) if tuning is not None else None
-            if arm is not None and len(arm.candidates) > 1:
-                print(
-                    f"# cell {index}: {cell.name} (runs the best of its {len(arm.candidates)} candidates "
-                    "on validation, once its tuning cells have run)"
-                )
-                continue
-            print(f"# cell {index}: {cell.name}")
-            sys.stdout.write(plan.runs[cell].config.to_yaml())
+        _print_grid_configs(plan, tuning)
         return 0
     _quiet_lightning()
+    return _train_grid(shared, plan, tuning, grid_index, overwrite=bool(values.get("overwrite")))
+
+
+def _check_grid_index(grid_index: int, plan: GridPlan, tuning: TuningPlan | None) -> None:
+    """Refuse a --grid-index that names no cell; a tuning grid's indices name its tuning cells first."""
+    from lightning_genae.ablation import check_grid_index
+
+    if tuning is None:
+        check_grid_index(grid_index, len(plan.cells))
+        return
+    first_final = len(tuning.cells)
+    total = first_final + len(plan.cells)
+    if not 0 <= grid_index < total:
+        raise ConfigError(
+            f"--grid-index {grid_index} is out of range; this tuning grid has {first_final} tuning cells "
+            f"(0..{first_final - 1}) and then {len(plan.cells)} final cells ({first_final}..{total - 1})"
+        )
+
+
+def _print_grid_configs(plan: GridPlan, tuning: TuningPlan | None) -> None:
+    """--print-config of a grid: every cell's configuration under its index, tuning cells first; a tuned
+    arm's final cell is known only once its tuning cells have run."""
+    if tuning is not None:
+        for index, cell in enumerate(tuning.cells):
+            print(f"# cell {index}: {tuning.folder.name}/{cell.name}")
+            sys.stdout.write(tuning.runs[cell].config.to_yaml())
+    first_final = len(tuning.cells) if tuning is not None else 0
+    for index, cell in enumerate(plan.cells, start=first_final):
+        arm = tuning.arm_of(cell) if tuning is not None else None
+        if arm is not None and len(arm.candidates) > 1:
+            print(
+                f"# cell {index}: {cell.name} (runs the best of its {len(arm.candidates)} candidates "
+                "on validation, once its tuning cells have run)"
+            )
+            continue
+        print(f"# cell {index}: {cell.name}")
+        sys.stdout.write(plan.runs[cell].config.to_yaml())
+
+
+def _cell_runner(runs: dict[GridCell, ResolvedRun]) -> Callable[[GridCell, Path, CellStart], None]:
+    """How a grid trains one cell: fresh, resumed from its last.ckpt (only with the cell's own options), or
+    restarted over its old files. `runs` is read when a cell starts, so cells added to it later run too."""
+    from lightning_genae.ablation import CellStart
     from lightning_genae.checkpoint import RunCheckpoint
+    from lightning_genae.run_folder import RunFolderRefused
     from lightning_genae.train import run
 
-    runs = {**plan.runs, **(tuning.runs if tuning is not None else {})}
-
-    def run_cell(cell: Any, run_dir: Path, start: CellStart) -> None:
+    def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
         resolved = runs[cell]
         resume = None
         if start is CellStart.RESUME:
@@ -526,60 +591,108 @@ def _run_grid(
             resolved = replace(resolved, config=replace(resolved.config, overwrite=True))
         run(resolved, resume=resume)
 
-    overwrite = bool(values.get("overwrite"))
-    outcomes = []
+    return run_cell
+
+
+def _train_grid(
+    shared: RunConfig, plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None, overwrite: bool
+) -> int:
+    """Run the grid's cells (all, or `grid_index` alone), tuning cells first; 1 if any failed or waits."""
+    from lightning_genae.ablation import record_grid_cells, run_grid
+
+    runs = {**plan.runs, **(tuning.runs if tuning is not None else {})}
+    run_cell = _cell_runner(runs)
+    outcomes: list[CellOutcome] = []
     cells, final_index = plan.cells, grid_index
     not_run: dict[str, str] = {}
     if tuning is not None:
-        if grid_index is None or grid_index < first_final:
-            # Stage 1: the candidates, on validation only.
-            plan.root.mkdir(parents=True, exist_ok=True)
-            record_grid_cells(plan.root, plan.cells)
-            tuning.folder.mkdir(parents=True, exist_ok=True)
-            record_grid_cells(tuning.folder, tuning.cells)
-            configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
-            outcomes += run_grid(
-                tuning.cells, tuning.folder, run_cell, grid_index, overwrite=overwrite, configs=configs
-            )
-            print(f"tuning: {describe_progress(tuning.folder)}")
+        if grid_index is None or grid_index < len(tuning.cells):
+            outcomes += _run_tuning_cells(plan, tuning, run_cell, grid_index, overwrite)
             if grid_index is not None:
-                print(
-                    f"tuning cell {grid_index} done; once tuning cells 0..{first_final - 1} have run, "
-                    f"run the final cells {first_final}..{total - 1}"
-                )
                 return 1 if any(not outcome.ok for outcome in outcomes) else 0
-        # Stage 2: each arm's choice, made on the validation numbers alone, with the grid's seeds.
-        choices = choose(tuning)
-        cells, chosen_runs, not_run = final_cells(shared, plan, choices)
+        cells, chosen_runs, not_run, final_index = _final_cells_after_tuning(shared, plan, tuning, grid_index)
         runs.update(chosen_runs)
-        if grid_index is not None:
-            final_index = grid_index - first_final
-            problem = not_run.get(cells[final_index].name)
-            if problem is not None:
-                raise ConfigError(
-                    f"--grid-index {grid_index} is the final cell {cells[final_index].name}, whose arm "
-                    f"cannot run: {problem}; run (or re-run) the tuning cells 0..{first_final - 1} first"
-                )
-        else:
-            cells = [cell for cell in cells if cell.name not in not_run]
-            for name, problem in not_run.items():
-                print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
-        plan.root.mkdir(parents=True, exist_ok=True)
-        print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
     plan.root.mkdir(parents=True, exist_ok=True)
     record_grid_cells(plan.root, plan.cells)
     configs = {cell: runs[cell].config for cell in cells if cell in runs}
     outcomes += run_grid(cells, plan.root, run_cell, final_index, overwrite=overwrite, configs=configs)
-    if grid_index is None:
-        paths = summarize(plan.root)
-        print("wrote " + ", ".join(str(path) for path in paths.values()))
-    else:
-        print(f"cell {grid_index} done; once every cell has run: python run.py --summarize {plan.root}")
-    print(describe_progress(plan.root))
+    _report_grid(plan.root, grid_index)
     # With --grid-index only the cell asked for counts: another arm still waiting for its tuning is not this
     # array task's failure (SLURM would mark it failed).
     waiting = bool(not_run) and grid_index is None
     return 1 if waiting or any(not outcome.ok for outcome in outcomes) else 0
+
+
+def _run_tuning_cells(
+    plan: GridPlan,
+    tuning: TuningPlan,
+    run_cell: Callable[[GridCell, Path, CellStart], None],
+    grid_index: int | None,
+    overwrite: bool,
+) -> list[CellOutcome]:
+    """Stage 1: the candidates, on validation only (all tuning cells, or `grid_index` alone)."""
+    from lightning_genae.ablation import describe_progress, record_grid_cells, run_grid
+
+    plan.root.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(plan.root, plan.cells)
+    tuning.folder.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(tuning.folder, tuning.cells)
+    configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
+    outcomes = run_grid(
+        tuning.cells, tuning.folder, run_cell, grid_index, overwrite=overwrite, configs=configs
+    )
+    print(f"tuning: {describe_progress(tuning.folder)}")
+    if grid_index is not None:
+        first_final, total = len(tuning.cells), len(tuning.cells) + len(plan.cells)
+        print(
+            f"tuning cell {grid_index} done; once tuning cells 0..{first_final - 1} have run, "
+            f"run the final cells {first_final}..{total - 1}"
+        )
+    return outcomes
+
+
+def _final_cells_after_tuning(
+    shared: RunConfig, plan: GridPlan, tuning: TuningPlan, grid_index: int | None
+) -> tuple[list[GridCell], dict[GridCell, ResolvedRun], dict[str, str], int | None]:
+    """Stage 2: each arm's choice, made on the validation numbers alone, with the grid's seeds.
+
+    Returns the final cells to run, the runs of the chosen candidates, the cells whose arm cannot run (with
+    why), and `grid_index` as an index into the final cells. Writes tuning.json.
+    """
+    from lightning_genae.ablation.tuning import choose, final_cells, write_tuning_record
+
+    first_final = len(tuning.cells)
+    choices = choose(tuning)
+    cells, chosen_runs, not_run = final_cells(shared, plan, choices)
+    final_index = grid_index
+    if grid_index is not None:
+        final_index = grid_index - first_final
+        problem = not_run.get(cells[final_index].name)
+        if problem is not None:
+            raise ConfigError(
+                f"--grid-index {grid_index} is the final cell {cells[final_index].name}, whose arm "
+                f"cannot run: {problem}; run (or re-run) the tuning cells 0..{first_final - 1} first"
+            )
+    else:
+        cells = [cell for cell in cells if cell.name not in not_run]
+        for name, problem in not_run.items():
+            print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
+    plan.root.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
+    return cells, chosen_runs, not_run, final_index
+
+
+def _report_grid(root: Path, grid_index: int | None) -> None:
+    """The summary files once the whole grid has run (an array task leaves them to --summarize), and the
+    grid's progress."""
+    from lightning_genae.ablation import describe_progress, summarize
+
+    if grid_index is None:
+        paths = summarize(root)
+        print("wrote " + ", ".join(str(path) for path in paths.values()))
+    else:
+        print(f"cell {grid_index} done; once every cell has run: python run.py --summarize {root}")
+    print(describe_progress(root))
 
 
 if __name__ == "__main__":

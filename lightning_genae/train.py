@@ -7,7 +7,7 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -43,6 +43,12 @@ from lightning_genae.trainer import (
     prepare_data_early,
     sequence_metrics,
 )
+
+if TYPE_CHECKING:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightning_genae.callbacks.metrics import GenerativeMetrics
+    from lightning_genae.callbacks.sequence_metrics import SequenceMetrics
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -246,56 +252,23 @@ def _train(
     if resume is not None:
         # Before anything trains: weights that do not fit, or hold NaN, are one line and exit 2.
         resume.check_fits(model, "--resume", training=True)
-    metrics_callback = generative_metrics(config, model, datamodule)
-    if metrics_callback is not None:
-        trainer.callbacks.append(metrics_callback)
-        if model.monitor is None:
-            model.monitor = headline_metric(metrics_callback.backbone.name)
-    series_callback = sequence_metrics(config, model, datamodule)
-    if series_callback is not None:
-        trainer.callbacks.append(series_callback)
-    chosen = None
-    if model.monitor is not None and not config.fast_dev_run:
-        chosen = best_checkpoint(model, run_dir)
-        trainer.callbacks.append(chosen)
-    # Lightning calls every callback at every hook, acting or not (about seven per GAN iteration): the
-    # pictures and metrics that cannot act for this model and data are left out (callbacks/applicability.py).
-    trainer.callbacks = applicable(trainer.callbacks, model, datamodule)
+    metrics_callback, series_callback, chosen = _add_metric_callbacks(
+        config, trainer, model, datamodule, run_dir
+    )
     # How a family draws its samples, when that is not simply its prior (the rae's code Gaussian).
     sampling = model.sampling()
 
     if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        header = f"# lightning-genae run; re-run with: python run.py --config {run_dir}/config.yaml\n"
-        (run_dir / "config.yaml").write_text(header + config.experiment().to_yaml())
-        say(f"run folder: {run_dir}  ({datamodule.summary()})")
-        say(describe_model(config.model, model, trainer))
-        if sampling is not None:
-            say(f"sampling: {sampling}")
+        _write_run_header(config, run_dir, datamodule, model, trainer, sampling)
         if resume is not None:
             say(f"resuming from {resume.path} at iteration {resume_step}")
             _say_what_changes_on_resume(resume, config, run_dir)
     for logger in loggers[1:]:
         logger.log_hyperparams(config.to_dict())
 
-    gate = start_gate()
-    if gate is not None:
-        if rank_zero_only.rank == 0:
-            gate.open()
-        else:
-            gate.wait()
+    _wait_for_all_ranks()
     fit_started = time.time()
-    with warnings.catch_warnings():
-        # A checkpoint resumed from another folder (or a copied one) makes ModelCheckpoint warn that its
-        # folder changed; the new folder is the point, and the notice above says so where it matters.
-        warnings.filterwarnings("ignore", message=".*dirpath has changed")
-        trainer.fit(
-            model,
-            datamodule=datamodule,
-            ckpt_path=str(resume.path) if resume is not None else None,
-            # Tensors and plain values only: resuming never runs code from the checkpoint file.
-            weights_only=True,
-        )
+    _fit(trainer, model, datamodule, resume)
     say(describe_training(resume_step or 0, model.iteration, time.time() - fit_started))
     fit_metrics = scalar_metrics(trainer.callback_metrics)
     collapse = collapse_warning(fit_metrics, config.model_options.get("lr"))
@@ -343,3 +316,75 @@ def _train(
         say(f"run folder: {run_dir}")
     finish_loggers(loggers, final_metrics, selected)
     return summary
+
+
+def _add_metric_callbacks(
+    config: RunConfig,
+    trainer: pl.Trainer,
+    model: GenerativeModule,
+    datamodule: InMemoryDataModule,
+    run_dir: Path,
+) -> tuple[GenerativeMetrics | None, SequenceMetrics | None, ModelCheckpoint | None]:
+    """The metric callbacks and the best-checkpoint keeper the model and data allow, added to the trainer;
+    then every callback that cannot act for them is left out."""
+    metrics_callback = generative_metrics(config, model, datamodule)
+    if metrics_callback is not None:
+        trainer.callbacks.append(metrics_callback)
+        if model.monitor is None:
+            model.monitor = headline_metric(metrics_callback.backbone.name)
+    series_callback = sequence_metrics(config, model, datamodule)
+    if series_callback is not None:
+        trainer.callbacks.append(series_callback)
+    chosen = None
+    if model.monitor is not None and not config.fast_dev_run:
+        chosen = best_checkpoint(model, run_dir)
+        trainer.callbacks.append(chosen)
+    # Lightning calls every callback at every hook, acting or not (about seven per GAN iteration): the
+    # pictures and metrics that cannot act for this model and data are left out (callbacks/applicability.py).
+    trainer.callbacks = applicable(trainer.callbacks, model, datamodule)
+    return metrics_callback, series_callback, chosen
+
+
+def _write_run_header(
+    config: RunConfig,
+    run_dir: Path,
+    datamodule: InMemoryDataModule,
+    model: GenerativeModule,
+    trainer: pl.Trainer,
+    sampling: str | None,
+) -> None:
+    """Rank 0: config.yaml, from which the run can be repeated, and what the run is, on the console."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    header = f"# lightning-genae run; re-run with: python run.py --config {run_dir}/config.yaml\n"
+    (run_dir / "config.yaml").write_text(header + config.experiment().to_yaml())
+    say(f"run folder: {run_dir}  ({datamodule.summary()})")
+    say(describe_model(config.model, model, trainer))
+    if sampling is not None:
+        say(f"sampling: {sampling}")
+
+
+def _wait_for_all_ranks() -> None:
+    """Under SLURM or torchrun, rank 0 opens the start gate once set up and the other ranks wait for it."""
+    gate = start_gate()
+    if gate is not None:
+        if rank_zero_only.rank == 0:
+            gate.open()
+        else:
+            gate.wait()
+
+
+def _fit(
+    trainer: pl.Trainer, model: GenerativeModule, datamodule: InMemoryDataModule, resume: RunCheckpoint | None
+) -> None:
+    """`trainer.fit`, from the resumed checkpoint if any."""
+    with warnings.catch_warnings():
+        # A checkpoint resumed from another folder (or a copied one) makes ModelCheckpoint warn that its
+        # folder changed; the new folder is the point, and `_say_what_changes_on_resume` says so.
+        warnings.filterwarnings("ignore", message=".*dirpath has changed")
+        trainer.fit(
+            model,
+            datamodule=datamodule,
+            ckpt_path=str(resume.path) if resume is not None else None,
+            # Tensors and plain values only: resuming never runs code from the checkpoint file.
+            weights_only=True,
+        )

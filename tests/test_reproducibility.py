@@ -162,3 +162,32 @@ def test_the_global_random_state_survives_a_weights_only_checkpoint(tmp_path):
     again = (torch.rand(4), np.random.rand(2), random.random())
     assert torch.equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
     assert again[2] == expected[2]
+
+
+# ----- a grid through the command line -----
+
+GRID = [*TINY_RUN, "--model", "gan", "--max-steps", "3", "--eval-samples", "100", *AUGMENTER]
+GRID += ["--augment", "none,ae", "--seeds", "0"]
+
+
+def ablation_rows_without_wall_time(root: Path) -> list[dict[str, str]]:
+    """ablation.csv's rows without `wall_time_s`, its one column that is a clock reading."""
+    with (root / "ablation.csv").open(newline="") as file:
+        return [{k: v for k, v in row.items() if k != "wall_time_s"} for row in csv.DictReader(file)]
+
+
+def test_the_same_grid_twice_gives_identical_metrics_csvs_and_ablation_csv(tmp_path, monkeypatch):
+    # Each grid trains its augmenter into a cache of its own, so the augmenter's training is compared too.
+    roots = {}
+    for label in ("first", "second"):
+        cache = tmp_path / label / "cache"
+        monkeypatch.setattr(latent_module, "default_cache_dir", lambda cache=cache: cache)
+        roots[label] = tmp_path / label / "grid"
+        assert main([*GRID, "--output", str(roots[label])]) == 0
+        assert list(cache.glob("*.ckpt")), "the ae cell trained an augmenter of its own"
+    first, second = roots["first"], roots["second"]
+    cells = sorted(path.parent.name for path in first.glob("*/metrics.csv"))
+    assert cells == ["ae-tsfull-seed0", "none-tsfull-seed0"]
+    for cell in cells:
+        assert (first / cell / "metrics.csv").read_bytes() == (second / cell / "metrics.csv").read_bytes()
+    assert ablation_rows_without_wall_time(first) == ablation_rows_without_wall_time(second)

@@ -291,24 +291,14 @@ def options_used_by(names: Collection[str], mode: str | None) -> set[str]:
     return used
 
 
-def resolve_augment_plan(
-    config: RunConfig, image_discriminator: bool, drop_unused: bool = False, data_kind: str = "image"
-) -> AugmentPlan:
-    """Check the augmentation options of a RunConfig against `--augment` and the model; fill defaults.
+def _given(config: RunConfig, option: str) -> bool:
+    """Whether the user set `option`: RunConfig keeps None for an augmentation option left to its default."""
+    return getattr(config, option) is not None
 
-    Every option that the chosen augmentations would ignore is an error, so an ablation never runs with a
-    setting the user believes is active; `drop_unused` leaves them out instead (a grid shares its options
-    among cells of different augmentations, and checks that each is used by some cell). The plan's
-    `options` hold the values used, for config.yaml. `image_discriminator`: whether the model is an
-    `ImageDiscriminator` (`ModelSpec.image_discriminator`), the only kind discriminator-side ones act on.
-    """
-    names = parse_augment(config.augment)
-    plan_names = tuple(name for name in names if name != "none")
 
-    def given(option: str) -> bool:
-        return getattr(config, option) is not None
-
-    used = options_used_by(plan_names, config.augment_mode)
+def _check_adaptive(config: RunConfig, plan_names: tuple[str, ...], used: set[str]) -> bool:
+    """ADA's controller (`ada`, `--augment-p auto`) needs online replacement and real/fake logits; returns
+    whether `--augment-p auto` is in force, which reads the controller's options and rules out annealing."""
     auto_p = config.augment_p == AUTO and "augment_p" in used
     if config.augment_p == AUTO and config.augment_mode == "offline" and is_data_side(plan_names):
         raise ConfigError(
@@ -323,13 +313,18 @@ def resolve_augment_plan(
             f"discriminator's real/fake logits, and --model {config.model} has none; "
             f"use --model {' or '.join(with_logits)}"
         )
-    if auto_p:
-        used |= set(CONTROLLER_OPTIONS)
-        if config.augment_anneal:
-            raise ConfigError(
-                "--augment-anneal takes a fixed --augment-p to zero; with --augment-p auto the controller "
-                "sets p: drop one of them"
-            )
+    if auto_p and config.augment_anneal:
+        raise ConfigError(
+            "--augment-anneal takes a fixed --augment-p to zero; with --augment-p auto the controller "
+            "sets p: drop one of them"
+        )
+    return auto_p
+
+
+def _check_discriminator_side(
+    config: RunConfig, plan_names: tuple[str, ...], image_discriminator: bool
+) -> None:
+    """Discriminator-side augmentations act on a discriminator of images; a model without one is an error."""
     d_side = [name for name in plan_names if AUGMENTATIONS[name].side == "discriminator"]
     if d_side and not image_discriminator:
         takers = [name for name, spec in MODELS.items() if spec.image_discriminator]
@@ -340,20 +335,29 @@ def resolve_augment_plan(
             f"use --model {' or '.join(takers)} "
             f"or --augment {'/'.join(data_side)}"
         )
-    if "diffaug" in plan_names:
-        policy = parse_policy(config.diffaug_policy or DEFAULTS["diffaug_policy"])
-        for operation, option in DIFFAUG_RATIO_OPTIONS.items():
-            if operation in policy:
-                continue
-            used.discard(option)
-            if given(option) and not drop_unused:
-                raise ConfigError(
-                    f"{flag(option)} sizes DiffAugment's {operation}, which --diffaug-policy "
-                    f"{','.join(policy)} leaves out; drop it or add {operation} to --diffaug-policy"
-                )
-    if given("augment_pool") and "augment_mode" in used and "augment_pool" not in used:
+
+
+def _unread_diffaug_ratios(config: RunConfig, policy: tuple[str, ...], drop_unused: bool) -> set[str]:
+    """The ratio options whose operation the DiffAugment policy leaves out: read by nothing, so one given
+    is an error unless `drop_unused`."""
+    unread: set[str] = set()
+    for operation, option in DIFFAUG_RATIO_OPTIONS.items():
+        if operation in policy:
+            continue
+        unread.add(option)
+        if _given(config, option) and not drop_unused:
+            raise ConfigError(
+                f"{flag(option)} sizes DiffAugment's {operation}, which --diffaug-policy "
+                f"{','.join(policy)} leaves out; drop it or add {operation} to --diffaug-policy"
+            )
+    return unread
+
+
+def _check_stray_options(config: RunConfig, used: set[str], drop_unused: bool) -> None:
+    """Every augmentation option given must be read by the chosen augmentations (unless `drop_unused`)."""
+    if _given(config, "augment_pool") and "augment_mode" in used and "augment_pool" not in used:
         raise ConfigError("--augment-pool sizes the offline pool; add --augment-mode offline or drop it")
-    stray = [option for option in DEFAULTS if given(option) and option not in used]
+    stray = [option for option in DEFAULTS if _given(config, option) and option not in used]
     if stray and not drop_unused:
         flags = ", ".join(flag(option) for option in stray)
         raise ConfigError(
@@ -367,7 +371,12 @@ def resolve_augment_plan(
             + " (see --help)"
         )
 
-    values = {key: (getattr(config, key) if given(key) else default) for key, default in DEFAULTS.items()}
+
+def _checked_values(config: RunConfig, plan_names: tuple[str, ...]) -> dict[str, Any]:
+    """Every augmentation option's value (given, or its default), range-checked; ADA's ops normalised."""
+    values = {
+        key: (getattr(config, key) if _given(config, key) else default) for key, default in DEFAULTS.items()
+    }
     for option in ("augment_p", "augment_interp", "ada_target"):
         if values[option] != AUTO and not 0.0 <= values[option] <= 1.0:
             raise ConfigError(f"{flag(option)} {values[option]} must lie in [0, 1]")
@@ -383,6 +392,31 @@ def resolve_augment_plan(
                 f"{flag(option)} {values[option]} must lie in [0, {RATIO_LIMITS[operation]:g}] "
                 f"(a fraction of the image size; 0 turns {operation} off)"
             )
+    return values
+
+
+def resolve_augment_plan(
+    config: RunConfig, image_discriminator: bool, drop_unused: bool = False, data_kind: str = "image"
+) -> AugmentPlan:
+    """Check the augmentation options of a RunConfig against `--augment` and the model; fill defaults.
+
+    Every option that the chosen augmentations would ignore is an error, so an ablation never runs with a
+    setting the user believes is active; `drop_unused` leaves them out instead (a grid shares its options
+    among cells of different augmentations, and checks that each is used by some cell). The plan's
+    `options` hold the values used, for config.yaml. `image_discriminator`: whether the model is an
+    `ImageDiscriminator` (`ModelSpec.image_discriminator`), the only kind discriminator-side ones act on.
+    """
+    names = parse_augment(config.augment)
+    plan_names = tuple(name for name in names if name != "none")
+    used = options_used_by(plan_names, config.augment_mode)
+    if _check_adaptive(config, plan_names, used):
+        used |= set(CONTROLLER_OPTIONS)
+    _check_discriminator_side(config, plan_names, image_discriminator)
+    if "diffaug" in plan_names:
+        policy = parse_policy(config.diffaug_policy or DEFAULTS["diffaug_policy"])
+        used -= _unread_diffaug_ratios(config, policy, drop_unused)
+    _check_stray_options(config, used, drop_unused)
+    values = _checked_values(config, plan_names)
     if "diffaug" in plan_names:
         values["diffaug_policy"] = ",".join(policy)
     return AugmentPlan(
