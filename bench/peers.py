@@ -152,6 +152,10 @@ def began_peer(model: Any, pool: Tensor, batch: int) -> Peer:
     gamma, lambda_k, latent = model.options.began_gamma, model.options.began_lambda_k, model.latent_dim
     state = {"k": 0.0}
 
+    def noise(n: int) -> Tensor:
+        # The run's prior: U(-1, 1) with BEGAN's own nets, N(0, 1) with --began-nets dcgan.
+        return torch.rand(n, latent) * 2 - 1 if model.uniform_prior else torch.randn(n, latent)
+
     def energy(images: Tensor) -> Tensor:
         reconstructions, _ = discriminator(images)
         return reconstruction_energy(reconstructions, images).mean()
@@ -159,14 +163,14 @@ def began_peer(model: Any, pool: Tensor, batch: int) -> Peer:
     def step(real: Tensor) -> Tensor:
         n = real.size(0)
         with torch.no_grad():
-            fake = generator(torch.randn(n, latent))
+            fake = generator(noise(n))
         real_energy, fake_energy = energy(real), energy(fake)
         loss_d = real_energy - state["k"] * fake_energy
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         discriminator.requires_grad_(False)
-        loss_g = energy(generator(torch.randn(n, latent)))
+        loss_g = energy(generator(noise(n)))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
