@@ -32,8 +32,8 @@ from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
 from lightning_genae.metrics.names import BACKBONES
 from lightning_genae.models import GenerativeModule
-from lightning_genae.report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.resolve import resolve
+from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
     evaluation_records,
     generative_metrics,

@@ -26,14 +26,14 @@ from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluat
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import headline_metric
 from lightning_genae.models import GenerativeModule
-from lightning_genae.report import (
+from lightning_genae.resolve import ResolvedRun
+from lightning_genae.run_folder import ClaimedRunFolder
+from lightning_genae.run_report import (
     collapse_warning,
     environment_info,
     format_metrics_table,
     scalar_metrics,
 )
-from lightning_genae.resolve import ResolvedRun
-from lightning_genae.run_folder import ClaimedRunFolder
 from lightning_genae.trainer import (
     best_checkpoint,
     build_callbacks,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_genae.errors import ConfigError
-from lightning_genae.metrics.latent import CodeGaussianKL
+from lightning_genae.metrics.code_prior import CodeGaussianKL
 from lightning_genae.models.base import adam
 from lightning_genae.models.options import AAEOptions, check_mixture_fits
 from lightning_genae.models.reconstruction import (
