@@ -109,6 +109,7 @@ _LAZY_EXPORTS = {
         ),
         "base",
     ),
+    "TensorImageDataModule": "tensors",
     "Normaliser": "sequence",
     "SequenceDataModule": "sequence",
 }

@@ -24,7 +24,6 @@ from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
-from lightning_genae.metrics.names import headline_metric
 from lightning_genae.models import GenerativeModule
 from lightning_genae.resolve import ResolvedRun
 from lightning_genae.run_folder import ClaimedRunFolder
@@ -35,13 +34,11 @@ from lightning_genae.run_report import (
     scalar_metrics,
 )
 from lightning_genae.trainer import (
-    best_checkpoint,
     build_callbacks,
     build_trainer,
     evaluation_records,
-    generative_metrics,
+    metric_callbacks,
     prepare_data_early,
-    sequence_metrics,
 )
 
 if TYPE_CHECKING:
@@ -327,18 +324,8 @@ def _add_metric_callbacks(
 ) -> tuple[GenerativeMetrics | None, SequenceMetrics | None, ModelCheckpoint | None]:
     """The metric callbacks and the best-checkpoint keeper the model and data allow, added to the trainer;
     then every callback that cannot act for them is left out."""
-    metrics_callback = generative_metrics(config, model, datamodule)
-    if metrics_callback is not None:
-        trainer.callbacks.append(metrics_callback)
-        if model.monitor is None:
-            model.monitor = headline_metric(metrics_callback.backbone.name)
-    series_callback = sequence_metrics(config, model, datamodule)
-    if series_callback is not None:
-        trainer.callbacks.append(series_callback)
-    chosen = None
-    if model.monitor is not None and not config.fast_dev_run:
-        chosen = best_checkpoint(model, run_dir)
-        trainer.callbacks.append(chosen)
+    metrics_callback, series_callback, chosen = metric_callbacks(config, model, datamodule, run_dir)
+    trainer.callbacks += [c for c in (metrics_callback, series_callback, chosen) if c is not None]
     # Lightning calls every callback at every hook, acting or not (about seven per GAN iteration): the
     # pictures and metrics that cannot act for this model and data are left out (callbacks/applicability.py).
     trainer.callbacks = applicable(trainer.callbacks, model, datamodule)

@@ -24,6 +24,7 @@ from lightning_genae.callbacks import (
     SeriesReconstructions,
     SeriesSamples,
 )
+from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
@@ -34,8 +35,8 @@ from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
 from lightning_genae.lightning_internals import set_logging_step
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
-from lightning_genae.metrics.names import higher_is_better
-from lightning_genae.models import GenerativeModule, Sampler
+from lightning_genae.metrics.names import headline_metric, higher_is_better
+from lightning_genae.models import MODELS, GenerativeModule, Sampler
 from lightning_genae.stopping import StopOnSignal, cluster_plugins
 
 
@@ -228,6 +229,78 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
         StopOnSignal(last_checkpoint(run_dir), run_dir),
     ]
     return callbacks
+
+
+def metric_callbacks(
+    config: RunConfig, model: GenerativeModule, datamodule: InMemoryDataModule, run_dir: Path
+) -> tuple[GenerativeMetrics | None, SequenceMetrics | None, ModelCheckpoint | None]:
+    """The generative metric callbacks the model and data allow, and the keeper of the best checkpoint.
+
+    A family with no validation objective of its own (the GANs) is judged by the image metric's headline
+    (`val/fd_<backbone>`), so the model's `monitor` is set to it here.
+    """
+    metrics_callback = generative_metrics(config, model, datamodule)
+    if metrics_callback is not None and model.monitor is None:
+        model.monitor = headline_metric(metrics_callback.backbone.name)
+    series_callback = sequence_metrics(config, model, datamodule)
+    chosen = None
+    if model.monitor is not None and not config.fast_dev_run:
+        chosen = best_checkpoint(model, run_dir)
+    return metrics_callback, series_callback, chosen
+
+
+def family_name(model: GenerativeModule) -> str:
+    """The registry name of `model`'s family (`vae` for a VAEModule or a subclass of it)."""
+    classes = {name: spec.module for name, spec in MODELS.items()}
+    # The exact class first: one family's module may subclass another's.
+    for name, family in classes.items():
+        if type(model) is family:
+            return name
+    for name, family in classes.items():
+        if isinstance(model, family):
+            return name
+    families = ", ".join(MODELS)
+    raise ConfigError(f"{type(model).__name__} is not a lightning-genae family; use one of {families}")
+
+
+def callbacks_for(
+    model: GenerativeModule,
+    datamodule: InMemoryDataModule,
+    output_dir: str | Path,
+    *,
+    every_n_steps: int = 500,
+    checkpoint_every: int = 1000,
+    seed: int = 0,
+    metrics: bool = True,
+) -> list[Callback]:
+    """The callbacks a `run.py` run gets, for a `pl.Trainer` of your own (give it
+    `default_root_dir=output_dir`, where the image grids go).
+
+    Image grids every `every_n_steps` training iterations (samples, reconstructions, interpolations, what
+    the family has), the divergence guard, `checkpoints/last.ckpt` every `checkpoint_every` iterations and
+    on Ctrl-C or SIGTERM, and with `metrics` the generative metrics at each validation (FD, KID,
+    precision/recall, density/coverage in the features of the dataset's classifier, trained on first use
+    and cached) with `checkpoints/best.ckpt` on the headline one. Callbacks that cannot act for this model
+    and data are left out.
+    """
+    if not isinstance(datamodule, InMemoryDataModule):
+        raise ConfigError(
+            f"callbacks_for reads the data through a lightning-genae DataModule, got "
+            f"{type(datamodule).__name__}; hand your images over as "
+            "lightning_genae.datamodules.TensorImageDataModule (docs/python-api.md)"
+        )
+    run_dir = Path(output_dir)
+    config = RunConfig(
+        model=family_name(model),
+        data=datamodule.name,
+        seed=seed,
+        image_every=every_n_steps,
+        ckpt_every=checkpoint_every,
+    )
+    callbacks = build_callbacks(config, type(model), run_dir)
+    if metrics:
+        callbacks += [c for c in metric_callbacks(config, model, datamodule, run_dir) if c is not None]
+    return applicable(callbacks, model, datamodule)
 
 
 def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:

@@ -1,0 +1,57 @@
+"""Your own images, already in memory, as a DataModule every family, callback and metric understands."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule
+from lightning_genae.errors import DataError
+
+
+class TensorImageDataModule(ImageDataModule):
+    """Images you hold as tensors: `splits` maps "train", "val" and "test" to (uint8 images [N, C, H, W]
+    in 0..255, int64 labels [N]) (labels -1 for unlabelled images).
+
+    `name` names the data in messages and keys the feature classifier that FD uses, which is trained on
+    first use from the labelled train split and cached by the images' content.
+    """
+
+    def __init__(
+        self,
+        splits: Mapping[str, tuple[Tensor, Tensor]],
+        name: str = "my_images",
+        batch_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        given = {split: _checked(split, splits.get(split)) for split in SPLITS}
+        shapes = {tuple(images.shape[1:]) for images, _ in given.values()}
+        if len(shapes) != 1:
+            raise DataError(f"{name}: the splits' images differ in shape {sorted(shapes)}; give one shape")
+        # Instance values of what a registered dataset sets on its class.
+        self.name = name
+        self.default_shape = shapes.pop()
+        labels = torch.cat([labels for _, labels in given.values()])
+        self.classes = int(labels.max()) + 1 if bool((labels >= 0).any()) else None
+        self._given = given
+        super().__init__(data_dir=".", batch_size=batch_size, seed=seed)
+
+    def _load_splits(self) -> dict[str, Batch]:
+        return dict(self._given)
+
+
+def _checked(split: str, pair: tuple[Tensor, Tensor] | None) -> Batch:
+    """One split as stored: uint8 images [N, C, H, W] and int64 labels [N], or one line naming the fix."""
+    if pair is None:
+        raise DataError(f"no {split!r} split; give train, val and test, each as (images, labels)")
+    images, labels = pair
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise DataError(
+            f"{split} images must be uint8 [N, C, H, W] in 0..255, got {images.dtype} {list(images.shape)}; "
+            "convert with (x * 255).round().to(torch.uint8) from [0, 1]"
+        )
+    if labels.shape != (len(images),):
+        raise DataError(f"{split} labels must be [N] with N = {len(images)}, got {list(labels.shape)}")
+    return images, labels.long()
