@@ -113,6 +113,47 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+class PhaseProgress:
+    """Progress of a long phase outside the training loop (a feature classifier's epochs, say): what it
+    waits for, done/total, the time spent and an estimate of the time left, on stderr.
+
+    A line at the first unit (the rate shows early), then at most one every `interval` seconds, and at
+    the end, so a log file stays short whatever the phase's length.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        unit: str,
+        *,
+        interval: float = 10.0,
+        clock: Any = time.monotonic,
+        stream: Any = None,
+    ) -> None:
+        self.what, self.total, self.unit, self.interval = what, total, unit, interval
+        self.clock, self.stream = clock, stream
+        self.done = 0
+        self.started = clock()
+        self.last_line: float | None = None
+
+    def advance(self, n: int = 1, detail: str = "") -> None:
+        """`n` more units done; `detail` (e.g. "val acc 98.1%") ends the line when one is written."""
+        self.done = min(self.total, self.done + n)
+        now = self.clock()
+        due = self.last_line is None or now - self.last_line >= self.interval or self.done == self.total
+        if not due:
+            return
+        self.last_line = now
+        elapsed = now - self.started
+        line = f"{self.what}: {self.unit} {self.done}/{self.total}, {format_duration(elapsed)} elapsed"
+        if self.done < self.total:
+            line += f", about {format_duration(elapsed / self.done * (self.total - self.done))} left"
+        if detail:
+            line += f", {detail}"
+        print(line, file=self.stream or sys.stderr, flush=True)
+
+
 def format_count(n: int) -> str:
     """Parameter counts as Lightning's summary writes them: 950, 1.2 K, 336 K, 4.1 M."""
     for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):

@@ -128,8 +128,10 @@ def test_unshipped_dataset_is_trained_once_then_loaded_from_cache(tmp_path, monk
     first = load_backbone("classifier", "digits", digits, cache_dir=cache)
     printed = capsys.readouterr().err.strip().splitlines()
     cached = list(cache.glob("digits-1x16x16-seed0-*.pt"))
-    assert len(cached) == 1 and len(printed) == 1
+    # What it waits for, then its progress: one line at the first epoch and one at the end.
+    assert len(cached) == 1 and len(printed) == 3
     assert "training" in printed[0] and str(cached[0]) in printed[0]
+    assert printed[1].startswith("training the feature classifier: epoch 1/2") and "epoch 2/2" in printed[2]
     assert "trained on first use" in first.description
 
     def refuse(*args, **kwargs):

@@ -141,3 +141,36 @@ def test_say_prints_on_rank_zero_only(capsys, monkeypatch) -> None:
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     say("from rank 1")
     assert capsys.readouterr().out == "hello\n"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_long_phase_shows_its_first_unit_then_at_most_one_line_per_interval_and_its_end(capsys):
+    clock = FakeClock()
+    progress = console.PhaseProgress("training the feature classifier", 10, "epoch", clock=clock)
+    for _ in range(10):
+        clock.now += 3.0  # 3 s per epoch: a line at epoch 1, then every 10 s (epochs 5 and 9), and at 10
+        progress.advance(detail="val acc 90.00%")
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": epoch ")[1].split(",")[0] for line in lines] == ["1/10", "5/10", "9/10", "10/10"]
+    assert lines[0] == (
+        "training the feature classifier: epoch 1/10, 3.0 s elapsed, about 27.0 s left, val acc 90.00%"
+    )
+    assert "left" not in lines[-1] and "30.0 s elapsed" in lines[-1]
+
+
+def test_the_feature_classifier_shows_its_progress_while_it_trains(capsys):
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.metrics.classifier import train_classifier
+
+    data = build_datamodule("digits", data_dir=".")
+    data.setup("fit")
+    train_classifier(data, epochs=2)
+    err = capsys.readouterr().err
+    assert "training the feature classifier: epoch 1/2" in err and "epoch 2/2" in err

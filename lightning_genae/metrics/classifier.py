@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_genae.cache import write_atomically
+from lightning_genae.console import PhaseProgress
 from lightning_genae.datamodules import DATASETS, ImageDataModule, build_datamodule, to_model_range
 from lightning_genae.errors import DataError, GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
@@ -153,10 +154,13 @@ def fit_best_on_validation(
     evaluate: Callable[[nn.Module, Tensor, Tensor], float],
     clip_norm: float | None = None,
     verbose: bool = False,
+    what: str = "training the feature classifier",
 ) -> nn.Module:
     """Train a classifier of uint8 inputs (images or series) with AdamW and a one-cycle schedule; keep the
     epoch with the best `evaluate` accuracy on `val`. Shuffles with its own generator seeded by `seed`;
-    initialisation and dropout draw from the caller's (seeded) global generator."""
+    initialisation and dropout draw from the caller's (seeded) global generator. Shows its progress as
+    `what` on stderr (every epoch when `verbose`)."""
+    progress = PhaseProgress(what, epochs, "epoch", interval=0.0 if verbose else 10.0)
     train_inputs, train_labels = train
     # A last batch of one would break batch norm; drop the ragged tail unless it is the only batch.
     steps_per_epoch = max(1, len(train_inputs) // batch_size)
@@ -164,7 +168,7 @@ def fit_best_on_validation(
     optimizer = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=epochs * steps_per_epoch)
     best_accuracy, best_state = -1.0, copy.deepcopy(model.state_dict())
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model.train()
         order = torch.randperm(len(train_inputs), generator=shuffle)
         for step in range(steps_per_epoch):
@@ -177,10 +181,7 @@ def fit_best_on_validation(
             optimizer.step()
             schedule.step()
         val_accuracy = evaluate(model, *val)
-        if verbose:
-            print(
-                f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, val acc {val_accuracy:.4%}", flush=True
-            )
+        progress.advance(detail=f"loss {loss.item():.4f}, val acc {val_accuracy:.2%}")
         # `>=` prefers the later epoch on ties: it has seen more of the schedule's low learning rates.
         if val_accuracy >= best_accuracy:
             best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
