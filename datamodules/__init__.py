@@ -42,6 +42,11 @@ DATASETS: dict[str, DatasetSpec] = {
         "mnist:MNISTDataModule",
         "MNIST handwritten digits, 28x28 grayscale (downloaded by torchvision into DATA_DIR/MNIST/raw)",
     ),
+    "binarized_mnist": DatasetSpec(
+        "binarized_mnist:BinarizedMNISTDataModule",
+        "MNIST with binary pixels, Bernoulli(intensity): training images sampled anew at every draw, "
+        "val/test binarized once from a fixed seed (the likelihood benchmark; read like mnist)",
+    ),
     "fashion_mnist": DatasetSpec(
         "mnist:FashionMNISTDataModule",
         "Fashion-MNIST clothing, 28x28 grayscale (downloaded by torchvision into DATA_DIR/FashionMNIST/raw)",

@@ -67,7 +67,7 @@ def digits() -> DigitsDataModule:
 
 def test_registry_names_classes_with_one_line_descriptions_and_static_shapes() -> None:
     assert set(DATASETS) == {
-        *("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "folder"),
+        *("digits", "mnist", "binarized_mnist", "fashion_mnist", "cifar10", "celeba", "folder"),
         *("sines", "timegan_sines", "smnist", "csv"),
     }
     for name, spec in DATASETS.items():

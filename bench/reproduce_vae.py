@@ -1,0 +1,133 @@
+"""Reproduction: the VAE's test negative log-likelihood on binarized MNIST, importance-sampled with k = 5000.
+
+Burda et al., "Importance Weighted Autoencoders", ICLR 2016, Table 1: a VAE with one stochastic layer
+(50 latents), trained with k = 1, reaches 86.76 nats on the binarized MNIST test set, with the estimator
+log p(x) ~ log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x), k = 5000
+(lightning_genae.metrics.likelihood). Each seed trains the framework's conv VAE through run.py on
+`--data binarized_mnist` (training pixels binarized anew at every draw, test pixels once from a fixed seed)
+with the Bernoulli decoder (`--recon-loss bce`) and `--latent-dim 50` for `--steps` iterations; then the
+estimate is taken on the final weights over the test images: all 10,000, or the first `--test-images` of a
+fixed seeded permutation of them (the same images for every seed and run). With `--budget-points`, the
+first seed is also scored part-way, at each of those iterations, and resumed to `--steps` from there, which
+shows how the figure moves with the training budget. The paper trained its VAE for 3,280 passes over the
+data (batch 20); the networks are the framework's shared conv nets, not the paper's MLP (two deterministic
+layers of 200 tanh units).
+
+    python bench/reproduce_vae.py --data-dir DATA [--seeds 0 1 2] [--steps 5000] [--test-images 10000] \
+        [--budget-points 1000] [--k 5000] [--output runs/reproduce_vae]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.datamodules import build_datamodule
+from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
+from lightning_genae.models import MODELS
+
+PUBLISHED = 86.76
+# Images per call of the estimator: its draws are chunked so one decoder call holds about 8,192 images.
+IMAGES_PER_CALL = 16
+# Stream of `seeded_order` that picks the test subset.
+SUBSET_STREAM = 3
+
+
+def train(seed: int, steps: int, args: argparse.Namespace, output: Path, resume: bool = False) -> Path:
+    """Train (or continue to `steps`) through run.py, the product's own path; return the run folder."""
+    command = [
+        sys.executable, "run.py", "--model", "vae", "--data", "binarized_mnist", "--data-dir", args.data_dir,
+        "--recon-loss", "bce", "--latent-dim", str(args.latent_dim), "--seed", str(seed),
+        "--max-steps", str(steps), "--eval-every", str(steps), "--ckpt-every", str(steps),
+        "--eval-samples", str(args.eval_samples), "--no-test-split", "--output", str(output),
+    ]  # fmt: skip
+    if resume:
+        command += ["--resume", "last"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return output
+
+
+def test_images(data_dir: str, count: int) -> torch.Tensor:
+    """The binarized test images in [-1, 1]: all of them, or `count` of a fixed seeded permutation."""
+    datamodule = build_datamodule("binarized_mnist", data_dir=data_dir)
+    datamodule.prepare_data()
+    images, _ = datamodule.split_tensors("test")
+    if count < len(images):
+        images = images[torch.from_numpy(seeded_order(len(images), FIXED_SPLIT_SEED, SUBSET_STREAM)[:count])]
+    return datamodule.to_model_range(images)
+
+
+def test_nll(run_dir: Path, images: torch.Tensor, k: int, seed: int, label: str) -> float:
+    """Mean importance-sampled NLL (nats per image) of the run's last checkpoint, with progress lines."""
+    checkpoint = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--checkpoint")
+    model = checkpoint.restore(MODELS["vae"].module, "--checkpoint").eval()
+    generator = torch.Generator().manual_seed(seed)
+    total, started = 0.0, time.time()
+    for start in range(0, len(images), IMAGES_PER_CALL):
+        batch = images[start : start + IMAGES_PER_CALL]
+        total -= model.log_likelihood(batch, k, generator).sum().item()
+        done = start + len(batch)
+        print(
+            f"  {label}: {done}/{len(images)} images, NLL so far {total / done:.2f}, "
+            f"{time.time() - started:.0f} s",
+            flush=True,
+        )
+    return total / len(images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=5000, help="training iterations per seed (batch 64)")
+    parser.add_argument("--budget-points", type=int, nargs="*", default=[],
+                        help="iterations below --steps at which the first seed is also scored")  # fmt: skip
+    parser.add_argument("--k", type=int, default=5000, help="importance samples per image")
+    parser.add_argument("--test-images", type=int, default=10_000,
+                        help="test images scored: all 10,000, or a fixed seeded subset of N")  # fmt: skip
+    parser.add_argument("--latent-dim", type=int, default=50)
+    parser.add_argument("--eval-samples", type=int, default=1000,
+                        help="images per generative metric of the runs' own validation")  # fmt: skip
+    parser.add_argument("--output", type=Path, default=Path("runs/reproduce_vae"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    images = test_images(args.data_dir, args.test_images)
+    scope = "all" if len(images) == 10_000 else "a fixed seeded subset of"
+    print(f"test NLL over {scope} {len(images)} binarized test images, k = {args.k}", flush=True)
+    results: list[float] = []
+    curve: list[tuple[int, float]] = []
+    for index, seed in enumerate(args.seeds):
+        run_dir = args.output / f"vae-seed{seed}"
+        points = sorted(p for p in args.budget_points if 0 < p < args.steps) if index == 0 else []
+        for stage, step in enumerate([*points, args.steps]):
+            started = time.time()
+            print(f"seed {seed}: training to iteration {step}", flush=True)
+            train(seed, step, args, run_dir, resume=stage > 0)
+            print(f"seed {seed}: trained to {step} in {time.time() - started:.0f} s", flush=True)
+            nll = test_nll(run_dir, images, args.k, seed, f"seed {seed} at {step}")
+            print(f"seed {seed} at {step} iterations: test NLL {nll:.2f} nats", flush=True)
+            if index == 0:
+                curve.append((step, nll))
+        results.append(nll)
+    mean = statistics.fmean(results)
+    std = statistics.stdev(results) if len(results) > 1 else 0.0
+    print(f"\nbinarized MNIST test NLL (nats, lower is better), k = {args.k}, {len(images)} test images")
+    print(f"seed {args.seeds[0]} by budget: " + ", ".join(f"{s} it: {v:.2f}" for s, v in curve))
+    print(f"ours: {mean:.2f} ± {std:.2f} (n={len(results)}), {args.steps} iterations; published {PUBLISHED}")
+    print(
+        "| Burda et al. 2016, Table 1 (VAE, 1 stochastic layer, k=1) | binarized MNIST test NLL, "
+        f"IS k={args.k}, "
+        f"{len(images)} test images | {PUBLISHED} | {mean:.2f} ± {std:.2f} ({len(results)}) | "
+        f"{args.steps} iterations x batch 64 |"
+    )
+
+
+if __name__ == "__main__":
+    main()

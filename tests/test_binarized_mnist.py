@@ -1,0 +1,103 @@
+"""binarized_mnist: training pixels drawn anew per batch, val/test pixels fixed, and a VAE that scores its
+test log-likelihood on them."""
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lightning_genae.cli import main
+from lightning_genae.datamodules import build_datamodule
+from lightning_genae.datamodules.binarized_mnist import BinarizedMNISTDataModule, binarize_fixed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def datamodule(request: pytest.FixtureRequest) -> BinarizedMNISTDataModule:
+    data_dir = request.getfixturevalue("mnist_data_dir")
+    module = BinarizedMNISTDataModule(data_dir, batch_size=32, seed=3)
+    module.setup("fit")
+    return module
+
+
+def training_draw(datamodule: BinarizedMNISTDataModule, images: torch.Tensor, epoch: int, step: int):
+    """What a training step at (epoch, step) receives for these stored images."""
+    datamodule.trainer = SimpleNamespace(training=True, current_epoch=epoch, global_step=step, world_size=1)
+    try:
+        return datamodule.on_after_batch_transfer((images, torch.zeros(len(images))), 0)[0]
+    finally:
+        datamodule.trainer = None
+
+
+def test_training_pixels_are_binary_and_drawn_anew_each_epoch(datamodule):
+    images = datamodule.split_tensors("train")[0][:32]
+    # The stored training images keep MNIST's grey levels; the draws binarize them.
+    assert len(images.unique()) > 2
+    first = training_draw(datamodule, images, epoch=0, step=5)
+    later = training_draw(datamodule, images, epoch=1, step=5 + 1718)
+    for draw in (first, later):
+        assert draw.dtype == torch.float32 and set(draw.unique().tolist()) == {-1.0, 1.0}
+    assert not torch.equal(first, later)
+    # Pixels at intensity 0 or 255 are certain, so the two draws differ only on grey ones.
+    certain = (images == 0) | (images == 255)
+    assert torch.equal(first[certain], later[certain])
+    # The same (seed, epoch, step) gives the same bits: a rerun or a resumed run trains on the same data.
+    assert torch.equal(first, training_draw(datamodule, images, epoch=0, step=5))
+
+
+def test_the_mean_of_many_draws_approaches_the_intensity(datamodule):
+    images = datamodule.split_tensors("train")[0][:4]
+    draws = torch.stack([training_draw(datamodule, images, 0, step) for step in range(400)])
+    frequency = draws.add(1).div(2).mean(0)
+    intensity = images.float() / 255
+    # 400 draws: a pixel's frequency has std at most 0.025 around its intensity.
+    assert (frequency - intensity).abs().max() < 0.15
+    assert (frequency - intensity).abs().mean() < 0.01
+
+
+def test_evaluation_pixels_are_binary_and_the_same_in_every_instance(datamodule, mnist_data_dir):
+    other = build_datamodule("binarized_mnist", data_dir=mnist_data_dir, seed=11)
+    for split in ("val", "test"):
+        images, _ = datamodule.split_tensors(split)
+        assert set(images.unique().tolist()) == {0, 255}
+        assert torch.equal(images, other.split_tensors(split)[0])
+    test = datamodule.split_tensors("test")[0]
+    grey = build_datamodule("mnist", data_dir=mnist_data_dir).split_tensors("test")[0]
+    # A binarization of the real test images: certain pixels kept, the ink's share matching the intensity.
+    assert torch.equal(test[grey == 0], grey[grey == 0]) and torch.equal(test[grey == 255], grey[grey == 255])
+    assert abs(test.float().mean().item() - grey.float().mean().item()) / 255 < 1e-3
+    # Evaluation batches are already binary and pass as they are, scaled to [-1, 1].
+    datamodule.trainer = SimpleNamespace(training=False, current_epoch=0, global_step=0, world_size=1)
+    try:
+        batch = datamodule.on_after_batch_transfer((test[:8], torch.zeros(8)), 0)[0]
+    finally:
+        datamodule.trainer = None
+    assert torch.equal(batch, test[:8].float() / 127.5 - 1)
+
+
+def test_fixed_binarization_depends_on_its_stream_only():
+    images = torch.full((2, 1, 28, 28), 128, dtype=torch.uint8)
+    assert torch.equal(binarize_fixed(images, 1), binarize_fixed(images.clone(), 1))
+    assert not torch.equal(binarize_fixed(images, 1), binarize_fixed(images, 2))
+
+
+def test_a_vae_on_binarized_mnist_logs_its_importance_sampled_test_nll(
+    tmp_path: Path, mnist_data_dir, monkeypatch
+):
+    # The image metrics would first train a feature classifier on 55,000 images; this test is about the NLL.
+    monkeypatch.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
+    run_dir = tmp_path / "vae"
+    args = [
+        *("--model", "vae", "--data", "binarized_mnist", "--data-dir", str(mnist_data_dir)),
+        *("--train-size", "256", "--width", "8", "--latent-dim", "8", "--batch-size", "32"),
+        *("--max-steps", "3", "--eval-every", "3", "--eval-samples", "200", "--nll-samples", "8"),
+        *("--output", str(run_dir)),
+    ]
+    assert main(args) == 0
+    metrics = json.loads((run_dir / "summary.json").read_text())["final_metrics"]
+    # A bound on the NLL of 784 binary pixels: at most what a uniform coin per pixel pays, and above 0.
+    assert 0 < metrics["test/nll_is8"] < 784 * math.log(2) * 2
