@@ -624,3 +624,22 @@ def test_runs_without_a_chosen_checkpoint_give_no_second_table_or_columns(tmp_pa
     paths = summarize(tmp_path)
     assert "chosen on validation" not in paths["md"].read_text()
     assert not [name for name in read_csv(paths["csv"])[0] if name.startswith("selected/")]
+
+
+def test_a_grid_says_after_each_trained_cell_what_it_took_and_about_how_long_the_rest_will_take(capsys):
+    from lightning_genae.ablation.grid import TimeLeft
+
+    time_left = TimeLeft(3)
+    for label, seconds in [("[1/3] a", 60.0), ("[2/3] b", 120.0), ("[3/3] c", 30.0)]:
+        time_left.next_cell()
+        time_left.trained(label, seconds)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "[1/3] a took 1 min 0 s; about 2 min 0 s left for the 2 cells still to come",
+        "[2/3] b took 2 min 0 s; about 1 min 30 s left for the 1 cell still to come",
+        "[3/3] c took 30.0 s",
+    ]
+    quick = TimeLeft(2)
+    quick.next_cell()
+    quick.trained("[1/2] a", 0.2)
+    assert capsys.readouterr().err == "", "cells of a set-up check come faster than an estimate helps"

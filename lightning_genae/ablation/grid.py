@@ -16,6 +16,7 @@ import itertools
 import json
 import re
 import sys
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from typing import Any
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.cache import write_atomically
 from lightning_genae.config import RunConfig, flag, resume_conflicts
+from lightning_genae.console import format_duration
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.resolve import ResolvedRun, resolve
 from lightning_genae.run_folder import (
@@ -302,7 +304,9 @@ def run_grid(
         selected = [(grid_index, cells[grid_index])]
 
     outcomes = []
+    time_left = TimeLeft(len(selected))
     for index, cell in selected:
+        time_left.next_cell()
         run_dir = root / cell.name
         label = f"[{index + 1}/{total}] {cell.name}"
         start, says, refusal = _how_to_start(run_dir, overwrite, configs.get(cell) if configs else None)
@@ -317,6 +321,7 @@ def run_grid(
             continue
         print(f"{label} ..." if start is CellStart.FRESH else f"{label}: {says} ...", flush=True)
         error: BaseException | None = None
+        cell_started = time.monotonic()
         try:
             run_cell(cell, run_dir, start)
         except RunFolderRefused as refused:
@@ -332,6 +337,7 @@ def run_grid(
             if caught.code not in (None, 0):
                 error = caught
         # KeyboardInterrupt is deliberately not caught: Ctrl-C (or SLURM's SIGINT) stops the whole grid.
+        time_left.trained(label, time.monotonic() - cell_started)
         failed_file = run_dir / FAILED_FILE
         if error is None:
             failed_file.unlink(missing_ok=True)
@@ -354,6 +360,35 @@ def run_grid(
         )
         outcomes.append(CellOutcome(cell, run_dir, ok=False, error=message, action=_ACTIONS[start]))
     return outcomes
+
+
+# Cells quicker than this on average (a set-up check) get no estimate: the next line comes soon anyway.
+QUICK_CELL_SECONDS = 5.0
+
+
+class TimeLeft:
+    """After each cell that trained, on stderr: how long it took and, while cells remain, about how long
+    the rest will take at the mean time of the cells trained so far (finished cells that are skipped make
+    the estimate an upper bound)."""
+
+    def __init__(self, cells: int) -> None:
+        self.cells, self.started, self.spent, self.count = cells, 0, 0.0, 0
+
+    def next_cell(self) -> None:
+        self.started += 1
+
+    def trained(self, label: str, seconds: float) -> None:
+        self.spent += seconds
+        self.count += 1
+        if self.spent / self.count < QUICK_CELL_SECONDS:
+            return
+        remaining = self.cells - self.started
+        line = f"{label} took {format_duration(seconds)}"
+        if remaining:
+            left = format_duration(self.spent / self.count * remaining)
+            cells = f"{remaining} cell{'s' if remaining > 1 else ''}"
+            line += f"; about {left} left for the {cells} still to come"
+        print(line, file=sys.stderr, flush=True)
 
 
 def record_grid_cells(root: Path, cells: Sequence[GridCell]) -> None:
