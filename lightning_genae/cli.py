@@ -313,6 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         augments = _split_list(str(augment_value)) if augment_value is not None else None
         if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):
             values = {**file_values, **args}
+            if values.get("backbone") == "none":
+                raise ConfigError(
+                    "a grid compares its arms on the image metrics, which --backbone none skips; "
+                    "drop --backbone none"
+                )
             tuning = (candidates, tune_seeds) if tune_seeds is not None else None
             return _run_grid(values, augments, train_sizes, seeds, grid_index, print_config, tuning)
         resolved, resume = _resolve_single_run(args, file_values, train_sizes)

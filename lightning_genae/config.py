@@ -26,6 +26,9 @@ from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES
 
+# `--backbone none`: no feature backbone, so no image metrics for the run.
+NO_BACKBONE = "none"
+
 # Float32 weights, optionally with mixed-precision autocast. Lightning's "-true" precisions (16-true,
 # bf16-true, 64-true) are left out: they cast the weights, but the image grids, the metrics and the
 # augmenter call the model outside Lightning's loop with float32 data and noise, so every family failed
@@ -233,9 +236,10 @@ class RunConfig:
     )
     backbone: str = _opt(
         "classifier",
-        "features for FD/KID/precision/recall: classifier (trained on the dataset) or inception",
+        "features for FD/KID/precision/recall: classifier (trained on the dataset) or inception; none "
+        "skips the image metrics (and the classifier's training on first use)",
         group="evaluation",
-        choices=BACKBONES,
+        choices=(*BACKBONES, NO_BACKBONE),
     )
     inception_weights: str | None = _opt(
         None,

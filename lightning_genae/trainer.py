@@ -29,7 +29,7 @@ from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationM
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
-from lightning_genae.config import RunConfig
+from lightning_genae.config import NO_BACKBONE, RunConfig
 from lightning_genae.console import IterationProgressBar
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
@@ -321,7 +321,7 @@ def generative_metrics(
 ) -> GenerativeMetrics | None:
     """The image metric callback for models that sample; None, with one warning, when no backbone is
     available, and None for series (their metrics have callbacks of their own)."""
-    if not isinstance(model, Sampler) or datamodule.data_kind != "image":
+    if not isinstance(model, Sampler) or datamodule.data_kind != "image" or config.backbone == NO_BACKBONE:
         return None
     try:
         backbone = load_backbone(

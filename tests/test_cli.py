@@ -219,3 +219,28 @@ def test_genae_console_command_is_installed():
     genae = Path(sys.executable).parent / "genae"
     result = subprocess.run([str(genae), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--model" in result.stdout
+
+
+def test_backbone_none_trains_without_the_image_metrics(tmp_path, monkeypatch):
+    from lightning_genae.metrics import backbones
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--backbone none must not load or train a feature backbone")
+
+    monkeypatch.setattr(backbones, "load_backbone", refuse)
+    monkeypatch.setattr("lightning_genae.trainer.load_backbone", refuse)
+    run_dir = tmp_path / "run"
+    args = ["--model", "gan", *TINY_RUN, "--max-steps", "2", "--backbone", "none", "--output", str(run_dir)]
+    assert main(args) == 0
+    final = json.loads((run_dir / "summary.json").read_text())["final_metrics"]
+    assert not any("fd_" in name or "kid_" in name for name in final), final
+    assert "train/loss_d" in final
+
+
+def test_backbone_none_in_a_grid_exits_2_with_one_line(tmp_path, capsys):
+    root = tmp_path / "grid"
+    grid = ["--augment", "none,diffaug", "--backbone", "none"]
+    args = ["--model", "gan", *TINY_RUN, *grid, "--output", str(root)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--backbone none" in err and not root.exists()
