@@ -29,7 +29,6 @@ from typing import Any
 from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
 from lightning_genae.cache import write_atomically
 from lightning_genae.config import RunConfig, flag, resume_conflicts
-from lightning_genae.console import format_duration
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.resolve import ResolvedRun, resolve
 from lightning_genae.run_folder import (
@@ -378,6 +377,9 @@ class TimeLeft:
         self.started += 1
 
     def trained(self, label: str, seconds: float) -> None:
+        # Imported here: console imports Lightning, which `run.py --help` must not.
+        from lightning_genae.console import format_duration
+
         self.spent += seconds
         self.count += 1
         if self.spent / self.count < QUICK_CELL_SECONDS:
