@@ -149,12 +149,8 @@ def began_peer(model: Any, pool: Tensor, batch: int) -> Peer:
         adam_like(optimizer, net.parameters())
         for optimizer, net in zip(model.trainer.optimizers, (discriminator, generator), strict=True)
     )
-    gamma, lambda_k, latent = model.options.began_gamma, model.options.began_lambda_k, model.latent_dim
+    gamma, lambda_k = model.options.began_gamma, model.options.began_lambda_k
     state = {"k": 0.0}
-
-    def noise(n: int) -> Tensor:
-        # The run's prior: U(-1, 1) with BEGAN's own nets, N(0, 1) with --began-nets dcgan.
-        return torch.rand(n, latent) * 2 - 1 if model.uniform_prior else torch.randn(n, latent)
 
     def energy(images: Tensor) -> Tensor:
         reconstructions, _ = discriminator(images)
@@ -163,14 +159,15 @@ def began_peer(model: Any, pool: Tensor, batch: int) -> Peer:
     def step(real: Tensor) -> Tensor:
         n = real.size(0)
         with torch.no_grad():
-            fake = generator(noise(n))
+            fake = generator(model.training_noise(n))
         real_energy, fake_energy = energy(real), energy(fake)
         loss_d = real_energy - state["k"] * fake_energy
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         discriminator.requires_grad_(False)
-        loss_g = energy(generator(noise(n)))
+        # The run's own prior (U(-1, 1) with BEGAN's nets), drawn as its training step draws it.
+        loss_g = energy(generator(model.training_noise(n)))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

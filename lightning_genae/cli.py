@@ -31,6 +31,7 @@ from lightning_genae.config import (
     CONFIG_FIELDS,
     CONFIG_TYPES,
     LOGGER_CHOICES,
+    NO_BACKBONE,
     RunConfig,
     accepts_auto,
     check_path_values,
@@ -313,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         augments = _split_list(str(augment_value)) if augment_value is not None else None
         if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):
             values = {**file_values, **args}
-            if values.get("backbone") == "none":
+            if values.get("backbone") == NO_BACKBONE:
                 raise ConfigError(
                     "a grid compares its arms on the image metrics, which --backbone none skips; "
                     "drop --backbone none"

@@ -129,10 +129,9 @@ class PhaseProgress:
         *,
         interval: float = 10.0,
         clock: Any = time.monotonic,
-        stream: Any = None,
     ) -> None:
         self.what, self.total, self.unit, self.interval = what, total, unit, interval
-        self.clock, self.stream = clock, stream
+        self.clock = clock
         self.done = 0
         self.started = clock()
         self.last_line: float | None = None
@@ -151,7 +150,7 @@ class PhaseProgress:
             line += f", about {format_duration(elapsed / self.done * (self.total - self.done))} left"
         if detail:
             line += f", {detail}"
-        print(line, file=self.stream or sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
 
 
 def format_count(n: int) -> str:

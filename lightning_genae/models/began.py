@@ -87,17 +87,19 @@ class BEGANModule(ImageAdversarialModule):
     def uniform_prior(self) -> bool:
         return self.options.began_nets == "began"
 
+    def _draw(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """n latents from the prior: BEGAN's z ~ U(-1, 1) with its own nets, N(0, 1) with the shared ones."""
+        if self.uniform_prior:
+            return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
+        return torch.randn(n, self.latent_dim, generator=generator, device=device)
+
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """BEGAN's z ~ U(-1, 1) with its own nets, N(0, 1) with the shared ones; drawn on the CPU (seeded)."""
-        if not self.uniform_prior:
-            return super().prior_noise(n, generator)
-        return host_to_device(torch.rand(n, self.latent_dim, generator=generator) * 2 - 1, self.device)
+        """The prior's draws, made on the CPU so a seeded generator gives the same noise on any device."""
+        return host_to_device(self._draw(n, generator, torch.device("cpu")), self.device)
 
     def training_noise(self, n: int) -> Tensor:
         """The prior's draws for one update, made on the module's device."""
-        if self.uniform_prior:
-            return torch.rand(n, self.latent_dim, device=self.device) * 2 - 1
-        return torch.randn(n, self.latent_dim, device=self.device)
+        return self._draw(n, None, self.device)
 
     def energy(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(per-image energy, D's codes) of images as the discriminator is shown them."""
