@@ -21,7 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
-from lightning_genae.console import say
+from lightning_genae.console import EVALUATION_QUIET_SECONDS, PhaseProgress, say
 from lightning_genae.datamodules.base import SPLITS, to_uint8
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.generative import (
@@ -104,12 +104,21 @@ class GenerativeMetrics(Callback):
         device = pl_module.device
         bank = FeatureBank().to(device)
         chunks = range(trainer.global_rank, -(-n // FEATURE_BATCH), trainer.world_size)
+        # Rank 0 speaks for all: its share of the chunks is as long as any rank's, give or take one.
+        progress = PhaseProgress(
+            f"{stage}: generating {n} samples and their {self.backbone.name} features",
+            len(chunks),
+            f"chunk of {FEATURE_BATCH}",
+            quiet_for=EVALUATION_QUIET_SECONDS,
+        )
         for chunk in chunks:
             start = chunk * FEATURE_BATCH
             size = min(FEATURE_BATCH, n - start)
             samples = pl_module.sample(size, generator=sample_generator(self.seed, stage, chunk))
             features = extract_features(self.backbone, to_uint8(samples), device)
             bank.update(features.to(device), torch.arange(start, start + size, device=device))
+            if trainer.is_global_zero:
+                progress.advance()
         if not chunks:
             bank.update(
                 torch.empty(0, self.backbone.feature_dim, device=device),

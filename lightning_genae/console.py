@@ -113,12 +113,19 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+# An evaluation pass (features of generated or real images, post-hoc fits, a test loop) shorter than this
+# says nothing; a longer one shows its progress.
+EVALUATION_QUIET_SECONDS = 10.0
+
+
 class PhaseProgress:
     """Progress of a long phase outside the training loop (a feature classifier's epochs, say): what it
     waits for, done/total, the time spent and an estimate of the time left, on stderr.
 
     A line at the first unit (the rate shows early), then at most one every `interval` seconds, and at
-    the end, so a log file stays short whatever the phase's length.
+    the end, so a log file stays short whatever the phase's length. With `quiet_for`, a phase says nothing
+    until it has run that many seconds: an evaluation pass that usually takes a moment stays silent, and
+    one that turns out long (many samples, a slow backbone, a CPU) shows where it is.
     """
 
     def __init__(
@@ -128,9 +135,11 @@ class PhaseProgress:
         unit: str,
         *,
         interval: float = 10.0,
+        quiet_for: float = 0.0,
         clock: Any = time.monotonic,
     ) -> None:
         self.what, self.total, self.unit, self.interval = what, total, unit, interval
+        self.quiet_for = quiet_for
         self.clock = clock
         self.done = 0
         self.started = clock()
@@ -140,6 +149,8 @@ class PhaseProgress:
         """`n` more units done; `detail` (e.g. "val acc 98.1%") ends the line when one is written."""
         self.done = min(self.total, self.done + n)
         now = self.clock()
+        if self.last_line is None and now - self.started < self.quiet_for:
+            return
         due = self.last_line is None or now - self.last_line >= self.interval or self.done == self.total
         if not due:
             return
@@ -220,6 +231,7 @@ class IterationProgressBar(TQDMProgressBar):
         self._started = 0.0
         self._next_draw = 0.0
         self._shown = -1
+        self._evaluation_lines: PhaseProgress | None = None
 
     def iteration(self, trainer: pl.Trainer) -> int:
         return trainer.global_step // self._steps_per_iteration
@@ -357,7 +369,14 @@ class IterationProgressBar(TQDMProgressBar):
     ) -> None:
         # As the base class, without appending "DataLoader 0" to the description.
         if self.has_dataloader_changed(dataloader_idx):
-            self.val_progress_bar.reset(total=_finite(self.total_val_batches_current_dataloader))
+            total = _finite(self.total_val_batches_current_dataloader)
+            self.val_progress_bar.reset(total=total)
+            self._start_evaluation_lines("sanity check" if trainer.sanity_checking else "validation", total)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        super().on_validation_batch_end(trainer, *args, **kwargs)
+        if self._evaluation_lines is not None:
+            self._evaluation_lines.advance()
 
     def on_test_batch_start(
         self,
@@ -368,7 +387,23 @@ class IterationProgressBar(TQDMProgressBar):
         dataloader_idx: int = 0,
     ) -> None:
         if self.has_dataloader_changed(dataloader_idx):
-            self.test_progress_bar.reset(total=_finite(self.total_test_batches_current_dataloader))
+            total = _finite(self.total_test_batches_current_dataloader)
+            self.test_progress_bar.reset(total=total)
+            self._start_evaluation_lines("test", total)
+
+    def on_test_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        super().on_test_batch_end(trainer, *args, **kwargs)
+        if self._evaluation_lines is not None:
+            self._evaluation_lines.advance()
+
+    def _start_evaluation_lines(self, what: str, total: int | None) -> None:
+        """In a log file, where the bars are not drawn, a long validation or test loop (the importance-
+        sampled likelihood over a test set, say) still says where it is."""
+        self._evaluation_lines = None
+        if not self.is_disabled and not stdout_is_terminal() and total:
+            self._evaluation_lines = PhaseProgress(
+                what, total, "batch", interval=self.LINE_SECONDS, quiet_for=EVALUATION_QUIET_SECONDS
+            )
 
 
 def _finite(value: float) -> int | None:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from lightning_genae.cache import cache_root, write_atomically
-from lightning_genae.console import say
+from lightning_genae.console import EVALUATION_QUIET_SECONDS, PhaseProgress, say
 from lightning_genae.errors import describe_error
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.distances import feature_metrics
@@ -25,6 +25,10 @@ from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, on_split
 
 if TYPE_CHECKING:
     from lightning_genae.datamodules import ImageDataModule
+
+# Images per block when a split's features are computed: a multiple of every backbone's chunk, so the
+# backbone sees the same chunks as when given the whole split at once (and gives the same features).
+REAL_FEATURE_BLOCK = 2048
 
 __all__ = [
     "GenerativeScore",
@@ -70,10 +74,26 @@ class RealFeatures:
         path = self.cache_dir / f"{key}.pt"
         features = self._read(path, len(images)) if path.is_file() else None
         if features is None:
-            features = extract_features(self.backbone, images, device)
+            features = self._compute(datamodule.name, split, images, device)
             write_atomically(path, lambda temporary: torch.save(features, temporary))
         self._memory[key] = features
         return features
+
+    def _compute(self, name: str, split: str, images: Tensor, device: torch.device) -> Tensor:
+        """Features of a whole split, in blocks, saying where it is when that takes a while."""
+        blocks = images.split(REAL_FEATURE_BLOCK)
+        progress = PhaseProgress(
+            f"features of the {name} {split} split ({len(images)} images, {self.backbone.name}; "
+            "computed once, then cached)",
+            len(images),
+            "image",
+            quiet_for=EVALUATION_QUIET_SECONDS,
+        )
+        features = []
+        for block in blocks:
+            features.append(extract_features(self.backbone, block, device))
+            progress.advance(len(block))
+        return torch.cat(features) if features else extract_features(self.backbone, images, device)
 
     def _read(self, path: Path, count: int) -> Tensor | None:
         """The cached features at `path`, or None (with a notice) when they are unreadable or not `count`."""

@@ -22,7 +22,7 @@ of a GRU with a hidden size of max(8, C // 2); TimeGAN's int(C / 2) would be 0 f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_genae.console import EVALUATION_QUIET_SECONDS, PhaseProgress
 from lightning_genae.metrics.distances import feature_metrics
 from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, on_split
 
@@ -142,12 +143,14 @@ def discriminative_score(
     batch_size: int = DEFAULT_BATCH,
     hidden: int | None = None,
     lr: float = DEFAULT_LR,
+    on_step: Callable[[], None] | None = None,
 ) -> float:
     """TimeGAN's discriminative score |accuracy - 0.5| of a post-hoc GRU classifier, real vs generated.
 
     Both sets are cut to the same size N = min(len(real), len(generated)) by a seeded draw, so that chance
     is 0.5; each is split 80/20, the GRU trains `steps` Adam steps on batches of `batch_size` real plus
     `batch_size` generated training series, and the accuracy is measured on the held-out 2 x 20%.
+    `on_step` is called after each training step (progress).
     """
     real = check_series(real, "real")
     generated = check_series(generated, "generated")
@@ -179,6 +182,8 @@ def discriminative_score(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if on_step is not None:
+                on_step()
         model.eval()
         with torch.no_grad():
             correct = int((_batched(model, test_real).squeeze(1) > 0).sum())
@@ -196,12 +201,14 @@ def predictive_score(
     batch_size: int = DEFAULT_BATCH,
     hidden: int | None = None,
     lr: float = DEFAULT_LR,
+    on_step: Callable[[], None] | None = None,
 ) -> float:
     """Train on synthetic, test on real: MAE on `real` of a GRU trained to predict step t+1 on `synthetic`.
 
     Every channel at t+1 is predicted from all channels at steps <= t (see the module docstring for how
     this differs from TimeGAN); the score is the mean absolute error over all real series, steps and
-    channels, in the series' own (normalised) units. Lower is better.
+    channels, in the series' own (normalised) units. Lower is better. `on_step` is called after each
+    training step (progress).
     """
     synthetic = check_series(synthetic, "synthetic")
     real = check_series(real, "real")
@@ -222,6 +229,8 @@ def predictive_score(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if on_step is not None:
+                on_step()
         model.eval()
         with torch.no_grad():
             error = sum(
@@ -281,8 +290,20 @@ def score_sequences(
     values: dict[str, float] = {}
     if generated is not None:
         generated = check_series(generated, "generated")
-        values["discriminative"] = discriminative_score(real, generated, seed=seed, steps=steps)
-        values["predictive"] = predictive_score(generated, real, seed=seed, steps=steps)
+        # Silent when quick (a validation on short series); a long one (a final test on many long series
+        # on a CPU) says where it is.
+        progress = PhaseProgress(
+            f"{split}: fitting the post-hoc GRUs of the discriminative and predictive scores",
+            2 * steps,
+            "step",
+            quiet_for=EVALUATION_QUIET_SECONDS,
+        )
+        values["discriminative"] = discriminative_score(
+            real, generated, seed=seed, steps=steps, on_step=progress.advance
+        )
+        values["predictive"] = predictive_score(
+            generated, real, seed=seed, steps=steps, on_step=progress.advance
+        )
         if features is not None:
             with torch.no_grad():
                 real_features, generated_features = features(real), features(generated)
