@@ -1,4 +1,4 @@
-"""ablation.png's overfitting-signal panels (ablation/report.py): D on training vs validation reals, r_t."""
+"""ablation.png's overfitting-signal panels (ablation/curves.py): D on training vs validation reals, r_t."""
 
 import csv
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from test_ablation import write_run
 
-from lightning_genae.ablation import report
+from lightning_genae.ablation import curves, runs
 from lightning_genae.ablation.report import ADA_RT, summarize
 
 EVALUATED = (500, 1000, 1500)
@@ -39,8 +39,8 @@ def logit_signals(seed: int, gap: float) -> dict[str, dict[int, float]]:
 
 
 def panels_by_title(root: Path) -> dict[str, dict]:
-    runs = report._load_runs(root)
-    return {panel.ylabel: lines for panel, lines in report._signal_curves(runs)}
+    cells = runs.load_runs(root)
+    return {panel.ylabel: lines for panel, lines in curves.signal_curves(cells)}
 
 
 def test_logit_and_sign_panels_show_each_augmentations_mean_over_seeds_and_r_t_where_logged(tmp_path):

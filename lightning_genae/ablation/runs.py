@@ -1,0 +1,235 @@
+"""An ablation grid's run folders as the report reads them: each cell's identity, status and summary.
+
+A cell is finished (summary.json), failed (failed.json, always its latest attempt) or pending: missing
+(never started), unfinished (started, not running now) or running (its lock's owner is alive).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning_genae.ablation.grid import FAILED_FILE, parse_cell_name, read_grid_cells
+from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.metrics.names import BACKBONES, MetricName, try_parse
+from lightning_genae.run_folder import live_lock_owner, started_run_files
+
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.csv"
+
+
+@dataclass
+class CellRun:
+    """One run folder as summarize sees it: identity, status and (when ok) its summary.json."""
+
+    cell: str
+    run_dir: Path
+    augment: str | None
+    train_size: int | None
+    seed: int | None
+    ok: bool
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    # A cell that has not finished and has not failed: `missing` (never started), `unfinished` (started,
+    # not running now: resume it by re-running the grid command) or `running` (its lock's owner is alive).
+    pending: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok and self.pending is None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else self.pending or "failed"
+
+    @property
+    def final_metrics(self) -> dict[str, Any]:
+        metrics = self.summary.get("final_metrics")
+        return metrics if isinstance(metrics, dict) else {}
+
+    @property
+    def selected(self) -> dict[str, Any]:
+        """summary.json's record of the checkpoint chosen on validation (empty for runs without one)."""
+        selected = self.summary.get("selected_checkpoint")
+        return selected if isinstance(selected, dict) else {}
+
+    @property
+    def selected_metrics(self) -> dict[str, Any]:
+        """The test metrics of the checkpoint chosen on validation; empty when none was chosen."""
+        metrics = self.selected.get("test_metrics")
+        return metrics if isinstance(metrics, dict) else {}
+
+    @property
+    def test_evaluation(self) -> dict[str, Any]:
+        evaluation = self.summary.get("evaluation")
+        test = evaluation.get("test") if isinstance(evaluation, dict) else None
+        return test if isinstance(test, dict) else {}
+
+    @property
+    def headline(self) -> str | None:
+        """The test-split version of the run's headline metric (`val/fd_x` -> `test/fd_x`)."""
+        name = self.summary.get("headline_metric")
+        parsed = try_parse(name) if isinstance(name, str) else None
+        if parsed is not None:
+            return parsed.on("test").format()
+        # No headline recorded (or one this version cannot rank): fall back to the Fréchet distance of
+        # whichever backbone was evaluated.
+        for backbone in BACKBONES:
+            candidate = MetricName.generative("fd", backbone, "test").format()
+            if candidate in self.final_metrics:
+                return candidate
+        return None
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (train_size_key(self.train_size), self.augment or "", _seed_key(self.seed), self.cell)
+
+
+def train_size_key(train_size: int | None) -> tuple[int, int]:
+    # "full" (None) is the largest train size, so it sorts last.
+    return (1, 0) if train_size is None else (0, train_size)
+
+
+def _seed_key(seed: int | None) -> tuple[int, int]:
+    return (1, 0) if seed is None else (0, seed)
+
+
+def as_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return None, f"corrupt {path.name}: {describe_error(error)}"
+    if not isinstance(data, dict):
+        return None, f"corrupt {path.name}: expected a JSON object, got {type(data).__name__}"
+    return data, None
+
+
+def _load_run(run_dir: Path) -> CellRun:
+    name_augment, name_size, name_seed = parse_cell_name(run_dir.name)
+    failed_file = run_dir / FAILED_FILE
+    # run_grid deletes failed.json when a cell succeeds, so a failed.json is always the latest attempt,
+    # even beside a summary.json left by an earlier success.
+    if failed_file.is_file():
+        record, problem = read_json(failed_file)
+        record = record or {}
+        return CellRun(
+            cell=run_dir.name,
+            run_dir=run_dir,
+            augment=str(record["augment"]) if record.get("augment") is not None else name_augment,
+            train_size=as_int(record["train_size"]) if "train_size" in record else name_size,
+            seed=as_int(record.get("seed")) if record.get("seed") is not None else name_seed,
+            ok=False,
+            error=problem or str(record.get("error") or "unknown error (failed.json has no 'error')"),
+        )
+    summary, problem = read_json(run_dir / SUMMARY_FILE)
+    if summary is None:
+        return CellRun(run_dir.name, run_dir, name_augment, name_size, name_seed, ok=False, error=problem)
+    if "final_metrics" in summary and not isinstance(summary["final_metrics"], dict):
+        return CellRun(
+            run_dir.name,
+            run_dir,
+            name_augment,
+            name_size,
+            name_seed,
+            ok=False,
+            error=f"corrupt {SUMMARY_FILE}: final_metrics is not a JSON object",
+        )
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    augment = config.get("augment", summary.get("augment", name_augment))
+    train_size = as_int(config["train_size"]) if "train_size" in config else name_size
+    seed = as_int(config.get("seed", summary.get("seed", name_seed)))
+    return CellRun(
+        cell=run_dir.name,
+        run_dir=run_dir,
+        augment=str(augment) if augment is not None else None,
+        train_size=train_size,
+        seed=seed,
+        ok=True,
+        summary=summary,
+    )
+
+
+def _pending_run(run_dir: Path) -> CellRun:
+    """A planned cell with neither summary.json nor failed.json: missing, unfinished or running."""
+    augment, train_size, seed = parse_cell_name(run_dir.name)
+    owner = live_lock_owner(run_dir)
+    pending = "running" if owner else "unfinished" if started_run_files(run_dir) else "missing"
+    return CellRun(run_dir.name, run_dir, augment, train_size, seed, ok=False, pending=pending)
+
+
+def load_runs(root: Path) -> list[CellRun]:
+    if not root.is_dir():
+        raise ConfigError(
+            f"ablation folder {root} does not exist; run a grid first, or pass the grid's --output folder"
+        )
+    # Cells a grid command planned, and cell folders a run started in (a grid from before grid.json).
+    planned = set(read_grid_cells(root)) | {
+        path.name for path in root.iterdir() if path.is_dir() and started_run_files(path)
+    }
+    run_dirs = {
+        path.name: path
+        for path in sorted(root.iterdir())
+        if path.is_dir() and ((path / SUMMARY_FILE).is_file() or (path / FAILED_FILE).is_file())
+    }
+    if not run_dirs and not planned:
+        raise ConfigError(
+            f"no runs in {root} (no sub-folder holds {SUMMARY_FILE} or {FAILED_FILE}); "
+            "run a grid first, or pass the grid's --output folder"
+        )
+    runs = [_load_run(path) for path in run_dirs.values()]
+    runs += [_pending_run(root / name) for name in sorted(planned - set(run_dirs))]
+    return sorted(runs, key=CellRun.sort_key)
+
+
+def describe_progress(root: Path) -> str:
+    """One line: how many of the grid's cells finished, and which are failed, running, unfinished, missing."""
+    runs = load_runs(Path(root))
+    finished = sum(run.ok for run in runs)
+    parts = [f"{finished} of {len(runs)} cells finished"]
+    for status in ("failed", "running", "unfinished", "missing"):
+        names = [run.cell for run in runs if run.status == status]
+        if names:
+            parts.append(f"{status}: {', '.join(names)}")
+    if any(run.status in ("unfinished", "missing", "failed") for run in runs):
+        parts.append("re-run the grid command to run, resume or retry them")
+    return "; ".join(parts)
+
+
+def number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def main_headline(runs: Iterable[CellRun]) -> str | None:
+    counts = Counter(run.headline for run in runs if run.ok and run.headline is not None)
+    if not counts:
+        return None
+    # Most runs' headline wins; ties go to the alphabetically first so the report is deterministic.
+    return min(counts, key=lambda name: (-counts[name], name))
+
+
+def unique(values: Iterable[Any]) -> list[str]:
+    return sorted({str(value) for value in values if value is not None and value != ""})
+
+
+def not_finished(runs: list[CellRun]) -> str:
+    """` (missing: a; unfinished: b)` for the planned cells that have neither finished nor failed."""
+    parts = []
+    for status in ("running", "unfinished", "missing"):
+        names = [run.cell for run in runs if run.status == status]
+        if names:
+            parts.append(f"{status}: {', '.join(names)}")
+    return f" ({'; '.join(parts)})" if parts else ""
