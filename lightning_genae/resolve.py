@@ -239,3 +239,18 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
         budget["max_steps"] = DEFAULT_MAX_STEPS
     complete = replace(config, model_options=options.to_dict(), **plan.config_values(), **budget)
     return ResolvedRun(complete, model, options, plan)
+
+
+def check_shape_options(resolved: ResolvedRun) -> None:
+    """--print-config refuses what the run would: the data shape options are the dataset's to judge.
+
+    Its constructor judges them (a fixed image size or channel count, options a series dataset ignores) and
+    imports Lightning, so it is asked only when such an option is given: a plain --print-config stays quick.
+    """
+    config = resolved.config
+    if all(getattr(config, name) is None for name in ("image_size", "channels", "seq_len", "stride")):
+        return
+    from lightning_genae.console import quiet_lightning
+
+    quiet_lightning()
+    resolved.build_datamodule()

@@ -1,0 +1,94 @@
+"""`--config FILE.yaml`: a YAML mapping of option names to values, read safely and checked.
+
+Safe YAML only (no Python objects), a key given twice is an error (yaml.safe_load would keep the last),
+dashes and underscores name the same option, and an unknown key is an error naming --help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightning_genae.config import CONFIG_FIELDS
+from lightning_genae.errors import ConfigError, agree, describe_error
+
+__all__ = ["DuplicateKey", "load_config_file"]
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A key given twice in one YAML mapping: which value was meant cannot be known."""
+
+    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
+        super().__init__(f"{key} at lines {first_line} and {second_line}")
+        self.key, self.lines = key, (first_line, second_line)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a mapping holding a key twice is an error (safe_load keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKey(key, seen[key], line)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str, Any]:
+    """Read a YAML config; keys are option names (dashes or underscores): RunConfig's or one in `known`."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "no such file"
+        raise ConfigError(f"--config {path}: {what}; give the path of a YAML file (e.g. a run's config.yaml)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"--config {path}: not a text file (no UTF-8 YAML); give a YAML file such as a run's config.yaml"
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            f"--config {path}: cannot be read ({describe_error(error)}); check its permissions"
+        ) from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKey as error:
+        first, second = error.lines
+        raise ConfigError(
+            f"--config {path}: {error.key} is given twice (lines {first} and {second}); keep one of them"
+        ) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"--config {path}: not valid YAML{where}; fix the file or regenerate it with --print-config"
+        ) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"--config {path}: expected a mapping of option: value; see --print-config for the format"
+        )
+    values = {str(key).replace("-", "_"): value for key, value in raw.items()}
+    if len(values) < len(raw):
+        spellings: dict[str, list[str]] = {}
+        for key in raw:
+            spellings.setdefault(str(key).replace("-", "_"), []).append(str(key))
+        twice = next(keys for keys in spellings.values() if len(keys) > 1)
+        raise ConfigError(f"--config {path}: {' and '.join(twice)} name the same option; keep one of them")
+    unknown = sorted(set(values) - set(CONFIG_FIELDS) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"--config {path}: unknown {agree(unknown, 'option', 'options')} {', '.join(unknown)}; "
+            "valid options are listed by --help"
+        )
+    return values

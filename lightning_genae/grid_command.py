@@ -1,0 +1,228 @@
+"""The grid command: `run.py` with lists of augmentations, train sizes or seeds, or candidate lists.
+
+Every (train size, augment, seed) cell runs as its own run under --output ROOT, then the summary files
+are written. A tuning grid runs its candidates on validation first (ROOT/tuning/) and each arm's final
+cells with the candidate it chose. Lightning is imported only once a grid trains, so `--print-config` and
+the grid's configuration errors answer as quickly as `--help`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lightning_genae.config import RunConfig, merge, resume_conflicts
+from lightning_genae.errors import ConfigError
+from lightning_genae.resolve import ResolvedRun, check_shape_options
+
+if TYPE_CHECKING:
+    from lightning_genae.ablation import CellOutcome, CellStart, GridCell, GridPlan
+    from lightning_genae.ablation.tuning import TuningPlan
+
+__all__ = ["run_grid_command"]
+
+
+def _quiet_lightning() -> None:
+    from lightning_genae.console import quiet_lightning
+
+    quiet_lightning()
+
+
+def run_grid_command(
+    values: dict[str, Any],
+    augments: list[str] | None,
+    train_sizes: list[int] | None,
+    seeds: list[int] | None,
+    grid_index: int | None,
+    print_config: bool,
+    tuning_request: tuple[dict[str, list[Any]], list[int]] | None = None,
+) -> int:
+    """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files.
+
+    With candidate lists (`tuning_request`: candidates per option, tune seeds) the tuning cells run first,
+    in ROOT/tuning/, and each arm's final cells run the candidate it chose on validation (ablation.tuning).
+    Grid indices name the tuning cells first, then the final cells.
+    """
+    from lightning_genae.ablation import plan_grid
+    from lightning_genae.ablation.tuning import plan_tuning
+
+    shared = merge(values, {})
+    plan = plan_grid(shared, augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index)
+    tuning = plan_tuning(shared, plan, *tuning_request) if tuning_request is not None else None
+    if grid_index is not None:
+        # Before grid.json or the root is written: a refused start leaves nothing.
+        _check_grid_index(grid_index, plan, tuning)
+    for resolved in list(plan.runs.values())[:1]:
+        # The cells share their data options: one check stands for all, before the grid writes anything.
+        check_shape_options(resolved)
+    if print_config:
+        _print_grid_configs(plan, tuning)
+        return 0
+    _quiet_lightning()
+    return _train_grid(shared, plan, tuning, grid_index, overwrite=bool(values.get("overwrite")))
+
+
+def _check_grid_index(grid_index: int, plan: GridPlan, tuning: TuningPlan | None) -> None:
+    """Refuse a --grid-index that names no cell; a tuning grid's indices name its tuning cells first."""
+    from lightning_genae.ablation import check_grid_index
+
+    if tuning is None:
+        check_grid_index(grid_index, len(plan.cells))
+        return
+    first_final = len(tuning.cells)
+    total = first_final + len(plan.cells)
+    if not 0 <= grid_index < total:
+        raise ConfigError(
+            f"--grid-index {grid_index} is out of range; this tuning grid has {first_final} tuning cells "
+            f"(0..{first_final - 1}) and then {len(plan.cells)} final cells ({first_final}..{total - 1})"
+        )
+
+
+def _print_grid_configs(plan: GridPlan, tuning: TuningPlan | None) -> None:
+    """--print-config of a grid: every cell's configuration under its index, tuning cells first; a tuned
+    arm's final cell is known only once its tuning cells have run."""
+    if tuning is not None:
+        for index, cell in enumerate(tuning.cells):
+            print(f"# cell {index}: {tuning.folder.name}/{cell.name}")
+            sys.stdout.write(tuning.runs[cell].config.to_yaml())
+    first_final = len(tuning.cells) if tuning is not None else 0
+    for index, cell in enumerate(plan.cells, start=first_final):
+        arm = tuning.arm_of(cell) if tuning is not None else None
+        if arm is not None and len(arm.candidates) > 1:
+            print(
+                f"# cell {index}: {cell.name} (runs the best of its {len(arm.candidates)} candidates "
+                "on validation, once its tuning cells have run)"
+            )
+            continue
+        print(f"# cell {index}: {cell.name}")
+        sys.stdout.write(plan.runs[cell].config.to_yaml())
+
+
+def _cell_runner(runs: dict[GridCell, ResolvedRun]) -> Callable[[GridCell, Path, CellStart], None]:
+    """How a grid trains one cell: fresh, resumed from its last.ckpt (only with the cell's own options), or
+    restarted over its old files. `runs` is read when a cell starts, so cells added to it later run too."""
+    from lightning_genae.ablation import CellStart
+    from lightning_genae.checkpoint import RunCheckpoint
+    from lightning_genae.run_folder import RunFolderRefused
+    from lightning_genae.train import run
+
+    def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
+        resolved = runs[cell]
+        resume = None
+        if start is CellStart.RESUME:
+            resume = RunCheckpoint.to_resume("last", str(run_dir))
+            conflicts = resume_conflicts(resume.stored_config("--resume"), resolved.config.to_dict())
+            if conflicts:
+                raise RunFolderRefused(
+                    f"{run_dir} holds an unfinished run with other options ({'; '.join(conflicts)}); "
+                    "re-run the grid with --overwrite or another --output"
+                )
+        elif start is CellStart.RESTART:
+            resolved = replace(resolved, config=replace(resolved.config, overwrite=True))
+        run(resolved, resume=resume)
+
+    return run_cell
+
+
+def _train_grid(
+    shared: RunConfig, plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None, overwrite: bool
+) -> int:
+    """Run the grid's cells (all, or `grid_index` alone), tuning cells first; 1 if any failed or waits."""
+    from lightning_genae.ablation import record_grid_cells, run_grid
+
+    runs = {**plan.runs, **(tuning.runs if tuning is not None else {})}
+    run_cell = _cell_runner(runs)
+    outcomes: list[CellOutcome] = []
+    cells, final_index = plan.cells, grid_index
+    not_run: dict[str, str] = {}
+    if tuning is not None:
+        if grid_index is None or grid_index < len(tuning.cells):
+            outcomes += _run_tuning_cells(plan, tuning, run_cell, grid_index, overwrite)
+            if grid_index is not None:
+                return 1 if any(not outcome.ok for outcome in outcomes) else 0
+        cells, chosen_runs, not_run, final_index = _final_cells_after_tuning(shared, plan, tuning, grid_index)
+        runs.update(chosen_runs)
+    plan.root.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(plan.root, plan.cells)
+    configs = {cell: runs[cell].config for cell in cells if cell in runs}
+    outcomes += run_grid(cells, plan.root, run_cell, final_index, overwrite=overwrite, configs=configs)
+    _report_grid(plan.root, grid_index)
+    # With --grid-index only the cell asked for counts: another arm still waiting for its tuning is not this
+    # array task's failure (SLURM would mark it failed).
+    waiting = bool(not_run) and grid_index is None
+    return 1 if waiting or any(not outcome.ok for outcome in outcomes) else 0
+
+
+def _run_tuning_cells(
+    plan: GridPlan,
+    tuning: TuningPlan,
+    run_cell: Callable[[GridCell, Path, CellStart], None],
+    grid_index: int | None,
+    overwrite: bool,
+) -> list[CellOutcome]:
+    """Stage 1: the candidates, on validation only (all tuning cells, or `grid_index` alone)."""
+    from lightning_genae.ablation import describe_progress, record_grid_cells, run_grid
+
+    plan.root.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(plan.root, plan.cells)
+    tuning.folder.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(tuning.folder, tuning.cells)
+    configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
+    outcomes = run_grid(
+        tuning.cells, tuning.folder, run_cell, grid_index, overwrite=overwrite, configs=configs
+    )
+    print(f"tuning: {describe_progress(tuning.folder)}")
+    if grid_index is not None:
+        first_final, total = len(tuning.cells), len(tuning.cells) + len(plan.cells)
+        print(
+            f"tuning cell {grid_index} done; once tuning cells 0..{first_final - 1} have run, "
+            f"run the final cells {first_final}..{total - 1}"
+        )
+    return outcomes
+
+
+def _final_cells_after_tuning(
+    shared: RunConfig, plan: GridPlan, tuning: TuningPlan, grid_index: int | None
+) -> tuple[list[GridCell], dict[GridCell, ResolvedRun], dict[str, str], int | None]:
+    """Stage 2: each arm's choice, made on the validation numbers alone, with the grid's seeds.
+
+    Returns the final cells to run, the runs of the chosen candidates, the cells whose arm cannot run (with
+    why), and `grid_index` as an index into the final cells. Writes tuning.json.
+    """
+    from lightning_genae.ablation.tuning import choose, final_cells, write_tuning_record
+
+    first_final = len(tuning.cells)
+    choices = choose(tuning)
+    cells, chosen_runs, not_run = final_cells(shared, plan, choices)
+    final_index = grid_index
+    if grid_index is not None:
+        final_index = grid_index - first_final
+        problem = not_run.get(cells[final_index].name)
+        if problem is not None:
+            raise ConfigError(
+                f"--grid-index {grid_index} is the final cell {cells[final_index].name}, whose arm "
+                f"cannot run: {problem}; run (or re-run) the tuning cells 0..{first_final - 1} first"
+            )
+    else:
+        cells = [cell for cell in cells if cell.name not in not_run]
+        for name, problem in not_run.items():
+            print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
+    plan.root.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
+    return cells, chosen_runs, not_run, final_index
+
+
+def _report_grid(root: Path, grid_index: int | None) -> None:
+    """The summary files once the whole grid has run (an array task leaves them to --summarize), and the
+    grid's progress."""
+    from lightning_genae.ablation import describe_progress, summarize
+
+    if grid_index is None:
+        paths = summarize(root)
+        print("wrote " + ", ".join(str(path) for path in paths.values()))
+    else:
+        print(f"cell {grid_index} done; once every cell has run: python run.py --summarize {root}")
+    print(describe_progress(root))
