@@ -106,7 +106,7 @@ def _cell_runner(runs: dict[GridCell, ResolvedRun]) -> Callable[[GridCell, Path,
     restarted over its old files. `runs` is read when a cell starts, so cells added to it later run too."""
     from lightning_genae.ablation import CellStart
     from lightning_genae.checkpoint import RunCheckpoint
-    from lightning_genae.run_folder import RunFolderRefused
+    from lightning_genae.run_lock import RunFolderRefused
     from lightning_genae.train import run
 
     def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:

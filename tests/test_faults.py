@@ -17,7 +17,7 @@ import torch
 from tiny import TINY_RUN
 
 from lightning_genae.cli import main
-from lightning_genae.run_folder import LOCK_FILE
+from lightning_genae.run_lock import LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_genae.run_folder import LOCK_FILE, UNREADABLE_LOCK_GRACE_S, ClaimedRunFolder, RunFolderRefused
+from lightning_genae.run_folder import ClaimedRunFolder
+from lightning_genae.run_lock import LOCK_FILE, UNREADABLE_LOCK_GRACE_S, RunFolderRefused
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,8 @@ from tiny import TINY_RUN
 
 from lightning_genae.cli import main
 from lightning_genae.errors import ConfigError
-from lightning_genae.run_folder import LOCK_FILE, ClaimedRunFolder, RunFolderLock, RunFolderRefused
+from lightning_genae.run_folder import ClaimedRunFolder
+from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_AE = ["--model", "ae", *TINY_RUN]

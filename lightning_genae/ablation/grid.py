@@ -31,15 +31,8 @@ from lightning_genae.cache import write_atomically
 from lightning_genae.config import RunConfig, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.resolve import ResolvedRun, resolve
-from lightning_genae.run_folder import (
-    CHECKPOINT_DIR,
-    FAILED_FILE,
-    LOCK_FILE,
-    SUMMARY_FILE,
-    RunFolderRefused,
-    live_lock_owner,
-    started_run_files,
-)
+from lightning_genae.run_folder import CHECKPOINT_DIR, FAILED_FILE, SUMMARY_FILE, started_run_files
+from lightning_genae.run_lock import LOCK_FILE, RunFolderRefused, live_lock_owner
 
 __all__ = [
     "TUNING_DIR",

@@ -16,7 +16,8 @@ from typing import Any
 from lightning_genae.ablation.grid import FAILED_FILE, parse_cell_name, read_grid_cells
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.names import BACKBONES, MetricName, try_parse
-from lightning_genae.run_folder import live_lock_owner, started_run_files
+from lightning_genae.run_folder import started_run_files
+from lightning_genae.run_lock import live_lock_owner
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"

@@ -38,7 +38,8 @@ from lightning_genae.config import CONFIG_TYPES, RunConfig, coerce, flag, resume
 from lightning_genae.errors import ConfigError, agree
 from lightning_genae.metrics.names import Direction, try_parse
 from lightning_genae.resolve import ResolvedRun
-from lightning_genae.run_folder import live_lock_owner, started_run_files
+from lightning_genae.run_folder import started_run_files
+from lightning_genae.run_lock import live_lock_owner
 
 __all__ = [
     "TUNABLE_OPTIONS",
