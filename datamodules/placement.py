@@ -1,7 +1,7 @@
 """Where training batches are indexed from (`--data-on-device`), decided without importing Lightning.
 
 The in-memory splits are small enough to keep on an accelerator, where a batch is an index of the stored
-tensor: no loader, no collation, no host-to-device copy per step (`datamodules.base.DeviceBatches`).
+tensor: no loader, no collation, no host-to-device copy per step (`datamodules.loaders.DeviceBatches`).
 The command line checks the setting before anything heavy is imported, so it lives here.
 """
 

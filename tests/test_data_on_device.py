@@ -14,7 +14,7 @@ from tiny import TINY_RUN
 
 from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule, placement
-from lightning_genae.datamodules.base import DeviceBatches, ResumableLoader
+from lightning_genae.datamodules.loaders import DeviceBatches, ResumableLoader
 from lightning_genae.errors import ConfigError
 
 RUN = [*TINY_RUN, "--model", "gan", "--train-size", "200", "--eval-every", "4", "--image-every", "4"]

@@ -21,11 +21,11 @@ from pytorch_lightning.utilities.data import _update_dataloader
 from torch.utils.data.distributed import DistributedSampler
 
 from lightning_genae.datamodules import DATASETS, build_datamodule, to_model_range, to_uint8
-from lightning_genae.datamodules.base import InMemoryImages
 from lightning_genae.datamodules.celeba import CelebADataModule
 from lightning_genae.datamodules.cifar10 import CIFAR10DataModule
 from lightning_genae.datamodules.digits import DigitsDataModule, digits_tensors
 from lightning_genae.datamodules.folder import ImageFolderDataModule
+from lightning_genae.datamodules.loaders import InMemoryImages
 from lightning_genae.datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
 from lightning_genae.datamodules.splits import fixed_split, stratified_sample
 from lightning_genae.errors import ConfigError, DataError
