@@ -4,7 +4,7 @@
 2. The share of training time that evaluation at the default cadence takes: one validation evaluation
    of the DCGAN (generate, extract, compare) against `--eval-every` training iterations.
 
-    python bench/eval.py --data-dir ../shared/data
+    python bench/eval.py --data-dir DATA
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", default=os.environ.get("GENAE_DATA_DIR", "../shared/data"))
+    parser.add_argument("--data-dir", default=os.environ.get("GENAE_DATA_DIR", "data"))
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--train-steps", type=int, default=100, help="iterations timed to get the step time")
     parser.add_argument("--inception-weights", default=None)

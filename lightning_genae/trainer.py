@@ -1,4 +1,8 @@
-"""How a run's Lightning Trainer is built: hardware and strategy, callbacks, checkpointing, metrics."""
+"""How a run's Lightning Trainer is built: hardware and strategy, callbacks, checkpointing, metrics.
+
+Over 400 lines for one job: the Trainer a run gets and the callbacks attached to it (hardware,
+seeding per rank, the divergence guard, checkpoints, metrics), for run.py and for the Python API alike.
+"""
 
 from __future__ import annotations
 

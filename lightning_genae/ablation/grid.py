@@ -8,6 +8,9 @@ it stopped: a finished cell is skipped, an unfinished one resumes from its `last
 again from scratch, and a cell another process is running is left to it. `grid.json` in the root names
 every cell the grid's commands planned, so a summary of a partial grid can say which cells are missing.
 A tuning grid (`ablation.tuning`) runs its candidates first, each a cell of `<root>/tuning/`.
+
+Over 400 lines for one job: planning a grid's cells and running them (fresh, resumed or
+restarted), with the records that let a partial grid be summarised.
 """
 
 from __future__ import annotations

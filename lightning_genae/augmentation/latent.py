@@ -5,6 +5,9 @@ Gaussian noise scaled per latent dimension (a dimension that barely varies on th
 noise), and interpolation towards another image's code, of the same class when labels exist, so a decoded
 "7" stays a 7. The augmenter is trained on the run's own training split (the same `--train-size` subset,
 never more data) with a short Lightning run of its own, and cached, so an ablation grid trains it once.
+
+Over 400 lines for one job: the latent augmenter, its training on the run's split, its cache and
+its perturbations of codes.
 """
 
 from __future__ import annotations

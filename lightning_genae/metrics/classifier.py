@@ -5,8 +5,11 @@ itself is the common, more sensitive yardstick (the MNIST-FID practice). This mo
 its deterministic training loop, the checkpoint format, the shipped-weights manifest and the command that
 reproduces a shipped checkpoint:
 
-    python -m lightning_genae.metrics.classifier --data mnist --data-dir ../shared/data --seed 0 \
+    python -m lightning_genae.metrics.classifier --data mnist --data-dir DATA --seed 0 \
         --output lightning_genae/metrics/weights
+
+(DATA: the folder holding MNIST/raw.) Over 400 lines: the network, its training, its checkpoint
+and manifest formats (which the sequence classifier shares) and the command that writes them.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ MNIST rows as 28 steps of 28 features, scaled to [-1, 1] like the images, from t
 same fixed train/val/test splits as `mnist`. The shipped checkpoint is reproduced on the CPU by
 
     OMP_NUM_THREADS=1 python -m lightning_genae.metrics.sequence_classifier --data smnist \
-        --data-dir ../shared/data --seed 0 --output lightning_genae/metrics/weights
+        --data-dir DATA --seed 0 --output lightning_genae/metrics/weights
 """
 
 from __future__ import annotations
