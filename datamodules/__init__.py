@@ -30,60 +30,62 @@ class DatasetSpec:
     def module(self) -> type[InMemoryDataModule]:
         """The DataModule class, imported now (which imports Lightning)."""
         module_name, _, class_name = self.location.partition(":")
-        return getattr(importlib.import_module(f"lightning_genae.datamodules.{module_name}"), class_name)
+        # A built-in's location is relative to this package (".digits"), a plug-in's absolute.
+        module = importlib.import_module(module_name, package="lightning_genae.datamodules")
+        return getattr(module, class_name)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
-        "digits:DigitsDataModule",
+        ".digits:DigitsDataModule",
         "scikit-learn's 1797 handwritten digits, upscaled to 16x16 grayscale (bundled, no download)",
     ),
     "mnist": DatasetSpec(
-        "mnist:MNISTDataModule",
+        ".mnist:MNISTDataModule",
         "MNIST handwritten digits, 28x28 grayscale (downloaded by torchvision into DATA_DIR/MNIST/raw)",
     ),
     "binarized_mnist": DatasetSpec(
-        "binarized_mnist:BinarizedMNISTDataModule",
+        ".binarized_mnist:BinarizedMNISTDataModule",
         "MNIST with binary pixels, Bernoulli(intensity): training images sampled anew at every draw, "
         "val/test binarized once from a fixed seed (the likelihood benchmark; read like mnist)",
     ),
     "fashion_mnist": DatasetSpec(
-        "mnist:FashionMNISTDataModule",
+        ".mnist:FashionMNISTDataModule",
         "Fashion-MNIST clothing, 28x28 grayscale (downloaded by torchvision into DATA_DIR/FashionMNIST/raw)",
     ),
     "cifar10": DatasetSpec(
-        "cifar10:CIFAR10DataModule",
+        ".cifar10:CIFAR10DataModule",
         "CIFAR-10 natural images, 32x32 RGB (downloaded by torchvision into DATA_DIR/cifar-10-batches-py)",
     ),
     "celeba": DatasetSpec(
-        "celeba:CelebADataModule",
+        ".celeba:CelebADataModule",
         "CelebA aligned faces, centre-cropped and resized to 64x64 RGB, unlabeled "
         "(decoded once, then cached)",
     ),
     "folder": DatasetSpec(
-        "folder:ImageFolderDataModule",
+        ".folder:ImageFolderDataModule",
         "any folder of images given by --data-dir (recursive; >=2 subfolders become class labels), "
         "at --image-size (64) and --channels (3)",
     ),
     "sines": DatasetSpec(
-        "sines:SinesDataModule",
+        ".sines:SinesDataModule",
         "synthetic noisy sine waves (random frequency, phase, amplitude, noise), --seq-len 24 steps, "
         "--channels 1 (generated, no files)",
         data_kind="sequence",
     ),
     "timegan_sines": DatasetSpec(
-        "timegan_sines:TimeGANSinesDataModule",
+        ".timegan_sines:TimeGANSinesDataModule",
         "TimeGAN's Sines benchmark: 10,000 series of 24 steps x 5 channels, sin(f t + phase) with f, phase "
         "~ U(0, 0.1), scaled to [0, 1] (generated, no files)",
         data_kind="sequence",
     ),
     "smnist": DatasetSpec(
-        "smnist:SequentialMNISTDataModule",
+        ".smnist:SequentialMNISTDataModule",
         "MNIST digits as sequences: 28 rows of 28 pixels (read from DATA_DIR/MNIST/raw like mnist)",
         data_kind="sequence",
     ),
     "csv": DatasetSpec(
-        "csvseries:CSVSeriesDataModule",
+        ".csvseries:CSVSeriesDataModule",
         "a CSV file (--data-dir FILE.csv): numeric columns as channels, windows of --seq-len rows "
         "every --stride rows",
         data_kind="sequence",
@@ -101,7 +103,7 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
 # Names this package has always exported, each imported from its module on first use (PEP 562), so that
 # `from datamodules import DATASETS` does not import Lightning.
 _LAZY_EXPORTS = {
-    **{spec.location.partition(":")[2]: spec.location.partition(":")[0] for spec in DATASETS.values()},
+    **{spec.location.partition(":")[2]: spec.location.partition(":")[0][1:] for spec in DATASETS.values()},
     **dict.fromkeys(
         (
             "DataKind",

@@ -30,6 +30,7 @@ from lightning_genae.config import (
 from lightning_genae.config_file import load_config_file
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.grid_command import run_grid_command
+from lightning_genae.plugins import load_plugins
 from lightning_genae.resolve import (
     ResolvedRun,
     check_shape_options,
@@ -44,6 +45,12 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure)."""
+    try:
+        # Before the parser: a plug-in's names are choices of --model, --data and --augment.
+        load_plugins()
+    except ConfigError as error:
+        print(f"error: {_error_line(error, training=False)}", file=sys.stderr)
+        return error.exit_code
     args = vars(build_parser().parse_args(argv))
     config_path = args.pop("config", None)
     print_config = args.pop("print_config", False)

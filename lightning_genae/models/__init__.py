@@ -1,5 +1,5 @@
 """Model families. A new family is its options dataclass in `options.py`, its LightningModule in one file
-here, and one entry in MODELS.
+here, and one entry in MODELS; from outside the package, a plug-in registers one (docs/plugins.md).
 
 The registry names each module by where it lives and imports it on first use: the command line (`--help`,
 `--print-config`, every configuration error) reads only the options and descriptions, and never pays for
@@ -47,47 +47,48 @@ class ModelSpec:
     def module(self) -> type[GenerativeModule]:
         """The family's LightningModule class, imported now (which imports Lightning)."""
         module_name, _, class_name = self.location.partition(":")
-        return getattr(importlib.import_module(f"lightning_genae.models.{module_name}"), class_name)
+        # A built-in's location is relative to this package (".ae"), a plug-in's absolute.
+        return getattr(importlib.import_module(module_name, package="lightning_genae.models"), class_name)
 
 
 MODELS: dict[str, ModelSpec] = {
     "ae": ModelSpec(
-        "ae:AutoencoderModule",
+        ".ae:AutoencoderModule",
         AutoencoderOptions,
         "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising",
     ),
     "vae": ModelSpec(
-        "vae:VAEModule",
+        ".vae:VAEModule",
         VAEOptions,
         "variational autoencoder with beta and KL warm-up; samples from the prior",
     ),
     "gan": ModelSpec(
-        "gan:GANModule",
+        ".gan:GANModule",
         GANOptions,
         "DCGAN, non-saturating or hinge loss, optional generator EMA",
         image_discriminator=True,
         real_logits=True,
     ),
     "began": ModelSpec(
-        "began:BEGANModule",
+        ".began:BEGANModule",
         BEGANOptions,
         "BEGAN (or --d-loss ebgan: EBGAN): the discriminator is an autoencoder",
         image_discriminator=True,
     ),
     "vaegan": ModelSpec(
-        "vaegan:VAEGANModule",
+        ".vaegan:VAEGANModule",
         VAEGANOptions,
         "VAE-GAN: a VAE whose decoder is the generator, reconstructing in D's features",
         image_discriminator=True,
         real_logits=True,
     ),
     "aae": ModelSpec(
-        "aae:AAEModule",
+        ".aae:AAEModule",
         AAEOptions,
         "adversarial autoencoder: a latent discriminator matches the codes to a prior",
     ),
     "rae": ModelSpec(
-        "rae:RAEModule",
+        ".rae:RAEModule",
         RAEOptions,
         "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form",
         data_kind="sequence",

@@ -1,0 +1,138 @@
+"""Plug-ins from outside the package: a family, a dataset or an augmentation, registered by name.
+
+A plug-in is an importable Python module (installed, or on PYTHONPATH) that calls the `register_*`
+functions below when it is imported. `run.py` imports, before it reads the command line, every module
+named in `$GENAE_PLUGINS` (a comma list) and every module an installed distribution declares under the
+entry-point group `lightning_genae.plugins`; its names then appear in `--help`, in the choices of
+`--model`, `--data` and `--augment`, in grids and in `config.yaml`, exactly as the built-in ones. From
+Python, importing the plug-in module is enough.
+
+A registered thing is the same spec the built-ins use (`ModelSpec`, `DatasetSpec`, `AugmentationSpec`),
+whose `location` names the class as `module:Class` by its full import name (a built-in's location is
+relative to its package), imported on first use. docs/plugins.md shows a family, a dataset and an
+augmentation added this way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import fields
+from importlib.metadata import entry_points
+from typing import Any
+
+from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
+from lightning_genae.config import CONFIG_FIELDS
+from lightning_genae.datamodules import DATASETS, DatasetSpec
+from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
+
+__all__ = ["ENTRY_POINT_GROUP", "PLUGINS_VARIABLE", "load_plugins", "register_augmentation",
+           "register_dataset", "register_model"]  # fmt: skip
+
+PLUGINS_VARIABLE = "GENAE_PLUGINS"
+ENTRY_POINT_GROUP = "lightning_genae.plugins"
+# A name users type after --model/--data/--augment: lower case, digits, '_' and '-' ('+' joins augmentations).
+_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def _check_new(kind: str, name: str, registry: dict[str, Any], spec: Any, spec_type: type) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "none":
+        raise ConfigError(
+            f"cannot register {kind} {name!r}: a name is lower case letters, digits, '_' or '-', starting "
+            "with a letter, and not 'none'"
+        )
+    if name in registry:
+        raise ConfigError(f"cannot register {kind} {name!r}: the name is taken; choose another")
+    if not isinstance(spec, spec_type):
+        raise ConfigError(
+            f"cannot register {kind} {name!r}: expected a {spec_type.__name__}, got {type(spec).__name__}"
+        )
+    location = getattr(spec, "location", "module:Class")
+    module, _, attribute = location.partition(":")
+    if not module or module.startswith(".") or not attribute:
+        raise ConfigError(
+            f"cannot register {kind} {name!r}: location {location!r} must name the class as "
+            "module:Class (the module's full import name, e.g. my_plugin.families:MyModule)"
+        )
+
+
+def register_model(name: str, spec: ModelSpec) -> None:
+    """Add the family `name` (`--model name`): its LightningModule, options dataclass and description.
+
+    Its options become flags beside the built-in families'; one that a built-in family or RunConfig
+    already declares must have the same type (the command line has one flag per name).
+    """
+    _check_new("model", name, MODELS, spec, ModelSpec)
+    if not (isinstance(spec.options, type) and issubclass(spec.options, FamilyOptions)):
+        raise ConfigError(f"cannot register model {name!r}: its options must be a FamilyOptions dataclass")
+    kinds = spec.options.types()
+    for option in fields(spec.options):
+        if option.name in CONFIG_FIELDS:
+            raise ConfigError(
+                f"cannot register model {name!r}: option {option.name} is a run option; rename it"
+            )
+        for other, other_spec in MODELS.items():
+            other_kinds = other_spec.options.types()
+            if option.name in other_kinds and other_kinds[option.name] != kinds[option.name]:
+                raise ConfigError(
+                    f"cannot register model {name!r}: option {option.name} is {kinds[option.name]} here "
+                    f"but {other_kinds[option.name]} in {other}; rename it"
+                )
+    MODELS[name] = spec
+
+
+def register_dataset(name: str, spec: DatasetSpec) -> None:
+    """Add the dataset `name` (`--data name`): its DataModule class, description and data kind."""
+    _check_new("dataset", name, DATASETS, spec, DatasetSpec)
+    DATASETS[name] = spec
+
+
+def register_augmentation(name: str, spec: AugmentationSpec) -> None:
+    """Add the augmentation `name` (`--augment name`). A discriminator-side one gives `build`; the
+    options it reads are RunConfig's (those its spec lists), so a run that sets one it does not read is
+    refused as for the built-ins."""
+    _check_new("augmentation", name, AUGMENTATIONS, spec, AugmentationSpec)
+    if "+" in name:
+        raise ConfigError(f"cannot register augmentation {name!r}: '+' joins augmentations; choose another")
+    unknown = [option for option in spec.options if option not in CONFIG_FIELDS]
+    if unknown:
+        raise ConfigError(
+            f"cannot register augmentation {name!r}: it reads {', '.join(unknown)}, which no run option is"
+        )
+    if spec.side == "discriminator" and spec.build is None:
+        raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
+    AUGMENTATIONS[name] = spec
+
+
+_loaded: set[str] = set()
+
+
+def plugin_modules() -> list[str]:
+    """The plug-in modules to import: $GENAE_PLUGINS's, then the installed entry points', each once."""
+    named = [name.strip() for name in os.environ.get(PLUGINS_VARIABLE, "").split(",") if name.strip()]
+    declared = [entry.module for entry in entry_points(group=ENTRY_POINT_GROUP)]
+    return list(dict.fromkeys(named + declared))
+
+
+def load_plugins() -> list[str]:
+    """Import every plug-in module (once per process); returns their names.
+
+    A module that cannot be imported, or whose registration is refused, is a ConfigError naming it.
+    """
+    modules = plugin_modules()
+    for module in modules:
+        if module in _loaded:
+            continue
+        try:
+            importlib.import_module(module)
+        except ConfigError as error:
+            raise ConfigError(f"plug-in {module}: {error}") from None
+        except Exception as error:  # noqa: BLE001 - any failure of a user's module is one line
+            raise ConfigError(
+                f"plug-in {module} (from ${PLUGINS_VARIABLE} or the {ENTRY_POINT_GROUP} entry points) "
+                f"cannot be imported ({describe_error(error)}); fix it, or remove it from there"
+            ) from None
+        _loaded.add(module)
+    return modules

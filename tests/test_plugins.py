@@ -1,0 +1,135 @@
+"""Plug-ins from outside the package: docs/plugins.md's module adds a family, a dataset and an
+augmentation, and run.py trains them as it trains the built-in ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_python_api import python_blocks
+
+from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
+from lightning_genae.datamodules import DATASETS, DatasetSpec
+from lightning_genae.errors import ConfigError
+from lightning_genae.models import MODELS, ModelSpec
+from lightning_genae.models.options import AutoencoderOptions, GANOptions
+from lightning_genae.plugins import register_augmentation, register_dataset, register_model
+
+REPO = Path(__file__).resolve().parent.parent
+PAGE = REPO / "docs" / "plugins.md"
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding my_genae_plugin.py exactly as docs/plugins.md shows it."""
+    (block,) = python_blocks(PAGE.read_text())
+    folder = tmp_path_factory.mktemp("plugin")
+    (folder / "my_genae_plugin.py").write_text(block)
+    return folder
+
+
+def run_py(
+    args: list[str], plugin_dir: Path, cwd: Path, plugins: str = "my_genae_plugin"
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "GENAE_PLUGINS": plugins,
+        "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+
+
+SMALL = ["--width", "8", "--latent-dim", "8", "--batch-size", "32", "--max-steps", "4", "--eval-every", "4",
+         "--image-every", "4", "--ckpt-every", "4", "--backbone", "none"]  # fmt: skip
+
+
+def test_the_plugins_names_and_option_are_in_help(plugin_dir, tmp_path):
+    result = run_py(["--help"], plugin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("masked_ae", "squares", "flip", "--mask-ratio"):
+        assert name in result.stdout
+
+
+@pytest.mark.slow
+def test_a_plugin_family_trains_on_a_plugin_dataset_with_its_own_option(plugin_dir, tmp_path):
+    args = ["--model", "masked_ae", "--data", "squares", "--mask-ratio", "0.5", *SMALL, "--output", "run"]
+    result = run_py(args, plugin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["model"] == "masked_ae" and summary["config"]["mask_ratio"] == 0.5
+    assert "test/mse" in summary["final_metrics"]
+
+
+@pytest.mark.slow
+def test_a_plugin_augmentation_wraps_a_gans_discriminator_inputs(plugin_dir, tmp_path):
+    args = ["--model", "gan", "--data", "squares", "--augment", "flip", *SMALL, "--output", "run"]
+    result = run_py(args, plugin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["augment"] == "flip" and summary["global_step"] > 0
+
+
+def test_a_plugin_augmentation_on_a_model_without_a_discriminator_is_refused(plugin_dir, tmp_path):
+    args = ["--model", "masked_ae", "--data", "squares", "--augment", "flip", "--print-config"]
+    result = run_py(args, plugin_dir, tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "flip" in result.stderr
+
+
+def test_a_plugin_that_cannot_be_imported_is_one_line_and_exit_2(plugin_dir, tmp_path):
+    result = run_py(["--help"], plugin_dir, tmp_path, plugins="no_such_genae_plugin")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "plug-in no_such_genae_plugin" in line and "cannot be imported" in line
+
+
+@pytest.fixture
+def clean_registries():
+    before = (dict(MODELS), dict(DATASETS), dict(AUGMENTATIONS))
+    yield
+    for registry, saved in zip((MODELS, DATASETS, AUGMENTATIONS), before, strict=True):
+        registry.clear()
+        registry.update(saved)
+
+
+@pytest.mark.parametrize(
+    ("register", "says"),
+    [
+        (lambda: register_dataset("digits", DatasetSpec("pkg.mod:Data", "x")), "the name is taken"),
+        (lambda: register_dataset("Bad Name", DatasetSpec("pkg.mod:Data", "x")), "lower case letters"),
+        (lambda: register_dataset("toy", DatasetSpec(".digits:DigitsDataModule", "x")), "module:Class"),
+        (lambda: register_dataset("toy", ModelSpec("pkg.mod:M", AutoencoderOptions, "x")), "DatasetSpec"),
+        (lambda: register_model("toy", ModelSpec("pkg.mod:M", dict, "x")), "FamilyOptions dataclass"),
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=())),
+         "needs build"),
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=("nope",),
+                                                               build=lambda plan, parts: None)),
+         "nope, which no run option is"),
+    ],
+)  # fmt: skip
+def test_a_refused_registration_is_one_line_naming_why(register, says, clean_registries):
+    with pytest.raises(ConfigError) as raised:
+        register()
+    assert says in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_an_option_declared_with_another_type_by_a_built_in_family_is_refused(clean_registries):
+    from dataclasses import dataclass
+
+    from lightning_genae.models.options import option
+
+    @dataclass(frozen=True)
+    class Clashing(GANOptions):
+        denoise: str = option("no", "a string where the autoencoder's denoise is a float")
+
+    with pytest.raises(ConfigError, match="option denoise is"):
+        register_model("toy", ModelSpec("pkg.mod:M", Clashing, "x"))
+    assert "toy" not in MODELS
