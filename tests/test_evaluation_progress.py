@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_console import FakeClock
 from tiny import TINY_RUN
 
 from lightning_genae import console
@@ -15,14 +16,6 @@ from lightning_genae.cli import main
 from lightning_genae.metrics import generative, sequences
 from lightning_genae.metrics.generative import RealFeatures
 from lightning_genae.metrics.sequences import score_sequences
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_phase_quiet_for_a_while_says_nothing_when_it_ends_within_it(capsys):
