@@ -21,7 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
-from lightning_genae.console import EVALUATION_QUIET_SECONDS, PhaseProgress, say
+from lightning_genae.console import evaluation_progress, say
 from lightning_genae.datamodules.base import SPLITS, to_uint8
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.generative import (
@@ -105,11 +105,10 @@ class GenerativeMetrics(Callback):
         bank = FeatureBank().to(device)
         chunks = range(trainer.global_rank, -(-n // FEATURE_BATCH), trainer.world_size)
         # Rank 0 speaks for all: its share of the chunks is as long as any rank's, give or take one.
-        progress = PhaseProgress(
+        progress = evaluation_progress(
             f"{stage}: generating {n} samples and their {self.backbone.name} features",
             len(chunks),
             f"chunk of {FEATURE_BATCH}",
-            quiet_for=EVALUATION_QUIET_SECONDS,
         )
         for chunk in chunks:
             start = chunk * FEATURE_BATCH

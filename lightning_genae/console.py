@@ -121,6 +121,11 @@ def format_duration(seconds: float) -> str:
 EVALUATION_QUIET_SECONDS = 10.0
 
 
+def evaluation_progress(what: str, total: int, unit: str, interval: float = 10.0) -> PhaseProgress:
+    """The progress of an evaluation pass: silent for its first EVALUATION_QUIET_SECONDS (read now)."""
+    return PhaseProgress(what, total, unit, interval=interval, quiet_for=EVALUATION_QUIET_SECONDS)
+
+
 class PhaseProgress:
     """Progress of a long phase outside the training loop (a feature classifier's epochs, say): what it
     waits for, done/total, the time spent and an estimate of the time left, on stderr.
@@ -404,9 +409,7 @@ class IterationProgressBar(TQDMProgressBar):
         sampled likelihood over a test set, say) still says where it is."""
         self._evaluation_lines = None
         if not self.is_disabled and not stdout_is_terminal() and total:
-            self._evaluation_lines = PhaseProgress(
-                what, total, "batch", interval=self.LINE_SECONDS, quiet_for=EVALUATION_QUIET_SECONDS
-            )
+            self._evaluation_lines = evaluation_progress(what, total, "batch", interval=self.LINE_SECONDS)
 
 
 def _finite(value: float) -> int | None:

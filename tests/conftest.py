@@ -9,6 +9,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def quiet_evaluation_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluation passes in the suite's in-process runs say nothing, however slow the machine: a test of a
+    one-line error must not depend on whether a validation took 10 s. tests/test_evaluation_progress.py
+    sets the period itself to test the progress lines."""
+    from lightning_genae import console
+
+    monkeypatch.setattr(console, "EVALUATION_QUIET_SECONDS", float("inf"))
+
+
 @pytest.fixture(scope="session")
 def mnist_data_dir() -> Path:
     """The folder holding MNIST/raw: $GENAE_DATA_DIR, else ../shared/data next to the repo.

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from lightning_genae.cache import cache_root, write_atomically
-from lightning_genae.console import EVALUATION_QUIET_SECONDS, PhaseProgress, say
+from lightning_genae.console import evaluation_progress, say
 from lightning_genae.errors import describe_error
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.distances import feature_metrics
@@ -82,12 +82,11 @@ class RealFeatures:
     def _compute(self, name: str, split: str, images: Tensor, device: torch.device) -> Tensor:
         """Features of a whole split, in blocks, saying where it is when that takes a while."""
         blocks = images.split(REAL_FEATURE_BLOCK)
-        progress = PhaseProgress(
+        progress = evaluation_progress(
             f"features of the {name} {split} split ({len(images)} images, {self.backbone.name}; "
             "computed once, then cached)",
             len(images),
             "image",
-            quiet_for=EVALUATION_QUIET_SECONDS,
         )
         features = []
         for block in blocks:

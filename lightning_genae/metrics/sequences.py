@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.console import EVALUATION_QUIET_SECONDS, PhaseProgress
+from lightning_genae.console import evaluation_progress
 from lightning_genae.metrics.distances import feature_metrics
 from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, on_split
 
@@ -292,11 +292,10 @@ def score_sequences(
         generated = check_series(generated, "generated")
         # Silent when quick (a validation on short series); a long one (a final test on many long series
         # on a CPU) says where it is.
-        progress = PhaseProgress(
+        progress = evaluation_progress(
             f"{split}: fitting the post-hoc GRUs of the discriminative and predictive scores",
             2 * steps,
             "step",
-            quiet_for=EVALUATION_QUIET_SECONDS,
         )
         values["discriminative"] = discriminative_score(
             real, generated, seed=seed, steps=steps, on_step=progress.advance
