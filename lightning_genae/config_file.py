@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from lightning_genae.config import CONFIG_FIELDS
-from lightning_genae.errors import ConfigError, agree, describe_error
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
 
 __all__ = ["DuplicateKey", "load_config_file"]
 
@@ -89,6 +89,6 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
     if unknown:
         raise ConfigError(
             f"--config {path}: unknown {agree(unknown, 'option', 'options')} {', '.join(unknown)}; "
-            "valid options are listed by --help"
+            f"valid options are listed by --help {PLUGIN_HINT}"
         )
     return values

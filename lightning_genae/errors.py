@@ -3,6 +3,10 @@
 import re
 from collections.abc import Sized
 
+# Ends the refusal of an unknown model, dataset, augmentation or option: a plug-in's name is unknown to a
+# process that has not loaded the plug-in (a run folder's config.yaml or checkpoint read without it).
+PLUGIN_HINT = "(for a plug-in's, put its module in GENAE_PLUGINS)"
+
 # Terminal escape sequences (torch bolds part of its unpickling message): noise in a log, a file or a pipe.
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

@@ -26,7 +26,7 @@ from lightning_genae.augmentation import (
 from lightning_genae.cache import is_torch_file
 from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, flag
 from lightning_genae.datamodules import DATASETS, build_datamodule
-from lightning_genae.errors import ConfigError, agree, describe_error
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
     if unknown:
         raise ConfigError(
             f"unknown {agree(unknown, 'option', 'options')} {', '.join(unknown)}; "
-            "valid options are listed by --help"
+            f"valid options are listed by --help {PLUGIN_HINT}"
         )
     foreign = sorted(name for name in set(given) - own if given[name] is not None)
     if foreign:
@@ -216,9 +216,13 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
     """
     check_values(config)
     if config.model not in MODELS:
-        raise ConfigError(f"--model {config.model!r} is unknown; choose from {', '.join(MODELS)}")
+        raise ConfigError(
+            f"--model {config.model!r} is unknown; choose from {', '.join(MODELS)} {PLUGIN_HINT}"
+        )
     if config.data not in DATASETS:
-        raise ConfigError(f"--data {config.data!r} is unknown; choose from {', '.join(DATASETS)}")
+        raise ConfigError(
+            f"--data {config.data!r} is unknown; choose from {', '.join(DATASETS)} {PLUGIN_HINT}"
+        )
     unknown_loggers = [name for name in config.logger if name not in LOGGER_CHOICES]
     if unknown_loggers:
         raise ConfigError(

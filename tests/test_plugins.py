@@ -133,3 +133,22 @@ def test_an_option_declared_with_another_type_by_a_built_in_family_is_refused(cl
     with pytest.raises(ConfigError, match="option denoise is"):
         register_model("toy", ModelSpec("pkg.mod:M", Clashing, "x"))
     assert "toy" not in MODELS
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "says"),
+    [
+        ("model: masked_ae\ndata: digits\n", "--model 'masked_ae' is unknown"),
+        ("model: ae\ndata: squares\n", "--data 'squares' is unknown"),
+        ("model: gan\naugment: flip\n", "unknown augmentation flip"),
+        ("model: ae\nmask_ratio: 0.5\n", "unknown option mask_ratio"),
+    ],
+)
+def test_a_plugins_names_read_without_the_plugin_point_to_genae_plugins(yaml_text, says, tmp_path, capsys):
+    from lightning_genae.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml_text)
+    assert main(["--config", str(config), "--print-config"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert says in line and "GENAE_PLUGINS" in line

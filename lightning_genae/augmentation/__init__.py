@@ -19,7 +19,7 @@ from lightning_genae.augmentation.ada import AdaPipeline, check_ops_fit, default
 from lightning_genae.augmentation.diffaug import CUTOUT_RATIO, RATIO_LIMITS, TRANSLATION_RATIO, parse_policy
 from lightning_genae.augmentation.discriminator import AdaptivePipeline, AugmenterOnInputs, DiffAugment
 from lightning_genae.config import AUTO, flag
-from lightning_genae.errors import ConfigError, agree
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree
 from lightning_genae.models import MODELS
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def parse_augment(spec: str) -> list[str]:
     if unknown or not spec.strip():
         raise ConfigError(
             f"--augment {spec!r}: unknown augmentation {', '.join(unknown) or '(empty)'}; "
-            f"choose from {', '.join(augmentation_choices())} (join several with '+')"
+            f"choose from {', '.join(augmentation_choices())} (join several with '+') {PLUGIN_HINT}"
         )
     if "none" in names and len(names) > 1:
         raise ConfigError(
