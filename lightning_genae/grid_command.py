@@ -25,12 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["run_grid_command"]
 
 
-def _quiet_lightning() -> None:
-    from lightning_genae.console import quiet_lightning
-
-    quiet_lightning()
-
-
 def run_grid_command(
     values: dict[str, Any],
     augments: list[str] | None,
@@ -61,7 +55,9 @@ def run_grid_command(
     if print_config:
         _print_grid_configs(plan, tuning)
         return 0
-    _quiet_lightning()
+    from lightning_genae.console import quiet_lightning
+
+    quiet_lightning()
     return _train_grid(shared, plan, tuning, grid_index, overwrite=bool(values.get("overwrite")))
 
 

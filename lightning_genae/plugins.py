@@ -68,13 +68,13 @@ def register_model(name: str, spec: ModelSpec) -> None:
     if not (isinstance(spec.options, type) and issubclass(spec.options, FamilyOptions)):
         raise ConfigError(f"cannot register model {name!r}: its options must be a FamilyOptions dataclass")
     kinds = spec.options.types()
+    declared = {other: other_spec.options.types() for other, other_spec in MODELS.items()}
     for option in fields(spec.options):
         if option.name in CONFIG_FIELDS:
             raise ConfigError(
                 f"cannot register model {name!r}: option {option.name} is a run option; rename it"
             )
-        for other, other_spec in MODELS.items():
-            other_kinds = other_spec.options.types()
+        for other, other_kinds in declared.items():
             if option.name in other_kinds and other_kinds[option.name] != kinds[option.name]:
                 raise ConfigError(
                     f"cannot register model {name!r}: option {option.name} is {kinds[option.name]} here "
@@ -94,8 +94,6 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
     options it reads are RunConfig's (those its spec lists), so a run that sets one it does not read is
     refused as for the built-ins."""
     _check_new("augmentation", name, AUGMENTATIONS, spec, AugmentationSpec)
-    if "+" in name:
-        raise ConfigError(f"cannot register augmentation {name!r}: '+' joins augmentations; choose another")
     unknown = [option for option in spec.options if option not in CONFIG_FIELDS]
     if unknown:
         raise ConfigError(
@@ -106,9 +104,6 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
     AUGMENTATIONS[name] = spec
 
 
-_loaded: set[str] = set()
-
-
 def plugin_modules() -> list[str]:
     """The plug-in modules to import: $GENAE_PLUGINS's, then the installed entry points', each once."""
     named = [name.strip() for name in os.environ.get(PLUGINS_VARIABLE, "").split(",") if name.strip()]
@@ -117,14 +112,13 @@ def plugin_modules() -> list[str]:
 
 
 def load_plugins() -> list[str]:
-    """Import every plug-in module (once per process); returns their names.
+    """Import every plug-in module; returns their names. Python imports a module once per process, so
+    calling this again registers nothing twice.
 
     A module that cannot be imported, or whose registration is refused, is a ConfigError naming it.
     """
     modules = plugin_modules()
     for module in modules:
-        if module in _loaded:
-            continue
         try:
             importlib.import_module(module)
         except ConfigError as error:
@@ -134,5 +128,4 @@ def load_plugins() -> list[str]:
                 f"plug-in {module} (from ${PLUGINS_VARIABLE} or the {ENTRY_POINT_GROUP} entry points) "
                 f"cannot be imported ({describe_error(error)}); fix it, or remove it from there"
             ) from None
-        _loaded.add(module)
     return modules
