@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from test_python_api import python_blocks
+from test_refused_starts import one_line
 
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
 from lightning_genae.datamodules import DATASETS, DatasetSpec
@@ -51,6 +52,13 @@ SMALL = ["--width", "8", "--latent-dim", "8", "--batch-size", "32", "--max-steps
          "--image-every", "4", "--ckpt-every", "4", "--backbone", "none"]  # fmt: skip
 
 
+def trained_summary(args: list[str], plugin_dir: Path, tmp_path: Path) -> dict:
+    """summary.json of a run.py run of `args` in tmp_path/run, which must succeed."""
+    result = run_py([*args, "--output", "run"], plugin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    return json.loads((tmp_path / "run" / "summary.json").read_text())
+
+
 def test_the_plugins_names_and_option_are_in_help(plugin_dir, tmp_path):
     result = run_py(["--help"], plugin_dir, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -60,20 +68,16 @@ def test_the_plugins_names_and_option_are_in_help(plugin_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_plugin_family_trains_on_a_plugin_dataset_with_its_own_option(plugin_dir, tmp_path):
-    args = ["--model", "masked_ae", "--data", "squares", "--mask-ratio", "0.5", *SMALL, "--output", "run"]
-    result = run_py(args, plugin_dir, tmp_path)
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    args = ["--model", "masked_ae", "--data", "squares", "--mask-ratio", "0.5", *SMALL]
+    summary = trained_summary(args, plugin_dir, tmp_path)
     assert summary["config"]["model"] == "masked_ae" and summary["config"]["mask_ratio"] == 0.5
     assert "test/mse" in summary["final_metrics"]
 
 
 @pytest.mark.slow
 def test_a_plugin_augmentation_wraps_a_gans_discriminator_inputs(plugin_dir, tmp_path):
-    args = ["--model", "gan", "--data", "squares", "--augment", "flip", *SMALL, "--output", "run"]
-    result = run_py(args, plugin_dir, tmp_path)
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    args = ["--model", "gan", "--data", "squares", "--augment", "flip", *SMALL]
+    summary = trained_summary(args, plugin_dir, tmp_path)
     assert summary["config"]["augment"] == "flip" and summary["global_step"] > 0
 
 
@@ -150,5 +154,4 @@ def test_a_plugins_names_read_without_the_plugin_point_to_genae_plugins(yaml_tex
     config = tmp_path / "config.yaml"
     config.write_text(yaml_text)
     assert main(["--config", str(config), "--print-config"]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert says in line and "GENAE_PLUGINS" in line
+    one_line(capsys, says, "GENAE_PLUGINS")
