@@ -14,7 +14,7 @@ data (batch 20); the networks are the framework's shared conv nets, not the pape
 layers of 200 tanh units).
 
     python bench/reproduce_vae.py --data-dir DATA [--seeds 0 1 2] [--steps 5000] [--test-images 10000] \
-        [--budget-points 1000] [--k 5000] [--output runs/reproduce_vae]
+        [--budget-points 1000 | --lr-schedule cosine] [--k 5000] [--output runs/reproduce_vae]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def train(seed: int, steps: int, args: argparse.Namespace, output: Path, resume:
         sys.executable, "run.py", "--model", "vae", "--data", "binarized_mnist", "--data-dir", args.data_dir,
         "--recon-loss", "bce", "--latent-dim", str(args.latent_dim), "--seed", str(seed),
         "--max-steps", str(steps), "--eval-every", str(steps), "--ckpt-every", str(steps),
-        "--eval-samples", str(args.eval_samples), "--no-test-split", "--output", str(output),
+        "--eval-samples", str(args.eval_samples), "--lr-schedule", args.lr_schedule, "--no-test-split",
+        "--output", str(output),
     ]  # fmt: skip
     if resume:
         command += ["--resume", "last"]
@@ -95,8 +96,16 @@ def main() -> None:
     parser.add_argument("--latent-dim", type=int, default=50)
     parser.add_argument("--eval-samples", type=int, default=1000,
                         help="images per generative metric of the runs' own validation")  # fmt: skip
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                        help="the runs' --lr-schedule (cosine anneals to 0 at --steps)")  # fmt: skip
     parser.add_argument("--output", type=Path, default=Path("runs/reproduce_vae"))
     args = parser.parse_args()
+    if args.lr_schedule != "constant" and args.budget_points:
+        # A run stopped part-way would anneal to 0 there: it would not be a part of the longer run.
+        parser.error(
+            "--budget-points scores one run part-way, which a --lr-schedule other than constant "
+            "anneals to 0 at that point; drop one of them"
+        )
     torch.set_num_threads(1)
     images = test_images(args.data_dir, args.test_images)
     scope = "all" if len(images) == 10_000 else "a fixed seeded subset of"

@@ -108,13 +108,25 @@ class ReconstructionOptions(FamilyOptions):
     recon_loss: ReconLoss = option("mse", "reconstruction loss: mse or bce")
 
 
+LRSchedule = Literal["constant", "cosine"]
+
+
 @dataclass(frozen=True)
-class AutoencoderOptions(ReconstructionOptions):
+class SingleObjectiveOptions(ReconstructionOptions):
+    """The autoencoders trained on one loss with one optimizer, whose learning rate may follow a schedule."""
+
+    lr_schedule: LRSchedule = option(
+        "constant", "learning rate over the run: constant, or cosine (annealed to 0 at --max-steps)"
+    )
+
+
+@dataclass(frozen=True)
+class AutoencoderOptions(SingleObjectiveOptions):
     denoise: float = option(0.0, "std of Gaussian input noise; > 0 makes a denoising AE", at_least=0)
 
 
 @dataclass(frozen=True)
-class VAEOptions(ReconstructionOptions):
+class VAEOptions(SingleObjectiveOptions):
     # A Bernoulli likelihood makes val/elbo a log-likelihood bound in nats per image.
     recon_loss: ReconLoss = with_default(ReconstructionOptions, "recon_loss", "bce")
     beta: float = option(1.0, "weight of the KL term", at_least=0)

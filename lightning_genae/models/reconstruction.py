@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.base import ObjectiveModule, adam
-from lightning_genae.models.options import ReconLoss, ReconstructionOptions
+from lightning_genae.models.options import ReconLoss, ReconstructionOptions, SingleObjectiveOptions
 from lightning_genae.nets import ConvDecoder, ConvEncoder
 
 
@@ -68,5 +69,18 @@ class ReconstructionModule(ObjectiveModule):
     def reconstruct(self, images: Tensor) -> Tensor:
         return self.decode(self.encode(images))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return adam(self.parameters(), lr=self.options.lr)
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        optimizer = adam(self.parameters(), lr=self.options.lr)
+        if not isinstance(self.options, SingleObjectiveOptions) or self.options.lr_schedule == "constant":
+            return optimizer
+        # Cosine annealing to 0 at the run's last iteration, stepped every iteration. The length is read
+        # when each step is taken, not stored: a run continued to a larger --max-steps anneals over the new
+        # length, and past its end the rate stays at 0 (torch's CosineAnnealingLR would rise again).
+        trainer = self.trainer
+
+        def cosine(step: int) -> float:
+            total = max(int(trainer.estimated_stepping_batches), 1)
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
