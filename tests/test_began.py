@@ -250,3 +250,16 @@ def test_a_fresh_paper_generator_gives_different_images_for_different_z():
     with torch.no_grad():
         images = module.generator(module.prior_noise(64, torch.Generator().manual_seed(0)))
     assert float(images.std(0).mean()) > 0.03
+
+
+def test_reference_update_probe_trains_both_networks_from_one_forward(tmp_path: Path) -> None:
+    """bench/probe_began_reference.py: the reference code's Adam and simultaneous update, through run.py."""
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "bench/probe_began_reference.py", "--beta1", "0.9", "--simultaneous", "--",
+               "--model", "began", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    for optimizer in checkpoint["optimizer_states"]:
+        assert optimizer["param_groups"][0]["betas"][0] == 0.9
+        assert all(state["step"] == 3 for state in optimizer["state"].values())
+    assert column(run_dir, "train/k")[-1] > 0
