@@ -249,6 +249,12 @@ class RunConfig:
         "local torch-fidelity InceptionV3 weights (default: $TORCH_HOME/hub/checkpoints, else download)",
         group="evaluation",
     )
+    classifier_weights: str | None = _opt(
+        None,
+        "a feature classifier checkpoint of --data to use for --backbone classifier (one the classifier "
+        "command wrote, or one a run cached) instead of the shipped or cached one",
+        group="evaluation",
+    )
     test_split: bool = _opt(
         True,
         "evaluate on the test split at the end; a tuning grid's runs do not (they are chosen on validation "
@@ -337,7 +343,7 @@ UPPER_BOUNDS = {"max_steps": 10**9, "max_epochs": 10**6, "eval_samples": 10**7}
 INT_LIMIT = 2**31 - 1
 # Options that name a file or folder: an empty value is refused rather than read as the current folder
 # or as "not given".
-PATH_OPTIONS = ("output", "data_dir", "resume", "augment_ckpt", "inception_weights")
+PATH_OPTIONS = ("output", "data_dir", "resume", "augment_ckpt", "inception_weights", "classifier_weights")
 
 
 def check_path_values(values: Mapping[str, Any]) -> None:
@@ -363,6 +369,7 @@ CHANGEABLE_ON_RESUME = (
     "ckpt_every",
     "eval_samples",
     "inception_weights",
+    "classifier_weights",
     "test_split",
     "logger",
     "wandb_project",

@@ -50,6 +50,7 @@ FOLDER_EVALUATION_OPTIONS = (
     "channels",
     "eval_samples",
     "inception_weights",
+    "classifier_weights",
     "output",
     "seed",
     "accelerator",
@@ -59,6 +60,7 @@ EVALUATION_OPTIONS = (
     "eval_samples",
     "backbone",
     "inception_weights",
+    "classifier_weights",
     "data_dir",
     "output",
     "batch_size",
@@ -250,9 +252,17 @@ def evaluate_folder(
     for name in BACKBONES:
         try:
             backbone = load_backbone(
-                name, config.data, datamodule, inception_weights=config.inception_weights
+                name,
+                config.data,
+                datamodule,
+                inception_weights=config.inception_weights,
+                classifier_weights=config.classifier_weights,
             )
         except BackboneUnavailable as error:
+            named = {"classifier": config.classifier_weights, "inception": config.inception_weights}
+            if named.get(name) is not None:
+                # A file the user named is expected to work: an error, not a skipped backbone.
+                raise
             result["skipped"][name] = str(error)
             say(f"{name} metrics skipped: {error}")
             continue

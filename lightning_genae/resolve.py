@@ -208,6 +208,32 @@ def _check_inception_weights(config: RunConfig) -> None:
         raise ConfigError(f"--inception-weights {path} is not a file written by torch.save; {fix}")
 
 
+def _check_classifier_weights(config: RunConfig) -> None:
+    """A classifier file the user named is checked before anything trains: that it is a torch file, for
+    the backbone that reads it. Its contents (a classifier of --data at the run's image shape) are checked
+    when the backbone is built, also before training."""
+    if config.classifier_weights is None:
+        return
+    path = Path(config.classifier_weights).expanduser()
+    if config.backbone != "classifier":
+        raise ConfigError(
+            f"--classifier-weights is read by --backbone classifier only, and this run uses --backbone "
+            f"{config.backbone}; drop --classifier-weights or use --backbone classifier"
+        )
+    if DATASETS[config.data].data_kind != "image":
+        raise ConfigError(
+            f"--classifier-weights gives the image metrics' classifier, and --data {config.data} is series "
+            "(scored by their own classifier); drop --classifier-weights"
+        )
+    fix = "pass a classifier checkpoint (`python -m lightning_genae.metrics.classifier` writes one)"
+    if path.is_dir():
+        raise ConfigError(f"--classifier-weights {path} is a folder; {fix}")
+    if not path.is_file():
+        raise ConfigError(f"--classifier-weights {path} does not exist; {fix}")
+    if not is_torch_file(path):
+        raise ConfigError(f"--classifier-weights {path} is not a file written by torch.save; {fix}")
+
+
 def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> ResolvedRun:
     """Check `config` against the registries and fill every default; raises ConfigError with the fix.
 
@@ -231,6 +257,7 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
     _check_inception_weights(config)
     model = MODELS[config.model]
     _check_data_kind(config, model)
+    _check_classifier_weights(config)
     options = _family_options(config, model)
     plan = resolve_augment_plan(
         config,

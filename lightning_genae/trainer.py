@@ -34,7 +34,7 @@ from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
 from lightning_genae.config import NO_BACKBONE, RunConfig
-from lightning_genae.console import IterationProgressBar
+from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
 from lightning_genae.lightning_internals import set_logging_step
@@ -334,14 +334,18 @@ def generative_metrics(
             # A classifier trained on first use learns from the real data, never an augmented wrapper's.
             getattr(datamodule, "base", datamodule),
             inception_weights=config.inception_weights,
+            classifier_weights=config.classifier_weights,
         )
     except BackboneUnavailable as error:
-        if config.inception_weights is not None:
+        if config.inception_weights is not None or config.classifier_weights is not None:
             # Weights the user named are expected to work: a run without the metrics they asked for is an
             # error at the start, not a warning.
             raise
         rank_zero_warn(f"generative metrics skipped: {error}")
         return None
+    if config.classifier_weights is not None:
+        # Confirms which file the run's FD and its relatives are measured with.
+        say(f"image metrics: features of the {backbone.description}")
     return GenerativeMetrics(backbone, num_samples=config.eval_samples, seed=config.seed)
 
 

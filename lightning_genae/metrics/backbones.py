@@ -280,7 +280,8 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
         def train_and_save() -> None:
             print(
                 f"classifier: no shipped classifier for {data}; training one on its {num_train} labelled "
-                f"training images ({epochs} epochs, seed {seed}), cached at {path}",
+                f"training images ({epochs} epochs, seed {seed}), cached at {path} (other runs can be given "
+                "it with --classifier-weights)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -312,14 +313,49 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
     return ClassifierBackbone(model, description)
 
 
+def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None) -> ClassifierBackbone:
+    """A classifier checkpoint the user names (`--classifier-weights`): one the classifier command wrote,
+    or a copy of one this program cached, trained on the same dataset at the run's image shape."""
+    fix = (
+        f"give a classifier of {data} (a file `python -m lightning_genae.metrics.classifier --data {data}` "
+        "writes, or one a run cached), or drop --classifier-weights"
+    )
+    try:
+        model, meta = classifier_lib.load_checkpoint(path, advice=fix)
+    except GenaeError as exc:
+        raise BackboneUnavailable(f"classifier: --classifier-weights: {exc}") from exc
+    trained_on = meta.get("data")
+    if trained_on != data:
+        raise BackboneUnavailable(
+            f"classifier: --classifier-weights {path} was trained on {trained_on}, this run's data is "
+            f"{data}; {fix}"
+        )
+    if datamodule is not None and tuple(datamodule.image_shape) != model.config.image_shape:
+        raise BackboneUnavailable(
+            f"classifier: --classifier-weights {path} takes {model.config.image_shape} images but the run's "
+            f"are {tuple(datamodule.image_shape)}; {fix}"
+        )
+    sha256 = classifier_lib.file_sha256(path)
+    accuracy = meta.get("test_accuracy", float("nan"))
+    description = f"classifier ({data}, given as {path.name}, sha256 {sha256[:8]}, test acc {accuracy:.2%})"
+    return ClassifierBackbone(model, description)
+
+
 def load_classifier(
-    data: str, datamodule: ImageDataModule | None = None, *, cache_dir: str | Path | None = None
+    data: str,
+    datamodule: ImageDataModule | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    weights: str | Path | None = None,
 ) -> ClassifierBackbone:
-    """The shipped classifier of `data` (SHA-256 checked), else one trained on first use and cached."""
+    """The classifier in `weights` when given; else the shipped classifier of `data` (SHA-256 checked),
+    else one trained on first use and cached."""
     if datamodule is not None and datamodule.name != data:
         raise ConfigError(
             f"classifier: datamodule is {datamodule.name!r} but data is {data!r}; pass matching ones"
         )
+    if weights is not None:
+        return _given_classifier(Path(weights).expanduser(), data, datamodule)
     try:
         manifest = classifier_lib.load_manifest()
     except GenaeError as exc:
@@ -347,6 +383,7 @@ def load_backbone(
     datamodule: ImageDataModule | None = None,
     *,
     inception_weights: str | Path | None = None,
+    classifier_weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
 ) -> FeatureBackbone:
     """The feature backbone `name` (one of BACKBONES) for dataset `data`, on the CPU in eval mode.
@@ -355,7 +392,7 @@ def load_backbone(
     randomly initialised network.
     """
     if name == "classifier":
-        return load_classifier(data, datamodule, cache_dir=cache_dir)
+        return load_classifier(data, datamodule, cache_dir=cache_dir, weights=classifier_weights)
     if name == "inception":
         return load_inception(inception_weights)
     raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

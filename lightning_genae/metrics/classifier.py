@@ -272,17 +272,21 @@ def save_checkpoint(model: FeatureClassifier, path: str | Path, **meta: Any) -> 
     return save_model_payload(model, config, path, CHECKPOINT_FORMAT, meta)
 
 
-def load_checkpoint(path: str | Path) -> tuple[FeatureClassifier, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path,
+    advice: str = "delete it so it is trained again, or reinstall lightning-genae for a shipped one",
+) -> tuple[FeatureClassifier, dict[str, Any]]:
     """Rebuild the classifier stored at `path` (eval mode, CPU); return it with the checkpoint's meta.
 
-    Raises GenaeError with one line when the file is not a classifier checkpoint of this format.
+    Raises GenaeError with one line ending in `advice` when the file is not a classifier checkpoint of
+    this format.
     """
     return load_model_payload(
         path,
         CHECKPOINT_FORMAT,
         lambda config: FeatureClassifier(ClassifierConfig.from_dict(config)),
         what="classifier",
-        advice="delete it so it is trained again, or reinstall lightning-genae for a shipped one",
+        advice=advice,
     )
 
 

@@ -1,0 +1,102 @@
+"""--classifier-weights: a feature classifier given as a file is used for the image metrics, and a file that
+cannot serve the run is refused in one line before training."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import TINY_RUN
+
+from lightning_genae.cli import main
+from lightning_genae.metrics import classifier as classifier_lib
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_GAN = ["--model", "gan", *TINY_RUN, "--max-steps", "3", "--eval-samples", "60"]
+
+
+def one_line(capsys: pytest.CaptureFixture[str], *expected: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def classifier_file(folder: Path, *, data: str, image_shape: tuple[int, int, int]) -> Path:
+    """An untrained classifier checkpoint in the classifier command's format, recorded as `data`'s."""
+    config = classifier_lib.ClassifierConfig(image_shape=image_shape, num_classes=10)
+    path = folder / f"classifier-{data}.pt"
+    classifier_lib.save_checkpoint(
+        classifier_lib.FeatureClassifier(config), path, data=data, test_accuracy=0.5
+    )
+    return path
+
+
+def test_a_given_classifier_is_the_one_the_run_measures_with(tmp_path, capsys):
+    weights = classifier_file(tmp_path, data="digits", image_shape=(1, 16, 16))
+    run_dir = tmp_path / "run"
+    assert main([*TINY_GAN, "--classifier-weights", str(weights), "--output", str(run_dir)]) == 0
+    sha256 = classifier_lib.file_sha256(weights)
+    assert f"features of the classifier (digits, given as {weights.name}, sha256 {sha256[:8]}" in (
+        capsys.readouterr().out
+    )
+    # The shipped digits classifier gives other features: the untrained one's FD differs from it.
+    shipped = tmp_path / "shipped"
+    assert main([*TINY_GAN, "--output", str(shipped)]) == 0
+    given_fd = (run_dir / "summary.json").read_text().split('"val/fd_classifier": ')[1].split(",")[0]
+    shipped_fd = (shipped / "summary.json").read_text().split('"val/fd_classifier": ')[1].split(",")[0]
+    assert given_fd != shipped_fd
+
+
+def test_a_copy_of_the_shipped_classifier_gives_the_shipped_numbers(tmp_path):
+    copy = tmp_path / "copy.pt"
+    shutil.copyfile(classifier_lib.WEIGHTS_DIR / "classifier-digits.pt", copy)
+    given, shipped = tmp_path / "given", tmp_path / "shipped"
+    assert main([*TINY_GAN, "--classifier-weights", str(copy), "--output", str(given)]) == 0
+    assert main([*TINY_GAN, "--output", str(shipped)]) == 0
+    metrics = [(folder / "metrics.csv").read_text() for folder in (given, shipped)]
+    assert metrics[0] == metrics[1]
+
+
+def text_file(folder: Path) -> Path:
+    (folder / "text.pt").write_text("not torch")
+    return folder / "text.pt"
+
+
+def tensors_file(folder: Path) -> Path:
+    torch.save({"weights": torch.zeros(2)}, folder / "other.pt")
+    return folder / "other.pt"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "absent.pt", "does not exist"),
+        (lambda tmp: tmp, "is a folder"),
+        (text_file, "not a file written by torch.save"),
+        (lambda tmp: classifier_file(tmp, data="mnist", image_shape=(1, 16, 16)), "was trained on mnist"),
+        (lambda tmp: classifier_file(tmp, data="digits", image_shape=(1, 28, 28)), "takes (1, 28, 28)"),
+        (tensors_file, "unreadable"),
+    ],
+    ids=["missing", "folder", "not torch", "other dataset", "other shape", "not a classifier"],
+)
+def test_a_file_that_cannot_serve_the_run_is_refused_before_training(make, message, tmp_path, capsys):
+    weights = make(tmp_path)
+    out = tmp_path / "run"
+    assert main([*TINY_GAN, "--classifier-weights", str(weights), "--output", str(out)]) == 2
+    one_line(capsys, "--classifier-weights", message)
+    assert not out.exists()
+
+
+def test_classifier_weights_with_another_backbone_or_series_are_refused(tmp_path, capsys):
+    weights = classifier_file(tmp_path, data="digits", image_shape=(1, 16, 16))
+    args = [*TINY_GAN, "--backbone", "inception", "--classifier-weights", str(weights)]
+    assert main([*args, "--output", str(tmp_path / "a")]) == 2
+    one_line(capsys, "--classifier-weights", "--backbone classifier")
+    args = ["--model", "rae", "--data", "sines", "--classifier-weights", str(weights)]
+    assert main([*args, "--output", str(tmp_path / "b")]) == 2
+    one_line(capsys, "--classifier-weights", "series")
