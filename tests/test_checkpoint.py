@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from refusals import one_line
 
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, last_checkpoint, run_folder_of
 from lightning_genae.cli import main
@@ -32,15 +33,6 @@ class WritesAFileWhenUnpickled:
 
 def contents_of(run_dir: Path) -> dict:
     return torch.load(last_checkpoint(run_dir), map_location="cpu", weights_only=True)
-
-
-def assert_one_line_error(capsys: pytest.CaptureFixture, *expected: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err and "\x1b" not in err, err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 def test_a_checkpoint_holds_the_run_configuration_as_plain_values(tiny_ae_run):
@@ -120,7 +112,7 @@ def test_a_pickled_object_in_a_checkpoint_is_refused_without_running(
     output = tmp_path / "run"
     args = [flag.format(ckpt=path) for flag in flags]
     assert main([*args, "--output", str(output)]) == 2
-    assert_one_line_error(capsys, str(path), "a pickled io.open", "could run code")
+    one_line(capsys, str(path), "a pickled io.open", "could run code")
     assert not marker.exists(), "loading the checkpoint ran code stored in it"
     assert not output.exists()
 
@@ -143,7 +135,7 @@ def test_a_damaged_checkpoint_is_one_line_and_exit_2(flag, damage, tiny_ae_run, 
     path.write_bytes(damaged)
     output = tmp_path / "run"
     assert main([flag, str(path), "--output", str(output)]) == 2
-    assert_one_line_error(capsys, flag, "not a readable checkpoint")
+    one_line(capsys, flag, "not a readable checkpoint")
     assert not output.exists()
 
 
@@ -171,7 +163,7 @@ def test_a_checkpoint_without_its_configuration_is_refused_before_anything_is_wr
 ):
     output = tmp_path / "run"
     assert main([flag, str(checkpoint_without_config), *extra, "--output", str(output)]) == 2
-    assert_one_line_error(capsys, flag, "configuration", "run.py")
+    one_line(capsys, flag, "configuration", "run.py")
     assert not output.exists(), "a refused checkpoint must not leave a run folder behind"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from refusals import one_line
 
 from lightning_genae.cli import main
 
@@ -40,14 +41,6 @@ def poison_first(state: dict) -> dict:
 
 EDITS = {"a reshaped weight": (reshape_first, "shapes differ"), "no weights": (lambda _: {}, "missing")}
 EDITS["NaN weights"] = (poison_first, "NaN or inf")
-
-
-def one_line(capsys: pytest.CaptureFixture[str], *expected: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

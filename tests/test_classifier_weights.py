@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from refusals import one_line
 from tiny import TINY_RUN
 
 from lightning_genae.cli import main
@@ -16,14 +17,6 @@ from lightning_genae.metrics import classifier as classifier_lib
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_GAN = ["--model", "gan", *TINY_RUN, "--max-steps", "3", "--eval-samples", "60"]
-
-
-def one_line(capsys: pytest.CaptureFixture[str], *expected: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 def classifier_file(folder: Path, *, data: str, image_shape: tuple[int, int, int]) -> Path:

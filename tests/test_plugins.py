@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from refusals import one_line
 from test_python_api import python_blocks
-from test_refused_starts import one_line
 
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
 from lightning_genae.datamodules import DATASETS, DatasetSpec

@@ -6,17 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from refusals import one_line
 from tiny import TINY_RUN
 
 from lightning_genae.cli import main
-
-
-def one_line(capsys: pytest.CaptureFixture[str], *expected: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 @pytest.mark.parametrize("index", ["99", "-1"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from refusals import one_line
 from tiny import TINY_RUN
 
 from lightning_genae.cli import main
@@ -31,14 +32,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
 
-def one_line_error(capsys: pytest.CaptureFixture, *expected: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
-    return err
-
-
 @pytest.fixture()
 def finished_run(tiny_ae_run: Path, tmp_path: Path) -> Path:
     """A writable copy of the session's finished 3-iteration ae run."""
@@ -53,7 +46,7 @@ def finished_run(tiny_ae_run: Path, tmp_path: Path) -> Path:
 def test_a_second_run_into_a_finished_run_is_refused_and_touches_nothing(finished_run, capsys):
     before = snapshot(finished_run)
     assert main([*TINY_AE, "--max-steps", "2", "--output", str(finished_run)]) == 2
-    one_line_error(
+    one_line(
         capsys,
         "already holds a finished run",
         f"--resume last --output {finished_run}",
@@ -69,7 +62,7 @@ def test_a_started_run_without_checkpoint_is_refused_without_advising_resume(tmp
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("model: ae\n")
     assert main([*TINY_AE, "--max-steps", "2", "--output", str(run_dir)]) == 2
-    err = one_line_error(capsys, "already holds a started run (config.yaml)", "--overwrite")
+    err = one_line(capsys, "already holds a started run (config.yaml)", "--overwrite")
     assert "--resume" not in err, "there is no last.ckpt to resume from"
 
 
@@ -102,7 +95,7 @@ def test_overwrite_replaces_the_previous_run_and_keeps_other_files(finished_run,
 def test_overwrite_and_resume_together_are_refused(finished_run, capsys):
     before = snapshot(finished_run)
     assert main(["--resume", "last", "--output", str(finished_run), "--overwrite"]) == 2
-    one_line_error(capsys, "--overwrite", "--resume", "give one of them")
+    one_line(capsys, "--overwrite", "--resume", "give one of them")
     assert snapshot(finished_run) == before
 
 
@@ -111,7 +104,7 @@ def test_resuming_into_a_folder_of_another_run_is_refused(finished_run, tiny_ae_
     shutil.copytree(tiny_ae_run, other)
     before = snapshot(other)
     assert main(["--resume", str(finished_run / "checkpoints/last.ckpt"), "--output", str(other)]) == 2
-    one_line_error(capsys, "holds another run")
+    one_line(capsys, "holds another run")
     assert snapshot(other) == before
 
 
@@ -130,7 +123,7 @@ def test_output_that_is_or_lies_under_a_file_is_one_line_exit_2(where, mode, tin
         "evaluate": ["--evaluate", str(tiny_ae_run / "checkpoints" / "last.ckpt")],
     }[mode]
     assert main([*command, "--output", str(output)]) == 2
-    one_line_error(capsys, str(output), "file", "pick a folder path for --output")
+    one_line(capsys, str(output), "file", "pick a folder path for --output")
     assert blocker.read_text() == "a file"
 
 
@@ -140,7 +133,7 @@ def test_output_that_is_or_lies_under_a_file_is_one_line_exit_2(where, mode, tin
 def test_output_that_cannot_be_written_is_one_line_exit_2(capsys):
     # /proc refuses new folders to every user, root included (a chmod'ed folder would not stop root).
     assert main([*TINY_AE, "--max-steps", "2", "--output", "/proc/genae-run"]) == 2
-    one_line_error(capsys, "/proc/genae-run", "writable --output")
+    one_line(capsys, "/proc/genae-run", "writable --output")
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
@@ -150,7 +143,7 @@ def test_output_in_a_read_only_folder_is_one_line_exit_2(tmp_path, capsys):
     locked.chmod(0o500)
     try:
         assert main([*TINY_AE, "--max-steps", "2", "--output", str(locked / "run")]) == 2
-        one_line_error(capsys, "not writable", "writable --output")
+        one_line(capsys, "not writable", "writable --output")
     finally:
         locked.chmod(0o700)
     assert not (locked / "run").exists()
@@ -251,7 +244,7 @@ def test_a_folder_locked_by_a_live_run_is_refused_naming_its_owner(tmp_path, liv
     output = tmp_path / "run"
     write_lock(output, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
     assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
-    one_line_error(capsys, "in use by another run", f"pid {live_process.pid}", socket.gethostname())
+    one_line(capsys, "in use by another run", f"pid {live_process.pid}", socket.gethostname())
     assert sorted(os.listdir(output)) == [LOCK_FILE], "the owner's lock stays and nothing is written"
 
 
@@ -286,7 +279,7 @@ def test_a_lock_from_another_machine_is_honoured_and_says_how_to_remove_it(tmp_p
     output = tmp_path / "run"
     write_lock(output, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_array_task_id="3")
     assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
-    one_line_error(
+    one_line(
         capsys,
         "another machine",
         "host gpu-node-17",
@@ -352,7 +345,7 @@ def test_two_runs_started_at_once_into_one_folder_the_second_is_refused(tmp_path
             time.sleep(0.2)
         assert (output / LOCK_FILE).exists(), first.stderr.read() if first.poll() is not None else "no lock"
         assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
-        one_line_error(capsys, "in use by another run", f"pid {first.pid}")
+        one_line(capsys, "in use by another run", f"pid {first.pid}")
     finally:
         first.kill()
         first.wait()
@@ -365,7 +358,7 @@ def test_resume_refuses_options_that_define_another_run_naming_both_values(finis
     before = snapshot(finished_run)
     code = main(["--resume", "last", "--output", str(finished_run), "--data", "mnist", "--latent-dim", "4"])
     assert code == 2
-    one_line_error(
+    one_line(
         capsys, "--data mnist (checkpoint: digits)", "--latent-dim 4 (checkpoint: 8)", "another --output"
     )
     assert snapshot(finished_run) == before
@@ -374,7 +367,7 @@ def test_resume_refuses_options_that_define_another_run_naming_both_values(finis
 def test_resume_from_another_family_names_only_what_the_user_typed(finished_run, capsys):
     # The ae checkpoint carries ae-only options (--denoise, ...): asking for a gan must not blame them.
     assert main(["--resume", "last", "--output", str(finished_run), "--model", "gan"]) == 2
-    err = one_line_error(capsys, "--model gan (checkpoint: ae)")
+    err = one_line(capsys, "--model gan (checkpoint: ae)")
     assert "--denoise" not in err and "--recon-loss" not in err
 
 
@@ -382,7 +375,7 @@ def test_a_config_file_given_with_resume_is_compared_like_flags(finished_run, tm
     config = tmp_path / "c.yaml"
     config.write_text((finished_run / "config.yaml").read_text().replace("seed: 0", "seed: 3"))
     assert main(["--config", str(config), "--resume", "last", "--output", str(finished_run)]) == 2
-    one_line_error(capsys, "--seed 3 (checkpoint: 0)")
+    one_line(capsys, "--seed 3 (checkpoint: 0)")
 
 
 def test_a_new_lr_on_resume_reaches_the_optimizer(finished_run, capsys):

@@ -8,19 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from refusals import one_line
 from tiny import TINY_RUN
 
 from lightning_genae.cli import main
 
 TINY_GAN = ["--model", "gan", *TINY_RUN, "--max-steps", "2"]
-
-
-def one_line(capsys: pytest.CaptureFixture[str], *expected: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for text in expected:
-        assert text in err, err
-    return err
 
 
 def raw_pickle(folder: Path) -> Path:
