@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_checkpoint import WritesAFileWhenUnpickled, assert_one_line_error
+from refusals import one_line
+from test_checkpoint import WritesAFileWhenUnpickled
 from tiny import TINY_RUN
 
 from lightning_genae.augmentation import latent as latent_module
@@ -260,7 +261,7 @@ def test_a_resume_after_the_images_were_replaced_is_refused_and_touches_nothing(
     before = files_of(run_dir)
     capsys.readouterr()
     assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "3"]) == 2
-    assert_one_line_error(capsys, "--resume", "training images differ from the run's", "restore the run's")
+    one_line(capsys, "--resume", "training images differ from the run's", "restore the run's")
     assert files_of(run_dir) == before
     # The run's own images again: it goes on.
     write_folder(folder)
@@ -300,7 +301,7 @@ def test_augment_ckpt_trained_before_the_images_were_replaced_is_refused(
     write_folder(folder, inverted=True)
     capsys.readouterr()
     assert augment_with(checkpoint, folder, tmp_path / "run") == 2
-    assert_one_line_error(capsys, "--augment-ckpt", str(checkpoint), "differ from this run's", "replaced")
+    one_line(capsys, "--augment-ckpt", str(checkpoint), "differ from this run's", "replaced")
     assert not (tmp_path / "run").exists() and not augmenter_cache.exists()
 
 
@@ -314,7 +315,7 @@ def test_augment_ckpt_without_a_record_of_its_data_is_refused(folder_ae_checkpoi
     torch.save(contents, older)
     capsys.readouterr()
     assert augment_with(older, folder, tmp_path / "run") == 2
-    assert_one_line_error(capsys, "--augment-ckpt", "records no hash")
+    one_line(capsys, "--augment-ckpt", "records no hash")
 
 
 @pytest.mark.slow
