@@ -2,27 +2,24 @@
 
 Inception features describe ImageNet photographs; on 16-28 px digits a classifier trained on the data
 itself is the common, more sensitive yardstick (the MNIST-FID practice). This module holds the network,
-its deterministic training loop, the checkpoint format, the shipped-weights manifest and the command that
-reproduces a shipped checkpoint:
+its deterministic training loop, and the checkpoint and manifest formats (which the sequence classifier
+shares). The command that trains one and records it (`classifier_command`) runs as
 
     python -m lightning_genae.metrics.classifier --data mnist --data-dir DATA --seed 0 \
         --output lightning_genae/metrics/weights
 
-(DATA: the folder holding MNIST/raw.) Over 400 lines: the network, its training, its checkpoint
-and manifest formats (which the sequence classifier shares) and the command that writes them.
+(DATA: the folder holding MNIST/raw.)
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import io
 import json
 import math
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,7 @@ from torch import Tensor, nn
 
 from lightning_genae.cache import write_atomically
 from lightning_genae.console import PhaseProgress
-from lightning_genae.datamodules import DATASETS, ImageDataModule, build_datamodule, to_model_range
+from lightning_genae.datamodules import ImageDataModule, to_model_range
 from lightning_genae.errors import DataError, GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
 
@@ -360,7 +357,8 @@ def write_manifest_entry(
     manifest = load_manifest(weights_dir, manifest_name)
     manifest[data] = entry
     path = Path(weights_dir) / manifest_name
-    path.write_text(json.dumps(dict(sorted(manifest.items())), indent=2, sort_keys=True) + "\n")
+    text = json.dumps(dict(sorted(manifest.items())), indent=2, sort_keys=True) + "\n"
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
     return path
 
 
@@ -369,72 +367,8 @@ def checkpoint_name(data: str) -> str:
     return f"classifier-{data}.pt"
 
 
-# ----- command line -----
-
-
-def _reproduce_command(args: argparse.Namespace) -> str:
-    parts = ["python -m lightning_genae.metrics.classifier", f"--data {args.data}"]
-    if args.data_dir is not None:
-        parts.append(f"--data-dir {args.data_dir}")
-    parts.append(f"--seed {args.seed}")
-    if args.epochs is not None:
-        parts.append(f"--epochs {args.epochs}")
-    parts.append(f"--output {args.output}")
-    return " ".join(parts)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m lightning_genae.metrics.classifier",
-        description="Train the feature classifier of a labelled dataset, write classifier-DATA.pt and "
-        "update the manifest (classifiers.json) in --output.",
-    )
-    parser.add_argument("--data", required=True, choices=sorted(DATASETS), help="dataset name")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (not needed for digits)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training seed (0 for shipped ones)")
-    parser.add_argument("--epochs", type=int, default=None, help="default: scaled to the training split")
-    parser.add_argument("--output", default=str(WEIGHTS_DIR), help="folder for the checkpoint and manifest")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Train, save and record one classifier; errors print as one line with exit code 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        datamodule = build_datamodule(args.data, data_dir=args.data_dir or ".")
-        datamodule.prepare_data()
-        datamodule.setup()
-        started = time.perf_counter()
-        model, test_accuracy = train_classifier(datamodule, seed=args.seed, epochs=args.epochs, verbose=True)
-        seconds = time.perf_counter() - started
-        epochs = args.epochs or default_epochs(len(datamodule.split_tensors("train")[0]))
-        num_test = len(datamodule.split_tensors("test")[0])
-        output = Path(args.output)
-        path = output / checkpoint_name(args.data)
-        meta = {"data": args.data, "seed": args.seed, "epochs": epochs, "test_accuracy": test_accuracy}
-        sha256 = save_checkpoint(model, path, **meta, num_test=num_test)
-        entry = {
-            "file": path.name,
-            "sha256": sha256,
-            "test_accuracy": round(test_accuracy, 6),
-            "num_test": num_test,
-            "feature_dim": model.config.feature_dim,
-            "image_shape": list(model.config.image_shape),
-            "seed": args.seed,
-            "epochs": epochs,
-            "command": _reproduce_command(args),
-            "torch": torch.__version__,
-        }
-        write_manifest_entry(output, args.data, entry)
-    except GenaeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(
-        f"{args.data}: test accuracy {test_accuracy:.4%} on {num_test} images, {seconds:.0f} s, "
-        f"{path} ({path.stat().st_size / 1024:.0f} KiB, sha256 {sha256})"
-    )
-    return 0
-
-
 if __name__ == "__main__":
+    # The command serves sequence datasets too, so it lives in its own module.
+    from lightning_genae.metrics.classifier_command import main
+
     sys.exit(main())

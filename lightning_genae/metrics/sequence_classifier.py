@@ -5,18 +5,17 @@ It is the sequence counterpart of `classifier.py` and ships the same way: a chec
 SHA-256, test accuracy and reproducing command in `weights/sequence_classifiers.json` (a manifest of its
 own, so the image backbones never mistake it for an image classifier). Today the one dataset is `smnist`:
 MNIST rows as 28 steps of 28 features, scaled to [-1, 1] like the images, from the same IDX files and the
-same fixed train/val/test splits as `mnist`. The shipped checkpoint is reproduced on the CPU by
+same fixed train/val/test splits as `mnist`. The classifier command (`classifier_command`) trains it
+and reproduces the shipped checkpoint on the CPU:
 
-    OMP_NUM_THREADS=1 python -m lightning_genae.metrics.sequence_classifier --data smnist \
-        --data-dir DATA --seed 0 --output lightning_genae/metrics/weights
+    OMP_NUM_THREADS=1 python -m lightning_genae.metrics.classifier --data smnist \
+        --data-dir DATA --seed 0 --epochs 5 --output lightning_genae/metrics/weights
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -228,66 +227,8 @@ def shipped_sequence_features(data: str) -> SequenceFeatures | None:
     return SequenceFeatures(model, description)
 
 
-# ----- command line -----
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m lightning_genae.metrics.sequence_classifier",
-        description="Train the sequence feature classifier of a labelled sequence dataset, write "
-        "sequence-classifier-DATA.pt and update the manifest (sequence_classifiers.json) in --output.",
-    )
-    parser.add_argument("--data", required=True, choices=sorted(SEQUENCE_DATASETS), help="dataset name")
-    parser.add_argument("--data-dir", default=".", help="folder holding MNIST/raw (for smnist)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training seed (0 for shipped ones)")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="training epochs")
-    parser.add_argument("--output", default=str(WEIGHTS_DIR), help="folder for the checkpoint and manifest")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Train, save and record one sequence classifier; errors print as one line with exit code 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        splits = SEQUENCE_DATASETS[args.data](args.data_dir)
-        started = time.perf_counter()
-        model, test_accuracy = train_sequence_classifier(
-            splits, seed=args.seed, epochs=args.epochs, verbose=True
-        )
-        seconds = time.perf_counter() - started
-        num_test = len(splits["test"][0])
-        output = Path(args.output)
-        path = output / checkpoint_name(args.data)
-        meta = {"data": args.data, "seed": args.seed, "epochs": args.epochs, "test_accuracy": test_accuracy}
-        sha256 = save_checkpoint(model, path, **meta, num_test=num_test)
-        command = (
-            f"python -m lightning_genae.metrics.sequence_classifier --data {args.data} "
-            f"--data-dir {args.data_dir} --seed {args.seed} --epochs {args.epochs} --output {args.output}"
-        )
-        entry = {
-            "file": path.name,
-            "sha256": sha256,
-            "test_accuracy": round(test_accuracy, 6),
-            "num_test": num_test,
-            "feature_dim": model.config.feature_dim,
-            "series_shape": [model.config.seq_len, model.config.channels],
-            "seed": args.seed,
-            "epochs": args.epochs,
-            "command": command,
-            "train_seconds": round(seconds),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-        }
-        classifier_lib.write_manifest_entry(output, args.data, entry, MANIFEST_NAME)
-    except GenaeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(
-        f"{args.data}: test accuracy {test_accuracy:.4%} on {num_test} series, {seconds:.0f} s, "
-        f"{path} ({path.stat().st_size / 1024:.0f} KiB, sha256 {sha256})"
-    )
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # The classifier command, under the name the shipped sequence manifest records.
+    from lightning_genae.metrics.classifier_command import main
+
+    sys.exit(main(prog="python -m lightning_genae.metrics.sequence_classifier"))

@@ -1,0 +1,178 @@
+"""The command that trains a dataset's feature classifier and records it: images and sequences alike.
+
+    python -m lightning_genae.metrics.classifier --data mnist --data-dir DATA --seed 0 \
+        --output lightning_genae/metrics/weights
+    python -m lightning_genae.metrics.classifier --data smnist --data-dir DATA --seed 0 \
+        --output lightning_genae/metrics/weights
+
+A sequence dataset (`sequence_classifier.SEQUENCE_DATASETS`) gets the GRU classifier, written as
+sequence-classifier-DATA.pt into sequence_classifiers.json; every other labelled dataset gets the CNN,
+written as classifier-DATA.pt into classifiers.json. Both manifests record the same fields: the file, its
+SHA-256, the test accuracy and split size, the feature and input shapes, the recipe (seed, epochs), the
+command that reproduces the file and what it ran on. `python -m lightning_genae.metrics.sequence_classifier`
+is the same command (the shipped sequence manifest records that form).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_genae.datamodules import DATASETS, build_datamodule
+from lightning_genae.errors import GenaeError
+from lightning_genae.metrics import classifier as image_classifier
+from lightning_genae.metrics import sequence_classifier
+
+PROG = "python -m lightning_genae.metrics.classifier"
+
+
+@dataclass(frozen=True)
+class TrainedClassifier:
+    """What the command writes for one trained classifier, whichever kind it is."""
+
+    model: nn.Module
+    test_accuracy: float
+    num_test: int
+    epochs: int
+    # Where and in which format it is written, and how its input is described in the manifest.
+    file_name: str
+    manifest_name: str
+    save: Callable[..., str]
+    input_shape: dict[str, list[int]]
+    unit: str
+
+
+def _train_image(args: argparse.Namespace) -> TrainedClassifier:
+    datamodule = build_datamodule(args.data, data_dir=args.data_dir or ".")
+    datamodule.prepare_data()
+    datamodule.setup()
+    model, test_accuracy = image_classifier.train_classifier(
+        datamodule, seed=args.seed, epochs=args.epochs, verbose=True
+    )
+    return TrainedClassifier(
+        model=model,
+        test_accuracy=test_accuracy,
+        num_test=len(datamodule.split_tensors("test")[0]),
+        epochs=args.epochs or image_classifier.default_epochs(len(datamodule.split_tensors("train")[0])),
+        file_name=image_classifier.checkpoint_name(args.data),
+        manifest_name=image_classifier.MANIFEST_NAME,
+        save=image_classifier.save_checkpoint,
+        input_shape={"image_shape": list(model.config.image_shape)},
+        unit="images",
+    )
+
+
+def _train_sequence(args: argparse.Namespace) -> TrainedClassifier:
+    splits = sequence_classifier.SEQUENCE_DATASETS[args.data](args.data_dir or ".")
+    epochs = args.epochs or sequence_classifier.DEFAULT_EPOCHS
+    model, test_accuracy = sequence_classifier.train_sequence_classifier(
+        splits, seed=args.seed, epochs=epochs, verbose=True
+    )
+    return TrainedClassifier(
+        model=model,
+        test_accuracy=test_accuracy,
+        num_test=len(splits["test"][0]),
+        epochs=epochs,
+        file_name=sequence_classifier.checkpoint_name(args.data),
+        manifest_name=sequence_classifier.MANIFEST_NAME,
+        save=sequence_classifier.save_checkpoint,
+        input_shape={"series_shape": [model.config.seq_len, model.config.channels]},
+        unit="series",
+    )
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    """The command line that writes the same file again (recorded in the manifest)."""
+    parts = [PROG, f"--data {args.data}"]
+    if args.data_dir is not None:
+        parts.append(f"--data-dir {args.data_dir}")
+    parts.append(f"--seed {args.seed}")
+    if args.epochs is not None:
+        parts.append(f"--epochs {args.epochs}")
+    parts.append(f"--output {args.output}")
+    return " ".join(parts)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train the feature classifier of a labelled dataset (a CNN for images, a GRU for "
+        "sequence datasets), write its checkpoint and update the manifest in --output.",
+    )
+    parser.add_argument("--data", required=True, choices=sorted(DATASETS), help="dataset name")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="dataset folder (the one holding MNIST/raw for mnist and smnist; not needed for digits)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=image_classifier.DEFAULT_SEED, help="training seed (0 for shipped ones)"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="default: scaled to the training split for images, "
+        f"{sequence_classifier.DEFAULT_EPOCHS} for sequences",
+    )
+    parser.add_argument(
+        "--output", default=str(image_classifier.WEIGHTS_DIR), help="folder for the checkpoint and manifest"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Train, save and record one classifier; errors print as one line with exit code 2."""
+    args = build_parser(prog).parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        print(f"error: --epochs must be at least 1, got {args.epochs}", file=sys.stderr)
+        return 2
+    train = _train_sequence if args.data in sequence_classifier.SEQUENCE_DATASETS else _train_image
+    try:
+        started = time.perf_counter()
+        trained = train(args)
+        seconds = time.perf_counter() - started
+        output = Path(args.output)
+        path = output / trained.file_name
+        meta: dict[str, Any] = {
+            "data": args.data,
+            "seed": args.seed,
+            "epochs": trained.epochs,
+            "test_accuracy": trained.test_accuracy,
+        }
+        sha256 = trained.save(trained.model, path, **meta, num_test=trained.num_test)
+        entry = {
+            "file": path.name,
+            "sha256": sha256,
+            "test_accuracy": round(trained.test_accuracy, 6),
+            "num_test": trained.num_test,
+            "feature_dim": trained.model.config.feature_dim,
+            **trained.input_shape,
+            "seed": args.seed,
+            "epochs": trained.epochs,
+            "command": reproduce_command(args),
+            "train_seconds": round(seconds),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        }
+        image_classifier.write_manifest_entry(output, args.data, entry, trained.manifest_name)
+    except GenaeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(
+        f"{args.data}: test accuracy {trained.test_accuracy:.4%} on {trained.num_test} {trained.unit}, "
+        f"{seconds:.0f} s, {path} ({path.stat().st_size / 1024:.0f} KiB, sha256 {sha256})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

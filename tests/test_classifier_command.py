@@ -1,0 +1,85 @@
+"""The classifier command trains an image or a sequence feature classifier, writes a checkpoint that loads
+and matches its manifest entry, and refuses what it cannot train in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from refusals import one_line
+
+from lightning_genae.metrics import classifier as image_classifier
+from lightning_genae.metrics import sequence_classifier
+from lightning_genae.metrics.classifier_command import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def manifest(folder, name: str) -> dict:
+    return json.loads((folder / name).read_text())
+
+
+def test_an_image_classifier_is_written_loadable_and_recorded_with_its_command(tmp_path):
+    assert main(["--data", "digits", "--epochs", "1", "--output", str(tmp_path)]) == 0
+    entry = manifest(tmp_path, image_classifier.MANIFEST_NAME)["digits"]
+    path = tmp_path / entry["file"]
+    assert entry["file"] == "classifier-digits.pt"
+    assert entry["sha256"] == image_classifier.file_sha256(path)
+    assert entry["image_shape"] == [1, 16, 16] and entry["epochs"] == 1
+    assert entry["command"] == (
+        f"python -m lightning_genae.metrics.classifier --data digits --seed 0 --epochs 1 --output {tmp_path}"
+    )
+    model, meta = image_classifier.load_checkpoint(path)
+    assert meta["data"] == "digits" and meta["test_accuracy"] == pytest.approx(entry["test_accuracy"])
+    assert model.config.feature_dim == entry["feature_dim"]
+    assert not (tmp_path / sequence_classifier.MANIFEST_NAME).exists()
+
+
+def learnable_series(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 series [count, 6 steps, 4 channels] whose label is whether the first channel is bright."""
+    labels = torch.randint(0, 2, (count,), generator=generator)
+    series = torch.randint(0, 100, (count, 6, 4), generator=generator, dtype=torch.uint8)
+    series[:, :, 0] += (labels * 150).to(torch.uint8)[:, None]
+    return series, labels
+
+
+def test_a_sequence_dataset_gets_the_sequence_classifier_in_its_own_manifest(tmp_path, monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    sizes = {"train": 96, "val": 32, "test": 32}
+    splits = {split: learnable_series(count, generator) for split, count in sizes.items()}
+    monkeypatch.setitem(sequence_classifier.SEQUENCE_DATASETS, "smnist", lambda data_dir: splits)
+    assert main(["--data", "smnist", "--epochs", "2", "--output", str(tmp_path)]) == 0
+    entry = manifest(tmp_path, sequence_classifier.MANIFEST_NAME)["smnist"]
+    assert entry["file"] == "sequence-classifier-smnist.pt"
+    assert entry["series_shape"] == [6, 4] and entry["num_test"] == 32 and entry["epochs"] == 2
+    assert entry["command"].startswith("python -m lightning_genae.metrics.classifier --data smnist ")
+    model, meta = sequence_classifier.load_checkpoint(tmp_path / entry["file"])
+    assert entry["sha256"] == image_classifier.file_sha256(tmp_path / entry["file"])
+    assert meta["test_accuracy"] == pytest.approx(entry["test_accuracy"]) and entry["test_accuracy"] > 0.5
+    assert not (tmp_path / image_classifier.MANIFEST_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [(["--data", "sines"], "sines has no labels"), (["--data", "digits", "--epochs", "0"], "--epochs")],
+)
+def test_what_cannot_be_trained_is_refused_in_one_line(tmp_path, capsys, arguments, expected):
+    assert main([*arguments, "--output", str(tmp_path)]) == 2
+    one_line(capsys, expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["classifier", "sequence_classifier"])
+def test_both_module_names_run_the_command(tmp_path, module):
+    result = subprocess.run(
+        [sys.executable, "-m", f"lightning_genae.metrics.{module}", "--data", "sines"]
+        + ["--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == "error: sines has no labels to train a feature classifier on"
