@@ -12,6 +12,11 @@ The peers:
 - `aae`: pythae's Adversarial_AE on the same encoder, decoder and latent discriminator. It is a different
   algorithm (one forward pass, a weighted sum of reconstruction and adversarial losses, two updates; ours
   runs the paper's three phases, three updates), so its row compares a step of each as users get them.
+- `vaegan`: pythae's VAEGAN on the same encoder, decoder and image discriminator (its feature layer is the
+  one ours reconstructs in), trained by its CoupledOptimizerAdversarialTrainer: one forward pass and three
+  backward passes, one per network's loss, at its default margin (an update of D or the decoder is skipped
+  when D is far from equilibrium). Ours runs three phases, each with its own forward pass at the weights
+  the previous phase left. The compared value is the pixel MSE of the reconstructions.
 - `gan`, `began`: the fastest loop a user writes by hand: batches drawn by random index from one tensor of
   the run's training images, the family's losses and updates, copies of the run's own networks and Adam
   settings.
@@ -22,7 +27,7 @@ The peers:
 grids and checkpoints are pushed past the end (their cost is a cadence: `bench/eval.py`). The final losses
 of both sides (mean over each side's last block, in the same units) are printed to show the work agrees.
 
-    python bench/peers.py [--families ae,vae,aae,gan,began,rae] [--block 20] [--repeats 6]
+    python bench/peers.py [--families ae,vae,aae,vaegan,gan,began,rae] [--block 20] [--repeats 6]
 
 Over 400 lines for one job: each peer's loop written out beside ours, so what the peer does per step
 can be read in one place.
@@ -50,7 +55,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import NEVER, added_callback  # noqa: E402
 
-PYTHAE_FAMILIES = ("ae", "vae", "aae")
+PYTHAE_FAMILIES = ("ae", "vae", "aae", "vaegan")
 # The training value compared between the sides, and its scale to the peer's units: the discriminator's
 # loss of the GANs, the reconstruction error per value (images in [0, 1]: ours logs MSE on [-1, 1], 4x
 # that) of the autoencoders and the rae, the negative ELBO per image of the VAE.
@@ -60,6 +65,7 @@ COMPARED_LOSS = {
     "rae": ("train/mse", 1.0),
     "ae": ("train/mse", 0.25),
     "aae": ("train/mse", 0.25),
+    "vaegan": ("train/mse", 0.25),
     "vae": ("train/loss", 1.0),
 }
 DATA = {"rae": "sines"}
@@ -208,7 +214,16 @@ class PythaePeer(Peer):
         self, family: str, model: Any, pool01: Tensor, batch: int, steps: int, scratch: Path
     ) -> None:
         from pythae.data.datasets import BaseDataset
-        from pythae.models import AE, VAE, Adversarial_AE, Adversarial_AE_Config, AEConfig, VAEConfig
+        from pythae.models import (
+            AE,
+            VAE,
+            VAEGAN,
+            Adversarial_AE,
+            Adversarial_AE_Config,
+            AEConfig,
+            VAEConfig,
+            VAEGANConfig,
+        )
         from pythae.models.base.base_utils import ModelOutput
         from pythae.models.nn import BaseDecoder, BaseDiscriminator, BaseEncoder
         from pythae.trainers import (
@@ -216,12 +231,14 @@ class PythaePeer(Peer):
             AdversarialTrainerConfig,
             BaseTrainer,
             BaseTrainerConfig,
+            CoupledOptimizerAdversarialTrainer,
+            CoupledOptimizerAdversarialTrainerConfig,
         )
 
         latent = model.latent_dim
-        variational = family == "vae"
+        variational = family in ("vae", "vaegan")
         dataset = BaseDataset(pool01, torch.zeros(len(pool01)))
-        sigmoid = model.options.recon_loss == "bce"
+        sigmoid = getattr(model.options, "recon_loss", None) == "bce"
 
         class Encoder(BaseEncoder):
             def __init__(self, net: nn.Module) -> None:
@@ -252,6 +269,22 @@ class PythaePeer(Peer):
             def forward(self, z: Tensor) -> Any:
                 return ModelOutput(embedding=torch.sigmoid(self.net(z, None)))
 
+        class ImageDiscriminator(BaseDiscriminator):
+            """Our image discriminator: its score, and its feature layer as pythae's layer 1."""
+
+            depth = 1
+
+            def __init__(self, net: nn.Module) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, x: Tensor, output_layer_levels: list[int] | None = None) -> Any:
+                features = self.net.features(x)
+                output = ModelOutput(embedding=torch.sigmoid(self.net.logits_of_features(features)))
+                for level in output_layer_levels or ():
+                    output[f"embedding_layer_{level}"] = features
+                return output
+
         shape = tuple(model.image_shape)
         encoder, decoder = Encoder(copy.deepcopy(model.encoder)), Decoder(copy.deepcopy(model.decoder))
         loss = "bce" if sigmoid else "mse"
@@ -271,6 +304,27 @@ class PythaePeer(Peer):
                 discriminator_learning_rate=lr,
             )
             self.trainer = AdversarialTrainer(self.model, train_dataset=dataset, training_config=training)
+        elif family == "vaegan":
+            config = VAEGANConfig(input_dim=shape, latent_dim=latent, reconstruction_layer=1)
+            discriminator = ImageDiscriminator(copy.deepcopy(model.discriminator))
+            self.model = VAEGAN(config, encoder=encoder, decoder=decoder, discriminator=discriminator)
+            # Ours: Adam with DCGAN's betas for all three networks.
+            betas = {"betas": (0.5, 0.999)}
+            training = CoupledOptimizerAdversarialTrainerConfig(
+                output_dir=str(scratch),
+                per_device_train_batch_size=batch,
+                num_epochs=1,
+                no_cuda=True,
+                encoder_learning_rate=lr,
+                decoder_learning_rate=lr,
+                discriminator_learning_rate=lr,
+                encoder_optimizer_params=betas,
+                decoder_optimizer_params=betas,
+                discriminator_optimizer_params=betas,
+            )
+            self.trainer = CoupledOptimizerAdversarialTrainer(
+                self.model, train_dataset=dataset, training_config=training
+            )
         else:
             config = (VAEConfig if variational else AEConfig)(
                 input_dim=shape, latent_dim=latent, **({"reconstruction_loss": loss} if variational else {})
@@ -296,21 +350,26 @@ class PythaePeer(Peer):
         def marked(*args: Any, **kwargs: Any) -> Any:
             self._marks.append(time.process_time())
             output = forward(*args, **kwargs)
-            # The VAE's loss per image, as ours; the AE's (its only loss) and the AAE's reconstruction term,
-            # which pythae halves for mse, as sums over pixels.
-            if variational or family == "ae":
-                self._losses.append(float(output.loss))
-            else:
-                self._losses.append(float(output.recon_loss.mean()) * (2 if loss == "mse" else 1))
+            self._losses.append(self._compared_loss(output, args[0]["data"], loss))
             return output
 
         self.model.forward = marked
+
+    def _compared_loss(self, output: Any, images: Tensor, loss: str) -> float:
+        """The VAE's loss per image, as ours; the AE's (its only loss) and the AAE's reconstruction term,
+        which pythae halves for mse, as sums over pixels; the VAE-GAN's pixel MSE (its own losses are in
+        the discriminator's feature space), summed over pixels too."""
+        if self.family == "vaegan":
+            return float(F.mse_loss(output.recon_x, images)) * self.pixels
+        if self.family in ("vae", "ae"):
+            return float(output.loss)
+        return float(output.recon_loss.mean()) * (2 if loss == "mse" else 1)
 
     def run(self, steps: int) -> tuple[list[float], float]:
         self._marks, self._losses = [], []
         self.trainer.train_step(epoch=1)
         marks = [*self._marks, time.process_time()]
-        # The VAE's loss is per image, as ours; the AE's and AAE's reconstruction sums over pixels.
+        # The VAE's loss is per image, as ours; the others' reconstruction error sums over pixels.
         per_value = 1 if self.family == "vae" else self.pixels
         return [b - a for a, b in zip(marks, marks[1:], strict=False)], statistics.fmean(
             self._losses
@@ -410,7 +469,7 @@ def measure(family: str, args: argparse.Namespace, scratch: Path) -> dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--families", default="ae,vae,aae,gan,began,rae")
+    parser.add_argument("--families", default="ae,vae,aae,vaegan,gan,began,rae")
     parser.add_argument("--data", default="mnist", help="image data of the image families (rae: sines)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=10)
