@@ -39,6 +39,7 @@ from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
 from lightning_genae.lightning_internals import set_logging_step
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECALL_K
 from lightning_genae.metrics.names import headline_metric, higher_is_better
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
 from lightning_genae.stopping import StopOnSignal, cluster_plugins
@@ -327,6 +328,7 @@ def generative_metrics(
     available, and None for series (their metrics have callbacks of their own)."""
     if not isinstance(model, Sampler) or datamodule.data_kind != "image" or config.backbone == NO_BACKBONE:
         return None
+    _check_comparable_splits(config, datamodule)
     try:
         backbone = load_backbone(
             config.backbone,
@@ -347,6 +349,20 @@ def generative_metrics(
         # Confirms which file the run's FD and its relatives are measured with.
         say(f"image metrics: features of the {backbone.description}")
     return GenerativeMetrics(backbone, num_samples=config.eval_samples, seed=config.seed)
+
+
+def _check_comparable_splits(config: RunConfig, datamodule: InMemoryDataModule) -> None:
+    """Refuse, before training, a split too small for the image metrics: precision/recall and density/
+    coverage measure k-nearest-neighbour radii within the real images, which need more than k of them."""
+    needed = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1
+    for split in ("val", "test"):
+        count = len(datamodule.split_tensors(split)[0])
+        if count < needed:
+            raise ConfigError(
+                f"the image metrics compare generated images with the {split} split of {config.data}, "
+                f"which holds {count} {'image' if count == 1 else 'images'}; they need at least {needed}: "
+                "give more images, or --backbone none to train without them"
+            )
 
 
 def sequence_metrics(

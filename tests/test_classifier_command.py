@@ -83,3 +83,10 @@ def test_both_module_names_run_the_command(tmp_path, module):
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == "error: sines has no labels to train a feature classifier on"
+
+
+def test_the_output_folder_must_be_named_so_the_shipped_weights_are_never_overwritten_by_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", "digits", "--epochs", "1"])
+    assert exit_info.value.code == 2
+    assert "--output" in capsys.readouterr().err

@@ -128,3 +128,19 @@ def test_print_config_refuses_the_shape_options_the_run_refuses(flags, tmp_path,
     assert main([*flags, "--max-steps", "1", "--output", str(out)]) == 2
     assert one_line(capsys) == printed
     assert not out.exists()
+
+
+def test_a_folder_too_small_for_the_image_metrics_is_refused_before_training(tmp_path, capsys):
+    from PIL import Image
+
+    for index in range(40):
+        folder = tmp_path / "images" / f"class{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (16, 16), color=index * 6).save(folder / f"{index}.png")
+    out = tmp_path / "run"
+    data = ["--data", "folder", "--data-dir", str(tmp_path / "images"), "--image-size", "16"]
+    shape = ["--channels", "1"]
+    budget = ["--batch-size", "16", "--max-steps", "2"]
+    assert main(["--model", "gan", *data, *shape, *budget, "--output", str(out)]) == 2
+    one_line(capsys, "the val split of folder, which holds 2 images", "at least 6", "--backbone none")
+    assert not out.exists()

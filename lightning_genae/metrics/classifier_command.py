@@ -123,8 +123,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="default: scaled to the training split for images, "
         f"{sequence_classifier.DEFAULT_EPOCHS} for sequences",
     )
+    # Required: a default of the package's weights folder would let a forgotten flag overwrite the
+    # shipped classifiers; reproducing one names that folder on purpose.
     parser.add_argument(
-        "--output", default=str(image_classifier.WEIGHTS_DIR), help="folder for the checkpoint and manifest"
+        "--output",
+        required=True,
+        help="folder for the checkpoint and its manifest (lightning_genae/metrics/weights reproduces a "
+        "shipped one over it)",
     )
     return parser
 
