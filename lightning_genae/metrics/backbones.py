@@ -368,9 +368,11 @@ def load_classifier(
             "pass its datamodule so that one is trained on first use"
         )
     if datamodule.num_classes is None:
+        # A folder gets its labels from subfolders, the easier fix where the images have classes.
+        by_class = "sort the images into one subfolder per class, or " if data == "folder" else ""
         raise BackboneUnavailable(
             f"classifier: {data} has no labels to train a feature classifier on; "
-            "use --backbone inception with weights (--inception-weights PATH)"
+            f"{by_class}use --backbone inception with weights (--inception-weights PATH)"
         )
     return _cached_classifier(
         data, datamodule, Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
