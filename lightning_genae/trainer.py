@@ -328,7 +328,6 @@ def generative_metrics(
     available, and None for series (their metrics have callbacks of their own)."""
     if not isinstance(model, Sampler) or datamodule.data_kind != "image" or config.backbone == NO_BACKBONE:
         return None
-    _check_comparable_splits(config, datamodule)
     try:
         backbone = load_backbone(
             config.backbone,
@@ -345,6 +344,8 @@ def generative_metrics(
             raise
         rank_zero_warn(f"generative metrics skipped: {error}")
         return None
+    # Only where the metrics will be computed: a run whose metrics are skipped anyway is not refused.
+    _check_comparable_splits(config, datamodule)
     if config.classifier_weights is not None:
         # Confirms which file the run's FD and its relatives are measured with.
         say(f"image metrics: features of the {backbone.description}")
