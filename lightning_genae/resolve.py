@@ -182,6 +182,16 @@ def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
         )
 
 
+def _check_torch_file(flag_name: str, path: Path, fix: str) -> None:
+    """What can be known of a weights file without reading it: a file, in one of torch.save's formats."""
+    if path.is_dir():
+        raise ConfigError(f"{flag_name} {path} is a folder; {fix}")
+    if not path.is_file():
+        raise ConfigError(f"{flag_name} {path} does not exist; {fix}")
+    if not is_torch_file(path):
+        raise ConfigError(f"{flag_name} {path} is not a file written by torch.save; {fix}")
+
+
 def _check_inception_weights(config: RunConfig) -> None:
     """A weights file the user named is checked before anything trains, not when the metrics first run.
 
@@ -200,12 +210,7 @@ def _check_inception_weights(config: RunConfig) -> None:
     from lightning_genae.metrics.backbones import INCEPTION_FILE, INCEPTION_URL
 
     fix = f"pass the path of {INCEPTION_FILE} (from {INCEPTION_URL})"
-    if path.is_dir():
-        raise ConfigError(f"--inception-weights {path} is a folder; {fix}")
-    if not path.is_file():
-        raise ConfigError(f"--inception-weights {path} does not exist; {fix}")
-    if not is_torch_file(path):
-        raise ConfigError(f"--inception-weights {path} is not a file written by torch.save; {fix}")
+    _check_torch_file("--inception-weights", path, fix)
 
 
 def _check_classifier_weights(config: RunConfig) -> None:
@@ -225,13 +230,11 @@ def _check_classifier_weights(config: RunConfig) -> None:
             f"--classifier-weights gives the image metrics' classifier, and --data {config.data} is series "
             "(scored by their own classifier); drop --classifier-weights"
         )
-    fix = "pass a classifier checkpoint (`python -m lightning_genae.metrics.classifier` writes one)"
-    if path.is_dir():
-        raise ConfigError(f"--classifier-weights {path} is a folder; {fix}")
-    if not path.is_file():
-        raise ConfigError(f"--classifier-weights {path} does not exist; {fix}")
-    if not is_torch_file(path):
-        raise ConfigError(f"--classifier-weights {path} is not a file written by torch.save; {fix}")
+    _check_torch_file(
+        "--classifier-weights",
+        path,
+        "pass a classifier checkpoint (`python -m lightning_genae.metrics.classifier` writes one)",
+    )
 
 
 def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> ResolvedRun:

@@ -317,8 +317,8 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
     """A classifier checkpoint the user names (`--classifier-weights`): one the classifier command wrote,
     or a copy of one this program cached, trained on the same dataset at the run's image shape."""
     fix = (
-        f"give a classifier of {data} (a file `python -m lightning_genae.metrics.classifier --data {data}` "
-        "writes, or one a run cached), or drop --classifier-weights"
+        f"give a classifier of {data} (a file `python -m lightning_genae.metrics.classifier --data {data} "
+        "--output DIR` writes, or one a run cached), or drop --classifier-weights"
     )
     try:
         model, meta = classifier_lib.load_checkpoint(path, advice=fix)
