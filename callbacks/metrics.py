@@ -23,6 +23,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.console import evaluation_progress, say
 from lightning_genae.datamodules.base import SPLITS, to_uint8
+from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.generative import (
     RealFeatures,
@@ -144,7 +145,7 @@ class GenerativeMetrics(Callback):
             )
         score = trainer.strategy.broadcast(score, src=0)
         for name, value in score.logged().items():
-            pl_module.log(name, value, sync_dist=False)
+            log_global_value(pl_module, name, value)
         self.records[stage] = score.record()
         if trainer.state.fn != "fit":
             headline = metric_name("fd", self.backbone.name)
@@ -177,4 +178,4 @@ class RepresentationMetrics(ModelSpecificCallback):
             prepare=datamodule.to_model_range,
         )
         for key, value in values.items():
-            pl_module.log(f"test/{key}", value, rank_zero_only=True)
+            log_global_value(pl_module, f"test/{key}", value, rank_zero_only=True)

@@ -19,6 +19,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_genae.console import say
+from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import BackboneUnavailable
 from lightning_genae.metrics.sequence_classifier import SequenceFeatures, shipped_sequence_features
 from lightning_genae.metrics.sequences import DEFAULT_STEPS, score_sequences
@@ -132,7 +133,7 @@ class SequenceMetrics(Callback):
             payload = (score.logged(), score.record())
         logged, record = trainer.strategy.broadcast(payload, src=0)
         for name, value in logged.items():
-            pl_module.log(name, value, sync_dist=False)
+            log_global_value(pl_module, name, value)
         self.records[stage] = record
         if stage == "val":
             self._last_scored = iteration

@@ -8,6 +8,8 @@ The versions these were written against are the bounds in pyproject.toml.
 
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,6 +19,7 @@ from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 __all__ = [
     "Tqdm",
     "kill_launched_processes",
+    "log_global_value",
     "set_logging_step",
     "should_update_logs",
     "wandb_init_arguments",
@@ -54,3 +57,21 @@ def wandb_init_arguments(logger: Any) -> dict[str, Any] | None:
     the only way to drop a retired setting Lightning always passes."""
     arguments = getattr(logger, "_wandb_init", None)
     return arguments if isinstance(arguments, dict) else None
+
+
+# The start of Lightning's advice, under DDP, to sync an epoch-level value logged without `sync_dist`
+# (its logger connector's result collection); followed by the value's name, quoted.
+SYNC_ADVICE = "It is recommended to use `self.log("
+
+
+def log_global_value(pl_module: pl.LightningModule, name: str, value: Any, **log_options: Any) -> None:
+    """`pl_module.log` a value that is already the whole run's (the same on every rank, or logged on rank
+    zero only), without Lightning's advice to sync it.
+
+    Lightning cannot tell such a value from a per-rank one, so under DDP it recommends `sync_dist=True`
+    once for every epoch-level tensor logged without it: fourteen lines for a GAN's evaluation. Syncing
+    would average identical numbers, or wait forever for ranks that log nothing. The advice is silenced
+    for this exact name only, so a family's own unsynced per-rank value still gets it.
+    """
+    warnings.filterwarnings("ignore", re.escape(f"{SYNC_ADVICE}{name!r},"))
+    pl_module.log(name, value, sync_dist=False, **log_options)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.errors import TrainingDiverged
-from lightning_genae.lightning_internals import should_update_logs
+from lightning_genae.lightning_internals import log_global_value, should_update_logs
 from lightning_genae.models.batch import check_batch
 from lightning_genae.models.options import FamilyOptions
 
@@ -258,7 +258,7 @@ class GenerativeModule(pl.LightningModule):
     def _log_evaluation_step(self) -> None:
         # Lightning would log evaluation at the index of the batch before it; "step" overrides that so a
         # validation row at step N means "after N training iterations" in every logger.
-        self.log("step", float(self.iteration), on_step=False, on_epoch=True, sync_dist=False)
+        log_global_value(self, "step", float(self.iteration), on_step=False, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation_step()
