@@ -622,7 +622,10 @@ def test_summary_adds_a_table_of_the_checkpoints_chosen_on_validation_with_their
 def test_runs_without_a_chosen_checkpoint_give_no_second_table_or_columns(tmp_path: Path) -> None:
     make_2x2_grid(tmp_path)
     paths = summarize(tmp_path)
-    assert "chosen on validation" not in paths["md"].read_text()
+    markdown = paths["md"].read_text()
+    assert "### Checkpoint chosen on validation" not in markdown
+    assert "(the best checkpoint is picked" not in markdown
+    assert "the final weights are the only ones reported" in markdown
     assert not [name for name in read_csv(paths["csv"])[0] if name.startswith("selected/")]
 
 

@@ -343,8 +343,13 @@ def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, 
         f"device: {'; '.join(devices) or 'unknown'}.",
         "",
         f"{len(ok_runs)} of {len(runs)} runs finished{not_finished(runs)}. Every number below is from the "
-        "test split, on which no checkpoint choice was made (the best checkpoint is picked on the validation "
-        "split)"
+        "test split, on which no checkpoint choice was made "
+        + (
+            "(the best checkpoint is picked on the validation split)"
+            if any(run.selected_metrics for run in ok_runs)
+            else "(no run validated during training, its steps being fewer than --eval-every, so there is "
+            "no checkpoint chosen on validation: the final weights are the only ones reported)"
+        )
         + (
             "; tuned arms' options were chosen on the validation split too (see Tuning below)"
             if tuning
