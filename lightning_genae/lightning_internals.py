@@ -73,5 +73,14 @@ def log_global_value(pl_module: pl.LightningModule, name: str, value: Any, **log
     would average identical numbers, or wait forever for ranks that log nothing. The advice is silenced
     for this exact name only, so a family's own unsynced per-rank value still gets it.
     """
-    warnings.filterwarnings("ignore", re.escape(f"{SYNC_ADVICE}{name!r},"))
+    pattern = re.escape(f"{SYNC_ADVICE}{name!r},")
+    # Added only where absent (read from the filters themselves, which a `catch_warnings` block may have
+    # restored): every change to the filters resets Python's record of warnings already shown, so adding
+    # the same filter at each evaluation would show those warnings again.
+    silenced = (
+        action == "ignore" and message and message.pattern == pattern
+        for action, message, *_ in warnings.filters
+    )
+    if not any(silenced):
+        warnings.filterwarnings("ignore", pattern)
     pl_module.log(name, value, sync_dist=False, **log_options)

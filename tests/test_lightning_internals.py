@@ -83,3 +83,24 @@ def test_the_sync_advice_silenced_for_whole_run_values_is_lightnings_wording():
     from pytorch_lightning.trainer.connectors.logger_connector import result
 
     assert lightning_internals.SYNC_ADVICE + "{result_metric.meta.name!r}," in inspect.getsource(result)
+
+
+def test_a_whole_run_value_logged_at_every_evaluation_shows_no_warning_twice():
+    # Adding a filter again, even an identical one, makes Python forget the warnings it has shown, so a
+    # warning meant to be shown once per place would come back after every evaluation.
+    import warnings
+    from types import SimpleNamespace
+
+    logged = []
+    module = SimpleNamespace(log=lambda name, value, **options: logged.append((name, value)))
+
+    def warn_once_here():
+        warnings.warn("shown once", UserWarning, stacklevel=1)
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        for value in (1.0, 2.0, 3.0):
+            lightning_internals.log_global_value(module, "val/fd_probe", value)
+            warn_once_here()
+    assert [str(warning.message) for warning in shown] == ["shown once"]
+    assert logged == [("val/fd_probe", 1.0), ("val/fd_probe", 2.0), ("val/fd_probe", 3.0)]
