@@ -289,6 +289,13 @@ class PythaePeer(Peer):
         encoder, decoder = Encoder(copy.deepcopy(model.encoder)), Decoder(copy.deepcopy(model.decoder))
         loss = "bce" if sigmoid else "mse"
         lr = model.options.lr
+        # One epoch over the block's batches, on the CPU, into the scratch folder: every trainer alike.
+        run_settings = {
+            "output_dir": str(scratch),
+            "per_device_train_batch_size": batch,
+            "num_epochs": 1,
+            "no_cuda": True,
+        }
         if family == "aae":
             config = Adversarial_AE_Config(
                 input_dim=shape, latent_dim=latent, reconstruction_loss=loss, deterministic_posterior=True
@@ -296,10 +303,7 @@ class PythaePeer(Peer):
             discriminator = Discriminator(copy.deepcopy(model.latent_discriminator))
             self.model = Adversarial_AE(config, encoder=encoder, decoder=decoder, discriminator=discriminator)
             training = AdversarialTrainerConfig(
-                output_dir=str(scratch),
-                per_device_train_batch_size=batch,
-                num_epochs=1,
-                no_cuda=True,
+                **run_settings,
                 autoencoder_learning_rate=lr,
                 discriminator_learning_rate=lr,
             )
@@ -311,10 +315,7 @@ class PythaePeer(Peer):
             # Ours: Adam with DCGAN's betas for all three networks.
             betas = {"betas": (0.5, 0.999)}
             training = CoupledOptimizerAdversarialTrainerConfig(
-                output_dir=str(scratch),
-                per_device_train_batch_size=batch,
-                num_epochs=1,
-                no_cuda=True,
+                **run_settings,
                 encoder_learning_rate=lr,
                 decoder_learning_rate=lr,
                 discriminator_learning_rate=lr,
@@ -331,10 +332,7 @@ class PythaePeer(Peer):
             )
             self.model = (VAE if variational else AE)(config, encoder=encoder, decoder=decoder)
             training = BaseTrainerConfig(
-                output_dir=str(scratch),
-                per_device_train_batch_size=batch,
-                num_epochs=1,
-                no_cuda=True,
+                **run_settings,
                 learning_rate=lr,
             )
             self.trainer = BaseTrainer(self.model, train_dataset=dataset, training_config=training)
