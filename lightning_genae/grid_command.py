@@ -118,7 +118,7 @@ def _cell_runner(runs: dict[GridCell, ResolvedRun]) -> Callable[[GridCell, Path,
                 )
         elif start is CellStart.RESTART:
             resolved = replace(resolved, config=replace(resolved.config, overwrite=True))
-        run(resolved, resume=resume)
+        run(resolved, resume=resume, brief=True)
 
     return run_cell
 

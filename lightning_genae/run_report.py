@@ -50,13 +50,22 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def format_metrics_table(metrics: dict[str, float]) -> str:
+def format_metrics_table(metrics: dict[str, float], headline: str | None = None) -> str:
+    """One metric per line, alphabetical, with the run's headline metric (when it has one) first."""
     if not metrics:
         return "(no metrics)"
     width = max(len(key) for key in metrics)
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ----------"]
-    lines += [f"{key.ljust(width)}  {value:.6g}" for key, value in sorted(metrics.items())]
+    first = [headline] if headline in metrics else []
+    ordered = first + sorted(key for key in metrics if key not in first)
+    lines += [f"{key.ljust(width)}  {metrics[key]:.6g}" for key in ordered]
     return "\n".join(lines)
+
+
+def format_final_line(metrics: dict[str, float], headline: str | None) -> str:
+    """The end of a run in one line, for a run among many (a grid's cell): its headline and the count."""
+    shown = f"{headline} {metrics[headline]:.6g}; " if headline in metrics else ""
+    return f"final: {shown}{len(metrics)} metrics in summary.json"
 
 
 # Discriminator outputs (logits) this large come only from runaway weights: a sigmoid saturates near 20, a

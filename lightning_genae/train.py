@@ -24,12 +24,14 @@ from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
+from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import GenerativeModule
 from lightning_genae.resolve import ResolvedRun
 from lightning_genae.run_folder import ClaimedRunFolder
 from lightning_genae.run_report import (
     collapse_warning,
     environment_info,
+    format_final_line,
     format_metrics_table,
     scalar_metrics,
 )
@@ -143,14 +145,19 @@ def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
 
 
 def run(
-    resolved: ResolvedRun, resume: RunCheckpoint | None = None, *, explicit_resume: bool = False
+    resolved: ResolvedRun,
+    resume: RunCheckpoint | None = None,
+    *,
+    explicit_resume: bool = False,
+    brief: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume) one run and write its folder; returns the summary written to summary.json.
 
     Rank 0 claims the folder first (refusing one that holds another run or is locked); a failure before the
     first training step puts the folder back as it was. `explicit_resume`: the user asked for the resume
     (`--resume`), so a checkpoint with nothing left to train is refused; a requeued job that resumes by
-    itself is not, as it may have stopped after its last step but before its final evaluation.
+    itself is not, as it may have stopped after its last step but before its final evaluation. `brief`:
+    end with one line (the headline metric) instead of the table of every metric, for a run among many.
     """
     config = resolved.config
     if config.output:
@@ -164,7 +171,7 @@ def run(
         gate.next_run()
     if rank_zero_only.rank != 0:
         try:
-            return _train(resolved, config, run_dir, resume, TrainingStarted())
+            return _train(resolved, config, run_dir, resume, TrainingStarted(), brief)
         except RankZeroStopped:
             raise
         except GenaeError:
@@ -188,7 +195,7 @@ def run(
     try:
         if resume is not None and explicit_resume:
             check_steps_left(resume, resolved)
-        return _train(resolved, config, run_dir, resume, started)
+        return _train(resolved, config, run_dir, resume, started, brief)
     except BaseException as error:
         if not started.started:
             folder.undo()
@@ -205,6 +212,7 @@ def _train(
     run_dir: Path,
     resume: RunCheckpoint | None,
     started: TrainingStarted,
+    brief: bool = False,
 ) -> dict[str, Any]:
     started_at = time.time()
     resume_step = None
@@ -309,7 +317,12 @@ def _train(
     }
     if trainer.is_global_zero:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        say(f"\nfinal metrics (step {summary['global_step']}):\n{format_metrics_table(final_metrics)}")
+        headline = test_headline(model.monitor, final_metrics)
+        if brief:
+            say(format_final_line(final_metrics, headline))
+        else:
+            table = format_metrics_table(final_metrics, headline)
+            say(f"\nfinal metrics (step {summary['global_step']}):\n{table}")
         say(f"run folder: {run_dir}")
     finish_loggers(loggers, final_metrics, selected)
     return summary

@@ -572,10 +572,16 @@ def test_grid_runs_every_cell_and_summarize_rebuilds_the_report(tmp_path):
     assert (root / "ablation.png").is_file()
 
 
-def test_grid_index_runs_only_that_cell(tmp_path):
+def test_grid_index_runs_only_that_cell_and_ends_it_with_one_line(tmp_path, capsys):
     root = tmp_path / "grid"
     args = [*GRID, "--augment", "none,diffaug", "--seeds", "0,1", "--grid-index", "1"]
     assert main([*args, "--output", str(root)]) == 0
+    out = capsys.readouterr().out
+    # A cell ends with its headline, not the table of every metric (summary.json holds them all).
+    assert "final metrics (step" not in out
+    metrics = read_summary(root / "none-tsfull-seed1")["final_metrics"]
+    headline = f"final: test/fd_classifier {metrics['test/fd_classifier']:.6g}; {len(metrics)} metrics"
+    assert f"{headline} in summary.json" in out.splitlines()
     assert not (root / "ablation.csv").exists(), "one array task does not summarize the grid"
     # Train size outermost, then augment, then seed: cell 1 is none with seed 1.
     assert [p.name for p in root.iterdir() if p.is_dir()] == ["none-tsfull-seed1"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from lightning_genae.ablation.grid import FAILED_FILE, parse_cell_name, read_grid_cells
 from lightning_genae.errors import ConfigError, describe_error
-from lightning_genae.metrics.names import BACKBONES, MetricName, try_parse
+from lightning_genae.metrics.names import test_headline
 from lightning_genae.run_folder import started_run_files
 from lightning_genae.run_lock import live_lock_owner
 
@@ -73,17 +73,7 @@ class CellRun:
     @property
     def headline(self) -> str | None:
         """The test-split version of the run's headline metric (`val/fd_x` -> `test/fd_x`)."""
-        name = self.summary.get("headline_metric")
-        parsed = try_parse(name) if isinstance(name, str) else None
-        if parsed is not None:
-            return parsed.on("test").format()
-        # No headline recorded (or one this version cannot rank): fall back to the Fréchet distance of
-        # whichever backbone was evaluated.
-        for backbone in BACKBONES:
-            candidate = MetricName.generative("fd", backbone, "test").format()
-            if candidate in self.final_metrics:
-                return candidate
-        return None
+        return test_headline(self.summary.get("headline_metric"), self.final_metrics)
 
     def sort_key(self) -> tuple[Any, ...]:
         return (train_size_key(self.train_size), self.augment or "", _seed_key(self.seed), self.cell)

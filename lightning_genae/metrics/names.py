@@ -12,6 +12,7 @@ and directions from here, so a new metric is one entry in `KINDS`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -212,6 +213,21 @@ def try_parse(name: str) -> MetricName | None:
         return MetricName.parse(name)
     except UnknownMetric:
         return None
+
+
+def test_headline(headline: str | None, metrics: Mapping[str, object]) -> str | None:
+    """The test-split version of a run's headline metric (`val/fd_x` -> `test/fd_x`), else the test Fréchet
+    distance of whichever backbone `metrics` holds, else None.
+
+    The fallback serves runs with no recorded headline (or one this version cannot parse)."""
+    parsed = try_parse(headline) if isinstance(headline, str) else None
+    if parsed is not None:
+        return parsed.on("test").format()
+    for backbone in BACKBONES:
+        candidate = MetricName.generative("fd", backbone, "test").format()
+        if candidate in metrics:
+            return candidate
+    return None
 
 
 def metric_name(key: str, backbone: str) -> str:
