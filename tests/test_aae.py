@@ -1,5 +1,6 @@
 """The adversarial autoencoder: a complete run, codes that reach the prior, the mixture prior, refusals."""
 
+import contextlib
 import csv
 import json
 import math
@@ -99,7 +100,8 @@ def train_from_off_prior_codes(
     datamodule = build_datamodule("digits", data_dir=".", batch_size=32)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = AAEModule(datamodule.data_shape, width=8, latent_dim=4, lr=lr)
+    # Weight 1: the pull of the default weight (0.0128) shows over thousands of iterations, not 80.
+    module = AAEModule(datamodule.data_shape, width=8, latent_dim=4, lr=lr, aae_adversarial_weight=1.0)
     with torch.no_grad():
         module.encoder.head.bias += 3.0
     before = codes_kl_to_standard_normal(module, datamodule)
@@ -208,6 +210,7 @@ def test_discriminator_side_augmentation_is_refused_because_d_judges_codes(augme
         ("--aae-prior mixture --aae-components 1", "--aae-components must lie in [2"),
         ("--aae-prior mixture --latent-dim 4", "needs --latent-dim of at least 5"),
         ("--denoise 0.1", "does not apply to --model aae"),
+        ("--aae-adversarial-weight 0", "--aae-adversarial-weight must lie in (0, inf)"),
     ],
 )
 def test_bad_options_are_one_line_errors(options, says, capsys):
@@ -242,3 +245,53 @@ def test_an_aae_is_the_data_side_augmenter_trained_or_given(aae_run, tmp_path, i
     cached = RunCheckpoint.load(record["augmenter"]["path"], "--augment-ckpt")
     # Four iterations of three optimizer steps each, not four optimizer steps.
     assert cached.iteration(AAEModule.optimizer_steps_per_iteration) == 4
+
+
+def an_earlier_versions_checkpoint(aae_run, folder, optimizers: int):
+    """The run's last.ckpt as written before --aae-adversarial-weight, with `optimizers` states."""
+    contents = torch.load(aae_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    for options in (contents["hyper_parameters"], contents["genae_config"]):
+        del options["aae_adversarial_weight"]
+    states = contents["optimizer_states"]
+    contents["optimizer_states"] = [*states, states[0]][:optimizers]
+    folder.mkdir()
+    path = folder / "earlier.ckpt"
+    torch.save(contents, path)
+    return path
+
+
+@pytest.mark.slow
+def test_an_earlier_versions_checkpoint_resumes_only_with_the_weight_it_was_trained_at(
+    aae_run, tmp_path, capsys
+):
+    checkpoint = an_earlier_versions_checkpoint(aae_run, tmp_path / "given", optimizers=2)
+    resumed = tmp_path / "resumed"
+    args = ["--resume", str(checkpoint), "--max-steps", "8", "--output", str(resumed)]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "resume it with --aae-adversarial-weight 1" in error
+    assert checkpoint.is_file() and not resumed.exists()
+    assert main([*args, "--aae-adversarial-weight", "1"]) == 0
+    assert json.loads((resumed / "summary.json").read_text())["global_step"] == 8
+
+
+def test_a_checkpoint_with_the_encoders_own_adversarial_optimizer_is_not_resumed(aae_run, tmp_path, capsys):
+    checkpoint = an_earlier_versions_checkpoint(aae_run, tmp_path / "given", optimizers=3)
+    resumed = tmp_path / "resumed"
+    assert main(["--resume", str(checkpoint), "--max-steps", "8", "--output", str(resumed)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "optimizer of its own" in error and "--evaluate" in error
+    assert checkpoint.is_file() and not resumed.exists()
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.0128])
+def test_the_encoders_adversarial_loss_is_backpropagated_at_its_weight(weight, monkeypatch):
+    module = AAEModule((1, 16, 16), width=8, latent_dim=4, aae_adversarial_weight=weight)
+    backpropagated = []
+    monkeypatch.setattr(module, "manual_backward", backpropagated.append)
+    monkeypatch.setattr(module, "toggled_optimizer", lambda optimizer: contextlib.nullcontext())
+    monkeypatch.setattr(type(module), "iteration", property(lambda self: 0))
+    optimizer = torch.optim.SGD(module.encoder.parameters(), lr=0.0)
+    loss_g = module.encoder_phase(torch.rand(4, 1, 16, 16) * 2 - 1, None, optimizer)
+    assert len(backpropagated) == 1
+    torch.testing.assert_close(backpropagated[0], weight * loss_g)

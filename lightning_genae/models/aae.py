@@ -15,6 +15,10 @@ SGD does. A second Adam for update 3 would rescale that phase's small, noisy gra
 full step of its own every iteration; measured on MNIST (seed 0, latent 8, 5,000 iterations) the codes
 then drifted off the prior and the discriminator won outright (mean logit on codes -36, code_kl 89 nats),
 where one optimizer holds the game at its equilibrium (mean logits within ±0.2, code_kl 0.70 nats).
+Sharing it, the two losses' scales decide how far each phase moves the encoder: at weight 1 against the
+per-pixel reconstruction loss the adversarial gradient filled the moment estimates and the reconstructions
+fell to PCA's level, so the adversarial loss enters at `--aae-adversarial-weight` (default 0.0128 = 10 /
+784 pixels; measured in docs/models.md).
 
 Its discriminator judges latent codes, not images, so the family is not an `ImageDiscriminator`:
 `--augment diffaug` and `ae-d` have nothing to act on and are refused where the augmentation is resolved.
@@ -155,6 +159,27 @@ class AAEModule(ReconstructionModule):
                 f"{self.options.aae_components}; use --aae-components {classes} or more"
             )
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to resume a checkpoint whose training this module would not continue as it began.
+
+        A checkpoint without `aae_adversarial_weight` among its hyper-parameters was trained at weight 1;
+        one with three optimizer states gave the encoder's adversarial update an Adam of its own, whose
+        state this layout has no place for (Lightning would drop it without a word).
+        """
+        super().on_load_checkpoint(checkpoint)
+        if "aae_adversarial_weight" in checkpoint.get("hyper_parameters", {}):
+            return
+        if len(checkpoint.get("optimizer_states", ())) != 2:
+            raise ConfigError(
+                "--resume: this aae checkpoint gave the encoder's adversarial update an optimizer of its "
+                "own, which this version does not; evaluate it with --evaluate, or start a new run"
+            )
+        if self.options.aae_adversarial_weight != 1.0:
+            raise ConfigError(
+                "--resume: this aae checkpoint was trained with the adversarial weight 1; resume it with "
+                "--aae-adversarial-weight 1"
+            )
+
     # ----- training -----
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -230,7 +255,7 @@ class AAEModule(ReconstructionModule):
             loss_g = F.softplus(-self.latent_discriminator(self.encoder(images), condition)).mean()
             self.watch_losses(**{"train/loss_g": loss_g})
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
+            self.manual_backward(self.options.aae_adversarial_weight * loss_g)
             optimizer.step()
         return loss_g
 
