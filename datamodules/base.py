@@ -25,6 +25,7 @@ from lightning_genae.datamodules.loaders import (
     ResumableLoader,
     collate_batch,
 )
+from lightning_genae.datamodules.pixels import to_model_range, to_uint8
 from lightning_genae.datamodules.placement import batch_device, check_data_on_device
 from lightning_genae.datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
@@ -35,18 +36,6 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test")
 # Where a datamodule's state in a checkpoint records the SHA-256 of the training split it was trained on.
 TRAIN_CONTENT_KEY = "train_sha256"
-
-
-def to_model_range(images: Tensor) -> Tensor:
-    """uint8 images in [0, 255] -> float32 in [-1, 1], the range every model works in."""
-    if images.dtype != torch.uint8:
-        raise TypeError(f"to_model_range expects uint8 images, got {images.dtype}")
-    return images.float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """Float images in [-1, 1] -> uint8 in [0, 255] (clamped, rounded), for saving and metrics."""
-    return images.detach().float().clamp(-1.0, 1.0).add(1.0).mul_(127.5).round_().to(torch.uint8)
 
 
 @torch.no_grad()

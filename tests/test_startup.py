@@ -89,3 +89,28 @@ def test_help_print_config_and_config_errors_do_not_import_lightning(tmp_path):
     assert not list(tmp_path.iterdir()), "parsing and errors write nothing"
     for case in report:
         assert case["imported"] == [], f"{' '.join(case['argv'])} imported {case['imported']}"
+
+
+@pytest.mark.parametrize("command", ["classifier", "sequence_classifier"])
+@pytest.mark.parametrize("argv", [["--help"], ["--data", "nosuch", "--output", "out"]], ids=["help", "bad"])
+def test_the_feature_classifier_commands_answer_help_and_bad_arguments_without_lightning(
+    command, argv, tmp_path
+):
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", f"lightning_genae.metrics.{command}", *argv],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    timings = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    messages = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in timings}
+    assert not imported & set(NOT_FOR_PARSING), sorted(imported & set(NOT_FOR_PARSING))
+    if argv == ["--help"]:
+        assert result.returncode == 0 and "--data" in result.stdout
+    else:
+        assert result.returncode == 2 and "nosuch" in messages[-1]
+    assert not list(tmp_path.iterdir())

@@ -22,17 +22,19 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_genae.cache import write_atomically
-from lightning_genae.console import PhaseProgress
-from lightning_genae.datamodules import ImageDataModule, to_model_range
+from lightning_genae.datamodules import to_model_range
 from lightning_genae.errors import DataError, GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
+
+if TYPE_CHECKING:
+    from lightning_genae.datamodules import ImageDataModule
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST_NAME = "classifiers.json"
@@ -160,6 +162,9 @@ def fit_best_on_validation(
     epoch with the best `evaluate` accuracy on `val`. Shuffles with its own generator seeded by `seed`;
     initialisation and dropout draw from the caller's (seeded) global generator. Shows its progress as
     `what` on stderr (every epoch when `verbose`)."""
+    # Imported here: console imports Lightning, which the command's --help must not wait for.
+    from lightning_genae.console import PhaseProgress
+
     progress = PhaseProgress(what, epochs, "epoch", interval=0.0 if verbose else 10.0)
     train_inputs, train_labels = train
     # A last batch of one would break batch norm; drop the ragged tail unless it is the only batch.

@@ -1,0 +1,21 @@
+"""The pixel ranges: uint8 images as stored, [-1, 1] floats as every model sees them.
+
+Apart from base.py, which imports Lightning, so the metrics' commands and `--help` can use them without it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def to_model_range(images: Tensor) -> Tensor:
+    """uint8 images in [0, 255] -> float32 in [-1, 1], the range every model works in."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"to_model_range expects uint8 images, got {images.dtype}")
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """Float images in [-1, 1] -> uint8 in [0, 255] (clamped, rounded), for saving and metrics."""
+    return images.detach().float().clamp(-1.0, 1.0).add(1.0).mul_(127.5).round_().to(torch.uint8)
