@@ -21,6 +21,7 @@ from lightning_genae.datamodules.loaders import (
     Batch,
     DeviceBatches,
     EpochShuffle,
+    EvaluationShard,
     InMemoryImages,
     ResumableLoader,
     collate_batch,
@@ -224,7 +225,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         run sees the batches an uninterrupted one would; under DDP Lightning puts its DistributedSampler
         (seeded, one order per epoch) in place of the RandomSampler, and a resumed run starts its epoch's
         order again. Validation and test batches always come from a DataLoader on the host: they are read
-        at the evaluation cadence only.
+        at the evaluation cadence only, and under DDP each process reads its `EvaluationShard`.
         """
         if train and (device := self.batch_device(images, labels)) is not None:
             world_size = self.trainer.world_size if self.trainer is not None else 1
@@ -239,12 +240,15 @@ class InMemoryDataModule(pl.LightningDataModule):
             "persistent_workers": self.num_workers > 0,
             "collate_fn": collate_batch,
         }
+        world_size = self.trainer.world_size if self.trainer is not None else 1
         if not train:
+            if world_size > 1:
+                shard = EvaluationShard(dataset, world_size, self.trainer.global_rank)
+                return DataLoader(dataset, sampler=shard, **options)
             return DataLoader(dataset, shuffle=False, **options)
         # Its own generator for the workers' base seed: DataLoader draws that from the global stream on every
         # pass otherwise, one draw more in a resumed run than in an uninterrupted one.
         options["generator"] = torch.Generator().manual_seed(self.seed)
-        world_size = self.trainer.world_size if self.trainer is not None else 1
         if world_size > 1:
             # Stateful on every world size, so that a checkpoint of either kind resumes on the other.
             return ResumableLoader(dataset, shuffle=True, **options)

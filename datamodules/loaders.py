@@ -3,7 +3,8 @@
 `InMemoryImages` indexes a whole batch at once; `EpochShuffle` draws each epoch's order from (seed,
 epoch) alone, so a resumed run sees the batches an uninterrupted one would; `ResumableLoader` (a
 DataLoader) and `DeviceBatches` (batches cut from a split already on the accelerator) share the position
-that a checkpoint records.
+that a checkpoint records; `EvaluationShard` gives each DDP process its share of an evaluation split,
+every item exactly once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+from lightning_genae.errors import ConfigError
 
 Batch = tuple[Tensor, Tensor]
 
@@ -22,6 +26,7 @@ __all__ = [
     "DeviceBatches",
     "EpochPosition",
     "EpochShuffle",
+    "EvaluationShard",
     "InMemoryImages",
     "ResumableLoader",
     "collate_batch",
@@ -74,6 +79,30 @@ class EpochShuffle(Sampler[int]):
 
     def __iter__(self):  # noqa: ANN204 - a generator of indices, as Sampler's own
         yield from self.order(self.epoch)[self.skip :].tolist()
+
+
+class EvaluationShard(DistributedSampler):
+    """Process `rank`'s share of an evaluation split under DDP: items rank, rank + world, ..., each once.
+
+    Lightning's own DistributedSampler pads a split to a multiple of the world size by repeating items,
+    which every evaluation metric would then count twice. Being a DistributedSampler, this one is left in
+    place. The shares differ by at most one item, so processes may run different numbers of batches: safe
+    in evaluation, where DDP syncs buffers on the first forward pass only and every logged value and
+    metric is reduced across processes when the pass ends.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+        if self.total_size < num_replicas:
+            raise ConfigError(
+                f"an evaluation split of {self.total_size} items leaves some of the {num_replicas} "
+                "processes none; use fewer --devices or a larger split"
+            )
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
 class EpochPosition:

@@ -25,7 +25,7 @@ from lightning_genae.datamodules.celeba import CelebADataModule
 from lightning_genae.datamodules.cifar10 import CIFAR10DataModule
 from lightning_genae.datamodules.digits import DigitsDataModule, digits_tensors
 from lightning_genae.datamodules.folder import ImageFolderDataModule
-from lightning_genae.datamodules.loaders import InMemoryImages
+from lightning_genae.datamodules.loaders import EvaluationShard, InMemoryImages
 from lightning_genae.datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
 from lightning_genae.datamodules.splits import fixed_split, stratified_sample
 from lightning_genae.errors import ConfigError, DataError
@@ -226,6 +226,29 @@ def test_lightning_can_inject_a_distributed_sampler() -> None:
     batches = list(sharded)
     assert len(batches) == 629 // 16  # half of the 1258 training images, in full batches of 16
     assert all(images.shape == (16, 1, 16, 16) for images, _ in batches)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_under_ddp_each_process_evaluates_its_share_and_every_item_once(world_size) -> None:
+    datamodule = DigitsDataModule("unused", batch_size=64)
+    datamodule.setup()
+    shares = []
+    for rank in range(world_size):
+        datamodule.trainer = SimpleNamespace(world_size=world_size, global_rank=rank)
+        loader = datamodule.val_dataloader()
+        assert isinstance(loader.sampler, DistributedSampler)  # so Lightning leaves it in place
+        shares.append(torch.cat([batch_labels for _, batch_labels in loader]))
+    datamodule.trainer = None
+    # 180 validation images: no item repeated to even the shares out, none left out.
+    assert sum(len(share) for share in shares) == 180
+    assert torch.equal(torch.cat(shares).sort().values, datamodule.split_tensors("val")[1].sort().values)
+    interleaved = torch.stack([share[: min(map(len, shares))] for share in shares], 1).flatten()
+    assert torch.equal(interleaved, datamodule.split_tensors("val")[1][: len(interleaved)])
+
+
+def test_an_evaluation_split_smaller_than_the_world_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="use fewer --devices"):
+        EvaluationShard(InMemoryImages(torch.zeros(2, 1, 4, 4), torch.zeros(2)), num_replicas=3, rank=0)
 
 
 def test_worker_processes_are_kept_between_epochs_and_yield_the_same_batches() -> None:

@@ -210,6 +210,8 @@ def test_gan_trains_under_ddp_on_two_cpu_processes(tmp_path):
     assert summary["augmentation"]["augment"] == "ae+ae-d+diffaug"
     # The metrics are scored once for the whole run, so Lightning's advice to sync them is not printed.
     assert "sync_dist=True" not in result.stderr, result.stderr[-3000:]
+    # Each process evaluates its own share of the splits: none padded with repeated items.
+    assert "it is recommended to use `Trainer(devices=1" not in result.stderr, result.stderr[-3000:]
 
 
 def test_each_ddp_process_draws_its_own_noise():

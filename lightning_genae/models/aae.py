@@ -266,8 +266,8 @@ class AAEModule(ReconstructionModule):
         out = self.decoder(codes)
         loss = reconstruction_loss(out, images, self.options.recon_loss).mean() / images[0].numel()
         recon = self.as_image(out)
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/mse", F.mse_loss(recon, images), on_epoch=True, sync_dist=True)
+        values = {f"{stage}/loss": loss, f"{stage}/mse": F.mse_loss(recon, images)}
+        self.log_split_means(values, len(images), prog_bar=[f"{stage}/loss"])
         self.log_dict(self.reconstruction_quality.update(stage, recon, images), on_epoch=True)
         metric = self.code_kl[stage]
         metric.update(codes)

@@ -37,7 +37,8 @@ class AutoencoderModule(ReconstructionModule):
             self.log_training({"train/loss": loss}, prog_bar=True)
             self.log_training({"train/mse": mse})
             return loss
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/mse", mse, on_epoch=True, sync_dist=True)
+        self.log_split_means(
+            {f"{stage}/loss": loss, f"{stage}/mse": mse}, len(images), prog_bar=[f"{stage}/loss"]
+        )
         self.log_dict(self.reconstruction_quality.update(stage, recon, images), on_epoch=True)
         return loss

@@ -12,7 +12,7 @@ defaults and the checks all come from it.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
 import pytorch_lightning as pl
@@ -219,6 +219,9 @@ class GenerativeModule(pl.LightningModule):
         # The last training batch whose values went to `self.log`, and whether Lightning wrote them itself.
         self.last_logged_training: LoggedTraining | None = None
         self._batch_checked = False
+        # This evaluation pass's sums (value x items, items) per name; the names in the progress bar.
+        self._split_sums: dict[str, tuple[Tensor, int]] = {}
+        self._split_prog_bar: set[str] = set()
 
     @property
     def iteration(self) -> int:
@@ -255,15 +258,46 @@ class GenerativeModule(pl.LightningModule):
             self.log_dict(values, on_step=True, on_epoch=False, prog_bar=prog_bar)
         self.last_logged_training = LoggedTraining(self.iteration - 1, written)
 
+    def log_split_means(
+        self, values: Mapping[str, Tensor], items: int, prog_bar: Collection[str] = ()
+    ) -> None:
+        """Add one evaluation batch's values, each a mean over its `items`, to their means over the split.
+
+        They are logged when the pass ends (`_log_split_means`), as means over every item that every process
+        evaluated. Lightning's own epoch mean (`self.log(..., sync_dist=True)`) averages the processes' item
+        counts in integer arithmetic, which is exact only when every process evaluated as many items.
+        """
+        for name, value in values.items():
+            total, count = self._split_sums.get(name, (0.0, 0))
+            self._split_sums[name] = (value.detach().float() * items + total, count + items)
+        self._split_prog_bar.update(prog_bar)
+
+    def _log_split_means(self) -> None:
+        sums, self._split_sums = self._split_sums, {}
+        prog_bar, self._split_prog_bar = self._split_prog_bar, set()
+        if not sums:
+            return
+        # Every process evaluated at least one batch, so all hold the same names; sorted, they line up.
+        names = sorted(sums)
+        totals = torch.stack([sums[name][0].float() for name in names])
+        counts = torch.tensor([float(sums[name][1]) for name in names], device=totals.device)
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        for name, mean in zip(names, totals / counts, strict=True):
+            log_global_value(self, name, mean, on_step=False, on_epoch=True, prog_bar=name in prog_bar)
+
     def _log_evaluation_step(self) -> None:
         # Lightning would log evaluation at the index of the batch before it; "step" overrides that so a
         # validation row at step N means "after N training iterations" in every logger.
         log_global_value(self, "step", float(self.iteration), on_step=False, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:
+        self._log_split_means()
         self._log_evaluation_step()
 
     def on_test_epoch_end(self) -> None:
+        self._log_split_means()
         self._log_evaluation_step()
 
     def sampling(self) -> str | None:

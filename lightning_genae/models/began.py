@@ -176,7 +176,7 @@ class BEGANModule(ImageAdversarialModule):
         # in training mode); the overfitting signal is val/d_energy_train against val/d_energy_val.
         real, _ = batch
         energy = reconstruction_energy(self.discriminator(real)[0], real).mean()
-        self.log(f"{stage}/d_real_energy", energy, on_epoch=True, sync_dist=True)
+        self.log_split_means({f"{stage}/d_real_energy": energy}, len(real))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         # Both papers' Adam settings: beta1 = 0.5 damps the oscillation of the adversarial game.

@@ -116,7 +116,7 @@ class GANModule(ImageAdversarialModule):
         # D's mean logit on held-out reals. Not comparable with train/d_real (augmented inputs, batch norm in
         # training mode); the overfitting signal is val/d_logit_train against val/d_logit_val.
         real, _ = batch
-        self.log(f"{stage}/d_real", self.discriminator(real).mean(), on_epoch=True, sync_dist=True)
+        self.log_split_means({f"{stage}/d_real": self.discriminator(real).mean()}, len(real))
 
     @torch.no_grad()
     def update_ema(self) -> None:

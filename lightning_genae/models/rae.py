@@ -141,7 +141,7 @@ class RAEModule(ObjectiveModule):
         if training:
             self.log_training({**values, "train/teacher_forcing": forcing})
         else:
-            self.log_dict(values, on_epoch=True, sync_dist=True)
+            self.log_split_means(values, len(series))
         return loss
 
     def configure_gradient_clipping(

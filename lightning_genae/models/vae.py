@@ -89,7 +89,7 @@ class VAEModule(ReconstructionModule):
         if on_step:
             self.log_training({**values, "train/beta": beta})
         else:
-            self.log_dict(values, on_epoch=True, sync_dist=True)
+            self.log_split_means(values, len(images))
             # Scored on the posterior mean's reconstruction, the deterministic one tools use.
             quality = self.reconstruction_quality.update(stage, self.decode(mean), images)
             self.log_dict(quality, on_epoch=True)

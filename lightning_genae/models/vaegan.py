@@ -186,7 +186,7 @@ class VAEGANModule(ImageAdversarialModule):
             f"{stage}/mse": F.mse_loss(reconstructed, images),
             f"{stage}/kl": gaussian_kl(mean, log_var).mean(),
         }
-        self.log_dict(values, on_epoch=True, sync_dist=True)
+        self.log_split_means(values, len(images))
         self.log_dict(self.reconstruction_quality.update(stage, reconstructed, images), on_epoch=True)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
