@@ -606,10 +606,10 @@ def test_failed_cell_is_reported_and_the_others_run(tmp_path, monkeypatch, augme
 
     real_run = lightning_genae.train.run
 
-    def run_or_fail(resolved, resume=None):
+    def run_or_fail(resolved, resume=None, **options):
         if resolved.config.augment == "none":
             raise RuntimeError("injected failure\nsecond line")
-        return real_run(resolved, resume)
+        return real_run(resolved, resume, **options)
 
     monkeypatch.setattr(lightning_genae.train, "run", run_or_fail)
     root = tmp_path / "grid"
