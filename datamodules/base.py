@@ -227,8 +227,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         order again. Validation and test batches always come from a DataLoader on the host: they are read
         at the evaluation cadence only, and under DDP each process reads its `EvaluationShard`.
         """
+        world_size = self.trainer.world_size if self.trainer is not None else 1
         if train and (device := self.batch_device(images, labels)) is not None:
-            world_size = self.trainer.world_size if self.trainer is not None else 1
             rank = self.trainer.global_rank if self.trainer is not None else 0
             images, labels = self._to_device(images, labels, device)
             return DeviceBatches(images, labels, self.batch_size_per_device, self.seed, rank, world_size)
@@ -240,7 +240,6 @@ class InMemoryDataModule(pl.LightningDataModule):
             "persistent_workers": self.num_workers > 0,
             "collate_fn": collate_batch,
         }
-        world_size = self.trainer.world_size if self.trainer is not None else 1
         if not train:
             if world_size > 1:
                 shard = EvaluationShard(dataset, world_size, self.trainer.global_rank)

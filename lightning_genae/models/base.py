@@ -279,7 +279,7 @@ class GenerativeModule(pl.LightningModule):
             return
         # Every process evaluated at least one batch, so all hold the same names; sorted, they line up.
         names = sorted(sums)
-        totals = torch.stack([sums[name][0].float() for name in names])
+        totals = torch.stack([sums[name][0] for name in names])
         counts = torch.tensor([float(sums[name][1]) for name in names], device=totals.device)
         if self.trainer.world_size > 1:
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
