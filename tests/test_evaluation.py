@@ -13,7 +13,7 @@ from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics.backbones import load_backbone
 from lightning_genae.metrics.distances import feature_metrics, frechet_distance
 from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
-from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, try_parse
+from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, test_headline, try_parse
 
 SMALL = [
     "--width",
@@ -33,6 +33,13 @@ SMALL = [
 
 def summary_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def first_table_row(output: str) -> str:
+    """The metric named on the first row under the metrics table's header rule."""
+    lines = output.splitlines()
+    rule = next(index for index, line in enumerate(lines) if line.startswith("---"))
+    return lines[rule + 1].split()[0]
 
 
 def assert_named_in_the_vocabulary(metrics: dict) -> None:
@@ -80,7 +87,7 @@ def test_autoencoder_reports_psnr_ssim_probe_and_pca_baseline(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["gan", "vae"])
-def test_evaluate_reproduces_the_runs_final_metrics(model, tmp_path):
+def test_evaluate_reproduces_the_runs_final_metrics(model, tmp_path, capsys):
     run_dir = tmp_path / model
     assert (
         main(["--model", model, "--data", "digits", *SMALL, "--max-steps", "6", "--output", str(run_dir)])
@@ -92,6 +99,8 @@ def test_evaluate_reproduces_the_runs_final_metrics(model, tmp_path):
     )
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
     final = summary_of(run_dir)["final_metrics"]
+    headline = test_headline(summary_of(run_dir)["headline_metric"], final)
+    assert headline is not None and first_table_row(capsys.readouterr().out) == headline
     compared = [key for key in final if key.startswith(("val/", "test/"))]
     assert len(compared) > 8
     assert_named_in_the_vocabulary(final)
@@ -115,7 +124,7 @@ def _write_pngs(images: torch.Tensor, folder: Path) -> None:
         Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{index:04d}.png")
 
 
-def test_evaluate_folder_scores_real_images_far_better_than_noise(tmp_path):
+def test_evaluate_folder_scores_real_images_far_better_than_noise(tmp_path, capsys):
     datamodule = build_datamodule("digits", data_dir=tmp_path)
     datamodule.setup()
     train_images, _ = datamodule.split_tensors("train")
@@ -131,6 +140,7 @@ def test_evaluate_folder_scores_real_images_far_better_than_noise(tmp_path):
             main(["--evaluate-folder", str(tmp_path / name), "--data", "digits", "--output", str(out)]) == 0
         )
         scores[name] = json.loads((out / "eval.json").read_text())
+        assert first_table_row(capsys.readouterr().out) == "fd_classifier"
     real, noise_result = scores["real"]["metrics"], scores["noise"]["metrics"]
     assert real["fd_classifier"] * 10 < noise_result["fd_classifier"]
     assert real["precision_classifier"] > 0.5 > noise_result["precision_classifier"]
