@@ -10,6 +10,10 @@ images. Beside it: the run's own test fd_classifier. The networks are the framew
 not the papers' (the AAE paper's MNIST model is fully connected, 1,000-unit layers, latent 8).
 
     python bench/reproduce_parzen.py --data-dir DATA [--families aae,gan] [--seeds 0 1 2] [--steps 2000]
+
+Options after `--` go to every run.py run as they are (a family option, a learning rate), e.g.
+`python bench/reproduce_parzen.py --data-dir DATA --families aae --seeds 0 --output runs/w1 --
+--aae-adversarial-weight 1`.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ PUBLISHED = {"aae": (340.0, 2.0), "gan": (225.0, 2.0)}
 SAMPLES = 10_000
 
 
-def train(family: str, seed: int, steps: int, data_dir: str, output: Path) -> Path:
+def train(family: str, seed: int, steps: int, data_dir: str, output: Path, extra: list[str]) -> Path:
     """Train through run.py (the product's own path) and return the run folder."""
     command = [
         sys.executable, "run.py", "--model", family, "--data", "mnist", "--data-dir", data_dir,
         "--seed", str(seed), "--max-steps", str(steps), "--eval-every", str(steps), "--output", str(output),
+        *extra,
     ]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return output
@@ -59,6 +64,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=2000, help="training iterations per run")
     parser.add_argument("--output", type=Path, default=Path("runs/reproduce_parzen"))
+    parser.add_argument("run_args", nargs="*", help="after --: options passed to every run.py run")
     args = parser.parse_args()
     torch.set_num_threads(1)
     datamodule = build_datamodule("mnist", data_dir=args.data_dir)
@@ -69,7 +75,8 @@ def main() -> None:
     for family in args.families.split(","):
         for seed in args.seeds:
             started = time.time()
-            run_dir = train(family, seed, args.steps, args.data_dir, args.output / f"{family}-seed{seed}")
+            output = args.output / f"{family}-seed{seed}"
+            run_dir = train(family, seed, args.steps, args.data_dir, output, args.run_args)
             samples = samples_of(run_dir, family, seed)
             sigma, _ = select_bandwidth(samples, real["val"])
             test = parzen_log_likelihood(samples, real["test"], sigma)
@@ -86,6 +93,7 @@ def main() -> None:
     print(
         f"\nMNIST Parzen-window log-likelihood (nats, higher is better), {SAMPLES} samples, "
         f"{len(real['test'])} test images, {args.steps} iterations, seeds {args.seeds}"
+        + (f", run.py options {' '.join(args.run_args)}" if args.run_args else "")
     )
     print(f"{'model':8}{'published':>14}{'ours (mean ± std over seeds)':>32}{'test fd_classifier':>22}")
     for family, values in rows.items():
