@@ -35,15 +35,21 @@ def mnist_data_dir() -> Path:
     return data_dir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): its tensors are
-    tiny, and on a busy 2-core machine a second thread only slows each op down; numbers compared for
-    equality must also not depend on how a reduction was split across threads."""
-    previous = torch.get_num_threads()
+    """One torch thread in every test, and in every process a test starts (OMP_NUM_THREADS). The tensors are
+    tiny, and the suite runs in two worker processes on two cores: a second thread per process only
+    oversubscribes the cores, and a thread that waits for a descheduled sibling stalls every op. Numbers
+    compared for equality must also not depend on how a reduction was split across threads."""
+    previous_threads, previous_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
-    torch.set_num_threads(previous)
+    torch.set_num_threads(previous_threads)
+    if previous_env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = previous_env
 
 
 @pytest.fixture(scope="session", autouse=True)

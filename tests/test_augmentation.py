@@ -32,7 +32,6 @@ TINY = TINY_RUN + ["--eval-samples", "100"]
 AUGMENTER = ["--augmenter-width", "8", "--augmenter-latent-dim", "8", "--augmenter-steps", "20"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -13,8 +13,6 @@ from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.binarized_mnist import BinarizedMNISTDataModule, binarize_fixed
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture(scope="module")
 def datamodule(request: pytest.FixtureRequest) -> BinarizedMNISTDataModule:

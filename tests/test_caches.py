@@ -36,7 +36,6 @@ FOLDER_IMAGES = 120  # val 6 (even: the interpolation grid pairs validation imag
 AUGMENTER = {"augmenter_width": 8, "augmenter_latent_dim": 8, "augmenter_steps": 10}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

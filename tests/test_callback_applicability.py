@@ -15,8 +15,6 @@ from lightning_genae.callbacks.applicability import ModelSpecificCallback, appli
 from lightning_genae.cli import main
 from lightning_genae.trainer import build_callbacks
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 MODEL_SPECIFIC = {
     "SampleGrid",
     "ReconstructionGrid",

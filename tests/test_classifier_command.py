@@ -15,8 +15,6 @@ from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.metrics.classifier_command import main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def manifest(folder, name: str) -> dict:
     return json.loads((folder / name).read_text())

@@ -14,8 +14,6 @@ from tiny import TINY_RUN
 from lightning_genae.cli import main
 from lightning_genae.metrics import classifier as classifier_lib
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 TINY_GAN = ["--model", "gan", *TINY_RUN, "--max-steps", "3", "--eval-samples", "60"]
 
 

@@ -19,7 +19,6 @@ TINY = TINY_RUN + ["--eval-samples", "50"]
 CHATTER = ("GPU available", "TPU available", "Tip", "Trainer.fit` stopped", "Epoch", "Total params", "┃")
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

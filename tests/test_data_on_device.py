@@ -22,7 +22,6 @@ RUN += ["--ckpt-every", "4", "--eval-samples", "100"]
 MIB = 1 << 20
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def digits(setting: str = "auto", **options):

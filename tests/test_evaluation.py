@@ -10,10 +10,11 @@ from PIL import Image
 
 from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
+from lightning_genae.metrics import names
 from lightning_genae.metrics.backbones import load_backbone
 from lightning_genae.metrics.distances import feature_metrics, frechet_distance
 from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
-from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, test_headline, try_parse
+from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, try_parse
 
 SMALL = [
     "--width",
@@ -99,7 +100,7 @@ def test_evaluate_reproduces_the_runs_final_metrics(model, tmp_path, capsys):
     )
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
     final = summary_of(run_dir)["final_metrics"]
-    headline = test_headline(summary_of(run_dir)["headline_metric"], final)
+    headline = names.test_headline(summary_of(run_dir)["headline_metric"], final)
     assert headline is not None and first_table_row(capsys.readouterr().out) == headline
     compared = [key for key in final if key.startswith(("val/", "test/"))]
     assert len(compared) > 8

@@ -8,8 +8,6 @@ from tiny import TINY_RUN
 
 from lightning_genae.cli import main
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def final_checkpoint(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

@@ -10,8 +10,6 @@ from test_datamodules import write_fake_celeba, write_fake_cifar
 
 from lightning_genae.errors import ConfigError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "reproduce_protocols.py"
 
 

@@ -35,7 +35,6 @@ HALF, FULL = 4, 8
 
 
 # One thread: the numbers must not depend on how a reduction was split across threads.
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CopyCheckpointBeforeIteration(Callback):

@@ -22,7 +22,6 @@ TINY = [*TINY_RUN, "--eval-samples", "100"]
 NETWORKS = ("encoder", "decoder", "discriminator")
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
