@@ -1,4 +1,4 @@
-"""Plug-ins from outside the package: a family, a dataset or an augmentation, registered by name.
+"""Plug-ins from outside the package: a family, a dataset, an augmentation or a metric, registered by name.
 
 A plug-in is an importable Python module (installed, or on PYTHONPATH) that calls the `register_*`
 functions below when it is imported. `run.py` imports, before it reads the command line, every module
@@ -9,8 +9,9 @@ Python, importing the plug-in module is enough.
 
 A registered thing is the same spec the built-ins use (`ModelSpec`, `DatasetSpec`, `AugmentationSpec`),
 whose `location` names the class as `module:Class` by its full import name (a built-in's location is
-relative to its package), imported on first use. docs/plugins.md shows a family, a dataset and an
-augmentation added this way.
+relative to its package), imported on first use. A metric of generated against real samples in a
+backbone's feature space is a `FeatureMetricSpec` (a function of the two feature sets and which side is
+better), logged beside FD and KID. docs/plugins.md shows one of each added this way.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
 from lightning_genae.config import CONFIG_FIELDS
 from lightning_genae.datamodules import DATASETS, DatasetSpec
 from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
+from lightning_genae.metrics.names import BACKBONES, KINDS, MetricKind, kind_spec
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGINS_VARIABLE", "load_plugins", "register_augmentation",
-           "register_dataset", "register_model"]  # fmt: skip
+           "register_dataset", "register_metric", "register_model"]  # fmt: skip
 
 PLUGINS_VARIABLE = "GENAE_PLUGINS"
 ENTRY_POINT_GROUP = "lightning_genae.plugins"
@@ -102,6 +105,36 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
     if spec.side == "discriminator" and spec.build is None:
         raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
     AUGMENTATIONS[name] = spec
+
+
+def register_metric(name: str, spec: FeatureMetricSpec) -> None:
+    """Add the feature-space metric `name`: logged as `<split>/<name>_<backbone>` beside fd and kid, for
+    every backbone a run scores with, and tabled by ablations when it has a better side.
+
+    The name may not be a metric kind the project already logs (`fd`, `loss`, ...), nor end in a
+    backbone's name, which would make `<name>_<backbone>` ambiguous.
+    """
+    if not isinstance(spec, FeatureMetricSpec):
+        raise ConfigError(
+            f"cannot register metric {name!r}: expected a FeatureMetricSpec, got {type(spec).__name__}"
+        )
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ConfigError(
+            f"cannot register metric {name!r}: a metric name is lower case letters, digits or '_', starting "
+            "with a letter"
+        )
+    if kind_spec(name) is not None:
+        raise ConfigError(f"cannot register metric {name!r}: the name is taken; choose another")
+    clashing = [backbone for backbone in BACKBONES if name.endswith("_" + backbone)]
+    if clashing:
+        raise ConfigError(
+            f"cannot register metric {name!r}: a name ending in _{clashing[0]} reads as a backbone's; "
+            "choose another"
+        )
+    if not callable(spec.compute):
+        raise ConfigError(f"cannot register metric {name!r}: compute must be a function (real, generated)")
+    KINDS[name] = MetricKind(spec.direction, per_backbone=True)
+    FEATURE_METRICS[name] = spec
 
 
 def plugin_modules() -> list[str]:

@@ -1,5 +1,5 @@
-"""Plug-ins from outside the package: docs/plugins.md's module adds a family, a dataset and an
-augmentation, and run.py trains them as it trains the built-in ones."""
+"""Plug-ins from outside the package: docs/plugins.md's module adds a family, a dataset, an augmentation and
+a metric, and run.py trains, scores and tables them as it does the built-in ones."""
 
 from __future__ import annotations
 
@@ -10,15 +10,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from refusals import one_line
 from test_python_api import python_blocks
 
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
 from lightning_genae.datamodules import DATASETS, DatasetSpec
 from lightning_genae.errors import ConfigError
+from lightning_genae.metrics.feature_set import (
+    FEATURE_METRICS,
+    Direction,
+    FeatureMetricSpec,
+    score_feature_sets,
+)
+from lightning_genae.metrics.names import KINDS, MetricName
 from lightning_genae.models import MODELS, ModelSpec
 from lightning_genae.models.options import AutoencoderOptions, GANOptions
-from lightning_genae.plugins import register_augmentation, register_dataset, register_model
+from lightning_genae.plugins import register_augmentation, register_dataset, register_metric, register_model
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "plugins.md"
@@ -81,6 +89,50 @@ def test_a_plugin_augmentation_wraps_a_gans_discriminator_inputs(plugin_dir, tmp
     assert summary["config"]["augment"] == "flip" and summary["global_step"] > 0
 
 
+@pytest.mark.slow
+def test_a_plugin_metric_is_logged_beside_the_built_in_ones_and_tabled_by_an_ablation(plugin_dir, tmp_path):
+    small = [option for option in SMALL if option != "--backbone"]
+    small.remove("none")
+    args = ["--model", "gan", "--data", "digits", "--augment", "none", "--seeds", "0,1", *small,
+            "--eval-samples", "64"]  # fmt: skip
+    result = run_py([*args, "--output", "grid"], plugin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    for seed in (0, 1):
+        metrics = json.loads((tmp_path / "grid" / f"none-tsfull-seed{seed}" / "summary.json").read_text())
+        metrics = metrics["final_metrics"]
+        for split in ("val", "test"):
+            gap, fd = metrics[f"{split}/mean_gap_classifier"], metrics[f"{split}/fd_classifier"]
+            # FD is the squared distance of the means plus a covariance term, so it bounds the gap's square.
+            assert 0 < gap and gap**2 <= fd + 1e-6
+    table = (tmp_path / "grid" / "ablation.md").read_text()
+    assert "| mean_gap_classifier |" in table.split("### Final weights")[1]
+
+
+def test_a_registered_metric_is_computed_on_the_same_features_as_the_built_ins(clean_registries):
+    def mean_gap(real, generated):
+        return float((real.mean(0) - generated.mean(0)).norm())
+
+    register_metric("toy_gap", FeatureMetricSpec(mean_gap, Direction.LOWER, "distance between means"))
+    generator = torch.Generator().manual_seed(0)
+    real, generated = torch.randn(64, 4, generator=generator), torch.randn(64, 4, generator=generator) + 1
+    values = score_feature_sets(real, generated)
+    assert list(values)[-1] == "toy_gap" and values["toy_gap"] == pytest.approx(mean_gap(real, generated))
+    assert MetricName.parse("test/toy_gap_classifier").direction is Direction.LOWER
+
+
+@pytest.mark.parametrize(
+    ("compute", "says"),
+    [(lambda real, fake: float("nan"), "returned nan"), (lambda real, fake: 1 / 0, "ZeroDivisionError")],
+)
+def test_a_registered_metric_that_fails_stops_the_evaluation_in_one_line_naming_it(
+    compute, says, clean_registries
+):
+    register_metric("toy_bad", FeatureMetricSpec(compute, Direction.NONE, "fails"))
+    with pytest.raises(ConfigError) as raised:
+        score_feature_sets(torch.randn(16, 3), torch.randn(16, 3))
+    assert "toy_bad" in str(raised.value) and says in str(raised.value) and "\n" not in str(raised.value)
+
+
 def test_a_plugin_augmentation_on_a_model_without_a_discriminator_is_refused(plugin_dir, tmp_path):
     args = ["--model", "masked_ae", "--data", "squares", "--augment", "flip", "--print-config"]
     result = run_py(args, plugin_dir, tmp_path)
@@ -97,9 +149,10 @@ def test_a_plugin_that_cannot_be_imported_is_one_line_and_exit_2(plugin_dir, tmp
 
 @pytest.fixture
 def clean_registries():
-    before = (dict(MODELS), dict(DATASETS), dict(AUGMENTATIONS))
+    registries = (MODELS, DATASETS, AUGMENTATIONS, FEATURE_METRICS, KINDS)
+    before = tuple(dict(registry) for registry in registries)
     yield
-    for registry, saved in zip((MODELS, DATASETS, AUGMENTATIONS), before, strict=True):
+    for registry, saved in zip(registries, before, strict=True):
         registry.clear()
         registry.update(saved)
 
@@ -112,6 +165,11 @@ def clean_registries():
         (lambda: register_dataset("toy", DatasetSpec(".digits:DigitsDataModule", "x")), "module:Class"),
         (lambda: register_dataset("toy", ModelSpec("pkg.mod:M", AutoencoderOptions, "x")), "DatasetSpec"),
         (lambda: register_model("toy", ModelSpec("pkg.mod:M", dict, "x")), "FamilyOptions dataclass"),
+        (lambda: register_metric("fd", FeatureMetricSpec(len, Direction.LOWER, "x")), "the name is taken"),
+        (lambda: register_metric("gap_classifier", FeatureMetricSpec(len, Direction.LOWER, "x")),
+         "reads as a backbone's"),
+        (lambda: register_metric("Gap", FeatureMetricSpec(len, Direction.LOWER, "x")), "lower case letters"),
+        (lambda: register_metric("gap", ModelSpec("pkg.mod:M", dict, "x")), "FeatureMetricSpec"),
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=())),
          "needs build"),
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=("nope",),

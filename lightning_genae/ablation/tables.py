@@ -25,11 +25,16 @@ from lightning_genae.ablation.runs import (
 )
 from lightning_genae.ablation.tuning import TUNING_FILE
 from lightning_genae.errors import ConfigError
-from lightning_genae.metrics.names import GENERATIVE_KEYS, KINDS, Direction, MetricName, direction, try_parse
+from lightning_genae.metrics.feature_set import feature_metric_keys
+from lightning_genae.metrics.names import KINDS, Direction, MetricName, direction, try_parse
 
-# Test generative metrics shown in the Markdown table, in this column order, per backbone: those that
-# rank models (kid_std, the spread of kid, has no better side and stays in the CSV).
-TABLE_METRICS = tuple(key for key in GENERATIVE_KEYS if KINDS[key].direction is not Direction.NONE)
+
+def _ranked_feature_metrics() -> tuple[str, ...]:
+    """Test generative metrics shown in the Markdown table, in this column order, per backbone: those that
+    rank models, built-in and registered (kid_std, the spread of kid, has no better side and stays in the
+    CSV)."""
+    return tuple(key for key in feature_metric_keys() if KINDS[key].direction is not Direction.NONE)
+
 
 # Prefix of the ablation.csv columns that describe the checkpoint chosen on validation.
 SELECTED_PREFIX = "selected/"
@@ -126,7 +131,7 @@ def _table_metrics(runs: list[CellRun], headline: str | None) -> list[str]:
     )
     columns = []
     for backbone in backbones:
-        for key in TABLE_METRICS:
+        for key in _ranked_feature_metrics():
             name = MetricName.generative(key, backbone, "test").format()
             if name in present:
                 columns.append(name)

@@ -20,8 +20,8 @@ from lightning_genae.cache import cache_root, write_atomically
 from lightning_genae.console import evaluation_progress, say
 from lightning_genae.errors import describe_error
 from lightning_genae.metrics.backbones import FeatureBackbone
-from lightning_genae.metrics.distances import feature_metrics
-from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, on_split
+from lightning_genae.metrics.feature_set import score_feature_sets
+from lightning_genae.metrics.names import metric_name, on_split
 
 if TYPE_CHECKING:
     from lightning_genae.datamodules import ImageDataModule
@@ -158,9 +158,9 @@ def score_generated(
     n = comparison_size(datamodule, split, num_samples)
     real = real_all[seeded_subset(len(real_all), n, seed)]
     fake = fake_features(n)
-    values = feature_metrics(real, fake)
+    values = score_feature_sets(real, fake)
     return GenerativeScore(
-        values={metric_name(key, backbone.name): float(values[key]) for key in GENERATIVE_KEYS},
+        values={metric_name(key, backbone.name): value for key, value in values.items()},
         split=split,
         n_real=int(len(real)),
         n_fake=int(len(fake)),

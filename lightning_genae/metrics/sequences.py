@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_genae.console import evaluation_progress
-from lightning_genae.metrics.distances import feature_metrics
-from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, on_split
+from lightning_genae.metrics.feature_set import score_feature_sets
+from lightning_genae.metrics.names import metric_name, on_split
 
 __all__ = [
     "SequenceScore",
@@ -284,7 +284,7 @@ def score_sequences(
 
     `generated` series give `discriminative` and `predictive`,
     and with `features` also the generative metrics of images (`fd_classifier`, `kid_classifier`, ...)
-    computed by `distances.feature_metrics` on those features.
+    computed by `feature_set.score_feature_sets` on those features.
     """
     real = check_series(real, "real")
     values: dict[str, float] = {}
@@ -306,8 +306,8 @@ def score_sequences(
         if features is not None:
             with torch.no_grad():
                 real_features, generated_features = features(real), features(generated)
-            computed = feature_metrics(real_features, generated_features, seed=seed)
-            values.update({metric_name(key, features.name): float(computed[key]) for key in GENERATIVE_KEYS})
+            computed = score_feature_sets(real_features, generated_features, seed=seed)
+            values.update({metric_name(key, features.name): value for key, value in computed.items()})
     return SequenceScore(
         values=values,
         split=split,

@@ -1,0 +1,70 @@
+"""Every metric of generated against real samples in a feature space: the built-ins and registered ones.
+
+The built-ins (`GENERATIVE_KEYS`: fd, kid, ..., coverage) are computed together by
+`distances.feature_metrics`, which shares the k-NN radii among four of them. A metric added with
+`lightning_genae.plugins.register_metric` is one function of the same two feature sets, kept in
+`FEATURE_METRICS`; `score_feature_sets` computes both kinds on the same features, so a registered metric is
+logged per split and backbone (`test/<name>_classifier`), printed, written to summary.json and tabled by
+ablations exactly as the built-ins are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.metrics.distances import feature_metrics
+from lightning_genae.metrics.names import GENERATIVE_KEYS, Direction
+
+# Direction is passed on: a plug-in names which side of its metric is better with it.
+__all__ = ["FEATURE_METRICS", "Direction", "FeatureMetricSpec", "feature_metric_keys", "score_feature_sets"]
+
+
+@dataclass(frozen=True)
+class FeatureMetricSpec:
+    """A registered feature-space metric.
+
+    `compute(real, generated)` takes two float tensors of shape (N, D), the same N real and N generated
+    samples in one backbone's features that the built-ins are given, and returns a finite number.
+    """
+
+    compute: Callable[[Tensor, Tensor], float]
+    direction: Direction
+    description: str
+
+
+FEATURE_METRICS: dict[str, FeatureMetricSpec] = {}
+
+
+def feature_metric_keys() -> tuple[str, ...]:
+    """The kinds `score_feature_sets` returns, in order: the built-ins, then the registered ones."""
+    return (*GENERATIVE_KEYS, *FEATURE_METRICS)
+
+
+def score_feature_sets(real: Tensor, generated: Tensor, *, seed: int = 0) -> dict[str, float]:
+    """Every feature-space metric of `generated` against `real`, by kind (`fd`, ..., then registered names).
+
+    A registered metric that fails or returns something other than a finite number is a ConfigError naming
+    it (one line, exit 2): a metric that cannot be computed is not logged as a number.
+    """
+    computed = feature_metrics(real, generated, seed=seed)
+    values = {key: float(computed[key]) for key in GENERATIVE_KEYS}
+    for name, spec in FEATURE_METRICS.items():
+        try:
+            value = float(spec.compute(real, generated))
+        except Exception as error:  # noqa: BLE001 - a user's metric failing is reported by its name
+            raise ConfigError(
+                f"the registered metric {name} failed ({describe_error(error)}); fix the plug-in that "
+                "registers it"
+            ) from None
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"the registered metric {name} returned {value}; fix the plug-in that registers it to "
+                "return a finite number"
+            )
+        values[name] = value
+    return values
