@@ -28,7 +28,7 @@ from lightning_genae.config import CONFIG_FIELDS
 from lightning_genae.datamodules import DATASETS, DatasetSpec
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
-from lightning_genae.metrics.names import BACKBONES, KINDS, MetricKind, kind_spec
+from lightning_genae.metrics.names import BACKBONES, KINDS, Direction, MetricKind, kind_spec
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGINS_VARIABLE", "load_plugins", "register_augmentation",
@@ -133,6 +133,11 @@ def register_metric(name: str, spec: FeatureMetricSpec) -> None:
         )
     if not callable(spec.compute):
         raise ConfigError(f"cannot register metric {name!r}: compute must be a function (real, generated)")
+    if not isinstance(spec.direction, Direction):
+        raise ConfigError(
+            f"cannot register metric {name!r}: direction must be Direction.LOWER, Direction.HIGHER or "
+            f"Direction.NONE, got {spec.direction!r}"
+        )
     KINDS[name] = MetricKind(spec.direction, per_backbone=True)
     FEATURE_METRICS[name] = spec
 

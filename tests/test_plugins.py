@@ -170,6 +170,7 @@ def clean_registries():
          "reads as a backbone's"),
         (lambda: register_metric("Gap", FeatureMetricSpec(len, Direction.LOWER, "x")), "lower case letters"),
         (lambda: register_metric("gap", ModelSpec("pkg.mod:M", dict, "x")), "FeatureMetricSpec"),
+        (lambda: register_metric("gap", FeatureMetricSpec(len, "lower", "x")), "Direction.LOWER"),
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=())),
          "needs build"),
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=("nope",),
