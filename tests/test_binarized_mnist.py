@@ -83,6 +83,7 @@ def test_fixed_binarization_depends_on_its_stream_only():
     assert not torch.equal(binarize_fixed(images, 1), binarize_fixed(images, 2))
 
 
+@pytest.mark.slow
 def test_a_vae_on_binarized_mnist_logs_its_importance_sampled_test_nll(
     tmp_path: Path, mnist_data_dir, monkeypatch
 ):

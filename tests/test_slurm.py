@@ -396,6 +396,7 @@ def wait_for(condition, what: str, timeout: float = 300.0) -> None:
         time.sleep(1)
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_train_sbatch_on_a_real_slurm_cluster_is_requeued_mid_run_and_finishes_from_its_checkpoint(
     slurm_cluster, tmp_path
@@ -681,6 +682,7 @@ def test_a_rank_waiting_for_a_damaged_file_to_be_replaced_waits_for_the_new_one(
     assert time.time() - started >= 0.25 and target.read_bytes() == b"new"
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_ablation_sbatch_runs_each_cell_as_an_array_task_then_the_dependent_summary(slurm_cluster, tmp_path):
     """scripts/slurm/ablation.sbatch as docs/augmentation.md shows it: a cell array, then --summarize."""
