@@ -252,6 +252,7 @@ def test_a_fresh_paper_generator_gives_different_images_for_different_z():
     assert float(images.std(0).mean()) > 0.03
 
 
+@pytest.mark.slow
 def test_reference_update_probe_trains_both_networks_from_one_forward(tmp_path: Path) -> None:
     """bench/probe_began_reference.py: the reference code's Adam and simultaneous update, through run.py."""
     run_dir = tmp_path / "run"

@@ -70,6 +70,7 @@ def test_what_cannot_be_trained_is_refused_in_one_line(tmp_path, capsys, argumen
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["classifier", "sequence_classifier"])
 def test_both_module_names_run_the_command(tmp_path, module):
     result = subprocess.run(

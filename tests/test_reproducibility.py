@@ -175,6 +175,7 @@ def ablation_rows_without_wall_time(root: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "wall_time_s"} for row in csv.DictReader(file)]
 
 
+@pytest.mark.slow
 def test_the_same_grid_twice_gives_identical_metrics_csvs_and_ablation_csv(tmp_path, monkeypatch):
     # Each grid trains its augmenter into a cache of its own, so the augmenter's training is compared too.
     roots = {}
