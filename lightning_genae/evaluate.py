@@ -30,7 +30,7 @@ from lightning_genae.errors import ConfigError, DataError, agree
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
-from lightning_genae.metrics.names import BACKBONES, metric_name, test_headline
+from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
 from lightning_genae.resolve import resolve
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
@@ -290,8 +290,6 @@ def evaluate_folder(
             f"--evaluate-folder: no feature backbone available ({'; '.join(result['skipped'].values())})"
         )
     path = _write(Path(config.output), result)
-    scored = result["metrics"]
-    distances = [metric_name("fd", name) for name in BACKBONES if metric_name("fd", name) in scored]
-    table = format_metrics_table(scored, distances[0] if distances else None)
+    table = format_metrics_table(result["metrics"], frechet_distance_name(result["metrics"], None))
     say(f"\n{table}\nwrote {path}")
     return result

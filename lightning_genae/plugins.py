@@ -38,6 +38,8 @@ PLUGINS_VARIABLE = "GENAE_PLUGINS"
 ENTRY_POINT_GROUP = "lightning_genae.plugins"
 # A name users type after --model/--data/--augment: lower case, digits, '_' and '-' ('+' joins augmentations).
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")
+# A metric's name becomes part of `<split>/<name>_<backbone>`: lower case, digits and '_' only.
+_METRIC_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def _check_new(kind: str, name: str, registry: dict[str, Any], spec: Any, spec_type: type) -> None:
@@ -118,7 +120,7 @@ def register_metric(name: str, spec: FeatureMetricSpec) -> None:
         raise ConfigError(
             f"cannot register metric {name!r}: expected a FeatureMetricSpec, got {type(spec).__name__}"
         )
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+    if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
         raise ConfigError(
             f"cannot register metric {name!r}: a metric name is lower case letters, digits or '_', starting "
             "with a letter"

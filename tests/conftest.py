@@ -41,28 +41,21 @@ def one_thread():
     tiny, and the suite runs in two worker processes on two cores: a second thread per process only
     oversubscribes the cores, and a thread that waits for a descheduled sibling stalls every op. Numbers
     compared for equality must also not depend on how a reduction was split across threads."""
-    previous_threads, previous_env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield
     torch.set_num_threads(previous_threads)
-    if previous_env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = previous_env
 
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Feature and classifier caches go to a temporary folder, never the user's ~/.cache."""
     cache = tmp_path_factory.mktemp("genae-cache")
-    previous = os.environ.get("GENAE_CACHE_DIR")
-    os.environ["GENAE_CACHE_DIR"] = str(cache)
-    yield cache
-    if previous is None:
-        os.environ.pop("GENAE_CACHE_DIR", None)
-    else:
-        os.environ["GENAE_CACHE_DIR"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENAE_CACHE_DIR", str(cache))
+        yield cache
 
 
 @pytest.fixture(scope="session")

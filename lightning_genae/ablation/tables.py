@@ -129,9 +129,10 @@ def _table_metrics(runs: list[CellRun], headline: str | None) -> list[str]:
         # The headline's backbone first: it is the one the reader compares on.
         key=lambda b: (b != headline_backbone, b),
     )
+    ranked = _ranked_feature_metrics()
     columns = []
     for backbone in backbones:
-        for key in _ranked_feature_metrics():
+        for key in ranked:
             name = MetricName.generative(key, backbone, "test").format()
             if name in present:
                 columns.append(name)

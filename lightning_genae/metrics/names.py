@@ -223,8 +223,14 @@ def test_headline(headline: str | None, metrics: Mapping[str, object]) -> str | 
     parsed = try_parse(headline) if isinstance(headline, str) else None
     if parsed is not None:
         return parsed.on("test").format()
+    return frechet_distance_name(metrics, "test")
+
+
+def frechet_distance_name(metrics: Mapping[str, object], split: str | None) -> str | None:
+    """The Fréchet distance of `split` (None: without a split, as eval.json of a folder) of the first
+    backbone, in BACKBONES' order, that `metrics` holds one for; else None."""
     for backbone in BACKBONES:
-        candidate = MetricName.generative("fd", backbone, "test").format()
+        candidate = MetricName.generative("fd", backbone, split).format()
         if candidate in metrics:
             return candidate
     return None
