@@ -49,9 +49,10 @@ def train(family: str, seed: int, steps: int, data_dir: str, output: Path, extra
 
 
 @torch.no_grad()
-def samples_of(run_dir: Path, family: str, seed: int) -> torch.Tensor:
+def samples_of(run_dir: Path, family: str, seed: int, device: torch.device) -> torch.Tensor:
+    """10,000 samples of the run's last weights in [0, 1], on `device` (the draws are made on the host)."""
     checkpoint = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--checkpoint")
-    model = checkpoint.restore(MODELS[family].module, "--checkpoint")
+    model = checkpoint.restore(MODELS[family].module, "--checkpoint").eval().to(device)
     generator = torch.Generator().manual_seed(seed)
     drawn = torch.cat([model.sample(500, generator) for _ in range(SAMPLES // 500)])
     return ((drawn.clamp(-1, 1) + 1) / 2).float()
@@ -64,20 +65,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=2000, help="training iterations per run")
     parser.add_argument("--output", type=Path, default=Path("runs/reproduce_parzen"))
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where sampling and the estimate run (auto: a GPU if there is one)")  # fmt: skip
     parser.add_argument("run_args", nargs="*", help="after --: options passed to every run.py run")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     datamodule = build_datamodule("mnist", data_dir=args.data_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    real = {split: ((datamodule.split_tensors(split)[0].float()) / 255) for split in ("val", "test")}
+    real = {split: (datamodule.split_tensors(split)[0].float() / 255).to(device) for split in ("val", "test")}
     rows: dict[str, list[dict[str, float]]] = {}
     for family in args.families.split(","):
         for seed in args.seeds:
             started = time.time()
             output = args.output / f"{family}-seed{seed}"
             run_dir = train(family, seed, args.steps, args.data_dir, output, args.run_args)
-            samples = samples_of(run_dir, family, seed)
+            samples = samples_of(run_dir, family, seed, device)
             sigma, _ = select_bandwidth(samples, real["val"])
             test = parzen_log_likelihood(samples, real["test"], sigma)
             summary = json.loads((run_dir / "summary.json").read_text())
