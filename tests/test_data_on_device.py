@@ -10,18 +10,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny import TINY_RUN
+from tiny import ON_CPU, TINY_RUN
 
 from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule, placement
 from lightning_genae.datamodules.loaders import DeviceBatches, ResumableLoader
 from lightning_genae.errors import ConfigError
 
-RUN = [*TINY_RUN, "--model", "gan", "--train-size", "200", "--eval-every", "4", "--image-every", "4"]
+RUN = [*TINY_RUN, *ON_CPU, "--model", "gan", "--train-size", "200", "--eval-every", "4", "--image-every", "4"]
 RUN += ["--ckpt-every", "4", "--eval-samples", "100"]
 MIB = 1 << 20
-
-
 
 
 def digits(setting: str = "auto", **options):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from pytorch_lightning.callbacks import Callback
-from tiny import TINY_RUN
+from tiny import ON_CPU, TINY_RUN
 
 from lightning_genae import train as train_module
 from lightning_genae.augmentation import latent as latent_module
@@ -27,8 +27,8 @@ from lightning_genae.trainer import build_callbacks
 
 # 200 training digits in batches of 32: 6 iterations an epoch, so 4 + 4 iterations stop part-way through the
 # first epoch and cross into the second.
-RUN = [*TINY_RUN, "--train-size", "200", "--eval-every", "4", "--image-every", "4", "--ckpt-every", "4"]
-RUN += ["--eval-samples", "100", "--model", "gan"]
+RUN = [*TINY_RUN, *ON_CPU, "--train-size", "200", "--eval-every", "4", "--image-every", "4"]
+RUN += ["--ckpt-every", "4", "--eval-samples", "100", "--model", "gan"]
 AUGMENTER = ["--augmenter-width", "8", "--augmenter-latent-dim", "8", "--augmenter-steps", "10"]
 AUGMENTS = {"none": [], "ae+diffaug": ["--augment", "ae+diffaug", *AUGMENTER]}
 HALF, FULL = 4, 8
@@ -165,7 +165,7 @@ def test_the_global_random_state_survives_a_weights_only_checkpoint(tmp_path):
 
 # ----- a grid through the command line -----
 
-GRID = [*TINY_RUN, "--model", "gan", "--max-steps", "3", "--eval-samples", "100", *AUGMENTER]
+GRID = [*TINY_RUN, *ON_CPU, "--model", "gan", "--max-steps", "3", "--eval-samples", "100", *AUGMENTER]
 GRID += ["--augment", "none,ae", "--seeds", "0"]
 
 
