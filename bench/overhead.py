@@ -23,6 +23,12 @@ CPU, where the workers' CPU time would escape this process's clock). The targets
 with both loops: `speed vs loader` is the loader loop's ms/it over `run.py`'s (>= 1.0 wanted) and
 `speed vs bare` the bare loop's over `run.py`'s (>= 0.85 wanted).
 
+A fourth side, the Lightning loop (on by default; `--no-lightning-loop` leaves it out), runs the bare step
+as the `training_step` of a plain LightningModule in a Trainer with its logger, checkpointing, progress bar
+and model summary off, fed the bare loop's batches by a plain iterable, alternating with bare blocks of
+its own: its excess over the bare loop is what Lightning's loop costs by itself (`Lightning +ms`), and
+`run.py`'s excess over it what the framework adds to Lightning (`run.py +ms`).
+
 `--width` (and `--latent-dim`) shrink both sides' networks alike, so the framework's fixed cost per
 iteration (Lightning's loop, callbacks, logging), which does not shrink with them, shows in the ratio, as
 it would on a GPU, where the networks' kernels take a few milliseconds.
@@ -86,6 +92,9 @@ class InterleavedClock:
         self.framework_ms: list[float] = []
         self.bare_ms: list[float] = []
         self.loader_ms: list[float] = []
+        # The Lightning loop's blocks and the bare blocks alternated with them (`lightning_loop`).
+        self.lightning_ms: list[float] = []
+        self.lightning_bare_ms: list[float] = []
         self._block_started = 0.0
         self._bare: BareLoop | None = None
         self._loader: LoaderLoop | None = None
@@ -93,6 +102,8 @@ class InterleavedClock:
         # Workers of the hand-written loader loop; None: no loader loop.
         self.loader_workers: int | None = None
         self._warm = False
+        # The run's module, kept for the Lightning loop (`lightning_loop`), which builds the same step.
+        self.model: Any = None
         outer = self
 
         class _Hook(Callback):
@@ -109,6 +120,7 @@ class InterleavedClock:
             return
         if not self._warm:
             self._warm = True
+            self.model = pl_module
             if self._compare:
                 self._bare = BareLoop(pl_module, trainer.datamodule, self.device, self.precision, self.batch)
                 self._bare.run(self.warmup, self.clock)
@@ -174,6 +186,71 @@ def framework_run(
         code = main(argv)
     if code != 0:
         raise SystemExit(f"run.py {' '.join(argv)} failed with exit code {code}")
+
+
+# ---- Lightning loop -------------------------------------------------------------------------------------
+
+
+def lightning_loop(timer: InterleavedClock, accelerator: str, warmup: int, block: int, repeats: int) -> None:
+    """The bare loop's step inside a plain Lightning Trainer: what Lightning's loop costs on its own.
+
+    A LightningModule whose training_step is the bare step (its own nets, optimizers and autocast), fed the
+    bare loop's random-index batches by a plain iterable, with Lightning's logger, checkpointing, progress
+    bar and model summary off. Blocks alternate with bare blocks as on the framework side; the module's
+    time over the bare loop's is Lightning's floor, run.py's over the module's what the framework adds.
+    """
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import Callback
+
+    bare = timer._bare
+    assert bare is not None and timer.model is not None, "run the framework side first"
+    make_step = gan_step if timer.model.optimizer_steps_per_iteration == 2 else autoencoder_step
+    step = make_step(timer.model, timer.device, timer.precision)
+    pool, batch, device = bare.pool, timer.batch, timer.device
+    total = warmup + block * repeats
+
+    class BareStepModule(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch: Tensor, batch_idx: int) -> None:
+            step(batch)
+
+        def configure_optimizers(self) -> None:
+            return None  # the step holds its own optimizers
+
+    class RandomBatches:
+        def __iter__(self) -> Iterator[Tensor]:
+            for _ in range(total):
+                yield pool[torch.randint(len(pool), (batch,), device=device)]
+
+    class Blocks(Callback):
+        def __init__(self) -> None:
+            self.done, self.started = 0, 0.0
+
+        def on_train_batch_end(self, *args: Any) -> None:
+            self.done += 1
+            timed = self.done - warmup
+            if timed < 0 or timed % block:
+                return
+            if timed:
+                timer.lightning_ms.append((timer.clock() - self.started) / block * 1000)
+                timer.lightning_bare_ms.append(bare.run(block, timer.clock) / block * 1000)
+            self.started = timer.clock()
+
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[Blocks()],
+    )
+    trainer.fit(BareStepModule(), train_dataloaders=RandomBatches())
 
 
 # ---- bare side ------------------------------------------------------------------------------------------
@@ -370,7 +447,10 @@ def main() -> None:
         default=None,
         help="the hand-written loader loop's (default 4 on cuda, 0 on cpu)",
     )
-    parser.add_argument("--no-loader-loop", action="store_true", help="time run.py and the bare loop only")
+    parser.add_argument("--no-loader-loop", action="store_true", help="leave out the loader loop")
+    parser.add_argument(
+        "--no-lightning-loop", action="store_true", help="leave out the bare step in a plain Trainer"
+    )
     parser.add_argument("--json", default="bench/overhead.json")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -402,6 +482,8 @@ def main() -> None:
                             else 4 * (device.type == "cuda")
                         )
                     framework_run(family, args.data, precision, accelerator, iterations, out, timer, extra)
+                    if not args.no_lightning_loop:
+                        lightning_loop(timer, accelerator, args.warmup, args.block, args.repeats)
                     framework = statistics.median(timer.framework_ms)
                     bare = statistics.median(timer.bare_ms)
                     ratios = [f / b for f, b in zip(timer.framework_ms, timer.bare_ms, strict=True)]
@@ -418,14 +500,22 @@ def main() -> None:
                             "framework_blocks_ms": [round(value, 2) for value in timer.framework_ms],
                             "bare_blocks_ms": [round(value, 2) for value in timer.bare_ms],
                             **loader_columns(timer, framework, bare),
+                            **lightning_columns(timer, framework),
                         }
                     )
                     # Written after every row, so a long sweep stopped part-way keeps what it measured.
                     write_results(args, device, rows)
     header = f"{'family':7}{'batch':>6}  {'precision':11}{'run.py ms/it':>13}{'bare ms/it':>12}"
     header += f"{'ratio':>7}{'paired':>8}{'loader ms/it':>14}{'speed vs loader':>17}{'speed vs bare':>15}"
+    header += f"{'Lightning ms/it':>17}{'Lightning +ms':>15}{'run.py +ms':>12}"
     print(f"\n{header}")
     for row in rows:
+        lightning = (
+            f"{row['lightning_ms']:>17.2f}{row['lightning_over_bare_ms']:>15.2f}"
+            f"{row['framework_over_lightning_ms']:>12.2f}"
+            if "lightning_ms" in row
+            else f"{'-':>17}{'-':>15}{'-':>12}"
+        )
         loader = (
             f"{row['loader_ms']:>14.2f}{row['speed_vs_loader']:>17.3f}{row['speed_vs_bare']:>15.3f}"
             if "loader_ms" in row
@@ -433,7 +523,7 @@ def main() -> None:
         )
         print(
             f"{row['family']:7}{row['batch']:>6}  {row['precision']:11}{row['framework_ms']:>13.2f}"
-            f"{row['bare_ms']:>12.2f}{row['ratio']:>7.3f}{row['median_paired_ratio']:>8.3f}{loader}"
+            f"{row['bare_ms']:>12.2f}{row['ratio']:>7.3f}{row['median_paired_ratio']:>8.3f}{loader}{lightning}"
         )
     print(f"wrote {args.json}")
 
@@ -452,6 +542,22 @@ def loader_columns(timer: InterleavedClock, framework: float, bare: float) -> di
             }
         )
     return columns
+
+
+def lightning_columns(timer: InterleavedClock, framework: float) -> dict[str, Any]:
+    """The Lightning loop's time per iteration, its excess over the bare blocks alternated with it
+    (Lightning's own cost) and run.py's excess over it (what the framework adds to Lightning), in ms."""
+    if not timer.lightning_ms:
+        return {}
+    lightning = statistics.median(timer.lightning_ms)
+    excess = [a - b for a, b in zip(timer.lightning_ms, timer.lightning_bare_ms, strict=True)]
+    return {
+        "lightning_ms": round(lightning, 2),
+        "lightning_over_bare_ms": round(statistics.median(excess), 2),
+        "framework_over_lightning_ms": round(framework - lightning, 2),
+        "lightning_blocks_ms": [round(value, 2) for value in timer.lightning_ms],
+        "lightning_bare_blocks_ms": [round(value, 2) for value in timer.lightning_bare_ms],
+    }
 
 
 def write_results(args: argparse.Namespace, device: torch.device, rows: list[dict[str, Any]]) -> None:
