@@ -500,7 +500,7 @@ def main() -> None:
                             "framework_blocks_ms": [round(value, 2) for value in timer.framework_ms],
                             "bare_blocks_ms": [round(value, 2) for value in timer.bare_ms],
                             **loader_columns(timer, framework, bare),
-                            **lightning_columns(timer, framework),
+                            **lightning_columns(timer),
                         }
                     )
                     # Written after every row, so a long sweep stopped part-way keeps what it measured.
@@ -544,17 +544,23 @@ def loader_columns(timer: InterleavedClock, framework: float, bare: float) -> di
     return columns
 
 
-def lightning_columns(timer: InterleavedClock, framework: float) -> dict[str, Any]:
+def lightning_columns(timer: InterleavedClock) -> dict[str, Any]:
     """The Lightning loop's time per iteration, its excess over the bare blocks alternated with it
-    (Lightning's own cost) and run.py's excess over it (what the framework adds to Lightning), in ms."""
+    (Lightning's own cost) and what run.py adds on top: run.py's excess over its bare blocks less the
+    Lightning loop's over its own, in ms. Both are paired differences, so a machine that speeds up or slows
+    down between the two runs does not enter them."""
     if not timer.lightning_ms:
         return {}
-    lightning = statistics.median(timer.lightning_ms)
-    excess = [a - b for a, b in zip(timer.lightning_ms, timer.lightning_bare_ms, strict=True)]
+
+    def excess(side: list[float], bare: list[float]) -> float:
+        return statistics.median(a - b for a, b in zip(side, bare, strict=True))
+
+    lightning_excess = excess(timer.lightning_ms, timer.lightning_bare_ms)
     return {
-        "lightning_ms": round(lightning, 2),
-        "lightning_over_bare_ms": round(statistics.median(excess), 2),
-        "framework_over_lightning_ms": round(framework - lightning, 2),
+        "lightning_ms": round(statistics.median(timer.lightning_ms), 2),
+        "lightning_over_bare_ms": round(lightning_excess, 2),
+        "framework_over_bare_ms": round(excess(timer.framework_ms, timer.bare_ms), 2),
+        "framework_over_lightning_ms": round(excess(timer.framework_ms, timer.bare_ms) - lightning_excess, 2),
         "lightning_blocks_ms": [round(value, 2) for value in timer.lightning_ms],
         "lightning_bare_blocks_ms": [round(value, 2) for value in timer.lightning_bare_ms],
     }
