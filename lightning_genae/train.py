@@ -16,6 +16,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.callbacks.applicability import applicable
+from lightning_genae.callbacks.grouping import grouped
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, start_gate
 from lightning_genae.config import RunConfig
@@ -340,8 +341,9 @@ def _add_metric_callbacks(
     metrics_callback, series_callback, chosen = metric_callbacks(config, model, datamodule, run_dir)
     trainer.callbacks += [c for c in (metrics_callback, series_callback, chosen) if c is not None]
     # Lightning calls every callback at every hook, acting or not (about seven per GAN iteration): the
-    # pictures and metrics that cannot act for this model and data are left out (callbacks/applicability.py).
-    trainer.callbacks = applicable(trainer.callbacks, model, datamodule)
+    # pictures and metrics that cannot act for this model and data are left out (callbacks/applicability.py),
+    # and consecutive stateless ones of the rest answer Lightning as one (callbacks/grouping.py).
+    trainer.callbacks = grouped(applicable(trainer.callbacks, model, datamodule))
     return metrics_callback, series_callback, chosen
 
 

@@ -12,6 +12,7 @@ from tiny import TINY_RUN
 
 from lightning_genae import train as train_module
 from lightning_genae.callbacks.applicability import ModelSpecificCallback, applicable
+from lightning_genae.callbacks.grouping import members
 from lightning_genae.cli import main
 from lightning_genae.trainer import build_callbacks
 
@@ -49,13 +50,13 @@ RUNS = {
 
 
 class RecordCallbacks(Callback):
-    """Notes the class names of the callbacks the Trainer calls during fit."""
+    """Notes the class names of the callbacks the Trainer calls during fit, grouped ones included."""
 
     def __init__(self) -> None:
         self.names: set[str] = set()
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.names = {type(callback).__name__ for callback in trainer.callbacks}
+        self.names = {type(callback).__name__ for callback in members(trainer.callbacks)}
 
 
 def run_recording(args: list[str], out: Path, patch: pytest.MonkeyPatch) -> set[str]:

@@ -1,0 +1,110 @@
+"""Several of a run's callbacks as one entry in Lightning's list; each hook goes only where it acts.
+
+Lightning calls every callback in `trainer.callbacks` at every hook, whether the callback defines it or not,
+and each call costs its dispatch (an attribute lookup, the callback's state key formatted into a profiler
+label, a context manager): for a GAN, two batch hooks and three hooks per optimizer step every iteration.
+With 14 callbacks that dispatch was most of what a run adds per iteration to Lightning's own loop
+(`bench/overhead.py`, `bench/callback_dispatch.py`). A `HookGroup` stands in for a run of consecutive
+callbacks of this project: Lightning dispatches to it once per hook, and it calls, in their order, only the
+members that define that hook.
+
+Only callbacks that Lightning neither looks up by type (checkpointing, progress bars, early stopping) nor
+asks for state (`state_dict`, whose key in a checkpoint is the callback's own) are grouped, and only runs of
+them next to each other, so every callback is called in the order it had and checkpoints keep their
+layout. What a run writes does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from pytorch_lightning.callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
+
+# Every hook Lightning calls on a callback (`state_dict` and `load_state_dict` are not hooks: grouped
+# callbacks keep Callback's, which hold no state).
+HOOKS = tuple(
+    sorted(
+        name
+        for name in vars(Callback)
+        if (name.startswith("on_") or name in ("setup", "teardown")) and callable(vars(Callback)[name])
+    )
+)
+# Packages whose callbacks may be grouped: this project's (Lightning's own are left as Lightning made them).
+OWN_PACKAGES = ("lightning_genae.", "callbacks.")
+
+
+def groupable(callback: Callback) -> bool:
+    """Whether `callback` can sit in a HookGroup: this project's, stateless, not looked up by type."""
+    kind = type(callback)
+    return (
+        kind.__module__.startswith(OWN_PACKAGES)
+        and not isinstance(callback, (Checkpoint, ProgressBar, EarlyStopping))
+        and kind.state_dict is Callback.state_dict
+        and kind.load_state_dict is Callback.load_state_dict
+    )
+
+
+class HookGroup(Callback):
+    """Consecutive stateless callbacks behind one callback: each hook goes to the members that define it."""
+
+    def __init__(self, members: Sequence[Callback]) -> None:
+        self.members = list(members)
+        # Lightning formats the state key into a label at every hook it dispatches: made once.
+        self._state_key = f"HookGroup[{','.join(member.state_key for member in self.members)}]"
+        self._targets: dict[str, list[Callable[..., Any]]] = {
+            hook: [
+                getattr(member, hook)
+                for member in self.members
+                if getattr(type(member), hook) is not getattr(Callback, hook)
+            ]
+            for hook in HOOKS
+        }
+
+    @property
+    def state_key(self) -> str:
+        return self._state_key
+
+
+def _forwarding(hook: str) -> Callable[..., None]:
+    def forward(self: HookGroup, *args: Any, **kwargs: Any) -> None:
+        for target in self._targets[hook]:
+            target(*args, **kwargs)
+
+    forward.__name__ = forward.__qualname__ = hook
+    return forward
+
+
+for _hook in HOOKS:
+    setattr(HookGroup, _hook, _forwarding(_hook))
+
+
+def grouped(callbacks: Iterable[Callback]) -> list[Callback]:
+    """`callbacks` in order, each run of two or more consecutive groupable ones made one HookGroup."""
+    out: list[Callback] = []
+    run: list[Callback] = []
+
+    def close_run() -> None:
+        if len(run) > 1:
+            out.append(HookGroup(run))
+        else:
+            out.extend(run)
+        run.clear()
+
+    for callback in callbacks:
+        if groupable(callback):
+            run.append(callback)
+        else:
+            close_run()
+            out.append(callback)
+    close_run()
+    return out
+
+
+def members(callbacks: Iterable[Callback]) -> list[Callback]:
+    """Every callback of a Trainer's list, groups opened: what the run has, in the order it is called."""
+    return [
+        member
+        for callback in callbacks
+        for member in (callback.members if isinstance(callback, HookGroup) else [callback])
+    ]
