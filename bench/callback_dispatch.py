@@ -55,7 +55,9 @@ def timed_dispatch(spent: collections.Counter, total: list[float]) -> Any:
             if callable(hook):
                 with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook_name}"):
                     hook(trainer, trainer.lightning_module, *args, **kwargs)
-            spent[type(callback).__name__] += time.process_time() - callback_started
+            # A group of callbacks (callbacks/grouping.py) is named by its members.
+            name = callback.state_key if type(callback).__name__ == "HookGroup" else type(callback).__name__
+            spent[name] += time.process_time() - callback_started
         pl_module._current_fx_name = previous
         total[0] += time.process_time() - started
         return None
