@@ -15,6 +15,7 @@ trace (metrics.csv): the iteration where k_t first leaves 0, its final value and
 over the first and last 10% of logged values.
 
     python bench/reproduce_began.py --data digits [--data-dir DATA] [--seeds 0 1 2] [--steps 3000]
+        [--began-nets dcgan]
 """
 
 from __future__ import annotations
@@ -91,10 +92,15 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32, help="--width of both families' nets")
     parser.add_argument("--batch-size", type=int, default=16, help="both families' batch (the paper's: 16)")
     parser.add_argument("--output", type=Path, default=Path("runs/reproduce_began"))
+    parser.add_argument("--began-nets", choices=["began", "dcgan"], default="began",
+                        help="the began arms' nets: the paper's, or the shared DCGAN ones")  # fmt: skip
     args = parser.parse_args()
     width = ["--width", str(args.width), "--batch-size", str(args.batch_size)]
-    arms = [("gan", "gan", []), ("began gamma 0.5", "began", [])]
-    arms += [(f"began gamma {gamma:g}", "began", ["--began-gamma", str(gamma)]) for gamma in args.gammas]
+    nets = [] if args.began_nets == "began" else ["--began-nets", args.began_nets]
+    suffix = "" if args.began_nets == "began" else f" {args.began_nets} nets"
+    arms = [("gan", "gan", []), (f"began gamma 0.5{suffix}", "began", nets)]
+    for gamma in args.gammas:
+        arms.append((f"began gamma {gamma:g}{suffix}", "began", [*nets, "--began-gamma", str(gamma)]))
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     for data in args.data.split(","):
         for seed in args.seeds:
