@@ -41,6 +41,8 @@ def timed_dispatch(spent: collections.Counter, total: list[float]) -> Any:
     """A stand-in for Lightning's hook dispatch that does what it does and times each callback's part."""
     import pytorch_lightning.trainer.call as call
 
+    from lightning_genae.callbacks.grouping import HookGroup
+
     original = call._call_callback_hooks
 
     def dispatch(trainer: Any, hook_name: str, *args: Any, monitoring_callbacks: Any = None, **kwargs: Any):
@@ -56,7 +58,7 @@ def timed_dispatch(spent: collections.Counter, total: list[float]) -> Any:
                 with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook_name}"):
                     hook(trainer, trainer.lightning_module, *args, **kwargs)
             # A group of callbacks (callbacks/grouping.py) is named by its members.
-            name = callback.state_key if type(callback).__name__ == "HookGroup" else type(callback).__name__
+            name = callback.state_key if isinstance(callback, HookGroup) else type(callback).__name__
             spent[name] += time.process_time() - callback_started
         pl_module._current_fx_name = previous
         total[0] += time.process_time() - started
