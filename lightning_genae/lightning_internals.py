@@ -8,11 +8,14 @@ The versions these were written against are the bounds in pyproject.toml.
 
 from __future__ import annotations
 
+import numbers
 import re
 import warnings
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
@@ -20,6 +23,7 @@ __all__ = [
     "Tqdm",
     "kill_launched_processes",
     "log_global_value",
+    "record_training_values",
     "set_logging_step",
     "should_update_logs",
     "wandb_init_arguments",
@@ -31,6 +35,59 @@ def should_update_logs(trainer: pl.Trainer) -> bool:
     private decision: every `log_every_n_steps` batches and when the trainer should stop). Read rather than
     copied, so the framework's own logging cadence cannot drift from Lightning's."""
     return bool(trainer._logger_connector.should_update_logs)
+
+
+def record_training_values(
+    trainer: pl.Trainer,
+    values: Mapping[str, torch.Tensor | float],
+    progress_bar: Collection[str],
+    write: bool,
+) -> None:
+    """Put one training batch's values where `self.log(name, value, on_step=True, on_epoch=False)` would
+    put them, without Lightning's result collection: in `trainer.callback_metrics`, the progress bar's
+    metrics for the names in `progress_bar`, and, when `write`, one row for the loggers through the logger
+    connector's `log_metrics` (the step, the epoch column, every logger and its save, as Lightning's own
+    end-of-batch write).
+
+    The result collection costs about a millisecond of Python per value on a CPU (a record per value that
+    `apply_to_collection` walks at every batch's end), for values that are only ever read back as
+    they were logged. Values keep the dtype `self.log` gives them (float32 at least, Python numbers as
+    float32), so the written numbers are the ones `self.log` writes. The written row takes one device
+    sync for all values instead of one per value. The names are the logger connector's private
+    `_callback_metrics`, `_progress_bar_metrics` and `log_metrics` (pytorch-lightning 2.6).
+    """
+    connector = trainer._logger_connector
+    tensors: dict[str, torch.Tensor] = {}
+    numbers_: dict[str, float] = {}
+    for name, value in values.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"training value {name!r} must have one element, got shape {tuple(value.shape)}"
+                )
+            value = value.detach().reshape(())
+            tensors[name] = value if value.dtype in (torch.float32, torch.float64) else value.float()
+        elif isinstance(value, numbers.Number):
+            numbers_[name] = torch.tensor(value, dtype=torch.float32).item()
+        else:
+            raise TypeError(
+                f"training value {name!r} must be a tensor or a number, got {type(value).__name__}"
+            )
+    # Snapshots: a value's tensor may be updated in place after it was logged (a buffer such as k_t).
+    host: dict[str, float] | None = None
+    if write or progress_bar:
+        stacked = [tensor.to(torch.float64) for tensor in tensors.values()]
+        read = torch.stack(stacked).tolist() if stacked else []
+        host = {**dict(zip(tensors, read, strict=True)), **numbers_}
+        host = {name: host[name] for name in values}
+    connector._callback_metrics.update(
+        {name: tensor.clone() for name, tensor in tensors.items()}
+        | {name: torch.tensor(number) for name, number in numbers_.items()}
+    )
+    if host is not None:
+        connector._progress_bar_metrics.update({name: host[name] for name in progress_bar})
+        if write:
+            connector.log_metrics(host)
 
 
 def set_logging_step(trainer: pl.Trainer, iterations: int) -> None:

@@ -104,3 +104,98 @@ def test_a_whole_run_value_logged_at_every_evaluation_shows_no_warning_twice():
             warn_once_here()
     assert [str(warning.message) for warning in shown] == ["shown once"]
     assert logged == [("val/fd_probe", 1.0), ("val/fd_probe", 2.0), ("val/fd_probe", 3.0)]
+
+
+class Rows(pl.loggers.logger.Logger):
+    """Keeps every row handed to the loggers, exactly as handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict]] = []
+
+    name = "rows"
+    version = 0
+
+    def log_hyperparams(self, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.rows.append((step, dict(metrics)))
+
+
+class TrainingValues(Probe):
+    """Logs values of several kinds each batch, through `self.log` or `record_training_values`."""
+
+    def __init__(self, recorded: bool) -> None:
+        super().__init__()
+        self.recorded = recorded
+        self.progress_bar_seen: list[dict] = []
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch[0]).mean()
+        self.values = {
+            "train/loss": loss.detach(),
+            "train/half": (loss.detach() * 3).half(),
+            "train/double": loss.detach().double() / 7,
+            "train/number": 0.1 * (batch_idx + 1),
+            "train/count": batch_idx,
+        }
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        written = should_update_logs(self.trainer)
+        if self.recorded:
+            lightning_internals.record_training_values(
+                self.trainer, self.values, ["train/loss", "train/number"], write=written
+            )
+        else:
+            self.log_dict(
+                {k: v for k, v in self.values.items() if k in ("train/loss", "train/number")},
+                on_step=True,
+                on_epoch=False,
+                prog_bar=True,
+            )
+            self.log_dict(
+                {k: v for k, v in self.values.items() if k not in ("train/loss", "train/number")},
+                on_step=True,
+                on_epoch=False,
+            )
+
+    def on_train_end(self):
+        self.progress_bar_seen.append(dict(self.trainer.progress_bar_metrics))
+
+
+def test_recorded_training_values_reach_loggers_callbacks_and_progress_bar_as_self_log_sends_them(tmp_path):
+    outcomes = []
+    for recorded in (False, True):
+        torch.manual_seed(0)
+        probe, rows = TrainingValues(recorded), Rows()
+        trainer = pl.Trainer(
+            max_steps=7,
+            log_every_n_steps=3,
+            logger=rows,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+        )
+        trainer.fit(probe)
+        callback = {name: (float(value), value.dtype) for name, value in trainer.callback_metrics.items()}
+        outcomes.append((rows.rows, callback, probe.progress_bar_seen))
+    by_self_log, recorded = outcomes
+    # The same rows (steps, epoch column, values to the last bit, as Python numbers), the same values for
+    # callbacks, the same progress bar.
+    assert recorded[0] == by_self_log[0] and len(recorded[0]) == 2
+    assert all(type(value) is type(by_self_log[0][0][1][name]) for name, value in recorded[0][0][1].items())
+    assert {name: value for name, (value, _) in recorded[1].items()} == {
+        name: value for name, (value, _) in by_self_log[1].items()
+    }
+    assert recorded[2] == by_self_log[2]
+
+
+def test_a_recorded_training_value_must_be_one_number():
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match="one element"):
+        lightning_internals.record_training_values(trainer, {"train/x": torch.ones(2)}, [], write=False)
+    with pytest.raises(TypeError, match="tensor or a number"):
+        lightning_internals.record_training_values(trainer, {"train/x": "1.0"}, [], write=False)

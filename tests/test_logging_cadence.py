@@ -1,4 +1,4 @@
-"""Training values reach `self.log` only at the batches whose values Lightning writes, and the final one.
+"""Training values are recorded only at the batches whose values Lightning writes, and the final one.
 
 Each case trains a tiny family twice from the same seed: once writing every batch (log_every_n_steps=1,
 the reference) and once every 3 batches, as a run does every min(10, eval_every).
@@ -113,19 +113,31 @@ def test_rows_at_the_cadence_and_the_final_row_hold_the_values_of_their_batch(fa
     assert len(recorder.rows) == len(WRITTEN) + 1
 
 
-def test_self_log_is_not_called_at_batches_whose_values_are_not_written(monkeypatch):
-    calls: list[int] = []
+def test_values_are_recorded_only_at_batches_whose_values_are_written_and_never_through_self_log(
+    monkeypatch,
+):
+    recorded: list[tuple[int, list[str], bool]] = []
+    record = base.record_training_values
+    logged_in_training: list[str] = []
     log = pl.LightningModule.log
 
-    def counting_log(module: pl.LightningModule, *args: Any, **kwargs: Any) -> None:
-        if module.trainer.training:
-            calls.append(logging_step(module.trainer))
-        log(module, *args, **kwargs)
+    def counting_record(trainer: pl.Trainer, values, progress_bar, write: bool) -> None:
+        recorded.append((logging_step(trainer), list(values), write))
+        record(trainer, values, progress_bar, write)
 
+    def counting_log(module: pl.LightningModule, name: str, *args: Any, **kwargs: Any) -> None:
+        if module.trainer.training:
+            logged_in_training.append(name)
+        log(module, name, *args, **kwargs)
+
+    monkeypatch.setattr(base, "record_training_values", counting_record)
     monkeypatch.setattr(pl.LightningModule, "log", counting_log)
     fit("gan", every=EVERY)
-    # gan logs 4 values per batch: at the written batches and the final one, never between.
-    assert calls == [batch for batch in [*WRITTEN, ITERATIONS - 1] for _ in range(4)]
+    # gan records its 4 values at the written batches and the final one (kept for the run), never between.
+    names = ["train/loss_d", "train/loss_g", "train/d_real", "train/d_fake"]
+    assert [(step, write) for step, _, write in recorded] == [(2, True), (5, True), (6, False)]
+    assert all(sorted(values) == sorted(names) for _, values, _ in recorded), recorded
+    assert logged_in_training == []
 
 
 def test_a_stop_lightning_writes_gets_its_own_batch_values_once(reference):

@@ -21,7 +21,11 @@ from torch import Tensor, nn
 
 from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.errors import TrainingDiverged
-from lightning_genae.lightning_internals import log_global_value, should_update_logs
+from lightning_genae.lightning_internals import (
+    log_global_value,
+    record_training_values,
+    should_update_logs,
+)
 from lightning_genae.models.batch import check_batch
 from lightning_genae.models.options import FamilyOptions
 
@@ -138,15 +142,16 @@ def adam(
 
 
 class LoggedTraining(NamedTuple):
-    """The last training batch whose values were logged (0-based iteration), and whether Lightning wrote
-    them to the loggers itself; if not, they are in `trainer.callback_metrics` for the run to write."""
+    """The last training batch whose values were logged (0-based iteration), and whether they were written
+    to the loggers at that batch's end; if not, they are in `trainer.callback_metrics` for the run to
+    write."""
 
     iteration: int
     written: bool
 
 
 def lightning_writes_training_values(trainer: pl.Trainer) -> bool:
-    """Whether Lightning writes the current training batch's values to the loggers at its end.
+    """Whether Lightning would write the current training batch's logged values to the loggers at its end.
 
     The same decision as `_TrainingEpochLoop.advance` -> `update_train_step_metrics` (pytorch-lightning
     2.6): every `log_every_n_steps` batches (`(_batches_that_stepped + 1) % n == 0`), when the trainer
@@ -214,9 +219,9 @@ class GenerativeModule(pl.LightningModule):
         )
         # (loss name, iteration, value) noted by `watch_losses`, not yet checked.
         self._unchecked_losses: list[tuple[str, int, Tensor]] = []
-        # This training batch's values, handed to `self.log` at its end only if they will be written.
+        # This training batch's values, recorded at its end only if they will be written or are the last.
         self._training_values: list[tuple[Mapping[str, Tensor | float], bool]] = []
-        # The last training batch whose values went to `self.log`, and whether Lightning wrote them itself.
+        # The last training batch whose values were recorded, and whether they were written at its end.
         self.last_logged_training: LoggedTraining | None = None
         self._batch_checked = False
         # This evaluation pass's sums (value x items, items) per name; the names in the progress bar.
@@ -231,8 +236,8 @@ class GenerativeModule(pl.LightningModule):
         return self.trainer.global_step // self.optimizer_steps_per_iteration
 
     def log_training(self, values: Mapping[str, Tensor | float], prog_bar: bool = False) -> None:
-        """Log this training batch's values (0-dim tensors, never `.item()`; Lightning detaches them): they
-        reach `self.log` at the batch's end, and only when they will be written (`on_train_batch_end`)."""
+        """Log this training batch's values (0-dim tensors, never `.item()`; they are detached and copied):
+        they are recorded at the batch's end, and only when they will be written (`on_train_batch_end`)."""
         self._training_values.append((values, prog_bar))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -247,15 +252,21 @@ class GenerativeModule(pl.LightningModule):
         self.last_logged_training = None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # After every callback's on_train_batch_end, so a stop they asked for counts, and just before
-        # Lightning decides whether to write this batch's values (update_train_step_metrics).
+        # After every callback's on_train_batch_end, so a stop they asked for counts. The row is written
+        # where and when Lightning writes logged values (update_train_step_metrics, a moment later: same
+        # step, same epoch), without `self.log`'s result collection (`record_training_values`).
         queued, self._training_values = self._training_values, []
         written = lightning_writes_training_values(self.trainer)
         if not (written or is_last_training_batch(self.trainer, batch_idx)):
-            # Skipped: `self.log` costs Python work per call and its values would be written nowhere.
+            # Skipped: recording costs Python work per value and its values would be written nowhere.
             return
-        for values, prog_bar in queued:
-            self.log_dict(values, on_step=True, on_epoch=False, prog_bar=prog_bar)
+        values: dict[str, Tensor | float] = {}
+        progress_bar: list[str] = []
+        for batch_values, prog_bar in queued:
+            values.update(batch_values)
+            if prog_bar:
+                progress_bar += batch_values
+        record_training_values(self.trainer, values, progress_bar, write=written)
         self.last_logged_training = LoggedTraining(self.iteration - 1, written)
 
     def log_split_means(
