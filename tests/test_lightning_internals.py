@@ -41,18 +41,24 @@ class Probe(pl.LightningModule):
         return torch.utils.data.DataLoader(data, batch_size=1)
 
 
-def test_the_logger_connector_and_the_logging_step_are_where_lightning_keeps_them(tmp_path):
-    probe = Probe()
+def fit_quietly(module: pl.LightningModule, tmp_path, max_steps: int, logger=False) -> pl.Trainer:
+    """Fit `module`, logging every 3 steps, with no checkpoint, progress bar or model summary."""
     trainer = pl.Trainer(
-        max_steps=6,
+        max_steps=max_steps,
         log_every_n_steps=3,
-        logger=False,
+        logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
-    trainer.fit(probe)
+    trainer.fit(module)
+    return trainer
+
+
+def test_the_logger_connector_and_the_logging_step_are_where_lightning_keeps_them(tmp_path):
+    probe = Probe()
+    fit_quietly(probe, tmp_path, max_steps=6)
     assert len(probe.decisions) == 6 and any(probe.decisions) and not all(probe.decisions)
 
 
@@ -170,16 +176,7 @@ def test_recorded_training_values_reach_loggers_callbacks_and_progress_bar_as_se
     for recorded in (False, True):
         torch.manual_seed(0)
         probe, rows = TrainingValues(recorded), Rows()
-        trainer = pl.Trainer(
-            max_steps=7,
-            log_every_n_steps=3,
-            logger=rows,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=tmp_path,
-        )
-        trainer.fit(probe)
+        trainer = fit_quietly(probe, tmp_path, max_steps=7, logger=rows)
         callback = {name: (float(value), value.dtype) for name, value in trainer.callback_metrics.items()}
         outcomes.append((rows.rows, callback, probe.progress_bar_seen))
     by_self_log, recorded = outcomes
