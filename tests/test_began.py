@@ -264,3 +264,37 @@ def test_reference_update_probe_trains_both_networks_from_one_forward(tmp_path: 
         assert optimizer["param_groups"][0]["betas"][0] == 0.9
         assert all(state["step"] == 3 for state in optimizer["state"].values())
     assert column(run_dir, "train/k")[-1] > 0
+
+
+def probe_nets(tmp_path: Path, name: str, probe: list[str], extra: list[str]) -> dict[str, torch.Tensor]:
+    """Run bench/probe_began_nets.py for 2 iterations; the last checkpoint's weights."""
+    run_dir = tmp_path / name
+    command = [sys.executable, "bench/probe_began_nets.py", *probe, "--", "--model", "began", *TINY_RUN,
+               "--max-steps", "2", "--output", str(run_dir), *extra]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return checkpoint["state_dict"]
+
+
+def normalised(weights: dict[str, torch.Tensor], prefix: str) -> list[str]:
+    """The batch norm layers (by their running means) under `prefix`."""
+    return [key for key in weights if key.startswith(prefix) and key.endswith("running_mean")]
+
+
+@pytest.mark.slow
+def test_nets_probe_adds_and_drops_exactly_the_batch_norm_it_names(tmp_path: Path) -> None:
+    """bench/probe_began_nets.py changes the nets it names, in the run that trains and checkpoints them."""
+    paper = probe_nets(
+        tmp_path, "paper", ["--batch-norm", "discriminator", "--code-batch-norm", "--tanh"], []
+    )
+    assert normalised(paper, "generator.") == []
+    assert normalised(paper, "discriminator.encoder.") and normalised(paper, "discriminator.decoder.blocks.")
+    assert normalised(paper, "discriminator.decoder.project.") == [
+        "discriminator.decoder.project.1.running_mean"
+    ]
+    dcgan = probe_nets(
+        tmp_path, "dcgan", ["--drop-batch-norm", "discriminator-code"], ["--began-nets", "dcgan"]
+    )
+    assert normalised(dcgan, "generator.") and normalised(dcgan, "discriminator.encoder.")
+    assert normalised(dcgan, "discriminator.decoder.project.") == []
+    assert normalised(dcgan, "discriminator.decoder.blocks.")

@@ -1,0 +1,175 @@
+"""Diagnostic: which difference between BEGAN's own nets and the shared DCGAN nets decides the collapse.
+
+At the results page's protocol (digits, width 32, batch 16, 3,000 iterations) BEGAN's loss collapses on
+the paper's nets (`--began-nets began`) and trains on the shared DCGAN nets (`--began-nets dcgan`). The
+two differ in several things; this script changes one at a time, on the paper's nets or, for batch norm,
+also on the DCGAN nets:
+
+- `--batch-norm {generator,discriminator,both}`: batch norm before every ELU of G, of D or of both (the
+  DCGAN nets normalise every layer but D's first; here every hidden layer, as the paper's nets have no
+  first-layer exception to keep);
+- `--activation {elu,relu,leaky_relu}`: the nonlinearity (the DCGAN nets: ReLU in G and D's decoder,
+  leaky ReLU 0.2 in D's encoder);
+- `--tanh`: a tanh on the output of G and of D's decoder (the paper's have none; the shared ones do);
+- `--prior normal`: z ~ N(0, 1) instead of the paper's U(-1, 1);
+- `--init dcgan`: DCGAN's N(0, 0.02) initialisation instead of the reference code's Glorot-uniform;
+- `--drop-batch-norm {generator,discriminator,both}` on the DCGAN nets (`--began-nets dcgan`): the batch
+  norm of G, of D or of both replaced by identity; `discriminator-code` drops only the batch norm of D's
+  decoder's projected code (normalised over the batch alone, `BatchNorm1d`), `discriminator-conv` only D's
+  convolutional ones (over the batch and the image's positions, `BatchNorm2d`);
+- `--code-batch-norm` on the paper's nets: D's decoder's projected code normalised over the batch, as
+  the DCGAN nets' decoder does.
+
+Nearest-neighbour upsampling against transposed convolutions, the paper's depth (two 3x3 convolutions
+per scale against one 4x4) and its fully connected h-embedding are the remaining differences; a patch
+cannot separate them. docs/results-began.md ("What in the nets decides it") has the measured table.
+
+The run is otherwise the product's (`run.py` in-process: data, logging, metrics, the run folder).
+
+    python bench/probe_began_nets.py [--batch-norm both] [--activation relu] [--tanh] [--prior normal] \
+        [--init dcgan] -- RUN.PY ARGUMENTS
+    python bench/probe_began_nets.py --drop-batch-norm generator -- RUN.PY ARGUMENTS --began-nets dcgan
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from torch import nn
+
+from lightning_genae.models import began
+from lightning_genae.nets.conv import init_dcgan_weights
+
+ACTIVATIONS = {
+    "elu": lambda: nn.ELU(inplace=True),
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.2, inplace=True),
+}
+
+
+def rebuilt(layers: nn.Sequential, batch_norm: bool, activation: str) -> nn.Sequential:
+    """The same convolutions, each ELU replaced by the activation (after batch norm, with `batch_norm`)."""
+    out: list[nn.Module] = []
+    channels = None
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            channels = layer.out_channels
+            out.append(layer)
+        elif isinstance(layer, nn.ELU):
+            if batch_norm:
+                out.append(nn.BatchNorm2d(channels))
+            out.append(ACTIVATIONS[activation]())
+        else:
+            out.append(layer)
+    return nn.Sequential(*out)
+
+
+def paper_generator(args: argparse.Namespace):
+    def build(*a, **kw) -> nn.Module:
+        net = PAPER_DECODER(*a, **kw)
+        net.blocks = rebuilt(net.blocks, args.batch_norm in ("generator", "both"), args.activation)
+        if args.tanh:
+            net.blocks.append(nn.Tanh())
+        return net
+
+    return build
+
+
+def paper_discriminator(args: argparse.Namespace):
+    def build(*a, **kw) -> nn.Module:
+        net = PAPER_AUTOENCODER(*a, **kw)
+        normalised = args.batch_norm in ("discriminator", "both")
+        net.encoder.features = rebuilt(net.encoder.features, normalised, args.activation)
+        net.decoder.blocks = rebuilt(net.decoder.blocks, normalised, args.activation)
+        if args.code_batch_norm:
+            net.decoder.project = nn.Sequential(
+                net.decoder.project, nn.BatchNorm1d(net.decoder.project.out_features)
+            )
+        if args.tanh:
+            net.decoder.blocks.append(nn.Tanh())
+        return net
+
+    return build
+
+
+def without_batch_norm(net_type: type[nn.Module], kinds: tuple[type[nn.Module], ...]):
+    """`net_type`'s constructor, its batch norm layers of the given kinds replaced by identity."""
+
+    def build(*a, **kw) -> nn.Module:
+        net = net_type(*a, **kw)
+        for name, child in list(net.named_modules()):
+            if isinstance(child, kinds):
+                parent_name, _, attribute = name.rpartition(".")
+                setattr(net.get_submodule(parent_name), attribute, nn.Identity())
+        return net
+
+    return build
+
+
+PAPER_DECODER, PAPER_AUTOENCODER = began.BEGANDecoder, began.BEGANAutoencoder
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    where = ["none", "generator", "discriminator", "both"]
+    parser.add_argument(
+        "--batch-norm", choices=where, default="none", help="the paper's nets: add batch norm"
+    )
+    parser.add_argument(
+        "--code-batch-norm",
+        action="store_true",
+        help="the paper's nets: batch norm (over the batch) on D's decoder's projected code",
+    )
+    dropped = [*where, "discriminator-code", "discriminator-conv"]
+    parser.add_argument("--drop-batch-norm", choices=dropped, default="none", help="the DCGAN nets: drop it")
+    parser.add_argument("--activation", choices=sorted(ACTIVATIONS), default="elu")
+    parser.add_argument("--tanh", action="store_true", help="tanh on G's and D's decoder's output")
+    parser.add_argument("--prior", choices=["uniform", "normal"], default="uniform")
+    parser.add_argument("--init", choices=["glorot", "dcgan"], default="glorot")
+    parser.add_argument("run_arguments", nargs=argparse.REMAINDER, help="-- then run.py's arguments")
+    args = parser.parse_args()
+    run_arguments = args.run_arguments[1:] if args.run_arguments[:1] == ["--"] else args.run_arguments
+    if "began" not in run_arguments or "--model" not in run_arguments:
+        parser.error("give run.py's arguments after --, with --model began")
+    dcgan_nets = "--began-nets" in run_arguments and "dcgan" in run_arguments
+    paper_changes = (
+        args.batch_norm != "none"
+        or args.code_batch_norm
+        or args.activation != "elu"
+        or args.tanh
+        or args.init != "glorot"
+    )
+    if dcgan_nets and paper_changes:
+        parser.error(
+            "--batch-norm, --activation, --tanh and --init change the paper's nets; drop --began-nets dcgan"
+        )
+    if args.drop_batch_norm != "none" and not dcgan_nets:
+        parser.error("--drop-batch-norm changes the DCGAN nets; add --began-nets dcgan after --")
+
+    # The module builds its nets through these names, and keeps its own constructor (Lightning reads its
+    # arguments from the frame for the checkpoint's hyperparameters).
+    began.BEGANDecoder = paper_generator(args)
+    began.BEGANAutoencoder = paper_discriminator(args)
+    if args.init == "dcgan":
+        began.init_began_weights = init_dcgan_weights
+    every_kind = (nn.BatchNorm1d, nn.BatchNorm2d)
+    if args.drop_batch_norm in ("generator", "both"):
+        began.ConvDecoder = without_batch_norm(began.ConvDecoder, every_kind)
+    dropped_in_d = {
+        "discriminator": every_kind,
+        "both": every_kind,
+        "discriminator-code": (nn.BatchNorm1d,),
+        "discriminator-conv": (nn.BatchNorm2d,),
+    }.get(args.drop_batch_norm)
+    if dropped_in_d:
+        began.ConvAutoencoder = without_batch_norm(began.ConvAutoencoder, dropped_in_d)
+    if args.prior == "normal":
+        began.BEGANModule.uniform_prior = property(lambda self: False)
+    from lightning_genae.cli import main as run
+
+    return run(run_arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
