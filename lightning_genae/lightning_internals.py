@@ -52,9 +52,9 @@ def record_training_values(
     The result collection costs about a millisecond of Python per value on a CPU (a record per value that
     `apply_to_collection` walks at every batch's end), for values that are only ever read back as
     they were logged. Values keep the dtype `self.log` gives them (float32 at least, Python numbers as
-    float32), so the written numbers are the ones `self.log` writes. The written row takes one device
-    sync for all values instead of one per value. The names are the logger connector's private
-    `_callback_metrics`, `_progress_bar_metrics` and `log_metrics` (pytorch-lightning 2.6).
+    float32), so the written numbers are the ones `self.log` writes. The written row reads its values
+    with one copy per device (and dtype) instead of one per value. The names are the logger connector's
+    private `_callback_metrics`, `_progress_bar_metrics` and `log_metrics` (pytorch-lightning 2.6).
     """
     connector = trainer._logger_connector
     tensors: dict[str, torch.Tensor] = {}
@@ -73,13 +73,11 @@ def record_training_values(
             raise TypeError(
                 f"training value {name!r} must be a tensor or a number, got {type(value).__name__}"
             )
-    # Snapshots: a value's tensor may be updated in place after it was logged (a buffer such as k_t).
     host: dict[str, float] | None = None
     if write or progress_bar:
-        stacked = [tensor.to(torch.float64) for tensor in tensors.values()]
-        read = torch.stack(stacked).tolist() if stacked else []
-        host = {**dict(zip(tensors, read, strict=True)), **numbers_}
-        host = {name: host[name] for name in values}
+        read = {**_read_on_host(tensors), **numbers_}
+        host = {name: read[name] for name in values}
+    # Copies: a value's tensor may change in place after it was logged (a buffer such as k_t).
     connector._callback_metrics.update(
         {name: tensor.clone() for name, tensor in tensors.items()}
         | {name: torch.tensor(number) for name, number in numbers_.items()}
@@ -88,6 +86,18 @@ def record_training_values(
         connector._progress_bar_metrics.update({name: host[name] for name in progress_bar})
         if write:
             connector.log_metrics(host)
+
+
+def _read_on_host(tensors: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Python numbers of 0-dim tensors, with one copy from each device: the values are stacked where they
+    live, per dtype (an MPS device has no float64 to cast to), and read at once."""
+    groups: dict[tuple[torch.device, torch.dtype], list[str]] = {}
+    for name, tensor in tensors.items():
+        groups.setdefault((tensor.device, tensor.dtype), []).append(name)
+    read: dict[str, float] = {}
+    for names in groups.values():
+        read.update(zip(names, torch.stack([tensors[name] for name in names]).tolist(), strict=True))
+    return read
 
 
 def set_logging_step(trainer: pl.Trainer, iterations: int) -> None:
