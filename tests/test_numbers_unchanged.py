@@ -13,7 +13,6 @@ message says why.
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import ON_CPU
+from tiny import ON_CPU, csv_fields
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +50,8 @@ def reference_kernels_unavailable() -> str | None:
     return None
 
 
-skip_without_reference_kernels = pytest.mark.skipif(
-    reference_kernels_unavailable() is not None, reason=str(reference_kernels_unavailable())
-)
+WHY_NOT = reference_kernels_unavailable()
+skip_without_reference_kernels = pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))
 
 
 def run_with_reference_kernels(arguments: list[str], cache: Path) -> None:
@@ -75,14 +73,6 @@ def run_with_reference_kernels(arguments: list[str], cache: Path) -> None:
         timeout=600,
     )
     assert child.returncode == 0, child.stderr[-3000:]
-
-
-def csv_fields(path: Path, leave_out: str | None = None) -> list[list[str]]:
-    """The CSV file's fields as written, row by row, without the column `leave_out`."""
-    with path.open(newline="") as file:
-        table = list(csv.reader(file))
-    dropped = table[0].index(leave_out) if leave_out else -1
-    return [[field for i, field in enumerate(row) if i != dropped] for row in table]
 
 
 @skip_without_reference_kernels
