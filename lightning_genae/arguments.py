@@ -7,30 +7,19 @@ Imports no Lightning: `--help` and argument errors answer in about the time `imp
 from __future__ import annotations
 
 import argparse
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
 from lightning_genae import __version__
-from lightning_genae.ablation.tuning import (
-    TUNABLE_OPTIONS,
-    candidate_separators,
-    candidate_texts,
-)
-from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
-from lightning_genae.augmentation import augmentation_choices
-from lightning_genae.config import (
-    CONFIG_FIELDS,
-    CONFIG_TYPES,
-    LOGGER_CHOICES,
-    accepts_auto,
-    flag,
-    float_or_auto,
-    type_name,
-)
+from lightning_genae.ablation.tuning import candidate_separators, candidate_texts
+from lightning_genae.augmentation import augmentation_choices, augmentation_options, tunable_options
+from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, LOGGER_CHOICES, flag
 from lightning_genae.datamodules import DATASETS
 from lightning_genae.datamodules.imagefiles import FOLDER_DEFAULT_SHAPE
 from lightning_genae.models import MODELS
+from lightning_genae.plugin_options import accepts_auto, float_or_auto, type_name
 from lightning_genae.resolve import DEFAULT_MAX_STEPS
 
 __all__ = ["OneLineErrorParser", "build_parser", "split_list"]
@@ -110,7 +99,6 @@ def _owned_defaults() -> dict[str, str]:
         "stride": "1",
         "csv_layout": "time",
     }
-    defaults.update({name: _shown(value) for name, value in AUGMENT_DEFAULTS.items() if value is not None})
     return defaults
 
 
@@ -164,7 +152,12 @@ def _number_or_auto(text: str) -> float | str:
 
 
 def _add_flag(
-    group: argparse._ArgumentGroup, name: str, kind: Any, help_text: str, choices: Sequence[str] | None
+    group: argparse._ArgumentGroup,
+    name: str,
+    kind: Any,
+    help_text: str,
+    choices: Sequence[str] | None,
+    tunable: bool = False,
 ) -> None:
     flag = "--" + name.replace("_", "-")
     expected = type_name(kind)
@@ -174,7 +167,7 @@ def _add_flag(
         group.add_argument(flag, action=_ExtendList, metavar="A,B", help=help_text)
     else:
         converter = _number_or_auto if accepts_auto(kind) else {"int": int, "float": float}.get(expected, str)
-        if name in TUNABLE_OPTIONS:
+        if tunable:
             converter = _each_candidate(name, converter)
             example = "A|B" if candidate_separators(name) == "|" else "X,Y"
             help_text += f"; in a grid with --tune-seeds, {example} lists candidates to tune"
@@ -267,4 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
             _add_flag(group, name, CONFIG_TYPES[name], help_text, field.metadata.get("choices"))
     for option in _family_options().values():
         _add_flag(groups["model"], option.name, option.kind, option.help_text, option.choices)
+    _add_augmentation_flags(groups["augmentation"])
     return parser
+
+
+def _add_augmentation_flags(group: argparse._ArgumentGroup) -> None:
+    """Every registered augmentation's options, declared by its options class (one flag per name)."""
+    tunable = set(tunable_options())
+    for name, (kind, spec) in augmentation_options().items():
+        help_text = spec.metadata["help"]
+        if spec.default is not None and not isinstance(spec.default, bool):
+            help_text += f" [default: {_shown(spec.default)}]"
+        choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None
+        _add_flag(group, name, kind, help_text, choices, tunable=name in tunable)

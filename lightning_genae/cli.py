@@ -34,7 +34,8 @@ from lightning_genae.plugins import load_plugins
 from lightning_genae.resolve import (
     ResolvedRun,
     check_shape_options,
-    model_option_names,
+    plugin_option_names,
+    plugin_path_options,
     resolve,
 )
 from lightning_genae.run_folder import check_output_folder
@@ -107,14 +108,15 @@ def _read_inputs(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
     """The command line's values, the config file's, and the candidate lists of a tuning grid, checked
     before any mode reads them."""
-    file_values = load_config_file(config_path, known=model_option_names()) if config_path else {}
+    file_values = load_config_file(config_path, known=plugin_option_names()) if config_path else {}
     # Candidate lists of tunable options leave the values: only a tuning grid takes them.
     file_values, file_candidates = split_candidates(file_values)
     args, candidates = split_candidates(args)
     candidates = {**{k: v for k, v in file_candidates.items() if k not in args}, **candidates}
     check_tuning_request(candidates, tune_seeds)
     # Before any mode reads them: an empty path is never taken for the default or the current folder.
-    check_path_values({**file_values, **{key: value for key, value in args.items() if value is not None}})
+    given = {**file_values, **{key: value for key, value in args.items() if value is not None}}
+    check_path_values(given, plugin_paths=plugin_path_options())
     output = args.get("output", file_values.get("output"))
     if output:
         # Every mode writes there (a run, a grid's root, eval.json): a bad path is refused before work.

@@ -1,14 +1,11 @@
-"""The run configuration: every option that is not a model family's, declared once with type, default, help.
+"""The run configuration: what every run has, declared once with type, default and help.
 
 The CLI, `--config FILE.yaml`, `--print-config` and the run folder's `config.yaml` all derive from
-`RunConfig`, so an option cannot exist in one of them and be missing from another. A model family's own
-options (`--latent-dim`, `--beta`, ...) are declared in the family's file and travel here as
-`model_options`, flat beside the others in YAML. `None` means "the default of whoever owns the option"
-(the family, the augmentation, the step budget); `resolve` fills it in once. Reading a YAML file is
-config_file.py's job.
-
-Over 400 lines for one reason: RunConfig declares 55 options with their help and checks, about 250
-lines of declarations that belong together (the CLI, YAML and config.yaml are generated from them).
+`RunConfig` and the plug-ins' option classes, so an option cannot exist in one of them and be missing from
+another. A plug-in's own options (a family's `--latent-dim`, `--beta`; an augmentation's `--augment-p`,
+`--diffaug-policy`) are declared beside its code and travel here as `plugin_options`, flat beside the
+others in YAML. `None` means "the default of whoever owns the option" (the family, the augmentation, the
+dataset, the step budget); `resolve` fills it in once. Reading a YAML file is config_file.py's job.
 """
 
 from __future__ import annotations
@@ -16,11 +13,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -28,6 +24,7 @@ from lightning_genae.datamodules.placement import DATA_ON_DEVICE, check_data_on_
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES
+from lightning_genae.plugin_options import coerce, flag
 
 # `--backbone none`: no feature backbone, so no image metrics for the run.
 NO_BACKBONE = "none"
@@ -50,11 +47,6 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
     if callable(default):
         return field(default_factory=default, metadata=metadata)
     return field(default=default, metadata=metadata)
-
-
-def flag(name: str) -> str:
-    """`max_steps` -> `--max-steps`: how an option is spelled on the command line and in messages."""
-    return "--" + name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -108,91 +100,6 @@ class RunConfig:
     )
     max_epochs: int | None = _opt(None, "passes over the training split", group="training")
     seed: int = _opt(0, "random seed (weights, noise, --train-size subset)", group="training")
-
-    # Augmentation; None means "the augmentation's default", and an option no chosen augmentation uses
-    # is an error rather than silently ignored.
-    augment_p: float | Literal["auto"] | None = _opt(
-        None,
-        "ae/vae online: fraction of each training batch replaced by augmented images; "
-        "ae-d: probability per discriminator input; auto: ADA's controller sets it (from 0, see --ada-*)",
-        group="augmentation",
-    )
-    augment_mode: str | None = _opt(
-        None,
-        "ae/vae: online (replace part of each batch on the device) or offline (a pre-generated "
-        "pool concatenated with the real data)",
-        group="augmentation",
-        choices=("online", "offline"),
-    )
-    augment_pool: int | None = _opt(
-        None,
-        "offline mode: number of augmented images in the pool (unset: the training split's size)",
-        group="augmentation",
-    )
-    augment_anneal: bool | None = _opt(
-        None, "take --augment-p linearly to zero over training", group="augmentation"
-    )
-    augment_noise: float | None = _opt(
-        None,
-        "latent noise std, in units of each latent dimension's std over the training codes",
-        group="augmentation",
-    )
-    augment_interp: float | None = _opt(
-        None,
-        "fraction of augmented images interpolated towards another image (same class when labelled) "
-        "in latent space",
-        group="augmentation",
-    )
-    augment_ckpt: str | None = _opt(
-        None,
-        "augmenter autoencoder checkpoint (an ae/vae run's .ckpt) instead of training and caching one",
-        group="augmentation",
-    )
-    augmenter_steps: int | None = _opt(
-        None,
-        "training iterations of the augmenter autoencoder when it is trained",
-        group="augmentation",
-    )
-    augmenter_width: int | None = _opt(
-        None, "channel width of the augmenter autoencoder (hidden units of an rae)", group="augmentation"
-    )
-    augmenter_latent_dim: int | None = _opt(
-        None, "latent dimension of the augmenter autoencoder", group="augmentation"
-    )
-    diffaug_policy: str | None = _opt(
-        None, "diffaug: comma list of color, translation, cutout", group="augmentation"
-    )
-    diffaug_translation: float | None = _opt(
-        None,
-        "diffaug: largest shift per axis as a fraction of the image size, in [0, 0.5]",
-        group="augmentation",
-    )
-    diffaug_cutout: float | None = _opt(
-        None,
-        "diffaug: side of the cut-out square as a fraction of the image size, in [0, 1]",
-        group="augmentation",
-    )
-    ada_target: float | None = _opt(
-        None,
-        "ada and --augment-p auto: the r_t = E[sign(D(real))] that p is steered to (raise it: less "
-        "augmentation)",
-        group="augmentation",
-    )
-    ada_interval: int | None = _opt(
-        None, "ada and --augment-p auto: discriminator steps between updates of p", group="augmentation"
-    )
-    ada_kimg: float | None = _opt(
-        None,
-        "ada and --augment-p auto: thousands of real images for p to move from 0 to 1 (ADA: 500, for "
-        "runs of millions of images; the default suits runs of ~100k images)",
-        group="augmentation",
-    )
-    ada_ops: str | None = _opt(
-        None,
-        "ada: comma list of pipeline operations (default: the class-preserving geometric ones with "
-        "brightness and contrast on one channel, ADA's bgc on RGB)",
-        group="augmentation",
-    )
 
     # Hardware (all passed to the Lightning Trainer).
     precision: str = _opt(
@@ -277,16 +184,17 @@ class RunConfig:
         group="logging",
     )
 
-    # The model family's options (`latent_dim`, `beta`, ...), as given; flat beside the rest in YAML.
-    model_options: Mapping[str, Any] = field(default_factory=dict, metadata={"group": "model"})
+    # The plug-ins' options: the family's (`latent_dim`, `beta`, ...) and the augmentations' (`augment_p`,
+    # `diffaug_policy`, ...), as given; flat beside the rest in YAML. `resolve` hands each to its owner.
+    plugin_options: Mapping[str, Any] = field(default_factory=dict, metadata={"group": "model"})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, the family's options flat among the others (the format of config.yaml)."""
+        """Plain values, the plug-ins' options flat among the others (the format of config.yaml)."""
         values = {
-            spec.name: getattr(self, spec.name) for spec in fields(self) if spec.name != "model_options"
+            spec.name: getattr(self, spec.name) for spec in fields(self) if spec.name != "plugin_options"
         }
         values["logger"] = list(self.logger)
-        return {**values, **dict(self.model_options)}
+        return {**values, **dict(self.plugin_options)}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -299,18 +207,18 @@ class RunConfig:
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
         """From flat plain values (config.yaml, a checkpoint, the command line); file values are coerced.
 
-        Keys that are not RunConfig's own are the model family's options; `resolve` checks them.
+        Keys that are not RunConfig's own are the plug-ins' options; `resolve` checks them.
         """
         own = {
             name: coerce(name, CONFIG_TYPES[name], value)
             for name, value in values.items()
             if name in CONFIG_TYPES
         }
-        model_options = {name: value for name, value in values.items() if name not in CONFIG_TYPES}
-        return cls(**own, model_options=model_options)
+        plugin_options = {name: value for name, value in values.items() if name not in CONFIG_TYPES}
+        return cls(**own, plugin_options=plugin_options)
 
 
-CONFIG_FIELDS = {f.name: f for f in fields(RunConfig) if f.name != "model_options"}
+CONFIG_FIELDS = {f.name: f for f in fields(RunConfig) if f.name != "plugin_options"}
 CONFIG_TYPES: dict[str, Any] = {
     name: kind for name, kind in typing.get_type_hints(RunConfig).items() if name in CONFIG_FIELDS
 }
@@ -328,11 +236,6 @@ POSITIVE_INTS = (
     "eval_samples",
     "image_every",
     "ckpt_every",
-    "augment_pool",
-    "augmenter_steps",
-    "augmenter_width",
-    "augmenter_latent_dim",
-    "ada_interval",
 )
 # numpy's (and so Lightning's seed_everything's) seed range: an unsigned 32-bit integer.
 SEED_RANGE = (0, 2**32 - 1)
@@ -343,12 +246,12 @@ UPPER_BOUNDS = {"max_steps": 10**9, "max_epochs": 10**6, "eval_samples": 10**7}
 INT_LIMIT = 2**31 - 1
 # Options that name a file or folder: an empty value is refused rather than read as the current folder
 # or as "not given".
-PATH_OPTIONS = ("output", "data_dir", "resume", "augment_ckpt", "inception_weights", "classifier_weights")
+PATH_OPTIONS = ("output", "data_dir", "resume", "inception_weights", "classifier_weights")
 
 
-def check_path_values(values: Mapping[str, Any]) -> None:
-    """Refuse a path option given as an empty (or blank) string."""
-    for name in PATH_OPTIONS:
+def check_path_values(values: Mapping[str, Any], plugin_paths: Collection[str] = ()) -> None:
+    """Refuse a path option (RunConfig's, or a plug-in's in `plugin_paths`) given as an empty string."""
+    for name in (*PATH_OPTIONS, *plugin_paths):
         value = values.get(name)
         if isinstance(value, str) and not value.strip():
             raise ConfigError(f"{flag(name)} is empty; give a path, or drop {flag(name)} for its default")
@@ -402,82 +305,6 @@ def resume_conflicts(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
 
 def _shown(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-
-# The value of a probability option that ADA's controller sets during training (`--augment-p auto`).
-AUTO = "auto"
-
-
-def accepts_auto(kind: Any) -> bool:
-    """Whether an option of type `kind` (such as `float | Literal["auto"] | None`) takes `auto`."""
-    return any(
-        typing.get_origin(argument) is typing.Literal and AUTO in typing.get_args(argument)
-        for argument in typing.get_args(kind)
-    )
-
-
-def float_or_auto(value: Any) -> float | str:
-    """`auto` (any case) or a number: how `--augment-p` is read from the command line and from YAML."""
-    if isinstance(value, str) and value.strip().lower() == AUTO:
-        return AUTO
-    if isinstance(value, bool):
-        raise TypeError
-    return float(value)
-
-
-def type_name(kind: Any) -> str:
-    """`int | None` -> `int`, `Literal['a', 'b']` -> `str`: what a value of this option must be."""
-    arguments = [argument for argument in typing.get_args(kind) if argument is not type(None)]
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        return type_name(arguments[0])
-    if origin is typing.Literal:
-        return "str"
-    if origin is list:
-        return "list"
-    return getattr(kind, "__name__", str(kind))
-
-
-def coerce(name: str, kind: Any, value: Any) -> Any:
-    """A value from a YAML file or a checkpoint as the option's type (argparse does this for flags)."""
-    if value is None:
-        return None
-    expected = type_name(kind)
-    try:
-        if expected == "list":
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return [str(item).strip() for item in items if str(item).strip()]
-        if expected == "bool":
-            if isinstance(value, bool):
-                return value
-            raise TypeError
-        if expected == "int":
-            if isinstance(value, bool):
-                raise TypeError
-            if isinstance(value, int):
-                return value
-            # Through float only for what is not an int yet (3.0 from YAML): a float rounds large ints.
-            if isinstance(value, str):
-                try:
-                    return int(value)
-                except ValueError:
-                    pass
-            if float(value) != int(value):
-                raise TypeError
-            return int(value)
-        if expected == "float":
-            if accepts_auto(kind):
-                return float_or_auto(value)
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file
-        raise ConfigError(
-            f"{flag(name)} {value!r} is not a valid {expected}{' or auto' if accepts_auto(kind) else ''}; "
-            "fix it where it was given "
-            "(the command line, the --config file or the checkpoint)"
-        ) from None
 
 
 def merge(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> RunConfig:

@@ -23,13 +23,14 @@ from dataclasses import fields
 from importlib.metadata import entry_points
 from typing import Any
 
-from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
+from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec, augmentation_options
 from lightning_genae.config import CONFIG_FIELDS
 from lightning_genae.datamodules import DATASETS, DatasetSpec
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
 from lightning_genae.metrics.names import BACKBONES, KINDS, Direction, MetricKind, kind_spec
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
+from lightning_genae.plugin_options import PluginOptions, check_consistent
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGINS_VARIABLE", "load_plugins", "register_augmentation",
            "register_dataset", "register_metric", "register_model"]  # fmt: skip
@@ -74,11 +75,11 @@ def register_model(name: str, spec: ModelSpec) -> None:
         raise ConfigError(f"cannot register model {name!r}: its options must be a FamilyOptions dataclass")
     kinds = spec.options.types()
     declared = {other: other_spec.options.types() for other, other_spec in MODELS.items()}
+    augmentations = augmentation_options()
     for option in fields(spec.options):
-        if option.name in CONFIG_FIELDS:
-            raise ConfigError(
-                f"cannot register model {name!r}: option {option.name} is a run option; rename it"
-            )
+        if option.name in CONFIG_FIELDS or option.name in augmentations:
+            owner = "a run option" if option.name in CONFIG_FIELDS else "an augmentation's option"
+            raise ConfigError(f"cannot register model {name!r}: option {option.name} is {owner}; rename it")
         for other, other_kinds in declared.items():
             if option.name in other_kinds and other_kinds[option.name] != kinds[option.name]:
                 raise ConfigError(
@@ -95,15 +96,21 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
 
 
 def register_augmentation(name: str, spec: AugmentationSpec) -> None:
-    """Add the augmentation `name` (`--augment name`). A discriminator-side one gives `build`; the
-    options it reads are RunConfig's (those its spec lists), so a run that sets one it does not read is
-    refused as for the built-ins."""
+    """Add the augmentation `name` (`--augment name`). A discriminator-side one gives `build(options,
+    parts)`. Its options are a `PluginOptions` dataclass (`spec.options`): they become flags, config.yaml
+    keys and checks as the built-ins' do, and a run that sets one that no chosen augmentation reads is
+    refused. An option another augmentation declares too is the same option: same type and default."""
     _check_new("augmentation", name, AUGMENTATIONS, spec, AugmentationSpec)
-    unknown = [option for option in spec.options if option not in CONFIG_FIELDS]
-    if unknown:
+    if not (isinstance(spec.options, type) and issubclass(spec.options, PluginOptions)):
         raise ConfigError(
-            f"cannot register augmentation {name!r}: it reads {', '.join(unknown)}, which no run option is"
+            f"cannot register augmentation {name!r}: its options must be a PluginOptions dataclass"
         )
+    family_options = {option for other in MODELS.values() for option in other.options.types()}
+    for option in spec.options.types():
+        if option in CONFIG_FIELDS or option in family_options:
+            owner = "a run option" if option in CONFIG_FIELDS else "a model family's option"
+            raise ConfigError(f"cannot register augmentation {name!r}: option {option} is {owner}; rename it")
+    check_consistent("augmentation", name, spec.options, augmentation_options())
     if spec.side == "discriminator" and spec.build is None:
         raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
     AUGMENTATIONS[name] = spec

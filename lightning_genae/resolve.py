@@ -20,6 +20,7 @@ from lightning_genae.augmentation import (
     AugmentPlan,
     augmentation_choices,
     augmentation_fits,
+    augmentation_options,
     parse_augment,
     resolve_augment_plan,
 )
@@ -42,6 +43,16 @@ DEFAULT_MAX_STEPS = 2000
 def model_option_names() -> set[str]:
     """Every option some registered family takes."""
     return {name for spec in MODELS.values() for name in spec.options.types()}
+
+
+def plugin_path_options() -> list[str]:
+    """The plug-ins' options that name a file (`--augment-ckpt`): an empty one is refused before any mode."""
+    return [name for name, (_, spec) in augmentation_options().items() if spec.metadata.get("path")]
+
+
+def plugin_option_names() -> set[str]:
+    """Every option some registered plug-in declares: a family's or an augmentation's."""
+    return model_option_names() | set(augmentation_options())
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,8 @@ class ResolvedRun:
 def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
     """The family's options from what was given; an option of another family, or of none, is an error."""
     own = set(model.options.types())
-    given = dict(config.model_options)
+    augmentations = set(augmentation_options())
+    given = {name: value for name, value in config.plugin_options.items() if name not in augmentations}
     unknown = sorted(set(given) - model_option_names())
     if unknown:
         raise ConfigError(
@@ -271,7 +283,7 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
     budget: dict[str, Any] = {}
     if config.max_steps is None and config.max_epochs is None:
         budget["max_steps"] = DEFAULT_MAX_STEPS
-    complete = replace(config, model_options=options.to_dict(), **plan.config_values(), **budget)
+    complete = replace(config, plugin_options={**options.to_dict(), **plan.config_values()}, **budget)
     return ResolvedRun(complete, model, options, plan)
 
 

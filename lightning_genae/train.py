@@ -62,7 +62,7 @@ def _say_what_changes_on_resume(resume: RunCheckpoint, config: RunConfig, run_di
     stored = resume.stored_config("--resume")
     if resume.run_folder.resolve() != run_dir.resolve():
         say(f"continuing the run of {resume.run_folder} in {run_dir}: new checkpoints and metrics go there")
-    new_lr, old_lr = config.model_options.get("lr"), stored.get("lr")
+    new_lr, old_lr = config.plugin_options.get("lr"), stored.get("lr")
     if new_lr is not None and old_lr is not None and new_lr != old_lr:
         say(f"--lr {new_lr} replaces the checkpoint's {old_lr} from here on")
 
@@ -277,7 +277,7 @@ def _train(
     _fit(trainer, model, datamodule, resume)
     say(describe_training(resume_step or 0, model.iteration, time.time() - fit_started))
     fit_metrics = scalar_metrics(trainer.callback_metrics)
-    collapse = collapse_warning(fit_metrics, config.model_options.get("lr"))
+    collapse = collapse_warning(fit_metrics, config.plugin_options.get("lr"))
     if collapse is not None:
         say(collapse)
     log_last_training_values(trainer, model, fit_metrics)

@@ -161,7 +161,7 @@ def test_ada_and_augment_p_auto_share_one_controller(tmp_path) -> None:
     from lightning_genae.resolve import resolve
 
     options = {"augment_p": "auto", "augmenter_width": 8, "augmenter_latent_dim": 8, "augmenter_steps": 2}
-    config = RunConfig(model="gan", data="digits", augment="ada+ae", train_size=64, **options)
+    config = RunConfig.from_dict(dict(model="gan", data="digits", augment="ada+ae", train_size=64, **options))
     resolved = resolve(config)
     attached = attach_augmentation(
         resolved.augment,

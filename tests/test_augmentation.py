@@ -32,8 +32,6 @@ TINY = TINY_RUN + ["--eval-samples", "100"]
 AUGMENTER = ["--augmenter-width", "8", "--augmenter-latent-dim", "8", "--augmenter-steps", "20"]
 
 
-
-
 @pytest.fixture()
 def augmenter_cache(tmp_path, monkeypatch) -> Path:
     """A fresh augmenter cache for one test (the session's feature cache stays shared)."""
@@ -63,7 +61,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def plan_for(model: str = "gan", **options):
-    config = RunConfig(model=model, data="digits", **options)
+    config = RunConfig.from_dict(dict(model=model, data="digits", **options))
     return resolve_augment_plan(config, MODELS[model].image_discriminator)
 
 

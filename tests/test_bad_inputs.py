@@ -36,11 +36,13 @@ import torch
 from PIL import Image
 from tiny import TINY_RUN
 
-from lightning_genae.augmentation import AUGMENTATIONS, CONTROLLER_OPTIONS, DEFAULTS
+from lightning_genae.augmentation import AUGMENTATIONS, augmentation_options
+from lightning_genae.augmentation.adaptive import ControllerOptions
 from lightning_genae.checkpoint import CONFIG_KEY
 from lightning_genae.cli import main
-from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, PRECISIONS, flag, type_name
+from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, PRECISIONS, flag
 from lightning_genae.models import MODELS
+from lightning_genae.plugin_options import type_name
 
 CASES = Path(__file__).resolve().parent / "cases" / "bad_inputs.csv"
 
@@ -134,21 +136,19 @@ def test_bad_input_exits_2_with_one_line_naming_the_fix(
 def numeric_options() -> list[tuple[str, list[str]]]:
     """Every float option (RunConfig's, the augmentations', the families') and the arguments that read it."""
     cases = []
-    for name in CONFIG_FIELDS:
-        if type_name(CONFIG_TYPES[name]) != "float":
+    cases = [(name, []) for name in CONFIG_FIELDS if type_name(CONFIG_TYPES[name]) == "float"]
+    for name, (kind, _) in augmentation_options().items():
+        if type_name(kind) != "float":
             continue
-        if name in CONTROLLER_OPTIONS:  # read by ADA's controller, which --augment-p auto runs
+        if name in ControllerOptions.types():  # read by ADA's controller, which --augment-p auto runs
             cases.append((name, ["--augment", "ae", "--augment-p", "auto"]))
-        elif name in DEFAULTS:  # an augmentation option: pick an augmentation (and mode) that reads it
-            augment, mode = next(
-                (augment, mode)
+        else:  # pick an augmentation that reads it at its other options' defaults
+            augment = next(
+                augment
                 for augment, spec in AUGMENTATIONS.items()
-                for mode in ("online", "offline")
-                if name in spec.options_read(mode)
+                if name in spec.options.types() and name not in spec.options().unread()
             )
-            cases.append((name, ["--augment", augment, "--augment-mode", mode]))
-        else:
-            cases.append((name, []))
+            cases.append((name, ["--augment", augment]))
     seen = set()
     for family, spec in MODELS.items():
         for name, kind in spec.options.types().items():

@@ -36,8 +36,6 @@ FOLDER_IMAGES = 120  # val 6 (even: the interpolation grid pairs validation imag
 AUGMENTER = {"augmenter_width": 8, "augmenter_latent_dim": 8, "augmenter_steps": 10}
 
 
-
-
 @pytest.fixture()
 def augmenter_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "augmenter-cache"
@@ -64,7 +62,7 @@ def folder_data(folder: Path) -> InMemoryDataModule:
 
 
 def augmenter_plan(**options):
-    config = RunConfig(model="gan", data="folder", augment="ae", **{**AUGMENTER, **options})
+    config = RunConfig.from_dict(dict(model="gan", data="folder", augment="ae", **{**AUGMENTER, **options}))
     return resolve_augment_plan(config, MODELS["gan"].image_discriminator)
 
 

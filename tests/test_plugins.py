@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,25 @@ from lightning_genae.metrics.feature_set import (
 from lightning_genae.metrics.names import KINDS, MetricName
 from lightning_genae.models import MODELS, ModelSpec
 from lightning_genae.models.options import AutoencoderOptions, GANOptions
+from lightning_genae.plugin_options import PluginOptions, option
 from lightning_genae.plugins import register_augmentation, register_dataset, register_metric, register_model
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class SeedOption(PluginOptions):
+    seed: int = option(0, "a name RunConfig has")
+
+
+@dataclass(frozen=True)
+class BetaOption(PluginOptions):
+    beta: float = option(1.0, "a name the VAE's options have")
+
+
+@dataclass(frozen=True)
+class OtherP(PluginOptions):
+    augment_p: float = option(0.5, "the built-in --augment-p with another default")
 PAGE = REPO / "docs" / "plugins.md"
 
 
@@ -70,7 +87,7 @@ def trained_summary(args: list[str], plugin_dir: Path, tmp_path: Path) -> dict:
 def test_the_plugins_names_and_option_are_in_help(plugin_dir, tmp_path):
     result = run_py(["--help"], plugin_dir, tmp_path)
     assert result.returncode == 0, result.stderr
-    for name in ("masked_ae", "squares", "flip", "--mask-ratio"):
+    for name in ("masked_ae", "squares", "flip", "--mask-ratio", "--flip-p"):
         assert name in result.stdout
 
 
@@ -83,10 +100,25 @@ def test_a_plugin_family_trains_on_a_plugin_dataset_with_its_own_option(plugin_d
 
 
 @pytest.mark.slow
-def test_a_plugin_augmentation_wraps_a_gans_discriminator_inputs(plugin_dir, tmp_path):
-    args = ["--model", "gan", "--data", "squares", "--augment", "flip", *SMALL]
+def test_a_plugin_augmentation_wraps_a_gans_discriminator_inputs_with_its_own_option(plugin_dir, tmp_path):
+    args = ["--model", "gan", "--data", "squares", "--augment", "flip", "--flip-p", "0.25", *SMALL]
     summary = trained_summary(args, plugin_dir, tmp_path)
     assert summary["config"]["augment"] == "flip" and summary["global_step"] > 0
+    assert summary["config"]["flip_p"] == 0.25
+    assert "flip_p: 0.25" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--augment", "none", "--flip-p", "0.25"], "--flip-p does nothing with --augment none"),
+        (["--augment", "flip", "--flip-p", "2"], "--flip-p must lie in [0, 1], got 2.0"),
+    ],
+)
+def test_a_plugin_augmentations_option_is_checked_as_a_built_in_ones(args, says, plugin_dir, tmp_path):
+    result = run_py(["--model", "gan", "--data", "squares", *args, "--print-config"], plugin_dir, tmp_path)
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -171,11 +203,19 @@ def clean_registries():
         (lambda: register_metric("Gap", FeatureMetricSpec(len, Direction.LOWER, "x")), "lower case letters"),
         (lambda: register_metric("gap", ModelSpec("pkg.mod:M", dict, "x")), "FeatureMetricSpec"),
         (lambda: register_metric("gap", FeatureMetricSpec(len, "lower", "x")), "Direction.LOWER"),
-        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=())),
-         "needs build"),
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator")), "needs build"),
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=("nope",),
-                                                               build=lambda plan, parts: None)),
-         "nope, which no run option is"),
+                                                               build=lambda options, parts: None)),
+         "PluginOptions dataclass"),
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=SeedOption,
+                                                               build=lambda options, parts: None)),
+         "option seed is a run option"),
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=BetaOption,
+                                                               build=lambda options, parts: None)),
+         "option beta is a model family's option"),
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=OtherP,
+                                                               build=lambda options, parts: None)),
+         "option augment_p is declared elsewhere"),
     ],
 )  # fmt: skip
 def test_a_refused_registration_is_one_line_naming_why(register, says, clean_registries):

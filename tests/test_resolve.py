@@ -9,12 +9,12 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
 
-from lightning_genae.augmentation import AUGMENTATIONS
-from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
+from lightning_genae.augmentation import AUGMENTATIONS, option_defaults
 from lightning_genae.cli import build_parser, main
 from lightning_genae.config import CONFIG_FIELDS, RunConfig
 from lightning_genae.errors import ConfigError
@@ -25,6 +25,13 @@ from lightning_genae.models.options import with_default
 from lightning_genae.models.vae import VAEOptions
 from lightning_genae.resolve import DEFAULT_MAX_STEPS, resolve
 
+AUGMENT_DEFAULTS = option_defaults()
+
+
+def option_of(config: RunConfig, name: str):
+    """A plug-in option's value in a configuration (None: not set)."""
+    return config.plugin_options.get(name)
+
 
 def family_default(options: type, name: str):
     return {spec.name: spec.default for spec in dataclasses.fields(options)}[name]
@@ -32,7 +39,7 @@ def family_default(options: type, name: str):
 
 def test_resolve_returns_a_new_complete_value_and_leaves_its_input_alone():
     given_options = {"beta": 0.5}
-    config = RunConfig(model="vae", data="digits", augment="ae", model_options=given_options)
+    config = RunConfig(model="vae", data="digits", augment="ae", plugin_options=given_options)
     before = copy.deepcopy(config)
     resolved = resolve(config)
     assert config == before and given_options == {"beta": 0.5}
@@ -40,39 +47,49 @@ def test_resolve_returns_a_new_complete_value_and_leaves_its_input_alone():
     # Every default filled in: the step budget, the family's options, the augmentation's options.
     assert resolved.config.max_steps == DEFAULT_MAX_STEPS
     assert resolved.options == VAEOptions(beta=0.5)
-    assert dict(resolved.config.model_options) == VAEOptions(beta=0.5).to_dict()
-    assert resolved.config.augment_p == AUGMENT_DEFAULTS["augment_p"]
-    assert resolved.config.augmenter_steps == AUGMENT_DEFAULTS["augmenter_steps"]
+    family = {
+        key: value for key, value in resolved.config.plugin_options.items() if key in VAEOptions.types()
+    }
+    assert family == VAEOptions(beta=0.5).to_dict()
+    assert option_of(resolved.config, "augment_p") == AUGMENT_DEFAULTS["augment_p"]
+    assert option_of(resolved.config, "augmenter_steps") == AUGMENT_DEFAULTS["augmenter_steps"]
     assert resolved.augment.names == ("ae",) and resolved.augment.p == AUGMENT_DEFAULTS["augment_p"]
     assert resolved.model is MODELS["vae"]
     # Options of an augmentation the run does not use stay unset, so config.yaml shows only what acts.
-    assert resolved.config.diffaug_policy is None and resolved.config.augment_pool is None
+    assert option_of(resolved.config, "diffaug_policy") is None
+    assert option_of(resolved.config, "augment_pool") is None
     # Resolving a resolved configuration changes nothing.
     assert resolve(resolved.config) == resolved
 
 
 def test_resolve_keeps_what_was_given():
-    resolved = resolve(RunConfig(model="gan", max_epochs=2, augment="diffaug", diffaug_policy="color"))
+    resolved = resolve(
+        RunConfig.from_dict(dict(model="gan", max_epochs=2, augment="diffaug", diffaug_policy="color"))
+    )
     assert resolved.config.max_steps is None and resolved.config.max_epochs == 2
-    assert resolved.config.diffaug_policy == "color" and resolved.augment.diffaug_policy == "color"
-    assert resolved.config.augment_p is None, "diffaug reads no --augment-p"
+    assert option_of(resolved.config, "diffaug_policy") == "color"
+    assert resolved.augment.settings["diffaug"].diffaug_policy == "color"
+    assert option_of(resolved.config, "augment_p") is None, "diffaug reads no --augment-p"
     assert resolved.options == GANOptions()
 
 
 def test_diffaug_ratios_reach_the_plan_its_transform_and_config_yaml():
     resolved = resolve(
-        RunConfig(model="gan", augment="diffaug", diffaug_translation=0.25, diffaug_cutout=0.0)
+        RunConfig.from_dict(
+            dict(model="gan", augment="diffaug", diffaug_translation=0.25, diffaug_cutout=0.0)
+        )
     )
-    assert (resolved.config.diffaug_translation, resolved.config.diffaug_cutout) == (0.25, 0.0)
-    transform = AUGMENTATIONS["diffaug"].build(resolved.augment, None)
+    ratios = ("diffaug_translation", "diffaug_cutout")
+    assert tuple(option_of(resolved.config, name) for name in ratios) == (0.25, 0.0)
+    transform = AUGMENTATIONS["diffaug"].build(resolved.augment.settings["diffaug"], None)
     assert (transform.translation, transform.cutout) == (0.25, 0.0)
     defaults = resolve(RunConfig(model="gan", augment="diffaug")).config
-    assert (defaults.diffaug_translation, defaults.diffaug_cutout) == (0.125, 0.5)
+    assert tuple(option_of(defaults, name) for name in ratios) == (0.125, 0.5)
 
 
 def test_a_ratio_of_an_operation_the_policy_leaves_out_is_an_error_and_a_grid_cell_drops_it():
-    config = RunConfig(
-        model="gan", augment="diffaug", diffaug_policy="color, cutout", diffaug_translation=0.25
+    config = RunConfig.from_dict(
+        dict(model="gan", augment="diffaug", diffaug_policy="color, cutout", diffaug_translation=0.25)
     )
     with pytest.raises(
         ConfigError, match="color,cutout leaves out; drop it or add translation to --diffaug-policy"
@@ -80,16 +97,17 @@ def test_a_ratio_of_an_operation_the_policy_leaves_out_is_an_error_and_a_grid_ce
         resolve(config)
     # A grid shares its options among cells; the grid checks that some cell reads each one.
     cell = resolve(config, drop_unused_augment_options=True)
-    assert cell.config.diffaug_translation is None and cell.config.diffaug_cutout == 0.5
+    assert option_of(cell.config, "diffaug_translation") is None
+    assert option_of(cell.config, "diffaug_cutout") == 0.5
 
 
 BAD_CONFIGS = {
     "unknown model": (dict(model="nope"), ["--model 'nope' is unknown", "choose from ae"]),
     "unknown dataset": (dict(data="nope"), ["--data 'nope' is unknown", "choose from digits"]),
     "unknown augmentation": (dict(augment="nope"), ["--augment 'nope'", "choose from none"]),
-    "unknown model option": (dict(model_options={"depth": 3}), ["unknown option depth", "--help"]),
+    "unknown model option": (dict(depth=3), ["unknown option depth", "--help"]),
     "option of another family": (
-        dict(model="gan", model_options={"denoise": 0.1}),
+        dict(model="gan", denoise=0.1),
         ["--denoise", "--model gan", "drop it"],
     ),
     "augmentation option with no augmentation": (
@@ -119,7 +137,7 @@ BAD_CONFIGS = {
 def test_bad_configuration_is_one_line_naming_the_fix(name):
     values, expected = BAD_CONFIGS[name]
     with pytest.raises(ConfigError) as error:
-        resolve(RunConfig(**values))
+        resolve(RunConfig.from_dict(values))
     message = str(error.value)
     assert len(message.splitlines()) == 1, message
     for text in expected:
@@ -127,24 +145,31 @@ def test_bad_configuration_is_one_line_naming_the_fix(name):
 
 
 def test_drop_unused_augment_options_leaves_them_out_instead_of_refusing():
-    config = RunConfig(model="gan", augment="diffaug", augment_p=0.3, augment_noise=0.1)
+    values = dict(model="gan", augment="diffaug", augment_p=0.3, augment_noise=0.1)
+    config = RunConfig.from_dict(values)
     with pytest.raises(ConfigError):
         resolve(config)
     resolved = resolve(config, drop_unused_augment_options=True)
-    assert resolved.config.augment_p is None and resolved.config.augment_noise is None
-    assert resolved.config.diffaug_policy == AUGMENT_DEFAULTS["diffaug_policy"]
+    assert (
+        option_of(resolved.config, "augment_p") is None
+        and option_of(resolved.config, "augment_noise") is None
+    )
+    assert option_of(resolved.config, "diffaug_policy") == AUGMENT_DEFAULTS["diffaug_policy"]
     # Dropping only covers options no chosen augmentation reads: a bad value of a used one still fails.
     with pytest.raises(ConfigError):
-        resolve(dataclasses.replace(config, augment="ae", augment_p=2.0), drop_unused_augment_options=True)
+        resolve(
+            RunConfig.from_dict({**values, "augment": "ae", "augment_p": 2.0}),
+            drop_unused_augment_options=True,
+        )
 
 
 NON_FINITE = {
-    "--lr nan": dict(model="gan", model_options={"lr": math.nan}),
-    "--lr inf": dict(model="ae", model_options={"lr": math.inf}),
-    "--ema nan": dict(model="gan", model_options={"ema": math.nan}),
-    "--beta nan": dict(model="vae", model_options={"beta": math.nan}),
-    "--beta inf": dict(model="vae", model_options={"beta": math.inf}),
-    "--denoise nan": dict(model="ae", model_options={"denoise": math.nan}),
+    "--lr nan": dict(model="gan", lr=math.nan),
+    "--lr inf": dict(model="ae", lr=math.inf),
+    "--ema nan": dict(model="gan", ema=math.nan),
+    "--beta nan": dict(model="vae", beta=math.nan),
+    "--beta inf": dict(model="vae", beta=math.inf),
+    "--denoise nan": dict(model="ae", denoise=math.nan),
     "--augment-noise nan": dict(augment="ae", augment_noise=math.nan),
     "--augment-noise inf": dict(augment="ae", augment_noise=math.inf),
     "--augment-p nan": dict(augment="ae", augment_p=math.nan),
@@ -155,7 +180,7 @@ NON_FINITE = {
 @pytest.mark.parametrize("name", list(NON_FINITE))
 def test_a_float_option_must_be_finite(name):
     with pytest.raises(ConfigError) as error:
-        resolve(RunConfig(**NON_FINITE[name]))
+        resolve(RunConfig.from_dict(NON_FINITE[name]))
     message = str(error.value)
     assert len(message.splitlines()) == 1 and name.split()[0] in message and "finite" in message, message
 
@@ -199,6 +224,17 @@ def test_print_config_round_trips_through_config(tmp_path, capsys):
     assert main(["--config", str(path), "--print-config"]) == 0
     assert capsys.readouterr().out == printed
     assert resolve(RunConfig.from_dict(values)).config == RunConfig.from_dict(values)
+
+
+def test_a_config_yaml_with_its_keys_in_another_order_resolves_to_the_same_values(capsys):
+    # Written with the augmentation options among the data and hardware options; config.yaml now lists
+    # them with the other plug-ins' options. Key order is not part of the format: the same run comes back.
+    path = Path(__file__).parent / "cases" / "config-ae-diffaug.yaml"
+    written = yaml.safe_load(path.read_text())
+    assert written["augment_p"] == 0.3 and written["diffaug_policy"] == "color,cutout"
+    assert main(["--config", str(path), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert {key: value for key, value in printed.items() if key != "data_dir"} == written
 
 
 def help_of_each_flag() -> dict[str, str]:

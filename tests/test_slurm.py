@@ -506,8 +506,8 @@ from lightning_genae.augmentation.latent import load_augmenter
 from lightning_genae.config import RunConfig
 from lightning_genae.resolve import resolve
 
-resolved = resolve(RunConfig(model="gan", data="digits", augment="ae", augmenter_steps=30,
-                             augmenter_width=8, augmenter_latent_dim=8))
+resolved = resolve(RunConfig.from_dict(dict(model="gan", data="digits", augment="ae", augmenter_steps=30,
+                                           augmenter_width=8, augmenter_latent_dim=8)))
 datamodule = resolved.build_datamodule()
 cache = Path(sys.argv[1])
 module, record = load_augmenter(resolved.augment, datamodule, 0, cache_dir=cache, accelerator="cpu")

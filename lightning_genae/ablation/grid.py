@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from lightning_genae.augmentation import DEFAULTS as AUGMENT_DEFAULTS
+from lightning_genae.augmentation import given_options
 from lightning_genae.cache import write_atomically
 from lightning_genae.config import RunConfig, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree, describe_error
@@ -173,9 +173,7 @@ def plan_grid(
 
     runs = {cell: resolve_cell(shared, root, cell) for cell in cells}
     used_somewhere = set().union(*(resolved.augment.options for resolved in runs.values()))
-    stray = [
-        key for key in AUGMENT_DEFAULTS if getattr(shared, key) is not None and key not in used_somewhere
-    ]
+    stray = [key for key in given_options(shared) if key not in used_somewhere]
     if stray:
         flags = ", ".join(flag(key) for key in stray)
         raise ConfigError(
@@ -199,7 +197,7 @@ def resolve_cell(shared: RunConfig, root: Path, cell: GridCell) -> ResolvedRun:
         seed=cell.seed,
         output=str(folder / cell.name),
         wandb_group=f"{group}-tuning" if cell.tuning else group,
-        **dict(cell.options),
+        plugin_options={**shared.plugin_options, **dict(cell.options)},
         **({"test_split": False} if cell.tuning else {}),
     )
     # Each cell keeps the augmentation options its augmentation reads; the grid checks the rest.

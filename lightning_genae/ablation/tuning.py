@@ -1,15 +1,15 @@
 """Tuning a grid's arms on the validation split before their final runs: candidates, choice, tuning.json.
 
-A grid in which a tunable option (`TUNABLE_OPTIONS`) lists several candidates (`--augment-p 0.1,0.25`,
-`--diffaug-policy "color,translation,cutout|translation,cutout"`) and which names `--tune-seeds` runs in
-two stages. Stage 1 runs, per arm (an augment at a train size), every combination of the candidates of
-the tunable options that arm reads, once per tune seed, in `ROOT/tuning/`; these runs evaluate on the
-validation split only (`--no-test-split`). The candidate with the best mean validation headline of the
-final weights (`val/fd_<backbone>`) is the arm's choice. Stage 2 runs each arm's choice with the grid's
-seeds as its ordinary cells, the only runs evaluated on the test split. An arm with one candidate (it reads
-no tunable option, or was given no list for those it reads) has nothing to choose and runs no tuning cell.
-`ROOT/tuning.json` records every arm's candidates, their validation numbers per tune seed and the choice;
-the report's "Tuning (validation split)" section is made from it.
+A grid in which a tunable option (one an augmentation's options declare `tunable`) lists several candidates
+(`--augment-p 0.1,0.25`, `--diffaug-policy "color,translation,cutout|translation,cutout"`) and which names
+`--tune-seeds` runs in two stages. Stage 1 runs, per arm (an augment at a train size), every combination of
+the candidates of the tunable options that arm reads, once per tune seed, in `ROOT/tuning/`; these runs
+evaluate on the validation split only (`--no-test-split`). The candidate with the best mean validation
+headline of the final weights (`val/fd_<backbone>`) is the arm's choice. Stage 2 runs each arm's choice with
+the grid's seeds as its ordinary cells, the only runs evaluated on the test split. An arm with one candidate
+(it reads no tunable option, or was given no list for those it reads) has nothing to choose and runs no tuning
+cell. `ROOT/tuning.json` records every arm's candidates, their validation numbers per tune seed and the
+choice; the report's "Tuning (validation split)" section is made from it.
 """
 
 from __future__ import annotations
@@ -34,15 +34,16 @@ from lightning_genae.ablation.grid import (
     train_size_label,
     write_file_atomically,
 )
-from lightning_genae.config import CONFIG_TYPES, RunConfig, coerce, flag, resume_conflicts, type_name
+from lightning_genae.augmentation import augmentation_options, tunable_options
+from lightning_genae.config import RunConfig, coerce, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree
 from lightning_genae.metrics.names import Direction, try_parse
+from lightning_genae.plugin_options import type_name
 from lightning_genae.resolve import ResolvedRun
 from lightning_genae.run_folder import started_run_files
 from lightning_genae.run_lock import live_lock_owner
 
 __all__ = [
-    "TUNABLE_OPTIONS",
     "TUNING_FILE",
     "ArmChoice",
     "TuningArm",
@@ -57,17 +58,6 @@ __all__ = [
     "write_tuning_record",
 ]
 
-# The options a grid may tune: each may take several candidates. Adding an option here is all it takes
-# (its candidates are parsed by its type, and only the arms whose augmentation reads it tune it).
-TUNABLE_OPTIONS = (
-    "augment_p",
-    "augment_noise",
-    "augment_interp",
-    "diffaug_policy",
-    "diffaug_translation",
-    "diffaug_cutout",
-    "ada_target",
-)
 TUNING_FILE = "tuning.json"
 
 
@@ -77,7 +67,11 @@ def candidate_separators(option: str) -> str:
     A text option's own value may be a comma list (`--diffaug-policy color,translation`), so only `|` can
     separate its candidates.
     """
-    return "|," if type_name(CONFIG_TYPES[option]) in ("int", "float") else "|"
+    return "|," if type_name(_type_of(option)) in ("int", "float") else "|"
+
+
+def _type_of(option: str) -> Any:
+    return augmentation_options()[option][0]
 
 
 def candidate_texts(option: str, text: str) -> list[str]:
@@ -93,7 +87,7 @@ def _candidates_of(option: str, value: Any) -> list[Any]:
         items = candidate_texts(option, value)
     else:
         items = [value]
-    return [coerce(option, CONFIG_TYPES[option], item) for item in items]
+    return [coerce(option, _type_of(option), item) for item in items]
 
 
 def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -104,7 +98,7 @@ def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
     """
     rest = dict(values)
     lists: dict[str, list[Any]] = {}
-    for option in TUNABLE_OPTIONS:
+    for option in tunable_options():
         if values.get(option) is None:
             continue
         candidates = _candidates_of(option, values[option])
@@ -211,7 +205,7 @@ def plan_tuning(
         if any((arm.augment, arm.train_size) == (cell.augment, cell.train_size) for arm in arms):
             continue
         combos = _arm_candidates(shared, grid.root, cell, grid.runs[cell].augment.options, candidates)
-        reads = tuple(option for option in TUNABLE_OPTIONS if any(option in dict(c) for c in combos))
+        reads = tuple(option for option in tunable_options() if any(option in dict(c) for c in combos))
         arms.append(TuningArm(cell.augment, cell.train_size, reads, combos))
     read_somewhere = {option for arm in arms for option in arm.reads}
     stray = [option for option in candidates if option not in read_somewhere]
@@ -240,13 +234,14 @@ def _arm_candidates(
     resolved: what an arm reads may depend on another option's value (an option read only in some mode),
     and combinations that differ only in options the arm ignores are one candidate.
     """
-    considered = [option for option in TUNABLE_OPTIONS if option in used or option in candidates]
+    tunable = tunable_options()
+    considered = [option for option in tunable if option in used or option in candidates]
     listed = [candidates.get(option, [used.get(option)]) for option in considered]
     found: dict[Candidate, None] = {}
     for combo in itertools.product(*listed):
         given = tuple((option, value) for option, value in zip(considered, combo, strict=True))
         read = resolve_cell(shared, root, replace(cell, options=given)).augment.options
-        found.setdefault(tuple((option, read[option]) for option in TUNABLE_OPTIONS if option in read))
+        found.setdefault(tuple((option, read[option]) for option in tunable if option in read))
     return tuple(found)
 
 

@@ -3,71 +3,34 @@
 Names combine with '+': `ae+diffaug` trains the GAN on AE-augmented data and shows its discriminator
 DiffAugment-ed inputs. Data-side augmentations (`ae`, `vae`, `vaegan`) change what the DataModule yields
 and work with every model; discriminator-side ones (`diffaug`, `ae-d`, `ada`) need a model that is an
-`ImageDiscriminator`. Each name is one `AugmentationSpec` in `AUGMENTATIONS`.
-
-Over 400 lines for one job: the registry and the plan of a run's augmentations, with every check
-of how they combine and which options each reads.
-"""
+`ImageDiscriminator`. Each name is one `AugmentationSpec` in `AUGMENTATIONS`, whose `options` class
+(declared beside the augmentation's code) gives its flags, defaults, help and checks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from lightning_genae.augmentation.ada import AdaPipeline, check_ops_fit, default_ada_ops, parse_ada_ops
-from lightning_genae.augmentation.diffaug import CUTOUT_RATIO, RATIO_LIMITS, TRANSLATION_RATIO, parse_policy
+from lightning_genae.augmentation.ada import (
+    AdaOptions,
+    AdaPipeline,
+    check_ops_fit,
+    default_ada_ops,
+    parse_ada_ops,
+)
+from lightning_genae.augmentation.diffaug import DiffAugmentOptions
 from lightning_genae.augmentation.discriminator import AdaptivePipeline, AugmenterOnInputs, DiffAugment
-from lightning_genae.config import AUTO, flag
+from lightning_genae.augmentation.options import AugmenterOnInputsOptions, DataSideOptions
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree
 from lightning_genae.models import MODELS
+from lightning_genae.plugin_options import AUTO, PluginOptions, flag, option_specs
 
 if TYPE_CHECKING:
     from lightning_genae.augmentation.adaptive import AdaptiveStrength
     from lightning_genae.config import RunConfig
     from lightning_genae.models.base import DiscriminatorAugmentation
-
-# Defaults of the augmentation options (RunConfig keeps None so that a stray option can be detected).
-DEFAULTS: dict[str, Any] = {
-    "augment_p": 0.25,
-    "augment_mode": "online",
-    "augment_pool": None,  # the training split's size
-    "augment_anneal": False,
-    "augment_noise": 0.5,
-    "augment_interp": 0.5,
-    "augment_ckpt": None,
-    "augmenter_steps": 1000,
-    "augmenter_width": 64,
-    "augmenter_latent_dim": 32,
-    "diffaug_policy": "color,translation,cutout",
-    # ADA's controller (augmentation/adaptive.py), for `ada` and `--augment-p auto`. ADA's target and
-    # interval; its kimg is 500 for runs of millions of images, in which p would barely move in our runs of
-    # ~100k (1,500 iterations of 64): 100 lets p go from 0 to 1 within such a run.
-    "ada_target": 0.6,
-    "ada_interval": 4,
-    "ada_kimg": 100.0,
-    "ada_ops": None,  # the data's default: default_ada_ops(channels) in augmentation/ada.py
-    "diffaug_translation": TRANSLATION_RATIO,
-    "diffaug_cutout": CUTOUT_RATIO,
-}
-# What every augmentation that runs the augmenter autoencoder reads.
-AUGMENTER_OPTIONS = (
-    "augment_noise",
-    "augment_interp",
-    "augment_ckpt",
-    "augmenter_steps",
-    "augmenter_width",
-    "augmenter_latent_dim",
-)
-# Data-side options that only one --augment-mode reads: an offline pool has a size, online mixing has a
-# probability and an annealing schedule.
-MODE_OF_OPTION = {"augment_pool": "offline", "augment_p": "online", "augment_anneal": "online"}
-# What ADA's controller reads: `ada`, and `--augment-p auto` of ae/vae/ae-d.
-CONTROLLER_OPTIONS = ("ada_target", "ada_interval", "ada_kimg")
-DATA_SIDE_OPTIONS = ("augment_mode", "augment_pool", "augment_p", "augment_anneal", *AUGMENTER_OPTIONS)
-# The DiffAugment option that sizes each operation of its policy; one whose operation the policy leaves out
-# is read by nothing.
-DIFFAUG_RATIO_OPTIONS = {"translation": "diffaug_translation", "cutout": "diffaug_cutout"}
 
 Side = Literal["data", "discriminator"]
 
@@ -83,8 +46,8 @@ class BuildParts:
     channels: int
 
 
-def _build_ada(plan: AugmentPlan, parts: BuildParts) -> DiscriminatorAugmentation:
-    ops = parse_ada_ops(plan.ada_ops) if plan.ada_ops else default_ada_ops(parts.channels)
+def _build_ada(options: AdaOptions, parts: BuildParts) -> DiscriminatorAugmentation:
+    ops = parse_ada_ops(options.ada_ops) if options.ada_ops else default_ada_ops(parts.channels)
     check_ops_fit(ops, parts.channels)
     assert parts.strength is not None
     return AdaptivePipeline(AdaPipeline(ops), parts.strength)
@@ -92,27 +55,22 @@ def _build_ada(plan: AugmentPlan, parts: BuildParts) -> DiscriminatorAugmentatio
 
 @dataclass(frozen=True)
 class AugmentationSpec:
-    """One `--augment` name: where it acts, the options it reads, and how it is built.
+    """One `--augment` name: where it acts, its options, and how it is built.
 
     Data-side augmentations change what the DataModule yields (augmentation/datamodule.py wraps the data
     with the augmenter) and work with every model; discriminator-side ones transform every input of an
-    `ImageDiscriminator` model, real and generated, built by `build(plan, augmenter)`.
+    `ImageDiscriminator` model, real and generated, built by `build(options, parts)` from the run's
+    values of `options` (a `PluginOptions` dataclass: its fields are the augmentation's flags).
     """
 
     description: str
     side: Side
-    options: tuple[str, ...]
+    options: type[PluginOptions] = PluginOptions
     # The autoencoder family it runs as its augmenter (trained on the training split, or --augment-ckpt).
     augmenter: str | None = None
     # The family it runs on series instead; None: the augmentation works on images only.
     sequence_augmenter: str | None = None
-    build: Callable[[AugmentPlan, BuildParts], DiscriminatorAugmentation] | None = None
-
-    def options_read(self, mode: str | None) -> set[str]:
-        if self.side != "data":
-            return set(self.options)
-        mode = mode or DEFAULTS["augment_mode"]
-        return {option for option in self.options if MODE_OF_OPTION.get(option, mode) == mode}
+    build: Callable[[Any, BuildParts], DiscriminatorAugmentation] | None = None
 
 
 NONE_DESCRIPTION = "train on the data as it is"
@@ -121,43 +79,43 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
     "ae": AugmentationSpec(
         "an autoencoder trained on the training split encodes, perturbs and decodes part of each batch",
         side="data",
-        options=DATA_SIDE_OPTIONS,
+        options=DataSideOptions,
         augmenter="ae",
         sequence_augmenter="rae",
     ),
     "vae": AugmentationSpec(
         "as ae, with a VAE as the augmenter (perturbs its posterior means)",
         side="data",
-        options=DATA_SIDE_OPTIONS,
+        options=DataSideOptions,
         augmenter="vae",
     ),
     "vaegan": AugmentationSpec(
         "as ae, with a VAE-GAN as the augmenter (perturbs its posterior means)",
         side="data",
-        options=DATA_SIDE_OPTIONS,
+        options=DataSideOptions,
         augmenter="vaegan",
     ),
     "aae": AugmentationSpec(
         "as ae, with an adversarial autoencoder as the augmenter (its codes are matched to N(0, I))",
         side="data",
-        options=DATA_SIDE_OPTIONS,
+        options=DataSideOptions,
         augmenter="aae",
     ),
     "ae-d": AugmentationSpec(
         "the frozen augmenter's encode-perturb-decode on discriminator inputs, real and fake",
         side="discriminator",
-        options=("augment_p", *AUGMENTER_OPTIONS),
+        options=AugmenterOnInputsOptions,
         augmenter="ae",
-        build=lambda plan, parts: AugmenterOnInputs(
-            parts.augmenter, p=parts.strength if plan.p == AUTO else plan.p
+        build=lambda options, parts: AugmenterOnInputs(
+            parts.augmenter, p=parts.strength if options.augment_p == AUTO else options.augment_p
         ),
     ),
     "diffaug": AugmentationSpec(
         "DiffAugment (color, translation, cutout) on every discriminator input, real and fake",
         side="discriminator",
-        options=("diffaug_policy", *DIFFAUG_RATIO_OPTIONS.values()),
-        build=lambda plan, parts: DiffAugment(
-            plan.diffaug_policy, translation=plan.diffaug_translation, cutout=plan.diffaug_cutout
+        options=DiffAugmentOptions,
+        build=lambda options, parts: DiffAugment(
+            options.diffaug_policy, translation=options.diffaug_translation, cutout=options.diffaug_cutout
         ),
     ),
     # Last among the discriminator-side ones: the augmenter (ae-d) must see images like those it was
@@ -167,7 +125,7 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
         "ADA (Karras et al. 2020): its pipeline on every discriminator input, real and fake, with a "
         "probability p that a controller steers so that E[sign(D(real))] stays at --ada-target",
         side="discriminator",
-        options=("ada_ops", *CONTROLLER_OPTIONS),
+        options=AdaOptions,
         build=_build_ada,
     ),
 }
@@ -233,31 +191,61 @@ def is_online(names: Collection[str], mode: str | None) -> bool:
     return is_data_side(names) and mode != "offline"
 
 
+def option_classes() -> dict[str, type[PluginOptions]]:
+    """Each registered augmentation's options class, by augmentation name."""
+    return {name: spec.options for name, spec in AUGMENTATIONS.items()}
+
+
+def augmentation_options() -> dict[str, tuple[Any, dataclasses.Field]]:
+    """Every option some registered augmentation declares, by name: (type, field). One shared by several
+    augmentations (`--augment-p`: ae, vae, ae-d) is one option."""
+    return option_specs(option_classes())
+
+
+def option_defaults() -> dict[str, Any]:
+    """Every augmentation option's default (None: its owner decides, e.g. the pool is the split's size)."""
+    return {name: spec.default for name, (_, spec) in augmentation_options().items()}
+
+
+def tunable_options() -> tuple[str, ...]:
+    """The augmentation options a grid may tune (declared with `tunable=True`)."""
+    return tuple(name for name, (_, spec) in augmentation_options().items() if spec.metadata.get("tunable"))
+
+
+def _value(name: str) -> Any:
+    return property(lambda plan: plan.values[name], doc=f"The value of {flag(name)} in force.")
+
+
 @dataclass(frozen=True)
 class AugmentPlan:
     """What `--augment` and its options ask for, validated and with defaults filled in."""
 
     names: tuple[str, ...]
-    p: float | str  # a number, or AUTO: ADA's controller sets it
-    mode: str
-    pool: int | None
-    anneal: bool
-    noise: float
-    interp: float
-    checkpoint: str | None
     augmenter_family: str  # the family the augmenter is (or would be) built as
-    augmenter_steps: int
-    augmenter_width: int
-    augmenter_latent_dim: int
-    diffaug_policy: str
-    ada_target: float
-    ada_interval: int
-    ada_kimg: float
-    ada_ops: str | None
-    diffaug_translation: float
-    diffaug_cutout: float
+    # Each chosen augmentation's options, as its `build` and the data side read them.
+    settings: Mapping[str, PluginOptions] = field(default_factory=dict)
+    # Every registered augmentation option: the value read by the chosen augmentations, else its default.
+    values: Mapping[str, Any] = field(default_factory=option_defaults)
     # The augmentation options this plan reads, with their values: what config.yaml records.
-    options: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    p = _value("augment_p")  # a number, or AUTO: ADA's controller sets it
+    mode = _value("augment_mode")
+    pool = _value("augment_pool")
+    anneal = _value("augment_anneal")
+    noise = _value("augment_noise")
+    interp = _value("augment_interp")
+    checkpoint = _value("augment_ckpt")
+    augmenter_steps = _value("augmenter_steps")
+    augmenter_width = _value("augmenter_width")
+    augmenter_latent_dim = _value("augmenter_latent_dim")
+    ada_target = _value("ada_target")
+    ada_interval = _value("ada_interval")
+    ada_kimg = _value("ada_kimg")
+
+    def with_values(self, **changes: Any) -> AugmentPlan:
+        """The same plan with some option values replaced (a set-up check's one-step augmenter)."""
+        return dataclasses.replace(self, values={**self.values, **changes})
 
     @property
     def data_side(self) -> bool:
@@ -282,32 +270,11 @@ class AugmentPlan:
 
     def config_values(self) -> dict[str, Any]:
         """Every augmentation option: the value used, or None for one no chosen augmentation reads."""
-        return {key: self.options.get(key) for key in DEFAULTS}
+        return {key: self.options.get(key) for key in self.values}
 
 
-def options_used_by(names: Collection[str], mode: str | None) -> set[str]:
-    """The augmentation options that the augmentations `names` (in `--augment-mode mode`) read."""
-    used: set[str] = set()
-    for name in names:
-        if name in AUGMENTATIONS:
-            used |= AUGMENTATIONS[name].options_read(mode)
-    return used
-
-
-def _given(config: RunConfig, option: str) -> bool:
-    """Whether the user set `option`: RunConfig keeps None for an augmentation option left to its default."""
-    return getattr(config, option) is not None
-
-
-def _check_adaptive(config: RunConfig, plan_names: tuple[str, ...], used: set[str]) -> bool:
-    """ADA's controller (`ada`, `--augment-p auto`) needs online replacement and real/fake logits; returns
-    whether `--augment-p auto` is in force, which reads the controller's options and rules out annealing."""
-    auto_p = config.augment_p == AUTO and "augment_p" in used
-    if config.augment_p == AUTO and config.augment_mode == "offline" and is_data_side(plan_names):
-        raise ConfigError(
-            "--augment-p auto steers the online replacement, and an offline pool is fixed; drop "
-            "--augment-mode offline or give --augment-p a number"
-        )
+def _check_adaptive(config: RunConfig, plan_names: tuple[str, ...], auto_p: bool) -> None:
+    """ADA's controller (`ada`, `--augment-p auto`) steers p by the real/fake logits of a discriminator."""
     adaptive = [name for name in plan_names if name == "ada"] + (["--augment-p auto"] if auto_p else [])
     if adaptive and not MODELS[config.model].real_logits:
         with_logits = [name for name, spec in MODELS.items() if spec.real_logits]
@@ -316,12 +283,6 @@ def _check_adaptive(config: RunConfig, plan_names: tuple[str, ...], used: set[st
             f"discriminator's real/fake logits, and --model {config.model} has none; "
             f"use --model {' or '.join(with_logits)}"
         )
-    if auto_p and config.augment_anneal:
-        raise ConfigError(
-            "--augment-anneal takes a fixed --augment-p to zero; with --augment-p auto the controller "
-            "sets p: drop one of them"
-        )
-    return auto_p
 
 
 def _check_discriminator_side(
@@ -340,32 +301,45 @@ def _check_discriminator_side(
         )
 
 
-def _unread_diffaug_ratios(config: RunConfig, policy: tuple[str, ...], drop_unused: bool) -> set[str]:
-    """The ratio options whose operation the DiffAugment policy leaves out: read by nothing, so one given
-    is an error unless `drop_unused`."""
-    unread: set[str] = set()
-    for operation, option in DIFFAUG_RATIO_OPTIONS.items():
-        if operation in policy:
-            continue
-        unread.add(option)
-        if _given(config, option) and not drop_unused:
-            raise ConfigError(
-                f"{flag(option)} sizes DiffAugment's {operation}, which --diffaug-policy "
-                f"{','.join(policy)} leaves out; drop it or add {operation} to --diffaug-policy"
-            )
-    return unread
+def given_options(config: RunConfig) -> dict[str, Any]:
+    """The augmentation options the user set (None in a configuration means "left to its default")."""
+    declared = augmentation_options()
+    return {
+        name: value for name, value in config.plugin_options.items() if name in declared and value is not None
+    }
 
 
-def _check_stray_options(config: RunConfig, used: set[str], drop_unused: bool) -> None:
-    """Every augmentation option given must be read by the chosen augmentations (unless `drop_unused`)."""
-    if _given(config, "augment_pool") and "augment_mode" in used and "augment_pool" not in used:
-        raise ConfigError("--augment-pool sizes the offline pool; add --augment-mode offline or drop it")
-    stray = [option for option in DEFAULTS if _given(config, option) and option not in used]
-    if stray and not drop_unused:
+def _settings(plan_names: tuple[str, ...], given: Mapping[str, Any]) -> dict[str, PluginOptions]:
+    """Each chosen augmentation's options from the given values it declares; its checks run here."""
+    settings = {}
+    for name in plan_names:
+        options = AUGMENTATIONS[name].options
+        own = options.types()
+        settings[name] = options.parse({key: value for key, value in given.items() if key in own})
+    return settings
+
+
+def _options_read(settings: Mapping[str, PluginOptions]) -> tuple[set[str], dict[str, str]]:
+    """(the options some chosen augmentation reads, why each other declared one is unread)."""
+    read: set[str] = set()
+    reasons: dict[str, str] = {}
+    for options in settings.values():
+        unread = options.unread()
+        read |= set(options.types()) - set(unread)
+        for name, reason in unread.items():
+            reasons.setdefault(name, reason)
+    return read, {name: reason for name, reason in reasons.items() if name not in read}
+
+
+def _check_stray_options(config: RunConfig, stray: list[str], reasons: Mapping[str, str]) -> None:
+    """Refuse options the chosen augmentations would ignore: the first with its own reason, else all."""
+    explained = [name for name in stray if name in reasons]
+    if explained:
+        raise ConfigError(f"{flag(explained[0])} {reasons[explained[0]]}")
+    if stray:
         flags = ", ".join(flag(option) for option in stray)
         raise ConfigError(
-            f"{flags} {agree(stray, 'does', 'do')} nothing with --augment {config.augment}"
-            f"{' --augment-mode offline' if config.augment_mode == 'offline' else ''}; drop "
+            f"{flags} {agree(stray, 'does', 'do')} nothing with --augment {config.augment}; drop "
             + agree(
                 stray,
                 "it, or use the augmentation it belongs to",
@@ -373,29 +347,6 @@ def _check_stray_options(config: RunConfig, used: set[str], drop_unused: bool) -
             )
             + " (see --help)"
         )
-
-
-def _checked_values(config: RunConfig, plan_names: tuple[str, ...]) -> dict[str, Any]:
-    """Every augmentation option's value (given, or its default), range-checked; ADA's ops normalised."""
-    values = {
-        key: (getattr(config, key) if _given(config, key) else default) for key, default in DEFAULTS.items()
-    }
-    for option in ("augment_p", "augment_interp", "ada_target"):
-        if values[option] != AUTO and not 0.0 <= values[option] <= 1.0:
-            raise ConfigError(f"{flag(option)} {values[option]} must lie in [0, 1]")
-    if values["augment_noise"] < 0:
-        raise ConfigError(f"--augment-noise {values['augment_noise']} must not be negative")
-    if values["ada_kimg"] <= 0:
-        raise ConfigError(f"--ada-kimg {values['ada_kimg']} must be positive (thousands of images)")
-    if "ada" in plan_names and values["ada_ops"] is not None:
-        values["ada_ops"] = ",".join(parse_ada_ops(values["ada_ops"]))
-    for operation, option in DIFFAUG_RATIO_OPTIONS.items():
-        if not 0.0 <= values[option] <= RATIO_LIMITS[operation]:
-            raise ConfigError(
-                f"{flag(option)} {values[option]} must lie in [0, {RATIO_LIMITS[operation]:g}] "
-                f"(a fraction of the image size; 0 turns {operation} off)"
-            )
-    return values
 
 
 def resolve_augment_plan(
@@ -411,37 +362,21 @@ def resolve_augment_plan(
     """
     names = parse_augment(config.augment)
     plan_names = tuple(name for name in names if name != "none")
-    used = options_used_by(plan_names, config.augment_mode)
-    if _check_adaptive(config, plan_names, used):
-        used |= set(CONTROLLER_OPTIONS)
+    given = given_options(config)
+    settings = _settings(plan_names, given)
+    read, reasons = _options_read(settings)
+    _check_adaptive(config, plan_names, auto_p="augment_p" in read and given.get("augment_p") == AUTO)
     _check_discriminator_side(config, plan_names, image_discriminator)
-    if "diffaug" in plan_names:
-        policy = parse_policy(config.diffaug_policy or DEFAULTS["diffaug_policy"])
-        used -= _unread_diffaug_ratios(config, policy, drop_unused)
-    _check_stray_options(config, used, drop_unused)
-    values = _checked_values(config, plan_names)
-    if "diffaug" in plan_names:
-        values["diffaug_policy"] = ",".join(policy)
+    if not drop_unused:
+        _check_stray_options(config, [name for name in given if name not in read], reasons)
+    chosen = {key: value for options in settings.values() for key, value in options.to_dict().items()}
+    used = {key: value for key, value in chosen.items() if key in read}
+    defaults = option_defaults()
     return AugmentPlan(
         names=plan_names,
-        p=values["augment_p"],
-        mode=values["augment_mode"],
-        pool=values["augment_pool"],
-        anneal=bool(values["augment_anneal"]),
-        noise=values["augment_noise"],
-        interp=values["augment_interp"],
-        checkpoint=values["augment_ckpt"],
         augmenter_family=augmenter_family(plan_names, data_kind) or ("ae" if data_kind == "image" else "rae"),
-        augmenter_steps=values["augmenter_steps"],
-        augmenter_width=values["augmenter_width"],
-        augmenter_latent_dim=values["augmenter_latent_dim"],
-        diffaug_policy=values["diffaug_policy"],
-        ada_target=values["ada_target"],
-        ada_interval=values["ada_interval"],
-        ada_kimg=values["ada_kimg"],
-        ada_ops=values["ada_ops"],
-        diffaug_translation=values["diffaug_translation"],
-        diffaug_cutout=values["diffaug_cutout"],
+        settings=settings,
+        values={**defaults, **used},
         # Only what an augmentation uses goes into config.yaml; the rest stays None (= not set).
-        options={key: values[key] for key in DEFAULTS if key in used},
+        options={key: used[key] for key in defaults if key in used},
     )

@@ -20,14 +20,17 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_genae.augmentation.adaptive import ControllerOptions
 from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
 from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.errors import ConfigError, agree
+from lightning_genae.plugin_options import option
 
 # In the order the pipeline applies them (ADA's order: blits, general geometry, colour); a pipeline always
 # uses this order whatever the order of its names, since geometric operations do not commute.
@@ -93,6 +96,22 @@ def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
 def parse_ada_ops(text: str) -> tuple[str, ...]:
     """Operation names of a `--ada-ops` value, in the order given (ConfigError if unusable)."""
     return parse_operation_names(text, ADA_OPERATIONS, "--ada-ops")
+
+
+@dataclass(frozen=True)
+class AdaOptions(ControllerOptions):
+    """`--augment ada`: its pipeline's operations and the controller that sets their probability."""
+
+    ada_ops: str | None = option(
+        None,
+        "ada: comma list of pipeline operations (default: the class-preserving geometric ones with "
+        "brightness and contrast on one channel, ADA's bgc on RGB)",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ada_ops is not None:
+            object.__setattr__(self, "ada_ops", ",".join(parse_ada_ops(self.ada_ops)))
 
 
 def check_ops_fit(ops: Sequence[str], channels: int) -> None:

@@ -19,11 +19,39 @@ blocking, and taken at the next update, by when the copy has long finished.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from lightning_genae.plugin_options import PluginOptions, option
+
+
+@dataclass(frozen=True)
+class ControllerOptions(PluginOptions):
+    """The controller's settings, read by `ada` and by `--augment-p auto`. ADA's target and interval; its
+    kimg is 500 for runs of millions of images, in which p would barely move in our runs of ~100k (1,500
+    iterations of 64): 100 lets p go from 0 to 1 within such a run."""
+
+    ada_target: float = option(
+        0.6,
+        "ada and --augment-p auto: the r_t = E[sign(D(real))] that p is steered to (raise it: less "
+        "augmentation)",
+        at_least=0,
+        at_most=1,
+        tunable=True,
+    )
+    ada_interval: int = option(
+        4, "ada and --augment-p auto: discriminator steps between updates of p", at_least=1
+    )
+    ada_kimg: float = option(
+        100.0,
+        "ada and --augment-p auto: thousands of real images for p to move from 0 to 1 (ADA: 500, for "
+        "runs of millions of images; the default suits runs of ~100k images)",
+        above=0,
+    )
 
 
 class AdaptiveStrength:

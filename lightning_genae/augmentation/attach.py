@@ -6,7 +6,7 @@ Runs before the model is built, which is then given the discriminator-side augme
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -67,7 +67,7 @@ def attach_augmentation(
     if plan.needs_augmenter:
         if fast_dev_run:
             # A set-up check: a one-step augmenter (cached under its own key) exercises the same path.
-            plan = replace(plan, augmenter_steps=1)
+            plan = plan.with_values(augmenter_steps=1)
         module, origin = load_augmenter(plan, datamodule, seed, accelerator=accelerator)
         augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
         augmenter.to(device).fit(*datamodule.split_tensors("train"), prepare=datamodule.to_model_range)
@@ -89,7 +89,7 @@ def attach_augmentation(
     parts = BuildParts(augmenter, strength, channels=datamodule.data_shape[0])
     # In registry order, so that `diffaug+ae-d` and `ae-d+diffaug` are the same run.
     transforms = [
-        spec.build(plan, parts)
+        spec.build(plan.settings[name], parts)
         for name, spec in AUGMENTATIONS.items()
         if name in plan.names and spec.side == "discriminator" and spec.build is not None
     ]

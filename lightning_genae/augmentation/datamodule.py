@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.latent import LatentAugmenter
-from lightning_genae.config import AUTO
 from lightning_genae.datamodules.base import Batch, InMemoryDataModule
 from lightning_genae.datamodules.placement import host_to_device
+from lightning_genae.plugin_options import AUTO
 
 POOL_BATCH = 500
 # Where a checkpoint keeps the state of the generator that picks and perturbs the replaced images.

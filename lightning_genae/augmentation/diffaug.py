@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -32,6 +33,7 @@ from torch import Tensor
 
 from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
 from lightning_genae.datamodules.placement import host_to_device
+from lightning_genae.plugin_options import PluginOptions, option
 
 DIFFAUG_OPERATIONS: dict[str, str] = {
     "color": "random brightness, saturation and contrast per image",
@@ -50,6 +52,45 @@ RATIO_LIMITS: dict[str, float] = {"translation": 0.5, "cutout": 1.0}
 
 def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
     return check_operation_names(names, DIFFAUG_OPERATIONS, "--diffaug-policy", source)
+
+
+@dataclass(frozen=True)
+class DiffAugmentOptions(PluginOptions):
+    """`--augment diffaug`: the policy and the size of its translation and cutout."""
+
+    diffaug_policy: str = option(
+        "color,translation,cutout", "diffaug: comma list of color, translation, cutout", tunable=True
+    )
+    diffaug_translation: float = option(
+        TRANSLATION_RATIO,
+        "diffaug: largest shift per axis as a fraction of the image size, in [0, 0.5]",
+        at_least=0,
+        at_most=RATIO_LIMITS["translation"],
+        tunable=True,
+    )
+    diffaug_cutout: float = option(
+        CUTOUT_RATIO,
+        "diffaug: side of the cut-out square as a fraction of the image size, in [0, 1]",
+        at_least=0,
+        at_most=RATIO_LIMITS["cutout"],
+        tunable=True,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "diffaug_policy", ",".join(parse_policy(self.diffaug_policy)))
+
+    def unread(self) -> dict[str, str]:
+        """A ratio sizes one operation; the policy may leave that operation out."""
+        policy = self.diffaug_policy.split(",")
+        return {
+            f"diffaug_{operation}": (
+                f"sizes DiffAugment's {operation}, which --diffaug-policy {self.diffaug_policy} leaves out; "
+                f"drop it or add {operation} to --diffaug-policy"
+            )
+            for operation in RATIO_LIMITS
+            if operation not in policy
+        }
 
 
 def parse_policy(text: str) -> tuple[str, ...]:

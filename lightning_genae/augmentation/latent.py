@@ -356,7 +356,7 @@ def train_augmenter(
         seed=seed,
         batch_size=AUGMENTER_BATCH,
         max_steps=plan.augmenter_steps,
-        model_options={"lr": lr, **sizes},
+        plugin_options={"lr": lr, **sizes},
         **series_options,
     )
     path.parent.mkdir(parents=True, exist_ok=True)

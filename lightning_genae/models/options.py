@@ -8,40 +8,17 @@ import Lightning. A family's module names its options class (`options_type`); th
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
-from lightning_genae.config import coerce, flag
 from lightning_genae.errors import ConfigError, agree
 from lightning_genae.nets.recurrent import RNNKind
-
-
-def option(
-    default: Any,
-    help: str,
-    *,
-    at_least: float | None = None,
-    above: float | None = None,
-    below: float | None = None,
-) -> Any:
-    """A family option: its default, its `--help` line and the range it must lie in."""
-    return field(
-        default=default, metadata={"help": help, "at_least": at_least, "above": above, "below": below}
-    )
-
-
-def with_default(options: type[FamilyOptions], name: str, default: Any) -> Any:
-    """Option `name` of `options` with another default for a family (same help line and range)."""
-    inherited = {spec.name: spec for spec in dataclasses.fields(options)}[name]
-    return field(default=default, metadata=inherited.metadata)
+from lightning_genae.plugin_options import PluginOptions, flag, option, with_default
 
 
 @dataclass(frozen=True)
-class FamilyOptions:
+class FamilyOptions(PluginOptions):
     """The options every family takes. A family subclasses this with its own, and may change a default.
 
     Values are plain (numbers, strings, booleans), so a checkpoint's hyper-parameters rebuild the module.
@@ -50,52 +27,6 @@ class FamilyOptions:
     latent_dim: int = option(32, "latent / noise dimension", at_least=1)
     width: int = option(64, "channel width of the first conv layer", at_least=1)
     lr: float = option(1e-3, "learning rate", above=0)
-
-    def __post_init__(self) -> None:
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            choices = self.choices(spec.name)
-            if choices and value not in choices:
-                raise ConfigError(f"{flag(spec.name)} {value!r} is not one of: {', '.join(choices)}")
-            # NaN compares False with every bound and inf passes a lower one: check finiteness first.
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(
-                    f"{flag(spec.name)} must be a finite number, got {value}; the default is {spec.default}"
-                )
-            at_least, above, below = (spec.metadata.get(key) for key in ("at_least", "above", "below"))
-            too_low = (at_least is not None and value < at_least) or (above is not None and value <= above)
-            if too_low or (below is not None and value >= below):
-                low = (
-                    f"[{at_least}"
-                    if at_least is not None
-                    else (f"({above}" if above is not None else "(-inf")
-                )
-                high = f"{below})" if below is not None else "inf)"
-                raise ConfigError(
-                    f"{flag(spec.name)} must lie in {low}, {high}, got {value}; the default is {spec.default}"
-                )
-
-    @classmethod
-    def types(cls) -> dict[str, Any]:
-        """Each option's type, resolved (`Literal[...]` for a choice)."""
-        return typing.get_type_hints(cls)
-
-    @classmethod
-    def choices(cls, name: str) -> tuple[str, ...]:
-        kind = cls.types()[name]
-        return tuple(typing.get_args(kind)) if typing.get_origin(kind) is typing.Literal else ()
-
-    @classmethod
-    def parse(cls, values: Mapping[str, Any]) -> FamilyOptions:
-        """Options from raw values (a config file's, the command line's, a checkpoint's); defaults fill in."""
-        types = cls.types()
-        unknown = sorted(set(values) - set(types))
-        if unknown:
-            raise ConfigError(f"{', '.join(map(flag, unknown))}: not an option of {cls.__name__}")
-        return cls(**{name: coerce(name, types[name], value) for name, value in values.items()})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # ----- the autoencoders -----

@@ -1,0 +1,75 @@
+"""The datasets' options: what a `--data` choice lets the user set about its items (image side, channels,
+series length, a CSV file's layout), one `PluginOptions` dataclass per kind of dataset.
+
+Kept apart from the DataModules, which import Lightning: `--help` and the checks of a configuration read
+these classes. A value left unset (None) is the DataModule's to decide (a folder's 64 px, a CSV panel's own
+series length); the DataModule also refuses what it cannot deliver (another size of MNIST), so building one
+from Python is checked the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lightning_genae.plugin_options import PluginOptions, option
+
+__all__ = ["CSVSeriesOptions", "ImageOptions", "SinesOptions"]
+
+
+def _channels() -> Any:
+    return option(
+        None,
+        "1 (grayscale) or 3 channels for --data folder; channels of --data sines",
+        at_least=1,
+        shown_default="3 for folder, 1 for sines",
+    )
+
+
+def _seq_len() -> Any:
+    return option(
+        None,
+        "time steps per series for --data sines and csv",
+        at_least=1,
+        shown_default="24; a CSV panel's own length when all its series have one",
+    )
+
+
+@dataclass(frozen=True)
+class ImageOptions(PluginOptions):
+    """Every image dataset's: a dataset of fixed geometry takes only its own values (folder: any)."""
+
+    image_size: int | None = option(None, "image side for --data folder", at_least=1, shown_default="64")
+    channels: int | None = _channels()
+
+
+@dataclass(frozen=True)
+class SinesOptions(PluginOptions):
+    """The synthetic sines' length and channel count."""
+
+    seq_len: int | None = _seq_len()
+    channels: int | None = _channels()
+
+
+@dataclass(frozen=True)
+class CSVSeriesOptions(PluginOptions):
+    """How a CSV file is read into series and cut into windows."""
+
+    seq_len: int | None = _seq_len()
+    stride: int | None = option(
+        None, "rows between the starts of two windows for --data csv", at_least=1, shown_default="1"
+    )
+    csv_layout: Literal["time", "rows", "ucr", "long"] | None = option(
+        None,
+        "--data csv: time (rows are time steps of one recording), rows (a series per row), ucr (a series "
+        "per row after its class label) or long (rows of many series, named by --series-id)",
+        shown_default="time",
+    )
+    series_id: str | None = option(
+        None, "--data csv --csv-layout long: the column that names each row's series"
+    )
+    fill_gaps: Literal["linear", "ffill"] | None = option(
+        None,
+        "--data csv: fill empty or NA cells by linear interpolation along time or by the last value "
+        "(unset: a gap is refused)",
+    )

@@ -1,0 +1,118 @@
+"""The options of the augmentations that run the augmenter autoencoder: the augmenter's own, the strength p,
+the data-side mixing's (`ae`, `vae`, `vaegan`, `aae`) and the discriminator-side one's (`ae-d`).
+
+Kept apart from latent.py, which trains the augmenter and imports Lightning: `--help` reads these classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from lightning_genae.augmentation.adaptive import ControllerOptions
+from lightning_genae.errors import ConfigError
+from lightning_genae.plugin_options import AUTO, PluginOptions, option
+
+__all__ = ["AugmenterOnInputsOptions", "AugmenterOptions", "DataSideOptions", "StrengthOptions"]
+
+
+@dataclass(frozen=True)
+class AugmenterOptions(PluginOptions):
+    """The augmenter autoencoder: how it perturbs a code, and how it is trained (or which one is loaded)."""
+
+    augment_noise: float = option(
+        0.5,
+        "latent noise std, in units of each latent dimension's std over the training codes",
+        at_least=0,
+        tunable=True,
+    )
+    augment_interp: float = option(
+        0.5,
+        "fraction of augmented images interpolated towards another image (same class when labelled) "
+        "in latent space",
+        at_least=0,
+        at_most=1,
+        tunable=True,
+    )
+    augment_ckpt: str | None = option(
+        None,
+        "augmenter autoencoder checkpoint (an ae/vae run's .ckpt) instead of training and caching one",
+        path=True,
+    )
+    augmenter_steps: int = option(
+        1000, "training iterations of the augmenter autoencoder when it is trained", at_least=1
+    )
+    augmenter_width: int = option(
+        64, "channel width of the augmenter autoencoder (hidden units of an rae)", at_least=1
+    )
+    augmenter_latent_dim: int = option(32, "latent dimension of the augmenter autoencoder", at_least=1)
+
+
+@dataclass(frozen=True)
+class StrengthOptions(PluginOptions):
+    """A probability p, fixed or steered by ADA's controller (`auto`), whose options (a subclass that
+    declares them beside this one) it reads only then."""
+
+    augment_p: float | Literal["auto"] = option(
+        0.25,
+        "ae/vae online: fraction of each training batch replaced by augmented images; "
+        "ae-d: probability per discriminator input; auto: ADA's controller sets it (from 0, see --ada-*)",
+        at_least=0,
+        at_most=1,
+        tunable=True,
+    )
+
+    def unread(self) -> dict[str, str]:
+        if self.augment_p == AUTO:
+            return {}
+        return {
+            name: "steers p, which is fixed here; drop it, or give --augment-p auto or --augment ada"
+            for name in ControllerOptions.types()
+        }
+
+
+@dataclass(frozen=True)
+class AugmenterOnInputsOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
+    """`ae-d`: the frozen augmenter on each discriminator input with probability --augment-p."""
+
+
+@dataclass(frozen=True)
+class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
+    """The data-side augmentations: augmented images mixed into the batches online, or an offline pool."""
+
+    augment_mode: Literal["online", "offline"] = option(
+        "online",
+        "ae/vae: online (replace part of each batch on the device) or offline (a pre-generated "
+        "pool concatenated with the real data)",
+    )
+    augment_pool: int | None = option(
+        None,
+        "offline mode: number of augmented images in the pool (unset: the training split's size)",
+        at_least=1,
+    )
+    augment_anneal: bool = option(False, "take --augment-p linearly to zero over training")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.augment_p == AUTO and self.augment_mode == "offline":
+            raise ConfigError(
+                "--augment-p auto steers the online replacement, and an offline pool is fixed; drop "
+                "--augment-mode offline or give --augment-p a number"
+            )
+        if self.augment_p == AUTO and self.augment_anneal:
+            raise ConfigError(
+                "--augment-anneal takes a fixed --augment-p to zero; with --augment-p auto the controller "
+                "sets p: drop one of them"
+            )
+
+    def unread(self) -> dict[str, str]:
+        if self.augment_mode == "online":
+            return {
+                **super().unread(),
+                "augment_pool": "sizes the offline pool; add --augment-mode offline or drop it",
+            }
+        online_only = "does nothing with --augment-mode offline (a fixed pool); drop it, or mix online"
+        return {
+            **{name: online_only for name in ("augment_p", "augment_anneal")},
+            **{name: online_only for name in ControllerOptions.types()},
+        }

@@ -1,0 +1,283 @@
+"""Typed options of a plug-in (a family, an augmentation): one frozen dataclass whose fields declare each
+option's type, default, `--help` line and range, and how a value is read from a file or the command line.
+
+The command line, config files, `config.yaml` and the checks are generated from these declarations, so an
+option lives next to the code that reads it. Imports nothing heavier than the standard library: `--help`
+and a bad option are answered without torch or Lightning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightning_genae.errors import ConfigError
+
+__all__ = [
+    "AUTO",
+    "PluginOptions",
+    "accepts_auto",
+    "coerce",
+    "flag",
+    "float_or_auto",
+    "option",
+    "option_specs",
+    "check_consistent",
+    "declared_fields",
+    "type_name",
+    "with_default",
+]
+
+# The value of a probability option that ADA's controller sets during training (`--augment-p auto`).
+AUTO = "auto"
+
+
+def flag(name: str) -> str:
+    """`max_steps` -> `--max-steps`: how an option is spelled on the command line and in messages."""
+    return "--" + name.replace("_", "-")
+
+
+def accepts_auto(kind: Any) -> bool:
+    """Whether an option of type `kind` (such as `float | Literal["auto"] | None`) takes `auto`."""
+    return any(
+        typing.get_origin(argument) is typing.Literal and AUTO in typing.get_args(argument)
+        for argument in typing.get_args(kind)
+    )
+
+
+def float_or_auto(value: Any) -> float | str:
+    """`auto` (any case) or a number: how `--augment-p` is read from the command line and from YAML."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    if isinstance(value, bool):
+        raise TypeError
+    return float(value)
+
+
+def type_name(kind: Any) -> str:
+    """`int | None` -> `int`, `Literal['a', 'b']` -> `str`: what a value of this option must be."""
+    arguments = [argument for argument in typing.get_args(kind) if argument is not type(None)]
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return type_name(arguments[0])
+    if origin is typing.Literal:
+        return "str"
+    if origin is list:
+        return "list"
+    return getattr(kind, "__name__", str(kind))
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, int):
+        return value
+    # Through float only for what is not an int yet (3.0 from YAML): a float rounds large ints.
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    if float(value) != int(value):
+        raise TypeError
+    return int(value)
+
+
+def coerce(name: str, kind: Any, value: Any) -> Any:
+    """A value from a YAML file or a checkpoint as the option's type (argparse does this for flags)."""
+    if value is None:
+        return None
+    expected = type_name(kind)
+    try:
+        if expected == "list":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [str(item).strip() for item in items if str(item).strip()]
+        if expected == "bool":
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if expected == "int":
+            return _as_int(value)
+        if expected == "float":
+            if accepts_auto(kind):
+                return float_or_auto(value)
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file
+        raise ConfigError(
+            f"{flag(name)} {value!r} is not a valid {expected}{' or auto' if accepts_auto(kind) else ''}; "
+            "fix it where it was given "
+            "(the command line, the --config file or the checkpoint)"
+        ) from None
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    at_most: float | None = None,
+    path: bool = False,
+    tunable: bool = False,
+    shown_default: str | None = None,
+) -> Any:
+    """An option: its default, its `--help` line and the range it must lie in.
+
+    `path`: the value names a file, so an empty one is refused (rather than read as the current folder).
+    `tunable`: a grid may list several candidates of it and choose one on the validation split.
+    `shown_default`: what `--help` gives as the default of an option whose default is None because its
+    owner computes it (a folder's image side, a CSV panel's series length).
+    """
+    metadata = {
+        "help": help,
+        "shown_default": shown_default,
+        "at_least": at_least,
+        "above": above,
+        "below": below,
+        "at_most": at_most,
+        "path": path,
+        "tunable": tunable,
+    }
+    return field(default=default, metadata=metadata)
+
+
+def with_default(options: type[PluginOptions], name: str, default: Any) -> Any:
+    """Option `name` of `options` with another default (same help line and range), for a subclass."""
+    inherited = {spec.name: spec for spec in dataclasses.fields(options)}[name]
+    return field(default=default, metadata=inherited.metadata)
+
+
+def _range_text(metadata: Mapping[str, Any]) -> str:
+    at_least, above, below, at_most = (metadata.get(key) for key in ("at_least", "above", "below", "at_most"))
+    low = f"[{at_least}" if at_least is not None else (f"({above}" if above is not None else "(-inf")
+    high = f"{at_most}]" if at_most is not None else (f"{below})" if below is not None else "inf)")
+    return f"{low}, {high}"
+
+
+def _out_of_range(value: float, metadata: Mapping[str, Any]) -> bool:
+    at_least, above, below, at_most = (metadata.get(key) for key in ("at_least", "above", "below", "at_most"))
+    return (
+        (at_least is not None and value < at_least)
+        or (above is not None and value <= above)
+        or (below is not None and value >= below)
+        or (at_most is not None and value > at_most)
+    )
+
+
+@dataclass(frozen=True)
+class PluginOptions:
+    """Base of every plug-in's options class. A subclass declares its fields with `option(...)`.
+
+    Values are plain (numbers, strings, booleans, None), so a checkpoint's configuration rebuilds them.
+    Checks beyond a field's own range (two options that must agree) go in the subclass's `__post_init__`
+    after `super().__post_init__()`.
+    """
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            self._check_field(spec, getattr(self, spec.name))
+
+    def _check_field(self, spec: dataclasses.Field, value: Any) -> None:
+        choices = self.choices(spec.name)
+        if choices and value not in choices and not (value is None and spec.default is None):
+            raise ConfigError(f"{flag(spec.name)} {value!r} is not one of: {', '.join(map(str, choices))}")
+        if spec.metadata.get("path") and isinstance(value, str) and not value.strip():
+            raise ConfigError(
+                f"{flag(spec.name)} is empty; give a path, or drop {flag(spec.name)} for its default"
+            )
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return
+        # NaN compares False with every bound and inf passes a lower one: check finiteness first.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{flag(spec.name)} must be a finite number, got {value}; the default is {spec.default}"
+            )
+        if _out_of_range(value, spec.metadata):
+            raise ConfigError(
+                f"{flag(spec.name)} must lie in {_range_text(spec.metadata)}, got {value}; "
+                f"the default is {spec.default}"
+            )
+
+    @classmethod
+    def types(cls) -> dict[str, Any]:
+        """Each option's type, resolved (`Literal[...]` for a choice)."""
+        return typing.get_type_hints(cls)
+
+    @classmethod
+    def choices(cls, name: str) -> tuple[Any, ...]:
+        """The values a `Literal` option may take (a `float | Literal["auto"]` option has none)."""
+        kind = cls.types()[name]
+        arguments = typing.get_args(kind)
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            literal = [argument for argument in arguments if argument is not type(None)]
+            if len(literal) == 1:
+                kind, arguments = literal[0], typing.get_args(literal[0])
+        return tuple(arguments) if typing.get_origin(kind) is typing.Literal else ()
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> PluginOptions:
+        """Options from raw values (a config file's, the command line's, a checkpoint's); defaults fill in."""
+        types = cls.types()
+        unknown = sorted(set(values) - set(types))
+        if unknown:
+            raise ConfigError(f"{', '.join(map(flag, unknown))}: not an option of {cls.__name__}")
+        return cls(**{name: coerce(name, types[name], value) for name, value in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def unread(self) -> dict[str, str]:
+        """Options that these values leave unread, each with the fix a run that gave it is told.
+
+        An option is declared for every setting of the others; one that the chosen setting ignores (a pool
+        size without an offline pool) would silently do nothing, so giving it is refused.
+        """
+        return {}
+
+
+def option_specs(classes: Mapping[str, type[PluginOptions]]) -> dict[str, tuple[Any, dataclasses.Field]]:
+    """Every option of `classes` (owner name -> options class), merged by name: (type, field).
+
+    An option several classes declare is one option (one flag); it must have one type and one default,
+    which `check_consistent` ensures when a plug-in registers.
+    """
+    merged: dict[str, tuple[Any, dataclasses.Field]] = {}
+    for options in classes.values():
+        kinds = options.types()
+        for spec in declared_fields(options):
+            merged.setdefault(spec.name, (kinds[spec.name], spec))
+    return merged
+
+
+def declared_fields(options: type[PluginOptions]) -> list[dataclasses.Field]:
+    """The fields of `options` as its declarations read: its own first, then each base's in MRO order (a
+    dataclass's constructor order is the reverse, its deepest base's first)."""
+    order = {}
+    for klass in options.__mro__:
+        for name in vars(klass).get("__annotations__", {}):
+            order.setdefault(name, len(order))
+    return sorted(dataclasses.fields(options), key=lambda spec: order[spec.name])
+
+
+def check_consistent(kind: str, name: str, options: type[PluginOptions], others: Mapping[str, Any]) -> None:
+    """A new plug-in's options that another already declares must have the same type and default."""
+    kinds = options.types()
+    for spec in dataclasses.fields(options):
+        known = others.get(spec.name)
+        if known is None:
+            continue
+        other_kind, other_field = known
+        if other_kind != kinds[spec.name] or other_field.default != spec.default:
+            raise ConfigError(
+                f"cannot register {kind} {name!r}: option {spec.name} is declared elsewhere with another "
+                "type or default; rename it"
+            )
