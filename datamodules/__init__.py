@@ -11,7 +11,9 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
 from lightning_genae.errors import ConfigError
+from lightning_genae.plugin_options import PluginOptions, option_specs
 
 if TYPE_CHECKING:
     from lightning_genae.datamodules.base import DataKind, InMemoryDataModule
@@ -19,12 +21,19 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its DataModule (`module:Class` in this package), a one-line description and
-    the kind of data it yields (repeating the class's `data_kind`, which tests/test_datamodules.py checks)."""
+    """A registered dataset: its DataModule (`module:Class` in this package), a one-line description, the
+    kind of data it yields (repeating the class's `data_kind`, which tests/test_datamodules.py checks) and
+    its options (a `PluginOptions` dataclass whose fields the DataModule's constructor takes; an image
+    dataset takes `ImageOptions` unless it names others)."""
 
     location: str
     description: str
     data_kind: DataKind = "image"
+    options: type[PluginOptions] | None = None
+
+    def __post_init__(self) -> None:
+        if self.options is None:
+            object.__setattr__(self, "options", ImageOptions if self.data_kind == "image" else PluginOptions)
 
     @property
     def module(self) -> type[InMemoryDataModule]:
@@ -72,6 +81,7 @@ DATASETS: dict[str, DatasetSpec] = {
         "synthetic noisy sine waves (random frequency, phase, amplitude, noise), --seq-len 24 steps, "
         "--channels 1 (generated, no files)",
         data_kind="sequence",
+        options=SinesOptions,
     ),
     "timegan_sines": DatasetSpec(
         ".timegan_sines:TimeGANSinesDataModule",
@@ -89,8 +99,15 @@ DATASETS: dict[str, DatasetSpec] = {
         "a CSV file (--data-dir FILE.csv): numeric columns as channels, windows of --seq-len rows "
         "every --stride rows",
         data_kind="sequence",
+        options=CSVSeriesOptions,
     ),
 }
+
+
+def dataset_options() -> dict[str, tuple[Any, Any]]:
+    """Every option some registered dataset declares, by name: (type, field); one shared by several
+    datasets (`--channels`: folder, sines) is one option."""
+    return option_specs({name: spec.options for name, spec in DATASETS.items()})
 
 
 def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
@@ -127,4 +144,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"lightning_genae.datamodules.{_LAZY_EXPORTS[name]}"), name)
 
 
-__all__ = ["DATASETS", "DatasetSpec", "build_datamodule", *_LAZY_EXPORTS]
+__all__ = ["DATASETS", "DatasetSpec", "build_datamodule", "dataset_options", *_LAZY_EXPORTS]

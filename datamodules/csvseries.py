@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from lightning_genae.datamodules.base import Batch
+from lightning_genae.datamodules.options import CSVSeriesOptions
 from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
 from lightning_genae.datamodules.splits import fixed_split
 from lightning_genae.errors import DataError
@@ -346,7 +347,7 @@ class CSVSeriesDataModule(SequenceDataModule):
     """A CSV file's series: windows of one recording split in time order, or a panel split by series."""
 
     name = "csv"
-    takes = ("seq_len", "stride", "csv_layout", "series_id", "fill_gaps")
+    takes = tuple(CSVSeriesOptions.types())
     # The file's series once read (per instance; the class default says "not read yet").
     _table: SeriesTable | None = None
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from lightning_genae.datamodules.base import Batch
+from lightning_genae.datamodules.options import SinesOptions
 from lightning_genae.datamodules.sequence import SequenceDataModule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, fixed_split, seeded_uniform
 
@@ -49,7 +50,7 @@ class SinesDataModule(SequenceDataModule):
     """3000 synthetic series, fixed ~70/10/20 train/val/test split; unlabelled."""
 
     name = "sines"
-    takes = ("seq_len", "channels")
+    takes = tuple(SinesOptions.types())
 
     @property
     def data_shape(self) -> tuple[int, int]:

@@ -7,19 +7,17 @@ Imports no Lightning: `--help` and argument errors answer in about the time `imp
 from __future__ import annotations
 
 import argparse
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
 from lightning_genae import __version__
 from lightning_genae.ablation.tuning import candidate_separators, candidate_texts
-from lightning_genae.augmentation import augmentation_choices, augmentation_options, tunable_options
+from lightning_genae.augmentation import augmentation_choices, augmentation_options
 from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, LOGGER_CHOICES, flag
-from lightning_genae.datamodules import DATASETS
-from lightning_genae.datamodules.imagefiles import FOLDER_DEFAULT_SHAPE
+from lightning_genae.datamodules import DATASETS, dataset_options
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import accepts_auto, float_or_auto, type_name
+from lightning_genae.plugin_options import accepts_auto, float_or_auto, literal_choices, type_name
 from lightning_genae.resolve import DEFAULT_MAX_STEPS
 
 __all__ = ["OneLineErrorParser", "build_parser", "split_list"]
@@ -90,16 +88,7 @@ def _shown(value: Any) -> str:
 
 def _owned_defaults() -> dict[str, str]:
     """Defaults that RunConfig leaves to their owner (`None` there), as `--help` shows them."""
-    folder_channels, folder_size, _ = FOLDER_DEFAULT_SHAPE
-    defaults = {
-        "max_steps": f"{DEFAULT_MAX_STEPS} unless --max-epochs",
-        "image_size": str(folder_size),
-        "channels": f"{folder_channels} for folder, 1 for sines",
-        "seq_len": "24",
-        "stride": "1",
-        "csv_layout": "time",
-    }
-    return defaults
+    return {"max_steps": f"{DEFAULT_MAX_STEPS} unless --max-epochs"}
 
 
 @dataclass(frozen=True)
@@ -260,16 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
             _add_flag(group, name, CONFIG_TYPES[name], help_text, field.metadata.get("choices"))
     for option in _family_options().values():
         _add_flag(groups["model"], option.name, option.kind, option.help_text, option.choices)
-    _add_augmentation_flags(groups["augmentation"])
+    _add_plugin_flags(groups["what"], dataset_options())
+    _add_plugin_flags(groups["augmentation"], augmentation_options())
     return parser
 
 
-def _add_augmentation_flags(group: argparse._ArgumentGroup) -> None:
-    """Every registered augmentation's options, declared by its options class (one flag per name)."""
-    tunable = set(tunable_options())
-    for name, (kind, spec) in augmentation_options().items():
+def _add_plugin_flags(group: argparse._ArgumentGroup, declared: dict[str, tuple[Any, Any]]) -> None:
+    """The options the registered datasets or augmentations declare (one flag per name), as their options
+    classes give them: type, help, default (or what the owner does when it is unset), choices."""
+    for name, (kind, spec) in declared.items():
         help_text = spec.metadata["help"]
-        if spec.default is not None and not isinstance(spec.default, bool):
-            help_text += f" [default: {_shown(spec.default)}]"
-        choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None
-        _add_flag(group, name, kind, help_text, choices, tunable=name in tunable)
+        shown = spec.metadata.get("shown_default")
+        if shown is None and spec.default is not None and not isinstance(spec.default, bool):
+            shown = _shown(spec.default)
+        if shown is not None:
+            help_text += f" [default: {shown}]"
+        tunable = bool(spec.metadata.get("tunable"))
+        _add_flag(group, name, kind, help_text, literal_choices(kind), tunable=tunable)

@@ -24,7 +24,7 @@ from lightning_genae.datamodules.placement import DATA_ON_DEVICE, check_data_on_
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES
-from lightning_genae.plugin_options import coerce, flag
+from lightning_genae.plugin_options import INT_LIMIT, coerce, flag
 
 # `--backbone none`: no feature backbone, so no image metrics for the run.
 NO_BACKBONE = "none"
@@ -66,29 +66,6 @@ class RunConfig:
         None,
         "train on a stratified subset of N training images, seeded by --seed (limited data)",
         group="what",
-    )
-    image_size: int | None = _opt(None, "image side for --data folder", group="what")
-    channels: int | None = _opt(
-        None, "1 (grayscale) or 3 channels for --data folder; channels of --data sines", group="what"
-    )
-    seq_len: int | None = _opt(None, "time steps per series for --data sines and csv", group="what")
-    stride: int | None = _opt(None, "rows between the starts of two windows for --data csv", group="what")
-    csv_layout: str | None = _opt(
-        None,
-        "--data csv: time (rows are time steps of one recording), rows (a series per row), ucr (a series "
-        "per row after its class label) or long (rows of many series, named by --series-id)",
-        group="what",
-        choices=("time", "rows", "ucr", "long"),
-    )
-    series_id: str | None = _opt(
-        None, "--data csv --csv-layout long: the column that names each row's series", group="what"
-    )
-    fill_gaps: str | None = _opt(
-        None,
-        "--data csv: fill empty or NA cells by linear interpolation along time or by the last value "
-        "(unset: a gap is refused)",
-        group="what",
-        choices=("linear", "ffill"),
     )
 
     # Optimisation.
@@ -227,10 +204,6 @@ POSITIVE_INTS = (
     "max_steps",
     "max_epochs",
     "train_size",
-    "image_size",
-    "channels",
-    "seq_len",
-    "stride",
     "num_nodes",
     "eval_every",
     "eval_samples",
@@ -243,7 +216,6 @@ SEED_RANGE = (0, 2**32 - 1)
 # metric finishes; a value beyond them is a typo, refused before it fails far from its cause (an
 # allocation, an overflow) or runs forever. Any other integer must fit in 32 bits.
 UPPER_BOUNDS = {"max_steps": 10**9, "max_epochs": 10**6, "eval_samples": 10**7}
-INT_LIMIT = 2**31 - 1
 # Options that name a file or folder: an empty value is refused rather than read as the current folder
 # or as "not given".
 PATH_OPTIONS = ("output", "data_dir", "resume", "inception_weights", "classifier_weights")

@@ -25,6 +25,7 @@ __all__ = [
     "coerce",
     "flag",
     "float_or_auto",
+    "literal_choices",
     "option",
     "option_specs",
     "check_consistent",
@@ -33,6 +34,9 @@ __all__ = [
     "with_default",
 ]
 
+# No option's integer is larger in a run that finishes: a larger one is a typo, refused before it fails far
+# from its cause (an allocation, an overflow).
+INT_LIMIT = 2**31 - 1
 # The value of a probability option that ADA's controller sets during training (`--augment-p auto`).
 AUTO = "auto"
 
@@ -150,6 +154,16 @@ def option(
     return field(default=default, metadata=metadata)
 
 
+def literal_choices(kind: Any) -> tuple[Any, ...]:
+    """The values a `Literal` (or `Literal | None`) option may take; a `float | Literal["auto"]` has none."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        not_none = [argument for argument in typing.get_args(kind) if argument is not type(None)]
+        if len(not_none) != 1:
+            return ()
+        kind = not_none[0]
+    return tuple(typing.get_args(kind)) if typing.get_origin(kind) is typing.Literal else ()
+
+
 def with_default(options: type[PluginOptions], name: str, default: Any) -> Any:
     """Option `name` of `options` with another default (same help line and range), for a subclass."""
     inherited = {spec.name: spec for spec in dataclasses.fields(options)}[name]
@@ -196,6 +210,8 @@ class PluginOptions:
             )
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return
+        if isinstance(value, int) and value > INT_LIMIT:
+            raise ConfigError(f"{flag(spec.name)} must be at most {INT_LIMIT:,}, got {value:,}")
         # NaN compares False with every bound and inf passes a lower one: check finiteness first.
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(
@@ -214,14 +230,7 @@ class PluginOptions:
 
     @classmethod
     def choices(cls, name: str) -> tuple[Any, ...]:
-        """The values a `Literal` option may take (a `float | Literal["auto"]` option has none)."""
-        kind = cls.types()[name]
-        arguments = typing.get_args(kind)
-        if typing.get_origin(kind) in (typing.Union, types.UnionType):
-            literal = [argument for argument in arguments if argument is not type(None)]
-            if len(literal) == 1:
-                kind, arguments = literal[0], typing.get_args(literal[0])
-        return tuple(arguments) if typing.get_origin(kind) is typing.Literal else ()
+        return literal_choices(cls.types()[name])
 
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> PluginOptions:

@@ -25,7 +25,7 @@ from typing import Any
 
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec, augmentation_options
 from lightning_genae.config import CONFIG_FIELDS
-from lightning_genae.datamodules import DATASETS, DatasetSpec
+from lightning_genae.datamodules import DATASETS, DatasetSpec, dataset_options
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
 from lightning_genae.metrics.names import BACKBONES, KINDS, Direction, MetricKind, kind_spec
@@ -64,6 +64,34 @@ def _check_new(kind: str, name: str, registry: dict[str, Any], spec: Any, spec_t
         )
 
 
+def _other_owners(kind: str) -> dict[str, str]:
+    """Option names that a plug-in of `kind` may not declare, each with who has it."""
+    owners = {name: "a run option" for name in CONFIG_FIELDS}
+    if kind != "model":
+        owners.update(
+            {name: "a model family's option" for spec in MODELS.values() for name in spec.options.types()}
+        )
+    if kind != "dataset":
+        owners.update(dict.fromkeys(dataset_options(), "a dataset's option"))
+    if kind != "augmentation":
+        owners.update(dict.fromkeys(augmentation_options(), "an augmentation's option"))
+    return owners
+
+
+def _check_option_names(
+    kind: str, name: str, options: type[PluginOptions], same_kind: dict[str, tuple[Any, Any]]
+) -> None:
+    """A plug-in's options may not take the name of a run option or another kind's option, and one that a
+    plug-in of its kind declares too must have the same type and default (it is one flag)."""
+    owners = _other_owners(kind)
+    for option in options.types():
+        if option in owners:
+            raise ConfigError(
+                f"cannot register {kind} {name!r}: option {option} is {owners[option]}; rename it"
+            )
+    check_consistent(kind, name, options, same_kind)
+
+
 def register_model(name: str, spec: ModelSpec) -> None:
     """Add the family `name` (`--model name`): its LightningModule, options dataclass and description.
 
@@ -75,11 +103,12 @@ def register_model(name: str, spec: ModelSpec) -> None:
         raise ConfigError(f"cannot register model {name!r}: its options must be a FamilyOptions dataclass")
     kinds = spec.options.types()
     declared = {other: other_spec.options.types() for other, other_spec in MODELS.items()}
-    augmentations = augmentation_options()
+    owners = _other_owners("model")
     for option in fields(spec.options):
-        if option.name in CONFIG_FIELDS or option.name in augmentations:
-            owner = "a run option" if option.name in CONFIG_FIELDS else "an augmentation's option"
-            raise ConfigError(f"cannot register model {name!r}: option {option.name} is {owner}; rename it")
+        if option.name in owners:
+            raise ConfigError(
+                f"cannot register model {name!r}: option {option.name} is {owners[option.name]}; rename it"
+            )
         for other, other_kinds in declared.items():
             if option.name in other_kinds and other_kinds[option.name] != kinds[option.name]:
                 raise ConfigError(
@@ -90,8 +119,16 @@ def register_model(name: str, spec: ModelSpec) -> None:
 
 
 def register_dataset(name: str, spec: DatasetSpec) -> None:
-    """Add the dataset `name` (`--data name`): its DataModule class, description and data kind."""
+    """Add the dataset `name` (`--data name`): its DataModule class, description, data kind and options.
+
+    The options (`spec.options`, a `PluginOptions` dataclass; an image dataset's default is `ImageOptions`)
+    become flags and config.yaml keys, and their values reach the DataModule's constructor as keywords. An
+    option another dataset declares too is the same option: same type and default.
+    """
     _check_new("dataset", name, DATASETS, spec, DatasetSpec)
+    if not (isinstance(spec.options, type) and issubclass(spec.options, PluginOptions)):
+        raise ConfigError(f"cannot register dataset {name!r}: its options must be a PluginOptions dataclass")
+    _check_option_names("dataset", name, spec.options, dataset_options())
     DATASETS[name] = spec
 
 
@@ -105,12 +142,7 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
         raise ConfigError(
             f"cannot register augmentation {name!r}: its options must be a PluginOptions dataclass"
         )
-    family_options = {option for other in MODELS.values() for option in other.options.types()}
-    for option in spec.options.types():
-        if option in CONFIG_FIELDS or option in family_options:
-            owner = "a run option" if option in CONFIG_FIELDS else "a model family's option"
-            raise ConfigError(f"cannot register augmentation {name!r}: option {option} is {owner}; rename it")
-    check_consistent("augmentation", name, spec.options, augmentation_options())
+    _check_option_names("augmentation", name, spec.options, augmentation_options())
     if spec.side == "discriminator" and spec.build is None:
         raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
     AUGMENTATIONS[name] = spec

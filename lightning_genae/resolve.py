@@ -26,9 +26,10 @@ from lightning_genae.augmentation import (
 )
 from lightning_genae.cache import is_torch_file
 from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, flag
-from lightning_genae.datamodules import DATASETS, build_datamodule
+from lightning_genae.datamodules import DATASETS, DatasetSpec, build_datamodule, dataset_options
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
+from lightning_genae.plugin_options import PluginOptions
 
 if TYPE_CHECKING:
     # Only named in annotations: resolving a configuration imports neither Lightning nor a family's module.
@@ -47,12 +48,13 @@ def model_option_names() -> set[str]:
 
 def plugin_path_options() -> list[str]:
     """The plug-ins' options that name a file (`--augment-ckpt`): an empty one is refused before any mode."""
-    return [name for name, (_, spec) in augmentation_options().items() if spec.metadata.get("path")]
+    declared = {**dataset_options(), **augmentation_options()}
+    return [name for name, (_, spec) in declared.items() if spec.metadata.get("path")]
 
 
 def plugin_option_names() -> set[str]:
-    """Every option some registered plug-in declares: a family's or an augmentation's."""
-    return model_option_names() | set(augmentation_options())
+    """Every option some registered plug-in declares: a family's, a dataset's or an augmentation's."""
+    return model_option_names() | set(dataset_options()) | set(augmentation_options())
 
 
 @dataclass(frozen=True)
@@ -63,16 +65,12 @@ class ResolvedRun:
     model: ModelSpec
     options: FamilyOptions
     augment: AugmentPlan
+    # The dataset's own options (`--image-size`, `--seq-len`, ...), as its DataModule takes them.
+    data_options: PluginOptions
 
     def build_datamodule(self) -> InMemoryDataModule:
         """The run's DataModule; `--evaluate` rebuilds the same one from a checkpoint's configuration."""
         config = self.config
-        # Each kind's own shape options; `resolve` has rejected the other kind's.
-        shape = (
-            {name: getattr(config, name) for name in KIND_OPTIONS["sequence"]}
-            if DATASETS[config.data].data_kind == "sequence"
-            else {"image_size": config.image_size}
-        )
         return build_datamodule(
             config.data,
             data_dir=config.data_dir,
@@ -81,8 +79,7 @@ class ResolvedRun:
             seed=config.seed,
             num_workers=config.num_workers,
             data_on_device=config.data_on_device,
-            channels=config.channels,
-            **shape,
+            **self.data_options.to_dict(),
         )
 
     def build_model(
@@ -138,8 +135,8 @@ class ResolvedRun:
 def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
     """The family's options from what was given; an option of another family, or of none, is an error."""
     own = set(model.options.types())
-    augmentations = set(augmentation_options())
-    given = {name: value for name, value in config.plugin_options.items() if name not in augmentations}
+    others = set(augmentation_options()) | set(dataset_options())
+    given = {name: value for name, value in config.plugin_options.items() if name not in others}
     unknown = sorted(set(given) - model_option_names())
     if unknown:
         raise ConfigError(
@@ -158,11 +155,36 @@ def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
     )
 
 
-# Options that shape one kind of data only, and the datasets of the other kind must not ignore.
-KIND_OPTIONS = {
-    "image": ("image_size",),
-    "sequence": ("seq_len", "stride", "csv_layout", "series_id", "fill_gaps"),
-}
+def _dataset_options(config: RunConfig, dataset: DatasetSpec) -> PluginOptions:
+    """The dataset's options from what was given; one that only other datasets read is an error."""
+    declared = dataset_options()
+    given = {name: value for name, value in config.plugin_options.items() if name in declared}
+    assert dataset.options is not None
+    own = dataset.options.types()
+    foreign = [name for name, value in given.items() if value is not None and name not in own]
+    if foreign:
+        other_kind = {
+            name
+            for name in foreign
+            if not any(
+                name in spec.options.types()
+                for spec in DATASETS.values()
+                if spec.data_kind == dataset.data_kind
+            )
+        }
+        if other_kind:
+            names = [flag(name) for name in foreign if name in other_kind]
+            kind = "image" if dataset.data_kind == "sequence" else "sequence"
+            raise ConfigError(
+                f"{', '.join(names)} {agree(names, 'shapes', 'shape')} {kind} data and --data "
+                f"{config.data} is {dataset.data_kind} data; drop {agree(names, 'it', 'them')}"
+            )
+        reads = f"; it reads {', '.join(map(flag, own))}" if own else ""
+        raise ConfigError(
+            f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --data "
+            f"{config.data}{reads}; drop {agree(foreign, 'it', 'them')}"
+        )
+    return dataset.options.parse({name: value for name, value in given.items() if name in own})
 
 
 def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
@@ -175,13 +197,6 @@ def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
             f"--model {config.model} models {model.data_kind} data and --data {config.data} is "
             f"{kind} data; use --data {' or '.join(same_kind)}, or --model {' or '.join(fitting)}"
         )
-    for other, options in KIND_OPTIONS.items():
-        given = [flag(name) for name in options if getattr(config, name) is not None]
-        if other != kind and given:
-            raise ConfigError(
-                f"{', '.join(given)} {agree(given, 'shapes', 'shape')} {other} data and --data "
-                f"{config.data} is {kind} data; drop {agree(given, 'it', 'them')}"
-            )
     image_only = [
         name for name in parse_augment(config.augment) if name != "none" and not augmentation_fits(name, kind)
     ]
@@ -274,6 +289,7 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
     _check_data_kind(config, model)
     _check_classifier_weights(config)
     options = _family_options(config, model)
+    data_options = _dataset_options(config, DATASETS[config.data])
     plan = resolve_augment_plan(
         config,
         model.image_discriminator,
@@ -283,8 +299,14 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
     budget: dict[str, Any] = {}
     if config.max_steps is None and config.max_epochs is None:
         budget["max_steps"] = DEFAULT_MAX_STEPS
-    complete = replace(config, plugin_options={**options.to_dict(), **plan.config_values()}, **budget)
-    return ResolvedRun(complete, model, options, plan)
+    plugin_options = {
+        **{name: None for name in dataset_options()},
+        **data_options.to_dict(),
+        **options.to_dict(),
+        **plan.config_values(),
+    }
+    complete = replace(config, plugin_options=plugin_options, **budget)
+    return ResolvedRun(complete, model, options, plan, data_options)
 
 
 def check_shape_options(resolved: ResolvedRun) -> None:
@@ -293,8 +315,7 @@ def check_shape_options(resolved: ResolvedRun) -> None:
     Its constructor judges them (a fixed image size or channel count, options a series dataset ignores) and
     imports Lightning, so it is asked only when such an option is given: a plain --print-config stays quick.
     """
-    config = resolved.config
-    if all(getattr(config, name) is None for name in ("image_size", "channels", "seq_len", "stride")):
+    if all(value is None for value in resolved.data_options.to_dict().values()):
         return
     from lightning_genae.console import quiet_lightning
 

@@ -46,6 +46,8 @@ class BetaOption(PluginOptions):
 @dataclass(frozen=True)
 class OtherP(PluginOptions):
     augment_p: float = option(0.5, "the built-in --augment-p with another default")
+
+
 PAGE = REPO / "docs" / "plugins.md"
 
 
@@ -92,11 +94,24 @@ def test_the_plugins_names_and_option_are_in_help(plugin_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_plugin_family_trains_on_a_plugin_dataset_with_its_own_option(plugin_dir, tmp_path):
-    args = ["--model", "masked_ae", "--data", "squares", "--mask-ratio", "0.5", *SMALL]
+def test_a_plugin_family_trains_on_a_plugin_dataset_each_with_its_own_option(plugin_dir, tmp_path):
+    args = ["--model", "masked_ae", "--data", "squares", "--mask-ratio", "0.5", "--square-side", "6", *SMALL]
     summary = trained_summary(args, plugin_dir, tmp_path)
     assert summary["config"]["model"] == "masked_ae" and summary["config"]["mask_ratio"] == 0.5
+    assert summary["config"]["square_side"] == 6
     assert "test/mse" in summary["final_metrics"]
+    # The option reaches the data the way a run builds it: 6x6 squares, 36 white pixels each.
+    count = (
+        "import my_genae_plugin; from lightning_genae.resolve import resolve; "
+        "from lightning_genae.config import RunConfig; "
+        "data = resolve(RunConfig.from_dict({'data': 'squares', 'square_side': 6})).build_datamodule(); "
+        "data.setup('fit'); print(int((data.split_tensors('train')[0][0] == 255).sum()))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(REPO)])}
+    result = subprocess.run(
+        [sys.executable, "-c", count], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.stdout.split()[-1:] == ["36"], result.stderr
 
 
 @pytest.mark.slow
@@ -113,9 +128,11 @@ def test_a_plugin_augmentation_wraps_a_gans_discriminator_inputs_with_its_own_op
     [
         (["--augment", "none", "--flip-p", "0.25"], "--flip-p does nothing with --augment none"),
         (["--augment", "flip", "--flip-p", "2"], "--flip-p must lie in [0, 1], got 2.0"),
+        (["--data", "digits", "--square-side", "6"], "--square-side does not apply to --data digits"),
+        (["--square-side", "16"], "--square-side must lie in [1, 16), got 16"),
     ],
 )
-def test_a_plugin_augmentations_option_is_checked_as_a_built_in_ones(args, says, plugin_dir, tmp_path):
+def test_a_plugins_options_are_checked_as_a_built_in_ones(args, says, plugin_dir, tmp_path):
     result = run_py(["--model", "gan", "--data", "squares", *args, "--print-config"], plugin_dir, tmp_path)
     assert result.returncode == 2 and says in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -34,7 +34,7 @@ from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
 from lightning_genae.cluster import RunInterrupted, created_by_local_rank_zero, file_identity
 from lightning_genae.config import RunConfig
 from lightning_genae.console import IterationProgressBar, say
-from lightning_genae.datamodules import InMemoryDataModule
+from lightning_genae.datamodules import InMemoryDataModule, dataset_options
 from lightning_genae.datamodules.base import map_images, to_model_range
 from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.errors import ConfigError
@@ -44,8 +44,6 @@ from lightning_genae.models import MODELS, GenerativeModule
 RECIPE_VERSION = 1
 AUGMENTER_BATCH = 64
 AUGMENTER_LR = 1e-3
-# A sequence dataset's options, carried into the augmenter's own run.
-SERIES_OPTIONS = ("seq_len", "stride", "channels", "csv_layout", "series_id", "fill_gaps")
 
 
 def augmenter_lr(family: str) -> float:
@@ -341,9 +339,11 @@ def train_augmenter(
     # The augmenter's size: --augmenter-width sets whichever option sizes the family's networks.
     sizes = {"latent_dim": plan.augmenter_latent_dim, module_type.width_option: plan.augmenter_width}
     lr = augmenter_lr(family)
+    # A sequence dataset's options (its series' length, a CSV file's layout) carried into the augmenter's run.
     series_options = {}
     if datamodule.data_kind == "sequence":
-        series_options = {key: datamodule.hparams.get(key) for key in SERIES_OPTIONS}
+        declared = dataset_options()
+        series_options = {key: value for key, value in datamodule.hparams.items() if key in declared}
     say(
         f"augmenter: training the {family} family on the {num_train} training {datamodule.item_noun} of "
         f"{datamodule.name} ({plan.augmenter_steps} iterations, seed {seed}); cached at {path}"
@@ -356,8 +356,7 @@ def train_augmenter(
         seed=seed,
         batch_size=AUGMENTER_BATCH,
         max_steps=plan.augmenter_steps,
-        plugin_options={"lr": lr, **sizes},
-        **series_options,
+        plugin_options={"lr": lr, **sizes, **series_options},
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     # The training log beside the cache entry (CSVLogger's folder): removed again if the training stops,
