@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
 from lightning_genae.errors import ConfigError
+from lightning_genae.lazy import lazy_getattr
 from lightning_genae.plugin_options import PluginOptions, option_specs
 
 if TYPE_CHECKING:
@@ -138,10 +139,7 @@ _LAZY_EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY_EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"lightning_genae.datamodules.{_LAZY_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)
 
 
 __all__ = ["DATASETS", "DatasetSpec", "build_datamodule", "dataset_options", *_LAZY_EXPORTS]

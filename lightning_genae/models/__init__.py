@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from lightning_genae.lazy import lazy_getattr
 from lightning_genae.models.options import (
     AAEOptions,
     AutoencoderOptions,
@@ -116,10 +117,7 @@ _LAZY_EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY_EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"lightning_genae.models.{_LAZY_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)
 
 
 __all__ = ["MODELS", "FamilyOptions", "ModelSpec", *_LAZY_EXPORTS]

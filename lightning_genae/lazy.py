@@ -1,0 +1,19 @@
+"""Names a package exports but imports only on first use (PEP 562), so that importing the package's registry
+does not import Lightning: `run.py --help` and configuration errors answer without it."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+def lazy_getattr(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module `__getattr__` giving each name of `exports` from its module, `package.<module>`."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+
+    return __getattr__
