@@ -263,16 +263,28 @@ def resume_conflicts(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
     """`--data folder (checkpoint: digits)` for each option in `given` that defines the run and differs.
 
     Only options the checkpoint records are compared: one it lacks belongs to another family, which
-    `resolve` names.
+    `resolve` names. A plug-in's option is read as the type of the value the checkpoint holds (a config
+    file's `"30"` is the checkpoint's 30).
     """
     conflicts = []
     for name, value in given.items():
         if name in CHANGEABLE_ON_RESUME or name not in stored:
             continue
-        wanted = coerce(name, CONFIG_TYPES[name], value) if name in CONFIG_TYPES else value
+        wanted = _as_stored(name, value, stored[name])
         if wanted != stored[name]:
             conflicts.append(f"{flag(name)} {_shown(wanted)} (checkpoint: {_shown(stored[name])})")
     return conflicts
+
+
+def _as_stored(name: str, value: Any, stored: Any) -> Any:
+    if name in CONFIG_TYPES:
+        return coerce(name, CONFIG_TYPES[name], value)
+    if value is None or stored is None or isinstance(stored, (list, tuple, dict)):
+        return value
+    try:
+        return coerce(name, type(stored), value)
+    except ConfigError:
+        return value  # not even of the checkpoint's type: a conflict, shown as given
 
 
 def _shown(value: Any) -> str:

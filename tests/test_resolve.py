@@ -16,7 +16,7 @@ import yaml
 
 from lightning_genae.augmentation import AUGMENTATIONS, option_defaults
 from lightning_genae.cli import build_parser, main
-from lightning_genae.config import CONFIG_FIELDS, RunConfig
+from lightning_genae.config import CONFIG_FIELDS, RunConfig, resume_conflicts
 from lightning_genae.errors import ConfigError
 from lightning_genae.models import MODELS
 from lightning_genae.models.ae import AutoencoderOptions
@@ -276,3 +276,13 @@ def test_help_shows_every_run_option_default_from_run_config():
         flag = "--" + name.replace("_", "-")
         assert f"[default: {shown}]" in helps[flag], (flag, helps[flag])
     assert re.search(rf"\[default: {DEFAULT_MAX_STEPS} unless --max-epochs\]", helps["--max-steps"])
+
+
+def test_a_resumed_runs_plugin_options_are_compared_as_the_checkpoint_holds_them():
+    stored = {"augmenter_steps": 30, "augment_p": 0.25, "diffaug_policy": "color", "seq_len": None}
+    # A config file's quoted numbers are the same options; another value, or another kind of value, is not.
+    assert resume_conflicts(stored, {"augmenter_steps": "30", "augment_p": "0.25", "seq_len": None}) == []
+    assert resume_conflicts(stored, {"augmenter_steps": "31", "augment_p": "auto"}) == [
+        "--augmenter-steps 31 (checkpoint: 30)",
+        "--augment-p auto (checkpoint: 0.25)",
+    ]
