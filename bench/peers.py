@@ -3,7 +3,8 @@
 Both sides train the same networks, at the same batch size, in one process with one torch thread; the
 sides alternate block by block (`--block` steps of ours, then `--block` of the peer, `--repeats` times), so
 a load that comes and goes on a shared machine affects both alike. Every step is timed on this process's
-CPU clock, and each side's figure is the median and the 90th percentile of its per-step times.
+CPU clock (`--device cuda`: on the wall clock, the GPU synchronised at each mark, so a step's time includes
+its kernels), and each side's figure is the median and the 90th percentile of its per-step times.
 
 The peers:
 - `ae`, `vae`: pythae 0.1.2 (`pip install pythae`; not a dependency of lightning-genae): its AE/VAE with
@@ -28,6 +29,7 @@ grids and checkpoints are pushed past the end (their cost is a cadence: `bench/e
 of both sides (mean over each side's last block, in the same units) are printed to show the work agrees.
 
     python bench/peers.py [--families ae,vae,aae,vaegan,gan,began,rae] [--block 20] [--repeats 6]
+                          [--device cpu|cuda]
 
 Over 400 lines for one job: each peer's loop written out beside ours, so what the peer does per step
 can be read in one place.
@@ -79,6 +81,20 @@ FAMILY_ARGS = {
 }
 
 
+def cpu_clock() -> float:
+    return time.process_time()
+
+
+def device_clock() -> float:
+    """Wall-clock seconds once the GPU has finished what was queued: a step's kernels count in its time."""
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+# What every mark reads; `main` picks the device's.
+clock = cpu_clock
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -107,10 +123,10 @@ class HandLoop(Peer):
     def run(self, steps: int) -> tuple[list[float], float]:
         times, losses = [], []
         for _ in range(steps):
-            started = time.process_time()
-            loss = self.step(self.pool[torch.randint(len(self.pool), (self.batch,))])
+            started = clock()
+            loss = self.step(self.pool[torch.randint(len(self.pool), (self.batch,), device=self.pool.device)])
             losses.append(float(loss))
-            times.append(time.process_time() - started)
+            times.append(clock() - started)
         return times, statistics.fmean(losses)
 
 
@@ -134,13 +150,13 @@ def gan_peer(model: Any, pool: Tensor, batch: int) -> Peer:
     def step(real: Tensor) -> Tensor:
         n = real.size(0)
         with torch.no_grad():
-            fake = generator(torch.randn(n, latent))
+            fake = generator(torch.randn(n, latent, device=real.device))
         loss_d = discriminator_loss(discriminator(real), discriminator(fake), kind)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         discriminator.requires_grad_(False)
-        loss_g = generator_loss(discriminator(generator(torch.randn(n, latent))), kind)
+        loss_g = generator_loss(discriminator(generator(torch.randn(n, latent, device=real.device))), kind)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -289,12 +305,13 @@ class PythaePeer(Peer):
         encoder, decoder = Encoder(copy.deepcopy(model.encoder)), Decoder(copy.deepcopy(model.decoder))
         loss = "bce" if sigmoid else "mse"
         lr = model.options.lr
-        # One epoch over the block's batches, on the CPU, into the scratch folder: every trainer alike.
+        # One epoch over the block's batches, on the run's device, into the scratch folder: every trainer
+        # alike.
         run_settings = {
             "output_dir": str(scratch),
             "per_device_train_batch_size": batch,
             "num_epochs": 1,
-            "no_cuda": True,
+            "no_cuda": model.device.type != "cuda",
         }
         if family == "aae":
             config = Adversarial_AE_Config(
@@ -346,7 +363,7 @@ class PythaePeer(Peer):
         forward = self.model.forward
 
         def marked(*args: Any, **kwargs: Any) -> Any:
-            self._marks.append(time.process_time())
+            self._marks.append(clock())
             output = forward(*args, **kwargs)
             self._losses.append(self._compared_loss(output, args[0]["data"], loss))
             return output
@@ -366,7 +383,7 @@ class PythaePeer(Peer):
     def run(self, steps: int) -> tuple[list[float], float]:
         self._marks, self._losses = [], []
         self.trainer.train_step(epoch=1)
-        marks = [*self._marks, time.process_time()]
+        marks = [*self._marks, clock()]
         # The VAE's loss is per image, as ours; the others' reconstruction error sums over pixels.
         per_value = 1 if self.family == "vae" else self.pixels
         return [b - a for a, b in zip(marks, marks[1:], strict=False)], statistics.fmean(
@@ -399,7 +416,7 @@ class Alternation:
         self.callback = _Hook()
 
     def after_iteration(self, trainer: Any, pl_module: Any, outputs: Any) -> None:
-        now = time.process_time()
+        now = clock()
         done = pl_module.iteration - self.warmup
         if done > 0:
             self.ours_ms.append((now - self._last) * 1000)
@@ -413,7 +430,7 @@ class Alternation:
             else:
                 times, self.peer_loss = self.peer.run(self.block)
                 self.peer_ms += [value * 1000 for value in times]
-        self._last = time.process_time()
+        self._last = clock()
 
     _total = 0
     loss_key = "train/loss"
@@ -429,10 +446,10 @@ def measure(family: str, args: argparse.Namespace, scratch: Path) -> dict[str, A
     def make_peer(model: Any) -> Peer:
         datamodule = model.trainer.datamodule
         stored, _ = datamodule.split_tensors("train")
-        pool = datamodule.to_model_range(stored[: max(4096, args.batch)])
+        pool = datamodule.to_model_range(stored[: max(4096, args.batch)]).to(model.device)
         if family in PYTHAE_FAMILIES:
             count = args.block * args.batch
-            pool01 = ((pool[:count] + 1) / 2).contiguous()
+            pool01 = ((pool[:count].cpu() + 1) / 2).contiguous()  # pythae moves its batches itself
             return PythaePeer(family, model, pool01, args.batch, args.block, scratch / f"pythae-{family}")
         return {"gan": gan_peer, "began": began_peer, "rae": rae_peer}[family](model, pool, args.batch)
 
@@ -443,6 +460,7 @@ def measure(family: str, args: argparse.Namespace, scratch: Path) -> dict[str, A
         *("--model", family, "--data", data, "--max-steps", str(iterations), "--batch-size", str(args.batch)),
         *("--eval-every", str(NEVER), "--image-every", str(NEVER), "--ckpt-every", str(NEVER)),
         *("--eval-samples", "256", "--output", str(scratch / family), "--overwrite"),
+        *("--accelerator", "gpu" if args.device == "cuda" else "cpu", "--devices", "1"),
         *FAMILY_ARGS.get(family, ()),
     ]
     with added_callback(timer.callback):
@@ -474,7 +492,14 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--json", default="bench/peers.json")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both sides train")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        message = "--device cuda: no CUDA device is visible to torch; run on a GPU machine or drop it"
+        print(message, file=sys.stderr)
+        raise SystemExit(2)
+    global clock
+    clock = device_clock if args.device == "cuda" else cpu_clock
     torch.set_num_threads(1)
     families = args.families.split(",")
     if any(family in PYTHAE_FAMILIES for family in families) and importlib.util.find_spec("pythae") is None:
@@ -496,6 +521,7 @@ def main() -> None:
                 json.dumps(
                     {
                         "machine": platform.processor() or platform.machine(),
+                        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                         "torch": torch.__version__,
                         "threads": 1,
                         "batch": args.batch,
