@@ -10,15 +10,18 @@ from Python is checked the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from lightning_genae.plugin_options import PluginOptions, option
 
-__all__ = ["CSVSeriesOptions", "ImageOptions", "SinesOptions"]
+__all__ = ["CSVSeriesOptions", "ChannelsOptions", "ImageOptions", "SeqLenOptions", "SinesOptions"]
 
 
-def _channels() -> Any:
-    return option(
+@dataclass(frozen=True)
+class ChannelsOptions(PluginOptions):
+    """The channel count, one option for every dataset that takes it."""
+
+    channels: int | None = option(
         None,
         "1 (grayscale) or 3 channels for --data folder; channels of --data sines",
         at_least=1,
@@ -26,8 +29,11 @@ def _channels() -> Any:
     )
 
 
-def _seq_len() -> Any:
-    return option(
+@dataclass(frozen=True)
+class SeqLenOptions(PluginOptions):
+    """The time steps per series, one option for every series dataset that takes it."""
+
+    seq_len: int | None = option(
         None,
         "time steps per series for --data sines and csv",
         at_least=1,
@@ -36,26 +42,21 @@ def _seq_len() -> Any:
 
 
 @dataclass(frozen=True)
-class ImageOptions(PluginOptions):
+class ImageOptions(ChannelsOptions):
     """Every image dataset's: a dataset of fixed geometry takes only its own values (folder: any)."""
 
     image_size: int | None = option(None, "image side for --data folder", at_least=1, shown_default="64")
-    channels: int | None = _channels()
 
 
 @dataclass(frozen=True)
-class SinesOptions(PluginOptions):
+class SinesOptions(SeqLenOptions, ChannelsOptions):
     """The synthetic sines' length and channel count."""
 
-    seq_len: int | None = _seq_len()
-    channels: int | None = _channels()
-
 
 @dataclass(frozen=True)
-class CSVSeriesOptions(PluginOptions):
+class CSVSeriesOptions(SeqLenOptions):
     """How a CSV file is read into series and cut into windows."""
 
-    seq_len: int | None = _seq_len()
     stride: int | None = option(
         None, "rows between the starts of two windows for --data csv", at_least=1, shown_default="1"
     )

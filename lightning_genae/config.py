@@ -229,6 +229,20 @@ def check_path_values(values: Mapping[str, Any], plugin_paths: Collection[str] =
             raise ConfigError(f"{flag(name)} is empty; give a path, or drop {flag(name)} for its default")
 
 
+# run.py's flags that are no option of a run (modes, grids, help): a plug-in's option may not take their
+# names (tests/test_plugins.py holds this list to the parser).
+COMMAND_LINE_ONLY = (
+    "help",
+    "config",
+    "print_config",
+    "version",
+    "evaluate",
+    "evaluate_folder",
+    "seeds",
+    "tune_seeds",
+    "grid_index",
+    "summarize",
+)
 # Options that describe one invocation, not the experiment: a re-run from config.yaml gets a new folder.
 PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite")
 # Options a `--resume` may change: they take effect from the resumed step on. Every other option defines the

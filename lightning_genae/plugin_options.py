@@ -28,7 +28,8 @@ __all__ = [
     "literal_choices",
     "option",
     "option_specs",
-    "check_consistent",
+    "check_shared",
+    "declaring_class",
     "declared_fields",
     "type_name",
     "with_default",
@@ -177,6 +178,14 @@ def _range_text(metadata: Mapping[str, Any]) -> str:
     return f"{low}, {high}"
 
 
+def _default_hint(spec: dataclasses.Field) -> str:
+    """`; the default is 64`, or what is done when the option is unset; nothing for a plain None."""
+    shown = spec.metadata.get("shown_default")
+    if shown is None and spec.default is None:
+        return ""
+    return f"; the default is {spec.default if shown is None else shown}"
+
+
 def _out_of_range(value: float, metadata: Mapping[str, Any]) -> bool:
     at_least, above, below, at_most = (metadata.get(key) for key in ("at_least", "above", "below", "at_most"))
     return (
@@ -214,14 +223,10 @@ class PluginOptions:
             raise ConfigError(f"{flag(spec.name)} must be at most {INT_LIMIT:,}, got {value:,}")
         # NaN compares False with every bound and inf passes a lower one: check finiteness first.
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(
-                f"{flag(spec.name)} must be a finite number, got {value}; the default is {spec.default}"
-            )
+            raise ConfigError(f"{flag(spec.name)} must be a finite number, got {value}{_default_hint(spec)}")
         if _out_of_range(value, spec.metadata):
-            raise ConfigError(
-                f"{flag(spec.name)} must lie in {_range_text(spec.metadata)}, got {value}; "
-                f"the default is {spec.default}"
-            )
+            where = _range_text(spec.metadata)
+            raise ConfigError(f"{flag(spec.name)} must lie in {where}, got {value}{_default_hint(spec)}")
 
     @classmethod
     def types(cls) -> dict[str, Any]:
@@ -256,8 +261,8 @@ class PluginOptions:
 def option_specs(classes: Mapping[str, type[PluginOptions]]) -> dict[str, tuple[Any, dataclasses.Field]]:
     """Every option of `classes` (owner name -> options class), merged by name: (type, field).
 
-    An option several classes declare is one option (one flag); it must have one type and one default,
-    which `check_consistent` ensures when a plug-in registers.
+    An option several classes declare is one option (one flag), inherited from the one class that declares
+    it, which `check_shared` ensures when a plug-in registers.
     """
     merged: dict[str, tuple[Any, dataclasses.Field]] = {}
     for options in classes.values():
@@ -277,16 +282,24 @@ def declared_fields(options: type[PluginOptions]) -> list[dataclasses.Field]:
     return sorted(dataclasses.fields(options), key=lambda spec: order[spec.name])
 
 
-def check_consistent(kind: str, name: str, options: type[PluginOptions], others: Mapping[str, Any]) -> None:
-    """A new plug-in's options that another already declares must have the same type and default."""
-    kinds = options.types()
+def declaring_class(options: type[PluginOptions], name: str) -> type[PluginOptions]:
+    """The class in `options`' bases (or itself) whose own body declares the option `name`."""
+    return next(klass for klass in options.__mro__ if name in vars(klass).get("__annotations__", {}))
+
+
+def check_shared(
+    kind: str, name: str, options: type[PluginOptions], registered: Mapping[str, type[PluginOptions]]
+) -> None:
+    """An option that a registered plug-in of the same kind declares too is one option, one flag: the new
+    one must inherit it from the class that declares it (the same type, default, range and meaning, as
+    the built-ins share `--augment-p` through `StrengthOptions`), not declare a look-alike."""
     for spec in dataclasses.fields(options):
-        known = others.get(spec.name)
-        if known is None:
-            continue
-        other_kind, other_field = known
-        if other_kind != kinds[spec.name] or other_field.default != spec.default:
-            raise ConfigError(
-                f"cannot register {kind} {name!r}: option {spec.name} is declared elsewhere with another "
-                "type or default; rename it"
-            )
+        for other in registered.values():
+            if spec.name not in other.types():
+                continue
+            owner = declaring_class(other, spec.name)
+            if declaring_class(options, spec.name) is not owner:
+                raise ConfigError(
+                    f"cannot register {kind} {name!r}: option {spec.name} is {owner.__name__}'s; subclass "
+                    f"{owner.__name__} to share it, or rename it"
+                )

@@ -23,14 +23,14 @@ from dataclasses import fields
 from importlib.metadata import entry_points
 from typing import Any
 
-from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec, augmentation_options
-from lightning_genae.config import CONFIG_FIELDS
+from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec, augmentation_options, option_classes
+from lightning_genae.config import COMMAND_LINE_ONLY, CONFIG_FIELDS, CONFIG_TYPES, flag
 from lightning_genae.datamodules import DATASETS, DatasetSpec, dataset_options
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
 from lightning_genae.metrics.names import BACKBONES, KINDS, Direction, MetricKind, kind_spec
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
-from lightning_genae.plugin_options import PluginOptions, check_consistent
+from lightning_genae.plugin_options import PluginOptions, check_shared, type_name
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGINS_VARIABLE", "load_plugins", "register_augmentation",
            "register_dataset", "register_metric", "register_model"]  # fmt: skip
@@ -67,6 +67,7 @@ def _check_new(kind: str, name: str, registry: dict[str, Any], spec: Any, spec_t
 def _other_owners(kind: str) -> dict[str, str]:
     """Option names that a plug-in of `kind` may not declare, each with who has it."""
     owners = {name: "a run option" for name in CONFIG_FIELDS}
+    owners.update(dict.fromkeys(COMMAND_LINE_ONLY, "a flag of run.py"))
     if kind != "model":
         owners.update(
             {name: "a model family's option" for spec in MODELS.values() for name in spec.options.types()}
@@ -82,14 +83,31 @@ def _check_option_names(
     kind: str, name: str, options: type[PluginOptions], same_kind: dict[str, tuple[Any, Any]]
 ) -> None:
     """A plug-in's options may not take the name of a run option or another kind's option, and one that a
-    plug-in of its kind declares too must have the same type and default (it is one flag)."""
+    plug-in of its kind declares too must be inherited from the class that declares it (it is one flag)."""
     owners = _other_owners(kind)
     for option in options.types():
         if option in owners:
             raise ConfigError(
                 f"cannot register {kind} {name!r}: option {option} is {owners[option]}; rename it"
             )
-    check_consistent(kind, name, options, same_kind)
+    _check_negations(kind, name, options)
+    check_shared(kind, name, options, same_kind)
+
+
+def _check_negations(kind: str, name: str, options: type[PluginOptions]) -> None:
+    """A yes/no option X is also the flag --no-X, which turns it off: no option may be named no_X too."""
+    every = {**CONFIG_TYPES, **{key: value for key, (value, _) in augmentation_options().items()}}
+    every.update({key: value for key, (value, _) in dataset_options().items()})
+    for spec in MODELS.values():
+        every.update(spec.options.types())
+    every.update(options.types())
+    for option in options.types():
+        for yes, no in ((option, f"no_{option}"), (option.removeprefix("no_"), option)):
+            if yes != no and yes in every and no in every and type_name(every[yes]) == "bool":
+                raise ConfigError(
+                    f"cannot register {kind} {name!r}: option {no} would be {flag(no)}, the flag that turns "
+                    f"the yes/no option {yes} off; rename it"
+                )
 
 
 def register_model(name: str, spec: ModelSpec) -> None:
@@ -115,6 +133,7 @@ def register_model(name: str, spec: ModelSpec) -> None:
                     f"cannot register model {name!r}: option {option.name} is {kinds[option.name]} here "
                     f"but {other_kinds[option.name]} in {other}; rename it"
                 )
+    _check_negations("model", name, spec.options)
     MODELS[name] = spec
 
 
@@ -123,12 +142,14 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
 
     The options (`spec.options`, a `PluginOptions` dataclass; an image dataset's default is `ImageOptions`)
     become flags and config.yaml keys, and their values reach the DataModule's constructor as keywords. An
-    option another dataset declares too is the same option: same type and default.
+    option another dataset declares too is the same option, inherited from the class that declares it.
     """
     _check_new("dataset", name, DATASETS, spec, DatasetSpec)
     if not (isinstance(spec.options, type) and issubclass(spec.options, PluginOptions)):
         raise ConfigError(f"cannot register dataset {name!r}: its options must be a PluginOptions dataclass")
-    _check_option_names("dataset", name, spec.options, dataset_options())
+    _check_option_names(
+        "dataset", name, spec.options, {other: spec.options for other, spec in DATASETS.items()}
+    )
     DATASETS[name] = spec
 
 
@@ -136,13 +157,14 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
     """Add the augmentation `name` (`--augment name`). A discriminator-side one gives `build(options,
     parts)`. Its options are a `PluginOptions` dataclass (`spec.options`): they become flags, config.yaml
     keys and checks as the built-ins' do, and a run that sets one that no chosen augmentation reads is
-    refused. An option another augmentation declares too is the same option: same type and default."""
+    refused. An option another augmentation declares too is the same option, inherited from the class that
+    declares it (`--augment-p` from `StrengthOptions`)."""
     _check_new("augmentation", name, AUGMENTATIONS, spec, AugmentationSpec)
     if not (isinstance(spec.options, type) and issubclass(spec.options, PluginOptions)):
         raise ConfigError(
             f"cannot register augmentation {name!r}: its options must be a PluginOptions dataclass"
         )
-    _check_option_names("augmentation", name, spec.options, augmentation_options())
+    _check_option_names("augmentation", name, spec.options, option_classes())
     if spec.side == "discriminator" and spec.build is None:
         raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
     AUGMENTATIONS[name] = spec

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from test_python_api import python_blocks
 
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
 from lightning_genae.datamodules import DATASETS, DatasetSpec
+from lightning_genae.datamodules.options import ImageOptions
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import (
     FEATURE_METRICS,
@@ -46,6 +48,37 @@ class BetaOption(PluginOptions):
 @dataclass(frozen=True)
 class OtherP(PluginOptions):
     augment_p: float = option(0.5, "the built-in --augment-p with another default")
+
+
+@dataclass(frozen=True)
+class LookAlikeP(PluginOptions):
+    augment_p: float | Literal["auto"] = option(
+        0.25, "the built-in --augment-p's type and default, redeclared"
+    )
+
+
+@dataclass(frozen=True)
+class SeedsOption(ImageOptions):
+    seeds: int = option(3, "a name run.py's grid flag has")
+
+
+@dataclass(frozen=True)
+class NoAnneal(ImageOptions):
+    no_augment_anneal: bool = option(False, "the flag that turns --augment-anneal off")
+
+
+@dataclass(frozen=True)
+class OwnChannels(PluginOptions):
+    channels: int | None = option(None, "channels, declared again rather than inherited")
+
+
+def test_the_flags_run_py_has_beside_run_options_are_the_names_no_plugin_may_take():
+    from lightning_genae.arguments import build_parser
+    from lightning_genae.config import COMMAND_LINE_ONLY, CONFIG_FIELDS
+    from lightning_genae.resolve import plugin_option_names
+
+    options = {action.dest for action in build_parser()._actions}
+    assert options - set(CONFIG_FIELDS) - plugin_option_names() == set(COMMAND_LINE_ONLY)
 
 
 PAGE = REPO / "docs" / "plugins.md"
@@ -232,7 +265,17 @@ def clean_registries():
          "option beta is a model family's option"),
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=OtherP,
                                                                build=lambda options, parts: None)),
-         "option augment_p is declared elsewhere"),
+         "option augment_p is StrengthOptions's; subclass StrengthOptions to share it"),
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=LookAlikeP,
+                                                               build=lambda options, parts: None)),
+         "option augment_p is StrengthOptions's"),
+        (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=SeedsOption)),
+         "option seeds is a flag of run.py"),
+        (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=NoAnneal)),
+         "option no_augment_anneal would be --no-augment-anneal, the flag that turns the yes/no option "
+         "augment_anneal off"),
+        (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=OwnChannels)),
+         "option channels is ChannelsOptions's"),
     ],
 )  # fmt: skip
 def test_a_refused_registration_is_one_line_naming_why(register, says, clean_registries):

@@ -309,14 +309,41 @@ def given_options(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def _settings(plan_names: tuple[str, ...], given: Mapping[str, Any]) -> dict[str, PluginOptions]:
-    """Each chosen augmentation's options from the given values it declares; its checks run here."""
+def _settings(
+    plan_names: tuple[str, ...], given: Mapping[str, Any], only: Collection[str] | None = None
+) -> dict[str, PluginOptions]:
+    """Each chosen augmentation's options from the given values it declares (those in `only`, when given);
+    its checks run here."""
     settings = {}
     for name in plan_names:
         options = AUGMENTATIONS[name].options
-        own = options.types()
-        settings[name] = options.parse({key: value for key, value in given.items() if key in own})
+        own = {key: value for key, value in given.items() if key in options.types()}
+        settings[name] = options.parse(
+            {key: value for key, value in own.items() if only is None or key in only}
+        )
     return settings
+
+
+def _reading_settings(plan_names: tuple[str, ...], given: Mapping[str, Any]) -> dict[str, PluginOptions]:
+    """The options as far as they decide what is read: a given value that fails its own check (out of its
+    range) is left at its default here, so that an option the run would not read is refused as unread,
+    not as out of range, and the user is not sent to fix a value only to be told to drop it."""
+    valid = {
+        key
+        for name in plan_names
+        for key, value in given.items()
+        if key in AUGMENTATIONS[name].options.types()
+        and _valid_alone(AUGMENTATIONS[name].options, key, value)
+    }
+    return _settings(plan_names, given, only=valid)
+
+
+def _valid_alone(options: type[PluginOptions], key: str, value: Any) -> bool:
+    try:
+        options.parse({key: value})
+    except ConfigError:
+        return False
+    return True
 
 
 def _options_read(settings: Mapping[str, PluginOptions]) -> tuple[set[str], dict[str, str]]:
@@ -363,12 +390,13 @@ def resolve_augment_plan(
     names = parse_augment(config.augment)
     plan_names = tuple(name for name in names if name != "none")
     given = given_options(config)
-    settings = _settings(plan_names, given)
-    read, reasons = _options_read(settings)
+    read, reasons = _options_read(_reading_settings(plan_names, given))
     _check_adaptive(config, plan_names, auto_p="augment_p" in read and given.get("augment_p") == AUTO)
     _check_discriminator_side(config, plan_names, image_discriminator)
     if not drop_unused:
         _check_stray_options(config, [name for name in given if name not in read], reasons)
+    # Now every value read is checked; one the run does not read (a grid cell's) is left at its default.
+    settings = _settings(plan_names, given, only=read)
     chosen = {key: value for options in settings.values() for key, value in options.to_dict().items()}
     used = {key: value for key, value in chosen.items() if key in read}
     defaults = option_defaults()

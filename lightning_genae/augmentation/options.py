@@ -87,8 +87,9 @@ class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
     )
     augment_pool: int | None = option(
         None,
-        "offline mode: number of augmented images in the pool (unset: the training split's size)",
+        "offline mode: number of augmented images in the pool",
         at_least=1,
+        shown_default="the training split's size",
     )
     augment_anneal: bool = option(False, "take --augment-p linearly to zero over training")
 
@@ -111,8 +112,14 @@ class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
                 **super().unread(),
                 "augment_pool": "sizes the offline pool; add --augment-mode offline or drop it",
             }
-        online_only = "does nothing with --augment-mode offline (a fixed pool); drop it, or mix online"
+        online_only = (
+            "sets the online mixing, and --augment-mode offline trains on a fixed pool instead; drop it, "
+            "or drop --augment-mode offline"
+        )
         return {
-            **{name: online_only for name in ("augment_p", "augment_anneal")},
-            **{name: online_only for name in ControllerOptions.types()},
+            **dict.fromkeys(("augment_p", "augment_anneal"), online_only),
+            **dict.fromkeys(
+                ControllerOptions.types(),
+                "steers --augment-p auto, which a fixed offline pool does not take; drop it",
+            ),
         }
