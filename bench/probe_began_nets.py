@@ -18,17 +18,22 @@ also on the DCGAN nets:
   decoder's projected code (normalised over the batch alone, `BatchNorm1d`), `discriminator-conv` only D's
   convolutional ones (over the batch and the image's positions, `BatchNorm2d`);
 - `--code-batch-norm` on the paper's nets: D's decoder's projected code normalised over the batch, as
-  the DCGAN nets' decoder does.
+  the DCGAN nets' decoder does;
+- `--dcgan-part {generator,discriminator}` on the paper's nets: that one net is the DCGAN nets' (with its
+  own batch norm, tanh and DCGAN initialisation), the other the paper's, so a collapse can be put on G's
+  or on D's architecture as a whole (layout, upsampling, depth and h-embedding included).
 
 Nearest-neighbour upsampling against transposed convolutions, the paper's depth (two 3x3 convolutions
 per scale against one 4x4) and its fully connected h-embedding are the remaining differences; a patch
-cannot separate them. docs/results-began.md ("What in the nets decides it") has the measured table.
+cannot separate them, `--dcgan-part` swaps them per net. docs/results-began.md ("What in the nets decides
+it") has the measured table.
 
 The run is otherwise the product's (`run.py` in-process: data, logging, metrics, the run folder).
 
     python bench/probe_began_nets.py [--batch-norm both] [--activation relu] [--tanh] [--prior normal] \
         [--init dcgan] -- RUN.PY ARGUMENTS
     python bench/probe_began_nets.py --drop-batch-norm generator -- RUN.PY ARGUMENTS --began-nets dcgan
+    python bench/probe_began_nets.py --dcgan-part generator -- RUN.PY ARGUMENTS
 """
 
 from __future__ import annotations
@@ -93,6 +98,20 @@ def paper_discriminator(args: argparse.Namespace):
     return build
 
 
+def dcgan_net(net_type: type[nn.Module], **extra: object):
+    """`net_type` (a DCGAN net) in the paper net's place, initialised as the DCGAN nets are: the module's
+    later Glorot initialisation of the paper's nets is not applied to it."""
+
+    def build(*a, **kw) -> nn.Module:
+        net = net_type(*a, **kw, **extra)
+        net.apply(init_dcgan_weights)
+        # The module applies init_began_weights to its nets afterwards; this one keeps DCGAN's.
+        net.apply = lambda fn: net
+        return net
+
+    return build
+
+
 def without_batch_norm(net_type: type[nn.Module], kinds: tuple[type[nn.Module], ...]):
     """`net_type`'s constructor, its batch norm layers of the given kinds replaced by identity."""
 
@@ -127,6 +146,11 @@ def main() -> int:
     parser.add_argument("--tanh", action="store_true", help="tanh on G's and D's decoder's output")
     parser.add_argument("--prior", choices=["uniform", "normal"], default="uniform")
     parser.add_argument("--init", choices=["glorot", "dcgan"], default="glorot")
+    parser.add_argument(
+        "--dcgan-part",
+        choices=["generator", "discriminator"],
+        help="the paper's nets: swap in that DCGAN net",
+    )
     parser.add_argument("run_arguments", nargs=argparse.REMAINDER, help="-- then run.py's arguments")
     args = parser.parse_args()
     run_arguments = args.run_arguments[1:] if args.run_arguments[:1] == ["--"] else args.run_arguments
@@ -144,6 +168,8 @@ def main() -> int:
         parser.error(
             "--batch-norm, --activation, --tanh and --init change the paper's nets; drop --began-nets dcgan"
         )
+    if args.dcgan_part and (dcgan_nets or paper_changes):
+        parser.error("--dcgan-part swaps one of the paper's nets as published; drop the other changes")
     if args.drop_batch_norm != "none" and not dcgan_nets:
         parser.error("--drop-batch-norm changes the DCGAN nets; add --began-nets dcgan after --")
 
@@ -153,6 +179,10 @@ def main() -> int:
     began.BEGANAutoencoder = paper_discriminator(args)
     if args.init == "dcgan":
         began.init_began_weights = init_dcgan_weights
+    if args.dcgan_part == "generator":
+        began.BEGANDecoder = dcgan_net(began.ConvDecoder, output="tanh")
+    elif args.dcgan_part == "discriminator":
+        began.BEGANAutoencoder = dcgan_net(began.ConvAutoencoder)
     every_kind = (nn.BatchNorm1d, nn.BatchNorm2d)
     if args.drop_batch_norm in ("generator", "both"):
         began.ConvDecoder = without_batch_norm(began.ConvDecoder, every_kind)

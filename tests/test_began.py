@@ -298,3 +298,15 @@ def test_nets_probe_adds_and_drops_exactly_the_batch_norm_it_names(tmp_path: Pat
     assert normalised(dcgan, "generator.") and normalised(dcgan, "discriminator.encoder.")
     assert normalised(dcgan, "discriminator.decoder.project.") == []
     assert normalised(dcgan, "discriminator.decoder.blocks.")
+
+
+@pytest.mark.slow
+def test_nets_probe_swaps_in_one_dcgan_net_and_keeps_the_papers_other(tmp_path: Path) -> None:
+    """`--dcgan-part generator`: G is the DCGAN nets' (batch norm, transposed convolutions), D the paper's."""
+    swapped = probe_nets(tmp_path, "dcgan-g", ["--dcgan-part", "generator"], [])
+    paper = probe_nets(tmp_path, "paper-nets", [], [])
+    assert normalised(swapped, "generator.") and normalised(swapped, "discriminator.") == []
+    assert normalised(paper, "generator.") == []
+    assert {key for key in swapped if key.startswith("discriminator.")} == {
+        key for key in paper if key.startswith("discriminator.")
+    }
