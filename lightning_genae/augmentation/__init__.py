@@ -4,7 +4,11 @@ Names combine with '+': `ae+diffaug` trains the GAN on AE-augmented data and sho
 DiffAugment-ed inputs. Data-side augmentations (`ae`, `vae`, `vaegan`) change what the DataModule yields
 and work with every model; discriminator-side ones (`diffaug`, `ae-d`, `ada`) need a model that is an
 `ImageDiscriminator`. Each name is one `AugmentationSpec` in `AUGMENTATIONS`, whose `options` class
-(declared beside the augmentation's code) gives its flags, defaults, help and checks."""
+(declared beside the augmentation's code) gives its flags, defaults, help and checks.
+
+Over 400 lines for one job: the registry and the plan of a run's augmentations, with every check of how
+they combine and which options each reads.
+"""
 
 from __future__ import annotations
 
