@@ -227,8 +227,8 @@ def test_print_config_round_trips_through_config(tmp_path, capsys):
 
 
 def test_a_config_yaml_with_its_keys_in_another_order_resolves_to_the_same_values(capsys):
-    # Written with the augmentation options among the data and hardware options; config.yaml now lists
-    # them with the other plug-ins' options. Key order is not part of the format: the same run comes back.
+    # This file lists the augmentation options between the data and the hardware options; the config.yaml
+    # a run writes lists them with the other plug-ins' options. Key order is not part of the format.
     path = Path(__file__).parent / "cases" / "config-ae-diffaug.yaml"
     written = yaml.safe_load(path.read_text())
     assert written["augment_p"] == 0.3 and written["diffaug_policy"] == "color,cutout"
