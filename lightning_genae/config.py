@@ -173,6 +173,12 @@ class RunConfig:
         values["logger"] = list(self.logger)
         return {**values, **dict(self.plugin_options)}
 
+    def given_plugin_options(self, names: Collection[str]) -> dict[str, Any]:
+        """The plug-in options among `names` that were set (None means "left to its owner's default")."""
+        return {
+            name: value for name, value in self.plugin_options.items() if name in names and value is not None
+        }
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 

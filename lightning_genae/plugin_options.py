@@ -9,6 +9,7 @@ and a bad option are answered without torch or Lightning.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -178,6 +179,13 @@ def _range_text(metadata: Mapping[str, Any]) -> str:
     return f"{low}, {high}"
 
 
+@functools.cache
+def _type_hints(options: type) -> dict[str, Any]:
+    # Resolving the annotations of a class and its bases is the costly part of reading options, and resolve,
+    # the parser and a tuning grid's candidates ask for the same classes' types many times.
+    return typing.get_type_hints(options)
+
+
 def _default_hint(spec: dataclasses.Field) -> str:
     """`; the default is 64`, or what is done when the option is unset; nothing for a plain None."""
     shown = spec.metadata.get("shown_default")
@@ -231,7 +239,7 @@ class PluginOptions:
     @classmethod
     def types(cls) -> dict[str, Any]:
         """Each option's type, resolved (`Literal[...]` for a choice)."""
-        return typing.get_type_hints(cls)
+        return dict(_type_hints(cls))
 
     @classmethod
     def choices(cls, name: str) -> tuple[Any, ...]:

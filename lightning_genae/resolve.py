@@ -157,11 +157,10 @@ def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
 
 def _dataset_options(config: RunConfig, dataset: DatasetSpec) -> PluginOptions:
     """The dataset's options from what was given; one that only other datasets read is an error."""
-    declared = dataset_options()
-    given = {name: value for name, value in config.plugin_options.items() if name in declared}
+    given = config.given_plugin_options(dataset_options())
     assert dataset.options is not None
     own = dataset.options.types()
-    foreign = [name for name, value in given.items() if value is not None and name not in own]
+    foreign = [name for name in given if name not in own]
     if foreign:
         other_kind = {
             name

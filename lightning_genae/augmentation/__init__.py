@@ -307,10 +307,7 @@ def _check_discriminator_side(
 
 def given_options(config: RunConfig) -> dict[str, Any]:
     """The augmentation options the user set (None in a configuration means "left to its default")."""
-    declared = augmentation_options()
-    return {
-        name: value for name, value in config.plugin_options.items() if name in declared and value is not None
-    }
+    return config.given_plugin_options(augmentation_options())
 
 
 def _settings(
@@ -321,9 +318,9 @@ def _settings(
     settings = {}
     for name in plan_names:
         options = AUGMENTATIONS[name].options
-        own = {key: value for key, value in given.items() if key in options.types()}
+        declared = options.types()
         settings[name] = options.parse(
-            {key: value for key, value in own.items() if only is None or key in only}
+            {key: value for key, value in given.items() if key in declared and (only is None or key in only)}
         )
     return settings
 
@@ -334,10 +331,9 @@ def _reading_settings(plan_names: tuple[str, ...], given: Mapping[str, Any]) -> 
     not as out of range, and the user is not sent to fix a value only to be told to drop it."""
     valid = {
         key
-        for name in plan_names
+        for options in {AUGMENTATIONS[name].options for name in plan_names}
         for key, value in given.items()
-        if key in AUGMENTATIONS[name].options.types()
-        and _valid_alone(AUGMENTATIONS[name].options, key, value)
+        if key in options.types() and _valid_alone(options, key, value)
     }
     return _settings(plan_names, given, only=valid)
 
