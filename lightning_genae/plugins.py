@@ -24,7 +24,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec, augmentation_options, option_classes
-from lightning_genae.config import COMMAND_LINE_ONLY, CONFIG_FIELDS, CONFIG_TYPES, flag
+from lightning_genae.config import COMMAND_LINE_ONLY, CONFIG_TYPES, flag
 from lightning_genae.datamodules import DATASETS, DatasetSpec, dataset_options
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
@@ -64,43 +64,49 @@ def _check_new(kind: str, name: str, registry: dict[str, Any], spec: Any, spec_t
         )
 
 
-def _other_owners(kind: str) -> dict[str, str]:
-    """Option names that a plug-in of `kind` may not declare, each with who has it."""
-    owners = {name: "a run option" for name in CONFIG_FIELDS}
-    owners.update(dict.fromkeys(COMMAND_LINE_ONLY, "a flag of run.py"))
-    if kind != "model":
-        owners.update(
-            {name: "a model family's option" for spec in MODELS.values() for name in spec.options.types()}
-        )
-    if kind != "dataset":
-        owners.update(dict.fromkeys(dataset_options(), "a dataset's option"))
-    if kind != "augmentation":
-        owners.update(dict.fromkeys(augmentation_options(), "an augmentation's option"))
-    return owners
+# Who declares an option, as a refusal names it.
+_OWNER_WORDS = {
+    "run": "a run option",
+    "model": "a model family's option",
+    "dataset": "a dataset's option",
+    "augmentation": "an augmentation's option",
+}
 
 
-def _check_option_names(
-    kind: str, name: str, options: type[PluginOptions], same_kind: dict[str, tuple[Any, Any]]
-) -> None:
-    """A plug-in's options may not take the name of a run option or another kind's option, and one that a
-    plug-in of its kind declares too must be inherited from the class that declares it (it is one flag)."""
-    owners = _other_owners(kind)
+def _declared_options() -> dict[str, dict[str, Any]]:
+    """Every declared option's type, by who declares it: the run, the families, datasets, augmentations."""
+    families: dict[str, Any] = {}
+    for spec in MODELS.values():
+        families.update(spec.options.types())
+    return {
+        "run": dict(CONFIG_TYPES),
+        "model": families,
+        "dataset": {key: value for key, (value, _) in dataset_options().items()},
+        "augmentation": {key: value for key, (value, _) in augmentation_options().items()},
+    }
+
+
+def _check_option_names(kind: str, name: str, options: type[PluginOptions]) -> None:
+    """A plug-in's options may not take the name of a run option, another kind's option or a flag of
+    run.py, nor be the --no-X of a yes/no option."""
+    declared = _declared_options()
+    owners = dict.fromkeys(COMMAND_LINE_ONLY, "a flag of run.py")
+    for owner, types in declared.items():
+        if owner != kind:
+            owners.update(dict.fromkeys(types, _OWNER_WORDS[owner]))
     for option in options.types():
         if option in owners:
             raise ConfigError(
                 f"cannot register {kind} {name!r}: option {option} is {owners[option]}; rename it"
             )
-    _check_negations(kind, name, options)
-    check_shared(kind, name, options, same_kind)
+    _check_negations(
+        kind, name, options, {key: value for types in declared.values() for key, value in types.items()}
+    )
 
 
-def _check_negations(kind: str, name: str, options: type[PluginOptions]) -> None:
+def _check_negations(kind: str, name: str, options: type[PluginOptions], declared: dict[str, Any]) -> None:
     """A yes/no option X is also the flag --no-X, which turns it off: no option may be named no_X too."""
-    every = {**CONFIG_TYPES, **{key: value for key, (value, _) in augmentation_options().items()}}
-    every.update({key: value for key, (value, _) in dataset_options().items()})
-    for spec in MODELS.values():
-        every.update(spec.options.types())
-    every.update(options.types())
+    every = {**declared, **options.types()}
     for option in options.types():
         for yes, no in ((option, f"no_{option}"), (option.removeprefix("no_"), option)):
             if yes != no and yes in every and no in every and type_name(every[yes]) == "bool":
@@ -119,21 +125,16 @@ def register_model(name: str, spec: ModelSpec) -> None:
     _check_new("model", name, MODELS, spec, ModelSpec)
     if not (isinstance(spec.options, type) and issubclass(spec.options, FamilyOptions)):
         raise ConfigError(f"cannot register model {name!r}: its options must be a FamilyOptions dataclass")
+    _check_option_names("model", name, spec.options)
     kinds = spec.options.types()
     declared = {other: other_spec.options.types() for other, other_spec in MODELS.items()}
-    owners = _other_owners("model")
     for option in fields(spec.options):
-        if option.name in owners:
-            raise ConfigError(
-                f"cannot register model {name!r}: option {option.name} is {owners[option.name]}; rename it"
-            )
         for other, other_kinds in declared.items():
             if option.name in other_kinds and other_kinds[option.name] != kinds[option.name]:
                 raise ConfigError(
                     f"cannot register model {name!r}: option {option.name} is {kinds[option.name]} here "
                     f"but {other_kinds[option.name]} in {other}; rename it"
                 )
-    _check_negations("model", name, spec.options)
     MODELS[name] = spec
 
 
@@ -147,9 +148,8 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
     _check_new("dataset", name, DATASETS, spec, DatasetSpec)
     if not (isinstance(spec.options, type) and issubclass(spec.options, PluginOptions)):
         raise ConfigError(f"cannot register dataset {name!r}: its options must be a PluginOptions dataclass")
-    _check_option_names(
-        "dataset", name, spec.options, {other: spec.options for other, spec in DATASETS.items()}
-    )
+    _check_option_names("dataset", name, spec.options)
+    check_shared("dataset", name, spec.options, {other: known.options for other, known in DATASETS.items()})
     DATASETS[name] = spec
 
 
@@ -164,7 +164,8 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
         raise ConfigError(
             f"cannot register augmentation {name!r}: its options must be a PluginOptions dataclass"
         )
-    _check_option_names("augmentation", name, spec.options, option_classes())
+    _check_option_names("augmentation", name, spec.options)
+    check_shared("augmentation", name, spec.options, option_classes())
     if spec.side == "discriminator" and spec.build is None:
         raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
     AUGMENTATIONS[name] = spec
