@@ -19,6 +19,9 @@ also on the DCGAN nets:
   convolutional ones (over the batch and the image's positions, `BatchNorm2d`);
 - `--code-batch-norm` on the paper's nets: D's decoder's projected code normalised over the batch, as
   the DCGAN nets' decoder does;
+- `--paper-scales` on the paper's nets: the reference code's scale plan, halving the image only down to
+  an 8x8 map (`repeat_num = log2(side) - 2`: 16 px is two scales from 8x8) where the nets' shared plan
+  halves down to 4-7 pixels (16 px: three scales from 4x4);
 - `--dcgan-part {generator,discriminator}` on the paper's nets: that one net is the DCGAN nets' (with its
   own batch norm, tanh and DCGAN initialisation), the other the paper's, so a collapse can be put on G's
   or on D's architecture as a whole (layout, upsampling, depth and h-embedding included).
@@ -44,6 +47,7 @@ import sys
 from torch import nn
 
 from lightning_genae.models import began
+from lightning_genae.nets import began as began_nets
 from lightning_genae.nets.conv import init_dcgan_weights
 
 ACTIVATIONS = {
@@ -129,6 +133,15 @@ def without_batch_norm(net_type: type[nn.Module], kinds: tuple[type[nn.Module], 
 PAPER_DECODER, PAPER_AUTOENCODER = began.BEGANDecoder, began.BEGANAutoencoder
 
 
+def reference_plan(image_size: int) -> tuple[int, int]:
+    """(stride-2 stages, base map side) as the reference code scales: halve while the side exceeds 8."""
+    stages, size = 0, image_size
+    while size > 8 and size % 2 == 0:
+        size //= 2
+        stages += 1
+    return stages, size
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     where = ["none", "generator", "discriminator", "both"]
@@ -151,6 +164,11 @@ def main() -> int:
         choices=["generator", "discriminator"],
         help="the paper's nets: swap in that DCGAN net",
     )
+    parser.add_argument(
+        "--paper-scales",
+        action="store_true",
+        help="the paper's nets: halve the image down to 8x8 only, as the reference code",
+    )
     parser.add_argument("run_arguments", nargs=argparse.REMAINDER, help="-- then run.py's arguments")
     args = parser.parse_args()
     run_arguments = args.run_arguments[1:] if args.run_arguments[:1] == ["--"] else args.run_arguments
@@ -163,6 +181,7 @@ def main() -> int:
         or args.activation != "elu"
         or args.tanh
         or args.init != "glorot"
+        or args.paper_scales
     )
     if dcgan_nets and paper_changes:
         parser.error(
@@ -194,6 +213,8 @@ def main() -> int:
     }.get(args.drop_batch_norm)
     if dropped_in_d:
         began.ConvAutoencoder = without_batch_norm(began.ConvAutoencoder, dropped_in_d)
+    if args.paper_scales:
+        began_nets.downsampling_plan = reference_plan
     if args.prior == "normal":
         began.BEGANModule.uniform_prior = property(lambda self: False)
     from lightning_genae.cli import main as run
