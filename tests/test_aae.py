@@ -211,6 +211,8 @@ def test_discriminator_side_augmentation_is_refused_because_d_judges_codes(augme
         ("--aae-prior mixture --latent-dim 4", "needs --latent-dim of at least 5"),
         ("--denoise 0.1", "does not apply to --model aae"),
         ("--aae-adversarial-weight 0", "--aae-adversarial-weight must lie in (0, inf)"),
+        ("--aae-nets paper", "--width 8 sizes the conv nets, which --aae-nets paper leaves out"),
+        ("--aae-nets mlp", "--aae-nets: invalid choice: 'mlp'"),
     ],
 )
 def test_bad_options_are_one_line_errors(options, says, capsys):
@@ -295,3 +297,31 @@ def test_the_encoders_adversarial_loss_is_backpropagated_at_its_weight(weight, m
     loss_g = module.encoder_phase(torch.rand(4, 1, 16, 16) * 2 - 1, None, optimizer)
     assert len(backpropagated) == 1
     torch.testing.assert_close(backpropagated[0], weight * loss_g)
+
+
+def test_the_papers_nets_are_fully_connected_relu_layers_of_1000_units_and_train(tmp_path):
+    model = AAEModule((1, 16, 16), aae_nets="paper", latent_dim=8)
+    linear_shapes = {
+        name: [tuple(layer.weight.shape) for layer in net.modules() if isinstance(layer, torch.nn.Linear)]
+        for name, net in (
+            ("encoder", model.encoder),
+            ("decoder", model.decoder),
+            ("latent_discriminator", model.latent_discriminator),
+        )
+    }
+    assert linear_shapes == {
+        "encoder": [(1000, 256), (1000, 1000), (8, 1000)],
+        "decoder": [(1000, 8), (1000, 1000), (256, 1000)],
+        "latent_discriminator": [(1000, 8), (1000, 1000), (1, 1000)],
+    }
+    for net in (model.encoder, model.decoder, model.latent_discriminator):
+        activations = {type(layer) for layer in net.modules() if not isinstance(layer, torch.nn.Linear)}
+        assert torch.nn.ReLU in activations and torch.nn.LeakyReLU not in activations
+    images = model.sample(5)
+    assert images.shape == (5, 1, 16, 16) and images.abs().max() <= 1
+
+    run_dir = tmp_path / "run"
+    options = "--data digits --batch-size 32 --max-steps 3 --eval-every 3 --aae-nets paper".split()
+    assert main(["--model", "aae", *options, "--output", str(run_dir)]) == 0
+    final = json.loads((run_dir / "summary.json").read_text())["final_metrics"]
+    assert math.isfinite(final["train/loss"]) and math.isfinite(final["test/fd_classifier"])

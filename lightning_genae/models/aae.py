@@ -36,12 +36,12 @@ from torch import Tensor, nn
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.code_prior import CodeGaussianKL
 from lightning_genae.models.base import adam
-from lightning_genae.models.options import AAEOptions, check_mixture_fits
+from lightning_genae.models.options import AAE_PAPER_HIDDEN, AAEOptions, check_mixture_fits
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
     reconstruction_loss,
 )
-from lightning_genae.nets import LatentDiscriminator
+from lightning_genae.nets import LatentDiscriminator, MLPDecoder, MLPEncoder
 
 # Mixture components are unit-variance Gaussians whose means lie this far from the origin along distinct
 # axes: any two means are at least 4 * sqrt(2) ~ 5.7 standard deviations apart, so under 0.3% of a
@@ -70,7 +70,8 @@ def adversarial_losses(prior_logits: Tensor, code_logits: Tensor) -> Tensor:
 
 
 class AAEModule(ReconstructionModule):
-    """Shared conv encoder and decoder, regularised by a latent MLP discriminator toward the prior."""
+    """An encoder and decoder (the shared conv nets, or `--aae-nets paper`: the paper's fully connected
+    ones) whose codes a latent MLP discriminator regularises toward the prior."""
 
     options_type = AAEOptions
     options: AAEOptions
@@ -87,9 +88,14 @@ class AAEModule(ReconstructionModule):
         # Supervised: a one-hot of the component, plus one slot for "unlabelled" (label -1), as in the
         # paper's semi-supervised variant where unlabelled codes may land on any component.
         condition_dim = opts.aae_components + 1 if opts.aae_supervised else 0
-        self.latent_discriminator = LatentDiscriminator(
-            latent_dim, hidden=DISCRIMINATOR_HIDDEN_PER_WIDTH * opts.width, condition_dim=condition_dim
-        )
+        if opts.aae_nets == "paper":
+            self.latent_discriminator = LatentDiscriminator(
+                latent_dim, hidden=AAE_PAPER_HIDDEN, condition_dim=condition_dim, negative_slope=0.0
+            )
+        else:
+            self.latent_discriminator = LatentDiscriminator(
+                latent_dim, hidden=DISCRIMINATOR_HIDDEN_PER_WIDTH * opts.width, condition_dim=condition_dim
+            )
         if opts.aae_prior == "mixture":
             means = mixture_means(opts.aae_components, latent_dim)
         else:
@@ -101,6 +107,16 @@ class AAEModule(ReconstructionModule):
         self.code_kl = nn.ModuleDict(
             {stage: CodeGaussianKL(means.mean(0), prior_covariance) for stage in ("val", "test")}
         )
+
+    def autoencoder_nets(self) -> tuple[nn.Module, nn.Module]:
+        """The shared conv nets, or with --aae-nets paper the paper's fully connected ones."""
+        if self.options.aae_nets == "conv":
+            return super().autoencoder_nets()
+        encoder = MLPEncoder(self.image_shape, self.latent_dim, hidden=AAE_PAPER_HIDDEN)
+        decoder = MLPDecoder(
+            self.image_shape, self.latent_dim, hidden=AAE_PAPER_HIDDEN, output=self.decoder_output
+        )
+        return encoder, decoder
 
     # ----- the prior -----
 

@@ -164,6 +164,9 @@ class VAEGANOptions(FamilyOptions):
 # ----- the adversarial autoencoder -----
 
 AaePrior = Literal["gaussian", "mixture"]
+AaeNets = Literal["conv", "paper"]
+# The paper's fully connected nets: two hidden layers of this many ReLU units in each of the three.
+AAE_PAPER_HIDDEN = 1000
 
 DEFAULT_COMPONENTS = 10
 
@@ -184,6 +187,12 @@ class AAEOptions(ReconstructionOptions):
     # iterations (seed 0) the test fd_classifier was 21.8, 20.7, 110 and (val) 55 with 4, 8, 16, 32.
     latent_dim: int = with_default(FamilyOptions, "latent_dim", 8)
     aae_prior: AaePrior = option("gaussian", "prior the codes are pushed to: gaussian N(0, I) or mixture")
+    aae_nets: AaeNets = option(
+        "conv",
+        "conv: the shared conv encoder and decoder (sized by --width) and a latent discriminator of 8 x "
+        f"--width leaky-ReLU units; paper: the paper's MNIST nets, fully connected, each of the three with "
+        f"two hidden layers of {AAE_PAPER_HIDDEN} ReLU units",
+    )
     aae_components: int = option(
         DEFAULT_COMPONENTS,
         "components of --aae-prior mixture (unit-variance, on the signed axes)",
@@ -204,6 +213,12 @@ class AAEOptions(ReconstructionOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        default_width = FamilyOptions.__dataclass_fields__["width"].default
+        if self.aae_nets == "paper" and self.width != default_width:
+            raise ConfigError(
+                f"--width {self.width} sizes the conv nets, which --aae-nets paper leaves out "
+                f"(its layers have {AAE_PAPER_HIDDEN} units); drop --width or --aae-nets paper"
+            )
         if self.aae_prior != "mixture":
             ignored = [
                 name

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.base import ObjectiveModule, adam
@@ -45,16 +45,23 @@ class ReconstructionModule(ObjectiveModule):
 
     def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
         super().__init__(image_shape, **options)
-        self.encoder = ConvEncoder(
+        self.encoder, self.decoder = self.autoencoder_nets()
+        self.reconstruction_quality = ReconstructionQuality()
+
+    @property
+    def decoder_output(self) -> str:
+        """What the decoder's last layer gives: logits for a Bernoulli likelihood, else tanh images."""
+        return "logits" if self.options.recon_loss == "bce" else "tanh"
+
+    def autoencoder_nets(self) -> tuple[nn.Module, nn.Module]:
+        """(encoder, decoder): the shared conv nets at --width."""
+        encoder = ConvEncoder(
             self.image_shape, self.encoder_outputs_per_latent * self.latent_dim, width=self.options.width
         )
-        self.decoder = ConvDecoder(
-            self.image_shape,
-            self.latent_dim,
-            width=self.options.width,
-            output="logits" if self.options.recon_loss == "bce" else "tanh",
+        decoder = ConvDecoder(
+            self.image_shape, self.latent_dim, width=self.options.width, output=self.decoder_output
         )
-        self.reconstruction_quality = ReconstructionQuality()
+        return encoder, decoder
 
     def encode(self, images: Tensor) -> Tensor:
         return self.encoder(images)

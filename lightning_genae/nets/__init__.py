@@ -7,13 +7,15 @@ from lightning_genae.nets.conv import (
     downsampling_plan,
     init_dcgan_weights,
 )
-from lightning_genae.nets.mlp import LatentDiscriminator
+from lightning_genae.nets.mlp import LatentDiscriminator, MLPDecoder, MLPEncoder
 
 __all__ = [
     "ConvDecoder",
     "ConvDiscriminator",
     "ConvEncoder",
     "LatentDiscriminator",
+    "MLPDecoder",
+    "MLPEncoder",
     "downsampling_plan",
     "init_dcgan_weights",
 ]
