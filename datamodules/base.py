@@ -88,7 +88,14 @@ class InMemoryDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         data_on_device: str = "auto",
     ) -> None:
+        """The arguments every dataset takes. A subclass adds its own as keywords before `**shared` and
+        passes the rest on; every constructor's arguments in the chain are saved as the hyper-parameters
+        (Lightning reads them from the calling frames), which is how the augmenter's and the classifier's
+        copies of a run's data are rebuilt (`type(datamodule)(**datamodule.hparams)`).
+        """
         super().__init__()
+        # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
+        data_dir = str(data_dir)
         if batch_size < 1:
             raise ConfigError(f"--batch-size {batch_size} must be at least 1")
         if train_size is not None and train_size < 1:
@@ -106,6 +113,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self._splits: dict[str, Batch] | None = None
         self._train_split_size = 0
         self._content_sha256: dict[str, str] = {}
+        self.save_hyperparameters()
 
     # ----- metadata, available before setup -----
 
@@ -324,18 +332,13 @@ class ImageDataModule(InMemoryDataModule):
     def __init__(
         self,
         data_dir: str | Path,
-        batch_size: int = 64,
-        train_size: int | None = None,
-        seed: int = 0,
-        num_workers: int = 0,
         image_size: int | None = None,
         channels: int | None = None,
-        data_on_device: str = "auto",
+        **shared: Any,
     ) -> None:
-        # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
-        data_dir = str(data_dir)
-        super().__init__(data_dir, batch_size, train_size, seed, num_workers, data_on_device)
-        self.save_hyperparameters()
+        """`shared`: the arguments of `InMemoryDataModule`."""
+        data_dir = str(data_dir)  # as the saved hyper-parameter (this frame's value is the one kept)
+        super().__init__(data_dir, **shared)
         self._check_geometry(image_size, channels)
 
     def _check_geometry(self, image_size: int | None, channels: int | None) -> None:

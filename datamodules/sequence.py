@@ -95,22 +95,17 @@ class SequenceDataModule(InMemoryDataModule):
     def __init__(
         self,
         data_dir: str | Path,
-        batch_size: int = 64,
-        train_size: int | None = None,
-        seed: int = 0,
-        num_workers: int = 0,
         seq_len: int | None = None,
         stride: int | None = None,
         channels: int | None = None,
-        data_on_device: str = "auto",
         csv_layout: str | None = None,
         series_id: str | None = None,
         fill_gaps: str | None = None,
+        **shared: Any,
     ) -> None:
-        # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
-        data_dir = str(data_dir)
-        super().__init__(data_dir, batch_size, train_size, seed, num_workers, data_on_device)
-        self.save_hyperparameters()
+        """`shared`: the arguments of `InMemoryDataModule`."""
+        data_dir = str(data_dir)  # as the saved hyper-parameter (this frame's value is the one kept)
+        super().__init__(data_dir, **shared)
         given = {
             "seq_len": seq_len,
             "stride": stride,
