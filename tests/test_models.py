@@ -163,6 +163,61 @@ def test_hinge_loss_with_spectral_norm_trains(tmp_path):
     assert summary_of(run_dir)["config"]["gan_loss"] == "hinge"
 
 
+def test_the_gan_papers_nets_are_its_mlp_generator_and_maxout_discriminator_and_train(tmp_path):
+    model = GANModule((1, 16, 16), gan_nets="paper", latent_dim=100)
+    generator_shapes = [
+        tuple(m.weight.shape) for m in model.generator.modules() if isinstance(m, torch.nn.Linear)
+    ]
+    assert generator_shapes == [(1200, 100), (1200, 1200), (256, 1200)]
+    discriminator_shapes = [
+        tuple(m.weight.shape) for m in model.discriminator.modules() if isinstance(m, torch.nn.Linear)
+    ]
+    assert discriminator_shapes == [(240 * 5, 256), (240 * 5, 240), (1, 240)]
+    kept = [m.p for m in model.discriminator.modules() if isinstance(m, torch.nn.Dropout)]
+    assert kept == [0.2, 0.5, 0.5]
+    # pylearn2's irange: the first layers' weights within +-0.05 (G) and +-0.005 (D), biases 0.
+    assert model.generator.net[0].weight.abs().max() <= 0.05 and model.generator.net[0].bias.abs().max() == 0
+    assert model.discriminator.body[1].linear.weight.abs().max() <= 0.005
+    # A maxout unit is the largest of its pieces.
+    layer = model.discriminator.body[1]
+    x = torch.randn(3, 256)
+    assert torch.equal(layer(x), layer.linear(x).view(3, 240, 5).max(dim=2).values)
+    model.eval()
+    assert model.discriminator(torch.zeros(4, 1, 16, 16)).shape == (4,)
+
+    run_dir = tmp_path / "paper"
+    args = [
+        "--model",
+        "gan",
+        "--gan-nets",
+        "paper",
+        "--data",
+        "digits",
+        "--batch-size",
+        "32",
+        "--eval-every",
+        "3",
+    ]
+    assert main([*args, "--max-steps", "3", "--output", str(run_dir)]) == 0
+    assert summary_of(run_dir)["config"]["gan_nets"] == "paper"
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ("--width 8", "--width 8 sizes the conv nets, which --gan-nets paper leaves out"),
+        ("--spectral-norm", "drop --spectral-norm or --gan-nets paper"),
+    ],
+)
+def test_options_the_gan_papers_nets_cannot_use_are_refused(options, says, capsys):
+    code = main(
+        ["--model", "gan", "--gan-nets", "paper", "--data", "digits", *options.split(), "--print-config"]
+    )
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and says in error
+
+
 def test_bf16_mixed_precision_trains_the_gan_on_cpu(tmp_path):
     run_dir = tmp_path / "bf16"
     args = ["--model", "gan", "--data", "digits", *SMALL, "--precision", "bf16-mixed", "--max-steps", "3"]

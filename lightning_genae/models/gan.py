@@ -19,7 +19,17 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from lightning_genae.models.adversarial import ImageAdversarialModule
 from lightning_genae.models.base import DiscriminatorScores, adam
 from lightning_genae.models.options import GanLoss, GANOptions
-from lightning_genae.nets import ConvDecoder, ConvDiscriminator, init_dcgan_weights
+from lightning_genae.nets import (
+    ConvDecoder,
+    ConvDiscriminator,
+    MaxoutDiscriminator,
+    MLPDecoder,
+    init_dcgan_weights,
+    init_uniform,
+)
+
+# The GAN paper's MNIST generator: two hidden ReLU layers of this many units.
+PAPER_GENERATOR_HIDDEN = 1200
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: GanLoss) -> Tensor:
@@ -35,7 +45,8 @@ def generator_loss(fake_logits: Tensor, kind: GanLoss) -> Tensor:
 
 
 class GANModule(ImageAdversarialModule):
-    """DCGAN generator (the shared conv decoder) against the shared conv discriminator."""
+    """DCGAN generator (the shared conv decoder) against the shared conv discriminator, or with
+    `--gan-nets paper` the GAN paper's fully connected MNIST nets."""
 
     gives_real_logits = True
 
@@ -46,13 +57,21 @@ class GANModule(ImageAdversarialModule):
         # `discriminator_augmentation` travels in `options` to ImageAdversarialModule.
         super().__init__(image_shape, **options)
         width = self.options.width
-        self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
-        self.discriminator = ConvDiscriminator(
-            self.image_shape, width=width, spectral_norm=self.options.spectral_norm
-        )
-        self.generator.apply(init_dcgan_weights)
-        if not self.options.spectral_norm:
-            self.discriminator.apply(init_dcgan_weights)
+        if self.options.gan_nets == "paper":
+            # goodfeli/adversarial mnist.yaml: weights U(-irange, irange). Its generator's output biases start
+            # at the logits of the training pixels' means; here they start at 0.
+            self.generator = MLPDecoder(self.image_shape, self.latent_dim, hidden=PAPER_GENERATOR_HIDDEN)
+            self.discriminator = MaxoutDiscriminator(self.image_shape)
+            self.generator.apply(init_uniform(0.05))
+            self.discriminator.apply(init_uniform(0.005))
+        else:
+            self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
+            self.discriminator = ConvDiscriminator(
+                self.image_shape, width=width, spectral_norm=self.options.spectral_norm
+            )
+            self.generator.apply(init_dcgan_weights)
+            if not self.options.spectral_norm:
+                self.discriminator.apply(init_dcgan_weights)
         self.generator_ema: AveragedModel | None = None
         if self.options.ema > 0:
             # Weights are averaged; batch-norm statistics are copied from the live generator in

@@ -88,6 +88,27 @@ class GANOptions(FamilyOptions):
     gan_loss: GanLoss = option("ns", "ns (non-saturating) or hinge")
     ema: float = option(0.0, "decay of an EMA generator used for sampling (0 = off)", at_least=0, below=1)
     spectral_norm: bool = option(False, "spectral normalisation in the discriminator")
+    gan_nets: GanNets = option(
+        "dcgan",
+        "dcgan: the shared DCGAN-style conv nets (sized by --width); paper: the GAN paper's MNIST nets, a "
+        "generator of two 1200-unit ReLU layers and a discriminator of two maxout layers (240 units, 5 "
+        "pieces) with dropout",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gan_nets == "paper":
+            default_width = FamilyOptions.__dataclass_fields__["width"].default
+            if self.width != default_width:
+                raise ConfigError(
+                    f"--width {self.width} sizes the conv nets, which --gan-nets paper leaves out; drop "
+                    "--width or --gan-nets paper"
+                )
+            if self.spectral_norm:
+                raise ConfigError(
+                    "--spectral-norm normalises the conv discriminator; the paper's nets regularise theirs "
+                    "with dropout: drop --spectral-norm or --gan-nets paper"
+                )
 
 
 DLoss = Literal["began", "ebgan"]
@@ -163,6 +184,7 @@ class VAEGANOptions(FamilyOptions):
 
 # ----- the adversarial autoencoder -----
 
+GanNets = Literal["dcgan", "paper"]
 AaePrior = Literal["gaussian", "mixture"]
 AaeNets = Literal["conv", "paper"]
 # The paper's fully connected nets: two hidden layers of this many ReLU units in each of the three.

@@ -7,7 +7,13 @@ from lightning_genae.nets.conv import (
     downsampling_plan,
     init_dcgan_weights,
 )
-from lightning_genae.nets.mlp import LatentDiscriminator, MLPDecoder, MLPEncoder
+from lightning_genae.nets.mlp import (
+    LatentDiscriminator,
+    MaxoutDiscriminator,
+    MLPDecoder,
+    MLPEncoder,
+    init_uniform,
+)
 
 __all__ = [
     "ConvDecoder",
@@ -15,7 +21,9 @@ __all__ = [
     "ConvEncoder",
     "LatentDiscriminator",
     "MLPDecoder",
+    "MaxoutDiscriminator",
     "MLPEncoder",
     "downsampling_plan",
     "init_dcgan_weights",
+    "init_uniform",
 ]
