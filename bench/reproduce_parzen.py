@@ -7,11 +7,13 @@ each model trains through run.py on MNIST for `--steps` iterations per seed, the
 log-likelihood of the validation split (the fixed 5,000-image carve-out of the training set; the reference
 holds out the last 10,000 training images), and the figure is the mean log-likelihood of the 10,000 test
 images. Beside it: the run's own test fd_classifier. The networks are the family's defaults, the
-framework's shared conv nets; `-- --aae-nets paper` trains the AAE on the paper's MNIST nets (fully
-connected, two hidden layers of 1,000 ReLU units each, latent 8). The GAN has only the conv nets.
+framework's shared conv nets; `-- --aae-nets paper` trains the AAE on the AAE paper's MNIST nets (fully
+connected, two hidden layers of 1,000 ReLU units each, latent 8), `-- --gan-nets paper --latent-dim 100`
+the GAN on the GAN paper's (goodfeli/adversarial mnist.yaml: an MLP generator, a maxout discriminator).
 
     python bench/reproduce_parzen.py --data-dir DATA [--families aae,gan] [--seeds 0 1 2] [--steps 2000]
     python bench/reproduce_parzen.py --data-dir DATA --families aae --steps 10000 -- --aae-nets paper
+    python bench/reproduce_parzen.py --data-dir DATA --families gan --steps 15000 -- --gan-nets paper --latent-dim 100
 
 Options after `--` go to every run.py run as they are (a family option, a learning rate), e.g.
 `python bench/reproduce_parzen.py --data-dir DATA --families aae --seeds 0 --output runs/w1 --
