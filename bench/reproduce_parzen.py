@@ -13,7 +13,8 @@ the GAN on the GAN paper's (goodfeli/adversarial mnist.yaml: an MLP generator, a
 
     python bench/reproduce_parzen.py --data-dir DATA [--families aae,gan] [--seeds 0 1 2] [--steps 2000]
     python bench/reproduce_parzen.py --data-dir DATA --families aae --steps 10000 -- --aae-nets paper
-    python bench/reproduce_parzen.py --data-dir DATA --families gan --steps 15000 -- --gan-nets paper --latent-dim 100
+    python bench/reproduce_parzen.py --data-dir DATA --families gan --steps 15000 -- \
+        --gan-nets paper --latent-dim 100
 
 Options after `--` go to every run.py run as they are (a family option, a learning rate), e.g.
 `python bench/reproduce_parzen.py --data-dir DATA --families aae --seeds 0 --output runs/w1 --
