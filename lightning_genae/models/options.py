@@ -82,6 +82,16 @@ class VAEOptions(SingleObjectiveOptions):
 GanLoss = Literal["ns", "hinge"]
 
 
+def refuse_width(options: FamilyOptions, fixed_nets: str) -> None:
+    """A --width other than the default with nets whose size is fixed (the papers' fully connected ones)
+    would size nothing: refused, naming both flags."""
+    if options.width != FamilyOptions.__dataclass_fields__["width"].default:
+        raise ConfigError(
+            f"--width {options.width} sizes the conv nets, which {fixed_nets} leaves out; drop --width or "
+            f"{fixed_nets}"
+        )
+
+
 @dataclass(frozen=True)
 class GANOptions(FamilyOptions):
     lr: float = with_default(FamilyOptions, "lr", 5e-4)
@@ -98,12 +108,7 @@ class GANOptions(FamilyOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.gan_nets == "paper":
-            default_width = FamilyOptions.__dataclass_fields__["width"].default
-            if self.width != default_width:
-                raise ConfigError(
-                    f"--width {self.width} sizes the conv nets, which --gan-nets paper leaves out; drop "
-                    "--width or --gan-nets paper"
-                )
+            refuse_width(self, "--gan-nets paper")
             if self.spectral_norm:
                 raise ConfigError(
                     "--spectral-norm normalises the conv discriminator; the paper's nets regularise theirs "
@@ -235,12 +240,8 @@ class AAEOptions(ReconstructionOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        default_width = FamilyOptions.__dataclass_fields__["width"].default
-        if self.aae_nets == "paper" and self.width != default_width:
-            raise ConfigError(
-                f"--width {self.width} sizes the conv nets, which --aae-nets paper leaves out "
-                f"(its layers have {AAE_PAPER_HIDDEN} units); drop --width or --aae-nets paper"
-            )
+        if self.aae_nets == "paper":
+            refuse_width(self, "--aae-nets paper")
         if self.aae_prior != "mixture":
             ignored = [
                 name
