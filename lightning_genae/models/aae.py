@@ -88,14 +88,15 @@ class AAEModule(ReconstructionModule):
         # Supervised: a one-hot of the component, plus one slot for "unlabelled" (label -1), as in the
         # paper's semi-supervised variant where unlabelled codes may land on any component.
         condition_dim = opts.aae_components + 1 if opts.aae_supervised else 0
-        if opts.aae_nets == "paper":
-            self.latent_discriminator = LatentDiscriminator(
-                latent_dim, hidden=AAE_PAPER_HIDDEN, condition_dim=condition_dim, negative_slope=0.0
-            )
-        else:
-            self.latent_discriminator = LatentDiscriminator(
-                latent_dim, hidden=DISCRIMINATOR_HIDDEN_PER_WIDTH * opts.width, condition_dim=condition_dim
-            )
+        # The paper's: 1,000 ReLU units; the conv nets' companion: 8 x --width leaky-ReLU units.
+        hidden, negative_slope = (
+            (AAE_PAPER_HIDDEN, 0.0)
+            if opts.aae_nets == "paper"
+            else (DISCRIMINATOR_HIDDEN_PER_WIDTH * opts.width, 0.2)
+        )
+        self.latent_discriminator = LatentDiscriminator(
+            latent_dim, hidden=hidden, condition_dim=condition_dim, negative_slope=negative_slope
+        )
         if opts.aae_prior == "mixture":
             means = mixture_means(opts.aae_components, latent_dim)
         else:

@@ -56,7 +56,6 @@ class GANModule(ImageAdversarialModule):
     def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
         # `discriminator_augmentation` travels in `options` to ImageAdversarialModule.
         super().__init__(image_shape, **options)
-        width = self.options.width
         if self.options.gan_nets == "paper":
             # goodfeli/adversarial mnist.yaml: weights U(-irange, irange). Its generator's output biases start
             # at the logits of the training pixels' means; here they start at 0.
@@ -65,6 +64,7 @@ class GANModule(ImageAdversarialModule):
             self.generator.apply(init_uniform(0.05))
             self.discriminator.apply(init_uniform(0.005))
         else:
+            width = self.options.width
             self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
             self.discriminator = ConvDiscriminator(
                 self.image_shape, width=width, spectral_norm=self.options.spectral_norm

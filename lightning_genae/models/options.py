@@ -82,10 +82,16 @@ class VAEOptions(SingleObjectiveOptions):
 GanLoss = Literal["ns", "hinge"]
 
 
+def gives_width(options: FamilyOptions) -> bool:
+    """Whether the run set --width to something other than the shared default (a family whose nets it does
+    not size refuses it rather than ignore it)."""
+    return options.width != FamilyOptions.__dataclass_fields__["width"].default
+
+
 def refuse_width(options: FamilyOptions, fixed_nets: str) -> None:
     """A --width other than the default with nets whose size is fixed (the papers' fully connected ones)
     would size nothing: refused, naming both flags."""
-    if options.width != FamilyOptions.__dataclass_fields__["width"].default:
+    if gives_width(options):
         raise ConfigError(
             f"--width {options.width} sizes the conv nets, which {fixed_nets} leaves out; drop --width or "
             f"{fixed_nets}"
@@ -283,8 +289,7 @@ class RAEOptions(FamilyOptions):
         super().__post_init__()
         if self.teacher_forcing > 1:
             raise ConfigError(f"--teacher-forcing is a probability in [0, 1], got {self.teacher_forcing}")
-        default_width = FamilyOptions.__dataclass_fields__["width"].default
-        if self.width != default_width:
+        if gives_width(self):
             # The shared option sizes conv layers; a recurrent model has none, and must not ignore it.
             raise ConfigError(
                 f"--width sizes conv layers, which rae has none of; use --rnn-hidden {self.width}"
