@@ -48,7 +48,7 @@ from torch import nn
 
 from lightning_genae.models import began
 from lightning_genae.nets import began as began_nets
-from lightning_genae.nets.conv import init_dcgan_weights
+from lightning_genae.nets.conv import downsampling_plan, init_dcgan_weights
 
 ACTIVATIONS = {
     "elu": lambda: nn.ELU(inplace=True),
@@ -135,11 +135,7 @@ PAPER_DECODER, PAPER_AUTOENCODER = began.BEGANDecoder, began.BEGANAutoencoder
 
 def reference_plan(image_size: int) -> tuple[int, int]:
     """(stride-2 stages, base map side) as the reference code scales: halve while the side exceeds 8."""
-    stages, size = 0, image_size
-    while size > 8 and size % 2 == 0:
-        size //= 2
-        stages += 1
-    return stages, size
+    return downsampling_plan(image_size, max_base=8)
 
 
 def main() -> int:

@@ -16,17 +16,18 @@ from lightning_genae.errors import ConfigError
 MAX_BASE_SIZE = 7
 
 
-def downsampling_plan(image_size: int) -> tuple[int, int]:
-    """Return (number of stride-2 stages, base feature-map size) for a square image side."""
+def downsampling_plan(image_size: int, max_base: int = MAX_BASE_SIZE) -> tuple[int, int]:
+    """Return (number of stride-2 stages, base feature-map size) for a square image side, halving while
+    the side exceeds `max_base`."""
     if image_size < 4:
         raise ConfigError(f"image size {image_size} is too small for the conv nets; use at least 8 pixels")
     stages, size = 0, image_size
-    while size > MAX_BASE_SIZE and size % 2 == 0:
+    while size > max_base and size % 2 == 0:
         size //= 2
         stages += 1
-    if size > MAX_BASE_SIZE or stages == 0:
+    if size > max_base or stages == 0:
         raise ConfigError(
-            f"image size {image_size} cannot be halved down to a 4-7 pixel map; "
+            f"image size {image_size} cannot be halved down to a 4-{max_base} pixel map; "
             "use a size such as 16, 28, 32 or 64"
         )
     return stages, size
