@@ -173,13 +173,12 @@ def test_the_gan_papers_nets_are_its_mlp_generator_and_maxout_discriminator_and_
         tuple(m.weight.shape) for m in model.discriminator.modules() if isinstance(m, torch.nn.Linear)
     ]
     assert discriminator_shapes == [(240 * 5, 256), (240 * 5, 240), (1, 240)]
-    kept = [m.p for m in model.discriminator.modules() if isinstance(m, torch.nn.Dropout)]
-    assert kept == [0.2, 0.5, 0.5]
+    assert model.discriminator.KEEP == (0.8, 0.5, 0.5)
     # pylearn2's irange: the first layers' weights within +-0.05 (G) and +-0.005 (D), biases 0.
     assert model.generator.net[0].weight.abs().max() <= 0.05 and model.generator.net[0].bias.abs().max() == 0
-    assert model.discriminator.body[1].linear.weight.abs().max() <= 0.005
+    assert model.discriminator.hidden[0].linear.weight.abs().max() <= 0.005
     # A maxout unit is the largest of its pieces.
-    layer = model.discriminator.body[1]
+    layer = model.discriminator.hidden[0]
     x = torch.randn(3, 256)
     assert torch.equal(layer(x), layer.linear(x).view(3, 240, 5).max(dim=2).values)
     model.eval()

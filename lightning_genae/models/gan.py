@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from lightning_genae.errors import ConfigError
 from lightning_genae.models.adversarial import ImageAdversarialModule
 from lightning_genae.models.base import DiscriminatorScores, adam
 from lightning_genae.models.options import GanLoss, GANOptions
@@ -30,6 +31,22 @@ from lightning_genae.nets import (
 
 # The GAN paper's MNIST generator: two hidden ReLU layers of this many units.
 PAPER_GENERATOR_HIDDEN = 1200
+# goodfeli/adversarial mnist.yaml's SGD: the learning rate, divided by the decay factor after every update
+# down to a floor (pylearn2's ExponentialDecay), and the momentum, raised linearly from epoch 1 to 250
+# (pylearn2's MomentumAdjustor with start 1, saturate 250).
+PAPER_LR, PAPER_LR_DECAY, PAPER_MIN_LR = 0.1, 1.000004, 1e-6
+PAPER_MOMENTUM, PAPER_FINAL_MOMENTUM, PAPER_MOMENTUM_SATURATE = 0.5, 0.7, 250
+
+
+def paper_learning_rate(iteration: int) -> float:
+    """The learning rate of the paper's update number `iteration` (from 0): 0.1 / 1.000004^iteration."""
+    return max(PAPER_LR / PAPER_LR_DECAY**iteration, PAPER_MIN_LR)
+
+
+def paper_momentum(epoch: int) -> float:
+    """The momentum during epoch `epoch` (from 0): 0.5 in the first, rising linearly to 0.7 in the 250th."""
+    ramp = min(1.0, epoch / (PAPER_MOMENTUM_SATURATE - 1))
+    return PAPER_MOMENTUM + (PAPER_FINAL_MOMENTUM - PAPER_MOMENTUM) * ramp
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: GanLoss) -> Tensor:
@@ -57,9 +74,11 @@ class GANModule(ImageAdversarialModule):
         # `discriminator_augmentation` travels in `options` to ImageAdversarialModule.
         super().__init__(image_shape, **options)
         if self.options.gan_nets == "paper":
-            # goodfeli/adversarial mnist.yaml: weights U(-irange, irange). Its generator's output biases start
-            # at the logits of the training pixels' means; here they start at 0.
-            self.generator = MLPDecoder(self.image_shape, self.latent_dim, hidden=PAPER_GENERATOR_HIDDEN)
+            # goodfeli/adversarial mnist.yaml: weights U(-irange, irange); the generator's output biases
+            # start at the logits of the training pixels' means (`on_fit_start`).
+            self.generator = MLPDecoder(
+                self.image_shape, self.latent_dim, hidden=PAPER_GENERATOR_HIDDEN, output="sigmoid"
+            )
             self.discriminator = MaxoutDiscriminator(self.image_shape)
             self.generator.apply(init_uniform(0.05))
             self.discriminator.apply(init_uniform(0.005))
@@ -82,9 +101,27 @@ class GANModule(ImageAdversarialModule):
             # The average is not trained: keep it out of DDP's gradient bookkeeping.
             self.generator_ema.requires_grad_(False)
 
-    def discriminate(self, images: Tensor) -> Tensor:
-        """Discriminator logits of images as the discriminator is shown them (augmented, if the run does)."""
-        return self.discriminator(self.discriminator_input(images))
+    def on_fit_start(self) -> None:
+        # After a resume's weights are loaded: only a run's first start sets the paper's output biases.
+        if self.options.gan_nets == "paper" and self.trainer.global_step == 0:
+            self.generator.start_at_pixel_means(self.training_pixel_means())
+
+    def training_pixel_means(self) -> Tensor:
+        """Each pixel's mean over the training split, in [0, 1] ([C, H, W])."""
+        split_tensors = getattr(self.trainer.datamodule, "split_tensors", None)
+        if split_tensors is None:
+            raise ConfigError(
+                "--gan-nets paper starts the generator's output from the training pixels' means, which it "
+                "reads from a lightning_genae DataModule: fit with one (lightning_genae.datamodules)"
+            )
+        images = split_tensors("train")[0]
+        return images.double().mean(0) / 255
+
+    def discriminate(self, images: Tensor, masks: tuple[Tensor, ...] | None = None) -> Tensor:
+        """Discriminator logits of images as the discriminator is shown them (augmented, if the run does);
+        `masks`: the paper's discriminator's dropout masks, where two passes share them."""
+        shown = self.discriminator_input(images)
+        return self.discriminator(shown) if masks is None else self.discriminator(shown, masks)
 
     def discriminator_scores(self, images: Tensor) -> DiscriminatorScores:
         """D's logit of each image as given, without the run's augmentation."""
@@ -98,7 +135,14 @@ class GANModule(ImageAdversarialModule):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.prior_noise(n, generator))
 
+    def training_noise(self, n: int) -> Tensor:
+        """n draws of z ~ N(0, I) for one update, made on the module's device."""
+        return torch.randn(n, self.latent_dim, device=self.device)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        if self.options.gan_training == "paper":
+            self.paper_training_step(batch)
+            return
         real, _ = batch
         kind = self.options.gan_loss
         opt_d, opt_g = self.optimizers()
@@ -106,7 +150,7 @@ class GANModule(ImageAdversarialModule):
 
         with self.toggled_optimizer(opt_d):
             with torch.no_grad():
-                fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
+                fake = self.generator(self.training_noise(n))
             real_logits = self.discriminate(real)
             fake_logits = self.discriminate(fake)
             loss_d = discriminator_loss(real_logits, fake_logits, kind)
@@ -117,7 +161,7 @@ class GANModule(ImageAdversarialModule):
             self.observe_real_logits(real_logits)
 
         with self.toggled_optimizer(opt_g):
-            fake = self.generator(torch.randn(n, self.latent_dim, device=self.device))
+            fake = self.generator(self.training_noise(n))
             loss_g = generator_loss(self.discriminate(fake), kind)
             self.watch_losses(**{"train/loss_g": loss_g})
             opt_g.zero_grad(set_to_none=True)
@@ -130,6 +174,56 @@ class GANModule(ImageAdversarialModule):
         self.log_training(
             {"train/d_real": real_logits.detach().mean(), "train/d_fake": fake_logits.detach().mean()}
         )
+
+    def paper_training_step(self, batch: tuple[Tensor, Tensor]) -> None:
+        """One update of goodfeli/adversarial's AdversaryCost2: D's gradient (half the sum of the two
+        cross-entropies) and G's (the non-saturating one) read from the same fakes under the same dropout
+        masks, both at the current weights, then both networks stepped at once by SGD with momentum.
+
+        The two passes run one network at a time (the other toggled off, as DDP needs), each stepped right
+        after its backward (as mixed precision's loss scaler needs). G's comes first: D's gradient then
+        depends only on D's weights, not yet stepped, and on the fakes drawn before G's step, so the two
+        steps are the reference's one simultaneous update.
+        """
+        real, _ = batch
+        opt_d, opt_g = self.optimizers()
+        self.follow_paper_schedule(opt_d, opt_g)
+        n = real.size(0)
+        z = self.training_noise(n)
+        with torch.no_grad():
+            masks = self.discriminator.dropout_masks(n, real.flatten(1))
+
+        with self.toggled_optimizer(opt_g):
+            fake = self.generator(z)
+            loss_g = generator_loss(self.discriminate(fake, masks), "ns")
+            self.watch_losses(**{"train/loss_g": loss_g})
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()
+
+        with self.toggled_optimizer(opt_d):
+            real_logits = self.discriminate(real)
+            fake_logits = self.discriminate(fake.detach(), masks)
+            loss_d = 0.5 * discriminator_loss(real_logits, fake_logits, "ns")
+            self.watch_losses(**{"train/loss_d": loss_d})
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            opt_d.step()
+
+        self.update_ema()
+        self.log_training({"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True)
+        self.log_training(
+            {"train/d_real": real_logits.detach().mean(), "train/d_fake": fake_logits.detach().mean()}
+        )
+
+    def follow_paper_schedule(self, *optimizers: torch.optim.Optimizer) -> None:
+        """Set this update's learning rate and momentum. torch's SGD keeps the momentum buffer in gradient
+        units (p -= lr v, v = m v + g) where pylearn2 keeps it in step units (inc = m inc - lr g): with the
+        learning rate falling by 1.000004 per update the two differ by that factor on the momentum term."""
+        lr, momentum = paper_learning_rate(self.iteration), paper_momentum(self.current_epoch)
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"], group["momentum"] = lr, momentum
 
     def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         # D's mean logit on held-out reals. Not comparable with train/d_real (augmented inputs, batch norm in
@@ -146,6 +240,11 @@ class GANModule(ImageAdversarialModule):
             averaged.copy_(live)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        if self.options.gan_training == "paper":
+            # Learning rate and momentum are set before every update (`follow_paper_schedule`).
+            sgd = {"lr": PAPER_LR, "momentum": PAPER_MOMENTUM}
+            return [torch.optim.SGD(self.discriminator.parameters(), **sgd),
+                    torch.optim.SGD(self.generator.parameters(), **sgd)]  # fmt: skip
         # DCGAN's Adam settings; beta1 = 0.5 keeps the adversarial game from oscillating.
         betas = (0.5, 0.999) if self.options.gan_loss == "ns" else (0.0, 0.9)
         opt_d = adam(self.discriminator.parameters(), lr=self.options.lr, betas=betas)

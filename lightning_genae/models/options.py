@@ -80,12 +80,18 @@ class VAEOptions(SingleObjectiveOptions):
 # ----- the GANs -----
 
 GanLoss = Literal["ns", "hinge"]
+GanTraining = Literal["adam", "paper"]
 
 
 def gives_width(options: FamilyOptions) -> bool:
     """Whether the run set --width to something other than the shared default (a family whose nets it does
     not size refuses it rather than ignore it)."""
     return options.width != FamilyOptions.__dataclass_fields__["width"].default
+
+
+def gives_lr(options: FamilyOptions) -> bool:
+    """Whether the run set --lr to something other than its family's default."""
+    return options.lr != type(options).__dataclass_fields__["lr"].default
 
 
 def refuse_width(options: FamilyOptions, fixed_nets: str) -> None:
@@ -111,8 +117,30 @@ class GANOptions(FamilyOptions):
         "pieces) with dropout",
     )
 
+    gan_training: GanTraining = option(
+        "adam",
+        "adam: alternating D and G updates with Adam (beta1 0.5) at --lr; paper: the GAN paper's MNIST "
+        "training (goodfeli/adversarial mnist.yaml; needs --gan-nets paper): one pass of fakes gives D's "
+        "and G's gradients, both stepped at once by SGD with momentum, learning rate 0.1 divided by "
+        "1.000004 per iteration (at least 1e-6), momentum 0.5 rising linearly to 0.7 at epoch 250",
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.gan_training == "paper":
+            if self.gan_nets != "paper":
+                raise ConfigError(
+                    "--gan-training paper is the schedule of the GAN paper's MNIST nets: add --gan-nets paper"
+                )
+            if gives_lr(self):
+                raise ConfigError(
+                    f"--gan-training paper sets its own learning rate (0.1, decaying), so --lr {self.lr} "
+                    "would be ignored: drop --lr or --gan-training paper"
+                )
+            if self.gan_loss != "ns":
+                raise ConfigError(
+                    "--gan-training paper trains the paper's non-saturating loss: drop --gan-loss hinge"
+                )
         if self.gan_nets == "paper":
             refuse_width(self, "--gan-nets paper")
             if self.spectral_norm:

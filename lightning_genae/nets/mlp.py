@@ -54,15 +54,21 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden ReLU layers: tanh images in [-1, 1]
-    (the paper's sigmoid on [0, 1], rescaled), or logits for a Bernoulli likelihood (`output="logits"`)."""
+    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden ReLU layers.
+
+    `output`: "tanh", images in [-1, 1]; "sigmoid", the GAN paper's sigmoid pixels in [0, 1] shown on the
+    framework's [-1, 1] range (2 sigmoid(a) - 1, so the pre-activation, its biases and the gradients an
+    optimizer sees are the reference's); "logits", for a Bernoulli likelihood.
+    """
+
+    OUTPUTS = ("tanh", "sigmoid", "logits")
 
     def __init__(
         self, image_shape: tuple[int, int, int], latent_dim: int, hidden: int = 1000, output: str = "tanh"
     ) -> None:
         super().__init__()
-        if output not in ("tanh", "logits"):
-            raise ValueError(f"output must be tanh or logits, not {output!r}")
+        if output not in self.OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(self.OUTPUTS)}, not {output!r}")
         self.image_shape = tuple(image_shape)
         channels, height, width = image_shape
         self.net = two_hidden_layers(latent_dim, hidden, channels * height * width)
@@ -70,7 +76,22 @@ class MLPDecoder(nn.Module):
 
     def forward(self, latents: Tensor) -> Tensor:
         out = self.net(latents).view(-1, *self.image_shape)
-        return torch.tanh(out) if self.output == "tanh" else out
+        if self.output == "tanh":
+            return torch.tanh(out)
+        if self.output == "sigmoid":
+            return 2 * torch.sigmoid(out) - 1
+        return out
+
+    @torch.no_grad()
+    def start_at_pixel_means(self, means: Tensor) -> None:
+        """Set the output layer's biases so that a zero pre-activation draws the given per-pixel means (in
+        [0, 1], shape [C, H, W]): pylearn2's `init_sigmoid_bias_from_marginals`, which the GAN paper's MNIST
+        generator starts from (the means clipped to [1e-7, 1 - 1e-7] before the logit, as there)."""
+        if self.output != "sigmoid":
+            raise ValueError("only the sigmoid output starts from the pixel means")
+        layer = self.net[-1]
+        logits = torch.logit(means.double().clamp(1e-7, 1 - 1e-7)).flatten()
+        layer.bias.copy_(logits.to(layer.bias))
 
 
 class Maxout(nn.Module):
@@ -87,29 +108,55 @@ class Maxout(nn.Module):
 
 class MaxoutDiscriminator(nn.Module):
     """Image -> one logit: the GAN paper's MNIST discriminator (Goodfellow et al. 2014, goodfeli/adversarial
-    mnist.yaml): two maxout layers of 240 units with 5 pieces, dropout on every layer's input (the image's
-    pixels kept with probability 0.8, the hidden units with 0.5, the kept ones scaled up), a linear logit."""
+    mnist.yaml): two maxout layers of 240 units with 5 pieces and a linear logit, reading the pixels in
+    [0, 1] as the reference does (the framework's [-1, 1] images mapped back, so its first layer's weights
+    and gradients are the reference's).
+
+    Dropout on every layer's input, as the reference's cost applies it: the pixels kept with probability
+    0.8, the hidden units with 0.5, the kept ones scaled by 1 / keep. The masks can be drawn once and
+    passed to several passes (`dropout_masks`): the paper's simultaneous update reads D's gradient and G's
+    from one pass over the fakes, so both see the same masks.
+    """
+
+    KEEP = (0.8, 0.5, 0.5)
 
     def __init__(self, image_shape: tuple[int, int, int], units: int = 240, pieces: int = 5) -> None:
         super().__init__()
         channels, height, width = image_shape
-        self.body = nn.Sequential(
-            nn.Dropout(0.2),
-            Maxout(channels * height * width, units, pieces),
-            nn.Dropout(0.5),
-            Maxout(units, units, pieces),
+        self.widths = (channels * height * width, units, units)
+        self.hidden = nn.ModuleList([Maxout(self.widths[0], units, pieces), Maxout(units, units, pieces)])
+        self.logit = nn.Linear(units, 1)
+
+    def dropout_masks(self, n: int, reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One draw of the three layers' input masks for a batch of n, each keep-or-0 scaled by 1 / keep,
+        on `reference`'s device and dtype."""
+        like = {"device": reference.device, "dtype": reference.dtype}
+        return tuple(  # type: ignore[return-value]
+            torch.bernoulli(torch.full((n, size), keep, **like)) / keep
+            for size, keep in zip(self.widths, self.KEEP, strict=True)
         )
-        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(units, 1))
 
-    def features(self, x: Tensor) -> Tensor:
-        """The second maxout layer's units [B, units], the layer the logit is read from."""
-        return self.body(x.flatten(1))
+    def _masks(self, x: Tensor, masks: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
+        if masks is None and self.training:
+            return self.dropout_masks(x.size(0), x)
+        return masks
 
-    def logits_of_features(self, features: Tensor) -> Tensor:
-        return self.head(features).squeeze(1)
+    def features(self, x: Tensor, masks: tuple[Tensor, ...] | None = None) -> Tensor:
+        """The second maxout layer's units [B, units], the layer the logit is read from (its dropout not
+        applied: `logits_of_features` does that)."""
+        h = (x.flatten(1) + 1) / 2
+        masks = self._masks(h, masks)
+        for layer, mask in zip(self.hidden, masks or (None, None), strict=False):
+            h = layer(h if mask is None else h * mask)
+        return h
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits_of_features(self.features(x))
+    def logits_of_features(self, features: Tensor, masks: tuple[Tensor, ...] | None = None) -> Tensor:
+        masks = self._masks(features, masks)
+        return self.logit(features if masks is None else features * masks[2]).squeeze(1)
+
+    def forward(self, x: Tensor, masks: tuple[Tensor, ...] | None = None) -> Tensor:
+        masks = self._masks(x.flatten(1), masks)
+        return self.logits_of_features(self.features(x, masks), masks)
 
 
 def init_uniform(bound: float):
