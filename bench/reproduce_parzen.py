@@ -9,12 +9,14 @@ holds out the last 10,000 training images), and the figure is the mean log-likel
 images. Beside it: the run's own test fd_classifier. The networks are the family's defaults, the
 framework's shared conv nets; `-- --aae-nets paper` trains the AAE on the AAE paper's MNIST nets (fully
 connected, two hidden layers of 1,000 ReLU units each, latent 8), `-- --gan-nets paper --latent-dim 100`
-the GAN on the GAN paper's (goodfeli/adversarial mnist.yaml: an MLP generator, a maxout discriminator).
+the GAN on the GAN paper's (goodfeli/adversarial mnist.yaml: an MLP generator, a maxout discriminator),
+and with `--gan-training paper --batch-size 100` under that file's training (SGD with momentum).
 
     python bench/reproduce_parzen.py --data-dir DATA [--families aae,gan] [--seeds 0 1 2] [--steps 2000]
     python bench/reproduce_parzen.py --data-dir DATA --families aae --steps 10000 -- --aae-nets paper
-    python bench/reproduce_parzen.py --data-dir DATA --families gan --steps 15000 -- \
-        --gan-nets paper --latent-dim 100
+    python bench/reproduce_parzen.py --data-dir DATA --families gan --steps 30000 -- \
+        --gan-nets paper --gan-training paper --latent-dim 100 --batch-size 100
+    python bench/reproduce_parzen.py ... --steps 60000 --extend -- ...   # the same runs, 30,000 more
 
 Options after `--` go to every run.py run as they are (a family option, a learning rate), e.g.
 `python bench/reproduce_parzen.py --data-dir DATA --families aae --seeds 0 --output runs/w1 --
@@ -42,13 +44,22 @@ PUBLISHED = {"aae": (340.0, 2.0), "gan": (225.0, 2.0)}
 SAMPLES = 10_000
 
 
-def train(family: str, seed: int, steps: int, data_dir: str, output: Path, extra: list[str]) -> Path:
-    """Train through run.py (the product's own path) and return the run folder."""
+def train(
+    family: str, seed: int, steps: int, data_dir: str, output: Path, extra: list[str], extend: bool = False
+) -> Path:
+    """Train through run.py (the product's own path) and return the run folder; `extend`: continue the run
+    already there (its last.ckpt) to `steps` iterations instead of starting one."""
     command = [
         sys.executable, "run.py", "--model", family, "--data", "mnist", "--data-dir", data_dir,
         "--seed", str(seed), "--max-steps", str(steps), "--eval-every", str(steps), "--output", str(output),
         *extra,
     ]  # fmt: skip
+    if extend:
+        if not (output / "checkpoints" / "last.ckpt").is_file():
+            missing = f"--extend: {output} holds no checkpoints/last.ckpt to continue; drop --extend"
+            print(missing, file=sys.stderr)
+            sys.exit(2)
+        command += ["--resume", "last"]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return output
 
@@ -72,6 +83,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/reproduce_parzen"))
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where sampling and the estimate run (auto: a GPU if there is one)")  # fmt: skip
+    parser.add_argument("--extend", action="store_true",
+                        help="continue each seed's run in --output to --steps iterations (run.py --resume "
+                        "last; the same options after --): a longer budget of the same run")  # fmt: skip
     parser.add_argument("run_args", nargs="*", help="after --: options passed to every run.py run")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -86,7 +100,7 @@ def main() -> None:
         for seed in args.seeds:
             started = time.time()
             output = args.output / f"{family}-seed{seed}"
-            run_dir = train(family, seed, args.steps, args.data_dir, output, args.run_args)
+            run_dir = train(family, seed, args.steps, args.data_dir, output, args.run_args, args.extend)
             samples = samples_of(run_dir, family, seed, device)
             sigma, _ = select_bandwidth(samples, real["val"])
             test = parzen_log_likelihood(samples, real["test"], sigma)
