@@ -251,11 +251,7 @@ def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:
     this does nothing and at worst the warning is back.
     """
     init_arguments = wandb_init_arguments(logger)
-    if (
-        init_arguments is not None
-        and "anonymous" in init_arguments
-        and init_arguments["anonymous"] is None
-    ):
+    if init_arguments is not None and "anonymous" in init_arguments and init_arguments["anonymous"] is None:
         del init_arguments["anonymous"]
 
 

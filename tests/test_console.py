@@ -19,8 +19,6 @@ TINY = TINY_RUN + ["--eval-samples", "50"]
 CHATTER = ("GPU available", "TPU available", "Tip", "Trainer.fit` stopped", "Epoch", "Total params", "┃")
 
 
-
-
 @pytest.fixture()
 def every_iteration(monkeypatch: pytest.MonkeyPatch) -> None:
     """A progress line per iteration (not a terminal here), so the lines show every position."""

@@ -77,6 +77,7 @@ def test_an_update_is_the_reference_simultaneous_update_under_sgd_with_momentum(
 
     monkeypatch.setattr(GANModule, "on_fit_start", on_fit_start)
     monkeypatch.setattr(GANModule, "paper_training_step", paper_training_step)
+
     def training_noise(self, n):
         record["noise"].append(noise(self, n))
         return record["noise"][-1]

@@ -22,8 +22,6 @@ TINY = [*TINY_RUN, "--eval-samples", "100"]
 NETWORKS = ("encoder", "decoder", "discriminator")
 
 
-
-
 @pytest.fixture(scope="module")
 def vaegan_run(tmp_path_factory) -> Path:
     """One finished 3-iteration vaegan run on digits; read it, never write into it."""
