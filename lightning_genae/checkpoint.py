@@ -271,15 +271,20 @@ def last_finite_checkpoint(directory: Path, steps_per_iteration: int) -> tuple[P
 
 
 def resume_advice(
-    directory: Path | None, steps_per_iteration: int, lower_lr: float, started_at: int = 0
+    directory: Path | None, steps_per_iteration: int, lower_lr: float | None, started_at: int = 0
 ) -> str:
     """What to do after a divergence: the finite checkpoint to resume from, or that there is none.
+
+    `lower_lr`: the learning rate to retry with; None where the run's learning rate follows a fixed schedule
+    (a resume would replay the same updates), so starting again with another seed is all there is to advise.
 
     A run resumed at iteration `started_at` that diverged before writing a newer checkpoint may have
     resumed from weights already too large to recover (after one Adam step at --lr 1e6 every weight is
     about 1e6, finite, and the next forward pass overflows whatever the learning rate): advising the same
     checkpoint again could go round in circles, so starting again is advised first.
     """
+    if lower_lr is None:
+        return "its learning rate follows a fixed schedule, not --lr: start again with another --seed"
     found = last_finite_checkpoint(directory, steps_per_iteration) if directory is not None else None
     if found is None:
         return f"no checkpoint was written before it; start again with a lower --lr, e.g. --lr {lower_lr:g}"

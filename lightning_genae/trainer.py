@@ -173,7 +173,7 @@ class DivergenceGuard(Callback):
         advice = resume_advice(
             self.checkpoint_dir,
             model.optimizer_steps_per_iteration,
-            lower_lr=model.options.lr / 10,
+            lower_lr=model.lower_learning_rate(),
             started_at=self.started_at,
         )
         if "16" in self.precision:

@@ -8,10 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lightning_genae.checkpoint import resume_advice
 from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
+from lightning_genae.models import gan as gan_module
 from lightning_genae.models.gan import GANModule, paper_learning_rate, paper_momentum
 from lightning_genae.nets import MaxoutDiscriminator, MLPDecoder
+
+PAPER = ["--model", "gan", "--gan-nets", "paper", "--gan-training", "paper", "--data", "digits"]
 
 
 def test_the_schedule_is_pylearn2s_exponential_decay_and_momentum_adjustor():
@@ -55,28 +59,46 @@ def test_the_maxout_discriminator_reads_unit_pixels_and_shares_its_dropout_masks
     assert torch.allclose(d(x), d.logit(hidden).squeeze(1)), "no dropout in eval; pixels read in [0, 1]"
 
 
-def test_an_update_is_the_reference_simultaneous_update_under_sgd_with_momentum(tmp_path, monkeypatch):
-    """Two iterations of `--gan-training paper` against AdversaryCost2's gradients computed by hand from
-    the same noise, real batch and dropout masks, each network stepped by pylearn2's momentum rule."""
+def reference_generator(weights: dict, z: torch.Tensor) -> torch.Tensor:
+    """mnist.yaml's generator written out: two ReLU layers, a sigmoid output, shown on [-1, 1]."""
+    h = F.relu(F.linear(z, weights["net.0.weight"], weights["net.0.bias"]))
+    h = F.relu(F.linear(h, weights["net.2.weight"], weights["net.2.bias"]))
+    return 2 * torch.sigmoid(F.linear(h, weights["net.4.weight"], weights["net.4.bias"])) - 1
+
+
+def reference_discriminator(weights: dict, images: torch.Tensor, masks: tuple) -> torch.Tensor:
+    """mnist.yaml's discriminator written out: pixels in [0, 1], each layer's input dropped by its mask,
+    two maxout layers of 240 units x 5 pieces, a linear logit."""
+    h = (images.flatten(1) + 1) / 2
+    for layer, mask in zip(("hidden.0", "hidden.1"), masks, strict=False):
+        pieces = F.linear(h * mask, weights[f"{layer}.linear.weight"], weights[f"{layer}.linear.bias"])
+        h = pieces.view(len(h), 240, 5).amax(dim=2)
+    return F.linear(h * masks[2], weights["logit.weight"], weights["logit.bias"]).squeeze(1)
+
+
+@pytest.mark.parametrize("decay", [1.000004, 1.5])
+def test_an_update_is_the_reference_simultaneous_update_under_sgd_with_momentum(tmp_path, monkeypatch, decay):
+    """Three iterations of `--gan-training paper` against AdversaryCost2's objectives on the nets written
+    out by hand, from the same noise, real batch and dropout masks, the gradients of both at the same
+    weights, and pylearn2's momentum rule in step units. A decay of 1.5 per update makes the learning rate
+    change between updates large enough that a momentum kept in the wrong units would show."""
+    monkeypatch.setattr(gan_module, "PAPER_LR_DECAY", decay)
     record: dict[str, list] = {"noise": [], "masks": [], "real": [], "weights": []}
 
     def snapshot(module: GANModule) -> tuple[dict, dict]:
         return copy.deepcopy(module.generator.state_dict()), copy.deepcopy(module.discriminator.state_dict())
 
-    fit_start, step = GANModule.on_fit_start, GANModule.paper_training_step
+    train_start, step = GANModule.on_train_start, GANModule.paper_training_step
     noise, masks = GANModule.training_noise, MaxoutDiscriminator.dropout_masks
 
-    def on_fit_start(self):
-        fit_start(self)
+    def on_train_start(self):
+        train_start(self)
         record["weights"].append(snapshot(self))
 
     def paper_training_step(self, batch):
         record["real"].append(batch[0].clone())
         step(self, batch)
         record["weights"].append(snapshot(self))
-
-    monkeypatch.setattr(GANModule, "on_fit_start", on_fit_start)
-    monkeypatch.setattr(GANModule, "paper_training_step", paper_training_step)
 
     def training_noise(self, n):
         record["noise"].append(noise(self, n))
@@ -86,45 +108,74 @@ def test_an_update_is_the_reference_simultaneous_update_under_sgd_with_momentum(
         record["masks"].append(masks(self, n, reference))
         return record["masks"][-1]
 
+    monkeypatch.setattr(GANModule, "on_train_start", on_train_start)
+    monkeypatch.setattr(GANModule, "paper_training_step", paper_training_step)
     monkeypatch.setattr(GANModule, "training_noise", training_noise)
     monkeypatch.setattr(MaxoutDiscriminator, "dropout_masks", dropout_masks)
 
-    options = ["--model", "gan", "--gan-nets", "paper", "--gan-training", "paper", "--latent-dim", "10"]
-    options += ["--data", "digits", "--batch-size", "16", "--eval-every", "2", "--max-steps", "2"]
-    assert main([*options, "--output", str(tmp_path / "run")]) == 0
-    assert len(record["real"]) == 2 and len(record["masks"]) == 4  # per update: the fakes', then the reals'
+    options = [*PAPER, "--latent-dim", "10", "--batch-size", "16", "--eval-every", "3", "--max-steps", "3"]
+    assert main([*options, "--accelerator", "cpu", "--output", str(tmp_path / "run")]) == 0
+    assert len(record["real"]) == 3 and len(record["masks"]) == 6  # per update: the fakes', then the reals'
 
-    generator = MLPDecoder((1, 16, 16), 10, hidden=1200, output="sigmoid")
-    discriminator = MaxoutDiscriminator((1, 16, 16))
-    generator.load_state_dict(record["weights"][0][0])
-    discriminator.load_state_dict(record["weights"][0][1])
+    g, d = ({k: v.clone().requires_grad_() for k, v in w.items()} for w in record["weights"][0])
     # The generator starts at the training pixels' means (digits' training split, as stored).
     training_images = build_datamodule("digits", data_dir=str(tmp_path)).split_tensors("train")[0]
     pixels = training_images.double().mean(0) / 255
-    start = torch.logit(pixels.clamp(1e-7, 1 - 1e-7)).flatten()
-    assert torch.allclose(generator.net[-1].bias.double(), start)
+    assert torch.allclose(g["net.4.bias"].double(), torch.logit(pixels.clamp(1e-7, 1 - 1e-7)).flatten())
 
-    params = list(discriminator.parameters()) + list(generator.parameters())
-    velocity = [torch.zeros_like(p) for p in params]  # pylearn2's `inc`, in step units
-    for update in range(2):
-        fake = generator(record["noise"][update])
-        fake_masks, real_masks = record["masks"][2 * update], record["masks"][2 * update + 1]
-        fake_logits = discriminator(fake, fake_masks)
-        real_logits = discriminator(record["real"][update], real_masks)
+    names = [("D", name) for name in d] + [("G", name) for name in g]
+    params = [*d.values(), *g.values()]
+    inc = [torch.zeros_like(p) for p in params]  # pylearn2's velocity, in step units
+    for update in range(3):
+        fake_logits = reference_discriminator(d, reference_generator(g, record["noise"][update]),
+                                              record["masks"][2 * update])  # fmt: skip
+        real_logits = reference_discriminator(d, record["real"][update], record["masks"][2 * update + 1])
         d_objective = 0.5 * (F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean())
         g_objective = F.softplus(-fake_logits).mean()
-        d_grads = torch.autograd.grad(d_objective, list(discriminator.parameters()), retain_graph=True)
-        g_grads = torch.autograd.grad(g_objective, list(generator.parameters()))
-        lr, momentum = 0.1 / 1.000004**update, 0.5  # one epoch: momentum still 0.5
+        grads = torch.autograd.grad(d_objective, list(d.values()), retain_graph=True)
+        grads += torch.autograd.grad(g_objective, list(g.values()))
+        lr = 0.1 / decay**update  # momentum: 0.5 throughout the first epoch
         with torch.no_grad():
-            for p, v, g in zip(params, velocity, [*d_grads, *g_grads], strict=True):
-                v.mul_(momentum).sub_(lr * g)
+            for p, v, grad in zip(params, inc, grads, strict=True):
+                v.mul_(0.5).sub_(lr * grad)
                 p.add_(v)
         trained_g, trained_d = record["weights"][update + 1]
-        for name, value in discriminator.state_dict().items():
-            assert torch.allclose(trained_d[name], value, atol=1e-6, rtol=1e-5), (update, "D", name)
-        for name, value in generator.state_dict().items():
-            assert torch.allclose(trained_g[name], value, atol=1e-6, rtol=1e-5), (update, "G", name)
+        for (net, name), p in zip(names, params, strict=True):
+            trained = (trained_d if net == "D" else trained_g)[name]
+            assert torch.allclose(trained, p.detach(), atol=1e-6, rtol=1e-5), (update, net, name)
+
+
+def test_a_resumed_run_keeps_its_trained_output_biases(tmp_path, monkeypatch):
+    run = [
+        *PAPER,
+        "--batch-size",
+        "16",
+        "--eval-every",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--output",
+        str(tmp_path),
+    ]
+    assert main([*run, "--max-steps", "2"]) == 0
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    started = []
+    train_start = GANModule.on_train_start
+
+    def on_train_start(self):
+        train_start(self)
+        started.append(self.generator.net[-1].bias.detach().clone())
+
+    monkeypatch.setattr(GANModule, "on_train_start", on_train_start)
+    assert main([*run, "--max-steps", "3", "--resume", "last"]) == 0
+    assert torch.equal(started[0], saved["generator.net.4.bias"])
+
+
+def test_discriminator_side_augmentation_feeds_ada_under_the_papers_training(tmp_path):
+    run = [*PAPER, "--batch-size", "16", "--eval-every", "3", "--max-steps", "3", "--augment", "ada"]
+    assert main([*run, "--accelerator", "cpu", "--output", str(tmp_path)]) == 0
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train/augment_p" in header and "train/ada_rt" in header
 
 
 @pytest.mark.parametrize(
@@ -139,3 +190,11 @@ def test_what_the_papers_training_cannot_use_is_refused(options, says, capsys):
     assert main(["--model", "gan", "--data", "digits", *options.split(), "--print-config"]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and says in error
+
+
+def test_a_diverged_run_on_the_papers_schedule_is_told_to_start_again_not_to_lower_lr(tmp_path):
+    model = GANModule((1, 16, 16), gan_nets="paper", gan_training="paper")
+    assert model.lower_learning_rate() is None
+    assert GANModule((1, 16, 16), gan_nets="paper").lower_learning_rate() == pytest.approx(5e-5)
+    advice = resume_advice(tmp_path, 2, model.lower_learning_rate())
+    assert "another --seed" in advice and "--lr " not in advice.replace("not --lr", "")

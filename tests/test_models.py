@@ -173,7 +173,6 @@ def test_the_gan_papers_nets_are_its_mlp_generator_and_maxout_discriminator_and_
         tuple(m.weight.shape) for m in model.discriminator.modules() if isinstance(m, torch.nn.Linear)
     ]
     assert discriminator_shapes == [(240 * 5, 256), (240 * 5, 240), (1, 240)]
-    assert model.discriminator.KEEP == (0.8, 0.5, 0.5)
     # pylearn2's irange: the first layers' weights within +-0.05 (G) and +-0.005 (D), biases 0.
     assert model.generator.net[0].weight.abs().max() <= 0.05 and model.generator.net[0].bias.abs().max() == 0
     assert model.discriminator.hidden[0].linear.weight.abs().max() <= 0.005

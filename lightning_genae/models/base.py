@@ -228,6 +228,11 @@ class GenerativeModule(pl.LightningModule):
         self._split_sums: dict[str, tuple[Tensor, int]] = {}
         self._split_prog_bar: set[str] = set()
 
+    def lower_learning_rate(self) -> float | None:
+        """The learning rate a diverged run is advised to retry with (a tenth of --lr); None where the family
+        trains on a fixed schedule that --lr does not set."""
+        return self.options.lr / 10
+
     @property
     def iteration(self) -> int:
         """Training iterations done so far (one D and one G update count as one for a GAN)."""

@@ -101,10 +101,14 @@ class GANModule(ImageAdversarialModule):
             # The average is not trained: keep it out of DDP's gradient bookkeeping.
             self.generator_ema.requires_grad_(False)
 
-    def on_fit_start(self) -> None:
-        # After a resume's weights are loaded: only a run's first start sets the paper's output biases.
+    def on_train_start(self) -> None:
+        # Called after a resume has restored the step count (on_fit_start is too early for that): only a run's
+        # first start sets the paper's output biases, a resumed one keeps its trained ones.
         if self.options.gan_nets == "paper" and self.trainer.global_step == 0:
             self.generator.start_at_pixel_means(self.training_pixel_means())
+
+    def lower_learning_rate(self) -> float | None:
+        return None if self.options.gan_training == "paper" else super().lower_learning_rate()
 
     def training_pixel_means(self) -> Tensor:
         """Each pixel's mean over the training split, in [0, 1] ([C, H, W])."""
@@ -117,11 +121,9 @@ class GANModule(ImageAdversarialModule):
         images = split_tensors("train")[0]
         return images.double().mean(0) / 255
 
-    def discriminate(self, images: Tensor, masks: tuple[Tensor, ...] | None = None) -> Tensor:
-        """Discriminator logits of images as the discriminator is shown them (augmented, if the run does);
-        `masks`: the paper's discriminator's dropout masks, where two passes share them."""
-        shown = self.discriminator_input(images)
-        return self.discriminator(shown) if masks is None else self.discriminator(shown, masks)
+    def discriminate(self, images: Tensor) -> Tensor:
+        """Discriminator logits of images as the discriminator is shown them (augmented, if the run does)."""
+        return self.discriminator(self.discriminator_input(images))
 
     def discriminator_scores(self, images: Tensor) -> DiscriminatorScores:
         """D's logit of each image as given, without the run's augmentation."""
@@ -194,8 +196,9 @@ class GANModule(ImageAdversarialModule):
             masks = self.discriminator.dropout_masks(n, real.flatten(1))
 
         with self.toggled_optimizer(opt_g):
-            fake = self.generator(z)
-            loss_g = generator_loss(self.discriminate(fake, masks), "ns")
+            # The fakes as D is shown them (augmented where the run augments D's inputs), once for both.
+            shown_fake = self.discriminator_input(self.generator(z))
+            loss_g = generator_loss(self.discriminator(shown_fake, masks), "ns")
             self.watch_losses(**{"train/loss_g": loss_g})
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
@@ -203,12 +206,13 @@ class GANModule(ImageAdversarialModule):
 
         with self.toggled_optimizer(opt_d):
             real_logits = self.discriminate(real)
-            fake_logits = self.discriminate(fake.detach(), masks)
+            fake_logits = self.discriminator(shown_fake.detach(), masks)
             loss_d = 0.5 * discriminator_loss(real_logits, fake_logits, "ns")
             self.watch_losses(**{"train/loss_d": loss_d})
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
+            self.observe_real_logits(real_logits)
 
         self.update_ema()
         self.log_training({"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True)
@@ -217,12 +221,23 @@ class GANModule(ImageAdversarialModule):
         )
 
     def follow_paper_schedule(self, *optimizers: torch.optim.Optimizer) -> None:
-        """Set this update's learning rate and momentum. torch's SGD keeps the momentum buffer in gradient
-        units (p -= lr v, v = m v + g) where pylearn2 keeps it in step units (inc = m inc - lr g): with the
-        learning rate falling by 1.000004 per update the two differ by that factor on the momentum term."""
-        lr, momentum = paper_learning_rate(self.iteration), paper_momentum(self.current_epoch)
+        """Set this update's learning rate and momentum, as pylearn2's momentum rule takes them.
+
+        pylearn2 keeps the velocity in step units (inc = m inc - lr g, p += inc); torch's SGD in gradient
+        units (v = m v + g, p -= lr v), so that a new learning rate would rescale the steps already taken.
+        Rescaling the buffers by old / new learning rate keeps -lr v equal to pylearn2's inc at every update.
+        The epoch is counted from the iteration (a resumed run's epoch counter starts the next epoch).
+        """
+        iteration = self.iteration
+        lr = paper_learning_rate(iteration)
+        momentum = paper_momentum(iteration // max(1, self.trainer.num_training_batches))
         for optimizer in optimizers:
             for group in optimizer.param_groups:
+                if group["lr"] != lr:
+                    for param in group["params"]:
+                        buffer = optimizer.state[param].get("momentum_buffer")
+                        if buffer is not None:
+                            buffer.mul_(group["lr"] / lr)
                 group["lr"], group["momentum"] = lr, momentum
 
     def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
