@@ -75,7 +75,7 @@ class GANModule(ImageAdversarialModule):
         super().__init__(image_shape, **options)
         if self.options.gan_nets == "paper":
             # goodfeli/adversarial mnist.yaml: weights U(-irange, irange); the generator's output biases
-            # start at the logits of the training pixels' means (`on_fit_start`).
+            # start at the logits of the training pixels' means (`on_train_start`).
             self.generator = MLPDecoder(
                 self.image_shape, self.latent_dim, hidden=PAPER_GENERATOR_HIDDEN, output="sigmoid"
             )
@@ -119,7 +119,10 @@ class GANModule(ImageAdversarialModule):
                 "reads from a lightning_genae DataModule: fit with one (lightning_genae.datamodules)"
             )
         images = split_tensors("train")[0]
-        return images.double().mean(0) / 255
+        # Summed exactly in int64 a block at a time: a float64 copy of the whole split is 8x its size
+        # (330 MB for MNIST's uint8 training images).
+        total = sum(block.sum(0, dtype=torch.int64) for block in images.split(4096))
+        return total.double() / (len(images) * 255)
 
     def discriminate(self, images: Tensor) -> Tensor:
         """Discriminator logits of images as the discriminator is shown them (augmented, if the run does)."""
@@ -170,12 +173,7 @@ class GANModule(ImageAdversarialModule):
             self.manual_backward(loss_g)
             opt_g.step()
 
-        self.update_ema()
-
-        self.log_training({"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True)
-        self.log_training(
-            {"train/d_real": real_logits.detach().mean(), "train/d_fake": fake_logits.detach().mean()}
-        )
+        self.end_iteration(loss_d, loss_g, real_logits, fake_logits)
 
     def paper_training_step(self, batch: tuple[Tensor, Tensor]) -> None:
         """One update of goodfeli/adversarial's AdversaryCost2: D's gradient (half the sum of the two
@@ -214,6 +212,10 @@ class GANModule(ImageAdversarialModule):
             opt_d.step()
             self.observe_real_logits(real_logits)
 
+        self.end_iteration(loss_d, loss_g, real_logits, fake_logits)
+
+    def end_iteration(self, loss_d: Tensor, loss_g: Tensor, real_logits: Tensor, fake_logits: Tensor) -> None:
+        """After both updates: the EMA generator follows; the losses and mean logits are logged."""
         self.update_ema()
         self.log_training({"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True)
         self.log_training(

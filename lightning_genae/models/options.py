@@ -83,21 +83,16 @@ GanLoss = Literal["ns", "hinge"]
 GanTraining = Literal["adam", "paper"]
 
 
-def gives_width(options: FamilyOptions) -> bool:
-    """Whether the run set --width to something other than the shared default (a family whose nets it does
-    not size refuses it rather than ignore it)."""
-    return options.width != FamilyOptions.__dataclass_fields__["width"].default
-
-
-def gives_lr(options: FamilyOptions) -> bool:
-    """Whether the run set --lr to something other than its family's default."""
-    return options.lr != type(options).__dataclass_fields__["lr"].default
+def gives(options: FamilyOptions, name: str) -> bool:
+    """Whether the run set the option `name` to something other than its family's default (an option the
+    run's settings leave unused is refused rather than ignored)."""
+    return getattr(options, name) != type(options).__dataclass_fields__[name].default
 
 
 def refuse_width(options: FamilyOptions, fixed_nets: str) -> None:
     """A --width other than the default with nets whose size is fixed (the papers' fully connected ones)
     would size nothing: refused, naming both flags."""
-    if gives_width(options):
+    if gives(options, "width"):
         raise ConfigError(
             f"--width {options.width} sizes the conv nets, which {fixed_nets} leaves out; drop --width or "
             f"{fixed_nets}"
@@ -132,7 +127,7 @@ class GANOptions(FamilyOptions):
                 raise ConfigError(
                     "--gan-training paper is the schedule of the GAN paper's MNIST nets: add --gan-nets paper"
                 )
-            if gives_lr(self):
+            if gives(self, "lr"):
                 raise ConfigError(
                     f"--gan-training paper sets its own learning rate (0.1, decaying), so --lr {self.lr} "
                     "would be ignored: drop --lr or --gan-training paper"
@@ -317,7 +312,7 @@ class RAEOptions(FamilyOptions):
         super().__post_init__()
         if self.teacher_forcing > 1:
             raise ConfigError(f"--teacher-forcing is a probability in [0, 1], got {self.teacher_forcing}")
-        if gives_width(self):
+        if gives(self, "width"):
             # The shared option sizes conv layers; a recurrent model has none, and must not ignore it.
             raise ConfigError(
                 f"--width sizes conv layers, which rae has none of; use --rnn-hidden {self.width}"
