@@ -22,6 +22,11 @@ also on the DCGAN nets:
 - `--paper-scales` on the paper's nets: the reference code's scale plan, halving the image only down to
   an 8x8 map (`repeat_num = log2(side) - 2`: 16 px is two scales from 8x8) where the nets' shared plan
   halves down to 4-7 pixels (16 px: three scales from 4x4);
+- `--vanishing-residual STEPS` on the paper's nets: one of the paper's two optional refinements (section
+  3.5.1; the other, its skip connections, is run.py's `--began-skip-connections`): every 3x3 convolution
+  whose input and output have the same shape, with the ELU after it, becomes carry x input + (1 - carry)
+  x ELU(conv(input)), carry falling linearly from 1 to 0 over STEPS iterations (the paper: 16,000, one
+  epoch of its data), so the nets start shallow;
 - `--dcgan-part {generator,discriminator}` on the paper's nets: that one net is the DCGAN nets' (with its
   own batch norm, tanh and DCGAN initialisation), the other the paper's, so a collapse can be put on G's
   or on D's architecture as a whole (layout, upsampling, depth and h-embedding included).
@@ -44,7 +49,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from lightning_genae.models import began
 from lightning_genae.nets import began as began_nets
@@ -74,10 +80,51 @@ def rebuilt(layers: nn.Sequential, batch_norm: bool, activation: str) -> nn.Sequ
     return nn.Sequential(*out)
 
 
+class CarriedLayer(nn.Module):
+    """carry x input + (1 - carry) x layer(input), carry read from a tensor shared by every such layer."""
+
+    def __init__(self, layer: nn.Module, carry: Tensor) -> None:
+        super().__init__()
+        self.layer = layer
+        self.carry = carry
+
+    def forward(self, x: Tensor) -> Tensor:
+        carry = float(self.carry)
+        if carry <= 0:
+            return self.layer(x)
+        return carry * x + (1 - carry) * self.layer(x)
+
+
+CARRY = torch.ones(())
+
+
+def with_vanishing_residuals(layers: nn.Sequential) -> nn.Sequential:
+    """Each shape-keeping 3x3 convolution, with the activation after it, wrapped in a CarriedLayer."""
+    items = list(layers)
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(items):
+        layer = items[i]
+        same_shape = (
+            isinstance(layer, nn.Conv2d)
+            and layer.in_channels == layer.out_channels
+            and layer.stride == (1, 1)
+        )
+        if same_shape and i + 1 < len(items) and isinstance(items[i + 1], nn.ELU):
+            out.append(CarriedLayer(nn.Sequential(layer, items[i + 1]), CARRY))
+            i += 2
+        else:
+            out.append(layer)
+            i += 1
+    return nn.Sequential(*out)
+
+
 def paper_generator(args: argparse.Namespace):
     def build(*a, **kw) -> nn.Module:
         net = PAPER_DECODER(*a, **kw)
         net.blocks = rebuilt(net.blocks, args.batch_norm in ("generator", "both"), args.activation)
+        if args.vanishing_residual:
+            net.blocks = with_vanishing_residuals(net.blocks)
         if args.tanh:
             net.blocks.append(nn.Tanh())
         return net
@@ -91,6 +138,9 @@ def paper_discriminator(args: argparse.Namespace):
         normalised = args.batch_norm in ("discriminator", "both")
         net.encoder.features = rebuilt(net.encoder.features, normalised, args.activation)
         net.decoder.blocks = rebuilt(net.decoder.blocks, normalised, args.activation)
+        if args.vanishing_residual:
+            net.encoder.features = with_vanishing_residuals(net.encoder.features)
+            net.decoder.blocks = with_vanishing_residuals(net.decoder.blocks)
         if args.code_batch_norm:
             net.decoder.project = nn.Sequential(
                 net.decoder.project, nn.BatchNorm1d(net.decoder.project.out_features)
@@ -165,6 +215,13 @@ def main() -> int:
         action="store_true",
         help="the paper's nets: halve the image down to 8x8 only, as the reference code",
     )
+    parser.add_argument(
+        "--vanishing-residual",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="the paper's nets: shape-keeping layers start as identity, carry 1 -> 0 over STEPS",
+    )
     parser.add_argument("run_arguments", nargs=argparse.REMAINDER, help="-- then run.py's arguments")
     args = parser.parse_args()
     run_arguments = args.run_arguments[1:] if args.run_arguments[:1] == ["--"] else args.run_arguments
@@ -178,6 +235,7 @@ def main() -> int:
         or args.tanh
         or args.init != "glorot"
         or args.paper_scales
+        or args.vanishing_residual > 0
     )
     if dcgan_nets and paper_changes:
         parser.error(
@@ -211,6 +269,15 @@ def main() -> int:
         began.ConvAutoencoder = without_batch_norm(began.ConvAutoencoder, dropped_in_d)
     if args.paper_scales:
         began_nets.downsampling_plan = reference_plan
+    if args.vanishing_residual:
+        steps = args.vanishing_residual
+        step_once = began.BEGANModule.training_step
+
+        def training_step(self, batch, batch_idx):
+            CARRY.fill_(max(0.0, 1.0 - self.iteration / steps))
+            return step_once(self, batch, batch_idx)
+
+        began.BEGANModule.training_step = training_step
     if args.prior == "normal":
         began.BEGANModule.uniform_prior = property(lambda self: False)
     from lightning_genae.cli import main as run

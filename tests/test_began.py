@@ -176,6 +176,10 @@ BAD_OPTIONS = {
     "unknown loss": (["--d-loss", "wgan"], "--d-loss"),
     "margin without ebgan": (["--ebgan-margin", "0.5"], "--d-loss ebgan"),
     "gamma with ebgan": (["--d-loss", "ebgan", "--began-gamma", "0.7"], "--d-loss began"),
+    "skips on the dcgan nets": (
+        ["--began-nets", "dcgan", "--began-skip-connections"],
+        "--began-skip-connections changes the paper's nets",
+    ),
 }
 
 
@@ -227,6 +231,30 @@ def test_the_paper_nets_have_no_batch_norm_elu_and_nearest_upsampling_and_give_t
         # The encoder's channels grow linearly with the scale (n, 2n, 3n): 3 scales at 28 and 32 px.
         widths = {m.out_channels for m in autoencoder.encoder.modules() if isinstance(m, nn.Conv2d)}
         assert max(widths) == 4 * (len(upsamplings) + 1)
+
+
+def test_skip_connections_feed_the_base_map_to_every_scale():
+    """The paper's skip connections (section 3.5.1): h0 reaches every scale, even with the main path cut."""
+    from lightning_genae.nets.began import BEGANDecoder
+
+    torch.manual_seed(0)
+    z = torch.rand(4, 8) * 2 - 1
+    for skip in (False, True):
+        decoder = BEGANDecoder((1, 28, 28), 8, width=4, skip_connections=skip)
+        first_inputs = [m.in_channels for m in decoder.blocks if isinstance(m, torch.nn.Conv2d)]
+        # Two upsamplings at 28 px: the scale after each reads 2n channels with skips, n without.
+        assert first_inputs == ([4, 4, 8, 4, 8, 4, 4] if skip else [4] * 7)
+        with torch.no_grad():
+            for conv in [m for m in decoder.blocks if isinstance(m, torch.nn.Conv2d)][:2]:
+                conv.weight.zero_()
+                conv.bias.zero_()
+            images = decoder(z)
+        assert images.shape == (4, 1, 28, 28)
+        spread = float(images.std(0).max())
+        # With the first scale's convolutions zeroed the main path carries no trace of z.
+        assert (spread > 1e-4) if skip else (spread < 1e-7)
+    module = BEGANModule((1, 16, 16), latent_dim=8, width=4, began_skip_connections=True)
+    assert module.generator.skip_connections and module.discriminator.decoder.skip_connections
 
 
 def test_began_draws_z_uniformly_in_minus_one_one_and_shows_images_in_range():
@@ -310,3 +338,17 @@ def test_nets_probe_swaps_in_one_dcgan_net_and_keeps_the_papers_other(tmp_path: 
     assert {key for key in swapped if key.startswith("discriminator.")} == {
         key for key in paper if key.startswith("discriminator.")
     }
+
+
+@pytest.mark.slow
+def test_nets_probe_wraps_exactly_the_shape_keeping_convolutions_in_a_carry(tmp_path: Path) -> None:
+    """`--vanishing-residual`: every 3x3 convolution that keeps its input's shape is carried, no other."""
+    carried = probe_nets(tmp_path, "carried", ["--vanishing-residual", "4"], [])
+    paper = probe_nets(tmp_path, "paper-nets", [], [])
+    kernels = {key: weight.shape for key, weight in carried.items() if weight.dim() == 4}
+    wrapped = {key for key in kernels if ".layer.0." in key}
+    assert all(kernels[key][0] == kernels[key][1] for key in wrapped)
+    # 16 px, three scales: G's six and D's decoder's six same-width convolutions, and the encoder's
+    # four that keep their width (the first of scale 0 and the second of each scale), not its stride-2 ones.
+    assert len([key for key in wrapped if key.endswith("weight")]) == 6 + 6 + 4
+    assert len(carried) == len(paper)

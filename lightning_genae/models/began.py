@@ -63,8 +63,9 @@ class BEGANModule(ImageAdversarialModule):
         super().__init__(image_shape, **options)
         width = self.options.width
         if self.options.began_nets == "began":
-            self.generator = BEGANDecoder(self.image_shape, self.latent_dim, width=width)
-            self.discriminator = BEGANAutoencoder(self.image_shape, self.latent_dim, width=width)
+            skips = self.options.began_skip_connections
+            self.generator = BEGANDecoder(self.image_shape, self.latent_dim, width, skips)
+            self.discriminator = BEGANAutoencoder(self.image_shape, self.latent_dim, width, skips)
             self.generator.apply(init_began_weights)
             self.discriminator.apply(init_began_weights)
         else:

@@ -167,6 +167,11 @@ class BEGANOptions(FamilyOptions):
         "the paper's generator and autoencoder (3x3 convs, ELU, nearest-neighbour upsampling, no batch "
         "norm) with z ~ U(-1, 1); dcgan: the DCGAN-style nets every other family shares, with z ~ N(0, 1)",
     )
+    began_skip_connections: bool = option(
+        False,
+        "with --began-nets began: the paper's optional skip connections (section 3.5.1), the decoders' "
+        "base map h0 upsampled and concatenated after every upsampling",
+    )
     began_gamma: float = option(
         0.5,
         "with --d-loss began: target ratio of fake to real energy, in (0, 1]; lower means less diverse",
@@ -193,6 +198,8 @@ class BEGANOptions(FamilyOptions):
         if math.isfinite(self.began_gamma) and not 0 < self.began_gamma <= 1:
             raise ConfigError(f"--began-gamma is a ratio of energies in (0, 1], got {self.began_gamma}")
         super().__post_init__()
+        if self.began_skip_connections and self.began_nets != "began":
+            raise ConfigError("--began-skip-connections changes the paper's nets; drop --began-nets dcgan")
         defaults = type(self).__dataclass_fields__
         for loss, names in LOSS_OPTIONS.items():
             if loss == self.d_loss:

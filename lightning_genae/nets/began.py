@@ -15,6 +15,8 @@ its image sizes; the paper's 64 px nets start from 8x8, ours from 4x4 at 64 px.
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_genae.nets.conv import downsampling_plan
@@ -25,20 +27,33 @@ def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BEGANDecoder(nn.Module):
-    """Code [B, h] -> image [B, C, H, W], unbounded (the paper's decoder and generator have no tanh)."""
+    """Code [B, h] -> image [B, C, H, W], unbounded (the paper's decoder and generator have no tanh).
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 64) -> None:
+    With `skip_connections` (the paper's section 3.5.1), the projected base map h0 is upsampled to each
+    scale and concatenated to the upsampled features there, so every scale reads the code directly.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int,
+        width: int = 64,
+        skip_connections: bool = False,
+    ) -> None:
         super().__init__()
         channels, height, _ = image_shape
         stages, base = downsampling_plan(height)
         self.base_shape = (width, base, base)
+        self.skip_connections = skip_connections
         self.project = nn.Linear(latent_dim, width * base * base)
         layers: list[nn.Module] = []
         for scale in range(stages + 1):
+            in_ch = width
             if scale > 0:
                 layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                in_ch = 2 * width if skip_connections else width
             layers += [
-                _conv3x3(width, width),
+                _conv3x3(in_ch, width),
                 nn.ELU(inplace=True),
                 _conv3x3(width, width),
                 nn.ELU(inplace=True),
@@ -47,7 +62,15 @@ class BEGANDecoder(nn.Module):
         self.blocks = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.blocks(self.project(z).view(-1, *self.base_shape))
+        h0 = self.project(z).view(-1, *self.base_shape)
+        if not self.skip_connections:
+            return self.blocks(h0)
+        x = h0
+        for layer in self.blocks:
+            x = layer(x)
+            if isinstance(layer, nn.Upsample):
+                x = torch.cat([x, F.interpolate(h0, size=x.shape[-2:], mode="nearest")], dim=1)
+        return x
 
 
 class BEGANEncoder(nn.Module):
@@ -95,10 +118,16 @@ def init_began_weights(module: nn.Module) -> None:
 class BEGANAutoencoder(nn.Module):
     """BEGAN's discriminator: image -> embedding -> reconstruction."""
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 64) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int,
+        width: int = 64,
+        skip_connections: bool = False,
+    ) -> None:
         super().__init__()
         self.encoder = BEGANEncoder(image_shape, latent_dim, width)
-        self.decoder = BEGANDecoder(image_shape, latent_dim, width)
+        self.decoder = BEGANDecoder(image_shape, latent_dim, width, skip_connections)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(reconstruction, code), as the shared ConvAutoencoder returns them."""
