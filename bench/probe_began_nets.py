@@ -156,7 +156,8 @@ def dcgan_net(net_type: type[nn.Module], **extra: object):
     """`net_type` (a DCGAN net) in the paper net's place, initialised as the DCGAN nets are: the module's
     later Glorot initialisation of the paper's nets is not applied to it."""
 
-    def build(*a, **kw) -> nn.Module:
+    def build(*a, skip_connections: bool = False, **kw) -> nn.Module:
+        # The module passes the paper nets' skip flag; main() refuses it with --dcgan-part.
         net = net_type(*a, **kw, **extra)
         net.apply(init_dcgan_weights)
         # The module applies init_began_weights to its nets afterwards; this one keeps DCGAN's.
@@ -188,6 +189,13 @@ def reference_plan(image_size: int) -> tuple[int, int]:
     return downsampling_plan(image_size, max_base=8)
 
 
+def positive_steps(text: str) -> int:
+    steps = int(text)
+    if steps <= 0:
+        raise argparse.ArgumentTypeError(f"a positive number of iterations, got {steps}")
+    return steps
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     where = ["none", "generator", "discriminator", "both"]
@@ -217,7 +225,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--vanishing-residual",
-        type=int,
+        type=positive_steps,
         default=0,
         metavar="STEPS",
         help="the paper's nets: shape-keeping layers start as identity, carry 1 -> 0 over STEPS",
@@ -225,9 +233,15 @@ def main() -> int:
     parser.add_argument("run_arguments", nargs=argparse.REMAINDER, help="-- then run.py's arguments")
     args = parser.parse_args()
     run_arguments = args.run_arguments[1:] if args.run_arguments[:1] == ["--"] else args.run_arguments
-    if "began" not in run_arguments or "--model" not in run_arguments:
+    # run.py's own spellings (`--model began`, `--model=began`), read as run.py reads them.
+    named = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    named.add_argument("--model")
+    named.add_argument("--began-nets", default="began")
+    named.add_argument("--began-skip-connections", action="store_true")
+    run_options, _ = named.parse_known_args(run_arguments)
+    if run_options.model != "began":
         parser.error("give run.py's arguments after --, with --model began")
-    dcgan_nets = "--began-nets" in run_arguments and "dcgan" in run_arguments
+    dcgan_nets = run_options.began_nets == "dcgan"
     paper_changes = (
         args.batch_norm != "none"
         or args.code_batch_norm
@@ -235,14 +249,18 @@ def main() -> int:
         or args.tanh
         or args.init != "glorot"
         or args.paper_scales
-        or args.vanishing_residual > 0
+        or args.vanishing_residual
     )
     if dcgan_nets and paper_changes:
         parser.error(
-            "--batch-norm, --activation, --tanh and --init change the paper's nets; drop --began-nets dcgan"
+            "--batch-norm, --code-batch-norm, --activation, --tanh, --init, --paper-scales and "
+            "--vanishing-residual change the paper's nets; drop --began-nets dcgan"
         )
-    if args.dcgan_part and (dcgan_nets or paper_changes):
-        parser.error("--dcgan-part swaps one of the paper's nets as published; drop the other changes")
+    if args.dcgan_part and (dcgan_nets or paper_changes or run_options.began_skip_connections):
+        parser.error(
+            "--dcgan-part swaps one of the paper's nets as published; drop the other changes and "
+            "--began-skip-connections"
+        )
     if args.drop_batch_norm != "none" and not dcgan_nets:
         parser.error("--drop-batch-norm changes the DCGAN nets; add --began-nets dcgan after --")
 

@@ -340,6 +340,29 @@ def test_nets_probe_swaps_in_one_dcgan_net_and_keeps_the_papers_other(tmp_path: 
     }
 
 
+PROBE_REFUSALS = {
+    "changes on the dcgan nets, = spelling": (
+        ["--vanishing-residual", "4", "--", "--model=began", "--began-nets=dcgan"],
+        "--vanishing-residual change the paper's nets",
+    ),
+    "negative carry steps": (["--vanishing-residual", "-5", "--", "--model", "began"], "positive"),
+    "dcgan part with skips": (
+        ["--dcgan-part", "generator", "--", "--model", "began", "--began-skip-connections"],
+        "--began-skip-connections",
+    ),
+    "no began model": (["--tanh", "--", "--model", "gan"], "--model began"),
+}
+
+
+@pytest.mark.parametrize("name", list(PROBE_REFUSALS))
+def test_nets_probe_refuses_changes_it_cannot_make_before_training(name: str, tmp_path: Path) -> None:
+    probe, expected = PROBE_REFUSALS[name]
+    command = [sys.executable, "bench/probe_began_nets.py", *probe, "--output", str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_nets_probe_wraps_exactly_the_shape_keeping_convolutions_in_a_carry(tmp_path: Path) -> None:
     """`--vanishing-residual`: every 3x3 convolution that keeps its input's shape is carried, no other."""

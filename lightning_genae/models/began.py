@@ -64,8 +64,10 @@ class BEGANModule(ImageAdversarialModule):
         width = self.options.width
         if self.options.began_nets == "began":
             skips = self.options.began_skip_connections
-            self.generator = BEGANDecoder(self.image_shape, self.latent_dim, width, skips)
-            self.discriminator = BEGANAutoencoder(self.image_shape, self.latent_dim, width, skips)
+            self.generator = BEGANDecoder(self.image_shape, self.latent_dim, width, skip_connections=skips)
+            self.discriminator = BEGANAutoencoder(
+                self.image_shape, self.latent_dim, width, skip_connections=skips
+            )
             self.generator.apply(init_began_weights)
             self.discriminator.apply(init_began_weights)
         else:
