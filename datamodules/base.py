@@ -144,11 +144,18 @@ class InMemoryDataModule(pl.LightningDataModule):
         )
 
     def _download(self, fetch: Callable[[], object], missing: Callable[[], list[str]]) -> None:
-        """Run a (torchvision) download; a failure of any kind becomes the dataset's one-line DataError."""
+        """Run a (torchvision) download; a failure of any kind becomes the dataset's one-line DataError.
+
+        A failed download leaves no empty folders behind: torchvision makes the dataset's folders before
+        it fetches, so a mistyped --data-dir would otherwise stay on disk as a tree of empty folders.
+        """
+        new_folders = _folders_made_by(self.data_dir)
         try:
             fetch()
         # Offline, a mirror down, a Drive quota or a full disk all leave the user with the same fix.
         except Exception as exc:
+            for folder in new_folders():
+                _remove_empty_tree(folder)
             raise self._not_found(f"and it cannot be downloaded (offline? {describe_error(exc)})") from exc
         if still_missing := missing():
             raise self._not_found(f"after downloading (still missing {', '.join(still_missing)})")
@@ -367,3 +374,25 @@ class ImageDataModule(InMemoryDataModule):
 
     to_model_range = staticmethod(to_model_range)
     to_stored = staticmethod(to_uint8)
+
+
+def _folders_made_by(data_dir: Path) -> Callable[[], list[Path]]:
+    """Note what exists at and under `data_dir` now; the returned call lists the top folders made since:
+    the highest missing ancestor of `data_dir` if it was missing, else its new subfolders."""
+    missing = data_dir
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    if not data_dir.exists():
+        return lambda: [missing] if missing.is_dir() else []
+    before = set(data_dir.iterdir()) if data_dir.is_dir() else set()
+    return lambda: [path for path in data_dir.iterdir() if path.is_dir() and path not in before]
+
+
+def _remove_empty_tree(root: Path) -> None:
+    """Remove the folders at and under `root` that hold no file, deepest first; files are never touched."""
+    folders = [path for path in root.rglob("*") if path.is_dir() and not path.is_symlink()]
+    for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True) + [root]:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty: it holds a file, which stays

@@ -490,6 +490,35 @@ def test_missing_data_offline_is_a_one_line_data_error(
         module(tmp_path).setup()
 
 
+def test_a_failed_download_leaves_no_folders_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision's own MNIST download makes MNIST/raw before it fetches; only the network is cut here."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+    made = []
+    download = torchvision.datasets.MNIST.download
+
+    def watched(self: torchvision.datasets.MNIST) -> None:
+        try:
+            download(self)
+        finally:
+            made.append(Path(self.raw_folder).is_dir())
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", watched)
+    (tmp_path / "the user's empty folder").mkdir()
+    (tmp_path / "notes.txt").write_text("kept")
+    with pytest.raises(DataError, match="cannot be downloaded"):
+        MNISTDataModule(tmp_path).prepare_data()
+    assert made == [True], "torchvision made its folder before fetching"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "the user's empty folder"]
+    mistyped = tmp_path / "mistyped" / "data"
+    with pytest.raises(DataError, match="cannot be downloaded"):
+        MNISTDataModule(mistyped).prepare_data()
+    assert made == [True, True] and not (tmp_path / "mistyped").exists()
+
+
 # ----- CIFAR-10 -----
 
 
