@@ -15,7 +15,6 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_genae.augmentation import is_discriminator_side, parse_augment
 from lightning_genae.callbacks import (
@@ -364,7 +363,8 @@ def generative_metrics(
             # Weights the user named are expected to work: a run without the metrics they asked for is an
             # error at the start, not a warning.
             raise
-        rank_zero_warn(f"generative metrics skipped: {error}")
+        # One of the run's own lines, not a Python warning headed by this file's path.
+        say(f"generative metrics skipped: {error}")
         return None
     # Only where the metrics will be computed: a run whose metrics are skipped anyway is not refused.
     _check_comparable_splits(config, datamodule)
