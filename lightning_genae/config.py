@@ -24,7 +24,7 @@ from lightning_genae.datamodules.placement import DATA_ON_DEVICE, check_data_on_
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES
-from lightning_genae.plugin_options import INT_LIMIT, coerce, flag
+from lightning_genae.plugin_options import INT_LIMIT, coerce, flag, typed_flag
 
 # `--backbone none`: no feature backbone, so no image metrics for the run.
 NO_BACKBONE = "none"
@@ -292,7 +292,11 @@ def resume_conflicts(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
             continue
         wanted = _as_stored(name, value, stored[name])
         if wanted != stored[name]:
-            conflicts.append(f"{flag(name)} {_shown(wanted)} (checkpoint: {_shown(stored[name])})")
+            if isinstance(wanted, bool):
+                # A switch reads as typed: `--no-ema-x (checkpoint: --ema-x)`, not `--ema-x False`.
+                conflicts.append(f"{typed_flag(name, wanted)} (checkpoint: {typed_flag(name, stored[name])})")
+            else:
+                conflicts.append(f"{flag(name)} {_shown(wanted)} (checkpoint: {_shown(stored[name])})")
     return conflicts
 
 

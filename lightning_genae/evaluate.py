@@ -21,7 +21,7 @@ from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.metrics import RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.config import flag, merge
+from lightning_genae.config import merge
 from lightning_genae.console import say
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
@@ -32,6 +32,7 @@ from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
+from lightning_genae.plugin_options import typed_flag
 from lightning_genae.resolve import resolve
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
@@ -165,7 +166,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     stored = checkpoint.stored_config("--evaluate")
     unused = sorted(set(options) - set(EVALUATION_OPTIONS))
     if unused:
-        flags = ", ".join(flag(name) for name in unused)
+        flags = ", ".join(typed_flag(name, options[name]) for name in unused)
         raise ConfigError(f"--evaluate takes the run's own settings from the checkpoint; drop {flags}")
     resolved = resolve(
         merge(stored, {key: value for key, value in options.items() if key in EVALUATION_OPTIONS})
@@ -213,7 +214,7 @@ def evaluate_folder(
     """
     unused = sorted(set(options) - set(FOLDER_EVALUATION_OPTIONS))
     if unused:
-        flags = ", ".join(flag(name) for name in unused)
+        flags = ", ".join(typed_flag(name, options[name]) for name in unused)
         raise ConfigError(
             f"--evaluate-folder scores images against --data's test split and takes no training options; "
             f"drop {flags}"

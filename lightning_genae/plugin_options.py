@@ -48,6 +48,11 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def typed_flag(name: str, value: Any) -> str:
+    """The flag as typed for `value`: a switch turned off is `--no-...`, everything else `flag(name)`."""
+    return "--no-" + name.replace("_", "-") if value is False else flag(name)
+
+
 def accepts_auto(kind: Any) -> bool:
     """Whether an option of type `kind` (such as `float | Literal["auto"] | None`) takes `auto`."""
     return any(

@@ -364,6 +364,17 @@ def test_resume_refuses_options_that_define_another_run_naming_both_values(finis
     assert snapshot(finished_run) == before
 
 
+def test_resume_names_a_switch_as_it_was_typed():
+    from lightning_genae.config import resume_conflicts
+
+    stored = {"began_skip_connections": True, "spectral_norm": False, "seed": 0}
+    given = {"began_skip_connections": False, "spectral_norm": True, "seed": 0}
+    assert resume_conflicts(stored, given) == [
+        "--no-began-skip-connections (checkpoint: --began-skip-connections)",
+        "--spectral-norm (checkpoint: --no-spectral-norm)",
+    ]
+
+
 def test_resume_from_another_family_names_only_what_the_user_typed(finished_run, capsys):
     # The ae checkpoint carries ae-only options (--denoise, ...): asking for a gan must not blame them.
     assert main(["--resume", "last", "--output", str(finished_run), "--model", "gan"]) == 2
