@@ -293,7 +293,7 @@ def resume_conflicts(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
         wanted = _as_stored(name, value, stored[name])
         if wanted != stored[name]:
             if isinstance(wanted, bool):
-                # A switch reads as typed: `--no-ema-x (checkpoint: --ema-x)`, not `--ema-x False`.
+                # A switch reads as typed: `--no-spectral-norm (checkpoint: --spectral-norm)`.
                 conflicts.append(f"{typed_flag(name, wanted)} (checkpoint: {typed_flag(name, stored[name])})")
             else:
                 conflicts.append(f"{flag(name)} {_shown(wanted)} (checkpoint: {_shown(stored[name])})")
