@@ -379,10 +379,10 @@ class ImageDataModule(InMemoryDataModule):
 def _folders_made_by(data_dir: Path) -> Callable[[], list[Path]]:
     """Note what exists at and under `data_dir` now; the returned call lists the top folders made since:
     the highest missing ancestor of `data_dir` if it was missing, else its new subfolders."""
-    missing = data_dir
-    while not missing.parent.exists() and missing.parent != missing:
-        missing = missing.parent
     if not data_dir.exists():
+        missing = data_dir
+        while not missing.parent.exists() and missing.parent != missing:
+            missing = missing.parent
         return lambda: [missing] if missing.is_dir() else []
     before = set(data_dir.iterdir()) if data_dir.is_dir() else set()
     return lambda: [path for path in data_dir.iterdir() if path.is_dir() and path not in before]

@@ -50,7 +50,7 @@ def flag(name: str) -> str:
 
 def typed_flag(name: str, value: Any) -> str:
     """The flag as typed for `value`: a switch turned off is `--no-...`, everything else `flag(name)`."""
-    return "--no-" + name.replace("_", "-") if value is False else flag(name)
+    return flag(f"no_{name}") if value is False else flag(name)
 
 
 def accepts_auto(kind: Any) -> bool:

@@ -48,10 +48,10 @@ class BEGANDecoder(nn.Module):
         self.project = nn.Linear(latent_dim, width * base * base)
         layers: list[nn.Module] = []
         for scale in range(stages + 1):
-            in_ch = width
             if scale > 0:
                 layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
-                in_ch = 2 * width if skip_connections else width
+            # After an upsampling the skip connection adds h0's n channels to the features' n.
+            in_ch = 2 * width if skip_connections and scale > 0 else width
             layers += [
                 _conv3x3(in_ch, width),
                 nn.ELU(inplace=True),
