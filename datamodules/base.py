@@ -284,8 +284,8 @@ class InMemoryDataModule(pl.LightningDataModule):
                 f"the training split ({size:.1f} MiB) does not fit on {device}; use --data-on-device off"
             ) from None
 
-    def train_dataloader(self) -> DataLoader | DeviceBatches:
-        """Shuffled, full batches only, so every step sees the same batch size."""
+    def check_batch_fits(self) -> None:
+        """Refuse a --batch-size larger than the training split: training takes full batches only."""
         available = len(self.split_tensors("train")[0])
         # The global batch against the whole split also covers DDP, where each rank gets 1/world of it.
         if available < self.batch_size:
@@ -294,6 +294,10 @@ class InMemoryDataModule(pl.LightningDataModule):
                 f"--batch-size {self.batch_size} exceeds the {available} training {self.item_noun} of "
                 f"{self.name}{subset}; lower --batch-size to at most {available}"
             )
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        """Shuffled, full batches only, so every step sees the same batch size."""
+        self.check_batch_fits()
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -140,14 +140,14 @@ def test_augmenter_is_trained_once_then_loaded_from_the_cache(tmp_path, monkeypa
 
 def test_augmenter_sees_only_the_runs_train_size_subset(tmp_path, augmenter_cache, monkeypatch, capsys):
     sizes = []
-    original = ImageDataModule.train_dataloader
+    original = ImageDataModule.loader_over
 
-    def recording(self):
-        loader = original(self)
-        sizes.append(len(loader.dataset))
-        return loader
+    def recording(self, images, labels, train):
+        if train:
+            sizes.append(len(images))
+        return original(self, images, labels, train)
 
-    monkeypatch.setattr(ImageDataModule, "train_dataloader", recording)
+    monkeypatch.setattr(ImageDataModule, "loader_over", recording)
     run_dir = tmp_path / "run"
     args = ["--model", "ae", "--augment", "ae", "--train-size", "200", *AUGMENTER, *TINY]
     assert main([*args, "--max-steps", "3", "--output", str(run_dir)]) == 0

@@ -186,3 +186,15 @@ def test_every_offered_precision_trains_a_tiny_run(precision, tmp_path, capsys) 
     assert code == 0
     assert (tmp_path / "summary.json").is_file()
     assert capsys.readouterr().err == ""
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_the_run_is_announced(tmp_path, capsys) -> None:
+    try:
+        code = main(
+            ["--model", "ae", "--data", "digits", "--batch-size", "5000", "--output", str(tmp_path / "out")]
+        )
+    except SystemExit as exit_info:
+        code = exit_info.code
+    captured = capsys.readouterr()
+    assert_one_line_error(code, captured.err, "--batch-size 5000 exceeds the 1258 training images")
+    assert "run folder:" not in captured.out and "model:" not in captured.out, captured.out

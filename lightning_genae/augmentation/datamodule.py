@@ -133,7 +133,7 @@ class AugmentedDataModule(pl.LightningDataModule):
         return torch.cat([images, self._pool[0]]), torch.cat([labels, self._pool[1]])
 
     def train_dataloader(self) -> DataLoader:
-        self.base.train_dataloader()  # its checks (batch size against the real split) still hold
+        self.base.check_batch_fits()  # against the real split, whatever the pool adds
         return self.base.loader_over(*self.train_images(), train=True)
 
     def val_dataloader(self) -> DataLoader:
