@@ -148,19 +148,19 @@ def _add_flag(
     choices: Sequence[str] | None,
     tunable: bool = False,
 ) -> None:
-    flag = "--" + name.replace("_", "-")
+    spelled = flag(name)
     expected = type_name(kind)
     if expected == "bool":
-        group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        group.add_argument(spelled, action=argparse.BooleanOptionalAction, help=help_text)
     elif expected == "list":
-        group.add_argument(flag, action=_ExtendList, metavar="A,B", help=help_text)
+        group.add_argument(spelled, action=_ExtendList, metavar="A,B", help=help_text)
     else:
         converter = _number_or_auto if accepts_auto(kind) else {"int": int, "float": float}.get(expected, str)
         if tunable:
             converter = _each_candidate(name, converter)
             example = "A|B" if candidate_separators(name) == "|" else "X,Y"
             help_text += f"; in a grid with --tune-seeds, {example} lists candidates to tune"
-        group.add_argument(flag, type=converter, choices=choices or None, help=help_text)
+        group.add_argument(spelled, type=converter, choices=choices or None, help=help_text)
 
 
 def _each_candidate(name: str, converter: Callable[[str], Any]) -> Callable[[str], str]:
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--train-size", type=_int_list, metavar="N[,N...]", help=help_text + "; a list makes a grid"
             )
         elif name in registry_choices:
-            group.add_argument("--" + name, choices=list(registry_choices[name]), help=help_text)
+            group.add_argument(flag(name), choices=list(registry_choices[name]), help=help_text)
         elif name in ("fast_dev_run", "overwrite"):
             group.add_argument(flag(name), action="store_true", help=help_text)
         else:
