@@ -36,7 +36,8 @@ per scale against one 4x4) and its fully connected h-embedding are the remaining
 cannot separate them, `--dcgan-part` swaps them per net. docs/results-began.md ("What in the nets decides
 it") has the measured table.
 
-The run is otherwise the product's (`run.py` in-process: data, logging, metrics, the run folder).
+The run is otherwise the product's (`run.py` in-process: data, logging, metrics, the run folder, whose
+config.yaml names this script's command as the way to repeat it).
 
     python bench/probe_began_nets.py [--batch-norm both] [--activation relu] [--tanh] [--prior normal] \
         [--init dcgan] -- RUN.PY ARGUMENTS
@@ -50,6 +51,7 @@ import argparse
 import sys
 
 import torch
+from patched_run import run_patched
 from torch import Tensor, nn
 
 from lightning_genae.models import began
@@ -298,9 +300,8 @@ def main() -> int:
         began.BEGANModule.training_step = training_step
     if args.prior == "normal":
         began.BEGANModule.uniform_prior = property(lambda self: False)
-    from lightning_genae.cli import main as run
-
-    return run(run_arguments)
+    probe_arguments = sys.argv[1 : len(sys.argv) - len(args.run_arguments)]
+    return run_patched("bench/probe_began_nets.py", probe_arguments, run_arguments)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ paper's text leaves open:
   update on fresh noise through the updated D.
 
 This script runs `run.py` in-process with those two changes patched into the BEGAN module, so a run is
-otherwise the product's (data, nets, logging, metrics). Single process only: the simultaneous step sets
-gradients itself, which DDP would not all-reduce.
+otherwise the product's (data, nets, logging, metrics; config.yaml names this script's command).
+Single process only: the simultaneous step sets gradients itself, which DDP would not all-reduce.
 
     python bench/probe_began_reference.py --beta1 0.9 [--simultaneous] -- RUN.PY ARGUMENTS
 """
@@ -23,6 +23,7 @@ import argparse
 import sys
 
 import torch
+from patched_run import model_named, run_patched
 
 from lightning_genae.models import began
 from lightning_genae.models.base import adam
@@ -82,14 +83,13 @@ def main() -> int:
     parser.add_argument("run_arguments", nargs=argparse.REMAINDER, help="-- then run.py's arguments")
     args = parser.parse_args()
     run_arguments = args.run_arguments[1:] if args.run_arguments[:1] == ["--"] else args.run_arguments
-    if "began" not in run_arguments or "--model" not in run_arguments:
+    if model_named(run_arguments) != "began":
         parser.error("give run.py's arguments after --, with --model began")
     began.BEGANModule.configure_optimizers = reference_optimizers(args.beta1)
     if args.simultaneous:
         began.BEGANModule.training_step = simultaneous_step
-    from lightning_genae.cli import main as run
-
-    return run(run_arguments)
+    probe_arguments = sys.argv[1 : len(sys.argv) - len(args.run_arguments)]
+    return run_patched("bench/probe_began_reference.py", probe_arguments, run_arguments)
 
 
 if __name__ == "__main__":

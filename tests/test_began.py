@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -287,6 +288,11 @@ def test_reference_update_probe_trains_both_networks_from_one_forward(tmp_path: 
     command = [sys.executable, "bench/probe_began_reference.py", "--beta1", "0.9", "--simultaneous", "--",
                "--model", "began", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    header = (run_dir / "config.yaml").read_text().splitlines()[0]
+    assert (
+        "re-run with: python bench/probe_began_reference.py --beta1 0.9 --simultaneous -- --model began"
+        in header
+    )
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     for optimizer in checkpoint["optimizer_states"]:
         assert optimizer["param_groups"][0]["betas"][0] == 0.9
@@ -300,6 +306,8 @@ def probe_nets(tmp_path: Path, name: str, probe: list[str], extra: list[str]) ->
     command = [sys.executable, "bench/probe_began_nets.py", *probe, "--", "--model", "began", *TINY_RUN,
                "--max-steps", "2", "--output", str(run_dir), *extra]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    header = (run_dir / "config.yaml").read_text().splitlines()[0]
+    assert f"re-run with: {shlex.join(['python', *command[1:]])}" in header, header
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return checkpoint["state_dict"]
 
