@@ -1,0 +1,133 @@
+"""Calibration: the MNIST Parzen-window log-likelihood of sample sets other than a model's prior draws.
+
+The estimator (lightning_genae.metrics.parzen, the protocol of bench/reproduce_parzen.py: 10,000 samples
+in [0, 1], the bandwidth chosen from the reference grid logspace(-1, 0, 10) on the 5,000-image validation
+split, the mean over the 10,000 test images) applied to sample sets that place the papers' figures (the
+GAN's 225, the AAE's 340) on the estimator's scale.
+
+Without `--runs`, the two sets Theis, van den Oord and Bethge ("A note on the evaluation of generative
+models", ICLR 2016, section 3.2) put beside the published models: 10,000 images of the training split
+itself (samples of the true distribution) and the 10,000 centroids of k-means on the training split,
+which score far higher than the true samples because the estimate rewards blurred prototypes near every
+test image.
+
+With `--runs RUN_DIR ...` (run folders of an autoencoder family: aae, ae, vae, ...), what bounds each run's
+figure: its decoded prior draws (the reproduction's figure), its reconstructions of 10,000 training
+images (the samples it would give if its codes filled the prior exactly as the training images' codes do)
+and its decoding of draws from a Gaussian with the codes' mean and covariance (whether matching the
+codes' first two moments would be enough).
+
+    python bench/parzen_baselines.py --data-dir DATA [--clusters 10000] [--kmeans-iterations 100]
+    python bench/parzen_baselines.py --data-dir DATA --runs RUN_DIR [RUN_DIR ...]
+
+k-means is scikit-learn's (Lloyd, k-means++ start, seed 0, one thread); it prints every iteration. The
+training split is the framework's 55,000 images (the fixed 5,000-image validation carve-out held out), and
+the 10,000 training images are a seeded draw of them, the same in both modes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
+
+from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.datamodules import build_datamodule
+from lightning_genae.metrics.parzen import parzen_log_likelihood, select_bandwidth
+from lightning_genae.models import MODELS
+
+SAMPLES = 10_000
+CHUNK = 500
+
+
+def score(name: str, samples: torch.Tensor, split: dict[str, torch.Tensor]) -> None:
+    """Print the Parzen log-likelihood of the test split under `samples` (flat pixels in [0, 1])."""
+    sigma, _ = select_bandwidth(samples, split["val"])
+    test = parzen_log_likelihood(samples, split["test"], sigma)
+    se = test.std() / len(test) ** 0.5
+    print(f"{name:46}{test.mean().item():>10.1f} ± {se.item():.1f}{sigma:>10.3f}", flush=True)
+
+
+def kmeans_centroids(train: torch.Tensor, clusters: int, iterations: int) -> torch.Tensor:
+    started = time.time()
+    print(f"k-means: {clusters} centroids on the {len(train)} training images, at most {iterations} "
+          "iterations (one line each)", flush=True)  # fmt: skip
+    kmeans = KMeans(clusters, n_init=1, max_iter=iterations, random_state=0, verbose=1)
+    with threadpool_limits(1):
+        kmeans.fit(train.numpy().astype(np.float32))
+    print(
+        f"k-means: {kmeans.n_iter_} iterations, inertia {kmeans.inertia_:.1f}, {time.time() - started:.0f} s"
+    )
+    return torch.from_numpy(kmeans.cluster_centers_).float()
+
+
+@torch.no_grad()
+def in_chunks(function: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+    return torch.cat([function(inputs[start : start + CHUNK]) for start in range(0, len(inputs), CHUNK)])
+
+
+def as_samples(images: torch.Tensor) -> torch.Tensor:
+    """Model-range images [-1, 1] -> flat pixels in [0, 1], as the reproduction scores them."""
+    return ((images.clamp(-1, 1) + 1) / 2).flatten(1).float()
+
+
+@torch.no_grad()
+def score_run(run_dir: Path, drawn_training_images: torch.Tensor, split: dict[str, torch.Tensor]) -> None:
+    checkpoint = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--runs")
+    config = checkpoint.stored_config("--runs")
+    family = config["model"]
+    model = checkpoint.restore(MODELS[family].module, "--runs").eval()
+    if not (hasattr(model, "encode") and hasattr(model, "decode")):
+        raise SystemExit(f"--runs: {run_dir} is a {family} run, which has no encoder; give autoencoder runs")
+    print(f"{run_dir} ({family}, iteration {checkpoint.iteration(model.optimizer_steps_per_iteration)})")
+    # Drawn as bench/reproduce_parzen.py draws them (one generator seeded with the run's seed), so this
+    # line repeats the reproduction's figure.
+    generator = torch.Generator().manual_seed(config["seed"])
+    prior = torch.cat([model.sample(CHUNK, generator) for _ in range(SAMPLES // CHUNK)])
+    score("  decoded prior draws", as_samples(prior), split)
+    codes = in_chunks(model.encode, drawn_training_images.view(-1, *model.image_shape) * 2 - 1)
+    score("  reconstructions of the training images", as_samples(in_chunks(model.decode, codes)), split)
+    fitted = torch.distributions.MultivariateNormal(codes.mean(0), torch.cov(codes.T))
+    torch.manual_seed(0)
+    draws = fitted.sample((SAMPLES,))
+    score("  decoded draws of the codes' Gaussian", as_samples(in_chunks(model.decode, draws)), split)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
+    parser.add_argument("--clusters", type=int, default=SAMPLES, help="k-means centroids (the samples)")
+    parser.add_argument("--kmeans-iterations", type=int, default=100, help="the most Lloyd iterations")
+    parser.add_argument("--runs", type=Path, nargs="+", help="autoencoder run folders to decompose")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    datamodule = build_datamodule("mnist", data_dir=args.data_dir)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    split = {
+        name: datamodule.split_tensors(name)[0].float().flatten(1) / 255 for name in ("train", "val", "test")
+    }
+    train = split["train"]
+    drawn = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:SAMPLES]]
+    print(f"training split {len(train)} images, validation {len(split['val'])}, test {len(split['test'])}")
+    print(f"{'samples':46}{'test LL (nats) ± se':>20}{'sigma':>8}", flush=True)
+    if args.runs:
+        for run_dir in args.runs:
+            score_run(run_dir, drawn, split)
+        return
+    score(f"{SAMPLES} training images", drawn, split)
+    score(
+        f"{args.clusters} k-means centroids",
+        kmeans_centroids(train, args.clusters, args.kmeans_iterations),
+        split,
+    )
+
+
+if __name__ == "__main__":
+    main()
