@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,3 +41,60 @@ def test_the_bandwidth_is_the_grid_value_with_the_best_validation_likelihood():
     sigma, means = select_bandwidth(samples, validation, (0.001, 0.03, 3.0))
     assert sigma == max(means, key=means.get) == 0.03
     assert len(MNIST_SIGMAS) == 10 and MNIST_SIGMAS[0] == pytest.approx(0.1) and MNIST_SIGMAS[-1] == 1.0
+
+
+# ----- bench/parzen_baselines.py: what bounds an autoencoder run's figure -----
+
+
+def load_bench(name: str):
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def printed_figures(text: str) -> dict[str, float]:
+    """`  decoded prior draws   314.7 ± 1.7   0.167` -> {"decoded prior draws": 314.7}."""
+    rows = [line.split("±")[0].rsplit(None, 1) for line in text.splitlines() if line.startswith("  ")]
+    return {label.strip(): float(value) for label, value in rows}
+
+
+def test_an_autoencoder_runs_decomposition_scores_its_prior_draws_as_the_reproduction_and_its_reconstructions(
+    tmp_path, capsys
+) -> None:
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+    from lightning_genae.datamodules import build_datamodule
+
+    run_dir = tmp_path / "aae"
+    assert main(["--model", "aae", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]) == 0
+    datamodule = build_datamodule("digits", data_dir=str(tmp_path))
+    datamodule.setup("fit")
+    split = {
+        name: datamodule.split_tensors(name)[0].float().flatten(1) / 255 for name in ("train", "val", "test")
+    }
+    baselines, reproduction = load_bench("parzen_baselines"), load_bench("reproduce_parzen")
+    drawn = split["train"][:300]
+    capsys.readouterr()
+    baselines.score_run(run_dir, drawn, split)
+    figures = printed_figures(capsys.readouterr().out)
+
+    def figure(samples: torch.Tensor) -> float:
+        sigma, _ = select_bandwidth(samples.flatten(1), split["val"])
+        return round(parzen_log_likelihood(samples.flatten(1), split["test"], sigma).mean().item(), 1)
+
+    samples = reproduction.samples_of(run_dir, "aae", 0, torch.device("cpu"))
+    assert figures["decoded prior draws"] == figure(samples)
+    model = baselines.RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--runs").restore(
+        baselines.MODELS["aae"].module, "--runs"
+    )
+    with torch.no_grad():
+        reconstructions = model.decode(model.encode(drawn.view(-1, 1, 16, 16) * 2 - 1))
+    assert figures["reconstructions of the training images"] == figure((reconstructions.clamp(-1, 1) + 1) / 2)
+    assert set(figures) == {
+        "decoded prior draws",
+        "reconstructions of the training images",
+        "decoded draws of the codes' Gaussian",
+    }
