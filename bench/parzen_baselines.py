@@ -93,7 +93,13 @@ def score_run(run_dir: Path, drawn_training_images: torch.Tensor, split: dict[st
     score("  decoded prior draws", as_samples(prior), split)
     codes = in_chunks(model.encode, drawn_training_images.view(-1, *model.image_shape) * 2 - 1)
     score("  reconstructions of the training images", as_samples(in_chunks(model.decode, codes)), split)
-    fitted = torch.distributions.MultivariateNormal(codes.mean(0), torch.cov(codes.T))
+    covariance = torch.cov(codes.T)
+    if torch.linalg.cholesky_ex(covariance).info:
+        # An encoder the adversarial phase has collapsed gives (nearly) the same code for every image.
+        label = "  decoded draws of the codes' Gaussian"
+        print(f"{label:46}{'-':>10}   (the codes' covariance is singular)")
+        return
+    fitted = torch.distributions.MultivariateNormal(codes.mean(0), covariance)
     torch.manual_seed(0)
     draws = fitted.sample((SAMPLES,))
     score("  decoded draws of the codes' Gaussian", as_samples(in_chunks(model.decode, draws)), split)
