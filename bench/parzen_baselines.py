@@ -47,11 +47,13 @@ CHUNK = 500
 
 
 def score(name: str, samples: torch.Tensor, split: dict[str, torch.Tensor]) -> None:
-    """Print the Parzen log-likelihood of the test split under `samples` (flat pixels in [0, 1])."""
-    sigma, _ = select_bandwidth(samples, split["val"])
+    """Print the Parzen log-likelihood of the test split under `samples` (flat pixels in [0, 1]), and the
+    validation split's at the same bandwidth (the figure to choose settings by)."""
+    sigma, validation = select_bandwidth(samples, split["val"])
     test = parzen_log_likelihood(samples, split["test"], sigma)
     se = test.std() / len(test) ** 0.5
-    print(f"{name:46}{test.mean().item():>10.1f} ± {se.item():.1f}{sigma:>10.3f}", flush=True)
+    line = f"{name:46}{test.mean().item():>10.1f} ± {se.item():.1f}{sigma:>10.3f}{validation[sigma]:>12.1f}"
+    print(line, flush=True)
 
 
 def kmeans_centroids(train: torch.Tensor, clusters: int, iterations: int) -> torch.Tensor:
@@ -122,7 +124,7 @@ def main() -> None:
     train = split["train"]
     drawn = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:SAMPLES]]
     print(f"training split {len(train)} images, validation {len(split['val'])}, test {len(split['test'])}")
-    print(f"{'samples':46}{'test LL (nats) ± se':>20}{'sigma':>8}", flush=True)
+    print(f"{'samples':46}{'test LL (nats) ± se':>20}{'sigma':>8}{'val LL':>12}", flush=True)
     if args.runs:
         for run_dir in args.runs:
             score_run(run_dir, drawn, split)
