@@ -236,6 +236,9 @@ def _train(
         callbacks.append(LearningRateOnResume())
     trainer = build_trainer(config, family, run_dir, loggers, callbacks)
     prepare_data_early(datamodule, trainer)
+    # Before the run folder and the model are announced (training takes full batches only; an evaluation
+    # of a checkpoint may use any batch size, so the check is training's, not the data's).
+    datamodule.check_batch_fits()
     if resume is not None and trainer.is_global_zero:
         _check_resumed_data(resume, datamodule)
     attached = attach_augmentation(

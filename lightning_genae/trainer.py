@@ -459,4 +459,3 @@ def prepare_data_early(datamodule: InMemoryDataModule, trainer: pl.Trainer) -> N
     datamodule.trainer = trainer
     datamodule.prepare_data()
     datamodule.setup("fit")
-    datamodule.check_batch_fits()

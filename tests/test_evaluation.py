@@ -119,6 +119,13 @@ def test_evaluate_rejects_options_that_would_change_the_model(tmp_path, capsys):
     assert "--latent-dim" in capsys.readouterr().err
 
 
+def test_evaluate_takes_a_batch_larger_than_the_training_split(tiny_ae_run, tmp_path):
+    """Evaluation reads the validation and test splits only: training's full-batch rule does not bind it."""
+    checkpoint = str(tiny_ae_run / "checkpoints" / "last.ckpt")
+    assert main(["--evaluate", checkpoint, "--batch-size", "2000", "--output", str(tmp_path / "eval")]) == 0
+    assert (tmp_path / "eval" / "eval.json").is_file()
+
+
 def _write_pngs(images: torch.Tensor, folder: Path) -> None:
     folder.mkdir(parents=True)
     for index, image in enumerate(images):
