@@ -11,11 +11,11 @@ itself (samples of the true distribution) and the 10,000 centroids of k-means on
 which score far higher than the true samples because the estimate rewards blurred prototypes near every
 test image.
 
-With `--runs RUN_DIR ...` (run folders of an autoencoder family: aae, ae, vae, ...), what bounds each run's
-figure: its decoded prior draws (the reproduction's figure), its reconstructions of 10,000 training
-images (the samples it would give if its codes filled the prior exactly as the training images' codes do)
-and its decoding of draws from a Gaussian with the codes' mean and covariance (whether matching the
-codes' first two moments would be enough).
+With `--runs RUN_DIR ...` (`--data mnist` run folders, or their checkpoints, of an autoencoder family:
+aae, ae, vae, ...), three sample sets of each run's decoder: its decoded prior draws (the reproduction's
+figure), its reconstructions of 10,000 training images (the samples it would give if its codes filled the
+prior exactly as the training images' codes do) and its decoding of draws from a Gaussian with the codes'
+mean and covariance (whether matching the codes' first two moments would be enough).
 
     python bench/parzen_baselines.py --data-dir DATA [--clusters 10000] [--kmeans-iterations 100]
     python bench/parzen_baselines.py --data-dir DATA --runs RUN_DIR [RUN_DIR ...]
@@ -28,9 +28,11 @@ the 10,000 training images are a seeded draw of them, the same in both modes.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import build_datamodule
+from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.parzen import parzen_log_likelihood, select_bandwidth
 from lightning_genae.models import MODELS
 
@@ -79,18 +82,39 @@ def as_samples(images: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1) / 2).flatten(1).float()
 
 
-@torch.no_grad()
-def score_run(run_dir: Path, drawn_training_images: torch.Tensor, split: dict[str, torch.Tensor]) -> None:
-    checkpoint = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--runs")
+class Run(NamedTuple):
+    """An autoencoder run to decompose: where it is, its stored configuration and its restored model."""
+
+    path: Path
+    config: dict[str, Any]
+    model: torch.nn.Module
+    iteration: int
+
+
+def load_run(path: Path) -> Run:
+    """A run folder (or one of its checkpoints) as a `Run`; a run this script cannot decompose is refused
+    with one line naming why, before any data is loaded."""
+    checkpoint_path = path if path.suffix == ".ckpt" else path / "checkpoints" / "last.ckpt"
+    checkpoint = RunCheckpoint.load(checkpoint_path, "--runs")
     config = checkpoint.stored_config("--runs")
-    family = config["model"]
+    family, data = config["model"], config["data"]
+    if data != "mnist":
+        raise ConfigError(
+            f"--runs: {path} was trained on {data}; the estimate is MNIST's: give --data mnist runs"
+        )
     model = checkpoint.restore(MODELS[family].module, "--runs").eval()
     if not (hasattr(model, "encode") and hasattr(model, "decode")):
-        raise SystemExit(f"--runs: {run_dir} is a {family} run, which has no encoder; give autoencoder runs")
-    print(f"{run_dir} ({family}, iteration {checkpoint.iteration(model.optimizer_steps_per_iteration)})")
+        raise ConfigError(f"--runs: {path} is a {family} run, which has no encoder; give autoencoder runs")
+    return Run(path, config, model, checkpoint.iteration(model.optimizer_steps_per_iteration))
+
+
+@torch.no_grad()
+def score_run(run: Run, drawn_training_images: torch.Tensor, split: dict[str, torch.Tensor]) -> None:
+    model = run.model
+    print(f"{run.path} ({run.config['model']}, iteration {run.iteration})")
     # Drawn as bench/reproduce_parzen.py draws them (one generator seeded with the run's seed), so this
     # line repeats the reproduction's figure.
-    generator = torch.Generator().manual_seed(config["seed"])
+    generator = torch.Generator().manual_seed(run.config["seed"])
     prior = torch.cat([model.sample(CHUNK, generator) for _ in range(SAMPLES // CHUNK)])
     score("  decoded prior draws", as_samples(prior), split)
     codes = in_chunks(model.encode, drawn_training_images.view(-1, *model.image_shape) * 2 - 1)
@@ -99,7 +123,7 @@ def score_run(run_dir: Path, drawn_training_images: torch.Tensor, split: dict[st
     if torch.linalg.cholesky_ex(covariance).info:
         # An encoder the adversarial phase has collapsed gives (nearly) the same code for every image.
         label = "  decoded draws of the codes' Gaussian"
-        print(f"{label:46}{'-':>10}   (the codes' covariance is singular)")
+        print(f"{label:46}{'-':>16}   (the codes' covariance is singular)")
         return
     fitted = torch.distributions.MultivariateNormal(codes.mean(0), covariance)
     torch.manual_seed(0)
@@ -112,9 +136,20 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
     parser.add_argument("--clusters", type=int, default=SAMPLES, help="k-means centroids (the samples)")
     parser.add_argument("--kmeans-iterations", type=int, default=100, help="the most Lloyd iterations")
-    parser.add_argument("--runs", type=Path, nargs="+", help="autoencoder run folders to decompose")
+    parser.add_argument(
+        "--runs", type=Path, nargs="+", help="autoencoder run folders (or checkpoints) to decompose"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.runs and (args.clusters != SAMPLES or args.kmeans_iterations != 100):
+        parser.error("--clusters and --kmeans-iterations shape the k-means baseline, which --runs leaves out")
+    if args.clusters < 1 or args.kmeans_iterations < 1:
+        parser.error("--clusters and --kmeans-iterations must be positive")
+    try:
+        runs = [load_run(path) for path in args.runs or []]
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     datamodule = build_datamodule("mnist", data_dir=args.data_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -124,10 +159,12 @@ def main() -> None:
     train = split["train"]
     drawn = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:SAMPLES]]
     print(f"training split {len(train)} images, validation {len(split['val'])}, test {len(split['test'])}")
-    print(f"{'samples':46}{'test LL (nats) ± se':>20}{'sigma':>8}{'val LL':>12}", flush=True)
-    if args.runs:
-        for run_dir in args.runs:
-            score_run(run_dir, drawn, split)
+    if args.clusters > len(train):
+        parser.error(f"--clusters {args.clusters}: the training split has {len(train)} images")
+    print(f"{'samples':46}{'test LL (nats) ± se':>16}{'sigma':>10}{'val LL':>12}", flush=True)
+    if runs:
+        for run in runs:
+            score_run(run, drawn, split)
         return
     score(f"{SAMPLES} training images", drawn, split)
     score(

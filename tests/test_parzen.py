@@ -77,8 +77,14 @@ def test_an_autoencoder_runs_decomposition_scores_its_prior_draws_as_the_reprodu
     }
     baselines, reproduction = load_bench("parzen_baselines"), load_bench("reproduce_parzen")
     drawn = split["train"][:300]
+    with pytest.raises(baselines.ConfigError, match="was trained on digits; the estimate is MNIST's"):
+        baselines.load_run(run_dir)
+    # Scored here on digits' own splits, which the script refuses: the decomposition's code is the same.
+    checkpoint = baselines.RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--runs")
+    model = checkpoint.restore(baselines.MODELS["aae"].module, "--runs").eval()
+    run = baselines.Run(run_dir, checkpoint.stored_config("--runs"), model, 3)
     capsys.readouterr()
-    baselines.score_run(run_dir, drawn, split)
+    baselines.score_run(run, drawn, split)
     figures = printed_figures(capsys.readouterr().out)
 
     def figure(samples: torch.Tensor) -> float:
@@ -87,9 +93,6 @@ def test_an_autoencoder_runs_decomposition_scores_its_prior_draws_as_the_reprodu
 
     samples = reproduction.samples_of(run_dir, "aae", 0, torch.device("cpu"))
     assert figures["decoded prior draws"] == figure(samples)
-    model = baselines.RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--runs").restore(
-        baselines.MODELS["aae"].module, "--runs"
-    )
     with torch.no_grad():
         reconstructions = model.decode(model.encode(drawn.view(-1, 1, 16, 16) * 2 - 1))
     assert figures["reconstructions of the training images"] == figure((reconstructions.clamp(-1, 1) + 1) / 2)
