@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from reproduce_parzen import SAMPLES, in_unit_range, prior_samples
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
@@ -45,8 +46,8 @@ from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.parzen import parzen_log_likelihood, select_bandwidth
 from lightning_genae.models import MODELS
 
-SAMPLES = 10_000
 CHUNK = 500
+KMEANS_ITERATIONS = 100
 
 
 def score(name: str, samples: torch.Tensor, split: dict[str, torch.Tensor]) -> None:
@@ -79,7 +80,7 @@ def in_chunks(function: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Te
 
 def as_samples(images: torch.Tensor) -> torch.Tensor:
     """Model-range images [-1, 1] -> flat pixels in [0, 1], as the reproduction scores them."""
-    return ((images.clamp(-1, 1) + 1) / 2).flatten(1).float()
+    return in_unit_range(images).flatten(1)
 
 
 class Run(NamedTuple):
@@ -112,11 +113,8 @@ def load_run(path: Path) -> Run:
 def score_run(run: Run, drawn_training_images: torch.Tensor, split: dict[str, torch.Tensor]) -> None:
     model = run.model
     print(f"{run.path} ({run.config['model']}, iteration {run.iteration})")
-    # Drawn as bench/reproduce_parzen.py draws them (one generator seeded with the run's seed), so this
-    # line repeats the reproduction's figure.
-    generator = torch.Generator().manual_seed(run.config["seed"])
-    prior = torch.cat([model.sample(CHUNK, generator) for _ in range(SAMPLES // CHUNK)])
-    score("  decoded prior draws", as_samples(prior), split)
+    # bench/reproduce_parzen.py's own draws (seeded with the run's seed): this line repeats its figure.
+    score("  decoded prior draws", prior_samples(model, run.config["seed"]).flatten(1), split)
     codes = in_chunks(model.encode, drawn_training_images.view(-1, *model.image_shape) * 2 - 1)
     score("  reconstructions of the training images", as_samples(in_chunks(model.decode, codes)), split)
     covariance = torch.cov(codes.T)
@@ -135,13 +133,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
     parser.add_argument("--clusters", type=int, default=SAMPLES, help="k-means centroids (the samples)")
-    parser.add_argument("--kmeans-iterations", type=int, default=100, help="the most Lloyd iterations")
+    parser.add_argument(
+        "--kmeans-iterations", type=int, default=KMEANS_ITERATIONS, help="the most Lloyd iterations"
+    )
     parser.add_argument(
         "--runs", type=Path, nargs="+", help="autoencoder run folders (or checkpoints) to decompose"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.runs and (args.clusters != SAMPLES or args.kmeans_iterations != 100):
+    if args.runs and (args.clusters != SAMPLES or args.kmeans_iterations != KMEANS_ITERATIONS):
         parser.error("--clusters and --kmeans-iterations shape the k-means baseline, which --runs leaves out")
     if args.clusters < 1 or args.kmeans_iterations < 1:
         parser.error("--clusters and --kmeans-iterations must be positive")

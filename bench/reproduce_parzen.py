@@ -42,6 +42,7 @@ from lightning_genae.models import MODELS
 
 PUBLISHED = {"aae": (340.0, 2.0), "gan": (225.0, 2.0)}
 SAMPLES = 10_000
+SAMPLE_CHUNK = 500
 
 
 def train(
@@ -64,14 +65,26 @@ def train(
     return output
 
 
+def in_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """Model-range images [-1, 1] -> pixels in [0, 1], the range the estimator reads."""
+    return ((images.clamp(-1, 1) + 1) / 2).float()
+
+
 @torch.no_grad()
+def prior_samples(model: torch.nn.Module, seed: int) -> torch.Tensor:
+    """The model's 10,000 samples in [0, 1], drawn in chunks of 500 from one generator seeded with `seed`
+    (on the host, so a seed gives the same draws on any device)."""
+    generator = torch.Generator().manual_seed(seed)
+    return in_unit_range(
+        torch.cat([model.sample(SAMPLE_CHUNK, generator) for _ in range(SAMPLES // SAMPLE_CHUNK)])
+    )
+
+
 def samples_of(run_dir: Path, family: str, seed: int, device: torch.device) -> torch.Tensor:
-    """10,000 samples of the run's last weights in [0, 1], on `device` (the draws are made on the host)."""
+    """`prior_samples` of the run's last weights, on `device`."""
     checkpoint = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--checkpoint")
     model = checkpoint.restore(MODELS[family].module, "--checkpoint").eval().to(device)
-    generator = torch.Generator().manual_seed(seed)
-    drawn = torch.cat([model.sample(500, generator) for _ in range(SAMPLES // 500)])
-    return ((drawn.clamp(-1, 1) + 1) / 2).float()
+    return prior_samples(model, seed)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,14 @@ def test_the_bandwidth_is_the_grid_value_with_the_best_validation_likelihood():
 # ----- bench/parzen_baselines.py: what bounds an autoencoder run's figure -----
 
 
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
 def load_bench(name: str):
-    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    """A bench script as a module, with bench/ on the path as when it runs (for the scripts it imports)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    path = BENCH / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
