@@ -28,6 +28,8 @@ from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.cli import main
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 def test_p_rises_by_the_images_seen_over_kimg_when_r_t_is_above_target() -> None:
     strength = AdaptiveStrength(target=0.6, interval=4, kimg=1.0)
@@ -59,11 +61,14 @@ def test_p_stays_at_0_when_r_t_is_below_target_and_stops_at_1() -> None:
     assert strength.p.item() == 0.0, "falls back by one step's size (here all of it), clamped at 0"
 
 
-def test_the_host_copy_of_p_is_one_update_behind() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_host_copy_of_p_is_one_update_behind(device: str) -> None:
+    # On a GPU the copy goes through pinned memory and an event; on the CPU it is a clone.
     strength = AdaptiveStrength(target=0.0, interval=1, kimg=1.0)
     values = []
     for _ in range(3):
-        strength.observe(logits_with_mean_sign(1.0))
+        strength.observe(logits_with_mean_sign(1.0).to(device))
+        assert strength.p.device.type == device
         values.append((strength.p.item(), strength.p_host))
     assert [host for _, host in values] == [0.0, pytest.approx(values[0][0]), pytest.approx(values[1][0])]
 
