@@ -36,6 +36,7 @@ from lightning_genae.resolve import (
     check_shape_options,
     plugin_option_names,
     plugin_path_options,
+    refuse_unused_given,
     resolve,
 )
 from lightning_genae.run_folder import check_output_folder
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "a grid compares its arms on the image metrics, which --backbone none skips; "
                     "drop --backbone none"
                 )
+            refuse_unused_given(merge(values, {}), args)
             tuning = (candidates, tune_seeds) if tune_seeds is not None else None
             return run_grid_command(values, augments, train_sizes, seeds, grid_index, print_config, tuning)
         resolved, resume = _resolve_single_run(args, file_values, train_sizes)
@@ -191,7 +193,9 @@ def _resolve_single_run(
     base = resume.stored_config("--resume") if resume is not None else {}
     if resume is not None:
         _check_resume_options(resume, base, {**file_values, **args})
-    return resolve(merge({**base, **file_values}, args)), resume
+    resolved = resolve(merge({**base, **file_values}, args))
+    refuse_unused_given(resolved.config, args)
+    return resolved, resume
 
 
 def _error_line(error: GenaeError, training: bool) -> str:

@@ -8,6 +8,7 @@ and what `config.yaml` records. It never changes its input, and resolving its re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,6 +154,22 @@ def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
     return model.options.parse(
         {name: value for name, value in given.items() if name in own and value is not None}
     )
+
+
+def refuse_unused_given(config: RunConfig, given: Mapping[str, Any]) -> None:
+    """Refuse a family option given on the command line that the run's settings leave unused.
+
+    The options refuse such a value when it differs from the default; this catches one given at the
+    default too (`--gan-training paper --lr 5e-4`), which the values alone cannot tell from an option left
+    unset. A switch given as off (`--no-aae-supervised`) asks for nothing and is let through.
+    """
+    model = MODELS.get(config.model)
+    if model is None:
+        return  # `resolve` names the unknown family
+    unused = _family_options(config, model).unused_options()
+    for name, value in given.items():
+        if name in unused and value is not False:
+            raise ConfigError(unused[name])
 
 
 def _dataset_options(config: RunConfig, dataset: DatasetSpec) -> PluginOptions:

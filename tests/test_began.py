@@ -177,6 +177,7 @@ BAD_OPTIONS = {
     "unknown loss": (["--d-loss", "wgan"], "--d-loss"),
     "margin without ebgan": (["--ebgan-margin", "0.5"], "--d-loss ebgan"),
     "gamma with ebgan": (["--d-loss", "ebgan", "--began-gamma", "0.7"], "--d-loss began"),
+    "margin at its default without ebgan": (["--ebgan-margin", "0.3"], "--d-loss ebgan"),
     "skips on the dcgan nets": (
         ["--began-nets", "dcgan", "--began-skip-connections"],
         "--began-skip-connections changes the paper's nets",

@@ -183,6 +183,9 @@ def test_discriminator_side_augmentation_feeds_ada_under_the_papers_training(tmp
     [
         ("--gan-training paper", "is the schedule of the GAN paper's MNIST nets: add --gan-nets paper"),
         ("--gan-nets paper --gan-training paper --lr 0.01", "drop --lr or --gan-training paper"),
+        # The family's default value, given: still unused, still refused.
+        ("--gan-nets paper --gan-training paper --lr 5e-4", "drop --lr or --gan-training paper"),
+        ("--gan-nets paper --gan-training paper --width 64", "drop --width or --gan-nets paper"),
         ("--gan-nets paper --gan-training paper --gan-loss hinge", "drop --gan-loss hinge"),
     ],
 )
@@ -190,6 +193,20 @@ def test_what_the_papers_training_cannot_use_is_refused(options, says, capsys):
     assert main(["--model", "gan", "--data", "digits", *options.split(), "--print-config"]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and says in error
+
+
+def test_the_papers_training_reruns_from_its_config_file_which_holds_every_value(tmp_path, capsys):
+    # config.yaml stores --lr and --width at their defaults: a re-run from it gives neither on the command
+    # line, so neither is refused; the command line's own --lr still is.
+    paper = ["--model", "gan", "--data", "digits", "--gan-nets", "paper", "--gan-training", "paper"]
+    assert main([*paper, "--print-config"]) == 0
+    config = tmp_path / "config.yaml"
+    config.write_text(capsys.readouterr().out)
+    assert "lr: 0.0005" in config.read_text()
+    assert main(["--config", str(config), "--print-config"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "--lr", "5e-4", "--print-config"]) == 2
+    assert "drop --lr or --gan-training paper" in capsys.readouterr().err
 
 
 def test_a_diverged_run_on_the_papers_schedule_is_told_to_start_again_not_to_lower_lr(tmp_path):

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from lightning_genae.errors import ConfigError, agree
+from lightning_genae.errors import ConfigError
 from lightning_genae.nets.recurrent import RNNKind
 from lightning_genae.plugin_options import PluginOptions, flag, option, with_default
 
@@ -27,6 +27,21 @@ class FamilyOptions(PluginOptions):
     latent_dim: int = option(32, "latent / noise dimension", at_least=1)
     width: int = option(64, "channel width of the first conv layer", at_least=1)
     lr: float = option(1e-3, "learning rate", above=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name, refusal in self.unused_options().items():
+            if gives(self, name):
+                raise ConfigError(refusal)
+
+    def unused_options(self) -> dict[str, str]:
+        """The options these settings leave unused, each with the one line that refuses it.
+
+        A value other than the option's default is refused when the options are built. One given on the
+        command line is refused even at its default (`resolve.refuse_unused_given`): the values alone cannot
+        tell it from an option left unset, since a config.yaml holds every option's value.
+        """
+        return {}
 
 
 # ----- the autoencoders -----
@@ -84,19 +99,16 @@ GanTraining = Literal["adam", "paper"]
 
 
 def gives(options: FamilyOptions, name: str) -> bool:
-    """Whether the run set the option `name` to something other than its family's default (an option the
-    run's settings leave unused is refused rather than ignored)."""
+    """Whether the option `name` holds something other than its family's default."""
     return getattr(options, name) != type(options).__dataclass_fields__[name].default
 
 
-def refuse_width(options: FamilyOptions, fixed_nets: str) -> None:
-    """A --width other than the default with nets whose size is fixed (the papers' fully connected ones)
-    would size nothing: refused, naming both flags."""
-    if gives(options, "width"):
-        raise ConfigError(
-            f"--width {options.width} sizes the conv nets, which {fixed_nets} leaves out; drop --width or "
-            f"{fixed_nets}"
-        )
+def width_unused(options: FamilyOptions, fixed_nets: str) -> str:
+    """The refusal of --width with nets whose size is fixed (the papers' fully connected ones)."""
+    return (
+        f"--width {options.width} sizes the conv nets, which {fixed_nets} leaves out; drop --width or "
+        f"{fixed_nets}"
+    )
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,17 @@ class GANOptions(FamilyOptions):
         "1.000004 per iteration (at least 1e-6), momentum 0.5 rising linearly to 0.7 at epoch 250",
     )
 
+    def unused_options(self) -> dict[str, str]:
+        unused = {}
+        if self.gan_training == "paper":
+            unused["lr"] = (
+                f"--gan-training paper sets its own learning rate (0.1, decaying), so --lr {self.lr} "
+                "would be ignored: drop --lr or --gan-training paper"
+            )
+        if self.gan_nets == "paper":
+            unused["width"] = width_unused(self, "--gan-nets paper")
+        return unused
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.gan_training == "paper":
@@ -127,17 +150,11 @@ class GANOptions(FamilyOptions):
                 raise ConfigError(
                     "--gan-training paper is the schedule of the GAN paper's MNIST nets: add --gan-nets paper"
                 )
-            if gives(self, "lr"):
-                raise ConfigError(
-                    f"--gan-training paper sets its own learning rate (0.1, decaying), so --lr {self.lr} "
-                    "would be ignored: drop --lr or --gan-training paper"
-                )
             if self.gan_loss != "ns":
                 raise ConfigError(
                     "--gan-training paper trains the paper's non-saturating loss: drop --gan-loss hinge"
                 )
         if self.gan_nets == "paper":
-            refuse_width(self, "--gan-nets paper")
             if self.spectral_norm:
                 raise ConfigError(
                     "--spectral-norm normalises the conv discriminator; the paper's nets regularise theirs "
@@ -200,15 +217,14 @@ class BEGANOptions(FamilyOptions):
         super().__post_init__()
         if self.began_skip_connections and self.began_nets != "began":
             raise ConfigError("--began-skip-connections changes the paper's nets; drop --began-nets dcgan")
-        defaults = type(self).__dataclass_fields__
-        for loss, names in LOSS_OPTIONS.items():
-            if loss == self.d_loss:
-                continue
-            for name in names:
-                if getattr(self, name) != defaults[name].default:
-                    raise ConfigError(
-                        f"{flag(name)} is read only with --d-loss {loss}, not --d-loss {self.d_loss}"
-                    )
+
+    def unused_options(self) -> dict[str, str]:
+        return {
+            name: f"{flag(name)} is read only with --d-loss {loss}, not --d-loss {self.d_loss}"
+            for loss, names in LOSS_OPTIONS.items()
+            if loss != self.d_loss
+            for name in names
+        }
 
 
 @dataclass(frozen=True)
@@ -274,25 +290,18 @@ class AAEOptions(ReconstructionOptions):
         above=0,
     )
 
+    def unused_options(self) -> dict[str, str]:
+        unused = {}
+        if self.aae_nets == "paper":
+            unused["width"] = width_unused(self, "--aae-nets paper")
+        if self.aae_prior != "mixture":
+            for name in ("aae_components", "aae_supervised"):
+                unused[name] = f"{flag(name)} shapes the mixture prior; add --aae-prior mixture or drop it"
+        return unused
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.aae_nets == "paper":
-            refuse_width(self, "--aae-nets paper")
-        if self.aae_prior != "mixture":
-            ignored = [
-                name
-                for name, value, default in (
-                    ("--aae-components", self.aae_components, DEFAULT_COMPONENTS),
-                    ("--aae-supervised", self.aae_supervised, False),
-                )
-                if value != default
-            ]
-            if ignored:
-                raise ConfigError(
-                    f"{', '.join(ignored)} {agree(ignored, 'shapes', 'shape')} the mixture prior; add "
-                    f"--aae-prior mixture or drop {agree(ignored, 'it', 'them')}"
-                )
-        else:
+        if self.aae_prior == "mixture":
             check_mixture_fits(self.aae_components, self.latent_dim)
 
 
@@ -315,12 +324,11 @@ class RAEOptions(FamilyOptions):
     )
     variational: bool = option(False, "VAE form (Gaussian posterior, KL to N(0, I), prior samples)")
 
+    def unused_options(self) -> dict[str, str]:
+        # The shared option sizes conv layers; a recurrent model has none, and must not ignore it.
+        return {"width": f"--width sizes conv layers, which rae has none of; use --rnn-hidden {self.width}"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.teacher_forcing > 1:
             raise ConfigError(f"--teacher-forcing is a probability in [0, 1], got {self.teacher_forcing}")
-        if gives(self, "width"):
-            # The shared option sizes conv layers; a recurrent model has none, and must not ignore it.
-            raise ConfigError(
-                f"--width sizes conv layers, which rae has none of; use --rnn-hidden {self.width}"
-            )
