@@ -34,9 +34,9 @@ from lightning_genae.plugins import load_plugins
 from lightning_genae.resolve import (
     ResolvedRun,
     check_shape_options,
+    named_options,
     plugin_option_names,
     plugin_path_options,
-    refuse_unused_given,
     resolve,
 )
 from lightning_genae.run_folder import check_output_folder
@@ -81,9 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "a grid compares its arms on the image metrics, which --backbone none skips; "
                     "drop --backbone none"
                 )
-            refuse_unused_given(merge(values, {}), args)
             tuning = (candidates, tune_seeds) if tune_seeds is not None else None
-            return run_grid_command(values, augments, train_sizes, seeds, grid_index, print_config, tuning)
+            return run_grid_command(
+                values, augments, train_sizes, seeds, grid_index, print_config, tuning, named_options(args)
+            )
         resolved, resume = _resolve_single_run(args, file_values, train_sizes)
         if print_config:
             check_shape_options(resolved)
@@ -193,9 +194,7 @@ def _resolve_single_run(
     base = resume.stored_config("--resume") if resume is not None else {}
     if resume is not None:
         _check_resume_options(resume, base, {**file_values, **args})
-    resolved = resolve(merge({**base, **file_values}, args))
-    refuse_unused_given(resolved.config, args)
-    return resolved, resume
+    return resolve(merge({**base, **file_values}, args), named=named_options(args)), resume
 
 
 def _error_line(error: GenaeError, training: bool) -> str:

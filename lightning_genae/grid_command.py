@@ -9,7 +9,7 @@ the grid's configuration errors answer as quickly as `--help`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,12 +33,14 @@ def run_grid_command(
     grid_index: int | None,
     print_config: bool,
     tuning_request: tuple[dict[str, list[Any]], list[int]] | None = None,
+    named: Collection[str] = (),
 ) -> int:
     """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files.
 
     With candidate lists (`tuning_request`: candidates per option, tune seeds) the tuning cells run first,
     in ROOT/tuning/, and each arm's final cells run the candidate it chose on validation (ablation.tuning).
-    Grid indices name the tuning cells first, then the final cells.
+    Grid indices name the tuning cells first, then the final cells. `named`: the options the command line
+    names, refused if the family leaves them unread (`FamilyOptions.refuse_unread`).
     """
     from lightning_genae.ablation import plan_grid
     from lightning_genae.ablation.tuning import plan_tuning
@@ -50,7 +52,9 @@ def run_grid_command(
         # Before grid.json or the root is written: a refused start leaves nothing.
         _check_grid_index(grid_index, plan, tuning)
     for resolved in list(plan.runs.values())[:1]:
-        # The cells share their data options: one check stands for all, before the grid writes anything.
+        # The cells share their family's and data options: one check stands for all, before the grid writes
+        # anything (each cell's family options were checked at their values as it was planned).
+        resolved.options.refuse_unread(named)
         check_shape_options(resolved)
     if print_config:
         _print_grid_configs(plan, tuning)

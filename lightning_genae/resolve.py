@@ -8,7 +8,7 @@ and what `config.yaml` records. It never changes its input, and resolving its re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,8 +133,9 @@ class ResolvedRun:
         return self.config.max_epochs * (num_train_images // self.config.batch_size)
 
 
-def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
-    """The family's options from what was given; an option of another family, or of none, is an error."""
+def _family_options(config: RunConfig, model: ModelSpec, named: Collection[str] = ()) -> FamilyOptions:
+    """The family's options from what was given; an option of another family, or of none, is an error, and
+    so is one these options leave unread (`named`: those the command line names, refused at any value)."""
     own = set(model.options.types())
     others = set(augmentation_options()) | set(dataset_options())
     given = {name: value for name, value in config.plugin_options.items() if name not in others}
@@ -152,24 +153,15 @@ def _family_options(config: RunConfig, model: ModelSpec) -> FamilyOptions:
             f"{agree(foreign, 'it', 'them')}"
         )
     return model.options.parse(
-        {name: value for name, value in given.items() if name in own and value is not None}
+        {name: value for name, value in given.items() if name in own and value is not None}, given=named
     )
 
 
-def refuse_unused_given(config: RunConfig, given: Mapping[str, Any]) -> None:
-    """Refuse a family option given on the command line that the run's settings leave unused.
-
-    The options refuse such a value when it differs from the default; this catches one given at the
-    default too (`--gan-training paper --lr 5e-4`), which the values alone cannot tell from an option left
-    unset. A switch given as off (`--no-aae-supervised`) asks for nothing and is let through.
-    """
-    model = MODELS.get(config.model)
-    if model is None:
-        return  # `resolve` names the unknown family
-    unused = _family_options(config, model).unused_options()
-    for name, value in given.items():
-        if name in unused and value is not False:
-            raise ConfigError(unused[name])
+def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
+    """The options the command line names, for `FamilyOptions.refuse_unread`: an option the run leaves
+    unread is refused even at its default when named (`--gan-training paper --lr 5e-4`). A switch turned
+    off (`--no-aae-supervised`) asks for nothing and is not counted."""
+    return frozenset(name for name, value in command_line.items() if value is not False)
 
 
 def _dataset_options(config: RunConfig, dataset: DatasetSpec) -> PluginOptions:
@@ -280,11 +272,14 @@ def _check_classifier_weights(config: RunConfig) -> None:
     )
 
 
-def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> ResolvedRun:
+def resolve(
+    config: RunConfig, *, drop_unused_augment_options: bool = False, named: Collection[str] = ()
+) -> ResolvedRun:
     """Check `config` against the registries and fill every default; raises ConfigError with the fix.
 
     An augmentation option that the run's `--augment` does not read is an error, unless
-    `drop_unused_augment_options` (a grid cell: the grid checks that some cell reads it).
+    `drop_unused_augment_options` (a grid cell: the grid checks that some cell reads it). `named`: the
+    options the command line names (`named_options`), refused if the family leaves them unread.
     """
     check_values(config)
     if config.model not in MODELS:
@@ -304,7 +299,7 @@ def resolve(config: RunConfig, *, drop_unused_augment_options: bool = False) -> 
     model = MODELS[config.model]
     _check_data_kind(config, model)
     _check_classifier_weights(config)
-    options = _family_options(config, model)
+    options = _family_options(config, model, named)
     data_options = _dataset_options(config, DATASETS[config.data])
     plan = resolve_augment_plan(
         config,

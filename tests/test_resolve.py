@@ -291,3 +291,52 @@ def test_a_resumed_runs_plugin_options_are_compared_as_the_checkpoint_holds_them
         "--augmenter-steps 31 (checkpoint: 30)",
         "--augment-p auto (checkpoint: 0.25)",
     ]
+
+
+def test_an_option_the_family_leaves_unread_is_refused_by_value_and_by_name():
+    paper = {"gan_nets": "paper", "gan_training": "paper"}
+    # Another value than the default: refused however the options are built (a module's keywords too).
+    with pytest.raises(
+        ConfigError, match=r"^--lr 0.01 would be ignored: .*drop --lr or --gan-training paper$"
+    ):
+        GANOptions.parse({**paper, "lr": 0.01})
+    # The default value: only a name on the command line tells it from an option left unset.
+    assert GANOptions.parse({**paper, "lr": 5e-4}).lr == 5e-4
+    with pytest.raises(ConfigError, match="drop --lr or --gan-training paper"):
+        GANOptions.parse({**paper, "lr": 5e-4}, given={"lr"})
+    config = RunConfig.from_dict({"model": "gan", "data": "digits", **paper, "lr": 5e-4})
+    assert resolve(config).options.lr == 5e-4
+    with pytest.raises(ConfigError, match="drop --lr or --gan-training paper"):
+        resolve(config, named={"lr"})
+
+
+def test_a_subclass_keeps_its_familys_unread_options_and_a_misnamed_one_is_a_config_error():
+    @dataclass(frozen=True)
+    class PaperGANWithLabels(GANOptions):
+        labels: bool = False
+
+        def unread(self) -> dict[str, str]:
+            return {**super().unread(), "labels": "needs class labels"}
+
+    with pytest.raises(ConfigError, match="drop --width or --gan-nets paper"):
+        PaperGANWithLabels.parse({"gan_nets": "paper", "width": 32})
+    with pytest.raises(ConfigError, match="needs class labels"):
+        PaperGANWithLabels.parse({"labels": True})
+
+    @dataclass(frozen=True)
+    class Misnamed(GANOptions):
+        def unread(self) -> dict[str, str]:
+            return {"--width": "sizes nothing"}
+
+    with pytest.raises(
+        ConfigError, match=r"^Misnamed.unread\(\) names '--width', which is none of its options$"
+    ):
+        Misnamed.parse({})
+
+
+def test_a_grid_reports_its_own_errors_before_an_unread_family_option(capsys):
+    base = ["--model", "gan", "--data", "digits", "--gan-nets", "paper", "--gan-training", "paper"]
+    assert main([*base, "--lr", "5e-4", "--augment", "none,ae", "--seeds", "0,0", "--print-config"]) == 2
+    assert "--seed list lists 0 more than once" in capsys.readouterr().err
+    assert main([*base, "--lr", "5e-4", "--augment", "none,ae", "--seeds", "0,1", "--print-config"]) == 2
+    assert "drop --lr or --gan-training paper" in capsys.readouterr().err

@@ -9,8 +9,9 @@ import Lightning. A family's module names its options class (`options_type`); th
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.nets.recurrent import RNNKind
@@ -28,20 +29,27 @@ class FamilyOptions(PluginOptions):
     width: int = option(64, "channel width of the first conv layer", at_least=1)
     lr: float = option(1e-3, "learning rate", above=0)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name, refusal in self.unused_options().items():
-            if gives(self, name):
-                raise ConfigError(refusal)
+    @classmethod
+    def parse(cls, values: Mapping[str, Any], given: Collection[str] = ()) -> FamilyOptions:
+        """Options from raw values, checked; `refuse_unread(given)` comes last, after the family's checks."""
+        options = super().parse(values)
+        assert isinstance(options, FamilyOptions)
+        options.refuse_unread(given)
+        return options
 
-    def unused_options(self) -> dict[str, str]:
-        """The options these settings leave unused, each with the one line that refuses it.
-
-        A value other than the option's default is refused when the options are built. One given on the
-        command line is refused even at its default (`resolve.refuse_unused_given`): the values alone cannot
-        tell it from an option left unset, since a config.yaml holds every option's value.
-        """
-        return {}
+    def refuse_unread(self, given: Collection[str] = ()) -> None:
+        """Refuse an option these values leave unread (`unread()`): one set to a value other than its
+        default, or one in `given` (named on the command line) even at its default, which the values alone
+        cannot tell from an option left unset (a config.yaml holds every option's value, so a re-run from one
+        names none)."""
+        fields = type(self).__dataclass_fields__
+        for name, reason in self.unread().items():
+            if name not in fields:
+                raise ConfigError(
+                    f"{type(self).__name__}.unread() names {name!r}, which is none of its options"
+                )
+            if name in given or getattr(self, name) != fields[name].default:
+                raise ConfigError(f"{flag(name)} {reason}")
 
 
 # ----- the autoencoders -----
@@ -98,17 +106,9 @@ GanLoss = Literal["ns", "hinge"]
 GanTraining = Literal["adam", "paper"]
 
 
-def gives(options: FamilyOptions, name: str) -> bool:
-    """Whether the option `name` holds something other than its family's default."""
-    return getattr(options, name) != type(options).__dataclass_fields__[name].default
-
-
-def width_unused(options: FamilyOptions, fixed_nets: str) -> str:
-    """The refusal of --width with nets whose size is fixed (the papers' fully connected ones)."""
-    return (
-        f"--width {options.width} sizes the conv nets, which {fixed_nets} leaves out; drop --width or "
-        f"{fixed_nets}"
-    )
+def width_unread(options: FamilyOptions, fixed_nets: str) -> str:
+    """Why --width is unread with nets whose size is fixed (the papers' fully connected ones)."""
+    return f"{options.width} sizes the conv nets, which {fixed_nets} leaves out; drop --width or {fixed_nets}"
 
 
 @dataclass(frozen=True)
@@ -132,16 +132,16 @@ class GANOptions(FamilyOptions):
         "1.000004 per iteration (at least 1e-6), momentum 0.5 rising linearly to 0.7 at epoch 250",
     )
 
-    def unused_options(self) -> dict[str, str]:
-        unused = {}
+    def unread(self) -> dict[str, str]:
+        unread = super().unread()
         if self.gan_training == "paper":
-            unused["lr"] = (
-                f"--gan-training paper sets its own learning rate (0.1, decaying), so --lr {self.lr} "
-                "would be ignored: drop --lr or --gan-training paper"
+            unread["lr"] = (
+                f"{self.lr} would be ignored: --gan-training paper sets its own learning rate (0.1, "
+                "decaying); drop --lr or --gan-training paper"
             )
         if self.gan_nets == "paper":
-            unused["width"] = width_unused(self, "--gan-nets paper")
-        return unused
+            unread["width"] = width_unread(self, "--gan-nets paper")
+        return unread
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -218,13 +218,14 @@ class BEGANOptions(FamilyOptions):
         if self.began_skip_connections and self.began_nets != "began":
             raise ConfigError("--began-skip-connections changes the paper's nets; drop --began-nets dcgan")
 
-    def unused_options(self) -> dict[str, str]:
-        return {
-            name: f"{flag(name)} is read only with --d-loss {loss}, not --d-loss {self.d_loss}"
-            for loss, names in LOSS_OPTIONS.items()
-            if loss != self.d_loss
-            for name in names
-        }
+    def unread(self) -> dict[str, str]:
+        unread = super().unread()
+        for loss, names in LOSS_OPTIONS.items():
+            if loss != self.d_loss:
+                unread.update(
+                    {name: f"is read only with --d-loss {loss}, not --d-loss {self.d_loss}" for name in names}
+                )
+        return unread
 
 
 @dataclass(frozen=True)
@@ -290,14 +291,14 @@ class AAEOptions(ReconstructionOptions):
         above=0,
     )
 
-    def unused_options(self) -> dict[str, str]:
-        unused = {}
+    def unread(self) -> dict[str, str]:
+        unread = super().unread()
         if self.aae_nets == "paper":
-            unused["width"] = width_unused(self, "--aae-nets paper")
+            unread["width"] = width_unread(self, "--aae-nets paper")
         if self.aae_prior != "mixture":
             for name in ("aae_components", "aae_supervised"):
-                unused[name] = f"{flag(name)} shapes the mixture prior; add --aae-prior mixture or drop it"
-        return unused
+                unread[name] = "shapes the mixture prior; add --aae-prior mixture or drop it"
+        return unread
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -324,9 +325,12 @@ class RAEOptions(FamilyOptions):
     )
     variational: bool = option(False, "VAE form (Gaussian posterior, KL to N(0, I), prior samples)")
 
-    def unused_options(self) -> dict[str, str]:
+    def unread(self) -> dict[str, str]:
         # The shared option sizes conv layers; a recurrent model has none, and must not ignore it.
-        return {"width": f"--width sizes conv layers, which rae has none of; use --rnn-hidden {self.width}"}
+        return {
+            **super().unread(),
+            "width": f"sizes conv layers, which rae has none of; use --rnn-hidden {self.width}",
+        }
 
     def __post_init__(self) -> None:
         super().__post_init__()
