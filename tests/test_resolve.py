@@ -295,7 +295,7 @@ def test_a_resumed_runs_plugin_options_are_compared_as_the_checkpoint_holds_them
 
 def test_an_option_the_family_leaves_unread_is_refused_by_value_and_by_name():
     paper = {"gan_nets": "paper", "gan_training": "paper"}
-    # Another value than the default: refused however the options are built (a module's keywords too).
+    # Another value than the default: refused wherever options are parsed (a run, a module's keywords).
     with pytest.raises(
         ConfigError, match=r"^--lr 0.01 would be ignored: .*drop --lr or --gan-training paper$"
     ):
