@@ -222,8 +222,20 @@ class PluginOptions:
         for spec in dataclasses.fields(self):
             self._check_field(spec, getattr(self, spec.name))
 
-    def _check_field(self, spec: dataclasses.Field, value: Any) -> None:
-        choices = self.choices(spec.name)
+    @classmethod
+    def passes_own_check(cls, name: str, value: Any) -> bool:
+        """Whether `value` is one that option `name` takes, judged by its own type and range alone (the
+        checks of two options together, in a subclass's `__post_init__`, are not made)."""
+        spec = cls.__dataclass_fields__[name]
+        try:
+            cls._check_field(spec, coerce(name, cls.types()[name], value))
+        except ConfigError:
+            return False
+        return True
+
+    @classmethod
+    def _check_field(cls, spec: dataclasses.Field, value: Any) -> None:
+        choices = cls.choices(spec.name)
         if choices and value not in choices and not (value is None and spec.default is None):
             raise ConfigError(f"{flag(spec.name)} {value!r} is not one of: {', '.join(map(str, choices))}")
         if spec.metadata.get("path") and isinstance(value, str) and not value.strip():

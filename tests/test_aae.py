@@ -212,7 +212,7 @@ def test_discriminator_side_augmentation_is_refused_because_d_judges_codes(augme
         ("--aae-prior mixture --latent-dim 4", "needs --latent-dim of at least 5"),
         ("--denoise 0.1", "does not apply to --model aae"),
         ("--aae-adversarial-weight 0", "--aae-adversarial-weight must lie in (0, inf)"),
-        ("--aae-nets paper", "--width 8 sizes the conv nets, which --aae-nets paper leaves out"),
+        ("--aae-nets paper", "--width sizes the conv nets, which --aae-nets paper leaves out"),
         ("--aae-nets mlp", "--aae-nets: invalid choice: 'mlp'"),
     ],
 )

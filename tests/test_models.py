@@ -203,7 +203,7 @@ def test_the_gan_papers_nets_are_its_mlp_generator_and_maxout_discriminator_and_
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        ("--width 8", "--width 8 sizes the conv nets, which --gan-nets paper leaves out"),
+        ("--width 8", "--width sizes the conv nets, which --gan-nets paper leaves out"),
         ("--spectral-norm", "drop --spectral-norm or --gan-nets paper"),
     ],
 )

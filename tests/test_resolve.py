@@ -21,7 +21,7 @@ from lightning_genae.errors import ConfigError
 from lightning_genae.models import MODELS
 from lightning_genae.models.ae import AutoencoderOptions
 from lightning_genae.models.gan import GANOptions
-from lightning_genae.models.options import with_default
+from lightning_genae.models.options import BEGANOptions, with_default
 from lightning_genae.models.vae import VAEOptions
 from lightning_genae.resolve import DEFAULT_MAX_STEPS, resolve
 
@@ -296,9 +296,7 @@ def test_a_resumed_runs_plugin_options_are_compared_as_the_checkpoint_holds_them
 def test_an_option_the_family_leaves_unread_is_refused_by_value_and_by_name():
     paper = {"gan_nets": "paper", "gan_training": "paper"}
     # Another value than the default: refused wherever options are parsed (a run, a module's keywords).
-    with pytest.raises(
-        ConfigError, match=r"^--lr 0.01 would be ignored: .*drop --lr or --gan-training paper$"
-    ):
+    with pytest.raises(ConfigError, match=r"^--lr would be ignored: .*drop --lr or --gan-training paper$"):
         GANOptions.parse({**paper, "lr": 0.01})
     # The default value: only a name on the command line tells it from an option left unset.
     assert GANOptions.parse({**paper, "lr": 5e-4}).lr == 5e-4
@@ -308,6 +306,31 @@ def test_an_option_the_family_leaves_unread_is_refused_by_value_and_by_name():
     assert resolve(config).options.lr == 5e-4
     with pytest.raises(ConfigError, match="drop --lr or --gan-training paper"):
         resolve(config, named={"lr"})
+
+
+def test_an_unread_option_is_refused_as_unread_before_its_value_is_checked(capsys):
+    paper = {"gan_nets": "paper", "gan_training": "paper"}
+    # Out of range and unread: the fix is to drop it, so that is what the run says, not its range.
+    with pytest.raises(ConfigError, match=r"^--lr would be ignored: .*drop --lr or --gan-training paper$"):
+        GANOptions.parse({**paper, "lr": -1.0})
+    with pytest.raises(ConfigError, match=r"^--width sizes the conv nets, .*--gan-nets paper$"):
+        GANOptions.parse({"gan_nets": "paper", "width": 0})
+    with pytest.raises(ConfigError, match=r"^--began-gamma is read only with --d-loss began"):
+        BEGANOptions.parse({"d_loss": "ebgan", "began_gamma": 2.0})
+    # Read, it is checked as before.
+    with pytest.raises(ConfigError, match=r"^--lr must lie in \(0, inf\), got -1.0"):
+        GANOptions.parse({"lr": -1.0})
+    with pytest.raises(ConfigError, match=r"^--began-gamma must lie in \(0, 1\], got 2.0"):
+        BEGANOptions.parse({"began_gamma": 2.0})
+    # A value that fails its own check decides nothing: the nets stay the default conv ones, which read
+    # --width, so --width is not called unread (both values are then checked).
+    with pytest.raises(ConfigError, match=r"^--width must lie in \[1, inf\)"):
+        GANOptions.parse({"gan_nets": "papers", "width": 0})
+    with pytest.raises(ConfigError, match=r"^--gan-nets 'papers' is not one of: dcgan, paper$"):
+        GANOptions.parse({"gan_nets": "papers", "width": 32})
+    base = ["--model", "gan", "--data", "digits", "--gan-nets", "paper", "--print-config"]
+    assert main([*base, "--width", "0"]) == 2
+    assert "drop --width or --gan-nets paper" in capsys.readouterr().err
 
 
 def test_a_subclass_keeps_its_familys_unread_options_and_a_misnamed_one_is_a_config_error():

@@ -217,7 +217,7 @@ def test_augment_ae_on_series_uses_a_recurrent_augmenter(tmp_path):
         ({"model": "rae", "data": "sines", "augment": "vae"}, "use --augment none or ae"),
         ({"model": "ae", "data": "digits", "seq_len": 8}, "--seq-len shapes sequence data"),
         ({"model": "rae", "data": "sines", "image_size": 8}, "--image-size shapes image data"),
-        ({"model": "rae", "data": "sines", "width": 32}, "use --rnn-hidden 32"),
+        ({"model": "rae", "data": "sines", "width": 32}, "rae has none of; drop it"),
     ],
 )
 def test_data_kind_mismatches_are_one_line_config_errors(values, message):

@@ -8,7 +8,6 @@ import Lightning. A family's module names its options class (`options_type`); th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,11 +30,31 @@ class FamilyOptions(PluginOptions):
 
     @classmethod
     def parse(cls, values: Mapping[str, Any], given: Collection[str] = ()) -> FamilyOptions:
-        """Options from raw values, checked; `refuse_unread(given)` comes last, after the family's checks."""
+        """Options from raw values, checked: an option the values leave unread is refused first, then each
+        value's own check and the family's checks of several together."""
+        cls._refuse_unread_first(values, given)
         options = super().parse(values)
         assert isinstance(options, FamilyOptions)
-        options.refuse_unread(given)
         return options
+
+    @classmethod
+    def _refuse_unread_first(cls, values: Mapping[str, Any], given: Collection[str]) -> None:
+        """Refuse an unread option before any value is checked, so that no one is sent to fix a value only
+        to be told to drop it. What is read is decided by the values that pass their own checks; one that
+        fails is left at its default here and counts as given. Where the passing values fail a check of
+        several together, nothing is refused here: the full parse names that check. Where every value
+        passes, these are the options the full parse returns."""
+        passing = {
+            name: value
+            for name, value in values.items()
+            if name in cls.__dataclass_fields__ and cls.passes_own_check(name, value)
+        }
+        try:
+            reading = super().parse(passing)
+        except ConfigError:
+            return
+        assert isinstance(reading, FamilyOptions)
+        reading.refuse_unread({*given, *(set(values) - set(passing))})
 
     def refuse_unread(self, given: Collection[str] = ()) -> None:
         """Refuse an option these values leave unread (`unread()`): one set to a value other than its
@@ -106,9 +125,9 @@ GanLoss = Literal["ns", "hinge"]
 GanTraining = Literal["adam", "paper"]
 
 
-def width_unread(options: FamilyOptions, fixed_nets: str) -> str:
+def width_unread(fixed_nets: str) -> str:
     """Why --width is unread with nets whose size is fixed (the papers' fully connected ones)."""
-    return f"{options.width} sizes the conv nets, which {fixed_nets} leaves out; drop --width or {fixed_nets}"
+    return f"sizes the conv nets, which {fixed_nets} leaves out; drop --width or {fixed_nets}"
 
 
 @dataclass(frozen=True)
@@ -136,11 +155,11 @@ class GANOptions(FamilyOptions):
         unread = super().unread()
         if self.gan_training == "paper":
             unread["lr"] = (
-                f"{self.lr} would be ignored: --gan-training paper sets its own learning rate (0.1, "
+                "would be ignored: --gan-training paper sets its own learning rate (0.1, "
                 "decaying); drop --lr or --gan-training paper"
             )
         if self.gan_nets == "paper":
-            unread["width"] = width_unread(self, "--gan-nets paper")
+            unread["width"] = width_unread("--gan-nets paper")
         return unread
 
     def __post_init__(self) -> None:
@@ -191,8 +210,9 @@ class BEGANOptions(FamilyOptions):
     )
     began_gamma: float = option(
         0.5,
-        "with --d-loss began: target ratio of fake to real energy, in (0, 1]; lower means less diverse",
+        "with --d-loss began: target ratio of fake to real energy; lower means less diverse",
         above=0,
+        at_most=1,
     )
     began_lambda_k: float = option(
         1e-3, "with --d-loss began: step size of k_t, which is clipped to [0, 1]", above=0
@@ -211,9 +231,6 @@ class BEGANOptions(FamilyOptions):
     )
 
     def __post_init__(self) -> None:
-        # Checked before the generic bounds, which can say only "(0, inf)"; NaN/inf fall through to them.
-        if math.isfinite(self.began_gamma) and not 0 < self.began_gamma <= 1:
-            raise ConfigError(f"--began-gamma is a ratio of energies in (0, 1], got {self.began_gamma}")
         super().__post_init__()
         if self.began_skip_connections and self.began_nets != "began":
             raise ConfigError("--began-skip-connections changes the paper's nets; drop --began-nets dcgan")
@@ -294,7 +311,7 @@ class AAEOptions(ReconstructionOptions):
     def unread(self) -> dict[str, str]:
         unread = super().unread()
         if self.aae_nets == "paper":
-            unread["width"] = width_unread(self, "--aae-nets paper")
+            unread["width"] = width_unread("--aae-nets paper")
         if self.aae_prior != "mixture":
             for name in ("aae_components", "aae_supervised"):
                 unread[name] = "shapes the mixture prior; add --aae-prior mixture or drop it"
@@ -318,7 +335,10 @@ class RAEOptions(FamilyOptions):
     rnn_layers: int = option(1, "stacked recurrent layers in the encoder and the decoder", at_least=1)
     rnn_hidden: int = option(64, "hidden units per recurrent layer", at_least=1)
     teacher_forcing: float = option(
-        1.0, "probability of feeding the decoder the true previous value at the start", at_least=0
+        1.0,
+        "probability of feeding the decoder the true previous value at the start",
+        at_least=0,
+        at_most=1,
     )
     tf_decay_steps: int = option(
         1000, "iterations over which that probability falls linearly to 0 (0: kept constant)", at_least=0
@@ -329,10 +349,5 @@ class RAEOptions(FamilyOptions):
         # The shared option sizes conv layers; a recurrent model has none, and must not ignore it.
         return {
             **super().unread(),
-            "width": f"sizes conv layers, which rae has none of; use --rnn-hidden {self.width}",
+            "width": "sizes conv layers, which rae has none of; drop it (--rnn-hidden sizes its layers)",
         }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.teacher_forcing > 1:
-            raise ConfigError(f"--teacher-forcing is a probability in [0, 1], got {self.teacher_forcing}")
