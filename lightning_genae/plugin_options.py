@@ -48,6 +48,14 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> ConfigError:
+    """One line for the options a run would leave unread: the first with its reason, every other one named
+    after it, so that one refusal names all that need dropping."""
+    first, *others = refused
+    also = f" (also unread: {', '.join(map(flag, others))})" if others else ""
+    return ConfigError(f"{flag(first)} {reasons[first]}{also}")
+
+
 def typed_flag(name: str, value: Any) -> str:
     """The flag as typed for `value`: a switch turned off is `--no-...`, everything else `flag(name)`."""
     return flag(f"no_{name}") if value is False else flag(name)

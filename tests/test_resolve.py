@@ -95,6 +95,11 @@ def test_a_ratio_of_an_operation_the_policy_leaves_out_is_an_error_and_a_grid_ce
         ConfigError, match="color,cutout leaves out; drop it or add translation to --diffaug-policy"
     ):
         resolve(config)
+    # Every option the policy leaves unread is named in the one refusal.
+    ratios_given = dict(diffaug_translation=0.25, diffaug_cutout=0.5)
+    both = RunConfig.from_dict(dict(model="gan", augment="diffaug", diffaug_policy="color", **ratios_given))
+    with pytest.raises(ConfigError, match=r"^--diffaug-translation .*\(also unread: --diffaug-cutout\)$"):
+        resolve(both)
     # A grid shares its options among cells; the grid checks that some cell reads each one.
     cell = resolve(config, drop_unused_augment_options=True)
     assert option_of(cell.config, "diffaug_translation") is None

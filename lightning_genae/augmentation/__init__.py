@@ -29,7 +29,7 @@ from lightning_genae.augmentation.discriminator import AdaptivePipeline, Augment
 from lightning_genae.augmentation.options import AugmenterOnInputsOptions, DataSideOptions
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import AUTO, PluginOptions, flag, option_specs
+from lightning_genae.plugin_options import AUTO, PluginOptions, flag, option_specs, unread_refusal
 
 if TYPE_CHECKING:
     from lightning_genae.augmentation.adaptive import AdaptiveStrength
@@ -359,10 +359,11 @@ def _options_read(settings: Mapping[str, PluginOptions]) -> tuple[set[str], dict
 
 
 def _check_stray_options(config: RunConfig, stray: list[str], reasons: Mapping[str, str]) -> None:
-    """Refuse options the chosen augmentations would ignore: the first with its own reason, else all."""
+    """Refuse options the chosen augmentations would ignore: the first with its own reason and the others
+    named after it, or, where none has a reason of its own, all of them."""
     explained = [name for name in stray if name in reasons]
     if explained:
-        raise ConfigError(f"{flag(explained[0])} {reasons[explained[0]]}")
+        raise unread_refusal([*explained, *(name for name in stray if name not in reasons)], reasons)
     if stray:
         flags = ", ".join(flag(option) for option in stray)
         raise ConfigError(

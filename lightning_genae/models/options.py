@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.nets.recurrent import RNNKind
-from lightning_genae.plugin_options import PluginOptions, flag, option, with_default
+from lightning_genae.plugin_options import PluginOptions, option, unread_refusal, with_default
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,15 @@ class FamilyOptions(PluginOptions):
         cannot tell from an option left unset (a config.yaml holds every option's value, so a re-run from one
         names none)."""
         fields = type(self).__dataclass_fields__
-        for name, reason in self.unread().items():
+        reasons = self.unread()
+        for name in reasons:
             if name not in fields:
                 raise ConfigError(
                     f"{type(self).__name__}.unread() names {name!r}, which is none of its options"
                 )
-            if name in given or getattr(self, name) != fields[name].default:
-                raise ConfigError(f"{flag(name)} {reason}")
+        refused = [name for name in reasons if name in given or getattr(self, name) != fields[name].default]
+        if refused:
+            raise unread_refusal(refused, reasons)
 
 
 # ----- the autoencoders -----
