@@ -149,6 +149,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         A failed download leaves no empty folders behind: torchvision makes the dataset's folders before
         it fetches, so a mistyped --data-dir would otherwise stay on disk as a tree of empty folders.
         """
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise DataError(
+                f"--data-dir {self.data_dir} is a file, and --data {self.name} reads a folder; pass the folder "
+                "that holds the dataset, or one to download it into"
+            )
         new_folders = _folders_made_by(self.data_dir)
         try:
             fetch()

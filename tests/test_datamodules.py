@@ -490,6 +490,18 @@ def test_missing_data_offline_is_a_one_line_data_error(
         module(tmp_path).setup()
 
 
+DOWNLOADERS = [MNISTDataModule, FashionMNISTDataModule, CIFAR10DataModule, CelebADataModule]
+
+
+@pytest.mark.parametrize("module", DOWNLOADERS)
+def test_a_file_as_data_dir_is_one_line_and_stays(module: type, tmp_path: Path, offline: None) -> None:
+    prices = tmp_path / "prices.csv"
+    prices.write_text("date,price\n")
+    with pytest.raises(DataError, match=r"^--data-dir .*prices.csv is a file, and --data \w+ reads a folder"):
+        module(prices).prepare_data()
+    assert prices.read_text() == "date,price\n" and sorted(tmp_path.iterdir()) == [prices]
+
+
 def test_a_failed_download_leaves_no_folders_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torchvision's own MNIST download makes MNIST/raw before it fetches; only the network is cut here."""
 
