@@ -359,9 +359,9 @@ def generative_metrics(
             classifier_weights=config.classifier_weights,
         )
     except BackboneUnavailable as error:
-        if config.inception_weights is not None or config.classifier_weights is not None:
-            # Weights the user named are expected to work: a run without the metrics they asked for is an
-            # error at the start, not a warning.
+        if config.backbone == "inception" or config.classifier_weights is not None:
+            # A backbone or weights the user chose (Inception is never the default) are expected to work: a
+            # run without the metrics they asked for is an error at the start, not a warning.
             raise
         # One of the run's own lines, not a Python warning headed by this file's path.
         say(f"generative metrics skipped: {error}")

@@ -166,15 +166,16 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
 
 
-def test_inception_without_weights_is_one_clear_line_not_a_traceback(tmp_path, offline, capsys):
+def test_inception_without_weights_is_one_clear_line_before_training(tmp_path, offline, capsys):
     run_dir = tmp_path / "gan"
     args = ["--model", "gan", "--data", "digits", *SMALL, "--backbone", "inception", "--max-steps", "2"]
-    assert main([*args, "--output", str(run_dir)]) == 0
+    assert main([*args, "--output", str(run_dir)]) == 2
     out, err = capsys.readouterr()
-    messages = [line for line in out.splitlines() if line.startswith("generative metrics skipped:")]
-    assert len(messages) == 1 and "--inception-weights" in messages[0]
-    assert "generative metrics skipped" not in err and "Traceback" not in err
-    assert not any("fid_inception" in key for key in summary_of(run_dir)["final_metrics"])
+    *announced, error = err.strip().splitlines()
+    assert error.startswith("error: inception: ") and "--inception-weights" in error
+    assert all(line.startswith("inception: downloading ") for line in announced)
+    assert "Traceback" not in out + err and "Epoch" not in out + err
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "summary.json").exists()
 
 
 def test_real_features_are_cached_on_disk(tmp_path):

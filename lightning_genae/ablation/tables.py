@@ -353,8 +353,13 @@ def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, 
         + (
             "(the best checkpoint is picked on the validation split)"
             if any(run.selected_metrics for run in ok_runs)
-            else "(no run validated during training, its steps being fewer than --eval-every, so there is "
-            "no checkpoint chosen on validation: the final weights are the only ones reported)"
+            else "(no run chose a checkpoint on validation, "
+            + (
+                "as none measured an image metric to choose it by"
+                if headline is None
+                else "as none validated during training, its steps being fewer than --eval-every"
+            )
+            + ": the final weights are the only ones reported)"
         )
         + (
             "; tuned arms' options were chosen on the validation split too (see Tuning below)"
