@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_genae.augmentation.attach import attach_augmentation
+from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.grouping import grouped
 from lightning_genae.checkpoint import RunCheckpoint
@@ -363,6 +364,10 @@ def _write_run_header(
     header = f"# lightning-genae run; re-run with: python run.py --config {run_dir}/config.yaml\n"
     (run_dir / "config.yaml").write_text(header + config.experiment().to_yaml())
     say(f"run folder: {run_dir}  ({datamodule.summary()})")
+    augmentation = getattr(model, "discriminator_augmentation", None)
+    if isinstance(augmentation, Composed):
+        # The data-side part is in the line above; this one is applied inside the model, to D's inputs.
+        say(f"discriminator inputs: {augmentation.description()}")
     say(describe_model(config.model, model, trainer))
     if sampling is not None:
         say(f"sampling: {sampling}")

@@ -394,10 +394,14 @@ def test_discriminator_augmentation_lets_gradients_reach_the_generator(tmp_path,
 
 
 @pytest.mark.slow
-def test_gan_runs_with_ae_and_diffaug_then_reuses_the_cached_augmenter(tmp_path, augmenter_cache):
+def test_gan_runs_with_ae_and_diffaug_then_reuses_the_cached_augmenter(tmp_path, augmenter_cache, capsys):
     first, second = tmp_path / "ae+diffaug", tmp_path / "ae+ae-d"
     args = ["--model", "gan", *TINY, *AUGMENTER, "--max-steps", "6"]
     assert main([*args, "--augment", "ae+diffaug", "--output", str(first)]) == 0
+    # Both halves are on the console: the data side in the run folder's line, the D side on its own.
+    out = capsys.readouterr().out
+    assert "ae augmentation online, p=0.25" in out
+    assert "discriminator inputs: diffaug color,translation,cutout (translation 0.125, cutout 0.5)" in out
     summary = read_summary(first)
     block = summary["augmentation"]
     assert block["augment"] == "ae+diffaug" and block["augment_p"] == 0.25

@@ -106,5 +106,9 @@ class Composed:
             images = transform(images)
         return images
 
+    def description(self) -> str:
+        """What the discriminator's inputs go through, in order (`diffaug color,translation (...); ...`)."""
+        return "; ".join(map(repr, self.transforms)) or "identity"
+
     def __repr__(self) -> str:
-        return f"DiscriminatorAugmentation({'; '.join(map(repr, self.transforms)) or 'identity'})"
+        return f"DiscriminatorAugmentation({self.description()})"
