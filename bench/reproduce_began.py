@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from lightning_genae.ablation.tables import mean_std
+
 PUBLISHED = "trains stably at gamma 0.5, lambda_k 1e-3; lower gamma gives less diverse images"
 
 
@@ -77,11 +79,6 @@ def test_metrics(run_dir: Path) -> dict[str, float]:
     return {name: float(final[f"test/{name}_classifier"]) for name in ("fd", "precision", "recall")}
 
 
-def mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3g} ± {std:.2g}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="digits", help="comma list of datasets, e.g. digits,mnist")
@@ -116,7 +113,7 @@ def main() -> None:
     print("| data | arm | " + " | ".join(columns) + " | k settled |")
     print("|---|---|" + "---:|" * (len(columns) + 1))
     for (data, name), rows in results.items():
-        cells = [mean_std([row[c] for row in rows]) if c in rows[0] else "–" for c in columns]
+        cells = [mean_std([row[c] for row in rows], ".3g") if c in rows[0] else "–" for c in columns]
         settled = "–"
         if "k_settled" in rows[0]:
             settled = f"{sum(row['k_settled'] for row in rows):.0f}/{len(rows)}"

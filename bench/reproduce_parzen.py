@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_genae.ablation.tables import mean_std
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics.parzen import parzen_log_likelihood, select_bandwidth
@@ -136,10 +137,9 @@ def main() -> None:
     for family, values in rows.items():
         lls = [row["ll"] for row in values]
         fds = [row["fd"] for row in values if row["fd"] is not None]
-        std = statistics.stdev(lls) if len(lls) > 1 else 0.0
         published = "{:.0f} ± {:.0f}".format(*PUBLISHED[family]) if family in PUBLISHED else "-"
         fd = f"{statistics.fmean(fds):.2f}" if fds else "-"
-        ours = f"{statistics.fmean(lls):.1f} ± {std:.1f} (n={len(lls)})"
+        ours = f"{mean_std(lls, '.1f')} (n={len(lls)})"
         print(f"{family:8}{published:>14}{ours:>32}{fd:>22}")
 
 

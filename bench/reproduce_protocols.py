@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_genae.ablation.tables import mean_std
 from lightning_genae.cli import main as run_main
 from lightning_genae.errors import ConfigError
 
@@ -195,8 +195,7 @@ def collect(root: Path, metric: str, seeds: set[int]) -> dict[str, list[float]]:
 def format_ours(values: list[float]) -> str:
     if not values:
         return ""
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {spread:.2f} (n={len(values)})"
+    return f"{mean_std(values, '.2f')} (n={len(values)})"
 
 
 def table(protocol: Protocol, metric: str, ours: dict[str, list[float]], note: str) -> str:

@@ -21,7 +21,6 @@ layers of 200 tanh units).
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_genae.ablation.tables import mean_std
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import ImageDataModule, build_datamodule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
@@ -143,19 +143,18 @@ def main() -> None:
             if index == 0:
                 curve.append((step, nll))
         results.append(nll)
-    mean = statistics.fmean(results)
-    std = statistics.stdev(results) if len(results) > 1 else 0.0
+    ours = mean_std(results, ".2f")
     print(f"\nbinarized MNIST test NLL (nats, lower is better), k = {args.k}, {len(images)} test images")
     print(f"seed {args.seeds[0]} by budget: " + ", ".join(f"{s} it: {v:.2f}" for s, v in curve))
     passes = args.steps * args.batch_size / training_images
     print(
-        f"ours: {mean:.2f} ± {std:.2f} (n={len(results)}), {args.steps} iterations x batch {args.batch_size} "
+        f"ours: {ours} (n={len(results)}), {args.steps} iterations x batch {args.batch_size} "
         f"({passes:.1f} passes); published {PUBLISHED}"
     )
     print(
         "| Burda et al. 2016, Table 1 (VAE, 1 stochastic layer, k=1) | binarized MNIST test NLL, "
         f"IS k={args.k}, "
-        f"{len(images)} test images | {PUBLISHED} | {mean:.2f} ± {std:.2f} ({len(results)}) | "
+        f"{len(images)} test images | {PUBLISHED} | {ours} ({len(results)}) | "
         f"{args.steps} iterations x batch {args.batch_size} |"
     )
 

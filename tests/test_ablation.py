@@ -646,3 +646,11 @@ def test_a_grid_says_after_each_trained_cell_what_it_took_and_about_how_long_the
     quick.next_cell()
     quick.trained("[1/2] a", 0.2)
     assert capsys.readouterr().err == "", "cells of a set-up check come faster than an estimate helps"
+
+
+def test_mean_std_gives_the_sample_spread_and_no_spread_for_one_value():
+    from lightning_genae.ablation.tables import mean_std
+
+    assert mean_std([1.0, 2.0, 3.0]) == "2 ± 1"
+    assert mean_std([10.0, 12.0], ".2f") == "11.00 ± 1.41"  # sqrt(2): n - 1 in the denominator
+    assert mean_std([336.0], ".3g") == "336 ± n/a"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +106,18 @@ def write_csv(path: Path, runs: list[CellRun]) -> None:
     write_file_atomically(path, buffer.getvalue())
 
 
+def mean_std(values: Sequence[float], spec: str = ".4g") -> str:
+    """`mean ± sample std (ddof=1)` of `values`, each in the format `spec`; the spread of one value is `n/a`,
+    not 0, which would read as seeds that agree."""
+    mean = float(np.mean(values))
+    spread = format(float(np.std(values, ddof=1)), spec) if len(values) > 1 else "n/a"
+    return f"{format(mean, spec)} ± {spread}"
+
+
 def _format_stats(values: list[float], n_ok: int) -> str:
     if not values:
         return "n/a"
-    mean = float(np.mean(values))
-    spread = f"{float(np.std(values, ddof=1)):.4g}" if len(values) > 1 else "n/a"
-    text = f"{mean:.4g} ± {spread}"
+    text = mean_std(values)
     # Fewer values than ok runs means some runs lack this metric; say how many the mean is over.
     return text if len(values) == n_ok else f"{text} (n={len(values)})"
 
