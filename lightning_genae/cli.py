@@ -188,6 +188,7 @@ def _resolve_single_run(
         _quiet_lightning()
         from lightning_genae.checkpoint import RunCheckpoint
 
+        _refuse_a_grids_folder_as_a_run(args["resume"], args.get("output"))
         resume = RunCheckpoint.to_resume(args["resume"], args.get("output"))
     elif "resume" not in args:
         resume = _checkpoint_of_restarted_job(merge(file_values, args))
@@ -195,6 +196,21 @@ def _resolve_single_run(
     if resume is not None:
         _check_resume_options(resume, base, {**file_values, **args})
     return resolve(merge({**base, **file_values}, args), named=named_options(args)), resume
+
+
+def _refuse_a_grids_folder_as_a_run(resume: str, output: str | None) -> None:
+    """`--resume last --output ROOT` where ROOT is a grid's folder: name its runs, not a missing last.ckpt."""
+    from lightning_genae.ablation.grid import GRID_FILE
+    from lightning_genae.checkpoint import last_checkpoint
+
+    if resume != "last" or output is None or not (Path(output) / GRID_FILE).is_file():
+        return
+    runs = sorted(path.name for path in Path(output).iterdir() if last_checkpoint(path).is_file())
+    example = f" (one of: {', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})" if runs else ""
+    raise ConfigError(
+        f"--resume last: {output} is an ablation grid's folder, not a run's; pass --output of one of its "
+        f"runs{example}, or run the grid command again, which continues its unfinished runs"
+    )
 
 
 def _error_line(error: GenaeError, training: bool) -> str:

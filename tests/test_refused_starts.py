@@ -150,3 +150,15 @@ def test_a_folder_too_small_for_the_image_metrics_is_refused_before_training(tmp
     for text in ("the val split of folder, which holds 2 images", "at least 6", "--backbone none"):
         assert text in last, err
     assert not out.exists()
+
+
+def test_resume_last_with_a_grids_folder_names_its_runs_and_changes_nothing(tmp_path, capsys):
+    root = tmp_path / "grid"
+    for cell in ("none-s0", "ae-s0"):
+        (root / cell / "checkpoints").mkdir(parents=True)
+        (root / cell / "checkpoints" / "last.ckpt").write_bytes(b"not read")
+    (root / "grid.json").write_text("{}")
+    before = sorted(path.relative_to(root) for path in root.rglob("*"))
+    assert main(["--resume", "last", "--output", str(root), "--max-steps", "3"]) == 2
+    one_line(capsys, f"--resume last: {root} is an ablation grid's folder", "(one of: ae-s0, none-s0)")
+    assert sorted(path.relative_to(root) for path in root.rglob("*")) == before
