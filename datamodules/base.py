@@ -151,8 +151,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         """
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise DataError(
-                f"--data-dir {self.data_dir} is a file, and --data {self.name} reads a folder; pass the folder "
-                "that holds the dataset, or one to download it into"
+                f"--data-dir {self.data_dir} is a file, and --data {self.name} reads a folder; pass the "
+                "folder that holds the dataset, or one to download it into"
             )
         new_folders = _folders_made_by(self.data_dir)
         try:
