@@ -42,7 +42,7 @@ from lightning_genae.checkpoint import CONFIG_KEY
 from lightning_genae.cli import main
 from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, PRECISIONS, flag
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import type_name
+from lightning_genae.plugin_options import PluginOptions, type_name
 
 CASES = Path(__file__).resolve().parent / "cases" / "bad_inputs.csv"
 
@@ -155,8 +155,21 @@ def numeric_options() -> list[tuple[str, list[str]]]:
             if type_name(kind) == "float" and name not in seen:
                 seen.add(name)
                 data = ["--data", "sines"] if spec.module.data_kind == "sequence" else []
-                cases.append((name, ["--model", family, *data]))
+                cases.append((name, ["--model", family, *data, *choice_that_reads(spec.options, name)]))
     return cases
+
+
+def choice_that_reads(options: type[PluginOptions], name: str) -> list[str]:
+    """No flags where the family reads `name` at its defaults, else one choice that makes it read it
+    (BEGAN's --ebgan-margin needs --d-loss ebgan): an unread option is refused before its value is checked."""
+    if name not in options().unread():
+        return []
+    return next(
+        [flag(other), str(choice)]
+        for other in options.types()
+        for choice in options.choices(other)
+        if name not in options.parse({other: choice}).unread()
+    )
 
 
 NUMERIC = numeric_options()
