@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from lightning_genae.ablation.tables import mean_std
+from lightning_genae.spread import mean_std
 
 PUBLISHED = "trains stably at gamma 0.5, lambda_k 1e-3; lower gamma gives less diverse images"
 

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import torch
 
-from lightning_genae.ablation.tables import mean_std
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics.parzen import parzen_log_likelihood, select_bandwidth
 from lightning_genae.models import MODELS
+from lightning_genae.spread import mean_std
 
 PUBLISHED = {"aae": (340.0, 2.0), "gan": (225.0, 2.0)}
 SAMPLES = 10_000

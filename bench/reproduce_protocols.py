@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_genae.ablation.tables import mean_std
 from lightning_genae.cli import main as run_main
 from lightning_genae.errors import ConfigError
+from lightning_genae.spread import mean_std
 
 CIFAR_FILES = tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)) + (
     "cifar-10-batches-py/test_batch",

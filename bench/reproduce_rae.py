@@ -43,9 +43,9 @@ VARIANTS = {"rae": [], "rae --variational": ["--variational"]}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std (n - 1) over seeds; std 0 for one seed."""
+    """Mean and sample std (n - 1) over seeds; no spread (NaN, printed n/a) for one seed."""
     mean = sum(values) / len(values)
-    spread = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    spread = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else math.nan
     return mean, math.sqrt(spread)
 
 
@@ -83,7 +83,9 @@ def reconstruct(model: torch.nn.Module, normaliser: Normaliser, real: torch.Tens
 
 
 def cell(value: tuple[float, float] | None) -> str:
-    return "-" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
+    if value is None:
+        return "-"
+    return f"{value[0]:.3f} ± " + ("n/a" if math.isnan(value[1]) else f"{value[1]:.3f}")
 
 
 def main() -> None:

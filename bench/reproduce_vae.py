@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from lightning_genae.ablation.tables import mean_std
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import ImageDataModule, build_datamodule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
 from lightning_genae.models import MODELS
+from lightning_genae.spread import mean_std
 
 PUBLISHED = 86.76
 # Images per call of the estimator: its draws are chunked so one decoder call holds about 8,192 images.

@@ -149,10 +149,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         A failed download leaves no empty folders behind: torchvision makes the dataset's folders before
         it fetches, so a mistyped --data-dir would otherwise stay on disk as a tree of empty folders.
         """
-        if self.data_dir.exists() and not self.data_dir.is_dir():
+        existing = next(path for path in (self.data_dir, *self.data_dir.absolute().parents) if path.exists())
+        if not existing.is_dir():
+            what = "is a file" if existing == self.data_dir else f"lies under a file, {existing}"
             raise DataError(
-                f"--data-dir {self.data_dir} is a file, and --data {self.name} reads a folder; pass the "
-                "folder that holds the dataset, or one to download it into"
+                f"--data-dir {self.data_dir} {what}, and --data {self.name} reads a folder; pass the folder "
+                "that holds the dataset, or one to download it into"
             )
         new_folders = _folders_made_by(self.data_dir)
         try:

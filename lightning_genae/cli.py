@@ -205,7 +205,7 @@ def _refuse_a_grids_folder_as_a_run(resume: str, output: str | None) -> None:
 
     if resume != "last" or output is None or not (Path(output) / GRID_FILE).is_file():
         return
-    runs = sorted(path.name for path in Path(output).iterdir() if last_checkpoint(path).is_file())
+    runs = sorted(str(path) for path in Path(output).iterdir() if last_checkpoint(path).is_file())
     example = f" (one of: {', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})" if runs else ""
     raise ConfigError(
         f"--resume last: {output} is an ablation grid's folder, not a run's; pass --output of one of its "

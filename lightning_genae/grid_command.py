@@ -62,7 +62,19 @@ def run_grid_command(
     from lightning_genae.console import quiet_lightning
 
     quiet_lightning()
+    for resolved in list(plan.runs.values())[:1]:
+        _check_inception(resolved.config.backbone, resolved.config.inception_weights)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=bool(values.get("overwrite")))
+
+
+def _check_inception(backbone: str, weights: str | None) -> None:
+    """With --backbone inception, build it once before any cell runs: without weights every cell would try
+    the download again and fail alone (BackboneUnavailable, one line, before the grid writes anything)."""
+    if backbone != "inception":
+        return
+    from lightning_genae.metrics.backbones import load_inception
+
+    load_inception(weights)
 
 
 def _check_grid_index(grid_index: int, plan: GridPlan, tuning: TuningPlan | None) -> None:

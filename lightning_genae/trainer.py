@@ -345,8 +345,9 @@ def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
 def generative_metrics(
     config: RunConfig, model: GenerativeModule, datamodule: InMemoryDataModule
 ) -> GenerativeMetrics | None:
-    """The image metric callback for models that sample; None, with one warning, when no backbone is
-    available, and None for series (their metrics have callbacks of their own)."""
+    """The image metric callback for models that sample; None for series (their metrics have callbacks of
+    their own), and None, with one warning, when the default classifier cannot be had (unlabelled data). A
+    backbone or weights the run chose that cannot be had is an error (BackboneUnavailable)."""
     if not isinstance(model, Sampler) or datamodule.data_kind != "image" or config.backbone == NO_BACKBONE:
         return None
     try:

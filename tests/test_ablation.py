@@ -559,6 +559,13 @@ def test_corrupt_summary_json_becomes_a_failed_row(tmp_path: Path) -> None:
     assert row[2:4] == ["1", "1"] and "corrupt summary.json" in row[-1]
 
 
+def test_a_report_with_no_finished_run_says_so_not_why_no_checkpoint_was_chosen(tmp_path: Path) -> None:
+    (write_run(tmp_path, "ae", 1000, 0, 20.0) / "summary.json").write_text('{"final_metrics": {')
+    text = summarize(tmp_path)["md"].read_text()
+    assert "0 of 1 runs finished" in text and "(no run finished)" in text
+    assert "--eval-every" not in text and "image metric" not in text
+
+
 def test_png_says_no_validation_values_when_no_run_logged_the_metric(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, "ae", None, 0, 20.0, val_curve={})
     (run_dir / "metrics.csv").unlink()
@@ -649,7 +656,7 @@ def test_a_grid_says_after_each_trained_cell_what_it_took_and_about_how_long_the
 
 
 def test_mean_std_gives_the_sample_spread_and_no_spread_for_one_value():
-    from lightning_genae.ablation.tables import mean_std
+    from lightning_genae.spread import mean_std
 
     assert mean_std([1.0, 2.0, 3.0]) == "2 ± 1"
     assert mean_std([10.0, 12.0], ".2f") == "11.00 ± 1.41"  # sqrt(2): n - 1 in the denominator

@@ -499,6 +499,8 @@ def test_a_file_as_data_dir_is_one_line_and_stays(module: type, tmp_path: Path, 
     prices.write_text("date,price\n")
     with pytest.raises(DataError, match=r"^--data-dir .*prices.csv is a file, and --data \w+ reads a folder"):
         module(prices).prepare_data()
+    with pytest.raises(DataError, match=r"prices.csv/MNIST lies under a file, .*prices.csv, and --data"):
+        module(prices / "MNIST").prepare_data()
     assert prices.read_text() == "date,price\n" and sorted(tmp_path.iterdir()) == [prices]
 
 

@@ -160,5 +160,6 @@ def test_resume_last_with_a_grids_folder_names_its_runs_and_changes_nothing(tmp_
     (root / "grid.json").write_text("{}")
     before = sorted(path.relative_to(root) for path in root.rglob("*"))
     assert main(["--resume", "last", "--output", str(root), "--max-steps", "3"]) == 2
-    one_line(capsys, f"--resume last: {root} is an ablation grid's folder", "(one of: ae-s0, none-s0)")
+    runs = f"(one of: {root / 'ae-s0'}, {root / 'none-s0'})"
+    one_line(capsys, f"--resume last: {root} is an ablation grid's folder", runs)
     assert sorted(path.relative_to(root) for path in root.rglob("*")) == before

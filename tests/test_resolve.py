@@ -333,6 +333,10 @@ def test_an_unread_option_is_refused_as_unread_before_its_value_is_checked(capsy
         GANOptions.parse({"gan_nets": "papers", "width": 0})
     with pytest.raises(ConfigError, match=r"^--gan-nets 'papers' is not one of: dcgan, paper$"):
         GANOptions.parse({"gan_nets": "papers", "width": 32})
+    # A mistyped choice (a config file's; argparse checks the command line's) decides what is read: it is
+    # named itself, not an option its default would leave unread.
+    with pytest.raises(ConfigError, match=r"^--d-loss 'ebgn' is not one of: began, ebgan$"):
+        BEGANOptions.parse({"d_loss": "ebgn", "ebgan_margin": 0.5})
     base = ["--model", "gan", "--data", "digits", "--gan-nets", "paper", "--print-config"]
     assert main([*base, "--width", "0"]) == 2
     assert "drop --width or --gan-nets paper" in capsys.readouterr().err

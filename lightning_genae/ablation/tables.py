@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from lightning_genae.ablation.tuning import TUNING_FILE
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import feature_metric_keys
 from lightning_genae.metrics.names import KINDS, Direction, MetricName, direction, try_parse
+from lightning_genae.spread import mean_std
 
 
 def _ranked_feature_metrics() -> tuple[str, ...]:
@@ -104,14 +105,6 @@ def write_csv(path: Path, runs: list[CellRun]) -> None:
         }
         writer.writerow({key: "" if value is None else value for key, value in row.items()})
     write_file_atomically(path, buffer.getvalue())
-
-
-def mean_std(values: Sequence[float], spec: str = ".4g") -> str:
-    """`mean ± sample std (ddof=1)` of `values`, each in the format `spec`; the spread of one value is `n/a`,
-    not 0, which would read as seeds that agree."""
-    mean = float(np.mean(values))
-    spread = format(float(np.std(values, ddof=1)), spec) if len(values) > 1 else "n/a"
-    return f"{format(mean, spec)} ± {spread}"
 
 
 def _format_stats(values: list[float], n_ok: int) -> str:
@@ -359,6 +352,8 @@ def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, 
         + (
             "(the best checkpoint is picked on the validation split)"
             if any(run.selected_metrics for run in ok_runs)
+            else "(no run finished)"
+            if not ok_runs
             else "(no run chose a checkpoint on validation, "
             + (
                 "as none measured an image metric to choose it by"

@@ -71,7 +71,8 @@ class AdaptivePipeline:
         return self.pipeline(images)
 
     def __repr__(self) -> str:
-        return f"ada {self.pipeline!r}, {self.strength!r}"
+        # The pipeline's own repr starts with "ada".
+        return f"{self.pipeline!r}, {self.strength!r}"
 
 
 class DiffAugment:

@@ -41,14 +41,14 @@ class FamilyOptions(PluginOptions):
     def _refuse_unread_first(cls, values: Mapping[str, Any], given: Collection[str]) -> None:
         """Refuse an unread option before any value is checked, so that no one is sent to fix a value only
         to be told to drop it. What is read is decided by the values that pass their own checks; one that
-        fails is left at its default here and counts as given. Where the passing values fail a check of
-        several together, nothing is refused here: the full parse names that check. Where every value
-        passes, these are the options the full parse returns."""
-        passing = {
-            name: value
-            for name, value in values.items()
-            if name in cls.__dataclass_fields__ and cls.passes_own_check(name, value)
-        }
+        fails is left at its default here and counts as given. Nothing is refused here where a choice fails
+        (a mistyped `d_loss: ebgn` decides what is read, and its default would blame another option) or
+        where the passing values fail a check of several together: the full parse names those. Where
+        every value passes, these are the options the full parse returns."""
+        known = {name: value for name, value in values.items() if name in cls.__dataclass_fields__}
+        passing = {name: value for name, value in known.items() if cls.passes_own_check(name, value)}
+        if any(cls.choices(name) for name in set(known) - set(passing)):
+            return
         try:
             reading = super().parse(passing)
         except ConfigError:
@@ -212,7 +212,7 @@ class BEGANOptions(FamilyOptions):
     )
     began_gamma: float = option(
         0.5,
-        "with --d-loss began: target ratio of fake to real energy; lower means less diverse",
+        "with --d-loss began: target ratio of fake to real energy, in (0, 1]; lower means less diverse",
         above=0,
         at_most=1,
     )
