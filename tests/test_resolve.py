@@ -100,6 +100,11 @@ def test_a_ratio_of_an_operation_the_policy_leaves_out_is_an_error_and_a_grid_ce
     both = RunConfig.from_dict(dict(model="gan", augment="diffaug", diffaug_policy="color", **ratios_given))
     with pytest.raises(ConfigError, match=r"^--diffaug-translation .*\(also unread: --diffaug-cutout\)$"):
         resolve(both)
+    # A mistyped choice (a config file's) decides what is read: it is named, not the option it would leave
+    # unread at its default.
+    mistyped = RunConfig.from_dict(dict(model="gan", augment="ae", augment_mode="offlin", augment_pool=100))
+    with pytest.raises(ConfigError, match=r"^--augment-mode 'offlin' is not one of: online, offline$"):
+        resolve(mistyped)
     # A grid shares its options among cells; the grid checks that some cell reads each one.
     cell = resolve(config, drop_unused_augment_options=True)
     assert option_of(cell.config, "diffaug_translation") is None
