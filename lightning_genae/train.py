@@ -269,7 +269,9 @@ def _train(
     sampling = model.sampling()
 
     if trainer.is_global_zero:
-        _write_run_header(config, run_dir, datamodule, model, trainer, sampling)
+        _write_run_header(
+            config, run_dir, datamodule, attached.discriminator_augmentation, model, trainer, sampling
+        )
         if resume is not None:
             say(f"resuming from {resume.path} at iteration {resume_step}")
             _say_what_changes_on_resume(resume, config, run_dir)
@@ -355,6 +357,7 @@ def _write_run_header(
     config: RunConfig,
     run_dir: Path,
     datamodule: InMemoryDataModule,
+    discriminator_augmentation: Composed | None,
     model: GenerativeModule,
     trainer: pl.Trainer,
     sampling: str | None,
@@ -364,10 +367,9 @@ def _write_run_header(
     header = f"# lightning-genae run; re-run with: python run.py --config {run_dir}/config.yaml\n"
     (run_dir / "config.yaml").write_text(header + config.experiment().to_yaml())
     say(f"run folder: {run_dir}  ({datamodule.summary()})")
-    augmentation = getattr(model, "discriminator_augmentation", None)
-    if isinstance(augmentation, Composed):
+    if discriminator_augmentation is not None:
         # The data-side part is in the line above; this one is applied inside the model, to D's inputs.
-        say(f"discriminator inputs: {augmentation.description()}")
+        say(f"discriminator inputs: {discriminator_augmentation.description()}")
     say(describe_model(config.model, model, trainer))
     if sampling is not None:
         say(f"sampling: {sampling}")

@@ -18,7 +18,6 @@ from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.console import say
 from lightning_genae.datamodules import InMemoryDataModule
-from lightning_genae.models import DiscriminatorAugmentation
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class Attached:
     datamodule: InMemoryDataModule | AugmentedDataModule
     record: dict[str, Any]
     # For the model to be built with: what every discriminator input goes through (None: nothing).
-    discriminator_augmentation: DiscriminatorAugmentation | None = None
+    discriminator_augmentation: Composed | None = None
     # ADA's controller, fed by the model's real logits (None: every p is fixed).
     strength: AdaptiveStrength | None = None
 
