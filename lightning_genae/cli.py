@@ -28,8 +28,9 @@ from lightning_genae.config import (
     resume_conflicts,
 )
 from lightning_genae.config_file import load_config_file
-from lightning_genae.errors import ConfigError, GenaeError
+from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions
 from lightning_genae.grid_command import run_grid_command
+from lightning_genae.plugin_options import flag
 from lightning_genae.plugins import load_plugins
 from lightning_genae.resolve import (
     ResolvedRun,
@@ -195,7 +196,17 @@ def _resolve_single_run(
     base = resume.stored_config("--resume") if resume is not None else {}
     if resume is not None:
         _check_resume_options(resume, base, {**file_values, **args})
-    return resolve(merge({**base, **file_values}, args), named=named_options(args)), resume
+    try:
+        return resolve(merge({**base, **file_values}, args), named=named_options(args)), resume
+    except UnreadOptions as unread:
+        if resume is None:
+            raise
+        # The refusal's other fix, changing the option that leaves them unread, would make it another run.
+        flags = ", ".join(flag(name) for name in unread.names)
+        raise ConfigError(
+            f"--resume {resume.path}: the run does not read {flags}; drop "
+            f"{'it' if len(unread.names) == 1 else 'them'} to continue it"
+        ) from unread
 
 
 def _refuse_a_grids_folder_as_a_run(resume: str, output: str | None) -> None:

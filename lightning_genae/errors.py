@@ -43,6 +43,15 @@ class ConfigError(GenaeError):
     """Invalid option, value or combination of options."""
 
 
+class UnreadOptions(ConfigError):
+    """Options given that the run would leave unread; `names` are the options, so that a caller with a
+    narrower choice of fixes (a resumed run cannot change what it reads) can say so."""
+
+    def __init__(self, message: str, names: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.names = names
+
+
 class DataError(GenaeError):
     """Dataset missing, unreadable, corrupt or too small for the requested setting."""
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, UnreadOptions
 
 __all__ = [
     "AUTO",
@@ -48,12 +48,21 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> ConfigError:
-    """One line for the options a run would leave unread: the first with its reason, every other one named
-    after it, so that one refusal names all that need dropping."""
-    first, *others = refused
-    also = f" (also unread: {', '.join(map(flag, others))})" if others else ""
-    return ConfigError(f"{flag(first)} {reasons[first]}{also}")
+def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> UnreadOptions:
+    """One line for the options a run would leave unread, so that one refusal names all that need dropping:
+    each reason once, with its first option, the others it holds for named after it, and any option
+    without a reason of its own named after the first."""
+    by_reason: dict[str, list[str]] = {}
+    for name in refused:
+        if name in reasons:
+            by_reason.setdefault(reasons[name], []).append(name)
+    unexplained = [name for name in refused if name not in reasons]
+    sentences = []
+    for reason, (first, *others) in by_reason.items():
+        also = [*others, *(unexplained if not sentences else [])]
+        named = f" (also unread: {', '.join(map(flag, also))})" if also else ""
+        sentences.append(f"{flag(first)} {reason}{named}")
+    return UnreadOptions(". Also: ".join(sentences), tuple(refused))
 
 
 def typed_flag(name: str, value: Any) -> str:

@@ -21,7 +21,7 @@ from lightning_genae.errors import ConfigError
 from lightning_genae.models import MODELS
 from lightning_genae.models.ae import AutoencoderOptions
 from lightning_genae.models.gan import GANOptions
-from lightning_genae.models.options import BEGANOptions, with_default
+from lightning_genae.models.options import AAEOptions, BEGANOptions, with_default
 from lightning_genae.models.vae import VAEOptions
 from lightning_genae.resolve import DEFAULT_MAX_STEPS, resolve
 
@@ -98,7 +98,7 @@ def test_a_ratio_of_an_operation_the_policy_leaves_out_is_an_error_and_a_grid_ce
     # Every option the policy leaves unread is named in the one refusal.
     ratios_given = dict(diffaug_translation=0.25, diffaug_cutout=0.5)
     both = RunConfig.from_dict(dict(model="gan", augment="diffaug", diffaug_policy="color", **ratios_given))
-    with pytest.raises(ConfigError, match=r"^--diffaug-translation .*\(also unread: --diffaug-cutout\)$"):
+    with pytest.raises(ConfigError, match=r"^--diffaug-translation .*\. Also: --diffaug-cutout sizes "):
         resolve(both)
     # A mistyped choice (a config file's) decides what is read: it is named, not the option it would leave
     # unread at its default.
@@ -345,6 +345,43 @@ def test_an_unread_option_is_refused_as_unread_before_its_value_is_checked(capsy
     base = ["--model", "gan", "--data", "digits", "--gan-nets", "paper", "--print-config"]
     assert main([*base, "--width", "0"]) == 2
     assert "drop --width or --gan-nets paper" in capsys.readouterr().err
+
+
+def test_a_check_of_several_options_that_no_failing_value_takes_part_in_is_reported_first():
+    # --width 0 fails its own check, but the fix that matters is --gan-nets paper, which leaves --width
+    # unread: fixing --width first would be a wasted try.
+    with pytest.raises(ConfigError, match=r"^--gan-training paper is the schedule .*add --gan-nets paper$"):
+        GANOptions.parse({"gan_training": "paper", "width": 0})
+    # A check that names a failing option ran on its default, not on the value given: the value is named.
+    with pytest.raises(ConfigError, match=r"^--aae-components must lie in \[2, inf\), got 1"):
+        AAEOptions.parse({"aae_prior": "mixture", "aae_components": 1, "latent_dim": 3})
+
+
+def width_unread_line(nets: str) -> str:
+    return f"--width sizes the conv nets, which {nets} leaves out; drop --width or {nets}"
+
+
+def test_one_refusal_gives_each_unread_options_own_reason():
+    paper = {"gan_nets": "paper", "gan_training": "paper"}
+    with pytest.raises(ConfigError) as refused:
+        GANOptions.parse({**paper, "lr": 1e-3, "width": 16})
+    first, second = str(refused.value).split(". Also: ")
+    assert first.startswith("--lr would be ignored") and first.endswith("drop --lr or --gan-training paper")
+    assert second == width_unread_line("--gan-nets paper")
+    # Options unread for the same reason share it.
+    with pytest.raises(ConfigError, match=r"or drop it \(also unread: --aae-supervised\)$"):
+        AAEOptions.parse({"aae_components": 5, "aae_supervised": True})
+
+
+def test_a_resumed_run_is_told_to_drop_an_option_it_does_not_read_not_to_change_its_nets(tmp_path, capsys):
+    run = ["--model", "gan", "--data", "digits", "--gan-nets", "paper", "--batch-size", "16"]
+    assert main([*run, "--max-steps", "2", "--eval-every", "2", "--output", str(tmp_path)]) == 0
+    capsys.readouterr()
+    checkpoint = str(tmp_path / "checkpoints" / "last.ckpt")
+    # --width at the checkpoint's value is no conflict, but the run does not read it.
+    assert main(["--resume", checkpoint, "--max-steps", "4", "--width", "64"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"error: --resume {checkpoint}: the run does not read --width; drop it to continue it"
 
 
 def test_a_subclass_keeps_its_familys_unread_options_and_a_misnamed_one_is_a_config_error():

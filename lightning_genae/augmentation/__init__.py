@@ -27,7 +27,7 @@ from lightning_genae.augmentation.ada import (
 from lightning_genae.augmentation.diffaug import DiffAugmentOptions
 from lightning_genae.augmentation.discriminator import AdaptivePipeline, AugmenterOnInputs, DiffAugment
 from lightning_genae.augmentation.options import AugmenterOnInputsOptions, DataSideOptions
-from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, UnreadOptions, agree
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import AUTO, PluginOptions, flag, option_specs, unread_refusal
 
@@ -368,21 +368,22 @@ def _options_read(settings: Mapping[str, PluginOptions]) -> tuple[set[str], dict
 
 
 def _check_stray_options(config: RunConfig, stray: list[str], reasons: Mapping[str, str]) -> None:
-    """Refuse options the chosen augmentations would ignore: the first with its own reason and the others
-    named after it, or, where none has a reason of its own, all of them."""
+    """Refuse options the chosen augmentations would ignore: each reason once, with the options it holds
+    for, or, where none has a reason of its own, all of them in one sentence."""
     explained = [name for name in stray if name in reasons]
     if explained:
         raise unread_refusal([*explained, *(name for name in stray if name not in reasons)], reasons)
     if stray:
         flags = ", ".join(flag(option) for option in stray)
-        raise ConfigError(
+        raise UnreadOptions(
             f"{flags} {agree(stray, 'does', 'do')} nothing with --augment {config.augment}; drop "
             + agree(
                 stray,
                 "it, or use the augmentation it belongs to",
                 "them, or use the augmentations they belong to",
             )
-            + " (see --help)"
+            + " (see --help)",
+            tuple(stray),
         )
 
 

@@ -8,13 +8,14 @@ import Lightning. A family's module names its options class (`options_type`); th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.nets.recurrent import RNNKind
-from lightning_genae.plugin_options import PluginOptions, option, unread_refusal, with_default
+from lightning_genae.plugin_options import PluginOptions, flag, option, unread_refusal, with_default
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,22 @@ class FamilyOptions(PluginOptions):
         """Refuse an unread option before any value is checked, so that no one is sent to fix a value only
         to be told to drop it. What is read is decided by the values that pass their own checks; one that
         fails is left at its default here and counts as given. Nothing is refused here where a choice fails
-        (a mistyped `d_loss: ebgn` decides what is read, and its default would blame another option) or
-        where the passing values fail a check of several together: the full parse names those. Where
-        every value passes, these are the options the full parse returns."""
+        (a mistyped `d_loss: ebgn` decides what is read, and its default would blame another option). Where
+        the passing values fail a check of several together, that check is reported first if its message
+        names none of the failing options: it stands whatever they are fixed to (`--gan-training paper
+        --width 0` is told to add --gan-nets paper, which then leaves --width unread, not to fix --width
+        first). One that names a failing option may hold only for its default, and the full parse reports
+        the failing value instead. Where every value passes, these are the options the full parse returns."""
         known = {name: value for name, value in values.items() if name in cls.__dataclass_fields__}
         passing = {name: value for name, value in known.items() if cls.passes_own_check(name, value)}
-        if any(cls.choices(name) for name in set(known) - set(passing)):
+        failing = set(known) - set(passing)
+        if any(cls.choices(name) for name in failing):
             return
         try:
             reading = super().parse(passing)
-        except ConfigError:
+        except ConfigError as error:
+            if not any(re.search(rf"{re.escape(flag(name))}\b(?!-)", str(error)) for name in failing):
+                raise
             return
         assert isinstance(reading, FamilyOptions)
         reading.refuse_unread({*given, *(set(values) - set(passing))})
