@@ -176,7 +176,16 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     model = checkpoint.restore(resolved.model.module, "--evaluate")
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, type(model)))
     prepare_data_early(datamodule, trainer)
-    metrics_callback = generative_metrics(config, model, datamodule)
+    try:
+        metrics_callback = generative_metrics(config, model, datamodule)
+    except BackboneUnavailable as error:
+        if "backbone" in options:
+            raise
+        # The backbone is the training run's: re-scoring with another is the second way out.
+        raise BackboneUnavailable(
+            f"{error}; or score the run with --backbone classifier (fd_classifier, not comparable with "
+            f"fd_{config.backbone})"
+        ) from error
     representation = [RepresentationMetrics(seed=config.seed), DiscriminatorOverfitting(seed=config.seed)]
     trainer.callbacks += applicable(representation, model, datamodule)
     if metrics_callback is not None:

@@ -187,6 +187,31 @@ def test_a_grid_with_inception_without_weights_is_refused_once_before_any_cell(t
     assert not root.exists(), "no grid.json, no cell folder"
 
 
+def test_evaluating_a_run_scored_with_inception_without_its_weights_offers_the_classifier(
+    tmp_path, offline, monkeypatch, capsys
+):
+    run_dir = tmp_path / "gan"
+    args = ["--model", "gan", "--data", "digits", *SMALL, "--backbone", "inception", "--max-steps", "2"]
+    # Trained where its weights were at hand: here, without image metrics (evaluate's own name for the
+    # function is bound first, so --evaluate below looks for the weights as it would anywhere).
+    import lightning_genae.evaluate  # noqa: F401
+
+    with monkeypatch.context() as patched:
+        patched.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
+        assert main([*args, "--output", str(run_dir)]) == 0
+    capsys.readouterr()
+    checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
+    assert main(["--evaluate", checkpoint]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: inception: ") and "--inception-weights" in error
+    assert error.endswith(
+        "or score the run with --backbone classifier (fd_classifier, not comparable with fd_inception)"
+    )
+    assert not (run_dir / "eval.json").exists()
+    assert main(["--evaluate", checkpoint, "--backbone", "classifier"]) == 0
+    assert "test/fd_classifier" in json.loads((run_dir / "eval.json").read_text())["metrics"]
+
+
 def test_real_features_are_cached_on_disk(tmp_path):
     datamodule = build_datamodule("digits", data_dir=tmp_path)
     datamodule.setup()
