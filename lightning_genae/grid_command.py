@@ -63,18 +63,33 @@ def run_grid_command(
 
     quiet_lightning()
     for resolved in list(plan.runs.values())[:1]:
-        _check_inception(resolved.config.backbone, resolved.config.inception_weights)
+        _check_image_backbone(resolved)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=bool(values.get("overwrite")))
 
 
-def _check_inception(backbone: str, weights: str | None) -> None:
-    """With --backbone inception, build it once before any cell runs: without weights every cell would try
-    the download again and fail alone (BackboneUnavailable, one line, before the grid writes anything)."""
-    if backbone != "inception":
-        return
-    from lightning_genae.metrics.backbones import load_inception
+def _check_image_backbone(resolved: ResolvedRun) -> None:
+    """The grid's feature backbone, checked once before any cell runs, where a cell would otherwise fail
+    or train unscored alone: Inception is built (without weights every cell would try the download again
+    and fail), and the default classifier must have labels to learn (a single run then trains without
+    image metrics, with one line; a grid's arms would be compared on nothing). BackboneUnavailable, one
+    line, before the grid writes anything."""
+    config = resolved.config
+    if config.backbone == "inception":
+        from lightning_genae.metrics.backbones import load_inception
 
-    load_inception(weights)
+        load_inception(config.inception_weights)
+        return
+    if config.backbone != "classifier" or config.classifier_weights is not None:
+        return
+    datamodule = resolved.build_datamodule()
+    if datamodule.data_kind != "image" or not callable(getattr(resolved.model.module, "sample", None)):
+        return
+    from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable
+
+    try:
+        check_classifier_trainable(config.data, datamodule)
+    except BackboneUnavailable as error:
+        raise BackboneUnavailable(f"{error} (a grid compares its arms on the image metrics)") from error
 
 
 def _check_grid_index(grid_index: int, plan: GridPlan, tuning: TuningPlan | None) -> None:

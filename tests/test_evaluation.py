@@ -212,6 +212,24 @@ def test_evaluating_a_run_scored_with_inception_without_its_weights_offers_the_c
     assert "test/fd_classifier" in json.loads((run_dir / "eval.json").read_text())["metrics"]
 
 
+def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_any_cell(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(24):
+        Image.new("L", (16, 16), color=10 * index).save(images / f"{index}.png")
+    root = tmp_path / "grid"
+    args = ["--model", "gan", "--data", "folder", "--data-dir", str(images), *SMALL, "--batch-size", "4"]
+    grid = [*args, "--max-steps", "1", "--seeds", "0,1", "--output", str(root)]
+    assert main(grid) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "error: classifier: folder has no labels to train a feature classifier on; sort the images into one "
+        "subfolder per class, or use --backbone inception with weights (--inception-weights PATH) (a grid "
+        "compares its arms on the image metrics)"
+    )
+    assert not root.exists(), "no grid.json, no cell folder"
+
+
 def test_real_features_are_cached_on_disk(tmp_path):
     datamodule = build_datamodule("digits", data_dir=tmp_path)
     datamodule.setup()

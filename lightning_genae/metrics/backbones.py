@@ -341,6 +341,18 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
     return ClassifierBackbone(model, description)
 
 
+def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:
+    """BackboneUnavailable where no classifier can be trained on `datamodule`'s images (they have no
+    labels); its metadata alone decides, so nothing is loaded."""
+    if datamodule.num_classes is None:
+        # A folder gets its labels from subfolders, the easier fix where the images have classes.
+        by_class = "sort the images into one subfolder per class, or " if data == "folder" else ""
+        raise BackboneUnavailable(
+            f"classifier: {data} has no labels to train a feature classifier on; "
+            f"{by_class}use --backbone inception with weights (--inception-weights PATH)"
+        )
+
+
 def load_classifier(
     data: str,
     datamodule: ImageDataModule | None = None,
@@ -367,13 +379,7 @@ def load_classifier(
             f"classifier: no shipped classifier for {data}; "
             "pass its datamodule so that one is trained on first use"
         )
-    if datamodule.num_classes is None:
-        # A folder gets its labels from subfolders, the easier fix where the images have classes.
-        by_class = "sort the images into one subfolder per class, or " if data == "folder" else ""
-        raise BackboneUnavailable(
-            f"classifier: {data} has no labels to train a feature classifier on; "
-            f"{by_class}use --backbone inception with weights (--inception-weights PATH)"
-        )
+    check_classifier_trainable(data, datamodule)
     return _cached_classifier(
         data, datamodule, Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     )
