@@ -312,6 +312,9 @@ def _as_stored(name: str, value: Any, stored: Any) -> Any:
 
 
 def _shown(value: Any) -> str:
+    if value is None:
+        # An option the run left unset (an augmentation's, in a run without it).
+        return "unset"
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 

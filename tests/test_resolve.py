@@ -301,6 +301,10 @@ def test_a_resumed_runs_plugin_options_are_compared_as_the_checkpoint_holds_them
         "--augmenter-steps 31 (checkpoint: 30)",
         "--augment-p auto (checkpoint: 0.25)",
     ]
+    # A run without augmentation holds none of its options: they read as unset, not as None.
+    assert resume_conflicts({"augment_p": None}, {"augment_p": "0.3"}) == [
+        "--augment-p 0.3 (checkpoint: unset)"
+    ]
 
 
 def test_an_option_the_family_leaves_unread_is_refused_by_value_and_by_name():
