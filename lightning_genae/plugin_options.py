@@ -13,7 +13,7 @@ import functools
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +157,7 @@ def option(
     path: bool = False,
     tunable: bool = False,
     shown_default: str | None = None,
+    canonical: Callable[[Any], Any] | None = None,
 ) -> Any:
     """An option: its default, its `--help` line and the range it must lie in.
 
@@ -164,8 +165,11 @@ def option(
     `tunable`: a grid may list several candidates of it and choose one on the validation split.
     `shown_default`: what `--help` gives as the default of an option whose default is None because its
     owner computes it (a folder's image side, a CSV panel's series length).
+    `canonical`: the value as stored, from a value given (a list of names in one spelling), raising
+    ConfigError where it is unusable; None is stored as it is. Part of the option's own check.
     """
     metadata = {
+        "canonical": canonical,
         "help": help,
         "shown_default": shown_default,
         "at_least": at_least,
@@ -237,7 +241,7 @@ class PluginOptions:
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
-            self._check_field(spec, getattr(self, spec.name))
+            object.__setattr__(self, spec.name, self._own_check(spec, getattr(self, spec.name)))
 
     @classmethod
     def passes_own_check(cls, name: str, value: Any) -> bool:
@@ -245,10 +249,31 @@ class PluginOptions:
         checks of two options together, in a subclass's `__post_init__`, are not made)."""
         spec = cls.__dataclass_fields__[name]
         try:
-            cls._check_field(spec, coerce(name, cls.types()[name], value))
+            cls._own_check(spec, coerce(name, cls.types()[name], value))
         except ConfigError:
             return False
         return True
+
+    @classmethod
+    def passing_values(cls, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The values of this class's options that pass their own checks, to decide what a run reads
+        before any value is refused; None where a choice fails its own, since the choice decides what is
+        read (a mistyped `d_loss: ebgn` left at its default would blame another option): the caller then
+        parses every value, which names it."""
+        known = {name: value for name, value in values.items() if name in cls.__dataclass_fields__}
+        passing = {name: value for name, value in known.items() if cls.passes_own_check(name, value)}
+        if any(cls.choices(name) for name in set(known) - set(passing)):
+            return None
+        return passing
+
+    @classmethod
+    def _own_check(cls, spec: dataclasses.Field, value: Any) -> Any:
+        """The value as stored (`canonical`'s form), checked against its option alone."""
+        canonical = spec.metadata.get("canonical")
+        if canonical is not None and value is not None:
+            value = canonical(value)
+        cls._check_field(spec, value)
+        return value
 
     @classmethod
     def _check_field(cls, spec: dataclasses.Field, value: Any) -> None:

@@ -329,30 +329,16 @@ def _reading_settings(plan_names: tuple[str, ...], given: Mapping[str, Any]) -> 
     """The options as far as they decide what is read: a given value that fails its own check (out of its
     range) is left at its default here, so that an option the run would not read is refused as unread,
     not as out of range, and the user is not sent to fix a value only to be told to drop it. A choice
-    that fails is not left at its default: it decides what is read (a config file's `augment_mode:
-    offlin` would blame `augment_pool`), so it is named first, by parsing every value."""
-    chosen_options = {AUGMENTATIONS[name].options for name in plan_names}
-    valid = {
-        key
-        for options in chosen_options
-        for key, value in given.items()
-        if key in options.types() and _valid_alone(options, key, value)
-    }
-    if any(
-        options.choices(key)
-        for options in chosen_options
-        for key in set(options.types()) & (set(given) - valid)
-    ):
-        _settings(plan_names, given)
-    return _settings(plan_names, given, only=valid)
-
-
-def _valid_alone(options: type[PluginOptions], key: str, value: Any) -> bool:
-    try:
-        options.parse({key: value})
-    except ConfigError:
-        return False
-    return True
+    that fails decides what is read (a config file's `augment_mode: offlin` would blame `augment_pool`):
+    every value is parsed then, which names it (`PluginOptions.passing_values`)."""
+    passing: dict[str, Any] = {}
+    for options in {AUGMENTATIONS[name].options for name in plan_names}:
+        own = options.passing_values(given)
+        if own is None:
+            _settings(plan_names, given)
+        else:
+            passing.update(own)
+    return _settings(plan_names, given, only=set(passing))
 
 
 def _options_read(settings: Mapping[str, PluginOptions]) -> tuple[set[str], dict[str, str]]:

@@ -106,12 +106,8 @@ class AdaOptions(ControllerOptions):
         None,
         "ada: comma list of pipeline operations (default: the class-preserving geometric ones with "
         "brightness and contrast on one channel, ADA's bgc on RGB)",
+        canonical=lambda text: ",".join(parse_ada_ops(text)),
     )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.ada_ops is not None:
-            object.__setattr__(self, "ada_ops", ",".join(parse_ada_ops(self.ada_ops)))
 
 
 def check_ops_fit(ops: Sequence[str], channels: int) -> None:

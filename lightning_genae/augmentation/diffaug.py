@@ -59,7 +59,10 @@ class DiffAugmentOptions(PluginOptions):
     """`--augment diffaug`: the policy and the size of its translation and cutout."""
 
     diffaug_policy: str = option(
-        "color,translation,cutout", "diffaug: comma list of color, translation, cutout", tunable=True
+        "color,translation,cutout",
+        "diffaug: comma list of color, translation, cutout",
+        tunable=True,
+        canonical=lambda text: ",".join(parse_policy(text)),
     )
     diffaug_translation: float = option(
         TRANSLATION_RATIO,
@@ -75,10 +78,6 @@ class DiffAugmentOptions(PluginOptions):
         at_most=RATIO_LIMITS["cutout"],
         tunable=True,
     )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "diffaug_policy", ",".join(parse_policy(self.diffaug_policy)))
 
     def unread(self) -> dict[str, str]:
         """A ratio sizes one operation; the policy may leave that operation out."""

@@ -49,11 +49,10 @@ class FamilyOptions(PluginOptions):
         --width 0` is told to add --gan-nets paper, which then leaves --width unread, not to fix --width
         first). One that names a failing option may hold only for its default, and the full parse reports
         the failing value instead. Where every value passes, these are the options the full parse returns."""
-        known = {name: value for name, value in values.items() if name in cls.__dataclass_fields__}
-        passing = {name: value for name, value in known.items() if cls.passes_own_check(name, value)}
-        failing = set(known) - set(passing)
-        if any(cls.choices(name) for name in failing):
+        passing = cls.passing_values(values)
+        if passing is None:
             return
+        failing = (set(values) & set(cls.__dataclass_fields__)) - set(passing)
         try:
             reading = super().parse(passing)
         except ConfigError as error:
