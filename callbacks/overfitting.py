@@ -13,13 +13,13 @@ ones. The mean sign of the logits is the clean counterpart of ADA's r_t = E[sign
 from __future__ import annotations
 
 import pytorch_lightning as pl
-import torch
 from torch import Tensor
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.metrics.generative import seeded_subset
 from lightning_genae.metrics.names import MetricName
 from lightning_genae.models import ScoringDiscriminator
+from lightning_genae.models.base import evaluation_mode
 
 # Images scored per split at each validation (fewer when a split is smaller): one forward of at most
 # 2 x 256 images, a fraction of what the generative metrics cost at the same cadence.
@@ -66,17 +66,14 @@ class DiscriminatorOverfitting(ModelSpecificCallback):
         if trainer.sanity_checking or not self.applies(pl_module, trainer.datamodule):
             return
         datamodule = trainer.datamodule
-        was_training = pl_module.training
         # Running batch-norm statistics for both batches: a score must not depend on the rest of its batch.
-        pl_module.eval()
         values: dict[str, Tensor] = {}
-        with torch.no_grad():
+        with evaluation_mode(pl_module):
             for split, images in self.fixed_batches(datamodule).items():
                 inputs = datamodule.to_model_range(images.to(pl_module.device))
                 scores = pl_module.discriminator_scores(inputs)
                 values[overfitting_metric(scores.kind, split)] = scores.values.float().mean()
                 if scores.kind == "logit":
                     values[overfitting_metric("sign", split)] = scores.values.float().sign().mean()
-        pl_module.train(was_training)
         for name, value in values.items():
             pl_module.log(name, value, on_epoch=True, sync_dist=True)

@@ -6,9 +6,9 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
-import torch
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
+from lightning_genae.models.base import evaluation_mode
 
 
 class PeriodicDrawing(ModelSpecificCallback, ABC):
@@ -41,12 +41,9 @@ class PeriodicDrawing(ModelSpecificCallback, ABC):
             return
         if not self.applies(pl_module, trainer.datamodule):
             return
-        was_training = pl_module.training
-        # Eval mode: batch-norm uses running statistics, so pictures do not depend on the rest of the batch.
-        pl_module.eval()
-        with torch.no_grad():
+        # Batch norm uses its running statistics, so a picture does not depend on the rest of its batch.
+        with evaluation_mode(pl_module):
             self.draw(trainer, pl_module, step)
-        pl_module.train(was_training)
         self._last_drawn_step = step
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:

@@ -8,6 +8,7 @@ The registry names each DataModule by where it lives and imports it on first use
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,10 +112,18 @@ def dataset_options() -> dict[str, tuple[Any, Any]]:
     return option_specs({name: spec.options for name, spec in DATASETS.items()})
 
 
+def default_data_dir() -> str:
+    """Where the datasets are read from, or downloaded to, unless told: $GENAE_DATA_DIR, else ./data (what
+    `--data-dir` defaults to)."""
+    return os.environ.get("GENAE_DATA_DIR", "./data")
+
+
 def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
-    """Instantiate the dataset called `name` (a key of DATASETS) with the given DataModule arguments."""
+    """Instantiate the dataset called `name` (a key of DATASETS) with the given DataModule arguments;
+    `data_dir` defaults as `--data-dir` does (`default_data_dir`)."""
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    kwargs.setdefault("data_dir", default_data_dir())
     return DATASETS[name].module(**kwargs)
 
 
@@ -142,4 +151,11 @@ _LAZY_EXPORTS = {
 __getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)
 
 
-__all__ = ["DATASETS", "DatasetSpec", "build_datamodule", "dataset_options", *_LAZY_EXPORTS]
+__all__ = [
+    "DATASETS",
+    "DatasetSpec",
+    "build_datamodule",
+    "dataset_options",
+    "default_data_dir",
+    *_LAZY_EXPORTS,
+]

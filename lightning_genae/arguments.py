@@ -7,8 +7,10 @@ Imports no Lightning: `--help` and argument errors answer in about the time `imp
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, NoReturn
 
 from lightning_genae import __version__
@@ -17,7 +19,13 @@ from lightning_genae.augmentation import augmentation_choices, augmentation_opti
 from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, LOGGER_CHOICES, flag
 from lightning_genae.datamodules import DATASETS, dataset_options
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import accepts_auto, float_or_auto, literal_choices, type_name
+from lightning_genae.plugin_options import (
+    accepts_auto,
+    float_or_auto,
+    literal_choices,
+    type_name,
+    typed_flag,
+)
 from lightning_genae.resolve import DEFAULT_MAX_STEPS
 
 __all__ = ["OneLineErrorParser", "build_parser", "split_list"]
@@ -26,7 +34,7 @@ GROUP_TITLES = {
     "what": "what to train on",
     "training": "optimisation",
     "model": "model (family-specific options say which family takes them)",
-    "augmentation": "augmentation (--augment ae, vae, diffaug, ae-d, ada and their combinations)",
+    "augmentation": "augmentation (--augment: the augmentations listed below, joined with '+')",
     "hardware": "hardware (passed to the Lightning Trainer)",
     "evaluation": "evaluation (FD/KID/precision/recall on validation, then on the test split at the end)",
     "logging": "logging, outputs, checkpoints",
@@ -53,8 +61,19 @@ def _choices_epilog() -> str:
         width = max(len(name) for name in entries)
         lines += [f"  {name.ljust(width)}  {text}" for name, text in entries.items()]
         lines.append("")
-    lines.append("example: python run.py --model gan --data digits --max-steps 200")
+    command = "genae" if program_name() == "genae" else "python run.py"
+    lines.append(f"example: {command} --model gan --data digits --max-steps 200")
     return "\n".join(lines)
+
+
+def program_name() -> str:
+    """`genae` when run as the installed command, else `run.py`: what usage lines and examples call it."""
+    return "genae" if Path(sys.argv[0]).name == "genae" else "run.py"
+
+
+def _shown_default(name: str, value: Any) -> str:
+    """A default as `--help` shows it: a switch as the flag that gives it (`--no-spectral-norm`)."""
+    return typed_flag(name, value) if isinstance(value, bool) else _shown(value)
 
 
 def _int_list(value: str) -> list[int]:
@@ -105,11 +124,13 @@ class _FamilyOption:
     def help_text(self) -> str:
         families = list(self.defaults)
         owners = "" if len(families) == len(MODELS) else "/".join(families) + ": "
-        values = set(map(_shown, self.defaults.values()))
+        values = {_shown_default(self.name, value) for value in self.defaults.values()}
         if len(values) == 1:
             default = values.pop()
         else:
-            default = ", ".join(f"{family} {_shown(value)}" for family, value in self.defaults.items())
+            default = ", ".join(
+                f"{family} {_shown_default(self.name, value)}" for family, value in self.defaults.items()
+            )
         return f"{owners}{self.help} [default: {default}]"
 
 
@@ -180,7 +201,7 @@ def _each_candidate(name: str, converter: Callable[[str], Any]) -> Callable[[str
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
-        prog="run.py",
+        prog=program_name(),
         description="Train autoencoder-based generative models with PyTorch Lightning.",
         epilog=_choices_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -233,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         group = groups[field.metadata["group"]]
         default = field.default_factory() if callable(field.default_factory) else field.default
         help_text = field.metadata["help"]
-        if default is not None and not isinstance(default, bool):
-            help_text += f" [default: {_shown(default)}]"
+        if default is not None and name not in ("fast_dev_run", "overwrite"):
+            help_text += f" [default: {_shown_default(name, default)}]"
         elif name in owned_defaults:
             help_text += f" [default: {owned_defaults[name]}]"
         if name == "train_size":
@@ -260,8 +281,8 @@ def _add_plugin_flags(group: argparse._ArgumentGroup, declared: dict[str, tuple[
     for name, (kind, spec) in declared.items():
         help_text = spec.metadata["help"]
         shown = spec.metadata.get("shown_default")
-        if shown is None and spec.default is not None and not isinstance(spec.default, bool):
-            shown = _shown(spec.default)
+        if shown is None and spec.default is not None:
+            shown = _shown_default(name, spec.default)
         if shown is not None:
             help_text += f" [default: {shown}]"
         tunable = bool(spec.metadata.get("tunable"))

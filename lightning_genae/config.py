@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
@@ -20,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from lightning_genae.datamodules import default_data_dir
 from lightning_genae.datamodules.placement import DATA_ON_DEVICE, check_data_on_device
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
@@ -58,7 +58,7 @@ class RunConfig:
     data: str = _opt("digits", "dataset", group="what")
     augment: str = _opt("none", "data augmentation", group="what")
     data_dir: str = _opt(
-        lambda: os.environ.get("GENAE_DATA_DIR", "./data"),
+        default_data_dir,
         "dataset root, $GENAE_DATA_DIR when that is set; for --data folder, the image folder",
         group="what",
     )

@@ -35,7 +35,7 @@ from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
 from lightning_genae.config import NO_BACKBONE, RunConfig
-from lightning_genae.console import IterationProgressBar, say
+from lightning_genae.console import IterationProgressBar, quiet_lightning, say
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
 from lightning_genae.lightning_internals import set_logging_step
@@ -294,20 +294,26 @@ def callbacks_for(
     datamodule: InMemoryDataModule,
     output_dir: str | Path,
     *,
-    every_n_steps: int = 500,
-    checkpoint_every: int = 1000,
+    every_n_steps: int = RunConfig.image_every,
+    checkpoint_every: int = RunConfig.ckpt_every,
     seed: int = 0,
     metrics: bool = True,
+    eval_samples: int = RunConfig.eval_samples,
+    backbone: str = RunConfig.backbone,
+    inception_weights: str | Path | None = None,
+    classifier_weights: str | Path | None = None,
 ) -> list[Callback]:
-    """The callbacks a `run.py` run gets, for a `pl.Trainer` of your own (give it
-    `default_root_dir=output_dir`, where the image grids go).
+    """The callbacks a `run.py` run gets, at its defaults, for a `pl.Trainer` of your own, which must be
+    given `default_root_dir=output_dir` (where the image grids go; a Trainer without it is refused when
+    fitting starts).
 
     Image grids every `every_n_steps` training iterations (samples, reconstructions, interpolations, what
     the family has), the divergence guard, `checkpoints/last.ckpt` every `checkpoint_every` iterations and
     on Ctrl-C or SIGTERM, and with `metrics` the generative metrics at each validation (FD, KID,
-    precision/recall, density/coverage in the features of the dataset's classifier, trained on first use
-    and cached) with `checkpoints/best.ckpt` on the headline one. Callbacks that cannot act for this model
-    and data are left out.
+    precision/recall, density/coverage over `eval_samples` images in the features of `backbone`: the
+    dataset's classifier, trained on first use and cached, or the one in `classifier_weights`; or
+    Inception, with `inception_weights`) with `checkpoints/best.ckpt` on the headline one. Callbacks that
+    cannot act for this model and data are left out.
     """
     if not isinstance(datamodule, InMemoryDataModule):
         raise ConfigError(
@@ -315,18 +321,53 @@ def callbacks_for(
             f"{type(datamodule).__name__}; hand your images over as "
             "lightning_genae.datamodules.TensorImageDataModule (docs/python-api.md)"
         )
+    # Lightning's warnings about checkpointing under manual optimization do not apply to these families.
+    quiet_lightning()
     run_dir = Path(output_dir)
-    config = RunConfig(
-        model=family_name(model),
-        data=datamodule.name,
-        seed=seed,
-        image_every=every_n_steps,
-        ckpt_every=checkpoint_every,
+    config = RunConfig.from_dict(
+        {
+            "model": family_name(model),
+            "data": datamodule.name,
+            "seed": seed,
+            "image_every": every_n_steps,
+            "ckpt_every": checkpoint_every,
+            "eval_samples": eval_samples,
+            "backbone": backbone,
+            "inception_weights": None if inception_weights is None else str(inception_weights),
+            "classifier_weights": None if classifier_weights is None else str(classifier_weights),
+        }
     )
-    callbacks = build_callbacks(config, type(model), run_dir)
+    callbacks = [WritesUnder(run_dir), *build_callbacks(config, type(model), run_dir)]
     if metrics:
         callbacks += [c for c in metric_callbacks(config, model, datamodule, run_dir) if c is not None]
     return applicable(callbacks, model, datamodule)
+
+
+def load_model(checkpoint: str | Path) -> GenerativeModule:
+    """The model a `run.py` run saved (`checkpoints/last.ckpt` or `best.ckpt`), of the family the run
+    trained, with its weights, in eval mode on the CPU. The file is read safely (weights and plain values
+    only); one that is not a run's checkpoint is a ConfigError naming the fix."""
+    from lightning_genae.checkpoint import RunCheckpoint
+    from lightning_genae.resolve import resolve
+
+    saved = RunCheckpoint.load(checkpoint, "load_model")
+    resolved = resolve(RunConfig.from_dict(saved.stored_config("load_model")))
+    return saved.restore(resolved.model.module, "load_model")
+
+
+class WritesUnder(Callback):
+    """Refuses a Trainer whose `default_root_dir` is not the callbacks' folder: the picture callbacks write
+    under the Trainer's folder and the checkpoints under theirs, so a run would be split in two."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if Path(trainer.default_root_dir).resolve() != self.run_dir.resolve():
+            raise ConfigError(
+                f"the callbacks write to {self.run_dir} and the Trainer to {trainer.default_root_dir}; give "
+                f"pl.Trainer(default_root_dir={str(self.run_dir)!r}) so that the image grids go there too"
+            )
 
 
 def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
@@ -406,15 +447,32 @@ def evaluation_records(*callbacks: GenerativeMetrics | SequenceMetrics | None) -
     }
 
 
-def trainer_kwargs(model: GenerativeModule | type[GenerativeModule], iterations: int) -> dict[str, Any]:
-    """`pl.Trainer` arguments that train `iterations` training iterations of `model`'s family.
+def trainer_kwargs(
+    model: GenerativeModule | type[GenerativeModule], iterations: int, eval_every: int | None = None
+) -> dict[str, Any]:
+    """`pl.Trainer` arguments that train `iterations` training iterations of `model`'s family, and with
+    `eval_every` validate every that many iterations, across epoch boundaries, as `run.py --eval-every`.
 
     Lightning's `max_steps` counts optimizer steps; a family with several optimizers (GAN: 2, AAE and
-    VAE-GAN: 3) takes that many per iteration, so the budget is scaled here, as the CLI does.
+    VAE-GAN: 3) takes that many per iteration, so the budget is scaled here, as the CLI does. Its
+    `val_check_interval` counts batches within an epoch unless validation by epoch is turned off, which
+    is done here. Unlike `run.py`, a Trainer does not validate after its last iteration unless `eval_every`
+    divides `iterations`.
     """
     if iterations < 1:
         raise ConfigError(f"iterations must be >= 1, got {iterations}; give a positive number of iterations")
-    return {"max_steps": iterations * model.optimizer_steps_per_iteration, "max_epochs": None}
+    kwargs: dict[str, Any] = {
+        "max_steps": iterations * model.optimizer_steps_per_iteration,
+        "max_epochs": None,
+    }
+    if eval_every is not None:
+        if eval_every < 1:
+            raise ConfigError(
+                f"eval_every must be >= 1, got {eval_every}; give a positive number of iterations"
+            )
+        # One training batch is one iteration, whatever the optimizer steps it takes.
+        kwargs.update(val_check_interval=eval_every, check_val_every_n_epoch=None)
+    return kwargs
 
 
 def build_trainer(

@@ -49,6 +49,8 @@ def build_and_check_wheel(tmp_path):
         "lightning_genae",
         wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
     }
+    # PEP 561: users' type checkers read the package's hints.
+    assert "lightning_genae/py.typed" in names
     for package in ("callbacks", "datamodules"):
         assert f"lightning_genae/{package}/__init__.py" in names
         sources = {path.name for path in (ROOT / package).glob("*.py")}

@@ -150,7 +150,11 @@ def test_a_plugin_family_trains_on_a_plugin_dataset_each_with_its_own_option(plu
 @pytest.mark.slow
 def test_a_plugin_augmentation_wraps_a_gans_discriminator_inputs_with_its_own_option(plugin_dir, tmp_path):
     args = ["--model", "gan", "--data", "squares", "--augment", "flip", "--flip-p", "0.25", *SMALL]
-    summary = trained_summary(args, plugin_dir, tmp_path)
+    result = run_py([*args, "--output", "run"], plugin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    # Named by the augmentation and its options, not a function's address.
+    assert "discriminator inputs: flip (--flip-p 0.25)" in result.stdout + result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["augment"] == "flip" and summary["global_step"] > 0
     assert summary["config"]["flip_p"] == 0.25
     assert "flip_p: 0.25" in (tmp_path / "run" / "config.yaml").read_text()

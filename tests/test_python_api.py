@@ -18,6 +18,74 @@ def test_trainer_kwargs_rejects_a_non_positive_budget():
         lightning_genae.trainer_kwargs(GANModule, iterations=0)
 
 
+def test_trainer_kwargs_validates_by_iteration_across_epochs():
+    kwargs = lightning_genae.trainer_kwargs(GANModule, iterations=20, eval_every=10)
+    assert kwargs["val_check_interval"] == 10 and kwargs["check_val_every_n_epoch"] is None
+    with pytest.raises(ConfigError, match="eval_every must be >= 1"):
+        lightning_genae.trainer_kwargs(GANModule, iterations=20, eval_every=0)
+
+
+@pytest.mark.parametrize("family", ["vae", "gan", "aae", "vaegan", "began", "ae"])
+def test_sampling_and_reconstructing_run_in_eval_mode_and_leave_the_model_as_it_was(family):
+    from lightning_genae.models import MODELS
+
+    model = MODELS[family].module((1, 16, 16), latent_dim=4, width=4).train()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    images = torch.rand(3, 1, 16, 16) * 2 - 1
+    outputs = []
+    if hasattr(model, "reconstruct"):
+        outputs.append(model.reconstruct(images))
+    if hasattr(model, "sample"):
+        drawn = model.sample(1, torch.Generator().manual_seed(0))  # one alone: batch norm in eval mode
+        assert drawn.shape == (1, 1, 16, 16)
+        outputs.append(model.sample(3, torch.Generator().manual_seed(0)))
+        # Each image is its own: the first of three is the one drawn alone.
+        torch.testing.assert_close(outputs[-1][:1], drawn)
+    assert outputs and model.training, "the model's mode is restored"
+    assert all(not output.requires_grad for output in outputs)
+    assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items()), (
+        "batch-norm statistics untouched"
+    )
+    model.eval()
+    again = (
+        model.reconstruct(images)
+        if hasattr(model, "reconstruct")
+        else model.sample(3, torch.Generator().manual_seed(0))
+    )
+    torch.testing.assert_close(again, outputs[0])
+    assert not model.training
+
+
+def test_load_model_rebuilds_a_runs_family_and_names_the_fix_for_a_folder(tmp_path):
+    from lightning_genae.cli import main
+    from lightning_genae.models.aae import AAEModule
+
+    run = tmp_path / "run"
+    args = ["--model", "aae", "--max-steps", "2", "--width", "4", "--latent-dim", "4", "--backbone", "none"]
+    assert main([*args, "--output", str(run)]) == 0
+    model = lightning_genae.load_model(run / "checkpoints" / "last.ckpt")
+    assert type(model) is AAEModule and not model.training and model.latent_dim == 4
+    with pytest.raises(
+        ConfigError, match=r"^load_model: .* is a folder; pass a checkpoint file such as .*last.ckpt$"
+    ):
+        lightning_genae.load_model(run)
+
+
+def test_callbacks_for_refuses_a_trainer_writing_elsewhere_in_one_line(tmp_path, monkeypatch):
+    import pytorch_lightning as pl
+
+    from lightning_genae.datamodules import build_datamodule
+
+    monkeypatch.chdir(tmp_path)
+    data = build_datamodule("digits", batch_size=16)
+    model = GANModule((1, 16, 16), latent_dim=4, width=4)
+    callbacks = lightning_genae.callbacks_for(model, data, "my_run", metrics=False)
+    trainer = pl.Trainer(**lightning_genae.trainer_kwargs(model, 1), callbacks=callbacks, logger=False)
+    with pytest.raises(ConfigError, match=r"give pl.Trainer\(default_root_dir='my_run'\)"):
+        trainer.fit(model, datamodule=data)
+    assert not (tmp_path / "images").exists()
+
+
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError):
         lightning_genae.no_such_name  # noqa: B018

@@ -5,6 +5,8 @@ Runs before the model is built, which is then given the discriminator-side augme
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,7 @@ from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.console import say
 from lightning_genae.datamodules import InMemoryDataModule
+from lightning_genae.plugin_options import PluginOptions, flag
 
 
 @dataclass(frozen=True)
@@ -87,15 +90,29 @@ def attach_augmentation(
     )
     parts = BuildParts(augmenter, strength, channels=datamodule.data_shape[0])
     # In registry order, so that `diffaug+ae-d` and `ae-d+diffaug` are the same run.
-    transforms = [
-        spec.build(plan.settings[name], parts)
+    built = {
+        name: spec.build(plan.settings[name], parts)
         for name, spec in AUGMENTATIONS.items()
         if name in plan.names and spec.side == "discriminator" and spec.build is not None
-    ]
+    }
+    transforms = list(built.values())
+    labels = [transform_label(name, transform, plan.settings[name]) for name, transform in built.items()]
     if plan.data_side:
         assert augmenter is not None
         length = total_iterations(len(datamodule.split_tensors("train")[0]))
         datamodule = AugmentedDataModule(
             datamodule, plan, augmenter, seed=seed, total_iterations=length, strength=strength
         )
-    return Attached(datamodule, record, Composed(transforms) if transforms else None, strength)
+    return Attached(datamodule, record, Composed(transforms, labels) if transforms else None, strength)
+
+
+def transform_label(name: str, transform: Callable[..., Any], settings: PluginOptions) -> str:
+    """How the run header names a discriminator-side transform: its own repr where its class writes one
+    (`diffaug color,translation (...)`), else the augmentation's name and options (`flip (--flip-p 0.25)`)
+    rather than a function's address."""
+    if not isinstance(transform, (functools.partial, types.FunctionType)) and (
+        type(transform).__repr__ is not object.__repr__
+    ):
+        return repr(transform)
+    values = ", ".join(f"{flag(key)} {value}" for key, value in settings.to_dict().items())
+    return f"{name} ({values})" if values else name

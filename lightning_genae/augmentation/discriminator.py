@@ -97,10 +97,16 @@ class DiffAugment:
 
 
 class Composed:
-    """Several discriminator-side augmentations, applied in the order given."""
+    """Several discriminator-side augmentations, applied in the order given; `labels`, where given, name
+    each in `description` (a plug-in's function has no description of its own, only an address)."""
 
-    def __init__(self, transforms: Sequence[Callable[[Tensor], Tensor]]) -> None:
+    def __init__(
+        self, transforms: Sequence[Callable[[Tensor], Tensor]], labels: Sequence[str] | None = None
+    ) -> None:
         self.transforms = tuple(transforms)
+        self.labels = tuple(labels) if labels is not None else tuple(map(repr, self.transforms))
+        if len(self.labels) != len(self.transforms):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.transforms)} transforms")
 
     def __call__(self, images: Tensor) -> Tensor:
         for transform in self.transforms:
@@ -109,7 +115,7 @@ class Composed:
 
     def description(self) -> str:
         """What the discriminator's inputs go through, in order (`diffaug color,translation (...); ...`)."""
-        return "; ".join(map(repr, self.transforms)) or "identity"
+        return "; ".join(self.labels) or "identity"
 
     def __repr__(self) -> str:
         return f"DiscriminatorAugmentation({self.description()})"

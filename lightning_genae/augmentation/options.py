@@ -36,7 +36,8 @@ class AugmenterOptions(PluginOptions):
     )
     augment_ckpt: str | None = option(
         None,
-        "augmenter autoencoder checkpoint (an ae/vae run's .ckpt) instead of training and caching one",
+        "augmenter checkpoint (the .ckpt of a run of the augmenter's family) instead of training and "
+        "caching one",
         path=True,
     )
     augmenter_steps: int = option(
@@ -55,7 +56,7 @@ class StrengthOptions(PluginOptions):
 
     augment_p: float | Literal["auto"] = option(
         0.25,
-        "ae/vae online: fraction of each training batch replaced by augmented images; "
+        "data-side, online: fraction of each training batch replaced by augmented images; "
         "ae-d: probability per discriminator input; auto: ADA's controller sets it (from 0, see --ada-*)",
         at_least=0,
         at_most=1,
@@ -82,7 +83,7 @@ class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
 
     augment_mode: Literal["online", "offline"] = option(
         "online",
-        "ae/vae: online (replace part of each batch on the device) or offline (a pre-generated "
+        "data-side: online (replace part of each batch on the device) or offline (a pre-generated "
         "pool concatenated with the real data)",
     )
     augment_pool: int | None = option(

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.code_prior import CodeGaussianKL
-from lightning_genae.models.base import adam
+from lightning_genae.models.base import adam, inference
 from lightning_genae.models.options import AAE_PAPER_HIDDEN, AAEOptions, check_mixture_fits
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
@@ -138,6 +138,7 @@ class AAEModule(ReconstructionModule):
         means = self.prior_means.to(device)[components.to(device)]
         return (means + noise).to(self.device)
 
+    @inference
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Decoded prior draws (for a mixture, from every component alike)."""
         return self.decode(self.prior_draws(n, generator))

@@ -11,9 +11,12 @@ defaults and the checks all come from it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import typing
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
@@ -40,7 +43,9 @@ class Autoencoder(Protocol):
 
     def decode(self, latents: Tensor) -> Tensor: ...
 
-    def reconstruct(self, images: Tensor) -> Tensor: ...
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """decode(encode(images)) in eval mode without gradients (`inference`)."""
+        ...
 
 
 @runtime_checkable
@@ -49,7 +54,10 @@ class Sampler(Protocol):
 
     latent_dim: int
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n new items from the prior (images in [-1, 1]), in eval mode without gradients (`inference`);
+        `generator` seeds the draws."""
+        ...
 
 
 # A differentiable transform of a batch of images in [-1, 1] (DiffAugment, the frozen augmenter, ...).
@@ -180,6 +188,35 @@ def is_last_training_batch(trainer: pl.Trainer, batch_idx: int) -> bool:
 # Losses noted by `watch_losses` before it checks them itself; the training set-up's guard checks far
 # more often (every <= 10 iterations), so this only bounds the memory of a module trained without it.
 MAX_UNCHECKED_LOSSES = 1024
+
+
+Method = TypeVar("Method", bound=Callable[..., Tensor])
+
+
+@contextlib.contextmanager
+def evaluation_mode(module: nn.Module) -> Iterator[None]:
+    """The module in eval mode without gradients, its own mode restored after. In training mode batch norm
+    would normalise by the batch's own statistics (so an image would depend on the others drawn with it,
+    and a single one would fail) and update its running statistics, and dropout would be on."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+def inference(method: Method) -> Method:
+    """A module's method run in `evaluation_mode`: what `sample` and `reconstruct` are for. `encode` and
+    `decode` follow the module's mode and keep gradients: training is built on them."""
+
+    @functools.wraps(method)
+    def in_evaluation_mode(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
+        with evaluation_mode(module):
+            return method(module, *args, **kwargs)
+
+    return typing.cast(Method, in_evaluation_mode)
 
 
 class GenerativeModule(pl.LightningModule):

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorScores, adam
+from lightning_genae.models.base import DiscriminatorScores, adam, inference
 from lightning_genae.models.options import BEGANOptions
 from lightning_genae.nets.began import BEGANAutoencoder, BEGANDecoder, init_began_weights
 from lightning_genae.nets.conv import ConvAutoencoder, ConvDecoder, init_dcgan_weights
@@ -83,6 +83,7 @@ class BEGANModule(ImageAdversarialModule):
         # image range, as the paper's reference code clips before saving.
         return self.generator(latents).clamp(-1.0, 1.0)
 
+    @inference
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.prior_noise(n, generator))
 

@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorScores, adam
+from lightning_genae.models.base import DiscriminatorScores, adam, inference
 from lightning_genae.models.options import GanLoss, GANOptions
 from lightning_genae.nets import (
     ConvDecoder,
@@ -137,6 +137,7 @@ class GANModule(ImageAdversarialModule):
         generator = self.generator_ema if self.generator_ema is not None else self.generator
         return generator(latents)
 
+    @inference
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.prior_noise(n, generator))
 

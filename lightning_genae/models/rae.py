@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.models.base import ObjectiveModule, adam
+from lightning_genae.models.base import ObjectiveModule, adam, inference
 from lightning_genae.models.options import RAEOptions
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder
@@ -64,6 +64,7 @@ class RAEModule(ObjectiveModule):
         """Free-running decoding: every step is fed the decoder's own previous output."""
         return self.decoder(latents)
 
+    @inference
     def reconstruct(self, series: Tensor) -> Tensor:
         return self.decode(self.encode(series))
 
@@ -76,6 +77,7 @@ class RAEModule(ObjectiveModule):
             "(not variational: the codes have no prior of their own)"
         )
 
+    @inference
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         noise = self.prior_noise(n, generator)
         if self.options.variational:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
-from lightning_genae.models.base import ObjectiveModule, adam
+from lightning_genae.models.base import ObjectiveModule, adam, inference
 from lightning_genae.models.options import ReconLoss, ReconstructionOptions, SingleObjectiveOptions
 from lightning_genae.nets import ConvDecoder, ConvEncoder
 
@@ -73,6 +73,7 @@ class ReconstructionModule(ObjectiveModule):
     def decode(self, latents: Tensor) -> Tensor:
         return self.as_image(self.decoder(latents))
 
+    @inference
     def reconstruct(self, images: Tensor) -> Tensor:
         return self.decode(self.encode(images))
 

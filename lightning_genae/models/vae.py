@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.metrics.likelihood import importance_sampled_log_likelihood
+from lightning_genae.models.base import inference
 from lightning_genae.models.options import VAEOptions
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
@@ -34,6 +35,7 @@ class VAEModule(ReconstructionModule):
         """The posterior mean: the deterministic code that tools (probes, augmentation) use."""
         return self.posterior(images)[0]
 
+    @inference
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.prior_noise(n, generator))
 

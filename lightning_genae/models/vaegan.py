@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorScores, adam
+from lightning_genae.models.base import DiscriminatorScores, adam, inference
 from lightning_genae.models.options import VAEGANOptions
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
@@ -77,9 +77,11 @@ class VAEGANModule(ImageAdversarialModule):
     def decode(self, latents: Tensor) -> Tensor:
         return self.decoder(latents)
 
+    @inference
     def reconstruct(self, images: Tensor) -> Tensor:
         return self.decode(self.encode(images))
 
+    @inference
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.prior_noise(n, generator))
 
