@@ -8,11 +8,16 @@ __all__ = [
     "TrainingDiverged",
     "callbacks_for",
     "load_model",
+    "score_images",
     "trainer_kwargs",
 ]
 __version__ = "0.1.0"
 
 # Names that pull in Lightning are resolved on first use, so `run.py --help` starts without it.
 __getattr__ = lazy_getattr(
-    __name__, dict.fromkeys(("trainer_kwargs", "callbacks_for", "load_model"), "trainer")
+    __name__,
+    {
+        **dict.fromkeys(("trainer_kwargs", "callbacks_for", "load_model"), "trainer"),
+        "score_images": "evaluate",
+    },
 )

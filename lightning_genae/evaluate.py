@@ -23,13 +23,19 @@ from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import merge
 from lightning_genae.console import say
-from lightning_genae.datamodules import InMemoryDataModule
+from lightning_genae.datamodules import ImageDataModule, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import read_images
 from lightning_genae.errors import ConfigError, DataError, agree
-from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.metrics.backbones import BackboneUnavailable, FeatureBackbone, load_backbone
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
-from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
+from lightning_genae.metrics.generative import (
+    GenerativeScore,
+    RealFeatures,
+    extract_features,
+    score_generated,
+    seeded_subset,
+)
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
 from lightning_genae.plugin_options import typed_flag
@@ -213,6 +219,57 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     return result
 
 
+def score_images(
+    images: torch.Tensor,
+    datamodule: ImageDataModule,
+    *,
+    split: str = "test",
+    backbone: str | FeatureBackbone = "classifier",
+    inception_weights: str | Path | None = None,
+    classifier_weights: str | Path | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> GenerativeScore:
+    """FD, KID, precision/recall and density/coverage of `images` against as many images of `datamodule`'s
+    `split`, in the features of `backbone` (the dataset's classifier by default; `inception` with
+    `inception_weights`), as a run measures its samples.
+
+    `images`: uint8 [N, C, H, W] as the dataset stores them, or floats in [-1, 1] as a model samples them.
+    N = min(`num_samples` or all of them, the split's size) of each are compared, the real ones the same
+    for every call with this `seed`. The values (`.values`) are named by the backbone (`fd_classifier`);
+    `.record()` says what they were computed on.
+    """
+    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(datamodule.image_shape):
+        raise DataError(
+            f"score_images: images of shape {tuple(images.shape)}, the {datamodule.name} images are "
+            f"[N, {', '.join(map(str, datamodule.image_shape))}]; give images of the data's shape"
+        )
+    if images.dtype != torch.uint8:
+        images = datamodule.to_stored(images.detach().cpu())
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    if isinstance(backbone, str):
+        backbone = load_backbone(
+            backbone,
+            datamodule.name,
+            datamodule,
+            inception_weights=inception_weights,
+            classifier_weights=classifier_weights,
+        )
+    device = torch.device(device)
+    return score_generated(
+        RealFeatures(backbone),
+        datamodule,
+        split,
+        # seed + 1: the split's own images, given as `images`, would otherwise be cut to the real subset.
+        lambda n: extract_features(backbone, images[seeded_subset(len(images), n, seed + 1)], device),
+        num_samples=min(num_samples or len(images), len(images)),
+        seed=seed,
+        device=device,
+    )
+
+
 def evaluate_folder(
     folder: str, options: dict[str, Any], file_values: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -277,15 +334,11 @@ def evaluate_folder(
             result["skipped"][name] = str(error)
             say(f"{name} metrics skipped: {error}")
             continue
-        score = score_generated(
-            RealFeatures(backbone),
+        score = score_images(
+            images,
             datamodule,
-            "test",
-            # seed + 1: a folder of the split's own images would otherwise be cut to exactly the real subset.
-            lambda n, backbone=backbone: extract_features(
-                backbone, images[seeded_subset(len(images), n, config.seed + 1)], device
-            ),
-            num_samples=min(config.eval_samples, len(images)),
+            backbone=backbone,
+            num_samples=config.eval_samples,
             seed=config.seed,
             device=device,
         )

@@ -9,6 +9,7 @@ and a bad option are answered without torch or Lightning.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import types
@@ -310,7 +311,9 @@ class PluginOptions:
         types = cls.types()
         unknown = sorted(set(values) - set(types))
         if unknown:
-            raise ConfigError(f"{', '.join(map(flag, unknown))}: not an option of {cls.__name__}")
+            close = [match for name in unknown for match in difflib.get_close_matches(name, types, n=1)]
+            hint = f" (did you mean {', '.join(map(flag, close))}?)" if close else ""
+            raise ConfigError(f"{', '.join(map(flag, unknown))}: not an option of {cls.__name__}{hint}")
         return cls(**{name: coerce(name, types[name], value) for name, value in values.items()})
 
     def to_dict(self) -> dict[str, Any]:

@@ -86,6 +86,41 @@ def test_callbacks_for_refuses_a_trainer_writing_elsewhere_in_one_line(tmp_path,
     assert not (tmp_path / "images").exists()
 
 
+def test_score_images_measures_a_models_samples_and_the_data_against_itself(tmp_path):
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.metrics.distances import frechet_distance
+    from lightning_genae.metrics.generative import extract_features
+
+    data = build_datamodule("digits", data_dir=tmp_path)
+    data.setup("test")
+    real, _ = data.split_tensors("test")
+    model = GANModule((1, 16, 16), latent_dim=4, width=4)
+    untrained = lightning_genae.score_images(model.sample(200, torch.Generator().manual_seed(0)), data)
+    itself = lightning_genae.score_images(real, data, split="test", num_samples=200)
+    assert itself.n_real == itself.n_fake == 200 and untrained.n_fake == 200
+    assert set(untrained.values) >= {"fd_classifier", "kid_classifier", "precision_classifier"}
+    assert itself.values["fd_classifier"] < 0.5 * untrained.values["fd_classifier"]
+    # The same FD as the backbone's features and the distance give by hand, on the same subsets.
+    from lightning_genae.metrics.backbones import load_backbone
+    from lightning_genae.metrics.generative import seeded_subset
+
+    backbone = load_backbone("classifier", "digits", data)
+    fake = extract_features(backbone, real[seeded_subset(len(real), 200, 1)], torch.device("cpu"))
+    real_features = extract_features(backbone, real, torch.device("cpu"))[seeded_subset(len(real), 200, 0)]
+    assert itself.values["fd_classifier"] == pytest.approx(frechet_distance(real_features, fake), rel=1e-5)
+    with pytest.raises(lightning_genae.DataError, match=r"give images of the data's shape"):
+        lightning_genae.score_images(torch.zeros(10, 16, 16, dtype=torch.uint8), data)
+
+
+def test_a_mistyped_family_option_is_refused_with_the_option_it_resembles():
+    from lightning_genae.models.vae import VAEModule
+
+    with pytest.raises(
+        ConfigError, match=r"^--latnet-dim: not an option of VAEOptions \(did you mean --latent-dim\?\)$"
+    ):
+        VAEModule((1, 16, 16), latnet_dim=4)
+
+
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError):
         lightning_genae.no_such_name  # noqa: B018
