@@ -69,6 +69,14 @@ def test_load_model_rebuilds_a_runs_family_and_names_the_fix_for_a_folder(tmp_pa
         ConfigError, match=r"^load_model: .* is a folder; pass a checkpoint file such as .*last.ckpt$"
     ):
         lightning_genae.load_model(run)
+    # Lightning's own loader, of the wrong family, names the family the run trained.
+    from lightning_genae.models.vae import VAEModule
+
+    with pytest.raises(
+        ConfigError, match=r"holds a run of the aae family, not a VAEModule; load it with lightning_genae"
+    ):
+        VAEModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert type(AAEModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")) is AAEModule
 
 
 def test_callbacks_for_refuses_a_trainer_writing_elsewhere_in_one_line(tmp_path, monkeypatch):

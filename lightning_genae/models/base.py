@@ -16,6 +16,7 @@ import functools
 import typing
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import pytorch_lightning as pl
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_genae.datamodules.placement import host_to_device
-from lightning_genae.errors import TrainingDiverged
+from lightning_genae.errors import ConfigError, TrainingDiverged
 from lightning_genae.lightning_internals import (
     log_global_value,
     record_training_values,
@@ -242,6 +243,29 @@ class GenerativeModule(pl.LightningModule):
     # Headline validation metric that picks the best checkpoint; a family without a validation objective
     # (the GAN) gets the generative metric the run computes, set per instance by the training set-up.
     monitor: str | None = "val/loss"
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's loader; a run's checkpoint of another family is refused naming that family, where
+        Lightning would report the other family's options as unknown ones."""
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except ConfigError as error:
+            from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint
+
+            try:
+                stored = RunCheckpoint.load(checkpoint_path, "load_from_checkpoint").contents.get(CONFIG_KEY)
+            except ConfigError:
+                raise error from None
+            from lightning_genae.models import MODELS
+
+            family = stored.get("model") if isinstance(stored, dict) else None
+            if family not in MODELS or issubclass(cls, MODELS[family].module):
+                raise
+            raise ConfigError(
+                f"{checkpoint_path} holds a run of the {family} family, not a {cls.__name__}; load it with "
+                "lightning_genae.load_model(path), which picks the family"
+            ) from None
 
     def __init__(self, image_shape: tuple[int, ...] | list[int], **options: Any) -> None:
         super().__init__()
