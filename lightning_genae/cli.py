@@ -272,14 +272,21 @@ def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: 
     """Options given with --resume that would make it another run (data, model, shapes...) are an error.
 
     Only what the user gave (flags and --config) is compared, so the checkpoint's own values, another
-    family's included, never raise; what may change on resume is CHANGEABLE_ON_RESUME.
+    family's included, never raise; what may change on resume is CHANGEABLE_ON_RESUME and the options the
+    run's family declares changeable (`option(..., changeable_on_resume=True)`).
     """
-    conflicts = resume_conflicts(stored, given)
+    from lightning_genae.models import MODELS
+
+    family = MODELS.get(stored.get("model", ""))
+    changeable = family.options.changeable_on_resume() if family is not None else ()
+    conflicts = resume_conflicts(stored, given, changeable)
     if conflicts:
+        own = "".join(f", {flag(name)}" for name in changeable)
         raise ConfigError(
             f"--resume {resume.path}: {'; '.join(conflicts)} would make it another run; drop "
             f"{'it' if len(conflicts) == 1 else 'them'} to continue it (changeable on resume: --max-steps, "
-            "--lr, cadences, loggers, hardware, --eval-samples), or start a new run with another --output"
+            f"--lr{own}, cadences, loggers, hardware, --eval-samples), or start a new run with another "
+            "--output"
         )
 
 

@@ -279,7 +279,9 @@ CHANGEABLE_ON_RESUME = (
 )
 
 
-def resume_conflicts(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+def resume_conflicts(
+    stored: Mapping[str, Any], given: Mapping[str, Any], changeable: Collection[str] = ()
+) -> list[str]:
     """`--data folder (checkpoint: digits)` for each option in `given` that defines the run and differs.
 
     Only options the checkpoint records are compared: one it lacks belongs to another family, which
@@ -288,7 +290,7 @@ def resume_conflicts(stored: Mapping[str, Any], given: Mapping[str, Any]) -> lis
     """
     conflicts = []
     for name, value in given.items():
-        if name in CHANGEABLE_ON_RESUME or name not in stored:
+        if name in CHANGEABLE_ON_RESUME or name in changeable or name not in stored:
             continue
         wanted = _as_stored(name, value, stored[name])
         if wanted != stored[name]:

@@ -159,6 +159,7 @@ def option(
     tunable: bool = False,
     shown_default: str | None = None,
     canonical: Callable[[Any], Any] | None = None,
+    changeable_on_resume: bool = False,
 ) -> Any:
     """An option: its default, its `--help` line and the range it must lie in.
 
@@ -168,9 +169,12 @@ def option(
     owner computes it (a folder's image side, a CSV panel's series length).
     `canonical`: the value as stored, from a value given (a list of names in one spelling), raising
     ConfigError where it is unusable; None is stored as it is. Part of the option's own check.
+    `changeable_on_resume`: a resumed run may take another value (a weight of the training's losses), as
+    it may take another `--lr`; any other option of a checkpoint's run stays as it was.
     """
     metadata = {
         "canonical": canonical,
+        "changeable_on_resume": changeable_on_resume,
         "help": help,
         "shown_default": shown_default,
         "at_least": at_least,
@@ -254,6 +258,13 @@ class PluginOptions:
         except ConfigError:
             return False
         return True
+
+    @classmethod
+    def changeable_on_resume(cls) -> tuple[str, ...]:
+        """The options a resumed run may change (`option(..., changeable_on_resume=True)`)."""
+        return tuple(
+            spec.name for spec in dataclasses.fields(cls) if spec.metadata.get("changeable_on_resume")
+        )
 
     @classmethod
     def passing_values(cls, values: Mapping[str, Any]) -> dict[str, Any] | None:

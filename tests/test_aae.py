@@ -288,6 +288,26 @@ def test_a_checkpoint_with_the_encoders_own_adversarial_optimizer_is_not_resumed
     assert checkpoint.is_file() and not resumed.exists()
 
 
+def test_a_resumed_run_may_raise_the_adversarial_weight_and_trains_at_it(aae_run, tmp_path, monkeypatch):
+    resumed = tmp_path / "resumed"
+    args = ["--resume", str(aae_run / "checkpoints" / "last.ckpt"), "--max-steps", "8"]
+    weights = []
+    encoder_phase = AAEModule.encoder_phase
+
+    def noted(module, *args):
+        weights.append(module.options.aae_adversarial_weight)
+        return encoder_phase(module, *args)
+
+    monkeypatch.setattr(AAEModule, "encoder_phase", noted)
+    assert main([*args, "--aae-adversarial-weight", "0.05", "--output", str(resumed)]) == 0
+    assert weights == [0.05, 0.05], "the two iterations after the resume train at the new weight"
+    summary = json.loads((resumed / "summary.json").read_text())
+    assert summary["global_step"] == 8 and summary["config"]["aae_adversarial_weight"] == 0.05
+    assert "aae_adversarial_weight: 0.05" in (resumed / "config.yaml").read_text()
+    # What defines the run still does not change.
+    assert main([*args, "--latent-dim", "8", "--output", str(tmp_path / "other")]) == 2
+
+
 @pytest.mark.parametrize("weight", [1.0, 0.0128])
 def test_the_encoders_adversarial_loss_is_backpropagated_at_its_weight(weight, monkeypatch):
     module = AAEModule((1, 16, 16), width=8, latent_dim=4, aae_adversarial_weight=weight)

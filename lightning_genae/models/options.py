@@ -312,8 +312,9 @@ class AAEOptions(ReconstructionOptions):
     aae_adversarial_weight: float = option(
         0.0128,
         "weight of the encoder's adversarial loss against the per-pixel reconstruction loss in the "
-        "optimizer both share",
+        "optimizer both share; a resumed run may raise it",
         above=0,
+        changeable_on_resume=True,
     )
 
     def unread(self) -> dict[str, str]:
