@@ -17,8 +17,11 @@ and with `--gan-training paper --batch-size 100` under that file's training (SGD
     python bench/reproduce_parzen.py --data-dir DATA --families gan --steps 30000 -- \
         --gan-nets paper --gan-training paper --latent-dim 100 --batch-size 100
     python bench/reproduce_parzen.py ... --steps 60000 --extend -- ...   # the same runs, 30,000 more
+    python bench/reproduce_parzen.py ... --steps 70000 --extend -- ... --aae-adversarial-weight 0.05
 
-Options after `--` go to every run.py run as they are (a family option, a learning rate), e.g.
+With `--extend`, options after `--` must be the runs' own, except those a resumed run may change (a
+learning rate, the AAE's adversarial weight, raised for the continued stretch). Options after `--` go to
+every run.py run as they are (a family option, a learning rate), e.g.
 `python bench/reproduce_parzen.py --data-dir DATA --families aae --seeds 0 --output runs/w1 --
 --aae-adversarial-weight 1`.
 """

@@ -129,6 +129,18 @@ def test_a_mistyped_family_option_is_refused_with_the_option_it_resembles():
         VAEModule((1, 16, 16), latnet_dim=4)
 
 
+def test_a_family_built_with_a_shape_of_the_wrong_kind_says_which_shape_it_takes():
+    from lightning_genae.models import MODELS
+
+    with pytest.raises(
+        ConfigError,
+        match=r"^VAEModule: image_shape must be \(C, H, W\) in positive integers, got \(16, 16\)$",
+    ):
+        MODELS["vae"].module((16, 16))
+    with pytest.raises(ConfigError, match=r"^RAEModule: series_shape must be \(T, C\)"):
+        MODELS["rae"].module((1, 24, 5))
+
+
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError):
         lightning_genae.no_such_name  # noqa: B018

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import numbers
 import typing
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -271,6 +272,17 @@ class GenerativeModule(pl.LightningModule):
         super().__init__()
         # The shape of one item of the data, whatever its kind; image families also call it image_shape.
         self.data_shape = tuple(image_shape)
+        dims = {"image": "(C, H, W)", "sequence": "(T, C)"}.get(self.data_kind)
+        if dims is not None and (
+            len(self.data_shape) != dims.count(",") + 1
+            or not all(
+                isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in self.data_shape
+            )
+        ):
+            raise ConfigError(
+                f"{type(self).__name__}: {self.shape_key} must be {dims} in positive integers, got "
+                f"{self.data_shape}"
+            )
         if self.data_kind == "image":
             self.image_shape = self.data_shape
         self.options = self.options_type.parse(options)
