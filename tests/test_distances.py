@@ -258,9 +258,13 @@ def test_cached_real_stats_give_the_same_fd_and_all_keys() -> None:
         (torch.randn(20, 4), torch.randn(20, 5), "same feature network"),
         (torch.randn(20), torch.randn(20, 1), "flatten"),
         (torch.randn(20, 4), torch.full((20, 4), float("nan")), "NaN or Inf"),
-        (torch.randn(3, 4), torch.randn(20, 4), "--eval-samples >= 4"),
-        (torch.randn(20, 4), torch.randn(3, 4), "--eval-samples >= 4"),
-        (torch.randn(5, 4), torch.randn(20, 4), "--eval-samples >= 6"),  # density/coverage need k=5 < N
+        (torch.randn(3, 4), torch.randn(20, 4), "give at least 4 "),
+        (torch.randn(20, 4), torch.randn(3, 4), "give at least 4 "),
+        (
+            torch.randn(5, 4),
+            torch.randn(20, 4),
+            "give at least 6 ",
+        ),  # density/coverage need k=5 < N
     ],
 )
 def test_invalid_inputs_raise_with_the_fix(real: torch.Tensor, fake: torch.Tensor, message: str) -> None:

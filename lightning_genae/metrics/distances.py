@@ -96,7 +96,8 @@ def _check_neighbours(n: int, k: int, who: str, what: str) -> None:
         raise ValueError(f"{what} need k >= 1 nearest neighbours, got k={k}")
     if n <= k:
         raise ValueError(
-            f"{what} need more than k={k} samples per set, got {n} {who}; use --eval-samples >= {k + 1}"
+            f"{what} need more than k={k} samples per set, got {n} {who}; give at least {k + 1} "
+            "(run.py: --eval-samples)"
         )
 
 
@@ -107,7 +108,9 @@ def gaussian_stats(features: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance (float64) of [N, D] features: the cacheable statistics for FD."""
     x = _check_features(features, "input")
     if x.shape[0] < 2:
-        raise ValueError("a covariance needs at least 2 samples, got 1; use --eval-samples >= 2")
+        raise ValueError(
+            "a covariance needs at least 2 samples, got 1; give at least 2 (run.py: --eval-samples)"
+        )
     mu = x.mean(dim=0)
     xc = x - mu
     sigma = (xc.T @ xc) / (x.shape[0] - 1)
@@ -215,7 +218,7 @@ def _kid(
     if m < 2:
         raise ValueError(
             f"KID needs subsets of at least 2 samples, got {m} (from {n_r} real, {n_f} fake); "
-            "use --eval-samples >= 4"
+            "give at least 4 (run.py: --eval-samples)"
         )
     if m > min(n_r, n_f):
         raise ValueError(
