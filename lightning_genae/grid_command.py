@@ -70,9 +70,11 @@ def run_grid_command(
 def _check_image_backbone(resolved: ResolvedRun) -> None:
     """The grid's feature backbone, checked once before any cell runs, where a cell would otherwise fail
     or train unscored alone: Inception is built (without weights every cell would try the download again
-    and fail), and the default classifier must have labels to learn (a single run then trains without
-    image metrics, with one line; a grid's arms would be compared on nothing). BackboneUnavailable, one
-    line, before the grid writes anything."""
+    and fail), and for a family that only generates (a GAN, whose arms nothing but the image metrics can
+    compare) the default classifier must have labels to learn. A single run without them trains without
+    image metrics, with one line; so does a grid of a family that also reconstructs, whose arms are then
+    compared on the reconstruction error (VAE-GAN's protocol on CelebA). BackboneUnavailable, one line,
+    before the grid writes anything."""
     config = resolved.config
     if config.backbone == "inception":
         from lightning_genae.metrics.backbones import load_inception
@@ -81,8 +83,11 @@ def _check_image_backbone(resolved: ResolvedRun) -> None:
         return
     if config.backbone != "classifier" or config.classifier_weights is not None:
         return
+    family = resolved.model.module
+    if not callable(getattr(family, "sample", None)) or callable(getattr(family, "reconstruct", None)):
+        return
     datamodule = resolved.build_datamodule()
-    if datamodule.data_kind != "image" or not callable(getattr(resolved.model.module, "sample", None)):
+    if datamodule.data_kind != "image":
         return
     from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable
 
