@@ -185,7 +185,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     try:
         metrics_callback = generative_metrics(config, model, datamodule)
     except BackboneUnavailable as error:
-        if "backbone" in options:
+        if "backbone" in options or config.backbone != "inception" or config.inception_weights is not None:
             raise
         # The backbone is the training run's: re-scoring with another is the second way out.
         raise BackboneUnavailable(
@@ -238,12 +238,18 @@ def score_images(
     `images`: uint8 [N, C, H, W] as the dataset stores them, or floats in [-1, 1] as a model samples them.
     N = min(`num_samples` or all of them, the split's size) of each are compared, the real ones the same
     for every call with this `seed`. The values (`.values`) are named by the backbone (`fd_classifier`);
-    `.record()` says what they were computed on.
+    `.record()` says what they were computed on. A backbone given as a module must be named `classifier`
+    or `inception` (`FeatureBackbone.name`), the names the metrics carry.
     """
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(datamodule.image_shape):
         raise DataError(
             f"score_images: images of shape {tuple(images.shape)}, the {datamodule.name} images are "
             f"[N, {', '.join(map(str, datamodule.image_shape))}]; give images of the data's shape"
+        )
+    if len(images) < MIN_FEATURE_SAMPLES or (num_samples is not None and num_samples < MIN_FEATURE_SAMPLES):
+        raise DataError(
+            f"score_images: {len(images)} images, num_samples {num_samples}; the k-nearest-neighbour metrics "
+            f"need at least {MIN_FEATURE_SAMPLES} of each: give more"
         )
     if images.dtype != torch.uint8:
         images = datamodule.to_stored(images.detach().cpu())

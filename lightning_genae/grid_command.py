@@ -72,9 +72,9 @@ def _check_image_backbone(resolved: ResolvedRun) -> None:
     or train unscored alone: Inception is built (without weights every cell would try the download again
     and fail), and for a family that only generates (a GAN, whose arms nothing but the image metrics can
     compare) the default classifier must have labels to learn. A single run without them trains without
-    image metrics, with one line; so does a grid of a family that also reconstructs, whose arms are then
-    compared on the reconstruction error (VAE-GAN's protocol on CelebA). BackboneUnavailable, one line,
-    before the grid writes anything."""
+    image metrics, with one line; so does a grid of a family that also reconstructs, whose runs still
+    report the reconstruction error (VAE-GAN's protocol on CelebA reads it), without a headline metric.
+    BackboneUnavailable, one line, before the grid writes anything."""
     config = resolved.config
     if config.backbone == "inception":
         from lightning_genae.metrics.backbones import load_inception

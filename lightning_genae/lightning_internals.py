@@ -18,12 +18,14 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
+from pytorch_lightning.utilities.model_helpers import _restricted_classmethod
 
 __all__ = [
     "Tqdm",
     "kill_launched_processes",
     "log_global_value",
     "record_training_values",
+    "restricted_classmethod",
     "set_logging_step",
     "should_update_logs",
     "wandb_init_arguments",
@@ -151,3 +153,8 @@ def log_global_value(pl_module: pl.LightningModule, name: str, value: Any, **log
     if not any(silenced):
         warnings.filterwarnings("ignore", pattern)
     pl_module.log(name, value, sync_dist=False, **log_options)
+
+
+# Lightning's decorator for `load_from_checkpoint`: a class method that refuses to be called on an
+# instance (where it would return a new model and leave the instance as it was).
+restricted_classmethod = _restricted_classmethod

@@ -20,14 +20,14 @@ from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.grouping import grouped
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, start_gate
-from lightning_genae.config import RunConfig
+from lightning_genae.config import RunConfig, flag
 from lightning_genae.console import describe_model, describe_training, say
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import test_headline
-from lightning_genae.models import GenerativeModule
+from lightning_genae.models import MODELS, GenerativeModule
 from lightning_genae.resolve import ResolvedRun
 from lightning_genae.run_folder import ClaimedRunFolder
 from lightning_genae.run_report import (
@@ -63,9 +63,11 @@ def _say_what_changes_on_resume(resume: RunCheckpoint, config: RunConfig, run_di
     stored = resume.stored_config("--resume")
     if resume.run_folder.resolve() != run_dir.resolve():
         say(f"continuing the run of {resume.run_folder} in {run_dir}: new checkpoints and metrics go there")
-    new_lr, old_lr = config.plugin_options.get("lr"), stored.get("lr")
-    if new_lr is not None and old_lr is not None and new_lr != old_lr:
-        say(f"--lr {new_lr} replaces the checkpoint's {old_lr} from here on")
+    family = MODELS.get(config.model)
+    for name in ("lr", *(family.options.changeable_on_resume() if family is not None else ())):
+        new, old = config.plugin_options.get(name), stored.get(name)
+        if new is not None and old is not None and new != old:
+            say(f"{flag(name)} {new} replaces the checkpoint's {old} from here on")
 
 
 def _check_resumed_data(resume: RunCheckpoint, datamodule: InMemoryDataModule) -> None:

@@ -34,10 +34,10 @@ from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationM
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
-from lightning_genae.config import NO_BACKBONE, RunConfig
-from lightning_genae.console import IterationProgressBar, quiet_lightning, say
+from lightning_genae.config import NO_BACKBONE, RunConfig, check_values
+from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.datamodules import InMemoryDataModule
-from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, TrainingDiverged, describe_error
 from lightning_genae.lightning_internals import set_logging_step
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECALL_K
@@ -321,8 +321,6 @@ def callbacks_for(
             f"{type(datamodule).__name__}; hand your images over as "
             "lightning_genae.datamodules.TensorImageDataModule (docs/python-api.md)"
         )
-    # Lightning's warnings about checkpointing under manual optimization do not apply to these families.
-    quiet_lightning()
     run_dir = Path(output_dir)
     config = RunConfig.from_dict(
         {
@@ -337,6 +335,7 @@ def callbacks_for(
             "classifier_weights": None if classifier_weights is None else str(classifier_weights),
         }
     )
+    check_values(config)
     callbacks = [WritesUnder(run_dir), *build_callbacks(config, type(model), run_dir)]
     if metrics:
         callbacks += [c for c in metric_callbacks(config, model, datamodule, run_dir) if c is not None]
@@ -348,11 +347,19 @@ def load_model(checkpoint: str | Path) -> GenerativeModule:
     trained, with its weights, in eval mode on the CPU. The file is read safely (weights and plain values
     only); one that is not a run's checkpoint is a ConfigError naming the fix."""
     from lightning_genae.checkpoint import RunCheckpoint
-    from lightning_genae.resolve import resolve
+    from lightning_genae.plugins import load_plugins
 
     saved = RunCheckpoint.load(checkpoint, "load_model")
-    resolved = resolve(RunConfig.from_dict(saved.stored_config("load_model")))
-    return saved.restore(resolved.model.module, "load_model")
+    family = saved.stored_config("load_model").get("model")
+    load_plugins()
+    if family not in MODELS:
+        raise ConfigError(
+            f"load_model: {checkpoint} holds a run of the family {family!r}, which is not registered here; "
+            f"import the module that registers it first {PLUGIN_HINT}"
+        )
+    # Only the family: the model is rebuilt from the checkpoint's hyper-parameters, whatever data, weights
+    # files or augmentation the run was given.
+    return saved.restore(MODELS[family].module, "load_model")
 
 
 class WritesUnder(Callback):

@@ -288,7 +288,9 @@ def test_a_checkpoint_with_the_encoders_own_adversarial_optimizer_is_not_resumed
     assert checkpoint.is_file() and not resumed.exists()
 
 
-def test_a_resumed_run_may_raise_the_adversarial_weight_and_trains_at_it(aae_run, tmp_path, monkeypatch):
+def test_a_resumed_run_may_raise_the_adversarial_weight_and_trains_at_it(
+    aae_run, tmp_path, monkeypatch, capsys
+):
     resumed = tmp_path / "resumed"
     args = ["--resume", str(aae_run / "checkpoints" / "last.ckpt"), "--max-steps", "8"]
     weights = []
@@ -300,6 +302,10 @@ def test_a_resumed_run_may_raise_the_adversarial_weight_and_trains_at_it(aae_run
 
     monkeypatch.setattr(AAEModule, "encoder_phase", noted)
     assert main([*args, "--aae-adversarial-weight", "0.05", "--output", str(resumed)]) == 0
+    assert (
+        "--aae-adversarial-weight 0.05 replaces the checkpoint's 0.0128 from here on"
+        in capsys.readouterr().out
+    )
     assert weights == [0.05, 0.05], "the two iterations after the resume train at the new weight"
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["global_step"] == 8 and summary["config"]["aae_adversarial_weight"] == 0.05

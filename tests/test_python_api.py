@@ -141,6 +141,37 @@ def test_a_family_built_with_a_shape_of_the_wrong_kind_says_which_shape_it_takes
         MODELS["rae"].module((1, 24, 5))
 
 
+def test_evaluation_mode_restores_each_submodules_own_mode_and_shapes_are_plain_ints():
+    import numpy as np
+
+    from lightning_genae.models import MODELS
+
+    model = MODELS["vae"].module(tuple(np.array([1, 16, 16])), latent_dim=4, width=4).train()
+    assert all(type(d) is int for d in model.hparams["image_shape"]), "weights_only reads plain ints back"
+    frozen = next(part for part in model.modules() if isinstance(part, torch.nn.BatchNorm2d)).eval()
+    model.sample(2)
+    assert model.training and not frozen.training, "a submodule the user froze stays frozen"
+
+
+def test_load_from_checkpoint_stays_a_class_method_as_lightnings_is(tmp_path):
+    model = GANModule((1, 16, 16), latent_dim=4, width=4)
+    with pytest.raises(TypeError, match="cannot be called on an instance"):
+        model.load_from_checkpoint(tmp_path / "any.ckpt")
+
+
+def test_python_callers_inputs_are_checked_in_one_line(tmp_path):
+    from lightning_genae.datamodules import build_datamodule
+
+    data = build_datamodule("digits", data_dir=tmp_path)
+    model = GANModule((1, 16, 16), latent_dim=4, width=4)
+    with pytest.raises(ConfigError, match="--eval-samples must"):
+        lightning_genae.callbacks_for(model, data, tmp_path, eval_samples=0)
+    with pytest.raises(lightning_genae.DataError, match="need at least 6 of each: give more"):
+        lightning_genae.score_images(model.sample(5), data)
+    with pytest.raises(lightning_genae.DataError, match="need at least 6 of each: give more"):
+        lightning_genae.score_images(model.sample(50), data, num_samples=-5)
+
+
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError):
         lightning_genae.no_such_name  # noqa: B018

@@ -110,9 +110,14 @@ def transform_label(name: str, transform: Callable[..., Any], settings: PluginOp
     """How the run header names a discriminator-side transform: its own repr where its class writes one
     (`diffaug color,translation (...)`), else the augmentation's name and options (`flip (--flip-p 0.25)`)
     rather than a function's address."""
-    if not isinstance(transform, (functools.partial, types.FunctionType)) and (
-        type(transform).__repr__ is not object.__repr__
-    ):
-        return repr(transform)
+    anonymous = (
+        functools.partial,
+        types.FunctionType,
+        types.MethodType,
+        types.BuiltinFunctionType,
+        torch.nn.Module,
+    )
+    if not isinstance(transform, anonymous) and type(transform).__repr__ is not object.__repr__:
+        return repr(transform).splitlines()[0]
     values = ", ".join(f"{flag(key)} {value}" for key, value in settings.to_dict().items())
     return f"{name} ({values})" if values else name

@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import numbers
+import operator
+import os
 import typing
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import pytorch_lightning as pl
@@ -29,6 +30,7 @@ from lightning_genae.errors import ConfigError, TrainingDiverged
 from lightning_genae.lightning_internals import (
     log_global_value,
     record_training_values,
+    restricted_classmethod,
     should_update_logs,
 )
 from lightning_genae.models.batch import check_batch
@@ -200,13 +202,15 @@ def evaluation_mode(module: nn.Module) -> Iterator[None]:
     """The module in eval mode without gradients, its own mode restored after. In training mode batch norm
     would normalise by the batch's own statistics (so an image would depend on the others drawn with it,
     and a single one would fail) and update its running statistics, and dropout would be on."""
-    was_training = module.training
+    # Each submodule's own mode, so that one a user froze in eval mode stays so.
+    modes = [(part, part.training) for part in module.modules()]
     module.eval()
     try:
         with torch.no_grad():
             yield
     finally:
-        module.train(was_training)
+        for part, training in modes:
+            part.training = training
 
 
 def inference(method: Method) -> Method:
@@ -245,13 +249,16 @@ class GenerativeModule(pl.LightningModule):
     # (the GAN) gets the generative metric the run computes, set per instance by the training set-up.
     monitor: str | None = "val/loss"
 
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Lightning's loader; a run's checkpoint of another family is refused naming that family, where
-        Lightning would report the other family's options as unknown ones."""
+    @restricted_classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's loader (a class method, refused on an instance, as Lightning's is); a run's checkpoint
+        of another family is refused naming that family, where Lightning would report the other family's
+        options as unknown ones."""
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         except ConfigError as error:
+            if not isinstance(checkpoint_path, (str, os.PathLike)):
+                raise
             from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint
 
             try:
@@ -283,6 +290,10 @@ class GenerativeModule(pl.LightningModule):
                 f"{type(self).__name__}: {self.shape_key} must be {dims} in positive integers, got "
                 f"{self.data_shape}"
             )
+        # Plain ints: a checkpoint's hyper-parameters are read back with weights_only, which refuses numpy's.
+        self.data_shape = tuple(
+            operator.index(d) if isinstance(d, numbers.Integral) else d for d in self.data_shape
+        )
         if self.data_kind == "image":
             self.image_shape = self.data_shape
         self.options = self.options_type.parse(options)
