@@ -461,10 +461,9 @@ def trainer_kwargs(
     `eval_every` validate every that many iterations, across epoch boundaries, as `run.py --eval-every`.
 
     Lightning's `max_steps` counts optimizer steps; a family with several optimizers (GAN: 2, AAE and
-    VAE-GAN: 3) takes that many per iteration, so the budget is scaled here, as the CLI does. Its
-    `val_check_interval` counts batches within an epoch unless validation by epoch is turned off, which
-    is done here. Unlike `run.py`, a Trainer does not validate after its last iteration unless `eval_every`
-    divides `iterations`.
+    VAE-GAN: 3) takes that many per iteration, so the budget is scaled here, as the CLI does
+    (`validation_every` for the cadence). Unlike `run.py`, a Trainer does not validate after its last
+    iteration unless `eval_every` divides `iterations`.
     """
     if iterations < 1:
         raise ConfigError(f"iterations must be >= 1, got {iterations}; give a positive number of iterations")
@@ -477,9 +476,16 @@ def trainer_kwargs(
             raise ConfigError(
                 f"eval_every must be >= 1, got {eval_every}; give a positive number of iterations"
             )
-        # One training batch is one iteration, whatever the optimizer steps it takes.
-        kwargs.update(val_check_interval=eval_every, check_val_every_n_epoch=None)
+        kwargs.update(validation_every(eval_every))
     return kwargs
+
+
+def validation_every(iterations: int) -> dict[str, Any]:
+    """`pl.Trainer` arguments that validate every `iterations` training iterations across epoch boundaries,
+    so tiny and huge datasets behave alike: Lightning's `val_check_interval` counts training batches (one
+    batch is one iteration, whatever the optimizer steps it takes), within each epoch unless validation by
+    epoch is turned off."""
+    return {"val_check_interval": iterations, "check_val_every_n_epoch": None}
 
 
 def build_trainer(
@@ -504,9 +510,7 @@ def build_trainer(
             # The console prints one line about the model instead of Lightning's table.
             enable_model_summary=False,
             log_every_n_steps=log_every_n_steps(config),
-            # Validation by iteration count across epoch boundaries, so tiny and huge datasets behave alike.
-            val_check_interval=config.eval_every,
-            check_val_every_n_epoch=None,
+            **validation_every(config.eval_every),
             num_sanity_val_steps=0,
             fast_dev_run=config.fast_dev_run,
             plugins=cluster_plugins(),
