@@ -162,6 +162,15 @@ def test_augmenter_sees_only_the_runs_train_size_subset(tmp_path, augmenter_cach
     assert stored["train_size"] == 200 and stored["seed"] == 0 and stored["model"] == "ae"
 
 
+def test_augmenter_on_a_split_smaller_than_its_batch_trains_on_the_whole_split(tmp_path, augmenter_cache):
+    run_dir = tmp_path / "run"
+    args = ["--model", "ae", "--augment", "ae", "--train-size", "40", *AUGMENTER, *TINY, "--batch-size", "8"]
+    assert main([*args, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    path = Path(read_summary(run_dir)["augmentation"]["augmenter"]["path"])
+    stored = torch.load(path, map_location="cpu", weights_only=True)["genae_config"]
+    assert stored["batch_size"] == 40 and stored["train_size"] == 40
+
+
 # ----- online mode: a fraction of each training batch, nothing else -----
 
 

@@ -46,6 +46,12 @@ AUGMENTER_BATCH = 64
 AUGMENTER_LR = 1e-3
 
 
+def augmenter_batch_size(datamodule: InMemoryDataModule) -> int:
+    """AUGMENTER_BATCH, or the whole training split where it holds fewer items: the augmenter trains on full
+    batches, and a split that small is the run's data as given (the run's own --batch-size already fits it)."""
+    return min(AUGMENTER_BATCH, len(datamodule.split_tensors("train")[0]))
+
+
 def augmenter_lr(family: str) -> float:
     """AUGMENTER_LR, a fast rate for a short reconstruction run; an adversarial family (vaegan, aae) keeps its
     own default, which is set for its game between networks."""
@@ -192,7 +198,7 @@ def augmenter_identity(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: 
         "steps": plan.augmenter_steps,
         "width": plan.augmenter_width,
         "latent_dim": plan.augmenter_latent_dim,
-        "batch_size": AUGMENTER_BATCH,
+        "batch_size": augmenter_batch_size(datamodule),
         "lr": augmenter_lr(plan.augmenter_family),
     }
 
@@ -331,7 +337,8 @@ def train_augmenter(
 ) -> None:
     """Train the augmenter on the run's training split with its own single-device Trainer; save to `path`."""
     # A separate instance: the run's own DataModule must keep its trainer and per-device batch size.
-    data = type(datamodule)(**{**dict(datamodule.hparams), "batch_size": AUGMENTER_BATCH, "num_workers": 0})
+    batch_size = augmenter_batch_size(datamodule)
+    data = type(datamodule)(**{**dict(datamodule.hparams), "batch_size": batch_size, "num_workers": 0})
     data.prepare_data()
     num_train = len(data.split_tensors("train")[0])
     family = plan.augmenter_family
@@ -354,7 +361,7 @@ def train_augmenter(
         data_dir=str(datamodule.data_dir),
         train_size=datamodule.train_size,
         seed=seed,
-        batch_size=AUGMENTER_BATCH,
+        batch_size=batch_size,
         max_steps=plan.augmenter_steps,
         plugin_options={"lr": lr, **sizes, **series_options},
     )
@@ -391,7 +398,7 @@ def train_augmenter(
                 num_sanity_val_steps=0,
                 enable_model_summary=False,
                 # Every 50 iterations, or every epoch when an epoch is shorter (Lightning warns otherwise).
-                log_every_n_steps=max(1, min(50, num_train // AUGMENTER_BATCH)),
+                log_every_n_steps=max(1, min(50, num_train // batch_size)),
             )
             trainer.fit(module, datamodule=data)
         # A concurrent run (another grid cell) must never read half a checkpoint.
