@@ -63,18 +63,19 @@ def run_grid_command(
 
     quiet_lightning()
     for resolved in list(plan.runs.values())[:1]:
-        _check_image_backbone(resolved)
+        _check_image_backbone(resolved, tuning=tuning is not None)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=bool(values.get("overwrite")))
 
 
-def _check_image_backbone(resolved: ResolvedRun) -> None:
+def _check_image_backbone(resolved: ResolvedRun, tuning: bool = False) -> None:
     """The grid's feature backbone, checked once before any cell runs, where a cell would otherwise fail
     or train unscored alone: Inception is built (without weights every cell would try the download again
-    and fail), and for a family that only generates (a GAN, whose arms nothing but the image metrics can
-    compare) the default classifier must have labels to learn. A single run without them trains without
-    image metrics, with one line; so does a grid of a family that also reconstructs, whose runs still
-    report the reconstruction error (VAE-GAN's protocol on CelebA reads it), without a headline metric.
-    BackboneUnavailable, one line, before the grid writes anything."""
+    and fail), and for a family whose headline is an image metric (a GAN, an AAE, a VAE-GAN: the families
+    with no validation objective of their own) the default classifier must have labels to learn. A single
+    run without them trains without image metrics, with one line; so does a plain grid of such a family
+    that also reconstructs, whose runs still report the reconstruction error (VAE-GAN's protocol on CelebA
+    reads it), without a headline metric. A tuning grid needs the headline for every family: it chooses
+    each arm's candidate on it. BackboneUnavailable, one line, before the grid writes anything."""
     config = resolved.config
     if config.backbone == "inception":
         from lightning_genae.metrics.backbones import load_inception
@@ -84,17 +85,25 @@ def _check_image_backbone(resolved: ResolvedRun) -> None:
     if config.backbone != "classifier" or config.classifier_weights is not None:
         return
     family = resolved.model.module
-    if not callable(getattr(family, "sample", None)) or callable(getattr(family, "reconstruct", None)):
+    if getattr(family, "monitor", None) is not None:
+        return  # its own validation objective is the headline (val/loss)
+    reconstructs = callable(getattr(family, "reconstruct", None))
+    if reconstructs and not tuning:
         return
     datamodule = resolved.build_datamodule()
     if datamodule.data_kind != "image":
         return
     from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable
 
+    why = (
+        "a tuning grid chooses each arm's candidate on the validation image metrics"
+        if tuning
+        else "a grid compares its arms on the image metrics"
+    )
     try:
         check_classifier_trainable(config.data, datamodule)
     except BackboneUnavailable as error:
-        raise BackboneUnavailable(f"{error} (a grid compares its arms on the image metrics)") from error
+        raise BackboneUnavailable(f"{error} ({why})") from error
 
 
 def _check_grid_index(grid_index: int, plan: GridPlan, tuning: TuningPlan | None) -> None:

@@ -230,6 +230,23 @@ def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_an
     assert not root.exists(), "no grid.json, no cell folder"
 
 
+def test_a_tuning_grid_of_a_family_scored_on_images_without_labels_is_refused_before_any_cell(tmp_path, capsys):
+    # A plain AAE grid still trains there (its runs report the reconstruction error); a tuning grid could
+    # not choose a candidate: the AAE's headline is an image metric, which needs the classifier's labels.
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(24):
+        Image.new("L", (16, 16), color=10 * index).save(images / f"{index}.png")
+    root = tmp_path / "grid"
+    args = ["--model", "aae", "--data", "folder", "--data-dir", str(images), *SMALL, "--batch-size", "4"]
+    tuning = ["--augment", "none,ae", "--augment-p", "0.1,0.5", "--tune-seeds", "100", "--seeds", "0"]
+    assert main([*args, "--max-steps", "1", *tuning, "--output", str(root)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: classifier: folder has no labels to train a feature classifier on; ")
+    assert error.endswith("(a tuning grid chooses each arm's candidate on the validation image metrics)")
+    assert not root.exists(), "no grid.json, no cell folder"
+
+
 def test_real_features_are_cached_on_disk(tmp_path):
     datamodule = build_datamodule("digits", data_dir=tmp_path)
     datamodule.setup()
