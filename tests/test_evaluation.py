@@ -230,7 +230,7 @@ def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_an
     assert not root.exists(), "no grid.json, no cell folder"
 
 
-def test_a_tuning_grid_of_a_family_scored_on_images_without_labels_is_refused_before_any_cell(tmp_path, capsys):
+def test_a_tuning_grid_of_a_family_scored_on_images_without_labels_is_refused_first(tmp_path, capsys):
     # A plain AAE grid still trains there (its runs report the reconstruction error); a tuning grid could
     # not choose a candidate: the AAE's headline is an image metric, which needs the classifier's labels.
     images = tmp_path / "images"

@@ -48,7 +48,7 @@ AUGMENTER_LR = 1e-3
 
 def augmenter_batch_size(datamodule: InMemoryDataModule) -> int:
     """AUGMENTER_BATCH, or the whole training split where it holds fewer items: the augmenter trains on full
-    batches, and a split that small is the run's data as given (the run's own --batch-size already fits it)."""
+    batches, and a split that small is the run's data as given (the run's --batch-size already fits it)."""
     return min(AUGMENTER_BATCH, len(datamodule.split_tensors("train")[0]))
 
 
