@@ -275,10 +275,9 @@ def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: 
     family's included, never raise; what may change on resume is CHANGEABLE_ON_RESUME and the options the
     run's family declares changeable (`option(..., changeable_on_resume=True)`).
     """
-    from lightning_genae.models import MODELS
+    from lightning_genae.models import changeable_on_resume
 
-    family = MODELS.get(stored.get("model", ""))
-    changeable = family.options.changeable_on_resume() if family is not None else ()
+    changeable = changeable_on_resume(stored.get("model", ""))
     conflicts = resume_conflicts(stored, given, changeable)
     if conflicts:
         own = "".join(f", {flag(name)}" for name in changeable)

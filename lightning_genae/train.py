@@ -27,7 +27,7 @@ from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import test_headline
-from lightning_genae.models import MODELS, GenerativeModule
+from lightning_genae.models import GenerativeModule, changeable_on_resume
 from lightning_genae.resolve import ResolvedRun
 from lightning_genae.run_folder import ClaimedRunFolder
 from lightning_genae.run_report import (
@@ -63,8 +63,7 @@ def _say_what_changes_on_resume(resume: RunCheckpoint, config: RunConfig, run_di
     stored = resume.stored_config("--resume")
     if resume.run_folder.resolve() != run_dir.resolve():
         say(f"continuing the run of {resume.run_folder} in {run_dir}: new checkpoints and metrics go there")
-    family = MODELS.get(config.model)
-    for name in ("lr", *(family.options.changeable_on_resume() if family is not None else ())):
+    for name in ("lr", *changeable_on_resume(config.model)):
         new, old = config.plugin_options.get(name), stored.get(name)
         if new is not None and old is not None and new != old:
             say(f"{flag(name)} {new} replaces the checkpoint's {old} from here on")

@@ -96,6 +96,14 @@ MODELS: dict[str, ModelSpec] = {
     ),
 }
 
+
+def changeable_on_resume(model: str) -> tuple[str, ...]:
+    """The options of family `model` that a resumed run may change (`option(..., changeable_on_resume=True)`,
+    beside config.CHANGEABLE_ON_RESUME's); none for a name that is not registered."""
+    spec = MODELS.get(model)
+    return spec.options.changeable_on_resume() if spec is not None else ()
+
+
 # Names this package has always exported, each imported from its module on first use (PEP 562), so that
 # `from lightning_genae.models import MODELS` does not import Lightning.
 _LAZY_EXPORTS = {
@@ -120,4 +128,4 @@ _LAZY_EXPORTS = {
 __getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)
 
 
-__all__ = ["MODELS", "FamilyOptions", "ModelSpec", *_LAZY_EXPORTS]
+__all__ = ["MODELS", "FamilyOptions", "ModelSpec", "changeable_on_resume", *_LAZY_EXPORTS]
