@@ -21,7 +21,6 @@ from lightning_genae.ablation.tuning import (
 from lightning_genae.arguments import build_parser, split_list
 from lightning_genae.cluster import RunInterrupted, current_job, global_rank
 from lightning_genae.config import (
-    NO_BACKBONE,
     RunConfig,
     check_path_values,
     merge,
@@ -77,11 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         augments = split_list(str(augment_value)) if augment_value is not None else None
         if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):
             values = {**file_values, **args}
-            if values.get("backbone") == NO_BACKBONE:
-                raise ConfigError(
-                    "a grid compares its arms on the image metrics, which --backbone none skips; "
-                    "drop --backbone none"
-                )
             tuning = (candidates, tune_seeds) if tune_seeds is not None else None
             return run_grid_command(
                 values, augments, train_sizes, seeds, grid_index, print_config, tuning, named_options(args)

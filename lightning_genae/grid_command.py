@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_genae.config import RunConfig, merge, resume_conflicts
+from lightning_genae.config import NO_BACKBONE, RunConfig, merge, resume_conflicts
 from lightning_genae.errors import ConfigError
 from lightning_genae.resolve import ResolvedRun, check_shape_options
 
@@ -70,36 +70,38 @@ def run_grid_command(
 def _check_image_backbone(resolved: ResolvedRun, tuning: bool = False) -> None:
     """The grid's feature backbone, checked once before any cell runs, where a cell would otherwise fail
     or train unscored alone: Inception is built (without weights every cell would try the download again
-    and fail), and for a family whose headline is an image metric (a GAN, an AAE, a VAE-GAN: the families
-    with no validation objective of their own) the default classifier must have labels to learn. A single
-    run without them trains without image metrics, with one line; so does a plain grid of such a family
-    that also reconstructs, whose runs still report the reconstruction error (VAE-GAN's protocol on CelebA
-    reads it), without a headline metric. A tuning grid needs the headline for every family: it chooses
-    each arm's candidate on it. BackboneUnavailable, one line, before the grid writes anything."""
+    and fail). A family whose headline is an image metric (a GAN, an AAE, a VAE-GAN: the families with no
+    validation objective of their own) needs the image metrics: not `--backbone none`, and the default
+    classifier needs labels to learn. A single run without them trains without image metrics; so does a
+    plain grid of such a family that also reconstructs, whose runs still report the reconstruction error
+    (VAE-GAN's protocol on CelebA reads it), without a headline metric. A tuning grid needs the headline:
+    it chooses each arm's candidate on it. One line (ConfigError or BackboneUnavailable) before the grid
+    writes anything."""
     config = resolved.config
     if config.backbone == "inception":
         from lightning_genae.metrics.backbones import load_inception
 
         load_inception(config.inception_weights)
         return
-    if config.backbone != "classifier" or config.classifier_weights is not None:
+    if config.backbone == "classifier" and config.classifier_weights is not None:
         return
     family = resolved.model.module
     if getattr(family, "monitor", None) is not None:
         return  # its own validation objective is the headline (val/loss)
-    reconstructs = callable(getattr(family, "reconstruct", None))
-    if reconstructs and not tuning:
+    if callable(getattr(family, "reconstruct", None)) and not tuning:
         return
     datamodule = resolved.build_datamodule()
     if datamodule.data_kind != "image":
         return
-    from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable
-
     why = (
         "a tuning grid chooses each arm's candidate on the validation image metrics"
         if tuning
         else "a grid compares its arms on the image metrics"
     )
+    if config.backbone == NO_BACKBONE:
+        raise ConfigError(f"--backbone none skips the image metrics, and {why}; drop --backbone none")
+    from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable
+
     try:
         check_classifier_trainable(config.data, datamodule)
     except BackboneUnavailable as error:

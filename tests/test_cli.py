@@ -243,4 +243,23 @@ def test_backbone_none_in_a_grid_exits_2_with_one_line(tmp_path, capsys):
     args = ["--model", "gan", *TINY_RUN, *grid, "--output", str(root)]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--backbone none" in err and not root.exists()
+    assert err == (
+        "error: --backbone none skips the image metrics, and a grid compares its arms on the image metrics; "
+        "drop --backbone none"
+    )
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    ("family", "headline", "column"), [("ae", "test/loss", "loss"), ("aae", "none", "mse")]
+)
+def test_a_grid_of_a_family_that_reconstructs_runs_with_backbone_none(tmp_path, family, headline, column):
+    # The AE's headline is its validation loss; the AAE has none without the image metrics, and its arms
+    # compare on the reconstruction error.
+    root = tmp_path / "grid"
+    args = ["--model", family, *TINY_RUN, "--max-steps", "3", "--seeds", "0,1", "--backbone", "none"]
+    assert main([*args, "--output", str(root)]) == 0
+    summary = (root / "ablation.md").read_text()
+    assert f"Headline metric: `{headline}`" in summary, summary
+    header = next(line for line in summary.splitlines() if line.startswith("| augment |"))
+    assert header == f"| augment | train size | n | failed | {column} | notes |"

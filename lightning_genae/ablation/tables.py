@@ -119,7 +119,13 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+# The test reconstruction error every reconstructing family reports (on [0, 1] images).
+RECONSTRUCTION_ERROR = "test/mse"
+
+
 def _table_metrics(runs: list[CellRun], headline: str | None) -> list[str]:
+    """The report's columns: the headline where it is the family's own objective, the image metrics by
+    backbone (the headline's first), and the reconstruction error of a family judged on the images."""
     present = {name for run in runs if run.ok for name in run.final_metrics if name.startswith("test/")}
     parsed_headline = try_parse(headline) if headline else None
     headline_backbone = parsed_headline.backbone if parsed_headline else None
@@ -130,11 +136,19 @@ def _table_metrics(runs: list[CellRun], headline: str | None) -> list[str]:
     )
     ranked = _ranked_feature_metrics()
     columns = []
+    # A family judged on its own objective (an AE's or VAE's test/loss) shows it first; one judged on the
+    # image metrics that also reconstructs (an AAE, a VAE-GAN) shows its reconstruction error after them,
+    # which is all such a grid compares on where the image metrics were skipped.
+    own_objective = headline in present and headline_backbone is None
+    if own_objective:
+        columns.append(headline)
     for backbone in backbones:
         for key in ranked:
             name = MetricName.generative(key, backbone, "test").format()
             if name in present:
                 columns.append(name)
+    if not own_objective and RECONSTRUCTION_ERROR in present:
+        columns.append(RECONSTRUCTION_ERROR)
     return columns
 
 
