@@ -263,3 +263,12 @@ def test_a_grid_of_a_family_that_reconstructs_runs_with_backbone_none(tmp_path, 
     assert f"Headline metric: `{headline}`" in summary, summary
     header = next(line for line in summary.splitlines() if line.startswith("| augment |"))
     assert header == f"| augment | train size | n | failed | {column} | notes |"
+
+
+def test_a_grid_of_series_reports_the_loss_and_the_scores_of_the_generated_series(tmp_path):
+    root = tmp_path / "grid"
+    args = ["--model", "rae", "--data", "sines", "--max-steps", "3", "--seeds", "0,1", "--output", str(root)]
+    assert main(args) == 0
+    lines = (root / "ablation.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| augment"))
+    assert header == "| augment | train size | n | failed | loss | discriminative | predictive | notes |"

@@ -26,7 +26,7 @@ from lightning_genae.ablation.runs import (
 from lightning_genae.ablation.tuning import TUNING_FILE
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import feature_metric_keys
-from lightning_genae.metrics.names import KINDS, Direction, MetricName, direction, try_parse
+from lightning_genae.metrics.names import KINDS, SERIES_SCORES, Direction, MetricName, direction, try_parse
 from lightning_genae.spread import mean_std
 
 
@@ -125,7 +125,8 @@ RECONSTRUCTION_ERROR = "test/mse"
 
 def _table_metrics(runs: list[CellRun], headline: str | None) -> list[str]:
     """The report's columns: the headline where it is the family's own objective, the image metrics by
-    backbone (the headline's first), and the reconstruction error of a family judged on the images."""
+    backbone (the headline's first), the generated series' scores, and the reconstruction error of a family
+    judged on the images."""
     present = {name for run in runs if run.ok for name in run.final_metrics if name.startswith("test/")}
     parsed_headline = try_parse(headline) if headline else None
     headline_backbone = parsed_headline.backbone if parsed_headline else None
@@ -147,6 +148,7 @@ def _table_metrics(runs: list[CellRun], headline: str | None) -> list[str]:
             name = MetricName.generative(key, backbone, "test").format()
             if name in present:
                 columns.append(name)
+    columns += [name for name in (f"test/{score}" for score in SERIES_SCORES) if name in present]
     if not own_objective and RECONSTRUCTION_ERROR in present:
         columns.append(RECONSTRUCTION_ERROR)
     return columns

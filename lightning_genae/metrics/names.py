@@ -127,6 +127,9 @@ KINDS: dict[str, MetricKind] = {
     "step": MetricKind(Direction.NONE),
 }
 
+# What metrics/sequences.py scores generated series by, in this order (no backbone).
+SERIES_SCORES = ("discriminative", "predictive")
+
 # What distances.feature_metrics returns and the callbacks log, in this order, each as
 # `metric_name(key, backbone)`.
 GENERATIVE_KEYS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
