@@ -212,11 +212,16 @@ def test_evaluating_a_run_scored_with_inception_without_its_weights_offers_the_c
     assert "test/fd_classifier" in json.loads((run_dir / "eval.json").read_text())["metrics"]
 
 
-def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_any_cell(tmp_path, capsys):
-    images = tmp_path / "images"
-    images.mkdir()
+def unlabelled_images(folder: Path) -> Path:
+    """24 grey 16 px PNGs in one folder: images `--data folder` reads without labels."""
+    folder.mkdir()
     for index in range(24):
-        Image.new("L", (16, 16), color=10 * index).save(images / f"{index}.png")
+        Image.new("L", (16, 16), color=10 * index).save(folder / f"{index}.png")
+    return folder
+
+
+def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_any_cell(tmp_path, capsys):
+    images = unlabelled_images(tmp_path / "images")
     root = tmp_path / "grid"
     args = ["--model", "gan", "--data", "folder", "--data-dir", str(images), *SMALL, "--batch-size", "4"]
     grid = [*args, "--max-steps", "1", "--seeds", "0,1", "--output", str(root)]
@@ -233,10 +238,7 @@ def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_an
 def test_a_tuning_grid_of_a_family_scored_on_images_without_labels_is_refused_first(tmp_path, capsys):
     # A plain AAE grid still trains there (its runs report the reconstruction error); a tuning grid could
     # not choose a candidate: the AAE's headline is an image metric, which needs the classifier's labels.
-    images = tmp_path / "images"
-    images.mkdir()
-    for index in range(24):
-        Image.new("L", (16, 16), color=10 * index).save(images / f"{index}.png")
+    images = unlabelled_images(tmp_path / "images")
     root = tmp_path / "grid"
     args = ["--model", "aae", "--data", "folder", "--data-dir", str(images), *SMALL, "--batch-size", "4"]
     tuning = ["--augment", "none,ae", "--augment-p", "0.1,0.5", "--tune-seeds", "100", "--seeds", "0"]
