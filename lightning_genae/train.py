@@ -111,15 +111,43 @@ class LearningRateOnResume(Callback):
     """Gives the restored optimizers the learning rate this invocation asked for.
 
     Lightning restores each optimizer's state on resume, its learning rate included, so a new `--lr`
-    would reach config.yaml but not the training. Freshly configured optimizers carry the new value.
+    would reach config.yaml but not the training. Freshly configured optimizers carry the new value. Under
+    a schedule the restored scheduler's base rate is what each step rescales (a LambdaLR sets the rate to
+    base x factor), so the base changes too and the current rate keeps the schedule's factor.
     """
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        configured = pl_module.configure_optimizers()
-        fresh = [configured] if isinstance(configured, torch.optim.Optimizer) else list(configured)
+        fresh = configured_optimizers(pl_module.configure_optimizers())
+        schedulers = {
+            id(config.scheduler.optimizer): config.scheduler for config in trainer.lr_scheduler_configs
+        }
         for new, restored in zip(fresh, trainer.optimizers, strict=True):
-            for new_group, restored_group in zip(new.param_groups, restored.param_groups, strict=True):
-                restored_group["lr"] = new_group["lr"]
+            scheduler = schedulers.get(id(restored))
+            for index, (new_group, restored_group) in enumerate(
+                zip(new.param_groups, restored.param_groups, strict=True)
+            ):
+                # A scheduler built on the fresh optimizer moved its base rate to "initial_lr".
+                wanted = new_group.get("initial_lr", new_group["lr"])
+                if scheduler is None:
+                    restored_group["lr"] = wanted
+                    continue
+                old_base = scheduler.base_lrs[index]
+                restored_group["lr"] = restored_group["lr"] * wanted / old_base if old_base else wanted
+                restored_group["initial_lr"] = wanted
+                scheduler.base_lrs[index] = wanted
+
+
+def configured_optimizers(configured: Any) -> list[torch.optim.Optimizer]:
+    """The optimizers in whatever `configure_optimizers` may return (an optimizer, a list of them, a dict
+    with "optimizer", a list of such dicts, or (optimizers, schedulers)), in order."""
+    if isinstance(configured, torch.optim.Optimizer):
+        return [configured]
+    if isinstance(configured, dict):
+        return [configured["optimizer"]]
+    items = list(configured)
+    if len(items) == 2 and isinstance(items[0], (list, tuple)) and isinstance(items[1], (list, tuple)):
+        items = list(items[0])
+    return [optimizer for item in items for optimizer in configured_optimizers(item)]
 
 
 class TrainingStarted(Callback):
