@@ -115,6 +115,11 @@ def test_bad_input_is_a_one_line_value_error(real, call, says):
     assert says in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_discriminative_score_of_the_smallest_split_a_series_dataset_allows(real, noise):
+    # A split of 2 series (the least the series datamodules accept): one to train on, one to test on.
+    assert discriminative_score(real[:2], noise[:2], steps=1) in (0.0, 0.5)
+
+
 def test_score_sequences_names_every_value_from_the_vocabulary(real, noise):
     score = score_sequences(real[:64], "val", generated=noise[:64], steps=2)
     assert set(score.logged()) == {"val/discriminative", "val/predictive"}

@@ -157,7 +157,8 @@ def discriminative_score(
     _same_channels(real, generated, "discriminative_score")
     _check_options(steps, batch_size, hidden)
     n = min(len(real), len(generated))
-    n_train = int(round(TRAIN_FRACTION * n))
+    # Rounded down, as TimeGAN's train_test_divide: two series give one to train on and one to test on.
+    n_train = int(TRAIN_FRACTION * n)
     if n_train < 1 or n - n_train < 1:
         raise ValueError(
             f"discriminative_score needs at least 2 series per set (one to train, one to test), got {n}"
