@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -23,8 +23,12 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_genae.cache import is_torch_file
 from lightning_genae.config import PER_INVOCATION, RunConfig
+from lightning_genae.console import say
 from lightning_genae.datamodules.base import TRAIN_CONTENT_KEY
 from lightning_genae.errors import ConfigError, describe_error
+
+if TYPE_CHECKING:
+    from lightning_genae.datamodules.base import InMemoryDataModule
 
 CONFIG_KEY = "genae_config"
 Module = TypeVar("Module", bound=pl.LightningModule)
@@ -143,6 +147,25 @@ class RunCheckpoint:
             if isinstance(value, dict) and isinstance(value.get(TRAIN_CONTENT_KEY), str):
                 return value[TRAIN_CONTENT_KEY]
         return None
+
+    def check_trained_on(self, datamodule: InMemoryDataModule, flag: str, otherwise: str) -> None:
+        """Refuse data whose training split differs by content from the run's: files replaced in place
+        under the same --data-dir are found, not mixed into one run or reported as its numbers. `otherwise`
+        ends the error with the other way out."""
+        trained = self.training_data_sha256()
+        if trained is None:
+            say(
+                f"{flag}: {self.path} records no hash of its training data (an older version), so it "
+                "could not be compared with this data"
+            )
+            return
+        current = datamodule.content_sha256("train")
+        if trained != current:
+            raise ConfigError(
+                f"{flag} {self.path}: the training {datamodule.item_noun} differ from the run's (SHA-256 "
+                f"{trained[:12]} in the checkpoint, {current[:12]} now: were the files under --data-dir "
+                f"replaced?); restore the run's data, or {otherwise}"
+            )
 
     def iteration(self, steps_per_iteration: int) -> int:
         """Training iterations done when it was saved (Lightning counts optimizer steps)."""

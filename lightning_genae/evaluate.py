@@ -182,6 +182,12 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     model = checkpoint.restore(resolved.model.module, "--evaluate")
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, type(model)))
     prepare_data_early(datamodule, trainer)
+    # Other data would give other numbers under the run's name.
+    checkpoint.check_trained_on(
+        datamodule,
+        "--evaluate",
+        "score the model on this data with lightning_genae.load_model and score_images",
+    )
     try:
         metrics_callback = generative_metrics(config, model, datamodule)
     except BackboneUnavailable as error:

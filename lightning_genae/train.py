@@ -69,25 +69,6 @@ def _say_what_changes_on_resume(resume: RunCheckpoint, config: RunConfig, run_di
             say(f"{flag(name)} {new} replaces the checkpoint's {old} from here on")
 
 
-def _check_resumed_data(resume: RunCheckpoint, datamodule: InMemoryDataModule) -> None:
-    """A resumed run must train on the data it started on: the training split compared by content, so that
-    files replaced in place under the same --data-dir are found, not mixed into one run."""
-    trained = resume.training_data_sha256()
-    if trained is None:
-        say(
-            f"resuming: {resume.path} records no hash of its training data (an older version), so it "
-            "could not be compared with this data"
-        )
-        return
-    current = datamodule.content_sha256("train")
-    if trained != current:
-        raise ConfigError(
-            f"--resume {resume.path}: the training {datamodule.item_noun} differ from the run's (SHA-256 "
-            f"{trained[:12]} in the checkpoint, {current[:12]} now: were the files under --data-dir "
-            "replaced?); restore the run's data, or start a new run without --resume"
-        )
-
-
 def log_last_training_values(
     trainer: pl.Trainer, model: GenerativeModule, fit_metrics: dict[str, float]
 ) -> None:
@@ -270,7 +251,7 @@ def _train(
     # of a checkpoint may use any batch size, so the check is training's, not the data's).
     datamodule.check_batch_fits()
     if resume is not None and trainer.is_global_zero:
-        _check_resumed_data(resume, datamodule)
+        resume.check_trained_on(datamodule, "--resume", "start a new run without --resume")
     attached = attach_augmentation(
         resolved.augment,
         datamodule,

@@ -266,6 +266,20 @@ def test_a_resume_after_the_images_were_replaced_is_refused_and_touches_nothing(
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
 
 
+def test_an_evaluation_after_the_images_were_replaced_is_refused_and_writes_nothing(
+    folder_ae_checkpoint, capsys
+):
+    checkpoint, folder = folder_ae_checkpoint
+    run_dir = checkpoint.parent.parent
+    write_folder(folder, inverted=True)
+    capsys.readouterr()
+    assert main(["--evaluate", str(checkpoint)]) == 2
+    one_line(capsys, "--evaluate", "training images differ from the run's", "restore the run's")
+    assert not (run_dir / "eval.json").exists()
+    write_folder(folder)
+    assert main(["--evaluate", str(checkpoint)]) == 0 and (run_dir / "eval.json").is_file()
+
+
 def test_a_checkpoint_without_a_data_hash_resumes_saying_it_was_not_compared(folder_ae_checkpoint, capsys):
     checkpoint, _ = folder_ae_checkpoint
     contents = torch.load(checkpoint, weights_only=True)
