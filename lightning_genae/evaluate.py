@@ -8,6 +8,7 @@ backbone, split and sample counts that produced it.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -258,7 +259,7 @@ def score_images(
             f"need at least {MIN_FEATURE_SAMPLES} of each: give more"
         )
     if images.dtype != torch.uint8:
-        images = datamodule.to_stored(images.detach().cpu())
+        images = _stored_images(images.detach().cpu(), datamodule)
     datamodule.prepare_data()
     datamodule.setup("test")
     if isinstance(backbone, str):
@@ -280,6 +281,29 @@ def score_images(
         seed=seed,
         device=device,
     )
+
+
+def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.Tensor:
+    """Float images in [-1, 1] as the dataset stores them (uint8). NaN or Inf is refused: stored, it would
+    become black pixels and be scored as images; a batch that lies in [0, 1] is warned about, as the
+    training batch is (its FD would measure the scale, not the model)."""
+    if not torch.is_floating_point(images):
+        raise DataError(f"score_images: images of dtype {images.dtype}; give uint8 or floats in [-1, 1]")
+    finite = torch.isfinite(images).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        raise DataError(
+            f"score_images: {int((~finite).sum())} of the {len(images)} images hold NaN or Inf; score "
+            "images a model sampled without diverging"
+        )
+    low = float(images.min())
+    if low >= 0.0:
+        high = float(images.max())
+        warnings.warn(
+            f"score_images: the images lie in [{low:.3g}, {high:.3g}], which looks like [0, 1]; floats are "
+            "read in [-1, 1] (x * 2 - 1 for images in [0, 1])",
+            stacklevel=3,
+        )
+    return datamodule.to_stored(images)
 
 
 def evaluate_folder(

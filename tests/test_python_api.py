@@ -118,6 +118,12 @@ def test_score_images_measures_a_models_samples_and_the_data_against_itself(tmp_
     assert itself.values["fd_classifier"] == pytest.approx(frechet_distance(real_features, fake), rel=1e-5)
     with pytest.raises(lightning_genae.DataError, match=r"give images of the data's shape"):
         lightning_genae.score_images(torch.zeros(10, 16, 16, dtype=torch.uint8), data)
+    diverged = torch.zeros(10, 1, 16, 16)
+    diverged[3] = float("nan")
+    with pytest.raises(lightning_genae.DataError, match=r"^score_images: 1 of the 10 images hold NaN or Inf"):
+        lightning_genae.score_images(diverged, data)
+    with pytest.warns(UserWarning, match=r"looks like \[0, 1\]; floats are read in \[-1, 1\]"):
+        lightning_genae.score_images(torch.rand(10, 1, 16, 16), data)
 
 
 def test_a_mistyped_family_option_is_refused_with_the_option_it_resembles():
