@@ -22,7 +22,7 @@ from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.metrics import RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.config import merge
+from lightning_genae.config import NO_BACKBONE, merge
 from lightning_genae.console import say
 from lightning_genae.datamodules import ImageDataModule, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
@@ -39,7 +39,7 @@ from lightning_genae.metrics.generative import (
 )
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
-from lightning_genae.plugin_options import typed_flag
+from lightning_genae.plugin_options import flag, typed_flag
 from lightning_genae.resolve import resolve
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
@@ -53,6 +53,7 @@ from lightning_genae.trainer import (
 # What `--evaluate-folder` reads: the dataset to compare with, the sample count, where the result goes.
 FOLDER_EVALUATION_OPTIONS = (
     "data",
+    "backbone",
     "data_dir",
     "image_size",
     "channels",
@@ -306,6 +307,38 @@ def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.T
     return datamodule.to_stored(images)
 
 
+def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -> None:
+    """One line where the folder's images are not the dataset's size or colour: they are read as its test
+    images are (converted, the centred square resized), which a score of another resolution would hide."""
+    from PIL import Image
+
+    channels, size, _ = datamodule.image_shape
+    mode = "L" if channels == 1 else "RGB"
+    other_size = other_mode = 0
+    for path in paths:
+        try:
+            # Image.open reads the header only.
+            with Image.open(path) as image:
+                other_size += image.size != (size, size)
+                other_mode += image.mode != mode
+        except (OSError, ValueError, SyntaxError):
+            continue  # read_images names the file that cannot be read
+    if other_size or other_mode:
+        parts = [
+            f"{count} of {len(paths)} are not {what}"
+            for count, what in (
+                (other_size, f"{size}x{size}"),
+                (other_mode, "greyscale" if channels == 1 else "RGB"),
+            )
+            if count
+        ]
+        shape = f"{channels}x{size}x{size}"
+        say(
+            f"--evaluate-folder: {'; '.join(parts)} (the test images of {datamodule.name} are {shape}): "
+            "each is read as one of them, the centred square resized and the colours converted"
+        )
+
+
 def evaluate_folder(
     folder: str, options: dict[str, Any], file_values: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -317,10 +350,8 @@ def evaluate_folder(
     unused = sorted(set(options) - set(FOLDER_EVALUATION_OPTIONS))
     if unused:
         flags = ", ".join(typed_flag(name, options[name]) for name in unused)
-        raise ConfigError(
-            f"--evaluate-folder scores images against --data's test split and takes no training options; "
-            f"drop {flags}"
-        )
+        read = ", ".join(flag(name) for name in FOLDER_EVALUATION_OPTIONS)
+        raise ConfigError(f"--evaluate-folder reads only {read}; drop {flags}")
     if "output" not in options:
         raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
     read = {key: value for key, value in (file_values or {}).items() if key in FOLDER_EVALUATION_OPTIONS}
@@ -341,6 +372,7 @@ def evaluate_folder(
             f"k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}: add images"
         )
     channels, size, _ = datamodule.image_shape
+    _say_how_images_are_framed(paths, datamodule)
     images = read_images(paths, size, channels)
     device = torch.device(
         "cuda" if torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda") else "cpu"
@@ -353,7 +385,11 @@ def evaluate_folder(
         "backbones": {},
         "skipped": {},
     }
-    for name in BACKBONES:
+    # A backbone named on the command line is the only one, and its failure an error.
+    chosen = options.get("backbone")
+    if chosen == NO_BACKBONE:
+        raise ConfigError("--evaluate-folder with --backbone none would score nothing; drop --backbone")
+    for name in [chosen] if chosen is not None else BACKBONES:
         try:
             backbone = load_backbone(
                 name,
@@ -364,7 +400,7 @@ def evaluate_folder(
             )
         except BackboneUnavailable as error:
             named = {"classifier": config.classifier_weights, "inception": config.inception_weights}
-            if named.get(name) is not None:
+            if named.get(name) is not None or chosen is not None:
                 # A file the user named is expected to work: an error, not a skipped backbone.
                 raise
             result["skipped"][name] = str(error)

@@ -156,6 +156,29 @@ def test_evaluate_folder_scores_real_images_far_better_than_noise(tmp_path, caps
     assert "inception" in scores["real"]["skipped"] or "fid_inception" in real
 
 
+def test_evaluate_folder_with_a_backbone_scores_with_it_alone_and_says_how_other_images_are_read(
+    tmp_path, capsys
+):
+    folder = tmp_path / "rgb"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for index in range(8):
+        pixels = torch.randint(0, 256, (30, 40, 3), dtype=torch.uint8, generator=generator)
+        Image.fromarray(pixels.numpy(), mode="RGB").save(folder / f"{index}.png")
+    out = tmp_path / "eval"
+    args = ["--evaluate-folder", str(folder), "--data", "digits", "--backbone", "classifier"]
+    assert main([*args, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "--evaluate-folder: 8 of 8 are not 16x16; 8 of 8 are not greyscale (the test images of digits are "
+        "1x16x16): each is read as one of them" in printed
+    )
+    result = json.loads((out / "eval.json").read_text())
+    assert list(result["backbones"]) == ["classifier"] and result["skipped"] == {}
+    assert main([*args[:-2], "--backbone", "none", "--output", str(out)]) == 2
+    assert "--backbone none would score nothing" in capsys.readouterr().err
+
+
 @pytest.fixture()
 def offline(monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
