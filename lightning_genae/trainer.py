@@ -39,7 +39,7 @@ from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, TrainingDiverged, describe_error
 from lightning_genae.lightning_internals import set_logging_step
-from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable, load_backbone
 from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECALL_K
 from lightning_genae.metrics.names import headline_metric, higher_is_better
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
@@ -398,25 +398,31 @@ def generative_metrics(
     backbone or weights the run chose that cannot be had is an error (BackboneUnavailable)."""
     if not isinstance(model, Sampler) or datamodule.data_kind != "image" or config.backbone == NO_BACKBONE:
         return None
+    # A classifier trained on first use learns from the real data, never an augmented wrapper's.
+    real_data = getattr(datamodule, "base", datamodule)
+    chosen = config.backbone == "inception" or config.classifier_weights is not None
     try:
+        if not chosen:
+            # Decided by the data's labels alone, before the splits are checked and anything is trained.
+            check_classifier_trainable(config.data, real_data)
+        # Only where the metrics will be computed (a run whose metrics are skipped is not refused), and
+        # before a classifier is trained for a run that could not use it.
+        _check_comparable_splits(config, datamodule)
         backbone = load_backbone(
             config.backbone,
             config.data,
-            # A classifier trained on first use learns from the real data, never an augmented wrapper's.
-            getattr(datamodule, "base", datamodule),
+            real_data,
             inception_weights=config.inception_weights,
             classifier_weights=config.classifier_weights,
         )
     except BackboneUnavailable as error:
-        if config.backbone == "inception" or config.classifier_weights is not None:
+        if chosen:
             # A backbone or weights the user chose (Inception is never the default) are expected to work: a
             # run without the metrics they asked for is an error at the start, not a warning.
             raise
         # One of the run's own lines, not a Python warning headed by this file's path.
         say(f"generative metrics skipped: {error}")
         return None
-    # Only where the metrics will be computed: a run whose metrics are skipped anyway is not refused.
-    _check_comparable_splits(config, datamodule)
     if config.classifier_weights is not None:
         # Confirms which file the run's FD and its relatives are measured with.
         say(f"image metrics: features of the {backbone.description}")
