@@ -313,9 +313,12 @@ class GenerativeModule(pl.LightningModule):
         self._split_prog_bar: set[str] = set()
 
     def lower_learning_rate(self) -> float | None:
-        """The learning rate a diverged run is advised to retry with (a tenth of --lr); None where the family
+        """The learning rate a diverged run is advised to retry with: a tenth of --lr, or the family's
+        default where that is lower still (a run at --lr 1e6 is not helped by 1e5); None where the family
         trains on a fixed schedule that --lr does not set."""
-        return self.options.lr / 10
+        default = type(self.options).__dataclass_fields__["lr"].default
+        tenth = self.options.lr / 10
+        return default if isinstance(default, float) and default < tenth else tenth
 
     @property
     def iteration(self) -> int:
