@@ -381,6 +381,9 @@ def _write_run_header(
         # The data-side part is in the line above; this one is applied inside the model, to D's inputs.
         say(f"discriminator inputs: {discriminator_augmentation.description()}")
     say(describe_model(config.model, model, trainer))
+    if str(trainer.precision) != config.precision and config.precision != "32":
+        # Lightning's own choice for the device (fp16 autocast is a GPU's); summary.json records what ran.
+        say(f"--precision {config.precision} runs as {trainer.precision} here")
     if sampling is not None:
         say(f"sampling: {sampling}")
 
