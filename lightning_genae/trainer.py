@@ -6,6 +6,7 @@ seeding per rank, the divergence guard, checkpoints, metrics), for run.py and fo
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -471,18 +472,19 @@ def trainer_kwargs(
     (`validation_every` for the cadence). Unlike `run.py`, a Trainer does not validate after its last
     iteration unless `eval_every` divides `iterations`.
     """
-    if iterations < 1:
-        raise ConfigError(f"iterations must be >= 1, got {iterations}; give a positive number of iterations")
+    for name, value in (("iterations", iterations), ("eval_every", eval_every)):
+        if value is not None and (
+            not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1
+        ):
+            raise ConfigError(
+                f"{name} must be a whole number >= 1, got {value!r}; give a positive count of iterations"
+            )
     kwargs: dict[str, Any] = {
-        "max_steps": iterations * model.optimizer_steps_per_iteration,
+        "max_steps": int(iterations) * model.optimizer_steps_per_iteration,
         "max_epochs": None,
     }
     if eval_every is not None:
-        if eval_every < 1:
-            raise ConfigError(
-                f"eval_every must be >= 1, got {eval_every}; give a positive number of iterations"
-            )
-        kwargs.update(validation_every(eval_every))
+        kwargs.update(validation_every(int(eval_every)))
     return kwargs
 
 

@@ -13,15 +13,16 @@ def test_trainer_kwargs_counts_iterations_not_optimizer_steps():
     assert kwargs["max_steps"] == 50 * GANModule.optimizer_steps_per_iteration == 100
 
 
-def test_trainer_kwargs_rejects_a_non_positive_budget():
-    with pytest.raises(ConfigError, match="iterations must be >= 1"):
-        lightning_genae.trainer_kwargs(GANModule, iterations=0)
+@pytest.mark.parametrize("iterations", [0, 2.5, True])
+def test_trainer_kwargs_rejects_a_budget_that_is_not_a_positive_count(iterations):
+    with pytest.raises(ConfigError, match=rf"^iterations must be a whole number >= 1, got {iterations!r}; "):
+        lightning_genae.trainer_kwargs(GANModule, iterations=iterations)
 
 
 def test_trainer_kwargs_validates_by_iteration_across_epochs():
     kwargs = lightning_genae.trainer_kwargs(GANModule, iterations=20, eval_every=10)
     assert kwargs["val_check_interval"] == 10 and kwargs["check_val_every_n_epoch"] is None
-    with pytest.raises(ConfigError, match="eval_every must be >= 1"):
+    with pytest.raises(ConfigError, match="eval_every must be a whole number >= 1"):
         lightning_genae.trainer_kwargs(GANModule, iterations=20, eval_every=0)
 
 
