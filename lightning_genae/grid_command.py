@@ -45,6 +45,13 @@ def run_grid_command(
     from lightning_genae.ablation import plan_grid
     from lightning_genae.ablation.tuning import plan_tuning
 
+    if seeds is not None and "seed" in named:
+        # The cells take their seeds from --seeds alone; a --seed beside it would be silently unused. A
+        # config file's seed (a run's config.yaml) is not named here and gives way to --seeds.
+        raise ConfigError(
+            f"--seed {values.get('seed')} and --seeds {','.join(map(str, seeds))} both give the grid's "
+            "seeds; drop --seed (or list it in --seeds)"
+        )
     shared = merge(values, {})
     plan = plan_grid(shared, augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index)
     tuning = plan_tuning(shared, plan, *tuning_request) if tuning_request is not None else None

@@ -163,3 +163,20 @@ def test_resume_last_with_a_grids_folder_names_its_runs_and_changes_nothing(tmp_
     runs = f"(one of: {root / 'ae-s0'}, {root / 'none-s0'})"
     one_line(capsys, f"--resume last: {root} is an ablation grid's folder", runs)
     assert sorted(path.relative_to(root) for path in root.rglob("*")) == before
+
+
+def test_seed_beside_seeds_is_refused_and_writes_nothing(tmp_path, capsys):
+    root = tmp_path / "grid"
+    args = ["--model", "gan", *TINY_RUN, "--seeds", "0,1", "--max-steps", "2", "--output", str(root)]
+    assert main([*args, "--seed", "3"]) == 2
+    one_line(capsys, "--seed 3 and --seeds 0,1 both give the grid's seeds", "drop --seed")
+    assert not root.exists()
+
+
+def test_a_config_files_seed_gives_way_to_seeds(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("model: gan\nseed: 3\n")
+    args = ["--config", str(config), *TINY_RUN, "--seeds", "0,1", "--output", str(tmp_path / "grid")]
+    assert main([*args, "--print-config"]) == 0
+    headers = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# cell")]
+    assert headers == ["# cell 0: none-tsfull-seed0", "# cell 1: none-tsfull-seed1"]
