@@ -66,12 +66,29 @@ def run_grid_command(
     if print_config:
         _print_grid_configs(plan, tuning)
         return 0
+    from lightning_genae.ablation import check_grid_root
+
+    overwrite = bool(values.get("overwrite"))
+    run_files = check_grid_root(plan.root, overwrite=overwrite)
     from lightning_genae.console import quiet_lightning
 
     quiet_lightning()
     for resolved in list(plan.runs.values())[:1]:
         _check_image_backbone(resolved, tuning=tuning is not None)
-    return _train_grid(shared, plan, tuning, grid_index, overwrite=bool(values.get("overwrite")))
+    if run_files:
+        _remove_run_from_root(plan.root)
+    return _train_grid(shared, plan, tuning, grid_index, overwrite=overwrite)
+
+
+def _remove_run_from_root(root: Path) -> None:
+    """--overwrite of a grid whose root holds a single run: that run's files go (only the names a run
+    writes, as a run's --overwrite removes them), with the notice a run gives."""
+    from lightning_genae.console import say
+    from lightning_genae.run_folder import remove_run_entries
+    from lightning_genae.run_lock import RunFolderLock
+
+    RunFolderLock.refuse_if_held(root)
+    say(remove_run_entries(root).describe(root))
 
 
 def _check_image_backbone(resolved: ResolvedRun, tuning: bool = False) -> None:
@@ -260,7 +277,11 @@ def _final_cells_after_tuning(
         cells = [cell for cell in cells if cell.name not in not_run]
         for name, problem in not_run.items():
             print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
+    from lightning_genae.ablation import record_grid_cells
+
+    # grid.json before tuning.json: an array task starting meanwhile finds a grid's root, not a stray record.
     plan.root.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(plan.root, plan.cells)
     print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
     return cells, chosen_runs, not_run, final_index
 

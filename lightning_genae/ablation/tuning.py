@@ -26,6 +26,7 @@ from typing import Any
 from lightning_genae.ablation.grid import (
     FAILED_FILE,
     TUNING_DIR,
+    TUNING_FILE,
     GridCell,
     GridPlan,
     check_unique,
@@ -57,8 +58,6 @@ __all__ = [
     "split_candidates",
     "write_tuning_record",
 ]
-
-TUNING_FILE = "tuning.json"
 
 
 def candidate_separators(option: str) -> str:
