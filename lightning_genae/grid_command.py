@@ -209,6 +209,7 @@ def _train_grid(
         if grid_index is None or grid_index < len(tuning.cells):
             outcomes += _run_tuning_cells(plan, tuning, run_cell, grid_index, overwrite)
             if grid_index is not None:
+                _record_tuning(plan, tuning)
                 return 1 if any(not outcome.ok for outcome in outcomes) else 0
         cells, chosen_runs, not_run, final_index = _final_cells_after_tuning(shared, plan, tuning, grid_index)
         runs.update(chosen_runs)
@@ -249,6 +250,13 @@ def _run_tuning_cells(
             f"run the final cells {first_final}..{total - 1}"
         )
     return outcomes
+
+
+def _record_tuning(plan: GridPlan, tuning: TuningPlan) -> None:
+    """tuning.json as the tuning cells' folders are now, after a tuning cell of an array task ran."""
+    from lightning_genae.ablation.tuning import choose, write_tuning_record
+
+    write_tuning_record(tuning, choose(tuning), sorted({cell.seed for cell in plan.cells}))
 
 
 def _final_cells_after_tuning(
