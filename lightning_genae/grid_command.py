@@ -45,6 +45,13 @@ def run_grid_command(
     from lightning_genae.ablation import plan_grid
     from lightning_genae.ablation.tuning import plan_tuning
 
+    if seeds is not None and "seed" in named:
+        # The cells take their seeds from --seeds alone; a --seed beside it would be silently unused. A
+        # config file's seed (a run's config.yaml) is not named here and gives way to --seeds.
+        raise ConfigError(
+            f"--seed {values.get('seed')} and --seeds {','.join(map(str, seeds))} both give the grid's "
+            "seeds; drop --seed (or list it in --seeds)"
+        )
     shared = merge(values, {})
     plan = plan_grid(shared, augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index)
     tuning = plan_tuning(shared, plan, *tuning_request) if tuning_request is not None else None
@@ -59,12 +66,29 @@ def run_grid_command(
     if print_config:
         _print_grid_configs(plan, tuning)
         return 0
+    from lightning_genae.ablation import check_grid_root
+
+    overwrite = bool(values.get("overwrite"))
+    run_files = check_grid_root(plan.root, overwrite=overwrite)
     from lightning_genae.console import quiet_lightning
 
     quiet_lightning()
     for resolved in list(plan.runs.values())[:1]:
         _check_image_backbone(resolved, tuning=tuning is not None)
-    return _train_grid(shared, plan, tuning, grid_index, overwrite=bool(values.get("overwrite")))
+    if run_files:
+        _remove_run_from_root(plan.root)
+    return _train_grid(shared, plan, tuning, grid_index, overwrite=overwrite)
+
+
+def _remove_run_from_root(root: Path) -> None:
+    """--overwrite of a grid whose root holds a single run: that run's files go (only the names a run
+    writes, as a run's --overwrite removes them), with the notice a run gives."""
+    from lightning_genae.console import say
+    from lightning_genae.run_folder import remove_run_entries
+    from lightning_genae.run_lock import RunFolderLock
+
+    RunFolderLock.refuse_if_held(root)
+    say(remove_run_entries(root).describe(root))
 
 
 def _check_image_backbone(resolved: ResolvedRun, tuning: bool = False) -> None:
@@ -185,6 +209,7 @@ def _train_grid(
         if grid_index is None or grid_index < len(tuning.cells):
             outcomes += _run_tuning_cells(plan, tuning, run_cell, grid_index, overwrite)
             if grid_index is not None:
+                _record_tuning(plan, tuning)
                 return 1 if any(not outcome.ok for outcome in outcomes) else 0
         cells, chosen_runs, not_run, final_index = _final_cells_after_tuning(shared, plan, tuning, grid_index)
         runs.update(chosen_runs)
@@ -227,6 +252,13 @@ def _run_tuning_cells(
     return outcomes
 
 
+def _record_tuning(plan: GridPlan, tuning: TuningPlan) -> None:
+    """tuning.json as the tuning cells' folders are now, after a tuning cell of an array task ran."""
+    from lightning_genae.ablation.tuning import choose, write_tuning_record
+
+    write_tuning_record(tuning, choose(tuning), sorted({cell.seed for cell in plan.cells}))
+
+
 def _final_cells_after_tuning(
     shared: RunConfig, plan: GridPlan, tuning: TuningPlan, grid_index: int | None
 ) -> tuple[list[GridCell], dict[GridCell, ResolvedRun], dict[str, str], int | None]:
@@ -253,7 +285,11 @@ def _final_cells_after_tuning(
         cells = [cell for cell in cells if cell.name not in not_run]
         for name, problem in not_run.items():
             print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
+    from lightning_genae.ablation import record_grid_cells
+
+    # grid.json before tuning.json: an array task starting meanwhile finds a grid's root, not a stray record.
     plan.root.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(plan.root, plan.cells)
     print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
     return cells, chosen_runs, not_run, final_index
 

@@ -16,6 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
@@ -70,10 +71,19 @@ def started_run_files(path: Path) -> list[str]:
 
 
 def _refuse_foreign_run(path: Path, files: list[str]) -> None:
-    state = "a finished run" if SUMMARY_FILE in files else "a started run"
     fixes = ["replace it with --overwrite", "or pick another --output"]
     if (path / CHECKPOINT_DIR / "last.ckpt").is_file():
         fixes.insert(0, f"continue it with --resume last --output {path}")
+    refuse_another_run(path, files, fixes)
+
+
+def refuse_another_run(path: Path, files: list[str], fixes: list[str]) -> NoReturn:
+    """Refuse `--output path`, which holds the run whose files `started_run_files` found, naming `fixes`.
+
+    A run still writing there is named as such (its lock), not taken for a finished or abandoned one.
+    """
+    RunFolderLock.refuse_if_held(path)
+    state = "a finished run" if SUMMARY_FILE in files else "a started run"
     raise RunFolderRefused(f"--output {path} already holds {state} ({', '.join(files)}); {', '.join(fixes)}")
 
 

@@ -162,3 +162,78 @@ def test_resume_last_with_a_grids_folder_names_its_runs_and_changes_nothing(tmp_
     runs = f"(one of: {root / 'ae-s0'}, {root / 'none-s0'})"
     one_line(capsys, f"--resume last: {root} is an ablation grid's folder", runs)
     assert sorted(path.relative_to(root) for path in root.rglob("*")) == before
+
+
+def test_seed_beside_seeds_is_refused_and_writes_nothing(tmp_path, capsys):
+    root = tmp_path / "grid"
+    args = ["--model", "gan", *TINY_RUN, "--seeds", "0,1", "--max-steps", "2", "--output", str(root)]
+    assert main([*args, "--seed", "3"]) == 2
+    one_line(capsys, "--seed 3 and --seeds 0,1 both give the grid's seeds", "drop --seed")
+    assert not root.exists()
+
+
+def test_a_config_files_seed_gives_way_to_seeds(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("model: gan\nseed: 3\n")
+    args = ["--config", str(config), *TINY_RUN, "--seeds", "0,1", "--output", str(tmp_path / "grid")]
+    assert main([*args, "--print-config"]) == 0
+    headers = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# cell")]
+    assert headers == ["# cell 0: none-tsfull-seed0", "# cell 1: none-tsfull-seed1"]
+
+
+GRID_ROOT_FILES = {
+    "foreign grid.json": {"ablation.md": "my notes\n", "ablation.csv": "a,b\n", "grid.json": '{"mine": 1}\n'},
+    "summary files without grid.json": {"ablation.md": "my notes\n", "tuning.json": "{}\n"},
+}
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+@pytest.mark.parametrize("files", GRID_ROOT_FILES.values(), ids=GRID_ROOT_FILES.keys())
+def test_a_grid_refuses_a_root_holding_files_no_grid_wrote_and_touches_nothing(
+    files, overwrite, tmp_path, capsys
+):
+    root = tmp_path / "mygrid"
+    root.mkdir()
+    for name, text in files.items():
+        (root / name).write_text(text)
+    args = ["--model", "ae", *TINY_RUN, "--seeds", "0,1", "--max-steps", "2", "--output", str(root)]
+    assert main([*args, *overwrite]) == 2
+    expected = "is not an ablation grid's list of cells" if "grid.json" in files else "but no grid.json"
+    one_line(capsys, f"--output {root}", expected, "pick another --output")
+    assert snapshot(root) == {name: text.encode() for name, text in files.items()}
+
+
+def test_summarize_refuses_a_folder_whose_grid_json_no_grid_wrote(tmp_path, capsys):
+    files = GRID_ROOT_FILES["foreign grid.json"]
+    root = tmp_path / "mygrid"
+    (root / "none-tsfull-seed0").mkdir(parents=True)
+    for name, text in files.items():
+        (root / name).write_text(text)
+    (root / "none-tsfull-seed0" / "failed.json").write_text('{"error": "x"}')
+    before = snapshot(root)
+    assert main(["--summarize", str(root)]) == 2
+    one_line(capsys, f"--summarize {root}: its grid.json is not an ablation grid's list of cells")
+    assert snapshot(root) == before
+
+
+def test_a_grid_into_a_finished_runs_folder_is_refused_and_touches_nothing(finished_run, capsys):
+    before = snapshot(finished_run)
+    args = ["--model", "ae", *TINY_RUN, "--seeds", "0,1", "--max-steps", "2", "--output", str(finished_run)]
+    assert main(args) == 2
+    one_line(
+        capsys, f"--output {finished_run} already holds a finished run", "pick another --output for the grid"
+    )
+    assert snapshot(finished_run) == before
+
+
+def test_overwrite_puts_a_grid_over_a_single_run_and_keeps_the_users_files(finished_run, capsys):
+    (finished_run / "notes.txt").write_text("mine\n")
+    args = ["--model", "ae", *TINY_RUN, "--seeds", "0,1", "--max-steps", "2", "--output", str(finished_run)]
+    assert main([*args, "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert "--overwrite: removed the previous run's config.yaml" in out
+    assert (finished_run / "notes.txt").read_text() == "mine\n"
+    assert not (finished_run / "config.yaml").exists() and not (finished_run / "checkpoints").exists()
+    assert (finished_run / "grid.json").is_file() and (finished_run / "ablation.md").is_file()
+    for cell in ("none-tsfull-seed0", "none-tsfull-seed1"):
+        assert (finished_run / cell / "summary.json").is_file()

@@ -266,3 +266,37 @@ def test_unequal_numbers_of_candidates_are_reported(tmp_path: Path) -> None:
     assert "Unequal tuning: the arms had different numbers of candidates (ae 1, diffaug 3)" in markdown
     assert "| ae | 1000 | nothing (one candidate: augment_p=0.25) | 1 | 0 | - | - |" in markdown
     assert "**diffaug_policy=color: 1**; diffaug_policy=cutout: 2" in markdown
+
+
+def test_the_summary_reports_the_tuning_cells_as_their_folders_are_when_it_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "grid"
+    args = [*GRID, "--output", str(root)]
+
+    def diffaug_runs() -> dict[str, dict[str, Any]]:
+        record = json.loads((root / "tuning.json").read_text())
+        (arm,) = [arm for arm in record["arms"] if arm["augment"] == "diffaug"]
+        return {run["cell"]: run for candidate in arm["candidates"] for run in candidate["runs"]}
+
+    # A final cell that needs no tuning runs first (array tasks finish in any order): nothing tuned yet.
+    assert main([*args, "--grid-index", "2"]) == 0
+    stale = (root / "tuning.json").read_bytes()
+    assert main(["--summarize", str(root)]) == 0
+    assert "the best mean validation headline of its final weights" in (root / "ablation.md").read_text()
+    # A tuning cell's array task brings tuning.json up to date.
+    assert main([*args, "--grid-index", "0"]) == 0
+    runs = diffaug_runs()
+    assert "value" in runs[TUNING_CELLS[0]] and runs[TUNING_CELLS[1]]["status"] == "missing"
+    assert main(["--summarize", str(root)]) == 0
+    markdown = (root / "ablation.md").read_text()
+    assert f"{TUNING_CELLS[0]} (missing)" not in markdown and f"{TUNING_CELLS[1]} (missing)" in markdown
+    # A record written before the last tuning cell finished (another task's, at the same time) is read
+    # again from the folders by the summary, which then names the choice.
+    assert main([*args, "--grid-index", "1"]) == 0
+    (root / "tuning.json").write_bytes(stale)
+    assert main(["--summarize", str(root)]) == 0
+    assert all("value" in run for run in diffaug_runs().values())
+    markdown = (root / "ablation.md").read_text()
+    assert "(missing)" not in markdown.split("## Tuning", 1)[1]
+    assert "chosen on val: diffaug_policy=" in markdown

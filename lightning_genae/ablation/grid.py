@@ -34,7 +34,13 @@ from lightning_genae.cache import write_atomically
 from lightning_genae.config import RunConfig, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.resolve import ResolvedRun, resolve
-from lightning_genae.run_folder import CHECKPOINT_DIR, FAILED_FILE, SUMMARY_FILE, started_run_files
+from lightning_genae.run_folder import (
+    CHECKPOINT_DIR,
+    FAILED_FILE,
+    SUMMARY_FILE,
+    refuse_another_run,
+    started_run_files,
+)
 from lightning_genae.run_lock import LOCK_FILE, RunFolderRefused, live_lock_owner
 
 __all__ = [
@@ -43,6 +49,7 @@ __all__ = [
     "CellStart",
     "GridCell",
     "GridPlan",
+    "check_grid_root",
     "check_unique",
     "expand_grid",
     "plan_grid",
@@ -52,7 +59,13 @@ __all__ = [
     "run_grid",
 ]
 
+# What a grid writes at its root beside its cell folders: the cells its commands planned, the summary files,
+# and a tuning grid's record of its choices.
 GRID_FILE = "grid.json"
+CSV_NAME = "ablation.csv"
+MD_NAME = "ablation.md"
+PNG_NAME = "ablation.png"
+TUNING_FILE = "tuning.json"
 # Where a tuning grid's candidate runs go, beside the final cells.
 TUNING_DIR = "tuning"
 
@@ -387,9 +400,61 @@ class TimeLeft:
         print(line, file=sys.stderr, flush=True)
 
 
+def check_grid_root(root: Path, *, overwrite: bool) -> list[str]:
+    """Refuse a grid's `--output` that holds what a grid would replace; returns the files of a run there
+    that `overwrite` removes.
+
+    A root is new, empty, or a grid's (a grid.json of ours: re-running, continuing and array tasks, which
+    may start at once, write into it). A grid.json that is not ours, or summary files beside no grid.json,
+    are refused even with `overwrite`: they may be the user's. A single run's files are refused as a single
+    run refuses them; `overwrite` removes only the names a run writes (run_folder.remove_run_entries).
+    """
+    if not root.is_dir():
+        return []
+    if grid_record(root, "--output") is None:
+        found = [name for name in (CSV_NAME, MD_NAME, PNG_NAME, TUNING_FILE) if (root / name).exists()]
+        if found:
+            raise RunFolderRefused(
+                f"--output {root} holds {', '.join(found)} but no {GRID_FILE} of an ablation grid, and a "
+                "grid would replace them; pick another --output (--overwrite never replaces files a grid did "
+                "not write)"
+            )
+    files = started_run_files(root)
+    if files and not overwrite:
+        refuse_another_run(
+            root,
+            files,
+            [
+                "pick another --output for the grid",
+                "or give --overwrite to remove that run's files (only the names a run writes) and put the "
+                "grid there",
+            ],
+        )
+    return files
+
+
+def grid_record(root: Path, flag: str) -> list[str] | None:
+    """The cell names `<root>/grid.json` lists; None where there is none. A grid.json that is not ours
+    (unreadable, or no list of cell names) is refused: a grid never reads it as empty and replaces it."""
+    path = Path(root) / GRID_FILE
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        record = None
+    cells = record.get("cells") if isinstance(record, dict) else None
+    if not isinstance(cells, list) or not all(isinstance(name, str) for name in cells):
+        raise RunFolderRefused(
+            f"{flag} {root}: its {GRID_FILE} is not an ablation grid's list of cells, so the folder is not "
+            f"a grid's; pick another {flag} (--overwrite never replaces a file a grid did not write)"
+        )
+    return cells
+
+
 def record_grid_cells(root: Path, cells: Sequence[GridCell]) -> None:
     """Add `cells` to `<root>/grid.json`, the cells a summary expects (every grid command into `root`)."""
-    known = read_grid_cells(root)
+    known = grid_record(root, "--output") or []
     names = known + [cell.name for cell in cells if cell.name not in known]
     if names != known:
         write_file_atomically(root / GRID_FILE, json.dumps({"cells": names}, indent=2) + "\n")

@@ -11,19 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning_genae.ablation.curves import ADA_RT, write_png
+from lightning_genae.ablation.grid import CSV_NAME, MD_NAME, PNG_NAME, grid_record
 from lightning_genae.ablation.runs import describe_progress, load_runs, main_headline
 from lightning_genae.ablation.tables import write_csv, write_md
+from lightning_genae.ablation.tuning import refresh_tuning_record
 
 __all__ = ["ADA_RT", "describe_progress", "summarize"]
 
-CSV_NAME = "ablation.csv"
-MD_NAME = "ablation.md"
-PNG_NAME = "ablation.png"
-
 
 def summarize(root: Path) -> dict[str, Path]:
-    """Rebuild ablation.csv, .md and .png from the run folders under `root`; returns their paths."""
+    """Rebuild ablation.csv, .md and .png from the run folders under `root`; returns their paths.
+
+    A root whose grid.json is not a grid's is refused before anything is written.
+    """
     root = Path(root)
+    grid_record(root, "--summarize")
+    # The tuning stage as the tuning cells' folders are now: array tasks finish in any order.
+    refresh_tuning_record(root)
     runs = load_runs(root)
     headline = main_headline(runs)
     paths = {"csv": root / CSV_NAME, "md": root / MD_NAME, "png": root / PNG_NAME}

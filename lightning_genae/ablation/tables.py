@@ -195,7 +195,7 @@ def _tuning_lines(root: Path, tuning: dict[str, Any] | None) -> list[str]:
         return ["## Tuning (validation split)", "", f"No choice made yet; tuning: {progress}.", ""]
     arms = tuning["arms"]
     metrics = unique(arm.get("metric") for arm in arms)
-    metric = ", ".join(f"`{name}`" for name in metrics) or "the validation headline"
+    metric = ", ".join(f"`{name}`" for name in metrics) or "validation headline"
     directions = unique(arm.get("direction") for arm in arms)
     better = f" ({directions[0]} is better)" if len(directions) == 1 else ""
     seeds = ", ".join(map(str, tuning.get("seeds") or [])) or "?"

@@ -9,7 +9,8 @@ headline of the final weights (`val/fd_<backbone>`) is the arm's choice. Stage 2
 the grid's seeds as its ordinary cells, the only runs evaluated on the test split. An arm with one candidate
 (it reads no tunable option, or was given no list for those it reads) has nothing to choose and runs no tuning
 cell. `ROOT/tuning.json` records every arm's candidates, their validation numbers per tune seed and the
-choice; the report's "Tuning (validation split)" section is made from it.
+choice, written whenever tuning cells have run and brought up to date from their folders by every summary;
+the report's "Tuning (validation split)" section is made from it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from lightning_genae.ablation.grid import (
     FAILED_FILE,
     TUNING_DIR,
+    TUNING_FILE,
     GridCell,
     GridPlan,
     check_unique,
@@ -54,11 +56,10 @@ __all__ = [
     "choose",
     "final_cells",
     "plan_tuning",
+    "refresh_tuning_record",
     "split_candidates",
     "write_tuning_record",
 ]
-
-TUNING_FILE = "tuning.json"
 
 
 def candidate_separators(option: str) -> str:
@@ -256,8 +257,17 @@ class ArmChoice:
     record: dict[str, Any]
 
 
-def _cell_result(run_dir: Path, config: RunConfig) -> dict[str, Any]:
-    """`{"value", "metric"}` of a finished tuning cell, `{"error"}` of a failed one, else `{"status"}`."""
+_BUDGET = ("max_steps", "max_epochs")
+
+
+def _cell_result(
+    run_dir: Path, config: RunConfig | None, budget: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """`{"value", "metric"}` of a finished tuning cell, `{"error"}` of a failed one, else `{"status"}`.
+
+    `config`: what the grid asks of the cell, so that a run with other options is not taken for it; without
+    it (a summary, which knows no command) only the grid's training budget `budget` is checked.
+    """
     if (run_dir / FAILED_FILE).is_file():
         try:
             error = json.loads((run_dir / FAILED_FILE).read_text(encoding="utf-8")).get("error")
@@ -270,10 +280,14 @@ def _cell_result(run_dir: Path, config: RunConfig) -> dict[str, Any]:
             return {"status": "running"}
         return {"status": "unfinished" if started_run_files(run_dir) else "missing"}
     stored = summary.get("config") if isinstance(summary.get("config"), dict) else {}
-    conflicts = resume_conflicts(stored, config.to_dict())
-    if conflicts:
-        return {"error": f"holds a run with other options ({'; '.join(conflicts)}); re-run with --overwrite"}
-    if any(stored.get(name) != getattr(config, name) for name in ("max_steps", "max_epochs")):
+    if config is not None:
+        conflicts = resume_conflicts(stored, config.to_dict())
+        if conflicts:
+            return {
+                "error": f"holds a run with other options ({'; '.join(conflicts)}); re-run with --overwrite"
+            }
+        budget = {name: getattr(config, name) for name in _BUDGET}
+    if any(stored.get(name) != value for name, value in (budget or {}).items()):
         return {"status": "unfinished"}  # finished at another budget: the grid command continues it
     metric = summary.get("headline_metric")
     value = summary["final_metrics"].get(metric) if isinstance(metric, str) else None
@@ -297,24 +311,38 @@ def _choose_arm(plan: TuningPlan, arm: TuningArm) -> ArmChoice:
         record["candidates"] = [{"values": dict(only), "runs": [], "mean": None}]
         record["chosen"] = dict(only)
         return ArmChoice(arm, only, None, record)
-    means: list[float | None] = []
-    pending: list[str] = []
-    metrics: set[str] = set()
     for candidate in arm.candidates:
         runs = []
         for seed in plan.tune_seeds:
             cell = GridCell(arm.augment, arm.train_size, seed, candidate, tuning=True)
             result = _cell_result(plan.folder / cell.name, plan.runs[cell].config)
             runs.append({"seed": seed, "cell": cell.name, **result})
-            if "status" in result:
-                pending.append(f"{cell.name} ({result['status']})")
-            metrics.update([result["metric"]] if "metric" in result else [])
+        record["candidates"].append({"values": dict(candidate), "runs": runs, "mean": None})
+    best = _decide(record, plan.folder)
+    if best is None:
+        return ArmChoice(arm, None, record["problem"], record)
+    return ArmChoice(arm, arm.candidates[best], None, record)
+
+
+def _decide(record: dict[str, Any], folder: Path) -> int | None:
+    """An arm's choice from the runs its tuning `record` holds per candidate: sets each candidate's mean, the
+    metric, and the choice with its direction or the problem; returns the chosen candidate's index."""
+    means: list[float | None] = []
+    pending: list[str] = []
+    metrics: set[str] = set()
+    for candidate in record["candidates"]:
+        runs = candidate["runs"]
+        for run in runs:
+            if "status" in run:
+                pending.append(f"{run['cell']} ({run['status']})")
+            metrics.update([run["metric"]] if "metric" in run else [])
         values = [run["value"] for run in runs if "value" in run]
-        mean = sum(values) / len(values) if len(values) == len(runs) else None
-        means.append(mean)
-        record["candidates"].append({"values": dict(candidate), "runs": runs, "mean": mean})
+        candidate["mean"] = sum(values) / len(values) if values and len(values) == len(runs) else None
+        means.append(candidate["mean"])
     metric = min(metrics) if metrics else None
-    record["metric"] = metric
+    record.update(chosen=None, metric=metric)
+    record.pop("problem", None)
+    record.pop("direction", None)
     scored = [(mean, index) for index, mean in enumerate(means) if mean is not None]
     problem = None
     if pending:
@@ -322,16 +350,17 @@ def _choose_arm(plan: TuningPlan, arm: TuningArm) -> ArmChoice:
     elif len(metrics) > 1:
         problem = f"its tuning runs report different headlines ({', '.join(sorted(metrics))})"
     elif not scored:
-        problem = f"no tuning candidate finished every tune seed (see {plan.folder}/*/failed.json)"
+        problem = f"no tuning candidate finished every tune seed (see {folder}/*/failed.json)"
     if problem is not None:
-        return ArmChoice(arm, None, problem, {**record, "problem": problem})
+        record["problem"] = problem
+        return None
     parsed = try_parse(metric) if metric else None
     higher = parsed is not None and parsed.direction is Direction.HIGHER
     # The best mean; on a tie the earlier candidate, so the choice never depends on anything but the numbers.
     best = min(scored, key=lambda item: (-item[0] if higher else item[0], item[1]))[1]
-    record["chosen"] = dict(arm.candidates[best])
+    record["chosen"] = dict(record["candidates"][best]["values"])
     record["direction"] = "higher" if higher else "lower"
-    return ArmChoice(arm, arm.candidates[best], None, record)
+    return best
 
 
 def choose(plan: TuningPlan) -> list[ArmChoice]:
@@ -340,17 +369,89 @@ def choose(plan: TuningPlan) -> list[ArmChoice]:
 
 
 def write_tuning_record(plan: TuningPlan, choices: Sequence[ArmChoice], seeds: Sequence[int]) -> Path:
-    """`ROOT/tuning.json`: what every arm was tuned over, each candidate's validation numbers, the choices."""
+    """`ROOT/tuning.json`: what every arm was tuned over, each candidate's validation numbers, the choices.
+
+    `budget` is the tuning runs' training budget, so that a summary can bring the record up to date from
+    the tuning cells' folders (refresh_tuning_record) without the grid's command.
+    """
+    configs = [resolved.config for resolved in plan.runs.values()][:1]
     record = {
         "split": "val",
         "weights": "final",
         "tune_seeds": plan.tune_seeds,
         "seeds": list(seeds),
+        "budget": {name: getattr(config, name) for config in configs for name in _BUDGET},
         "arms": [choice.record for choice in choices],
     }
     path = plan.root / TUNING_FILE
     write_file_atomically(path, json.dumps(record, indent=2) + "\n")
     return path
+
+
+def refresh_tuning_record(root: Path) -> None:
+    """Bring `ROOT/tuning.json` up to date with the tuning cells' folders as they are now.
+
+    An arm still waiting for its tuning has each of its pending runs read again from its folder and its
+    choice made again; an arm that has chosen keeps its choice (its final cells ran with it). A summary calls
+    this, so tuning cells that finished after the record was last written (array tasks finish in any order)
+    are never reported missing. A tuning.json that cannot be read is left as it is.
+    """
+    path = Path(root) / TUNING_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return
+    if not isinstance(record, dict) or not isinstance(record.get("arms"), list):
+        return
+    budget = record.get("budget") if isinstance(record.get("budget"), dict) else {}
+    folder = Path(root) / TUNING_DIR
+    changed = False
+    for arm in record["arms"]:
+        if not _is_waiting_arm(arm):
+            continue
+        runs = [
+            (candidate["runs"], index)
+            for candidate in arm["candidates"]
+            for index in range(len(candidate["runs"]))
+        ]
+        fresh_runs = 0
+        for listed, index in runs:
+            run = listed[index]
+            if "status" not in run:
+                continue
+            result = _cell_result(folder / run["cell"], None, budget)
+            fresh = {"seed": run.get("seed"), "cell": run["cell"], **result}
+            if fresh != run:
+                listed[index] = fresh
+                fresh_runs += 1
+        if fresh_runs:
+            _decide(arm, folder)
+            changed = True
+    if changed:
+        write_file_atomically(path, json.dumps(record, indent=2) + "\n")
+
+
+def _is_waiting_arm(arm: Any) -> bool:
+    """An arm of a tuning record that tunes, has not chosen, and lists its runs as the grid wrote them."""
+    if not isinstance(arm, dict) or not arm.get("tuned") or arm.get("chosen") is not None:
+        return False
+    candidates = arm.get("candidates")
+    return isinstance(candidates, list) and all(
+        isinstance(candidate, dict)
+        and isinstance(candidate.get("values"), dict)
+        and isinstance(candidate.get("runs"), list)
+        and candidate["runs"]
+        and all(_is_run_entry(run) for run in candidate["runs"])
+        for candidate in candidates
+    )
+
+
+def _is_run_entry(run: Any) -> bool:
+    """A tuning run as the record lists it: its cell's name, and a number and metric name when it has one."""
+    if not isinstance(run, dict) or not isinstance(run.get("cell"), str):
+        return False
+    value, metric = run.get("value", 0.0), run.get("metric", "")
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(metric, str)
 
 
 def final_cells(
