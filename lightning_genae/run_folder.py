@@ -25,6 +25,8 @@ FAILED_FILE = "failed.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
+# The cells an ablation grid planned, at its root (ablation/grid.py): a folder that holds one is a grid's.
+GRID_FILE = "grid.json"
 CHECKPOINT_DIR = "checkpoints"
 # The files a run (and a grid, for its cells) writes at the top of its folder.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "normaliser.json", "eval.json", FAILED_FILE)
@@ -201,6 +203,12 @@ class ClaimedRunFolder:
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
         check_output_folder(path)
+        if (path / GRID_FILE).exists():
+            # Even with --overwrite: the grid's files are not a run's to remove.
+            raise RunFolderRefused(
+                f"--output {path} is an ablation grid's folder ({GRID_FILE}), and a run there would write "
+                f"among its cells; pick another --output (a folder of its own, such as {path / 'extra-run'})"
+            )
         files = started_run_files(path)
         if files and not overwrite and not cls._continues(path, resuming_from):
             # A run still writing there is named as such, not taken for a finished or abandoned one.

@@ -237,3 +237,16 @@ def test_overwrite_puts_a_grid_over_a_single_run_and_keeps_the_users_files(finis
     assert (finished_run / "grid.json").is_file() and (finished_run / "ablation.md").is_file()
     for cell in ("none-tsfull-seed0", "none-tsfull-seed1"):
         assert (finished_run / cell / "summary.json").is_file()
+
+
+def test_a_single_run_into_a_grids_folder_is_refused_even_with_overwrite(tmp_path, capsys):
+    root = tmp_path / "grid"
+    grid = ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--seeds", "0", "--output", str(root)]
+    assert main(grid) == 0
+    before = sorted(path.relative_to(root) for path in root.rglob("*"))
+    capsys.readouterr()
+    for extra in ([], ["--overwrite"]):
+        assert main(["--model", "ae", *TINY_RUN, "--max-steps", "2", "--output", str(root), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: --output {root} is an ablation grid's folder (grid.json)"), err
+        assert sorted(path.relative_to(root) for path in root.rglob("*")) == before

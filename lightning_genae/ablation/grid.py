@@ -37,6 +37,7 @@ from lightning_genae.resolve import ResolvedRun, resolve
 from lightning_genae.run_folder import (
     CHECKPOINT_DIR,
     FAILED_FILE,
+    GRID_FILE,
     SUMMARY_FILE,
     refuse_another_run,
     started_run_files,
@@ -61,7 +62,6 @@ __all__ = [
 
 # What a grid writes at its root beside its cell folders: the cells its commands planned, the summary files,
 # and a tuning grid's record of its choices.
-GRID_FILE = "grid.json"
 CSV_NAME = "ablation.csv"
 MD_NAME = "ablation.md"
 PNG_NAME = "ablation.png"
