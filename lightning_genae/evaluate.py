@@ -188,7 +188,8 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     checkpoint.check_trained_on(
         datamodule,
         "--evaluate",
-        "score the model on this data with lightning_genae.load_model and score_images",
+        "score the model on this data from Python (lightning_genae.load_model, then "
+        + ("lightning_genae.score_images)" if datamodule.data_kind == "image" else "its sample method)"),
     )
     try:
         metrics_callback = generative_metrics(config, model, datamodule)
@@ -286,8 +287,9 @@ def score_images(
 
 def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.Tensor:
     """Float images in [-1, 1] as the dataset stores them (uint8). NaN or Inf is refused: stored, it would
-    become black pixels and be scored as images; a batch that lies in [0, 1] is warned about, as the
-    training batch is (its FD would measure the scale, not the model)."""
+    become black pixels and be scored as images; so are values on the scale of stored pixels ([0, 255]).
+    Images that lie in [0, 1] are warned about, as the training batch is (their FD would measure the scale,
+    not the model); a model's overshoot of [-1, 1] is clamped."""
     if not torch.is_floating_point(images):
         raise DataError(f"score_images: images of dtype {images.dtype}; give uint8 or floats in [-1, 1]")
     finite = torch.isfinite(images).flatten(1).all(dim=1)
@@ -296,9 +298,15 @@ def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.T
             f"score_images: {int((~finite).sum())} of the {len(images)} images hold NaN or Inf; score "
             "images a model sampled without diverging"
         )
-    low = float(images.min())
-    if low >= 0.0:
-        high = float(images.max())
+    low, high = float(images.min()), float(images.max())
+    if high > 10.0 or low < -10.0:
+        # Far beyond what an unbounded decoder (BEGAN's) overshoots [-1, 1] by, which is clamped: the scale
+        # of stored pixels, not a model's.
+        raise DataError(
+            f"score_images: the images span [{low:.3g}, {high:.3g}]; give uint8 images, or floats in [-1, 1] "
+            "(x / 127.5 - 1 for floats in [0, 255])"
+        )
+    if low >= 0.0 and high <= 1.0:
         warnings.warn(
             f"score_images: the images lie in [{low:.3g}, {high:.3g}], which looks like [0, 1]; floats are "
             "read in [-1, 1] (x * 2 - 1 for images in [0, 1])",
@@ -354,7 +362,17 @@ def evaluate_folder(
         raise ConfigError(f"--evaluate-folder reads only {read}; drop {flags}")
     if "output" not in options:
         raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
-    read = {key: value for key, value in (file_values or {}).items() if key in FOLDER_EVALUATION_OPTIONS}
+    # A backbone named on the command line is the only one, and its failure an error.
+    chosen = options.get("backbone")
+    if chosen == NO_BACKBONE:
+        raise ConfigError("--evaluate-folder with --backbone none would score nothing; drop --backbone")
+    # A config file's backbone (a run's config.yaml names the run's) does not restrict the scoring: the
+    # folder is scored with every backbone unless --backbone is typed.
+    read = {
+        key: value
+        for key, value in (file_values or {}).items()
+        if key in FOLDER_EVALUATION_OPTIONS and key != "backbone"
+    }
     resolved = resolve(merge(read, options))
     config = resolved.config
     datamodule = resolved.build_datamodule()
@@ -385,10 +403,6 @@ def evaluate_folder(
         "backbones": {},
         "skipped": {},
     }
-    # A backbone named on the command line is the only one, and its failure an error.
-    chosen = options.get("backbone")
-    if chosen == NO_BACKBONE:
-        raise ConfigError("--evaluate-folder with --backbone none would score nothing; drop --backbone")
     for name in [chosen] if chosen is not None else BACKBONES:
         try:
             backbone = load_backbone(

@@ -98,6 +98,11 @@ class LearningRateOnResume(Callback):
     """
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if isinstance(pl_module, GenerativeModule) and pl_module.lower_learning_rate() is None:
+            # The family sets its rate at every update from the iteration (the GAN paper's schedule, which
+            # rescales its momentum by the restored rate): --lr does not set it, and a fresh rate would
+            # scale the restored momentum.
+            return
         fresh = configured_optimizers(pl_module.configure_optimizers())
         schedulers = {
             id(config.scheduler.optimizer): config.scheduler for config in trainer.lr_scheduler_configs

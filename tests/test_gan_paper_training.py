@@ -171,6 +171,37 @@ def test_a_resumed_run_keeps_its_trained_output_biases(tmp_path, monkeypatch):
     assert torch.equal(started[0], saved["generator.net.4.bias"])
 
 
+def test_a_resumed_run_keeps_its_scheduled_rate_so_its_momentum_is_not_rescaled(tmp_path, monkeypatch):
+    # The schedule rescales the momentum by old / new rate at each update: a resume that put back the
+    # initial 0.1 would multiply the restored velocity by 0.1 / lr(N) (2.2 at 200,000 iterations).
+    run = [
+        *PAPER,
+        "--batch-size",
+        "16",
+        "--eval-every",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--output",
+        str(tmp_path),
+    ]
+    assert main([*run, "--max-steps", "2"]) == 0
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"]
+    rates = []
+    train_start = GANModule.on_train_start
+
+    def on_train_start(self):
+        train_start(self)
+        rates.append(
+            [group["lr"] for optimizer in self.trainer.optimizers for group in optimizer.param_groups]
+        )
+
+    monkeypatch.setattr(GANModule, "on_train_start", on_train_start)
+    assert main([*run, "--max-steps", "3", "--resume", "last"]) == 0
+    assert rates[0] == [group["lr"] for state in saved for group in state["param_groups"]]
+    assert rates[0][0] == paper_learning_rate(1) != paper_learning_rate(0)  # set at the last update, 1
+
+
 def test_discriminator_side_augmentation_feeds_ada_under_the_papers_training(tmp_path):
     run = [*PAPER, "--batch-size", "16", "--eval-every", "3", "--max-steps", "3", "--augment", "ada"]
     assert main([*run, "--accelerator", "cpu", "--output", str(tmp_path)]) == 0

@@ -125,6 +125,8 @@ def test_score_images_measures_a_models_samples_and_the_data_against_itself(tmp_
         lightning_genae.score_images(diverged, data)
     with pytest.warns(UserWarning, match=r"looks like \[0, 1\]; floats are read in \[-1, 1\]"):
         lightning_genae.score_images(torch.rand(10, 1, 16, 16), data)
+    with pytest.raises(lightning_genae.DataError, match=r"x / 127.5 - 1 for floats in \[0, 255\]"):
+        lightning_genae.score_images(real[:10].float(), data)
 
 
 def test_a_mistyped_family_option_is_refused_with_the_option_it_resembles():
