@@ -50,7 +50,7 @@ def run_grid_command(
         # config file's seed (a run's config.yaml) is not named here and gives way to --seeds.
         raise ConfigError(
             f"--seed {values.get('seed')} and --seeds {','.join(map(str, seeds))} both give the grid's "
-            "seeds; drop --seed (or list it in --seeds)"
+            "seeds; drop --seed and list every seed in --seeds"
         )
     shared = merge(values, {})
     plan = plan_grid(shared, augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index)
@@ -110,8 +110,8 @@ def _check_image_backbone(resolved: ResolvedRun, tuning: bool = False) -> None:
     if config.backbone == "classifier" and config.classifier_weights is not None:
         return
     family = resolved.model.module
-    if getattr(family, "monitor", None) is not None:
-        return  # its own validation objective is the headline (val/loss)
+    if getattr(family, "monitor", None) is not None or not callable(getattr(family, "sample", None)):
+        return  # its own validation objective is the headline (val/loss), or it draws no images to score
     if callable(getattr(family, "reconstruct", None)) and not tuning:
         return
     datamodule = resolved.build_datamodule()

@@ -72,6 +72,16 @@ def started_run_files(path: Path) -> list[str]:
     return found
 
 
+def _refuse_grid_folder(path: Path) -> None:
+    """Refuse an ablation grid's folder as a run's --output, even with --overwrite: the grid's files are not
+    a run's to remove, and the run's would lie among its cells."""
+    if (path / GRID_FILE).exists():
+        raise RunFolderRefused(
+            f"--output {path} is an ablation grid's folder ({GRID_FILE}), and a run there would write among "
+            f"its cells; pick another --output (a folder of its own, such as {path / 'extra-run'})"
+        )
+
+
 def _refuse_foreign_run(path: Path, files: list[str]) -> None:
     fixes = ["replace it with --overwrite", "or pick another --output"]
     if (path / CHECKPOINT_DIR / "last.ckpt").is_file():
@@ -203,12 +213,7 @@ class ClaimedRunFolder:
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
         check_output_folder(path)
-        if (path / GRID_FILE).exists():
-            # Even with --overwrite: the grid's files are not a run's to remove.
-            raise RunFolderRefused(
-                f"--output {path} is an ablation grid's folder ({GRID_FILE}), and a run there would write "
-                f"among its cells; pick another --output (a folder of its own, such as {path / 'extra-run'})"
-            )
+        _refuse_grid_folder(path)
         files = started_run_files(path)
         if files and not overwrite and not cls._continues(path, resuming_from):
             # A run still writing there is named as such, not taken for a finished or abandoned one.
@@ -232,10 +237,14 @@ class ClaimedRunFolder:
             # Refused, or interrupted: a folder made for this run is not left behind.
             _remove_empty(made)
             raise
-        # Checked again under the lock: a run that started meanwhile has written its config.yaml by now.
+        # Checked again under the lock: a run that started meanwhile has written its config.yaml by now, and
+        # a grid started meanwhile its grid.json.
         files = started_run_files(path)
-        if files and not overwrite and not cls._continues(path, resuming_from):
+        if (path / GRID_FILE).exists() or (
+            files and not overwrite and not cls._continues(path, resuming_from)
+        ):
             lock.release()
+            _refuse_grid_folder(path)
             _refuse_foreign_run(path, files)
         if overwrite and files:
             removal = remove_run_entries(path)

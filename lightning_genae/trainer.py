@@ -473,7 +473,7 @@ def trainer_kwargs(
     iteration unless `eval_every` divides `iterations`.
     """
     for name, value in (("iterations", iterations), ("eval_every", eval_every)):
-        if value is not None and (
+        if (name == "iterations" or value is not None) and (
             not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1
         ):
             raise ConfigError(

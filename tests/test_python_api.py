@@ -13,7 +13,7 @@ def test_trainer_kwargs_counts_iterations_not_optimizer_steps():
     assert kwargs["max_steps"] == 50 * GANModule.optimizer_steps_per_iteration == 100
 
 
-@pytest.mark.parametrize("iterations", [0, 2.5, True])
+@pytest.mark.parametrize("iterations", [0, 2.5, True, None])
 def test_trainer_kwargs_rejects_a_budget_that_is_not_a_positive_count(iterations):
     with pytest.raises(ConfigError, match=rf"^iterations must be a whole number >= 1, got {iterations!r}; "):
         lightning_genae.trainer_kwargs(GANModule, iterations=iterations)

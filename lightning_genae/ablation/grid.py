@@ -42,7 +42,7 @@ from lightning_genae.run_folder import (
     refuse_another_run,
     started_run_files,
 )
-from lightning_genae.run_lock import LOCK_FILE, RunFolderRefused, live_lock_owner
+from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused, live_lock_owner
 
 __all__ = [
     "TUNING_DIR",
@@ -411,6 +411,8 @@ def check_grid_root(root: Path, *, overwrite: bool) -> list[str]:
     """
     if not root.is_dir():
         return []
+    # A run writing there that has not written its files yet is named by its lock.
+    RunFolderLock.refuse_if_held(root)
     if grid_record(root, "--output") is None:
         found = [name for name in (CSV_NAME, MD_NAME, PNG_NAME, TUNING_FILE) if (root / name).exists()]
         if found:
@@ -439,12 +441,8 @@ def grid_record(root: Path, flag: str) -> list[str] | None:
     path = Path(root) / GRID_FILE
     if not path.exists() and not path.is_symlink():
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        record = None
-    cells = record.get("cells") if isinstance(record, dict) else None
-    if not isinstance(cells, list) or not all(isinstance(name, str) for name in cells):
+    cells = _listed_cells(path)
+    if cells is None:
         raise RunFolderRefused(
             f"{flag} {root}: its {GRID_FILE} is not an ablation grid's list of cells, so the folder is not "
             f"a grid's; pick another {flag} (--overwrite never replaces a file a grid did not write)"
@@ -461,13 +459,21 @@ def record_grid_cells(root: Path, cells: Sequence[GridCell]) -> None:
 
 
 def read_grid_cells(root: Path) -> list[str]:
-    """The cell names `<root>/grid.json` lists; none for a root without one (or an unreadable one)."""
+    """The cell names `<root>/grid.json` lists; none for a root without one (or one that is not a grid's:
+    `grid_record` refuses those where a grid would write)."""
+    return _listed_cells(Path(root) / GRID_FILE) or []
+
+
+def _listed_cells(path: Path) -> list[str] | None:
+    """The cell names a grid.json lists; None where the file is missing, unreadable or not a list of names."""
     try:
-        record = json.loads((Path(root) / GRID_FILE).read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
-        return []
+        return None
     cells = record.get("cells") if isinstance(record, dict) else None
-    return [str(name) for name in cells] if isinstance(cells, list) else []
+    if not isinstance(cells, list) or not all(isinstance(name, str) for name in cells):
+        return None
+    return cells
 
 
 def train_size_label(train_size: int | None) -> str:

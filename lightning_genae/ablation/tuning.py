@@ -371,8 +371,8 @@ def choose(plan: TuningPlan) -> list[ArmChoice]:
 def write_tuning_record(plan: TuningPlan, choices: Sequence[ArmChoice], seeds: Sequence[int]) -> Path:
     """`ROOT/tuning.json`: what every arm was tuned over, each candidate's validation numbers, the choices.
 
-    `budget` is the tuning runs' training budget, so that a summary can bring the record up to date from
-    the tuning cells' folders (refresh_tuning_record) without the grid's command.
+    Its "budget" key holds the tuning runs' training budget, so that a summary can bring the record up to
+    date from the tuning cells' folders (refresh_tuning_record) without the grid's command.
     """
     configs = [resolved.config for resolved in plan.runs.values()][:1]
     record = {
