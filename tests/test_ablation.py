@@ -376,6 +376,22 @@ def test_grid_json_collects_the_cells_of_every_grid_command_into_a_root(tmp_path
     assert read_grid_cells(tmp_path) == ["none-tsfull-seed0", "ae-tsfull-seed0", "ae-tsfull-seed1"]
 
 
+def test_a_summary_of_cell_folders_without_grid_json_makes_the_root_a_grids(tmp_path: Path) -> None:
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+
+    root = tmp_path / "grid"
+    grid = ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--seeds", "0", "--output", str(root)]
+    assert main(grid) == 0
+    (root / "grid.json").unlink()  # a grid from before grid.json
+    assert main(["--summarize", str(root)]) == 0
+    assert read_grid_cells(root) == ["none-tsfull-seed0"]
+    # The summary it wrote is the grid's: the grid command continues the root instead of refusing it.
+    assert main([*grid, "--seeds", "0,1"]) == 0
+    assert read_grid_cells(root) == ["none-tsfull-seed0", "none-tsfull-seed1"]
+
+
 @pytest.mark.slow
 def test_a_grid_command_run_again_finishes_only_what_is_left(tmp_path: Path, capsys) -> None:
     """End to end through the command line: one array task, a partial summary, a kill, a re-run."""

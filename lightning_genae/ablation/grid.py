@@ -450,10 +450,12 @@ def grid_record(root: Path, flag: str) -> list[str] | None:
     return cells
 
 
-def record_grid_cells(root: Path, cells: Sequence[GridCell]) -> None:
-    """Add `cells` to `<root>/grid.json`, the cells a summary expects (every grid command into `root`)."""
+def record_grid_cells(root: Path, cells: Sequence[GridCell | str]) -> None:
+    """Add `cells` (or cell names) to `<root>/grid.json`, the cells a summary expects (every grid command
+    into `root`, and a summary of cell folders from before grid.json)."""
     known = grid_record(root, "--output") or []
-    names = known + [cell.name for cell in cells if cell.name not in known]
+    given = [cell if isinstance(cell, str) else cell.name for cell in cells]
+    names = known + [name for name in given if name not in known]
     if names != known:
         write_file_atomically(root / GRID_FILE, json.dumps({"cells": names}, indent=2) + "\n")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning_genae.ablation.curves import ADA_RT, write_png
-from lightning_genae.ablation.grid import CSV_NAME, MD_NAME, PNG_NAME, grid_record
+from lightning_genae.ablation.grid import CSV_NAME, MD_NAME, PNG_NAME, grid_record, record_grid_cells
 from lightning_genae.ablation.runs import describe_progress, load_runs, main_headline
 from lightning_genae.ablation.tables import write_csv, write_md
 from lightning_genae.ablation.tuning import refresh_tuning_record
@@ -25,10 +25,14 @@ def summarize(root: Path) -> dict[str, Path]:
     A root whose grid.json is not a grid's is refused before anything is written.
     """
     root = Path(root)
-    grid_record(root, "--summarize")
+    recorded = grid_record(root, "--summarize")
     # The tuning stage as the tuning cells' folders are now: array tasks finish in any order.
     refresh_tuning_record(root)
     runs = load_runs(root)
+    if recorded is None:
+        # Cell folders from before grid.json: the summary files written beside them are a grid's, so the
+        # root becomes one (a later grid into it continues it rather than refusing them as a user's).
+        record_grid_cells(root, [run.cell for run in runs])
     headline = main_headline(runs)
     paths = {"csv": root / CSV_NAME, "md": root / MD_NAME, "png": root / PNG_NAME}
     write_csv(paths["csv"], runs)
