@@ -145,33 +145,7 @@ def test_an_update_is_the_reference_simultaneous_update_under_sgd_with_momentum(
             assert torch.allclose(trained, p.detach(), atol=1e-6, rtol=1e-5), (update, net, name)
 
 
-def test_a_resumed_run_keeps_its_trained_output_biases(tmp_path, monkeypatch):
-    run = [
-        *PAPER,
-        "--batch-size",
-        "16",
-        "--eval-every",
-        "2",
-        "--accelerator",
-        "cpu",
-        "--output",
-        str(tmp_path),
-    ]
-    assert main([*run, "--max-steps", "2"]) == 0
-    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    started = []
-    train_start = GANModule.on_train_start
-
-    def on_train_start(self):
-        train_start(self)
-        started.append(self.generator.net[-1].bias.detach().clone())
-
-    monkeypatch.setattr(GANModule, "on_train_start", on_train_start)
-    assert main([*run, "--max-steps", "3", "--resume", "last"]) == 0
-    assert torch.equal(started[0], saved["generator.net.4.bias"])
-
-
-def test_a_resumed_run_keeps_its_scheduled_rate_so_its_momentum_is_not_rescaled(tmp_path, monkeypatch):
+def test_a_resumed_run_keeps_its_trained_output_biases_and_its_scheduled_rate(tmp_path, monkeypatch):
     # The schedule rescales the momentum by old / new rate at each update: a resume that put back the
     # initial 0.1 would multiply the restored velocity by 0.1 / lr(N) (2.2 at 200,000 iterations).
     run = [
@@ -186,20 +160,21 @@ def test_a_resumed_run_keeps_its_scheduled_rate_so_its_momentum_is_not_rescaled(
         str(tmp_path),
     ]
     assert main([*run, "--max-steps", "2"]) == 0
-    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"]
-    rates = []
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    started = []
     train_start = GANModule.on_train_start
 
     def on_train_start(self):
         train_start(self)
-        rates.append(
-            [group["lr"] for optimizer in self.trainer.optimizers for group in optimizer.param_groups]
-        )
+        rates = [group["lr"] for optimizer in self.trainer.optimizers for group in optimizer.param_groups]
+        started.append((self.generator.net[-1].bias.detach().clone(), rates))
 
     monkeypatch.setattr(GANModule, "on_train_start", on_train_start)
     assert main([*run, "--max-steps", "3", "--resume", "last"]) == 0
-    assert rates[0] == [group["lr"] for state in saved for group in state["param_groups"]]
-    assert rates[0][0] == paper_learning_rate(1) != paper_learning_rate(0)  # set at the last update, 1
+    ((bias, rates),) = started
+    assert torch.equal(bias, saved["state_dict"]["generator.net.4.bias"])
+    assert rates == [group["lr"] for state in saved["optimizer_states"] for group in state["param_groups"]]
+    assert rates[0] == paper_learning_rate(1) != paper_learning_rate(0)  # set at the last update, 1
 
 
 def test_discriminator_side_augmentation_feeds_ada_under_the_papers_training(tmp_path):
