@@ -88,6 +88,11 @@ def float_or_auto(value: Any) -> float | str:
     return float(value)
 
 
+def _admits_none(kind: Any) -> bool:
+    """Whether an option of type `kind` may be None: `int | None`, or the type of a stored None."""
+    return kind is Any or kind is type(None) or type(None) in typing.get_args(kind)
+
+
 def type_name(kind: Any) -> str:
     """`int | None` -> `int`, `Literal['a', 'b']` -> `str`: what a value of this option must be."""
     arguments = [argument for argument in typing.get_args(kind) if argument is not type(None)]
@@ -118,10 +123,17 @@ def _as_int(value: Any) -> int:
 
 
 def coerce(name: str, kind: Any, value: Any) -> Any:
-    """A value from a YAML file or a checkpoint as the option's type (argparse does this for flags)."""
-    if value is None:
-        return None
+    """A value from a YAML file or a checkpoint as the option's type (argparse does this for flags). A null
+    is taken only by an option whose type admits None (its default is "unset")."""
     expected = type_name(kind)
+    if value is None:
+        if _admits_none(kind):
+            return None
+        article = "an" if expected[0] in "aeiou" else "a"
+        raise ConfigError(
+            f"{flag(name)} is null, and it takes {article} {expected}; give it a value, or drop it for its "
+            "default (in the --config file or the checkpoint)"
+        )
     try:
         if expected == "list":
             items = value.split(",") if isinstance(value, str) else list(value)

@@ -81,7 +81,17 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[s
     raw.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (raw / name).write_bytes(b"")
+    # A run's config.yaml with options set to null, as an edit might leave them.
+    null_seed = root / "null-seed.yaml"
+    null_seed.write_text((tiny_ae_run / "config.yaml").read_text().replace("\nseed: 0\n", "\nseed: null\n"))
+    null_devices = root / "null-devices.yaml"
+    text = (tiny_ae_run / "config.yaml").read_text()
+    null_devices.write_text(
+        "\n".join("devices: null" if line.startswith("devices:") else line for line in text.splitlines())
+    )
     return {
+        "null_seed": null_seed,
+        "null_devices": null_devices,
         "binary_file": binary,
         "run": tiny_ae_run,
         "ckpt": ckpt,
