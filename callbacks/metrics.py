@@ -23,6 +23,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.console import evaluation_progress, say
 from lightning_genae.datamodules.base import SPLITS, to_uint8
+from lightning_genae.errors import ConfigError
 from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.generative import (
@@ -93,6 +94,24 @@ class GenerativeMetrics(Callback):
         self.seed = seed
         self.real_features = RealFeatures(backbone, cache_dir)
         self.records: dict[str, dict[str, Any]] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        # In every checkpoint: a resumed run must measure in the same feature space, or its FD history and
+        # the choice of best.ckpt would mix two backbones' numbers.
+        return {"backbone": self.backbone.name, "weights_sha256": self.backbone.weights_sha256}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """On resume: refuse a backbone whose weights differ from the ones the run measured with."""
+        stored = state_dict.get("weights_sha256")
+        current = self.backbone.weights_sha256
+        if stored is None or current is None or stored == current:
+            return  # an older checkpoint, or weights with no file to identify them by
+        raise ConfigError(
+            f"the run's image metrics were measured with the {state_dict.get('backbone')} of sha256 "
+            f"{stored[:12]}, this invocation's has sha256 {current[:12]}: its numbers would not compare with "
+            "the run's; resume with the weights the run measured with (its --classifier-weights or "
+            "--inception-weights, none where it used the dataset's own classifier), or start a new run"
+        )
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.evaluate(trainer, pl_module, "val")

@@ -53,6 +53,22 @@ def test_a_copy_of_the_shipped_classifier_gives_the_shipped_numbers(tmp_path):
     assert metrics[0] == metrics[1]
 
 
+def test_a_resume_measures_with_the_runs_classifier_and_refuses_another(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main([*TINY_GAN, "--output", str(run_dir)]) == 0  # the shipped classifier
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    other = classifier_file(tmp_path, data="digits", image_shape=(1, 16, 16))
+    capsys.readouterr()
+    resume = ["--resume", "last", "--output", str(run_dir), "--max-steps", "6"]
+    assert main([*resume, "--classifier-weights", str(other)]) == 2
+    one_line(capsys, "the run's image metrics were measured with the classifier of sha256", "start a new run")
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
+    # The same weights under another name are the same backbone.
+    copy = tmp_path / "copy.pt"
+    shutil.copyfile(classifier_lib.WEIGHTS_DIR / "classifier-digits.pt", copy)
+    assert main([*resume, "--classifier-weights", str(copy)]) == 0
+
+
 def text_file(folder: Path) -> Path:
     (folder / "text.pt").write_text("not torch")
     return folder / "text.pt"

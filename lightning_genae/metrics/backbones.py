@@ -48,11 +48,16 @@ class FeatureBackbone(nn.Module):
     # Images per internal chunk: bounds memory when a caller passes a whole split at once.
     chunk_size: int = 256
 
-    def __init__(self, name: str, feature_dim: int, description: str) -> None:
+    def __init__(
+        self, name: str, feature_dim: int, description: str, weights_sha256: str | None = None
+    ) -> None:
         super().__init__()
         self.name = name
         self.feature_dim = feature_dim
         self.description = description
+        # The SHA-256 of the weights file: what a resumed run's metrics are compared by (a moved file is
+        # the same backbone, another file is not).
+        self.weights_sha256 = weights_sha256
 
     def train(self, mode: bool = True) -> FeatureBackbone:
         # A LightningModule holding this as a child calls .train(); batch norm must keep its statistics.
@@ -90,8 +95,10 @@ class ClassifierBackbone(FeatureBackbone):
 
     chunk_size = 1024
 
-    def __init__(self, model: classifier_lib.FeatureClassifier, description: str) -> None:
-        super().__init__("classifier", model.config.feature_dim, description)
+    def __init__(
+        self, model: classifier_lib.FeatureClassifier, description: str, weights_sha256: str | None = None
+    ) -> None:
+        super().__init__("classifier", model.config.feature_dim, description, weights_sha256)
         self.model = model.requires_grad_(False).eval()
         self.image_shape = model.config.image_shape
 
@@ -124,6 +131,7 @@ class InceptionBackbone(FeatureBackbone):
             "inception",
             INCEPTION_DIM,
             f"inception-v3-compat (torch-fidelity weights, sha256 {weights_sha256[:8]}, no antialias)",
+            weights_sha256,
         )
         # Imported here: torchmetrics' FID module pulls in torch-fidelity, which only this backbone needs.
         from torchmetrics.image.fid import NoTrainInceptionV3
@@ -254,7 +262,7 @@ def _shipped_classifier(data: str, entry: dict, datamodule: ImageDataModule | No
             f"datamodule yields {tuple(datamodule.image_shape)}; use --backbone inception"
         )
     description = f"classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
-    return ClassifierBackbone(model, description)
+    return ClassifierBackbone(model, description, sha256)
 
 
 def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) -> ClassifierBackbone:
@@ -310,7 +318,7 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
         f"classifier ({data}, trained on first use, sha256 {sha256[:8]}, "
         f"test acc {meta.get('test_accuracy', float('nan')):.2%})"
     )
-    return ClassifierBackbone(model, description)
+    return ClassifierBackbone(model, description, sha256)
 
 
 def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None) -> ClassifierBackbone:
@@ -338,7 +346,7 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
     sha256 = classifier_lib.file_sha256(path)
     accuracy = meta.get("test_accuracy", float("nan"))
     description = f"classifier ({data}, given as {path.name}, sha256 {sha256[:8]}, test acc {accuracy:.2%})"
-    return ClassifierBackbone(model, description)
+    return ClassifierBackbone(model, description, sha256)
 
 
 def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:
