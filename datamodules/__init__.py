@@ -7,7 +7,6 @@ The registry names each DataModule by where it lives and imports it on first use
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
 from lightning_genae.errors import ConfigError
 from lightning_genae.lazy import lazy_getattr
-from lightning_genae.plugin_options import PluginOptions, option_specs
+from lightning_genae.plugin_options import PluginOptions, import_location, option_specs
 
 if TYPE_CHECKING:
     from lightning_genae.datamodules.base import DataKind, InMemoryDataModule
@@ -40,10 +39,10 @@ class DatasetSpec:
     @property
     def module(self) -> type[InMemoryDataModule]:
         """The DataModule class, imported now (which imports Lightning)."""
-        module_name, _, class_name = self.location.partition(":")
+        from lightning_genae.datamodules.base import InMemoryDataModule
+
         # A built-in's location is relative to this package (".digits"), a plug-in's absolute.
-        module = importlib.import_module(module_name, package="lightning_genae.datamodules")
-        return getattr(module, class_name)
+        return import_location(self.location, "lightning_genae.datamodules", InMemoryDataModule, "a dataset")
 
 
 DATASETS: dict[str, DatasetSpec] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import importlib
 import math
 import types
 import typing
@@ -396,3 +397,26 @@ def check_shared(
                     f"cannot register {kind} {name!r}: option {spec.name} is {owner.__name__}'s; subclass "
                     f"{owner.__name__} to share it, or rename it"
                 )
+
+
+def import_location(location: str, package: str, base: type, what: str) -> type:
+    """The class at a registry's `module:Class` location (relative to `package` for a built-in's ".ae").
+
+    A plug-in's location that cannot be imported, names no attribute or names something other than a
+    subclass of `base` is a ConfigError naming what `what` is; a built-in's errors are left as they are
+    (they are bugs, not a user's registration).
+    """
+    module_name, _, class_name = location.partition(":")
+    if module_name.startswith("."):
+        return getattr(importlib.import_module(module_name, package=package), class_name)
+    where = f"{what} is registered at {location!r}"
+    fix = f"fix the location in the plug-in's registration of {what}"
+    try:
+        found = getattr(importlib.import_module(module_name), class_name)
+    except ImportError as error:
+        raise ConfigError(f"{where}, which cannot be imported ({error}); {fix}") from None
+    except AttributeError:
+        raise ConfigError(f"{where}, but {module_name} has no {class_name}; {fix}") from None
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise ConfigError(f"{where}, which is not a {base.__name__} subclass; {fix}")
+    return found

@@ -17,6 +17,7 @@ from refusals import one_line
 from test_python_api import python_blocks
 
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
+from lightning_genae.cli import main
 from lightning_genae.datamodules import DATASETS, DatasetSpec
 from lightning_genae.datamodules.options import ImageOptions
 from lightning_genae.errors import ConfigError
@@ -286,6 +287,23 @@ def test_a_refused_registration_is_one_line_naming_why(register, says, clean_reg
     with pytest.raises(ConfigError) as raised:
         register()
     assert says in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("location", "says"),
+    [
+        ("no_such_module_here:Nope", "which cannot be imported (No module named 'no_such_module_here')"),
+        ("collections:Nope", "but collections has no Nope"),
+        ("collections:OrderedDict", "which is not a GenerativeModule subclass"),
+    ],
+)
+def test_a_family_registered_at_a_location_that_is_no_family_is_one_line_and_exit_2(
+    location, says, clean_registries, tmp_path, capsys
+):
+    register_model("toy", ModelSpec(location, AutoencoderOptions, "a registration with a wrong location"))
+    assert main(["--model", "toy", "--max-steps", "1", "--output", str(tmp_path / "run")]) == 2
+    one_line(capsys, f"a family is registered at {location!r}, ", says, "fix the location")
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_option_declared_with_another_type_by_a_built_in_family_is_refused(clean_registries):

@@ -8,7 +8,6 @@ importing Lightning.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from lightning_genae.models.options import (
     VAEGANOptions,
     VAEOptions,
 )
+from lightning_genae.plugin_options import import_location
 
 if TYPE_CHECKING:
     from lightning_genae.models.base import GenerativeModule
@@ -47,9 +47,10 @@ class ModelSpec:
     @property
     def module(self) -> type[GenerativeModule]:
         """The family's LightningModule class, imported now (which imports Lightning)."""
-        module_name, _, class_name = self.location.partition(":")
+        from lightning_genae.models.base import GenerativeModule
+
         # A built-in's location is relative to this package (".ae"), a plug-in's absolute.
-        return getattr(importlib.import_module(module_name, package="lightning_genae.models"), class_name)
+        return import_location(self.location, "lightning_genae.models", GenerativeModule, "a family")
 
 
 MODELS: dict[str, ModelSpec] = {
