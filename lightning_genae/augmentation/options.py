@@ -48,6 +48,17 @@ class AugmenterOptions(PluginOptions):
     )
     augmenter_latent_dim: int = option(32, "latent dimension of the augmenter autoencoder", at_least=1)
 
+    def unread(self) -> dict[str, str]:
+        if self.augment_ckpt is None:
+            return super().unread()
+        loaded = "trains the augmenter, and --augment-ckpt loads a trained one instead; drop it"
+        return {
+            **super().unread(),
+            "augmenter_steps": loaded,
+            "augmenter_width": loaded,
+            "augmenter_latent_dim": loaded,
+        }
+
 
 @dataclass(frozen=True)
 class StrengthOptions(PluginOptions):
@@ -65,10 +76,13 @@ class StrengthOptions(PluginOptions):
 
     def unread(self) -> dict[str, str]:
         if self.augment_p == AUTO:
-            return {}
+            return super().unread()
         return {
-            name: "steers p, which is fixed here; drop it, or give --augment-p auto or --augment ada"
-            for name in ControllerOptions.types()
+            **super().unread(),
+            **{
+                name: "steers p, which is fixed here; drop it, or give --augment-p auto or --augment ada"
+                for name in ControllerOptions.types()
+            },
         }
 
 
