@@ -203,7 +203,12 @@ def build_loggers(
             settings=_quiet_wandb_settings(offline),
         )
         _drop_retired_anonymous_setting(wandb_logger)
-        if offline:
+        # Lightning sets WANDB_MODE=dryrun for an offline run and leaves it: the next run in this process
+        # (a grid's next cell) must see the user's own setting again (finish_loggers puts it back).
+        wandb_logger.genae_wandb_mode = os.environ.get("WANDB_MODE")
+        if reason == "WANDB_MODE=disabled":
+            say("wandb: disabled (WANDB_MODE=disabled); nothing is logged to W&B")
+        elif offline:
             say(f"wandb: offline ({reason}); upload later with: wandb sync {wandb_dir}/offline-run-*")
         loggers.append(wandb_logger)
     return loggers
@@ -228,6 +233,11 @@ def finish_loggers(
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update({**final_metrics, **chosen})
             logger.experiment.finish()
+            if hasattr(logger, "genae_wandb_mode"):
+                if logger.genae_wandb_mode is None:
+                    os.environ.pop("WANDB_MODE", None)
+                else:
+                    os.environ["WANDB_MODE"] = logger.genae_wandb_mode
 
 
 def _quiet_wandb_settings(offline: bool) -> dict[str, bool]:

@@ -48,6 +48,17 @@ def test_wandb_mode_offline_is_respected(monkeypatch):
     assert wandb_offline_reason() == "WANDB_MODE=offline"
 
 
+def test_each_run_in_a_process_names_the_users_reason_for_offline(no_wandb_credentials, tmp_path, capsys):
+    # Lightning sets WANDB_MODE=dryrun for an offline run: a grid's next cell must not take it for the user's.
+    from lightning_genae.cli import main
+
+    args = ["--model", "ae", *SMALL, "--max-steps", "2", "--logger", "wandb"]
+    for name in ("one", "two"):
+        assert main([*args, "--output", str(tmp_path / name)]) == 0
+        assert "wandb: offline (no W&B API key" in capsys.readouterr().out
+    assert "WANDB_MODE" not in os.environ
+
+
 @pytest.mark.slow
 def test_wandb_offline_run_prints_one_line_from_wandb_and_logs_images(no_wandb_credentials, tmp_path):
     # A real process: wandb prints some warnings once per process, so an in-process run could miss them.
