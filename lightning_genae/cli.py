@@ -72,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if summarize_root is not None:
             return _summarize(Path(summarize_root))
+        if isinstance(file_values.get("augment"), list):
+            # A YAML list in a --config file (`augment: [none, diffaug]`) is the same grid as "none,diffaug".
+            file_values["augment"] = ",".join(map(str, file_values["augment"]))
         augment_value = args.get("augment", file_values.get("augment"))
         augments = split_list(str(augment_value)) if augment_value is not None else None
         if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):

@@ -272,3 +272,14 @@ def test_a_grid_of_series_reports_the_loss_and_the_scores_of_the_generated_serie
     lines = (root / "ablation.md").read_text().splitlines()
     header = next(line for line in lines if line.startswith("| augment"))
     assert header == "| augment | train size | n | failed | loss | discriminative | predictive | notes |"
+
+
+def test_a_config_files_augment_list_is_a_grid_as_the_flags_list_is(tmp_path, capsys):
+    config = tmp_path / "grid.yaml"
+    config.write_text("model: gan\naugment: [none, diffaug]\n")
+    assert (
+        main(["--config", str(config), "--seeds", "0", "--output", str(tmp_path / "g"), "--print-config"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "# cell 0: none-tsfull-seed0" in out and "# cell 1: diffaug-tsfull-seed0" in out
