@@ -108,6 +108,13 @@ def _check_image_backbone(resolved: ResolvedRun, tuning: bool = False) -> None:
         load_inception(config.inception_weights)
         return
     if config.backbone == "classifier" and config.classifier_weights is not None:
+        # Read once here (a file of another dataset or shape would fail every cell alike); cheap to load.
+        from lightning_genae.metrics.backbones import load_backbone
+
+        datamodule = resolved.build_datamodule()
+        if datamodule.data_kind == "image":
+            datamodule.prepare_data()
+            load_backbone("classifier", config.data, datamodule, classifier_weights=config.classifier_weights)
         return
     family = resolved.model.module
     if getattr(family, "monitor", None) is not None or not callable(getattr(family, "sample", None)):
