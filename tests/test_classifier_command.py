@@ -36,6 +36,31 @@ def test_an_image_classifier_is_written_loadable_and_recorded_with_its_command(t
     assert not (tmp_path / sequence_classifier.MANIFEST_NAME).exists()
 
 
+def test_a_folders_classifier_is_trained_at_the_shape_the_runs_read(tmp_path):
+    from PIL import Image
+
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.metrics.backbones import load_backbone
+
+    images = tmp_path / "images"
+    for index in range(60):
+        folder = images / f"class{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 20), color=(120 * (index % 2), 40, index)).save(folder / f"{index}.png")
+    out = tmp_path / "out"
+    shape = ["--image-size", "16", "--channels", "1"]
+    assert (
+        main(["--data", "folder", "--data-dir", str(images), *shape, "--epochs", "1", "--output", str(out)])
+        == 0
+    )
+    entry = manifest(out, image_classifier.MANIFEST_NAME)["folder"]
+    assert entry["image_shape"] == [1, 16, 16] and "--image-size 16 --channels 1" in entry["command"]
+    data = build_datamodule("folder", data_dir=images, image_size=16, channels=1)
+    data.prepare_data()
+    backbone = load_backbone("classifier", "folder", data, classifier_weights=out / entry["file"])
+    assert backbone.weights_sha256 == entry["sha256"]
+
+
 def learnable_series(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 series [count, 6 steps, 4 channels] whose label is whether the first channel is bright."""
     labels = torch.randint(0, 2, (count,), generator=generator)

@@ -339,9 +339,12 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
             f"{data}; {fix}"
         )
     if datamodule is not None and tuple(datamodule.image_shape) != model.config.image_shape:
+        channels, size, _ = datamodule.image_shape
         raise BackboneUnavailable(
             f"classifier: --classifier-weights {path} takes {model.config.image_shape} images but the run's "
-            f"are {tuple(datamodule.image_shape)}; {fix}"
+            f"are {tuple(datamodule.image_shape)}; give a classifier of {data} at the run's shape (a file "
+            f"`python -m lightning_genae.metrics.classifier --data {data} --image-size {size} --channels "
+            f"{channels} --output DIR` writes), or drop --classifier-weights"
         )
     sha256 = classifier_lib.file_sha256(path)
     accuracy = meta.get("test_accuracy", float("nan"))

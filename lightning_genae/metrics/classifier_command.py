@@ -51,7 +51,12 @@ class TrainedClassifier:
 
 
 def _train_image(args: argparse.Namespace) -> TrainedClassifier:
-    datamodule = build_datamodule(args.data, data_dir=args.data_dir or ".")
+    geometry = {
+        name: value
+        for name, value in (("image_size", args.image_size), ("channels", args.channels))
+        if value is not None
+    }
+    datamodule = build_datamodule(args.data, data_dir=args.data_dir or ".", **geometry)
     datamodule.prepare_data()
     datamodule.setup()
     model, test_accuracy = image_classifier.train_classifier(
@@ -94,6 +99,10 @@ def reproduce_command(args: argparse.Namespace) -> str:
     parts = [PROG, f"--data {args.data}"]
     if args.data_dir is not None:
         parts.append(f"--data-dir {args.data_dir}")
+    if args.image_size is not None:
+        parts.append(f"--image-size {args.image_size}")
+    if args.channels is not None:
+        parts.append(f"--channels {args.channels}")
     parts.append(f"--seed {args.seed}")
     if args.epochs is not None:
         parts.append(f"--epochs {args.epochs}")
@@ -112,6 +121,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--data-dir",
         default=None,
         help="dataset folder (the one holding MNIST/raw for mnist and smnist; not needed for digits)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="image datasets: the side the runs read the images at (run.py's --image-size; a folder's "
+        "default is 64)",
+    )
+    parser.add_argument(
+        "--channels", type=int, default=None, help="image datasets: 1 or 3, as run.py's --channels"
     )
     parser.add_argument(
         "--seed", type=int, default=image_classifier.DEFAULT_SEED, help="training seed (0 for shipped ones)"
@@ -140,7 +159,14 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     if args.epochs is not None and args.epochs < 1:
         print(f"error: --epochs must be at least 1, got {args.epochs}", file=sys.stderr)
         return 2
-    train = _train_sequence if args.data in sequence_classifier.SEQUENCE_DATASETS else _train_image
+    sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
+    if sequence and (args.image_size is not None or args.channels is not None):
+        print(
+            "error: --image-size and --channels shape images; drop them for a sequence dataset",
+            file=sys.stderr,
+        )
+        return 2
+    train = _train_sequence if sequence else _train_image
     try:
         started = time.perf_counter()
         trained = train(args)
