@@ -9,7 +9,7 @@ the grid's configuration errors answer as quickly as `--help`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from lightning_genae.resolve import ResolvedRun, check_shape_options
 
 if TYPE_CHECKING:
     from lightning_genae.ablation import CellOutcome, CellStart, GridCell, GridPlan
-    from lightning_genae.ablation.tuning import TuningPlan
+    from lightning_genae.ablation.tuning import ArmChoice, TuningPlan
 
 __all__ = ["run_grid_command"]
 
@@ -216,7 +216,9 @@ def _train_grid(
         if grid_index is None or grid_index < len(tuning.cells):
             outcomes += _run_tuning_cells(plan, tuning, run_cell, grid_index, overwrite)
             if grid_index is not None:
-                _record_tuning(plan, tuning)
+                from lightning_genae.ablation.tuning import choose
+
+                _record_tuning(plan, tuning, choose(tuning))
                 return 1 if any(not outcome.ok for outcome in outcomes) else 0
         cells, chosen_runs, not_run, final_index = _final_cells_after_tuning(shared, plan, tuning, grid_index)
         runs.update(chosen_runs)
@@ -259,11 +261,12 @@ def _run_tuning_cells(
     return outcomes
 
 
-def _record_tuning(plan: GridPlan, tuning: TuningPlan) -> None:
-    """tuning.json as the tuning cells' folders are now, after a tuning cell of an array task ran."""
-    from lightning_genae.ablation.tuning import choose, write_tuning_record
+def _record_tuning(plan: GridPlan, tuning: TuningPlan, choices: Sequence[ArmChoice]) -> Path:
+    """tuning.json with `choices`, made from the tuning cells' folders as they are now (after a tuning cell
+    of an array task ran, and before the final cells)."""
+    from lightning_genae.ablation.tuning import write_tuning_record
 
-    write_tuning_record(tuning, choose(tuning), sorted({cell.seed for cell in plan.cells}))
+    return write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))
 
 
 def _final_cells_after_tuning(
@@ -274,7 +277,7 @@ def _final_cells_after_tuning(
     Returns the final cells to run, the runs of the chosen candidates, the cells whose arm cannot run (with
     why), and `grid_index` as an index into the final cells. Writes tuning.json.
     """
-    from lightning_genae.ablation.tuning import choose, final_cells, write_tuning_record
+    from lightning_genae.ablation.tuning import choose, final_cells
 
     first_final = len(tuning.cells)
     choices = choose(tuning)
@@ -297,7 +300,7 @@ def _final_cells_after_tuning(
     # grid.json before tuning.json: an array task starting meanwhile finds a grid's root, not a stray record.
     plan.root.mkdir(parents=True, exist_ok=True)
     record_grid_cells(plan.root, plan.cells)
-    print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
+    print(f"wrote {_record_tuning(plan, tuning, choices)}")
     return cells, chosen_runs, not_run, final_index
 
 

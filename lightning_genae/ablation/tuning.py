@@ -409,21 +409,16 @@ def refresh_tuning_record(root: Path) -> None:
     for arm in record["arms"]:
         if not _is_waiting_arm(arm):
             continue
-        runs = [
-            (candidate["runs"], index)
-            for candidate in arm["candidates"]
-            for index in range(len(candidate["runs"]))
-        ]
         fresh_runs = 0
-        for listed, index in runs:
-            run = listed[index]
-            if "status" not in run:
-                continue
-            result = _cell_result(folder / run["cell"], None, budget)
-            fresh = {"seed": run.get("seed"), "cell": run["cell"], **result}
-            if fresh != run:
-                listed[index] = fresh
-                fresh_runs += 1
+        for candidate in arm["candidates"]:
+            for index, run in enumerate(candidate["runs"]):
+                if "status" not in run:
+                    continue
+                result = _cell_result(folder / run["cell"], None, budget)
+                fresh = {"seed": run.get("seed"), "cell": run["cell"], **result}
+                if fresh != run:
+                    candidate["runs"][index] = fresh
+                    fresh_runs += 1
         if fresh_runs:
             _decide(arm, folder)
             changed = True
