@@ -472,13 +472,9 @@ def trainer_kwargs(
     (`validation_every` for the cadence). Unlike `run.py`, a Trainer does not validate after its last
     iteration unless `eval_every` divides `iterations`.
     """
-    for name, value in (("iterations", iterations), ("eval_every", eval_every)):
-        if (name == "iterations" or value is not None) and (
-            not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1
-        ):
-            raise ConfigError(
-                f"{name} must be a whole number >= 1, got {value!r}; give a positive count of iterations"
-            )
+    _check_count("iterations", iterations)
+    if eval_every is not None:
+        _check_count("eval_every", eval_every)
     kwargs: dict[str, Any] = {
         "max_steps": int(iterations) * model.optimizer_steps_per_iteration,
         "max_epochs": None,
@@ -486,6 +482,14 @@ def trainer_kwargs(
     if eval_every is not None:
         kwargs.update(validation_every(int(eval_every)))
     return kwargs
+
+
+def _check_count(name: str, value: Any) -> None:
+    """A count of iterations a Python caller gave: a whole number >= 1 (not a float, a bool or None)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ConfigError(
+            f"{name} must be a whole number >= 1, got {value!r}; give a positive count of iterations"
+        )
 
 
 def validation_every(iterations: int) -> dict[str, Any]:
