@@ -7,7 +7,7 @@ from lightning_genae.callbacks.images import (
     ReconstructionGrid,
     SampleGrid,
 )
-from lightning_genae.callbacks.random_state import RandomStateInCheckpoints
+from lightning_genae.callbacks.random_state import RandomStateInCheckpoints, SeededEvaluation
 from lightning_genae.callbacks.sequences import (
     SaveNormaliser,
     SeriesAugmentationPreview,
@@ -20,6 +20,7 @@ __all__ = [
     "DiscriminatorReconstructionGrid",
     "InterpolationGrid",
     "RandomStateInCheckpoints",
+    "SeededEvaluation",
     "ReconstructionGrid",
     "SampleGrid",
     "SaveNormaliser",

@@ -86,3 +86,42 @@ class RandomStateInCheckpoints(Callback):
             set_global_random_state(restored)
         elif ranks is not None and len(ranks) == trainer.world_size:
             set_global_random_state(ranks[trainer.global_rank])
+
+
+class SeededEvaluation(Callback):
+    """Every validation and every test starts from the run's seed; the streams go on afterwards as they were.
+
+    So what an evaluation draws (a VAE's posterior samples, ...) depends on the weights and the seed alone:
+    the validation at a run's last iteration gives what its final evaluation gives, `--evaluate` gives what
+    the run gave whatever ran before it in the process, and how often a run validates (--eval-every) changes
+    nothing in its training. `validated_at` is the optimizer step of the last validation during training,
+    or None.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.validated_at: int | None = None
+        self._outside_state: dict[str, Any] | None = None
+
+    def _start(self) -> None:
+        self._outside_state = global_random_state()
+        pl.seed_everything(self.seed, workers=True, verbose=False)
+
+    def _end(self) -> None:
+        if self._outside_state is not None:
+            set_global_random_state(self._outside_state)
+            self._outside_state = None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end()
+        if trainer.state.fn == "fit":
+            self.validated_at = trainer.global_step
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start()
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end()

@@ -262,14 +262,15 @@ class InMemoryDataModule(pl.LightningDataModule):
             "persistent_workers": self.num_workers > 0,
             "collate_fn": collate_batch,
         }
+        # Its own generator for the workers' base seed: DataLoader draws that from the global stream at every
+        # pass otherwise, so an evaluation would move training's noise, and a resumed run would draw one
+        # more than an uninterrupted one.
+        options["generator"] = torch.Generator().manual_seed(self.seed)
         if not train:
             if world_size > 1:
                 shard = EvaluationShard(dataset, world_size, self.trainer.global_rank)
                 return DataLoader(dataset, sampler=shard, **options)
             return DataLoader(dataset, shuffle=False, **options)
-        # Its own generator for the workers' base seed: DataLoader draws that from the global stream on every
-        # pass otherwise, one draw more in a resumed run than in an uninterrupted one.
-        options["generator"] = torch.Generator().manual_seed(self.seed)
         if world_size > 1:
             # Stateful on every world size, so that a checkpoint of either kind resumes on the other.
             return ResumableLoader(dataset, shuffle=True, **options)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.metrics import RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
+from lightning_genae.callbacks.random_state import SeededEvaluation
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import NO_BACKBONE, merge
 from lightning_genae.console import say
@@ -95,16 +96,20 @@ def final_evaluation(
     datamodule: InMemoryDataModule,
     seed: int,
     test_split: bool = True,
+    log_validation: bool = True,
 ) -> dict[str, float]:
     """Validation and test metrics of the model as it is; seeded, so `--evaluate` reproduces them.
 
     `test_split=False` (a tuning run, `--no-test-split`) stops at validation: the test split's loader is
-    never asked for, so nothing chosen on such a run has seen a test image.
+    never asked for, so nothing chosen on such a run has seen a test image. `log_validation=False` leaves
+    the validation rows out of the loggers: training validated at this step already, seeded the same way
+    (`SeededEvaluation`), and wrote the same numbers there.
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     metrics: dict[str, float] = {}
-    for result in trainer.validate(model, datamodule=datamodule, verbose=False):
-        metrics.update(scalar_metrics(result))
+    with nullcontext() if log_validation else _not_logged(trainer):
+        for result in trainer.validate(model, datamodule=datamodule, verbose=False):
+            metrics.update(scalar_metrics(result))
     if test_split:
         for result in trainer.test(model, datamodule=datamodule, verbose=False):
             metrics.update(scalar_metrics(result))
@@ -202,7 +207,8 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
             f"fd_{config.backbone})"
         ) from error
     representation = [RepresentationMetrics(seed=config.seed), DiscriminatorOverfitting(seed=config.seed)]
-    trainer.callbacks += applicable(representation, model, datamodule)
+    # Seeded as the run's own evaluations were, so the numbers are the run's.
+    trainer.callbacks += [SeededEvaluation(config.seed), *applicable(representation, model, datamodule)]
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)
     series_callback = sequence_metrics(config, model, datamodule)

@@ -18,6 +18,7 @@ from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.grouping import grouped
+from lightning_genae.callbacks.random_state import SeededEvaluation
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, start_gate
 from lightning_genae.config import RunConfig, flag
@@ -248,6 +249,7 @@ def _train(
         resume_step=resume_step,
     )
     callbacks = [*build_callbacks(config, family, run_dir), started]
+    seeded_evaluation = next(c for c in callbacks if isinstance(c, SeededEvaluation))
     if resume is not None:
         callbacks.append(LearningRateOnResume())
     trainer = build_trainer(config, family, run_dir, loggers, callbacks)
@@ -307,7 +309,15 @@ def _train(
 
     final_metrics = {
         **fit_metrics,
-        **final_evaluation(trainer, model, datamodule, config.seed, config.test_split),
+        **final_evaluation(
+            trainer,
+            model,
+            datamodule,
+            config.seed,
+            config.test_split,
+            # Training validated at this step already, seeded as this evaluation is: its rows stand.
+            log_validation=seeded_evaluation.validated_at != trainer.global_step,
+        ),
     }
     # Taken before the best checkpoint's evaluation, which the metric callbacks record as their test stage.
     evaluation = evaluation_records(metrics_callback, series_callback)

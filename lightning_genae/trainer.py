@@ -26,6 +26,7 @@ from lightning_genae.callbacks import (
     ReconstructionGrid,
     SampleGrid,
     SaveNormaliser,
+    SeededEvaluation,
     SeriesAugmentationPreview,
     SeriesReconstructions,
     SeriesSamples,
@@ -224,6 +225,8 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
             check_every=(log_every_n_steps(config), config.image_every),
             precision=config.precision,
         ),
+        # Before every callback that draws at a validation's start.
+        SeededEvaluation(config.seed),
         SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
         ReconstructionGrid(every_n_steps=config.image_every),
         InterpolationGrid(every_n_steps=config.image_every, seed=config.seed + 4321),

@@ -187,3 +187,44 @@ def test_the_same_grid_twice_gives_identical_metrics_csvs_and_ablation_csv(tmp_p
     assert csv_fields(first / "ablation.csv", leave_out="wall_time_s") == csv_fields(
         second / "ablation.csv", leave_out="wall_time_s"
     )
+
+
+# ----- validation draws from the run's seed, not from training's streams -----
+
+# The VAE's validation loss draws posterior samples from the global generator.
+VAE = [*TINY_RUN, *ON_CPU, "--model", "vae", "--train-size", "200", "--backbone", "none", "--max-steps", "6"]
+
+
+def validation_rows(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open(newline="") as file:
+        return [row for row in csv.DictReader(file) if row["val/loss"]]
+
+
+def training_rows(run: Path) -> dict[str, dict[str, str]]:
+    """The training values by step (how often they are written follows --eval-every)."""
+    with (run / "metrics.csv").open(newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["train/loss"]]
+    return {row["step"]: {k: v for k, v in row.items() if k.startswith("train/")} for row in rows}
+
+
+def test_how_often_a_run_validates_changes_nothing_in_its_training(tmp_path):
+    assert main([*VAE, "--eval-every", "2", "--output", str(tmp_path / "often")]) == 0
+    assert main([*VAE, "--eval-every", "6", "--output", str(tmp_path / "once")]) == 0
+    often, once = training_rows(tmp_path / "often"), training_rows(tmp_path / "once")
+    # Validated at 2 and 4 in between, or not: the training values after them are the same.
+    assert "5" in once and once == {step: often[step] for step in once}
+    # The last validation of each is the same weights' seeded one.
+    assert validation_rows(tmp_path / "often")[-1] == validation_rows(tmp_path / "once")[-1]
+
+
+def test_the_validation_at_the_last_iteration_is_written_once_and_is_the_final_evaluation(tmp_path):
+    run = tmp_path / "run"
+    assert main([*VAE, "--eval-every", "3", "--output", str(run)]) == 0
+    rows = validation_rows(run)
+    assert [row["step"] for row in rows] == ["3", "6"]
+    final = json.loads((run / "summary.json").read_text())["final_metrics"]
+    assert float(rows[-1]["val/loss"]) == final["val/loss"]
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    assert main(["--evaluate", str(checkpoint), "--output", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"]
+    assert again["val/loss"] == final["val/loss"] and again["test/loss"] == final["test/loss"]
