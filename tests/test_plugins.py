@@ -15,6 +15,7 @@ import pytest
 import torch
 from refusals import one_line
 from test_python_api import python_blocks
+from tiny import TINY_RUN
 
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
 from lightning_genae.cli import main
@@ -336,3 +337,21 @@ def test_a_plugins_names_read_without_the_plugin_point_to_genae_plugins(yaml_tex
     config.write_text(yaml_text)
     assert main(["--config", str(config), "--print-config"]) == 2
     one_line(capsys, says, "GENAE_PLUGINS")
+
+
+def test_a_plugin_augmentation_returning_another_shape_is_refused_before_training(
+    clean_registries, tmp_path, capsys
+):
+    register_augmentation(
+        "toy_halve",
+        AugmentationSpec(
+            "every other pixel", side="discriminator", build=lambda options, parts: lambda x: x[..., ::2, ::2]
+        ),
+    )
+    output = tmp_path / "run"
+    args = [*TINY_RUN, "--model", "gan", "--augment", "toy_halve", "--max-steps", "2", "--backbone", "none"]
+    assert main([*args, "--output", str(output)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--augment toy_halve returned shape (2, 1, 8, 8)" in line and "(2, 1, 16, 16)" in line
+    assert "fix its build in tests.test_plugins" in line or "fix its build in test_plugins" in line
+    assert not output.exists()

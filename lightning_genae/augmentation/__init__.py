@@ -133,6 +133,8 @@ AUGMENTATIONS: dict[str, AugmentationSpec] = {
         build=_build_ada,
     ),
 }
+# The project's own, tested with its nets; the rest are plug-ins' (`register_augmentation`).
+BUILT_IN_AUGMENTATIONS = frozenset(AUGMENTATIONS)
 
 
 def augmentation_choices() -> dict[str, str]:

@@ -13,13 +13,14 @@ from typing import Any
 
 import torch
 
-from lightning_genae.augmentation import AUGMENTATIONS, AugmentPlan, BuildParts
+from lightning_genae.augmentation import AUGMENTATIONS, BUILT_IN_AUGMENTATIONS, AugmentPlan, BuildParts
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.datamodule import AugmentedDataModule
 from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.console import say
 from lightning_genae.datamodules import InMemoryDataModule
+from lightning_genae.errors import ConfigError
 from lightning_genae.plugin_options import PluginOptions, flag
 
 
@@ -95,6 +96,7 @@ def attach_augmentation(
         for name, spec in AUGMENTATIONS.items()
         if name in plan.names and spec.side == "discriminator" and spec.build is not None
     }
+    check_plugin_transforms(built, datamodule, device)
     transforms = list(built.values())
     labels = [transform_label(name, transform, plan.settings[name]) for name, transform in built.items()]
     if plan.data_side:
@@ -104,6 +106,35 @@ def attach_augmentation(
             datamodule, plan, augmenter, seed=seed, total_iterations=length, strength=strength
         )
     return Attached(datamodule, record, Composed(transforms, labels) if transforms else None, strength)
+
+
+def check_plugin_transforms(
+    built: dict[str, Callable[[torch.Tensor], Any]], datamodule: InMemoryDataModule, device: torch.device
+) -> None:
+    """A plug-in's discriminator-side transform, tried on two training images before training: one that
+    does not return images of its input's shape is refused naming the augmentation, where inside the
+    discriminator it would be a shape error naming neither. The global random streams are left as they
+    were, so the run draws what it would have drawn without the try."""
+    plugins = {name: transform for name, transform in built.items() if name not in BUILT_IN_AUGMENTATIONS}
+    if not plugins:
+        return
+    images = datamodule.to_model_range(datamodule.split_tensors("train")[0][:2].to(device))
+    cuda_devices = [device] if device.type == "cuda" else []
+    for name, transform in plugins.items():
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
+            returned = transform(images)
+        if isinstance(returned, torch.Tensor) and returned.shape == images.shape:
+            continue
+        what = (
+            f"shape {tuple(returned.shape)}"
+            if isinstance(returned, torch.Tensor)
+            else type(returned).__name__
+        )
+        build = getattr(AUGMENTATIONS[name].build, "__module__", None) or "its module"
+        raise ConfigError(
+            f"--augment {name} returned {what} for a batch of images of shape {tuple(images.shape)}; a "
+            f"discriminator-side augmentation returns images of its input's shape (fix its build in {build})"
+        )
 
 
 def transform_label(name: str, transform: Callable[..., Any], settings: PluginOptions) -> str:
