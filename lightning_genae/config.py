@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
@@ -186,6 +187,18 @@ class RunConfig:
         """The experiment without what belongs to one invocation: a re-run of it gets its own folder."""
         return dataclasses.replace(self, **{name: CONFIG_FIELDS[name].default for name in PER_INVOCATION})
 
+    def with_absolute_paths(self) -> RunConfig:
+        """The same options with every path of RunConfig's made absolute (from the current folder), so a
+        file written from them (a run's config.yaml) re-runs from any folder."""
+        return dataclasses.replace(
+            self,
+            **{
+                name: os.path.abspath(value)
+                for name in PATH_OPTIONS
+                if isinstance(value := getattr(self, name), str)
+            },
+        )
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
         """From flat plain values (config.yaml, a checkpoint, the command line); file values are coerced.
@@ -293,7 +306,12 @@ def resume_conflicts(
         if name in CHANGEABLE_ON_RESUME or name in changeable or name not in stored:
             continue
         wanted = _as_stored(name, value, stored[name])
-        if wanted != stored[name]:
+        if name in PATH_OPTIONS and isinstance(wanted, str) and isinstance(stored[name], str):
+            # `data` and its absolute form are one folder (config.yaml records the absolute one).
+            same = os.path.abspath(wanted) == os.path.abspath(stored[name])
+        else:
+            same = wanted == stored[name]
+        if not same:
             if isinstance(wanted, bool):
                 # A switch reads as typed: `--no-spectral-norm (checkpoint: --spectral-norm)`.
                 conflicts.append(f"{typed_flag(name, wanted)} (checkpoint: {typed_flag(name, stored[name])})")

@@ -389,8 +389,10 @@ def _write_run_header(
 ) -> None:
     """Rank 0: config.yaml, from which the run can be repeated, and what the run is, on the console."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    header = f"# lightning-genae run; re-run with: python run.py --config {run_dir}/config.yaml\n"
-    (run_dir / "config.yaml").write_text(header + config.experiment().to_yaml())
+    # Absolute paths: the file re-runs the experiment from any folder.
+    config_file = run_dir.absolute() / "config.yaml"
+    header = f"# lightning-genae run; re-run with: python run.py --config {config_file}\n"
+    config_file.write_text(header + config.experiment().with_absolute_paths().to_yaml())
     say(f"run folder: {run_dir}  ({datamodule.summary()})")
     if discriminator_augmentation is not None:
         # The data-side part is in the line above; this one is applied inside the model, to D's inputs.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_caches import write_folder
 from tiny import TINY_RUN
 
 from lightning_genae.cli import main
@@ -90,6 +91,28 @@ def test_config_yaml_reruns_the_same_experiment(tmp_path):
     metrics_first = read_summary(first)["final_metrics"]
     metrics_second = read_summary(second)["final_metrics"]
     assert metrics_first["test/loss"] == pytest.approx(metrics_second["test/loss"], rel=1e-5)
+
+
+def test_config_yaml_records_absolute_paths_and_reruns_from_another_folder(tmp_path, monkeypatch):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    write_folder(project / "images")
+    elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    args = ["--model", "ae", "--data", "folder", "--data-dir", "images", "--image-size", "16"]
+    args += ["--channels", "1", "--width", "8", "--latent-dim", "8", "--batch-size", "16", "--max-steps", "2"]
+    args += ["--backbone", "none"]
+    assert main([*args, "--output", "runs/first"]) == 0
+    config_file = project / "runs" / "first" / "config.yaml"
+    header = config_file.read_text().splitlines()[0]
+    assert header.endswith(f"python run.py --config {config_file}")
+    assert yaml.safe_load(config_file.read_text())["data_dir"] == str(project / "images")
+    # The relative path the checkpoint holds and config.yaml's absolute one are the same folder.
+    checkpoint = "runs/first/checkpoints/last.ckpt"
+    resumed = ["--config", str(config_file), "--resume", checkpoint, "--max-steps", "3"]
+    assert main([*resumed, "--output", "runs/first"]) == 0
+    monkeypatch.chdir(elsewhere)
+    assert main(["--config", str(config_file), "--output", "second"]) == 0
+    assert read_summary(elsewhere / "second")["data_summary"].startswith("folder: train ")
 
 
 def test_command_line_wins_over_config_file(tmp_path, capsys):
