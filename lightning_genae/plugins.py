@@ -16,27 +16,23 @@ better), logged beside FD and KID. docs/plugins.md shows one of each added this 
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
 from dataclasses import fields
-from importlib.metadata import entry_points
 from typing import Any
 
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec, augmentation_options, option_classes
 from lightning_genae.config import COMMAND_LINE_ONLY, CONFIG_TYPES, flag
 from lightning_genae.datamodules import DATASETS, DatasetSpec, dataset_options
-from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
 from lightning_genae.metrics.names import BACKBONES, KINDS, Direction, MetricKind, kind_spec
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
+from lightning_genae.plugin_loading import ENTRY_POINT_GROUP, PLUGINS_VARIABLE, load_plugins
 from lightning_genae.plugin_options import PluginOptions, check_shared, type_name
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGINS_VARIABLE", "load_plugins", "register_augmentation",
            "register_dataset", "register_metric", "register_model"]  # fmt: skip
 
-PLUGINS_VARIABLE = "GENAE_PLUGINS"
-ENTRY_POINT_GROUP = "lightning_genae.plugins"
 # A name users type after --model/--data/--augment: lower case, digits, '_' and '-' ('+' joins augmentations).
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")
 # A metric's name becomes part of `<split>/<name>_<backbone>`: lower case, digits and '_' only.
@@ -204,30 +200,3 @@ def register_metric(name: str, spec: FeatureMetricSpec) -> None:
         )
     KINDS[name] = MetricKind(spec.direction, per_backbone=True)
     FEATURE_METRICS[name] = spec
-
-
-def plugin_modules() -> list[str]:
-    """The plug-in modules to import: $GENAE_PLUGINS's, then the installed entry points', each once."""
-    named = [name.strip() for name in os.environ.get(PLUGINS_VARIABLE, "").split(",") if name.strip()]
-    declared = [entry.module for entry in entry_points(group=ENTRY_POINT_GROUP)]
-    return list(dict.fromkeys(named + declared))
-
-
-def load_plugins() -> list[str]:
-    """Import every plug-in module; returns their names. Python imports a module once per process, so
-    calling this again registers nothing twice.
-
-    A module that cannot be imported, or whose registration is refused, is a ConfigError naming it.
-    """
-    modules = plugin_modules()
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ConfigError as error:
-            raise ConfigError(f"plug-in {module}: {error}") from None
-        except Exception as error:  # noqa: BLE001 - any failure of a user's module is one line
-            raise ConfigError(
-                f"plug-in {module} (from ${PLUGINS_VARIABLE} or the {ENTRY_POINT_GROUP} entry points) "
-                f"cannot be imported ({describe_error(error)}); fix it, or remove it from there"
-            ) from None
-    return modules

@@ -96,7 +96,11 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_py(
-    args: list[str], plugin_dir: Path, cwd: Path, plugins: str = "my_genae_plugin"
+    args: list[str],
+    plugin_dir: Path,
+    cwd: Path,
+    plugins: str = "my_genae_plugin",
+    command: tuple[str, ...] = (str(REPO / "run.py"),),
 ) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
@@ -105,7 +109,7 @@ def run_py(
         "OMP_NUM_THREADS": "1",
     }
     return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, *command, *args], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=600,
     )  # fmt: skip
 
@@ -355,3 +359,15 @@ def test_a_plugin_augmentation_returning_another_shape_is_refused_before_trainin
     assert "--augment toy_halve returned shape (2, 1, 8, 8)" in line and "(2, 1, 16, 16)" in line
     assert "fix its build in tests.test_plugins" in line or "fix its build in test_plugins" in line
     assert not output.exists()
+
+
+def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, tmp_path):
+    classifier = ("-m", "lightning_genae.metrics.classifier")
+    args = ["--data", "squares", "--epochs", "1", "--output", "weights"]
+    result = run_py(args, plugin_dir, tmp_path, command=classifier)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "weights" / "classifiers.json").read_text())
+    assert (tmp_path / "weights" / manifest["squares"]["file"]).is_file()
+    broken = run_py(args, plugin_dir, tmp_path, plugins="no_such_genae_plugin", command=classifier)
+    (line,) = broken.stderr.strip().splitlines()
+    assert broken.returncode == 2 and "plug-in no_such_genae_plugin" in line

@@ -30,6 +30,7 @@ from lightning_genae.datamodules import DATASETS, build_datamodule
 from lightning_genae.errors import GenaeError
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
+from lightning_genae.plugin_loading import load_plugins
 
 PROG = "python -m lightning_genae.metrics.classifier"
 
@@ -155,6 +156,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Train, save and record one classifier; errors print as one line with exit code 2."""
+    try:
+        # Before the parser: a plug-in's dataset is one of --data's choices, as for run.py.
+        load_plugins()
+    except GenaeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = build_parser(prog).parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         print(f"error: --epochs must be at least 1, got {args.epochs}", file=sys.stderr)

@@ -1,0 +1,45 @@
+"""Finding and importing the plug-in modules, apart from the registries they fill.
+
+The commands import the plug-ins before reading their command lines: `run.py` through `plugins`, and the
+classifier command (`python -m lightning_genae.metrics.classifier`), which trains a plug-in dataset's
+feature classifier from the metrics layer, below the registries. Importing a plug-in module is what
+registers its family, dataset, augmentation or metric (`lightning_genae.plugins.register_*`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from importlib.metadata import entry_points
+
+from lightning_genae.errors import ConfigError, describe_error
+
+PLUGINS_VARIABLE = "GENAE_PLUGINS"
+ENTRY_POINT_GROUP = "lightning_genae.plugins"
+
+
+def plugin_modules() -> list[str]:
+    """The plug-in modules to import: $GENAE_PLUGINS's, then the installed entry points', each once."""
+    named = [name.strip() for name in os.environ.get(PLUGINS_VARIABLE, "").split(",") if name.strip()]
+    declared = [entry.module for entry in entry_points(group=ENTRY_POINT_GROUP)]
+    return list(dict.fromkeys(named + declared))
+
+
+def load_plugins() -> list[str]:
+    """Import every plug-in module; returns their names. Python imports a module once per process, so
+    calling this again registers nothing twice.
+
+    A module that cannot be imported, or whose registration is refused, is a ConfigError naming it.
+    """
+    modules = plugin_modules()
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ConfigError as error:
+            raise ConfigError(f"plug-in {module}: {error}") from None
+        except Exception as error:  # noqa: BLE001 - any failure of a user's module is one line
+            raise ConfigError(
+                f"plug-in {module} (from ${PLUGINS_VARIABLE} or the {ENTRY_POINT_GROUP} entry points) "
+                f"cannot be imported ({describe_error(error)}); fix it, or remove it from there"
+            ) from None
+    return modules
