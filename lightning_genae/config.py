@@ -181,7 +181,12 @@ class RunConfig:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """config.yaml's text. A plug-in option that is None was left to its owner's default (no chosen
+        family, dataset or augmentation reads it), so it is left out: written, it would be a key that a run
+        without the plug-in that declares it refuses."""
+        values = self.to_dict()
+        unset = [name for name, value in self.plugin_options.items() if value is None]
+        return yaml.safe_dump({k: v for k, v in values.items() if k not in unset}, sort_keys=False)
 
     def experiment(self) -> RunConfig:
         """The experiment without what belongs to one invocation: a re-run of it gets its own folder."""

@@ -371,3 +371,12 @@ def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, 
     broken = run_py(args, plugin_dir, tmp_path, plugins="no_such_genae_plugin", command=classifier)
     (line,) = broken.stderr.strip().splitlines()
     assert broken.returncode == 2 and "plug-in no_such_genae_plugin" in line
+
+
+def test_a_plain_runs_config_yaml_made_with_plugins_loaded_runs_without_them(plugin_dir, tmp_path):
+    result = run_py(["--model", "gan", "--data", "digits", *SMALL, "--output", "run"], plugin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = (tmp_path / "run" / "config.yaml").read_text()
+    assert "flip_p" not in written and "square_side" not in written and "mask_ratio" not in written
+    again = run_py(["--config", "run/config.yaml", "--print-config"], plugin_dir, tmp_path, plugins="")
+    assert again.returncode == 0, again.stderr
