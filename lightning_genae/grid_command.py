@@ -75,6 +75,7 @@ def run_grid_command(
     quiet_lightning()
     for resolved in list(plan.runs.values())[:1]:
         _check_image_backbone(resolved, tuning=tuning is not None)
+    _check_augmenter_checkpoint(plan, tuning)
     if run_files:
         _remove_run_from_root(plan.root)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=overwrite)
@@ -137,6 +138,29 @@ def _check_image_backbone(resolved: ResolvedRun, tuning: bool = False) -> None:
         check_classifier_trainable(config.data, datamodule)
     except BackboneUnavailable as error:
         raise BackboneUnavailable(f"{error} ({why})") from error
+
+
+def _check_augmenter_checkpoint(plan: GridPlan, tuning: TuningPlan | None) -> None:
+    """A given --augment-ckpt must have been trained on every cell's training data, and a --train-size
+    subset is drawn per seed: checked for each distinct training split before the first cell trains, where
+    the cells whose data differ would otherwise fail after the others trained."""
+    from lightning_genae.augmentation.latent import check_augmenter_checkpoint
+
+    runs = [*plan.runs.values(), *(tuning.runs.values() if tuning is not None else ())]
+    checked: set[tuple[int | None, int | None]] = set()
+    for resolved in runs:
+        augment, config = resolved.augment, resolved.config
+        if augment.checkpoint is None or not augment.needs_augmenter:
+            continue
+        # The whole training split is the same for every seed; a subset is the seed's own.
+        split = (config.train_size, config.seed if config.train_size is not None else None)
+        if split in checked:
+            continue
+        checked.add(split)
+        datamodule = resolved.build_datamodule()
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        check_augmenter_checkpoint(augment, datamodule, config.seed)
 
 
 def _check_grid_index(grid_index: int, plan: GridPlan, tuning: TuningPlan | None) -> None:

@@ -345,3 +345,33 @@ def test_a_damaged_cached_classifier_is_trained_again_and_never_runs_code(tmp_pa
     assert f"the cached {path} is unreadable; training it again" in err
     images = folder_data(folder).split_tensors("val")[0]
     assert torch.equal(again(images), first(images)), "retrained with the same seed: the same network"
+
+
+def test_a_grid_refuses_an_augment_ckpt_that_fits_only_some_cells_before_the_first_trains(
+    tmp_path, augmenter_cache, capsys
+):
+    folder = tmp_path / "images"
+    write_folder(folder)
+    data = ["--data", "folder", "--data-dir", str(folder), "--image-size", "16", "--channels", "1"]
+    small = [
+        "--width",
+        "8",
+        "--latent-dim",
+        "8",
+        "--batch-size",
+        "16",
+        "--train-size",
+        "32",
+        "--max-steps",
+        "2",
+    ]
+    small += ["--eval-every", "2", "--image-every", "2", "--backbone", "none"]
+    augmenter = tmp_path / "augmenter"
+    assert main(["--model", "ae", *data, *small, "--seed", "0", "--output", str(augmenter)]) == 0
+    checkpoint = augmenter / "checkpoints" / "last.ckpt"
+    grid = ["--model", "ae", *data, *small, "--augment", "ae", "--augment-ckpt", str(checkpoint)]
+    capsys.readouterr()
+    # Its subset was drawn with seed 0: the seed-1 cells cannot use it, so no cell trains.
+    assert main([*grid, "--seeds", "0,1", "--output", str(tmp_path / "grid")]) == 2
+    one_line(capsys, "--augment-ckpt", "drawn with seed 0, this run's with 1")
+    assert not (tmp_path / "grid").exists() and not augmenter_cache.exists()

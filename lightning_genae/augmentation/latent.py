@@ -408,6 +408,28 @@ def train_augmenter(
         raise
 
 
+def _given_augmenter(
+    plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int
+) -> tuple[GenerativeModule, dict[str, Any]]:
+    """The augmenter of `--augment-ckpt`, refused unless it is of the family the plan needs and was trained
+    on this run's training data."""
+    checkpoint = RunCheckpoint.load(plan.checkpoint, "--augment-ckpt")
+    module, stored = _load_module(checkpoint, "--augment-ckpt")
+    if stored.get("model") != plan.augmenter_family:
+        raise ConfigError(
+            f"--augment-ckpt {plan.checkpoint}: holds a --model {stored.get('model')} run, but this "
+            f"--augment needs a --model {plan.augmenter_family} augmenter; pass such a run's checkpoint"
+        )
+    _check_given_checkpoint(checkpoint, stored, datamodule, seed)
+    return module, stored
+
+
+def check_augmenter_checkpoint(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int) -> None:
+    """What a run checks of its `--augment-ckpt` before training, without keeping the augmenter: a grid
+    asks it for every cell before the first one trains."""
+    _given_augmenter(plan, datamodule, seed)
+
+
 def load_augmenter(
     plan: AugmentPlan,
     datamodule: InMemoryDataModule,
@@ -419,14 +441,7 @@ def load_augmenter(
 ) -> tuple[GenerativeModule, dict[str, Any]]:
     """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
     if plan.checkpoint is not None:
-        checkpoint = RunCheckpoint.load(plan.checkpoint, "--augment-ckpt")
-        module, stored = _load_module(checkpoint, "--augment-ckpt")
-        if stored.get("model") != plan.augmenter_family:
-            raise ConfigError(
-                f"--augment-ckpt {plan.checkpoint}: holds a --model {stored.get('model')} run, but this "
-                f"--augment needs a --model {plan.augmenter_family} augmenter; pass such a run's checkpoint"
-            )
-        _check_given_checkpoint(checkpoint, stored, datamodule, seed)
+        module, stored = _given_augmenter(plan, datamodule, seed)
         origin = {"source": "checkpoint", "path": str(plan.checkpoint)}
     else:
         path = cache_path(plan, datamodule, seed, cache_dir)
