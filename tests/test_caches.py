@@ -375,3 +375,25 @@ def test_a_grid_refuses_an_augment_ckpt_that_fits_only_some_cells_before_the_fir
     assert main([*grid, "--seeds", "0,1", "--output", str(tmp_path / "grid")]) == 2
     one_line(capsys, "--augment-ckpt", "drawn with seed 0, this run's with 1")
     assert not (tmp_path / "grid").exists() and not augmenter_cache.exists()
+
+
+def test_an_augment_ckpt_of_generated_series_of_another_length_names_the_shape(tmp_path, capsys):
+    small = [
+        "--model",
+        "rae",
+        "--data",
+        "sines",
+        "--max-steps",
+        "2",
+        "--rnn-hidden",
+        "8",
+        "--latent-dim",
+        "4",
+    ]
+    assert main([*small, "--seq-len", "24", "--output", str(tmp_path / "augmenter")]) == 0
+    checkpoint = tmp_path / "augmenter" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    args = [*small, "--seq-len", "32", "--augment", "ae", "--augment-ckpt", str(checkpoint)]
+    assert main([*args, "--output", str(tmp_path / "run")]) == 2
+    line = one_line(capsys, "series of shape (24, 1), this run's are (32, 1)", "--seq-len")
+    assert "files" not in line and not (tmp_path / "run").exists()

@@ -420,8 +420,22 @@ def _given_augmenter(
             f"--augment-ckpt {plan.checkpoint}: holds a --model {stored.get('model')} run, but this "
             f"--augment needs a --model {plan.augmenter_family} augmenter; pass such a run's checkpoint"
         )
+    # Before the content: generated data of another shape differs by it alone, and the shape says why.
+    _check_data_shape(module, datamodule, f"--augment-ckpt {plan.checkpoint}")
     _check_given_checkpoint(checkpoint, stored, datamodule, seed)
     return module, stored
+
+
+def _check_data_shape(module: GenerativeModule, datamodule: InMemoryDataModule, source: str) -> None:
+    """The augmenter must take the run's items: the shape options it was trained with are named."""
+    if tuple(module.data_shape) == tuple(datamodule.data_shape):
+        return
+    options = "--image-size, --channels" if datamodule.data_kind == "image" else "--seq-len, --channels"
+    raise ConfigError(
+        f"{source}: the augmenter takes {datamodule.item_noun} of shape {tuple(module.data_shape)}, this "
+        f"run's are {tuple(datamodule.data_shape)}; give the run the shape it was trained with ({options}), "
+        "or pass an augmenter trained on this data"
+    )
 
 
 def check_augmenter_checkpoint(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int) -> None:
@@ -468,11 +482,7 @@ def load_augmenter(
                 )
         module, stored = cached
         origin = {"source": "trained now" if trained_now else "cache", "path": str(path)}
-    if tuple(module.data_shape) != tuple(datamodule.data_shape):
-        raise ConfigError(
-            f"--augment-ckpt: the augmenter takes {tuple(module.data_shape)} {datamodule.item_noun}, "
-            f"the data is {tuple(datamodule.data_shape)}; pass an augmenter trained on this dataset"
-        )
+    _check_data_shape(module, datamodule, f"augmenter {origin['path']}")
     module.requires_grad_(False).eval()
     record = {
         **origin,
