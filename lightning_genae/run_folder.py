@@ -23,6 +23,8 @@ from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
 
 FAILED_FILE = "failed.json"
 CONFIG_FILE = "config.yaml"
+# The first line of every run's config.yaml: what tells a run's file from a user's of the same name.
+CONFIG_HEADER = "# lightning-genae run"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 # The cells an ablation grid planned, at its root (ablation/grid.py): a folder that holds one is a grid's.
@@ -97,6 +99,27 @@ def refuse_another_run(path: Path, files: list[str], fixes: list[str]) -> NoRetu
     RunFolderLock.refuse_if_held(path)
     state = "a finished run" if SUMMARY_FILE in files else "a started run"
     raise RunFolderRefused(f"--output {path} already holds {state} ({', '.join(files)}); {', '.join(fixes)}")
+
+
+def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
+    """Refuse `--output path` whose files of a run's names (`started_run_files`) no run wrote, even with
+    --overwrite, which removes a run's files by name and would remove a user's config.yaml or metrics.csv."""
+    if files and not _written_by_a_run(path, files):
+        raise RunFolderRefused(
+            f"--output {path} holds {', '.join(files)}, which no run wrote (a run's {CONFIG_FILE} begins "
+            f"with {CONFIG_HEADER!r}); pick another --output (--overwrite never removes them)"
+        )
+
+
+def _written_by_a_run(path: Path, files: list[str]) -> bool:
+    """Whether `files` (of `started_run_files`) show a run: a checkpoint, or a config.yaml a run wrote."""
+    if any(name.startswith(f"{CHECKPOINT_DIR}/") for name in files):
+        return True
+    try:
+        with (path / CONFIG_FILE).open(encoding="utf-8", errors="replace") as file:
+            return file.readline().startswith(CONFIG_HEADER)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -215,6 +238,7 @@ class ClaimedRunFolder:
         check_output_folder(path)
         _refuse_grid_folder(path)
         files = started_run_files(path)
+        refuse_files_no_run_wrote(path, files)
         if files and not overwrite and not cls._continues(path, resuming_from):
             # A run still writing there is named as such, not taken for a finished or abandoned one.
             RunFolderLock.refuse_if_held(path)
@@ -240,6 +264,9 @@ class ClaimedRunFolder:
         # Checked again under the lock: a run that started meanwhile has written its config.yaml by now, and
         # a grid started meanwhile its grid.json.
         files = started_run_files(path)
+        if files and not _written_by_a_run(path, files):
+            lock.release()
+            refuse_files_no_run_wrote(path, files)
         if (path / GRID_FILE).exists() or (
             files and not overwrite and not cls._continues(path, resuming_from)
         ):

@@ -30,7 +30,7 @@ from lightning_genae.loggers import build_loggers, finish_loggers
 from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import GenerativeModule, changeable_on_resume
 from lightning_genae.resolve import ResolvedRun
-from lightning_genae.run_folder import ClaimedRunFolder
+from lightning_genae.run_folder import CONFIG_HEADER, ClaimedRunFolder
 from lightning_genae.run_report import (
     collapse_warning,
     environment_info,
@@ -391,7 +391,7 @@ def _write_run_header(
     run_dir.mkdir(parents=True, exist_ok=True)
     # Absolute paths: the file re-runs the experiment from any folder.
     config_file = run_dir.absolute() / "config.yaml"
-    header = f"# lightning-genae run; re-run with: python run.py --config {config_file}\n"
+    header = f"{CONFIG_HEADER}; re-run with: python run.py --config {config_file}\n"
     config_file.write_text(header + config.experiment().with_absolute_paths().to_yaml())
     say(f"run folder: {run_dir}  ({datamodule.summary()})")
     if discriminator_augmentation is not None:

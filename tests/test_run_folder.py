@@ -20,7 +20,7 @@ from tiny import TINY_RUN
 
 from lightning_genae.cli import main
 from lightning_genae.errors import ConfigError
-from lightning_genae.run_folder import ClaimedRunFolder
+from lightning_genae.run_folder import CONFIG_HEADER, ClaimedRunFolder
 from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,10 +60,27 @@ def test_a_second_run_into_a_finished_run_is_refused_and_touches_nothing(finishe
 def test_a_started_run_without_checkpoint_is_refused_without_advising_resume(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.yaml").write_text("model: ae\n")
+    (run_dir / "config.yaml").write_text(f"{CONFIG_HEADER}; re-run with: ...\nmodel: ae\n")
     assert main([*TINY_AE, "--max-steps", "2", "--output", str(run_dir)]) == 2
     err = one_line(capsys, "already holds a started run (config.yaml)", "--overwrite")
     assert "--resume" not in err, "there is no last.ckpt to resume from"
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_a_users_files_named_as_a_runs_are_refused_and_never_removed(overwrite, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("model: ae\n")
+    (folder / "metrics.csv").write_text("step\n")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    assert main([*TINY_AE, "--max-steps", "2", *overwrite, "--output", str(folder)]) == 2
+    err = one_line(capsys, "holds config.yaml, metrics.csv, which no run wrote", "pick another --output")
+    assert "started run" not in err
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    # A grid's --output is refused alike.
+    assert main([*TINY_AE, "--max-steps", "2", *overwrite, "--seeds", "0,1", "--output", str(folder)]) == 2
+    one_line(capsys, "which no run wrote")
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
 
 
 def test_overwrite_replaces_the_previous_run_and_keeps_other_files(finished_run, capsys):

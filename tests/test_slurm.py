@@ -630,7 +630,7 @@ def test_every_rank_stops_at_once_when_rank_zero_refuses_the_run_folder_and_the_
 ):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.yaml").write_text("model: ae\n")
+    (run_dir / "config.yaml").write_text("# lightning-genae run; re-run with: ...\nmodel: ae\n")
     (run_dir / "metrics.csv").write_text("step\n")
     before = {path.name: path.read_bytes() for path in run_dir.iterdir()}
     # Without rank 0's word, rank 1 waited at the process group's rendezvous for the 30-minute timeout.

@@ -40,6 +40,7 @@ from lightning_genae.run_folder import (
     GRID_FILE,
     SUMMARY_FILE,
     refuse_another_run,
+    refuse_files_no_run_wrote,
     started_run_files,
 )
 from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused, live_lock_owner
@@ -422,6 +423,7 @@ def check_grid_root(root: Path, *, overwrite: bool) -> list[str]:
                 "not write)"
             )
     files = started_run_files(root)
+    refuse_files_no_run_wrote(root, files)
     if files and not overwrite:
         refuse_another_run(
             root,
