@@ -25,7 +25,7 @@ from lightning_genae.datamodules.placement import DATA_ON_DEVICE, check_data_on_
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES
-from lightning_genae.plugin_options import INT_LIMIT, coerce, flag, typed_flag
+from lightning_genae.plugin_options import INT_LIMIT, PLUGIN_OPTION_NAMES, coerce, flag, typed_flag
 
 # `--backbone none`: no feature backbone, so no image metrics for the run.
 NO_BACKBONE = "none"
@@ -181,11 +181,15 @@ class RunConfig:
         }
 
     def to_yaml(self) -> str:
-        """config.yaml's text. A plug-in option that is None was left to its owner's default (no chosen
+        """config.yaml's text. A plug-in's option that is None was left to its owner's default (no chosen
         family, dataset or augmentation reads it), so it is left out: written, it would be a key that a run
         without the plug-in that declares it refuses."""
         values = self.to_dict()
-        unset = [name for name, value in self.plugin_options.items() if value is None]
+        unset = [
+            name
+            for name, value in self.plugin_options.items()
+            if value is None and name in PLUGIN_OPTION_NAMES
+        ]
         return yaml.safe_dump({k: v for k, v in values.items() if k not in unset}, sort_keys=False)
 
     def experiment(self) -> RunConfig:

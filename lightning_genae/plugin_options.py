@@ -44,6 +44,11 @@ INT_LIMIT = 2**31 - 1
 # The value of a probability option that ADA's controller sets during training (`--augment-p auto`).
 AUTO = "auto"
 
+# The options plug-ins declared that no built-in family, dataset or augmentation has (filled by
+# `lightning_genae.plugins.register_*`): config.yaml leaves them out where unset, so a run that used no
+# plug-in re-runs without it.
+PLUGIN_OPTION_NAMES: set[str] = set()
+
 
 def flag(name: str) -> str:
     """`max_steps` -> `--max-steps`: how an option is spelled on the command line and in messages."""

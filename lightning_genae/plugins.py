@@ -28,7 +28,7 @@ from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSp
 from lightning_genae.metrics.names import BACKBONES, KINDS, Direction, MetricKind, kind_spec
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 from lightning_genae.plugin_loading import ENTRY_POINT_GROUP, PLUGINS_VARIABLE, load_plugins
-from lightning_genae.plugin_options import PluginOptions, check_shared, type_name
+from lightning_genae.plugin_options import PLUGIN_OPTION_NAMES, PluginOptions, check_shared, type_name
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGINS_VARIABLE", "load_plugins", "register_augmentation",
            "register_dataset", "register_metric", "register_model"]  # fmt: skip
@@ -131,6 +131,7 @@ def register_model(name: str, spec: ModelSpec) -> None:
                     f"cannot register model {name!r}: option {option.name} is {kinds[option.name]} here "
                     f"but {other_kinds[option.name]} in {other}; rename it"
                 )
+    _note_plugin_options(spec.options)
     MODELS[name] = spec
 
 
@@ -146,6 +147,7 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
         raise ConfigError(f"cannot register dataset {name!r}: its options must be a PluginOptions dataclass")
     _check_option_names("dataset", name, spec.options)
     check_shared("dataset", name, spec.options, {other: known.options for other, known in DATASETS.items()})
+    _note_plugin_options(spec.options)
     DATASETS[name] = spec
 
 
@@ -164,6 +166,7 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
     check_shared("augmentation", name, spec.options, option_classes())
     if spec.side == "discriminator" and spec.build is None:
         raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
+    _note_plugin_options(spec.options)
     AUGMENTATIONS[name] = spec
 
 
@@ -200,3 +203,14 @@ def register_metric(name: str, spec: FeatureMetricSpec) -> None:
         )
     KINDS[name] = MetricKind(spec.direction, per_backbone=True)
     FEATURE_METRICS[name] = spec
+
+
+def _note_plugin_options(options: type[PluginOptions] | None) -> None:
+    """Record the option names `options` adds to those already registered (an option shared by
+    subclassing a built-in class stays the built-in's)."""
+    if options is None:
+        return
+    known = set(augmentation_options()) | set(dataset_options())
+    for spec in MODELS.values():
+        known |= {field.name for field in fields(spec.options)}
+    PLUGIN_OPTION_NAMES.update(field.name for field in fields(options) if field.name not in known)
