@@ -197,12 +197,13 @@ class RunConfig:
         return dataclasses.replace(self, **{name: CONFIG_FIELDS[name].default for name in PER_INVOCATION})
 
     def with_absolute_paths(self) -> RunConfig:
-        """The same options with every path of RunConfig's made absolute (from the current folder), so a
-        file written from them (a run's config.yaml) re-runs from any folder."""
+        """The same options with every path of RunConfig's made absolute (`~` expanded, the rest from the
+        current folder), so what is written from them (a checkpoint, config.yaml) names the same folders
+        from any folder."""
         return dataclasses.replace(
             self,
             **{
-                name: os.path.abspath(value)
+                name: absolute_path(value)
                 for name in PATH_OPTIONS
                 if isinstance(value := getattr(self, name), str)
             },
@@ -249,6 +250,11 @@ UPPER_BOUNDS = {"max_steps": 10**9, "max_epochs": 10**6, "eval_samples": 10**7}
 PATH_OPTIONS = ("output", "data_dir", "resume", "inception_weights", "classifier_weights")
 
 
+def absolute_path(path: str) -> str:
+    """`path` as the data and weights loaders read it (`~` expanded), absolute from the current folder."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def check_path_values(values: Mapping[str, Any], plugin_paths: Collection[str] = ()) -> None:
     """Refuse a path option (RunConfig's, or a plug-in's in `plugin_paths`) given as an empty string."""
     for name in (*PATH_OPTIONS, *plugin_paths):
@@ -272,6 +278,9 @@ COMMAND_LINE_ONLY = (
     "summarize",
 )
 # Options that describe one invocation, not the experiment: a re-run from config.yaml gets a new folder.
+# Where a run's checkpoint holds its configuration (as plain values); what tells a run's checkpoint from
+# another Lightning program's.
+CONFIG_KEY = "genae_config"
 PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite")
 # Options a `--resume` may change: they take effect from the resumed step on. Every other option defines the
 # run (model, data and its shapes, family options, augmentation, train size, seed, data paths, batch size,
@@ -317,7 +326,7 @@ def resume_conflicts(
         wanted = _as_stored(name, value, stored[name])
         if name in PATH_OPTIONS and isinstance(wanted, str) and isinstance(stored[name], str):
             # `data` and its absolute form are one folder (config.yaml records the absolute one).
-            same = os.path.abspath(wanted) == os.path.abspath(stored[name])
+            same = absolute_path(wanted) == absolute_path(stored[name])
         else:
             same = wanted == stored[name]
         if not same:

@@ -182,7 +182,9 @@ def run(
         run_dir = Path(config.output)
     else:
         run_dir = resume.run_folder if resume is not None else default_run_dir(config)
-    config = replace(config, output=str(run_dir))
+    # Absolute paths: the checkpoint and config.yaml name the same folders from whatever folder a resume or a
+    # re-run starts in.
+    config = replace(config, output=str(run_dir)).with_absolute_paths()
     # Under SLURM or torchrun the other ranks run this at once and wait for rank 0's word before training.
     gate = start_gate()
     if gate is not None:
@@ -389,10 +391,10 @@ def _write_run_header(
 ) -> None:
     """Rank 0: config.yaml, from which the run can be repeated, and what the run is, on the console."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Absolute paths: the file re-runs the experiment from any folder.
+    # Its paths are absolute (`run`), and so is the one its first line names: it re-runs from any folder.
     config_file = run_dir.absolute() / "config.yaml"
     header = f"{CONFIG_HEADER}; re-run with: python run.py --config {config_file}\n"
-    config_file.write_text(header + config.experiment().with_absolute_paths().to_yaml())
+    config_file.write_text(header + config.experiment().to_yaml())
     say(f"run folder: {run_dir}  ({datamodule.summary()})")
     if discriminator_augmentation is not None:
         # The data-side part is in the line above; this one is applied inside the model, to D's inputs.

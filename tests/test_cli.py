@@ -106,13 +106,35 @@ def test_config_yaml_records_absolute_paths_and_reruns_from_another_folder(tmp_p
     header = config_file.read_text().splitlines()[0]
     assert header.endswith(f"python run.py --config {config_file}")
     assert yaml.safe_load(config_file.read_text())["data_dir"] == str(project / "images")
-    # The relative path the checkpoint holds and config.yaml's absolute one are the same folder.
-    checkpoint = "runs/first/checkpoints/last.ckpt"
-    resumed = ["--config", str(config_file), "--resume", checkpoint, "--max-steps", "3"]
+    checkpoint = project / "runs" / "first" / "checkpoints" / "last.ckpt"
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["genae_config"]
+    assert stored["data_dir"] == str(project / "images")
+    resumed = [
+        "--config",
+        str(config_file),
+        "--resume",
+        "runs/first/checkpoints/last.ckpt",
+        "--max-steps",
+        "3",
+    ]
     assert main([*resumed, "--output", "runs/first"]) == 0
     monkeypatch.chdir(elsewhere)
+    # From another folder: the checkpoint and config.yaml name the same absolute folder.
+    resumed = ["--config", str(config_file), "--resume", str(checkpoint), "--max-steps", "4"]
+    assert main([*resumed, "--output", str(project / "runs" / "first")]) == 0
     assert main(["--config", str(config_file), "--output", "second"]) == 0
     assert read_summary(elsewhere / "second")["data_summary"].startswith("folder: train ")
+
+
+def test_a_home_relative_path_is_recorded_expanded(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    write_folder(home / "images")
+    monkeypatch.setenv("HOME", str(home))
+    args = ["--model", "ae", "--data", "folder", "--data-dir", "~/images", "--image-size", "16"]
+    args += ["--channels", "1", "--width", "8", "--latent-dim", "8", "--batch-size", "16", "--max-steps", "1"]
+    assert main([*args, "--backbone", "none", "--output", str(tmp_path / "run")]) == 0
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert written["data_dir"] == str(home / "images")
 
 
 def test_command_line_wins_over_config_file(tmp_path, capsys):
