@@ -22,7 +22,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_genae.cache import is_torch_file
-from lightning_genae.config import PER_INVOCATION, RunConfig
+from lightning_genae.config import CONFIG_KEY, PER_INVOCATION, RunConfig
 from lightning_genae.console import say
 from lightning_genae.datamodules.base import TRAIN_CONTENT_KEY
 from lightning_genae.errors import ConfigError, describe_error
@@ -30,7 +30,6 @@ from lightning_genae.errors import ConfigError, describe_error
 if TYPE_CHECKING:
     from lightning_genae.datamodules.base import InMemoryDataModule
 
-CONFIG_KEY = "genae_config"
 Module = TypeVar("Module", bound=pl.LightningModule)
 
 

@@ -14,10 +14,12 @@ import os
 import re
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+from lightning_genae.config import CONFIG_KEY
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
 
@@ -112,14 +114,36 @@ def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
 
 
 def _written_by_a_run(path: Path, files: list[str]) -> bool:
-    """Whether `files` (of `started_run_files`) show a run: a checkpoint, or a config.yaml a run wrote."""
-    if any(name.startswith(f"{CHECKPOINT_DIR}/") for name in files):
-        return True
+    """Whether `files` (of `started_run_files`) show a run of this program: one of its checkpoints, or a
+    config.yaml a run wrote for this folder."""
+    checkpoints = [path / name for name in files if name.startswith(f"{CHECKPOINT_DIR}/")]
+    return any(_holds_run_configuration(file) for file in checkpoints) or _config_written_here(path)
+
+
+def _holds_run_configuration(checkpoint: Path) -> bool:
+    """Whether `checkpoint` is a run's: a torch zip whose pickle names the run configuration's key. Read as
+    bytes, never unpickled: another Lightning program's `last.ckpt` is no run of this one."""
     try:
-        with (path / CONFIG_FILE).open(encoding="utf-8", errors="replace") as file:
-            return file.readline().startswith(CONFIG_HEADER)
+        with zipfile.ZipFile(checkpoint) as archive:
+            pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+            return any(CONFIG_KEY.encode() in archive.read(name) for name in pickles)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _config_written_here(path: Path) -> bool:
+    """Whether path/config.yaml begins with the first line a run writes there. A copy of a run's file in
+    another folder names that run's folder (an older run's line names no absolute path, and is taken)."""
+    config_file = path / CONFIG_FILE
+    try:
+        with config_file.open(encoding="utf-8", errors="replace") as file:
+            first = file.readline().rstrip("\n")
     except OSError:
         return False
+    if not first.startswith(CONFIG_HEADER):
+        return False
+    named = first.rpartition("--config ")[2].strip()
+    return not os.path.isabs(named) or os.path.realpath(named) == os.path.realpath(config_file)
 
 
 @dataclass

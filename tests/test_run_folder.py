@@ -83,6 +83,37 @@ def test_a_users_files_named_as_a_runs_are_refused_and_never_removed(overwrite, 
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
 
 
+@pytest.mark.parametrize("checkpoint", ["epoch=0-step=10.ckpt", "last.ckpt"])
+def test_another_lightning_programs_folder_is_refused_and_never_removed(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "lightning_logs"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "metrics.csv").write_text("epoch,step,loss\n0,9,0.5\n")
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "global_step": 10}, folder / "checkpoints" / checkpoint)
+    before = snapshot(folder)
+    assert main([*TINY_AE, "--max-steps", "2", "--overwrite", "--output", str(folder)]) == 2
+    one_line(capsys, "which no run wrote", "pick another --output")
+    assert snapshot(folder) == before
+
+
+def test_a_copy_of_a_runs_config_yaml_elsewhere_is_the_users_and_never_removed(
+    finished_run, tmp_path, capsys
+):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    edited = (finished_run / "config.yaml").read_text() + "# my notes\n"
+    (mine / "config.yaml").write_text(edited)
+    assert main([*TINY_AE, "--max-steps", "2", "--overwrite", "--output", str(mine)]) == 2
+    one_line(capsys, "which no run wrote")
+    assert (mine / "config.yaml").read_text() == edited
+
+
+def test_a_moved_run_folder_is_still_a_run_and_resumes(finished_run, tmp_path):
+    moved = tmp_path / "moved"
+    finished_run.rename(moved)
+    assert main(["--resume", "last", "--output", str(moved), "--max-steps", "4"]) == 0
+    assert json.loads((moved / "summary.json").read_text())["global_step"] == 4
+
+
 def test_overwrite_replaces_the_previous_run_and_keeps_other_files(finished_run, capsys):
     (finished_run / "notes.txt").write_text("mine")
     old_images = {path.name for path in (finished_run / "images").iterdir()}
