@@ -397,3 +397,25 @@ def test_an_augment_ckpt_of_generated_series_of_another_length_names_the_shape(t
     assert main([*args, "--output", str(tmp_path / "run")]) == 2
     line = one_line(capsys, "series of shape (24, 1), this run's are (32, 1)", "--seq-len")
     assert "files" not in line and not (tmp_path / "run").exists()
+
+
+def test_an_augment_ckpt_of_another_dataset_names_the_dataset(tmp_path, capsys):
+    small = [
+        "--width",
+        "8",
+        "--latent-dim",
+        "8",
+        "--batch-size",
+        "16",
+        "--max-steps",
+        "2",
+        "--backbone",
+        "none",
+    ]
+    assert main(["--model", "ae", "--data", "digits", *small, "--output", str(tmp_path / "augmenter")]) == 0
+    checkpoint = tmp_path / "augmenter" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    args = ["--model", "ae", "--data", "mnist", "--augment", "ae", "--augment-ckpt", str(checkpoint), *small]
+    assert main([*args, "--output", str(tmp_path / "run")]) == 2
+    line = one_line(capsys, "trained on digits, this run uses mnist")
+    assert "--image-size" not in line

@@ -420,8 +420,10 @@ def _given_augmenter(
             f"--augment-ckpt {plan.checkpoint}: holds a --model {stored.get('model')} run, but this "
             f"--augment needs a --model {plan.augmenter_family} augmenter; pass such a run's checkpoint"
         )
-    # Before the content: generated data of another shape differs by it alone, and the shape says why.
-    _check_data_shape(module, datamodule, f"--augment-ckpt {plan.checkpoint}")
+    if stored.get("data") == datamodule.name:
+        # Before the content: generated data of another shape differs by it alone, and the shape says why.
+        # (Another dataset is named as such by the content check.)
+        _check_data_shape(module, datamodule, f"--augment-ckpt {plan.checkpoint}")
     _check_given_checkpoint(checkpoint, stored, datamodule, seed)
     return module, stored
 
