@@ -343,21 +343,27 @@ def test_a_plugins_names_read_without_the_plugin_point_to_genae_plugins(yaml_tex
     one_line(capsys, says, "GENAE_PLUGINS")
 
 
-def test_a_plugin_augmentation_returning_another_shape_is_refused_before_training(
-    clean_registries, tmp_path, capsys
+@pytest.mark.parametrize(
+    ("transform", "says"),
+    [
+        (lambda x: x[..., ::2, ::2], "returned (3, 1, 8, 8) torch.float32 on cpu for images (3, 1, 16, 16)"),
+        (lambda x: x.double(), "returned (3, 1, 16, 16) torch.float64 on cpu"),
+        (lambda x: x[:2], "returned (2, 1, 16, 16) torch.float32"),
+        (lambda x: (x, x), "returned tuple"),
+        (lambda x: 1 / 0, "failed on a batch of 3 training images of shape (1, 16, 16): ZeroDivisionError"),
+    ],
+    ids=["shape", "dtype", "batch", "not-a-tensor", "raises"],
+)
+def test_a_plugin_augmentation_that_does_not_return_its_inputs_kind_is_refused_before_training(
+    transform, says, clean_registries, tmp_path, capsys
 ):
-    register_augmentation(
-        "toy_halve",
-        AugmentationSpec(
-            "every other pixel", side="discriminator", build=lambda options, parts: lambda x: x[..., ::2, ::2]
-        ),
-    )
+    spec = AugmentationSpec("broken", side="discriminator", build=lambda options, parts: transform)
+    register_augmentation("toy_broken", spec)
     output = tmp_path / "run"
-    args = [*TINY_RUN, "--model", "gan", "--augment", "toy_halve", "--max-steps", "2", "--backbone", "none"]
+    args = [*TINY_RUN, "--model", "gan", "--augment", "toy_broken", "--max-steps", "2", "--backbone", "none"]
     assert main([*args, "--output", str(output)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "--augment toy_halve returned shape (2, 1, 8, 8)" in line and "(2, 1, 16, 16)" in line
-    assert "fix its build in tests.test_plugins" in line or "fix its build in test_plugins" in line
+    assert "--augment toy_broken" in line and says in line and "fix its build in" in line
     assert not output.exists()
 
 
@@ -368,6 +374,7 @@ def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, 
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "weights" / "classifiers.json").read_text())
     assert (tmp_path / "weights" / manifest["squares"]["file"]).is_file()
+    assert manifest["squares"]["command"].startswith("GENAE_PLUGINS=my_genae_plugin python -m ")
     broken = run_py(args, plugin_dir, tmp_path, plugins="no_such_genae_plugin", command=classifier)
     (line,) = broken.stderr.strip().splitlines()
     assert broken.returncode == 2 and "plug-in no_such_genae_plugin" in line

@@ -20,7 +20,7 @@ from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.console import say
 from lightning_genae.datamodules import InMemoryDataModule
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.plugin_options import PluginOptions, flag
 
 
@@ -111,29 +111,37 @@ def attach_augmentation(
 def check_plugin_transforms(
     built: dict[str, Callable[[torch.Tensor], Any]], datamodule: InMemoryDataModule, device: torch.device
 ) -> None:
-    """A plug-in's discriminator-side transform, tried on two training images before training: one that
-    does not return images of its input's shape is refused naming the augmentation, where inside the
-    discriminator it would be a shape error naming neither. The global random streams are left as they
-    were, so the run draws what it would have drawn without the try."""
+    """A plug-in's discriminator-side transform, tried on three training images before training (an odd
+    batch, which a transform that keeps a fixed number of images changes): one that fails, or does not
+    return images of its input's shape, dtype and device, is refused in one line naming the augmentation,
+    where in training it would be an error inside the discriminator naming neither. The global random
+    streams are left as they were (a generator of the plug-in's own is not)."""
     plugins = {name: transform for name, transform in built.items() if name not in BUILT_IN_AUGMENTATIONS}
     if not plugins:
         return
-    images = datamodule.to_model_range(datamodule.split_tensors("train")[0][:2].to(device))
+    images = datamodule.to_model_range(datamodule.split_tensors("train")[0][:3].to(device))
     cuda_devices = [device] if device.type == "cuda" else []
     for name, transform in plugins.items():
-        with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
-            returned = transform(images)
-        if isinstance(returned, torch.Tensor) and returned.shape == images.shape:
-            continue
-        what = (
-            f"shape {tuple(returned.shape)}"
-            if isinstance(returned, torch.Tensor)
-            else type(returned).__name__
-        )
         build = getattr(AUGMENTATIONS[name].build, "__module__", None) or "its module"
+        fix = f"(fix its build in {build})"
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
+                returned = transform(images)
+        except Exception as error:  # noqa: BLE001 - any failure of a plug-in's function is one line
+            raise ConfigError(
+                f"--augment {name} failed on a batch of {len(images)} training images of shape "
+                f"{tuple(images.shape[1:])}: {describe_error(error)} {fix}"
+            ) from None
+        expected = f"{tuple(images.shape)} {images.dtype} on {images.device}"
+        if not isinstance(returned, torch.Tensor):
+            got = type(returned).__name__
+        elif (returned.shape, returned.dtype, returned.device) != (images.shape, images.dtype, images.device):
+            got = f"{tuple(returned.shape)} {returned.dtype} on {returned.device}"
+        else:
+            continue
         raise ConfigError(
-            f"--augment {name} returned {what} for a batch of images of shape {tuple(images.shape)}; a "
-            f"discriminator-side augmentation returns images of its input's shape (fix its build in {build})"
+            f"--augment {name} returned {got} for images {expected}; a discriminator-side augmentation "
+            f"returns images of its input's shape, dtype and device {fix}"
         )
 
 

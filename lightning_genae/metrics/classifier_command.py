@@ -30,7 +30,7 @@ from lightning_genae.datamodules import DATASETS, build_datamodule
 from lightning_genae.errors import GenaeError
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
-from lightning_genae.plugin_loading import load_plugins
+from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
 
 PROG = "python -m lightning_genae.metrics.classifier"
 
@@ -95,9 +95,11 @@ def _train_sequence(args: argparse.Namespace) -> TrainedClassifier:
     )
 
 
-def reproduce_command(args: argparse.Namespace) -> str:
-    """The command line that writes the same file again (recorded in the manifest)."""
-    parts = [PROG, f"--data {args.data}"]
+def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> str:
+    """The command line that writes the same file again (recorded in the manifest); for a plug-in's
+    dataset, with the `plugins` to import set as run.py reads them."""
+    prefix = [f"{PLUGINS_VARIABLE}={','.join(plugins)}"] if plugins else []
+    parts = [*prefix, PROG, f"--data {args.data}"]
     if args.data_dir is not None:
         parts.append(f"--data-dir {args.data_dir}")
     if args.image_size is not None:
@@ -156,9 +158,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Train, save and record one classifier; errors print as one line with exit code 2."""
+    built_in = set(DATASETS)
     try:
         # Before the parser: a plug-in's dataset is one of --data's choices, as for run.py.
-        load_plugins()
+        plugins = load_plugins()
     except GenaeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -196,7 +199,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             **trained.input_shape,
             "seed": args.seed,
             "epochs": trained.epochs,
-            "command": reproduce_command(args),
+            "command": reproduce_command(args, plugins if args.data not in built_in else ()),
             "train_seconds": round(seconds),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
