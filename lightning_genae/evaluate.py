@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,18 +96,20 @@ def final_evaluation(
     datamodule: InMemoryDataModule,
     seed: int,
     test_split: bool = True,
-    log_validation: bool = True,
+    validated: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Validation and test metrics of the model as it is; seeded, so `--evaluate` reproduces them.
 
     `test_split=False` (a tuning run, `--no-test-split`) stops at validation: the test split's loader is
-    never asked for, so nothing chosen on such a run has seen a test image. `log_validation=False` leaves
-    the validation rows out of the loggers: training validated at this step already, seeded the same way
-    (`SeededEvaluation`), and wrote the same numbers there.
+    never asked for, so nothing chosen on such a run has seen a test image. `validated`: the metrics of a
+    validation of these weights that training ran at its last step, seeded the same way
+    (`SeededEvaluation`): their `val/` values are taken instead of validating again.
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     metrics: dict[str, float] = {}
-    with nullcontext() if log_validation else _not_logged(trainer):
+    if validated is not None:
+        metrics.update({name: value for name, value in validated.items() if name.startswith("val/")})
+    else:
         for result in trainer.validate(model, datamodule=datamodule, verbose=False):
             metrics.update(scalar_metrics(result))
     if test_split:

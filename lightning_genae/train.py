@@ -317,8 +317,8 @@ def _train(
             datamodule,
             config.seed,
             config.test_split,
-            # Training validated at this step already, seeded as this evaluation is: its rows stand.
-            log_validation=seeded_evaluation.validated_at != trainer.global_step,
+            # Training's last step validated these weights (ValidateLastIteration), seeded as this would.
+            validated=fit_metrics if seeded_evaluation.validated_at == trainer.global_step else None,
         ),
     }
     # Taken before the best checkpoint's evaluation, which the metric callbacks record as their test stage.

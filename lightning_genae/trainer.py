@@ -45,6 +45,7 @@ from lightning_genae.metrics.backbones import BackboneUnavailable, check_classif
 from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECALL_K
 from lightning_genae.metrics.names import headline_metric, higher_is_better
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
+from lightning_genae.models.base import is_last_training_batch
 from lightning_genae.stopping import StopOnSignal, cluster_plugins
 
 
@@ -142,6 +143,22 @@ class LogStepIsIteration(Callback):
         set_logging_step(trainer, trainer.global_step // self.steps_per_iteration)
 
 
+class ValidateLastIteration(Callback):
+    """Training's last iteration is a validation step whatever --eval-every is, so the final weights are a
+    candidate for best.ckpt as every periodic validation's are, and the final evaluation takes that
+    validation's numbers (the same seeded ones) instead of validating again.
+
+    Lightning validates after a batch that asks training to stop (`should_stop`); asking it at the last
+    batch stops nothing that would have gone on.
+    """
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if is_last_training_batch(trainer, batch_idx):
+            trainer.should_stop = True
+
+
 def log_every_n_steps(config: RunConfig) -> int:
     """Iterations between two rows of training values in the loggers."""
     return min(10, config.eval_every)
@@ -227,6 +244,7 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
         ),
         # Before every callback that draws at a validation's start.
         SeededEvaluation(config.seed),
+        ValidateLastIteration(),
         SampleGrid(every_n_steps=config.image_every, seed=config.seed + 1234),
         ReconstructionGrid(every_n_steps=config.image_every),
         InterpolationGrid(every_n_steps=config.image_every, seed=config.seed + 4321),

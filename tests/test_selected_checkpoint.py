@@ -12,9 +12,10 @@ from tiny import TINY_RUN
 from lightning_genae.cli import main
 from lightning_genae.evaluate import evaluate_selected_checkpoint
 
-# Validation at iterations 3 and 6 during training; the run ends at 7, which is never a candidate, so the
-# chosen checkpoint always differs from the final weights and is evaluated again.
-RUN = [*TINY_RUN, "--eval-samples", "50", "--max-steps", "7", "--image-every", "7", "--ckpt-every", "7"]
+# Validation at iterations 3 and 6, and at the last one, 7. The run is resumed at 6 for its last iteration
+# with a learning rate a hundred times its own, which wrecks the generator: the checkpoint chosen on
+# validation (3 or 6) differs from the final weights and is evaluated again.
+RUN = [*TINY_RUN, "--eval-samples", "50", "--image-every", "7", "--ckpt-every", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--diffaug-cutout",
         "0.25",
     ]
-    assert main([*args, *RUN, "--output", str(run_dir)]) == 0
+    assert main([*args, *RUN, "--max-steps", "6", "--output", str(run_dir)]) == 0
+    resumed = ["--resume", "last", "--max-steps", "7", "--lr", "0.05", "--image-every", "7"]
+    assert main([*resumed, "--output", str(run_dir)]) == 0
     return run_dir
 
 
@@ -51,8 +54,10 @@ def test_run_records_the_test_metrics_of_the_checkpoint_chosen_on_validation(run
     selected = summary["selected_checkpoint"]
     val_curve = logged(run_dir, "val/fd_classifier")
     assert sorted(val_curve) == [3, 6, 7]
-    # Chosen among the validations during training, on the validation headline alone.
-    best_step = min((3, 6), key=lambda step: val_curve[step])
+    # Chosen among the validations during training, the last iteration's included, on the validation
+    # headline alone.
+    best_step = min((3, 6, 7), key=lambda step: val_curve[step])
+    assert best_step != 7, "the wrecked last iteration is the worst"
     assert selected["path"] == str(run_dir / "checkpoints" / "best.ckpt")
     assert selected["chosen_on"] == summary["headline_metric"] == "val/fd_classifier"
     assert selected["step"] == best_step
@@ -60,8 +65,9 @@ def test_run_records_the_test_metrics_of_the_checkpoint_chosen_on_validation(run
     test_metrics = selected["test_metrics"]
     assert set(test_metrics) == {name for name in summary["final_metrics"] if name.startswith("test/")}
     assert test_metrics["test/fd_classifier"] != summary["final_metrics"]["test/fd_classifier"]
-    # The run's own records stay the final weights': one test row in metrics.csv, at the last step.
-    assert logged(run_dir, "test/fd_classifier") == {7: summary["final_metrics"]["test/fd_classifier"]}
+    # The run's own records stay the final weights': the test row at the last step (the one at 6 is the
+    # first part's final evaluation).
+    assert logged(run_dir, "test/fd_classifier")[7] == summary["final_metrics"]["test/fd_classifier"]
     assert summary["evaluation"]["test"]["n_fake"] == 50
     # The ratios given are what the run used and recorded.
     assert summary["augmentation"]["diffaug_translation"] == 0.25
