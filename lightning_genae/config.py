@@ -25,7 +25,14 @@ from lightning_genae.datamodules.placement import DATA_ON_DEVICE, check_data_on_
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES
-from lightning_genae.plugin_options import INT_LIMIT, PLUGIN_OPTION_NAMES, coerce, flag, typed_flag
+from lightning_genae.plugin_options import (
+    INT_LIMIT,
+    PATH_OPTION_NAMES,
+    PLUGIN_OPTION_NAMES,
+    coerce,
+    flag,
+    typed_flag,
+)
 
 # `--backbone none`: no feature backbone, so no image metrics for the run.
 NO_BACKBONE = "none"
@@ -200,14 +207,17 @@ class RunConfig:
         """The same options with every path of RunConfig's made absolute (`~` expanded, the rest from the
         current folder), so what is written from them (a checkpoint, config.yaml) names the same folders
         from any folder."""
-        return dataclasses.replace(
-            self,
-            **{
-                name: absolute_path(value)
-                for name in PATH_OPTIONS
-                if isinstance(value := getattr(self, name), str)
-            },
-        )
+        own = {
+            name: absolute_path(value)
+            for name in PATH_OPTIONS
+            # `--resume last` names no path.
+            if isinstance(value := getattr(self, name), str) and not (name == "resume" and value == "last")
+        }
+        plugins = {
+            name: absolute_path(value) if name in PATH_OPTION_NAMES and isinstance(value, str) else value
+            for name, value in self.plugin_options.items()
+        }
+        return dataclasses.replace(self, **own, plugin_options=plugins)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -324,7 +334,8 @@ def resume_conflicts(
         if name in CHANGEABLE_ON_RESUME or name in changeable or name not in stored:
             continue
         wanted = _as_stored(name, value, stored[name])
-        if name in PATH_OPTIONS and isinstance(wanted, str) and isinstance(stored[name], str):
+        is_path = name in PATH_OPTIONS or name in PATH_OPTION_NAMES
+        if is_path and isinstance(wanted, str) and isinstance(stored[name], str):
             # `data` and its absolute form are one folder (config.yaml records the absolute one).
             same = absolute_path(wanted) == absolute_path(stored[name])
         else:

@@ -48,6 +48,10 @@ AUTO = "auto"
 # `lightning_genae.plugins.register_*`): config.yaml leaves them out where unset, so a run that used no
 # plug-in re-runs without it.
 PLUGIN_OPTION_NAMES: set[str] = set()
+# The options of families, datasets and augmentations that name a file or folder (`option(..., path=True)`,
+# as --augment-ckpt), filled as their classes are defined: made absolute and compared as paths, as RunConfig's
+# own (`config.PATH_OPTIONS`) are.
+PATH_OPTION_NAMES: set[str] = set()
 
 
 def flag(name: str) -> str:
@@ -261,6 +265,15 @@ class PluginOptions:
     Checks beyond a field's own range (two options that must agree) go in the subclass's `__post_init__`
     after `super().__post_init__()`.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Before @dataclass runs, the class body's `option(...)` fields are still Field objects here.
+        PATH_OPTION_NAMES.update(
+            name
+            for name, value in vars(cls).items()
+            if isinstance(value, dataclasses.Field) and value.metadata.get("path")
+        )
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):

@@ -328,3 +328,21 @@ def test_a_config_files_augment_list_is_a_grid_as_the_flags_list_is(tmp_path, ca
     )
     out = capsys.readouterr().out
     assert "# cell 0: none-tsfull-seed0" in out and "# cell 1: diffaug-tsfull-seed0" in out
+
+
+def test_a_relative_augment_ckpt_is_recorded_absolute_and_the_run_resumes_from_another_folder(
+    tmp_path, monkeypatch
+):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    small = "--data digits --width 8 --latent-dim 8 --batch-size 32 --eval-every 2 --backbone none".split()
+    assert main(["--model", "ae", *small, "--max-steps", "2", "--output", "augmenter"]) == 0
+    augment = ["--augment", "ae", "--augment-ckpt", "augmenter/checkpoints/last.ckpt"]
+    assert main(["--model", "gan", *small, *augment, "--max-steps", "2", "--output", "run"]) == 0
+    written = yaml.safe_load((project / "run" / "config.yaml").read_text())
+    assert written["augment_ckpt"] == str(project / "augmenter" / "checkpoints" / "last.ckpt")
+    monkeypatch.chdir(elsewhere)
+    assert main(["--resume", "last", "--output", str(project / "run"), "--max-steps", "3"]) == 0
+    assert read_summary(project / "run")["global_step"] == 3
