@@ -106,11 +106,20 @@ def refuse_another_run(path: Path, files: list[str], fixes: list[str]) -> NoRetu
 def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
     """Refuse `--output path` whose files of a run's names (`started_run_files`) no run wrote, even with
     --overwrite, which removes a run's files by name and would remove a user's config.yaml or metrics.csv."""
-    if files and not _written_by_a_run(path, files):
-        raise RunFolderRefused(
-            f"--output {path} holds {', '.join(files)}, which no run wrote (a run's {CONFIG_FILE} begins "
-            f"with {CONFIG_HEADER!r}); pick another --output (--overwrite never removes them)"
+    if not files or _written_by_a_run(path, files):
+        return
+    named = _config_header_names(path)
+    if named is None:
+        why = f"no checkpoint of a run, and its {CONFIG_FILE} does not begin with {CONFIG_HEADER!r}"
+    else:
+        why = (
+            f"no checkpoint of a run, and its {CONFIG_FILE} is {named}'s (a copy, or a run moved to a folder "
+            "of another name before its first checkpoint: remove its files if so)"
         )
+    raise RunFolderRefused(
+        f"--output {path} holds {', '.join(files)}, which no run wrote here ({why}); pick another --output "
+        "(--overwrite never removes them)"
+    )
 
 
 def _written_by_a_run(path: Path, files: list[str]) -> bool:
@@ -132,18 +141,29 @@ def _holds_run_configuration(checkpoint: Path) -> bool:
 
 
 def _config_written_here(path: Path) -> bool:
-    """Whether path/config.yaml begins with the first line a run writes there. A copy of a run's file in
-    another folder names that run's folder (an older run's line names no absolute path, and is taken)."""
-    config_file = path / CONFIG_FILE
+    """Whether path/config.yaml begins with the first line a run writes there. That line names the run's
+    folder: a copy of a run's file in a folder of another name is the user's; a run's folder moved with its
+    name (a grid's root moved, with its cells) is still the run's; an older run's line names no absolute
+    path and is taken."""
+    named = _config_header_names(path)
+    if named is None:
+        return False
+    if not os.path.isabs(named):
+        return True
+    named_folder = os.path.dirname(os.path.realpath(named))
+    return named_folder == os.path.realpath(path) or os.path.basename(named_folder) == path.resolve().name
+
+
+def _config_header_names(path: Path) -> str | None:
+    """The config.yaml that path/config.yaml's first line names, or None when it is no run's line."""
     try:
-        with config_file.open(encoding="utf-8", errors="replace") as file:
+        with (path / CONFIG_FILE).open(encoding="utf-8", errors="replace") as file:
             first = file.readline().rstrip("\n")
     except OSError:
-        return False
+        return None
     if not first.startswith(CONFIG_HEADER):
-        return False
-    named = first.rpartition("--config ")[2].strip()
-    return not os.path.isabs(named) or os.path.realpath(named) == os.path.realpath(config_file)
+        return None
+    return first.rpartition("--config ")[2].strip()
 
 
 @dataclass

@@ -107,6 +107,19 @@ def test_a_copy_of_a_runs_config_yaml_elsewhere_is_the_users_and_never_removed(
     assert (mine / "config.yaml").read_text() == edited
 
 
+def test_a_run_moved_with_its_name_before_its_first_checkpoint_is_still_a_run(tmp_path, capsys):
+    run_dir = tmp_path / "grid" / "cell"
+    assert main([*TINY_AE, "--max-steps", "1", "--output", str(run_dir)]) == 0
+    shutil.rmtree(run_dir / "checkpoints")
+    (run_dir / "summary.json").unlink()
+    (tmp_path / "grid").rename(tmp_path / "moved")
+    moved = tmp_path / "moved" / "cell"
+    capsys.readouterr()
+    assert main([*TINY_AE, "--max-steps", "2", "--output", str(moved)]) == 2
+    one_line(capsys, "already holds a started run")
+    assert main([*TINY_AE, "--max-steps", "2", "--overwrite", "--output", str(moved)]) == 0
+
+
 def test_a_moved_run_folder_is_still_a_run_and_resumes(finished_run, tmp_path):
     moved = tmp_path / "moved"
     finished_run.rename(moved)
