@@ -76,6 +76,7 @@ def run_grid_command(
     for resolved in list(plan.runs.values())[:1]:
         _check_image_backbone(resolved, tuning=tuning is not None)
     _check_augmenter_checkpoint(plan, tuning)
+    _check_plugin_augmentations(plan)
     if run_files:
         _remove_run_from_root(plan.root)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=overwrite)
@@ -161,6 +162,23 @@ def _check_augmenter_checkpoint(plan: GridPlan, tuning: TuningPlan | None) -> No
         datamodule.prepare_data()
         datamodule.setup("fit")
         check_augmenter_checkpoint(augment, datamodule, config.seed)
+
+
+def _check_plugin_augmentations(plan: GridPlan) -> None:
+    """Each arm's plug-in augmentations, tried as a run tries them before the first cell trains, where a
+    broken one would otherwise fail its cells after the other arms trained."""
+    from lightning_genae.augmentation.attach import check_plugin_augmentations, plugin_transforms_to_try
+
+    arms = {resolved.config.augment: resolved for resolved in plan.runs.values()}
+    to_try = [resolved for resolved in arms.values() if plugin_transforms_to_try(resolved.augment)]
+    if not to_try:
+        return
+    # Any of the cells' training images will do to try a transform on.
+    datamodule = to_try[0].build_datamodule()
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    for resolved in to_try:
+        check_plugin_augmentations(resolved.augment, datamodule)
 
 
 def _check_grid_index(grid_index: int, plan: GridPlan, tuning: TuningPlan | None) -> None:

@@ -346,13 +346,17 @@ def test_a_plugins_names_read_without_the_plugin_point_to_genae_plugins(yaml_tex
 @pytest.mark.parametrize(
     ("transform", "says"),
     [
-        (lambda x: x[..., ::2, ::2], "returned (3, 1, 8, 8) torch.float32 on cpu for images (3, 1, 16, 16)"),
-        (lambda x: x.double(), "returned (3, 1, 16, 16) torch.float64 on cpu"),
-        (lambda x: x[:2], "returned (2, 1, 16, 16) torch.float32"),
+        (
+            lambda x: x[..., ::2, ::2],
+            "returned (32, 1, 8, 8) torch.float32 on cpu for images (32, 1, 16, 16)",
+        ),
+        (lambda x: x.double(), "returned (32, 1, 16, 16) torch.float64 on cpu"),
+        (lambda x: x[:3], "returned (3, 1, 16, 16) torch.float32"),
         (lambda x: (x, x), "returned tuple"),
-        (lambda x: 1 / 0, "failed on a batch of 3 training images of shape (1, 16, 16): ZeroDivisionError"),
+        (lambda x: x * float("nan"), "returned NaN or infinite values"),
+        (lambda x: 1 / 0, "failed on a batch of 32 training images of shape (1, 16, 16): ZeroDivisionError"),
     ],
-    ids=["shape", "dtype", "batch", "not-a-tensor", "raises"],
+    ids=["shape", "dtype", "fixed-batch", "not-a-tensor", "nan", "raises"],
 )
 def test_a_plugin_augmentation_that_does_not_return_its_inputs_kind_is_refused_before_training(
     transform, says, clean_registries, tmp_path, capsys
@@ -365,6 +369,19 @@ def test_a_plugin_augmentation_that_does_not_return_its_inputs_kind_is_refused_b
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "--augment toy_broken" in line and says in line and "fix its build in" in line
     assert not output.exists()
+
+
+def test_a_grid_tries_each_arms_plugin_augmentation_before_the_first_cell_trains(
+    clean_registries, tmp_path, capsys
+):
+    spec = AugmentationSpec("broken", side="discriminator", build=lambda options, parts: lambda x: x[:3])
+    register_augmentation("toy_broken", spec)
+    root = tmp_path / "grid"
+    args = [*TINY_RUN, "--model", "gan", "--augment", "none,toy_broken", "--seeds", "0", "--max-steps", "2"]
+    assert main([*args, "--output", str(root)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--augment toy_broken returned (3, 1, 16, 16)" in line
+    assert not root.exists()
 
 
 def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, tmp_path):

@@ -111,15 +111,16 @@ def attach_augmentation(
 def check_plugin_transforms(
     built: dict[str, Callable[[torch.Tensor], Any]], datamodule: InMemoryDataModule, device: torch.device
 ) -> None:
-    """A plug-in's discriminator-side transform, tried on three training images before training (an odd
-    batch, which a transform that keeps a fixed number of images changes): one that fails, or does not
-    return images of its input's shape, dtype and device, is refused in one line naming the augmentation,
-    where in training it would be an error inside the discriminator naming neither. The global random
-    streams are left as they were (a generator of the plug-in's own is not)."""
+    """A plug-in's discriminator-side transform, tried on a training batch before training: one that fails,
+    returns images of another shape (a fixed number of them, say), dtype or device, or values that are not
+    finite, is refused in one line naming the augmentation, where in training it would be an error inside
+    the discriminator, or a diverged loss, naming neither. The global random streams are left as they were
+    (a generator of the plug-in's own is not)."""
     plugins = {name: transform for name, transform in built.items() if name not in BUILT_IN_AUGMENTATIONS}
     if not plugins:
         return
-    images = datamodule.to_model_range(datamodule.split_tensors("train")[0][:3].to(device))
+    batch = max(3, datamodule.batch_size)
+    images = datamodule.to_model_range(datamodule.split_tensors("train")[0][:batch].to(device))
     cuda_devices = [device] if device.type == "cuda" else []
     for name, transform in plugins.items():
         build = getattr(AUGMENTATIONS[name].build, "__module__", None) or "its module"
@@ -137,12 +138,48 @@ def check_plugin_transforms(
             got = type(returned).__name__
         elif (returned.shape, returned.dtype, returned.device) != (images.shape, images.dtype, images.device):
             got = f"{tuple(returned.shape)} {returned.dtype} on {returned.device}"
+        elif not bool(torch.isfinite(returned).all()):
+            raise ConfigError(
+                f"--augment {name} returned NaN or infinite values for training images in [-1, 1] {fix}"
+            )
         else:
             continue
         raise ConfigError(
             f"--augment {name} returned {got} for images {expected}; a discriminator-side augmentation "
             f"returns images of its input's shape, dtype and device {fix}"
         )
+
+
+def plugin_transforms_to_try(plan: AugmentPlan) -> list[str]:
+    """The plug-in discriminator-side augmentations of `plan` that can be tried before a run: all of them,
+    unless the plan needs the augmenter, which only its run has."""
+    if plan.needs_augmenter:
+        return []
+    return [
+        name
+        for name in plan.names
+        if name not in BUILT_IN_AUGMENTATIONS
+        and AUGMENTATIONS[name].side == "discriminator"
+        and AUGMENTATIONS[name].build is not None
+    ]
+
+
+def check_plugin_augmentations(plan: AugmentPlan, datamodule: InMemoryDataModule) -> None:
+    """The plug-in discriminator-side augmentations of `plan`, built and tried on the CPU as a run tries
+    them (`check_plugin_transforms`): a grid asks it for each of its arms before the first cell trains. A
+    plan that needs the augmenter (`ae-d`) is tried when its cell starts, once the augmenter is had."""
+    names = plugin_transforms_to_try(plan)
+    if not names:
+        return
+    cpu = torch.device("cpu")
+    strength = (
+        AdaptiveStrength(plan.ada_target, plan.ada_interval, plan.ada_kimg, device=cpu)
+        if plan.adaptive
+        else None
+    )
+    parts = BuildParts(None, strength, channels=datamodule.data_shape[0])
+    built = {name: AUGMENTATIONS[name].build(plan.settings[name], parts) for name in names}
+    check_plugin_transforms(built, datamodule, cpu)
 
 
 def transform_label(name: str, transform: Callable[..., Any], settings: PluginOptions) -> str:
