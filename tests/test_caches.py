@@ -347,25 +347,17 @@ def test_a_damaged_cached_classifier_is_trained_again_and_never_runs_code(tmp_pa
     assert torch.equal(again(images), first(images)), "retrained with the same seed: the same network"
 
 
+# A tiny image run of two iterations without the image metrics.
+SMALL = "--width 8 --latent-dim 8 --batch-size 16 --max-steps 2 --backbone none".split()
+
+
 def test_a_grid_refuses_an_augment_ckpt_that_fits_only_some_cells_before_the_first_trains(
     tmp_path, augmenter_cache, capsys
 ):
     folder = tmp_path / "images"
     write_folder(folder)
     data = ["--data", "folder", "--data-dir", str(folder), "--image-size", "16", "--channels", "1"]
-    small = [
-        "--width",
-        "8",
-        "--latent-dim",
-        "8",
-        "--batch-size",
-        "16",
-        "--train-size",
-        "32",
-        "--max-steps",
-        "2",
-    ]
-    small += ["--eval-every", "2", "--image-every", "2", "--backbone", "none"]
+    small = [*SMALL, "--train-size", "32", "--eval-every", "2", "--image-every", "2"]
     augmenter = tmp_path / "augmenter"
     assert main(["--model", "ae", *data, *small, "--seed", "0", "--output", str(augmenter)]) == 0
     checkpoint = augmenter / "checkpoints" / "last.ckpt"
@@ -378,18 +370,7 @@ def test_a_grid_refuses_an_augment_ckpt_that_fits_only_some_cells_before_the_fir
 
 
 def test_an_augment_ckpt_of_generated_series_of_another_length_names_the_shape(tmp_path, capsys):
-    small = [
-        "--model",
-        "rae",
-        "--data",
-        "sines",
-        "--max-steps",
-        "2",
-        "--rnn-hidden",
-        "8",
-        "--latent-dim",
-        "4",
-    ]
+    small = "--model rae --data sines --max-steps 2 --rnn-hidden 8 --latent-dim 4".split()
     assert main([*small, "--seq-len", "24", "--output", str(tmp_path / "augmenter")]) == 0
     checkpoint = tmp_path / "augmenter" / "checkpoints" / "last.ckpt"
     capsys.readouterr()
@@ -400,22 +381,10 @@ def test_an_augment_ckpt_of_generated_series_of_another_length_names_the_shape(t
 
 
 def test_an_augment_ckpt_of_another_dataset_names_the_dataset(tmp_path, capsys):
-    small = [
-        "--width",
-        "8",
-        "--latent-dim",
-        "8",
-        "--batch-size",
-        "16",
-        "--max-steps",
-        "2",
-        "--backbone",
-        "none",
-    ]
-    assert main(["--model", "ae", "--data", "digits", *small, "--output", str(tmp_path / "augmenter")]) == 0
+    assert main(["--model", "ae", "--data", "digits", *SMALL, "--output", str(tmp_path / "augmenter")]) == 0
     checkpoint = tmp_path / "augmenter" / "checkpoints" / "last.ckpt"
     capsys.readouterr()
-    args = ["--model", "ae", "--data", "mnist", "--augment", "ae", "--augment-ckpt", str(checkpoint), *small]
+    args = ["--model", "ae", "--data", "mnist", "--augment", "ae", "--augment-ckpt", str(checkpoint), *SMALL]
     assert main([*args, "--output", str(tmp_path / "run")]) == 2
     line = one_line(capsys, "trained on digits, this run uses mnist")
     assert "--image-size" not in line
