@@ -121,7 +121,10 @@ def check_plugin_transforms(
         return
     batch = max(3, datamodule.batch_size)
     images = datamodule.to_model_range(datamodule.split_tensors("train")[0][:batch].to(device))
-    cuda_devices = [device] if device.type == "cuda" else []
+    # fork_rng takes device indices; a bare "cuda" is the current device.
+    cuda_devices = []
+    if device.type == "cuda":
+        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     for name, transform in plugins.items():
         build = getattr(AUGMENTATIONS[name].build, "__module__", None) or "its module"
         fix = f"(fix its build in {build})"
