@@ -89,7 +89,13 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[s
     null_devices.write_text(
         "\n".join("devices: null" if line.startswith("devices:") else line for line in text.splitlines())
     )
+    # A user's files of a run's names, which no run wrote.
+    users_files = root / "users-files"
+    users_files.mkdir()
+    (users_files / "config.yaml").write_text("model: ae\n")
+    (users_files / "metrics.csv").write_text("step,loss\n0,1.0\n")
     return {
+        "users_files": users_files,
         "null_seed": null_seed,
         "null_devices": null_devices,
         "binary_file": binary,
