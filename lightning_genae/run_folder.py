@@ -125,8 +125,11 @@ def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
 def _written_by_a_run(path: Path, files: list[str]) -> bool:
     """Whether `files` (of `started_run_files`) show a run of this program: one of its checkpoints, or a
     config.yaml a run wrote for this folder."""
+    # The config.yaml's first line before the checkpoints: one line against a zip's pickle per checkpoint.
+    if _config_written_here(path):
+        return True
     checkpoints = [path / name for name in files if name.startswith(f"{CHECKPOINT_DIR}/")]
-    return any(_holds_run_configuration(file) for file in checkpoints) or _config_written_here(path)
+    return any(_holds_run_configuration(file) for file in checkpoints)
 
 
 def _holds_run_configuration(checkpoint: Path) -> bool:
@@ -308,9 +311,11 @@ class ClaimedRunFolder:
         # Checked again under the lock: a run that started meanwhile has written its config.yaml by now, and
         # a grid started meanwhile its grid.json.
         files = started_run_files(path)
-        if files and not _written_by_a_run(path, files):
-            lock.release()
+        try:
             refuse_files_no_run_wrote(path, files)
+        except RunFolderRefused:
+            lock.release()
+            raise
         if (path / GRID_FILE).exists() or (
             files and not overwrite and not cls._continues(path, resuming_from)
         ):
