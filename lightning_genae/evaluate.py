@@ -94,18 +94,17 @@ def final_evaluation(
     trainer: pl.Trainer,
     model: GenerativeModule,
     datamodule: InMemoryDataModule,
-    seed: int,
     test_split: bool = True,
     validated: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Validation and test metrics of the model as it is; seeded, so `--evaluate` reproduces them.
+    """Validation and test metrics of the model as it is, each stage seeded by the trainer's
+    `SeededEvaluation` (every trainer that evaluates a run has one), so `--evaluate` reproduces them.
 
     `test_split=False` (a tuning run, `--no-test-split`) stops at validation: the test split's loader is
     never asked for, so nothing chosen on such a run has seen a test image. `validated`: the metrics of a
     validation of these weights that training ran at its last step, seeded the same way
     (`SeededEvaluation`): their `val/` values are taken instead of validating again.
     """
-    pl.seed_everything(seed, workers=True, verbose=False)
     metrics: dict[str, float] = {}
     if validated is not None:
         metrics.update({name: value for name, value in validated.items() if name.startswith("val/")})
@@ -133,7 +132,6 @@ def evaluate_selected_checkpoint(
     trainer: pl.Trainer,
     model: GenerativeModule,
     datamodule: InMemoryDataModule,
-    seed: int,
     chosen: ModelCheckpoint,
     final_metrics: dict[str, float],
 ) -> dict[str, Any] | None:
@@ -168,7 +166,7 @@ def evaluate_selected_checkpoint(
     try:
         model.load_state_dict(checkpoint.contents["state_dict"])
         with _not_logged(trainer):
-            metrics = final_evaluation(trainer, model, datamodule, seed)
+            metrics = final_evaluation(trainer, model, datamodule)
     finally:
         model.load_state_dict(final_weights)
     record["test_metrics"] = {name: value for name, value in metrics.items() if name.startswith("test/")}
@@ -216,7 +214,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     series_callback = sequence_metrics(config, model, datamodule)
     if series_callback is not None:
         trainer.callbacks.append(series_callback)
-    metrics = final_evaluation(trainer, model, datamodule, config.seed)
+    metrics = final_evaluation(trainer, model, datamodule)
     result = {
         "checkpoint": str(checkpoint.path),
         "model": config.model,

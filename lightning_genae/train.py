@@ -315,7 +315,6 @@ def _train(
             trainer,
             model,
             datamodule,
-            config.seed,
             config.test_split,
             # Training's last step validated these weights (ValidateLastIteration), seeded as this would.
             validated=fit_metrics if seeded_evaluation.validated_at == trainer.global_step else None,
@@ -326,9 +325,7 @@ def _train(
     selected = None
     # Its evaluation is a test one: a run kept off the test split (--no-test-split) skips it too.
     if chosen is not None and config.test_split:
-        selected = evaluate_selected_checkpoint(
-            trainer, model, datamodule, config.seed, chosen, final_metrics
-        )
+        selected = evaluate_selected_checkpoint(trainer, model, datamodule, chosen, final_metrics)
 
     summary = {
         "model": config.model,

@@ -94,7 +94,7 @@ def test_a_best_checkpoint_at_the_final_step_reuses_the_final_test_metrics(run_d
     model = SimpleNamespace(optimizer_steps_per_iteration=2, iteration=step)  # the GAN: D and G per iteration
     final = {"test/fd_classifier": 3.0, "val/fd_classifier": 4.0}
     # No trainer: nothing may be evaluated again.
-    record = evaluate_selected_checkpoint(None, model, None, 0, chosen_stub(run_dir), final)
+    record = evaluate_selected_checkpoint(None, model, None, chosen_stub(run_dir), final)
     assert record["step"] == step and record["val/fd_classifier"] == 12.5
     assert record["test_metrics"] == {"test/fd_classifier": 3.0}
     assert "final weights" in record["note"] and "not recomputed" in record["note"]
@@ -102,7 +102,7 @@ def test_a_best_checkpoint_at_the_final_step_reuses_the_final_test_metrics(run_d
 
 def test_without_a_monitor_or_a_saved_best_checkpoint_nothing_is_evaluated(run_dir: Path) -> None:
     model = SimpleNamespace(optimizer_steps_per_iteration=2, iteration=7)
-    assert evaluate_selected_checkpoint(None, model, None, 0, chosen_stub(run_dir, monitor=None), {}) is None
-    record = evaluate_selected_checkpoint(None, model, None, 0, chosen_stub(run_dir, path=""), {})
+    assert evaluate_selected_checkpoint(None, model, None, chosen_stub(run_dir, monitor=None), {}) is None
+    record = evaluate_selected_checkpoint(None, model, None, chosen_stub(run_dir, path=""), {})
     assert record["path"] is None and "no validation ran during training" in record["note"]
     assert "test_metrics" not in record
