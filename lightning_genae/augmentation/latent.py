@@ -484,7 +484,8 @@ def load_augmenter(
                 )
         module, stored = cached
         origin = {"source": "trained now" if trained_now else "cache", "path": str(path)}
-    _check_data_shape(module, datamodule, f"augmenter {origin['path']}")
+        # A given checkpoint's shape was judged with its data (`_given_augmenter`).
+        _check_data_shape(module, datamodule, f"augmenter {path}")
     module.requires_grad_(False).eval()
     record = {
         **origin,
