@@ -9,6 +9,12 @@ q(z|x),
 an estimate whose expectation is a lower bound on log p(x) that tightens as k grows, and that is exact for
 every draw when q is the true posterior. The sum is taken in log space (logsumexp) in float64, over
 chunks of the k draws, so k = 5,000 fits in memory for a batch of images.
+
+Where k = 5,000 on every test image costs too much (about 4.6 hours for 10,000 MNIST images on a 2-core
+CPU), `subset_corrected_mean` gives the same expected figure from a cheap estimate (a small k) on every image
+and both estimates on a random subset: the difference estimator of survey sampling, whose error comes only
+from the subset's spread of the per-image differences, which is small because the two estimates move
+together from image to image.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["gaussian_log_density", "importance_sampled_log_likelihood"]
+__all__ = ["gaussian_log_density", "importance_sampled_log_likelihood", "subset_corrected_mean"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -58,3 +64,25 @@ def importance_sampled_log_likelihood(
         running = torch.logaddexp(running, torch.logsumexp(log_weights, dim=0))
         done += n
     return running - math.log(k)
+
+
+def subset_corrected_mean(
+    cheap_all: Tensor, cheap_subset: Tensor, costly_subset: Tensor
+) -> tuple[float, float]:
+    """The mean of a costly per-example estimate over all examples, and its standard error, from a cheap one.
+
+    `cheap_all` [N] holds the cheap estimate of every example; `cheap_subset` and `costly_subset` [n] both
+    estimates on n of them, drawn at random (a seeded permutation, chosen apart from the model). The figure
+    mean(cheap_all) + mean(costly_subset - cheap_subset) has the expectation of mean(costly) over all N.
+    Its standard error is the differences' sample std / sqrt(n), scaled by the finite-population factor
+    sqrt(1 - n / N), so that a subset of every example gives the exact mean with no error.
+    """
+    if cheap_subset.shape != costly_subset.shape or cheap_subset.ndim != 1 or len(cheap_subset) < 2:
+        raise ValueError("the subset needs both estimates of the same 2 or more examples, as 1-d tensors")
+    if len(cheap_subset) > len(cheap_all):
+        raise ValueError(f"a subset of {len(cheap_subset)} examples is larger than all {len(cheap_all)}")
+    differences = costly_subset.double() - cheap_subset.double()
+    n, total = len(differences), len(cheap_all)
+    figure = cheap_all.double().mean() + differences.mean()
+    standard_error = differences.std() / math.sqrt(n) * math.sqrt(1 - n / total)
+    return figure.item(), standard_error.item()
