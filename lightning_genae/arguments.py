@@ -210,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="read options from YAML; the command line wins")
     parser.add_argument(
-        "--print-config", action="store_true", help="print the resolved configuration and exit"
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration, paths made absolute as config.yaml records them, and exit",
     )
     parser.add_argument("--version", action="version", version=f"lightning-genae {__version__}")
     parser.add_argument(

@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolved, resume = _resolve_single_run(args, file_values, train_sizes)
         if print_config:
             check_shape_options(resolved)
-            sys.stdout.write(resolved.config.to_yaml())
+            sys.stdout.write(resolved.config.with_absolute_paths().to_yaml())
             return 0
         _quiet_lightning()
         from lightning_genae.train import run

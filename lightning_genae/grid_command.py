@@ -203,7 +203,7 @@ def _print_grid_configs(plan: GridPlan, tuning: TuningPlan | None) -> None:
     if tuning is not None:
         for index, cell in enumerate(tuning.cells):
             print(f"# cell {index}: {tuning.folder.name}/{cell.name}")
-            sys.stdout.write(tuning.runs[cell].config.to_yaml())
+            sys.stdout.write(tuning.runs[cell].config.with_absolute_paths().to_yaml())
     first_final = len(tuning.cells) if tuning is not None else 0
     for index, cell in enumerate(plan.cells, start=first_final):
         arm = tuning.arm_of(cell) if tuning is not None else None
@@ -214,7 +214,7 @@ def _print_grid_configs(plan: GridPlan, tuning: TuningPlan | None) -> None:
             )
             continue
         print(f"# cell {index}: {cell.name}")
-        sys.stdout.write(plan.runs[cell].config.to_yaml())
+        sys.stdout.write(plan.runs[cell].config.with_absolute_paths().to_yaml())
 
 
 def _cell_runner(runs: dict[GridCell, ResolvedRun]) -> Callable[[GridCell, Path, CellStart], None]:

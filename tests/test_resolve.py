@@ -236,6 +236,15 @@ def test_print_config_round_trips_through_config(tmp_path, capsys):
     assert resolve(RunConfig.from_dict(values)).config == RunConfig.from_dict(values)
 
 
+def test_print_config_prints_the_absolute_paths_config_yaml_records(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert main(["--model", "ae", "--data-dir", "~/mnist", "--output", "runs/a", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data_dir"] == str(tmp_path / "home" / "mnist")
+    assert printed["output"] == str(tmp_path / "runs" / "a")
+
+
 def test_a_config_yaml_with_its_keys_in_another_order_resolves_to_the_same_values(capsys):
     # This file lists the augmentation options between the data and the hardware options; the config.yaml
     # a run writes lists them with the other plug-ins' options. Key order is not part of the format.
