@@ -386,12 +386,21 @@ def test_a_grid_tries_each_arms_plugin_augmentation_before_the_first_cell_trains
 
 def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, tmp_path):
     classifier = ("-m", "lightning_genae.metrics.classifier")
-    args = ["--data", "squares", "--epochs", "1", "--output", "weights"]
+    args = ["--data", "squares", "--square-side", "6", "--epochs", "1", "--output", "weights"]
     result = run_py(args, plugin_dir, tmp_path, command=classifier)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "weights" / "classifiers.json").read_text())
     assert (tmp_path / "weights" / manifest["squares"]["file"]).is_file()
     assert manifest["squares"]["command"].startswith("GENAE_PLUGINS=my_genae_plugin python -m ")
+    assert " --data squares --square-side 6 --seed 0 " in manifest["squares"]["command"]
+    for refused, says in (
+        (["--data", "squares", "--square-side", "16"], "--square-side must lie in [1, 16), got 16"),
+        (["--data", "digits", "--square-side", "6"], "--square-side does not apply to --data digits"),
+    ):
+        answer = run_py([*refused, "--output", "other"], plugin_dir, tmp_path, command=classifier)
+        (line,) = answer.stderr.strip().splitlines()
+        assert answer.returncode == 2 and says in line, line
+        assert not (tmp_path / "other").exists()
     broken = run_py(args, plugin_dir, tmp_path, plugins="no_such_genae_plugin", command=classifier)
     (line,) = broken.stderr.strip().splitlines()
     assert broken.returncode == 2 and "plug-in no_such_genae_plugin" in line

@@ -27,10 +27,11 @@ import torch
 from torch import nn
 
 from lightning_genae.datamodules import DATASETS, build_datamodule
-from lightning_genae.errors import GenaeError
+from lightning_genae.errors import ConfigError, GenaeError, agree
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
+from lightning_genae.plugin_options import PluginOptions, flag, option_specs, type_name
 
 PROG = "python -m lightning_genae.metrics.classifier"
 
@@ -51,13 +52,37 @@ class TrainedClassifier:
     unit: str
 
 
+def image_dataset_options() -> dict[str, tuple[Any, Any]]:
+    """Every option some registered image dataset declares (`--image-size`, `--channels`, a plug-in's), by
+    name: (type, field), as run.py's flags for them."""
+    return option_specs({name: spec.options for name, spec in DATASETS.items() if spec.data_kind == "image"})
+
+
+def given_dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The image dataset options given on the command line, in their declared order."""
+    return {name: getattr(args, name) for name in image_dataset_options() if getattr(args, name) is not None}
+
+
+def dataset_options_of(args: argparse.Namespace) -> PluginOptions:
+    """`--data`'s options from the given ones, checked as a run checks them; one that `--data` does not read
+    is refused, naming those it does."""
+    spec = DATASETS[args.data]
+    assert spec.options is not None
+    own = spec.options.types()
+    given = given_dataset_options(args)
+    foreign = [name for name in given if name not in own]
+    if foreign:
+        reads = f"; it reads {', '.join(map(flag, own))}" if own else ""
+        raise ConfigError(
+            f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --data "
+            f"{args.data}{reads}; drop {agree(foreign, 'it', 'them')}"
+        )
+    return spec.options.parse(given)
+
+
 def _train_image(args: argparse.Namespace) -> TrainedClassifier:
-    geometry = {
-        name: value
-        for name, value in (("image_size", args.image_size), ("channels", args.channels))
-        if value is not None
-    }
-    datamodule = build_datamodule(args.data, data_dir=args.data_dir or ".", **geometry)
+    options = dataset_options_of(args)
+    datamodule = build_datamodule(args.data, data_dir=args.data_dir or ".", **options.to_dict())
     datamodule.prepare_data()
     datamodule.setup()
     model, test_accuracy = image_classifier.train_classifier(
@@ -102,10 +127,8 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
     parts = [*prefix, PROG, f"--data {args.data}"]
     if args.data_dir is not None:
         parts.append(f"--data-dir {args.data_dir}")
-    if args.image_size is not None:
-        parts.append(f"--image-size {args.image_size}")
-    if args.channels is not None:
-        parts.append(f"--channels {args.channels}")
+    for name, value in given_dataset_options(args).items():
+        parts.append(flag(name) if value is True else f"{flag(name)} {value}")
     parts.append(f"--seed {args.seed}")
     if args.epochs is not None:
         parts.append(f"--epochs {args.epochs}")
@@ -125,16 +148,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=None,
         help="dataset folder (the one holding MNIST/raw for mnist and smnist; not needed for digits)",
     )
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="image datasets: the side the runs read the images at (run.py's --image-size; a folder's "
-        "default is 64)",
-    )
-    parser.add_argument(
-        "--channels", type=int, default=None, help="image datasets: 1 or 3, as run.py's --channels"
-    )
+    # The image datasets' options, plug-ins' included, so a classifier is trained on the images the runs read.
+    for name, (kind, spec) in image_dataset_options().items():
+        shown = spec.metadata.get("shown_default") or spec.default
+        help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
+        if type_name(kind) == "bool":
+            parser.add_argument(flag(name), action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(flag(name), default=None, metavar=type_name(kind).upper(), help=help_text)
     parser.add_argument(
         "--seed", type=int, default=image_classifier.DEFAULT_SEED, help="training seed (0 for shipped ones)"
     )
@@ -170,9 +191,12 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         print(f"error: --epochs must be at least 1, got {args.epochs}", file=sys.stderr)
         return 2
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
-    if sequence and (args.image_size is not None or args.channels is not None):
+    given = list(given_dataset_options(args))
+    if sequence and given:
+        names = ", ".join(map(flag, given))
         print(
-            "error: --image-size and --channels shape images; drop them for a sequence dataset",
+            f"error: {names} {agree(given, 'shapes', 'shape')} images and --data {args.data} is sequence "
+            f"data; drop {agree(given, 'it', 'them')}",
             file=sys.stderr,
         )
         return 2
