@@ -65,15 +65,21 @@ def train(seed: int, steps: int, args: argparse.Namespace, output: Path, resume:
     return output
 
 
-def untrained_to(run_dir: Path, steps: int) -> str | None:
-    """Why `run_dir`'s last checkpoint cannot be scored as a run of `steps` iterations, or None if it can."""
+def untrained_to(run_dir: Path, steps: int, batch_size: int) -> str | None:
+    """Why `run_dir`'s last checkpoint cannot be scored as a run of `steps` iterations at `batch_size`, or
+    None if it can."""
     path = run_dir / "checkpoints" / "last.ckpt"
     if not path.is_file():
         return f"--score-only: {path} does not exist; train the run first (drop --score-only)"
-    iteration = RunCheckpoint.load(path, "--score-only").iteration(1)
+    checkpoint = RunCheckpoint.load(path, "--score-only")
+    iteration = checkpoint.iteration(1)
     if iteration != steps:
         where = f"{path} is at iteration {iteration}"
         return f"--score-only: {where}, not --steps {steps}; pass --steps {iteration}"
+    trained_at = checkpoint.stored_config("--score-only").get("batch_size")
+    if trained_at != batch_size:
+        where = f"{path} was trained at batch {trained_at}"
+        return f"--score-only: {where}, not --batch-size {batch_size}; pass --batch-size {trained_at}"
     return None
 
 
@@ -139,7 +145,7 @@ def corrected_test_nll(
     cheap = per_image_log_likelihood(model, images, args.cheap_k, cheap_generator, f"{label}, every image")
     costly_generator = torch.Generator(device=device).manual_seed(seed)
     costly = per_image_log_likelihood(model, images[subset], args.k, costly_generator, f"{label}, the subset")
-    log_likelihood, standard_error = subset_corrected_mean(cheap, cheap[subset], costly)
+    log_likelihood, standard_error = subset_corrected_mean(cheap, subset, costly)
     print(
         f"  {label}: NLL at k = {args.cheap_k} over all {len(images)} images {-cheap.mean().item():.2f}; "
         f"on the {len(subset)}-image subset k = {args.cheap_k} {-cheap[subset].mean().item():.2f}, "
@@ -149,7 +155,7 @@ def corrected_test_nll(
     return -log_likelihood, standard_error
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -168,15 +174,20 @@ def main() -> None:
     parser.add_argument("--cheap-k", type=int, default=0,
                         help="score every test image at this k, corrected by k = --k on --corrected-images "
                         "of them (0: k = --k on every image)")  # fmt: skip
-    parser.add_argument("--corrected-images", type=int, default=500,
+    parser.add_argument("--corrected-images", type=int, default=None,
                         help="images of the fixed seeded test subset that --cheap-k's correction scores "
-                        "at --k")  # fmt: skip
+                        "at --k [default: 500]")  # fmt: skip
     parser.add_argument("--score-only", action="store_true",
                         help="score the runs in --output trained to --steps; train nothing")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the estimate")
     parser.add_argument("--output", type=Path, default=Path("runs/reproduce_vae"))
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where the estimate runs (auto: a GPU if there is one)")  # fmt: skip
+    return parser
+
+
+def parse_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The command line, its combinations checked (each refusal one line, exit 2)."""
     args = parser.parse_args()
     if args.lr_schedule != "constant" and args.budget_points:
         # A run stopped part-way would anneal to 0 there: it would not be a part of the longer run.
@@ -186,10 +197,38 @@ def main() -> None:
         )
     if args.cheap_k and not 1 <= args.cheap_k < args.k:
         parser.error(f"--cheap-k must be between 1 and --k ({args.k}), below it; got {args.cheap_k}")
-    if args.cheap_k and not 2 <= args.corrected_images < args.test_images:
-        parser.error(f"--corrected-images must be 2 or more and below --test-images ({args.test_images})")
+    if args.corrected_images is not None and not args.cheap_k:
+        parser.error("--corrected-images sizes --cheap-k's correction; give --cheap-k too, or drop it")
+    if args.cheap_k and args.corrected_images is None:
+        args.corrected_images = 500
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.score_only and args.budget_points:
         parser.error("--score-only scores each run as it is; --budget-points would train it; drop one")
+    return args
+
+
+def score(
+    run_dir: Path, images: torch.Tensor, args: argparse.Namespace, seed: int, label: str, device: torch.device
+) -> tuple[float, float | None]:
+    """The run's test NLL, and the subset correction's standard error where --cheap-k asks for one."""
+    started = time.time()
+    if args.cheap_k:
+        nll, standard_error = corrected_test_nll(run_dir, images, args, seed, label, device)
+        error = f" ± {standard_error:.2f} (the subset correction's standard error)"
+    else:
+        nll, standard_error = test_nll(run_dir, images, args.k, seed, label, device), None
+        error = ""
+    print(
+        f"{label} iterations: test NLL {nll:.2f}{error} nats, scored in {time.time() - started:.0f} s",
+        flush=True,
+    )
+    return nll, standard_error
+
+
+def main() -> None:
+    parser = build_parser()
+    args = parse_arguments(parser)
     torch.set_num_threads(args.threads)
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto if args.device == "auto" else args.device)
@@ -200,6 +239,13 @@ def main() -> None:
     datamodule = build_datamodule("binarized_mnist", data_dir=args.data_dir)
     datamodule.prepare_data()
     images = test_images(datamodule, args.test_images)
+    if args.cheap_k and not 2 <= args.corrected_images < len(images):
+        parser.error(f"--corrected-images must be 2 or more and below the {len(images)} test images scored")
+    if args.score_only:
+        # Every run is checked before any is scored: a scoring takes minutes to hours.
+        for seed in args.seeds:
+            if problem := untrained_to(args.output / f"vae-seed{seed}", args.steps, args.batch_size):
+                parser.error(problem)
     training_images = len(datamodule.split_tensors("train")[0])
     scope = "all" if len(images) == 10_000 else "a fixed seeded subset of"
     print(f"test NLL over {scope} {len(images)} binarized test images, k = {args.k}, on {device}", flush=True)
@@ -210,35 +256,29 @@ def main() -> None:
             flush=True,
         )
     results: list[float] = []
+    # The subset correction's standard error of each seed's figure: every seed is corrected on the same
+    # images, so this error is shared by the seeds and does not show in their spread.
+    standard_errors: list[float] = []
     curve: list[tuple[int, float]] = []
     for index, seed in enumerate(args.seeds):
         run_dir = args.output / f"vae-seed{seed}"
         points = sorted(p for p in args.budget_points if 0 < p < args.steps) if index == 0 else []
         for stage, step in enumerate([*points, args.steps]):
-            if args.score_only:
-                if problem := untrained_to(run_dir, step):
-                    parser.error(problem)
-            else:
+            if not args.score_only:
                 started = time.time()
                 print(f"seed {seed}: training to iteration {step}", flush=True)
                 train(seed, step, args, run_dir, resume=stage > 0)
                 print(f"seed {seed}: trained to {step} in {time.time() - started:.0f} s", flush=True)
-            label = f"seed {seed} at {step}"
-            started = time.time()
-            if args.cheap_k:
-                nll, standard_error = corrected_test_nll(run_dir, images, args, seed, label, device)
-                error = f" ± {standard_error:.2f} (the subset correction's standard error)"
-            else:
-                nll, error = test_nll(run_dir, images, args.k, seed, label, device), ""
-            print(
-                f"seed {seed} at {step} iterations: test NLL {nll:.2f}{error} nats, scored in "
-                f"{time.time() - started:.0f} s",
-                flush=True,
-            )
+            nll, standard_error = score(run_dir, images, args, seed, f"seed {seed} at {step}", device)
             if index == 0:
                 curve.append((step, nll))
         results.append(nll)
+        if standard_error is not None:
+            standard_errors.append(standard_error)
     ours = mean_std(results, ".2f")
+    if standard_errors:
+        each = " / ".join(f"{error:.2f}" for error in standard_errors)
+        ours += f" (the subset correction's standard error {each})"
     scored = f"{len(images)} test images"
     if args.cheap_k:
         scored += f" at k = {args.cheap_k}, corrected by k = {args.k} on {args.corrected_images}"

@@ -164,18 +164,30 @@ def test_the_subset_corrected_mean_of_a_cheap_k_recovers_the_exact_log_likelihoo
 
     cheap = estimate(torch.arange(len(x)), 10, 0)
     subset = torch.randperm(len(x), generator=torch.Generator().manual_seed(5))[:100]
-    figure, standard_error = subset_corrected_mean(cheap, cheap[subset], estimate(subset, 20000, 1))
+    figure, standard_error = subset_corrected_mean(cheap, subset, estimate(subset, 20000, 1))
     assert exact - cheap.mean().item() > 2.5  # the cheap estimate alone is far off
     assert 0 < standard_error < 0.5
     assert abs(figure - exact) < 2 * standard_error
 
 
+def test_the_subset_corrected_mean_by_hand():
+    # Cheap values of 5 examples, their mean -2.4; the costly values of examples 3 and 0 exceed the cheap
+    # ones by 1.0 and 0.5: figure -2.4 + 0.75 = -1.65; the differences' std is sqrt(0.125), so the
+    # standard error is sqrt(0.125) / sqrt(2) * sqrt(1 - 2 / 5) = sqrt(0.0375).
+    cheap = torch.tensor([-3.0, -1.0, -2.0, -4.0, -2.0])
+    figure, standard_error = subset_corrected_mean(cheap, torch.tensor([3, 0]), torch.tensor([-3.0, -2.5]))
+    assert figure == pytest.approx(-1.65)
+    assert standard_error == pytest.approx(math.sqrt(0.0375))
+
+
 def test_the_subset_corrected_mean_over_every_example_is_the_costly_mean_exactly():
     cheap = torch.tensor([-3.0, -1.0, -2.0, -5.0])
     costly = torch.tensor([-2.5, -0.75, -1.0, -4.0])
-    figure, standard_error = subset_corrected_mean(cheap, cheap, costly)
+    figure, standard_error = subset_corrected_mean(cheap, torch.tensor([2, 0, 3, 1]), costly[[2, 0, 3, 1]])
     assert figure == pytest.approx(costly.mean().item()) and standard_error == 0.0
-    with pytest.raises(ValueError, match="larger than all"):
-        subset_corrected_mean(cheap[:2], cheap, costly)
-    with pytest.raises(ValueError, match="both estimates of the same"):
-        subset_corrected_mean(cheap, cheap[:3], costly)
+    with pytest.raises(ValueError, match="distinct examples among all 2"):
+        subset_corrected_mean(cheap[:2], torch.arange(4), costly)
+    with pytest.raises(ValueError, match="distinct examples"):
+        subset_corrected_mean(cheap, torch.tensor([1, 1]), costly[:2])
+    with pytest.raises(ValueError, match="the costly estimate of 2 or more"):
+        subset_corrected_mean(cheap, torch.arange(3), costly)

@@ -66,22 +66,22 @@ def importance_sampled_log_likelihood(
     return running - math.log(k)
 
 
-def subset_corrected_mean(
-    cheap_all: Tensor, cheap_subset: Tensor, costly_subset: Tensor
-) -> tuple[float, float]:
+def subset_corrected_mean(cheap_all: Tensor, subset: Tensor, costly_subset: Tensor) -> tuple[float, float]:
     """The mean of a costly per-example estimate over all examples, and its standard error, from a cheap one.
 
-    `cheap_all` [N] holds the cheap estimate of every example; `cheap_subset` and `costly_subset` [n] both
-    estimates on n of them, drawn at random (a seeded permutation, chosen apart from the model). The figure
-    mean(cheap_all) + mean(costly_subset - cheap_subset) has the expectation of mean(costly) over all N.
-    Its standard error is the differences' sample std / sqrt(n), scaled by the finite-population factor
-    sqrt(1 - n / N), so that a subset of every example gives the exact mean with no error.
+    `cheap_all` [N] holds the cheap estimate of every example; `subset` [n] indexes n of them, drawn at
+    random (a seeded permutation, chosen apart from the model), and `costly_subset` [n] holds the costly
+    estimate of those. The figure mean(cheap_all) + mean(costly_subset - cheap_all[subset]) has the
+    expectation of mean(costly) over all N. The subset's cheap values are the very draws of the overall mean,
+    so the cheap estimate's noise cancels where the subset covers it. The standard error is the differences'
+    sample std / sqrt(n), scaled by the finite-population factor sqrt(1 - n / N): a subset of every example
+    gives the costly mean of those draws exactly.
     """
-    if cheap_subset.shape != costly_subset.shape or cheap_subset.ndim != 1 or len(cheap_subset) < 2:
-        raise ValueError("the subset needs both estimates of the same 2 or more examples, as 1-d tensors")
-    if len(cheap_subset) > len(cheap_all):
-        raise ValueError(f"a subset of {len(cheap_subset)} examples is larger than all {len(cheap_all)}")
-    differences = costly_subset.double() - cheap_subset.double()
+    if subset.ndim != 1 or costly_subset.shape != subset.shape or len(subset) < 2:
+        raise ValueError("the subset needs the costly estimate of 2 or more examples, as 1-d tensors")
+    if len(subset) > len(cheap_all) or len(set(subset.tolist())) != len(subset):
+        raise ValueError(f"the subset must index distinct examples among all {len(cheap_all)}")
+    differences = costly_subset.double() - cheap_all.double()[subset]
     n, total = len(differences), len(cheap_all)
     figure = cheap_all.double().mean() + differences.mean()
     standard_error = differences.std() / math.sqrt(n) * math.sqrt(1 - n / total)
