@@ -14,7 +14,18 @@ from typing import Literal
 
 from lightning_genae.plugin_options import PluginOptions, option
 
-__all__ = ["CSVSeriesOptions", "ChannelsOptions", "ImageOptions", "SeqLenOptions", "SinesOptions"]
+__all__ = [
+    "CLASSIFIER_COMMAND_OPTIONS",
+    "CSVSeriesOptions",
+    "ChannelsOptions",
+    "ImageOptions",
+    "SeqLenOptions",
+    "SinesOptions",
+]
+
+# The feature-classifier command's own flags (lightning_genae/metrics/classifier_command.py). Every image
+# dataset's options are flags of that command too, so no dataset option may take one of these names.
+CLASSIFIER_COMMAND_OPTIONS = ("data", "data_dir", "seed", "epochs", "output")
 
 
 @dataclass(frozen=True)

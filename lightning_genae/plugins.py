@@ -23,6 +23,7 @@ from typing import Any
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec, augmentation_options, option_classes
 from lightning_genae.config import COMMAND_LINE_ONLY, CONFIG_TYPES, flag
 from lightning_genae.datamodules import DATASETS, DatasetSpec, dataset_options
+from lightning_genae.datamodules.options import CLASSIFIER_COMMAND_OPTIONS
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
 from lightning_genae.metrics.names import BACKBONES, KINDS, Direction, MetricKind, kind_spec
@@ -146,6 +147,12 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
     if not (isinstance(spec.options, type) and issubclass(spec.options, PluginOptions)):
         raise ConfigError(f"cannot register dataset {name!r}: its options must be a PluginOptions dataclass")
     _check_option_names("dataset", name, spec.options)
+    for option in spec.options.types():
+        if option in CLASSIFIER_COMMAND_OPTIONS:
+            raise ConfigError(
+                f"cannot register dataset {name!r}: option {option} is a flag of the feature-classifier "
+                "command (python -m lightning_genae.metrics.classifier); rename it"
+            )
     check_shared("dataset", name, spec.options, {other: known.options for other, known in DATASETS.items()})
     _note_plugin_options(spec.options)
     DATASETS[name] = spec

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -62,6 +63,11 @@ class LookAlikeP(PluginOptions):
 @dataclass(frozen=True)
 class SeedsOption(ImageOptions):
     seeds: int = option(3, "a name run.py's grid flag has")
+
+
+@dataclass(frozen=True)
+class EpochsOption(ImageOptions):
+    epochs: int = option(3, "a name the feature-classifier command's flag has")
 
 
 @dataclass(frozen=True)
@@ -281,6 +287,8 @@ def clean_registries():
          "option augment_p is StrengthOptions's"),
         (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=SeedsOption)),
          "option seeds is a flag of run.py"),
+        (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=EpochsOption)),
+         "option epochs is a flag of the feature-classifier command"),
         (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=NoAnneal)),
          "option no_augment_anneal would be --no-augment-anneal, the flag that turns the yes/no option "
          "augment_anneal off"),
@@ -404,6 +412,34 @@ def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, 
     broken = run_py(args, plugin_dir, tmp_path, plugins="no_such_genae_plugin", command=classifier)
     (line,) = broken.stderr.strip().splitlines()
     assert broken.returncode == 2 and "plug-in no_such_genae_plugin" in line
+
+
+@dataclass(frozen=True)
+class StampOptions(ImageOptions):
+    filled: bool = option(True, "stamps: fill the stamp")
+    pattern: str = option("plain", "stamps: the stamp's pattern")
+    shade: Literal["dark", "light"] = option("dark", "stamps: the stamp's shade")
+
+
+def test_the_classifier_command_takes_yes_no_and_text_options_and_records_a_command_that_parses_back(
+    clean_registries, capsys
+):
+    from lightning_genae.metrics.classifier_command import build_parser, main, reproduce_command
+
+    register_dataset("stamps", DatasetSpec("pkg.mod:Stamps", "toy stamps", options=StampOptions))
+    given = ["--data", "stamps", "--no-filled", "--pattern", "a b", "--shade", "light", "--output", "out dir"]
+    args = build_parser().parse_args(given)
+    command = reproduce_command(args)
+    assert command == (
+        "python -m lightning_genae.metrics.classifier --data stamps --no-filled --pattern 'a b' "
+        "--shade light --seed 0 --output 'out dir'"
+    )
+    assert build_parser().parse_args(shlex.split(command)[3:]) == args
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--data", "stamps", "--shade", "grey", "--output", "x"])
+    assert "invalid choice: 'grey'" in capsys.readouterr().err
+    assert main(["--data", "csv", "--pattern", "x", "--output", "x"]) == 2
+    one_line(capsys, "--pattern shapes images and --data csv is sequence data; drop it")
 
 
 def test_a_plain_runs_config_yaml_made_with_plugins_loaded_runs_without_them(plugin_dir, tmp_path):

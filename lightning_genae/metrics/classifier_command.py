@@ -16,6 +16,7 @@ is the same command (the shipped sequence manifest records that form).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,14 @@ from lightning_genae.errors import ConfigError, GenaeError, agree
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
-from lightning_genae.plugin_options import PluginOptions, flag, option_specs, type_name
+from lightning_genae.plugin_options import (
+    PluginOptions,
+    accepts_auto,
+    flag,
+    literal_choices,
+    option_specs,
+    type_name,
+)
 
 PROG = "python -m lightning_genae.metrics.classifier"
 
@@ -126,14 +134,38 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
     prefix = [f"{PLUGINS_VARIABLE}={','.join(plugins)}"] if plugins else []
     parts = [*prefix, PROG, f"--data {args.data}"]
     if args.data_dir is not None:
-        parts.append(f"--data-dir {args.data_dir}")
+        parts.append(f"--data-dir {shlex.quote(args.data_dir)}")
     for name, value in given_dataset_options(args).items():
-        parts.append(flag(name) if value is True else f"{flag(name)} {value}")
+        if isinstance(value, bool):
+            parts.append(flag(name) if value else flag(f"no_{name}"))
+        else:
+            parts.append(f"{flag(name)} {shlex.quote(str(value))}")
     parts.append(f"--seed {args.seed}")
     if args.epochs is not None:
         parts.append(f"--epochs {args.epochs}")
-    parts.append(f"--output {args.output}")
+    parts.append(f"--output {shlex.quote(args.output)}")
     return " ".join(parts)
+
+
+def _add_dataset_flag(parser: argparse.ArgumentParser, name: str, kind: Any, spec: Any) -> None:
+    """One image dataset option as a flag, typed as run.py's (a yes/no option also has its --no- form); the
+    dataset's options class checks the value's range. Unset, it stays None: the dataset's default."""
+    shown = spec.metadata.get("shown_default") or spec.default
+    help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
+    expected = type_name(kind)
+    if expected == "bool":
+        parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        return
+    converter: Callable[[str], Any] = str
+    if expected == "int":
+        converter = int
+    elif expected == "float" and not accepts_auto(kind):
+        converter = float
+    choices = literal_choices(kind) or None
+    metavar = None if choices else expected.upper()
+    parser.add_argument(
+        flag(name), type=converter, choices=choices, default=None, metavar=metavar, help=help_text
+    )
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -150,12 +182,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     # The image datasets' options, plug-ins' included, so a classifier is trained on the images the runs read.
     for name, (kind, spec) in image_dataset_options().items():
-        shown = spec.metadata.get("shown_default") or spec.default
-        help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
-        if type_name(kind) == "bool":
-            parser.add_argument(flag(name), action="store_true", default=None, help=help_text)
-        else:
-            parser.add_argument(flag(name), default=None, metavar=type_name(kind).upper(), help=help_text)
+        _add_dataset_flag(parser, name, kind, spec)
     parser.add_argument(
         "--seed", type=int, default=image_classifier.DEFAULT_SEED, help="training seed (0 for shipped ones)"
     )
@@ -192,7 +219,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         return 2
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
     given = list(given_dataset_options(args))
-    if sequence and given:
+    if DATASETS[args.data].data_kind == "sequence" and given:
         names = ", ".join(map(flag, given))
         print(
             f"error: {names} {agree(given, 'shapes', 'shape')} images and --data {args.data} is sequence "
