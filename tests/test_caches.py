@@ -380,11 +380,12 @@ def test_an_augment_ckpt_of_generated_series_of_another_length_names_the_shape(t
     assert "files" not in line and not (tmp_path / "run").exists()
 
 
-def test_an_augment_ckpt_of_another_dataset_names_the_dataset(tmp_path, capsys):
+def test_an_augment_ckpt_of_another_dataset_names_the_dataset(tmp_path, capsys, mnist_data_dir):
     assert main(["--model", "ae", "--data", "digits", *SMALL, "--output", str(tmp_path / "augmenter")]) == 0
     checkpoint = tmp_path / "augmenter" / "checkpoints" / "last.ckpt"
     capsys.readouterr()
-    args = ["--model", "ae", "--data", "mnist", "--augment", "ae", "--augment-ckpt", str(checkpoint), *SMALL]
+    args = ["--model", "ae", "--data", "mnist", "--data-dir", str(mnist_data_dir), "--augment", "ae"]
+    args += ["--augment-ckpt", str(checkpoint), *SMALL]
     assert main([*args, "--output", str(tmp_path / "run")]) == 2
     line = one_line(capsys, "trained on digits, this run uses mnist")
     assert "--image-size" not in line
