@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, agree
 from lightning_genae.lazy import lazy_getattr
-from lightning_genae.plugin_options import PluginOptions, import_location, option_specs
+from lightning_genae.plugin_options import PluginOptions, flag, import_location, option_specs
 
 if TYPE_CHECKING:
     from lightning_genae.datamodules.base import DataKind, InMemoryDataModule
@@ -111,6 +111,38 @@ def dataset_options() -> dict[str, tuple[Any, Any]]:
     return option_specs({name: spec.options for name, spec in DATASETS.items()})
 
 
+def parse_dataset_options(name: str, given: dict[str, Any]) -> PluginOptions:
+    """Dataset `name`'s options from the `given` dataset options (a run's, the classifier command's),
+    checked by its options class; one that only other datasets read is refused, naming the fix."""
+    dataset = DATASETS[name]
+    assert dataset.options is not None
+    own = dataset.options.types()
+    foreign = [option for option in given if option not in own]
+    if foreign:
+        other_kind = {
+            option
+            for option in foreign
+            if not any(
+                option in spec.options.types()
+                for spec in DATASETS.values()
+                if spec.data_kind == dataset.data_kind
+            )
+        }
+        if other_kind:
+            names = [flag(option) for option in foreign if option in other_kind]
+            kind = "image" if dataset.data_kind == "sequence" else "sequence"
+            raise ConfigError(
+                f"{', '.join(names)} {agree(names, 'shapes', 'shape')} {kind} data and --data "
+                f"{name} is {dataset.data_kind} data; drop {agree(names, 'it', 'them')}"
+            )
+        reads = f"; it reads {', '.join(map(flag, own))}" if own else ""
+        raise ConfigError(
+            f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --data "
+            f"{name}{reads}; drop {agree(foreign, 'it', 'them')}"
+        )
+    return dataset.options.parse({option: value for option, value in given.items() if option in own})
+
+
 def default_data_dir() -> str:
     """Where the datasets are read from, or downloaded to, unless told: $GENAE_DATA_DIR, else ./data (what
     `--data-dir` defaults to)."""
@@ -155,6 +187,7 @@ __all__ = [
     "DatasetSpec",
     "build_datamodule",
     "dataset_options",
+    "parse_dataset_options",
     "default_data_dir",
     *_LAZY_EXPORTS,
 ]

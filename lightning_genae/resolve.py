@@ -27,7 +27,12 @@ from lightning_genae.augmentation import (
 )
 from lightning_genae.cache import is_torch_file
 from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, flag
-from lightning_genae.datamodules import DATASETS, DatasetSpec, build_datamodule, dataset_options
+from lightning_genae.datamodules import (
+    DATASETS,
+    build_datamodule,
+    dataset_options,
+    parse_dataset_options,
+)
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 from lightning_genae.plugin_options import PluginOptions
@@ -164,37 +169,6 @@ def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(name for name, value in command_line.items() if value is not False)
 
 
-def _dataset_options(config: RunConfig, dataset: DatasetSpec) -> PluginOptions:
-    """The dataset's options from what was given; one that only other datasets read is an error."""
-    given = config.given_plugin_options(dataset_options())
-    assert dataset.options is not None
-    own = dataset.options.types()
-    foreign = [name for name in given if name not in own]
-    if foreign:
-        other_kind = {
-            name
-            for name in foreign
-            if not any(
-                name in spec.options.types()
-                for spec in DATASETS.values()
-                if spec.data_kind == dataset.data_kind
-            )
-        }
-        if other_kind:
-            names = [flag(name) for name in foreign if name in other_kind]
-            kind = "image" if dataset.data_kind == "sequence" else "sequence"
-            raise ConfigError(
-                f"{', '.join(names)} {agree(names, 'shapes', 'shape')} {kind} data and --data "
-                f"{config.data} is {dataset.data_kind} data; drop {agree(names, 'it', 'them')}"
-            )
-        reads = f"; it reads {', '.join(map(flag, own))}" if own else ""
-        raise ConfigError(
-            f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --data "
-            f"{config.data}{reads}; drop {agree(foreign, 'it', 'them')}"
-        )
-    return dataset.options.parse({name: value for name, value in given.items() if name in own})
-
-
 def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
     """The model, the augmentation and the shape options must all fit the kind of data (images, series)."""
     kind = DATASETS[config.data].data_kind
@@ -300,7 +274,7 @@ def resolve(
     _check_data_kind(config, model)
     _check_classifier_weights(config)
     options = _family_options(config, model, named)
-    data_options = _dataset_options(config, DATASETS[config.data])
+    data_options = parse_dataset_options(config.data, config.given_plugin_options(dataset_options()))
     plan = resolve_augment_plan(
         config,
         model.image_discriminator,

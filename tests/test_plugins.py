@@ -439,7 +439,7 @@ def test_the_classifier_command_takes_yes_no_and_text_options_and_records_a_comm
         build_parser().parse_args(["--data", "stamps", "--shade", "grey", "--output", "x"])
     assert "invalid choice: 'grey'" in capsys.readouterr().err
     assert main(["--data", "csv", "--pattern", "x", "--output", "x"]) == 2
-    one_line(capsys, "--pattern shapes images and --data csv is sequence data; drop it")
+    one_line(capsys, "--pattern shapes image data and --data csv is sequence data; drop it")
 
 
 def test_a_plain_runs_config_yaml_made_with_plugins_loaded_runs_without_them(plugin_dir, tmp_path):

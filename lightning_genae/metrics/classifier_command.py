@@ -27,13 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_genae.datamodules import DATASETS, build_datamodule
-from lightning_genae.errors import ConfigError, GenaeError, agree
+from lightning_genae.datamodules import DATASETS, build_datamodule, parse_dataset_options
+from lightning_genae.errors import GenaeError
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
 from lightning_genae.plugin_options import (
-    PluginOptions,
     accepts_auto,
     flag,
     literal_choices,
@@ -71,25 +70,8 @@ def given_dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in image_dataset_options() if getattr(args, name) is not None}
 
 
-def dataset_options_of(args: argparse.Namespace) -> PluginOptions:
-    """`--data`'s options from the given ones, checked as a run checks them; one that `--data` does not read
-    is refused, naming those it does."""
-    spec = DATASETS[args.data]
-    assert spec.options is not None
-    own = spec.options.types()
-    given = given_dataset_options(args)
-    foreign = [name for name in given if name not in own]
-    if foreign:
-        reads = f"; it reads {', '.join(map(flag, own))}" if own else ""
-        raise ConfigError(
-            f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --data "
-            f"{args.data}{reads}; drop {agree(foreign, 'it', 'them')}"
-        )
-    return spec.options.parse(given)
-
-
 def _train_image(args: argparse.Namespace) -> TrainedClassifier:
-    options = dataset_options_of(args)
+    options = parse_dataset_options(args.data, given_dataset_options(args))
     datamodule = build_datamodule(args.data, data_dir=args.data_dir or ".", **options.to_dict())
     datamodule.prepare_data()
     datamodule.setup()
@@ -218,15 +200,13 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         print(f"error: --epochs must be at least 1, got {args.epochs}", file=sys.stderr)
         return 2
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
-    given = list(given_dataset_options(args))
-    if DATASETS[args.data].data_kind == "sequence" and given:
-        names = ", ".join(map(flag, given))
-        print(
-            f"error: {names} {agree(given, 'shapes', 'shape')} images and --data {args.data} is sequence "
-            f"data; drop {agree(given, 'it', 'them')}",
-            file=sys.stderr,
-        )
-        return 2
+    if DATASETS[args.data].data_kind == "sequence":
+        try:
+            # The command's dataset flags are image options: a sequence dataset refuses every one given.
+            parse_dataset_options(args.data, given_dataset_options(args))
+        except GenaeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
     train = _train_sequence if sequence else _train_image
     try:
         started = time.perf_counter()
