@@ -13,13 +13,15 @@ shows how the figure moves with the training budget. With `--cheap-k`, every tes
 k and the mean is corrected by k = `--k` on `--corrected-images` of them, a fixed seeded subset: the same
 expected figure as k = `--k` on every image, with a standard error from the subset (for the CPU, where
 k = 5,000 on all 10,000 images takes about 4.6 hours; `subset_corrected_mean` in
-lightning_genae.metrics.likelihood). `--score-only` scores runs already trained to `--steps`. The paper
+lightning_genae.metrics.likelihood). `--score-only` scores runs already trained to `--steps`. A run saves
+its checkpoint every `--ckpt-every` iterations; the same command given again continues a stopped run from
+it, and scores a finished one without training it again. The paper
 trained its VAE for 3,280 passes over the data (batch 20); the networks are the framework's shared conv
 nets, not the paper's MLP (two deterministic layers of 200 tanh units).
 
     python bench/reproduce_vae.py --data-dir DATA [--seeds 0 1 2] [--steps 5000] [--batch-size 64] \
         [--test-images 10000] [--budget-points 1000 | --lr-schedule cosine] [--k 5000] \
-        [--cheap-k 100 --corrected-images 500] [--score-only] [--threads 2] \
+        [--cheap-k 100 --corrected-images 500] [--ckpt-every 5000] [--score-only] [--threads 2] \
         [--output runs/reproduce_vae] [--device cuda]
 """
 
@@ -36,6 +38,7 @@ import torch
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import ImageDataModule, build_datamodule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
+from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.likelihood import subset_corrected_mean
 from lightning_genae.models import MODELS
 from lightning_genae.spread import mean_std
@@ -49,37 +52,73 @@ SUBSET_STREAM = 3
 CHEAP_DRAWS_OFFSET = 1_000_003
 
 
-def train(seed: int, steps: int, args: argparse.Namespace, output: Path, resume: bool = False) -> Path:
-    """Train (or continue to `steps`) through run.py, the product's own path; return the run folder."""
+def train(seed: int, steps: int, args: argparse.Namespace, output: Path) -> Path:
+    """Train through run.py, the product's own path, to `steps`, continuing the run's last checkpoint where
+    one exists (a budget point, or a run stopped part-way); return the run folder."""
     command = [
         sys.executable, "run.py", "--model", "vae", "--data", "binarized_mnist", "--data-dir", args.data_dir,
         "--recon-loss", "bce", "--latent-dim", str(args.latent_dim), "--batch-size", str(args.batch_size),
         "--seed", str(seed),
-        "--max-steps", str(steps), "--eval-every", str(steps), "--ckpt-every", str(steps),
+        "--max-steps", str(steps), "--eval-every", str(steps),
+        "--ckpt-every", str(min(steps, args.ckpt_every)),
         "--eval-samples", str(args.eval_samples), "--lr-schedule", args.lr_schedule, "--no-test-split",
         "--output", str(output),
     ]  # fmt: skip
-    if resume:
+    if last_checkpoint(output).is_file():
         command += ["--resume", "last"]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    finished = subprocess.run(command, stdout=subprocess.DEVNULL)
+    if finished.returncode:
+        # run.py has said why on stderr, in one line where the cause is the input.
+        print(f"seed {seed}: run.py stopped with exit status {finished.returncode} (its message is above)",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(finished.returncode)
     return output
 
 
-def untrained_to(run_dir: Path, steps: int, batch_size: int) -> str | None:
-    """Why `run_dir`'s last checkpoint cannot be scored as a run of `steps` iterations at `batch_size`, or
-    None if it can."""
-    path = run_dir / "checkpoints" / "last.ckpt"
+def last_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def trained_to(run_dir: Path, batch_size: int, flag: str) -> int | None:
+    """Iterations `run_dir`'s last checkpoint holds (None without one); a run at another batch size is
+    refused (ConfigError), since continuing or scoring it would mix two budgets."""
+    path = last_checkpoint(run_dir)
     if not path.is_file():
+        return None
+    checkpoint = RunCheckpoint.load(path, flag)
+    trained_at = checkpoint.stored_config(flag).get("batch_size")
+    if trained_at != batch_size:
+        raise ConfigError(
+            f"{flag}: {path} was trained at batch {trained_at}, not --batch-size {batch_size}; "
+            f"pass --batch-size {trained_at}, or another --output"
+        )
+    return checkpoint.iteration(1)
+
+
+def not_ready(run_dir: Path, steps: int, batch_size: int, score_only: bool, first_stop: int) -> str | None:
+    """Why the run in `run_dir` cannot be scored at `steps` (with --score-only) or trained to `first_stop`
+    and on to `steps` (a run already past the first), or None if it can."""
+    flag = "--score-only" if score_only else "--output"
+    try:
+        iteration = trained_to(run_dir, batch_size, flag)
+    except ConfigError as error:
+        return str(error)
+    path = last_checkpoint(run_dir)
+    if score_only and iteration is None:
         return f"--score-only: {path} does not exist; train the run first (drop --score-only)"
-    checkpoint = RunCheckpoint.load(path, "--score-only")
-    iteration = checkpoint.iteration(1)
-    if iteration != steps:
+    if iteration is None and run_dir.is_dir() and any(run_dir.iterdir()):
+        # A run stopped before its first checkpoint: there is nothing to continue, and its files are
+        # not this command's to delete.
+        return (
+            f"--output: {run_dir} holds a run without {path.name} to continue; "
+            "remove it, or pass another --output"
+        )
+    if score_only and iteration != steps:
         where = f"{path} is at iteration {iteration}"
         return f"--score-only: {where}, not --steps {steps}; pass --steps {iteration}"
-    trained_at = checkpoint.stored_config("--score-only").get("batch_size")
-    if trained_at != batch_size:
-        where = f"{path} was trained at batch {trained_at}"
-        return f"--score-only: {where}, not --batch-size {batch_size}; pass --batch-size {trained_at}"
+    if iteration is not None and iteration > first_stop:
+        asked = f"--steps {steps}" if first_stop == steps else f"--budget-points {first_stop}"
+        return f"--output: {path} is at iteration {iteration}, past {asked}; pass another --output"
     return None
 
 
@@ -177,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--corrected-images", type=int, default=None,
                         help="images of the fixed seeded test subset that --cheap-k's correction scores "
                         "at --k [default: 500]")  # fmt: skip
+    parser.add_argument("--ckpt-every", type=int, default=5000,
+                        help="iterations between a run's checkpoints; given again, the command continues a "
+                        "stopped run from its last one")  # fmt: skip
     parser.add_argument("--score-only", action="store_true",
                         help="score the runs in --output trained to --steps; train nothing")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the estimate")
@@ -201,6 +243,8 @@ def parse_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--corrected-images sizes --cheap-k's correction; give --cheap-k too, or drop it")
     if args.cheap_k and args.corrected_images is None:
         args.corrected_images = 500
+    if args.ckpt_every < 1:
+        parser.error(f"--ckpt-every must be at least 1, got {args.ckpt_every}")
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.score_only and args.budget_points:
@@ -241,11 +285,13 @@ def main() -> None:
     images = test_images(datamodule, args.test_images)
     if args.cheap_k and not 2 <= args.corrected_images < len(images):
         parser.error(f"--corrected-images must be 2 or more and below the {len(images)} test images scored")
-    if args.score_only:
-        # Every run is checked before any is scored: a scoring takes minutes to hours.
-        for seed in args.seeds:
-            if problem := untrained_to(args.output / f"vae-seed{seed}", args.steps, args.batch_size):
-                parser.error(problem)
+    # Every run is checked before any is trained or scored: each takes minutes to hours.
+    points = sorted(p for p in args.budget_points if 0 < p < args.steps)
+    for index, seed in enumerate(args.seeds):
+        run_dir = args.output / f"vae-seed{seed}"
+        first_stop = points[0] if points and index == 0 else args.steps
+        if problem := not_ready(run_dir, args.steps, args.batch_size, args.score_only, first_stop):
+            parser.error(problem)
     training_images = len(datamodule.split_tensors("train")[0])
     scope = "all" if len(images) == 10_000 else "a fixed seeded subset of"
     print(f"test NLL over {scope} {len(images)} binarized test images, k = {args.k}, on {device}", flush=True)
@@ -262,13 +308,16 @@ def main() -> None:
     curve: list[tuple[int, float]] = []
     for index, seed in enumerate(args.seeds):
         run_dir = args.output / f"vae-seed{seed}"
-        points = sorted(p for p in args.budget_points if 0 < p < args.steps) if index == 0 else []
-        for stage, step in enumerate([*points, args.steps]):
-            if not args.score_only:
+        for step in [*(points if index == 0 else []), args.steps]:
+            done = trained_to(run_dir, args.batch_size, "--output") or 0
+            if not args.score_only and done < step:
                 started = time.time()
-                print(f"seed {seed}: training to iteration {step}", flush=True)
-                train(seed, step, args, run_dir, resume=stage > 0)
+                begun = f", continuing its checkpoint at {done}" if done else ""
+                print(f"seed {seed}: training to iteration {step}{begun}", flush=True)
+                train(seed, step, args, run_dir)
                 print(f"seed {seed}: trained to {step} in {time.time() - started:.0f} s", flush=True)
+            elif done == step:
+                print(f"seed {seed}: {last_checkpoint(run_dir)} is at iteration {step} already", flush=True)
             nll, standard_error = score(run_dir, images, args, seed, f"seed {seed} at {step}", device)
             if index == 0:
                 curve.append((step, nll))
