@@ -273,6 +273,13 @@ def score(
 def main() -> None:
     parser = build_parser()
     args = parse_arguments(parser)
+    # Every run is checked before any is trained or scored: each takes minutes to hours.
+    points = sorted(p for p in args.budget_points if 0 < p < args.steps)
+    for index, seed in enumerate(args.seeds):
+        run_dir = args.output / f"vae-seed{seed}"
+        first_stop = points[0] if points and index == 0 else args.steps
+        if problem := not_ready(run_dir, args.steps, args.batch_size, args.score_only, first_stop):
+            parser.error(problem)
     torch.set_num_threads(args.threads)
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto if args.device == "auto" else args.device)
@@ -285,13 +292,6 @@ def main() -> None:
     images = test_images(datamodule, args.test_images)
     if args.cheap_k and not 2 <= args.corrected_images < len(images):
         parser.error(f"--corrected-images must be 2 or more and below the {len(images)} test images scored")
-    # Every run is checked before any is trained or scored: each takes minutes to hours.
-    points = sorted(p for p in args.budget_points if 0 < p < args.steps)
-    for index, seed in enumerate(args.seeds):
-        run_dir = args.output / f"vae-seed{seed}"
-        first_stop = points[0] if points and index == 0 else args.steps
-        if problem := not_ready(run_dir, args.steps, args.batch_size, args.score_only, first_stop):
-            parser.error(problem)
     training_images = len(datamodule.split_tensors("train")[0])
     scope = "all" if len(images) == 10_000 else "a fixed seeded subset of"
     print(f"test NLL over {scope} {len(images)} binarized test images, k = {args.k}, on {device}", flush=True)
