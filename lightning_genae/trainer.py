@@ -267,7 +267,7 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
     callbacks += [
         StoreRunConfig(config),
         RandomStateInCheckpoints(),
-        ModelCheckpoint(
+        PeriodicLastCheckpoint(
             dirpath=run_dir / "checkpoints",
             every_n_train_steps=config.ckpt_every * family.optimizer_steps_per_iteration,
             save_top_k=0,
@@ -397,6 +397,19 @@ class WritesUnder(Callback):
                 f"the callbacks write to {self.run_dir} and the Trainer to {trainer.default_root_dir}; give "
                 f"pl.Trainer(default_root_dir={str(self.run_dir)!r}) so that the image grids go there too"
             )
+
+
+class PeriodicLastCheckpoint(ModelCheckpoint):
+    """checkpoints/last.ckpt every N optimizer steps, its saved state filed under one name whatever N is.
+
+    Lightning names a ModelCheckpoint's state by its settings, the cadence among them. A resume may change
+    `--ckpt-every`, and under that name the resumed trainer would find no state for its callback, leave it
+    unread and warn that a callback used to create the checkpoint is missing.
+    """
+
+    @property
+    def state_key(self) -> str:
+        return type(self).__name__
 
 
 def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:

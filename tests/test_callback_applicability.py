@@ -102,7 +102,7 @@ def test_a_run_keeps_exactly_the_callbacks_its_model_and_data_can_use(family, ru
     _, names = runs[family]["filtered"]
     assert names & MODEL_SPECIFIC == RUNS[family][1]
     # Everything that is not model-specific stays: checkpoints, the guard, the stop on signals.
-    assert {"DivergenceGuard", "ModelCheckpoint", "StopOnSignal", "RandomStateInCheckpoints"} <= names
+    assert {"DivergenceGuard", "PeriodicLastCheckpoint", "StopOnSignal", "RandomStateInCheckpoints"} <= names
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import urllib.error
+import warnings
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,23 @@ def test_resume_last_continues_at_the_right_step(tmp_path):
     train_steps = [int(row["step"]) for row in read_metrics(run_dir) if row.get("train/loss_d")]
     # Rows every 3 iterations plus each run's final batch: 2, 3 from the first run, 5, 6 after resuming.
     assert train_steps == [2, 3, 5, 6]
+
+
+def test_a_resume_at_another_ckpt_every_reads_the_checkpoints_state_without_a_warning(tmp_path):
+    run_dir = tmp_path / "run"
+    assert (
+        main(["--model", "ae", *TINY, "--max-steps", "3", "--ckpt-every", "3", "--output", str(run_dir)]) == 0
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert (
+            main(["--output", str(run_dir), "--resume", "last", "--max-steps", "4", "--ckpt-every", "2"]) == 0
+        )
+    assert not [
+        warning for warning in caught if "callbacks used to create the checkpoint" in str(warning.message)
+    ]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["callbacks"]["PeriodicLastCheckpoint"]["last_model_path"].endswith("last.ckpt")
 
 
 @pytest.mark.slow
