@@ -20,8 +20,7 @@ from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, LOGGER_CHOICES, 
 from lightning_genae.datamodules import DATASETS, dataset_options
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import (
-    accepts_auto,
-    float_or_auto,
+    command_line_reader,
     literal_choices,
     type_name,
     typed_flag,
@@ -154,13 +153,6 @@ def _family_options() -> dict[str, _FamilyOption]:
     return merged
 
 
-def _number_or_auto(text: str) -> float | str:
-    try:
-        return float_or_auto(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
-
-
 def _add_flag(
     group: argparse._ArgumentGroup,
     name: str,
@@ -176,7 +168,7 @@ def _add_flag(
     elif expected == "list":
         group.add_argument(spelled, action=_ExtendList, metavar="A,B", help=help_text)
     else:
-        converter = _number_or_auto if accepts_auto(kind) else {"int": int, "float": float}.get(expected, str)
+        converter = command_line_reader(kind)
         if tunable:
             converter = _each_candidate(name, converter)
             example = "A|B" if candidate_separators(name) == "|" else "X,Y"

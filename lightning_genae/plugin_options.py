@@ -8,6 +8,7 @@ and a bad option are answered without torch or Lightning.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import functools
@@ -26,6 +27,7 @@ __all__ = [
     "PluginOptions",
     "accepts_auto",
     "coerce",
+    "command_line_reader",
     "flag",
     "float_or_auto",
     "literal_choices",
@@ -96,6 +98,22 @@ def float_or_auto(value: Any) -> float | str:
     if isinstance(value, bool):
         raise TypeError
     return float(value)
+
+
+def _number_or_auto(text: str) -> float | str:
+    try:
+        return float_or_auto(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
+def command_line_reader(kind: Any) -> Callable[[str], Any]:
+    """The argparse `type` of a valued (not yes/no, not list) option of type `kind`: int, float, a number or
+    `auto`, else the text (a string, or a choice argparse checks). A value it cannot read is argparse's
+    one-line error naming the flag, for every command built from these declarations."""
+    if accepts_auto(kind):
+        return _number_or_auto
+    return {"int": int, "float": float}.get(type_name(kind), str)
 
 
 def _admits_none(kind: Any) -> bool:

@@ -419,6 +419,7 @@ class StampOptions(ImageOptions):
     filled: bool = option(True, "stamps: fill the stamp")
     pattern: str = option("plain", "stamps: the stamp's pattern")
     shade: Literal["dark", "light"] = option("dark", "stamps: the stamp's shade")
+    contrast: float | Literal["auto"] = option("auto", "stamps: the stamp's contrast, or auto")
 
 
 def test_the_classifier_command_takes_yes_no_and_text_options_and_records_a_command_that_parses_back(
@@ -427,17 +428,24 @@ def test_the_classifier_command_takes_yes_no_and_text_options_and_records_a_comm
     from lightning_genae.metrics.classifier_command import build_parser, main, reproduce_command
 
     register_dataset("stamps", DatasetSpec("pkg.mod:Stamps", "toy stamps", options=StampOptions))
-    given = ["--data", "stamps", "--no-filled", "--pattern", "a b", "--shade", "light", "--output", "out dir"]
-    args = build_parser().parse_args(given)
+    given = ["--data", "stamps", "--no-filled", "--pattern", "a b", "--shade", "light", "--contrast", "0.5"]
+    args = build_parser().parse_args([*given, "--output", "out dir"])
     command = reproduce_command(args)
     assert command == (
         "python -m lightning_genae.metrics.classifier --data stamps --no-filled --pattern 'a b' "
-        "--shade light --seed 0 --output 'out dir'"
+        "--shade light --contrast 0.5 --seed 0 --output 'out dir'"
     )
     assert build_parser().parse_args(shlex.split(command)[3:]) == args
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--data", "stamps", "--shade", "grey", "--output", "x"])
     assert "invalid choice: 'grey'" in capsys.readouterr().err
+    assert (
+        build_parser().parse_args(["--data", "stamps", "--contrast", "AUTO", "--output", "x"]).contrast
+        == "auto"
+    )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--data", "stamps", "--contrast", "high", "--output", "x"])
+    assert "argument --contrast: 'high' is neither a number nor auto" in capsys.readouterr().err
     assert main(["--data", "csv", "--pattern", "x", "--output", "x"]) == 2
     one_line(capsys, "--pattern shapes image data and --data csv is sequence data; drop it")
 

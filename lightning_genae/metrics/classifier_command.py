@@ -33,7 +33,7 @@ from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
 from lightning_genae.plugin_options import (
-    accepts_auto,
+    command_line_reader,
     flag,
     literal_choices,
     option_specs,
@@ -138,15 +138,15 @@ def _add_dataset_flag(parser: argparse.ArgumentParser, name: str, kind: Any, spe
     if expected == "bool":
         parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         return
-    converter: Callable[[str], Any] = str
-    if expected == "int":
-        converter = int
-    elif expected == "float" and not accepts_auto(kind):
-        converter = float
     choices = literal_choices(kind) or None
     metavar = None if choices else expected.upper()
     parser.add_argument(
-        flag(name), type=converter, choices=choices, default=None, metavar=metavar, help=help_text
+        flag(name),
+        type=command_line_reader(kind),
+        choices=choices,
+        default=None,
+        metavar=metavar,
+        help=help_text,
     )
 
 
