@@ -59,6 +59,17 @@ def test_a_folders_classifier_is_trained_at_the_shape_the_runs_read(tmp_path):
     data.prepare_data()
     backbone = load_backbone("classifier", "folder", data, classifier_weights=out / entry["file"])
     assert backbone.weights_sha256 == entry["sha256"]
+    assert "other training images" not in backbone.description
+    # The folder grows: the same file still scores its runs, which say it learnt from other images.
+    for index in range(60, 90):
+        Image.new("RGB", (20, 20), color=(120 * (index % 2), 90, index)).save(
+            images / f"class{index % 2}" / f"{index}.png"
+        )
+    grown = build_datamodule("folder", data_dir=images, image_size=16, channels=1)
+    grown.prepare_data()
+    backbone = load_backbone("classifier", "folder", grown, classifier_weights=out / entry["file"])
+    assert backbone.weights_sha256 == entry["sha256"]
+    assert backbone.description.endswith(", trained on other training images than this run's)")
 
 
 def learnable_series(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

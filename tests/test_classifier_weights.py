@@ -12,19 +12,35 @@ from refusals import one_line
 from tiny import TINY_RUN
 
 from lightning_genae.cli import main
+from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics import classifier as classifier_lib
 
 TINY_GAN = ["--model", "gan", *TINY_RUN, "--max-steps", "3", "--eval-samples", "60"]
 
 
-def classifier_file(folder: Path, *, data: str, image_shape: tuple[int, int, int]) -> Path:
+def classifier_file(folder: Path, *, data: str, image_shape: tuple[int, int, int], **meta: str) -> Path:
     """An untrained classifier checkpoint in the classifier command's format, recorded as `data`'s."""
     config = classifier_lib.ClassifierConfig(image_shape=image_shape, num_classes=10)
     path = folder / f"classifier-{data}.pt"
     classifier_lib.save_checkpoint(
-        classifier_lib.FeatureClassifier(config), path, data=data, test_accuracy=0.5
+        classifier_lib.FeatureClassifier(config), path, data=data, test_accuracy=0.5, **meta
     )
     return path
+
+
+@pytest.mark.parametrize("same_images", [True, False], ids=["same-images", "other-images"])
+def test_a_classifier_trained_on_other_images_is_used_and_said_so_in_the_run_record(
+    same_images, tmp_path, capsys
+):
+    own = build_datamodule("digits", data_dir=tmp_path).content_sha256("train")
+    weights = classifier_file(
+        tmp_path, data="digits", image_shape=(1, 16, 16), train_sha256=own if same_images else "0" * 64
+    )
+    run_dir = tmp_path / "run"
+    assert main([*TINY_GAN, "--classifier-weights", str(weights), "--output", str(run_dir)]) == 0
+    said = "was trained on other digits training images than this run's" in capsys.readouterr().err
+    recorded = "trained on other training images than this run's" in (run_dir / "summary.json").read_text()
+    assert said is recorded is not same_images
 
 
 def test_a_given_classifier_is_the_one_the_run_measures_with(tmp_path, capsys):

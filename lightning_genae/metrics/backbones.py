@@ -303,6 +303,7 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
                 epochs=epochs,
                 test_accuracy=test_accuracy,
                 num_test=num_test,
+                train_sha256=full.content_sha256("train"),
             )
 
         # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it
@@ -348,8 +349,31 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
         )
     sha256 = classifier_lib.file_sha256(path)
     accuracy = meta.get("test_accuracy", float("nan"))
-    description = f"classifier ({data}, given as {path.name}, sha256 {sha256[:8]}, test acc {accuracy:.2%})"
+    other_images = ""
+    if datamodule is not None and _trained_on_other_images(meta, datamodule):
+        # Not refused: one file scoring runs on data that changes (a folder that grows, another dataset
+        # option) is what keeps those runs comparable with each other. It is said, and the note travels
+        # with every metric measured through this backbone.
+        other_images = ", trained on other training images than this run's"
+        print(
+            f"classifier: --classifier-weights {path} was trained on other {data} training images than this "
+            "run's (other dataset options, or other files); its features still compare runs scored with the "
+            "same file",
+            file=sys.stderr,
+            flush=True,
+        )
+    identity = f"{data}, given as {path.name}, sha256 {sha256[:8]}, test acc {accuracy:.2%}"
+    description = f"classifier ({identity}{other_images})"
     return ClassifierBackbone(model, description, sha256)
+
+
+def _trained_on_other_images(meta: dict, datamodule: ImageDataModule) -> bool:
+    """Whether a classifier's recorded training images differ from `datamodule`'s (without --train-size,
+    as the classifier is trained); a file that records none (from an older version) is not compared."""
+    recorded = meta.get("train_sha256")
+    if not isinstance(recorded, str):
+        return False
+    return recorded != classifier_lib.full_training_data(datamodule).content_sha256("train")
 
 
 def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:

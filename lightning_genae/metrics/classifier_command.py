@@ -57,6 +57,9 @@ class TrainedClassifier:
     save: Callable[..., str]
     input_shape: dict[str, list[int]]
     unit: str
+    # SHA-256 of the training split it learnt from, where the data is an image datamodule: a run given the
+    # file compares it with its own (--classifier-weights).
+    train_sha256: str | None = None
 
 
 def image_dataset_options() -> dict[str, tuple[Any, Any]]:
@@ -88,6 +91,7 @@ def _train_image(args: argparse.Namespace) -> TrainedClassifier:
         save=image_classifier.save_checkpoint,
         input_shape={"image_shape": list(model.config.image_shape)},
         unit="images",
+        train_sha256=datamodule.content_sha256("train"),
     )
 
 
@@ -220,6 +224,8 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             "epochs": trained.epochs,
             "test_accuracy": trained.test_accuracy,
         }
+        if trained.train_sha256 is not None:
+            meta["train_sha256"] = trained.train_sha256
         sha256 = trained.save(trained.model, path, **meta, num_test=trained.num_test)
         entry = {
             "file": path.name,
