@@ -28,19 +28,24 @@ nets, not the paper's MLP (two deterministic layers of 200 tanh units).
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from lightning_genae.arguments import OneLineErrorParser
 from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.config import absolute_path
 from lightning_genae.datamodules import ImageDataModule, build_datamodule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.likelihood import subset_corrected_mean
 from lightning_genae.models import MODELS
+from lightning_genae.plugin_options import flag
 from lightning_genae.spread import mean_std
 
 PUBLISHED = 86.76
@@ -52,73 +57,124 @@ SUBSET_STREAM = 3
 CHEAP_DRAWS_OFFSET = 1_000_003
 
 
+def run_options(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The options that define each seed's run, as run.py's configuration names them."""
+    return {
+        "model": "vae", "data": "binarized_mnist", "recon_loss": "bce", "latent_dim": args.latent_dim,
+        "batch_size": args.batch_size, "seed": seed, "lr_schedule": args.lr_schedule,
+    }  # fmt: skip
+
+
 def train(seed: int, steps: int, args: argparse.Namespace, output: Path) -> Path:
     """Train through run.py, the product's own path, to `steps`, continuing the run's last checkpoint where
     one exists (a budget point, or a run stopped part-way); return the run folder."""
-    command = [
-        sys.executable, "run.py", "--model", "vae", "--data", "binarized_mnist", "--data-dir", args.data_dir,
-        "--recon-loss", "bce", "--latent-dim", str(args.latent_dim), "--batch-size", str(args.batch_size),
-        "--seed", str(seed),
+    command = [sys.executable, "run.py", "--data-dir", args.data_dir]
+    for name, value in run_options(seed, args).items():
+        command += [flag(name), str(value)]
+    command += [
         "--max-steps", str(steps), "--eval-every", str(steps),
-        "--ckpt-every", str(min(steps, args.ckpt_every)),
-        "--eval-samples", str(args.eval_samples), "--lr-schedule", args.lr_schedule, "--no-test-split",
-        "--output", str(output),
+        "--ckpt-every", str(min(steps, args.ckpt_every)), "--eval-samples", str(args.eval_samples),
+        "--no-test-split", "--output", str(output),
     ]  # fmt: skip
     if last_checkpoint(output).is_file():
         command += ["--resume", "last"]
-    finished = subprocess.run(command, stdout=subprocess.DEVNULL)
-    if finished.returncode:
-        # run.py has said why on stderr, in one line where the cause is the input.
-        print(f"seed {seed}: run.py stopped with exit status {finished.returncode} (its message is above)",
-              file=sys.stderr)  # fmt: skip
-        raise SystemExit(finished.returncode)
+    code = run_command(command)
+    if code:
+        # run.py has said why on stderr (in one line where the cause is the input); a signal says nothing.
+        why = (
+            f"was stopped by {signal.Signals(-code).name}" if code < 0 else f"stopped with exit status {code}"
+        )
+        print(f"seed {seed}: run.py {why}", file=sys.stderr)
+        raise SystemExit(128 - code if code < 0 else code)
     return output
+
+
+def run_command(command: list[str]) -> int:
+    """Run `command` to its end and return its exit status (negative: the signal that ended it).
+
+    Ctrl-C reaches run.py from the terminal, and it stops after the iteration, saving last.ckpt: this
+    process ignores it meanwhile rather than kill run.py mid-save. A SIGTERM sent to this process alone is
+    passed on to run.py, which stops the same way.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    previous_interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_terminate = signal.signal(signal.SIGTERM, lambda number, frame: process.send_signal(number))
+    try:
+        return process.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous_interrupt)
+        signal.signal(signal.SIGTERM, previous_terminate)
 
 
 def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def trained_to(run_dir: Path, batch_size: int, flag: str) -> int | None:
-    """Iterations `run_dir`'s last checkpoint holds (None without one); a run at another batch size is
-    refused (ConfigError), since continuing or scoring it would mix two budgets."""
+def trained_to(run_dir: Path, seed: int, args: argparse.Namespace, flag_name: str) -> tuple[int, dict] | None:
+    """Iterations `run_dir`'s last checkpoint holds and its stored configuration (None without one). A run
+    with other defining options is refused (ConfigError, one line): continuing or scoring it would mix two
+    experiments."""
     path = last_checkpoint(run_dir)
     if not path.is_file():
         return None
-    checkpoint = RunCheckpoint.load(path, flag)
-    trained_at = checkpoint.stored_config(flag).get("batch_size")
-    if trained_at != batch_size:
-        raise ConfigError(
-            f"{flag}: {path} was trained at batch {trained_at}, not --batch-size {batch_size}; "
-            f"pass --batch-size {trained_at}, or another --output"
-        )
-    return checkpoint.iteration(1)
+    checkpoint = RunCheckpoint.load(path, flag_name)
+    stored = checkpoint.stored_config(flag_name)
+    for name, wanted in run_options(seed, args).items():
+        if stored.get(name) != wanted:
+            fix = f"pass {flag(name)} {stored.get(name)}, or another --output"
+            if name in ("model", "data", "recon_loss", "seed"):
+                fix = "pass another --output"
+            raise ConfigError(
+                f"{flag_name}: {path} was trained with {flag(name)} {stored.get(name)}, not {wanted}; {fix}"
+            )
+    return checkpoint.iteration(1), stored
 
 
-def not_ready(run_dir: Path, steps: int, batch_size: int, score_only: bool, first_stop: int) -> str | None:
-    """Why the run in `run_dir` cannot be scored at `steps` (with --score-only) or trained to `first_stop`
-    and on to `steps` (a run already past the first), or None if it can."""
-    flag = "--score-only" if score_only else "--output"
+def not_ready(run_dir: Path, seed: int, args: argparse.Namespace, first_stop: int) -> str | None:
+    """Why the run in `run_dir` cannot be scored at --steps (with --score-only) or trained to `first_stop`
+    and on to --steps, or None if it can."""
+    flag_name = "--score-only" if args.score_only else "--output"
     try:
-        iteration = trained_to(run_dir, batch_size, flag)
+        found = trained_to(run_dir, seed, args, flag_name)
     except ConfigError as error:
         return str(error)
     path = last_checkpoint(run_dir)
-    if score_only and iteration is None:
-        return f"--score-only: {path} does not exist; train the run first (drop --score-only)"
-    if iteration is None and run_dir.is_dir() and any(run_dir.iterdir()):
-        # A run stopped before its first checkpoint: there is nothing to continue, and its files are
-        # not this command's to delete.
+    if found is None:
+        if args.score_only:
+            return f"--score-only: {path} does not exist; train the run first (drop --score-only)"
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            # A run stopped before its first checkpoint: there is nothing to continue, and its files are
+            # not this command's to delete.
+            return (
+                f"--output: {run_dir} holds a run without {path.name} to continue; "
+                "remove it, or pass another --output"
+            )
+        return None
+    iteration, stored = found
+    where = f"{path} is at iteration {iteration}"
+    if args.score_only and iteration != args.steps:
+        return f"--score-only: {where}, not --steps {args.steps}; pass --steps {iteration}"
+    if iteration > first_stop:
+        if first_stop == args.steps:
+            return f"--output: {where}, past --steps {args.steps}; pass another --output"
         return (
-            f"--output: {run_dir} holds a run without {path.name} to continue; "
-            "remove it, or pass another --output"
+            f"--output: {where}, past --budget-points {first_stop}, whose score cannot be taken again; "
+            "drop --budget-points to continue it, or pass another --output"
         )
-    if score_only and iteration != steps:
-        where = f"{path} is at iteration {iteration}"
-        return f"--score-only: {where}, not --steps {steps}; pass --steps {iteration}"
-    if iteration is not None and iteration > first_stop:
-        asked = f"--steps {steps}" if first_stop == steps else f"--budget-points {first_stop}"
-        return f"--output: {path} is at iteration {iteration}, past {asked}; pass another --output"
+    annealed_at = stored.get("max_steps")
+    if args.lr_schedule != "constant" and annealed_at != args.steps:
+        # Continued to another length, its learning rate would jump back up from where it annealed.
+        return (
+            f"--output: {path} anneals its learning rate to 0 at iteration {annealed_at}; pass --steps "
+            f"{annealed_at}, or another --output"
+        )
+    if (
+        iteration < args.steps
+        and not args.score_only
+        and stored.get("data_dir") != absolute_path(args.data_dir)
+    ):
+        # run.py would refuse the continuation itself, but only once the seeds before it had trained.
+        return f"--output: {path} was trained on --data-dir {stored.get('data_dir')}; pass that --data-dir"
     return None
 
 
@@ -195,7 +251,7 @@ def corrected_test_nll(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=5000, help="training iterations per seed")
@@ -243,6 +299,8 @@ def parse_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--corrected-images sizes --cheap-k's correction; give --cheap-k too, or drop it")
     if args.cheap_k and args.corrected_images is None:
         args.corrected_images = 500
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.ckpt_every < 1:
         parser.error(f"--ckpt-every must be at least 1, got {args.ckpt_every}")
     if args.threads < 1:
@@ -278,7 +336,7 @@ def main() -> None:
     for index, seed in enumerate(args.seeds):
         run_dir = args.output / f"vae-seed{seed}"
         first_stop = points[0] if points and index == 0 else args.steps
-        if problem := not_ready(run_dir, args.steps, args.batch_size, args.score_only, first_stop):
+        if problem := not_ready(run_dir, seed, args, first_stop):
             parser.error(problem)
     torch.set_num_threads(args.threads)
     auto = "cuda" if torch.cuda.is_available() else "cpu"
@@ -309,14 +367,15 @@ def main() -> None:
     for index, seed in enumerate(args.seeds):
         run_dir = args.output / f"vae-seed{seed}"
         for step in [*(points if index == 0 else []), args.steps]:
-            done = trained_to(run_dir, args.batch_size, "--output") or 0
+            found = trained_to(run_dir, seed, args, "--output")
+            done = found[0] if found else 0
             if not args.score_only and done < step:
                 started = time.time()
                 begun = f", continuing its checkpoint at {done}" if done else ""
                 print(f"seed {seed}: training to iteration {step}{begun}", flush=True)
                 train(seed, step, args, run_dir)
                 print(f"seed {seed}: trained to {step} in {time.time() - started:.0f} s", flush=True)
-            elif done == step:
+            elif not args.score_only:
                 print(f"seed {seed}: {last_checkpoint(run_dir)} is at iteration {step} already", flush=True)
             nll, standard_error = score(run_dir, images, args, seed, f"seed {seed} at {step}", device)
             if index == 0:

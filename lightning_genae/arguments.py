@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from lightning_genae import __version__
 from lightning_genae.ablation.tuning import candidate_separators, candidate_texts
@@ -20,6 +20,7 @@ from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, LOGGER_CHOICES, 
 from lightning_genae.datamodules import DATASETS, dataset_options
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import (
+    OneLineErrorParser,
     command_line_reader,
     literal_choices,
     type_name,
@@ -38,13 +39,6 @@ GROUP_TITLES = {
     "evaluation": "evaluation (FD/KID/precision/recall on validation, then on the test split at the end)",
     "logging": "logging, outputs, checkpoints",
 }
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse with errors as a single line (no usage dump) and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
 
 
 def _choices_epilog() -> str:

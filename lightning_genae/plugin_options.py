@@ -18,12 +18,13 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning_genae.errors import ConfigError, UnreadOptions
 
 __all__ = [
     "AUTO",
+    "OneLineErrorParser",
     "PluginOptions",
     "accepts_auto",
     "coerce",
@@ -107,13 +108,22 @@ def _number_or_auto(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with errors as a single line (no usage dump) and exit code 2: every command's parser."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
+
+
 def command_line_reader(kind: Any) -> Callable[[str], Any]:
-    """The argparse `type` of a valued (not yes/no, not list) option of type `kind`: int, float, a number or
-    `auto`, else the text (a string, or a choice argparse checks). A value it cannot read is argparse's
-    one-line error naming the flag, for every command built from these declarations."""
-    if accepts_auto(kind):
+    """The argparse `type` of a valued (not yes/no, not list) option of type `kind`, reading as `coerce`
+    reads a file's value: int, float, a float or `auto`, else the text (a string, or a choice argparse
+    checks). A value it cannot read is argparse's error naming the flag, in every command built from these
+    declarations."""
+    expected = type_name(kind)
+    if expected == "float" and accepts_auto(kind):
         return _number_or_auto
-    return {"int": int, "float": float}.get(type_name(kind), str)
+    return {"int": int, "float": float}.get(expected, str)
 
 
 def _admits_none(kind: Any) -> bool:

@@ -404,7 +404,8 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
 
     Lightning names a ModelCheckpoint's state by its settings, the cadence among them. A resume may change
     `--ckpt-every`, and under that name the resumed trainer would find no state for its callback, leave it
-    unread and warn that a callback used to create the checkpoint is missing.
+    unread and warn that a callback used to create the checkpoint is missing. The name is the class's, so
+    a trainer holds one of these.
     """
 
     @property

@@ -438,14 +438,14 @@ def test_the_classifier_command_takes_yes_no_and_text_options_and_records_a_comm
     assert build_parser().parse_args(shlex.split(command)[3:]) == args
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--data", "stamps", "--shade", "grey", "--output", "x"])
-    assert "invalid choice: 'grey'" in capsys.readouterr().err
+    one_line(capsys, "argument --shade: invalid choice: 'grey'")
     assert (
         build_parser().parse_args(["--data", "stamps", "--contrast", "AUTO", "--output", "x"]).contrast
         == "auto"
     )
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--data", "stamps", "--contrast", "high", "--output", "x"])
-    assert "argument --contrast: 'high' is neither a number nor auto" in capsys.readouterr().err
+    one_line(capsys, "argument --contrast: 'high' is neither a number nor auto")
     assert main(["--data", "csv", "--pattern", "x", "--output", "x"]) == 2
     one_line(capsys, "--pattern shapes image data and --data csv is sequence data; drop it")
 

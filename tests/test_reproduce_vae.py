@@ -1,15 +1,20 @@
 """bench/reproduce_vae.py given again: it continues a stopped run, and refuses one it cannot continue."""
 
 import importlib.util
-import subprocess
+import os
+import shutil
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cli import main as run_main
+from lightning_genae.stopping import StopOnSignal
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "reproduce_vae.py"
 
@@ -24,13 +29,13 @@ def load_script():
 reproduce_vae = load_script()
 
 
-def run_in_process(command: list[str], stdout: int) -> subprocess.CompletedProcess:
+def run_in_process(command: list[str]) -> int:
     """run.py's work, done in this process: the command the script would start, given to run.py's main."""
     assert command[1] == "run.py"
-    return subprocess.CompletedProcess(command, run_main(command[2:]))
+    return run_main(command[2:])
 
 
-def reproduce(data_dir: Path, output: Path, *options: str) -> int:
+def reproduce(data_dir: Path, output: Path, *options: str, runner=run_in_process) -> int:
     """The script's exit status, run with `options` (12 test images, k = 3, a checkpoint per iteration)."""
     argv = [
         "reproduce_vae.py", "--data-dir", str(data_dir), "--output", str(output),
@@ -39,9 +44,7 @@ def reproduce(data_dir: Path, output: Path, *options: str) -> int:
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", argv)
-        patch.setattr(
-            reproduce_vae, "subprocess", SimpleNamespace(run=run_in_process, DEVNULL=subprocess.DEVNULL)
-        )
+        patch.setattr(reproduce_vae, "run_command", runner)
         # The image metrics would first train a feature classifier on 55,000 images; these runs are about
         # their checkpoints.
         patch.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
@@ -58,23 +61,51 @@ def iteration_of(run_dir: Path) -> int:
 
 @pytest.fixture(scope="module")
 def run_at_two(mnist_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A reproduction trained and scored at 2 iterations: (data folder, output folder)."""
+    """A reproduction trained and scored at 2 iterations: (data folder, output folder). Tests that train
+    it further work on a copy."""
     output = tmp_path_factory.mktemp("reproduce_vae")
     assert reproduce(mnist_data_dir, output, "--steps", "2") == 0
     assert iteration_of(output / "vae-seed0") == 2
     return mnist_data_dir, output
 
 
-def test_given_again_with_more_steps_the_run_continues_from_its_checkpoint(
-    run_at_two: tuple[Path, Path], capsys: pytest.CaptureFixture
+def copy_of(run_at_two: tuple[Path, Path], tmp_path: Path) -> Path:
+    shutil.copytree(run_at_two[1], tmp_path / "copy")
+    return tmp_path / "copy"
+
+
+def test_a_run_stopped_part_way_continues_from_its_checkpoint_when_given_again(
+    mnist_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data_dir, output = run_at_two
+    original = StopOnSignal.on_train_batch_end
+
+    def sigterm_after_iteration_2(self, trainer, *args) -> None:
+        if trainer.global_step == 2:
+            self.received = signal.SIGTERM
+        original(self, trainer, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StopOnSignal, "on_train_batch_end", sigterm_after_iteration_2)
+        assert reproduce(mnist_data_dir, tmp_path, "--steps", "3") == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.splitlines()[-1] == f"seed 0: run.py stopped with exit status {128 + 15}"
+    run_dir = tmp_path / "vae-seed0"
+    assert iteration_of(run_dir) == 2
+    assert reproduce(mnist_data_dir, tmp_path, "--steps", "3") == 0
+    assert "seed 0: training to iteration 3, continuing its checkpoint at 2" in capsys.readouterr().out
+    assert iteration_of(run_dir) == 3
+    # Saved every --ckpt-every iterations, not only at the end.
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["ckpt_every"] == 1
+
+
+def test_given_again_with_more_steps_a_finished_run_trains_on_and_then_is_only_scored(
+    run_at_two: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    output = copy_of(run_at_two, tmp_path)
     capsys.readouterr()
-    assert reproduce(data_dir, output, "--steps", "3") == 0
+    assert reproduce(run_at_two[0], output, "--steps", "3") == 0
     assert "seed 0: training to iteration 3, continuing its checkpoint at 2" in capsys.readouterr().out
     assert iteration_of(output / "vae-seed0") == 3
-    # Given once more, the finished run is scored as it is, not trained again.
-    assert reproduce(data_dir, output, "--steps", "3") == 0
+    assert reproduce(run_at_two[0], output, "--steps", "3") == 0
     again = capsys.readouterr().out
     assert "is at iteration 3 already" in again and "training to" not in again
     assert iteration_of(output / "vae-seed0") == 3
@@ -83,12 +114,32 @@ def test_given_again_with_more_steps_the_run_continues_from_its_checkpoint(
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (["--steps", "1"], "past --steps 1; pass another --output"),
-        (["--steps", "4", "--budget-points", "1"], "past --budget-points 1; pass another --output"),
-        (["--steps", "4", "--batch-size", "32"], "not --batch-size 32; pass --batch-size 64"),
-        (["--steps", "5", "--score-only"], "not --steps 5; pass --steps"),
+        (["--steps", "1"], "is at iteration 2, past --steps 1; pass another --output"),
+        (
+            ["--steps", "4", "--budget-points", "1"],
+            "past --budget-points 1, whose score cannot be taken again; drop --budget-points to continue it",
+        ),
+        (
+            ["--steps", "4", "--batch-size", "32"],
+            "trained with --batch-size 64, not 32; pass --batch-size 64",
+        ),
+        (
+            ["--steps", "4", "--latent-dim", "20"],
+            "trained with --latent-dim 50, not 20; pass --latent-dim 50",
+        ),
+        (["--steps", "4", "--lr-schedule", "cosine"], "trained with --lr-schedule constant, not cosine"),
+        (["--steps", "5", "--score-only"], "is at iteration 2, not --steps 5; pass --steps 2"),
+        (["--steps", "0"], "--steps must be at least 1, got 0"),
     ],
-    ids=["past-steps", "past-a-budget-point", "another-batch-size", "score-only-at-other-steps"],
+    ids=[
+        "past-steps",
+        "past-a-budget-point",
+        "another-batch-size",
+        "another-latent-dim",
+        "another-schedule",
+        "score-only-at-other-steps",
+        "no-steps",
+    ],
 )
 def test_a_run_that_cannot_be_continued_or_scored_is_refused_in_one_line_before_anything_trains(
     run_at_two: tuple[Path, Path], options: list[str], expected: str, capsys: pytest.CaptureFixture
@@ -99,20 +150,92 @@ def test_a_run_that_cannot_be_continued_or_scored_is_refused_in_one_line_before_
     capsys.readouterr()
     assert reproduce(data_dir, output, *options) == 2
     out, err = capsys.readouterr()
-    assert expected in err.splitlines()[-1] and "training to" not in out
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not out
     assert checkpoint.read_bytes() == before
 
 
-def test_a_run_folder_without_a_checkpoint_is_refused_and_left_as_it_is(
+def test_a_cosine_run_is_continued_only_to_the_length_it_anneals_to(
     mnist_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert reproduce(mnist_data_dir, tmp_path, "--steps", "2", "--lr-schedule", "cosine") == 0
+    capsys.readouterr()
+    assert reproduce(mnist_data_dir, tmp_path, "--steps", "3", "--lr-schedule", "cosine") == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        "anneals its learning rate to 0 at iteration 2; pass --steps 2" in err and len(err.splitlines()) == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "options", "expected"),
+    [
+        (
+            lambda run_dir: (run_dir / "metrics.csv").write_text("step\n"),
+            ["--steps", "2"],
+            "holds a run without last.ckpt to continue; remove it, or pass another --output",
+        ),
+        (lambda run_dir: None, ["--steps", "2", "--score-only"], "does not exist; train the run first"),
+    ],
+    ids=["a-folder-without-a-checkpoint", "score-only-without-a-run"],
+)
+def test_a_run_folder_without_a_checkpoint_is_refused_and_left_as_it_is(
+    make, options, expected, mnist_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run_dir = tmp_path / "vae-seed0"
     run_dir.mkdir()
-    (run_dir / "metrics.csv").write_text("step\n")
-    assert reproduce(mnist_data_dir, tmp_path, "--steps", "2") == 2
-    assert (
-        capsys.readouterr()
-        .err.splitlines()[-1]
-        .endswith("holds a run without last.ckpt to continue; remove it, or pass another --output")
-    )
-    assert sorted(path.name for path in run_dir.iterdir()) == ["metrics.csv"]
+    make(run_dir)
+    before = sorted(path.name for path in run_dir.iterdir())
+    assert reproduce(mnist_data_dir, tmp_path, *options) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert sorted(path.name for path in run_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code", "says"),
+    [
+        (2, 2, "run.py stopped with exit status 2"),
+        (-signal.SIGKILL, 128 + 9, "run.py was stopped by SIGKILL"),
+    ],
+    ids=["an-exit-status", "a-signal"],
+)
+def test_a_failed_run_py_ends_the_script_with_its_status_and_one_line(
+    status, exit_code, says, mnist_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert reproduce(mnist_data_dir, tmp_path, "--steps", "2", runner=lambda command: status) == exit_code
+    assert capsys.readouterr().err.strip() == f"seed 0: {says}"
+
+
+CHILD = """
+import pathlib, signal, sys, time
+def saved(number, frame):
+    pathlib.Path(sys.argv[1]).write_text("saved")
+    sys.exit(128 + number)
+signal.signal(signal.SIGTERM, saved)
+pathlib.Path(sys.argv[2]).write_text("ready")
+time.sleep(float(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("received", "sleep", "status", "saved"),
+    [(signal.SIGINT, "1", 0, False), (signal.SIGTERM, "30", 128 + signal.SIGTERM, True)],
+    ids=["ctrl-c-waits-for-run-py", "sigterm-is-passed-on"],
+)
+def test_a_signal_to_the_script_lets_run_py_stop_on_its_own_terms(received, sleep, status, saved, tmp_path):
+    marker, ready = tmp_path / "saved", tmp_path / "ready"
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def signal_once_ready() -> None:
+        while not ready.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), received)
+
+    sender = threading.Thread(target=signal_once_ready)
+    sender.start()
+    command = [sys.executable, "-c", CHILD, str(marker), str(ready), sleep]
+    assert reproduce_vae.run_command(command) == status
+    sender.join()
+    assert marker.exists() is saved
+    assert {number: signal.getsignal(number) for number in handlers} == handlers

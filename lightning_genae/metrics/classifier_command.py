@@ -33,6 +33,8 @@ from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
 from lightning_genae.plugin_options import (
+    OneLineErrorParser,
+    accepts_auto,
     command_line_reader,
     flag,
     literal_choices,
@@ -143,7 +145,7 @@ def _add_dataset_flag(parser: argparse.ArgumentParser, name: str, kind: Any, spe
         parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         return
     choices = literal_choices(kind) or None
-    metavar = None if choices else expected.upper()
+    metavar = None if choices else ("NUMBER|auto" if accepts_auto(kind) else expected.upper())
     parser.add_argument(
         flag(name),
         type=command_line_reader(kind),
@@ -155,7 +157,7 @@ def _add_dataset_flag(parser: argparse.ArgumentParser, name: str, kind: Any, spe
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=prog,
         description="Train the feature classifier of a labelled dataset (a CNN for images, a GRU for "
         "sequence datasets), write its checkpoint and update the manifest in --output.",
