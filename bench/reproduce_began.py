@@ -24,10 +24,11 @@ import argparse
 import csv
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from child_run import run_command, stop_on_failure
 
 from lightning_genae.spread import mean_std
 
@@ -49,7 +50,7 @@ def train(args: argparse.Namespace, data: str, model: str, seed: int, extra: lis
         return output
     print(f"  training: {' '.join(command[1:])}", flush=True)
     started = time.time()
-    subprocess.run(command + ["--overwrite"] * output.exists(), check=True, stdout=subprocess.DEVNULL)
+    stop_on_failure(run_command(command + ["--overwrite"] * output.exists()), f"{model} seed {seed}")
     stamp.write_text(json.dumps(command[1:]))
     print(f"  done in {time.time() - started:.0f} s", flush=True)
     return output

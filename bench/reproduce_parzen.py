@@ -31,12 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from child_run import run_command, stop_on_failure
 
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import build_datamodule
@@ -65,7 +65,7 @@ def train(
             print(missing, file=sys.stderr)
             sys.exit(2)
         command += ["--resume", "last"]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    stop_on_failure(run_command(command), f"{family} seed {seed}")
     return output
 
 

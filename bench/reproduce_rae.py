@@ -19,12 +19,12 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from child_run import run_command, stop_on_failure
 
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules.sequence import Normaliser
@@ -57,7 +57,7 @@ def train(flags: list[str], seed: int, steps: int, output: Path) -> Path:
     ]  # fmt: skip
     # The last validation falls on the last step, so the deterministic form's code Gaussian saved in
     # last.ckpt was fitted to the final weights.
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    stop_on_failure(run_command(command), f"{output.name}")
     return output
 
 

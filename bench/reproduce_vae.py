@@ -28,14 +28,13 @@ nets, not the paper's MLP (two deterministic layers of 200 tanh units).
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from child_run import run_command, stop_on_failure
 
 from lightning_genae.arguments import OneLineErrorParser
 from lightning_genae.checkpoint import RunCheckpoint
@@ -78,32 +77,8 @@ def train(seed: int, steps: int, args: argparse.Namespace, output: Path) -> Path
     ]  # fmt: skip
     if last_checkpoint(output).is_file():
         command += ["--resume", "last"]
-    code = run_command(command)
-    if code:
-        # run.py has said why on stderr (in one line where the cause is the input); a signal says nothing.
-        why = (
-            f"was stopped by {signal.Signals(-code).name}" if code < 0 else f"stopped with exit status {code}"
-        )
-        print(f"seed {seed}: run.py {why}", file=sys.stderr)
-        raise SystemExit(128 - code if code < 0 else code)
+    stop_on_failure(run_command(command), f"seed {seed}")
     return output
-
-
-def run_command(command: list[str]) -> int:
-    """Run `command` to its end and return its exit status (negative: the signal that ended it).
-
-    Ctrl-C reaches run.py from the terminal, and it stops after the iteration, saving last.ckpt: this
-    process ignores it meanwhile rather than kill run.py mid-save. A SIGTERM sent to this process alone is
-    passed on to run.py, which stops the same way.
-    """
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    previous_interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    previous_terminate = signal.signal(signal.SIGTERM, lambda number, frame: process.send_signal(number))
-    try:
-        return process.wait()
-    finally:
-        signal.signal(signal.SIGINT, previous_interrupt)
-        signal.signal(signal.SIGTERM, previous_terminate)
 
 
 def last_checkpoint(run_dir: Path) -> Path:

@@ -20,6 +20,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "reproduce_vae.py"
 
 
 def load_script():
+    # The bench scripts share bench/child_run.py, found where `python bench/NAME.py` finds it.
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("reproduce_vae", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -46,7 +49,9 @@ def reproduce(data_dir: Path, output: Path, *options: str, runner=run_in_process
         patch.setattr(sys, "argv", argv)
         patch.setattr(reproduce_vae, "run_command", runner)
         # The image metrics would first train a feature classifier on 55,000 images; these runs are about
-        # their checkpoints.
+        # their checkpoints. evaluate binds the name when first imported: imported here first, it keeps
+        # the real one for the tests after these.
+        importlib.import_module("lightning_genae.evaluate")
         patch.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
         try:
             reproduce_vae.main()
