@@ -36,15 +36,15 @@ from typing import Any
 import torch
 from child_run import run_command, stop_on_failure
 
-from lightning_genae.arguments import OneLineErrorParser
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.config import absolute_path
+from lightning_genae.config import merge, resume_conflicts
 from lightning_genae.datamodules import ImageDataModule, build_datamodule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.likelihood import subset_corrected_mean
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import flag
+from lightning_genae.plugin_options import OneLineErrorParser, flag
+from lightning_genae.resolve import resolve
 from lightning_genae.spread import mean_std
 
 PUBLISHED = 86.76
@@ -85,24 +85,19 @@ def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-def trained_to(run_dir: Path, seed: int, args: argparse.Namespace, flag_name: str) -> tuple[int, dict] | None:
-    """Iterations `run_dir`'s last checkpoint holds and its stored configuration (None without one). A run
-    with other defining options is refused (ConfigError, one line): continuing or scoring it would mix two
-    experiments."""
+def trained_to(run_dir: Path, flag_name: str) -> tuple[int, dict[str, Any]] | None:
+    """Iterations `run_dir`'s last checkpoint holds and its stored configuration; None without one."""
     path = last_checkpoint(run_dir)
     if not path.is_file():
         return None
     checkpoint = RunCheckpoint.load(path, flag_name)
-    stored = checkpoint.stored_config(flag_name)
-    for name, wanted in run_options(seed, args).items():
-        if stored.get(name) != wanted:
-            fix = f"pass {flag(name)} {stored.get(name)}, or another --output"
-            if name in ("model", "data", "recon_loss", "seed"):
-                fix = "pass another --output"
-            raise ConfigError(
-                f"{flag_name}: {path} was trained with {flag(name)} {stored.get(name)}, not {wanted}; {fix}"
-            )
-    return checkpoint.iteration(1), stored
+    return checkpoint.iteration(1), checkpoint.stored_config(flag_name)
+
+
+def reproduction_config(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration run.py gives the seed's run, every default filled, as a checkpoint stores it."""
+    given = {**run_options(seed, args), "data_dir": args.data_dir, "eval_samples": args.eval_samples}
+    return resolve(merge({}, {**given, "test_split": False})).config.to_dict()
 
 
 def not_ready(run_dir: Path, seed: int, args: argparse.Namespace, first_stop: int) -> str | None:
@@ -110,7 +105,8 @@ def not_ready(run_dir: Path, seed: int, args: argparse.Namespace, first_stop: in
     and on to --steps, or None if it can."""
     flag_name = "--score-only" if args.score_only else "--output"
     try:
-        found = trained_to(run_dir, seed, args, flag_name)
+        found = trained_to(run_dir, flag_name)
+        wanted = reproduction_config(seed, args)
     except ConfigError as error:
         return str(error)
     path = last_checkpoint(run_dir)
@@ -126,15 +122,31 @@ def not_ready(run_dir: Path, seed: int, args: argparse.Namespace, first_stop: in
             )
         return None
     iteration, stored = found
+    continued = iteration < args.steps and not args.score_only
+    # Every option that defines the run, as run.py compares a resume's (options a checkpoint does not record
+    # are not compared); the data folder matters only to a run that trains on.
+    conflicts = resume_conflicts(stored, wanted, changeable=() if continued else ("data_dir",))
+    if conflicts:
+        return (
+            f"{flag_name}: {path} is another run than this reproduction: {', '.join(conflicts)}; give the "
+            "script the run's own --batch-size, --latent-dim, --lr-schedule and --data-dir, or pass another "
+            "--output"
+        )
     where = f"{path} is at iteration {iteration}"
     if args.score_only and iteration != args.steps:
         return f"--score-only: {where}, not --steps {args.steps}; pass --steps {iteration}"
     if iteration > first_stop:
         if first_stop == args.steps:
             return f"--output: {where}, past --steps {args.steps}; pass another --output"
+        reachable = [point for point in args.budget_points if iteration <= point < args.steps]
+        keep = (
+            f"keep only --budget-points {' '.join(map(str, reachable))}"
+            if reachable
+            else "drop --budget-points"
+        )
         return (
             f"--output: {where}, past --budget-points {first_stop}, whose score cannot be taken again; "
-            "drop --budget-points to continue it, or pass another --output"
+            f"{keep} to continue it, or pass another --output"
         )
     annealed_at = stored.get("max_steps")
     if args.lr_schedule != "constant" and annealed_at != args.steps:
@@ -143,13 +155,6 @@ def not_ready(run_dir: Path, seed: int, args: argparse.Namespace, first_stop: in
             f"--output: {path} anneals its learning rate to 0 at iteration {annealed_at}; pass --steps "
             f"{annealed_at}, or another --output"
         )
-    if (
-        iteration < args.steps
-        and not args.score_only
-        and stored.get("data_dir") != absolute_path(args.data_dir)
-    ):
-        # run.py would refuse the continuation itself, but only once the seeds before it had trained.
-        return f"--output: {path} was trained on --data-dir {stored.get('data_dir')}; pass that --data-dir"
     return None
 
 
@@ -274,8 +279,11 @@ def parse_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--corrected-images sizes --cheap-k's correction; give --cheap-k too, or drop it")
     if args.cheap_k and args.corrected_images is None:
         args.corrected_images = 500
-    if args.steps < 1:
-        parser.error(f"--steps must be at least 1, got {args.steps}")
+    for name in ("steps", "k", "test_images"):
+        if getattr(args, name) < 1:
+            parser.error(f"{flag(name)} must be at least 1, got {getattr(args, name)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no GPU here; drop it, or pass --device cpu")
     if args.ckpt_every < 1:
         parser.error(f"--ckpt-every must be at least 1, got {args.ckpt_every}")
     if args.threads < 1:
@@ -342,7 +350,7 @@ def main() -> None:
     for index, seed in enumerate(args.seeds):
         run_dir = args.output / f"vae-seed{seed}"
         for step in [*(points if index == 0 else []), args.steps]:
-            found = trained_to(run_dir, seed, args, "--output")
+            found = trained_to(run_dir, "--output")
             done = found[0] if found else 0
             if not args.score_only and done < step:
                 started = time.time()

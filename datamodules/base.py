@@ -113,6 +113,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self._splits: dict[str, Batch] | None = None
         self._train_split_size = 0
         self._content_sha256: dict[str, str] = {}
+        self._full_training_sha256: str | None = None
         self.save_hyperparameters()
 
     # ----- metadata, available before setup -----
@@ -190,6 +191,9 @@ class InMemoryDataModule(pl.LightningDataModule):
                     f"--train-size {self.train_size} exceeds the {len(train_images)} training "
                     f"{self.item_noun} of {self.name}; use at most {len(train_images)}"
                 )
+            # Hashed before the subset is taken: what a feature classifier trained on the whole split is
+            # compared with (`full_training_sha256`), without loading the data a second time.
+            self._full_training_sha256 = _split_sha256(train_images, train_labels)
             subset, _ = stratified_sample(train_labels, self.train_size, self.seed)
             splits["train"] = (train_images[subset], train_labels[subset])
         self._splits = splits
@@ -222,12 +226,13 @@ class InMemoryDataModule(pl.LightningDataModule):
     def content_sha256(self, split: str) -> str:
         """Hex SHA-256 of one split as stored (item shape and dtype, items, labels); computed once."""
         if split not in self._content_sha256:
-            items, _ = self.split_tensors(split)
-            # Shape and dtype too: the same bytes read as other images are other data.
-            digest = hashlib.sha256(f"{tuple(items.shape)}|{items.dtype}|".encode())
-            self.feed_content(digest, [split])
-            self._content_sha256[split] = digest.hexdigest()
+            self._content_sha256[split] = _split_sha256(*self.split_tensors(split))
         return self._content_sha256[split]
+
+    def full_training_sha256(self) -> str:
+        """`content_sha256("train")` of the whole training split, whatever --train-size took from it."""
+        self._load_once()
+        return self._full_training_sha256 or self.content_sha256("train")
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint: the hash of the training split, so that a checkpoint used as an
@@ -408,3 +413,13 @@ def _remove_empty_tree(root: Path) -> None:
             folder.rmdir()
         except OSError:
             pass  # not empty: it holds a file, which stays
+
+
+def _split_sha256(items: Tensor, labels: Tensor) -> str:
+    """Hex SHA-256 of a split's item shape and dtype, items and labels (`feed_content`'s order)."""
+    # Shape and dtype too: the same bytes read as other images are other data.
+    digest = hashlib.sha256(f"{tuple(items.shape)}|{items.dtype}|".encode())
+    # numpy views are hashed in place: no copy of a whole split.
+    digest.update(items.contiguous().numpy())
+    digest.update(labels.contiguous().numpy())
+    return digest.hexdigest()

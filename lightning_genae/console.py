@@ -40,6 +40,13 @@ def say(message: str) -> None:
     sys.stdout.flush()
 
 
+@rank_zero_only
+def warn(message: str) -> None:
+    """Print a warning of the project's own: stderr, rank 0 only, flushed at once."""
+    tqdm.write(message, file=sys.stderr)
+    sys.stderr.flush()
+
+
 def quiet_lightning() -> None:
     """Silence Lightning's informational lines and its warnings a user of this project cannot act on.
 

@@ -110,7 +110,8 @@ def _check_image_backbone(resolved: ResolvedRun, tuning: bool = False) -> None:
         load_inception(config.inception_weights)
         return
     if config.backbone == "classifier" and config.classifier_weights is not None:
-        # Read once here (a file of another dataset or shape would fail every cell alike); cheap to load.
+        # Read once here: a file of another dataset or shape would fail every cell alike (reading it loads the
+        # data once, to compare the images the classifier learnt from).
         from lightning_genae.metrics.backbones import load_backbone
 
         datamodule = resolved.build_datamodule()

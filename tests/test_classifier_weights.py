@@ -132,3 +132,10 @@ def test_classifier_weights_with_another_backbone_or_series_are_refused(tmp_path
     args = ["--model", "rae", "--data", "sines", "--classifier-weights", str(weights)]
     assert main([*args, "--output", str(tmp_path / "b")]) == 2
     one_line(capsys, "--classifier-weights", "series")
+
+
+def test_a_train_size_run_is_compared_with_the_whole_training_split_the_classifier_learnt_from(tmp_path):
+    whole = build_datamodule("digits", data_dir=tmp_path)
+    subset = build_datamodule("digits", data_dir=tmp_path, train_size=100)
+    assert subset.full_training_sha256() == whole.content_sha256("train") == whole.full_training_sha256()
+    assert subset.content_sha256("train") != whole.content_sha256("train")

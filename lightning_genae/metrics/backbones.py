@@ -20,6 +20,7 @@ from torch.hub import download_url_to_file
 
 from lightning_genae.cache import cache_root
 from lightning_genae.cluster import created_by_local_rank_zero, file_identity
+from lightning_genae.console import warn
 from lightning_genae.datamodules import to_model_range
 from lightning_genae.errors import ConfigError, GenaeError, describe_error
 from lightning_genae.metrics import classifier as classifier_lib
@@ -355,12 +356,10 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
         # option) is what keeps those runs comparable with each other. It is said, and the note travels
         # with every metric measured through this backbone.
         other_images = ", trained on other training images than this run's"
-        print(
+        warn(
             f"classifier: --classifier-weights {path} was trained on other {data} training images than this "
             "run's (other dataset options, or other files); its features still compare runs scored with the "
-            "same file",
-            file=sys.stderr,
-            flush=True,
+            "same file"
         )
     identity = f"{data}, given as {path.name}, sha256 {sha256[:8]}, test acc {accuracy:.2%}"
     description = f"classifier ({identity}{other_images})"
@@ -373,7 +372,7 @@ def _trained_on_other_images(meta: dict, datamodule: ImageDataModule) -> bool:
     recorded = meta.get("train_sha256")
     if not isinstance(recorded, str):
         return False
-    return recorded != classifier_lib.full_training_data(datamodule).content_sha256("train")
+    return recorded != datamodule.full_training_sha256()
 
 
 def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:

@@ -145,7 +145,8 @@ def _add_dataset_flag(parser: argparse.ArgumentParser, name: str, kind: Any, spe
         parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         return
     choices = literal_choices(kind) or None
-    metavar = None if choices else ("NUMBER|auto" if accepts_auto(kind) else expected.upper())
+    auto = expected == "float" and accepts_auto(kind)  # read as command_line_reader reads it
+    metavar = None if choices else ("NUMBER|auto" if auto else expected.upper())
     parser.add_argument(
         flag(name),
         type=command_line_reader(kind),
