@@ -218,10 +218,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         caches and every checkpoint identify data by it, so replacing files in place changes the key.
         """
         for split in splits:
-            items, labels = self.split_tensors(split)
-            # numpy views are hashed in place: no copy of a whole split.
-            digest.update(items.contiguous().numpy())
-            digest.update(labels.contiguous().numpy())
+            _feed(digest, *self.split_tensors(split))
 
     def content_sha256(self, split: str) -> str:
         """Hex SHA-256 of one split as stored (item shape and dtype, items, labels); computed once."""
@@ -415,11 +412,16 @@ def _remove_empty_tree(root: Path) -> None:
             pass  # not empty: it holds a file, which stays
 
 
-def _split_sha256(items: Tensor, labels: Tensor) -> str:
-    """Hex SHA-256 of a split's item shape and dtype, items and labels (`feed_content`'s order)."""
-    # Shape and dtype too: the same bytes read as other images are other data.
-    digest = hashlib.sha256(f"{tuple(items.shape)}|{items.dtype}|".encode())
+def _feed(digest: _Hash, items: Tensor, labels: Tensor) -> None:
+    """Feed one split's items, then its labels, into `digest`: the one way data content is hashed."""
     # numpy views are hashed in place: no copy of a whole split.
     digest.update(items.contiguous().numpy())
     digest.update(labels.contiguous().numpy())
+
+
+def _split_sha256(items: Tensor, labels: Tensor) -> str:
+    """Hex SHA-256 of a split's item shape and dtype, items and labels."""
+    # Shape and dtype too: the same bytes read as other images are other data.
+    digest = hashlib.sha256(f"{tuple(items.shape)}|{items.dtype}|".encode())
+    _feed(digest, items, labels)
     return digest.hexdigest()

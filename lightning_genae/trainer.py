@@ -272,6 +272,10 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
             every_n_train_steps=config.ckpt_every * family.optimizer_steps_per_iteration,
             save_top_k=0,
             save_last=True,
+            # Always last.ckpt, the file --resume last reads: a resume that cannot restore this callback's
+            # state (a run folder moved or copied, a checkpoint of another version) would otherwise find
+            # last.ckpt taken and write last-v1.ckpt, leaving last.ckpt behind.
+            enable_version_counter=False,
         ),
         # Ctrl-C, SIGTERM and SLURM's warning signal save last.ckpt at an iteration boundary and stop.
         StopOnSignal(last_checkpoint(run_dir), run_dir),

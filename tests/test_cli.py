@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -105,6 +106,19 @@ def test_a_resume_at_another_ckpt_every_reads_the_checkpoints_state_without_a_wa
     ]
     (state,) = read
     assert state["last_model_path"] == str(run_dir / "checkpoints" / "last.ckpt")
+
+
+def test_a_run_resumed_in_another_folder_keeps_its_periodic_checkpoint_in_last_ckpt(tmp_path):
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    assert main(["--model", "ae", *TINY, "--max-steps", "3", "--output", str(first)]) == 0
+    shutil.copytree(first, moved)
+    # Lightning does not restore the checkpoint callback's state in another folder; a periodic save that
+    # then found last.ckpt taken went to last-v1.ckpt, and a run killed after it resumed from iteration 3.
+    assert main(["--output", str(moved), "--resume", "last", "--max-steps", "6"]) == 0
+    names = sorted(path.name for path in (moved / "checkpoints").iterdir())
+    assert not [name for name in names if name.startswith("last-")], names
+    last = torch.load(moved / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 6
 
 
 @pytest.mark.slow
