@@ -1,43 +1,53 @@
 """Running run.py as a child of a bench script, so that stopping the script stops run.py cleanly.
 
 run.py runs in a process group of its own, so a terminal's Ctrl-C reaches the script alone, which passes
-it on once; SIGTERM is passed on the same way. run.py then stops after the iteration, saving last.ckpt
-(`subprocess.run` would kill it mid-save), and a second Ctrl-C stops it at once, as it does run alone. A
-run.py that fails ends the script with its exit status and one line, not a traceback.
+it on once: run.py stops after the iteration, saving last.ckpt (`subprocess.run` would kill it mid-save),
+and a second Ctrl-C stops it at once, as it does run alone. SIGTERM is passed on the same way, and a hang-up
+(SIGHUP, the terminal closed) as SIGTERM. Ctrl-Z pauses the script only, and a SIGKILL to the script leaves
+run.py to train on to its end. A run.py that fails ends the script with its exit status and one line, not a
+traceback.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from types import FrameType
 
-PASSED_ON = (signal.SIGINT, signal.SIGTERM)
+# What the script receives -> what run.py is sent.
+PASSED_ON = {signal.SIGINT: signal.SIGINT, signal.SIGTERM: signal.SIGTERM, signal.SIGHUP: signal.SIGTERM}
 
 
 def run_command(command: list[str]) -> int:
     """Run `command` to its end with its output discarded; return its exit status (negative: the signal
     that ended it)."""
     process: subprocess.Popen | None = None
-    early: list[int] = []
+    held: list[int] = []
 
     def pass_on(number: int, frame: FrameType | None) -> None:
-        if process is None:
-            early.append(number)  # arrived while the child was being started: sent once it exists
+        if process is None or process.poll() is not None:
+            held.append(number)  # no run.py to stop: this script stops instead, once run.py is done
         else:
-            process.send_signal(number)
+            process.send_signal(PASSED_ON[number])
 
     # Installed before the child starts, so no signal falls between the two.
     previous = {number: signal.signal(number, pass_on) for number in PASSED_ON}
     try:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
-        for number in early:
-            process.send_signal(number)
-        return process.wait()
+        if not held:
+            # A group of its own, not a new session: the child keeps the terminal.
+            own_group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, **own_group)
+            code = process.wait()
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+    if held:
+        # Sent before run.py started or after it ended: the script itself stops, as it would have.
+        signal.raise_signal(held[0])
+        return -held[0]
+    return code
 
 
 def stop_on_failure(code: int, label: str) -> None:

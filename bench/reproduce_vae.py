@@ -100,6 +100,23 @@ def reproduction_config(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     return resolve(merge({}, {**given, "test_split": False})).config.to_dict()
 
 
+# The script's own flags among a run's options: a conflict in these alone is mended by giving them.
+SCRIPT_FLAGS = ("--batch-size", "--latent-dim", "--lr-schedule", "--data-dir")
+# Options run.py lets a resume change that still define a reproduction's figure.
+DEFINING_ON_RESUME = ("lr", "precision", "max_epochs")
+
+
+def run_conflicts(stored: dict[str, Any], wanted: dict[str, Any], continued: bool) -> list[str]:
+    """`--width 64 (checkpoint: 32)` for each option the run's checkpoint records otherwise than the
+    reproduction's run would: run.py's comparison of a resume, and the learning rate, precision and epochs
+    it lets a resume change. The data folder counts only for a run that trains on."""
+    conflicts = resume_conflicts(stored, wanted, changeable=() if continued else ("data_dir",))
+    for name in DEFINING_ON_RESUME:
+        if name in stored and stored[name] != wanted.get(name):
+            conflicts.append(f"{flag(name)} {wanted.get(name)} (checkpoint: {stored[name]})")
+    return conflicts
+
+
 def not_ready(run_dir: Path, seed: int, args: argparse.Namespace, first_stop: int) -> str | None:
     """Why the run in `run_dir` cannot be scored at --steps (with --score-only) or trained to `first_stop`
     and on to --steps, or None if it can."""
@@ -122,31 +139,32 @@ def not_ready(run_dir: Path, seed: int, args: argparse.Namespace, first_stop: in
             )
         return None
     iteration, stored = found
-    continued = iteration < args.steps and not args.score_only
-    # Every option that defines the run, as run.py compares a resume's (options a checkpoint does not record
-    # are not compared); the data folder matters only to a run that trains on.
-    conflicts = resume_conflicts(stored, wanted, changeable=() if continued else ("data_dir",))
+    # A run of a version without --lr-schedule trained at the constant rate.
+    stored = {"lr_schedule": "constant", **stored}
+    conflicts = run_conflicts(stored, wanted, continued=iteration < args.steps and not args.score_only)
     if conflicts:
-        return (
-            f"{flag_name}: {path} is another run than this reproduction: {', '.join(conflicts)}; give the "
-            "script the run's own --batch-size, --latent-dim, --lr-schedule and --data-dir, or pass another "
-            "--output"
-        )
+        settable = all(conflict.split()[0] in SCRIPT_FLAGS for conflict in conflicts)
+        flags = " and ".join(conflict.split()[0] for conflict in conflicts)
+        fix = "pass another --output"
+        if settable:
+            fix = f"give the script the run's own {flags}, or {fix}"
+        return f"{flag_name}: {path} is another run than this reproduction: {', '.join(conflicts)}; {fix}"
     where = f"{path} is at iteration {iteration}"
     if args.score_only and iteration != args.steps:
         return f"--score-only: {where}, not --steps {args.steps}; pass --steps {iteration}"
+    if iteration > args.steps:
+        return f"--output: {where}, past --steps {args.steps}; pass another --output"
     if iteration > first_stop:
-        if first_stop == args.steps:
-            return f"--output: {where}, past --steps {args.steps}; pass another --output"
-        reachable = [point for point in args.budget_points if iteration <= point < args.steps]
+        reachable = sorted({point for point in args.budget_points if iteration <= point < args.steps})
         keep = (
             f"keep only --budget-points {' '.join(map(str, reachable))}"
             if reachable
             else "drop --budget-points"
         )
+        then = "continue it" if iteration < args.steps else "score it"
         return (
             f"--output: {where}, past --budget-points {first_stop}, whose score cannot be taken again; "
-            f"{keep} to continue it, or pass another --output"
+            f"{keep} to {then}, or pass another --output"
         )
     annealed_at = stored.get("max_steps")
     if args.lr_schedule != "constant" and annealed_at != args.steps:
@@ -273,15 +291,15 @@ def parse_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
             "--budget-points scores one run part-way, which a --lr-schedule other than constant "
             "anneals to 0 at that point; drop one of them"
         )
+    for name in ("steps", "k", "test_images"):
+        if getattr(args, name) < 1:
+            parser.error(f"{flag(name)} must be at least 1, got {getattr(args, name)}")
     if args.cheap_k and not 1 <= args.cheap_k < args.k:
         parser.error(f"--cheap-k must be between 1 and --k ({args.k}), below it; got {args.cheap_k}")
     if args.corrected_images is not None and not args.cheap_k:
         parser.error("--corrected-images sizes --cheap-k's correction; give --cheap-k too, or drop it")
     if args.cheap_k and args.corrected_images is None:
         args.corrected_images = 500
-    for name in ("steps", "k", "test_images"):
-        if getattr(args, name) < 1:
-            parser.error(f"{flag(name)} must be at least 1, got {getattr(args, name)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no GPU here; drop it, or pass --device cpu")
     if args.ckpt_every < 1:

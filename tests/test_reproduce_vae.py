@@ -143,6 +143,10 @@ REFUSALS = {
         ["--steps", "5", "--score-only"],
         "is at iteration 2, not --steps 5; pass --steps 2",
     ),
+    "finished-past-a-budget-point": (
+        ["--steps", "2", "--budget-points", "1"],
+        "past --budget-points 1, whose score cannot be taken again; drop --budget-points to score it",
+    ),
     "no-steps": (["--steps", "0"], "--steps must be at least 1, got 0"),
     "no-draws": (["--steps", "2", "--k", "0"], "--k must be at least 1, got 0"),
     "no-test-images": (["--steps", "2", "--test-images", "0"], "--test-images must be at least 1, got 0"),
@@ -228,10 +232,16 @@ time.sleep(30)
 """
 
 
-@pytest.mark.parametrize("received", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_signal_to_the_script_is_passed_on_once_to_run_py_in_its_own_process_group(received, tmp_path):
+@pytest.mark.parametrize(
+    ("received", "sent"),
+    [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM, signal.SIGTERM), (signal.SIGHUP, signal.SIGTERM)],
+    ids=["ctrl-c", "sigterm", "hang-up"],
+)
+def test_a_signal_to_the_script_is_passed_on_once_to_run_py_in_its_own_process_group(
+    received, sent, tmp_path
+):
     marker, ready = tmp_path / "saved", tmp_path / "ready"
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
     def signal_once_ready() -> None:
         deadline = time.monotonic() + 20
@@ -243,10 +253,10 @@ def test_a_signal_to_the_script_is_passed_on_once_to_run_py_in_its_own_process_g
     sender.start()
     command = [sys.executable, "-c", CHILD, str(marker), str(ready)]
     # The child stops on its own terms (here: notes the signal and exits as run.py does).
-    assert reproduce_vae.run_command(command) == 128 + received
+    assert reproduce_vae.run_command(command) == 128 + sent
     sender.join()
     name, group = marker.read_text().split()
-    assert name == received.name
+    assert name == sent.name
     # Its own group: a terminal's Ctrl-C reaches only the script, which passes it on once.
     assert int(group) != os.getpgid(0)
     assert {number: signal.getsignal(number) for number in handlers} == handlers
@@ -269,13 +279,27 @@ def test_an_option_the_checkpoint_does_not_record_is_not_compared(run_at_two, tm
     assert "seed 0 at 2 iterations: test NLL" in capsys.readouterr().out
 
 
-def test_a_run_trained_with_other_options_than_the_scripts_is_refused(run_at_two, tmp_path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("changed", "says"),
+    [
+        ({"width": 32}, "--width 64 (checkpoint: 32); pass another --output"),
+        ({"lr": 0.002}, "--lr 0.001 (checkpoint: 0.002); pass another --output"),
+    ],
+    ids=["width", "a-learning-rate-a-resume-may-change"],
+)
+def test_a_run_trained_with_other_options_than_the_scripts_is_refused(
+    changed, says, run_at_two, tmp_path, capsys
+):
     # Trained by hand with run.py at another width, say, it is not this reproduction's run.
-    output = edited_copy(run_at_two, tmp_path, lambda config: config.update(width=32))
+    output = edited_copy(run_at_two, tmp_path, lambda config: config.update(changed))
     capsys.readouterr()
     assert reproduce(run_at_two[0], output, "--steps", "2", "--score-only") == 2
     err = capsys.readouterr().err.strip()
-    assert (
-        "is another run than this reproduction: --width 64 (checkpoint: 32)" in err
-        and len(err.splitlines()) == 1
-    )
+    assert "is another run than this reproduction: " in err and says in err and len(err.splitlines()) == 1
+
+
+def test_a_run_that_records_no_schedule_is_taken_as_the_constant_one(run_at_two, tmp_path, capsys) -> None:
+    output = edited_copy(run_at_two, tmp_path, lambda config: config.pop("lr_schedule"))
+    capsys.readouterr()
+    assert reproduce(run_at_two[0], output, "--steps", "2", "--score-only", "--lr-schedule", "cosine") == 2
+    assert "--lr-schedule cosine (checkpoint: constant)" in capsys.readouterr().err
