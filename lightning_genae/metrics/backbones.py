@@ -20,7 +20,6 @@ from torch.hub import download_url_to_file
 
 from lightning_genae.cache import cache_root
 from lightning_genae.cluster import created_by_local_rank_zero, file_identity
-from lightning_genae.console import warn
 from lightning_genae.datamodules import to_model_range
 from lightning_genae.errors import ConfigError, GenaeError, describe_error
 from lightning_genae.metrics import classifier as classifier_lib
@@ -355,6 +354,9 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
         # Not refused: one file scoring runs on data that changes (a folder that grows, another dataset
         # option) is what keeps those runs comparable with each other. It is said, and the note travels
         # with every metric measured through this backbone.
+        # Imported here: the classifier commands import this module and answer --help without Lightning.
+        from lightning_genae.console import warn
+
         other_images = ", trained on other training images than this run's"
         warn(
             f"classifier: --classifier-weights {path} was trained on other {data} training images than this "
