@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from child_run import run_command, stop_on_failure
 
-from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics.parzen import parzen_log_likelihood, select_bandwidth
 from lightning_genae.models import MODELS
@@ -60,7 +60,7 @@ def train(
         *extra,
     ]  # fmt: skip
     if extend:
-        if not (output / "checkpoints" / "last.ckpt").is_file():
+        if not last_checkpoint(output).is_file():
             missing = f"--extend: {output} holds no checkpoints/last.ckpt to continue; drop --extend"
             print(missing, file=sys.stderr)
             sys.exit(2)
@@ -86,7 +86,7 @@ def prior_samples(model: torch.nn.Module, seed: int) -> torch.Tensor:
 
 def samples_of(run_dir: Path, family: str, seed: int, device: torch.device) -> torch.Tensor:
     """`prior_samples` of the run's last weights, on `device`."""
-    checkpoint = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--checkpoint")
+    checkpoint = RunCheckpoint.load(last_checkpoint(run_dir), "--checkpoint")
     model = checkpoint.restore(MODELS[family].module, "--checkpoint").eval().to(device)
     return prior_samples(model, seed)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from child_run import run_command, stop_on_failure
 
-from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
 from lightning_genae.datamodules.sequence import Normaliser
 from lightning_genae.datamodules.timegan_sines import timegan_sine_series
 from lightning_genae.metrics.timegan import REPETITIONS, predictive_score_timegan, timegan_scores
@@ -62,7 +62,7 @@ def train(flags: list[str], seed: int, steps: int, output: Path) -> Path:
 
 
 def load(run_dir: Path) -> tuple[torch.nn.Module, Normaliser]:
-    contents = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--checkpoint").contents
+    contents = RunCheckpoint.load(last_checkpoint(run_dir), "--checkpoint").contents
     hparams = dict(contents["hyper_parameters"])
     model = MODELS["rae"].module(hparams.pop("series_shape"), **hparams)
     model.load_state_dict(contents["state_dict"])

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from child_run import run_command, stop_on_failure
 
-from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
 from lightning_genae.config import merge, resume_conflicts
 from lightning_genae.datamodules import ImageDataModule, build_datamodule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
@@ -79,10 +79,6 @@ def train(seed: int, steps: int, args: argparse.Namespace, output: Path) -> Path
         command += ["--resume", "last"]
     stop_on_failure(run_command(command), f"seed {seed}")
     return output
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    return run_dir / "checkpoints" / "last.ckpt"
 
 
 def trained_to(run_dir: Path, flag_name: str) -> tuple[int, dict[str, Any]] | None:
@@ -208,7 +204,7 @@ def per_image_log_likelihood(
 
 def restore_model(run_dir: Path, device: torch.device) -> torch.nn.Module:
     """The run's final weights (its last checkpoint), in evaluation mode on `device`."""
-    checkpoint = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--checkpoint")
+    checkpoint = RunCheckpoint.load(last_checkpoint(run_dir), "--checkpoint")
     return checkpoint.restore(MODELS["vae"].module, "--checkpoint").eval().to(device)
 
 
