@@ -39,7 +39,7 @@ def run_command(command: list[str]) -> int:
             # A group of its own, not a new session: the child keeps the terminal.
             own_group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, **own_group)
-            code = process.wait()
+            code = _wait(process)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -48,6 +48,18 @@ def run_command(command: list[str]) -> int:
         signal.raise_signal(held[0])
         return -held[0]
     return code
+
+
+def _wait(process: subprocess.Popen) -> int:
+    """`process.wait()`, while this process keeps answering signals. A signal may be delivered to any of its
+    threads (torch's among them), and Python runs the handler in the main thread only when that thread runs
+    Python code: blocked in one waitpid, it would pass Ctrl-C on only once run.py had ended. Waiting with a
+    timeout polls in Python, so the handler runs within a fraction of a second."""
+    while True:
+        try:
+            return process.wait(timeout=3600)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def stop_on_failure(code: int, label: str) -> None:
