@@ -417,9 +417,46 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
         return type(self).__name__
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """checkpoints/best.ckpt, whose record of the best score follows the run folder when it is moved.
+
+    Lightning restores a ModelCheckpoint's best score only in the folder the checkpoint was written in. In a
+    run folder copied or moved elsewhere, the first validation after the resume would count as a new best
+    whatever its score, and, finding best.ckpt taken, go to best-v1.ckpt, leaving best.ckpt stale beside it.
+    Here the record is read in the new folder when the file it names is there under the same name; when it
+    is not, nothing of it is kept, so the run never reads a checkpoint outside its own folder.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's own key, so the checkpoints of runs that used the plain callback are read.
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        written_in = state_dict.get("dirpath", self.dirpath)
+        if written_in == self.dirpath or self.dirpath is None:
+            super().load_state_dict(state_dict)
+            return
+
+        def here(path: str) -> str:
+            moved = Path(self.dirpath) / Path(path).name
+            return str(moved) if path and Path(path).parent == Path(written_in) and moved.is_file() else ""
+
+        best = here(state_dict.get("best_model_path", ""))
+        if not best:
+            return
+        self.best_model_path = best
+        self.best_model_score = state_dict["best_model_score"]
+        self.best_k_models = {
+            here(path): score for path, score in state_dict.get("best_k_models", {}).items() if here(path)
+        }
+        self.kth_best_model_path = here(state_dict.get("kth_best_model_path", ""))
+        self.kth_value = state_dict.get("kth_value", self.kth_value)
+
+
 def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
     """Keeps the checkpoint with the best value of the family's headline validation metric."""
-    return ModelCheckpoint(
+    return BestCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor=model.monitor,

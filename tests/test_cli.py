@@ -121,6 +121,28 @@ def test_a_run_resumed_in_another_folder_keeps_its_periodic_checkpoint_in_last_c
     assert last["global_step"] == 6
 
 
+def test_a_run_resumed_in_another_folder_keeps_its_best_score_and_best_ckpt(tmp_path):
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    first_run = ["--model", "ae", *TINY, "--max-steps", "4", "--eval-every", "2", "--output", str(first)]
+    assert main(first_run) == 0
+    shutil.copytree(first, moved)
+    # Without the best score restored in the new folder, the first validation there counted as a new best
+    # whatever its value and went to best-v1.ckpt, leaving best.ckpt stale beside it.
+    assert main(["--output", str(moved), "--resume", "last", "--max-steps", "8", "--eval-every", "2"]) == 0
+    names = sorted(path.name for path in (moved / "checkpoints").iterdir())
+    assert names == ["best.ckpt", "last.ckpt"], names
+    last = torch.load(moved / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    (state,) = [value for key, value in last["callbacks"].items() if key.startswith("ModelCheckpoint")]
+    assert state["best_model_path"] == str(moved / "checkpoints" / "best.ckpt")
+    validations = [float(row["val/loss"]) for row in read_metrics(moved) if row.get("val/loss")]
+    assert len(validations) == 4
+    assert float(state["best_model_score"]) == pytest.approx(min(validations))
+    best = torch.load(moved / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["global_step"] == 2 * (validations.index(min(validations)) + 1)
+    selected = json.loads((moved / "summary.json").read_text())["selected_checkpoint"]
+    assert selected["path"] == str(moved / "checkpoints" / "best.ckpt")
+
+
 @pytest.mark.slow
 def test_config_yaml_reruns_the_same_experiment(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
