@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from lightning_genae import trainer as run_setup
 from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.metrics import RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
@@ -45,7 +46,6 @@ from lightning_genae.resolve import resolve
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
     evaluation_records,
-    generative_metrics,
     hardware_arguments,
     prepare_data_early,
     sequence_metrics,
@@ -197,7 +197,8 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         + ("lightning_genae.score_images)" if datamodule.data_kind == "image" else "its sample method)"),
     )
     try:
-        metrics_callback = generative_metrics(config, model, datamodule)
+        # Looked up when it runs, as train.py's is, so both score with the same function.
+        metrics_callback = run_setup.generative_metrics(config, model, datamodule)
     except BackboneUnavailable as error:
         if "backbone" in options or config.backbone != "inception" or config.inception_weights is not None:
             raise

@@ -88,9 +88,6 @@ def test_a_vae_on_binarized_mnist_logs_its_importance_sampled_test_nll(
     tmp_path: Path, mnist_data_dir, monkeypatch
 ):
     # The image metrics would first train a feature classifier on 55,000 images; this test is about the NLL.
-    # evaluate binds the name when first imported: imported first, it keeps the real one for later tests.
-    import lightning_genae.evaluate  # noqa: F401
-
     monkeypatch.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
     run_dir = tmp_path / "vae"
     args = [

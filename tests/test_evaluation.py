@@ -215,10 +215,8 @@ def test_evaluating_a_run_scored_with_inception_without_its_weights_offers_the_c
 ):
     run_dir = tmp_path / "gan"
     args = ["--model", "gan", "--data", "digits", *SMALL, "--backbone", "inception", "--max-steps", "2"]
-    # Trained where its weights were at hand: here, without image metrics (evaluate's own name for the
-    # function is bound first, so --evaluate below looks for the weights as it would anywhere).
-    import lightning_genae.evaluate  # noqa: F401
-
+    # Trained where its weights were at hand: here, without image metrics (--evaluate below looks for the
+    # weights as it would anywhere).
     with monkeypatch.context() as patched:
         patched.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
         assert main([*args, "--output", str(run_dir)]) == 0
@@ -357,3 +355,11 @@ def test_fd_rises_monotonically_with_blur_and_with_noise_on_real_mnist(mnist_tes
             corrupt.__name__,
             distances,
         )
+
+
+def test_evaluate_looks_up_the_image_metrics_where_training_does():
+    # A name bound at import would keep whatever trainer.generative_metrics was then: a stub patched in by
+    # one test would score every later --evaluate in the same process.
+    import lightning_genae.evaluate as evaluate
+
+    assert not hasattr(evaluate, "generative_metrics")

@@ -50,9 +50,7 @@ def reproduce(data_dir: Path, output: Path, *options: str, runner=run_in_process
         patch.setattr(sys, "argv", argv)
         patch.setattr(reproduce_vae, "run_command", runner)
         # The image metrics would first train a feature classifier on 55,000 images; these runs are about
-        # their checkpoints. evaluate binds the name when first imported: imported here first, it keeps
-        # the real one for the tests after these.
-        importlib.import_module("lightning_genae.evaluate")
+        # their checkpoints.
         patch.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
         try:
             reproduce_vae.main()
