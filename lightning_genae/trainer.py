@@ -37,7 +37,7 @@ from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
 from lightning_genae.config import NO_BACKBONE, RunConfig, check_values
-from lightning_genae.console import IterationProgressBar, say
+from lightning_genae.console import IterationProgressBar, say, warn
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, TrainingDiverged, describe_error
 from lightning_genae.lightning_internals import set_logging_step
@@ -418,52 +418,77 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
 
 
 class BestCheckpoint(ModelCheckpoint):
-    """checkpoints/best.ckpt, whose record of the best score follows the run folder when it is moved.
+    """checkpoints/best.ckpt: the weights with the best value of the family's headline validation metric.
 
-    Lightning restores a ModelCheckpoint's best score only in the folder the checkpoint was written in. In a
-    run folder copied or moved elsewhere, the first validation after the resume would count as a new best
-    whatever its score, and, finding best.ckpt taken, go to best-v1.ckpt, leaving best.ckpt stale beside it.
-    Here the record is read in the new folder when the file it names is there under the same name; when it
-    is not, nothing of it is kept, so the run never reads a checkpoint outside its own folder.
+    On a resume, the best value so far is read from best.ckpt itself, which records the value it was saved
+    for, and not from the resumed checkpoint's record of it. Lightning's record is not restored in a run
+    folder copied or moved elsewhere, so the first validation there counted as a new best whatever its
+    value and went to best-v1.ckpt, leaving best.ckpt stale beside it; and in any folder the record can be
+    a validation behind the file (last.ckpt is saved before the validation that may pick a new best), so a
+    worse model could replace a better one. The file cannot disagree with itself. Without a readable
+    best.ckpt in the run's folder nothing is restored, and nothing outside the folder is read.
     """
+
+    def __init__(self, dirpath: Path, monitor: str, mode: str) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="best",
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+        )
 
     @property
     def state_key(self) -> str:
-        # ModelCheckpoint's own key, so the checkpoints of runs that used the plain callback are read.
-        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        # A key of its own: a plug-in's ModelCheckpoint on the same metric would otherwise share one.
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        written_in = state_dict.get("dirpath", self.dirpath)
-        if written_in == self.dirpath or self.dirpath is None:
-            super().load_state_dict(state_dict)
-            return
+        """Nothing of the resumed checkpoint's record is taken; `on_train_start` reads best.ckpt."""
 
-        def here(path: str) -> str:
-            moved = Path(self.dirpath) / Path(path).name
-            return str(moved) if path and Path(path).parent == Path(written_in) and moved.is_file() else ""
-
-        best = here(state_dict.get("best_model_path", ""))
-        if not best:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.ckpt_path is None or self.dirpath is None:
             return
-        self.best_model_path = best
-        self.best_model_score = state_dict["best_model_score"]
-        self.best_k_models = {
-            here(path): score for path, score in state_dict.get("best_k_models", {}).items() if here(path)
-        }
-        self.kth_best_model_path = here(state_dict.get("kth_best_model_path", ""))
-        self.kth_value = state_dict.get("kth_value", self.kth_value)
+        # One rank looks at the folder, so all ranks agree on the record (its top-k decisions are collective).
+        record = (
+            self.record_in(Path(self.dirpath) / f"best{self.FILE_EXTENSION}")
+            if trainer.is_global_zero
+            else None
+        )
+        record = trainer.strategy.broadcast(record)
+        if record is None:
+            return
+        path, score = record
+        self.best_model_path = self.kth_best_model_path = path
+        self.best_model_score = self.kth_value = torch.tensor(score)
+        self.best_k_models = {path: self.best_model_score}
+
+    def record_in(self, path: Path) -> tuple[str, float] | None:
+        """(path, the value best.ckpt was saved for), or None when the file is absent or records none."""
+        if not path.is_file():
+            return None
+        try:
+            contents = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is one that records nothing
+            warn(f"resume: {path} could not be read ({describe_error(error)}); the best is chosen afresh")
+            return None
+        for state in contents.get("callbacks", {}).values():
+            if (
+                isinstance(state, dict)
+                and state.get("monitor") == self.monitor
+                and state.get("best_model_score") is not None
+                and Path(str(state.get("best_model_path", ""))).name == path.name
+            ):
+                return str(path), float(state["best_model_score"])
+        return None
 
 
 def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
     """Keeps the checkpoint with the best value of the family's headline validation metric."""
+    # Which side is better comes from the metric vocabulary, so a family cannot get it backwards.
     return BestCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor=model.monitor,
-        # Which side is better comes from the metric vocabulary, so a family cannot get it backwards.
-        mode="max" if higher_is_better(model.monitor) else "min",
-        save_top_k=1,
-        auto_insert_metric_name=False,
+        run_dir / "checkpoints", model.monitor, "max" if higher_is_better(model.monitor) else "min"
     )
 
 

@@ -8,6 +8,7 @@ import sys
 import urllib.error
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from tiny import TINY_RUN
 
 from lightning_genae.cli import main
 from lightning_genae.models import MODELS
+from lightning_genae.trainer import BestCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = TINY_RUN
@@ -132,7 +134,7 @@ def test_a_run_resumed_in_another_folder_keeps_its_best_score_and_best_ckpt(tmp_
     names = sorted(path.name for path in (moved / "checkpoints").iterdir())
     assert names == ["best.ckpt", "last.ckpt"], names
     last = torch.load(moved / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    (state,) = [value for key, value in last["callbacks"].items() if key.startswith("ModelCheckpoint")]
+    (state,) = [value for key, value in last["callbacks"].items() if key.startswith("BestCheckpoint")]
     assert state["best_model_path"] == str(moved / "checkpoints" / "best.ckpt")
     validations = [float(row["val/loss"]) for row in read_metrics(moved) if row.get("val/loss")]
     assert len(validations) == 4
@@ -141,6 +143,56 @@ def test_a_run_resumed_in_another_folder_keeps_its_best_score_and_best_ckpt(tmp_
     assert best["global_step"] == 2 * (validations.index(min(validations)) + 1)
     selected = json.loads((moved / "summary.json").read_text())["selected_checkpoint"]
     assert selected["path"] == str(moved / "checkpoints" / "best.ckpt")
+
+
+def _resumed_best_checkpoint(folder: Path, stale_record: dict) -> BestCheckpoint:
+    callback = BestCheckpoint(folder, "val/loss", "min")
+    callback.load_state_dict(stale_record)
+    trainer = SimpleNamespace(
+        ckpt_path="last.ckpt", is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda o: o)
+    )
+    callback.on_train_start(trainer, None)
+    return callback
+
+
+def _best_ckpt(folder: Path, monitor: str = "val/loss", name: str = "best.ckpt", score: float = 0.25) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"monitor": monitor, "best_model_score": torch.tensor(score), "best_model_path": f"/old/{name}"}
+    torch.save({"callbacks": {"BestCheckpoint{}": state}}, folder / "best.ckpt")
+
+
+def test_a_resumed_best_checkpoint_takes_the_value_best_ckpt_was_saved_for(tmp_path):
+    # The resumed checkpoint's record may be a validation behind best.ckpt (last.ckpt is saved first) or
+    # name another folder; the file's own record is the one that matches its weights.
+    _best_ckpt(tmp_path, score=0.25)
+    stale = {
+        "monitor": "val/loss",
+        "best_model_score": torch.tensor(0.9),
+        "best_model_path": "/old/best.ckpt",
+    }
+    callback = _resumed_best_checkpoint(tmp_path, stale)
+    assert callback.best_model_path == str(tmp_path / "best.ckpt")
+    assert float(callback.best_model_score) == 0.25
+    assert callback.best_k_models == {str(tmp_path / "best.ckpt"): callback.best_model_score}
+
+
+@pytest.mark.parametrize("case", ["absent", "other monitor", "names another file", "corrupt"])
+def test_a_resumed_best_checkpoint_restores_nothing_best_ckpt_does_not_record(case, tmp_path, capsys):
+    stale = {
+        "monitor": "val/loss",
+        "best_model_score": torch.tensor(0.9),
+        "best_model_path": "/old/best.ckpt",
+    }
+    if case == "other monitor":
+        _best_ckpt(tmp_path, monitor="val/fd")
+    elif case == "names another file":
+        _best_ckpt(tmp_path, name="best-v1.ckpt")
+    elif case == "corrupt":
+        (tmp_path / "best.ckpt").write_bytes(b"not a checkpoint")
+    callback = _resumed_best_checkpoint(tmp_path, stale)
+    assert callback.best_model_path == "" and callback.best_model_score is None and not callback.best_k_models
+    if case == "corrupt":
+        assert "best.ckpt could not be read" in capsys.readouterr().err
 
 
 @pytest.mark.slow
