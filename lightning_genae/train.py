@@ -43,6 +43,7 @@ from lightning_genae.trainer import (
     build_trainer,
     evaluation_records,
     metric_callbacks,
+    only_former_keys_unread,
     prepare_data_early,
 )
 
@@ -422,6 +423,8 @@ def _fit(
         # A checkpoint resumed from another folder (or a copied one) makes ModelCheckpoint warn that its
         # folder changed; the new folder is the point, and `_say_what_changes_on_resume` says so.
         warnings.filterwarnings("ignore", message=".*dirpath has changed")
+        if resume is not None and only_former_keys_unread(resume.contents, trainer.callbacks):
+            warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint")
         trainer.fit(
             model,
             datamodule=datamodule,
