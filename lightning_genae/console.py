@@ -77,8 +77,6 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # A run folder is reused on purpose by --resume, and by --output pointing at an earlier run.
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-    # Checkpoints are meant to hold the weights after the iteration's updates.
-    warnings.filterwarnings("ignore", ".*ModelCheckpoint with manual optimization and every_n_train_steps.*")
     # Models without a validation objective (the GAN) are still validated by the metric callbacks.
     warnings.filterwarnings("ignore", ".*val_dataloader` but have no `validation_step.*")
     # Lightning logs every N batches counted across epochs, so a small dataset (fewer batches per epoch

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numbers
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -416,6 +417,17 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         return type(self).__name__
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        with warnings.catch_warnings():
+            # Lightning warns, at every save of an adversarial family, that the weights are those after the
+            # iteration's updates: they are meant to be, as a resume continues from there.
+            warnings.filterwarnings(
+                "ignore", ".*ModelCheckpoint with manual optimization and every_n_train_steps"
+            )
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 class BestCheckpoint(ModelCheckpoint):

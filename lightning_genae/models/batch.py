@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lightning_genae.errors import DataError
 
-_SCALE_FIX = "scale the data to [-1, 1], e.g. x * 2 - 1 for data in [0, 1]"
+_SCALE_FIX = "scale the data to [-1, 1], e.g. x * 2 - 1 for data in [0, 1], x / 127.5 - 1 for [0, 255]"
 
 
 def check_batch(batch: object, data_kind: str, data_shape: tuple[int, ...]) -> None:
