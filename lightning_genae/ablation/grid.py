@@ -236,6 +236,33 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     return summary
 
 
+def _finished_run_conflicts(run_dir: Path, config: RunConfig | None) -> list[str]:
+    """How the finished run in `run_dir` (if any) differs from `config` in what a resume may not change."""
+    summary = read_summary(run_dir)
+    if summary is None or config is None:
+        return []
+    stored = summary.get("config")
+    return resume_conflicts(stored if isinstance(stored, dict) else {}, config.to_dict())
+
+
+def refuse_finished_runs_with_other_options(
+    cells: Sequence[GridCell], root: Path, overwrite: bool, configs: Mapping[GridCell, RunConfig] | None
+) -> None:
+    """Refuse the whole grid, before any cell trains, when a cell's folder holds a finished run with other
+    options: the command given is not the grid that folder holds, and its tables would mix the two."""
+    if overwrite or not configs:
+        return
+    clashing = {cell: _finished_run_conflicts(root / cell.name, configs.get(cell)) for cell in cells}
+    clashing = {cell: conflicts for cell, conflicts in clashing.items() if conflicts}
+    if clashing:
+        cell, conflicts = next(iter(clashing.items()))
+        raise RunFolderRefused(
+            f"{len(clashing)} of the {len(cells)} cells hold finished runs with other options (the first, "
+            f"{root / cell.name}: {'; '.join(conflicts)}); re-run the grid with --overwrite or another "
+            "--output"
+        )
+
+
 def _how_to_start(
     run_dir: Path, overwrite: bool, config: RunConfig | None
 ) -> tuple[CellStart | None, str, str | None]:
@@ -255,7 +282,7 @@ def _how_to_start(
         step = summary.get("global_step", "?")
         stored = summary.get("config")
         stored = stored if isinstance(stored, dict) else {}
-        conflicts = resume_conflicts(stored, config.to_dict()) if config else []
+        conflicts = _finished_run_conflicts(run_dir, config)
         if conflicts:
             refusal = (
                 f"{run_dir} holds a finished run with other options ({'; '.join(conflicts)}); "
@@ -310,6 +337,7 @@ def run_grid(
         check_grid_index(grid_index, total)
         selected = [(grid_index, cells[grid_index])]
 
+    refuse_finished_runs_with_other_options([cell for _, cell in selected], root, overwrite, configs)
     outcomes = []
     time_left = TimeLeft(len(selected))
     for index, cell in selected:
