@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lightning_genae import trainer as run_setup
+from lightning_genae.cache import write_atomically
 from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.metrics import RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
@@ -43,6 +44,7 @@ from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test
 from lightning_genae.models import GenerativeModule
 from lightning_genae.plugin_options import flag, typed_flag
 from lightning_genae.resolve import resolve
+from lightning_genae.run_folder import started_run_files
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
     evaluation_records,
@@ -62,6 +64,7 @@ FOLDER_EVALUATION_OPTIONS = (
     "inception_weights",
     "classifier_weights",
     "output",
+    "overwrite",
     "seed",
     "accelerator",
 )
@@ -73,6 +76,7 @@ EVALUATION_OPTIONS = (
     "classifier_weights",
     "data_dir",
     "output",
+    "overwrite",
     "batch_size",
     "accelerator",
     "devices",
@@ -83,10 +87,32 @@ EVALUATION_OPTIONS = (
 )
 
 
-def _write(output: Path, result: dict[str, Any]) -> Path:
-    output.mkdir(parents=True, exist_ok=True)
-    path = output / "eval.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+EVAL_FILE = "eval.json"
+
+
+def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None) -> Path:
+    """Where eval.json goes, checked before anything is evaluated: never among another run's files, and
+    never over an earlier evaluation without --overwrite. `own_run` is the evaluated checkpoint's run
+    folder, where its eval.json belongs."""
+    if own_run is None or output.resolve() != own_run.resolve():
+        found = started_run_files(output)
+        if found:
+            raise ConfigError(
+                f"--output {output} holds a run ({', '.join(found[:2])}); give a folder of its own for "
+                f"{EVAL_FILE}" + (", or leave --output out to write beside the checkpoint" if own_run else "")
+            )
+    path = output / EVAL_FILE
+    if path.exists() and not overwrite:
+        raise ConfigError(
+            f"{path} holds an earlier evaluation; give --overwrite to replace it, or --output DIR to write "
+            "elsewhere"
+        )
+    return path
+
+
+def _write(path: Path, result: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(result, indent=2) + "\n"))
     return path
 
 
@@ -185,6 +211,8 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         merge(stored, {key: value for key, value in options.items() if key in EVALUATION_OPTIONS})
     )
     config = resolved.config
+    output = Path(options["output"]) if options.get("output") else checkpoint.run_folder
+    eval_file = claim_eval_output(output, bool(options.get("overwrite")), checkpoint.run_folder)
     datamodule = resolved.build_datamodule()
     model = checkpoint.restore(resolved.model.module, "--evaluate")
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, type(model)))
@@ -228,8 +256,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         **environment_info(trainer),
     }
     if trainer.is_global_zero:
-        output = Path(config.output) if options.get("output") else checkpoint.run_folder
-        path = _write(output, result)
+        path = _write(eval_file, result)
         table = format_metrics_table(metrics, test_headline(model.monitor, metrics))
         say(f"\n{table}\nwrote {path}")
     return result
@@ -382,6 +409,7 @@ def evaluate_folder(
     }
     resolved = resolve(merge(read, options))
     config = resolved.config
+    eval_file = claim_eval_output(Path(options["output"]), bool(options.get("overwrite")))
     datamodule = resolved.build_datamodule()
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -445,7 +473,7 @@ def evaluate_folder(
         raise ConfigError(
             f"--evaluate-folder: no feature backbone available ({'; '.join(result['skipped'].values())})"
         )
-    path = _write(Path(config.output), result)
+    path = _write(eval_file, result)
     table = format_metrics_table(result["metrics"], frechet_distance_name(result["metrics"], None))
     say(f"\n{table}\nwrote {path}")
     return result

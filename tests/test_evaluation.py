@@ -1,6 +1,7 @@
 """Evaluation: metric names carry their backbone, numbers behave as the definitions say, and can be re-run."""
 
 import json
+import shutil
 import urllib.error
 from pathlib import Path
 
@@ -124,6 +125,31 @@ def test_evaluate_takes_a_batch_larger_than_the_training_split(tiny_ae_run, tmp_
     checkpoint = str(tiny_ae_run / "checkpoints" / "last.ckpt")
     assert main(["--evaluate", checkpoint, "--batch-size", "2000", "--output", str(tmp_path / "eval")]) == 0
     assert (tmp_path / "eval" / "eval.json").is_file()
+
+
+def test_evaluate_never_replaces_an_earlier_evaluation_or_writes_among_another_runs_files(
+    tiny_ae_run, tmp_path, capsys
+):
+    checkpoint = str(tiny_ae_run / "checkpoints" / "last.ckpt")
+    out = tmp_path / "eval"
+    assert main(["--evaluate", checkpoint, "--eval-samples", "60", "--output", str(out)]) == 0
+    first = (out / "eval.json").read_bytes()
+    capsys.readouterr()
+    # Another evaluation (other samples, another checkpoint) would silently take the earlier one's place.
+    assert main(["--evaluate", checkpoint, "--eval-samples", "80", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds an earlier evaluation" in err and "--overwrite" in err and err.count("\n") == 1
+    assert (out / "eval.json").read_bytes() == first
+    first_inode = (out / "eval.json").stat().st_ino
+    assert main(["--evaluate", checkpoint, "--eval-samples", "80", "--output", str(out), "--overwrite"]) == 0
+    assert (out / "eval.json").stat().st_ino != first_inode, "replaced, as --overwrite asks"
+    # A folder holding a run of its own is not this evaluation's.
+    other_run = tmp_path / "other"
+    shutil.copytree(tiny_ae_run, other_run)
+    (other_run / "eval.json").unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["--evaluate", checkpoint, "--output", str(other_run)]) == 2
+    assert "holds a run" in capsys.readouterr().err and not (other_run / "eval.json").exists()
 
 
 def _write_pngs(images: torch.Tensor, folder: Path) -> None:
