@@ -198,7 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--print-config",
         action="store_true",
-        help="print the resolved configuration, paths made absolute as config.yaml records them, and exit",
+        help=(
+            "print the resolved configuration with absolute paths, as config.yaml records it (less --output, "
+            "so a re-run from config.yaml gets a folder of its own), and exit"
+        ),
     )
     parser.add_argument("--version", action="version", version=f"lightning-genae {__version__}")
     parser.add_argument(
@@ -210,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--evaluate-folder",
         metavar="DIR",
-        help="score a folder of PNG/JPG images against --data's test split; writes --output/eval.json",
+        help=(
+            "score a folder of PNG/JPG images against --data's test split with every available backbone "
+            "(Inception's weights are downloaded if not cached) or the one --backbone names; writes "
+            "--output/eval.json"
+        ),
     )
     grid = parser.add_argument_group(
         "ablation grid (a comma list in --augment or --train-size, or --seeds, runs one run per cell)"
