@@ -396,6 +396,8 @@ def evaluate_folder(
         raise ConfigError(f"--evaluate-folder reads only {read}; drop {flags}")
     if "output" not in options:
         raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
+    if not Path(folder).is_dir():
+        raise DataError(f"--evaluate-folder {folder} is not a folder; pass a folder of PNG/JPG files")
     # A backbone named on the command line is the only one, and its failure an error.
     chosen = options.get("backbone")
     if chosen == NO_BACKBONE:
