@@ -392,7 +392,7 @@ def test_evaluate_looks_up_the_image_metrics_where_training_does():
 
 
 def test_evaluate_folder_of_a_missing_folder_says_it_is_not_one(tmp_path, capsys):
-    missing = tmp_path / "no-such-folder"
-    assert main(["--evaluate-folder", str(missing), "--data", "digits", "--output", str(tmp_path / "out")]) == 2
+    missing, out = tmp_path / "no-such-folder", tmp_path / "out"
+    assert main(["--evaluate-folder", str(missing), "--data", "digits", "--output", str(out)]) == 2
     assert f"--evaluate-folder {missing} is not a folder" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert not out.exists()
