@@ -165,7 +165,8 @@ class RunConfig:
     )
     overwrite: bool = _opt(
         False,
-        "replace the run already in --output (its config.yaml, metrics.csv, checkpoints, images, summary)",
+        "replace the run already in --output (its config.yaml, metrics.csv, checkpoints, images, summary); "
+        "with --evaluate or --evaluate-folder, an earlier eval.json there",
         group="logging",
     )
 

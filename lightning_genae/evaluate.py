@@ -212,7 +212,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     )
     config = resolved.config
     output = Path(options["output"]) if options.get("output") else checkpoint.run_folder
-    eval_file = claim_eval_output(output, bool(options.get("overwrite")), checkpoint.run_folder)
+    eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)
     datamodule = resolved.build_datamodule()
     model = checkpoint.restore(resolved.model.module, "--evaluate")
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, type(model)))
@@ -411,7 +411,7 @@ def evaluate_folder(
     }
     resolved = resolve(merge(read, options))
     config = resolved.config
-    eval_file = claim_eval_output(Path(options["output"]), bool(options.get("overwrite")))
+    eval_file = claim_eval_output(Path(options["output"]), config.overwrite)
     datamodule = resolved.build_datamodule()
     datamodule.prepare_data()
     datamodule.setup("test")

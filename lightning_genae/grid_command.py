@@ -249,8 +249,20 @@ def _train_grid(
 ) -> int:
     """Run the grid's cells (all, or `grid_index` alone), tuning cells first; 1 if any failed or waits."""
     from lightning_genae.ablation import record_grid_cells, run_grid
+    from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
 
     runs = {**plan.runs, **(tuning.runs if tuning is not None else {})}
+    # Every cell whose options are known now, whichever --grid-index runs, before grid.json is written: an
+    # array task of another grid must not train among this one's cells. A tuned arm's final cells, known
+    # only once its tuning has run, are refused one by one when they come.
+    known = [
+        (plan.root / cell.name, plan.runs[cell].config)
+        for cell in plan.cells
+        if cell in plan.runs and (tuning is None or len(tuning.arm_of(cell).candidates) <= 1)
+    ]
+    if tuning is not None:
+        known += [(tuning.folder / cell.name, tuning.runs[cell].config) for cell in tuning.cells]
+    refuse_finished_runs_with_other_options(known, overwrite)
     run_cell = _cell_runner(runs)
     outcomes: list[CellOutcome] = []
     cells, final_index = plan.cells, grid_index

@@ -418,16 +418,14 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:
         return type(self).__name__
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        with warnings.catch_warnings():
-            # Lightning warns, at every save of an adversarial family, that the weights are those after the
-            # iteration's updates: they are meant to be, as a resume continues from there.
-            warnings.filterwarnings(
-                "ignore", ".*ModelCheckpoint with manual optimization and every_n_train_steps"
-            )
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # Lightning warns, at every save of an adversarial family, that the weights are those after the
+        # iteration's updates: they are meant to be, as a resume continues from there. Filtered for the
+        # process once (a catch_warnings around each save would reset which other warnings were shown).
+        warnings.filterwarnings(
+            "ignore", ".*ModelCheckpoint with manual optimization and every_n_train_steps"
+        )
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -450,6 +448,9 @@ class BestCheckpoint(ModelCheckpoint):
             mode=mode,
             save_top_k=1,
             auto_insert_metric_name=False,
+            # The run's own best.ckpt that records no value (unreadable, or chosen on another metric) is
+            # replaced by the next best, not kept beside best-v1.ckpt, best-v2.ckpt...
+            enable_version_counter=False,
         )
 
     @property

@@ -304,7 +304,25 @@ def test_rerunning_a_grid_skips_finished_resumes_unfinished_and_retries_failed_c
     assert out[5].startswith("[6/6] f-tsfull-seed0: in use by another run (host ")
 
 
-def test_a_finished_cell_with_other_options_refuses_the_grid_before_any_cell_trains(tmp_path: Path) -> None:
+def test_a_finished_cell_with_other_options_is_refused_and_not_marked_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [cell] = expand_grid(["ae"], [1000], [0])
+    run_dir = write_run(tmp_path, "ae", 1000, 0, 20.0)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["config"]["batch_size"] = 64
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    wanted = RunConfig(augment="ae", train_size=1000, seed=0, batch_size=32, max_steps=1500)
+    [outcome] = run_grid([cell], tmp_path, fake_run_cell(set()), configs={cell: wanted})
+    assert not outcome.ok and outcome.action == "refused"
+    assert "--batch-size 32 (checkpoint: 64)" in outcome.error and "--overwrite" in outcome.error
+    assert not (run_dir / "failed.json").exists(), "a refusal must not make the next re-run replace the run"
+    assert json.loads((run_dir / "summary.json").read_text())["config"]["batch_size"] == 64
+    assert "refused" in capsys.readouterr().err
+
+
+def test_finished_runs_with_other_options_refuse_the_grid_in_one_line(tmp_path: Path) -> None:
+    from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
     from lightning_genae.run_lock import RunFolderRefused
 
     cells = expand_grid(["ae", "none"], [1000], [0])
@@ -312,19 +330,17 @@ def test_a_finished_cell_with_other_options_refuses_the_grid_before_any_cell_tra
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["config"]["batch_size"] = 64
     (run_dir / "summary.json").write_text(json.dumps(summary))
-    configs = {
-        cell: RunConfig(augment=cell.augment, train_size=1000, seed=0, batch_size=32, max_steps=1500)
+    asked = [
+        (tmp_path / cell.name, RunConfig(augment=cell.augment, train_size=1000, seed=0, batch_size=32))
         for cell in cells
-    }
-    started: list[str] = []
+    ]
     with pytest.raises(RunFolderRefused) as refused:
-        run_grid(cells, tmp_path, lambda cell, run_dir, start: started.append(cell.name), configs=configs)
+        refuse_finished_runs_with_other_options(asked, overwrite=False)
     message = str(refused.value)
     assert "1 of the 2 cells" in message and "--batch-size 32 (checkpoint: 64)" in message
     assert "--overwrite" in message and "\n" not in message
-    assert not started, "no cell trains in a grid whose folder holds another grid's runs"
-    assert not (run_dir / "failed.json").exists(), "a refusal must not make the next re-run replace the run"
-    assert json.loads((run_dir / "summary.json").read_text())["config"]["batch_size"] == 64
+    refuse_finished_runs_with_other_options(asked, overwrite=True)
+    refuse_finished_runs_with_other_options(asked[:1], overwrite=False)
 
 
 def test_a_longer_budget_continues_finished_cells_from_their_last_checkpoint(

@@ -179,6 +179,22 @@ def test_a_checkpoint_with_the_former_checkpoint_callback_names_resumes_without_
     assert bool(missing) == foreign_state
 
 
+def test_a_resumed_runs_best_ckpt_that_records_nothing_is_replaced_not_kept_beside_a_new_one(
+    tmp_path, capsys
+):
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    assert (
+        main(["--model", "ae", *TINY, "--max-steps", "3", "--eval-every", "3", "--output", str(first)]) == 0
+    )
+    shutil.copytree(first, moved)
+    (moved / "checkpoints" / "best.ckpt").write_bytes(b"damaged")
+    assert main(["--output", str(moved), "--resume", "last", "--max-steps", "6", "--eval-every", "3"]) == 0
+    assert "best.ckpt could not be read" in capsys.readouterr().err
+    assert sorted(path.name for path in (moved / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    best = torch.load(moved / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["global_step"] in (3, 6)
+
+
 def _resumed_best_checkpoint(folder: Path, stale_record: dict) -> BestCheckpoint:
     callback = BestCheckpoint(folder, "val/loss", "min")
     callback.load_state_dict(stale_record)
@@ -495,3 +511,21 @@ def test_a_relative_augment_ckpt_is_recorded_absolute_and_the_run_resumes_from_a
     monkeypatch.chdir(elsewhere)
     assert main(["--resume", "last", "--output", str(project / "run"), "--max-steps", "3"]) == 0
     assert read_summary(project / "run")["global_step"] == 3
+
+
+@pytest.mark.parametrize("grid_index", [None, "1"])
+def test_a_grid_re_run_with_other_options_is_refused_before_anything_is_written(grid_index, tmp_path, capsys):
+    root = tmp_path / "grid"
+    grid = ["--model", "ae", *TINY, "--seeds", "0,1", "--max-steps", "2", "--output", str(root)]
+    assert main(grid) == 0
+    written = {path: path.read_bytes() for path in root.iterdir() if path.is_file()}
+    capsys.readouterr()
+    # Another batch size for every cell; an array task (--grid-index) checks all cells too, so it cannot
+    # train its own cell among the other grid's.
+    again = [arg if arg != "32" else "16" for arg in grid] + (
+        [] if grid_index is None else ["--grid-index", grid_index]
+    )
+    assert main(again) == 2
+    err = capsys.readouterr().err
+    assert "2 of the 2 cells hold finished runs with other options" in err and err.count("\n") == 1
+    assert {path: path.read_bytes() for path in root.iterdir() if path.is_file()} == written

@@ -245,20 +245,22 @@ def _finished_run_conflicts(run_dir: Path, config: RunConfig | None) -> list[str
     return resume_conflicts(stored if isinstance(stored, dict) else {}, config.to_dict())
 
 
-def refuse_finished_runs_with_other_options(
-    cells: Sequence[GridCell], root: Path, overwrite: bool, configs: Mapping[GridCell, RunConfig] | None
-) -> None:
+def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfig]], overwrite: bool) -> None:
     """Refuse the whole grid, before any cell trains, when a cell's folder holds a finished run with other
-    options: the command given is not the grid that folder holds, and its tables would mix the two."""
-    if overwrite or not configs:
+    options: the command given is not the grid that folder holds, and its tables would mix the two.
+    `cells` are (cell folder, the options the grid asks of it)."""
+    if overwrite:
         return
-    clashing = {cell: _finished_run_conflicts(root / cell.name, configs.get(cell)) for cell in cells}
-    clashing = {cell: conflicts for cell, conflicts in clashing.items() if conflicts}
+    clashing = [
+        (run_dir, conflicts)
+        for run_dir, config in cells
+        if (conflicts := _finished_run_conflicts(run_dir, config))
+    ]
     if clashing:
-        cell, conflicts = next(iter(clashing.items()))
+        run_dir, conflicts = clashing[0]
         raise RunFolderRefused(
             f"{len(clashing)} of the {len(cells)} cells hold finished runs with other options (the first, "
-            f"{root / cell.name}: {'; '.join(conflicts)}); re-run the grid with --overwrite or another "
+            f"{run_dir}: {'; '.join(conflicts)}); re-run the grid with --overwrite or another "
             "--output"
         )
 
@@ -337,7 +339,6 @@ def run_grid(
         check_grid_index(grid_index, total)
         selected = [(grid_index, cells[grid_index])]
 
-    refuse_finished_runs_with_other_options([cell for _, cell in selected], root, overwrite, configs)
     outcomes = []
     time_left = TimeLeft(len(selected))
     for index, cell in selected:
