@@ -276,8 +276,8 @@ def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_an
     error = capsys.readouterr().err.strip()
     assert error == (
         "error: classifier: folder has no labels to train a feature classifier on; sort the images into one "
-        "subfolder per class, or use --backbone inception with weights (--inception-weights PATH) (a grid "
-        "compares its arms on the image metrics)"
+        "subfolder per class, or use --backbone inception with weights (--inception-weights PATH; in Python, "
+        "backbone='inception', inception_weights=PATH) (a grid compares its arms on the image metrics)"
     )
     assert not root.exists(), "no grid.json, no cell folder"
 

@@ -385,7 +385,8 @@ def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:
         by_class = "sort the images into one subfolder per class, or " if data == "folder" else ""
         raise BackboneUnavailable(
             f"classifier: {data} has no labels to train a feature classifier on; "
-            f"{by_class}use --backbone inception with weights (--inception-weights PATH)"
+            f"{by_class}use --backbone inception with weights (--inception-weights PATH; in Python, "
+            "backbone='inception', inception_weights=PATH)"
         )
 
 
