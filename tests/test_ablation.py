@@ -337,7 +337,9 @@ def test_finished_runs_with_other_options_refuse_the_grid_in_one_line(tmp_path: 
     with pytest.raises(RunFolderRefused) as refused:
         refuse_finished_runs_with_other_options(asked, overwrite=False)
     message = str(refused.value)
-    assert "1 of the 2 cells" in message and "--batch-size 32 (checkpoint: 64)" in message
+    assert (
+        "1 of the 2 cells holds a finished run" in message and "--batch-size 32 (checkpoint: 64)" in message
+    )
     assert "--overwrite" in message and "\n" not in message
     refuse_finished_runs_with_other_options(asked, overwrite=True)
     refuse_finished_runs_with_other_options(asked[:1], overwrite=False)

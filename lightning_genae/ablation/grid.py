@@ -258,10 +258,10 @@ def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfi
     ]
     if clashing:
         run_dir, conflicts = clashing[0]
+        hold = agree(clashing, "holds a finished run", "hold finished runs")
         raise RunFolderRefused(
-            f"{len(clashing)} of the {len(cells)} cells hold finished runs with other options (the first, "
-            f"{run_dir}: {'; '.join(conflicts)}); re-run the grid with --overwrite or another "
-            "--output"
+            f"{len(clashing)} of the {len(cells)} cells {hold} with other options (the first, {run_dir}: "
+            f"{'; '.join(conflicts)}); re-run the grid with --overwrite or another --output"
         )
 
 
