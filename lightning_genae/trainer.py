@@ -466,7 +466,7 @@ class BestCheckpoint(ModelCheckpoint):
             return
         # One rank looks at the folder, so all ranks agree on the record (its top-k decisions are collective).
         record = (
-            self.record_in(Path(self.dirpath) / f"best{self.FILE_EXTENSION}")
+            self.record_in(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}")
             if trainer.is_global_zero
             else None
         )

@@ -236,13 +236,18 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     return summary
 
 
-def _finished_run_conflicts(run_dir: Path, config: RunConfig | None) -> list[str]:
-    """How the finished run in `run_dir` (if any) differs from `config` in what a resume may not change."""
-    summary = read_summary(run_dir)
+def summary_config(summary: dict[str, Any]) -> dict[str, Any]:
+    """The run configuration a cell's summary.json records ({} where it records none)."""
+    stored = summary.get("config")
+    return stored if isinstance(stored, dict) else {}
+
+
+def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | None) -> list[str]:
+    """How the finished run `summary` (a cell's summary.json, None for no finished run) differs from
+    `config` in what a resume may not change."""
     if summary is None or config is None:
         return []
-    stored = summary.get("config")
-    return resume_conflicts(stored if isinstance(stored, dict) else {}, config.to_dict())
+    return resume_conflicts(summary_config(summary), config.to_dict())
 
 
 def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfig]], overwrite: bool) -> None:
@@ -254,7 +259,7 @@ def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfi
     clashing = [
         (run_dir, conflicts)
         for run_dir, config in cells
-        if (conflicts := _finished_run_conflicts(run_dir, config))
+        if (conflicts := finished_run_conflicts(read_summary(run_dir), config))
     ]
     if clashing:
         run_dir, conflicts = clashing[0]
@@ -282,9 +287,8 @@ def _how_to_start(
     has_checkpoint = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file()
     if summary is not None:
         step = summary.get("global_step", "?")
-        stored = summary.get("config")
-        stored = stored if isinstance(stored, dict) else {}
-        conflicts = _finished_run_conflicts(run_dir, config)
+        stored = summary_config(summary)
+        conflicts = finished_run_conflicts(summary, config)
         if conflicts:
             refusal = (
                 f"{run_dir} holds a finished run with other options ({'; '.join(conflicts)}); "

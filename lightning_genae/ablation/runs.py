@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_genae.ablation.grid import FAILED_FILE, parse_cell_name, read_grid_cells
+from lightning_genae.ablation.grid import FAILED_FILE, parse_cell_name, read_grid_cells, summary_config
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.names import test_headline
 from lightning_genae.run_folder import started_run_files
@@ -137,7 +137,7 @@ def _load_run(run_dir: Path) -> CellRun:
             ok=False,
             error=f"corrupt {SUMMARY_FILE}: final_metrics is not a JSON object",
         )
-    config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    config = summary_config(summary)
     augment = config.get("augment", summary.get("augment", name_augment))
     train_size = as_int(config["train_size"]) if "train_size" in config else name_size
     seed = as_int(config.get("seed", summary.get("seed", name_seed)))

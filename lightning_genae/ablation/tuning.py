@@ -31,13 +31,15 @@ from lightning_genae.ablation.grid import (
     GridCell,
     GridPlan,
     check_unique,
+    finished_run_conflicts,
     read_summary,
     resolve_cell,
+    summary_config,
     train_size_label,
     write_file_atomically,
 )
 from lightning_genae.augmentation import augmentation_options, tunable_options
-from lightning_genae.config import RunConfig, coerce, flag, resume_conflicts
+from lightning_genae.config import RunConfig, coerce, flag
 from lightning_genae.errors import ConfigError, agree
 from lightning_genae.metrics.names import Direction, try_parse
 from lightning_genae.plugin_options import type_name
@@ -279,9 +281,9 @@ def _cell_result(
         if live_lock_owner(run_dir) is not None:
             return {"status": "running"}
         return {"status": "unfinished" if started_run_files(run_dir) else "missing"}
-    stored = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    stored = summary_config(summary)
     if config is not None:
-        conflicts = resume_conflicts(stored, config.to_dict())
+        conflicts = finished_run_conflicts(summary, config)
         if conflicts:
             return {
                 "error": f"holds a run with other options ({'; '.join(conflicts)}); re-run with --overwrite"
