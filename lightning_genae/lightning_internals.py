@@ -28,6 +28,7 @@ __all__ = [
     "restricted_classmethod",
     "set_logging_step",
     "should_update_logs",
+    "validation_follows_batch",
     "wandb_init_arguments",
 ]
 
@@ -37,6 +38,20 @@ def should_update_logs(trainer: pl.Trainer) -> bool:
     private decision: every `log_every_n_steps` batches and when the trainer should stop). Read rather than
     copied, so the framework's own logging cadence cannot drift from Lightning's."""
     return bool(trainer._logger_connector.should_update_logs)
+
+
+def validation_follows_batch(trainer: pl.Trainer) -> bool:
+    """Whether Lightning validates as soon as the training batch in progress ends, asked from a callback's
+    `on_train_batch_end`. The epoch loop's own rule decides (its private `_should_check_val_fx`), and the
+    validation loop must have batches to run: it is set up here as it would set itself up first thing,
+    which a set-up loop skips. A checkpoint saved at such a batch's end would hold the state before the
+    validation, and Lightning, resuming from it, counts that validation as done without running it."""
+    epoch_loop = trainer.fit_loop.epoch_loop
+    fetcher = trainer.fit_loop._data_fetcher
+    if fetcher is None or epoch_loop._skip_next_val or not epoch_loop._should_check_val_fx(fetcher):
+        return False
+    epoch_loop.val_loop.setup_data()
+    return not epoch_loop.val_loop.skip
 
 
 def record_training_values(

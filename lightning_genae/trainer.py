@@ -42,7 +42,7 @@ from lightning_genae.config import NO_BACKBONE, RunConfig, check_values
 from lightning_genae.console import IterationProgressBar, say, warn
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, TrainingDiverged, describe_error
-from lightning_genae.lightning_internals import set_logging_step
+from lightning_genae.lightning_internals import set_logging_step, validation_follows_batch
 from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable, load_backbone
 from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECALL_K
 from lightning_genae.metrics.names import headline_metric, higher_is_better
@@ -414,9 +414,32 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
     a trainer holds one of these.
     """
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._save_after_validation = False
+
     @property
     def state_key(self) -> str:
         return type(self).__name__
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # At an iteration that also validates, the save waits for the validation: saved before it, a run
+        # killed during the validation would resume past it, and the validation would never run (a hole in
+        # the curves, a best.ckpt candidate never weighed). Killed during it, the run resumes from the
+        # previous save and runs the iterations and the validation again.
+        if validation_follows_batch(trainer):
+            self._save_after_validation = True
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._save_after_validation and not trainer.sanity_checking:
+            self._save_after_validation = False
+            # The parent's batch-end rule (the cadence, not twice at one step), on the state after validation.
+            super().on_train_batch_end(trainer, pl_module, None, None, 0)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

@@ -5,6 +5,7 @@ tests/cases/faults.csv names a test that exists."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 import signal
 import subprocess
@@ -61,6 +62,50 @@ def test_a_run_killed_without_warning_continues_from_its_last_checkpoint(tmp_pat
     # Rows the killed process logged after its checkpoint were dropped, not repeated by the resumed run.
     assert len(training_steps) == len(set(training_steps)), training_steps
     assert max(training_steps) == killed_at + 3
+
+
+# Killed (as by kill -9) as the validation at KILLED_AT starts, an iteration that also saves last.ckpt.
+KILLED_AT = 6
+KILL_DURING_VALIDATION = f"""
+import os, sys
+from pytorch_lightning import Callback
+import lightning_genae.train as train
+from lightning_genae.cli import main
+
+class KillAtValidation(Callback):
+    def on_validation_start(self, trainer, pl_module):
+        if pl_module.iteration == {KILLED_AT}:
+            os._exit(9)
+
+build = train.build_callbacks
+train.build_callbacks = lambda *args: [*build(*args), KillAtValidation()]
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_a_validation_runs_that_validation_when_resumed(tmp_path):
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9", "--eval-samples", "50"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    victim = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_VALIDATION, *run, "--output", str(killed)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert victim.returncode == 9, victim.stderr
+    # The checkpoint of the killed validation's iteration waits for that validation, so none was saved.
+    assert stored_step(killed / "checkpoints" / "last.ckpt") == KILLED_AT - 3
+    for command in (["--resume", "last", "--output", str(killed)], [*run, "--output", str(whole)]):
+        finished = subprocess.run(
+            [sys.executable, str(REPO / "run.py"), *command],
+            cwd=REPO, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert finished.returncode == 0, finished.stderr
+    with (killed / "metrics.csv").open(newline="") as file:
+        validated = [int(row["step"]) for row in csv.DictReader(file) if row.get("val/loss")]
+    assert validated == [3, KILLED_AT, 9]
+    # The resumed run's every row, the validation it ran again included, is the uninterrupted run's.
+    assert (killed / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
 
 
 def test_every_test_the_fault_cases_name_exists():

@@ -15,6 +15,7 @@ from lightning_genae.lightning_internals import (
     logging_step,
     set_logging_step,
     should_update_logs,
+    validation_follows_batch,
     wandb_init_arguments,
 )
 
@@ -60,6 +61,43 @@ def test_the_logger_connector_and_the_logging_step_are_where_lightning_keeps_the
     probe = Probe()
     fit_quietly(probe, tmp_path, max_steps=6)
     assert len(probe.decisions) == 6 and any(probe.decisions) and not all(probe.decisions)
+
+
+class ValidationProbe(Probe):
+    """Notes, at each training batch's end, whether Lightning is about to validate, and when it does."""
+
+    def __init__(self, with_validation: bool) -> None:
+        super().__init__()
+        self.with_validation = with_validation
+        self.foreseen: list[int] = []
+        self.validated: list[int] = []
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if validation_follows_batch(self.trainer):
+            self.foreseen.append(self.global_step)
+
+    def on_validation_start(self):
+        self.validated.append(self.global_step)
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def val_dataloader(self):
+        size = 4 if self.with_validation else 0
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(size, 2)), batch_size=2)
+
+
+@pytest.mark.parametrize("with_validation", [True, False])
+def test_a_coming_validation_is_foreseen_at_the_batch_end_by_lightnings_own_rule(tmp_path, with_validation):
+    probe = ValidationProbe(with_validation)
+    trainer = pl.Trainer(
+        max_steps=7, val_check_interval=3, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(probe)
+    assert probe.validated == ([3, 6] if with_validation else [])
+    assert probe.foreseen == probe.validated
 
 
 def test_the_script_launcher_type_is_importable_and_no_launcher_is_a_no_op():
