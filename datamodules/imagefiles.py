@@ -32,6 +32,7 @@ def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:
             # Palette images with transparency need RGBA as an intermediate, or PIL warns and guesses.
             if image.mode == "P":
                 image = image.convert("RGBA")
+            image = eight_bit(image)
             image = image.convert("L" if channels == 1 else "RGB")
             width, height = image.size
             side = min(width, height)
@@ -46,6 +47,20 @@ def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:
             f"{path} cannot be read as an image ({describe_error(exc)}): delete or replace it"
         ) from exc
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+# One-channel modes holding more than 8 bits per pixel: 16-bit PNG and TIFF greyscale, 32-bit integers.
+WIDE_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """`image` with its greyscale scaled to 8 bits when stored wider. PIL's conversion to "L" clips a 16-bit
+    pixel at 255 rather than scaling it, so a 16-bit image would come out nearly all white."""
+    if image.mode not in WIDE_GREY_MODES:
+        return image
+    # A 16-bit file's full range is 0-65535, whatever part of it the image uses.
+    pixels = np.asarray(image, dtype=np.float64) * (255 / 65535)
+    return Image.fromarray(np.rint(pixels).clip(0, 255).astype(np.uint8), "L")
 
 
 def read_images(paths: Sequence[Path], size: int, channels: int) -> Tensor:

@@ -25,6 +25,7 @@ from lightning_genae.datamodules.celeba import CelebADataModule
 from lightning_genae.datamodules.cifar10 import CIFAR10DataModule
 from lightning_genae.datamodules.digits import DigitsDataModule, digits_tensors
 from lightning_genae.datamodules.folder import ImageFolderDataModule
+from lightning_genae.datamodules.imagefiles import read_square_image
 from lightning_genae.datamodules.loaders import EvaluationShard, InMemoryImages
 from lightning_genae.datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
 from lightning_genae.datamodules.splits import fixed_split, stratified_sample
@@ -720,7 +721,9 @@ def test_folder_with_class_subfolders_is_labelled_and_stratified(tmp_path: Path)
     datamodule = ImageFolderDataModule(tmp_path, batch_size=4, image_size=16, channels=1)
     assert datamodule.num_classes == 2 and datamodule.image_shape == (1, 16, 16)
     datamodule.setup()
-    assert datamodule.summary() == "folder: train 17 / val 1 / test 2, 1x16x16"
+    assert datamodule.summary() == (
+        "folder: train 17 / val 1 / test 2, 1x16x16, 2 classes from subfolders (cats, dogs)"
+    )
     for split in ("train", "test"):
         images, labels = datamodule.split_tensors(split)
         assert images.shape[1:] == (1, 16, 16)
@@ -770,6 +773,16 @@ def test_unreadable_folder_image_is_a_data_error_naming_it(tmp_path: Path) -> No
     with pytest.raises(DataError) as error:
         ImageFolderDataModule(tmp_path).setup()
     assert str(tmp_path / "broken.png") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path: Path) -> None:
+    levels = np.arange(256, dtype=np.uint16).reshape(16, 16)
+    Image.fromarray(levels * 257).save(tmp_path / "wide.png")
+    Image.fromarray(levels.astype(np.uint8)).save(tmp_path / "narrow.png")
+    assert Image.open(tmp_path / "wide.png").mode == "I;16"
+    for channels in (1, 3):
+        wide = read_square_image(tmp_path / "wide.png", 16, channels)
+        assert np.array_equal(wide, read_square_image(tmp_path / "narrow.png", 16, channels))
 
 
 def test_empty_or_missing_folder_is_a_data_error(tmp_path: Path) -> None:

@@ -225,6 +225,10 @@ def test_the_python_snippets_run_as_written(page, tmp_path, monkeypatch):
         ((torch.zeros(2, 3, 8, 8), torch.zeros(2)), "build the model with the data's shape"),
         ((torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2)), "x.float() / 127.5 - 1"),
         ((torch.full((2, 1, 8, 8), 255.0), torch.zeros(2)), "x / 127.5 - 1 for [0, 255]"),
+        (
+            (torch.zeros(2, 1, 8, 8).index_fill_(0, torch.tensor([1]), float("nan")), torch.zeros(2)),
+            "holds 64 NaN or infinite values of 128",
+        ),
     ],
 )
 def test_a_batch_breaking_the_contract_gets_one_line_naming_the_fix(batch, fix):

@@ -1,7 +1,7 @@
 """The batch contract every family trains on, checked once on the first training batch.
 
 A batch is `(data, labels)`: images `[N, C, H, W]` scaled to [-1, 1], or series `[N, T, C]` normalised per
-channel (any finite values), matching the model's shape, of a floating dtype. Labels may be dummies (zeros)
+channel (finite values), matching the model's shape, of a floating dtype. Labels may be dummies (zeros)
 but must be there.
 """
 
@@ -33,6 +33,13 @@ def check_batch(batch: object, data_kind: str, data_shape: tuple[int, ...]) -> N
     if not torch.is_floating_point(data):
         raise DataError(
             f"batch data of dtype {data.dtype} must be floating; convert it, e.g. x.float() / 127.5 - 1"
+        )
+    finite = torch.isfinite(data)
+    if not bool(finite.all()):
+        # A NaN compares false with every bound, so the range check below cannot see it.
+        raise DataError(
+            f"the batch holds {int((~finite).sum())} NaN or infinite values of {data.numel()}; "
+            "remove or repair those items before training"
         )
     if data_kind != "image":
         # Series are normalised per channel (mean 0, std 1 on the training split), not bounded.
