@@ -128,6 +128,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Number of label classes, or None for unlabeled data (labels are then -1)."""
         return self.classes
 
+    def labelling_advice(self) -> str:
+        """How to give this data the labels a feature classifier is trained on: a clause ending in
+        ", or " that the no-labels message puts before its other fixes; empty where none applies."""
+        return ""
+
     # The model's input from stored items (uint8 images -> [-1, 1]); and back, for generated pools.
     to_model_range: Callable[[Tensor], Tensor]
     to_stored: Callable[[Tensor], Tensor]

@@ -24,6 +24,9 @@ class FolderScan:
     paths: list[Path]
     labels: Tensor
     classes: list[str]
+    # Images loose in the root beside two or more image subfolders: they alone keep the subfolders from
+    # being classes.
+    loose: list[Path]
 
 
 def scan_folder(root: Path) -> FolderScan:
@@ -56,7 +59,10 @@ def scan_folder(root: Path) -> FolderScan:
     classes = subfolders if labelled else []
     class_ids = {name: index for index, name in enumerate(classes)}
     labels = [class_ids.get(path.parts[0], -1) if labelled else -1 for path in relative]
-    return FolderScan([root / path for path in relative], torch.tensor(labels, dtype=torch.long), classes)
+    loose = [root / path for path in relative if len(path.parts) == 1] if len(subfolders) >= 2 else []
+    return FolderScan(
+        [root / path for path in relative], torch.tensor(labels, dtype=torch.long), classes, loose
+    )
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -80,6 +86,24 @@ class ImageFolderDataModule(ImageDataModule):
     @property
     def num_classes(self) -> int | None:
         return len(self._scan().classes) or None
+
+    def labelling_advice(self) -> str:
+        scan = self._scan()
+        if not scan.loose:
+            return "sort the images into one subfolder per class, or "
+        count = len(scan.loose)
+        return (
+            f"{count} {'image lies' if count == 1 else 'images lie'} loose in {self.data_dir} (such as "
+            f"{scan.loose[0].name}) beside its class subfolders, which then are not taken as labels: move "
+            f"{'it' if count == 1 else 'them'} into a subfolder, or "
+        )
+
+    def summary(self) -> str:
+        classes = self._scan().classes
+        if not classes:
+            return super().summary()
+        shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        return f"{super().summary()}, {len(classes)} classes from subfolders ({shown})"
 
     def _scan(self) -> FolderScan:
         # Listing is cheap but not free on big folders, and num_classes may be asked for several times.

@@ -38,6 +38,9 @@ class TensorImageDataModule(ImageDataModule):
         self._given = given
         super().__init__(data_dir=".", batch_size=batch_size, seed=seed)
 
+    def labelling_advice(self) -> str:
+        return "give each split's labels as class ids 0, 1, ... (-1 where an image has none), or "
+
     def _load_splits(self) -> dict[str, Batch]:
         return dict(self._given)
 

@@ -166,6 +166,34 @@ def test_unlabeled_dataset_has_no_classifier(tmp_path):
     assert_one_line(error, "no labels", "--backbone inception", "--inception-weights")
 
 
+def test_images_loose_beside_class_subfolders_are_named_as_what_keeps_them_unlabelled(tmp_path):
+    for index in range(3):
+        for name in ("cats", "dogs"):
+            (tmp_path / name).mkdir(exist_ok=True)
+            Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(tmp_path / name / f"{index}.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "cover.png")
+    datamodule = build_datamodule("folder", data_dir=tmp_path, image_size=16)
+    with pytest.raises(BackboneUnavailable) as error:
+        load_backbone("classifier", "folder", datamodule, cache_dir=tmp_path / "cache")
+    assert_one_line(error, "no labels", f"1 image lies loose in {tmp_path} (such as cover.png)", "move it")
+    (tmp_path / "cover.png").unlink()
+    datamodule = build_datamodule("folder", data_dir=tmp_path, image_size=16)
+    datamodule.setup()
+    assert datamodule.summary().endswith(", 2 classes from subfolders (cats, dogs)")
+
+
+def test_labels_of_one_class_give_no_classifier(tmp_path):
+    from lightning_genae.datamodules import TensorImageDataModule
+
+    images = torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8)
+    dummies = {split: (images, torch.zeros(12)) for split in ("train", "val", "test")}
+    datamodule = TensorImageDataModule(dummies, name="mine")
+    with pytest.raises(BackboneUnavailable) as error:
+        load_backbone("classifier", "mine", datamodule, cache_dir=tmp_path / "cache")
+    assert_one_line(error, "labels of one class only", "class ids 0, 1, ... (-1 where", "--backbone")
+    assert not (tmp_path / "cache").exists(), "no classifier was trained"
+
+
 def test_unshipped_dataset_without_datamodule_and_unknown_backbone_are_clear_errors(tmp_path):
     with pytest.raises(BackboneUnavailable) as error:
         load_backbone("classifier", "cifar10", cache_dir=tmp_path)

@@ -275,9 +275,10 @@ def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_an
     assert main(grid) == 2
     error = capsys.readouterr().err.strip()
     assert error == (
-        "error: classifier: folder has no labels to train a feature classifier on; sort the images into one "
-        "subfolder per class, or use --backbone inception with weights (--inception-weights PATH; in Python, "
-        "backbone='inception', inception_weights=PATH) (a grid compares its arms on the image metrics)"
+        "error: classifier: folder has no labels to train a feature classifier on (it needs two classes or "
+        "more); sort the images into one subfolder per class, or use --backbone inception with weights "
+        "(--inception-weights PATH; in Python, backbone='inception', inception_weights=PATH) (a grid "
+        "compares its arms on the image metrics)"
     )
     assert not root.exists(), "no grid.json, no cell folder"
 
@@ -291,7 +292,7 @@ def test_a_tuning_grid_of_a_family_scored_on_images_without_labels_is_refused_fi
     tuning = ["--augment", "none,ae", "--augment-p", "0.1,0.5", "--tune-seeds", "100", "--seeds", "0"]
     assert main([*args, "--max-steps", "1", *tuning, "--output", str(root)]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: classifier: folder has no labels to train a feature classifier on; ")
+    assert error.startswith("error: classifier: folder has no labels to train a feature classifier on ")
     assert error.endswith("(a tuning grid chooses each arm's candidate on the validation image metrics)")
     assert not root.exists(), "no grid.json, no cell folder"
 

@@ -380,13 +380,13 @@ def _trained_on_other_images(meta: dict, datamodule: ImageDataModule) -> bool:
 def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:
     """BackboneUnavailable where no classifier can be trained on `datamodule`'s images (they have no
     labels); its metadata alone decides, so nothing is loaded."""
-    if datamodule.num_classes is None:
-        # A folder gets its labels from subfolders, the easier fix where the images have classes.
-        by_class = "sort the images into one subfolder per class, or " if data == "folder" else ""
+    classes = datamodule.num_classes
+    if classes is None or classes < 2:
+        what = "no labels" if classes is None else "labels of one class only"
         raise BackboneUnavailable(
-            f"classifier: {data} has no labels to train a feature classifier on; "
-            f"{by_class}use --backbone inception with weights (--inception-weights PATH; in Python, "
-            "backbone='inception', inception_weights=PATH)"
+            f"classifier: {data} has {what} to train a feature classifier on (it needs two classes or "
+            f"more); {datamodule.labelling_advice()}use --backbone inception with weights "
+            "(--inception-weights PATH; in Python, backbone='inception', inception_weights=PATH)"
         )
 
 
