@@ -122,6 +122,27 @@ def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
     )
 
 
+def refuse_run_names_without_a_run(path: Path) -> None:
+    """Refuse `--output path` that holds no run but holds files of the names a run writes (eval.json,
+    images/samples_step0000100.png...): the run would overwrite them, and a later `--overwrite` would remove
+    them as the run's."""
+    named = [name for name in RUN_FILES if (path / name).is_file() or (path / name).is_symlink()]
+    for folder, written in RUN_FOLDERS.items():
+        inside = path / folder
+        if inside.is_dir() and not inside.is_symlink():
+            matching = (entry.name for entry in inside.iterdir() if written.fullmatch(entry.name))
+            named += sorted(f"{folder}/{name}" for name in matching)
+    if not named:
+        return
+    more = len(named) - 5
+    shown = ", ".join(named[:5]) + (f" and {more} more" if more > 0 else "")
+    raise RunFolderRefused(
+        f"--output {path} holds {shown}, named as a run's files but with no run here (no {CONFIG_FILE} or "
+        "checkpoint), so a run would overwrite them and --overwrite would remove them; move them away or "
+        "pick another --output"
+    )
+
+
 def _written_by_a_run(path: Path, files: list[str]) -> bool:
     """Whether `files` (of `started_run_files`) show a run of this program: one of its checkpoints, or a
     config.yaml a run wrote for this folder."""
@@ -286,6 +307,8 @@ class ClaimedRunFolder:
         _refuse_grid_folder(path)
         files = started_run_files(path)
         refuse_files_no_run_wrote(path, files)
+        if not files and path.is_dir():
+            refuse_run_names_without_a_run(path)
         if files and not overwrite and not cls._continues(path, resuming_from):
             # A run still writing there is named as such, not taken for a finished or abandoned one.
             RunFolderLock.refuse_if_held(path)

@@ -94,8 +94,14 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[s
     users_files.mkdir()
     (users_files / "config.yaml").write_text("model: ae\n")
     (users_files / "metrics.csv").write_text("step,loss\n0,1.0\n")
+    # A user's files of the names a run writes, in a folder that holds no run.
+    users_run_names = root / "users-run-names"
+    (users_run_names / "images").mkdir(parents=True)
+    (users_run_names / "eval.json").write_text("{}")
+    (users_run_names / "images" / "samples_step0000001.png").write_bytes(b"mine")
     return {
         "users_files": users_files,
+        "users_run_names": users_run_names,
         "null_seed": null_seed,
         "null_devices": null_devices,
         "binary_file": binary,

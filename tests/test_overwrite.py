@@ -62,3 +62,23 @@ def test_remove_run_entries_takes_only_the_names_a_run_writes(tmp_path):
     assert left == sorted(users)
     assert not (run / "wandb").exists(), "a folder left empty goes too"
     assert sorted(removal.kept) == sorted(name for name in users if "/" in name)
+
+
+@pytest.mark.parametrize("names", [["normaliser.json", "eval.json"], ["images/samples_step0000002.png"]])
+def test_a_folder_without_a_run_but_with_files_of_a_runs_names_is_refused_before_any_write(
+    tmp_path, capsys, names
+):
+    # A run would overwrite them, and then `--overwrite` would remove them as that run's.
+    folder = tmp_path / "mine"
+    for name in [*names, "notes.txt"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(f"my {name}")
+    before = sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+    for extra in ([], ["--overwrite"]):
+        args = [*TINY_AE, "--max-steps", "2", "--eval-every", "2", "--output", str(folder), *extra]
+        assert main(args) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"error: --output {folder} holds {', '.join(names)}, named as a run's files")
+        assert error.endswith("move them away or pick another --output") and "\n" not in error
+    assert sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) == before
+    assert all((folder / name).read_text() == f"my {name}" for name in names)
