@@ -434,6 +434,7 @@ def evaluate_folder(
     )
     result: dict[str, Any] = {
         "folder": str(folder),
+        "n_images": len(images),
         "data": config.data,
         "split": "test",
         "metrics": {},
@@ -471,6 +472,15 @@ def evaluate_folder(
             "n_real": score.n_real,
             "n_fake": score.n_fake,
         }
+        line = f"{name}: {score.n_fake} generated vs {score.n_real} real test images, {score.backbone}"
+        if score.n_fake < len(images):
+            # Both sides are the same size, so a folder larger than the test split is subsampled.
+            tested = len(datamodule.split_tensors("test")[0])
+            line += (
+                f"; a seeded {score.n_fake} of the folder's {len(images)} images, as both sides take "
+                f"min(--eval-samples {config.eval_samples}, the test split's {tested}, the folder's)"
+            )
+        say(line)
     if not result["metrics"]:
         raise ConfigError(
             f"--evaluate-folder: no feature backbone available ({'; '.join(result['skipped'].values())})"

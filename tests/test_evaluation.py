@@ -174,7 +174,9 @@ def test_evaluate_folder_scores_real_images_far_better_than_noise(tmp_path, caps
             main(["--evaluate-folder", str(tmp_path / name), "--data", "digits", "--output", str(out)]) == 0
         )
         scores[name] = json.loads((out / "eval.json").read_text())
-        assert first_table_row(capsys.readouterr().out) == "fd_classifier"
+        printed = capsys.readouterr().out
+        assert first_table_row(printed) == "fd_classifier"
+        assert "classifier: 300 generated vs 300 real test images, classifier (" in printed
     real, noise_result = scores["real"]["metrics"], scores["noise"]["metrics"]
     assert real["fd_classifier"] * 10 < noise_result["fd_classifier"]
     assert real["precision_classifier"] > 0.5 > noise_result["precision_classifier"]
@@ -193,14 +195,22 @@ def test_evaluate_folder_with_a_backbone_scores_with_it_alone_and_says_how_other
         Image.fromarray(pixels.numpy(), mode="RGB").save(folder / f"{index}.png")
     out = tmp_path / "eval"
     args = ["--evaluate-folder", str(folder), "--data", "digits", "--backbone", "classifier"]
-    assert main([*args, "--output", str(out)]) == 0
+    assert main([*args, "--eval-samples", "6", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
+    # Fewer are scored than the folder holds, and the line says why.
+    assert (
+        "classifier: 6 generated vs 6 real test images, classifier (" in printed
+        and "; a seeded 6 of the folder's 8 images, as both sides take min(--eval-samples 6, the test "
+        "split's 359, the folder's)"
+        in printed
+    )
     assert (
         "--evaluate-folder: 8 of 8 are not 16x16; 8 of 8 are not greyscale (the test images of digits are "
         "1x16x16): each is read as one of them" in printed
     )
     result = json.loads((out / "eval.json").read_text())
     assert list(result["backbones"]) == ["classifier"] and result["skipped"] == {}
+    assert result["n_images"] == 8 and result["backbones"]["classifier"]["n_fake"] == 6
     assert main([*args[:-2], "--backbone", "none", "--output", str(out)]) == 2
     assert "--backbone none would score nothing" in capsys.readouterr().err
 
