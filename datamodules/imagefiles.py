@@ -14,7 +14,7 @@ from torch import Tensor
 
 from lightning_genae.errors import DataError, describe_error
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 # (channels, height, width) a folder's images are read at unless --channels / --image-size say otherwise.
 FOLDER_DEFAULT_SHAPE = (3, 64, 64)
 
@@ -32,6 +32,12 @@ def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:
             # Palette images with transparency need RGBA as an intermediate, or PIL warns and guesses.
             if image.mode == "P":
                 image = image.convert("RGBA")
+            if image.mode == "F":
+                # Floating-point pixels (a TIFF's) have no range to scale from: 0..1, 0..255 and raw counts
+                # all occur.
+                raise DataError(
+                    f"{path} holds 32-bit float pixels, which have no fixed range: save it as 8 or 16 bits"
+                )
             image = eight_bit(image)
             image = image.convert("L" if channels == 1 else "RGB")
             width, height = image.size

@@ -55,6 +55,12 @@ def _checked(split: str, pair: tuple[Tensor, Tensor] | None) -> Batch:
             f"{split} images must be uint8 [N, C, H, W] in 0..255, got {images.dtype} {list(images.shape)}; "
             "convert with (x * 255).round().to(torch.uint8) from [0, 1]"
         )
+    channels, height, width = images.shape[1:]
+    if width in (1, 3) and channels not in (1, 3) and height != width:
+        raise DataError(
+            f"{split} images of shape {list(images.shape)} look channels-last [N, H, W, C]; give "
+            "[N, C, H, W], e.g. images.permute(0, 3, 1, 2)"
+        )
     if labels.shape != (len(images),):
         raise DataError(f"{split} labels must be [N] with N = {len(images)}, got {list(labels.shape)}")
     return images, labels.long()

@@ -775,14 +775,27 @@ def test_unreadable_folder_image_is_a_data_error_naming_it(tmp_path: Path) -> No
     assert str(tmp_path / "broken.png") in str(error.value) and "\n" not in str(error.value)
 
 
-def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path: Path, suffix: str) -> None:
     levels = np.arange(256, dtype=np.uint16).reshape(16, 16)
-    Image.fromarray(levels * 257).save(tmp_path / "wide.png")
+    Image.fromarray(levels * 257).save(tmp_path / f"wide{suffix}")
     Image.fromarray(levels.astype(np.uint8)).save(tmp_path / "narrow.png")
-    assert Image.open(tmp_path / "wide.png").mode == "I;16"
+    assert Image.open(tmp_path / f"wide{suffix}").mode == "I;16"
     for channels in (1, 3):
-        wide = read_square_image(tmp_path / "wide.png", 16, channels)
+        wide = read_square_image(tmp_path / f"wide{suffix}", 16, channels)
         assert np.array_equal(wide, read_square_image(tmp_path / "narrow.png", 16, channels))
+
+
+def test_a_float_tiff_in_a_folder_is_one_line_naming_it(tmp_path: Path) -> None:
+    for index in range(3):
+        Image.fromarray(np.full((8, 8), 40 * index, dtype=np.uint8)).save(tmp_path / f"{index}.tiff")
+    Image.fromarray(np.random.default_rng(0).random((8, 8), dtype=np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(DataError) as error:
+        ImageFolderDataModule(tmp_path, image_size=8).setup()
+    assert str(error.value) == (
+        f"{tmp_path / 'float.tif'} holds 32-bit float pixels, which have no fixed range: save it as 8 or "
+        "16 bits"
+    )
 
 
 def test_empty_or_missing_folder_is_a_data_error(tmp_path: Path) -> None:

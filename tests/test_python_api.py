@@ -288,6 +288,10 @@ SPLITS = ("train", "val", "test")
         ({"train": (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4))}, "give train, val and test"),
         ({s: (torch.zeros(4, 1, 8, 8), torch.zeros(4)) for s in SPLITS}, "to(torch.uint8)"),
         ({s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(3)) for s in SPLITS}, "[N]"),
+        (
+            {s: (torch.zeros(4, 8, 8, 3, dtype=torch.uint8), torch.zeros(4)) for s in SPLITS},
+            "permute(0, 3, 1, 2)",
+        ),
     ],
 )
 def test_tensor_datamodule_refuses_what_it_cannot_store_in_one_line(splits, fix):
