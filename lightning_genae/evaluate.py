@@ -51,6 +51,7 @@ from lightning_genae.trainer import (
     hardware_arguments,
     prepare_data_early,
     sequence_metrics,
+    skipped_metrics_record,
 )
 
 # What `--evaluate-folder` reads: the dataset to compare with, the sample count, where the result goes.
@@ -252,6 +253,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         "seed": config.seed,
         "metrics": metrics,
         "evaluation": evaluation_records(metrics_callback, series_callback),
+        **skipped_metrics_record(config, model),
         "data_summary": datamodule.summary(),
         **environment_info(trainer),
     }

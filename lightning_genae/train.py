@@ -45,6 +45,7 @@ from lightning_genae.trainer import (
     metric_callbacks,
     only_former_keys_unread,
     prepare_data_early,
+    skipped_metrics_record,
 )
 
 if TYPE_CHECKING:
@@ -341,6 +342,7 @@ def _train(
         **({"sampling": sampling} if sampling is not None else {}),
         **({"selected_checkpoint": selected} if selected is not None else {}),
         "evaluation": evaluation,
+        **skipped_metrics_record(config, model),
         "augmentation": attached.final_record(),
         "data_summary": datamodule.summary(),
         "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),

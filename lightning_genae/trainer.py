@@ -582,6 +582,7 @@ def generative_metrics(
             raise
         # One of the run's own lines, not a Python warning headed by this file's path.
         say(f"generative metrics skipped: {error}")
+        model.image_metrics_skipped = str(error)
         return None
     if config.classifier_weights is not None:
         # Confirms which file the run's FD and its relatives are measured with.
@@ -618,6 +619,14 @@ def evaluation_records(*callbacks: GenerativeMetrics | SequenceMetrics | None) -
         if callback is not None
         for stage, record in callback.records.items()
     }
+
+
+def skipped_metrics_record(config: RunConfig, model: GenerativeModule) -> dict[str, Any]:
+    """`{"skipped": {backbone: why}}` for summary.json and eval.json where the image metrics were left out,
+    as --evaluate-folder records a backbone it could not use; empty otherwise."""
+    if model.image_metrics_skipped is None:
+        return {}
+    return {"skipped": {config.backbone: model.image_metrics_skipped}}
 
 
 def trainer_kwargs(

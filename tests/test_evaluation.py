@@ -277,6 +277,21 @@ def unlabelled_images(folder: Path) -> Path:
     return folder
 
 
+def test_a_run_and_its_evaluation_record_why_the_image_metrics_were_left_out(tmp_path, capsys):
+    images = unlabelled_images(tmp_path / "images")
+    run_dir = tmp_path / "run"
+    args = ["--model", "gan", "--data", "folder", "--data-dir", str(images), *SMALL, "--batch-size", "4"]
+    assert main([*args, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    why = summary["skipped"]["classifier"]
+    assert why.startswith("classifier: folder has no labels")
+    assert f"generative metrics skipped: {why}" in printed
+    assert not any(name.endswith("_classifier") for name in summary["final_metrics"])
+    assert main(["--evaluate", str(run_dir / "checkpoints" / "last.ckpt")]) == 0
+    assert json.loads((run_dir / "eval.json").read_text())["skipped"] == {"classifier": why}
+
+
 def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_any_cell(tmp_path, capsys):
     images = unlabelled_images(tmp_path / "images")
     root = tmp_path / "grid"

@@ -248,6 +248,9 @@ class GenerativeModule(pl.LightningModule):
     # Headline validation metric that picks the best checkpoint; a family without a validation objective
     # (the GAN) gets the generative metric the run computes, set per instance by the training set-up.
     monitor: str | None = "val/loss"
+    # Why the image metrics were left out of a run that would compute them (unlabelled data for the
+    # default classifier), set per instance by the training set-up, so the run's record can say so.
+    image_metrics_skipped: str | None = None
 
     @restricted_classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
