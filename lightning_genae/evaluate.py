@@ -26,7 +26,7 @@ from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.random_state import SeededEvaluation
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import NO_BACKBONE, merge
-from lightning_genae.console import say
+from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.datamodules import ImageDataModule, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import read_images
@@ -216,7 +216,13 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)
     datamodule = resolved.build_datamodule()
     model = checkpoint.restore(resolved.model.module, "--evaluate")
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, **hardware_arguments(config, type(model)))
+    trainer = pl.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        # The run's bars: drawn on a terminal, a line every 30 s in a log file (where Lightning's redraw).
+        callbacks=[IterationProgressBar("evaluating")],
+        **hardware_arguments(config, type(model)),
+    )
     prepare_data_early(datamodule, trainer)
     # Other data would give other numbers under the run's name.
     checkpoint.check_trained_on(

@@ -107,3 +107,12 @@ def test_a_run_in_a_log_file_shows_its_generated_samples_and_its_test_loop(tmp_p
     err = capsys.readouterr().err
     assert "test: generating 359 samples and their classifier features: chunk of 500 1/1" in err
     assert "test: batch " in err
+
+
+def test_evaluate_in_a_log_file_draws_no_bars(tmp_path, tiny_ae_run, capsys):
+    # Lightning's own bars would write their redraws into the file; the run's bar writes lines there.
+    checkpoint = tiny_ae_run / "checkpoints" / "last.ckpt"
+    assert main(["--evaluate", str(checkpoint), "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "━" not in out and "it/s" not in out and "\r" not in out
+    assert out.lstrip().startswith("metric")
