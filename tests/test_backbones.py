@@ -5,6 +5,7 @@ import socket
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -180,6 +181,26 @@ def test_images_loose_beside_class_subfolders_are_named_as_what_keeps_them_unlab
     datamodule = build_datamodule("folder", data_dir=tmp_path, image_size=16)
     datamodule.setup()
     assert datamodule.summary().endswith(", 2 classes from subfolders (cats, dogs)")
+
+
+@pytest.mark.parametrize("classes_differ", [True, False])
+def test_a_classifier_trained_on_first_use_is_warned_about_when_no_better_than_chance(
+    tmp_path, capsys, classes_differ
+):
+    rng = np.random.default_rng(0)
+    for index in range(120):
+        label = index % 2
+        # Bright squares on dark against dark on bright, or both classes the same noise.
+        pixels = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+        if classes_differ:
+            pixels = np.full((16, 16), 255 * label, dtype=np.uint8)
+            pixels[4:12, 4:12] = 255 * (1 - label)
+        (tmp_path / "images" / f"c{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "images" / f"c{label}" / f"{index}.png")
+    datamodule = build_datamodule("folder", data_dir=tmp_path / "images", image_size=16, channels=1)
+    backbone = load_backbone("classifier", "folder", datamodule, cache_dir=tmp_path / "cache")
+    warned = "no better than naming the commonest class" in capsys.readouterr().err
+    assert warned == (not classes_differ), backbone.description
 
 
 def test_labels_of_one_class_give_no_classifier(tmp_path):

@@ -265,6 +265,11 @@ def _shipped_classifier(data: str, entry: dict, datamodule: ImageDataModule | No
     return ClassifierBackbone(model, description, sha256)
 
 
+# How far above the commonest class's share a trained classifier's test accuracy must lie for its features
+# to be taken as telling the classes apart.
+CHANCE_MARGIN = 0.05
+
+
 def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) -> ClassifierBackbone:
     full = classifier_lib.full_training_data(datamodule)
     seed = classifier_lib.DEFAULT_SEED
@@ -294,7 +299,18 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
                 flush=True,
             )
             model, test_accuracy = classifier_lib.train_classifier(full, seed=seed, epochs=epochs)
-            num_test = len(full.split_tensors("test")[0])
+            test_labels = full.split_tensors("test")[1]
+            num_test = len(test_labels)
+            commonest = float(torch.bincount(test_labels[test_labels >= 0]).max()) / max(1, num_test)
+            if test_accuracy < commonest + CHANCE_MARGIN:
+                print(
+                    f"classifier: warning: its test accuracy {test_accuracy:.1%} is no better than naming "
+                    f"the commonest class ({commonest:.1%}): its features tell the classes apart no better "
+                    "than chance, so the FD, KID and precision/recall measured in them say little; check "
+                    "that the labels are classes of the images",
+                    file=sys.stderr,
+                    flush=True,
+                )
             classifier_lib.save_checkpoint(
                 model,
                 path,
