@@ -36,6 +36,13 @@ def write_atomically(path: str | Path, write: Callable[[str], object]) -> None:
             os.unlink(temporary)
 
 
+def write_file_atomically(path: str | Path, content: str | bytes) -> None:
+    """`content` (text as UTF-8, or bytes) written to `path` as `write_atomically` writes: a reader, such as
+    another array job summarising the same grid, sees the old file or the whole new one."""
+    data = content if isinstance(content, bytes) else content.encode("utf-8")
+    write_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
+
+
 # The first bytes of a file torch.save wrote in its legacy (pre-zip) format: a protocol-2 pickle of torch's
 # magic number 0x1950A86A20F9469CFC6C.
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."

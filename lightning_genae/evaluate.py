@@ -19,7 +19,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lightning_genae import trainer as run_setup
-from lightning_genae.cache import write_atomically
+from lightning_genae.cache import write_file_atomically
 from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.metrics import RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
@@ -113,7 +113,7 @@ def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None
 
 def _write(path: Path, result: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda temporary: Path(temporary).write_text(json.dumps(result, indent=2) + "\n"))
+    write_file_atomically(path, json.dumps(result, indent=2) + "\n")
     return path
 
 

@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
-from lightning_genae.cache import write_atomically
+from lightning_genae.cache import write_atomically, write_file_atomically
 from lightning_genae.cluster import current_job, global_rank
 from lightning_genae.console import say
 from lightning_genae.lightning_internals import wandb_init_arguments
@@ -284,7 +284,7 @@ def _stable_wandb_id(run_dir: Path) -> str:
         identity = f"{os.environ.get('SLURM_CLUSTER_NAME', '')}|{job.tag}|{run_dir.resolve()}"
         run_id = f"{job.tag[:40]}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
     if global_rank() == 0:
-        write_atomically(id_file, lambda path: Path(path).write_text(run_id))
+        write_file_atomically(id_file, run_id)
     return run_id
 
 

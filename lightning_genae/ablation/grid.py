@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_genae.augmentation import given_options
-from lightning_genae.cache import write_atomically
+from lightning_genae.cache import write_file_atomically
 from lightning_genae.config import RunConfig, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.resolve import ResolvedRun, resolve
@@ -216,13 +216,6 @@ def resolve_cell(shared: RunConfig, root: Path, cell: GridCell) -> ResolvedRun:
     )
     # Each cell keeps the augmentation options its augmentation reads; the grid checks the rest.
     return resolve(config, drop_unused_augment_options=True)
-
-
-def write_file_atomically(path: Path, text: str | bytes) -> None:
-    """Write `text` to `path` through a temporary file, so a reader sees the old file or the whole new one."""
-    # Array jobs may summarize the same root at once; a reader must never see a half-written file.
-    data = text if isinstance(text, bytes) else text.encode("utf-8")
-    write_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_genae.ablation.grid import TUNING_DIR, train_size_label, write_file_atomically
+from lightning_genae.ablation.grid import TUNING_DIR, train_size_label
 from lightning_genae.ablation.runs import (
     CellRun,
     as_int,
@@ -24,6 +24,7 @@ from lightning_genae.ablation.runs import (
     unique,
 )
 from lightning_genae.ablation.tuning import TUNING_FILE
+from lightning_genae.cache import write_file_atomically
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import feature_metric_keys
 from lightning_genae.metrics.names import KINDS, SERIES_SCORES, Direction, MetricName, direction, try_parse

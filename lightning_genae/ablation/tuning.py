@@ -36,9 +36,9 @@ from lightning_genae.ablation.grid import (
     resolve_cell,
     summary_config,
     train_size_label,
-    write_file_atomically,
 )
 from lightning_genae.augmentation import augmentation_options, tunable_options
+from lightning_genae.cache import write_file_atomically
 from lightning_genae.config import RunConfig, coerce, flag
 from lightning_genae.errors import ConfigError, agree
 from lightning_genae.metrics.names import Direction, try_parse

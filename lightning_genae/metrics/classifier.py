@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.cache import write_atomically
+from lightning_genae.cache import write_file_atomically
 from lightning_genae.datamodules import to_model_range
 from lightning_genae.errors import DataError, GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
@@ -306,7 +306,7 @@ def save_model_payload(
     # would make identical weights hash differently.
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    write_atomically(path, lambda temporary: Path(temporary).write_bytes(buffer.getvalue()))
+    write_file_atomically(path, buffer.getvalue())
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
@@ -363,7 +363,7 @@ def write_manifest_entry(
     manifest[data] = entry
     path = Path(weights_dir) / manifest_name
     text = json.dumps(dict(sorted(manifest.items())), indent=2, sort_keys=True) + "\n"
-    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
+    write_file_atomically(path, text)
     return path
 
 
