@@ -70,6 +70,21 @@ def _say_what_changes_on_resume(resume: RunCheckpoint, config: RunConfig, run_di
         new, old = config.plugin_options.get(name), stored.get(name)
         if new is not None and old is not None and new != old:
             say(f"{flag(name)} {new} replaces the checkpoint's {old} from here on")
+    evaluated = _evaluated_step(run_dir / "eval.json")
+    if evaluated is not None:
+        say(
+            f"{run_dir / 'eval.json'} scored {evaluated[0]} at iteration {evaluated[1]}; the run goes on "
+            "past it, so run --evaluate again for the new weights"
+        )
+
+
+def _evaluated_step(eval_file: Path) -> tuple[str, int] | None:
+    """(checkpoint, iteration) an --evaluate's eval.json scored, or None where there is none to read."""
+    try:
+        record = json.loads(eval_file.read_text(encoding="utf-8"))
+        return str(record["checkpoint"]), int(record["global_step"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
 
 
 def log_last_training_values(
