@@ -101,11 +101,25 @@ def float_or_auto(value: Any) -> float | str:
     return float(value)
 
 
+def int_or_auto(value: Any) -> int | str:
+    """`auto` (any case) or a whole number, for an `int | Literal["auto"]` option."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    return _as_int(value)
+
+
 def _number_or_auto(text: str) -> float | str:
     try:
         return float_or_auto(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
+def _whole_number_or_auto(text: str) -> int | str:
+    try:
+        return int_or_auto(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor auto") from None
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -121,8 +135,8 @@ def command_line_reader(kind: Any) -> Callable[[str], Any]:
     checks). A value it cannot read is argparse's error naming the flag, in every command built from these
     declarations."""
     expected = type_name(kind)
-    if expected == "float" and accepts_auto(kind):
-        return _number_or_auto
+    if accepts_auto(kind) and expected in ("float", "int"):
+        return _number_or_auto if expected == "float" else _whole_number_or_auto
     return {"int": int, "float": float}.get(expected, str)
 
 
@@ -181,7 +195,7 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
                 return value
             raise TypeError
         if expected == "int":
-            return _as_int(value)
+            return int_or_auto(value) if accepts_auto(kind) else _as_int(value)
         if expected == "float":
             if accepts_auto(kind):
                 return float_or_auto(value)

@@ -420,6 +420,7 @@ class StampOptions(ImageOptions):
     pattern: str = option("plain", "stamps: the stamp's pattern")
     shade: Literal["dark", "light"] = option("dark", "stamps: the stamp's shade")
     contrast: float | Literal["auto"] = option("auto", "stamps: the stamp's contrast, or auto")
+    repeats: int | Literal["auto"] = option("auto", "stamps: stamps per image, or auto", at_least=1)
 
 
 def test_the_classifier_command_takes_yes_no_and_text_options_and_records_a_command_that_parses_back(
@@ -446,6 +447,19 @@ def test_the_classifier_command_takes_yes_no_and_text_options_and_records_a_comm
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--data", "stamps", "--contrast", "high", "--output", "x"])
     one_line(capsys, "argument --contrast: 'high' is neither a number nor auto")
+    # A whole number or auto: each read as such, from the command line and from a file.
+    for given, read in (("3", 3), ("Auto", "auto")):
+        assert (
+            build_parser().parse_args(["--data", "stamps", "--repeats", given, "--output", "x"]).repeats
+            == read
+        )
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--data", "stamps", "--repeats", "2.5", "--output", "x"])
+    one_line(capsys, "argument --repeats: '2.5' is neither a whole number nor auto")
+    assert StampOptions.parse({"repeats": 3.0}).repeats == 3
+    assert StampOptions.parse({"repeats": "auto"}).repeats == "auto"
+    with pytest.raises(ConfigError, match=r"--repeats must lie in \[1, inf\), got 0"):
+        StampOptions.parse({"repeats": 0})
     assert main(["--data", "csv", "--pattern", "x", "--output", "x"]) == 2
     one_line(capsys, "--pattern shapes image data and --data csv is sequence data; drop it")
 

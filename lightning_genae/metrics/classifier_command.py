@@ -145,8 +145,7 @@ def _add_dataset_flag(parser: argparse.ArgumentParser, name: str, kind: Any, spe
         parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         return
     choices = literal_choices(kind) or None
-    auto = expected == "float" and accepts_auto(kind)  # read as command_line_reader reads it
-    metavar = None if choices else ("NUMBER|auto" if auto else expected.upper())
+    metavar = None if choices else (f"{expected.upper()}|auto" if accepts_auto(kind) else expected.upper())
     parser.add_argument(
         flag(name),
         type=command_line_reader(kind),
