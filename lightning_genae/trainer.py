@@ -607,7 +607,7 @@ def _check_comparable_splits(config: RunConfig, datamodule: InMemoryDataModule) 
 def sequence_metrics(
     config: RunConfig, model: GenerativeModule, datamodule: InMemoryDataModule
 ) -> SequenceMetrics | None:
-    """The series metric callback (discriminative, predictive, smnist FD); None for images."""
+    """The series metric callback (discriminative_quick, predictive_quick, smnist FD); None for images."""
     return build_sequence_metrics(model, datamodule, num_samples=config.eval_samples, seed=config.seed)
 
 

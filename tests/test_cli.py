@@ -494,7 +494,9 @@ def test_a_grid_of_series_reports_the_loss_and_the_scores_of_the_generated_serie
     assert main(args) == 0
     lines = (root / "ablation.md").read_text().splitlines()
     header = next(line for line in lines if line.startswith("| augment"))
-    assert header == "| augment | train size | n | failed | loss | discriminative | predictive | notes |"
+    assert header == (
+        "| augment | train size | n | failed | loss | discriminative_quick | predictive_quick | notes |"
+    )
 
 
 def test_a_config_files_augment_list_is_a_grid_as_the_flags_list_is(tmp_path, capsys):

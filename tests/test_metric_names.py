@@ -83,7 +83,11 @@ LOGGED = {
     "train/feature": NONE,
     "val/kl": NONE,
     # Sequence models (callbacks/sequence_metrics.py).
-    **{f"{split}/{kind}": LOWER for split in ("val", "test") for kind in ("discriminative", "predictive")},
+    **{
+        f"{split}/{kind}": LOWER
+        for split in ("val", "test")
+        for kind in ("discriminative_quick", "predictive_quick")
+    },
     "step": NONE,
 }
 

@@ -122,7 +122,7 @@ def test_discriminative_score_of_the_smallest_split_a_series_dataset_allows(real
 
 def test_score_sequences_names_every_value_from_the_vocabulary(real, noise):
     score = score_sequences(real[:64], "val", generated=noise[:64], steps=2)
-    assert set(score.logged()) == {"val/discriminative", "val/predictive"}
+    assert set(score.logged()) == {"val/discriminative_quick", "val/predictive_quick"}
     assert all(direction(name) is Direction.LOWER for name in score.logged())
     assert score.record() == {"split": "val", "n_real": 64, "n_fake": 64, "backbone": None}
 
@@ -252,7 +252,7 @@ def test_callback_logs_discriminative_and_predictive_at_validation_and_test():
     assert callback is not None and callback.features is None
     callback.steps = 3
     trainer = tiny_trainer(callback)
-    kinds = ("discriminative", "predictive")
+    kinds = ("discriminative_quick", "predictive_quick")
     trainer.fit(model, datamodule=datamodule)
     assert {f"val/{kind}" for kind in kinds} <= set(trainer.callback_metrics)
     trainer.test(model, datamodule=datamodule, verbose=False)

@@ -119,16 +119,17 @@ KINDS: dict[str, MetricKind] = {
     "loss_enc": MetricKind(Direction.NONE),
     "loss_dec": MetricKind(Direction.NONE),
     "feature": MetricKind(Direction.NONE),
-    # Generated time series (metrics/sequences.py): TimeGAN's post-hoc discriminative score
-    # |accuracy - 0.5| and its train-on-synthetic test-on-real next-step MAE.
-    "discriminative": MetricKind(Direction.LOWER),
-    "predictive": MetricKind(Direction.LOWER),
+    # Generated time series (metrics/sequences.py): the framework's quick variants of TimeGAN's post-hoc
+    # discriminative score |accuracy - 0.5| and its train-on-synthetic test-on-real next-step MAE, named so
+    # that no one reads them as the figures of TimeGAN's protocol (metrics/timegan.py), which they are not.
+    "discriminative_quick": MetricKind(Direction.LOWER),
+    "predictive_quick": MetricKind(Direction.LOWER),
     # The x-axis override every evaluation logs (models/base.py), logged without a split.
     "step": MetricKind(Direction.NONE),
 }
 
 # What metrics/sequences.py scores generated series by, in this order (no backbone).
-SERIES_SCORES = ("discriminative", "predictive")
+SERIES_SCORES = ("discriminative_quick", "predictive_quick")
 
 # What distances.feature_metrics returns and the callbacks log, in this order, each as
 # `metric_name(key, backbone)`.

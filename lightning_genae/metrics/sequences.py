@@ -1,8 +1,8 @@
 """Metrics of generated and reconstructed time series [N, T, C]: this framework's variants of TimeGAN's
-discriminative and predictive scores, cheap enough to log at every validation (`discriminative`,
-`predictive`). Reconstruction MSE is not here: each sequence family logs it from its own steps as `mse`.
-The scores exactly as TimeGAN's reference code computes them, comparable with its paper's tables, are
-lightning_genae.metrics.timegan; the numbers of the two are not comparable.
+discriminative and predictive scores, cheap enough to log at every validation (`discriminative_quick`,
+`predictive_quick`: named apart from TimeGAN's). Reconstruction MSE is not here: each sequence family logs
+it from its own steps as `mse`. The scores exactly as TimeGAN's reference code computes them, comparable
+with its paper's tables, are lightning_genae.metrics.timegan; the numbers of the two are not comparable.
 
 The two post-hoc scores adapt Yoon et al., "Time-series Generative Adversarial Networks" (NeurIPS 2019)
 and its reference code (jsyoon0823/TimeGAN, metrics/):
@@ -246,7 +246,8 @@ def _batched(model: nn.Module, x: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class SequenceScore:
-    """Sequence metrics by name without split (`discriminative`, `fd_classifier`, ...) and what they used."""
+    """Sequence metrics by name without split (`discriminative_quick`, `fd_classifier`, ...) and what they
+    used."""
 
     values: dict[str, float]
     split: str
@@ -255,7 +256,7 @@ class SequenceScore:
     backbone: str | None
 
     def logged(self) -> dict[str, float]:
-        """The values under the names they are logged with, split first: `val/discriminative`, ..."""
+        """The values under the names they are logged with, split first: `val/discriminative_quick`, ..."""
         return {on_split(name, self.split): value for name, value in self.values.items()}
 
     def record(self) -> dict[str, Any]:
@@ -283,7 +284,7 @@ def score_sequences(
 ) -> SequenceScore:
     """Every sequence metric that applies, on `real` series of `split`: the one scoring path for sequences.
 
-    `generated` series give `discriminative` and `predictive`,
+    `generated` series give `discriminative_quick` and `predictive_quick`,
     and with `features` also the generative metrics of images (`fd_classifier`, `kid_classifier`, ...)
     computed by `feature_set.score_feature_sets` on those features.
     """
@@ -298,10 +299,10 @@ def score_sequences(
             2 * steps,
             "step",
         )
-        values["discriminative"] = discriminative_score(
+        values["discriminative_quick"] = discriminative_score(
             real, generated, seed=seed, steps=steps, on_step=progress.advance
         )
-        values["predictive"] = predictive_score(
+        values["predictive_quick"] = predictive_score(
             generated, real, seed=seed, steps=steps, on_step=progress.advance
         )
         if features is not None:
