@@ -111,8 +111,13 @@ def _sniff_delimiter(first_line: str) -> str:
     return best if counts[best] else ","
 
 
-def read_table(path: Path) -> CSVTable:
-    """The file's rows as text; a missing, unreadable or ragged file is one DataError naming the fix."""
+def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
+    """The file's rows as text; a missing, unreadable or ragged file is one DataError naming the fix.
+
+    Blank lines before the first row and after the last are dropped. `blank_rows_are_gaps` (rows are time
+    steps): a blank line between rows is a time step whose every cell is a gap, which is how a one-column
+    file holds a missing value; dropped, it would silently shorten the series and shift what follows.
+    """
     if path.is_dir():
         inside = sorted(child.name for child in path.glob("*.csv"))[:3]
         example = f" such as {path / inside[0]}" if inside else ""
@@ -126,15 +131,15 @@ def read_table(path: Path) -> CSVTable:
         with path.open(newline="") as file:
             delimiter = _sniff_delimiter(file.readline())
             file.seek(0)
-            rows = [
-                (number, row)
-                for number, row in enumerate(csv.reader(file, delimiter=delimiter), start=1)
-                if any(cell.strip() for cell in row)
-            ]
+            numbered = list(enumerate(csv.reader(file, delimiter=delimiter), start=1))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(
             f"{path}: cannot be read as CSV ({type(error).__name__}: {error}); fix the file"
         ) from None
+    filled = [position for position, (_, row) in enumerate(numbered) if any(cell.strip() for cell in row)]
+    rows = numbered[filled[0] : filled[-1] + 1] if filled else []
+    if not blank_rows_are_gaps:
+        rows = [(number, row) for number, row in rows if any(cell.strip() for cell in row)]
     if not rows:
         raise DataError(f"{path}: no rows; give a CSV file with one numeric column per channel")
     first_number, first = rows[0]
@@ -149,6 +154,8 @@ def read_table(path: Path) -> CSVTable:
         body = rows
     if not body:
         raise DataError(f"{path}: a header and no data rows; add rows of numbers")
+    # A blank line kept between rows: every cell of that time step is a gap.
+    body = [(number, row if any(cell.strip() for cell in row) else [""] * len(names)) for number, row in body]
     for number, row in body:
         if len(row) != len(names):
             raise DataError(
@@ -254,7 +261,7 @@ def read_series(
     path: Path, layout: str = "time", series_id: str | None = None, gaps: str | None = None
 ) -> SeriesTable:
     """A CSV file in one of CSV_LAYOUTS as its series; malformed input is one DataError naming the fix."""
-    table = read_table(path)
+    table = read_table(path, blank_rows_are_gaps=layout == "time")
     if layout in ("rows", "ucr"):
         return _read_row_panel(table, layout, gaps)
     time_columns = find_time_columns(table)

@@ -64,6 +64,23 @@ def test_a_gap_is_refused_with_the_option_that_fills_it(tmp_path):
         read_series(write(tmp_path / "x.csv", lines))
 
 
+def test_a_one_column_files_empty_cell_is_a_gap_not_a_dropped_row(tmp_path):
+    # pandas writes a missing value of a one-column frame as an empty line; blank lines around the data
+    # are not rows.
+    lines = ["", "co2", *[str(i) for i in range(1, 4)], "", *[str(i) for i in range(5, 61)], "", ""]
+    path = write(tmp_path / "co2.csv", lines)
+    with pytest.raises(DataError, match=r"row 6, column 'co2' is a gap; fill gaps with --fill-gaps"):
+        read_series(path)
+    filled = read_series(path, gaps="linear").series[0][:, 0]
+    assert filled.tolist() == [float(i) for i in range(1, 61)]
+
+
+def test_blank_lines_between_a_panels_rows_are_not_series(tmp_path):
+    lines = [",".join(str(i + j) for j in range(12)) for i in range(30)]
+    table = read_series(write(tmp_path / "rows.csv", [*lines[:10], "", *lines[10:]]), layout="rows")
+    assert len(table.series) == 30
+
+
 def test_gaps_are_filled_linearly_or_forward(tmp_path):
     values = np.array([[np.nan, 1.0], [2.0, np.nan], [np.nan, 3.0], [6.0, np.nan]])
     linear = fill_gaps(values, "linear")
