@@ -44,10 +44,11 @@ class ChannelsOptions(PluginOptions):
 class SeqLenOptions(PluginOptions):
     """The time steps per series, one option for every series dataset that takes it."""
 
+    # At least 2: a one-step series has no time in it, and the series scores predict a next step.
     seq_len: int | None = option(
         None,
         "time steps per series for --data sines and csv",
-        at_least=1,
+        at_least=2,
         shown_default="24; a CSV panel's own length when all its series have one",
     )
 
