@@ -149,17 +149,20 @@ def build_sequence_metrics(
     num_samples: int,
     seed: int,
     every_n_steps: int | None = None,
+    feature_metrics: bool = True,
 ) -> SequenceMetrics | None:
     """The sequence metric callback for a model that samples, on sequence data; else None.
 
     `fd_classifier` and the other feature metrics come with it when a sequence classifier is shipped for
-    the dataset; a broken shipped file warns once and leaves the other sequence metrics on.
+    the dataset, unless `feature_metrics` is off (`--backbone none`); a broken shipped file warns once and
+    leaves the other sequence metrics on.
     """
     if not isinstance(model, Sampler) or not is_sequence_data(datamodule):
         return None
+    features = None
     try:
-        features = shipped_sequence_features(real_datamodule(datamodule).name)
+        if feature_metrics:
+            features = shipped_sequence_features(real_datamodule(datamodule).name)
     except BackboneUnavailable as error:
         rank_zero_warn(f"sequence feature metrics skipped: {error}")
-        features = None
     return SequenceMetrics(num_samples=num_samples, seed=seed, every_n_steps=every_n_steps, features=features)

@@ -189,6 +189,12 @@ def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
             f"on images only and --data "
             f"{config.data} is {kind} data; use --augment {' or '.join(fits)}"
         )
+    if kind != "image" and config.backbone == "inception":
+        # Series are scored in their own classifier's features (where the dataset ships one), or not at all.
+        raise ConfigError(
+            f"--backbone inception scores images, and --data {config.data} is {kind} data; drop --backbone "
+            "(or --backbone none to leave out the feature metrics of a dataset with a series classifier)"
+        )
 
 
 def _check_torch_file(flag_name: str, path: Path, fix: str) -> None:

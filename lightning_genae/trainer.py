@@ -608,7 +608,13 @@ def sequence_metrics(
     config: RunConfig, model: GenerativeModule, datamodule: InMemoryDataModule
 ) -> SequenceMetrics | None:
     """The series metric callback (discriminative_quick, predictive_quick, smnist FD); None for images."""
-    return build_sequence_metrics(model, datamodule, num_samples=config.eval_samples, seed=config.seed)
+    return build_sequence_metrics(
+        model,
+        datamodule,
+        num_samples=config.eval_samples,
+        seed=config.seed,
+        feature_metrics=config.backbone != NO_BACKBONE,
+    )
 
 
 def evaluation_records(*callbacks: GenerativeMetrics | SequenceMetrics | None) -> dict[str, Any]:

@@ -272,6 +272,9 @@ def test_callback_on_smnist_adds_the_feature_metrics_of_the_shipped_classifier()
         trainer.callback_metrics
     )
     assert callback.records["val"]["backbone"].startswith("sequence classifier (smnist")
+    # --backbone none: the feature metrics are left out, the series scores stay.
+    plain = build_sequence_metrics(model, datamodule, num_samples=40, seed=0, feature_metrics=False)
+    assert plain is not None and plain.features is None
 
 
 def test_validation_scores_are_spaced_by_every_n_steps(monkeypatch):
