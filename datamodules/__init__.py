@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
 from lightning_genae.errors import ConfigError, agree
 from lightning_genae.lazy import lazy_getattr
-from lightning_genae.plugin_options import PluginOptions, flag, import_location, option_specs
+from lightning_genae.plugin_options import PluginOptions, flag, import_location, option_specs, unread_refusal
 
 if TYPE_CHECKING:
     from lightning_genae.datamodules.base import DataKind, InMemoryDataModule
@@ -140,7 +140,14 @@ def parse_dataset_options(name: str, given: dict[str, Any]) -> PluginOptions:
             f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --data "
             f"{name}{reads}; drop {agree(foreign, 'it', 'them')}"
         )
-    return dataset.options.parse({option: value for option, value in given.items() if option in own})
+    options = dataset.options.parse({option: value for option, value in given.items() if option in own})
+    # An option this dataset reads only in another setting (a panel's id column in the one-recording layout)
+    # would look active and do nothing.
+    reasons = options.unread()
+    unread = [option for option in given if option in reasons and given[option] is not None]
+    if unread:
+        raise unread_refusal(unread, reasons)
+    return options
 
 
 def default_data_dir() -> str:

@@ -86,3 +86,19 @@ class CSVSeriesOptions(SeqLenOptions):
         "--data csv: fill empty or NA cells by linear interpolation along time or by the last value "
         "(unset: a gap is refused)",
     )
+
+    def unread(self) -> dict[str, str]:
+        unread = super().unread()
+        layout = self.csv_layout or "time"
+        if layout != "long":
+            unread["series_id"] = (
+                f"names the series of --csv-layout long, and this file is read as {layout}; drop it or add "
+                "--csv-layout long"
+            )
+        if layout in ("rows", "ucr") and self.seq_len is None:
+            # Their rows are series of one length, each taken whole unless --seq-len cuts it into windows.
+            unread["stride"] = (
+                f"spaces windows of --seq-len rows, and --csv-layout {layout} without --seq-len takes each "
+                "series whole; drop it or give --seq-len"
+            )
+        return unread

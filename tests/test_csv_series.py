@@ -157,3 +157,27 @@ def test_a_text_column_that_is_not_a_timestamp_is_refused(tmp_path):
     lines = ["city,value"] + [f"Paris,{i}" for i in range(40)]
     with pytest.raises(DataError, match="'Paris' is not a finite number"):
         read_series(write(tmp_path / "x.csv", lines))
+
+
+@pytest.mark.parametrize(
+    ("given", "refusal"),
+    [
+        (
+            {"series_id": "a"},
+            "--series-id names the series of --csv-layout long, and this file is read as time",
+        ),
+        (
+            {"csv_layout": "rows", "stride": 5},
+            "--stride spaces windows of --seq-len rows, and --csv-layout rows without --seq-len takes each",
+        ),
+    ],
+)
+def test_a_csv_option_the_layout_does_not_read_is_refused(given, refusal):
+    from lightning_genae.datamodules import parse_dataset_options
+    from lightning_genae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=refusal):
+        parse_dataset_options("csv", given)
+    # Read where the layout reads it; unset, never refused.
+    parse_dataset_options("csv", {**given, "csv_layout": "long", "series_id": "a", "seq_len": 4})
+    parse_dataset_options("csv", {"series_id": None, "stride": None, "csv_layout": "rows"})
