@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_genae.console import say
 from lightning_genae.datamodules.base import Batch
 from lightning_genae.datamodules.options import CSVSeriesOptions
 from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
@@ -419,6 +420,7 @@ class CSVSeriesDataModule(SequenceDataModule):
     def _load_series(self) -> dict[str, Batch]:
         splits = {}
         total_rows = sum(len(series) for series in self.table().series)
+        too_short = []
         for split, members in self._series_parts().items():
             windows, labels = [], []
             for rows, label in members:
@@ -426,6 +428,8 @@ class CSVSeriesDataModule(SequenceDataModule):
                     cut = sliding_windows(rows, self.seq_len, self.stride)
                     windows.append(cut)
                     labels += [label] * len(cut)
+                else:
+                    too_short.append(len(rows))
             count = len(labels)
             if count < MIN_SERIES_PER_SPLIT:
                 smaller = "--seq-len or --stride" if self.stride > 1 else "--seq-len"
@@ -436,6 +440,14 @@ class CSVSeriesDataModule(SequenceDataModule):
                     f"{MIN_SERIES_PER_SPLIT} the evaluation needs; use a smaller {smaller} or a longer file"
                 )
             splits[split] = (torch.cat(windows), torch.tensor(labels, dtype=torch.long))
+        if too_short:
+            # Said, not refused: a panel of uneven series often has a few short ones to spare.
+            count = len(too_short)
+            say(
+                f"{self.data_dir}: {count} of its {len(self.table().series)} series "
+                f"{'is' if count == 1 else 'are'} shorter than --seq-len {self.seq_len} (the shortest "
+                f"{min(too_short)} rows) and left out; a smaller --seq-len keeps them"
+            )
         return splits
 
     def _fit_normaliser(self, train_series: Tensor) -> Normaliser:

@@ -140,6 +140,20 @@ def test_long_format_groups_rows_by_the_series_id_column(tmp_path):
     assert torch.allclose(train[:, :, 0] - train[:, :, 1], 2 * torch.arange(16.0).double(), atol=1e-3)
 
 
+def test_panel_series_shorter_than_seq_len_are_left_out_with_a_line(tmp_path, capsys):
+    lines = ["unit,sensor"]
+    for unit in range(20):
+        lines += [f"u{unit},{unit + t}" for t in range(3 if unit in (4, 11) else 16)]
+    path = write(tmp_path / "panel.csv", lines)
+    datamodule = build_datamodule("csv", data_dir=path, csv_layout="long", series_id="unit", seq_len=8)
+    datamodule.setup()
+    assert sum(len(datamodule.split_tensors(split)[0]) for split in ("train", "val", "test")) == 18 * 9
+    assert (
+        f"{path}: 2 of its 20 series are shorter than --seq-len 8 (the shortest 3 rows) and left out; a "
+        "smaller --seq-len keeps them" in capsys.readouterr().out
+    )
+
+
 def test_long_format_needs_its_id_column(tmp_path):
     path = write(tmp_path / "x.csv", ["id,v", "a,1", "a,2"])
     with pytest.raises(DataError, match="needs --series-id COLUMN"):
