@@ -75,8 +75,9 @@ def is_gap(cell: str) -> bool:
     return cell.strip().lower() in GAP_CELLS
 
 
-def parse_timestamp(cell: str) -> datetime | None:
-    """A date or date-time in ISO 8601 or a common day/month/year form; None otherwise (numbers too)."""
+def parse_timestamp(cell: str, date_formats: Sequence[str] = DATE_FORMATS) -> datetime | None:
+    """A date or date-time in ISO 8601 or a common day/month/year form (the first of `date_formats` that
+    reads it); None otherwise (numbers too)."""
     text = cell.strip()
     if not text or _number(text) is not None:
         return None
@@ -84,7 +85,7 @@ def parse_timestamp(cell: str) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         pass
-    for date in DATE_FORMATS:
+    for date in date_formats:
         for suffix in TIME_SUFFIXES:
             try:
                 return datetime.strptime(text, date + suffix)
@@ -178,14 +179,43 @@ def find_time_columns(table: CSVTable) -> list[int]:
 
 
 def _check_time_order(table: CSVTable, column: int, groups: dict[str, list[int]]) -> None:
-    """The rows of each series must go forward in time: windows cut across a shuffled file mean nothing."""
+    """The rows of each series must go forward in time: windows cut across a shuffled file mean nothing.
+
+    A column holds one date form: 01/12/2024 is 1 December or 12 January for every cell alike. Of the forms
+    that read every cell (both, where no day exceeds 12), the first under which the rows go forward is
+    taken; if none, the first form's error is the one raised.
+    """
+    # ISO 8601 cells read one way only (gaps and numbers are no dates); the others decide the column's form.
+    cells = [
+        cell
+        for cell in (row[column] for _, row in table.rows)
+        if not is_gap(cell) and _number(cell) is None and parse_timestamp(cell, ()) is None
+    ]
+    forms = [
+        (date,) for date in DATE_FORMATS if all(parse_timestamp(cell, (date,)) is not None for cell in cells)
+    ]
+    if len(forms) == len(DATE_FORMATS):  # no cell in a day/month form (all ISO, numbers or gaps)
+        forms = []
+    errors = []
+    for form in forms or [DATE_FORMATS]:
+        try:
+            _check_order_in(table, column, groups, form)
+            return
+        except DataError as error:
+            errors.append(error)
+    raise errors[0]
+
+
+def _check_order_in(
+    table: CSVTable, column: int, groups: dict[str, list[int]], date_formats: Sequence[str]
+) -> None:
     name = table.names[column]
     for members in groups.values():
         previous: datetime | float | None = None
         for position in members:
             number, row = table.rows[position]
             cell = row[column]
-            stamp = parse_timestamp(cell)
+            stamp = parse_timestamp(cell, date_formats)
             value: datetime | float | None = stamp if stamp is not None else _number(cell)
             if value is None:
                 if is_gap(cell):

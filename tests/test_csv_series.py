@@ -195,3 +195,16 @@ def test_a_csv_option_the_layout_does_not_read_is_refused(given, refusal):
     # Read where the layout reads it; unset, never refused.
     parse_dataset_options("csv", {**given, "csv_layout": "long", "series_id": "a", "seq_len": 4})
     parse_dataset_options("csv", {"series_id": None, "stride": None, "csv_layout": "rows"})
+
+
+def test_a_date_column_reads_in_one_form_month_first_where_that_is_the_order(tmp_path):
+    # 01/12/2024 read day-first would be 1 December, between 11 and 13 January: the column is one form.
+    lines = ["date,value"] + [f"01/{day:02d}/2024,{day}" for day in range(1, 31)]
+    table = read_series(write(tmp_path / "us.csv", lines))
+    assert table.series[0][:, 0].tolist() == [float(day) for day in range(1, 31)]
+    # Day-first where no day exceeds 12 and that is the order; a shuffled file is still refused.
+    lines = ["date,value"] + [f"{day:02d}/01/2024,{day}" for day in range(1, 13)]
+    assert len(read_series(write(tmp_path / "eu.csv", lines)).series[0]) == 12
+    lines = ["date,value", "01/13/2024,1", "01/02/2024,2", "01/20/2024,3"]
+    with pytest.raises(DataError, match="row 3 goes back in time in column 'date'"):
+        read_series(write(tmp_path / "shuffled.csv", lines))
