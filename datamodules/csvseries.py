@@ -47,7 +47,7 @@ from lightning_genae.datamodules.base import Batch
 from lightning_genae.datamodules.options import CSVSeriesOptions
 from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
 from lightning_genae.datamodules.splits import fixed_split
-from lightning_genae.errors import DataError
+from lightning_genae.errors import ConfigError, DataError
 
 DEFAULT_SEQ_LEN = 24
 DEFAULT_STRIDE = 1
@@ -361,16 +361,18 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
                     "must be an integer; use --csv-layout rows for rows without labels"
                 )
             labels.append(int(label))
+        observed = np.flatnonzero(~np.isnan(row[:, 0]))
+        if not len(observed):
+            raise DataError(f"{table.path}: row {number} has no values; drop it")
+        # The UCR archive pads the shorter series of a variable-length set with trailing gaps: the series
+        # ends there, and filling the padding would append a made-up flat tail.
+        row = row[: observed[-1] + 1]
         if np.isnan(row).any():
-            # The UCR archive pads shorter series of a variable-length set with trailing gaps.
-            observed = np.flatnonzero(~np.isnan(row[:, 0]))
             if gaps is None:
                 raise DataError(
                     f"{table.path}: row {number} has a gap; fill gaps with --fill-gaps linear or ffill, "
                     "or fill them in the file"
                 )
-            if not len(observed):
-                raise DataError(f"{table.path}: row {number} has no values; drop it")
             row = fill_gaps(row, gaps)
         series.append(torch.from_numpy(row))
     if layout == "ucr":
@@ -422,7 +424,14 @@ class CSVSeriesDataModule(SequenceDataModule):
         return (self.seq_len, len(self.channel_names))
 
     def prepare_data(self) -> None:
-        self.table()  # a malformed file fails here, before a run folder is made
+        table = self.table()  # a malformed file fails here, before a run folder is made
+        lengths = {len(series) for series in table.series}
+        if table.panel and len(lengths) == 1 and self.hparams.get("stride") and not self.hparams.seq_len:
+            raise ConfigError(
+                f"--stride spaces windows of --seq-len rows, and the {len(table.series)} series of "
+                f"{self.data_dir} ({lengths.pop()} rows each) are each taken whole without --seq-len; drop "
+                "--stride or give --seq-len"
+            )
 
     def _series_parts(self) -> dict[str, list[tuple[Tensor, int]]]:
         """Each split's series and labels: time-ordered parts of one recording, or whole panel series."""

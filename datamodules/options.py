@@ -95,10 +95,4 @@ class CSVSeriesOptions(SeqLenOptions):
                 f"names the series of --csv-layout long, and this file is read as {layout}; drop it or add "
                 "--csv-layout long"
             )
-        if layout in ("rows", "ucr") and self.seq_len is None:
-            # Their rows are series of one length, each taken whole unless --seq-len cuts it into windows.
-            unread["stride"] = (
-                f"spaces windows of --seq-len rows, and --csv-layout {layout} without --seq-len takes each "
-                "series whole; drop it or give --seq-len"
-            )
         return unread

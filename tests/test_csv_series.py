@@ -10,7 +10,7 @@ import torch
 
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.csvseries import fill_gaps, parse_timestamp, read_series
-from lightning_genae.errors import DataError
+from lightning_genae.errors import ConfigError, DataError
 
 
 def write(path, lines):
@@ -180,10 +180,6 @@ def test_a_text_column_that_is_not_a_timestamp_is_refused(tmp_path):
             {"series_id": "a"},
             "--series-id names the series of --csv-layout long, and this file is read as time",
         ),
-        (
-            {"csv_layout": "rows", "stride": 5},
-            "--stride spaces windows of --seq-len rows, and --csv-layout rows without --seq-len takes each",
-        ),
     ],
 )
 def test_a_csv_option_the_layout_does_not_read_is_refused(given, refusal):
@@ -194,7 +190,7 @@ def test_a_csv_option_the_layout_does_not_read_is_refused(given, refusal):
         parse_dataset_options("csv", given)
     # Read where the layout reads it; unset, never refused.
     parse_dataset_options("csv", {**given, "csv_layout": "long", "series_id": "a", "seq_len": 4})
-    parse_dataset_options("csv", {"series_id": None, "stride": None, "csv_layout": "rows"})
+    parse_dataset_options("csv", {"series_id": None, "csv_layout": "rows"})
 
 
 def test_a_date_column_reads_in_one_form_month_first_where_that_is_the_order(tmp_path):
@@ -208,3 +204,21 @@ def test_a_date_column_reads_in_one_form_month_first_where_that_is_the_order(tmp
     lines = ["date,value", "01/13/2024,1", "01/02/2024,2", "01/20/2024,3"]
     with pytest.raises(DataError, match="row 3 goes back in time in column 'date'"):
         read_series(write(tmp_path / "shuffled.csv", lines))
+
+
+def test_a_stride_for_a_panel_taken_whole_is_refused_before_the_run(tmp_path):
+    lines = [",".join(str(i + j) for j in range(12)) for i in range(30)]
+    path = write(tmp_path / "rows.csv", lines)
+    datamodule = build_datamodule("csv", data_dir=path, csv_layout="rows", stride=5)
+    with pytest.raises(ConfigError, match=r"--stride spaces windows of --seq-len rows, and the 30 series of"):
+        datamodule.prepare_data()
+    build_datamodule("csv", data_dir=path, csv_layout="rows", stride=5, seq_len=6).prepare_data()
+
+
+def test_a_ucr_rows_trailing_gaps_end_a_shorter_series_and_are_not_filled(tmp_path):
+    # The archive's variable-length sets pad each shorter series with trailing NaN.
+    lines = [f"{k % 2}\t" + "\t".join(str(float(j)) for j in range(10 if k % 3 else 20)) for k in range(40)]
+    lines = [line + "\tNaN" * (20 - line.count("\t")) for line in lines]
+    table = read_series(write(tmp_path / "varlen.tsv", lines), layout="ucr")
+    assert sorted({len(series) for series in table.series}) == [10, 20]
+    assert all(series[-1, 0].item() == len(series) - 1 for series in table.series)
