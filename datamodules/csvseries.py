@@ -167,6 +167,23 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
     return CSVTable(path, names, body, has_header)
 
 
+def find_index_columns(table: CSVTable) -> list[int]:
+    """A column with an empty header cell counting 0, 1, 2, ... (or from 1) down the rows: the RangeIndex
+    pandas' to_csv writes first. Taken as a channel it would add a straight ramp to every window."""
+    found = []
+    for index, name in enumerate(table.names):
+        # An empty header cell is named by its position (read_table).
+        if not (table.has_header and name == f"column {index + 1}"):
+            continue
+        cells = table.column(index)
+        if len(cells) < 2 or any(_number(cell) is None for cell in cells):
+            continue
+        values = [_number(cell) for cell in cells]
+        if values[0] in (0, 1) and all(b - a == 1 for a, b in zip(values, values[1:], strict=False)):
+            found.append(index)
+    return found
+
+
 def find_time_columns(table: CSVTable) -> list[int]:
     """Columns holding timestamps: every non-gap cell a date, or a header named like a time column."""
     found = []
@@ -296,8 +313,9 @@ def read_series(
     if layout in ("rows", "ucr"):
         return _read_row_panel(table, layout, gaps)
     time_columns = find_time_columns(table)
+    index_columns = [index for index in find_index_columns(table) if index not in time_columns]
     id_column = _id_column(table, series_id) if layout == "long" else None
-    excluded = {*time_columns, *([id_column] if id_column is not None else [])}
+    excluded = {*time_columns, *index_columns, *([id_column] if id_column is not None else [])}
     channels = [index for index in range(len(table.names)) if index not in excluded]
     if not channels:
         raise DataError(f"{path}: no numeric column besides the timestamp or id columns; add one per channel")
@@ -418,6 +436,12 @@ class CSVSeriesDataModule(SequenceDataModule):
     @property
     def channel_names(self) -> list[str]:
         return self.table().channel_names
+
+    def summary(self) -> str:
+        # Which columns became channels: a column taken for data, or data taken for an index, shows here.
+        names = self.channel_names
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        return f"{super().summary()}, channels {shown}"
 
     @property
     def data_shape(self) -> tuple[int, int]:

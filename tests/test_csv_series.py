@@ -31,6 +31,18 @@ def test_a_pandas_export_keeps_its_date_column_out_of_the_channels(tmp_path):
     assert train.shape == (210 - 12 + 1, 12, 2)
 
 
+def test_a_pandas_range_index_is_kept_out_of_the_channels(tmp_path):
+    # df.to_csv() writes the RangeIndex first, under an empty header cell.
+    lines = [",YEAR,SUNACTIVITY"] + [f"{i},{1700 + i},{(i * 7) % 13}.5" for i in range(120)]
+    table = read_series(write(tmp_path / "sunspots.csv", lines))
+    assert table.channel_names == ["YEAR", "SUNACTIVITY"]
+    # A named column that counts is data, and so is an unnamed one that does not count 0, 1, 2, ...
+    lines = ["step,value"] + [f"{i},{i % 5}" for i in range(60)]
+    assert read_series(write(tmp_path / "named.csv", lines)).channel_names == ["step", "value"]
+    lines = [",value"] + [f"{2 * i},{i % 5}" for i in range(60)]
+    assert read_series(write(tmp_path / "evens.csv", lines)).channel_names == ["column 1", "value"]
+
+
 def test_a_file_without_header_whose_first_column_is_dates_is_read(tmp_path):
     lines = [f"2024-01-{1 + i // 24:02d} {i % 24:02d}:00,{i}" for i in range(100)]
     table = read_series(write(tmp_path / "x.csv", lines))
