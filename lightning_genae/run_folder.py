@@ -126,8 +126,17 @@ def refuse_run_names_without_a_run(path: Path) -> None:
     """Refuse `--output path` that holds no run but holds files of the names a run writes (eval.json,
     images/samples_step0000100.png...): the run would overwrite them, and a later `--overwrite` would remove
     them as the run's."""
-    named = [name for name in RUN_FILES if (path / name).is_file() or (path / name).is_symlink()]
+    # failed.json and wandb/ are left out: a grid records a cell that failed before training in failed.json,
+    # and a run names its W&B run (wandb/run_id) before it writes config.yaml, so a run killed in between
+    # leaves them without a run.
+    named = [
+        name
+        for name in RUN_FILES
+        if name != FAILED_FILE and ((path / name).is_file() or (path / name).is_symlink())
+    ]
     for folder, written in RUN_FOLDERS.items():
+        if folder == "wandb":
+            continue
         inside = path / folder
         if inside.is_dir() and not inside.is_symlink():
             matching = (entry.name for entry in inside.iterdir() if written.fullmatch(entry.name))

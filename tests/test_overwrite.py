@@ -82,3 +82,15 @@ def test_a_folder_without_a_run_but_with_files_of_a_runs_names_is_refused_before
         assert error.endswith("move them away or pick another --output") and "\n" not in error
     assert sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) == before
     assert all((folder / name).read_text() == f"my {name}" for name in names)
+
+
+@pytest.mark.parametrize("left", [["failed.json"], ["wandb/run_id"]])
+def test_what_a_run_or_grid_writes_before_config_yaml_does_not_block_the_folder(tmp_path, left):
+    # A grid cell that failed before training keeps its failed.json; a run killed before its config.yaml
+    # leaves the W&B run id it had chosen. Running again there is how either is continued.
+    folder = tmp_path / "cell"
+    for name in left:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("x")
+    args = [*TINY_AE, "--max-steps", "2", "--eval-every", "2", "--output", str(folder)]
+    assert main([*args, "--overwrite"]) == 0
