@@ -32,6 +32,7 @@ refused with its fix when it cannot be read.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,9 +117,9 @@ def _sniff_delimiter(first_line: str) -> str:
 def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
     """The file's rows as text; a missing, unreadable or ragged file is one DataError naming the fix.
 
-    Blank lines before the first row and after the last are dropped. `blank_rows_are_gaps` (rows are time
-    steps): a blank line between rows is a time step whose every cell is a gap, which is how a one-column
-    file holds a missing value; dropped, it would silently shorten the series and shift what follows.
+    Blank lines are dropped, but with `blank_rows_are_gaps` (rows are time steps) in a one-column file:
+    there a blank line between two data rows is a time step whose cell is a gap, which is how pandas writes
+    a missing value of one column; dropped, it would silently shorten the series and shift what follows.
     """
     if path.is_dir():
         inside = sorted(child.name for child in path.glob("*.csv"))[:3]
@@ -131,17 +132,17 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
         raise DataError(f"--data-dir {path}: no such file; for --data csv pass the path of a CSV file")
     try:
         with path.open(newline="") as file:
-            delimiter = _sniff_delimiter(file.readline())
-            file.seek(0)
-            numbered = list(enumerate(csv.reader(file, delimiter=delimiter), start=1))
+            # "\r\r\n" ends every line of a file Python's csv module wrote on Windows in text mode: one line
+            # each, not a line and a blank one.
+            text = file.read().replace("\r\r\n", "\r\n")
+        delimiter = _sniff_delimiter(text.splitlines()[0] if text else "")
+        numbered = list(enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), start=1))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(
             f"{path}: cannot be read as CSV ({type(error).__name__}: {error}); fix the file"
         ) from None
     filled = [position for position, (_, row) in enumerate(numbered) if any(cell.strip() for cell in row)]
-    rows = numbered[filled[0] : filled[-1] + 1] if filled else []
-    if not blank_rows_are_gaps:
-        rows = [(number, row) for number, row in rows if any(cell.strip() for cell in row)]
+    rows = [numbered[position] for position in filled]
     if not rows:
         raise DataError(f"{path}: no rows; give a CSV file with one numeric column per channel")
     first_number, first = rows[0]
@@ -156,8 +157,12 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
         body = rows
     if not body:
         raise DataError(f"{path}: a header and no data rows; add rows of numbers")
-    # A blank line kept between rows: every cell of that time step is a gap.
-    body = [(number, row if any(cell.strip() for cell in row) else [""] * len(names)) for number, row in body]
+    if blank_rows_are_gaps and len(names) == 1:
+        # The blank lines between the first data row and the last, each a time step of one gap.
+        start, end = filled[-len(body)], filled[-1]
+        body = [
+            (number, row if row and row[0].strip() else [""]) for number, row in numbered[start : end + 1]
+        ]
     for number, row in body:
         if len(row) != len(names):
             raise DataError(

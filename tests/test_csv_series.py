@@ -87,6 +87,17 @@ def test_a_one_column_files_empty_cell_is_a_gap_not_a_dropped_row(tmp_path):
     assert filled.tolist() == [float(i) for i in range(1, 61)]
 
 
+def test_blank_lines_of_a_file_with_several_columns_or_line_endings_are_no_gaps(tmp_path):
+    # Python's csv module on Windows in text mode ends each line with \r\r\n; a blank line after the header,
+    # or between rows of several columns, is layout, not a time step.
+    windows = tmp_path / "windows.csv"
+    windows.write_bytes(("a,b\r\r\n" + "".join(f"{i},{2 * i}\r\r\n" for i in range(60))).encode())
+    spaced = write(tmp_path / "spaced.csv", ["a,b", "", *[f"{i},{2 * i}" for i in range(30)], "", "30,60"])
+    one_column = write(tmp_path / "one.csv", ["co2", "", *[str(i) for i in range(40)]])
+    for path, length in ((windows, 60), (spaced, 31), (one_column, 40)):
+        assert len(read_series(path).series[0]) == length
+
+
 def test_blank_lines_between_a_panels_rows_are_not_series(tmp_path):
     lines = [",".join(str(i + j) for j in range(12)) for i in range(30)]
     table = read_series(write(tmp_path / "rows.csv", [*lines[:10], "", *lines[10:]]), layout="rows")
