@@ -387,9 +387,10 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
         observed = np.flatnonzero(~np.isnan(row[:, 0]))
         if not len(observed):
             raise DataError(f"{table.path}: row {number} has no values; drop it")
-        # The UCR archive pads the shorter series of a variable-length set with trailing gaps: the series
-        # ends there, and filling the padding would append a made-up flat tail.
-        row = row[: observed[-1] + 1]
+        if layout == "ucr":
+            # The UCR archive pads the shorter series of a variable-length set with trailing gaps: the
+            # series ends there, and filling the padding would append a made-up flat tail.
+            row = row[: observed[-1] + 1]
         if np.isnan(row).any():
             if gaps is None:
                 raise DataError(
@@ -455,6 +456,12 @@ class CSVSeriesDataModule(SequenceDataModule):
     def prepare_data(self) -> None:
         table = self.table()  # a malformed file fails here, before a run folder is made
         lengths = {len(series) for series in table.series}
+        if self.layout == "ucr" and len(lengths) > 1 and not self.hparams.seq_len:
+            raise ConfigError(
+                f"the {len(table.series)} series of {self.data_dir} run from {min(lengths)} to "
+                f"{max(lengths)} steps (the archive's padding of the shorter ones left off); give --seq-len "
+                f"{min(lengths)} or less to cut each into windows of that length"
+            )
         if table.panel and len(lengths) == 1 and self.hparams.get("stride") and not self.hparams.seq_len:
             raise ConfigError(
                 f"--stride spaces windows of --seq-len rows, and the {len(table.series)} series of "

@@ -242,6 +242,19 @@ def test_a_ucr_rows_trailing_gaps_end_a_shorter_series_and_are_not_filled(tmp_pa
     # The archive's variable-length sets pad each shorter series with trailing NaN.
     lines = [f"{k % 2}\t" + "\t".join(str(float(j)) for j in range(10 if k % 3 else 20)) for k in range(40)]
     lines = [line + "\tNaN" * (20 - line.count("\t")) for line in lines]
-    table = read_series(write(tmp_path / "varlen.tsv", lines), layout="ucr")
+    path = write(tmp_path / "varlen.tsv", lines)
+    table = read_series(path, layout="ucr")
     assert sorted({len(series) for series in table.series}) == [10, 20]
     assert all(series[-1, 0].item() == len(series) - 1 for series in table.series)
+    # Series of several lengths need windows of one; without --seq-len the run is refused, naming one.
+    with pytest.raises(ConfigError, match=r"run from 10 to 20 steps .*; give --seq-len 10 or less"):
+        build_datamodule("csv", data_dir=path, csv_layout="ucr").prepare_data()
+    windowed = build_datamodule("csv", data_dir=path, csv_layout="ucr", seq_len=10)
+    windowed.setup()
+    assert windowed.data_shape == (10, 1)
+    # In the rows layout a row's missing last value is a gap, refused with its row.
+    rows = write(
+        tmp_path / "rows.csv", [",".join(str(j) for j in range(20))] * 29 + [",".join("1" * 19) + ","]
+    )
+    with pytest.raises(DataError, match="row 30 has a gap; fill gaps with --fill-gaps"):
+        read_series(rows, layout="rows")
