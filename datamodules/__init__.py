@@ -8,6 +8,7 @@ The registry names each DataModule by where it lives and imports it on first use
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,9 +112,14 @@ def dataset_options() -> dict[str, tuple[Any, Any]]:
     return option_specs({name: spec.options for name, spec in DATASETS.items()})
 
 
-def parse_dataset_options(name: str, given: dict[str, Any]) -> PluginOptions:
+def parse_dataset_options(
+    name: str, given: dict[str, Any], named: Collection[str] | None = None
+) -> PluginOptions:
     """Dataset `name`'s options from the `given` dataset options (a run's, the classifier command's),
-    checked by its options class; one that only other datasets read is refused, naming the fix."""
+    checked by its options class; one that only other datasets read is refused, naming the fix, and so is
+    one of `named` (the options typed now; None: all given) that this dataset's other settings leave
+    unread. A stored value left unread (a resumed checkpoint's, a config.yaml's) is not refused: it did
+    nothing in the run that stored it either."""
     dataset = DATASETS[name]
     assert dataset.options is not None
     own = dataset.options.types()
@@ -144,7 +150,8 @@ def parse_dataset_options(name: str, given: dict[str, Any]) -> PluginOptions:
     # An option this dataset reads only in another setting (a panel's id column in the one-recording layout)
     # would look active and do nothing.
     reasons = options.unread()
-    unread = [option for option in given if option in reasons and given[option] is not None]
+    typed = given if named is None else [option for option in given if option in named]
+    unread = [option for option in typed if option in reasons and given[option] is not None]
     if unread:
         raise unread_refusal(unread, reasons)
     return options

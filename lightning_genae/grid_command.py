@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_genae.config import NO_BACKBONE, RunConfig, merge, resume_conflicts
 from lightning_genae.errors import ConfigError
-from lightning_genae.resolve import ResolvedRun, check_shape_options
+from lightning_genae.resolve import ResolvedRun, check_shape_options, refuse_named_but_unread
 
 if TYPE_CHECKING:
     from lightning_genae.ablation import CellOutcome, CellStart, GridCell, GridPlan
@@ -62,6 +62,7 @@ def run_grid_command(
         # The cells share their family's and data options: one check stands for all, before the grid writes
         # anything (each cell's family options were checked at their values as it was planned).
         resolved.options.refuse_unread(named)
+        refuse_named_but_unread(resolved, named)
         check_shape_options(resolved)
     if print_config:
         _print_grid_configs(plan, tuning)

@@ -169,7 +169,7 @@ def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(name for name, value in command_line.items() if value is not False)
 
 
-def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
+def _check_data_kind(config: RunConfig, model: ModelSpec, named: Collection[str]) -> None:
     """The model, the augmentation and the shape options must all fit the kind of data (images, series)."""
     kind = DATASETS[config.data].data_kind
     same_kind = [name for name, spec in DATASETS.items() if spec.data_kind == model.data_kind]
@@ -189,12 +189,26 @@ def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
             f"on images only and --data "
             f"{config.data} is {kind} data; use --augment {' or '.join(fits)}"
         )
-    if kind != "image" and config.backbone == "inception":
-        # Series are scored in their own classifier's features (where the dataset ships one), or not at all.
+    _refuse_series_backbone(config, named)
+
+
+def _refuse_series_backbone(config: RunConfig, named: Collection[str]) -> None:
+    """Series are scored in their own classifier's features (where the dataset ships one), or not at all.
+    Typed now, not stored: a series run that recorded --backbone inception (where it did nothing) resumes."""
+    kind = DATASETS[config.data].data_kind
+    if kind != "image" and config.backbone == "inception" and "backbone" in named:
         raise ConfigError(
             f"--backbone inception scores images, and --data {config.data} is {kind} data; drop --backbone "
             "(or --backbone none to leave out the feature metrics of a dataset with a series classifier)"
         )
+
+
+def refuse_named_but_unread(resolved: ResolvedRun, named: Collection[str]) -> None:
+    """What `resolve(..., named=named)` refuses of the options typed now, for a run resolved without them (a
+    grid's cells): a dataset option its other settings leave unread, an image backbone for series."""
+    config = resolved.config
+    parse_dataset_options(config.data, config.given_plugin_options(dataset_options()), named=named)
+    _refuse_series_backbone(config, named)
 
 
 def _check_torch_file(flag_name: str, path: Path, fix: str) -> None:
@@ -277,10 +291,12 @@ def resolve(
         )
     _check_inception_weights(config)
     model = MODELS[config.model]
-    _check_data_kind(config, model)
+    _check_data_kind(config, model, named)
     _check_classifier_weights(config)
     options = _family_options(config, model, named)
-    data_options = parse_dataset_options(config.data, config.given_plugin_options(dataset_options()))
+    data_options = parse_dataset_options(
+        config.data, config.given_plugin_options(dataset_options()), named=named
+    )
     plan = resolve_augment_plan(
         config,
         model.image_discriminator,

@@ -214,6 +214,20 @@ def test_a_csv_option_the_layout_does_not_read_is_refused(given, refusal):
     # Read where the layout reads it; unset, never refused.
     parse_dataset_options("csv", {**given, "csv_layout": "long", "series_id": "a", "seq_len": 4})
     parse_dataset_options("csv", {"series_id": None, "csv_layout": "rows"})
+    # A value stored by a run (its checkpoint, its config.yaml), not typed now, is not refused: it did
+    # nothing there either, and refusing it would leave that run without a way to resume.
+    parse_dataset_options("csv", given, named=())
+
+
+def test_a_stored_image_backbone_of_a_series_run_resolves_and_a_typed_one_is_refused():
+    from lightning_genae.config import RunConfig
+    from lightning_genae.errors import ConfigError
+    from lightning_genae.resolve import resolve
+
+    stored = RunConfig.from_dict({"model": "rae", "data": "sines", "backbone": "inception"})
+    assert resolve(stored).config.backbone == "inception"
+    with pytest.raises(ConfigError, match="--backbone inception scores images"):
+        resolve(stored, named={"backbone"})
 
 
 def test_a_date_column_reads_in_one_form_month_first_where_that_is_the_order(tmp_path):
