@@ -23,6 +23,7 @@ from lightning_genae.cache import write_atomically, write_file_atomically
 from lightning_genae.cluster import current_job, global_rank
 from lightning_genae.console import say
 from lightning_genae.lightning_internals import wandb_init_arguments
+from lightning_genae.metrics.names import current_names
 
 WANDB_HOST = "api.wandb.ai"
 METRICS_FILE = "metrics.csv"
@@ -118,8 +119,9 @@ class RunFolderCSVLogger(Logger):
             return []
         with self._metrics_file.open(newline="") as file:
             reader = csv.DictReader(file)
-            keys = sorted(reader.fieldnames or [])
-            rows = [row for row in reader if self._logged_before_resume(row)]
+            # A column an earlier version wrote under a metric's former name continues under its name now.
+            keys = sorted(current_names(dict.fromkeys(reader.fieldnames or [])))
+            rows = [current_names(row) for row in reader if self._logged_before_resume(row)]
         self._rewrite(rows, keys)
         return keys
 

@@ -163,3 +163,20 @@ def test_every_kind_has_a_direction_and_backbones_come_from_the_vocabulary() -> 
     backbone_option = next(f for f in dataclasses.fields(RunConfig) if f.name == "backbone")
     # Every backbone of the vocabulary, and `none`, which names no metric (the run skips them).
     assert backbone_option.metadata["choices"] == (*names.BACKBONES, "none")
+
+
+def test_a_metric_under_its_former_name_reads_under_its_name_now() -> None:
+    from lightning_genae.metrics.names import current_names
+
+    old = {"step": "4", "val/discriminative": "0.2", "test/predictive": 0.1, "val/loss": 1.0}
+    assert current_names(old) == {
+        "step": "4",
+        "val/discriminative_quick": "0.2",
+        "test/predictive_quick": 0.1,
+        "val/loss": 1.0,
+    }
+    # Both there (a resumed run's file): the current name's value stays.
+    assert current_names({"val/predictive": 1, "val/predictive_quick": 2}) == {
+        "val/predictive": 1,
+        "val/predictive_quick": 2,
+    }

@@ -15,7 +15,7 @@ from typing import Any
 
 from lightning_genae.ablation.grid import FAILED_FILE, parse_cell_name, read_grid_cells, summary_config
 from lightning_genae.errors import ConfigError, describe_error
-from lightning_genae.metrics.names import test_headline
+from lightning_genae.metrics.names import current_names, test_headline
 from lightning_genae.run_folder import started_run_files
 from lightning_genae.run_lock import live_lock_owner
 
@@ -50,7 +50,8 @@ class CellRun:
     @property
     def final_metrics(self) -> dict[str, Any]:
         metrics = self.summary.get("final_metrics")
-        return metrics if isinstance(metrics, dict) else {}
+        # A cell finished by an earlier version may hold a metric under its former name.
+        return current_names(metrics) if isinstance(metrics, dict) else {}
 
     @property
     def selected(self) -> dict[str, Any]:

@@ -15,9 +15,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 __all__ = [
     "BACKBONES",
+    "FORMER_KINDS",
     "GENERATIVE_KEYS",
     "KINDS",
     "SPLITS",
@@ -25,6 +27,7 @@ __all__ = [
     "MetricKind",
     "MetricName",
     "UnknownMetric",
+    "current_names",
     "direction",
     "headline_metric",
     "higher_is_better",
@@ -130,6 +133,25 @@ KINDS: dict[str, MetricKind] = {
 
 # What metrics/sequences.py scores generated series by, in this order (no backbone).
 SERIES_SCORES = ("discriminative_quick", "predictive_quick")
+# Kinds logged under another name by runs of earlier versions, and the name each has now: the same
+# computation, so a table of old and new runs reads them as one column.
+FORMER_KINDS = {"discriminative": "discriminative_quick", "predictive": "predictive_quick"}
+
+
+def current_names(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """`metrics` ({"test/discriminative": 0.1, ...}) with any kind of FORMER_KINDS under its name now;
+    where both are there the current one stays."""
+    renamed = {}
+    for name, value in metrics.items():
+        split, _, kind = name.rpartition("/")
+        if kind in FORMER_KINDS:
+            current = f"{split}/{FORMER_KINDS[kind]}" if split else FORMER_KINDS[kind]
+            if current not in metrics:
+                renamed[current] = value
+                continue
+        renamed[name] = value
+    return renamed
+
 
 # What distances.feature_metrics returns and the callbacks log, in this order, each as
 # `metric_name(key, backbone)`.
