@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -177,8 +178,10 @@ def find_index_columns(table: CSVTable) -> list[int]:
     pandas' to_csv writes first. Taken as a channel it would add a straight ramp to every window."""
     found = []
     for index, name in enumerate(table.names):
-        # An empty header cell is named by its position (read_table).
-        if not (table.has_header and name == f"column {index + 1}"):
+        # An empty header cell is named by its position (read_table); pandas names a read index that it
+        # writes again `Unnamed: 0`.
+        unnamed = name == f"column {index + 1}" or re.fullmatch(r"Unnamed: \d+", name) is not None
+        if not (table.has_header and unnamed):
             continue
         cells = table.column(index)
         if len(cells) < 2 or any(_number(cell) is None for cell in cells):

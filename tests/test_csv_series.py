@@ -36,6 +36,9 @@ def test_a_pandas_range_index_is_kept_out_of_the_channels(tmp_path):
     lines = [",YEAR,SUNACTIVITY"] + [f"{i},{1700 + i},{(i * 7) % 13}.5" for i in range(120)]
     table = read_series(write(tmp_path / "sunspots.csv", lines))
     assert table.channel_names == ["YEAR", "SUNACTIVITY"]
+    # Read by pandas and written again, the index is named `Unnamed: 0`.
+    lines[0] = "Unnamed: 0,YEAR,SUNACTIVITY"
+    assert read_series(write(tmp_path / "again.csv", lines)).channel_names == ["YEAR", "SUNACTIVITY"]
     # A named column that counts is data, and so is an unnamed one that does not count 0, 1, 2, ...
     lines = ["step,value"] + [f"{i},{i % 5}" for i in range(60)]
     assert read_series(write(tmp_path / "named.csv", lines)).channel_names == ["step", "value"]
@@ -235,9 +238,14 @@ def test_a_date_column_reads_in_one_form_month_first_where_that_is_the_order(tmp
     lines = ["date,value"] + [f"01/{day:02d}/2024,{day}" for day in range(1, 31)]
     table = read_series(write(tmp_path / "us.csv", lines))
     assert table.series[0][:, 0].tolist() == [float(day) for day in range(1, 31)]
-    # Day-first where no day exceeds 12 and that is the order; a shuffled file is still refused.
-    lines = ["date,value"] + [f"{day:02d}/01/2024,{day}" for day in range(1, 13)]
-    assert len(read_series(write(tmp_path / "eu.csv", lines)).series[0]) == 12
+    # Where both forms read every cell, the one under which the rows go forward: 10/01 then 02/02 is
+    # forward day-first only, 01/05 then 02/03 month-first only.
+    for name, dates in (
+        ("eu", ["10/01/2024", "02/02/2024", "03/03/2024"]),
+        ("us", ["01/05/2024", "02/03/2024"]),
+    ):
+        lines = ["date,value"] + [f"{date},{index}" for index, date in enumerate(dates)]
+        assert len(read_series(write(tmp_path / f"{name}.csv", lines)).series[0]) == len(dates)
     lines = ["date,value", "01/13/2024,1", "01/02/2024,2", "01/20/2024,3"]
     with pytest.raises(DataError, match="row 3 goes back in time in column 'date'"):
         read_series(write(tmp_path / "shuffled.csv", lines))

@@ -301,7 +301,8 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
             model, test_accuracy = classifier_lib.train_classifier(full, seed=seed, epochs=epochs)
             test_labels = full.split_tensors("test")[1]
             num_test = len(test_labels)
-            commonest = float(torch.bincount(test_labels[test_labels >= 0]).max()) / max(1, num_test)
+            labelled = test_labels[test_labels >= 0]
+            commonest = float(torch.bincount(labelled).max()) / len(labelled) if len(labelled) else 0.0
             if test_accuracy < commonest + CHANCE_MARGIN:
                 print(
                     f"classifier: warning: its test accuracy {test_accuracy:.1%} is no better than naming "
