@@ -15,7 +15,10 @@ trace (metrics.csv): the iteration where k_t first leaves 0, its final value and
 over the first and last 10% of logged values.
 
     python bench/reproduce_began.py --data digits [--data-dir DATA] [--seeds 0 1 2] [--steps 3000]
-        [--began-nets dcgan]
+        [--began-nets dcgan] [-- RUN.PY OPTIONS]
+
+Options after `--` go to every run.py command, both families alike (e.g. `--image-size 16` for
+`--data folder`).
 """
 
 from __future__ import annotations
@@ -92,8 +95,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/reproduce_began"))
     parser.add_argument("--began-nets", choices=["began", "dcgan"], default="began",
                         help="the began arms' nets: the paper's, or the shared DCGAN ones")  # fmt: skip
-    args = parser.parse_args()
-    width = ["--width", str(args.width), "--batch-size", str(args.batch_size)]
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, passed = parser.parse_args(argv[:split]), argv[split + 1 :]
+    width = ["--width", str(args.width), "--batch-size", str(args.batch_size), *passed]
     nets = [] if args.began_nets == "began" else ["--began-nets", args.began_nets]
     suffix = "" if args.began_nets == "began" else f" {args.began_nets} nets"
     arms = [("gan", "gan", []), (f"began gamma 0.5{suffix}", "began", nets)]

@@ -384,3 +384,25 @@ def test_nets_probe_wraps_exactly_the_shape_keeping_convolutions_in_a_carry(tmp_
     # four that keep their width (the first of scale 0 and the second of each scale), not its stride-2 ones.
     assert len([key for key in wrapped if key.endswith("weight")]) == 6 + 6 + 4
     assert len(carried) == len(paper)
+
+
+def test_natural_patches_are_a_labelled_folder_the_folder_dataset_reads(tmp_path: Path) -> None:
+    """bench/natural_patches.py: seeded crops of scikit-learn's two photographs, one class per photograph,
+    written only into a folder of its own."""
+    from lightning_genae.datamodules.folder import scan_folder
+
+    repo = Path(__file__).resolve().parents[1]
+    output = tmp_path / "patches"
+    command = [sys.executable, "bench/natural_patches.py", "--output", str(output), "--per-image", "3",
+               "--crop", "20"]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, cwd=repo)
+    scan = scan_folder(output)
+    assert scan.classes == ["china", "flower"] and scan.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    crops = [Image.open(path) for path in scan.paths]
+    assert {(crop.size, crop.mode) for crop in crops} == {((20, 20), "RGB")}
+    # Crops at seeded positions: the same seed writes the same files.
+    again = tmp_path / "again"
+    subprocess.run([*command[:3], str(again), *command[4:]], check=True, capture_output=True, cwd=repo)
+    assert all((again / p.relative_to(output)).read_bytes() == p.read_bytes() for p in scan.paths)
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=repo)
+    assert refused.returncode == 2 and "exists; pass a new --output folder" in refused.stderr
