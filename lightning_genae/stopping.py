@@ -18,7 +18,7 @@ from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvir
 from pytorch_lightning.callbacks import Callback
 
 from lightning_genae.cluster import ClusterJob, RunInterrupted, current_job, global_rank, is_slurm_task
-from lightning_genae.lightning_internals import kill_launched_processes
+from lightning_genae.lightning_internals import kill_launched_processes, validation_follows_batch
 
 
 def cluster_plugins() -> list[ClusterEnvironment]:
@@ -48,6 +48,8 @@ class StopOnSignal(Callback):
         self.checkpoint_path = Path(checkpoint_path)
         self.run_dir = Path(run_dir)
         self.received: int | None = None
+        self._stop_after_validation = False
+        self._stop_due = False
         self._previous: dict[int, Any] = {}
         self._trainer: pl.Trainer | None = None
 
@@ -87,8 +89,32 @@ class StopOnSignal(Callback):
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if not stop:
             return
-        signum = self.received if self.received is not None else signal.SIGTERM
         trainer.save_checkpoint(self.checkpoint_path)
+        if validation_follows_batch(trainer):
+            # This iteration validates: the checkpoint above is what a kill during the validation leaves,
+            # and the run stops once it has validated, saved again, so a resume does not pass over it.
+            self._stop_after_validation = True
+            return
+        self._stop(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._stop_after_validation or trainer.sanity_checking:
+            return
+        self._stop_after_validation = False
+        trainer.save_checkpoint(self.checkpoint_path)
+        # Stopped at the next hook, not here: the checkpoint callbacks, which Lightning calls last, have
+        # this validation's best.ckpt to write first.
+        self._stop_due = True
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._stop_due:
+            self._stop(trainer, pl_module)
+
+    def _stop(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Say where the run stopped and end it with 128 + the signal; under SLURM's warning, requeue."""
+        signum = self.received if self.received is not None else signal.SIGTERM
         iteration = getattr(pl_module, "iteration", trainer.global_step)
         name = signal.Signals(signum).name
         message = f"stopped by {name} after iteration {iteration}; saved {self.checkpoint_path}"
@@ -110,6 +136,8 @@ class StopOnSignal(Callback):
         raise RunInterrupted(message if trainer.is_global_zero else "", 128 + signum)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._stop_due:  # the signal came in the last iteration: stop before the final evaluation
+            self._stop(trainer, pl_module)
         self._restore()
 
     def on_exception(

@@ -108,6 +108,45 @@ def test_a_run_killed_during_a_validation_runs_that_validation_when_resumed(tmp_
     assert (killed / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
 
 
+SIGTERM_IN_AN_ITERATION_THAT_VALIDATES = f"""
+import os, signal, sys
+from pytorch_lightning import Callback
+import lightning_genae.train as train
+from lightning_genae.cli import main
+
+class TermDuring(Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.iteration == {KILLED_AT - 1}:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+build = train.build_callbacks
+train.build_callbacks = lambda *args: [*build(*args), TermDuring()]
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(tmp_path):
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9", "--eval-samples", "50"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    stopped, whole = tmp_path / "stopped", tmp_path / "whole"
+    victim = subprocess.run(
+        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION_THAT_VALIDATES, *run, "--output", str(stopped)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert victim.returncode == 128 + signal.SIGTERM, victim.stderr
+    assert f"stopped by SIGTERM after iteration {KILLED_AT}" in victim.stderr
+    assert stored_step(stopped / "checkpoints" / "last.ckpt") == KILLED_AT
+    for command in (["--resume", "last", "--output", str(stopped)], [*run, "--output", str(whole)]):
+        finished = subprocess.run(
+            [sys.executable, str(REPO / "run.py"), *command],
+            cwd=REPO, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert finished.returncode == 0, finished.stderr
+    # The iteration's validation ran before the stop, once, and the rest is the uninterrupted run's.
+    assert (stopped / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+
+
 def test_every_test_the_fault_cases_name_exists():
     with (REPO / "tests" / "cases" / "faults.csv").open(newline="") as file:
         named = [tuple(row["test"].split("::")) for row in csv.DictReader(file)]
