@@ -375,6 +375,18 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
         raise DataError(
             f"{table.path}: rows of {len(table.names)} cells are too short for --csv-layout {layout}"
         )
+    numbers = [_number(name) for name in table.names[1:]]
+    all_numbers = None not in numbers
+    counting = all_numbers and numbers[:1] in ([0.0], [1.0])
+    counting = counting and all(b == a + 1 for a, b in zip(numbers, numbers[1:], strict=False))
+    if layout == "ucr" and table.has_header and all_numbers and not counting:
+        # Taken for a header by its first cell alone: a series whose label is text (a header of pandas'
+        # numbered columns counts 0, 1, 2, ... after its label column's name).
+        raise DataError(
+            f"{table.path}: the first row's label {table.names[0]!r} is not an integer; --csv-layout ucr "
+            "takes integer class labels in the first cell (number the classes), or use --csv-layout rows "
+            "for rows without labels"
+        )
     values = _values(table, range(len(table.names)))
     series, labels = [], []
     for position, (number, _) in enumerate(table.rows):

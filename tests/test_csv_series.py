@@ -280,3 +280,12 @@ def test_a_ucr_rows_trailing_gaps_end_a_shorter_series_and_are_not_filled(tmp_pa
     )
     with pytest.raises(DataError, match="row 30 has a gap; fill gaps with --fill-gaps"):
         read_series(rows, layout="rows")
+
+
+def test_a_ucr_row_whose_label_is_text_is_named_not_taken_for_a_header(tmp_path):
+    ucr = write(tmp_path / "labels.tsv", ["normal\t0.5\t2\t3"] + ["abnormal\t1.5\t2\t3"] * 20)
+    with pytest.raises(DataError, match="the first row's label 'normal' is not an integer"):
+        read_series(ucr, layout="ucr")
+    # A header of pandas' numbered columns after the label column's name is a header.
+    numbered = write(tmp_path / "numbered.tsv", ["label\t0\t1\t2"] + ["1\t1\t2\t3", "0\t3\t2\t1"] * 10)
+    assert len(read_series(numbered, layout="ucr").series) == 20
