@@ -132,12 +132,15 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
     if not path.is_file():
         raise DataError(f"--data-dir {path}: no such file; for --data csv pass the path of a CSV file")
     try:
-        with path.open(newline="") as file:
+        # utf-8-sig: the byte-order mark Excel's "CSV UTF-8" starts a file with is no part of its first cell.
+        with path.open(newline="", encoding="utf-8-sig") as file:
             # "\r\r\n" ends every line of a file Python's csv module wrote on Windows in text mode: one line
             # each, not a line and a blank one.
             text = file.read().replace("\r\r\n", "\r\n")
         delimiter = _sniff_delimiter(text.splitlines()[0] if text else "")
-        numbered = list(enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), start=1))
+        # newline="": the csv reader sees \r, \n and \r\n line ends as they are (\r alone: a Mac export).
+        lines = io.StringIO(text, newline="")
+        numbered = list(enumerate(csv.reader(lines, delimiter=delimiter), start=1))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(
             f"{path}: cannot be read as CSV ({type(error).__name__}: {error}); fix the file"
@@ -162,7 +165,8 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
         # The blank lines between the first data row and the last, each a time step of one gap.
         start, end = filled[-len(body)], filled[-1]
         body = [
-            (number, row if row and row[0].strip() else [""]) for number, row in numbered[start : end + 1]
+            (number, row if any(cell.strip() for cell in row) else [""])
+            for number, row in numbered[start : end + 1]
         ]
     for number, row in body:
         if len(row) != len(names):
@@ -375,7 +379,7 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
         raise DataError(
             f"{table.path}: rows of {len(table.names)} cells are too short for --csv-layout {layout}"
         )
-    numbers = [_number(name) for name in table.names[1:]]
+    numbers = [_number(name) for name in table.names[1:] if not is_gap(name)]
     all_numbers = None not in numbers
     counting = all_numbers and numbers[:1] in ([0.0], [1.0])
     counting = counting and all(b == a + 1 for a, b in zip(numbers, numbers[1:], strict=False))
@@ -449,9 +453,11 @@ class CSVSeriesDataModule(SequenceDataModule):
     def table(self) -> SeriesTable:
         """The file's series, read once."""
         if self._table is None:
-            self._table = read_series(
+            table = read_series(
                 Path(self.data_dir), self.layout, self.hparams.get("series_id"), self.hparams.get("fill_gaps")
             )
+            self._check_windows(table)
+            self._table = table
         return self._table
 
     @property
@@ -469,7 +475,11 @@ class CSVSeriesDataModule(SequenceDataModule):
         return (self.seq_len, len(self.channel_names))
 
     def prepare_data(self) -> None:
-        table = self.table()  # a malformed file fails here, before a run folder is made
+        self.table()  # a malformed file fails here, before a run folder is made
+
+    def _check_windows(self, table: SeriesTable) -> None:
+        """Refuse windowing options that cannot apply to the file's series; with the file's reading, on every
+        rank, so that none goes on while another stops."""
         lengths = {len(series) for series in table.series}
         if self.layout == "ucr" and len(lengths) > 1 and not self.hparams.seq_len:
             raise ConfigError(

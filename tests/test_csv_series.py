@@ -289,3 +289,22 @@ def test_a_ucr_row_whose_label_is_text_is_named_not_taken_for_a_header(tmp_path)
     # A header of pandas' numbered columns after the label column's name is a header.
     numbered = write(tmp_path / "numbered.tsv", ["label\t0\t1\t2"] + ["1\t1\t2\t3", "0\t3\t2\t1"] * 10)
     assert len(read_series(numbered, layout="ucr").series) == 20
+
+
+def test_mac_line_ends_a_byte_order_mark_and_a_ragged_one_column_row(tmp_path):
+    # Excel for Mac ends lines with \r alone; Excel's "CSV UTF-8" starts with a byte-order mark.
+    mac = tmp_path / "mac.csv"
+    mac.write_bytes(("a,b\r" + "".join(f"{i},{2 * i}\r" for i in range(60))).encode())
+    assert read_series(mac).series[0].shape == (60, 2)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufeffv\n".encode() + "".join(f"{i}\n" for i in range(60)).encode())
+    assert read_series(bom).channel_names == ["v"]
+    # A one-column file's row of two fields is ragged, not a gap that would drop its value.
+    with pytest.raises(DataError, match="row 3 has 2 fields, the header"):
+        read_series(write(tmp_path / "ragged.csv", ["v", "1", ",5", "3", "4"]), gaps="linear")
+
+
+def test_a_text_label_is_named_also_in_a_first_row_padded_with_gaps(tmp_path):
+    lines = ["abnormal\t0.1\t0.2\tNaN"] + ["normal\t0.2\t0.3\t0.4"] * 20
+    with pytest.raises(DataError, match="the first row's label 'abnormal' is not an integer"):
+        read_series(write(tmp_path / "padded.tsv", lines), layout="ucr")
