@@ -32,6 +32,8 @@ SUMMARY_FILE = "summary.json"
 # The cells an ablation grid planned, at its root (ablation/grid.py): a folder that holds one is a grid's.
 GRID_FILE = "grid.json"
 CHECKPOINT_DIR = "checkpoints"
+# The W&B run id a run chooses (loggers._stable_wandb_id) before it writes its config.yaml.
+WANDB_RUN_ID = "wandb/run_id"
 # The files a run (and a grid, for its cells) writes at the top of its folder.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "normaliser.json", "eval.json", FAILED_FILE)
 # The folders a run writes into, each with the names of what it writes there: `--overwrite` removes those
@@ -126,20 +128,22 @@ def refuse_run_names_without_a_run(path: Path) -> None:
     """Refuse `--output path` that holds no run but holds files of the names a run writes (eval.json,
     images/samples_step0000100.png...): the run would overwrite them, and a later `--overwrite` would remove
     them as the run's."""
-    # failed.json and wandb/ are left out: a grid records a cell that failed before training in failed.json,
-    # and a run names its W&B run (wandb/run_id) before it writes config.yaml, so a run killed in between
-    # leaves them without a run.
+    # failed.json and wandb/run_id are left out: a grid records a cell that failed before training in
+    # failed.json, and a run names its W&B run (wandb/run_id) before it writes config.yaml, so a run killed
+    # in between leaves them without a run. W&B's own run folders there are someone's runs.
     named = [
         name
         for name in RUN_FILES
         if name != FAILED_FILE and ((path / name).is_file() or (path / name).is_symlink())
     ]
     for folder, written in RUN_FOLDERS.items():
-        if folder == "wandb":
-            continue
         inside = path / folder
         if inside.is_dir() and not inside.is_symlink():
-            matching = (entry.name for entry in inside.iterdir() if written.fullmatch(entry.name))
+            matching = (
+                entry.name
+                for entry in inside.iterdir()
+                if written.fullmatch(entry.name) and f"{folder}/{entry.name}" != WANDB_RUN_ID
+            )
             named += sorted(f"{folder}/{name}" for name in matching)
     if not named:
         return

@@ -94,3 +94,14 @@ def test_what_a_run_or_grid_writes_before_config_yaml_does_not_block_the_folder(
         (folder / name).write_text("x")
     args = [*TINY_AE, "--max-steps", "2", "--eval-every", "2", "--output", str(folder)]
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_a_users_own_wandb_runs_in_a_folder_without_a_run_are_refused_not_adopted(tmp_path, capsys):
+    # W&B writes into ./wandb by default: runs of another program there are not this folder's run's, and
+    # --overwrite would remove them with it.
+    folder = tmp_path / "project"
+    (folder / "wandb" / "run-20240101_000000-abcd1234" / "files").mkdir(parents=True)
+    args = [*TINY_AE, "--max-steps", "2", "--eval-every", "2", "--output", str(folder)]
+    assert main(args) == 2
+    assert "wandb/run-20240101_000000-abcd1234, named as a run's files" in capsys.readouterr().err
+    assert (folder / "wandb" / "run-20240101_000000-abcd1234" / "files").is_dir()
