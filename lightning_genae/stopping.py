@@ -89,12 +89,13 @@ class StopOnSignal(Callback):
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if not stop:
             return
-        trainer.save_checkpoint(self.checkpoint_path)
         if validation_follows_batch(trainer):
-            # This iteration validates: the checkpoint above is what a kill during the validation leaves,
-            # and the run stops once it has validated, saved again, so a resume does not pass over it.
+            # This iteration validates: saved now, the checkpoint would make a resume pass over that
+            # validation, so the run stops once it has validated and saved; killed during the validation, it
+            # leaves the previous periodic checkpoint, from which the iterations and the validation run again.
             self._stop_after_validation = True
             return
+        trainer.save_checkpoint(self.checkpoint_path)
         self._stop(trainer, pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -136,8 +137,16 @@ class StopOnSignal(Callback):
         raise RunInterrupted(message if trainer.is_global_zero else "", 128 + signum)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._stop_due:  # the signal came in the last iteration: stop before the final evaluation
-            self._stop(trainer, pl_module)
+        if self._stop_due:
+            # Nothing is left to train, so a resume would have nothing to do: the run finishes instead.
+            self._stop_due = False
+            if trainer.is_global_zero:
+                print(
+                    "the stop signal came in the last iteration: finishing the run (Ctrl-C again stops at "
+                    "once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         self._restore()
 
     def on_exception(

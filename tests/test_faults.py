@@ -108,16 +108,23 @@ def test_a_run_killed_during_a_validation_runs_that_validation_when_resumed(tmp_
     assert (killed / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
 
 
-SIGTERM_IN_AN_ITERATION_THAT_VALIDATES = f"""
+# SIGTERM during iteration ITERATION's training step; with KILL, also killed as that iteration validates.
+SIGTERM_IN_AN_ITERATION = """
 import os, signal, sys
 from pytorch_lightning import Callback
 import lightning_genae.train as train
 from lightning_genae.cli import main
 
+ITERATION = int(os.environ["ITERATION"])
+
 class TermDuring(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if pl_module.iteration == {KILLED_AT - 1}:
+        if pl_module.iteration == ITERATION - 1:
             os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_validation_start(self, trainer, pl_module):
+        if pl_module.iteration == ITERATION and os.environ.get("KILL"):
+            os._exit(9)
 
 build = train.build_callbacks
 train.build_callbacks = lambda *args: [*build(*args), TermDuring()]
@@ -126,25 +133,51 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(tmp_path):
+@pytest.mark.parametrize("killed_in_the_validation", [False, True])
+def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(
+    tmp_path, killed_in_the_validation
+):
     run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9", "--eval-samples", "50"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": str(KILLED_AT)}
+    if killed_in_the_validation:  # SLURM's kill after its grace period, or a second Ctrl-C
+        env["KILL"] = "1"
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
     victim = subprocess.run(
-        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION_THAT_VALIDATES, *run, "--output", str(stopped)],
+        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--output", str(stopped)],
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
-    assert victim.returncode == 128 + signal.SIGTERM, victim.stderr
-    assert f"stopped by SIGTERM after iteration {KILLED_AT}" in victim.stderr
-    assert stored_step(stopped / "checkpoints" / "last.ckpt") == KILLED_AT
+    if killed_in_the_validation:
+        # Nothing was saved for the signal: the previous periodic checkpoint stays.
+        assert victim.returncode == 9, victim.stderr
+        assert stored_step(stopped / "checkpoints" / "last.ckpt") == KILLED_AT - 3
+    else:
+        assert victim.returncode == 128 + signal.SIGTERM, victim.stderr
+        assert f"stopped by SIGTERM after iteration {KILLED_AT}" in victim.stderr
+        assert stored_step(stopped / "checkpoints" / "last.ckpt") == KILLED_AT
+    env.pop("KILL", None)
     for command in (["--resume", "last", "--output", str(stopped)], [*run, "--output", str(whole)]):
         finished = subprocess.run(
             [sys.executable, str(REPO / "run.py"), *command],
             cwd=REPO, env=env, capture_output=True, text=True,
         )  # fmt: skip
         assert finished.returncode == 0, finished.stderr
-    # The iteration's validation ran before the stop, once, and the rest is the uninterrupted run's.
+    # The iteration's validation ran once, before the stop or after the resume, and the rest is the
+    # uninterrupted run's.
     assert (stopped / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_signal_in_the_last_iteration_lets_the_run_finish(tmp_path):
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "6", "--eval-samples", "50"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": "6"}
+    finished = subprocess.run(
+        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--output", str(tmp_path / "run")],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    # A resume would have nothing left to train: the run ends as a finished one.
+    assert finished.returncode == 0, finished.stderr
+    assert "the stop signal came in the last iteration: finishing the run" in finished.stderr
+    assert (tmp_path / "run" / "summary.json").is_file()
 
 
 def test_every_test_the_fault_cases_name_exists():
