@@ -43,7 +43,7 @@ from lightning_genae.metrics.generative import (
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
 from lightning_genae.plugin_options import flag, typed_flag
-from lightning_genae.resolve import resolve
+from lightning_genae.resolve import named_options, resolve
 from lightning_genae.run_folder import started_run_files
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
@@ -208,9 +208,9 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     if unused:
         flags = ", ".join(typed_flag(name, options[name]) for name in unused)
         raise ConfigError(f"--evaluate takes the run's own settings from the checkpoint; drop {flags}")
-    resolved = resolve(
-        merge(stored, {key: value for key, value in options.items() if key in EVALUATION_OPTIONS})
-    )
+    typed = {key: value for key, value in options.items() if key in EVALUATION_OPTIONS}
+    # What is typed now is refused where the run cannot read it (an image backbone for series).
+    resolved = resolve(merge(stored, typed), named=named_options(typed))
     config = resolved.config
     output = Path(options["output"]) if options.get("output") else checkpoint.run_folder
     eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)

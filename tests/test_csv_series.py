@@ -308,3 +308,26 @@ def test_a_text_label_is_named_also_in_a_first_row_padded_with_gaps(tmp_path):
     lines = ["abnormal\t0.1\t0.2\tNaN"] + ["normal\t0.2\t0.3\t0.4"] * 20
     with pytest.raises(DataError, match="the first row's label 'abnormal' is not an integer"):
         read_series(write(tmp_path / "padded.tsv", lines), layout="ucr")
+
+
+def test_evaluate_refuses_a_typed_image_backbone_for_a_series_run(tmp_path, capsys):
+    from lightning_genae.cli import main
+
+    run = tmp_path / "run"
+    args = [
+        "--model",
+        "rae",
+        "--data",
+        "sines",
+        "--rnn-hidden",
+        "8",
+        "--max-steps",
+        "2",
+        "--eval-samples",
+        "64",
+    ]
+    assert main([*args, "--output", str(run)]) == 0
+    capsys.readouterr()
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    assert main(["--evaluate", checkpoint, "--backbone", "inception", "--output", str(tmp_path / "e")]) == 2
+    assert "--backbone inception scores images" in capsys.readouterr().err

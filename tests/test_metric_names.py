@@ -175,8 +175,16 @@ def test_a_metric_under_its_former_name_reads_under_its_name_now() -> None:
         "test/predictive_quick": 0.1,
         "val/loss": 1.0,
     }
-    # Both there (a resumed run's file): the current name's value stays.
-    assert current_names({"val/predictive": 1, "val/predictive_quick": 2}) == {
-        "val/predictive": 1,
-        "val/predictive_quick": 2,
+    # A metrics.csv row of a run resumed across the renaming holds both columns, one of them empty.
+    assert current_names({"step": "2", "val/predictive": "0.4", "val/predictive_quick": ""}) == {
+        "step": "2",
+        "val/predictive_quick": "0.4",
     }
+    assert current_names({"step": "4", "val/predictive": "", "val/predictive_quick": "0.3"}) == {
+        "step": "4",
+        "val/predictive_quick": "0.3",
+    }
+    assert list(current_names(dict.fromkeys(["step", "val/predictive", "val/predictive_quick"]))) == [
+        "step",
+        "val/predictive_quick",
+    ]

@@ -139,17 +139,19 @@ FORMER_KINDS = {"discriminative": "discriminative_quick", "predictive": "predict
 
 
 def current_names(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """`metrics` ({"test/discriminative": 0.1, ...}) with any kind of FORMER_KINDS under its name now;
-    where both are there the current one stays."""
-    renamed = {}
+    """`metrics` ({"test/discriminative": 0.1, ...}) with any kind of FORMER_KINDS under its name now. Where
+    both names are there (a metrics.csv row of a run resumed across the renaming, one of them empty), the
+    value that is there is kept under the name now."""
+    renamed: dict[str, Any] = {}
     for name, value in metrics.items():
         split, _, kind = name.rpartition("/")
         if kind in FORMER_KINDS:
             current = f"{split}/{FORMER_KINDS[kind]}" if split else FORMER_KINDS[kind]
-            if current not in metrics:
+            if metrics.get(current) in (None, ""):
                 renamed[current] = value
-                continue
-        renamed[name] = value
+            continue
+        if renamed.get(name) in (None, "") or value not in (None, ""):
+            renamed[name] = value
     return renamed
 
 
