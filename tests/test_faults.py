@@ -95,17 +95,22 @@ def test_a_run_killed_during_a_validation_runs_that_validation_when_resumed(tmp_
     assert victim.returncode == 9, victim.stderr
     # The checkpoint of the killed validation's iteration waits for that validation, so none was saved.
     assert stored_step(killed / "checkpoints" / "last.ckpt") == KILLED_AT - 3
-    for command in (["--resume", "last", "--output", str(killed)], [*run, "--output", str(whole)]):
+    resume_and_compare_with_the_whole_run(killed, whole, run, env)
+    with (killed / "metrics.csv").open(newline="") as file:
+        validated = [int(row["step"]) for row in csv.DictReader(file) if row.get("val/loss")]
+    assert validated == [3, KILLED_AT, 9]
+
+
+def resume_and_compare_with_the_whole_run(stopped: Path, whole: Path, run: list[str], env: dict) -> None:
+    """`--resume last` the stopped run, train `run` uninterrupted into `whole`: every row the resumed run
+    wrote, a validation it ran again included, is the uninterrupted run's."""
+    for command in (["--resume", "last", "--output", str(stopped)], [*run, "--output", str(whole)]):
         finished = subprocess.run(
             [sys.executable, str(REPO / "run.py"), *command],
             cwd=REPO, env=env, capture_output=True, text=True,
         )  # fmt: skip
         assert finished.returncode == 0, finished.stderr
-    with (killed / "metrics.csv").open(newline="") as file:
-        validated = [int(row["step"]) for row in csv.DictReader(file) if row.get("val/loss")]
-    assert validated == [3, KILLED_AT, 9]
-    # The resumed run's every row, the validation it ran again included, is the uninterrupted run's.
-    assert (killed / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+    assert (stopped / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
 
 
 # SIGTERM during iteration ITERATION's training step; with KILL, also killed as that iteration validates.
@@ -155,15 +160,8 @@ def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(
         assert f"stopped by SIGTERM after iteration {KILLED_AT}" in victim.stderr
         assert stored_step(stopped / "checkpoints" / "last.ckpt") == KILLED_AT
     env.pop("KILL", None)
-    for command in (["--resume", "last", "--output", str(stopped)], [*run, "--output", str(whole)]):
-        finished = subprocess.run(
-            [sys.executable, str(REPO / "run.py"), *command],
-            cwd=REPO, env=env, capture_output=True, text=True,
-        )  # fmt: skip
-        assert finished.returncode == 0, finished.stderr
-    # The iteration's validation ran once, before the stop or after the resume, and the rest is the
-    # uninterrupted run's.
-    assert (stopped / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+    # The iteration's validation ran once, before the stop or after the resume.
+    resume_and_compare_with_the_whole_run(stopped, whole, run, env)
 
 
 @pytest.mark.slow
