@@ -177,6 +177,13 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
     return CSVTable(path, names, body, has_header)
 
 
+def _counts_up(values: Sequence[float | None]) -> bool:
+    """Whether `values` count 0, 1, 2, ... or 1, 2, 3, ...: how pandas numbers an index or unnamed columns."""
+    return values[:1] in ([0.0], [1.0]) and all(
+        a is not None and b == a + 1 for a, b in zip(values, values[1:], strict=False)
+    )
+
+
 def find_index_columns(table: CSVTable) -> list[int]:
     """A column with an empty header cell counting 0, 1, 2, ... (or from 1) down the rows: the RangeIndex
     pandas' to_csv writes first. Taken as a channel it would add a straight ramp to every window."""
@@ -187,11 +194,8 @@ def find_index_columns(table: CSVTable) -> list[int]:
         unnamed = name == f"column {index + 1}" or re.fullmatch(r"Unnamed: \d+", name) is not None
         if not (table.has_header and unnamed):
             continue
-        cells = table.column(index)
-        if len(cells) < 2 or any(_number(cell) is None for cell in cells):
-            continue
-        values = [_number(cell) for cell in cells]
-        if values[0] in (0, 1) and all(b - a == 1 for a, b in zip(values, values[1:], strict=False)):
+        values = [_number(cell) for cell in table.column(index)]
+        if len(values) >= 2 and _counts_up(values):
             found.append(index)
     return found
 
@@ -380,10 +384,7 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
             f"{table.path}: rows of {len(table.names)} cells are too short for --csv-layout {layout}"
         )
     numbers = [_number(name) for name in table.names[1:] if not is_gap(name)]
-    all_numbers = None not in numbers
-    counting = all_numbers and numbers[:1] in ([0.0], [1.0])
-    counting = counting and all(b == a + 1 for a, b in zip(numbers, numbers[1:], strict=False))
-    if layout == "ucr" and table.has_header and all_numbers and not counting:
+    if layout == "ucr" and table.has_header and None not in numbers and not _counts_up(numbers):
         # Taken for a header by its first cell alone: a series whose label is text (a header of pandas'
         # numbered columns counts 0, 1, 2, ... after its label column's name).
         raise DataError(

@@ -169,7 +169,7 @@ def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(name for name, value in command_line.items() if value is not False)
 
 
-def _check_data_kind(config: RunConfig, model: ModelSpec, named: Collection[str]) -> None:
+def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
     """The model, the augmentation and the shape options must all fit the kind of data (images, series)."""
     kind = DATASETS[config.data].data_kind
     same_kind = [name for name, spec in DATASETS.items() if spec.data_kind == model.data_kind]
@@ -189,7 +189,6 @@ def _check_data_kind(config: RunConfig, model: ModelSpec, named: Collection[str]
             f"on images only and --data "
             f"{config.data} is {kind} data; use --augment {' or '.join(fits)}"
         )
-    _refuse_series_backbone(config, named)
 
 
 def _refuse_series_backbone(config: RunConfig, named: Collection[str]) -> None:
@@ -291,7 +290,8 @@ def resolve(
         )
     _check_inception_weights(config)
     model = MODELS[config.model]
-    _check_data_kind(config, model, named)
+    _check_data_kind(config, model)
+    _refuse_series_backbone(config, named)
     _check_classifier_weights(config)
     options = _family_options(config, model, named)
     data_options = parse_dataset_options(
