@@ -147,11 +147,23 @@ class RunCheckpoint:
                 return value[TRAIN_CONTENT_KEY]
         return None
 
-    def check_trained_on(self, datamodule: InMemoryDataModule, flag: str, otherwise: str) -> None:
+    def check_trained_on(
+        self, datamodule: InMemoryDataModule, flag: str, otherwise: str, data_dir: str | None = None
+    ) -> None:
         """Refuse data whose training split differs by content from the run's: files replaced in place
-        under the same --data-dir are found, not mixed into one run or reported as its numbers. `otherwise`
-        ends the error with the other way out."""
+        under the same --data-dir, or another folder given as --data-dir, are found, not mixed into one run
+        or reported as its numbers. `otherwise` ends the error with the other way out. `data_dir`: the
+        folder read now, where it may differ from the run's; without a hash to compare, only the run's own
+        folder is accepted."""
         trained = self.training_data_sha256()
+        stored_dir = self.contents.get(CONFIG_KEY, {}).get("data_dir")
+        moved = data_dir and stored_dir and Path(data_dir).resolve() != Path(stored_dir).resolve()
+        if trained is None and moved:
+            raise ConfigError(
+                f"{flag} {self.path}: the checkpoint records no hash of its training data (an older "
+                f"version), so data read from --data-dir {data_dir} cannot be checked against the run's; "
+                f"give the run's own --data-dir {stored_dir}, or {otherwise}"
+            )
         if trained is None:
             say(
                 f"{flag}: {self.path} records no hash of its training data (an older version), so it "

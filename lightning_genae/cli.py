@@ -281,8 +281,8 @@ def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: 
         raise ConfigError(
             f"--resume {resume.path}: {'; '.join(conflicts)} would make it another run; drop "
             f"{'it' if len(conflicts) == 1 else 'them'} to continue it (changeable on resume: --max-steps, "
-            f"--lr{own}, cadences, loggers, hardware, --eval-samples), or start a new run with another "
-            "--output"
+            f"--lr{own}, cadences, loggers, hardware, --eval-samples, --data-dir), or start a new run with "
+            "another --output"
         )
 
 

@@ -294,10 +294,13 @@ COMMAND_LINE_ONLY = (
 CONFIG_KEY = "genae_config"
 PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite")
 # Options a `--resume` may change: they take effect from the resumed step on. Every other option defines the
-# run (model, data and its shapes, family options, augmentation, train size, seed, data paths, batch size,
-# backbone) and must equal the checkpoint's. The family's learning rate reaches the restored optimizer.
+# run (model, data and its shapes, family options, augmentation, train size, seed, other data paths, batch
+# size, backbone) and must equal the checkpoint's. The family's learning rate reaches the restored optimizer.
+# `--data-dir` may move (a run continued on another machine): the data is compared by content instead
+# (`RunCheckpoint.check_trained_on`).
 CHANGEABLE_ON_RESUME = (
     *PER_INVOCATION,
+    "data_dir",
     "max_steps",
     "max_epochs",
     "lr",

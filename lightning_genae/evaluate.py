@@ -216,7 +216,8 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)
     datamodule = resolved.build_datamodule()
     model = checkpoint.restore(resolved.model.module, "--evaluate")
-    trainer = pl.Trainer(
+    trainer = run_setup.hardware_trainer(
+        config,
         logger=False,
         enable_checkpointing=False,
         # The run's bars: drawn on a terminal, a line every 30 s in a log file (where Lightning's redraw).
@@ -230,6 +231,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         "--evaluate",
         "score the model on this data from Python (lightning_genae.load_model, then "
         + ("lightning_genae.score_images)" if datamodule.data_kind == "image" else "its sample method)"),
+        data_dir=config.data_dir,
     )
     try:
         # Looked up when it runs, as train.py's is, so both score with the same function.

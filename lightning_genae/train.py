@@ -277,7 +277,9 @@ def _train(
     # of a checkpoint may use any batch size, so the check is training's, not the data's).
     datamodule.check_batch_fits()
     if resume is not None and trainer.is_global_zero:
-        resume.check_trained_on(datamodule, "--resume", "start a new run without --resume")
+        resume.check_trained_on(
+            datamodule, "--resume", "start a new run without --resume", data_dir=config.data_dir
+        )
     attached = attach_augmentation(
         resolved.augment,
         datamodule,

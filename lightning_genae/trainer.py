@@ -674,6 +674,20 @@ def validation_every(iterations: int) -> dict[str, Any]:
     return {"val_check_interval": iterations, "check_val_every_n_epoch": None}
 
 
+def hardware_trainer(config: RunConfig, **trainer_arguments: Any) -> pl.Trainer:
+    """A `pl.Trainer` on `config`'s hardware; hardware this machine lacks (a run trained on a GPU, resumed or
+    evaluated on a machine without one) is one line naming the settings in effect and the flags to change."""
+    try:
+        return pl.Trainer(**trainer_arguments)
+    except (MisconfigurationException, ValueError, RuntimeError) as error:
+        raise ConfigError(
+            f"Trainer set-up failed: {describe_error(error)}; in effect: --accelerator {config.accelerator} "
+            f"--devices {config.devices} --strategy {config.strategy} --precision {config.precision} (a "
+            "resumed or evaluated run keeps its own unless typed): check them, e.g. --accelerator cpu on a "
+            "machine without a GPU"
+        ) from None
+
+
 def build_trainer(
     config: RunConfig,
     family: type[GenerativeModule],
@@ -684,28 +698,23 @@ def build_trainer(
     """The training Trainer: budget and cadences in training iterations, whatever the family's step count."""
     steps_per_iteration = family.optimizer_steps_per_iteration
     skip_repeated_cuda_probes()
-    try:
-        return pl.Trainer(
-            default_root_dir=str(run_dir),
-            # Lightning counts optimizer steps; --max-steps counts training iterations.
-            max_steps=trainer_kwargs(family, config.max_steps)["max_steps"] if config.max_steps else -1,
-            max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
-            **hardware_arguments(config, family),
-            logger=loggers,
-            callbacks=[*callbacks, LogStepIsIteration(steps_per_iteration), IterationProgressBar()],
-            # The console prints one line about the model instead of Lightning's table.
-            enable_model_summary=False,
-            log_every_n_steps=log_every_n_steps(config),
-            **validation_every(config.eval_every),
-            num_sanity_val_steps=0,
-            fast_dev_run=config.fast_dev_run,
-            plugins=cluster_plugins(),
-        )
-    except (MisconfigurationException, ValueError, RuntimeError) as error:
-        raise ConfigError(
-            f"Trainer set-up failed: {describe_error(error)}; "
-            "check --accelerator/--devices/--strategy/--precision"
-        ) from None
+    return hardware_trainer(
+        config,
+        default_root_dir=str(run_dir),
+        # Lightning counts optimizer steps; --max-steps counts training iterations.
+        max_steps=trainer_kwargs(family, config.max_steps)["max_steps"] if config.max_steps else -1,
+        max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
+        **hardware_arguments(config, family),
+        logger=loggers,
+        callbacks=[*callbacks, LogStepIsIteration(steps_per_iteration), IterationProgressBar()],
+        # The console prints one line about the model instead of Lightning's table.
+        enable_model_summary=False,
+        log_every_n_steps=log_every_n_steps(config),
+        **validation_every(config.eval_every),
+        num_sanity_val_steps=0,
+        fast_dev_run=config.fast_dev_run,
+        plugins=cluster_plugins(),
+    )
 
 
 def prepare_data_early(datamodule: InMemoryDataModule, trainer: pl.Trainer) -> None:

@@ -5,6 +5,7 @@ file that is damaged (or was put there by someone else) is replaced with a one-l
 and never reported as a bad option the user did not give; `--augment-ckpt` must be trained on this data.
 """
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -290,6 +291,43 @@ def test_a_checkpoint_without_a_data_hash_resumes_saying_it_was_not_compared(fol
     capsys.readouterr()
     assert main(["--resume", "last", "--output", str(checkpoint.parent.parent), "--max-steps", "3"]) == 0
     assert "records no hash of its training data" in capsys.readouterr().out
+
+
+def test_a_run_continues_from_its_images_in_another_folder_and_not_from_other_images(
+    folder_ae_checkpoint, tmp_path, capsys
+):
+    """A run moved to another machine finds its data elsewhere: the content decides, not the path."""
+    checkpoint, folder = folder_ae_checkpoint
+    run_dir = checkpoint.parent.parent
+    moved = tmp_path / "elsewhere" / "images"
+    shutil.copytree(folder, moved)
+    other = tmp_path / "other-images"
+    write_folder(other, inverted=True)
+    before = files_of(run_dir)
+    capsys.readouterr()
+    resume = ["--resume", "last", "--output", str(run_dir), "--max-steps", "3", "--data-dir"]
+    assert main([*resume, str(other)]) == 2
+    one_line(capsys, "--resume", "training images differ from the run's", "restore the run's")
+    assert files_of(run_dir) == before
+    assert main([*resume, str(moved)]) == 0
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 3
+
+
+def test_a_checkpoint_without_a_data_hash_resumes_only_from_its_own_folder(
+    folder_ae_checkpoint, tmp_path, capsys
+):
+    checkpoint, folder = folder_ae_checkpoint
+    contents = torch.load(checkpoint, weights_only=True)
+    for value in contents.values():
+        if isinstance(value, dict):
+            value.pop(TRAIN_CONTENT_KEY, None)
+    torch.save(contents, checkpoint)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(folder, moved)
+    capsys.readouterr()
+    resume = ["--resume", "last", "--output", str(checkpoint.parent.parent), "--max-steps", "3"]
+    assert main([*resume, "--data-dir", str(moved)]) == 2
+    one_line(capsys, "--resume", "records no hash", f"--data-dir {folder}")
 
 
 def augment_with(checkpoint: Path, folder: Path, run_dir: Path) -> int:

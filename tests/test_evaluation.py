@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lightning_genae.checkpoint import CONFIG_KEY
 from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics import names
@@ -125,6 +126,24 @@ def test_evaluate_takes_a_batch_larger_than_the_training_split(tiny_ae_run, tmp_
     checkpoint = str(tiny_ae_run / "checkpoints" / "last.ckpt")
     assert main(["--evaluate", checkpoint, "--batch-size", "2000", "--output", str(tmp_path / "eval")]) == 0
     assert (tmp_path / "eval" / "eval.json").is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_evaluating_a_gpu_trained_run_without_a_gpu_names_the_accelerator_flag(tiny_ae_run, tmp_path, capsys):
+    """A run trained on a cluster's GPU and scored on a laptop: one line, not Lightning's traceback."""
+    contents = torch.load(tiny_ae_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    contents[CONFIG_KEY] = {**contents[CONFIG_KEY], "accelerator": "gpu"}
+    run_dir = tmp_path / "gpu-run"
+    shutil.copytree(tiny_ae_run, run_dir)
+    torch.save(contents, run_dir / "checkpoints" / "last.ckpt")
+    before = sorted(path.name for path in run_dir.rglob("*"))
+    assert main(["--evaluate", str(run_dir / "checkpoints" / "last.ckpt")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "--accelerator gpu" in error and "--accelerator cpu" in error, error
+    assert sorted(path.name for path in run_dir.rglob("*")) == before
+    # The flag it names scores the run.
+    assert main(["--evaluate", str(run_dir / "checkpoints" / "last.ckpt"), "--accelerator", "cpu"]) == 0
+    assert (run_dir / "eval.json").is_file()
 
 
 def test_evaluate_never_replaces_an_earlier_evaluation_or_writes_among_another_runs_files(
