@@ -79,6 +79,24 @@ class MeanPixels(FeatureBackbone):
         return images.float().mean(dim=(1, 3))
 
 
+def test_other_weights_under_the_same_description_compute_their_own_real_features(tmp_path):
+    """The cache is keyed by the weights' whole SHA-256, not by the description that names its prefix."""
+    folder = tmp_path / "images"
+    write_folder(folder)
+    data = folder_data(folder)
+    cpu = torch.device("cpu")
+    first, second = MeanPixels(), MeanPixels()
+    first.weights_sha256 = "ab" * 32
+    second.weights_sha256 = "ab" * 4 + "cd" * 28  # the same first 8 digits
+    RealFeatures(first, tmp_path / "cache").get(data, "train", cpu)
+    RealFeatures(second, tmp_path / "cache").get(data, "train", cpu)
+    assert second.extracted == first.extracted > 0, "the second weights are not read from the first's cache"
+    again = MeanPixels()
+    again.weights_sha256 = "ab" * 32
+    RealFeatures(again, tmp_path / "cache").get(data, "train", cpu)
+    assert again.extracted == 0, "the same weights are read from the cache"
+
+
 # ----- the same hash everywhere -----
 
 

@@ -50,8 +50,9 @@ def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.de
 class RealFeatures:
     """Backbone features of a dataset split, computed once and cached on disk.
 
-    Keyed by the split's content (its SHA-256) and the backbone: replacing a folder's images in place, or a
-    dataset of the same name elsewhere, computes them again instead of reusing another data's features. A
+    Keyed by the split's content (its SHA-256) and the backbone's weights (theirs): replacing a folder's
+    images in place, a dataset of the same name elsewhere, or another weights file computes them again
+    instead of reusing another data's or network's features. A
     cache file that cannot be read is recomputed (with a one-line notice), never trusted.
     """
 
@@ -61,7 +62,10 @@ class RealFeatures:
         self._memory: dict[str, Tensor] = {}
 
     def key(self, datamodule: ImageDataModule, split: str) -> str:
-        identity = f"{datamodule.content_sha256(split)}|{split}|{self.backbone.description}"
+        # The weights by their whole SHA-256 (a description names only its first 8 digits); a backbone
+        # without a weights file (a stand-in) by its description.
+        network = self.backbone.weights_sha256 or self.backbone.description
+        identity = f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{network}"
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
         # The name is for people reading the folder; the digest alone decides.
         return f"{datamodule.name}-{split}-{self.backbone.name}-{digest}"
