@@ -175,7 +175,8 @@ class RunCheckpoint:
             raise ConfigError(
                 f"{flag} {self.path}: the training {datamodule.item_noun} differ from the run's (SHA-256 "
                 f"{trained[:12]} in the checkpoint, {current[:12]} now: were the files under --data-dir "
-                f"replaced?); restore the run's data, or {otherwise}"
+                f"replaced, or does this version of lightning-genae read them otherwise than the run's?); "
+                f"restore the run's data (or version), or {otherwise}"
             )
 
     def iteration(self, steps_per_iteration: int) -> int:
