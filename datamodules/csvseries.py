@@ -23,7 +23,8 @@ timestamp column (every cell a date or date-time such as `2024-01-31` or `31/01/
 named date, time, datetime, timestamp or ds) is kept out of the channels; its rows must be in time order.
 Gaps (an empty cell, NA, NaN, null, ?) are refused unless `--fill-gaps linear` (interpolated along time within
 each series and channel; a gap at an end takes the nearest value) or `--fill-gaps ffill` (the last value seen,
-the first one for a leading gap) fills them.
+the first one for a leading gap) fills them. One recording's gaps are filled within each of its time splits,
+so no evaluation value is drawn into a filled training row.
 
 Over 400 lines for one job: every CSV form it reads (layouts, timestamp columns, gaps), each
 refused with its fix when it cannot be read.
@@ -301,6 +302,25 @@ def fill_gaps(series: np.ndarray, method: str) -> np.ndarray:
     return filled
 
 
+def time_split_bounds(length: int) -> list[tuple[str, int, int]]:
+    """(split, first row, end row) of one recording of `length` rows: its parts in time order."""
+    bounds, start = [], 0
+    for index, (split, fraction) in enumerate(SPLIT_FRACTIONS):
+        end = length if index == len(SPLIT_FRACTIONS) - 1 else start + round(fraction * length)
+        bounds.append((split, start, end))
+        start = end
+    return bounds
+
+
+def _fill_recording(part: np.ndarray, method: str) -> np.ndarray:
+    """One recording's gaps filled within each of its splits, so no value of the validation or test part
+    reaches a filled training row (or the other way round) across a split's boundary."""
+    filled = part.copy()
+    for _, start, end in time_split_bounds(len(part)):
+        filled[start:end] = fill_gaps(part[start:end], method)
+    return filled
+
+
 def _first_gap(table: CSVTable, rows: Sequence[int], channels: Sequence[int], values: np.ndarray) -> str:
     position, slot = map(int, np.argwhere(np.isnan(values))[0])
     return f"row {table.rows[rows[position]][0]}, column {table.names[channels[slot]]!r}"
@@ -348,15 +368,20 @@ def read_series(
     for key, members in groups.items():
         part = values[members]
         if np.isnan(part).any():
+            one_recording = id_column is None
             if gaps is not None:
-                part = fill_gaps(part, gaps)
+                part = _fill_recording(part, gaps) if one_recording else fill_gaps(part, gaps)
             if gaps is None or np.isnan(part).any():
                 where = _first_gap(table, members, channels, part)
-                fix = (
-                    "fill gaps with --fill-gaps linear or ffill, or fill them in the file"
-                    if gaps is None
-                    else f"that channel has no value in series {key!r}; drop the series or the column"
-                )
+                if gaps is None:
+                    fix = "fill gaps with --fill-gaps linear or ffill, or fill them in the file"
+                elif one_recording:
+                    fix = (
+                        "that channel has no value in one of the recording's 70/10/20 time splits, within "
+                        "which gaps are filled; fill it in the file, or drop the column"
+                    )
+                else:
+                    fix = f"that channel has no value in series {key!r}; drop the series or the column"
                 raise DataError(f"{path}: {where} is a gap; {fix}")
         series.append(torch.from_numpy(part))
     names = [table.names[index] for index in channels]
@@ -499,12 +524,8 @@ class CSVSeriesDataModule(SequenceDataModule):
         """Each split's series and labels: time-ordered parts of one recording, or whole panel series."""
         table = self.table()
         if not table.panel:
-            rows, start, parts = table.series[0], 0, {}
-            for index, (split, fraction) in enumerate(SPLIT_FRACTIONS):
-                end = len(rows) if index == len(SPLIT_FRACTIONS) - 1 else start + round(fraction * len(rows))
-                parts[split] = [(rows[start:end], -1)]
-                start = end
-            return parts
+            rows = table.series[0]
+            return {split: [(rows[start:end], -1)] for split, start, end in time_split_bounds(len(rows))}
         count = len(table.series)
         num_val, num_test = round(0.1 * count), round(0.2 * count)
         if min(num_val, num_test, count - num_val - num_test) < MIN_SERIES_PER_SPLIT:

@@ -118,6 +118,24 @@ def test_gaps_are_filled_linearly_or_forward(tmp_path):
     assert table.series[0][3, 1].item() == pytest.approx(6.0)
 
 
+def test_a_recordings_gaps_are_filled_within_its_time_splits_not_across_them(tmp_path):
+    # 100 rows: training 0-69, validation 70-79, test 80-99. A gap at the training part's last rows would
+    # be drawn towards the validation part's first value if the whole recording were filled at once.
+    values = [str(float(i)) for i in range(100)]
+    values[68] = values[69] = ""
+    values[80] = "NA"  # the test part's first row
+    path = write(tmp_path / "x.csv", ["a", *[cell or "NA" for cell in values]])
+    series = read_series(path, gaps="linear").series[0][:, 0]
+    assert series[68].item() == series[69].item() == 67.0, "the training part's nearest value, not 70's"
+    assert series[80].item() == 81.0, "the test part's own first value, not the validation part's"
+    assert series[70:80].tolist() == [float(i) for i in range(70, 80)]
+    forward = read_series(path, gaps="ffill").series[0][:, 0]
+    assert forward[80].item() == 81.0, "a part's leading gap takes its first value"
+    all_gaps = ["a", *[str(float(i)) if i < 70 or i >= 80 else "NA" for i in range(100)]]
+    with pytest.raises(DataError, match="no value in one of the recording's 70/10/20 time splits"):
+        read_series(write(tmp_path / "empty-val.csv", all_gaps), gaps="linear")
+
+
 def ucr_lines(count=40, length=30):
     rows = []
     for index in range(count):
