@@ -418,6 +418,16 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
             "for rows without labels"
         )
     values = _values(table, range(len(table.names)))
+    if layout == "rows":
+        # Cells empty in every row at the rows' end are a trailing delimiter (`1,2,3,`), not a gap per row.
+        filled_columns = np.flatnonzero(~np.isnan(values).all(axis=0))
+        width = int(filled_columns[-1]) + 1 if len(filled_columns) else values.shape[1]
+        if width < values.shape[1]:
+            say(
+                f"{table.path}: every row ends with {values.shape[1] - width} empty cell(s) (a trailing "
+                "delimiter): read as the end of each row"
+            )
+            values = values[:, :width]
     series, labels = [], []
     for position, (number, _) in enumerate(table.rows):
         row = values[position, offset:].reshape(-1, 1)

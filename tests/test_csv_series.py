@@ -136,6 +136,19 @@ def test_a_recordings_gaps_are_filled_within_its_time_splits_not_across_them(tmp
         read_series(write(tmp_path / "empty-val.csv", all_gaps), gaps="linear")
 
 
+def test_a_trailing_delimiter_on_every_row_of_a_panel_is_no_gap(tmp_path, capsys):
+    lines = [",".join(f"{i + 0.1 * j:.1f}" for j in range(12)) + "," for i in range(30)]
+    table = read_series(write(tmp_path / "rows.csv", lines), layout="rows")
+    assert [len(series) for series in table.series] == [12] * 30
+    assert table.series[3][:, 0].tolist() == pytest.approx([3 + 0.1 * j for j in range(12)])
+    assert "every row ends with 1 empty cell(s)" in capsys.readouterr().out
+    # One row's empty last cell among full rows is still a gap.
+    lines = [line[:-1] for line in lines]
+    lines[7] = lines[7].rsplit(",", 1)[0] + ","
+    with pytest.raises(DataError, match="row 8 has a gap"):
+        read_series(write(tmp_path / "gap.csv", lines), layout="rows")
+
+
 def ucr_lines(count=40, length=30):
     rows = []
     for index in range(count):
