@@ -40,7 +40,7 @@ from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
 from lightning_genae.config import merge, resume_conflicts
 from lightning_genae.datamodules import ImageDataModule, build_datamodule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.metrics.likelihood import subset_corrected_mean
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import OneLineErrorParser, flag
@@ -102,11 +102,11 @@ SCRIPT_FLAGS = ("--batch-size", "--latent-dim", "--lr-schedule", "--data-dir")
 DEFINING_ON_RESUME = ("lr", "precision", "max_epochs")
 
 
-def run_conflicts(stored: dict[str, Any], wanted: dict[str, Any], continued: bool) -> list[str]:
+def run_conflicts(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """`--width 64 (checkpoint: 32)` for each option the run's checkpoint records otherwise than the
     reproduction's run would: run.py's comparison of a resume, and the learning rate, precision and epochs
-    it lets a resume change. The data folder counts only for a run that trains on."""
-    conflicts = resume_conflicts(stored, wanted, changeable=() if continued else ("data_dir",))
+    it lets a resume change. A moved data folder is run.py's to check, by content, where the run trains on."""
+    conflicts = resume_conflicts(stored, wanted)
     for name in DEFINING_ON_RESUME:
         if name in stored and stored[name] != wanted.get(name):
             conflicts.append(f"{flag(name)} {wanted.get(name)} (checkpoint: {stored[name]})")
@@ -137,7 +137,7 @@ def not_ready(run_dir: Path, seed: int, args: argparse.Namespace, first_stop: in
     iteration, stored = found
     # A run of a version without --lr-schedule trained at the constant rate.
     stored = {"lr_schedule": "constant", **stored}
-    conflicts = run_conflicts(stored, wanted, continued=iteration < args.steps and not args.score_only)
+    conflicts = run_conflicts(stored, wanted)
     if conflicts:
         settable = all(conflict.split()[0] in SCRIPT_FLAGS for conflict in conflicts)
         flags = " and ".join(conflict.split()[0] for conflict in conflicts)
@@ -343,7 +343,10 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     datamodule = build_datamodule("binarized_mnist", data_dir=args.data_dir)
-    datamodule.prepare_data()
+    try:
+        datamodule.prepare_data()
+    except GenaeError as error:  # data missing or unreadable: one line, before anything trains
+        parser.error(str(error))
     images = test_images(datamodule, args.test_images)
     if args.cheap_k and not 2 <= args.corrected_images < len(images):
         parser.error(f"--corrected-images must be 2 or more and below the {len(images)} test images scored")

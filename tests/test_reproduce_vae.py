@@ -133,9 +133,10 @@ REFUSALS = {
         ["--steps", "4", "--lr-schedule", "cosine"],
         "--lr-schedule cosine (checkpoint: constant)",
     ),
-    "another-data-folder-to-train-on": (
+    # A moved data folder may continue a run (its content is compared); one without the data is named.
+    "a-data-folder-without-the-data": (
         ["--steps", "4", "--data-dir", "elsewhere"],
-        "elsewhere (checkpoint: ",
+        "MNIST not found in elsewhere/MNIST/raw",
     ),
     "score-only-at-other-steps": (
         ["--steps", "5", "--score-only"],

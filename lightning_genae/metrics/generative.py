@@ -64,7 +64,7 @@ class RealFeatures:
     def key(self, datamodule: ImageDataModule, split: str) -> str:
         # The weights by their whole SHA-256 (a description names only its first 8 digits); a backbone
         # without a weights file (a stand-in) by its description.
-        network = self.backbone.weights_sha256 or self.backbone.description
+        network = getattr(self.backbone, "weights_sha256", None) or self.backbone.description
         identity = f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{network}"
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
         # The name is for people reading the folder; the digest alone decides.
