@@ -353,6 +353,24 @@ def _rendezvous_address(job: ClusterJob) -> tuple[str, int]:
 # ----- stopping on a signal -----
 
 
+# The stop signal a run in this process noted last: a run whose signal came in its last iteration finishes,
+# and an ablation grid still stops after that cell (`take_noted_signal`).
+_noted_signal: int | None = None
+
+
+def note_stop_signal(signum: int) -> None:
+    """Record that a run received the stop signal `signum` (StopOnSignal calls it)."""
+    global _noted_signal
+    _noted_signal = signum
+
+
+def take_noted_signal() -> int | None:
+    """The stop signal a run noted since the last call (None if none), forgotten once read."""
+    global _noted_signal
+    noted, _noted_signal = _noted_signal, None
+    return noted
+
+
 class RunInterrupted(BaseException):
     """A signal ended the run on purpose: one line for the user and an exit code of 128 + signal number.
 

@@ -9,6 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -17,7 +20,14 @@ import pytorch_lightning as pl
 from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from pytorch_lightning.callbacks import Callback
 
-from lightning_genae.cluster import ClusterJob, RunInterrupted, current_job, global_rank, is_slurm_task
+from lightning_genae.cluster import (
+    ClusterJob,
+    RunInterrupted,
+    current_job,
+    global_rank,
+    is_slurm_task,
+    note_stop_signal,
+)
 from lightning_genae.lightning_internals import kill_launched_processes, validation_follows_batch
 
 
@@ -28,6 +38,40 @@ def cluster_plugins() -> list[ClusterEnvironment]:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+@contextmanager
+def stop_during_final_evaluation(run_dir: Path) -> Iterator[None]:
+    """SIGINT, SIGTERM or SIGUSR1 once training is over, while the run evaluates its final weights: stop at
+    once with 128 + the signal. The trained weights are already in last.ckpt, and `--resume last` of a run
+    without its summary.json runs the final evaluation alone. Lightning would turn Ctrl-C into exit 1 (a
+    failed cell, to a grid) and ignore every Ctrl-C after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; a run in another thread keeps Python's own
+        return
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
+        name = signal.Signals(signum).name
+        job = current_job()
+        if signum == signal.SIGUSR1 and job is not None and job.scheduler == "slurm":
+            failure = requeue_slurm_job(job) if global_rank() == 0 else None
+            raise RunInterrupted(failure or "", 128 + signum)
+        message = (
+            f"stopped by {name} during the final evaluation; the trained weights are in {last}: finish the "
+            f"run (summary.json) with: python run.py --output {run_dir} --resume last, or score them with: "
+            f"python run.py --evaluate {last}"
+        )
+        raise RunInterrupted(message if global_rank() == 0 else "", 128 + signum)
+
+    previous = {stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
 
 
 class StopOnSignal(Callback):
@@ -73,6 +117,7 @@ class StopOnSignal(Callback):
             os._exit(128 + signal.SIGINT)
         if self.received is None:
             self.received = signum
+            note_stop_signal(signum)
             if signum == signal.SIGINT and global_rank() == 0:
                 print(
                     "Ctrl-C: stopping after this iteration and saving last.ckpt (Ctrl-C again stops at once)",

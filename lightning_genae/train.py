@@ -38,6 +38,7 @@ from lightning_genae.run_report import (
     format_metrics_table,
     scalar_metrics,
 )
+from lightning_genae.stopping import stop_during_final_evaluation
 from lightning_genae.trainer import (
     build_callbacks,
     build_trainer,
@@ -166,11 +167,16 @@ class TrainingStarted(Callback):
 
 def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
     """Refuse a --resume with no iteration left to train: it would only rewrite the run's last.ckpt and
-    summary.json and log its final rows a second time."""
+    summary.json and log its final rows a second time. A run at its last iteration without summary.json
+    (stopped during its final evaluation) is let through: the resume evaluates it."""
     max_steps = resolved.config.max_steps
     if max_steps is None:
         return
     done = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
+    if max_steps == done and not (resume.run_folder / "summary.json").is_file():
+        # Stopped after its training, during the final evaluation: the resume runs that evaluation alone.
+        say(f"--resume {resume.path}: training is complete at iteration {done}; running the final evaluation")
+        return
     if max_steps <= done:
         raise ConfigError(
             f"--resume {resume.path}: the run is at iteration {done} and --max-steps {max_steps} leaves "
@@ -327,56 +333,58 @@ def _train(
     log_last_training_values(trainer, model, fit_metrics)
     if not config.fast_dev_run:
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    # From here a stop signal ends the run at once: the trained weights are saved.
+    with stop_during_final_evaluation(run_dir):
+        final_metrics = {
+            **fit_metrics,
+            **final_evaluation(
+                trainer,
+                model,
+                datamodule,
+                config.test_split,
+                # Training's last step validated these weights (ValidateLastIteration), seeded as this would.
+                validated=fit_metrics if seeded_evaluation.validated_at == trainer.global_step else None,
+            ),
+        }
+        # Taken before the best checkpoint's evaluation, which the metric callbacks record as their test
+        # stage.
+        evaluation = evaluation_records(metrics_callback, series_callback)
+        selected = None
+        # Its evaluation is a test one: a run kept off the test split (--no-test-split) skips it too.
+        if chosen is not None and config.test_split:
+            selected = evaluate_selected_checkpoint(trainer, model, datamodule, chosen, final_metrics)
 
-    final_metrics = {
-        **fit_metrics,
-        **final_evaluation(
-            trainer,
-            model,
-            datamodule,
-            config.test_split,
-            # Training's last step validated these weights (ValidateLastIteration), seeded as this would.
-            validated=fit_metrics if seeded_evaluation.validated_at == trainer.global_step else None,
-        ),
-    }
-    # Taken before the best checkpoint's evaluation, which the metric callbacks record as their test stage.
-    evaluation = evaluation_records(metrics_callback, series_callback)
-    selected = None
-    # Its evaluation is a test one: a run kept off the test split (--no-test-split) skips it too.
-    if chosen is not None and config.test_split:
-        selected = evaluate_selected_checkpoint(trainer, model, datamodule, chosen, final_metrics)
-
-    summary = {
-        "model": config.model,
-        "data": config.data,
-        "augment": config.augment,
-        "seed": config.seed,
-        "global_step": model.iteration,
-        "max_steps": config.max_steps,
-        "wall_time_s": round(time.time() - started_at, 2),
-        "final_metrics": final_metrics,
-        "headline_metric": model.monitor,
-        **({"sampling": sampling} if sampling is not None else {}),
-        **({"selected_checkpoint": selected} if selected is not None else {}),
-        "evaluation": evaluation,
-        **skipped_metrics_record(config, model),
-        "augmentation": attached.final_record(),
-        "data_summary": datamodule.summary(),
-        "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),
-        **environment_info(trainer),
-        "config": config.to_dict(),
-    }
-    if trainer.is_global_zero:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        headline = test_headline(model.monitor, final_metrics)
-        if brief:
-            say(format_final_line(final_metrics, headline))
-        else:
-            table = format_metrics_table(final_metrics, headline)
-            say(f"\nfinal metrics (step {summary['global_step']}):\n{table}")
-        say(f"run folder: {run_dir}")
-    finish_loggers(loggers, final_metrics, selected)
-    return summary
+        summary = {
+            "model": config.model,
+            "data": config.data,
+            "augment": config.augment,
+            "seed": config.seed,
+            "global_step": model.iteration,
+            "max_steps": config.max_steps,
+            "wall_time_s": round(time.time() - started_at, 2),
+            "final_metrics": final_metrics,
+            "headline_metric": model.monitor,
+            **({"sampling": sampling} if sampling is not None else {}),
+            **({"selected_checkpoint": selected} if selected is not None else {}),
+            "evaluation": evaluation,
+            **skipped_metrics_record(config, model),
+            "augmentation": attached.final_record(),
+            "data_summary": datamodule.summary(),
+            "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),
+            **environment_info(trainer),
+            "config": config.to_dict(),
+        }
+        if trainer.is_global_zero:
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            headline = test_headline(model.monitor, final_metrics)
+            if brief:
+                say(format_final_line(final_metrics, headline))
+            else:
+                table = format_metrics_table(final_metrics, headline)
+                say(f"\nfinal metrics (step {summary['global_step']}):\n{table}")
+            say(f"run folder: {run_dir}")
+        finish_loggers(loggers, final_metrics, selected)
+        return summary
 
 
 def _add_metric_callbacks(

@@ -5,6 +5,7 @@ tests/cases/faults.csv names a test that exists."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -176,6 +177,61 @@ def test_a_signal_in_the_last_iteration_lets_the_run_finish(tmp_path):
     assert finished.returncode == 0, finished.stderr
     assert "the stop signal came in the last iteration: finishing the run" in finished.stderr
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+# Ctrl-C as the final evaluation reaches the test split, once training is over.
+INTERRUPT_IN_THE_FINAL_EVALUATION = """
+import os, signal, sys
+from pytorch_lightning import Callback
+import lightning_genae.train as train
+from lightning_genae.cli import main
+
+class IntDuringTest(Callback):
+    def on_test_start(self, trainer, pl_module):
+        os.kill(os.getpid(), signal.SIGINT)
+
+build = train.build_callbacks
+train.build_callbacks = lambda *args: [*build(*args), IntDuringTest()]
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_alone(tmp_path):
+    run_dir = tmp_path / "run"
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "3", "--eval-samples", "50"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    stopped = subprocess.run(
+        [sys.executable, "-c", INTERRUPT_IN_THE_FINAL_EVALUATION, *run, "--output", str(run_dir)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    # Lightning would end with exit 1 (a failed run, to a grid) and ignore any later Ctrl-C.
+    assert stopped.returncode == 130, stopped.stderr
+    assert "stopped by SIGINT during the final evaluation" in stopped.stderr
+    assert "Traceback" not in stopped.stderr, stopped.stderr
+    assert not (run_dir / "summary.json").exists()
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert stored_step(checkpoint) == 3
+    # The resume it names runs the final evaluation alone.
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "3"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 3 and "test/mse" in summary["final_metrics"]
+    # Once finished, nothing is left to resume.
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "3"]) == 2
+
+
+@pytest.mark.slow
+def test_a_grid_stops_after_a_cell_whose_last_iteration_took_the_stop_signal(tmp_path):
+    grid = tmp_path / "grid"
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "4", "--eval-samples", "50"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": "4"}
+    stopped = subprocess.run(
+        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--seeds", "0,1", "--output", str(grid)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "finished (the signal came in its last iteration)" in stopped.stderr
+    cells = sorted(path.name for path in grid.iterdir() if path.is_dir())
+    assert len(cells) == 1 and (grid / cells[0] / "summary.json").is_file(), cells
 
 
 def test_every_test_the_fault_cases_name_exists():

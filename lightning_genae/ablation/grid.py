@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import signal
 import sys
 import time
 import traceback
@@ -31,6 +32,7 @@ from typing import Any
 
 from lightning_genae.augmentation import given_options
 from lightning_genae.cache import write_file_atomically
+from lightning_genae.cluster import RunInterrupted, take_noted_signal
 from lightning_genae.config import RunConfig, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.resolve import ResolvedRun, resolve
@@ -355,6 +357,7 @@ def run_grid(
         print(f"{label} ..." if start is CellStart.FRESH else f"{label}: {says} ...", flush=True)
         error: BaseException | None = None
         cell_started = time.monotonic()
+        take_noted_signal()  # a signal a run noted before this cell is not this cell's
         try:
             run_cell(cell, run_dir, start)
         except RunFolderRefused as refused:
@@ -375,6 +378,14 @@ def run_grid(
         if error is None:
             failed_file.unlink(missing_ok=True)
             outcomes.append(CellOutcome(cell, run_dir, ok=True, action=_ACTIONS[start]))
+            noted = take_noted_signal()
+            if noted is not None:
+                # The signal came in the cell's last iteration, so the cell finished; the grid stops here.
+                raise RunInterrupted(
+                    f"stopped by {signal.Signals(noted).name}: {label} finished (the signal came in its last "
+                    "iteration); run the grid command again to go on with the other cells",
+                    128 + noted,
+                )
             continue
         message = describe_error(error)
         record = {
