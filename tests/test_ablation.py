@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +320,63 @@ def test_a_finished_cell_with_other_options_is_refused_and_not_marked_failed(
     assert not (run_dir / "failed.json").exists(), "a refusal must not make the next re-run replace the run"
     assert json.loads((run_dir / "summary.json").read_text())["config"]["batch_size"] == 64
     assert "refused" in capsys.readouterr().err
+
+
+def _set_in_summary(run_dir: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    change(summary)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_a_row_whose_runs_differ_in_what_decides_their_numbers_is_not_averaged(tmp_path: Path) -> None:
+    """Seeds added later with another --lr, or scored by a classifier trained on other data, are not one
+    experiment: the row names what differs instead of a mean over both."""
+    runs = [
+        write_run(tmp_path, augment, None, seed, 20.0 + seed)
+        for augment in ("none", "ae")
+        for seed in range(3)
+    ]
+    for run_dir in runs:
+        _set_in_summary(run_dir, lambda summary: summary["config"].update(lr=0.0005))
+    _set_in_summary(runs[2], lambda summary: summary["config"].update(lr=0.01))
+    _set_in_summary(
+        runs[5],
+        lambda summary: summary["evaluation"]["test"].update(backbone="classifier (mnist, sha256 bf283147)"),
+    )
+    markdown = summarize(tmp_path)["md"].read_text()
+    none_row, ae_row = table_row(markdown, "none", "full"), table_row(markdown, "ae", "full")
+    assert (
+        none_row[4] == "not averaged"
+        and "--lr differs (0.0005 in seed 0, seed 1; 0.01 in seed 2)" in none_row[-1]
+    )
+    assert ae_row[4] == "not averaged" and "backbone differs" in ae_row[-1] and "bf283147" in ae_row[-1]
+    assert "--overwrite" in ae_row[-1]
+    # The same row with agreeing runs is averaged.
+    _set_in_summary(runs[2], lambda summary: summary["config"].update(lr=0.0005))
+    assert table_row(summarize(tmp_path)["md"].read_text(), "none", "full")[4] == "21 ± 1"
+
+
+def test_a_tuned_arms_run_of_another_value_than_the_choice_is_named_not_averaged(tmp_path: Path) -> None:
+    from lightning_genae.ablation.runs import load_runs, row_disagreement
+
+    for seed in range(2):
+        run_dir = write_run(tmp_path, "diffaug", None, seed, 30.0)
+        _set_in_summary(run_dir, lambda summary: summary["config"].update(diffaug_translation=0.0))
+    group = load_runs(tmp_path)
+    problem = row_disagreement(group, {"diffaug_translation": 0.0625})
+    assert "--diffaug-translation chosen 0.0625, but seed 0 ran 0.0, seed 1 ran 0.0" in problem
+    assert row_disagreement(group, {"diffaug_translation": 0.0}) == ""
+
+
+def test_a_finished_cell_trained_at_another_learning_rate_refuses_the_grid(tmp_path: Path) -> None:
+    from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
+    from lightning_genae.run_lock import RunFolderRefused
+
+    run_dir = write_run(tmp_path, "none", 1000, 0, 20.0)
+    _set_in_summary(run_dir, lambda summary: summary["config"].update(lr=0.0005))
+    asked = [(run_dir, RunConfig(augment="none", train_size=1000, seed=0, plugin_options={"lr": 0.01}))]
+    with pytest.raises(RunFolderRefused, match=r"--lr 0.01 \(finished run: 0.0005\)"):
+        refuse_finished_runs_with_other_options(asked, overwrite=False)
 
 
 def test_finished_runs_with_other_options_refuse_the_grid_in_one_line(tmp_path: Path) -> None:

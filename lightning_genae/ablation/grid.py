@@ -237,12 +237,22 @@ def summary_config(summary: dict[str, Any]) -> dict[str, Any]:
     return stored if isinstance(stored, dict) else {}
 
 
+# Options a resume may change that still decide a finished run's numbers: a finished cell run with another
+# value is not the cell the grid asks for (its budget, max_steps / max_epochs, is continued instead).
+DEFINING_A_FINISHED_RUN = ("lr", "eval_every", "eval_samples", "test_split", "precision")
+
+
 def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | None) -> list[str]:
     """How the finished run `summary` (a cell's summary.json, None for no finished run) differs from
-    `config` in what a resume may not change."""
+    `config` in what a resume may not change, or in what decides its numbers."""
     if summary is None or config is None:
         return []
-    return resume_conflicts(summary_config(summary), config.to_dict())
+    stored, wanted = summary_config(summary), config.to_dict()
+    conflicts = resume_conflicts(stored, wanted)
+    for name in DEFINING_A_FINISHED_RUN:
+        if name in stored and name in wanted and stored[name] != wanted[name]:
+            conflicts.append(f"{flag(name)} {wanted[name]} (finished run: {stored[name]})")
+    return conflicts
 
 
 def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfig]], overwrite: bool) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lightning_genae.ablation.grid import FAILED_FILE, parse_cell_name, read_grid_cells, summary_config
+from lightning_genae.config import flag
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.names import current_names, test_headline
 from lightning_genae.run_folder import started_run_files
@@ -78,6 +79,71 @@ class CellRun:
 
     def sort_key(self) -> tuple[Any, ...]:
         return (train_size_key(self.train_size), self.augment or "", _seed_key(self.seed), self.cell)
+
+
+# Options a row's cells may differ in without changing its numbers: the grid's seed axis, where and how
+# a run ran (hardware, logging, the cadences of pictures and checkpoints) and the paths its files are read
+# from (their content is checked elsewhere). Every other option, the backbone that scored a run and the
+# sizes of its test evaluation must agree for the cells' mean ± std to be one experiment's.
+ROW_FREE_OPTIONS = frozenset(
+    {
+        "seed", "seeds", "tune_seeds", "grid_index", "output", "resume", "overwrite", "fast_dev_run",
+        "summarize", "config", "logger", "wandb_project", "wandb_group", "image_every", "ckpt_every",
+        "accelerator", "devices", "strategy", "num_nodes", "num_workers", "data_on_device", "data_dir",
+        "inception_weights", "classifier_weights",
+    }
+)  # fmt: skip
+
+
+def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None = None) -> str:
+    """Why the finished cells of one table row are not one experiment (empty when they are): the options
+    they differ in, or a tuned arm's cell that ran other values than the choice `chosen`, naming which
+    seeds hold which value. Such a row is not averaged."""
+    chosen = chosen or {}
+    ok_runs = sorted((run for run in group if run.ok), key=lambda run: run.sort_key())
+    problems = []
+    for name, value in chosen.items():
+        ran = [
+            f"{_seed_label(run)} ran {config[name]!r}"
+            for run in ok_runs
+            if name in (config := summary_config(run.summary)) and _text(config[name]) != _text(value)
+        ]
+        if ran:
+            problems.append(f"{flag(name)} chosen {value!r}, but {', '.join(ran)}")
+    # trait -> its value (as JSON text) -> the seeds that have it
+    seen: dict[str, dict[str, list[str]]] = {}
+    for run in ok_runs:
+        traits = {
+            flag(name): value
+            for name, value in summary_config(run.summary).items()
+            if name not in ROW_FREE_OPTIONS and name not in chosen
+        }
+        traits["backbone"] = run.test_evaluation.get("backbone")
+        traits["test images"] = run.test_evaluation.get("n_real")
+        for trait, value in traits.items():
+            seen.setdefault(trait, {}).setdefault(_text(value), []).append(_seed_label(run))
+    for trait, values in seen.items():
+        if len(values) > 1:
+            listed = "; ".join(
+                f"{json.loads(text)!r} in {', '.join(seeds)}" for text, seeds in values.items()
+            )
+            problems.append(f"{trait} differs ({listed})")
+    if not problems:
+        return ""
+    return (
+        "not averaged, its runs are not one experiment: "
+        + "; ".join(problems)
+        + "; run them again with --overwrite (or another --output)"
+    )
+
+
+def _text(value: Any) -> str:
+    """A value as comparable text (JSON, keys sorted)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def _seed_label(run: CellRun) -> str:
+    return f"seed {'?' if run.seed is None else run.seed}"
 
 
 def train_size_key(train_size: int | None) -> tuple[int, int]:

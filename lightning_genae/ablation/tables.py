@@ -20,6 +20,7 @@ from lightning_genae.ablation.runs import (
     not_finished,
     number,
     read_json,
+    row_disagreement,
     train_size_key,
     unique,
 )
@@ -269,12 +270,15 @@ def _group_table(
     *,
     chosen_steps: bool = False,
     arm_notes: Mapping[tuple[int | None, str], str] | None = None,
+    arm_choices: Mapping[tuple[int | None, str], Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """A Markdown row per (train size, augment), best headline mean first, of the metrics `metrics_of` gives.
 
     `chosen_steps` adds the step each seed's chosen checkpoint is from, and notes the finished runs that
     have none instead of the failed and pending ones (which the table of the final weights lists).
-    `arm_notes` leads a group's notes (what a tuned arm chose).
+    `arm_notes` leads a group's notes (what a tuned arm chose); `arm_choices` are a tuned arm's chosen
+    values, which each of its runs must have run. A row whose runs differ in what decides their numbers
+    (`row_disagreement`) shows no mean.
     """
 
     def values(group: list[CellRun], name: str) -> list[float]:
@@ -307,7 +311,10 @@ def _group_table(
         n_ok = sum(run.ok for run in group)
         failures = [run for run in group if run.failed]
         waiting = [run for run in group if run.pending is not None]
-        if n_ok:
+        disagreement = row_disagreement(group, (arm_choices or {}).get((train_size, augment)))
+        if n_ok and disagreement:
+            cells = ["not averaged"] * len(metrics)
+        elif n_ok:
             cells = [_format_stats(values(group, name), n_ok) for name in metrics]
         else:
             cells = ["failed" if failures else "n/a"] * len(metrics)
@@ -328,7 +335,7 @@ def _group_table(
             if failures and not n_ok and not metrics:
                 notes = "failed: " + notes
         arm_note = (arm_notes or {}).get((train_size, augment), "")
-        notes = "; ".join(note for note in (arm_note, notes) if note)
+        notes = "; ".join(note for note in (arm_note, disagreement, notes) if note)
         row = [augment, train_size_label(train_size), str(n_ok), str(len(failures)), *cells, notes]
         lines.append("| " + " | ".join(_md_cell(text) for text in row) + " |")
     return lines
@@ -341,6 +348,13 @@ def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, 
     arm_notes = {
         (as_int(arm.get("train_size")), str(arm.get("augment"))): _chosen_note(arm)
         for arm in (tuning["arms"] if tuning else [])
+    }
+    arm_choices = {
+        (as_int(arm.get("train_size")), str(arm.get("augment"))): {
+            name: value for name, value in arm["chosen"].items() if name in arm["tuned"]
+        }
+        for arm in (tuning["arms"] if tuning else [])
+        if isinstance(arm.get("chosen"), dict) and isinstance(arm.get("tuned"), dict)
     }
     metrics = _table_metrics(runs, headline)
     groups: dict[tuple[int | None, str], list[CellRun]] = {}
@@ -388,7 +402,14 @@ def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, 
         "",
         "### Final weights",
         "",
-        *_group_table(groups, metrics, headline, lambda run: run.final_metrics, arm_notes=arm_notes),
+        *_group_table(
+            groups,
+            metrics,
+            headline,
+            lambda run: run.final_metrics,
+            arm_notes=arm_notes,
+            arm_choices=arm_choices,
+        ),
     ]
     if any(run.selected_metrics for run in ok_runs):
         chosen_on = unique(run.selected.get("chosen_on") for run in ok_runs)
@@ -408,6 +429,7 @@ def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, 
                 lambda run: run.selected_metrics,
                 chosen_steps=True,
                 arm_notes=arm_notes,
+                arm_choices=arm_choices,
             ),
         ]
     lines += ["", *_tuning_lines(root, tuning), f"![validation curves]({figure})", ""]
