@@ -16,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
+from lightning_fabric.utilities.imports import _IS_INTERACTIVE
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.strategies import DDPStrategy
 
@@ -38,6 +39,7 @@ from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationM
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
+from lightning_genae.cluster import current_job
 from lightning_genae.config import NO_BACKBONE, RunConfig, check_values
 from lightning_genae.console import IterationProgressBar, say, warn
 from lightning_genae.datamodules import InMemoryDataModule
@@ -66,14 +68,31 @@ def parse_devices(devices: str) -> int | str | list[int]:
         ) from None
 
 
+def runs_several_processes(config: RunConfig) -> bool:
+    """Whether the Trainer's `auto` strategy would pick DDP: several devices or several nodes."""
+    devices = parse_devices(config.devices)
+    if config.num_nodes > 1 or (isinstance(devices, list) and len(devices) > 1):
+        return True
+    if isinstance(devices, int):
+        return devices > 1
+    # `--devices auto` is every GPU where the accelerator may be one, one process otherwise.
+    return config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1
+
+
 def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> Any:
-    """Adversarial models leave one network without gradients in each backward; DDP must expect that."""
-    if family.adversarial and config.strategy.startswith("ddp") and "find_unused" not in config.strategy:
-        start_method = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}.get(
-            config.strategy
-        )
-        if start_method is not None:
-            return DDPStrategy(find_unused_parameters=True, start_method=start_method)
+    """Adversarial models leave one network without gradients in each backward; DDP must expect that,
+    also where `--strategy auto` picks DDP for several devices."""
+    if not family.adversarial or "find_unused" in config.strategy:
+        return config.strategy
+    strategy = config.strategy
+    if strategy == "auto" and runs_several_processes(config):
+        # What Lightning's `auto` picks for several processes: forked in a notebook, else started as scripts.
+        strategy = "ddp_fork" if _IS_INTERACTIVE else "ddp"
+    start_method = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}.get(
+        strategy
+    )
+    if start_method is not None:
+        return DDPStrategy(find_unused_parameters=True, start_method=start_method)
     return config.strategy
 
 
@@ -677,14 +696,22 @@ def validation_every(iterations: int) -> dict[str, Any]:
 def hardware_trainer(config: RunConfig, **trainer_arguments: Any) -> pl.Trainer:
     """A `pl.Trainer` on `config`'s hardware; hardware this machine lacks (a run trained on a GPU, resumed or
     evaluated on a machine without one) is one line naming the settings in effect and the flags to change."""
+    manual_launch = "NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ
+    if config.num_nodes > 1 and current_job() is None and not manual_launch:
+        # Lightning would start this node's processes and wait for the other nodes' forever, silently.
+        raise ConfigError(
+            f"--num-nodes {config.num_nodes} outside a job that starts the other nodes (SLURM's srun, "
+            "torchrun, or NODE_RANK and MASTER_ADDR set on each node): the run would wait for them without "
+            "end; give --num-nodes 1 (a resumed or evaluated run keeps its own unless typed)"
+        )
     try:
         return pl.Trainer(**trainer_arguments)
-    except (MisconfigurationException, ValueError, RuntimeError) as error:
+    except (MisconfigurationException, ValueError, RuntimeError, TypeError) as error:
         raise ConfigError(
             f"Trainer set-up failed: {describe_error(error)}; in effect: --accelerator {config.accelerator} "
-            f"--devices {config.devices} --strategy {config.strategy} --precision {config.precision} (a "
-            "resumed or evaluated run keeps its own unless typed): check them, e.g. --accelerator cpu on a "
-            "machine without a GPU"
+            f"--devices {config.devices} --num-nodes {config.num_nodes} --strategy {config.strategy} "
+            f"--precision {config.precision} (a resumed or evaluated run keeps its own unless typed): check "
+            "them, e.g. --accelerator cpu --devices 1 --num-nodes 1 on a machine without a GPU"
         ) from None
 
 

@@ -12,6 +12,7 @@ import torch
 
 from lightning_genae.callbacks.metrics import FeatureBank, sample_generator
 from lightning_genae.cli import main
+from lightning_genae.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # Relative difference allowed between the 1- and 2-process metrics. Both generate the very same samples
@@ -156,3 +157,25 @@ def test_two_process_evaluation_averages_every_test_image_once(tmp_path):
     assert two["world_size"] == 2
     for name in ("val/loss", "val/mse", "test/loss", "test/mse", "test/psnr", "test/ssim"):
         assert two["metrics"][name] == pytest.approx(one["metrics"][name], rel=1e-6), name
+
+
+@pytest.mark.parametrize(
+    ("devices", "num_nodes", "several"), [("2", 1, True), ("0,1", 1, True), ("1", 2, True), ("1", 1, False)]
+)
+def test_an_adversarial_family_on_several_devices_gets_ddp_that_expects_unused_parameters(
+    devices: str, num_nodes: int, several: bool
+) -> None:
+    """`--strategy auto` picks DDP for several devices; a GAN's D step leaves G without gradients, which
+    plain DDP refuses, so the default strategy must be DDP with find_unused_parameters=True there."""
+    from pytorch_lightning.strategies import DDPStrategy
+
+    from lightning_genae.models import MODELS
+    from lightning_genae.trainer import build_strategy
+
+    config = RunConfig(model="gan", accelerator="cpu", devices=devices, num_nodes=num_nodes)
+    strategy = build_strategy(config, MODELS["gan"].module)
+    if several:
+        assert isinstance(strategy, DDPStrategy) and strategy._ddp_kwargs == {"find_unused_parameters": True}
+    else:
+        assert strategy == "auto"
+    assert build_strategy(config, MODELS["vae"].module) == "auto", "a VAE uses every parameter"
