@@ -8,6 +8,7 @@ the grid's configuration errors answer as quickly as `--help`.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
@@ -369,5 +370,6 @@ def _report_grid(root: Path, grid_index: int | None) -> None:
         paths = summarize(root)
         print("wrote " + ", ".join(str(path) for path in paths.values()))
     else:
-        print(f"cell {grid_index} done; once every cell has run: python run.py --summarize {root}")
+        summarize = f"python run.py --summarize {shlex.quote(str(root))}"
+        print(f"cell {grid_index} done; once every cell has run: {summarize}")
     print(describe_progress(root))

@@ -8,6 +8,7 @@ import netrc
 import os
 import re
 import secrets
+import shlex
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -211,7 +212,8 @@ def build_loggers(
         if reason == "WANDB_MODE=disabled":
             say("wandb: disabled (WANDB_MODE=disabled); nothing is logged to W&B")
         elif offline:
-            say(f"wandb: offline ({reason}); upload later with: wandb sync {wandb_dir}/offline-run-*")
+            offline_runs = f"{shlex.quote(str(wandb_dir))}/offline-run-*"
+            say(f"wandb: offline ({reason}); upload later with: wandb sync {offline_runs}")
         loggers.append(wandb_logger)
     return loggers
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import time
 import zipfile
@@ -91,7 +92,7 @@ def _refuse_grid_folder(path: Path) -> None:
 def _refuse_foreign_run(path: Path, files: list[str]) -> None:
     fixes = ["replace it with --overwrite", "or pick another --output"]
     if (path / CHECKPOINT_DIR / "last.ckpt").is_file():
-        fixes.insert(0, f"continue it with --resume last --output {path}")
+        fixes.insert(0, f"continue it with --resume last --output {shlex.quote(str(path))}")
     refuse_another_run(path, files, fixes)
 
 

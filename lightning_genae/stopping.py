@@ -6,6 +6,7 @@ Trainer's cluster environment, which leaves the stopping and requeueing to it (`
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -59,10 +60,11 @@ def stop_during_final_evaluation(run_dir: Path) -> Iterator[None]:
         if signum == signal.SIGUSR1 and job is not None and job.scheduler == "slurm":
             failure = requeue_slurm_job(job) if global_rank() == 0 else None
             raise RunInterrupted(failure or "", 128 + signum)
+        folder, weights = shlex.quote(str(run_dir)), shlex.quote(str(last))
         message = (
             f"stopped by {name} during the final evaluation; the trained weights are in {last}: finish the "
-            f"run (summary.json) with: python run.py --output {run_dir} --resume last, or score them with: "
-            f"python run.py --evaluate {last}"
+            f"run (summary.json) with: python run.py --output {folder} --resume last, or score them with: "
+            f"python run.py --evaluate {weights}"
         )
         raise RunInterrupted(message if global_rank() == 0 else "", 128 + signum)
 
@@ -178,7 +180,7 @@ class StopOnSignal(Callback):
             )
             failure = requeue_slurm_job(job)
             raise RunInterrupted(failure or "", 128 + signum)
-        message += f"; continue with: python run.py --output {self.run_dir} --resume last"
+        message += f"; continue with: python run.py --output {shlex.quote(str(self.run_dir))} --resume last"
         raise RunInterrupted(message if trainer.is_global_zero else "", 128 + signum)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 import warnings
 from dataclasses import replace
@@ -418,7 +419,7 @@ def _write_run_header(
     run_dir.mkdir(parents=True, exist_ok=True)
     # Its paths are absolute (`run`), and so is the one its first line names: it re-runs from any folder.
     config_file = run_dir.absolute() / "config.yaml"
-    header = f"{CONFIG_HEADER}; re-run with: python run.py --config {config_file}\n"
+    header = f"{CONFIG_HEADER}; re-run with: python run.py --config {shlex.quote(str(config_file))}\n"
     config_file.write_text(header + config.experiment().to_yaml())
     say(f"run folder: {run_dir}  ({datamodule.summary()})")
     if discriminator_augmentation is not None:

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -197,7 +198,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_alone(tmp_path):
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "my run"  # the printed command must survive a space
     run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "3", "--eval-samples", "50"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     stopped = subprocess.run(
@@ -211,8 +212,10 @@ def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_al
     assert not (run_dir / "summary.json").exists()
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert stored_step(checkpoint) == 3
-    # The resume it names runs the final evaluation alone.
-    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "3"]) == 0
+    # The resume it names, pasted as printed, runs the final evaluation alone.
+    printed = stopped.stderr.split("finish the run (summary.json) with: python run.py ")[1].split(", or ")[0]
+    assert shlex.split(printed) == ["--output", str(run_dir), "--resume", "last"]
+    assert main([*shlex.split(printed), "--max-steps", "3"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["global_step"] == 3 and "test/mse" in summary["final_metrics"]
     # Once finished, nothing is left to resume.

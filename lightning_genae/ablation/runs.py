@@ -229,8 +229,9 @@ def _pending_run(run_dir: Path) -> CellRun:
 
 def load_runs(root: Path) -> list[CellRun]:
     if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
         raise ConfigError(
-            f"ablation folder {root} does not exist; run a grid first, or pass the grid's --output folder"
+            f"ablation folder {root} {what}; run a grid first, or pass the grid's --output folder"
         )
     # Cells a grid command planned, and cell folders a run started in (a grid from before grid.json).
     planned = set(read_grid_cells(root)) | {
