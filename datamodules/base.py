@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test")
 # Where a datamodule's state in a checkpoint records the SHA-256 of the training split it was trained on.
 TRAIN_CONTENT_KEY = "train_sha256"
+# The validation and test splits' hashes ({"val": ..., "test": ...}): the numbers a run reports are on them.
+EVALUATION_CONTENT_KEY = "evaluation_sha256"
+EVALUATION_SPLITS = ("val", "test")
 
 
 @torch.no_grad()
@@ -238,8 +241,12 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint: the hash of the training split, so that a checkpoint used as an
-        augmenter (--augment-ckpt) can be matched to the data of the run that uses it."""
-        return {TRAIN_CONTENT_KEY: self.content_sha256("train")}
+        augmenter (--augment-ckpt) can be matched to the data of the run that uses it, and those of the
+        validation and test splits, which a resumed or re-evaluated run must score on as it did."""
+        return {
+            TRAIN_CONTENT_KEY: self.content_sha256("train"),
+            EVALUATION_CONTENT_KEY: {split: self.content_sha256(split) for split in EVALUATION_SPLITS},
+        }
 
     # ----- dataloaders -----
 

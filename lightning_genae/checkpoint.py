@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import Callback
 from lightning_genae.cache import is_torch_file
 from lightning_genae.config import CONFIG_KEY, PER_INVOCATION, RunConfig
 from lightning_genae.console import say
-from lightning_genae.datamodules.base import TRAIN_CONTENT_KEY
+from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, EVALUATION_SPLITS, TRAIN_CONTENT_KEY
 from lightning_genae.errors import ConfigError, describe_error
 
 if TYPE_CHECKING:
@@ -150,9 +150,10 @@ class RunCheckpoint:
     def check_trained_on(
         self, datamodule: InMemoryDataModule, flag: str, otherwise: str, data_dir: str | None = None
     ) -> None:
-        """Refuse data whose training split differs by content from the run's: files replaced in place
-        under the same --data-dir, or another folder given as --data-dir, are found, not mixed into one run
-        or reported as its numbers. `otherwise` ends the error with the other way out. `data_dir`: the
+        """Refuse data whose training, validation or test split differs by content from the run's: files
+        replaced in place under the same --data-dir, or another folder given as --data-dir, are found, not
+        mixed into one run or reported as its numbers. `otherwise` ends the error with the other way out.
+        `data_dir`: the
         folder read now, where it may differ from the run's; without a hash to compare, only the run's own
         folder is accepted."""
         trained = self.training_data_sha256()
@@ -172,12 +173,34 @@ class RunCheckpoint:
             return
         current = datamodule.content_sha256("train")
         if trained != current:
-            raise ConfigError(
-                f"{flag} {self.path}: the training {datamodule.item_noun} differ from the run's (SHA-256 "
-                f"{trained[:12]} in the checkpoint, {current[:12]} now: were the files under --data-dir "
-                f"replaced, or does this version of lightning-genae read them otherwise than the run's?); "
-                f"restore the run's data (or version), or {otherwise}"
-            )
+            raise self._other_data("training", datamodule, trained, current, flag, otherwise)
+        self._check_evaluation_splits(datamodule, flag, otherwise)
+
+    def _check_evaluation_splits(self, datamodule: InMemoryDataModule, flag: str, otherwise: str) -> None:
+        """The validation and test splits against the hashes the checkpoint holds (none in one written by
+        an older version, which is not compared): the run's numbers are measured on them."""
+        recorded = next(
+            (
+                value[EVALUATION_CONTENT_KEY]
+                for value in self.contents.values()
+                if isinstance(value, dict) and isinstance(value.get(EVALUATION_CONTENT_KEY), dict)
+            ),
+            {},
+        )
+        for split in EVALUATION_SPLITS:
+            saved = recorded.get(split)
+            if isinstance(saved, str) and saved != (current := datamodule.content_sha256(split)):
+                raise self._other_data(split, datamodule, saved, current, flag, otherwise)
+
+    def _other_data(
+        self, split: str, datamodule: InMemoryDataModule, saved: str, current: str, flag: str, otherwise: str
+    ) -> ConfigError:
+        return ConfigError(
+            f"{flag} {self.path}: the {split} {datamodule.item_noun} differ from the run's (SHA-256 "
+            f"{saved[:12]} in the checkpoint, {current[:12]} now: were the files under --data-dir replaced, "
+            "or does this version of lightning-genae read them otherwise than the run's?); restore the run's "
+            f"data (or version), or {otherwise}"
+        )
 
     def iteration(self, steps_per_iteration: int) -> int:
         """Training iterations done when it was saved (Lightning counts optimizer steps)."""

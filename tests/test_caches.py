@@ -27,7 +27,7 @@ from lightning_genae.augmentation.latent import (
 from lightning_genae.cli import main
 from lightning_genae.config import RunConfig
 from lightning_genae.datamodules import build_datamodule
-from lightning_genae.datamodules.base import TRAIN_CONTENT_KEY, InMemoryDataModule
+from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, TRAIN_CONTENT_KEY, InMemoryDataModule
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics.backbones import FeatureBackbone, load_backbone
 from lightning_genae.metrics.generative import RealFeatures
@@ -111,8 +111,11 @@ def test_one_hasher_of_content_shared_by_the_classifier_and_the_caches(tmp_path)
     again = folder_data(folder)
     assert again.content_sha256("train") != before
     assert classifier_lib.training_fingerprint(again, seed=0, epochs=5) != fingerprint
-    # A checkpoint records which training split a model saw.
-    assert again.state_dict() == {"train_sha256": again.content_sha256("train")}
+    # A checkpoint records which training split a model saw, and which splits scored it.
+    assert again.state_dict() == {
+        "train_sha256": again.content_sha256("train"),
+        "evaluation_sha256": {"val": again.content_sha256("val"), "test": again.content_sha256("test")},
+    }
 
 
 # ----- replaced in place: a miss, not a stale hit -----
@@ -309,6 +312,30 @@ def test_a_checkpoint_without_a_data_hash_resumes_saying_it_was_not_compared(fol
     capsys.readouterr()
     assert main(["--resume", "last", "--output", str(checkpoint.parent.parent), "--max-steps", "3"]) == 0
     assert "records no hash of its training data" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_an_evaluation_or_resume_on_other_validation_or_test_images_is_refused(
+    folder_ae_checkpoint, split, capsys
+):
+    """The run's numbers are measured on its validation and test splits: other images there are refused
+    as other training images are (here the checkpoint's record of them is made another's)."""
+    checkpoint, _ = folder_ae_checkpoint
+    run_dir = checkpoint.parent.parent
+    contents = torch.load(checkpoint, weights_only=True)
+    recorded = [
+        value for value in contents.values() if isinstance(value, dict) and EVALUATION_CONTENT_KEY in value
+    ]
+    assert len(recorded) == 1 and set(recorded[0][EVALUATION_CONTENT_KEY]) == {"val", "test"}
+    recorded[0][EVALUATION_CONTENT_KEY][split] = "0" * 64
+    torch.save(contents, checkpoint)
+    before = files_of(run_dir)
+    capsys.readouterr()
+    assert main(["--evaluate", str(checkpoint)]) == 2
+    one_line(capsys, "--evaluate", f"the {split} images differ from the run's", "restore the run's")
+    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "3"]) == 2
+    one_line(capsys, "--resume", f"the {split} images differ from the run's")
+    assert files_of(run_dir) == before
 
 
 def test_a_run_continues_from_its_images_in_another_folder_and_not_from_other_images(
