@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import netrc
 import os
 import re
@@ -114,15 +115,33 @@ class RunFolderCSVLogger(Logger):
         """The header to continue with: none for a fresh run (an old file goes), else the kept rows' keys."""
         self._run_dir.mkdir(parents=True, exist_ok=True)
         if not self._metrics_file.is_file():
+            if self._resume_step is not None:
+                say(f"{self._metrics_file} is missing: its rows start again at iteration {self._resume_step}")
             return []
         if self._resume_step is None:
             self._metrics_file.unlink()
             return []
-        with self._metrics_file.open(newline="") as file:
-            reader = csv.DictReader(file)
-            # A column an earlier version wrote under a metric's former name continues under its name now.
-            keys = sorted(current_names(dict.fromkeys(reader.fieldnames or [])))
-            rows = [current_names(row) for row in reader if self._logged_before_resume(row)]
+        text = self._metrics_file.read_text(encoding="utf-8", errors="replace")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        # A column an earlier version wrote under a metric's former name continues under its name now.
+        keys = sorted(current_names(dict.fromkeys(reader.fieldnames or [])))
+        read = list(reader)
+        # A row cut short (a copy taken mid-write, a crash's NUL bytes) is not a row: its last value is cut.
+        partial = [
+            index
+            for index, row in enumerate(read)
+            if None in row
+            or None in row.values()
+            or "\x00" in "".join(row.values())
+            or (index == len(read) - 1 and not text.endswith("\n"))
+        ]
+        if partial:
+            say(f"{self._metrics_file}: {len(partial)} row(s) cut short by an unfinished write left out")
+        rows = [
+            current_names(row)
+            for index, row in enumerate(read)
+            if index not in partial and self._logged_before_resume(row)
+        ]
         self._rewrite(rows, keys)
         return keys
 

@@ -158,6 +158,40 @@ def test_csv_resume_keeps_history_before_the_checkpoint_only(tmp_path):
     assert kept == [("2", "1.0", ""), ("4", "", "0.8"), ("4", "0.5", "")]
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[: text.rindex("0.25") + 3],  # cut inside the last value, no newline
+        lambda text: text[: text.rindex(",")],  # cut between two cells: the row lacks a field
+        lambda text: text + "\x00" * 64,  # a crash's unwritten block
+    ],
+    ids=["cut-in-a-value", "cut-between-cells", "nul-bytes"],
+)
+def test_csv_resume_leaves_out_a_row_cut_short_and_says_so(tmp_path, damage, capsys):
+    """A run folder copied while a row was being appended (or after a crash) ends with a partial row:
+    its cut-off value must not become a number of the run's history."""
+    text = "step,train/loss,val/loss\n2,1.0,\n4,0.5,0.25\n"
+    (tmp_path / "metrics.csv").write_text(damage(text))
+    logger = RunFolderCSVLogger(tmp_path, resume_step=6)
+    logger.log_metrics({"train/loss": 0.4}, step=6)
+    logger.save()
+    with (tmp_path / "metrics.csv").open(newline="") as file:
+        kept = [(row["step"], row["train/loss"], row["val/loss"]) for row in csv.DictReader(file)]
+    assert kept[0] == ("2", "1.0", "") and kept[-1] == ("6", "0.4", "")
+    assert all("\x00" not in "".join(row) for row in kept)
+    if len(kept) == 3:  # only NUL bytes after a whole row: that row is whole
+        assert kept[1] == ("4", "0.5", "0.25")
+    else:
+        assert "cut short by an unfinished write left out" in capsys.readouterr().out
+
+
+def test_csv_resume_without_its_file_says_where_the_history_starts(tmp_path, capsys):
+    logger = RunFolderCSVLogger(tmp_path, resume_step=6)
+    logger.log_metrics({"train/loss": 0.4}, step=6)
+    logger.save()
+    assert "metrics.csv is missing: its rows start again at iteration 6" in capsys.readouterr().out
+
+
 def test_csv_fresh_run_replaces_an_old_file(tmp_path):
     (tmp_path / "metrics.csv").write_text("step,old\n1,2\n")
     logger = RunFolderCSVLogger(tmp_path)
