@@ -419,9 +419,11 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
         )
     values = _values(table, range(len(table.names)))
     if layout == "rows":
-        # Cells empty in every row at the rows' end are a trailing delimiter (`1,2,3,`), not a gap per row.
-        filled_columns = np.flatnonzero(~np.isnan(values).all(axis=0))
-        width = int(filled_columns[-1]) + 1 if len(filled_columns) else values.shape[1]
+        # Cells empty in every row at the rows' end are a trailing delimiter (`1,2,3,`), not a gap per row;
+        # a written gap (NA, ?) there is a gap.
+        width = values.shape[1]
+        while width > 1 and all(len(row) < width or not row[width - 1].strip() for _, row in table.rows):
+            width -= 1
         if width < values.shape[1]:
             say(
                 f"{table.path}: every row ends with {values.shape[1] - width} empty cell(s) (a trailing "

@@ -11,6 +11,8 @@ training starts.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -381,3 +383,38 @@ class RunInterrupted(BaseException):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def requeue_slurm_job(job: ClusterJob) -> str | None:
+    """Ask SLURM to requeue the job (it restarts with the same job id, so the same run folder); None when it
+    did, else a line saying why not and what to do."""
+    try:
+        result = subprocess.run(
+            ["scontrol", "requeue", job.job_id], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        why = f"{type(error).__name__}: {error}"
+        return f"requeueing SLURM job {job.job_id} failed ({why}); resubmit the job to continue"
+    if result.returncode != 0:
+        reason = (result.stderr or result.stdout).strip().splitlines()
+        why = reason[0] if reason else f"exit code {result.returncode}"
+        return f"`scontrol requeue {job.job_id}` failed ({why}); resubmit the job to continue"
+    return None
+
+
+def interrupted_by(signum: int, message: str, advice: str) -> RunInterrupted:
+    """How a stop signal ends a run or a grid: `message` (where it stopped) and `advice` (how to go on) on
+    rank 0, exit 128 + the signal. Under SLURM's warning signal (USR1) the job is requeued instead of
+    advising, which it says first: SLURM may end this job step as it requeues it, before a later line
+    reaches the job's output file."""
+    job = current_job()
+    if signum == signal.SIGUSR1 and job is not None and job.scheduler == "slurm":
+        if global_rank() != 0:
+            return RunInterrupted("", 128 + signum)
+        print(
+            f"{message}; requeueing SLURM job {job.job_id}, which continues from there",
+            file=sys.stderr,
+            flush=True,
+        )
+        return RunInterrupted(requeue_slurm_job(job) or "", 128 + signum)
+    return RunInterrupted(f"{message}; {advice}" if global_rank() == 0 else "", 128 + signum)

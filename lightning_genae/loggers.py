@@ -122,6 +122,8 @@ class RunFolderCSVLogger(Logger):
             self._metrics_file.unlink()
             return []
         text = self._metrics_file.read_text(encoding="utf-8", errors="replace")
+        # A crash's unwritten block reads as NUL bytes (which Python 3.10's csv refuses): the file ends there.
+        text = text.split("\x00", 1)[0]
         reader = csv.DictReader(io.StringIO(text, newline=""))
         # A column an earlier version wrote under a metric's former name continues under its name now.
         keys = sorted(current_names(dict.fromkeys(reader.fieldnames or [])))
@@ -130,10 +132,7 @@ class RunFolderCSVLogger(Logger):
         partial = [
             index
             for index, row in enumerate(read)
-            if None in row
-            or None in row.values()
-            or "\x00" in "".join(row.values())
-            or (index == len(read) - 1 and not text.endswith("\n"))
+            if None in row or None in row.values() or (index == len(read) - 1 and not text.endswith("\n"))
         ]
         if partial:
             say(f"{self._metrics_file}: {len(partial)} row(s) cut short by an unfinished write left out")
@@ -167,6 +166,29 @@ class RunFolderCSVLogger(Logger):
                 writer.writerows(rows)
 
         write_atomically(self._metrics_file, write)
+
+
+def logged_values(path: Path, steps: Sequence[int]) -> dict[str, float]:
+    """The training and validation values metrics.csv at `path` holds at `steps` (later rows win): what a
+    run stopped during its final evaluation had measured when its training ended ({} without the file)."""
+    if not path.is_file():
+        return {}
+    values: dict[str, float] = {}
+    with path.open(newline="", encoding="utf-8", errors="replace") as file:
+        for row in csv.DictReader(line.replace("\x00", "") for line in file):
+            try:
+                step = int(float(row.get("step") or -1))
+            except ValueError:
+                continue
+            if step not in steps:
+                continue
+            for key, value in current_names(row).items():
+                if isinstance(key, str) and key.startswith(("train/", "val/")) and isinstance(value, str):
+                    try:
+                        values[key] = float(value)
+                    except ValueError:
+                        pass  # an empty cell: the value belongs to another row
+    return values
 
 
 def _plain(value: Any) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -21,14 +20,7 @@ import pytorch_lightning as pl
 from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from pytorch_lightning.callbacks import Callback
 
-from lightning_genae.cluster import (
-    ClusterJob,
-    RunInterrupted,
-    current_job,
-    global_rank,
-    is_slurm_task,
-    note_stop_signal,
-)
+from lightning_genae.cluster import global_rank, interrupted_by, is_slurm_task, note_stop_signal
 from lightning_genae.lightning_internals import kill_launched_processes, validation_follows_batch
 
 
@@ -55,18 +47,14 @@ def stop_during_final_evaluation(run_dir: Path) -> Iterator[None]:
     def interrupt(signum: int, frame: FrameType | None) -> None:
         for stop_signal, handler in previous.items():
             signal.signal(stop_signal, handler)
-        name = signal.Signals(signum).name
-        job = current_job()
-        if signum == signal.SIGUSR1 and job is not None and job.scheduler == "slurm":
-            failure = requeue_slurm_job(job) if global_rank() == 0 else None
-            raise RunInterrupted(failure or "", 128 + signum)
         folder, weights = shlex.quote(str(run_dir)), shlex.quote(str(last))
-        message = (
-            f"stopped by {name} during the final evaluation; the trained weights are in {last}: finish the "
-            f"run (summary.json) with: python run.py --output {folder} --resume last, or score them with: "
-            f"python run.py --evaluate {weights}"
+        raise interrupted_by(
+            signum,
+            f"stopped by {signal.Signals(signum).name} during the final evaluation; the trained weights are "
+            f"in {last}",
+            f"finish the run (summary.json) with: python run.py --output {folder} --resume last, or score "
+            f"them with: python run.py --evaluate {weights}",
         )
-        raise RunInterrupted(message if global_rank() == 0 else "", 128 + signum)
 
     previous = {stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in STOP_SIGNALS}
     try:
@@ -165,23 +153,12 @@ class StopOnSignal(Callback):
         signum = self.received if self.received is not None else signal.SIGTERM
         iteration = getattr(pl_module, "iteration", trainer.global_step)
         name = signal.Signals(signum).name
-        message = f"stopped by {name} after iteration {iteration}; saved {self.checkpoint_path}"
-        job = current_job()
         self._restore()
-        if signum == signal.SIGUSR1 and job is not None and job.scheduler == "slurm":
-            if not trainer.is_global_zero:
-                raise RunInterrupted("", 128 + signum)
-            # Said before asking: SLURM ends this job step as it requeues it, which may be before a line
-            # printed afterwards reaches the job's output file.
-            print(
-                f"{message}; requeueing SLURM job {job.job_id}, which continues from there",
-                file=sys.stderr,
-                flush=True,
-            )
-            failure = requeue_slurm_job(job)
-            raise RunInterrupted(failure or "", 128 + signum)
-        message += f"; continue with: python run.py --output {shlex.quote(str(self.run_dir))} --resume last"
-        raise RunInterrupted(message if trainer.is_global_zero else "", 128 + signum)
+        raise interrupted_by(
+            signum,
+            f"stopped by {name} after iteration {iteration}; saved {self.checkpoint_path}",
+            f"continue with: python run.py --output {shlex.quote(str(self.run_dir))} --resume last",
+        )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._stop_due:
@@ -206,20 +183,3 @@ class StopOnSignal(Callback):
             if handler is not None:
                 signal.signal(signum, handler)
         self._previous = {}
-
-
-def requeue_slurm_job(job: ClusterJob) -> str | None:
-    """Ask SLURM to requeue the job (it restarts with the same job id, so the same run folder); None when it
-    did, else a line saying why not and what to do."""
-    try:
-        result = subprocess.run(
-            ["scontrol", "requeue", job.job_id], capture_output=True, text=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        why = f"{type(error).__name__}: {error}"
-        return f"requeueing SLURM job {job.job_id} failed ({why}); resubmit the job to continue"
-    if result.returncode != 0:
-        reason = (result.stderr or result.stdout).strip().splitlines()
-        why = reason[0] if reason else f"exit code {result.returncode}"
-        return f"`scontrol requeue {job.job_id}` failed ({why}); resubmit the job to continue"
-    return None

@@ -27,7 +27,7 @@ from lightning_genae.console import describe_model, describe_training, say
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
-from lightning_genae.loggers import build_loggers, finish_loggers
+from lightning_genae.loggers import METRICS_FILE, build_loggers, finish_loggers, logged_values
 from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import GenerativeModule, changeable_on_resume
 from lightning_genae.resolve import ResolvedRun
@@ -179,10 +179,11 @@ def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
         say(f"--resume {resume.path}: training is complete at iteration {done}; running the final evaluation")
         return
     if max_steps <= done:
+        evaluate = f"--evaluate {shlex.quote(str(resume.path))}"
         raise ConfigError(
             f"--resume {resume.path}: the run is at iteration {done} and --max-steps {max_steps} leaves "
-            f"nothing to train; give --max-steps above {done} to continue it, or --evaluate {resume.path} "
-            "to measure it again"
+            f"nothing to train; give --max-steps above {done} to continue it, or {evaluate} to measure it "
+            "again"
         )
 
 
@@ -262,6 +263,13 @@ def _train(
     resume_step = None
     if resume is not None:
         resume_step = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
+    # A run stopped during its final evaluation resumes at its last iteration to run that evaluation alone:
+    # its last training values and a validation of these weights are in metrics.csv already (the final
+    # training row is logged at the iteration before), and are taken from there rather than logged again.
+    evaluation_only = resume_step is not None and resume_step == config.max_steps
+    logged_at_the_end = (
+        logged_values(run_dir / METRICS_FILE, (resume_step - 1, resume_step)) if evaluation_only else {}
+    )
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = resolved.build_datamodule()
@@ -327,7 +335,7 @@ def _train(
     fit_started = time.time()
     _fit(trainer, model, datamodule, resume)
     say(describe_training(resume_step or 0, model.iteration, time.time() - fit_started))
-    fit_metrics = scalar_metrics(trainer.callback_metrics)
+    fit_metrics = {**logged_at_the_end, **scalar_metrics(trainer.callback_metrics)}
     collapse = collapse_warning(fit_metrics, config.plugin_options.get("lr"))
     if collapse is not None:
         say(collapse)
@@ -343,8 +351,12 @@ def _train(
                 model,
                 datamodule,
                 config.test_split,
-                # Training's last step validated these weights (ValidateLastIteration), seeded as this would.
-                validated=fit_metrics if seeded_evaluation.validated_at == trainer.global_step else None,
+                # Training's last step validated these weights (ValidateLastIteration), seeded as this would;
+                # or, resumed for this evaluation, metrics.csv holds their validation.
+                validated=fit_metrics
+                if seeded_evaluation.validated_at == trainer.global_step
+                or any(key.startswith("val/") for key in logged_at_the_end)
+                else None,
             ),
         }
         # Taken before the best checkpoint's evaluation, which the metric callbacks record as their test
@@ -371,21 +383,25 @@ def _train(
             **skipped_metrics_record(config, model),
             "augmentation": attached.final_record(),
             "data_summary": datamodule.summary(),
+            # What the run trained and was scored on, by content: an ablation table compares its rows by it.
+            "data_sha256": {split: datamodule.content_sha256(split) for split in ("train", "val", "test")},
             "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),
             **environment_info(trainer),
             "config": config.to_dict(),
         }
         if trainer.is_global_zero:
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            headline = test_headline(model.monitor, final_metrics)
-            if brief:
-                say(format_final_line(final_metrics, headline))
-            else:
-                table = format_metrics_table(final_metrics, headline)
-                say(f"\nfinal metrics (step {summary['global_step']}):\n{table}")
-            say(f"run folder: {run_dir}")
-        finish_loggers(loggers, final_metrics, selected)
-        return summary
+    # The run is finished: a signal from here on is Python's and the loggers' own.
+    if trainer.is_global_zero:
+        headline = test_headline(model.monitor, final_metrics)
+        if brief:
+            say(format_final_line(final_metrics, headline))
+        else:
+            table = format_metrics_table(final_metrics, headline)
+            say(f"\nfinal metrics (step {summary['global_step']}):\n{table}")
+        say(f"run folder: {run_dir}")
+    finish_loggers(loggers, final_metrics, selected)
+    return summary
 
 
 def _add_metric_callbacks(

@@ -379,6 +379,29 @@ def test_a_finished_cell_trained_at_another_learning_rate_refuses_the_grid(tmp_p
         refuse_finished_runs_with_other_options(asked, overwrite=False)
 
 
+def test_a_finished_cell_is_compared_by_its_data_folder_and_not_by_a_precision_alias(tmp_path: Path) -> None:
+    """A finished cell is skipped, not resumed, so nothing compares its data by content: another folder
+    refuses the grid. `--precision 32` and `32-true` are one setting."""
+    from lightning_genae.ablation.grid import finished_run_conflicts
+
+    run_dir = write_run(tmp_path, "none", None, 0, 20.0)
+    _set_in_summary(run_dir, lambda summary: summary["config"].update(data_dir="/data/a", precision="32"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    same = RunConfig(augment="none", seed=0, data_dir="/data/a", precision="32-true")
+    assert finished_run_conflicts(summary, same) == []
+    moved = RunConfig(augment="none", seed=0, data_dir="/data/b", precision="32-true")
+    assert finished_run_conflicts(summary, moved) == ["--data-dir /data/b (finished run: /data/a)"]
+
+
+def test_a_row_whose_runs_saw_other_data_is_not_averaged(tmp_path: Path) -> None:
+    runs = [write_run(tmp_path, "none", None, seed, 20.0 + seed) for seed in range(2)]
+    for seed, run_dir in enumerate(runs):
+        hashes = {"train": f"{seed}" * 64, "val": "v" * 64, "test": "t" * 64}
+        _set_in_summary(run_dir, lambda summary, hashes=hashes: summary.update(data_sha256=hashes))
+    row = table_row(summarize(tmp_path)["md"].read_text(), "none", "full")
+    assert row[4] == "not averaged" and "data (SHA-256 of train, val, test) differs" in row[-1]
+
+
 def test_finished_runs_with_other_options_refuse_the_grid_in_one_line(tmp_path: Path) -> None:
     from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
     from lightning_genae.run_lock import RunFolderRefused

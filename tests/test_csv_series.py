@@ -142,6 +142,13 @@ def test_a_trailing_delimiter_on_every_row_of_a_panel_is_no_gap(tmp_path, capsys
     assert [len(series) for series in table.series] == [12] * 30
     assert table.series[3][:, 0].tolist() == pytest.approx([3 + 0.1 * j for j in range(12)])
     assert "every row ends with 1 empty cell(s)" in capsys.readouterr().out
+    # A written gap in every row's last cell is a gap, not a delimiter.
+    written = [line[:-1] + ",NA" for line in lines]
+    with pytest.raises(DataError, match="row 1 has a gap"):
+        read_series(write(tmp_path / "na.csv", written), layout="rows")
+    assert [
+        len(series) for series in read_series(tmp_path / "na.csv", layout="rows", gaps="ffill").series
+    ] == [13] * 30
     # One row's empty last cell among full rows is still a gap.
     lines = [line[:-1] for line in lines]
     lines[7] = lines[7].rsplit(",", 1)[0] + ","

@@ -218,6 +218,12 @@ def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_al
     assert main([*shlex.split(printed), "--max-steps", "3"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["global_step"] == 3 and "test/mse" in summary["final_metrics"]
+    # As the uninterrupted run: its history (no validation logged twice) and its final metrics (the last
+    # training values included).
+    whole = tmp_path / "whole"
+    assert main([*run, "--output", str(whole)]) == 0
+    assert (run_dir / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+    assert summary["final_metrics"] == json.loads((whole / "summary.json").read_text())["final_metrics"]
     # Once finished, nothing is left to resume.
     assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "3"]) == 2
 
@@ -235,6 +241,15 @@ def test_a_grid_stops_after_a_cell_whose_last_iteration_took_the_stop_signal(tmp
     assert "finished (the signal came in its last iteration)" in stopped.stderr
     cells = sorted(path.name for path in grid.iterdir() if path.is_dir())
     assert len(cells) == 1 and (grid / cells[0] / "summary.json").is_file(), cells
+    # The grid command again: the signal came in the last cell's last iteration, so the grid just ends,
+    # with its report.
+    env["ITERATION"] = "4"
+    ended = subprocess.run(
+        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--seeds", "0,1", "--output", str(grid)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert ended.returncode == 0, ended.stderr
+    assert (grid / "ablation.md").is_file()
 
 
 def test_every_test_the_fault_cases_name_exists():

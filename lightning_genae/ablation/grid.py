@@ -32,7 +32,7 @@ from typing import Any
 
 from lightning_genae.augmentation import given_options
 from lightning_genae.cache import write_file_atomically
-from lightning_genae.cluster import RunInterrupted, take_noted_signal
+from lightning_genae.cluster import interrupted_by, take_noted_signal
 from lightning_genae.config import RunConfig, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.resolve import ResolvedRun, resolve
@@ -238,8 +238,19 @@ def summary_config(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 # Options a resume may change that still decide a finished run's numbers: a finished cell run with another
-# value is not the cell the grid asks for (its budget, max_steps / max_epochs, is continued instead).
-DEFINING_A_FINISHED_RUN = ("lr", "eval_every", "eval_samples", "test_split", "precision")
+# value is not the cell the grid asks for (its budget, max_steps / max_epochs, is continued instead). A
+# finished cell is skipped, never resumed, so its data is not compared by content: its folder must match.
+DEFINING_A_FINISHED_RUN = ("lr", "eval_every", "eval_samples", "test_split", "precision", "data_dir")
+
+
+def comparable(name: str, value: Any) -> Any:
+    """An option's value as runs compare it: `--precision 32` is Lightning's `32-true`, and a data folder
+    is its absolute path (a run stores it so)."""
+    if name == "precision" and value == "32":
+        return "32-true"
+    if name == "data_dir" and isinstance(value, str) and value:
+        return str(Path(value).resolve())
+    return value
 
 
 def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | None) -> list[str]:
@@ -250,7 +261,11 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
     stored, wanted = summary_config(summary), config.to_dict()
     conflicts = resume_conflicts(stored, wanted)
     for name in DEFINING_A_FINISHED_RUN:
-        if name in stored and name in wanted and stored[name] != wanted[name]:
+        if (
+            name in stored
+            and name in wanted
+            and comparable(name, stored[name]) != comparable(name, wanted[name])
+        ):
             conflicts.append(f"{flag(name)} {wanted[name]} (finished run: {stored[name]})")
     return conflicts
 
@@ -389,12 +404,14 @@ def run_grid(
             failed_file.unlink(missing_ok=True)
             outcomes.append(CellOutcome(cell, run_dir, ok=True, action=_ACTIONS[start]))
             noted = take_noted_signal()
-            if noted is not None:
-                # The signal came in the cell's last iteration, so the cell finished; the grid stops here.
-                raise RunInterrupted(
+            if noted is not None and (index, cell) != selected[-1]:
+                # The signal came in the cell's last iteration, so the cell finished; the grid stops before
+                # the next one (under SLURM's warning signal, requeued to go on).
+                raise interrupted_by(
+                    noted,
                     f"stopped by {signal.Signals(noted).name}: {label} finished (the signal came in its last "
-                    "iteration); run the grid command again to go on with the other cells",
-                    128 + noted,
+                    "iteration)",
+                    "run the grid command again to go on with the other cells",
                 )
             continue
         message = describe_error(error)

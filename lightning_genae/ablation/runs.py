@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_genae.ablation.grid import FAILED_FILE, parse_cell_name, read_grid_cells, summary_config
+from lightning_genae.ablation.grid import (
+    FAILED_FILE,
+    comparable,
+    parse_cell_name,
+    read_grid_cells,
+    summary_config,
+)
 from lightning_genae.config import flag
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.names import current_names, test_headline
@@ -114,12 +120,14 @@ def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None 
     seen: dict[str, dict[str, list[str]]] = {}
     for run in ok_runs:
         traits = {
-            flag(name): value
+            flag(name): comparable(name, value)
             for name, value in summary_config(run.summary).items()
             if name not in ROW_FREE_OPTIONS and name not in chosen
         }
         traits["backbone"] = run.test_evaluation.get("backbone")
         traits["test images"] = run.test_evaluation.get("n_real")
+        if isinstance(run.summary.get("data_sha256"), dict):  # the data by content (runs of this version)
+            traits["data (SHA-256 of train, val, test)"] = run.summary["data_sha256"]
         for trait, value in traits.items():
             seen.setdefault(trait, {}).setdefault(_text(value), []).append(_seed_label(run))
     for trait, values in seen.items():
