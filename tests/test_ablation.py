@@ -351,6 +351,13 @@ def test_a_row_whose_runs_differ_in_what_decides_their_numbers_is_not_averaged(t
     )
     assert ae_row[4] == "not averaged" and "backbone differs" in ae_row[-1] and "bf283147" in ae_row[-1]
     assert "--overwrite" in ae_row[-1]
+    # One classifier file given under two names is one backbone.
+    for index, run_dir in enumerate(runs[3:]):
+        given = f"classifier (mnist, given as copy{index}.pt, sha256 328a7f35, test acc 99.41%)"
+        _set_in_summary(
+            run_dir, lambda summary, given=given: summary["evaluation"]["test"].update(backbone=given)
+        )
+    assert table_row(summarize(tmp_path)["md"].read_text(), "ae", "full")[4] != "not averaged"
     # The same row with agreeing runs is averaged.
     _set_in_summary(runs[2], lambda summary: summary["config"].update(lr=0.0005))
     assert table_row(summarize(tmp_path)["md"].read_text(), "none", "full")[4] == "21 ± 1"

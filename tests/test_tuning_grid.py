@@ -268,6 +268,35 @@ def test_unequal_numbers_of_candidates_are_reported(tmp_path: Path) -> None:
     assert "**diffaug_policy=color: 1**; diffaug_policy=cutout: 2" in markdown
 
 
+def test_a_tuned_arms_final_runs_of_another_value_than_its_choice_are_not_averaged(tmp_path: Path) -> None:
+    """A retried tuning cell changed the choice, and the finished final runs ran the old one: the table
+    names the mismatch instead of labelling their mean with the new choice."""
+    for seed in (0, 1):
+        run_dir = write_run(tmp_path, "diffaug", 1000, seed, 30.0 + seed)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary["config"]["diffaug_translation"] = 0.0
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    candidates = [{"diffaug_translation": 0.0625}, {"diffaug_translation": 0.125}]
+    arm = {
+        "augment": "diffaug",
+        "train_size": 1000,
+        "reads": ["diffaug_translation"],
+        "tuned": {"diffaug_translation": [0.0625, 0.125]},
+        "tuning_runs": 2,
+        "candidates": [{"values": c, "runs": [], "mean": 1.0 + i} for i, c in enumerate(candidates)],
+        "chosen": candidates[0],
+        "metric": "val/fd_classifier",
+    }
+    (tmp_path / "tuning.json").write_text(json.dumps({"tune_seeds": [9], "seeds": [0, 1], "arms": [arm]}))
+    row = next(
+        line
+        for line in summarize(tmp_path)["md"].read_text().splitlines()
+        if line.startswith("| diffaug | 1000 |")
+    )
+    assert "| not averaged |" in row
+    assert "--diffaug-translation chosen 0.0625, but seed 0 ran 0.0, seed 1 ran 0.0" in row
+
+
 def test_the_summary_reports_the_tuning_cells_as_their_folders_are_when_it_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,6 +7,7 @@ A cell is finished (summary.json), failed (failed.json, always its latest attemp
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -124,7 +125,11 @@ def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None 
             for name, value in summary_config(run.summary).items()
             if name not in ROW_FREE_OPTIONS and name not in chosen
         }
-        traits["backbone"] = run.test_evaluation.get("backbone")
+        backbone = run.test_evaluation.get("backbone")
+        # A classifier given as a file is named by it: copies of one file under other names are one backbone.
+        traits["backbone"] = (
+            re.sub(r"given as [^,]*, ", "", backbone) if isinstance(backbone, str) else backbone
+        )
         traits["test images"] = run.test_evaluation.get("n_real")
         if isinstance(run.summary.get("data_sha256"), dict):  # the data by content (runs of this version)
             traits["data (SHA-256 of train, val, test)"] = run.summary["data_sha256"]
