@@ -302,13 +302,18 @@ def test_an_evaluation_after_the_images_were_replaced_is_refused_and_writes_noth
     assert main(["--evaluate", str(checkpoint)]) == 0 and (run_dir / "eval.json").is_file()
 
 
-def test_a_checkpoint_without_a_data_hash_resumes_saying_it_was_not_compared(folder_ae_checkpoint, capsys):
-    checkpoint, _ = folder_ae_checkpoint
+def drop_the_data_hash(checkpoint: Path) -> None:
+    """Make `checkpoint` one of a version that recorded no hash of its training data."""
     contents = torch.load(checkpoint, weights_only=True)
     for value in contents.values():
         if isinstance(value, dict):
             value.pop(TRAIN_CONTENT_KEY, None)
     torch.save(contents, checkpoint)
+
+
+def test_a_checkpoint_without_a_data_hash_resumes_saying_it_was_not_compared(folder_ae_checkpoint, capsys):
+    checkpoint, _ = folder_ae_checkpoint
+    drop_the_data_hash(checkpoint)
     capsys.readouterr()
     assert main(["--resume", "last", "--output", str(checkpoint.parent.parent), "--max-steps", "3"]) == 0
     assert "records no hash of its training data" in capsys.readouterr().out
@@ -362,11 +367,7 @@ def test_a_checkpoint_without_a_data_hash_resumes_only_from_its_own_folder(
     folder_ae_checkpoint, tmp_path, capsys
 ):
     checkpoint, folder = folder_ae_checkpoint
-    contents = torch.load(checkpoint, weights_only=True)
-    for value in contents.values():
-        if isinstance(value, dict):
-            value.pop(TRAIN_CONTENT_KEY, None)
-    torch.save(contents, checkpoint)
+    drop_the_data_hash(checkpoint)
     moved = tmp_path / "elsewhere"
     shutil.copytree(folder, moved)
     capsys.readouterr()
