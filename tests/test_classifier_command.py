@@ -125,3 +125,18 @@ def test_the_output_folder_must_be_named_so_the_shipped_weights_are_never_overwr
         main(["--data", "digits", "--epochs", "1"])
     assert exit_info.value.code == 2
     assert "--output" in capsys.readouterr().err
+
+
+def test_the_same_weights_and_meta_in_another_order_hash_alike(tmp_path):
+    """A run's first-use classifier and the command's file of the same training are one classifier."""
+    torch.manual_seed(0)
+    model = image_classifier.FeatureClassifier(
+        image_classifier.ClassifierConfig(image_shape=(1, 16, 16), num_classes=2)
+    )
+    first = image_classifier.save_checkpoint(
+        model, tmp_path / "a.pt", data="folder", seed=0, num_test=20, epochs=3
+    )
+    second = image_classifier.save_checkpoint(
+        model, tmp_path / "b.pt", epochs=3, num_test=20, seed=0, data="folder"
+    )
+    assert first == second == image_classifier.file_sha256(tmp_path / "b.pt")

@@ -300,7 +300,9 @@ def save_model_payload(
         "format": checkpoint_format,
         "config": config,
         "state_dict": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
-        "meta": meta,
+        # Sorted: a run's first-use training and the classifier command record the same meta in another
+        # order, and identical weights must hash alike (a run compares its classifier by this hash).
+        "meta": dict(sorted(meta.items())),
     }
     # Serialised in memory: torch.save names the zip's records after the file, and a temporary file name
     # would make identical weights hash differently.
