@@ -56,6 +56,12 @@ class DataError(GenaeError):
     """Dataset missing, unreadable, corrupt or too small for the requested setting."""
 
 
+class RunFolderGone(GenaeError):
+    """The run's folder was moved or deleted while the run trained: it cannot write there any more."""
+
+    exit_code = 1
+
+
 class TrainingDiverged(GenaeError):
     """A loss, weight, buffer or optimizer state became NaN or inf; the run stops.
 

@@ -24,6 +24,7 @@ from torchvision.utils import make_grid, save_image
 from lightning_genae.cache import write_atomically, write_file_atomically
 from lightning_genae.cluster import current_job, global_rank
 from lightning_genae.console import say
+from lightning_genae.errors import RunFolderGone
 from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.metrics.names import current_names
 
@@ -100,6 +101,12 @@ class RunFolderCSVLogger(Logger):
             if self._metrics_file.is_file():
                 self._rewrite(self._read_rows(), self._keys)
         is_new_file = not self._metrics_file.is_file()
+        if not self._run_dir.is_dir():
+            self._rows = []
+            raise RunFolderGone(
+                f"the run folder {self._run_dir} is gone (moved or deleted while the run trained), so the "
+                "run stopped; put it back and continue with --resume last, or start the run again"
+            )
         with self._metrics_file.open("a", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=self._keys)
             if is_new_file:
@@ -109,7 +116,8 @@ class RunFolderCSVLogger(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        self.save()
+        if self._run_dir.is_dir():  # gone, `save` said so already
+            self.save()
 
     def _prepare_file(self) -> list[str]:
         """The header to continue with: none for a fresh run (an old file goes), else the kept rows' keys."""

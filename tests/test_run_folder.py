@@ -120,6 +120,30 @@ def test_a_run_moved_with_its_name_before_its_first_checkpoint_is_still_a_run(tm
     assert main([*TINY_AE, "--max-steps", "2", "--overwrite", "--output", str(moved)]) == 0
 
 
+def test_a_run_whose_folder_is_moved_while_it_trains_stops_with_one_line(tmp_path, capsys, monkeypatch):
+    """Renamed under a running run: the metrics logger cannot append there, and says so once (it was a
+    FileNotFoundError traceback, raised again by the logger's finalize)."""
+    from pytorch_lightning import Callback
+
+    import lightning_genae.train as train
+
+    run_dir, moved = tmp_path / "live", tmp_path / "renamed"
+
+    class MoveTheFolder(Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            if pl_module.iteration == 2 and run_dir.is_dir():
+                run_dir.rename(moved)
+
+    build = train.build_callbacks
+    monkeypatch.setattr(train, "build_callbacks", lambda *args: [*build(*args), MoveTheFolder()])
+    # The logger's first write (at iteration 100) comes before any checkpoint, which would make the folder
+    # again.
+    cadences = ["--ckpt-every", "500", "--image-every", "500", "--eval-every", "500"]
+    assert main([*TINY_AE, *cadences, "--max-steps", "150", "--output", str(run_dir)]) == 1
+    one_line(capsys, f"the run folder {run_dir} is gone (moved or deleted while the run trained)")
+    assert moved.is_dir() and (moved / "config.yaml").is_file()
+
+
 def test_a_moved_run_folder_is_still_a_run_and_resumes(finished_run, tmp_path):
     moved = tmp_path / "moved"
     finished_run.rename(moved)
