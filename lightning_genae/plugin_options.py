@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from lightning_genae.errors import ConfigError, UnreadOptions
+from lightning_genae.errors import ConfigError, UnreadOptions, describe_error
 
 __all__ = [
     "AUTO",
@@ -472,9 +472,16 @@ def import_location(location: str, package: str, base: type, what: str) -> type:
     where = f"{what} is registered at {location!r}"
     fix = f"fix the location in the plug-in's registration of {what}"
     try:
-        found = getattr(importlib.import_module(module_name), class_name)
+        module = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigError(f"{where}, which cannot be imported ({error}); {fix}") from None
+    except Exception as error:  # noqa: BLE001 - the plug-in's own module failed as it ran
+        raise ConfigError(
+            f"{where}, whose module {module_name} fails as it is imported ({describe_error(error)}); fix "
+            "that module"
+        ) from None
+    try:
+        found = getattr(module, class_name)
     except AttributeError:
         raise ConfigError(f"{where}, but {module_name} has no {class_name}; {fix}") from None
     if not (isinstance(found, type) and issubclass(found, base)):

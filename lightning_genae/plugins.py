@@ -86,6 +86,13 @@ def _declared_options() -> dict[str, dict[str, Any]]:
 def _check_option_names(kind: str, name: str, options: type[PluginOptions]) -> None:
     """A plug-in's options may not take the name of a run option, another kind's option or a flag of
     run.py, nor be the --no-X of a yes/no option."""
+    for declared_field in fields(options):
+        if "help" not in declared_field.metadata:
+            # Its flag would have no help text, its value no checks: every run's parser would fail on it.
+            raise ConfigError(
+                f"cannot register {kind} {name!r}: option {declared_field.name} is a plain dataclass field; "
+                "declare it with option(default, help) from lightning_genae.plugin_options"
+            )
     declared = _declared_options()
     owners = dict.fromkeys(COMMAND_LINE_ONLY, "a flag of run.py")
     for owner, types in declared.items():

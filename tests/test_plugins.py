@@ -44,6 +44,11 @@ class SeedOption(PluginOptions):
 
 
 @dataclass(frozen=True)
+class PlainField(AutoencoderOptions):
+    foo: int = 3  # not made with option(): no help, no checks
+
+
+@dataclass(frozen=True)
 class BetaOption(PluginOptions):
     beta: float = option(1.0, "a name the VAE's options have")
 
@@ -263,6 +268,8 @@ def clean_registries():
         (lambda: register_dataset("toy", DatasetSpec(".digits:DigitsDataModule", "x")), "module:Class"),
         (lambda: register_dataset("toy", ModelSpec("pkg.mod:M", AutoencoderOptions, "x")), "DatasetSpec"),
         (lambda: register_model("toy", ModelSpec("pkg.mod:M", dict, "x")), "FamilyOptions dataclass"),
+        (lambda: register_model("toy", ModelSpec("pkg.mod:M", PlainField, "x")),
+         "option foo is a plain dataclass field; declare it with option(default, help)"),
         (lambda: register_metric("fd", FeatureMetricSpec(len, Direction.LOWER, "x")), "the name is taken"),
         (lambda: register_metric("gap_classifier", FeatureMetricSpec(len, Direction.LOWER, "x")),
          "reads as a backbone's"),
@@ -316,6 +323,19 @@ def test_a_family_registered_at_a_location_that_is_no_family_is_one_line_and_exi
     register_model("toy", ModelSpec(location, AutoencoderOptions, "a registration with a wrong location"))
     assert main(["--model", "toy", "--max-steps", "1", "--output", str(tmp_path / "run")]) == 2
     one_line(capsys, f"a family is registered at {location!r}, ", says, "fix the location")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_family_whose_module_fails_as_it_is_imported_is_one_line_and_exit_2(
+    clean_registries, tmp_path, capsys, monkeypatch
+):
+    (tmp_path / "failing_family_module.py").write_text('raise RuntimeError("boom at import")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register_model("toy", ModelSpec("failing_family_module:Family", AutoencoderOptions, "fails at import"))
+    assert main(["--model", "toy", "--max-steps", "1", "--output", str(tmp_path / "run")]) == 2
+    one_line(
+        capsys, "whose module failing_family_module fails as it is imported (RuntimeError: boom at import)"
+    )
     assert not (tmp_path / "run").exists()
 
 
