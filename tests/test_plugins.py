@@ -44,6 +44,11 @@ class SeedOption(PluginOptions):
 
 
 @dataclass(frozen=True)
+class Masked(AutoencoderOptions):
+    mask: float = option(0.25, "a family option the parent family does not have", at_least=0, below=1)
+
+
+@dataclass(frozen=True)
 class PlainField(AutoencoderOptions):
     foo: int = 3  # not made with option(): no help, no checks
 
@@ -337,6 +342,21 @@ def test_a_family_whose_module_fails_as_it_is_imported_is_one_line_and_exit_2(
         capsys, "whose module failing_family_module fails as it is imported (RuntimeError: boom at import)"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_family_whose_module_parses_other_options_than_registered_names_options_type(
+    clean_registries, tmp_path, capsys, monkeypatch
+):
+    """A subclass of a built-in family registered with more options but no options_type of its own parsed
+    them with its parent's class, which refused them as if the user had typed them."""
+    (tmp_path / "forgot_options_type.py").write_text(
+        "from lightning_genae.models.ae import AutoencoderModule\n\n"
+        "class ForgotAE(AutoencoderModule):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register_model("toy", ModelSpec("forgot_options_type:ForgotAE", Masked, "options_type not set"))
+    assert main(["--model", "toy", "--max-steps", "1", "--output", str(tmp_path / "run")]) == 2
+    one_line(capsys, "ForgotAE.options_type is AutoencoderOptions; set options_type = Masked on ForgotAE")
 
 
 def test_an_option_declared_with_another_type_by_a_built_in_family_is_refused(clean_registries):

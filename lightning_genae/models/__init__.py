@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lightning_genae.errors import ConfigError
 from lightning_genae.lazy import lazy_getattr
 from lightning_genae.models.options import (
     AAEOptions,
@@ -50,7 +51,16 @@ class ModelSpec:
         from lightning_genae.models.base import GenerativeModule
 
         # A built-in's location is relative to this package (".ae"), a plug-in's absolute.
-        return import_location(self.location, "lightning_genae.models", GenerativeModule, "a family")
+        module = import_location(self.location, "lightning_genae.models", GenerativeModule, "a family")
+        if self.options is not module.options_type:
+            # The module parses its options with its own options_type: the registered one's would be refused
+            # as if the user had typed them.
+            raise ConfigError(
+                f"a family is registered at {self.location!r} with the options {self.options.__name__}, but "
+                f"{module.__name__}.options_type is {module.options_type.__name__}; set options_type = "
+                f"{self.options.__name__} on {module.__name__}"
+            )
+        return module
 
 
 MODELS: dict[str, ModelSpec] = {
