@@ -403,8 +403,10 @@ def test_a_plugins_names_read_without_the_plugin_point_to_genae_plugins(yaml_tex
         (lambda x: (x, x), "returned tuple"),
         (lambda x: x * float("nan"), "returned NaN or infinite values"),
         (lambda x: 1 / 0, "failed on a batch of 32 training images of shape (1, 16, 16): ZeroDivisionError"),
+        (lambda x: x.detach(), "returned images that carry no gradient from its input"),
+        (lambda x: torch.zeros_like(x), "returned images that carry no gradient from its input"),
     ],
-    ids=["shape", "dtype", "fixed-batch", "not-a-tensor", "nan", "raises"],
+    ids=["shape", "dtype", "fixed-batch", "not-a-tensor", "nan", "raises", "detached", "not-from-its-input"],
 )
 def test_a_plugin_augmentation_that_does_not_return_its_inputs_kind_is_refused_before_training(
     transform, says, clean_registries, tmp_path, capsys

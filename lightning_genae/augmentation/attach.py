@@ -113,8 +113,9 @@ def check_plugin_transforms(
 ) -> None:
     """A plug-in's discriminator-side transform, tried on a training batch before training: one that fails,
     returns images of another shape (a fixed number of them, say), dtype or device, or values that are not
-    finite, is refused in one line naming the augmentation, where in training it would be an error inside
-    the discriminator, or a diverged loss, naming neither. The global random streams are left as they were
+    finite, or that carry no gradient from their input (G learns through it), is refused in one line naming
+    the augmentation, where in training it would be an error inside the discriminator or its backward, or a
+    diverged loss, naming neither. The global random streams are left as they were
     (a generator of the plug-in's own is not)."""
     plugins = {name: transform for name, transform in built.items() if name not in BUILT_IN_AUGMENTATIONS}
     if not plugins:
@@ -128,9 +129,12 @@ def check_plugin_transforms(
     for name, transform in plugins.items():
         build = getattr(AUGMENTATIONS[name].build, "__module__", None) or "its module"
         fix = f"(fix its build in {build})"
+        # As a generator's images reach it in training: not a leaf, carrying gradients, which it must pass on
+        # (G learns through it).
+        inputs = images.clone().requires_grad_(True) * 1.0
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
-                returned = transform(images)
+            with torch.random.fork_rng(devices=cuda_devices):
+                returned = transform(inputs)
         except Exception as error:  # noqa: BLE001 - any failure of a plug-in's function is one line
             raise ConfigError(
                 f"--augment {name} failed on a batch of {len(images)} training images of shape "
@@ -141,9 +145,15 @@ def check_plugin_transforms(
             got = type(returned).__name__
         elif (returned.shape, returned.dtype, returned.device) != (images.shape, images.dtype, images.device):
             got = f"{tuple(returned.shape)} {returned.dtype} on {returned.device}"
-        elif not bool(torch.isfinite(returned).all()):
+        elif not bool(torch.isfinite(returned.detach()).all()):
             raise ConfigError(
                 f"--augment {name} returned NaN or infinite values for training images in [-1, 1] {fix}"
+            )
+        elif not returned.requires_grad:
+            raise ConfigError(
+                f"--augment {name} returned images that carry no gradient from its input (detached, or not "
+                "made from it by differentiable operations); the generator learns through a "
+                f"discriminator-side augmentation, so it must be differentiable {fix}"
             )
         else:
             continue
