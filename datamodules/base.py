@@ -66,6 +66,34 @@ def map_images(
 DataKind = Literal["image", "sequence"]
 
 
+def checked_image_split(split: str, pair: Any) -> Batch:
+    """One split as stored: uint8 images [N, C, H, W] and int64 labels [N], or one line naming the fix."""
+    if pair is None:
+        raise DataError(f"no {split!r} split; give train, val and test, each as (images, labels)")
+    if not (isinstance(pair, tuple | list) and len(pair) == 2):
+        raise DataError(f"the {split} split must be a pair (images, labels), got {type(pair).__name__}")
+    images, labels = pair
+    if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+        kinds = f"{type(images).__name__} and {type(labels).__name__}"
+        raise DataError(
+            f"the {split} split's images and labels must be torch tensors, got {kinds}; use torch.from_numpy"
+        )
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise DataError(
+            f"{split} images must be uint8 [N, C, H, W] in 0..255, got {images.dtype} {list(images.shape)}; "
+            "convert with (x * 255).round().to(torch.uint8) from [0, 1]"
+        )
+    channels, height, width = images.shape[1:]
+    if width in (1, 3) and channels not in (1, 3) and height != width:
+        raise DataError(
+            f"{split} images of shape {list(images.shape)} look channels-last [N, H, W, C]; give "
+            "[N, C, H, W], e.g. images.permute(0, 3, 1, 2)"
+        )
+    if labels.shape != (len(images),):
+        raise DataError(f"{split} labels must be [N] with N = {len(images)}, got {list(labels.shape)}")
+    return images, labels.long()
+
+
 class InMemoryDataModule(pl.LightningDataModule):
     """Base of every dataset: fixed seeded train/val/test splits in memory, optional stratified train subset.
 
@@ -191,6 +219,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         if self._splits is not None:
             return
         splits = self._load_splits()
+        if self.data_kind == "image":
+            # The contract every image dataset's `_load_splits` keeps (a plug-in's too): checked once, named.
+            try:
+                splits = {split: checked_image_split(split, splits.get(split)) for split in SPLITS}
+            except DataError as error:
+                raise DataError(f"--data {self.name}: {error} (in its _load_splits)") from None
         train_images, train_labels = splits["train"]
         self._train_split_size = len(train_images)
         if self.train_size is not None:

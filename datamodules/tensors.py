@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule
+from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule, checked_image_split
 from lightning_genae.errors import DataError
 
 
@@ -26,7 +26,7 @@ class TensorImageDataModule(ImageDataModule):
         batch_size: int = 64,
         seed: int = 0,
     ) -> None:
-        given = {split: _checked(split, splits.get(split)) for split in SPLITS}
+        given = {split: checked_image_split(split, splits.get(split)) for split in SPLITS}
         shapes = {tuple(images.shape[1:]) for images, _ in given.values()}
         if len(shapes) != 1:
             raise DataError(f"{name}: the splits' images differ in shape {sorted(shapes)}; give one shape")
@@ -43,24 +43,3 @@ class TensorImageDataModule(ImageDataModule):
 
     def _load_splits(self) -> dict[str, Batch]:
         return dict(self._given)
-
-
-def _checked(split: str, pair: tuple[Tensor, Tensor] | None) -> Batch:
-    """One split as stored: uint8 images [N, C, H, W] and int64 labels [N], or one line naming the fix."""
-    if pair is None:
-        raise DataError(f"no {split!r} split; give train, val and test, each as (images, labels)")
-    images, labels = pair
-    if images.dtype != torch.uint8 or images.dim() != 4:
-        raise DataError(
-            f"{split} images must be uint8 [N, C, H, W] in 0..255, got {images.dtype} {list(images.shape)}; "
-            "convert with (x * 255).round().to(torch.uint8) from [0, 1]"
-        )
-    channels, height, width = images.shape[1:]
-    if width in (1, 3) and channels not in (1, 3) and height != width:
-        raise DataError(
-            f"{split} images of shape {list(images.shape)} look channels-last [N, H, W, C]; give "
-            "[N, C, H, W], e.g. images.permute(0, 3, 1, 2)"
-        )
-    if labels.shape != (len(images),):
-        raise DataError(f"{split} labels must be [N] with N = {len(images)}, got {list(labels.shape)}")
-    return images, labels.long()

@@ -359,6 +359,54 @@ def test_a_family_whose_module_parses_other_options_than_registered_names_option
     one_line(capsys, "ForgotAE.options_type is AutoencoderOptions; set options_type = Masked on ForgotAE")
 
 
+BROKEN_DATASET = """
+import numpy as np
+import torch
+from lightning_genae.datamodules.base import ImageDataModule
+
+class Broken(ImageDataModule):
+    name = "toy_data"
+    default_shape = (1, 16, 16)
+    classes = 2
+
+    def _load_splits(self):
+        images = torch.zeros(60, 1, 16, 16, dtype=torch.uint8)
+        labels = torch.arange(60) % 2
+        splits = {"train": (images[:40], labels[:40]), "val": (images[40:50], labels[40:50]),
+                  "test": (images[50:], labels[50:])}
+        return MISTAKE(splits)
+"""
+
+
+@pytest.mark.parametrize(
+    ("mistake", "says"),
+    [
+        ("lambda s: {k: (v[0].float() / 255, v[1]) for k, v in s.items()}", "train images must be uint8"),
+        ("lambda s: {k: v for k, v in s.items() if k != 'val'}", "no 'val' split"),
+        (
+            "lambda s: {**s, 'train': (s['train'][0], s['train'][1][:-1])}",
+            "train labels must be [N] with N = 40",
+        ),
+        (
+            "lambda s: {k: (v[0].numpy(), v[1].numpy()) for k, v in s.items()}",
+            "must be torch tensors, got ndarray",
+        ),
+    ],
+    ids=["float-images", "no-val", "labels-short", "numpy"],
+)
+def test_a_plugin_datasets_splits_are_held_to_the_contract_in_one_line(
+    mistake, says, clean_registries, tmp_path, capsys, monkeypatch
+):
+    module = f"broken_dataset_{tmp_path.name}"  # one module per case: an imported one is kept
+    (tmp_path / f"{module}.py").write_text(BROKEN_DATASET.replace("MISTAKE", f"({mistake})"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register_dataset("toy_data", DatasetSpec(f"{module}:Broken", "splits that break the contract"))
+    args = ["--model", "ae", "--data", "toy_data", "--width", "8", "--batch-size", "8", "--max-steps", "1"]
+    assert main([*args, "--output", str(tmp_path / "run")]) == 2
+    one_line(capsys, "--data toy_data: ", says, "(in its _load_splits)")
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_option_declared_with_another_type_by_a_built_in_family_is_refused(clean_registries):
     from dataclasses import dataclass
 
