@@ -176,22 +176,21 @@ class RunFolderCSVLogger(Logger):
         write_atomically(self._metrics_file, write)
 
 
-def logged_values(path: Path, steps: Sequence[int]) -> dict[str, float]:
-    """The training and validation values metrics.csv at `path` holds at `steps` (later rows win): what a
-    run stopped during its final evaluation had measured when its training ended ({} without the file)."""
+def logged_values(path: Path, step: int, prefix: str) -> dict[str, float]:
+    """The values named `prefix...` that metrics.csv at `path` holds at `step` (later rows win); {} without
+    the file."""
     if not path.is_file():
         return {}
     values: dict[str, float] = {}
     with path.open(newline="", encoding="utf-8", errors="replace") as file:
         for row in csv.DictReader(line.replace("\x00", "") for line in file):
             try:
-                step = int(float(row.get("step") or -1))
+                if int(float(row.get("step") or -1)) != step:
+                    continue
             except ValueError:
                 continue
-            if step not in steps:
-                continue
             for key, value in current_names(row).items():
-                if isinstance(key, str) and key.startswith(("train/", "val/")) and isinstance(value, str):
+                if isinstance(key, str) and key.startswith(prefix) and isinstance(value, str):
                     try:
                         values[key] = float(value)
                     except ValueError:

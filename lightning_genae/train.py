@@ -264,12 +264,14 @@ def _train(
     if resume is not None:
         resume_step = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
     # A run stopped during its final evaluation resumes at its last iteration to run that evaluation alone:
-    # its last training values and a validation of these weights are in metrics.csv already (the final
-    # training row is logged at the iteration before), and are taken from there rather than logged again.
-    evaluation_only = resume_step is not None and resume_step == config.max_steps
-    logged_at_the_end = (
-        logged_values(run_dir / METRICS_FILE, (resume_step - 1, resume_step)) if evaluation_only else {}
-    )
+    # its last training values (logged at the iteration before) and any validation of these weights (at the
+    # last) are in metrics.csv already, and are taken from there rather than logged again.
+    logged_at_the_end: dict[str, float] = {}
+    if resume_step is not None and resume_step == config.max_steps:
+        logged_at_the_end = {
+            **logged_values(run_dir / METRICS_FILE, resume_step - 1, "train/"),
+            **logged_values(run_dir / METRICS_FILE, resume_step, "val/"),
+        }
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = resolved.build_datamodule()

@@ -197,9 +197,11 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_alone(tmp_path):
+# With 4 iterations and --eval-every 3, the iteration before the last validated other weights.
+@pytest.mark.parametrize("steps", ["3", "4"], ids=["validating-every-3-of-3", "validating-every-3-of-4"])
+def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_alone(tmp_path, steps):
     run_dir = tmp_path / "my run"  # the printed command must survive a space
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "3", "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", steps, "--eval-samples", "50"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     stopped = subprocess.run(
         [sys.executable, "-c", INTERRUPT_IN_THE_FINAL_EVALUATION, *run, "--output", str(run_dir)],
@@ -211,13 +213,13 @@ def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_al
     assert "Traceback" not in stopped.stderr, stopped.stderr
     assert not (run_dir / "summary.json").exists()
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    assert stored_step(checkpoint) == 3
+    assert stored_step(checkpoint) == int(steps)
     # The resume it names, pasted as printed, runs the final evaluation alone.
     printed = stopped.stderr.split("finish the run (summary.json) with: python run.py ")[1].split(", or ")[0]
     assert shlex.split(printed) == ["--output", str(run_dir), "--resume", "last"]
-    assert main([*shlex.split(printed), "--max-steps", "3"]) == 0
+    assert main([*shlex.split(printed), "--max-steps", steps]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["global_step"] == 3 and "test/mse" in summary["final_metrics"]
+    assert summary["global_step"] == int(steps) and "test/mse" in summary["final_metrics"]
     # As the uninterrupted run: its history (no validation logged twice) and its final metrics (the last
     # training values included).
     whole = tmp_path / "whole"
@@ -225,7 +227,7 @@ def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_al
     assert (run_dir / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
     assert summary["final_metrics"] == json.loads((whole / "summary.json").read_text())["final_metrics"]
     # Once finished, nothing is left to resume.
-    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "3"]) == 2
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", steps]) == 2
 
 
 @pytest.mark.slow
