@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from lightning_genae.ablation.grid import (
+    DEFINING_A_FINISHED_RUN,
     FAILED_FILE,
     comparable,
     parse_cell_name,
     read_grid_cells,
     summary_config,
 )
-from lightning_genae.config import flag
+from lightning_genae.config import CHANGEABLE_ON_RESUME, COMMAND_LINE_ONLY, flag
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.names import current_names, test_headline
 from lightning_genae.run_folder import started_run_files
@@ -88,18 +89,15 @@ class CellRun:
         return (train_size_key(self.train_size), self.augment or "", _seed_key(self.seed), self.cell)
 
 
-# Options a row's cells may differ in without changing its numbers: the grid's seed axis, where and how
-# a run ran (hardware, logging, the cadences of pictures and checkpoints) and the paths its files are read
-# from (their content is checked elsewhere). Every other option, the backbone that scored a run and the
-# sizes of its test evaluation must agree for the cells' mean ± std to be one experiment's.
+# Options a row's cells may differ in without changing its numbers: the grid's seed axis, what describes
+# one invocation, and what a resume may change that does not decide a finished run's numbers (where and
+# how a run ran, logging, the cadences of pictures and checkpoints, the paths of weight files), the data
+# folder included (its content is compared by hash). Every other option, the backbone that scored a run
+# and the size of its test evaluation must agree for the cells' mean ± std to be one experiment's.
 ROW_FREE_OPTIONS = frozenset(
-    {
-        "seed", "seeds", "tune_seeds", "grid_index", "output", "resume", "overwrite", "fast_dev_run",
-        "summarize", "config", "logger", "wandb_project", "wandb_group", "image_every", "ckpt_every",
-        "accelerator", "devices", "strategy", "num_nodes", "num_workers", "data_on_device", "data_dir",
-        "inception_weights", "classifier_weights",
-    }
-)  # fmt: skip
+    {"seed", "data_dir", *COMMAND_LINE_ONLY}
+    | set(CHANGEABLE_ON_RESUME) - {"max_steps", "max_epochs", *DEFINING_A_FINISHED_RUN}
+)
 
 
 def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None = None) -> str:
