@@ -153,9 +153,8 @@ class RunCheckpoint:
         """Refuse data whose training, validation or test split differs by content from the run's: files
         replaced in place under the same --data-dir, or another folder given as --data-dir, are found, not
         mixed into one run or reported as its numbers. `otherwise` ends the error with the other way out.
-        `data_dir`: the
-        folder read now, where it may differ from the run's; without a hash to compare, only the run's own
-        folder is accepted."""
+        `data_dir`: the folder read now, where it may differ from the run's; without a hash to compare, only
+        the run's own folder is accepted."""
         trained = self.training_data_sha256()
         stored_dir = self.contents.get(CONFIG_KEY, {}).get("data_dir")
         moved = data_dir and stored_dir and Path(data_dir).resolve() != Path(stored_dir).resolve()

@@ -48,7 +48,6 @@ from lightning_genae.run_folder import started_run_files
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
     evaluation_records,
-    hardware_arguments,
     prepare_data_early,
     sequence_metrics,
     skipped_metrics_record,
@@ -218,11 +217,11 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     model = checkpoint.restore(resolved.model.module, "--evaluate")
     trainer = run_setup.hardware_trainer(
         config,
+        type(model),
         logger=False,
         enable_checkpointing=False,
         # The run's bars: drawn on a terminal, a line every 30 s in a log file (where Lightning's redraw).
         callbacks=[IterationProgressBar("evaluating")],
-        **hardware_arguments(config, type(model)),
     )
     prepare_data_early(datamodule, trainer)
     # Other data would give other numbers under the run's name.

@@ -27,9 +27,9 @@ from lightning_genae.console import say
 from lightning_genae.errors import RunFolderGone
 from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.metrics.names import current_names
+from lightning_genae.run_folder import METRICS_FILE, WANDB_RUN_ID
 
 WANDB_HOST = "api.wandb.ai"
-METRICS_FILE = "metrics.csv"
 
 
 class RunFolderCSVLogger(Logger):
@@ -129,26 +129,10 @@ class RunFolderCSVLogger(Logger):
         if self._resume_step is None:
             self._metrics_file.unlink()
             return []
-        text = self._metrics_file.read_text(encoding="utf-8", errors="replace")
-        # A crash's unwritten block reads as NUL bytes (which Python 3.10's csv refuses): the file ends there.
-        text = text.split("\x00", 1)[0]
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        # A column an earlier version wrote under a metric's former name continues under its name now.
-        keys = sorted(current_names(dict.fromkeys(reader.fieldnames or [])))
-        read = list(reader)
-        # A row cut short (a copy taken mid-write, a crash's NUL bytes) is not a row: its last value is cut.
-        partial = [
-            index
-            for index, row in enumerate(read)
-            if None in row or None in row.values() or (index == len(read) - 1 and not text.endswith("\n"))
-        ]
-        if partial:
-            say(f"{self._metrics_file}: {len(partial)} row(s) cut short by an unfinished write left out")
-        rows = [
-            current_names(row)
-            for index, row in enumerate(read)
-            if index not in partial and self._logged_before_resume(row)
-        ]
+        keys, rows, cut_short = read_whole_rows(self._metrics_file)
+        if cut_short:
+            say(f"{self._metrics_file}: {cut_short} row(s) cut short by an unfinished write left out")
+        rows = [row for row in rows if self._logged_before_resume(row)]
         self._rewrite(rows, keys)
         return keys
 
@@ -176,25 +160,40 @@ class RunFolderCSVLogger(Logger):
         write_atomically(self._metrics_file, write)
 
 
-def logged_values(path: Path, step: int, prefix: str) -> dict[str, float]:
-    """The values named `prefix...` that metrics.csv at `path` holds at `step` (later rows win); {} without
-    the file."""
+def read_whole_rows(path: Path) -> tuple[list[str], list[dict[str, str]], int]:
+    """metrics.csv at `path`: its columns and whole rows, each under the names metrics have now (a column an
+    earlier version wrote under a former name continues under its name now), and how many rows were cut
+    short and left out: a copy taken mid-append, or a crash's NUL bytes (the file ends at the first, and
+    Python 3.10's csv refuses them), cut a row's last value too."""
+    text = path.read_text(encoding="utf-8", errors="replace").split("\x00", 1)[0]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    keys = sorted(current_names(dict.fromkeys(reader.fieldnames or [])))
+    read = list(reader)
+    whole = [
+        current_names(row)
+        for index, row in enumerate(read)
+        if None not in row and None not in row.values() and (index < len(read) - 1 or text.endswith("\n"))
+    ]
+    return keys, whole, len(read) - len(whole)
+
+
+def logged_values(path: Path, prefixes: Mapping[int, str]) -> dict[str, float]:
+    """The values metrics.csv at `path` holds at each step of `prefixes` under the names starting with that
+    step's prefix (later rows win), in one reading of the file; {} without it."""
     if not path.is_file():
         return {}
     values: dict[str, float] = {}
-    with path.open(newline="", encoding="utf-8", errors="replace") as file:
-        for row in csv.DictReader(line.replace("\x00", "") for line in file):
-            try:
-                if int(float(row.get("step") or -1)) != step:
-                    continue
-            except ValueError:
-                continue
-            for key, value in current_names(row).items():
-                if isinstance(key, str) and key.startswith(prefix) and isinstance(value, str):
-                    try:
-                        values[key] = float(value)
-                    except ValueError:
-                        pass  # an empty cell: the value belongs to another row
+    for row in read_whole_rows(path)[1]:
+        try:
+            prefix = prefixes.get(int(float(row.get("step") or -1)))
+        except ValueError:
+            continue
+        for key, value in row.items() if prefix is not None else ():
+            if key.startswith(prefix):
+                try:
+                    values[key] = float(value)
+                except ValueError:
+                    pass  # an empty cell: the value belongs to another row
     return values
 
 
@@ -325,7 +324,7 @@ def _stable_wandb_id(run_dir: Path) -> str:
     every restart name the same W&B run (continued with resume="allow", never duplicated). Only rank 0
     writes the file.
     """
-    id_file = run_dir / "wandb" / "run_id"
+    id_file = run_dir / WANDB_RUN_ID
     if id_file.is_file():
         return id_file.read_text().strip()
     job = current_job()

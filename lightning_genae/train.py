@@ -25,13 +25,14 @@ from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, 
 from lightning_genae.config import RunConfig, flag
 from lightning_genae.console import describe_model, describe_training, say
 from lightning_genae.datamodules import InMemoryDataModule
+from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
-from lightning_genae.loggers import METRICS_FILE, build_loggers, finish_loggers, logged_values
+from lightning_genae.loggers import build_loggers, finish_loggers, logged_values
 from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import GenerativeModule, changeable_on_resume
 from lightning_genae.resolve import ResolvedRun
-from lightning_genae.run_folder import CONFIG_HEADER, ClaimedRunFolder
+from lightning_genae.run_folder import CONFIG_HEADER, METRICS_FILE, ClaimedRunFolder
 from lightning_genae.run_report import (
     collapse_warning,
     environment_info,
@@ -268,10 +269,9 @@ def _train(
     # last) are in metrics.csv already, and are taken from there rather than logged again.
     logged_at_the_end: dict[str, float] = {}
     if resume_step is not None and resume_step == config.max_steps:
-        logged_at_the_end = {
-            **logged_values(run_dir / METRICS_FILE, resume_step - 1, "train/"),
-            **logged_values(run_dir / METRICS_FILE, resume_step, "val/"),
-        }
+        logged_at_the_end = logged_values(
+            run_dir / METRICS_FILE, {resume_step - 1: "train/", resume_step: "val/"}
+        )
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = resolved.build_datamodule()
@@ -386,7 +386,7 @@ def _train(
             "augmentation": attached.final_record(),
             "data_summary": datamodule.summary(),
             # What the run trained and was scored on, by content: an ablation table compares its rows by it.
-            "data_sha256": {split: datamodule.content_sha256(split) for split in ("train", "val", "test")},
+            "data_sha256": {split: datamodule.content_sha256(split) for split in SPLITS},
             "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),
             **environment_info(trainer),
             "config": config.to_dict(),

@@ -693,9 +693,12 @@ def validation_every(iterations: int) -> dict[str, Any]:
     return {"val_check_interval": iterations, "check_val_every_n_epoch": None}
 
 
-def hardware_trainer(config: RunConfig, **trainer_arguments: Any) -> pl.Trainer:
-    """A `pl.Trainer` on `config`'s hardware; hardware this machine lacks (a run trained on a GPU, resumed or
-    evaluated on a machine without one) is one line naming the settings in effect and the flags to change."""
+def hardware_trainer(
+    config: RunConfig, family: type[GenerativeModule], **trainer_arguments: Any
+) -> pl.Trainer:
+    """A `pl.Trainer` of `family` on `config`'s hardware (`hardware_arguments`); hardware this machine lacks
+    (a run trained on a GPU, resumed or evaluated on a machine without one) is one line naming the settings
+    in effect and the flags to change."""
     manual_launch = "NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ
     if config.num_nodes > 1 and current_job() is None and not manual_launch:
         # Lightning would start this node's processes and wait for the other nodes' forever, silently.
@@ -705,7 +708,7 @@ def hardware_trainer(config: RunConfig, **trainer_arguments: Any) -> pl.Trainer:
             "end; give --num-nodes 1 (a resumed or evaluated run keeps its own unless typed)"
         )
     try:
-        return pl.Trainer(**trainer_arguments)
+        return pl.Trainer(**hardware_arguments(config, family), **trainer_arguments)
     except (MisconfigurationException, ValueError, RuntimeError, TypeError) as error:
         raise ConfigError(
             f"Trainer set-up failed: {describe_error(error)}; in effect: --accelerator {config.accelerator} "
@@ -727,11 +730,11 @@ def build_trainer(
     skip_repeated_cuda_probes()
     return hardware_trainer(
         config,
+        family,
         default_root_dir=str(run_dir),
         # Lightning counts optimizer steps; --max-steps counts training iterations.
         max_steps=trainer_kwargs(family, config.max_steps)["max_steps"] if config.max_steps else -1,
         max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
-        **hardware_arguments(config, family),
         logger=loggers,
         callbacks=[*callbacks, LogStepIsIteration(steps_per_iteration), IterationProgressBar()],
         # The console prints one line about the model instead of Lightning's table.

@@ -25,11 +25,8 @@ from lightning_genae.ablation.grid import (
 from lightning_genae.config import CHANGEABLE_ON_RESUME, COMMAND_LINE_ONLY, flag
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.names import current_names, test_headline
-from lightning_genae.run_folder import started_run_files
+from lightning_genae.run_folder import SUMMARY_FILE, started_run_files
 from lightning_genae.run_lock import live_lock_owner
-
-SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.csv"
 
 
 @dataclass
