@@ -18,7 +18,9 @@ A panel's series are independent: they are split 70/10/20 as whole series (label
 windows of one another. Each series is one item when all have the same length and `--seq-len` is not given;
 otherwise each is cut into windows of `--seq-len` every `--stride` rows within the series.
 
-A first row with a cell that is neither a number, a gap nor a timestamp is the header (column names). A
+A first row with a cell that is neither a number, a gap nor a timestamp is the header (column names), as
+is a first row counting 0, 1, 2, ... (pandas' names for unnamed columns). An unnamed column of whole numbers
+rising row by row is pandas' index, left out. A
 timestamp column (every cell a date or date-time such as `2024-01-31` or `31/01/2024 14:00`, or a header
 named date, time, datetime, timestamp or ds) is kept out of the channels; its rows must be in time order.
 Gaps (an empty cell, NA, NaN, null, ?) are refused unless `--fill-gaps linear` (interpolated along time within
@@ -63,6 +65,9 @@ TIME_COLUMN_NAMES = frozenset({"date", "time", "datetime", "timestamp", "ds"})
 DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y", "%Y.%m.%d")
 TIME_SUFFIXES = ("", " %H:%M", " %H:%M:%S")
 DELIMITERS = (",", "\t", ";")
+# A first row counting 0, 1, ... over this many cells or more is pandas' header of unnamed columns; two
+# cells counting 0, 1 are as likely a first time step of two channels.
+NUMBERED_HEADER_MIN_CELLS = 3
 
 
 def _number(cell: str) -> float | None:
@@ -154,6 +159,12 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
     has_header = any(
         _number(cell) is None and not is_gap(cell) and parse_timestamp(cell) is None for cell in first
     )
+    if not has_header and _numbers_columns(first):
+        has_header = True
+        say(
+            f"{path}: the first row counts 0, 1, 2, ...: read as the column numbers pandas writes for a "
+            "frame without column names, not as data; if it is data, add a header row of channel names"
+        )
     if has_header:
         names = [cell.strip() or f"column {index}" for index, cell in enumerate(first, start=1)]
         body = rows[1:]
@@ -178,6 +189,16 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
     return CSVTable(path, names, body, has_header)
 
 
+def _numbers_columns(first: Sequence[str]) -> bool:
+    """Whether a first row is pandas' header of unnamed columns: 0, 1, 2, ... (three numbers or more),
+    after an empty cell where the index was written too. As data it would be a ramp taken for a series (a
+    panel) or for the first time step."""
+    cells = list(first[1:]) if first and not first[0].strip() else list(first)
+    return len(cells) >= NUMBERED_HEADER_MIN_CELLS and [_number(cell) for cell in cells] == [
+        float(position) for position in range(len(cells))
+    ]
+
+
 def _counts_up(values: Sequence[float | None]) -> bool:
     """Whether `values` count 0, 1, 2, ... or 1, 2, 3, ...: how pandas numbers an index or unnamed columns."""
     return values[:1] in ([0.0], [1.0]) and all(
@@ -186,8 +207,9 @@ def _counts_up(values: Sequence[float | None]) -> bool:
 
 
 def find_index_columns(table: CSVTable) -> list[int]:
-    """A column with an empty header cell counting 0, 1, 2, ... (or from 1) down the rows: the RangeIndex
-    pandas' to_csv writes first. Taken as a channel it would add a straight ramp to every window."""
+    """Columns with an empty header cell whose values are whole numbers rising down the rows: the index
+    pandas' to_csv writes first, counting 0, 1, 2, ... or, once rows were filtered out, with steps. Taken
+    as a channel it would add a ramp to every window (a panel: a constant to each series)."""
     found = []
     for index, name in enumerate(table.names):
         # An empty header cell is named by its position (read_table); pandas names a read index that it
@@ -196,9 +218,25 @@ def find_index_columns(table: CSVTable) -> list[int]:
         if not (table.has_header and unnamed):
             continue
         values = [_number(cell) for cell in table.column(index)]
-        if len(values) >= 2 and _counts_up(values):
+        whole = None not in values and all(value == round(value) >= 0 for value in values)
+        if len(values) >= 2 and whole and all(a < b for a, b in zip(values, values[1:], strict=False)):
             found.append(index)
     return found
+
+
+def without_index_columns(table: CSVTable, keep: Sequence[int] = ()) -> CSVTable:
+    """`table` less its pandas index columns (find_index_columns; those in `keep` stay), with a line naming
+    each one left out."""
+    dropped = [index for index in find_index_columns(table) if index not in keep]
+    if not dropped:
+        return table
+    say(
+        f"{table.path}: {', '.join(repr(table.names[index]) for index in dropped)}, unnamed and rising "
+        "row by row, read as pandas' index and left out; give it a name in the header to keep it as data"
+    )
+    kept = [index for index in range(len(table.names)) if index not in dropped]
+    rows = [(number, [row[index] for index in kept]) for number, row in table.rows]
+    return CSVTable(table.path, [table.names[index] for index in kept], rows, table.has_header)
 
 
 def find_time_columns(table: CSVTable) -> list[int]:
@@ -347,11 +385,11 @@ def read_series(
     """A CSV file in one of CSV_LAYOUTS as its series; malformed input is one DataError naming the fix."""
     table = read_table(path, blank_rows_are_gaps=layout == "time")
     if layout in ("rows", "ucr"):
-        return _read_row_panel(table, layout, gaps)
+        return _read_row_panel(without_index_columns(table), layout, gaps)
+    table = without_index_columns(table, keep=find_time_columns(table))
     time_columns = find_time_columns(table)
-    index_columns = [index for index in find_index_columns(table) if index not in time_columns]
     id_column = _id_column(table, series_id) if layout == "long" else None
-    excluded = {*time_columns, *index_columns, *([id_column] if id_column is not None else [])}
+    excluded = {*time_columns, *([id_column] if id_column is not None else [])}
     channels = [index for index in range(len(table.names)) if index not in excluded]
     if not channels:
         raise DataError(f"{path}: no numeric column besides the timestamp or id columns; add one per channel")

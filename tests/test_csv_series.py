@@ -39,11 +39,57 @@ def test_a_pandas_range_index_is_kept_out_of_the_channels(tmp_path):
     # Read by pandas and written again, the index is named `Unnamed: 0`.
     lines[0] = "Unnamed: 0,YEAR,SUNACTIVITY"
     assert read_series(write(tmp_path / "again.csv", lines)).channel_names == ["YEAR", "SUNACTIVITY"]
-    # A named column that counts is data, and so is an unnamed one that does not count 0, 1, 2, ...
+    # A named column that counts is data, and so is an unnamed one that does not rise row by row.
     lines = ["step,value"] + [f"{i},{i % 5}" for i in range(60)]
     assert read_series(write(tmp_path / "named.csv", lines)).channel_names == ["step", "value"]
-    lines = [",value"] + [f"{2 * i},{i % 5}" for i in range(60)]
-    assert read_series(write(tmp_path / "evens.csv", lines)).channel_names == ["column 1", "value"]
+    lines = [",value"] + [f"{(7 * i) % 60},{i % 5}" for i in range(60)]
+    assert read_series(write(tmp_path / "shuffled.csv", lines)).channel_names == ["column 1", "value"]
+    lines = [",value"] + [f"{i + 0.5},{i % 5}" for i in range(60)]
+    assert read_series(write(tmp_path / "halves.csv", lines)).channel_names == ["column 1", "value"]
+
+
+def test_the_index_of_a_filtered_pandas_frame_is_kept_out_and_named(tmp_path, capsys):
+    # df[df.value > 0].to_csv(): the index keeps the numbers of the rows that stayed, with steps.
+    kept = [i for i in range(200) if i % 3]
+    lines = [",value,temperature"] + [f"{i},{i % 5},{i % 7}" for i in kept]
+    table = read_series(write(tmp_path / "filtered.csv", lines))
+    assert table.channel_names == ["value", "temperature"]
+    assert table.series[0][:, 0].tolist() == [float(i % 5) for i in kept]
+    assert "'column 1', unnamed and rising row by row, read as pandas' index" in capsys.readouterr().out
+
+
+def test_pandas_numbered_column_names_are_a_header_not_a_series(tmp_path, capsys):
+    # pd.DataFrame(array).to_csv(index=False): the columns are named 0, 1, ..., n - 1.
+    length = 30
+    rows = [",".join(f"{math.sin(0.2 * t + k):.4f}" for t in range(length)) for k in range(40)]
+    numbered = write(tmp_path / "panel.csv", [",".join(str(t) for t in range(length))] + rows)
+    table = read_series(numbered, layout="rows")
+    assert len(table.series) == 40
+    assert table.series[0][:3, 0].tolist() == pytest.approx([0.0, 0.1987, 0.3894])
+    assert "the first row counts 0, 1, 2, ...: read as the column numbers pandas writes" in (
+        capsys.readouterr().out
+    )
+    # With the index written too (df.to_csv()): an empty cell first, and each row's number left out.
+    indexed = write(
+        tmp_path / "indexed.csv",
+        ["," + ",".join(str(t) for t in range(length))] + [f"{k},{row}" for k, row in enumerate(rows)],
+    )
+    again = read_series(indexed, layout="rows")
+    assert len(again.series) == 40 and all(
+        torch.equal(a, b) for a, b in zip(again.series, table.series, strict=True)
+    )
+    # A UCR file read by pandas without a header and written again: label column 0, then 1, 2, ...
+    ucr_rows = [f"{1 + k % 2}," + row for k, row in enumerate(rows)]
+    ucr = write(tmp_path / "ucr.csv", [",".join(str(t) for t in range(length + 1))] + ucr_rows)
+    assert len(read_series(ucr, layout="ucr").series) == 40
+    # One recording of three unnamed channels.
+    steps = [f"{t % 4},{t % 5},{t % 6}" for t in range(60)]
+    recording = read_series(write(tmp_path / "time.csv", ["0,1,2"] + steps))
+    assert recording.channel_names == ["0", "1", "2"] and recording.series[0].shape == (60, 3)
+    # Two cells counting 0, 1 are a first time step as likely as a header: data.
+    pairs = [f"{t % 4},{t % 5}" for t in range(1, 60)]
+    first = read_series(write(tmp_path / "two.csv", ["0,1"] + pairs)).series[0]
+    assert first.shape == (60, 2) and first[0].tolist() == [0.0, 1.0]
 
 
 def test_a_file_without_header_whose_first_column_is_dates_is_read(tmp_path):
@@ -102,7 +148,7 @@ def test_blank_lines_of_a_file_with_several_columns_or_line_endings_are_no_gaps(
 
 
 def test_blank_lines_between_a_panels_rows_are_not_series(tmp_path):
-    lines = [",".join(str(i + j) for j in range(12)) for i in range(30)]
+    lines = [",".join(str(i + j + 1) for j in range(12)) for i in range(30)]
     table = read_series(write(tmp_path / "rows.csv", [*lines[:10], "", *lines[10:]]), layout="rows")
     assert len(table.series) == 30
 
@@ -290,7 +336,7 @@ def test_a_date_column_reads_in_one_form_month_first_where_that_is_the_order(tmp
 
 
 def test_a_stride_for_a_panel_taken_whole_is_refused_before_the_run(tmp_path):
-    lines = [",".join(str(i + j) for j in range(12)) for i in range(30)]
+    lines = [",".join(str(i + j + 1) for j in range(12)) for i in range(30)]
     path = write(tmp_path / "rows.csv", lines)
     datamodule = build_datamodule("csv", data_dir=path, csv_layout="rows", stride=5)
     with pytest.raises(ConfigError, match=r"--stride spaces windows of --seq-len rows, and the 30 series of"):
