@@ -1,7 +1,10 @@
 """User-facing errors: each carries one line that names the problem and the fix."""
 
+from __future__ import annotations
+
 import re
 from collections.abc import Sized
+from pathlib import Path
 
 # Ends the refusal of an unknown model, dataset, augmentation or option: a plug-in's name is unknown to a
 # process that has not loaded the plug-in (a run folder's config.yaml or checkpoint read without it).
@@ -60,6 +63,13 @@ class RunFolderGone(GenaeError):
     """The run's folder was moved or deleted while the run trained: it cannot write there any more."""
 
     exit_code = 1
+
+    @classmethod
+    def at(cls, run_dir: Path) -> RunFolderGone:
+        return cls(
+            f"the run folder {run_dir} is gone (moved or deleted while the run trained), so the run stopped; "
+            "put it back and continue with --resume last, or start the run again"
+        )
 
 
 class TrainingDiverged(GenaeError):

@@ -103,10 +103,7 @@ class RunFolderCSVLogger(Logger):
         is_new_file = not self._metrics_file.is_file()
         if not self._run_dir.is_dir():
             self._rows = []
-            raise RunFolderGone(
-                f"the run folder {self._run_dir} is gone (moved or deleted while the run trained), so the "
-                "run stopped; put it back and continue with --resume last, or start the run again"
-            )
+            raise RunFolderGone.at(self._run_dir)
         with self._metrics_file.open("a", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=self._keys)
             if is_new_file:
@@ -343,6 +340,21 @@ def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
 
 
+# Run folders that a training in this process writes to and that must not be made again once gone
+# (trainer.RunFolderPresence adds its folder as fitting starts and takes it out at the end).
+WATCHED_RUN_FOLDERS: set[Path] = set()
+
+
+def images_folder(trainer: pl.Trainer) -> Path:
+    """`<run>/images/`, made if need be; RunFolderGone when the run folder is a watched one and gone (a
+    picture must not make it again, without its config.yaml, for the run to go on in)."""
+    run_dir = Path(trainer.default_root_dir)
+    if not run_dir.is_dir() and run_dir.resolve() in WATCHED_RUN_FOLDERS:
+        raise RunFolderGone.at(run_dir)
+    (run_dir / "images").mkdir(parents=True, exist_ok=True)
+    return run_dir / "images"
+
+
 @rank_zero_only
 def log_image_grid(
     trainer: pl.Trainer, key: str, images: torch.Tensor, step: int, nrow: int = 8
@@ -351,9 +363,7 @@ def log_image_grid(
 
     Returns the PNG path. Works whatever loggers are active; CSV gets the PNG file alone.
     """
-    run_dir = Path(trainer.default_root_dir)
-    image_dir = run_dir / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
+    image_dir = images_folder(trainer)
     grid = make_grid(
         images.detach().float().cpu().clamp(-1, 1), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2
     )
@@ -381,9 +391,7 @@ def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | 
     import numpy as np
     from PIL import Image
 
-    image_dir = Path(trainer.default_root_dir) / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    path = image_dir / f"{_safe_name(key)}_step{step:07d}.png"
+    path = images_folder(trainer) / f"{_safe_name(key)}_step{step:07d}.png"
     figure.savefig(path, dpi=100)
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

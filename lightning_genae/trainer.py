@@ -43,8 +43,15 @@ from lightning_genae.cluster import current_job
 from lightning_genae.config import NO_BACKBONE, RunConfig, check_values
 from lightning_genae.console import IterationProgressBar, say, warn
 from lightning_genae.datamodules import InMemoryDataModule
-from lightning_genae.errors import PLUGIN_HINT, ConfigError, TrainingDiverged, describe_error
+from lightning_genae.errors import (
+    PLUGIN_HINT,
+    ConfigError,
+    RunFolderGone,
+    TrainingDiverged,
+    describe_error,
+)
 from lightning_genae.lightning_internals import set_logging_step, validation_follows_batch
+from lightning_genae.loggers import WATCHED_RUN_FOLDERS
 from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable, load_backbone
 from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECALL_K
 from lightning_genae.metrics.names import headline_metric, higher_is_better
@@ -254,6 +261,32 @@ class DivergenceGuard(Callback):
         self.stop_if_diverged(trainer, pl_module, cause)
 
 
+class RunFolderPresence(Callback):
+    """Stops the run with one line when its folder is gone before a checkpoint is written there.
+
+    Lightning makes a checkpoint's folders as it writes it, so a run whose folder was moved or deleted would
+    make it again and train on there without its config.yaml (the metrics logger and the pictures say so
+    when they next write; a checkpoint can come first).
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # The folder exists from here (`callbacks_for` may be given one to make), so its absence later
+        # means it went.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        WATCHED_RUN_FOLDERS.add(self.run_dir.resolve())
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        WATCHED_RUN_FOLDERS.discard(self.run_dir.resolve())
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: GenerativeModule, checkpoint: dict) -> None:
+        # Decided together: a process that raised alone would leave the others waiting at the next barrier.
+        if trainer.strategy.reduce_boolean_decision(not self.run_dir.is_dir(), all=False):
+            raise RunFolderGone.at(self.run_dir)
+
+
 def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: Path) -> list[Callback]:
     """The divergence guard, image grids, representation metrics, per-rank seeding, and (unless a set-up
     check) checkpoints."""
@@ -286,6 +319,7 @@ def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: 
         # A set-up check: its weights are worthless and must not look like a run to resume.
         return callbacks
     callbacks += [
+        RunFolderPresence(run_dir),
         StoreRunConfig(config),
         RandomStateInCheckpoints(),
         PeriodicLastCheckpoint(

@@ -38,3 +38,25 @@ def test_interpolations_pair_validation_images_whatever_their_number(count, rows
     (picture,) = pictures
     # A grid of `rows` rows of 8-pixel images with torchvision's 2-pixel padding around each.
     assert Image.open(picture).size == (4 * 10 + 2, rows * 10 + 2)
+
+
+def test_a_picture_makes_a_folder_no_run_watches_and_refuses_to_make_a_watched_one_again(tmp_path):
+    from lightning_genae.errors import RunFolderGone
+    from lightning_genae.loggers import WATCHED_RUN_FOLDERS
+
+    module = AutoencoderModule((1, 8, 8), width=8, latent_dim=4).eval()
+    folder = tmp_path / "new" / "run"
+    trainer = SimpleNamespace(default_root_dir=str(folder), loggers=[], datamodule=FewValidationImages(6))
+    with torch.no_grad():
+        InterpolationGrid(num_rows=3, num_steps=4).draw(trainer, module, step=7)
+    assert len(list(folder.glob("images/interpolations_step*.png"))) == 1
+    # A training's run folder, moved away while it trains, is not made again by its next picture.
+    gone = tmp_path / "watched"
+    trainer.default_root_dir = str(gone)
+    WATCHED_RUN_FOLDERS.add(gone.resolve())
+    try:
+        with torch.no_grad(), pytest.raises(RunFolderGone, match="is gone"):
+            InterpolationGrid(num_rows=3, num_steps=4).draw(trainer, module, step=8)
+    finally:
+        WATCHED_RUN_FOLDERS.discard(gone.resolve())
+    assert not gone.exists()

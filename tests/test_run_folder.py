@@ -120,9 +120,24 @@ def test_a_run_moved_with_its_name_before_its_first_checkpoint_is_still_a_run(tm
     assert main([*TINY_AE, "--max-steps", "2", "--overwrite", "--output", str(moved)]) == 0
 
 
-def test_a_run_whose_folder_is_moved_while_it_trains_stops_with_one_line(tmp_path, capsys, monkeypatch):
-    """Renamed under a running run: the metrics logger cannot append there, and says so once (it was a
-    FileNotFoundError traceback, raised again by the logger's finalize)."""
+@pytest.mark.parametrize(
+    "first_write",
+    [
+        # The metrics logger's first write (at iteration 100): it was a FileNotFoundError traceback, raised
+        # again by the logger's finalize.
+        ["--ckpt-every", "500", "--image-every", "500", "--max-steps", "150"],
+        # A periodic checkpoint, or a picture, before the logger writes: each made the folder again, and the
+        # run went on there without its config.yaml.
+        ["--ckpt-every", "3", "--image-every", "500", "--max-steps", "20"],
+        ["--ckpt-every", "500", "--image-every", "3", "--max-steps", "20"],
+    ],
+    ids=["metrics", "checkpoint", "picture"],
+)
+def test_a_run_whose_folder_is_moved_while_it_trains_stops_with_one_line(
+    tmp_path, capsys, monkeypatch, first_write
+):
+    """Renamed under a running run: whatever writes there next says so once, and nothing makes the folder
+    again."""
     from pytorch_lightning import Callback
 
     import lightning_genae.train as train
@@ -136,11 +151,9 @@ def test_a_run_whose_folder_is_moved_while_it_trains_stops_with_one_line(tmp_pat
 
     build = train.build_callbacks
     monkeypatch.setattr(train, "build_callbacks", lambda *args: [*build(*args), MoveTheFolder()])
-    # The logger's first write (at iteration 100) comes before any checkpoint, which would make the folder
-    # again.
-    cadences = ["--ckpt-every", "500", "--image-every", "500", "--eval-every", "500"]
-    assert main([*TINY_AE, *cadences, "--max-steps", "150", "--output", str(run_dir)]) == 1
+    assert main([*TINY_AE, *first_write, "--eval-every", "500", "--output", str(run_dir)]) == 1
     one_line(capsys, f"the run folder {run_dir} is gone (moved or deleted while the run trained)")
+    assert not run_dir.exists()
     assert moved.is_dir() and (moved / "config.yaml").is_file()
 
 
