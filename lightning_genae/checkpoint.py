@@ -205,6 +205,15 @@ class RunCheckpoint:
         """Training iterations done when it was saved (Lightning counts optimizer steps)."""
         return int(self.contents.get("global_step", 0)) // steps_per_iteration
 
+    def epochs(self) -> int:
+        """Training epochs done when it was saved: those whose last batch had run (Lightning's count, which
+        ends a --max-epochs fit; a checkpoint of another writer than Lightning's fit counts 0)."""
+        try:
+            progress = self.contents["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+        except (KeyError, TypeError):
+            return 0
+        return int(progress) if isinstance(progress, int) else 0
+
     def restore(self, module_type: type[Module], flag: str) -> Module:
         """The module, built from the checkpoint's hyper-parameters and weights (in eval mode, on the CPU)."""
         hyper_parameters = self.contents.get("hyper_parameters")

@@ -167,24 +167,37 @@ class TrainingStarted(Callback):
         self.started = True
 
 
+def training_complete(resume: RunCheckpoint, config: RunConfig, steps_per_iteration: int) -> bool:
+    """Whether the resumed checkpoint is at the end of the run's budget: its --max-steps iterations, or its
+    --max-epochs epochs."""
+    if config.max_steps:
+        return resume.iteration(steps_per_iteration) == config.max_steps
+    return config.max_epochs is not None and resume.epochs() == config.max_epochs
+
+
 def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
     """Refuse a --resume with no iteration left to train: it would only rewrite the run's last.ckpt and
-    summary.json and log its final rows a second time. A run at its last iteration without summary.json
+    summary.json and log its final rows a second time. A run at the end of its budget without summary.json
     (stopped during its final evaluation) is let through: the resume evaluates it."""
-    max_steps = resolved.config.max_steps
-    if max_steps is None:
-        return
-    done = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
-    if max_steps == done and not (resume.run_folder / "summary.json").is_file():
+    config = resolved.config
+    steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
+    done = resume.iteration(steps_per_iteration)
+    if (
+        training_complete(resume, config, steps_per_iteration)
+        and not (resume.run_folder / "summary.json").is_file()
+    ):
         # Stopped after its training, during the final evaluation: the resume runs that evaluation alone.
         say(f"--resume {resume.path}: training is complete at iteration {done}; running the final evaluation")
         return
-    if max_steps <= done:
+    if config.max_steps:
+        option, budget, unit, reached = "--max-steps", config.max_steps, "iteration", done
+    else:
+        option, budget, unit, reached = "--max-epochs", config.max_epochs, "epoch", resume.epochs()
+    if budget is not None and budget <= reached:
         evaluate = f"--evaluate {shlex.quote(str(resume.path))}"
         raise ConfigError(
-            f"--resume {resume.path}: the run is at iteration {done} and --max-steps {max_steps} leaves "
-            f"nothing to train; give --max-steps above {done} to continue it, or {evaluate} to measure it "
-            "again"
+            f"--resume {resume.path}: the run is at {unit} {reached} and {option} {budget} leaves nothing "
+            f"to train; give {option} above {reached} to continue it, or {evaluate} to measure it again"
         )
 
 
@@ -268,7 +281,8 @@ def _train(
     # its last training values (logged at the iteration before) and any validation of these weights (at the
     # last) are in metrics.csv already, and are taken from there rather than logged again.
     logged_at_the_end: dict[str, float] = {}
-    if resume_step is not None and resume_step == config.max_steps:
+    steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
+    if resume_step is not None and training_complete(resume, config, steps_per_iteration):
         logged_at_the_end = logged_values(
             run_dir / METRICS_FILE, {resume_step - 1: "train/", resume_step: "val/"}
         )

@@ -197,11 +197,20 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-# With 4 iterations and --eval-every 3, the iteration before the last validated other weights.
-@pytest.mark.parametrize("steps", ["3", "4"], ids=["validating-every-3-of-3", "validating-every-3-of-4"])
-def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_alone(tmp_path, steps):
+# With 4 iterations and --eval-every 3, the iteration before the last validated other weights; an epoch of
+# 128 images in batches of 32 is 4 iterations too.
+@pytest.mark.parametrize(
+    ("budget", "steps"),
+    [
+        (["--max-steps", "3"], "3"),
+        (["--max-steps", "4"], "4"),
+        (["--max-epochs", "1", "--train-size", "128"], "4"),
+    ],
+    ids=["validating-every-3-of-3", "validating-every-3-of-4", "one-epoch-of-4"],
+)
+def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_alone(tmp_path, budget, steps):
     run_dir = tmp_path / "my run"  # the printed command must survive a space
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", steps, "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", *budget, "--eval-samples", "50"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     stopped = subprocess.run(
         [sys.executable, "-c", INTERRUPT_IN_THE_FINAL_EVALUATION, *run, "--output", str(run_dir)],
@@ -217,7 +226,7 @@ def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_al
     # The resume it names, pasted as printed, runs the final evaluation alone.
     printed = stopped.stderr.split("finish the run (summary.json) with: python run.py ")[1].split(", or ")[0]
     assert shlex.split(printed) == ["--output", str(run_dir), "--resume", "last"]
-    assert main([*shlex.split(printed), "--max-steps", steps]) == 0
+    assert main([*shlex.split(printed), *budget[:2]]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["global_step"] == int(steps) and "test/mse" in summary["final_metrics"]
     # As the uninterrupted run: its history (no validation logged twice) and its final metrics (the last
@@ -227,7 +236,7 @@ def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_al
     assert (run_dir / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
     assert summary["final_metrics"] == json.loads((whole / "summary.json").read_text())["final_metrics"]
     # Once finished, nothing is left to resume.
-    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", steps]) == 2
+    assert main(["--output", str(run_dir), "--resume", "last", *budget[:2]]) == 2
 
 
 @pytest.mark.slow
