@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ from lightning_genae.ablation.grid import read_grid_cells, record_grid_cells
 from lightning_genae.ablation.report import describe_progress
 from lightning_genae.config import RunConfig
 from lightning_genae.errors import ConfigError
+from lightning_genae.resolve import resolve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -387,8 +389,8 @@ def test_a_finished_cell_trained_at_another_learning_rate_refuses_the_grid(tmp_p
 
 
 def test_a_finished_cell_is_compared_by_its_data_folder_and_not_by_a_precision_alias(tmp_path: Path) -> None:
-    """A finished cell is skipped, not resumed, so nothing compares its data by content: another folder
-    refuses the grid. `--precision 32` and `32-true` are one setting."""
+    """A finished cell without the data's hashes (an earlier version's) is compared by its data folder:
+    another folder refuses the grid. `--precision 32` and `32-true` are one setting."""
     from lightning_genae.ablation.grid import finished_run_conflicts
 
     run_dir = write_run(tmp_path, "none", None, 0, 20.0)
@@ -398,6 +400,32 @@ def test_a_finished_cell_is_compared_by_its_data_folder_and_not_by_a_precision_a
     assert finished_run_conflicts(summary, same) == []
     moved = RunConfig(augment="none", seed=0, data_dir="/data/b", precision="32-true")
     assert finished_run_conflicts(summary, moved) == ["--data-dir /data/b (finished run: /data/a)"]
+
+
+def test_a_finished_cell_whose_data_moved_to_another_folder_is_the_same_run(tmp_path: Path) -> None:
+    """Data moved (a cluster's new scratch): the finished cell's summary.json records its splits' SHA-256,
+    and the same content under another path is the same run, skipped; other content refuses the grid."""
+    from lightning_genae.ablation.grid import _data_sha256, finished_run_conflicts
+
+    rows = ["value,other"] + [f"{math.sin(0.1 * t):.4f},{math.cos(0.3 * t):.4f}" for t in range(400)]
+    first = tmp_path / "scratch" / "series.csv"
+    first.parent.mkdir()
+    first.write_text("\n".join(rows) + "\n")
+    asked = {"model": "rae", "data": "csv", "augment": "none", "seed": 0}
+    hashes = _data_sha256(resolve(RunConfig(**asked, data_dir=str(first))))
+    run_dir = write_run(tmp_path, "none", None, 0, 20.0)
+    stored = RunConfig(**asked, data_dir=str(first)).to_dict()
+    _set_in_summary(run_dir, lambda summary: summary.update(data_sha256=hashes, config=stored))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    moved = tmp_path / "project" / "series.csv"
+    moved.parent.mkdir()
+    first.rename(moved)
+    assert finished_run_conflicts(summary, RunConfig(**asked, data_dir=str(moved))) == []
+    changed = tmp_path / "changed.csv"
+    changed.write_text("\n".join(rows[:-1]) + "\n")
+    assert finished_run_conflicts(summary, RunConfig(**asked, data_dir=str(changed))) == [
+        f"--data-dir {changed} (finished run: {first})"
+    ]
 
 
 def test_a_row_whose_runs_saw_other_data_is_not_averaged(tmp_path: Path) -> None:

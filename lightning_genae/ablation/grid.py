@@ -34,6 +34,7 @@ from lightning_genae.augmentation import given_options
 from lightning_genae.cache import write_file_atomically
 from lightning_genae.cluster import interrupted_by, take_noted_signal
 from lightning_genae.config import RunConfig, flag, resume_conflicts
+from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.resolve import ResolvedRun, resolve
 from lightning_genae.run_folder import (
@@ -239,7 +240,8 @@ def summary_config(summary: dict[str, Any]) -> dict[str, Any]:
 
 # Options a resume may change that still decide a finished run's numbers: a finished cell run with another
 # value is not the cell the grid asks for (its budget, max_steps / max_epochs, is continued instead). A
-# finished cell is skipped, never resumed, so its data is not compared by content: its folder must match.
+# finished cell is skipped, never resumed; its data folder may differ where the data's content is the same
+# (summary.json records its SHA-256: data moved to another folder).
 DEFINING_A_FINISHED_RUN = ("lr", "eval_every", "eval_samples", "test_split", "precision", "data_dir")
 
 
@@ -260,14 +262,43 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
         return []
     stored, wanted = summary_config(summary), config.to_dict()
     conflicts = resume_conflicts(stored, wanted)
-    for name in DEFINING_A_FINISHED_RUN:
-        if (
-            name in stored
-            and name in wanted
-            and comparable(name, stored[name]) != comparable(name, wanted[name])
-        ):
-            conflicts.append(f"{flag(name)} {wanted[name]} (finished run: {stored[name]})")
+    differing = [
+        name
+        for name in DEFINING_A_FINISHED_RUN
+        if name in stored
+        and name in wanted
+        and comparable(name, stored[name]) != comparable(name, wanted[name])
+    ]
+    if differing == ["data_dir"] and not conflicts and same_data(summary, config):
+        return []
+    conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
     return conflicts
+
+
+def same_data(summary: dict[str, Any], config: RunConfig) -> bool:
+    """Whether `config`'s data (read now, each split) is, by SHA-256, what the finished run's summary.json
+    records it trained and was scored on; False where it records none (an earlier version's run)."""
+    stored = summary.get("data_sha256")
+    if not isinstance(stored, dict):
+        return False
+    return dict(stored) == _data_sha256(resolve(config, drop_unused_augment_options=True))
+
+
+def _data_sha256(resolved: ResolvedRun) -> dict[str, str]:
+    """Each split's SHA-256 as a run of `resolved` records it in summary.json; one read per distinct data."""
+    config = resolved.config
+    key = json.dumps(
+        [config.data, config.data_dir, config.train_size, config.seed, resolved.data_options.to_dict()],
+        sort_keys=True,
+        default=str,
+    )
+    if key not in _DATA_SHA256:
+        datamodule = resolved.build_datamodule()
+        _DATA_SHA256[key] = {split: datamodule.content_sha256(split) for split in SPLITS}
+    return _DATA_SHA256[key]
+
+
+_DATA_SHA256: dict[str, dict[str, str]] = {}
 
 
 def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfig]], overwrite: bool) -> None:
