@@ -97,6 +97,37 @@ def test_other_weights_under_the_same_description_compute_their_own_real_feature
     assert again.extracted == 0, "the same weights are read from the cache"
 
 
+class LinearFeatures(FeatureBackbone):
+    """A stand-in backbone with weights and no weights file, as one built in Python is."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__("classifier", 4, "my own classifier")
+        self.project = torch.nn.Linear(64, 4)
+        with torch.no_grad():
+            self.project.weight.copy_(torch.randn(4, 64, generator=torch.Generator().manual_seed(seed)))
+            self.project.bias.zero_()
+        self.extracted = 0
+
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        self.extracted += len(images)
+        return self.project(torch.nn.functional.adaptive_avg_pool2d(images.float(), 8).flatten(1))
+
+
+def test_networks_without_a_weights_file_under_one_description_compute_their_own_real_features(tmp_path):
+    """A backbone built in Python is keyed by its parameters: another network under the same description
+    got the first's cached real features, and its FD was off by a factor of 175."""
+    folder = tmp_path / "images"
+    write_folder(folder)
+    data = folder_data(folder)
+    cpu = torch.device("cpu")
+    first, second, again = LinearFeatures(1), LinearFeatures(2), LinearFeatures(1)
+    features = RealFeatures(first, tmp_path / "cache").get(data, "train", cpu)
+    other = RealFeatures(second, tmp_path / "cache").get(data, "train", cpu)
+    assert second.extracted == first.extracted > 0 and not torch.allclose(features, other)
+    assert torch.equal(RealFeatures(again, tmp_path / "cache").get(data, "train", cpu), features)
+    assert again.extracted == 0, "the same weights are read from the cache"
+
+
 # ----- the same hash everywhere -----
 
 

@@ -50,9 +50,10 @@ def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.de
 class RealFeatures:
     """Backbone features of a dataset split, computed once and cached on disk.
 
-    Keyed by the split's content (its SHA-256) and the backbone's weights (theirs): replacing a folder's
-    images in place, a dataset of the same name elsewhere, or another weights file computes them again
-    instead of reusing another data's or network's features. A
+    Keyed by the split's content (its SHA-256) and the backbone's weights (the file's SHA-256, or for a
+    backbone without a file its parameters'): replacing a folder's images in place, a dataset of the same
+    name elsewhere, or another network computes them again instead of reusing another data's or network's
+    features. A
     cache file that cannot be read is recomputed (with a one-line notice), never trusted.
     """
 
@@ -60,15 +61,31 @@ class RealFeatures:
         self.backbone = backbone
         self.cache_dir = (cache_dir or cache_root()) / "features"
         self._memory: dict[str, Tensor] = {}
+        self._network_identity: str | None = None
 
     def key(self, datamodule: ImageDataModule, split: str) -> str:
-        # The weights by their whole SHA-256 (a description names only its first 8 digits); a backbone
-        # without a weights file (a stand-in) by its description.
-        network = getattr(self.backbone, "weights_sha256", None) or self.backbone.description
+        network = self.network_identity()
         identity = f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{network}"
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
         # The name is for people reading the folder; the digest alone decides.
         return f"{datamodule.name}-{split}-{self.backbone.name}-{digest}"
+
+    def network_identity(self) -> str:
+        """The weights file's whole SHA-256 (a description names only its first 8 digits); for a backbone
+        without one (built in Python, a stand-in), its class and the SHA-256 of its parameters and buffers:
+        two networks under one description must not share features."""
+        if self._network_identity is None:
+            given = getattr(self.backbone, "weights_sha256", None)
+            if given:
+                self._network_identity = given
+            else:
+                digest = hashlib.sha256(type(self.backbone).__qualname__.encode())
+                for name, tensor in sorted(self.backbone.state_dict().items()):
+                    value = tensor.detach().cpu().contiguous()
+                    digest.update(f"|{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+                    digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+                self._network_identity = f"state {digest.hexdigest()}"
+        return self._network_identity
 
     def get(self, datamodule: ImageDataModule, split: str, device: torch.device) -> Tensor:
         images, _ = datamodule.split_tensors(split)
