@@ -224,3 +224,26 @@ def test_data_kind_mismatches_are_one_line_config_errors(values, message):
     with pytest.raises(ConfigError, match=message) as error:
         resolve(RunConfig.from_dict(values))
     assert "\n" not in str(error.value)
+
+
+def test_the_code_gaussian_is_fitted_on_a_spread_of_the_training_series_not_its_first_ones(monkeypatch):
+    """A recording's windows are stored in time order: a prefix of them is its earliest part. Here the
+    first half of the series sits at one level and the second at another; fitted on a capped number, the
+    code Gaussian's mean must be near the mean code of all of them, not of the first half."""
+    from types import SimpleNamespace
+
+    import lightning_genae.models.rae as rae
+
+    monkeypatch.setattr(rae, "MAX_FIT_SERIES", 100)
+    torch.manual_seed(0)
+    t = torch.arange(12, dtype=torch.float32).view(1, 12, 1)
+    wave = torch.sin(t / 2 + torch.rand(400, 1, 1) * 6)
+    series = torch.cat([wave[:200] - 1.5, wave[200:] + 1.5])
+    datamodule = SimpleNamespace(split_tensors=lambda split: (series, None), to_model_range=lambda x: x)
+    model = RAEModule((12, 1), latent_dim=4, rnn_hidden=8)
+    model._trainer = SimpleNamespace(datamodule=datamodule, global_step=0)
+    model._fit_code_gaussian()
+    with torch.no_grad():
+        codes = model.encode(series)
+    everything, first_half = codes.mean(0), codes[:200].mean(0)
+    assert (model.code_mean - everything).norm() < 0.25 * (first_half - everything).norm()

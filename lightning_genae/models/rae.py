@@ -94,7 +94,12 @@ class RAEModule(ObjectiveModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None or self._codes_fitted_at == self.iteration:
             return
-        series = datamodule.split_tensors("train")[0][:MAX_FIT_SERIES]
+        series = datamodule.split_tensors("train")[0]
+        if len(series) > MAX_FIT_SERIES:
+            # A fixed random subset, not the first ones: a recording's windows are stored in time order,
+            # and a panel's series as the file lists them (by class, say), so a prefix is one part of it.
+            chosen = torch.randperm(len(series), generator=torch.Generator().manual_seed(0))[:MAX_FIT_SERIES]
+            series = series[chosen.sort().values]
         codes = torch.cat(
             [
                 self.encode(datamodule.to_model_range(series[start : start + FIT_BATCH].to(self.device)))
