@@ -65,12 +65,16 @@ TIME_COLUMN_NAMES = frozenset({"date", "time", "datetime", "timestamp", "ds"})
 DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y", "%Y.%m.%d")
 TIME_SUFFIXES = ("", " %H:%M", " %H:%M:%S")
 DELIMITERS = (",", "\t", ";")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A first row counting 0, 1, ... over this many cells or more is pandas' header of unnamed columns; two
 # cells counting 0, 1 are as likely a first time step of two channels.
 NUMBERED_HEADER_MIN_CELLS = 3
 
 
 def _number(cell: str) -> float | None:
+    # Python reads `1_000` as 1000, as no spreadsheet or pandas does: a cell with `_` is not a number.
+    if "_" in cell:
+        return None
     try:
         value = float(cell)
     except ValueError:
@@ -311,13 +315,24 @@ def _values(table: CSVTable, channels: Sequence[int]) -> np.ndarray:
         for slot, column in enumerate(channels):
             cell = row[column]
             value = _number(cell)
+            if value is not None and abs(value) > FLOAT32_MAX:
+                raise DataError(
+                    f"{table.path}: row {number}, column {table.names[column]!r}: {cell.strip()} is beyond "
+                    "the range of the 32-bit numbers models compute in (about 3.4e38); fix the cell or "
+                    "rescale the column"
+                )
             if value is not None:
                 values[position, slot] = value
             elif not is_gap(cell):
+                fix = (
+                    "write numbers with a decimal point (a decimal comma is read as text)"
+                    if re.fullmatch(r"[-+]?\d+,\d+", cell.strip())
+                    else "every column but a timestamp (or --series-id) column must be numeric (drop or "
+                    "encode that column)"
+                )
                 raise DataError(
                     f"{table.path}: row {number}, column {table.names[column]!r}: {cell.strip()!r} is not a "
-                    "finite number; every column but a timestamp (or --series-id) column must be numeric "
-                    "(drop or encode that column)"
+                    f"finite number; {fix}"
                 )
     return values
 

@@ -54,9 +54,16 @@ class Normaliser:
     def fit(cls, series: Tensor) -> Normaliser:
         """Mean and std of every channel over all series and time steps of `series` [N, T, C]."""
         flat = series.double().reshape(-1, series.shape[-1])
-        std = flat.std(dim=0, unbiased=False)
+        mean, std = flat.mean(dim=0), flat.std(dim=0, unbiased=False)
+        finite = mean.isfinite() & std.isfinite()
+        unusable = [index for index in range(len(std)) if not finite[index]]
+        if unusable:
+            raise DataError(
+                f"the training series of channel {unusable[0] + 1} (counted from 1) have no finite mean and "
+                "standard deviation (values missing, infinite or too large to square); fix or rescale them"
+            )
         std = torch.where(std < MIN_STD, torch.ones_like(std), std)
-        return cls(tuple(flat.mean(dim=0).tolist()), tuple(std.tolist()))
+        return cls(tuple(mean.tolist()), tuple(std.tolist()))
 
     def _tensors(self, like: Tensor) -> tuple[Tensor, Tensor]:
         mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device)

@@ -415,3 +415,29 @@ def test_evaluate_refuses_a_typed_image_backbone_for_a_series_run(tmp_path, caps
     checkpoint = str(run / "checkpoints" / "last.ckpt")
     assert main(["--evaluate", checkpoint, "--backbone", "inception", "--output", str(tmp_path / "e")]) == 2
     assert "--backbone inception scores images" in capsys.readouterr().err
+
+
+def test_cells_a_model_cannot_compute_with_or_that_only_python_reads_are_refused_with_the_fix(tmp_path):
+    rows = [f"{math.sin(t / 5):.4f},{math.cos(t / 7):.4f}" for t in range(100)]
+    # Beyond float32: the channel's standard deviation overflowed and the channel became zeros.
+    huge = write(tmp_path / "huge.csv", ["a,b", *rows[:11], "0.5,1e300", *rows[12:]])
+    with pytest.raises(DataError, match=r"row 13, column 'b': 1e300 is beyond the range of the 32-bit"):
+        read_series(huge)
+    # Python's float() reads 1_000; spreadsheets and pandas do not.
+    underscored = write(tmp_path / "underscore.csv", ["a,b", *rows[:5], "1_000,2", *rows[6:]])
+    with pytest.raises(DataError, match=r"row 7, column 'a': '1_000' is not a finite number"):
+        read_series(underscored)
+    # A semicolon file from a decimal-comma locale.
+    comma = write(tmp_path / "comma.csv", ["a;b"] + [row.replace(",", ";") for row in rows[:3]] + ["0,5;1"])
+    with pytest.raises(DataError, match=r"'0,5' is not a finite number; write numbers with a decimal point"):
+        read_series(comma)
+
+
+def test_a_normaliser_of_channels_without_finite_statistics_is_refused():
+    from lightning_genae.datamodules.sequence import Normaliser
+
+    series = torch.zeros(4, 10, 2, dtype=torch.float64)
+    series[1, 3, 1] = 1e200  # finite, but its square is not
+    with pytest.raises(DataError, match="channel 2 .* have no finite mean and standard deviation"):
+        Normaliser.fit(series)
+    assert Normaliser.fit(series[..., :1]).std == (1.0,)
