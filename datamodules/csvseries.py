@@ -38,7 +38,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -395,25 +395,48 @@ class SeriesTable:
 
 
 def read_series(
-    path: Path, layout: str = "time", series_id: str | None = None, gaps: str | None = None
+    path: Path,
+    layout: str = "time",
+    series_id: str | None = None,
+    gaps: str | None = None,
+    channel_columns: Sequence[str] | None = None,
 ) -> SeriesTable:
-    """A CSV file in one of CSV_LAYOUTS as its series; malformed input is one DataError naming the fix."""
+    """A CSV file in one of CSV_LAYOUTS as its series; malformed input is one DataError naming the fix.
+
+    `channel_columns` (time and long layouts): the columns to read as channels, by header name (or number
+    from 1 in a file without a header); unset, every column but timestamps, the series id and the index and
+    counter columns found.
+    """
     table = read_table(path, blank_rows_are_gaps=layout == "time")
     if layout in ("rows", "ucr"):
         return _read_row_panel(without_index_columns(table), layout, gaps)
-    table = without_index_columns(table, keep=find_time_columns(table))
+    table = _without_trailing_empty_columns(table)
+    if channel_columns is None:
+        table = without_index_columns(table, keep=find_time_columns(table))
     time_columns = find_time_columns(table)
     id_column = _id_column(table, series_id) if layout == "long" else None
     excluded = {*time_columns, *([id_column] if id_column is not None else [])}
-    channels = [index for index in range(len(table.names)) if index not in excluded]
-    if not channels:
-        raise DataError(f"{path}: no numeric column besides the timestamp or id columns; add one per channel")
     if id_column is None:
         groups = {"": list(range(len(table.rows)))}
     else:
         groups = {}
         for position, (_, row) in enumerate(table.rows):
             groups.setdefault(row[id_column].strip(), []).append(position)
+    if channel_columns is not None:
+        channels = _named_channels(table, channel_columns, excluded)
+    else:
+        channels = [index for index in range(len(table.names)) if index not in excluded]
+        counters = [index for index in channels if _is_counter(table, index, groups.values())]
+        if counters and len(counters) < len(channels):
+            say(
+                f"{path}: {', '.join(repr(table.names[index]) for index in counters)} "
+                f"{'counts' if len(counters) == 1 else 'count'} up by a fixed step row by row (a year, "
+                "an observation number, a cycle), read as a time index and left out of the channels; "
+                "name the channels with --csv-channels to keep it"
+            )
+            channels = [index for index in channels if index not in counters]
+    if not channels:
+        raise DataError(f"{path}: no numeric column besides the timestamp or id columns; add one per channel")
     for column in time_columns:
         _check_time_order(table, column, groups)
     values = _values(table, channels)
@@ -440,6 +463,64 @@ def read_series(
     names = [table.names[index] for index in channels]
     labels = torch.full((len(series),), -1, dtype=torch.long)
     return SeriesTable(names, series, labels, panel=id_column is not None)
+
+
+def _without_trailing_empty_columns(table: CSVTable) -> CSVTable:
+    """`table` less the columns at its end with an empty header cell and no cell filled: a trailing
+    delimiter (`1,2,`), not a channel of gaps; a line says so."""
+    width = len(table.names)
+    while (
+        width > 1
+        and table.names[width - 1] == f"column {width}"
+        and all(not row[width - 1].strip() for _, row in table.rows)
+    ):
+        width -= 1
+    if width == len(table.names):
+        return table
+    say(
+        f"{table.path}: every row ends with {len(table.names) - width} empty cell(s) (a trailing delimiter): "
+        "read as the end of each row"
+    )
+    rows = [(number, row[:width]) for number, row in table.rows]
+    return CSVTable(table.path, table.names[:width], rows, table.has_header)
+
+
+def _is_counter(table: CSVTable, column: int, groups: Iterable[Sequence[int]]) -> bool:
+    """Whether a column's values are whole numbers rising by one fixed step row by row within each series
+    (3 rows or more): a year, an observation number or a cycle count, which as a channel would be a ramp
+    whose test values lie beyond every training value."""
+    for members in groups:
+        values = [_number(table.rows[position][1][column]) for position in members]
+        if len(values) < 3 or None in values or any(value != round(value) for value in values):
+            return False
+        steps = {b - a for a, b in zip(values, values[1:], strict=False)}
+        if len(steps) != 1 or steps.pop() <= 0:
+            return False
+    return True
+
+
+def _named_channels(table: CSVTable, names: Sequence[str], excluded: Collection[int]) -> list[int]:
+    """The columns `names` (--csv-channels) as indexes, in the order given; an unknown one, or a timestamp or
+    id column, is a ConfigError naming the file's columns."""
+    chosen = []
+    for name in names:
+        matches = [
+            index
+            for index, column in enumerate(table.names)
+            if column == name or (not table.has_header and name == str(index + 1))
+        ]
+        if not matches:
+            raise ConfigError(
+                f"--csv-channels {name!r}: {table.path} has no such column; its columns are "
+                f"{', '.join(table.names)}"
+            )
+        if matches[0] in excluded:
+            raise ConfigError(
+                f"--csv-channels {name!r} is {table.path}'s timestamp or --series-id column, not a channel; "
+                "leave it out"
+            )
+        chosen.append(matches[0])
+    return chosen
 
 
 def _id_column(table: CSVTable, series_id: str | None) -> int:
@@ -544,8 +625,13 @@ class CSVSeriesDataModule(SequenceDataModule):
     def table(self) -> SeriesTable:
         """The file's series, read once."""
         if self._table is None:
+            channels = self.hparams.get("csv_channels")
             table = read_series(
-                Path(self.data_dir), self.layout, self.hparams.get("series_id"), self.hparams.get("fill_gaps")
+                Path(self.data_dir),
+                self.layout,
+                self.hparams.get("series_id"),
+                self.hparams.get("fill_gaps"),
+                None if channels is None else channels.split(","),
             )
             self._check_windows(table)
             self._table = table

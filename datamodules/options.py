@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from lightning_genae.errors import ConfigError
 from lightning_genae.plugin_options import PluginOptions, option
 
 __all__ = [
@@ -65,6 +66,17 @@ class SinesOptions(SeqLenOptions, ChannelsOptions):
     """The synthetic sines' length and channel count."""
 
 
+def _channel_names(text: str) -> list[str]:
+    """--csv-channels as a list of column names; an empty or repeated one is a ConfigError."""
+    names = [name.strip() for name in str(text).split(",")]
+    if not all(names):
+        raise ConfigError(f"--csv-channels {text!r} has an empty name; give column names separated by commas")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--csv-channels names {', '.join(repeated)} twice; give each column once")
+    return names
+
+
 @dataclass(frozen=True)
 class CSVSeriesOptions(SeqLenOptions):
     """How a CSV file is read into series and cut into windows."""
@@ -86,10 +98,21 @@ class CSVSeriesOptions(SeqLenOptions):
         "--data csv: fill empty or NA cells by linear interpolation along time or by the last value "
         "(unset: a gap is refused)",
     )
+    csv_channels: str | None = option(
+        None,
+        "--data csv --csv-layout time or long: the columns to read as channels, comma-separated header "
+        "names (unset: every numeric column but timestamps, --series-id and index or counter columns)",
+        canonical=lambda text: ",".join(_channel_names(text)),
+    )
 
     def unread(self) -> dict[str, str]:
         unread = super().unread()
         layout = self.csv_layout or "time"
+        if layout in ("rows", "ucr"):
+            unread["csv_channels"] = (
+                f"names the channel columns of --csv-layout time or long, and in {layout} every cell of a "
+                "row is one series' value; drop it"
+            )
         if layout != "long":
             unread["series_id"] = (
                 f"names the series of --csv-layout long, and this file is read as {layout}; drop it or add "

@@ -108,6 +108,7 @@ class SequenceDataModule(InMemoryDataModule):
         csv_layout: str | None = None,
         series_id: str | None = None,
         fill_gaps: str | None = None,
+        csv_channels: str | None = None,
         **shared: Any,
     ) -> None:
         """`shared`: the arguments of `InMemoryDataModule`."""
@@ -120,6 +121,7 @@ class SequenceDataModule(InMemoryDataModule):
             "csv_layout": csv_layout,
             "series_id": series_id,
             "fill_gaps": fill_gaps,
+            "csv_channels": csv_channels,
         }
         ignored = [name for name, value in given.items() if value is not None and name not in self.takes]
         if ignored:

@@ -33,15 +33,13 @@ def test_a_pandas_export_keeps_its_date_column_out_of_the_channels(tmp_path):
 
 def test_a_pandas_range_index_is_kept_out_of_the_channels(tmp_path):
     # df.to_csv() writes the RangeIndex first, under an empty header cell.
-    lines = [",YEAR,SUNACTIVITY"] + [f"{i},{1700 + i},{(i * 7) % 13}.5" for i in range(120)]
+    lines = [",TEMP,SUNACTIVITY"] + [f"{i},{(i * 5) % 11},{(i * 7) % 13}.5" for i in range(120)]
     table = read_series(write(tmp_path / "sunspots.csv", lines))
-    assert table.channel_names == ["YEAR", "SUNACTIVITY"]
+    assert table.channel_names == ["TEMP", "SUNACTIVITY"]
     # Read by pandas and written again, the index is named `Unnamed: 0`.
-    lines[0] = "Unnamed: 0,YEAR,SUNACTIVITY"
-    assert read_series(write(tmp_path / "again.csv", lines)).channel_names == ["YEAR", "SUNACTIVITY"]
-    # A named column that counts is data, and so is an unnamed one that does not rise row by row.
-    lines = ["step,value"] + [f"{i},{i % 5}" for i in range(60)]
-    assert read_series(write(tmp_path / "named.csv", lines)).channel_names == ["step", "value"]
+    lines[0] = "Unnamed: 0,TEMP,SUNACTIVITY"
+    assert read_series(write(tmp_path / "again.csv", lines)).channel_names == ["TEMP", "SUNACTIVITY"]
+    # An unnamed column that does not rise row by row is data.
     lines = [",value"] + [f"{(7 * i) % 60},{i % 5}" for i in range(60)]
     assert read_series(write(tmp_path / "shuffled.csv", lines)).channel_names == ["column 1", "value"]
     lines = [",value"] + [f"{i + 0.5},{i % 5}" for i in range(60)]
@@ -159,7 +157,7 @@ def test_gaps_are_filled_linearly_or_forward(tmp_path):
     np.testing.assert_allclose(linear, [[2, 1], [2, 2], [4, 3], [6, 3]])
     forward = fill_gaps(values, "ffill")
     np.testing.assert_allclose(forward, [[2, 1], [2, 1], [2, 3], [6, 3]])
-    lines = ["a,b"] + [f"{i},{'NA' if i % 10 == 3 else 2 * i}" for i in range(60)]
+    lines = ["a,b"] + [f"{i % 7},{'NA' if i % 10 == 3 else 2 * i}" for i in range(60)]
     table = read_series(write(tmp_path / "x.csv", lines), gaps="linear")
     assert table.series[0][3, 1].item() == pytest.approx(6.0)
 
@@ -239,7 +237,7 @@ def test_rows_without_labels_and_windows_within_each_series(tmp_path):
 def test_long_format_groups_rows_by_the_series_id_column(tmp_path):
     lines = ["unit,time,sensor1,sensor2"]
     for unit in range(20):
-        lines += [f"u{unit},{t},{unit + t},{unit - t}" for t in range(16)]
+        lines += [f"u{unit},{t},{unit + t + t % 2 / 4},{unit - t + t % 2 / 4}" for t in range(16)]
     datamodule = build_datamodule(
         "csv", data_dir=write(tmp_path / "panel.csv", lines), csv_layout="long", series_id="unit"
     )
@@ -441,3 +439,32 @@ def test_a_normaliser_of_channels_without_finite_statistics_is_refused():
     with pytest.raises(DataError, match="channel 2 .* have no finite mean and standard deviation"):
         Normaliser.fit(series)
     assert Normaliser.fit(series[..., :1]).std == (1.0,)
+
+
+def test_a_year_an_observation_number_or_a_cycle_count_is_a_time_index_not_a_channel(tmp_path, capsys):
+    # statsmodels' sunspots: YEAR 1700, 1701, ... beside the series; as a channel its test years lie
+    # beyond every training year.
+    lines = ["YEAR,SUNACTIVITY"] + [f"{1700 + i},{(i * 7) % 13}.5" for i in range(120)]
+    sunspots = write(tmp_path / "sunspots.csv", lines)
+    assert read_series(sunspots).channel_names == ["SUNACTIVITY"]
+    assert "'YEAR' counts up by a fixed step row by row" in capsys.readouterr().out
+    # --csv-channels names the channels, and keeps what would be left out.
+    kept = read_series(sunspots, channel_columns=["SUNACTIVITY", "YEAR"])
+    assert kept.channel_names == ["SUNACTIVITY", "YEAR"] and kept.series[0][1, 1].item() == 1701
+    # A cycle count within each series of a long panel (restarting per unit) is one too.
+    panel = ["unit,cycle,s1"] + [f"u{u},{c},{math.sin(u + c):.4f}" for u in range(20) for c in range(1, 17)]
+    assert read_series(write(tmp_path / "engines.csv", panel), "long", "unit").channel_names == ["s1"]
+    # A column of whole numbers that repeats or changes its step is data, as is the only column.
+    steps = ["day,count"] + [f"{i // 2},{i * i}" for i in range(60)]
+    assert read_series(write(tmp_path / "steps.csv", steps)).channel_names == ["day", "count"]
+    only = write(tmp_path / "only.csv", ["n"] + [str(i) for i in range(60)])
+    assert read_series(only).channel_names == ["n"]
+    with pytest.raises(ConfigError, match=r"--csv-channels 'YEARS': .* has no such column; its columns are"):
+        read_series(sunspots, channel_columns=["YEARS"])
+
+
+def test_a_trailing_delimiter_of_one_recording_ends_its_rows(tmp_path, capsys):
+    lines = ["a,b,"] + [f"{math.sin(t / 3):.4f},{math.cos(t / 5):.4f}," for t in range(60)]
+    table = read_series(write(tmp_path / "trailing.csv", lines))
+    assert table.channel_names == ["a", "b"] and table.series[0].shape == (60, 2)
+    assert "every row ends with 1 empty cell(s) (a trailing delimiter)" in capsys.readouterr().out
