@@ -52,7 +52,7 @@ from lightning_genae.datamodules.base import Batch
 from lightning_genae.datamodules.options import CSVSeriesOptions
 from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
 from lightning_genae.datamodules.splits import fixed_split
-from lightning_genae.errors import ConfigError, DataError
+from lightning_genae.errors import ConfigError, DataError, agree
 
 DEFAULT_SEQ_LEN = 24
 DEFAULT_STRIDE = 1
@@ -64,6 +64,8 @@ TIME_COLUMN_NAMES = frozenset({"date", "time", "datetime", "timestamp", "ds"})
 # Day-first before month-first: an ambiguous 01/02/2024 reads as 1 February, as most of the world writes it.
 DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y", "%Y.%m.%d")
 TIME_SUFFIXES = ("", " %H:%M", " %H:%M:%S")
+# Forms with the month's name read one way only: Jan-1-1995, 1-Jan-1995, 1 Jan 1995, Jan 1, 1995, Jan 1995.
+MONTH_NAME_FORMS = ("%b-%d-%Y", "%d-%b-%Y", "%d %b %Y", "%b %d %Y", "%b %d, %Y", "%b %Y", "%B %Y", "%d %B %Y")
 DELIMITERS = (",", "\t", ";")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A first row counting 0, 1, ... over this many cells or more is pandas' header of unnamed columns; two
@@ -97,6 +99,17 @@ def parse_timestamp(cell: str, date_formats: Sequence[str] = DATE_FORMATS) -> da
         return datetime.fromisoformat(text)
     except ValueError:
         pass
+    period = re.fullmatch(r"(\d{4})-(\d{2})|(\d{4})[-\s]?[Qq]([1-4])", text)
+    if period is not None:  # a monthly or quarterly period as pandas writes it: 1949-01, 1974Q1
+        year, month, quarter_year, quarter = period.groups()
+        if year is not None:
+            return datetime(int(year), int(month), 1) if 1 <= int(month) <= 12 else None
+        return datetime(int(quarter_year), 3 * int(quarter) - 2, 1)
+    for named in MONTH_NAME_FORMS:
+        try:
+            return datetime.strptime(text, named)
+        except ValueError:
+            continue
     for date in date_formats:
         for suffix in TIME_SUFFIXES:
             try:
@@ -275,17 +288,29 @@ def _check_time_order(table: CSVTable, column: int, groups: dict[str, list[int]]
     errors = []
     for form in forms or [DATE_FORMATS]:
         try:
-            _check_order_in(table, column, groups, form)
-            return
+            repeats = _check_order_in(table, column, groups, form)
         except DataError as error:
             errors.append(error)
+            continue
+        if repeats:
+            count, first = len(repeats), repeats[0]
+            say(
+                f"{table.path}: {count} row{'s' if count > 1 else ''} (the first: row {first}) "
+                f"{agree(repeats, 'repeats', 'repeat')} the time of the row before in column "
+                f"{table.names[column]!r}; every row is read as its own step (duplicated rows, or several "
+                "series in one file: --csv-layout long --series-id COLUMN reads those apart)"
+            )
+        return
     raise errors[0]
 
 
 def _check_order_in(
     table: CSVTable, column: int, groups: dict[str, list[int]], date_formats: Sequence[str]
-) -> None:
+) -> list[int]:
+    """Raise DataError where a series goes back in time; returns the line numbers of rows that repeat the
+    time of the row before."""
     name = table.names[column]
+    repeats = []
     for members in groups.values():
         previous: datetime | float | None = None
         for position in members:
@@ -300,12 +325,23 @@ def _check_order_in(
                     f"{table.path}: row {number}, column {name!r}: {cell.strip()!r} is not a timestamp; "
                     "fix the cell or rename the column"
                 )
-            if previous is not None and type(value) is type(previous) and value < previous:
-                raise DataError(
-                    f"{table.path}: row {number} goes back in time in column {name!r} ({cell.strip()}); "
-                    f"sort the file by {name!r}"
-                )
+            if isinstance(value, datetime) and isinstance(previous, datetime):
+                if (value.tzinfo is None) != (previous.tzinfo is None):
+                    raise DataError(
+                        f"{table.path}: row {number}, column {name!r}: {cell.strip()!r} "
+                        f"{'has no' if value.tzinfo is None else 'has a'} time zone and the row before "
+                        f"{'has one' if value.tzinfo is None else 'has none'}; give every time in one form"
+                    )
+            if previous is not None and type(value) is type(previous):
+                if value < previous:
+                    raise DataError(
+                        f"{table.path}: row {number} goes back in time in column {name!r} ({cell.strip()}); "
+                        f"sort the file by {name!r}"
+                    )
+                if value == previous:
+                    repeats.append(number)
             previous = value
+    return repeats
 
 
 def _values(table: CSVTable, channels: Sequence[int]) -> np.ndarray:

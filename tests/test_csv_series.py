@@ -468,3 +468,34 @@ def test_a_trailing_delimiter_of_one_recording_ends_its_rows(tmp_path, capsys):
     table = read_series(write(tmp_path / "trailing.csv", lines))
     assert table.channel_names == ["a", "b"] and table.series[0].shape == (60, 2)
     assert "every row ends with 1 empty cell(s) (a trailing delimiter)" in capsys.readouterr().out
+
+
+def test_periods_and_month_names_are_timestamps(tmp_path):
+    values = [f"{math.sin(t / 3):.4f}" for t in range(24)]
+    monthly = [f"{1949 + t // 12}-{1 + t % 12:02d},{v}" for t, v in enumerate(values)]
+    assert read_series(write(tmp_path / "air.csv", ["Month,passengers", *monthly])).channel_names == [
+        "passengers"
+    ]
+    quarterly = [f"{1974 + t // 4}Q{1 + t % 4},{v}" for t, v in enumerate(values)]
+    assert read_series(write(tmp_path / "q.csv", ["period,gdp", *quarterly])).channel_names == ["gdp"]
+    named = [f"{['Jan', 'Feb', 'Mar'][t % 3]}-{1 + t // 3}-1995,{v}" for t, v in enumerate(values)]
+    with pytest.raises(DataError, match=r"row 10 goes back in time in column 'DATE' \(Jan-1-1995\)"):
+        read_series(write(tmp_path / "named.csv", ["DATE,equip", *sorted(named)]))
+    ordered = [f"{1 + t // 3} {['Jan', 'Feb', 'Mar'][t % 3]} 1995,{v}" for t, v in enumerate(values)]
+    ordered.sort(key=lambda row: (row.split()[1] != "Jan", row.split()[1] != "Feb", int(row.split()[0])))
+    assert read_series(write(tmp_path / "days.csv", ["DATE,equip", *ordered])).channel_names == ["equip"]
+
+
+def test_times_with_and_without_a_time_zone_in_one_column_are_refused_in_one_line(tmp_path):
+    lines = ["timestamp,a"] + [f"2024-03-30 0{h}:00:00,{h}.5" for h in range(5)]
+    lines += [f"2024-04-03 0{h}:00:00+00:00,{h}.25" for h in range(5)]
+    with pytest.raises(DataError, match=r"row 7, column 'timestamp': .* has a time zone and the row before"):
+        read_series(write(tmp_path / "tz.csv", lines))
+
+
+def test_rows_repeating_a_time_are_read_and_named(tmp_path, capsys):
+    lines = ["date,a"] + [f"2024-01-{1 + t // 2:02d},{math.sin(t):.4f}" for t in range(40)]
+    assert read_series(write(tmp_path / "twice.csv", lines)).series[0].shape == (40, 1)
+    assert "20 rows (the first: row 3) repeat the time of the row before in column 'date'" in (
+        capsys.readouterr().out
+    )
