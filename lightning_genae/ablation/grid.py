@@ -34,8 +34,8 @@ from lightning_genae.augmentation import given_options
 from lightning_genae.cache import write_file_atomically
 from lightning_genae.cluster import interrupted_by, take_noted_signal
 from lightning_genae.config import RunConfig, flag, resume_conflicts
-from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.errors import ConfigError, agree, describe_error
+from lightning_genae.metrics.names import SPLITS
 from lightning_genae.resolve import ResolvedRun, resolve
 from lightning_genae.run_folder import (
     CHECKPOINT_DIR,
