@@ -225,6 +225,9 @@ def test_the_python_snippets_run_as_written(page, tmp_path, monkeypatch):
         ((torch.zeros(2, 3, 8, 8), torch.zeros(2)), "build the model with the data's shape"),
         ((torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2)), "x.float() / 127.5 - 1"),
         ((torch.full((2, 1, 8, 8), 255.0), torch.zeros(2)), "x / 127.5 - 1 for [0, 255]"),
+        # NumPy's float64 and float16 passed the check and failed in the first layer with PyTorch's error.
+        ((torch.zeros(2, 1, 8, 8, dtype=torch.float64), torch.zeros(2)), "convert it with x.float()"),
+        ((torch.zeros(2, 1, 8, 8, dtype=torch.float16), torch.zeros(2)), "does not match the model's"),
         (
             (torch.zeros(2, 1, 8, 8).index_fill_(0, torch.tensor([1]), float("nan")), torch.zeros(2)),
             "holds 64 NaN or infinite values of 128",
@@ -238,6 +241,17 @@ def test_a_batch_breaking_the_contract_gets_one_line_naming_the_fix(batch, fix):
     with pytest.raises(DataError) as caught:
         check_batch(batch, "image", (1, 8, 8))
     assert fix in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_first_batch_is_checked_against_the_dtype_of_the_models_weights():
+    from lightning_genae.errors import DataError
+    from lightning_genae.models import MODELS
+
+    model = MODELS["vae"].module(image_shape=(1, 8, 8), latent_dim=4, width=4)
+    doubles = torch.zeros(2, 1, 8, 8, dtype=torch.float64) - 0.5
+    with pytest.raises(DataError, match=r"float64 does not match the model's weights \(torch.float32\)"):
+        model.on_train_batch_start((doubles, torch.zeros(2)), 0)
+    model.double().on_train_batch_start((doubles, torch.zeros(2)), 0)
 
 
 def test_a_batch_in_zero_one_is_warned_about():

@@ -338,7 +338,9 @@ class GenerativeModule(pl.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # The contract is checked on the first batch only, so the check costs nothing afterwards.
         if not self._batch_checked:
-            check_batch(batch, self.data_kind, self.data_shape)
+            weights = next(self.parameters(), None)
+            dtype = torch.float32 if weights is None else weights.dtype
+            check_batch(batch, self.data_kind, self.data_shape, dtype)
             self._batch_checked = True
 
     def on_train_start(self) -> None:

@@ -1,8 +1,8 @@
 """The batch contract every family trains on, checked once on the first training batch.
 
 A batch is `(data, labels)`: images `[N, C, H, W]` scaled to [-1, 1], or series `[N, T, C]` normalised per
-channel (finite values), matching the model's shape, of a floating dtype. Labels may be dummies (zeros)
-but must be there.
+channel (finite values), matching the model's shape, in the dtype of the model's weights (float32). Labels
+may be dummies (zeros) but must be there.
 """
 
 import warnings
@@ -15,8 +15,13 @@ from lightning_genae.errors import DataError
 _SCALE_FIX = "scale the data to [-1, 1], e.g. x * 2 - 1 for data in [0, 1], x / 127.5 - 1 for [0, 255]"
 
 
-def check_batch(batch: object, data_kind: str, data_shape: tuple[int, ...]) -> None:
-    """Raise a one-line `DataError` naming the fix when `batch` breaks the contract; warn on [0, 1] data."""
+def check_batch(
+    batch: object, data_kind: str, data_shape: tuple[int, ...], dtype: torch.dtype = torch.float32
+) -> None:
+    """Raise a one-line `DataError` naming the fix when `batch` breaks the contract; warn on [0, 1] data.
+
+    `dtype`: the model's weights' (float32, whatever the mixed precision), which the data must have: float64
+    data from NumPy, or float16, fails in the first layer with PyTorch's own error."""
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise DataError(
             "a batch must be (data, labels); yield dummy labels, e.g. torch.zeros(len(data)), if none"
@@ -33,6 +38,12 @@ def check_batch(batch: object, data_kind: str, data_shape: tuple[int, ...]) -> N
     if not torch.is_floating_point(data):
         raise DataError(
             f"batch data of dtype {data.dtype} must be floating; convert it, e.g. x.float() / 127.5 - 1"
+        )
+    if data.dtype != dtype:
+        convert = "x.float()" if dtype == torch.float32 else f"x.to({dtype})"
+        raise DataError(
+            f"batch data of dtype {data.dtype} does not match the model's weights ({dtype}); convert it "
+            f"with {convert} (torch.from_numpy gives float64)"
         )
     finite = torch.isfinite(data)
     if not bool(finite.all()):
