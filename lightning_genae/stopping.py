@@ -78,9 +78,13 @@ class StopOnSignal(Callback):
     Ctrl-C exits at once, without saving.
     """
 
-    def __init__(self, checkpoint_path: Path, run_dir: Path) -> None:
+    def __init__(self, checkpoint_path: Path, run_dir: Path, continue_with: str | None = None) -> None:
         self.checkpoint_path = Path(checkpoint_path)
         self.run_dir = Path(run_dir)
+        # How to continue the run, said when it stops: run.py's resume, unless the run was not run.py's.
+        self.continue_with = continue_with or (
+            f"python run.py --output {shlex.quote(str(self.run_dir))} --resume last"
+        )
         self.received: int | None = None
         self._stop_after_validation = False
         self._stop_due = False
@@ -157,7 +161,7 @@ class StopOnSignal(Callback):
         raise interrupted_by(
             signum,
             f"stopped by {name} after iteration {iteration}; saved {self.checkpoint_path}",
-            f"continue with: python run.py --output {shlex.quote(str(self.run_dir))} --resume last",
+            f"continue with: {self.continue_with}",
         )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

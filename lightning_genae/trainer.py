@@ -418,6 +418,13 @@ def callbacks_for(
     )
     check_values(config)
     callbacks = [WritesUnder(run_dir), *build_callbacks(config, type(model), run_dir)]
+    for callback in callbacks:
+        if isinstance(callback, StopOnSignal):
+            # run.py cannot rebuild this run (its data and model options are the caller's): the Trainer can.
+            last = str(last_checkpoint(run_dir).resolve())
+            callback.continue_with = (
+                f"trainer.fit(model, datamodule=..., ckpt_path={last!r}) with the same model, data, Trainer"
+            )
     if metrics:
         callbacks += [c for c in metric_callbacks(config, model, datamodule, run_dir) if c is not None]
     return applicable(callbacks, model, datamodule)

@@ -326,3 +326,47 @@ def test_tensor_datamodule_serves_its_splits_with_their_shape_and_classes():
     assert data.image_shape == (1, 4, 4) and data.num_classes == 3 and data.name == "mine"
     stored, stored_labels = data.split_tensors("val")
     assert torch.equal(stored, images) and torch.equal(stored_labels, labels)
+
+
+def test_a_stop_signal_in_a_python_run_names_the_trainer_resume_that_works(tmp_path, monkeypatch):
+    """run.py cannot rebuild a run made in Python (its model options and data are the caller's), so the stop
+    line names the Trainer's resume; that resume continues from last.ckpt to the budget."""
+    import os
+    import signal
+
+    import pytorch_lightning as pl
+    from pytorch_lightning import Callback
+
+    import lightning_genae
+    from lightning_genae.cluster import RunInterrupted
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.models import MODELS
+
+    monkeypatch.chdir(tmp_path)
+
+    class TermAtThree(Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            if pl_module.iteration == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def fit(extra, ckpt_path=None):
+        data = build_datamodule("digits", batch_size=32)
+        model = MODELS["gan"].module(image_shape=(1, 16, 16), latent_dim=8, width=4)
+        callbacks = lightning_genae.callbacks_for(model, data, "run", checkpoint_every=100, metrics=False)
+        trainer = pl.Trainer(
+            **lightning_genae.trainer_kwargs(model, iterations=6, eval_every=100),
+            callbacks=[*callbacks, *extra],
+            default_root_dir="run",
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+        )
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return model
+
+    with pytest.raises(RunInterrupted) as stopped:
+        fit([TermAtThree()])
+    advice = str(stopped.value).split("continue with: ")[1]
+    last = str((tmp_path / "run" / "checkpoints" / "last.ckpt").resolve())
+    assert advice.startswith(f"trainer.fit(model, datamodule=..., ckpt_path={last!r})"), advice
+    assert fit([], ckpt_path=last).iteration == 6
