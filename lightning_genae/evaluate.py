@@ -293,6 +293,11 @@ def score_images(
     `.record()` says what they were computed on. A backbone given as a module must be named `classifier`
     or `inception` (`FeatureBackbone.name`), the names the metrics carry.
     """
+    if not isinstance(backbone, str) and backbone.name not in BACKBONES:
+        raise ConfigError(
+            f"score_images: the backbone is named {backbone.name!r}; the metrics are named by the backbone, "
+            f"so a FeatureBackbone must be named {' or '.join(BACKBONES)} (its features' kind)"
+        )
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(datamodule.image_shape):
         raise DataError(
             f"score_images: images of shape {tuple(images.shape)}, the {datamodule.name} images are "

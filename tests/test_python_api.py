@@ -370,3 +370,24 @@ def test_a_stop_signal_in_a_python_run_names_the_trainer_resume_that_works(tmp_p
     last = str((tmp_path / "run" / "checkpoints" / "last.ckpt").resolve())
     assert advice.startswith(f"trainer.fit(model, datamodule=..., ckpt_path={last!r})"), advice
     assert fit([], ckpt_path=last).iteration == 6
+
+
+def test_score_images_refuses_a_backbone_under_a_name_its_metrics_cannot_carry_before_any_feature():
+    import lightning_genae
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.errors import ConfigError
+    from lightning_genae.metrics.backbones import FeatureBackbone
+
+    class Flat(FeatureBackbone):
+        def __init__(self) -> None:
+            super().__init__("flat", 256, "flattened pixels")
+            self.calls = 0
+
+        def extract(self, images: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return images.float().flatten(1)
+
+    flat, data = Flat(), build_datamodule("digits")
+    with pytest.raises(ConfigError, match="a FeatureBackbone must be named classifier or inception"):
+        lightning_genae.score_images(torch.zeros(40, 1, 16, 16, dtype=torch.uint8), data, backbone=flat)
+    assert flat.calls == 0
