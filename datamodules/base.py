@@ -91,6 +91,14 @@ def checked_image_split(split: str, pair: Any) -> Batch:
         )
     if labels.shape != (len(images),):
         raise DataError(f"{split} labels must be [N] with N = {len(images)}, got {list(labels.shape)}")
+    whole = (
+        labels.dtype == torch.bool or not labels.is_floating_point() or bool((labels == labels.round()).all())
+    )
+    if not whole or bool((labels < -1).any()):
+        raise DataError(
+            f"{split} labels must be class ids 0, 1, ... or -1 for an image without one, got values from "
+            f"{labels.min().item():g} to {labels.max().item():g}; number the classes from 0"
+        )
     return images, labels.long()
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule, checked_image_split
-from lightning_genae.errors import DataError
+from lightning_genae.errors import DataError, agree
 
 
 class TensorImageDataModule(ImageDataModule):
@@ -26,6 +26,13 @@ class TensorImageDataModule(ImageDataModule):
         batch_size: int = 64,
         seed: int = 0,
     ) -> None:
+        others = sorted(str(key) for key in splits if key not in SPLITS)
+        if others:
+            raise DataError(
+                f"{name}: splits holds {', '.join(map(repr, others))}, "
+                f"{agree(others, 'which is not a split', 'which are not splits')}; name them "
+                f"{', '.join(SPLITS)}"
+            )
         given = {split: checked_image_split(split, splits.get(split)) for split in SPLITS}
         shapes = {tuple(images.shape[1:]) for images, _ in given.values()}
         if len(shapes) != 1:

@@ -306,6 +306,22 @@ SPLITS = ("train", "val", "test")
             {s: (torch.zeros(4, 8, 8, 3, dtype=torch.uint8), torch.zeros(4)) for s in SPLITS},
             "permute(0, 3, 1, 2)",
         ),
+        # A split under another name was ignored, and labels below -1 or between class ids were taken.
+        (
+            {
+                **{s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4)) for s in SPLITS},
+                "valid": (),
+            },
+            "'valid', which is not a split; name them train, val, test",
+        ),
+        (
+            {s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, -5, 1])) for s in SPLITS},
+            "labels must be class ids 0, 1, ... or -1",
+        ),
+        (
+            {s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 0.5, 1, 1])) for s in SPLITS},
+            "got values from 0 to 1; number the classes from 0",
+        ),
     ],
 )
 def test_tensor_datamodule_refuses_what_it_cannot_store_in_one_line(splits, fix):
