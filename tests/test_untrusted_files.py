@@ -138,6 +138,26 @@ def test_a_pickled_object_in_a_torch_file_is_described_without_torchs_advice(tmp
     assert "test_untrusted_files.Opaque" in described and "nothing in it was run" in described
 
 
+@pytest.mark.parametrize("form", ["torch file", "raw pickle"])
+def test_a_familys_load_from_checkpoint_refuses_code_in_one_line_without_running_it(form, tmp_path):
+    """Lightning's inherited loader is public on every family: a file that would run code is refused as the
+    framework's loaders refuse it, without torch's advice to load it unsafely."""
+    from lightning_genae.errors import ConfigError
+    from lightning_genae.models.gan import GANModule
+
+    marker = tmp_path / "ran"
+    payload = {"state_dict": {}, "hyper_parameters": RunsAShellCommand(f"touch {marker}")}
+    path = tmp_path / "evil.ckpt"
+    if form == "torch file":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(ConfigError) as refused:
+        GANModule.load_from_checkpoint(path)
+    assert "weights_only" not in str(refused.value) and "\n" not in str(refused.value)
+    assert not marker.exists()
+
+
 # ----- other files the project reads but did not write
 
 

@@ -256,7 +256,14 @@ class GenerativeModule(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Lightning's loader (a class method, refused on an instance, as Lightning's is); a run's checkpoint
         of another family is refused naming that family, where Lightning would report the other family's
-        options as unknown ones."""
+        options as unknown ones. The file is read as every loader of the framework reads it, weights and
+        plain values only: one holding more is refused in one line (torch's own error advises loading it
+        unsafely)."""
+        if isinstance(checkpoint_path, (str, os.PathLike)):
+            from lightning_genae.checkpoint import RunCheckpoint
+
+            RunCheckpoint.load(checkpoint_path, "load_from_checkpoint")
+        kwargs.setdefault("weights_only", True)
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         except ConfigError as error:
