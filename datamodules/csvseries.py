@@ -1,7 +1,8 @@
 """A user's CSV file as series, in the forms time series are kept in: one long recording, or a panel of many.
 
 `--data csv --data-dir FILE.csv`. The file is read as text (never unpickled); its delimiter (comma, tab or
-semicolon) is sniffed from the first line, so the UCR archive's `.tsv` files read as they are.
+semicolon) is sniffed from the first line, so the UCR archive's `.tsv` files read as they are, and a first
+line of space-separated numbers (its older `.txt` files) splits on whitespace.
 
 `--csv-layout` says how the file holds its series:
 
@@ -132,6 +133,16 @@ class CSVTable:
         return [row[index] for _, row in self.rows]
 
 
+def _whitespace_delimited(first_line: str) -> bool:
+    """A first line of two or more numbers separated by spaces alone (no comma, tab or semicolon)."""
+    cells = first_line.split()
+    return (
+        not any(delimiter in first_line for delimiter in DELIMITERS)
+        and len(cells) >= 2
+        and all(_number(cell) is not None for cell in cells)
+    )
+
+
 def _sniff_delimiter(first_line: str) -> str:
     counts = {delimiter: first_line.count(delimiter) for delimiter in DELIMITERS}
     best = max(counts, key=counts.get)
@@ -155,16 +166,28 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
     if not path.is_file():
         raise DataError(f"--data-dir {path}: no such file; for --data csv pass the path of a CSV file")
     try:
-        # utf-8-sig: the byte-order mark Excel's "CSV UTF-8" starts a file with is no part of its first cell.
-        with path.open(newline="", encoding="utf-8-sig") as file:
-            # "\r\r\n" ends every line of a file Python's csv module wrote on Windows in text mode: one line
-            # each, not a line and a blank one.
-            text = file.read().replace("\r\r\n", "\r\n")
-        delimiter = _sniff_delimiter(text.splitlines()[0] if text else "")
-        # newline="": the csv reader sees \r, \n and \r\n line ends as they are (\r alone: a Mac export).
-        lines = io.StringIO(text, newline="")
-        numbered = list(enumerate(csv.reader(lines, delimiter=delimiter), start=1))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raw = path.read_bytes()
+        # utf-8-sig: the byte-order mark Excel's "CSV UTF-8" starts a file with is no part of its first cell;
+        # "Unicode Text" is UTF-16 led by its own mark.
+        encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+        # "\r\r\n" ends every line of a file Python's csv module wrote on Windows in text mode: one line
+        # each, not a line and a blank one.
+        text = raw.decode(encoding).replace("\r\r\n", "\r\n")
+        first_line = text.splitlines()[0] if text else ""
+        if _whitespace_delimited(first_line):
+            # The UCR archive's older .txt files: numbers padded and separated by spaces.
+            numbered = [(number, line.split()) for number, line in enumerate(text.splitlines(), start=1)]
+        else:
+            # newline="": the csv reader sees \r, \n and \r\n line ends as they are (\r alone: a Mac export).
+            lines = io.StringIO(text, newline="")
+            delimiter = _sniff_delimiter(first_line)
+            numbered = list(enumerate(csv.reader(lines, delimiter=delimiter), start=1))
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not UTF-8 text (at byte offset {error.start}: {raw[error.start : error.start + 1]!r}); "
+            'save it as UTF-8 ("CSV UTF-8" in Excel)'
+        ) from None
+    except (OSError, csv.Error) as error:
         raise DataError(
             f"{path}: cannot be read as CSV ({type(error).__name__}: {error}); fix the file"
         ) from None

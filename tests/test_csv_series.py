@@ -499,3 +499,26 @@ def test_rows_repeating_a_time_are_read_and_named(tmp_path, capsys):
     assert "20 rows (the first: row 3) repeat the time of the row before in column 'date'" in (
         capsys.readouterr().out
     )
+
+
+def test_older_ucr_text_files_and_excels_unicode_text_are_read_and_other_encodings_named(tmp_path):
+    # The UCR archive's .txt files before 2018: padded, space-separated numbers, the label first.
+    rows = [
+        "  " + "  ".join(f"{value: .7e}" for value in [1 + k % 2, *(math.sin(t + k) for t in range(20))])
+        for k in range(30)
+    ]
+    ucr = write(tmp_path / "Coffee_TRAIN.txt", rows)
+    table = read_series(ucr, layout="ucr")
+    assert len(table.series) == 30 and table.series[0].shape == (20, 1)
+    assert sorted(set(table.labels.tolist())) == [0, 1]
+    # Excel's "Unicode Text": UTF-16 with its byte-order mark, tab-separated.
+    lines = ["a\tb"] + [f"{math.sin(t):.4f}\t{math.cos(t):.4f}" for t in range(40)]
+    utf16 = tmp_path / "unicode.txt"
+    utf16.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-16"))
+    assert read_series(utf16).channel_names == ["a", "b"]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(
+        ("température,b\n" + "\n".join(line.replace("\t", ",") for line in lines[1:])).encode("latin-1")
+    )
+    with pytest.raises(DataError, match=r"not UTF-8 text \(at byte offset 4: b'\\xe9'\); save it as UTF-8"):
+        read_series(latin)
