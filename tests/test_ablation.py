@@ -817,3 +817,15 @@ def test_mean_std_gives_the_sample_spread_and_no_spread_for_one_value():
     assert mean_std([1.0, 2.0, 3.0]) == "2 ± 1"
     assert mean_std([10.0, 12.0], ".2f") == "11.00 ± 1.41"  # sqrt(2): n - 1 in the denominator
     assert mean_std([336.0], ".3g") == "336 ± n/a"
+
+
+def test_a_table_of_runs_scored_without_a_backbone_names_none(tmp_path: Path) -> None:
+    """Series runs are scored without a feature backbone: the header named it 'unknown'."""
+    for seed in range(2):
+        run_dir = write_run(tmp_path, "none", None, seed, 20.0)
+        _set_in_summary(
+            run_dir,
+            lambda summary: [summary["evaluation"][split].update(backbone=None) for split in ("val", "test")],
+        )
+    header = summarize(tmp_path)["md"].read_text().splitlines()[2]
+    assert header.startswith("Headline metric:") and "backbone" not in header, header

@@ -369,11 +369,13 @@ def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, 
     )
     steps = unique(run.summary.get("global_step") for run in ok_runs)
     devices = unique(run.summary.get("device") for run in ok_runs)
+    backbones = "; ".join(unique(e.get("backbone") for e in evaluations))
+    # Runs whose evaluations name no backbone (series, scored without one) leave the clause out.
+    backbone = f"backbone: {backbones or 'unknown'}; " if backbones or not evaluations else ""
     lines = [
         f"# Ablation: {root.name}",
         "",
-        f"Headline metric: `{headline or 'none'}`{label}; "
-        f"backbone: {'; '.join(unique(e.get('backbone') for e in evaluations)) or 'unknown'}; "
+        f"Headline metric: `{headline or 'none'}`{label}; {backbone}"
         f"test evaluation: {'; '.join(sizes) or 'unknown'}; "
         f"steps per run: {', '.join(steps) or 'unknown'}; "
         f"device: {'; '.join(devices) or 'unknown'}.",
