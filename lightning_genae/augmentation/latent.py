@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -400,7 +401,10 @@ def train_augmenter(
                 # Every 50 iterations, or every epoch when an epoch is shorter (Lightning warns otherwise).
                 log_every_n_steps=max(1, min(50, num_train // batch_size)),
             )
-            trainer.fit(module, datamodule=data)
+            with warnings.catch_warnings():
+                # The cache entry's own log, from an earlier training of this same entry, is replaced.
+                warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
+                trainer.fit(module, datamodule=data)
         # A concurrent run (another grid cell) must never read half a checkpoint.
         write_atomically(path, lambda target: trainer.save_checkpoint(target, weights_only=False))
     except BaseException:
