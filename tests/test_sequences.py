@@ -247,3 +247,20 @@ def test_the_code_gaussian_is_fitted_on_a_spread_of_the_training_series_not_its_
         codes = model.encode(series)
     everything, first_half = codes.mean(0), codes[:200].mean(0)
     assert (model.code_mean - everything).norm() < 0.25 * (first_half - everything).norm()
+
+
+def test_the_linear_probe_needs_two_classes_in_each_split():
+    from lightning_genae.metrics.representation import representation_metrics
+
+    series = torch.randn(40, 6, 2)
+    labels = torch.arange(40) % 2
+    encode = lambda batch: batch.flatten(1)[:, :3]  # noqa: E731 - a stand-in encoder
+    both = representation_metrics(
+        encode, (series, labels), (series[:10], labels[:10]), 3, torch.device("cpu"), prepare=lambda x: x
+    )
+    assert "probe_acc" in both
+    one_class = (series[:10], torch.zeros(10, dtype=torch.long))
+    alone = representation_metrics(
+        encode, (series, labels), one_class, 3, torch.device("cpu"), prepare=lambda x: x
+    )
+    assert "probe_acc" not in alone and "pca_mse" in alone

@@ -72,7 +72,11 @@ def representation_metrics(
     pca_test = pca.transform(flat_test)
     results["pca_mse"] = float(((pca.inverse_transform(pca_test) - flat_test) ** 2).mean())
 
-    labelled = bool((train_labels >= 0).all()) and len(torch.unique(train_labels)) > 1
+    # A probe needs two classes or more in each split: on a test split of one class its accuracy measures
+    # one class alone (1 where the probe always names it).
+    labelled = all(
+        bool((labels >= 0).all()) and len(torch.unique(labels)) > 1 for labels in (train_labels, test_labels)
+    )
     if labelled:
         y_train, y_test = train_labels.numpy(), test_labels.numpy()
         model_train = map_images(encode, train_images, device, prepare=prepare).numpy()
