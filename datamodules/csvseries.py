@@ -651,6 +651,14 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
         series.append(torch.from_numpy(row))
     if layout == "ucr":
         classes = sorted(set(labels))
+        if len(classes) > len(labels) / 2:
+            # A year or an id in the first cell reads as a label too; a class of one or two series each is
+            # seldom what a labelled set holds, and the probe metrics over it mean nothing.
+            say(
+                f"{table.path}: --csv-layout ucr reads the first cell of each row as its class label, and "
+                f"the {len(labels)} rows hold {len(classes)} classes; if that cell is an id or a value, use "
+                "--csv-layout rows"
+            )
         label_tensor = torch.tensor([classes.index(label) for label in labels], dtype=torch.long)
     else:
         label_tensor = torch.full((len(series),), -1, dtype=torch.long)

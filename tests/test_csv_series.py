@@ -522,3 +522,12 @@ def test_older_ucr_text_files_and_excels_unicode_text_are_read_and_other_encodin
     )
     with pytest.raises(DataError, match=r"not UTF-8 text \(at byte offset 4: b'\\xe9'\); save it as UTF-8"):
         read_series(latin)
+
+
+def test_a_ucr_file_whose_first_cells_are_ids_is_named(tmp_path, capsys):
+    rows = [f"{1950 + k}," + ",".join(f"{math.sin(t + k):.4f}" for t in range(12)) for k in range(30)]
+    table = read_series(write(tmp_path / "elnino.csv", rows), layout="ucr")
+    assert len(set(table.labels.tolist())) == 30
+    assert "the 30 rows hold 30 classes; if that cell is an id or a value, use --csv-layout rows" in (
+        capsys.readouterr().out
+    )
