@@ -65,10 +65,12 @@ class RunFolderGone(GenaeError):
     exit_code = 1
 
     @classmethod
-    def at(cls, run_dir: Path) -> RunFolderGone:
+    def at(cls, run_dir: Path, continue_with: str = "--resume last") -> RunFolderGone:
+        """The one line; `continue_with` says how to go on once the folder is back (run.py's resume, or the
+        Trainer's for a run made in Python)."""
         return cls(
             f"the run folder {run_dir} is gone (moved or deleted while the run trained), so the run stopped; "
-            "put it back and continue with --resume last, or start the run again"
+            f"put it back and continue with {continue_with}, or start the run again"
         )
 
 

@@ -340,9 +340,10 @@ def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
 
 
-# Run folders that a training in this process writes to and that must not be made again once gone
-# (trainer.RunFolderPresence adds its folder as fitting starts and takes it out at the end).
-WATCHED_RUN_FOLDERS: set[Path] = set()
+# Run folders that a training in this process writes to and that must not be made again once gone, each
+# with how to continue the run once it is back (trainer.RunFolderPresence adds its folder as each stage
+# starts and takes it out as the stage ends).
+WATCHED_RUN_FOLDERS: dict[Path, str] = {}
 
 
 def images_folder(trainer: pl.Trainer) -> Path:
@@ -350,7 +351,7 @@ def images_folder(trainer: pl.Trainer) -> Path:
     picture must not make it again, without its config.yaml, for the run to go on in)."""
     run_dir = Path(trainer.default_root_dir)
     if not run_dir.is_dir() and run_dir.resolve() in WATCHED_RUN_FOLDERS:
-        raise RunFolderGone.at(run_dir)
+        raise RunFolderGone.at(run_dir, WATCHED_RUN_FOLDERS[run_dir.resolve()])
     (run_dir / "images").mkdir(parents=True, exist_ok=True)
     return run_dir / "images"
 

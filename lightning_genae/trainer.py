@@ -262,29 +262,41 @@ class DivergenceGuard(Callback):
 
 
 class RunFolderPresence(Callback):
-    """Stops the run with one line when its folder is gone before a checkpoint is written there.
+    """Stops the run with one line when its folder is gone before a checkpoint is written there, or as a
+    later stage on the same Trainer (the final evaluation's validation and test) starts.
 
     Lightning makes a checkpoint's folders as it writes it, so a run whose folder was moved or deleted would
     make it again and train on there without its config.yaml (the metrics logger and the pictures say so
     when they next write; a checkpoint can come first).
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, continue_with: str = "--resume last") -> None:
         self.run_dir = run_dir
+        # How to continue the run once its folder is back: run.py's resume, or the Trainer's.
+        self.continue_with = continue_with
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # The folder exists from here (`callbacks_for` may be given one to make), so its absence later
-        # means it went.
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        WATCHED_RUN_FOLDERS.add(self.run_dir.resolve())
+        if stage == "fit":
+            # The folder exists from here (`callbacks_for` may be given one to make), so its absence later
+            # means it went.
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        elif not self.run_dir.is_dir():
+            raise RunFolderGone.at(self.run_dir, self.continue_with)
+        WATCHED_RUN_FOLDERS[self.run_dir.resolve()] = self.continue_with
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        WATCHED_RUN_FOLDERS.discard(self.run_dir.resolve())
+        WATCHED_RUN_FOLDERS.pop(self.run_dir.resolve(), None)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        # Lightning calls no teardown after an exception.
+        WATCHED_RUN_FOLDERS.pop(self.run_dir.resolve(), None)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: GenerativeModule, checkpoint: dict) -> None:
         # Decided together: a process that raised alone would leave the others waiting at the next barrier.
         if trainer.strategy.reduce_boolean_decision(not self.run_dir.is_dir(), all=False):
-            raise RunFolderGone.at(self.run_dir)
+            raise RunFolderGone.at(self.run_dir, self.continue_with)
 
 
 def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: Path) -> list[Callback]:
@@ -418,13 +430,12 @@ def callbacks_for(
     )
     check_values(config)
     callbacks = [WritesUnder(run_dir), *build_callbacks(config, type(model), run_dir)]
+    # run.py cannot rebuild this run (its data and model options are the caller's): the Trainer can.
+    last = str(last_checkpoint(run_dir).resolve())
+    resume = f"trainer.fit(model, datamodule=..., ckpt_path={last!r}) with the same model, data, Trainer"
     for callback in callbacks:
-        if isinstance(callback, StopOnSignal):
-            # run.py cannot rebuild this run (its data and model options are the caller's): the Trainer can.
-            last = str(last_checkpoint(run_dir).resolve())
-            callback.continue_with = (
-                f"trainer.fit(model, datamodule=..., ckpt_path={last!r}) with the same model, data, Trainer"
-            )
+        if isinstance(callback, (StopOnSignal, RunFolderPresence)):
+            callback.continue_with = resume
     if metrics:
         callbacks += [c for c in metric_callbacks(config, model, datamodule, run_dir) if c is not None]
     return applicable(callbacks, model, datamodule)

@@ -53,10 +53,10 @@ def test_a_picture_makes_a_folder_no_run_watches_and_refuses_to_make_a_watched_o
     # A training's run folder, moved away while it trains, is not made again by its next picture.
     gone = tmp_path / "watched"
     trainer.default_root_dir = str(gone)
-    WATCHED_RUN_FOLDERS.add(gone.resolve())
+    WATCHED_RUN_FOLDERS[gone.resolve()] = "--resume last"
     try:
         with torch.no_grad(), pytest.raises(RunFolderGone, match="is gone"):
             InterpolationGrid(num_rows=3, num_steps=4).draw(trainer, module, step=8)
     finally:
-        WATCHED_RUN_FOLDERS.discard(gone.resolve())
+        WATCHED_RUN_FOLDERS.pop(gone.resolve())
     assert not gone.exists()

@@ -407,3 +407,18 @@ def test_score_images_refuses_a_backbone_under_a_name_its_metrics_cannot_carry_b
     with pytest.raises(ConfigError, match="a FeatureBackbone must be named classifier or inception"):
         lightning_genae.score_images(torch.zeros(40, 1, 16, 16, dtype=torch.uint8), data, backbone=flat)
     assert flat.calls == 0
+
+
+def test_a_python_run_whose_folder_went_names_the_trainer_resume(tmp_path):
+    import lightning_genae
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.errors import RunFolderGone
+    from lightning_genae.models import MODELS
+    from lightning_genae.trainer import RunFolderPresence
+
+    model = MODELS["gan"].module(image_shape=(1, 16, 16), latent_dim=8, width=4)
+    data = build_datamodule("digits")
+    callbacks = lightning_genae.callbacks_for(model, data, tmp_path / "run", metrics=False)
+    (presence,) = [callback for callback in callbacks if isinstance(callback, RunFolderPresence)]
+    with pytest.raises(RunFolderGone, match=r"put it back and continue with trainer.fit\(model, datamodule"):
+        presence.setup(None, model, "validate")

@@ -157,6 +157,26 @@ def test_a_run_whose_folder_is_moved_while_it_trains_stops_with_one_line(
     assert moved.is_dir() and (moved / "config.yaml").is_file()
 
 
+def test_a_run_whose_folder_is_moved_before_its_final_evaluation_stops_with_one_line(
+    tmp_path, capsys, monkeypatch
+):
+    """The final evaluation validates and tests on the training's Trainer; its set-up made the folder again,
+    and the metrics rows and summary.json went there without config.yaml."""
+    import lightning_genae.train as train
+
+    run_dir, moved = tmp_path / "live", tmp_path / "renamed"
+    evaluate = train.final_evaluation
+
+    def moved_first(*args, **kwargs):
+        run_dir.rename(moved)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "final_evaluation", moved_first)
+    assert main([*TINY_AE, "--max-steps", "3", "--eval-every", "3", "--output", str(run_dir)]) == 1
+    one_line(capsys, f"the run folder {run_dir} is gone (moved or deleted while the run trained)")
+    assert not run_dir.exists() and (moved / "checkpoints" / "last.ckpt").is_file()
+
+
 def test_a_moved_run_folder_is_still_a_run_and_resumes(finished_run, tmp_path):
     moved = tmp_path / "moved"
     finished_run.rename(moved)
