@@ -43,6 +43,17 @@ def last_checkpoint(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
+def pickled_object_refused(error: pickle.UnpicklingError, path: str | Path, flag: str) -> ConfigError:
+    """The one line for a file that torch's weights-only reading refused (it would have run code), naming
+    what it holds: torch's own message advises loading the file unsafely, which never reaches the user."""
+    refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+    what = f"a pickled {refused.group(1)}" if refused else "a pickled object"
+    return ConfigError(
+        f"{flag}: {path} holds more than weights and plain values ({what}), refused because loading it "
+        "could run code; pick a .ckpt written by a run"
+    )
+
+
 @dataclass(frozen=True)
 class RunCheckpoint:
     """A checkpoint file, read once: its path and contents."""
@@ -76,13 +87,8 @@ class RunCheckpoint:
         except Exception as error:  # noqa: BLE001 - truncated, corrupt or not a torch file: refused alike
             # torch's message on a pickled object advises loading the file unsafely: it never reaches the
             # user; this says what was refused instead.
-            refused = re.search(r"GLOBAL ([\w.]+)", str(error))
             if isinstance(error, pickle.UnpicklingError):
-                what = f"a pickled {refused.group(1)}" if refused else "a pickled object"
-                raise ConfigError(
-                    f"{flag}: {path} holds more than weights and plain values ({what}), refused because "
-                    "loading it could run code; pick a .ckpt written by a run"
-                ) from None
+                raise pickled_object_refused(error, path, flag) from None
             detail = describe_error(error)
             detail = "" if "weights_only" in detail else f" ({detail})"
             raise ConfigError(f"{not_readable}{detail}; pick a .ckpt written by a run") from None

@@ -158,6 +158,28 @@ def test_a_familys_load_from_checkpoint_refuses_code_in_one_line_without_running
     assert not marker.exists()
 
 
+def test_load_from_checkpoint_given_weights_only_false_loads_a_trusted_file_as_lightning_does(tmp_path):
+    from lightning_genae.errors import ConfigError
+    from lightning_genae.models import AutoencoderModule
+
+    model = AutoencoderModule((1, 8, 8), width=4, latent_dim=4)
+    path = tmp_path / "trusted.ckpt"
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": "2.6.0",
+            "saved_from": Path("/my/own/run"),  # a pickled object, from a file the user trusts
+        },
+        path,
+    )
+    with pytest.raises(ConfigError, match="a pickled pathlib"):
+        AutoencoderModule.load_from_checkpoint(path)
+    loaded = AutoencoderModule.load_from_checkpoint(path, weights_only=False)
+    pairs = zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
 # ----- other files the project reads but did not write
 
 

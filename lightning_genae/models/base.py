@@ -16,6 +16,7 @@ import functools
 import numbers
 import operator
 import os
+import pickle
 import typing
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -257,15 +258,17 @@ class GenerativeModule(pl.LightningModule):
         """Lightning's loader (a class method, refused on an instance, as Lightning's is); a run's checkpoint
         of another family is refused naming that family, where Lightning would report the other family's
         options as unknown ones. The file is read as every loader of the framework reads it, weights and
-        plain values only: one holding more is refused in one line (torch's own error advises loading it
-        unsafely)."""
-        if isinstance(checkpoint_path, (str, os.PathLike)):
-            from lightning_genae.checkpoint import RunCheckpoint
-
-            RunCheckpoint.load(checkpoint_path, "load_from_checkpoint")
-        kwargs.setdefault("weights_only", True)
+        plain values only (unless `weights_only=False` is given): one holding more is refused in one line
+        (torch's own error advises loading it unsafely)."""
+        weights_only = kwargs.setdefault("weights_only", True)
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except pickle.UnpicklingError as error:
+            if weights_only is False:
+                raise
+            from lightning_genae.checkpoint import pickled_object_refused
+
+            raise pickled_object_refused(error, checkpoint_path, "load_from_checkpoint") from None
         except ConfigError as error:
             if not isinstance(checkpoint_path, (str, os.PathLike)):
                 raise
