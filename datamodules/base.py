@@ -172,6 +172,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         ", or " that the no-labels message puts before its other fixes; empty where none applies."""
         return ""
 
+    def reading_advice(self) -> str:
+        """How this version's reading of the files can be told to read them as an earlier one did: a clause
+        that the refusal of other data than a run's adds to its fixes; empty where none applies."""
+        return ""
+
     # The model's input from stored items (uint8 images -> [-1, 1]); and back, for generated pools.
     to_model_range: Callable[[Tensor], Tensor]
     to_stored: Callable[[Tensor], Tensor]

@@ -21,7 +21,9 @@ otherwise each is cut into windows of `--seq-len` every `--stride` rows within t
 
 A first row with a cell that is neither a number, a gap nor a timestamp is the header (column names), as
 is a first row counting 0, 1, 2, ... (pandas' names for unnamed columns). An unnamed column of whole numbers
-rising row by row is pandas' index, left out. A
+rising row by row is pandas' index, left out, and so is a time index (the first channel column, or one named
+like an index, rising by a fixed step); `--csv-channels` names the channels instead. Columns at the end with
+no header and no value are a trailing delimiter. A
 timestamp column (every cell a date or date-time such as `2024-01-31` or `31/01/2024 14:00`, or a header
 named date, time, datetime, timestamp or ds) is kept out of the channels; its rows must be in time order.
 Gaps (an empty cell, NA, NaN, null, ?) are refused unless `--fill-gaps linear` (interpolated along time within
@@ -50,7 +52,7 @@ from torch import Tensor
 
 from lightning_genae.console import say
 from lightning_genae.datamodules.base import Batch
-from lightning_genae.datamodules.options import CSVSeriesOptions
+from lightning_genae.datamodules.options import CSVSeriesOptions, parse_channel_names
 from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
 from lightning_genae.datamodules.splits import fixed_split
 from lightning_genae.errors import ConfigError, DataError, agree
@@ -62,6 +64,37 @@ CSV_LAYOUTS = ("time", "rows", "ucr", "long")
 GAP_FILLS = ("linear", "ffill")
 GAP_CELLS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 TIME_COLUMN_NAMES = frozenset({"date", "time", "datetime", "timestamp", "ds"})
+# Headers of a column that counts rows or time (taken for a time index when it rises by a fixed step), beside
+# the first channel column, whatever its name: where a file keeps its index.
+INDEX_COLUMN_NAMES = frozenset(
+    {
+        "year",
+        "yr",
+        "t",
+        "step",
+        "idx",
+        "index",
+        "id",
+        "obs",
+        "observation",
+        "n",
+        "no",
+        "number",
+        "cycle",
+        "cycles",
+        "period",
+        "row",
+        "sample",
+        "epoch",
+        "iteration",
+    }
+)
+COUNTER_MIN_ROWS = 10
+# A UCR file whose every row has a label of its own (with this many rows or more), or a label beyond this,
+# holds ids or years in its first cells rather than classes (the archive's sets number classes from -1, 0
+# or 1; Fungi's training split has 18 rows of 18 classes).
+UCR_ID_MIN_ROWS = 30
+UCR_LABEL_MAX = 1000
 # Day-first before month-first: an ambiguous 01/02/2024 reads as 1 February, as most of the world writes it.
 DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y", "%Y.%m.%d")
 TIME_SUFFIXES = ("", " %H:%M", " %H:%M:%S")
@@ -134,12 +167,13 @@ class CSVTable:
 
 
 def _whitespace_delimited(first_line: str) -> bool:
-    """A first line of two or more numbers separated by spaces alone (no comma, tab or semicolon)."""
+    """A first line of two or more numbers (and gaps, NaN) separated by spaces alone (no comma, tab or
+    semicolon)."""
     cells = first_line.split()
     return (
         not any(delimiter in first_line for delimiter in DELIMITERS)
-        and len(cells) >= 2
-        and all(_number(cell) is not None for cell in cells)
+        and sum(_number(cell) is not None for cell in cells) >= 2
+        and all(_number(cell) is not None or is_gap(cell) for cell in cells)
     )
 
 
@@ -485,43 +519,54 @@ def read_series(
         channels = _named_channels(table, channel_columns, excluded)
     else:
         channels = [index for index in range(len(table.names)) if index not in excluded]
-        counters = [index for index in channels if _is_counter(table, index, groups.values())]
-        if counters and len(counters) < len(channels):
-            say(
-                f"{path}: {', '.join(repr(table.names[index]) for index in counters)} "
-                f"{'counts' if len(counters) == 1 else 'count'} up by a fixed step row by row (a year, "
-                "an observation number, a cycle), read as a time index and left out of the channels; "
-                "name the channels with --csv-channels to keep it"
-            )
-            channels = [index for index in channels if index not in counters]
     if not channels:
         raise DataError(f"{path}: no numeric column besides the timestamp or id columns; add one per channel")
     for column in time_columns:
-        _check_time_order(table, column, groups)
+        if column != id_column:  # an id column of dates names series; it is no time axis within them
+            _check_time_order(table, column, groups)
     values = _values(table, channels)
-    series = []
-    for key, members in groups.items():
-        part = values[members]
-        if np.isnan(part).any():
-            one_recording = id_column is None
-            if gaps is not None:
-                part = _fill_recording(part, gaps) if one_recording else fill_gaps(part, gaps)
-            if gaps is None or np.isnan(part).any():
-                where = _first_gap(table, members, channels, part)
-                if gaps is None:
-                    fix = "fill gaps with --fill-gaps linear or ffill, or fill them in the file"
-                elif one_recording:
-                    fix = (
-                        "that channel has no value in one of the recording's 70/10/20 time splits, within "
-                        "which gaps are filled; fill it in the file, or drop the column"
-                    )
-                else:
-                    fix = f"that channel has no value in series {key!r}; drop the series or the column"
-                raise DataError(f"{path}: {where} is a gap; {fix}")
-        series.append(torch.from_numpy(part))
+    if channel_columns is None:
+        channels, values = _without_counters(table, channels, values, groups)
+    series = [
+        torch.from_numpy(
+            _gaps_filled(table, channels, values, key, members, gaps, one_recording=id_column is None)
+        )
+        for key, members in groups.items()
+    ]
     names = [table.names[index] for index in channels]
     labels = torch.full((len(series),), -1, dtype=torch.long)
     return SeriesTable(names, series, labels, panel=id_column is not None)
+
+
+def _gaps_filled(
+    table: CSVTable,
+    channels: Sequence[int],
+    values: np.ndarray,
+    key: str,
+    members: Sequence[int],
+    gaps: str | None,
+    one_recording: bool,
+) -> np.ndarray:
+    """One series' rows of `values`, its gaps filled by `gaps` (one recording within each time split); a gap
+    left is a DataError naming its row and column."""
+    part = values[members]
+    if not np.isnan(part).any():
+        return part
+    if gaps is not None:
+        part = _fill_recording(part, gaps) if one_recording else fill_gaps(part, gaps)
+        if not np.isnan(part).any():
+            return part
+    where = _first_gap(table, members, channels, part)
+    if gaps is None:
+        fix = "fill gaps with --fill-gaps linear or ffill, or fill them in the file"
+    elif one_recording:
+        fix = (
+            "that channel has no value in one of the recording's 70/10/20 time splits, within which gaps "
+            "are filled; fill it in the file, or drop the column"
+        )
+    else:
+        fix = f"that channel has no value in series {key!r}; drop the series or the column"
+    raise DataError(f"{table.path}: {where} is a gap; {fix}")
 
 
 def _without_trailing_empty_columns(table: CSVTable) -> CSVTable:
@@ -544,16 +589,45 @@ def _without_trailing_empty_columns(table: CSVTable) -> CSVTable:
     return CSVTable(table.path, table.names[:width], rows, table.has_header)
 
 
-def _is_counter(table: CSVTable, column: int, groups: Iterable[Sequence[int]]) -> bool:
+def _without_counters(
+    table: CSVTable, channels: list[int], values: np.ndarray, groups: dict[str, list[int]]
+) -> tuple[list[int], np.ndarray]:
+    """`channels` and their `values` less the time-index columns among them (a counter, `_is_counter`, that is
+    the first channel column or has an index-like header), with a line naming them; all are kept when they
+    would leave no channel."""
+    counting = [
+        slot
+        for slot, column in enumerate(channels)
+        if (slot == 0 or (table.has_header and _index_like(table.names[column])))
+        and _is_counter(values[:, slot], groups.values())
+    ]
+    if not counting or len(counting) == len(channels):
+        return channels, values
+    named = ", ".join(repr(table.names[channels[slot]]) for slot in counting)
+    say(
+        f"{table.path}: {named} {agree(counting, 'counts', 'count')} up by a fixed step row by row (a year, "
+        "an observation number, a cycle), read as a time index and left out of the channels; name the "
+        "channels with --csv-channels to keep it"
+    )
+    kept = [column for slot, column in enumerate(channels) if slot not in counting]
+    return kept, np.delete(values, counting, axis=1)
+
+
+def _index_like(name: str) -> bool:
+    """A header that names a count of rows or of time: year, obs, cycle, id, ... (any case)."""
+    return name.strip().lower() in INDEX_COLUMN_NAMES
+
+
+def _is_counter(column: np.ndarray, groups: Iterable[Sequence[int]]) -> bool:
     """Whether a column's values are whole numbers rising by one fixed step row by row within each series
-    (3 rows or more): a year, an observation number or a cycle count, which as a channel would be a ramp
-    whose test values lie beyond every training value."""
+    of COUNTER_MIN_ROWS rows or more: a year, an observation number or a cycle count, which as a channel
+    would be a ramp whose test values lie beyond every training value."""
     for members in groups:
-        values = [_number(table.rows[position][1][column]) for position in members]
-        if len(values) < 3 or None in values or any(value != round(value) for value in values):
-            return False
-        steps = {b - a for a, b in zip(values, values[1:], strict=False)}
-        if len(steps) != 1 or steps.pop() <= 0:
+        values = column[members]
+        if len(values) < COUNTER_MIN_ROWS or not np.array_equal(values, np.round(values)):
+            return False  # NaN (a gap) is not equal to itself either
+        steps = np.diff(values)
+        if steps[0] <= 0 or not (steps == steps[0]).all():
             return False
     return True
 
@@ -651,13 +725,13 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
         series.append(torch.from_numpy(row))
     if layout == "ucr":
         classes = sorted(set(labels))
-        if len(classes) > len(labels) / 2:
+        if (len(classes) == len(labels) >= UCR_ID_MIN_ROWS) or max(map(abs, classes)) > UCR_LABEL_MAX:
             # A year or an id in the first cell reads as a label too; a class of one or two series each is
             # seldom what a labelled set holds, and the probe metrics over it mean nothing.
             say(
                 f"{table.path}: --csv-layout ucr reads the first cell of each row as its class label, and "
-                f"the {len(labels)} rows hold {len(classes)} classes; if that cell is an id or a value, use "
-                "--csv-layout rows"
+                f"the {len(labels)} rows hold {len(classes)} classes from {classes[0]} to {classes[-1]}; if "
+                "that cell is an id, a year or a value, use --csv-layout rows"
             )
         label_tensor = torch.tensor([classes.index(label) for label in labels], dtype=torch.long)
     else:
@@ -692,13 +766,15 @@ class CSVSeriesDataModule(SequenceDataModule):
     def table(self) -> SeriesTable:
         """The file's series, read once."""
         if self._table is None:
-            channels = self.hparams.get("csv_channels")
+            given = self.hparams.get("csv_channels")
+            # The command line's value is canonical already; one given in Python is checked the same way.
+            channels = None if given is None else parse_channel_names(given)
             table = read_series(
                 Path(self.data_dir),
                 self.layout,
                 self.hparams.get("series_id"),
                 self.hparams.get("fill_gaps"),
-                None if channels is None else channels.split(","),
+                channels,
             )
             self._check_windows(table)
             self._table = table
@@ -707,6 +783,14 @@ class CSVSeriesDataModule(SequenceDataModule):
     @property
     def channel_names(self) -> list[str]:
         return self.table().channel_names
+
+    def reading_advice(self) -> str:
+        if self.hparams.get("csv_channels") is not None or self.layout in ("rows", "ucr"):
+            return ""
+        # Which columns are channels is decided by rules that a version may refine (index and counter
+        # columns); naming the run's channels reads the file as the run did.
+        taken = ", ".join(self.channel_names)
+        return f"name the run's channels with --csv-channels (this version takes {taken}), "
 
     def summary(self) -> str:
         # Which columns became channels: a column taken for data, or data taken for an index, shows here.

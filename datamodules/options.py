@@ -66,7 +66,7 @@ class SinesOptions(SeqLenOptions, ChannelsOptions):
     """The synthetic sines' length and channel count."""
 
 
-def _channel_names(text: str) -> list[str]:
+def parse_channel_names(text: str) -> list[str]:
     """--csv-channels as a list of column names; an empty or repeated one is a ConfigError."""
     names = [name.strip() for name in str(text).split(",")]
     if not all(names):
@@ -102,7 +102,7 @@ class CSVSeriesOptions(SeqLenOptions):
         None,
         "--data csv --csv-layout time or long: the columns to read as channels, comma-separated header "
         "names (unset: every numeric column but timestamps, --series-id and index or counter columns)",
-        canonical=lambda text: ",".join(_channel_names(text)),
+        canonical=lambda text: ",".join(parse_channel_names(text)),
     )
 
     def unread(self) -> dict[str, str]:

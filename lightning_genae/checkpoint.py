@@ -204,7 +204,7 @@ class RunCheckpoint:
             f"{flag} {self.path}: the {split} {datamodule.item_noun} differ from the run's (SHA-256 "
             f"{saved[:12]} in the checkpoint, {current[:12]} now: were the files under --data-dir replaced, "
             "or does this version of lightning-genae read them otherwise than the run's?); restore the run's "
-            f"data (or version), or {otherwise}"
+            f"data (or version), {datamodule.reading_advice()}or {otherwise}"
         )
 
     def iteration(self, steps_per_iteration: int) -> int:

@@ -70,6 +70,9 @@ FOLDER_EVALUATION_OPTIONS = (
 )
 # What a re-evaluation may change; everything else comes from the checkpoint, so the data and model match.
 EVALUATION_OPTIONS = (
+    # Which columns of a CSV file are channels: a run's data is compared by content, so another choice than
+    # the run's is refused; one that reads the file as the run did (an earlier version's reading) is not.
+    "csv_channels",
     "eval_samples",
     "backbone",
     "inception_weights",

@@ -376,7 +376,7 @@ def test_a_ucr_row_whose_label_is_text_is_named_not_taken_for_a_header(tmp_path)
 def test_mac_line_ends_a_byte_order_mark_and_a_ragged_one_column_row(tmp_path):
     # Excel for Mac ends lines with \r alone; Excel's "CSV UTF-8" starts with a byte-order mark.
     mac = tmp_path / "mac.csv"
-    mac.write_bytes(("a,b\r" + "".join(f"{i},{2 * i}\r" for i in range(60))).encode())
+    mac.write_bytes(("a,b\r" + "".join(f"{i % 7},{2 * i}\r" for i in range(60))).encode())
     assert read_series(mac).series[0].shape == (60, 2)
     bom = tmp_path / "bom.csv"
     bom.write_bytes("\ufeffv\n".encode() + "".join(f"{i}\n" for i in range(60)).encode())
@@ -459,6 +459,14 @@ def test_a_year_an_observation_number_or_a_cycle_count_is_a_time_index_not_a_cha
     assert read_series(write(tmp_path / "steps.csv", steps)).channel_names == ["day", "count"]
     only = write(tmp_path / "only.csv", ["n"] + [str(i) for i in range(60)])
     assert read_series(only).channel_names == ["n"]
+    # So is a counting channel after the first under a name no index goes by (a set-point ramp), and a
+    # first column counting over too few rows to tell.
+    ramp = ["flow,setpoint"] + [f"{math.sin(i):.4f},{100 + 5 * i}" for i in range(60)]
+    assert read_series(write(tmp_path / "ramp.csv", ramp)).channel_names == ["flow", "setpoint"]
+    short = write(tmp_path / "short.csv", ["1.5,2", "3.1,4", "5.2,6", "7.7,8"])
+    assert read_series(short).series[0].shape == (4, 2)
+    headerless = write(tmp_path / "headerless.csv", [f"{i},{math.sin(i):.4f}" for i in range(1, 41)])
+    assert read_series(headerless).channel_names == ["column 2"]
     with pytest.raises(ConfigError, match=r"--csv-channels 'YEARS': .* has no such column; its columns are"):
         read_series(sunspots, channel_columns=["YEARS"])
 
@@ -528,6 +536,69 @@ def test_a_ucr_file_whose_first_cells_are_ids_is_named(tmp_path, capsys):
     rows = [f"{1950 + k}," + ",".join(f"{math.sin(t + k):.4f}" for t in range(12)) for k in range(30)]
     table = read_series(write(tmp_path / "elnino.csv", rows), layout="ucr")
     assert len(set(table.labels.tolist())) == 30
-    assert "the 30 rows hold 30 classes; if that cell is an id or a value, use --csv-layout rows" in (
-        capsys.readouterr().out
+    assert (
+        "the 30 rows hold 30 classes from 1950 to 1979; if that cell is an id, a year or a value, use "
+        in (capsys.readouterr().out)
     )
+
+
+def test_a_date_column_naming_the_series_of_a_long_panel_is_no_time_axis(tmp_path, capsys):
+    lines = ["date,v"] + [f"2024-01-{1 + k // 12:02d},{math.sin(k):.4f}" for k in range(240)]
+    table = read_series(write(tmp_path / "daily.csv", lines), "long", "date")
+    assert len(table.series) == 20 and table.series[0].shape == (12, 1)
+    assert "repeat the time" not in capsys.readouterr().out
+
+
+def test_csv_channels_given_in_python_are_read_as_on_the_command_line(tmp_path):
+    lines = ["a,b,c"] + [f"{math.sin(t):.3f},{math.cos(t):.3f},{t % 3}" for t in range(80)]
+    path = write(tmp_path / "x.csv", lines)
+    assert build_datamodule("csv", data_dir=path, csv_channels="c, a").channel_names == ["c", "a"]
+    with pytest.raises(ConfigError, match="--csv-channels names a twice"):
+        build_datamodule("csv", data_dir=path, csv_channels="a,a").table()
+
+
+def test_an_older_ucr_text_file_whose_first_row_has_a_gap_is_read(tmp_path):
+    rows = ["  1.0  2.1  3.2  NaN"] + [
+        f"  {1 + k % 2}.0  " + "  ".join(f"{t + k:.1f}" for t in range(3)) for k in range(29)
+    ]
+    table = read_series(write(tmp_path / "Gappy_TRAIN.txt", rows), layout="ucr")
+    assert len(table.series) == 30 and table.series[0].shape == (2, 1)
+
+
+def test_a_ucr_set_of_one_row_per_class_is_not_taken_for_ids(tmp_path, capsys):
+    # Fungi's training split: 18 rows, 18 classes.
+    rows = [f"{k + 1}," + ",".join(f"{math.sin(t + k):.4f}" for t in range(12)) for k in range(18)]
+    read_series(write(tmp_path / "Fungi_TRAIN.csv", rows), layout="ucr")
+    assert "classes" not in capsys.readouterr().out
+
+
+def test_a_run_whose_file_this_version_reads_with_other_channels_is_evaluated_with_them_named(
+    tmp_path, capsys
+):
+    """A run of a version that took YEAR for a channel (its config names none): --evaluate is refused with
+    the channels to name, and naming them reads the file as the run did."""
+    from lightning_genae.cli import main
+    from lightning_genae.config import CONFIG_KEY
+
+    csv = write(
+        tmp_path / "sun.csv", ["YEAR,SUNACTIVITY"] + [f"{1700 + i},{(i * 7) % 13}.5" for i in range(300)]
+    )
+    run = ["--model", "rae", "--data", "csv", "--data-dir", str(csv), "--max-steps", "3", "--eval-every", "3"]
+    output = tmp_path / "run"
+    assert (
+        main([*run, "--csv-channels", "YEAR,SUNACTIVITY", "--eval-samples", "20", "--output", str(output)])
+        == 0
+    )
+    checkpoint = output / "checkpoints" / "last.ckpt"
+    contents = torch.load(checkpoint, weights_only=True)
+    for key in (CONFIG_KEY, "datamodule_hyper_parameters"):
+        del contents[key]["csv_channels"]
+    torch.save(contents, checkpoint)
+    capsys.readouterr()
+    assert main(["--evaluate", str(checkpoint), "--output", str(tmp_path / "plain")]) == 2
+    assert (
+        "name the run's channels with --csv-channels (this version takes SUNACTIVITY)"
+        in capsys.readouterr().err
+    )
+    named = ["--csv-channels", "YEAR,SUNACTIVITY", "--output", str(tmp_path / "named")]
+    assert main(["--evaluate", str(checkpoint), *named]) == 0
