@@ -819,7 +819,7 @@ def test_mean_std_gives_the_sample_spread_and_no_spread_for_one_value():
     assert mean_std([336.0], ".3g") == "336 ± n/a"
 
 
-def test_a_table_of_runs_scored_without_a_backbone_names_none(tmp_path: Path) -> None:
+def test_a_table_of_runs_scored_without_a_backbone_leaves_the_backbone_out(tmp_path: Path) -> None:
     """Series runs are scored without a feature backbone: the header named it 'unknown'."""
     for seed in range(2):
         run_dir = write_run(tmp_path, "none", None, seed, 20.0)
@@ -829,3 +829,24 @@ def test_a_table_of_runs_scored_without_a_backbone_names_none(tmp_path: Path) ->
         )
     header = summarize(tmp_path)["md"].read_text().splitlines()[2]
     assert header.startswith("Headline metric:") and "backbone" not in header, header
+
+
+def test_a_grid_run_again_on_its_data_moved_skips_its_finished_cells(tmp_path: Path) -> None:
+    """End to end: what a run records in summary.json is what the grid computes from the moved data."""
+    from lightning_genae.cli import main
+
+    first = tmp_path / "scratch" / "series.csv"
+    first.parent.mkdir()
+    first.write_text(
+        "value,other\n" + "".join(f"{math.sin(0.1 * t):.4f},{math.cos(0.3 * t):.4f}\n" for t in range(400))
+    )
+    grid = ["--model", "rae", "--data", "csv", "--max-steps", "2", "--eval-every", "2", "--output"]
+    assert main([*grid, str(tmp_path / "grid"), "--data-dir", str(first), "--seeds", "0"]) == 0
+    finished = tmp_path / "grid" / "none-tsfull-seed0" / "summary.json"
+    before = finished.read_bytes()
+    moved = tmp_path / "project" / "series.csv"
+    moved.parent.mkdir()
+    first.rename(moved)
+    assert main([*grid, str(tmp_path / "grid"), "--data-dir", str(moved), "--seeds", "0,1"]) == 0
+    assert finished.read_bytes() == before, "the finished cell was skipped, not run again"
+    assert (tmp_path / "grid" / "none-tsfull-seed1" / "summary.json").is_file()

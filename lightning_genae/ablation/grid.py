@@ -287,8 +287,10 @@ def same_data(summary: dict[str, Any], config: RunConfig) -> bool:
 def _data_sha256(resolved: ResolvedRun) -> dict[str, str]:
     """Each split's SHA-256 as a run of `resolved` records it in summary.json; one read per distinct data."""
     config = resolved.config
+    # The seed picks the training subset of a --train-size; without one every seed reads the same data.
+    seed = config.seed if config.train_size is not None else None
     key = json.dumps(
-        [config.data, config.data_dir, config.train_size, config.seed, resolved.data_options.to_dict()],
+        [config.data, config.data_dir, config.train_size, seed, resolved.data_options.to_dict()],
         sort_keys=True,
         default=str,
     )
