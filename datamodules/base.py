@@ -91,6 +91,8 @@ def checked_image_split(split: str, pair: Any) -> Batch:
         )
     if labels.shape != (len(images),):
         raise DataError(f"{split} labels must be [N] with N = {len(images)}, got {list(labels.shape)}")
+    if labels.is_floating_point() and bool(labels.isnan().any()):
+        raise DataError(f"{split} labels hold NaN; give class ids 0, 1, ... or -1 for an image without one")
     whole = (
         labels.dtype == torch.bool or not labels.is_floating_point() or bool((labels == labels.round()).all())
     )

@@ -322,6 +322,10 @@ SPLITS = ("train", "val", "test")
             {s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 0.5, 1, 1])) for s in SPLITS},
             "got values from 0 to 1; number the classes from 0",
         ),
+        (
+            {s: (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, torch.nan])) for s in SPLITS},
+            "labels hold NaN",
+        ),
     ],
 )
 def test_tensor_datamodule_refuses_what_it_cannot_store_in_one_line(splits, fix):
