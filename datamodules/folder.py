@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from torch import Tensor
 from lightning_genae.datamodules.base import Batch, ImageDataModule
 from lightning_genae.datamodules.imagefiles import FOLDER_DEFAULT_SHAPE, IMAGE_EXTENSIONS, read_images
 from lightning_genae.datamodules.splits import fixed_split
-from lightning_genae.errors import ConfigError, DataError
+from lightning_genae.errors import ConfigError, DataError, agree
 
 VAL_FRACTION = 0.05
 TEST_FRACTION = 0.10
@@ -29,6 +31,25 @@ class FolderScan:
     loose: list[Path]
 
 
+def _image_files(root: Path) -> Iterator[Path]:
+    """Image files under `root`, relative to it, hidden files and folders left out. Folders linked into it
+    are read as the folders they stand for (`ln -s` assembles a class folder), each real folder once, so a
+    link back up the tree ends there."""
+    seen = {os.path.realpath(root)}
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        kept = []
+        for name in sorted(subfolders):
+            real = os.path.realpath(os.path.join(folder, name))
+            if not name.startswith(".") and real not in seen:
+                seen.add(real)
+                kept.append(name)
+        subfolders[:] = kept
+        for name in files:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                yield path.relative_to(root)
+
+
 def scan_folder(root: Path) -> FolderScan:
     """Find images under `root` (case-insensitive extensions, hidden files and folders skipped).
 
@@ -42,13 +63,7 @@ def scan_folder(root: Path) -> FolderScan:
         )
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist: pass --data-dir pointing at a folder of images")
-    relative = sorted(
-        path.relative_to(root)
-        for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in path.relative_to(root).parts)
-        and path.is_file()
-    )
+    relative = sorted(_image_files(root))
     if not relative:
         raise DataError(
             f"no images ({' '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}: "
@@ -99,7 +114,14 @@ class ImageFolderDataModule(ImageDataModule):
         )
 
     def summary(self) -> str:
-        classes = self._scan().classes
+        scan = self._scan()
+        classes = scan.classes
+        if scan.loose:
+            count = len(scan.loose)
+            return (
+                f"{super().summary()}, unlabelled: {count} {agree(scan.loose, 'image lies', 'images lie')} "
+                f"loose beside its class subfolders (such as {scan.loose[0].name})"
+            )
         if not classes:
             return super().summary()
         shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")

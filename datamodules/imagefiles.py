@@ -27,6 +27,8 @@ def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
+            # Read before the transposition, whose copy keeps no TIFF tags.
+            white_is_zero = getattr(image, "tag_v2", {}).get(TIFF_PHOTOMETRIC) == TIFF_WHITE_IS_ZERO
             # Phones store rotation in EXIF; without this, portrait photos come out sideways.
             image = ImageOps.exif_transpose(image)
             # Palette images with transparency need RGBA as an intermediate, or PIL warns and guesses.
@@ -38,7 +40,7 @@ def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:
                 raise DataError(
                     f"{path} holds 32-bit float pixels, which have no fixed range: save it as 8 or 16 bits"
                 )
-            image = eight_bit(image)
+            image = eight_bit(image, path, white_is_zero)
             image = image.convert("L" if channels == 1 else "RGB")
             width, height = image.size
             side = min(width, height)
@@ -57,16 +59,31 @@ def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:
 
 # One-channel modes holding more than 8 bits per pixel: 16-bit PNG and TIFF greyscale, 32-bit integers.
 WIDE_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+# TIFF's PhotometricInterpretation tag, and its value for greyscale stored with white as 0.
+TIFF_PHOTOMETRIC = 262
+TIFF_WHITE_IS_ZERO = 0
 
 
-def eight_bit(image: Image.Image) -> Image.Image:
+def eight_bit(image: Image.Image, path: Path, white_is_zero: bool = False) -> Image.Image:
     """`image` with its greyscale scaled to 8 bits when stored wider. PIL's conversion to "L" clips a 16-bit
-    pixel at 255 rather than scaling it, so a 16-bit image would come out nearly all white."""
+    pixel at 255 rather than scaling it, so a 16-bit image would come out nearly all white.
+
+    A 16-bit file's full range is 0-65535, whatever part of it the image uses. 32-bit or signed integers
+    ("I") outside that range have no such scale and are refused; a 16-bit TIFF that stores white as 0
+    (`white_is_zero`, its WhiteIsZero tag, which PIL honours at 8 bits only) is turned here.
+    """
     if image.mode not in WIDE_GREY_MODES:
         return image
-    # A 16-bit file's full range is 0-65535, whatever part of it the image uses.
-    pixels = np.asarray(image, dtype=np.float64) * (255 / 65535)
-    return Image.fromarray(np.rint(pixels).clip(0, 255).astype(np.uint8), "L")
+    raw = np.asarray(image)
+    if raw.size and (raw.min() < 0 or raw.max() > 65535):
+        raise DataError(
+            f"{path} holds integer pixels from {raw.min()} to {raw.max()} (signed or 32-bit), which have no "
+            "fixed range to scale to 8 bits from: save it as 8 or 16-bit unsigned greyscale"
+        )
+    pixels = np.rint(raw.astype(np.float64) * (255 / 65535)).clip(0, 255).astype(np.uint8)
+    if white_is_zero:
+        pixels = 255 - pixels
+    return Image.fromarray(pixels, "L")
 
 
 def read_images(paths: Sequence[Path], size: int, channels: int) -> Tensor:

@@ -786,6 +786,25 @@ def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path: Path, suffix: 
         assert np.array_equal(wide, read_square_image(tmp_path / "narrow.png", 16, channels))
 
 
+def test_a_16_bit_tiff_storing_white_as_zero_is_turned_and_signed_or_32_bit_pixels_refused(
+    tmp_path: Path,
+) -> None:
+    from PIL import TiffImagePlugin
+
+    levels = np.arange(256, dtype=np.uint16).reshape(16, 16)
+    white_is_zero = TiffImagePlugin.ImageFileDirectory_v2()
+    white_is_zero[262] = 0
+    Image.fromarray(levels * 257).save(tmp_path / "inverted.tif", tiffinfo=white_is_zero)
+    assert np.array_equal(read_square_image(tmp_path / "inverted.tif", 16, 1)[0], 255 - levels)
+    # Signed 16-bit (PIL's "I"): the negative half was clipped to black.
+    Image.fromarray((levels.astype(np.int32) * 257 - 32768).astype(np.int16)).save(tmp_path / "signed.tif")
+    with pytest.raises(DataError, match=r"signed.tif holds integer pixels from -32768 to 32767"):
+        read_square_image(tmp_path / "signed.tif", 16, 1)
+    Image.fromarray(levels.astype(np.int32) * 1000, "I").save(tmp_path / "wide32.tif")
+    with pytest.raises(DataError, match="save it as 8 or 16-bit unsigned greyscale"):
+        read_square_image(tmp_path / "wide32.tif", 16, 1)
+
+
 def test_a_float_tiff_in_a_folder_is_one_line_naming_it(tmp_path: Path) -> None:
     for index in range(3):
         Image.fromarray(np.full((8, 8), 40 * index, dtype=np.uint8)).save(tmp_path / f"{index}.tiff")
@@ -809,3 +828,30 @@ def test_empty_or_missing_folder_is_a_data_error(tmp_path: Path) -> None:
     write_image(tmp_path / "two" / "b.png", (0, 0, 0))
     with pytest.raises(DataError, match="need at least 3"):
         ImageFolderDataModule(tmp_path / "two").setup()
+
+
+def test_class_folders_linked_into_the_image_folder_are_read_and_a_link_up_the_tree_once(
+    tmp_path: Path,
+) -> None:
+    """`ln -s` assembles a class folder: linked folders were skipped silently, whole classes with them."""
+    store = tmp_path / "store"
+    for name, colour in (("a", (255, 0, 0)), ("b", (0, 255, 0)), ("c", (0, 0, 255))):
+        for index in range(4):
+            write_image(store / name / f"{index}.png", colour)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a").symlink_to(store / "a", target_is_directory=True)
+    (folder / "b").symlink_to(store / "b", target_is_directory=True)
+    (folder / "c").mkdir()
+    for index in range(4):
+        write_image(folder / "c" / f"{index}.png", (0, 0, 255))
+    (folder / "c" / "loop").symlink_to(folder, target_is_directory=True)  # a link back up the tree
+    datamodule = ImageFolderDataModule(folder, image_size=16)
+    assert datamodule.num_classes == 3 and len(datamodule._scan().paths) == 12
+
+
+def test_a_folder_made_unlabelled_by_a_loose_image_says_so_in_its_summary(tmp_path: Path) -> None:
+    for name in ("a/x.png", "a/y.png", "b/z.png", "b/w.png", "cover.png"):
+        write_image(tmp_path / name, (0, 0, 0))
+    summary = ImageFolderDataModule(tmp_path, image_size=16).summary()
+    assert "unlabelled: 1 image lies loose beside its class subfolders (such as cover.png)" in summary
