@@ -105,12 +105,27 @@ def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None
                 f"{EVAL_FILE}" + (", or leave --output out to write beside the checkpoint" if own_run else "")
             )
     path = output / EVAL_FILE
+    if path.exists() and not _holds_an_evaluation(path):
+        # --overwrite replaces what an evaluation wrote, never a file of the user's under the same name.
+        raise ConfigError(
+            f"{path} is not an evaluation's {EVAL_FILE} (no metrics read from it), so it is left as it is; "
+            "move it, or give --output DIR to write elsewhere"
+        )
     if path.exists() and not overwrite:
         raise ConfigError(
             f"{path} holds an earlier evaluation; give --overwrite to replace it, or --output DIR to write "
             "elsewhere"
         )
     return path
+
+
+def _holds_an_evaluation(path: Path) -> bool:
+    """Whether `path` is a JSON object as `--evaluate` and `--evaluate-folder` write: its data and metrics."""
+    try:
+        written = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(written, dict) and "data" in written and isinstance(written.get("metrics"), dict)
 
 
 def _write(path: Path, result: dict[str, Any]) -> Path:

@@ -169,6 +169,17 @@ def test_evaluate_never_replaces_an_earlier_evaluation_or_writes_among_another_r
     capsys.readouterr()
     assert main(["--evaluate", checkpoint, "--output", str(other_run)]) == 2
     assert "holds a run" in capsys.readouterr().err and not (other_run / "eval.json").exists()
+    # A user's eval.json (no evaluation wrote it) stays, --overwrite or not; so does a folder of that name.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "eval.json").write_text('{"mine": "precious"}\n')
+    assert main(["--evaluate", checkpoint, "--output", str(mine), "--overwrite"]) == 2
+    assert "is not an evaluation's eval.json" in capsys.readouterr().err
+    assert (mine / "eval.json").read_text() == '{"mine": "precious"}\n'
+    (mine / "eval.json").unlink()
+    (mine / "eval.json").mkdir()
+    assert main(["--evaluate", checkpoint, "--output", str(mine), "--overwrite"]) == 2
+    assert "is not an evaluation's eval.json" in capsys.readouterr().err
 
 
 def _write_pngs(images: torch.Tensor, folder: Path) -> None:
