@@ -381,6 +381,11 @@ def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.T
     return datamodule.to_stored(images)
 
 
+# PIL's one-channel modes beside 8-bit "L": bilevel, and the 16-bit and integer greyscale that is scaled to 8
+# bits as it is read.
+GREYSCALE_MODES = frozenset({"L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
 def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -> None:
     """One line where the folder's images are not the dataset's size or colour: they are read as its test
     images are (converted, the centred square resized), which a score of another resolution would hide."""
@@ -394,8 +399,8 @@ def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -
             # Image.open reads the header only.
             with Image.open(path) as image:
                 other_size += image.size != (size, size)
-                other_mode += image.mode != mode
-        except (OSError, ValueError, SyntaxError):
+                other_mode += image.mode != mode and not (channels == 1 and image.mode in GREYSCALE_MODES)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue  # read_images names the file that cannot be read
     if other_size or other_mode:
         parts = [
@@ -457,6 +462,13 @@ def evaluate_folder(
         raise DataError(
             f"--evaluate-folder {folder} holds {len(paths)} {agree(paths, 'image', 'images')}; the "
             f"k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}: add images"
+        )
+    tested = len(datamodule.split_tensors("test")[0])
+    if tested < MIN_FEATURE_SAMPLES:
+        raise DataError(
+            f"--evaluate-folder scores against the test split of {config.data}, which holds {tested} "
+            f"{agree(range(tested), 'image', 'images')}; the k-nearest-neighbour metrics need at least "
+            f"{MIN_FEATURE_SAMPLES}: give data with more images"
         )
     channels, size, _ = datamodule.image_shape
     _say_how_images_are_framed(paths, datamodule)

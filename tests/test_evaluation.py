@@ -452,3 +452,41 @@ def test_evaluate_folder_of_a_missing_folder_says_it_is_not_one(tmp_path, capsys
     assert main(["--evaluate-folder", str(missing), "--data", "digits", "--output", str(out)]) == 2
     assert f"--evaluate-folder {missing} is not a folder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_evaluate_folder_against_a_test_split_too_small_to_score_is_one_line(tmp_path, capsys):
+    data = tmp_path / "small"
+    for index in range(20):
+        image = torch.full((1, 1, 16, 16), 12 * index, dtype=torch.uint8)
+        _write_pngs(image, data / ("a" if index % 2 else "b") / str(index))
+    generated = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)
+    _write_pngs(generated, tmp_path / "generated")
+    args = ["--evaluate-folder", str(tmp_path / "generated"), "--data", "folder", "--data-dir", str(data)]
+    assert main([*args, "--image-size", "16", "--channels", "1", "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "scores against the test split of folder, which holds 2 images" in error and "Traceback" not in error
+    )
+
+
+def test_evaluate_folder_names_an_image_too_large_to_open_in_one_line(tmp_path, capsys):
+    import struct
+    import zlib
+
+    _write_pngs(torch.randint(0, 256, (7, 1, 16, 16), dtype=torch.uint8), tmp_path / "generated")
+    # A PNG whose header claims 20,000 x 20,000 pixels, beyond PIL's guard against decompression bombs.
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + header
+    bomb = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    (tmp_path / "generated" / "huge.png").write_bytes(bomb + b"\x00\x00\x00\x00IEND\xaeB`\x82")
+    args = [
+        "--evaluate-folder",
+        str(tmp_path / "generated"),
+        "--data",
+        "digits",
+        "--output",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "huge.png cannot be read as an image" in error and "Traceback" not in error
