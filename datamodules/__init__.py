@@ -160,7 +160,8 @@ def parse_dataset_options(
 def default_data_dir() -> str:
     """Where the datasets are read from, or downloaded to, unless told: $GENAE_DATA_DIR, else ./data (what
     `--data-dir` defaults to)."""
-    return os.environ.get("GENAE_DATA_DIR", "./data")
+    # Set but empty is unset, as for GENAE_CACHE_DIR (an empty --data-dir is refused, naming the flag).
+    return os.environ.get("GENAE_DATA_DIR") or "./data"
 
 
 def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:

@@ -25,7 +25,7 @@ from lightning_genae.augmentation import (
     parse_augment,
     resolve_augment_plan,
 )
-from lightning_genae.cache import is_torch_file
+from lightning_genae.cache import cache_root, is_torch_file
 from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, flag
 from lightning_genae.datamodules import (
     DATASETS,
@@ -265,6 +265,17 @@ def _check_classifier_weights(config: RunConfig) -> None:
     )
 
 
+def _check_cache_folder() -> None:
+    """The cache must be a folder, or not exist yet: a file there failed the first write into it, after the
+    work whose result it was to keep (a classifier's training)."""
+    root = cache_root()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(
+            f"the cache folder {root} ($GENAE_CACHE_DIR, else ~/.cache/lightning-genae) is a file; point "
+            "GENAE_CACHE_DIR at a folder"
+        )
+
+
 def resolve(
     config: RunConfig, *, drop_unused_augment_options: bool = False, named: Collection[str] = ()
 ) -> ResolvedRun:
@@ -275,6 +286,7 @@ def resolve(
     options the command line names (`named_options`), refused if the family leaves them unread.
     """
     check_values(config)
+    _check_cache_folder()
     if config.model not in MODELS:
         raise ConfigError(
             f"--model {config.model!r} is unknown; choose from {', '.join(MODELS)} {PLUGIN_HINT}"

@@ -504,3 +504,17 @@ def test_an_augment_ckpt_of_another_dataset_names_the_dataset(tmp_path, capsys, 
     assert main([*args, "--output", str(tmp_path / "run")]) == 2
     line = one_line(capsys, "trained on digits, this run uses mnist")
     assert "--image-size" not in line
+
+
+def test_a_cache_folder_that_is_a_file_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    """It was a NotADirectoryError traceback after a classifier had trained for the run's metrics."""
+    from lightning_genae.cli import main
+
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder\n")
+    monkeypatch.setenv("GENAE_CACHE_DIR", str(cache))
+    run = ["--model", "ae", "--data", "digits", "--max-steps", "2", "--output", str(tmp_path / "run")]
+    assert main(run) == 2
+    error = capsys.readouterr().err
+    assert f"the cache folder {cache} ($GENAE_CACHE_DIR, else ~/.cache/lightning-genae) is a file" in error
+    assert not (tmp_path / "run").exists()
