@@ -27,8 +27,13 @@ def describe_error(error: BaseException) -> str:
         refused = _REFUSED_GLOBAL.search(text)
         what = f"a pickled {refused.group(1)}" if refused else "pickled objects"
         return f"{type(error).__name__}: it holds {what}, which a safe load refuses (nothing in it was run)"
-    lines = text.splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    # A first line that ends in a colon introduces what follows (torchvision: "Error downloading x.gz:", then
+    # the mirrors tried and the cause): the last line is the cause.
+    first = f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return f"{type(error).__name__}: {first}"
 
 
 def agree(items: Sized, singular: str, plural: str) -> str:

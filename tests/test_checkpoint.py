@@ -120,6 +120,9 @@ def test_a_pickled_object_in_a_checkpoint_is_refused_without_running(
 def test_a_quoted_error_is_one_line_without_terminal_escapes():
     error = RuntimeError("Load failed, \x1b[1monly if you trust the source\x1b[0m.\n\tmore advice")
     assert describe_error(error) == "RuntimeError: Load failed, only if you trust the source."
+    # A first line that introduces what follows (torchvision's download error) ends with the cause.
+    download = RuntimeError("Error downloading x.gz:\nTried https://a/, got:\n<urlopen error offline>\n")
+    assert describe_error(download) == "RuntimeError: Error downloading x.gz: <urlopen error offline>"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "not a checkpoint"])
