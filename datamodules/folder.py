@@ -104,6 +104,14 @@ class ImageFolderDataModule(ImageDataModule):
 
     def labelling_advice(self) -> str:
         scan = self._scan()
+        root = Path(self.data_dir)
+        parts = [path.relative_to(root).parts for path in scan.paths]
+        tops = {part[0] for part in parts}
+        nested = {part[1] for part in parts if len(part) > 2}
+        if not scan.loose and len(tops) == 1 and len(nested) >= 2:
+            # root/animals/{cat,dog}/...: the classes sit one level down.
+            inner = root / tops.pop()
+            return f"its class subfolders are one level down: pass --data-dir {inner}, or "
         if not scan.loose:
             return "sort the images into one subfolder per class, or "
         count = len(scan.loose)

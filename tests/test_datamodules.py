@@ -855,3 +855,13 @@ def test_a_folder_made_unlabelled_by_a_loose_image_says_so_in_its_summary(tmp_pa
         write_image(tmp_path / name, (0, 0, 0))
     summary = ImageFolderDataModule(tmp_path, image_size=16).summary()
     assert "unlabelled: 1 image lies loose beside its class subfolders (such as cover.png)" in summary
+
+
+def test_class_subfolders_one_level_down_are_named_with_the_folder_to_pass(tmp_path: Path) -> None:
+    for name in ("animals/cat/x.png", "animals/cat/y.png", "animals/dog/z.png", "animals/dog/w.png"):
+        write_image(tmp_path / name, (0, 0, 0))
+    datamodule = ImageFolderDataModule(tmp_path, image_size=16)
+    assert datamodule.num_classes is None
+    assert datamodule.labelling_advice() == (
+        f"its class subfolders are one level down: pass --data-dir {tmp_path / 'animals'}, or "
+    )
