@@ -191,3 +191,36 @@ def test_the_subset_corrected_mean_over_every_example_is_the_costly_mean_exactly
         subset_corrected_mean(cheap, torch.tensor([1, 1]), costly[:2])
     with pytest.raises(ValueError, match="the costly estimate of 2 or more"):
         subset_corrected_mean(cheap, torch.arange(3), costly)
+
+
+def test_the_estimate_changes_no_other_number_and_the_mse_is_the_posterior_means(tmp_path):
+    """Its draws came from the random state the next test batches draw their codes from, so asking for it
+    moved test/elbo, recon, loss and mse."""
+    import json
+
+    from lightning_genae.checkpoint import RunCheckpoint
+    from lightning_genae.cli import main
+    from lightning_genae.models import VAEModule
+
+    run = ["--model", "vae", "--data", "digits", "--width", "8", "--latent-dim", "4", "--recon-loss", "bce"]
+    run += ["--max-steps", "4", "--eval-every", "4", "--eval-samples", "60", "--seed", "1"]
+    assert main([*run, "--output", str(tmp_path / "plain")]) == 0
+    assert main([*run, "--nll-samples", "5", "--output", str(tmp_path / "nll")]) == 0
+    plain, nll = (
+        json.loads((tmp_path / name / "summary.json").read_text())["final_metrics"]
+        for name in ("plain", "nll")
+    )
+    assert "test/nll_is5" in nll
+    assert {key: nll[key] for key in plain} == plain
+    # Validation and test mse: of the posterior mean's reconstruction.
+    from lightning_genae.datamodules import build_datamodule
+
+    model = RunCheckpoint.load(tmp_path / "plain" / "checkpoints" / "last.ckpt", "test").restore(
+        VAEModule, "test"
+    )
+    data = build_datamodule("digits")
+    images = data.to_model_range(data.split_tensors("test")[0])
+    with torch.no_grad():
+        mean, _ = model.posterior(images)
+        expected = torch.nn.functional.mse_loss(model.decode(mean), images).item()
+    assert plain["test/mse"] == pytest.approx(expected, rel=1e-4)
