@@ -120,15 +120,23 @@ class ResolvedRun:
             ) from None
 
     def check_batch_for(self, model: nn.Module, world_size: int) -> None:
-        """Batch norm in training needs two items per device to normalise over; one crashes mid-step."""
+        """Batch norm in training needs two items per device to normalise over, and so does a loss that
+        compares a batch's items (`items_needed_per_batch`); fewer crash mid-step."""
         per_device = self.config.batch_size // world_size
-        if per_device < 2 and any(isinstance(module, _BatchNorm) for module in model.modules()):
-            spread = f" across {world_size} devices" if world_size > 1 else ""
-            raise ConfigError(
-                f"--batch-size {self.config.batch_size}{spread} leaves {per_device} item per device, and "
-                f"--model {self.config.model}'s batch norm needs at least 2; "
-                f"use --batch-size {2 * world_size} or more"
-            )
+        batch_norm = any(isinstance(module, _BatchNorm) for module in model.modules())
+        needs = [(2, "batch norm")] if batch_norm else []
+        own = getattr(model, "items_needed_per_batch", lambda: None)()
+        if own is not None:
+            needs.append(own)
+        for needed, what in needs:
+            if per_device < needed:
+                spread = f" across {world_size} devices" if world_size > 1 else ""
+                items = agree(range(per_device), "item", "items")
+                raise ConfigError(
+                    f"--batch-size {self.config.batch_size}{spread} leaves {per_device} {items} per device, "
+                    f"and --model {self.config.model}'s {what} needs at least {needed}; use --batch-size "
+                    f"{needed * world_size} or more"
+                )
 
     def total_iterations(self, num_train_images: int) -> int:
         """The run's length in training iterations (epochs of full batches when budgeted in epochs)."""

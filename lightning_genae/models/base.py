@@ -288,6 +288,12 @@ class GenerativeModule(pl.LightningModule):
                 "lightning_genae.load_model(path), which picks the family"
             ) from None
 
+    def items_needed_per_batch(self) -> tuple[int, str] | None:
+        """(the fewest items a training batch on one device needs, the part of the family that needs them,
+        as a noun phrase) where its loss compares items of a batch; None where one item is enough (batch
+        norm is checked apart, for every family)."""
+        return None
+
     def __init__(self, image_shape: tuple[int, ...] | list[int], **options: Any) -> None:
         super().__init__()
         # The shape of one item of the data, whatever its kind; image families also call it image_shape.
