@@ -141,9 +141,15 @@ def width_unread(fixed_nets: str) -> str:
 @dataclass(frozen=True)
 class GANOptions(FamilyOptions):
     lr: float = with_default(FamilyOptions, "lr", 5e-4)
-    gan_loss: GanLoss = option("ns", "ns (non-saturating) or hinge")
+    gan_loss: GanLoss = option(
+        "ns",
+        "ns (non-saturating; Adam betas 0.5, 0.999) or hinge (with the Adam betas 0, 0.9 it is trained "
+        "with in SAGAN and BigGAN)",
+    )
     ema: float = option(0.0, "decay of an EMA generator used for sampling (0 = off)", at_least=0, below=1)
-    spectral_norm: bool = option(False, "spectral normalisation in the discriminator")
+    spectral_norm: bool = option(
+        False, "spectral normalisation in the discriminator, in place of its batch norm (as in SN-GAN)"
+    )
     gan_nets: GanNets = option(
         "dcgan",
         "dcgan: the shared DCGAN-style conv nets (sized by --width); paper: the GAN paper's MNIST nets, a "
@@ -153,8 +159,9 @@ class GANOptions(FamilyOptions):
 
     gan_training: GanTraining = option(
         "adam",
-        "adam: alternating D and G updates with Adam (beta1 0.5) at --lr; paper: the GAN paper's MNIST "
-        "training (goodfeli/adversarial mnist.yaml; needs --gan-nets paper): one pass of fakes gives D's "
+        "adam: alternating D and G updates with Adam at --lr (betas as --gan-loss says); paper: the GAN "
+        "paper's MNIST training (goodfeli/adversarial mnist.yaml; needs --gan-nets paper): one pass of fakes "
+        "gives D's "
         "and G's gradients, both stepped at once by SGD with momentum, learning rate 0.1 divided by "
         "1.000004 per iteration (at least 1e-6), momentum 0.5 rising linearly to 0.7 at epoch 250",
     )

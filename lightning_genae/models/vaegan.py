@@ -31,8 +31,8 @@ from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, in
 
 
 def feature_reconstruction_loss(reconstruction_features: Tensor, image_features: Tensor) -> Tensor:
-    """Squared error between discriminator features, summed per image (a unit Gaussian's -log p up to
-    constants, on the same footing as the KL, which is summed over latent dimensions) and batch-averaged."""
+    """Squared error between discriminator features, summed per image (the -log p of a Gaussian of variance
+    1/2 up to constants, in nats beside the KL, which is summed over latent dimensions) and batch-averaged."""
     return (reconstruction_features - image_features).pow(2).flatten(1).sum(1).mean()
 
 
