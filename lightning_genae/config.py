@@ -97,7 +97,8 @@ class RunConfig:
     devices: str = _opt("auto", "number of devices, a list like 0,1, or auto", group="hardware")
     strategy: str = _opt(
         "auto",
-        "auto, ddp, ddp_spawn, ... (adversarial models get DDP's unused-parameter handling automatically)",
+        "auto, ddp, deepspeed, ... (adversarial models get DDP's unused-parameter handling automatically; "
+        "strategies that spawn or fork their processes are refused)",
         group="hardware",
     )
     num_nodes: int = _opt(1, "number of nodes (SLURM/torchrun)", group="hardware")
@@ -410,6 +411,18 @@ def check_values(config: RunConfig) -> None:
     if not low <= config.seed <= high:
         raise ConfigError(f"--seed must lie in [{low}, {high}] (numpy's seed range), got {config.seed}")
     check_devices(config.devices)
+    check_strategy(config.strategy)
+
+
+def check_strategy(strategy: str) -> None:
+    """Refuse a strategy that trains in processes it starts and waits for (Lightning's spawn, fork and
+    notebook launchers): the run's own process would record 0 iterations, save last.ckpt at step 0 and lose
+    the training's rows, which stay in those processes."""
+    if any(launcher in strategy for launcher in ("spawn", "fork", "notebook")):
+        raise ConfigError(
+            f"--strategy {strategy} trains in processes it starts, whose steps, rows and checkpoints this "
+            "run never sees; use --strategy ddp (one process per device, as torchrun and SLURM start them)"
+        )
 
 
 def check_devices(devices: str) -> None:

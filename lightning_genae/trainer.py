@@ -761,7 +761,8 @@ def hardware_trainer(
         )
     try:
         return pl.Trainer(**hardware_arguments(config, family), **trainer_arguments)
-    except (MisconfigurationException, ValueError, RuntimeError, TypeError) as error:
+    except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as error:
+        # ImportError: an accelerator or strategy whose package is not installed (tpu: torch_xla).
         raise ConfigError(
             f"Trainer set-up failed: {describe_error(error)}; in effect: --accelerator {config.accelerator} "
             f"--devices {config.devices} --num-nodes {config.num_nodes} --strategy {config.strategy} "
