@@ -10,7 +10,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -31,6 +31,45 @@ def cluster_plugins() -> list[ClusterEnvironment]:
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+@contextmanager
+def stop_outside_training(run_dir: Path, training_started: Callable[[], bool]) -> Iterator[None]:
+    """SIGTERM or SLURM's SIGUSR1 outside the iterations StopOnSignal watches: while the run sets up (a
+    classifier trained on first use, the rendezvous of a job's processes) or between its training and its
+    final evaluation. Python's default for them ends the process at once, which left a run folder holding
+    config.yaml and nothing to resume: a requeued job then found it taken. Here they stop the run with
+    128 + the signal and one line: before training nothing is kept (the run puts its folder back, so a
+    requeued job starts afresh); after it, `--resume last` continues. Ctrl-C is Python's KeyboardInterrupt,
+    which the run treats alike."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; a run in another thread keeps Python's own
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
+        name, folder = signal.Signals(signum).name, shlex.quote(str(run_dir))
+        if not training_started():
+            raise interrupted_by(
+                signum,
+                f"stopped by {name} before training started; nothing of the run was kept",
+                "start it again",
+            )
+        raise interrupted_by(
+            signum,
+            f"stopped by {name} after training, before the final evaluation",
+            f"continue with: python run.py --output {folder} --resume last",
+        )
+
+    previous = {
+        stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in (signal.SIGTERM, signal.SIGUSR1)
+    }
+    try:
+        yield
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
 
 
 @contextmanager

@@ -40,7 +40,7 @@ from lightning_genae.run_report import (
     format_metrics_table,
     scalar_metrics,
 )
-from lightning_genae.stopping import stop_during_final_evaluation
+from lightning_genae.stopping import stop_during_final_evaluation, stop_outside_training
 from lightning_genae.trainer import (
     build_callbacks,
     build_trainer,
@@ -254,7 +254,8 @@ def run(
     try:
         if resume is not None and explicit_resume:
             check_steps_left(resume, resolved)
-        return _train(resolved, config, run_dir, resume, started, brief)
+        with stop_outside_training(run_dir, lambda: started.started):
+            return _train(resolved, config, run_dir, resume, started, brief)
     except BaseException as error:
         if not started.started:
             folder.undo()
