@@ -9,6 +9,7 @@ the time `import torch` takes (tests/test_startup.py, bench/startup.py).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,16 @@ if TYPE_CHECKING:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure)."""
     try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader of what was printed has stopped reading (`--print-config | head`): nothing is wrong, and
+        # Python would print a traceback as it flushes stdout at exit, so stdout goes nowhere from here.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    try:
         # Before the parser: a plug-in's names are choices of --model, --data and --augment.
         load_plugins()
     except ConfigError as error:
@@ -86,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolved, resume = _resolve_single_run(args, file_values, train_sizes)
         if print_config:
             check_shape_options(resolved)
-            sys.stdout.write(resolved.config.with_absolute_paths().to_yaml())
+            # As config.yaml records it: without what belongs to one invocation (--output, --overwrite,
+            # --resume), so the printed file used as --config starts a run of its own.
+            sys.stdout.write(resolved.config.with_absolute_paths().experiment().to_yaml())
             return 0
         _quiet_lightning()
         from lightning_genae.train import run

@@ -66,7 +66,7 @@ def run_grid_command(
         refuse_named_but_unread(resolved, named)
         check_shape_options(resolved)
     if print_config:
-        _print_grid_configs(plan, tuning)
+        _print_grid_configs(plan, tuning, grid_index)
         return 0
     from lightning_genae.ablation import check_grid_root
 
@@ -200,15 +200,18 @@ def _check_grid_index(grid_index: int, plan: GridPlan, tuning: TuningPlan | None
         )
 
 
-def _print_grid_configs(plan: GridPlan, tuning: TuningPlan | None) -> None:
-    """--print-config of a grid: every cell's configuration under its index, tuning cells first; a tuned
-    arm's final cell is known only once its tuning cells have run."""
+def _print_grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None = None) -> None:
+    """--print-config of a grid: every cell's configuration under its index, tuning cells first (with
+    --grid-index, that cell's alone); a tuned arm's final cell is known once its tuning cells have run."""
     if tuning is not None:
         for index, cell in enumerate(tuning.cells):
-            print(f"# cell {index}: {tuning.folder.name}/{cell.name}")
-            sys.stdout.write(tuning.runs[cell].config.with_absolute_paths().to_yaml())
+            if grid_index in (None, index):
+                print(f"# cell {index}: {tuning.folder.name}/{cell.name}")
+                sys.stdout.write(tuning.runs[cell].config.with_absolute_paths().to_yaml())
     first_final = len(tuning.cells) if tuning is not None else 0
     for index, cell in enumerate(plan.cells, start=first_final):
+        if grid_index not in (None, index):
+            continue
         arm = tuning.arm_of(cell) if tuning is not None else None
         if arm is not None and len(arm.candidates) > 1:
             print(

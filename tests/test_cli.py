@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -269,6 +271,18 @@ def test_config_yaml_reruns_the_same_experiment(tmp_path):
     metrics_first = read_summary(first)["final_metrics"]
     metrics_second = read_summary(second)["final_metrics"]
     assert metrics_first["test/loss"] == pytest.approx(metrics_second["test/loss"], rel=1e-5)
+
+
+def test_print_config_prints_what_config_yaml_records(tmp_path, capsys):
+    """It printed --output and --overwrite as given: a template saved from it sent every job to one folder,
+    replacing each run with the next."""
+    run = ["--model", "vae", *TINY, "--max-steps", "4", "--beta", "0.5"]
+    assert main([*run, "--output", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main([*run, "--output", str(tmp_path / "other"), "--overwrite", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert printed["output"] is None and printed["overwrite"] is False
 
 
 def test_config_yaml_records_absolute_paths_and_reruns_from_another_folder(tmp_path, monkeypatch):
@@ -544,3 +558,21 @@ def test_a_grid_re_run_with_other_options_is_refused_before_anything_is_written(
     err = capsys.readouterr().err
     assert "2 of the 2 cells hold finished runs with other options" in err and err.count("\n") == 1
     assert {path: path.read_bytes() for path in root.iterdir() if path.is_file()} == written
+
+
+def test_a_grids_print_config_shows_the_cell_of_its_grid_index_and_stops_quietly_when_piped(tmp_path):
+    grid = ["--model", "gan", "--seeds", "0,1,2", "--augment", "none,ae", "--output", str(tmp_path / "g")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    printed = subprocess.run(
+        [sys.executable, "run.py", *grid, "--grid-index", "3", "--print-config"],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert [line for line in printed.splitlines() if line.startswith("# cell")] == [
+        "# cell 3: ae-tsfull-seed0"
+    ]
+    # `| head -1`: the reader stops after one line; that is no error and no traceback.
+    piped = subprocess.run(
+        f"{shlex.quote(sys.executable)} run.py {shlex.join(grid)} --print-config | head -1",
+        shell=True, cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert piped.stdout == "# cell 0: none-tsfull-seed0\n" and "Traceback" not in piped.stderr, piped.stderr
