@@ -11,6 +11,7 @@ import re
 import secrets
 import shlex
 import socket
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -203,19 +204,23 @@ def wandb_offline_reason() -> str | None:
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode in ("offline", "dryrun", "disabled"):
         return f"WANDB_MODE={mode}"
+    # The server wandb talks to: WANDB_BASE_URL (a W&B server of one's own), else W&B's cloud.
+    base = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL") or f"https://{WANDB_HOST}")
+    host, port = base.hostname or WANDB_HOST, base.port or (80 if base.scheme == "http" else 443)
     has_key = bool(os.environ.get("WANDB_API_KEY"))
     if not has_key:
         try:
-            has_key = netrc.netrc().authenticators(WANDB_HOST) is not None
+            # `wandb login` keeps the key in ~/.netrc, or in the file NETRC names, as wandb reads it.
+            has_key = netrc.netrc(os.environ.get("NETRC") or None).authenticators(host) is not None
         except (OSError, netrc.NetrcParseError):
             has_key = False
     if not has_key:
         return "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
     try:
         # A short probe: wandb.init would otherwise retry for minutes before giving up.
-        socket.create_connection((WANDB_HOST, 443), timeout=3).close()
+        socket.create_connection((host, port), timeout=3).close()
     except OSError:
-        return f"{WANDB_HOST} is unreachable"
+        return f"{host} is unreachable"
     return None
 
 

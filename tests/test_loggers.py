@@ -43,6 +43,29 @@ def test_unreachable_network_means_offline(no_wandb_credentials, monkeypatch):
     assert "unreachable" in wandb_offline_reason()
 
 
+def test_a_key_in_the_netrc_file_named_by_netrc_for_the_server_of_wandb_base_url_is_a_key(
+    no_wandb_credentials, monkeypatch, tmp_path
+):
+    """The key was looked up in ~/.netrc under W&B's cloud alone, so a key `wandb login` kept for a W&B server
+    of one's own, or in the file NETRC names, sent the run offline for want of a key."""
+    netrc_file = tmp_path / "elsewhere" / "netrc"
+    netrc_file.parent.mkdir()
+    netrc_file.write_text("machine wandb.corp.example login user password " + "k" * 40 + "\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.corp.example:8443")
+    probed = []
+
+    def reachable(address, timeout):
+        probed.append(address)
+        return socket.socket()
+
+    monkeypatch.setattr(socket, "create_connection", reachable)
+    assert wandb_offline_reason() is None and probed == [("wandb.corp.example", 8443)]
+    monkeypatch.delenv("WANDB_BASE_URL")
+    assert "no W&B API key" in wandb_offline_reason()
+
+
 def test_wandb_mode_offline_is_respected(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert wandb_offline_reason() == "WANDB_MODE=offline"
