@@ -189,7 +189,8 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
     try:
         if expected == "list":
             items = value.split(",") if isinstance(value, str) else list(value)
-            return [str(item).strip() for item in items if str(item).strip()]
+            # A name given twice counts once (a logger listed twice is one logger).
+            return list(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
         if expected == "bool":
             if isinstance(value, bool):
                 return value
@@ -202,6 +203,9 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
+        if isinstance(value, list) and all(isinstance(item, (str, int)) for item in value):
+            # A YAML list where the command line takes a comma list (`devices: [0, 1]` for --devices 0,1).
+            return ",".join(str(item) for item in value)
         return str(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file
         raise ConfigError(

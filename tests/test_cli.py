@@ -576,3 +576,13 @@ def test_a_grids_print_config_shows_the_cell_of_its_grid_index_and_stops_quietly
         shell=True, cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert piped.stdout == "# cell 0: none-tsfull-seed0\n" and "Traceback" not in piped.stderr, piped.stderr
+
+
+def test_a_config_file_may_list_devices_and_a_name_given_twice_counts_once(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("devices: [0, 1]\nlogger: [csv, csv, tensorboard]\n")
+    assert main(["--config", str(config), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["devices"] == "0,1" and printed["logger"] == ["csv", "tensorboard"]
+    assert main(["--logger", "wandb,tensorboard", "--logger", "wandb", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["logger"] == ["wandb", "tensorboard"]
