@@ -204,6 +204,8 @@ def _resolve_single_run(
     elif "resume" not in args:
         resume = _checkpoint_of_restarted_job(merge(file_values, args))
     base = resume.stored_config("--resume") if resume is not None else {}
+    if resume is None:
+        file_values = _without_options_of_what_the_command_line_replaced(file_values, args)
     if resume is not None:
         _check_resume_options(resume, base, {**file_values, **args})
     try:
@@ -217,6 +219,51 @@ def _resolve_single_run(
             f"--resume {resume.path}: the run does not read {flags}; drop "
             f"{'it' if len(unread.names) == 1 else 'them'} to continue it"
         ) from unread
+
+
+def _without_options_of_what_the_command_line_replaced(
+    file_values: dict[str, Any], args: dict[str, Any]
+) -> dict[str, Any]:
+    """The --config file's values less the options of its --model or --augment that the command line
+    replaces and the replacement does not read: a run's config.yaml records every option of its family
+    and augmentations, and `--config runs/x/config.yaml --model ae` is a new run from it, not a mistake.
+    A line names what is left out."""
+    from lightning_genae.augmentation import AUGMENTATIONS, parse_augment
+    from lightning_genae.models import MODELS
+
+    def family_options(model: Any) -> set[str]:
+        return set(MODELS[model].options.types()) if model in MODELS else set()
+
+    def augmentation_options(augment: Any) -> set[str]:
+        try:
+            names = parse_augment(str(augment))
+        except ConfigError:
+            return set()
+        return {
+            option
+            for name in names
+            if name in AUGMENTATIONS
+            for option in AUGMENTATIONS[name].options.types()
+        }
+
+    dropped: set[str] = set()
+    for key, options_of in (("model", family_options), ("augment", augmentation_options)):
+        old, new = file_values.get(key), args.get(key)
+        if new is not None and old is not None and str(new) != str(old):
+            read_now = options_of(new)
+            dropped |= {
+                name for name in options_of(old) - read_now if name in file_values and name not in args
+            }
+    if not dropped:
+        return file_values
+    from lightning_genae.console import warn
+
+    # On stderr: stdout may be a --print-config being saved as a file.
+    warn(
+        f"--config: left out {', '.join(map(flag, sorted(dropped)))}, the file's options of what the command "
+        "line replaced (its --model or --augment), which this run does not read"
+    )
+    return {name: value for name, value in file_values.items() if name not in dropped}
 
 
 def _refuse_a_grids_folder_as_a_run(resume: str, output: str | None) -> None:

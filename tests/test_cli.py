@@ -586,3 +586,23 @@ def test_a_config_file_may_list_devices_and_a_name_given_twice_counts_once(tmp_p
     assert printed["devices"] == "0,1" and printed["logger"] == ["csv", "tensorboard"]
     assert main(["--logger", "wandb,tensorboard", "--logger", "wandb", "--print-config"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["logger"] == ["wandb", "tensorboard"]
+
+
+def test_a_runs_config_yaml_with_another_model_or_augmentation_leaves_the_files_other_options_out(
+    tmp_path, capsys
+):
+    """config.yaml records every option of its family and augmentations; a new run from it with another
+    --model was refused for options the user never typed."""
+    run = tmp_path / "gan"
+    assert (
+        main(["--model", "gan", *TINY, "--max-steps", "2", "--augment", "diffaug", "--output", str(run)]) == 0
+    )
+    capsys.readouterr()
+    config = str(run / "config.yaml")
+    assert main(["--config", config, "--model", "ae", "--augment", "none", "--print-config"]) == 0
+    captured = capsys.readouterr()
+    printed = yaml.safe_load(captured.out)
+    assert printed["model"] == "ae" and printed["augment"] == "none" and "gan_loss" not in printed
+    assert "--config: left out --diffaug-cutout, --diffaug-policy" in captured.err and "--gan-loss" in captured.err
+    # An option typed on the command line is the user's: refused where the run does not read it.
+    assert main(["--config", config, "--model", "ae", "--gan-loss", "hinge", "--print-config"]) == 2
