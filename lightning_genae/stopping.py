@@ -34,14 +34,20 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 @contextmanager
-def stop_outside_training(run_dir: Path, training_started: Callable[[], bool]) -> Iterator[None]:
+def stop_outside_training(
+    run_dir: Path, progress: Any, undo: Callable[[], None], resuming: bool = False
+) -> Iterator[None]:
     """SIGTERM or SLURM's SIGUSR1 outside the iterations StopOnSignal watches: while the run sets up (a
-    classifier trained on first use, the rendezvous of a job's processes) or between its training and its
-    final evaluation. Python's default for them ends the process at once, which left a run folder holding
-    config.yaml and nothing to resume: a requeued job then found it taken. Here they stop the run with
-    128 + the signal and one line: before training nothing is kept (the run puts its folder back, so a
-    requeued job starts afresh); after it, `--resume last` continues. Ctrl-C is Python's KeyboardInterrupt,
-    which the run treats alike."""
+    classifier trained on first use, the data's loading, the start of a job's processes) or between its
+    training and its final evaluation. Python's default for them ended the process at once, which left a
+    run folder holding config.yaml and nothing to resume: a requeued job then found it taken. Here they
+    stop the run with 128 + the signal and one line: before training the folder is put back first (a new
+    run keeps nothing, so a requeued job starts afresh; a resumed one is as it was), after it `--resume last`
+    continues. `progress` says how far the run is (`started`: a training batch ran; `finished`: summary.json
+    is written, after which the signals are Python's own again). Ctrl-C is Python's KeyboardInterrupt,
+    which the run treats alike. A handler runs between Python's steps: a process blocked in a C++ call (a
+    rendezvous waiting for the job's other processes) takes the signal when that call returns, or SLURM's
+    SIGKILL after its grace period ends it as before."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread; a run in another thread keeps Python's own
         return
@@ -49,18 +55,21 @@ def stop_outside_training(run_dir: Path, training_started: Callable[[], bool]) -
     def interrupt(signum: int, frame: FrameType | None) -> None:
         for stop_signal, handler in previous.items():
             signal.signal(stop_signal, handler)
+        if progress.finished:
+            signal.raise_signal(signum)  # the run is done: what the signal does is Python's again
+            return
         name, folder = signal.Signals(signum).name, shlex.quote(str(run_dir))
-        if not training_started():
+        resume = f"continue with: python run.py --output {folder} --resume last"
+        if not progress.started:
+            undo()  # before a requeue can end this process
+            if resuming:
+                raise interrupted_by(signum, f"stopped by {name} before training resumed", resume)
             raise interrupted_by(
                 signum,
                 f"stopped by {name} before training started; nothing of the run was kept",
                 "start it again",
             )
-        raise interrupted_by(
-            signum,
-            f"stopped by {name} after training, before the final evaluation",
-            f"continue with: python run.py --output {folder} --resume last",
-        )
+        raise interrupted_by(signum, f"stopped by {name} after training, before the final evaluation", resume)
 
     previous = {
         stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in (signal.SIGTERM, signal.SIGUSR1)

@@ -158,10 +158,12 @@ def configured_optimizers(configured: Any) -> list[torch.optim.Optimizer]:
 
 
 class TrainingStarted(Callback):
-    """Notes the end of the first training batch: from then on a failure leaves a run worth keeping."""
+    """Notes the end of the first training batch: from then on a failure leaves a run worth keeping; and
+    (`finished`, set by the run) that its summary.json is written."""
 
     def __init__(self) -> None:
         self.started = False
+        self.finished = False
 
     def on_train_batch_end(self, *args: Any) -> None:
         self.started = True
@@ -254,7 +256,7 @@ def run(
     try:
         if resume is not None and explicit_resume:
             check_steps_left(resume, resolved)
-        with stop_outside_training(run_dir, lambda: started.started):
+        with stop_outside_training(run_dir, started, undo=folder.undo, resuming=resume is not None):
             return _train(resolved, config, run_dir, resume, started, brief)
     except BaseException as error:
         if not started.started:
@@ -408,6 +410,7 @@ def _train(
         }
         if trainer.is_global_zero:
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        started.finished = True
     # The run is finished: a signal from here on is Python's and the loggers' own.
     if trainer.is_global_zero:
         headline = test_headline(model.monitor, final_metrics)

@@ -603,6 +603,9 @@ def test_a_runs_config_yaml_with_another_model_or_augmentation_leaves_the_files_
     captured = capsys.readouterr()
     printed = yaml.safe_load(captured.out)
     assert printed["model"] == "ae" and printed["augment"] == "none" and "gan_loss" not in printed
-    assert "--config: left out --diffaug-cutout, --diffaug-policy" in captured.err and "--gan-loss" in captured.err
+    assert (
+        "--config: left out --diffaug-cutout, --diffaug-policy" in captured.err
+        and "--gan-loss" in captured.err
+    )
     # An option typed on the command line is the user's: refused where the run does not read it.
     assert main(["--config", config, "--model", "ae", "--gan-loss", "hinge", "--print-config"]) == 2

@@ -308,3 +308,48 @@ def test_a_stop_signal_before_training_keeps_nothing_so_the_requeued_job_starts_
     )
     assert "Traceback" not in stopped.stderr and not run_dir.exists()
     assert main([*run, "--output", str(run_dir)]) == 0
+
+
+SIGTERM_AT = """
+import os, signal, sys
+import lightning_genae.train as train
+from lightning_genae.cli import main
+
+name = os.environ["AT"]
+original = getattr(train, name)
+
+def term_first(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return original(*args, **kwargs)
+
+setattr(train, name, term_first)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_signal_before_a_resume_trains_keeps_the_run_and_names_the_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--eval-samples", "50"]
+    assert main([*run, "--max-steps", "3", "--output", str(run_dir)]) == 0
+    before = sorted(path.relative_to(run_dir) for path in run_dir.rglob("*"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AT": "_fit"}
+    stopped = subprocess.run(
+        [sys.executable, "-c", SIGTERM_AT, "--output", str(run_dir), "--resume", "last", "--max-steps", "5"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "stopped by SIGTERM before training resumed; continue with: python run.py" in stopped.stderr
+    assert sorted(path.relative_to(run_dir) for path in run_dir.rglob("*")) == before
+
+
+def test_a_stop_signal_once_the_run_is_finished_is_pythons_own_again(tmp_path):
+    """It was taken for a stop before the final evaluation, advising a resume that had nothing to do."""
+    run_dir = tmp_path / "run"
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "2", "--eval-samples", "50"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AT": "finish_loggers"}
+    stopped = subprocess.run(
+        [sys.executable, "-c", SIGTERM_AT, *run, "--output", str(run_dir)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert stopped.returncode == -signal.SIGTERM, stopped.stderr
+    assert "stopped by" not in stopped.stderr and (run_dir / "summary.json").is_file()
