@@ -9,7 +9,6 @@ the time `import torch` takes (tests/test_startup.py, bench/startup.py).
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from lightning_genae.config import (
     RunConfig,
     check_path_values,
     merge,
+    print_configuration,
     resume_conflicts,
 )
 from lightning_genae.config_file import load_config_file
@@ -48,16 +48,6 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure)."""
-    try:
-        return _main(argv)
-    except BrokenPipeError:
-        # The reader of what was printed has stopped reading (`--print-config | head`): nothing is wrong, and
-        # Python would print a traceback as it flushes stdout at exit, so stdout goes nowhere from here.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
     try:
         # Before the parser: a plug-in's names are choices of --model, --data and --augment.
         load_plugins()
@@ -99,7 +89,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             check_shape_options(resolved)
             # As config.yaml records it: without what belongs to one invocation (--output, --overwrite,
             # --resume), so the printed file used as --config starts a run of its own.
-            sys.stdout.write(resolved.config.with_absolute_paths().experiment().to_yaml())
+            print_configuration(resolved.config.with_absolute_paths().experiment().to_yaml())
             return 0
         _quiet_lightning()
         from lightning_genae.train import run

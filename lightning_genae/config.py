@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
@@ -412,6 +413,16 @@ def check_values(config: RunConfig) -> None:
         raise ConfigError(f"--seed must lie in [{low}, {high}] (numpy's seed range), got {config.seed}")
     check_devices(config.devices)
     check_strategy(config.strategy)
+
+
+def print_configuration(text: str) -> None:
+    """Write what `--print-config` prints: a reader that stops reading (`| head`) is no error, and Python
+    would print a BrokenPipeError traceback as it flushes stdout at exit, so stdout goes nowhere then."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def check_strategy(strategy: str) -> None:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_genae.config import NO_BACKBONE, RunConfig, merge, resume_conflicts
+from lightning_genae.config import NO_BACKBONE, RunConfig, merge, print_configuration, resume_conflicts
 from lightning_genae.errors import ConfigError
 from lightning_genae.resolve import ResolvedRun, check_shape_options, refuse_named_but_unread
 
@@ -66,7 +66,7 @@ def run_grid_command(
         refuse_named_but_unread(resolved, named)
         check_shape_options(resolved)
     if print_config:
-        _print_grid_configs(plan, tuning, grid_index)
+        print_configuration(_grid_configs(plan, tuning, grid_index))
         return 0
     from lightning_genae.ablation import check_grid_root
 
@@ -200,27 +200,30 @@ def _check_grid_index(grid_index: int, plan: GridPlan, tuning: TuningPlan | None
         )
 
 
-def _print_grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None = None) -> None:
+def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None = None) -> str:
     """--print-config of a grid: every cell's configuration under its index, tuning cells first (with
-    --grid-index, that cell's alone); a tuned arm's final cell is known once its tuning cells have run."""
+    --grid-index, that cell's alone), as its config.yaml records it (the header names the cell's folder);
+    a tuned arm's final cell is known once its tuning cells have run."""
+    parts = []
     if tuning is not None:
         for index, cell in enumerate(tuning.cells):
             if grid_index in (None, index):
-                print(f"# cell {index}: {tuning.folder.name}/{cell.name}")
-                sys.stdout.write(tuning.runs[cell].config.with_absolute_paths().to_yaml())
+                parts.append(f"# cell {index}: {tuning.folder.name}/{cell.name}\n")
+                parts.append(tuning.runs[cell].config.with_absolute_paths().experiment().to_yaml())
     first_final = len(tuning.cells) if tuning is not None else 0
     for index, cell in enumerate(plan.cells, start=first_final):
         if grid_index not in (None, index):
             continue
         arm = tuning.arm_of(cell) if tuning is not None else None
         if arm is not None and len(arm.candidates) > 1:
-            print(
+            parts.append(
                 f"# cell {index}: {cell.name} (runs the best of its {len(arm.candidates)} candidates "
-                "on validation, once its tuning cells have run)"
+                "on validation, once its tuning cells have run)\n"
             )
             continue
-        print(f"# cell {index}: {cell.name}")
-        sys.stdout.write(plan.runs[cell].config.with_absolute_paths().to_yaml())
+        parts.append(f"# cell {index}: {cell.name}\n")
+        parts.append(plan.runs[cell].config.with_absolute_paths().experiment().to_yaml())
+    return "".join(parts)
 
 
 def _cell_runner(runs: dict[GridCell, ResolvedRun]) -> Callable[[GridCell, Path, CellStart], None]:
