@@ -81,7 +81,7 @@ def split_list(value: str) -> list[str]:
 
 
 class _ExtendList(argparse.Action):
-    """`--logger csv,wandb` and `--logger csv --logger wandb` both work; a name given twice counts once."""
+    """`--logger csv,wandb` and `--logger csv --logger wandb` both work."""
 
     def __call__(
         self,
@@ -91,7 +91,7 @@ class _ExtendList(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         current = list(getattr(namespace, self.dest, None) or [])
-        setattr(namespace, self.dest, list(dict.fromkeys(current + split_list(values))))
+        setattr(namespace, self.dest, current + split_list(values))
 
 
 def _shown(value: Any) -> str:

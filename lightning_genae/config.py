@@ -269,11 +269,14 @@ def absolute_path(path: str) -> str:
 
 
 def check_path_values(values: Mapping[str, Any], plugin_paths: Collection[str] = ()) -> None:
-    """Refuse a path option (RunConfig's, or a plug-in's in `plugin_paths`) given as an empty string."""
+    """Refuse a path option (RunConfig's, or a plug-in's in `plugin_paths`) given as an empty string, or as
+    what a YAML file can hold beside text (a list, a mapping)."""
     for name in (*PATH_OPTIONS, *plugin_paths):
         value = values.get(name)
         if isinstance(value, str) and not value.strip():
             raise ConfigError(f"{flag(name)} is empty; give a path, or drop {flag(name)} for its default")
+        if isinstance(value, (list, dict)):
+            raise ConfigError(f"{flag(name)} {value!r} is not a path; give one path (in the --config file)")
 
 
 # run.py's flags that are no option of a run (modes, grids, help): a plug-in's option may not take their
@@ -413,6 +416,9 @@ def check_values(config: RunConfig) -> None:
         raise ConfigError(f"--seed must lie in [{low}, {high}] (numpy's seed range), got {config.seed}")
     check_devices(config.devices)
     check_strategy(config.strategy)
+    if len(set(config.logger)) != len(config.logger):
+        repeated = sorted({name for name in config.logger if config.logger.count(name) > 1})
+        raise ConfigError(f"--logger names {', '.join(repeated)} twice; give each logger once")
 
 
 def print_configuration(text: str) -> None:

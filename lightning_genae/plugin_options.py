@@ -174,6 +174,10 @@ def _as_int(value: Any) -> int:
     return int(value)
 
 
+# String options whose command-line value is a comma list, which a YAML file may give as a list.
+COMMA_LIST_STRINGS = frozenset({"devices"})
+
+
 def coerce(name: str, kind: Any, value: Any) -> Any:
     """A value from a YAML file or a checkpoint as the option's type (argparse does this for flags). A null
     is taken only by an option whose type admits None (its default is "unset")."""
@@ -189,8 +193,7 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
     try:
         if expected == "list":
             items = value.split(",") if isinstance(value, str) else list(value)
-            # A name given twice counts once (a logger listed twice is one logger).
-            return list(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+            return [str(item).strip() for item in items if str(item).strip()]
         if expected == "bool":
             if isinstance(value, bool):
                 return value
@@ -203,8 +206,10 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
-        if isinstance(value, list) and all(isinstance(item, (str, int)) for item in value):
+        if name in COMMA_LIST_STRINGS and isinstance(value, list):
             # A YAML list where the command line takes a comma list (`devices: [0, 1]` for --devices 0,1).
+            if not all(isinstance(item, (str, int)) and not isinstance(item, bool) for item in value):
+                raise TypeError
             return ",".join(str(item) for item in value)
         return str(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file

@@ -578,14 +578,18 @@ def test_a_grids_print_config_shows_the_cell_of_its_grid_index_and_stops_quietly
     assert piped.stdout == "# cell 0: none-tsfull-seed0\n" and "Traceback" not in piped.stderr, piped.stderr
 
 
-def test_a_config_file_may_list_devices_and_a_name_given_twice_counts_once(tmp_path, capsys):
+def test_a_config_file_may_list_devices_and_a_logger_named_twice_is_refused(tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text("devices: [0, 1]\nlogger: [csv, csv, tensorboard]\n")
+    config.write_text("devices: [0, 1]\nlogger: [csv, tensorboard]\n")
     assert main(["--config", str(config), "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["devices"] == "0,1" and printed["logger"] == ["csv", "tensorboard"]
-    assert main(["--logger", "wandb,tensorboard", "--logger", "wandb", "--print-config"]) == 0
-    assert yaml.safe_load(capsys.readouterr().out)["logger"] == ["wandb", "tensorboard"]
+    # It was recorded twice, as given.
+    assert main(["--logger", "wandb,tensorboard", "--logger", "wandb", "--print-config"]) == 2
+    assert "--logger names wandb twice; give each logger once" in capsys.readouterr().err
+    # A list where no comma list is read stays refused.
+    config.write_text("output: [runs/a, runs/b]\n")
+    assert main(["--config", str(config), "--print-config"]) == 2
 
 
 def test_a_runs_config_yaml_with_another_model_or_augmentation_leaves_the_files_other_options_out(
