@@ -32,16 +32,20 @@ class FolderScan:
 
 
 def _image_files(root: Path) -> Iterator[Path]:
-    """Image files under `root`, relative to it, hidden files and folders left out. Folders linked into it
-    are read as the folders they stand for (`ln -s` assembles a class folder), each real folder once, so a
-    link back up the tree ends there."""
-    seen = {os.path.realpath(root)}
+    """Image files under `root`, relative to it, hidden files and folders left out. A folder linked in from
+    outside `root` is read as the folder it stands for (`ln -s` assembles a class folder); a link to a folder
+    inside `root` is not followed, as that folder is read where it is (its images keep their own class), and
+    nor is a link back up the tree."""
+    real_root = os.path.realpath(root)
     for folder, subfolders, files in os.walk(root, followlinks=True):
+        real_folder = os.path.realpath(folder)
         kept = []
         for name in sorted(subfolders):
-            real = os.path.realpath(os.path.join(folder, name))
-            if not name.startswith(".") and real not in seen:
-                seen.add(real)
+            path = os.path.join(folder, name)
+            real = os.path.realpath(path)
+            inside = os.path.commonpath([real, real_root]) == real_root
+            loop = os.path.commonpath([real, real_folder]) == real
+            if not name.startswith(".") and not (os.path.islink(path) and (inside or loop)):
                 kept.append(name)
         subfolders[:] = kept
         for name in files:

@@ -848,6 +848,16 @@ def test_class_folders_linked_into_the_image_folder_are_read_and_a_link_up_the_t
     (folder / "c" / "loop").symlink_to(folder, target_is_directory=True)  # a link back up the tree
     datamodule = ImageFolderDataModule(folder, image_size=16)
     assert datamodule.num_classes == 3 and len(datamodule._scan().paths) == 12
+    # A link to a folder inside the image folder is not followed: its images keep their own class.
+    (folder / "a" / "c_again").symlink_to(folder / "c", target_is_directory=True)
+    scan = ImageFolderDataModule(folder, image_size=16)._scan()
+    assert len(scan.paths) == 12 and scan.labels.tolist().count(2) == 4
+    # Two classes linked to one folder outside are both read.
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    (twice / "x").symlink_to(store / "a", target_is_directory=True)
+    (twice / "y").symlink_to(store / "a", target_is_directory=True)
+    assert ImageFolderDataModule(twice, image_size=16).num_classes == 2
 
 
 def test_a_folder_made_unlabelled_by_a_loose_image_says_so_in_its_summary(tmp_path: Path) -> None:
