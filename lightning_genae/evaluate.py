@@ -29,7 +29,7 @@ from lightning_genae.config import NO_BACKBONE, merge
 from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.datamodules import ImageDataModule, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
-from lightning_genae.datamodules.imagefiles import read_images
+from lightning_genae.datamodules.imagefiles import WIDE_GREY_MODES, read_images
 from lightning_genae.errors import ConfigError, DataError, agree
 from lightning_genae.metrics.backbones import BackboneUnavailable, FeatureBackbone, load_backbone
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
@@ -330,6 +330,13 @@ def score_images(
         images = _stored_images(images.detach().cpu(), datamodule)
     datamodule.prepare_data()
     datamodule.setup("test")
+    real = len(datamodule.split_tensors(split)[0])
+    if real < MIN_FEATURE_SAMPLES:
+        raise DataError(
+            f"score_images: the {split} split of {datamodule.name} holds {real} "
+            f"{agree(range(real), 'image', 'images')}; the k-nearest-neighbour metrics need at least "
+            f"{MIN_FEATURE_SAMPLES}: give data with more images"
+        )
     if isinstance(backbone, str):
         backbone = load_backbone(
             backbone,
@@ -381,9 +388,8 @@ def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.T
     return datamodule.to_stored(images)
 
 
-# PIL's one-channel modes beside 8-bit "L": bilevel, and the 16-bit and integer greyscale that is scaled to 8
-# bits as it is read.
-GREYSCALE_MODES = frozenset({"L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+# PIL's one-channel modes: 8-bit "L", bilevel, and the wider greyscale scaled to 8 bits as it is read.
+GREYSCALE_MODES = WIDE_GREY_MODES | {"L", "1"}
 
 
 def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -> None:

@@ -210,8 +210,11 @@ def wandb_offline_reason() -> str | None:
     has_key = bool(os.environ.get("WANDB_API_KEY"))
     if not has_key:
         try:
-            # `wandb login` keeps the key in ~/.netrc, or in the file NETRC names, as wandb reads it.
-            has_key = netrc.netrc(os.environ.get("NETRC") or None).authenticators(host) is not None
+            # `wandb login` keeps the key in ~/.netrc, or in the file NETRC names, under the server's host and
+            # port (`host:port` where the URL gives one), as wandb reads it.
+            named = os.environ.get("NETRC")
+            entries = netrc.netrc(os.path.expanduser(named) if named else None)
+            has_key = any(entries.authenticators(machine) is not None for machine in {base.netloc, host})
         except (OSError, netrc.NetrcParseError):
             has_key = False
     if not has_key:

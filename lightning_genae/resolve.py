@@ -276,7 +276,10 @@ def _check_classifier_weights(config: RunConfig) -> None:
 def _check_cache_folder() -> None:
     """The cache must be a folder, or not exist yet: a file there failed the first write into it, after the
     work whose result it was to keep (a classifier's training)."""
-    root = cache_root()
+    try:
+        root = cache_root()
+    except RuntimeError:  # no home folder to put ~/.cache in: the cache's first use says so
+        return
     if root.exists() and not root.is_dir():
         raise ConfigError(
             f"the cache folder {root} ($GENAE_CACHE_DIR, else ~/.cache/lightning-genae) is a file; point "

@@ -50,7 +50,8 @@ def test_a_key_in_the_netrc_file_named_by_netrc_for_the_server_of_wandb_base_url
     of one's own, or in the file NETRC names, sent the run offline for want of a key."""
     netrc_file = tmp_path / "elsewhere" / "netrc"
     netrc_file.parent.mkdir()
-    netrc_file.write_text("machine wandb.corp.example login user password " + "k" * 40 + "\n")
+    # As wandb's `login` writes it for a server with a port.
+    netrc_file.write_text("machine wandb.corp.example:8443 login user password " + "k" * 40 + "\n")
     netrc_file.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc_file))
     monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.corp.example:8443")

@@ -426,3 +426,18 @@ def test_a_python_run_whose_folder_went_names_the_trainer_resume(tmp_path):
     (presence,) = [callback for callback in callbacks if isinstance(callback, RunFolderPresence)]
     with pytest.raises(RunFolderGone, match=r"put it back and continue with trainer.fit\(model, datamodule"):
         presence.setup(None, model, "validate")
+
+
+def test_score_images_against_a_split_too_small_to_score_is_one_line(tmp_path):
+    import lightning_genae
+    from lightning_genae.datamodules import TensorImageDataModule
+    from lightning_genae.errors import DataError
+
+    splits = {
+        "train": (torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8), torch.zeros(40)),
+        "val": (torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8), torch.zeros(10)),
+        "test": (torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8), torch.zeros(3)),
+    }
+    data = TensorImageDataModule(splits, name="tiny")
+    with pytest.raises(DataError, match="the test split of tiny holds 3 images; the k-nearest-neighbour"):
+        lightning_genae.score_images(torch.zeros(10, 1, 8, 8, dtype=torch.uint8), data, backbone="none")

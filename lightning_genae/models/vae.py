@@ -93,7 +93,11 @@ class VAEModule(ReconstructionModule):
             k = self.options.nll_samples
             # Its draws leave the random state as they found it: the batches after this one draw their codes
             # as they would without the estimate, so asking for it changes no other number.
-            with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
+            device = images.device
+            accelerated = device.type != "cpu"
+            with torch.random.fork_rng(
+                devices=[device] if accelerated else [], device_type=device.type if accelerated else "cuda"
+            ):
                 values[f"test/nll_is{k}"] = -self.log_likelihood(images, k).mean().float()
         # Validation and test score the posterior mean's reconstruction, the deterministic one tools use
         # (as vaegan's mse, psnr and ssim do).
