@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         augment_value = args.get("augment", file_values.get("augment"))
         augments = split_list(str(augment_value)) if augment_value is not None else None
         if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):
-            values = {**file_values, **args}
+            values = {**_without_options_of_what_the_command_line_replaced(file_values, args), **args}
             tuning = (candidates, tune_seeds) if tune_seeds is not None else None
             return run_grid_command(
                 values, augments, train_sizes, seeds, grid_index, print_config, tuning, named_options(args)
@@ -215,35 +215,44 @@ def _without_options_of_what_the_command_line_replaced(
     file_values: dict[str, Any], args: dict[str, Any]
 ) -> dict[str, Any]:
     """The --config file's values less the options of its --model or --augment that the command line
-    replaces and the replacement does not read: a run's config.yaml records every option of its family
-    and augmentations, and `--config runs/x/config.yaml --model ae` is a new run from it, not a mistake.
-    A line names what is left out."""
+    replaces: those the replacement does not read, and those both read where the file holds the replaced
+    family's default and the new family's differs (a gan's lr 5e-4 is no choice for an ae). A run's
+    config.yaml records every option of its family and augmentations, and `--config runs/x/config.yaml
+    --model ae` is a new run from it, not a mistake. A line names what is left out."""
     from lightning_genae.augmentation import AUGMENTATIONS, parse_augment
     from lightning_genae.models import MODELS
 
-    def family_options(model: Any) -> set[str]:
-        return set(MODELS[model].options.types()) if model in MODELS else set()
+    def family_defaults(model: Any) -> dict[str, Any]:
+        if model not in MODELS:
+            return {}
+        fields = MODELS[model].options.__dataclass_fields__
+        return {name: fields[name].default for name in MODELS[model].options.types()}
 
-    def augmentation_options(augment: Any) -> set[str]:
-        try:
-            names = parse_augment(str(augment))
-        except ConfigError:
-            return set()
-        return {
-            option
-            for name in names
-            if name in AUGMENTATIONS
-            for option in AUGMENTATIONS[name].options.types()
-        }
+    def augmentation_defaults(augment: Any) -> dict[str, Any]:
+        defaults: dict[str, Any] = {}
+        for arm in str(augment).split(","):  # a grid's arms
+            try:
+                names = parse_augment(arm)
+            except ConfigError:
+                continue
+            for spec in (AUGMENTATIONS[name] for name in names if name in AUGMENTATIONS):
+                fields = spec.options.__dataclass_fields__
+                defaults.update({name: fields[name].default for name in spec.options.types()})
+        return defaults
 
     dropped: set[str] = set()
-    for key, options_of in (("model", family_options), ("augment", augmentation_options)):
+    for key, defaults_of in (("model", family_defaults), ("augment", augmentation_defaults)):
         old, new = file_values.get(key), args.get(key)
-        if new is not None and old is not None and str(new) != str(old):
-            read_now = options_of(new)
-            dropped |= {
-                name for name in options_of(old) - read_now if name in file_values and name not in args
-            }
+        if new is None or old is None or str(new) == str(old):
+            continue
+        before, after = defaults_of(old), defaults_of(new)
+        for name in before:
+            if name not in file_values or name in args:
+                continue
+            unread = name not in after
+            left_at_default = not unread and file_values[name] == before[name] != after[name]
+            if unread or left_at_default:
+                dropped.add(name)
     if not dropped:
         return file_values
     from lightning_genae.console import warn
@@ -251,7 +260,7 @@ def _without_options_of_what_the_command_line_replaced(
     # On stderr: stdout may be a --print-config being saved as a file.
     warn(
         f"--config: left out {', '.join(map(flag, sorted(dropped)))}, the file's options of what the command "
-        "line replaced (its --model or --augment), which this run does not read"
+        "line replaced (its --model or --augment), which this run does not read or sets otherwise"
     )
     return {name: value for name, value in file_values.items() if name not in dropped}
 

@@ -611,5 +611,10 @@ def test_a_runs_config_yaml_with_another_model_or_augmentation_leaves_the_files_
         "--config: left out --diffaug-cutout, --diffaug-policy" in captured.err
         and "--gan-loss" in captured.err
     )
+    # The gan's default learning rate, read by both, is no choice for the ae: it takes its own.
+    assert printed["lr"] == 1e-3 and "--lr" in captured.err
     # An option typed on the command line is the user's: refused where the run does not read it.
     assert main(["--config", config, "--model", "ae", "--gan-loss", "hinge", "--print-config"]) == 2
+    # A grid from the file alike.
+    grid = ["--config", config, "--model", "ae", "--augment", "none", "--seeds", "0,1"]
+    assert main([*grid, "--output", str(tmp_path / "grid"), "--print-config"]) == 0
