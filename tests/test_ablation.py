@@ -428,6 +428,24 @@ def test_a_finished_cell_whose_data_moved_to_another_folder_is_the_same_run(tmp_
     ]
 
 
+def test_a_train_size_rows_seeds_train_on_their_own_subsets_and_are_averaged(tmp_path: Path) -> None:
+    """Each seed draws its own --train-size subset: their training hashes differ by design, and the README's
+    own ablation (a --train-size grid over seeds) said "not averaged" in every cell."""
+    for seed in range(2):
+        run_dir = write_run(tmp_path, "none", 1000, seed, 20.0 + seed)
+        hashes = {"train": f"{seed}" * 64, "val": "v" * 64, "test": "t" * 64}
+        _set_in_summary(run_dir, lambda summary, hashes=hashes: summary.update(data_sha256=hashes))
+    row = table_row(summarize(tmp_path)["md"].read_text(), "none", "1000")
+    assert row[4] != "not averaged" and "±" in row[4]
+    # Other evaluation data is still another experiment.
+    _set_in_summary(
+        write_run(tmp_path, "none", 1000, 1, 21.0),
+        lambda summary: summary.update(data_sha256={"train": "1" * 64, "val": "w" * 64, "test": "t" * 64}),
+    )
+    row = table_row(summarize(tmp_path)["md"].read_text(), "none", "1000")
+    assert row[4] == "not averaged" and "data (SHA-256 of val, test) differs" in row[-1]
+
+
 def test_a_row_whose_runs_saw_other_data_is_not_averaged(tmp_path: Path) -> None:
     runs = [write_run(tmp_path, "none", None, seed, 20.0 + seed) for seed in range(2)]
     for seed, run_dir in enumerate(runs):

@@ -126,8 +126,15 @@ def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None 
             re.sub(r"given as [^,]*, ", "", backbone) if isinstance(backbone, str) else backbone
         )
         traits["test images"] = run.test_evaluation.get("n_real")
-        if isinstance(run.summary.get("data_sha256"), dict):  # the data by content (runs of this version)
-            traits["data (SHA-256 of train, val, test)"] = run.summary["data_sha256"]
+        hashes = run.summary.get("data_sha256")
+        if isinstance(hashes, dict):  # the data by content (runs of this version)
+            if run.train_size is None:
+                traits["data (SHA-256 of train, val, test)"] = hashes
+            else:
+                # A --train-size subset is drawn by each seed, so the seeds' training subsets differ by
+                # design: the evaluation splits are what they must share (the whole training split is the
+                # dataset's, which its name and folder already pin).
+                traits["data (SHA-256 of val, test)"] = {k: v for k, v in hashes.items() if k != "train"}
         for trait, value in traits.items():
             seen.setdefault(trait, {}).setdefault(_text(value), []).append(_seed_label(run))
     for trait, values in seen.items():
