@@ -253,15 +253,16 @@ def _without_options_of_what_the_command_line_replaced(
             left_at_default = not unread and file_values[name] == before[name] != after[name]
             if unread or left_at_default:
                 dropped.add(name)
-    if not dropped:
-        return file_values
-    from lightning_genae.console import warn
+    # Named where the file gave a value: a null there is its default already.
+    named = sorted(name for name in dropped if file_values[name] is not None)
+    if named:
+        from lightning_genae.console import warn
 
-    # On stderr: stdout may be a --print-config being saved as a file.
-    warn(
-        f"--config: left out {', '.join(map(flag, sorted(dropped)))}, the file's options of what the command "
-        "line replaced (its --model or --augment), which this run does not read or sets otherwise"
-    )
+        # On stderr: stdout may be a --print-config being saved as a file.
+        warn(
+            f"--config: left out {', '.join(map(flag, named))}, the file's options of what the command line "
+            "replaced (its --model or --augment), which this run does not read or sets otherwise"
+        )
     return {name: value for name, value in file_values.items() if name not in dropped}
 
 
