@@ -146,6 +146,8 @@ class RAEModule(ObjectiveModule):
             loss = mse
         values.update({f"{stage}/loss": loss, f"{stage}/mse": mse.detach()})
         if training:
+            # The loss in the progress line, as every family shows its own.
+            self.log_training({"train/loss": values.pop("train/loss")}, prog_bar=True)
             self.log_training({**values, "train/teacher_forcing": forcing})
         else:
             self.log_split_means(values, len(series))

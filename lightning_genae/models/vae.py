@@ -87,6 +87,8 @@ class VAEModule(ReconstructionModule):
         if on_step:
             # Training's: of the reconstruction it trains on, from a drawn code.
             values["train/mse"] = F.mse_loss(self.as_image(out).detach(), images)
+            # The loss in the progress line, as every family shows its own.
+            self.log_training({"train/loss": values.pop("train/loss")}, prog_bar=True)
             self.log_training({**values, "train/beta": beta})
             return loss
         if stage == "test" and self.options.nll_samples:
