@@ -223,10 +223,7 @@ def _without_options_of_what_the_command_line_replaced(
     from lightning_genae.models import MODELS
 
     def family_defaults(model: Any) -> dict[str, Any]:
-        if model not in MODELS:
-            return {}
-        fields = MODELS[model].options.__dataclass_fields__
-        return {name: fields[name].default for name in MODELS[model].options.types()}
+        return MODELS[model].options.parse({}).to_dict() if model in MODELS else {}
 
     def augmentation_defaults(augment: Any) -> dict[str, Any]:
         defaults: dict[str, Any] = {}
@@ -235,9 +232,8 @@ def _without_options_of_what_the_command_line_replaced(
                 names = parse_augment(arm)
             except ConfigError:
                 continue
-            for spec in (AUGMENTATIONS[name] for name in names if name in AUGMENTATIONS):
-                fields = spec.options.__dataclass_fields__
-                defaults.update({name: fields[name].default for name in spec.options.types()})
+            for name in (name for name in names if name in AUGMENTATIONS):
+                defaults.update(AUGMENTATIONS[name].options.parse({}).to_dict())
         return defaults
 
     dropped: set[str] = set()

@@ -289,6 +289,17 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     return result
 
 
+def check_split_scorable(datamodule: InMemoryDataModule, split: str, context: str) -> None:
+    """Refuse a real split too small for the k-nearest-neighbour metrics, `context` leading the line."""
+    real = len(datamodule.split_tensors(split)[0])
+    if real < MIN_FEATURE_SAMPLES:
+        raise DataError(
+            f"{context} {split} split of {datamodule.name}, which holds {real} "
+            f"{agree(range(real), 'image', 'images')}; the k-nearest-neighbour metrics need at least "
+            f"{MIN_FEATURE_SAMPLES}: give data with more images"
+        )
+
+
 def score_images(
     images: torch.Tensor,
     datamodule: ImageDataModule,
@@ -330,13 +341,7 @@ def score_images(
         images = _stored_images(images.detach().cpu(), datamodule)
     datamodule.prepare_data()
     datamodule.setup("test")
-    real = len(datamodule.split_tensors(split)[0])
-    if real < MIN_FEATURE_SAMPLES:
-        raise DataError(
-            f"score_images: the {split} split of {datamodule.name} holds {real} "
-            f"{agree(range(real), 'image', 'images')}; the k-nearest-neighbour metrics need at least "
-            f"{MIN_FEATURE_SAMPLES}: give data with more images"
-        )
+    check_split_scorable(datamodule, split, "score_images: the")
     if isinstance(backbone, str):
         backbone = load_backbone(
             backbone,
@@ -469,13 +474,8 @@ def evaluate_folder(
             f"--evaluate-folder {folder} holds {len(paths)} {agree(paths, 'image', 'images')}; the "
             f"k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}: add images"
         )
-    tested = len(datamodule.split_tensors("test")[0])
-    if tested < MIN_FEATURE_SAMPLES:
-        raise DataError(
-            f"--evaluate-folder scores against the test split of {config.data}, which holds {tested} "
-            f"{agree(range(tested), 'image', 'images')}; the k-nearest-neighbour metrics need at least "
-            f"{MIN_FEATURE_SAMPLES}: give data with more images"
-        )
+    # Before any image of the folder is read.
+    check_split_scorable(datamodule, "test", "--evaluate-folder scores against the")
     channels, size, _ = datamodule.image_shape
     _say_how_images_are_framed(paths, datamodule)
     images = read_images(paths, size, channels)

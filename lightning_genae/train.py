@@ -277,14 +277,12 @@ def _train(
     brief: bool = False,
 ) -> dict[str, Any]:
     started_at = time.time()
-    resume_step = None
-    if resume is not None:
-        resume_step = resume.iteration(resolved.model.module.optimizer_steps_per_iteration)
+    steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
+    resume_step = resume.iteration(steps_per_iteration) if resume is not None else None
     # A run stopped during its final evaluation resumes at its last iteration to run that evaluation alone:
     # its last training values (logged at the iteration before) and any validation of these weights (at the
     # last) are in metrics.csv already, and are taken from there rather than logged again.
     logged_at_the_end: dict[str, float] = {}
-    steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
     if resume_step is not None and training_complete(resume, config, steps_per_iteration):
         logged_at_the_end = logged_values(
             run_dir / METRICS_FILE, {resume_step - 1: "train/", resume_step: "val/"}
