@@ -402,6 +402,12 @@ def _train(
             "data_summary": datamodule.summary(),
             # What the run trained and was scored on, by content: an ablation table compares its rows by it.
             "data_sha256": {split: datamodule.content_sha256(split) for split in SPLITS},
+            # A --train-size subset is drawn from this whole training split: its seeds' rows share it.
+            **(
+                {"training_split_sha256": datamodule.full_training_sha256()}
+                if config.train_size is not None
+                else {}
+            ),
             "checkpoints": sorted(str(path) for path in (run_dir / "checkpoints").glob("*.ckpt")),
             **environment_info(trainer),
             "config": config.to_dict(),

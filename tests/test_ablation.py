@@ -446,6 +446,25 @@ def test_a_train_size_rows_seeds_train_on_their_own_subsets_and_are_averaged(tmp
     assert row[4] == "not averaged" and "data (SHA-256 of val, test) differs" in row[-1]
 
 
+def test_a_train_size_rows_seeds_drawn_from_other_training_splits_are_not_averaged(tmp_path: Path) -> None:
+    """Seeds whose subsets were drawn from different whole training splits (a dataset file replaced between
+    them, the evaluation splits unchanged) are not one experiment."""
+    for seed, whole in ((0, "a"), (1, "b")):
+        hashes = {"train": f"{seed}" * 64, "val": "v" * 64, "test": "t" * 64}
+        _set_in_summary(
+            write_run(tmp_path, "none", 1000, seed, 20.0 + seed),
+            lambda summary, hashes=hashes, whole=whole: summary.update(
+                data_sha256=hashes, training_split_sha256=whole * 64
+            ),
+        )
+    row = table_row(summarize(tmp_path)["md"].read_text(), "none", "1000")
+    assert row[4] == "not averaged" and "whole training split drawn from (SHA-256) differs" in row[-1]
+    same_whole = {"training_split_sha256": "a" * 64}
+    _set_in_summary(write_run(tmp_path, "none", 1000, 1, 21.0), lambda summary: summary.update(same_whole))
+    row = table_row(summarize(tmp_path)["md"].read_text(), "none", "1000")
+    assert row[4] != "not averaged" and "±" in row[4]
+
+
 def test_a_row_whose_runs_saw_other_data_is_not_averaged(tmp_path: Path) -> None:
     runs = [write_run(tmp_path, "none", None, seed, 20.0 + seed) for seed in range(2)]
     for seed, run_dir in enumerate(runs):

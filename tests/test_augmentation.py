@@ -154,7 +154,11 @@ def test_augmenter_sees_only_the_runs_train_size_subset(tmp_path, augmenter_cach
     assert "on the 200 training images" in capsys.readouterr().out
     # The augmenter's own training run and the run itself: neither loads more than the 200 images.
     assert len(sizes) >= 2 and set(sizes) == {200}
-    augmenter = read_summary(run_dir)["augmentation"]["augmenter"]
+    summary = read_summary(run_dir)
+    # The subset is recorded by its own hash, and the whole training split it was drawn from by its own.
+    whole = digits(tmp_path).full_training_sha256()
+    assert summary["training_split_sha256"] == whole != summary["data_sha256"]["train"]
+    augmenter = summary["augmentation"]["augmenter"]
     assert augmenter["source"] == "trained now" and augmenter["train_size"] == 200
     path = Path(augmenter["path"])
     assert path.parent == augmenter_cache and "-ts200-seed0-" in path.name

@@ -132,9 +132,11 @@ def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None 
                 traits["data (SHA-256 of train, val, test)"] = hashes
             else:
                 # A --train-size subset is drawn by each seed, so the seeds' training subsets differ by
-                # design: the evaluation splits are what they must share (the whole training split is the
-                # dataset's, which its name and folder already pin).
+                # design: they must share the evaluation splits and the whole training split drawn from.
                 traits["data (SHA-256 of val, test)"] = {k: v for k, v in hashes.items() if k != "train"}
+                whole = run.summary.get("training_split_sha256")
+                if isinstance(whole, str):  # not recorded by earlier versions' runs
+                    traits["whole training split drawn from (SHA-256)"] = whole
         for trait, value in traits.items():
             seen.setdefault(trait, {}).setdefault(_text(value), []).append(_seed_label(run))
     for trait, values in seen.items():
