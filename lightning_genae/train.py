@@ -169,6 +169,24 @@ class TrainingStarted(Callback):
         self.started = True
 
 
+class RunWallClock(Callback):
+    """The run's wall-clock seconds over all its sessions: a checkpoint carries the time spent up to it, so a
+    resumed run's summary.json counts its earlier sessions (up to the checkpoint it resumed from) too."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._earlier_sessions_s = 0.0
+
+    def seconds(self) -> float:
+        return self._earlier_sessions_s + time.monotonic() - self._started
+
+    def state_dict(self) -> dict[str, float]:
+        return {"wall_time_s": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._earlier_sessions_s = float(state_dict.get("wall_time_s", 0.0))
+
+
 def training_complete(resume: RunCheckpoint, config: RunConfig, steps_per_iteration: int) -> bool:
     """Whether the resumed checkpoint is at the end of the run's budget: its --max-steps iterations, or its
     --max-epochs epochs."""
@@ -276,7 +294,7 @@ def _train(
     started: TrainingStarted,
     brief: bool = False,
 ) -> dict[str, Any]:
-    started_at = time.time()
+    wall_clock = RunWallClock()
     steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
     resume_step = resume.iteration(steps_per_iteration) if resume is not None else None
     # A run stopped during its final evaluation resumes at its last iteration to run that evaluation alone:
@@ -299,7 +317,7 @@ def _train(
         wandb_group=config.wandb_group,
         resume_step=resume_step,
     )
-    callbacks = [*build_callbacks(config, family, run_dir), started]
+    callbacks = [*build_callbacks(config, family, run_dir), started, wall_clock]
     seeded_evaluation = next(c for c in callbacks if isinstance(c, SeededEvaluation))
     if resume is not None:
         callbacks.append(LearningRateOnResume())
@@ -391,7 +409,7 @@ def _train(
             "seed": config.seed,
             "global_step": model.iteration,
             "max_steps": config.max_steps,
-            "wall_time_s": round(time.time() - started_at, 2),
+            "wall_time_s": round(wall_clock.seconds(), 2),
             "final_metrics": final_metrics,
             "headline_metric": model.monitor,
             **({"sampling": sampling} if sampling is not None else {}),

@@ -6,6 +6,7 @@ before anything is written and without running any code stored in the file.
 """
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -185,3 +186,19 @@ def test_resume_labels_training_rows_with_their_iteration(tiny_ae_run, tmp_path)
     assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "5"]) == 0
     # Iterations 4 and 5 are batches 3 and 4: no periodic row (every 3), then the final batch's row, once.
     assert _training_rows(run_dir) == [2, 4]
+
+
+def test_a_resumed_runs_wall_time_counts_its_earlier_sessions(tiny_ae_run, tmp_path):
+    """summary.json's wall_time_s is the run's, not its last session's: the checkpoint carries the time
+    spent up to it, and the resumed session adds its own."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_ae_run, run_dir)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    first_session = contents["callbacks"]["RunWallClock"]["wall_time_s"]
+    assert 0 < first_session <= json.loads((run_dir / "summary.json").read_text())["wall_time_s"]
+    contents["callbacks"]["RunWallClock"]["wall_time_s"] = 5000.0  # as if the first session took longer
+    torch.save(contents, checkpoint)
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "5"]) == 0
+    resumed = json.loads((run_dir / "summary.json").read_text())["wall_time_s"]
+    assert 5000 < resumed < 5000 + 600
