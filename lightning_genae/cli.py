@@ -30,6 +30,7 @@ from lightning_genae.config import (
 from lightning_genae.config_file import load_config_file
 from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions
 from lightning_genae.grid_command import run_grid_command
+from lightning_genae.pipes import ReaderWatch, reader_may_leave
 from lightning_genae.plugin_options import flag
 from lightning_genae.plugins import load_plugins
 from lightning_genae.resolve import (
@@ -48,6 +49,11 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure)."""
+    with reader_may_leave() as watch:
+        return _main(argv, watch)
+
+
+def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
     try:
         # Before the parser: a plug-in's names are choices of --model, --data and --augment.
         load_plugins()
@@ -65,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_sizes = args.pop("train_size", None)
     tune_seeds = args.pop("tune_seeds", None)
     training = False
+    # Anything but printing the configuration writes a folder that holds what stdout would have shown.
+    watch.note = not print_config
     try:
         args, file_values, candidates = _read_inputs(args, config_path, tune_seeds)
         if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:

@@ -422,13 +422,10 @@ def check_values(config: RunConfig) -> None:
 
 
 def print_configuration(text: str) -> None:
-    """Write what `--print-config` prints: a reader that stops reading (`| head`) is no error, and Python
-    would print a BrokenPipeError traceback as it flushes stdout at exit, so stdout goes nowhere then."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    """Write what `--print-config` prints (a reader that stops reading, `| head`, is no error: the
+    command runs under `pipes.reader_may_leave`)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def check_strategy(strategy: str) -> None:

@@ -578,6 +578,35 @@ def test_a_grids_print_config_shows_the_cell_of_its_grid_index_and_stops_quietly
     assert piped.stdout == "# cell 0: none-tsfull-seed0\n" and "Traceback" not in piped.stderr, piped.stderr
 
 
+@pytest.mark.parametrize("both_streams", [False, True], ids=["stdout piped", "stdout and stderr piped"])
+def test_a_run_whose_output_reader_stops_finishes_its_run(tmp_path, both_streams):
+    """`python run.py ... | head -1`: the reader leaves after the first line, and the run's next write to
+    the closed pipe raised BrokenPipeError mid-run (a traceback, an unfinished folder). It finishes."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "run.py",
+        "--model",
+        "ae",
+        *TINY_RUN,
+        "--max-steps",
+        "6",
+        "--output",
+        str(run_dir),
+    ]
+    stderr = subprocess.STDOUT if both_streams else subprocess.PIPE
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert process.stdout.readline()  # the first line, then the reader is gone
+    process.stdout.close()
+    errors = process.stderr.read() if process.stderr else ""
+    assert process.wait(timeout=300) == 0, errors
+    assert "Traceback" not in errors and (run_dir / "summary.json").is_file()
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 6
+    if not both_streams:
+        assert "note: nothing reads this command's stdout any more" in errors, errors
+
+
 def test_a_config_file_may_list_devices_and_a_logger_named_twice_is_refused(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("devices: [0, 1]\nlogger: [csv, tensorboard]\n")

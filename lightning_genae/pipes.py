@@ -1,0 +1,88 @@
+"""A command whose output's reader goes away (`python run.py ... | head`, a `tee` that was killed) goes on.
+
+Python ignores SIGPIPE, so the next write to the closed pipe raises BrokenPipeError wherever it happens: in a
+progress line, mid-training. That killed a run with a traceback, its folder unfinished, although everything
+it measures is written to its folder anyway. While `reader_may_leave` is active, stdout and stderr are
+replaced by streams that, once their reader is gone, send what is left to os.devnull and let the command
+finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+
+class _StreamWithoutReader:
+    """`stream`, except that a write or flush to a reader that has gone is dropped: the stream's file
+    descriptor is pointed at os.devnull then (so the interpreter's flush at exit is quiet too), and
+    `on_reader_gone(name)` is called once."""
+
+    def __init__(self, stream: TextIO, name: str, on_reader_gone: Any) -> None:
+        self._stream = stream
+        self._name = name
+        self._on_reader_gone = on_reader_gone
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.reader_gone:
+            return
+        self.reader_gone = True
+        with contextlib.suppress(OSError, ValueError):
+            # What is still in the stream's buffer goes to os.devnull at the next flush.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        self._on_reader_gone(self._name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class ReaderWatch:
+    """What `reader_may_leave` yields: set `note` once the command is known to write a folder (a run, a
+    grid, an evaluation), so that the first closed stream is reported in one line on the other, if that
+    still has a reader. Help text and --print-config just stop printing."""
+
+    note = False
+
+
+@contextlib.contextmanager
+def reader_may_leave() -> Iterator[ReaderWatch]:
+    """While active, a closed stdout or stderr pipe no longer stops the command."""
+    streams: dict[str, _StreamWithoutReader] = {}
+    watch = ReaderWatch()
+
+    def reader_gone(name: str) -> None:
+        other = streams["stderr" if name == "stdout" else "stdout"]
+        if watch.note and not other.reader_gone and sum(s.reader_gone for s in streams.values()) == 1:
+            other.write(
+                f"note: nothing reads this command's {name} any more (its pipe closed); it goes on without "
+                "printing there, and writes its results to its folder as always\n"
+            )
+            other.flush()
+
+    original_stdout, original_stderr = sys.stdout, sys.stderr
+    streams["stdout"] = _StreamWithoutReader(original_stdout, "stdout", reader_gone)
+    streams["stderr"] = _StreamWithoutReader(original_stderr, "stderr", reader_gone)
+    sys.stdout, sys.stderr = streams["stdout"], streams["stderr"]  # type: ignore[assignment]
+    try:
+        yield watch
+    finally:
+        sys.stdout, sys.stderr = original_stdout, original_stderr
