@@ -211,8 +211,8 @@ class Removal:
     removed: list[str]
     kept: list[str]
 
-    def describe(self, path: Path) -> str:
-        line = f"--overwrite: removed the previous run's {', '.join(self.removed)} from {path}"
+    def describe(self, path: Path, why: str = "--overwrite") -> str:
+        line = f"{why}: removed the previous run's {', '.join(self.removed)} from {path}"
         if self.kept:
             more = len(self.kept) - 5
             shown = ", ".join(self.kept[:5]) + (f" and {more} more" if more > 0 else "")
@@ -323,7 +323,16 @@ class ClaimedRunFolder:
         refuse_files_no_run_wrote(path, files)
         if not files and path.is_dir():
             refuse_run_names_without_a_run(path)
-        if files and not overwrite and not cls._continues(path, resuming_from):
+        # A requeued SLURM job whose earlier attempt was killed before its first checkpoint (so there is
+        # nothing to resume) finds that attempt's start there: its own, to begin again.
+        restart = (
+            bool(files)
+            and not overwrite
+            and resuming_from is None
+            and not any(name.startswith(f"{CHECKPOINT_DIR}/") for name in files)
+            and RunFolderLock.left_by_this_jobs_earlier_attempt(path)
+        )
+        if files and not overwrite and not restart and not cls._continues(path, resuming_from):
             # A run still writing there is named as such, not taken for a finished or abandoned one.
             RunFolderLock.refuse_if_held(path)
             if resuming_from is not None:
@@ -354,17 +363,18 @@ class ClaimedRunFolder:
             lock.release()
             raise
         if (path / GRID_FILE).exists() or (
-            files and not overwrite and not cls._continues(path, resuming_from)
+            files and not overwrite and not restart and not cls._continues(path, resuming_from)
         ):
             lock.release()
             _refuse_grid_folder(path)
             _refuse_foreign_run(path, files)
-        if overwrite and files:
+        if (overwrite or restart) and files:
             removal = remove_run_entries(path)
             # Imported here: console imports Lightning, and the command line checks --output without it.
             from lightning_genae.console import say
 
-            say(removal.describe(path))
+            why = "this SLURM job's earlier attempt stopped before its first checkpoint; starting again"
+            say(removal.describe(path, why if restart else "--overwrite"))
         config_file = path / CONFIG_FILE
         return cls(
             path,

@@ -279,6 +279,21 @@ class RunFolderLock:
                 return "this SLURM job's previous attempt"
         return None
 
+    @classmethod
+    def left_by_this_jobs_earlier_attempt(cls, run_dir: Path) -> bool:
+        """Whether `run_dir`'s lock was left by an earlier attempt of this very SLURM job (and array task)
+        whose process is gone: killed without a chance to undo its start (SLURM's SIGKILL after the
+        grace period of a preemption) before the job was requeued."""
+        record = cls._read(run_dir / LOCK_FILE)
+        mine = _process_identity()
+        return bool(
+            record
+            and mine.get("slurm_job_id")
+            and record.get("slurm_job_id") == mine["slurm_job_id"]
+            and record.get("slurm_array_task_id") == mine.get("slurm_array_task_id")
+            and cls._stale_reason(record) is not None
+        )
+
     def release(self) -> None:
         """Remove the lock, if it is still this process's."""
         record = self._read(self.path)
