@@ -57,6 +57,7 @@ from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECA
 from lightning_genae.metrics.names import headline_metric, higher_is_better
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
 from lightning_genae.models.base import is_last_training_batch
+from lightning_genae.resolve import check_weights_files
 from lightning_genae.stopping import StopOnSignal, cluster_plugins
 
 
@@ -428,7 +429,11 @@ def callbacks_for(
             "classifier_weights": None if classifier_weights is None else str(classifier_weights),
         }
     )
-    check_values(config)
+    try:
+        check_values(config)
+        check_weights_files(config)
+    except ConfigError as error:
+        raise ConfigError(f"callbacks_for: {in_python_terms(str(error))}") from None
     callbacks = [WritesUnder(run_dir), *build_callbacks(config, type(model), run_dir)]
     # run.py cannot rebuild this run (its data and model options are the caller's): the Trainer can.
     last = str(last_checkpoint(run_dir).resolve())
@@ -439,6 +444,24 @@ def callbacks_for(
     if metrics:
         callbacks += [c for c in metric_callbacks(config, model, datamodule, run_dir) if c is not None]
     return applicable(callbacks, model, datamodule)
+
+
+# callbacks_for's arguments by the run.py flags of the same settings, which the checks' messages name.
+CALLBACKS_FOR_ARGUMENTS = {
+    "--image-every": "every_n_steps",
+    "--ckpt-every": "checkpoint_every",
+    "--eval-samples": "eval_samples",
+    "--backbone": "backbone",
+    "--seed": "seed",
+    "--inception-weights": "inception_weights",
+    "--classifier-weights": "classifier_weights",
+}
+
+
+def in_python_terms(message: str) -> str:
+    """A check's message with each run.py flag replaced by callbacks_for's argument of that setting."""
+    flags = "|".join(re.escape(name) for name in CALLBACKS_FOR_ARGUMENTS)
+    return re.sub(rf"({flags})(?![\w-])", lambda found: CALLBACKS_FOR_ARGUMENTS[found.group(1)], message)
 
 
 def load_model(checkpoint: str | Path) -> GenerativeModule:

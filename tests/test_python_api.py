@@ -174,8 +174,15 @@ def test_python_callers_inputs_are_checked_in_one_line(tmp_path):
 
     data = build_datamodule("digits", data_dir=tmp_path)
     model = GANModule((1, 16, 16), latent_dim=4, width=4)
-    with pytest.raises(ConfigError, match="--eval-samples must"):
+    # In the caller's terms: callbacks_for's arguments, not run.py's flags of the same settings.
+    with pytest.raises(ConfigError, match="^callbacks_for: eval_samples must be a positive integer, got 0$"):
         lightning_genae.callbacks_for(model, data, tmp_path, eval_samples=0)
+    with pytest.raises(ConfigError, match="^callbacks_for: every_n_steps must be a positive integer, got 0$"):
+        lightning_genae.callbacks_for(model, data, tmp_path, every_n_steps=0)
+    # A weights file is checked when it is named, not at the first validation.
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(ConfigError, match=f"^callbacks_for: classifier_weights {missing} does not exist"):
+        lightning_genae.callbacks_for(model, data, tmp_path, classifier_weights=missing)
     with pytest.raises(lightning_genae.DataError, match="need at least 6 of each: give more"):
         lightning_genae.score_images(model.sample(5), data)
     with pytest.raises(lightning_genae.DataError, match="need at least 6 of each: give more"):
