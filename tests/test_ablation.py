@@ -569,6 +569,27 @@ def test_a_summary_of_cell_folders_without_grid_json_makes_the_root_a_grids(tmp_
     assert read_grid_cells(root) == ["none-tsfull-seed0", "none-tsfull-seed1"]
 
 
+def test_a_summary_into_a_folder_of_runs_keeps_a_users_ablation_files(tmp_path: Path, capsys) -> None:
+    """`--summarize` of a folder without grid.json that holds a user's ablation.md (not a grid's) is refused
+    in one line, nothing written; files of a grid from before grid.json are a grid's and are replaced."""
+    from lightning_genae.cli import main
+
+    write_run(tmp_path, "none", None, 0, 20.0)
+    (tmp_path / "ablation.md").write_text("MY OWN NOTES\n")
+    (tmp_path / "ablation.csv").write_text("a,b\n")
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert main(["--summarize", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--summarize {tmp_path} holds ablation.csv, ablation.md but no grid.json" in err
+    assert err.count("\n") == 1
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+    # A grid's own summary files (its first lines) are replaced as before.
+    (tmp_path / "ablation.md").write_text("# Ablation: old\n")
+    (tmp_path / "ablation.csv").write_text("cell,augment,train_size\n")
+    assert main(["--summarize", str(tmp_path)]) == 0
+    assert (tmp_path / "ablation.md").read_text().startswith(f"# Ablation: {tmp_path.name}")
+
+
 @pytest.mark.slow
 def test_a_grid_command_run_again_finishes_only_what_is_left(tmp_path: Path, capsys) -> None:
     """End to end through the command line: one array task, a partial summary, a kill, a re-run."""

@@ -511,14 +511,7 @@ def check_grid_root(root: Path, *, overwrite: bool) -> list[str]:
         return []
     # A run writing there that has not written its files yet is named by its lock.
     RunFolderLock.refuse_if_held(root)
-    if grid_record(root, "--output") is None:
-        found = [name for name in (CSV_NAME, MD_NAME, PNG_NAME, TUNING_FILE) if (root / name).exists()]
-        if found:
-            raise RunFolderRefused(
-                f"--output {root} holds {', '.join(found)} but no {GRID_FILE} of an ablation grid, and a "
-                "grid would replace them; pick another --output (--overwrite never replaces files a grid did "
-                "not write)"
-            )
+    refuse_summary_files_of_no_grid(root, "--output")
     files = started_run_files(root)
     refuse_files_no_run_wrote(root, files)
     if files and not overwrite:
@@ -532,6 +525,41 @@ def check_grid_root(root: Path, *, overwrite: bool) -> list[str]:
             ],
         )
     return files
+
+
+def refuse_summary_files_of_no_grid(root: Path, flag: str) -> None:
+    """Refuse a root without grid.json that holds summary files a grid would replace but that are not a
+    grid's by their content (a user's ablation.md): a grid's from before grid.json are replaced."""
+    if grid_record(root, flag) is not None:
+        return
+    foreign = [
+        name for name in (CSV_NAME, MD_NAME, PNG_NAME, TUNING_FILE) if not _summary_file_of_a_grid(root, name)
+    ]
+    if foreign:
+        verb = "a grid" if flag == "--output" else "the summary"
+        raise RunFolderRefused(
+            f"{flag} {root} holds {', '.join(foreign)} but no {GRID_FILE} of an ablation grid, and {verb} "
+            f"would replace them; pick another {flag} (--overwrite never replaces files a grid did not write)"
+        )
+
+
+def _summary_file_of_a_grid(root: Path, name: str) -> bool:
+    """Whether root/name is missing, or begins as the grid's summary file of that name begins."""
+    path = root / name
+    if not path.exists() and not path.is_symlink():
+        return True
+    if not path.is_file():
+        return False
+    try:
+        with path.open("rb") as file:
+            start = file.read(64)
+        if name == TUNING_FILE:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(record, dict) and isinstance(record.get("arms"), list)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    beginning = {CSV_NAME: b"cell,augment,", MD_NAME: b"# Ablation: ", PNG_NAME: b"\x89PNG\r\n\x1a\n"}
+    return start.startswith(beginning[name])
 
 
 def grid_record(root: Path, flag: str) -> list[str] | None:
