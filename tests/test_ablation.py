@@ -465,6 +465,39 @@ def test_a_train_size_rows_seeds_drawn_from_other_training_splits_are_not_averag
     assert row[4] != "not averaged" and "±" in row[4]
 
 
+def test_rows_of_cells_of_other_grid_commands_are_marked_as_not_ranking_against_each_other(
+    tmp_path: Path, capsys
+) -> None:
+    """Cells of another grid command in one folder (other data, another --lr) made rows that ranked against
+    each other with no word; rows that differ only in their arm (augmentation and its options) and training
+    size say nothing."""
+    for augment, train_size, p in (("none", 1000, None), ("ae", 1000, 0.25), ("ae", None, 0.5)):
+        for seed in range(2):
+            _set_in_summary(
+                write_run(tmp_path, augment, train_size, seed, 20.0 + seed),
+                lambda summary, p=p: summary["config"].update(
+                    {"lr": 0.0002, "augment_p": p, "data": "mnist"}
+                ),
+            )
+    markdown = summarize(tmp_path)["md"].read_text()
+    assert "not one experiment" not in markdown and "note:" not in capsys.readouterr().err
+    for seed in range(2):
+        _set_in_summary(
+            write_run(tmp_path, "diffaug", 1000, seed, 10.0 + seed),
+            lambda summary: summary["config"].update({"lr": 0.002, "data": "digits"}),
+        )
+    markdown = summarize(tmp_path)["md"].read_text()
+    assert "These rows are not one experiment, so they do not rank against each other" in markdown
+    assert "--lr differs (0.0002 in ae-ts1000, none-ts1000, ae-tsfull; 0.002 in diffaug-ts1000)" in markdown
+    assert (
+        "--data differs ('mnist' in ae-ts1000, none-ts1000, ae-tsfull; 'digits' in diffaug-ts1000)"
+        in markdown
+    )
+    assert (
+        "differ in more than their augmentation and training size (--lr, --data)" in capsys.readouterr().err
+    )
+
+
 def test_a_row_whose_runs_saw_other_data_is_not_averaged(tmp_path: Path) -> None:
     runs = [write_run(tmp_path, "none", None, seed, 20.0 + seed) for seed in range(2)]
     for seed, run_dir in enumerate(runs):

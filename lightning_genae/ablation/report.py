@@ -19,9 +19,10 @@ from lightning_genae.ablation.grid import (
     record_grid_cells,
     refuse_summary_files_of_no_grid,
 )
-from lightning_genae.ablation.runs import describe_progress, load_runs, main_headline
+from lightning_genae.ablation.runs import describe_progress, load_runs, main_headline, table_disagreement
 from lightning_genae.ablation.tables import write_csv, write_md
 from lightning_genae.ablation.tuning import refresh_tuning_record
+from lightning_genae.console import warn
 
 __all__ = ["ADA_RT", "describe_progress", "summarize"]
 
@@ -47,4 +48,10 @@ def summarize(root: Path) -> dict[str, Path]:
     write_csv(paths["csv"], runs)
     write_md(paths["md"], root, runs, headline, figure=PNG_NAME)
     write_png(paths["png"], root, runs, headline)
+    apart = table_disagreement(runs)
+    if apart:
+        warn(
+            f"note: the rows of {paths['md']} differ in more than their augmentation and training size "
+            f"({', '.join(apart)}), so they do not rank against each other; its note says which row ran what"
+        )
     return paths

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,39 +112,7 @@ def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None 
         ]
         if ran:
             problems.append(f"{flag(name)} chosen {value!r}, but {', '.join(ran)}")
-    # trait -> its value (as JSON text) -> the seeds that have it
-    seen: dict[str, dict[str, list[str]]] = {}
-    for run in ok_runs:
-        traits = {
-            flag(name): comparable(name, value)
-            for name, value in summary_config(run.summary).items()
-            if name not in ROW_FREE_OPTIONS and name not in chosen
-        }
-        backbone = run.test_evaluation.get("backbone")
-        # A classifier given as a file is named by it: copies of one file under other names are one backbone.
-        traits["backbone"] = (
-            re.sub(r"given as [^,]*, ", "", backbone) if isinstance(backbone, str) else backbone
-        )
-        traits["test images"] = run.test_evaluation.get("n_real")
-        hashes = run.summary.get("data_sha256")
-        if isinstance(hashes, dict):  # the data by content (runs of this version)
-            if run.train_size is None:
-                traits["data (SHA-256 of train, val, test)"] = hashes
-            else:
-                # A --train-size subset is drawn by each seed, so the seeds' training subsets differ by
-                # design: they must share the evaluation splits and the whole training split drawn from.
-                traits["data (SHA-256 of val, test)"] = {k: v for k, v in hashes.items() if k != "train"}
-                whole = run.summary.get("training_split_sha256")
-                if isinstance(whole, str):  # not recorded by earlier versions' runs
-                    traits["whole training split drawn from (SHA-256)"] = whole
-        for trait, value in traits.items():
-            seen.setdefault(trait, {}).setdefault(_text(value), []).append(_seed_label(run))
-    for trait, values in seen.items():
-        if len(values) > 1:
-            listed = "; ".join(
-                f"{json.loads(text)!r} in {', '.join(seeds)}" for text, seeds in values.items()
-            )
-            problems.append(f"{trait} differs ({listed})")
+    problems += _differences((_seed_label(run), _row_traits(run, leave_out=chosen)) for run in ok_runs)
     if not problems:
         return ""
     return (
@@ -152,6 +120,79 @@ def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None 
         + "; ".join(problems)
         + "; run them again with --overwrite (or another --output)"
     )
+
+
+def _row_traits(run: CellRun, leave_out: Collection[str]) -> dict[str, Any]:
+    """What decides a finished run's numbers and must agree among the seeds of its row: its options
+    (but the row-free ones and `leave_out`), the backbone and number of test images of its evaluation, and
+    its data by content."""
+    traits = {
+        flag(name): comparable(name, value)
+        for name, value in summary_config(run.summary).items()
+        if name not in ROW_FREE_OPTIONS and name not in leave_out
+    }
+    backbone = run.test_evaluation.get("backbone")
+    # A classifier given as a file is named by it: copies of one file under other names are one backbone.
+    traits["backbone"] = re.sub(r"given as [^,]*, ", "", backbone) if isinstance(backbone, str) else backbone
+    traits["test images"] = run.test_evaluation.get("n_real")
+    hashes = run.summary.get("data_sha256")
+    if isinstance(hashes, dict):  # the data by content (runs of this version)
+        if run.train_size is None:
+            traits["data (SHA-256 of train, val, test)"] = hashes
+        else:
+            # A --train-size subset is drawn by each seed, so the seeds' training subsets differ by
+            # design: they must share the evaluation splits and the whole training split drawn from.
+            traits["data (SHA-256 of val, test)"] = {k: v for k, v in hashes.items() if k != "train"}
+            whole = run.summary.get("training_split_sha256")
+            if isinstance(whole, str):  # not recorded by earlier versions' runs
+                traits["whole training split drawn from (SHA-256)"] = whole
+    return traits
+
+
+def _table_traits(run: CellRun) -> dict[str, Any]:
+    """What must agree among all rows of one table, which differ by design in their arm (the augmentation
+    and its options) and training size: the row's traits without those, and the data by content in a form
+    that rows with and without --train-size share (the evaluation splits, and the whole training split)."""
+    from lightning_genae.augmentation import augmentation_options
+
+    traits = _row_traits(run, leave_out={"augment", "train_size", *augmentation_options()})
+    hashes = traits.pop("data (SHA-256 of train, val, test)", None)
+    if isinstance(hashes, dict):
+        traits["data (SHA-256 of val, test)"] = {k: v for k, v in hashes.items() if k != "train"}
+        traits["whole training split drawn from (SHA-256)"] = hashes.get("train")
+    return traits
+
+
+def _differences(labelled: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """Each trait on which the labelled traits disagree, naming which labels hold which value."""
+    # trait -> its value (as JSON text) -> the labels that have it
+    seen: dict[str, dict[str, list[str]]] = {}
+    for label, traits in labelled:
+        for trait, value in traits.items():
+            holders = seen.setdefault(trait, {}).setdefault(_text(value), [])
+            if label not in holders:
+                holders.append(label)
+    problems = []
+    for trait, values in seen.items():
+        if len(values) > 1:
+            listed = "; ".join(
+                f"{json.loads(text)!r} in {', '.join(labels)}" for text, labels in values.items()
+            )
+            problems.append(f"{trait} differs ({listed})")
+    return problems
+
+
+def table_disagreement(runs: Iterable[CellRun]) -> dict[str, str]:
+    """Why the rows of one table are not one experiment (empty when they are): each trait their finished
+    runs differ in beyond each row's augmentation, its options and the training size, with which rows hold
+    which value. Such rows do not rank against each other."""
+    ok_runs = sorted((run for run in runs if run.ok), key=lambda run: run.sort_key())
+    problems = _differences((_row_label(run), _table_traits(run)) for run in ok_runs)
+    return {problem.partition(" differs (")[0]: problem for problem in problems}
+
+
+def _row_label(run: CellRun) -> str:
+    return f"{run.augment or '?'}-ts{'full' if run.train_size is None else run.train_size}"
 
 
 def _text(value: Any) -> str:

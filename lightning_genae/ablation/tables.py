@@ -21,6 +21,7 @@ from lightning_genae.ablation.runs import (
     number,
     read_json,
     row_disagreement,
+    table_disagreement,
     train_size_key,
     unique,
 )
@@ -341,6 +342,20 @@ def _group_table(
     return lines
 
 
+def _rows_apart(runs: list[CellRun]) -> list[str]:
+    """The paragraph that says the table's rows differ in more than their arm and training size (cells of
+    other grid commands in one folder: other data, another budget), or nothing when they do not."""
+    disagreement = table_disagreement(runs)
+    if not disagreement:
+        return []
+    return [
+        "",
+        "**These rows are not one experiment, so they do not rank against each other:** besides their "
+        f"augmentation and training size, their runs differ: {'; '.join(disagreement.values())}. Compare "
+        "only rows that agree on these, or run the grid again into a folder of its own.",
+    ]
+
+
 def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, figure: str) -> None:
     """The grid's Markdown report at `path`, ending with the figure file `figure` (a name beside it)."""
     ok_runs = [run for run in runs if run.ok]
@@ -401,6 +416,7 @@ def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, 
             else ""
         )
         + ". Cells are mean ± sample std (ddof=1) over the group's finished seeds; failed runs are left out.",
+        *_rows_apart(runs),
         "",
         "### Final weights",
         "",
