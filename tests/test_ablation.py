@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +387,33 @@ def test_a_finished_cell_trained_at_another_learning_rate_refuses_the_grid(tmp_p
     asked = [(run_dir, RunConfig(augment="none", train_size=1000, seed=0, plugin_options={"lr": 0.01}))]
     with pytest.raises(RunFolderRefused, match=r"--lr 0.01 \(finished run: 0.0005\)"):
         refuse_finished_runs_with_other_options(asked, overwrite=False)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "named"),
+    [({"augment_anneal": True}, "--augment-anneal"), ({"lr_schedule": "cosine"}, "--lr-schedule cosine")],
+)
+def test_a_finished_cell_whose_schedule_ran_over_its_budget_is_not_continued_to_another(
+    tmp_path: Path, schedule, named
+) -> None:
+    """Continued to a larger --max-steps, an annealed cell's p (or a cosine learning rate) rose again from 0
+    part-way, and the row averaged it with fresh cells of the new budget. A cell without such a schedule
+    is continued as before."""
+    from lightning_genae.ablation.grid import finished_run_conflicts
+
+    run_dir = write_run(tmp_path, "ae", 1000, 0, 20.0, global_step=30)
+    _set_in_summary(run_dir, lambda summary: summary["config"].update(schedule))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    longer = RunConfig(model="gan", augment="ae", train_size=1000, seed=0, max_steps=60)
+    assert finished_run_conflicts(summary, longer) == [
+        f"--max-steps 60 (finished run: 30, the budget its {named} schedule ran over; continued, it would "
+        "not be a run of the new budget)"
+    ]
+    assert finished_run_conflicts(summary, replace(longer, max_steps=30)) == []
+    plain = json.loads(
+        (write_run(tmp_path, "none", 1000, 0, 20.0, global_step=30) / "summary.json").read_text()
+    )
+    assert finished_run_conflicts(plain, replace(longer, augment="none")) == []
 
 
 def test_a_finished_cell_is_compared_by_its_data_folder_and_not_by_a_precision_alias(tmp_path: Path) -> None:
