@@ -78,7 +78,7 @@ def run_grid_command(
     for resolved in list(plan.runs.values())[:1]:
         _check_image_backbone(resolved, tuning=tuning is not None)
     _check_augmenter_checkpoint(plan, tuning)
-    _check_plugin_augmentations(plan)
+    _check_augmentations_on_the_data(plan)
     if run_files:
         _remove_run_from_root(plan.root)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=overwrite)
@@ -167,20 +167,24 @@ def _check_augmenter_checkpoint(plan: GridPlan, tuning: TuningPlan | None) -> No
         check_augmenter_checkpoint(augment, datamodule, config.seed)
 
 
-def _check_plugin_augmentations(plan: GridPlan) -> None:
-    """Each arm's plug-in augmentations, tried as a run tries them before the first cell trains, where a
-    broken one would otherwise fail its cells after the other arms trained."""
+def _check_augmentations_on_the_data(plan: GridPlan) -> None:
+    """Each arm's augmentations checked against the data as a run checks them (ADA's colour operations need
+    RGB; plug-in augmentations are tried on its images) before the first cell trains, where a misfit would
+    otherwise fail its cells after the other arms trained."""
+    from lightning_genae.augmentation import check_fits_the_data
     from lightning_genae.augmentation.attach import check_plugin_augmentations, plugin_transforms_to_try
 
-    arms = {resolved.config.augment: resolved for resolved in plan.runs.values()}
-    to_try = [resolved for resolved in arms.values() if plugin_transforms_to_try(resolved.augment)]
-    if not to_try:
-        return
-    # Any of the cells' training images will do to try a transform on.
-    datamodule = to_try[0].build_datamodule()
+    arms = list({resolved.config.augment: resolved for resolved in plan.runs.values()}.values())
+    if not any("ada_ops" in resolved.augment.options for resolved in arms) and not any(
+        plugin_transforms_to_try(resolved.augment) for resolved in arms
+    ):
+        return  # nothing to check: the data is not loaded
+    # Any of the cells' training images will do.
+    datamodule = arms[0].build_datamodule()
     datamodule.prepare_data()
     datamodule.setup("fit")
-    for resolved in to_try:
+    for resolved in arms:
+        check_fits_the_data(resolved.augment, datamodule.data_shape[0])
         check_plugin_augmentations(resolved.augment, datamodule)
 
 

@@ -250,3 +250,13 @@ def test_a_single_run_into_a_grids_folder_is_refused_even_with_overwrite(tmp_pat
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: --output {root} is an ablation grid's folder (grid.json)"), err
         assert sorted(path.relative_to(root) for path in root.rglob("*")) == before
+
+
+def test_a_grid_arm_whose_ada_ops_do_not_fit_the_data_is_refused_before_any_cell_trains(tmp_path, capsys):
+    """`--augment none,ada --ada-ops hue` on greyscale digits: the none cell trained, then the ada cell
+    failed and the grid exited 1; a single run refuses it in one line, and so does the grid, first."""
+    root = tmp_path / "grid"
+    args = ["--model", "gan", *TINY_RUN, "--max-steps", "2", "--augment", "none,ada", "--ada-ops", "hue"]
+    assert main([*args, "--seeds", "0", "--output", str(root)]) == 2
+    one_line(capsys, "--ada-ops 'hue': hue needs RGB images and the data has 1 channel")
+    assert not root.exists()
