@@ -293,7 +293,7 @@ def _train_grid(
     record_grid_cells(plan.root, plan.cells)
     configs = {cell: runs[cell].config for cell in cells if cell in runs}
     outcomes += run_grid(cells, plan.root, run_cell, final_index, overwrite=overwrite, configs=configs)
-    _report_grid(plan.root, grid_index)
+    _report_grid(plan.root, grid_index, [o.cell.name for o in outcomes if o.action == "refused"])
     # With --grid-index only the cell asked for counts: another arm still waiting for its tuning is not this
     # array task's failure (SLURM would mark it failed).
     waiting = bool(not_run) and grid_index is None
@@ -371,9 +371,10 @@ def _final_cells_after_tuning(
     return cells, chosen_runs, not_run, final_index
 
 
-def _report_grid(root: Path, grid_index: int | None) -> None:
+def _report_grid(root: Path, grid_index: int | None, refused: Sequence[str] = ()) -> None:
     """The summary files once the whole grid has run (an array task leaves them to --summarize), and the
-    grid's progress."""
+    grid's progress; `refused` cells hold finished runs of other options, which the count takes for
+    finished."""
     from lightning_genae.ablation import describe_progress, summarize
 
     if grid_index is None:
@@ -382,4 +383,10 @@ def _report_grid(root: Path, grid_index: int | None) -> None:
     else:
         summarize = f"python run.py --summarize {shlex.quote(str(root))}"
         print(f"cell {grid_index} done; once every cell has run: {summarize}")
-    print(describe_progress(root))
+    progress = describe_progress(root)
+    if refused:
+        progress += (
+            f"; not run by this command, their folders holding finished runs with other options: "
+            f"{', '.join(refused)} (re-run with --overwrite or another --output)"
+        )
+    print(progress)

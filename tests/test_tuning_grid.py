@@ -117,6 +117,27 @@ def test_rerunning_a_tuning_grid_skips_its_finished_tuning_and_final_cells(
     assert {path: path.read_bytes() for path in root.rglob("*.ckpt")} == before
 
 
+def test_a_final_cell_holding_a_run_of_another_value_is_refused_and_not_counted_as_this_grids(
+    tuned_grid, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tuned arm's final cell whose folder holds a finished run of another value than the choice is
+    refused when it comes (its options are known only after tuning); the closing count, which takes its
+    folder for finished, says that this command did not run it."""
+    root = tmp_path / "grid"
+    shutil.copytree(tuned_grid["root"], root)
+    summary_path = root / "diffaug-tsfull-seed0" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    chosen = summary["config"]["diffaug_policy"]
+    summary["config"]["diffaug_policy"] = next(p for p in POLICIES.split("|") if p != chosen)
+    summary_path.write_text(json.dumps(summary))
+    assert main([*GRID, "--output", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "2 of 2 cells finished; not run by this command, their folders holding finished runs with other "
+        "options: diffaug-tsfull-seed0 (re-run with --overwrite or another --output)"
+    ) in out
+
+
 def test_grid_indices_name_tuning_cells_first_and_a_final_cell_waits_for_its_tuning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
