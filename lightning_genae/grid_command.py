@@ -230,9 +230,12 @@ def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | N
     return "".join(parts)
 
 
-def _cell_runner(runs: dict[GridCell, ResolvedRun]) -> Callable[[GridCell, Path, CellStart], None]:
+def _cell_runner(
+    runs: dict[GridCell, ResolvedRun], overwrite: bool
+) -> Callable[[GridCell, Path, CellStart], None]:
     """How a grid trains one cell: fresh, resumed from its last.ckpt (only with the cell's own options), or
-    restarted over its old files. `runs` is read when a cell starts, so cells added to it later run too."""
+    restarted over its old files (for --overwrite, or a failed or never checkpointed cell). `runs` is read
+    when a cell starts, so cells added to it later run too."""
     from lightning_genae.ablation import CellStart
     from lightning_genae.checkpoint import RunCheckpoint
     from lightning_genae.run_lock import RunFolderRefused
@@ -251,7 +254,8 @@ def _cell_runner(runs: dict[GridCell, ResolvedRun]) -> Callable[[GridCell, Path,
                 )
         elif start is CellStart.RESTART:
             resolved = replace(resolved, config=replace(resolved.config, overwrite=True))
-        run(resolved, resume=resume, brief=True)
+        replacing = "--overwrite" if overwrite else "running the cell again from scratch"
+        run(resolved, resume=resume, brief=True, replacing=replacing)
 
     return run_cell
 
@@ -275,7 +279,7 @@ def _train_grid(
     if tuning is not None:
         known += [(tuning.folder / cell.name, tuning.runs[cell].config) for cell in tuning.cells]
     refuse_finished_runs_with_other_options(known, overwrite)
-    run_cell = _cell_runner(runs)
+    run_cell = _cell_runner(runs, overwrite)
     outcomes: list[CellOutcome] = []
     cells, final_index = plan.cells, grid_index
     not_run: dict[str, str] = {}

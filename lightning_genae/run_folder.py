@@ -308,12 +308,14 @@ class ClaimedRunFolder:
     claimed_at: float = field(default_factory=time.time)
 
     @classmethod
-    def claim(cls, path: Path, *, resuming_from: Path | None, overwrite: bool) -> ClaimedRunFolder:
+    def claim(
+        cls, path: Path, *, resuming_from: Path | None, overwrite: bool, replacing: str = "--overwrite"
+    ) -> ClaimedRunFolder:
         """Check that `path` may take this run, make it and lock it; refuse with one line otherwise.
 
         `resuming_from`: the run folder of the checkpoint a `--resume` continues. A folder that holds a
         run is written into only by a resume of that run or by `overwrite`, whose removal happens here,
-        once the lock is held (never under a run that is still writing).
+        once the lock is held (never under a run that is still writing), and is said with `replacing`.
         """
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
@@ -374,7 +376,7 @@ class ClaimedRunFolder:
             from lightning_genae.console import say
 
             why = "this SLURM job's earlier attempt stopped before its first checkpoint; starting again"
-            say(removal.describe(path, why if restart else "--overwrite"))
+            say(removal.describe(path, why if restart else replacing))
         config_file = path / CONFIG_FILE
         return cls(
             path,

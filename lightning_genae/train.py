@@ -227,6 +227,7 @@ def run(
     *,
     explicit_resume: bool = False,
     brief: bool = False,
+    replacing: str = "--overwrite",
 ) -> dict[str, Any]:
     """Train (or resume) one run and write its folder; returns the summary written to summary.json.
 
@@ -235,6 +236,7 @@ def run(
     (`--resume`), so a checkpoint with nothing left to train is refused; a requeued job that resumes by
     itself is not, as it may have stopped after its last step but before its final evaluation. `brief`:
     end with one line (the headline metric) instead of the table of every metric, for a run among many.
+    `replacing`: why the folder's earlier run is removed, with --overwrite set (a grid re-running a cell).
     """
     config = resolved.config
     if config.output:
@@ -265,6 +267,7 @@ def run(
             run_dir,
             resuming_from=resume.run_folder if resume is not None else None,
             overwrite=config.overwrite,
+            replacing=replacing,
         )
     except BaseException as error:
         if gate is not None:

@@ -630,6 +630,27 @@ def test_a_summary_of_cell_folders_without_grid_json_makes_the_root_a_grids(tmp_
     assert read_grid_cells(root) == ["none-tsfull-seed0", "none-tsfull-seed1"]
 
 
+def test_a_failed_cell_run_again_says_why_its_files_go_without_naming_overwrite(
+    tmp_path: Path, capsys
+) -> None:
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+
+    root = tmp_path / "grid"
+    grid = ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--seeds", "0", "--output", str(root)]
+    assert main(grid) == 0
+    cell = root / "none-tsfull-seed0"
+    (cell / "summary.json").unlink()
+    (cell / "failed.json").write_text('{"error": "RuntimeError: out of memory"}')
+    capsys.readouterr()
+    assert main(grid) == 0
+    out = capsys.readouterr().out
+    assert "failed before, running it again from scratch" in out
+    assert "running the cell again from scratch: removed the previous run's config.yaml" in out
+    assert "--overwrite" not in out
+
+
 def test_a_summary_into_a_folder_of_runs_keeps_a_users_ablation_files(tmp_path: Path, capsys) -> None:
     """`--summarize` of a folder without grid.json that holds a user's ablation.md (not a grid's) is refused
     in one line, nothing written; files of a grid from before grid.json are a grid's and are replaced."""
