@@ -203,6 +203,16 @@ def plan_tuning(
     `shared` holds the grid's common options without the candidate lists; `grid` is its plan of final cells.
     """
     check_unique(tune_seeds, "--tune-seeds")
+    # A seed that chose an arm's options would score them too: its final run is the chosen candidate's
+    # tuning run, so the row would keep the luck of the draw that won the choice.
+    shared_seeds = sorted(set(tune_seeds) & {cell.seed for cell in grid.cells})
+    if shared_seeds:
+        listed = ",".join(map(str, shared_seeds))
+        raise ConfigError(
+            f"--tune-seeds {listed} {agree(shared_seeds, 'is', 'are')} also in --seeds: the run that chose "
+            "an arm's options would also report them, and its row would keep the draw that won the choice; "
+            "use seeds not in --seeds"
+        )
     arms: list[TuningArm] = []
     for cell in grid.cells:
         if any((arm.augment, arm.train_size) == (cell.augment, cell.train_size) for arm in arms):
