@@ -8,7 +8,7 @@ ratio (the operation that is costly on centred digits; 0 leaves color and cutout
 r_t. Writes ROOT/ablation.csv, .md and .png, ROOT/tuning.json, plus ROOT/bench.json (budget, wall time,
 machine), and prints the Markdown table as measured.
 
-    python bench/ablation_mnist.py --data-dir DATA    # CPU budget, under an hour on 2 cores
+    python bench/ablation_mnist.py --data-dir DATA    # CPU budget, about 100 min on 2 cores
     python bench/ablation_mnist.py --steps 10000 --width 64 --accelerator gpu   # a larger budget on a GPU
     # the AE augmentations with the adaptive strength, its target tuned with the same budget:
     python bench/ablation_mnist.py --augments ae,vae,ae-d --augment-p auto \
