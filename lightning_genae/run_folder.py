@@ -256,6 +256,13 @@ def remove_run_entries(path: Path) -> Removal:
             removed.append(f"{name}/")
         if not any(folder.iterdir()):
             folder.rmdir()
+    # What a user keeps beside the run's files is named too (the lock is this invocation's own).
+    ours = {*RUN_FILES, *RUN_FOLDERS, LOCK_FILE}
+    kept += [
+        entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
+        for entry in sorted(path.iterdir())
+        if entry.name not in ours
+    ]
     return Removal(removed, kept)
 
 

@@ -26,6 +26,7 @@ def test_overwrite_keeps_a_users_files_inside_the_runs_folders(finished_run, cap
     (finished_run / "checkpoints" / "my_model.pt").write_bytes(b"weights")
     (finished_run / "wandb").mkdir()
     (finished_run / "wandb" / "notes.md").write_text("mine")
+    (finished_run / "notes.txt").write_text("mine")
     old_images = {path.name for path in (finished_run / "images").glob("*.png")}
     assert old_images
     args = [*TINY_AE, "--max-steps", "2", "--eval-every", "2", "--output", str(finished_run), "--overwrite"]
@@ -35,6 +36,7 @@ def test_overwrite_keeps_a_users_files_inside_the_runs_folders(finished_run, cap
     assert (finished_run / "checkpoints" / "my_model.pt").read_bytes() == b"weights"
     assert (finished_run / "wandb" / "notes.md").read_text() == "mine"
     assert "kept" in out and "images/holiday.jpg" in out and "checkpoints/my_model.pt" in out
+    assert "notes.txt" in out and (finished_run / "notes.txt").read_text() == "mine"
     new_images = {path.name for path in (finished_run / "images").glob("*.png")}
     assert new_images and old_images.isdisjoint(new_images), "the previous run's step-3 images are gone"
 
@@ -61,7 +63,7 @@ def test_remove_run_entries_takes_only_the_names_a_run_writes(tmp_path):
     left = sorted(str(path.relative_to(run)) for path in run.rglob("*") if path.is_file())
     assert left == sorted(users)
     assert not (run / "wandb").exists(), "a folder left empty goes too"
-    assert sorted(removal.kept) == sorted(name for name in users if "/" in name)
+    assert sorted(removal.kept) == sorted(users), "a user's file beside the run's is named as kept too"
 
 
 @pytest.mark.parametrize("names", [["normaliser.json", "eval.json"], ["images/samples_step0000002.png"]])
