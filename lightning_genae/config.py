@@ -51,13 +51,6 @@ LOGGER_CHOICES = {
 }
 
 
-def default_wandb_project() -> str:
-    """The W&B project unless --wandb-project names one: $WANDB_PROJECT (wandb's own variable), else
-    lightning-genae. Resolved when the run's configuration is made, so config.yaml, a resume and every cell
-    of a grid name the one project."""
-    return os.environ.get("WANDB_PROJECT") or "lightning-genae"
-
-
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     metadata = {"help": help, **extra}
     if callable(default):
@@ -125,9 +118,7 @@ class RunConfig:
     logger: list[str] = _opt(
         lambda: ["csv"], "loggers, comma list: csv (always on), tensorboard, wandb", group="logging"
     )
-    wandb_project: str = _opt(
-        lambda: default_wandb_project(), "W&B project, $WANDB_PROJECT when that is set", group="logging"
-    )
+    wandb_project: str = _opt("lightning-genae", "W&B project", group="logging")
     wandb_group: str | None = _opt(None, "W&B group (ablation grids set it)", group="logging")
     output: str | None = _opt(
         None, "run folder (default runs/<model>-<data>-<augment>-seed<seed>-<time>)", group="logging"

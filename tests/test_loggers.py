@@ -129,26 +129,6 @@ def test_wandb_init_gets_the_same_run_with_quiet_settings(
     assert (os.environ.get("WANDB_MODE") == "dryrun") is not online
 
 
-def test_the_wandb_project_is_wandb_project_where_set_and_recorded_in_the_config(monkeypatch, capsys):
-    """wandb's own WANDB_PROJECT is the default project, resolved into the run's configuration (so a resume
-    and every cell of a grid name one project); --wandb-project wins; an empty variable is unset."""
-    import yaml
-
-    from lightning_genae.cli import main
-    from lightning_genae.config import RunConfig
-
-    for variable, flags, expected in [
-        ("from-env", [], "from-env"),
-        ("from-env", ["--wandb-project", "typed"], "typed"),
-        ("", [], "lightning-genae"),
-    ]:
-        monkeypatch.setenv("WANDB_PROJECT", variable)
-        assert main(["--logger", "wandb", *flags, "--print-config"]) == 0
-        assert yaml.safe_load(capsys.readouterr().out)["wandb_project"] == expected
-    monkeypatch.setenv("WANDB_PROJECT", "later")
-    assert RunConfig.from_dict({"wandb_project": "recorded"}).wandb_project == "recorded"
-
-
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with path.open(newline="") as file:
         reader = csv.DictReader(file)
