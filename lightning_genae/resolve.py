@@ -228,13 +228,6 @@ def _check_torch_file(flag_name: str, path: Path, fix: str) -> None:
         raise ConfigError(f"{flag_name} {path} is not a file written by torch.save; {fix}")
 
 
-def check_weights_files(config: RunConfig) -> None:
-    """The feature backbone's weights files a configuration names: files torch.save wrote, each given for
-    the backbone that reads it (checked before anything trains)."""
-    _check_inception_weights(config)
-    _check_classifier_weights(config)
-
-
 def _check_inception_weights(config: RunConfig) -> None:
     """A weights file the user named is checked before anything trains, not when the metrics first run.
 

@@ -57,7 +57,6 @@ from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECA
 from lightning_genae.metrics.names import headline_metric, higher_is_better
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
 from lightning_genae.models.base import is_last_training_batch
-from lightning_genae.resolve import check_weights_files
 from lightning_genae.stopping import StopOnSignal, cluster_plugins
 
 
@@ -431,7 +430,6 @@ def callbacks_for(
     )
     try:
         check_values(config)
-        check_weights_files(config)
     except ConfigError as error:
         raise ConfigError(f"callbacks_for: {in_python_terms(str(error))}") from None
     callbacks = [WritesUnder(run_dir), *build_callbacks(config, type(model), run_dir)]

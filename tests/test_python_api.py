@@ -179,10 +179,14 @@ def test_python_callers_inputs_are_checked_in_one_line(tmp_path):
         lightning_genae.callbacks_for(model, data, tmp_path, eval_samples=0)
     with pytest.raises(ConfigError, match="^callbacks_for: every_n_steps must be a positive integer, got 0$"):
         lightning_genae.callbacks_for(model, data, tmp_path, every_n_steps=0)
-    # A weights file is checked when it is named, not at the first validation.
-    missing = tmp_path / "missing.pt"
-    with pytest.raises(ConfigError, match=f"^callbacks_for: classifier_weights {missing} does not exist"):
-        lightning_genae.callbacks_for(model, data, tmp_path, classifier_weights=missing)
+    # The data of a user's own DataModule is named by it, not by a dataset of the registry.
+    from lightning_genae.datamodules import TensorImageDataModule
+    from lightning_genae.metrics.backbones import BackboneUnavailable
+
+    images = torch.zeros(8, 1, 16, 16, dtype=torch.uint8)
+    own = TensorImageDataModule({split: (images, torch.arange(8) % 2) for split in ("train", "val", "test")})
+    with pytest.raises(BackboneUnavailable, match="missing.pt"):
+        lightning_genae.callbacks_for(model, own, tmp_path, classifier_weights=tmp_path / "missing.pt")
     with pytest.raises(lightning_genae.DataError, match="need at least 6 of each: give more"):
         lightning_genae.score_images(model.sample(5), data)
     with pytest.raises(lightning_genae.DataError, match="need at least 6 of each: give more"):
