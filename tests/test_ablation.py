@@ -622,7 +622,9 @@ def test_a_summary_of_cell_folders_without_grid_json_makes_the_root_a_grids(tmp_
     root = tmp_path / "grid"
     grid = ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--seeds", "0", "--output", str(root)]
     assert main(grid) == 0
-    (root / "grid.json").unlink()  # a grid from before grid.json
+    # Cell folders without grid.json (and without the summary files, which a grid writes last).
+    for name in ("grid.json", "ablation.md", "ablation.csv", "ablation.png"):
+        (root / name).unlink()
     assert main(["--summarize", str(root)]) == 0
     assert read_grid_cells(root) == ["none-tsfull-seed0"]
     # The summary it wrote is the grid's: the grid command continues the root instead of refusing it.
@@ -652,8 +654,8 @@ def test_a_failed_cell_run_again_says_why_its_files_go_without_naming_overwrite(
 
 
 def test_a_summary_into_a_folder_of_runs_keeps_a_users_ablation_files(tmp_path: Path, capsys) -> None:
-    """`--summarize` of a folder without grid.json that holds a user's ablation.md (not a grid's) is refused
-    in one line, nothing written; files of a grid from before grid.json are a grid's and are replaced."""
+    """`--summarize` of a folder without grid.json that holds a user's ablation.md is refused in one line,
+    nothing written: without grid.json nothing tells a grid's summary files from a user's."""
     from lightning_genae.cli import main
 
     write_run(tmp_path, "none", None, 0, 20.0)
@@ -665,11 +667,11 @@ def test_a_summary_into_a_folder_of_runs_keeps_a_users_ablation_files(tmp_path: 
     assert f"--summarize {tmp_path} holds ablation.csv, ablation.md but no grid.json" in err
     assert err.count("\n") == 1
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
-    # A grid's own summary files (its first lines) are replaced as before.
-    (tmp_path / "ablation.md").write_text("# Ablation: old\n")
-    (tmp_path / "ablation.csv").write_text("cell,augment,train_size\n")
-    assert main(["--summarize", str(tmp_path)]) == 0
-    assert (tmp_path / "ablation.md").read_text().startswith(f"# Ablation: {tmp_path.name}")
+    # Even one that begins as a grid's report does.
+    (tmp_path / "ablation.csv").unlink()
+    (tmp_path / "ablation.md").write_text("# Ablation: my own table\n")
+    assert main(["--summarize", str(tmp_path)]) == 2
+    assert (tmp_path / "ablation.md").read_text() == "# Ablation: my own table\n"
 
 
 @pytest.mark.slow

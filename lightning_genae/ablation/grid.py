@@ -552,38 +552,18 @@ def check_grid_root(root: Path, *, overwrite: bool) -> list[str]:
 
 
 def refuse_summary_files_of_no_grid(root: Path, flag: str) -> None:
-    """Refuse a root without grid.json that holds summary files a grid would replace but that are not a
-    grid's by their content (a user's ablation.md): a grid's from before grid.json are replaced."""
+    """Refuse a root without grid.json that holds files of a grid's summary names: without grid.json
+    nothing tells a grid's from a user's (a figure or notes of the same name), and a grid or a summary
+    would replace them."""
     if grid_record(root, flag) is not None:
         return
-    foreign = [
-        name for name in (CSV_NAME, MD_NAME, PNG_NAME, TUNING_FILE) if not _summary_file_of_a_grid(root, name)
-    ]
-    if foreign:
+    found = [name for name in (CSV_NAME, MD_NAME, PNG_NAME, TUNING_FILE) if (root / name).exists()]
+    if found:
         verb = "a grid" if flag == "--output" else "the summary"
         raise RunFolderRefused(
-            f"{flag} {root} holds {', '.join(foreign)} but no {GRID_FILE} of an ablation grid, and {verb} "
+            f"{flag} {root} holds {', '.join(found)} but no {GRID_FILE} of an ablation grid, and {verb} "
             f"would replace them; pick another {flag} (--overwrite never replaces files a grid did not write)"
         )
-
-
-def _summary_file_of_a_grid(root: Path, name: str) -> bool:
-    """Whether root/name is missing, or begins as the grid's summary file of that name begins."""
-    path = root / name
-    if not path.exists() and not path.is_symlink():
-        return True
-    if not path.is_file():
-        return False
-    try:
-        with path.open("rb") as file:
-            start = file.read(64)
-        if name == TUNING_FILE:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            return isinstance(record, dict) and isinstance(record.get("arms"), list)
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    beginning = {CSV_NAME: b"cell,augment,", MD_NAME: b"# Ablation: ", PNG_NAME: b"\x89PNG\r\n\x1a\n"}
-    return start.startswith(beginning[name])
 
 
 def grid_record(root: Path, flag: str) -> list[str] | None:
