@@ -204,6 +204,22 @@ def _config_header_names(path: Path) -> str | None:
     return first.rpartition("--config ")[2].strip()
 
 
+def started_by_an_earlier_attempt_of_this_job(path: Path, config_text: str) -> bool:
+    """Whether `path` holds only the start of this very SLURM job's earlier attempt, killed before its first
+    checkpoint (SLURM's SIGKILL at the end of a preemption's grace period): the job was requeued (a higher
+    SLURM_RESTART_COUNT than the lock left there records), that lock's process is gone, there is no
+    checkpoint to resume, and the folder's config.yaml is the one this run writes (`config_text`), so the
+    same command. Another command of the same allocation (the same job id, no requeue) is not let in."""
+    files = started_run_files(path)
+    if CONFIG_FILE not in files or any(name.startswith(f"{CHECKPOINT_DIR}/") for name in files):
+        return False
+    try:
+        same_command = (path / CONFIG_FILE).read_text(encoding="utf-8") == config_text
+    except (OSError, UnicodeDecodeError):
+        return False
+    return same_command and RunFolderLock.left_by_this_jobs_earlier_attempt(path)
+
+
 @dataclass
 class Removal:
     """What `--overwrite` removed from a run folder, and what it found there that no run writes."""
@@ -332,16 +348,7 @@ class ClaimedRunFolder:
         refuse_files_no_run_wrote(path, files)
         if not files and path.is_dir():
             refuse_run_names_without_a_run(path)
-        # A requeued SLURM job whose earlier attempt was killed before its first checkpoint (so there is
-        # nothing to resume) finds that attempt's start there: its own, to begin again.
-        restart = (
-            bool(files)
-            and not overwrite
-            and resuming_from is None
-            and not any(name.startswith(f"{CHECKPOINT_DIR}/") for name in files)
-            and RunFolderLock.left_by_this_jobs_earlier_attempt(path)
-        )
-        if files and not overwrite and not restart and not cls._continues(path, resuming_from):
+        if files and not overwrite and not cls._continues(path, resuming_from):
             # A run still writing there is named as such, not taken for a finished or abandoned one.
             RunFolderLock.refuse_if_held(path)
             if resuming_from is not None:
@@ -372,18 +379,17 @@ class ClaimedRunFolder:
             lock.release()
             raise
         if (path / GRID_FILE).exists() or (
-            files and not overwrite and not restart and not cls._continues(path, resuming_from)
+            files and not overwrite and not cls._continues(path, resuming_from)
         ):
             lock.release()
             _refuse_grid_folder(path)
             _refuse_foreign_run(path, files)
-        if (overwrite or restart) and files:
+        if overwrite and files:
             removal = remove_run_entries(path)
             # Imported here: console imports Lightning, and the command line checks --output without it.
             from lightning_genae.console import say
 
-            why = "this SLURM job's earlier attempt stopped before its first checkpoint; starting again"
-            say(removal.describe(path, why if restart else replacing))
+            say(removal.describe(path, replacing))
         config_file = path / CONFIG_FILE
         return cls(
             path,

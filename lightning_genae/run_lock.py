@@ -282,15 +282,18 @@ class RunFolderLock:
     @classmethod
     def left_by_this_jobs_earlier_attempt(cls, run_dir: Path) -> bool:
         """Whether `run_dir`'s lock was left by an earlier attempt of this very SLURM job (and array task)
-        whose process is gone: killed without a chance to undo its start (SLURM's SIGKILL after the
-        grace period of a preemption) before the job was requeued."""
+        before SLURM requeued it (this process's SLURM_RESTART_COUNT is higher than the lock records), and
+        its process is gone: killed without a chance to undo its start."""
         record = cls._read(run_dir / LOCK_FILE)
         mine = _process_identity()
-        return bool(
-            record
-            and mine.get("slurm_job_id")
-            and record.get("slurm_job_id") == mine["slurm_job_id"]
+        ours = mine.get("slurm_restart_count")
+        if not record or not mine.get("slurm_job_id") or not isinstance(ours, int) or ours < 1:
+            return False
+        theirs = record.get("slurm_restart_count")
+        return (
+            record.get("slurm_job_id") == mine["slurm_job_id"]
             and record.get("slurm_array_task_id") == mine.get("slurm_array_task_id")
+            and (theirs is None or (isinstance(theirs, int) and theirs < ours))
             and cls._stale_reason(record) is not None
         )
 

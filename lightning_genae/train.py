@@ -32,7 +32,13 @@ from lightning_genae.loggers import build_loggers, finish_loggers, logged_values
 from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import GenerativeModule, changeable_on_resume
 from lightning_genae.resolve import ResolvedRun
-from lightning_genae.run_folder import CONFIG_HEADER, METRICS_FILE, ClaimedRunFolder
+from lightning_genae.run_folder import (
+    CONFIG_FILE,
+    CONFIG_HEADER,
+    METRICS_FILE,
+    ClaimedRunFolder,
+    started_by_an_earlier_attempt_of_this_job,
+)
 from lightning_genae.run_report import (
     collapse_warning,
     environment_info,
@@ -262,11 +268,20 @@ def run(
             if verdict not in (0, RANK_ZERO_GONE):
                 raise RankZeroStopped(verdict) from None
             raise
+    overwrite = config.overwrite
+    if (
+        not overwrite
+        and resume is None
+        and started_by_an_earlier_attempt_of_this_job(run_dir, config_file_text(config, run_dir))
+    ):
+        # Requeued after a kill before the first checkpoint: nothing to resume, so the job begins again.
+        overwrite = True
+        replacing = "this SLURM job's earlier attempt stopped before its first checkpoint; starting again"
     try:
         folder = ClaimedRunFolder.claim(
             run_dir,
             resuming_from=resume.run_folder if resume is not None else None,
-            overwrite=config.overwrite,
+            overwrite=overwrite,
             replacing=replacing,
         )
     except BaseException as error:
@@ -467,6 +482,14 @@ def _add_metric_callbacks(
     return metrics_callback, series_callback, chosen
 
 
+def config_file_text(config: RunConfig, run_dir: Path) -> str:
+    """What a run writes to its config.yaml: a first line naming the file as a run's, with the command that
+    re-runs it, then the experiment's options."""
+    config_file = run_dir.absolute() / CONFIG_FILE
+    header = f"{CONFIG_HEADER}; re-run with: python run.py --config {shlex.quote(str(config_file))}\n"
+    return header + config.experiment().to_yaml()
+
+
 def _write_run_header(
     config: RunConfig,
     run_dir: Path,
@@ -479,9 +502,7 @@ def _write_run_header(
     """Rank 0: config.yaml, from which the run can be repeated, and what the run is, on the console."""
     run_dir.mkdir(parents=True, exist_ok=True)
     # Its paths are absolute (`run`), and so is the one its first line names: it re-runs from any folder.
-    config_file = run_dir.absolute() / "config.yaml"
-    header = f"{CONFIG_HEADER}; re-run with: python run.py --config {shlex.quote(str(config_file))}\n"
-    config_file.write_text(header + config.experiment().to_yaml())
+    (run_dir.absolute() / CONFIG_FILE).write_text(config_file_text(config, run_dir))
     say(f"run folder: {run_dir}  ({datamodule.summary()})")
     if discriminator_augmentation is not None:
         # The data-side part is in the line above; this one is applied inside the model, to D's inputs.

@@ -183,13 +183,24 @@ def test_a_requeued_job_killed_before_its_first_checkpoint_starts_again_in_its_f
 ):
     """SLURM's SIGKILL after a preemption's grace period can come before the first checkpoint (loading the
     data, a classifier trained on first use): the attempt leaves its config.yaml and lock, nothing to resume.
-    The requeued job starts again there; another job is still refused the folder."""
+    The requeued job, running the same command, starts again there; nothing else is let in."""
     run_dir = tmp_path / "run"
-    command = ["--model", "ae", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]
+    # No periodic checkpoint, and 20 iterations: the kill below comes before the first checkpoint.
+    command = [
+        "--model",
+        "ae",
+        *TINY_RUN,
+        "--max-steps",
+        "20",
+        "--ckpt-every",
+        "100000",
+        "--output",
+        str(run_dir),
+    ]
     job = {"SLURM_JOB_ID": "7171", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train.sbatch", "SLURM_PROCID": "0"}
     job.update(SLURM_LOCALID="0", SLURM_NODEID="0")
     killed = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), *command, "--ckpt-every", "100000", "--max-steps", "100000"],
+        [sys.executable, str(REPO / "run.py"), *command],
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **job},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -202,16 +213,18 @@ def test_a_requeued_job_killed_before_its_first_checkpoint_starts_again_in_its_f
     killed.wait()
     assert not list(run_dir.glob("checkpoints/*.ckpt"))
     left = {path.name for path in run_dir.iterdir()}
-    # Another job pointed at the folder is refused, and changes nothing.
-    as_slurm_task(monkeypatch, job_id="9999", restart=1)
-    assert main(command) == 2
-    assert "already holds a started run (config.yaml)" in capsys.readouterr().err
-    assert {path.name for path in run_dir.iterdir()} == left
+    # Refused, changing nothing: another job; another command of the same allocation (the job id, no
+    # requeue); and the requeued job with another command than the folder's config.yaml records.
+    for job, restart, model in (("9999", 1, "ae"), ("7171", None, "ae"), ("7171", 1, "vae")):
+        as_slurm_task(monkeypatch, job_id=job, restart=restart)
+        assert main(["--model", model, *command[2:]]) == 2
+        assert "already holds a started run (config.yaml)" in capsys.readouterr().err
+        assert {path.name for path in run_dir.iterdir()} == left
     as_slurm_task(monkeypatch, job_id="7171", restart=1)
     assert main(command) == 0
     out = capsys.readouterr().out
     assert "this SLURM job's earlier attempt stopped before its first checkpoint; starting again" in out
-    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 3
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 20
 
 
 # ----- signals -----
