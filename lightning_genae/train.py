@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import time
 import warnings
@@ -175,9 +176,14 @@ class TrainingStarted(Callback):
         self.started = True
 
 
+# Where a checkpoint carries the run's wall-clock seconds up to it.
+WALL_TIME_KEY = "genae_wall_time_s"
+
+
 class RunWallClock(Callback):
-    """The run's wall-clock seconds over all its sessions: a checkpoint carries the time spent up to it, so a
-    resumed run's summary.json counts its earlier sessions (up to the checkpoint it resumed from) too."""
+    """The run's wall-clock seconds over all its sessions: each checkpoint carries the time spent up to it,
+    so a resumed run's summary.json counts its earlier sessions (up to the checkpoint it resumed from) too.
+    Through the checkpoint hooks, not a callback state: it stays groupable (callbacks/grouping.py)."""
 
     def __init__(self) -> None:
         self._started = time.monotonic()
@@ -186,11 +192,17 @@ class RunWallClock(Callback):
     def seconds(self) -> float:
         return self._earlier_sessions_s + time.monotonic() - self._started
 
-    def state_dict(self) -> dict[str, float]:
-        return {"wall_time_s": self.seconds()}
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[WALL_TIME_KEY] = self.seconds()
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._earlier_sessions_s = float(state_dict.get("wall_time_s", 0.0))
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        earlier = checkpoint.get(WALL_TIME_KEY)
+        if isinstance(earlier, (int, float)) and math.isfinite(earlier) and earlier >= 0:
+            self._earlier_sessions_s = float(earlier)
 
 
 def training_complete(resume: RunCheckpoint, config: RunConfig, steps_per_iteration: int) -> bool:

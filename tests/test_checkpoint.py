@@ -20,6 +20,7 @@ from lightning_genae.cli import main
 from lightning_genae.config import PER_INVOCATION
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.models import AutoencoderModule, GANModule
+from lightning_genae.train import WALL_TIME_KEY
 
 
 class WritesAFileWhenUnpickled:
@@ -195,10 +196,15 @@ def test_a_resumed_runs_wall_time_counts_its_earlier_sessions(tiny_ae_run, tmp_p
     shutil.copytree(tiny_ae_run, run_dir)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    first_session = contents["callbacks"]["RunWallClock"]["wall_time_s"]
+    first_session = contents[WALL_TIME_KEY]
     assert 0 < first_session <= json.loads((run_dir / "summary.json").read_text())["wall_time_s"]
-    contents["callbacks"]["RunWallClock"]["wall_time_s"] = 5000.0  # as if the first session took longer
+    contents[WALL_TIME_KEY] = 5000.0  # as if the first session took longer
     torch.save(contents, checkpoint)
     assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "5"]) == 0
     resumed = json.loads((run_dir / "summary.json").read_text())["wall_time_s"]
     assert 5000 < resumed < 5000 + 600
+    # Carried through the checkpoint hooks, not a callback state: the clock joins its neighbours' group.
+    from lightning_genae.callbacks.grouping import groupable
+    from lightning_genae.train import RunWallClock
+
+    assert groupable(RunWallClock())
