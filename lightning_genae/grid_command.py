@@ -296,8 +296,11 @@ def _train_grid(
     plan.root.mkdir(parents=True, exist_ok=True)
     record_grid_cells(plan.root, plan.cells)
     configs = {cell: runs[cell].config for cell in cells if cell in runs}
-    outcomes += run_grid(cells, plan.root, run_cell, final_index, overwrite=overwrite, configs=configs)
-    _report_grid(plan.root, grid_index, [o.cell.name for o in outcomes if o.action == "refused"])
+    final = run_grid(cells, plan.root, run_cell, final_index, overwrite=overwrite, configs=configs)
+    outcomes += final
+    _report_grid(
+        plan.root, grid_index, [outcome.cell.name for outcome in final if outcome.action == "refused"]
+    )
     # With --grid-index only the cell asked for counts: another arm still waiting for its tuning is not this
     # array task's failure (SLURM would mark it failed).
     waiting = bool(not_run) and grid_index is None
@@ -377,8 +380,8 @@ def _final_cells_after_tuning(
 
 def _report_grid(root: Path, grid_index: int | None, refused: Sequence[str] = ()) -> None:
     """The summary files once the whole grid has run (an array task leaves them to --summarize), and the
-    grid's progress; `refused` cells hold finished runs of other options, which the count takes for
-    finished."""
+    grid's progress; `refused` are the cells this command left to what their folders hold (a run with
+    other options, a user's files, another run's lock), which the count reads as it finds them."""
     from lightning_genae.ablation import describe_progress, summarize
 
     if grid_index is None:
@@ -389,8 +392,6 @@ def _report_grid(root: Path, grid_index: int | None, refused: Sequence[str] = ()
         print(f"cell {grid_index} done; once every cell has run: {summarize}")
     progress = describe_progress(root)
     if refused:
-        progress += (
-            f"; not run by this command, their folders holding finished runs with other options: "
-            f"{', '.join(refused)} (re-run with --overwrite or another --output)"
-        )
+        listed = ", ".join(refused)
+        progress += f"; refused by this command (see why above), their folders' runs not its own: {listed}"
     print(progress)

@@ -133,8 +133,8 @@ def test_a_final_cell_holding_a_run_of_another_value_is_refused_and_not_counted_
     assert main([*GRID, "--output", str(root)]) == 1
     out = capsys.readouterr().out
     assert (
-        "2 of 2 cells finished; not run by this command, their folders holding finished runs with other "
-        "options: diffaug-tsfull-seed0 (re-run with --overwrite or another --output)"
+        "2 of 2 cells finished; refused by this command (see why above), their folders' runs not its own: "
+        "diffaug-tsfull-seed0"
     ) in out
 
 
