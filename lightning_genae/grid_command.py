@@ -237,6 +237,7 @@ def _cell_runner(
     restarted over its old files (for --overwrite, or a failed or never checkpointed cell). `runs` is read
     when a cell starts, so cells added to it later run too."""
     from lightning_genae.ablation import CellStart
+    from lightning_genae.ablation.grid import scheduled_budget_conflicts
     from lightning_genae.checkpoint import RunCheckpoint
     from lightning_genae.run_lock import RunFolderRefused
     from lightning_genae.train import run
@@ -246,7 +247,8 @@ def _cell_runner(
         resume = None
         if start is CellStart.RESUME:
             resume = RunCheckpoint.to_resume("last", str(run_dir))
-            conflicts = resume_conflicts(resume.stored_config("--resume"), resolved.config.to_dict())
+            stored, wanted = resume.stored_config("--resume"), resolved.config.to_dict()
+            conflicts = resume_conflicts(stored, wanted) + scheduled_budget_conflicts(stored, wanted)
             if conflicts:
                 raise RunFolderRefused(
                     f"{run_dir} holds an unfinished run with other options ({'; '.join(conflicts)}); "

@@ -406,7 +406,7 @@ def test_a_finished_cell_whose_schedule_ran_over_its_budget_is_not_continued_to_
     summary = json.loads((run_dir / "summary.json").read_text())
     longer = RunConfig(model="gan", augment="ae", train_size=1000, seed=0, max_steps=60)
     assert finished_run_conflicts(summary, longer) == [
-        f"--max-steps 60 (finished run: 30, the budget its {named} schedule ran over; continued, it would "
+        f"--max-steps 60 (the run there: 30, the budget its {named} schedule runs over; continued, it would "
         "not be a run of the new budget)"
     ]
     assert finished_run_conflicts(summary, replace(longer, max_steps=30)) == []
@@ -414,6 +414,30 @@ def test_a_finished_cell_whose_schedule_ran_over_its_budget_is_not_continued_to_
         (write_run(tmp_path, "none", 1000, 0, 20.0, global_step=30) / "summary.json").read_text()
     )
     assert finished_run_conflicts(plain, replace(longer, augment="none")) == []
+
+
+def test_an_unfinished_cell_whose_schedule_runs_over_its_budget_is_not_resumed_to_another(
+    tmp_path: Path, capsys
+) -> None:
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+
+    root = tmp_path / "grid"
+    grid = ["--model", "ae", *TINY_RUN, "--lr-schedule", "cosine", "--seeds", "0", "--output", str(root)]
+    assert main([*grid, "--max-steps", "3"]) == 0
+    (root / "none-tsfull-seed0" / "summary.json").unlink()  # stopped after its last checkpoint
+    capsys.readouterr()
+    assert main([*grid, "--max-steps", "6"]) == 1
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert (
+        "holds an unfinished run with other options (--max-steps 6 (the run there: 3, the budget its " in out
+    )
+    assert "--lr-schedule cosine schedule runs over" in out
+    assert not (root / "none-tsfull-seed0" / "summary.json").exists()
+    # The budget it was started with resumes it.
+    assert main([*grid, "--max-steps", "3"]) == 0
 
 
 def test_a_finished_cell_is_compared_by_its_data_folder_and_not_by_a_precision_alias(tmp_path: Path) -> None:

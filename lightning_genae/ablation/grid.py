@@ -272,7 +272,7 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
     if differing == ["data_dir"] and not conflicts and same_data(summary, config):
         return []
     conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
-    return conflicts + _scheduled_budget_conflicts(stored, wanted)
+    return conflicts + scheduled_budget_conflicts(stored, wanted)
 
 
 # Options whose value makes a schedule run over the budget (--max-steps or --max-epochs): p or the learning
@@ -280,10 +280,10 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
 _SCHEDULES_OVER_THE_BUDGET = {"augment_anneal": True, "lr_schedule": "cosine"}
 
 
-def _scheduled_budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """A finished cell whose schedule ran over its budget is not continued to another budget: continued,
-    its schedule would restart part-way (p or the learning rate rising again from 0), which is not the
-    run that a fresh cell of the new budget is, and its row would average the two."""
+def scheduled_budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """A cell whose schedule runs over its budget is not continued to another budget (finished, or resumed
+    unfinished): continued, its schedule would restart part-way (p or the learning rate rising again from
+    0), which is not the run that a fresh cell of the new budget is, and its row would average the two."""
     schedules = [
         f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
         for name, value in _SCHEDULES_OVER_THE_BUDGET.items()
@@ -292,8 +292,8 @@ def _scheduled_budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, 
     if not schedules:
         return []
     return [
-        f"{flag(name)} {wanted[name]} (finished run: {stored[name]}, the budget its "
-        f"{' and '.join(schedules)} schedule ran over; continued, it would not be a run of the new budget)"
+        f"{flag(name)} {wanted[name]} (the run there: {stored[name]}, the budget its "
+        f"{' and '.join(schedules)} schedule runs over; continued, it would not be a run of the new budget)"
         for name in ("max_steps", "max_epochs")
         if name in stored and name in wanted and stored[name] != wanted[name]
     ]
