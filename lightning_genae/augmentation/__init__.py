@@ -287,10 +287,13 @@ class AugmentPlan:
         return {key: self.options.get(key) for key in self.values}
 
 
-def _check_anneal_covers_every_side(plan_names: tuple[str, ...], given: Mapping[str, Any]) -> None:
+def _check_anneal_covers_every_side(
+    plan_names: tuple[str, ...], given: Mapping[str, Any], read: Collection[str]
+) -> None:
     """--augment-anneal takes the data side's p to zero; ae-d reads the same --augment-p and keeps it, so
-    in `ae+ae-d` only half of the setting would act."""
-    if not given.get("augment_anneal") or "ae-d" not in plan_names:
+    in `ae+ae-d` only half of the setting would act. Where the data side does not read it (offline), the
+    stray option's own refusal says so."""
+    if "augment_anneal" not in read or not given.get("augment_anneal") or "ae-d" not in plan_names:
         return
     data_side = [name for name in plan_names if is_data_side((name,))]
     if data_side:
@@ -415,7 +418,7 @@ def resolve_augment_plan(
     read, reasons = _options_read(_reading_settings(plan_names, given))
     _check_adaptive(config, plan_names, auto_p="augment_p" in read and given.get("augment_p") == AUTO)
     _check_discriminator_side(config, plan_names, image_discriminator)
-    _check_anneal_covers_every_side(plan_names, given)
+    _check_anneal_covers_every_side(plan_names, given, read)
     if not drop_unused:
         _check_stray_options(config, [name for name in given if name not in read], reasons)
     # Now every value read is checked; one the run does not read (a grid cell's) is left at its default.
