@@ -173,7 +173,7 @@ def test_grid_indices_name_tuning_cells_first_and_a_final_cell_waits_for_its_tun
         (["--augment", "ae", "--augment-p", "0.1,nan", "--tune-seeds", "9"], "--augment-p must be a finite"),
         (
             ["--augment", "ae", "--augment-p", "0.1,0.5", "--tune-seeds", "0,9", "--seeds", "0,1"],
-            "--tune-seeds 0 is also in --seeds: the run that chose an arm's options would also report them",
+            "--tune-seeds 0 is also a seed of the grid's final runs (--seeds, or --seed): the run that chose",
         ),
         (
             ["--augment", "ae", "--augment-noise", "0.1,x"],

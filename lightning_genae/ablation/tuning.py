@@ -209,9 +209,9 @@ def plan_tuning(
     if shared_seeds:
         listed = ",".join(map(str, shared_seeds))
         raise ConfigError(
-            f"--tune-seeds {listed} {agree(shared_seeds, 'is', 'are')} also in --seeds: the run that chose "
-            "an arm's options would also report them, and its row would keep the draw that won the choice; "
-            "use seeds not in --seeds"
+            f"--tune-seeds {listed} {agree(shared_seeds, 'is', 'are')} also a seed of the grid's final runs "
+            "(--seeds, or --seed): the run that chose an arm's options would also report them, and its row "
+            "would keep the draw that won the choice; tune with other seeds"
         )
     arms: list[TuningArm] = []
     for cell in grid.cells:

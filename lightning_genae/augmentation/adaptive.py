@@ -33,7 +33,7 @@ from lightning_genae.plugin_options import PluginOptions, option
 class ControllerOptions(PluginOptions):
     """The controller's settings, read by `ada` and by `--augment-p auto`. ADA's target and interval; its
     kimg is 500 for runs of millions of images, in which p would barely move in our runs of ~100k (1,500
-    iterations of 64): 100 lets p go from 0 to 1 within such a run."""
+    iterations of 64): at 100, p can move by 0.96 within such a run."""
 
     ada_target: float = option(
         0.6,
