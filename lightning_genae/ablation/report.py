@@ -22,7 +22,6 @@ from lightning_genae.ablation.grid import (
 from lightning_genae.ablation.runs import describe_progress, load_runs, main_headline, table_disagreement
 from lightning_genae.ablation.tables import write_csv, write_md
 from lightning_genae.ablation.tuning import refresh_tuning_record
-from lightning_genae.console import warn
 
 __all__ = ["ADA_RT", "describe_progress", "summarize"]
 
@@ -50,6 +49,9 @@ def summarize(root: Path) -> dict[str, Path]:
     write_png(paths["png"], root, runs, headline)
     apart = table_disagreement(runs)
     if apart:
+        # Imported here: console imports Lightning, which --help and --print-config never load.
+        from lightning_genae.console import warn
+
         warn(
             f"note: the rows of {paths['md']} differ in more than their augmentation and training size "
             f"({', '.join(apart)}), so they do not rank against each other; its note says which row ran what"
