@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from bench_runs import prepared
 from reproduce_parzen import SAMPLES, in_unit_range, prior_samples
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
@@ -151,8 +152,7 @@ def main() -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     datamodule = build_datamodule("mnist", data_dir=args.data_dir)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    prepared(parser, datamodule)
     split = {
         name: datamodule.split_tensors(name)[0].float().flatten(1) / 255 for name in ("train", "val", "test")
     }

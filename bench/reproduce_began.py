@@ -26,37 +26,30 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
-from child_run import run_command, stop_on_failure
+from bench_runs import PlannedRun, check_planned, distinct, names, train_planned
 
+from lightning_genae.datamodules import DATASETS
 from lightning_genae.spread import mean_std
 
 PUBLISHED = "trains stably at gamma 0.5, lambda_k 1e-3; lower gamma gives less diverse images"
 
 
-def train(args: argparse.Namespace, data: str, model: str, seed: int, extra: list[str], output: Path) -> Path:
-    """Train through run.py unless `output` already holds a finished run of the same command."""
-    command = [
-        sys.executable, "run.py", "--model", model, "--data", data, "--seed", str(seed),
-        "--max-steps", str(args.steps), "--eval-every", str(args.steps), "--output", str(output), *extra,
+def planned(
+    args: argparse.Namespace, data: str, model: str, seed: int, extra: list[str], output: Path
+) -> PlannedRun:
+    """The run.py run (the product's own path) of one arm, dataset and seed."""
+    options = [
+        "--model", model, "--data", data, "--seed", str(seed), "--max-steps", str(args.steps),
+        "--eval-every", str(args.steps), "--output", str(output), *extra,
     ]  # fmt: skip
     if args.data_dir:
-        command += ["--data-dir", args.data_dir]
-    finished = output / "summary.json"
-    stamp = output / "bench-command.json"
-    if finished.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == command[1:]:
-        print(f"  reusing {output} (same command, finished)", flush=True)
-        return output
-    print(f"  training: {' '.join(command[1:])}", flush=True)
-    started = time.time()
-    stop_on_failure(run_command(command + ["--overwrite"] * output.exists()), f"{model} seed {seed}")
-    stamp.write_text(json.dumps(command[1:]))
-    print(f"  done in {time.time() - started:.0f} s", flush=True)
-    return output
+        options += ["--data-dir", args.data_dir]
+    return PlannedRun(options, output, args.steps)
 
 
 def trace(run_dir: Path) -> dict[str, float]:
@@ -68,11 +61,14 @@ def trace(run_dir: Path) -> dict[str, float]:
     steps = [int(row["step"]) for row in rows]
     tenth = max(1, len(rows) // 10)
     left = next((step for step, value in zip(steps, k, strict=True) if value > 0), None)
-    last, before = statistics.fmean(k[-tenth:]), statistics.fmean(k[-2 * tenth : -tenth] or k[-tenth:])
+    last, before = statistics.fmean(k[-tenth:]), statistics.fmean(k[-2 * tenth : -tenth] or [math.nan])
+    # Settled: the last tenth of the log agrees with the tenth before; a log too short for two tenths
+    # cannot say (NaN, not counted).
+    settled = math.nan if math.isnan(before) else float(last > 0 and abs(last - before) <= 0.25 * last)
     return {
         "k_leaves_0": float("nan") if left is None else float(left),
         "k_final": k[-1],
-        "k_settled": float(last > 0 and abs(last - before) <= 0.25 * last),
+        "k_settled": settled,
         "m_first": statistics.fmean(m[:tenth]),
         "m_last": statistics.fmean(m[-tenth:]),
     }
@@ -98,32 +94,54 @@ def main() -> None:
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args, passed = parser.parse_args(argv[:split]), argv[split + 1 :]
+    datasets = names(parser, args.data, list(DATASETS), "--data")
+    distinct(parser, args.seeds, "--seeds")
+    if len(set(args.gammas)) != len(args.gammas) or 0.5 in args.gammas:
+        parser.error(
+            "--gammas lists a gamma twice (0.5, the paper's, is always run); give each extra one once"
+        )
+    if args.steps < 1:
+        parser.error(f"--steps must be a positive integer, got {args.steps}")
     width = ["--width", str(args.width), "--batch-size", str(args.batch_size), *passed]
     nets = [] if args.began_nets == "began" else ["--began-nets", args.began_nets]
     suffix = "" if args.began_nets == "began" else f" {args.began_nets} nets"
     arms = [("gan", "gan", []), (f"began gamma 0.5{suffix}", "began", nets)]
     for gamma in args.gammas:
         arms.append((f"began gamma {gamma:g}{suffix}", "began", [*nets, "--began-gamma", str(gamma)]))
+    runs = {
+        (data, seed, name): planned(
+            args,
+            data,
+            model,
+            seed,
+            extra + width,
+            args.output / f"{data}-{name.replace(' ', '-')}-seed{seed}",
+        )
+        for data in datasets
+        for seed in args.seeds
+        for name, model, extra in arms
+    }
+    check_planned(parser, list(runs.values()))  # every run's folder, before any trains
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
-    for data in args.data.split(","):
+    for data in datasets:
         for seed in args.seeds:
-            for name, model, extra in arms:
+            for name, model, _ in arms:
                 print(f"{data} seed {seed}: {name}", flush=True)
-                folder = args.output / f"{data}-{name.replace(' ', '-')}-seed{seed}"
-                run_dir = train(args, data, model, seed, extra + width, folder)
+                run_dir = train_planned(runs[data, seed, name], f"{data} seed {seed} {name}")
                 row = test_metrics(run_dir) | (trace(run_dir) if model == "began" else {})
                 results.setdefault((data, name), []).append(row)
                 print("  " + ", ".join(f"{key} {value:.4g}" for key, value in row.items()), flush=True)
     print(f"\nBEGAN against DCGAN, {args.steps} iterations, seeds {args.seeds}; published: {PUBLISHED}")
     columns = ["fd", "precision", "recall", "k_leaves_0", "k_final", "m_first", "m_last"]
-    print("| data | arm | " + " | ".join(columns) + " | k settled |")
-    print("|---|---|" + "---:|" * (len(columns) + 1))
+    print("| data | arm | n | " + " | ".join(columns) + " | k settled |")
+    print("|---|---|---:|" + "---:|" * (len(columns) + 1))
     for (data, name), rows in results.items():
         cells = [mean_std([row[c] for row in rows], ".3g") if c in rows[0] else "–" for c in columns]
         settled = "–"
         if "k_settled" in rows[0]:
-            settled = f"{sum(row['k_settled'] for row in rows):.0f}/{len(rows)}"
-        print(f"| {data} | {name} | " + " | ".join(cells) + f" | {settled} |")
+            judged = [row["k_settled"] for row in rows if not math.isnan(row["k_settled"])]
+            settled = f"{sum(judged):.0f}/{len(judged)}" if judged else "n/a (log too short)"
+        print(f"| {data} | {name} | {len(rows)} | " + " | ".join(cells) + f" | {settled} |")
 
 
 if __name__ == "__main__":

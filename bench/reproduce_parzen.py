@@ -19,9 +19,10 @@ and with `--gan-training paper --batch-size 100` under that file's training (SGD
     python bench/reproduce_parzen.py ... --steps 60000 --extend -- ...   # the same runs, 30,000 more
     python bench/reproduce_parzen.py ... --steps 70000 --extend -- ... --aae-adversarial-weight 0.05
 
-With `--extend`, options after `--` must be the runs' own, except those a resumed run may change (a
-learning rate, the AAE's adversarial weight, raised for the continued stretch). Options after `--` go to
-every run.py run as they are (a family option, a learning rate), e.g.
+Run again, the same command scores its finished runs as they are and continues stopped ones
+(bench/bench_runs.py). With `--extend`, options after `--` must be the runs' own, except those a resumed
+run may change (a learning rate, the AAE's adversarial weight, raised for the continued stretch).
+Options after `--` go to every run.py run as they are (a family option, a learning rate), e.g.
 `python bench/reproduce_parzen.py --data-dir DATA --families aae --seeds 0 --output runs/w1 --
 --aae-adversarial-weight 1`.
 """
@@ -30,13 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-from child_run import run_command, stop_on_failure
+from bench_runs import PlannedRun, check_planned, distinct, names, prepared, train_planned
+from bench_runs import device as bench_device
 
 from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
 from lightning_genae.datamodules import build_datamodule
@@ -49,24 +49,15 @@ SAMPLES = 10_000
 SAMPLE_CHUNK = 500
 
 
-def train(
-    family: str, seed: int, steps: int, data_dir: str, output: Path, extra: list[str], extend: bool = False
-) -> Path:
-    """Train through run.py (the product's own path) and return the run folder; `extend`: continue the run
-    already there (its last.ckpt) to `steps` iterations instead of starting one."""
-    command = [
-        sys.executable, "run.py", "--model", family, "--data", "mnist", "--data-dir", data_dir,
-        "--seed", str(seed), "--max-steps", str(steps), "--eval-every", str(steps), "--output", str(output),
-        *extra,
+def planned(family: str, seed: int, args: argparse.Namespace) -> PlannedRun:
+    """The run.py run (the product's own path) of one family and seed; with `args.extend`, the run already
+    in its folder continued to `args.steps` iterations instead of a new one."""
+    options = [
+        "run.py", "--model", family, "--data", "mnist", "--data-dir", args.data_dir, "--seed", str(seed),
+        "--max-steps", str(args.steps), "--eval-every", str(args.steps),
+        "--output", str(args.output / f"{family}-seed{seed}"), *args.run_args,
     ]  # fmt: skip
-    if extend:
-        if not last_checkpoint(output).is_file():
-            missing = f"--extend: {output} holds no checkpoints/last.ckpt to continue; drop --extend"
-            print(missing, file=sys.stderr)
-            sys.exit(2)
-        command += ["--resume", "last"]
-    stop_on_failure(run_command(command), f"{family} seed {seed}")
-    return output
+    return PlannedRun(options[1:], args.output / f"{family}-seed{seed}", args.steps, args.extend)
 
 
 def in_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -106,18 +97,22 @@ def main() -> None:
     parser.add_argument("run_args", nargs="*", help="after --: options passed to every run.py run")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(auto if args.device == "auto" else args.device)
+    families = names(parser, args.families, list(MODELS), "--families")
+    distinct(parser, args.seeds, "--seeds")
+    if args.steps < 1:
+        parser.error(f"--steps must be a positive integer, got {args.steps}")
+    device = bench_device(parser, args.device)
+    # Every run's folder and the data, checked before any run trains.
+    runs = {(family, seed): planned(family, seed, args) for family in families for seed in args.seeds}
+    check_planned(parser, list(runs.values()))
     datamodule = build_datamodule("mnist", data_dir=args.data_dir)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    prepared(parser, datamodule)
     real = {split: (datamodule.split_tensors(split)[0].float() / 255).to(device) for split in ("val", "test")}
     rows: dict[str, list[dict[str, float]]] = {}
-    for family in args.families.split(","):
+    for family in families:
         for seed in args.seeds:
             started = time.time()
-            output = args.output / f"{family}-seed{seed}"
-            run_dir = train(family, seed, args.steps, args.data_dir, output, args.run_args, args.extend)
+            run_dir = train_planned(runs[family, seed], f"{family} seed {seed}")
             samples = samples_of(run_dir, family, seed, device)
             sigma, _ = select_bandwidth(samples, real["val"])
             test = parzen_log_likelihood(samples, real["test"], sigma)
@@ -136,14 +131,14 @@ def main() -> None:
         f"{len(real['test'])} test images, {args.steps} iterations, seeds {args.seeds}"
         + (f", run.py options {' '.join(args.run_args)}" if args.run_args else "")
     )
-    print(f"{'model':8}{'published':>14}{'ours (mean ± std over seeds)':>32}{'test fd_classifier':>22}")
+    print(f"{'model':8}{'published':>14}{'ours (mean ± std over seeds)':>32}{'test fd_classifier':>28}")
     for family, values in rows.items():
         lls = [row["ll"] for row in values]
         fds = [row["fd"] for row in values if row["fd"] is not None]
         published = "{:.0f} ± {:.0f}".format(*PUBLISHED[family]) if family in PUBLISHED else "-"
-        fd = f"{statistics.fmean(fds):.2f}" if fds else "-"
+        fd = f"{mean_std(fds, '.2f')} (n={len(fds)})" if fds else "-"
         ours = f"{mean_std(lls, '.1f')} (n={len(lls)})"
-        print(f"{family:8}{published:>14}{ours:>32}{fd:>22}")
+        print(f"{family:8}{published:>14}{ours:>32}{fd:>28}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ the Inception network the published FIDs use (`fid_inception`). Every table says
 
     python bench/reproduce_protocols.py --paper diffaug --data-dir DATA --device cuda --seeds 0,1,2
     python bench/reproduce_protocols.py --paper ada --data-dir DATA --device cuda \
-        --inception-weights pt_inception-2015-12-05.pth
+        --inception-weights weights-inception-2015-12-05-6726825d.pth
     python bench/reproduce_protocols.py --paper vaegan --data-dir DATA --device cuda
 
 Without the dataset under `--data-dir` it prints the table with an empty "ours" cell and one line saying
@@ -264,6 +264,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return ConfigError.exit_code
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            # Every cell would fail with run.py's own line, which names run.py's --accelerator.
+            print(
+                "error: --device cuda (the default): no GPU is visible here; the protocols' budgets are for "
+                "a GPU, and --device cpu runs them on the CPU",
+                file=sys.stderr,
+            )
+            return ConfigError.exit_code
     root = args.output or Path("runs") / f"protocol-{args.paper}"
     command = run_command(protocol, args, root)
     print("python run.py " + " ".join(command), flush=True)

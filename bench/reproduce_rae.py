@@ -19,12 +19,11 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
-from child_run import run_command, stop_on_failure
+from bench_runs import PlannedRun, check_planned, distinct, train_planned
 
 from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
 from lightning_genae.datamodules.sequence import Normaliser
@@ -49,16 +48,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(spread)
 
 
-def train(flags: list[str], seed: int, steps: int, output: Path) -> Path:
-    """Train through run.py (the product's own path) and return the run folder."""
-    command = [
-        sys.executable, "run.py", "--model", "rae", "--data", "timegan_sines", "--seed", str(seed),
-        "--max-steps", str(steps), "--eval-every", str(steps), "--output", str(output), *flags,
+def planned(name: str, seed: int, steps: int, output: Path) -> PlannedRun:
+    """The run.py run (the product's own path) of one variant and seed. Its last validation falls on its
+    last step, so the deterministic form's code Gaussian saved in last.ckpt is fitted to the final weights."""
+    folder = output / f"{name.replace(' --', '-')}-seed{seed}"
+    options = [
+        "run.py", "--model", "rae", "--data", "timegan_sines", "--seed", str(seed),
+        "--max-steps", str(steps), "--eval-every", str(steps), "--output", str(folder), *VARIANTS[name],
     ]  # fmt: skip
-    # The last validation falls on the last step, so the deterministic form's code Gaussian saved in
-    # last.ckpt was fitted to the final weights.
-    stop_on_failure(run_command(command), f"{output.name}")
-    return output
+    return PlannedRun(options[1:], folder, steps)
 
 
 def load(run_dir: Path) -> tuple[torch.nn.Module, Normaliser]:
@@ -96,19 +94,34 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--output", type=Path, default=Path("runs/reproduce_rae"))
     args = parser.parse_args()
+    distinct(parser, args.seeds, "--seeds")
+    distinct(parser, args.variants, "--variants")
+    for flag, value in (("--steps", args.steps), ("--repetitions", args.repetitions)):
+        if value < 1:
+            parser.error(f"{flag} must be a positive integer, got {value}")
+    runs = {
+        (name, seed): planned(name, seed, args.steps, args.output)
+        for name in args.variants
+        for seed in args.seeds
+    }
+    # Every run's folder checked before the real data's own scores (minutes) and any training.
+    check_planned(parser, list(runs.values()))
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     real = timegan_sine_series()
     started = time.perf_counter()
     real_on_real = [predictive_score_timegan(real, real, seed) for seed in range(args.repetitions)]
     print(f"real-on-real predictive ({args.repetitions} fits): {cell(mean_std(real_on_real))}", flush=True)
+
+    def fits(value: tuple[float, float]) -> tuple[float, float]:
+        """A score's mean and spread over its fits; one fit has no spread (n/a, not 0)."""
+        return (value[0], math.nan) if args.repetitions == 1 else value
+
     rows: dict[str, tuple[tuple[float, float] | None, tuple[float, float]]] = {}
     for name in args.variants:
         disc, pred = [], []
         for seed in args.seeds:
-            run_dir = train(
-                VARIANTS[name], seed, args.steps, args.output / f"{name.replace(' --', '-')}-seed{seed}"
-            )
+            run_dir = train_planned(runs[name, seed], f"{name} seed {seed}")
             model, normaliser = load(run_dir)
             scores = timegan_scores(
                 real, generate(model, normaliser, len(real), seed), args.repetitions, seed
@@ -116,8 +129,8 @@ def main() -> None:
             disc.append(scores.discriminative_mean_std[0])
             pred.append(scores.predictive_mean_std[0])
             print(
-                f"{name} seed {seed}: samples discriminative {cell(scores.discriminative_mean_std)}, "
-                f"predictive {cell(scores.predictive_mean_std)} over {args.repetitions} fits",
+                f"{name} seed {seed}: samples discriminative {cell(fits(scores.discriminative_mean_std))}, "
+                f"predictive {cell(fits(scores.predictive_mean_std))} over {args.repetitions} fits",
                 flush=True,
             )
             if seed == args.seeds[0]:
@@ -127,7 +140,7 @@ def main() -> None:
                     f"predictive {recon.predictive[0]:.3f} (1 fit)",
                     flush=True,
                 )
-        rows[f"ours: {name}"] = (mean_std(disc), mean_std(pred))
+        rows[f"ours: {name} (n={len(args.seeds)})"] = (mean_std(disc), mean_std(pred))
     print(
         f"\nTimeGAN Sines (Table 2): 10,000 real series 24x5, as many generated; "
         f"ours: {args.steps} iterations, "

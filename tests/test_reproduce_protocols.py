@@ -116,3 +116,19 @@ def test_ours_reads_only_the_seeds_asked_for_and_prefers_the_test_value(tmp_path
     values = protocols.collect(tmp_path, "fd_classifier", {0, 1})
     assert values == {"none": [10.0, 14.0]}
     assert protocols.format_ours(values["none"]) == "12.00 ± 2.83 (n=2)"
+
+
+def test_cuda_without_a_gpu_is_one_line_naming_the_scripts_own_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default --device cuda on a machine without a GPU failed every cell with run.py's line, which
+    names run.py's --accelerator; the script says it once, before any cell, naming its --device cpu."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    write_fake_celeba(tmp_path / "data", partitions=(0,) * 9 + (1, 2, 2))
+    argv = ["--paper", "vaegan", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "runs")]
+    assert protocols.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no GPU is visible here" in err and "--device cpu" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
