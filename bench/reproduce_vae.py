@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_runs import distinct
 from child_run import run_command, stop_on_failure
 
 from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
@@ -281,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """The command line, its combinations checked (each refusal one line, exit 2)."""
     args = parser.parse_args()
+    # One run scored twice would count as two seeds with no spread.
+    distinct(parser, args.seeds, "--seeds")
     if args.lr_schedule != "constant" and args.budget_points:
         # A run stopped part-way would anneal to 0 there: it would not be a part of the longer run.
         parser.error(
