@@ -215,15 +215,13 @@ def training_complete(resume: RunCheckpoint, config: RunConfig, steps_per_iterat
 
 def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
     """Refuse a --resume with no iteration left to train: it would only rewrite the run's last.ckpt and
-    summary.json and log its final rows a second time. A run at the end of its budget without summary.json
-    (stopped during its final evaluation) is let through: the resume evaluates it."""
+    summary.json and log its final rows a second time. A run at the end of its budget without a summary.json
+    of that iteration (stopped during its final evaluation; an extended run keeps its earlier budget's until
+    then) is let through: the resume evaluates it."""
     config = resolved.config
     steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
     done = resume.iteration(steps_per_iteration)
-    if (
-        training_complete(resume, config, steps_per_iteration)
-        and not (resume.run_folder / "summary.json").is_file()
-    ):
+    if training_complete(resume, config, steps_per_iteration) and not _summarised_at(resume.run_folder, done):
         # Stopped after its training, during the final evaluation: the resume runs that evaluation alone.
         say(f"--resume {resume.path}: training is complete at iteration {done}; running the final evaluation")
         return
@@ -237,6 +235,15 @@ def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
             f"--resume {resume.path}: the run is at {unit} {reached} and {option} {budget} leaves nothing "
             f"to train; give {option} above {reached} to continue it, or {evaluate} to measure it again"
         )
+
+
+def _summarised_at(run_dir: Path, iteration: int) -> bool:
+    """Whether run_dir's summary.json is of a run finished at `iteration` (not an earlier budget's)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("global_step") == iteration
 
 
 def run(

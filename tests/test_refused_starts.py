@@ -42,6 +42,21 @@ def test_a_resume_with_nothing_left_to_train_is_refused_and_touches_nothing(max_
     assert snapshot(finished_run) == before, "no checkpoint, summary or metrics row rewritten"
 
 
+def test_an_extended_run_stopped_in_its_final_evaluation_finishes_with_resume_last(finished_run, capsys):
+    """A run extended from 3 to 5 iterations keeps its 3-iteration summary.json until its final evaluation
+    writes the new one: stopped there (last.ckpt at 5), `--resume last` was refused as having nothing left
+    to train, the stale summary taken for its own."""
+    import json
+
+    stale = (finished_run / "summary.json").read_bytes()
+    assert main(["--resume", "last", "--output", str(finished_run), "--max-steps", "5"]) == 0
+    (finished_run / "summary.json").write_bytes(stale)  # as if stopped before the new one was written
+    capsys.readouterr()
+    assert main(["--resume", "last", "--output", str(finished_run), "--max-steps", "5"]) == 0
+    assert "training is complete at iteration 5; running the final evaluation" in capsys.readouterr().out
+    assert json.loads((finished_run / "summary.json").read_text())["global_step"] == 5
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
