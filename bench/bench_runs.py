@@ -6,13 +6,15 @@ A script's run goes into a folder of its own, beside a record of the run.py comm
 left it: a finished one (its summary.json at the asked budget) is scored as it is, a stopped one continues
 from its last.ckpt (run.py's `--resume last`), and one stopped before its first checkpoint starts again. A
 folder holding a run of another command, or one this script did not start, is refused in one line before
-anything trains: the script never replaces a run it was not asked to.
+anything trains: the script never replaces a run it was not asked to. `--extend` adds its command to the
+record, so the run it makes is never taken for one trained from the start with the extension's options.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +31,44 @@ from lightning_genae.run_folder import started_run_files
 STAMP = "bench-command.json"
 
 
+def read_stamp(output: Path) -> list[list[str]] | None:
+    """The run.py options that made `output`'s run, oldest first (the command that started it, then each
+    --extend), from its bench-command.json; None where there is none or it is not one."""
+    try:
+        record = json.loads((output / STAMP).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if isinstance(record, list) and record and all(isinstance(item, str) for item in record):
+        record = [record]  # one command, as a record of an earlier version holds it
+    if not isinstance(record, list) or not record:
+        return None
+    history = []
+    for options in record:
+        if not isinstance(options, list) or not all(isinstance(item, str) for item in options):
+            return None
+        history.append(options[1:] if options[:1] == ["run.py"] else options)
+    return history
+
+
+def _write_stamp(output: Path, history: list[list[str]] | None, *, new: bool = False) -> None:
+    """Record `history` (None: no record) in one step: a stop mid-write leaves the old record or the new.
+    `new`: the folder had no record, and one made meanwhile (another command starting there at the same
+    moment) is not replaced: FileExistsError."""
+    stamp = output / STAMP
+    if history is None:
+        stamp.unlink(missing_ok=True)
+        return
+    partial = stamp.with_name(f".{STAMP}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(history))
+    try:
+        if new:
+            os.link(partial, stamp)  # fails where the record exists
+        else:
+            partial.replace(stamp)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     """One run.py run of a script: its options (without the interpreter), its folder and its budget.
@@ -39,13 +79,6 @@ class PlannedRun:
     steps: int
     extend: bool = False
 
-    def _stamped(self) -> bool:
-        stamp = self.output / STAMP
-        try:
-            return stamp.is_file() and json.loads(stamp.read_text()) == self.options
-        except (OSError, ValueError):
-            return False
-
     def _finished(self) -> bool:
         try:
             summary = json.loads((self.output / "summary.json").read_text())
@@ -53,33 +86,48 @@ class PlannedRun:
             return False
         return isinstance(summary, dict) and summary.get("global_step") == self.steps
 
-    def start(self) -> tuple[str, list[str]]:
-        """How the run is had ("reuse", "resume", "restart" or "train") and the run.py options that do it;
-        a problem raises ValueError with its line."""
+    def start(self) -> tuple[str, list[str], list[list[str]] | None]:
+        """How the run is had ("reuse", "resume", "restart" or "train"), the run.py options that do it, and
+        the record its folder holds once it starts; a problem raises ValueError with its line."""
+        if self.output.exists() and not self.output.is_dir():
+            raise ValueError(f"--output: {self.output} is a file, not a folder; pick another --output")
+        history = read_stamp(self.output)
         has_checkpoint = last_checkpoint(self.output).is_file()
+        resume = [*self.options, "--resume", "last"]
         if self.extend:
             if not has_checkpoint:
                 raise ValueError(
                     f"--extend: {self.output} holds no checkpoints/last.ckpt to continue; drop --extend"
                 )
-            if self._stamped() and self._finished():
-                return "reuse", []
-            return "resume", [*self.options, "--resume", "last"]
-        if self._stamped():
+            if history is None:
+                raise ValueError(
+                    f"--extend: {self.output} holds a run this script did not start; continue it with run.py "
+                    "--resume last, or pick the --output of this script's runs"
+                )
+            if history[-1] == self.options:  # this extension, finished or stopped
+                return ("reuse", [], history) if self._finished() else ("resume", resume, history)
+            return "resume", resume, [*history, self.options]
+        if history is not None:
+            if history != [self.options]:
+                what = "extended by --extend since" if history[0] == self.options else "of another command"
+                raise ValueError(
+                    f"{self.output} holds a run {what} (its {STAMP}); pick another --output, or remove "
+                    f"{self.output}"
+                )
             if self._finished():
-                return "reuse", []
+                return "reuse", [], history
             if has_checkpoint:
-                return "resume", [*self.options, "--resume", "last"]
+                return "resume", resume, history
             if started_run_files(self.output):
                 # Stopped before its first checkpoint: nothing to continue, so it begins again.
-                return "restart", [*self.options, "--overwrite"]
-            return "train", self.options
+                return "restart", [*self.options, "--overwrite"], history
+            return "train", self.options, history
         if started_run_files(self.output):
             raise ValueError(
-                f"{self.output} holds a run this command did not start (another command's, or one run apart "
-                f"from this script); pick another --output, or remove {self.output}"
+                f"{self.output} holds a run this script did not start; pick another --output, or remove "
+                f"{self.output}"
             )
-        return "train", self.options
+        return "train", self.options, [self.options]
 
 
 def check_planned(parser: argparse.ArgumentParser, runs: Sequence[PlannedRun]) -> None:
@@ -93,9 +141,13 @@ def check_planned(parser: argparse.ArgumentParser, runs: Sequence[PlannedRun]) -
 
 def train_planned(run: PlannedRun, label: str) -> Path:
     """Have `run` (train, continue or reuse it, as `PlannedRun.start` says) and return its folder; a run.py
-    that fails ends the script with its status and one line naming `label`."""
+    that fails ends the script with its status and one line naming `label`.
+
+    The record is written before run.py starts (a stop in between must find it), and put back as it was
+    where run.py refuses the run (exit 2: nothing of it was written), so a refused command never takes
+    over the folder's record."""
     try:
-        how, options = run.start()
+        how, options, history = run.start()
     except ValueError as problem:
         print(problem, file=sys.stderr)
         raise SystemExit(2) from None
@@ -103,11 +155,27 @@ def train_planned(run: PlannedRun, label: str) -> Path:
         print(f"  {label}: reusing {run.output} (this command's run, finished at {run.steps})", flush=True)
         return run.output
     described = {"resume": "continuing its last.ckpt", "restart": "starting again", "train": "training"}
-    print(f"  {label}: {described[how]}: run.py {' '.join(run.options)}", flush=True)
-    run.output.mkdir(parents=True, exist_ok=True)
-    (run.output / STAMP).write_text(json.dumps(run.options))
+    print(f"  {label}: {described[how]}: run.py {' '.join(options)}", flush=True)
+    before = read_stamp(run.output)
+    try:
+        run.output.mkdir(parents=True, exist_ok=True)
+        if history != before:
+            _write_stamp(run.output, history, new=not (run.output / STAMP).exists())
+    except FileExistsError:
+        print(
+            f"{run.output}: another command started a run there meanwhile; pick another --output",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    except OSError as error:
+        why = error.strerror or type(error).__name__
+        print(f"--output: {run.output} cannot be written ({why}); pick another --output", file=sys.stderr)
+        raise SystemExit(2) from None
     started = time.time()
-    stop_on_failure(run_command([sys.executable, "run.py", *options]), label)
+    code = run_command([sys.executable, "run.py", *options])
+    if code == 2 and history != before:
+        _write_stamp(run.output, before)  # refused: the folder's record stays that of the run in it
+    stop_on_failure(code, label)
     print(f"  {label}: done in {time.time() - started:.0f} s", flush=True)
     return run.output
 
@@ -141,9 +209,18 @@ def device(parser: argparse.ArgumentParser, name: str) -> torch.device:
 
 
 def prepared(parser: argparse.ArgumentParser, datamodule: object) -> None:
-    """The data read (or downloaded) before anything trains; missing or unreadable data is one line."""
+    """The data read (or downloaded) and set up before anything trains; missing or unreadable data is one
+    line."""
+    readable(parser, datamodule)
+    try:
+        datamodule.setup("fit")  # type: ignore[attr-defined]
+    except GenaeError as error:
+        parser.error(str(error))
+
+
+def readable(parser: argparse.ArgumentParser, datamodule: object) -> None:
+    """The data's files there (or downloaded) before anything trains; missing or unreadable is one line."""
     try:
         datamodule.prepare_data()  # type: ignore[attr-defined]
-        datamodule.setup("fit")  # type: ignore[attr-defined]
     except GenaeError as error:
         parser.error(str(error))

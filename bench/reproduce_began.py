@@ -31,9 +31,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench_runs import PlannedRun, check_planned, distinct, names, train_planned
+from bench_runs import PlannedRun, check_planned, distinct, names, readable, train_planned
 
-from lightning_genae.datamodules import DATASETS
+from lightning_genae.datamodules import DATASETS, build_datamodule
+from lightning_genae.plugins import load_plugins
 from lightning_genae.spread import mean_std
 
 PUBLISHED = "trains stably at gamma 0.5, lambda_k 1e-3; lower gamma gives less diverse images"
@@ -94,12 +95,13 @@ def main() -> None:
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args, passed = parser.parse_args(argv[:split]), argv[split + 1 :]
+    load_plugins()  # a plug-in's datasets are names run.py takes
     datasets = names(parser, args.data, list(DATASETS), "--data")
     distinct(parser, args.seeds, "--seeds")
-    if len(set(args.gammas)) != len(args.gammas) or 0.5 in args.gammas:
-        parser.error(
-            "--gammas lists a gamma twice (0.5, the paper's, is always run); give each extra one once"
-        )
+    # Each gamma names its runs' folders (printed with %g): two that print alike would share one.
+    labels = [f"{gamma:g}" for gamma in [0.5, *args.gammas]]
+    if len(set(labels)) != len(labels):
+        parser.error("--gammas lists a gamma twice, or 0.5 (the paper's, which always runs); give each once")
     if args.steps < 1:
         parser.error(f"--steps must be a positive integer, got {args.steps}")
     width = ["--width", str(args.width), "--batch-size", str(args.batch_size), *passed]
@@ -122,6 +124,8 @@ def main() -> None:
         for name, model, extra in arms
     }
     check_planned(parser, list(runs.values()))  # every run's folder, before any trains
+    for data in datasets:  # and every dataset's files
+        readable(parser, build_datamodule(data, **({"data_dir": args.data_dir} if args.data_dir else {})))
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     for data in datasets:
         for seed in args.seeds:

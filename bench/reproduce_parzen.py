@@ -42,6 +42,7 @@ from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics.parzen import parzen_log_likelihood, select_bandwidth
 from lightning_genae.models import MODELS
+from lightning_genae.plugins import load_plugins
 from lightning_genae.spread import mean_std
 
 PUBLISHED = {"aae": (340.0, 2.0), "gan": (225.0, 2.0)}
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("run_args", nargs="*", help="after --: options passed to every run.py run")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_plugins()  # a plug-in's families are names run.py takes
     families = names(parser, args.families, list(MODELS), "--families")
     distinct(parser, args.seeds, "--seeds")
     if args.steps < 1:

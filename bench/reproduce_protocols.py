@@ -270,8 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not torch.cuda.is_available():
             # Every cell would fail with run.py's own line, which names run.py's --accelerator.
             print(
-                "error: --device cuda (the default): no GPU is visible here; the protocols' budgets are for "
-                "a GPU, and --device cpu runs them on the CPU",
+                "error: --device cuda: no GPU is visible here; the protocols' budgets are for a GPU, and "
+                "--device cpu runs them on the CPU",
                 file=sys.stderr,
             )
             return ConfigError.exit_code
