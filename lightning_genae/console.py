@@ -194,10 +194,19 @@ def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
 
     networks = [(child, trainable(module)) for child, module in model.named_children()]
     detail = ", ".join(f"{child} {format_count(count)}" for child, count in networks if count)
-    # A frozen part (the ae-d augmenter inside the discriminator's augmentation) is not trained here.
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    if frozen:
-        detail += f"; {format_count(frozen)} frozen"
+
+    # Parts that are not trained here (the ae-d augmenter inside the discriminator's augmentation, the
+    # generator's EMA copy) are named, so "frozen" is never read as a network that does not learn.
+    def frozen(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters() if not p.requires_grad)
+
+    parts = [(child, frozen(module)) for child, module in model.named_children()]
+    named = ", ".join(f"{child} {format_count(count)}" for child, count in parts if count)
+    rest = frozen(model) - sum(count for _, count in parts)
+    if rest:
+        named += (", " if named else "") + f"other {format_count(rest)}"
+    if named:
+        detail += f"; not trained by the optimizers: {named}"
     devices = trainer.num_devices * trainer.num_nodes
     device = trainer.strategy.root_device.type
     where = f"{devices} x {device}" if devices > 1 else device

@@ -128,7 +128,7 @@ def test_denoising_ae_corrupts_inputs_within_image_range():
     assert torch.equal(AutoencoderModule((1, 16, 16), width=8).corrupt(clean), clean)
 
 
-def test_gan_ema_generator_is_used_for_sampling(tmp_path):
+def test_gan_ema_generator_is_used_for_sampling(tmp_path, capsys):
     run_dir = tmp_path / "ema"
     args = [
         "--model",
@@ -144,6 +144,9 @@ def test_gan_ema_generator_is_used_for_sampling(tmp_path):
         str(run_dir),
     ]
     assert main(args) == 0
+    # The EMA copy is named as what the optimizers leave alone, not as "frozen" beside the generator.
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("model: gan")]
+    assert "; not trained by the optimizers: generator_ema " in line and "frozen" not in line
     model = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").restore(GANModule, "test")
     assert model.generator_ema is not None and int(model.generator_ema.n_averaged) == 4
     live = dict(model.generator.named_parameters())

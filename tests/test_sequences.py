@@ -258,9 +258,10 @@ def test_the_linear_probe_needs_two_classes_in_each_split():
     both = representation_metrics(
         encode, (series, labels), (series[:10], labels[:10]), 3, torch.device("cpu"), prepare=lambda x: x
     )
-    assert "probe_acc" in both
+    assert "probe_acc" in both and both["probe_n_train"] == 40 and both["probe_n_test"] == 10
     one_class = (series[:10], torch.zeros(10, dtype=torch.long))
     alone = representation_metrics(
         encode, (series, labels), one_class, 3, torch.device("cpu"), prepare=lambda x: x
     )
-    assert "probe_acc" not in alone and "pca_mse" in alone
+    # Without a probe its item counts are numbers attached to nothing.
+    assert "pca_mse" in alone and not {"probe_acc", "probe_n_train", "probe_n_test"} & set(alone)

@@ -60,10 +60,7 @@ def representation_metrics(
             :MAX_PROBE_TRAIN
         ]
         train_images, train_labels = train_images[keep], train_labels[keep]
-    results: dict[str, float] = {
-        "probe_n_train": float(len(train_images)),
-        "probe_n_test": float(len(test_images)),
-    }
+    results: dict[str, float] = {}
 
     flat_train = prepare(train_images).flatten(1).numpy()
     flat_test = prepare(test_images).flatten(1).numpy()
@@ -85,4 +82,7 @@ def representation_metrics(
         results["pca_probe_acc"] = linear_probe_accuracy(
             pca.transform(flat_train), y_train, pca_test, y_test, seed
         )
+        # The items the two probes learnt and were scored on; without a probe there is nothing to count.
+        results["probe_n_train"] = float(len(train_images))
+        results["probe_n_test"] = float(len(test_images))
     return results
