@@ -139,13 +139,26 @@ def check_planned(parser: argparse.ArgumentParser, runs: Sequence[PlannedRun]) -
             parser.error(str(problem))
 
 
+def _run_files_state(output: Path) -> dict[str, tuple[int, int]]:
+    """What a run has written in `output` (its run files and last.ckpt), by size and modification time."""
+    names = [*started_run_files(output), "checkpoints/last.ckpt"]
+    state = {}
+    for name in names:
+        try:
+            found = (output / name).stat()
+        except OSError:
+            continue
+        state[name] = (found.st_size, found.st_mtime_ns)
+    return state
+
+
 def train_planned(run: PlannedRun, label: str) -> Path:
     """Have `run` (train, continue or reuse it, as `PlannedRun.start` says) and return its folder; a run.py
     that fails ends the script with its status and one line naming `label`.
 
-    The record is written before run.py starts (a stop in between must find it), and put back as it was
-    where run.py refuses the run (exit 2: nothing of it was written), so a refused command never takes
-    over the folder's record."""
+    The record is written before run.py starts (a stop in between must find it). Where run.py then writes
+    nothing (it refused the run: another run holds the folder, or the options), the record is put back as
+    it was, so a refused command never takes the folder's run for its own."""
     try:
         how, options, history = run.start()
     except ValueError as problem:
@@ -156,11 +169,20 @@ def train_planned(run: PlannedRun, label: str) -> Path:
         return run.output
     described = {"resume": "continuing its last.ckpt", "restart": "starting again", "train": "training"}
     print(f"  {label}: {described[how]}: run.py {' '.join(options)}", flush=True)
-    before = read_stamp(run.output)
     try:
         run.output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        why = error.strerror or type(error).__name__
+        print(f"--output: {run.output} cannot be made ({why}); pick another --output", file=sys.stderr)
+        raise SystemExit(2) from None
+    had_record = (run.output / STAMP).exists()
+    before = read_stamp(run.output)
+    state = _run_files_state(run.output)
+    try:
         if history != before:
-            _write_stamp(run.output, history, new=not (run.output / STAMP).exists())
+            # A record where none was is made only if none is made meanwhile (another command, started
+            # at the same moment); an unreadable one is replaced.
+            _write_stamp(run.output, history, new=not had_record)
     except FileExistsError:
         print(
             f"{run.output}: another command started a run there meanwhile; pick another --output",
@@ -173,8 +195,13 @@ def train_planned(run: PlannedRun, label: str) -> Path:
         raise SystemExit(2) from None
     started = time.time()
     code = run_command([sys.executable, "run.py", *options])
-    if code == 2 and history != before:
-        _write_stamp(run.output, before)  # refused: the folder's record stays that of the run in it
+    if (
+        code
+        and history != before
+        and _run_files_state(run.output) == state
+        and read_stamp(run.output) == history
+    ):
+        _write_stamp(run.output, before)  # nothing of this run was written: the record stays the folder's
     stop_on_failure(code, label)
     print(f"  {label}: done in {time.time() - started:.0f} s", flush=True)
     return run.output

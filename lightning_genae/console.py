@@ -202,7 +202,7 @@ def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
 
     parts = [(child, frozen(module)) for child, module in model.named_children()]
     named = ", ".join(f"{child} {format_count(count)}" for child, count in parts if count)
-    rest = frozen(model) - sum(count for _, count in parts)
+    rest = sum(p.numel() for p in model.parameters(recurse=False) if not p.requires_grad)
     if rest:
         named += (", " if named else "") + f"other {format_count(rest)}"
     if named:

@@ -108,6 +108,43 @@ def test_a_run_py_refusal_leaves_the_folders_record_as_it_was(tmp_path, monkeypa
     assert not (fresh.output / STAMP).exists()
 
 
+@pytest.mark.parametrize("code", [1, 2])
+def test_a_run_py_that_wrote_its_run_and_failed_keeps_the_record(tmp_path, monkeypatch, code):
+    """Exit 2 is also an input error met mid-run (a plug-in metric's NaN at a validation), and exit 1 a
+    failure: the run's files are there, so the record stays and the same command picks the run up."""
+    run = planned(tmp_path)
+
+    def fails_after_writing(command: list[str]) -> int:
+        leave(run, config=True, checkpoint=True)
+        return code
+
+    monkeypatch.setattr(bench_runs, "run_command", fails_after_writing)
+    with pytest.raises(SystemExit):
+        train_planned(run, "run")
+    assert read_stamp(run.output) == [run.options]
+    assert run.start()[0] == "resume"
+    # An extension that moved last.ckpt before failing keeps its entry: the run is no longer the first's.
+    leave(run, done=4)
+    longer = planned(tmp_path, steps=8, extend=True)
+
+    def moves_the_checkpoint(command: list[str]) -> int:
+        (run.output / "checkpoints" / "last.ckpt").write_bytes(b"ckpt at 6")
+        return 2
+
+    monkeypatch.setattr(bench_runs, "run_command", moves_the_checkpoint)
+    with pytest.raises(SystemExit):
+        train_planned(longer, "extension")
+    assert read_stamp(run.output) == [run.options, longer.options]
+
+
+def test_an_output_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    output = tmp_path / "dangling"
+    output.symlink_to(tmp_path / "gone")
+    with pytest.raises(SystemExit) as stopped:
+        train_planned(PlannedRun(["--model", "ae"], output, 4), "run")
+    assert stopped.value.code == 2 and "cannot be made" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("check", "message"),
     [
