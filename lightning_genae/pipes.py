@@ -1,10 +1,9 @@
 """A command whose output's reader goes away (`python run.py ... | head`, a `tee` that was killed) goes on.
 
 Python ignores SIGPIPE, so the next write to the closed pipe raises BrokenPipeError wherever it happens: in a
-progress line, mid-training. That killed a run with a traceback, its folder unfinished, although everything
-it measures is written to its folder anyway. While `reader_may_leave` is active, stdout and stderr are
-replaced by streams that, once their reader is gone, send what is left to os.devnull and let the command
-finish.
+progress line, mid-training, where it would kill a run whose every result goes to its folder anyway. While
+`reader_may_leave` is active, stdout and stderr are replaced by streams that, once their reader is gone,
+send what is left to os.devnull and let the command finish.
 """
 
 from __future__ import annotations
@@ -65,7 +64,7 @@ class ReaderWatch:
 
 @contextlib.contextmanager
 def reader_may_leave() -> Iterator[ReaderWatch]:
-    """While active, a closed stdout or stderr pipe no longer stops the command."""
+    """While active, a closed stdout or stderr pipe does not stop the command."""
     streams: dict[str, _StreamWithoutReader] = {}
     watch = ReaderWatch()
 

@@ -396,9 +396,9 @@ def test_a_finished_cell_trained_at_another_learning_rate_refuses_the_grid(tmp_p
 def test_a_finished_cell_whose_schedule_ran_over_its_budget_is_not_continued_to_another(
     tmp_path: Path, schedule, named
 ) -> None:
-    """Continued to a larger --max-steps, an annealed cell's p (or a cosine learning rate) rose again from 0
-    part-way, and the row averaged it with fresh cells of the new budget. A cell without such a schedule
-    is continued as before."""
+    """Continued to a larger --max-steps, an annealed cell's p (or a cosine learning rate) would rise again
+    from 0 part-way, and the row would average it with fresh cells of the new budget: it is refused. A cell
+    without such a schedule is continued."""
     from lightning_genae.ablation.grid import finished_run_conflicts
 
     run_dir = write_run(tmp_path, "ae", 1000, 0, 20.0, global_step=30)
@@ -520,9 +520,9 @@ def test_a_train_size_rows_seeds_drawn_from_other_training_splits_are_not_averag
 def test_rows_of_cells_of_other_grid_commands_are_marked_as_not_ranking_against_each_other(
     tmp_path: Path, capsys
 ) -> None:
-    """Cells of another grid command in one folder (other data, another --lr) made rows that ranked against
-    each other with no word; rows that differ only in their arm (augmentation and its options) and training
-    size say nothing."""
+    """Cells of another grid command in one folder (other data, another --lr) make rows that do not rank
+    against each other, and the table and the summary's line say so; rows that differ only in their arm
+    (augmentation and its options) and training size say nothing."""
     for augment, train_size, p in (("none", 1000, None), ("ae", 1000, 0.25), ("ae", None, 0.5)):
         for seed in range(2):
             _set_in_summary(

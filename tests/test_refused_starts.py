@@ -44,8 +44,8 @@ def test_a_resume_with_nothing_left_to_train_is_refused_and_touches_nothing(max_
 
 def test_an_extended_run_stopped_in_its_final_evaluation_finishes_with_resume_last(finished_run, capsys):
     """A run extended from 3 to 5 iterations keeps its 3-iteration summary.json until its final evaluation
-    writes the new one: stopped there (last.ckpt at 5), `--resume last` was refused as having nothing left
-    to train, the stale summary taken for its own."""
+    writes the new one: stopped there (last.ckpt at 5), `--resume last` runs that evaluation, the stale
+    summary not being the run's."""
     import json
 
     stale = (finished_run / "summary.json").read_bytes()
@@ -268,8 +268,8 @@ def test_a_single_run_into_a_grids_folder_is_refused_even_with_overwrite(tmp_pat
 
 
 def test_a_grid_arm_whose_ada_ops_do_not_fit_the_data_is_refused_before_any_cell_trains(tmp_path, capsys):
-    """`--augment none,ada --ada-ops hue` on greyscale digits: the none cell trained, then the ada cell
-    failed and the grid exited 1; a single run refuses it in one line, and so does the grid, first."""
+    """`--augment none,ada --ada-ops hue` on greyscale digits: a single run refuses it in one line, and so
+    does the grid, before its none cell trains."""
     root = tmp_path / "grid"
     args = ["--model", "gan", *TINY_RUN, "--max-steps", "2", "--augment", "none,ada", "--ada-ops", "hue"]
     assert main([*args, "--seeds", "0", "--output", str(root)]) == 2
