@@ -26,7 +26,7 @@ from child_run import run_command, stop_on_failure
 
 from lightning_genae.checkpoint import last_checkpoint
 from lightning_genae.errors import GenaeError
-from lightning_genae.run_folder import started_run_files
+from lightning_genae.run_folder import read_summary, started_run_files
 
 STAMP = "bench-command.json"
 
@@ -80,11 +80,8 @@ class PlannedRun:
     extend: bool = False
 
     def _finished(self) -> bool:
-        try:
-            summary = json.loads((self.output / "summary.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return isinstance(summary, dict) and summary.get("global_step") == self.steps
+        summary = read_summary(self.output)
+        return summary is not None and summary.get("global_step") == self.steps
 
     def start(self) -> tuple[str, list[str], list[list[str]] | None]:
         """How the run is had ("reuse", "resume", "restart" or "train"), the run.py options that do it, and

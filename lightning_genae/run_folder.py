@@ -10,6 +10,7 @@ leaves the folder as it found it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,7 +19,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from lightning_genae.config import CONFIG_KEY
 from lightning_genae.errors import ConfigError, describe_error
@@ -202,6 +203,18 @@ def _config_header_names(path: Path) -> str | None:
     if not first.startswith(CONFIG_HEADER):
         return None
     return first.rpartition("--config ")[2].strip()
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's summary.json when it is a finished run's (a JSON object with its final metrics), else
+    None (none, unreadable, or another file of that name)."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(summary, dict) or not isinstance(summary.get("final_metrics"), dict):
+        return None
+    return summary
 
 
 def started_by_an_earlier_attempt_of_this_job(path: Path, config_text: str) -> bool:

@@ -38,6 +38,7 @@ from lightning_genae.run_folder import (
     CONFIG_HEADER,
     METRICS_FILE,
     ClaimedRunFolder,
+    read_summary,
     started_by_an_earlier_attempt_of_this_job,
 )
 from lightning_genae.run_report import (
@@ -239,11 +240,8 @@ def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
 
 def _summarised_at(run_dir: Path, iteration: int) -> bool:
     """Whether run_dir's summary.json is of a run finished at `iteration` (not an earlier budget's)."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(summary, dict) and summary.get("global_step") == iteration
+    summary = read_summary(run_dir)
+    return summary is not None and summary.get("global_step") == iteration
 
 
 def run(

@@ -35,7 +35,7 @@ def leave(run: PlannedRun, *, stamp=None, config=False, checkpoint=False, done: 
         (run.output / "checkpoints").mkdir(exist_ok=True)
         (run.output / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
     if done is not None:
-        (run.output / "summary.json").write_text(json.dumps({"global_step": done}))
+        (run.output / "summary.json").write_text(json.dumps({"global_step": done, "final_metrics": {}}))
 
 
 def test_a_new_folder_trains_and_records_its_command(tmp_path):

@@ -41,7 +41,7 @@ from lightning_genae.run_folder import (
     CHECKPOINT_DIR,
     FAILED_FILE,
     GRID_FILE,
-    SUMMARY_FILE,
+    read_summary,
     refuse_another_run,
     refuse_files_no_run_wrote,
     started_run_files,
@@ -219,17 +219,6 @@ def resolve_cell(shared: RunConfig, root: Path, cell: GridCell) -> ResolvedRun:
     )
     # Each cell keeps the augmentation options its augmentation reads; the grid checks the rest.
     return resolve(config, drop_unused_augment_options=True)
-
-
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """A cell's summary.json when it is a finished run's (a JSON object with its final metrics), else None."""
-    try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(summary, dict) or not isinstance(summary.get("final_metrics"), dict):
-        return None
-    return summary
 
 
 def summary_config(summary: dict[str, Any]) -> dict[str, Any]:
