@@ -53,12 +53,13 @@ SAMPLE_CHUNK = 500
 def planned(family: str, seed: int, args: argparse.Namespace) -> PlannedRun:
     """The run.py run (the product's own path) of one family and seed; with `args.extend`, the run already
     in its folder continued to `args.steps` iterations instead of a new one."""
+    folder = args.output / f"{family}-seed{seed}"
     options = [
-        "run.py", "--model", family, "--data", "mnist", "--data-dir", args.data_dir, "--seed", str(seed),
-        "--max-steps", str(args.steps), "--eval-every", str(args.steps),
-        "--output", str(args.output / f"{family}-seed{seed}"), *args.run_args,
+        "--model", family, "--data", "mnist", "--data-dir", args.data_dir, "--seed", str(seed),
+        "--max-steps", str(args.steps), "--eval-every", str(args.steps), "--output", str(folder),
+        *args.run_args,
     ]  # fmt: skip
-    return PlannedRun(options[1:], args.output / f"{family}-seed{seed}", args.steps, args.extend)
+    return PlannedRun(options, folder, args.steps, args.extend)
 
 
 def in_unit_range(images: torch.Tensor) -> torch.Tensor:

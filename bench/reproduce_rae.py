@@ -53,10 +53,10 @@ def planned(name: str, seed: int, steps: int, output: Path) -> PlannedRun:
     last step, so the deterministic form's code Gaussian saved in last.ckpt is fitted to the final weights."""
     folder = output / f"{name.replace(' --', '-')}-seed{seed}"
     options = [
-        "run.py", "--model", "rae", "--data", "timegan_sines", "--seed", str(seed),
+        "--model", "rae", "--data", "timegan_sines", "--seed", str(seed),
         "--max-steps", str(steps), "--eval-every", str(steps), "--output", str(folder), *VARIANTS[name],
     ]  # fmt: skip
-    return PlannedRun(options[1:], folder, steps)
+    return PlannedRun(options, folder, steps)
 
 
 def load(run_dir: Path) -> tuple[torch.nn.Module, Normaliser]:

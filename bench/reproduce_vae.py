@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_runs import device as bench_device
 from bench_runs import distinct
 from child_run import run_command, stop_on_failure
 
@@ -299,8 +300,7 @@ def parse_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--corrected-images sizes --cheap-k's correction; give --cheap-k too, or drop it")
     if args.cheap_k and args.corrected_images is None:
         args.corrected_images = 500
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no GPU here; drop it, or pass --device cpu")
+    bench_device(parser, args.device)  # cuda where none is visible: refused here, before any run is checked
     if args.ckpt_every < 1:
         parser.error(f"--ckpt-every must be at least 1, got {args.ckpt_every}")
     if args.threads < 1:
@@ -339,8 +339,7 @@ def main() -> None:
         if problem := not_ready(run_dir, seed, args, first_stop):
             parser.error(problem)
     torch.set_num_threads(args.threads)
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(auto if args.device == "auto" else args.device)
+    device = bench_device(parser, args.device)
     # Full float32 arithmetic for the estimate: cuDNN's convolutions would otherwise run in TF32 (10-bit
     # mantissa), whose error in the logits adds up over 784 pixels and 5,000 draws.
     torch.backends.cudnn.allow_tf32 = False
