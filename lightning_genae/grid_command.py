@@ -175,7 +175,8 @@ def _check_augmentations_on_the_data(plan: GridPlan) -> None:
     from lightning_genae.augmentation.attach import check_plugin_augmentations, plugin_transforms_to_try
 
     arms = list({resolved.config.augment: resolved for resolved in plan.runs.values()}.values())
-    if not any("ada_ops" in resolved.augment.options for resolved in arms) and not any(
+    # ADA's operations are checked only where --ada-ops names them (its default fits any data).
+    if not any(resolved.augment.options.get("ada_ops") for resolved in arms) and not any(
         plugin_transforms_to_try(resolved.augment) for resolved in arms
     ):
         return  # nothing to check: the data is not loaded
