@@ -99,6 +99,71 @@ def test_predictive_score_is_the_mae_of_an_independent_predictor() -> None:
     assert score == pytest.approx(sum(per_series) / 20, abs=1e-6)
 
 
+def _tf1_gru_cell_states(
+    series: np.ndarray,
+    gate_kernel: np.ndarray,
+    gate_bias: np.ndarray,
+    candidate_kernel: np.ndarray,
+    candidate_bias: np.ndarray,
+) -> np.ndarray:
+    """TensorFlow 1's GRUCell.call, step by step in NumPy: gates over [x, h], the reset gate applied to the
+    state before the candidate's product, the update gate keeping the old state."""
+    hidden = candidate_bias.shape[0]
+    state = np.zeros((series.shape[0], hidden))
+    states = []
+    for step in range(series.shape[1]):
+        x = series[:, step]
+        gates = 1 / (1 + np.exp(-(np.concatenate([x, state], 1) @ gate_kernel + gate_bias)))
+        reset, update = gates[:, :hidden], gates[:, hidden:]
+        candidate = np.tanh(np.concatenate([x, reset * state], 1) @ candidate_kernel + candidate_bias)
+        state = update * state + (1 - update) * candidate
+        states.append(state)
+    return np.stack(states, 1)
+
+
+def test_post_hoc_gru_computes_tensorflow_1s_gru_cell() -> None:
+    """Random weights in every parameter (not the initial ones), checked against the cell's equations."""
+    net = timegan._seeded_net(3, 2, 0)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for parameter in net.rnn.parameters():
+            parameter.copy_(torch.from_numpy(rng.normal(size=tuple(parameter.shape))))
+    series = _smooth(4, 1, channels=3, seq_len=6)
+    with torch.no_grad():
+        states, last = net.rnn(series)
+    expected = _tf1_gru_cell_states(
+        series.double().numpy(),
+        *(
+            p.detach().double().numpy()
+            for p in (
+                net.rnn.gate_kernel,
+                net.rnn.gate_bias,
+                net.rnn.candidate_kernel,
+                net.rnn.candidate_bias,
+            )
+        ),
+    )
+    assert np.allclose(states.numpy(), expected, atol=1e-5)
+    assert torch.equal(last, states[:, -1])
+
+
+def test_post_hoc_gru_starts_as_tensorflow_1s_gru_cell_and_dense_layer() -> None:
+    """Gate bias 1, candidate bias 0, Glorot-uniform kernels over the joined [input + state] shapes."""
+    net = timegan._seeded_net(40, 20, 3)
+    assert torch.equal(net.rnn.gate_bias, torch.ones(40))
+    assert torch.equal(net.rnn.candidate_bias, torch.zeros(20))
+    assert torch.equal(net.out.bias, torch.zeros(1))
+    for kernel, fans in (
+        (net.rnn.gate_kernel, 60 + 40),
+        (net.rnn.candidate_kernel, 60 + 20),
+        (net.out.weight, 21),
+    ):
+        # Uniform on +-sqrt(6 / (fan_in + fan_out)): its largest draw lies close to the bound.
+        limit = math.sqrt(6 / fans)
+        assert 0.8 * limit < kernel.abs().max() <= limit
+    assert torch.equal(timegan._seeded_net(40, 20, 3).rnn.gate_kernel, net.rnn.gate_kernel)
+
+
 def test_discriminative_score_identical_sets_near_zero_separable_sets_near_half() -> None:
     real = _smooth(200, 4)
     same = discriminative_score_timegan(real, real.clone(), seed=0, iterations=40)
@@ -117,8 +182,8 @@ def test_discriminative_score_is_half_minus_accuracy_on_the_held_out_fifth() -> 
     fake_test = fake[train_test_divide(40, generator)[1]]
     net = timegan._seeded_net(4, 2, 9)
     with torch.no_grad():
-        p_real = torch.sigmoid(net.out(net.rnn(real_test)[1][-1]))[:, 0]
-        p_fake = torch.sigmoid(net.out(net.rnn(fake_test)[1][-1]))[:, 0]
+        p_real = torch.sigmoid(net.out(net.rnn(real_test)[1]))[:, 0]
+        p_fake = torch.sigmoid(net.out(net.rnn(fake_test)[1]))[:, 0]
     accuracy = ((p_real > 0.5).sum() + (p_fake <= 0.5).sum()).item() / (len(real_test) + len(fake_test))
     assert score == pytest.approx(abs(0.5 - accuracy))
 

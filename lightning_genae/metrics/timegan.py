@@ -17,9 +17,14 @@ data; the predictor ends in a sigmoid).
   steps 1..T-1. 5,000 Adam steps on 128 generated series drawn afresh each step, loss the mean absolute
   error; the score is the mean absolute error on every real series (per-series MAE averaged over series).
 
-Differences that remain: the GRU is PyTorch's (its reset gate acts after the recurrent product, as in
-Keras's `reset_after` cell, where TensorFlow's v1 `GRUCell` applies it before), and the random streams are
-torch's, seeded by `seed`, so single runs are not bit-identical to the reference's.
+Both post-hoc nets are TensorFlow 1's `GRUCell` (tf.compat.v1.nn.rnn_cell.GRUCell, which both reference
+files build) and a dense read-out, written out here with that cell's equations and initialisation: the reset
+gate scales the state before the recurrent product, the reset and update gates' bias starts at 1 and the
+candidate's at 0, and the kernels are Glorot-uniform over the input and state joined. PyTorch's own `nn.GRU`
+differs in both the reset gate's place and the initialisation. What remains different: the random
+streams are torch's, seeded by `seed`, so single runs are not bit-identical to the reference's; and
+PyTorch's Adam adds its epsilon (1e-8, as TensorFlow's) to the bias-corrected root of the second moment
+where TensorFlow 1 adds it before the correction, a difference of under 1e-6 in the step's denominator.
 
 The framework's own, cheaper variants that run during training (any channel count, linear outputs, a few
 hundred steps) are in lightning_genae.metrics.sequences; their numbers are not comparable with these.
@@ -85,21 +90,48 @@ def _batch(count: int, generator: torch.Generator) -> Tensor:
     return torch.randperm(count, generator=generator)[:BATCH_SIZE]
 
 
-class _PostHocGRU(nn.Module):
-    """One-layer GRU and a linear read-out, initialised as the reference's Keras/TF layers are."""
+class _ReferenceGRU(nn.Module):
+    """TensorFlow 1's GRUCell over a series [N, T, inputs]: (states [N, T, hidden], last state [N, hidden]).
+
+    r, u = sigmoid([x, h] W_g + b_g); c = tanh([x, r * h] W_c + b_c); h' = u * h + (1 - u) * c, from a zero
+    state. W_g [inputs + hidden, 2 hidden] and W_c [inputs + hidden, hidden] are Glorot-uniform over their
+    whole shapes (TensorFlow's default for a variable without an initializer), b_g starts at 1 and b_c at 0.
+    """
 
     def __init__(self, inputs: int, hidden: int) -> None:
         super().__init__()
-        self.rnn = nn.GRU(inputs, hidden, batch_first=True)
+        self.inputs = inputs
+        self.gate_kernel = nn.Parameter(torch.empty(inputs + hidden, 2 * hidden))
+        self.gate_bias = nn.Parameter(torch.ones(2 * hidden))
+        self.candidate_kernel = nn.Parameter(torch.empty(inputs + hidden, hidden))
+        self.candidate_bias = nn.Parameter(torch.zeros(hidden))
+        nn.init.xavier_uniform_(self.gate_kernel)
+        nn.init.xavier_uniform_(self.candidate_kernel)
+
+    def forward(self, series: Tensor) -> tuple[Tensor, Tensor]:
+        gate_x, gate_h = self.gate_kernel[: self.inputs], self.gate_kernel[self.inputs :]
+        candidate_x, candidate_h = self.candidate_kernel[: self.inputs], self.candidate_kernel[self.inputs :]
+        # The input's share of both products for every step at once; only the state's is sequential.
+        gates_from_x = series @ gate_x + self.gate_bias
+        candidates_from_x = series @ candidate_x + self.candidate_bias
+        state = series.new_zeros(len(series), self.candidate_bias.shape[0])
+        states = []
+        for step in range(series.shape[1]):
+            reset, update = torch.sigmoid(gates_from_x[:, step] + state @ gate_h).chunk(2, dim=1)
+            candidate = torch.tanh(candidates_from_x[:, step] + (reset * state) @ candidate_h)
+            state = update * state + (1 - update) * candidate
+            states.append(state)
+        return torch.stack(states, dim=1), state
+
+
+class _PostHocGRU(nn.Module):
+    """The reference's post-hoc net: a TensorFlow 1 GRUCell and a dense read-out (Glorot kernel, zero bias,
+    as tf.compat.v1.layers.dense starts)."""
+
+    def __init__(self, inputs: int, hidden: int) -> None:
+        super().__init__()
+        self.rnn = _ReferenceGRU(inputs, hidden)
         self.out = nn.Linear(hidden, 1)
-        for name, weight in self.rnn.named_parameters():
-            # Glorot-uniform input kernels, orthogonal recurrent kernels, zero biases (Keras's defaults).
-            if name.startswith("weight_ih"):
-                nn.init.xavier_uniform_(weight)
-            elif name.startswith("weight_hh"):
-                nn.init.orthogonal_(weight)
-            else:
-                nn.init.zeros_(weight)
         nn.init.xavier_uniform_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -121,7 +153,7 @@ def discriminative_score_timegan(
     optimiser = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
 
     def logits(x: Tensor) -> Tensor:
-        last_state = net.rnn(x)[1][-1]
+        last_state = net.rnn(x)[1]
         return net.out(last_state).squeeze(-1)
 
     real_train, real_test = train_test_divide(len(real), generator)
@@ -172,7 +204,8 @@ def predictive_score_timegan(
 
 @dataclass(frozen=True)
 class TimeGANScores:
-    """Both scores over `repetitions` fits: mean and population std (NumPy's default, as Table 2's ±)."""
+    """Both scores over `repetitions` fits: mean and population std (NumPy's np.std). main_timegan.py reports
+    only the mean over its fits; the paper does not say how Table 2's ± is computed."""
 
     discriminative: tuple[float, ...]
     predictive: tuple[float, ...]
