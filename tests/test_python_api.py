@@ -265,6 +265,49 @@ def test_the_first_batch_is_checked_against_the_dtype_of_the_models_weights():
     model.double().on_train_batch_start((doubles, torch.zeros(2)), 0)
 
 
+@pytest.mark.parametrize(
+    ("family", "shape", "data"),
+    [("vae", (1, 28, 28), "digits"), ("rae", (24, 1), "digits"), ("vae", (1, 16, 16), "sines")],
+)
+def test_a_model_built_for_other_data_stops_a_default_trainer_in_one_line(family, shape, data, tmp_path):
+    """A default Trainer runs its sanity check's validation batches before the first training batch: the
+    first of those is checked too, before a layer fails on it with PyTorch's own error."""
+    import pytorch_lightning as pl
+
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.errors import DataError
+    from lightning_genae.models import MODELS
+
+    size = {"rnn_hidden": 4} if family == "rae" else {"width": 4}
+    model = MODELS[family].module(shape, latent_dim=4, **size)
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(DataError, match="does not match the model's") as caught:
+        trainer.fit(model, datamodule=build_datamodule(data, batch_size=8, data_dir=tmp_path))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(DataError, match="does not match the model's"):
+        trainer.test(model, datamodule=build_datamodule(data, batch_size=8, data_dir=tmp_path))
+
+
+def test_data_in_zero_one_is_warned_about_once_whatever_the_loops():
+    from lightning_genae.models import MODELS
+
+    model = MODELS["vae"].module(image_shape=(1, 8, 8), latent_dim=4, width=4)
+    batch = (torch.rand(2, 1, 8, 8), torch.zeros(2))
+    with pytest.warns(UserWarning, match="looks like") as caught:
+        model.on_validation_batch_start(batch, 0)
+        model.on_train_batch_start(batch, 0)
+        model.on_test_batch_start(batch, 0)
+    assert len([w for w in caught if "looks like" in str(w.message)]) == 1
+
+
 def test_a_batch_in_zero_one_is_warned_about():
     from lightning_genae.models.batch import check_batch
 

@@ -326,7 +326,8 @@ class GenerativeModule(pl.LightningModule):
         self._training_values: list[tuple[Mapping[str, Tensor | float], bool]] = []
         # The last training batch whose values were recorded, and whether they were written at its end.
         self.last_logged_training: LoggedTraining | None = None
-        self._batch_checked = False
+        # The loops ("train", "validation", "test") whose first batch passed `check_batch`.
+        self._checked_loops: set[str] = set()
         # This evaluation pass's sums (value x items, items) per name; the names in the progress bar.
         self._split_sums: dict[str, tuple[Tensor, int]] = {}
         self._split_prog_bar: set[str] = set()
@@ -351,13 +352,24 @@ class GenerativeModule(pl.LightningModule):
         they are recorded at the batch's end, and only when they will be written (`on_train_batch_end`)."""
         self._training_values.append((values, prog_bar))
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # The contract is checked on the first batch only, so the check costs nothing afterwards.
-        if not self._batch_checked:
+    def _check_first_batch(self, loop: str, batch: Any) -> None:
+        # Each loop's first batch only, so the check costs nothing afterwards. Every loop, since a Trainer's
+        # sanity check runs validation batches before the first training batch, and each loop has a loader
+        # of its own.
+        if loop not in self._checked_loops:
             weights = next(self.parameters(), None)
             dtype = torch.float32 if weights is None else weights.dtype
-            check_batch(batch, self.data_kind, self.data_shape, dtype)
-            self._batch_checked = True
+            check_batch(batch, self.data_kind, self.data_shape, dtype, warn_scale=not self._checked_loops)
+            self._checked_loops.add(loop)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._check_first_batch("train", batch)
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._check_first_batch("validation", batch)
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._check_first_batch("test", batch)
 
     def on_train_start(self) -> None:
         # Values queued by a batch that raised before its end (a fit stopped by an exception) are dropped.

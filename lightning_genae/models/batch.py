@@ -1,4 +1,4 @@
-"""The batch contract every family trains on, checked once on the first training batch.
+"""The batch contract every family trains on, checked on the first batch of each loop.
 
 A batch is `(data, labels)`: images `[N, C, H, W]` scaled to [-1, 1], or series `[N, T, C]` normalised per
 channel (finite values), matching the model's shape, in the dtype of the model's weights (float32). Labels
@@ -16,9 +16,14 @@ _SCALE_FIX = "scale the data to [-1, 1], e.g. x * 2 - 1 for data in [0, 1], x / 
 
 
 def check_batch(
-    batch: object, data_kind: str, data_shape: tuple[int, ...], dtype: torch.dtype = torch.float32
+    batch: object,
+    data_kind: str,
+    data_shape: tuple[int, ...],
+    dtype: torch.dtype = torch.float32,
+    warn_scale: bool = True,
 ) -> None:
-    """Raise a one-line `DataError` naming the fix when `batch` breaks the contract; warn on [0, 1] data.
+    """Raise a one-line `DataError` naming the fix when `batch` breaks the contract; warn on [0, 1] images
+    unless `warn_scale` is off (a model says it once, for the first loop's batch).
 
     `dtype`: the model's weights' (float32, whatever the mixed precision), which the data must have: float64
     data from NumPy, or float16, fails in the first layer with PyTorch's own error."""
@@ -58,7 +63,7 @@ def check_batch(
     low, high = data.min().item(), data.max().item()
     if low < -1.0 - 1e-3 or high > 1.0 + 1e-3:
         raise DataError(f"batch data spans [{low:.3g}, {high:.3g}], outside [-1, 1]; {_SCALE_FIX}")
-    if low >= 0.0:
+    if low >= 0.0 and warn_scale:
         # Data in [0, 1] trains without error but every generated sample is off by the scale, so say it once.
         warnings.warn(
             f"the first batch lies in [{low:.3g}, {high:.3g}], which looks like [0, 1]; {_SCALE_FIX}",
