@@ -7,10 +7,8 @@ Imports no Lightning: `--help` and argument errors answer in about the time `imp
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from lightning_genae import __version__
@@ -26,6 +24,7 @@ from lightning_genae.plugin_options import (
     type_name,
     typed_flag,
 )
+from lightning_genae.program import command_prefix, program_name
 from lightning_genae.resolve import DEFAULT_MAX_STEPS
 
 __all__ = ["OneLineErrorParser", "build_parser", "split_list"]
@@ -54,14 +53,8 @@ def _choices_epilog() -> str:
         width = max(len(name) for name in entries)
         lines += [f"  {name.ljust(width)}  {text}" for name, text in entries.items()]
         lines.append("")
-    command = "genae" if program_name() == "genae" else "python run.py"
-    lines.append(f"example: {command} --model gan --data digits --max-steps 200")
+    lines.append(f"example: {command_prefix()} --model gan --data digits --max-steps 200")
     return "\n".join(lines)
-
-
-def program_name() -> str:
-    """`genae` when run as the installed command, else `run.py`: what usage lines and examples call it."""
-    return "genae" if Path(sys.argv[0]).name == "genae" else "run.py"
 
 
 def _shown_default(name: str, value: Any) -> str:

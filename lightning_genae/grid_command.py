@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_genae.config import NO_BACKBONE, RunConfig, merge, print_configuration, resume_conflicts
 from lightning_genae.errors import ConfigError
+from lightning_genae.program import command_prefix
 from lightning_genae.resolve import ResolvedRun, check_shape_options, refuse_named_but_unread
 
 if TYPE_CHECKING:
@@ -391,7 +392,7 @@ def _report_grid(root: Path, grid_index: int | None, refused: Sequence[str] = ()
         paths = summarize(root)
         print("wrote " + ", ".join(str(path) for path in paths.values()))
     else:
-        summarize = f"python run.py --summarize {shlex.quote(str(root))}"
+        summarize = f"{command_prefix()} --summarize {shlex.quote(str(root))}"
         print(f"cell {grid_index} done; once every cell has run: {summarize}")
     progress = describe_progress(root)
     if refused:

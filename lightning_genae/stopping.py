@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_genae.cluster import global_rank, interrupted_by, is_slurm_task, note_stop_signal
 from lightning_genae.lightning_internals import kill_launched_processes, validation_follows_batch
+from lightning_genae.program import command_prefix
 
 
 def cluster_plugins() -> list[ClusterEnvironment]:
@@ -59,7 +60,7 @@ def stop_outside_training(
             signal.raise_signal(signum)  # the run is done: what the signal does is Python's again
             return
         name, folder = signal.Signals(signum).name, shlex.quote(str(run_dir))
-        resume = f"continue with: python run.py --output {folder} --resume last"
+        resume = f"continue with: {command_prefix()} --output {folder} --resume last"
         if not progress.started:
             undo()  # before a requeue can end this process
             if resuming:
@@ -100,8 +101,8 @@ def stop_during_final_evaluation(run_dir: Path) -> Iterator[None]:
             signum,
             f"stopped by {signal.Signals(signum).name} during the final evaluation; the trained weights are "
             f"in {last}",
-            f"finish the run (summary.json) with: python run.py --output {folder} --resume last, or score "
-            f"them with: python run.py --evaluate {weights}",
+            f"finish the run (summary.json) with: {command_prefix()} --output {folder} --resume last, or "
+            f"score them with: {command_prefix()} --evaluate {weights}",
         )
 
     previous = {stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in STOP_SIGNALS}
@@ -131,7 +132,7 @@ class StopOnSignal(Callback):
         self.run_dir = Path(run_dir)
         # How to continue the run, said when it stops: run.py's resume, unless the run was not run.py's.
         self.continue_with = continue_with or (
-            f"python run.py --output {shlex.quote(str(self.run_dir))} --resume last"
+            f"{command_prefix()} --output {shlex.quote(str(self.run_dir))} --resume last"
         )
         self.received: int | None = None
         self._stop_after_validation = False

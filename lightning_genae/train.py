@@ -32,6 +32,7 @@ from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluat
 from lightning_genae.loggers import build_loggers, finish_loggers, logged_values
 from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import GenerativeModule, changeable_on_resume
+from lightning_genae.program import command_prefix
 from lightning_genae.resolve import ResolvedRun
 from lightning_genae.run_folder import (
     CONFIG_FILE,
@@ -503,7 +504,7 @@ def config_file_text(config: RunConfig, run_dir: Path) -> str:
     """What a run writes to its config.yaml: a first line naming the file as a run's, with the command that
     re-runs it, then the experiment's options."""
     config_file = run_dir.absolute() / CONFIG_FILE
-    header = f"{CONFIG_HEADER}; re-run with: python run.py --config {shlex.quote(str(config_file))}\n"
+    header = f"{CONFIG_HEADER}; re-run with: {command_prefix()} --config {shlex.quote(str(config_file))}\n"
     return header + config.experiment().to_yaml()
 
 

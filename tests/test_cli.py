@@ -273,6 +273,23 @@ def test_config_yaml_reruns_the_same_experiment(tmp_path):
     assert metrics_first["test/loss"] == pytest.approx(metrics_second["test/loss"], rel=1e-5)
 
 
+def test_the_commands_a_run_prints_name_the_installed_command_it_was_run_as(tmp_path, monkeypatch):
+    """Run as `genae` (pip's console script), the lines to type again say genae: an installed user has no
+    run.py. Run as run.py, they say python run.py."""
+    from lightning_genae.program import command_prefix
+    from lightning_genae.stopping import StopOnSignal
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "bin" / "genae")])
+    assert command_prefix() == "genae"
+    assert main(["--model", "ae", *TINY, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    header = (run_dir / "config.yaml").read_text().splitlines()[0]
+    assert header.endswith(f"re-run with: genae --config {run_dir.absolute() / 'config.yaml'}")
+    assert StopOnSignal(run_dir / "last.ckpt", run_dir).continue_with.startswith("genae --output ")
+    monkeypatch.setattr(sys, "argv", ["run.py"])
+    assert StopOnSignal(run_dir / "last.ckpt", run_dir).continue_with.startswith("python run.py --output ")
+
+
 def test_print_config_prints_what_config_yaml_records(tmp_path, capsys):
     """It printed --output and --overwrite as given: a template saved from it sent every job to one folder,
     replacing each run with the next."""
