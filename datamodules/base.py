@@ -402,6 +402,10 @@ class InMemoryDataModule(pl.LightningDataModule):
             return f"{type(self).__name__}({self.name}, {shape}, not set up)"
         return f"{type(self).__name__}({self.summary()})"
 
+    # LightningDataModule's own str() calls every loader method (loading the data) and then fails on loaders
+    # that are not torch DataLoaders, as these in-memory ones are; print() gives the summary instead.
+    __str__ = __repr__
+
 
 class ImageDataModule(InMemoryDataModule):
     """Images stored as uint8 [N,C,H,W], scaled to float [-1, 1] on the device."""
