@@ -7,6 +7,8 @@ The registry names each DataModule by where it lives and imports it on first use
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -15,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
 from lightning_genae.errors import ConfigError, agree
 from lightning_genae.lazy import lazy_getattr
-from lightning_genae.plugin_options import PluginOptions, flag, import_location, option_specs, unread_refusal
+from lightning_genae.plugin_options import (
+    PluginOptions,
+    Registry,
+    flag,
+    import_location,
+    option_specs,
+    unread_refusal,
+)
 
 if TYPE_CHECKING:
     from lightning_genae.datamodules.base import DataKind, InMemoryDataModule
@@ -46,64 +55,69 @@ class DatasetSpec:
         return import_location(self.location, "lightning_genae.datamodules", InMemoryDataModule, "a dataset")
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(
-        ".digits:DigitsDataModule",
-        "scikit-learn's 1797 handwritten digits, upscaled to 16x16 grayscale (bundled, no download)",
-    ),
-    "mnist": DatasetSpec(
-        ".mnist:MNISTDataModule",
-        "MNIST handwritten digits, 28x28 grayscale (downloaded by torchvision into DATA_DIR/MNIST/raw)",
-    ),
-    "binarized_mnist": DatasetSpec(
-        ".binarized_mnist:BinarizedMNISTDataModule",
-        "MNIST with binary pixels, Bernoulli(intensity): training images sampled anew at every draw, "
-        "val/test binarized once from a fixed seed (the likelihood benchmark; read like mnist)",
-    ),
-    "fashion_mnist": DatasetSpec(
-        ".mnist:FashionMNISTDataModule",
-        "Fashion-MNIST clothing, 28x28 grayscale (downloaded by torchvision into DATA_DIR/FashionMNIST/raw)",
-    ),
-    "cifar10": DatasetSpec(
-        ".cifar10:CIFAR10DataModule",
-        "CIFAR-10 natural images, 32x32 RGB (downloaded by torchvision into DATA_DIR/cifar-10-batches-py)",
-    ),
-    "celeba": DatasetSpec(
-        ".celeba:CelebADataModule",
-        "CelebA aligned faces, centre-cropped and resized to 64x64 RGB, unlabeled "
-        "(decoded once, then cached)",
-    ),
-    "folder": DatasetSpec(
-        ".folder:ImageFolderDataModule",
-        "any folder of images given by --data-dir (recursive; >=2 subfolders become class labels), "
-        "at --image-size (64) and --channels (3)",
-    ),
-    "sines": DatasetSpec(
-        ".sines:SinesDataModule",
-        "synthetic noisy sine waves (random frequency, phase, amplitude, noise), --seq-len 24 steps, "
-        "--channels 1 (generated, no files)",
-        data_kind="sequence",
-        options=SinesOptions,
-    ),
-    "timegan_sines": DatasetSpec(
-        ".timegan_sines:TimeGANSinesDataModule",
-        "TimeGAN's Sines benchmark: 10,000 series of 24 steps x 5 channels, sin(f t + phase) with f, phase "
-        "~ U(0, 0.1), scaled to [0, 1] (generated, no files)",
-        data_kind="sequence",
-    ),
-    "smnist": DatasetSpec(
-        ".smnist:SequentialMNISTDataModule",
-        "MNIST digits as sequences: 28 rows of 28 pixels (read from DATA_DIR/MNIST/raw like mnist)",
-        data_kind="sequence",
-    ),
-    "csv": DatasetSpec(
-        ".csvseries:CSVSeriesDataModule",
-        "a CSV file (--data-dir FILE.csv): numeric columns as channels, windows of --seq-len rows "
-        "every --stride rows",
-        data_kind="sequence",
-        options=CSVSeriesOptions,
-    ),
-}
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset",
+    {
+        "digits": DatasetSpec(
+            ".digits:DigitsDataModule",
+            "scikit-learn's 1797 handwritten digits, upscaled to 16x16 grayscale (bundled, no download)",
+        ),
+        "mnist": DatasetSpec(
+            ".mnist:MNISTDataModule",
+            "MNIST handwritten digits, 28x28 grayscale (downloaded by torchvision into DATA_DIR/MNIST/raw)",
+        ),
+        "binarized_mnist": DatasetSpec(
+            ".binarized_mnist:BinarizedMNISTDataModule",
+            "MNIST with binary pixels, Bernoulli(intensity): training images sampled anew at every draw, "
+            "val/test binarized once from a fixed seed (the likelihood benchmark; read like mnist)",
+        ),
+        "fashion_mnist": DatasetSpec(
+            ".mnist:FashionMNISTDataModule",
+            "Fashion-MNIST clothing, 28x28 grayscale (downloaded by torchvision into "
+            "DATA_DIR/FashionMNIST/raw)",
+        ),
+        "cifar10": DatasetSpec(
+            ".cifar10:CIFAR10DataModule",
+            "CIFAR-10 natural images, 32x32 RGB (downloaded by torchvision into "
+            "DATA_DIR/cifar-10-batches-py)",
+        ),
+        "celeba": DatasetSpec(
+            ".celeba:CelebADataModule",
+            "CelebA aligned faces, centre-cropped and resized to 64x64 RGB, unlabeled "
+            "(decoded once, then cached)",
+        ),
+        "folder": DatasetSpec(
+            ".folder:ImageFolderDataModule",
+            "any folder of images given by --data-dir (recursive; >=2 subfolders become class labels), "
+            "at --image-size (64) and --channels (3)",
+        ),
+        "sines": DatasetSpec(
+            ".sines:SinesDataModule",
+            "synthetic noisy sine waves (random frequency, phase, amplitude, noise), --seq-len 24 steps, "
+            "--channels 1 (generated, no files)",
+            data_kind="sequence",
+            options=SinesOptions,
+        ),
+        "timegan_sines": DatasetSpec(
+            ".timegan_sines:TimeGANSinesDataModule",
+            "TimeGAN's Sines benchmark: 10,000 series of 24 steps x 5 channels, sin(f t + phase) with f, "
+            "phase ~ U(0, 0.1), scaled to [0, 1] (generated, no files)",
+            data_kind="sequence",
+        ),
+        "smnist": DatasetSpec(
+            ".smnist:SequentialMNISTDataModule",
+            "MNIST digits as sequences: 28 rows of 28 pixels (read from DATA_DIR/MNIST/raw like mnist)",
+            data_kind="sequence",
+        ),
+        "csv": DatasetSpec(
+            ".csvseries:CSVSeriesDataModule",
+            "a CSV file (--data-dir FILE.csv): numeric columns as channels, windows of --seq-len rows "
+            "every --stride rows",
+            data_kind="sequence",
+            options=CSVSeriesOptions,
+        ),
+    },
+)
 
 
 def dataset_options() -> dict[str, tuple[Any, Any]]:
@@ -169,8 +183,33 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     `data_dir` defaults as `--data-dir` does (`default_data_dir`)."""
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    module = DATASETS[name].module
+    accepted = _constructor_arguments(module)
+    unknown = [key for key in kwargs if accepted is not None and key not in accepted]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(accepted or ()), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(
+            f"build_datamodule({name!r}): {unknown[0]} is not an argument of {module.__name__}{hint}; it "
+            f"takes {', '.join(sorted(accepted or ()))}"
+        )
     kwargs.setdefault("data_dir", default_data_dir())
-    return DATASETS[name].module(**kwargs)
+    return module(**kwargs)
+
+
+def _constructor_arguments(module: type) -> set[str] | None:
+    """The keyword arguments `module(...)` takes: its __init__'s named ones, and while an __init__ passes
+    **kwargs on, those of the next __init__ up the class hierarchy; None where every one takes any."""
+    accepted: set[str] = set()
+    for cls in module.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = list(inspect.signature(init).parameters.values())[1:]
+        accepted.update(p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return accepted
+    return None
 
 
 # Names this package has always exported, each imported from its module on first use (PEP 562), so that

@@ -60,6 +60,15 @@ class UnreadOptions(ConfigError):
         self.names = names
 
 
+class UnknownName(ConfigError, KeyError):
+    """A registry (MODELS, DATASETS, AUGMENTATIONS) asked for a name it does not hold: one line naming the
+    choices. A KeyError too, so `except KeyError` around a lookup still catches it."""
+
+    def __str__(self) -> str:
+        # KeyError's own str() is the repr of its argument, quotes and escapes included.
+        return str(self.args[0]) if self.args else ""
+
+
 class DataError(GenaeError):
     """Dataset missing, unreadable, corrupt or too small for the requested setting."""
 

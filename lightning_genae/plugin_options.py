@@ -18,14 +18,15 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
-from lightning_genae.errors import ConfigError, UnreadOptions, describe_error
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, UnknownName, UnreadOptions, describe_error
 
 __all__ = [
     "AUTO",
     "OneLineErrorParser",
     "PluginOptions",
+    "Registry",
     "accepts_auto",
     "coerce",
     "command_line_reader",
@@ -40,6 +41,25 @@ __all__ = [
     "type_name",
     "with_default",
 ]
+
+_Spec = TypeVar("_Spec")
+
+
+class Registry(dict[str, _Spec]):
+    """A registry of plug-ins by name (`MODELS`, `DATASETS`, `AUGMENTATIONS`): a dict whose lookup of a name
+    it does not hold is one line naming the choices and the closest name (`UnknownName`, a KeyError)."""
+
+    def __init__(self, kind: str, entries: Mapping[str, _Spec]) -> None:
+        super().__init__(entries)
+        self.kind = kind
+
+    def __missing__(self, name: str) -> _Spec:
+        close = difflib.get_close_matches(str(name), list(self), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownName(
+            f"unknown {self.kind} {name!r}{hint}; choose one of {', '.join(self)} {PLUGIN_HINT}"
+        )
+
 
 # No option's integer is larger in a run that finishes: a larger one is a typo, refused before it fails far
 # from its cause (an allocation, an overflow).

@@ -496,3 +496,44 @@ def test_score_images_against_a_split_too_small_to_score_is_one_line(tmp_path):
     too_small = "the test split of tiny, which holds 3 images; the k-nearest-neighbour"
     with pytest.raises(DataError, match=too_small):
         lightning_genae.score_images(torch.zeros(10, 1, 8, 8, dtype=torch.uint8), data, backbone="none")
+
+
+def test_an_unknown_name_in_a_registry_is_one_line_naming_the_choices_and_still_a_key_error():
+    from lightning_genae.augmentation import AUGMENTATIONS
+    from lightning_genae.datamodules import DATASETS
+    from lightning_genae.errors import ConfigError
+    from lightning_genae.models import MODELS
+
+    for registry, typo, meant in (
+        (MODELS, "vea", "vae"),
+        (DATASETS, "mnsit", "mnist"),
+        (AUGMENTATIONS, "difaug", "diffaug"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            registry[typo]
+        message = str(caught.value)
+        assert f"'{typo}' (did you mean '{meant}'?)" in message and "\n" not in message
+        assert isinstance(caught.value, KeyError)
+    assert MODELS.get("vea") is None and "vea" not in MODELS
+
+
+def test_build_datamodule_names_an_argument_its_datamodule_does_not_take():
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"batch_sise is not an argument of DigitsDataModule \(did you mean batch_size\?\)"
+    ):
+        build_datamodule("digits", batch_sise=64)
+    with pytest.raises(ConfigError, match="seq_len is not an argument of DigitsDataModule"):
+        build_datamodule("digits", seq_len=12)
+    assert build_datamodule("sines", seq_len=12, batch_size=4).batch_size == 4
+
+
+def test_print_of_a_datamodule_summarises_it_without_loading(tmp_path):
+    from lightning_genae.datamodules import build_datamodule
+
+    data = build_datamodule("digits", data_dir=tmp_path)
+    assert str(data) == "DigitsDataModule(digits, 1x16x16, not set up)"
+    data.setup("fit")
+    assert str(data).startswith("DigitsDataModule(digits: train ")

@@ -29,7 +29,7 @@ from lightning_genae.augmentation.discriminator import AdaptivePipeline, Augment
 from lightning_genae.augmentation.options import AugmenterOnInputsOptions, DataSideOptions
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, UnreadOptions, agree
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import AUTO, PluginOptions, flag, option_specs, unread_refusal
+from lightning_genae.plugin_options import AUTO, PluginOptions, Registry, flag, option_specs, unread_refusal
 
 if TYPE_CHECKING:
     from lightning_genae.augmentation.adaptive import AdaptiveStrength
@@ -87,60 +87,63 @@ class AugmentationSpec:
 
 NONE_DESCRIPTION = "train on the data as it is"
 # Discriminator-side transforms compose in this order: the augmenter (ae-d) before DiffAugment.
-AUGMENTATIONS: dict[str, AugmentationSpec] = {
-    "ae": AugmentationSpec(
-        "an autoencoder trained on the training split encodes, perturbs and decodes part of each batch",
-        side="data",
-        options=DataSideOptions,
-        augmenter="ae",
-        sequence_augmenter="rae",
-    ),
-    "vae": AugmentationSpec(
-        "as ae, with a VAE as the augmenter (perturbs its posterior means)",
-        side="data",
-        options=DataSideOptions,
-        augmenter="vae",
-    ),
-    "vaegan": AugmentationSpec(
-        "as ae, with a VAE-GAN as the augmenter (perturbs its posterior means)",
-        side="data",
-        options=DataSideOptions,
-        augmenter="vaegan",
-    ),
-    "aae": AugmentationSpec(
-        "as ae, with an adversarial autoencoder as the augmenter (its codes are matched to N(0, I))",
-        side="data",
-        options=DataSideOptions,
-        augmenter="aae",
-    ),
-    "ae-d": AugmentationSpec(
-        "the frozen augmenter's encode-perturb-decode on discriminator inputs, real and fake",
-        side="discriminator",
-        options=AugmenterOnInputsOptions,
-        augmenter="ae",
-        build=lambda options, parts: AugmenterOnInputs(
-            parts.augmenter, p=parts.strength if options.augment_p == AUTO else options.augment_p
+AUGMENTATIONS: Registry[AugmentationSpec] = Registry(
+    "augmentation",
+    {
+        "ae": AugmentationSpec(
+            "an autoencoder trained on the training split encodes, perturbs and decodes part of each batch",
+            side="data",
+            options=DataSideOptions,
+            augmenter="ae",
+            sequence_augmenter="rae",
         ),
-    ),
-    "diffaug": AugmentationSpec(
-        "DiffAugment (color, translation, cutout) on every discriminator input, real and fake",
-        side="discriminator",
-        options=DiffAugmentOptions,
-        build=lambda options, parts: DiffAugment(
-            options.diffaug_policy, translation=options.diffaug_translation, cutout=options.diffaug_cutout
+        "vae": AugmentationSpec(
+            "as ae, with a VAE as the augmenter (perturbs its posterior means)",
+            side="data",
+            options=DataSideOptions,
+            augmenter="vae",
         ),
-    ),
-    # Last among the discriminator-side ones: the augmenter (ae-d) must see images like those it was
-    # trained on, which ADA's geometric ops would not be; and after a fixed DiffAugment, ADA's controller
-    # adds just the strength that what D sees still lacks.
-    "ada": AugmentationSpec(
-        "ADA (Karras et al. 2020): its pipeline on every discriminator input, real and fake, with a "
-        "probability p that a controller steers so that E[sign(D(real))] stays at --ada-target",
-        side="discriminator",
-        options=AdaOptions,
-        build=_build_ada,
-    ),
-}
+        "vaegan": AugmentationSpec(
+            "as ae, with a VAE-GAN as the augmenter (perturbs its posterior means)",
+            side="data",
+            options=DataSideOptions,
+            augmenter="vaegan",
+        ),
+        "aae": AugmentationSpec(
+            "as ae, with an adversarial autoencoder as the augmenter (its codes are matched to N(0, I))",
+            side="data",
+            options=DataSideOptions,
+            augmenter="aae",
+        ),
+        "ae-d": AugmentationSpec(
+            "the frozen augmenter's encode-perturb-decode on discriminator inputs, real and fake",
+            side="discriminator",
+            options=AugmenterOnInputsOptions,
+            augmenter="ae",
+            build=lambda options, parts: AugmenterOnInputs(
+                parts.augmenter, p=parts.strength if options.augment_p == AUTO else options.augment_p
+            ),
+        ),
+        "diffaug": AugmentationSpec(
+            "DiffAugment (color, translation, cutout) on every discriminator input, real and fake",
+            side="discriminator",
+            options=DiffAugmentOptions,
+            build=lambda options, parts: DiffAugment(
+                options.diffaug_policy, translation=options.diffaug_translation, cutout=options.diffaug_cutout
+            ),
+        ),
+        # Last among the discriminator-side ones: the augmenter (ae-d) must see images like those it was
+        # trained on, which ADA's geometric ops would not be; and after a fixed DiffAugment, ADA's controller
+        # adds just the strength that what D sees still lacks.
+        "ada": AugmentationSpec(
+            "ADA (Karras et al. 2020): its pipeline on every discriminator input, real and fake, with a "
+            "probability p that a controller steers so that E[sign(D(real))] stays at --ada-target",
+            side="discriminator",
+            options=AdaOptions,
+            build=_build_ada,
+        ),
+    },
+)
 # The project's own, tested with its nets; the rest are plug-ins' (`register_augmentation`).
 BUILT_IN_AUGMENTATIONS = frozenset(AUGMENTATIONS)
 

@@ -23,7 +23,7 @@ from lightning_genae.models.options import (
     VAEGANOptions,
     VAEOptions,
 )
-from lightning_genae.plugin_options import import_location
+from lightning_genae.plugin_options import Registry, import_location
 
 if TYPE_CHECKING:
     from lightning_genae.models.base import GenerativeModule
@@ -63,49 +63,52 @@ class ModelSpec:
         return module
 
 
-MODELS: dict[str, ModelSpec] = {
-    "ae": ModelSpec(
-        ".ae:AutoencoderModule",
-        AutoencoderOptions,
-        "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising",
-    ),
-    "vae": ModelSpec(
-        ".vae:VAEModule",
-        VAEOptions,
-        "variational autoencoder with beta and KL warm-up; samples from the prior",
-    ),
-    "gan": ModelSpec(
-        ".gan:GANModule",
-        GANOptions,
-        "DCGAN, non-saturating or hinge loss, optional generator EMA",
-        image_discriminator=True,
-        real_logits=True,
-    ),
-    "began": ModelSpec(
-        ".began:BEGANModule",
-        BEGANOptions,
-        "BEGAN (or --d-loss ebgan: EBGAN): the discriminator is an autoencoder",
-        image_discriminator=True,
-    ),
-    "vaegan": ModelSpec(
-        ".vaegan:VAEGANModule",
-        VAEGANOptions,
-        "VAE-GAN: a VAE whose decoder is the generator, reconstructing in D's features",
-        image_discriminator=True,
-        real_logits=True,
-    ),
-    "aae": ModelSpec(
-        ".aae:AAEModule",
-        AAEOptions,
-        "adversarial autoencoder: a latent discriminator matches the codes to a prior",
-    ),
-    "rae": ModelSpec(
-        ".rae:RAEModule",
-        RAEOptions,
-        "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form",
-        data_kind="sequence",
-    ),
-}
+MODELS: Registry[ModelSpec] = Registry(
+    "family",
+    {
+        "ae": ModelSpec(
+            ".ae:AutoencoderModule",
+            AutoencoderOptions,
+            "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising",
+        ),
+        "vae": ModelSpec(
+            ".vae:VAEModule",
+            VAEOptions,
+            "variational autoencoder with beta and KL warm-up; samples from the prior",
+        ),
+        "gan": ModelSpec(
+            ".gan:GANModule",
+            GANOptions,
+            "DCGAN, non-saturating or hinge loss, optional generator EMA",
+            image_discriminator=True,
+            real_logits=True,
+        ),
+        "began": ModelSpec(
+            ".began:BEGANModule",
+            BEGANOptions,
+            "BEGAN (or --d-loss ebgan: EBGAN): the discriminator is an autoencoder",
+            image_discriminator=True,
+        ),
+        "vaegan": ModelSpec(
+            ".vaegan:VAEGANModule",
+            VAEGANOptions,
+            "VAE-GAN: a VAE whose decoder is the generator, reconstructing in D's features",
+            image_discriminator=True,
+            real_logits=True,
+        ),
+        "aae": ModelSpec(
+            ".aae:AAEModule",
+            AAEOptions,
+            "adversarial autoencoder: a latent discriminator matches the codes to a prior",
+        ),
+        "rae": ModelSpec(
+            ".rae:RAEModule",
+            RAEOptions,
+            "recurrent (LSTM/GRU) autoencoder of series; --variational for the VAE form",
+            data_kind="sequence",
+        ),
+    },
+)
 
 
 def changeable_on_resume(model: str) -> tuple[str, ...]:
