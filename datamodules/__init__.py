@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
 from lightning_genae.errors import ConfigError, agree
-from lightning_genae.lazy import lazy_getattr
+from lightning_genae.lazy import lazy_dir, lazy_getattr
 from lightning_genae.plugin_options import (
     PluginOptions,
     Registry,
@@ -27,7 +27,23 @@ from lightning_genae.plugin_options import (
 )
 
 if TYPE_CHECKING:
-    from lightning_genae.datamodules.base import DataKind, InMemoryDataModule
+    # The names served lazily below, for type checkers, which do not run __getattr__ (and see
+    # __all__ only as `*_LAZY_EXPORTS`, hence the noqa).
+    from lightning_genae.datamodules.base import DataKind, ImageDataModule, InMemoryDataModule  # noqa: F401
+    from lightning_genae.datamodules.binarized_mnist import BinarizedMNISTDataModule  # noqa: F401
+    from lightning_genae.datamodules.celeba import CelebADataModule  # noqa: F401
+    from lightning_genae.datamodules.cifar10 import CIFAR10DataModule  # noqa: F401
+    from lightning_genae.datamodules.csvseries import CSVSeriesDataModule  # noqa: F401
+    from lightning_genae.datamodules.digits import DigitsDataModule  # noqa: F401
+    from lightning_genae.datamodules.folder import ImageFolderDataModule  # noqa: F401
+    from lightning_genae.datamodules.loaders import InMemoryImages, collate_batch  # noqa: F401
+    from lightning_genae.datamodules.mnist import FashionMNISTDataModule, MNISTDataModule  # noqa: F401
+    from lightning_genae.datamodules.pixels import to_model_range, to_uint8  # noqa: F401
+    from lightning_genae.datamodules.sequence import Normaliser, SequenceDataModule  # noqa: F401
+    from lightning_genae.datamodules.sines import SinesDataModule  # noqa: F401
+    from lightning_genae.datamodules.smnist import SequentialMNISTDataModule  # noqa: F401
+    from lightning_genae.datamodules.tensors import TensorImageDataModule  # noqa: F401
+    from lightning_genae.datamodules.timegan_sines import TimeGANSinesDataModule  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -233,7 +249,10 @@ _LAZY_EXPORTS = {
 }
 
 
-__getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)
+# Hidden from type checkers, which would take any name the module lacks for a lazy one.
+if not TYPE_CHECKING:
+    __getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)
+__dir__ = lazy_dir(globals(), _LAZY_EXPORTS)
 
 
 __all__ = [

@@ -17,3 +17,12 @@ def lazy_getattr(package: str, exports: Mapping[str, str]) -> Callable[[str], An
         return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
 
     return __getattr__
+
+
+def lazy_dir(module_globals: Mapping[str, Any], exports: Mapping[str, str]) -> Callable[[], list[str]]:
+    """A module `__dir__` listing the lazy names beside the module's own, for dir(), help() and completion."""
+
+    def __dir__() -> list[str]:
+        return sorted({*module_globals, *exports})
+
+    return __dir__

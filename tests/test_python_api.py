@@ -537,3 +537,27 @@ def test_print_of_a_datamodule_summarises_it_without_loading(tmp_path):
     assert str(data) == "DigitsDataModule(digits, 1x16x16, not set up)"
     data.setup("fit")
     assert str(data).startswith("DigitsDataModule(digits: train ")
+
+
+@pytest.mark.parametrize(
+    "package", ["lightning_genae", "lightning_genae.models", "lightning_genae.datamodules"]
+)
+def test_every_lazily_exported_name_is_typed_and_listed_by_dir(package):
+    """Type checkers do not run a module's __getattr__: each lazy name is imported for them under
+    `if TYPE_CHECKING:`, from the module it is served from; dir() (help, completion) lists them all."""
+    import ast
+    import importlib
+    import inspect
+
+    module = importlib.import_module(package)
+    typed: dict[str, str] = {}
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for statement in node.body:
+                if isinstance(statement, ast.ImportFrom):
+                    typed.update(
+                        {alias.name: statement.module.rpartition(".")[2] for alias in statement.names}
+                    )
+    exports = module._LAZY_EXPORTS
+    assert {name: typed.get(name) for name in exports} == dict(exports)
+    assert set(exports) <= set(dir(module))

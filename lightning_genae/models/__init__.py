@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lightning_genae.errors import ConfigError
-from lightning_genae.lazy import lazy_getattr
+from lightning_genae.lazy import lazy_dir, lazy_getattr
 from lightning_genae.models.options import (
     AAEOptions,
     AutoencoderOptions,
@@ -26,7 +26,25 @@ from lightning_genae.models.options import (
 from lightning_genae.plugin_options import Registry, import_location
 
 if TYPE_CHECKING:
-    from lightning_genae.models.base import GenerativeModule
+    # The names served lazily below, for type checkers, which do not run __getattr__ (and see
+    # __all__ only as `*_LAZY_EXPORTS`, hence the noqa).
+    from lightning_genae.models.aae import AAEModule  # noqa: F401
+    from lightning_genae.models.ae import AutoencoderModule  # noqa: F401
+    from lightning_genae.models.base import (  # noqa: F401
+        Autoencoder,
+        DiscriminatorAugmentation,
+        DiscriminatorScores,
+        GenerativeModule,
+        ImageDiscriminator,
+        ReconstructingDiscriminator,
+        Sampler,
+        ScoringDiscriminator,
+    )
+    from lightning_genae.models.began import BEGANModule  # noqa: F401
+    from lightning_genae.models.gan import GANModule  # noqa: F401
+    from lightning_genae.models.rae import RAEModule  # noqa: F401
+    from lightning_genae.models.vae import VAEModule  # noqa: F401
+    from lightning_genae.models.vaegan import VAEGANModule  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -139,7 +157,10 @@ _LAZY_EXPORTS = {
 }
 
 
-__getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)
+# Hidden from type checkers, which would take any name the module lacks for a lazy one.
+if not TYPE_CHECKING:
+    __getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)
+__dir__ = lazy_dir(globals(), _LAZY_EXPORTS)
 
 
 __all__ = ["MODELS", "FamilyOptions", "ModelSpec", "changeable_on_resume", *_LAZY_EXPORTS]
