@@ -327,6 +327,11 @@ def score_images(
             f"score_images: the backbone is named {backbone.name!r}; the metrics are named by the backbone, "
             f"so a FeatureBackbone must be named {' or '.join(BACKBONES)} (its features' kind)"
         )
+    if not isinstance(images, torch.Tensor):
+        raise DataError(
+            f"score_images: images must be a tensor [N, {', '.join(map(str, datamodule.image_shape))}] "
+            f"(uint8, or floats in [-1, 1]), got {type(images).__name__}"
+        )
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(datamodule.image_shape):
         raise DataError(
             f"score_images: images of shape {tuple(images.shape)}, the {datamodule.name} images are "

@@ -738,6 +738,15 @@ def trainer_kwargs(
     (`validation_every` for the cadence). Unlike `run.py`, a Trainer does not validate after its last
     iteration unless `eval_every` divides `iterations`.
     """
+    if not (
+        isinstance(model, GenerativeModule)
+        or (isinstance(model, type) and issubclass(model, GenerativeModule))
+    ):
+        shown = f"the name {model!r}" if isinstance(model, str) else f"a {type(model).__name__}"
+        raise ConfigError(
+            f"trainer_kwargs takes a family's module or its class, got {shown}; pass MODELS[name].module "
+            "or the module you built"
+        )
     _check_count("iterations", iterations)
     if eval_every is not None:
         _check_count("eval_every", eval_every)

@@ -561,3 +561,43 @@ def test_every_lazily_exported_name_is_typed_and_listed_by_dir(package):
     exports = module._LAZY_EXPORTS
     assert {name: typed.get(name) for name in exports} == dict(exports)
     assert set(exports) <= set(dir(module))
+
+
+def test_what_sample_and_reconstruct_cannot_take_is_one_line_naming_the_fix():
+    from lightning_genae.errors import ConfigError, DataError
+    from lightning_genae.models import MODELS
+
+    vae = MODELS["vae"].module(image_shape=(1, 16, 16), latent_dim=4, width=4)
+    rae = MODELS["rae"].module(series_shape=(24, 1), latent_dim=4, rnn_hidden=4)
+    refusals = [
+        (lambda: vae.sample(-1), ConfigError, "VAEModule.sample takes a count of items, an int >= 0, got -1"),
+        (lambda: vae.sample(n=2.5), ConfigError, "got 2.5"),
+        (
+            lambda: vae.reconstruct(torch.zeros(2, 1, 28, 28)),
+            DataError,
+            "input of shape [2, 1, 28, 28] does not",
+        ),
+        (
+            lambda: vae.reconstruct(torch.zeros(2, 1, 16, 16, dtype=torch.uint8)),
+            DataError,
+            "x.float() / 127.5",
+        ),
+        (lambda: vae.reconstruct(torch.zeros(2, 1, 16, 16) + 9), DataError, "spans [9, 9], outside [-1, 1]"),
+        (lambda: rae.reconstruct(series=torch.zeros(2, 12, 1)), DataError, "[N, T, C] = [N, 24, 1]"),
+    ]
+    for call, error, fix in refusals:
+        with pytest.raises(error) as caught:
+            call()
+        assert fix in str(caught.value) and "\n" not in str(caught.value)
+    assert vae.sample(0).shape == (0, 1, 16, 16)
+    assert rae.reconstruct(torch.zeros(2, 24, 1)).shape == (2, 24, 1)
+
+
+def test_trainer_kwargs_and_score_images_refuse_what_they_cannot_take_in_one_line(tmp_path):
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.errors import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match=r"got the name 'gan'; pass MODELS\[name\].module"):
+        lightning_genae.trainer_kwargs("gan", iterations=5)
+    with pytest.raises(DataError, match=r"images must be a tensor \[N, 1, 16, 16\].*got list"):
+        lightning_genae.score_images([1, 2, 3], build_datamodule("digits", data_dir=tmp_path))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import numbers
 import operator
 import os
@@ -34,7 +35,7 @@ from lightning_genae.lightning_internals import (
     restricted_classmethod,
     should_update_logs,
 )
-from lightning_genae.models.batch import check_batch
+from lightning_genae.models.batch import check_batch, check_data
 from lightning_genae.models.options import FamilyOptions
 
 
@@ -216,14 +217,32 @@ def evaluation_mode(module: nn.Module) -> Iterator[None]:
 
 def inference(method: Method) -> Method:
     """A module's method run in `evaluation_mode`: what `sample` and `reconstruct` are for. `encode` and
-    `decode` follow the module's mode and keep gradients: training is built on them."""
+    `decode` follow the module's mode and keep gradients: training is built on them.
+
+    What a family's `sample` and `reconstruct` are given is checked first, so a count or items the model
+    cannot take are one line naming the fix rather than an error from inside its layers."""
+    given_as = list(inspect.signature(method).parameters)[1]
 
     @functools.wraps(method)
     def in_evaluation_mode(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
+        if isinstance(module, GenerativeModule):
+            given = args[0] if args else kwargs.get(given_as)
+            if method.__name__ == "sample":
+                _check_count(type(module).__name__, given)
+            elif method.__name__ == "reconstruct":
+                check_data(
+                    given, module.data_kind, module.data_shape, module.weights_dtype(), warn_scale=False,
+                    what=f"{type(module).__name__}.reconstruct's input",
+                )  # fmt: skip
         with evaluation_mode(module):
             return method(module, *args, **kwargs)
 
     return typing.cast(Method, in_evaluation_mode)
+
+
+def _check_count(family: str, count: object) -> None:
+    if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 0:
+        raise ConfigError(f"{family}.sample takes a count of items, an int >= 0, got {count!r}")
 
 
 class GenerativeModule(pl.LightningModule):
@@ -357,10 +376,19 @@ class GenerativeModule(pl.LightningModule):
         # sanity check runs validation batches before the first training batch, and each loop has a loader
         # of its own.
         if loop not in self._checked_loops:
-            weights = next(self.parameters(), None)
-            dtype = torch.float32 if weights is None else weights.dtype
-            check_batch(batch, self.data_kind, self.data_shape, dtype, warn_scale=not self._checked_loops)
+            check_batch(
+                batch,
+                self.data_kind,
+                self.data_shape,
+                self.weights_dtype(),
+                warn_scale=not self._checked_loops,
+            )
             self._checked_loops.add(loop)
+
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype of the model's weights, which its data must have (float32 under mixed precision too)."""
+        weights = next(self.parameters(), None)
+        return torch.float32 if weights is None else weights.dtype
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._check_first_batch("train", batch)

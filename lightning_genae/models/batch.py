@@ -31,41 +31,52 @@ def check_batch(
         raise DataError(
             "a batch must be (data, labels); yield dummy labels, e.g. torch.zeros(len(data)), if none"
         )
-    data = batch[0]
-    if not isinstance(data, Tensor):
-        raise DataError(f"the batch's data must be a tensor, got {type(data).__name__}")
+    check_data(batch[0], data_kind, data_shape, dtype, warn_scale, what="the batch's data")
+
+
+def check_data(
+    data: object,
+    data_kind: str,
+    data_shape: tuple[int, ...],
+    dtype: torch.dtype = torch.float32,
+    warn_scale: bool = True,
+    what: str = "the data",
+) -> None:
+    """The contract's checks of the data alone (a batch's, or what a model's `reconstruct` is given)."""
     layout = "[N, C, H, W]" if data_kind == "image" else "[N, T, C]"
+    if not isinstance(data, Tensor):
+        raise DataError(f"{what} must be a tensor {layout}, got {type(data).__name__}")
     if tuple(data.shape[1:]) != tuple(data_shape):
         raise DataError(
-            f"batch data of shape {list(data.shape)} does not match the model's {layout} = [N, "
+            f"{what} of shape {list(data.shape)} does not match the model's {layout} = [N, "
             f"{', '.join(map(str, data_shape))}]; build the model with the data's shape or reshape the data"
         )
     if not torch.is_floating_point(data):
         raise DataError(
-            f"batch data of dtype {data.dtype} must be floating; convert it, e.g. x.float() / 127.5 - 1"
+            f"{what} of dtype {data.dtype} must be floating; convert it, e.g. x.float() / 127.5 - 1"
         )
     if data.dtype != dtype:
         convert = "x.float()" if dtype == torch.float32 else f"x.to({dtype})"
         raise DataError(
-            f"batch data of dtype {data.dtype} does not match the model's weights ({dtype}); convert it "
+            f"{what} of dtype {data.dtype} does not match the model's weights ({dtype}); convert it "
             f"with {convert} (torch.from_numpy gives float64)"
         )
     finite = torch.isfinite(data)
     if not bool(finite.all()):
         # A NaN compares false with every bound, so the range check below cannot see it.
         raise DataError(
-            f"the batch holds {int((~finite).sum())} NaN or infinite values of {data.numel()}; "
-            "remove or repair those items before training"
+            f"{what} holds {int((~finite).sum())} NaN or infinite values of {data.numel()}; "
+            "remove or repair those items"
         )
     if data_kind != "image":
         # Series are normalised per channel (mean 0, std 1 on the training split), not bounded.
         return
     low, high = data.min().item(), data.max().item()
     if low < -1.0 - 1e-3 or high > 1.0 + 1e-3:
-        raise DataError(f"batch data spans [{low:.3g}, {high:.3g}], outside [-1, 1]; {_SCALE_FIX}")
+        raise DataError(f"{what} spans [{low:.3g}, {high:.3g}], outside [-1, 1]; {_SCALE_FIX}")
     if low >= 0.0 and warn_scale:
         # Data in [0, 1] trains without error but every generated sample is off by the scale, so say it once.
         warnings.warn(
-            f"the first batch lies in [{low:.3g}, {high:.3g}], which looks like [0, 1]; {_SCALE_FIX}",
+            f"{what} lies in [{low:.3g}, {high:.3g}], which looks like [0, 1]; {_SCALE_FIX}",
             stacklevel=2,
         )
