@@ -97,13 +97,23 @@ class GenerativeMetrics(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # In every checkpoint: a resumed run must measure in the same feature space, or its FD history and
-        # the choice of best.ckpt would mix two backbones' numbers.
-        return {"backbone": self.backbone.name, "weights_sha256": self.backbone.weights_sha256}
+        # the choice of best.ckpt would mix two backbones' numbers. The last validation's record goes too: a
+        # run resumed only for its final evaluation (stopped during it) validates nothing, and its summary
+        # records what the validation it reports was measured on.
+        state: dict[str, Any] = {
+            "backbone": self.backbone.name,
+            "weights_sha256": self.backbone.weights_sha256,
+        }
+        if "val" in self.records:
+            state["val_record"] = self.records["val"]
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """On resume: refuse a backbone whose weights differ from the ones the run measured with."""
         stored = state_dict.get("weights_sha256")
         current = self.backbone.weights_sha256
+        if isinstance(state_dict.get("val_record"), dict):
+            self.records.setdefault("val", state_dict["val_record"])
         if stored is None or current is None or stored == current:
             return  # an older checkpoint, or weights with no file to identify them by
         raise ConfigError(

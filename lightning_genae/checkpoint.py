@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback
 
-from lightning_genae.cache import is_torch_file
+from lightning_genae.cache import is_torch_file, write_atomically
 from lightning_genae.config import CONFIG_KEY, PER_INVOCATION, RunConfig
 from lightning_genae.console import say
 from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, EVALUATION_SPLITS, TRAIN_CONTENT_KEY
-from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.errors import ConfigError, WriteFailed, describe_error
 
 if TYPE_CHECKING:
     from lightning_genae.datamodules.base import InMemoryDataModule
@@ -371,6 +372,35 @@ def resume_advice(
         f"resume from {path} (step {iteration}, all finite) with a lower --lr: "
         f"--resume {path} --lr {lower_lr:g}"
     )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a run's checkpoints whole or not at all: each into a temporary file beside it, renamed over it.
+
+    Lightning's own writer stages the file in the system's temporary folder and moves it into place, which
+    between two filesystems (a node-local /tmp, the run on shared storage) is a copy over the previous
+    checkpoint: a kill or a full disk during that copy left a truncated last.ckpt, and the run could not be
+    resumed. A write that fails (a full disk, a quota, a read-only folder) leaves the previous checkpoint as
+    it was and stops the run with one line saying how to continue.
+    """
+
+    def __init__(self, continue_with: str) -> None:
+        super().__init__()
+        self.continue_with = continue_with
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        try:
+            write_atomically(path, lambda temporary: torch.save(checkpoint, temporary))
+        except OSError as error:
+            raise WriteFailed(
+                f"could not write the checkpoint {path} ({describe_error(error)}); the run stopped with its "
+                f"earlier checkpoints as they were: free space there or make the folder writable, then "
+                f"continue with: {self.continue_with}"
+            ) from None
 
 
 class StoreRunConfig(Callback):

@@ -9,6 +9,7 @@ the time `import torch` takes (tests/test_startup.py, bench/startup.py).
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from lightning_genae.config import (
     resume_conflicts,
 )
 from lightning_genae.config_file import load_config_file
-from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions
+from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions, describe_error
 from lightning_genae.grid_command import run_grid_command
 from lightning_genae.pipes import ReaderWatch, reader_may_leave
 from lightning_genae.plugin_options import flag
@@ -112,7 +113,22 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
         if str(stop):
             print(str(stop), file=sys.stderr)
         return stop.exit_code
+    except OSError as error:
+        if error.errno not in _STORAGE_ERRORS:
+            raise
+        # A full disk, a quota or a read-only folder met by any write (metrics.csv, a picture, a cache):
+        # the environment's fault, said in one line. Checkpoints are written whole or not at all.
+        print(
+            f"error: could not write ({describe_error(error)}); free space there or make the folder "
+            "writable, then run the command again (a run stopped part-way continues with --resume last)",
+            file=sys.stderr,
+        )
+        return 2
     return 0
+
+
+# What a full disk, an exhausted quota and a read-only filesystem raise.
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _read_inputs(

@@ -73,6 +73,10 @@ class DataError(GenaeError):
     """Dataset missing, unreadable, corrupt or too small for the requested setting."""
 
 
+class WriteFailed(GenaeError):
+    """A file of the run could not be written: the disk is full, over quota or read-only."""
+
+
 class RunFolderGone(GenaeError):
     """The run's folder was moved or deleted while the run trained: it cannot write there any more."""
 

@@ -138,9 +138,10 @@ class RunFolderCSVLogger(Logger):
         step = int(float(row.get("step") or 0))
         if step < self._resume_step:
             return True
-        # Validation at the resume step ran before that checkpoint was saved; training rows there did not.
-        is_training_row = any(row.get(key) for key in row if key.startswith("train/"))
-        return step == self._resume_step and not is_training_row
+        # Validation at the resume step ran before that checkpoint was saved; training rows there did not, nor
+        # did the final evaluation's test rows (a run stopped during it evaluates again when resumed).
+        logged_after_the_save = any(row.get(key) for key in row if key.startswith(("train/", "test/")))
+        return step == self._resume_step and not logged_after_the_save
 
     def _read_rows(self) -> list[dict[str, str]]:
         with self._metrics_file.open(newline="") as file:

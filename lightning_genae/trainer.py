@@ -9,6 +9,7 @@ from __future__ import annotations
 import numbers
 import os
 import re
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,13 @@ from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
-from lightning_genae.checkpoint import StoreRunConfig, last_checkpoint, non_finite_state, resume_advice
+from lightning_genae.checkpoint import (
+    AtomicCheckpointIO,
+    StoreRunConfig,
+    last_checkpoint,
+    non_finite_state,
+    resume_advice,
+)
 from lightning_genae.cluster import current_job
 from lightning_genae.config import NO_BACKBONE, RunConfig, check_values
 from lightning_genae.console import IterationProgressBar, say, warn
@@ -57,6 +64,7 @@ from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECA
 from lightning_genae.metrics.names import headline_metric, higher_is_better
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
 from lightning_genae.models.base import is_last_training_batch
+from lightning_genae.program import command_prefix
 from lightning_genae.stopping import StopOnSignal, cluster_plugins
 
 
@@ -574,9 +582,12 @@ class BestCheckpoint(ModelCheckpoint):
         return self._generate_state_key(monitor=self.monitor, mode=self.mode)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Nothing of the resumed checkpoint's record is taken; `on_train_start` reads best.ckpt."""
+        """Nothing of the resumed checkpoint's record is taken; `on_fit_start` reads best.ckpt."""
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # At the fit's start, not its training's: a run resumed at the end of its budget (stopped during its
+        # final evaluation) trains nothing, and its summary names the best checkpoint all the same.
+        super().on_fit_start(trainer, pl_module)
         if trainer.ckpt_path is None or self.dirpath is None:
             return
         # One rank looks at the folder, so all ranks agree on the record (its top-k decisions are collective).
@@ -826,7 +837,10 @@ def build_trainer(
         **validation_every(config.eval_every),
         num_sanity_val_steps=0,
         fast_dev_run=config.fast_dev_run,
-        plugins=cluster_plugins(),
+        plugins=[
+            *cluster_plugins(),
+            AtomicCheckpointIO(f"{command_prefix()} --output {shlex.quote(str(run_dir))} --resume last"),
+        ],
     )
 
 

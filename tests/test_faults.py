@@ -234,7 +234,14 @@ def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_al
     whole = tmp_path / "whole"
     assert main([*run, "--output", str(whole)]) == 0
     assert (run_dir / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
-    assert summary["final_metrics"] == json.loads((whole / "summary.json").read_text())["final_metrics"]
+    whole_summary = json.loads((whole / "summary.json").read_text())
+    assert summary["final_metrics"] == whole_summary["final_metrics"]
+    # The checkpoint chosen on validation and what the validation was measured on, as recorded by a run that
+    # trained nothing in this invocation.
+    for record in (summary, whole_summary):
+        record["selected_checkpoint"].pop("path")
+    assert summary["selected_checkpoint"] == whole_summary["selected_checkpoint"]
+    assert summary["evaluation"] == whole_summary["evaluation"]
     # Once finished, nothing is left to resume.
     assert main(["--output", str(run_dir), "--resume", "last", *budget[:2]]) == 2
 
@@ -353,3 +360,69 @@ def test_a_stop_signal_once_the_run_is_finished_is_pythons_own_again(tmp_path):
     )  # fmt: skip
     assert stopped.returncode == -signal.SIGTERM, stopped.stderr
     assert "stopped by" not in stopped.stderr and (run_dir / "summary.json").is_file()
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    """Written beside its target and renamed over it: a write stopped part-way (a full disk, a kill during a
+    copy from another filesystem) leaves the earlier file as it was and no temporary file."""
+    from lightning_genae.checkpoint import AtomicCheckpointIO
+    from lightning_genae.errors import WriteFailed
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO("python run.py --output run --resume last")
+    io.save_checkpoint({"global_step": 3}, target)
+    before = target.read_bytes()
+
+    def write_half_then_fail(obj, path):
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", write_half_then_fail)
+    with pytest.raises(WriteFailed) as caught:
+        io.save_checkpoint({"global_step": 6}, target)
+    message = str(caught.value)
+    assert "No space left on device" in message and "\n" not in message
+    assert message.endswith("continue with: python run.py --output run --resume last")
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_a_full_disk_mid_run_stops_with_one_line_and_exit_2_and_a_resumable_last_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    import lightning_genae.cache as cache
+
+    output = tmp_path / "run"
+    last = output / "checkpoints" / "last.ckpt"
+    original = cache.write_atomically
+    writes = []
+
+    def full_after_the_first_checkpoint(path, write):
+        writes.append(Path(path).name)
+        if Path(path).suffix == ".ckpt" and writes.count("last.ckpt") > 1:
+            raise OSError(28, "No space left on device")
+        return original(path, write)
+
+    monkeypatch.setattr("lightning_genae.checkpoint.write_atomically", full_after_the_first_checkpoint)
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "9", "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: could not write the checkpoint ") and "No space left" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert stored_step(last) == 3
+    monkeypatch.setattr("lightning_genae.checkpoint.write_atomically", original)
+    assert main(["--resume", "last", "--output", str(output), "--max-steps", "9"]) == 0
+
+
+def test_a_full_disk_met_by_any_other_write_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import lightning_genae.train
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "metrics.csv"))
+
+    monkeypatch.setattr(lightning_genae.train, "run", disk_full)
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "3", "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: could not write (OSError: [Errno 28] No space left on device")
+    assert "\n" not in err

@@ -182,6 +182,27 @@ def test_csv_resume_keeps_history_before_the_checkpoint_only(tmp_path):
     assert kept == [("2", "1.0", ""), ("4", "", "0.8"), ("4", "0.5", "")]
 
 
+def test_csv_resume_drops_the_test_rows_of_a_final_evaluation_it_runs_again(tmp_path):
+    """A run stopped during its final evaluation (after the test row, during the best checkpoint's) runs the
+    evaluation again when resumed at its last iteration: the earlier test row goes, or it would be twice."""
+    with (tmp_path / "metrics.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["step", "train/loss", "val/loss", "test/loss"])
+        writer.writeheader()
+        writer.writerows(
+            [
+                {"step": 3, "train/loss": 1.0},
+                {"step": 4, "val/loss": 0.8},
+                {"step": 4, "test/loss": 0.85},
+            ]
+        )
+    logger = RunFolderCSVLogger(tmp_path, resume_step=4)
+    logger.log_metrics({"test/loss": 0.85}, step=4)
+    logger.save()
+    with (tmp_path / "metrics.csv").open(newline="") as file:
+        kept = [(row["step"], row["val/loss"], row["test/loss"]) for row in csv.DictReader(file)]
+    assert kept == [("3", "", ""), ("4", "0.8", ""), ("4", "", "0.85")]
+
+
 @pytest.mark.parametrize(
     "damage",
     [
