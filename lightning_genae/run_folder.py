@@ -126,6 +126,24 @@ def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
     )
 
 
+def refuse_linked_run_folders(path: Path) -> None:
+    """Refuse `--overwrite` of a folder whose checkpoints/ (images/, ...) is a link to a folder holding files
+    of the names a run writes: --overwrite removes only what lies in the run's own folder, and the new run
+    would write over those files through the link (another run's best.ckpt and last.ckpt)."""
+    for name, written in RUN_FOLDERS.items():
+        folder = path / name
+        if not (folder.is_symlink() and folder.is_dir()):
+            continue
+        held = sorted(entry.name for entry in folder.iterdir() if written.fullmatch(entry.name))
+        if held:
+            raise RunFolderRefused(
+                f"--overwrite: {folder} is a link to {folder.resolve()}, which holds {', '.join(held[:3])}"
+                f"{' and more' if len(held) > 3 else ''}; --overwrite removes only what lies in the run's "
+                "folder and the new run would write over them through the link: remove the link, or empty "
+                "the folder it points to first"
+            )
+
+
 def refuse_run_names_without_a_run(path: Path) -> None:
     """Refuse `--output path` that holds no run but holds files of the names a run writes (eval.json,
     images/samples_step0000100.png...): the run would overwrite them, and a later `--overwrite` would remove
@@ -398,6 +416,11 @@ class ClaimedRunFolder:
             _refuse_grid_folder(path)
             _refuse_foreign_run(path, files)
         if overwrite and files:
+            try:
+                refuse_linked_run_folders(path)
+            except RunFolderRefused:
+                lock.release()
+                raise
             removal = remove_run_entries(path)
             # Imported here: console imports Lightning, and the command line checks --output without it.
             from lightning_genae.console import say

@@ -107,3 +107,21 @@ def test_a_users_own_wandb_runs_in_a_folder_without_a_run_are_refused_not_adopte
     assert main(args) == 2
     assert "wandb/run-20240101_000000-abcd1234, named as a run's files" in capsys.readouterr().err
     assert (folder / "wandb" / "run-20240101_000000-abcd1234" / "files").is_dir()
+
+
+def test_overwrite_refuses_a_runs_folder_that_links_to_another_runs_checkpoints(
+    finished_run, tiny_ae_run, tmp_path, capsys
+):
+    """--overwrite removes what lies in the run's own folder; through a link the new run would replace the
+    other run's best.ckpt and last.ckpt."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_ae_run, other)
+    before = {p.name: p.read_bytes() for p in (other / "checkpoints").iterdir()}
+    shutil.rmtree(finished_run / "checkpoints")
+    (finished_run / "checkpoints").symlink_to(other / "checkpoints")
+    args = [*TINY_AE, "--max-steps", "2", "--output", str(finished_run), "--overwrite", "--seed", "3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a link to" in err and "remove the link" in err and "\n" not in err
+    assert {p.name: p.read_bytes() for p in (other / "checkpoints").iterdir()} == before
+    assert (finished_run / "config.yaml").is_file()
