@@ -322,6 +322,10 @@ def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:
         del init_arguments["anonymous"]
 
 
+# What this package writes as a W&B run id, and W&B takes: letters, digits, '_' and '-'.
+_WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
 def _stable_wandb_id(run_dir: Path) -> str:
     """One W&B run id per run folder, kept in the folder so a resume finds it again.
 
@@ -332,7 +336,14 @@ def _stable_wandb_id(run_dir: Path) -> str:
     """
     id_file = run_dir / WANDB_RUN_ID
     if id_file.is_file():
-        return id_file.read_text().strip()
+        try:
+            kept = id_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            kept = ""
+        if _WANDB_ID.fullmatch(kept):
+            return kept
+        # Empty, damaged or hand-edited: wandb.init would stop the run on it; a new id is written over it.
+        say(f"{id_file} does not hold a W&B run id ({kept[:40]!r}); the run gets a new one")
     job = current_job()
     if job is None:
         run_id = secrets.token_hex(4)

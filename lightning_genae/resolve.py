@@ -8,6 +8,7 @@ and what `config.yaml` records. It never changes its input, and resolving its re
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -273,6 +274,16 @@ def _check_classifier_weights(config: RunConfig) -> None:
     )
 
 
+# The values of WANDB_MODE that wandb accepts (dryrun and run are its older names of offline and online).
+WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
+
+
+def _wandb_takes(mode: str) -> bool:
+    # An offline or disabled mode in any case is this package's to apply (loggers.wandb_offline_reason);
+    # any other reaches wandb.init as written, which takes its own spellings only.
+    return mode in WANDB_MODES or mode.lower() in ("offline", "dryrun", "disabled")
+
+
 def _check_cache_folder() -> None:
     """The cache must be a folder, or not exist yet: a file there failed the first write into it, after the
     work whose result it was to keep (a classifier's training)."""
@@ -310,6 +321,12 @@ def resolve(
     if unknown_loggers:
         raise ConfigError(
             f"--logger {', '.join(unknown_loggers)} is unknown; choose from {', '.join(LOGGER_CHOICES)}"
+        )
+    wandb_mode = os.environ.get("WANDB_MODE")
+    if "wandb" in config.logger and wandb_mode and not _wandb_takes(wandb_mode):
+        # wandb.init would stop the run with a validation traceback once the run folder is made.
+        raise ConfigError(
+            f"WANDB_MODE={wandb_mode} is not a W&B mode; set it to online, offline or disabled, or unset it"
         )
     _check_inception_weights(config)
     model = MODELS[config.model]

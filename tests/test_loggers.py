@@ -315,3 +315,35 @@ def test_loggers_use_no_private_lightning_api():
 
 
 LIGHTNING = {"lightning", "lightning_fabric", "pytorch_lightning"}
+
+
+@pytest.mark.parametrize("kept", ["", "../../x", "\x00\x01", "a b"])
+def test_a_wandb_run_id_file_that_holds_no_id_is_replaced_by_a_new_id(tmp_path, kept, capsys):
+    """wandb.init stops the run on an empty or malformed id ('Run ID cannot be empty'): the folder's file
+    is read as holding none, and a new id is written over it."""
+    id_file = tmp_path / "wandb" / "run_id"
+    id_file.parent.mkdir()
+    id_file.write_text(kept)
+    run_id = lightning_genae.loggers._stable_wandb_id(tmp_path)
+    assert run_id and run_id != kept.strip() and id_file.read_text() == run_id
+    assert "does not hold a W&B run id" in capsys.readouterr().out
+    assert lightning_genae.loggers._stable_wandb_id(tmp_path) == run_id
+
+
+@pytest.mark.parametrize(
+    ("mode", "refused"), [("junk", True), ("ONLINE", True), ("online", False), ("OFFLINE", False)]
+)
+def test_a_wandb_mode_wandb_does_not_take_is_refused_before_the_run_starts(
+    tmp_path, monkeypatch, capsys, mode, refused
+):
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+
+    fix = "set it to online, offline or disabled, or unset it"
+    monkeypatch.setenv("WANDB_MODE", mode)
+    run = ["--model", "ae", *TINY_RUN, "--max-steps", "1", "--logger", "csv,wandb", "--print-config"]
+    assert main(run) == (2 if refused else 0)
+    err = capsys.readouterr().err.strip()
+    if refused:
+        assert err == f"error: WANDB_MODE={mode} is not a W&B mode; {fix}"
