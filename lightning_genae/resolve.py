@@ -40,6 +40,7 @@ from lightning_genae.plugin_options import PluginOptions
 
 if TYPE_CHECKING:
     # Only named in annotations: resolving a configuration imports neither Lightning nor a family's module.
+    from lightning_genae.augmentation.attach import Attached
     from lightning_genae.datamodules import InMemoryDataModule
     from lightning_genae.models import DiscriminatorAugmentation, GenerativeModule
     from lightning_genae.models.base import StrengthController
@@ -108,17 +109,18 @@ class ResolvedRun:
         try:
             return self.model.module(data_shape, **extra, **self.options.to_dict())
         except (torch.OutOfMemoryError, RuntimeError) as error:
-            if not isinstance(error, torch.OutOfMemoryError) and "allocate" not in str(error):
-                raise
-            sizes = ", ".join(
-                f"{flag(name)} {value}"
-                for name, value in self.options.to_dict().items()
-                if isinstance(value, int) and not isinstance(value, bool)
-            )
-            raise ConfigError(
-                f"--model {self.config.model} with {sizes} does not fit in memory "
-                f"({describe_error(error)}); lower the largest of them"
-            ) from None
+            raise memory_refusal(error, f"--model {self.config.model}", self.options.to_dict()) from None
+
+    def attach_augmentation(self, datamodule: InMemoryDataModule, **arguments: Any) -> Attached:
+        """`augmentation.attach.attach_augmentation` of this run's plan; an augmenter or pool too large for
+        memory is one line naming its options."""
+        # Imported here: it imports Lightning, which `--help` and a configuration error never need.
+        from lightning_genae.augmentation.attach import attach_augmentation
+
+        try:
+            return attach_augmentation(self.augment, datamodule, **arguments)
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            raise memory_refusal(error, f"--augment {self.config.augment}", self.augment.options) from None
 
     def check_batch_for(self, model: nn.Module, world_size: int) -> None:
         """Batch norm in training needs two items per device to normalise over, and so does a loss that
@@ -276,6 +278,20 @@ def _check_classifier_weights(config: RunConfig) -> None:
 
 # The values of WANDB_MODE that wandb accepts (dryrun and run are its older names of offline and online).
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
+
+
+def memory_refusal(error: RuntimeError, what: str, options: Mapping[str, Any]) -> ConfigError:
+    """The one line for `what` (with `options`) failing to allocate its tensors; any other error as it was."""
+    if not isinstance(error, torch.OutOfMemoryError) and "allocate" not in str(error):
+        raise error
+    sizes = ", ".join(
+        f"{flag(name)} {value}"
+        for name, value in options.items()
+        if isinstance(value, int) and not isinstance(value, bool)
+    )
+    return ConfigError(
+        f"{what} with {sizes} does not fit in memory ({describe_error(error)}); lower the largest of them"
+    )
 
 
 def _wandb_takes(mode: str) -> bool:

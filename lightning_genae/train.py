@@ -16,7 +16,6 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from lightning_genae.augmentation.attach import attach_augmentation
 from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.grouping import grouped
@@ -366,8 +365,7 @@ def _train(
         resume.check_trained_on(
             datamodule, "--resume", "start a new run without --resume", data_dir=config.data_dir
         )
-    attached = attach_augmentation(
-        resolved.augment,
+    attached = resolved.attach_augmentation(
         datamodule,
         seed=config.seed,
         device=trainer.strategy.root_device,

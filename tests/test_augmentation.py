@@ -702,3 +702,29 @@ def test_the_model_is_given_the_discriminator_side_augmentation_the_plan_builds(
     images = torch.rand(4, *SHAPE) * 2 - 1
     assert gan.discriminator_input(images).shape == images.shape
     assert not torch.equal(gan.discriminator_input(images), images)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (
+            ["--augmenter-latent-dim", "2000000000"],
+            "--augment ae with --augmenter-steps 5, --augmenter-width 8, ",
+        ),
+        (
+            ["--augment-mode", "offline", "--augment-pool", "2000000000"],
+            "--augment-pool 2000000000 does not fit",
+        ),
+    ],
+    ids=["augmenter", "offline-pool"],
+)
+def test_an_augmenter_or_pool_too_large_for_memory_is_one_line_naming_its_options(
+    tmp_path, monkeypatch, capsys, options, named
+):
+    monkeypatch.setenv("GENAE_CACHE_DIR", str(tmp_path / "cache"))
+    output = tmp_path / "run"
+    run = ["--model", "gan", "--augment", "ae", "--augmenter-steps", "5", "--augmenter-width", "8", *options]
+    assert main([*run, "--width", "8", "--max-steps", "2", "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and named in err and "does not fit in memory" in err
+    assert not output.exists()

@@ -8,6 +8,7 @@ test and every metric see only real data: `split_tensors` is the wrapped DataMod
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,6 +21,7 @@ from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.datamodules.base import Batch, InMemoryDataModule
 from lightning_genae.datamodules.placement import host_to_device
+from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.plugin_options import AUTO
 
 POOL_BATCH = 500
@@ -101,7 +103,15 @@ class AugmentedDataModule(pl.LightningDataModule):
             self._generator = torch.Generator().manual_seed(self.seed * 1000 + 17 + rank)
             self._restore_generator()
         if self.plan.mode == "offline" and self._pool is None:
-            self._pool = self._generate_pool()
+            try:
+                self._pool = self._generate_pool()
+            except (RuntimeError, MemoryError) as error:
+                if not isinstance(error, MemoryError) and "allocate" not in str(error):
+                    raise
+                raise ConfigError(
+                    f"--augment-pool {self.plan.pool} does not fit in memory ({describe_error(error)}); "
+                    "lower it (unset, the pool holds as many images as the training split)"
+                ) from None
 
     def _device(self) -> torch.device:
         if self.trainer is not None:
@@ -113,6 +123,11 @@ class AugmentedDataModule(pl.LightningDataModule):
         """`plan.pool` augmented images (default: as many as the training split), seeded by the run seed."""
         images, labels = self.base.split_tensors("train")
         size = self.plan.pool if self.plan.pool is not None else len(images)
+        needed = size * images[0].numel() * images.element_size()
+        if needed > physical_memory():
+            # Refused before any allocation: an operating system that overcommits would kill the process
+            # part-way instead of raising.
+            raise MemoryError(f"the pool needs {needed / 2**30:.1f} GiB, more than this machine has")
         generator = torch.Generator().manual_seed(self.seed + 99)
         repeats = -(-size // len(images))
         sources = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(repeats)])[:size]
@@ -196,3 +211,11 @@ class AugmentedDataModule(pl.LightningDataModule):
             p = "auto (ADA's controller)" if self.plan.p == AUTO else self.plan.p
             extra = f"online, p={p}{' annealed' if self.plan.anneal else ''}"
         return f"{self.base.summary()}; {self.plan.augmenter_family} augmentation {extra}"
+
+
+def physical_memory() -> float:
+    """This machine's memory in bytes (infinite where the system does not say)."""
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
