@@ -263,12 +263,13 @@ def _check_given_checkpoint(
 
 
 def _cached_augmenter(
-    path: Path, datamodule: InMemoryDataModule
+    path: Path, datamodule: InMemoryDataModule, plan: AugmentPlan, seed: int
 ) -> tuple[GenerativeModule, dict[str, Any]] | None:
     """The augmenter cached at `path`, or None (with a one-line notice) when it must be trained again.
 
-    A cache file is this program's own: one that cannot be read safely, holds something else, or was
-    trained on other data is replaced, never reported as a bad --augment-ckpt the user did not pass.
+    A cache file is this program's own: one that cannot be read safely, holds something else, was trained
+    on other data or records another recipe than the one its name was computed from (a file copied over
+    another) is replaced, never reported as a bad --augment-ckpt the user did not pass.
     """
     try:
         checkpoint = RunCheckpoint.load(path, "augmenter cache")
@@ -279,7 +280,37 @@ def _cached_augmenter(
     if checkpoint.training_data_sha256() != datamodule.content_sha256("train"):
         say(f"augmenter: the cached {path} was trained on other data; training it again")
         return None
+    differences = _recipe_differences(stored, module, plan, datamodule, seed)
+    if differences:
+        say(f"augmenter: the cached {path} records {', '.join(differences)}; training it again")
+        return None
     return module, stored
+
+
+def _recipe_differences(
+    stored: dict[str, Any],
+    module: GenerativeModule,
+    plan: AugmentPlan,
+    datamodule: InMemoryDataModule,
+    seed: int,
+) -> list[str]:
+    """What the augmenter at a cache path records that differs from the recipe the path was named after
+    (`augmenter_identity`), as `name X where Y was asked`."""
+    asked = {
+        "model": plan.augmenter_family,
+        "seed": seed,
+        "max_steps": plan.augmenter_steps,
+        "batch_size": augmenter_batch_size(datamodule),
+        "lr": augmenter_lr(plan.augmenter_family),
+        "latent_dim": plan.augmenter_latent_dim,
+        type(module).width_option: plan.augmenter_width,
+    }
+    recorded = {**stored, "latent_dim": module.latent_dim, **dict(module.hparams)}
+    return [
+        f"{name} {recorded.get(name)!r} where {value!r} was asked"
+        for name, value in asked.items()
+        if value is not None and recorded.get(name) != value
+    ]
 
 
 class _StopAugmenterOnSignal(Callback):
@@ -467,7 +498,7 @@ def load_augmenter(
         path = cache_path(plan, datamodule, seed, cache_dir)
         # Which file was judged, so that ranks waiting for its replacement recognise the new one.
         found = file_identity(path)
-        cached = _cached_augmenter(path, datamodule) if found is not None else None
+        cached = _cached_augmenter(path, datamodule, plan, seed) if found is not None else None
         trained_now = cached is None
         if cached is None:
             if not train_if_missing:
@@ -480,7 +511,7 @@ def load_augmenter(
                 "augmenter",
                 replacing=found,
             )
-            cached = _cached_augmenter(path, datamodule)
+            cached = _cached_augmenter(path, datamodule, plan, seed)
             if cached is None:
                 raise ConfigError(
                     f"augmenter: the {datamodule.name} training data changed while the augmenter trained "
