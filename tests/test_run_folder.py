@@ -297,12 +297,12 @@ def test_an_error_at_training_start_leaves_no_run_folder(flags, message, tmp_pat
 
 
 def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monkeypatch):
-    import lightning_genae.train
+    import lightning_genae.augmentation.attach
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C while, say, the augmenter trains
 
-    monkeypatch.setattr(lightning_genae.train, "attach_augmentation", interrupted)
+    monkeypatch.setattr(lightning_genae.augmentation.attach, "attach_augmentation", interrupted)
     output = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         main([*TINY_AE, "--max-steps", "2", "--output", str(output)])
@@ -310,7 +310,7 @@ def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monke
 
 
 def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypatch):
-    import lightning_genae.train
+    import lightning_genae.augmentation.attach
 
     sibling = tmp_path / "grid" / "other-cell"
 
@@ -318,7 +318,9 @@ def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypa
         sibling.mkdir()  # e.g. the next array task's cell, made in the parent this run created
         raise ConfigError("--augment: injected failure")
 
-    monkeypatch.setattr(lightning_genae.train, "attach_augmentation", another_run_starts_then_this_one_fails)
+    monkeypatch.setattr(
+        lightning_genae.augmentation.attach, "attach_augmentation", another_run_starts_then_this_one_fails
+    )
     assert main([*TINY_AE, "--max-steps", "2", "--output", str(tmp_path / "grid" / "cell")]) == 2
     assert not (tmp_path / "grid" / "cell").exists()
     assert sibling.is_dir(), "the parent this run made is removed only while empty"
