@@ -1,5 +1,5 @@
 """What the command is called where it was typed, so that the lines it prints can be typed again as shown:
-`genae` (the installed command) or `python run.py` (a clone's script)."""
+`genae` (the installed command), `python -m lightning_genae`, or `python run.py` (a clone's script)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ from pathlib import Path
 
 
 def program_name() -> str:
-    """`genae` when run as the installed command, else `run.py`: what usage lines call it."""
-    return "genae" if Path(sys.argv[0]).name == "genae" else "run.py"
+    """`genae`, `python -m lightning_genae` or `run.py`: what usage lines call the command."""
+    started = Path(sys.argv[0])
+    if started.name == "genae":
+        return "genae"
+    if started.name == "__main__.py" and started.parent.name == "lightning_genae":
+        return "python -m lightning_genae"
+    return "run.py"
 
 
 def command_prefix() -> str:
-    """The command as a user types it again: `genae`, else `python run.py`."""
-    return "genae" if program_name() == "genae" else "python run.py"
+    """The command as a user types it again: `genae`, `python -m lightning_genae`, else `python run.py`."""
+    name = program_name()
+    return "python run.py" if name == "run.py" else name

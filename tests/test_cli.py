@@ -288,6 +288,18 @@ def test_the_commands_a_run_prints_name_the_installed_command_it_was_run_as(tmp_
     assert StopOnSignal(run_dir / "last.ckpt", run_dir).continue_with.startswith("genae --output ")
     monkeypatch.setattr(sys, "argv", ["run.py"])
     assert StopOnSignal(run_dir / "last.ckpt", run_dir).continue_with.startswith("python run.py --output ")
+    monkeypatch.setattr(sys, "argv", [str(REPO / "lightning_genae" / "__main__.py")])
+    assert command_prefix() == "python -m lightning_genae"
+
+
+def test_python_dash_m_lightning_genae_is_the_command_line(tmp_path):
+    shown = subprocess.run(
+        [sys.executable, "-m", "lightning_genae", "--help"], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: python -m lightning_genae ")
+    assert "example: python -m lightning_genae --model gan" in shown.stdout
 
 
 def test_print_config_prints_what_config_yaml_records(tmp_path, capsys):
