@@ -38,8 +38,12 @@ def load_plugins() -> list[str]:
         except ConfigError as error:
             raise ConfigError(f"plug-in {module}: {error}") from None
         except Exception as error:  # noqa: BLE001 - any failure of a user's module is one line
+            # The installed command's import path holds no working folder, where python run.py's holds the
+            # script's: a module of the working folder is found there only through PYTHONPATH.
+            unfound = isinstance(error, ModuleNotFoundError) and error.name == module.partition(".")[0]
+            where = " (a module in the working folder needs PYTHONPATH=. or an install)" if unfound else ""
             raise ConfigError(
                 f"plug-in {module} (from ${PLUGINS_VARIABLE} or the {ENTRY_POINT_GROUP} entry points) "
-                f"cannot be imported ({describe_error(error)}); fix it, or remove it from there"
+                f"cannot be imported ({describe_error(error)}){where}; fix it, or remove it from there"
             ) from None
     return modules

@@ -253,6 +253,8 @@ def test_a_plugin_that_cannot_be_imported_is_one_line_and_exit_2(plugin_dir, tmp
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "plug-in no_such_genae_plugin" in line and "cannot be imported" in line
+    # The installed genae command does not look in the working folder, as python run.py does not either.
+    assert "a module in the working folder needs PYTHONPATH=. or an install" in line
 
 
 @pytest.fixture
