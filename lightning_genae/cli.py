@@ -77,9 +77,14 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
     try:
         args, file_values, candidates = _read_inputs(args, config_path, tune_seeds)
         if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
-            return _evaluate(
-                checkpoint_to_evaluate, folder_to_evaluate, args, file_values, config_path, train_sizes
-            )
+            try:
+                return _evaluate(
+                    checkpoint_to_evaluate, folder_to_evaluate, args, file_values, config_path, train_sizes
+                )
+            except KeyboardInterrupt:
+                # eval.json is written once the evaluation ends, whole: a stopped one leaves none.
+                print("stopped by Ctrl-C during the evaluation; no eval.json was written", file=sys.stderr)
+                return 130
         if summarize_root is not None:
             return _summarize(Path(summarize_root))
         if isinstance(file_values.get("augment"), list):

@@ -490,3 +490,17 @@ def test_evaluate_folder_names_an_image_too_large_to_open_in_one_line(tmp_path, 
     assert main(args) == 2
     error = capsys.readouterr().err
     assert "huge.png cannot be read as an image" in error and "Traceback" not in error
+
+
+def test_ctrl_c_during_an_evaluation_is_one_line_and_exit_130(tiny_ae_run, tmp_path, monkeypatch, capsys):
+    import lightning_genae.evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lightning_genae.evaluate, "evaluate_checkpoint", interrupted)
+    checkpoint = tiny_ae_run / "checkpoints" / "last.ckpt"
+    assert main(["--evaluate", str(checkpoint), "--output", str(tmp_path / "eval")]) == 130
+    assert (
+        capsys.readouterr().err.strip() == "stopped by Ctrl-C during the evaluation; no eval.json was written"
+    )
