@@ -314,6 +314,9 @@ class GenerativeModule(pl.LightningModule):
         return None
 
     def __init__(self, image_shape: tuple[int, ...] | list[int], **options: Any) -> None:
+        """`image_shape`: one item's shape, (C, H, W) (a series family takes `series_shape`, (T, C)).
+        `options`: the family's options by name, each checked; `MODELS[name].options` lists them with their
+        defaults and help (`run.py --help` shows the same under the family's flags)."""
         super().__init__()
         # The shape of one item of the data, whatever its kind; image families also call it image_shape.
         self.data_shape = tuple(image_shape)
