@@ -21,6 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
+from lightning_genae.callbacks.records import StageRecords
 from lightning_genae.console import evaluation_progress, say
 from lightning_genae.datamodules.base import SPLITS, to_uint8
 from lightning_genae.errors import ConfigError
@@ -74,7 +75,7 @@ def sample_generator(seed: int, stage: str, chunk: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-class GenerativeMetrics(Callback):
+class GenerativeMetrics(StageRecords, Callback):
     """N generated images against N real ones of the stage's split, for every model that can sample.
 
     Under DDP each rank generates and featurises its share of the chunks, the features are gathered, and
@@ -97,23 +98,18 @@ class GenerativeMetrics(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # In every checkpoint: a resumed run must measure in the same feature space, or its FD history and
-        # the choice of best.ckpt would mix two backbones' numbers. The last validation's record goes too: a
-        # run resumed only for its final evaluation (stopped during it) validates nothing, and its summary
-        # records what the validation it reports was measured on.
-        state: dict[str, Any] = {
+        # the choice of best.ckpt would mix two backbones' numbers.
+        return {
             "backbone": self.backbone.name,
             "weights_sha256": self.backbone.weights_sha256,
+            **self.validation_record_state(),
         }
-        if "val" in self.records:
-            state["val_record"] = self.records["val"]
-        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """On resume: refuse a backbone whose weights differ from the ones the run measured with."""
         stored = state_dict.get("weights_sha256")
         current = self.backbone.weights_sha256
-        if isinstance(state_dict.get("val_record"), dict):
-            self.records.setdefault("val", state_dict["val_record"])
+        self.restore_validation_record(state_dict)
         if stored is None or current is None or stored == current:
             return  # an older checkpoint, or weights with no file to identify them by
         raise ConfigError(

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_genae.callbacks.records import StageRecords
 from lightning_genae.console import say
 from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import BackboneUnavailable
@@ -51,7 +52,7 @@ def split_series(datamodule: pl.LightningDataModule, split: str) -> Tensor:
     return torch.cat(batches)
 
 
-class SequenceMetrics(Callback):
+class SequenceMetrics(StageRecords, Callback):
     """N real series of the stage's split, to compare N generated ones with.
 
     `num_samples` caps N; `every_n_steps` (None: every validation) spaces the validation scores during
@@ -77,6 +78,12 @@ class SequenceMetrics(Callback):
         self.records: dict[str, dict[str, Any]] = {}
         self._last_scored: int | None = None
         self._real: dict[tuple[int, str], Tensor] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.validation_record_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.restore_validation_record(state_dict)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.evaluate(trainer, pl_module, "val")

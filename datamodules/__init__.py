@@ -11,7 +11,7 @@ import difflib
 import inspect
 import os
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
@@ -197,10 +197,12 @@ def default_data_dir() -> str:
 def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     """Instantiate the dataset called `name` (a key of DATASETS) with the given DataModule arguments;
     `data_dir` defaults as `--data-dir` does (`default_data_dir`)."""
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    module = DATASETS[name].module
+    spec = DATASETS[name]
+    module = spec.module
     accepted = _constructor_arguments(module)
+    if accepted is not None:
+        # The dataset's declared options are its constructor's too, taken by name or through **kwargs.
+        accepted |= {field.name for field in fields(spec.options)}
     unknown = [key for key in kwargs if accepted is not None and key not in accepted]
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(accepted or ()), n=1)

@@ -77,14 +77,9 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
     try:
         args, file_values, candidates = _read_inputs(args, config_path, tune_seeds)
         if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
-            try:
-                return _evaluate(
-                    checkpoint_to_evaluate, folder_to_evaluate, args, file_values, config_path, train_sizes
-                )
-            except KeyboardInterrupt:
-                # eval.json is written once the evaluation ends, whole: a stopped one leaves none.
-                print("stopped by Ctrl-C during the evaluation; no eval.json was written", file=sys.stderr)
-                return 130
+            return _evaluate(
+                checkpoint_to_evaluate, folder_to_evaluate, args, file_values, config_path, train_sizes
+            )
         if summarize_root is not None:
             return _summarize(Path(summarize_root))
         if isinstance(file_values.get("augment"), list):
@@ -168,17 +163,20 @@ def _evaluate(
     """`--evaluate CKPT` or `--evaluate-folder DIR`: measure a saved run, or a folder of images."""
     _quiet_lightning()
     from lightning_genae.evaluate import evaluate_checkpoint, evaluate_folder
+    from lightning_genae.stopping import stop_at_once_on_signal
 
     if checkpoint is not None and folder is not None:
         raise ConfigError("--evaluate and --evaluate-folder are separate modes; give one of them")
     if train_sizes is not None:
         args["train_size"] = train_sizes[0]
-    if checkpoint is not None:
-        if config_path is not None:
-            raise ConfigError("--evaluate takes the run's own settings from the checkpoint; drop --config")
-        evaluate_checkpoint(checkpoint, args)
-    else:
-        evaluate_folder(folder, args, file_values)
+    if checkpoint is not None and config_path is not None:
+        raise ConfigError("--evaluate takes the run's own settings from the checkpoint; drop --config")
+    # eval.json is written whole once the evaluation ends: a stopped one leaves none.
+    with stop_at_once_on_signal("during the evaluation; no eval.json was written", "run the command again"):
+        if checkpoint is not None:
+            evaluate_checkpoint(checkpoint, args)
+        else:
+            evaluate_folder(folder, args, file_values)
     return 0
 
 

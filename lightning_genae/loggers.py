@@ -45,10 +45,17 @@ class RunFolderCSVLogger(Logger):
     blank in earlier rows).
     """
 
-    def __init__(self, run_dir: str | Path, resume_step: int | None = None) -> None:
+    def __init__(
+        self, run_dir: str | Path, resume_step: int | None = None, evaluates_again: bool = False
+    ) -> None:
+        """`resume_step`: the iteration a resumed run continues from (its rows after it are dropped).
+        `evaluates_again`: the resumed run is at the end of its budget and runs its final evaluation again
+        (it was stopped during it), so that evaluation's test rows at `resume_step` are dropped too; an
+        extended run keeps its finished budget's."""
         super().__init__()
         self._run_dir = Path(run_dir)
         self._resume_step = resume_step
+        self._evaluates_again = evaluates_again
         self._rows: list[dict[str, Any]] = []
         # The file is prepared on rank zero's first save(), not here: loggers are built on every process
         # before the Trainer knows which one is rank zero.
@@ -139,8 +146,9 @@ class RunFolderCSVLogger(Logger):
         if step < self._resume_step:
             return True
         # Validation at the resume step ran before that checkpoint was saved; training rows there did not, nor
-        # did the final evaluation's test rows (a run stopped during it evaluates again when resumed).
-        logged_after_the_save = any(row.get(key) for key in row if key.startswith(("train/", "test/")))
+        # did the test rows of a final evaluation that runs again.
+        again = ("train/", "test/") if self._evaluates_again else ("train/",)
+        logged_after_the_save = any(row.get(key) for key in row if key.startswith(again))
         return step == self._resume_step and not logged_after_the_save
 
     def _read_rows(self) -> list[dict[str, str]]:
@@ -235,9 +243,12 @@ def build_loggers(
     wandb_project: str,
     wandb_group: str | None = None,
     resume_step: int | None = None,
+    evaluates_again: bool = False,
 ) -> list[Logger]:
     """CSV first (always), then the requested TensorBoard/W&B loggers, all writing under `run_dir`."""
-    loggers: list[Logger] = [RunFolderCSVLogger(run_dir, resume_step=resume_step)]
+    loggers: list[Logger] = [
+        RunFolderCSVLogger(run_dir, resume_step=resume_step, evaluates_again=evaluates_again)
+    ]
     if "tensorboard" in names:
         loggers.append(
             TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)

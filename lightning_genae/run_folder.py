@@ -182,10 +182,6 @@ def _written_by_a_run(path: Path, files: list[str]) -> bool:
     # The config.yaml's first line before the checkpoints: one line against a zip's pickle per checkpoint.
     if _config_written_here(path):
         return True
-    if CONFIG_FILE in files and _config_header_names(path) is None:
-        # A config.yaml that no run began (a user's own): a run's checkpoint copied beside it does not make
-        # the folder a run's, or --overwrite would remove that file as the run's.
-        return False
     checkpoints = [path / name for name in files if name.startswith(f"{CHECKPOINT_DIR}/")]
     return any(_holds_run_configuration(file) for file in checkpoints)
 

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -83,27 +83,18 @@ def stop_outside_training(
 
 
 @contextmanager
-def stop_during_final_evaluation(run_dir: Path) -> Iterator[None]:
-    """SIGINT, SIGTERM or SIGUSR1 once training is over, while the run evaluates its final weights: stop at
-    once with 128 + the signal. The trained weights are already in last.ckpt, and `--resume last` of a run
-    without its summary.json runs the final evaluation alone. Lightning would turn Ctrl-C into exit 1 (a
-    failed cell, to a grid) and ignore every Ctrl-C after it."""
+def stop_at_once_on_signal(where: str, advice: str) -> Iterator[None]:
+    """SIGINT, SIGTERM or SIGUSR1 stop what runs inside at once, with 128 + the signal and one line: "stopped
+    by SIGINT {where}; {advice}". Inside a Trainer call, Lightning would turn Ctrl-C into exit 1 (a failed
+    cell, to a grid) and ignore every Ctrl-C after it; SIGTERM would end the process without a word."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread; a run in another thread keeps Python's own
         return
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         for stop_signal, handler in previous.items():
             signal.signal(stop_signal, handler)
-        folder, weights = shlex.quote(str(run_dir)), shlex.quote(str(last))
-        raise interrupted_by(
-            signum,
-            f"stopped by {signal.Signals(signum).name} during the final evaluation; the trained weights are "
-            f"in {last}",
-            f"finish the run (summary.json) with: {command_prefix()} --output {folder} --resume last, or "
-            f"score them with: {command_prefix()} --evaluate {weights}",
-        )
+        raise interrupted_by(signum, f"stopped by {signal.Signals(signum).name} {where}", advice)
 
     previous = {stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in STOP_SIGNALS}
     try:
@@ -111,6 +102,19 @@ def stop_during_final_evaluation(run_dir: Path) -> Iterator[None]:
     finally:
         for stop_signal, handler in previous.items():
             signal.signal(stop_signal, handler)
+
+
+def stop_during_final_evaluation(run_dir: Path) -> AbstractContextManager[None]:
+    """A stop signal once training is over, while the run evaluates its final weights: the trained weights
+    are already in last.ckpt, and `--resume last` of a run without its summary.json runs the final
+    evaluation alone (`stop_at_once_on_signal`)."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    folder, weights = shlex.quote(str(run_dir)), shlex.quote(str(last))
+    return stop_at_once_on_signal(
+        f"during the final evaluation; the trained weights are in {last}",
+        f"finish the run (summary.json) with: {command_prefix()} --output {folder} --resume last, or "
+        f"score them with: {command_prefix()} --evaluate {weights}",
+    )
 
 
 class StopOnSignal(Callback):

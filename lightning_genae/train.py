@@ -336,7 +336,8 @@ def _train(
     # its last training values (logged at the iteration before) and any validation of these weights (at the
     # last) are in metrics.csv already, and are taken from there rather than logged again.
     logged_at_the_end: dict[str, float] = {}
-    if resume_step is not None and training_complete(resume, config, steps_per_iteration):
+    evaluates_again = resume is not None and training_complete(resume, config, steps_per_iteration)
+    if evaluates_again:
         logged_at_the_end = logged_values(
             run_dir / METRICS_FILE, {resume_step - 1: "train/", resume_step: "val/"}
         )
@@ -351,6 +352,7 @@ def _train(
         wandb_project=config.wandb_project,
         wandb_group=config.wandb_group,
         resume_step=resume_step,
+        evaluates_again=evaluates_again,
     )
     callbacks = [*build_callbacks(config, family, run_dir), started, wall_clock]
     seeded_evaluation = next(c for c in callbacks if isinstance(c, SeededEvaluation))

@@ -85,6 +85,9 @@ def test_resume_last_continues_at_the_right_step(tmp_path):
     train_steps = [int(row["step"]) for row in read_metrics(run_dir) if row.get("train/loss_d")]
     # Rows every 3 iterations plus each run's final batch: 2, 3 from the first run, 5, 6 after resuming.
     assert train_steps == [2, 3, 5, 6]
+    # The finished budget's final evaluation stays in the history beside the extended run's own.
+    test_steps = [int(row["step"]) for row in read_metrics(run_dir) if row.get("test/fd_classifier")]
+    assert test_steps == [4, 7]
 
 
 def test_a_resume_past_an_evaluated_checkpoint_says_its_eval_json_is_of_older_weights(tmp_path, capsys):
@@ -216,7 +219,7 @@ def _resumed_best_checkpoint(folder: Path, stale_record: dict) -> BestCheckpoint
     trainer = SimpleNamespace(
         ckpt_path="last.ckpt", is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda o: o)
     )
-    callback.on_train_start(trainer, None)
+    callback.on_fit_start(trainer, None)
     return callback
 
 

@@ -1,7 +1,9 @@
 """Evaluation: metric names carry their backbone, numbers behave as the definitions say, and can be re-run."""
 
 import json
+import os
 import shutil
+import signal
 import urllib.error
 from pathlib import Path
 
@@ -492,15 +494,30 @@ def test_evaluate_folder_names_an_image_too_large_to_open_in_one_line(tmp_path, 
     assert "huge.png cannot be read as an image" in error and "Traceback" not in error
 
 
-def test_ctrl_c_during_an_evaluation_is_one_line_and_exit_130(tiny_ae_run, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_during_an_evaluation_is_one_line_and_exit_128_plus_the_signal(
+    tiny_ae_run, tmp_path, monkeypatch, capsys, signum
+):
+    """Sent inside the Trainer's validation, where Lightning would turn Ctrl-C into exit 1 and SIGTERM would
+    end the process without a word."""
+    import pytorch_lightning as pl
+
     import lightning_genae.evaluate
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+    class SignalAtValidation(pl.Callback):
+        def on_validation_start(self, trainer, pl_module):
+            os.kill(os.getpid(), signum)
 
-    monkeypatch.setattr(lightning_genae.evaluate, "evaluate_checkpoint", interrupted)
+    final_evaluation = lightning_genae.evaluate.final_evaluation
+
+    def with_a_signal(trainer, *args, **kwargs):
+        trainer.callbacks.append(SignalAtValidation())
+        return final_evaluation(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(lightning_genae.evaluate, "final_evaluation", with_a_signal)
     checkpoint = tiny_ae_run / "checkpoints" / "last.ckpt"
-    assert main(["--evaluate", str(checkpoint), "--output", str(tmp_path / "eval")]) == 130
-    assert (
-        capsys.readouterr().err.strip() == "stopped by Ctrl-C during the evaluation; no eval.json was written"
-    )
+    assert main(["--evaluate", str(checkpoint), "--output", str(tmp_path / "eval")]) == 128 + signum
+    name = signal.Signals(signum).name
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"stopped by {name} during the evaluation; no eval.json was written; run the command again"
+    assert not (tmp_path / "eval" / "eval.json").exists()

@@ -182,9 +182,11 @@ def test_csv_resume_keeps_history_before_the_checkpoint_only(tmp_path):
     assert kept == [("2", "1.0", ""), ("4", "", "0.8"), ("4", "0.5", "")]
 
 
-def test_csv_resume_drops_the_test_rows_of_a_final_evaluation_it_runs_again(tmp_path):
+@pytest.mark.parametrize("evaluates_again", [True, False], ids=["final-evaluation-again", "extended"])
+def test_csv_resume_drops_the_test_rows_of_a_final_evaluation_it_runs_again(tmp_path, evaluates_again):
     """A run stopped during its final evaluation (after the test row, during the best checkpoint's) runs the
-    evaluation again when resumed at its last iteration: the earlier test row goes, or it would be twice."""
+    evaluation again when resumed at its last iteration: the earlier test row goes, or it would be twice. An
+    extended run (resumed to a larger budget) keeps its finished budget's test row."""
     with (tmp_path / "metrics.csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=["step", "train/loss", "val/loss", "test/loss"])
         writer.writeheader()
@@ -195,12 +197,15 @@ def test_csv_resume_drops_the_test_rows_of_a_final_evaluation_it_runs_again(tmp_
                 {"step": 4, "test/loss": 0.85},
             ]
         )
-    logger = RunFolderCSVLogger(tmp_path, resume_step=4)
-    logger.log_metrics({"test/loss": 0.85}, step=4)
+    logger = RunFolderCSVLogger(tmp_path, resume_step=4, evaluates_again=evaluates_again)
+    logger.log_metrics({"test/loss": 0.75}, step=8 - 4 * evaluates_again)
     logger.save()
     with (tmp_path / "metrics.csv").open(newline="") as file:
         kept = [(row["step"], row["val/loss"], row["test/loss"]) for row in csv.DictReader(file)]
-    assert kept == [("3", "", ""), ("4", "0.8", ""), ("4", "", "0.85")]
+    if evaluates_again:
+        assert kept == [("3", "", ""), ("4", "0.8", ""), ("4", "", "0.75")]
+    else:
+        assert kept == [("3", "", ""), ("4", "0.8", ""), ("4", "", "0.85"), ("8", "", "0.75")]
 
 
 @pytest.mark.parametrize(

@@ -125,18 +125,3 @@ def test_overwrite_refuses_a_runs_folder_that_links_to_another_runs_checkpoints(
     assert "is a link to" in err and "remove the link" in err and "\n" not in err
     assert {p.name: p.read_bytes() for p in (other / "checkpoints").iterdir()} == before
     assert (finished_run / "config.yaml").is_file()
-
-
-def test_overwrite_keeps_a_users_config_yaml_beside_a_copied_checkpoint(tiny_ae_run, tmp_path, capsys):
-    """A run's checkpoint copied into a folder of the user's files does not make their config.yaml (one no
-    run began) a run's: the folder is refused, --overwrite too, and nothing in it changes."""
-    folder = tmp_path / "mine"
-    (folder / "checkpoints").mkdir(parents=True)
-    shutil.copyfile(tiny_ae_run / "checkpoints" / "last.ckpt", folder / "checkpoints" / "last.ckpt")
-    (folder / "config.yaml").write_text("model: my own settings\n")
-    (folder / "metrics.csv").write_text("mine\n")
-    before = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    args = [*TINY_AE, "--max-steps", "2", "--output", str(folder), "--overwrite"]
-    assert main(args) == 2
-    assert "which no run wrote here" in capsys.readouterr().err
-    assert {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before

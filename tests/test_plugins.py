@@ -21,6 +21,7 @@ from tiny import TINY_RUN
 from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec
 from lightning_genae.cli import main
 from lightning_genae.datamodules import DATASETS, DatasetSpec
+from lightning_genae.datamodules.digits import DigitsDataModule
 from lightning_genae.datamodules.options import ImageOptions
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import (
@@ -563,3 +564,30 @@ def test_a_plain_runs_config_yaml_made_with_plugins_loaded_runs_without_them(plu
     assert "flip_p" not in written and "square_side" not in written and "mask_ratio" not in written
     again = run_py(["--config", "run/config.yaml", "--print-config"], plugin_dir, tmp_path, plugins="")
     assert again.returncode == 0, again.stderr
+
+
+@dataclass(frozen=True)
+class NoisyOptions(ImageOptions):
+    pixel_noise: float = option(0.0, "noisy: noise added to each pixel", at_least=0)
+
+
+class NoisyDigits(DigitsDataModule):
+    """A plug-in DataModule that takes its own option out of **kwargs before passing the rest on."""
+
+    def __init__(self, **kwargs):
+        self.pixel_noise = kwargs.pop("pixel_noise", 0.0)
+        super().__init__(**kwargs)
+
+
+def test_build_datamodule_takes_a_plugins_declared_option_read_from_its_kwargs(clean_registries, tmp_path):
+    from lightning_genae.datamodules import build_datamodule
+
+    register_dataset(
+        "noisy", DatasetSpec(f"{__name__}:NoisyDigits", "digits with noise", options=NoisyOptions)
+    )
+    data = build_datamodule("noisy", pixel_noise=0.5, batch_size=8, data_dir=tmp_path)
+    assert data.pixel_noise == 0.5 and data.batch_size == 8
+    with pytest.raises(
+        ConfigError, match=r"pixel_nosie is not an argument of NoisyDigits \(did you mean pixel_noise\?\)"
+    ):
+        build_datamodule("noisy", pixel_nosie=0.5, data_dir=tmp_path)

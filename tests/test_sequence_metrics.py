@@ -320,3 +320,16 @@ def test_the_module_imports_without_a_warning() -> None:
         warnings.simplefilter("always")
         importlib.reload(sequences)
     assert [str(w.message) for w in caught if w.filename == sequences.__file__] == []
+
+
+def test_the_last_validations_record_travels_in_the_checkpoint_state():
+    """A run resumed only for its final evaluation validates nothing again: its summary's evaluation.val
+    comes from the checkpoint, as an image run's does (GenerativeMetrics)."""
+    from lightning_genae.callbacks.sequence_metrics import SequenceMetrics
+
+    measured = SequenceMetrics(num_samples=8)
+    assert measured.state_dict() == {}
+    measured.records["val"] = {"split": "val", "n_real": 8, "n_fake": 8}
+    resumed = SequenceMetrics(num_samples=8)
+    resumed.load_state_dict(measured.state_dict())
+    assert resumed.records == {"val": {"split": "val", "n_real": 8, "n_fake": 8}}
