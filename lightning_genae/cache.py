@@ -16,11 +16,15 @@ def cache_root() -> Path:
     return Path(root).expanduser() if root else Path.home() / ".cache" / "lightning-genae"
 
 
-def write_atomically(path: str | Path, write: Callable[[str], object]) -> None:
-    """`write(temporary)` beside `path`, then rename it over `path`, readable by all.
+def write_atomically(
+    path: str | Path, write: Callable[[str], object], shared: bool = True, durable: bool = False
+) -> None:
+    """`write(temporary)` beside `path`, then rename it over `path`.
 
     A reader (a concurrent run, an array task) sees the old file or the new one, never half of one; an
-    interrupted write leaves nothing behind.
+    interrupted write leaves nothing behind. `shared`: readable by all (a cache, a shipped file), else with
+    the permissions the user's umask gives a new file (a run's own files). `durable`: on disk before the
+    rename, so that a machine's crash too leaves the old file or the whole new one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,12 +32,33 @@ def write_atomically(path: str | Path, write: Callable[[str], object]) -> None:
     os.close(handle)
     try:
         write(temporary)
-        # mkstemp creates the file private (0600); a shared cache or a shipped file must be readable by all.
-        os.chmod(temporary, 0o644)
+        # mkstemp creates the file private (0600).
+        os.chmod(temporary, 0o644 if shared else 0o666 & ~_umask())
+        if durable:
+            written = os.open(temporary, os.O_RDONLY)
+            try:
+                os.fsync(written)
+            finally:
+                os.close(written)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _umask() -> int:
+    """The process's umask: Linux reports it; elsewhere reading it means setting it, and it is set back at
+    once (another thread creating a file in between would get 022, the usual umask)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_file_atomically(path: str | Path, content: str | bytes) -> None:

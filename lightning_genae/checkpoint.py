@@ -375,13 +375,14 @@ def resume_advice(
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a run's checkpoints whole or not at all: each into a temporary file beside it, renamed over it.
+    """Writes a run's checkpoints whole or not at all: each into a temporary file beside it, synced to disk
+    and renamed over it, with the permissions the user's umask gives a new file.
 
     Lightning's own writer stages the file in the system's temporary folder and moves it into place, which
     between two filesystems (a node-local /tmp, the run on shared storage) is a copy over the previous
-    checkpoint: a kill or a full disk during that copy left a truncated last.ckpt, and the run could not be
-    resumed. A write that fails (a full disk, a quota, a read-only folder) leaves the previous checkpoint as
-    it was and stops the run with one line saying how to continue.
+    checkpoint: a kill or a full disk during that copy leaves a truncated last.ckpt and no run to resume. A
+    write that fails here (a full disk, a quota, a read-only folder) leaves the previous checkpoint as it
+    was and stops the run with one line saying how to continue.
     """
 
     def __init__(self, continue_with: str) -> None:
@@ -394,7 +395,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         try:
-            write_atomically(path, lambda temporary: torch.save(checkpoint, temporary))
+            write_atomically(
+                path, lambda temporary: torch.save(checkpoint, temporary), shared=False, durable=True
+            )
         except OSError as error:
             raise WriteFailed(
                 f"could not write the checkpoint {path} ({describe_error(error)}); the run stopped with its "

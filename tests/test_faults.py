@@ -397,11 +397,11 @@ def test_a_full_disk_mid_run_stops_with_one_line_and_exit_2_and_a_resumable_last
     original = cache.write_atomically
     writes = []
 
-    def full_after_the_first_checkpoint(path, write):
+    def full_after_the_first_checkpoint(path, write, **how):
         writes.append(Path(path).name)
         if Path(path).suffix == ".ckpt" and writes.count("last.ckpt") > 1:
             raise OSError(28, "No space left on device")
-        return original(path, write)
+        return original(path, write, **how)
 
     monkeypatch.setattr("lightning_genae.checkpoint.write_atomically", full_after_the_first_checkpoint)
     assert main(["--model", "ae", *TINY_RUN, "--max-steps", "9", "--output", str(output)]) == 2
@@ -414,15 +414,37 @@ def test_a_full_disk_mid_run_stops_with_one_line_and_exit_2_and_a_resumable_last
 
 
 def test_a_full_disk_met_by_any_other_write_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    """metrics.csv's rows are appended while the run trains (inside Lightning's loop): a full disk there is
+    one line too, and the last checkpoint stays."""
     import errno
 
-    import lightning_genae.train
+    from lightning_genae.loggers import RunFolderCSVLogger
 
-    def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "metrics.csv"))
+    output = tmp_path / "run"
+    save = RunFolderCSVLogger.save
+    saves = []
 
-    monkeypatch.setattr(lightning_genae.train, "run", disk_full)
-    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "3", "--output", str(tmp_path / "run")]) == 2
+    def full_after_a_few_saves(self):
+        saves.append(1)
+        if len(saves) > 4:
+            raise OSError(errno.ENOSPC, "No space left on device", str(output / "metrics.csv"))
+        return save(self)
+
+    monkeypatch.setattr(RunFolderCSVLogger, "save", full_after_a_few_saves)
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "30", "--output", str(output)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: could not write (OSError: [Errno 28] No space left on device")
     assert "\n" not in err
+    assert stored_step(output / "checkpoints" / "last.ckpt") >= 3
+
+
+def test_a_runs_checkpoints_take_the_users_umask(tmp_path):
+    """Written as a new file would be: a user whose umask keeps files private gets private checkpoints."""
+    from lightning_genae.checkpoint import AtomicCheckpointIO
+
+    previous = os.umask(0o077)
+    try:
+        AtomicCheckpointIO("unused").save_checkpoint({"global_step": 1}, tmp_path / "last.ckpt")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == 0o600

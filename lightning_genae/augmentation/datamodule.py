@@ -123,11 +123,14 @@ class AugmentedDataModule(pl.LightningDataModule):
         """`plan.pool` augmented images (default: as many as the training split), seeded by the run seed."""
         images, labels = self.base.split_tensors("train")
         size = self.plan.pool if self.plan.pool is not None else len(images)
-        needed = size * images[0].numel() * images.element_size()
+        # The generated parts and their concatenation are held at once: twice the pool at the peak.
+        needed = 2 * size * images[0].numel() * images.element_size()
         if needed > physical_memory():
             # Refused before any allocation: an operating system that overcommits would kill the process
             # part-way instead of raising.
-            raise MemoryError(f"the pool needs {needed / 2**30:.1f} GiB, more than this machine has")
+            raise MemoryError(
+                f"generating the pool needs {needed / 2**30:.1f} GiB, more than this machine has"
+            )
         generator = torch.Generator().manual_seed(self.seed + 99)
         repeats = -(-size // len(images))
         sources = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(repeats)])[:size]
