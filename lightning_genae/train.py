@@ -34,6 +34,7 @@ from lightning_genae.models import GenerativeModule, changeable_on_resume
 from lightning_genae.program import command_prefix
 from lightning_genae.resolve import ResolvedRun
 from lightning_genae.run_folder import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     CONFIG_HEADER,
     METRICS_FILE,
@@ -264,6 +265,13 @@ def run(
     config = resolved.config
     if config.output:
         run_dir = Path(config.output)
+    elif resume is not None and resume.path.parent.name != CHECKPOINT_DIR:
+        # A checkpoint kept elsewhere (models/foo.ckpt) has no run folder around it: its own folder is
+        # someone's, not one to fill with a run's files.
+        raise ConfigError(
+            f"--resume {resume.path}: the checkpoint is not in a run folder's {CHECKPOINT_DIR}/, so there is "
+            "no run folder to continue in; give --output DIR for the continued run"
+        )
     else:
         run_dir = resume.run_folder if resume is not None else default_run_dir(config)
     # Absolute paths: the checkpoint and config.yaml name the same folders from whatever folder a resume or a

@@ -16,6 +16,7 @@ may name a file that the test makes, in braces:
     {ckpt}             that run's checkpoints/last.ckpt
     {ckpt_no_step}     the same checkpoint without its global_step
     {ckpt_no_config}   the same checkpoint without its run configuration
+    {ckpt_elsewhere}   a copy of that checkpoint kept outside any run folder's checkpoints/
     {three_images}     a folder of three PNG images
     {mnist_no_labels}  a data dir whose MNIST/raw lacks train-labels-idx1-ubyte (and nothing can be
                        downloaded: the network is refused)
@@ -71,6 +72,9 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[s
     torch.save({key: value for key, value in contents.items() if key != "global_step"}, no_step)
     no_config = root / "no-config.ckpt"
     torch.save({key: value for key, value in contents.items() if key != CONFIG_KEY}, no_config)
+    elsewhere = root / "kept" / "model.ckpt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(ckpt.read_bytes())
     images = root / "three-images"
     images.mkdir()
     noise = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8), dtype=np.uint8)
@@ -109,6 +113,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[s
         "ckpt": ckpt,
         "ckpt_no_step": no_step,
         "ckpt_no_config": no_config,
+        "ckpt_elsewhere": elsewhere,
         "three_images": images,
         "mnist_no_labels": mnist,
     }
