@@ -3,6 +3,7 @@ and how it writes there so that concurrent runs never read half a file."""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import zipfile
@@ -59,6 +60,25 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def save_torch_atomically(
+    path: str | Path, contents: object, shared: bool = True, durable: bool = False
+) -> bytes:
+    """`torch.save(contents)` to `path` as `write_atomically` writes, returning the bytes written.
+
+    Serialised in memory first: torch's writer reports a full disk as a RuntimeError of its zip container
+    ("unexpected pos ..."), a file's write as the OSError it is; and the archive's records are named alike
+    whatever the temporary file's name, so identical contents give identical bytes."""
+    import torch  # here: the cache's paths and writes are read without torch elsewhere
+
+    buffer = io.BytesIO()
+    torch.save(contents, buffer)
+    data = buffer.getvalue()
+    write_atomically(
+        path, lambda temporary: Path(temporary).write_bytes(data), shared=shared, durable=durable
+    )
+    return data
 
 
 def write_file_atomically(path: str | Path, content: str | bytes) -> None:

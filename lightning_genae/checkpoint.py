@@ -22,7 +22,7 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback
 
-from lightning_genae.cache import is_torch_file, write_atomically
+from lightning_genae.cache import is_torch_file, save_torch_atomically
 from lightning_genae.config import CONFIG_KEY, PER_INVOCATION, RunConfig
 from lightning_genae.console import say
 from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, EVALUATION_SPLITS, TRAIN_CONTENT_KEY
@@ -395,9 +395,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         try:
-            write_atomically(
-                path, lambda temporary: torch.save(checkpoint, temporary), shared=False, durable=True
-            )
+            save_torch_atomically(path, checkpoint, shared=False, durable=True)
         except OSError as error:
             raise WriteFailed(
                 f"could not write the checkpoint {path} ({describe_error(error)}); the run stopped with its "

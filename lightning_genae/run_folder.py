@@ -41,8 +41,9 @@ RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "normaliser.json", "eval.j
 # The folders a run writes into, each with the names of what it writes there: `--overwrite` removes those
 # and nothing else, so a file a user put beside them (images/holiday.jpg, checkpoints/my_model.pt) stays.
 RUN_FOLDERS = {
-    # ModelCheckpoint's last/best, versioned (-v1) when a name is taken.
-    CHECKPOINT_DIR: re.compile(r"(last|best)(-v\d+)?\.ckpt"),
+    # ModelCheckpoint's last/best, versioned (-v1) when a name is taken, and the temporary file a killed
+    # write of one leaves beside it (AtomicCheckpointIO: `.last.ckpt.<random>.tmp`).
+    CHECKPOINT_DIR: re.compile(r"(last|best)(-v\d+)?\.ckpt|\.(last|best)(-v\d+)?\.ckpt\.\w+\.tmp"),
     # loggers.log_image_grid: `<key>_step0000123.png`.
     "images": re.compile(r"[A-Za-z0-9_.-]+_step\d{7}\.png"),
     # TensorBoardLogger(name="tensorboard", version=""): event files and the hyper-parameters.

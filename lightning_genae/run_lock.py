@@ -301,7 +301,13 @@ class RunFolderLock:
         """Remove the lock, if it is still this process's."""
         record = self._read(self.path)
         if record and record.get("token") == self.token:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                # A folder gone read-only (the failure being reported, usually): the lock stays, and the next
+                # run on this host takes it over as stale once this process is gone. Raising here would
+                # replace the error that stopped the run with this one.
+                pass
 
 
 def live_lock_owner(run_dir: Path) -> str | None:

@@ -38,17 +38,17 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 def stop_outside_training(
     run_dir: Path, progress: Any, undo: Callable[[], None], resuming: bool = False
 ) -> Iterator[None]:
-    """SIGTERM or SLURM's SIGUSR1 outside the iterations StopOnSignal watches: while the run sets up (a
-    classifier trained on first use, the data's loading, the start of a job's processes) or between its
-    training and its final evaluation. Python's default for them ended the process at once, which left a
-    run folder holding config.yaml and nothing to resume: a requeued job then found it taken. Here they
-    stop the run with 128 + the signal and one line: before training the folder is put back first (a new
-    run keeps nothing, so a requeued job starts afresh; a resumed one is as it was), after it `--resume last`
-    continues. `progress` says how far the run is (`started`: a training batch ran; `finished`: summary.json
-    is written, after which the signals are Python's own again). Ctrl-C is Python's KeyboardInterrupt,
-    which the run treats alike. A handler runs between Python's steps: a process blocked in a C++ call (a
-    rendezvous waiting for the job's other processes) takes the signal when that call returns, or SLURM's
-    SIGKILL after its grace period ends it as before."""
+    """SIGTERM, SLURM's SIGUSR1 or Ctrl-C outside the iterations StopOnSignal watches: while the run sets
+    up (a classifier trained on first use, the data's loading, the start of a job's processes) or between
+    its training and its final evaluation. Python's default ends the process at once (or, for Ctrl-C, with
+    a KeyboardInterrupt's traceback), leaving a run folder that holds config.yaml and nothing to resume, which
+    a requeued job finds taken. Here they stop the run with 128 + the signal and one line: before training
+    the folder is put back first (a new run keeps nothing, so a requeued job starts afresh; a resumed one is
+    as it was), after it `--resume last` continues. `progress` says how far the run is (`started`: a
+    training batch ran; `finished`: summary.json is written, after which the signals are Python's own
+    again). A handler runs between Python's steps: a process blocked in a C++ call (a rendezvous waiting
+    for the job's other processes) takes the signal when that call returns, or SLURM's SIGKILL after its
+    grace period ends it."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread; a run in another thread keeps Python's own
         return
@@ -72,9 +72,7 @@ def stop_outside_training(
             )
         raise interrupted_by(signum, f"stopped by {name} after training, before the final evaluation", resume)
 
-    previous = {
-        stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in (signal.SIGTERM, signal.SIGUSR1)
-    }
+    previous = {stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in STOP_SIGNALS}
     try:
         yield
     finally:

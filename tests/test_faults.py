@@ -373,11 +373,13 @@ def test_a_checkpoint_write_that_fails_leaves_the_previous_checkpoint_whole(tmp_
     io.save_checkpoint({"global_step": 3}, target)
     before = target.read_bytes()
 
-    def write_half_then_fail(obj, path):
-        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+    write_bytes = Path.write_bytes
+
+    def write_half_then_fail(self, data):
+        write_bytes(self, bytes(data)[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", write_half_then_fail)
+    monkeypatch.setattr(Path, "write_bytes", write_half_then_fail)
     with pytest.raises(WriteFailed) as caught:
         io.save_checkpoint({"global_step": 6}, target)
     message = str(caught.value)
@@ -403,13 +405,13 @@ def test_a_full_disk_mid_run_stops_with_one_line_and_exit_2_and_a_resumable_last
             raise OSError(28, "No space left on device")
         return original(path, write, **how)
 
-    monkeypatch.setattr("lightning_genae.checkpoint.write_atomically", full_after_the_first_checkpoint)
+    monkeypatch.setattr("lightning_genae.cache.write_atomically", full_after_the_first_checkpoint)
     assert main(["--model", "ae", *TINY_RUN, "--max-steps", "9", "--output", str(output)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: could not write the checkpoint ") and "No space left" in err[-1]
     assert "Traceback" not in "\n".join(err)
     assert stored_step(last) == 3
-    monkeypatch.setattr("lightning_genae.checkpoint.write_atomically", original)
+    monkeypatch.setattr("lightning_genae.cache.write_atomically", original)
     assert main(["--resume", "last", "--output", str(output), "--max-steps", "9"]) == 0
 
 

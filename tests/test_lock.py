@@ -77,3 +77,23 @@ def test_a_fresh_unreadable_lock_is_refused_saying_how_to_clear_it(tmp_path) -> 
     assert f"remove {run_dir / LOCK_FILE} and run again" in message
     assert time.monotonic() - started < 5
     assert (run_dir / LOCK_FILE).read_text() == '{"host": "x", "pi', "a lock that may be in use is left alone"
+
+
+def test_a_lock_that_cannot_be_removed_does_not_hide_the_error_being_reported(tmp_path, monkeypatch):
+    """A folder gone read-only stops the run with its own error; removing the lock then fails too, and that
+    failure must not replace the first one."""
+    from lightning_genae.run_lock import RunFolderLock
+
+    lock = RunFolderLock.acquire(tmp_path)
+
+    def read_only(self, missing_ok=False):
+        raise OSError(30, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(OSError, match="No space left"):
+        try:
+            raise OSError(28, "No space left on device")
+        finally:
+            lock.release()
+    monkeypatch.undo()
+    assert (tmp_path / LOCK_FILE).is_file()

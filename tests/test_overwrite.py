@@ -49,13 +49,21 @@ def test_remove_run_entries_takes_only_the_names_a_run_writes(tmp_path):
         "summary.json",
         "checkpoints/last.ckpt",
         "checkpoints/best-v1.ckpt",
+        # What a write killed part-way leaves beside the checkpoint it was replacing.
+        "checkpoints/.last.ckpt.k3x_9q2a.tmp",
         "images/samples_step0000003.png",
         "tensorboard/events.out.tfevents.1700000000.host.1.0",
         "tensorboard/hparams.yaml",
         "wandb/run_id",
         "wandb/offline-run-20260101_120000-abc123/files/config.yaml",
     ]
-    users = ["notes.txt", "checkpoints/my_model.ckpt", "images/holiday.jpg", "tensorboard/readme.txt"]
+    users = [
+        "notes.txt",
+        "checkpoints/my_model.ckpt",
+        "checkpoints/.my_model.ckpt.tmp",
+        "images/holiday.jpg",
+        "tensorboard/readme.txt",
+    ]
     for name in written + users:
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text("x")

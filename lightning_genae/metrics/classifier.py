@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 import math
 import sys
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.cache import write_file_atomically
+from lightning_genae.cache import save_torch_atomically, write_file_atomically
 from lightning_genae.datamodules import to_model_range
 from lightning_genae.errors import DataError, GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
@@ -304,12 +303,9 @@ def save_model_payload(
         # order, and identical weights must hash alike (a run compares its classifier by this hash).
         "meta": dict(sorted(meta.items())),
     }
-    # Serialised in memory: torch.save names the zip's records after the file, and a temporary file name
-    # would make identical weights hash differently.
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_file_atomically(path, buffer.getvalue())
-    return hashlib.sha256(buffer.getvalue()).hexdigest()
+    # Serialised in memory (save_torch_atomically): a temporary file's name would make identical weights
+    # hash differently.
+    return hashlib.sha256(save_torch_atomically(path, payload)).hexdigest()
 
 
 def load_model_payload(

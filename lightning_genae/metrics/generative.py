@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lightning_genae.cache import cache_root, write_atomically
+from lightning_genae.cache import cache_root, save_torch_atomically
 from lightning_genae.console import evaluation_progress, say
 from lightning_genae.errors import describe_error
 from lightning_genae.metrics.backbones import FeatureBackbone
@@ -96,7 +96,7 @@ class RealFeatures:
         features = self._read(path, len(images)) if path.is_file() else None
         if features is None:
             features = self._compute(datamodule.name, split, images, device)
-            write_atomically(path, lambda temporary: torch.save(features, temporary))
+            save_torch_atomically(path, features)
         self._memory[key] = features
         return features
 
