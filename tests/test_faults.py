@@ -291,7 +291,7 @@ fit = train._fit
 
 def term_first(*args, **kwargs):
     # config.yaml is written and the folder claimed: a job's rendezvous or a classifier's training waits here.
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), getattr(signal, os.environ.get("SIGNAL", "SIGTERM")))
     return fit(*args, **kwargs)
 
 train._fit = term_first
@@ -299,18 +299,19 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_stop_signal_before_training_keeps_nothing_so_the_requeued_job_starts_afresh(tmp_path):
-    """Python's default for SIGTERM ended the process at once: the folder kept config.yaml and its lock, and
-    a requeued job was refused as a started run."""
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_before_training_keeps_nothing_so_the_requeued_job_starts_afresh(tmp_path, name):
+    """Python's default for SIGTERM ends the process at once, and Ctrl-C with a traceback: the folder would
+    keep config.yaml and its lock, and a requeued job be refused as a started run."""
     run_dir = tmp_path / "run"
     run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "2", "--eval-samples", "50"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SIGNAL": name}
     stopped = subprocess.run(
         [sys.executable, "-c", SIGTERM_BEFORE_TRAINING, *run, "--output", str(run_dir)],
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
-    assert "stopped by SIGTERM before training started; nothing of the run was kept; start it again" in (
+    assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr
+    assert f"stopped by {name} before training started; nothing of the run was kept; start it again" in (
         stopped.stderr
     )
     assert "Traceback" not in stopped.stderr and not run_dir.exists()
