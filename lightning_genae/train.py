@@ -51,6 +51,7 @@ from lightning_genae.run_report import (
 )
 from lightning_genae.stopping import stop_during_final_evaluation, stop_outside_training
 from lightning_genae.trainer import (
+    PeriodicLastCheckpoint,
     build_callbacks,
     build_trainer,
     evaluation_records,
@@ -500,7 +501,14 @@ def _add_metric_callbacks(
     """The metric callbacks and the best-checkpoint keeper the model and data allow, added to the trainer;
     then every callback that cannot act for them is left out."""
     metrics_callback, series_callback, chosen = metric_callbacks(config, model, datamodule, run_dir)
-    trainer.callbacks += [c for c in (metrics_callback, series_callback, chosen) if c is not None]
+    callbacks = [*trainer.callbacks, *(c for c in (metrics_callback, series_callback) if c is not None)]
+    if chosen is not None:
+        # best.ckpt before last.ckpt at an iteration that validates and checkpoints: killed between the two
+        # saves, the run resumes from the earlier last.ckpt and weighs that validation's candidate again;
+        # the other way round it would resume past it, and the candidate would never be weighed.
+        periodic = [index for index, c in enumerate(callbacks) if isinstance(c, PeriodicLastCheckpoint)]
+        callbacks.insert(periodic[0] if periodic else len(callbacks), chosen)
+    trainer.callbacks = callbacks
     # Lightning calls every callback at every hook, acting or not (about seven per GAN iteration): the
     # pictures and metrics that cannot act for this model and data are left out (callbacks/applicability.py),
     # and consecutive stateless ones of the rest answer Lightning as one (callbacks/grouping.py).

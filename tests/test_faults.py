@@ -451,3 +451,24 @@ def test_a_runs_checkpoints_take_the_users_umask(tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / "last.ckpt").stat().st_mode & 0o777 == 0o600
+
+
+def test_best_ckpt_is_saved_before_last_ckpt_at_an_iteration_that_validates(tmp_path, monkeypatch):
+    """Killed between the two saves, the run resumes from the previous last.ckpt and weighs that
+    validation's candidate again; saved the other way round, it would resume past the validation and the
+    candidate would never be weighed (best.ckpt staying an earlier, worse one)."""
+    import lightning_genae.train as train
+    from lightning_genae.trainer import BestCheckpoint, PeriodicLastCheckpoint
+
+    fit, order = train._fit, []
+
+    def recording(trainer, *args, **kwargs):
+        fit(trainer, *args, **kwargs)
+        # After the fit: Lightning has moved the checkpoint callbacks to the end, keeping their order.
+        order.extend(
+            type(c) for c in trainer.callbacks if type(c) in (BestCheckpoint, PeriodicLastCheckpoint)
+        )
+
+    monkeypatch.setattr(train, "_fit", recording)
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "3", "--output", str(tmp_path / "run")]) == 0
+    assert order == [BestCheckpoint, PeriodicLastCheckpoint]
