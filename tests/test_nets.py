@@ -35,15 +35,3 @@ def test_unsupported_sizes_are_rejected_with_the_fix(size):
 def test_logits_decoder_is_unbounded():
     decoder = ConvDecoder((1, 16, 16), latent_dim=4, width=8, output="logits")
     assert decoder(torch.randn(2, 4) * 50).abs().max() > 1
-
-
-def test_the_width_option_stops_where_the_conv_nets_stop_widening():
-    """Above the conv nets' widest layer a --width would build the same nets as that width while the run
-    recorded the wider one: the option's range ends there."""
-    import inspect
-
-    from lightning_genae.models.options import FamilyOptions
-    from lightning_genae.nets.conv import ConvEncoder
-
-    widest = inspect.signature(ConvEncoder).parameters["max_width"].default
-    assert FamilyOptions.__dataclass_fields__["width"].metadata["at_most"] == widest

@@ -26,9 +26,7 @@ class FamilyOptions(PluginOptions):
     """
 
     latent_dim: int = option(32, "latent / noise dimension", at_least=1)
-    # The shared conv nets double the width per stage up to 512 channels (nets/conv.py's max_width): a
-    # wider first layer would build the same nets as 512 while the run recorded the width asked.
-    width: int = option(64, "channel width of the first conv layer", at_least=1, at_most=512)
+    width: int = option(64, "channel width of the first conv layer", at_least=1)
     lr: float = option(1e-3, "learning rate", above=0)
 
     @classmethod
