@@ -36,7 +36,7 @@ Module = TypeVar("Module", bound=pl.LightningModule)
 
 def run_folder_of(checkpoint_path: Path) -> Path:
     """`<run>/checkpoints/x.ckpt` -> `<run>`; a checkpoint elsewhere -> its folder."""
-    parent = checkpoint_path.parent
+    parent = checkpoint_path.absolute().parent
     return parent.parent if parent.name == "checkpoints" else parent
 
 

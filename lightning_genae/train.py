@@ -49,7 +49,7 @@ from lightning_genae.run_report import (
     format_metrics_table,
     scalar_metrics,
 )
-from lightning_genae.stopping import stop_during_final_evaluation, stop_outside_training
+from lightning_genae.stopping import StopOnSignal, stop_during_final_evaluation, stop_outside_training
 from lightning_genae.trainer import (
     PeriodicLastCheckpoint,
     build_callbacks,
@@ -266,7 +266,7 @@ def run(
     config = resolved.config
     if config.output:
         run_dir = Path(config.output)
-    elif resume is not None and resume.path.parent.name != CHECKPOINT_DIR:
+    elif resume is not None and resume.path.absolute().parent.name != CHECKPOINT_DIR:
         # A checkpoint kept elsewhere (models/foo.ckpt) has no run folder around it: its own folder is
         # someone's, not one to fill with a run's files.
         raise ConfigError(
@@ -506,8 +506,9 @@ def _add_metric_callbacks(
         # best.ckpt before last.ckpt at an iteration that validates and checkpoints: killed between the two
         # saves, the run resumes from the earlier last.ckpt and weighs that validation's candidate again;
         # the other way round it would resume past it, and the candidate would never be weighed.
-        periodic = [index for index, c in enumerate(callbacks) if isinstance(c, PeriodicLastCheckpoint)]
-        callbacks.insert(periodic[0] if periodic else len(callbacks), chosen)
+        # Both savers of last.ckpt: the periodic one, and StopOnSignal's save when a signal stops the run.
+        savers = [i for i, c in enumerate(callbacks) if isinstance(c, (PeriodicLastCheckpoint, StopOnSignal))]
+        callbacks.insert(savers[0] if savers else len(callbacks), chosen)
     trainer.callbacks = callbacks
     # Lightning calls every callback at every hook, acting or not (about seven per GAN iteration): the
     # pictures and metrics that cannot act for this model and data are left out (callbacks/applicability.py),

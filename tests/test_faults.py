@@ -456,19 +456,23 @@ def test_a_runs_checkpoints_take_the_users_umask(tmp_path):
 def test_best_ckpt_is_saved_before_last_ckpt_at_an_iteration_that_validates(tmp_path, monkeypatch):
     """Killed between the two saves, the run resumes from the previous last.ckpt and weighs that
     validation's candidate again; saved the other way round, it would resume past the validation and the
-    candidate would never be weighed (best.ckpt staying an earlier, worse one)."""
+    candidate would never be weighed (best.ckpt staying an earlier, worse one). last.ckpt has two savers at
+    a validation's end: the periodic save, and StopOnSignal's when a signal stops the run there."""
     import lightning_genae.train as train
+    from lightning_genae.callbacks.grouping import HookGroup
+    from lightning_genae.stopping import StopOnSignal
     from lightning_genae.trainer import BestCheckpoint, PeriodicLastCheckpoint
 
+    savers = (BestCheckpoint, PeriodicLastCheckpoint, StopOnSignal)
     fit, order = train._fit, []
 
     def recording(trainer, *args, **kwargs):
         fit(trainer, *args, **kwargs)
-        # After the fit: Lightning has moved the checkpoint callbacks to the end, keeping their order.
-        order.extend(
-            type(c) for c in trainer.callbacks if type(c) in (BestCheckpoint, PeriodicLastCheckpoint)
-        )
+        # The order Lightning calls the callbacks in, a group's members in their place.
+        for callback in trainer.callbacks:
+            members = callback.members if isinstance(callback, HookGroup) else [callback]
+            order.extend(type(member) for member in members if type(member) in savers)
 
     monkeypatch.setattr(train, "_fit", recording)
     assert main(["--model", "ae", *TINY_RUN, "--max-steps", "3", "--output", str(tmp_path / "run")]) == 0
-    assert order == [BestCheckpoint, PeriodicLastCheckpoint]
+    assert order[0] is BestCheckpoint and set(order[1:]) == {PeriodicLastCheckpoint, StopOnSignal}
