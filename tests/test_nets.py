@@ -35,3 +35,15 @@ def test_unsupported_sizes_are_rejected_with_the_fix(size):
 def test_logits_decoder_is_unbounded():
     decoder = ConvDecoder((1, 16, 16), latent_dim=4, width=8, output="logits")
     assert decoder(torch.randn(2, 4) * 50).abs().max() > 1
+
+
+def test_a_width_past_the_conv_nets_widest_layer_is_refused_naming_the_fix():
+    """Every stage is capped at the widest layer, so a wider width would build the capped nets while the run
+    recorded the width asked."""
+    from lightning_genae.errors import ConfigError
+    from lightning_genae.nets.conv import ConvEncoder
+
+    assert sum(p.numel() for p in ConvEncoder((1, 16, 16), 8, width=512).parameters()) > 0
+    refusal = r"a width of 513 is wider than the conv nets' widest layer \(512\)"
+    with pytest.raises(ConfigError, match=refusal):
+        ConvEncoder((1, 16, 16), 8, width=513)

@@ -35,6 +35,14 @@ def downsampling_plan(image_size: int, max_base: int = MAX_BASE_SIZE) -> tuple[i
 
 def _widths(width: int, stages: int, max_width: int) -> list[int]:
     """Channel widths from the full-resolution stage down to the base map."""
+    if width > max_width:
+        # Every stage would be capped at max_width: the nets of a wider width are those of max_width, while
+        # the run would record the width asked.
+        raise ConfigError(
+            f"a width of {width} is wider than the conv nets' widest layer ({max_width}): their layers would "
+            f"be those of width {max_width} while the run records {width}; give --width (for an augmenter, "
+            f"--augmenter-width) {max_width} or less"
+        )
     return [min(width * 2**i, max_width) for i in range(stages)]
 
 
