@@ -34,10 +34,15 @@ if TYPE_CHECKING:
 Module = TypeVar("Module", bound=pl.LightningModule)
 
 
+def in_a_run_folder(checkpoint_path: Path) -> bool:
+    """Whether the checkpoint lies in a run folder's checkpoints/ (`<run>/checkpoints/x.ckpt`)."""
+    return checkpoint_path.absolute().parent.name == "checkpoints"
+
+
 def run_folder_of(checkpoint_path: Path) -> Path:
     """`<run>/checkpoints/x.ckpt` -> `<run>`; a checkpoint elsewhere -> its folder."""
     parent = checkpoint_path.absolute().parent
-    return parent.parent if parent.name == "checkpoints" else parent
+    return parent.parent if in_a_run_folder(checkpoint_path) else parent
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,3 +22,8 @@ def command_prefix() -> str:
     """The command as a user types it again: `genae`, `python -m lightning_genae`, else `python run.py`."""
     name = program_name()
     return "python run.py" if name == "run.py" else name
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """The command that continues the run in `run_dir` from its last checkpoint, as printed to type again."""
+    return f"{command_prefix()} --output {shlex.quote(str(run_dir))} --resume last"

@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_genae.cluster import global_rank, interrupted_by, is_slurm_task, note_stop_signal
 from lightning_genae.lightning_internals import kill_launched_processes, validation_follows_batch
-from lightning_genae.program import command_prefix
+from lightning_genae.program import command_prefix, resume_command
 
 
 def cluster_plugins() -> list[ClusterEnvironment]:
@@ -59,8 +59,8 @@ def stop_outside_training(
         if progress.finished:
             signal.raise_signal(signum)  # the run is done: what the signal does is Python's again
             return
-        name, folder = signal.Signals(signum).name, shlex.quote(str(run_dir))
-        resume = f"continue with: {command_prefix()} --output {folder} --resume last"
+        name = signal.Signals(signum).name
+        resume = f"continue with: {resume_command(run_dir)}"
         if not progress.started:
             undo()  # before a requeue can end this process
             if resuming:
@@ -107,11 +107,10 @@ def stop_during_final_evaluation(run_dir: Path) -> AbstractContextManager[None]:
     are already in last.ckpt, and `--resume last` of a run without its summary.json runs the final
     evaluation alone (`stop_at_once_on_signal`)."""
     last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    folder, weights = shlex.quote(str(run_dir)), shlex.quote(str(last))
     return stop_at_once_on_signal(
         f"during the final evaluation; the trained weights are in {last}",
-        f"finish the run (summary.json) with: {command_prefix()} --output {folder} --resume last, or "
-        f"score them with: {command_prefix()} --evaluate {weights}",
+        f"finish the run (summary.json) with: {resume_command(run_dir)}, or score them with: "
+        f"{command_prefix()} --evaluate {shlex.quote(str(last))}",
     )
 
 
@@ -133,9 +132,7 @@ class StopOnSignal(Callback):
         self.checkpoint_path = Path(checkpoint_path)
         self.run_dir = Path(run_dir)
         # How to continue the run, said when it stops: run.py's resume, unless the run was not run.py's.
-        self.continue_with = continue_with or (
-            f"{command_prefix()} --output {shlex.quote(str(self.run_dir))} --resume last"
-        )
+        self.continue_with = continue_with or resume_command(self.run_dir)
         self.received: int | None = None
         self._stop_after_validation = False
         self._stop_due = False

@@ -20,7 +20,7 @@ from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.grouping import grouped
 from lightning_genae.callbacks.random_state import SeededEvaluation
-from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.checkpoint import RunCheckpoint, in_a_run_folder
 from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, start_gate
 from lightning_genae.config import RunConfig, flag
 from lightning_genae.console import describe_model, describe_training, say
@@ -266,7 +266,7 @@ def run(
     config = resolved.config
     if config.output:
         run_dir = Path(config.output)
-    elif resume is not None and resume.path.absolute().parent.name != CHECKPOINT_DIR:
+    elif resume is not None and not in_a_run_folder(resume.path):
         # A checkpoint kept elsewhere (models/foo.ckpt) has no run folder around it: its own folder is
         # someone's, not one to fill with a run's files.
         raise ConfigError(

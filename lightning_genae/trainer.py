@@ -9,7 +9,6 @@ from __future__ import annotations
 import numbers
 import os
 import re
-import shlex
 import warnings
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECA
 from lightning_genae.metrics.names import headline_metric, higher_is_better
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
 from lightning_genae.models.base import is_last_training_batch
-from lightning_genae.program import command_prefix
+from lightning_genae.program import resume_command
 from lightning_genae.stopping import StopOnSignal, cluster_plugins
 
 
@@ -839,7 +838,7 @@ def build_trainer(
         fast_dev_run=config.fast_dev_run,
         plugins=[
             *cluster_plugins(),
-            AtomicCheckpointIO(f"{command_prefix()} --output {shlex.quote(str(run_dir))} --resume last"),
+            AtomicCheckpointIO(resume_command(run_dir)),
         ],
     )
 
