@@ -22,6 +22,8 @@ from lightning_genae.plugin_options import (
     Registry,
     flag,
     import_location,
+    keyword_choices,
+    keyword_spelling,
     option_specs,
     unread_refusal,
 )
@@ -212,7 +214,13 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
             f"takes {', '.join(sorted(accepted or ()))}"
         )
     kwargs.setdefault("data_dir", default_data_dir())
-    return module(**kwargs)
+    from lightning_genae.datamodules.placement import DATA_ON_DEVICE
+
+    # Errors name the arguments as this call spells them (`batch_size=0`), not as flags.
+    named = dict.fromkeys(accepted if accepted is not None else kwargs, ())
+    own = keyword_choices(spec.options) if spec.options is not None else {}
+    with keyword_spelling({**named, "data_on_device": DATA_ON_DEVICE, **own}):
+        return module(**kwargs)
 
 
 def _constructor_arguments(module: type) -> set[str] | None:

@@ -32,7 +32,7 @@ from lightning_genae.config_file import load_config_file
 from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions, describe_error
 from lightning_genae.grid_command import run_grid_command
 from lightning_genae.pipes import ReaderWatch, reader_may_leave
-from lightning_genae.plugin_options import flag
+from lightning_genae.plugin_options import command_line_spelling, flag
 from lightning_genae.plugins import load_plugins
 from lightning_genae.resolve import (
     ResolvedRun,
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure)."""
-    with reader_may_leave() as watch:
+    with reader_may_leave() as watch, command_line_spelling():
         return _main(argv, watch)
 
 

@@ -9,14 +9,17 @@ and a bad option are answered without torch or Lightning.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import functools
 import importlib
 import math
+import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -30,6 +33,7 @@ __all__ = [
     "accepts_auto",
     "coerce",
     "command_line_reader",
+    "command_line_spelling",
     "flag",
     "float_or_auto",
     "literal_choices",
@@ -39,6 +43,8 @@ __all__ = [
     "declaring_class",
     "declared_fields",
     "type_name",
+    "keyword_choices",
+    "keyword_spelling",
     "with_default",
 ]
 
@@ -80,6 +86,63 @@ PATH_OPTION_NAMES: set[str] = set()
 def flag(name: str) -> str:
     """`max_steps` -> `--max-steps`: how an option is spelled on the command line and in messages."""
     return "--" + name.replace("_", "-")
+
+
+# Set while a command line (run.py, the classifier command) runs: its messages keep the flags it was given.
+_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("command_line", default=False)
+
+
+@contextlib.contextmanager
+def command_line_spelling() -> Iterator[None]:
+    """Within: option errors name options as flags (`--latent-dim`), as the command line was typed."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+@contextlib.contextmanager
+def keyword_spelling(choices: Mapping[str, Collection[Any]]) -> Iterator[None]:
+    """Within, outside a command line: a ConfigError's `--flag` of an option named in `choices` is reworded
+    as the keyword a Python caller typed (`--latent-dim` -> `latent_dim`), and a value given after it as
+    the argument (`--batch-size 0` -> `batch_size=0`, `--gan-nets paper` -> `gan_nets='paper'` where
+    `paper` is one of the option's `choices`). The error is re-raised itself, its type and attributes
+    kept."""
+    try:
+        yield
+    except ConfigError as error:
+        if not _COMMAND_LINE.get() and error.args and isinstance(error.args[0], str):
+            error.args = (_as_keywords(error.args[0], choices), *error.args[1:])
+        raise
+
+
+def keyword_choices(options: type[PluginOptions], given: Collection[str] = ()) -> dict[str, tuple[Any, ...]]:
+    """`keyword_spelling`'s argument for the options of `options` and the names a caller `given` (an
+    unknown one is named as typed too)."""
+    return {**dict.fromkeys(given, ()), **{name: options.choices(name) for name in options.types()}}
+
+
+# A flag, and the value after it where one follows: a number, a quoted string or a bare word.
+_FLAG_AND_VALUE = re.compile(
+    r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)(?: (-?[0-9][0-9.e+-]*|'[^']*'|[A-Za-z_][\w.-]*))?"
+)
+
+
+def _as_keywords(message: str, choices: Mapping[str, Collection[Any]]) -> str:
+    def keyword(match: re.Match[str]) -> str:
+        name, value = match.group(1).replace("-", "_"), match.group(2)
+        if name not in choices:
+            return match.group(0)
+        if value is None:
+            return name
+        if value[0] == "'" or value[0].isdigit() or value[0] == "-":
+            return f"{name}={value}"
+        if value in map(str, choices[name]):
+            return f"{name}={value!r}"
+        return f"{name} {value}"
+
+    return _FLAG_AND_VALUE.sub(keyword, message)
 
 
 def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> UnreadOptions:

@@ -105,8 +105,11 @@ def test_unknown_dataset_lists_the_choices() -> None:
     ],
 )
 def test_invalid_options_are_config_errors(name: str, kwargs: dict) -> None:
-    with pytest.raises(ConfigError, match="--"):
+    # Named as the call spells it (`batch_size=0`), not as the command line's flag.
+    (key,) = kwargs
+    with pytest.raises(ConfigError, match=rf"(^|\s){key}={kwargs[key]} ") as refused:
         build_datamodule(name, data_dir="x", **kwargs)
+    assert f"--{key.replace('_', '-')}" not in str(refused.value)
 
 
 def test_default_image_size_and_channels_are_accepted() -> None:

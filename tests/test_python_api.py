@@ -134,9 +134,27 @@ def test_a_mistyped_family_option_is_refused_with_the_option_it_resembles():
     from lightning_genae.models.vae import VAEModule
 
     with pytest.raises(
-        ConfigError, match=r"^--latnet-dim: not an option of VAEOptions \(did you mean --latent-dim\?\)$"
+        ConfigError, match=r"^latnet_dim: not an option of VAEOptions \(did you mean latent_dim\?\)$"
     ):
         VAEModule((1, 16, 16), latnet_dim=4)
+
+
+def test_option_errors_name_the_keywords_a_python_caller_typed_and_the_flags_on_the_command_line(capsys):
+    from lightning_genae import cli
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.models.gan import GANModule
+
+    with pytest.raises(ConfigError, match=r"^latent_dim must lie in \[1, inf\), got 0; the default is"):
+        GANModule((1, 16, 16), latent_dim=0)
+    # A check of two options together names both by keyword; a flag of something else is left as it is.
+    with pytest.raises(ConfigError, match=r"^gan_training='paper' is the schedule .*: add gan_nets='paper'$"):
+        GANModule((1, 16, 16), gan_training="paper")
+    with pytest.raises(ConfigError, match=r"^beta='x' is not a valid float"):
+        lightning_genae.models.VAEModule((1, 16, 16), beta="x")
+    with pytest.raises(ConfigError, match=r"^batch_size=0 must be at least 1$"):
+        build_datamodule("digits", batch_size=0)
+    assert cli.main(["--model", "gan", "--gan-training", "paper", "--max-steps", "1"]) == 2
+    assert "--gan-training paper is the schedule" in capsys.readouterr().err
 
 
 def test_a_family_built_with_a_shape_of_the_wrong_kind_says_which_shape_it_takes():

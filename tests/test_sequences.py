@@ -47,7 +47,7 @@ def test_sines_are_fixed_normalised_and_shaped_by_their_options():
     assert torch.allclose(train.mean(dim=(0, 1)), torch.zeros(3), atol=1e-5)
     assert torch.allclose(train.std(dim=(0, 1), unbiased=False), torch.ones(3), atol=1e-4)
     assert len(first.split_tensors("val")[0]) == 300 and len(first.split_tensors("test")[0]) == 600
-    with pytest.raises(ConfigError, match="--stride does not apply to --data sines"):
+    with pytest.raises(ConfigError, match="^stride does not apply to --data sines"):
         build_datamodule("sines", data_dir="unused", stride=2)
 
 

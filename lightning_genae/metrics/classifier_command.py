@@ -36,6 +36,7 @@ from lightning_genae.plugin_options import (
     OneLineErrorParser,
     accepts_auto,
     command_line_reader,
+    command_line_spelling,
     flag,
     literal_choices,
     option_specs,
@@ -194,6 +195,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Train, save and record one classifier; errors print as one line with exit code 2."""
+    with command_line_spelling():
+        return _main(argv, prog)
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
     built_in = set(DATASETS)
     try:
         # Before the parser: a plug-in's dataset is one of --data's choices, as for run.py.

@@ -37,6 +37,7 @@ from lightning_genae.lightning_internals import (
 )
 from lightning_genae.models.batch import check_batch, check_data
 from lightning_genae.models.options import FamilyOptions
+from lightning_genae.plugin_options import keyword_choices, keyword_spelling
 
 
 @runtime_checkable
@@ -337,7 +338,8 @@ class GenerativeModule(pl.LightningModule):
         )
         if self.data_kind == "image":
             self.image_shape = self.data_shape
-        self.options = self.options_type.parse(options)
+        with keyword_spelling(keyword_choices(self.options_type, options)):
+            self.options = self.options_type.parse(options)
         self.latent_dim = self.options.latent_dim
         self.save_hyperparameters(
             {self.shape_key: list(self.data_shape), **self.options.to_dict()}, logger=False
