@@ -70,6 +70,20 @@ def check_output_folder(path: Path, flag: str = "--output") -> None:
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}: {existing} is not writable by this user; pick a writable {flag}")
+    for name in (CHECKPOINT_DIR, "images"):
+        # Every run writes into these folders, but only after it trained (the images at its first
+        # validation), so a path there that cannot be a folder would stop it late, with a traceback.
+        folder = path / name
+        if folder.is_symlink() and not folder.exists():
+            raise ConfigError(
+                f"{flag} {path}: {name} is a link to {os.readlink(folder)}, which does not exist; create the "
+                "folder it points to, or remove the link"
+            )
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(
+                f"{flag} {path}: {name} is a file, where the run writes a folder of that name; move it away, "
+                f"or pick another {flag}"
+            )
 
 
 def started_run_files(path: Path) -> list[str]:
