@@ -619,3 +619,31 @@ def test_trainer_kwargs_and_score_images_refuse_what_they_cannot_take_in_one_lin
         lightning_genae.trainer_kwargs("gan", iterations=5)
     with pytest.raises(DataError, match=r"images must be a tensor \[N, 1, 16, 16\].*got list"):
         lightning_genae.score_images([1, 2, 3], build_datamodule("digits", data_dir=tmp_path))
+
+
+@pytest.mark.parametrize("family", ["ae", "vae", "gan", "began", "vaegan", "aae"])
+def test_a_second_fit_after_one_that_raised_starts_with_no_training_values_of_the_first(family):
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_genae.models import MODELS
+
+    images = torch.rand(64, 1, 16, 16) * 2 - 1
+    loader = DataLoader(TensorDataset(images, torch.zeros(64, dtype=torch.long)), batch_size=16)
+    model = MODELS[family].module((1, 16, 16), latent_dim=4, width=4)
+    queued_at_start = []
+
+    class Fails(pl.Callback):
+        def on_train_batch_end(self, *args) -> None:
+            raise RuntimeError("stopped by the test")
+
+    class Looks(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            queued_at_start.append((len(module._training_values), module.last_logged_training))
+
+    quiet = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False}
+    quiet |= {"enable_progress_bar": False, "enable_model_summary": False}
+    with pytest.raises(RuntimeError, match="stopped by the test"):
+        pl.Trainer(max_steps=4, callbacks=[Fails()], **quiet).fit(model, loader)
+    pl.Trainer(max_steps=2, callbacks=[Looks()], **quiet).fit(model, loader)
+    assert queued_at_start[0] == (0, None)

@@ -102,6 +102,7 @@ class GANModule(ImageAdversarialModule):
             self.generator_ema.requires_grad_(False)
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         # Called after a resume has restored the step count (on_fit_start is too early for that): only a run's
         # first start sets the paper's output biases, a resumed one keeps its trained ones.
         if self.options.gan_nets == "paper" and self.trainer.global_step == 0:
