@@ -36,6 +36,8 @@ GRID_FILE = "grid.json"
 CHECKPOINT_DIR = "checkpoints"
 # The W&B run id a run chooses (loggers._stable_wandb_id) before it writes its config.yaml.
 WANDB_RUN_ID = "wandb/run_id"
+# Where `--overwrite` keeps the replaced run's files until the new run trains (SetAside).
+REPLACED_DIR = ".genae-replaced"
 # The files a run (and a grid, for its cells) writes at the top of its folder.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "normaliser.json", "eval.json", FAILED_FILE)
 # The folders a run writes into, each with the names of what it writes there: `--overwrite` removes those
@@ -289,17 +291,14 @@ def _remove(entry: Path) -> None:
         entry.unlink(missing_ok=True)
 
 
-def remove_run_entries(path: Path) -> Removal:
-    """Delete what a run wrote into `path`: RUN_FILES, and inside RUN_FOLDERS only the names a run writes.
-
-    Anything else (a user's file beside or inside the run's folders) is kept and named; a run folder left
-    empty is removed.
-    """
-    removed, kept = [], []
+def _run_entries(path: Path) -> tuple[list[str], Removal]:
+    """What a run wrote into `path` (RUN_FILES, and inside RUN_FOLDERS only the names a run writes), as
+    paths relative to it, and the Removal that names them and what else the folder holds."""
+    entries, removed, kept = [], [], []
     for name in RUN_FILES:
         entry = path / name
         if entry.is_file() or entry.is_symlink():
-            entry.unlink()
+            entries.append(name)
             removed.append(name)
     for name, written in RUN_FOLDERS.items():
         folder = path / name
@@ -310,22 +309,76 @@ def remove_run_entries(path: Path) -> Removal:
         count = 0
         for entry in sorted(folder.iterdir()):
             if written.fullmatch(entry.name):
-                _remove(entry)
+                entries.append(f"{name}/{entry.name}")
                 count += 1
             else:
                 kept.append(f"{name}/{entry.name}")
         if count:
             removed.append(f"{name}/")
-        if not any(folder.iterdir()):
-            folder.rmdir()
-    # What a user keeps beside the run's files is named too (the lock is this invocation's own).
-    ours = {*RUN_FILES, *RUN_FOLDERS, LOCK_FILE}
+    # What a user keeps beside the run's files is named too (the lock is this invocation's own; a set-aside
+    # folder that a replacing run killed before it trained left behind is a run's).
+    ours = {*RUN_FILES, *RUN_FOLDERS, LOCK_FILE, REPLACED_DIR}
     kept += [
         entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
         for entry in sorted(path.iterdir())
         if entry.name not in ours
     ]
-    return Removal(removed, kept)
+    return entries, Removal(removed, kept)
+
+
+def _remove_empty_run_folders(path: Path) -> None:
+    for name in RUN_FOLDERS:
+        folder = path / name
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def remove_run_entries(path: Path) -> Removal:
+    """Delete what a run wrote into `path`: RUN_FILES, and inside RUN_FOLDERS only the names a run writes.
+
+    Anything else (a user's file beside or inside the run's folders) is kept and named; a run folder left
+    empty is removed.
+    """
+    entries, removal = _run_entries(path)
+    for entry in entries:
+        _remove(path / entry)
+    _remove_empty_run_folders(path)
+    return removal
+
+
+@dataclass
+class SetAside:
+    """A run's files that `--overwrite` moved into the folder's REPLACED_DIR: removed for good once the new
+    run trains, put back if it stops before that (a refused checkpoint, missing data, Ctrl-C)."""
+
+    path: Path
+    entries: list[str]
+    removal: Removal
+
+    @classmethod
+    def take(cls, path: Path) -> SetAside:
+        held = path / REPLACED_DIR
+        if held.exists():
+            # Left by a replacing run killed before it trained; what it holds was being replaced then too.
+            _remove(held)
+        entries, removal = _run_entries(path)
+        held.mkdir()
+        for entry in entries:
+            (held / entry).parent.mkdir(parents=True, exist_ok=True)
+            # A rename within the folder: instant, whatever the checkpoints' size.
+            os.replace(path / entry, held / entry)
+        _remove_empty_run_folders(path)
+        return cls(path, entries, removal)
+
+    def put_back(self) -> None:
+        held = self.path / REPLACED_DIR
+        for entry in self.entries:
+            (self.path / entry).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(held / entry, self.path / entry)
+        _remove(held)
+
+    def remove(self) -> None:
+        _remove(self.path / REPLACED_DIR)
 
 
 # --- claiming a folder for one invocation
@@ -375,6 +428,9 @@ class ClaimedRunFolder:
     entries_before: set[str] = field(default_factory=set)
     config_before: bytes | None = None
     claimed_at: float = field(default_factory=time.time)
+    # The run that `--overwrite` replaces, until the new one trains.
+    set_aside: SetAside | None = None
+    replacing: str = "--overwrite"
 
     @classmethod
     def claim(
@@ -430,17 +486,16 @@ class ClaimedRunFolder:
             lock.release()
             _refuse_grid_folder(path)
             _refuse_foreign_run(path, files)
+        set_aside = None
         if overwrite and files:
             try:
                 refuse_linked_run_folders(path)
-            except RunFolderRefused:
+                # Set aside, not removed: a mistake found after this (the data, an augmenter checkpoint, the
+                # model) stops the run before it trains, and the run replaced must then still be there.
+                set_aside = SetAside.take(path)
+            except BaseException:
                 lock.release()
                 raise
-            removal = remove_run_entries(path)
-            # Imported here: console imports Lightning, and the command line checks --output without it.
-            from lightning_genae.console import say
-
-            say(removal.describe(path, replacing))
         config_file = path / CONFIG_FILE
         return cls(
             path,
@@ -448,7 +503,20 @@ class ClaimedRunFolder:
             made,
             entries_before=set(os.listdir(path)),
             config_before=config_file.read_bytes() if config_file.is_file() else None,
+            set_aside=set_aside,
+            replacing=replacing,
         )
+
+    def training_started(self) -> None:
+        """The new run trains: the run it replaces goes for good, and the notice says what went."""
+        if self.set_aside is None:
+            return
+        set_aside, self.set_aside = self.set_aside, None
+        set_aside.remove()
+        # Imported here: console imports Lightning, and the command line checks --output without it.
+        from lightning_genae.console import say
+
+        say(set_aside.removal.describe(self.path, self.replacing))
 
     @staticmethod
     def _continues(path: Path, resuming_from: Path | None) -> bool:
@@ -467,20 +535,31 @@ class ClaimedRunFolder:
         """
         if self.wrote_checkpoint():
             return
+        if self.set_aside is not None:
+            # What this invocation wrote goes first (below), then the replaced run's files come back.
+            set_aside, self.set_aside = self.set_aside, None
+            self._remove_new_entries()
+            set_aside.put_back()
+            return
         if self.path in self.made:
             shutil.rmtree(self.path, ignore_errors=True)
             # Parents made for it go too, unless another run has put something there meanwhile.
             _remove_empty(self.made[:-1])
             return
+        self._remove_new_entries()
+        if self.config_before is not None:
+            (self.path / CONFIG_FILE).write_bytes(self.config_before)
+
+    def _remove_new_entries(self) -> None:
         for name in set(os.listdir(self.path)) - self.entries_before - {LOCK_FILE}:
             entry = self.path / name
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
-        if self.config_before is not None:
-            (self.path / CONFIG_FILE).write_bytes(self.config_before)
 
     def release(self) -> None:
+        # A run that ended without an undo replaced the earlier one, whether or not it saw a training batch.
+        self.training_started()
         if self.path.is_dir():
             self.lock.release()

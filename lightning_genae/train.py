@@ -7,6 +7,7 @@ import math
 import shlex
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,11 +172,15 @@ class TrainingStarted(Callback):
     """Notes the end of the first training batch: from then on a failure leaves a run worth keeping; and
     (`finished`, set by the run) that its summary.json is written."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_start: Callable[[], None] | None = None) -> None:
         self.started = False
         self.finished = False
+        # Called once, at the end of the first training batch (the run that --overwrite replaces goes then).
+        self._on_start = on_start
 
     def on_train_batch_end(self, *args: Any) -> None:
+        if not self.started and self._on_start is not None:
+            self._on_start()
         self.started = True
 
 
@@ -314,7 +319,7 @@ def run(
         if gate is not None:
             gate.refuse(error)
         raise
-    started = TrainingStarted()
+    started = TrainingStarted(on_start=folder.training_started)
     try:
         if resume is not None and explicit_resume:
             check_steps_left(resume, resolved)

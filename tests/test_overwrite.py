@@ -133,3 +133,35 @@ def test_overwrite_refuses_a_runs_folder_that_links_to_another_runs_checkpoints(
     assert "is a link to" in err and "remove the link" in err and "\n" not in err
     assert {p.name: p.read_bytes() for p in (other / "checkpoints").iterdir()} == before
     assert (finished_run / "config.yaml").is_file()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        # Each found only after the folder is claimed: by the data, by the augmenter's checkpoint.
+        (["--train-size", "5000"], "--train-size 5000 exceeds the"),
+        (
+            ["--model", "gan", "--augment", "vae", "--augment-ckpt", "{run}/checkpoints/last.ckpt"],
+            "--model vae",
+        ),
+    ],
+    ids=["data", "augmenter"],
+)
+def test_overwrite_stopped_by_a_mistake_before_training_keeps_the_run_it_would_replace(
+    finished_run, tmp_path, capsys, mistake, message
+):
+    (finished_run / "notes.txt").write_text("mine")
+    other = tmp_path / "other"
+    shutil.copytree(finished_run, other)
+    before = _files(finished_run)
+    mistake = [arg.replace("{run}", str(other)) for arg in mistake]
+    args = [*TINY_AE, "--max-steps", "2", "--output", str(finished_run), "--overwrite", *mistake]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "removed the previous run" not in captured.out
+    assert _files(finished_run) == before, "every file of the run back, byte for byte"
+    assert not (finished_run / ".genae-replaced").exists()
