@@ -99,7 +99,7 @@ class AdaptiveStrength:
     def _update(self) -> None:
         sign_sum = self._sign_sum
         count = torch.tensor(float(self._count), device=self.device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if _several_processes():
             # Only here, once per interval: every rank then holds the same r_t and so the same p.
             dist.all_reduce(sign_sum)
             dist.all_reduce(count)
@@ -130,12 +130,23 @@ class AdaptiveStrength:
         self.p_host = float(self._staged_p)
 
     def state_dict(self) -> dict[str, Any]:
-        """Tensors and plain numbers only (checkpoints are loaded with weights_only=True)."""
+        """Tensors and plain numbers only (checkpoints are loaded with weights_only=True).
+
+        Under DDP every rank calls it as a checkpoint is made (rank 0 writes the file), and each holds its own
+        part of the interval's sums: the checkpoint keeps their totals, which is all the next update reads.
+        """
+        sign_sum = self._sign_sum.detach().clone()
+        count = self._count
+        if _several_processes():
+            counted = torch.tensor(float(count), device=self.device)
+            dist.all_reduce(sign_sum)
+            dist.all_reduce(counted)
+            count = int(counted.item())
         return {
             "p": self.p.detach().cpu(),
             "rt": self.rt.detach().cpu(),
-            "sign_sum": self._sign_sum.detach().cpu(),
-            "count": self._count,
+            "sign_sum": sign_sum.cpu(),
+            "count": count,
             "steps": self._steps,
             "p_host": self.p_host,
         }
@@ -143,8 +154,11 @@ class AdaptiveStrength:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.p = state["p"].to(self.device).float()
         self.rt = state["rt"].to(self.device).float()
-        self._sign_sum = state["sign_sum"].to(self.device).float()
-        self._count = int(state["count"])
+        # The interval's totals go to one rank and the others start at zero: the next update's all-reduce
+        # then reads the totals the checkpoint held, whatever the number of processes now.
+        first = not _several_processes() or dist.get_rank() == 0
+        self._sign_sum = state["sign_sum"].to(self.device).float() * (1.0 if first else 0.0)
+        self._count = int(state["count"]) if first else 0
         self._steps = int(state["steps"])
         # The host copy as it was, and the next update takes the restored p: as in the uninterrupted run.
         self.p_host = float(state["p_host"])
@@ -153,3 +167,7 @@ class AdaptiveStrength:
 
     def __repr__(self) -> str:
         return f"adaptive p (target {self.target}, every {self.interval} steps, {self.kimg} kimg to 1)"
+
+
+def _several_processes() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

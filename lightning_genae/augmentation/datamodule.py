@@ -74,7 +74,16 @@ class AugmentedDataModule(pl.LightningDataModule):
         # is the run's to keep; the replacement draws go on from where they were on resume.
         state = dict(self.base.state_dict())
         if self._generator is not None:
-            state[GENERATOR_KEY] = self._generator.get_state()
+            generator_state = self._generator.get_state()
+            world_size = self.trainer.world_size if self.trainer is not None else 1
+            if world_size > 1:
+                # Every rank draws from its own generator and makes this state as a checkpoint is made (rank 0
+                # writes the file): the checkpoint holds every rank's (a collective per checkpoint).
+                ranks: list[Any] = [None] * world_size
+                torch.distributed.all_gather_object(ranks, generator_state)
+                state[GENERATOR_KEY] = ranks
+            else:
+                state[GENERATOR_KEY] = generator_state
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -84,11 +93,17 @@ class AugmentedDataModule(pl.LightningDataModule):
         self._restore_generator()
 
     def _restore_generator(self) -> None:
-        # One process only: under DDP each rank draws from its own seed and a checkpoint holds rank 0's state.
+        if self._restored_generator is None or self._generator is None:
+            return
+        restored, self._restored_generator = self._restored_generator, None
         world_size = self.trainer.world_size if self.trainer is not None else 1
-        if self._restored_generator is not None and self._generator is not None and world_size == 1:
-            self._generator.set_state(self._restored_generator)
-            self._restored_generator = None
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        if isinstance(restored, Tensor) and world_size == 1:
+            self._generator.set_state(restored)
+        elif isinstance(restored, list) and len(restored) == world_size:
+            self._generator.set_state(restored[rank])
+        # Otherwise the checkpoint was made by another number of processes, which cannot give each rank its
+        # draws: each keeps the stream seeded for its rank.
 
     def prepare_data(self) -> None:
         self.base.prepare_data()

@@ -404,6 +404,24 @@ class GenerativeModule(pl.LightningModule):
     def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._check_first_batch("test", batch)
 
+    def on_validation_start(self) -> None:
+        self._take_rank_zero_buffers()
+
+    def on_test_start(self) -> None:
+        self._take_rank_zero_buffers()
+
+    def _take_rank_zero_buffers(self) -> None:
+        """Under DDP, every rank's buffers (batch norm's running statistics) become rank 0's.
+
+        DDP hands rank 0's buffers to the others as each training step begins, and each rank's own batches
+        move them again within the step, so the ranks would evaluate with statistics of their own: rank 0's
+        are the ones its checkpoint holds, and what a one-process evaluation of that checkpoint uses.
+        """
+        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return
+        for buffer in self.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
     def on_train_start(self) -> None:
         # Values queued by a batch that raised before its end (a fit stopped by an exception) are dropped.
         self._training_values = []

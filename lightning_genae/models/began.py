@@ -166,15 +166,17 @@ class BEGANModule(ImageAdversarialModule):
             opt_g.step()
 
         real_energy, fake_energy = real_energy.detach().float(), fake_energy.detach().float()
+        own_balance = o.began_gamma * real_energy - fake_energy
         # gamma L(x) - L(G(z)): averaged over ranks, so k_t moves alike on every one of them.
-        balance = self.trainer.strategy.reduce(o.began_gamma * real_energy - fake_energy, reduce_op="mean")
+        balance = self.trainer.strategy.reduce(own_balance, reduce_op="mean")
         if o.d_loss == "began":
             self.k.add_(o.began_lambda_k * balance).clamp_(0.0, 1.0)
         self.log_training({"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()}, prog_bar=True)
         self.log_training(
             {
                 "train/k": self.k.clone(),
-                "train/m_global": real_energy + balance.abs(),
+                # Of this rank's batch, as every training value logged (one process: the same number).
+                "train/m_global": real_energy + own_balance.abs(),
                 "train/d_real_energy": real_energy,
                 "train/d_fake_energy": fake_energy,
             },
