@@ -36,7 +36,7 @@ from lightning_genae.datamodules import (
 )
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
-from lightning_genae.plugin_options import PluginOptions
+from lightning_genae.plugin_options import AUTO, PluginOptions
 
 if TYPE_CHECKING:
     # Only named in annotations: resolving a configuration imports neither Lightning nor a family's module.
@@ -126,6 +126,7 @@ class ResolvedRun:
         """Batch norm in training needs two items per device to normalise over, and so does a loss that
         compares a batch's items (`items_needed_per_batch`); fewer crash mid-step."""
         per_device = self.config.batch_size // world_size
+        refuse_a_share_that_replaces_nothing(self.augment, per_device, world_size)
         batch_norm = any(isinstance(module, _BatchNorm) for module in model.modules())
         needs = [(2, "batch norm")] if batch_norm else []
         own = getattr(model, "items_needed_per_batch", lambda: None)()
@@ -369,7 +370,21 @@ def resolve(
         **plan.config_values(),
     }
     complete = replace(config, plugin_options=plugin_options, **budget)
+    refuse_a_share_that_replaces_nothing(plan, config.batch_size)
     return ResolvedRun(complete, model, options, plan, data_options)
+
+
+def refuse_a_share_that_replaces_nothing(plan: AugmentPlan, per_device: int, world_size: int = 1) -> None:
+    """Online, the data side replaces round(p x B) images of each batch on a device: a p above 0 that
+    rounds to none would run, and be recorded, as an augmentation that never acts."""
+    if not plan.online or plan.p == AUTO or not plan.p or round(plan.p * per_device):
+        return
+    spread = f" on each of {world_size} devices" if world_size > 1 else ""
+    raise ConfigError(
+        f"--augment-p {plan.p:g} replaces round({plan.p:g} x {per_device}) = 0 of the {per_device} images of "
+        f"a batch{spread}, so the data-side augmentation would never act; use --augment-p above "
+        f"{0.5 / per_device:.3g}, or a larger --batch-size"
+    )
 
 
 def check_shape_options(resolved: ResolvedRun) -> None:
