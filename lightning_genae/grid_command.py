@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_genae.config import NO_BACKBONE, RunConfig, merge, print_configuration, resume_conflicts
+from lightning_genae.config import NO_BACKBONE, RunConfig, merge, print_configuration
 from lightning_genae.errors import ConfigError
 from lightning_genae.program import command_prefix
 from lightning_genae.resolve import ResolvedRun, check_shape_options, refuse_named_but_unread
@@ -23,6 +23,7 @@ from lightning_genae.resolve import ResolvedRun, check_shape_options, refuse_nam
 if TYPE_CHECKING:
     from lightning_genae.ablation import CellOutcome, CellStart, GridCell, GridPlan
     from lightning_genae.ablation.tuning import ArmChoice, TuningPlan
+    from lightning_genae.datamodules import InMemoryDataModule
 
 __all__ = ["run_grid_command"]
 
@@ -152,20 +153,24 @@ def _check_augmenter_checkpoint(plan: GridPlan, tuning: TuningPlan | None) -> No
     from lightning_genae.augmentation.latent import check_augmenter_checkpoint
 
     runs = [*plan.runs.values(), *(tuning.runs.values() if tuning is not None else ())]
-    checked: set[tuple[int | None, int | None]] = set()
+    datamodules: dict[tuple[int | None, int | None], InMemoryDataModule] = {}
+    checked: set[tuple[tuple[int | None, int | None], str]] = set()
     for resolved in runs:
         augment, config = resolved.augment, resolved.config
         if augment.checkpoint is None or not augment.needs_augmenter:
             continue
-        # The whole training split is the same for every seed; a subset is the seed's own.
+        # The whole training split is the same for every seed; a subset is the seed's own. The checkpoint
+        # must also be of the family each arm's augmenter is (`ae,vae` with one --augment-ckpt: one of them
+        # cannot take it).
         split = (config.train_size, config.seed if config.train_size is not None else None)
-        if split in checked:
+        if (split, augment.augmenter_family) in checked:
             continue
-        checked.add(split)
-        datamodule = resolved.build_datamodule()
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        check_augmenter_checkpoint(augment, datamodule, config.seed)
+        checked.add((split, augment.augmenter_family))
+        if split not in datamodules:
+            datamodules[split] = resolved.build_datamodule()
+            datamodules[split].prepare_data()
+            datamodules[split].setup("fit")
+        check_augmenter_checkpoint(augment, datamodules[split], config.seed)
 
 
 def _check_augmentations_on_the_data(plan: GridPlan) -> None:
@@ -239,7 +244,7 @@ def _cell_runner(
     restarted over its old files (for --overwrite, or a failed or never checkpointed cell). `runs` is read
     when a cell starts, so cells added to it later run too."""
     from lightning_genae.ablation import CellStart
-    from lightning_genae.ablation.grid import scheduled_budget_conflicts
+    from lightning_genae.ablation.grid import unfinished_run_conflicts
     from lightning_genae.checkpoint import RunCheckpoint
     from lightning_genae.run_lock import RunFolderRefused
     from lightning_genae.train import run
@@ -249,8 +254,7 @@ def _cell_runner(
         resume = None
         if start is CellStart.RESUME:
             resume = RunCheckpoint.to_resume("last", str(run_dir))
-            stored, wanted = resume.stored_config("--resume"), resolved.config.to_dict()
-            conflicts = resume_conflicts(stored, wanted) + scheduled_budget_conflicts(stored, wanted)
+            conflicts = unfinished_run_conflicts(resume.stored_config("--resume"), resolved.config)
             if conflicts:
                 raise RunFolderRefused(
                     f"{run_dir} holds an unfinished run with other options ({'; '.join(conflicts)}); "

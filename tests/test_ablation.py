@@ -428,16 +428,53 @@ def test_an_unfinished_cell_whose_schedule_runs_over_its_budget_is_not_resumed_t
     assert main([*grid, "--max-steps", "3"]) == 0
     (root / "none-tsfull-seed0" / "summary.json").unlink()  # stopped after its last checkpoint
     capsys.readouterr()
-    assert main([*grid, "--max-steps", "6"]) == 1
+    assert main([*grid, "--max-steps", "6"]) == 2
     captured = capsys.readouterr()
-    out = captured.out + captured.err
+    assert "1 of the 1 cells holds a run with other options" in captured.err
     assert (
-        "holds an unfinished run with other options (--max-steps 6 (the run there: 3, the budget its " in out
+        "--max-steps 6 (the run there: 3, the budget its --lr-schedule cosine schedule runs over"
+        in captured.err
     )
-    assert "--lr-schedule cosine schedule runs over" in out
     assert not (root / "none-tsfull-seed0" / "summary.json").exists()
     # The budget it was started with resumes it.
     assert main([*grid, "--max-steps", "3"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (["--lr", "0.002"], "--lr 0.002 (the run there: 0.001)"),
+        (["--width", "16"], "--width 16 (checkpoint: 8)"),
+    ],
+)
+def test_an_unfinished_cell_is_not_resumed_with_options_that_decide_its_numbers(
+    tmp_path: Path, capsys, change, named
+) -> None:
+    """A grid stopped part-way (a preempted array) and re-run with another learning rate would resume its
+    cells at the new one: half a run at each, averaged as if it were either. Refused whole, before any cell
+    trains, from the cell's config.yaml; and, were that unreadable, by the cell when it resumes."""
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+
+    root = tmp_path / "grid"
+    grid = ["--model", "ae", *TINY_RUN, "--lr", "0.001", "--seeds", "0", "--max-steps", "3"]
+    grid += ["--output", str(root)]
+    assert main(grid) == 0
+    cell = root / "none-tsfull-seed0"
+    (cell / "summary.json").unlink()  # stopped after its last checkpoint
+    before = (cell / "checkpoints" / "last.ckpt").read_bytes()
+    changed = [*grid, *change]  # the last of a repeated flag holds
+    capsys.readouterr()
+    assert main(changed) == 2
+    err = capsys.readouterr().err
+    assert "1 of the 1 cells holds a run with other options" in err and named in err and err.count("\n") == 1
+    (cell / "config.yaml").write_text("not: [yaml")
+    assert main(changed) == 1
+    assert "holds an unfinished run with other options" in capsys.readouterr().err
+    assert (cell / "checkpoints" / "last.ckpt").read_bytes() == before and not (
+        cell / "summary.json"
+    ).exists()
 
 
 def test_a_finished_cell_is_compared_by_its_data_folder_and_not_by_a_precision_alias(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from lightning_genae.metrics.names import SPLITS
 from lightning_genae.resolve import ResolvedRun, resolve
 from lightning_genae.run_folder import (
     CHECKPOINT_DIR,
+    CONFIG_FILE,
     FAILED_FILE,
     GRID_FILE,
     read_summary,
@@ -251,17 +252,48 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
         return []
     stored, wanted = summary_config(summary), config.to_dict()
     conflicts = resume_conflicts(stored, wanted)
-    differing = [
+    differing = _defining_differences(stored, wanted)
+    if differing == ["data_dir"] and not conflicts and same_data(summary, config):
+        return []
+    conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
+    return conflicts + scheduled_budget_conflicts(stored, wanted)
+
+
+def unfinished_run_conflicts(stored: Mapping[str, Any], config: RunConfig) -> list[str]:
+    """How the unfinished run whose configuration is `stored` (its checkpoint's, or its config.yaml's)
+    differs from `config` in what a grid may not continue it with: what a resume may not change, and what
+    decides a finished run's numbers (a cell resumed at another learning rate would be half of one run and
+    half of another, averaged with fresh cells as if it were either). Its data folder may move: a resume
+    checks the data's content."""
+    wanted = dict(config.to_dict())
+    differing = [name for name in _defining_differences(stored, wanted) if name != "data_dir"]
+    return (
+        resume_conflicts(stored, wanted)
+        + [f"{flag(name)} {wanted[name]} (the run there: {stored[name]})" for name in differing]
+        + scheduled_budget_conflicts(stored, wanted)
+    )
+
+
+def _defining_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    return [
         name
         for name in DEFINING_A_FINISHED_RUN
         if name in stored
         and name in wanted
         and comparable(name, stored[name]) != comparable(name, wanted[name])
     ]
-    if differing == ["data_dir"] and not conflicts and same_data(summary, config):
-        return []
-    conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
-    return conflicts + scheduled_budget_conflicts(stored, wanted)
+
+
+def _recorded_configuration(run_dir: Path) -> dict[str, Any]:
+    """The options a run's config.yaml records ({} where it is missing or unreadable: the cell's checkpoint
+    is checked when it resumes)."""
+    import yaml
+
+    try:
+        recorded = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
 
 
 # Options whose value makes a schedule run over the budget (--max-steps or --max-epochs): p or the learning
@@ -317,23 +349,35 @@ _DATA_SHA256: dict[str, dict[str, str]] = {}
 
 
 def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfig]], overwrite: bool) -> None:
-    """Refuse the whole grid, before any cell trains, when a cell's folder holds a finished run with other
-    options: the command given is not the grid that folder holds, and its tables would mix the two.
-    `cells` are (cell folder, the options the grid asks of it)."""
+    """Refuse the whole grid, before any cell trains, when a cell's folder holds a run, finished or to be
+    resumed, with other options: the command given is not the grid that folder holds, and its tables would
+    mix the two. `cells` are (cell folder, the options the grid asks of it)."""
     if overwrite:
         return
     clashing = [
-        (run_dir, conflicts)
-        for run_dir, config in cells
-        if (conflicts := finished_run_conflicts(read_summary(run_dir), config))
+        (folder, conflicts) for folder, config in cells if (conflicts := _cell_conflicts(folder, config))
     ]
     if clashing:
         run_dir, conflicts = clashing[0]
-        hold = agree(clashing, "holds a finished run", "hold finished runs")
+        finished = all(read_summary(folder) is not None for folder, _ in clashing)
+        hold = agree(
+            clashing,
+            *(("holds a finished run", "hold finished runs") if finished else ("holds a run", "hold runs")),
+        )
         raise RunFolderRefused(
             f"{len(clashing)} of the {len(cells)} cells {hold} with other options (the first, {run_dir}: "
             f"{'; '.join(conflicts)}); re-run the grid with --overwrite or another --output"
         )
+
+
+def _cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return finished_run_conflicts(summary, config)
+    # A cell the grid resumes (a failed one starts again from scratch).
+    if (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file() and not (run_dir / FAILED_FILE).is_file():
+        return unfinished_run_conflicts(_recorded_configuration(run_dir), config)
+    return []
 
 
 def _how_to_start(
