@@ -3,6 +3,7 @@ and how it writes there so that concurrent runs never read half a file."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -86,6 +87,15 @@ def write_file_atomically(path: str | Path, content: str | bytes) -> None:
     another array job summarising the same grid, sees the old file or the whole new one."""
     data = content if isinstance(content, bytes) else content.encode("utf-8")
     write_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (a checkpoint may not fit in memory twice)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # The first bytes of a file torch.save wrote in its legacy (pre-zip) format: a protocol-2 pickle of torch's

@@ -569,6 +569,29 @@ def test_augment_ckpt_of_the_other_family_is_rejected(tmp_path, checkpoints, cap
     assert code == 2 and "--augment-ckpt" in capsys.readouterr().err
 
 
+def test_a_finished_cell_is_not_skipped_once_its_augment_ckpt_file_holds_another_augmenter(
+    tmp_path, checkpoints, capsys
+):
+    given = tmp_path / "augmenter.ckpt"
+    shutil.copyfile(checkpoints["ae"], given)
+    grid = ["--augment-ckpt", str(given), *"--model ae --augment ae --train-size 200 --seeds 0".split()]
+    grid += [*TINY, "--max-steps", "2", "--output", str(tmp_path / "grid")]
+    assert main(grid) == 0
+    summary = read_summary(tmp_path / "grid" / "ae-ts200-seed0")
+    recorded = summary["augmentation"]["augmenter"]
+    assert recorded["path"] == str(given) and len(recorded["sha256"]) == 64
+    # The same file again: the finished cell is skipped.
+    assert main(grid) == 0 and "finished (step 2), skipped" in capsys.readouterr().out
+    # Retrained under the same name (here: other weights in the same checkpoint).
+    contents = torch.load(given, weights_only=True)
+    name = next(key for key, value in contents["state_dict"].items() if value.is_floating_point())
+    contents["state_dict"][name] = contents["state_dict"][name] + 1
+    torch.save(contents, given)
+    assert main(grid) == 2
+    err = capsys.readouterr().err
+    assert f"--augment-ckpt {given} (its contents are not the augmenter the finished run used" in err
+
+
 def test_a_grid_whose_arms_need_augmenters_of_two_families_refuses_one_augment_ckpt_before_any_cell(
     tmp_path, checkpoints, capsys
 ):

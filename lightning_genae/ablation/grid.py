@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_genae.augmentation import given_options
-from lightning_genae.cache import write_file_atomically
+from lightning_genae.cache import file_sha256, write_file_atomically
 from lightning_genae.cluster import interrupted_by, take_noted_signal
 from lightning_genae.config import RunConfig, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree, describe_error
@@ -256,7 +256,28 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
     if differing == ["data_dir"] and not conflicts and same_data(summary, config):
         return []
     conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
-    return conflicts + scheduled_budget_conflicts(stored, wanted)
+    return conflicts + scheduled_budget_conflicts(stored, wanted) + _augmenter_conflicts(summary, config)
+
+
+def _augmenter_conflicts(summary: dict[str, Any], config: RunConfig) -> list[str]:
+    """A finished cell whose augmenter was an --augment-ckpt file of other contents than the file of that
+    name holds now (retrained, replaced): its numbers are another augmenter's. Its summary.json records the
+    file's SHA-256 (one without it, of an earlier version, is compared by path alone, as a resume does)."""
+    given = config.plugin_options.get("augment_ckpt")
+    record = summary.get("augmentation")
+    augmenter = record.get("augmenter") if isinstance(record, dict) else None
+    if not given or not isinstance(augmenter, dict) or not isinstance(augmenter.get("sha256"), str):
+        return []
+    try:
+        now = file_sha256(given)
+    except OSError:
+        return []  # a missing file is the run's own refusal
+    if now == augmenter["sha256"]:
+        return []
+    return [
+        f"--augment-ckpt {given} (its contents are not the augmenter the finished run used: SHA-256 "
+        f"{now[:12]}, finished run: {augmenter['sha256'][:12]})"
+    ]
 
 
 def unfinished_run_conflicts(stored: Mapping[str, Any], config: RunConfig) -> list[str]:

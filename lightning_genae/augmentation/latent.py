@@ -30,7 +30,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
 from lightning_genae.augmentation import AugmentPlan
-from lightning_genae.cache import cache_root, write_atomically
+from lightning_genae.cache import cache_root, file_sha256, write_atomically
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
 from lightning_genae.cluster import RunInterrupted, created_by_local_rank_zero, file_identity
 from lightning_genae.config import RunConfig
@@ -493,7 +493,12 @@ def load_augmenter(
     """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
     if plan.checkpoint is not None:
         module, stored = _given_augmenter(plan, datamodule, seed)
-        origin = {"source": "checkpoint", "path": str(plan.checkpoint)}
+        # The file's bytes too: a grid re-run compares them with a finished cell's before skipping it.
+        origin = {
+            "source": "checkpoint",
+            "path": str(Path(plan.checkpoint).absolute()),
+            "sha256": file_sha256(plan.checkpoint),
+        }
     else:
         path = cache_path(plan, datamodule, seed, cache_dir)
         # Which file was judged, so that ranks waiting for its replacement recognise the new one.
