@@ -56,7 +56,14 @@ def run_grid_command(
             "seeds; drop --seed and list every seed in --seeds"
         )
     shared = merge(values, {})
-    plan = plan_grid(shared, augments=augments, train_sizes=train_sizes, seeds=seeds, grid_index=grid_index)
+    plan = plan_grid(
+        shared,
+        augments=augments,
+        train_sizes=train_sizes,
+        seeds=seeds,
+        grid_index=grid_index,
+        candidates=tuning_request[0] if tuning_request is not None else None,
+    )
     tuning = plan_tuning(shared, plan, *tuning_request) if tuning_request is not None else None
     if grid_index is not None:
         # Before grid.json or the root is written: a refused start leaves nothing.

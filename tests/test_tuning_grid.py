@@ -249,6 +249,21 @@ def test_ada_target_is_tuned_only_with_an_automatic_augment_p(tmp_path: Path) ->
     assert arm.tuned == {"augment_p": [0.25, "auto"], "ada_target": [0.5, 0.6]}
 
 
+def test_an_option_only_an_automatic_candidate_reads_is_kept_for_it(tmp_path: Path) -> None:
+    """`--augment-p 0.25,auto --ada-interval 8`: the fixed candidate leaves --ada-interval unread, the
+    automatic one reads it, so the grid takes it; with no automatic candidate it does nothing, refused."""
+    lists = {"augment_p": [0.25, "auto"]}
+    shared = RunConfig(model="gan", data="digits", output=str(tmp_path), plugin_options={"ada_interval": 8})
+    grid = plan_grid(shared, augments=["ae"], train_sizes=None, seeds=[0], candidates=lists)
+    tuning = plan_tuning(shared, grid, lists, [9])
+    (arm,) = tuning.arms
+    intervals = sorted(str(run.config.plugin_options.get("ada_interval")) for run in tuning.runs.values())
+    assert intervals == ["8", "None"]
+    assert [dict(candidate)["augment_p"] for candidate in arm.candidates] == [0.25, "auto"]
+    with pytest.raises(ConfigError, match="--ada-interval does nothing with any --augment of this grid"):
+        plan_grid(shared, augments=["ae"], train_sizes=None, seeds=[0], candidates={"augment_p": [0.25, 0.5]})
+
+
 def test_numbers_split_on_commas_and_policies_on_bars() -> None:
     rest, lists = split_candidates(
         {"augment_p": "0.1, 0.5|0.75", "augment_noise": "0.3", "diffaug_policy": "color,cutout|translation"}

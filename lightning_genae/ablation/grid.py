@@ -171,10 +171,13 @@ def plan_grid(
     train_sizes: Sequence[int | None] | None,
     seeds: Sequence[int] | None,
     grid_index: int | None = None,
+    candidates: Mapping[str, Sequence[Any]] | None = None,
 ) -> GridPlan:
     """Every cell's configuration, resolved before the first one trains: a typo must not surface hours in.
 
     `shared` holds what all cells have in common; a list left as None means the single value in `shared`.
+    `candidates`: the values tuning tries per option, whose cells may read options the others do not
+    (`--augment-p auto` reads `--ada-interval`).
     """
     for option in ("resume", "fast_dev_run"):
         if getattr(shared, option):
@@ -191,6 +194,13 @@ def plan_grid(
 
     runs = {cell: resolve_cell(shared, root, cell) for cell in cells}
     used_somewhere = set().union(*(resolved.augment.options for resolved in runs.values()))
+    for name, values in (candidates or {}).items():
+        for value, augment in itertools.product(values, {cell.augment for cell in cells}):
+            tried = replace(cells[0], augment=augment, options=((name, value),))
+            try:
+                used_somewhere |= set(resolve_cell(shared, root, tried).augment.options)
+            except ConfigError:
+                continue  # a candidate an arm cannot take is the tuning plan's to refuse
     stray = [key for key in given_options(shared) if key not in used_somewhere]
     if stray:
         flags = ", ".join(flag(key) for key in stray)
