@@ -420,6 +420,7 @@ def test_gan_runs_with_ae_and_diffaug_then_reuses_the_cached_augmenter(tmp_path,
     block = summary["augmentation"]
     assert block["augment"] == "ae+diffaug" and block["augment_p"] == 0.25
     assert block["augment_mode"] == "online" and block["diffaug_policy"] == "color,translation,cutout"
+    assert block["discriminator_side"] == ["diffaug color,translation,cutout (translation 0.125, cutout 0.5)"]
     augmenter = block["augmenter"]
     assert augmenter["source"] == "trained now" and augmenter["family"] == "ae"
     assert augmenter["steps"] == 20 and augmenter["train_size"] is None
@@ -442,6 +443,15 @@ def test_gan_runs_with_ae_and_diffaug_then_reuses_the_cached_augmenter(tmp_path,
     assert preview_rows(second) == 12
     last = torch.load(second / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert not any("augment" in key or "autoencoder" in key for key in last["state_dict"])
+
+
+def test_an_offline_pool_of_the_default_size_records_its_size(tmp_path, augmenter_cache):
+    run_dir = tmp_path / "run"
+    args = ["--model", "ae", "--augment", "ae", "--augment-mode", "offline", "--train-size", "200"]
+    assert main([*args, *TINY, *AUGMENTER, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    block = read_summary(run_dir)["augmentation"]
+    assert block["augment_pool"] == 200, "as many as the training split"
+    assert "discriminator_side" not in block
 
 
 def test_autoencoder_trains_on_a_vae_augmenters_offline_pool(tmp_path, augmenter_cache, capsys):

@@ -99,9 +99,15 @@ def attach_augmentation(
     check_plugin_transforms(built, datamodule, device)
     transforms = list(built.values())
     labels = [transform_label(name, transform, plan.settings[name]) for name, transform in built.items()]
+    if labels:
+        # As the run header names them, defaults filled in (ADA's operations for the data's channels).
+        record["discriminator_side"] = labels
     if plan.data_side:
         assert augmenter is not None
-        length = total_iterations(len(datamodule.split_tensors("train")[0]))
+        train_images = len(datamodule.split_tensors("train")[0])
+        length = total_iterations(train_images)
+        if not plan.online and plan.pool is None:
+            record["augment_pool"] = train_images  # its default: as many as the training split
         datamodule = AugmentedDataModule(
             datamodule, plan, augmenter, seed=seed, total_iterations=length, strength=strength
         )
