@@ -154,6 +154,12 @@ def test_duplicate_values_are_rejected(
         expand_grid(augments, train_sizes, seeds)
 
 
+def test_one_combination_typed_in_two_orders_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="names ae\\+diffaug and diffaug\\+ae, one augmentation"):
+        expand_grid(["none", "ae+diffaug", "diffaug+ae"], [None], [0])
+    assert len(expand_grid(["ae", "diffaug", "ae+diffaug"], [None], [0])) == 3
+
+
 def test_empty_list_is_rejected() -> None:
     with pytest.raises(ConfigError, match="--seed list is empty"):
         expand_grid(["ae"], [None], [])

@@ -143,6 +143,17 @@ def expand_grid(
 ) -> list[GridCell]:
     """All cells, train size outermost, then augment, then seed, so a grid index always names one cell."""
     check_unique(augments, "--augment list")
+    # A combination is applied in the registry's order whatever the order typed: `ae+diffaug` and
+    # `diffaug+ae` are one arm, which would run twice under two names.
+    combinations: dict[frozenset[str], str] = {}
+    for augment in augments:
+        combination = frozenset(name.strip() for name in augment.split("+"))
+        if combination in combinations:
+            raise ConfigError(
+                f"--augment list names {combinations[combination]} and {augment}, one augmentation (a "
+                "combination is applied in a fixed order, whatever the order typed); give it once"
+            )
+        combinations[combination] = augment
     check_unique(train_sizes, "--train-size list")
     check_unique(seeds, "--seed list")
     for augment in augments:
