@@ -34,6 +34,7 @@ from lightning_genae.grid_command import run_grid_command
 from lightning_genae.pipes import ReaderWatch, reader_may_leave
 from lightning_genae.plugin_options import command_line_spelling, flag
 from lightning_genae.plugins import load_plugins
+from lightning_genae.program import continued_as_a_grid
 from lightning_genae.resolve import (
     ResolvedRun,
     check_shape_options,
@@ -90,9 +91,11 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
         if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):
             values = {**_without_options_of_what_the_command_line_replaced(file_values, args), **args}
             tuning = (candidates, tune_seeds) if tune_seeds is not None else None
-            return run_grid_command(
-                values, augments, train_sizes, seeds, grid_index, print_config, tuning, named_options(args)
-            )
+            with continued_as_a_grid(sys.argv[1:] if argv is None else argv):
+                named = named_options(args)
+                return run_grid_command(
+                    values, augments, train_sizes, seeds, grid_index, print_config, tuning, named
+                )
         resolved, resume = _resolve_single_run(args, file_values, train_sizes)
         if print_config:
             check_shape_options(resolved)

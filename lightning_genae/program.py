@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import shlex
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+# Set while a grid's cells run: a cell is continued by running the grid's command again (its finished cells
+# are skipped, its unfinished ones resume), not by resuming the one cell alone.
+_GRID_COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar("grid_command", default=None)
 
 
 def program_name() -> str:
@@ -25,5 +32,19 @@ def command_prefix() -> str:
 
 
 def resume_command(run_dir: str | Path) -> str:
-    """The command that continues the run in `run_dir` from its last checkpoint, as printed to type again."""
+    """The command that continues the run in `run_dir` from its last checkpoint, as printed to type again:
+    within a grid, the grid's own command."""
+    grid = _GRID_COMMAND.get()
+    if grid is not None:
+        return grid
     return f"{command_prefix()} --output {shlex.quote(str(run_dir))} --resume last"
+
+
+@contextlib.contextmanager
+def continued_as_a_grid(arguments: Sequence[str]) -> Iterator[None]:
+    """Within: `resume_command` is the grid command of `arguments` (the command line as typed)."""
+    token = _GRID_COMMAND.set(f"{command_prefix()} {shlex.join(arguments)}")
+    try:
+        yield
+    finally:
+        _GRID_COMMAND.reset(token)

@@ -270,6 +270,18 @@ def test_a_grid_stops_after_a_cell_whose_last_iteration_took_the_stop_signal(tmp
     assert (grid / "ablation.md").is_file()
 
 
+def test_a_grid_stopped_in_a_cell_names_the_grid_command_to_continue_it(tmp_path):
+    grid = tmp_path / "grid"
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "4", "--eval-samples", "50"]
+    run += ["--seeds", "0,1", "--output", str(grid)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": "2"}
+    command = [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run]
+    stopped = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    # Re-running the grid resumes this cell and runs the others; resuming the cell alone would not.
+    assert stopped.stderr.rstrip().endswith(f"continue with: python run.py {shlex.join(run)}"), stopped.stderr
+
+
 def test_every_test_the_fault_cases_name_exists():
     with (REPO / "tests" / "cases" / "faults.csv").open(newline="") as file:
         named = [tuple(row["test"].split("::")) for row in csv.DictReader(file)]
