@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lightning_genae.cache import file_sha256
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics import backbones
@@ -91,7 +92,7 @@ def test_tampered_checkpoint_is_refused_in_one_line(tmp_path, monkeypatch, digit
 def test_checkpoints_are_byte_identical_when_saved_twice(tmp_path, digits_backbone):
     first = classifier_lib.save_checkpoint(digits_backbone.model, tmp_path / "a" / "c.pt", data="digits")
     second = classifier_lib.save_checkpoint(digits_backbone.model, tmp_path / "b" / "c.pt", data="digits")
-    assert first == second == classifier_lib.file_sha256(tmp_path / "a" / "c.pt")
+    assert first == second == file_sha256(tmp_path / "a" / "c.pt")
 
 
 # ----- classifier features -----
@@ -372,5 +373,5 @@ def test_inception_weights_file_is_read_once_and_only_safely(random_inception_we
     expected = real_load(random_inception_weights, map_location="cpu", weights_only=True)
     for name, tensor in backbone.net.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
-    sha256 = classifier_lib.file_sha256(random_inception_weights)
+    sha256 = file_sha256(random_inception_weights)
     assert f"sha256 {sha256[:8]}" in backbone.description

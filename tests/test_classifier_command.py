@@ -11,6 +11,7 @@ import pytest
 import torch
 from refusals import one_line
 
+from lightning_genae.cache import file_sha256
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.metrics.classifier_command import main
@@ -25,7 +26,7 @@ def test_an_image_classifier_is_written_loadable_and_recorded_with_its_command(t
     entry = manifest(tmp_path, image_classifier.MANIFEST_NAME)["digits"]
     path = tmp_path / entry["file"]
     assert entry["file"] == "classifier-digits.pt"
-    assert entry["sha256"] == image_classifier.file_sha256(path)
+    assert entry["sha256"] == file_sha256(path)
     assert entry["image_shape"] == [1, 16, 16] and entry["epochs"] == 1
     assert entry["command"] == (
         f"python -m lightning_genae.metrics.classifier --data digits --seed 0 --epochs 1 --output {tmp_path}"
@@ -91,7 +92,7 @@ def test_a_sequence_dataset_gets_the_sequence_classifier_in_its_own_manifest(tmp
     assert entry["series_shape"] == [6, 4] and entry["num_test"] == 32 and entry["epochs"] == 2
     assert entry["command"].startswith("python -m lightning_genae.metrics.classifier --data smnist ")
     model, meta = sequence_classifier.load_checkpoint(tmp_path / entry["file"])
-    assert entry["sha256"] == image_classifier.file_sha256(tmp_path / entry["file"])
+    assert entry["sha256"] == file_sha256(tmp_path / entry["file"])
     assert meta["test_accuracy"] == pytest.approx(entry["test_accuracy"]) and entry["test_accuracy"] > 0.5
     assert not (tmp_path / image_classifier.MANIFEST_NAME).exists()
 
@@ -139,4 +140,4 @@ def test_the_same_weights_and_meta_in_another_order_hash_alike(tmp_path):
     second = image_classifier.save_checkpoint(
         model, tmp_path / "b.pt", epochs=3, num_test=20, seed=0, data="folder"
     )
-    assert first == second == image_classifier.file_sha256(tmp_path / "b.pt")
+    assert first == second == file_sha256(tmp_path / "b.pt")

@@ -11,6 +11,7 @@ import torch
 from refusals import one_line
 from tiny import TINY_RUN
 
+from lightning_genae.cache import file_sha256
 from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics import classifier as classifier_lib
@@ -47,7 +48,7 @@ def test_a_given_classifier_is_the_one_the_run_measures_with(tmp_path, capsys):
     weights = classifier_file(tmp_path, data="digits", image_shape=(1, 16, 16))
     run_dir = tmp_path / "run"
     assert main([*TINY_GAN, "--classifier-weights", str(weights), "--output", str(run_dir)]) == 0
-    sha256 = classifier_lib.file_sha256(weights)
+    sha256 = file_sha256(weights)
     assert f"features of the classifier (digits, given as {weights.name}, sha256 {sha256[:8]}" in (
         capsys.readouterr().out
     )

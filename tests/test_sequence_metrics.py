@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_genae.cache import file_sha256
 from lightning_genae.callbacks.sequence_metrics import (
     SequenceMetrics,
     build_sequence_metrics,
@@ -134,7 +135,7 @@ def test_shipped_smnist_classifier_matches_its_manifest():
     entry = seq_lib.load_manifest()["smnist"]
     path = seq_lib.WEIGHTS_DIR / entry["file"]
     assert path.is_file() and path.stat().st_size < 300 * 1024
-    assert classifier_lib.file_sha256(path) == entry["sha256"]
+    assert file_sha256(path) == entry["sha256"]
     assert entry["test_accuracy"] >= 0.97 and entry["num_test"] == 10_000
     assert entry["command"].startswith("python -m lightning_genae.metrics.sequence_classifier --data smnist ")
     features = seq_lib.shipped_sequence_features("smnist")

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.hub import download_url_to_file
 
-from lightning_genae.cache import cache_root
+from lightning_genae.cache import cache_root, file_sha256
 from lightning_genae.cluster import created_by_local_rank_zero, file_identity
 from lightning_genae.datamodules import to_model_range
 from lightning_genae.errors import ConfigError, GenaeError, describe_error
@@ -246,7 +246,7 @@ def _shipped_classifier(data: str, entry: dict, datamodule: ImageDataModule | No
     fix = f"reinstall lightning-genae or re-create it with `{entry['command']}`"
     if not path.is_file():
         raise BackboneUnavailable(f"classifier: shipped checkpoint {path} is missing; {fix}")
-    sha256 = classifier_lib.file_sha256(path)
+    sha256 = file_sha256(path)
     if sha256 != entry["sha256"]:
         raise BackboneUnavailable(
             f"classifier: {path} has SHA-256 {sha256[:12]}..., the manifest expects "
@@ -331,7 +331,7 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
         except GenaeError as exc:
             raise BackboneUnavailable(f"classifier: {exc}") from exc
     model, meta = loaded
-    sha256 = classifier_lib.file_sha256(path)
+    sha256 = file_sha256(path)
     description = (
         f"classifier ({data}, trained on first use, sha256 {sha256[:8]}, "
         f"test acc {meta.get('test_accuracy', float('nan')):.2%})"
@@ -364,7 +364,7 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
             f"`python -m lightning_genae.metrics.classifier --data {data} --image-size {size} --channels "
             f"{channels} --output DIR` writes), or drop --classifier-weights"
         )
-    sha256 = classifier_lib.file_sha256(path)
+    sha256 = file_sha256(path)
     accuracy = meta.get("test_accuracy", float("nan"))
     other_images = ""
     if datamodule is not None and _trained_on_other_images(meta, datamodule):

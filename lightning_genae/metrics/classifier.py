@@ -257,15 +257,6 @@ def training_fingerprint(datamodule: ImageDataModule, *, seed: int, epochs: int)
 # ----- checkpoints -----
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(model: FeatureClassifier, path: str | Path, **meta: Any) -> str:
     """Write the config, state dict and `meta` to `path` atomically; return the file's SHA-256."""
     config = asdict(model.config)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_genae.cache import file_sha256
 from lightning_genae.datamodules import build_datamodule, to_model_range
 from lightning_genae.errors import GenaeError
 from lightning_genae.metrics import classifier as classifier_lib
@@ -213,7 +214,7 @@ def shipped_sequence_features(data: str) -> SequenceFeatures | None:
     fix = f"reinstall lightning-genae or re-create it with `{entry['command']}`"
     if not path.is_file():
         raise BackboneUnavailable(f"sequence classifier: shipped checkpoint {path} is missing; {fix}")
-    sha256 = classifier_lib.file_sha256(path)
+    sha256 = file_sha256(path)
     if sha256 != entry["sha256"]:
         raise BackboneUnavailable(
             f"sequence classifier: {path} has SHA-256 {sha256[:12]}..., the manifest expects "
