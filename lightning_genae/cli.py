@@ -43,7 +43,7 @@ from lightning_genae.resolve import (
     plugin_path_options,
     resolve,
 )
-from lightning_genae.run_folder import check_output_folder
+from lightning_genae.run_folder import check_output_folder, put_back_a_stopped_overwrite
 
 if TYPE_CHECKING:
     from lightning_genae.checkpoint import RunCheckpoint
@@ -220,6 +220,11 @@ def _resolve_single_run(
         from lightning_genae.checkpoint import RunCheckpoint
 
         _refuse_a_grids_folder_as_a_run(args["resume"], args.get("output"))
+        if args["resume"] == "last" and args.get("output"):
+            # The run an --overwrite killed before it trained had set aside is the one to continue.
+            put_back = put_back_a_stopped_overwrite(Path(args["output"]))
+            if put_back is not None:
+                print(put_back, file=sys.stderr, flush=True)
         resume = RunCheckpoint.to_resume(args["resume"], args.get("output"))
     elif "resume" not in args:
         resume = _checkpoint_of_restarted_job(merge(file_values, args))

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from lightning_genae.config import CONFIG_KEY
 from lightning_genae.errors import ConfigError, describe_error
-from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
+from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused, live_lock_owner
 
 FAILED_FILE = "failed.json"
 CONFIG_FILE = "config.yaml"
@@ -357,16 +357,30 @@ class SetAside:
 
     @classmethod
     def take(cls, path: Path) -> SetAside:
+        """Move the run's files in `path` aside; one that cannot be moved puts those already moved back and
+        stops the run in one line."""
         held = path / REPLACED_DIR
         if held.exists():
-            # Left by a replacing run killed before it trained; what it holds was being replaced then too.
-            _remove(held)
+            # put_back_a_stopped_overwrite ran before: another --overwrite holds it now.
+            raise RunFolderRefused(
+                f"--overwrite: {held} holds a run another --overwrite set aside, and it is still running; "
+                "wait for it, or pick another --output"
+            )
         entries, removal = _run_entries(path)
         held.mkdir()
-        for entry in entries:
-            (held / entry).parent.mkdir(parents=True, exist_ok=True)
-            # A rename within the folder: instant, whatever the checkpoints' size.
-            os.replace(path / entry, held / entry)
+        moved: list[str] = []
+        try:
+            for entry in entries:
+                (held / entry).parent.mkdir(parents=True, exist_ok=True)
+                # A rename within the folder: instant, whatever the checkpoints' size.
+                os.replace(path / entry, held / entry)
+                moved.append(entry)
+        except OSError as error:
+            cls(path, moved, removal).put_back()
+            raise ConfigError(
+                f"--overwrite: {path / entry} cannot be moved aside ({describe_error(error)}); nothing was "
+                "removed: make the run's files writable, or pick another --output"
+            ) from None
         _remove_empty_run_folders(path)
         return cls(path, entries, removal)
 
@@ -377,8 +391,41 @@ class SetAside:
             os.replace(held / entry, self.path / entry)
         _remove(held)
 
-    def remove(self) -> None:
-        _remove(self.path / REPLACED_DIR)
+    def remove(self) -> str | None:
+        """Remove the set-aside files for good; the error, where one could not be (a file still open over
+        NFS, a read-only file), as a line to say: the new run trains on regardless."""
+        try:
+            _remove(self.path / REPLACED_DIR)
+        except OSError as error:
+            return (
+                f"--overwrite: {self.path / REPLACED_DIR} (the replaced run) could not be removed "
+                f"({describe_error(error)}); remove it once this run is done"
+            )
+        return None
+
+
+def put_back_a_stopped_overwrite(path: Path) -> str | None:
+    """Where an `--overwrite` was killed before its run trained (`kill -9`, SLURM's SIGKILL, out of memory),
+    the run it replaced lies in `path`'s REPLACED_DIR and what the killed run wrote beside it: that is
+    removed, the replaced run is put back, and the line to say so is returned (None: nothing to do). A
+    set-aside whose lock is still held is a running --overwrite's, left to it."""
+    held = path / REPLACED_DIR
+    if not held.is_dir() or held.is_symlink() or live_lock_owner(path) is not None:
+        return None
+    entries, _ = _run_entries(path)
+    for entry in entries:
+        _remove(path / entry)
+    for source in sorted(held.rglob("*")):
+        if source.is_dir() and not source.is_symlink():
+            continue
+        target = path / source.relative_to(held)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    _remove(held)
+    return (
+        f"{path}: put back the run that an --overwrite, stopped before it trained, had set aside in "
+        f"{REPLACED_DIR}/"
+    )
 
 
 # --- claiming a folder for one invocation
@@ -445,6 +492,11 @@ class ClaimedRunFolder:
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
         check_output_folder(path)
+        put_back = put_back_a_stopped_overwrite(path)
+        if put_back is not None:
+            from lightning_genae.console import warn
+
+            warn(put_back)
         _refuse_grid_folder(path)
         files = started_run_files(path)
         refuse_files_no_run_wrote(path, files)
@@ -512,10 +564,12 @@ class ClaimedRunFolder:
         if self.set_aside is None:
             return
         set_aside, self.set_aside = self.set_aside, None
-        set_aside.remove()
+        failed = set_aside.remove()
         # Imported here: console imports Lightning, and the command line checks --output without it.
-        from lightning_genae.console import say
+        from lightning_genae.console import say, warn
 
+        if failed is not None:
+            warn(failed)
         say(set_aside.removal.describe(self.path, self.replacing))
 
     @staticmethod

@@ -179,9 +179,11 @@ class TrainingStarted(Callback):
         self._on_start = on_start
 
     def on_train_batch_end(self, *args: Any) -> None:
-        if not self.started and self._on_start is not None:
-            self._on_start()
+        first = not self.started
+        # Started first: whatever on_start meets, the run has trained and is not undone.
         self.started = True
+        if first and self._on_start is not None:
+            self._on_start()
 
 
 # Where a checkpoint carries the run's wall-clock seconds up to it.

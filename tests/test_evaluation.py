@@ -346,7 +346,7 @@ def test_a_tuning_grid_of_a_family_scored_on_images_without_labels_is_refused_fi
     images = unlabelled_images(tmp_path / "images")
     root = tmp_path / "grid"
     args = ["--model", "aae", "--data", "folder", "--data-dir", str(images), *SMALL, "--batch-size", "4"]
-    tuning = ["--augment", "none,ae", "--augment-p", "0.1,0.5", "--tune-seeds", "100", "--seeds", "0"]
+    tuning = ["--augment", "none,ae", "--augment-p", "0.25,0.5", "--tune-seeds", "100", "--seeds", "0"]
     assert main([*args, "--max-steps", "1", *tuning, "--output", str(root)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: classifier: folder has no labels to train a feature classifier on ")

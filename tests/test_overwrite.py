@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +170,82 @@ def test_overwrite_stopped_by_a_mistake_before_training_keeps_the_run_it_would_r
     assert message in captured.err and "removed the previous run" not in captured.out
     assert _files(finished_run) == before, "every file of the run back, byte for byte"
     assert not (finished_run / ".genae-replaced").exists()
+
+
+KILLED_BEFORE_TRAINING = """
+import os, signal, sys
+import lightning_genae.train as train
+from lightning_genae.cli import main
+
+def killed(*args, **kwargs):
+    # The folder is claimed, the replaced run set aside, config.yaml written: `kill -9` (or SLURM's SIGKILL).
+    os.kill(os.getpid(), signal.SIGKILL)
+
+train._fit = killed
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _killed_overwrite(run_dir: Path) -> None:
+    args = [*TINY_AE, "--max-steps", "2", "--output", str(run_dir), "--overwrite"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    repo = Path(__file__).resolve().parents[1]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_BEFORE_TRAINING, *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (run_dir / ".genae-replaced").is_dir()
+
+
+def test_a_run_whose_overwrite_was_killed_before_training_is_put_back_by_the_next_start(finished_run, capsys):
+    before = _files(finished_run)
+    _killed_overwrite(finished_run)
+    # Another --overwrite that stops before training: the run comes back, not the killed attempt's files.
+    args = [
+        *TINY_AE,
+        "--max-steps",
+        "2",
+        "--output",
+        str(finished_run),
+        "--overwrite",
+        "--train-size",
+        "5000",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "put back the run that an --overwrite, stopped before it trained, had set aside" in err
+    assert _files(finished_run) == before
+    # And once more killed, then continued: the run resumes as it was.
+    _killed_overwrite(finished_run)
+    assert main(["--resume", "last", "--output", str(finished_run), "--max-steps", "4"]) == 0
+    assert "put back the run" in capsys.readouterr().err
+    assert json.loads((finished_run / "summary.json").read_text())["global_step"] == 4
+    assert not (finished_run / ".genae-replaced").exists()
+
+
+def test_a_set_aside_run_that_cannot_be_removed_once_training_starts_is_named_and_training_goes_on(
+    finished_run, capsys, monkeypatch
+):
+    from lightning_genae import run_folder
+
+    def busy(entry: Path) -> None:
+        raise OSError(16, "Device or resource busy")
+
+    real_remove = run_folder._remove
+    monkeypatch.setattr(
+        run_folder,
+        "_remove",
+        lambda entry: busy(entry) if entry.name == ".genae-replaced" else real_remove(entry),
+    )
+    args = [*TINY_AE, "--max-steps", "2", "--eval-every", "2", "--output", str(finished_run), "--overwrite"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert (
+        "(the replaced run) could not be removed (OSError: [Errno 16] Device or resource busy)"
+        in captured.err
+    )
+    assert json.loads((finished_run / "summary.json").read_text())["global_step"] == 2
