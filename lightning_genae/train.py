@@ -43,6 +43,7 @@ from lightning_genae.run_folder import (
     read_summary,
     started_by_an_earlier_attempt_of_this_job,
 )
+from lightning_genae.run_lock import RunFolderRefused
 from lightning_genae.run_report import (
     collapse_warning,
     environment_info,
@@ -188,6 +189,49 @@ class TrainingStarted(Callback):
 
 # Where a checkpoint carries the run's wall-clock seconds up to it.
 WALL_TIME_KEY = "genae_wall_time_s"
+
+
+# Where a checkpoint carries the SHA-256 of the --augment-ckpt file its run's augmenter was loaded from.
+AUGMENTER_SHA256_KEY = "genae_augmenter_sha256"
+
+
+class AugmenterFileInCheckpoints(Callback):
+    """Each checkpoint names the --augment-ckpt file's contents the run trained with, so a resume that would
+    go on with another augmenter under the same file name is refused (`refuse_another_augmenter`)."""
+
+    def __init__(self, sha256: str) -> None:
+        self.sha256 = sha256
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[AUGMENTER_SHA256_KEY] = self.sha256
+
+
+def _keep_the_augmenter_file(
+    trainer: pl.Trainer, resume: RunCheckpoint | None, record: dict[str, Any]
+) -> None:
+    """The run's checkpoints name its --augment-ckpt file's contents, which a resume must find unchanged."""
+    augmenter = record.get("augmenter")
+    sha256 = augmenter.get("sha256") if isinstance(augmenter, dict) else None
+    if resume is not None:
+        refuse_another_augmenter(resume, record)
+    if isinstance(sha256, str):
+        trainer.callbacks.append(AugmenterFileInCheckpoints(sha256))
+
+
+def refuse_another_augmenter(resume: RunCheckpoint, record: dict[str, Any]) -> None:
+    """A run resumed with an --augment-ckpt file whose contents are not those its checkpoint trained with
+    (retrained, replaced under the same name) would be half one augmenter's run, half another's."""
+    augmenter = record.get("augmenter")
+    now = augmenter.get("sha256") if isinstance(augmenter, dict) else None
+    before = resume.contents.get(AUGMENTER_SHA256_KEY)
+    if isinstance(now, str) and isinstance(before, str) and now != before:
+        raise RunFolderRefused(
+            f"--augment-ckpt {augmenter['path']} holds another augmenter than the one the run in "
+            f"{resume.run_folder} trained with so far (SHA-256 {now[:12]}, the run's: {before[:12]}); put "
+            "that file back to continue the run, or start it again (--overwrite)"
+        )
 
 
 class RunWallClock(Callback):
@@ -392,6 +436,7 @@ def _train(
         fast_dev_run=config.fast_dev_run,
     )
     datamodule = attached.datamodule
+    _keep_the_augmenter_file(trainer, resume, attached.record)
     # Seeded again: the initial weights depend on the seed alone, not on whether an augmenter was trained
     # or loaded first, so every arm of an ablation starts from the same model.
     pl.seed_everything(config.seed, workers=True, verbose=False)

@@ -602,6 +602,28 @@ def test_a_finished_cell_is_not_skipped_once_its_augment_ckpt_file_holds_another
     assert f"--augment-ckpt {given} (its contents are not the augmenter the finished run used" in err
 
 
+def test_a_run_is_not_resumed_with_another_augmenter_under_its_augment_ckpt_file(
+    tmp_path, checkpoints, capsys
+):
+    given = tmp_path / "augmenter.ckpt"
+    shutil.copyfile(checkpoints["ae"], given)
+    run_dir = tmp_path / "run"
+    args = ["--augment-ckpt", str(given), *"--model ae --augment ae --train-size 200".split(), *TINY]
+    assert main([*args, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    kept = given.read_bytes()
+    contents = torch.load(given, weights_only=True)
+    name = next(key for key, value in contents["state_dict"].items() if value.is_floating_point())
+    contents["state_dict"][name] = contents["state_dict"][name] + 1
+    torch.save(contents, given)
+    capsys.readouterr()
+    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"--augment-ckpt {given} holds another augmenter than the one the run in {run_dir} trained" in err
+    assert read_summary(run_dir)["global_step"] == 2
+    given.write_bytes(kept)
+    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "4"]) == 0
+
+
 def test_a_grid_whose_arms_need_augmenters_of_two_families_refuses_one_augment_ckpt_before_any_cell(
     tmp_path, checkpoints, capsys
 ):
