@@ -17,6 +17,7 @@ import shlex
 import shutil
 import time
 import zipfile
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -72,9 +73,14 @@ def check_output_folder(path: Path, flag: str = "--output") -> None:
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}: {existing} is not writable by this user; pick a writable {flag}")
-    for name in (CHECKPOINT_DIR, "images"):
-        # Every run writes into these folders, but only after it trained (the images at its first
-        # validation), so a path there that cannot be a folder would stop it late, with a traceback.
+    # Every run writes into these folders, but only after it trained (the images at its first validation),
+    # so a path there that cannot be a folder would stop it late, with a traceback.
+    check_run_subfolders(path, (CHECKPOINT_DIR, "images"), flag)
+
+
+def check_run_subfolders(path: Path, names: Collection[str], flag: str = "--output") -> None:
+    """Refuse a folder `names` of `path` that a run would write into and cannot: a link to nothing, a file."""
+    for name in names:
         folder = path / name
         if folder.is_symlink() and not folder.exists():
             raise ConfigError(

@@ -40,6 +40,7 @@ from lightning_genae.run_folder import (
     CONFIG_HEADER,
     METRICS_FILE,
     ClaimedRunFolder,
+    check_run_subfolders,
     read_summary,
     started_by_an_earlier_attempt_of_this_job,
 )
@@ -345,6 +346,8 @@ def run(
             if verdict not in (0, RANK_ZERO_GONE):
                 raise RankZeroStopped(verdict) from None
             raise
+    # The loggers' own folders, where they are used (checkpoints/ and images/ are checked for every run).
+    check_run_subfolders(run_dir, [name for name in ("tensorboard", "wandb") if name in config.logger])
     overwrite = config.overwrite
     if (
         not overwrite

@@ -19,6 +19,7 @@ may name a file that the test makes, in braces:
     {ckpt_elsewhere}   a copy of that checkpoint kept outside any run folder's checkpoints/
     {three_images}     a folder of three PNG images
     {dangling_images}  a folder whose images/ is a link to a folder that does not exist
+    {dangling_tensorboard}  the same of its tensorboard/
     {mnist_no_labels}  a data dir whose MNIST/raw lacks train-labels-idx1-ubyte (and nothing can be
                        downloaded: the network is refused)
 
@@ -108,7 +109,11 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[s
     dangling_images = root / "dangling-images"
     dangling_images.mkdir()
     (dangling_images / "images").symlink_to(root / "not-mounted" / "images")
+    dangling_tensorboard = root / "dangling-tensorboard"
+    dangling_tensorboard.mkdir()
+    (dangling_tensorboard / "tensorboard").symlink_to(root / "not-mounted" / "tensorboard")
     return {
+        "dangling_tensorboard": dangling_tensorboard,
         "dangling_images": dangling_images,
         "users_files": users_files,
         "users_run_names": users_run_names,
