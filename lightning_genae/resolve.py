@@ -370,8 +370,19 @@ def resolve(
         **plan.config_values(),
     }
     complete = replace(config, plugin_options=plugin_options, **budget)
-    refuse_a_share_that_replaces_nothing(plan, config.batch_size)
+    world = _stated_world_size(config)
+    refuse_a_share_that_replaces_nothing(plan, config.batch_size // world, world)
     return ResolvedRun(complete, model, options, plan, data_options)
+
+
+def _stated_world_size(config: RunConfig) -> int:
+    """The processes the command line states (a count or list of devices, times --num-nodes); 1 where it
+    leaves that to the machine (`auto`), which the run checks again once it knows."""
+    if config.devices == "auto":
+        return 1
+    devices = [item for item in config.devices.split(",") if item.strip()]
+    count = len(devices) if "," in config.devices else int(config.devices)
+    return max(1, count) * max(1, config.num_nodes)
 
 
 def refuse_a_share_that_replaces_nothing(plan: AugmentPlan, per_device: int, world_size: int = 1) -> None:
@@ -382,8 +393,8 @@ def refuse_a_share_that_replaces_nothing(plan: AugmentPlan, per_device: int, wor
     spread = f" on each of {world_size} devices" if world_size > 1 else ""
     raise ConfigError(
         f"--augment-p {plan.p:g} replaces round({plan.p:g} x {per_device}) = 0 of the {per_device} images of "
-        f"a batch{spread}, so the data-side augmentation would never act; use --augment-p above "
-        f"{0.5 / per_device:.3g}, or a larger --batch-size"
+        f"a batch{spread}, so the data-side augmentation would never act; use --augment-p "
+        f"{1 / per_device:.3g} or more (one image a batch), or a larger --batch-size"
     )
 
 
