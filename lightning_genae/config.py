@@ -330,9 +330,13 @@ CHANGEABLE_ON_RESUME = (
 
 
 def resume_conflicts(
-    stored: Mapping[str, Any], given: Mapping[str, Any], changeable: Collection[str] = ()
+    stored: Mapping[str, Any],
+    given: Mapping[str, Any],
+    changeable: Collection[str] = (),
+    stored_in: str = "checkpoint",
 ) -> list[str]:
-    """`--data folder (checkpoint: digits)` for each option in `given` that defines the run and differs.
+    """`--data folder (checkpoint: digits)` for each option in `given` that defines the run and differs;
+    `stored_in` names where the stored values were read (`the run there` for a cell's config.yaml).
 
     Only options the checkpoint records are compared: one it lacks belongs to another family, which
     `resolve` names. A plug-in's option is read as the type of the value the checkpoint holds (a config
@@ -352,9 +356,10 @@ def resume_conflicts(
         if not same:
             if isinstance(wanted, bool):
                 # A switch reads as typed: `--no-spectral-norm (checkpoint: --spectral-norm)`.
-                conflicts.append(f"{typed_flag(name, wanted)} (checkpoint: {typed_flag(name, stored[name])})")
+                was = typed_flag(name, stored[name])
+                conflicts.append(f"{typed_flag(name, wanted)} ({stored_in}: {was})")
             else:
-                conflicts.append(f"{flag(name)} {_shown(wanted)} (checkpoint: {_shown(stored[name])})")
+                conflicts.append(f"{flag(name)} {_shown(wanted)} ({stored_in}: {_shown(stored[name])})")
     return conflicts
 
 

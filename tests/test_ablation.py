@@ -325,7 +325,7 @@ def test_a_finished_cell_with_other_options_is_refused_and_not_marked_failed(
     wanted = RunConfig(augment="ae", train_size=1000, seed=0, batch_size=32, max_steps=1500)
     [outcome] = run_grid([cell], tmp_path, fake_run_cell(set()), configs={cell: wanted})
     assert not outcome.ok and outcome.action == "refused"
-    assert "--batch-size 32 (checkpoint: 64)" in outcome.error and "--overwrite" in outcome.error
+    assert "--batch-size 32 (finished run: 64)" in outcome.error and "--overwrite" in outcome.error
     assert not (run_dir / "failed.json").exists(), "a refusal must not make the next re-run replace the run"
     assert json.loads((run_dir / "summary.json").read_text())["config"]["batch_size"] == 64
     assert "refused" in capsys.readouterr().err
@@ -450,7 +450,7 @@ def test_an_unfinished_cell_whose_schedule_runs_over_its_budget_is_not_resumed_t
     ("change", "named"),
     [
         (["--lr", "0.002"], "--lr 0.002 (the run there: 0.001)"),
-        (["--width", "16"], "--width 16 (checkpoint: 8)"),
+        (["--width", "16"], "--width 16 (the run there: 8)"),
     ],
 )
 def test_an_unfinished_cell_is_not_resumed_with_options_that_decide_its_numbers(
@@ -619,7 +619,7 @@ def test_finished_runs_with_other_options_refuse_the_grid_in_one_line(tmp_path: 
         refuse_finished_runs_with_other_options(asked, overwrite=False)
     message = str(refused.value)
     assert (
-        "1 of the 2 cells holds a finished run" in message and "--batch-size 32 (checkpoint: 64)" in message
+        "1 of the 2 cells holds a finished run" in message and "--batch-size 32 (finished run: 64)" in message
     )
     assert "--overwrite" in message and "\n" not in message
     refuse_finished_runs_with_other_options(asked, overwrite=True)

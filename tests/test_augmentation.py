@@ -590,8 +590,12 @@ def test_a_finished_cell_is_not_skipped_once_its_augment_ckpt_file_holds_another
     summary = read_summary(tmp_path / "grid" / "ae-ts200-seed0")
     recorded = summary["augmentation"]["augmenter"]
     assert recorded["path"] == str(given) and len(recorded["sha256"]) == 64
-    # The same file again: the finished cell is skipped.
+    # The same file again: the finished cell is skipped; so it is where the same bytes moved elsewhere.
     assert main(grid) == 0 and "finished (step 2), skipped" in capsys.readouterr().out
+    moved = tmp_path / "moved.ckpt"
+    shutil.copyfile(given, moved)
+    assert main([str(moved) if arg == str(given) else arg for arg in grid]) == 0
+    assert "finished (step 2), skipped" in capsys.readouterr().out
     # Retrained under the same name (here: other weights in the same checkpoint).
     contents = torch.load(given, weights_only=True)
     name = next(key for key, value in contents["state_dict"].items() if value.is_floating_point())

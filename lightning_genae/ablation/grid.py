@@ -272,7 +272,10 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
     if summary is None or config is None:
         return []
     stored, wanted = summary_config(summary), config.to_dict()
-    conflicts = resume_conflicts(stored, wanted)
+    if not _augmenter_conflicts(summary, config) and _augmenter_sha256(summary) is not None:
+        # The same augmenter file's contents, moved or linked: compared by its bytes, not its path.
+        stored = {name: value for name, value in stored.items() if name != "augment_ckpt"}
+    conflicts = resume_conflicts(stored, wanted, stored_in="finished run")
     differing = _defining_differences(stored, wanted)
     if differing == ["data_dir"] and not conflicts and same_data(summary, config):
         return []
@@ -285,20 +288,26 @@ def _augmenter_conflicts(summary: dict[str, Any], config: RunConfig) -> list[str
     name holds now (retrained, replaced): its numbers are another augmenter's. Its summary.json records the
     file's SHA-256 (one without it, of an earlier version, is compared by path alone, as a resume does)."""
     given = config.plugin_options.get("augment_ckpt")
-    record = summary.get("augmentation")
-    augmenter = record.get("augmenter") if isinstance(record, dict) else None
-    if not given or not isinstance(augmenter, dict) or not isinstance(augmenter.get("sha256"), str):
+    recorded = _augmenter_sha256(summary)
+    if not given or recorded is None:
         return []
     try:
         now = file_sha256(given)
     except OSError:
         return []  # a missing file is the run's own refusal
-    if now == augmenter["sha256"]:
+    if now == recorded:
         return []
     return [
         f"--augment-ckpt {given} (its contents are not the augmenter the finished run used: SHA-256 "
-        f"{now[:12]}, finished run: {augmenter['sha256'][:12]})"
+        f"{now[:12]}, finished run: {recorded[:12]})"
     ]
+
+
+def _augmenter_sha256(summary: dict[str, Any]) -> str | None:
+    record = summary.get("augmentation")
+    augmenter = record.get("augmenter") if isinstance(record, dict) else None
+    sha256 = augmenter.get("sha256") if isinstance(augmenter, dict) else None
+    return sha256 if isinstance(sha256, str) else None
 
 
 def unfinished_run_conflicts(stored: Mapping[str, Any], config: RunConfig) -> list[str]:
@@ -310,7 +319,7 @@ def unfinished_run_conflicts(stored: Mapping[str, Any], config: RunConfig) -> li
     wanted = dict(config.to_dict())
     differing = [name for name in _defining_differences(stored, wanted) if name != "data_dir"]
     return (
-        resume_conflicts(stored, wanted)
+        resume_conflicts(stored, wanted, stored_in="the run there")
         + [f"{flag(name)} {wanted[name]} (the run there: {stored[name]})" for name in differing]
         + scheduled_budget_conflicts(stored, wanted)
     )
