@@ -8,6 +8,7 @@ tensor index instead of B transforms, and the conversion to the model's input ru
 from __future__ import annotations
 
 import hashlib
+import numbers
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -30,6 +31,7 @@ from lightning_genae.datamodules.pixels import to_model_range, to_uint8
 from lightning_genae.datamodules.placement import batch_device, check_data_on_device
 from lightning_genae.datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
+from lightning_genae.plugin_options import flag
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -137,6 +139,17 @@ class InMemoryDataModule(pl.LightningDataModule):
         super().__init__()
         # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
         data_dir = str(data_dir)
+        counts = {
+            "batch_size": batch_size,
+            "train_size": train_size,
+            "seed": seed,
+            "num_workers": num_workers,
+        }
+        for name, count in counts.items():
+            if not (count is None and name == "train_size") and (
+                not isinstance(count, numbers.Integral) or isinstance(count, bool)
+            ):
+                raise ConfigError(f"{flag(name)} {count!r} is not a whole number")
         if batch_size < 1:
             raise ConfigError(f"--batch-size {batch_size} must be at least 1")
         if train_size is not None and train_size < 1:

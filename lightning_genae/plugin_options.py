@@ -136,7 +136,7 @@ def _as_keywords(message: str, choices: Mapping[str, Collection[Any]]) -> str:
             return match.group(0)
         if value is None:
             return name
-        if value[0] == "'" or value[0].isdigit() or value[0] == "-":
+        if value[0] == "'" or value[0].isdigit() or value[0] == "-" or value in ("True", "False", "None"):
             return f"{name}={value}"
         if value in map(str, choices[name]):
             return f"{name}={value!r}"
@@ -297,9 +297,12 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file
         raise ConfigError(
-            f"{flag(name)} {value!r} is not a valid {expected}{' or auto' if accepts_auto(kind) else ''}; "
-            "fix it where it was given "
-            "(the command line, the --config file or the checkpoint)"
+            f"{flag(name)} {value!r} is not a valid {expected}{' or auto' if accepts_auto(kind) else ''}"
+            + (
+                "; fix it where it was given (the command line, the --config file or the checkpoint)"
+                if _COMMAND_LINE.get()
+                else ""
+            )
         ) from None
 
 

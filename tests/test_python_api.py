@@ -647,3 +647,13 @@ def test_a_second_fit_after_one_that_raised_starts_with_no_training_values_of_th
         pl.Trainer(max_steps=4, callbacks=[Fails()], **quiet).fit(model, loader)
     pl.Trainer(max_steps=2, callbacks=[Looks()], **quiet).fit(model, loader)
     assert queued_at_start[0] == (0, None)
+
+
+def test_a_value_of_the_wrong_type_is_named_as_the_python_call_typed_it():
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.models.vae import VAEModule
+
+    with pytest.raises(ConfigError, match=r"^batch_size='x' is not a whole number$"):
+        build_datamodule("digits", batch_size="x")
+    with pytest.raises(ConfigError, match=r"^latent_dim=True is not a valid int$"):
+        VAEModule((1, 16, 16), latent_dim=True)
