@@ -11,6 +11,7 @@ import json
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -462,8 +463,17 @@ def evaluate_folder(
         for key, value in (file_values or {}).items()
         if key in FOLDER_EVALUATION_OPTIONS and key != "backbone"
     }
-    resolved = resolve(merge(read, options))
+    merged = merge(read, options)
+    if chosen is None and merged.inception_weights is not None:
+        # Every backbone is scored, Inception with the weights given: resolve checks them as its own.
+        merged = replace(merged, backbone="inception")
+    resolved = resolve(merged)
     config = resolved.config
+    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--accelerator {config.accelerator}: no GPU is visible to this process; use --accelerator cpu "
+            "(or auto)"
+        )
     eval_file = claim_eval_output(Path(options["output"]), config.overwrite)
     datamodule = resolved.build_datamodule()
     datamodule.prepare_data()
@@ -492,6 +502,10 @@ def evaluate_folder(
         "n_images": len(images),
         "data": config.data,
         "split": "test",
+        # What the numbers depend on beside the images: the seeded draws of the test split and the subsets.
+        "seed": config.seed,
+        "eval_samples": config.eval_samples,
+        "device": device.type,
         "metrics": {},
         "backbones": {},
         "skipped": {},

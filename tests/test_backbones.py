@@ -1,5 +1,6 @@
 """Feature backbones: shipped classifiers are what they claim, caching works, Inception is never faked."""
 
+import json
 import shutil
 import socket
 import urllib.error
@@ -375,3 +376,27 @@ def test_inception_weights_file_is_read_once_and_only_safely(random_inception_we
         assert torch.equal(tensor, expected[name]), name
     sha256 = file_sha256(random_inception_weights)
     assert f"sha256 {sha256[:8]}" in backbone.description
+
+
+@pytest.mark.slow
+def test_evaluate_folder_given_inception_weights_scores_every_backbone_and_records_its_draws(
+    random_inception_weights, tmp_path, no_network, capsys
+):
+    from lightning_genae.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for index in range(8):
+        pixels = torch.randint(0, 256, (16, 16), dtype=torch.uint8, generator=generator)
+        Image.fromarray(pixels.numpy(), mode="L").save(folder / f"{index}.png")
+    args = ["--evaluate-folder", str(folder), "--data", "digits", "--eval-samples", "8", "--seed", "3"]
+    weights = ["--inception-weights", str(random_inception_weights)]
+    assert main([*args, *weights, "--output", str(tmp_path / "eval")]) == 0
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert sorted(result["backbones"]) == ["classifier", "inception"] and not no_network
+    assert (result["seed"], result["eval_samples"], result["device"]) == (3, 8, "cpu")
+    if not torch.cuda.is_available():
+        capsys.readouterr()
+        assert main([*args, "--accelerator", "gpu", "--output", str(tmp_path / "gpu")]) == 2
+        assert "--accelerator gpu: no GPU is visible to this process" in capsys.readouterr().err
