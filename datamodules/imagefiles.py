@@ -19,6 +19,10 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", 
 FOLDER_DEFAULT_SHAPE = (3, 64, 64)
 
 
+# Modes with an alpha channel, composited over black when read (`read_square_image`).
+TRANSPARENT_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
 def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:
     """One image as uint8 [C, size, size]: the centred square of its shorter side, resized with antialiasing.
 
@@ -41,6 +45,11 @@ def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:
                     f"{path} holds 32-bit float pixels, which have no fixed range: save it as 8 or 16 bits"
                 )
             image = eight_bit(image, path, white_is_zero)
+            if image.mode in TRANSPARENT_MODES or "transparency" in image.info:
+                # Over black, as the datasets' backgrounds are: converted alone, a white digit drawn in the
+                # alpha channel of a white image would read as a blank white square.
+                rgba = image.convert("RGBA")
+                image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
             image = image.convert("L" if channels == 1 else "RGB")
             width, height = image.size
             side = min(width, height)

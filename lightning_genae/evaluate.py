@@ -30,7 +30,7 @@ from lightning_genae.config import NO_BACKBONE, merge
 from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.datamodules import ImageDataModule, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
-from lightning_genae.datamodules.imagefiles import WIDE_GREY_MODES, read_images
+from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_MODES, read_images
 from lightning_genae.errors import ConfigError, DataError, agree
 from lightning_genae.metrics.backbones import BackboneUnavailable, FeatureBackbone, load_backbone
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
@@ -410,13 +410,14 @@ def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -
 
     channels, size, _ = datamodule.image_shape
     mode = "L" if channels == 1 else "RGB"
-    other_size = other_mode = 0
+    other_size = other_mode = transparent = 0
     for path in paths:
         try:
             # Image.open reads the header only.
             with Image.open(path) as image:
                 other_size += image.size != (size, size)
                 other_mode += image.mode != mode and not (channels == 1 and image.mode in GREYSCALE_MODES)
+                transparent += image.mode in TRANSPARENT_MODES or "transparency" in image.info
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue  # read_images names the file that cannot be read
     if other_size or other_mode:
@@ -429,9 +430,10 @@ def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -
             if count
         ]
         shape = f"{channels}x{size}x{size}"
+        over_black = f"; {transparent} of {len(paths)} have transparency, laid over black" * bool(transparent)
         say(
             f"--evaluate-folder: {'; '.join(parts)} (the test images of {datamodule.name} are {shape}): "
-            "each is read as one of them, the centred square resized and the colours converted"
+            f"each is read as one of them, the centred square resized and the colours converted{over_black}"
         )
 
 

@@ -789,6 +789,26 @@ def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path: Path, suffix: 
         assert np.array_equal(wide, read_square_image(tmp_path / "narrow.png", 16, channels))
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_an_image_drawn_in_its_alpha_channel_is_laid_over_black_not_read_as_a_blank(
+    tmp_path: Path, mode
+) -> None:
+    digit = np.zeros((16, 16), dtype=np.uint8)
+    digit[4:12, 7:9] = 255  # a "1", drawn in white over transparency: the colour is white everywhere
+    white = np.full((16, 16), 255, dtype=np.uint8)
+    if mode == "P":
+        image = Image.fromarray(np.where(digit > 0, 1, 0).astype(np.uint8), "P")
+        image.putpalette([255, 255, 255, 255, 255, 255])
+        image.info["transparency"] = 0  # palette entry 0 transparent
+        image.save(tmp_path / "drawn.png", transparency=0)
+    else:
+        bands = [white] * (len(mode) - 1) + [digit]
+        Image.merge(mode, [Image.fromarray(band) for band in bands]).save(tmp_path / "drawn.png")
+    for channels in (1, 3):
+        read = read_square_image(tmp_path / "drawn.png", 16, channels)
+        assert np.array_equal(read[0], digit), "the digit over black, as the datasets draw theirs"
+
+
 def test_a_16_bit_tiff_storing_white_as_zero_is_turned_and_signed_or_32_bit_pixels_refused(
     tmp_path: Path,
 ) -> None:
