@@ -843,7 +843,7 @@ class CSVSeriesDataModule(SequenceDataModule):
 
     def _load_series(self) -> dict[str, Batch]:
         splits = {}
-        total_rows = sum(len(series) for series in self.table().series)
+        total_series = len(self.table().series)
         too_short = []
         for split, members in self._series_parts().items():
             windows, labels = [], []
@@ -857,11 +857,13 @@ class CSVSeriesDataModule(SequenceDataModule):
             count = len(labels)
             if count < MIN_SERIES_PER_SPLIT:
                 smaller = "--seq-len or --stride" if self.stride > 1 else "--seq-len"
-                rows = sum(len(rows) for rows, _ in members)
+                # A panel is split by whole series: the file's series, and how long they are, decide it.
+                longest = max((len(rows) for rows, _ in members), default=0)
                 raise DataError(
-                    f"{self.data_dir}: its {split} part has {rows} of the file's {total_rows} rows, {count} "
-                    f"window(s) of --seq-len {self.seq_len} every --stride {self.stride}, fewer than the "
-                    f"{MIN_SERIES_PER_SPLIT} the evaluation needs; use a smaller {smaller} or a longer file"
+                    f"{self.data_dir}: its {split} part has {len(members)} of the file's {total_series} "
+                    f"series, the longest {longest} steps, which give {count} window(s) of --seq-len "
+                    f"{self.seq_len} every --stride {self.stride}, fewer than the {MIN_SERIES_PER_SPLIT} the "
+                    f"evaluation needs; use a smaller {smaller}, or more or longer series"
                 )
             splits[split] = (torch.cat(windows), torch.tensor(labels, dtype=torch.long))
         if too_short:

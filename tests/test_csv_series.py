@@ -262,6 +262,16 @@ def test_panel_series_shorter_than_seq_len_are_left_out_with_a_line(tmp_path, ca
     )
 
 
+def test_a_panel_whose_series_are_all_shorter_than_seq_len_names_its_series_not_rows(tmp_path):
+    lines = ["unit,sensor"] + [f"u{unit},{unit + t}" for unit in range(20) for t in range(5)]
+    path = write(tmp_path / "panel.csv", lines)
+    datamodule = build_datamodule("csv", data_dir=path, csv_layout="long", series_id="unit", seq_len=8)
+    with pytest.raises(
+        DataError, match=r"its train part has 14 of the file's 20 series, the longest 5 steps, "
+    ):
+        datamodule.setup()
+
+
 def test_long_format_needs_its_id_column(tmp_path):
     path = write(tmp_path / "x.csv", ["id,v", "a,1", "a,2"])
     with pytest.raises(DataError, match="needs --series-id COLUMN"):
