@@ -99,7 +99,11 @@ def test_a_sequence_dataset_gets_the_sequence_classifier_in_its_own_manifest(tmp
 
 @pytest.mark.parametrize(
     ("arguments", "expected"),
-    [(["--data", "sines"], "sines has no labels"), (["--data", "digits", "--epochs", "0"], "--epochs")],
+    [
+        (["--data", "sines"], "sines has no labels"),
+        (["--data", "csv", "--data-dir", "series.csv"], "csv has no labels"),
+        (["--data", "digits", "--epochs", "0"], "--epochs"),
+    ],
 )
 def test_what_cannot_be_trained_is_refused_in_one_line(tmp_path, capsys, arguments, expected):
     assert main([*arguments, "--output", str(tmp_path)]) == 2

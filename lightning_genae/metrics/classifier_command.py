@@ -141,6 +141,9 @@ def _add_dataset_flag(parser: argparse.ArgumentParser, name: str, kind: Any, spe
     dataset's options class checks the value's range. Unset, it stays None: the dataset's default."""
     shown = spec.metadata.get("shown_default") or spec.default
     help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
+    if name == "channels":
+        # Shared with the series datasets on run.py's command line; here it is the images' alone.
+        help_text = "1 (grayscale) or 3 channels for --data folder [default: 3]"
     expected = type_name(kind)
     if expected == "bool":
         parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -212,6 +215,10 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         print(f"error: --epochs must be at least 1, got {args.epochs}", file=sys.stderr)
         return 2
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
+    if DATASETS[args.data].data_kind == "sequence" and not sequence:
+        # Generated series, and a CSV read as this command reads it (one recording), carry no labels.
+        print(f"error: {args.data} has no labels to train a feature classifier on", file=sys.stderr)
+        return 2
     if DATASETS[args.data].data_kind == "sequence":
         try:
             # The command's dataset flags are image options: a sequence dataset refuses every one given.
