@@ -1,8 +1,9 @@
 """Evaluation: a run's final validation and test pass, and after the fact a saved checkpoint (`--evaluate`)
 or a folder of images (`--evaluate-folder`).
 
-Both after-the-fact modes write `eval.json` with the same metric names as training, each beside the
-backbone, split and sample counts that produced it.
+Both after-the-fact modes write `eval.json`, each metric beside the backbone, split and sample counts that
+produced it: a checkpoint's under the names its run's summary.json gives them (`test/fd_classifier`), a
+folder's under the metric's own (`fd_classifier`), as no split of a run produced it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lightning_genae.callbacks.random_state import SeededEvaluation
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import NO_BACKBONE, merge
 from lightning_genae.console import IterationProgressBar, say
-from lightning_genae.datamodules import ImageDataModule, InMemoryDataModule
+from lightning_genae.datamodules import DATASETS, ImageDataModule, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_MODES, read_images
 from lightning_genae.errors import ConfigError, DataError, agree
@@ -466,6 +467,12 @@ def evaluate_folder(
         if key in FOLDER_EVALUATION_OPTIONS and key != "backbone"
     }
     merged = merge(read, options)
+    if merged.data in DATASETS and DATASETS[merged.data].data_kind != "image":
+        images = ", ".join(name for name, spec in DATASETS.items() if spec.data_kind == "image")
+        raise ConfigError(
+            f"--evaluate-folder scores images, and --data {merged.data} is {DATASETS[merged.data].data_kind} "
+            f"data; give the image dataset the folder's images imitate ({images})"
+        )
     if chosen is None and merged.inception_weights is not None:
         # Every backbone is scored, Inception with the weights given: resolve checks them as its own.
         merged = replace(merged, backbone="inception")
