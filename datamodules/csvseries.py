@@ -843,7 +843,7 @@ class CSVSeriesDataModule(SequenceDataModule):
 
     def _load_series(self) -> dict[str, Batch]:
         splits = {}
-        total_series = len(self.table().series)
+        table = self.table()
         too_short = []
         for split, members in self._series_parts().items():
             windows, labels = [], []
@@ -857,20 +857,29 @@ class CSVSeriesDataModule(SequenceDataModule):
             count = len(labels)
             if count < MIN_SERIES_PER_SPLIT:
                 smaller = "--seq-len or --stride" if self.stride > 1 else "--seq-len"
-                # A panel is split by whole series: the file's series, and how long they are, decide it.
-                longest = max((len(rows) for rows, _ in members), default=0)
+                windows_text = (
+                    f"{count} window(s) of --seq-len {self.seq_len} every --stride {self.stride}, fewer than "
+                    f"the {MIN_SERIES_PER_SPLIT} the evaluation needs"
+                )
+                if table.panel:
+                    # A panel is split by whole series: the file's series, and how long they are, decide it.
+                    longest = max((len(rows) for rows, _ in members), default=0)
+                    raise DataError(
+                        f"{self.data_dir}: its {split} part has {len(members)} of the file's "
+                        f"{len(table.series)} series, the longest {longest} steps, which give "
+                        f"{windows_text}; use a smaller {smaller}, or more or longer series"
+                    )
+                rows, total = sum(len(rows) for rows, _ in members), len(table.series[0])
                 raise DataError(
-                    f"{self.data_dir}: its {split} part has {len(members)} of the file's {total_series} "
-                    f"series, the longest {longest} steps, which give {count} window(s) of --seq-len "
-                    f"{self.seq_len} every --stride {self.stride}, fewer than the {MIN_SERIES_PER_SPLIT} the "
-                    f"evaluation needs; use a smaller {smaller}, or more or longer series"
+                    f"{self.data_dir}: its {split} part has {rows} of the file's {total} rows, "
+                    f"{windows_text}; use a smaller {smaller} or a longer file"
                 )
             splits[split] = (torch.cat(windows), torch.tensor(labels, dtype=torch.long))
         if too_short:
             # Said, not refused: a panel of uneven series often has a few short ones to spare.
             count = len(too_short)
             say(
-                f"{self.data_dir}: {count} of its {len(self.table().series)} series "
+                f"{self.data_dir}: {count} of its {len(table.series)} series "
                 f"{'is' if count == 1 else 'are'} shorter than --seq-len {self.seq_len} (the shortest "
                 f"{min(too_short)} rows) and left out; a smaller --seq-len keeps them"
             )

@@ -61,6 +61,7 @@ from lightning_genae.loggers import WATCHED_RUN_FOLDERS
 from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable, load_backbone
 from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECALL_K
 from lightning_genae.metrics.names import headline_metric, higher_is_better
+from lightning_genae.metrics.sequence_classifier import SEQUENCE_DATASETS
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
 from lightning_genae.models.base import is_last_training_batch
 from lightning_genae.program import resume_command
@@ -710,13 +711,23 @@ def sequence_metrics(
     config: RunConfig, model: GenerativeModule, datamodule: InMemoryDataModule
 ) -> SequenceMetrics | None:
     """The series metric callback (discriminative_quick, predictive_quick, smnist FD); None for images."""
-    return build_sequence_metrics(
+    callback = build_sequence_metrics(
         model,
         datamodule,
         num_samples=config.eval_samples,
         seed=config.seed,
         feature_metrics=config.backbone != NO_BACKBONE,
     )
+    real_name = getattr(datamodule, "base", datamodule).name
+    if callback is not None and config.backbone != NO_BACKBONE and real_name not in SEQUENCE_DATASETS:
+        # Said and recorded as an image run's skipped metrics are: a missing fd_classifier is not silent.
+        why = (
+            f"no sequence feature classifier is had for {real_name} (one is shipped for "
+            f"{', '.join(SEQUENCE_DATASETS)}); the sequence scores are measured without it"
+        )
+        say(f"series feature metrics skipped: {why}")
+        model.image_metrics_skipped = why
+    return callback
 
 
 def evaluation_records(*callbacks: GenerativeMetrics | SequenceMetrics | None) -> dict[str, Any]:
