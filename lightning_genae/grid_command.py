@@ -8,6 +8,7 @@ the grid's configuration errors answer as quickly as `--help`.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Callable, Collection, Sequence
@@ -18,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 from lightning_genae.config import NO_BACKBONE, RunConfig, merge, print_configuration
 from lightning_genae.errors import ConfigError
 from lightning_genae.program import command_prefix
-from lightning_genae.resolve import ResolvedRun, check_shape_options, refuse_named_but_unread
+from lightning_genae.resolve import (
+    ResolvedRun,
+    check_shape_options,
+    refuse_named_but_unread,
+    stated_world_size,
+)
 
 if TYPE_CHECKING:
     from lightning_genae.ablation import CellOutcome, CellStart, GridCell, GridPlan
@@ -77,6 +83,7 @@ def run_grid_command(
     if print_config:
         print_configuration(_grid_configs(plan, tuning, grid_index))
         return 0
+    _refuse_cells_that_would_launch_processes(shared, grid_index)
     from lightning_genae.ablation import check_grid_root
 
     overwrite = bool(values.get("overwrite"))
@@ -91,6 +98,23 @@ def run_grid_command(
     if run_files:
         _remove_run_from_root(plan.root)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=overwrite)
+
+
+def _refuse_cells_that_would_launch_processes(shared: RunConfig, grid_index: int | None) -> None:
+    """A grid runs its cells one after another in one process. With several devices and no launcher around
+    it (srun, torchrun), Lightning would start each cell's other processes itself, which it does once per
+    process: the second cell's fit fails or hangs. Its cells then run one per job (`--grid-index`)."""
+    from lightning_genae.cluster import current_job
+
+    processes = stated_world_size(shared)
+    if grid_index is not None or processes == 1 or current_job() is not None or "LOCAL_RANK" in os.environ:
+        return
+    raise ConfigError(
+        f"a grid on {processes} processes (--devices {shared.devices}) runs its cells one after another, and "
+        "without srun or torchrun around it Lightning would start each cell's processes itself, which it "
+        "can do once: start the grid under srun or torchrun (scripts/slurm/ablation.sbatch), or run each "
+        "cell alone with --grid-index I"
+    )
 
 
 def _remove_run_from_root(root: Path) -> None:

@@ -370,12 +370,12 @@ def resolve(
         **plan.config_values(),
     }
     complete = replace(config, plugin_options=plugin_options, **budget)
-    world = _stated_world_size(config)
+    world = stated_world_size(config)
     refuse_a_share_that_replaces_nothing(plan, config.batch_size // world, world)
     return ResolvedRun(complete, model, options, plan, data_options)
 
 
-def _stated_world_size(config: RunConfig) -> int:
+def stated_world_size(config: RunConfig) -> int:
     """The processes the command line states (a count or list of devices, times --num-nodes); 1 where it
     leaves that to the machine (`auto`), which the run checks again once it knows."""
     if config.devices == "auto":
