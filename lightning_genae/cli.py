@@ -43,7 +43,7 @@ from lightning_genae.resolve import (
     plugin_path_options,
     resolve,
 )
-from lightning_genae.run_folder import check_output_folder, put_back_a_stopped_overwrite
+from lightning_genae.run_folder import check_output_folder, put_back_a_stopped_overwrite, set_aside_run_in
 
 if TYPE_CHECKING:
     from lightning_genae.checkpoint import RunCheckpoint
@@ -96,7 +96,7 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
                 return run_grid_command(
                     values, augments, train_sizes, seeds, grid_index, print_config, tuning, named
                 )
-        resolved, resume = _resolve_single_run(args, file_values, train_sizes)
+        resolved, resume = _resolve_single_run(args, file_values, train_sizes, may_write=not print_config)
         if print_config:
             check_shape_options(resolved)
             # As config.yaml records it: without what belongs to one invocation (--output, --overwrite,
@@ -177,6 +177,7 @@ def _evaluate(
     # eval.json is written whole once the evaluation ends: a stopped one leaves none.
     with stop_at_once_on_signal("during the evaluation; no eval.json was written", "run the command again"):
         if checkpoint is not None:
+            _put_back_the_run_of(checkpoint, None)
             evaluate_checkpoint(checkpoint, args)
         else:
             evaluate_folder(folder, args, file_values)
@@ -205,10 +206,33 @@ def _is_grid(
     return is_grid or seeds is not None or grid_index is not None
 
 
+def _put_back_the_run_of(checkpoint: str, output: str | None) -> None:
+    """Before a run folder's checkpoint is read (`--resume last`, `--resume` or `--evaluate` of a file in its
+    checkpoints/): the run an --overwrite killed part-way had set aside is put back in its place, and a
+    checkpoint inside such a set-aside is refused (what it wrote there would be moved with the run)."""
+    path = Path(checkpoint).expanduser()
+    folder = Path(output) if checkpoint == "last" and output else path.parent.parent
+    inside = set_aside_run_in(path) if checkpoint != "last" else None
+    if inside is not None:
+        folder = inside
+    said = put_back_a_stopped_overwrite(folder)
+    if said is not None:
+        print(said, file=sys.stderr, flush=True)
+    if inside is not None:
+        raise ConfigError(
+            f"{checkpoint} lies in the files an --overwrite set aside in {inside}; give the checkpoint in "
+            f"{inside / 'checkpoints'}, where the run's files are put back"
+        )
+
+
 def _resolve_single_run(
-    args: dict[str, Any], file_values: dict[str, Any], train_sizes: list[int] | None
+    args: dict[str, Any],
+    file_values: dict[str, Any],
+    train_sizes: list[int] | None,
+    may_write: bool = True,
 ) -> tuple[ResolvedRun, RunCheckpoint | None]:
-    """One run's configuration and the checkpoint it continues from, if any.
+    """One run's configuration and the checkpoint it continues from, if any. `may_write`: the command may
+    change the run folder (not `--print-config`).
 
     Precedence: a resumed run's own configuration, then the config file, then the command line.
     """
@@ -220,11 +244,9 @@ def _resolve_single_run(
         from lightning_genae.checkpoint import RunCheckpoint
 
         _refuse_a_grids_folder_as_a_run(args["resume"], args.get("output"))
-        if args["resume"] == "last" and args.get("output"):
+        if may_write:
             # The run an --overwrite killed before it trained had set aside is the one to continue.
-            put_back = put_back_a_stopped_overwrite(Path(args["output"]))
-            if put_back is not None:
-                print(put_back, file=sys.stderr, flush=True)
+            _put_back_the_run_of(args["resume"], args.get("output"))
         resume = RunCheckpoint.to_resume(args["resume"], args.get("output"))
     elif "resume" not in args:
         resume = _checkpoint_of_restarted_job(merge(file_values, args))

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 from lightning_genae.config import CONFIG_KEY
 from lightning_genae.errors import ConfigError, describe_error
-from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused, live_lock_owner
+from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
 
 FAILED_FILE = "failed.json"
 CONFIG_FILE = "config.yaml"
@@ -37,8 +37,11 @@ GRID_FILE = "grid.json"
 CHECKPOINT_DIR = "checkpoints"
 # The W&B run id a run chooses (loggers._stable_wandb_id) before it writes its config.yaml.
 WANDB_RUN_ID = "wandb/run_id"
-# Where `--overwrite` keeps the replaced run's files until the new run trains (SetAside).
+# Where `--overwrite` keeps the replaced run's files until the new run trains (SetAside): while they are
+# moved, once all are, and once the new run trained (being removed).
+SETTING_ASIDE_DIR = ".genae-replacing"
 REPLACED_DIR = ".genae-replaced"
+REMOVED_DIR = ".genae-replaced-removed"
 # The files a run (and a grid, for its cells) writes at the top of its folder.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "normaliser.json", "eval.json", FAILED_FILE)
 # The folders a run writes into, each with the names of what it writes there: `--overwrite` removes those
@@ -323,7 +326,7 @@ def _run_entries(path: Path) -> tuple[list[str], Removal]:
             removed.append(f"{name}/")
     # What a user keeps beside the run's files is named too (the lock is this invocation's own; a set-aside
     # folder that a replacing run killed before it trained left behind is a run's).
-    ours = {*RUN_FILES, *RUN_FOLDERS, LOCK_FILE, REPLACED_DIR}
+    ours = {*RUN_FILES, *RUN_FOLDERS, LOCK_FILE, SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR}
     kept += [
         entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
         for entry in sorted(path.iterdir())
@@ -354,8 +357,14 @@ def remove_run_entries(path: Path) -> Removal:
 
 @dataclass
 class SetAside:
-    """A run's files that `--overwrite` moved into the folder's REPLACED_DIR: removed for good once the new
-    run trains, put back if it stops before that (a refused checkpoint, missing data, Ctrl-C)."""
+    """A run's files that `--overwrite` moved aside: removed for good once the new run trains, put back if it
+    stops before that (a refused checkpoint, missing data, Ctrl-C), or by the next start in the folder if it
+    was killed (`put_back_a_stopped_overwrite`).
+
+    The folder they lie in says how far the replacement got, each step a rename: SETTING_ASIDE_DIR while
+    they are moved (or moved back: every run file still in the folder is the replaced run's), REPLACED_DIR
+    once all are (what the folder holds beside it is the new run's), REMOVED_DIR once the new run trained.
+    """
 
     path: Path
     entries: list[str]
@@ -365,73 +374,101 @@ class SetAside:
     def take(cls, path: Path) -> SetAside:
         """Move the run's files in `path` aside; one that cannot be moved puts those already moved back and
         stops the run in one line."""
-        held = path / REPLACED_DIR
-        if held.exists():
-            # put_back_a_stopped_overwrite ran before: another --overwrite holds it now.
-            raise RunFolderRefused(
-                f"--overwrite: {held} holds a run another --overwrite set aside, and it is still running; "
-                "wait for it, or pick another --output"
-            )
+        moving = path / SETTING_ASIDE_DIR
         entries, removal = _run_entries(path)
-        held.mkdir()
+        moving.mkdir()
         moved: list[str] = []
         try:
             for entry in entries:
-                (held / entry).parent.mkdir(parents=True, exist_ok=True)
+                (moving / entry).parent.mkdir(parents=True, exist_ok=True)
                 # A rename within the folder: instant, whatever the checkpoints' size.
-                os.replace(path / entry, held / entry)
+                os.replace(path / entry, moving / entry)
                 moved.append(entry)
         except OSError as error:
-            cls(path, moved, removal).put_back()
+            _move_back(path, moving)
             raise ConfigError(
                 f"--overwrite: {path / entry} cannot be moved aside ({describe_error(error)}); nothing was "
                 "removed: make the run's files writable, or pick another --output"
             ) from None
+        os.replace(moving, path / REPLACED_DIR)
         _remove_empty_run_folders(path)
         return cls(path, entries, removal)
 
     def put_back(self) -> None:
-        held = self.path / REPLACED_DIR
-        for entry in self.entries:
-            (self.path / entry).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(held / entry, self.path / entry)
-        _remove(held)
+        """The replaced run back in its place (what the new run wrote beside it is removed first)."""
+        moving = self.path / SETTING_ASIDE_DIR
+        os.replace(self.path / REPLACED_DIR, moving)
+        _move_back(self.path, moving)
 
     def remove(self) -> str | None:
         """Remove the set-aside files for good; the error, where one could not be (a file still open over
         NFS, a read-only file), as a line to say: the new run trains on regardless."""
+        removed = self.path / REMOVED_DIR
         try:
-            _remove(self.path / REPLACED_DIR)
+            # First renamed: whatever stops the removal, the files are never taken for a run to put back.
+            os.replace(self.path / REPLACED_DIR, removed)
+            _remove(removed)
         except OSError as error:
             return (
-                f"--overwrite: {self.path / REPLACED_DIR} (the replaced run) could not be removed "
-                f"({describe_error(error)}); remove it once this run is done"
+                f"--overwrite: the replaced run's files in {self.path} could not all be removed "
+                f"({describe_error(error)}); remove {removed} once this run is done"
             )
         return None
 
 
-def put_back_a_stopped_overwrite(path: Path) -> str | None:
-    """Where an `--overwrite` was killed before its run trained (`kill -9`, SLURM's SIGKILL, out of memory),
-    the run it replaced lies in `path`'s REPLACED_DIR and what the killed run wrote beside it: that is
-    removed, the replaced run is put back, and the line to say so is returned (None: nothing to do). A
-    set-aside whose lock is still held is a running --overwrite's, left to it."""
-    held = path / REPLACED_DIR
-    if not held.is_dir() or held.is_symlink() or live_lock_owner(path) is not None:
-        return None
-    entries, _ = _run_entries(path)
-    for entry in entries:
-        _remove(path / entry)
-    for source in sorted(held.rglob("*")):
+def _move_back(path: Path, moving: Path) -> None:
+    """Every file under `moving` back to its place in `path`, then `moving` removed."""
+    for source in sorted(moving.rglob("*")):
         if source.is_dir() and not source.is_symlink():
             continue
-        target = path / source.relative_to(held)
+        target = path / source.relative_to(moving)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
-    _remove(held)
-    return (
-        f"{path}: put back the run that an --overwrite, stopped before it trained, had set aside in "
-        f"{REPLACED_DIR}/"
-    )
+    _remove(moving)
+
+
+def put_back_a_stopped_overwrite(path: Path) -> str | None:
+    """Finish what an `--overwrite` killed part-way (`kill -9`, SLURM's SIGKILL, out of memory) left in
+    `path`: a run set aside before the new one trained is put back (what the killed run wrote beside it
+    removed first), one it was still moving is moved back, one a trained run replaced is removed. Under
+    the folder's lock, so a second start at the same moment waits its turn and finds nothing left to do;
+    a live run holding the lock is left alone (its set-aside is its own). Returns the line to say, or None.
+    """
+    steps = [path / name for name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR)]
+    if not path.is_dir() or not any(step.exists() for step in steps):
+        return None
+    try:
+        lock = RunFolderLock.acquire(path)
+    except (RunFolderRefused, OSError):
+        return None
+    try:
+        moving, held, removed = steps
+        if removed.exists():
+            _remove(removed)
+        said = None
+        if moving.exists():
+            # Killed while moving: every run file in the folder is still the replaced run's.
+            _move_back(path, moving)
+            said = f"{path}: moved back the files an --overwrite, killed while it set them aside, had moved"
+        elif held.exists():
+            # Killed before its run trained: what it wrote beside the set-aside goes, the run comes back.
+            entries, _ = _run_entries(path)
+            for entry in entries:
+                _remove(path / entry)
+            os.replace(held, moving)
+            _move_back(path, moving)
+            said = f"{path}: put back the run that an --overwrite, stopped before it trained, had set aside"
+        return said
+    finally:
+        lock.release()
+
+
+def set_aside_run_in(path: Path) -> Path | None:
+    """The run folder whose set-aside (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR) `path` is in, if any."""
+    for parent in path.absolute().parents:
+        if parent.name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR):
+            return parent.parent
+    return None
 
 
 # --- claiming a folder for one invocation
@@ -576,7 +613,8 @@ class ClaimedRunFolder:
 
         if failed is not None:
             warn(failed)
-        say(set_aside.removal.describe(self.path, self.replacing))
+        else:
+            say(set_aside.removal.describe(self.path, self.replacing))
 
     @staticmethod
     def _continues(path: Path, resuming_from: Path | None) -> bool:

@@ -232,20 +232,50 @@ def test_a_set_aside_run_that_cannot_be_removed_once_training_starts_is_named_an
 ):
     from lightning_genae import run_folder
 
-    def busy(entry: Path) -> None:
-        raise OSError(16, "Device or resource busy")
-
     real_remove = run_folder._remove
-    monkeypatch.setattr(
-        run_folder,
-        "_remove",
-        lambda entry: busy(entry) if entry.name == ".genae-replaced" else real_remove(entry),
-    )
+
+    def remove(entry: Path) -> None:
+        if entry.name == ".genae-replaced-removed":
+            raise OSError(16, "Device or resource busy")
+        real_remove(entry)
+
+    monkeypatch.setattr(run_folder, "_remove", remove)
     args = [*TINY_AE, "--max-steps", "2", "--eval-every", "2", "--output", str(finished_run), "--overwrite"]
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert (
-        "(the replaced run) could not be removed (OSError: [Errno 16] Device or resource busy)"
-        in captured.err
-    )
+    assert "could not all be removed (OSError" in captured.err
+    assert "removed the previous run's" not in captured.out
     assert json.loads((finished_run / "summary.json").read_text())["global_step"] == 2
+    # What was left is never taken for a run to put back: the next start removes it, the new run stays.
+    monkeypatch.setattr(run_folder, "_remove", real_remove)
+    assert main(["--resume", "last", "--output", str(finished_run), "--max-steps", "3"]) == 0
+    assert not (finished_run / ".genae-replaced-removed").exists()
+    assert json.loads((finished_run / "summary.json").read_text())["global_step"] == 3
+
+
+def test_a_run_killed_while_its_overwrite_moved_files_aside_gets_every_file_back_in_place(finished_run):
+    """Killed part-way through the renames: what was moved comes back, what was not is left as it is (it is
+    the replaced run's too)."""
+    before = _files(finished_run)
+    moving = finished_run / ".genae-replacing"
+    for name in ("config.yaml", "metrics.csv", "checkpoints/best.ckpt"):
+        (moving / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(finished_run / name, moving / name)
+    assert main(["--resume", "last", "--output", str(finished_run), "--max-steps", "4"]) == 0
+    assert not moving.exists()
+    after = _files(finished_run)
+    assert after["checkpoints/best.ckpt"] and set(before) <= set(after)
+
+
+def test_a_grid_finds_the_cell_an_overwrite_was_killed_in_as_it_was(tmp_path, capsys):
+    root = tmp_path / "grid"
+    grid = [*TINY_AE, "--max-steps", "2", "--seeds", "0", "--output", str(root)]
+    assert main(grid) == 0
+    cell = root / "none-tsfull-seed0"
+    before = _files(cell)
+    _killed_overwrite(cell)
+    capsys.readouterr()
+    assert main(grid) == 0
+    captured = capsys.readouterr()
+    assert "put back the run" in captured.err and "finished (step 2), skipped" in captured.out
+    assert _files(cell) == before

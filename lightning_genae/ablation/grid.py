@@ -42,6 +42,7 @@ from lightning_genae.run_folder import (
     CONFIG_FILE,
     FAILED_FILE,
     GRID_FILE,
+    put_back_a_stopped_overwrite,
     read_summary,
     refuse_another_run,
     refuse_files_no_run_wrote,
@@ -421,7 +422,16 @@ def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfi
         )
 
 
+def _put_back(run_dir: Path) -> None:
+    """A cell's run that an --overwrite killed part-way had set aside, back in its place before the cell is
+    judged (finished, unfinished, with other options)."""
+    said = put_back_a_stopped_overwrite(run_dir)
+    if said is not None:
+        print(said, file=sys.stderr, flush=True)
+
+
 def _cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
+    _put_back(run_dir)
     summary = read_summary(run_dir)
     if summary is not None:
         return finished_run_conflicts(summary, config)
@@ -435,6 +445,7 @@ def _how_to_start(
     run_dir: Path, overwrite: bool, config: RunConfig | None
 ) -> tuple[CellStart | None, str, str | None]:
     """(how to start the cell or None to leave it, what the console says, the refusal when it is refused)."""
+    _put_back(run_dir)
     owner = live_lock_owner(run_dir)
     lock = run_dir / LOCK_FILE
     if owner is not None:

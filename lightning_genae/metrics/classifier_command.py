@@ -215,10 +215,6 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         print(f"error: --epochs must be at least 1, got {args.epochs}", file=sys.stderr)
         return 2
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
-    if DATASETS[args.data].data_kind == "sequence" and not sequence:
-        # Generated series, and a CSV read as this command reads it (one recording), carry no labels.
-        print(f"error: {args.data} has no labels to train a feature classifier on", file=sys.stderr)
-        return 2
     if DATASETS[args.data].data_kind == "sequence":
         try:
             # The command's dataset flags are image options: a sequence dataset refuses every one given.
@@ -226,6 +222,10 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         except GenaeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
+        if not sequence:
+            # Generated series, and a CSV read as this command reads it (one recording), carry no labels.
+            print(f"error: {args.data} has no labels to train a feature classifier on", file=sys.stderr)
+            return 2
     train = _train_sequence if sequence else _train_image
     try:
         started = time.perf_counter()
