@@ -870,8 +870,10 @@ class CSVSeriesDataModule(SequenceDataModule):
                         f"{windows_text}; use a smaller {smaller}, or more or longer series"
                     )
                 rows, total = sum(len(rows) for rows, _ in members), len(table.series[0])
+                if rows < self.seq_len:
+                    smaller = "--seq-len"  # no window fits, whatever the stride
                 raise DataError(
-                    f"{self.data_dir}: its {split} part has {rows} of the file's {total} rows, "
+                    f"{self.data_dir}: its {split} part has {rows} of the file's {total} rows, which give "
                     f"{windows_text}; use a smaller {smaller} or a longer file"
                 )
             splits[split] = (torch.cat(windows), torch.tensor(labels, dtype=torch.long))

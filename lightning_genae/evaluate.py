@@ -27,7 +27,7 @@ from lightning_genae.callbacks.metrics import RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.random_state import SeededEvaluation
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.config import NO_BACKBONE, merge
+from lightning_genae.config import NO_BACKBONE, RunConfig, merge
 from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.datamodules import DATASETS, ImageDataModule, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
@@ -45,7 +45,7 @@ from lightning_genae.metrics.generative import (
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
 from lightning_genae.plugin_options import flag, typed_flag
-from lightning_genae.resolve import named_options, resolve
+from lightning_genae.resolve import ResolvedRun, named_options, resolve
 from lightning_genae.run_folder import started_run_files
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
@@ -438,6 +438,32 @@ def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -
         )
 
 
+def _resolve_folder_evaluation(merged: RunConfig, chosen: str | None) -> ResolvedRun:
+    """The folder evaluation's settings, checked: image data, and a device it can score on."""
+    if merged.data in DATASETS and DATASETS[merged.data].data_kind != "image":
+        images = ", ".join(name for name, spec in DATASETS.items() if spec.data_kind == "image")
+        raise ConfigError(
+            f"--evaluate-folder scores images, and --data {merged.data} is {DATASETS[merged.data].data_kind} "
+            f"data; give the image dataset the folder's images imitate ({images})"
+        )
+    if chosen is None and merged.inception_weights is not None:
+        # Every backbone is scored, Inception with the weights given: resolve checks them as its own.
+        merged = replace(merged, backbone="inception")
+    resolved = resolve(merged)
+    config = resolved.config
+    if config.accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        raise ConfigError(
+            f"--evaluate-folder scores on the CPU or a CUDA GPU, not --accelerator {config.accelerator}; use "
+            "--accelerator cpu, gpu or auto"
+        )
+    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--accelerator {config.accelerator}: no GPU is visible to this process; use --accelerator cpu "
+            "(or auto)"
+        )
+    return resolved
+
+
 def evaluate_folder(
     folder: str, options: dict[str, Any], file_values: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -466,23 +492,8 @@ def evaluate_folder(
         for key, value in (file_values or {}).items()
         if key in FOLDER_EVALUATION_OPTIONS and key != "backbone"
     }
-    merged = merge(read, options)
-    if merged.data in DATASETS and DATASETS[merged.data].data_kind != "image":
-        images = ", ".join(name for name, spec in DATASETS.items() if spec.data_kind == "image")
-        raise ConfigError(
-            f"--evaluate-folder scores images, and --data {merged.data} is {DATASETS[merged.data].data_kind} "
-            f"data; give the image dataset the folder's images imitate ({images})"
-        )
-    if chosen is None and merged.inception_weights is not None:
-        # Every backbone is scored, Inception with the weights given: resolve checks them as its own.
-        merged = replace(merged, backbone="inception")
-    resolved = resolve(merged)
+    resolved = _resolve_folder_evaluation(merge(read, options), chosen)
     config = resolved.config
-    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"--accelerator {config.accelerator}: no GPU is visible to this process; use --accelerator cpu "
-            "(or auto)"
-        )
     eval_file = claim_eval_output(Path(options["output"]), config.overwrite)
     datamodule = resolved.build_datamodule()
     datamodule.prepare_data()

@@ -109,11 +109,13 @@ def _refuse_cells_that_would_launch_processes(shared: RunConfig, grid_index: int
     processes = stated_world_size(shared)
     if grid_index is not None or processes == 1 or current_job() is not None or "LOCAL_RANK" in os.environ:
         return
+    nodes = f" --num-nodes {shared.num_nodes}" if shared.num_nodes > 1 else ""
+    stated = f"--devices {shared.devices}{nodes}"
+    alone = "" if shared.num_nodes > 1 else ", or run each cell alone with --grid-index I"
     raise ConfigError(
-        f"a grid on {processes} processes (--devices {shared.devices}) runs its cells one after another, and "
-        "without srun or torchrun around it Lightning would start each cell's processes itself, which it "
-        "can do once: start the grid under srun or torchrun (scripts/slurm/ablation.sbatch), or run each "
-        "cell alone with --grid-index I"
+        f"a grid on {processes} processes ({stated}) runs its cells one after another, and without srun or "
+        "torchrun around it Lightning would start each cell's processes itself, which it can do once: "
+        f"start the grid under srun or torchrun (scripts/slurm/ablation.sbatch){alone}"
     )
 
 

@@ -722,7 +722,7 @@ def sequence_metrics(
     if callback is not None and config.backbone != NO_BACKBONE and real_name not in SEQUENCE_DATASETS:
         # Said and recorded as an image run's skipped metrics are: a missing fd_classifier is not silent.
         why = (
-            f"no sequence feature classifier is had for {real_name} (one is shipped for "
+            f"{real_name} has no sequence feature classifier (one is shipped for "
             f"{', '.join(SEQUENCE_DATASETS)}); the sequence scores are measured without it"
         )
         say(f"series feature metrics skipped: {why}")

@@ -159,7 +159,7 @@ def test_rae_trains_on_sines_and_writes_a_complete_run_folder(tmp_path):
     assert {"val/mse", "test/mse", "test/pca_mse"} <= set(final)
     # No classifier for sines: the feature metrics are said and recorded as skipped, not silently absent.
     assert not any("classifier" in name for name in final)
-    assert "no sequence feature classifier is had for sines" in summary["skipped"]["classifier"]
+    assert "sines has no sequence feature classifier" in summary["skipped"]["classifier"]
     # The checkpoint alone rebuilds the model (series shape in its hyper-parameters) and its code
     # Gaussian, and holds the normaliser that maps its series to data units.
     checkpoint = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "--test")
