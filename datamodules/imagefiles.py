@@ -92,6 +92,12 @@ def eight_bit(image: Image.Image, path: Path, white_is_zero: bool = False) -> Im
     pixels = np.rint(raw.astype(np.float64) * (255 / 65535)).clip(0, 255).astype(np.uint8)
     if white_is_zero:
         pixels = 255 - pixels
+    key = image.info.get("transparency")
+    if isinstance(key, int):
+        # A PNG's transparent colour (tRNS) is a 16-bit value here: carried as an alpha channel, as 8-bit
+        # greyscale keeps it, so the image is laid over black like any other with transparency.
+        alpha = np.where(raw == key, 0, 255).astype(np.uint8)
+        return Image.merge("LA", [Image.fromarray(pixels, "L"), Image.fromarray(alpha, "L")])
     return Image.fromarray(pixels, "L")
 
 

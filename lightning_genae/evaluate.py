@@ -431,10 +431,14 @@ def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -
             if count
         ]
         shape = f"{channels}x{size}x{size}"
-        over_black = f"; {transparent} of {len(paths)} have transparency, laid over black" * bool(transparent)
         say(
             f"--evaluate-folder: {'; '.join(parts)} (the test images of {datamodule.name} are {shape}): "
-            f"each is read as one of them, the centred square resized and the colours converted{over_black}"
+            "each is read as one of them, the centred square resized and the colours converted"
+        )
+    if transparent:
+        say(
+            f"--evaluate-folder: {transparent} of {len(paths)} have an alpha channel or a transparent "
+            "colour: each is laid over black, the datasets' background (opaque pixels are unchanged)"
         )
 
 

@@ -809,6 +809,15 @@ def test_an_image_drawn_in_its_alpha_channel_is_laid_over_black_not_read_as_a_bl
         assert np.array_equal(read[0], digit), "the digit over black, as the datasets draw theirs"
 
 
+def test_a_16_bit_greyscale_image_with_a_transparent_colour_is_laid_over_black(tmp_path: Path) -> None:
+    pixels = np.full((16, 16), 65535, dtype=np.uint16)
+    pixels[4:12, 7:9] = 65535 // 2
+    Image.fromarray(pixels).save(tmp_path / "keyed.png", transparency=65535)
+    assert Image.open(tmp_path / "keyed.png").mode == "I;16"
+    read = read_square_image(tmp_path / "keyed.png", 16, 1)[0]
+    assert read[0, 0] == 0 and read[6, 7] == 127, "the keyed white is black, the stroke its own grey"
+
+
 def test_a_16_bit_tiff_storing_white_as_zero_is_turned_and_signed_or_32_bit_pixels_refused(
     tmp_path: Path,
 ) -> None:
