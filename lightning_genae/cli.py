@@ -210,6 +210,8 @@ def _put_back_the_run_of(checkpoint: str, output: str | None) -> None:
     """Before a run folder's checkpoint is read (`--resume last`, `--resume` or `--evaluate` of a file in its
     checkpoints/): the run an --overwrite killed part-way had set aside is put back in its place, and a
     checkpoint inside such a set-aside is refused (what it wrote there would be moved with the run)."""
+    if checkpoint == "last" and not output:
+        return  # refused where the checkpoint is looked for: there is no folder
     path = Path(checkpoint).expanduser()
     folder = Path(output) if checkpoint == "last" and output else path.parent.parent
     inside = set_aside_run_in(path) if checkpoint != "last" else None
