@@ -419,9 +419,10 @@ class SetAside:
 def _move_back(path: Path, moving: Path) -> None:
     """Every file under `moving` back to its place in `path`, then `moving` removed."""
     for source in sorted(moving.rglob("*")):
-        if source.is_dir() and not source.is_symlink():
-            continue
         target = path / source.relative_to(moving)
+        if source.is_dir() and not source.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)  # an empty one too (a wandb run's tmp/)
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
     _remove(moving)
@@ -443,18 +444,23 @@ def put_back_a_stopped_overwrite(path: Path) -> str | None:
         return None
     try:
         moving, held, removed = steps
-        if removed.exists():
-            _remove(removed)
         said = None
+        if removed.exists():
+            try:
+                _remove(removed)
+            except OSError as error:
+                said = f"{path}: {removed} (a replaced run) could not be removed ({describe_error(error)})"
         if moving.exists():
             # Killed while moving: every run file in the folder is still the replaced run's.
             _move_back(path, moving)
             said = f"{path}: moved back the files an --overwrite, killed while it set them aside, had moved"
         elif held.exists():
-            # Killed before its run trained: what it wrote beside the set-aside goes, the run comes back.
-            entries, _ = _run_entries(path)
-            for entry in entries:
-                _remove(path / entry)
+            # Killed before its run trained: what it wrote over the set-aside files' places goes (its
+            # config.yaml), and the run comes back; nothing else beside it is taken for the killed run's.
+            for source in held.rglob("*"):
+                target = path / source.relative_to(held)
+                if not source.is_dir() and (target.is_file() or target.is_symlink()):
+                    target.unlink()
             os.replace(held, moving)
             _move_back(path, moving)
             said = f"{path}: put back the run that an --overwrite, stopped before it trained, had set aside"
@@ -472,6 +478,15 @@ def set_aside_run_in(path: Path) -> Path | None:
 
 
 # --- claiming a folder for one invocation
+
+
+def _entries_of(path: Path) -> list[str]:
+    """The names in `path`, and in each of the run's own folders there (`checkpoints/last.ckpt`)."""
+    names = os.listdir(path)
+    for folder in RUN_FOLDERS:
+        if folder in names and (path / folder).is_dir() and not (path / folder).is_symlink():
+            names += [f"{folder}/{name}" for name in os.listdir(path / folder)]
+    return names
 
 
 def _make_folder(path: Path) -> list[Path]:
@@ -521,6 +536,7 @@ class ClaimedRunFolder:
     # The run that `--overwrite` replaces, until the new one trains.
     set_aside: SetAside | None = None
     replacing: str = "--overwrite"
+    undone: bool = False
 
     @classmethod
     def claim(
@@ -596,7 +612,7 @@ class ClaimedRunFolder:
             path,
             lock,
             made,
-            entries_before=set(os.listdir(path)),
+            entries_before=set(_entries_of(path)),
             config_before=config_file.read_bytes() if config_file.is_file() else None,
             set_aside=set_aside,
             replacing=replacing,
@@ -621,18 +637,26 @@ class ClaimedRunFolder:
         return resuming_from is not None and resuming_from.resolve() == path.resolve()
 
     def wrote_checkpoint(self) -> bool:
-        """Whether a checkpoint was saved since the claim (then training ran, whatever a caller saw of it)."""
-        checkpoints = (self.path / CHECKPOINT_DIR).glob("*.ckpt")
+        """Whether a checkpoint was saved since the claim (then training ran, whatever a caller saw of it).
+        Only the run's own (last.ckpt, best.ckpt): a user's file there may carry any time."""
+        written = RUN_FOLDERS[CHECKPOINT_DIR]
+        checkpoints = [
+            ckpt
+            for ckpt in (self.path / CHECKPOINT_DIR).glob("*.ckpt")
+            if written.fullmatch(ckpt.name) and ckpt.is_file()
+        ]
         return any(ckpt.stat().st_mtime >= self.claimed_at for ckpt in checkpoints)
 
     def undo(self) -> None:
         """Put the folder back as it was before this invocation (a start that failed before training).
 
         Never once a checkpoint was saved: under ddp_spawn the training runs in other processes, so the
-        caller may not have seen it start.
+        caller may not have seen it start. Once only: a stop signal's handler and the failed start's own
+        handling both ask for it, and a second pass would take the files the first put back for new ones.
         """
-        if self.wrote_checkpoint():
+        if self.undone or self.wrote_checkpoint():
             return
+        self.undone = True
         if self.set_aside is not None:
             # What this invocation wrote goes first (below), then the replaced run's files come back.
             set_aside, self.set_aside = self.set_aside, None
@@ -649,7 +673,9 @@ class ClaimedRunFolder:
             (self.path / CONFIG_FILE).write_bytes(self.config_before)
 
     def _remove_new_entries(self) -> None:
-        for name in set(os.listdir(self.path)) - self.entries_before - {LOCK_FILE}:
+        # What the folder and the run's own folders in it (a logger's events beside a user's file in
+        # tensorboard/) hold that they did not hold at the claim.
+        for name in sorted(set(_entries_of(self.path)) - self.entries_before - {LOCK_FILE}):
             entry = self.path / name
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)

@@ -279,3 +279,74 @@ def test_a_grid_finds_the_cell_an_overwrite_was_killed_in_as_it_was(tmp_path, ca
     captured = capsys.readouterr()
     assert "put back the run" in captured.err and "finished (step 2), skipped" in captured.out
     assert _files(cell) == before
+
+
+TERMINATED_BEFORE_TRAINING = """
+import os, signal, sys
+import lightning_genae.train as train
+from lightning_genae.cli import main
+
+fit = train._fit
+
+def terminated(*args, **kwargs):
+    # SLURM's preemption (or Ctrl-C) while the run sets up, after the replaced run was set aside.
+    os.kill(os.getpid(), signal.SIGTERM)
+    return fit(*args, **kwargs)
+
+train._fit = terminated
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_signal_before_training_puts_the_replaced_run_back_whole(finished_run):
+    (finished_run / "checkpoints" / "my.ckpt").write_bytes(b"mine")
+    before = _files(finished_run)
+    args = [*TINY_AE, "--max-steps", "2", "--seed", "1", "--output", str(finished_run), "--overwrite"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", TERMINATED_BEFORE_TRAINING, *args]
+    stopped = subprocess.run(
+        command, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True
+    )
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert _files(finished_run) == before
+
+
+def test_a_users_checkpoint_of_any_time_does_not_pass_for_the_new_runs(finished_run):
+    user = finished_run / "checkpoints" / "my.ckpt"
+    user.write_bytes(b"mine")
+    os.utime(user, (2**33, 2**33))  # far in the future: a clock skew, or a file written during set-up
+    before = _files(finished_run)
+    args = [
+        *TINY_AE,
+        "--max-steps",
+        "2",
+        "--output",
+        str(finished_run),
+        "--overwrite",
+        "--train-size",
+        "5000",
+    ]
+    assert main(args) == 2
+    assert _files(finished_run) == before
+
+
+def test_a_grid_cell_whose_restart_fails_before_training_keeps_its_finished_run_unmarked(
+    tmp_path, capsys, monkeypatch
+):
+    import lightning_genae.train as train
+
+    root = tmp_path / "grid"
+    grid = [*TINY_AE, "--max-steps", "2", "--seeds", "0", "--output", str(root)]
+    assert main(grid) == 0
+    cell = root / "none-tsfull-seed0"
+    before = _files(cell)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("stopped before training by the test")
+
+    monkeypatch.setattr(train, "_fit", fails)
+    assert main([*grid, "--overwrite"]) == 1
+    assert "the cell's finished run is kept" in capsys.readouterr().err
+    assert _files(cell) == before and not (cell / "failed.json").exists()
+    monkeypatch.undo()
+    assert main(grid) == 0 and "finished (step 2), skipped" in capsys.readouterr().out

@@ -567,6 +567,12 @@ def run_grid(
                 )
             continue
         message = describe_error(error)
+        if start is CellStart.RESTART and read_summary(run_dir) is not None:
+            # The failed restart put the finished run it would have replaced back: the cell is that run
+            # again, not a failed one (a failed.json would make the next re-run replace it unasked).
+            print(f"{label} FAILED: {message} (the cell's finished run is kept)", file=sys.stderr, flush=True)
+            outcomes.append(CellOutcome(cell, run_dir, ok=False, error=message, action=_ACTIONS[start]))
+            continue
         record = {
             "cell": cell.name,
             "augment": cell.augment,
