@@ -17,6 +17,8 @@ from lightning_genae.cli import main
 from lightning_genae.run_folder import remove_run_entries
 
 TINY_AE = ["--model", "ae", *TINY_RUN]
+# A mistake found only once the run folder is taken: more training images than digits has.
+TOO_MANY_IMAGES = [*TINY_AE, "--max-steps", "2", "--train-size", "5000"]
 
 
 @pytest.fixture()
@@ -205,17 +207,7 @@ def test_a_run_whose_overwrite_was_killed_before_training_is_put_back_by_the_nex
     before = _files(finished_run)
     _killed_overwrite(finished_run)
     # Another --overwrite that stops before training: the run comes back, not the killed attempt's files.
-    args = [
-        *TINY_AE,
-        "--max-steps",
-        "2",
-        "--output",
-        str(finished_run),
-        "--overwrite",
-        "--train-size",
-        "5000",
-    ]
-    assert main(args) == 2
+    assert main([*TOO_MANY_IMAGES, "--output", str(finished_run), "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "put back the run that an --overwrite, stopped before it trained, had set aside" in err
     assert _files(finished_run) == before
@@ -316,17 +308,7 @@ def test_a_users_checkpoint_of_any_time_does_not_pass_for_the_new_runs(finished_
     user.write_bytes(b"mine")
     os.utime(user, (2**33, 2**33))  # far in the future: a clock skew, or a file written during set-up
     before = _files(finished_run)
-    args = [
-        *TINY_AE,
-        "--max-steps",
-        "2",
-        "--output",
-        str(finished_run),
-        "--overwrite",
-        "--train-size",
-        "5000",
-    ]
-    assert main(args) == 2
+    assert main([*TOO_MANY_IMAGES, "--output", str(finished_run), "--overwrite"]) == 2
     assert _files(finished_run) == before
 
 
