@@ -367,7 +367,6 @@ class SetAside:
     """
 
     path: Path
-    entries: list[str]
     removal: Removal
 
     @classmethod
@@ -377,13 +376,11 @@ class SetAside:
         moving = path / SETTING_ASIDE_DIR
         entries, removal = _run_entries(path)
         moving.mkdir()
-        moved: list[str] = []
         try:
             for entry in entries:
                 (moving / entry).parent.mkdir(parents=True, exist_ok=True)
                 # A rename within the folder: instant, whatever the checkpoints' size.
                 os.replace(path / entry, moving / entry)
-                moved.append(entry)
         except OSError as error:
             _move_back(path, moving)
             raise ConfigError(
@@ -392,13 +389,10 @@ class SetAside:
             ) from None
         os.replace(moving, path / REPLACED_DIR)
         _remove_empty_run_folders(path)
-        return cls(path, entries, removal)
+        return cls(path, removal)
 
     def put_back(self) -> None:
-        """The replaced run back in its place (what the new run wrote beside it is removed first)."""
-        moving = self.path / SETTING_ASIDE_DIR
-        os.replace(self.path / REPLACED_DIR, moving)
-        _move_back(self.path, moving)
+        _put_back(self.path)
 
     def remove(self) -> str | None:
         """Remove the set-aside files for good; the error, where one could not be (a file still open over
@@ -414,6 +408,15 @@ class SetAside:
                 f"({describe_error(error)}); remove {removed} once this run is done"
             )
         return None
+
+
+def _put_back(path: Path) -> None:
+    """The run set aside in `path`'s REPLACED_DIR back in its place: renamed to SETTING_ASIDE_DIR first (from
+    then on every run file in the folder is the replaced run's), then each file moved back over whatever
+    the new run wrote in its place (its config.yaml)."""
+    moving = path / SETTING_ASIDE_DIR
+    os.replace(path / REPLACED_DIR, moving)
+    _move_back(path, moving)
 
 
 def _move_back(path: Path, moving: Path) -> None:
@@ -455,14 +458,9 @@ def put_back_a_stopped_overwrite(path: Path) -> str | None:
             _move_back(path, moving)
             said = f"{path}: moved back the files an --overwrite, killed while it set them aside, had moved"
         elif held.exists():
-            # Killed before its run trained: what it wrote over the set-aside files' places goes (its
-            # config.yaml), and the run comes back; nothing else beside it is taken for the killed run's.
-            for source in held.rglob("*"):
-                target = path / source.relative_to(held)
-                if not source.is_dir() and (target.is_file() or target.is_symlink()):
-                    target.unlink()
-            os.replace(held, moving)
-            _move_back(path, moving)
+            # Killed before its run trained: the run comes back over what the killed run wrote in its files'
+            # places; nothing else beside it is taken for the killed run's.
+            _put_back(path)
             said = f"{path}: put back the run that an --overwrite, stopped before it trained, had set aside"
         return said
     finally:
