@@ -273,7 +273,8 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
     if summary is None or config is None:
         return []
     stored, wanted = summary_config(summary), config.to_dict()
-    if not _augmenter_conflicts(summary, config) and _augmenter_sha256(summary) is not None:
+    augmenter = _augmenter_conflicts(summary, config)
+    if not augmenter and _augmenter_sha256(summary) is not None:
         # The same augmenter file's contents, moved or linked: compared by its bytes, not its path.
         stored = {name: value for name, value in stored.items() if name != "augment_ckpt"}
     conflicts = resume_conflicts(stored, wanted, stored_in="finished run")
@@ -281,7 +282,7 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
     if differing == ["data_dir"] and not conflicts and same_data(summary, config):
         return []
     conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
-    return conflicts + scheduled_budget_conflicts(stored, wanted) + _augmenter_conflicts(summary, config)
+    return conflicts + scheduled_budget_conflicts(stored, wanted) + augmenter
 
 
 def _augmenter_conflicts(summary: dict[str, Any], config: RunConfig) -> list[str]:
