@@ -444,10 +444,11 @@ def check_strategy(strategy: str) -> None:
         )
 
 
-def check_devices(devices: str) -> None:
-    """`auto`, a count of at least 1, or a comma list of distinct device indices (0 or more)."""
+def check_devices(devices: str) -> int | None:
+    """`auto`, a count of at least 1, or a comma list of distinct device indices (0 or more); returns how
+    many devices it names (None for auto)."""
     if devices == "auto":
-        return
+        return None
     items = [item.strip() for item in devices.split(",")]
     listed = "," in devices
     fix = "give auto, a count such as 2, or device indices such as 0,1"
@@ -460,3 +461,4 @@ def check_devices(devices: str) -> None:
             raise ConfigError(f"--devices {devices}: device indices must be distinct and 0 or more; {fix}")
     elif numbers[0] < 1:
         raise ConfigError(f"--devices {devices}: a device count must be at least 1; {fix}")
+    return len(numbers) if listed else numbers[0]

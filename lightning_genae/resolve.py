@@ -27,7 +27,7 @@ from lightning_genae.augmentation import (
     resolve_augment_plan,
 )
 from lightning_genae.cache import cache_root, is_torch_file
-from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, flag
+from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_devices, check_values, flag
 from lightning_genae.datamodules import (
     DATASETS,
     build_datamodule,
@@ -378,11 +378,8 @@ def resolve(
 def stated_world_size(config: RunConfig) -> int:
     """The processes the command line states (a count or list of devices, times --num-nodes); 1 where it
     leaves that to the machine (`auto`), which the run checks again once it knows."""
-    if config.devices == "auto":
-        return 1
-    devices = [item for item in config.devices.split(",") if item.strip()]
-    count = len(devices) if "," in config.devices else int(config.devices)
-    return max(1, count) * max(1, config.num_nodes)
+    count = check_devices(config.devices)
+    return 1 if count is None else count * max(1, config.num_nodes)
 
 
 def refuse_a_share_that_replaces_nothing(plan: AugmentPlan, per_device: int, world_size: int = 1) -> None:
