@@ -409,13 +409,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from None
 
 
+# Where a checkpoint written inside a SLURM or torchrun job names that job (`ClusterJob.tag`): a restarted job
+# continues only a checkpoint its own earlier attempt wrote, never the run it was started to replace.
+CLUSTER_JOB_KEY = "genae_cluster_job"
+
+
 class StoreRunConfig(Callback):
-    """Puts the run configuration into every checkpoint, so a checkpoint alone can be resumed or evaluated."""
+    """Puts the run configuration into every checkpoint, so a checkpoint alone can be resumed or evaluated,
+    and the cluster job that wrote it, if any."""
 
     def __init__(self, config: RunConfig) -> None:
+        from lightning_genae.cluster import current_job
+
         self.config = config
+        job = current_job()
+        self.job_tag = job.tag if job is not None else None
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[CONFIG_KEY] = self.config.to_dict()
+        if self.job_tag is not None:
+            checkpoint[CLUSTER_JOB_KEY] = self.job_tag

@@ -360,13 +360,15 @@ def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
     A restarted job runs its command again, without `--resume`. Its run continues as if `--resume last`
     had been given, from `last.ckpt` in its run folder: the job's own default folder (named after the
     job, so a checkpoint there can only be this job's), or `--output` when the scheduler says this is a
-    restart. A job that stopped before its first checkpoint starts from the beginning.
+    restart and the checkpoint there names this job. A job that stopped before its first checkpoint starts
+    from the beginning: where its `--output` holds another run's checkpoint (the run an `--overwrite` put
+    back when the attempt stopped before training), the command does what it did the first time.
     """
     job = current_job()
     if job is None:
         return None
     _quiet_lightning()
-    from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
+    from lightning_genae.checkpoint import CLUSTER_JOB_KEY, RunCheckpoint, last_checkpoint
 
     if values.output:
         if job.restart_count == 0:
@@ -377,7 +379,12 @@ def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
 
         folder = default_run_dir(resolve(values).config)
     path = last_checkpoint(folder)
-    return RunCheckpoint.load(path, "--resume") if path.is_file() else None
+    if not path.is_file():
+        return None
+    checkpoint = RunCheckpoint.load(path, "--resume")
+    if values.output and checkpoint.contents.get(CLUSTER_JOB_KEY) != job.tag:
+        return None
+    return checkpoint
 
 
 def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ import pytest
 import torch
 from tiny import TINY_RUN
 
-from lightning_genae import cluster
+from lightning_genae import cluster, train
 from lightning_genae.cache import write_atomically
 from lightning_genae.cli import _checkpoint_of_restarted_job, main
 from lightning_genae.config import RunConfig
@@ -170,12 +170,41 @@ def test_a_requeued_job_with_output_resumes_only_when_slurm_says_it_restarted(tm
     assert main(["--model", "ae", *TINY_RUN, "--max-steps", "6", "--output", str(run_dir)]) == 0
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 6
-    # A job that is no restart does not take over the checkpoint of a folder it was merely pointed at.
-    as_slurm_task(monkeypatch, job_id="6262")
-    assert _checkpoint_of_restarted_job(RunConfig(model="ae", data="digits", output=str(run_dir))) is None
-    as_slurm_task(monkeypatch, job_id="6262", restart=1)
+    # Another job, restarted or not, does not take over the checkpoint of a folder it was merely pointed at.
+    for restart in (None, 1):
+        as_slurm_task(monkeypatch, job_id="6262", restart=restart)
+        assert _checkpoint_of_restarted_job(RunConfig(model="ae", data="digits", output=str(run_dir))) is None
+
+
+def test_a_requeued_overwrite_whose_first_attempt_stopped_before_training_replaces_the_run(
+    tmp_path, monkeypatch, capsys
+):
+    """A job preempted while it set up its --overwrite put the run it replaces back; started again, the job
+    replaces that run as its first attempt would have, rather than continuing it or refusing it as another
+    run's."""
+    run_dir = tmp_path / "run"
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    replaced = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    command = ["--model", "ae", *TINY_RUN, "--max-steps", "3", "--seed", "1", "--output", str(run_dir)]
+    as_slurm_task(monkeypatch, job_id="8181")
+
+    def preempted(*args, **kwargs):
+        raise cluster.RunInterrupted("stopped by SIGTERM before training", 128 + signal.SIGTERM)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train, "_fit", preempted)
+        assert main([*command, "--overwrite"]) == 128 + signal.SIGTERM
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == replaced, "the replaced run put back"
+    as_slurm_task(monkeypatch, job_id="8181", restart=1)
+    capsys.readouterr()
+    assert main([*command, "--overwrite"]) == 0
+    assert "resuming from" not in capsys.readouterr().out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 3 and summary["config"]["seed"] == 1
+    # Its own checkpoint is what a later restart of the job continues.
+    as_slurm_task(monkeypatch, job_id="8181", restart=2)
     found = _checkpoint_of_restarted_job(RunConfig(model="ae", data="digits", output=str(run_dir)))
-    assert found is not None and found.path == run_dir / "checkpoints" / "last.ckpt"
+    assert found is not None and found.contents["global_step"] == 3
 
 
 def test_a_requeued_job_killed_before_its_first_checkpoint_starts_again_in_its_folder(
