@@ -145,6 +145,12 @@ def _as_keywords(message: str, choices: Mapping[str, Collection[Any]]) -> str:
     return _FLAG_AND_VALUE.sub(keyword, message)
 
 
+def _as_given(name: str) -> str:
+    """An unknown option's name as its flag, or, from a Python caller, as typed where it is no keyword
+    (`'latent-dim'`, whose flag would read back as the keyword `latent_dim`)."""
+    return flag(name) if _COMMAND_LINE.get() or name.isidentifier() else repr(name)
+
+
 def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> UnreadOptions:
     """One line for the options a run would leave unread, so that one refusal names all that need dropping:
     each reason once, with its first option, the others it holds for named after it, and any option
@@ -492,7 +498,7 @@ class PluginOptions:
         if unknown:
             close = [match for name in unknown for match in difflib.get_close_matches(name, types, n=1)]
             hint = f" (did you mean {', '.join(map(flag, close))}?)" if close else ""
-            raise ConfigError(f"{', '.join(map(flag, unknown))}: not an option of {cls.__name__}{hint}")
+            raise ConfigError(f"{', '.join(map(_as_given, unknown))}: not an option of {cls.__name__}{hint}")
         return cls(**{name: coerce(name, types[name], value) for name, value in values.items()})
 
     def to_dict(self) -> dict[str, Any]:

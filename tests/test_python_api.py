@@ -137,6 +137,11 @@ def test_a_mistyped_family_option_is_refused_with_the_option_it_resembles():
         ConfigError, match=r"^latnet_dim: not an option of VAEOptions \(did you mean latent_dim\?\)$"
     ):
         VAEModule((1, 16, 16), latnet_dim=4)
+    # A flag's spelling as a keyword is named as typed, not as the keyword it resembles.
+    with pytest.raises(
+        ConfigError, match=r"^'latent-dim': not an option of VAEOptions \(did you mean latent_dim\?\)$"
+    ):
+        VAEModule((1, 16, 16), **{"latent-dim": 4})
 
 
 def test_option_errors_name_the_keywords_a_python_caller_typed_and_the_flags_on_the_command_line(capsys):
