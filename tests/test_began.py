@@ -16,7 +16,7 @@ from tiny import TINY_RUN
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cli import main
 from lightning_genae.models import BEGANModule, ImageDiscriminator, ReconstructingDiscriminator, Sampler
-from lightning_genae.models.began import pulling_away_term, reconstruction_energy
+from lightning_genae.models.began import ebgan_discriminator_loss, pulling_away_term, reconstruction_energy
 
 STEPS = 6
 
@@ -149,6 +149,15 @@ def test_every_image_the_discriminator_sees_is_augmented_with_ae_d_and_diffaug(t
     assert summary_of(run_dir)["augmentation"]["augment"] == "ae-d+diffaug"
     # Real and fake in D's step, fake in G's step, every iteration; plus the preview's one batch at start.
     assert len(calls) == 3 * 3 + 1
+
+
+def test_ebgans_hinge_pushes_each_fake_below_the_margin_whatever_the_batch_mean():
+    # The mean energy 0.315 is above the margin 0.3, yet three of the four fakes are below it.
+    fake_energies = torch.tensor([0.02, 0.02, 0.02, 1.2], requires_grad=True)
+    loss = ebgan_discriminator_loss(torch.tensor(0.1), fake_energies, margin=0.3)
+    assert float(loss) == pytest.approx(0.1 + 3 * 0.28 / 4)
+    loss.backward()
+    assert fake_energies.grad.tolist() == pytest.approx([-0.25, -0.25, -0.25, 0.0])
 
 
 def test_pulling_away_term_is_zero_for_orthogonal_codes_and_one_for_identical_ones():

@@ -8,8 +8,10 @@ learns to make images it reconstructs well.
   control variable k_t moves by `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1],
   which keeps the fakes' energy at `--began-gamma` times the reals'. M_global = L(x) + |gamma L(x) -
   L(G(z))| falls as training converges.
-- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))), G minimises L(G(z))
-  plus the pulling-away term on D's codes of the fakes, which penalises a batch of similar fakes.
+- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))), the hinge taken per fake
+  and averaged, G minimises L(G(z)) plus the pulling-away term on D's codes of the fakes, which penalises a
+  batch of similar fakes. The energy is BEGAN's mean absolute error, where EBGAN's paper uses the squared
+  error: one energy for both losses, so the margin is on that scale.
 
 Training is the GAN's: one discriminator and one generator update per iteration, each with its
 optimizer toggled, every image D sees (real and fake, in both updates) passed through
@@ -35,6 +37,13 @@ from lightning_genae.nets.conv import ConvAutoencoder, ConvDecoder, init_dcgan_w
 def reconstruction_energy(reconstructions: Tensor, images: Tensor) -> Tensor:
     """Per-image energy: the mean absolute error over pixels (images in [-1, 1], so energies in [0, 2])."""
     return (reconstructions.float() - images.float()).abs().flatten(1).mean(1)
+
+
+def ebgan_discriminator_loss(real_energy: Tensor, fake_energies: Tensor, margin: float) -> Tensor:
+    """EBGAN's D loss, L(x) + [margin - L(G(z))]+ with the hinge taken per fake and averaged (Zhao et al.
+    2017, eq. 1, whose loss is per sample): on the batch's mean energy, the fakes below the margin would go
+    unpushed once the mean reached it."""
+    return real_energy + F.relu(margin - fake_energies).mean()
 
 
 def pulling_away_term(codes: Tensor) -> Tensor:
@@ -143,11 +152,11 @@ class BEGANModule(ImageAdversarialModule):
             with torch.no_grad():
                 fake = self.generator(self.training_noise(n))
             real_energy = self.energy(real)[0].mean()
-            fake_energy_d = self.energy(fake)[0].mean()
+            fake_energies = self.energy(fake)[0]
             if o.d_loss == "began":
-                loss_d = real_energy - self.k * fake_energy_d
+                loss_d = real_energy - self.k * fake_energies.mean()
             else:
-                loss_d = real_energy + F.relu(o.ebgan_margin - fake_energy_d)
+                loss_d = ebgan_discriminator_loss(real_energy, fake_energies, o.ebgan_margin)
             self.watch_losses(**{"train/loss_d": loss_d})
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
