@@ -68,14 +68,28 @@ def test_the_feature_loss_reaches_encoder_and_decoder_and_is_zero_for_a_perfect_
     model = VAEGANModule(SHAPE, width=8, latent_dim=4)
     images = torch.rand(6, *SHAPE) * 2 - 1
     reconstructed = model.decoder(reparameterize(*model.posterior(images)))
-    loss = feature_reconstruction_loss(*model.paired_features(reconstructed, images)[:2])
+    loss = feature_reconstruction_loss(*model.paired_features(reconstructed, images))
     loss.backward()
     for network in ("encoder", "decoder"):
         grads = [p.grad for p in getattr(model, network).parameters()]
         assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), network
     # The target is the real image's features: no gradient is asked of the images' own path.
-    same = feature_reconstruction_loss(*model.paired_features(images.clone(), images)[:2])
+    same = feature_reconstruction_loss(*model.paired_features(images.clone(), images))
     assert same.item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_the_feature_loss_sees_a_reconstructions_shift_that_batch_norm_of_its_own_batch_would_hide():
+    torch.manual_seed(0)
+    model = VAEGANModule(SHAPE, width=8, latent_dim=4)
+    images = torch.rand(16, *SHAPE) * 2 - 1
+    # Half the contrast: per-channel statistics of a batch of its own would normalise most of it away.
+    flattened = images * 0.5
+    joint = feature_reconstruction_loss(*model.paired_features(flattened, images))
+    with torch.no_grad():
+        apart = feature_reconstruction_loss(
+            model.discriminator.features(flattened), model.discriminator.features(images)
+        )
+    assert joint > 5 * apart
 
 
 def test_augmented_discriminator_inputs_give_an_image_and_its_reconstruction_the_same_transform():
@@ -84,8 +98,8 @@ def test_augmented_discriminator_inputs_give_an_image_and_its_reconstruction_the
         SHAPE, width=8, latent_dim=4, discriminator_augmentation=DiffAugment("translation,cutout")
     )
     images = torch.rand(6, *SHAPE) * 2 - 1
-    reconstruction_features, image_features, logits = model.paired_features(images.clone(), images)
-    assert torch.equal(reconstruction_features, image_features) and logits.shape == (6,)
+    reconstruction_features, image_features = model.paired_features(images.clone(), images)
+    assert torch.equal(reconstruction_features, image_features)
     # Independent draws, as the discriminator's own update makes, would differ.
     assert not torch.equal(model.discriminator_input(images), model.discriminator_input(images))
 

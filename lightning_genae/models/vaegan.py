@@ -95,18 +95,22 @@ class VAEGANModule(ImageAdversarialModule):
         """D's logit of each image as given, without the run's augmentation."""
         return DiscriminatorScores(self.discriminator(images), "logit")
 
-    def paired_features(self, reconstructions: Tensor, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Discriminator features of reconstructions and of their images, and the reconstructions' logits.
+    def paired_features(self, reconstructions: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Discriminator features of reconstructions and of their images, from one pass of both.
 
-        A run that augments discriminator inputs draws the same random transform for each image and its
+        One batch, as the paper's reference code concatenates them (andersbll/autoencoding_beyond_pixels,
+        model/aegan.py): in training mode the discriminator's batch norm would otherwise normalise each half
+        by its own statistics, and a reconstruction off by a per-channel shift or scale would cost little. A
+        run that augments discriminator inputs draws the same random transform for each image and its
         reconstruction (the random state is replayed), so the loss compares like with like: independent
         draws would make a perfect reconstruction cost as much as a shifted one.
         """
         with replayed_random_state(images.device), torch.no_grad():
-            image_features = self.discriminator.features(self.discriminator_input(images))
-        reconstruction_features = self.discriminator.features(self.discriminator_input(reconstructions))
-        logits = self.discriminator.logits_of_features(reconstruction_features)
-        return reconstruction_features, image_features, logits
+            shown_images = self.discriminator_input(images)
+        shown_reconstructions = self.discriminator_input(reconstructions)
+        features = self.discriminator.features(torch.cat([shown_reconstructions, shown_images]))
+        reconstruction_features, image_features = features.split(images.size(0))
+        return reconstruction_features, image_features
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         real, _ = batch
@@ -137,7 +141,7 @@ class VAEGANModule(ImageAdversarialModule):
             latents = reparameterize(mean, log_var)
             reconstructed = self.decoder(latents)
             kl = gaussian_kl(mean, log_var).mean()
-            feature_loss = feature_reconstruction_loss(*self.paired_features(reconstructed, real)[:2])
+            feature_loss = feature_reconstruction_loss(*self.paired_features(reconstructed, real))
             loss_enc = self.options.beta * kl + feature_loss
             self.watch_losses(**{"train/loss_enc": loss_enc})
             opt_enc.zero_grad(set_to_none=True)
@@ -148,10 +152,10 @@ class VAEGANModule(ImageAdversarialModule):
             # The same latents as the encoder's update: the decoder learns to reconstruct the same draw.
             reconstructed = self.decoder(latents.detach())
             prior_samples = self.decoder(torch.randn(n, self.latent_dim, device=self.device))
-            recon_features, image_features, reconstruction_logits = self.paired_features(reconstructed, real)
-            decoder_feature_loss = feature_reconstruction_loss(recon_features, image_features)
+            decoder_feature_loss = feature_reconstruction_loss(*self.paired_features(reconstructed, real))
+            # The reconstructions' logits from a batch of their own, as the discriminator's update sees them.
             gan_loss = (
-                F.softplus(-reconstruction_logits).mean()
+                F.softplus(-self.discriminate(reconstructed)).mean()
                 + F.softplus(-self.discriminate(prior_samples)).mean()
             )
             loss_dec = self.options.vaegan_gamma * decoder_feature_loss + gan_loss
