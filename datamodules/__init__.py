@@ -53,12 +53,14 @@ class DatasetSpec:
     """A registered dataset: its DataModule (`module:Class` in this package), a one-line description, the
     kind of data it yields (repeating the class's `data_kind`, which tests/test_datamodules.py checks) and
     its options (a `PluginOptions` dataclass whose fields the DataModule's constructor takes; an image
-    dataset takes `ImageOptions` unless it names others)."""
+    dataset takes `ImageOptions` unless it names others), and whether every pixel it yields is 0 or 1 (what
+    a likelihood under a Bernoulli decoder, `--nll-samples`, is the likelihood of)."""
 
     location: str
     description: str
     data_kind: DataKind = "image"
     options: type[PluginOptions] | None = None
+    binary_pixels: bool = False
 
     def __post_init__(self) -> None:
         if self.options is None:
@@ -88,6 +90,7 @@ DATASETS: Registry[DatasetSpec] = Registry(
             ".binarized_mnist:BinarizedMNISTDataModule",
             "MNIST with binary pixels, Bernoulli(intensity): training images sampled anew at every draw, "
             "val/test binarized once from a fixed seed (the likelihood benchmark; read like mnist)",
+            binary_pixels=True,
         ),
         "fashion_mnist": DatasetSpec(
             ".mnist:FashionMNISTDataModule",

@@ -203,6 +203,20 @@ def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
         )
 
 
+def _refuse_a_likelihood_of_grey_pixels(config: RunConfig, options: FamilyOptions) -> None:
+    """`--nll-samples` on grey levels: a Bernoulli decoder's score of pixels between 0 and 1 is no
+    likelihood (even a decoder that returns each pixel's value scores the pixels' own entropy), so the
+    number would sit beside the literature's binarized-MNIST figures without being one."""
+    if not getattr(options, "nll_samples", 0) or DATASETS[config.data].binary_pixels:
+        return
+    binary = [name for name, spec in DATASETS.items() if spec.binary_pixels]
+    raise ConfigError(
+        f"--nll-samples estimates the likelihood of binary pixels, and --data {config.data} has grey levels, "
+        f"where a Bernoulli decoder's score is no likelihood; use --data {' or '.join(binary)}, or drop "
+        "--nll-samples"
+    )
+
+
 def _refuse_series_backbone(config: RunConfig, named: Collection[str]) -> None:
     """Series are scored in their own classifier's features (where the dataset ships one), or not at all.
     Typed now, not stored: a series run that recorded --backbone inception (where it did nothing) resumes."""
@@ -351,6 +365,7 @@ def resolve(
     _refuse_series_backbone(config, named)
     _check_classifier_weights(config)
     options = _family_options(config, model, named)
+    _refuse_a_likelihood_of_grey_pixels(config, options)
     data_options = parse_dataset_options(
         config.data, config.given_plugin_options(dataset_options()), named=named
     )

@@ -121,7 +121,7 @@ def test_k_below_one_is_refused():
 
 
 def test_the_vae_logs_its_importance_sampled_nll_named_with_k_and_it_beats_the_elbo():
-    from lightning_genae.errors import ConfigError
+    from lightning_genae.errors import ConfigError, DataError
     from lightning_genae.metrics.names import direction
     from lightning_genae.models.options import VAEOptions
     from lightning_genae.models.vae import VAEModule
@@ -134,6 +134,8 @@ def test_the_vae_logs_its_importance_sampled_nll_named_with_k_and_it_beats_the_e
     images = (torch.rand(6, 1, 16, 16) > 0.5).float() * 2 - 1
     generator = torch.Generator().manual_seed(0)
     log_px = model.log_likelihood(images, 64, generator)
+    with pytest.raises(DataError, match="binary pixels, and these images have grey levels"):
+        model.log_likelihood(images * 0.5, 64, generator)
     # The single-draw estimate's mean is the ELBO; more draws can only tighten it on average.
     elbos = torch.stack(
         [model.log_likelihood(images, 1, torch.Generator().manual_seed(seed)) for seed in range(200)]
@@ -193,7 +195,9 @@ def test_the_subset_corrected_mean_over_every_example_is_the_costly_mean_exactly
         subset_corrected_mean(cheap, torch.arange(3), costly)
 
 
-def test_the_estimate_changes_no_other_number_and_the_mse_is_the_posterior_means(tmp_path):
+def test_the_estimate_changes_no_other_number_and_the_mse_is_the_posterior_means(
+    tmp_path, mnist_data_dir, monkeypatch
+):
     """Its draws came from the random state the next test batches draw their codes from, so asking for it
     moved test/elbo, recon, loss and mse."""
     import json
@@ -202,7 +206,10 @@ def test_the_estimate_changes_no_other_number_and_the_mse_is_the_posterior_means
     from lightning_genae.cli import main
     from lightning_genae.models import VAEModule
 
-    run = ["--model", "vae", "--data", "digits", "--width", "8", "--latent-dim", "4", "--recon-loss", "bce"]
+    # The image metrics would first train a feature classifier on 55,000 images; this test is about the NLL.
+    monkeypatch.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
+    data = ["--data", "binarized_mnist", "--data-dir", str(mnist_data_dir), "--train-size", "256"]
+    run = ["--model", "vae", *data, "--width", "8", "--latent-dim", "4", "--recon-loss", "bce"]
     run += ["--max-steps", "4", "--eval-every", "4", "--eval-samples", "60", "--seed", "1"]
     assert main([*run, "--output", str(tmp_path / "plain")]) == 0
     assert main([*run, "--nll-samples", "5", "--output", str(tmp_path / "nll")]) == 0
@@ -218,9 +225,25 @@ def test_the_estimate_changes_no_other_number_and_the_mse_is_the_posterior_means
     model = RunCheckpoint.load(tmp_path / "plain" / "checkpoints" / "last.ckpt", "test").restore(
         VAEModule, "test"
     )
-    data = build_datamodule("digits")
-    images = data.to_model_range(data.split_tensors("test")[0])
+    datamodule = build_datamodule("binarized_mnist", data_dir=mnist_data_dir)
+    images = datamodule.to_model_range(datamodule.split_tensors("test")[0])
     with torch.no_grad():
         mean, _ = model.posterior(images)
         expected = torch.nn.functional.mse_loss(model.decode(mean), images).item()
     assert plain["test/mse"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_likelihood_of_grey_pixels_is_refused_before_the_run_starts(tmp_path, capsys):
+    """A Bernoulli decoder's score of grey levels is no likelihood: its floor is the pixels' own entropy."""
+    from lightning_genae.cli import main
+
+    run_dir = tmp_path / "vae"
+    args = ["--model", "vae", "--data", "digits", "--nll-samples", "8", "--output", str(run_dir)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: --nll-samples estimates the likelihood of binary pixels, and --data digits has grey levels, "
+        "where a Bernoulli decoder's score is no likelihood; use --data binarized_mnist, or drop "
+        "--nll-samples"
+    )
+    assert not run_dir.exists()

@@ -115,7 +115,8 @@ class VAEOptions(SingleObjectiveOptions):
     nll_samples: int = option(
         0,
         "test: log test/nll_isK, the negative log-likelihood in nats per image estimated by importance "
-        "sampling with K draws (Burda et al. 2016; 5000 in the literature); with --recon-loss bce; 0: off",
+        "sampling with K draws (Burda et al. 2016; 5000 in the literature); with --recon-loss bce, on binary "
+        "pixels (--data binarized_mnist); 0: off",
         at_least=0,
     )
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_genae.errors import DataError
 from lightning_genae.metrics.likelihood import importance_sampled_log_likelihood
 from lightning_genae.models.base import inference
 from lightning_genae.models.options import VAEOptions
@@ -19,7 +20,8 @@ from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, 
 class VAEModule(ReconstructionModule):
     """VAE trained on recon + beta_t * KL, beta_t rising linearly to `beta` over `kl_warmup` steps.
 
-    `bce` is a Bernoulli likelihood on pixels in [0, 1] (so `val/elbo` is in nats per image);
+    `bce` is a Bernoulli likelihood on pixels in [0, 1] (so `val/elbo` is a bound in nats per image where
+    the pixels are binary; on grey levels it is a cross-entropy, not a likelihood);
     `mse` is a Gaussian one with variance 1/2 on the [-1, 1] scale (constants dropped).
     """
 
@@ -47,8 +49,14 @@ class VAEModule(ReconstructionModule):
             raise ValueError(
                 "the importance-sampled likelihood needs the Bernoulli decoder (--recon-loss bce)"
             )
-        mean, log_var = self.posterior(images)
         targets = ((images + 1) / 2).flatten(1)
+        if not ((targets == 0) | (targets == 1)).all():
+            raise DataError(
+                "the importance-sampled likelihood is of binary pixels, and these images have grey levels "
+                "(a Bernoulli decoder's score of them is no likelihood); binarize them (--data "
+                "binarized_mnist) first"
+            )
+        mean, log_var = self.posterior(images)
 
         def log_likelihood(z: Tensor) -> Tensor:
             logits = self.decoder(z.flatten(0, 1).to(images.dtype)).flatten(1).double()
