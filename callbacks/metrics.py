@@ -165,7 +165,6 @@ class GenerativeMetrics(StageRecords, Callback):
                 stage,
                 lambda _: fake,
                 num_samples=self.num_samples,
-                seed=self.seed,
                 device=pl_module.device,
             )
         score = trainer.strategy.broadcast(score, src=0)

@@ -22,6 +22,7 @@ from lightning_genae.callbacks.records import StageRecords
 from lightning_genae.console import say
 from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import BackboneUnavailable
+from lightning_genae.metrics.generative import REAL_SUBSET_SEED, seeded_subset
 from lightning_genae.metrics.sequence_classifier import SequenceFeatures, shipped_sequence_features
 from lightning_genae.metrics.sequences import DEFAULT_STEPS, score_sequences
 from lightning_genae.models import Sampler
@@ -100,10 +101,10 @@ class SequenceMetrics(StageRecords, Callback):
         key = (id(real_datamodule(datamodule)), split)
         if key not in self._real:
             series = split_series(datamodule, split)
-            # The same N real series for every evaluation with this seed, whatever the loader's order.
+            # The same N real series for every run and evaluation, whatever its seed and the loader's order:
+            # runs and seeds are measured against one reference set.
             if len(series) > self.num_samples:
-                pick = torch.randperm(len(series), generator=torch.Generator().manual_seed(self.seed))
-                series = series[pick[: self.num_samples].sort().values]
+                series = series[seeded_subset(len(series), self.num_samples, REAL_SUBSET_SEED)]
             self._real[key] = series
         return self._real[key]
 

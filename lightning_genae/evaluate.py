@@ -319,10 +319,11 @@ def score_images(
     `inception_weights`), as a run measures its samples.
 
     `images`: uint8 [N, C, H, W] as the dataset stores them, or floats in [-1, 1] as a model samples them.
-    N = min(`num_samples` or all of them, the split's size) of each are compared, the real ones the same
-    for every call with this `seed`. The values (`.values`) are named by the backbone (`fd_classifier`);
-    `.record()` says what they were computed on. A backbone given as a module must be named `classifier`
-    or `inception` (`FeatureBackbone.name`), the names the metrics carry.
+    N = min(`num_samples` or all of them, the split's size) of each are compared: the real ones the same
+    for every call, the given ones (where there are more than N) drawn with `seed`. The values (`.values`)
+    are named by the backbone (`fd_classifier`); `.record()` says what they were computed on. A backbone
+    given as a module must be named `classifier` or `inception` (`FeatureBackbone.name`), the names the
+    metrics carry.
     """
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
         raise ConfigError(
@@ -362,10 +363,10 @@ def score_images(
         RealFeatures(backbone),
         datamodule,
         split,
-        # seed + 1: the split's own images, given as `images`, would otherwise be cut to the real subset.
+        # seed + 1 (seeds are >= 0): never the real subset's REAL_SUBSET_SEED, to which the split's own
+        # images, given as `images`, would otherwise be cut.
         lambda n: extract_features(backbone, images[seeded_subset(len(images), n, seed + 1)], device),
         num_samples=min(num_samples or len(images), len(images)),
-        seed=seed,
         device=device,
     )
 

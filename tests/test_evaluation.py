@@ -17,7 +17,13 @@ from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics import names
 from lightning_genae.metrics.backbones import load_backbone
 from lightning_genae.metrics.distances import feature_metrics, frechet_distance
-from lightning_genae.metrics.generative import RealFeatures, extract_features, score_generated, seeded_subset
+from lightning_genae.metrics.generative import (
+    REAL_SUBSET_SEED,
+    RealFeatures,
+    extract_features,
+    score_generated,
+    seeded_subset,
+)
 from lightning_genae.metrics.names import GENERATIVE_KEYS, metric_name, try_parse
 
 SMALL = [
@@ -378,17 +384,17 @@ def test_score_generated_compares_n_seeded_reals_of_the_split_with_n_fakes_and_n
         asked.append(n)
         return extract_features(backbone, train_images[:n], cpu)
 
-    score = score_generated(reals, datamodule, "val", fakes, num_samples=100, seed=3, device=cpu)
+    score = score_generated(reals, datamodule, "val", fakes, num_samples=100, device=cpu)
     assert asked == [100], "the fakes are asked for exactly the N that is compared"
     assert score.record() == {"split": "val", "n_real": 100, "n_fake": 100, "backbone": backbone.description}
     assert list(score.values) == [metric_name(key, "classifier") for key in GENERATIVE_KEYS]
     assert list(score.logged()) == [f"val/{name}" for name in score.values]
     real_all = reals.get(datamodule, "val", cpu)
-    expected = feature_metrics(real_all[seeded_subset(len(real_all), 100, 3)], fakes(100))
+    expected = feature_metrics(real_all[seeded_subset(len(real_all), 100, REAL_SUBSET_SEED)], fakes(100))
     assert score.values["fd_classifier"] == expected["fd"]
     assert score.values["coverage_classifier"] == expected["coverage"]
     # digits has 180 validation images: asking for more compares all of them with as many fakes.
-    capped = score_generated(reals, datamodule, "val", fakes, num_samples=10_000, seed=3, device=cpu)
+    capped = score_generated(reals, datamodule, "val", fakes, num_samples=10_000, device=cpu)
     assert (capped.n_real, capped.n_fake, asked[-1]) == (180, 180, 180)
 
 

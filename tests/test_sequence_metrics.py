@@ -334,3 +334,12 @@ def test_the_last_validations_record_travels_in_the_checkpoint_state():
     resumed = SequenceMetrics(num_samples=8)
     resumed.load_state_dict(measured.state_dict())
     assert resumed.records == {"val": {"split": "val", "n_real": 8, "n_fake": 8}}
+
+
+def test_every_seed_is_scored_against_the_same_real_series():
+    """The spread over seeds is the models': a split capped at N compares one fixed subset of its series."""
+    datamodule = TinySeries(n=96)
+    picked = [
+        SequenceMetrics(num_samples=20, seed=seed, steps=1)._real_series(datamodule, "val") for seed in (0, 7)
+    ]
+    assert picked[0].shape[0] == 20 and torch.equal(picked[0], picked[1])

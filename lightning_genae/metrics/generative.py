@@ -133,6 +133,10 @@ def comparison_size(datamodule: ImageDataModule, split: str, num_samples: int) -
     return min(num_samples, len(datamodule.split_tensors(split)[0]))
 
 
+# Which real images a split capped at N compares with: one fixed subset for every run and seed.
+REAL_SUBSET_SEED = 0
+
+
 def seeded_subset(count: int, n: int, seed: int) -> Tensor:
     """The same n of count indices for every run with this seed (all of them when n >= count)."""
     if n >= count:
@@ -166,18 +170,19 @@ def score_generated(
     fake_features: Callable[[int], Tensor],
     *,
     num_samples: int,
-    seed: int,
     device: torch.device,
 ) -> GenerativeScore:
     """N generated against N real images of `split`, N = min(num_samples, the split's size).
 
     `fake_features(n)` returns the features of n generated images; it is asked only once N is known, so a
-    model generates no more than are compared. The real N are the same for every call with this seed.
+    model generates no more than are compared. The real N are the same for every run, whatever its seed
+    (`REAL_SUBSET_SEED`): runs and seeds are measured against one reference set, so the spread over seeds
+    is the models', not the reference's.
     """
     backbone = real_features.backbone
     real_all = real_features.get(datamodule, split, device)
     n = comparison_size(datamodule, split, num_samples)
-    real = real_all[seeded_subset(len(real_all), n, seed)]
+    real = real_all[seeded_subset(len(real_all), n, REAL_SUBSET_SEED)]
     fake = fake_features(n)
     values = score_feature_sets(real, fake)
     return GenerativeScore(
