@@ -145,7 +145,7 @@ class GANOptions(FamilyOptions):
     gan_loss: GanLoss = option(
         "ns",
         "ns (non-saturating; Adam betas 0.5, 0.999) or hinge (with the Adam betas 0, 0.9 it is trained "
-        "with in SAGAN and BigGAN)",
+        "with in SAGAN)",
     )
     ema: float = option(0.0, "decay of an EMA generator used for sampling (0 = off)", at_least=0, below=1)
     spectral_norm: bool = option(
@@ -268,7 +268,8 @@ class VAEGANOptions(FamilyOptions):
     vaegan_gamma: float = option(
         1e-2,
         "weight of the feature reconstruction loss against the GAN loss in the decoder's update "
-        "(the paper's gamma)",
+        "(the paper's gamma in its role; the loss is the full squared error, twice the paper's, so 0.01 "
+        "here is the paper's 0.02)",
         above=0,
     )
 
