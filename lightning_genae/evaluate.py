@@ -46,7 +46,8 @@ from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test
 from lightning_genae.models import GenerativeModule
 from lightning_genae.plugin_options import flag, typed_flag
 from lightning_genae.resolve import ResolvedRun, named_options, resolve
-from lightning_genae.run_folder import started_run_files
+from lightning_genae.run_folder import CONFIG_FILE, started_run_files
+from lightning_genae.run_lock import RunFolderRefused
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
     evaluation_records,
@@ -119,6 +120,16 @@ def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None
             "elsewhere"
         )
     return path
+
+
+def _run_started_as(run_folder: Path) -> tuple[int, int, int] | None:
+    """Which start of a run its folder holds: the identity of its config.yaml (inode, modification time,
+    size), which every start writes anew; None without one."""
+    try:
+        stat = (run_folder / CONFIG_FILE).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _holds_an_evaluation(path: Path) -> bool:
@@ -233,6 +244,8 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     config = resolved.config
     output = Path(options["output"]) if options.get("output") else checkpoint.run_folder
     eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)
+    in_its_run = eval_file.parent.resolve() == checkpoint.run_folder.resolve()
+    run_at_start = _run_started_as(checkpoint.run_folder) if in_its_run else None
     datamodule = resolved.build_datamodule()
     model = checkpoint.restore(resolved.model.module, "--evaluate")
     trainer = run_setup.hardware_trainer(
@@ -285,6 +298,13 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         **environment_info(trainer),
     }
     if trainer.is_global_zero:
+        if in_its_run and _run_started_as(checkpoint.run_folder) != run_at_start:
+            # An --overwrite (or another start) in the folder meanwhile: these numbers are the old run's.
+            raise RunFolderRefused(
+                f"{checkpoint.run_folder} was started again while {checkpoint.path.name} was evaluated (its "
+                f"{CONFIG_FILE} was rewritten), so {EVAL_FILE} was not written beside another run; evaluate "
+                "the folder's checkpoint again, or give --output DIR"
+            )
         path = _write(eval_file, result)
         table = format_metrics_table(metrics, test_headline(model.monitor, metrics))
         say(f"\n{table}\nwrote {path}")

@@ -332,3 +332,30 @@ def test_a_grid_cell_whose_restart_fails_before_training_keeps_its_finished_run_
     assert _files(cell) == before and not (cell / "failed.json").exists()
     monkeypatch.undo()
     assert main(grid) == 0 and "finished (step 2), skipped" in capsys.readouterr().out
+
+
+def test_an_evaluation_whose_run_was_replaced_meanwhile_writes_no_eval_json_beside_the_new_run(
+    finished_run, monkeypatch, capsys
+):
+    """`--evaluate D/checkpoints/last.ckpt` scores the run it loaded; an `--overwrite` of D starting while it
+    computes would leave those numbers in an eval.json beside the new run."""
+    from lightning_genae import evaluate
+
+    scored = evaluate.final_evaluation
+
+    def replaced_meanwhile(*args, **kwargs):
+        metrics = scored(*args, **kwargs)
+        config = finished_run / "config.yaml"
+        new_start = finished_run / "config.yaml.new"
+        new_start.write_text(config.read_text() + "# another start\n")
+        os.replace(new_start, config)
+        return metrics
+
+    monkeypatch.setattr(evaluate, "final_evaluation", replaced_meanwhile)
+    assert main(["--evaluate", str(finished_run / "checkpoints" / "last.ckpt")]) == 2
+    assert "was started again while last.ckpt was evaluated" in capsys.readouterr().err
+    assert not (finished_run / "eval.json").exists()
+    # An evaluation with nothing started meanwhile writes beside its run.
+    monkeypatch.setattr(evaluate, "final_evaluation", scored)
+    assert main(["--evaluate", str(finished_run / "checkpoints" / "last.ckpt")]) == 0
+    assert (finished_run / "eval.json").is_file()
