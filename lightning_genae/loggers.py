@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
+import json
 import netrc
 import os
 import re
 import secrets
 import shlex
-import socket
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -209,30 +212,67 @@ def _plain(value: Any) -> Any:
 
 
 def wandb_offline_reason() -> str | None:
-    """Why W&B must run offline (no key, no network, or WANDB_MODE), or None when it can go online."""
+    """Why W&B must run offline (no key, WANDB_MODE, or a server that does not take the key now), or None
+    when it can go online."""
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode in ("offline", "dryrun", "disabled"):
         return f"WANDB_MODE={mode}"
     # The server wandb talks to: WANDB_BASE_URL (a W&B server of one's own), else W&B's cloud.
     base = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL") or f"https://{WANDB_HOST}")
-    host, port = base.hostname or WANDB_HOST, base.port or (80 if base.scheme == "http" else 443)
-    has_key = bool(os.environ.get("WANDB_API_KEY"))
-    if not has_key:
-        try:
-            # `wandb login` keeps the key in ~/.netrc, or in the file NETRC names, under the server's host and
-            # port (`host:port` where the URL gives one), as wandb reads it.
-            named = os.environ.get("NETRC")
-            entries = netrc.netrc(os.path.expanduser(named) if named else None)
-            has_key = any(entries.authenticators(machine) is not None for machine in {base.netloc, host})
-        except (OSError, netrc.NetrcParseError):
-            has_key = False
-    if not has_key:
+    key = _wandb_api_key(base)
+    if key is None:
         return "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
+    return _wandb_server_refusal(f"{base.scheme}://{base.netloc}/graphql", key)
+
+
+def _wandb_api_key(base: urllib.parse.SplitResult) -> str | None:
+    """The key wandb would send: WANDB_API_KEY, else the one `wandb login` kept in ~/.netrc (or the file
+    NETRC names) under the server's host and port (`host:port` where the URL gives one)."""
+    key = os.environ.get("WANDB_API_KEY")
+    if key:
+        return key
     try:
-        # A short probe: wandb.init would otherwise retry for minutes before giving up.
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError:
-        return f"{host} is unreachable"
+        named = os.environ.get("NETRC")
+        entries = netrc.netrc(os.path.expanduser(named) if named else None)
+    except (OSError, netrc.NetrcParseError):
+        return None
+    for machine in (base.netloc, base.hostname or WANDB_HOST):
+        found = entries.authenticators(machine)
+        if found is not None and found[2]:
+            return found[2]
+    return None
+
+
+# How long the probe of W&B's server waits to connect and then for its answer.
+WANDB_PROBE_TIMEOUT_S = 5.0
+
+
+def _wandb_server_refusal(url: str, key: str) -> str | None:
+    """Why W&B's API at `url` would not take a run with `key` now, or None: one authenticated request that
+    waits seconds, where wandb.init would retry for minutes and then end the run with a traceback (a wrong
+    or expired key, a wrong WANDB_BASE_URL, a proxy that answers for every host, a server that hangs)."""
+    host = urllib.parse.urlsplit(url).netloc
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"query": "{ viewer { id } }"}).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode(),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=WANDB_PROBE_TIMEOUT_S) as response:
+            response.read(1 << 16)
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            fix = "check WANDB_API_KEY or run `wandb login`"
+            return f"{host} refused the W&B API key (HTTP {error.code}; {fix})"
+        return f"{host} answered W&B's API with HTTP {error.code} (check WANDB_BASE_URL)"
+    except (OSError, ValueError) as error:  # unreachable, reset, timed out, or not a URL
+        cause = getattr(error, "reason", error)
+        if isinstance(cause, TimeoutError) or "timed out" in str(cause):
+            return f"{host} did not answer within {WANDB_PROBE_TIMEOUT_S:g} s"
+        return f"{host} is unreachable ({cause})"
     return None
 
 

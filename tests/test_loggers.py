@@ -1,11 +1,15 @@
 """Loggers: W&B never hangs offline, images reach every logger, CSV history survives a resume."""
 
 import ast
+import base64
+import contextlib
 import csv
+import http.server
 import os
-import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -35,12 +39,67 @@ def test_no_api_key_means_offline(no_wandb_credentials):
 
 def test_unreachable_network_means_offline(no_wandb_credentials, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    # Nothing listens on port 9 (discard) of this machine.
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    assert "127.0.0.1:9 is unreachable" in wandb_offline_reason()
 
-    def unreachable(*args, **kwargs):
-        raise OSError("network is unreachable")
 
-    monkeypatch.setattr(socket, "create_connection", unreachable)
-    assert "unreachable" in wandb_offline_reason()
+@contextlib.contextmanager
+def wandb_server(status: int | None):
+    """A local stand-in for W&B's API answering every request with `status` (None: never answering)."""
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if status is None:
+                time.sleep(3)
+                return
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b'{"data": {"viewer": {"id": "u"}}}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (200, None),
+        (401, "refused the W&B API key (HTTP 401; check WANDB_API_KEY or run `wandb login`)"),
+        (404, "answered W&B's API with HTTP 404 (check WANDB_BASE_URL)"),
+        (None, "did not answer within 0.5 s"),
+    ],
+)
+def test_a_server_that_does_not_take_the_key_now_means_offline_within_seconds(
+    no_wandb_credentials, monkeypatch, status, reason
+):
+    """A wrong key or WANDB_BASE_URL, or a server that hangs, ended in wandb's traceback after up to 107 s."""
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setattr(lightning_genae.loggers, "WANDB_PROBE_TIMEOUT_S", 0.5)
+    with wandb_server(status) as (url, seen):
+        monkeypatch.setenv("WANDB_BASE_URL", url)
+        started = time.monotonic()
+        found = wandb_offline_reason()
+        assert time.monotonic() - started < 2.5
+    if reason is None:
+        assert found is None
+    else:
+        assert found == f"{url.removeprefix('http://')} {reason}"
+    expected_auth = "Basic " + base64.b64encode(b"api:" + b"k" * 40).decode()
+    assert seen == [("/graphql", expected_auth)], "one authenticated request to W&B's API"
 
 
 def test_a_key_in_the_netrc_file_named_by_netrc_for_the_server_of_wandb_base_url_is_a_key(
@@ -56,13 +115,10 @@ def test_a_key_in_the_netrc_file_named_by_netrc_for_the_server_of_wandb_base_url
     monkeypatch.setenv("NETRC", str(netrc_file))
     monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.corp.example:8443")
     probed = []
-
-    def reachable(address, timeout):
-        probed.append(address)
-        return socket.socket()
-
-    monkeypatch.setattr(socket, "create_connection", reachable)
-    assert wandb_offline_reason() is None and probed == [("wandb.corp.example", 8443)]
+    probe = "_wandb_server_refusal"
+    monkeypatch.setattr(lightning_genae.loggers, probe, lambda url, key: probed.append((url, key)))
+    assert wandb_offline_reason() is None
+    assert probed == [("https://wandb.corp.example:8443/graphql", "k" * 40)]
     monkeypatch.delenv("WANDB_BASE_URL")
     assert "no W&B API key" in wandb_offline_reason()
 
@@ -114,7 +170,7 @@ def test_wandb_init_gets_the_same_run_with_quiet_settings(
 ):
     if online:
         monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-        monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: socket.socket())
+        monkeypatch.setattr(lightning_genae.loggers, "_wandb_server_refusal", lambda url, key: None)
     calls = []
     monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or object())
     for _ in range(2):  # a second build is a resume of the same run folder
