@@ -741,6 +741,29 @@ def test_a_summary_into_a_folder_of_runs_keeps_a_users_ablation_files(tmp_path: 
     assert (tmp_path / "ablation.md").read_text() == "# Ablation: my own table\n"
 
 
+def test_a_summary_of_a_folder_of_single_runs_is_refused_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    """`--summarize runs` (where default runs go) wrote a grid.json listing every run as a cell, after which
+    a run into the folder was refused as a grid's and a grid there merged its cells with them."""
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+
+    root = tmp_path / "runs"
+    for seed in ("0", "1"):
+        single = ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--seed", seed]
+        assert main([*single, "--output", str(root / f"ae-digits-none-seed{seed}-20261128-000000")]) == 0
+    before = sorted(path.relative_to(root) for path in root.rglob("*"))
+    capsys.readouterr()
+    assert main(["--summarize", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: --summarize {root} holds no grid.json of an ablation grid, and its runs "
+        "(ae-digits-none-seed0-20261128-000000, ae-digits-none-seed1-20261128-000000) are not a grid's "
+        "cells; pass the --output folder of a grid command\n"
+    )
+    assert sorted(path.relative_to(root) for path in root.rglob("*")) == before
+
+
 @pytest.mark.slow
 def test_a_grid_command_run_again_finishes_only_what_is_left(tmp_path: Path, capsys) -> None:
     """End to end through the command line: one array task, a partial summary, a kill, a re-run."""

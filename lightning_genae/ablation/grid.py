@@ -668,6 +668,25 @@ def refuse_summary_files_of_no_grid(root: Path, flag: str) -> None:
         )
 
 
+def refuse_runs_of_no_grid(root: Path, flag: str) -> None:
+    """Refuse a root without grid.json whose run folders are not all named as a grid's cells (a folder of
+    single runs, such as `runs/`): summarizing it would record them as a grid's cells in a grid.json, and
+    a later run or grid into it would be refused or merged with them."""
+    if grid_record(root, flag) is not None or not root.is_dir():
+        return
+    others = sorted(
+        path.name
+        for path in root.iterdir()
+        if path.is_dir() and started_run_files(path) and not _CELL_NAME.match(path.name)
+    )
+    if others:
+        listed = ", ".join(others[:2]) + (f" and {len(others) - 2} more" if len(others) > 2 else "")
+        raise ConfigError(
+            f"{flag} {root} holds no {GRID_FILE} of an ablation grid, and its runs ({listed}) are not a "
+            "grid's cells; pass the --output folder of a grid command"
+        )
+
+
 def grid_record(root: Path, flag: str) -> list[str] | None:
     """The cell names `<root>/grid.json` lists; None where there is none. A grid.json that is not ours
     (unreadable, or no list of cell names) is refused: a grid never reads it as empty and replaces it."""

@@ -17,6 +17,7 @@ from lightning_genae.ablation.grid import (
     PNG_NAME,
     grid_record,
     record_grid_cells,
+    refuse_runs_of_no_grid,
     refuse_summary_files_of_no_grid,
 )
 from lightning_genae.ablation.runs import describe_progress, load_runs, main_headline, table_disagreement
@@ -29,12 +30,13 @@ __all__ = ["ADA_RT", "describe_progress", "summarize"]
 def summarize(root: Path) -> dict[str, Path]:
     """Rebuild ablation.csv, .md and .png from the run folders under `root`; returns their paths.
 
-    A root whose grid.json is not a grid's, or that has none and holds summary files no grid wrote, is
-    refused before anything is written.
+    A root whose grid.json is not a grid's, or that has none and holds summary files no grid wrote or runs
+    not named as a grid's cells, is refused before anything is written.
     """
     root = Path(root)
     recorded = grid_record(root, "--summarize")
     refuse_summary_files_of_no_grid(root, "--summarize")
+    refuse_runs_of_no_grid(root, "--summarize")
     # The tuning stage as the tuning cells' folders are now: array tasks finish in any order.
     refresh_tuning_record(root)
     runs = load_runs(root)
