@@ -145,3 +145,18 @@ def test_the_same_weights_and_meta_in_another_order_hash_alike(tmp_path):
         model, tmp_path / "b.pt", epochs=3, num_test=20, seed=0, data="folder"
     )
     assert first == second == file_sha256(tmp_path / "b.pt")
+
+
+def test_the_data_folder_defaults_to_genae_data_dir_as_for_run_py(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    monkeypatch.setenv("GENAE_DATA_DIR", str(tmp_path / "datasets"))
+    assert main(["--data", "mnist", "--output", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'datasets' / 'MNIST' / 'raw'}" in capsys.readouterr().err

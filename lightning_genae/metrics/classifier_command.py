@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_genae.datamodules import DATASETS, build_datamodule, parse_dataset_options
+from lightning_genae.datamodules import DATASETS, build_datamodule, default_data_dir, parse_dataset_options
 from lightning_genae.errors import GenaeError
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
@@ -78,7 +78,8 @@ def given_dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _train_image(args: argparse.Namespace) -> TrainedClassifier:
     options = parse_dataset_options(args.data, given_dataset_options(args))
-    datamodule = build_datamodule(args.data, data_dir=args.data_dir or ".", **options.to_dict())
+    data_dir = args.data_dir or default_data_dir()
+    datamodule = build_datamodule(args.data, data_dir=data_dir, **options.to_dict())
     datamodule.prepare_data()
     datamodule.setup()
     model, test_accuracy = image_classifier.train_classifier(
@@ -99,7 +100,7 @@ def _train_image(args: argparse.Namespace) -> TrainedClassifier:
 
 
 def _train_sequence(args: argparse.Namespace) -> TrainedClassifier:
-    splits = sequence_classifier.SEQUENCE_DATASETS[args.data](args.data_dir or ".")
+    splits = sequence_classifier.SEQUENCE_DATASETS[args.data](args.data_dir or default_data_dir())
     epochs = args.epochs or sequence_classifier.DEFAULT_EPOCHS
     model, test_accuracy = sequence_classifier.train_sequence_classifier(
         splits, seed=args.seed, epochs=epochs, verbose=True
@@ -170,7 +171,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir",
         default=None,
-        help="dataset folder (the one holding MNIST/raw for mnist and smnist; not needed for digits)",
+        help="dataset folder (the one holding MNIST/raw for mnist and smnist; not needed for digits); "
+        "default: $GENAE_DATA_DIR when that is set, else ./data, as for run.py",
     )
     # The image datasets' options, plug-ins' included, so a classifier is trained on the images the runs read.
     for name, (kind, spec) in image_dataset_options().items():
