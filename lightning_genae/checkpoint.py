@@ -113,6 +113,10 @@ class RunCheckpoint:
             raise ConfigError("--resume last needs --output RUN_DIR, the run folder to continue")
         path = last_checkpoint(output)
         if not path.is_file():
+            from lightning_genae.run_lock import RunFolderLock
+
+            # A run still writing there (before its first checkpoint) is the reason to name.
+            RunFolderLock.refuse_if_held(Path(output))
             raise ConfigError(
                 f"--resume last: {path} does not exist; pass --output of a run folder with "
                 "checkpoints/last.ckpt, or --resume PATH.ckpt"

@@ -368,6 +368,17 @@ def test_a_folder_locked_by_a_live_run_is_refused_naming_its_owner(tmp_path, liv
     assert sorted(os.listdir(output)) == [LOCK_FILE], "the owner's lock stays and nothing is written"
 
 
+def test_resume_last_of_a_run_still_writing_before_its_first_checkpoint_names_the_run(
+    tmp_path, live_process, capsys
+):
+    """Not "last.ckpt does not exist": the folder's run is alive and has not checkpointed yet."""
+    output = tmp_path / "run"
+    write_lock(output, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
+    assert main(["--output", str(output), "--resume", "last"]) == 2
+    one_line(capsys, "in use by another run", f"pid {live_process.pid}")
+    assert sorted(os.listdir(output)) == [LOCK_FILE]
+
+
 def test_overwrite_never_removes_a_run_that_is_still_writing(finished_run, live_process):
     write_lock(finished_run, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
     before = snapshot(finished_run)
