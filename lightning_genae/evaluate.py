@@ -47,7 +47,7 @@ from lightning_genae.models import GenerativeModule
 from lightning_genae.plugin_options import flag, typed_flag
 from lightning_genae.resolve import ResolvedRun, named_options, resolve
 from lightning_genae.run_folder import CONFIG_FILE, started_run_files
-from lightning_genae.run_lock import RunFolderRefused
+from lightning_genae.run_lock import RunFolderRefused, live_lock_owner
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
     evaluation_records,
@@ -245,6 +245,13 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     output = Path(options["output"]) if options.get("output") else checkpoint.run_folder
     eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)
     in_its_run = eval_file.parent.resolve() == checkpoint.run_folder.resolve()
+    owner = live_lock_owner(checkpoint.run_folder) if in_its_run else None
+    if owner is not None:
+        # Its eval.json would describe an early checkpoint beside the run's final summary.json.
+        raise RunFolderRefused(
+            f"--evaluate: {checkpoint.run_folder} is in use by the run still training there ({owner}); give "
+            f"--output DIR for this evaluation's {EVAL_FILE}, or evaluate once the run has finished"
+        )
     run_at_start = _run_started_as(checkpoint.run_folder) if in_its_run else None
     datamodule = resolved.build_datamodule()
     model = checkpoint.restore(resolved.model.module, "--evaluate")

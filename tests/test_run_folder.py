@@ -379,6 +379,21 @@ def test_resume_last_of_a_run_still_writing_before_its_first_checkpoint_names_th
     assert sorted(os.listdir(output)) == [LOCK_FILE]
 
 
+def test_evaluate_of_a_run_still_training_writes_no_eval_json_in_its_folder(
+    finished_run, live_process, capsys
+):
+    """Its eval.json would describe an early checkpoint beside the final summary.json, and block --evaluate of
+    the final weights without --overwrite."""
+    write_lock(finished_run, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
+    checkpoint = finished_run / "checkpoints" / "last.ckpt"
+    assert main(["--evaluate", str(checkpoint)]) == 2
+    one_line(capsys, "is in use by the run still training there", "--output DIR")
+    assert not (finished_run / "eval.json").exists()
+    elsewhere = finished_run.parent / "evaluation"
+    assert main(["--evaluate", str(checkpoint), "--output", str(elsewhere)]) == 0
+    assert (elsewhere / "eval.json").is_file()
+
+
 def test_overwrite_never_removes_a_run_that_is_still_writing(finished_run, live_process):
     write_lock(finished_run, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
     before = snapshot(finished_run)
