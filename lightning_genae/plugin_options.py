@@ -217,6 +217,19 @@ class OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see --help\n")
 
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's refusal of a choice, with the one it resembles (`--model vea`: did you mean 'vae'?).
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as error:
+            choices = [str(choice) for choice in action.choices or ()]
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            if not close:
+                raise
+            hint = f", did you mean {close[0]!r}?"
+            message = error.message.replace(" (choose from", f"{hint} (choose from", 1)
+            raise argparse.ArgumentError(action, message if hint in message else message + hint) from None
+
 
 def command_line_reader(kind: Any) -> Callable[[str], Any]:
     """The argparse `type` of a valued (not yes/no, not list) option of type `kind`, reading as `coerce`

@@ -13,6 +13,7 @@ they combine and which options each reads.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -158,8 +159,14 @@ def parse_augment(spec: str) -> list[str]:
     names = [name.strip() for name in spec.split("+")]
     unknown = [name for name in names if name != "none" and name not in AUGMENTATIONS]
     if unknown or not spec.strip():
+        close = [
+            match
+            for name in unknown
+            for match in difflib.get_close_matches(name, augmentation_choices(), n=1)
+        ]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(
-            f"--augment {spec!r}: unknown augmentation {', '.join(unknown) or '(empty)'}; "
+            f"--augment {spec!r}: unknown augmentation {', '.join(unknown) or '(empty)'}{hint}; "
             f"choose from {', '.join(augmentation_choices())} (join several with '+') {PLUGIN_HINT}"
         )
     if "none" in names and len(names) > 1:
