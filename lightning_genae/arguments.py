@@ -83,8 +83,12 @@ class _ExtendList(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
+        items = split_list(values)
+        if not items:
+            # `--logger ""` from a script's empty variable: refused, as an empty path is.
+            parser.error(f"argument {option_string}: empty; give one or more values separated by commas")
         current = list(getattr(namespace, self.dest, None) or [])
-        setattr(namespace, self.dest, current + split_list(values))
+        setattr(namespace, self.dest, current + items)
 
 
 def _shown(value: Any) -> str:
