@@ -146,7 +146,9 @@ class SequenceMetrics(StageRecords, Callback):
         if stage == "val":
             self._last_scored = iteration
         if trainer.state.fn != "fit":
-            shown = ", ".join(f"{name} = {value:.4g}" for name, value in logged.items())
+            # Named without the split, which the line starts with (as the image metrics' line).
+            prefix = f"{stage}/"
+            shown = ", ".join(f"{name.removeprefix(prefix)} = {value:.4g}" for name, value in logged.items())
             say(f"{stage}: {shown} ({record['n_real']} real {stage} series, {record['n_fake']} generated)")
 
 

@@ -76,6 +76,21 @@ class MNISTDataModule(ImageDataModule):
         names = [name for pair in IDX_FILES.values() for name in pair]
         return [name for name in names if find_idx_file(self.raw_dir, name) is None]
 
+    def _files_in_data_dir_itself(self) -> DataError | None:
+        """The error for a --data-dir that holds the IDX files itself (the raw folder named, a common slip),
+        found before any download into a raw folder inside it; None otherwise."""
+        names = [name for pair in IDX_FILES.values() for name in pair]
+        if not all(find_idx_file(self.data_dir, name) is not None for name in names):
+            return None
+        inside = self.data_dir.resolve()
+        if inside.name == "raw" and inside.parent.name == self.folder:
+            fix = f"pass --data-dir {inside.parent.parent}, the folder holding {self.folder}/raw"
+        else:
+            fix = f"move them into {self.raw_dir}, or pass the folder holding {self.folder}/raw"
+        return DataError(
+            f"{self.folder} not found in {self.raw_dir}, but its files are in {self.data_dir}: {fix}"
+        )
+
     def _not_found(self, reason: str) -> DataError:
         # Name the files that are missing: torchvision re-downloads all four, so its error names the
         # first of them even when only a labels file is absent.
@@ -87,6 +102,9 @@ class MNISTDataModule(ImageDataModule):
                 f"{reason}: put {agree(missing, 'that file', 'those files')} there, "
                 f"or pass --data-dir pointing at a folder holding a complete {self.folder}/raw"
             )
+        misplaced = self._files_in_data_dir_itself()
+        if misplaced is not None:
+            return misplaced
         return DataError(
             f"{self.folder} not found in {self.raw_dir} {reason}: "
             "put train-images-idx3-ubyte[.gz] etc. there, "
@@ -97,6 +115,9 @@ class MNISTDataModule(ImageDataModule):
         """Download with torchvision unless all four IDX files (gzipped or not) are already there."""
         if not self._missing():
             return
+        misplaced = self._files_in_data_dir_itself()
+        if misplaced is not None:
+            raise misplaced
         from torchvision import datasets
 
         self._download(

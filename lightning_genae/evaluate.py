@@ -577,7 +577,8 @@ def evaluate_folder(
                 # A file the user named is expected to work: an error, not a skipped backbone.
                 raise
             result["skipped"][name] = str(error)
-            say(f"{name} metrics skipped: {error}")
+            # The reason begins with the backbone's name, which the line already gives.
+            say(f"{name} metrics skipped: {str(error).removeprefix(f'{name}: ')}")
             continue
         score = score_images(
             images,

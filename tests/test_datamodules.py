@@ -471,6 +471,23 @@ def test_wrong_magic_number_is_a_data_error(small_mnist_dirs: dict[str, Path]) -
         MNISTDataModule(small_mnist_dirs["raw"]).setup()
 
 
+def test_a_data_dir_naming_the_raw_folder_itself_is_told_its_parent_before_any_download(
+    small_mnist_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_download)
+    raw = small_mnist_dirs["gz"] / "MNIST" / "raw"
+    with pytest.raises(DataError) as error:
+        MNISTDataModule(raw).prepare_data()
+    assert str(error.value) == (
+        f"MNIST not found in {raw / 'MNIST' / 'raw'}, but its files are in {raw}: pass --data-dir "
+        f"{small_mnist_dirs['gz'].resolve()}, the folder holding MNIST/raw"
+    )
+    assert not (raw / "MNIST").exists()
+
+
 @pytest.mark.parametrize(
     ("module", "where"),
     [
