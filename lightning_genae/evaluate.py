@@ -9,6 +9,7 @@ folder's under the metric's own (`fd_classifier`), as no split of a run produced
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -120,6 +121,10 @@ def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None
             "elsewhere"
         )
     return path
+
+
+# Below this many images a side, a folder's scores get a word on their sample size.
+FEW_IMAGES = 100
 
 
 def _run_started_as(run_folder: Path) -> tuple[int, int, int] | None:
@@ -550,7 +555,7 @@ def evaluate_folder(
         "cuda" if torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda") else "cpu"
     )
     result: dict[str, Any] = {
-        "folder": str(folder),
+        "folder": os.path.abspath(folder),
         "n_images": len(images),
         "data": config.data,
         "split": "test",
@@ -601,6 +606,11 @@ def evaluate_folder(
             line += (
                 f"; a seeded {score.n_fake} of the folder's {len(images)} images, as both sides take "
                 f"min(--eval-samples {config.eval_samples}, the test split's {tested}, the folder's)"
+            )
+        if score.n_fake < FEW_IMAGES:
+            line += (
+                "; at so few images FD is biased upward and the k-nearest-neighbour metrics are coarse "
+                "(recall and coverage reach 1.0 easily): compare only with figures of the same N"
             )
         say(line)
     if not result["metrics"]:

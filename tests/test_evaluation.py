@@ -220,6 +220,13 @@ def test_evaluate_folder_scores_real_images_far_better_than_noise(tmp_path, caps
     assert real["precision_classifier"] > 0.5 > noise_result["precision_classifier"]
     assert scores["real"]["backbones"]["classifier"]["n_real"] == 300
     assert "inception" in scores["real"]["skipped"] or "fid_inception" in real
+    assert scores["real"]["folder"] == str(tmp_path / "real"), "absolute, as config.yaml's paths"
+    # A folder of a few images is scored, with a word on what so few can say.
+    _write_pngs(train_images[:8], tmp_path / "few")
+    args = ["--evaluate-folder", str(tmp_path / "few"), "--data", "digits", "--backbone", "classifier"]
+    assert main([*args, "--output", str(tmp_path / "eval-few")]) == 0
+    assert "8 generated vs 8 real test images" in (printed := capsys.readouterr().out)
+    assert "at so few images FD is biased upward" in printed
 
 
 def test_evaluate_folder_with_a_backbone_scores_with_it_alone_and_says_how_other_images_are_read(
