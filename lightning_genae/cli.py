@@ -42,6 +42,7 @@ from lightning_genae.resolve import (
     plugin_option_names,
     plugin_path_options,
     resolve,
+    without_a_likelihood_of_grey_pixels,
 )
 from lightning_genae.run_folder import check_output_folder, put_back_a_stopped_overwrite, set_aside_run_in
 
@@ -253,6 +254,7 @@ def _resolve_single_run(
     elif "resume" not in args:
         resume = _checkpoint_of_restarted_job(merge(file_values, args))
     base = resume.stored_config("--resume") if resume is not None else {}
+    base = without_a_likelihood_of_grey_pixels(base, {**file_values, **args})
     if resume is None:
         file_values = _without_options_of_what_the_command_line_replaced(file_values, args)
     if resume is not None:

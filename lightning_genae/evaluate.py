@@ -46,7 +46,7 @@ from lightning_genae.metrics.generative import (
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
 from lightning_genae.plugin_options import flag, typed_flag
-from lightning_genae.resolve import ResolvedRun, named_options, resolve
+from lightning_genae.resolve import ResolvedRun, named_options, resolve, without_a_likelihood_of_grey_pixels
 from lightning_genae.run_folder import CONFIG_FILE, started_run_files
 from lightning_genae.run_lock import RunFolderRefused, live_lock_owner
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
@@ -245,7 +245,9 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         raise ConfigError(f"--evaluate takes the run's own settings from the checkpoint; drop {flags}")
     typed = {key: value for key, value in options.items() if key in EVALUATION_OPTIONS}
     # What is typed now is refused where the run cannot read it (an image backbone for series).
-    resolved = resolve(merge(stored, typed), named=named_options(typed))
+    resolved = resolve(
+        merge(without_a_likelihood_of_grey_pixels(stored, typed), typed), named=named_options(typed)
+    )
     config = resolved.config
     output = Path(options["output"]) if options.get("output") else checkpoint.run_folder
     eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)

@@ -217,6 +217,24 @@ def _refuse_a_likelihood_of_grey_pixels(config: RunConfig, options: FamilyOption
     )
 
 
+def without_a_likelihood_of_grey_pixels(stored: dict[str, Any], typed: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's configuration with its recorded `--nll-samples` left out where its data has grey levels
+    (which a run may have recorded before such runs were refused) and the command does not ask for it
+    again: resumed or evaluated, the run says so once and scores no likelihood of grey pixels."""
+    data = stored.get("data")
+    if not stored.get("nll_samples") or typed.get("nll_samples") or data not in DATASETS:
+        return stored
+    if DATASETS[data].binary_pixels:
+        return stored
+    from lightning_genae.console import say
+
+    say(
+        f"note: the run recorded --nll-samples {stored['nll_samples']} on {data}, whose pixels have grey "
+        "levels, where a Bernoulli decoder's score is no likelihood: that estimate is left out"
+    )
+    return {**stored, "nll_samples": 0}
+
+
 def _refuse_series_backbone(config: RunConfig, named: Collection[str]) -> None:
     """Series are scored in their own classifier's features (where the dataset ships one), or not at all.
     Typed now, not stored: a series run that recorded --backbone inception (where it did nothing) resumes."""
