@@ -418,6 +418,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 CLUSTER_JOB_KEY = "genae_cluster_job"
 
 
+def written_by_this_jobs_earlier_attempt(run_dir: Path) -> bool:
+    """Whether `run_dir`'s last.ckpt was written by an earlier attempt of the cluster job this process is a
+    restart of (its `CLUSTER_JOB_KEY`): the run that job started, which its restart continues rather than
+    replacing again (an `--overwrite` in its command was done by that attempt)."""
+    from lightning_genae.cluster import current_job
+
+    job = current_job()
+    path = last_checkpoint(run_dir)
+    if job is None or job.restart_count == 0 or not job.identified or not path.is_file():
+        return False
+    try:
+        contents = RunCheckpoint.load(path, "--resume").contents
+    except ConfigError:
+        return False
+    return contents.get(CLUSTER_JOB_KEY) == job.tag
+
+
 class StoreRunConfig(Callback):
     """Puts the run configuration into every checkpoint, so a checkpoint alone can be resumed or evaluated,
     and the cluster job that wrote it, if any."""

@@ -252,7 +252,10 @@ def _resolve_single_run(
             _put_back_the_run_of(args["resume"], args.get("output"))
         resume = RunCheckpoint.to_resume(args["resume"], args.get("output"))
     elif "resume" not in args:
-        resume = _checkpoint_of_restarted_job(merge(file_values, args))
+        resume = _checkpoint_of_restarted_job(merge(file_values, args), {**file_values, **args})
+        if resume is not None and args.get("overwrite"):
+            # The job's earlier attempt did the replacing; the run it started is the one to continue.
+            args["overwrite"] = False
     base = resume.stored_config("--resume") if resume is not None else {}
     base = without_a_likelihood_of_grey_pixels(base, {**file_values, **args})
     if resume is None:
@@ -356,15 +359,21 @@ def _quiet_lightning() -> None:
     quiet_lightning()
 
 
-def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
+def _checkpoint_of_restarted_job(
+    values: RunConfig, given: dict[str, Any] | None = None
+) -> RunCheckpoint | None:
     """The checkpoint a requeued SLURM job (or a restarted torchrun job) continues from, or None.
 
     A restarted job runs its command again, without `--resume`. Its run continues as if `--resume last`
     had been given, from `last.ckpt` in its run folder: the job's own default folder (named after the
     job, so a checkpoint there can only be this job's), or `--output` when the scheduler says this is a
-    restart and the checkpoint there names this job. A job that stopped before its first checkpoint starts
-    from the beginning: where its `--output` holds another run's checkpoint (the run an `--overwrite` put
-    back when the attempt stopped before training), the command does what it did the first time.
+    restart and the checkpoint there names this job (`CLUSTER_JOB_KEY`). A job that stopped before its
+    first checkpoint starts from the beginning: where its `--output` holds another job's checkpoint (the
+    run an `--overwrite` put back when the attempt stopped before training), the command does what it did
+    the first time. A checkpoint that names no job (an older version's, or a run's outside any job) is
+    continued as before; an `--overwrite` command (`given`: what it typed) replaces it where it holds
+    another run's options, and is refused in one line where they agree (this job's own run, or one it
+    means to run again from scratch).
     """
     job = current_job()
     if job is None:
@@ -379,13 +388,35 @@ def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
     else:
         from lightning_genae.train import default_run_dir
 
+        if job.restart_count == 0 and not job.identified:
+            # torchrun without --rdzv-id: the folder named after the job is every such job's.
+            return None
         folder = default_run_dir(resolve(values).config)
     path = last_checkpoint(folder)
     if not path.is_file():
         return None
     checkpoint = RunCheckpoint.load(path, "--resume")
-    if values.output and checkpoint.contents.get(CLUSTER_JOB_KEY) != job.tag:
+    writer = checkpoint.contents.get(CLUSTER_JOB_KEY)
+    if writer is not None and writer != job.tag:
         return None
+    if values.output and values.overwrite and (writer is None or not job.identified):
+        from lightning_genae.models import changeable_on_resume
+        from lightning_genae.run_lock import RunFolderRefused
+
+        stored = checkpoint.stored_config("--resume")
+        if resume_conflicts(stored, given or {}, changeable_on_resume(stored.get("model", ""))):
+            return None  # another run's options: the run the --overwrite replaces
+
+        why = (
+            "the checkpoint names no job: written outside one, or by an older version"
+            if writer is None
+            else "torchrun without --rdzv-id gives every job the id none"
+        )
+        raise RunFolderRefused(
+            f"--output {folder}: this restarted job cannot tell whether {path} is its own run to continue or "
+            f"the run its --overwrite replaces ({why}); continue it with --resume last in place of "
+            "--overwrite, or submit the job again to replace it"
+        )
     return checkpoint
 
 

@@ -38,6 +38,12 @@ class ClusterJob:
     restart_count: int
 
     @property
+    def identified(self) -> bool:
+        """Whether the id tells this job from others: torchrun without `--rdzv-id` gives every job the id
+        `none`, so its folders and checkpoints cannot be told from another such job's."""
+        return not (self.scheduler == "torchrun" and self.job_id in ("", "none"))
+
+    @property
     def tag(self) -> str:
         """Folder- and id-safe name of the job, the same in every rank and every restart: `slurm1234_5`."""
         safe = "".join(char if char.isalnum() or char in "_-" else "-" for char in self.job_id)

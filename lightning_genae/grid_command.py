@@ -286,6 +286,8 @@ def _cell_runner(
         resolved = runs[cell]
         resume = None
         if start is CellStart.RESUME:
+            # Continued, never replaced: a restarted job's --overwrite was done by its earlier attempt.
+            resolved = replace(resolved, config=replace(resolved.config, overwrite=False))
             resume = RunCheckpoint.to_resume("last", str(run_dir))
             conflicts = unfinished_run_conflicts(resume.stored_config("--resume"), resolved.config)
             if conflicts:

@@ -207,6 +207,80 @@ def test_a_requeued_overwrite_whose_first_attempt_stopped_before_training_replac
     assert found is not None and found.contents["global_step"] == 3
 
 
+def test_a_requeued_overwrite_job_continues_the_run_its_earlier_attempt_started(
+    tmp_path, monkeypatch, capsys
+):
+    """Its command still says --overwrite; the replacing was done by the first attempt, whose checkpoint is
+    the run to continue (refused before as --overwrite with a resume)."""
+    run_dir = tmp_path / "run"
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    command = ["--model", "ae", *TINY_RUN, "--seed", "1", "--output", str(run_dir), "--overwrite"]
+    as_slurm_task(monkeypatch, job_id="8282")
+    assert main([*command, "--max-steps", "3"]) == 0
+    as_slurm_task(monkeypatch, job_id="8282", restart=1)
+    capsys.readouterr()
+    assert main([*command, "--max-steps", "5"]) == 0
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'} at iteration 3" in capsys.readouterr().out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 5 and summary["config"]["seed"] == 1
+
+
+def test_a_requeued_overwrite_job_refuses_a_checkpoint_that_names_no_job_and_changes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    """Written outside any job, or by an older version: the job's own run or the run it replaces; neither
+    continued nor replaced on a guess. Without --overwrite it is continued, as it always was."""
+    from lightning_genae.checkpoint import CLUSTER_JOB_KEY
+
+    run_dir = tmp_path / "run"
+    command = ["--model", "ae", *TINY_RUN, "--output", str(run_dir)]
+    as_slurm_task(monkeypatch, job_id="8383")
+    assert main([*command, "--max-steps", "2"]) == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    checkpoint.pop(CLUSTER_JOB_KEY)
+    torch.save(checkpoint, last)
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    as_slurm_task(monkeypatch, job_id="8383", restart=1)
+    capsys.readouterr()
+    assert main([*command, "--max-steps", "4", "--overwrite"]) == 2
+    assert "cannot tell whether" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
+    assert main([*command, "--max-steps", "4"]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 4
+
+
+def test_a_requeued_grid_array_task_with_overwrite_continues_its_own_cell(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "grid"
+    grid = ["--model", "ae", *TINY_RUN, "--seeds", "0,1", "--output", str(root), "--overwrite"]
+    grid += ["--grid-index"]
+    as_slurm_task(monkeypatch, job_id="9001", array=("9000", "0"))
+    assert main([*grid, "0", "--max-steps", "2"]) == 0
+    as_slurm_task(monkeypatch, job_id="9001", array=("9000", "0"), restart=1)
+    capsys.readouterr()
+    assert main([*grid, "0", "--max-steps", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "starting over" not in out and "at iteration 2" in out
+    assert json.loads((root / "none-tsfull-seed0" / "summary.json").read_text())["global_step"] == 4
+
+
+def test_torchrun_jobs_without_a_rendezvous_id_never_continue_each_others_runs(tmp_path, monkeypatch, capsys):
+    """torchrun without --rdzv-id gives every job the id `none`: a new job does not take the folder named
+    after it for its own."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    for name in ("GROUP_RANK", "RANK", "LOCAL_RANK"):
+        monkeypatch.setenv(name, "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29563")
+    assert not cluster.current_job().identified
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "2"]) == 0
+    capsys.readouterr()
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "4"]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+
+
 def test_a_requeued_job_killed_before_its_first_checkpoint_starts_again_in_its_folder(
     tmp_path, monkeypatch, capsys
 ):

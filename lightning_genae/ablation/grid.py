@@ -452,6 +452,11 @@ def _how_to_start(
     if owner is not None:
         return None, f"in use by another run ({owner}), left to it (if that run is gone: rm {lock})", None
     if overwrite:
+        from lightning_genae.checkpoint import written_by_this_jobs_earlier_attempt
+
+        # A restarted job's grid continues the cells its earlier attempt already replaced.
+        overwrite = not written_by_this_jobs_earlier_attempt(run_dir)
+    if overwrite:
         start = CellStart.RESTART if run_dir.exists() else CellStart.FRESH
         return start, "starting over (--overwrite)", None
     if (run_dir / FAILED_FILE).is_file():
