@@ -759,9 +759,15 @@ def test_a_summary_of_a_folder_of_single_runs_is_refused_and_writes_nothing(tmp_
     assert err == (
         f"error: --summarize {root} holds no grid.json of an ablation grid, and its runs "
         "(ae-digits-none-seed0-20261128-000000, ae-digits-none-seed1-20261128-000000) are not a grid's "
-        "cells; pass the --output folder of a grid command\n"
+        "cells, which its tables would mix with them; pass the --output folder of a grid\n"
     )
     assert sorted(path.relative_to(root) for path in root.rglob("*")) == before
+    # Nor does a grid put its cells among them.
+    grid = ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--seeds", "0,1", "--output", str(root)]
+    for overwrite in ([], ["--overwrite"]):
+        assert main([*grid, *overwrite]) == 2
+        assert "pick another --output for the grid" in capsys.readouterr().err
+        assert sorted(path.relative_to(root) for path in root.rglob("*")) == before
 
 
 @pytest.mark.slow

@@ -643,6 +643,7 @@ def check_grid_root(root: Path, *, overwrite: bool) -> list[str]:
     # A run writing there that has not written its files yet is named by its lock.
     RunFolderLock.refuse_if_held(root)
     refuse_summary_files_of_no_grid(root, "--output")
+    refuse_runs_of_no_grid(root, "--output")
     files = started_run_files(root)
     refuse_files_no_run_wrote(root, files)
     if files and not overwrite:
@@ -675,8 +676,9 @@ def refuse_summary_files_of_no_grid(root: Path, flag: str) -> None:
 
 def refuse_runs_of_no_grid(root: Path, flag: str) -> None:
     """Refuse a root without grid.json whose run folders are not all named as a grid's cells (a folder of
-    single runs, such as `runs/`): summarizing it would record them as a grid's cells in a grid.json, and
-    a later run or grid into it would be refused or merged with them."""
+    single runs, such as `runs/`): a grid there, or a summary of it, would put them in the grid's tables
+    (and a summary would record them as cells in a grid.json, after which a run into the folder is refused
+    as a grid's)."""
     if grid_record(root, flag) is not None or not root.is_dir():
         return
     others = sorted(
@@ -686,9 +688,12 @@ def refuse_runs_of_no_grid(root: Path, flag: str) -> None:
     )
     if others:
         listed = ", ".join(others[:2]) + (f" and {len(others) - 2} more" if len(others) > 2 else "")
-        raise ConfigError(
+        fix = "pass the --output folder of a grid"
+        if flag == "--output":
+            fix = "pick another --output for the grid"
+        raise RunFolderRefused(
             f"{flag} {root} holds no {GRID_FILE} of an ablation grid, and its runs ({listed}) are not a "
-            "grid's cells; pass the --output folder of a grid command"
+            f"grid's cells, which its tables would mix with them; {fix}"
         )
 
 
