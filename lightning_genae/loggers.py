@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import http.client
 import io
 import json
 import netrc
@@ -12,6 +13,7 @@ import os
 import re
 import secrets
 import shlex
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -218,11 +220,15 @@ def wandb_offline_reason() -> str | None:
     if mode in ("offline", "dryrun", "disabled"):
         return f"WANDB_MODE={mode}"
     # The server wandb talks to: WANDB_BASE_URL (a W&B server of one's own), else W&B's cloud.
-    base = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL") or f"https://{WANDB_HOST}")
+    base_url = os.environ.get("WANDB_BASE_URL") or f"https://{WANDB_HOST}"
+    base = urllib.parse.urlsplit(base_url)
+    if base.scheme not in ("http", "https") or not base.netloc:
+        return f"WANDB_BASE_URL={base_url} is not an http(s) URL (such as https://wandb.example.com)"
     key = _wandb_api_key(base)
     if key is None:
         return "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
-    return _wandb_server_refusal(f"{base.scheme}://{base.netloc}/graphql", key)
+    # As wandb does: the API under the whole base URL, a server behind a path prefix included.
+    return _wandb_server_refusal(f"{base_url.rstrip('/')}/graphql", key)
 
 
 def _wandb_api_key(base: urllib.parse.SplitResult) -> str | None:
@@ -243,36 +249,62 @@ def _wandb_api_key(base: urllib.parse.SplitResult) -> str | None:
     return None
 
 
-# How long the probe of W&B's server waits to connect and then for its answer.
+_CHECK_THE_KEY = "check WANDB_API_KEY or run `wandb login`"
+# How long the probe of W&B's server may take in all.
 WANDB_PROBE_TIMEOUT_S = 5.0
 
 
 def _wandb_server_refusal(url: str, key: str) -> str | None:
     """Why W&B's API at `url` would not take a run with `key` now, or None: one authenticated request that
-    waits seconds, where wandb.init would retry for minutes and then end the run with a traceback (a wrong
-    or expired key, a wrong WANDB_BASE_URL, a proxy that answers for every host, a server that hangs)."""
+    waits seconds in all, where wandb.init would retry for minutes and then end the run with a traceback (a
+    wrong or expired key, a wrong WANDB_BASE_URL, a proxy or sign-in page that answers for every host, a
+    server that hangs or trickles)."""
     host = urllib.parse.urlsplit(url).netloc
-    request = urllib.request.Request(
-        url,
-        data=json.dumps({"query": "{ viewer { id } }"}).encode(),
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode(),
-        },
-    )
+    outcome: list[str | None] = []
+
+    def ask() -> None:
+        outcome.append(_wandb_api_answer(url, host, key))
+
+    # A thread, so that the deadline holds for the whole exchange (a socket timeout holds per read only).
+    asking = threading.Thread(target=ask, name="wandb-probe", daemon=True)
+    asking.start()
+    asking.join(WANDB_PROBE_TIMEOUT_S)
+    if not outcome:
+        return f"{host} did not answer within {WANDB_PROBE_TIMEOUT_S:g} s"
+    return outcome[0]
+
+
+def _wandb_api_answer(url: str, host: str, key: str) -> str | None:
+    """What W&B's API at `url` says to `key`: None where it names the key's user, else why not."""
     try:
+        request = urllib.request.Request(
+            url,
+            data=json.dumps({"query": "{ viewer { id } }"}).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode(),
+            },
+        )
         with urllib.request.urlopen(request, timeout=WANDB_PROBE_TIMEOUT_S) as response:
-            response.read(1 << 16)
+            body = response.read(1 << 16)
     except urllib.error.HTTPError as error:
         if error.code in (401, 403):
-            fix = "check WANDB_API_KEY or run `wandb login`"
-            return f"{host} refused the W&B API key (HTTP {error.code}; {fix})"
+            return f"{host} refused the W&B API key (HTTP {error.code}; {_CHECK_THE_KEY})"
         return f"{host} answered W&B's API with HTTP {error.code} (check WANDB_BASE_URL)"
-    except (OSError, ValueError) as error:  # unreachable, reset, timed out, or not a URL
+    except (OSError, ValueError, http.client.HTTPException) as error:  # unreachable, reset, timed out
         cause = getattr(error, "reason", error)
         if isinstance(cause, TimeoutError) or "timed out" in str(cause):
             return f"{host} did not answer within {WANDB_PROBE_TIMEOUT_S:g} s"
         return f"{host} is unreachable ({cause})"
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), dict):
+        not_the_api = "a proxy or sign-in page? check WANDB_BASE_URL"
+        return f"{host} answered with something other than W&B's API ({not_the_api})"
+    if not answer["data"].get("viewer"):
+        return f"{host} knows no user for the W&B API key ({_CHECK_THE_KEY})"
     return None
 
 

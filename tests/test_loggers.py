@@ -44,9 +44,15 @@ def test_unreachable_network_means_offline(no_wandb_credentials, monkeypatch):
     assert "127.0.0.1:9 is unreachable" in wandb_offline_reason()
 
 
+VIEWER = b'{"data": {"viewer": {"id": "u"}}}'
+
+
 @contextlib.contextmanager
-def wandb_server(status: int | None):
-    """A local stand-in for W&B's API answering every request with `status` (None: never answering)."""
+def wandb_server(
+    status: int | None, body: bytes = b'{"data": {"viewer": {"id": "u"}}}', trickle: bool = False
+):
+    """A local stand-in for W&B's API answering every request with `status` and `body` (status None: never
+    answering; `trickle`: the body a byte at a time, slower than any deadline)."""
     seen: list[tuple[str, str | None]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -58,7 +64,11 @@ def wandb_server(status: int | None):
                 return
             self.send_response(status)
             self.end_headers()
-            self.wfile.write(b'{"data": {"viewer": {"id": "u"}}}')
+            for index in range(len(body)) if trickle else ():
+                self.wfile.write(body[index : index + 1])
+                self.wfile.flush()
+                time.sleep(0.2)
+            self.wfile.write(b"" if trickle else body)
 
         def log_message(self, *args):
             pass
@@ -74,32 +84,54 @@ def wandb_server(status: int | None):
         server.server_close()
 
 
+CHECK_THE_KEY = "check WANDB_API_KEY or run `wandb login`"
+
+
 @pytest.mark.parametrize(
-    ("status", "reason"),
+    ("answer", "reason"),
     [
-        (200, None),
-        (401, "refused the W&B API key (HTTP 401; check WANDB_API_KEY or run `wandb login`)"),
-        (404, "answered W&B's API with HTTP 404 (check WANDB_BASE_URL)"),
-        (None, "did not answer within 0.5 s"),
+        ({"status": 200}, None),
+        ({"status": 401}, f"refused the W&B API key (HTTP 401; {CHECK_THE_KEY})"),
+        ({"status": 404}, "answered W&B's API with HTTP 404 (check WANDB_BASE_URL)"),
+        ({"status": None}, "did not answer within 0.5 s"),
+        ({"status": 200, "trickle": True}, "did not answer within 0.5 s"),
+        (
+            {"status": 200, "body": b"<html>sign in</html>"},
+            "answered with something other than W&B's API (a proxy or sign-in page? check WANDB_BASE_URL)",
+        ),
+        (
+            {"status": 200, "body": b'{"data": {"viewer": null}}'},
+            f"knows no user for the W&B API key ({CHECK_THE_KEY})",
+        ),
     ],
 )
 def test_a_server_that_does_not_take_the_key_now_means_offline_within_seconds(
-    no_wandb_credentials, monkeypatch, status, reason
+    no_wandb_credentials, monkeypatch, answer, reason
 ):
-    """A wrong key or WANDB_BASE_URL, or a server that hangs, ended in wandb's traceback after up to 107 s."""
+    """A wrong key or WANDB_BASE_URL, a page that answers for every host, or a server that hangs or trickles
+    ended in wandb's traceback after up to 107 s."""
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     monkeypatch.setattr(lightning_genae.loggers, "WANDB_PROBE_TIMEOUT_S", 0.5)
-    with wandb_server(status) as (url, seen):
-        monkeypatch.setenv("WANDB_BASE_URL", url)
+    with wandb_server(**answer) as (url, seen):
+        # Behind a path prefix, as a W&B server of one's own can be: the API is under the whole URL.
+        monkeypatch.setenv("WANDB_BASE_URL", f"{url}/wandb/")
         started = time.monotonic()
         found = wandb_offline_reason()
-        assert time.monotonic() - started < 2.5
+        assert time.monotonic() - started < 1.5
     if reason is None:
         assert found is None
     else:
         assert found == f"{url.removeprefix('http://')} {reason}"
     expected_auth = "Basic " + base64.b64encode(b"api:" + b"k" * 40).decode()
-    assert seen == [("/graphql", expected_auth)], "one authenticated request to W&B's API"
+    assert seen == [("/wandb/graphql", expected_auth)], "one authenticated request to W&B's API"
+
+
+def test_a_wandb_base_url_that_is_no_http_url_means_offline(no_wandb_credentials, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "127.0.0.1:18200")
+    assert wandb_offline_reason() == (
+        "WANDB_BASE_URL=127.0.0.1:18200 is not an http(s) URL (such as https://wandb.example.com)"
+    )
 
 
 def test_a_key_in_the_netrc_file_named_by_netrc_for_the_server_of_wandb_base_url_is_a_key(
