@@ -85,8 +85,15 @@ class MNISTDataModule(ImageDataModule):
         inside = self.data_dir.resolve()
         if inside.name == "raw" and inside.parent.name == self.folder:
             fix = f"pass --data-dir {inside.parent.parent}, the folder holding {self.folder}/raw"
+        elif inside.name == "raw" and inside.parent.name:
+            # MNIST's and Fashion-MNIST's files have the same names: a folder's own name says whose they are.
+            return DataError(
+                f"{self.folder} not found in {self.raw_dir}; {self.data_dir} holds IDX files of "
+                f"{inside.parent.name}, not of {self.folder}: pass --data-dir pointing at a folder holding "
+                f"{self.folder}/raw"
+            )
         else:
-            fix = f"move them into {self.raw_dir}, or pass the folder holding {self.folder}/raw"
+            fix = f"if they are {self.folder}'s, move them into {self.raw_dir}, or pass the folder holding it"
         return DataError(
             f"{self.folder} not found in {self.raw_dir}, but its files are in {self.data_dir}: {fix}"
         )

@@ -486,6 +486,10 @@ def test_a_data_dir_naming_the_raw_folder_itself_is_told_its_parent_before_any_d
         f"{small_mnist_dirs['gz'].resolve()}, the folder holding MNIST/raw"
     )
     assert not (raw / "MNIST").exists()
+    # Fashion-MNIST's files have MNIST's names: MNIST's raw folder is not taken for Fashion-MNIST's.
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "download", no_download)
+    with pytest.raises(DataError, match=f"{raw} holds IDX files of MNIST, not of FashionMNIST"):
+        FashionMNISTDataModule(raw).prepare_data()
 
 
 @pytest.mark.parametrize(
