@@ -359,6 +359,9 @@ def score_images(
     given as a module must be named `classifier` or `inception` (`FeatureBackbone.name`), the names the
     metrics carry.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        # A run's seeds are >= 0; seed + 1 then never draws the real subset's REAL_SUBSET_SEED.
+        raise ConfigError(f"score_images: seed must be a whole number >= 0, got {seed!r}")
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
         raise ConfigError(
             f"score_images: the backbone is named {backbone.name!r}; the metrics are named by the backbone, "

@@ -128,6 +128,9 @@ def test_score_images_measures_a_models_samples_and_the_data_against_itself(tmp_
         lightning_genae.score_images(torch.rand(10, 1, 16, 16), data)
     with pytest.raises(lightning_genae.DataError, match=r"x / 127.5 - 1 for floats in \[0, 255\]"):
         lightning_genae.score_images(real[:10].float(), data)
+    # Seed -1 would draw the given images with the real subset's own seed, the split scored against itself.
+    with pytest.raises(ConfigError, match="seed must be a whole number >= 0, got -1"):
+        lightning_genae.score_images(real[:10], data, seed=-1)
 
 
 def test_a_mistyped_family_option_is_refused_with_the_option_it_resembles():
