@@ -150,6 +150,9 @@ class RunCheckpoint:
         stored = dict(stored)
         for key in PER_INVOCATION:
             stored.pop(key, None)
+        if stored.get("logger") == []:
+            # Recorded by runs that took an empty list as CSV alone, which is what it meant.
+            stored["logger"] = ["csv"]
         return stored
 
     def training_data_sha256(self) -> str | None:
@@ -418,21 +421,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 CLUSTER_JOB_KEY = "genae_cluster_job"
 
 
-def written_by_this_jobs_earlier_attempt(run_dir: Path) -> bool:
-    """Whether `run_dir`'s last.ckpt was written by an earlier attempt of the cluster job this process is a
-    restart of (its `CLUSTER_JOB_KEY`): the run that job started, which its restart continues rather than
-    replacing again (an `--overwrite` in its command was done by that attempt)."""
+def earlier_attempt_wrote(run_dir: Path) -> str | None:
+    """Whether `run_dir`'s last.ckpt is the run an earlier attempt of the cluster job this process is a
+    restart of started (its `CLUSTER_JOB_KEY`): `own`, another job's (`other`), or `unknown` (it names no
+    job: written outside one or by an older version, or the job's id is torchrun's shared `none`); None
+    where this is no restarted job or there is no checkpoint. A restart continues its own run rather than
+    replacing it again (an `--overwrite` in its command was done by that attempt)."""
     from lightning_genae.cluster import current_job
 
     job = current_job()
     path = last_checkpoint(run_dir)
-    if job is None or job.restart_count == 0 or not job.identified or not path.is_file():
-        return False
+    if job is None or job.restart_count == 0 or not path.is_file():
+        return None
     try:
-        contents = RunCheckpoint.load(path, "--resume").contents
+        writer = RunCheckpoint.load(path, "--resume").contents.get(CLUSTER_JOB_KEY)
     except ConfigError:
-        return False
-    return contents.get(CLUSTER_JOB_KEY) == job.tag
+        return None
+    if writer is not None and writer != job.tag:
+        return "other"
+    return "own" if writer is not None and job.identified else "unknown"
 
 
 class StoreRunConfig(Callback):

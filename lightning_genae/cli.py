@@ -373,7 +373,8 @@ def _checkpoint_of_restarted_job(
     the first time. A checkpoint that names no job (an older version's, or a run's outside any job) is
     continued as before; an `--overwrite` command (`given`: what it typed) replaces it where it holds
     another run's options, and is refused in one line where they agree (this job's own run, or one it
-    means to run again from scratch).
+    means to run again from scratch). A torchrun job without `--rdzv-id` shares its id `none` with every
+    such job: it continues nothing on its own, refused in one line.
     """
     job = current_job()
     if job is None:
@@ -399,25 +400,32 @@ def _checkpoint_of_restarted_job(
     writer = checkpoint.contents.get(CLUSTER_JOB_KEY)
     if writer is not None and writer != job.tag:
         return None
-    if values.output and values.overwrite and (writer is None or not job.identified):
+    if writer is not None and job.identified:
+        return checkpoint
+    # A checkpoint that names no job, or a job id every torchrun without --rdzv-id shares.
+    if values.output and values.overwrite:
         from lightning_genae.models import changeable_on_resume
-        from lightning_genae.run_lock import RunFolderRefused
 
         stored = checkpoint.stored_config("--resume")
         if resume_conflicts(stored, given or {}, changeable_on_resume(stored.get("model", ""))):
             return None  # another run's options: the run the --overwrite replaces
+    elif writer is None and job.identified:
+        return checkpoint  # as an older version's own run was always continued
+    from lightning_genae.run_lock import RunFolderRefused
 
-        why = (
-            "the checkpoint names no job: written outside one, or by an older version"
-            if writer is None
-            else "torchrun without --rdzv-id gives every job the id none"
-        )
-        raise RunFolderRefused(
-            f"--output {folder}: this restarted job cannot tell whether {path} is its own run to continue or "
-            f"the run its --overwrite replaces ({why}); continue it with --resume last in place of "
-            "--overwrite, or submit the job again to replace it"
-        )
-    return checkpoint
+    if writer is None:
+        why = "the checkpoint names no job: written outside one, or by an older version"
+    else:
+        why = "torchrun without --rdzv-id gives every job the id none"
+    fix = (
+        "continue it with --resume last in place of --overwrite, or submit the job again to replace it"
+        if values.overwrite
+        else "give torchrun --rdzv-id unique to each job, or continue it with --resume last"
+    )
+    raise RunFolderRefused(
+        f"{folder}: this restarted job cannot tell whether {path} is its own run to continue or another "
+        f"job's ({why}); {fix}"
+    )
 
 
 def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: dict[str, Any]) -> None:

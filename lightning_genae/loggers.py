@@ -29,8 +29,8 @@ from torchvision.utils import make_grid, save_image
 
 from lightning_genae.cache import write_atomically, write_file_atomically
 from lightning_genae.cluster import current_job, global_rank
-from lightning_genae.console import say
-from lightning_genae.errors import RunFolderGone
+from lightning_genae.console import say, warn
+from lightning_genae.errors import RunFolderGone, describe_error
 from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.metrics.names import current_names
 from lightning_genae.run_folder import METRICS_FILE, WANDB_RUN_ID
@@ -238,15 +238,14 @@ def _wandb_api_key(base: urllib.parse.SplitResult) -> str | None:
     if key:
         return key
     try:
-        named = os.environ.get("NETRC")
-        entries = netrc.netrc(os.path.expanduser(named) if named else None)
+        # Named explicitly, as wandb does: Python's check of ~/.netrc's permissions (which wandb skips) would
+        # otherwise hide a key wandb reads.
+        entries = netrc.netrc(os.path.expanduser(os.environ.get("NETRC") or "~/.netrc"))
     except (OSError, netrc.NetrcParseError):
         return None
-    for machine in (base.netloc, base.hostname or WANDB_HOST):
-        found = entries.authenticators(machine)
-        if found is not None and found[2]:
-            return found[2]
-    return None
+    # As wandb reads it: the server's host and port as the URL spells them, nothing else.
+    found = entries.authenticators(base.netloc)
+    return found[2] if found is not None and found[2] else None
 
 
 _CHECK_THE_KEY = "check WANDB_API_KEY or run `wandb login`"
@@ -259,7 +258,9 @@ def _wandb_server_refusal(url: str, key: str) -> str | None:
     waits seconds in all, where wandb.init would retry for minutes and then end the run with a traceback (a
     wrong or expired key, a wrong WANDB_BASE_URL, a proxy or sign-in page that answers for every host, a
     server that hangs or trickles)."""
-    host = urllib.parse.urlsplit(url).netloc
+    parts = urllib.parse.urlsplit(url)
+    # The host and port alone: a password in the URL never reaches a printed line.
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
     outcome: list[str | None] = []
 
     def ask() -> None:
@@ -371,8 +372,15 @@ def finish_loggers(
         chosen["selected/step"] = selected["step"]
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update({**final_metrics, **chosen})
-            logger.experiment.finish()
+            try:
+                logger.experiment.summary.update({**final_metrics, **chosen})
+                logger.experiment.finish()
+            except Exception as error:  # noqa: BLE001 - W&B down at the end: the run itself is complete
+                wandb_dir = shlex.quote(str(Path(logger.save_dir or ".") / "wandb"))
+                warn(
+                    f"wandb: could not finish the W&B run ({describe_error(error)}); the run is complete in "
+                    f"its folder, and its W&B files can be uploaded later with: wandb sync {wandb_dir}/*run-*"
+                )
             if hasattr(logger, "genae_wandb_mode"):
                 if logger.genae_wandb_mode is None:
                     os.environ.pop("WANDB_MODE", None)

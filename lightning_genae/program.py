@@ -43,7 +43,10 @@ def resume_command(run_dir: str | Path) -> str:
 @contextlib.contextmanager
 def continued_as_a_grid(arguments: Sequence[str]) -> Iterator[None]:
     """Within: `resume_command` is the grid command of `arguments` (the command line as typed)."""
-    token = _GRID_COMMAND.set(f"{command_prefix()} {shlex.join(arguments)}")
+    # Without --overwrite: typed again, it would start over the cells this grid has already run; a cell it
+    # never reached that holds another run's options is refused, naming --overwrite.
+    kept = [argument for argument in arguments if argument != "--overwrite"]
+    token = _GRID_COMMAND.set(f"{command_prefix()} {shlex.join(kept)}")
     try:
         yield
     finally:

@@ -126,6 +126,31 @@ def test_a_server_that_does_not_take_the_key_now_means_offline_within_seconds(
     assert seen == [("/wandb/graphql", expected_auth)], "one authenticated request to W&B's API"
 
 
+def test_the_key_is_read_from_netrc_as_wandb_reads_it(no_wandb_credentials, monkeypatch, tmp_path):
+    """Under the URL's host and port alone, and from a file readable by others too (wandb skips Python's
+    permission check): a key found elsewhere sent the run online to die in wandb.init, one missed sent it
+    offline for want of a key."""
+    home_netrc = tmp_path / "home" / ".netrc"
+    home_netrc.parent.mkdir(parents=True, exist_ok=True)
+    home_netrc.write_text("machine 127.0.0.1 login user password " + "h" * 40 + "\n")
+    home_netrc.chmod(0o644)
+    monkeypatch.delenv("NETRC")
+    probed = []
+    probe = "_wandb_server_refusal"
+    monkeypatch.setattr(lightning_genae.loggers, probe, lambda url, key: probed.append(key))
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:19200")
+    assert "no W&B API key" in wandb_offline_reason(), "a host without the URL's port is not wandb's entry"
+    home_netrc.write_text("machine 127.0.0.1:19200 login user password " + "p" * 40 + "\n")
+    assert wandb_offline_reason() is None and probed == ["p" * 40]
+
+
+def test_a_password_in_wandb_base_url_never_reaches_a_printed_line(no_wandb_credentials, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://user:secretpw@127.0.0.1:9")
+    reason = wandb_offline_reason()
+    assert reason.startswith("127.0.0.1:9 is unreachable") and "secretpw" not in reason
+
+
 def test_a_wandb_base_url_that_is_no_http_url_means_offline(no_wandb_credentials, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "127.0.0.1:18200")
@@ -440,3 +465,25 @@ def test_a_wandb_mode_wandb_does_not_take_is_refused_before_the_run_starts(
     err = capsys.readouterr().err.strip()
     if refused:
         assert err == f"error: WANDB_MODE={mode} is not a W&B mode; {fix}"
+
+
+def test_a_wandb_failure_at_the_end_leaves_the_finished_run_finished(tmp_path, capsys, monkeypatch):
+    """W&B down (or wandb's own uploader crashing) when the run closes: one line naming `wandb sync`, not a
+    traceback and exit 1 for a run whose summary.json and checkpoints are written."""
+
+    class Unreachable:
+        summary: dict = {}
+
+        def finish(self):
+            raise ConnectionResetError("connection reset by peer")
+
+    class ClosingFails(WandbLogger):
+        @property
+        def experiment(self):
+            return Unreachable()
+
+    monkeypatch.setenv("WANDB_MODE", "offline")  # whatever the logger sets is put back after the test
+    finish_loggers([ClosingFails(save_dir=str(tmp_path), offline=True)], {"test/loss": 1.0})
+    err = capsys.readouterr().err
+    assert "wandb: could not finish the W&B run (ConnectionResetError: connection reset by peer)" in err
+    assert f"wandb sync {tmp_path / 'wandb'}/*run-*" in err and err.count("\n") == 1

@@ -279,6 +279,13 @@ def test_torchrun_jobs_without_a_rendezvous_id_never_continue_each_others_runs(t
     capsys.readouterr()
     assert main(["--model", "ae", *TINY_RUN, "--max-steps", "4"]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
+    # Nor does an elastic restart take it for its own: the id cannot tell the jobs apart.
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    run_dir = next((tmp_path / "runs").iterdir())
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "4"]) == 2
+    assert "give torchrun --rdzv-id unique to each job" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
 
 
 def test_a_requeued_job_killed_before_its_first_checkpoint_starts_again_in_its_folder(
@@ -877,3 +884,26 @@ def test_ablation_sbatch_runs_each_cell_as_an_array_task_then_the_dependent_summ
     with (root / "ablation.csv").open(newline="") as file:
         assert sorted(int(row["seed"]) for row in csv.DictReader(file)) == [0, 1], "one row per cell"
     assert (root / "ablation.md").is_file()
+
+
+def test_a_stopped_grids_continue_command_leaves_out_overwrite(tmp_path):
+    """Typed again with --overwrite, it would start over the cells the grid had already run."""
+    from lightning_genae.program import continued_as_a_grid, resume_command
+
+    with continued_as_a_grid(["--model", "ae", "--seeds", "0,1", "--output", "g", "--overwrite"]):
+        command = resume_command(tmp_path / "g" / "none-tsfull-seed0")
+    assert command.endswith("--model ae --seeds 0,1 --output g") and "--overwrite" not in command
+
+
+def test_a_checkpoint_that_recorded_an_empty_logger_list_resumes(tmp_path):
+    """Runs could record `logger: []` (CSV alone) from a config file; their checkpoints still resume."""
+    from lightning_genae.config import CONFIG_KEY
+
+    run_dir = tmp_path / "run"
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    checkpoint[CONFIG_KEY]["logger"] = []
+    torch.save(checkpoint, last)
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "3"]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 3

@@ -442,6 +442,14 @@ def _cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
     return []
 
 
+def _other_options_than(run_dir: Path, config: RunConfig) -> bool:
+    """Whether the run in `run_dir` (finished or not) was started with other options than `config`."""
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return bool(finished_run_conflicts(summary, config))
+    return bool(unfinished_run_conflicts(_recorded_configuration(run_dir), config))
+
+
 def _how_to_start(
     run_dir: Path, overwrite: bool, config: RunConfig | None
 ) -> tuple[CellStart | None, str, str | None]:
@@ -452,10 +460,23 @@ def _how_to_start(
     if owner is not None:
         return None, f"in use by another run ({owner}), left to it (if that run is gone: rm {lock})", None
     if overwrite:
-        from lightning_genae.checkpoint import written_by_this_jobs_earlier_attempt
+        from lightning_genae.checkpoint import earlier_attempt_wrote
 
-        # A restarted job's grid continues the cells its earlier attempt already replaced.
-        overwrite = not written_by_this_jobs_earlier_attempt(run_dir)
+        # A restarted job's grid continues the cells its earlier attempt already replaced, and replaces no
+        # cell it cannot tell from them.
+        wrote = earlier_attempt_wrote(run_dir)
+        # Another run's options: the run the --overwrite replaces, whoever wrote it.
+        if wrote == "unknown" and config is not None and _other_options_than(run_dir, config):
+            wrote = "other"
+        if wrote == "unknown":
+            refusal = (
+                f"this restarted job cannot tell whether {run_dir} is a cell its earlier attempt ran or one "
+                "its --overwrite replaces (its checkpoint names no job, or torchrun runs without "
+                "--rdzv-id); run the grid again without --overwrite to continue it, or submit the job "
+                "again to replace it"
+            )
+            return None, "refused", refusal
+        overwrite = wrote != "own"
     if overwrite:
         start = CellStart.RESTART if run_dir.exists() else CellStart.FRESH
         return start, "starting over (--overwrite)", None
