@@ -32,6 +32,7 @@ from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluat
 from lightning_genae.loggers import build_loggers, finish_loggers, logged_values
 from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import GenerativeModule, changeable_on_resume
+from lightning_genae.models.base import OBJECTIVE_FORM_KEY
 from lightning_genae.program import command_prefix
 from lightning_genae.resolve import ResolvedRun
 from lightning_genae.run_folder import (
@@ -77,9 +78,17 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{config.model}-{config.data}-{config.augment}-seed{config.seed}-{run_stamp()}"
 
 
-def _say_what_changes_on_resume(resume: RunCheckpoint, config: RunConfig, run_dir: Path) -> None:
+def _say_what_changes_on_resume(
+    resume: RunCheckpoint, config: RunConfig, run_dir: Path, model: GenerativeModule
+) -> None:
     """One line per thing a resume changes that a user could otherwise miss."""
     stored = resume.stored_config("--resume")
+    form = model.objective_form()
+    if form is not None and resume.contents.get(OBJECTIVE_FORM_KEY) != form:
+        say(
+            f"note: {resume.path} was trained under an earlier form of {config.model}'s objective; the run "
+            f"goes on under the present one ({form}), so it is part one, part the other"
+        )
     if resume.run_folder.resolve() != run_dir.resolve():
         say(f"continuing the run of {resume.run_folder} in {run_dir}: new checkpoints and metrics go there")
     for name in ("lr", *changeable_on_resume(config.model)):
@@ -462,7 +471,7 @@ def _train(
         )
         if resume is not None:
             say(f"resuming from {resume.path} at iteration {resume_step}")
-            _say_what_changes_on_resume(resume, config, run_dir)
+            _say_what_changes_on_resume(resume, config, run_dir, model)
     for logger in loggers[1:]:
         logger.log_hyperparams(config.to_dict())
 

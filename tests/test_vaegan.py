@@ -205,3 +205,26 @@ def test_the_checkpoint_rebuilds_the_trained_module(vaegan_run):
     for name, tensor in module.state_dict().items():
         assert torch.equal(tensor, checkpoint.contents["state_dict"][name]), name
     assert module.reconstruct(torch.zeros(2, *SHAPE)).shape == (2, *SHAPE)
+
+
+@pytest.mark.parametrize("family", [["--model", "vaegan"], ["--model", "began", "--d-loss", "ebgan"]])
+def test_a_run_trained_under_an_earlier_form_of_its_objective_says_so_when_resumed(tmp_path, capsys, family):
+    """A checkpoint without the objective's present form (the two-pass feature loss, the hinge on the batch's
+    mean) goes on under the present one: half one objective, half the other, which the resume says."""
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+    from lightning_genae.models.base import OBJECTIVE_FORM_KEY
+
+    run_dir = tmp_path / "run"
+    assert main([*family, *TINY_RUN, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert OBJECTIVE_FORM_KEY in checkpoint
+    capsys.readouterr()
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "3"]) == 0
+    assert "earlier form" not in capsys.readouterr().out
+    checkpoint.pop(OBJECTIVE_FORM_KEY)
+    torch.save(checkpoint, last)
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "4"]) == 0
+    assert "was trained under an earlier form of" in capsys.readouterr().out

@@ -246,6 +246,10 @@ def _check_count(family: str, count: object) -> None:
         raise ConfigError(f"{family}.sample takes a count of items, an int >= 0, got {count!r}")
 
 
+# Where a checkpoint records its family's `objective_form`.
+OBJECTIVE_FORM_KEY = "genae_objective_form"
+
+
 class GenerativeModule(pl.LightningModule):
     """Base LightningModule: batches are (data, labels); images are [B,C,H,W] floats in [-1, 1].
 
@@ -490,6 +494,18 @@ class GenerativeModule(pl.LightningModule):
     def sampling(self) -> str | None:
         """How `sample` draws its latents, when that is not plainly the family's prior (said in the run)."""
         return None
+
+    def objective_form(self) -> str | None:
+        """What the family's training objective does now where an earlier form of it trained differently
+        (None where it never changed). Every checkpoint records it (`OBJECTIVE_FORM_KEY`), so a resume of a
+        checkpoint of another form says that the run goes on under this one."""
+        return None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        form = self.objective_form()
+        if form is not None:
+            checkpoint[OBJECTIVE_FORM_KEY] = form
 
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Standard normal latents; drawn on the CPU so a seeded generator gives the same noise anywhere."""

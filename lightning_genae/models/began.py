@@ -125,6 +125,9 @@ class BEGANModule(ImageAdversarialModule):
         reconstructions, codes = self.discriminator(shown)
         return reconstruction_energy(reconstructions, shown), codes
 
+    def objective_form(self) -> str | None:
+        return "EBGAN's margin hinge per fake" if self.options.d_loss == "ebgan" else None
+
     def discriminator_scores(self, images: Tensor) -> DiscriminatorScores:
         """D's energy of each image as given, without the run's augmentation."""
         return DiscriminatorScores(reconstruction_energy(self.discriminator(images)[0], images), "energy")

@@ -95,6 +95,9 @@ class VAEGANModule(ImageAdversarialModule):
         """D's logit of each image as given, without the run's augmentation."""
         return DiscriminatorScores(self.discriminator(images), "logit")
 
+    def objective_form(self) -> str | None:
+        return "the feature loss takes each reconstruction and its image in one discriminator pass"
+
     def paired_features(self, reconstructions: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
         """Discriminator features of reconstructions and of their images, from one pass of both.
 
