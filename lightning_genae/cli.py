@@ -218,9 +218,7 @@ def _put_back_the_run_of(checkpoint: str, output: str | None) -> None:
     inside = set_aside_run_in(path) if checkpoint != "last" else None
     if inside is not None:
         folder = inside
-    said = put_back_a_stopped_overwrite(folder)
-    if said is not None:
-        print(said, file=sys.stderr, flush=True)
+    put_back_a_stopped_overwrite(folder)
     if inside is not None:
         raise ConfigError(
             f"{checkpoint} lies in the files an --overwrite set aside in {inside}; give the checkpoint in "

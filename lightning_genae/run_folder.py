@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import time
 import zipfile
 from collections.abc import Collection
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from lightning_genae.cluster import global_rank
 from lightning_genae.config import CONFIG_KEY
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
@@ -431,20 +433,21 @@ def _move_back(path: Path, moving: Path) -> None:
     _remove(moving)
 
 
-def put_back_a_stopped_overwrite(path: Path) -> str | None:
+def put_back_a_stopped_overwrite(path: Path) -> None:
     """Finish what an `--overwrite` killed part-way (`kill -9`, SLURM's SIGKILL, out of memory) left in
     `path`: a run set aside before the new one trained is put back (what the killed run wrote beside it
     removed first), one it was still moving is moved back, one a trained run replaced is removed. Under
     the folder's lock, so a second start at the same moment waits its turn and finds nothing left to do;
-    a live run holding the lock is left alone (its set-aside is its own). Returns the line to say, or None.
+    a live run holding the lock is left alone (its set-aside is its own). What it did is said in one line
+    on stderr by rank 0, for every start that finds it (a run, a resume, an evaluation, a grid's cell).
     """
     steps = [path / name for name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR)]
     if not path.is_dir() or not any(step.exists() for step in steps):
-        return None
+        return
     try:
         lock = RunFolderLock.acquire(path)
     except (RunFolderRefused, OSError):
-        return None
+        return
     try:
         moving, held, removed = steps
         said = None
@@ -462,7 +465,8 @@ def put_back_a_stopped_overwrite(path: Path) -> str | None:
             # places; nothing else beside it is taken for the killed run's.
             _put_back(path)
             said = f"{path}: put back the run that an --overwrite, stopped before it trained, had set aside"
-        return said
+        if said is not None and global_rank() == 0:
+            print(said, file=sys.stderr, flush=True)
     finally:
         lock.release()
 
@@ -549,11 +553,7 @@ class ClaimedRunFolder:
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
         check_output_folder(path)
-        put_back = put_back_a_stopped_overwrite(path)
-        if put_back is not None:
-            from lightning_genae.console import warn
-
-            warn(put_back)
+        put_back_a_stopped_overwrite(path)
         _refuse_grid_folder(path)
         files = started_run_files(path)
         refuse_files_no_run_wrote(path, files)

@@ -423,16 +423,9 @@ def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfi
         )
 
 
-def _put_back(run_dir: Path) -> None:
-    """A cell's run that an --overwrite killed part-way had set aside, back in its place before the cell is
-    judged (finished, unfinished, with other options)."""
-    said = put_back_a_stopped_overwrite(run_dir)
-    if said is not None:
-        print(said, file=sys.stderr, flush=True)
-
-
 def _cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
-    _put_back(run_dir)
+    # A cell's run that an --overwrite killed part-way had set aside, back before the cell is judged.
+    put_back_a_stopped_overwrite(run_dir)
     summary = read_summary(run_dir)
     if summary is not None:
         return finished_run_conflicts(summary, config)
@@ -454,7 +447,7 @@ def _how_to_start(
     run_dir: Path, overwrite: bool, config: RunConfig | None
 ) -> tuple[CellStart | None, str, str | None]:
     """(how to start the cell or None to leave it, what the console says, the refusal when it is refused)."""
-    _put_back(run_dir)
+    put_back_a_stopped_overwrite(run_dir)
     owner = live_lock_owner(run_dir)
     lock = run_dir / LOCK_FILE
     if owner is not None:
