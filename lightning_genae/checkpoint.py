@@ -29,6 +29,7 @@ from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, EVALUATION_
 from lightning_genae.errors import ConfigError, WriteFailed, describe_error
 
 if TYPE_CHECKING:
+    from lightning_genae.cluster import ClusterJob
     from lightning_genae.datamodules.base import InMemoryDataModule
 
 Module = TypeVar("Module", bound=pl.LightningModule)
@@ -421,12 +422,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 CLUSTER_JOB_KEY = "genae_cluster_job"
 
 
+def written_by(checkpoint: RunCheckpoint, job: ClusterJob) -> str:
+    """Which job wrote `checkpoint` as `job` sees it (its `CLUSTER_JOB_KEY`): `own`, another job's
+    (`other`), or `unknown` (it names no job: written outside one or by an older version, or the job's id is
+    torchrun's `none`, which every job without --rdzv-id shares)."""
+    writer = checkpoint.contents.get(CLUSTER_JOB_KEY)
+    if writer is not None and writer != job.tag:
+        return "other"
+    return "own" if writer is not None and job.identified else "unknown"
+
+
 def earlier_attempt_wrote(run_dir: Path) -> str | None:
-    """Whether `run_dir`'s last.ckpt is the run an earlier attempt of the cluster job this process is a
-    restart of started (its `CLUSTER_JOB_KEY`): `own`, another job's (`other`), or `unknown` (it names no
-    job: written outside one or by an older version, or the job's id is torchrun's shared `none`); None
-    where this is no restarted job or there is no checkpoint. A restart continues its own run rather than
-    replacing it again (an `--overwrite` in its command was done by that attempt)."""
+    """`written_by` of `run_dir`'s last.ckpt for the cluster job this process is a restart of; None where
+    this is no restarted job or there is no readable checkpoint. A restart continues its own run rather than
+    replacing it again (an `--overwrite` in its command was done by its earlier attempt)."""
     from lightning_genae.cluster import current_job
 
     job = current_job()
@@ -434,12 +443,9 @@ def earlier_attempt_wrote(run_dir: Path) -> str | None:
     if job is None or job.restart_count == 0 or not path.is_file():
         return None
     try:
-        writer = RunCheckpoint.load(path, "--resume").contents.get(CLUSTER_JOB_KEY)
+        return written_by(RunCheckpoint.load(path, "--resume"), job)
     except ConfigError:
         return None
-    if writer is not None and writer != job.tag:
-        return "other"
-    return "own" if writer is not None and job.identified else "unknown"
 
 
 class StoreRunConfig(Callback):

@@ -378,7 +378,7 @@ def _checkpoint_of_restarted_job(
     if job is None:
         return None
     _quiet_lightning()
-    from lightning_genae.checkpoint import CLUSTER_JOB_KEY, RunCheckpoint, last_checkpoint
+    from lightning_genae.checkpoint import CLUSTER_JOB_KEY, RunCheckpoint, last_checkpoint, written_by
 
     if values.output:
         if job.restart_count == 0:
@@ -395,11 +395,9 @@ def _checkpoint_of_restarted_job(
     if not path.is_file():
         return None
     checkpoint = RunCheckpoint.load(path, "--resume")
-    writer = checkpoint.contents.get(CLUSTER_JOB_KEY)
-    if writer is not None and writer != job.tag:
-        return None
-    if writer is not None and job.identified:
-        return checkpoint
+    writer = written_by(checkpoint, job)
+    if writer != "unknown":
+        return checkpoint if writer == "own" else None
     # A checkpoint that names no job, or a job id every torchrun without --rdzv-id shares.
     if values.output and values.overwrite:
         from lightning_genae.models import changeable_on_resume
@@ -407,11 +405,11 @@ def _checkpoint_of_restarted_job(
         stored = checkpoint.stored_config("--resume")
         if resume_conflicts(stored, given or {}, changeable_on_resume(stored.get("model", ""))):
             return None  # another run's options: the run the --overwrite replaces
-    elif writer is None and job.identified:
-        return checkpoint  # as an older version's own run was always continued
+    elif job.identified:
+        return checkpoint  # it names no job: as an older version's own run was always continued
     from lightning_genae.run_lock import RunFolderRefused
 
-    if writer is None:
+    if CLUSTER_JOB_KEY not in checkpoint.contents:
         why = "the checkpoint names no job: written outside one, or by an older version"
     else:
         why = "torchrun without --rdzv-id gives every job the id none"
