@@ -61,6 +61,31 @@ RUN_FOLDERS = {
         r"run_id|latest-run|debug(-internal|-cli\..+)?\.log|(offline-)?run-\d{8}_\d{6}-[A-Za-z0-9_-]+"
     ),
 }
+# A W&B run folder ends in its run's id: in wandb/, the run's own are those of the id in WANDB_RUN_ID.
+WANDB_RUN_FOLDER = re.compile(r"(offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)")
+
+
+def _kept_wandb_id(path: Path) -> str | None:
+    """The W&B run id the run in `path` keeps in WANDB_RUN_ID; None where it used no W&B logger."""
+    try:
+        return (path / WANDB_RUN_ID).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def written_by_the_run(folder: str, name: str, wandb_id: str | None) -> bool:
+    """Whether `folder/name` (folder one of RUN_FOLDERS) is of a name the run writes there. In wandb/, W&B's
+    run folders and logs are the run's only where it used W&B (`wandb_id`, from `_kept_wandb_id`), and a run
+    folder only of that id: W&B writes into ./wandb by default, so another program's or another run's W&B
+    runs may lie there."""
+    if not RUN_FOLDERS[folder].fullmatch(name):
+        return False
+    if folder != "wandb" or f"{folder}/{name}" == WANDB_RUN_ID:
+        return True
+    if wandb_id is None:
+        return False
+    run_folder = WANDB_RUN_FOLDER.fullmatch(name)
+    return run_folder is None or run_folder["id"] == wandb_id
 
 
 def check_output_folder(path: Path, flag: str = "--output") -> None:
@@ -306,12 +331,13 @@ def _run_entries(path: Path) -> tuple[list[str], Removal]:
     """What a run wrote into `path` (RUN_FILES, and inside RUN_FOLDERS only the names a run writes), as
     paths relative to it, and the Removal that names them and what else the folder holds."""
     entries, removed, kept = [], [], []
+    wandb_id = _kept_wandb_id(path)
     for name in RUN_FILES:
         entry = path / name
         if entry.is_file() or entry.is_symlink():
             entries.append(name)
             removed.append(name)
-    for name, written in RUN_FOLDERS.items():
+    for name in RUN_FOLDERS:
         folder = path / name
         if folder.is_symlink() or not folder.is_dir():
             if folder.exists() or folder.is_symlink():
@@ -319,7 +345,7 @@ def _run_entries(path: Path) -> tuple[list[str], Removal]:
             continue
         count = 0
         for entry in sorted(folder.iterdir()):
-            if written.fullmatch(entry.name):
+            if written_by_the_run(name, entry.name, wandb_id):
                 entries.append(f"{name}/{entry.name}")
                 count += 1
             else:
@@ -337,8 +363,8 @@ def _run_entries(path: Path) -> tuple[list[str], Removal]:
     return entries, Removal(removed, kept)
 
 
-def _remove_empty_run_folders(path: Path) -> None:
-    for name in RUN_FOLDERS:
+def _remove_empty_run_folders(path: Path, names: Collection[str] = tuple(RUN_FOLDERS)) -> None:
+    for name in names:
         folder = path / name
         if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
             folder.rmdir()
@@ -661,24 +687,34 @@ class ClaimedRunFolder:
             self._remove_new_entries()
             set_aside.put_back()
             return
+        self._remove_new_entries()
         if self.path in self.made:
-            shutil.rmtree(self.path, ignore_errors=True)
+            if set(os.listdir(self.path)) <= {LOCK_FILE}:
+                shutil.rmtree(self.path, ignore_errors=True)
             # Parents made for it go too, unless another run has put something there meanwhile.
             _remove_empty(self.made[:-1])
             return
-        self._remove_new_entries()
         if self.config_before is not None:
             (self.path / CONFIG_FILE).write_bytes(self.config_before)
 
     def _remove_new_entries(self) -> None:
-        # What the folder and the run's own folders in it (a logger's events beside a user's file in
-        # tensorboard/) hold that they did not hold at the claim.
-        for name in sorted(set(_entries_of(self.path)) - self.entries_before - {LOCK_FILE}):
+        """Remove what the run wrote since the claim: entries of the names a run writes (RUN_FILES, and in
+        its folders only theirs) that the folder did not hold then. A file a user put there while the run
+        set up (notes, a picture in images/) is not the run's, and stays."""
+        wandb_id = _kept_wandb_id(self.path)
+        for name in sorted(set(_entries_of(self.path)) - self.entries_before):
+            folder, _, inside = name.partition("/")
+            if not (name in RUN_FILES or (inside and written_by_the_run(folder, inside, wandb_id))):
+                continue
             entry = self.path / name
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
+        # The run's folders this start made, left empty.
+        for folder in RUN_FOLDERS:
+            if folder not in self.entries_before:
+                _remove_empty_run_folders(self.path, (folder,))
 
     def release(self) -> None:
         # A run that ended without an undo replaced the earlier one, whether or not it saw a training batch.

@@ -73,12 +73,34 @@ def test_remove_run_entries_takes_only_the_names_a_run_writes(tmp_path):
     ]
     for name in written + users:
         (run / name).parent.mkdir(parents=True, exist_ok=True)
-        (run / name).write_text("x")
+        (run / name).write_text("abc123" if name == "wandb/run_id" else "x")
     removal = remove_run_entries(run)
     left = sorted(str(path.relative_to(run)) for path in run.rglob("*") if path.is_file())
     assert left == sorted(users)
     assert not (run / "wandb").exists(), "a folder left empty goes too"
     assert sorted(removal.kept) == sorted(users), "a user's file beside the run's is named as kept too"
+
+
+@pytest.mark.parametrize("kept_id", [None, "abc123"], ids=["a run without W&B", "a run of another W&B id"])
+def test_remove_run_entries_keeps_wandb_runs_of_another_id(kept_id, tmp_path):
+    # W&B writes into ./wandb by default: a user's wandb.init there leaves runs that are not this run's.
+    run = tmp_path / "run"
+    others = ["wandb/run-20240101_000000-zz99/files/config.yaml", "wandb/latest-run", "wandb/debug.log"]
+    for name in ["config.yaml", *others]:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    if kept_id is not None:
+        (run / "wandb" / "run_id").write_text(kept_id)
+        (run / "wandb" / f"offline-run-20260101_120000-{kept_id}").mkdir()
+    removal = remove_run_entries(run)
+    assert not (run / "config.yaml").exists()
+    assert (run / others[0]).read_text() == "x", "another W&B run's folder is not the run's"
+    assert "wandb/run-20240101_000000-zz99" in removal.kept
+    if kept_id is None:
+        assert (run / "wandb" / "latest-run").exists() and (run / "wandb" / "debug.log").exists()
+    else:
+        assert not (run / "wandb" / "run_id").exists()
+        assert not (run / "wandb" / f"offline-run-20260101_120000-{kept_id}").exists()
 
 
 @pytest.mark.parametrize("names", [["normaliser.json", "eval.json"], ["images/samples_step0000002.png"]])

@@ -326,6 +326,30 @@ def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypa
     assert sibling.is_dir(), "the parent this run made is removed only while empty"
 
 
+@pytest.mark.parametrize("existing", [False, True], ids=["a folder the run made", "an existing folder"])
+def test_a_failed_start_keeps_a_file_the_user_put_in_the_folder_while_it_set_up(
+    existing, tmp_path, monkeypatch, capsys
+):
+    import lightning_genae.augmentation.attach
+
+    output = tmp_path / "run"
+    if existing:
+        output.mkdir()
+
+    def the_user_adds_notes_then_the_start_fails(*args, **kwargs):
+        (output / "notes.txt").write_text("mine")
+        (output / "images").mkdir(exist_ok=True)
+        (output / "images" / "holiday.jpg").write_bytes(b"holiday")
+        raise ConfigError("--augment: injected failure")
+
+    monkeypatch.setattr(
+        lightning_genae.augmentation.attach, "attach_augmentation", the_user_adds_notes_then_the_start_fails
+    )
+    assert main([*TINY_AE, "--max-steps", "2", "--output", str(output)]) == 2
+    assert "injected failure" in capsys.readouterr().err
+    assert snapshot(output) == {"notes.txt": b"mine", "images/holiday.jpg": b"holiday"}
+
+
 def test_an_error_at_training_start_leaves_an_existing_folder_as_it_was(tmp_path, capsys):
     output = tmp_path / "run"
     output.mkdir()
