@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -59,6 +60,10 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
+# The start of torchvision's download error ("Error downloading train-images-idx3-ubyte.gz: <cause>").
+_DOWNLOADING_A_FILE = re.compile(r"RuntimeError: Error downloading \S+: ")
+
+
 class MNISTDataModule(ImageDataModule):
     """MNIST: the official 10,000 test images; a fixed stratified 5,000 of the 60,000 train for validation."""
 
@@ -104,6 +109,9 @@ class MNISTDataModule(ImageDataModule):
         missing = self._missing()
         all_files = len(missing) == sum(len(pair) for pair in IDX_FILES.values())
         if missing and not all_files:
+            # torchvision's download error names the file it fetched first, which need not be one missing
+            # here (a present file whose gzip differs from its checksum is fetched again): the cause alone.
+            reason = _DOWNLOADING_A_FILE.sub("", reason)
             return DataError(
                 f"{self.folder} in {self.raw_dir} lacks {', '.join(name + '[.gz]' for name in missing)} "
                 f"{reason}: put {agree(missing, 'that file', 'those files')} there, "

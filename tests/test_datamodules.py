@@ -529,6 +529,23 @@ def test_a_file_as_data_dir_is_one_line_and_stays(module: type, tmp_path: Path, 
     assert prices.read_text() == "date,price\n" and sorted(tmp_path.iterdir()) == [prices]
 
 
+def test_one_missing_mnist_file_offline_is_named_without_the_file_torchvision_fetched_first(
+    small_mnist_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+    raw = small_mnist_dirs["gz"] / "MNIST" / "raw"
+    (raw / "t10k-labels-idx1-ubyte.gz").unlink()
+    # The train images written here are not torchvision's file, so its download fetches them first.
+    with pytest.raises(DataError) as refused:
+        MNISTDataModule(small_mnist_dirs["gz"]).prepare_data()
+    message = str(refused.value)
+    assert message.startswith(f"MNIST in {raw} lacks t10k-labels-idx1-ubyte[.gz] and it cannot be downloaded")
+    assert "network is unreachable" in message and "train-images" not in message
+
+
 def test_a_failed_download_leaves_no_folders_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torchvision's own MNIST download makes MNIST/raw before it fetches; only the network is cut here."""
 
