@@ -69,6 +69,18 @@ def _int_list(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer or a comma list of integers") from None
 
 
+def _train_size_list(value: str) -> list[int | None]:
+    """`--train-size 1000,5000,full`: counts of training items, `full` for the whole split (None)."""
+    what = "a count, `full` or a comma list of them (e.g. 1000,full)"
+    try:
+        sizes = [None if item == "full" else int(item) for item in split_list(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"empty; give {what}")
+    return sizes
+
+
 def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
@@ -252,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
             help_text += f" [default: {owned_defaults[name]}]"
         if name == "train_size":
             group.add_argument(
-                "--train-size", type=_int_list, metavar="N[,N...]", help=help_text + "; a list makes a grid"
+                "--train-size",
+                type=_train_size_list,
+                metavar="N[,N...]",
+                help=help_text + "; `full` for all of them; a list makes a grid (e.g. 1000,full)",
             )
         elif name in registry_choices:
             group.add_argument(flag(name), choices=list(registry_choices[name]), help=help_text)

@@ -162,7 +162,7 @@ def _evaluate(
     args: dict[str, Any],
     file_values: dict[str, Any],
     config_path: str | None,
-    train_sizes: list[int] | None,
+    train_sizes: list[int | None] | None,
 ) -> int:
     """`--evaluate CKPT` or `--evaluate-folder DIR`: measure a saved run, or a folder of images."""
     _quiet_lightning()
@@ -197,7 +197,7 @@ def _summarize(root: Path) -> int:
 
 def _is_grid(
     augments: list[str] | None,
-    train_sizes: list[int] | None,
+    train_sizes: list[int | None] | None,
     seeds: list[int] | None,
     grid_index: int | None,
     tune_seeds: list[int] | None,
@@ -229,7 +229,7 @@ def _put_back_the_run_of(checkpoint: str, output: str | None) -> None:
 def _resolve_single_run(
     args: dict[str, Any],
     file_values: dict[str, Any],
-    train_sizes: list[int] | None,
+    train_sizes: list[int | None] | None,
     may_write: bool = True,
 ) -> tuple[ResolvedRun, RunCheckpoint | None]:
     """One run's configuration and the checkpoint it continues from, if any. `may_write`: the command may

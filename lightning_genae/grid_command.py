@@ -37,7 +37,7 @@ __all__ = ["run_grid_command"]
 def run_grid_command(
     values: dict[str, Any],
     augments: list[str] | None,
-    train_sizes: list[int] | None,
+    train_sizes: list[int | None] | None,
     seeds: list[int] | None,
     grid_index: int | None,
     print_config: bool,

@@ -556,6 +556,18 @@ def test_a_config_files_augment_list_is_a_grid_as_the_flags_list_is(tmp_path, ca
     assert "# cell 0: none-tsfull-seed0" in out and "# cell 1: diffaug-tsfull-seed0" in out
 
 
+def test_a_train_size_list_takes_the_full_split_as_full(tmp_path, capsys):
+    grid = ["--model", "ae", "--data", "digits", "--seeds", "0", "--output", str(tmp_path / "g")]
+    assert main([*grid, "--train-size", "500,full", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "# cell 0: none-ts500-seed0" in out and "# cell 1: none-tsfull-seed0" in out
+    with pytest.raises(SystemExit) as refused:
+        main([*grid, "--train-size", "500,all"])
+    assert refused.value.code == 2
+    error = capsys.readouterr().err
+    assert "'500,all' is not a count, `full` or a comma list of them (e.g. 1000,full)" in error
+
+
 def test_a_relative_augment_ckpt_is_recorded_absolute_and_the_run_resumes_from_another_folder(
     tmp_path, monkeypatch
 ):
