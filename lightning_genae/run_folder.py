@@ -698,23 +698,13 @@ class ClaimedRunFolder:
             (self.path / CONFIG_FILE).write_bytes(self.config_before)
 
     def _remove_new_entries(self) -> None:
-        """Remove what the run wrote since the claim: entries of the names a run writes (RUN_FILES, and in
-        its folders only theirs) that the folder did not hold then. A file a user put there while the run
-        set up (notes, a picture in images/) is not the run's, and stays."""
-        wandb_id = _kept_wandb_id(self.path)
-        for name in sorted(set(_entries_of(self.path)) - self.entries_before):
-            folder, _, inside = name.partition("/")
-            if not (name in RUN_FILES or (inside and written_by_the_run(folder, inside, wandb_id))):
-                continue
-            entry = self.path / name
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-        # The run's folders this start made, left empty.
-        for folder in RUN_FOLDERS:
-            if folder not in self.entries_before:
-                _remove_empty_run_folders(self.path, (folder,))
+        """Remove what the run wrote since the claim: what `_run_entries` takes for a run's that the folder
+        did not hold then. A file a user put there while the run set up (notes, a picture in images/) is
+        not the run's, and stays; the run's folders this start made go once empty."""
+        for name in sorted(set(_run_entries(self.path)[0]) - self.entries_before):
+            _remove(self.path / name)
+        made = [name for name in RUN_FOLDERS if name not in self.entries_before]
+        _remove_empty_run_folders(self.path, made)
 
     def release(self) -> None:
         # A run that ended without an undo replaced the earlier one, whether or not it saw a training batch.
