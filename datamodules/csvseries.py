@@ -61,7 +61,6 @@ DEFAULT_SEQ_LEN = 24
 DEFAULT_STRIDE = 1
 SPLIT_FRACTIONS = (("train", 0.7), ("val", 0.1), ("test", 0.2))
 CSV_LAYOUTS = ("time", "rows", "ucr", "long")
-GAP_FILLS = ("linear", "ffill")
 GAP_CELLS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 TIME_COLUMN_NAMES = frozenset({"date", "time", "datetime", "timestamp", "ds"})
 # Headers of a column that counts rows or time (taken for a time index when it rises by a fixed step), beside

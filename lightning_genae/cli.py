@@ -22,6 +22,8 @@ from lightning_genae.ablation.tuning import (
 from lightning_genae.arguments import build_parser, split_list
 from lightning_genae.cluster import RunInterrupted, current_job, global_rank
 from lightning_genae.config import (
+    CHANGEABLE_ON_RESUME,
+    PER_INVOCATION,
     RunConfig,
     check_path_values,
     merge,
@@ -436,12 +438,11 @@ def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: 
     changeable = changeable_on_resume(stored.get("model", ""))
     conflicts = resume_conflicts(stored, given, changeable)
     if conflicts:
-        own = "".join(f", {flag(name)}" for name in changeable)
+        may_change = [name for name in CHANGEABLE_ON_RESUME if name not in PER_INVOCATION] + list(changeable)
         raise ConfigError(
             f"--resume {resume.path}: {'; '.join(conflicts)} would make it another run; drop "
-            f"{'it' if len(conflicts) == 1 else 'them'} to continue it (changeable on resume: --max-steps, "
-            f"--lr{own}, cadences, loggers, hardware, --eval-samples, --data-dir), or start a new run with "
-            "another --output"
+            f"{'it' if len(conflicts) == 1 else 'them'} to continue it (changeable on resume: "
+            f"{', '.join(flag(name) for name in may_change)}), or start a new run with another --output"
         )
 
 

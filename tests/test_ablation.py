@@ -119,6 +119,15 @@ def table_header(markdown: str) -> list[str]:
 # --- grid
 
 
+def test_a_data_folder_compares_as_a_run_stores_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_genae.ablation.grid import comparable
+    from lightning_genae.config import absolute_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    # A config file's `data_dir: ~/data` is the folder the run read and stored, not a `~` folder here.
+    assert comparable("data_dir", "~/data") == absolute_path("~/data") == str(tmp_path / "data")
+
+
 def test_cell_name_spells_out_augment_train_size_and_seed() -> None:
     assert GridCell("ae+diffaug", 1000, 2).name == "ae+diffaug-ts1000-seed2"
     assert GridCell("none", None, 0).name == "none-tsfull-seed0"

@@ -19,6 +19,7 @@ from refusals import one_line
 from tiny import TINY_RUN
 
 from lightning_genae.cli import main
+from lightning_genae.config import CHANGEABLE_ON_RESUME, PER_INVOCATION, flag
 from lightning_genae.errors import ConfigError
 from lightning_genae.run_folder import CONFIG_HEADER, ClaimedRunFolder
 from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
@@ -529,7 +530,12 @@ def test_resume_refuses_options_that_define_another_run_naming_both_values(finis
     code = main(["--resume", "last", "--output", str(finished_run), "--data", "mnist", "--latent-dim", "4"])
     assert code == 2
     one_line(
-        capsys, "--data mnist (checkpoint: digits)", "--latent-dim 4 (checkpoint: 8)", "another --output"
+        capsys,
+        "--data mnist (checkpoint: digits)",
+        "--latent-dim 4 (checkpoint: 8)",
+        "another --output",
+        # Every option a resume may change is named, as the configuration declares them.
+        *(f" {flag(name)}" for name in CHANGEABLE_ON_RESUME if name not in PER_INVOCATION),
     )
     assert snapshot(finished_run) == before
 

@@ -33,7 +33,7 @@ from typing import Any
 from lightning_genae.augmentation import given_options
 from lightning_genae.cache import file_sha256, write_file_atomically
 from lightning_genae.cluster import interrupted_by, take_noted_signal
-from lightning_genae.config import RunConfig, flag, resume_conflicts
+from lightning_genae.config import RunConfig, absolute_path, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.metrics.names import SPLITS
 from lightning_genae.resolve import ResolvedRun, resolve
@@ -259,11 +259,11 @@ DEFINING_A_FINISHED_RUN = ("lr", "eval_every", "eval_samples", "test_split", "pr
 
 def comparable(name: str, value: Any) -> Any:
     """An option's value as runs compare it: `--precision 32` is Lightning's `32-true`, and a data folder
-    is its absolute path (a run stores it so)."""
+    is its absolute path as a run stores it (`~` expanded, `config.absolute_path`)."""
     if name == "precision" and value == "32":
         return "32-true"
     if name == "data_dir" and isinstance(value, str) and value:
-        return str(Path(value).resolve())
+        return absolute_path(value)
     return value
 
 

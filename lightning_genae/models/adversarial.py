@@ -1,4 +1,4 @@
-"""The base of families that train a generator against a discriminator of images (gan, and next began).
+"""The base of families that train a generator against a discriminator of images (gan, began and vaegan).
 
 What they share is how they are trained, not their losses: manual optimization with one optimizer per
 network, each update toggling its optimizer so the other network gets no gradients (DDP is told to expect

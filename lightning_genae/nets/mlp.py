@@ -3,6 +3,8 @@ decoder of the adversarial autoencoder paper's MNIST experiments, apart from the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -159,7 +161,7 @@ class MaxoutDiscriminator(nn.Module):
         return self.logits_of_features(self.features(x, masks), masks)
 
 
-def init_uniform(bound: float):
+def init_uniform(bound: float) -> Callable[[nn.Module], None]:
     """An `apply` function: every linear layer's weights U(-bound, bound) and biases 0, as pylearn2's
     `irange` (the GAN paper's generator 0.05, its discriminator 0.005)."""
 
