@@ -86,8 +86,8 @@ def _say_what_changes_on_resume(
     form = model.objective_form()
     if form is not None and resume.contents.get(OBJECTIVE_FORM_KEY) != form:
         say(
-            f"note: {resume.path} was trained under an earlier form of {config.model}'s objective; the run "
-            f"goes on under the present one ({form}), so it is part one, part the other"
+            f"note: {resume.path} records another form of {config.model}'s objective than this one "
+            f"({form}); the run goes on under this one, so it is trained part under each"
         )
     if resume.run_folder.resolve() != run_dir.resolve():
         say(f"continuing the run of {resume.run_folder} in {run_dir}: new checkpoints and metrics go there")

@@ -34,7 +34,7 @@ def positions(text: str, description: str = "training") -> list[tuple[int, int]]
 
 def test_a_run_prints_project_lines_and_no_lightning_chatter(tmp_path: Path, capsys, caplog, recwarn) -> None:
     run_dir = tmp_path / "run"
-    # A train size below the logging interval and an augmenter Trainer: both used to add Lightning lines.
+    # A train size below the logging interval and an augmenter Trainer: both are where Lightning says more.
     args = ["--model", "gan", *TINY, "--train-size", "70", "--augment", "ae", "--augmenter-steps", "2"]
     assert main([*args, "--augmenter-width", "8", "--max-steps", "3", "--output", str(run_dir)]) == 0
     out, err = capsys.readouterr()

@@ -110,7 +110,7 @@ def test_malformed_csv_exits_2_with_one_line_from_the_command_line(tmp_path, cap
 
 def test_a_csv_too_short_for_two_windows_per_split_is_refused_before_training(tmp_path, capsys):
     # 120 rows: the validation part's 12 rows hold one window of 12; the series metrics need two per split,
-    # and used to fail with a traceback in the final evaluation, after training.
+    # which only the final evaluation, after training, would otherwise find.
     path = tmp_path / "short.csv"
     write_csv(path, rows=120)
     args = [*TINY_RAE, "--data", "csv", "--data-dir", str(path), "--seq-len", "12", "--max-steps", "2"]

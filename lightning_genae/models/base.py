@@ -496,9 +496,10 @@ class GenerativeModule(pl.LightningModule):
         return None
 
     def objective_form(self) -> str | None:
-        """What the family's training objective does now where an earlier form of it trained differently
-        (None where it never changed). Every checkpoint records it (`OBJECTIVE_FORM_KEY`), so a resume of a
-        checkpoint of another form says that the run goes on under this one."""
+        """The form of the family's training objective, for a family whose checkpoints may have been
+        trained under another (None where there is one form). Every checkpoint records it
+        (`OBJECTIVE_FORM_KEY`), so a resume of a checkpoint that records another form, or none, says that
+        the run goes on under this one."""
         return None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
