@@ -419,7 +419,7 @@ def check_values(config: RunConfig) -> None:
     low, high = SEED_RANGE
     if not low <= config.seed <= high:
         raise ConfigError(f"--seed must lie in [{low}, {high}] (numpy's seed range), got {config.seed}")
-    check_devices(config.devices)
+    parse_devices(config.devices)
     check_strategy(config.strategy)
     if len(set(config.logger)) != len(config.logger):
         repeated = sorted({name for name in config.logger if config.logger.count(name) > 1})
@@ -444,11 +444,11 @@ def check_strategy(strategy: str) -> None:
         )
 
 
-def check_devices(devices: str) -> int | None:
-    """`auto`, a count of at least 1, or a comma list of distinct device indices (0 or more); returns how
-    many devices it names (None for auto)."""
-    if devices == "auto":
-        return None
+def parse_devices(devices: str) -> int | str | list[int]:
+    """`auto`, a count of at least 1, or a comma list of distinct device indices (0 or more), as the Trainer
+    takes them (`auto`, 4, [0, 1]); anything else refused in one line."""
+    if devices.strip() == "auto":
+        return "auto"
     items = [item.strip() for item in devices.split(",")]
     listed = "," in devices
     fix = "give auto, a count such as 2, or device indices such as 0,1"
@@ -461,4 +461,12 @@ def check_devices(devices: str) -> int | None:
             raise ConfigError(f"--devices {devices}: device indices must be distinct and 0 or more; {fix}")
     elif numbers[0] < 1:
         raise ConfigError(f"--devices {devices}: a device count must be at least 1; {fix}")
-    return len(numbers) if listed else numbers[0]
+    return numbers if listed else numbers[0]
+
+
+def device_count(devices: str) -> int | None:
+    """How many devices `--devices` names (None for auto, which the machine decides)."""
+    parsed = parse_devices(devices)
+    if isinstance(parsed, str):
+        return None
+    return len(parsed) if isinstance(parsed, list) else parsed

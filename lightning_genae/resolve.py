@@ -28,7 +28,7 @@ from lightning_genae.augmentation import (
     resolve_augment_plan,
 )
 from lightning_genae.cache import cache_root, is_torch_file
-from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_devices, check_values, flag
+from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, device_count, flag
 from lightning_genae.datamodules import (
     DATASETS,
     build_datamodule,
@@ -423,7 +423,7 @@ def resolve(
 def stated_world_size(config: RunConfig) -> int:
     """The processes the command line states (a count or list of devices, times --num-nodes); 1 where it
     leaves that to the machine (`auto`), which the run checks again once it knows."""
-    count = check_devices(config.devices)
+    count = device_count(config.devices)
     return 1 if count is None else count * max(1, config.num_nodes)
 
 

@@ -46,7 +46,7 @@ from lightning_genae.checkpoint import (
     resume_advice,
 )
 from lightning_genae.cluster import current_job
-from lightning_genae.config import NO_BACKBONE, RunConfig, check_values
+from lightning_genae.config import NO_BACKBONE, RunConfig, check_values, device_count, parse_devices
 from lightning_genae.console import IterationProgressBar, say, warn
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import (
@@ -65,33 +65,18 @@ from lightning_genae.metrics.sequence_classifier import SEQUENCE_DATASETS
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
 from lightning_genae.models.base import is_last_training_batch
 from lightning_genae.program import resume_command
+from lightning_genae.resolve import stated_world_size
 from lightning_genae.stopping import StopOnSignal, cluster_plugins
-
-
-def parse_devices(devices: str) -> int | str | list[int]:
-    """`auto`, `4` or `0,1` as the Trainer wants them (a count below 1, e.g. -1, was refused in config.py)."""
-    text = devices.strip()
-    if text == "auto":
-        return text
-    try:
-        if "," in text:
-            return [int(item) for item in text.split(",") if item.strip()]
-        return int(text)
-    except ValueError:
-        raise ConfigError(
-            f"--devices {devices!r}: use a count (2), a list of indices (0,1) or auto"
-        ) from None
 
 
 def runs_several_processes(config: RunConfig) -> bool:
     """Whether the Trainer's `auto` strategy would pick DDP: several devices or several nodes."""
-    devices = parse_devices(config.devices)
-    if config.num_nodes > 1 or (isinstance(devices, list) and len(devices) > 1):
-        return True
-    if isinstance(devices, int):
-        return devices > 1
+    if device_count(config.devices) is not None:
+        return stated_world_size(config) > 1
     # `--devices auto` is every GPU where the accelerator may be one, one process otherwise.
-    return config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1
+    return config.num_nodes > 1 or (
+        config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1
+    )
 
 
 def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> Any:
