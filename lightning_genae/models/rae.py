@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_genae.metrics.generative import seeded_subset
 from lightning_genae.models.base import ObjectiveModule, adam, inference
 from lightning_genae.models.options import RAEOptions
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
@@ -98,8 +99,7 @@ class RAEModule(ObjectiveModule):
         if len(series) > MAX_FIT_SERIES:
             # A fixed random subset, not the first ones: a recording's windows are stored in time order,
             # and a panel's series as the file lists them (by class, say), so a prefix is one part of it.
-            chosen = torch.randperm(len(series), generator=torch.Generator().manual_seed(0))[:MAX_FIT_SERIES]
-            series = series[chosen.sort().values]
+            series = series[seeded_subset(len(series), MAX_FIT_SERIES, seed=0)]
         codes = torch.cat(
             [
                 self.encode(datamodule.to_model_range(series[start : start + FIT_BATCH].to(self.device)))
