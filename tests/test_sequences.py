@@ -252,6 +252,22 @@ def test_the_code_gaussian_is_fitted_on_a_spread_of_the_training_series_not_its_
     assert (model.code_mean - everything).norm() < 0.25 * (first_half - everything).norm()
 
 
+def test_the_code_gaussian_of_codes_grown_huge_factorises_and_of_infinite_ones_is_one_line():
+    from lightning_genae.errors import TrainingDiverged
+    from lightning_genae.models.rae import code_gaussian
+
+    torch.manual_seed(0)
+    # Nearly collinear codes of size 1e6 (a training whose losses grew large but stayed finite): a ridge at
+    # the covariance's scale keeps the factor defined, and it reproduces the covariance.
+    base = torch.randn(500, 1, dtype=torch.float64) * 1e6
+    codes = torch.cat([base, base * 2 + torch.randn(500, 1, dtype=torch.float64), torch.randn(500, 2)], 1)
+    mean, factor = code_gaussian(codes, iteration=20)
+    assert torch.allclose(factor @ factor.T, torch.cov(codes.T), rtol=1e-4, atol=1e-2)
+    codes[3, 1] = float("inf")
+    with pytest.raises(TrainingDiverged, match=r"^the codes of the training series are not finite at step 7"):
+        code_gaussian(codes, iteration=7)
+
+
 def test_the_linear_probe_needs_two_classes_in_each_split():
     from lightning_genae.metrics.representation import representation_metrics
 

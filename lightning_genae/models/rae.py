@@ -10,12 +10,14 @@ decode prior draws. Without it, samples decode draws from a Gaussian fitted to t
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_genae.errors import TrainingDiverged
 from lightning_genae.metrics.generative import seeded_subset
 from lightning_genae.models.base import ObjectiveModule, adam, inference
 from lightning_genae.models.options import RAEOptions
@@ -27,6 +29,28 @@ MAX_FIT_SERIES = 4096
 FIT_BATCH = 512
 # RNNs can take one huge gradient step through a long unroll; this caps every step's norm.
 GRADIENT_CLIP = 1.0
+
+
+def code_gaussian(codes: Tensor, iteration: int) -> tuple[Tensor, Tensor]:
+    """(mean, Cholesky factor of the covariance) of codes [N, D], the Gaussian the deterministic RAE samples.
+
+    A ridge keeps the factorisation defined when some code dimension does not vary (or the codes are nearly
+    collinear), at each dimension's own scale above 1: a fixed one is nothing beside codes of 1e6. Codes no
+    Gaussian can take (inf, NaN) mean the training diverged with losses still finite: one line, not a
+    LinAlgError.
+    """
+    mean = codes.mean(0)
+    centred = codes - mean
+    covariance = centred.T @ centred / max(1, len(codes) - 1)
+    variances = covariance.diagonal().nan_to_num(nan=math.inf)
+    covariance += torch.diag(1e-6 * variances.clamp_min(1.0))
+    factor, failed = torch.linalg.cholesky_ex(covariance)
+    if failed.item() or not torch.isfinite(factor).all():
+        raise TrainingDiverged(
+            f"the codes of the training series are not finite at step {iteration} (largest variance: "
+            f"{variances.max().item():.3g}), so the training diverged: start again with a lower --lr"
+        )
+    return mean, factor
 
 
 class RAEModule(ObjectiveModule):
@@ -106,13 +130,9 @@ class RAEModule(ObjectiveModule):
                 for start in range(0, len(series), FIT_BATCH)
             ]
         ).double()
-        mean = codes.mean(0)
-        centred = codes - mean
-        covariance = centred.T @ centred / max(1, len(codes) - 1)
-        # A small ridge keeps the factorisation defined when some code dimension does not vary.
-        covariance += 1e-6 * torch.eye(self.latent_dim, dtype=covariance.dtype, device=covariance.device)
+        mean, factor = code_gaussian(codes, self.iteration)
         self.code_mean.copy_(mean.to(self.code_mean.dtype))
-        self.code_scale.copy_(torch.linalg.cholesky(covariance).to(self.code_scale.dtype))
+        self.code_scale.copy_(factor.to(self.code_scale.dtype))
         self._codes_fitted_at = self.iteration
 
     # ----- training -----
