@@ -135,9 +135,12 @@ def parse_timestamp(cell: str, date_formats: Sequence[str] = DATE_FORMATS) -> da
     period = re.fullmatch(r"(\d{4})-(\d{2})|(\d{4})[-\s]?[Qq]([1-4])", text)
     if period is not None:  # a monthly or quarterly period as pandas writes it: 1949-01, 1974Q1
         year, month, quarter_year, quarter = period.groups()
-        if year is not None:
-            return datetime(int(year), int(month), 1) if 1 <= int(month) <= 12 else None
-        return datetime(int(quarter_year), 3 * int(quarter) - 2, 1)
+        try:
+            if year is not None:
+                return datetime(int(year), int(month), 1)
+            return datetime(int(quarter_year), 3 * int(quarter) - 2, 1)
+        except ValueError:  # month 13, year 0: no date, as an ISO date of that kind is none
+            return None
     for named in MONTH_NAME_FORMS:
         try:
             return datetime.strptime(text, named)
@@ -532,9 +535,24 @@ def read_series(
         )
         for key, members in groups.items()
     ]
+    _refuse_channels_of_one_name(table, channels)
     names = [table.names[index] for index in channels]
     labels = torch.full((len(series),), -1, dtype=torch.long)
     return SeriesTable(names, series, labels, panel=id_column is not None)
+
+
+def _refuse_channels_of_one_name(table: CSVTable, channels: Sequence[int]) -> None:
+    """Refuse channels whose header name another column of the file bears: a run records its channels by
+    name (and `--csv-channels` picks them so), so two columns `a` would be one channel's name for either."""
+    if not table.has_header:
+        return
+    for index in channels:
+        same = [str(column + 1) for column, name in enumerate(table.names) if name == table.names[index]]
+        if len(same) > 1:
+            raise DataError(
+                f"{table.path}: columns {' and '.join(same)} are both named {table.names[index]!r}, and a "
+                "run knows its channels by name; give them distinct names in the file's header"
+            )
 
 
 def _gaps_filled(

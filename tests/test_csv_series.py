@@ -110,6 +110,12 @@ def test_timestamps_out_of_order_are_refused_with_the_fix(tmp_path):
         ("2024-01-31T14:00:00", True),
         ("1.5", False),
         ("abc", False),
+        ("1949-01", True),
+        ("1974Q1", True),
+        # Periods of no calendar date are no timestamp, as ISO dates of that kind are none.
+        ("0000-01", False),
+        ("0000Q1", False),
+        ("1949-13", False),
     ],
 )
 def test_timestamp_forms(cell, parsed):
@@ -283,6 +289,21 @@ def test_long_format_needs_its_id_column(tmp_path):
 def test_a_folder_given_as_a_csv_says_what_it_is(tmp_path):
     with pytest.raises(DataError, match="is a folder, and --data csv reads one CSV file"):
         read_series(tmp_path)
+
+
+@pytest.mark.parametrize("channels", [None, ["a"]], ids=["every column", "--csv-channels a"])
+def test_two_channel_columns_of_one_name_are_refused(tmp_path, channels):
+    lines = ["a,a,b", *(f"{i},{i % 3},{i % 5}" for i in range(12))]
+    with pytest.raises(
+        DataError, match="columns 1 and 2 are both named 'a'.*distinct names in the file's header"
+    ):
+        read_series(write(tmp_path / "x.csv", lines), channel_columns=channels)
+    assert read_series(write(tmp_path / "y.csv", lines), channel_columns=["b"]).channel_names == ["b"]
+
+
+def test_a_period_of_year_zero_is_read_as_text_not_a_traceback(tmp_path):
+    with pytest.raises(DataError, match="0000-01"):
+        read_series(write(tmp_path / "x.csv", ["month,v", "0000-01,1", "0000-02,2", "0000-03,3"]))
 
 
 def test_a_text_column_that_is_not_a_timestamp_is_refused(tmp_path):
