@@ -268,12 +268,38 @@ class RunCheckpoint:
         problem = state_dict_mismatch(module.state_dict(), state)
         if problem is not None:
             raise self._unfit(type(module).__name__, problem, flag)
+        if training:
+            self._check_optimizer_states(module, flag)
         bad = non_finite_state(self.contents if training else {"state_dict": state})
         if bad:
             shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
             raise ConfigError(
                 f"{flag}: {self.path} holds NaN or inf values ({shown}); pick a checkpoint whose weights "
                 "are finite, such as an earlier one of the same run"
+            )
+
+    def _check_optimizer_states(self, module: torch.nn.Module, flag: str) -> None:
+        """Refuse a checkpoint whose optimizer states do not cover the module's parameters: a weights-only
+        save (Lightning's `save_weights_only`) holds none, which Lightning's restore meets with a KeyError
+        traceback, or with an empty list by going on with fresh optimizers, which is no continuation. Every
+        family optimizes each of its parameters, so the states' parameter groups list at least as many
+        parameters as the module has."""
+        states = self.contents.get("optimizer_states")
+        groups = [
+            group
+            for state in (states if isinstance(states, list) else [])
+            if isinstance(state, Mapping) and isinstance(state.get("param_groups"), list)
+            for group in state["param_groups"]
+        ]
+        listed = sum(len(group.get("params", ())) for group in groups if isinstance(group, Mapping))
+        expected = sum(1 for _ in module.parameters())
+        if not isinstance(states, list) or not states or listed < expected:
+            what = (
+                f"optimizer states for {listed} of its {expected} weights" if groups else "no optimizer state"
+            )
+            raise ConfigError(
+                f"{flag}: {self.path} holds {what} (saved with its weights only?), so training cannot "
+                "continue where it stopped; score it with --evaluate, or start a new run"
             )
 
     def _unfit(self, name: str, detail: str, flag: str) -> ConfigError:

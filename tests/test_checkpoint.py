@@ -172,6 +172,31 @@ def test_a_checkpoint_without_its_configuration_is_refused_before_anything_is_wr
     assert not output.exists(), "a refused checkpoint must not leave a run folder behind"
 
 
+@pytest.mark.parametrize(
+    "strip, held",
+    [
+        (("optimizer_states", "lr_schedulers", "loops", "callbacks"), "no optimizer state"),
+        ((), "no optimizer state"),  # an empty list, which Lightning would take for fresh optimizers
+    ],
+    ids=["a weights-only save", "an empty list of optimizer states"],
+)
+def test_a_checkpoint_without_optimizer_state_is_not_resumed_but_evaluated(
+    strip, held, tiny_ae_run, tmp_path, capsys
+):
+    given = tmp_path / "weights.ckpt"
+    contents = torch.load(tiny_ae_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    for key in strip:
+        contents.pop(key)
+    if not strip:
+        contents["optimizer_states"] = []
+    torch.save(contents, given)
+    resumed = tmp_path / "resumed"
+    assert main(["--resume", str(given), "--max-steps", "5", "--output", str(resumed)]) == 2
+    one_line(capsys, f"--resume: {given} holds {held}", "score it with --evaluate, or start a new run")
+    assert not resumed.exists()
+    assert main(["--evaluate", str(given), "--output", str(tmp_path / "scored")]) == 0
+
+
 def _training_rows(run_dir: Path) -> list[int]:
     with (run_dir / "metrics.csv").open(newline="") as file:
         return [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss")]
