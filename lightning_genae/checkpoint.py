@@ -148,6 +148,14 @@ class RunCheckpoint:
                 f"{flag}: {self.path} holds no global_step (the training position); "
                 "pass a checkpoint written by run.py"
             )
+        # What every run records and everything after reads first: a checkpoint edited or written by
+        # another program may lack them, or hold another kind of value.
+        unnamed = [key for key in ("model", "data") if not (isinstance(stored.get(key), str) and stored[key])]
+        if unnamed:
+            raise ConfigError(
+                f"{flag}: {self.path} holds a run configuration without its {' and '.join(unnamed)} name; "
+                "pass a checkpoint written by run.py"
+            )
         stored = dict(stored)
         for key in PER_INVOCATION:
             stored.pop(key, None)

@@ -172,6 +172,23 @@ def test_a_checkpoint_without_its_configuration_is_refused_before_anything_is_wr
     assert not output.exists(), "a refused checkpoint must not leave a run folder behind"
 
 
+@pytest.mark.parametrize("model", [["ae"], None, ""], ids=["a list", "none", "empty"])
+@pytest.mark.parametrize("flag", ["--resume", "--evaluate"])
+def test_a_checkpoints_configuration_without_a_family_name_is_one_line(
+    flag, model, tiny_ae_run, tmp_path, capsys
+):
+    contents = contents_of(tiny_ae_run)
+    if model is None:
+        del contents[CONFIG_KEY]["model"]
+    else:
+        contents[CONFIG_KEY]["model"] = model
+    given = tmp_path / "edited.ckpt"
+    torch.save(contents, given)
+    assert main([flag, str(given), "--output", str(tmp_path / "run")]) == 2
+    one_line(capsys, f"{flag}: {given} holds a run configuration without its model name")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "strip, held",
     [
