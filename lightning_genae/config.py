@@ -32,6 +32,7 @@ from lightning_genae.plugin_options import (
     PLUGIN_OPTION_NAMES,
     coerce,
     flag,
+    shown_value,
     typed_flag,
 )
 
@@ -276,7 +277,9 @@ def check_path_values(values: Mapping[str, Any], plugin_paths: Collection[str] =
         if isinstance(value, str) and not value.strip():
             raise ConfigError(f"{flag(name)} is empty; give a path, or drop {flag(name)} for its default")
         if isinstance(value, (list, dict)):
-            raise ConfigError(f"{flag(name)} {value!r} is not a path; give one path (in the --config file)")
+            raise ConfigError(
+                f"{flag(name)} {shown_value(value)} is not a path; give one path (in the --config file)"
+            )
 
 
 # run.py's flags that are no option of a run (modes, grids, help): a plug-in's option may not take their
@@ -407,7 +410,7 @@ def check_values(config: RunConfig) -> None:
         choices = spec.metadata.get("choices")
         value = getattr(config, name)
         if choices and value is not None and value not in choices:
-            raise ConfigError(f"{flag(name)} {value!r} is not one of: {', '.join(choices)}")
+            raise ConfigError(f"{flag(name)} {shown_value(value)} is not one of: {', '.join(choices)}")
     if config.num_workers < 0:
         raise ConfigError(f"--num-workers must be 0 or more, got {config.num_workers}")
     check_data_on_device(config.data_on_device, config.num_workers)

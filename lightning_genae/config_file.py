@@ -32,6 +32,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base`: the mapping's own keys override the merged ones, as YAML says
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             try:

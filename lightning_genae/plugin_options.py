@@ -17,6 +17,7 @@ import functools
 import importlib
 import math
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -280,6 +281,17 @@ def _as_int(value: Any) -> int:
 COMMA_LIST_STRINGS = frozenset({"devices"})
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+
+
+def shown_value(value: Any) -> str:
+    """`value` as a refusal quotes it: its repr, cut short. A YAML file's aliases can nest a short text
+    into a value whose full repr takes gigabytes."""
+    return _SHORT_REPR.repr(value)
+
+
 def coerce(name: str, kind: Any, value: Any) -> Any:
     """A value from a YAML file or a checkpoint as the option's type (argparse does this for flags). A null
     is taken only by an option whose type admits None (its default is "unset")."""
@@ -295,6 +307,8 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
     try:
         if expected == "list":
             items = value.split(",") if isinstance(value, str) else list(value)
+            if not all(isinstance(item, (str, int, float)) for item in items):
+                raise TypeError  # a list of lists (a YAML alias nested in itself) is no list of names
             return [str(item).strip() for item in items if str(item).strip()]
         if expected == "bool":
             if isinstance(value, bool):
@@ -313,10 +327,13 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
             if not all(isinstance(item, (str, int)) and not isinstance(item, bool) for item in value):
                 raise TypeError
             return ",".join(str(item) for item in value)
+        if not isinstance(value, (str, int, float)):
+            raise TypeError  # a list or mapping where a word or path is taken
         return str(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file
         raise ConfigError(
-            f"{flag(name)} {value!r} is not a valid {expected}{' or auto' if accepts_auto(kind) else ''}"
+            f"{flag(name)} {shown_value(value)} is not a valid {expected}"
+            f"{' or auto' if accepts_auto(kind) else ''}"
             + (
                 "; fix it where it was given (the command line, the --config file or the checkpoint)"
                 if _COMMAND_LINE.get()

@@ -665,6 +665,27 @@ def test_a_config_file_may_list_devices_and_a_logger_named_twice_is_refused(tmp_
     assert main(["--config", str(config), "--print-config"]) == 2
 
 
+@pytest.mark.parametrize("key", ["lr", "model", "logger", "output"])
+def test_a_config_files_aliases_nested_in_themselves_are_refused_in_a_short_line(key, tmp_path, capsys):
+    # Nine levels of nine aliases each: a few hundred bytes whose full repr would take gigabytes.
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"&a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 9)]
+    config = tmp_path / "c.yaml"
+    config.write_text(f"{key}:\n" + "".join(f"  - {level}\n" for level in levels))
+    assert main(["--config", str(config), "--print-config"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --{key} [") and "is not a" in error
+    assert len(error) < 400 and "\n" not in error.strip()
+
+
+def test_a_config_files_merge_key_merges_and_its_own_keys_win(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("max_steps: 2\n<<: {width: 8, max_steps: 9}\n")
+    assert main(["--config", str(config), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["width"] == 8 and printed["max_steps"] == 2
+
+
 def test_a_runs_config_yaml_with_another_model_or_augmentation_leaves_the_files_other_options_out(
     tmp_path, capsys
 ):
