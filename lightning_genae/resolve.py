@@ -310,6 +310,20 @@ def _check_classifier_weights(config: RunConfig) -> None:
     )
 
 
+def _refuse_feature_weights_no_metric_reads(config: RunConfig, model: ModelSpec) -> None:
+    """Weights of a feature backbone given to a family that does not generate: no image metric is computed,
+    so the file would be recorded as the run's backbone without ever being read (or checked)."""
+    if model.generates:
+        return
+    given = [flag(name) for name in ("classifier_weights", "inception_weights") if getattr(config, name)]
+    if given:
+        named = " and ".join(given)
+        raise ConfigError(
+            f"{named} {agree(given, 'gives', 'give')} the generative image metrics' features, and --model "
+            f"{config.model} does not generate (it is scored by its reconstructions); drop {named}"
+        )
+
+
 # The values of WANDB_MODE that wandb accepts (dryrun and run are its older names of offline and online).
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
 
@@ -394,6 +408,7 @@ def resolve(
     _check_data_kind(config, model)
     _refuse_series_backbone(config, named)
     _check_classifier_weights(config)
+    _refuse_feature_weights_no_metric_reads(config, model)
     options = _family_options(config, model, named)
     _refuse_a_likelihood_of_grey_pixels(config, options)
     data_options = parse_dataset_options(

@@ -88,6 +88,7 @@ def test_the_registry_describes_each_family_as_its_module_does():
         assert module.data_kind == spec.data_kind, name
         assert issubclass(module, ImageDiscriminator) == spec.image_discriminator, name
         assert getattr(module, "gives_real_logits", False) == spec.real_logits, name
+        assert callable(getattr(module, "sample", None)) == spec.generates, name
 
 
 def test_a_family_without_real_logits_refuses_adas_controller():

@@ -51,9 +51,10 @@ if TYPE_CHECKING:
 class ModelSpec:
     """A registered family: its LightningModule (`package.module:Class`), options and one-line description.
 
-    `data_kind`, `image_discriminator` and `real_logits` say what `resolve` checks without importing the
-    module; they repeat the module's `data_kind`, whether it is an `ImageDiscriminator` and its
-    `gives_real_logits` (what ADA's controller reads), which tests/test_models.py holds them to.
+    `data_kind`, `image_discriminator`, `real_logits` and `generates` say what `resolve` checks without
+    importing the module; they repeat the module's `data_kind`, whether it is an `ImageDiscriminator`, its
+    `gives_real_logits` (what ADA's controller reads) and whether it is a `Sampler` (what the generative
+    metrics score), which tests/test_models.py holds them to.
     """
 
     location: str
@@ -62,6 +63,7 @@ class ModelSpec:
     data_kind: str = "image"
     image_discriminator: bool = False
     real_logits: bool = False
+    generates: bool = True
 
     @property
     def module(self) -> type[GenerativeModule]:
@@ -88,6 +90,7 @@ MODELS: Registry[ModelSpec] = Registry(
             ".ae:AutoencoderModule",
             AutoencoderOptions,
             "conv autoencoder (MSE/BCE); --denoise SIGMA makes it denoising",
+            generates=False,
         ),
         "vae": ModelSpec(
             ".vae:VAEModule",
