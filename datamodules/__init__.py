@@ -54,13 +54,15 @@ class DatasetSpec:
     kind of data it yields (repeating the class's `data_kind`, which tests/test_datamodules.py checks) and
     its options (a `PluginOptions` dataclass whose fields the DataModule's constructor takes; an image
     dataset takes `ImageOptions` unless it names others), and whether every pixel it yields is 0 or 1 (what
-    a likelihood under a Bernoulli decoder, `--nll-samples`, is the likelihood of)."""
+    a likelihood under a Bernoulli decoder, `--nll-samples`, is the likelihood of), and whether it reads
+    every image under --data-dir (then a run folder there would make its pictures the next run's data)."""
 
     location: str
     description: str
     data_kind: DataKind = "image"
     options: type[PluginOptions] | None = None
     binary_pixels: bool = False
+    reads_every_image: bool = False
 
     def __post_init__(self) -> None:
         if self.options is None:
@@ -111,6 +113,7 @@ DATASETS: Registry[DatasetSpec] = Registry(
             ".folder:ImageFolderDataModule",
             "any folder of images given by --data-dir (recursive; >=2 subfolders become class labels), "
             "at --image-size (64) and --channels (3)",
+            reads_every_image=True,
         ),
         "sines": DatasetSpec(
             ".sines:SinesDataModule",

@@ -324,6 +324,22 @@ def _refuse_feature_weights_no_metric_reads(config: RunConfig, model: ModelSpec)
         )
 
 
+def _refuse_an_output_among_the_data(config: RunConfig) -> None:
+    """A run folder inside a folder whose every image is the data (`--data folder`): the run's sample grids
+    and interpolations would be the next run's training images, in a subfolder taken for a new class."""
+    if not DATASETS[config.data].reads_every_image:
+        return
+    output = Path(os.path.realpath(os.path.expanduser(config.output or "runs")))
+    data = Path(os.path.realpath(os.path.expanduser(config.data_dir)))
+    if output == data or data in output.parents:
+        given = f"--output {config.output}" if config.output else f"the default run folder under {output}"
+        raise ConfigError(
+            f"{given} lies inside --data-dir {config.data_dir}, every image of which --data {config.data} "
+            "reads: the run's pictures would become the next run's training images; pick an --output "
+            "outside it"
+        )
+
+
 # The values of WANDB_MODE that wandb accepts (dryrun and run are its older names of offline and online).
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
 
@@ -409,6 +425,7 @@ def resolve(
     _refuse_series_backbone(config, named)
     _check_classifier_weights(config)
     _refuse_feature_weights_no_metric_reads(config, model)
+    _refuse_an_output_among_the_data(config)
     options = _family_options(config, model, named)
     _refuse_a_likelihood_of_grey_pixels(config, options)
     data_options = parse_dataset_options(

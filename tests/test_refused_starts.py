@@ -166,6 +166,22 @@ def test_a_folder_too_small_for_the_image_metrics_is_refused_before_training(tmp
     assert not out.exists()
 
 
+@pytest.mark.parametrize("inside", ["run", "."], ids=["a subfolder", "the image folder itself"])
+def test_a_run_folder_among_the_images_of_data_folder_is_refused(inside, tmp_path, capsys):
+    # The run's sample grids would be the next run's training images (a subfolder: a class of its own).
+    from PIL import Image
+
+    images = tmp_path / "images"
+    for index in range(4):
+        (images / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (16, 16), color=index * 60).save(images / f"class{index % 2}" / f"{index}.png")
+    out = images / inside
+    data = ["--data", "folder", "--data-dir", str(images), "--image-size", "16", "--channels", "1"]
+    assert main(["--model", "gan", *data, "--max-steps", "2", "--output", str(out)]) == 2
+    one_line(capsys, f"--output {out} lies inside --data-dir {images}", "pick an --output outside it")
+    assert sorted(path.name for path in images.iterdir()) == ["class0", "class1"]
+
+
 def test_resume_last_with_a_grids_folder_names_its_runs_and_changes_nothing(tmp_path, capsys):
     root = tmp_path / "grid"
     for cell in ("none-s0", "ae-s0"):
