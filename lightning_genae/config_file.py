@@ -14,6 +14,7 @@ import yaml
 
 from lightning_genae.config import CONFIG_FIELDS
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
+from lightning_genae.plugin_options import did_you_mean
 
 __all__ = ["DuplicateKey", "load_config_file"]
 
@@ -49,7 +50,7 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
     """Read a YAML config; keys are option names (dashes or underscores): RunConfig's or one in `known`."""
     path = Path(path)
     if not path.is_file():
-        what = "is a folder" if path.is_dir() else "no such file"
+        what = "is a folder" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
         raise ConfigError(f"--config {path}: {what}; give the path of a YAML file (e.g. a run's config.yaml)")
     try:
         text = path.read_text(encoding="utf-8")
@@ -89,8 +90,9 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
         raise ConfigError(f"--config {path}: {' and '.join(twice)} name the same option; keep one of them")
     unknown = sorted(set(values) - set(CONFIG_FIELDS) - set(known))
     if unknown:
+        hints = "".join(did_you_mean(name, [*CONFIG_FIELDS, *known]) for name in unknown)
         raise ConfigError(
-            f"--config {path}: unknown {agree(unknown, 'option', 'options')} {', '.join(unknown)}; "
+            f"--config {path}: unknown {agree(unknown, 'option', 'options')} {', '.join(unknown)}{hints}; "
             f"valid options are listed by --help {PLUGIN_HINT}"
         )
     return values

@@ -20,7 +20,7 @@ import re
 import reprlib
 import types
 import typing
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -52,6 +52,13 @@ __all__ = [
 _Spec = TypeVar("_Spec")
 
 
+def did_you_mean(name: object, choices: Iterable[object]) -> str:
+    """` (did you mean 'vae'?)` where `name` resembles one of `choices`, else nothing: the hint every
+    refusal of an unknown name gives."""
+    close = difflib.get_close_matches(str(name), [str(choice) for choice in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class Registry(dict[str, _Spec]):
     """A registry of plug-ins by name (`MODELS`, `DATASETS`, `AUGMENTATIONS`): a dict whose lookup of a name
     it does not hold is one line naming the choices and the closest name (`UnknownName`, a KeyError)."""
@@ -61,10 +68,9 @@ class Registry(dict[str, _Spec]):
         self.kind = kind
 
     def __missing__(self, name: str) -> _Spec:
-        close = difflib.get_close_matches(str(name), list(self), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UnknownName(
-            f"unknown {self.kind} {name!r}{hint}; choose one of {', '.join(self)} {PLUGIN_HINT}"
+            f"unknown {self.kind} {name!r}{did_you_mean(name, self)}; choose one of {', '.join(self)} "
+            f"{PLUGIN_HINT}"
         )
 
 

@@ -8,7 +8,6 @@ and what `config.yaml` records. It never changes its input, and resolving its re
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
@@ -37,7 +36,7 @@ from lightning_genae.datamodules import (
 )
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
-from lightning_genae.plugin_options import AUTO, PluginOptions
+from lightning_genae.plugin_options import AUTO, PluginOptions, did_you_mean
 
 if TYPE_CHECKING:
     # Only named in annotations: resolving a configuration imports neither Lightning nor a family's module.
@@ -378,12 +377,6 @@ def _check_cache_folder() -> None:
         )
 
 
-def _resembles(name: str, choices: Collection[str]) -> str:
-    """` (did you mean 'vae'?)` where `name` resembles one of `choices`, else nothing."""
-    close = difflib.get_close_matches(name, [str(choice) for choice in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def resolve(
     config: RunConfig, *, drop_unused_augment_options: bool = False, named: Collection[str] = ()
 ) -> ResolvedRun:
@@ -397,19 +390,19 @@ def resolve(
     _check_cache_folder()
     if config.model not in MODELS:
         raise ConfigError(
-            f"--model {config.model!r} is unknown{_resembles(config.model, MODELS)}; choose from "
+            f"--model {config.model!r} is unknown{did_you_mean(config.model, MODELS)}; choose from "
             f"{', '.join(MODELS)} {PLUGIN_HINT}"
         )
     if config.data not in DATASETS:
         raise ConfigError(
-            f"--data {config.data!r} is unknown{_resembles(config.data, DATASETS)}; choose from "
+            f"--data {config.data!r} is unknown{did_you_mean(config.data, DATASETS)}; choose from "
             f"{', '.join(DATASETS)} {PLUGIN_HINT}"
         )
     if not config.logger:
         raise ConfigError("logger is empty; give csv, tensorboard or wandb (csv is always written)")
     unknown_loggers = [name for name in config.logger if name not in LOGGER_CHOICES]
     if unknown_loggers:
-        hint = "".join(_resembles(name, LOGGER_CHOICES) for name in unknown_loggers)
+        hint = "".join(did_you_mean(name, LOGGER_CHOICES) for name in unknown_loggers)
         raise ConfigError(
             f"--logger {', '.join(unknown_loggers)} is unknown{hint}; choose from {', '.join(LOGGER_CHOICES)}"
         )

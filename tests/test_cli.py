@@ -678,6 +678,15 @@ def test_a_config_files_aliases_nested_in_themselves_are_refused_in_a_short_line
     assert len(error) < 400 and "\n" not in error.strip()
 
 
+def test_a_config_files_misspelt_option_is_told_the_one_it_resembles(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("modle: gan\n")
+    assert main(["--config", str(config), "--print-config"]) == 2
+    assert "unknown option modle (did you mean 'model'?); valid options are listed by --help" in (
+        capsys.readouterr().err
+    )
+
+
 def test_a_config_files_merge_key_merges_and_its_own_keys_win(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("max_steps: 2\n<<: {width: 8, max_steps: 9}\n")
