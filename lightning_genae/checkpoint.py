@@ -97,7 +97,14 @@ class RunCheckpoint:
             if isinstance(error, pickle.UnpicklingError):
                 raise pickled_object_refused(error, path, flag) from None
             detail = describe_error(error)
-            detail = "" if "weights_only" in detail else f" ({detail})"
+            if "weights_only" in detail:
+                detail = ""
+            elif "inline_container" in detail:
+                # The zip reader's own assertion ("[enforce fail at inline_container.cc:...]") speaks to
+                # torch's developers: a zip archive that torch.save did not write, or one cut short.
+                detail = " (a zip archive, but not one torch.save wrote whole)"
+            else:
+                detail = f" ({detail})"
             raise ConfigError(f"{not_readable}{detail}; pick a .ckpt written by a run") from None
         if not isinstance(contents, dict) or "state_dict" not in contents:
             raise ConfigError(f"{flag}: {path} is not a Lightning checkpoint; pick a .ckpt written by a run")

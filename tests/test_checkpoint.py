@@ -127,20 +127,28 @@ def test_a_quoted_error_is_one_line_without_terminal_escapes():
     assert describe_error(download) == "RuntimeError: Error downloading x.gz: <urlopen error offline>"
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "not a checkpoint"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not a checkpoint", "a zip of other files"])
 @pytest.mark.parametrize("flag", ["--resume", "--evaluate"])
 def test_a_damaged_checkpoint_is_one_line_and_exit_2(flag, damage, tiny_ae_run, tmp_path, capsys):
+    import zipfile
+
     data = last_checkpoint(tiny_ae_run).read_bytes()
-    damaged = {
-        "truncated": data[: len(data) // 2],
-        "empty": b"",
-        "not a checkpoint": b"these are not the bytes of a zip file",
-    }[damage]
     path = tmp_path / "damaged.ckpt"
-    path.write_bytes(damaged)
+    if damage == "a zip of other files":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("hello.txt", "hello")
+    else:
+        path.write_bytes(
+            {
+                "truncated": data[: len(data) // 2],
+                "empty": b"",
+                "not a checkpoint": b"these are not the bytes of a zip file",
+            }[damage]
+        )
     output = tmp_path / "run"
     assert main([flag, str(path), "--output", str(output)]) == 2
-    one_line(capsys, flag, "not a readable checkpoint")
+    error = one_line(capsys, flag, "not a readable checkpoint")
+    assert "inline_container" not in error and "enforce fail" not in error
     assert not output.exists()
 
 
