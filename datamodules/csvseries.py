@@ -56,6 +56,7 @@ from lightning_genae.datamodules.options import CSVSeriesOptions, parse_channel_
 from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
 from lightning_genae.datamodules.splits import fixed_split
 from lightning_genae.errors import ConfigError, DataError, agree
+from lightning_genae.plugin_options import shown_value
 
 DEFAULT_SEQ_LEN = 24
 DEFAULT_STRIDE = 1
@@ -381,13 +382,13 @@ def _check_order_in(
                 if is_gap(cell):
                     continue
                 raise DataError(
-                    f"{table.path}: row {number}, column {name!r}: {cell.strip()!r} is not a timestamp; "
-                    "fix the cell or rename the column"
+                    f"{table.path}: row {number}, column {name!r}: {shown_value(cell.strip())} is not a "
+                    "timestamp; fix the cell or rename the column"
                 )
             if isinstance(value, datetime) and isinstance(previous, datetime):
                 if (value.tzinfo is None) != (previous.tzinfo is None):
                     raise DataError(
-                        f"{table.path}: row {number}, column {name!r}: {cell.strip()!r} "
+                        f"{table.path}: row {number}, column {name!r}: {shown_value(cell.strip())} "
                         f"{'has no' if value.tzinfo is None else 'has a'} time zone and the row before "
                         f"{'has one' if value.tzinfo is None else 'has none'}; give every time in one form"
                     )
@@ -412,8 +413,8 @@ def _values(table: CSVTable, channels: Sequence[int]) -> np.ndarray:
             value = _number(cell)
             if value is not None and abs(value) > FLOAT32_MAX:
                 raise DataError(
-                    f"{table.path}: row {number}, column {table.names[column]!r}: {cell.strip()} is beyond "
-                    "the range of the 32-bit numbers models compute in (about 3.4e38); fix the cell or "
+                    f"{table.path}: row {number}, column {table.names[column]!r}: {value:g} is beyond the "
+                    "range of the 32-bit numbers models compute in (about 3.4e38); fix the cell or "
                     "rescale the column"
                 )
             if value is not None:
@@ -426,8 +427,8 @@ def _values(table: CSVTable, channels: Sequence[int]) -> np.ndarray:
                     "encode that column)"
                 )
                 raise DataError(
-                    f"{table.path}: row {number}, column {table.names[column]!r}: {cell.strip()!r} is not a "
-                    f"finite number; {fix}"
+                    f"{table.path}: row {number}, column {table.names[column]!r}: "
+                    f"{shown_value(cell.strip())} is not a finite number; {fix}"
                 )
     return values
 
