@@ -201,7 +201,8 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
             f"{example}"
         )
     if not path.is_file():
-        raise DataError(f"--data-dir {path}: no such file; for --data csv pass the path of a CSV file")
+        what = "not a regular file (a pipe or device)" if path.exists() else "no such file"
+        raise DataError(f"--data-dir {path}: {what}; for --data csv pass the path of a CSV file")
     try:
         raw = path.read_bytes()
         # utf-8-sig: the byte-order mark Excel's "CSV UTF-8" starts a file with is no part of its first cell;
