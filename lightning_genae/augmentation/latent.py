@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -336,7 +337,11 @@ class _StopAugmenterOnSignal(Callback):
     def _note(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
             self.cleanup()
-            print("second Ctrl-C: stopped at once; nothing of the augmenter was kept", flush=True)
+            print(
+                "second Ctrl-C: stopped at once; nothing of the augmenter was kept",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(128 + signal.SIGINT)
         self.received = signum
 
