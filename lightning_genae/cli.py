@@ -34,7 +34,7 @@ from lightning_genae.config_file import load_config_file
 from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions, describe_error
 from lightning_genae.grid_command import run_grid_command
 from lightning_genae.pipes import ReaderWatch, reader_may_leave
-from lightning_genae.plugin_options import command_line_spelling, flag
+from lightning_genae.plugin_options import command_line_spelling, flag, shown_value
 from lightning_genae.plugins import load_plugins
 from lightning_genae.program import continued_as_a_grid
 from lightning_genae.resolve import (
@@ -86,9 +86,17 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
             )
         if summarize_root is not None:
             return _summarize(Path(summarize_root))
-        if isinstance(file_values.get("augment"), list):
-            # A YAML list in a --config file (`augment: [none, diffaug]`) is the same grid as "none,diffaug".
-            file_values["augment"] = ",".join(map(str, file_values["augment"]))
+        augment_in_file = file_values.get("augment")
+        if augment_in_file is not None:
+            # A YAML list in a --config file (`augment: [none, diffaug]`) is the same grid as "none,diffaug";
+            # anything but names (a list of lists, a mapping: YAML aliases nest them at will) is refused.
+            names = augment_in_file if isinstance(augment_in_file, list) else [augment_in_file]
+            if not all(isinstance(name, str) for name in names):
+                raise ConfigError(
+                    f"--augment {shown_value(augment_in_file)} in {config_path} is no name or list of names "
+                    "of augmentations; write one name, or a list of names"
+                )
+            file_values["augment"] = ",".join(names)
         augment_value = args.get("augment", file_values.get("augment"))
         augments = split_list(str(augment_value)) if augment_value is not None else None
         if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):

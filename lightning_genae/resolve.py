@@ -309,18 +309,24 @@ def _check_classifier_weights(config: RunConfig) -> None:
     )
 
 
-def _refuse_feature_weights_no_metric_reads(config: RunConfig, model: ModelSpec) -> None:
-    """Weights of a feature backbone given to a family that does not generate: no image metric is computed,
-    so the file would be recorded as the run's backbone without ever being read (or checked)."""
-    if model.generates:
-        return
-    given = [flag(name) for name in ("classifier_weights", "inception_weights") if getattr(config, name)]
-    if given:
-        named = " and ".join(given)
+def _without_feature_weights_no_metric_reads(
+    config: RunConfig, model: ModelSpec, named: Collection[str]
+) -> RunConfig:
+    """Weights of a feature backbone for a family that does not generate: no image metric is computed, so
+    the file would be recorded as the run's backbone without ever being read (or checked). Typed on the
+    command line, refused; recorded by a run (a checkpoint or config.yaml of a release that took them),
+    left out, so that run resumes and is evaluated."""
+    weights = ("classifier_weights", "inception_weights")
+    if model.generates or not any(getattr(config, name) for name in weights):
+        return config
+    typed = [flag(name) for name in weights if getattr(config, name) and name in named]
+    if typed:
+        given = " and ".join(typed)
         raise ConfigError(
-            f"{named} {agree(given, 'gives', 'give')} the generative image metrics' features, and --model "
-            f"{config.model} does not generate (it is scored by its reconstructions); drop {named}"
+            f"{given} {agree(typed, 'gives', 'give')} the generative image metrics' features, and --model "
+            f"{config.model} does not generate (it is scored by its reconstructions); drop {given}"
         )
+    return replace(config, **{name: None for name in weights})
 
 
 def _refuse_an_output_among_the_data(config: RunConfig) -> None:
@@ -412,12 +418,12 @@ def resolve(
         raise ConfigError(
             f"WANDB_MODE={wandb_mode} is not a W&B mode; set it to online, offline or disabled, or unset it"
         )
-    _check_inception_weights(config)
     model = MODELS[config.model]
+    config = _without_feature_weights_no_metric_reads(config, model, named)
+    _check_inception_weights(config)
     _check_data_kind(config, model)
     _refuse_series_backbone(config, named)
     _check_classifier_weights(config)
-    _refuse_feature_weights_no_metric_reads(config, model)
     _refuse_an_output_among_the_data(config)
     options = _family_options(config, model, named)
     _refuse_a_likelihood_of_grey_pixels(config, options)
