@@ -22,6 +22,7 @@ from lightning_genae.program import command_prefix
 from lightning_genae.resolve import (
     ResolvedRun,
     check_shape_options,
+    refuse_a_run_folder_among_the_data,
     refuse_named_but_unread,
     stated_world_size,
 )
@@ -84,6 +85,9 @@ def run_grid_command(
         print_configuration(_grid_configs(plan, tuning, grid_index))
         return 0
     _refuse_cells_that_would_launch_processes(shared, grid_index)
+    for resolved in list(plan.runs.values())[:1]:
+        # Every cell's folder lies under the root, so one check of the root stands for all.
+        refuse_a_run_folder_among_the_data(resolved.config, plan.root)
     from lightning_genae.ablation import check_grid_root
 
     overwrite = bool(values.get("overwrite"))

@@ -329,20 +329,32 @@ def _without_feature_weights_no_metric_reads(
     return replace(config, **{name: None for name in weights})
 
 
-def _refuse_an_output_among_the_data(config: RunConfig) -> None:
-    """A run folder inside a folder whose every image is the data (`--data folder`): the run's sample grids
-    and interpolations would be the next run's training images, in a subfolder taken for a new class."""
+def refuse_a_run_folder_among_the_data(config: RunConfig, run_dir: Path) -> None:
+    """A run folder among the images of a dataset that reads every image under --data-dir (`--data
+    folder`): the run's sample grids and interpolations would be the next run's training images, in a
+    subfolder taken for a new class. Among them is inside the folder, or inside a folder linked into it
+    (which the reader follows)."""
     if not DATASETS[config.data].reads_every_image:
         return
-    output = Path(os.path.realpath(os.path.expanduser(config.output or "runs")))
-    data = Path(os.path.realpath(os.path.expanduser(config.data_dir)))
-    if output == data or data in output.parents:
-        given = f"--output {config.output}" if config.output else f"the default run folder under {output}"
-        raise ConfigError(
-            f"{given} lies inside --data-dir {config.data_dir}, every image of which --data {config.data} "
-            "reads: the run's pictures would become the next run's training images; pick an --output "
-            "outside it"
-        )
+    data = os.path.realpath(os.path.expanduser(config.data_dir))
+    roots = [data]
+    if os.path.isdir(data):
+        for folder, subfolders, _ in os.walk(data):
+            roots += [
+                os.path.realpath(os.path.join(folder, name))
+                for name in subfolders
+                if os.path.islink(os.path.join(folder, name))
+            ]
+    run = Path(os.path.realpath(os.path.expanduser(run_dir)))
+    inside = next((root for root in roots if run == Path(root) or Path(root) in run.parents), None)
+    if inside is None:
+        return
+    linked = "" if inside == data else f" (through a link to {inside})"
+    raise ConfigError(
+        f"the run folder {run_dir} lies inside --data-dir {config.data_dir}{linked}, every image of which "
+        f"--data {config.data} reads: the run's pictures would become the next run's training images; pick "
+        "an --output outside it"
+    )
 
 
 # The values of WANDB_MODE that wandb accepts (dryrun and run are its older names of offline and online).
@@ -424,7 +436,6 @@ def resolve(
     _check_data_kind(config, model)
     _refuse_series_backbone(config, named)
     _check_classifier_weights(config)
-    _refuse_an_output_among_the_data(config)
     options = _family_options(config, model, named)
     _refuse_a_likelihood_of_grey_pixels(config, options)
     data_options = parse_dataset_options(

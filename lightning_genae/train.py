@@ -34,7 +34,7 @@ from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import GenerativeModule, changeable_on_resume
 from lightning_genae.models.base import OBJECTIVE_FORM_KEY
 from lightning_genae.program import command_prefix
-from lightning_genae.resolve import ResolvedRun
+from lightning_genae.resolve import ResolvedRun, refuse_a_run_folder_among_the_data
 from lightning_genae.run_folder import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -336,6 +336,7 @@ def run(
         )
     else:
         run_dir = resume.run_folder if resume is not None else default_run_dir(config)
+    refuse_a_run_folder_among_the_data(config, run_dir)
     # Absolute paths: the checkpoint and config.yaml name the same folders from whatever folder a resume or a
     # re-run starts in.
     config = replace(config, output=str(run_dir)).with_absolute_paths()

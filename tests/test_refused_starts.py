@@ -178,8 +178,34 @@ def test_a_run_folder_among_the_images_of_data_folder_is_refused(inside, tmp_pat
     out = images / inside
     data = ["--data", "folder", "--data-dir", str(images), "--image-size", "16", "--channels", "1"]
     assert main(["--model", "gan", *data, "--max-steps", "2", "--output", str(out)]) == 2
-    one_line(capsys, f"--output {out} lies inside --data-dir {images}", "pick an --output outside it")
+    one_line(capsys, f"the run folder {out} lies inside --data-dir {images}", "pick an --output outside it")
+    grid = ["--model", "gan", *data, "--seeds", "0,1", "--output", str(out)]
+    assert main(grid) == 2
+    one_line(capsys, f"the run folder {out} lies inside --data-dir {images}")
     assert sorted(path.name for path in images.iterdir()) == ["class0", "class1"]
+
+
+def test_a_run_folder_in_a_folder_linked_into_the_images_is_refused_and_an_evaluation_there_is_not(
+    tmp_path, capsys
+):
+    from PIL import Image
+
+    images, outside = tmp_path / "images", tmp_path / "outside"
+    for index in range(40):
+        (images / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (16, 16), color=index * 6).save(images / f"class{index % 2}" / f"{index}.png")
+    outside.mkdir()
+    (images / "extra").symlink_to(outside, target_is_directory=True)
+    data = ["--data", "folder", "--data-dir", str(images), "--image-size", "16", "--channels", "1"]
+    tiny = ["--width", "8", "--latent-dim", "4", "--batch-size", "8", "--backbone", "none"]
+    out = outside / "run"
+    assert main(["--model", "vae", *data, *tiny, "--max-steps", "2", "--output", str(out)]) == 2
+    one_line(capsys, f"the run folder {out} lies inside --data-dir {images} (through a link to {outside})")
+    trained = tmp_path / "run"
+    assert main(["--model", "vae", *data, *tiny, "--max-steps", "2", "--output", str(trained)]) == 0
+    # An evaluation writes eval.json, no pictures: it may write among the images.
+    checkpoint = trained / "checkpoints" / "last.ckpt"
+    assert main(["--evaluate", str(checkpoint), "--output", str(images / "scores")]) == 0
 
 
 def test_resume_last_with_a_grids_folder_names_its_runs_and_changes_nothing(tmp_path, capsys):
