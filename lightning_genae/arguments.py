@@ -14,7 +14,7 @@ from typing import Any
 from lightning_genae import __version__
 from lightning_genae.ablation.tuning import candidate_separators, candidate_texts
 from lightning_genae.augmentation import augmentation_choices, augmentation_options
-from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, LOGGER_CHOICES, flag
+from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, LOGGER_CHOICES, WHOLE_SPLIT, flag
 from lightning_genae.datamodules import DATASETS, dataset_options
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import (
@@ -73,7 +73,7 @@ def _train_size_list(value: str) -> list[int | None]:
     """`--train-size 1000,5000,full`: counts of training items, `full` for the whole split (None)."""
     what = "a count, `full` or a comma list of them (e.g. 1000,full)"
     try:
-        sizes = [None if item == "full" else int(item) for item in split_list(value)]
+        sizes = [None if item == WHOLE_SPLIT else int(item) for item in split_list(value)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
     if not sizes:

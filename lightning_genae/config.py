@@ -232,8 +232,10 @@ class RunConfig:
         own = {
             name: coerce(name, CONFIG_TYPES[name], value)
             for name, value in values.items()
-            if name in CONFIG_TYPES
+            if name in CONFIG_TYPES and not (name == "train_size" and value == WHOLE_SPLIT)
         }
+        if values.get("train_size") == WHOLE_SPLIT:
+            own["train_size"] = None  # `train_size: full` in a config file, as --train-size full
         plugin_options = {name: value for name, value in values.items() if name not in CONFIG_TYPES}
         return cls(**own, plugin_options=plugin_options)
 
@@ -301,6 +303,9 @@ COMMAND_LINE_ONLY = (
 # another Lightning program's.
 CONFIG_KEY = "genae_config"
 PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite")
+# How --train-size (and a config file's train_size) names the whole training split, which RunConfig holds
+# as None.
+WHOLE_SPLIT = "full"
 # Options a `--resume` may change: they take effect from the resumed step on. Every other option defines the
 # run (model, data and its shapes, family options, augmentation, train size, seed, other data paths, batch
 # size, backbone) and must equal the checkpoint's. The family's learning rate reaches the restored optimizer.

@@ -566,6 +566,12 @@ def test_a_train_size_list_takes_the_full_split_as_full(tmp_path, capsys):
     assert refused.value.code == 2
     error = capsys.readouterr().err
     assert "'500,all' is not a count, `full` or a comma list of them (e.g. 1000,full)" in error
+    assert main([*grid, "--train-size", "full,full", "--print-config"]) == 2
+    assert "--train-size list lists full more than once" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text("train_size: full\n")
+    assert main(["--config", str(config), "--print-config"]) == 0
+    assert "train_size: null" in capsys.readouterr().out
 
 
 def test_a_relative_augment_ckpt_is_recorded_absolute_and_the_run_resumes_from_another_folder(

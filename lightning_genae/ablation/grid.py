@@ -33,7 +33,7 @@ from typing import Any
 from lightning_genae.augmentation import given_options
 from lightning_genae.cache import file_sha256, write_file_atomically
 from lightning_genae.cluster import interrupted_by, take_noted_signal
-from lightning_genae.config import RunConfig, absolute_path, flag, resume_conflicts
+from lightning_genae.config import WHOLE_SPLIT, RunConfig, absolute_path, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.metrics.names import SPLITS
 from lightning_genae.resolve import ResolvedRun, resolve
@@ -131,7 +131,10 @@ class CellOutcome:
 def check_unique(values: Sequence[Any], option: str) -> None:
     if not values:
         raise ConfigError(f"{option} is empty; give at least one value")
-    repeated = sorted({str(v) for v, count in Counter(values).items() if count > 1})
+    # A train size of None is the whole split, `full` as the user writes it.
+    repeated = sorted(
+        {WHOLE_SPLIT if v is None else str(v) for v, count in Counter(values).items() if count > 1}
+    )
     if repeated:
         raise ConfigError(
             f"{option} lists {', '.join(repeated)} more than once; give each value once "
@@ -756,7 +759,7 @@ def _listed_cells(path: Path) -> list[str] | None:
 
 def train_size_label(train_size: int | None) -> str:
     """How a train size reads in folder names and tables: the count, or `full` for the whole split."""
-    return "full" if train_size is None else str(train_size)
+    return WHOLE_SPLIT if train_size is None else str(train_size)
 
 
 def parse_cell_name(name: str) -> tuple[str | None, int | None, int | None]:
@@ -765,4 +768,4 @@ def parse_cell_name(name: str) -> tuple[str | None, int | None, int | None]:
     if match is None:
         return None, None, None
     size = match["train_size"]
-    return match["augment"], None if size == "full" else int(size), int(match["seed"])
+    return match["augment"], None if size == WHOLE_SPLIT else int(size), int(match["seed"])
