@@ -421,6 +421,8 @@ def _values(table: CSVTable, channels: Sequence[int]) -> np.ndarray:
             if value is not None:
                 values[position, slot] = value
             elif not is_gap(cell):
+                if parse_timestamp(cell) is not None:
+                    _refuse_a_cell_no_timestamp(table, column)
                 fix = (
                     "write numbers with a decimal point (a decimal comma is read as text)"
                     if re.fullmatch(r"[-+]?\d+,\d+", cell.strip())
@@ -432,6 +434,19 @@ def _values(table: CSVTable, channels: Sequence[int]) -> np.ndarray:
                     f"{shown_value(cell.strip())} is not a finite number; {fix}"
                 )
     return values
+
+
+def _refuse_a_cell_no_timestamp(table: CSVTable, column: int) -> None:
+    """A column of timestamps but for a cell or more (`1949-13` among monthly periods) was read as a
+    channel, whose first timestamp is no number: the cell that kept it from being a timestamp column is
+    the one to name."""
+    for number, row in table.rows:
+        cell = row[column]
+        if not is_gap(cell) and parse_timestamp(cell) is None:
+            raise DataError(
+                f"{table.path}: row {number}, column {table.names[column]!r}: {shown_value(cell.strip())} "
+                "is not a timestamp, where the column's other cells are; fix the cell"
+            )
 
 
 def fill_gaps(series: np.ndarray, method: str) -> np.ndarray:
@@ -678,9 +693,19 @@ def _named_channels(table: CSVTable, names: Sequence[str], excluded: Collection[
 def _id_column(table: CSVTable, series_id: str | None) -> int:
     if series_id is None:
         raise DataError("--csv-layout long needs --series-id COLUMN, the column that names each row's series")
-    for index, name in enumerate(table.names):
-        if name == series_id or (not table.has_header and series_id == str(index + 1)):
-            return index
+    matches = [
+        index
+        for index, name in enumerate(table.names)
+        if name == series_id or (not table.has_header and series_id == str(index + 1))
+    ]
+    if len(matches) > 1:
+        raise DataError(
+            f"{table.path}: columns {' and '.join(str(index + 1) for index in matches)} are both named "
+            f"{series_id!r}, so --series-id {series_id} names neither; give them distinct names in the "
+            "file's header"
+        )
+    if matches:
+        return matches[0]
     raise DataError(
         f"{table.path}: no column {series_id!r} for --series-id; "
         f"the file's columns are {', '.join(table.names)}"

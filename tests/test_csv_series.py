@@ -301,6 +301,20 @@ def test_two_channel_columns_of_one_name_are_refused(tmp_path, channels):
     assert read_series(write(tmp_path / "y.csv", lines), channel_columns=["b"]).channel_names == ["b"]
 
 
+def test_a_column_of_periods_with_one_that_is_no_date_names_that_cell(tmp_path):
+    months = [f"19{49 + i // 12}-{i % 12 + 1:02d}" for i in range(30)]
+    months[6] = "1949-13"
+    lines = ["month,v", *(f"{month},{i}" for i, month in enumerate(months))]
+    with pytest.raises(DataError, match="row 8, column 'month': '1949-13' is not a timestamp, where the"):
+        read_series(write(tmp_path / "x.csv", lines))
+
+
+def test_two_columns_named_as_the_series_id_are_refused(tmp_path):
+    lines = ["unit,x,unit", *(f"u{i % 2},{i},v{i % 2}" for i in range(40))]
+    with pytest.raises(DataError, match="columns 1 and 3 are both named 'unit', so --series-id unit names"):
+        read_series(write(tmp_path / "x.csv", lines), layout="long", series_id="unit")
+
+
 def test_a_period_of_year_zero_is_read_as_text_not_a_traceback(tmp_path):
     with pytest.raises(DataError, match="0000-01"):
         read_series(write(tmp_path / "x.csv", ["month,v", "0000-01,1", "0000-02,2", "0000-03,3"]))
