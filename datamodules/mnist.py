@@ -111,10 +111,12 @@ class MNISTDataModule(ImageDataModule):
         if missing and not all_files:
             # torchvision's download error names the file it fetched first, which need not be one missing
             # here (a present file whose gzip differs from its checksum is fetched again): the cause alone.
-            reason = _DOWNLOADING_A_FILE.sub("", reason)
+            reason = _DOWNLOADING_A_FILE.sub("", reason).replace("and it cannot", "which cannot", 1)
+            names = [f"{name}[.gz]" for name in missing]
+            listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
             return DataError(
-                f"{self.folder} in {self.raw_dir} lacks {', '.join(name + '[.gz]' for name in missing)} "
-                f"{reason}: put {agree(missing, 'that file', 'those files')} there, "
+                f"{self.folder} in {self.raw_dir} lacks {listed}, {reason}: put "
+                f"{agree(missing, 'that file', 'those files')} there, "
                 f"or pass --data-dir pointing at a folder holding a complete {self.folder}/raw"
             )
         misplaced = self._files_in_data_dir_itself()

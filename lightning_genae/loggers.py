@@ -33,7 +33,7 @@ from lightning_genae.console import say, warn
 from lightning_genae.errors import RunFolderGone, describe_error
 from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.metrics.names import current_names
-from lightning_genae.run_folder import METRICS_FILE, WANDB_RUN_ID
+from lightning_genae.run_folder import METRICS_FILE, WANDB_ID, WANDB_RUN_ID
 
 WANDB_HOST = "api.wandb.ai"
 
@@ -413,10 +413,6 @@ def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:
         del init_arguments["anonymous"]
 
 
-# What this package writes as a W&B run id, and W&B takes: letters, digits, '_' and '-'.
-_WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
-
 def _stable_wandb_id(run_dir: Path) -> str:
     """One W&B run id per run folder, kept in the folder so a resume finds it again.
 
@@ -431,7 +427,7 @@ def _stable_wandb_id(run_dir: Path) -> str:
             kept = id_file.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError):
             kept = ""
-        if _WANDB_ID.fullmatch(kept):
+        if WANDB_ID.fullmatch(kept):
             return kept
         # Empty, damaged or hand-edited: wandb.init would stop the run on it; a new id is written over it.
         say(f"{id_file} does not hold a W&B run id ({kept[:40]!r}); the run gets a new one")

@@ -61,16 +61,20 @@ RUN_FOLDERS = {
         r"run_id|latest-run|debug(-internal|-cli\..+)?\.log|(offline-)?run-\d{8}_\d{6}-[A-Za-z0-9_-]+"
     ),
 }
+# What this package writes as a W&B run id, and W&B takes: letters, digits, '_' and '-'.
+WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # A W&B run folder ends in its run's id: in wandb/, the run's own are those of the id in WANDB_RUN_ID.
 WANDB_RUN_FOLDER = re.compile(r"(offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)")
 
 
 def _kept_wandb_id(path: Path) -> str | None:
-    """The W&B run id the run in `path` keeps in WANDB_RUN_ID; None where it used no W&B logger."""
+    """The W&B run id the run in `path` keeps in WANDB_RUN_ID; None where it used no W&B logger, or the file
+    holds no id (damaged or edited: no W&B folder is then known for the run's)."""
     try:
-        return (path / WANDB_RUN_ID).read_text(encoding="utf-8").strip() or None
+        kept = (path / WANDB_RUN_ID).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return None
+    return kept if WANDB_ID.fullmatch(kept) else None
 
 
 def written_by_the_run(folder: str, name: str, wandb_id: str | None) -> bool:

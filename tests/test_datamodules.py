@@ -542,7 +542,7 @@ def test_one_missing_mnist_file_offline_is_named_without_the_file_torchvision_fe
     with pytest.raises(DataError) as refused:
         MNISTDataModule(small_mnist_dirs["gz"]).prepare_data()
     message = str(refused.value)
-    assert message.startswith(f"MNIST in {raw} lacks t10k-labels-idx1-ubyte[.gz] and it cannot be downloaded")
+    assert message.startswith(f"MNIST in {raw} lacks t10k-labels-idx1-ubyte[.gz], which cannot be downloaded")
     assert "network is unreachable" in message and "train-images" not in message
 
 

@@ -103,6 +103,18 @@ def test_remove_run_entries_keeps_wandb_runs_of_another_id(kept_id, tmp_path):
         assert not (run / "wandb" / f"offline-run-20260101_120000-{kept_id}").exists()
 
 
+@pytest.mark.parametrize("damaged", ["idA\nidB", "not an id!"], ids=["two lines", "not an id"])
+def test_remove_run_entries_takes_no_wandb_folder_for_the_runs_by_a_damaged_id(damaged, tmp_path):
+    run = tmp_path / "run"
+    for name in ["config.yaml", "wandb/debug.log", "wandb/latest-run", "wandb/run-20240101_000000-idA/x"]:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    (run / "wandb" / "run_id").write_text(damaged)
+    remove_run_entries(run)
+    left = sorted(str(path.relative_to(run)) for path in run.rglob("*") if path.is_file())
+    assert left == ["wandb/debug.log", "wandb/latest-run", "wandb/run-20240101_000000-idA/x"]
+
+
 @pytest.mark.parametrize("names", [["normaliser.json", "eval.json"], ["images/samples_step0000002.png"]])
 def test_a_folder_without_a_run_but_with_files_of_a_runs_names_is_refused_before_any_write(
     tmp_path, capsys, names
