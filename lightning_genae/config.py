@@ -463,9 +463,11 @@ def parse_devices(devices: str) -> int | str | list[int]:
     try:
         numbers = [int(item) for item in items if item or not listed]
     except ValueError:
-        raise ConfigError(f"--devices {devices!r} is not a number or a list of numbers; {fix}") from None
+        numbers = []
+    if not numbers:
+        raise ConfigError(f"--devices {devices!r} is not a number or a list of numbers; {fix}")
     if listed:
-        if any(number < 0 for number in numbers) or len(set(numbers)) != len(numbers) or not numbers:
+        if any(number < 0 for number in numbers) or len(set(numbers)) != len(numbers):
             raise ConfigError(f"--devices {devices}: device indices must be distinct and 0 or more; {fix}")
     elif numbers[0] < 1:
         raise ConfigError(f"--devices {devices}: a device count must be at least 1; {fix}")
