@@ -27,7 +27,7 @@ from lightning_genae.augmentation import (
     resolve_augment_plan,
 )
 from lightning_genae.cache import cache_root, is_torch_file
-from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, device_count, flag
+from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, device_count, flag, parse_devices
 from lightning_genae.datamodules import (
     DATASETS,
     build_datamodule,
@@ -457,9 +457,23 @@ def resolve(
         **plan.config_values(),
     }
     complete = replace(config, plugin_options=plugin_options, **budget)
+    _refuse_device_indices_on_the_cpu(config)
     world = stated_world_size(config)
     refuse_a_share_that_replaces_nothing(plan, config.batch_size // world, world)
     return ResolvedRun(complete, model, options, plan, data_options)
+
+
+def _refuse_device_indices_on_the_cpu(config: RunConfig) -> None:
+    """Device indices (`--devices 0,1`) on the CPU, which takes a count: Lightning refuses them at Trainer
+    set-up, one cell at a time in a grid (every cell then failing) instead of once before the first."""
+    no_gpu = not torch.cuda.is_available()
+    on_the_cpu = config.accelerator == "cpu" or (config.accelerator == "auto" and no_gpu)
+    if on_the_cpu and isinstance(parse_devices(config.devices), list):
+        where = "--accelerator cpu" if config.accelerator == "cpu" else "this machine, which has no GPU"
+        raise ConfigError(
+            f"--devices {config.devices} lists device indices, and the run is on the CPU ({where}), which "
+            "takes a count of processes: use --devices 1 (or 2, ...)"
+        )
 
 
 def stated_world_size(config: RunConfig) -> int:

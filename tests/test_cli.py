@@ -659,7 +659,8 @@ def test_a_run_whose_output_reader_stops_finishes_its_run(tmp_path, both_streams
 
 def test_a_config_file_may_list_devices_and_a_logger_named_twice_is_refused(tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text("devices: [0, 1]\nlogger: [csv, tensorboard]\n")
+    # Device indices are a GPU run's (the CPU takes a count).
+    config.write_text("devices: [0, 1]\naccelerator: gpu\nlogger: [csv, tensorboard]\n")
     assert main(["--config", str(config), "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["devices"] == "0,1" and printed["logger"] == ["csv", "tensorboard"]
