@@ -564,7 +564,7 @@ def _refuse_channels_of_one_name(table: CSVTable, channels: Sequence[int]) -> No
     if not table.has_header:
         return
     for index in channels:
-        same = [str(column + 1) for column, name in enumerate(table.names) if name == table.names[index]]
+        same = [str(column + 1) for column in _columns_named(table, table.names[index])]
         if len(same) > 1:
             raise DataError(
                 f"{table.path}: columns {' and '.join(same)} are both named {table.names[index]!r}, and a "
@@ -671,11 +671,7 @@ def _named_channels(table: CSVTable, names: Sequence[str], excluded: Collection[
     id column, is a ConfigError naming the file's columns."""
     chosen = []
     for name in names:
-        matches = [
-            index
-            for index, column in enumerate(table.names)
-            if column == name or (not table.has_header and name == str(index + 1))
-        ]
+        matches = _columns_named(table, name)
         if not matches:
             raise ConfigError(
                 f"--csv-channels {name!r}: {table.path} has no such column; its columns are "
@@ -690,14 +686,19 @@ def _named_channels(table: CSVTable, names: Sequence[str], excluded: Collection[
     return chosen
 
 
+def _columns_named(table: CSVTable, name: str) -> list[int]:
+    """The indexes of the columns `name` names: by header, or by number from 1 in a file without one."""
+    return [
+        index
+        for index, column in enumerate(table.names)
+        if column == name or (not table.has_header and name == str(index + 1))
+    ]
+
+
 def _id_column(table: CSVTable, series_id: str | None) -> int:
     if series_id is None:
         raise DataError("--csv-layout long needs --series-id COLUMN, the column that names each row's series")
-    matches = [
-        index
-        for index, name in enumerate(table.names)
-        if name == series_id or (not table.has_header and series_id == str(index + 1))
-    ]
+    matches = _columns_named(table, series_id)
     if len(matches) > 1:
         raise DataError(
             f"{table.path}: columns {' and '.join(str(index + 1) for index in matches)} are both named "

@@ -308,7 +308,7 @@ class RunCheckpoint:
         ]
         listed = sum(len(group.get("params", ())) for group in groups if isinstance(group, Mapping))
         expected = sum(1 for _ in module.parameters())
-        if not isinstance(states, list) or not states or listed < expected:
+        if listed < expected:
             what = (
                 f"optimizer states for {listed} of its {expected} weights" if groups else "no optimizer state"
             )

@@ -229,13 +229,14 @@ class RunConfig:
 
         Keys that are not RunConfig's own are the plug-ins' options; `resolve` checks them.
         """
+        if values.get("train_size") == WHOLE_SPLIT:
+            # `train_size: full` in a config file, as --train-size full.
+            values = {**values, "train_size": None}
         own = {
             name: coerce(name, CONFIG_TYPES[name], value)
             for name, value in values.items()
-            if name in CONFIG_TYPES and not (name == "train_size" and value == WHOLE_SPLIT)
+            if name in CONFIG_TYPES
         }
-        if values.get("train_size") == WHOLE_SPLIT:
-            own["train_size"] = None  # `train_size: full` in a config file, as --train-size full
         plugin_options = {name: value for name, value in values.items() if name not in CONFIG_TYPES}
         return cls(**own, plugin_options=plugin_options)
 

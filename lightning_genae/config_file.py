@@ -88,12 +88,11 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
             spellings.setdefault(str(key).replace("-", "_"), []).append(str(key))
         twice = next(keys for keys in spellings.values() if len(keys) > 1)
         raise ConfigError(f"--config {path}: {' and '.join(twice)} name the same option; keep one of them")
-    unknown = sorted(str(key) for key in raw if str(key).replace("-", "_") not in {*CONFIG_FIELDS, *known})
+    options = [*CONFIG_FIELDS, *known]
+    unknown = sorted(str(key) for key in raw if str(key).replace("-", "_") not in options)
     if unknown:
         # Each as the file writes it, with the option it resembles.
-        named = ", ".join(
-            f"{key}{did_you_mean(key.replace('-', '_'), [*CONFIG_FIELDS, *known])}" for key in unknown
-        )
+        named = ", ".join(f"{key}{did_you_mean(key.replace('-', '_'), options)}" for key in unknown)
         raise ConfigError(
             f"--config {path}: unknown {agree(unknown, 'option', 'options')} {named}; "
             f"valid options are listed by --help {PLUGIN_HINT}"

@@ -466,9 +466,9 @@ def resolve(
 def _refuse_device_indices_on_the_cpu(config: RunConfig) -> None:
     """Device indices (`--devices 0,1`) on the CPU, which takes a count: Lightning refuses them at Trainer
     set-up, one cell at a time in a grid (every cell then failing) instead of once before the first."""
-    no_gpu = not torch.cuda.is_available()
-    on_the_cpu = config.accelerator == "cpu" or (config.accelerator == "auto" and no_gpu)
-    if on_the_cpu and isinstance(parse_devices(config.devices), list):
+    if not isinstance(parse_devices(config.devices), list):
+        return
+    if config.accelerator == "cpu" or (config.accelerator == "auto" and not torch.cuda.is_available()):
         where = "--accelerator cpu" if config.accelerator == "cpu" else "this machine, which has no GPU"
         raise ConfigError(
             f"--devices {config.devices} lists device indices, and the run is on the CPU ({where}), which "

@@ -56,15 +56,14 @@ RUN_FOLDERS = {
     "images": re.compile(r"[A-Za-z0-9_.-]+_step\d{7}\.png"),
     # TensorBoardLogger(name="tensorboard", version=""): event files and the hyper-parameters.
     "tensorboard": re.compile(r"events\.out\.tfevents\..+|hparams\.yaml"),
-    # wandb: the run id kept for resuming, wandb's own run folders, their link and its logs.
+    # wandb: the run id kept for resuming, wandb's own run folders (named after the W&B run's id), their
+    # link and its logs.
     "wandb": re.compile(
-        r"run_id|latest-run|debug(-internal|-cli\..+)?\.log|(offline-)?run-\d{8}_\d{6}-[A-Za-z0-9_-]+"
+        r"run_id|latest-run|debug(-internal|-cli\..+)?\.log|(offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)"
     ),
 }
 # What this package writes as a W&B run id, and W&B takes: letters, digits, '_' and '-'.
 WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-# A W&B run folder ends in its run's id: in wandb/, the run's own are those of the id in WANDB_RUN_ID.
-WANDB_RUN_FOLDER = re.compile(r"(offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)")
 
 
 def _kept_wandb_id(path: Path) -> str | None:
@@ -82,14 +81,13 @@ def written_by_the_run(folder: str, name: str, wandb_id: str | None) -> bool:
     run folders and logs are the run's only where it used W&B (`wandb_id`, from `_kept_wandb_id`), and a run
     folder only of that id: W&B writes into ./wandb by default, so another program's or another run's W&B
     runs may lie there."""
-    if not RUN_FOLDERS[folder].fullmatch(name):
+    written = RUN_FOLDERS[folder].fullmatch(name)
+    if written is None:
         return False
     if folder != "wandb" or f"{folder}/{name}" == WANDB_RUN_ID:
         return True
-    if wandb_id is None:
-        return False
-    run_folder = WANDB_RUN_FOLDER.fullmatch(name)
-    return run_folder is None or run_folder["id"] == wandb_id
+    # A W&B run folder names its run's id (`id`); its link and logs name none.
+    return wandb_id is not None and written["id"] in (None, wandb_id)
 
 
 def check_output_folder(path: Path, flag: str = "--output") -> None:
