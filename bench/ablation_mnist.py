@@ -10,6 +10,7 @@ machine), and prints the Markdown table as measured.
 
     python bench/ablation_mnist.py --data-dir DATA    # CPU budget, about 100 min on 2 cores
     python bench/ablation_mnist.py --steps 10000 --width 64 --accelerator gpu   # a larger budget on a GPU
+    python bench/ablation_mnist.py --seeds 0,1,2,3,4,5,6,7,8,9 --accelerator gpu --jobs 10   # more seeds
     # the AE augmentations with the adaptive strength, its target tuned with the same budget:
     python bench/ablation_mnist.py --augments ae,vae,ae-d --augment-p auto \
         --output runs/bench-ablation-mnist-1k-auto
@@ -21,6 +22,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,7 +52,84 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-samples", type=int, default=5000)
     parser.add_argument("--accelerator", default="auto")
-    return parser.parse_args()
+    parser.add_argument("--jobs", type=int, default=1, help="cells trained at once, each in its own process")
+    parser.add_argument(
+        "--start-cells-for", type=float, default=None, metavar="MINUTES",
+        help="with --jobs: no cell starts after this many minutes (the summary lists the others as missing)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more, got {args.jobs}")
+    if args.start_cells_for is not None and args.jobs == 1:
+        parser.error("--start-cells-for needs --jobs 2 or more (one process trains the grid's cells in turn)")
+    return args
+
+
+RUN_PY = str(Path(__file__).resolve().parent.parent / "run.py")
+CELL_LINE = re.compile(r"^# cell (\d+): (\S+)", re.MULTILINE)
+
+
+def grid_cells(command: list[str]) -> tuple[list[int], list[int]]:
+    """The grid's tuning cells and its final cells, by index (as `--print-config` lists them), the final
+    ones ordered seed by seed."""
+    listing = subprocess.run(
+        [sys.executable, RUN_PY, *command, "--print-config"], capture_output=True, text=True, check=True
+    ).stdout
+    tuning, final = [], []
+    for index, folder in CELL_LINE.findall(listing):
+        (tuning if folder.startswith("tuning/") else final).append((folder, int(index)))
+
+    def seed_of(cell: tuple[str, int]) -> tuple[int, int]:
+        return int(re.search(r"seed(\d+)$", cell[0]).group(1)), cell[1]
+
+    return [index for _, index in tuning], [index for _, index in sorted(final, key=seed_of)]
+
+
+def run_cells_at_once(command: list[str], cells: list[int], jobs: int, logs: Path, deadline: float) -> int:
+    """Trains `cells`, `jobs` processes at a time, none started after `deadline` (time.time()); returns
+    how many failed. A line per cell says when it ends and how many are left."""
+    environment = dict(os.environ)
+    environment.setdefault("OMP_NUM_THREADS", "1")  # the processes share the machine's cores
+    waiting, running, failed, started = list(cells), {}, 0, time.time()
+    while waiting or running:
+        while waiting and len(running) < jobs and time.time() < deadline:
+            index = waiting.pop(0)
+            log = open(logs / f"cell-{index}.log", "w")  # noqa: SIM115 (closed when the cell ends)
+            process = subprocess.Popen(
+                [sys.executable, RUN_PY, *command, "--grid-index", str(index)],
+                stdout=log, stderr=subprocess.STDOUT, env=environment,
+            )  # fmt: skip
+            running[process] = (index, log, time.time())
+        if waiting and time.time() >= deadline and not running:
+            print(f"{len(waiting)} cells not started: --start-cells-for has passed", flush=True)
+            break
+        time.sleep(1)
+        for process in [process for process in running if process.poll() is not None]:
+            index, log, began = running.pop(process)
+            log.close()
+            failed += process.returncode != 0
+            print(
+                f"cell {index} ended (exit {process.returncode}) after {time.time() - began:.0f} s; "
+                f"{len(waiting) + len(running)} left, {(time.time() - started) / 60:.1f} min so far",
+                flush=True,
+            )
+    return failed
+
+
+def run_grid_at_once(command: list[str], root: Path, jobs: int, minutes: float | None) -> int:
+    """The grid's cells over `jobs` processes, tuning before final, then its summary; the exit code."""
+    deadline = time.time() + 60 * minutes if minutes is not None else float("inf")
+    tuning, final = grid_cells(command)
+    logs = Path(f"{root}.cell-logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    print(
+        f"{len(tuning)} tuning cells, then {len(final)} final cells, {jobs} at a time; logs in {logs}",
+        flush=True,
+    )
+    failed = run_cells_at_once(command, tuning, jobs, logs, deadline)
+    failed += run_cells_at_once(command, final, jobs, logs, deadline)
+    code = run_main(["--summarize", str(root)])
+    return code or int(failed > 0)
 
 
 def main() -> int:
@@ -99,9 +179,14 @@ def main() -> int:
     }
     print("python run.py " + " ".join(command), flush=True)
     started = time.time()
-    code = run_main(command)
+    code = (
+        run_main(command)
+        if args.jobs == 1
+        else run_grid_at_once(command, root, args.jobs, args.start_cells_for)
+    )
     wall = time.time() - started
     info = {"command": "python run.py " + " ".join(command), "exit_code": code, "wall_time_s": round(wall, 1)}
+    info["jobs"] = args.jobs
     info["machine"] = machine
     root.mkdir(parents=True, exist_ok=True)
     (root / "bench.json").write_text(json.dumps(info, indent=2) + "\n")
