@@ -260,7 +260,7 @@ def _resolve_single_run(
             _put_back_the_run_of(args["resume"], args.get("output"))
         resume = RunCheckpoint.to_resume(args["resume"], args.get("output"))
     elif "resume" not in args:
-        resume = _checkpoint_of_restarted_job(merge(file_values, args), {**file_values, **args})
+        resume = _checkpoint_of_restarted_job(merge(file_values, args))
         if resume is not None and args.get("overwrite"):
             # The job's earlier attempt did the replacing; the run it started is the one to continue.
             args["overwrite"] = False
@@ -367,9 +367,7 @@ def _quiet_lightning() -> None:
     quiet_lightning()
 
 
-def _checkpoint_of_restarted_job(
-    values: RunConfig, given: dict[str, Any] | None = None
-) -> RunCheckpoint | None:
+def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
     """The checkpoint a requeued SLURM job (or a restarted torchrun job) continues from, or None.
 
     A restarted job runs its command again, without `--resume`. Its run continues as if `--resume last`
@@ -379,10 +377,10 @@ def _checkpoint_of_restarted_job(
     first checkpoint starts from the beginning: where its `--output` holds another job's checkpoint (the
     run an `--overwrite` put back when the attempt stopped before training), the command does what it did
     the first time. A checkpoint that names no job (an older version's, or a run's outside any job) is
-    continued as before; an `--overwrite` command (`given`: what it typed) replaces it where it holds
-    another run's options, and is refused in one line where they agree (this job's own run, or one it
-    means to run again from scratch). A torchrun job without `--rdzv-id` shares its id `none` with every
-    such job: it continues nothing on its own, refused in one line.
+    continued as before; an `--overwrite` command replaces it where it holds another run's options (as a grid
+    cell's would: `holds_a_run_of_other_options`), and is refused in one line where they agree (this job's
+    own run, or one it means to run again from scratch). A torchrun job without `--rdzv-id` shares its id
+    `none` with every such job: it continues nothing on its own, refused in one line.
     """
     job = current_job()
     if job is None:
@@ -410,10 +408,9 @@ def _checkpoint_of_restarted_job(
         return checkpoint if writer == "own" else None
     # A checkpoint that names no job, or a job id every torchrun without --rdzv-id shares.
     if values.output and values.overwrite:
-        from lightning_genae.models import changeable_on_resume
+        from lightning_genae.ablation.grid import holds_a_run_of_other_options
 
-        stored = checkpoint.stored_config("--resume")
-        if resume_conflicts(stored, given or {}, changeable_on_resume(stored.get("model", ""))):
+        if holds_a_run_of_other_options(folder, values):
             return None  # another run's options: the run the --overwrite replaces
     elif job.identified:
         return checkpoint  # it names no job: as an older version's own run was always continued

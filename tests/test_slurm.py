@@ -250,6 +250,28 @@ def test_a_requeued_overwrite_job_refuses_a_checkpoint_that_names_no_job_and_cha
     assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 4
 
 
+def test_a_requeued_overwrite_replaces_a_checkpoint_that_names_no_job_at_another_learning_rate(
+    tmp_path, monkeypatch, capsys
+):
+    """A run of another --lr is not this job's (its command would have written the same one): the
+    --overwrite replaces it, as a grid cell's --overwrite does, rather than refusing or continuing it."""
+    from lightning_genae.checkpoint import CLUSTER_JOB_KEY
+
+    run_dir = tmp_path / "run"
+    command = ["--model", "ae", *TINY_RUN, "--output", str(run_dir), "--max-steps", "2"]
+    assert main([*command, "--lr", "0.001"]) == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    checkpoint.pop(CLUSTER_JOB_KEY, None)
+    torch.save(checkpoint, last)
+    as_slurm_task(monkeypatch, job_id="8484", restart=1)
+    capsys.readouterr()
+    assert main([*command, "--lr", "0.002", "--overwrite"]) == 0
+    assert "resuming from" not in capsys.readouterr().out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["config"]["lr"] == 0.002
+
+
 def test_a_requeued_grid_array_task_with_overwrite_continues_its_own_cell(tmp_path, monkeypatch, capsys):
     root = tmp_path / "grid"
     grid = ["--model", "ae", *TINY_RUN, "--seeds", "0,1", "--output", str(root), "--overwrite"]

@@ -438,8 +438,10 @@ def _cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
     return []
 
 
-def _other_options_than(run_dir: Path, config: RunConfig) -> bool:
-    """Whether the run in `run_dir` (finished or not) was started with other options than `config`."""
+def holds_a_run_of_other_options(run_dir: Path, config: RunConfig) -> bool:
+    """Whether the run in `run_dir` (finished or not) was started with other options than `config`: other
+    in what a resume may not change or in what decides its numbers (--lr included). A restarted job's
+    --overwrite, grid cell or single run, replaces such a run as another's and continues none."""
     summary = read_summary(run_dir)
     if summary is not None:
         return bool(finished_run_conflicts(summary, config))
@@ -462,7 +464,7 @@ def _how_to_start(
         # cell it cannot tell from them.
         wrote = earlier_attempt_wrote(run_dir)
         # Another run's options: the run the --overwrite replaces, whoever wrote it.
-        if wrote == "unknown" and config is not None and _other_options_than(run_dir, config):
+        if wrote == "unknown" and config is not None and holds_a_run_of_other_options(run_dir, config):
             wrote = "other"
         if wrote == "unknown":
             refusal = (
