@@ -69,16 +69,35 @@ def _int_list(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer or a comma list of integers") from None
 
 
+TRAIN_SIZES = "a count, `full` or a comma list of them (e.g. 1000,full)"
+
+
+def parse_train_sizes(items: list[Any]) -> list[int | None]:
+    """Counts of training items, `full` for the whole split (None); ValueError for anything else (a
+    config file's list may hold any YAML value)."""
+    sizes: list[int | None] = []
+    for item in items:
+        if item == WHOLE_SPLIT:
+            sizes.append(None)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            sizes.append(item)
+        elif isinstance(item, str):
+            sizes.append(int(item))
+        else:
+            raise ValueError(item)
+    if not sizes:
+        raise ValueError("empty")
+    return sizes
+
+
 def _train_size_list(value: str) -> list[int | None]:
     """`--train-size 1000,5000,full`: counts of training items, `full` for the whole split (None)."""
-    what = "a count, `full` or a comma list of them (e.g. 1000,full)"
+    if not split_list(value):
+        raise argparse.ArgumentTypeError(f"empty; give {TRAIN_SIZES}")
     try:
-        sizes = [None if item == WHOLE_SPLIT else int(item) for item in split_list(value)]
+        return parse_train_sizes(split_list(value))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not {what}") from None
-    if not sizes:
-        raise argparse.ArgumentTypeError(f"empty; give {what}")
-    return sizes
+        raise argparse.ArgumentTypeError(f"{value!r} is not {TRAIN_SIZES}") from None
 
 
 def split_list(value: str) -> list[str]:

@@ -19,7 +19,7 @@ from lightning_genae.ablation.tuning import (
     check_tuning_request,
     split_candidates,
 )
-from lightning_genae.arguments import build_parser, split_list
+from lightning_genae.arguments import TRAIN_SIZES, build_parser, parse_train_sizes, split_list
 from lightning_genae.cluster import RunInterrupted, current_job, global_rank
 from lightning_genae.config import (
     CHANGEABLE_ON_RESUME,
@@ -97,6 +97,13 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
                     "of augmentations; write one name, or a list of names"
                 )
             file_values["augment"] = ",".join(names)
+        size_in_file = file_values.get("train_size")
+        if isinstance(size_in_file, list) or (isinstance(size_in_file, str) and "," in size_in_file):
+            # A YAML list (`train_size: [1000, full]`) or comma text is the grid --train-size 1000,full is;
+            # the command line's --train-size replaces it.
+            del file_values["train_size"]
+            if train_sizes is None:
+                train_sizes = _train_sizes_in_file(size_in_file, config_path)
         augment_value = args.get("augment", file_values.get("augment"))
         augments = split_list(str(augment_value)) if augment_value is not None else None
         if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):
@@ -203,6 +210,17 @@ def _summarize(root: Path) -> int:
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     print(describe_progress(root))
     return 0
+
+
+def _train_sizes_in_file(value: Any, config_path: str | None) -> list[int | None]:
+    items = value if isinstance(value, list) else split_list(value)
+    try:
+        return parse_train_sizes(items)
+    except ValueError:
+        raise ConfigError(
+            f"--train-size {shown_value(value)} in {config_path} is not {TRAIN_SIZES}; in YAML also a list "
+            "such as [1000, full]"
+        ) from None
 
 
 def _is_grid(

@@ -556,6 +556,26 @@ def test_a_config_files_augment_list_is_a_grid_as_the_flags_list_is(tmp_path, ca
     assert "# cell 0: none-tsfull-seed0" in out and "# cell 1: diffaug-tsfull-seed0" in out
 
 
+def test_a_config_files_train_size_list_is_a_grid_as_the_flags_list_is(tmp_path, capsys):
+    config = tmp_path / "grid.yaml"
+    grid = ["--config", str(config), "--seeds", "0", "--output", str(tmp_path / "g"), "--print-config"]
+    for written in ("[500, full]", "500,full"):
+        config.write_text(f"model: ae\ndata: digits\ntrain_size: {written}\n")
+        assert main(grid) == 0
+        out = capsys.readouterr().out
+        assert "# cell 0: none-ts500-seed0" in out and "# cell 1: none-tsfull-seed0" in out
+    # The command line's --train-size replaces the file's list.
+    assert main([*grid, "--train-size", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "# cell 0: none-ts300-seed0" in out and "# cell 1" not in out
+    for not_sizes in ("[500, [1]]", "[true]", "[]", "[500, all]"):
+        config.write_text(f"model: ae\ndata: digits\ntrain_size: {not_sizes}\n")
+        assert main(grid) == 2
+        error = capsys.readouterr().err
+        assert f"in {config} is not a count, `full` or a comma list of them" in error
+        assert error.count("\n") == 1
+
+
 def test_a_train_size_list_takes_the_full_split_as_full(tmp_path, capsys):
     grid = ["--model", "ae", "--data", "digits", "--seeds", "0", "--output", str(tmp_path / "g")]
     assert main([*grid, "--train-size", "500,full", "--print-config"]) == 0
