@@ -8,6 +8,14 @@ ratio (the operation that is costly on centred digits; 0 leaves color and cutout
 r_t. Writes ROOT/ablation.csv, .md and .png, ROOT/tuning.json, plus ROOT/bench.json (budget, wall time,
 machine), and prints the Markdown table as measured.
 
+`--jobs N` trains N cells at once, each in its own `run.py --grid-index K` process (one GPU holds many
+runs of these small nets): the tuning cells first, then the final cells seed by seed (every arm's seed 0,
+then every arm's seed 1, ...), so that `--start-cells-for MINUTES` (no cell starts after it) leaves whole
+seeds; then `run.py --summarize ROOT`. Each cell's output is appended to ROOT.cell-logs/cell-K.log. The
+exit code is 0 only when every cell ran; the same command run again runs, resumes or retries the others.
+Ctrl-C or SIGTERM is passed on to the running cells, which stop after their iteration in progress with
+their checkpoints saved, and the bench exits with 128 + the signal's number once they have.
+
     python bench/ablation_mnist.py --data-dir DATA    # CPU budget, about 100 min on 2 cores
     python bench/ablation_mnist.py --steps 10000 --width 64 --accelerator gpu   # a larger budget on a GPU
     python bench/ablation_mnist.py --seeds 0,1,2,3,4,5,6,7,8,9 --accelerator gpu --jobs 10   # more seeds
@@ -20,17 +28,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import torch
 
+from lightning_genae.augmentation import needs_augmenter, parse_augment
 from lightning_genae.cli import main as run_main
+from lightning_genae.errors import ConfigError
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,7 +75,19 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--jobs must be 1 or more, got {args.jobs}")
     if args.start_cells_for is not None and args.jobs == 1:
         parser.error("--start-cells-for needs --jobs 2 or more (one process trains the grid's cells in turn)")
+    minutes = args.start_cells_for
+    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+        parser.error(f"--start-cells-for must be a positive number of minutes, got {minutes}")
     return args
+
+
+def trains_an_augmenter(arm: str) -> bool:
+    """Whether the arm (`ae`, `ae+diffaug`) trains an augmenter, so reads --augmenter-width and -steps (an
+    unknown name is left to run.py, which names it)."""
+    try:
+        return needs_augmenter(parse_augment(arm))
+    except ConfigError:
+        return False
 
 
 RUN_PY = str(Path(__file__).resolve().parent.parent / "run.py")
@@ -72,11 +97,14 @@ CELL_LINE = re.compile(r"^# cell (\d+): (\S+)", re.MULTILINE)
 def grid_cells(command: list[str]) -> tuple[list[int], list[int]]:
     """The grid's tuning cells and its final cells, by index (as `--print-config` lists them), the final
     ones ordered seed by seed."""
-    listing = subprocess.run(
-        [sys.executable, RUN_PY, *command, "--print-config"], capture_output=True, text=True, check=True
-    ).stdout
+    listed = subprocess.run(
+        [sys.executable, RUN_PY, *command, "--print-config"], capture_output=True, text=True
+    )
+    if listed.returncode != 0:
+        sys.stderr.write(listed.stderr)  # run.py's one line: the grid it was given is refused
+        raise SystemExit(listed.returncode)
     tuning, final = [], []
-    for index, folder in CELL_LINE.findall(listing):
+    for index, folder in CELL_LINE.findall(listed.stdout):
         (tuning if folder.startswith("tuning/") else final).append((folder, int(index)))
 
     def seed_of(cell: tuple[str, int]) -> tuple[int, int]:
@@ -85,39 +113,79 @@ def grid_cells(command: list[str]) -> tuple[list[int], list[int]]:
     return [index for _, index in tuning], [index for _, index in sorted(final, key=seed_of)]
 
 
-def run_cells_at_once(command: list[str], cells: list[int], jobs: int, logs: Path, deadline: float) -> int:
-    """Trains `cells`, `jobs` processes at a time, none started after `deadline` (time.time()); returns
-    how many failed. A line per cell says when it ends and how many are left."""
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM reached the bench."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+def run_cells_at_once(
+    command: list[str], cells: list[int], jobs: int, logs: Path, deadline: float
+) -> tuple[int, int]:
+    """Trains `cells`, `jobs` processes at a time, none started after `deadline` (time.time()); returns how
+    many failed and how many were not started. A line per cell says when it ends and how many are left.
+    On `Stopped`, the signal is passed on to the running cells, which are waited for."""
     environment = dict(os.environ)
     environment.setdefault("OMP_NUM_THREADS", "1")  # the processes share the machine's cores
     waiting, running, failed, started = list(cells), {}, 0, time.time()
-    while waiting or running:
-        while waiting and len(running) < jobs and time.time() < deadline:
-            index = waiting.pop(0)
-            log = open(logs / f"cell-{index}.log", "w")  # noqa: SIM115 (closed when the cell ends)
-            process = subprocess.Popen(
-                [sys.executable, RUN_PY, *command, "--grid-index", str(index)],
-                stdout=log, stderr=subprocess.STDOUT, env=environment,
-            )  # fmt: skip
-            running[process] = (index, log, time.time())
-        if waiting and time.time() >= deadline and not running:
-            print(f"{len(waiting)} cells not started: --start-cells-for has passed", flush=True)
-            break
-        time.sleep(1)
-        for process in [process for process in running if process.poll() is not None]:
-            index, log, began = running.pop(process)
-            log.close()
-            failed += process.returncode != 0
-            print(
-                f"cell {index} ended (exit {process.returncode}) after {time.time() - began:.0f} s; "
-                f"{len(waiting) + len(running)} left, {(time.time() - started) / 60:.1f} min so far",
-                flush=True,
-            )
-    return failed
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs and time.time() < deadline:
+                index = waiting.pop(0)
+                log = open(logs / f"cell-{index}.log", "a")  # noqa: SIM115 (closed when the cell ends)
+                log.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S}: run.py --grid-index {index}\n")
+                log.flush()
+                # A session of its own: a Ctrl-C in the terminal reaches the bench, which passes it on once.
+                process = subprocess.Popen(
+                    [sys.executable, RUN_PY, *command, "--grid-index", str(index)],
+                    stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True,
+                )  # fmt: skip
+                running[process] = (index, log, time.time())
+            if waiting and time.time() >= deadline and not running:
+                print(f"{len(waiting)} cells not started: --start-cells-for has passed", flush=True)
+                break
+            time.sleep(1)
+            for process in [process for process in running if process.poll() is not None]:
+                index, log, began = running.pop(process)
+                log.close()
+                failed += process.returncode != 0
+                print(
+                    f"cell {index} ended (exit {process.returncode}) after {time.time() - began:.0f} s; "
+                    f"{len(waiting) + len(running)} left, {(time.time() - started) / 60:.1f} min so far",
+                    flush=True,
+                )
+    except Stopped as stop:
+        _stop_cells(running, stop.signum)
+        raise
+    return failed, len(waiting)
+
+
+def _stop_cells(running: dict, signum: int) -> None:
+    """Passes `signum` on to each running cell (run.py stops after its iteration in progress, saving its
+    checkpoint) and waits for them all; a second signal is passed on too (run.py then stops at once)."""
+    name = signal.Signals(signum).name
+    print(f"{name}: stopping the {len(running)} running cells", file=sys.stderr, flush=True)
+    for process in running:
+        process.send_signal(signum)
+    while running:
+        try:
+            for process in [process for process in running if process.poll() is not None]:
+                running.pop(process)[1].close()
+            time.sleep(0.2)
+        except Stopped as again:
+            for process in running:
+                process.send_signal(again.signum)
 
 
 def run_grid_at_once(command: list[str], root: Path, jobs: int, minutes: float | None) -> int:
-    """The grid's cells over `jobs` processes, tuning before final, then its summary; the exit code."""
+    """The grid's cells over `jobs` processes, tuning before final, then its summary; the exit code: 0 when
+    every cell ran, 1 when one failed or was not started, 128 + the signal's number when stopped."""
     deadline = time.time() + 60 * minutes if minutes is not None else float("inf")
     tuning, final = grid_cells(command)
     logs = Path(f"{root}.cell-logs")
@@ -126,10 +194,29 @@ def run_grid_at_once(command: list[str], root: Path, jobs: int, minutes: float |
         f"{len(tuning)} tuning cells, then {len(final)} final cells, {jobs} at a time; logs in {logs}",
         flush=True,
     )
-    failed = run_cells_at_once(command, tuning, jobs, logs, deadline)
-    failed += run_cells_at_once(command, final, jobs, logs, deadline)
+    handlers = {signum: signal.signal(signum, _raise_stopped) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        failed, not_started = run_cells_at_once(command, tuning, jobs, logs, deadline)
+        more_failed, more_not_started = run_cells_at_once(command, final, jobs, logs, deadline)
+    except Stopped as stop:
+        print(
+            f"stopped by {stop}; the cells that were running saved their checkpoints: run the same command "
+            "again to continue the grid",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    failed, not_started = failed + more_failed, not_started + more_not_started
     code = run_main(["--summarize", str(root)])
-    return code or int(failed > 0)
+    if failed or not_started:
+        print(
+            f"{failed} cells failed and {not_started} were not started: run the same command again to run, "
+            "resume or retry them",
+            file=sys.stderr,
+        )
+    return code or int(failed + not_started > 0)
 
 
 def main() -> int:
@@ -144,8 +231,6 @@ def main() -> int:
         "--seeds", args.seeds,
         "--max-steps", str(args.steps),
         "--width", str(args.width),
-        "--augmenter-width", str(args.width),
-        "--augmenter-steps", str(args.augmenter_steps),
         "--eval-every", str(args.eval_every),
         "--image-every", str(args.eval_every),
         "--ckpt-every", str(args.steps),
@@ -153,6 +238,8 @@ def main() -> int:
         "--accelerator", args.accelerator,
         "--output", str(root),
     ]  # fmt: skip
+    if any(trains_an_augmenter(arm) for arm in args.augments.split(",")):
+        command += ["--augmenter-width", str(args.width), "--augmenter-steps", str(args.augmenter_steps)]
     if args.tune_seeds:
         arms = set(args.augments.split(","))
         ae_arms = {"ae", "vae", "ae-d"}
@@ -172,7 +259,10 @@ def main() -> int:
     machine = {
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        # per process that trains: the bench's own, or each cell's with --jobs
+        "torch_threads": torch.get_num_threads()
+        if args.jobs == 1
+        else int(os.environ.get("OMP_NUM_THREADS", "1")),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -1,20 +1,26 @@
 """bench/ablation_mnist.py --jobs: a grid's cells in processes of their own, tuning cells before final ones,
-final ones seed by seed, none started after --start-cells-for, and the grid's summary at the end."""
+final ones seed by seed, none started after --start-cells-for, a signal passed on to the running cells, and
+the grid's summary at the end."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench" / "ablation_mnist.py"
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("ablation_mnist", REPO / "bench" / "ablation_mnist.py")
+    spec = importlib.util.spec_from_file_location("ablation_mnist", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -43,19 +49,49 @@ def test_tuning_cells_come_first_and_final_cells_go_seed_by_seed(tmp_path: Path,
     assert final == [2, 4, 3, 5]
 
 
+def test_a_grid_refused_by_run_py_says_why_and_exits_as_run_py_does(
+    tmp_path: Path, child_environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        load_bench().grid_cells([*tiny_grid(tmp_path / "grid"), "--seed", "3"])
+    assert stopped.value.code == 2
+    assert "error: --seed" in capsys.readouterr().err
+
+
 def test_no_cell_starts_after_the_deadline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bench = load_bench()
-    failed = bench.run_cells_at_once(["--not-an-option"], [0, 1, 2], jobs=2, logs=tmp_path, deadline=0.0)
-    assert failed == 0
+    counts = bench.run_cells_at_once(["--not-an-option"], [0, 1, 2], jobs=2, logs=tmp_path, deadline=0.0)
+    assert counts == (0, 3)  # none failed, three not started
     assert "3 cells not started: --start-cells-for has passed" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []  # no process was started, so no cell log was opened
 
 
 def test_a_failing_cell_is_counted_and_its_output_kept(tmp_path: Path, child_environment) -> None:
     bench = load_bench()
-    failed = bench.run_cells_at_once(["--model", "nosuchfamily"], [7], jobs=2, logs=tmp_path, deadline=1e12)
-    assert failed == 1
-    assert "nosuchfamily" in (tmp_path / "cell-7.log").read_text()
+    for _ in (1, 2):
+        counts = bench.run_cells_at_once(
+            ["--model", "nosuchfamily"], [7], jobs=2, logs=tmp_path, deadline=1e12
+        )
+        assert counts == (1, 0)
+    # Each attempt's output is appended under a line of its own, never replaced.
+    log = (tmp_path / "cell-7.log").read_text()
+    assert log.count("nosuchfamily") == 2 and log.count(": run.py --grid-index 7") == 2
+
+
+def test_the_augmenter_options_go_only_to_grids_whose_arms_train_an_augmenter() -> None:
+    arms = ("ae", "ae-d", "vae+diffaug", "none", "ada", "nope")
+    assert [load_bench().trains_an_augmenter(arm) for arm in arms] == [True, True, True, False, False, False]
+
+
+@pytest.mark.parametrize("minutes", ["0", "-1", "nan", "inf"])
+def test_start_cells_for_takes_a_positive_number_of_minutes(
+    minutes: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["ablation_mnist.py", "--jobs", "2", "--start-cells-for", minutes])
+    with pytest.raises(SystemExit) as refused:
+        load_bench().parse_args()
+    assert refused.value.code == 2
+    assert "--start-cells-for must be a positive number of minutes" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -69,3 +105,32 @@ def test_the_grid_trains_in_parallel_processes_and_is_summarised(tmp_path: Path,
     assert sorted(path.name for path in Path(f"{root}.cell-logs").iterdir()) == [
         f"cell-{index}.log" for index in range(6)
     ]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_running_cells_with_their_checkpoints_and_exits_130(
+    tmp_path: Path, child_environment
+) -> None:
+    root = tmp_path / "grid"
+    command = [
+        "--model", "gan", "--data", "digits", "--seeds", "0", "--max-steps", "100000", "--width", "4",
+        "--ckpt-every", "100000", "--eval-every", "100000", "--accelerator", "cpu", "--output", str(root),
+    ]  # fmt: skip
+    script = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('bench', {str(BENCH)!r})\n"
+        "bench = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(bench)\n"
+        f"sys.exit(bench.run_grid_at_once({command!r}, bench.Path({str(root)!r}), jobs=2, minutes=None))\n"
+    )
+    bench = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    log = Path(f"{root}.cell-logs") / "cell-0.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "iteration" in log.read_text()):
+        time.sleep(0.5)  # until the one cell is past its set-up, training
+    bench.send_signal(signal.SIGINT)
+    _, err = bench.communicate(timeout=120)
+    assert bench.returncode == 128 + signal.SIGINT, err
+    assert "run the same command again to continue the grid" in err
+    assert "stopped by SIGINT" in log.read_text()
+    assert (root / "none-tsfull-seed0" / "checkpoints" / "last.ckpt").is_file()
