@@ -4,7 +4,7 @@ and ADA, and FD-style metrics named by their feature backbone.
 
 The command line is `genae` (or `python run.py` in a clone). In Python: `lightning_genae.models.MODELS` and
 `lightning_genae.datamodules.build_datamodule` for a family and its data under your own `pl.Trainer`;
-`trainer_kwargs`, `callbacks_for`, `load_model` and `score_images` here; docs/python-api.md.
+`trainer_kwargs`, `callbacks_for`, `load_model`, `score_images` and `RunInterrupted` here; docs/python-api.md.
 """
 
 from typing import TYPE_CHECKING
@@ -13,6 +13,7 @@ from lightning_genae.errors import ConfigError, DataError, GenaeError, TrainingD
 from lightning_genae.lazy import lazy_dir, lazy_getattr
 
 if TYPE_CHECKING:
+    from lightning_genae.cluster import RunInterrupted
     from lightning_genae.evaluate import score_images
     from lightning_genae.trainer import callbacks_for, load_model, trainer_kwargs
 
@@ -20,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "GenaeError",
+    "RunInterrupted",
     "TrainingDiverged",
     "callbacks_for",
     "load_model",
@@ -32,6 +34,7 @@ __version__ = "0.1.0"
 _LAZY_EXPORTS = {
     **dict.fromkeys(("trainer_kwargs", "callbacks_for", "load_model"), "trainer"),
     "score_images": "evaluate",
+    "RunInterrupted": "cluster",
 }
 # Hidden from type checkers, which would take any name the module lacks for a lazy one.
 if not TYPE_CHECKING:

@@ -438,7 +438,7 @@ def test_a_stop_signal_in_a_python_run_names_the_trainer_resume_that_works(tmp_p
     from pytorch_lightning import Callback
 
     import lightning_genae
-    from lightning_genae.cluster import RunInterrupted
+    from lightning_genae import RunInterrupted
     from lightning_genae.datamodules import build_datamodule
     from lightning_genae.models import MODELS
 
@@ -466,6 +466,7 @@ def test_a_stop_signal_in_a_python_run_names_the_trainer_resume_that_works(tmp_p
 
     with pytest.raises(RunInterrupted) as stopped:
         fit([TermAtThree()])
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
     advice = str(stopped.value).split("continue with: ")[1]
     last = str((tmp_path / "run" / "checkpoints" / "last.ckpt").resolve())
     assert advice.startswith(f"trainer.fit(model, datamodule=..., ckpt_path={last!r})"), advice
