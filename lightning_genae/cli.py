@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,7 +278,12 @@ def _resolve_single_run(
             _put_back_the_run_of(args["resume"], args.get("output"))
         resume = RunCheckpoint.to_resume(args["resume"], args.get("output"))
     elif "resume" not in args:
-        resume = _checkpoint_of_restarted_job(merge(file_values, args))
+
+        def as_a_fresh_run() -> RunConfig:
+            fresh = _without_options_of_what_the_command_line_replaced(file_values, args, say=False)
+            return resolve(merge(fresh, args), named=named_options(args)).config
+
+        resume = _checkpoint_of_restarted_job(merge(file_values, args), as_a_fresh_run)
         if resume is not None and args.get("overwrite"):
             # The job's earlier attempt did the replacing; the run it started is the one to continue.
             args["overwrite"] = False
@@ -302,13 +307,13 @@ def _resolve_single_run(
 
 
 def _without_options_of_what_the_command_line_replaced(
-    file_values: dict[str, Any], args: dict[str, Any]
+    file_values: dict[str, Any], args: dict[str, Any], say: bool = True
 ) -> dict[str, Any]:
     """The --config file's values less the options of its --model or --augment that the command line
     replaces: those the replacement does not read, and those both read where the file holds the replaced
     family's default and the new family's differs (a gan's lr 5e-4 is no choice for an ae). A run's
     config.yaml records every option of its family and augmentations, and `--config runs/x/config.yaml
-    --model ae` is a new run from it, not a mistake. A line names what is left out."""
+    --model ae` is a new run from it, not a mistake. A line names what is left out (`say`)."""
     from lightning_genae.augmentation import AUGMENTATIONS, parse_augment
     from lightning_genae.models import MODELS
 
@@ -341,7 +346,7 @@ def _without_options_of_what_the_command_line_replaced(
                 dropped.add(name)
     # Named where the file gave a value: a null there is its default already.
     named = sorted(name for name in dropped if file_values[name] is not None)
-    if named:
+    if named and say:
         from lightning_genae.console import warn
 
         # On stderr: stdout may be a --print-config being saved as a file.
@@ -385,7 +390,9 @@ def _quiet_lightning() -> None:
     quiet_lightning()
 
 
-def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
+def _checkpoint_of_restarted_job(
+    values: RunConfig, as_a_fresh_run: Callable[[], RunConfig] | None = None
+) -> RunCheckpoint | None:
     """The checkpoint a requeued SLURM job (or a restarted torchrun job) continues from, or None.
 
     A restarted job runs its command again, without `--resume`. Its run continues as if `--resume last`
@@ -395,10 +402,11 @@ def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
     first checkpoint starts from the beginning: where its `--output` holds another job's checkpoint (the
     run an `--overwrite` put back when the attempt stopped before training), the command does what it did
     the first time. A checkpoint that names no job (an older version's, or a run's outside any job) is
-    continued as before; an `--overwrite` command replaces it where it holds another run's options (as a grid
-    cell's would: `holds_a_run_of_other_options`), and is refused in one line where they agree (this job's
-    own run, or one it means to run again from scratch). A torchrun job without `--rdzv-id` shares its id
-    `none` with every such job: it continues nothing on its own, refused in one line.
+    continued; an `--overwrite` command replaces it where it holds another run's options than the command's
+    own run would (`as_a_fresh_run`: the command resolved as a new run, defaults filled in; compared as a
+    grid cell's are, by `holds_a_run_of_other_options`), and is refused in one line where they agree (this
+    job's own run, or one it means to run again from scratch). A torchrun job without `--rdzv-id` shares its
+    id `none` with every such job: it continues nothing on its own, refused in one line.
     """
     job = current_job()
     if job is None:
@@ -428,10 +436,11 @@ def _checkpoint_of_restarted_job(values: RunConfig) -> RunCheckpoint | None:
     if values.output and values.overwrite:
         from lightning_genae.ablation.grid import holds_a_run_of_other_options
 
-        if holds_a_run_of_other_options(folder, values):
+        fresh = as_a_fresh_run() if as_a_fresh_run is not None else resolve(values).config
+        if holds_a_run_of_other_options(folder, fresh):
             return None  # another run's options: the run the --overwrite replaces
     elif job.identified:
-        return checkpoint  # it names no job: as an older version's own run was always continued
+        return checkpoint  # it names no job (written outside one, or by an older version): continued
     from lightning_genae.run_lock import RunFolderRefused
 
     if CLUSTER_JOB_KEY not in checkpoint.contents:

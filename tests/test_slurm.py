@@ -272,6 +272,44 @@ def test_a_requeued_overwrite_replaces_a_checkpoint_that_names_no_job_at_another
     assert summary["global_step"] == 2 and summary["config"]["lr"] == 0.002
 
 
+def strip_the_job(run_dir):
+    """The run's last.ckpt as written outside any job (or by an older version): it names no job."""
+    from lightning_genae.checkpoint import CLUSTER_JOB_KEY
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    checkpoint.pop(CLUSTER_JOB_KEY, None)
+    torch.save(checkpoint, last)
+
+
+def test_a_requeued_overwrite_compares_the_run_with_its_command_as_a_new_run_would_record_it(
+    tmp_path, monkeypatch, capsys
+):
+    """Defaults the command leaves out (a budget, a learning rate) are the run's own: the same command is
+    the job's own run, refused; an --lr typed before and not now is another run's, replaced."""
+    from lightning_genae.resolve import resolve
+
+    as_slurm_task(monkeypatch, job_id="8585")
+    same = tmp_path / "same"
+    command = ["--model", "ae", *TINY_RUN, "--output", str(same), "--lr-schedule", "cosine"]
+    assert main([*command, "--max-steps", "2"]) == 0
+    # As the command without --max-steps records it once run to its end (its family's default budget).
+    summary = json.loads((same / "summary.json").read_text())
+    summary["config"]["max_steps"] = resolve(RunConfig(model="ae", data="digits")).config.max_steps
+    (same / "summary.json").write_text(json.dumps(summary))
+    strip_the_job(same)
+    as_slurm_task(monkeypatch, job_id="8585", restart=1)
+    capsys.readouterr()
+    assert main([*command, "--overwrite"]) == 2
+    assert "cannot tell whether" in capsys.readouterr().err
+    other = tmp_path / "other"
+    command = ["--model", "gan", *TINY_RUN, "--output", str(other), "--max-steps", "2"]
+    assert main([*command, "--lr", "0.001"]) == 0
+    strip_the_job(other)
+    assert main([*command, "--overwrite"]) == 0
+    assert json.loads((other / "summary.json").read_text())["config"]["lr"] == 0.0005
+
+
 def test_a_requeued_grid_array_task_with_overwrite_continues_its_own_cell(tmp_path, monkeypatch, capsys):
     root = tmp_path / "grid"
     grid = ["--model", "ae", *TINY_RUN, "--seeds", "0,1", "--output", str(root), "--overwrite"]
