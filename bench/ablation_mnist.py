@@ -12,7 +12,8 @@ machine), and prints the Markdown table as measured.
 runs of these small nets): the tuning cells first, then the final cells seed by seed (every arm's seed 0,
 then every arm's seed 1, ...), so that `--start-cells-for MINUTES` (no cell starts after it) leaves whole
 seeds; then `run.py --summarize ROOT`. Each cell's output is appended to ROOT.cell-logs/cell-K.log. The
-exit code is 0 only when every cell ran; the same command run again runs, resumes or retries the others.
+exit code is 0 only when every final cell finished; the same command run again runs, resumes or retries
+the others.
 Ctrl-C or SIGTERM is passed on to the running cells, which stop after their iteration in progress with
 their checkpoints saved, and the bench exits with 128 + the signal's number once they have.
 
@@ -41,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_genae.ablation.runs import load_runs
 from lightning_genae.augmentation import needs_augmenter, parse_augment
 from lightning_genae.cli import main as run_main
 from lightning_genae.errors import ConfigError
@@ -121,8 +123,13 @@ class Stopped(Exception):
         self.signum = signum
 
 
-def _raise_stopped(signum: int, frame: object) -> None:
-    raise Stopped(signum)
+# The signals received while the cells run. The handler only notes them; the loop acts on them between its
+# steps, so that no signal falls between a cell's start and its record, where that cell would go unstopped.
+RECEIVED: list[int] = []
+
+
+def _note_signal(signum: int, frame: object) -> None:
+    RECEIVED.append(signum)
 
 
 def run_cells_at_once(
@@ -130,62 +137,61 @@ def run_cells_at_once(
 ) -> tuple[int, int]:
     """Trains `cells`, `jobs` processes at a time, none started after `deadline` (time.time()); returns how
     many failed and how many were not started. A line per cell says when it ends and how many are left.
-    On `Stopped`, the signal is passed on to the running cells, which are waited for."""
+    At a signal noted in RECEIVED, it is passed on to the running cells, which are waited for, and `Stopped`
+    is raised."""
     environment = dict(os.environ)
     environment.setdefault("OMP_NUM_THREADS", "1")  # the processes share the machine's cores
     waiting, running, failed, started = list(cells), {}, 0, time.time()
-    try:
-        while waiting or running:
-            while waiting and len(running) < jobs and time.time() < deadline:
-                index = waiting.pop(0)
-                log = open(logs / f"cell-{index}.log", "a")  # noqa: SIM115 (closed when the cell ends)
-                log.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S}: run.py --grid-index {index}\n")
-                log.flush()
-                # A session of its own: a Ctrl-C in the terminal reaches the bench, which passes it on once.
-                process = subprocess.Popen(
-                    [sys.executable, RUN_PY, *command, "--grid-index", str(index)],
-                    stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True,
-                )  # fmt: skip
-                running[process] = (index, log, time.time())
-            if waiting and time.time() >= deadline and not running:
-                print(f"{len(waiting)} cells not started: --start-cells-for has passed", flush=True)
-                break
-            time.sleep(1)
-            for process in [process for process in running if process.poll() is not None]:
-                index, log, began = running.pop(process)
-                log.close()
-                failed += process.returncode != 0
-                print(
-                    f"cell {index} ended (exit {process.returncode}) after {time.time() - began:.0f} s; "
-                    f"{len(waiting) + len(running)} left, {(time.time() - started) / 60:.1f} min so far",
-                    flush=True,
-                )
-    except Stopped as stop:
-        _stop_cells(running, stop.signum)
-        raise
+    while waiting or running:
+        while waiting and len(running) < jobs and time.time() < deadline and not RECEIVED:
+            index = waiting.pop(0)
+            log = open(logs / f"cell-{index}.log", "a")  # noqa: SIM115 (closed when the cell ends)
+            log.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S}: run.py --grid-index {index}\n")
+            log.flush()
+            # A session of its own: a Ctrl-C in the terminal reaches the bench, which passes it on once.
+            process = subprocess.Popen(
+                [sys.executable, RUN_PY, *command, "--grid-index", str(index)],
+                stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True,
+            )  # fmt: skip
+            running[process] = (index, log, time.time())
+        if RECEIVED:
+            _stop_cells(running)
+            raise Stopped(RECEIVED[0])
+        if waiting and time.time() >= deadline and not running:
+            print(f"{len(waiting)} cells not started: --start-cells-for has passed", flush=True)
+            break
+        time.sleep(0.5)
+        for process in [process for process in running if process.poll() is not None]:
+            index, log, began = running.pop(process)
+            log.close()
+            failed += process.returncode != 0
+            print(
+                f"cell {index} ended (exit {process.returncode}) after {time.time() - began:.0f} s; "
+                f"{len(waiting) + len(running)} left, {(time.time() - started) / 60:.1f} min so far",
+                flush=True,
+            )
     return failed, len(waiting)
 
 
-def _stop_cells(running: dict, signum: int) -> None:
-    """Passes `signum` on to each running cell (run.py stops after its iteration in progress, saving its
-    checkpoint) and waits for them all; a second signal is passed on too (run.py then stops at once)."""
-    name = signal.Signals(signum).name
-    print(f"{name}: stopping the {len(running)} running cells", file=sys.stderr, flush=True)
-    for process in running:
-        process.send_signal(signum)
+def _stop_cells(running: dict) -> None:
+    """Passes each received signal on to the running cells (run.py stops after its iteration in progress,
+    saving its checkpoint; at a second signal, at once) and waits for them all."""
+    print(f"{signal.Signals(RECEIVED[0]).name}: stopping the {len(running)} running cells", file=sys.stderr)
+    passed_on = 0
     while running:
-        try:
-            for process in [process for process in running if process.poll() is not None]:
-                running.pop(process)[1].close()
-            time.sleep(0.2)
-        except Stopped as again:
+        for signum in RECEIVED[passed_on:]:
             for process in running:
-                process.send_signal(again.signum)
+                process.send_signal(signum)
+            passed_on += 1
+        time.sleep(0.2)
+        for process in [process for process in running if process.poll() is not None]:
+            running.pop(process)[1].close()
 
 
 def run_grid_at_once(command: list[str], root: Path, jobs: int, minutes: float | None) -> int:
     """The grid's cells over `jobs` processes, tuning before final, then its summary; the exit code: 0 when
-    every cell ran, 1 when one failed or was not started, 128 + the signal's number when stopped."""
+    every final cell finished, 1 when one did not (failed, not started, or left to another process that
+    holds it), 128 + the signal's number when stopped."""
     deadline = time.time() + 60 * minutes if minutes is not None else float("inf")
     tuning, final = grid_cells(command)
     logs = Path(f"{root}.cell-logs")
@@ -194,10 +200,11 @@ def run_grid_at_once(command: list[str], root: Path, jobs: int, minutes: float |
         f"{len(tuning)} tuning cells, then {len(final)} final cells, {jobs} at a time; logs in {logs}",
         flush=True,
     )
-    handlers = {signum: signal.signal(signum, _raise_stopped) for signum in (signal.SIGINT, signal.SIGTERM)}
+    RECEIVED.clear()
+    handlers = {signum: signal.signal(signum, _note_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        failed, not_started = run_cells_at_once(command, tuning, jobs, logs, deadline)
-        more_failed, more_not_started = run_cells_at_once(command, final, jobs, logs, deadline)
+        run_cells_at_once(command, tuning, jobs, logs, deadline)
+        run_cells_at_once(command, final, jobs, logs, deadline)
     except Stopped as stop:
         print(
             f"stopped by {stop}; the cells that were running saved their checkpoints: run the same command "
@@ -208,15 +215,19 @@ def run_grid_at_once(command: list[str], root: Path, jobs: int, minutes: float |
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-    failed, not_started = failed + more_failed, not_started + more_not_started
+    if not root.is_dir():
+        print("no cell ran: run the same command again to run them", file=sys.stderr)
+        return 1
     code = run_main(["--summarize", str(root)])
-    if failed or not_started:
+    # The grid's own account of its cells: a cell another process held was left to it, not run here.
+    unfinished = [run.cell for run in load_runs(root) if not run.ok]
+    if unfinished:
         print(
-            f"{failed} cells failed and {not_started} were not started: run the same command again to run, "
-            "resume or retry them",
+            f"{len(unfinished)} cells did not finish ({', '.join(unfinished)}): run the same command again "
+            "to run, resume or retry them",
             file=sys.stderr,
         )
-    return code or int(failed + not_started > 0)
+    return code or int(bool(unfinished))
 
 
 def main() -> int:

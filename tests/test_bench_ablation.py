@@ -66,6 +66,23 @@ def test_no_cell_starts_after_the_deadline(tmp_path: Path, capsys: pytest.Captur
     assert list(tmp_path.iterdir()) == []  # no process was started, so no cell log was opened
 
 
+def test_no_cell_starts_once_a_signal_is_noted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = load_bench()
+    monkeypatch.setattr(bench, "RECEIVED", [signal.SIGTERM])
+    with pytest.raises(bench.Stopped) as stopped:
+        bench.run_cells_at_once(["--not-an-option"], [0, 1], jobs=2, logs=tmp_path, deadline=1e12)
+    assert stopped.value.signum == signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_grid_whose_cells_did_not_all_run_exits_1(
+    tmp_path: Path, child_environment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "grid"
+    assert load_bench().run_grid_at_once(tiny_grid(root), root, jobs=2, minutes=1e-9) == 1
+    assert "no cell ran: run the same command again" in capsys.readouterr().err
+
+
 def test_a_failing_cell_is_counted_and_its_output_kept(tmp_path: Path, child_environment) -> None:
     bench = load_bench()
     for _ in (1, 2):
