@@ -1,7 +1,9 @@
 """`--config FILE.yaml`: a YAML mapping of option names to values, read safely and checked.
 
 Safe YAML only (no Python objects), a key given twice is an error (yaml.safe_load would keep the last),
-dashes and underscores name the same option, and an unknown key is an error naming --help.
+dashes and underscores name the same option, and an unknown key is an error naming --help. A top-level key
+that starts with `.` is no option: it holds values for YAML's anchors and merges (`.base: &base {...}`, then
+`<<: *base`), the one place in a file of options where an anchor can be defined.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from lightning_genae.config import CONFIG_FIELDS
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
 from lightning_genae.plugin_options import did_you_mean
 
-__all__ = ["DuplicateKey", "load_config_file"]
+__all__ = ["ANCHOR_HOLDER", "DuplicateKey", "load_config_file"]
+
+# How a key that only holds values for anchors begins (`.base: &base {...}`).
+ANCHOR_HOLDER = "."
 
 
 class DuplicateKey(yaml.YAMLError):
@@ -81,6 +86,7 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
         raise ConfigError(
             f"--config {path}: expected a mapping of option: value; see --print-config for the format"
         )
+    raw = {key: value for key, value in raw.items() if not str(key).startswith(ANCHOR_HOLDER)}
     values = {str(key).replace("-", "_"): value for key, value in raw.items()}
     if len(values) < len(raw):
         spellings: dict[str, list[str]] = {}

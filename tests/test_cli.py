@@ -722,6 +722,18 @@ def test_a_config_files_merge_key_merges_and_its_own_keys_win(tmp_path, capsys):
     assert printed["width"] == 8 and printed["max_steps"] == 2
 
 
+def test_a_config_files_dotted_key_holds_an_anchor_for_a_merge_and_is_no_option(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(".small: &small\n  width: 8\n  max_steps: 3\n<<: *small\nmodel: ae\nmax_steps: 5\n")
+    assert main(["--config", str(config), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["width"] == 8 and printed["max_steps"] == 5 and ".small" not in printed
+    # Without the dot the key is an option's name, and no option has that name.
+    config.write_text("small: &small\n  width: 8\n<<: *small\n")
+    assert main(["--config", str(config), "--print-config"]) == 2
+    assert "unknown option small" in capsys.readouterr().err
+
+
 def test_a_runs_config_yaml_with_another_model_or_augmentation_leaves_the_files_other_options_out(
     tmp_path, capsys
 ):
