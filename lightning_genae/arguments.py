@@ -92,10 +92,11 @@ def parse_train_sizes(items: list[Any]) -> list[int | None]:
 
 def _train_size_list(value: str) -> list[int | None]:
     """`--train-size 1000,5000,full`: counts of training items, `full` for the whole split (None)."""
-    if not split_list(value):
+    items = split_list(value)
+    if not items:
         raise argparse.ArgumentTypeError(f"empty; give {TRAIN_SIZES}")
     try:
-        return parse_train_sizes(split_list(value))
+        return parse_train_sizes(items)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not {TRAIN_SIZES}") from None
 

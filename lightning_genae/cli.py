@@ -391,7 +391,7 @@ def _quiet_lightning() -> None:
 
 
 def _checkpoint_of_restarted_job(
-    values: RunConfig, as_a_fresh_run: Callable[[], RunConfig] | None = None
+    values: RunConfig, as_a_fresh_run: Callable[[], RunConfig]
 ) -> RunCheckpoint | None:
     """The checkpoint a requeued SLURM job (or a restarted torchrun job) continues from, or None.
 
@@ -424,7 +424,7 @@ def _checkpoint_of_restarted_job(
         if job.restart_count == 0 and not job.identified:
             # torchrun without --rdzv-id: the folder named after the job is every such job's.
             return None
-        folder = default_run_dir(resolve(values).config)
+        folder = default_run_dir(as_a_fresh_run())
     path = last_checkpoint(folder)
     if not path.is_file():
         return None
@@ -436,8 +436,7 @@ def _checkpoint_of_restarted_job(
     if values.output and values.overwrite:
         from lightning_genae.ablation.grid import holds_a_run_of_other_options
 
-        fresh = as_a_fresh_run() if as_a_fresh_run is not None else resolve(values).config
-        if holds_a_run_of_other_options(folder, fresh):
+        if holds_a_run_of_other_options(folder, as_a_fresh_run()):
             return None  # another run's options: the run the --overwrite replaces
     elif job.identified:
         return checkpoint  # it names no job (written outside one, or by an older version): continued

@@ -85,9 +85,8 @@ def run_grid_command(
         print_configuration(_grid_configs(plan, tuning, grid_index))
         return 0
     _refuse_cells_that_would_launch_processes(shared, grid_index)
-    for resolved in list(plan.runs.values())[:1]:
-        # Every cell's folder lies under the root, so one check of the root stands for all.
-        refuse_a_run_folder_among_the_data(resolved.config, plan.root)
+    # Every cell reads the same data and its folder lies under the root: one check of the root stands for all.
+    refuse_a_run_folder_among_the_data(next(iter(plan.runs.values())).config, plan.root)
     from lightning_genae.ablation import check_grid_root
 
     overwrite = bool(values.get("overwrite"))

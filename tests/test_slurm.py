@@ -26,6 +26,7 @@ from lightning_genae.cache import write_atomically
 from lightning_genae.cli import _checkpoint_of_restarted_job, main
 from lightning_genae.config import RunConfig
 from lightning_genae.lightning_internals import wandb_init_arguments
+from lightning_genae.resolve import resolve
 from lightning_genae.train import default_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,9 +172,10 @@ def test_a_requeued_job_with_output_resumes_only_when_slurm_says_it_restarted(tm
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 6
     # Another job, restarted or not, does not take over the checkpoint of a folder it was merely pointed at.
+    config = RunConfig(model="ae", data="digits", output=str(run_dir))
     for restart in (None, 1):
         as_slurm_task(monkeypatch, job_id="6262", restart=restart)
-        assert _checkpoint_of_restarted_job(RunConfig(model="ae", data="digits", output=str(run_dir))) is None
+        assert _checkpoint_of_restarted_job(config, lambda: resolve(config).config) is None
 
 
 def test_a_requeued_overwrite_whose_first_attempt_stopped_before_training_replaces_the_run(
@@ -203,7 +205,8 @@ def test_a_requeued_overwrite_whose_first_attempt_stopped_before_training_replac
     assert summary["global_step"] == 3 and summary["config"]["seed"] == 1
     # Its own checkpoint is what a later restart of the job continues.
     as_slurm_task(monkeypatch, job_id="8181", restart=2)
-    found = _checkpoint_of_restarted_job(RunConfig(model="ae", data="digits", output=str(run_dir)))
+    config = RunConfig(model="ae", data="digits", output=str(run_dir))
+    found = _checkpoint_of_restarted_job(config, lambda: resolve(config).config)
     assert found is not None and found.contents["global_step"] == 3
 
 
@@ -287,8 +290,6 @@ def test_a_requeued_overwrite_compares_the_run_with_its_command_as_a_new_run_wou
 ):
     """Defaults the command leaves out (a budget, a learning rate) are the run's own: the same command is
     the job's own run, refused; an --lr typed before and not now is another run's, replaced."""
-    from lightning_genae.resolve import resolve
-
     as_slurm_task(monkeypatch, job_id="8585")
     same = tmp_path / "same"
     command = ["--model", "ae", *TINY_RUN, "--output", str(same), "--lr-schedule", "cosine"]
