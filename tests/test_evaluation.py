@@ -378,6 +378,36 @@ def test_real_features_are_cached_on_disk(tmp_path):
     assert torch.equal(first, again)
 
 
+def test_a_comparison_of_n_computes_the_features_of_those_n_real_images_only(tmp_path):
+    from test_evaluation_progress import PixelMeans
+
+    datamodule = build_datamodule("digits", data_dir=tmp_path)
+    datamodule.setup()
+    images, _ = datamodule.split_tensors("train")
+    cpu = torch.device("cpu")
+    backbone = PixelMeans()
+    reals = RealFeatures(backbone, tmp_path / "c")
+
+    def expected(n: int) -> torch.Tensor:
+        chosen = images[seeded_subset(len(images), n, REAL_SUBSET_SEED)]
+        return chosen.float().flatten(1).mean(1, keepdim=True)
+
+    assert torch.equal(reals.reference(datamodule, "train", 100, cpu), expected(100))
+    assert sum(backbone.calls) == 100, "only the 100 compared"
+    assert torch.equal(reals.reference(datamodule, "train", 40, cpu), expected(40))
+    assert sum(backbone.calls) == 100, "a smaller N is among the larger one's images"
+    assert torch.equal(reals.reference(datamodule, "train", 300, cpu), expected(300))
+    assert sum(backbone.calls) == 300, "a larger N computes only the images it adds"
+    fresh = PixelMeans()
+    from_disk = RealFeatures(fresh, tmp_path / "c").reference(datamodule, "train", 250, cpu)
+    assert torch.equal(from_disk, expected(250))
+    assert fresh.calls == [], "read from the disk"
+    whole = RealFeatures(fresh, tmp_path / "c").get(datamodule, "train", cpu)
+    assert sum(fresh.calls) == len(images) - 300
+    assert torch.equal(whole, images.float().flatten(1).mean(1, keepdim=True)), "the split's order"
+    assert len(list((tmp_path / "c" / "features").glob("*.pt"))) == 1
+
+
 def test_score_generated_compares_n_seeded_reals_of_the_split_with_n_fakes_and_names_them(tmp_path):
     datamodule = build_datamodule("digits", data_dir=tmp_path)
     datamodule.setup()

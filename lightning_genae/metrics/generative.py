@@ -48,13 +48,18 @@ def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.de
 
 
 class RealFeatures:
-    """Backbone features of a dataset split, computed once and cached on disk.
+    """Backbone features of a dataset split's images, computed once and cached on disk.
 
-    Keyed by the split's content (its SHA-256) and the backbone's weights (the file's SHA-256, or for a
-    backbone without a file its parameters'): replacing a folder's images in place, a dataset of the same
-    name elsewhere, or another network computes them again instead of reusing another data's or network's
-    features. A
-    cache file that cannot be read is recomputed (with a one-line notice), never trusted.
+    Only the images compared are computed: a comparison of N uses the split's reference subset, the first N
+    of one seeded order of its images (`reference_order`), so the cache holds the features of a prefix of
+    that order and grows it when a larger N is asked. MNIST's 10,000 test images are not all run through
+    an Inception network on a CPU for --eval-samples 1000.
+
+    Keyed by the split's content (its SHA-256), the order and the backbone's weights (the file's SHA-256,
+    or for a backbone without a file its parameters'): replacing a folder's images in place, a dataset of
+    the same name elsewhere, or another network computes them again instead of reusing another data's or
+    network's features. A cache file that cannot be read is recomputed (with a one-line notice), never
+    trusted.
     """
 
     def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:
@@ -65,7 +70,11 @@ class RealFeatures:
 
     def key(self, datamodule: ImageDataModule, split: str) -> str:
         network = self.network_identity()
-        identity = f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{network}"
+        # The rows are stored in the reference order: its seed is part of what they were computed from.
+        identity = (
+            f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{network}"
+            f"|reference order {REAL_SUBSET_SEED}"
+        )
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
         # The name is for people reading the folder; the digest alone decides.
         return f"{datamodule.name}-{split}-{self.backbone.name}-{digest}"
@@ -88,42 +97,68 @@ class RealFeatures:
         return self._network_identity
 
     def get(self, datamodule: ImageDataModule, split: str, device: torch.device) -> Tensor:
-        images, _ = datamodule.split_tensors(split)
-        key = self.key(datamodule, split)
-        if key in self._memory:
-            return self._memory[key]
-        path = self.cache_dir / f"{key}.pt"
-        features = self._read(path, len(images)) if path.is_file() else None
-        if features is None:
-            features = self._compute(datamodule.name, split, images, device)
-            save_torch_atomically(path, features)
-        self._memory[key] = features
-        return features
+        """The features of every image of the split, in the split's order."""
+        return self.reference(datamodule, split, len(datamodule.split_tensors(split)[0]), device)
 
-    def _compute(self, name: str, split: str, images: Tensor, device: torch.device) -> Tensor:
-        """Features of a whole split, in blocks, saying where it is when that takes a while."""
-        blocks = images.split(REAL_FEATURE_BLOCK)
+    def reference(self, datamodule: ImageDataModule, split: str, n: int, device: torch.device) -> Tensor:
+        """The features of the split's reference subset of n images (all of them when n >= its size), in
+        the split's order: the rows of `seeded_subset(size, n, REAL_SUBSET_SEED)`."""
+        images, _ = datamodule.split_tensors(split)
+        order = reference_order(len(images))
+        n = min(n, len(images))
+        prefix = self._prefix(datamodule, split, images, order, n, device)
+        return prefix[:n][order[:n].argsort()]
+
+    def _prefix(
+        self,
+        datamodule: ImageDataModule,
+        split: str,
+        images: Tensor,
+        order: Tensor,
+        n: int,
+        device: torch.device,
+    ) -> Tensor:
+        """Features of images[order[:m]] for some m >= n, from memory, the disk, or computed and saved."""
+        key = self.key(datamodule, split)
+        known = self._memory.get(key)
+        path = self.cache_dir / f"{key}.pt"
+        if known is None and path.is_file():
+            known = self._read(path, len(images))
+        if known is None:
+            known = torch.empty(0, 0)
+        if len(known) < n:
+            more = self._compute(datamodule.name, split, images, order[len(known) : n], device)
+            known = torch.cat([known, more]) if len(known) else more
+            save_torch_atomically(path, known)
+        self._memory[key] = known
+        return known
+
+    def _compute(self, name: str, split: str, images: Tensor, chosen: Tensor, device: torch.device) -> Tensor:
+        """Features of images[chosen], in blocks, saying where it is when that takes a while."""
+        count = len(images)
+        what = f"{count} images" if len(chosen) == count else f"{len(chosen)} of its {count} images"
         progress = evaluation_progress(
-            f"features of the {name} {split} split ({len(images)} images, {self.backbone.name}; "
+            f"features of the {name} {split} split ({what}, {self.backbone.name}; "
             "computed once, then cached)",
-            len(images),
+            len(chosen),
             "image",
         )
         features = []
-        for block in blocks:
-            features.append(extract_features(self.backbone, block, device))
+        for block in chosen.split(REAL_FEATURE_BLOCK):
+            features.append(extract_features(self.backbone, images[block], device))
             progress.advance(len(block))
-        return torch.cat(features) if features else extract_features(self.backbone, images, device)
+        return torch.cat(features) if features else extract_features(self.backbone, images[chosen], device)
 
     def _read(self, path: Path, count: int) -> Tensor | None:
-        """The cached features at `path`, or None (with a notice) when they are unreadable or not `count`."""
+        """The cached features at `path`, or None (with a notice) when they are unreadable or are not the
+        features of a prefix of a split of `count` images."""
         try:
             features = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
             say(f"features: cached {path} is unreadable ({describe_error(error)}); computing them again")
             return None
-        if not isinstance(features, Tensor) or features.dim() != 2 or len(features) != count:
-            say(f"features: cached {path} does not hold {count} feature rows; computing them again")
+        if not isinstance(features, Tensor) or features.dim() != 2 or not 0 < len(features) <= count:
+            say(f"features: cached {path} does not hold 1 to {count} feature rows; computing them again")
             return None
         return features
 
@@ -137,11 +172,23 @@ def comparison_size(datamodule: ImageDataModule, split: str, num_samples: int) -
 REAL_SUBSET_SEED = 0
 
 
+def seeded_order(count: int, seed: int) -> Tensor:
+    """One fixed order of count indices for each seed: its first n are `seeded_subset(count, n, seed)`."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+
+
+def reference_order(count: int) -> Tensor:
+    """The order whose first N images of a split are the real images every comparison of N uses."""
+    return seeded_order(count, REAL_SUBSET_SEED)
+
+
 def seeded_subset(count: int, n: int, seed: int) -> Tensor:
-    """The same n of count indices for every run with this seed (all of them when n >= count)."""
+    """The same n of count indices for every run with this seed (all of them when n >= count), sorted.
+
+    The subsets of one seed are nested: the n for a smaller n are among those for a larger one."""
     if n >= count:
         return torch.arange(count)
-    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return seeded_order(count, seed)[:n].sort().values
 
 
 @dataclass(frozen=True)
@@ -180,9 +227,8 @@ def score_generated(
     is the models', not the reference's.
     """
     backbone = real_features.backbone
-    real_all = real_features.get(datamodule, split, device)
     n = comparison_size(datamodule, split, num_samples)
-    real = real_all[seeded_subset(len(real_all), n, REAL_SUBSET_SEED)]
+    real = real_features.reference(datamodule, split, n, device)
     fake = fake_features(n)
     values = score_feature_sets(real, fake)
     return GenerativeScore(
