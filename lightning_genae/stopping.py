@@ -186,7 +186,16 @@ class StopOnSignal(Callback):
         self._stop(trainer, pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._stop_after_validation or trainer.sanity_checking:
+        if trainer.sanity_checking:
+            return
+        stop = self._stop_after_validation
+        if not stop:
+            # A signal that came during this validation, after its iteration's end was checked: the run is
+            # at an iteration boundary again, and in the last iteration nothing else would hear it.
+            stop = self.received is not None
+            if trainer.world_size > 1:  # every rank validates, so every rank takes part
+                stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
             return
         self._stop_after_validation = False
         trainer.save_checkpoint(self.checkpoint_path)

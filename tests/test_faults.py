@@ -115,7 +115,8 @@ def resume_and_compare_with_the_whole_run(stopped: Path, whole: Path, run: list[
     assert (stopped / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
 
 
-# SIGTERM during iteration ITERATION's training step; with KILL, also killed as that iteration validates.
+# SIGTERM during iteration ITERATION's training step, or with IN_VALIDATION as that iteration validates;
+# with KILL, also killed as that iteration validates.
 SIGTERM_IN_AN_ITERATION = """
 import os, signal, sys
 from pytorch_lightning import Callback
@@ -123,15 +124,18 @@ import lightning_genae.train as train
 from lightning_genae.cli import main
 
 ITERATION = int(os.environ["ITERATION"])
+IN_VALIDATION = bool(os.environ.get("IN_VALIDATION"))
 
 class TermDuring(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if pl_module.iteration == ITERATION - 1:
+        if pl_module.iteration == ITERATION - 1 and not IN_VALIDATION:
             os.kill(os.getpid(), signal.SIGTERM)
 
     def on_validation_start(self, trainer, pl_module):
         if pl_module.iteration == ITERATION and os.environ.get("KILL"):
             os._exit(9)
+        if pl_module.iteration == ITERATION and IN_VALIDATION and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 build = train.build_callbacks
 train.build_callbacks = lambda *args: [*build(*args), TermDuring()]
@@ -167,9 +171,27 @@ def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(
 
 
 @pytest.mark.slow
-def test_a_signal_in_the_last_iteration_lets_the_run_finish(tmp_path):
+def test_a_signal_during_a_validation_stops_after_it(tmp_path):
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9", "--eval-samples", "50"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": str(KILLED_AT), "IN_VALIDATION": "1"}
+    stopped, whole = tmp_path / "stopped", tmp_path / "whole"
+    victim = subprocess.run(
+        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--output", str(stopped)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert victim.returncode == 128 + signal.SIGTERM, victim.stderr
+    assert f"stopped by SIGTERM after iteration {KILLED_AT}" in victim.stderr
+    assert stored_step(stopped / "checkpoints" / "last.ckpt") == KILLED_AT
+    resume_and_compare_with_the_whole_run(stopped, whole, run, env)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("during_its_validation", [False, True])
+def test_a_signal_in_the_last_iteration_lets_the_run_finish(tmp_path, during_its_validation):
     run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "6", "--eval-samples", "50"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": "6"}
+    if during_its_validation:
+        env["IN_VALIDATION"] = "1"
     finished = subprocess.run(
         [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--output", str(tmp_path / "run")],
         cwd=REPO, env=env, capture_output=True, text=True,
