@@ -196,13 +196,16 @@ def evaluate_selected_checkpoint(
     datamodule: InMemoryDataModule,
     chosen: ModelCheckpoint,
     final_metrics: dict[str, float],
+    test_split: bool = True,
 ) -> dict[str, Any] | None:
     """The test metrics of the checkpoint `chosen` picked on validation, for summary.json.
 
     The same seeded evaluation as the final weights' (so `--evaluate best.ckpt` reproduces it), with the
     best weights loaded into `model` and the final ones put back afterwards; nothing is logged, so the
     run's metrics.csv holds the final weights alone. When the best checkpoint is the final step, its
-    numbers are `final_metrics` and nothing is evaluated again. None when no checkpoint was chosen.
+    numbers are `final_metrics` and nothing is evaluated again. A run kept off the test split
+    (`test_split=False`) records which checkpoint was chosen and evaluates nothing. None when no
+    checkpoint was chosen.
     """
     monitor = chosen.monitor
     if monitor is None:
@@ -215,6 +218,9 @@ def evaluate_selected_checkpoint(
     record["step"] = checkpoint.iteration(model.optimizer_steps_per_iteration)
     if chosen.best_model_score is not None:
         record[monitor] = float(chosen.best_model_score)
+    if not test_split:
+        record["note"] = "the run is kept off the test split (--no-test-split), so it was not evaluated there"
+        return record
     test_only = {name: value for name, value in final_metrics.items() if name.startswith("test/")}
     if record["step"] == model.iteration:
         record["test_metrics"] = test_only
@@ -298,7 +304,12 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     series_callback = sequence_metrics(config, model, datamodule)
     if series_callback is not None:
         trainer.callbacks.append(series_callback)
-    metrics = final_evaluation(trainer, model, datamodule)
+    if not config.test_split:
+        say(
+            "the run is kept off the test split (--no-test-split, a tuning run's setting): evaluated on the "
+            "validation split, as it was"
+        )
+    metrics = final_evaluation(trainer, model, datamodule, config.test_split)
     result = {
         "checkpoint": str(checkpoint.path),
         "model": config.model,

@@ -508,9 +508,11 @@ def _train(
         # stage.
         evaluation = evaluation_records(metrics_callback, series_callback)
         selected = None
-        # Its evaluation is a test one: a run kept off the test split (--no-test-split) skips it too.
-        if chosen is not None and config.test_split:
-            selected = evaluate_selected_checkpoint(trainer, model, datamodule, chosen, final_metrics)
+        if chosen is not None:
+            # Its evaluation is a test one: a run kept off the test split records the choice alone.
+            selected = evaluate_selected_checkpoint(
+                trainer, model, datamodule, chosen, final_metrics, config.test_split
+            )
 
         summary = {
             "model": config.model,

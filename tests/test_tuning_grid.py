@@ -88,8 +88,28 @@ def test_the_test_split_is_not_read_before_the_choice(tuned_grid) -> None:
         assert not [key for key in summary["final_metrics"] if key.startswith("test/")]
         assert set(summary["evaluation"]) == {"val"}
         assert summary["config"]["test_split"] is False
+        # The checkpoint chosen on validation is named, and not evaluated on the test split.
+        selected = summary["selected_checkpoint"]
+        assert selected["path"] and "test_metrics" not in selected and "--no-test-split" in selected["note"]
     final = json.loads((root / "diffaug-tsfull-seed0" / "summary.json").read_text())
     assert "test/fd_classifier" in final["final_metrics"]
+
+
+def test_evaluating_a_tuning_run_again_stays_off_the_test_split(
+    tuned_grid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = tuned_grid["root"] / "tuning" / TUNING_CELLS[0] / "checkpoints" / "last.ckpt"
+    recorded = json.loads((checkpoint.parents[1] / "summary.json").read_text())["final_metrics"]
+
+    def no_test_loader(self: InMemoryDataModule) -> Any:
+        raise AssertionError("the test split's loader was asked for")
+
+    monkeypatch.setattr(InMemoryDataModule, "test_dataloader", no_test_loader)
+    assert main(["--evaluate", str(checkpoint), "--output", str(tmp_path / "again")]) == 0
+    assert "kept off the test split" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "again" / "eval.json").read_text())["metrics"]
+    assert metrics and not [key for key in metrics if key.startswith("test/")]
+    assert metrics["val/fd_classifier"] == recorded["val/fd_classifier"]
 
 
 def test_report_has_a_tuning_section_and_the_chosen_values_in_the_arm_row(tuned_grid) -> None:
