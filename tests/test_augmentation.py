@@ -495,8 +495,10 @@ def test_augment_ckpt_of_a_matching_ae_run_is_used(tmp_path, checkpoints, augmen
     assert not augmenter_cache.exists(), "a given augmenter must not be trained again"
 
 
-def test_augment_ckpt_with_options_that_train_an_augmenter_is_refused(tmp_path, checkpoints, capsys):
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_augment_ckpt_with_options_that_train_an_augmenter_is_refused(tmp_path, checkpoints, capsys, mode):
     args = ["--augment-ckpt", str(checkpoints["ae"]), *"--model ae --augment ae --train-size 200".split()]
+    args += ["--augment-mode", mode]
     extra = ["--augmenter-width", "16", "--augmenter-steps", "5"]
     assert main([*args, *TINY, *extra, "--max-steps", "3", "--output", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()

@@ -132,6 +132,7 @@ class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
             "or drop --augment-mode offline"
         )
         return {
+            **super().unread(),  # an augmenter's own options, unread when --augment-ckpt gives it
             **dict.fromkeys(("augment_p", "augment_anneal"), online_only),
             **dict.fromkeys(
                 ControllerOptions.types(),
