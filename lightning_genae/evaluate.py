@@ -46,7 +46,13 @@ from lightning_genae.metrics.generative import (
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
 from lightning_genae.plugin_options import flag, typed_flag
-from lightning_genae.resolve import ResolvedRun, named_options, resolve, without_a_likelihood_of_grey_pixels
+from lightning_genae.resolve import (
+    ResolvedRun,
+    named_options,
+    refuse_a_scored_folder_among_the_data,
+    resolve,
+    without_a_likelihood_of_grey_pixels,
+)
 from lightning_genae.run_folder import CONFIG_FILE, started_run_files
 from lightning_genae.run_lock import RunFolderRefused, live_lock_owner
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
@@ -547,6 +553,7 @@ def evaluate_folder(
     }
     resolved = _resolve_folder_evaluation(merge(read, options), chosen)
     config = resolved.config
+    refuse_a_scored_folder_among_the_data(config, folder)
     eval_file = claim_eval_output(Path(options["output"]), config.overwrite)
     datamodule = resolved.build_datamodule()
     datamodule.prepare_data()

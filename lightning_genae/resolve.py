@@ -329,13 +329,9 @@ def _without_feature_weights_no_metric_reads(
     return replace(config, **{name: None for name in weights})
 
 
-def refuse_a_run_folder_among_the_data(config: RunConfig, run_dir: Path) -> None:
-    """A run folder among the images of a dataset that reads every image under --data-dir (`--data
-    folder`): the run's sample grids and interpolations would be the next run's training images, in a
-    subfolder taken for a new class. Among them is inside the folder, or inside a folder linked into it
-    (which the reader follows)."""
-    if not DATASETS[config.data].reads_every_image:
-        return
+def _folders_of_the_images(config: RunConfig) -> list[Path]:
+    """The folders whose images a dataset that reads every image under --data-dir (`--data folder`) reads:
+    --data-dir and the folders linked into it (which the reader follows), real paths, --data-dir first."""
     data = os.path.realpath(os.path.expanduser(config.data_dir))
     roots = [data]
     if os.path.isdir(data):
@@ -345,16 +341,52 @@ def refuse_a_run_folder_among_the_data(config: RunConfig, run_dir: Path) -> None
                 for name in subfolders
                 if os.path.islink(os.path.join(folder, name))
             ]
-    run = Path(os.path.realpath(os.path.expanduser(run_dir)))
-    inside = next((root for root in roots if run == Path(root) or Path(root) in run.parents), None)
-    if inside is None:
+    return [Path(root) for root in roots]
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def refuse_a_run_folder_among_the_data(config: RunConfig, run_dir: Path) -> None:
+    """A run folder among the images of a dataset that reads every image under --data-dir (`--data
+    folder`): the run's sample grids and interpolations would be the next run's training images, in a
+    subfolder taken for a new class. Among them is inside the folder, or inside a folder linked into it
+    (which the reader follows); or around it, the data inside the run folder."""
+    if not DATASETS[config.data].reads_every_image:
         return
-    linked = "" if inside == data else f" (through a link to {inside})"
-    raise ConfigError(
-        f"the run folder {run_dir} lies inside --data-dir {config.data_dir}{linked}, every image of which "
-        f"--data {config.data} reads: the run's pictures would become the next run's training images; pick "
-        "an --output outside it"
-    )
+    roots = _folders_of_the_images(config)
+    run = Path(os.path.realpath(os.path.expanduser(run_dir)))
+    inside = next((root for root in roots if _inside(run, root)), None)
+    if inside is not None:
+        linked = "" if inside == roots[0] else f" (through a link to {inside})"
+        raise ConfigError(
+            f"the run folder {run_dir} lies inside --data-dir {config.data_dir}{linked}, every image of "
+            f"which --data {config.data} reads: the run's pictures would become the next run's training "
+            "images; pick an --output outside it"
+        )
+    if run in roots[0].parents:
+        raise ConfigError(
+            f"--data-dir {config.data_dir} lies inside the run folder {run_dir}, where the run writes its "
+            f"pictures, and --data {config.data} reads every image under it: they would become the next "
+            "run's training images; keep the data outside the run folder, or pick another --output"
+        )
+
+
+def refuse_a_scored_folder_among_the_data(config: RunConfig, scored: str | Path) -> None:
+    """`--evaluate-folder` of a folder that is, lies inside, or holds the images of a dataset that reads
+    every image under --data-dir: the images scored would be among the real test images they are compared
+    with (and a folder inside the data, a class of its own in the classifier's training images)."""
+    if not DATASETS[config.data].reads_every_image:
+        return
+    roots = _folders_of_the_images(config)
+    folder = Path(os.path.realpath(os.path.expanduser(scored)))
+    if any(_inside(folder, root) for root in roots) or folder in roots[0].parents:
+        raise ConfigError(
+            f"--evaluate-folder {scored} and --data-dir {config.data_dir} share images, every one of which "
+            f"--data {config.data} reads: the images scored would be compared with themselves as real test "
+            "images; score a folder kept apart from the data"
+        )
 
 
 # The values of WANDB_MODE that wandb accepts (dryrun and run are its older names of offline and online).

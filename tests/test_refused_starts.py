@@ -185,6 +185,41 @@ def test_a_run_folder_among_the_images_of_data_folder_is_refused(inside, tmp_pat
     assert sorted(path.name for path in images.iterdir()) == ["class0", "class1"]
 
 
+@pytest.mark.parametrize("data_name", ["images", "mine"], ids=["the run's images folder", "another"])
+def test_an_image_folder_inside_the_run_folder_is_refused(data_name, tmp_path, capsys):
+    # The run would write its pictures into it (images/), or among the folders the reader walks.
+    from PIL import Image
+
+    out = tmp_path / "run"
+    images = out / data_name
+    for index in range(4):
+        (images / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (16, 16), color=index * 60).save(images / f"class{index % 2}" / f"{index}.png")
+    data = ["--data", "folder", "--data-dir", str(images), "--image-size", "16", "--channels", "1"]
+    assert main(["--model", "gan", *data, "--max-steps", "2", "--output", str(out)]) == 2
+    one_line(capsys, f"--data-dir {images} lies inside the run folder {out}", "or pick another --output")
+    assert sorted(path.name for path in out.iterdir()) == [data_name]
+    assert sorted(path.name for path in images.iterdir()) == ["class0", "class1"]
+
+
+@pytest.mark.parametrize(
+    "scored", ["images", "images/class0", "."], ids=["the data", "inside it", "around it"]
+)
+def test_evaluate_folder_of_images_shared_with_the_data_is_refused(scored, tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    for index in range(40):
+        (images / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (16, 16), color=index * 6).save(images / f"class{index % 2}" / f"{index}.png")
+    data = ["--data", "folder", "--data-dir", str(images), "--image-size", "16", "--channels", "1"]
+    folder = tmp_path / scored
+    command = ["--evaluate-folder", str(folder), *data, "--output", str(tmp_path / "scores")]
+    assert main(command) == 2
+    one_line(capsys, f"--evaluate-folder {folder} and --data-dir {images} share images", "kept apart")
+    assert not (tmp_path / "scores").exists()
+
+
 def test_a_run_folder_in_a_folder_linked_into_the_images_is_refused_and_an_evaluation_there_is_not(
     tmp_path, capsys
 ):
