@@ -734,6 +734,22 @@ def test_a_config_files_dotted_key_holds_an_anchor_for_a_merge_and_is_no_option(
     assert "unknown option small" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["last", "run/checkpoints/last.ckpt"])
+def test_resume_in_a_config_file_is_refused_not_left_out(value, tmp_path, capsys, monkeypatch):
+    # Left out, a fresh run of the default model trained where a continued one was asked for.
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"resume: {value}\noutput: {tmp_path / 'out'}\nmax_steps: 3\n")
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --config {config}: resume: {value} continues a run, which only the")
+    assert len(err.splitlines()) == 1 and f"type --resume {value}" in err
+    assert not (tmp_path / "out").exists()
+    # A run's config.yaml records `resume: null`, which is no request.
+    config.write_text("resume: null\nmodel: ae\n")
+    assert main(["--config", str(config), "--print-config"]) == 0
+
+
 def test_a_runs_config_yaml_with_another_model_or_augmentation_leaves_the_files_other_options_out(
     tmp_path, capsys
 ):
