@@ -10,6 +10,7 @@ the time `import torch` takes (tests/test_startup.py, bench/startup.py).
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,7 +56,14 @@ if TYPE_CHECKING:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure)."""
     with reader_may_leave() as watch, command_line_spelling():
-        return _main(argv, watch)
+        try:
+            return _main(argv, watch)
+        except KeyboardInterrupt:
+            # Ctrl-C where no handler of a run's own listens: while the command is read and the libraries
+            # load (nothing is written yet), or at a run's very start or end (its start undone, or its
+            # files complete). Python would print a traceback of whatever was importing.
+            print("stopped by Ctrl-C", file=sys.stderr)
+            return 128 + signal.SIGINT
 
 
 def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:

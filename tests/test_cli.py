@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from test_caches import write_folder
 from tiny import TINY_RUN
 
+from lightning_genae import cli
 from lightning_genae.cli import main
 from lightning_genae.models import MODELS
 from lightning_genae.trainer import BestCheckpoint
@@ -732,6 +733,17 @@ def test_a_config_files_dotted_key_holds_an_anchor_for_a_merge_and_is_no_option(
     config.write_text("small: &small\n  width: 8\n<<: *small\n")
     assert main(["--config", str(config), "--print-config"]) == 2
     assert "unknown option small" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_libraries_load_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    # Before the run's own handlers listen, Python printed a traceback of whatever was importing.
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_quiet_lightning", interrupted)
+    assert main(["--model", "ae", *TINY, "--max-steps", "2", "--output", str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err == "stopped by Ctrl-C\n"
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("value", ["last", "run/checkpoints/last.ckpt"])
