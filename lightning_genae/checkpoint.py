@@ -284,6 +284,7 @@ class RunCheckpoint:
         if problem is not None:
             raise self._unfit(type(module).__name__, problem, flag)
         if training:
+            self._check_training_state(flag)
             self._check_optimizer_states(module, flag)
         bad = non_finite_state(self.contents if training else {"state_dict": state})
         if bad:
@@ -292,6 +293,23 @@ class RunCheckpoint:
                 f"{flag}: {self.path} holds NaN or inf values ({shown}); pick a checkpoint whose weights "
                 "are finite, such as an earlier one of the same run"
             )
+
+    def _check_training_state(self, flag: str) -> None:
+        """Refuse a checkpoint whose training state (Lightning's loops, callbacks, schedulers) is not of the
+        kind Lightning restores: a damaged file met there gives a TypeError traceback from the restore."""
+        kinds: dict[str, tuple[type, str]] = {
+            "loops": (Mapping, "a mapping"),
+            "callbacks": (Mapping, "a mapping"),
+            "lr_schedulers": (list, "a list"),
+            "optimizer_states": (list, "a list"),
+        }
+        for key, (kind, described) in kinds.items():
+            if key in self.contents and not isinstance(self.contents[key], kind):
+                raise ConfigError(
+                    f"{flag}: {self.path} holds a damaged training state ({key} is a "
+                    f"{type(self.contents[key]).__name__}, not {described}), so training cannot continue "
+                    "from it; resume from another checkpoint of the run, or score it with --evaluate"
+                )
 
     def _check_optimizer_states(self, module: torch.nn.Module, flag: str) -> None:
         """Refuse a checkpoint whose optimizer states do not cover the module's parameters: a weights-only

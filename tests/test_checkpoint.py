@@ -239,6 +239,22 @@ def test_a_checkpoint_without_optimizer_state_is_not_resumed_but_evaluated(
     assert main(["--evaluate", str(given), "--output", str(tmp_path / "scored")]) == 0
 
 
+@pytest.mark.parametrize("key", ["loops", "callbacks", "lr_schedulers"])
+def test_a_checkpoint_with_a_damaged_training_state_is_not_resumed_but_evaluated(
+    key, tiny_ae_run, tmp_path, capsys
+):
+    # Lightning's restore met a string where it indexes a mapping with a TypeError traceback.
+    given = tmp_path / "damaged.ckpt"
+    contents = torch.load(tiny_ae_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    contents[key] = "junk"
+    torch.save(contents, given)
+    resumed = tmp_path / "resumed"
+    assert main(["--resume", str(given), "--max-steps", "5", "--output", str(resumed)]) == 2
+    one_line(capsys, f"--resume: {given} holds a damaged training state ({key} is a str", "--evaluate")
+    assert not resumed.exists()
+    assert main(["--evaluate", str(given), "--output", str(tmp_path / "scored")]) == 0
+
+
 def _training_rows(run_dir: Path) -> list[int]:
     with (run_dir / "metrics.csv").open(newline="") as file:
         return [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss")]
