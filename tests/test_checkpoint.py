@@ -214,43 +214,36 @@ def test_an_ae_run_that_recorded_classifier_weights_resumes_and_is_evaluated_wit
     assert summary["config"]["classifier_weights"] is None
 
 
+REMOVED = object()
+TRAINING_STATE = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
+
+
 @pytest.mark.parametrize(
-    "strip, held",
+    "changes, held",
     [
-        (("optimizer_states", "lr_schedulers", "loops", "callbacks"), "no optimizer state"),
-        ((), "no optimizer state"),  # an empty list, which Lightning would take for fresh optimizers
+        (dict.fromkeys(TRAINING_STATE, REMOVED), "no optimizer state"),
+        # An empty list, which Lightning would take for fresh optimizers.
+        ({"optimizer_states": []}, "no optimizer state"),
+        # Lightning's restore met a string where it indexes a mapping with a TypeError traceback.
+        *(({key: "junk"}, f"a damaged training state ({key} is a str") for key in TRAINING_STATE[1:]),
     ],
-    ids=["a weights-only save", "an empty list of optimizer states"],
-)
-def test_a_checkpoint_without_optimizer_state_is_not_resumed_but_evaluated(
-    strip, held, tiny_ae_run, tmp_path, capsys
+    ids=["a weights-only save", "an empty list of optimizer states", "damaged lr_schedulers", "damaged loops",
+         "damaged callbacks"],
+)  # fmt: skip
+def test_a_checkpoint_without_a_whole_training_state_is_not_resumed_but_evaluated(
+    changes, held, tiny_ae_run, tmp_path, capsys
 ):
     given = tmp_path / "weights.ckpt"
     contents = torch.load(tiny_ae_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    for key in strip:
-        contents.pop(key)
-    if not strip:
-        contents["optimizer_states"] = []
+    for key, value in changes.items():
+        if value is REMOVED:
+            contents.pop(key)
+        else:
+            contents[key] = value
     torch.save(contents, given)
     resumed = tmp_path / "resumed"
     assert main(["--resume", str(given), "--max-steps", "5", "--output", str(resumed)]) == 2
-    one_line(capsys, f"--resume: {given} holds {held}", "score it with --evaluate, or start a new run")
-    assert not resumed.exists()
-    assert main(["--evaluate", str(given), "--output", str(tmp_path / "scored")]) == 0
-
-
-@pytest.mark.parametrize("key", ["loops", "callbacks", "lr_schedulers"])
-def test_a_checkpoint_with_a_damaged_training_state_is_not_resumed_but_evaluated(
-    key, tiny_ae_run, tmp_path, capsys
-):
-    # Lightning's restore met a string where it indexes a mapping with a TypeError traceback.
-    given = tmp_path / "damaged.ckpt"
-    contents = torch.load(tiny_ae_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    contents[key] = "junk"
-    torch.save(contents, given)
-    resumed = tmp_path / "resumed"
-    assert main(["--resume", str(given), "--max-steps", "5", "--output", str(resumed)]) == 2
-    one_line(capsys, f"--resume: {given} holds a damaged training state ({key} is a str", "--evaluate")
+    one_line(capsys, f"--resume: {given} holds {held}", "score it with --evaluate")
     assert not resumed.exists()
     assert main(["--evaluate", str(given), "--output", str(tmp_path / "scored")]) == 0
 
