@@ -297,7 +297,7 @@ def test_an_error_at_training_start_leaves_no_run_folder(flags, message, tmp_pat
     assert not (tmp_path / "nested").exists(), "the folders this invocation made are removed again"
 
 
-def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monkeypatch):
+def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
     import lightning_genae.augmentation.attach
 
     def interrupted(*args, **kwargs):
@@ -305,8 +305,8 @@ def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monke
 
     monkeypatch.setattr(lightning_genae.augmentation.attach, "attach_augmentation", interrupted)
     output = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        main([*TINY_AE, "--max-steps", "2", "--output", str(output)])
+    assert main([*TINY_AE, "--max-steps", "2", "--output", str(output)]) == 130
+    assert capsys.readouterr().err.endswith("stopped by Ctrl-C\n")
     assert not output.exists()
 
 
