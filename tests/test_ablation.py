@@ -658,6 +658,49 @@ def test_a_longer_budget_continues_finished_cells_from_their_last_checkpoint(
     assert outcome.action == "skipped" and "none" not in started
 
 
+def test_a_shorter_budget_or_a_lost_checkpoint_refuses_a_finished_cell(tmp_path: Path) -> None:
+    # Continued, a shorter budget trained nothing and relabelled the run as one of that budget, averaged
+    # with cells that trained that long; a finished cell without last.ckpt was skipped at the old budget.
+    [cell] = expand_grid(["ae"], [1000], [0])
+    write_run(tmp_path, cell.augment, 1000, 0, 20.0, global_step=1500)
+    started: list[CellStart] = []
+
+    def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
+        started.append(start)
+
+    shorter = RunConfig(augment="ae", train_size=1000, seed=0, max_steps=1000)
+    [outcome] = run_grid([cell], tmp_path, run_cell, configs={cell: shorter})
+    assert outcome.action == "refused" and not started
+    assert "--max-steps 1000 (finished run: 1500, trained to 1500; a shorter budget" in outcome.error
+    longer = RunConfig(augment="ae", train_size=1000, seed=0, max_steps=3000)
+    [outcome] = run_grid([cell], tmp_path, run_cell, configs={cell: longer})
+    assert outcome.action == "refused" and not started
+    assert "without its checkpoints/last.ckpt, so it cannot be continued" in outcome.error
+
+
+def test_a_failed_continuation_of_a_finished_cell_keeps_its_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Recorded as failed, the cell was run again from scratch by the next grid command, the finished run
+    # removed (a continuation refused for data replaced in place, or a damaged last.ckpt).
+    [cell] = expand_grid(["ae"], [1000], [0])
+    run_dir = write_run(tmp_path, cell.augment, 1000, 0, 20.0, global_step=1500)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    kept = (run_dir / "summary.json").read_bytes()
+
+    def refused(cell: GridCell, run_dir: Path, start: CellStart) -> None:
+        raise ConfigError("--resume: the training images differ from the run's")
+
+    longer = RunConfig(augment="ae", train_size=1000, seed=0, max_steps=3000)
+    [outcome] = run_grid([cell], tmp_path, refused, configs={cell: longer})
+    assert not outcome.ok and "the cell's finished run is kept" in capsys.readouterr().err
+    assert not (run_dir / "failed.json").exists() and (run_dir / "summary.json").read_bytes() == kept
+    same = RunConfig(augment="ae", train_size=1000, seed=0, max_steps=1500)
+    [outcome] = run_grid([cell], tmp_path, refused, configs={cell: same})
+    assert outcome.action == "skipped"
+
+
 def test_summary_of_a_partial_grid_lists_missing_unfinished_and_failed_cells(tmp_path: Path) -> None:
     cells = expand_grid(["none", "ae"], [None], [0, 1])
     record_grid_cells(tmp_path, cells)

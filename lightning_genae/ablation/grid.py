@@ -285,7 +285,28 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
     if differing == ["data_dir"] and not conflicts and same_data(summary, config):
         return []
     conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
-    return conflicts + scheduled_budget_conflicts(stored, wanted) + augmenter
+    return (
+        conflicts
+        + shorter_budget_conflicts(summary, wanted)
+        + scheduled_budget_conflicts(stored, wanted)
+        + augmenter
+    )
+
+
+def shorter_budget_conflicts(summary: dict[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """A finished cell asked for a shorter budget than it trained: continuing it trains nothing and would
+    relabel its run as one of the shorter budget, averaged with cells that trained that long."""
+    stored = summary_config(summary)
+    trained = summary.get("global_step")
+    conflicts = []
+    for name, done in (("max_steps", trained), ("max_epochs", stored.get("max_epochs"))):
+        asked = wanted.get(name)
+        if isinstance(asked, int) and isinstance(done, int) and 0 < asked < done:
+            conflicts.append(
+                f"{flag(name)} {asked} (finished run: {stored.get(name)}, trained to {done}; a shorter "
+                "budget is not had by continuing it)"
+            )
+    return conflicts
 
 
 def _augmenter_conflicts(summary: dict[str, Any], config: RunConfig) -> list[str]:
@@ -497,6 +518,13 @@ def _how_to_start(
         )
         if new_budget and has_checkpoint:
             return CellStart.RESUME, f"finished at step {step}, continuing to the new budget", None
+        if new_budget:
+            refusal = (
+                f"{run_dir} holds a finished run of another budget without its {CHECKPOINT_DIR}/last.ckpt, "
+                "so it cannot be continued to this one; re-run the grid with the run's budget, with "
+                "--overwrite, or with another --output"
+            )
+            return None, "refused", refusal
         return None, f"finished (step {step}), skipped", None
     if has_checkpoint:
         return CellStart.RESUME, "unfinished, resuming from its last.ckpt", None
@@ -592,9 +620,10 @@ def run_grid(
                 )
             continue
         message = describe_error(error)
-        if start is CellStart.RESTART and read_summary(run_dir) is not None:
-            # The failed restart put the finished run it would have replaced back: the cell is that run
-            # again, not a failed one (a failed.json would make the next re-run replace it unasked).
+        if start is not CellStart.FRESH and read_summary(run_dir) is not None:
+            # A failed restart put the finished run it would have replaced back, and a failed continuation
+            # to a new budget left it where it was: the cell is that run again, not a failed one (a
+            # failed.json would make the next re-run replace it unasked).
             print(f"{label} FAILED: {message} (the cell's finished run is kept)", file=sys.stderr, flush=True)
             outcomes.append(CellOutcome(cell, run_dir, ok=False, error=message, action=_ACTIONS[start]))
             continue
