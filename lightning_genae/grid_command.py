@@ -81,6 +81,7 @@ def run_grid_command(
         resolved.options.refuse_unread(named)
         refuse_named_but_unread(resolved, named)
         check_shape_options(resolved)
+    _refuse_a_batch_larger_than_a_train_size(plan)
     if print_config:
         print_configuration(_grid_configs(plan, tuning, grid_index))
         return 0
@@ -101,6 +102,28 @@ def run_grid_command(
     if run_files:
         _remove_run_from_root(plan.root)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=overwrite)
+
+
+def _refuse_a_batch_larger_than_a_train_size(plan: GridPlan) -> None:
+    """A --train-size below --batch-size, before any cell trains: training takes full batches only, so its
+    cells would fail (the run's own check) after the cells of the other sizes trained."""
+    too_small = sorted(
+        {
+            (resolved.config.train_size, resolved.config.batch_size)
+            for resolved in plan.runs.values()
+            if resolved.config.train_size is not None
+            and resolved.config.train_size < resolved.config.batch_size
+        },
+        key=lambda pair: pair[0],
+    )
+    if too_small:
+        size, batch = too_small[0]
+        sizes = ", ".join(str(train_size) for train_size, _ in too_small)
+        raise ConfigError(
+            f"--batch-size {batch} exceeds --train-size {size}, the training images of that size's cells "
+            f"(training takes full batches only); lower --batch-size to at most {size}, or drop {sizes} from "
+            "--train-size"
+        )
 
 
 def _refuse_cells_that_would_launch_processes(shared: RunConfig, grid_index: int | None) -> None:
