@@ -93,7 +93,15 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
                 checkpoint_to_evaluate, folder_to_evaluate, args, file_values, config_path, train_sizes
             )
         if summarize_root is not None:
-            return _summarize(Path(summarize_root))
+            others = {
+                "config": config_path,
+                "seeds": seeds,
+                "grid_index": grid_index,
+                "train_size": train_sizes,
+                "tune_seeds": tune_seeds,
+            }
+            typed = [*args, *(name for name, value in others.items() if value is not None)]
+            return _summarize(Path(summarize_root), typed + ["print_config"] * print_config)
         augment_in_file = file_values.get("augment")
         if augment_in_file is not None:
             # A YAML list in a --config file (`augment: [none, diffaug]`) is the same grid as "none,diffaug";
@@ -210,10 +218,14 @@ def _evaluate(
     return 0
 
 
-def _summarize(root: Path) -> int:
-    """`--summarize ROOT`: rebuild a grid's summary files from the runs it holds."""
+def _summarize(root: Path, typed: list[str]) -> int:
+    """`--summarize ROOT`: rebuild a grid's summary files from the runs it holds. It reads no other option,
+    so one typed beside it (`typed`) is refused rather than silently ignored."""
     from lightning_genae.ablation import describe_progress, summarize
 
+    if typed:
+        flags = ", ".join(flag(name) for name in typed)
+        raise ConfigError(f"--summarize reads only the grid's folder; drop {flags}")
     paths = summarize(root)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     print(describe_progress(root))
