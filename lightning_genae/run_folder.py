@@ -199,10 +199,9 @@ def refuse_linked_run_folders(path: Path) -> None:
             )
 
 
-def refuse_run_names_without_a_run(path: Path) -> None:
-    """Refuse `--output path` that holds no run but holds files of the names a run writes (eval.json,
-    images/samples_step0000100.png...): the run would overwrite them, and a later `--overwrite` would remove
-    them as the run's."""
+def files_named_as_a_runs(path: Path) -> list[str]:
+    """The files in `path` of the names a run writes (config.yaml, eval.json, checkpoints/last.ckpt,
+    images/samples_step0000100.png...), whoever wrote them."""
     # failed.json and wandb/run_id are left out: a grid records a cell that failed before training in
     # failed.json, and a run names its W&B run (wandb/run_id) before it writes config.yaml, so a run killed
     # in between leaves them without a run. W&B's own run folders there are someone's runs.
@@ -220,6 +219,14 @@ def refuse_run_names_without_a_run(path: Path) -> None:
                 if written.fullmatch(entry.name) and f"{folder}/{entry.name}" != WANDB_RUN_ID
             )
             named += sorted(f"{folder}/{name}" for name in matching)
+    return named
+
+
+def refuse_run_names_without_a_run(path: Path) -> None:
+    """Refuse `--output path` that holds no run but holds files of the names a run writes (eval.json,
+    images/samples_step0000100.png...): the run would overwrite them, and a later `--overwrite` would remove
+    them as the run's."""
+    named = files_named_as_a_runs(path)
     if not named:
         return
     more = len(named) - 5

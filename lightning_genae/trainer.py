@@ -66,6 +66,8 @@ from lightning_genae.models import MODELS, GenerativeModule, Sampler
 from lightning_genae.models.base import is_last_training_batch
 from lightning_genae.program import resume_command
 from lightning_genae.resolve import stated_world_size
+from lightning_genae.run_folder import files_named_as_a_runs, started_run_files
+from lightning_genae.run_lock import RunFolderRefused
 from lightning_genae.stopping import StopOnSignal, cluster_plugins
 
 
@@ -267,12 +269,14 @@ class RunFolderPresence(Callback):
         self.run_dir = run_dir
         # How to continue the run once its folder is back: run.py's resume, or the Trainer's.
         self.continue_with = continue_with
+        self._had_the_folder = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            # The folder exists from here (`callbacks_for` may be given one to make), so its absence later
-            # means it went.
+        if stage == "fit" or not self._had_the_folder:
+            # The folder exists from here (`callbacks_for` may be given one to make, for a training or for
+            # an evaluation alone), so its absence later means it went.
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._had_the_folder = True
         elif not self.run_dir.is_dir():
             raise RunFolderGone.at(self.run_dir, self.continue_with)
         WATCHED_RUN_FOLDERS[self.run_dir.resolve()] = self.continue_with
@@ -487,6 +491,20 @@ class WritesUnder(Callback):
             raise ConfigError(
                 f"the callbacks write to {self.run_dir} and the Trainer to {trainer.default_root_dir}; give "
                 f"pl.Trainer(default_root_dir={str(self.run_dir)!r}) so that the image grids go there too"
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Before the first batch, once Lightning has restored any checkpoint it was given (only then is
+        # trainer.ckpt_path known): a training that continues none would write over the files there.
+        if trainer.ckpt_path is not None:
+            return
+        held = list(dict.fromkeys([*started_run_files(self.run_dir), *files_named_as_a_runs(self.run_dir)]))
+        if held:
+            shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+            raise RunFolderRefused(
+                f"callbacks_for: {self.run_dir} already holds {shown}, which this training would write over; "
+                "give an output_dir of its own (and the Trainer's default_root_dir), or continue the run "
+                f"there with trainer.fit(..., ckpt_path={str(last_checkpoint(self.run_dir))!r})"
             )
 
 

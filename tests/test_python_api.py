@@ -505,8 +505,66 @@ def test_a_python_run_whose_folder_went_names_the_trainer_resume(tmp_path):
     data = build_datamodule("digits")
     callbacks = lightning_genae.callbacks_for(model, data, tmp_path / "run", metrics=False)
     (presence,) = [callback for callback in callbacks if isinstance(callback, RunFolderPresence)]
+    presence.setup(None, model, "fit")
+    (tmp_path / "run").rmdir()
     with pytest.raises(RunFolderGone, match=r"put it back and continue with trainer.fit\(model, datamodule"):
         presence.setup(None, model, "validate")
+
+
+def test_an_evaluation_alone_with_callbacks_for_makes_its_folder(tmp_path):
+    # Before any training the folder is not gone, only not made yet.
+    import lightning_genae
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.models import MODELS
+    from lightning_genae.trainer import RunFolderPresence
+
+    model = MODELS["gan"].module(image_shape=(1, 16, 16), latent_dim=8, width=4)
+    callbacks = lightning_genae.callbacks_for(
+        model, build_datamodule("digits"), tmp_path / "e", metrics=False
+    )
+    (presence,) = [callback for callback in callbacks if isinstance(callback, RunFolderPresence)]
+    presence.setup(None, model, "validate")
+    assert (tmp_path / "e").is_dir()
+
+
+def test_callbacks_for_refuses_to_train_over_files_in_its_folder_and_continues_a_run_there(
+    tmp_path, monkeypatch
+):
+    import pytorch_lightning as pl
+
+    import lightning_genae
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.models import MODELS
+    from lightning_genae.run_lock import RunFolderRefused
+
+    monkeypatch.chdir(tmp_path)
+
+    def fit(ckpt_path=None):
+        data = build_datamodule("digits", batch_size=32)
+        model = MODELS["gan"].module(image_shape=(1, 16, 16), latent_dim=8, width=4)
+        callbacks = lightning_genae.callbacks_for(model, data, "run", checkpoint_every=2, metrics=False)
+        kwargs = lightning_genae.trainer_kwargs(model, iterations=4 if ckpt_path else 2, eval_every=100)
+        trainer = pl.Trainer(
+            **kwargs, callbacks=callbacks, default_root_dir="run", accelerator="cpu", logger=False,
+            enable_progress_bar=False,
+        )  # fmt: skip
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return model
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    mine = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    mine.write_text("my own file")
+    with pytest.raises(
+        RunFolderRefused, match=r"run already holds checkpoints/last.ckpt, which this training"
+    ):
+        fit()
+    assert mine.read_text() == "my own file" and not (tmp_path / "run" / "images").exists()
+    mine.unlink()
+    fit()
+    # The files there are this run's own: continued from its checkpoint, it may write over them.
+    assert fit(ckpt_path=str(mine)).iteration == 4
+    with pytest.raises(RunFolderRefused, match="which this training would write over"):
+        fit()
 
 
 def test_score_images_against_a_split_too_small_to_score_is_one_line(tmp_path):
