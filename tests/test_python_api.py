@@ -322,6 +322,27 @@ def test_a_model_built_for_other_data_stops_a_default_trainer_in_one_line(family
         trainer.test(model, datamodule=build_datamodule(data, batch_size=8, data_dir=tmp_path))
 
 
+@pytest.mark.parametrize("family", ["gan", "vae"])
+def test_a_trailing_batch_of_one_item_for_batch_norm_is_one_line(family, tmp_path):
+    # A DataLoader of one's own keeps a last short batch; batch norm failed on it inside torch.
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_genae.errors import DataError
+    from lightning_genae.models import MODELS
+
+    images = torch.rand(9, 1, 16, 16) * 2 - 1
+    loader = DataLoader(TensorDataset(images, torch.zeros(9)), batch_size=4)
+    model = MODELS[family].module((1, 16, 16), latent_dim=4, width=4)
+    trainer = pl.Trainer(
+        max_steps=10, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0,
+    )  # fmt: skip
+    with pytest.raises(DataError, match="a training batch of 1 item reached .*drop_last=True"):
+        trainer.fit(model, train_dataloaders=loader)
+    assert model.iteration == 2, "the two full batches trained"
+
+
 def test_data_in_zero_one_is_warned_about_once_whatever_the_loops():
     from lightning_genae.models import MODELS
 

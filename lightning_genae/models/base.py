@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_genae.datamodules.placement import host_to_device
-from lightning_genae.errors import ConfigError, TrainingDiverged
+from lightning_genae.errors import ConfigError, DataError, TrainingDiverged
 from lightning_genae.lightning_internals import (
     log_global_value,
     record_training_values,
@@ -356,6 +356,7 @@ class GenerativeModule(pl.LightningModule):
         self.last_logged_training: LoggedTraining | None = None
         # The loops ("train", "validation", "test") whose first batch passed `check_batch`.
         self._checked_loops: set[str] = set()
+        self._batch_norm: bool | None = None  # whether its nets hold batch norm, once asked
         # This evaluation pass's sums (value x items, items) per name; the names in the progress bar.
         self._split_sums: dict[str, tuple[Tensor, int]] = {}
         self._split_prog_bar: set[str] = set()
@@ -401,6 +402,21 @@ class GenerativeModule(pl.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._check_first_batch("train", batch)
+        if len(batch[0]) < 2 and self._normalises_over_the_batch():
+            # A DataLoader of one's own keeps a last, short batch unless told not to; torch's own error for
+            # it comes from deep inside batch norm, at the end of the first epoch.
+            raise DataError(
+                f"a training batch of {len(batch[0])} item reached {type(self).__name__}, whose batch norm "
+                "needs at least 2 per batch; give the training DataLoader drop_last=True (or a batch size "
+                "of at least 2)"
+            )
+
+    def _normalises_over_the_batch(self) -> bool:
+        if self._batch_norm is None:
+            self._batch_norm = any(
+                isinstance(module, nn.modules.batchnorm._BatchNorm) for module in self.modules()
+            )
+        return self._batch_norm
 
     def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._check_first_batch("validation", batch)
