@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -247,12 +247,18 @@ class InMemoryDataModule(pl.LightningDataModule):
         if self._splits is not None:
             return
         splits = self._load_splits()
+        if not isinstance(splits, Mapping):
+            raise DataError(
+                f"--data {self.name}: its _load_splits returned a {type(splits).__name__}; return a dict of "
+                "train, val and test, each (images, labels)"
+            )
         if self.data_kind == "image":
             # The contract every image dataset's `_load_splits` keeps (a plug-in's too): checked once, named.
             try:
                 splits = {split: checked_image_split(split, splits.get(split)) for split in SPLITS}
             except DataError as error:
                 raise DataError(f"--data {self.name}: {error} (in its _load_splits)") from None
+        self._check_labels_within_the_classes(splits)
         train_images, train_labels = splits["train"]
         self._train_split_size = len(train_images)
         if self.train_size is not None:
@@ -267,6 +273,20 @@ class InMemoryDataModule(pl.LightningDataModule):
             subset, _ = stratified_sample(train_labels, self.train_size, self.seed)
             splits["train"] = (train_images[subset], train_labels[subset])
         self._splits = splits
+
+    def _check_labels_within_the_classes(self, splits: Mapping[str, Any]) -> None:
+        """Labels that name a class the dataset does not declare: its feature classifier, trained with
+        that many outputs, would fail inside torch's loss ("Target 5 is out of bounds")."""
+        classes = self.classes
+        if classes is None:
+            return
+        for split, pair in splits.items():
+            labels = pair[1] if isinstance(pair, tuple | list) and len(pair) == 2 else None
+            if isinstance(labels, Tensor) and len(labels) and int(labels.max()) >= classes:
+                raise DataError(
+                    f"--data {self.name}: its {split} labels go up to {int(labels.max())}, and it declares "
+                    f"{classes} classes (ids 0 to {classes - 1}); fix the labels or its classes"
+                )
 
     def split_tensors(self, split: str) -> Batch:
         """(stored items, int64 labels [N]) of "train" (--train-size subset), "val" or "test".

@@ -410,6 +410,35 @@ def test_a_plugin_datasets_splits_are_held_to_the_contract_in_one_line(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("mistake", "says"),
+    [
+        (
+            "lambda s: list(s.values())",
+            "its _load_splits returned a list; return a dict of train, val and test",
+        ),
+        (
+            "lambda s: {k: (v[0], v[1] * 3) for k, v in s.items()}",
+            "its train labels go up to 3, and it declares 2 classes (ids 0 to 1)",
+        ),
+    ],
+    ids=["a-list", "labels-beyond-its-classes"],
+)
+def test_a_plugin_datasets_splits_of_another_kind_or_beyond_its_classes_are_one_line(
+    mistake, says, clean_registries, tmp_path, capsys, monkeypatch
+):
+    # A list met `.get` (AttributeError); a label beyond the declared classes met the feature classifier's
+    # loss inside torch ("Target 3 is out of bounds").
+    module = f"broken_dataset_{tmp_path.name}"
+    (tmp_path / f"{module}.py").write_text(BROKEN_DATASET.replace("MISTAKE", f"({mistake})"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register_dataset("toy_data", DatasetSpec(f"{module}:Broken", "splits that break the contract"))
+    args = ["--model", "gan", "--data", "toy_data", "--width", "8", "--batch-size", "8", "--max-steps", "1"]
+    assert main([*args, "--output", str(tmp_path / "run")]) == 2
+    one_line(capsys, "--data toy_data: ", says)
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_option_declared_with_another_type_by_a_built_in_family_is_refused(clean_registries):
     from dataclasses import dataclass
 
