@@ -501,6 +501,18 @@ def test_a_plugin_augmentation_that_does_not_return_its_inputs_kind_is_refused_b
     assert not output.exists()
 
 
+def test_a_plugin_augmentation_whose_build_fails_is_refused_in_one_line(clean_registries, tmp_path, capsys):
+    def build(options, parts):
+        raise ValueError("build boom")
+
+    register_augmentation("toy_broken", AugmentationSpec("broken", side="discriminator", build=build))
+    output = tmp_path / "run"
+    args = [*TINY_RUN, "--model", "gan", "--augment", "toy_broken", "--max-steps", "2", "--backbone", "none"]
+    assert main([*args, "--output", str(output)]) == 2
+    one_line(capsys, "--augment toy_broken: its build failed: ValueError: build boom (fix it in ")
+    assert not output.exists()
+
+
 def test_a_grid_tries_each_arms_plugin_augmentation_before_the_first_cell_trains(
     clean_registries, tmp_path, capsys
 ):

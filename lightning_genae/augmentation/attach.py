@@ -92,7 +92,7 @@ def attach_augmentation(
     parts = BuildParts(augmenter, strength, channels=datamodule.data_shape[0])
     # In registry order, so that `diffaug+ae-d` and `ae-d+diffaug` are the same run.
     built = {
-        name: spec.build(plan.settings[name], parts)
+        name: _built(name, spec, plan.settings[name], parts)
         for name, spec in AUGMENTATIONS.items()
         if name in plan.names and spec.side == "discriminator" and spec.build is not None
     }
@@ -112,6 +112,20 @@ def attach_augmentation(
             datamodule, plan, augmenter, seed=seed, total_iterations=length, strength=strength
         )
     return Attached(datamodule, record, Composed(transforms, labels) if transforms else None, strength)
+
+
+def _built(name: str, spec: Any, options: Any, parts: BuildParts) -> Callable[[torch.Tensor], Any]:
+    """A discriminator-side augmentation's transform from its `build`; a plug-in's build that fails is
+    one line naming it, as its transform's failure on the trial batch is."""
+    if name in BUILT_IN_AUGMENTATIONS:
+        return spec.build(options, parts)
+    try:
+        return spec.build(options, parts)
+    except Exception as error:  # noqa: BLE001 - any failure of a plug-in's function is one line
+        module = getattr(spec.build, "__module__", None) or "its module"
+        raise ConfigError(
+            f"--augment {name}: its build failed: {describe_error(error)} (fix it in {module})"
+        ) from None
 
 
 def check_plugin_transforms(
