@@ -439,6 +439,33 @@ def test_a_plugin_datasets_splits_of_another_kind_or_beyond_its_classes_are_one_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("kind", "default", "checks", "says"),
+    [
+        (dict, None, {}, "--things is null, and it takes a dict"),
+        (tuple[int, int], (1, 2), {}, "--things (1, 2) is not a valid tuple"),
+        (float, 5.0, {"at_most": 1}, "--things must lie in (-inf, 1], got 5.0"),
+        (int, 0.5, {}, "--things 0.5 is not a valid int"),
+        (Literal["a", "b"], "c", {}, "--things 'c' is not one of: a, b"),
+    ],
+    ids=["dict", "tuple", "out-of-range", "float-for-int", "not-a-choice"],
+)
+def test_an_option_whose_default_it_would_refuse_is_refused_at_registration(
+    kind, default, checks, says, clean_registries
+):
+    # Registered, every run of the family was refused, blaming the user for the declaration's value.
+    from lightning_genae.models.options import option
+
+    fields = {"__annotations__": {"things": kind}, "things": option(default, "x", **checks)}
+    declared = dataclass(frozen=True)(type("Declared", (GANOptions,), fields))
+    with pytest.raises(
+        ConfigError, match=r"cannot register model 'toy': the default of option things"
+    ) as error:
+        register_model("toy", ModelSpec("pkg.mod:M", declared, "x"))
+    assert says in str(error.value)
+    assert "toy" not in MODELS
+
+
 def test_an_option_declared_with_another_type_by_a_built_in_family_is_refused(clean_registries):
     from dataclasses import dataclass
 
