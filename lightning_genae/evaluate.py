@@ -342,6 +342,37 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     return result
 
 
+def _check_score_images_arguments(datamodule: Any, backbone: Any, num_samples: Any, seed: Any) -> None:
+    """score_images' arguments of a wrong kind, in one line each, before an attribute error deep inside."""
+    if not isinstance(datamodule, ImageDataModule):
+        raise ConfigError(
+            "score_images: datamodule must be a lightning-genae image DataModule (build_datamodule('mnist'), "
+            f"TensorImageDataModule), got {type(datamodule).__name__}"
+            + (f" of {datamodule.data_kind} data" if isinstance(datamodule, InMemoryDataModule) else "")
+        )
+    if not isinstance(backbone, (str, FeatureBackbone)):
+        raise ConfigError(
+            f"score_images: backbone must be {' or '.join(map(repr, BACKBONES))} or a FeatureBackbone, got "
+            f"{type(backbone).__name__}"
+        )
+    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)):
+        raise ConfigError(f"score_images: num_samples must be a whole number or None, got {num_samples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        # A run's seeds are >= 0; seed + 1 then never draws the real subset's REAL_SUBSET_SEED.
+        raise ConfigError(f"score_images: seed must be a whole number >= 0, got {seed!r}")
+
+
+def _device_for_scoring(device: Any) -> torch.device:
+    """`device` as torch's, or one line where it names no device or one this machine does not have."""
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"score_images: device {device!r} names no device; give 'cpu' or 'cuda'") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"score_images: device {device!r}, and this machine has no GPU; give device='cpu'")
+    return chosen
+
+
 def check_split_scorable(datamodule: InMemoryDataModule, split: str, context: str) -> None:
     """Refuse a real split too small for the k-nearest-neighbour metrics, `context` leading the line."""
     real = len(datamodule.split_tensors(split)[0])
@@ -376,9 +407,8 @@ def score_images(
     given as a module must be named `classifier` or `inception` (`FeatureBackbone.name`), the names the
     metrics carry.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        # A run's seeds are >= 0; seed + 1 then never draws the real subset's REAL_SUBSET_SEED.
-        raise ConfigError(f"score_images: seed must be a whole number >= 0, got {seed!r}")
+    _check_score_images_arguments(datamodule, backbone, num_samples, seed)
+    device = _device_for_scoring(device)
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
         raise ConfigError(
             f"score_images: the backbone is named {backbone.name!r}; the metrics are named by the backbone, "
@@ -412,7 +442,6 @@ def score_images(
             inception_weights=inception_weights,
             classifier_weights=classifier_weights,
         )
-    device = torch.device(device)
     return score_generated(
         RealFeatures(backbone),
         datamodule,

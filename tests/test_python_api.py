@@ -588,6 +588,36 @@ def test_callbacks_for_refuses_to_train_over_files_in_its_folder_and_continues_a
         fit()
 
 
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        ({"datamodule": "digits"}, "datamodule must be a lightning-genae image DataModule"),
+        ({"datamodule": "sines"}, "got SinesDataModule of sequence data"),
+        (
+            {"backbone": None},
+            "backbone must be 'classifier' or 'inception' or a FeatureBackbone, got NoneType",
+        ),
+        ({"num_samples": 50.5}, "num_samples must be a whole number or None, got 50.5"),
+        ({"num_samples": "100"}, "num_samples must be a whole number or None, got '100'"),
+        ({"device": "gpu0"}, "device 'gpu0' names no device"),
+    ],
+    ids=["a-name", "series", "no-backbone", "float-count", "text-count", "bad-device"],
+)
+def test_score_images_arguments_of_a_wrong_kind_are_one_line(arguments, says):
+    # Each fell into an AttributeError or TypeError deep inside.
+    import lightning_genae
+    from lightning_genae.datamodules import build_datamodule
+
+    if arguments.get("datamodule") == "sines":
+        arguments = {**arguments, "datamodule": build_datamodule("sines")}
+    given = {"datamodule": build_datamodule("digits"), **arguments}
+    datamodule = given.pop("datamodule")
+    images = torch.zeros(40, 1, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ConfigError, match="^score_images: ") as error:
+        lightning_genae.score_images(images, datamodule, **given)
+    assert says in str(error.value) and "\n" not in str(error.value)
+
+
 def test_score_images_against_a_split_too_small_to_score_is_one_line(tmp_path):
     import lightning_genae
     from lightning_genae.datamodules import TensorImageDataModule
