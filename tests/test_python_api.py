@@ -81,6 +81,18 @@ def test_load_model_rebuilds_a_runs_family_and_names_the_fix_for_a_folder(tmp_pa
     assert type(AAEModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")) is AAEModule
 
 
+def test_lightnings_loader_given_a_run_of_another_kind_of_data_names_its_family(tmp_path):
+    # Its hyper-parameters lack the image families' shape argument: a TypeError from Lightning's saving.
+    from lightning_genae.cli import main
+    from lightning_genae.models.vae import VAEModule
+
+    run = tmp_path / "run"
+    args = ["--model", "rae", "--data", "sines", "--max-steps", "2", "--rnn-hidden", "4", "--latent-dim", "4"]
+    assert main([*args, "--backbone", "none", "--output", str(run)]) == 0
+    with pytest.raises(ConfigError, match=r"holds a run of the rae family, not a VAEModule; load it with"):
+        VAEModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
+
+
 def test_callbacks_for_refuses_a_trainer_writing_elsewhere_in_one_line(tmp_path, monkeypatch):
     import pytorch_lightning as pl
 

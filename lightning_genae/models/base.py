@@ -293,7 +293,9 @@ class GenerativeModule(pl.LightningModule):
             from lightning_genae.checkpoint import pickled_object_refused
 
             raise pickled_object_refused(error, checkpoint_path, "load_from_checkpoint") from None
-        except ConfigError as error:
+        except (ConfigError, TypeError) as error:
+            # Another family's options are unknown here (ConfigError), or, of another kind of data, its
+            # hyper-parameters lack this constructor's shape argument (TypeError).
             if not isinstance(checkpoint_path, (str, os.PathLike)):
                 raise
             from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint
