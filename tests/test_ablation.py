@@ -635,6 +635,25 @@ def test_finished_runs_with_other_options_refuse_the_grid_in_one_line(tmp_path: 
     refuse_finished_runs_with_other_options(asked[:1], overwrite=False)
 
 
+def test_a_cell_another_grid_command_is_running_with_other_options_refuses_the_grid(tmp_path: Path) -> None:
+    # Left to that command as "in use", it was averaged with this command's cells as the same setting.
+    from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
+    from lightning_genae.run_lock import LOCK_FILE, RunFolderRefused
+
+    [cell] = expand_grid(["none"], [1000], [0])
+    running = tmp_path / cell.name
+    running.mkdir()
+    (running / "config.yaml").write_text("augment: none\ntrain_size: 1000\nseed: 0\nlr: 0.001\n")
+    (running / LOCK_FILE).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started_epoch": time.time()})
+    )
+    asked = [(running, RunConfig(augment="none", train_size=1000, seed=0, plugin_options={"lr": 0.0002}))]
+    with pytest.raises(RunFolderRefused, match=r"--lr 0.0002 \(the run there: 0.001\)"):
+        refuse_finished_runs_with_other_options(asked, overwrite=False)
+    same = [(running, RunConfig(augment="none", train_size=1000, seed=0, plugin_options={"lr": 0.001}))]
+    refuse_finished_runs_with_other_options(same, overwrite=False)
+
+
 def test_a_longer_budget_continues_finished_cells_from_their_last_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -453,8 +453,10 @@ def _cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
     summary = read_summary(run_dir)
     if summary is not None:
         return finished_run_conflicts(summary, config)
-    # A cell the grid resumes (a failed one starts again from scratch).
-    if (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file() and not (run_dir / FAILED_FILE).is_file():
+    # A cell the grid resumes (a failed one starts again from scratch), or one another grid command is
+    # running now, before its first checkpoint: left to that command, it would still be averaged here.
+    resumed = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file() and not (run_dir / FAILED_FILE).is_file()
+    if resumed or live_lock_owner(run_dir) is not None:
         return unfinished_run_conflicts(_recorded_configuration(run_dir), config)
     return []
 
