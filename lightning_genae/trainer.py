@@ -411,21 +411,25 @@ def callbacks_for(
             f"{type(datamodule).__name__}; hand your images over as "
             "lightning_genae.datamodules.TensorImageDataModule (docs/python-api.md)"
         )
+    if not isinstance(output_dir, (str, os.PathLike)):
+        raise ConfigError(
+            f"callbacks_for: output_dir must be a folder's path, got {type(output_dir).__name__}"
+        )
     run_dir = Path(output_dir)
-    config = RunConfig.from_dict(
-        {
-            "model": family_name(model),
-            "data": datamodule.name,
-            "seed": seed,
-            "image_every": every_n_steps,
-            "ckpt_every": checkpoint_every,
-            "eval_samples": eval_samples,
-            "backbone": backbone,
-            "inception_weights": None if inception_weights is None else str(inception_weights),
-            "classifier_weights": None if classifier_weights is None else str(classifier_weights),
-        }
-    )
     try:
+        config = RunConfig.from_dict(
+            {
+                "model": family_name(model),
+                "data": datamodule.name,
+                "seed": seed,
+                "image_every": every_n_steps,
+                "ckpt_every": checkpoint_every,
+                "eval_samples": eval_samples,
+                "backbone": backbone,
+                "inception_weights": None if inception_weights is None else str(inception_weights),
+                "classifier_weights": None if classifier_weights is None else str(classifier_weights),
+            }
+        )
         check_values(config)
     except ConfigError as error:
         raise ConfigError(f"callbacks_for: {in_python_terms(str(error))}") from None
@@ -466,6 +470,8 @@ def load_model(checkpoint: str | Path) -> GenerativeModule:
     from lightning_genae.checkpoint import RunCheckpoint
     from lightning_genae.plugins import load_plugins
 
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise ConfigError(f"load_model: give a checkpoint file's path, got {type(checkpoint).__name__}")
     saved = RunCheckpoint.load(checkpoint, "load_model")
     family = saved.stored_config("load_model").get("model")
     load_plugins()

@@ -225,6 +225,15 @@ def test_python_callers_inputs_are_checked_in_one_line(tmp_path):
     own = TensorImageDataModule({split: (images, torch.arange(8) % 2) for split in ("train", "val", "test")})
     with pytest.raises(BackboneUnavailable, match="missing.pt"):
         lightning_genae.callbacks_for(model, own, tmp_path, classifier_weights=tmp_path / "missing.pt")
+    # Values of a wrong type, named as the Python argument (not as run.py's flag), not a TypeError.
+    with pytest.raises(ConfigError, match="^callbacks_for: every_n_steps 2.5 is not a valid int$"):
+        lightning_genae.callbacks_for(model, data, tmp_path, every_n_steps=2.5)
+    with pytest.raises(
+        ConfigError, match="^callbacks_for: output_dir must be a folder's path, got NoneType$"
+    ):
+        lightning_genae.callbacks_for(model, data, None)
+    with pytest.raises(ConfigError, match="^load_model: give a checkpoint file's path, got int$"):
+        lightning_genae.load_model(3)
     with pytest.raises(lightning_genae.DataError, match="need at least 6 of each: give more"):
         lightning_genae.score_images(model.sample(5), data)
     with pytest.raises(lightning_genae.DataError, match="need at least 6 of each: give more"):
