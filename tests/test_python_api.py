@@ -93,6 +93,30 @@ def test_lightnings_loader_given_a_run_of_another_kind_of_data_names_its_family(
         VAEModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
 
 
+def test_a_trainer_resuming_another_familys_or_options_checkpoint_names_it_in_one_line(tmp_path):
+    # torch's load_state_dict listed every mismatched weight in a RuntimeError.
+    import pytorch_lightning as pl
+
+    from lightning_genae.cli import main
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.models import MODELS
+
+    run = tmp_path / "run"
+    args = ["--model", "gan", "--max-steps", "2", "--width", "4", "--latent-dim", "4", "--backbone", "none"]
+    assert main([*args, "--batch-size", "16", "--output", str(run)]) == 0
+    last = str(run / "checkpoints" / "last.ckpt")
+    for model, whose in (
+        (MODELS["vae"].module((1, 16, 16), latent_dim=4, width=4), "VAEModule"),
+        (MODELS["gan"].module((1, 16, 16), latent_dim=8, width=4), "GANModule"),
+    ):
+        trainer = pl.Trainer(
+            max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, default_root_dir=tmp_path, limit_val_batches=0,
+        )  # fmt: skip
+        with pytest.raises(ConfigError, match=f"holds a run of the gan family that do not fit this {whose}"):
+            trainer.fit(model, datamodule=build_datamodule("digits", batch_size=16), ckpt_path=last)
+
+
 def test_callbacks_for_refuses_a_trainer_writing_elsewhere_in_one_line(tmp_path, monkeypatch):
     import pytorch_lightning as pl
 

@@ -520,6 +520,25 @@ class GenerativeModule(pl.LightningModule):
         the run goes on under this one."""
         return None
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, in one line naming the checkpoint's family, weights that do not fit this module: a
+        Trainer's `ckpt_path` of another family's run, or of other options, failed in torch's
+        load_state_dict with every mismatched name. (run.py checks the same before it builds a Trainer.)"""
+        super().on_load_checkpoint(checkpoint)
+        from lightning_genae.checkpoint import CONFIG_KEY, state_dict_mismatch
+
+        state = checkpoint.get("state_dict")
+        problem = state_dict_mismatch(self.state_dict(), state) if isinstance(state, Mapping) else None
+        if problem is None:
+            return
+        stored = checkpoint.get(CONFIG_KEY)
+        family = stored.get("model") if isinstance(stored, Mapping) else None
+        whose = f"a run of the {family} family" if family else "weights"
+        raise ConfigError(
+            f"the checkpoint holds {whose} that do not fit this {type(self).__name__} ({problem}); give a "
+            "checkpoint of this family and options, or load it with lightning_genae.load_model(path)"
+        )
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         form = self.objective_form()
