@@ -58,6 +58,7 @@ from lightning_genae.run_lock import RunFolderRefused, live_lock_owner
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.trainer import (
     evaluation_records,
+    in_python_terms,
     prepare_data_early,
     sequence_metrics,
     skipped_metrics_record,
@@ -435,13 +436,17 @@ def score_images(
     datamodule.setup("test")
     check_split_scorable(datamodule, split, "score_images: the")
     if isinstance(backbone, str):
-        backbone = load_backbone(
-            backbone,
-            datamodule.name,
-            datamodule,
-            inception_weights=inception_weights,
-            classifier_weights=classifier_weights,
-        )
+        try:
+            backbone = load_backbone(
+                backbone,
+                datamodule.name,
+                datamodule,
+                inception_weights=inception_weights,
+                classifier_weights=classifier_weights,
+            )
+        except BackboneUnavailable as error:
+            # Its arguments are named as callbacks_for's are: classifier_weights, not --classifier-weights.
+            raise BackboneUnavailable(f"score_images: {in_python_terms(str(error))}") from None
     return score_generated(
         RealFeatures(backbone),
         datamodule,

@@ -441,7 +441,10 @@ def callbacks_for(
         if isinstance(callback, (StopOnSignal, RunFolderPresence)):
             callback.continue_with = resume
     if metrics:
-        callbacks += [c for c in metric_callbacks(config, model, datamodule, run_dir) if c is not None]
+        try:
+            callbacks += [c for c in metric_callbacks(config, model, datamodule, run_dir) if c is not None]
+        except BackboneUnavailable as error:
+            raise BackboneUnavailable(f"callbacks_for: {in_python_terms(str(error))}") from None
     return applicable(callbacks, model, datamodule)
 
 

@@ -247,7 +247,9 @@ def test_python_callers_inputs_are_checked_in_one_line(tmp_path):
 
     images = torch.zeros(8, 1, 16, 16, dtype=torch.uint8)
     own = TensorImageDataModule({split: (images, torch.arange(8) % 2) for split in ("train", "val", "test")})
-    with pytest.raises(BackboneUnavailable, match="missing.pt"):
+    with pytest.raises(
+        BackboneUnavailable, match=r"^callbacks_for: classifier: classifier_weights: .*missing.pt"
+    ):
         lightning_genae.callbacks_for(model, own, tmp_path, classifier_weights=tmp_path / "missing.pt")
     # Values of a wrong type, named as the Python argument (not as run.py's flag), not a TypeError.
     with pytest.raises(ConfigError, match="^callbacks_for: every_n_steps 2.5 is not a valid int$"):
