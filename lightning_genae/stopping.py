@@ -19,6 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.trainer.states import TrainerFn
 
 from lightning_genae.cluster import global_rank, interrupted_by, is_slurm_task, note_stop_signal
 from lightning_genae.lightning_internals import kill_launched_processes, validation_follows_batch
@@ -186,7 +187,9 @@ class StopOnSignal(Callback):
         self._stop(trainer, pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            # Only a validation of the training: the same Trainer's later validations (the final
+            # evaluation, the chosen checkpoint's, with its weights loaded) must save nothing as last.ckpt.
             return
         stop = self._stop_after_validation
         if not stop:
@@ -222,6 +225,7 @@ class StopOnSignal(Callback):
         )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.received = None  # heard, or too late for training to stop on: the final evaluation's own
         if self._stop_due:
             # Nothing is left to train, so a resume would have nothing to do: the run finishes instead.
             self._stop_due = False

@@ -202,6 +202,27 @@ def test_a_signal_in_the_last_iteration_lets_the_run_finish(tmp_path, during_its
     assert (tmp_path / "run" / "summary.json").is_file()
 
 
+def test_a_signal_noted_in_training_saves_nothing_in_a_later_validation(tmp_path):
+    # The chosen checkpoint's evaluation validates with its weights loaded on the same Trainer: saved then,
+    # last.ckpt held best.ckpt's weights beside the final step and optimizer state.
+    from types import SimpleNamespace
+
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    from lightning_genae.stopping import StopOnSignal
+
+    callback = StopOnSignal(tmp_path / "last.ckpt", tmp_path)
+    callback.received = signal.SIGTERM
+    saved = []
+    state = SimpleNamespace(fn=TrainerFn.VALIDATING)
+    trainer = SimpleNamespace(sanity_checking=False, state=state, world_size=1, save_checkpoint=saved.append)
+    callback.on_validation_end(trainer, None)
+    assert saved == [] and not callback._stop_due
+    state.fn = TrainerFn.FITTING
+    callback.on_validation_end(trainer, None)
+    assert saved == [tmp_path / "last.ckpt"] and callback._stop_due
+
+
 # Ctrl-C as the final evaluation reaches the test split, once training is over.
 INTERRUPT_IN_THE_FINAL_EVALUATION = """
 import os, signal, sys
