@@ -315,8 +315,8 @@ class RunCheckpoint:
         """Refuse a checkpoint whose optimizer states do not cover the module's parameters: a weights-only
         save (Lightning's `save_weights_only`) holds none, which Lightning's restore meets with a KeyError
         traceback, or with an empty list by going on with fresh optimizers, which is no continuation. Every
-        family optimizes each of its parameters, so the states' parameter groups list at least as many
-        parameters as the module has."""
+        family optimizes each of its trainable parameters, so the states' parameter groups list at least as
+        many parameters as the module trains."""
         states = self.contents.get("optimizer_states")
         groups = [
             group
@@ -325,7 +325,8 @@ class RunCheckpoint:
             for group in state["param_groups"]
         ]
         listed = sum(len(group.get("params", ())) for group in groups if isinstance(group, Mapping))
-        expected = sum(1 for _ in module.parameters())
+        # The trained ones: a frozen copy (a generator's exponential moving average) has no optimizer state.
+        expected = sum(1 for parameter in module.parameters() if parameter.requires_grad)
         if listed < expected:
             what = (
                 f"optimizer states for {listed} of its {expected} weights" if groups else "no optimizer state"
