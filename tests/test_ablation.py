@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lightning_genae.ablation import CellOutcome, CellStart, GridCell, expand_grid, run_grid, summarize
@@ -652,6 +653,9 @@ def test_a_cell_another_grid_command_is_running_with_other_options_refuses_the_g
         refuse_finished_runs_with_other_options(asked, overwrite=False)
     same = [(running, RunConfig(augment="none", train_size=1000, seed=0, plugin_options={"lr": 0.001}))]
     refuse_finished_runs_with_other_options(same, overwrite=False)
+    # --overwrite replaces cells, but one another command is running is left to it, so it is compared too.
+    with pytest.raises(RunFolderRefused, match=r"--lr 0.0002 \(the run there: 0.001\)"):
+        refuse_finished_runs_with_other_options(asked, overwrite=True)
 
 
 def test_a_longer_budget_continues_finished_cells_from_their_last_checkpoint(
@@ -680,8 +684,17 @@ def test_a_longer_budget_continues_finished_cells_from_their_last_checkpoint(
 def test_a_shorter_budget_or_a_lost_checkpoint_refuses_a_finished_cell(tmp_path: Path) -> None:
     # Continued, a shorter budget trained nothing and relabelled the run as one of that budget, averaged
     # with cells that trained that long; a finished cell without last.ckpt was skipped at the old budget.
+    from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
+    from lightning_genae.run_lock import RunFolderRefused
+
     [cell] = expand_grid(["ae"], [1000], [0])
-    write_run(tmp_path, cell.augment, 1000, 0, 20.0, global_step=1500)
+    run_dir = write_run(tmp_path, cell.augment, 1000, 0, 20.0, global_step=1500)
+    _set_in_summary(run_dir, lambda summary: summary["config"].update(max_epochs=None))  # as a run records
+    (run_dir / "checkpoints").mkdir()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # Three epochs done, as Lightning's loop counts them.
+    epochs = {"fit_loop": {"epoch_progress": {"current": {"processed": 3}}}}
+    torch.save({"state_dict": {}, "loops": epochs, "global_step": 1500}, last)
     started: list[CellStart] = []
 
     def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
@@ -691,10 +704,19 @@ def test_a_shorter_budget_or_a_lost_checkpoint_refuses_a_finished_cell(tmp_path:
     [outcome] = run_grid([cell], tmp_path, run_cell, configs={cell: shorter})
     assert outcome.action == "refused" and not started
     assert "--max-steps 1000 (finished run: 1500, trained to 1500; a shorter budget" in outcome.error
+    # An epoch budget below the epochs a --max-steps run went through, refused before any cell trains.
+    fewer_epochs = RunConfig(augment="ae", train_size=1000, seed=0, max_steps=0, max_epochs=2)
+    with pytest.raises(
+        RunFolderRefused, match=r"--max-epochs 2 \(finished run: None, trained to 3; a shorter"
+    ):
+        refuse_finished_runs_with_other_options([(run_dir, fewer_epochs)], overwrite=False)
+    last.unlink()
     longer = RunConfig(augment="ae", train_size=1000, seed=0, max_steps=3000)
     [outcome] = run_grid([cell], tmp_path, run_cell, configs={cell: longer})
     assert outcome.action == "refused" and not started
-    assert "without its checkpoints/last.ckpt, so it cannot be continued" in outcome.error
+    assert "--max-steps 3000 (finished run: 1500, without its checkpoints/last.ckpt, so it" in outcome.error
+    with pytest.raises(RunFolderRefused, match="without its checkpoints/last.ckpt"):
+        refuse_finished_runs_with_other_options([(run_dir, longer)], overwrite=False)
 
 
 def test_a_failed_continuation_of_a_finished_cell_keeps_its_run(

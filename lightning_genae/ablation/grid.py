@@ -270,9 +270,12 @@ def comparable(name: str, value: Any) -> Any:
     return value
 
 
-def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | None) -> list[str]:
+def finished_run_conflicts(
+    summary: dict[str, Any] | None, config: RunConfig | None, run_dir: Path | None = None
+) -> list[str]:
     """How the finished run `summary` (a cell's summary.json, None for no finished run) differs from
-    `config` in what a resume may not change, or in what decides its numbers."""
+    `config` in what a resume may not change, or in what decides its numbers; given the cell's folder,
+    also a budget it cannot be continued to (shorter than it trained, or without its last.ckpt)."""
     if summary is None or config is None:
         return []
     stored, wanted = summary_config(summary), config.to_dict()
@@ -285,28 +288,51 @@ def finished_run_conflicts(summary: dict[str, Any] | None, config: RunConfig | N
     if differing == ["data_dir"] and not conflicts and same_data(summary, config):
         return []
     conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
-    return (
-        conflicts
-        + shorter_budget_conflicts(summary, wanted)
-        + scheduled_budget_conflicts(stored, wanted)
-        + augmenter
-    )
+    budget = [] if run_dir is None else budget_conflicts(summary, wanted, run_dir)
+    return conflicts + budget + scheduled_budget_conflicts(stored, wanted) + augmenter
 
 
-def shorter_budget_conflicts(summary: dict[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """A finished cell asked for a shorter budget than it trained: continuing it trains nothing and would
-    relabel its run as one of the shorter budget, averaged with cells that trained that long."""
+def budget_conflicts(summary: dict[str, Any], wanted: Mapping[str, Any], run_dir: Path) -> list[str]:
+    """A finished cell asked for a budget it cannot be continued to: a shorter one than it trained
+    (continuing trains nothing and would relabel its run as one of that budget, averaged with cells that
+    trained that long), or another one without its checkpoints/last.ckpt."""
     stored = summary_config(summary)
-    trained = summary.get("global_step")
+    changed = [
+        name for name in ("max_steps", "max_epochs") if name in stored and stored[name] != wanted.get(name)
+    ]
+    if not changed:
+        return []
+    checkpoint = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if not checkpoint.is_file():
+        return [
+            f"{flag(name)} {wanted.get(name)} (finished run: {stored[name]}, without its {CHECKPOINT_DIR}/"
+            "last.ckpt, so it cannot be continued)"
+            for name in changed
+        ]
     conflicts = []
-    for name, done in (("max_steps", trained), ("max_epochs", stored.get("max_epochs"))):
+    for name in changed:
         asked = wanted.get(name)
-        if isinstance(asked, int) and isinstance(done, int) and 0 < asked < done:
+        if not isinstance(asked, int) or asked <= 0:
+            continue
+        # Epochs are read from the checkpoint only when asked for: a run stopped by --max-steps records no
+        # epoch budget, and its summary.json no epoch count.
+        done = summary.get("global_step") if name == "max_steps" else _epochs_done(checkpoint)
+        if isinstance(done, int) and asked < done:
             conflicts.append(
-                f"{flag(name)} {asked} (finished run: {stored.get(name)}, trained to {done}; a shorter "
+                f"{flag(name)} {asked} (finished run: {stored[name]}, trained to {done}; a shorter "
                 "budget is not had by continuing it)"
             )
     return conflicts
+
+
+def _epochs_done(checkpoint: Path) -> int | None:
+    """The epochs a finished cell's last.ckpt completed, as a --max-epochs budget counts them."""
+    from lightning_genae.checkpoint import RunCheckpoint
+
+    try:
+        return RunCheckpoint.load(checkpoint, "--max-epochs").epochs()
+    except ConfigError:
+        return None  # an unreadable checkpoint is the resume's own refusal
 
 
 def _augmenter_conflicts(summary: dict[str, Any], config: RunConfig) -> list[str]:
@@ -428,11 +454,13 @@ _DATA_SHA256: dict[str, dict[str, str]] = {}
 def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfig]], overwrite: bool) -> None:
     """Refuse the whole grid, before any cell trains, when a cell's folder holds a run, finished or to be
     resumed, with other options: the command given is not the grid that folder holds, and its tables would
-    mix the two. `cells` are (cell folder, the options the grid asks of it)."""
-    if overwrite:
-        return
+    mix the two. `cells` are (cell folder, the options the grid asks of it). With `overwrite` only cells
+    another command is running are compared: they are left to it, not replaced."""
     clashing = [
-        (folder, conflicts) for folder, config in cells if (conflicts := _cell_conflicts(folder, config))
+        (folder, conflicts)
+        for folder, config in cells
+        if (not overwrite or live_lock_owner(folder) is not None)
+        and (conflicts := _cell_conflicts(folder, config))
     ]
     if clashing:
         run_dir, conflicts = clashing[0]
@@ -452,7 +480,7 @@ def _cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
     put_back_a_stopped_overwrite(run_dir)
     summary = read_summary(run_dir)
     if summary is not None:
-        return finished_run_conflicts(summary, config)
+        return finished_run_conflicts(summary, config, run_dir)
     # A cell the grid resumes (a failed one starts again from scratch), or one another grid command is
     # running now, before its first checkpoint: left to that command, it would still be averaged here.
     resumed = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file() and not (run_dir / FAILED_FILE).is_file()
@@ -508,7 +536,7 @@ def _how_to_start(
     if summary is not None:
         step = summary.get("global_step", "?")
         stored = summary_config(summary)
-        conflicts = finished_run_conflicts(summary, config)
+        conflicts = finished_run_conflicts(summary, config, run_dir)
         if conflicts:
             refusal = (
                 f"{run_dir} holds a finished run with other options ({'; '.join(conflicts)}); "
@@ -520,13 +548,6 @@ def _how_to_start(
         )
         if new_budget and has_checkpoint:
             return CellStart.RESUME, f"finished at step {step}, continuing to the new budget", None
-        if new_budget:
-            refusal = (
-                f"{run_dir} holds a finished run of another budget without its {CHECKPOINT_DIR}/last.ckpt, "
-                "so it cannot be continued to this one; re-run the grid with the run's budget, with "
-                "--overwrite, or with another --output"
-            )
-            return None, "refused", refusal
         return None, f"finished (step {step}), skipped", None
     if has_checkpoint:
         return CellStart.RESUME, "unfinished, resuming from its last.ckpt", None
