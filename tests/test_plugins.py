@@ -538,6 +538,12 @@ def test_a_plugin_augmentation_whose_build_fails_is_refused_in_one_line(clean_re
     assert main([*args, "--output", str(output)]) == 2
     one_line(capsys, "--augment toy_broken: its build failed: ValueError: build boom (fix it in ")
     assert not output.exists()
+    # A grid tries each arm's plug-in augmentations before its first cell: the same line.
+    grid = [*TINY_RUN, "--model", "gan", "--augment", "none,toy_broken", "--max-steps", "2", "--seeds", "0"]
+    grid += ["--output", str(output)]
+    assert main(grid) == 2
+    one_line(capsys, "--augment toy_broken: its build failed: ValueError: build boom (fix it in ")
+    assert not output.exists()
 
 
 def test_a_grid_tries_each_arms_plugin_augmentation_before_the_first_cell_trains(

@@ -211,7 +211,7 @@ def check_plugin_augmentations(plan: AugmentPlan, datamodule: InMemoryDataModule
         else None
     )
     parts = BuildParts(None, strength, channels=datamodule.data_shape[0])
-    built = {name: AUGMENTATIONS[name].build(plan.settings[name], parts) for name in names}
+    built = {name: _built(name, AUGMENTATIONS[name], plan.settings[name], parts) for name in names}
     check_plugin_transforms(built, datamodule, cpu)
 
 
