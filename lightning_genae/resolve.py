@@ -365,11 +365,13 @@ def refuse_a_run_folder_among_the_data(config: RunConfig, run_dir: Path) -> None
             f"which --data {config.data} reads: the run's pictures would become the next run's training "
             "images; pick an --output outside it"
         )
-    if run in roots[0].parents:
+    around = next((root for root in roots if run in root.parents), None)
+    if around is not None:
+        linked = "" if around == roots[0] else f" (a folder linked into it, {around})"
         raise ConfigError(
-            f"--data-dir {config.data_dir} lies inside the run folder {run_dir}, where the run writes its "
-            f"pictures, and --data {config.data} reads every image under it: they would become the next "
-            "run's training images; keep the data outside the run folder, or pick another --output"
+            f"--data-dir {config.data_dir}{linked} lies inside the run folder {run_dir}, where the run "
+            f"writes its pictures, and --data {config.data} reads every image under it: they would become "
+            "the next run's training images; keep the data outside the run folder, or pick another --output"
         )
 
 
@@ -381,7 +383,7 @@ def refuse_a_scored_folder_among_the_data(config: RunConfig, scored: str | Path)
         return
     roots = _folders_of_the_images(config)
     folder = Path(os.path.realpath(os.path.expanduser(scored)))
-    if any(_inside(folder, root) for root in roots) or folder in roots[0].parents:
+    if any(_inside(folder, root) or folder in root.parents for root in roots):
         raise ConfigError(
             f"--evaluate-folder {scored} and --data-dir {config.data_dir} share images, every one of which "
             f"--data {config.data} reads: the images scored would be compared with themselves as real test "

@@ -220,6 +220,29 @@ def test_evaluate_folder_of_images_shared_with_the_data_is_refused(scored, tmp_p
     assert not (tmp_path / "scores").exists()
 
 
+def test_a_folder_linked_into_the_images_is_judged_as_the_images_are(tmp_path, capsys):
+    # A link from the image folder to the run's images/ (or to a folder inside a scored one) is read by
+    # the dataset: the run's grids would become training images, the scored images real test images.
+    from PIL import Image
+
+    images, out, scored = tmp_path / "images", tmp_path / "out", tmp_path / "scored"
+    for index in range(40):
+        (images / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (16, 16), color=index * 6).save(images / f"class{index % 2}" / f"{index}.png")
+    (out / "images").mkdir(parents=True)
+    (images / "gen").symlink_to(out / "images", target_is_directory=True)
+    data = ["--data", "folder", "--data-dir", str(images), "--image-size", "16", "--channels", "1"]
+    assert main(["--model", "gan", *data, "--max-steps", "2", "--output", str(out)]) == 2
+    one_line(capsys, f"--data-dir {images} (a folder linked into it, {out / 'images'}) lies inside the run")
+    (images / "gen").unlink()
+    (scored / "more").mkdir(parents=True)
+    (images / "extra").symlink_to(scored / "more", target_is_directory=True)
+    command = ["--evaluate-folder", str(scored), *data, "--output", str(tmp_path / "scores")]
+    assert main(command) == 2
+    one_line(capsys, f"--evaluate-folder {scored} and --data-dir {images} share images")
+    assert not (tmp_path / "scores").exists()
+
+
 def test_a_run_folder_in_a_folder_linked_into_the_images_is_refused_and_an_evaluation_there_is_not(
     tmp_path, capsys
 ):
