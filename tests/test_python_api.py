@@ -115,6 +115,15 @@ def test_a_trainer_resuming_another_familys_or_options_checkpoint_names_it_in_on
         )  # fmt: skip
         with pytest.raises(ConfigError, match=f"holds a run of the gan family that do not fit this {whose}"):
             trainer.fit(model, datamodule=build_datamodule("digits", batch_size=16), ckpt_path=last)
+    # Lightning's partial load, asked for, is Lightning's: the weights that fit are taken.
+    partial = MODELS["gan"].module((1, 16, 16), latent_dim=4, width=4, ema=0.9)
+    partial.strict_loading = False
+    trainer = pl.Trainer(
+        max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, default_root_dir=tmp_path, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(partial, datamodule=build_datamodule("digits", batch_size=16), ckpt_path=last)
+    assert partial.iteration == 4
 
 
 def test_callbacks_for_refuses_a_trainer_writing_elsewhere_in_one_line(tmp_path, monkeypatch):

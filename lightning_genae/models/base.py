@@ -523,8 +523,13 @@ class GenerativeModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, in one line naming the checkpoint's family, weights that do not fit this module: a
         Trainer's `ckpt_path` of another family's run, or of other options, failed in torch's
-        load_state_dict with every mismatched name. (run.py checks the same before it builds a Trainer.)"""
+        load_state_dict with every mismatched name. (run.py checks the same before it builds a Trainer.)
+        Lightning's partial loading (`strict_loading = False`) is left to Lightning."""
         super().on_load_checkpoint(checkpoint)
+        if self._trainer is None or not self.strict_loading:
+            # load_from_checkpoint names another family itself and may be given strict=False; a module
+            # with strict_loading off asked for a partial load.
+            return
         from lightning_genae.checkpoint import CONFIG_KEY, state_dict_mismatch
 
         state = checkpoint.get("state_dict")
