@@ -33,7 +33,7 @@ from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.datamodules import DATASETS, ImageDataModule, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_MODES, read_images
-from lightning_genae.errors import ConfigError, DataError, agree
+from lightning_genae.errors import ConfigError, DataError, agree, describe_error
 from lightning_genae.metrics.backbones import BackboneUnavailable, FeatureBackbone, load_backbone
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.generative import (
@@ -369,8 +369,15 @@ def _device_for_scoring(device: Any) -> torch.device:
         chosen = torch.device(device)
     except (RuntimeError, TypeError):
         raise ConfigError(f"score_images: device {device!r} names no device; give 'cpu' or 'cuda'") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"score_images: device {device!r}, and this machine has no GPU; give device='cpu'")
+    if chosen.type == "meta":
+        raise ConfigError("score_images: device 'meta' holds no values to score; give device='cpu'")
+    try:
+        torch.empty(1, device=chosen)  # a backend this torch has no support for, or a GPU not here
+    except (RuntimeError, AssertionError, NotImplementedError) as error:
+        raise ConfigError(
+            f"score_images: device {device!r} is not available here ({describe_error(error)}); give "
+            "device='cpu'"
+        ) from None
     return chosen
 
 

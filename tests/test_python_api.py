@@ -656,8 +656,9 @@ def test_callbacks_for_refuses_to_train_over_files_in_its_folder_and_continues_a
         ({"num_samples": 50.5}, "num_samples must be a whole number or None, got 50.5"),
         ({"num_samples": "100"}, "num_samples must be a whole number or None, got '100'"),
         ({"device": "gpu0"}, "device 'gpu0' names no device"),
+        ({"device": "meta"}, "device 'meta' holds no values to score"),
     ],
-    ids=["a-name", "series", "no-backbone", "float-count", "text-count", "bad-device"],
+    ids=["a-name", "series", "no-backbone", "float-count", "text-count", "bad-device", "meta-device"],
 )
 def test_score_images_arguments_of_a_wrong_kind_are_one_line(arguments, says):
     # Each fell into an AttributeError or TypeError deep inside.
