@@ -392,20 +392,42 @@ def test_a_comparison_of_n_computes_the_features_of_those_n_real_images_only(tmp
         chosen = images[seeded_subset(len(images), n, REAL_SUBSET_SEED)]
         return chosen.float().flatten(1).mean(1, keepdim=True)
 
+    backbone.chunk_size = 64  # computed in whole chunks, so that the same chunks give the same features
     assert torch.equal(reals.reference(datamodule, "train", 100, cpu), expected(100))
-    assert sum(backbone.calls) == 100, "only the 100 compared"
+    assert backbone.calls == [128], "only the 100 compared, to a whole number of chunks"
     assert torch.equal(reals.reference(datamodule, "train", 40, cpu), expected(40))
-    assert sum(backbone.calls) == 100, "a smaller N is among the larger one's images"
+    assert backbone.calls == [128], "a smaller N is among the larger one's images"
     assert torch.equal(reals.reference(datamodule, "train", 300, cpu), expected(300))
-    assert sum(backbone.calls) == 300, "a larger N computes only the images it adds"
+    assert backbone.calls == [128, 192], "a larger N computes only the chunks it adds"
     fresh = PixelMeans()
     from_disk = RealFeatures(fresh, tmp_path / "c").reference(datamodule, "train", 250, cpu)
     assert torch.equal(from_disk, expected(250))
     assert fresh.calls == [], "read from the disk"
     whole = RealFeatures(fresh, tmp_path / "c").get(datamodule, "train", cpu)
-    assert sum(fresh.calls) == len(images) - 300
+    assert sum(fresh.calls) == len(images) - 320
     assert torch.equal(whole, images.float().flatten(1).mean(1, keepdim=True)), "the split's order"
     assert len(list((tmp_path / "c" / "features").glob("*.pt"))) == 1
+
+
+def test_the_real_features_of_n_images_do_not_depend_on_the_sizes_asked_before(tmp_path):
+    # A network's output can depend on the batch it was computed in (float rounding); computed in whole
+    # chunks of the reference order, each chunk holds the same images whatever was asked before.
+    class ChunkSensitive(torch.nn.Module):
+        chunk_size, name = 64, "sensitive"
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            values = images.float().flatten(1).mean(1, keepdim=True)
+            chunks = values.split(self.chunk_size)
+            return torch.cat([chunk + 1e-3 * chunk.mean() for chunk in chunks])
+
+    datamodule = build_datamodule("digits", data_dir=tmp_path)
+    datamodule.setup()
+    cpu = torch.device("cpu")
+    stepwise = RealFeatures(ChunkSensitive(), tmp_path / "a")
+    stepwise.reference(datamodule, "train", 13, cpu)
+    stepwise.reference(datamodule, "train", 100, cpu)
+    at_once = RealFeatures(ChunkSensitive(), tmp_path / "b").reference(datamodule, "train", 300, cpu)
+    assert torch.equal(stepwise.reference(datamodule, "train", 300, cpu), at_once)
 
 
 def test_score_generated_compares_n_seeded_reals_of_the_split_with_n_fakes_and_names_them(tmp_path):

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from lightning_genae.datamodules import ImageDataModule
 
 # Images per block when a split's features are computed: a multiple of every backbone's chunk, so the
-# backbone sees the same chunks as when given the whole split at once (and gives the same features).
+# backbone sees the same chunks as when given the whole prefix at once (and gives the same features).
 REAL_FEATURE_BLOCK = 2048
 
 __all__ = [
@@ -73,7 +73,7 @@ class RealFeatures:
         # The rows are stored in the reference order: its seed is part of what they were computed from.
         identity = (
             f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{network}"
-            f"|reference order {REAL_SUBSET_SEED}"
+            f"|reference order {REAL_SUBSET_SEED} in whole chunks"
         )
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
         # The name is for people reading the folder; the digest alone decides.
@@ -106,7 +106,12 @@ class RealFeatures:
         images, _ = datamodule.split_tensors(split)
         order = reference_order(len(images))
         n = min(n, len(images))
-        prefix = self._prefix(datamodule, split, images, order, n, device)
+        # Computed to a whole number of the backbone's chunks: each chunk then holds the same images
+        # whatever sizes were asked before, and gives the same features to the last bit.
+        chunk = getattr(self.backbone, "chunk_size", 1)
+        prefix = self._prefix(
+            datamodule, split, images, order, min(len(images), -(-n // chunk) * chunk), device
+        )
         return prefix[:n][order[:n].argsort()]
 
     def _prefix(
