@@ -399,6 +399,30 @@ def test_a_trailing_batch_of_one_item_for_batch_norm_is_one_line(family, tmp_pat
     assert model.iteration == 2, "the two full batches trained"
 
 
+@pytest.mark.parametrize("family", ["ae", "aae"])
+def test_a_module_validated_before_it_is_fitted_trains(family, tmp_path):
+    # trainer.validate runs in inference mode: its metric states could not be updated by the fit's
+    # validations ("Inplace update to inference tensor outside InferenceMode").
+    import pytorch_lightning as pl
+
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.models import MODELS
+
+    data = build_datamodule("digits", batch_size=16)
+    model = MODELS[family].module((1, 16, 16), latent_dim=4, width=4)
+
+    def trainer() -> pl.Trainer:
+        return pl.Trainer(
+            **lightning_genae.trainer_kwargs(model, iterations=4, eval_every=2), accelerator="cpu",
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
+            limit_val_batches=2,
+        )  # fmt: skip
+
+    trainer().validate(model, datamodule=data)
+    trainer().fit(model, datamodule=data)
+    assert model.iteration == 4
+
+
 def test_data_in_zero_one_is_warned_about_once_whatever_the_loops():
     from lightning_genae.models import MODELS
 

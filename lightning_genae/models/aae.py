@@ -164,6 +164,7 @@ class AAEModule(ReconstructionModule):
         return components, F.one_hot(slots, count + 1)
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if not self.options.aae_supervised:
             return
         classes = getattr(self.trainer.datamodule, "num_classes", None)

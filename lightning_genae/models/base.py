@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar, runtim
 
 import pytorch_lightning as pl
 import torch
+import torchmetrics
 from torch import Tensor, nn
 
 from lightning_genae.datamodules.placement import host_to_device
@@ -443,6 +444,14 @@ class GenerativeModule(pl.LightningModule):
             return
         for buffer in self.buffers():
             torch.distributed.broadcast(buffer, src=0)
+
+    def on_fit_start(self) -> None:
+        # A trainer.validate or test of this module before the fit (run in Lightning's inference mode) left
+        # its metrics' states as inference tensors, which the fit's validations (run without it) cannot
+        # update in place: made anew here, outside inference mode.
+        for module in self.modules():
+            if isinstance(module, torchmetrics.Metric):
+                module.reset()
 
     def on_train_start(self) -> None:
         # Values queued by a batch that raised before its end (a fit stopped by an exception) are dropped.
