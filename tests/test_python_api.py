@@ -518,6 +518,18 @@ def test_tensor_datamodule_refuses_what_it_cannot_store_in_one_line(splits, fix)
     assert fix in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("batch_size", [0, 2.5, True])
+def test_tensor_datamodule_names_a_bad_batch_size_as_its_argument(batch_size):
+    # The shared check named run.py's --batch-size, or torch failed later on a float.
+    from lightning_genae.datamodules import TensorImageDataModule
+
+    splits = {s: (torch.zeros(8, 1, 8, 8, dtype=torch.uint8), torch.zeros(8)) for s in SPLITS}
+    with pytest.raises(
+        ConfigError, match=r"^my_images: batch_size must be a whole number of at least 1, got "
+    ):
+        TensorImageDataModule(splits, batch_size=batch_size)
+
+
 def test_tensor_datamodule_serves_its_splits_with_their_shape_and_classes():
     from lightning_genae.datamodules import TensorImageDataModule
 
