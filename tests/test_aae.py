@@ -194,6 +194,24 @@ def test_supervised_mixture_sends_each_class_to_its_component_and_tells_the_disc
     assert unsupervised.conditioning(labels) == (None, None)
 
 
+def test_supervised_mixture_fitted_from_plain_loaders_names_what_it_reads(tmp_path):
+    # Its batches carry labels; the number of classes comes from the DataModule, which a fit on plain
+    # loaders has not: it was told the data "has none".
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_genae.errors import ConfigError
+
+    module = AAEModule((1, 16, 16), width=8, latent_dim=8, aae_prior="mixture", aae_supervised=True)
+    loader = DataLoader(TensorDataset(torch.rand(8, 1, 16, 16) * 2 - 1, torch.arange(8) % 2), batch_size=4)
+    trainer = pl.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        default_root_dir=tmp_path, limit_val_batches=0,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="^aae_supervised reads the number of classes from the DataModule"):
+        trainer.fit(module, train_dataloaders=loader)
+
+
 @pytest.mark.parametrize("augment", ["diffaug", "ae-d", "ae+diffaug"])
 def test_discriminator_side_augmentation_is_refused_because_d_judges_codes(augment, capsys):
     assert main(["--model", "aae", *TINY, "--augment", augment, "--print-config"]) == 2

@@ -167,7 +167,15 @@ class AAEModule(ReconstructionModule):
         super().on_fit_start()
         if not self.options.aae_supervised:
             return
-        classes = getattr(self.trainer.datamodule, "num_classes", None)
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "num_classes"):
+            # A Trainer given plain loaders, or a DataModule of one's own: whatever its batches hold, the
+            # number of classes (which sizes the prior's mixture) comes from the DataModule.
+            raise ConfigError(
+                "aae_supervised reads the number of classes from the DataModule's num_classes, and this "
+                "fit has none; fit with a lightning-genae DataModule (e.g. TensorImageDataModule with labels)"
+            )
+        classes = datamodule.num_classes
         if classes is None:
             raise ConfigError(
                 "--aae-supervised needs labelled data and this dataset has none; drop --aae-supervised"
