@@ -104,8 +104,9 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
             f"valid options are listed by --help {PLUGIN_HINT}"
         )
     if values.get("resume") is not None:
-        # Read from the command line only: taken from a file, it was silently left out and a fresh run
-        # trained where a continued one was asked for. (A run's config.yaml holds `resume: null`.)
+        # The command line alone decides whether a run continues: a file's resume would be read by
+        # nothing, and a fresh run would train where a continued one is asked for. (A run's config.yaml
+        # holds `resume: null`.)
         raise ConfigError(
             f"--config {path}: resume: {values['resume']} continues a run, which only the command line "
             f"does; drop it from the file and type --resume {values['resume']}"

@@ -196,7 +196,7 @@ def test_supervised_mixture_sends_each_class_to_its_component_and_tells_the_disc
 
 def test_supervised_mixture_fitted_from_plain_loaders_names_what_it_reads(tmp_path):
     # Its batches carry labels; the number of classes comes from the DataModule, which a fit on plain
-    # loaders has not: it was told the data "has none".
+    # loaders has not: it would be told the data "has none".
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 

@@ -637,7 +637,7 @@ def test_finished_runs_with_other_options_refuse_the_grid_in_one_line(tmp_path: 
 
 
 def test_a_cell_another_grid_command_is_running_with_other_options_refuses_the_grid(tmp_path: Path) -> None:
-    # Left to that command as "in use", it was averaged with this command's cells as the same setting.
+    # Left to that command as "in use", it would be averaged with this command's cells as one setting.
     from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
     from lightning_genae.run_lock import LOCK_FILE, RunFolderRefused
 
@@ -683,7 +683,7 @@ def test_a_longer_budget_continues_finished_cells_from_their_last_checkpoint(
 
 def test_a_shorter_budget_or_a_lost_checkpoint_refuses_a_finished_cell(tmp_path: Path) -> None:
     # Continued, a shorter budget trained nothing and relabelled the run as one of that budget, averaged
-    # with cells that trained that long; a finished cell without last.ckpt was skipped at the old budget.
+    # with cells that trained that long; a finished cell without last.ckpt cannot be continued.
     from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
     from lightning_genae.run_lock import RunFolderRefused
 
@@ -722,7 +722,7 @@ def test_a_shorter_budget_or_a_lost_checkpoint_refuses_a_finished_cell(tmp_path:
 def test_a_failed_continuation_of_a_finished_cell_keeps_its_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Recorded as failed, the cell was run again from scratch by the next grid command, the finished run
+    # Recorded as failed, the cell would run again from scratch at the next grid command, its finished run
     # removed (a continuation refused for data replaced in place, or a damaged last.ckpt).
     [cell] = expand_grid(["ae"], [1000], [0])
     run_dir = write_run(tmp_path, cell.augment, 1000, 0, 20.0, global_step=1500)

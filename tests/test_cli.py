@@ -736,7 +736,7 @@ def test_a_config_files_dotted_key_holds_an_anchor_for_a_merge_and_is_no_option(
 
 
 def test_ctrl_c_while_the_libraries_load_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
-    # Before the run's own handlers listen, Python printed a traceback of whatever was importing.
+    # Before the run's own handlers listen, Python would print a traceback of whatever is importing.
     def interrupted() -> None:
         raise KeyboardInterrupt
 
@@ -748,7 +748,7 @@ def test_ctrl_c_while_the_libraries_load_is_one_line_and_exit_130(tmp_path, monk
 
 @pytest.mark.parametrize("value", ["last", "run/checkpoints/last.ckpt"])
 def test_resume_in_a_config_file_is_refused_not_left_out(value, tmp_path, capsys, monkeypatch):
-    # Left out, a fresh run of the default model trained where a continued one was asked for.
+    # Left out, a fresh run of the default model would train where a continued one is asked for.
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "c.yaml"
     config.write_text(f"resume: {value}\noutput: {tmp_path / 'out'}\nmax_steps: 3\n")

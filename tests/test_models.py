@@ -150,7 +150,8 @@ def test_gan_ema_generator_is_used_for_sampling(tmp_path, capsys):
     assert "; not trained by the optimizers: generator_ema " in line and "frozen" not in line
     model = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").restore(GANModule, "test")
     assert model.generator_ema is not None and int(model.generator_ema.n_averaged) == 4
-    # Its frozen copy has no optimizer state, and the run continues (it was taken for a weights-only save).
+    # Its frozen copy has no optimizer state, and the run continues (counted as trained, the copy would make
+    # the file look like a weights-only save).
     assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "5"]) == 0
     resumed = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").restore(GANModule, "test")
     assert int(resumed.generator_ema.n_averaged) == 5

@@ -427,7 +427,7 @@ def test_a_plugin_datasets_splits_are_held_to_the_contract_in_one_line(
 def test_a_plugin_datasets_splits_of_another_kind_or_beyond_its_classes_are_one_line(
     mistake, says, clean_registries, tmp_path, capsys, monkeypatch
 ):
-    # A list met `.get` (AttributeError); a label beyond the declared classes met the feature classifier's
+    # A list would meet `.get` (AttributeError); a label beyond the declared classes, the feature classifier's
     # loss inside torch ("Target 3 is out of bounds").
     module = f"broken_dataset_{tmp_path.name}"
     (tmp_path / f"{module}.py").write_text(BROKEN_DATASET.replace("MISTAKE", f"({mistake})"))
@@ -453,7 +453,7 @@ def test_a_plugin_datasets_splits_of_another_kind_or_beyond_its_classes_are_one_
 def test_an_option_whose_default_it_would_refuse_is_refused_at_registration(
     kind, default, checks, says, clean_registries
 ):
-    # Registered, every run of the family was refused, blaming the user for the declaration's value.
+    # Registered, every run of the family would be refused, blaming the user for the declaration's value.
     from lightning_genae.models.options import option
 
     fields = {"__annotations__": {"things": kind}, "things": option(default, "x", **checks)}

@@ -94,7 +94,7 @@ def test_lightnings_loader_given_a_run_of_another_kind_of_data_names_its_family(
 
 
 def test_a_trainer_resuming_another_familys_or_options_checkpoint_names_it_in_one_line(tmp_path):
-    # torch's load_state_dict listed every mismatched weight in a RuntimeError.
+    # torch's load_state_dict would list every mismatched weight in a RuntimeError.
     import pytorch_lightning as pl
 
     from lightning_genae.cli import main
@@ -380,7 +380,7 @@ def test_a_model_built_for_other_data_stops_a_default_trainer_in_one_line(family
 
 @pytest.mark.parametrize("family", ["gan", "vae"])
 def test_a_trailing_batch_of_one_item_for_batch_norm_is_one_line(family, tmp_path):
-    # A DataLoader of one's own keeps a last short batch; batch norm failed on it inside torch.
+    # A DataLoader of one's own keeps a last short batch; batch norm would fail on it inside torch.
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -401,8 +401,8 @@ def test_a_trailing_batch_of_one_item_for_batch_norm_is_one_line(family, tmp_pat
 
 @pytest.mark.parametrize("family", ["ae", "aae"])
 def test_a_module_validated_before_it_is_fitted_trains(family, tmp_path):
-    # trainer.validate runs in inference mode: its metric states could not be updated by the fit's
-    # validations ("Inplace update to inference tensor outside InferenceMode").
+    # trainer.validate runs in inference mode: metric states it leaves cannot be updated in place by the
+    # fit's validations ("Inplace update to inference tensor outside InferenceMode") unless made anew.
     import pytorch_lightning as pl
 
     from lightning_genae.datamodules import build_datamodule
@@ -520,7 +520,7 @@ def test_tensor_datamodule_refuses_what_it_cannot_store_in_one_line(splits, fix)
 
 @pytest.mark.parametrize("batch_size", [0, 2.5, True])
 def test_tensor_datamodule_names_a_bad_batch_size_as_its_argument(batch_size):
-    # The shared check named run.py's --batch-size, or torch failed later on a float.
+    # Not run.py's --batch-size, which the shared check names; a float would fail later in torch.
     from lightning_genae.datamodules import TensorImageDataModule
 
     splits = {s: (torch.zeros(8, 1, 8, 8, dtype=torch.uint8), torch.zeros(8)) for s in SPLITS}
@@ -697,7 +697,7 @@ def test_callbacks_for_refuses_to_train_over_files_in_its_folder_and_continues_a
     ids=["a-name", "series", "no-backbone", "float-count", "text-count", "bad-device", "meta-device"],
 )
 def test_score_images_arguments_of_a_wrong_kind_are_one_line(arguments, says):
-    # Each fell into an AttributeError or TypeError deep inside.
+    # Unchecked, each would fall into an AttributeError or TypeError deep inside.
     import lightning_genae
     from lightning_genae.datamodules import build_datamodule
 
