@@ -719,6 +719,25 @@ def test_a_shorter_budget_or_a_lost_checkpoint_refuses_a_finished_cell(tmp_path:
         refuse_finished_runs_with_other_options([(run_dir, longer)], overwrite=False)
 
 
+def test_a_finished_cell_to_be_continued_on_data_replaced_in_place_refuses_the_grid(tmp_path: Path) -> None:
+    # Its resume would refuse the other images only once the cells before it had trained.
+    from lightning_genae.ablation.grid import _data_sha256, refuse_finished_runs_with_other_options
+    from lightning_genae.run_lock import RunFolderRefused
+
+    run_dir = write_run(tmp_path, "none", None, 0, 20.0, global_step=1500)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    longer = RunConfig(model="ae", data="digits", augment="none", seed=0, max_steps=3000)
+    hashes = {"train": "0" * 64, "val": "1" * 64, "test": "2" * 64}
+    _set_in_summary(run_dir, lambda summary: summary.update(data_sha256=hashes))
+    with pytest.raises(RunFolderRefused, match="its images are not the ones the finished run trained on"):
+        refuse_finished_runs_with_other_options([(run_dir, longer)], overwrite=False)
+    # The same images: continued.
+    actual = _data_sha256(resolve(longer, drop_unused_augment_options=True))
+    _set_in_summary(run_dir, lambda summary: summary.update(data_sha256=actual))
+    refuse_finished_runs_with_other_options([(run_dir, longer)], overwrite=False)
+
+
 def test_a_failed_continuation_of_a_finished_cell_keeps_its_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -286,10 +286,35 @@ def finished_run_conflicts(
     conflicts = resume_conflicts(stored, wanted, stored_in="finished run")
     differing = _defining_differences(stored, wanted)
     if differing == ["data_dir"] and not conflicts and same_data(summary, config):
-        return []
+        differing = []  # the same data, moved: judged as the cell it is
     conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
     budget = [] if run_dir is None else budget_conflicts(summary, wanted, run_dir)
+    if run_dir is not None and not budget and "data_dir" not in differing and _continued(summary, config):
+        budget = _replaced_data_conflicts(summary, config)
     return conflicts + budget + scheduled_budget_conflicts(stored, wanted) + augmenter
+
+
+def _continued(summary: dict[str, Any], config: RunConfig) -> bool:
+    """Whether the grid would continue the finished cell `summary` to another budget."""
+    return bool(_budget_changes(summary_config(summary), config.to_dict()))
+
+
+def _budget_changes(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    return [
+        name for name in ("max_steps", "max_epochs") if name in stored and stored[name] != wanted.get(name)
+    ]
+
+
+def _replaced_data_conflicts(summary: dict[str, Any], config: RunConfig) -> list[str]:
+    """A finished cell to be continued whose data folder holds other images now (replaced in place): its
+    resume would refuse them, after the cells before it had trained. Compared by the SHA-256 of each split
+    that summary.json records; a run that records none is left to its resume's own check."""
+    if not isinstance(summary.get("data_sha256"), dict) or same_data(summary, config):
+        return []
+    return [
+        f"--data-dir {config.data_dir} (its images are not the ones the finished run trained on, by the "
+        "SHA-256 its summary.json records; continued, it would train on other data)"
+    ]
 
 
 def budget_conflicts(summary: dict[str, Any], wanted: Mapping[str, Any], run_dir: Path) -> list[str]:
@@ -297,9 +322,7 @@ def budget_conflicts(summary: dict[str, Any], wanted: Mapping[str, Any], run_dir
     (continuing trains nothing and would relabel its run as one of that budget, averaged with cells that
     trained that long), or another one without its checkpoints/last.ckpt."""
     stored = summary_config(summary)
-    changed = [
-        name for name in ("max_steps", "max_epochs") if name in stored and stored[name] != wanted.get(name)
-    ]
+    changed = _budget_changes(stored, wanted)
     if not changed:
         return []
     checkpoint = run_dir / CHECKPOINT_DIR / "last.ckpt"
