@@ -288,20 +288,21 @@ def finished_run_conflicts(
     if differing == ["data_dir"] and not conflicts and same_data(summary, config):
         differing = []  # the same data, moved: judged as the cell it is
     conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
-    budget = [] if run_dir is None else budget_conflicts(summary, wanted, run_dir)
-    if run_dir is not None and not budget and "data_dir" not in differing and _continued(summary, config):
-        budget = _replaced_data_conflicts(summary, config)
+    changed = _budget_changes(stored, wanted)
+    budget = []
+    if run_dir is not None and changed:
+        budget = _budget_conflicts(summary, stored, wanted, changed, run_dir)
+        if not budget and "data_dir" not in differing:
+            budget = _replaced_data_conflicts(summary, config)
     return conflicts + budget + scheduled_budget_conflicts(stored, wanted) + augmenter
 
 
-def _continued(summary: dict[str, Any], config: RunConfig) -> bool:
-    """Whether the grid would continue the finished cell `summary` to another budget."""
-    return bool(_budget_changes(summary_config(summary), config.to_dict()))
-
-
 def _budget_changes(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """The budget options (--max-steps, --max-epochs) whose value `wanted` changes from the run's `stored`."""
     return [
-        name for name in ("max_steps", "max_epochs") if name in stored and stored[name] != wanted.get(name)
+        name
+        for name in ("max_steps", "max_epochs")
+        if name in stored and name in wanted and stored[name] != wanted[name]
     ]
 
 
@@ -317,24 +318,26 @@ def _replaced_data_conflicts(summary: dict[str, Any], config: RunConfig) -> list
     ]
 
 
-def budget_conflicts(summary: dict[str, Any], wanted: Mapping[str, Any], run_dir: Path) -> list[str]:
-    """A finished cell asked for a budget it cannot be continued to: a shorter one than it trained
-    (continuing trains nothing and would relabel its run as one of that budget, averaged with cells that
-    trained that long), or another one without its checkpoints/last.ckpt."""
-    stored = summary_config(summary)
-    changed = _budget_changes(stored, wanted)
-    if not changed:
-        return []
+def _budget_conflicts(
+    summary: dict[str, Any],
+    stored: Mapping[str, Any],
+    wanted: Mapping[str, Any],
+    changed: list[str],
+    run_dir: Path,
+) -> list[str]:
+    """A finished cell asked for a budget it cannot be continued to (`changed`, of `_budget_changes`): a
+    shorter one than it trained (continuing trains nothing and would relabel its run as one of that budget,
+    averaged with cells that trained that long), or another one without its checkpoints/last.ckpt."""
     checkpoint = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if not checkpoint.is_file():
         return [
-            f"{flag(name)} {wanted.get(name)} (finished run: {stored[name]}, without its {CHECKPOINT_DIR}/"
+            f"{flag(name)} {wanted[name]} (finished run: {stored[name]}, without its {CHECKPOINT_DIR}/"
             "last.ckpt, so it cannot be continued)"
             for name in changed
         ]
     conflicts = []
     for name in changed:
-        asked = wanted.get(name)
+        asked = wanted[name]
         if not isinstance(asked, int) or asked <= 0:
             continue
         # Epochs are read from the checkpoint only when asked for: a run stopped by --max-steps records no
@@ -441,8 +444,7 @@ def scheduled_budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, A
     return [
         f"{flag(name)} {wanted[name]} (the run there: {stored[name]}, the budget its "
         f"{' and '.join(schedules)} schedule runs over; continued, it would not be a run of the new budget)"
-        for name in ("max_steps", "max_epochs")
-        if name in stored and name in wanted and stored[name] != wanted[name]
+        for name in _budget_changes(stored, wanted)
     ]
 
 
@@ -566,9 +568,7 @@ def _how_to_start(
                 "re-run the grid with --overwrite or another --output"
             )
             return None, "refused", refusal
-        new_budget = config is not None and any(
-            name in stored and stored[name] != getattr(config, name) for name in ("max_steps", "max_epochs")
-        )
+        new_budget = config is not None and bool(_budget_changes(stored, config.to_dict()))
         if new_budget and has_checkpoint:
             return CellStart.RESUME, f"finished at step {step}, continuing to the new budget", None
         return None, f"finished (step {step}), skipped", None
