@@ -459,12 +459,17 @@ class PluginOptions:
             object.__setattr__(self, spec.name, self._own_check(spec, getattr(self, spec.name)))
 
     @classmethod
+    def check_own(cls, name: str, value: Any) -> None:
+        """Raise the ConfigError of option `name` where `value` is not one it takes, judged by its own type
+        and range alone (the checks of two options together, in a subclass's `__post_init__`, are not
+        made)."""
+        cls._own_check(cls.__dataclass_fields__[name], coerce(name, cls.types()[name], value))
+
+    @classmethod
     def passes_own_check(cls, name: str, value: Any) -> bool:
-        """Whether `value` is one that option `name` takes, judged by its own type and range alone (the
-        checks of two options together, in a subclass's `__post_init__`, are not made)."""
-        spec = cls.__dataclass_fields__[name]
+        """Whether `value` is one that option `name` takes (`check_own`)."""
         try:
-            cls._own_check(spec, coerce(name, cls.types()[name], value))
+            cls.check_own(name, value)
         except ConfigError:
             return False
         return True

@@ -29,7 +29,7 @@ from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSp
 from lightning_genae.metrics.names import BACKBONES, KINDS, Direction, MetricKind, kind_spec
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 from lightning_genae.plugin_loading import ENTRY_POINT_GROUP, PLUGINS_VARIABLE, load_plugins
-from lightning_genae.plugin_options import PLUGIN_OPTION_NAMES, PluginOptions, check_shared, coerce, type_name
+from lightning_genae.plugin_options import PLUGIN_OPTION_NAMES, PluginOptions, check_shared, type_name
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGINS_VARIABLE", "load_plugins", "register_augmentation",
            "register_dataset", "register_metric", "register_model"]  # fmt: skip
@@ -113,13 +113,10 @@ def _check_defaults(kind: str, name: str, options: type[PluginOptions]) -> None:
     """Each option's default must be a value of its declared type and pass its own checks, as a value
     given for it must: otherwise every run of the plug-in is refused, blaming the user for a value the
     declaration chose (or for a type, such as dict, that no flag or config file can give)."""
-    kinds = options.types()
     for declared_field in fields(options):
         option_name = declared_field.name
         try:
-            options._own_check(
-                declared_field, coerce(option_name, kinds[option_name], declared_field.default)
-            )
+            options.check_own(option_name, declared_field.default)
         except ConfigError as error:
             raise ConfigError(
                 f"cannot register {kind} {name!r}: the default of option {option_name} is not a value it "
