@@ -140,6 +140,23 @@ class ScoringDiscriminator(Protocol):
     def discriminator_scores(self, images: Tensor) -> DiscriminatorScores: ...
 
 
+def set_sgd_rate(optimizer: torch.optim.Optimizer, lr: float, momentum: float) -> None:
+    """Set an SGD optimizer's learning rate and momentum for its next step, its velocity kept in step units.
+
+    The papers' momentum rule keeps the velocity in step units (inc = m inc - lr g, p += inc); torch's SGD
+    in gradient units (v = m v + g, p -= lr v), so that a new learning rate would rescale the steps already
+    taken. Rescaling the buffers by old / new learning rate keeps -lr v equal to the papers' inc at every
+    update, whatever the schedule.
+    """
+    for group in optimizer.param_groups:
+        if group["lr"] != lr:
+            for param in group["params"]:
+                buffer = optimizer.state[param].get("momentum_buffer")
+                if buffer is not None:
+                    buffer.mul_(group["lr"] / lr)
+        group["lr"], group["momentum"] = lr, momentum
+
+
 def adam(
     parameters: Iterable[nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999)
 ) -> torch.optim.Adam:

@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorScores, adam, inference
+from lightning_genae.models.base import DiscriminatorScores, adam, inference, set_sgd_rate
 from lightning_genae.models.options import GanLoss, GANOptions
 from lightning_genae.nets import (
     ConvDecoder,
@@ -225,24 +225,14 @@ class GANModule(ImageAdversarialModule):
         )
 
     def follow_paper_schedule(self, *optimizers: torch.optim.Optimizer) -> None:
-        """Set this update's learning rate and momentum, as pylearn2's momentum rule takes them.
-
-        pylearn2 keeps the velocity in step units (inc = m inc - lr g, p += inc); torch's SGD in gradient
-        units (v = m v + g, p -= lr v), so that a new learning rate would rescale the steps already taken.
-        Rescaling the buffers by old / new learning rate keeps -lr v equal to pylearn2's inc at every update.
-        The epoch is counted from the iteration (a resumed run's epoch counter starts the next epoch).
-        """
+        """Set this update's learning rate and momentum, the velocity in pylearn2's step units
+        (`set_sgd_rate`). The epoch is counted from the iteration (a resumed run's epoch counter starts the
+        next epoch)."""
         iteration = self.iteration
         lr = paper_learning_rate(iteration)
         momentum = paper_momentum(iteration // max(1, self.trainer.num_training_batches))
         for optimizer in optimizers:
-            for group in optimizer.param_groups:
-                if group["lr"] != lr:
-                    for param in group["params"]:
-                        buffer = optimizer.state[param].get("momentum_buffer")
-                        if buffer is not None:
-                            buffer.mul_(group["lr"] / lr)
-                group["lr"], group["momentum"] = lr, momentum
+            set_sgd_rate(optimizer, lr, momentum)
 
     def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         # D's mean logit on held-out reals. Not comparable with train/d_real (augmented inputs, batch norm in
