@@ -20,6 +20,15 @@ per-pixel reconstruction loss the adversarial gradient filled the moment estimat
 fell to PCA's level, so the adversarial loss enters at `--aae-adversarial-weight` (default 0.0128 = 10 /
 784 pixels; measured in docs/models.md).
 
+`--aae-training paper` trains the paper's MNIST nets as its appendix A.1 says instead (Makhzani et al.
+2015, "Likelihood experiments"; the paper publishes no code): weights drawn from N(0, 0.01^2), a sigmoid
+output, the squared Euclidean error of [0, 1] pixels (summed over pixels, averaged over the minibatch),
+and each phase its own SGD with momentum: the reconstruction phase at learning rate 0.01 and momentum 0.9,
+the regularisation phase (updates 2 and 3) at 0.1 and momentum 0.1, every rate a tenth after 50 epochs.
+The encoder's two updates then go through two optimizers, as the paper's two phases do, and the
+adversarial loss enters at the regularisation phase's own rate (no weight). The paper's MNIST prior has a
+standard deviation of 5 (`--aae-prior-std 5`), its codes 8 dimensions and its minibatches 100 images.
+
 Its discriminator judges latent codes, not images, so the family is not an `ImageDiscriminator`:
 `--augment diffaug` and `ae-d` have nothing to act on and are refused where the augmentation is resolved.
 """
@@ -35,13 +44,13 @@ from torch import Tensor, nn
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.code_prior import CodeGaussianKL
-from lightning_genae.models.base import adam, inference
+from lightning_genae.models.base import adam, inference, set_sgd_rate
 from lightning_genae.models.options import AAE_PAPER_HIDDEN, AAEOptions, check_mixture_fits
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
     reconstruction_loss,
 )
-from lightning_genae.nets import LatentDiscriminator, MLPDecoder, MLPEncoder
+from lightning_genae.nets import LatentDiscriminator, MLPDecoder, MLPEncoder, init_normal
 
 # Mixture components are unit-variance Gaussians whose means lie this far from the origin along distinct
 # axes: any two means are at least 4 * sqrt(2) ~ 5.7 standard deviations apart, so under 0.3% of a
@@ -49,6 +58,19 @@ from lightning_genae.nets import LatentDiscriminator, MLPDecoder, MLPEncoder
 MIXTURE_RADIUS = 4.0
 # The latent discriminator's hidden width per unit of --width (512 at the default width 64).
 DISCRIMINATOR_HIDDEN_PER_WIDTH = 8
+# `--aae-training paper` (appendix A.1): the weights' initial standard deviation, each phase's SGD
+# (learning rate, momentum), and the epoch after which every rate is divided by PAPER_RATE_DROP.
+PAPER_INIT_STD = 0.01
+PAPER_RECONSTRUCTION_SGD = (0.01, 0.9)
+PAPER_REGULARISATION_SGD = (0.1, 0.1)
+PAPER_RATE_DROP_EPOCH, PAPER_RATE_DROP = 50, 10.0
+
+
+def paper_rates(epoch: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(reconstruction, regularisation) phases' (learning rate, momentum) during epoch `epoch` (from 0)."""
+    scale = 1.0 if epoch < PAPER_RATE_DROP_EPOCH else 1 / PAPER_RATE_DROP
+    (lr_rec, m_rec), (lr_reg, m_reg) = PAPER_RECONSTRUCTION_SGD, PAPER_REGULARISATION_SGD
+    return (lr_rec * scale, m_rec), (lr_reg * scale, m_reg)
 
 
 def mixture_means(components: int, latent_dim: int, radius: float = MIXTURE_RADIUS) -> Tensor:
@@ -97,23 +119,41 @@ class AAEModule(ReconstructionModule):
         self.latent_discriminator = LatentDiscriminator(
             latent_dim, hidden=hidden, condition_dim=condition_dim, negative_slope=negative_slope
         )
+        if opts.aae_training == "paper":
+            for net in (self.encoder, self.decoder, self.latent_discriminator):
+                net.apply(init_normal(PAPER_INIT_STD))
         if opts.aae_prior == "mixture":
             means = mixture_means(opts.aae_components, latent_dim)
         else:
             means = torch.zeros(1, latent_dim)
-        # Rebuilt from the options, so not part of the checkpoint.
+        # In units of the prior's standard deviation (prior_draws scales them). Rebuilt from the options, so
+        # not part of the checkpoint.
         self.register_buffer("prior_means", means, persistent=False)
         centred = means - means.mean(0)
-        prior_covariance = torch.eye(latent_dim) + centred.T @ centred / len(means)
+        std = opts.aae_prior_std
+        prior_covariance = std**2 * (torch.eye(latent_dim) + centred.T @ centred / len(means))
+        means = std * means
         self.code_kl = nn.ModuleDict(
             {stage: CodeGaussianKL(means.mean(0), prior_covariance) for stage in ("val", "test")}
         )
 
+    @property
+    def paper_training(self) -> bool:
+        return self.options.aae_training == "paper"
+
+    @property
+    def decoder_output(self) -> str:
+        """The paper's training decodes through a sigmoid (shown on [-1, 1]); else as the autoencoders do."""
+        return "sigmoid" if self.paper_training else super().decoder_output
+
     def autoencoder_nets(self) -> tuple[nn.Module, nn.Module]:
-        """The shared conv nets, or with --aae-nets paper the paper's fully connected ones."""
+        """The shared conv nets, or with --aae-nets paper the paper's fully connected ones (reading [0, 1]
+        pixels under the paper's training, as the paper's encoder does)."""
         if self.options.aae_nets == "conv":
             return super().autoencoder_nets()
-        encoder = MLPEncoder(self.image_shape, self.latent_dim, hidden=AAE_PAPER_HIDDEN)
+        encoder = MLPEncoder(
+            self.image_shape, self.latent_dim, hidden=AAE_PAPER_HIDDEN, unit_pixels=self.paper_training
+        )
         decoder = MLPDecoder(
             self.image_shape, self.latent_dim, hidden=AAE_PAPER_HIDDEN, output=self.decoder_output
         )
@@ -127,7 +167,8 @@ class AAEModule(ReconstructionModule):
         generator: torch.Generator | None = None,
         components: Tensor | None = None,
     ) -> Tensor:
-        """n codes from the prior; `components` picks each draw's mixture component (else uniform).
+        """n codes from the prior (`--aae-prior-std` times the unit-variance one); `components` picks each
+        draw's mixture component (else uniform).
 
         Drawn on the CPU when a seeded generator is given, so a seed gives the same draws on any device.
         """
@@ -136,7 +177,7 @@ class AAEModule(ReconstructionModule):
         if components is None:
             components = torch.randint(len(self.prior_means), (n,), generator=generator, device=device)
         means = self.prior_means.to(device)[components.to(device)]
-        return (means + noise).to(self.device)
+        return (self.options.aae_prior_std * (means + noise)).to(self.device)
 
     @inference
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -207,17 +248,25 @@ class AAEModule(ReconstructionModule):
                 "--aae-adversarial-weight 1"
             )
 
+    def lower_learning_rate(self) -> float | None:
+        return None if self.paper_training else super().lower_learning_rate()
+
     # ----- training -----
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
-        opt_autoencoder, opt_discriminator = self.optimizers()
+        if self.paper_training:
+            opt_autoencoder, opt_discriminator, opt_encoder = self.optimizers()
+            self.follow_paper_schedule(opt_autoencoder, opt_discriminator, opt_encoder)
+        else:
+            opt_autoencoder, opt_discriminator = self.optimizers()
+            opt_encoder = opt_autoencoder
         components, condition = self.conditioning(labels)
         codes, out, loss = self.reconstruction_phase(images, opt_autoencoder)
         prior_logits, code_logits, loss_d = self.discriminator_phase(
             codes.detach(), components, condition, opt_discriminator
         )
-        loss_g = self.encoder_phase(images, condition, opt_autoencoder)
+        loss_g = self.encoder_phase(images, condition, opt_encoder)
         self.log_training(
             {"train/loss": loss.detach(), "train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach()},
             prog_bar=True,
@@ -233,14 +282,20 @@ class AAEModule(ReconstructionModule):
     def reconstruction_phase(
         self, images: Tensor, optimizer: LightningOptimizer
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Update 1: encoder and decoder on the reconstruction loss; returns (codes, decoder output, loss)."""
+        """Update 1: encoder and decoder on the reconstruction loss; returns (codes, decoder output, loss).
+
+        The loss returned (and logged) is per pixel, whatever the training; the paper's training steps on
+        its Euclidean cost, the squared error of [0, 1] pixels summed over an image's pixels, a quarter of
+        the sum on [-1, 1].
+        """
         with self.toggled_optimizer(optimizer):
             codes = self.encoder(images)
             out = self.decoder(codes)
-            loss = reconstruction_loss(out, images, self.options.recon_loss).mean() / images[0].numel()
+            per_image = reconstruction_loss(out, images, self.options.recon_loss).mean()
+            loss = per_image / images[0].numel()
             self.watch_losses(**{"train/loss": loss})
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            self.manual_backward(per_image / 4 if self.paper_training else loss)
             optimizer.step()
         return codes, out, loss
 
@@ -272,7 +327,8 @@ class AAEModule(ReconstructionModule):
     def encoder_phase(
         self, images: Tensor, condition: Tensor | None, optimizer: LightningOptimizer
     ) -> Tensor:
-        """Update 3: the encoder, through the autoencoder's optimizer, toward codes D takes for prior draws.
+        """Update 3: the encoder toward codes D takes for prior draws, through the autoencoder's optimizer at
+        `--aae-adversarial-weight` (under the paper's training, through the regularisation phase's own).
 
         A fresh encoder pass: the gradient must be taken at the encoder's weights after the reconstruction
         step, whose update changed the tensors the first pass's graph saved. The decoder is not in this
@@ -282,7 +338,8 @@ class AAEModule(ReconstructionModule):
             loss_g = F.softplus(-self.latent_discriminator(self.encoder(images), condition)).mean()
             self.watch_losses(**{"train/loss_g": loss_g})
             optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(self.options.aae_adversarial_weight * loss_g)
+            weight = 1.0 if self.paper_training else self.options.aae_adversarial_weight
+            self.manual_backward(weight * loss_g)
             optimizer.step()
         return loss_g
 
@@ -301,9 +358,28 @@ class AAEModule(ReconstructionModule):
         self.log(f"{stage}/code_kl", metric, on_epoch=True)
         return loss
 
+    def follow_paper_schedule(self, *optimizers: torch.optim.Optimizer) -> None:
+        """Set this iteration's rates on the paper's (reconstruction, discriminator, encoder) optimizers, the
+        velocity kept in step units across the drop (`set_sgd_rate`). The epoch is counted from the
+        iteration, so a resumed run keeps its place in the schedule."""
+        epoch = self.iteration // max(1, self.trainer.num_training_batches)
+        reconstruction, regularisation = paper_rates(epoch)
+        for optimizer, (lr, momentum) in zip(
+            optimizers, (reconstruction, regularisation, regularisation), strict=True
+        ):
+            set_sgd_rate(optimizer, lr, momentum)
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         lr = self.options.lr
         autoencoder = [*self.encoder.parameters(), *self.decoder.parameters()]
+        if self.paper_training:
+            # Rates and momenta are set before every iteration (`follow_paper_schedule`).
+            (lr_rec, m_rec), (lr_reg, m_reg) = paper_rates(0)
+            return [
+                torch.optim.SGD(autoencoder, lr=lr_rec, momentum=m_rec),
+                torch.optim.SGD(self.latent_discriminator.parameters(), lr=lr_reg, momentum=m_reg),
+                torch.optim.SGD(self.encoder.parameters(), lr=lr_reg, momentum=m_reg),
+            ]
         # The discriminator uses DCGAN's beta1 = 0.5, which keeps the game from oscillating; the autoencoder
         # Adam's defaults (it serves both of the encoder's updates: see the module's docstring).
         discriminator = self.latent_discriminator.parameters()

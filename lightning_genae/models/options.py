@@ -281,6 +281,7 @@ class VAEGANOptions(FamilyOptions):
 GanNets = Literal["dcgan", "paper"]
 AaePrior = Literal["gaussian", "mixture"]
 AaeNets = Literal["conv", "paper"]
+AaeTraining = Literal["adam", "paper"]
 # The paper's fully connected nets: two hidden layers of this many ReLU units in each of the three.
 AAE_PAPER_HIDDEN = 1000
 
@@ -327,11 +328,35 @@ class AAEOptions(ReconstructionOptions):
         above=0,
         changeable_on_resume=True,
     )
+    aae_training: AaeTraining = option(
+        "adam",
+        "adam: the three updates with Adam at --lr, the encoder's adversarial loss at "
+        "--aae-adversarial-weight in the optimizer it shares with the reconstruction; paper: the AAE paper's "
+        "MNIST training (needs --aae-nets paper): weights N(0, 0.01^2), a sigmoid output, the squared "
+        "Euclidean error of [0, 1] pixels, and each phase its own SGD with momentum: the reconstruction at "
+        "learning rate 0.01, momentum 0.9, the regularisation (the discriminator, then the encoder) at 0.1, "
+        "momentum 0.1, every rate a tenth after 50 epochs",
+    )
+    aae_prior_std: float = option(
+        1.0,
+        "standard deviation of the prior (of a mixture: its means and spread scaled together); the paper's "
+        "MNIST prior: 5",
+        above=0,
+    )
 
     def unread(self) -> dict[str, str]:
         unread = super().unread()
         if self.aae_nets == "paper":
             unread["width"] = width_unread("--aae-nets paper")
+        if self.aae_training == "paper":
+            unread["lr"] = (
+                "would be ignored: --aae-training paper sets each phase's own learning rate; drop --lr or "
+                "--aae-training paper"
+            )
+            unread["aae_adversarial_weight"] = (
+                "would be ignored: under --aae-training paper the regularisation phase has its own optimizer "
+                "and learning rate; drop --aae-adversarial-weight or --aae-training paper"
+            )
         if self.aae_prior != "mixture":
             for name in ("aae_components", "aae_supervised"):
                 unread[name] = "shapes the mixture prior; add --aae-prior mixture or drop it"
@@ -341,6 +366,16 @@ class AAEOptions(ReconstructionOptions):
         super().__post_init__()
         if self.aae_prior == "mixture":
             check_mixture_fits(self.aae_components, self.latent_dim)
+        if self.aae_training == "paper":
+            if self.aae_nets != "paper":
+                raise ConfigError(
+                    "--aae-training paper is the training of the AAE paper's MNIST nets: add --aae-nets paper"
+                )
+            if self.recon_loss != "mse":
+                raise ConfigError(
+                    "--aae-training paper trains the paper's squared Euclidean error: drop --recon-loss "
+                    f"{self.recon_loss}"
+                )
 
 
 # ----- the recurrent autoencoder of series -----

@@ -12,6 +12,7 @@ from lightning_genae.nets.mlp import (
     MaxoutDiscriminator,
     MLPDecoder,
     MLPEncoder,
+    init_normal,
     init_uniform,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "MLPEncoder",
     "downsampling_plan",
     "init_dcgan_weights",
+    "init_normal",
     "init_uniform",
 ]

@@ -44,15 +44,27 @@ class LatentDiscriminator(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """Image [B, C, H, W] -> vector [B, out_features]: the flattened pixels through two hidden ReLU layers."""
+    """Image [B, C, H, W] -> vector [B, out_features]: the flattened pixels through two hidden ReLU layers.
 
-    def __init__(self, image_shape: tuple[int, int, int], out_features: int, hidden: int = 1000) -> None:
+    The framework's images are in [-1, 1]; with `unit_pixels` the first layer reads them mapped to [0, 1],
+    as a reference trained on [0, 1] pixels does (so its weights and gradients are the reference's).
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        out_features: int,
+        hidden: int = 1000,
+        unit_pixels: bool = False,
+    ) -> None:
         super().__init__()
         channels, height, width = image_shape
         self.net = two_hidden_layers(channels * height * width, hidden, out_features)
+        self.unit_pixels = unit_pixels
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net(images.flatten(1))
+        pixels = images.flatten(1)
+        return self.net((pixels + 1) / 2 if self.unit_pixels else pixels)
 
 
 class MLPDecoder(nn.Module):
@@ -159,6 +171,18 @@ class MaxoutDiscriminator(nn.Module):
     def forward(self, x: Tensor, masks: tuple[Tensor, ...] | None = None) -> Tensor:
         masks = self._masks(x.flatten(1), masks)
         return self.logits_of_features(self.features(x, masks), masks)
+
+
+def init_normal(std: float) -> Callable[[nn.Module], None]:
+    """An `apply` function: every linear layer's weights N(0, std^2) and biases 0 (the adversarial
+    autoencoder paper's initialisation, std 0.01)."""
+
+    def init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            nn.init.zeros_(module.bias)
+
+    return init
 
 
 def init_uniform(bound: float) -> Callable[[nn.Module], None]:
