@@ -8,12 +8,16 @@ log-likelihood of the validation split (the fixed 5,000-image carve-out of the t
 holds out the last 10,000 training images), and the figure is the mean log-likelihood of the 10,000 test
 images. Beside it: the run's own test fd_classifier. The networks are the family's defaults, the
 framework's shared conv nets; `-- --aae-nets paper` trains the AAE on the AAE paper's MNIST nets (fully
-connected, two hidden layers of 1,000 ReLU units each, latent 8), `-- --gan-nets paper --latent-dim 100`
+connected, two hidden layers of 1,000 ReLU units each, latent 8), and with `--aae-training paper
+--aae-prior-std 5 --batch-size 100` under its appendix A.1's training (SGD with momentum per phase, the
+paper's initialisation, output, cost and prior), `-- --gan-nets paper --latent-dim 100`
 the GAN on the GAN paper's (goodfeli/adversarial mnist.yaml: an MLP generator, a maxout discriminator),
 and with `--gan-training paper --batch-size 100` under that file's training (SGD with momentum).
 
     python bench/reproduce_parzen.py --data-dir DATA [--families aae,gan] [--seeds 0 1 2] [--steps 2000]
     python bench/reproduce_parzen.py --data-dir DATA --families aae --steps 10000 -- --aae-nets paper
+    python bench/reproduce_parzen.py --data-dir DATA --families aae --steps 33000 -- \
+        --aae-nets paper --aae-training paper --aae-prior-std 5 --batch-size 100
     python bench/reproduce_parzen.py --data-dir DATA --families gan --steps 30000 -- \
         --gan-nets paper --gan-training paper --latent-dim 100 --batch-size 100
     python bench/reproduce_parzen.py ... --steps 60000 --extend -- ...   # the same runs, 30,000 more

@@ -156,8 +156,11 @@ def test_three_iterations_are_the_papers_phases_under_sgd_with_momentum_across_t
             lr_rec,
             m_rec,
         )
+        # The regularisation phase: D judges the codes of the encoder the reconstruction phase stepped.
+        with torch.no_grad():
+            codes = mlp(encoder, pixels)
         prior_logits = mlp(discriminator, record["draws"][iteration]).squeeze(1)
-        code_logits = mlp(discriminator, codes.detach()).squeeze(1)
+        code_logits = mlp(discriminator, codes).squeeze(1)
         loss_d = F.softplus(-prior_logits).mean() + F.softplus(code_logits).mean()
         params_d = list(discriminator.values())
         momentum_step(

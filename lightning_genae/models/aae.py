@@ -263,6 +263,12 @@ class AAEModule(ReconstructionModule):
             opt_encoder = opt_autoencoder
         components, condition = self.conditioning(labels)
         codes, out, loss = self.reconstruction_phase(images, opt_autoencoder)
+        if self.paper_training:
+            # The paper's regularisation phase follows its reconstruction phase: D judges the codes of the
+            # encoder that phase stepped (at SGD's rate 0.01 with momentum 0.9 they move several percent in
+            # the first iterations, not the small step `discriminator_phase` allows for).
+            with torch.no_grad():
+                codes = self.encoder(images)
         prior_logits, code_logits, loss_d = self.discriminator_phase(
             codes.detach(), components, condition, opt_discriminator
         )
@@ -311,7 +317,7 @@ class AAEModule(ReconstructionModule):
 
         `codes` are the reconstruction phase's, detached: the paper's discriminator judges the encoder's
         codes of the minibatch, and encoding it again after that phase's step would cost a third encoder
-        pass for codes one small step apart.
+        pass for codes one small step apart under Adam (the paper's training encodes again: `training_step`).
         """
         with self.toggled_optimizer(optimizer):
             n = codes.size(0)

@@ -303,7 +303,9 @@ class AAEOptions(ReconstructionOptions):
     # Matching a deterministic code to the prior gets harder with every dimension: on digits after 500
     # iterations (seed 0) the test fd_classifier was 21.8, 20.7, 110 and (val) 55 with 4, 8, 16, 32.
     latent_dim: int = with_default(FamilyOptions, "latent_dim", 8)
-    aae_prior: AaePrior = option("gaussian", "prior the codes are pushed to: gaussian N(0, I) or mixture")
+    aae_prior: AaePrior = option(
+        "gaussian", "prior the codes are pushed to: gaussian N(0, S^2 I), S = --aae-prior-std, or mixture"
+    )
     aae_nets: AaeNets = option(
         "conv",
         "conv: the shared conv encoder and decoder (sized by --width) and a latent discriminator of 8 x "
@@ -312,7 +314,7 @@ class AAEOptions(ReconstructionOptions):
     )
     aae_components: int = option(
         DEFAULT_COMPONENTS,
-        "components of --aae-prior mixture (unit-variance, on the signed axes)",
+        "components of --aae-prior mixture (of standard deviation --aae-prior-std, on the signed axes)",
         at_least=2,
     )
     aae_supervised: bool = option(
@@ -337,11 +339,13 @@ class AAEOptions(ReconstructionOptions):
         "learning rate 0.01, momentum 0.9, the regularisation (the discriminator, then the encoder) at 0.1, "
         "momentum 0.1, every rate a tenth after 50 epochs",
     )
+    # Bounded so that the prior's covariance (std^2) stays invertible and finite in float32.
     aae_prior_std: float = option(
         1.0,
         "standard deviation of the prior (of a mixture: its means and spread scaled together); the paper's "
         "MNIST prior: 5",
-        above=0,
+        at_least=1e-3,
+        at_most=1e3,
     )
 
     def unread(self) -> dict[str, str]:
