@@ -25,7 +25,8 @@ and with `--gan-training paper --batch-size 100` under that file's training (SGD
 
 Run again, the same command scores its finished runs as they are and continues stopped ones
 (bench/bench_runs.py). With `--extend`, options after `--` must be the runs' own, except those a resumed
-run may change (a learning rate, the AAE's adversarial weight, raised for the continued stretch).
+run may change (a learning rate, the AAE's adversarial weight, raised for the continued stretch; neither
+under `--aae-training paper` or `--gan-training paper`, whose rates are the papers').
 Options after `--` go to every run.py run as they are (a family option, a learning rate), e.g.
 `python bench/reproduce_parzen.py --data-dir DATA --families aae --seeds 0 --output runs/w1 --
 --aae-adversarial-weight 1`.

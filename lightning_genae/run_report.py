@@ -80,12 +80,17 @@ def collapse_warning(metrics: dict[str, float], lr: float | None) -> str | None:
 
     A discriminator loss of exactly 0 beside outputs beyond SATURATED_LOGIT means the discriminator tells
     every real image from every generated one by a runaway margin: the generator's images have stopped
-    improving, while every value stays finite (so no divergence is reported).
+    improving, while every value stays finite (so no divergence is reported). `lr` is the --lr the run
+    trained at, None where its rates follow a fixed schedule that --lr does not set (a paper's training).
     """
     outputs = [abs(metrics[key]) for key in ("train/d_real", "train/d_fake") if key in metrics]
     if metrics.get("train/loss_d") != 0.0 or not outputs or max(outputs) < SATURATED_LOGIT:
         return None
-    advice = f"; lower --lr (this run used {lr:g})" if lr else "; lower --lr"
+    advice = (
+        f"; lower --lr (this run used {lr:g})"
+        if lr is not None
+        else "; its learning rates follow a fixed schedule, not --lr: start again with another --seed"
+    )
     return (
         f"warning: the discriminator saturated (train/loss_d 0, outputs up to {max(outputs):.3g}): the "
         f"generator has likely collapsed and its samples stopped improving{advice}"

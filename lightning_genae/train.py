@@ -481,7 +481,8 @@ def _train(
     _fit(trainer, model, datamodule, resume)
     say(describe_training(resume_step or 0, model.iteration, time.time() - fit_started))
     fit_metrics = {**logged_at_the_end, **scalar_metrics(trainer.callback_metrics)}
-    collapse = collapse_warning(fit_metrics, config.plugin_options.get("lr"))
+    trained_at_lr = config.plugin_options.get("lr") if model.lower_learning_rate() is not None else None
+    collapse = collapse_warning(fit_metrics, trained_at_lr)
     if collapse is not None:
         say(collapse)
     log_last_training_values(trainer, model, fit_metrics)

@@ -25,9 +25,13 @@ fell to PCA's level, so the adversarial loss enters at `--aae-adversarial-weight
 output, the squared Euclidean error of [0, 1] pixels (summed over pixels, averaged over the minibatch),
 and each phase its own SGD with momentum: the reconstruction phase at learning rate 0.01 and momentum 0.9,
 the regularisation phase (updates 2 and 3) at 0.1 and momentum 0.1, every rate a tenth after 50 epochs.
-The encoder's two updates then go through two optimizers, as the paper's two phases do, and the
-adversarial loss enters at the regularisation phase's own rate (no weight). The paper's MNIST prior has a
-standard deviation of 5 (`--aae-prior-std 5`), its codes 8 dimensions and its minibatches 100 images.
+The encoder's two updates then go through two optimizers, as the paper's two phases do, the
+adversarial loss enters at the regularisation phase's own rate (no weight), and the discriminator judges
+the codes of the encoder the reconstruction phase stepped. Where the appendix is silent: biases start at
+0, the encoder's adversarial loss is non-saturating, the discriminator's is the sum of its two
+cross-entropies (each a minibatch mean), and the Euclidean cost has no factor 1/2. The paper's MNIST
+prior has a standard deviation of 5 (`--aae-prior-std 5`), its codes 8 dimensions and its minibatches 100
+images.
 
 Its discriminator judges latent codes, not images, so the family is not an `ImageDiscriminator`:
 `--augment diffaug` and `ae-d` have nothing to act on and are refused where the augmentation is resolved.
@@ -366,10 +370,8 @@ class AAEModule(ReconstructionModule):
 
     def follow_paper_schedule(self, *optimizers: torch.optim.Optimizer) -> None:
         """Set this iteration's rates on the paper's (reconstruction, discriminator, encoder) optimizers, the
-        velocity kept in step units across the drop (`set_sgd_rate`). The epoch is counted from the
-        iteration, so a resumed run keeps its place in the schedule."""
-        epoch = self.iteration // max(1, self.trainer.num_training_batches)
-        reconstruction, regularisation = paper_rates(epoch)
+        velocity kept in step units across the drop (`set_sgd_rate`)."""
+        reconstruction, regularisation = paper_rates(self.iteration_epoch)
         for optimizer, (lr, momentum) in zip(
             optimizers, (reconstruction, regularisation, regularisation), strict=True
         ):

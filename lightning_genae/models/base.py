@@ -396,6 +396,18 @@ class GenerativeModule(pl.LightningModule):
             return 0
         return self.trainer.global_step // self.optimizer_steps_per_iteration
 
+    @property
+    def iteration_epoch(self) -> int:
+        """The epoch (from 0) the current iteration falls in, counted from the iteration, so a resumed run
+        keeps its place in a schedule set in epochs (its epoch counter starts the next epoch)."""
+        batches = self.trainer.num_training_batches
+        if batches == float("inf"):
+            raise ConfigError(
+                "this training's schedule is set in epochs, and the training loader has no length; give it a "
+                "Dataset with a length (a map-style one) or a lightning_genae DataModule"
+            )
+        return self.iteration // max(1, int(batches))
+
     def log_training(self, values: Mapping[str, Tensor | float], prog_bar: bool = False) -> None:
         """Log this training batch's values (0-dim tensors, never `.item()`; they are detached and copied):
         they are recorded at the batch's end, and only when they will be written (`on_train_batch_end`)."""

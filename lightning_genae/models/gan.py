@@ -226,11 +226,9 @@ class GANModule(ImageAdversarialModule):
 
     def follow_paper_schedule(self, *optimizers: torch.optim.Optimizer) -> None:
         """Set this update's learning rate and momentum, the velocity in pylearn2's step units
-        (`set_sgd_rate`). The epoch is counted from the iteration (a resumed run's epoch counter starts the
-        next epoch)."""
-        iteration = self.iteration
-        lr = paper_learning_rate(iteration)
-        momentum = paper_momentum(iteration // max(1, self.trainer.num_training_batches))
+        (`set_sgd_rate`)."""
+        lr = paper_learning_rate(self.iteration)
+        momentum = paper_momentum(self.iteration_epoch)
         for optimizer in optimizers:
             set_sgd_rate(optimizer, lr, momentum)
 
