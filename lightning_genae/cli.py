@@ -484,12 +484,19 @@ def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: 
     family's included, never raise; what may change on resume is CHANGEABLE_ON_RESUME and the options the
     run's family declares changeable (`option(..., changeable_on_resume=True)`).
     """
-    from lightning_genae.models import changeable_on_resume
+    from lightning_genae.models import changeable_on_resume, unread_by_run
 
-    changeable = changeable_on_resume(stored.get("model", ""))
+    model = stored.get("model", "")
+    changeable = changeable_on_resume(model)
     conflicts = resume_conflicts(stored, given, changeable)
     if conflicts:
-        may_change = [name for name in CHANGEABLE_ON_RESUME if name not in PER_INVOCATION] + list(changeable)
+        # Not the options this run leaves unread (--lr under a paper's training): they are refused anyway.
+        unread = unread_by_run(model, stored)
+        may_change = [
+            name
+            for name in (*CHANGEABLE_ON_RESUME, *changeable)
+            if name not in PER_INVOCATION and name not in unread
+        ]
         raise ConfigError(
             f"--resume {resume.path}: {'; '.join(conflicts)} would make it another run; drop "
             f"{'it' if len(conflicts) == 1 else 'them'} to continue it (changeable on resume: "

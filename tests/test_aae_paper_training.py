@@ -231,3 +231,25 @@ def test_a_loader_without_a_length_is_refused_where_the_schedule_counts_epochs(m
     monkeypatch.setattr(model, "_trainer", trainer, raising=False)
     with pytest.raises(ConfigError, match="training loader has no length"):
         model.follow_paper_schedule(*model.configure_optimizers())
+
+
+def test_a_refused_resume_names_only_the_options_this_run_may_change(tmp_path, capsys):
+    run = [
+        *PAPER,
+        "--batch-size",
+        "16",
+        "--eval-every",
+        "1",
+        "--accelerator",
+        "cpu",
+        "--output",
+        str(tmp_path),
+    ]
+    assert main([*run, "--max-steps", "1"]) == 0
+    capsys.readouterr()
+    assert main([*run, "--max-steps", "2", "--resume", "last", "--aae-prior-std", "2"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--aae-prior-std 2" in error and "changeable on resume: " in error
+    changeable = error.split("changeable on resume: ")[1].split(")")[0].split(", ")
+    assert "--max-steps" in changeable
+    assert "--lr" not in changeable and "--aae-adversarial-weight" not in changeable

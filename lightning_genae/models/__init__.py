@@ -8,8 +8,9 @@ importing Lightning.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.lazy import lazy_dir, lazy_getattr
@@ -137,6 +138,20 @@ def changeable_on_resume(model: str) -> tuple[str, ...]:
     beside config.CHANGEABLE_ON_RESUME's); none for a name that is not registered."""
     spec = MODELS.get(model)
     return spec.options.changeable_on_resume() if spec is not None else ()
+
+
+def unread_by_run(model: str, values: Mapping[str, Any]) -> frozenset[str]:
+    """The options a run of family `model` with these stored values leaves unread (`--lr` under a paper's
+    training): none where the family is not registered or its values no longer parse."""
+    spec = MODELS.get(model)
+    if spec is None:
+        return frozenset()
+    fields = spec.options.__dataclass_fields__
+    try:
+        options = spec.options.parse({name: value for name, value in values.items() if name in fields})
+    except ConfigError:
+        return frozenset()
+    return frozenset(options.unread())
 
 
 # Names this package has always exported, each imported from its module on first use (PEP 562), so that
