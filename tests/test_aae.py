@@ -13,6 +13,7 @@ from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.base import map_images
+from lightning_genae.errors import DataError
 from lightning_genae.metrics.code_prior import CodeGaussianKL, gaussian_kl_divergence
 from lightning_genae.models import AAEModule, Autoencoder, Sampler
 from lightning_genae.models.aae import MIXTURE_RADIUS, mixture_means
@@ -192,6 +193,15 @@ def test_supervised_mixture_sends_each_class_to_its_component_and_tells_the_disc
     assert module.latent_discriminator(draws, condition).shape == (4,)
     unsupervised = AAEModule((1, 16, 16), width=8, latent_dim=8, aae_prior="mixture")
     assert unsupervised.conditioning(labels) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "labels", [torch.tensor([3.0, 0.0]), torch.eye(10)[[3, 0]].long(), torch.tensor([True, False])]
+)
+def test_supervised_mixture_given_labels_that_are_not_class_ids_says_how_to_make_them(labels):
+    module = AAEModule((1, 16, 16), width=8, latent_dim=8, aae_prior="mixture", aae_supervised=True)
+    with pytest.raises(DataError, match=r"an integer tensor \[N\].*labels.argmax\(1\)"):
+        module.conditioning(labels)
 
 
 def test_supervised_mixture_fitted_from_plain_loaders_names_what_it_reads(tmp_path):

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from pytorch_lightning.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.metrics.code_prior import CodeGaussianKL
 from lightning_genae.models.base import adam, inference, set_sgd_rate
 from lightning_genae.models.options import AAE_PAPER_HIDDEN, AAEOptions, check_mixture_fits
@@ -196,6 +196,13 @@ class AAEModule(ReconstructionModule):
         """
         if not self.options.aae_supervised:
             return None, None
+        if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+            # A plain loader's labels reach here unchecked (the batch contract allows dummies).
+            raise DataError(
+                f"--aae-supervised reads each image's class id from the batch's labels, an integer tensor "
+                f"[N] (-1 where unlabelled), and got {labels.dtype} of shape {list(labels.shape)}; give "
+                "class ids, e.g. labels.argmax(1) for one-hot rows or labels.long() for whole numbers"
+            )
         count = self.options.aae_components
         if bool((labels >= count).any()):
             raise ConfigError(
