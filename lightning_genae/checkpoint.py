@@ -27,6 +27,7 @@ from lightning_genae.config import CONFIG_KEY, PER_INVOCATION, RunConfig
 from lightning_genae.console import say
 from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, EVALUATION_SPLITS, TRAIN_CONTENT_KEY
 from lightning_genae.errors import ConfigError, WriteFailed, describe_error
+from lightning_genae.run_report import FIXED_SCHEDULE_ADVICE
 
 if TYPE_CHECKING:
     from lightning_genae.cluster import ClusterJob
@@ -430,7 +431,7 @@ def resume_advice(
     checkpoint again could go round in circles, so starting again is advised first.
     """
     if lower_lr is None:
-        return "its learning rate follows a fixed schedule, not --lr: start again with another --seed"
+        return FIXED_SCHEDULE_ADVICE
     found = last_finite_checkpoint(directory, steps_per_iteration) if directory is not None else None
     if found is None:
         return f"no checkpoint was written before it; start again with a lower --lr, e.g. --lr {lower_lr:g}"

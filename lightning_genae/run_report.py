@@ -70,6 +70,12 @@ def format_final_line(metrics: dict[str, float], headline: str | None) -> str:
     return f"final: {shown}{len(metrics)} metrics in summary.json"
 
 
+# What a run whose learning rates follow a paper's fixed schedule (which --lr does not set) is advised when
+# it diverges or its discriminator saturates.
+FIXED_SCHEDULE_ADVICE = (
+    "its learning rates follow a fixed schedule, not --lr: start again with another --seed"
+)
+
 # Discriminator outputs (logits) this large come only from runaway weights: a sigmoid saturates near 20, a
 # hinge margin is 1, and a healthy run stays within tens.
 SATURATED_LOGIT = 1e4
@@ -86,11 +92,7 @@ def collapse_warning(metrics: dict[str, float], lr: float | None) -> str | None:
     outputs = [abs(metrics[key]) for key in ("train/d_real", "train/d_fake") if key in metrics]
     if metrics.get("train/loss_d") != 0.0 or not outputs or max(outputs) < SATURATED_LOGIT:
         return None
-    advice = (
-        f"; lower --lr (this run used {lr:g})"
-        if lr is not None
-        else "; its learning rates follow a fixed schedule, not --lr: start again with another --seed"
-    )
+    advice = f"; lower --lr (this run used {lr:g})" if lr is not None else f"; {FIXED_SCHEDULE_ADVICE}"
     return (
         f"warning: the discriminator saturated (train/loss_d 0, outputs up to {max(outputs):.3g}): the "
         f"generator has likely collapsed and its samples stopped improving{advice}"

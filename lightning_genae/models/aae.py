@@ -123,7 +123,7 @@ class AAEModule(ReconstructionModule):
         self.latent_discriminator = LatentDiscriminator(
             latent_dim, hidden=hidden, condition_dim=condition_dim, negative_slope=negative_slope
         )
-        if opts.aae_training == "paper":
+        if self.paper_training:
             for net in (self.encoder, self.decoder, self.latent_discriminator):
                 net.apply(init_normal(PAPER_INIT_STD))
         if opts.aae_prior == "mixture":
