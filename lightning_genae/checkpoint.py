@@ -27,7 +27,6 @@ from lightning_genae.config import CONFIG_KEY, PER_INVOCATION, RunConfig
 from lightning_genae.console import say
 from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, EVALUATION_SPLITS, TRAIN_CONTENT_KEY
 from lightning_genae.errors import ConfigError, WriteFailed, describe_error
-from lightning_genae.run_report import FIXED_SCHEDULE_ADVICE
 
 if TYPE_CHECKING:
     from lightning_genae.cluster import ClusterJob
@@ -415,6 +414,13 @@ def last_finite_checkpoint(directory: Path, steps_per_iteration: int) -> tuple[P
         if found is None or iteration > found[1]:
             found = (path, iteration)
     return found
+
+
+# What a run whose learning rates follow a paper's fixed schedule (which --lr does not set) is advised when
+# it diverges (`resume_advice`) or its discriminator saturates (run_report's collapse_warning).
+FIXED_SCHEDULE_ADVICE = (
+    "its learning rates follow a fixed schedule, not --lr: start again with another --seed"
+)
 
 
 def resume_advice(

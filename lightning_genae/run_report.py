@@ -9,6 +9,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from lightning_genae.checkpoint import FIXED_SCHEDULE_ADVICE
+
 VERSIONED_PACKAGES = (
     "torch",
     "torchvision",
@@ -69,12 +71,6 @@ def format_final_line(metrics: dict[str, float], headline: str | None) -> str:
     shown = f"{headline} {metrics[headline]:.6g}; " if headline in metrics else ""
     return f"final: {shown}{len(metrics)} metrics in summary.json"
 
-
-# What a run whose learning rates follow a paper's fixed schedule (which --lr does not set) is advised when
-# it diverges or its discriminator saturates.
-FIXED_SCHEDULE_ADVICE = (
-    "its learning rates follow a fixed schedule, not --lr: start again with another --seed"
-)
 
 # Discriminator outputs (logits) this large come only from runaway weights: a sigmoid saturates near 20, a
 # hinge margin is 1, and a healthy run stays within tens.
