@@ -488,10 +488,11 @@ def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: 
 
     model = stored.get("model", "")
     changeable = changeable_on_resume(model)
-    conflicts = resume_conflicts(stored, given, changeable)
+    # The options this run leaves unread (--lr under a paper's training) are not compared: given, they are
+    # refused as unread once the run's options are resolved.
+    unread = unread_by_run(model, stored)
+    conflicts = resume_conflicts(stored, given, {*changeable, *unread})
     if conflicts:
-        # Not the options this run leaves unread (--lr under a paper's training): they are refused anyway.
-        unread = unread_by_run(model, stored)
         may_change = [
             name
             for name in (*CHANGEABLE_ON_RESUME, *changeable)

@@ -481,13 +481,17 @@ def resolve(
         drop_unused=drop_unused_augment_options,
         data_kind=DATASETS[config.data].data_kind,
     )
+    unread = options.unread()
     budget: dict[str, Any] = {}
     if config.max_steps is None and config.max_epochs is None:
         budget["max_steps"] = DEFAULT_MAX_STEPS
     plugin_options = {
         **{name: None for name in dataset_options()},
         **data_options.to_dict(),
-        **options.to_dict(),
+        # An option the run leaves unread (`lr` under a paper's training) is recorded as left to its default,
+        # as an unchosen augmentation's are: config.yaml and the loggers' hyperparameters show no value
+        # that did not act.
+        **{name: None if name in unread else value for name, value in options.to_dict().items()},
         **plan.config_values(),
     }
     complete = replace(config, plugin_options=plugin_options, **budget)

@@ -202,15 +202,24 @@ def test_what_the_papers_training_cannot_use_is_refused(options, says, capsys):
 
 
 def test_the_papers_training_reruns_from_its_config_file_which_holds_every_value(tmp_path, capsys):
-    # config.yaml stores --lr and --width at their defaults: a re-run from it gives neither on the command
-    # line, so neither is refused; the command line's own --lr still is.
+    # config.yaml records --lr and --width as left to their defaults (null), which the run does not read;
+    # one that records them at their default values (as an earlier version wrote it) re-runs too. The
+    # command line's own --lr is refused.
     paper = ["--model", "gan", "--data", "digits", "--gan-nets", "paper", "--gan-training", "paper"]
     assert main([*paper, "--print-config"]) == 0
     config = tmp_path / "config.yaml"
     config.write_text(capsys.readouterr().out)
-    assert "lr: 0.0005" in config.read_text()
+    assert "\nlr: null\n" in config.read_text() and "\nwidth: null\n" in config.read_text()
     assert main(["--config", str(config), "--print-config"]) == 0
     capsys.readouterr()
+    at_defaults = tmp_path / "at_defaults.yaml"
+    at_defaults.write_text(
+        config.read_text()
+        .replace("\nlr: null\n", "\nlr: 0.0005\n")
+        .replace("\nwidth: null\n", "\nwidth: 64\n")
+    )
+    assert main(["--config", str(at_defaults), "--print-config"]) == 0
+    assert "\nlr: null\n" in capsys.readouterr().out
     assert main(["--config", str(config), "--lr", "5e-4", "--print-config"]) == 2
     assert "drop --lr or --gan-training paper" in capsys.readouterr().err
 
@@ -221,3 +230,26 @@ def test_a_diverged_run_on_the_papers_schedule_is_told_to_start_again_not_to_low
     assert GANModule((1, 16, 16), gan_nets="paper").lower_learning_rate() == pytest.approx(5e-5)
     advice = resume_advice(tmp_path, 2, model.lower_learning_rate())
     assert "another --seed" in advice and "--lr " not in advice.replace("not --lr", "")
+
+
+def test_the_options_a_paper_run_leaves_unread_are_recorded_unset_and_not_compared():
+    """config.yaml, the checkpoint and the loggers' hyperparameters hold no learning rate or width for a
+    run that reads neither: a value there would read as one the run trained with. A run recorded with them
+    at their defaults is the same run, and one at another learning rate under the same paper training
+    is too; the paper training itself is compared."""
+    from lightning_genae.ablation.grid import unfinished_run_conflicts
+    from lightning_genae.config import RunConfig
+    from lightning_genae.resolve import resolve
+
+    values = {"model": "gan", "data": "digits", "gan_nets": "paper", "gan_training": "paper"}
+    config = resolve(RunConfig.from_dict(values)).config
+    assert config.plugin_options["lr"] is None and config.plugin_options["width"] is None
+    assert config.plugin_options["latent_dim"] == 32
+    recorded = config.to_dict()
+    assert recorded["lr"] is None and recorded["width"] is None
+    assert unfinished_run_conflicts(recorded, config) == []
+    at_defaults = {**recorded, "lr": 5e-4, "width": 64}
+    assert unfinished_run_conflicts(at_defaults, config) == []
+    adam = resolve(RunConfig.from_dict({**values, "gan_training": "adam"})).config
+    assert adam.plugin_options["lr"] == 5e-4
+    assert unfinished_run_conflicts(recorded, adam) == ["--gan-training adam (the run there: paper)"]

@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
@@ -36,6 +36,7 @@ from lightning_genae.cluster import interrupted_by, take_noted_signal
 from lightning_genae.config import WHOLE_SPLIT, RunConfig, absolute_path, flag, resume_conflicts
 from lightning_genae.errors import ConfigError, agree, describe_error
 from lightning_genae.metrics.names import SPLITS
+from lightning_genae.models import unread_by_run
 from lightning_genae.resolve import ResolvedRun, resolve
 from lightning_genae.run_folder import (
     CHECKPOINT_DIR,
@@ -283,8 +284,9 @@ def finished_run_conflicts(
     if not augmenter and _augmenter_sha256(summary) is not None:
         # The same augmenter file's contents, moved or linked: compared by its bytes, not its path.
         stored = {name: value for name, value in stored.items() if name != "augment_ckpt"}
-    conflicts = resume_conflicts(stored, wanted, stored_in="finished run")
-    differing = _defining_differences(stored, wanted)
+    unread = _unread_by_either(stored, wanted)
+    conflicts = resume_conflicts(stored, wanted, unread, stored_in="finished run")
+    differing = _defining_differences(stored, wanted, unread)
     if differing == ["data_dir"] and not conflicts and same_data(summary, config):
         differing = []  # the same data, moved: judged as the cell it is
     conflicts += [f"{flag(name)} {wanted[name]} (finished run: {stored[name]})" for name in differing]
@@ -395,19 +397,32 @@ def unfinished_run_conflicts(stored: Mapping[str, Any], config: RunConfig) -> li
     half of another, averaged with fresh cells as if it were either). Its data folder may move: a resume
     checks the data's content."""
     wanted = dict(config.to_dict())
-    differing = [name for name in _defining_differences(stored, wanted) if name != "data_dir"]
+    unread = _unread_by_either(stored, wanted)
+    differing = [name for name in _defining_differences(stored, wanted, unread) if name != "data_dir"]
     return (
-        resume_conflicts(stored, wanted, stored_in="the run there")
+        resume_conflicts(stored, wanted, unread, stored_in="the run there")
         + [f"{flag(name)} {wanted[name]} (the run there: {stored[name]})" for name in differing]
         + scheduled_budget_conflicts(stored, wanted)
     )
 
 
-def _defining_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+def _unread_by_either(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> frozenset[str]:
+    """The options the stored run or the wanted one leaves unread (`lr` under a paper's training): not
+    compared, since neither acted (a run records them as None, one of an earlier version at their
+    defaults). A difference in what leaves them unread (`gan_training`) is compared as itself."""
+    return unread_by_run(str(stored.get("model", "")), stored) | unread_by_run(
+        str(wanted.get("model", "")), wanted
+    )
+
+
+def _defining_differences(
+    stored: Mapping[str, Any], wanted: Mapping[str, Any], unread: Collection[str] = ()
+) -> list[str]:
     return [
         name
         for name in DEFINING_A_FINISHED_RUN
-        if name in stored
+        if name not in unread
+        and name in stored
         and name in wanted
         and comparable(name, stored[name]) != comparable(name, wanted[name])
     ]

@@ -142,13 +142,16 @@ def changeable_on_resume(model: str) -> tuple[str, ...]:
 
 def unread_by_run(model: str, values: Mapping[str, Any]) -> frozenset[str]:
     """The options a run of family `model` with these stored values leaves unread (`--lr` under a paper's
-    training): none where the family is not registered or its values no longer parse."""
+    training): none where the family is not registered or its values no longer parse. A run records
+    them as None (left to their defaults), one made by an earlier version of the framework at their
+    defaults; either way none of them acted, so runs are not compared on them."""
     spec = MODELS.get(model)
     if spec is None:
         return frozenset()
     fields = spec.options.__dataclass_fields__
+    given = {name: value for name, value in values.items() if name in fields and value is not None}
     try:
-        options = spec.options.parse({name: value for name, value in values.items() if name in fields})
+        options = spec.options.parse(given)
     except ConfigError:
         return frozenset()
     return frozenset(options.unread())
