@@ -25,6 +25,7 @@ __all__ = [
     "kill_launched_processes",
     "log_global_value",
     "record_training_values",
+    "restore_loader_positions",
     "restricted_classmethod",
     "set_logging_step",
     "should_update_logs",
@@ -38,6 +39,29 @@ def should_update_logs(trainer: pl.Trainer) -> bool:
     private decision: every `log_every_n_steps` batches and when the trainer should stop). Read rather than
     copied, so the framework's own logging cadence cannot drift from Lightning's."""
     return bool(trainer._logger_connector.should_update_logs)
+
+
+def restore_loader_positions(trainer: pl.Trainer) -> None:
+    """Give the training loaders the state the resumed checkpoint holds for them where Lightning did not.
+
+    Lightning hands a stateful loader its state back only when its fit loop counts itself as restarting.
+    A fit by --max-epochs resumed after its last epoch ended (a finished run extended to more epochs) it
+    counts as a fresh start and keeps the state unread (its private `_combined_loader_states_to_load`): a
+    loader that orders each epoch by its number (`EpochPosition`) would start again at epoch 0 and train
+    on another order than the run it continues. Called at the start of training, after Lightning's own
+    restore (which empties that list) and before the first batch is drawn."""
+    fit_loop = trainer.fit_loop
+    pending = fit_loop._combined_loader_states_to_load
+    if pending and fit_loop._combined_loader is not None:
+        fit_loop._combined_loader._load_state_dicts(pending)
+        fit_loop._combined_loader_states_to_load = []
+    # The same checkpoint resumed with --max-steps given (a fit by iterations always counts as restarting)
+    # keeps the finished epoch's batch count as the next epoch's start, and that epoch ends after one
+    # batch: the count starts again at 0, as after an epoch that ends in a running fit.
+    epochs, batches = fit_loop.epoch_progress.current, fit_loop.epoch_loop.batch_progress
+    epoch_ended = epochs.ready == epochs.started == epochs.processed == epochs.completed > 0
+    if fit_loop.restarting and epoch_ended and batches.current.ready >= trainer.num_training_batches:
+        batches.reset_on_run()
 
 
 def validation_follows_batch(trainer: pl.Trainer) -> bool:

@@ -269,19 +269,31 @@ class RunWallClock(Callback):
             self._earlier_sessions_s = float(earlier)
 
 
+def _budgets(
+    resume: RunCheckpoint, config: RunConfig, steps_per_iteration: int
+) -> list[tuple[str, int, int]]:
+    """(flag, budget, reached) for each budget the resumed run has, --max-steps in iterations and
+    --max-epochs in epochs: Lightning stops at whichever it reaches first."""
+    budgets = []
+    if config.max_steps:
+        budgets.append(("--max-steps", config.max_steps, resume.iteration(steps_per_iteration)))
+    if config.max_epochs is not None:
+        budgets.append(("--max-epochs", config.max_epochs, resume.epochs()))
+    return budgets
+
+
 def training_complete(resume: RunCheckpoint, config: RunConfig, steps_per_iteration: int) -> bool:
     """Whether the resumed checkpoint is at the end of the run's budget: its --max-steps iterations, or its
     --max-epochs epochs."""
-    if config.max_steps:
-        return resume.iteration(steps_per_iteration) == config.max_steps
-    return config.max_epochs is not None and resume.epochs() == config.max_epochs
+    return any(reached == budget for _, budget, reached in _budgets(resume, config, steps_per_iteration))
 
 
 def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
     """Refuse a --resume with no iteration left to train: it would only rewrite the run's last.ckpt and
     summary.json and log its final rows a second time. A run at the end of its budget without a summary.json
     of that iteration (stopped during its final evaluation; an extended run keeps its earlier budget's until
-    then) is let through: the resume evaluates it."""
+    then) is let through: the resume evaluates it. Both budgets count where the run has both (one given
+    with --resume, the other its checkpoint's): the first reached ends it."""
     config = resolved.config
     steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
     done = resume.iteration(steps_per_iteration)
@@ -289,15 +301,21 @@ def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
         # Stopped after its training, during the final evaluation: the resume runs that evaluation alone.
         say(f"--resume {resume.path}: training is complete at iteration {done}; running the final evaluation")
         return
-    if config.max_steps:
-        option, budget, unit, reached = "--max-steps", config.max_steps, "iteration", done
-    else:
-        option, budget, unit, reached = "--max-epochs", config.max_epochs, "epoch", resume.epochs()
-    if budget is not None and budget <= reached:
+    spent = [
+        (option, budget, reached)
+        for option, budget, reached in _budgets(resume, config, steps_per_iteration)
+        if budget <= reached
+    ]
+    if spent:
         evaluate = f"--evaluate {shlex.quote(str(resume.path))}"
+        at = {"--max-steps": f"iteration {done}", "--max-epochs": f"epoch {resume.epochs()}"}
+        where = at[spent[0][0]] if len(spent) == 1 else f"iteration {done} (epoch {resume.epochs()}),"
+        budgets = " and ".join(f"{option} {budget}" for option, budget, _ in spent)
+        above = " and ".join(f"{option} above {reached}" for option, _, reached in spent)
         raise ConfigError(
-            f"--resume {resume.path}: the run is at {unit} {reached} and {option} {budget} leaves nothing "
-            f"to train; give {option} above {reached} to continue it, or {evaluate} to measure it again"
+            f"--resume {resume.path}: the run is at {where} and {budgets} "
+            f"{'leaves' if len(spent) == 1 else 'leave'} nothing to train; give {above} to continue it, or "
+            f"{evaluate} to measure it again"
         )
 
 

@@ -234,3 +234,14 @@ def test_a_recorded_training_value_must_be_one_number():
         lightning_internals.record_training_values(trainer, {"train/x": torch.ones(2)}, [], write=False)
     with pytest.raises(TypeError, match="tensor or a number"):
         lightning_internals.record_training_values(trainer, {"train/x": "1.0"}, [], write=False)
+
+
+def test_the_loader_state_lightning_leaves_unread_is_where_restore_loader_positions_reads_it():
+    """A fit by epochs resumed after its last epoch ended keeps the loaders' state in the fit loop's private
+    list; `restore_loader_positions` hands it to the loaders (test_reproducibility.py checks the run)."""
+    fit_loop = pl.Trainer(logger=False).fit_loop
+    assert fit_loop._combined_loader_states_to_load == []
+    from pytorch_lightning.utilities.combined_loader import CombinedLoader
+
+    assert callable(CombinedLoader._load_state_dicts)
+    assert hasattr(fit_loop.epoch_loop.batch_progress, "reset_on_run")

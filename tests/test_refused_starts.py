@@ -42,6 +42,44 @@ def test_a_resume_with_nothing_left_to_train_is_refused_and_touches_nothing(max_
     assert snapshot(finished_run) == before, "no checkpoint, summary or metrics row rewritten"
 
 
+def test_a_resume_whose_other_budget_is_spent_is_refused_naming_it(tmp_path, capsys):
+    """Lightning stops at the first budget reached: a run finished by --max-epochs, resumed with --max-steps
+    alone, keeps its --max-epochs and would train nothing; a run finished by --max-steps, resumed with a
+    --max-epochs it has passed, has both spent."""
+    by_epochs = tmp_path / "by-epochs"
+    common = ["--model", "ae", *TINY_RUN, "--train-size", "64", "--eval-every", "100"]
+    assert main([*common, "--max-epochs", "2", "--output", str(by_epochs)]) == 0
+    capsys.readouterr()
+    before = snapshot(by_epochs)
+    resumed = tmp_path / "resumed"
+    assert (
+        main(
+            [
+                "--resume",
+                str(by_epochs / "checkpoints" / "last.ckpt"),
+                "--max-steps",
+                "6",
+                "--output",
+                str(resumed),
+            ]
+        )
+        == 2
+    )
+    one_line(
+        capsys, "the run is at epoch 2 and --max-epochs 2 leaves nothing to train", "--max-epochs above 2"
+    )
+    assert not resumed.exists() and snapshot(by_epochs) == before
+    by_steps = tmp_path / "by-steps"
+    assert main([*common, "--max-steps", "3", "--output", str(by_steps)]) == 0
+    capsys.readouterr()
+    assert main(["--resume", "last", "--output", str(by_steps), "--max-epochs", "1"]) == 2
+    one_line(
+        capsys,
+        "the run is at iteration 3 (epoch 2), and --max-steps 3 and --max-epochs 1 leave nothing to train",
+        "give --max-steps above 3 and --max-epochs above 2",
+    )
+
+
 def test_an_extended_run_stopped_in_its_final_evaluation_finishes_with_resume_last(finished_run, capsys):
     """A run extended from 3 to 5 iterations keeps its 3-iteration summary.json until its final evaluation
     writes the new one: stopped there (last.ckpt at 5), `--resume last` runs that evaluation, the stale

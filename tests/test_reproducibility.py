@@ -109,6 +109,31 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_final_metrics(runs, augm
     assert resumed_rows and resumed_rows == rows_after(uninterrupted, HALF)
 
 
+@pytest.mark.parametrize(
+    ("data_on_device", "budget"),
+    [("on", []), ("off", []), ("on", ["--max-steps", "6"])],
+    ids=["device-batches", "host-loader", "with-max-steps"],
+)
+def test_a_run_finished_by_max_epochs_continued_to_more_ends_as_the_uninterrupted_run(
+    tmp_path, data_on_device, budget
+):
+    """Lightning gives a loader its state back only when it counts the fit as restarting, which a fit by
+    epochs resumed after its last epoch ended is not: the data's order must still go on from the next
+    epoch, and the next epoch (with --max-steps given, which Lightning does count as restarting) must be
+    a whole one."""
+    run = [*TINY_RUN, *ON_CPU, "--model", "ae", "--train-size", "64", "--eval-every", "100"]
+    run += ["--data-on-device", data_on_device]  # 64 digits in batches of 32: 2 iterations an epoch
+    straight, first, continued = tmp_path / "straight", tmp_path / "first", tmp_path / "continued"
+    assert main([*run, "--max-epochs", "3", *budget, "--output", str(straight)]) == 0
+    assert main([*run, "--max-epochs", "2", "--output", str(first)]) == 0
+    resume = ["--resume", str(first / "checkpoints" / "last.ckpt"), "--max-epochs", "3", *budget]
+    assert main([*resume, "--output", str(continued)]) == 0
+    assert json.loads((continued / "summary.json").read_text())["global_step"] == 6
+    assert final_metrics(continued) == final_metrics(straight)
+    continued_rows = rows_after(continued, 4)
+    assert continued_rows and continued_rows == rows_after(straight, 4)
+
+
 def test_the_checkpoint_holds_the_random_streams_and_the_place_in_the_data(runs):
     checkpoint = runs["ae+diffaug"]["half"] / "checkpoints" / "last.ckpt"
     contents = torch.load(checkpoint, map_location="cpu", weights_only=True)

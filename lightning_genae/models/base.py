@@ -33,6 +33,7 @@ from lightning_genae.errors import ConfigError, DataError, TrainingDiverged
 from lightning_genae.lightning_internals import (
     log_global_value,
     record_training_values,
+    restore_loader_positions,
     restricted_classmethod,
     should_update_logs,
 )
@@ -486,6 +487,7 @@ class GenerativeModule(pl.LightningModule):
         # Values queued by a batch that raised before its end (a fit stopped by an exception) are dropped.
         self._training_values = []
         self.last_logged_training = None
+        restore_loader_positions(self.trainer)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # After every callback's on_train_batch_end, so a stop they asked for counts. The row is written
