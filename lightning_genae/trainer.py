@@ -44,6 +44,7 @@ from lightning_genae.checkpoint import (
     last_checkpoint,
     non_finite_state,
     resume_advice,
+    run_folder_of,
 )
 from lightning_genae.cluster import current_job
 from lightning_genae.config import NO_BACKBONE, RunConfig, check_values, device_count, parse_devices
@@ -504,12 +505,22 @@ class WritesUnder(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Before the first batch, once Lightning has restored any checkpoint it was given (only then is
-        # trainer.ckpt_path known): a training that continues none would write over the files there.
-        if trainer.ckpt_path is not None:
-            return
+        # trainer.ckpt_path known): a training that continues no run there, none or another folder's,
+        # would write over the files there.
         held = list(dict.fromkeys([*started_run_files(self.run_dir), *files_named_as_a_runs(self.run_dir)]))
+        if not held:
+            return
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        if trainer.ckpt_path is not None:
+            continued = run_folder_of(Path(trainer.ckpt_path))
+            if continued.resolve() != self.run_dir.resolve():
+                raise RunFolderRefused(
+                    f"callbacks_for: {self.run_dir} holds another run ({shown}) than the checkpoint's "
+                    f"({continued}), which this training would write over; continue that run with "
+                    f"output_dir={str(continued)!r}, or give an output_dir of its own"
+                )
+            return
         if held:
-            shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
             raise RunFolderRefused(
                 f"callbacks_for: {self.run_dir} already holds {shown}, which this training would write over; "
                 "give an output_dir of its own (and the Trainer's default_root_dir), or continue the run "

@@ -868,3 +868,42 @@ def test_a_value_of_the_wrong_type_is_named_as_the_python_call_typed_it():
         build_datamodule("digits", batch_size="x")
     with pytest.raises(ConfigError, match=r"^latent_dim=True is not a valid int$"):
         VAEModule((1, 16, 16), latent_dim=True)
+
+
+def test_callbacks_for_refuses_to_continue_another_folders_run_over_the_run_there(tmp_path):
+    """trainer.fit(..., ckpt_path=...) of run B's checkpoint with run A's folder as output_dir would write
+    B's continuation over A's checkpoints and grids: refused before the first batch, A untouched. The
+    checkpoint continued into an empty folder, or into its own, trains."""
+    import pytorch_lightning as pl
+
+    import lightning_genae
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.models import MODELS
+    from lightning_genae.run_lock import RunFolderRefused
+
+    def fit(folder, iterations, ckpt_path=None):
+        data = build_datamodule("digits", batch_size=32)
+        model = MODELS["gan"].module(image_shape=(1, 16, 16), latent_dim=8, width=4)
+        callbacks = lightning_genae.callbacks_for(model, data, folder, checkpoint_every=100, metrics=False)
+        trainer = pl.Trainer(
+            **lightning_genae.trainer_kwargs(model, iterations=iterations, eval_every=100),
+            callbacks=callbacks,
+            default_root_dir=folder,
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+        )
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return model
+
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    fit(run_a, 2)
+    fit(run_b, 3)
+    before = {path: path.read_bytes() for path in run_a.rglob("*") if path.is_file()}
+    b_last = str(run_b / "checkpoints" / "last.ckpt")
+    with pytest.raises(RunFolderRefused, match=r"holds another run .* than the checkpoint's") as refused:
+        fit(run_a, 4, ckpt_path=b_last)
+    assert len(str(refused.value).splitlines()) == 1 and f"output_dir={str(run_b)!r}" in str(refused.value)
+    assert {path: path.read_bytes() for path in run_a.rglob("*") if path.is_file()} == before
+    assert fit(tmp_path / "c", 4, ckpt_path=b_last).iteration == 4
+    assert fit(run_b, 4, ckpt_path=b_last).iteration == 4
