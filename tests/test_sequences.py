@@ -252,6 +252,40 @@ def test_the_code_gaussian_is_fitted_on_a_spread_of_the_training_series_not_its_
     assert (model.code_mean - everything).norm() < 0.25 * (first_half - everything).norm()
 
 
+@pytest.mark.parametrize("given_as", ["datamodule", "train_dataloaders"])
+def test_a_rae_trained_on_other_data_samples_from_the_code_gaussian_it_is_given_not_n01(given_as):
+    """Trained on a DataModule of the user's own (or a bare loader), the module has no split to fit its
+    codes' Gaussian to: sampling is refused in one line until `fit_code_gaussian` is given the training
+    series, whose codes' mean it then draws around."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    series = torch.sin(torch.arange(12.0).view(1, 12, 1) / 2 + torch.rand(64, 1, 2) * 6) + 3.0
+
+    class MySeries(pl.LightningDataModule):
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(TensorDataset(series, torch.zeros(len(series))), batch_size=16)
+
+    model = RAEModule((12, 2), latent_dim=4, rnn_hidden=8)
+    trainer = pl.Trainer(
+        max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    if given_as == "datamodule":
+        trainer.fit(model, datamodule=MySeries())
+    else:
+        trainer.fit(model, train_dataloaders=MySeries().train_dataloader())
+    with pytest.raises(ConfigError, match=r"call model.fit_code_gaussian\(series\)") as refused:
+        model.sample(4)
+    assert "\n" not in str(refused.value)
+    model.fit_code_gaussian(series)
+    with torch.no_grad():
+        codes = model.encode(series)
+    assert torch.allclose(model.code_mean, codes.mean(0), atol=1e-5)
+    assert model.sample(4).shape == (4, 12, 2)
+    assert RAEModule((12, 2), latent_dim=4, rnn_hidden=8, variational=True).sample(2).shape == (2, 12, 2)
+
+
 def test_the_code_gaussian_of_codes_grown_huge_factorises_and_of_infinite_ones_is_one_line():
     from lightning_genae.errors import TrainingDiverged
     from lightning_genae.models.rae import code_gaussian

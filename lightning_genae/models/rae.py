@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.errors import TrainingDiverged
+from lightning_genae.errors import ConfigError, TrainingDiverged
 from lightning_genae.metrics.generative import seeded_subset
 from lightning_genae.models.base import ObjectiveModule, adam, inference
 from lightning_genae.models.options import RAEOptions
@@ -27,6 +27,17 @@ from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder
 # Training series encoded to fit the code Gaussian: enough for a stable covariance, quick on a CPU.
 MAX_FIT_SERIES = 4096
 FIT_BATCH = 512
+
+
+def training_subset(series: Tensor) -> Tensor:
+    """The series the code Gaussian is fitted to: all of them up to MAX_FIT_SERIES, past it a fixed random
+    subset, not the first ones (a recording's windows are stored in time order, and a panel's series as the
+    file lists them, by class say, so a prefix is one part of it)."""
+    if len(series) <= MAX_FIT_SERIES:
+        return series
+    return series[seeded_subset(len(series), MAX_FIT_SERIES, seed=0)]
+
+
 # RNNs can take one huge gradient step through a long unroll; this caps every step's norm.
 GRADIENT_CLIP = 1.0
 
@@ -74,6 +85,8 @@ class RAEModule(ObjectiveModule):
         self.register_buffer("code_mean", torch.zeros(self.latent_dim))
         self.register_buffer("code_scale", torch.eye(self.latent_dim))
         self._codes_fitted_at: int | None = None
+        # Whether a training step changed the weights since the codes' Gaussian was fitted (or restored).
+        self._trained_since_codes_fitted = False
 
     # ----- the Autoencoder and Sampler interface -----
 
@@ -111,22 +124,15 @@ class RAEModule(ObjectiveModule):
         return self.decode(self.code_mean + noise @ self.code_scale.T)
 
     @torch.no_grad()
-    def _fit_code_gaussian(self) -> None:
-        """Refit the code Gaussian on the training split when the weights changed since the last fit.
-
-        Outside a Trainer (a restored checkpoint) the one saved in the checkpoint is used.
-        """
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None or self._codes_fitted_at == self.iteration:
-            return
-        series = datamodule.split_tensors("train")[0]
-        if len(series) > MAX_FIT_SERIES:
-            # A fixed random subset, not the first ones: a recording's windows are stored in time order,
-            # and a panel's series as the file lists them (by class, say), so a prefix is one part of it.
-            series = series[seeded_subset(len(series), MAX_FIT_SERIES, seed=0)]
+    def fit_code_gaussian(self, series: Tensor) -> None:
+        """Fit the Gaussian that `sample` draws codes from (not variational) to the codes of `series`, the
+        training series `[N, T, C]` in model units (as the batches are). A run's DataModule does this by
+        itself; a module trained on other data is given its training series here after training. Past
+        MAX_FIT_SERIES series, a fixed random subset of them is used (`training_subset`)."""
+        series = training_subset(series)
         codes = torch.cat(
             [
-                self.encode(datamodule.to_model_range(series[start : start + FIT_BATCH].to(self.device)))
+                self.encode(series[start : start + FIT_BATCH].to(self.device))
                 for start in range(0, len(series), FIT_BATCH)
             ]
         ).double()
@@ -134,6 +140,30 @@ class RAEModule(ObjectiveModule):
         self.code_mean.copy_(mean.to(self.code_mean.dtype))
         self.code_scale.copy_(factor.to(self.code_scale.dtype))
         self._codes_fitted_at = self.iteration
+        self._trained_since_codes_fitted = False
+
+    @torch.no_grad()
+    def _fit_code_gaussian(self) -> None:
+        """Refit the code Gaussian on the training split when the weights changed since the last fit.
+
+        Outside a Trainer (a restored checkpoint) the one saved in the checkpoint is used. A module that
+        trained on data other than a lightning-genae DataModule has no split to refit from: its Gaussian
+        is the one `fit_code_gaussian` was given, and sampling without one since training is refused.
+        """
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if hasattr(datamodule, "split_tensors") and hasattr(datamodule, "to_model_range"):
+            if self._codes_fitted_at != self.iteration:
+                # The subset first: the split in model units is made for the series used only.
+                series = training_subset(datamodule.split_tensors("train")[0])
+                self.fit_code_gaussian(datamodule.to_model_range(series))
+            return
+        if self._trained_since_codes_fitted:
+            raise ConfigError(
+                "RAEModule.sample draws codes from a Gaussian fitted to the training codes (not "
+                "variational), and this module trained on data that is not a lightning-genae DataModule: "
+                "call model.fit_code_gaussian(series) with the training series [N, T, C] in model units "
+                "first, or build the module with variational=True"
+            )
 
     # ----- training -----
 
@@ -154,6 +184,7 @@ class RAEModule(ObjectiveModule):
         else:
             latents = self.encoder(series)
         forcing = self.teacher_forcing_now() if training else 0.0
+        self._trained_since_codes_fitted |= training
         out = self.decoder(latents, targets=series if training else None, teacher_forcing=forcing)
         mse = F.mse_loss(out, series)
         if self.options.variational:
