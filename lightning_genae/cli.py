@@ -32,7 +32,7 @@ from lightning_genae.config import (
     resume_conflicts,
 )
 from lightning_genae.config_file import load_config_file
-from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions, describe_error
+from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions, agree, describe_error
 from lightning_genae.grid_command import run_grid_command
 from lightning_genae.pipes import ReaderWatch, reader_may_leave
 from lightning_genae.plugin_options import command_line_spelling, flag, shown_value
@@ -89,8 +89,21 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
     try:
         args, file_values, candidates = _read_inputs(args, config_path, tune_seeds)
         if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
+            not_evaluating = {
+                "print_config": print_config or None,
+                "seeds": seeds,
+                "grid_index": grid_index,
+                "tune_seeds": tune_seeds,
+                "train_size": train_sizes if train_sizes is not None and len(train_sizes) > 1 else None,
+            }
             return _evaluate(
-                checkpoint_to_evaluate, folder_to_evaluate, args, file_values, config_path, train_sizes
+                checkpoint_to_evaluate,
+                folder_to_evaluate,
+                args,
+                file_values,
+                config_path,
+                train_sizes,
+                [name for name, value in not_evaluating.items() if value is not None],
             )
         if summarize_root is not None:
             others = {
@@ -196,14 +209,25 @@ def _evaluate(
     file_values: dict[str, Any],
     config_path: str | None,
     train_sizes: list[int | None] | None,
+    not_evaluating: list[str],
 ) -> int:
-    """`--evaluate CKPT` or `--evaluate-folder DIR`: measure a saved run, or a folder of images."""
+    """`--evaluate CKPT` or `--evaluate-folder DIR`: measure a saved run, or a folder of images.
+    `not_evaluating`: options given that belong to other modes (a grid's, --print-config), refused rather
+    than left unread."""
     _quiet_lightning()
     from lightning_genae.evaluate import evaluate_checkpoint, evaluate_folder
     from lightning_genae.stopping import stop_at_once_on_signal
 
     if checkpoint is not None and folder is not None:
         raise ConfigError("--evaluate and --evaluate-folder are separate modes; give one of them")
+    if not_evaluating:
+        mode = "--evaluate" if checkpoint is not None else "--evaluate-folder"
+        flags = ", ".join(flag(name) for name in not_evaluating)
+        raise ConfigError(
+            f"{mode} measures one {'checkpoint' if checkpoint is not None else 'folder'} and writes its "
+            f"eval.json; {flags} {agree(not_evaluating, 'belongs', 'belong')} to training runs and grids: "
+            f"drop {agree(not_evaluating, 'it', 'them')}"
+        )
     if train_sizes is not None:
         args["train_size"] = train_sizes[0]
     if checkpoint is not None and config_path is not None:

@@ -27,7 +27,15 @@ from lightning_genae.augmentation import (
     resolve_augment_plan,
 )
 from lightning_genae.cache import cache_root, is_torch_file
-from lightning_genae.config import LOGGER_CHOICES, RunConfig, check_values, device_count, flag, parse_devices
+from lightning_genae.config import (
+    LOGGER_CHOICES,
+    NO_BACKBONE,
+    RunConfig,
+    check_values,
+    device_count,
+    flag,
+    parse_devices,
+)
 from lightning_genae.datamodules import (
     DATASETS,
     build_datamodule,
@@ -317,7 +325,22 @@ def _without_feature_weights_no_metric_reads(
     command line, refused; recorded by a run (a checkpoint or config.yaml of a release that took them),
     left out, so that run resumes and is evaluated."""
     weights = ("classifier_weights", "inception_weights")
-    if model.generates or not any(getattr(config, name) for name in weights):
+    if model.generates:
+        return config
+    # The metrics' other options, typed, are refused too: `--backbone inception` would be recorded in
+    # summary.json as the run's backbone of metrics never computed (`--backbone none` asks for none).
+    unread = [
+        flag(name)
+        for name in ("backbone", "eval_samples")
+        if name in named and not (name == "backbone" and config.backbone == NO_BACKBONE)
+    ]
+    if unread:
+        given = " and ".join(unread)
+        raise ConfigError(
+            f"{given} {agree(unread, 'sets', 'set')} the generative image metrics, and --model "
+            f"{config.model} does not generate (it is scored by its reconstructions); drop {given}"
+        )
+    if not any(getattr(config, name) for name in weights):
         return config
     typed = [flag(name) for name in weights if getattr(config, name) and name in named]
     if typed:
@@ -457,6 +480,13 @@ def resolve(
         hint = "".join(did_you_mean(name, LOGGER_CHOICES) for name in unknown_loggers)
         raise ConfigError(
             f"--logger {', '.join(unknown_loggers)} is unknown{hint}; choose from {', '.join(LOGGER_CHOICES)}"
+        )
+    wandb_only = [name for name in ("wandb_project", "wandb_group") if name in named]
+    if wandb_only and "wandb" not in config.logger:
+        flags = " and ".join(map(flag, wandb_only))
+        raise ConfigError(
+            f"{flags} {agree(wandb_only, 'names', 'name')} where the W&B logger files the run, and this run "
+            f"logs with --logger {','.join(config.logger)}; add wandb to --logger, or drop {flags}"
         )
     wandb_mode = os.environ.get("WANDB_MODE")
     if "wandb" in config.logger and wandb_mode and not _wandb_takes(wandb_mode):

@@ -40,6 +40,8 @@ SMALL = [
     "--eval-samples",
     "150",
 ]
+# The same for `ae`, which scores reconstructions and so takes no --eval-samples.
+SMALL_AE = SMALL[:-2]
 
 
 def summary_of(run_dir: Path) -> dict:
@@ -84,7 +86,7 @@ def test_gan_run_reports_generative_metrics_with_counts_and_keeps_the_best(tmp_p
 def test_autoencoder_reports_psnr_ssim_probe_and_pca_baseline(tmp_path):
     run_dir = tmp_path / "ae"
     assert (
-        main(["--model", "ae", "--data", "digits", *SMALL, "--max-steps", "30", "--output", str(run_dir)])
+        main(["--model", "ae", "--data", "digits", *SMALL_AE, "--max-steps", "30", "--output", str(run_dir)])
         == 0
     )
     metrics = summary_of(run_dir)["final_metrics"]
@@ -123,7 +125,8 @@ def test_evaluate_reproduces_the_runs_final_metrics(model, tmp_path, capsys):
 def test_evaluate_rejects_options_that_would_change_the_model(tmp_path, capsys):
     run_dir = tmp_path / "ae"
     assert (
-        main(["--model", "ae", "--data", "digits", *SMALL, "--max-steps", "2", "--output", str(run_dir)]) == 0
+        main(["--model", "ae", "--data", "digits", *SMALL_AE, "--max-steps", "2", "--output", str(run_dir)])
+        == 0
     )
     assert main(["--evaluate", str(run_dir / "checkpoints" / "last.ckpt"), "--latent-dim", "4"]) == 2
     assert "--latent-dim" in capsys.readouterr().err
@@ -159,16 +162,16 @@ def test_evaluate_never_replaces_an_earlier_evaluation_or_writes_among_another_r
 ):
     checkpoint = str(tiny_ae_run / "checkpoints" / "last.ckpt")
     out = tmp_path / "eval"
-    assert main(["--evaluate", checkpoint, "--eval-samples", "60", "--output", str(out)]) == 0
+    assert main(["--evaluate", checkpoint, "--batch-size", "60", "--output", str(out)]) == 0
     first = (out / "eval.json").read_bytes()
     capsys.readouterr()
-    # Another evaluation (other samples, another checkpoint) would silently take the earlier one's place.
-    assert main(["--evaluate", checkpoint, "--eval-samples", "80", "--output", str(out)]) == 2
+    # Another evaluation (other settings, another checkpoint) would silently take the earlier one's place.
+    assert main(["--evaluate", checkpoint, "--batch-size", "80", "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "holds an earlier evaluation" in err and "--overwrite" in err and err.count("\n") == 1
     assert (out / "eval.json").read_bytes() == first
     first_inode = (out / "eval.json").stat().st_ino
-    assert main(["--evaluate", checkpoint, "--eval-samples", "80", "--output", str(out), "--overwrite"]) == 0
+    assert main(["--evaluate", checkpoint, "--batch-size", "80", "--output", str(out), "--overwrite"]) == 0
     assert (out / "eval.json").stat().st_ino != first_inode, "replaced, as --overwrite asks"
     # A folder holding a run of its own is not this evaluation's.
     other_run = tmp_path / "other"

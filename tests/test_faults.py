@@ -87,7 +87,7 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.mark.slow
 def test_a_run_killed_during_a_validation_runs_that_validation_when_resumed(tmp_path):
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9", "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     victim = subprocess.run(
@@ -148,7 +148,7 @@ sys.exit(main(sys.argv[1:]))
 def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(
     tmp_path, killed_in_the_validation
 ):
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9", "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": str(KILLED_AT)}
     if killed_in_the_validation:  # SLURM's kill after its grace period, or a second Ctrl-C
         env["KILL"] = "1"
@@ -172,7 +172,7 @@ def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(
 
 @pytest.mark.slow
 def test_a_signal_during_a_validation_stops_after_it(tmp_path):
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9", "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": str(KILLED_AT), "IN_VALIDATION": "1"}
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
     victim = subprocess.run(
@@ -188,7 +188,7 @@ def test_a_signal_during_a_validation_stops_after_it(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("during_its_validation", [False, True])
 def test_a_signal_in_the_last_iteration_lets_the_run_finish(tmp_path, during_its_validation):
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "6", "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "6"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": "6"}
     if during_its_validation:
         env["IN_VALIDATION"] = "1"
@@ -253,7 +253,7 @@ sys.exit(main(sys.argv[1:]))
 )
 def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_alone(tmp_path, budget, steps):
     run_dir = tmp_path / "my run"  # the printed command must survive a space
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", *budget, "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", *budget]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     stopped = subprocess.run(
         [sys.executable, "-c", INTERRUPT_IN_THE_FINAL_EVALUATION, *run, "--output", str(run_dir)],
@@ -292,7 +292,7 @@ def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_al
 @pytest.mark.slow
 def test_a_grid_stops_after_a_cell_whose_last_iteration_took_the_stop_signal(tmp_path):
     grid = tmp_path / "grid"
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "4", "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": "4"}
     stopped = subprocess.run(
         [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--seeds", "0,1", "--output", str(grid)],
@@ -315,7 +315,7 @@ def test_a_grid_stops_after_a_cell_whose_last_iteration_took_the_stop_signal(tmp
 
 def test_a_grid_stopped_in_a_cell_names_the_grid_command_to_continue_it(tmp_path):
     grid = tmp_path / "grid"
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "4", "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "4"]
     run += ["--seeds", "0,1", "--output", str(grid)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": "2"}
     command = [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run]
@@ -359,7 +359,7 @@ def test_a_stop_signal_before_training_keeps_nothing_so_the_requeued_job_starts_
     """Python's default for SIGTERM ends the process at once, and Ctrl-C with a traceback: the folder would
     keep config.yaml and its lock, and a requeued job be refused as a started run."""
     run_dir = tmp_path / "run"
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "2", "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SIGNAL": name}
     stopped = subprocess.run(
         [sys.executable, "-c", SIGTERM_BEFORE_TRAINING, *run, "--output", str(run_dir)],
@@ -392,7 +392,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_a_stop_signal_before_a_resume_trains_keeps_the_run_and_names_the_resume(tmp_path):
     run_dir = tmp_path / "run"
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu"]
     assert main([*run, "--max-steps", "3", "--output", str(run_dir)]) == 0
     before = sorted(path.relative_to(run_dir) for path in run_dir.rglob("*"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AT": "_fit"}
@@ -408,7 +408,7 @@ def test_a_stop_signal_before_a_resume_trains_keeps_the_run_and_names_the_resume
 def test_a_stop_signal_once_the_run_is_finished_is_pythons_own_again(tmp_path):
     """It was taken for a stop before the final evaluation, advising a resume that had nothing to do."""
     run_dir = tmp_path / "run"
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "2", "--eval-samples", "50"]
+    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AT": "finish_loggers"}
     stopped = subprocess.run(
         [sys.executable, "-c", SIGTERM_AT, *run, "--output", str(run_dir)],
