@@ -309,7 +309,8 @@ PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite")
 WHOLE_SPLIT = "full"
 # Options a `--resume` may change: they take effect from the resumed step on. Every other option defines the
 # run (model, data and its shapes, family options, augmentation, train size, seed, other data paths, batch
-# size, backbone) and must equal the checkpoint's. The family's learning rate reaches the restored optimizer.
+# size, backbone, and the sample count of its validations, whose FDs best.ckpt is chosen among) and must
+# equal the checkpoint's. The family's learning rate reaches the restored optimizer.
 # `--data-dir` may move (a run continued on another machine): the data is compared by content instead
 # (`RunCheckpoint.check_trained_on`).
 CHANGEABLE_ON_RESUME = (
@@ -321,7 +322,6 @@ CHANGEABLE_ON_RESUME = (
     "eval_every",
     "image_every",
     "ckpt_every",
-    "eval_samples",
     "inception_weights",
     "classifier_weights",
     "test_split",

@@ -413,3 +413,16 @@ def test_a_grid_arm_whose_ada_ops_do_not_fit_the_data_is_refused_before_any_cell
     assert main([*args, "--seeds", "0", "--output", str(root)]) == 2
     one_line(capsys, "--ada-ops 'hue': hue needs RGB images and the data has 1 channel")
     assert not root.exists()
+
+
+def test_a_resume_at_another_eval_samples_is_refused_and_best_ckpt_stays(tmp_path, capsys):
+    """FD's bias falls with the sample count, and best.ckpt is chosen among the run's validations: a resume
+    that measured them at another count would compare FDs of two protocols."""
+    run = tmp_path / "gan"
+    args = ["--model", "gan", *TINY_RUN, "--max-steps", "2", "--eval-every", "2", "--eval-samples", "60"]
+    assert main([*args, "--output", str(run)]) == 0
+    capsys.readouterr()
+    before = snapshot(run)
+    assert main(["--resume", "last", "--output", str(run), "--max-steps", "4", "--eval-samples", "20"]) == 2
+    one_line(capsys, "--eval-samples 20 (checkpoint: 60) would make it another run")
+    assert snapshot(run) == before
