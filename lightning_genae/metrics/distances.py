@@ -265,7 +265,12 @@ def kernel_inception_distance(
 # two expressions for the same distance rounded differently break that tie either way. Integer features
 # (pixel values, counts) have exact integer distances in float64, and an integer shift keeps them integers;
 # a shift by the unrounded mean made them fractions, and density/coverage on such data drifted from the
-# reference (clovaai's prdc) by up to 0.2 (tests/test_distances.py has the case).
+# reference (clovaai's prdc) by up to 0.2 (tests/test_distances.py has the case). Other features (a
+# classifier's, Inception's) tie when samples repeat (a model that reproduces its training images, a real
+# folder scored against itself): the same pair's distance comes out of the radii's pass and of the
+# real-fake pass rounded differently, by its position in a BLAS block, so a distance and a radius within
+# the rounding bound of the formula (`_tie_tolerance`) are taken as equal. A real gap that small (about
+# 1e-12 of the squared norms) does not occur between features of different images.
 
 
 def _row_blocks(n_rows: int, n_cols: int) -> Iterator[slice]:
@@ -278,6 +283,13 @@ def _row_blocks(n_rows: int, n_cols: int) -> Iterator[slice]:
 def _sq_dists(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
     """Squared distances [len(a), len(b)] from precomputed squared norms, built in one buffer."""
     return torch.addmm(b_sq[None, :], a, b.T, alpha=-2.0).add_(a_sq[:, None]).clamp_(min=0.0)
+
+
+def _tie_tolerance(a_sq: Tensor, b_sq: Tensor, dims: int) -> float:
+    """A bound on the rounding of ||a||^2 + ||b||^2 - 2 a.b in float64 over `dims` features for any pair of
+    these rows (squared norms `a_sq`, `b_sq`): two roundings of one distance differ by less."""
+    largest = float(a_sq.max()) + float(b_sq.max()) if len(a_sq) and len(b_sq) else 0.0
+    return 8.0 * (dims + 2) * float(np.finfo(np.float64).eps) * largest
 
 
 def _knn_sq_radii(x: Tensor, k_max: int) -> Tensor:
@@ -312,14 +324,16 @@ def _manifold_metrics(
     real_in_fake = torch.zeros(n_r, dtype=torch.bool, device=real.device)
     inside_count = torch.zeros((), dtype=torch.int64, device=real.device)
     covered = torch.zeros((), dtype=torch.int64, device=real.device)
+    # Ties within rounding are ties: inside for the inclusive balls, outside for the strict ones.
+    tie = _tie_tolerance(torch.cat([r_sq, f_sq]), torch.cat([r_sq, f_sq]), real.shape[1])
     for rows in _row_blocks(n_r, n_f):
         d2 = _sq_dists(real[rows], r_sq[rows], fake, f_sq)
         if real_r2_pr is not None:
-            fake_in_real |= (d2 <= real_r2_pr[rows, None]).any(dim=0)
+            fake_in_real |= (d2 <= real_r2_pr[rows, None] + tie).any(dim=0)
         if fake_r2_pr is not None:
-            real_in_fake[rows] = (d2 <= fake_r2_pr[None, :]).any(dim=1)
+            real_in_fake[rows] = (d2 <= fake_r2_pr[None, :] + tie).any(dim=1)
         if real_r2_dc is not None:
-            inside = d2 < real_r2_dc[rows, None]
+            inside = d2 < real_r2_dc[rows, None] - tie
             inside_count += torch.count_nonzero(inside)  # several times faster than bool .sum()
             covered += torch.count_nonzero(inside.any(dim=1))  # nearest fake within this real sample's radius
     out: dict[str, float] = {}
