@@ -75,6 +75,16 @@ def sample_generator(seed: int, stage: str, chunk: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
+def bernoulli_pixels(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Images in [-1, 1] -> one Bernoulli draw per pixel of probability (x + 1) / 2, in {-1, +1}: what a
+    binary dataset's images are (`binary_pixels`). A Bernoulli decoder's samples are its pixel means,
+    grey, which set against binary images would measure the kind of pixel rather than the digits. The
+    draw continues the samples' own seeded stream, so it is the same on every rank and re-evaluation."""
+    probability = images.float().add(1.0).div(2.0).clamp(0.0, 1.0)
+    uniform = torch.rand(probability.shape, generator=generator).to(probability.device)
+    return torch.where(uniform < probability, 1.0, -1.0).to(images.dtype)
+
+
 class GenerativeMetrics(StageRecords, Callback):
     """N generated images against N real ones of the stage's split, for every model that can sample.
 
@@ -139,7 +149,10 @@ class GenerativeMetrics(StageRecords, Callback):
         for chunk in chunks:
             start = chunk * FEATURE_BATCH
             size = min(FEATURE_BATCH, n - start)
-            samples = pl_module.sample(size, generator=sample_generator(self.seed, stage, chunk))
+            generator = sample_generator(self.seed, stage, chunk)
+            samples = pl_module.sample(size, generator=generator)
+            if getattr(trainer.datamodule, "binary_pixels", False):
+                samples = bernoulli_pixels(samples, generator)
             features = extract_features(self.backbone, to_uint8(samples), device)
             bank.update(features.to(device), torch.arange(start, start + size, device=device))
             if trainer.is_global_zero:

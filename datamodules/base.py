@@ -447,6 +447,9 @@ class ImageDataModule(InMemoryDataModule):
     data_kind: ClassVar[DataKind] = "image"
     # (C, H, W) of the stored images when neither image_size nor channels is given.
     default_shape: ClassVar[tuple[int, int, int]] = (3, 64, 64)
+    # Whether every pixel of the evaluation splits is 0 or 255: generated images are then binarized by a
+    # Bernoulli draw before their features (`callbacks.metrics`), to be measured against images of their kind.
+    binary_pixels: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -48,6 +48,7 @@ class BinarizedMNISTDataModule(MNISTDataModule):
     pixels binarized once from a fixed seed."""
 
     name = "binarized_mnist"
+    binary_pixels = True
 
     def _load_splits(self) -> dict[str, Batch]:
         splits = super()._load_splits()

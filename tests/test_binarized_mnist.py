@@ -100,3 +100,45 @@ def test_a_vae_on_binarized_mnist_logs_its_importance_sampled_test_nll(
     metrics = json.loads((run_dir / "summary.json").read_text())["final_metrics"]
     # A bound on the NLL of 784 binary pixels: at most what a uniform coin per pixel pays, and above 0.
     assert 0 < metrics["test/nll_is8"] < 784 * math.log(2) * 2
+
+
+def test_generated_images_are_scored_binarized_on_binary_data_and_as_they_are_elsewhere():
+    """A Bernoulli decoder's samples are its grey pixel means; against binary real images the metrics would
+    measure the kind of pixel. On binary data each generated pixel is drawn once, Bernoulli((x + 1) / 2),
+    from the samples' own seeded stream; on other data the samples are scored as generated."""
+    from lightning_genae.callbacks.metrics import GenerativeMetrics, bernoulli_pixels
+    from lightning_genae.datamodules.mnist import MNISTDataModule
+    from lightning_genae.metrics.backbones import FeatureBackbone
+
+    assert BinarizedMNISTDataModule.binary_pixels and not MNISTDataModule.binary_pixels
+    grey = torch.full((2000, 1, 4, 4), 0.5)  # probability 0.75
+    bits = bernoulli_pixels(grey, torch.Generator().manual_seed(0))
+    assert set(bits.unique().tolist()) == {-1.0, 1.0}
+    assert abs(float((bits > 0).double().mean()) - 0.75) < 0.01
+    assert torch.equal(bits, bernoulli_pixels(grey, torch.Generator().manual_seed(0)))
+
+    class Seen(FeatureBackbone):
+        def __init__(self) -> None:
+            super().__init__("seen", 2, "records the images it is given")
+            self.images: list[torch.Tensor] = []
+
+        def extract(self, images: torch.Tensor) -> torch.Tensor:
+            self.images.append(images.clone())
+            return images.flatten(1).float()[:, :2]
+
+    class GreyModel(torch.nn.Module):
+        device = torch.device("cpu")
+
+        def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+            return torch.zeros(n, 1, 4, 4)  # every pixel's mean grey
+
+    for binary in (True, False):
+        backbone = Seen()
+        callback = GenerativeMetrics(backbone, num_samples=64, seed=0)
+        trainer = SimpleNamespace(
+            global_rank=0, world_size=1, is_global_zero=True, datamodule=SimpleNamespace(binary_pixels=binary)
+        )
+        callback._fake_features(trainer, GreyModel(), 64, "val")
+        seen = torch.cat(backbone.images)
+        values = set(seen.unique().tolist())
+        assert values == ({0, 255} if binary else {128}), values
