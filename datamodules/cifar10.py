@@ -101,9 +101,16 @@ def read_cifar_batch(path: Path) -> Batch:
             batch = _CifarUnpickler(file, encoding="bytes").load()
         if not isinstance(batch, dict):
             raise TypeError(f"a pickled {type(batch).__name__}, not a dict")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        # Read as they are, never cast: a cast would wrap 300 to 44, floats in [0, 1] to black and a
+        # label 1.7 to 1, and the run would train on them.
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
     except ForeignPickle as exc:
+        if exc.target.startswith("numpy."):
+            # Benign, but not how the published batches store arrays (pickle protocol 5's buffers, say).
+            raise DataError(
+                f"{path} stores its arrays through {exc.target}, which the published CIFAR-10 batches do "
+                "not name; re-save it with pickle protocol 4 or lower, or delete it and re-download"
+            ) from None
         raise DataError(
             f"{path} is not a CIFAR-10 batch: it asks to run {exc.target}; delete it and re-download"
         ) from None
@@ -118,6 +125,11 @@ def read_cifar_batch(path: Path) -> Batch:
         AttributeError,
     ) as exc:
         raise unreadable(describe_error(exc)) from exc
+    if data.dtype != np.uint8:
+        raise unreadable(f"pixels of type {data.dtype}, where the batches hold uint8 values 0..255")
+    if labels.dtype.kind not in "iu":
+        raise unreadable(f"labels of type {labels.dtype}, where the batches hold integers 0..9")
+    labels = labels.astype(np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels) or len(labels) == 0:
         raise unreadable(f"data of shape {data.shape} with {len(labels)} labels")
     if labels.min() < 0 or labels.max() > 9:

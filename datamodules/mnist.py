@@ -53,6 +53,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     found, *dims = struct.unpack(f">{1 + ndim}i", data[:header])
     if found != magic:
         raise unreadable(f"magic number {found}, expected {magic}")
+    if any(size < 0 for size in dims):
+        raise unreadable(f"a negative size in its shape {tuple(dims)}")
     if len(data) != header + math.prod(dims):
         raise unreadable(
             f"{len(data) - header} data bytes, expected {math.prod(dims)} for shape {tuple(dims)}"

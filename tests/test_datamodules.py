@@ -471,6 +471,21 @@ def test_wrong_magic_number_is_a_data_error(small_mnist_dirs: dict[str, Path]) -
         MNISTDataModule(small_mnist_dirs["raw"]).setup()
 
 
+def test_negative_sizes_in_an_idx_header_are_a_data_error(small_mnist_dirs: dict[str, Path]) -> None:
+    """Sizes whose product still matches the data's length, two of them negative: numpy's reshape would
+    raise its own ValueError."""
+    import struct
+
+    raw = small_mnist_dirs["raw"] / "MNIST" / "raw"
+    images = raw / "t10k-images-idx3-ubyte"
+    data = images.read_bytes()
+    count, rows, columns = struct.unpack(">3i", data[4:16])
+    images.write_bytes(data[:4] + struct.pack(">3i", -count, -rows, columns) + data[16:])
+    with pytest.raises(DataError, match=r"a negative size in its shape") as error:
+        MNISTDataModule(small_mnist_dirs["raw"]).setup()
+    assert str(images) in str(error.value) and "\n" not in str(error.value)
+
+
 def test_a_data_dir_naming_the_raw_folder_itself_is_told_its_parent_before_any_download(
     small_mnist_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -617,6 +632,38 @@ def test_corrupt_cifar_batch_is_a_data_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         CIFAR10DataModule(tmp_path).setup()
     assert str(broken) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "labels", "named"),
+    [
+        (np.full((20, 3072), 0.5), list(range(20)), "pixels of type float64"),
+        (np.full((20, 3072), 300), list(range(20)), "pixels of type int64"),
+        (np.zeros((20, 3072), dtype=np.uint8), [1.7] * 20, "labels of type float64"),
+    ],
+    ids=["float-pixels", "pixels-over-255", "float-labels"],
+)
+def test_a_cifar_batch_of_other_types_is_refused_not_cast(tmp_path: Path, data, labels, named) -> None:
+    """A cast would make floats in [0, 1] black, wrap 300 to 44 and label 1.7 as 1, and train on them."""
+    write_fake_cifar(tmp_path)
+    odd = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    with odd.open("wb") as file:
+        pickle.dump({b"data": data, b"labels": labels}, file)
+    with pytest.raises(DataError, match=named) as error:
+        CIFAR10DataModule(tmp_path).setup()
+    assert str(odd) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_cifar_batch_pickled_with_protocol_5_buffers_is_named_as_such_not_as_code(tmp_path: Path) -> None:
+    write_fake_cifar(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_4"
+    data = np.zeros((20, 3072), dtype=np.uint8)
+    with batch.open("wb") as file:
+        pickle.dump({b"data": data, b"labels": list(range(20))}, file, protocol=5)
+    with pytest.raises(DataError) as error:
+        CIFAR10DataModule(tmp_path).setup()
+    message = str(error.value)
+    assert "asks to run" not in message and "pickle protocol 4 or lower" in message, message
 
 
 # ----- CelebA -----
