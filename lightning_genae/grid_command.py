@@ -99,6 +99,8 @@ def run_grid_command(
         _check_image_backbone(resolved, tuning=tuning is not None)
     _check_augmenter_checkpoint(plan, tuning)
     _check_augmentations_on_the_data(plan)
+    if grid_index is None:
+        _refuse_a_train_size_beyond_the_data(plan)
     if run_files:
         _remove_run_from_root(plan.root)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=overwrite)
@@ -230,6 +232,19 @@ def _check_augmenter_checkpoint(plan: GridPlan, tuning: TuningPlan | None) -> No
             datamodules[split].prepare_data()
             datamodules[split].setup("fit")
         check_augmenter_checkpoint(augment, datamodules[split], config.seed)
+
+
+def _refuse_a_train_size_beyond_the_data(plan: GridPlan) -> None:
+    """A --train-size above the training split, before any cell trains: its cells would fail (the run's own
+    check, in the data's set-up) after the cells of the other sizes trained, and a re-run would fail alike.
+    The cell of the largest size loads the data once; the message is the run's."""
+    sized = [resolved for resolved in plan.runs.values() if resolved.config.train_size is not None]
+    if not sized:
+        return
+    largest = max(sized, key=lambda resolved: resolved.config.train_size or 0)
+    datamodule = largest.build_datamodule()
+    datamodule.prepare_data()
+    datamodule.setup("fit")
 
 
 def _check_augmentations_on_the_data(plan: GridPlan) -> None:
