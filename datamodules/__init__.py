@@ -226,6 +226,12 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     named = dict.fromkeys(accepted if accepted is not None else kwargs, ())
     own = keyword_choices(spec.options) if spec.options is not None else {}
     with keyword_spelling({**named, "data_on_device": DATA_ON_DEVICE, **own}):
+        if spec.options is not None:
+            # The dataset's options checked as a run checks them: one its other settings leave unread
+            # (`series_id` under the default `csv_layout`) is refused, not ignored.
+            options = {key: value for key, value in kwargs.items() if key in spec.options.types()}
+            given = {key: value for key, value in options.items() if value is not None}
+            parse_dataset_options(name, given, named=given)
         return module(**kwargs)
 
 
