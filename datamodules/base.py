@@ -80,6 +80,11 @@ def checked_image_split(split: str, pair: Any) -> Batch:
         raise DataError(
             f"the {split} split's images and labels must be torch tensors, got {kinds}; use torch.from_numpy"
         )
+    if images.dtype == torch.uint8 and images.dim() == 3:
+        raise DataError(
+            f"{split} images must be uint8 [N, C, H, W], got {list(images.shape)} without a channel axis; "
+            "add one with images.unsqueeze(1)"
+        )
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise DataError(
             f"{split} images must be uint8 [N, C, H, W] in 0..255, got {images.dtype} {list(images.shape)}; "

@@ -507,6 +507,11 @@ SPLITS = ("train", "val", "test")
             {s: (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, torch.nan])) for s in SPLITS},
             "labels hold NaN",
         ),
+        # Already uint8: the missing axis is the fix, not a conversion.
+        (
+            {s: (torch.zeros(4, 8, 8, dtype=torch.uint8), torch.zeros(4)) for s in SPLITS},
+            "without a channel axis; add one with images.unsqueeze(1)",
+        ),
     ],
 )
 def test_tensor_datamodule_refuses_what_it_cannot_store_in_one_line(splits, fix):
