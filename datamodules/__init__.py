@@ -225,14 +225,18 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     # Errors name the arguments as this call spells them (`batch_size=0`), not as flags.
     named = dict.fromkeys(accepted if accepted is not None else kwargs, ())
     own = keyword_choices(spec.options) if spec.options is not None else {}
-    with keyword_spelling({**named, "data_on_device": DATA_ON_DEVICE, **own}):
+    spelling = {**named, "data_on_device": DATA_ON_DEVICE, **own}
+    with keyword_spelling(spelling):
         if spec.options is not None:
             # The dataset's options checked as a run checks them: one its other settings leave unread
             # (`series_id` under the default `csv_layout`) is refused, not ignored.
             options = {key: value for key, value in kwargs.items() if key in spec.options.types()}
             given = {key: value for key, value in options.items() if value is not None}
             parse_dataset_options(name, given, named=given)
-        return module(**kwargs)
+        datamodule = module(**kwargs)
+    # The checks of a fit's set-up name the arguments as this call spelled them too.
+    datamodule.call_spelling = spelling
+    return datamodule
 
 
 def _constructor_arguments(module: type) -> set[str] | None:

@@ -7,6 +7,7 @@ tensor index instead of B transforms, and the conversion to the model's input ru
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,7 @@ from lightning_genae.datamodules.pixels import to_model_range, to_uint8
 from lightning_genae.datamodules.placement import batch_device, check_data_on_device
 from lightning_genae.datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
-from lightning_genae.plugin_options import flag
+from lightning_genae.plugin_options import flag, keyword_spelling
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -111,6 +112,20 @@ def checked_image_split(split: str, pair: Any) -> Batch:
     return images, labels.long()
 
 
+def _in_the_callers_terms(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """A datamodule hook whose ConfigError names options as the Python call that built the datamodule
+    spelled them (`call_spelling`); unchanged for one run.py built."""
+
+    @functools.wraps(hook)
+    def spelled(self: InMemoryDataModule, *args: Any, **kwargs: Any) -> Any:
+        if self.call_spelling is None:
+            return hook(self, *args, **kwargs)
+        with keyword_spelling(self.call_spelling):
+            return hook(self, *args, **kwargs)
+
+    return spelled
+
+
 class InMemoryDataModule(pl.LightningDataModule):
     """Base of every dataset: fixed seeded train/val/test splits in memory, optional stratified train subset.
 
@@ -126,6 +141,18 @@ class InMemoryDataModule(pl.LightningDataModule):
     classes: ClassVar[int | None] = None
     # What one item is called in messages.
     item_noun: ClassVar[str] = "images"
+    # Built from Python (`build_datamodule`, `TensorImageDataModule`): the arguments as the call spelled
+    # them, so that the checks Lightning's fit runs later (a batch larger than the split, --train-size
+    # beyond it) name `batch_size=` rather than run.py's flags (`keyword_spelling`). None from run.py.
+    call_spelling: Mapping[str, Any] | None = None
+    # The hooks whose errors are reworded: those Lightning calls on a datamodule during a fit.
+    _SPELLED_HOOKS: ClassVar[tuple[str, ...]] = ("prepare_data", "setup", "train_dataloader")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for hook in cls._SPELLED_HOOKS:
+            if hook in cls.__dict__:
+                setattr(cls, hook, _in_the_callers_terms(cls.__dict__[hook]))
 
     def __init__(
         self,
@@ -443,6 +470,12 @@ class InMemoryDataModule(pl.LightningDataModule):
     # LightningDataModule's own str() calls every loader method (loading the data) and then fails on loaders
     # that are not torch DataLoaders, as these in-memory ones are; print() gives the summary instead.
     __str__ = __repr__
+
+
+# The base's own hooks, as `__init_subclass__` wraps its heirs'.
+for _hook in InMemoryDataModule._SPELLED_HOOKS:
+    if _hook in InMemoryDataModule.__dict__:
+        setattr(InMemoryDataModule, _hook, _in_the_callers_terms(InMemoryDataModule.__dict__[_hook]))
 
 
 class ImageDataModule(InMemoryDataModule):

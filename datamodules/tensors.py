@@ -47,6 +47,7 @@ class TensorImageDataModule(ImageDataModule):
         self.classes = int(labels.max()) + 1 if bool((labels >= 0).any()) else None
         self._given = given
         super().__init__(data_dir=".", batch_size=batch_size, seed=seed)
+        self.call_spelling = {"batch_size": (), "seed": ()}
 
     def labelling_advice(self) -> str:
         return "give each split's labels as class ids 0, 1, ... (-1 where an image has none), or "

@@ -382,7 +382,8 @@ def test_a_stride_for_a_panel_taken_whole_is_refused_before_the_run(tmp_path):
     lines = [",".join(str(i + j + 1) for j in range(12)) for i in range(30)]
     path = write(tmp_path / "rows.csv", lines)
     datamodule = build_datamodule("csv", data_dir=path, csv_layout="rows", stride=5)
-    with pytest.raises(ConfigError, match=r"--stride spaces windows of --seq-len rows, and the 30 series of"):
+    # Built in Python, named as the call spells them.
+    with pytest.raises(ConfigError, match=r"^stride spaces windows of seq_len rows, and the 30 series of"):
         datamodule.prepare_data()
     build_datamodule("csv", data_dir=path, csv_layout="rows", stride=5, seq_len=6).prepare_data()
 
@@ -395,8 +396,8 @@ def test_a_ucr_rows_trailing_gaps_end_a_shorter_series_and_are_not_filled(tmp_pa
     table = read_series(path, layout="ucr")
     assert sorted({len(series) for series in table.series}) == [10, 20]
     assert all(series[-1, 0].item() == len(series) - 1 for series in table.series)
-    # Series of several lengths need windows of one; without --seq-len the run is refused, naming one.
-    with pytest.raises(ConfigError, match=r"run from 10 to 20 steps .*; give --seq-len 10 or less"):
+    # Series of several lengths need windows of one; without seq_len the data is refused, naming one.
+    with pytest.raises(ConfigError, match=r"run from 10 to 20 steps .*; give seq_len=10 or less"):
         build_datamodule("csv", data_dir=path, csv_layout="ucr").prepare_data()
     windowed = build_datamodule("csv", data_dir=path, csv_layout="ucr", seq_len=10)
     windowed.setup()

@@ -912,3 +912,35 @@ def test_callbacks_for_refuses_to_continue_another_folders_run_over_the_run_ther
     assert {path: path.read_bytes() for path in run_a.rglob("*") if path.is_file()} == before
     assert fit(tmp_path / "c", 4, ckpt_path=b_last).iteration == 4
     assert fit(run_b, 4, ckpt_path=b_last).iteration == 4
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        ({"batch_size": 4000}, "batch_size=4000 exceeds the 1258 training images of digits"),
+        ({"train_size": 100000}, "train_size=100000 exceeds the 1258 training images of digits"),
+        ("tensors", "batch_size=32 exceeds the 8 training images of my_images"),
+    ],
+    ids=["batch_size", "train_size", "TensorImageDataModule"],
+)
+def test_a_fits_data_checks_name_the_arguments_as_the_call_spelled_them(build, message):
+    """The checks that run in Lightning's fit (the data's set-up, its loader) name `batch_size=`, not
+    run.py's `--batch-size`, for a datamodule built in Python."""
+    import pytorch_lightning as pl
+
+    from lightning_genae.datamodules import TensorImageDataModule, build_datamodule
+    from lightning_genae.errors import ConfigError
+    from lightning_genae.models import MODELS
+
+    if build == "tensors":
+        splits = {s: (torch.zeros(8, 1, 16, 16, dtype=torch.uint8), torch.zeros(8)) for s in SPLITS}
+        data = TensorImageDataModule(splits, batch_size=32)
+    else:
+        data = build_datamodule("digits", **build)
+    model = MODELS["ae"].module(image_shape=(1, 16, 16), latent_dim=4, width=4)
+    trainer = pl.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    with pytest.raises(ConfigError) as refused:
+        trainer.fit(model, datamodule=data)
+    assert str(refused.value).startswith(message) and "--" not in str(refused.value), str(refused.value)
