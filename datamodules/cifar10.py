@@ -70,6 +70,10 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+# How numpy pickles an array at protocol 5 (a file re-saved by recent Python): named as such, not as code.
+_PROTOCOL_5_ARRAYS = frozenset({"numpy._core.numeric._frombuffer", "numpy.core.numeric._frombuffer"})
+
+
 class ForeignPickle(pickle.UnpicklingError):
     """A pickle that names a global no CIFAR-10 batch names: what it asks to run, never run."""
 
@@ -105,8 +109,8 @@ def read_cifar_batch(path: Path) -> Batch:
         # label 1.7 to 1, and the run would train on them.
         data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
     except ForeignPickle as exc:
-        if exc.target.startswith("numpy."):
-            # Benign, but not how the published batches store arrays (pickle protocol 5's buffers, say).
+        if exc.target in _PROTOCOL_5_ARRAYS:
+            # Benign, but not how the published batches store arrays; still not read.
             raise DataError(
                 f"{path} stores its arrays through {exc.target}, which the published CIFAR-10 batches do "
                 "not name; re-save it with pickle protocol 4 or lower, or delete it and re-download"
