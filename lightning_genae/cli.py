@@ -508,10 +508,13 @@ def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: 
     family's included, never raise; what may change on resume is CHANGEABLE_ON_RESUME and the options the
     run's family declares changeable (`option(..., changeable_on_resume=True)`).
     """
-    from lightning_genae.models import changeable_on_resume, unread_by_run
+    from lightning_genae.models import MODELS, changeable_on_resume, unread_by_run
 
     model = stored.get("model", "")
     changeable = changeable_on_resume(model)
+    if model in MODELS and not MODELS[model].generates:
+        # No generative metric, no FD to choose best.ckpt on: the sample count is left unread.
+        changeable = (*changeable, "eval_samples")
     # The options this run leaves unread (--lr under a paper's training) are not compared: given, they are
     # refused as unread once the run's options are resolved.
     unread = unread_by_run(model, stored)

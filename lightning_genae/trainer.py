@@ -512,8 +512,10 @@ class WritesUnder(Callback):
             return
         shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
         if trainer.ckpt_path is not None:
-            continued = run_folder_of(Path(trainer.ckpt_path))
-            if continued.resolve() != self.run_dir.resolve():
+            checkpoint = Path(trainer.ckpt_path).resolve()
+            continued = run_folder_of(checkpoint)
+            # A checkpoint anywhere in the folder (a plain ModelCheckpoint's subfolder) is its run's.
+            if self.run_dir.resolve() not in (continued, *checkpoint.parents):
                 raise RunFolderRefused(
                     f"callbacks_for: {self.run_dir} holds another run ({shown}) than the checkpoint's "
                     f"({continued}), which this training would write over; continue that run with "

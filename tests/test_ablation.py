@@ -394,6 +394,30 @@ def test_a_tuned_arms_run_of_another_value_than_the_choice_is_named_not_averaged
     assert row_disagreement(group, {"diffaug_translation": 0.0}) == ""
 
 
+def test_a_finished_cell_of_another_eval_samples_is_named_once(tmp_path: Path) -> None:
+    from lightning_genae.ablation.grid import finished_run_conflicts
+
+    run_dir = write_run(tmp_path, "none", 1000, 0, 20.0)
+    _set_in_summary(run_dir, lambda summary: summary["config"].update(eval_samples=64))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    asked = RunConfig(model="gan", augment="none", train_size=1000, seed=0, eval_samples=128)
+    assert [c for c in finished_run_conflicts(summary, asked) if "eval-samples" in c] == [
+        "--eval-samples 128 (finished run: 64)"
+    ]
+
+
+def test_rows_of_runs_recording_an_unread_option_differently_are_one_experiment(tmp_path: Path) -> None:
+    """A rae's width is unread: an earlier version recorded it at 64, runs now as None. Seeds of both
+    kinds are one row, averaged."""
+    from lightning_genae.ablation.runs import load_runs, row_disagreement
+
+    for seed, width in ((0, 64), (1, None)):
+        run_dir = write_run(tmp_path, "none", 1000, seed, 20.0 + seed)
+        _set_in_summary(run_dir, lambda summary, w=width: summary["config"].update(model="rae", width=w))
+    runs = [run for run in load_runs(tmp_path) if run.ok]
+    assert len(runs) == 2 and row_disagreement(runs) == ""
+
+
 def test_a_finished_cell_trained_at_another_learning_rate_refuses_the_grid(tmp_path: Path) -> None:
     from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
     from lightning_genae.run_lock import RunFolderRefused

@@ -307,3 +307,17 @@ def test_ties_of_duplicated_real_valued_features_match_the_exact_reference_in_an
     assert {key: m[key] for key in expected} == expected
     same = density_coverage(real_t, real_t[torch.tensor(rng.permutation(359))], k=5)
     assert same == (1.0, 1.0)
+
+
+def test_one_far_off_fake_leaves_the_others_comparisons_exact() -> None:
+    """The tolerance for ties is each pair's, not one from the largest norms: a fake a million units out
+    must not widen every other fake's balls."""
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(300, 64))
+    fake = rng.normal(size=(300, 64)) * 1.3 + 0.3
+    for outlier in (1e6, 3e6):
+        fake[0] = outlier
+        expected = _exact_prdc(real, fake, pr_k=3, dc_k=5)
+        real_t, fake_t = torch.tensor(real), torch.tensor(fake)
+        assert precision_recall(real_t, fake_t, k=3) == (expected["precision"], expected["recall"])
+        assert density_coverage(real_t, fake_t, k=5) == (expected["density"], expected["coverage"])

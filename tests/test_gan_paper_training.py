@@ -233,10 +233,10 @@ def test_a_diverged_run_on_the_papers_schedule_is_told_to_start_again_not_to_low
 
 
 def test_the_options_a_paper_run_leaves_unread_are_recorded_unset_and_not_compared():
-    """config.yaml, the checkpoint and the loggers' hyperparameters hold no learning rate or width for a
-    run that reads neither: a value there would read as one the run trained with. A run recorded with them
-    at their defaults is the same run, and one at another learning rate under the same paper training
-    is too; the paper training itself is compared."""
+    """config.yaml, the checkpoint's run configuration and the loggers' hyperparameters hold no learning
+    rate or width for a run that reads neither: a value there would read as one the run trained with. A
+    run recorded with them at their defaults is the same run, and one at another learning rate under the
+    same paper training is too; the paper training itself is compared."""
     from lightning_genae.ablation.grid import unfinished_run_conflicts
     from lightning_genae.config import RunConfig
     from lightning_genae.resolve import resolve

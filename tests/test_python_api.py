@@ -912,6 +912,11 @@ def test_callbacks_for_refuses_to_continue_another_folders_run_over_the_run_ther
     assert {path: path.read_bytes() for path in run_a.rglob("*") if path.is_file()} == before
     assert fit(tmp_path / "c", 4, ckpt_path=b_last).iteration == 4
     assert fit(run_b, 4, ckpt_path=b_last).iteration == 4
+    # A checkpoint kept anywhere in the run's folder (a plain ModelCheckpoint's subfolder) is its run's.
+    kept = run_b / "lightning_checkpoints" / "step4.ckpt"
+    kept.parent.mkdir()
+    kept.write_bytes((run_b / "checkpoints" / "last.ckpt").read_bytes())
+    assert fit(run_b, 5, ckpt_path=str(kept)).iteration == 5
 
 
 @pytest.mark.parametrize(

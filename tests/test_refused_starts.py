@@ -426,3 +426,10 @@ def test_a_resume_at_another_eval_samples_is_refused_and_best_ckpt_stays(tmp_pat
     assert main(["--resume", "last", "--output", str(run), "--max-steps", "4", "--eval-samples", "20"]) == 2
     one_line(capsys, "--eval-samples 20 (checkpoint: 60) would make it another run")
     assert snapshot(run) == before
+    # An autoencoder computes no generative metric and chooses best.ckpt on val/loss: it may change.
+    ae_run = tmp_path / "ae"
+    ae = ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--eval-samples", "60", "--output", str(ae_run)]
+    assert main(ae) == 0
+    assert (
+        main(["--resume", "last", "--output", str(ae_run), "--max-steps", "3", "--eval-samples", "20"]) == 0
+    )

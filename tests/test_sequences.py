@@ -278,7 +278,13 @@ def test_a_rae_trained_on_other_data_samples_from_the_code_gaussian_it_is_given_
     with pytest.raises(ConfigError, match=r"call model.fit_code_gaussian\(series\)") as refused:
         model.sample(4)
     assert "\n" not in str(refused.value)
+    # What it is given is checked as reconstruct's input is: one line, not an error from the GRU.
+    for wrong in (series[:, :, 0], series[:, :6], series.numpy()):
+        with pytest.raises((ConfigError, DataError)) as refused:
+            model.fit_code_gaussian(wrong)
+        assert "fit_code_gaussian" in str(refused.value) and "\n" not in str(refused.value)
     model.fit_code_gaussian(series)
+    model.eval()
     with torch.no_grad():
         codes = model.encode(series)
     assert torch.allclose(model.code_mean, codes.mean(0), atol=1e-5)

@@ -258,7 +258,7 @@ def summary_config(summary: dict[str, Any]) -> dict[str, Any]:
 # value is not the cell the grid asks for (its budget, max_steps / max_epochs, is continued instead). A
 # finished cell is skipped, never resumed; its data folder may differ where the data's content is the same
 # (summary.json records its SHA-256: data moved to another folder).
-DEFINING_A_FINISHED_RUN = ("lr", "eval_every", "eval_samples", "test_split", "precision", "data_dir")
+DEFINING_A_FINISHED_RUN = ("lr", "eval_every", "test_split", "precision", "data_dir")
 
 
 def comparable(name: str, value: Any) -> Any:

@@ -25,6 +25,7 @@ from lightning_genae.ablation.grid import (
 from lightning_genae.config import CHANGEABLE_ON_RESUME, COMMAND_LINE_ONLY, flag
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.metrics.names import current_names, test_headline
+from lightning_genae.models import unread_by_run
 from lightning_genae.run_folder import SUMMARY_FILE, started_run_files
 from lightning_genae.run_lock import live_lock_owner
 
@@ -126,10 +127,14 @@ def _row_traits(run: CellRun, leave_out: Collection[str]) -> dict[str, Any]:
     """What decides a finished run's numbers and must agree among the seeds of its row: its options
     (but the row-free ones and `leave_out`), the backbone and number of test images of its evaluation, and
     its data by content."""
+    config = summary_config(run.summary)
+    # Options the run leaves unread (a rae's width) decide nothing: runs record them as None, runs of an
+    # earlier version at their defaults.
+    unread = unread_by_run(str(config.get("model", "")), config)
     traits = {
         flag(name): comparable(name, value)
-        for name, value in summary_config(run.summary).items()
-        if name not in ROW_FREE_OPTIONS and name not in leave_out
+        for name, value in config.items()
+        if name not in ROW_FREE_OPTIONS and name not in leave_out and name not in unread
     }
     backbone = run.test_evaluation.get("backbone")
     # A classifier given as a file is named by it: copies of one file under other names are one backbone.

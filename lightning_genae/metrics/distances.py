@@ -285,11 +285,11 @@ def _sq_dists(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
     return torch.addmm(b_sq[None, :], a, b.T, alpha=-2.0).add_(a_sq[:, None]).clamp_(min=0.0)
 
 
-def _tie_tolerance(a_sq: Tensor, b_sq: Tensor, dims: int) -> float:
-    """A bound on the rounding of ||a||^2 + ||b||^2 - 2 a.b in float64 over `dims` features for any pair of
-    these rows (squared norms `a_sq`, `b_sq`): two roundings of one distance differ by less."""
-    largest = float(a_sq.max()) + float(b_sq.max()) if len(a_sq) and len(b_sq) else 0.0
-    return 8.0 * (dims + 2) * float(np.finfo(np.float64).eps) * largest
+def _tie_tolerance(a_sq: Tensor, b_sq: Tensor, dims: int) -> Tensor:
+    """Per pair [len(a), len(b)], a bound on the rounding of ||a||^2 + ||b||^2 - 2 a.b in float64 over `dims`
+    features (squared norms `a_sq`, `b_sq`): two roundings of one distance differ by less. Per pair, not
+    from the largest norms, so that one far-off sample leaves every other pair's comparison exact."""
+    return (8.0 * (dims + 2) * float(np.finfo(np.float64).eps)) * (a_sq[:, None] + b_sq[None, :])
 
 
 def _knn_sq_radii(x: Tensor, k_max: int) -> Tensor:
@@ -324,16 +324,19 @@ def _manifold_metrics(
     real_in_fake = torch.zeros(n_r, dtype=torch.bool, device=real.device)
     inside_count = torch.zeros((), dtype=torch.int64, device=real.device)
     covered = torch.zeros((), dtype=torch.int64, device=real.device)
-    # Ties within rounding are ties: inside for the inclusive balls, outside for the strict ones.
-    tie = _tie_tolerance(torch.cat([r_sq, f_sq]), torch.cat([r_sq, f_sq]), real.shape[1])
     for rows in _row_blocks(n_r, n_f):
-        d2 = _sq_dists(real[rows], r_sq[rows], fake, f_sq)
+        # Ties within rounding are ties: inside the inclusive balls, outside the strict ones. The distances
+        # less and plus the tolerance, in the two buffers of a block (d2 - tie <= r2 is d2 <= r2 + tie).
+        low = _sq_dists(real[rows], r_sq[rows], fake, f_sq)
+        high = _tie_tolerance(r_sq[rows], f_sq, real.shape[1])
+        low.sub_(high)
+        high.mul_(2.0).add_(low)
         if real_r2_pr is not None:
-            fake_in_real |= (d2 <= real_r2_pr[rows, None] + tie).any(dim=0)
+            fake_in_real |= (low <= real_r2_pr[rows, None]).any(dim=0)
         if fake_r2_pr is not None:
-            real_in_fake[rows] = (d2 <= fake_r2_pr[None, :] + tie).any(dim=1)
+            real_in_fake[rows] = (low <= fake_r2_pr[None, :]).any(dim=1)
         if real_r2_dc is not None:
-            inside = d2 < real_r2_dc[rows, None] - tie
+            inside = high < real_r2_dc[rows, None]
             inside_count += torch.count_nonzero(inside)  # several times faster than bool .sum()
             covered += torch.count_nonzero(inside.any(dim=1))  # nearest fake within this real sample's radius
     out: dict[str, float] = {}

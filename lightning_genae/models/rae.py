@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lightning_genae.errors import ConfigError, TrainingDiverged
 from lightning_genae.metrics.generative import seeded_subset
-from lightning_genae.models.base import ObjectiveModule, adam, inference
+from lightning_genae.models.base import ObjectiveModule, adam, check_data, evaluation_mode, inference
 from lightning_genae.models.options import RAEOptions
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder
@@ -128,8 +128,17 @@ class RAEModule(ObjectiveModule):
         """Fit the Gaussian that `sample` draws codes from (not variational) to the codes of `series`, the
         training series `[N, T, C]` in model units (as the batches are). A run's DataModule does this by
         itself; a module trained on other data is given its training series here after training. Past
-        MAX_FIT_SERIES series, a fixed random subset of them is used (`training_subset`)."""
-        series = training_subset(series)
+        MAX_FIT_SERIES series, a fixed random subset of them is used (`training_subset`). Encoded in
+        evaluation mode, as `sample` encodes."""
+        check_data(
+            series, self.data_kind, self.data_shape, self.weights_dtype(), warn_scale=False,
+            what="RAEModule.fit_code_gaussian's series",
+        )  # fmt: skip
+        with evaluation_mode(self):
+            self._fit_code_gaussian_to(training_subset(series))
+
+    @torch.no_grad()
+    def _fit_code_gaussian_to(self, series: Tensor) -> None:
         codes = torch.cat(
             [
                 self.encode(series[start : start + FIT_BATCH].to(self.device))
@@ -155,7 +164,7 @@ class RAEModule(ObjectiveModule):
             if self._codes_fitted_at != self.iteration:
                 # The subset first: the split in model units is made for the series used only.
                 series = training_subset(datamodule.split_tensors("train")[0])
-                self.fit_code_gaussian(datamodule.to_model_range(series))
+                self._fit_code_gaussian_to(datamodule.to_model_range(series))
             return
         if self._trained_since_codes_fitted:
             raise ConfigError(
