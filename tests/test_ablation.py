@@ -418,6 +418,25 @@ def test_rows_of_runs_recording_an_unread_option_differently_are_one_experiment(
     assert len(runs) == 2 and row_disagreement(runs) == ""
 
 
+def test_seeds_scored_on_binarized_and_on_grey_generated_images_are_not_one_row(tmp_path: Path) -> None:
+    """On binary data the generated images are binarized before their features, which summary.json
+    records; a seed scored without (an earlier version's run) is another protocol, not averaged in."""
+    from lightning_genae.ablation.runs import load_runs, row_disagreement
+    from lightning_genae.callbacks.metrics import BINARIZED
+
+    for seed, generated in ((0, BINARIZED), (1, None)):
+        run_dir = write_run(tmp_path, "none", 1000, seed, 20.0 + seed)
+
+        def record(summary, generated=generated):
+            test = summary.setdefault("evaluation", {}).setdefault("test", {})
+            if generated is not None:
+                test["generated"] = generated
+
+        _set_in_summary(run_dir, record)
+    runs = [run for run in load_runs(tmp_path) if run.ok]
+    assert len(runs) == 2 and "generated images differs" in row_disagreement(runs)
+
+
 def test_a_finished_cell_trained_at_another_learning_rate_refuses_the_grid(tmp_path: Path) -> None:
     from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
     from lightning_genae.run_lock import RunFolderRefused

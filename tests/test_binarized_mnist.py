@@ -102,6 +102,38 @@ def test_a_vae_on_binarized_mnist_logs_its_importance_sampled_test_nll(
     assert 0 < metrics["test/nll_is8"] < 784 * math.log(2) * 2
 
 
+def test_a_runs_summary_records_that_its_generated_images_were_binarized(
+    tmp_path: Path, mnist_data_dir, monkeypatch
+):
+    """A protocol of its own: summary.json's evaluation block says so, which grids compare seeds by."""
+    from lightning_genae.callbacks.metrics import BINARIZED, GenerativeMetrics
+    from lightning_genae.metrics.backbones import FeatureBackbone
+
+    class Pooled(FeatureBackbone):
+        """7x7 mean-pooled pixels: cheap features (the classifier would first train on 55,000 images)."""
+
+        def __init__(self) -> None:
+            # Under the classifier's name, which the metrics' vocabulary knows.
+            super().__init__("classifier", 49, "7x7 mean-pooled pixels, in the classifier's place")
+
+        def extract(self, images: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.avg_pool2d(images.float(), 4).flatten(1)
+
+    monkeypatch.setattr(
+        "lightning_genae.trainer.generative_metrics",
+        lambda config, *args: GenerativeMetrics(Pooled(), num_samples=config.eval_samples, seed=config.seed),
+    )
+    run_dir = tmp_path / "vae"
+    args = [
+        *("--model", "vae", "--data", "binarized_mnist", "--data-dir", str(mnist_data_dir)),
+        *("--train-size", "256", "--width", "8", "--latent-dim", "8", "--batch-size", "32"),
+        *("--max-steps", "2", "--eval-every", "2", "--eval-samples", "200", "--output", str(run_dir)),
+    ]
+    assert main(args) == 0
+    evaluation = json.loads((run_dir / "summary.json").read_text())["evaluation"]
+    assert evaluation["test"]["generated"] == BINARIZED, evaluation
+
+
 def test_generated_images_are_scored_binarized_on_binary_data_and_as_they_are_elsewhere():
     """A Bernoulli decoder's samples are its grey pixel means; against binary real images the metrics would
     measure the kind of pixel. On binary data each generated pixel is drawn once, Bernoulli((x + 1) / 2),

@@ -140,6 +140,8 @@ def _row_traits(run: CellRun, leave_out: Collection[str]) -> dict[str, Any]:
     # A classifier given as a file is named by it: copies of one file under other names are one backbone.
     traits["backbone"] = re.sub(r"given as [^,]*, ", "", backbone) if isinstance(backbone, str) else backbone
     traits["test images"] = run.test_evaluation.get("n_real")
+    # Recorded where the generated images were binarized before their features (binary data).
+    traits["generated images"] = run.test_evaluation.get("generated")
     hashes = run.summary.get("data_sha256")
     if isinstance(hashes, dict):  # the data by content (runs of this version)
         if run.train_size is None:
