@@ -407,8 +407,8 @@ def test_a_finished_cell_of_another_eval_samples_is_named_once(tmp_path: Path) -
 
 
 def test_rows_of_runs_recording_an_unread_option_differently_are_one_experiment(tmp_path: Path) -> None:
-    """A rae's width is unread: an earlier version recorded it at 64, runs now as None. Seeds of both
-    kinds are one row, averaged."""
+    """A rae's width is unread: runs record it as None, runs of an earlier version at its default 64.
+    Seeds of both kinds are one row, averaged."""
     from lightning_genae.ablation.runs import load_runs, row_disagreement
 
     for seed, width in ((0, 64), (1, None)):

@@ -292,8 +292,8 @@ def test_frechet_distance_rejects_statistics_that_are_not_covariances() -> None:
 def test_ties_of_duplicated_real_valued_features_match_the_exact_reference_in_any_order(order) -> None:
     """Fakes that repeat real samples (a real folder scored against itself, a memorising model): each
     distance to a repeated sample equals a radius exactly, and the result must not depend on where in a
-    BLAS block the pair fell (density 1.003-1.005 for shuffled copies of such features, where ties within
-    rounding were not taken as ties)."""
+    BLAS block the pair fell (compared without a tolerance, density comes out 1.003-1.005 for shuffled
+    copies of such features)."""
     rng = np.random.default_rng(1)
     # Float32 features, as a backbone gives them; at this size the two passes round some ties apart.
     real = (rng.normal(size=(359, 256)) * 5.0 + 11.3).astype(np.float32).astype(np.float64)
