@@ -513,21 +513,20 @@ class WritesUnder(Callback):
         shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
         if trainer.ckpt_path is not None:
             checkpoint = Path(trainer.ckpt_path).resolve()
-            continued = run_folder_of(checkpoint)
             # A checkpoint anywhere in the folder (a plain ModelCheckpoint's subfolder) is its run's.
-            if self.run_dir.resolve() not in (continued, *checkpoint.parents):
+            if self.run_dir.resolve() not in checkpoint.parents:
+                continued = run_folder_of(checkpoint)
                 raise RunFolderRefused(
                     f"callbacks_for: {self.run_dir} holds another run ({shown}) than the checkpoint's "
                     f"({continued}), which this training would write over; continue that run with "
                     f"output_dir={str(continued)!r}, or give an output_dir of its own"
                 )
             return
-        if held:
-            raise RunFolderRefused(
-                f"callbacks_for: {self.run_dir} already holds {shown}, which this training would write over; "
-                "give an output_dir of its own (and the Trainer's default_root_dir), or continue the run "
-                f"there with trainer.fit(..., ckpt_path={str(last_checkpoint(self.run_dir))!r})"
-            )
+        raise RunFolderRefused(
+            f"callbacks_for: {self.run_dir} already holds {shown}, which this training would write over; "
+            "give an output_dir of its own (and the Trainer's default_root_dir), or continue the run "
+            f"there with trainer.fit(..., ckpt_path={str(last_checkpoint(self.run_dir))!r})"
+        )
 
 
 class PeriodicLastCheckpoint(ModelCheckpoint):
