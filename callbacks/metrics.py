@@ -139,8 +139,11 @@ class GenerativeMetrics(StageRecords, Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.evaluate(trainer, pl_module, "test")
 
-    def _fake_features(self, trainer: pl.Trainer, pl_module: Sampler, n: int, stage: str) -> Tensor:
-        """Features of the n generated samples, in sample order, on every rank (all of them take part)."""
+    def _fake_features(
+        self, trainer: pl.Trainer, pl_module: Sampler, n: int, stage: str, binary: bool = False
+    ) -> Tensor:
+        """Features of the n generated samples, in sample order, on every rank (all of them take part);
+        `binary`: each binarized first (`bernoulli_pixels`), for data whose pixels are binary."""
         device = pl_module.device
         bank = FeatureBank().to(device)
         chunks = range(trainer.global_rank, -(-n // FEATURE_BATCH), trainer.world_size)
@@ -155,7 +158,7 @@ class GenerativeMetrics(StageRecords, Callback):
             size = min(FEATURE_BATCH, n - start)
             generator = sample_generator(self.seed, stage, chunk)
             samples = pl_module.sample(size, generator=generator)
-            if getattr(trainer.datamodule, "binary_pixels", False):
+            if binary:
                 samples = bernoulli_pixels(samples, generator)
             features = extract_features(self.backbone, to_uint8(samples), device)
             bank.update(features.to(device), torch.arange(start, start + size, device=device))
@@ -173,7 +176,8 @@ class GenerativeMetrics(StageRecords, Callback):
             return
         datamodule = trainer.datamodule
         n = comparison_size(datamodule, stage, self.num_samples)
-        fake = self._fake_features(trainer, pl_module, n, stage)
+        binary = getattr(datamodule, "binary_pixels", False)
+        fake = self._fake_features(trainer, pl_module, n, stage, binary)
         score = None
         if trainer.is_global_zero:
             score = score_generated(
@@ -188,7 +192,7 @@ class GenerativeMetrics(StageRecords, Callback):
         for name, value in score.logged().items():
             log_global_value(pl_module, name, value)
         self.records[stage] = score.record()
-        if getattr(datamodule, "binary_pixels", False):
+        if binary:
             # A protocol of its own: runs that scored the generated images as generated are not comparable.
             self.records[stage]["generated"] = BINARIZED
         if trainer.state.fn != "fit":

@@ -167,10 +167,8 @@ def test_generated_images_are_scored_binarized_on_binary_data_and_as_they_are_el
     for binary in (True, False):
         backbone = Seen()
         callback = GenerativeMetrics(backbone, num_samples=64, seed=0)
-        trainer = SimpleNamespace(
-            global_rank=0, world_size=1, is_global_zero=True, datamodule=SimpleNamespace(binary_pixels=binary)
-        )
-        callback._fake_features(trainer, GreyModel(), 64, "val")
+        trainer = SimpleNamespace(global_rank=0, world_size=1, is_global_zero=True)
+        callback._fake_features(trainer, GreyModel(), 64, "val", binary)
         seen = torch.cat(backbone.images)
         values = set(seen.unique().tolist())
         assert values == ({0, 255} if binary else {128}), values
