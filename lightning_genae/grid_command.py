@@ -98,9 +98,10 @@ def run_grid_command(
     for resolved in list(plan.runs.values())[:1]:
         _check_image_backbone(resolved, tuning=tuning is not None)
     _check_augmenter_checkpoint(plan, tuning)
-    _check_augmentations_on_the_data(plan)
-    if grid_index is None:
-        _refuse_a_train_size_beyond_the_data(plan)
+    # Set up once where either check needs the data: the largest --train-size's cell refuses a size beyond
+    # the training split (a lone --grid-index cell checks its own as it starts).
+    largest = _largest_training_data(plan) if grid_index is None else None
+    _check_augmentations_on_the_data(plan, largest)
     if run_files:
         _remove_run_from_root(plan.root)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=overwrite)
@@ -234,20 +235,22 @@ def _check_augmenter_checkpoint(plan: GridPlan, tuning: TuningPlan | None) -> No
         check_augmenter_checkpoint(augment, datamodules[split], config.seed)
 
 
-def _refuse_a_train_size_beyond_the_data(plan: GridPlan) -> None:
-    """A --train-size above the training split, before any cell trains: its cells would fail (the run's own
+def _largest_training_data(plan: GridPlan) -> InMemoryDataModule | None:
+    """The data of the cell of the largest --train-size, set up (None where no cell gives one): a size above
+    the training split is refused there, before any cell trains, where its cells would fail (the run's own
     check, in the data's set-up) after the cells of the other sizes trained, and a re-run would fail alike.
-    The cell of the largest size loads the data once; the message is the run's."""
+    The message is the run's."""
     sized = [resolved for resolved in plan.runs.values() if resolved.config.train_size is not None]
     if not sized:
-        return
+        return None
     largest = max(sized, key=lambda resolved: resolved.config.train_size or 0)
     datamodule = largest.build_datamodule()
     datamodule.prepare_data()
     datamodule.setup("fit")
+    return datamodule
 
 
-def _check_augmentations_on_the_data(plan: GridPlan) -> None:
+def _check_augmentations_on_the_data(plan: GridPlan, datamodule: InMemoryDataModule | None = None) -> None:
     """Each arm's augmentations checked against the data as a run checks them (ADA's colour operations need
     RGB; plug-in augmentations are tried on its images) before the first cell trains, where a misfit would
     otherwise fail its cells after the other arms trained."""
@@ -260,10 +263,10 @@ def _check_augmentations_on_the_data(plan: GridPlan) -> None:
         plugin_transforms_to_try(resolved.augment) for resolved in arms
     ):
         return  # nothing to check: the data is not loaded
-    # Any of the cells' training images will do.
-    datamodule = arms[0].build_datamodule()
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    if datamodule is None:  # any of the cells' training images will do
+        datamodule = arms[0].build_datamodule()
+        datamodule.prepare_data()
+        datamodule.setup("fit")
     for resolved in arms:
         check_fits_the_data(resolved.augment, datamodule.data_shape[0])
         check_plugin_augmentations(resolved.augment, datamodule)
