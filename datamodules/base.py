@@ -7,7 +7,6 @@ tensor index instead of B transforms, and the conversion to the model's input ru
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +31,7 @@ from lightning_genae.datamodules.pixels import to_model_range, to_uint8
 from lightning_genae.datamodules.placement import batch_device, check_data_on_device
 from lightning_genae.datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
-from lightning_genae.plugin_options import flag, keyword_spelling
+from lightning_genae.plugin_options import flag, spelled_as_called
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -113,17 +112,9 @@ def checked_image_split(split: str, pair: Any) -> Batch:
 
 
 def _in_the_callers_terms(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """A datamodule hook whose ConfigError names options as the Python call that built the datamodule
-    spelled them (`call_spelling`); unchanged for one run.py built."""
-
-    @functools.wraps(hook)
-    def spelled(self: InMemoryDataModule, *args: Any, **kwargs: Any) -> Any:
-        if self.call_spelling is None:
-            return hook(self, *args, **kwargs)
-        with keyword_spelling(self.call_spelling):
-            return hook(self, *args, **kwargs)
-
-    return spelled
+    """A datamodule hook whose errors name options as the Python call that built the datamodule spelled
+    them (`call_spelling`); unchanged for one run.py built."""
+    return spelled_as_called(hook, lambda datamodule: datamodule.call_spelling)
 
 
 class InMemoryDataModule(pl.LightningDataModule):

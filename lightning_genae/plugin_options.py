@@ -24,7 +24,14 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
-from lightning_genae.errors import PLUGIN_HINT, ConfigError, UnknownName, UnreadOptions, describe_error
+from lightning_genae.errors import (
+    PLUGIN_HINT,
+    ConfigError,
+    GenaeError,
+    UnknownName,
+    UnreadOptions,
+    describe_error,
+)
 
 __all__ = [
     "AUTO",
@@ -46,6 +53,7 @@ __all__ = [
     "type_name",
     "keyword_choices",
     "keyword_spelling",
+    "spelled_as_called",
     "with_default",
 ]
 
@@ -111,17 +119,41 @@ def command_line_spelling() -> Iterator[None]:
 
 @contextlib.contextmanager
 def keyword_spelling(choices: Mapping[str, Collection[Any]]) -> Iterator[None]:
-    """Within, outside a command line: a ConfigError's `--flag` of an option named in `choices` is reworded
-    as the keyword a Python caller typed (`--latent-dim` -> `latent_dim`), and a value given after it as
-    the argument (`--batch-size 0` -> `batch_size=0`, `--gan-nets paper` -> `gan_nets='paper'` where
-    `paper` is one of the option's `choices`). The error is re-raised itself, its type and attributes
-    kept."""
+    """Within, outside a command line: the framework's error (a GenaeError) naming an option of `choices`
+    as a `--flag` is reworded as the keyword a Python caller typed (`--latent-dim` -> `latent_dim`), and a
+    value given after it as the argument (`--batch-size 0` -> `batch_size=0`, `--gan-nets paper` ->
+    `gan_nets='paper'` where `paper` is one of the option's `choices`). The error is re-raised itself, its
+    type and attributes kept."""
     try:
         yield
-    except ConfigError as error:
-        if not _COMMAND_LINE.get() and error.args and isinstance(error.args[0], str):
-            error.args = (_as_keywords(error.args[0], choices), *error.args[1:])
+    except GenaeError as error:
+        _reword_as_keywords(error, choices)
         raise
+
+
+def spelled_as_called(
+    hook: Callable[..., Any], choices_of: Callable[[Any], Mapping[str, Collection[Any]] | None]
+) -> Callable[..., Any]:
+    """The method `hook`, its errors reworded as `keyword_spelling` rewords them, with the options
+    `choices_of(self)` names (None: left as they are). For the hooks Lightning calls during a fit, long after
+    the Python call that built the object: a plain try, so a hook called every iteration pays nothing."""
+
+    @functools.wraps(hook)
+    def spelled(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return hook(self, *args, **kwargs)
+        except GenaeError as error:
+            choices = choices_of(self)
+            if choices is not None:
+                _reword_as_keywords(error, choices)
+            raise
+
+    return spelled
+
+
+def _reword_as_keywords(error: GenaeError, choices: Mapping[str, Collection[Any]]) -> None:
+    if not _COMMAND_LINE.get() and error.args and isinstance(error.args[0], str):
+        error.args = (_as_keywords(error.args[0], choices), *error.args[1:])
 
 
 def keyword_choices(options: type[PluginOptions], given: Collection[str] = ()) -> dict[str, tuple[Any, ...]]:

@@ -949,3 +949,29 @@ def test_a_fits_data_checks_name_the_arguments_as_the_call_spelled_them(build, m
     with pytest.raises(ConfigError) as refused:
         trainer.fit(model, datamodule=data)
     assert str(refused.value).startswith(message) and "--" not in str(refused.value), str(refused.value)
+
+
+def test_a_models_checks_in_a_fit_name_its_options_as_the_call_spelled_them():
+    """The model's own checks that run in Lightning's fit (its hooks, long after the constructor) name
+    `aae_components=`, not run.py's `--aae-components`; the class of the error is kept."""
+    import pytorch_lightning as pl
+
+    from lightning_genae.datamodules import TensorImageDataModule
+    from lightning_genae.errors import ConfigError
+    from lightning_genae.models import AAEModule
+
+    labels = torch.arange(16) % 12
+    splits = {s: (torch.zeros(16, 1, 16, 16, dtype=torch.uint8), labels) for s in SPLITS}
+    data = TensorImageDataModule(splits, batch_size=8)
+    model = AAEModule(
+        (1, 16, 16), aae_supervised=True, aae_prior="mixture", aae_components=10, latent_dim=8, width=4
+    )
+    trainer = pl.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    with pytest.raises(ConfigError) as refused:
+        trainer.fit(model, datamodule=data)
+    message = str(refused.value)
+    assert message == (
+        "aae_supervised: the data has 12 classes and aae_components is 10; use aae_components=12 or more"
+    ), message

@@ -250,12 +250,13 @@ class AAEModule(ReconstructionModule):
             return
         if len(checkpoint.get("optimizer_states", ())) != 2:
             raise ConfigError(
-                "--resume: this aae checkpoint gave the encoder's adversarial update an optimizer of its "
-                "own, which this version does not; evaluate it with --evaluate, or start a new run"
+                "this aae checkpoint gave the encoder's adversarial update an optimizer of its own, which "
+                "this version does not, so it cannot be resumed; evaluate it with --evaluate, or start a "
+                "new run"
             )
         if self.options.aae_adversarial_weight != 1.0:
             raise ConfigError(
-                "--resume: this aae checkpoint was trained with the adversarial weight 1; resume it with "
+                "this aae checkpoint was trained with the adversarial weight 1; resume it with "
                 "--aae-adversarial-weight 1"
             )
 

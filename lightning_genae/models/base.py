@@ -39,7 +39,7 @@ from lightning_genae.lightning_internals import (
 )
 from lightning_genae.models.batch import check_batch, check_data
 from lightning_genae.models.options import FamilyOptions
-from lightning_genae.plugin_options import keyword_choices, keyword_spelling
+from lightning_genae.plugin_options import keyword_choices, keyword_spelling, spelled_as_called
 
 
 @runtime_checkable
@@ -295,6 +295,21 @@ class GenerativeModule(pl.LightningModule):
     # Why the image metrics were left out of a run that would compute them (unlabelled data for the
     # default classifier), set per instance by the training set-up, so the run's record can say so.
     image_metrics_skipped: str | None = None
+    # The hooks Lightning calls during a fit that can refuse an option: long after the Python call that
+    # built the module, so their errors name options as that call spelled them (`--gan-nets paper` ->
+    # `gan_nets='paper'`; run.py keeps its flags). A family's own overrides are wrapped as they are defined.
+    _SPELLED_HOOKS: ClassVar[tuple[str, ...]] = (
+        "on_fit_start",
+        "on_train_start",
+        "training_step",
+        "on_load_checkpoint",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for hook in cls._SPELLED_HOOKS:
+            if hook in cls.__dict__:
+                setattr(cls, hook, spelled_as_called(cls.__dict__[hook], _option_keywords))
 
     @restricted_classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -619,6 +634,18 @@ class GenerativeModule(pl.LightningModule):
             return None
         name, iteration, value = next(entry for entry in unchecked if not torch.isfinite(entry[2]).all())
         return f"{name} became {value.float().mean().item()} at step {iteration}"
+
+
+def _option_keywords(module: GenerativeModule) -> dict[str, tuple[Any, ...]]:
+    return keyword_choices(type(module).options_type)
+
+
+# The base's own hooks (`__init_subclass__` wraps its subclasses').
+for _hook in GenerativeModule._SPELLED_HOOKS:
+    if _hook in GenerativeModule.__dict__:
+        setattr(
+            GenerativeModule, _hook, spelled_as_called(GenerativeModule.__dict__[_hook], _option_keywords)
+        )
 
 
 class ObjectiveModule(GenerativeModule):
