@@ -29,6 +29,7 @@ __all__ = [
     "restricted_classmethod",
     "set_logging_step",
     "should_update_logs",
+    "uncount_epoch_cut_short",
     "validation_follows_batch",
     "wandb_init_arguments",
 ]
@@ -62,6 +63,41 @@ def restore_loader_positions(trainer: pl.Trainer) -> None:
     epoch_ended = epochs.ready == epochs.started == epochs.processed == epochs.completed > 0
     if fit_loop.restarting and epoch_ended and batches.current.ready >= trainer.num_training_batches:
         batches.reset_on_run()
+
+
+_PROGRESS_STAGES = ("ready", "started", "processed", "completed")
+
+
+def uncount_epoch_cut_short(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> None:
+    """Write a checkpoint of a fit stopped part-way through an epoch (by --max-steps, or a stop at a batch's
+    end) as one whose last epoch is still running, its batches done kept.
+
+    Lightning ends the epoch where such a fit stops and counts it as done (the fit loop's `epoch_progress`),
+    so a checkpoint written afterwards (the final last.ckpt) is resumed as if that epoch had run all its
+    batches: continued by --max-epochs N it would end after the cut epoch's remaining batches counted as one
+    more epoch, a budget short of N epochs by the batches the cut epoch never ran. With the epoch counted as
+    running, the resume finishes its remaining batches as the same epoch, as a straight fit does. The
+    layout read is the fit loop's state dict of pytorch-lightning 2.6 (`loops.fit_loop.epoch_progress`,
+    `epoch_loop.batch_progress`); a checkpoint without it is left as it is."""
+    try:
+        fit_loop = checkpoint["loops"]["fit_loop"]
+        epochs = fit_loop["epoch_progress"]
+        batches_done = fit_loop["epoch_loop.batch_progress"]["current"]["completed"]
+        counts = [epochs[part][stage] for part in ("total", "current") for stage in _PROGRESS_STAGES]
+    except (KeyError, TypeError):
+        return
+    per_epoch = trainer.num_training_batches
+    epoch_ended = (
+        len(set(epochs["total"][stage] for stage in _PROGRESS_STAGES)) == 1
+        and len(set(epochs["current"][stage] for stage in _PROGRESS_STAGES)) == 1
+    )
+    if not (epoch_ended and min(counts) > 0 and 0 < batches_done < per_epoch != float("inf")):
+        return
+    for part in ("total", "current"):
+        for stage in _PROGRESS_STAGES:
+            epochs[part][stage] -= 1
+    if isinstance(checkpoint.get("epoch"), int):
+        checkpoint["epoch"] -= 1
 
 
 def validation_follows_batch(trainer: pl.Trainer) -> bool:

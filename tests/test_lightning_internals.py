@@ -245,3 +245,23 @@ def test_the_loader_state_lightning_leaves_unread_is_where_restore_loader_positi
 
     assert callable(CombinedLoader._load_state_dicts)
     assert hasattr(fit_loop.epoch_loop.batch_progress, "reset_on_run")
+
+
+def test_a_fit_stopped_part_way_through_an_epoch_is_saved_with_that_epoch_still_running(tmp_path):
+    """Lightning counts the epoch a --max-steps stop cuts short as done; `uncount_epoch_cut_short` finds it
+    in the fit loop's state dict (test_reproducibility.py checks the resumed run's budget and numbers)."""
+    from lightning_genae.lightning_internals import uncount_epoch_cut_short
+
+    trainer = fit_quietly(Probe(), tmp_path, max_steps=3)  # 8 batches an epoch
+    checkpoint = trainer._checkpoint_connector.dump_checkpoint()
+    epochs = checkpoint["loops"]["fit_loop"]["epoch_progress"]
+    assert checkpoint["epoch"] == 1 and epochs["current"]["completed"] == epochs["total"]["processed"] == 1
+    uncount_epoch_cut_short(trainer, checkpoint)
+    assert checkpoint["epoch"] == 0
+    assert {count for part in epochs.values() for count in part.values()} == {0}
+    assert checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 3
+    # An epoch that ran all its batches is left counted.
+    whole_trainer = fit_quietly(Probe(), tmp_path, max_steps=8)
+    whole = whole_trainer._checkpoint_connector.dump_checkpoint()
+    uncount_epoch_cut_short(whole_trainer, whole)
+    assert whole["epoch"] == 1

@@ -83,10 +83,10 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def rows_after(run_dir: Path, step: int) -> list[dict[str, str]]:
-    """metrics.csv rows of iterations after `step`, without Lightning's epoch column."""
+    """metrics.csv rows of iterations after `step`, Lightning's epoch column included."""
     with (run_dir / "metrics.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
-    return [{k: v for k, v in row.items() if k != "epoch"} for row in rows if int(row["step"]) > step]
+    return [row for row in rows if int(row["step"]) > step]
 
 
 @pytest.mark.parametrize("augment", list(AUGMENTS))
@@ -103,8 +103,8 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_final_metrics(runs, augm
     resumed = runs[augment]["resumed" if stopped.startswith("finished") else "killed"]
     assert json.loads((resumed / "summary.json").read_text())["global_step"] == FULL
     assert final_metrics(resumed) == final_metrics(uninterrupted)
-    # Every row the resumed run wrote (training losses, validation metrics) is the uninterrupted run's.
-    # Lightning's epoch column differs: it counts an epoch cut short by --max-steps as finished.
+    # Every row the resumed run wrote (training losses, validation metrics, the epoch) is the uninterrupted
+    # run's.
     resumed_rows = rows_after(resumed, HALF)
     assert resumed_rows and resumed_rows == rows_after(uninterrupted, HALF)
 
@@ -132,6 +132,26 @@ def test_a_run_finished_by_max_epochs_continued_to_more_ends_as_the_uninterrupte
     assert final_metrics(continued) == final_metrics(straight)
     continued_rows = rows_after(continued, 4)
     assert continued_rows and continued_rows == rows_after(straight, 4)
+
+
+@pytest.mark.parametrize("data_on_device", ["on", "off"])
+def test_a_run_stopped_part_way_through_an_epoch_continued_by_epochs_ends_as_the_uninterrupted_run(
+    tmp_path, data_on_device
+):
+    """Lightning ends an epoch where --max-steps stops a fit and counts it as done: continued to three
+    epochs, the run must still train three whole epochs, the cut one finished as the same epoch."""
+    run = [*TINY_RUN, *ON_CPU, "--model", "ae", "--train-size", "64", "--eval-every", "100"]
+    run += ["--data-on-device", data_on_device]  # 64 digits in batches of 32: 2 iterations an epoch
+    straight, first, continued = tmp_path / "straight", tmp_path / "first", tmp_path / "continued"
+    budget = ["--max-epochs", "3", "--max-steps", "100"]
+    assert main([*run, *budget, "--output", str(straight)]) == 0
+    assert main([*run, "--max-steps", "3", "--output", str(first)]) == 0
+    resume = ["--resume", str(first / "checkpoints" / "last.ckpt"), *budget]
+    assert main([*resume, "--output", str(continued)]) == 0
+    assert json.loads((continued / "summary.json").read_text())["global_step"] == 6
+    assert final_metrics(continued) == final_metrics(straight)
+    continued_rows = rows_after(continued, 3)
+    assert continued_rows and continued_rows == rows_after(straight, 3)
 
 
 def test_the_checkpoint_holds_the_random_streams_and_the_place_in_the_data(runs):

@@ -36,6 +36,7 @@ from lightning_genae.lightning_internals import (
     restore_loader_positions,
     restricted_classmethod,
     should_update_logs,
+    uncount_epoch_cut_short,
 )
 from lightning_genae.models.batch import check_batch, check_data
 from lightning_genae.models.options import FamilyOptions
@@ -601,6 +602,8 @@ class GenerativeModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
+        if self._trainer is not None:
+            uncount_epoch_cut_short(self.trainer, checkpoint)
         form = self.objective_form()
         if form is not None:
             checkpoint[OBJECTIVE_FORM_KEY] = form
