@@ -75,8 +75,9 @@ def test_a_resume_whose_other_budget_is_spent_is_refused_naming_it(tmp_path, cap
     assert main(["--resume", "last", "--output", str(by_steps), "--max-epochs", "1"]) == 2
     one_line(
         capsys,
-        "the run is at iteration 3 (epoch 2), and --max-steps 3 and --max-epochs 1 leave nothing to train",
-        "give --max-steps above 3 and --max-epochs above 2",
+        # Two iterations an epoch: the third is part-way through the second epoch, which is not counted.
+        "the run is at iteration 3 (epoch 1), and --max-steps 3 and --max-epochs 1 leave nothing to train",
+        "give --max-steps above 3 and --max-epochs above 1",
     )
 
 
