@@ -230,6 +230,28 @@ def run_grid_at_once(command: list[str], root: Path, jobs: int, minutes: float |
     return code or int(bool(unfinished))
 
 
+def write_bench_record(root: Path, info: dict) -> None:
+    """ROOT/bench.json: this invocation's command, exit code, wall time and machine, the earlier
+    invocations' records kept under "earlier" (a grid continued over several sessions has a wall time per
+    session). Nothing where the grid refused before training (exit code 2: the folder may be another's),
+    nor over a bench.json this bench did not write."""
+    if info["exit_code"] == 2:
+        return
+    path = root / "bench.json"
+    earlier: list = []
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            previous = None
+        if not (isinstance(previous, dict) and {"command", "exit_code", "wall_time_s"} <= previous.keys()):
+            print(f"note: {path} was not written by this bench; left as it is, this run's record not written")
+            return
+        earlier = [*previous.pop("earlier", []), previous]
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**info, **({"earlier": earlier} if earlier else {})}, indent=2) + "\n")
+
+
 def main() -> int:
     args = parse_args()
     root = Path(args.output)
@@ -289,8 +311,7 @@ def main() -> int:
     info = {"command": "python run.py " + " ".join(command), "exit_code": code, "wall_time_s": round(wall, 1)}
     info["jobs"] = args.jobs
     info["machine"] = machine
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "bench.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_bench_record(root, info)
     report = root / "ablation.md"
     if report.is_file():
         print(report.read_text())

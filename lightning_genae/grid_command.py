@@ -62,6 +62,12 @@ def run_grid_command(
             f"--seed {values.get('seed')} and --seeds {','.join(map(str, seeds))} both give the grid's "
             "seeds; drop --seed and list every seed in --seeds"
         )
+    if values.get("test_split") is False:
+        # Every number of a grid's tables (and of its choice-free comparison) is of the test split.
+        raise ConfigError(
+            "--no-test-split: a grid's tables compare its arms on the test split, which these runs would not "
+            "score; drop --no-test-split (a tuning grid's candidates are chosen on validation already)"
+        )
     shared = merge(values, {})
     plan = plan_grid(
         shared,

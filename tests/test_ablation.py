@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -170,6 +171,21 @@ def test_one_combination_typed_in_two_orders_is_rejected() -> None:
     assert len(expand_grid(["ae", "diffaug", "ae+diffaug"], [None], [0])) == 3
 
 
+def test_a_combination_typed_in_another_order_continues_the_cells_the_root_spells_it_by(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_genae.ablation import plan_grid
+    from lightning_genae.ablation.grid import record_grid_cells
+
+    record_grid_cells(tmp_path, ["none-tsfull-seed0", "diffaug+ada-tsfull-seed0"])
+    shared = RunConfig(model="gan", data="digits", output=str(tmp_path))
+    grid = plan_grid(shared, augments=["none", "ada+diffaug"], train_sizes=None, seeds=[0, 1])
+    assert [cell.name for cell in grid.cells] == [
+        "none-tsfull-seed0", "none-tsfull-seed1", "diffaug+ada-tsfull-seed0", "diffaug+ada-tsfull-seed1"
+    ]  # fmt: skip
+    assert "--augment ada+diffaug: the grid in" in capsys.readouterr().out
+
+
 def test_empty_list_is_rejected() -> None:
     with pytest.raises(ConfigError, match="--seed list is empty"):
         expand_grid(["ae"], [None], [])
@@ -324,6 +340,38 @@ def test_rerunning_a_grid_skips_finished_resumes_unfinished_and_retries_failed_c
     assert out[5].startswith("[6/6] f-tsfull-seed0: in use by another run (host ")
 
 
+def test_a_grid_overwrite_stopped_part_way_replaces_the_rest_when_run_again_without_it(
+    tmp_path: Path,
+) -> None:
+    """The command a stopped grid prints has no --overwrite: run again, it must still replace the cells the
+    overwrite had not reached, and until then their old runs are not reported beside the new ones."""
+    from lightning_genae.ablation.grid import overwrite_pending, record_grid_cells
+    from lightning_genae.ablation.runs import load_runs
+
+    cells = expand_grid(["none", "diffaug"], [None], [0])
+    for cell in cells:
+        write_run(tmp_path, cell.augment, None, 0, fd=50.0)  # the runs the --overwrite replaces
+    record_grid_cells(tmp_path, cells)
+    starts: dict[str, CellStart] = {}
+
+    def stopped_at_the_second(cell: GridCell, run_dir: Path, start: CellStart) -> None:
+        starts[cell.name] = start
+        if cell.augment == "diffaug":
+            raise KeyboardInterrupt
+        write_run(tmp_path, cell.augment, None, 0, fd=10.0)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(cells, tmp_path, stopped_at_the_second, overwrite=True)
+    assert overwrite_pending(tmp_path) == ["diffaug-tsfull-seed0"]
+    status = {run.cell: run.status for run in load_runs(tmp_path)}
+    assert status == {"none-tsfull-seed0": "ok", "diffaug-tsfull-seed0": "unfinished"}
+    starts.clear()
+    outcomes = run_grid(cells, tmp_path, fake_run_cell(set()))
+    assert [outcome.action for outcome in outcomes] == ["skipped", "restarted"]
+    assert overwrite_pending(tmp_path) == []
+    assert all(run.ok for run in load_runs(tmp_path))
+
+
 def test_a_finished_cell_with_other_options_is_refused_and_not_marked_failed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -380,6 +428,74 @@ def test_a_row_whose_runs_differ_in_what_decides_their_numbers_is_not_averaged(t
     # The same row with agreeing runs is averaged.
     _set_in_summary(runs[2], lambda summary: summary["config"].update(lr=0.0005))
     assert table_row(summarize(tmp_path)["md"].read_text(), "none", "full")[4] == "21 ± 1"
+
+
+def test_a_row_whose_seeds_read_other_augment_ckpt_files_is_not_averaged(tmp_path: Path) -> None:
+    """An --augment-ckpt file is compared by the content summary.json records: retrained in place between
+    seeds, it is two augmenters; one file copied under two names is one."""
+    runs = [write_run(tmp_path, "ae", None, seed, 20.0 + seed) for seed in range(3)]
+
+    def given(path: str, sha256: str) -> Callable[[dict[str, Any]], None]:
+        def change(summary: dict[str, Any]) -> None:
+            summary["config"]["augment_ckpt"] = path
+            summary["augmentation"] = {
+                "augment": "ae",
+                "augmenter": {"source": "checkpoint", "path": path, "sha256": sha256},
+            }
+
+        return change
+
+    for run_dir, path in zip(runs, ("/a/aug.ckpt", "/a/aug.ckpt", "/b/copy.ckpt"), strict=True):
+        _set_in_summary(run_dir, given(path, "3373c19e" * 8))
+    assert table_row(summarize(tmp_path)["md"].read_text(), "ae", "full")[4] == "21 ± 1"
+    _set_in_summary(runs[2], given("/a/aug.ckpt", "a799499d" * 8))
+    row = table_row(summarize(tmp_path)["md"].read_text(), "ae", "full")
+    assert row[4] == "not averaged"
+    assert "augmenter (SHA-256 of --augment-ckpt) differs" in row[-1] and "a799499d" in row[-1]
+    assert "in seed 0, seed 1" in row[-1] and "in seed 2" in row[-1]
+
+
+def test_a_seed_found_in_two_folders_of_a_row_is_not_counted_twice(tmp_path: Path) -> None:
+    """A copy of a cell (a backup before --overwrite, a run started by hand into the root) holds a seed the
+    row already has: its mean would count that seed twice."""
+    for seed in range(2):
+        write_run(tmp_path, "none", None, seed, 20.0 + seed)
+    summarize(tmp_path)  # the root becomes a grid's (grid.json)
+    shutil.copytree(tmp_path / "none-tsfull-seed0", tmp_path / "none-tsfull-seed0.bak")
+    row = table_row(summarize(tmp_path)["md"].read_text(), "none", "full")
+    assert row[4] == "not averaged"
+    assert "seed 0 is in 2 folders (none-tsfull-seed0, none-tsfull-seed0.bak)" in row[-1]
+
+
+def test_ablation_png_draws_the_seeds_of_a_row_not_averaged_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figure follows the tables: a row they show no mean for is drawn seed by seed, without a band."""
+    from matplotlib.axes import Axes
+
+    for augment in ("none", "diffaug"):
+        for seed in range(2):
+            run_dir = write_run(tmp_path, augment, None, seed, 20.0 + seed)
+            lr = 0.01 if augment == "diffaug" and seed == 1 else 0.0005
+            _set_in_summary(run_dir, lambda summary, lr=lr: summary["config"].update(lr=lr))
+    labels: list[str] = []
+    bands: list[Any] = []
+    plot, fill_between = Axes.plot, Axes.fill_between
+
+    def recording_plot(self: Axes, *args: Any, **kwargs: Any) -> Any:
+        labels.append(kwargs.get("label"))
+        return plot(self, *args, **kwargs)
+
+    def recording_fill(self: Axes, *args: Any, **kwargs: Any) -> Any:
+        bands.append(kwargs.get("color"))
+        return fill_between(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording_plot)
+    monkeypatch.setattr(Axes, "fill_between", recording_fill)
+    summarize(tmp_path)
+    assert "none (n=2)" in labels and len(bands) == 1
+    assert "diffaug (n=2, each seed: not averaged: the runs differ, see the report)" in labels
+    assert labels.count(None) == 1  # diffaug's second seed, drawn apart without a label of its own
 
 
 def test_a_tuned_arms_run_of_another_value_than_the_choice_is_named_not_averaged(tmp_path: Path) -> None:

@@ -158,3 +158,17 @@ def test_ctrl_c_is_passed_on_to_the_running_cells_which_are_waited_for_and_the_b
         assert "stopped by SIGINT" in log.read_text()  # each cell got the signal and ended before the bench
     assert "run the same command again to continue the grid" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is handler_before
+
+
+def test_bench_json_keeps_earlier_sessions_and_is_not_written_over_a_file_of_another(tmp_path: Path) -> None:
+    bench = load_bench()
+    record = {"command": "python run.py ...", "exit_code": 1, "wall_time_s": 10.0}
+    bench.write_bench_record(tmp_path / "refused", {**record, "exit_code": 2})
+    assert not (tmp_path / "refused").exists(), "a grid refused before training writes nothing"
+    bench.write_bench_record(tmp_path, record)
+    bench.write_bench_record(tmp_path, {**record, "exit_code": 0, "wall_time_s": 20.0})
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written["wall_time_s"] == 20.0 and written["earlier"] == [record]
+    (tmp_path / "bench.json").write_text("my notes")
+    bench.write_bench_record(tmp_path, record)
+    assert (tmp_path / "bench.json").read_text() == "my notes"

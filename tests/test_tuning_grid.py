@@ -391,3 +391,38 @@ def test_the_summary_reports_the_tuning_cells_as_their_folders_are_when_it_is_wr
     markdown = (root / "ablation.md").read_text()
     assert "(missing)" not in markdown.split("## Tuning", 1)[1]
     assert "chosen on val: diffaug_policy=" in markdown
+
+
+def test_a_second_tuning_grid_into_the_folder_keeps_the_first_ones_arms_and_seeds(tmp_path: Path) -> None:
+    """Two tuning grids into one folder (other arms, other seeds): tuning.json keeps every arm's record
+    with the tune seeds it was tuned with, and the seeds of both commands' final cells."""
+    from types import SimpleNamespace
+
+    from lightning_genae.ablation.tables import _tuning_lines
+    from lightning_genae.ablation.tuning import write_tuning_record
+
+    def plan(tune_seeds: list[int]) -> Any:
+        runs = {"cell": SimpleNamespace(config=RunConfig(max_steps=10))}
+        return SimpleNamespace(root=tmp_path, tune_seeds=tune_seeds, runs=runs)
+
+    def choice(augment: str) -> Any:
+        record = {
+            "augment": augment,
+            "train_size": None,
+            "reads": ["augment_p"],
+            "tuned": {"augment_p": [0.1, 0.5]},
+        }
+        return SimpleNamespace(record={**record, "candidates": [], "chosen": {"augment_p": 0.1}})
+
+    write_tuning_record(plan([100]), [choice("none"), choice("diffaug")], [0, 1])
+    write_tuning_record(plan([7]), [choice("none"), choice("ada")], [2])
+    record = json.loads((tmp_path / "tuning.json").read_text())
+    assert [(arm["augment"], arm["tune_seeds"]) for arm in record["arms"]] == [
+        ("diffaug", [100]), ("none", [7]), ("ada", [7])
+    ]  # fmt: skip
+    assert record["seeds"] == [0, 1, 2]
+    text = "\n".join(_tuning_lines(tmp_path, record))
+    assert "tune seed(s) 100 for diffaug (full); 7 for none (full); 7 for ada (full)" in text
+    assert "with seed(s) 0, 1, 2 for the tables above" in text
+    # A record's seeds that are no list (a hand-edited file) read as unknown, not a traceback.
+    assert "with seed(s) ? for the tables" in "\n".join(_tuning_lines(tmp_path, {**record, "seeds": 5}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,15 @@ class _MeanCurve:
     n: int
 
 
-def _group_curves(runs: list[CellRun], metric: str) -> dict[tuple[Any, ...], list[dict[int, float]]]:
-    """(train-size sort key, train size, augment) -> each finished run's curve of `metric` (non-empty)."""
+def _group_curves(
+    runs: list[CellRun], metric: str, leave_out: Collection[tuple[int | None, str]] = ()
+) -> dict[tuple[Any, ...], list[dict[int, float]]]:
+    """(train-size sort key, train size, augment) -> each finished run's curve of `metric` (non-empty),
+    but for the rows (train size, augment) in `leave_out`."""
     curves: dict[tuple[Any, ...], list[dict[int, float]]] = {}
     for run in sorted((run for run in runs if run.ok), key=CellRun.sort_key):
+        if (run.train_size, run.augment or "?") in leave_out:
+            continue
         curve = _validation_curve(run, metric)
         if curve:
             curves.setdefault(
@@ -116,26 +122,35 @@ def _mean_curve(group: list[dict[int, float]]) -> _MeanCurve | None:
 
 
 def signal_curves(
-    runs: list[CellRun],
+    runs: list[CellRun], leave_out: Collection[tuple[int | None, str]] = ()
 ) -> list[tuple[_SignalPanel, dict[str, dict[tuple[Any, ...], _MeanCurve]]]]:
-    """The signal panels some run logged: per panel, per metric, each group's mean curve over its seeds."""
+    """The signal panels some run logged: per panel, per metric, each group's mean curve over its seeds
+    (but the rows in `leave_out`, which are not averaged)."""
     panels = []
     for panel in SIGNAL_PANELS:
         lines = {}
         for metric, _ in panel.lines:
-            means = {key: _mean_curve(group) for key, group in _group_curves(runs, metric).items()}
+            means = {key: _mean_curve(group) for key, group in _group_curves(runs, metric, leave_out).items()}
             lines[metric] = {key: mean for key, mean in means.items() if mean is not None}
         if any(lines.values()):
             panels.append((panel, lines))
     return panels
 
 
-def write_png(path: Path, root: Path, runs: list[CellRun], headline: str | None) -> None:
+def write_png(
+    path: Path,
+    root: Path,
+    runs: list[CellRun],
+    headline: str | None,
+    not_averaged: Collection[tuple[int | None, str]] = (),
+) -> None:
     """Mean validation headline per group against step, with a min..max band across seeds, and beside it
     a panel per overfitting signal the runs logged (training against validation reals, and r_t).
 
     Runs evaluated at different steps are aligned on the steps present in every run of the group (no
     interpolation, so every plotted point is a measured one); a group with no common step draws each run.
+    The rows (train size, augment) in `not_averaged`, whose runs are not one experiment (the tables show
+    no mean for them), draw each run apart and stay out of the signal panels' means.
     """
     # The object-oriented API with an explicit Agg canvas: headless, and it leaves pyplot's global
     # backend alone for a caller (a notebook) that has its own.
@@ -145,7 +160,7 @@ def write_png(path: Path, root: Path, runs: list[CellRun], headline: str | None)
     metric = on_split(headline, "val") if headline else None
     several_sizes = len({run.train_size for run in runs}) > 1
     curves = _group_curves(runs, metric) if metric is not None else {}
-    signals = signal_curves(runs)
+    signals = signal_curves(runs, leave_out=not_averaged)
 
     figure = Figure(figsize=(8 + 6 * len(signals), 5), dpi=100)
     FigureCanvasAgg(figure)
@@ -176,20 +191,23 @@ def write_png(path: Path, root: Path, runs: list[CellRun], headline: str | None)
             "color": f"C{augments.index(augment) % 10}",
             "linestyle": styles[sizes.index((size_key, train_size)) % len(styles)],
         }
-        mean = _mean_curve(group)
+        apart = (train_size, augment) in not_averaged
+        mean = None if apart else _mean_curve(group)
         if mean is not None:
             axes.plot(mean.steps, mean.mean, marker="o", markersize=3, label=f"{label} (n={mean.n})", **style)
             if mean.n > 1:
                 axes.fill_between(mean.steps, mean.low, mean.high, color=style["color"], alpha=0.2)
         else:
-            # No step that every seed evaluated: a mean would mix different steps, so draw the seeds apart.
+            # Runs that are not one experiment, or no step that every seed evaluated (a mean would mix
+            # different steps): the seeds drawn apart.
+            why = "not averaged: the runs differ, see the report" if apart else "no common steps"
             for i, curve in enumerate(group):
                 steps = sorted(curve)
                 axes.plot(
                     steps,
                     [curve[step] for step in steps],
                     alpha=0.6,
-                    label=f"{label} (n={len(group)}, each seed: no common steps)" if i == 0 else None,
+                    label=f"{label} (n={len(group)}, each seed: {why})" if i == 0 else None,
                     **style,
                 )
     if curves:
@@ -221,7 +239,11 @@ def write_png(path: Path, root: Path, runs: list[CellRun], headline: str | None)
         signal_axis.grid(alpha=0.3)
 
     failed = [run.cell for run in runs if run.failed]
-    note = f"failed runs, not plotted: {', '.join(failed)}" if failed else ""
+    notes = [f"failed runs, not plotted: {', '.join(failed)}"] if failed else []
+    if not_averaged and signals:
+        rows = ", ".join(sorted(group_label(size, augment) for size, augment in not_averaged))
+        notes.append(f"left out of the signal panels, their runs not one experiment: {rows}")
+    note = "; ".join(notes)
     if note:
         figure.text(0.01, 0.01, note if len(note) < 150 else note[:147] + "...", fontsize="x-small")
     figure.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))

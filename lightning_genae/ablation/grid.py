@@ -152,7 +152,7 @@ def expand_grid(
     # `diffaug+ae` are one arm, which would run twice under two names.
     combinations: dict[frozenset[str], str] = {}
     for augment in augments:
-        combination = frozenset(name.strip() for name in augment.split("+"))
+        combination = _combination(augment)
         if combination in combinations:
             raise ConfigError(
                 f"--augment list names {combinations[combination]} and {augment}, one augmentation (a "
@@ -198,15 +198,17 @@ def plan_grid(
     for option in ("resume", "fast_dev_run"):
         if getattr(shared, option):
             raise ConfigError(f"{flag(option)} does not apply to a grid; run the cell alone")
-    cells = expand_grid(
-        augments or [shared.augment], train_sizes or [shared.train_size], seeds or [shared.seed]
-    )
     if shared.output:
         root = Path(shared.output)
     elif grid_index is not None:
         raise ConfigError("--grid-index needs --output ROOT, the folder all array tasks share")
     else:
         root = Path("runs") / f"ablation-{shared.model}-{shared.data}-{datetime.now():%Y%m%d-%H%M%S}"
+    cells = expand_grid(
+        _as_the_root_spells_them(root, augments or [shared.augment]),
+        train_sizes or [shared.train_size],
+        seeds or [shared.seed],
+    )
 
     runs = {cell: resolve_cell(shared, root, cell) for cell in cells}
     used_somewhere = set().union(*(resolved.augment.options for resolved in runs.values()))
@@ -225,6 +227,30 @@ def plan_grid(
             f"drop {agree(stray, 'it', 'them')}"
         )
     return GridPlan(root, cells, runs)
+
+
+def _combination(augment: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in augment.split("+"))
+
+
+def _as_the_root_spells_them(root: Path, augments: Sequence[str]) -> list[str]:
+    """Each augment as the grid already in `root` spells its combination (`diffaug+ada` where the command
+    typed `ada+diffaug`, one arm applied in one fixed order): its cells are continued, not trained again
+    under a second name and listed as a second row."""
+    spelled: dict[frozenset[str], str] = {}
+    for name in read_grid_cells(root):
+        augment = parse_cell_name(name)[0]
+        if augment is not None:
+            spelled.setdefault(_combination(augment), augment)
+    as_spelled = []
+    for augment in augments:
+        existing = spelled.get(_combination(augment), augment)
+        if existing != augment:
+            from lightning_genae.console import say
+
+            say(f"--augment {augment}: the grid in {root} spells it {existing}; continuing its cells")
+        as_spelled.append(existing)
+    return as_spelled
 
 
 def resolve_cell(shared: RunConfig, root: Path, cell: GridCell) -> ResolvedRun:
@@ -281,7 +307,7 @@ def finished_run_conflicts(
         return []
     stored, wanted = summary_config(summary), config.to_dict()
     augmenter = _augmenter_conflicts(summary, config)
-    if not augmenter and _augmenter_sha256(summary) is not None:
+    if not augmenter and augmenter_sha256(summary) is not None:
         # The same augmenter file's contents, moved or linked: compared by its bytes, not its path.
         stored = {name: value for name, value in stored.items() if name != "augment_ckpt"}
     unread = _unread_by_either(stored, wanted)
@@ -368,7 +394,7 @@ def _augmenter_conflicts(summary: dict[str, Any], config: RunConfig) -> list[str
     name holds now (retrained, replaced): its numbers are another augmenter's. Its summary.json records the
     file's SHA-256 (one without it, of an earlier version, is compared by path alone, as a resume does)."""
     given = config.plugin_options.get("augment_ckpt")
-    recorded = _augmenter_sha256(summary)
+    recorded = augmenter_sha256(summary)
     if not given or recorded is None:
         return []
     try:
@@ -383,7 +409,9 @@ def _augmenter_conflicts(summary: dict[str, Any], config: RunConfig) -> list[str
     ]
 
 
-def _augmenter_sha256(summary: dict[str, Any]) -> str | None:
+def augmenter_sha256(summary: Mapping[str, Any]) -> str | None:
+    """The SHA-256 of the --augment-ckpt file a finished run's augmenter was read from (summary.json's
+    record; None for an augmenter trained or cached by the run, or a run of an earlier version)."""
     record = summary.get("augmentation")
     augmenter = record.get("augmenter") if isinstance(record, dict) else None
     sha256 = augmenter.get("sha256") if isinstance(augmenter, dict) else None
@@ -629,13 +657,28 @@ def run_grid(
         check_grid_index(grid_index, total)
         selected = [(grid_index, cells[grid_index])]
 
+    # An --overwrite of the whole grid notes the cells it has yet to replace, so that the grid stopped
+    # part-way and run again (its printed command has no --overwrite) replaces the rest rather than keeping
+    # their old runs beside the new ones.
+    pending = overwrite_pending(root)
+    if overwrite and grid_index is None:
+        pending += [cell.name for cell in cells if cell.name not in pending]
+        set_overwrite_pending(root, pending)
+
+    def replaced(cell: GridCell) -> None:
+        if cell.name in pending:
+            pending.remove(cell.name)
+            set_overwrite_pending(root, pending)
+
     outcomes = []
     time_left = TimeLeft(len(selected))
     for index, cell in selected:
         time_left.next_cell()
         run_dir = root / cell.name
         label = f"[{index + 1}/{total}] {cell.name}"
-        start, says, refusal = _how_to_start(run_dir, overwrite, configs.get(cell) if configs else None)
+        start, says, refusal = _how_to_start(
+            run_dir, overwrite or cell.name in pending, configs.get(cell) if configs else None
+        )
         if refusal is not None:
             print(f"{label} refused: {refusal}", file=sys.stderr, flush=True)
             outcomes.append(CellOutcome(cell, run_dir, ok=False, error=refusal, action="refused"))
@@ -665,6 +708,8 @@ def run_grid(
                 error = caught
         # KeyboardInterrupt is deliberately not caught: Ctrl-C (or SLURM's SIGINT) stops the whole grid.
         time_left.trained(label, time.monotonic() - cell_started)
+        # Finished or failed (its failed.json starts it over anyway): no longer the old run.
+        replaced(cell)
         failed_file = run_dir / FAILED_FILE
         if error is None:
             failed_file.unlink(missing_ok=True)
@@ -828,7 +873,37 @@ def record_grid_cells(root: Path, cells: Sequence[GridCell | str]) -> None:
     given = [cell if isinstance(cell, str) else cell.name for cell in cells]
     names = known + [name for name in given if name not in known]
     if names != known:
-        write_file_atomically(root / GRID_FILE, json.dumps({"cells": names}, indent=2) + "\n")
+        _write_grid_json(root, {**_grid_json(root), "cells": names})
+
+
+def overwrite_pending(root: Path) -> list[str]:
+    """The cells an `--overwrite` of the grid in `root` has yet to replace (grid.json's `overwrite_pending`):
+    a grid stopped part-way through its --overwrite leaves them, and the grid command run again (with or
+    without --overwrite) replaces them before it counts them as finished; until then their old runs are not
+    reported."""
+    pending = _grid_json(root).get("overwrite_pending")
+    return [name for name in pending if isinstance(name, str)] if isinstance(pending, list) else []
+
+
+def set_overwrite_pending(root: Path, names: Sequence[str]) -> None:
+    record = _grid_json(root)
+    if names:
+        record["overwrite_pending"] = list(names)
+    elif record.pop("overwrite_pending", None) is None:
+        return
+    _write_grid_json(root, {"cells": [], **record})
+
+
+def _grid_json(root: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((Path(root) / GRID_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _write_grid_json(root: Path, record: dict[str, Any]) -> None:
+    write_file_atomically(Path(root) / GRID_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def read_grid_cells(root: Path) -> list[str]:

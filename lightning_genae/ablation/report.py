@@ -21,7 +21,7 @@ from lightning_genae.ablation.grid import (
     refuse_summary_files_of_no_grid,
 )
 from lightning_genae.ablation.runs import describe_progress, load_runs, main_headline, table_disagreement
-from lightning_genae.ablation.tables import write_csv, write_md
+from lightning_genae.ablation.tables import rows_not_averaged, write_csv, write_md
 from lightning_genae.ablation.tuning import refresh_tuning_record
 
 __all__ = ["ADA_RT", "describe_progress", "summarize"]
@@ -48,7 +48,7 @@ def summarize(root: Path) -> dict[str, Path]:
     paths = {"csv": root / CSV_NAME, "md": root / MD_NAME, "png": root / PNG_NAME}
     write_csv(paths["csv"], runs)
     write_md(paths["md"], root, runs, headline, figure=PNG_NAME)
-    write_png(paths["png"], root, runs, headline)
+    write_png(paths["png"], root, runs, headline, not_averaged=rows_not_averaged(root, runs))
     apart = table_disagreement(runs)
     if apart:
         # Imported here: console imports Lightning, which --help and --print-config never load.

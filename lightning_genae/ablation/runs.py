@@ -17,7 +17,9 @@ from typing import Any
 from lightning_genae.ablation.grid import (
     DEFINING_A_FINISHED_RUN,
     FAILED_FILE,
+    augmenter_sha256,
     comparable,
+    overwrite_pending,
     parse_cell_name,
     read_grid_cells,
     summary_config,
@@ -113,6 +115,14 @@ def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None 
         ]
         if ran:
             problems.append(f"{flag(name)} chosen {value!r}, but {', '.join(ran)}")
+    folders_of_seed: dict[int | None, list[str]] = {}
+    for run in ok_runs:
+        folders_of_seed.setdefault(run.seed, []).append(run.cell)
+    problems += [
+        f"{_seed_text(seed)} is in {len(cells)} folders ({', '.join(cells)})"
+        for seed, cells in folders_of_seed.items()
+        if len(cells) > 1
+    ]
     problems += _differences((_seed_label(run), _row_traits(run, leave_out=chosen)) for run in ok_runs)
     if not problems:
         return ""
@@ -136,6 +146,12 @@ def _row_traits(run: CellRun, leave_out: Collection[str]) -> dict[str, Any]:
         for name, value in config.items()
         if name not in ROW_FREE_OPTIONS and name not in leave_out and name not in unread
     }
+    augmenter = augmenter_sha256(run.summary)
+    if augmenter is not None:
+        # An --augment-ckpt file by its content: copies under other names are one augmenter, and a file
+        # retrained in place between seeds is two.
+        traits.pop(flag("augment_ckpt"), None)
+        traits["augmenter (SHA-256 of --augment-ckpt)"] = augmenter
     backbone = run.test_evaluation.get("backbone")
     # A classifier given as a file is named by it: copies of one file under other names are one backbone.
     traits["backbone"] = re.sub(r"given as [^,]*, ", "", backbone) if isinstance(backbone, str) else backbone
@@ -208,7 +224,11 @@ def _text(value: Any) -> str:
 
 
 def _seed_label(run: CellRun) -> str:
-    return f"seed {'?' if run.seed is None else run.seed}"
+    return _seed_text(run.seed)
+
+
+def _seed_text(seed: int | None) -> str:
+    return f"seed {'?' if seed is None else seed}"
 
 
 def train_size_key(train_size: int | None) -> tuple[int, int]:
@@ -285,7 +305,8 @@ def _load_run(run_dir: Path) -> CellRun:
 
 
 def _pending_run(run_dir: Path) -> CellRun:
-    """A planned cell with neither summary.json nor failed.json: missing, unfinished or running."""
+    """A planned cell with neither summary.json nor failed.json, or one an --overwrite has yet to replace:
+    missing, unfinished or running."""
     augment, train_size, seed = parse_cell_name(run_dir.name)
     owner = live_lock_owner(run_dir)
     pending = "running" if owner else "unfinished" if started_run_files(run_dir) else "missing"
@@ -312,8 +333,10 @@ def load_runs(root: Path) -> list[CellRun]:
             f"no runs in {root} (no sub-folder holds {SUMMARY_FILE} or {FAILED_FILE}); "
             "run a grid first, or pass the grid's --output folder"
         )
-    runs = [_load_run(path) for path in run_dirs.values()]
-    runs += [_pending_run(root / name) for name in sorted(planned - set(run_dirs))]
+    # Cells an --overwrite stopped part-way has yet to replace: their old runs are not this grid's numbers.
+    replacing = set(overwrite_pending(root))
+    runs = [_load_run(path) for name, path in run_dirs.items() if name not in replacing]
+    runs += [_pending_run(root / name) for name in sorted((planned | replacing) - {run.cell for run in runs})]
     return sorted(runs, key=CellRun.sort_key)
 
 

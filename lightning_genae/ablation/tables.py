@@ -177,6 +177,13 @@ def _values_text(values: Any, only: Iterable[str] | None = None) -> str:
     return ", ".join(f"{option}={value}" for option, value in values.items() if option in keep)
 
 
+def _seeds_text(seeds: Any) -> str:
+    """`0, 1, 2` from a record's list of seeds; `?` where it holds none or no list."""
+    if not isinstance(seeds, list):
+        return "?"
+    return ", ".join(map(str, seeds)) or "?"
+
+
 def _chosen_note(arm: dict[str, Any]) -> str:
     """What a tuned arm runs, for its row of the main table; empty for an arm that tuned nothing."""
     tuned = arm.get("tuned") if isinstance(arm.get("tuned"), dict) else {}
@@ -202,8 +209,19 @@ def _tuning_lines(root: Path, tuning: dict[str, Any] | None) -> list[str]:
     metric = ", ".join(f"`{name}`" for name in metrics) or "validation headline"
     directions = unique(arm.get("direction") for arm in arms)
     better = f" ({directions[0]} is better)" if len(directions) == 1 else ""
-    seeds = ", ".join(map(str, tuning.get("seeds") or [])) or "?"
-    tune_seeds = ", ".join(map(str, tuning.get("tune_seeds") or [])) or "?"
+    seeds = _seeds_text(tuning.get("seeds"))
+    # Each arm's own tune seeds (arms tuned by different grids into one folder may differ).
+    arm_tune_seeds = {
+        f"{arm.get('augment', '?')} ({train_size_label(as_int(arm.get('train_size')))})": _seeds_text(
+            arm.get("tune_seeds", tuning.get("tune_seeds"))
+        )
+        for arm in arms
+        if arm.get("tuned")
+    }
+    if len(set(arm_tune_seeds.values())) > 1:
+        tune_seeds = "; ".join(f"{text} for {arm}" for arm, text in arm_tune_seeds.items())
+    else:
+        tune_seeds = next(iter(arm_tune_seeds.values()), _seeds_text(tuning.get("tune_seeds")))
     lines = [
         "## Tuning (validation split)",
         "",
@@ -357,6 +375,36 @@ def _rows_apart(runs: list[CellRun]) -> list[str]:
     ]
 
 
+def _arm_choices(tuning: dict[str, Any] | None) -> dict[tuple[int | None, str], dict[str, Any]]:
+    """(train size, augment) -> the values a tuned arm chose for the options it tuned."""
+    return {
+        (as_int(arm.get("train_size")), str(arm.get("augment"))): {
+            name: value for name, value in arm["chosen"].items() if name in arm["tuned"]
+        }
+        for arm in (tuning["arms"] if tuning else [])
+        if isinstance(arm.get("chosen"), dict) and isinstance(arm.get("tuned"), dict)
+    }
+
+
+def _rows(runs: list[CellRun]) -> dict[tuple[int | None, str], list[CellRun]]:
+    """The tables' rows: (train size, augment) -> its cells."""
+    groups: dict[tuple[int | None, str], list[CellRun]] = {}
+    for run in runs:
+        groups.setdefault((run.train_size, run.augment or "?"), []).append(run)
+    return groups
+
+
+def rows_not_averaged(root: Path, runs: list[CellRun]) -> dict[tuple[int | None, str], str]:
+    """(train size, augment) -> why the row's runs are not one experiment (`row_disagreement`), for each
+    row the tables show no mean for; ablation.png draws those rows' seeds apart, by the same rule."""
+    choices = _arm_choices(_read_tuning(root))
+    return {
+        key: disagreement
+        for key, group in _rows(runs).items()
+        if any(run.ok for run in group) and (disagreement := row_disagreement(group, choices.get(key)))
+    }
+
+
 def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, figure: str) -> None:
     """The grid's Markdown report at `path`, ending with the figure file `figure` (a name beside it)."""
     ok_runs = [run for run in runs if run.ok]
@@ -365,17 +413,9 @@ def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, 
         (as_int(arm.get("train_size")), str(arm.get("augment"))): _chosen_note(arm)
         for arm in (tuning["arms"] if tuning else [])
     }
-    arm_choices = {
-        (as_int(arm.get("train_size")), str(arm.get("augment"))): {
-            name: value for name, value in arm["chosen"].items() if name in arm["tuned"]
-        }
-        for arm in (tuning["arms"] if tuning else [])
-        if isinstance(arm.get("chosen"), dict) and isinstance(arm.get("tuned"), dict)
-    }
+    arm_choices = _arm_choices(tuning)
     metrics = _table_metrics(runs, headline)
-    groups: dict[tuple[int | None, str], list[CellRun]] = {}
-    for run in runs:
-        groups.setdefault((run.train_size, run.augment or "?"), []).append(run)
+    groups = _rows(runs)
 
     better = direction(headline) if headline is not None else Direction.NONE
     label = "" if better is Direction.NONE else f" ({better.value})"

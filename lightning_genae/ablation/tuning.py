@@ -387,17 +387,49 @@ def write_tuning_record(plan: TuningPlan, choices: Sequence[ArmChoice], seeds: S
     date from the tuning cells' folders (refresh_tuning_record) without the grid's command.
     """
     configs = [resolved.config for resolved in plan.runs.values()][:1]
+    budget = {name: getattr(config, name) for config in configs for name in _BUDGET}
+    # Each arm keeps the tune seeds and budget it was tuned with: a later grid into the same folder may tune
+    # other arms otherwise, and its record must not lose this one's.
+    arms = [{**choice.record, "tune_seeds": list(plan.tune_seeds), "budget": budget} for choice in choices]
+    path = plan.root / TUNING_FILE
+    earlier = _read_record(path)
+    if earlier is not None:
+        # Arms an earlier grid into this folder tuned and this command did not name keep their record.
+        named = {_arm_key(arm) for arm in arms}
+        kept = [
+            {"tune_seeds": earlier.get("tune_seeds"), "budget": earlier.get("budget"), **arm}
+            for arm in earlier["arms"]
+            if isinstance(arm, dict) and _arm_key(arm) not in named
+        ]
+        arms = kept + arms
+        earlier_seeds = earlier.get("seeds")
+        if isinstance(earlier_seeds, list):
+            seeds = sorted({*seeds, *(seed for seed in earlier_seeds if isinstance(seed, int))})
     record = {
         "split": "val",
         "weights": "final",
         "tune_seeds": plan.tune_seeds,
         "seeds": list(seeds),
-        "budget": {name: getattr(config, name) for config in configs for name in _BUDGET},
-        "arms": [choice.record for choice in choices],
+        "budget": budget,
+        "arms": arms,
     }
-    path = plan.root / TUNING_FILE
     write_file_atomically(path, json.dumps(record, indent=2) + "\n")
     return path
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A tuning.json with a list of arms; None where there is none, or it cannot be read as one."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("arms"), list):
+        return None
+    return record
+
+
+def _arm_key(arm: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(arm.get("augment")), str(arm.get("train_size")))
 
 
 def refresh_tuning_record(root: Path) -> None:
@@ -409,18 +441,17 @@ def refresh_tuning_record(root: Path) -> None:
     are never reported missing. A tuning.json that cannot be read is left as it is.
     """
     path = Path(root) / TUNING_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    record = _read_record(path)
+    if record is None:
         return
-    if not isinstance(record, dict) or not isinstance(record.get("arms"), list):
-        return
-    budget = record.get("budget") if isinstance(record.get("budget"), dict) else {}
+    record_budget = record.get("budget") if isinstance(record.get("budget"), dict) else {}
     folder = Path(root) / TUNING_DIR
     changed = False
     for arm in record["arms"]:
         if not _is_waiting_arm(arm):
             continue
+        # The arm's own budget (an earlier version's record has the grid's alone).
+        budget = arm["budget"] if isinstance(arm.get("budget"), dict) else record_budget
         fresh_runs = 0
         for candidate in arm["candidates"]:
             for index, run in enumerate(candidate["runs"]):
