@@ -27,7 +27,6 @@ from typing import Any, NoReturn, TypeVar
 from lightning_genae.errors import (
     PLUGIN_HINT,
     ConfigError,
-    GenaeError,
     UnknownName,
     UnreadOptions,
     describe_error,
@@ -119,14 +118,14 @@ def command_line_spelling() -> Iterator[None]:
 
 @contextlib.contextmanager
 def keyword_spelling(choices: Mapping[str, Collection[Any]]) -> Iterator[None]:
-    """Within, outside a command line: the framework's error (a GenaeError) naming an option of `choices`
-    as a `--flag` is reworded as the keyword a Python caller typed (`--latent-dim` -> `latent_dim`), and a
-    value given after it as the argument (`--batch-size 0` -> `batch_size=0`, `--gan-nets paper` ->
-    `gan_nets='paper'` where `paper` is one of the option's `choices`). The error is re-raised itself, its
-    type and attributes kept."""
+    """Within, outside a command line: a ConfigError naming an option of `choices` as a `--flag` is reworded
+    as the keyword a Python caller typed (`--latent-dim` -> `latent_dim`), and a value given after it as
+    the argument (`--batch-size 0` -> `batch_size=0`, `--gan-nets paper` -> `gan_nets='paper'` where
+    `paper` is one of the option's `choices`). The error is re-raised itself, its type and attributes
+    kept."""
     try:
         yield
-    except GenaeError as error:
+    except ConfigError as error:
         _reword_as_keywords(error, choices)
         raise
 
@@ -142,7 +141,7 @@ def spelled_as_called(
     def spelled(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return hook(self, *args, **kwargs)
-        except GenaeError as error:
+        except ConfigError as error:
             choices = choices_of(self)
             if choices is not None:
                 _reword_as_keywords(error, choices)
@@ -151,7 +150,7 @@ def spelled_as_called(
     return spelled
 
 
-def _reword_as_keywords(error: GenaeError, choices: Mapping[str, Collection[Any]]) -> None:
+def _reword_as_keywords(error: ConfigError, choices: Mapping[str, Collection[Any]]) -> None:
     if not _COMMAND_LINE.get() and error.args and isinstance(error.args[0], str):
         error.args = (_as_keywords(error.args[0], choices), *error.args[1:])
 
