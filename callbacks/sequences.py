@@ -196,8 +196,10 @@ class SaveNormaliser(ModelSpecificCallback):
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
         return getattr(datamodule, "normaliser", None) is not None
 
+    # At the training's start, after the run folder's checks (`callbacks_for`'s WritesUnder, the first
+    # callback): written at the fit's start, the file would be taken there for another run's.
     @rank_zero_only
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.applies(pl_module, trainer.datamodule):
             normaliser = trainer.datamodule.normaliser
             run_dir = Path(trainer.default_root_dir)

@@ -517,7 +517,7 @@ def read_series(
 
     `channel_columns` (time and long layouts): the columns to read as channels, by header name (or number
     from 1 in a file without a header); unset, every column but timestamps, the series id and the index and
-    counter columns found.
+    counter columns found and the columns of one value.
     """
     table = read_table(path, blank_rows_are_gaps=layout == "time")
     if layout in ("rows", "ucr"):
@@ -546,6 +546,7 @@ def read_series(
     values = _values(table, channels)
     if channel_columns is None:
         channels, values = _without_counters(table, channels, values, groups)
+        channels, values = _without_constants(table, channels, values)
     series = [
         torch.from_numpy(
             _gaps_filled(table, channels, values, key, members, gaps, one_recording=id_column is None)
@@ -647,6 +648,32 @@ def _without_counters(
     return kept, np.delete(values, counting, axis=1)
 
 
+def _without_constants(
+    table: CSVTable, channels: list[int], values: np.ndarray
+) -> tuple[list[int], np.ndarray]:
+    """`channels` and their `values` less the columns holding one value in every row of COUNTER_MIN_ROWS or
+    more (a status flag, a unit code): as a channel such a column is predicted perfectly and lifts every
+    per-channel score without a better model. A line names them; all are kept when they would leave no
+    channel."""
+    constant = []
+    for slot in range(len(channels)):
+        present = values[:, slot][~np.isnan(values[:, slot])]
+        if len(present) >= COUNTER_MIN_ROWS and (present == present[0]).all():
+            constant.append(slot)
+    if not constant or len(constant) == len(channels):
+        return channels, values
+    named = ", ".join(
+        f"{table.names[channels[slot]]!r} ({values[:, slot][~np.isnan(values[:, slot])][0]:g})"
+        for slot in constant
+    )
+    say(
+        f"{table.path}: {named} {agree(constant, 'holds', 'hold')} one value in every row, left out of the "
+        "channels; name the channels with --csv-channels to keep it"
+    )
+    kept = [column for slot, column in enumerate(channels) if slot not in constant]
+    return kept, np.delete(values, constant, axis=1)
+
+
 def _index_like(name: str) -> bool:
     """A header that names a count of rows or of time: year, obs, cycle, id, ... (any case)."""
     return name.strip().lower() in INDEX_COLUMN_NAMES
@@ -654,16 +681,21 @@ def _index_like(name: str) -> bool:
 
 def _is_counter(column: np.ndarray, groups: Iterable[Sequence[int]]) -> bool:
     """Whether a column's values are whole numbers rising by one fixed step row by row within each series
-    of COUNTER_MIN_ROWS rows or more: a year, an observation number or a cycle count, which as a channel
-    would be a ramp whose test values lie beyond every training value."""
+    of COUNTER_MIN_ROWS rows or more (shorter series are not judged; at least one must be that long): a
+    year, an observation number or a cycle count, which as a channel would be a ramp whose test values lie
+    beyond every training value."""
+    judged = 0
     for members in groups:
         values = column[members]
-        if len(values) < COUNTER_MIN_ROWS or not np.array_equal(values, np.round(values)):
+        if len(values) < COUNTER_MIN_ROWS:
+            continue  # too short to tell a counter from a coincidence: the longer series decide
+        if not np.array_equal(values, np.round(values)):
             return False  # NaN (a gap) is not equal to itself either
         steps = np.diff(values)
         if steps[0] <= 0 or not (steps == steps[0]).all():
             return False
-    return True
+        judged += 1
+    return judged > 0
 
 
 def _named_channels(table: CSVTable, names: Sequence[str], excluded: Collection[int]) -> list[int]:

@@ -29,8 +29,10 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-# A channel that never varies on the training split keeps its scale instead of being divided by zero.
-MIN_STD = 1e-6
+# A channel that never varies on the training split keeps its scale instead of being divided by zero: one
+# whose spread is below this fraction of its largest magnitude (float rounding of one repeated value), or
+# zero. Relative, so a channel measured in small units (values of order 1e-7) is still scaled to unit spread.
+CONSTANT_RELATIVE_STD = 1e-9
 
 
 def as_float(series: Tensor) -> Tensor:
@@ -62,7 +64,9 @@ class Normaliser:
                 f"the training series of channel {unusable[0] + 1} (counted from 1) have no finite mean and "
                 "standard deviation (values missing, infinite or too large to square); fix or rescale them"
             )
-        std = torch.where(std < MIN_STD, torch.ones_like(std), std)
+        magnitude = flat.abs().amax(dim=0)
+        constant = (std == 0) | (std <= CONSTANT_RELATIVE_STD * magnitude)
+        std = torch.where(constant, torch.ones_like(std), std)
         return cls(tuple(mean.tolist()), tuple(std.tolist()))
 
     def _tensors(self, like: Tensor) -> tuple[Tensor, Tensor]:

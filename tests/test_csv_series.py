@@ -500,6 +500,9 @@ def test_a_year_an_observation_number_or_a_cycle_count_is_a_time_index_not_a_cha
     # A cycle count within each series of a long panel (restarting per unit) is one too.
     panel = ["unit,cycle,s1"] + [f"u{u},{c},{math.sin(u + c):.4f}" for u in range(20) for c in range(1, 17)]
     assert read_series(write(tmp_path / "engines.csv", panel), "long", "unit").channel_names == ["s1"]
+    # One unit too short to judge leaves the others to decide.
+    stub = [f"u99,{c},{math.sin(c):.4f}" for c in range(1, 4)]
+    assert read_series(write(tmp_path / "stub.csv", [*panel, *stub]), "long", "unit").channel_names == ["s1"]
     # A column of whole numbers that repeats or changes its step is data, as is the only column.
     steps = ["day,count"] + [f"{i // 2},{i * i}" for i in range(60)]
     assert read_series(write(tmp_path / "steps.csv", steps)).channel_names == ["day", "count"]
@@ -515,6 +518,32 @@ def test_a_year_an_observation_number_or_a_cycle_count_is_a_time_index_not_a_cha
     assert read_series(headerless).channel_names == ["column 2"]
     with pytest.raises(ConfigError, match=r"--csv-channels 'YEARS': .* has no such column; its columns are"):
         read_series(sunspots, channel_columns=["YEARS"])
+
+
+def test_a_column_of_one_value_is_left_out_of_the_channels_unless_named(tmp_path, capsys):
+    rows = ["a,status,b"] + [f"{math.sin(t / 5):.4f},1,{math.cos(t / 7):.4f}" for t in range(60)]
+    path = write(tmp_path / "flags.csv", rows)
+    assert read_series(path).channel_names == ["a", "b"]
+    assert "'status' (1) holds one value in every row, left out of the channels" in capsys.readouterr().out
+    assert read_series(path, channel_columns=["a", "status"]).channel_names == ["a", "status"]
+    # A gap is no second value; the only column stays.
+    gapped = write(
+        tmp_path / "gapped.csv", ["a,c", *[f"{math.sin(t):.4f},{'' if t == 3 else 2}" for t in range(40)]]
+    )
+    assert read_series(gapped, gaps="linear").channel_names == ["a"]
+    assert read_series(write(tmp_path / "one.csv", ["c", *["2"] * 40])).channel_names == ["c"]
+
+
+def test_a_channel_in_small_units_is_scaled_to_unit_spread_and_a_constant_one_is_not():
+    from lightning_genae.datamodules.sequence import Normaliser
+
+    series = torch.zeros(4, 50, 3, dtype=torch.float64)
+    series[..., 0] = torch.sin(torch.arange(50.0)) * 3e-7  # a quantity in small units
+    series[..., 1] = 1000.0
+    normaliser = Normaliser.fit(series)
+    assert normaliser.std[0] == pytest.approx(series[..., 0].std(unbiased=False).item())
+    assert normaliser.std[1:] == (1.0, 1.0)
+    assert normaliser.normalise(series)[..., 0].std(unbiased=False).item() == pytest.approx(1.0)
 
 
 def test_a_trailing_delimiter_of_one_recording_ends_its_rows(tmp_path, capsys):

@@ -975,3 +975,29 @@ def test_a_models_checks_in_a_fit_name_its_options_as_the_call_spelled_them():
     assert message == (
         "aae_supervised: the data has 12 classes and aae_components is 10; use aae_components=12 or more"
     ), message
+
+
+def test_callbacks_for_trains_a_series_model_into_a_new_folder_and_continues_it(tmp_path):
+    """The normaliser a series run writes beside its checkpoints is its own file, not another run's."""
+    import pytorch_lightning as pl
+
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.models import RAEModule
+
+    def fit(ckpt_path=None):
+        data = build_datamodule("sines", batch_size=16)
+        data.prepare_data()
+        data.setup("fit")
+        model = RAEModule(series_shape=tuple(data.data_shape), latent_dim=4, rnn_hidden=8)
+        callbacks = lightning_genae.callbacks_for(model, data, tmp_path / "run", metrics=False)
+        kwargs = lightning_genae.trainer_kwargs(model, iterations=4 if ckpt_path else 2, eval_every=100)
+        trainer = pl.Trainer(
+            **kwargs, callbacks=callbacks, default_root_dir=tmp_path / "run", accelerator="cpu",
+            logger=False, enable_progress_bar=False,
+        )  # fmt: skip
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return model
+
+    assert fit().iteration == 2
+    assert (tmp_path / "run" / "normaliser.json").is_file()
+    assert fit(ckpt_path=str(tmp_path / "run" / "checkpoints" / "last.ckpt")).iteration == 4

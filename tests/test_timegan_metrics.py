@@ -208,3 +208,6 @@ def test_bad_inputs_are_refused() -> None:
         predictive_score_timegan(real, real * float("nan"), iterations=0)
     with pytest.raises(ValueError, match="repetitions"):
         timegan_scores(real, real, repetitions=0)
+    # Series in their own units (a target up to 13): a sigmoid never reaches them.
+    with pytest.raises(ValueError, match=r"last channel, the predictor's target, lies in \[[0-9.]+, 13\]"):
+        predictive_score_timegan(real * 6 + 7, real, iterations=0)

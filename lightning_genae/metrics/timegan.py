@@ -4,8 +4,9 @@ Yoon, Jarrett and van der Schaar, "Time-series Generative Adversarial Networks",
 (Sines, Stocks, Energy, Events), with the reference code jsyoon0823/TimeGAN:
 metrics/discriminative_metrics.py, metrics/predictive_metrics.py, utils.py (`train_test_divide`,
 `batch_generator`) and main_timegan.py (each score repeated `metric_iteration` = 10 times and averaged).
-Both take real and generated series [N, T, C] in the data's own units (the reference feeds [0, 1]-scaled
-data; the predictor ends in a sigmoid).
+Both take real and generated series [N, T, C] min-max scaled to [0, 1] per channel, as the reference feeds
+them: the predictor ends in a sigmoid, so the predictive score refuses real series whose last channel (its
+target) leaves [0, 1].
 
 - discriminative: each set is split 80/20 by its own random permutation (`int(0.8 N)` to train). A
   one-layer GRU with hidden size int(C / 2) reads a whole series; a linear layer on its last state gives a
@@ -187,6 +188,14 @@ def predictive_score_timegan(
 ) -> float:
     """Mean absolute error on the real series of a one-step-ahead GRU predictor trained on the generated."""
     real, generated = _check(real, generated)
+    target = real[..., -1]
+    low, high = target.min().item(), target.max().item()
+    if low < -1e-6 or high > 1 + 1e-6:
+        raise ValueError(
+            f"the real series' last channel, the predictor's target, lies in [{low:.4g}, {high:.4g}], and "
+            "the predictor ends in a sigmoid; min-max scale both sets to [0, 1] with the real series' "
+            "per-channel minimum and maximum, as TimeGAN's reference does"
+        )
     channels = real.shape[2]
     generator = torch.Generator().manual_seed(seed)
     net = _seeded_net(channels - 1, hidden_size(channels), seed)
