@@ -24,7 +24,7 @@ from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.callbacks.records import StageRecords
 from lightning_genae.console import evaluation_progress, say
 from lightning_genae.datamodules.base import SPLITS, to_uint8
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.generative import (
@@ -87,6 +87,29 @@ def bernoulli_pixels(images: Tensor, generator: torch.Generator) -> Tensor:
     probability = images.float().add(1.0).div(2.0).clamp(0.0, 1.0)
     uniform = torch.rand(probability.shape, generator=generator).to(probability.device)
     return torch.where(uniform < probability, 1.0, -1.0).to(images.dtype)
+
+
+def _checked_samples(samples: Any, size: int, pl_module: pl.LightningModule, trainer: pl.Trainer) -> Tensor:
+    """A family's `sample(size)` as the metrics read it: float images [size, C, H, W] of the data's shape,
+    finite. Anything else is one line naming the family (a plug-in's sample returning uint8, a wrong count
+    or NaN), where storing it as pixels would clamp NaN to black and score it as images."""
+    family = type(pl_module).__name__
+    if not isinstance(samples, Tensor) or not samples.is_floating_point():
+        got = f"a tensor of {samples.dtype}" if isinstance(samples, Tensor) else type(samples).__name__
+        raise DataError(f"{family}.sample returned {got}; a family samples float images in [-1, 1]")
+    expected = (size, *getattr(trainer.datamodule, "data_shape", samples.shape[1:]))
+    if tuple(samples.shape) != expected:
+        raise DataError(
+            f"{family}.sample({size}) returned shape {list(samples.shape)}; the metrics need "
+            f"{list(expected)}, {size} images of the data's shape"
+        )
+    if not bool(torch.isfinite(samples).all()):
+        raise DataError(
+            f"{family}.sample({size}) returned NaN or infinite values at step "
+            f"{getattr(pl_module, 'iteration', '?')}, which cannot be scored as images; a diverged model, or "
+            "a sample() that computes them"
+        )
+    return samples
 
 
 class GenerativeMetrics(StageRecords, Callback):
@@ -157,7 +180,7 @@ class GenerativeMetrics(StageRecords, Callback):
             start = chunk * FEATURE_BATCH
             size = min(FEATURE_BATCH, n - start)
             generator = sample_generator(self.seed, stage, chunk)
-            samples = pl_module.sample(size, generator=generator)
+            samples = _checked_samples(pl_module.sample(size, generator=generator), size, pl_module, trainer)
             if binary:
                 samples = bernoulli_pixels(samples, generator)
             features = extract_features(self.backbone, to_uint8(samples), device)

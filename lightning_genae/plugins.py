@@ -17,10 +17,17 @@ better), logged beside FD and KID. docs/plugins.md shows one of each added this 
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import fields
 from typing import Any
 
-from lightning_genae.augmentation import AUGMENTATIONS, AugmentationSpec, augmentation_options, option_classes
+from lightning_genae.augmentation import (
+    AUGMENTATIONS,
+    AugmentationSpec,
+    Side,
+    augmentation_options,
+    option_classes,
+)
 from lightning_genae.config import COMMAND_LINE_ONLY, CONFIG_TYPES, flag
 from lightning_genae.datamodules import DATASETS, DatasetSpec, dataset_options
 from lightning_genae.datamodules.options import CLASSIFIER_COMMAND_OPTIONS
@@ -194,8 +201,19 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
         )
     _check_option_names("augmentation", name, spec.options)
     check_shared("augmentation", name, spec.options, option_classes())
+    sides = typing.get_args(Side)
+    if spec.side not in sides:
+        raise ConfigError(
+            f"cannot register augmentation {name!r}: side {spec.side!r} is none of "
+            f"{', '.join(map(repr, sides))}"
+        )
     if spec.side == "discriminator" and spec.build is None:
         raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
+    if spec.side == "data" and spec.augmenter is None:
+        raise ConfigError(
+            f"cannot register augmentation {name!r}: a data-side one runs an autoencoder family as its "
+            "augmenter; name it (augmenter='ae')"
+        )
     _note_plugin_options(spec.options)
     AUGMENTATIONS[name] = spec
 

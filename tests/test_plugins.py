@@ -300,6 +300,11 @@ def clean_registries():
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=LookAlikeP,
                                                                build=lambda options, parts: None)),
          "option augment_p is StrengthOptions's"),
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="Discriminator",
+                                                               build=lambda options, parts: None)),
+         "side 'Discriminator' is none of 'data', 'discriminator'"),
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="data")),
+         "a data-side one runs an autoencoder family as its augmenter; name it"),
         (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=SeedsOption)),
          "option seeds is a flag of run.py"),
         (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=EpochsOption)),
@@ -512,8 +517,21 @@ def test_a_plugins_names_read_without_the_plugin_point_to_genae_plugins(yaml_tex
         (lambda x: 1 / 0, "failed on a batch of 32 training images of shape (1, 16, 16): ZeroDivisionError"),
         (lambda x: x.detach(), "returned images that carry no gradient from its input"),
         (lambda x: torch.zeros_like(x), "returned images that carry no gradient from its input"),
+        (lambda x: x.round(), "returned images that carry no gradient from its input"),
+        (lambda x: x.clamp_(-0.9, 0.9), "the gradient of its images cannot be taken back to its input"),
     ],
-    ids=["shape", "dtype", "fixed-batch", "not-a-tensor", "nan", "raises", "detached", "not-from-its-input"],
+    ids=[
+        "shape",
+        "dtype",
+        "fixed-batch",
+        "not-a-tensor",
+        "nan",
+        "raises",
+        "detached",
+        "not-from-its-input",
+        "zero-gradient",
+        "in-place",
+    ],  # fmt: skip
 )
 def test_a_plugin_augmentation_that_does_not_return_its_inputs_kind_is_refused_before_training(
     transform, says, clean_registries, tmp_path, capsys

@@ -1001,3 +1001,37 @@ def test_callbacks_for_trains_a_series_model_into_a_new_folder_and_continues_it(
     assert fit().iteration == 2
     assert (tmp_path / "run" / "normaliser.json").is_file()
     assert fit(ckpt_path=str(tmp_path / "run" / "checkpoints" / "last.ckpt")).iteration == 4
+
+
+@pytest.mark.parametrize(
+    ("returned", "says"),
+    [
+        (lambda images: images * float("nan"), "returned NaN or infinite values at step 2"),
+        (lambda images: ((images + 1) * 127.5).to(torch.uint8), "returned a tensor of torch.uint8"),
+        (lambda images: images[: len(images) // 2], "the metrics need [100, 1, 16, 16]"),
+    ],
+    ids=["nan", "uint8", "half"],
+)
+def test_samples_the_metrics_cannot_score_stop_the_evaluation_in_one_line(tmp_path, returned, says):
+    """Stored as pixels, NaN became black images with a finite FD (and best.ckpt was chosen on it)."""
+    import pytorch_lightning as pl
+
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.errors import DataError
+    from lightning_genae.models import GANModule
+
+    class BrokenSampler(GANModule):
+        def sample(self, n, generator=None):
+            return returned(super().sample(n, generator=generator))
+
+    data = build_datamodule("digits", batch_size=32)
+    model = BrokenSampler((1, 16, 16), latent_dim=4, width=4)
+    callbacks = lightning_genae.callbacks_for(model, data, tmp_path, eval_samples=100)
+    kwargs = lightning_genae.trainer_kwargs(model, iterations=2, eval_every=2)
+    trainer = pl.Trainer(
+        **kwargs, callbacks=callbacks, default_root_dir=tmp_path, accelerator="cpu", logger=False,
+        enable_progress_bar=False,
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"^BrokenSampler\.sample") as refused:
+        trainer.fit(model, datamodule=data)
+    assert says in str(refused.value) and "\n" not in str(refused.value)

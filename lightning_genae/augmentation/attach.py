@@ -149,9 +149,11 @@ def check_plugin_transforms(
     for name, transform in plugins.items():
         build = getattr(AUGMENTATIONS[name].build, "__module__", None) or "its module"
         fix = f"(fix its build in {build})"
-        # As a generator's images reach it in training: not a leaf, carrying gradients, which it must pass on
-        # (G learns through it).
-        inputs = images.clone().requires_grad_(True) * 1.0
+        # As a generator's images reach it in training: the output of a tanh, carrying gradients, which it
+        # must pass on (G learns through it); the tanh's backward reads its output, so a transform that
+        # changes its input in place fails the probe below as it would fail in training.
+        logits = torch.atanh(images.clamp(-1 + 1e-6, 1 - 1e-6)).requires_grad_(True)
+        inputs = torch.tanh(logits)
         try:
             with torch.random.fork_rng(devices=cuda_devices):
                 returned = transform(inputs)
@@ -169,11 +171,11 @@ def check_plugin_transforms(
             raise ConfigError(
                 f"--augment {name} returned NaN or infinite values for training images in [-1, 1] {fix}"
             )
-        elif not returned.requires_grad:
+        elif not returned.requires_grad or not _passes_gradient(returned, logits, name, fix):
             raise ConfigError(
                 f"--augment {name} returned images that carry no gradient from its input (detached, or not "
-                "made from it by differentiable operations); the generator learns through a "
-                f"discriminator-side augmentation, so it must be differentiable {fix}"
+                "made from it by differentiable operations: rounding, thresholds); the generator learns "
+                f"through a discriminator-side augmentation, so it must be differentiable {fix}"
             )
         else:
             continue
@@ -181,6 +183,20 @@ def check_plugin_transforms(
             f"--augment {name} returned {got} for images {expected}; a discriminator-side augmentation "
             f"returns images of its input's shape, dtype and device {fix}"
         )
+
+
+def _passes_gradient(returned: torch.Tensor, logits: torch.Tensor, name: str, fix: str) -> bool:
+    """Whether the gradient of the transform's images reaches its input, non-zero somewhere (a rounding
+    passes zeros: G would never learn); a transform that changed its input in place is refused."""
+    try:
+        (gradient,) = torch.autograd.grad(returned.sum(), logits, allow_unused=True)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"--augment {name}: the gradient of its images cannot be taken back to its input "
+            f"({describe_error(error)}); an operation that changes its input in place (clamp_, mul_) "
+            f"must work on a copy {fix}"
+        ) from None
+    return gradient is not None and bool(gradient.abs().sum() > 0)
 
 
 def plugin_transforms_to_try(plan: AugmentPlan) -> list[str]:
