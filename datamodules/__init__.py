@@ -232,7 +232,9 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
             # (`series_id` under the default `csv_layout`) is refused, not ignored.
             options = {key: value for key, value in kwargs.items() if key in spec.options.types()}
             given = {key: value for key, value in options.items() if value is not None}
-            parse_dataset_options(name, given, named=given)
+            parsed = parse_dataset_options(name, given, named=given)
+            # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.
+            kwargs.update({key: getattr(parsed, key) for key in given})
         datamodule = module(**kwargs)
     # The checks of a fit's set-up name the arguments as this call spelled them too.
     datamodule.call_spelling = spelling

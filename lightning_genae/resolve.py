@@ -164,7 +164,9 @@ def _family_options(config: RunConfig, model: ModelSpec, named: Collection[str] 
     own = set(model.options.types())
     others = set(augmentation_options()) | set(dataset_options())
     given = {name: value for name, value in config.plugin_options.items() if name not in others}
-    unknown = sorted(set(given) - model_option_names())
+    # A stored None is an option left to its owner's default, which nothing of the run read (a checkpoint
+    # written with a plug-in loaded records the plug-in's unused options so): no plug-in is needed for it.
+    unknown = sorted(name for name in set(given) - model_option_names() if given[name] is not None)
     if unknown:
         raise ConfigError(
             f"unknown {agree(unknown, 'option', 'options')} {', '.join(unknown)}; "

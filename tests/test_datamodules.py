@@ -992,3 +992,14 @@ def test_class_subfolders_one_level_down_are_named_with_the_folder_to_pass(tmp_p
     assert datamodule.labelling_advice() == (
         f"its class subfolders are one level down: pass --data-dir {tmp_path / 'animals'}, or "
     )
+
+
+def test_build_datamodule_hands_the_dataset_its_options_as_parsed():
+    """`seq_len='24'` passed the option's check and reached the dataset as text (a TypeError in setup)."""
+    from lightning_genae.datamodules import build_datamodule
+
+    for given in ("24", 24.0):
+        data = build_datamodule("sines", seq_len=given)
+        data.setup("fit")
+        assert data.hparams["seq_len"] == 24 and type(data.hparams["seq_len"]) is int
+        assert data.split_tensors("train")[0].shape[1] == 24
