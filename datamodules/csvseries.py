@@ -328,6 +328,41 @@ def find_time_columns(table: CSVTable) -> list[int]:
     return found
 
 
+def _series_rows(table: CSVTable, id_column: int, ordered_by_time: bool) -> dict[str, list[int]]:
+    """The long layout's series: each id's rows, in file order. An empty id cell is refused (its rows
+    would become a series named ''). So is, in a file without a time column, an id whose rows come back in a
+    second block of a file otherwise kept in blocks per id: two recordings sharing an id, which would be
+    joined into one series. Rows of several series that interleave throughout (a file sorted by time) are
+    read as they are."""
+    name = table.names[id_column]
+    groups: dict[str, list[int]] = {}
+    runs: list[tuple[str, int]] = []  # (id, the row number its block starts at)
+    for position, (number, row) in enumerate(table.rows):
+        key = row[id_column].strip()
+        if not key:
+            raise DataError(
+                f"{table.path}: row {number}, column {name!r} (the series id) is empty; give every row its "
+                "series' id"
+            )
+        if not runs or runs[-1][0] != key:
+            runs.append((key, number))
+        groups.setdefault(key, []).append(position)
+    in_blocks = len(runs) < 2 * len(groups)
+    if not ordered_by_time and in_blocks and len(runs) > len(groups):
+        seen: dict[str, int] = {}
+        for key, number in runs:
+            if key in seen:
+                members = groups[key]
+                raise DataError(
+                    f"{table.path}: series {key!r} starts at row {seen[key]} and again at row {number} "
+                    f"(rows {table.rows[members[0]][0]}-{table.rows[members[-1]][0]}), and the file has no "
+                    f"time column to order them by; keep each series' rows together (sort by {name!r}), "
+                    "or give two recordings ids of their own"
+                )
+            seen[key] = number
+    return groups
+
+
 def _check_time_order(table: CSVTable, column: int, groups: dict[str, list[int]]) -> None:
     """The rows of each series must go forward in time: windows cut across a shuffled file mean nothing.
 
@@ -395,9 +430,15 @@ def _check_order_in(
                     )
             if previous is not None and type(value) is type(previous):
                 if value < previous:
+                    several = len(groups) > 1
                     raise DataError(
                         f"{table.path}: row {number} goes back in time in column {name!r} ({cell.strip()}); "
-                        f"sort the file by {name!r}"
+                        + (
+                            f"sort each series' rows by {name!r}, and give two recordings that share a "
+                            "series id ids of their own"
+                            if several
+                            else f"sort the file by {name!r}"
+                        )
                     )
                 if value == previous:
                     repeats.append(number)
@@ -422,7 +463,7 @@ def _values(table: CSVTable, channels: Sequence[int]) -> np.ndarray:
                 values[position, slot] = value
             elif not is_gap(cell):
                 if parse_timestamp(cell) is not None:
-                    _refuse_a_cell_no_timestamp(table, column)
+                    _refuse_a_cell_no_timestamp(table, column, number)
                 fix = (
                     "write numbers with a decimal point (a decimal comma is read as text)"
                     if re.fullmatch(r"[-+]?\d+,\d+", cell.strip())
@@ -436,10 +477,18 @@ def _values(table: CSVTable, channels: Sequence[int]) -> np.ndarray:
     return values
 
 
-def _refuse_a_cell_no_timestamp(table: CSVTable, column: int) -> None:
-    """A column of timestamps but for a cell or more (`1949-13` among monthly periods) was read as a
-    channel, whose first timestamp is no number: the cell that kept it from being a timestamp column is
-    the one to name."""
+def _refuse_a_cell_no_timestamp(table: CSVTable, column: int, date_row: int) -> None:
+    """A column read as a channel holds a timestamp in row `date_row`. Where most of its cells are
+    timestamps (`1949-13` among monthly periods kept it from being a timestamp column), the cell that is
+    no timestamp is the one to name; where most are numbers, the timestamp is the stray cell."""
+    cells = [row[column] for _, row in table.rows if not is_gap(row[column])]
+    numbers = sum(_number(cell) is not None for cell in cells)
+    if numbers * 2 >= len(cells):
+        cell = next(row[column] for number, row in table.rows if number == date_row)
+        raise DataError(
+            f"{table.path}: row {date_row}, column {table.names[column]!r}: {shown_value(cell.strip())} is a "
+            "date in a column of numbers; fix the cell"
+        )
     for number, row in table.rows:
         cell = row[column]
         if not is_gap(cell) and parse_timestamp(cell) is None:
@@ -531,9 +580,7 @@ def read_series(
     if id_column is None:
         groups = {"": list(range(len(table.rows)))}
     else:
-        groups = {}
-        for position, (_, row) in enumerate(table.rows):
-            groups.setdefault(row[id_column].strip(), []).append(position)
+        groups = _series_rows(table, id_column, ordered_by_time=bool(time_columns))
     if channel_columns is not None:
         channels = _named_channels(table, channel_columns, excluded)
     else:

@@ -697,3 +697,32 @@ def test_build_datamodule_refuses_a_csv_option_its_layout_leaves_unread(tmp_path
         build_datamodule("csv", data_dir=str(path), **options)
     assert "\n" not in str(refused.value) and "--" not in str(refused.value)
     assert build_datamodule("csv", data_dir=str(path)) is not None
+
+
+def test_long_layout_refuses_an_empty_series_id_and_one_id_in_two_blocks_without_timestamps(tmp_path):
+    rows = [f"u{u},{math.sin(u + t):.4f}" for u in range(3) for t in range(12)]
+    gap = write(tmp_path / "gap.csv", ["unit,s1", *rows[:5], f",{0.5}", *rows[5:]])
+    with pytest.raises(DataError, match=r"row 7, column 'unit' \(the series id\) is empty"):
+        read_series(gap, "long", "unit")
+    # u0's recording, another unit's, then more rows named u0: two recordings joined into one series.
+    again = write(tmp_path / "again.csv", ["unit,s1", *rows, *rows[:12]])
+    with pytest.raises(DataError, match=r"series 'u0' starts at row 2 and again at row 38 \(rows 2-49\)"):
+        read_series(again, "long", "unit")
+    # Rows of several series interleaving throughout (a file sorted by its time index) are read as they are.
+    interleaved = ["unit,day,s1"] + [f"u{u},{t},{math.sin(u + t):.4f}" for t in range(12) for u in range(3)]
+    assert len(read_series(write(tmp_path / "by-time.csv", interleaved), "long", "unit").series) == 3
+    # With dates, a second recording under the same id goes back in time.
+    back = ["unit,date,s1"] + [
+        f"u{u},2024-01-{t + 1:02d},{math.sin(u + t):.4f}" for u in (0, 1, 0) for t in range(12)
+    ]
+    with pytest.raises(
+        DataError, match=r"goes back in time .*sort each series' rows by 'date', and give two"
+    ):
+        read_series(write(tmp_path / "back.csv", back), "long", "unit")
+
+
+def test_a_stray_date_in_a_column_of_numbers_is_the_cell_named(tmp_path):
+    rows = [f"{math.sin(t / 5):.4f},{math.cos(t / 7):.4f}" for t in range(120)]
+    rows[100] = "0.5,2021-03-04"
+    with pytest.raises(DataError, match=r"row 102, column 'y': '2021-03-04' is a date in a column of numbers"):
+        read_series(write(tmp_path / "stray.csv", ["x,y", *rows]))
