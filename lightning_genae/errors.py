@@ -95,7 +95,9 @@ class RunFolderGone(GenaeError):
 class TrainingDiverged(GenaeError):
     """A loss, weight, buffer or optimizer state became NaN or inf; the run stops.
 
-    The update that caused it is not undone; the checkpoints already written are all finite.
+    The update that caused it is not undone; the checkpoints already written are all finite. Exit 2, as
+    other input the run cannot go on with: the one line names what to change (the learning rate, the
+    checkpoint to resume from).
     """
 
-    exit_code = 1
+    exit_code = 2

@@ -75,6 +75,13 @@ class Registry(dict[str, _Spec]):
         self.kind = kind
 
     def __missing__(self, name: str) -> _Spec:
+        # A Python caller's plug-ins ($GENAE_PLUGINS, the entry points), imported as run.py and load_model
+        # import them: `MODELS["masked_ae"]` finds what `run.py --model masked_ae` does.
+        from lightning_genae.plugin_loading import load_plugins
+
+        load_plugins()
+        if dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
         raise UnknownName(
             f"unknown {self.kind} {name!r}{did_you_mean(name, self)}; choose one of {', '.join(self)} "
             f"{PLUGIN_HINT}"

@@ -211,7 +211,10 @@ class DivergenceGuard(Callback):
         self.started_at = pl_module.iteration
 
     def diverged(self, cause: str, model: GenerativeModule) -> TrainingDiverged:
-        """The one-line error: what diverged, and what to do about it."""
+        """The one-line error: what diverged, and what to do about it (a loss not finite before any update
+        says where to look itself: no resume or learning rate helps)."""
+        if "before any update" in cause and self.started_at == 0:
+            return TrainingDiverged(cause)
         advice = resume_advice(
             self.checkpoint_dir,
             model.optimizer_steps_per_iteration,

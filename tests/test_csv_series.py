@@ -724,5 +724,7 @@ def test_long_layout_refuses_an_empty_series_id_and_one_id_in_two_blocks_without
 def test_a_stray_date_in_a_column_of_numbers_is_the_cell_named(tmp_path):
     rows = [f"{math.sin(t / 5):.4f},{math.cos(t / 7):.4f}" for t in range(120)]
     rows[100] = "0.5,2021-03-04"
-    with pytest.raises(DataError, match=r"row 102, column 'y': '2021-03-04' is a date in a column of numbers"):
+    with pytest.raises(
+        DataError, match=r"row 102, column 'y': '2021-03-04' is a date in a column of numbers"
+    ):
         read_series(write(tmp_path / "stray.csv", ["x,y", *rows]))

@@ -124,7 +124,7 @@ def test_a_diverging_run_stops_with_one_line_and_leaves_last_ckpt_finite_and_unt
     diverge_at(family, 4, monkeypatch)
     before = snapshot_checkpoints_before(family, 4, run_dir, monkeypatch)
     args = [*TINY_RUNS[model], "--ckpt-every", "2", "--max-steps", "10", "--output", str(run_dir)]
-    assert main(args) == 1
+    assert main(args) == 2
     message = one_error_line(capsys)
     assert re.search(r"train/loss\w* became nan at step 4;", message), message
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -144,7 +144,7 @@ def test_a_run_resumes_from_the_checkpoint_a_divergence_message_names(tmp_path, 
     with monkeypatch.context() as patch:
         diverge_at(MODELS["vae"].module, 4, patch)
         args = ["--model", "vae", *TINY_RUN, "--ckpt-every", "2", "--max-steps", "10"]
-        assert main([*args, "--output", str(run_dir)]) == 1
+        assert main([*args, "--output", str(run_dir)]) == 2
     message = one_error_line(capsys)
     advised, step = advised_checkpoint(message)
     lower_lr = re.search(r"--lr (\S+)$", message).group(1)
@@ -164,7 +164,7 @@ def test_vae_at_lr_1e6_keeps_a_finite_last_ckpt_and_says_when_a_resume_fails_aga
     """
     run_dir = tmp_path / "vae"
     args = ["--model", "vae", *TINY_RUN, "--lr", "1e6", "--ckpt-every", "1", "--max-steps", "10"]
-    assert main([*args, "--output", str(run_dir)]) == 1
+    assert main([*args, "--output", str(run_dir)]) == 2
     message = one_error_line(capsys)
     # A tenth of 1e6 would diverge as surely: the family's default is advised.
     assert "became NaN or infinite by step 2" in message and "--lr 0.001" in message, message
@@ -174,7 +174,7 @@ def test_vae_at_lr_1e6_keeps_a_finite_last_ckpt_and_says_when_a_resume_fails_aga
     assert assert_finite_checkpoint(advised)["global_step"] == 1
     weights = assert_finite_checkpoint(advised)["state_dict"]["encoder.head.weight"]
     assert weights.abs().max() > 1e5  # one step at --lr 1e6: finite, and far gone
-    assert main(["--resume", "last", "--output", str(run_dir), "--lr", "1e-3", "--max-steps", "10"]) == 1
+    assert main(["--resume", "last", "--output", str(run_dir), "--lr", "1e-3", "--max-steps", "10"]) == 2
     message = one_error_line(capsys)
     assert f"diverged again before writing a checkpoint newer than {advised} (step 1)" in message, message
     assert "start again with a lower --lr" in message
@@ -190,7 +190,7 @@ def test_every_ddp_process_stops_at_the_same_divergence_and_none_is_left_waiting
     ddp = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--output", str(run_dir)]
     command = [sys.executable, str(REPO / "run.py"), *args, *ddp]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors and all("became NaN or infinite by step 2" in line for line in errors), errors
     assert assert_finite_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 1
@@ -199,7 +199,7 @@ def test_every_ddp_process_stops_at_the_same_divergence_and_none_is_left_waiting
 def test_ae_at_a_huge_learning_rate_fails_instead_of_ending_with_inf_in_batch_norm(tmp_path, capsys):
     run_dir = tmp_path / "ae"
     args = ["--model", "ae", *TINY_RUN, "--lr", "1e6", "--max-steps", "10", "--output", str(run_dir)]
-    assert main(args) == 1
+    assert main(args) == 2
     message = one_error_line(capsys)
     assert "running_var" in message and "became NaN or infinite" in message, message
     assert not (run_dir / "summary.json").exists()
@@ -211,7 +211,7 @@ def test_a_divergence_before_any_checkpoint_says_none_exists(tmp_path, capsys):
     """`--model aae --lr 1e6` diverges at its second step: no checkpoint to advise, and none is made up."""
     run_dir = tmp_path / "aae"
     args = ["--model", "aae", *TINY_RUN, "--lr", "1e6", "--max-steps", "10", "--output", str(run_dir)]
-    assert main(args) == 1
+    assert main(args) == 2
     message = one_error_line(capsys)
     assert "no checkpoint was written before it" in message and "--lr 0.001" in message, message
     assert "resume" not in message
@@ -224,7 +224,7 @@ def test_best_ckpt_is_not_overwritten_when_the_optimizer_state_diverged(tmp_path
     break_optimizer_state_at(AutoencoderModule, 4, monkeypatch)
     before = snapshot_checkpoints_before(AutoencoderModule, 4, run_dir, monkeypatch)
     args = ["--model", "ae", *TINY_RUN, "--ckpt-every", "100", "--max-steps", "10", "--output", str(run_dir)]
-    assert main(args) == 1
+    assert main(args) == 2
     message = one_error_line(capsys)
     # Step 6 is a validation that improved val/loss: the refused write was best.ckpt's.
     assert re.match(r"error: optimizer_states\[0\]\.state\.\d+\.exp_avg_sq .*by step 6,", message), message
@@ -240,7 +240,7 @@ def test_the_final_save_of_last_ckpt_is_refused_and_the_earlier_one_kept(tmp_pat
     break_optimizer_state_at(GANModule, 4, monkeypatch)
     before = snapshot_checkpoints_before(GANModule, 4, run_dir, monkeypatch)
     args = ["--model", "gan", *TINY_RUN, "--ckpt-every", "4", "--eval-every", "20", "--image-every", "20"]
-    assert main([*args, "--max-steps", "6", "--output", str(run_dir)]) == 1
+    assert main([*args, "--max-steps", "6", "--output", str(run_dir)]) == 2
     message = one_error_line(capsys)
     assert "by step 6, so that checkpoint was not written" in message, message
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -288,3 +288,31 @@ def test_non_finite_state_names_buffers_and_optimizer_state_but_not_other_entrie
         "decoder.bn.running_var",
         "optimizer_states[0].state.0.exp_avg_sq",
     ]
+
+
+def test_the_runs_first_loss_not_finite_says_no_learning_rate_is_the_cause(tmp_path, capsys):
+    """Noted before the first optimizer step, it was computed at the weights as built: the advice to lower
+    --lr (or to resume) cannot help."""
+    model = AutoencoderModule([1, 8, 8], width=8, latent_dim=8)
+    model.watch_losses(**{"train/loss": torch.tensor(float("nan"))})
+    cause = model.first_non_finite_loss()
+    assert cause.startswith("train/loss became nan at step 0, before any update: no learning rate is")
+    # A GAN's generator loss at step 0 follows the discriminator's first step: no such claim.
+    model.watch_losses(**{"train/loss_d": torch.tensor(0.5), "train/loss_g": torch.tensor(float("nan"))})
+    assert model.first_non_finite_loss() == "train/loss_g became nan at step 0"
+
+
+def test_a_model_whose_forward_pass_is_not_finite_from_the_start_is_told_so_not_to_lower_lr(
+    tmp_path, monkeypatch, capsys
+):
+    def nan_step(self, batch, stage):
+        loss = original(self, batch, stage)
+        return loss * float("nan") if stage == "train" else loss
+
+    original = AutoencoderModule.model_step
+    monkeypatch.setattr(AutoencoderModule, "model_step", nan_step)
+    args = ["--model", "ae", *TINY_RUN, "--max-steps", "3", "--output", str(tmp_path / "run")]
+    assert main(args) == 2
+    message = one_error_line(capsys)
+    assert "became nan at step 0, before any update: no learning rate is the cause" in message, message
+    assert "--lr" not in message

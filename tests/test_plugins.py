@@ -693,3 +693,36 @@ def test_build_datamodule_takes_a_plugins_declared_option_read_from_its_kwargs(c
         ConfigError, match=r"pixel_nosie is not an argument of NoisyDigits \(did you mean pixel_noise\?\)"
     ):
         build_datamodule("noisy", pixel_nosie=0.5, data_dir=tmp_path)
+
+
+def test_a_family_registered_as_generating_that_does_not_sample_is_one_line_and_exit_2(
+    clean_registries, tmp_path, capsys
+):
+    """generates decides the generative metrics, --backbone and what a resume may change, without importing
+    the module: registered wrongly, an autoencoder took --backbone and was refused another --eval-samples."""
+    register_model(
+        "toy", ModelSpec("lightning_genae.models.ae:AutoencoderModule", AutoencoderOptions, "an autoencoder")
+    )
+    assert main(["--model", "toy", *TINY_RUN, "--max-steps", "1", "--output", str(tmp_path / "run")]) == 2
+    one_line(capsys, "with generates=True, but AutoencoderModule has no sample method", "generates=False)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_python_lookup_imports_the_plugins_genae_plugins_names(plugin_dir, tmp_path):
+    """`MODELS['masked_ae']` and `build_datamodule('squares')` in Python find what run.py finds."""
+    script = (
+        "from lightning_genae.models import MODELS\n"
+        "from lightning_genae.datamodules import build_datamodule\n"
+        "print(MODELS['masked_ae'].description)\n"
+        "print(type(build_datamodule('squares', data_dir='.')).__name__)\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(REPO)]),
+        "GENAE_PLUGINS": "my_genae_plugin",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["autoencoder", "of", "partly", "hidden", "inputs", "SquaresDataModule"]

@@ -81,6 +81,15 @@ class ModelSpec:
                 f"{module.__name__}.options_type is {module.options_type.__name__}; set options_type = "
                 f"{self.options.__name__} on {module.__name__}"
             )
+        samples = callable(getattr(module, "sample", None))
+        if samples != self.generates:
+            # What resolve decides from the registration (the generative metrics, --backbone, what a resume
+            # may change) must be what the module is.
+            raise ConfigError(
+                f"a family is registered at {self.location!r} with generates={self.generates}, but "
+                f"{module.__name__} {'has a' if samples else 'has no'} sample method; register it with "
+                f"ModelSpec(..., generates={samples})"
+            )
         return module
 
 

@@ -270,6 +270,13 @@ def _check_count(family: str, count: object) -> None:
 OBJECTIVE_FORM_KEY = "genae_objective_form"
 
 
+# Why a loss that is not finite at the first iteration is no learning rate's doing, and where to look.
+BEFORE_ANY_UPDATE = (
+    "no learning rate is the cause; look at the model's forward pass and its loss on this data (which "
+    "passed the batch check)"
+)
+
+
 class GenerativeModule(pl.LightningModule):
     """Base LightningModule: batches are (data, labels); images are [B,C,H,W] floats in [-1, 1].
 
@@ -625,7 +632,9 @@ class GenerativeModule(pl.LightningModule):
         if len(self._unchecked_losses) >= MAX_UNCHECKED_LOSSES:
             diverged = self.first_non_finite_loss()
             if diverged is not None:
-                raise TrainingDiverged(f"{diverged}; lower --lr")
+                raise TrainingDiverged(
+                    diverged if "before any update" in diverged else f"{diverged}; lower --lr"
+                )
 
     def first_non_finite_loss(self) -> str | None:
         """`<loss> became <value> at step <i>` for the first NaN/inf loss noted since the last check, else
@@ -635,8 +644,14 @@ class GenerativeModule(pl.LightningModule):
             torch.isfinite(torch.cat([value.reshape(-1) for *_, value in unchecked])).all()
         ):
             return None
-        name, iteration, value = next(entry for entry in unchecked if not torch.isfinite(entry[2]).all())
-        return f"{name} became {value.float().mean().item()} at step {iteration}"
+        entry = next(entry for entry in unchecked if not torch.isfinite(entry[2]).all())
+        name, iteration, value = entry
+        cause = f"{name} became {value.float().mean().item()} at step {iteration}"
+        if iteration == 0 and entry is unchecked[0]:
+            # The run's first loss, noted before the first optimizer step (every family notes a loss before
+            # the step it drives): computed at the weights as built.
+            cause += f", before any update: {BEFORE_ANY_UPDATE}"
+        return cause
 
 
 def _option_keywords(module: GenerativeModule) -> dict[str, tuple[Any, ...]]:
