@@ -97,7 +97,7 @@ def _checked_samples(samples: Any, size: int, pl_module: pl.LightningModule, tra
     if not isinstance(samples, Tensor) or not samples.is_floating_point():
         got = f"a tensor of {samples.dtype}" if isinstance(samples, Tensor) else type(samples).__name__
         raise DataError(f"{family}.sample returned {got}; a family samples float images in [-1, 1]")
-    expected = (size, *getattr(trainer.datamodule, "data_shape", samples.shape[1:]))
+    expected = (size, *getattr(getattr(trainer, "datamodule", None), "data_shape", samples.shape[1:]))
     if tuple(samples.shape) != expected:
         raise DataError(
             f"{family}.sample({size}) returned shape {list(samples.shape)}; the metrics need "

@@ -281,6 +281,15 @@ class InMemoryDataModule(pl.LightningDataModule):
                 splits = {split: checked_image_split(split, splits.get(split)) for split in SPLITS}
             except DataError as error:
                 raise DataError(f"--data {self.name}: {error} (in its _load_splits)") from None
+            declared = tuple(self.data_shape)
+            for split, (images, _) in splits.items():
+                if tuple(images.shape[1:]) != declared:
+                    # The shape the model is built for and the run reports is the declared one.
+                    raise DataError(
+                        f"--data {self.name}: its {split} images are {'x'.join(map(str, images.shape[1:]))}, "
+                        f"and it declares {'x'.join(map(str, declared))} (its default_shape, or the image "
+                        "size and channels asked); return images of that shape (in its _load_splits)"
+                    )
         self._check_labels_within_the_classes(splits)
         train_images, train_labels = splits["train"]
         self._train_split_size = len(train_images)

@@ -100,8 +100,11 @@ def test_a_sequence_dataset_gets_the_sequence_classifier_in_its_own_manifest(tmp
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [
-        (["--data", "sines"], "sines has no labels"),
-        (["--data", "csv", "--data-dir", "series.csv"], "csv has no labels"),
+        (["--data", "sines"], "sines: a feature classifier of series is trained for smnist only"),
+        (
+            ["--data", "csv", "--data-dir", "series.csv"],
+            "csv: a feature classifier of series is trained for smnist only",
+        ),
         (["--data", "digits", "--epochs", "0"], "--epochs"),
     ],
 )
@@ -122,7 +125,10 @@ def test_both_module_names_run_the_command(tmp_path, module):
         timeout=120,
     )
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == "error: sines has no labels to train a feature classifier on"
+    assert result.stderr.strip() == (
+        "error: sines: a feature classifier of series is trained for smnist only; its runs report the series "
+        "scores without feature metrics"
+    )
 
 
 def test_the_output_folder_must_be_named_so_the_shipped_weights_are_never_overwritten_by_default(capsys):

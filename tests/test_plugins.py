@@ -403,8 +403,12 @@ class Broken(ImageDataModule):
             "lambda s: {k: (v[0].numpy(), v[1].numpy()) for k, v in s.items()}",
             "must be torch tensors, got ndarray",
         ),
+        (
+            "lambda s: {k: (v[0][..., :8, :8].contiguous(), v[1]) for k, v in s.items()}",
+            "its train images are 1x8x8, and it declares 1x16x16 (its default_shape",
+        ),
     ],
-    ids=["float-images", "no-val", "labels-short", "numpy"],
+    ids=["float-images", "no-val", "labels-short", "numpy", "not-its-default-shape"],
 )
 def test_a_plugin_datasets_splits_are_held_to_the_contract_in_one_line(
     mistake, says, clean_registries, tmp_path, capsys, monkeypatch

@@ -225,8 +225,14 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
         if not sequence:
-            # Generated series, and a CSV read as this command reads it (one recording), carry no labels.
-            print(f"error: {args.data} has no labels to train a feature classifier on", file=sys.stderr)
+            # A series classifier's recipe (its splits, its labels) is written per dataset: generated series
+            # and a CSV carry no labels, and a plug-in's series dataset has no recipe here.
+            print(
+                f"error: {args.data}: a feature classifier of series is trained for "
+                f"{', '.join(sequence_classifier.SEQUENCE_DATASETS)} only; its runs report the series scores "
+                "without feature metrics",
+                file=sys.stderr,
+            )
             return 2
     train = _train_sequence if sequence else _train_image
     try:
