@@ -331,12 +331,13 @@ def find_time_columns(table: CSVTable) -> list[int]:
 def _series_rows(table: CSVTable, id_column: int, ordered_by_time: bool) -> dict[str, list[int]]:
     """The long layout's series: each id's rows, in file order. An empty id cell is refused (its rows
     would become a series named ''). So is, in a file without a time column, an id whose rows come back in a
-    second block of a file otherwise kept in blocks per id: two recordings sharing an id, which would be
-    joined into one series. Rows of several series that interleave throughout (a file sorted by time) are
-    read as they are."""
+    second block of a file kept in blocks per id: two recordings sharing an id (a stray repeat, two exports
+    appended), which would be joined into one series. Rows of several series that interleave a row at a
+    time (a file sorted by time) are read as they are."""
     name = table.names[id_column]
     groups: dict[str, list[int]] = {}
     runs: list[tuple[str, int]] = []  # (id, the row number its block starts at)
+    lengths: list[int] = []  # rows in each block
     for position, (number, row) in enumerate(table.rows):
         key = row[id_column].strip()
         if not key:
@@ -346,8 +347,12 @@ def _series_rows(table: CSVTable, id_column: int, ordered_by_time: bool) -> dict
             )
         if not runs or runs[-1][0] != key:
             runs.append((key, number))
+            lengths.append(0)
+        lengths[-1] += 1
         groups.setdefault(key, []).append(position)
-    in_blocks = len(runs) < 2 * len(groups)
+    # Kept in blocks: most blocks hold several rows (two exports appended one after the other included),
+    # where a file sorted by time interleaves the series a row at a time.
+    in_blocks = bool(lengths) and sorted(lengths)[len(lengths) // 2] >= 2
     if not ordered_by_time and in_blocks and len(runs) > len(groups):
         seen: dict[str, int] = {}
         for key, number in runs:

@@ -139,9 +139,9 @@ class EpochPosition:
 class ResumableLoader(EpochPosition, DataLoader):
     """The training loader on the host: it continues the data where a checkpoint's run stopped.
 
-    Also when that run ended at --max-steps part-way through an epoch (Lightning counts such an epoch as
-    finished and starts its next one; the data finishes the epoch first). Under DDP Lightning's
-    DistributedSampler takes the place of `EpochShuffle` and orders each epoch itself.
+    Also when that run ended at --max-steps part-way through an epoch: the data finishes that epoch first
+    (its checkpoint counts the epoch as still running, `lightning_internals.uncount_epoch_cut_short`). Under
+    DDP Lightning's DistributedSampler takes the place of `EpochShuffle` and orders each epoch itself.
     """
 
     def __iter__(self):  # noqa: ANN204 - the DataLoader's iterator, counted

@@ -372,6 +372,31 @@ def test_a_grid_overwrite_stopped_part_way_replaces_the_rest_when_run_again_with
     assert all(run.ok for run in load_runs(tmp_path))
 
 
+def test_a_requeued_overwrite_grid_keeps_the_cells_its_earlier_attempt_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SLURM job's --overwrite grid requeued after replacing one cell: that cell, its own, is continued
+    and reported, not listed again as an old run to replace."""
+    from lightning_genae import checkpoint as checkpoint_module
+    from lightning_genae.ablation.grid import overwrite_pending, record_grid_cells, set_overwrite_pending
+    from lightning_genae.ablation.runs import load_runs
+
+    cells = expand_grid(["none", "diffaug"], [None], [0])
+    for cell in cells:
+        write_run(tmp_path, cell.augment, None, 0, fd=50.0)
+    record_grid_cells(tmp_path, cells)
+    set_overwrite_pending(tmp_path, ["diffaug-tsfull-seed0"])  # as the killed first attempt left it
+    monkeypatch.setattr(
+        checkpoint_module,
+        "earlier_attempt_wrote",
+        lambda run_dir: "own" if run_dir.name.startswith("none") else None,
+    )
+    outcomes = run_grid(cells, tmp_path, fake_run_cell(set()), overwrite=True)
+    assert [outcome.action for outcome in outcomes] == ["skipped", "restarted"]
+    assert overwrite_pending(tmp_path) == []
+    assert all(run.ok for run in load_runs(tmp_path))
+
+
 def test_a_finished_cell_with_other_options_is_refused_and_not_marked_failed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -728,3 +728,9 @@ def test_a_stray_date_in_a_column_of_numbers_is_the_cell_named(tmp_path):
         DataError, match=r"row 102, column 'y': '2021-03-04' is a date in a column of numbers"
     ):
         read_series(write(tmp_path / "stray.csv", ["x,y", *rows]))
+
+
+def test_two_exports_of_the_same_units_appended_are_refused_without_timestamps(tmp_path):
+    rows = [f"S{u},{math.sin(u + t):.4f}" for u in range(5) for t in range(12)]
+    with pytest.raises(DataError, match=r"series 'S0' starts at row 2 and again at row 62"):
+        read_series(write(tmp_path / "two.csv", ["unit,s1", *rows, *rows]), "long", "unit")

@@ -662,7 +662,15 @@ def run_grid(
     # their old runs beside the new ones.
     pending = overwrite_pending(root)
     if overwrite and grid_index is None:
-        pending += [cell.name for cell in cells if cell.name not in pending]
+        from lightning_genae.checkpoint import earlier_attempt_wrote
+
+        # A requeued job's earlier attempt already replaced the cells it wrote: they are continued, not
+        # replaced again, and are no longer the old runs.
+        pending += [
+            cell.name
+            for cell in cells
+            if cell.name not in pending and earlier_attempt_wrote(root / cell.name) != "own"
+        ]
         set_overwrite_pending(root, pending)
 
     def replaced(cell: GridCell) -> None:
