@@ -323,10 +323,17 @@ def build_loggers(
         RunFolderCSVLogger(run_dir, resume_step=resume_step, evaluates_again=evaluates_again)
     ]
     if "tensorboard" in names:
+        # A resumed run's events after its checkpoint (written by the session that was stopped) are purged,
+        # as metrics.csv drops its rows after it: TensorBoard would show those steps twice.
+        purge = {} if resume_step is None else {"purge_step": resume_step + 1}
         loggers.append(
-            TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+            TensorBoardLogger(
+                save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False, **purge
+            )
         )
-    if "wandb" in names:
+    if "wandb" in names and os.environ.get("WANDB_MODE", "").lower() == "disabled":
+        say("wandb: disabled (WANDB_MODE=disabled); nothing is logged to W&B")
+    elif "wandb" in names:
         reason = wandb_offline_reason()
         offline = reason is not None
         wandb_dir = run_dir / "wandb"
@@ -346,9 +353,7 @@ def build_loggers(
         # Lightning sets WANDB_MODE=dryrun for an offline run and leaves it: the next run in this process
         # (a grid's next cell) must see the user's own setting again (finish_loggers puts it back).
         wandb_logger.genae_wandb_mode = os.environ.get("WANDB_MODE")
-        if reason == "WANDB_MODE=disabled":
-            say("wandb: disabled (WANDB_MODE=disabled); nothing is logged to W&B")
-        elif offline:
+        if offline:
             offline_runs = f"{shlex.quote(str(wandb_dir))}/offline-run-*"
             say(f"wandb: offline ({reason}); upload later with: wandb sync {offline_runs}")
         loggers.append(wandb_logger)
@@ -485,7 +490,11 @@ def _log_picture(trainer: pl.Trainer, key: str, picture: torch.Tensor, step: int
     """A [C, H, W] picture in [0, 1] to every image-capable logger (CSV keeps the PNG file alone)."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[picture], step=None, caption=[f"step {step}"])
+            # wandb.Image reads float pixels as 0-255, so a [0, 1] picture would be black: 8-bit [H, W, C],
+            # at the picture's own iteration (without a step W&B files it at the last scalar row's).
+            pixels = (picture.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+            image = pixels[0] if pixels.shape[0] == 1 else pixels.permute(1, 2, 0)
+            logger.log_image(key=key, images=[image.numpy()], step=step, caption=[f"step {step}"])
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, picture, global_step=step)
 

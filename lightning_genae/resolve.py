@@ -158,6 +158,33 @@ class ResolvedRun:
         return self.config.max_epochs * (num_train_images // self.config.batch_size)
 
 
+# What W&B refuses in a project's name (wandb.init stops the run with a traceback), and its longest names.
+_WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
+WANDB_NAME_LIMIT = 128
+
+
+def _check_wandb_names(config: RunConfig) -> None:
+    """The project and group W&B files the run under, checked before any work: an empty project would file
+    it under Lightning's default ("lightning_logs"), and a name W&B refuses stopped the run with a
+    traceback once its model was built."""
+    project = config.wandb_project
+    if not project.strip():
+        raise ConfigError(
+            "--wandb-project is empty; give the W&B project's name (lightning-genae by default)"
+        )
+    forbidden = sorted({char for char in project if char in _WANDB_PROJECT_FORBIDDEN})
+    if forbidden:
+        raise ConfigError(
+            f"--wandb-project {project!r}: W&B refuses {' '.join(forbidden)} in a project's name; name it "
+            "without them"
+        )
+    for name, value in (("wandb_project", project), ("wandb_group", config.wandb_group)):
+        if value is not None and len(value) > WANDB_NAME_LIMIT:
+            raise ConfigError(
+                f"{flag(name)} is {len(value)} characters long; W&B takes at most {WANDB_NAME_LIMIT}"
+            )
+
+
 def _family_options(config: RunConfig, model: ModelSpec, named: Collection[str] = ()) -> FamilyOptions:
     """The family's options from what was given; an option of another family, or of none, is an error, and
     so is one these options leave unread (`named`: those the command line names, refused at any value)."""
@@ -485,6 +512,8 @@ def resolve(
             f"{flags} {agree(wandb_only, 'names', 'name')} where the W&B logger files the run, and this run "
             f"logs with --logger {','.join(config.logger)}; add wandb to --logger, or drop {flags}"
         )
+    if "wandb" in config.logger:
+        _check_wandb_names(config)
     wandb_mode = os.environ.get("WANDB_MODE")
     if "wandb" in config.logger and wandb_mode and not _wandb_takes(wandb_mode):
         # wandb.init would stop the run with a validation traceback once the run folder is made.

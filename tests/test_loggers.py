@@ -217,7 +217,16 @@ def test_wandb_offline_run_prints_one_line_from_wandb_and_logs_images(no_wandb_c
     ]
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1
-    assert list(offline_runs[0].glob("files/media/images/samples_*.png")), "the sample grid reaches W&B"
+    pictures = list(offline_runs[0].glob("files/media/images/samples_*.png"))
+    assert pictures, "the sample grid reaches W&B"
+    # As the run folder's grid, not black (wandb reads float pixels as 0-255).
+    from PIL import Image
+
+    with (
+        Image.open(pictures[0]) as picture,
+        Image.open(next((run_dir / "images").glob("samples_*.png"))) as own,
+    ):
+        assert picture.getextrema() == own.convert(picture.mode).getextrema() and max(picture.getextrema())
     assert (run_dir / "metrics.csv").is_file(), "CSV is always on"
 
 
@@ -487,3 +496,48 @@ def test_a_wandb_failure_at_the_end_leaves_the_finished_run_finished(tmp_path, c
     err = capsys.readouterr().err
     assert "wandb: could not finish the W&B run (ConnectionResetError: connection reset by peer)" in err
     assert f"wandb sync {tmp_path / 'wandb'}/*run-*" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--wandb-project", ""], "--wandb-project is empty"),
+        (["--wandb-project", "a/b"], "--wandb-project 'a/b': W&B refuses / in a project's name"),
+        (["--wandb-group", "g" * 129], "--wandb-group is 129 characters long; W&B takes at most 128"),
+    ],
+    ids=["empty-project", "slash", "long-group"],
+)
+def test_a_wandb_name_wandb_refuses_is_one_line_before_the_run_starts(tmp_path, capsys, flags, says):
+    from tiny import TINY_RUN
+
+    from lightning_genae.cli import main
+
+    run = ["--model", "ae", *TINY_RUN, "--max-steps", "1", "--logger", "wandb", *flags]
+    assert main([*run, "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and "\n" not in err and not (tmp_path / "run").exists()
+
+
+def test_wandb_mode_disabled_writes_no_wandb_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    loggers = build_loggers(["csv", "wandb"], tmp_path, "run", "lightning-genae")
+    assert [type(logger).__name__ for logger in loggers] == ["RunFolderCSVLogger"]
+    assert "wandb: disabled (WANDB_MODE=disabled); nothing is logged to W&B" in capsys.readouterr().out
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_a_resumed_runs_tensorboard_events_after_its_checkpoint_are_purged(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    (tensorboard,) = [
+        logger
+        for logger in build_loggers(["csv", "tensorboard"], tmp_path, "run", "p", resume_step=10)
+        if isinstance(logger, TensorBoardLogger)
+    ]
+    assert tensorboard._kwargs["purge_step"] == 11
+    (fresh,) = [
+        logger
+        for logger in build_loggers(["csv", "tensorboard"], tmp_path, "run", "p")
+        if isinstance(logger, TensorBoardLogger)
+    ]
+    assert "purge_step" not in fresh._kwargs
