@@ -31,7 +31,7 @@ from lightning_genae.datamodules.pixels import to_model_range, to_uint8
 from lightning_genae.datamodules.placement import batch_device, check_data_on_device
 from lightning_genae.datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
-from lightning_genae.plugin_options import flag, spelled_as_called
+from lightning_genae.plugin_options import flag, spell_own_hooks
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -111,10 +111,9 @@ def checked_image_split(split: str, pair: Any) -> Batch:
     return images, labels.long()
 
 
-def _in_the_callers_terms(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """A datamodule hook whose errors name options as the Python call that built the datamodule spelled
-    them (`call_spelling`); unchanged for one run.py built."""
-    return spelled_as_called(hook, lambda datamodule: datamodule.call_spelling)
+def _call_spelling(datamodule: InMemoryDataModule) -> Mapping[str, Any] | None:
+    """How the Python call that built the datamodule spelled its arguments; None for one run.py built."""
+    return datamodule.call_spelling
 
 
 class InMemoryDataModule(pl.LightningDataModule):
@@ -141,9 +140,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for hook in cls._SPELLED_HOOKS:
-            if hook in cls.__dict__:
-                setattr(cls, hook, _in_the_callers_terms(cls.__dict__[hook]))
+        spell_own_hooks(cls, cls._SPELLED_HOOKS, _call_spelling)
 
     def __init__(
         self,
@@ -473,9 +470,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
 
 # The base's own hooks, as `__init_subclass__` wraps its heirs'.
-for _hook in InMemoryDataModule._SPELLED_HOOKS:
-    if _hook in InMemoryDataModule.__dict__:
-        setattr(InMemoryDataModule, _hook, _in_the_callers_terms(InMemoryDataModule.__dict__[_hook]))
+spell_own_hooks(InMemoryDataModule, InMemoryDataModule._SPELLED_HOOKS, _call_spelling)
 
 
 class ImageDataModule(InMemoryDataModule):

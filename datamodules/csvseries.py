@@ -696,8 +696,7 @@ def _without_counters(
         "an observation number, a cycle), read as a time index and left out of the channels; name the "
         "channels with --csv-channels to keep it"
     )
-    kept = [column for slot, column in enumerate(channels) if slot not in counting]
-    return kept, np.delete(values, counting, axis=1)
+    return _without_slots(channels, values, counting)
 
 
 def _without_constants(
@@ -707,23 +706,25 @@ def _without_constants(
     more (a status flag, a unit code): as a channel such a column is predicted perfectly and lifts every
     per-channel score without a better model. A line names them; all are kept when they would leave no
     channel."""
-    constant = []
+    constant: dict[int, float] = {}  # slot -> its one value
     for slot in range(len(channels)):
         present = values[:, slot][~np.isnan(values[:, slot])]
         if len(present) >= COUNTER_MIN_ROWS and (present == present[0]).all():
-            constant.append(slot)
+            constant[slot] = present[0]
     if not constant or len(constant) == len(channels):
         return channels, values
-    named = ", ".join(
-        f"{table.names[channels[slot]]!r} ({values[:, slot][~np.isnan(values[:, slot])][0]:g})"
-        for slot in constant
-    )
+    named = ", ".join(f"{table.names[channels[slot]]!r} ({value:g})" for slot, value in constant.items())
     say(
         f"{table.path}: {named} {agree(constant, 'holds', 'hold')} one value in every row, left out of the "
         "channels; name the channels with --csv-channels to keep it"
     )
-    kept = [column for slot, column in enumerate(channels) if slot not in constant]
-    return kept, np.delete(values, constant, axis=1)
+    return _without_slots(channels, values, list(constant))
+
+
+def _without_slots(channels: list[int], values: np.ndarray, slots: list[int]) -> tuple[list[int], np.ndarray]:
+    """`channels` and the columns of `values` but those at `slots`."""
+    kept = [column for slot, column in enumerate(channels) if slot not in slots]
+    return kept, np.delete(values, slots, axis=1)
 
 
 def _index_like(name: str) -> bool:

@@ -30,8 +30,9 @@ def flag(name: str) -> str:
 
 
 # A channel that never varies on the training split keeps its scale instead of being divided by zero: one
-# whose spread is below this fraction of its largest magnitude (float rounding of one repeated value), or
-# zero. Relative, so a channel measured in small units (values of order 1e-7) is still scaled to unit spread.
+# whose spread is at most this fraction of its largest magnitude (zero, or float rounding of one repeated
+# value). Relative, so a channel measured in small units (values of order 1e-7) is still scaled to unit
+# spread.
 CONSTANT_RELATIVE_STD = 1e-9
 
 
@@ -65,7 +66,7 @@ class Normaliser:
                 "standard deviation (values missing, infinite or too large to square); fix or rescale them"
             )
         magnitude = flat.abs().amax(dim=0)
-        constant = (std == 0) | (std <= CONSTANT_RELATIVE_STD * magnitude)
+        constant = std <= CONSTANT_RELATIVE_STD * magnitude
         std = torch.where(constant, torch.ones_like(std), std)
         return cls(tuple(mean.tolist()), tuple(std.tolist()))
 

@@ -24,13 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
-from lightning_genae.errors import (
-    PLUGIN_HINT,
-    ConfigError,
-    UnknownName,
-    UnreadOptions,
-    describe_error,
-)
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, UnknownName, UnreadOptions, describe_error
 
 __all__ = [
     "AUTO",
@@ -53,6 +47,7 @@ __all__ = [
     "keyword_choices",
     "keyword_spelling",
     "spelled_as_called",
+    "spell_own_hooks",
     "with_default",
 ]
 
@@ -155,6 +150,16 @@ def spelled_as_called(
             raise
 
     return spelled
+
+
+def spell_own_hooks(
+    cls: type, hooks: Collection[str], choices_of: Callable[[Any], Mapping[str, Collection[Any]] | None]
+) -> None:
+    """Wrap each of `hooks` that `cls` defines itself (an inherited one is wrapped where it is defined) with
+    `spelled_as_called`: from a base's `__init_subclass__` for its heirs, and once for the base itself."""
+    for hook in hooks:
+        if hook in cls.__dict__:
+            setattr(cls, hook, spelled_as_called(cls.__dict__[hook], choices_of))
 
 
 def _reword_as_keywords(error: ConfigError, choices: Mapping[str, Collection[Any]]) -> None:

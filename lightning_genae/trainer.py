@@ -64,7 +64,7 @@ from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, PRECISION_RECA
 from lightning_genae.metrics.names import headline_metric, higher_is_better
 from lightning_genae.metrics.sequence_classifier import SEQUENCE_DATASETS
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
-from lightning_genae.models.base import is_last_training_batch
+from lightning_genae.models.base import diverged_before_any_update, is_last_training_batch
 from lightning_genae.program import resume_command
 from lightning_genae.resolve import stated_world_size
 from lightning_genae.run_folder import files_named_as_a_runs, started_run_files
@@ -213,7 +213,7 @@ class DivergenceGuard(Callback):
     def diverged(self, cause: str, model: GenerativeModule) -> TrainingDiverged:
         """The one-line error: what diverged, and what to do about it (a loss not finite before any update
         says where to look itself: no resume or learning rate helps)."""
-        if "before any update" in cause and self.started_at == 0:
+        if diverged_before_any_update(cause) and self.started_at == 0:
             return TrainingDiverged(cause)
         advice = resume_advice(
             self.checkpoint_dir,

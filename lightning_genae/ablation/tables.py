@@ -19,13 +19,12 @@ from lightning_genae.ablation.runs import (
     describe_progress,
     not_finished,
     number,
-    read_json,
     row_disagreement,
     table_disagreement,
     train_size_key,
     unique,
 )
-from lightning_genae.ablation.tuning import TUNING_FILE
+from lightning_genae.ablation.tuning import read_tuning_record
 from lightning_genae.cache import write_file_atomically
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import feature_metric_keys
@@ -160,10 +159,8 @@ def _table_metrics(runs: list[CellRun], headline: str | None) -> list[str]:
 
 def _read_tuning(root: Path) -> dict[str, Any] | None:
     """ROOT/tuning.json as a tuning grid wrote it (arms with their candidates and choices), else None."""
-    if not (root / TUNING_FILE).is_file():
-        return None
-    record, _ = read_json(root / TUNING_FILE)
-    if record is None or not isinstance(record.get("arms"), list):
+    record = read_tuning_record(root)
+    if record is None:
         return None
     record["arms"] = [arm for arm in record["arms"] if isinstance(arm, dict)]
     return record

@@ -392,7 +392,7 @@ def write_tuning_record(plan: TuningPlan, choices: Sequence[ArmChoice], seeds: S
     # other arms otherwise, and its record must not lose this one's.
     arms = [{**choice.record, "tune_seeds": list(plan.tune_seeds), "budget": budget} for choice in choices]
     path = plan.root / TUNING_FILE
-    earlier = _read_record(path)
+    earlier = read_tuning_record(plan.root)
     if earlier is not None:
         # Arms an earlier grid into this folder tuned and this command did not name keep their record.
         named = {_arm_key(arm) for arm in arms}
@@ -417,10 +417,11 @@ def write_tuning_record(plan: TuningPlan, choices: Sequence[ArmChoice], seeds: S
     return path
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """A tuning.json with a list of arms; None where there is none, or it cannot be read as one."""
+def read_tuning_record(root: Path) -> dict[str, Any] | None:
+    """ROOT/tuning.json with its list of arms as written; None where there is none, or it cannot be read as
+    one."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads((Path(root) / TUNING_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     if not isinstance(record, dict) or not isinstance(record.get("arms"), list):
@@ -441,7 +442,7 @@ def refresh_tuning_record(root: Path) -> None:
     are never reported missing. A tuning.json that cannot be read is left as it is.
     """
     path = Path(root) / TUNING_FILE
-    record = _read_record(path)
+    record = read_tuning_record(root)
     if record is None:
         return
     record_budget = record.get("budget") if isinstance(record.get("budget"), dict) else {}

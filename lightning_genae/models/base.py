@@ -40,7 +40,7 @@ from lightning_genae.lightning_internals import (
 )
 from lightning_genae.models.batch import check_batch, check_data
 from lightning_genae.models.options import FamilyOptions
-from lightning_genae.plugin_options import keyword_choices, keyword_spelling, spelled_as_called
+from lightning_genae.plugin_options import keyword_choices, keyword_spelling, spell_own_hooks
 
 
 @runtime_checkable
@@ -277,6 +277,12 @@ BEFORE_ANY_UPDATE = (
 )
 
 
+def diverged_before_any_update(cause: str) -> bool:
+    """Whether `first_non_finite_loss`'s cause is of the run's first loss, where a lower learning rate or a
+    resume cannot help (its line says where to look itself)."""
+    return BEFORE_ANY_UPDATE in cause
+
+
 class GenerativeModule(pl.LightningModule):
     """Base LightningModule: batches are (data, labels); images are [B,C,H,W] floats in [-1, 1].
 
@@ -315,9 +321,7 @@ class GenerativeModule(pl.LightningModule):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for hook in cls._SPELLED_HOOKS:
-            if hook in cls.__dict__:
-                setattr(cls, hook, spelled_as_called(cls.__dict__[hook], _option_keywords))
+        spell_own_hooks(cls, cls._SPELLED_HOOKS, _option_keywords)
 
     @restricted_classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -633,7 +637,7 @@ class GenerativeModule(pl.LightningModule):
             diverged = self.first_non_finite_loss()
             if diverged is not None:
                 raise TrainingDiverged(
-                    diverged if "before any update" in diverged else f"{diverged}; lower --lr"
+                    diverged if diverged_before_any_update(diverged) else f"{diverged}; lower --lr"
                 )
 
     def first_non_finite_loss(self) -> str | None:
@@ -659,11 +663,7 @@ def _option_keywords(module: GenerativeModule) -> dict[str, tuple[Any, ...]]:
 
 
 # The base's own hooks (`__init_subclass__` wraps its subclasses').
-for _hook in GenerativeModule._SPELLED_HOOKS:
-    if _hook in GenerativeModule.__dict__:
-        setattr(
-            GenerativeModule, _hook, spelled_as_called(GenerativeModule.__dict__[_hook], _option_keywords)
-        )
+spell_own_hooks(GenerativeModule, GenerativeModule._SPELLED_HOOKS, _option_keywords)
 
 
 class ObjectiveModule(GenerativeModule):
