@@ -24,6 +24,7 @@ from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.callbacks.records import StageRecords
 from lightning_genae.console import evaluation_progress, say
 from lightning_genae.datamodules.base import SPLITS, to_uint8
+from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import FeatureBackbone
@@ -77,16 +78,6 @@ def sample_generator(seed: int, stage: str, chunk: int) -> torch.Generator:
 
 # How summary.json's evaluation block names generated images binarized before their features.
 BINARIZED = "binarized, one Bernoulli draw per pixel"
-
-
-def bernoulli_pixels(images: Tensor, generator: torch.Generator) -> Tensor:
-    """Images in [-1, 1] -> one Bernoulli draw per pixel of probability (x + 1) / 2, in {-1, +1}: what a
-    binary dataset's images are (`binary_pixels`). A Bernoulli decoder's samples are its pixel means,
-    grey, which set against binary images would measure the kind of pixel rather than the digits. The
-    draw continues the samples' own seeded stream, so it is the same on every rank and re-evaluation."""
-    probability = images.float().add(1.0).div(2.0).clamp(0.0, 1.0)
-    uniform = torch.rand(probability.shape, generator=generator).to(probability.device)
-    return torch.where(uniform < probability, 1.0, -1.0).to(images.dtype)
 
 
 def _checked_samples(samples: Any, size: int, pl_module: pl.LightningModule, trainer: pl.Trainer) -> Tensor:

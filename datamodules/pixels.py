@@ -19,3 +19,13 @@ def to_model_range(images: Tensor) -> Tensor:
 def to_uint8(images: Tensor) -> Tensor:
     """Float images in [-1, 1] -> uint8 in [0, 255] (clamped, rounded), for saving and metrics."""
     return images.detach().float().clamp(-1.0, 1.0).add(1.0).mul_(127.5).round_().to(torch.uint8)
+
+
+def bernoulli_pixels(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Images in [-1, 1] -> one Bernoulli draw per pixel of probability (x + 1) / 2, in {-1, +1}: what a
+    binary dataset's images are (`binary_pixels`). A Bernoulli decoder's samples are its pixel means,
+    grey, which set against binary images would measure the kind of pixel rather than the digits. The
+    draw continues the samples' own seeded stream, so it is the same on every rank and re-evaluation."""
+    probability = images.float().add(1.0).div(2.0).clamp(0.0, 1.0)
+    uniform = torch.rand(probability.shape, generator=generator).to(probability.device)
+    return torch.where(uniform < probability, 1.0, -1.0).to(images.dtype)

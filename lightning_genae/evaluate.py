@@ -31,6 +31,7 @@ from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.config import NO_BACKBONE, RunConfig, merge
 from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.datamodules import DATASETS, ImageDataModule, InMemoryDataModule
+from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_MODES, read_images
 from lightning_genae.errors import ConfigError, DataError, agree, describe_error
@@ -343,8 +344,12 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     return result
 
 
-def _check_score_images_arguments(datamodule: Any, backbone: Any, num_samples: Any, seed: Any) -> None:
+def _check_score_images_arguments(
+    datamodule: Any, backbone: Any, num_samples: Any, seed: Any, split: Any
+) -> None:
     """score_images' arguments of a wrong kind, in one line each, before an attribute error deep inside."""
+    if split not in SPLITS:
+        raise ConfigError(f"score_images: unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if not isinstance(datamodule, ImageDataModule):
         raise ConfigError(
             "score_images: datamodule must be a lightning-genae image DataModule (build_datamodule('mnist'), "
@@ -415,7 +420,7 @@ def score_images(
     given as a module must be named `classifier` or `inception` (`FeatureBackbone.name`), the names the
     metrics carry.
     """
-    _check_score_images_arguments(datamodule, backbone, num_samples, seed)
+    _check_score_images_arguments(datamodule, backbone, num_samples, seed, split)
     device = _device_for_scoring(device)
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
         raise ConfigError(

@@ -203,31 +203,44 @@ WALL_TIME_KEY = "genae_wall_time_s"
 
 # Where a checkpoint carries the SHA-256 of the --augment-ckpt file its run's augmenter was loaded from.
 AUGMENTER_SHA256_KEY = "genae_augmenter_sha256"
+# Where it carries the SHA-256 of the augmenter's weights, whatever their source (a file, the cache).
+AUGMENTER_WEIGHTS_KEY = "genae_augmenter_weights_sha256"
 
 
 class AugmenterFileInCheckpoints(Callback):
-    """Each checkpoint names the --augment-ckpt file's contents the run trained with, so a resume that would
-    go on with another augmenter under the same file name is refused (`refuse_another_augmenter`)."""
+    """Each checkpoint names the augmenter the run trained with (its --augment-ckpt file's contents, and its
+    weights from any source), so a resume that would go on with another one is refused
+    (`refuse_another_augmenter`)."""
 
-    def __init__(self, sha256: str) -> None:
+    def __init__(self, sha256: str | None, weights_sha256: str | None) -> None:
         self.sha256 = sha256
+        self.weights_sha256 = weights_sha256
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
-        checkpoint[AUGMENTER_SHA256_KEY] = self.sha256
+        if self.sha256 is not None:
+            checkpoint[AUGMENTER_SHA256_KEY] = self.sha256
+        if self.weights_sha256 is not None:
+            checkpoint[AUGMENTER_WEIGHTS_KEY] = self.weights_sha256
 
 
 def _keep_the_augmenter_file(
     trainer: pl.Trainer, resume: RunCheckpoint | None, record: dict[str, Any]
 ) -> None:
-    """The run's checkpoints name its --augment-ckpt file's contents, which a resume must find unchanged."""
+    """The run's checkpoints name its augmenter, which a resume must find unchanged."""
     augmenter = record.get("augmenter")
-    sha256 = augmenter.get("sha256") if isinstance(augmenter, dict) else None
+    if not isinstance(augmenter, dict):
+        return
     if resume is not None:
         refuse_another_augmenter(resume, record)
-    if isinstance(sha256, str):
-        trainer.callbacks.append(AugmenterFileInCheckpoints(sha256))
+    sha256, weights = augmenter.get("sha256"), augmenter.get("weights_sha256")
+    if isinstance(sha256, str) or isinstance(weights, str):
+        trainer.callbacks.append(
+            AugmenterFileInCheckpoints(
+                sha256 if isinstance(sha256, str) else None, weights if isinstance(weights, str) else None
+            )
+        )
 
 
 def refuse_another_augmenter(resume: RunCheckpoint, record: dict[str, Any]) -> None:
@@ -241,6 +254,17 @@ def refuse_another_augmenter(resume: RunCheckpoint, record: dict[str, Any]) -> N
             f"--augment-ckpt {augmenter['path']} holds another augmenter than the one the run in "
             f"{resume.run_folder} trained with so far (SHA-256 {now[:12]}, the run's: {before[:12]}); put "
             "that file back to continue the run, or start it again (--overwrite)"
+        )
+    now = augmenter.get("weights_sha256") if isinstance(augmenter, dict) else None
+    before = resume.contents.get(AUGMENTER_WEIGHTS_KEY)
+    if isinstance(now, str) and isinstance(before, str) and now != before:
+        # A cache file trained again (deleted, or node-local on another machine, where it is not trained to
+        # the same bits) or replaced: half the run would be one augmenter's, half another's.
+        raise RunFolderRefused(
+            f"the augmenter {augmenter['path']} ({augmenter.get('source')}) is not the one the run in "
+            f"{resume.run_folder} trained with so far (weights' SHA-256 {now[:12]}, the run's: "
+            f"{before[:12]}): it was trained again or replaced; put the run's augmenter back there to "
+            "continue the run, or start it again (--overwrite)"
         )
 
 

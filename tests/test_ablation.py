@@ -787,6 +787,22 @@ def test_rows_of_cells_of_other_grid_commands_are_marked_as_not_ranking_against_
     )
 
 
+def test_rows_of_one_training_size_that_trained_other_iterations_do_not_rank(tmp_path: Path, capsys) -> None:
+    """Under --max-epochs an offline pool lengthens its arm's epochs: the options agree, the iterations
+    do not, and the rows of that training size do not rank. Another training size may differ in them."""
+    for augment, train_size, steps in (("none", 200, 12), ("ae", 200, 25), ("none", None, 80)):
+        for seed in range(2):
+            _set_in_summary(
+                write_run(tmp_path, augment, train_size, seed, 20.0 + seed),
+                lambda summary, steps=steps: summary.update(global_step=steps),
+            )
+    markdown = summarize(tmp_path)["md"].read_text()
+    assert "These rows are not one experiment" in markdown
+    assert "iterations trained at --train-size 200 differs (25 in ae-ts200; 12 in none-ts200)" in markdown
+    assert "--train-size full" not in markdown
+    assert "iterations trained at --train-size 200" in capsys.readouterr().err
+
+
 def test_a_row_whose_runs_saw_other_data_is_not_averaged(tmp_path: Path) -> None:
     runs = [write_run(tmp_path, "none", None, seed, 20.0 + seed) for seed in range(2)]
     for seed, run_dir in enumerate(runs):

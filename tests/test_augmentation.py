@@ -630,6 +630,31 @@ def test_a_run_is_not_resumed_with_another_augmenter_under_its_augment_ckpt_file
     assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "4"]) == 0
 
 
+def test_a_run_is_not_resumed_with_a_cached_augmenter_trained_again_to_other_weights(
+    tmp_path, monkeypatch, capsys
+):
+    """A cache deleted (or node-local) and trained again elsewhere gives another augmenter under the same
+    name: the run's second half would be another augmenter's."""
+    monkeypatch.setenv("GENAE_CACHE_DIR", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    args = [*"--model gan --augment ae --train-size 200".split(), *TINY, *AUGMENTER]
+    assert main([*args, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    (cached,) = (tmp_path / "cache" / "augmenters").glob("*.ckpt")
+    assert read_summary(run_dir)["augmentation"]["augmenter"]["weights_sha256"]
+    kept = cached.read_bytes()
+    contents = torch.load(cached, weights_only=True)
+    name = next(key for key, value in contents["state_dict"].items() if value.is_floating_point())
+    contents["state_dict"][name] = contents["state_dict"][name] * 1.3
+    torch.save(contents, cached)
+    capsys.readouterr()
+    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"the augmenter {cached} (cache) is not the one the run in {run_dir} trained with so far" in err
+    assert read_summary(run_dir)["global_step"] == 2
+    cached.write_bytes(kept)
+    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "4"]) == 0
+
+
 def test_a_grid_whose_arms_need_augmenters_of_two_families_refuses_one_augment_ckpt_before_any_cell(
     tmp_path, checkpoints, capsys
 ):
@@ -821,3 +846,28 @@ def test_a_cached_augmenter_that_records_another_recipe_than_its_name_is_trained
     module, record = load_augmenter(large, digits(tmp_path), seed=0, accelerator="cpu")
     assert "records latent_dim 4 where 8 was asked; training it again" in capsys.readouterr().out
     assert module.latent_dim == 8 and record["source"] == "trained now"
+
+
+def test_ae_d_moves_each_chosen_input_towards_another_input_of_the_whole_batch():
+    """At a small p few inputs are chosen; partners drawn among them alone would often be the input itself,
+    so the interpolation's strength would change with p and the batch size."""
+
+    class Identity(torch.nn.Module):
+        latent_dim = 4
+
+        def encode(self, images):
+            return images.flatten(1)
+
+        def decode(self, codes):
+            return codes.view(len(codes), 1, 2, 2)
+
+    augmenter = LatentAugmenter(Identity(), noise=0.0, interp=1.0)
+    on_inputs = AugmenterOnInputs(augmenter, p=0.1)
+    torch.manual_seed(0)
+    moved = chosen = 0
+    for _ in range(500):
+        images = torch.rand(16, 1, 2, 2) * 1.8 - 0.9
+        with torch.random.fork_rng():
+            chosen += int((torch.rand(16) < 0.1).sum())  # the draw AugmenterOnInputs makes first
+        moved += int((on_inputs(images) != images).flatten(1).any(1).sum())
+    assert chosen > 600 and moved / chosen > 0.95

@@ -138,8 +138,9 @@ def test_generated_images_are_scored_binarized_on_binary_data_and_as_they_are_el
     """A Bernoulli decoder's samples are its grey pixel means; against binary real images the metrics would
     measure the kind of pixel. On binary data each generated pixel is drawn once, Bernoulli((x + 1) / 2),
     from the samples' own seeded stream; on other data the samples are scored as generated."""
-    from lightning_genae.callbacks.metrics import GenerativeMetrics, bernoulli_pixels
+    from lightning_genae.callbacks.metrics import GenerativeMetrics
     from lightning_genae.datamodules.mnist import MNISTDataModule
+    from lightning_genae.datamodules.pixels import bernoulli_pixels
     from lightning_genae.metrics.backbones import FeatureBackbone
 
     assert BinarizedMNISTDataModule.binary_pixels and not MNISTDataModule.binary_pixels
@@ -172,3 +173,53 @@ def test_generated_images_are_scored_binarized_on_binary_data_and_as_they_are_el
         seen = torch.cat(backbone.images)
         values = set(seen.unique().tolist())
         assert values == ({0, 255} if binary else {128}), values
+
+
+def test_online_autoencoder_augmentation_replaces_binary_images_by_binary_ones(
+    mnist_data_dir, tmp_path, monkeypatch
+):
+    """Decoded images are grey; set among binary reals they would let the discriminator tell the augmented
+    ones by their kind of pixel. They are drawn as the training images are."""
+    from lightning_genae.config import RunConfig
+    from lightning_genae.resolve import resolve
+
+    monkeypatch.setenv("GENAE_CACHE_DIR", str(tmp_path))
+    options = {
+        "augmenter_steps": 3,
+        "augmenter_width": 8,
+        "augmenter_latent_dim": 4,
+        "augment_p": 0.5,
+        "width": 8,
+    }
+    config = RunConfig(
+        model="gan",
+        data="binarized_mnist",
+        data_dir=str(mnist_data_dir),
+        train_size=200,
+        augment="ae",
+        batch_size=16,
+        max_steps=20,
+        plugin_options=options,
+    )
+    resolved = resolve(config)
+    base = resolved.build_datamodule()
+    base.prepare_data()
+    base.setup("fit")
+    attached = resolved.attach_augmentation(
+        base, seed=0, device=torch.device("cpu"), accelerator="cpu", total_iterations=lambda images: 20
+    )
+    augmented = attached.datamodule
+    trainer = SimpleNamespace(
+        training=True,
+        current_epoch=0,
+        global_step=0,
+        global_rank=0,
+        world_size=1,
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+        lightning_module=None,
+    )
+    augmented.trainer = base.trainer = trainer
+    augmented.setup("fit")
+    images, _ = augmented.on_after_batch_transfer(next(iter(augmented.train_dataloader())), 0)
+    assert augmented.replaced_last_batch == 8
+    assert set(images.unique().tolist()) == {-1.0, 1.0}

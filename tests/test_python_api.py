@@ -698,8 +698,18 @@ def test_callbacks_for_refuses_to_train_over_files_in_its_folder_and_continues_a
         ({"num_samples": "100"}, "num_samples must be a whole number or None, got '100'"),
         ({"device": "gpu0"}, "device 'gpu0' names no device"),
         ({"device": "meta"}, "device 'meta' holds no values to score"),
+        ({"split": "validation"}, "unknown split 'validation'; use one of train, val, test"),
     ],
-    ids=["a-name", "series", "no-backbone", "float-count", "text-count", "bad-device", "meta-device"],
+    ids=[
+        "a-name",
+        "series",
+        "no-backbone",
+        "float-count",
+        "text-count",
+        "bad-device",
+        "meta-device",
+        "split",
+    ],
 )
 def test_score_images_arguments_of_a_wrong_kind_are_one_line(arguments, says):
     # Unchecked, each would fall into an AttributeError or TypeError deep inside.

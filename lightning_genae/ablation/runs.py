@@ -23,6 +23,7 @@ from lightning_genae.ablation.grid import (
     parse_cell_name,
     read_grid_cells,
     summary_config,
+    train_size_label,
 )
 from lightning_genae.config import CHANGEABLE_ON_RESUME, COMMAND_LINE_ONLY, flag
 from lightning_genae.errors import ConfigError, describe_error
@@ -211,6 +212,15 @@ def table_disagreement(runs: Iterable[CellRun]) -> dict[str, str]:
     which value. Such rows do not rank against each other."""
     ok_runs = sorted((run for run in runs if run.ok), key=lambda run: run.sort_key())
     problems = _differences((_row_label(run), _table_traits(run)) for run in ok_runs)
+    # The rows of one training size must also have trained as many iterations: under --max-epochs an
+    # offline pool lengthens its arm's epochs (the pool is part of its data), which the options alone do not
+    # show. Rows of other training sizes differ in it by design under --max-epochs.
+    for train_size in dict.fromkeys(run.train_size for run in ok_runs):
+        problems += _differences(
+            (_row_label(run), {f"iterations trained at --train-size {train_size_label(train_size)}": steps})
+            for run in ok_runs
+            if run.train_size == train_size and (steps := as_int(run.summary.get("global_step"))) is not None
+        )
     return {problem.partition(" differs (")[0]: problem for problem in problems}
 
 

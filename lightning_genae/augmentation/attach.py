@@ -15,7 +15,7 @@ import torch
 
 from lightning_genae.augmentation import AUGMENTATIONS, BUILT_IN_AUGMENTATIONS, AugmentPlan, BuildParts
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
-from lightning_genae.augmentation.datamodule import AugmentedDataModule
+from lightning_genae.augmentation.datamodule import AugmentedDataModule, as_training_pixels
 from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
 from lightning_genae.console import say
@@ -73,7 +73,12 @@ def attach_augmentation(
             plan = plan.with_values(augmenter_steps=1)
         module, origin = load_augmenter(plan, datamodule, seed, accelerator=accelerator)
         augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
-        augmenter.to(device).fit(*datamodule.split_tensors("train"), prepare=datamodule.to_model_range)
+        # Binary data: the codes of drawn training images, which are what the augmenter is shown in training.
+        draws = torch.Generator().manual_seed(seed + 98)
+        augmenter.to(device).fit(
+            *datamodule.split_tensors("train"),
+            prepare=lambda items: as_training_pixels(datamodule, datamodule.to_model_range(items), draws),
+        )
         # How faithful the augmenter is, so a bad one is visible next to the ablation's numbers.
         origin["val_recon_mse"] = reconstruction_mse(
             augmenter, datamodule.split_tensors("val")[0][:2000], prepare=datamodule.to_model_range

@@ -20,6 +20,7 @@ from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.datamodules.base import Batch, InMemoryDataModule
+from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.plugin_options import AUTO
@@ -153,6 +154,9 @@ class AugmentedDataModule(pl.LightningDataModule):
         for start in range(0, size, POOL_BATCH):
             index = sources[start : start + POOL_BATCH]
             batch = self.base.to_model_range(images[index].to(self.augmenter.device))
+            # Stored as the decoder's pixel values: binary data draws its pixels from them at every batch, as
+            # it does from the real images' intensities.
+            batch = as_training_pixels(self.base, batch, generator)
             parts.append(self.base.to_stored(self.augmenter(batch, labels[index], generator=generator)).cpu())
         return torch.cat(parts), labels[sources].clone()
 
@@ -201,6 +205,7 @@ class AugmentedDataModule(pl.LightningDataModule):
         self.augmenter.to(images.device)
         with torch.no_grad():
             augmented = self.augmenter(images[index], labels[index], generator=self._generator)
+            augmented = as_training_pixels(self.base, augmented, self._generator)
         images = images.clone()
         images[index] = augmented.to(images.dtype)
         return images, count
@@ -229,6 +234,16 @@ class AugmentedDataModule(pl.LightningDataModule):
             p = "auto (ADA's controller)" if self.plan.p == AUTO else self.plan.p
             extra = f"online, p={p}{' annealed' if self.plan.anneal else ''}"
         return f"{self.base.summary()}; {self.plan.augmenter_family} augmentation {extra}"
+
+
+def as_training_pixels(datamodule: InMemoryDataModule, images: Tensor, generator: torch.Generator) -> Tensor:
+    """Images in [-1, 1] as a training batch of `datamodule` holds them: themselves, or, where its pixels
+    are binary (`binary_pixels`: binarized MNIST draws every training image's pixels anew), one Bernoulli
+    draw per pixel. An augmenter sees and makes such images: grey decoded images among binary reals would
+    let the discriminator tell the augmented ones by their kind of pixel."""
+    if not getattr(datamodule, "binary_pixels", False):
+        return images
+    return bernoulli_pixels(images, generator)
 
 
 def physical_memory() -> float:

@@ -51,8 +51,19 @@ class AugmenterOnInputs:
             return images
         if isinstance(self.augmenter, torch.nn.Module):
             self.augmenter.to(images.device)
+        # Imported here: the latent augmenter reads the registry, which names this module's classes.
+        from lightning_genae.augmentation.latent import LatentAugmenter
+
+        if isinstance(self.augmenter, LatentAugmenter) and len(images) > 1:
+            # Each chosen input moves towards another input of the whole batch, chosen or not: partners drawn
+            # among the chosen alone would often be the input itself at a small p or batch.
+            index = chosen.nonzero().squeeze(1)
+            other = torch.randint(1, len(images), (len(index),), device=images.device)
+            augmented = self.augmenter(images[chosen], partners_from=images[(index + other) % len(images)])
+        else:
+            augmented = self.augmenter(images[chosen])
         # index_put keeps the graph: gradients reach the chosen inputs through the augmenter.
-        augmented = self.augmenter(images[chosen]).to(images.dtype)
+        augmented = augmented.to(images.dtype)
         return images.index_put((chosen,), augmented)
 
     def __repr__(self) -> str:

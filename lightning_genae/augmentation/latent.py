@@ -160,12 +160,19 @@ class LatentAugmenter(nn.Module):
         return moved + self.noise * self.latent_std.to(codes.dtype) * noise
 
     def forward(
-        self, images: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        images: Tensor,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        partners_from: Tensor | None = None,
     ) -> Tensor:
-        """Augmented items (images in [-1, 1]); partners from the class bank with labels, else the batch."""
+        """Augmented items (images in [-1, 1]); partners from the class bank with labels, else the codes of
+        `partners_from` (one per image, in order), else the images among themselves."""
         codes = self.encode(images)
         if labels is not None and len(self.bank_codes):
             partners = self.bank_partners(labels, generator)
+        elif partners_from is not None:
+            partners = self.encode(partners_from)
         else:
             # Discriminator inputs have no labels (fakes): pair them among themselves.
             if generator is not None:
@@ -534,6 +541,8 @@ def load_augmenter(
     module.requires_grad_(False).eval()
     record = {
         **origin,
+        # Whatever its source: a resumed run must go on with the augmenter it trained with so far.
+        "weights_sha256": weights_sha256(module),
         "family": stored.get("model"),
         "train_size": stored.get("train_size"),
         "seed": stored.get("seed"),
@@ -541,6 +550,16 @@ def load_augmenter(
         "latent_dim": module.latent_dim,
     }
     return module, record
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """The SHA-256 of a module's weights and buffers (names, dtypes, shapes and values): the same for the
+    same augmenter whichever file or device it came from, other for one trained again to other weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @torch.no_grad()
