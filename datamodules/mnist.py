@@ -87,6 +87,20 @@ class MNISTDataModule(ImageDataModule):
         """The error for a --data-dir that holds the IDX files itself (the raw folder named, a common slip),
         found before any download into a raw folder inside it; None otherwise."""
         names = [name for pair in IDX_FILES.values() for name in pair]
+        raw_inside = self.data_dir / "raw"
+        if all(find_idx_file(raw_inside, name) is not None for name in names):
+            # The dataset's own folder named (DATA/MNIST): torchvision would look in, and download into,
+            # DATA/MNIST/MNIST/raw beside the files.
+            folder = self.data_dir.resolve()
+            fix = (
+                f"pass --data-dir {folder.parent}, the folder holding {self.folder}/raw"
+                if folder.name == self.folder
+                else f"if they are {self.folder}'s, move them into {self.raw_dir}, or pass the folder "
+                "holding it"
+            )
+            return DataError(
+                f"{self.folder} not found in {self.raw_dir}, but its files are in {raw_inside}: {fix}"
+            )
         if not all(find_idx_file(self.data_dir, name) is not None for name in names):
             return None
         inside = self.data_dir.resolve()

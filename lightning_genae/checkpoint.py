@@ -419,7 +419,8 @@ def last_finite_checkpoint(directory: Path, steps_per_iteration: int) -> tuple[P
 # What a run whose learning rates follow a paper's fixed schedule (which --lr does not set) is advised when
 # it diverges (`resume_advice`) or its discriminator saturates (run_report's collapse_warning).
 FIXED_SCHEDULE_ADVICE = (
-    "its learning rates follow a fixed schedule, not --lr: start again with another --seed"
+    "its learning rates follow a fixed schedule, not --lr: start again with another --seed (and --overwrite, "
+    "as the run's folder holds this run)"
 )
 
 
@@ -440,12 +441,17 @@ def resume_advice(
         return FIXED_SCHEDULE_ADVICE
     found = last_finite_checkpoint(directory, steps_per_iteration) if directory is not None else None
     if found is None:
-        return f"no checkpoint was written before it; start again with a lower --lr, e.g. --lr {lower_lr:g}"
+        # The run's folder holds the diverged run (config.yaml): starting again into it needs --overwrite.
+        return (
+            f"no checkpoint was written before it; start again with a lower --lr and --overwrite, e.g. "
+            f"--lr {lower_lr:g} --overwrite"
+        )
     path, iteration = found
     if 0 < started_at and iteration <= started_at:
         return (
             f"it diverged again before writing a checkpoint newer than {path} (step {iteration}), whose "
-            f"weights may be beyond recovery: start again with a lower --lr, e.g. --lr {lower_lr:g}, or "
+            f"weights may be beyond recovery: start again with a lower --lr and --overwrite, e.g. --lr "
+            f"{lower_lr:g} --overwrite, or "
             f"resume it with a still lower one: --resume {path} --lr {lower_lr:g}"
         )
     return (

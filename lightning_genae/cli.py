@@ -66,6 +66,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 128 + signal.SIGINT
 
 
+def _augment_arms(args: dict[str, Any], file_values: dict[str, Any]) -> list[str] | None:
+    """The --augment value (the command line's, else the --config file's) as a grid's arms; a single arm
+    written with a stray comma (`ae,`) is set back as that arm, as `--train-size 100,` is 100."""
+    value = args.get("augment", file_values.get("augment"))
+    if value is None:
+        return None
+    arms = split_list(str(value))
+    if not arms:
+        raise ConfigError(
+            f"--augment {str(value)!r} names no augmentation; give one (none, ae, ...), or a comma list of a "
+            "grid's arms"
+        )
+    if len(arms) == 1 and str(value) != arms[0]:
+        (args if args.get("augment") is not None else file_values)["augment"] = arms[0]
+    return arms
+
+
 def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
     try:
         # Before the parser: a plug-in's names are choices of --model, --data and --augment.
@@ -133,8 +150,7 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
             del file_values["train_size"]
             if train_sizes is None:
                 train_sizes = _train_sizes_in_file(size_in_file, config_path)
-        augment_value = args.get("augment", file_values.get("augment"))
-        augments = split_list(str(augment_value)) if augment_value is not None else None
+        augments = _augment_arms(args, file_values)
         if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):
             values = {**_without_options_of_what_the_command_line_replaced(file_values, args), **args}
             tuning = (candidates, tune_seeds) if tune_seeds is not None else None

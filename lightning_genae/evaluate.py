@@ -437,10 +437,15 @@ def score_images(
             f"score_images: images of shape {tuple(images.shape)}, the {datamodule.name} images are "
             f"[N, {', '.join(map(str, datamodule.image_shape))}]; give images of the data's shape"
         )
-    if len(images) < MIN_FEATURE_SAMPLES or (num_samples is not None and num_samples < MIN_FEATURE_SAMPLES):
+    if len(images) < MIN_FEATURE_SAMPLES:
         raise DataError(
-            f"score_images: {len(images)} images, num_samples {num_samples}; the k-nearest-neighbour metrics "
-            f"need at least {MIN_FEATURE_SAMPLES} of each: give more"
+            f"score_images: {len(images)} {agree(range(len(images)), 'image', 'images')} given; the "
+            f"k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}: give more"
+        )
+    if num_samples is not None and num_samples < MIN_FEATURE_SAMPLES:
+        raise DataError(
+            f"score_images: num_samples {num_samples}; the k-nearest-neighbour metrics need at least "
+            f"{MIN_FEATURE_SAMPLES} of each: give a larger num_samples, or None for all the images given"
         )
     if images.dtype != torch.uint8:
         images = _stored_images(images.detach().cpu(), datamodule)

@@ -187,7 +187,7 @@ def test_a_combination_typed_in_another_order_continues_the_cells_the_root_spell
 
 
 def test_empty_list_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="--seed list is empty"):
+    with pytest.raises(ConfigError, match="--seeds is empty"):
         expand_grid(["ae"], [None], [])
 
 

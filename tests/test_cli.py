@@ -371,6 +371,17 @@ def test_command_line_wins_over_config_file(tmp_path, capsys):
     assert printed["recon_loss"] == "bce", "the family default is resolved into the printed config"
 
 
+def test_a_stray_comma_in_augment_leaves_its_one_arm_as_in_train_size(tmp_path, capsys):
+    for value in ("ae,", ",ae", " ae "):
+        assert main(["--model", "gan", "--augment", value, "--train-size", "100,", "--print-config"]) == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["augment"] == "ae" and printed["train_size"] == 100
+    config = tmp_path / "c.yaml"
+    config.write_text("model: gan\naugment: 'diffaug,'\n")
+    assert main(["--config", str(config), "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["augment"] == "diffaug"
+
+
 def test_help_lists_every_choice_with_a_description(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])

@@ -505,6 +505,14 @@ def test_a_data_dir_naming_the_raw_folder_itself_is_told_its_parent_before_any_d
     monkeypatch.setattr(torchvision.datasets.FashionMNIST, "download", no_download)
     with pytest.raises(DataError, match=f"{raw} holds IDX files of MNIST, not of FashionMNIST"):
         FashionMNISTDataModule(raw).prepare_data()
+    # The dataset's own folder named, one level above its raw folder: told its parent too.
+    with pytest.raises(DataError) as error:
+        MNISTDataModule(raw.parent).prepare_data()
+    assert str(error.value) == (
+        f"MNIST not found in {raw.parent / 'MNIST' / 'raw'}, but its files are in {raw}: pass --data-dir "
+        f"{small_mnist_dirs['gz'].resolve()}, the folder holding MNIST/raw"
+    )
+    assert not (raw.parent / "MNIST").exists()
 
 
 @pytest.mark.parametrize(

@@ -177,7 +177,7 @@ def test_vae_at_lr_1e6_keeps_a_finite_last_ckpt_and_says_when_a_resume_fails_aga
     assert main(["--resume", "last", "--output", str(run_dir), "--lr", "1e-3", "--max-steps", "10"]) == 2
     message = one_error_line(capsys)
     assert f"diverged again before writing a checkpoint newer than {advised} (step 1)" in message, message
-    assert "start again with a lower --lr" in message
+    assert "start again with a lower --lr and --overwrite, e.g. --lr 0.0001 --overwrite" in message
     assert advised.read_bytes() == written
 
 
@@ -213,9 +213,17 @@ def test_a_divergence_before_any_checkpoint_says_none_exists(tmp_path, capsys):
     args = ["--model", "aae", *TINY_RUN, "--lr", "1e6", "--max-steps", "10", "--output", str(run_dir)]
     assert main(args) == 2
     message = one_error_line(capsys)
-    assert "no checkpoint was written before it" in message and "--lr 0.001" in message, message
+    assert "no checkpoint was written before it" in message and "--lr 0.001 --overwrite" in message, message
     assert "resume" not in message
     assert list(run_dir.glob("**/*.ckpt")) == []
+    # The advice as written: the folder holds the diverged run, which --overwrite replaces.
+    advised = [*args[: args.index("--lr")], *args[args.index("--lr") + 2 :], "--lr", "0.001", "--overwrite"]
+    assert (
+        main(
+            [*advised[: advised.index("--max-steps") + 1], "2", *advised[advised.index("--max-steps") + 2 :]]
+        )
+        == 0
+    )
 
 
 def test_best_ckpt_is_not_overwritten_when_the_optimizer_state_diverged(tmp_path, monkeypatch, capsys):

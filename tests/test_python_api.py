@@ -269,9 +269,17 @@ def test_python_callers_inputs_are_checked_in_one_line(tmp_path):
         lightning_genae.callbacks_for(model, data, None)
     with pytest.raises(ConfigError, match="^load_model: give a checkpoint file's path, got int$"):
         lightning_genae.load_model(3)
-    with pytest.raises(lightning_genae.DataError, match="need at least 6 of each: give more"):
+    with pytest.raises(
+        lightning_genae.DataError, match="^score_images: 1 image given; .* need at least 6: give more$"
+    ):
+        lightning_genae.score_images(model.sample(1), data)
+    with pytest.raises(
+        lightning_genae.DataError, match="^score_images: 5 images given; .* need at least 6: give more$"
+    ):
         lightning_genae.score_images(model.sample(5), data)
-    with pytest.raises(lightning_genae.DataError, match="need at least 6 of each: give more"):
+    with pytest.raises(
+        lightning_genae.DataError, match="num_samples -5; .* need at least 6 of each: give a larger"
+    ):
         lightning_genae.score_images(model.sample(50), data, num_samples=-5)
 
 

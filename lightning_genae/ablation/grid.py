@@ -160,7 +160,7 @@ def expand_grid(
             )
         combinations[combination] = augment
     check_unique(train_sizes, "--train-size list")
-    check_unique(seeds, "--seed list")
+    check_unique(seeds, "--seeds")
     for augment in augments:
         # The augment becomes part of a folder name; a separator would put the run somewhere else.
         if not augment or "/" in augment or "\\" in augment or augment in (".", ".."):
