@@ -75,8 +75,11 @@ class RunCheckpoint:
         if path.is_dir():
             inside = last_checkpoint(path) if (path / "checkpoints").is_dir() else path / "last.ckpt"
             raise ConfigError(f"{flag}: {path} is a folder; pass a checkpoint file such as {inside}")
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"{flag}: checkpoint {path} does not exist; pass an existing .ckpt file")
+        if not path.is_file():
+            # A named pipe, a device: reading one could wait forever for a writer.
+            raise ConfigError(f"{flag}: {path} is not a regular file; pass a .ckpt file written by a run")
         not_readable = f"{flag}: {path} is not a readable checkpoint"
         if not is_torch_file(path):
             # torch.save writes a zip archive (or, before torch 1.6, a pickle led by its magic number);
@@ -191,7 +194,13 @@ class RunCheckpoint:
         `data_dir`: the folder read now, where it may differ from the run's; without a hash to compare, only
         the run's own folder is accepted."""
         trained = self.training_data_sha256()
-        stored_dir = self.contents.get(CONFIG_KEY, {}).get("data_dir")
+        stored = self.contents.get(CONFIG_KEY)
+        stored_dir = stored.get("data_dir") if isinstance(stored, dict) else None
+        if stored_dir is not None and not isinstance(stored_dir, str):
+            raise ConfigError(
+                f"{flag} {self.path}: the run configuration it records gives data_dir {stored_dir!r}, no "
+                "folder's path; the file is damaged or was not written by a run: pick a .ckpt written by one"
+            )
         moved = data_dir and stored_dir and Path(data_dir).resolve() != Path(stored_dir).resolve()
         if trained is None and moved:
             raise ConfigError(
@@ -425,7 +434,11 @@ FIXED_SCHEDULE_ADVICE = (
 
 
 def resume_advice(
-    directory: Path | None, steps_per_iteration: int, lower_lr: float | None, started_at: int = 0
+    directory: Path | None,
+    steps_per_iteration: int,
+    lower_lr: float | None,
+    started_at: int = 0,
+    retried_lower: bool = True,
 ) -> str:
     """What to do after a divergence: the finite checkpoint to resume from, or that there is none.
 
@@ -435,7 +448,9 @@ def resume_advice(
     A run resumed at iteration `started_at` that diverged before writing a newer checkpoint may have
     resumed from weights already too large to recover (after one Adam step at --lr 1e6 every weight is
     about 1e6, finite, and the next forward pass overflows whatever the learning rate): advising the same
-    checkpoint again could go round in circles, so starting again is advised first.
+    checkpoint again could go round in circles, so starting again is advised first. That holds where the
+    resume already lowered the learning rate (`retried_lower`); a resume at the checkpoint's rate or above
+    that diverges is advised that checkpoint with a lower one.
     """
     if lower_lr is None:
         return FIXED_SCHEDULE_ADVICE
@@ -447,7 +462,7 @@ def resume_advice(
             f"--lr {lower_lr:g} --overwrite"
         )
     path, iteration = found
-    if 0 < started_at and iteration <= started_at:
+    if 0 < started_at and iteration <= started_at and retried_lower:
         return (
             f"it diverged again before writing a checkpoint newer than {path} (step {iteration}), whose "
             f"weights may be beyond recovery: start again with a lower --lr and --overwrite, e.g. --lr "

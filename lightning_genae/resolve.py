@@ -295,8 +295,10 @@ def _check_torch_file(flag_name: str, path: Path, fix: str) -> None:
     """What can be known of a weights file without reading it: a file, in one of torch.save's formats."""
     if path.is_dir():
         raise ConfigError(f"{flag_name} {path} is a folder; {fix}")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{flag_name} {path} does not exist; {fix}")
+    if not path.is_file():
+        raise ConfigError(f"{flag_name} {path} is not a regular file (a named pipe, a device); {fix}")
     if not is_torch_file(path):
         raise ConfigError(f"{flag_name} {path} is not a file written by torch.save; {fix}")
 

@@ -312,6 +312,30 @@ def training_complete(resume: RunCheckpoint, config: RunConfig, steps_per_iterat
     return any(reached == budget for _, budget, reached in _budgets(resume, config, steps_per_iteration))
 
 
+def refuse_going_back_in_place(resume: RunCheckpoint, run_dir: Path, resolved: ResolvedRun) -> None:
+    """Refuse continuing, in the run's own folder, from a checkpoint older than the folder's last.ckpt
+    (`--resume .../best.ckpt`): the continued run would replace the later last.ckpt, metrics rows and
+    summary.json with its own, and the run's further training would be lost without a word."""
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if resume.run_folder.resolve() != run_dir.resolve():
+        return
+    if not last.is_file() or last.resolve() == resume.path.resolve():
+        return
+    try:
+        newest = RunCheckpoint.load(last, "--resume")
+    except ConfigError:
+        return  # a damaged last.ckpt holds nothing to keep
+    steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
+    went_on_to, resumed_at = newest.iteration(steps_per_iteration), resume.iteration(steps_per_iteration)
+    if went_on_to > resumed_at:
+        raise ConfigError(
+            f"--resume {resume.path}: the run in {run_dir} went on to iteration {went_on_to} ({last}); "
+            f"continuing from iteration {resumed_at} in its folder would replace that later training and "
+            f"its records; give --output NEW to continue from iteration {resumed_at} in a folder of its own, "
+            "or --resume last to continue the run"
+        )
+
+
 def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
     """Refuse a --resume with no iteration left to train: it would only rewrite the run's last.ckpt and
     summary.json and log its final rows a second time. A run at the end of its budget without a summary.json
@@ -424,6 +448,7 @@ def run(
     try:
         if resume is not None and explicit_resume:
             check_steps_left(resume, resolved)
+            refuse_going_back_in_place(resume, run_dir, resolved)
         with stop_outside_training(run_dir, started, undo=folder.undo, resuming=resume is not None):
             return _train(resolved, config, run_dir, resume, started, brief)
     except BaseException as error:

@@ -39,6 +39,7 @@ from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationM
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
 from lightning_genae.checkpoint import (
+    CONFIG_KEY,
     AtomicCheckpointIO,
     StoreRunConfig,
     last_checkpoint,
@@ -206,6 +207,16 @@ class DivergenceGuard(Callback):
         self.precision = precision
         # The iteration training started from: above 0 when the run was resumed.
         self.started_at = 0
+        # The --lr the resumed checkpoint was trained with (None: not resumed, or not recorded).
+        self.resumed_lr: float | None = None
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        stored = checkpoint.get(CONFIG_KEY)
+        lr = stored.get("lr") if isinstance(stored, dict) else None
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+            self.resumed_lr = float(lr)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: GenerativeModule) -> None:
         self.started_at = pl_module.iteration
@@ -215,11 +226,14 @@ class DivergenceGuard(Callback):
         says where to look itself: no resume or learning rate helps)."""
         if diverged_before_any_update(cause) and self.started_at == 0:
             return TrainingDiverged(cause)
+        lr = getattr(model.options, "lr", None)
         advice = resume_advice(
             self.checkpoint_dir,
             model.optimizer_steps_per_iteration,
             lower_lr=model.lower_learning_rate(),
             started_at=self.started_at,
+            # A resume at the checkpoint's --lr or above that diverges says nothing of its weights.
+            retried_lower=self.resumed_lr is None or not isinstance(lr, float) or lr < self.resumed_lr,
         )
         if "16" in self.precision:
             advice += " (or use --precision 32-true)"

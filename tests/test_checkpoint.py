@@ -7,6 +7,7 @@ before anything is written and without running any code stored in the file.
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -197,6 +198,26 @@ def test_a_checkpoints_configuration_without_a_family_name_is_one_line(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("flag", ["--resume", "--evaluate"])
+def test_a_checkpoints_data_dir_that_is_no_path_is_one_line(flag, tiny_ae_run, tmp_path, capsys):
+    contents = contents_of(tiny_ae_run)
+    contents[CONFIG_KEY]["data_dir"] = 5
+    given = tmp_path / "edited.ckpt"
+    torch.save(contents, given)
+    assert main([flag, str(given), "--output", str(tmp_path / "run")]) == 2
+    one_line(capsys, f"{flag} {given}: the run configuration it records gives data_dir 5, no folder's path")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("flag", ["--resume", "--evaluate"])
+def test_a_named_pipe_given_as_a_checkpoint_is_not_said_to_be_missing(flag, tmp_path, capsys):
+    pipe = tmp_path / "pipe.ckpt"
+    os.mkfifo(pipe)
+    assert main([flag, str(pipe), "--output", str(tmp_path / "run")]) == 2
+    one_line(capsys, f"{flag}: {pipe} is not a regular file; pass a .ckpt file written by a run")
+
+
 def test_an_ae_run_that_recorded_classifier_weights_resumes_and_is_evaluated_without_them(
     tiny_ae_run, tmp_path
 ):
@@ -251,6 +272,23 @@ def test_a_checkpoint_without_a_whole_training_state_is_not_resumed_but_evaluate
 def _training_rows(run_dir: Path) -> list[int]:
     with (run_dir / "metrics.csv").open(newline="") as file:
         return [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss")]
+
+
+def test_a_resume_in_place_from_a_checkpoint_older_than_last_ckpt_is_refused(tiny_ae_run, tmp_path, capsys):
+    """Continuing from best.ckpt (or any older file) in the run's own folder would replace its later
+    last.ckpt, rows and summary.json: refused, naming a folder of its own or --resume last."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_ae_run, run_dir)
+    older = run_dir / "checkpoints" / "older.ckpt"
+    shutil.copyfile(last_checkpoint(run_dir), older)
+    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "5"]) == 0
+    kept = last_checkpoint(run_dir).read_bytes(), (run_dir / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main(["--resume", str(older), "--max-steps", "4"]) == 2
+    one_line(capsys, f"--resume {older}: the run in", "went on to iteration 5", "--output NEW")
+    assert (last_checkpoint(run_dir).read_bytes(), (run_dir / "summary.json").read_bytes()) == kept
+    elsewhere = tmp_path / "elsewhere"
+    assert main(["--resume", str(older), "--max-steps", "4", "--output", str(elsewhere)]) == 0
 
 
 def test_resume_labels_training_rows_with_their_iteration(tiny_ae_run, tmp_path):

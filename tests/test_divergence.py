@@ -181,6 +181,21 @@ def test_vae_at_lr_1e6_keeps_a_finite_last_ckpt_and_says_when_a_resume_fails_aga
     assert advised.read_bytes() == written
 
 
+def test_a_resume_at_a_higher_lr_that_diverges_is_advised_its_checkpoint_with_a_lower_one(tmp_path, capsys):
+    """The checkpoint came from healthy training: the divergence is the new --lr's, not its weights'."""
+    run_dir = tmp_path / "vae"
+    args = ["--model", "vae", *TINY_RUN, "--ckpt-every", "1"]
+    assert main([*args, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    written = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    capsys.readouterr()
+    resume = ["--resume", "last", "--output", str(run_dir), "--lr", "1e6", "--ckpt-every", "100"]
+    assert main([*resume, "--max-steps", "10"]) == 2
+    message = one_error_line(capsys)
+    assert "diverged again" not in message and "beyond recovery" not in message, message
+    assert advised_checkpoint(message) == (run_dir / "checkpoints" / "last.ckpt", 2)
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == written
+
+
 @pytest.mark.slow
 def test_every_ddp_process_stops_at_the_same_divergence_and_none_is_left_waiting(tmp_path):
     """Two gloo processes stop at the same check with the same line (a process stopping alone would leave

@@ -179,8 +179,9 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
+            what = "is not a regular file" if path.exists() else "does not exist"
             raise BackboneUnavailable(
-                f"inception: --inception-weights {path} does not exist; pass the path of {INCEPTION_FILE} "
+                f"inception: --inception-weights {path} {what}; pass the path of {INCEPTION_FILE} "
                 f"(from {INCEPTION_URL})"
             )
         return path
