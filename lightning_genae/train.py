@@ -244,28 +244,32 @@ def _keep_the_augmenter_file(
 
 
 def refuse_another_augmenter(resume: RunCheckpoint, record: dict[str, Any]) -> None:
-    """A run resumed with an --augment-ckpt file whose contents are not those its checkpoint trained with
-    (retrained, replaced under the same name) would be half one augmenter's run, half another's."""
+    """A run resumed with another augmenter than its checkpoint trained with would be half one augmenter's
+    run, half another's: an --augment-ckpt file of other contents (retrained, replaced under the same name),
+    or weights of any source that differ (a cache trained again: deleted, or node-local on another machine,
+    where it is not trained to the same bits)."""
     augmenter = record.get("augmenter")
-    now = augmenter.get("sha256") if isinstance(augmenter, dict) else None
-    before = resume.contents.get(AUGMENTER_SHA256_KEY)
-    if isinstance(now, str) and isinstance(before, str) and now != before:
-        raise RunFolderRefused(
-            f"--augment-ckpt {augmenter['path']} holds another augmenter than the one the run in "
-            f"{resume.run_folder} trained with so far (SHA-256 {now[:12]}, the run's: {before[:12]}); put "
-            "that file back to continue the run, or start it again (--overwrite)"
-        )
-    now = augmenter.get("weights_sha256") if isinstance(augmenter, dict) else None
-    before = resume.contents.get(AUGMENTER_WEIGHTS_KEY)
-    if isinstance(now, str) and isinstance(before, str) and now != before:
-        # A cache file trained again (deleted, or node-local on another machine, where it is not trained to
-        # the same bits) or replaced: half the run would be one augmenter's, half another's.
-        raise RunFolderRefused(
-            f"the augmenter {augmenter['path']} ({augmenter.get('source')}) is not the one the run in "
-            f"{resume.run_folder} trained with so far (weights' SHA-256 {now[:12]}, the run's: "
-            f"{before[:12]}): it was trained again or replaced; put the run's augmenter back there to "
-            "continue the run, or start it again (--overwrite)"
-        )
+    if not isinstance(augmenter, dict):
+        return
+    for field, key, what in (
+        (
+            "sha256",
+            AUGMENTER_SHA256_KEY,
+            f"--augment-ckpt {augmenter.get('path')} holds another augmenter than",
+        ),
+        (
+            "weights_sha256",
+            AUGMENTER_WEIGHTS_KEY,
+            f"the augmenter {augmenter.get('path')} ({augmenter.get('source')}) is not",
+        ),
+    ):
+        now, before = augmenter.get(field), resume.contents.get(key)
+        if isinstance(now, str) and isinstance(before, str) and now != before:
+            raise RunFolderRefused(
+                f"{what} the one the run in {resume.run_folder} trained with so far ({field} {now[:12]}, the "
+                f"run's: {before[:12]}); put the run's augmenter back to continue the run, or start it again "
+                "(--overwrite)"
+            )
 
 
 class RunWallClock(Callback):
