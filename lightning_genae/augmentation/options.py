@@ -96,7 +96,7 @@ class AugmenterOnInputsOptions(StrengthOptions, AugmenterOptions, ControllerOpti
         # applied with probability below 1, so that every input also reaches the discriminator unchanged.
         # Encode-decode is no invertible transform: at p = 1 the discriminator sees only the autoencoder's
         # outputs, and a generator's artefact that the autoencoder removes goes unpunished.
-        if self.augment_p != AUTO and self.augment_p >= 1:
+        if not isinstance(self.augment_p, str) and self.augment_p >= 1:
             raise ConfigError(
                 "--augment-p 1 with ae-d shows the discriminator only the autoencoder's outputs, so what the "
                 "autoencoder removes from a fake goes unpunished; give ae-d a p below 1"
