@@ -92,6 +92,13 @@ class MNISTDataModule(ImageDataModule):
             # The dataset's own folder named (DATA/MNIST): torchvision would look in, and download into,
             # DATA/MNIST/MNIST/raw beside the files.
             folder = self.data_dir.resolve()
+            if folder.name in {MNISTDataModule.folder, FashionMNISTDataModule.folder} - {self.folder}:
+                # The two datasets' files have the same names: the folder's own name says whose they are.
+                return DataError(
+                    f"{self.folder} not found in {self.raw_dir}; {raw_inside} holds IDX files of "
+                    f"{folder.name}, not of {self.folder}: pass --data-dir pointing at a folder holding "
+                    f"{self.folder}/raw"
+                )
             fix = (
                 f"pass --data-dir {folder.parent}, the folder holding {self.folder}/raw"
                 if folder.name == self.folder

@@ -439,6 +439,7 @@ def resume_advice(
     lower_lr: float | None,
     started_at: int = 0,
     retried_lower: bool = True,
+    resumed_from: Path | None = None,
 ) -> str:
     """What to do after a divergence: the finite checkpoint to resume from, or that there is none.
 
@@ -450,11 +451,15 @@ def resume_advice(
     about 1e6, finite, and the next forward pass overflows whatever the learning rate): advising the same
     checkpoint again could go round in circles, so starting again is advised first. That holds where the
     resume already lowered the learning rate (`retried_lower`); a resume at the checkpoint's rate or above
-    that diverges is advised that checkpoint with a lower one.
+    that diverges is advised that checkpoint with a lower one. `resumed_from`: the checkpoint the run
+    resumed from, named where `directory` holds none (a resume into a folder of its own).
     """
     if lower_lr is None:
         return FIXED_SCHEDULE_ADVICE
     found = last_finite_checkpoint(directory, steps_per_iteration) if directory is not None else None
+    if found is None and resumed_from is not None and started_at > 0:
+        # Resumed into another folder (--output NEW), which holds no checkpoint yet: the one it resumed from.
+        found = (resumed_from, started_at)
     if found is None:
         # The run's folder holds the diverged run (config.yaml): starting again into it needs --overwrite.
         return (

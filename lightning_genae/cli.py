@@ -79,6 +79,12 @@ def _augment_arms(args: dict[str, Any], file_values: dict[str, Any]) -> list[str
             "grid's arms"
         )
     if len(arms) == 1 and str(value) != arms[0]:
+        from lightning_genae.augmentation import parse_augment
+
+        try:
+            parse_augment(arms[0])
+        except ConfigError:
+            return arms  # left as typed: its refusal quotes what was written
         (args if args.get("augment") is not None else file_values)["augment"] = arms[0]
     return arms
 

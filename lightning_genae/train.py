@@ -21,8 +21,8 @@ from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.grouping import grouped
 from lightning_genae.callbacks.random_state import SeededEvaluation
-from lightning_genae.checkpoint import RunCheckpoint, in_a_run_folder
-from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, start_gate
+from lightning_genae.checkpoint import RunCheckpoint, in_a_run_folder, written_by
+from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, current_job, run_stamp, start_gate
 from lightning_genae.config import RunConfig, flag
 from lightning_genae.console import describe_model, describe_training, say
 from lightning_genae.datamodules import InMemoryDataModule
@@ -244,32 +244,31 @@ def _keep_the_augmenter_file(
 
 
 def refuse_another_augmenter(resume: RunCheckpoint, record: dict[str, Any]) -> None:
-    """A run resumed with another augmenter than its checkpoint trained with would be half one augmenter's
-    run, half another's: an --augment-ckpt file of other contents (retrained, replaced under the same name),
-    or weights of any source that differ (a cache trained again: deleted, or node-local on another machine,
-    where it is not trained to the same bits)."""
+    """A run resumed with another augmenter than its checkpoint trained with is half one augmenter's run,
+    half another's. An --augment-ckpt file of other contents (retrained, replaced under the same name) is
+    refused: the file the run named can be put back. Weights of another source that differ (a cache trained
+    again: deleted, node-local on another machine, or trained with another thread count, none of which
+    reproduces the same bits) are said in a line: nothing keeps the earlier augmenter to put back."""
     augmenter = record.get("augmenter")
     if not isinstance(augmenter, dict):
         return
-    for field, key, what in (
-        (
-            "sha256",
-            AUGMENTER_SHA256_KEY,
-            f"--augment-ckpt {augmenter.get('path')} holds another augmenter than",
-        ),
-        (
-            "weights_sha256",
-            AUGMENTER_WEIGHTS_KEY,
-            f"the augmenter {augmenter.get('path')} ({augmenter.get('source')}) is not",
-        ),
-    ):
-        now, before = augmenter.get(field), resume.contents.get(key)
-        if isinstance(now, str) and isinstance(before, str) and now != before:
-            raise RunFolderRefused(
-                f"{what} the one the run in {resume.run_folder} trained with so far ({field} {now[:12]}, the "
-                f"run's: {before[:12]}); put the run's augmenter back to continue the run, or start it again "
-                "(--overwrite)"
-            )
+    now, before = augmenter.get("sha256"), resume.contents.get(AUGMENTER_SHA256_KEY)
+    if isinstance(now, str) and isinstance(before, str) and now != before:
+        raise RunFolderRefused(
+            f"--augment-ckpt {augmenter.get('path')} holds another augmenter than the one the run in "
+            f"{resume.run_folder} trained with so far (SHA-256 {now[:12]}, the run's: {before[:12]}); put "
+            "that file back to continue the run, or start it again (--overwrite)"
+        )
+    now, before = augmenter.get("weights_sha256"), resume.contents.get(AUGMENTER_WEIGHTS_KEY)
+    if isinstance(now, str) and isinstance(before, str) and now != before:
+        from lightning_genae.console import warn
+
+        warn(
+            f"note: the augmenter {augmenter.get('path')} ({augmenter.get('source')}) is not the one the run "
+            f"in {resume.run_folder} trained with so far (weights' SHA-256 {now[:12]}, the run's: "
+            f"{before[:12]}): its training goes on with this one; start it again (--overwrite) for a run of "
+            "one augmenter"
+        )
 
 
 class RunWallClock(Callback):
@@ -316,28 +315,38 @@ def training_complete(resume: RunCheckpoint, config: RunConfig, steps_per_iterat
     return any(reached == budget for _, budget, reached in _budgets(resume, config, steps_per_iteration))
 
 
-def refuse_going_back_in_place(resume: RunCheckpoint, run_dir: Path, resolved: ResolvedRun) -> None:
-    """Refuse continuing, in the run's own folder, from a checkpoint older than the folder's last.ckpt
-    (`--resume .../best.ckpt`): the continued run would replace the later last.ckpt, metrics rows and
-    summary.json with its own, and the run's further training would be lost without a word."""
+def continue_from(
+    resume: RunCheckpoint | None, run_dir: Path, resolved: ResolvedRun, explicit_resume: bool
+) -> RunCheckpoint | None:
+    """The checkpoint a `--resume` into the run's own folder continues from: the one given, unless the
+    folder's last.ckpt went further. Continuing from an older checkpoint (`best.ckpt`) there would replace
+    the later last.ckpt, metrics rows and summary.json without a word: refused, unless this job's earlier
+    attempt wrote it (a requeued job runs its command again, `--resume best.ckpt` included), which then
+    continues from it. A resume the user did not ask for (a restarted job's own) is `resume` itself."""
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
-    if resume.run_folder.resolve() != run_dir.resolve():
-        return
+    if resume is None or not explicit_resume or resume.run_folder.resolve() != run_dir.resolve():
+        return resume
     if not last.is_file() or last.resolve() == resume.path.resolve():
-        return
+        return resume
     try:
         newest = RunCheckpoint.load(last, "--resume")
     except ConfigError:
-        return  # a damaged last.ckpt holds nothing to keep
+        return resume  # a damaged last.ckpt holds nothing to keep
     steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
     went_on_to, resumed_at = newest.iteration(steps_per_iteration), resume.iteration(steps_per_iteration)
-    if went_on_to > resumed_at:
-        raise ConfigError(
-            f"--resume {resume.path}: the run in {run_dir} went on to iteration {went_on_to} ({last}); "
-            f"continuing from iteration {resumed_at} in its folder would replace that later training and "
-            f"its records; give --output NEW to continue from iteration {resumed_at} in a folder of its own, "
-            "or --resume last to continue the run"
-        )
+    if went_on_to <= resumed_at:
+        return resume
+    job = current_job()
+    if job is not None and job.restart_count > 0 and written_by(newest, job) == "own":
+        say(f"--resume {resume.path}: this job's earlier attempt went on to iteration {went_on_to}; going on")
+        return newest
+    raise ConfigError(
+        f"--resume {resume.path}: the run in {run_dir} went on to iteration {went_on_to} ({last}); "
+        f"continuing from iteration {resumed_at} in its folder would replace that later training and its "
+        "records; give "
+        f"--output NEW to continue from iteration {resumed_at} in a folder of its own, or --resume last with "
+        f"a budget above iteration {went_on_to} to continue the run"
+    )
 
 
 def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
@@ -416,6 +425,7 @@ def run(
         gate.next_run()
     if rank_zero_only.rank != 0:
         try:
+            resume = continue_from(resume, run_dir, resolved, explicit_resume)  # as rank 0 decides it
             return _train(resolved, config, run_dir, resume, TrainingStarted(), brief)
         except RankZeroStopped:
             raise
@@ -450,9 +460,9 @@ def run(
         raise
     started = TrainingStarted(on_start=folder.training_started)
     try:
+        resume = continue_from(resume, run_dir, resolved, explicit_resume)
         if resume is not None and explicit_resume:
             check_steps_left(resume, resolved)
-            refuse_going_back_in_place(resume, run_dir, resolved)
         with stop_outside_training(run_dir, started, undo=folder.undo, resuming=resume is not None):
             return _train(resolved, config, run_dir, resume, started, brief)
     except BaseException as error:

@@ -209,6 +209,8 @@ class DivergenceGuard(Callback):
         self.started_at = 0
         # The --lr the resumed checkpoint was trained with (None: not resumed, or not recorded).
         self.resumed_lr: float | None = None
+        # The checkpoint training resumed from (None: not resumed).
+        self.resumed_from: Path | None = None
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
@@ -220,6 +222,7 @@ class DivergenceGuard(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: GenerativeModule) -> None:
         self.started_at = pl_module.iteration
+        self.resumed_from = Path(trainer.ckpt_path) if trainer.ckpt_path else None
 
     def diverged(self, cause: str, model: GenerativeModule) -> TrainingDiverged:
         """The one-line error: what diverged, and what to do about it (a loss not finite before any update
@@ -234,6 +237,7 @@ class DivergenceGuard(Callback):
             started_at=self.started_at,
             # A resume at the checkpoint's --lr or above that diverges says nothing of its weights.
             retried_lower=self.resumed_lr is None or not isinstance(lr, float) or lr < self.resumed_lr,
+            resumed_from=self.resumed_from,
         )
         if "16" in self.precision:
             advice += " (or use --precision 32-true)"

@@ -800,6 +800,7 @@ def test_rows_of_one_training_size_that_trained_other_iterations_do_not_rank(tmp
     assert "These rows are not one experiment" in markdown
     assert "iterations trained at --train-size 200 differs (25 in ae-ts200; 12 in none-ts200)" in markdown
     assert "--train-size full" not in markdown
+    assert "or run the grid again with --max-steps, so that every arm trains as many iterations" in markdown
     assert "iterations trained at --train-size 200" in capsys.readouterr().err
 
 

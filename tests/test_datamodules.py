@@ -513,6 +513,8 @@ def test_a_data_dir_naming_the_raw_folder_itself_is_told_its_parent_before_any_d
         f"{small_mnist_dirs['gz'].resolve()}, the folder holding MNIST/raw"
     )
     assert not (raw.parent / "MNIST").exists()
+    with pytest.raises(DataError, match=f"{raw} holds IDX files of MNIST, not of FashionMNIST"):
+        FashionMNISTDataModule(raw.parent).prepare_data()
 
 
 @pytest.mark.parametrize(

@@ -194,6 +194,22 @@ def test_a_resume_at_a_higher_lr_that_diverges_is_advised_its_checkpoint_with_a_
     assert "diverged again" not in message and "beyond recovery" not in message, message
     assert advised_checkpoint(message) == (run_dir / "checkpoints" / "last.ckpt", 2)
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == written
+    # Into a folder of its own: a checkpoint is named (the one it resumed from, where that folder has none).
+    last = run_dir / "checkpoints" / "last.ckpt"
+    elsewhere = [
+        "--resume",
+        str(last),
+        "--output",
+        str(tmp_path / "v2"),
+        "--lr",
+        "1e6",
+        "--ckpt-every",
+        "100",
+    ]
+    assert main([*elsewhere, "--max-steps", "10"]) == 2
+    message = one_error_line(capsys)
+    assert "no checkpoint was written before it" not in message and "start again" not in message, message
+    assert advised_checkpoint(message)[0].is_file()
 
 
 @pytest.mark.slow
@@ -339,3 +355,25 @@ def test_a_model_whose_forward_pass_is_not_finite_from_the_start_is_told_so_not_
     message = one_error_line(capsys)
     assert "became nan at step 0, before any update: no learning rate is the cause" in message, message
     assert "--lr" not in message
+
+
+def test_a_resume_into_a_folder_without_checkpoints_is_advised_the_checkpoint_it_resumed_from(tmp_path):
+    from lightning_genae.checkpoint import resume_advice
+
+    given = tmp_path / "earlier" / "checkpoints" / "last.ckpt"
+    advice = resume_advice(
+        tmp_path / "new" / "checkpoints",
+        1,
+        lower_lr=1e-4,
+        started_at=2,
+        retried_lower=False,
+        resumed_from=given,
+    )
+    assert (
+        advice == f"resume from {given} (step 2, all finite) with a lower --lr: --resume {given} --lr 0.0001"
+    )
+    again = resume_advice(
+        tmp_path / "new" / "checkpoints", 1, lower_lr=1e-4, started_at=2, resumed_from=given
+    )
+    assert again.startswith(f"it diverged again before writing a checkpoint newer than {given} (step 2)")
+    assert "no checkpoint was written" in resume_advice(tmp_path / "new", 1, lower_lr=1e-4)

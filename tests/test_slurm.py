@@ -163,6 +163,29 @@ def test_a_requeued_slurm_job_continues_its_run_from_last_ckpt(tmp_path, monkeyp
     assert [path.name for path in (tmp_path / "runs").iterdir()] == [run_dir.name]
 
 
+def test_a_requeued_job_whose_command_resumes_an_older_checkpoint_goes_on_from_its_own_last_ckpt(
+    tmp_path, monkeypatch, capsys
+):
+    """A restarted job runs its command again, `--resume checkpoints/older.ckpt` included: in its own folder
+    that would go back to where the first attempt started, so the attempt's own last.ckpt is continued."""
+    run_dir = tmp_path / "run"
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]) == 0
+    older = run_dir / "checkpoints" / "older.ckpt"
+    shutil.copyfile(run_dir / "checkpoints" / "last.ckpt", older)
+    command = ["--resume", str(older), "--max-steps", "7"]
+    as_slurm_task(monkeypatch, job_id="7171")
+    assert main([*command[:-1], "5"]) == 0
+    as_slurm_task(monkeypatch, job_id="7171", restart=1)
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "this job's earlier attempt went on to iteration 5" in capsys.readouterr().out
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 7
+    # Another job's command does not go back over this run either.
+    as_slurm_task(monkeypatch, job_id="7272", restart=1)
+    assert main([*command[:-1], "9"]) == 2
+    assert "went on to iteration 7" in capsys.readouterr().err
+
+
 def test_a_requeued_job_with_output_resumes_only_when_slurm_says_it_restarted(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     as_slurm_task(monkeypatch, job_id="6161")

@@ -206,6 +206,10 @@ def _differences(labelled: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]
     return problems
 
 
+# How `table_disagreement` names the iterations the rows of one training size trained.
+ITERATIONS_TRAINED = "iterations trained"
+
+
 def table_disagreement(runs: Iterable[CellRun]) -> dict[str, str]:
     """Why the rows of one table are not one experiment (empty when they are): each trait their finished
     runs differ in beyond each row's augmentation, its options and the training size, with which rows hold
@@ -217,7 +221,7 @@ def table_disagreement(runs: Iterable[CellRun]) -> dict[str, str]:
     # show. Rows of other training sizes differ in it by design under --max-epochs.
     for train_size in dict.fromkeys(run.train_size for run in ok_runs):
         problems += _differences(
-            (_row_label(run), {f"iterations trained at --train-size {train_size_label(train_size)}": steps})
+            (_row_label(run), {f"{ITERATIONS_TRAINED} at --train-size {train_size_label(train_size)}": steps})
             for run in ok_runs
             if run.train_size == train_size and (steps := as_int(run.summary.get("global_step"))) is not None
         )

@@ -14,6 +14,7 @@ import numpy as np
 
 from lightning_genae.ablation.grid import TUNING_DIR, train_size_label
 from lightning_genae.ablation.runs import (
+    ITERATIONS_TRAINED,
     CellRun,
     as_int,
     describe_progress,
@@ -364,11 +365,18 @@ def _rows_apart(runs: list[CellRun]) -> list[str]:
     disagreement = table_disagreement(runs)
     if not disagreement:
         return []
+    # Iterations that differ under one command's options (an offline pool under --max-epochs): a folder of
+    # its own would differ the same way; a budget in iterations would not.
+    fix = (
+        "run the grid again with --max-steps, so that every arm trains as many iterations"
+        if any(trait.startswith(ITERATIONS_TRAINED) for trait in disagreement)
+        else "run the grid again into a folder of its own"
+    )
     return [
         "",
         "**These rows are not one experiment, so they do not rank against each other:** besides their "
         f"augmentation and training size, their runs differ: {'; '.join(disagreement.values())}. Compare "
-        "only rows that agree on these, or run the grid again into a folder of its own.",
+        f"only rows that agree on these, or {fix}.",
     ]
 
 

@@ -102,6 +102,12 @@ def attach_augmentation(
         if name in plan.names and spec.side == "discriminator" and spec.build is not None
     }
     check_plugin_transforms(built, datamodule, device)
+    if "ae-d" in built and getattr(plan.settings["ae-d"], "augment_p", None) == 1:
+        # ADA's condition for a transform the generator cannot learn is a probability below 1.
+        say(
+            "note: ae-d at --augment-p 1 shows the discriminator only the autoencoder's outputs, so what the "
+            "autoencoder removes from a fake goes unpunished; a p below 1 keeps real inputs in view"
+        )
     transforms = list(built.values())
     labels = [transform_label(name, transform, plan.settings[name]) for name, transform in built.items()]
     if labels:

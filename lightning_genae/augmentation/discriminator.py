@@ -47,7 +47,9 @@ class AugmenterOnInputs:
         if p <= 0:
             return images
         chosen = torch.rand(len(images), device=images.device) < p
-        if not bool(chosen.any()):
+        # The one read of the device per call: which inputs were chosen (a mask's indexing reads it too).
+        index = chosen.nonzero().squeeze(1)
+        if len(index) == 0:
             return images
         if isinstance(self.augmenter, torch.nn.Module):
             self.augmenter.to(images.device)
@@ -57,14 +59,12 @@ class AugmenterOnInputs:
         if isinstance(self.augmenter, LatentAugmenter) and len(images) > 1:
             # Each chosen input moves towards another input of the whole batch, chosen or not: partners drawn
             # among the chosen alone would often be the input itself at a small p or batch.
-            index = chosen.nonzero().squeeze(1)
             other = torch.randint(1, len(images), (len(index),), device=images.device)
-            augmented = self.augmenter(images[chosen], partners_from=images[(index + other) % len(images)])
+            augmented = self.augmenter(images[index], partners_from=images[(index + other) % len(images)])
         else:
-            augmented = self.augmenter(images[chosen])
+            augmented = self.augmenter(images[index])
         # index_put keeps the graph: gradients reach the chosen inputs through the augmenter.
-        augmented = augmented.to(images.dtype)
-        return images.index_put((chosen,), augmented)
+        return images.index_put((index,), augmented.to(images.dtype))
 
     def __repr__(self) -> str:
         return f"ae-d p={'auto' if self.strength is not None else self.fixed_p}"

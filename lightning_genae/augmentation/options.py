@@ -90,18 +90,6 @@ class StrengthOptions(PluginOptions):
 class AugmenterOnInputsOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
     """`ae-d`: the frozen augmenter on each discriminator input with probability --augment-p."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        # ADA's condition for an augmentation the generator cannot learn (Karras et al. 2020, section 2.2):
-        # applied with probability below 1, so that every input also reaches the discriminator unchanged.
-        # Encode-decode is no invertible transform: at p = 1 the discriminator sees only the autoencoder's
-        # outputs, and a generator's artefact that the autoencoder removes goes unpunished.
-        if not isinstance(self.augment_p, str) and self.augment_p >= 1:
-            raise ConfigError(
-                "--augment-p 1 with ae-d shows the discriminator only the autoencoder's outputs, so what the "
-                "autoencoder removes from a fake goes unpunished; give ae-d a p below 1"
-            )
-
 
 @dataclass(frozen=True)
 class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
