@@ -84,47 +84,40 @@ class MNISTDataModule(ImageDataModule):
         return [name for name in names if find_idx_file(self.raw_dir, name) is None]
 
     def _files_in_data_dir_itself(self) -> DataError | None:
-        """The error for a --data-dir that holds the IDX files itself (the raw folder named, a common slip),
-        found before any download into a raw folder inside it; None otherwise."""
+        """The error for a --data-dir that holds the IDX files itself (the raw folder named, a common slip)
+        or in a raw folder of its own (the dataset's folder named: DATA/MNIST, where torchvision would look
+        in, and download into, DATA/MNIST/MNIST/raw), found before any download; None otherwise."""
         names = [name for pair in IDX_FILES.values() for name in pair]
         raw_inside = self.data_dir / "raw"
-        if all(find_idx_file(raw_inside, name) is not None for name in names):
-            # The dataset's own folder named (DATA/MNIST): torchvision would look in, and download into,
-            # DATA/MNIST/MNIST/raw beside the files.
-            folder = self.data_dir.resolve()
-            if folder.name in {MNISTDataModule.folder, FashionMNISTDataModule.folder} - {self.folder}:
-                # The two datasets' files have the same names: the folder's own name says whose they are.
-                return DataError(
-                    f"{self.folder} not found in {self.raw_dir}; {raw_inside} holds IDX files of "
-                    f"{folder.name}, not of {self.folder}: pass --data-dir pointing at a folder holding "
-                    f"{self.folder}/raw"
-                )
-            fix = (
-                f"pass --data-dir {folder.parent}, the folder holding {self.folder}/raw"
-                if folder.name == self.folder
-                else f"if they are {self.folder}'s, move them into {self.raw_dir}, or pass the folder "
-                "holding it"
-            )
-            return DataError(
-                f"{self.folder} not found in {self.raw_dir}, but its files are in {raw_inside}: {fix}"
-            )
-        if not all(find_idx_file(self.data_dir, name) is not None for name in names):
+        holder = next(
+            (
+                folder
+                for folder in (raw_inside, self.data_dir)
+                if all(find_idx_file(folder, name) is not None for name in names)
+            ),
+            None,
+        )
+        if holder is None:
             return None
-        inside = self.data_dir.resolve()
-        if inside.name == "raw" and inside.parent.name == self.folder:
-            fix = f"pass --data-dir {inside.parent.parent}, the folder holding {self.folder}/raw"
-        elif inside.name == "raw" and inside.parent.name:
-            # MNIST's and Fashion-MNIST's files have the same names: a folder's own name says whose they are.
+        inside = holder.resolve()
+        # The folder a raw folder lies in: the dataset's own, by torchvision's layout.
+        dataset_folder = inside.parent if inside.name == "raw" else None
+        # MNIST's and Fashion-MNIST's files have the same names: a folder's own name says whose they are. A
+        # raw folder named itself is read so by any name; one inside the folder given, by a dataset's name.
+        other_datasets = {MNISTDataModule.folder, FashionMNISTDataModule.folder} - {self.folder}
+        if dataset_folder is not None and dataset_folder.name == self.folder:
+            fix = f"pass --data-dir {dataset_folder.parent}, the folder holding {self.folder}/raw"
+        elif dataset_folder is not None and (
+            dataset_folder.name in other_datasets if holder is raw_inside else dataset_folder.name
+        ):
             return DataError(
-                f"{self.folder} not found in {self.raw_dir}; {self.data_dir} holds IDX files of "
-                f"{inside.parent.name}, not of {self.folder}: pass --data-dir pointing at a folder holding "
+                f"{self.folder} not found in {self.raw_dir}; {holder} holds IDX files of "
+                f"{dataset_folder.name}, not of {self.folder}: pass --data-dir pointing at a folder holding "
                 f"{self.folder}/raw"
             )
         else:
             fix = f"if they are {self.folder}'s, move them into {self.raw_dir}, or pass the folder holding it"
-        return DataError(
-            f"{self.folder} not found in {self.raw_dir}, but its files are in {self.data_dir}: {fix}"
-        )
+        return DataError(f"{self.folder} not found in {self.raw_dir}, but its files are in {holder}: {fix}")
 
     def _not_found(self, reason: str) -> DataError:
         # Name the files that are missing: torchvision re-downloads all four, so its error names the

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightning_genae.datamodules.placement import host_to_device
+
 
 def to_model_range(images: Tensor) -> Tensor:
     """uint8 images in [0, 255] -> float32 in [-1, 1], the range every model works in."""
@@ -25,7 +27,8 @@ def bernoulli_pixels(images: Tensor, generator: torch.Generator) -> Tensor:
     """Images in [-1, 1] -> one Bernoulli draw per pixel of probability (x + 1) / 2, in {-1, +1}: what a
     binary dataset's images are (`binary_pixels`). A Bernoulli decoder's samples are its pixel means,
     grey, which set against binary images would measure the kind of pixel rather than the digits. The
-    draw continues the samples' own seeded stream, so it is the same on every rank and re-evaluation."""
+    draw continues the samples' own seeded (host) stream, so it is the same on every rank, device and
+    re-evaluation; it reaches the device without a wait for it, as it may in a training step."""
     probability = images.float().add(1.0).div(2.0).clamp(0.0, 1.0)
-    uniform = torch.rand(probability.shape, generator=generator).to(probability.device)
+    uniform = host_to_device(torch.rand(probability.shape, generator=generator), probability.device)
     return torch.where(uniform < probability, 1.0, -1.0).to(images.dtype)

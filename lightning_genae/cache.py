@@ -98,6 +98,19 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def state_sha256(module: object, prefix: str = "") -> str:
+    """The SHA-256 of `prefix` and a torch module's parameters and buffers (each one's name, dtype, shape and
+    values, in name order): the same network whichever file or device it came from."""
+    import torch  # here, as in save_torch_atomically
+
+    digest = hashlib.sha256(prefix.encode())
+    for name, tensor in sorted(module.state_dict().items()):  # type: ignore[attr-defined]
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"|{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 # The first bytes of a file torch.save wrote in its legacy (pre-zip) format: a protocol-2 pickle of torch's
 # magic number 0x1950A86A20F9469CFC6C.
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."

@@ -209,8 +209,8 @@ AUGMENTER_WEIGHTS_KEY = "genae_augmenter_weights_sha256"
 
 class AugmenterFileInCheckpoints(Callback):
     """Each checkpoint names the augmenter the run trained with (its --augment-ckpt file's contents, and its
-    weights from any source), so a resume that would go on with another one is refused
-    (`refuse_another_augmenter`)."""
+    weights from any source), so that a resume finds out whether it goes on with another one
+    (`refuse_another_augmenter`). A record the run has not (None) is left out."""
 
     def __init__(self, sha256: str | None, weights_sha256: str | None) -> None:
         self.sha256 = sha256
@@ -219,10 +219,9 @@ class AugmenterFileInCheckpoints(Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
-        if self.sha256 is not None:
-            checkpoint[AUGMENTER_SHA256_KEY] = self.sha256
-        if self.weights_sha256 is not None:
-            checkpoint[AUGMENTER_WEIGHTS_KEY] = self.weights_sha256
+        for key, value in ((AUGMENTER_SHA256_KEY, self.sha256), (AUGMENTER_WEIGHTS_KEY, self.weights_sha256)):
+            if isinstance(value, str):
+                checkpoint[key] = value
 
 
 def _keep_the_augmenter_file(
@@ -234,13 +233,9 @@ def _keep_the_augmenter_file(
         return
     if resume is not None:
         refuse_another_augmenter(resume, record)
-    sha256, weights = augmenter.get("sha256"), augmenter.get("weights_sha256")
-    if isinstance(sha256, str) or isinstance(weights, str):
-        trainer.callbacks.append(
-            AugmenterFileInCheckpoints(
-                sha256 if isinstance(sha256, str) else None, weights if isinstance(weights, str) else None
-            )
-        )
+    trainer.callbacks.append(
+        AugmenterFileInCheckpoints(augmenter.get("sha256"), augmenter.get("weights_sha256"))
+    )
 
 
 def refuse_another_augmenter(resume: RunCheckpoint, record: dict[str, Any]) -> None:
@@ -343,9 +338,8 @@ def continue_from(
     raise ConfigError(
         f"--resume {resume.path}: the run in {run_dir} went on to iteration {went_on_to} ({last}); "
         f"continuing from iteration {resumed_at} in its folder would replace that later training and its "
-        "records; give "
-        f"--output NEW to continue from iteration {resumed_at} in a folder of its own, or --resume last with "
-        f"a budget above iteration {went_on_to} to continue the run"
+        f"records; give --output NEW to continue from iteration {resumed_at} in a folder of its own, or "
+        f"--resume last with a budget above iteration {went_on_to} to continue the run"
     )
 
 

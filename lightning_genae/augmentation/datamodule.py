@@ -20,6 +20,7 @@ from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.datamodules.base import Batch, InMemoryDataModule
+from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.plugin_options import AUTO
@@ -238,14 +239,10 @@ class AugmentedDataModule(pl.LightningDataModule):
 def as_training_pixels(datamodule: InMemoryDataModule, images: Tensor, generator: torch.Generator) -> Tensor:
     """Images in [-1, 1] as a training batch of `datamodule` holds them: themselves, or, where its pixels
     are binary (`binary_pixels`: binarized MNIST draws every training image's pixels anew), one Bernoulli
-    draw per pixel, as `bernoulli_pixels` draws generated images for the metrics. An augmenter sees and
+    draw per pixel (`bernoulli_pixels`, as the metrics draw generated images). An augmenter sees and
     makes such images: grey decoded images among binary reals would let the discriminator tell the
     augmented ones by their kind of pixel."""
-    if not getattr(datamodule, "binary_pixels", False):
-        return images
-    # Drawn on the host from the seeded generator (the same bits on every device), copied without a wait.
-    uniform = host_to_device(torch.rand(images.shape, generator=generator), images.device)
-    return torch.where(uniform < images.float().add(1.0).div(2.0), 1.0, -1.0).to(images.dtype)
+    return bernoulli_pixels(images, generator) if getattr(datamodule, "binary_pixels", False) else images
 
 
 def physical_memory() -> float:

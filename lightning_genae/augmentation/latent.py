@@ -31,7 +31,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
 from lightning_genae.augmentation import AugmentPlan
-from lightning_genae.cache import cache_root, file_sha256, write_atomically
+from lightning_genae.cache import cache_root, file_sha256, state_sha256, write_atomically
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, StoreRunConfig
 from lightning_genae.cluster import RunInterrupted, created_by_local_rank_zero, file_identity
 from lightning_genae.config import RunConfig
@@ -542,7 +542,7 @@ def load_augmenter(
     record = {
         **origin,
         # Whatever its source: a resumed run must go on with the augmenter it trained with so far.
-        "weights_sha256": weights_sha256(module),
+        "weights_sha256": state_sha256(module),
         "family": stored.get("model"),
         "train_size": stored.get("train_size"),
         "seed": stored.get("seed"),
@@ -550,16 +550,6 @@ def load_augmenter(
         "latent_dim": module.latent_dim,
     }
     return module, record
-
-
-def weights_sha256(module: nn.Module) -> str:
-    """The SHA-256 of a module's weights and buffers (names, dtypes, shapes and values): the same for the
-    same augmenter whichever file or device it came from, other for one trained again to other weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lightning_genae.cache import cache_root, save_torch_atomically
+from lightning_genae.cache import cache_root, save_torch_atomically, state_sha256
 from lightning_genae.console import evaluation_progress, say
 from lightning_genae.errors import describe_error
 from lightning_genae.metrics.backbones import FeatureBackbone
@@ -88,12 +88,9 @@ class RealFeatures:
             if given:
                 self._network_identity = given
             else:
-                digest = hashlib.sha256(type(self.backbone).__qualname__.encode())
-                for name, tensor in sorted(self.backbone.state_dict().items()):
-                    value = tensor.detach().cpu().contiguous()
-                    digest.update(f"|{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-                    digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-                self._network_identity = f"state {digest.hexdigest()}"
+                self._network_identity = (
+                    f"state {state_sha256(self.backbone, type(self.backbone).__qualname__)}"
+                )
         return self._network_identity
 
     def get(self, datamodule: ImageDataModule, split: str, device: torch.device) -> Tensor:
