@@ -375,7 +375,7 @@ def metric_callbacks(
     """The generative metric callbacks the model and data allow, and the keeper of the best checkpoint.
 
     A family with no validation objective of its own (the GANs) is judged by the image metric's headline
-    (`val/fd_<backbone>`), so the model's `monitor` is set to it here.
+    (`val/fd_classifier` or `val/fid_inception`), so the model's `monitor` is set to it here.
     """
     metrics_callback = generative_metrics(config, model, datamodule)
     if metrics_callback is not None and model.monitor is None:

@@ -279,3 +279,46 @@ def test_a_checkpoint_that_recorded_a_likelihood_of_grey_pixels_resumes_and_eval
     assert note in capsys.readouterr().out
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"]
     assert not any(name.startswith("test/nll") for name in evaluated)
+
+
+def test_the_likelihood_of_a_vae_in_training_mode_is_its_eval_modes_and_moves_nothing():
+    # In training mode batch norm scored each image by the others' statistics and moved its running ones.
+    from lightning_genae.models.vae import VAEModule
+
+    torch.manual_seed(0)
+    model = VAEModule((1, 16, 16), latent_dim=4, width=8)
+    images = (torch.rand(6, 1, 16, 16) > 0.5).float() * 2 - 1
+    with torch.no_grad():  # running statistics away from their initial 0 and 1
+        model.decoder(torch.randn(32, 4) * 3)
+        model.encoder(torch.rand(32, 1, 16, 16))
+    model.eval()
+    in_eval = model.log_likelihood(images, 16, torch.Generator().manual_seed(3))
+    model.train()
+    buffers = {name: value.clone() for name, value in model.named_buffers()}
+    in_training = model.log_likelihood(images, 16, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(in_training, in_eval)
+    assert model.training and all(part.training for part in model.modules())
+    for name, value in model.named_buffers():
+        assert torch.equal(value, buffers[name]), name
+
+
+def test_the_gaussian_vaes_elbo_is_a_bound_on_the_images_log_density(monkeypatch):
+    # The mse loss is -log N(x; decoded, 1/2) without its constant; the logged elbo keeps it.
+    from lightning_genae.models.vae import VAEModule
+
+    torch.manual_seed(0)
+    model = VAEModule((1, 16, 16), latent_dim=4, width=8, recon_loss="mse").eval()
+    images = torch.rand(5, 1, 16, 16) * 2 - 1
+    monkeypatch.setattr("lightning_genae.models.vae.reparameterize", lambda mean, log_var: mean)
+    logged = {}
+    monkeypatch.setattr(model, "log_split_means", lambda values, items: logged.update(values))
+    monkeypatch.setattr(model, "log_dict", lambda *args, **kwargs: None)
+    with torch.no_grad():
+        model.model_step((images, torch.zeros(5)), "val")
+        mean, log_var = model.posterior(images)
+        decoded = model.decoder(mean)
+        likelihood = torch.distributions.Normal(decoded, math.sqrt(0.5)).log_prob(images).flatten(1).sum(1)
+        posterior = torch.distributions.Normal(mean, (0.5 * log_var).exp())
+        prior = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+        kl = torch.distributions.kl_divergence(posterior, prior).sum(1)
+    assert logged["val/elbo"].item() == pytest.approx((likelihood - kl).mean().item(), rel=1e-5)

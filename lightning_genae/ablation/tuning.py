@@ -5,7 +5,8 @@ A grid in which a tunable option (one an augmentation's options declare `tunable
 `--tune-seeds` runs in two stages. Stage 1 runs, per arm (an augment at a train size), every combination of
 the candidates of the tunable options that arm reads, once per tune seed, in `ROOT/tuning/`; these runs
 evaluate on the validation split only (`--no-test-split`). The candidate with the best mean validation
-headline of the final weights (`val/fd_<backbone>`) is the arm's choice. Stage 2 runs each arm's choice with
+headline of the final weights (`val/fd_classifier` or `val/fid_inception`) is the arm's choice. Stage 2 runs
+each arm's choice with
 the grid's seeds as its ordinary cells, the only runs evaluated on the test split. An arm with one candidate
 (it reads no tunable option, or was given no list for those it reads) has nothing to choose and runs no tuning
 cell. `ROOT/tuning.json` records every arm's candidates, their validation numbers per tune seed and the

@@ -10,11 +10,11 @@ an estimate whose expectation is a lower bound on log p(x) that tightens as k gr
 every draw when q is the true posterior. The sum is taken in log space (logsumexp) in float64, over
 chunks of the k draws, so k = 5,000 fits in memory for a batch of images.
 
-Where k = 5,000 on every test image costs too much (about 4.6 hours for 10,000 MNIST images on a 2-core
-CPU), `subset_corrected_mean` gives the same expected figure from a cheap estimate (a small k) on every image
-and both estimates on a random subset: the difference estimator of survey sampling, whose error comes only
-from the subset's spread of the per-image differences, which is small because the two estimates move
-together from image to image.
+Where k = 5,000 on every test image costs too much (about 4.6 hours for 10,000 MNIST images on one core
+of a 2-core CPU), `subset_corrected_mean` gives the same expected figure from a cheap estimate (a small k) on
+every image and both estimates on a random subset: the difference estimator of survey sampling, whose error
+comes only from the subset's spread of the per-image differences, which is small because the two estimates
+move together from image to image.
 """
 
 from __future__ import annotations

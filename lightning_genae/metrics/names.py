@@ -5,8 +5,8 @@ A logged name is `[split/]kind[_backbone]`: `val/fd_classifier`, `test/fid_incep
 and its kin, which evaluation logged it; the kind's suffix names the images), the kind what was measured, and
 the backbone which feature network the generative metrics used, because their numbers are not comparable
 across networks. Only the Inception Fréchet distance is called FID (`fid_inception`); with any other backbone
-it is `fd_<backbone>`. The callbacks, `--evaluate`, `--evaluate-folder` and the ablation tables all read names
-and directions from here, so a new metric is one entry in `KINDS`.
+it is `fd_<backbone>` (`fd_classifier`). The callbacks, `--evaluate`, `--evaluate-folder` and the ablation
+tables all read names and directions from here, so a new metric is one entry in `KINDS`.
 """
 
 from __future__ import annotations

@@ -103,7 +103,8 @@ class AAEModule(ReconstructionModule):
     options: AAEOptions
     optimizer_steps_per_iteration = 3
     adversarial = True
-    # The best checkpoint is chosen on the generative metric the run computes (val/fd_<backbone>):
+    # The best checkpoint is chosen on the generative metric the run computes (val/fd_classifier or
+    # val/fid_inception):
     # val/loss measures reconstruction only, which improves just as well when the codes ignore the prior.
     monitor = None
 

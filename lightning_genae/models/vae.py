@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.errors import DataError
 from lightning_genae.metrics.likelihood import importance_sampled_log_likelihood
-from lightning_genae.models.base import inference
+from lightning_genae.models.base import evaluation_mode, inference
 from lightning_genae.models.options import VAEOptions
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
@@ -22,7 +24,9 @@ class VAEModule(ReconstructionModule):
 
     `bce` is a Bernoulli likelihood on pixels in [0, 1] (so `val/elbo` is a bound in nats per image where
     the pixels are binary; on grey levels it is a cross-entropy, not a likelihood);
-    `mse` is a Gaussian one with variance 1/2 on the [-1, 1] scale (constants dropped).
+    `mse` is a Gaussian one with variance 1/2 on the [-1, 1] scale: its loss drops the constant
+    (d/2) log(pi) per image of d pixels, and `elbo` keeps it, so that it bounds the log-density of the
+    image on that scale.
     """
 
     options_type = VAEOptions
@@ -41,10 +45,13 @@ class VAEModule(ReconstructionModule):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.prior_noise(n, generator))
 
-    @torch.no_grad()
     def log_likelihood(self, images: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """Importance-sampled log p(x) in nats per image [B] under the Bernoulli decoder, pixels in [0, 1] as
-        its targets (metrics/likelihood.py). It is the standard test NLL where the pixels are binary."""
+        its targets (metrics/likelihood.py). It is the standard test NLL where the pixels are binary.
+
+        Computed in eval mode whatever the module's mode (restored after): in training mode batch norm
+        would score each image by the statistics of the others scored with it, and move its running
+        statistics."""
         if self.options.recon_loss != "bce":
             raise ValueError(
                 "the importance-sampled likelihood needs the Bernoulli decoder (--recon-loss bce)"
@@ -56,7 +63,6 @@ class VAEModule(ReconstructionModule):
                 "(a Bernoulli decoder's score of them is no likelihood); binarize them (--data "
                 "binarized_mnist) first"
             )
-        mean, log_var = self.posterior(images)
 
         def log_likelihood(z: Tensor) -> Tensor:
             logits = self.decoder(z.flatten(0, 1).to(images.dtype)).flatten(1).double()
@@ -66,7 +72,16 @@ class VAEModule(ReconstructionModule):
 
         # Chunks of draws sized so one decoder call holds about 8,192 images.
         chunk = max(1, 8192 // len(images))
-        return importance_sampled_log_likelihood(mean, log_var, log_likelihood, k, chunk, generator)
+        with evaluation_mode(self):
+            mean, log_var = self.posterior(images)
+            return importance_sampled_log_likelihood(mean, log_var, log_likelihood, k, chunk, generator)
+
+    def dropped_log_normaliser(self, images: Tensor) -> float:
+        """What the loss leaves out of -log p(x|z) per image: (d/2) log(pi) for `mse`'s Gaussian of
+        variance 1/2 over d pixels; nothing for `bce`'s Bernoulli."""
+        if self.options.recon_loss == "bce":
+            return 0.0
+        return images[0].numel() / 2 * math.log(math.pi)
 
     def beta_now(self) -> float:
         """KL weight at the current step (linear warm-up avoids early posterior collapse)."""
@@ -90,7 +105,7 @@ class VAEModule(ReconstructionModule):
             f"{stage}/loss": loss,
             f"{stage}/recon": recon,
             f"{stage}/kl": kl,
-            f"{stage}/elbo": -(recon + kl),
+            f"{stage}/elbo": -(recon + kl) - self.dropped_log_normaliser(images),
         }
         if on_step:
             # Training's: of the reconstruction it trains on, from a drawn code.
