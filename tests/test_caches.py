@@ -260,7 +260,7 @@ def test_a_payload_at_the_cache_name_never_runs_in_a_plain_augment_ae_run(tmp_pa
     assert torch.load(path, map_location="cpu", weights_only=True)["genae_config"]["model"] == "ae"
 
 
-@pytest.mark.parametrize("damage", ["truncated", "wrong rows", "pickled payload"])
+@pytest.mark.parametrize("damage", ["truncated", "wrong rows", "rows without indices", "pickled payload"])
 def test_a_damaged_feature_cache_is_recomputed_with_a_notice(damage, tmp_path, capsys):
     folder = tmp_path / "images"
     write_folder(folder)
@@ -272,8 +272,13 @@ def test_a_damaged_feature_cache_is_recomputed_with_a_notice(damage, tmp_path, c
     marker = tmp_path / "payload-ran"
     if damage == "truncated":
         path.write_bytes(path.read_bytes()[:100])
-    elif damage == "wrong rows":
-        torch.save(torch.cat([first, first[:1]]), path)  # more rows than the split has images
+    elif damage == "wrong rows":  # more rows than the split has images
+        order = reference_order(len(first))
+        torch.save(
+            {"indices": torch.cat([order, order[:1]]), "features": torch.cat([first, first[:1]])}, path
+        )
+    elif damage == "rows without indices":
+        torch.save(first[reference_order(len(first))], path)
     else:
         torch.save([first, WritesAFileWhenUnpickled(marker)], path)
     capsys.readouterr()
@@ -283,7 +288,34 @@ def test_a_damaged_feature_cache_is_recomputed_with_a_notice(damage, tmp_path, c
     assert len(out.splitlines()) == 1 and str(path) in out and "computing them again" in out
     assert torch.equal(again, first)
     stored = torch.load(path, weights_only=True)
-    assert torch.equal(stored, first[reference_order(len(first))]), "the cache file is replaced"
+    assert torch.equal(stored["features"], first[reference_order(len(first))]), "the cache file is replaced"
+    assert torch.equal(stored["indices"], reference_order(len(first)))
+
+
+def test_cached_features_of_another_torchs_reference_order_are_computed_again(tmp_path, monkeypatch, capsys):
+    # The seed fixes the reference order only within a torch version: rows cached under another
+    # permutation are other images, and reading them would duplicate some images and drop others.
+    import lightning_genae.metrics.generative as generative
+
+    folder = tmp_path / "images"
+    write_folder(folder)
+    data = folder_data(folder)
+    cpu = torch.device("cpu")
+    count = len(data.split_tensors("train")[0])
+    fresh = RealFeatures(MeanPixels(), tmp_path / "fresh").reference(data, "train", 30, cpu)
+    other_torch = torch.randperm(count, generator=torch.Generator().manual_seed(99))
+    with monkeypatch.context() as patched:
+        patched.setattr(generative, "reference_order", lambda size: other_torch[:size])
+        first = MeanPixels()
+        first.chunk_size = 10
+        RealFeatures(first, tmp_path / "cache").reference(data, "train", 20, cpu)
+    capsys.readouterr()
+    backbone = MeanPixels()
+    backbone.chunk_size = 10  # so that the 20 rows cached are a prefix, grown to 30 when they are trusted
+    again = RealFeatures(backbone, tmp_path / "cache").reference(data, "train", 30, cpu)
+    assert torch.equal(again, fresh)
+    assert backbone.extracted == 30, "the other order's 20 rows were reused"
+    assert "other images of the split than this torch's seeded reference order" in capsys.readouterr().out
 
 
 # ----- --augment-ckpt: trained on this data, compared by the same hash -----

@@ -55,11 +55,13 @@ class RealFeatures:
     that order and grows it when a larger N is asked. MNIST's 10,000 test images are not all run through
     an Inception network on a CPU for --eval-samples 1000.
 
-    Keyed by the split's content (its SHA-256), the order and the backbone's weights (the file's SHA-256,
-    or for a backbone without a file its parameters'): replacing a folder's images in place, a dataset of
-    the same name elsewhere, or another network computes them again instead of reusing another data's or
-    network's features. A cache file that cannot be read is recomputed (with a one-line notice), never
-    trusted.
+    Keyed by the split's content (its SHA-256) and the backbone's weights (the file's SHA-256, or for a
+    backbone without a file its parameters'): replacing a folder's images in place, a dataset of the same
+    name elsewhere, or another network computes them again instead of reusing another data's or network's
+    features. The file holds each row's image index beside it, and rows whose indices are not the
+    prefix of this process's reference order (a torch whose seeded permutation differs) are computed
+    again: the seed alone does not fix the order across torch versions. A cache file that cannot be read
+    is recomputed (with a one-line notice), never trusted.
     """
 
     def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:
@@ -70,10 +72,10 @@ class RealFeatures:
 
     def key(self, datamodule: ImageDataModule, split: str) -> str:
         network = self.network_identity()
-        # The rows are stored in the reference order: its seed is part of what they were computed from.
+        # The rows are stored in the reference order, each with its image's index (checked on reading).
         identity = (
             f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{network}"
-            f"|reference order {REAL_SUBSET_SEED} in whole chunks"
+            f"|reference order {REAL_SUBSET_SEED} in whole chunks, rows with their indices"
         )
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
         # The name is for people reading the folder; the digest alone decides.
@@ -125,13 +127,13 @@ class RealFeatures:
         known = self._memory.get(key)
         path = self.cache_dir / f"{key}.pt"
         if known is None and path.is_file():
-            known = self._read(path, len(images))
+            known = self._read(path, order)
         if known is None:
             known = torch.empty(0, 0)
         if len(known) < n:
             more = self._compute(datamodule.name, split, images, order[len(known) : n], device)
             known = torch.cat([known, more]) if len(known) else more
-            save_torch_atomically(path, known)
+            save_torch_atomically(path, {"indices": order[: len(known)].clone(), "features": known})
         self._memory[key] = known
         return known
 
@@ -151,16 +153,34 @@ class RealFeatures:
             progress.advance(len(block))
         return torch.cat(features) if features else extract_features(self.backbone, images[chosen], device)
 
-    def _read(self, path: Path, count: int) -> Tensor | None:
-        """The cached features at `path`, or None (with a notice) when they are unreadable or are not the
-        features of a prefix of a split of `count` images."""
+    def _read(self, path: Path, order: Tensor) -> Tensor | None:
+        """The cached features at `path`, or None (with a notice) when they are unreadable, are not 1 to
+        len(order) feature rows, or are not of the images `order` begins with."""
         try:
-            features = torch.load(path, map_location="cpu", weights_only=True)
+            saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
             say(f"features: cached {path} is unreadable ({describe_error(error)}); computing them again")
             return None
-        if not isinstance(features, Tensor) or features.dim() != 2 or not 0 < len(features) <= count:
-            say(f"features: cached {path} does not hold 1 to {count} feature rows; computing them again")
+        count = len(order)
+        features = saved.get("features") if isinstance(saved, dict) else None
+        indices = saved.get("indices") if isinstance(saved, dict) else None
+        if (
+            not isinstance(features, Tensor)
+            or not isinstance(indices, Tensor)
+            or features.dim() != 2
+            or not 0 < len(features) <= count
+            or indices.shape != (len(features),)
+        ):
+            say(
+                f"features: cached {path} does not hold 1 to {count} indexed feature rows; "
+                "computing them again"
+            )
+            return None
+        if not torch.equal(indices, order[: len(indices)]):
+            say(
+                f"features: cached {path} is of other images of the split than this torch's seeded reference "
+                "order picks (another torch version draws another permutation); computing them again"
+            )
             return None
         return features
 
