@@ -151,6 +151,35 @@ def test_every_image_the_discriminator_sees_is_augmented_with_ae_d_and_diffaug(t
     assert len(calls) == 3 * 3 + 1
 
 
+def test_k_moves_by_both_energies_of_the_discriminator_before_its_step(tmp_path, monkeypatch):
+    # The paper's k_{t+1} = k_t + lambda_k (gamma L(x) - L(G(z))) takes both energies at D's weights of
+    # step t, as its reference code does from one forward pass; L(G(z)) measured again after D's step is
+    # another discriminator's. Each iteration calls `energy` on the reals and the fakes of D's step, then on
+    # G's fakes: k must follow the first two calls alone.
+    energies = []
+    original = BEGANModule.energy
+
+    def recorded(self, images):
+        energy, codes = original(self, images)
+        energies.append(energy.detach().float().mean())
+        return energy, codes
+
+    monkeypatch.setattr(BEGANModule, "energy", recorded)
+    run_dir = tmp_path / "run"
+    args = ["--model", "began", *TINY_RUN, "--began-gamma", "1", "--began-lambda-k", "0.5"]
+    assert main([*args, "--max-steps", "3", "--output", str(run_dir)]) == 0
+    assert len(energies) == 3 * 3
+    k = torch.tensor(0.0)
+    for step in range(3):
+        real, fake_in_d_step = energies[3 * step], energies[3 * step + 1]
+        k = (k + 0.5 * (real - fake_in_d_step)).clamp(0.0, 1.0)
+    stored = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").contents["state_dict"]["k"]
+    assert 0.0 < float(k) < 1.0, "a k inside the interval, so that the test tells the energies apart"
+    assert float(stored) == pytest.approx(float(k), rel=1e-5)
+    last_fake = column(run_dir, "train/d_fake_energy")[-1]
+    assert last_fake == pytest.approx(float(energies[-2]), rel=1e-5)
+
+
 def test_ebgans_hinge_pushes_each_fake_below_the_margin_whatever_the_batch_mean():
     # The mean energy 0.315 is above the margin 0.3, yet three of the four fakes are below it.
     fake_energies = torch.tensor([0.02, 0.02, 0.02, 1.2], requires_grad=True)

@@ -156,6 +156,9 @@ class BEGANModule(ImageAdversarialModule):
                 fake = self.generator(self.training_noise(n))
             real_energy = self.energy(real)[0].mean()
             fake_energies = self.energy(fake)[0]
+            # Both energies of k_t's balance and of M_global are D's before its step, as in the paper's
+            # update (its reference code takes them from one forward pass); G's step sees a moved D.
+            balanced = (real_energy.detach().float(), fake_energies.mean().detach().float())
             if o.d_loss == "began":
                 loss_d = real_energy - self.k * fake_energies.mean()
             else:
@@ -168,8 +171,7 @@ class BEGANModule(ImageAdversarialModule):
         with self.toggled_optimizer(opt_g):
             fake = self.generator(self.training_noise(n))
             energies, codes = self.energy(fake)
-            fake_energy = energies.mean()
-            loss_g = fake_energy
+            loss_g = energies.mean()
             if o.d_loss == "ebgan" and o.ebgan_pt > 0:
                 loss_g = loss_g + o.ebgan_pt * pulling_away_term(codes)
             self.watch_losses(**{"train/loss_g": loss_g})
@@ -177,7 +179,7 @@ class BEGANModule(ImageAdversarialModule):
             self.manual_backward(loss_g)
             opt_g.step()
 
-        real_energy, fake_energy = real_energy.detach().float(), fake_energy.detach().float()
+        real_energy, fake_energy = balanced
         own_balance = o.began_gamma * real_energy - fake_energy
         # gamma L(x) - L(G(z)): averaged over ranks, so k_t moves alike on every one of them.
         balance = self.trainer.strategy.reduce(own_balance, reduce_op="mean")
