@@ -106,7 +106,7 @@ DATASETS: Registry[DatasetSpec] = Registry(
         ),
         "celeba": DatasetSpec(
             ".celeba:CelebADataModule",
-            "CelebA aligned faces, centre-cropped and resized to 64x64 RGB, unlabeled "
+            "CelebA aligned faces, the VAE-GAN reference code's face square resized to 64x64 RGB, unlabeled "
             "(decoded once, then cached)",
         ),
         "folder": DatasetSpec(

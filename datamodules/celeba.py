@@ -1,11 +1,17 @@
 """CelebA aligned faces at 64x64 with the official partition; JPEGs are decoded once and cached as uint8.
 
+The faces are framed as the VAE-GAN paper's reference code frames them (andersbll/autoencoding_beyond_pixels,
+dataset/celeba.py: rows 40 to 188 and columns 15 to 163 of the 178x218 aligned image, a 148x148 square
+around the face), then resized to 64x64 with antialiasing.
+
 The cache is keyed by the content it was decoded from: the SHA-256 of the partition file and of every
-listed JPEG's bytes, stored in the cache. Hashing 1.4 GB of JPEGs costs seconds where decoding them costs
-minutes, but reading 200k files on a cluster's shared file system at every start is slow too, so a small
-file beside the cache vouches for that content under the files' sizes and modification times (as git's
-index does): while they are unchanged the content is not read again; when they change it is hashed, and
-the cache is rebuilt only if the content differs.
+listed JPEG's bytes, with the framing and the Pillow version that decoded them, stored in the cache.
+Hashing 1.4 GB of JPEGs costs seconds where decoding them costs minutes, but reading 200k files on a
+cluster's shared file system at every start is slow too, so a small file beside the cache vouches for that
+content under the files' sizes, modification and change times, inodes and devices (as git's index does):
+while they are unchanged the content is not read again; when they change it is hashed, and the cache is
+rebuilt only if the content differs. A file rewritten in place with its old size and modification time
+restored (`cp -p`, `tar x`) still has a new change time, which no call can set back.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import PIL
 import torch
 
 from lightning_genae.cache import write_atomically
@@ -34,6 +41,11 @@ SOURCES_FILE = f"genae_cache_{IMAGE_SIZE}.sources.json"
 # In the cache: the SHA-256 of the files it was decoded from (`sources_sha256`).
 SOURCES_KEY = "sources_sha256"
 PARTITIONS = {"0": "train", "1": "val", "2": "test"}
+# The face's square in the 178x218 aligned images, (left, top, right, bottom): the VAE-GAN reference code's
+# bbox (40, 218 - 30, 15, 178 - 15), given there as (top, bottom, left, right).
+FACE_BOX = (15, 40, 163, 188)
+# How the cached pixels were made from the JPEGs, part of the cache's key.
+DECODING = f"{IMAGE_SIZE}x{IMAGE_SIZE} from the crop {FACE_BOX}, PIL bilinear, Pillow {PIL.__version__}"
 
 
 def read_partition(path: Path) -> dict[str, list[str]]:
@@ -59,7 +71,8 @@ def read_partition(path: Path) -> dict[str, list[str]]:
 
 
 class CelebADataModule(ImageDataModule):
-    """CelebA: official train/val/test partition, unlabeled; 178x218 faces are centre-cropped to 178x178."""
+    """CelebA: official train/val/test partition, unlabeled; the 148x148 face square of each 178x218 image
+    (`FACE_BOX`, the VAE-GAN reference code's), resized to 64x64."""
 
     name = "celeba"
     default_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
@@ -111,11 +124,14 @@ class CelebADataModule(ImageDataModule):
     def _open_cache(self, read: str) -> dict[str, np.ndarray]:
         """`read` = "key" (the sources' SHA-256 only, without loading the images) or "splits"."""
         try:
+            with zipfile.ZipFile(self.cache_path):
+                pass  # an .npy (or anything but an archive) where the archive of splits should be
             with np.load(self.cache_path) as cache:
                 if read == "key":
                     return {SOURCES_KEY: cache[SOURCES_KEY]} if SOURCES_KEY in cache.files else {}
                 return {split: cache[split] for split in SPLITS}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        # A damaged archive fails in many ways (a header's syntax, an unknown compression); all mean the same.
+        except Exception as exc:  # noqa: BLE001
             raise DataError(
                 f"{self.cache_path} is corrupt ({describe_error(exc)}): "
                 "delete it, it is rebuilt from the JPEGs"
@@ -140,8 +156,9 @@ class CelebADataModule(ImageDataModule):
         if content != built_from:
             was = "none recorded, an older version" if built_from is None else built_from[:12]
             say(
-                f"celeba: {self.cache_path} was decoded from other files (SHA-256 {was}) than "
-                f"{self.celeba_dir} holds now ({content[:12]}); decoding the JPEGs again"
+                f"celeba: {self.cache_path} was decoded from other files, or framed or decoded otherwise "
+                f"(key {was}), than {self.celeba_dir} holds now and this version decodes ({content[:12]}); "
+                "decoding the JPEGs again"
             )
             return False
         self._vouch(stats, content)
@@ -195,7 +212,7 @@ class CelebADataModule(ImageDataModule):
                     f"{missing[0]}{more} listed in {PARTITION_FILE} is missing: "
                     f"re-extract img_align_celeba.zip into {self.celeba_dir}"
                 )
-            arrays[split] = read_images(paths, IMAGE_SIZE, channels=3).numpy()
+            arrays[split] = read_images(paths, IMAGE_SIZE, channels=3, box=FACE_BOX).numpy()
         sources = self._sources()
         stats, content = _stat_fingerprint(sources), _content_sha256(sources)
         key = {SOURCES_KEY: np.frombuffer(content.encode(), dtype=np.uint8)}
@@ -227,17 +244,21 @@ def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _stat_fingerprint(paths: list[Path]) -> str:
-    """SHA-256 of every file's name, size and modification time: while they stay, the content is trusted."""
+    """SHA-256 of every file's name, size, modification and change times, inode and device: while they stay,
+    the content is trusted. The change time is set by every write and by no call, so a file rewritten with
+    its old size and modification time put back is not trusted."""
     digest = hashlib.sha256()
     for path in paths:
         stat = path.stat()
-        digest.update(f"{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        fields = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+        digest.update(f"{path.name}\t{fields}\n".encode())
     return digest.hexdigest()
 
 
 def _content_sha256(paths: list[Path]) -> str:
-    """SHA-256 of the decoding's inputs: the image size, and each file's name and bytes, in order."""
-    digest = hashlib.sha256(f"{IMAGE_SIZE}\n".encode())
+    """SHA-256 of the decoding's inputs: how it decodes (`DECODING`), and each file's name and bytes, in
+    order."""
+    digest = hashlib.sha256(f"{DECODING}\n".encode())
     for path in paths:
         digest.update(f"{path.name}\t{path.stat().st_size}\n".encode())
         digest.update(path.read_bytes())

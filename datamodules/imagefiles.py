@@ -23,8 +23,13 @@ FOLDER_DEFAULT_SHAPE = (3, 64, 64)
 TRANSPARENT_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:
-    """One image as uint8 [C, size, size]: the centred square of its shorter side, resized with antialiasing.
+# A square crop, (left, top, right, bottom) in the image's pixels, that a dataset frames its images by.
+CropBox = tuple[int, int, int, int]
+
+
+def read_square_image(path: Path, size: int, channels: int, box: CropBox | None = None) -> np.ndarray:
+    """One image as uint8 [C, size, size]: the square `box`, or without one the centred square of its
+    shorter side, resized with antialiasing.
 
     Same framing as resize-shorter-side-then-centre-crop, with one resampling instead of two; PIL's
     bilinear resize filters over the whole footprint of each output pixel, so downscaling is antialiased.
@@ -52,10 +57,17 @@ def read_square_image(path: Path, size: int, channels: int) -> np.ndarray:
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
             image = image.convert("L" if channels == 1 else "RGB")
             width, height = image.size
-            side = min(width, height)
-            left, top = (width - side) // 2, (height - side) // 2
+            if box is None:
+                side = min(width, height)
+                left, top = (width - side) // 2, (height - side) // 2
+                box = (left, top, left + side, top + side)
+            elif box[2] > width or box[3] > height:
+                raise DataError(
+                    f"{path} is {width}x{height} pixels, too small for the crop {box} (left, top, right, "
+                    "bottom) its dataset frames its images by: replace it with the dataset's own file"
+                )
             # Crop before resizing: a resize with a crop box would blend in pixels from outside the square.
-            image = image.crop((left, top, left + side, top + side))
+            image = image.crop(box)
             image = image.resize((size, size), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     # PIL reports broken files as OSError (incl. UnidentifiedImageError), ValueError or SyntaxError.
@@ -101,13 +113,14 @@ def eight_bit(image: Image.Image, path: Path, white_is_zero: bool = False) -> Im
     return Image.fromarray(pixels, "L")
 
 
-def read_images(paths: Sequence[Path], size: int, channels: int) -> Tensor:
-    """All `paths` as one uint8 [N, C, size, size] tensor, in order; decoding runs on a thread per core."""
+def read_images(paths: Sequence[Path], size: int, channels: int, box: CropBox | None = None) -> Tensor:
+    """All `paths` as one uint8 [N, C, size, size] tensor, in order (`read_square_image`, each cropped to
+    `box` if given); decoding runs on a thread per core."""
     out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
 
     def decode(item: tuple[int, Path]) -> None:
         index, path = item
-        out[index] = read_square_image(path, size, channels)
+        out[index] = read_square_image(path, size, channels, box)
 
     # PIL releases the GIL while decoding and resizing, so threads give real parallelism without pickling.
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
