@@ -131,10 +131,11 @@ PROTOCOLS: dict[str, Protocol] = {
         model="vaegan",
         arms=(Arm("none", "VAE-GAN", "- (qualitative only)"),),
         differences=(
-            "theirs: their own 64x64 conv nets, trained on the training and validation partitions (182,637 "
-            "images) with augmented copies, each face smoothed before a bicubic resize; ours: the "
-            "DCGAN-class nets of --model vaegan on the training partition, the same 148x148 face crop, "
-            "antialiased bilinear resize"
+            "theirs: their own 64x64 conv nets, trained on 600,000 augmented draws (shifted, scaled, "
+            "rotated and recoloured before the crop) of the training and validation partitions (182,637 "
+            "images), each face smoothed before a bicubic resize; ours: the DCGAN-class nets of --model "
+            "vaegan on the training partition as it is, the same 148x148 face crop, antialiased bilinear "
+            "resize"
         ),
         offline_metric="mse",
     ),

@@ -8,10 +8,11 @@ The cache is keyed by the content it was decoded from: the SHA-256 of the partit
 listed JPEG's bytes, with the framing and the Pillow version that decoded them, stored in the cache.
 Hashing 1.4 GB of JPEGs costs seconds where decoding them costs minutes, but reading 200k files on a
 cluster's shared file system at every start is slow too, so a small file beside the cache vouches for that
-content under the files' sizes, modification and change times, inodes and devices (as git's index does):
-while they are unchanged the content is not read again; when they change it is hashed, and the cache is
-rebuilt only if the content differs. A file rewritten in place with its old size and modification time
-restored (`cp -p`, `tar x`) still has a new change time, which no call can set back.
+content under the decoding and the files' sizes, modification and change times (as git's index does): while
+they are unchanged the content is not read again; when they change it is hashed, and the cache is rebuilt
+only if the content differs. A file rewritten in place with its old size and modification time restored
+(`cp -p`, `tar x`) still has a new change time, which no call can set back. Inodes and devices are left
+out: a network file system's device number differs from node to node, and every node would hash again.
 """
 
 from __future__ import annotations
@@ -130,6 +131,11 @@ class CelebADataModule(ImageDataModule):
                 if read == "key":
                     return {SOURCES_KEY: cache[SOURCES_KEY]} if SOURCES_KEY in cache.files else {}
                 return {split: cache[split] for split in SPLITS}
+        except MemoryError as exc:
+            raise DataError(
+                f"{self.cache_path} ({self.cache_path.stat().st_size / 1e9:.1f} GB) does not fit in this "
+                f"machine's free memory ({describe_error(exc)}): run where more memory is free"
+            ) from exc
         # A damaged archive fails in many ways (a header's syntax, an unknown compression); all mean the same.
         except Exception as exc:  # noqa: BLE001
             raise DataError(
@@ -244,14 +250,14 @@ def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _stat_fingerprint(paths: list[Path]) -> str:
-    """SHA-256 of every file's name, size, modification and change times, inode and device: while they stay,
+    """SHA-256 of the decoding and of every file's name, size, modification and change times: while they stay,
     the content is trusted. The change time is set by every write and by no call, so a file rewritten with
-    its old size and modification time put back is not trusted."""
-    digest = hashlib.sha256()
+    its old size and modification time put back is not trusted; the decoding is in it so that a vouched-for
+    cache of another decoding (another Pillow) is not trusted either."""
+    digest = hashlib.sha256(f"{DECODING}\n".encode())
     for path in paths:
         stat = path.stat()
-        fields = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
-        digest.update(f"{path.name}\t{fields}\n".encode())
+        digest.update(f"{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ctime_ns}\n".encode())
     return digest.hexdigest()
 
 

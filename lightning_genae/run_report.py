@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import platform
+import subprocess
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -22,8 +24,39 @@ VERSIONED_PACKAGES = (
 )
 
 
+# The folder holding the package: a clone's root when run from one (editable installs included).
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_revision(root: Path = SOURCE_ROOT) -> dict[str, Any] | None:
+    """The git commit the package's code is at, and whether tracked files differ from it, where the code is
+    a clone's (`root` holds `.git`); None for an installed copy, or where git cannot say.
+
+    The package's version stays the same from commit to commit, so this is what names the scoring code a
+    number came from: a later commit that computes a metric otherwise gives the same checkpoint other
+    numbers."""
+    if not (root / ".git").exists():
+        return None  # a copy in site-packages: never the commit of a repository that happens to hold it
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None  # no git, or it did not answer in time
+    if commit.returncode != 0 or status.returncode != 0:
+        return None
+    return {"commit": commit.stdout.strip(), "modified": bool(status.stdout.strip())}
+
+
 def environment_info(trainer: pl.Trainer) -> dict[str, Any]:
-    """Devices, the precision that ran, world size and package versions: what a number was measured on."""
+    """Devices, the precision that ran, world size, package versions and the source's commit: what a number
+    was measured on."""
     device = trainer.strategy.root_device
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -42,6 +75,7 @@ def environment_info(trainer: pl.Trainer) -> dict[str, Any]:
         "num_nodes": trainer.num_nodes,
         "world_size": trainer.world_size,
         "versions": versions,
+        "source": source_revision(),
     }
 
 

@@ -50,6 +50,9 @@ def test_gan_run_writes_the_complete_run_folder(tmp_path):
     assert summary["global_step"] == 6
     assert summary["seed"] == 0 and "cpu" in summary["device"]
     assert summary["versions"]["torch"] == torch.__version__.split("+")[0] or summary["versions"]["torch"]
+    from lightning_genae.run_report import source_revision
+
+    assert summary["source"] == source_revision(), "the clone's commit, or None for an installed copy"
     assert {"train/loss_d", "train/loss_g"} <= set(summary["final_metrics"])
     rows = read_metrics(run_dir)
     assert rows and all(float(row["train/loss_d"]) >= 0 for row in rows if row.get("train/loss_d"))
@@ -799,3 +802,27 @@ def test_a_runs_config_yaml_with_another_model_or_augmentation_leaves_the_files_
     # A grid from the file alike.
     grid = ["--config", config, "--model", "ae", "--augment", "none", "--seeds", "0,1"]
     assert main([*grid, "--output", str(tmp_path / "grid"), "--print-config"]) == 0
+
+
+def test_the_source_commit_is_recorded_where_the_code_is_a_clone(tmp_path):
+    # The package's version stays the same from commit to commit; the commit names the scoring code.
+    import subprocess
+
+    from lightning_genae.run_report import source_revision
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    assert source_revision(tmp_path) is None, "not a clone: no commit"
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert source_revision(tmp_path) == {"commit": head, "modified": False}
+    (tmp_path / "untracked.txt").write_text("not the code")
+    assert source_revision(tmp_path) == {"commit": head, "modified": False}
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert source_revision(tmp_path) == {"commit": head, "modified": True}

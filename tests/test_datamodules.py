@@ -21,6 +21,7 @@ from pytorch_lightning.utilities.data import _update_dataloader
 from torch.utils.data.distributed import DistributedSampler
 
 from lightning_genae.datamodules import DATASETS, build_datamodule, to_model_range, to_uint8
+from lightning_genae.datamodules import celeba as celeba_module
 from lightning_genae.datamodules.celeba import CelebADataModule
 from lightning_genae.datamodules.cifar10 import CIFAR10DataModule
 from lightning_genae.datamodules.digits import DigitsDataModule, digits_tensors
@@ -811,6 +812,36 @@ def test_a_damaged_celeba_cache_is_one_line_naming_it(tmp_path, damage) -> None:
         CelebADataModule(tmp_path).setup()
     assert str(cache) in str(error.value) and "is corrupt" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_celeba_cache_of_another_decoding_is_rebuilt_though_its_files_are_vouched_for(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    # Another Pillow, or another framing: the same JPEGs under the same times decode to other pixels.
+    write_fake_celeba(tmp_path)
+    CelebADataModule(tmp_path).setup()
+    monkeypatch.setattr("lightning_genae.datamodules.celeba.DECODING", "another decoding")
+    decoded = []
+    real_read = celeba_module.read_images
+    monkeypatch.setattr(celeba_module, "read_images", lambda *a, **k: decoded.append(1) or real_read(*a, **k))
+    CelebADataModule(tmp_path).setup()
+    assert (
+        decoded and "was decoded from other files, or framed or decoded otherwise" in capsys.readouterr().out
+    )
+
+
+def test_a_celeba_cache_too_large_for_free_memory_is_not_called_corrupt(tmp_path, monkeypatch) -> None:
+    write_fake_celeba(tmp_path)
+    CelebADataModule(tmp_path).setup()
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 1.9 GiB")
+
+    monkeypatch.setattr(celeba_module.np, "load", no_memory)
+    with pytest.raises(DataError) as error:
+        CelebADataModule(tmp_path).setup()
+    message = str(error.value)
+    assert "free memory" in message and "corrupt" not in message and "delete" not in message
 
 
 def test_celeba_cache_of_touched_but_equal_files_is_hashed_and_kept(tmp_path, monkeypatch, capsys) -> None:

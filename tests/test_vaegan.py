@@ -207,10 +207,13 @@ def test_the_checkpoint_rebuilds_the_trained_module(vaegan_run):
     assert module.reconstruct(torch.zeros(2, *SHAPE)).shape == (2, *SHAPE)
 
 
-@pytest.mark.parametrize("family", [["--model", "vaegan"], ["--model", "began", "--d-loss", "ebgan"]])
+@pytest.mark.parametrize(
+    "family", [["--model", "vaegan"], ["--model", "began", "--d-loss", "ebgan"], ["--model", "began"]]
+)
 def test_a_checkpoint_of_another_form_of_the_objective_says_so_when_resumed(tmp_path, capsys, family):
     """A checkpoint that records no form of the objective (the feature loss in two passes, the hinge on the
-    batch's mean) goes on under this form: trained part under each, which the resume says."""
+    batch's mean, k_t moved by the fakes' energy after D's step) goes on under this form: trained part under
+    each, which the resume says."""
     from tiny import TINY_RUN
 
     from lightning_genae.cli import main

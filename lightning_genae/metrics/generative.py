@@ -59,8 +59,9 @@ class RealFeatures:
     backbone without a file its parameters'): replacing a folder's images in place, a dataset of the same
     name elsewhere, or another network computes them again instead of reusing another data's or network's
     features. The file holds each row's image index beside it, and rows whose indices are not the
-    prefix of this process's reference order (a torch whose seeded permutation differs) are computed
-    again: the seed alone does not fix the order across torch versions. A cache file that cannot be read
+    prefix of this process's reference order (a torch whose seeded permutation differs), or that have
+    none, are computed again and the file replaced: the seed alone does not fix the order across torch
+    versions. A cache file that cannot be read
     is recomputed (with a one-line notice), never trusted.
     """
 
@@ -72,10 +73,11 @@ class RealFeatures:
 
     def key(self, datamodule: ImageDataModule, split: str) -> str:
         network = self.network_identity()
-        # The rows are stored in the reference order, each with its image's index (checked on reading).
+        # The rows are stored in the reference order, each with its image's index (checked on reading: a
+        # file of rows without indices, or of another order, is computed again and replaced).
         identity = (
             f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{network}"
-            f"|reference order {REAL_SUBSET_SEED} in whole chunks, rows with their indices"
+            f"|reference order {REAL_SUBSET_SEED} in whole chunks"
         )
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
         # The name is for people reading the folder; the digest alone decides.

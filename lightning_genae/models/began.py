@@ -126,7 +126,9 @@ class BEGANModule(ImageAdversarialModule):
         return reconstruction_energy(reconstructions, shown), codes
 
     def objective_form(self) -> str | None:
-        return "EBGAN's margin hinge per fake" if self.options.d_loss == "ebgan" else None
+        if self.options.d_loss == "ebgan":
+            return "EBGAN's margin hinge per fake"
+        return "k_t moved by both energies of D's step"
 
     def discriminator_scores(self, images: Tensor) -> DiscriminatorScores:
         """D's energy of each image as given, without the run's augmentation."""
