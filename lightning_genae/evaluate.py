@@ -46,6 +46,7 @@ from lightning_genae.metrics.generative import (
 )
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
+from lightning_genae.models.base import SOURCE_KEY
 from lightning_genae.plugin_options import flag, typed_flag
 from lightning_genae.resolve import (
     ResolvedRun,
@@ -57,6 +58,7 @@ from lightning_genae.resolve import (
 from lightning_genae.run_folder import CONFIG_FILE, started_run_files
 from lightning_genae.run_lock import RunFolderRefused, live_lock_owner
 from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
+from lightning_genae.source import other_source_note
 from lightning_genae.trainer import (
     evaluation_records,
     in_python_terms,
@@ -274,6 +276,8 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
             f"--output DIR for this evaluation's {EVAL_FILE}, or evaluate once the run has finished"
         )
     run_at_start = _run_started_as(checkpoint.run_folder) if in_its_run else None
+    if note := other_source_note(checkpoint.contents.get(SOURCE_KEY), checkpoint_path):
+        say(f"{note} than the run's own")
     datamodule = resolved.build_datamodule()
     model = checkpoint.restore(resolved.model.module, "--evaluate")
     trainer = run_setup.hardware_trainer(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import platform
-import subprocess
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from lightning_genae.checkpoint import FIXED_SCHEDULE_ADVICE
+from lightning_genae.source import current_source
 
 VERSIONED_PACKAGES = (
     "torch",
@@ -22,36 +21,6 @@ VERSIONED_PACKAGES = (
     "numpy",
     "lightning-genae",
 )
-
-
-# The folder holding the package: a clone's root when run from one (editable installs included).
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def source_revision(root: Path = SOURCE_ROOT) -> dict[str, Any] | None:
-    """The git commit the package's code is at, and whether tracked files differ from it, where the code is
-    a clone's (`root` holds `.git`); None for an installed copy, or where git cannot say.
-
-    The package's version stays the same from commit to commit, so this is what names the scoring code a
-    number came from: a later commit that computes a metric otherwise gives the same checkpoint other
-    numbers."""
-    if not (root / ".git").exists():
-        return None  # a copy in site-packages: never the commit of a repository that happens to hold it
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None  # no git, or it did not answer in time
-    if commit.returncode != 0 or status.returncode != 0:
-        return None
-    return {"commit": commit.stdout.strip(), "modified": bool(status.stdout.strip())}
 
 
 def environment_info(trainer: pl.Trainer) -> dict[str, Any]:
@@ -75,7 +44,7 @@ def environment_info(trainer: pl.Trainer) -> dict[str, Any]:
         "num_nodes": trainer.num_nodes,
         "world_size": trainer.world_size,
         "versions": versions,
-        "source": source_revision(),
+        "source": current_source(),
     }
 
 

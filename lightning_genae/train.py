@@ -32,7 +32,7 @@ from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluat
 from lightning_genae.loggers import build_loggers, finish_loggers, logged_values
 from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import GenerativeModule, changeable_on_resume
-from lightning_genae.models.base import OBJECTIVE_FORM_KEY
+from lightning_genae.models.base import OBJECTIVE_FORM_KEY, SOURCE_KEY
 from lightning_genae.program import command_prefix
 from lightning_genae.resolve import ResolvedRun, refuse_a_run_folder_among_the_data
 from lightning_genae.run_folder import (
@@ -53,6 +53,7 @@ from lightning_genae.run_report import (
     format_metrics_table,
     scalar_metrics,
 )
+from lightning_genae.source import other_source_note
 from lightning_genae.stopping import StopOnSignal, stop_during_final_evaluation, stop_outside_training
 from lightning_genae.trainer import (
     PeriodicLastCheckpoint,
@@ -89,6 +90,8 @@ def _say_what_changes_on_resume(
             f"note: {resume.path} records another form of {config.model}'s objective than this one "
             f"({form}); the run goes on under this one, so it is trained part under each"
         )
+    if note := other_source_note(resume.contents.get(SOURCE_KEY), str(resume.path)):
+        say(f"{note}; the run goes on under this code")
     if resume.run_folder.resolve() != run_dir.resolve():
         say(f"continuing the run of {resume.run_folder} in {run_dir}: new checkpoints and metrics go there")
     for name in ("lr", *changeable_on_resume(config.model)):

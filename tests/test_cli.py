@@ -50,7 +50,7 @@ def test_gan_run_writes_the_complete_run_folder(tmp_path):
     assert summary["global_step"] == 6
     assert summary["seed"] == 0 and "cpu" in summary["device"]
     assert summary["versions"]["torch"] == torch.__version__.split("+")[0] or summary["versions"]["torch"]
-    from lightning_genae.run_report import source_revision
+    from lightning_genae.source import source_revision
 
     assert summary["source"] == source_revision(), "the clone's commit, or None for an installed copy"
     assert {"train/loss_d", "train/loss_g"} <= set(summary["final_metrics"])
@@ -808,7 +808,7 @@ def test_the_source_commit_is_recorded_where_the_code_is_a_clone(tmp_path):
     # The package's version stays the same from commit to commit; the commit names the scoring code.
     import subprocess
 
-    from lightning_genae.run_report import source_revision
+    from lightning_genae.source import source_revision
 
     def git(*args):
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
@@ -826,3 +826,26 @@ def test_the_source_commit_is_recorded_where_the_code_is_a_clone(tmp_path):
     assert source_revision(tmp_path) == {"commit": head, "modified": False}
     (tmp_path / "code.py").write_text("x = 2\n")
     assert source_revision(tmp_path) == {"commit": head, "modified": True}
+
+
+def test_a_checkpoint_written_by_other_code_says_so_when_evaluated_or_resumed(tmp_path, monkeypatch, capsys):
+    # The commit is what names the code: the same checkpoint scored by another commit's metrics may give
+    # other numbers than its run's, and a resume trains part under each.
+    here = {"commit": "a" * 40, "modified": False}
+    monkeypatch.setattr("lightning_genae.source.current_source", lambda: here)
+    monkeypatch.setattr("lightning_genae.models.base.current_source", lambda: here)
+    run_dir = tmp_path / "run"
+    assert main(["--model", "gan", *TINY, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["genae_source"] == here
+    capsys.readouterr()
+    assert main(["--evaluate", str(last), "--output", str(tmp_path / "same")]) == 0
+    assert "written by the code of commit" not in capsys.readouterr().out
+    checkpoint["genae_source"] = {"commit": "b" * 40, "modified": False}
+    torch.save(checkpoint, last)
+    assert main(["--evaluate", str(last), "--output", str(tmp_path / "other")]) == 0
+    out = capsys.readouterr().out
+    assert f"written by the code of commit {'b' * 12}, and this is {'a' * 12}" in out
+    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "3"]) == 0
+    assert "the run goes on under this code" in capsys.readouterr().out

@@ -41,6 +41,7 @@ from lightning_genae.lightning_internals import (
 from lightning_genae.models.batch import check_batch, check_data
 from lightning_genae.models.options import FamilyOptions
 from lightning_genae.plugin_options import keyword_choices, keyword_spelling, spell_own_hooks
+from lightning_genae.source import current_source
 
 
 @runtime_checkable
@@ -268,6 +269,8 @@ def _check_count(family: str, count: object) -> None:
 
 # Where a checkpoint records its family's `objective_form`.
 OBJECTIVE_FORM_KEY = "genae_objective_form"
+# Where a checkpoint records the commit of the code that wrote it (`run_report.current_source`).
+SOURCE_KEY = "genae_source"
 
 
 # Why a loss that is not finite at the first iteration is no learning rate's doing, and where to look.
@@ -618,6 +621,9 @@ class GenerativeModule(pl.LightningModule):
         form = self.objective_form()
         if form is not None:
             checkpoint[OBJECTIVE_FORM_KEY] = form
+        source = current_source()
+        if source is not None:
+            checkpoint[SOURCE_KEY] = source
 
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Standard normal latents; drawn on the CPU so a seeded generator gives the same noise anywhere."""
