@@ -147,8 +147,9 @@ class RunCheckpoint:
         stored = self.contents.get(CONFIG_KEY)
         if not isinstance(stored, dict) or not stored:
             raise ConfigError(
-                f"{flag}: {self.path} holds no lightning-genae run configuration; "
-                "pass a checkpoint written by run.py"
+                f"{flag}: {self.path} holds no lightning-genae run configuration; pass a checkpoint written "
+                "by run.py or by a Trainer given lightning_genae.callbacks_for(...), or load one of another "
+                "Trainer with its family's class (e.g. VAEModule.load_from_checkpoint(path))"
             )
         # The training position: without it a resumed run would restart its step count and --evaluate
         # would report step 0.

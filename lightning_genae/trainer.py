@@ -506,8 +506,10 @@ def load_model(checkpoint: str | Path) -> GenerativeModule:
             f"import the module that registers it first {PLUGIN_HINT}"
         )
     # Only the family: the model is rebuilt from the checkpoint's hyper-parameters, whatever data, weights
-    # files or augmentation the run was given.
-    return saved.restore(MODELS[family].module, "load_model")
+    # files or augmentation the run was given. Building it draws initial weights, which the checkpoint's
+    # replace: the global random state is left as it was, so a seeded script draws the same numbers after.
+    with torch.random.fork_rng(devices=[]):
+        return saved.restore(MODELS[family].module, "load_model")
 
 
 class WritesUnder(Callback):

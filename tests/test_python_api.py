@@ -1053,3 +1053,78 @@ def test_samples_the_metrics_cannot_score_stop_the_evaluation_in_one_line(tmp_pa
     with pytest.raises(DataError, match=r"^BrokenSampler\.sample") as refused:
         trainer.fit(model, datamodule=data)
     assert says in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_scoring_and_loading_leave_the_global_random_state_as_they_found_it(tmp_path):
+    # Building the classifier or the model draws initial weights: a seeded script's later draws moved.
+    from lightning_genae.cli import main
+    from lightning_genae.datamodules import build_datamodule
+
+    data = build_datamodule("digits", data_dir=tmp_path)
+    data.setup("test")
+    real, _ = data.split_tensors("test")
+    run = tmp_path / "run"
+    args = ["--model", "gan", "--max-steps", "1", "--width", "4", "--latent-dim", "4", "--backbone", "none"]
+    assert main([*args, "--output", str(run)]) == 0
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    lightning_genae.score_images(real, data, num_samples=20)
+    assert torch.equal(torch.get_rng_state(), state), "score_images moved the global random state"
+    lightning_genae.load_model(run / "checkpoints" / "last.ckpt")
+    assert torch.equal(torch.get_rng_state(), state), "load_model moved the global random state"
+
+
+def test_score_images_refuses_floats_on_another_scale_than_minus_one_to_one(tmp_path):
+    # Standardised images (about [-3, 3]) were clamped to [-1, 1] and scored as other images.
+    from lightning_genae.datamodules import build_datamodule
+
+    data = build_datamodule("digits", data_dir=tmp_path)
+    data.setup("test")
+    real, _ = data.split_tensors("test")
+    floats = real[:40].float() / 127.5 - 1
+    with pytest.raises(lightning_genae.DataError, match=r"of their values outside \[-1, 1\]"):
+        lightning_genae.score_images(floats * 3, data)
+    overshoot = floats.clone()
+    overshoot[0, 0, 0, 0] = 1.2  # a decoder without tanh overshoots a little: clamped, scored
+    assert lightning_genae.score_images(overshoot, data).n_fake == 40
+
+
+def test_a_double_precision_model_samples_in_double_precision():
+    from lightning_genae.models.began import BEGANModule
+    from lightning_genae.models.vae import VAEModule
+
+    for model in (
+        GANModule((1, 16, 16), latent_dim=4, width=4),
+        BEGANModule((1, 16, 16), latent_dim=4, width=4),
+    ):
+        assert model.double().sample(2, torch.Generator().manual_seed(0)).dtype == torch.float64
+    vae = VAEModule((1, 16, 16), latent_dim=4, width=4).double()
+    assert vae.sample(2).dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "says"),
+    [
+        ("zero-one", "DataError", "are 0 and 1: binary pixels are read as -1 and 1"),
+        ("cropped", "DataError", "does not match the model's"),
+        ("double", "DataError", "does not match the model's weights"),
+        ("empty", "DataError", "none given"),
+        ("k", "ConfigError", "a whole number >= 1, got 2.5"),
+        ("mse", "ConfigError", "recon_loss='bce'"),
+    ],
+)
+def test_the_vaes_likelihood_of_input_it_cannot_score_is_one_line_naming_the_fix(change, error, says):
+    from lightning_genae.models.vae import VAEModule
+
+    model = VAEModule((1, 16, 16), latent_dim=4, width=4, recon_loss="mse" if change == "mse" else "bce")
+    images = (torch.rand(3, 1, 16, 16) > 0.5).float() * 2 - 1
+    k = 2.5 if change == "k" else 5
+    images = {
+        "zero-one": (images + 1) / 2,
+        "cropped": images[:, :, :8],
+        "double": images.double(),
+        "empty": images[:0],
+    }.get(change, images)
+    with pytest.raises(getattr(lightning_genae, error), match=says) as raised:
+        model.log_likelihood(images, k)
+    assert "\n" not in str(raised.value)

@@ -626,8 +626,10 @@ class GenerativeModule(pl.LightningModule):
             checkpoint[SOURCE_KEY] = source
 
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Standard normal latents; drawn on the CPU so a seeded generator gives the same noise anywhere."""
-        return host_to_device(torch.randn(n, self.latent_dim, generator=generator), self.device)
+        """Standard normal latents of the weights' dtype; drawn on the CPU so a seeded generator gives the
+        same noise anywhere."""
+        noise = torch.randn(n, self.latent_dim, generator=generator).to(self.weights_dtype())
+        return host_to_device(noise, self.device)
 
     def watch_losses(self, **losses: Tensor) -> None:
         """Note this step's losses for `first_non_finite_loss`, the check that stops a diverged run.

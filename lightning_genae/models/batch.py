@@ -68,8 +68,9 @@ def check_data(
             f"{what} holds {int((~finite).sum())} NaN or infinite values of {data.numel()}; "
             "remove or repair those items"
         )
-    if data_kind != "image":
-        # Series are normalised per channel (mean 0, std 1 on the training split), not bounded.
+    if data_kind != "image" or data.numel() == 0:
+        # Series are normalised per channel (mean 0, std 1 on the training split), not bounded; no items have
+        # no range.
         return
     low, high = data.min().item(), data.max().item()
     if low < -1.0 - 1e-3 or high > 1.0 + 1e-3:

@@ -112,8 +112,11 @@ class BEGANModule(ImageAdversarialModule):
         return torch.randn(n, self.latent_dim, generator=generator, device=device)
 
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """The prior's draws, made on the CPU so a seeded generator gives the same noise on any device."""
-        return host_to_device(self._draw(n, generator, torch.device("cpu")), self.device)
+        """The prior's draws, of the weights' dtype, made on the CPU so a seeded generator gives the same
+        noise on any device."""
+        return host_to_device(
+            self._draw(n, generator, torch.device("cpu")).to(self.weights_dtype()), self.device
+        )
 
     def training_noise(self, n: int) -> Tensor:
         """The prior's draws for one update, made on the module's device."""

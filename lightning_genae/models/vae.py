@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.errors import DataError
+from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.metrics.likelihood import importance_sampled_log_likelihood
 from lightning_genae.models.base import evaluation_mode, inference
+from lightning_genae.models.batch import check_data
 from lightning_genae.models.options import VAEOptions
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
@@ -53,8 +54,23 @@ class VAEModule(ReconstructionModule):
         would score each image by the statistics of the others scored with it, and move its running
         statistics."""
         if self.options.recon_loss != "bce":
-            raise ValueError(
-                "the importance-sampled likelihood needs the Bernoulli decoder (--recon-loss bce)"
+            raise ConfigError(
+                "log_likelihood: the importance-sampled likelihood needs the Bernoulli decoder "
+                "(recon_loss='bce', --recon-loss bce on the command line)"
+            )
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(
+                f"log_likelihood: k is the number of importance samples, a whole number >= 1, got {k!r}"
+            )
+        what = "log_likelihood's images"
+        check_data(images, self.data_kind, self.data_shape, self.weights_dtype(), warn_scale=False, what=what)
+        if len(images) == 0:
+            raise DataError(
+                f"{what}: none given; give [N, {', '.join(map(str, self.data_shape))}] with N >= 1"
+            )
+        if bool(((images == 0) | (images == 1)).all()):
+            raise DataError(
+                f"{what} are 0 and 1: binary pixels are read as -1 and 1, as the model's data; give x * 2 - 1"
             )
         targets = ((images + 1) / 2).flatten(1)
         if not ((targets == 0) | (targets == 1)).all():
