@@ -1128,3 +1128,11 @@ def test_the_vaes_likelihood_of_input_it_cannot_score_is_one_line_naming_the_fix
     with pytest.raises(getattr(lightning_genae, error), match=says) as raised:
         model.log_likelihood(images, k)
     assert "\n" not in str(raised.value)
+
+
+def test_a_generator_that_is_not_a_torch_generator_is_one_line():
+    model = GANModule((1, 16, 16), latent_dim=4, width=4)
+    with pytest.raises(ConfigError, match=r"GANModule.sample's generator is a torch.Generator .* got int"):
+        model.sample(2, generator=0)
+    with pytest.raises(ConfigError, match="got int"):
+        model.sample(2, 0)

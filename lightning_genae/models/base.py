@@ -250,7 +250,8 @@ def inference(method: Method) -> Method:
         if isinstance(module, GenerativeModule):
             given = args[0] if args else kwargs.get(given_as)
             if method.__name__ == "sample":
-                _check_count(type(module).__name__, given)
+                generator = args[1] if len(args) > 1 else kwargs.get("generator")
+                _check_count(type(module).__name__, given, generator)
             elif method.__name__ == "reconstruct":
                 check_data(
                     given, module.data_kind, module.data_shape, module.weights_dtype(), warn_scale=False,
@@ -262,14 +263,19 @@ def inference(method: Method) -> Method:
     return typing.cast(Method, in_evaluation_mode)
 
 
-def _check_count(family: str, count: object) -> None:
+def _check_count(family: str, count: object, generator: object = None) -> None:
     if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 0:
         raise ConfigError(f"{family}.sample takes a count of items, an int >= 0, got {count!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ConfigError(
+            f"{family}.sample's generator is a torch.Generator (torch.Generator().manual_seed(S)) or None, "
+            f"got {type(generator).__name__}"
+        )
 
 
 # Where a checkpoint records its family's `objective_form`.
 OBJECTIVE_FORM_KEY = "genae_objective_form"
-# Where a checkpoint records the commit of the code that wrote it (`run_report.current_source`).
+# Where a checkpoint records the commit of the code that wrote it (`source.current_source`).
 SOURCE_KEY = "genae_source"
 
 
