@@ -61,8 +61,7 @@ class RealFeatures:
     features. The file holds each row's image index beside it, and rows whose indices are not the
     prefix of this process's reference order (a torch whose seeded permutation differs), or that have
     none, are computed again and the file replaced: the seed alone does not fix the order across torch
-    versions. A cache file that cannot be read
-    is recomputed (with a one-line notice), never trusted.
+    versions. A cache file that cannot be read is recomputed (with a one-line notice), never trusted.
     """
 
     def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:

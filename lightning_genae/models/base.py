@@ -251,7 +251,7 @@ def inference(method: Method) -> Method:
             given = args[0] if args else kwargs.get(given_as)
             if method.__name__ == "sample":
                 generator = args[1] if len(args) > 1 else kwargs.get("generator")
-                _check_count(type(module).__name__, given, generator)
+                _check_sample_arguments(type(module).__name__, given, generator)
             elif method.__name__ == "reconstruct":
                 check_data(
                     given, module.data_kind, module.data_shape, module.weights_dtype(), warn_scale=False,
@@ -263,7 +263,7 @@ def inference(method: Method) -> Method:
     return typing.cast(Method, in_evaluation_mode)
 
 
-def _check_count(family: str, count: object, generator: object = None) -> None:
+def _check_sample_arguments(family: str, count: object, generator: object = None) -> None:
     if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 0:
         raise ConfigError(f"{family}.sample takes a count of items, an int >= 0, got {count!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -631,10 +631,14 @@ class GenerativeModule(pl.LightningModule):
         if source is not None:
             checkpoint[SOURCE_KEY] = source
 
+    def draw_prior(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """n latents from the prior on `device`: standard normal; a family with another prior overrides it."""
+        return torch.randn(n, self.latent_dim, generator=generator, device=device)
+
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Standard normal latents of the weights' dtype; drawn on the CPU so a seeded generator gives the
-        same noise anywhere."""
-        noise = torch.randn(n, self.latent_dim, generator=generator).to(self.weights_dtype())
+        """The prior's latents (`draw_prior`) of the weights' dtype; drawn on the CPU so a seeded generator
+        gives the same noise anywhere."""
+        noise = self.draw_prior(n, generator, torch.device("cpu")).to(self.weights_dtype())
         return host_to_device(noise, self.device)
 
     def watch_losses(self, **losses: Tensor) -> None:

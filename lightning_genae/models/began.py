@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.models.adversarial import ImageAdversarialModule
 from lightning_genae.models.base import DiscriminatorScores, adam, inference
 from lightning_genae.models.options import BEGANOptions
@@ -105,22 +104,15 @@ class BEGANModule(ImageAdversarialModule):
     def uniform_prior(self) -> bool:
         return self.options.began_nets == "began"
 
-    def _draw(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    def draw_prior(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
         """n latents from the prior: BEGAN's z ~ U(-1, 1) with its own nets, N(0, 1) with the shared ones."""
         if self.uniform_prior:
             return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
-        return torch.randn(n, self.latent_dim, generator=generator, device=device)
-
-    def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """The prior's draws, of the weights' dtype, made on the CPU so a seeded generator gives the same
-        noise on any device."""
-        return host_to_device(
-            self._draw(n, generator, torch.device("cpu")).to(self.weights_dtype()), self.device
-        )
+        return super().draw_prior(n, generator, device)
 
     def training_noise(self, n: int) -> Tensor:
         """The prior's draws for one update, made on the module's device."""
-        return self._draw(n, None, self.device)
+        return self.draw_prior(n, None, self.device)
 
     def energy(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(per-image energy, D's codes) of images as the discriminator is shown them."""
