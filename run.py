@@ -2,7 +2,7 @@
 
 import sys
 
-from lightning_genae.cli import main
+from lightning_genae.experiment.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

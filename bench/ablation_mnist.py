@@ -42,10 +42,10 @@ from pathlib import Path
 
 import torch
 
-from lightning_genae.ablation.runs import load_runs
 from lightning_genae.augmentation import needs_augmenter, parse_augment
-from lightning_genae.cli import main as run_main
 from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.ablation.runs import load_runs
+from lightning_genae.experiment.cli import main as run_main
 
 
 def parse_args() -> argparse.Namespace:

@@ -27,7 +27,7 @@ from overhead import InterleavedClock, framework_run, versions
 
 def timed_augmenter_training(seconds: list[float]) -> Any:
     """Wrap the augmenter's training so each call's wall time lands in `seconds`."""
-    import lightning_genae.augmentation.latent as latent
+    import lightning_genae.experiment.augmenter as latent
 
     train = latent.train_augmenter
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from child_run import run_command, stop_on_failure
 
-from lightning_genae.checkpoint import last_checkpoint
 from lightning_genae.errors import GenaeError
-from lightning_genae.run_folder import read_summary, started_run_files
+from lightning_genae.experiment.run_folder import read_summary
+from lightning_genae.run_files import last_checkpoint, started_run_files
 
 STAMP = "bench-command.json"
 

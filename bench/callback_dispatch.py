@@ -68,7 +68,7 @@ def timed_dispatch(spent: collections.Counter, total: list[float]) -> Any:
 
 
 def measure(family: str, data: str, steps: int, width: int, batch: int) -> dict[str, Any]:
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     spent: collections.Counter = collections.Counter()
     total = [0.0]

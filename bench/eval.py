@@ -18,8 +18,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Timer
 
-from lightning_genae.config import RunConfig
 from lightning_genae.datamodules import build_datamodule, to_uint8
+from lightning_genae.experiment.config import RunConfig
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.metrics.distances import feature_metrics
 from lightning_genae.metrics.generative import RealFeatures, extract_features, seeded_subset

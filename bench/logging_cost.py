@@ -21,7 +21,7 @@ from typing import Any
 
 from pytorch_lightning.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
 
-from lightning_genae.cli import main as run
+from lightning_genae.experiment.cli import main as run
 from lightning_genae.models.base import GenerativeModule
 
 seconds: dict[str, float] = defaultdict(float)

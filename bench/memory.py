@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--json", default="bench/memory.json")
     args = parser.parse_args()
     warmup = args.warmup if args.warmup is not None else args.eval_every + args.sample_every
-    from lightning_genae.cli import main as run_main
+    from lightning_genae.experiment.cli import main as run_main
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)

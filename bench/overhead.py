@@ -1,6 +1,7 @@
 """Benchmark: a training iteration through `run.py`'s own code path against a bare PyTorch loop.
 
-The framework side is `lightning_genae.cli.main` with the run's usual callbacks, loggers, progress bar,
+The framework side is `lightning_genae.experiment.cli.main` with the run's usual callbacks, loggers,
+progress bar,
 divergence guard and data loader, plus one timing callback; evaluation, image grids and checkpoints are
 pushed past the end of the run (their cost is a cadence, measured by `bench/eval.py`), so what is timed is
 the training iteration and its per-step logging. The bare side is a plain loop with the same networks
@@ -146,7 +147,7 @@ class InterleavedClock:
 @contextlib.contextmanager
 def added_callback(callback: Any) -> Iterator[None]:
     """Add a measuring callback to the callbacks `train.run` builds, so the run is otherwise run.py's own."""
-    import lightning_genae.train as train
+    import lightning_genae.experiment.train as train
 
     built = train.build_callbacks
 
@@ -171,7 +172,7 @@ def framework_run(
     extra: tuple[str, ...] = (),
 ) -> None:
     """One `run.py` run of `iterations` training iterations, timed by `timer`."""
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     batch = timer.batch
     argv = [

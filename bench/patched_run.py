@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import lightning_genae.train as train
+import lightning_genae.experiment.train as train
 
 
 def model_named(run_arguments: list[str]) -> str | None:
@@ -38,6 +38,6 @@ def run_patched(script: str, probe_arguments: list[str], run_arguments: list[str
         )
 
     train._write_run_header = header_naming_the_probe
-    from lightning_genae.cli import main as run
+    from lightning_genae.experiment.cli import main as run
 
     return run(run_arguments)

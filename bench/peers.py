@@ -24,7 +24,8 @@ The peers:
 - `rae`: a plain loop of the same GRU encoder and decoder: full teacher forcing (ours is run with it too),
   MSE, Adam.
 
-"ours" is `lightning_genae.cli.main` with the run's usual callbacks, loggers and loader; evaluation, image
+"ours" is `lightning_genae.experiment.cli.main` with the run's usual callbacks, loggers and loader;
+evaluation, image
 grids and checkpoints are pushed past the end (their cost is a cadence: `bench/eval.py`). The final losses
 of both sides (mean over each side's last block, in the same units) are printed to show the work agrees.
 
@@ -438,7 +439,7 @@ class Alternation:
 
 
 def measure(family: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     data = DATA.get(family, args.data)
     iterations = args.warmup + args.block * args.repeats

@@ -43,11 +43,12 @@ import torch
 from bench_runs import PlannedRun, check_planned, distinct, names, prepared, train_planned
 from bench_runs import device as bench_device
 
-from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
+from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics.parzen import parzen_log_likelihood, select_bandwidth
 from lightning_genae.models import MODELS
 from lightning_genae.plugins import load_plugins
+from lightning_genae.run_files import last_checkpoint
 from lightning_genae.spread import mean_std
 
 PUBLISHED = {"aae": (340.0, 2.0), "gan": (225.0, 2.0)}

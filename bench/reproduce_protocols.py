@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_genae.cli import main as run_main
 from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.cli import main as run_main
 from lightning_genae.spread import mean_std
 
 CIFAR_FILES = tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)) + (

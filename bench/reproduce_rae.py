@@ -25,11 +25,12 @@ from pathlib import Path
 import torch
 from bench_runs import PlannedRun, check_planned, distinct, train_planned
 
-from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
+from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules.sequence import Normaliser
 from lightning_genae.datamodules.timegan_sines import timegan_sine_series
 from lightning_genae.metrics.timegan import REPETITIONS, predictive_score_timegan, timegan_scores
 from lightning_genae.models import MODELS
+from lightning_genae.run_files import last_checkpoint
 
 # Table 2 of the paper, Sines column: mean ± std.
 PUBLISHED = {

@@ -38,15 +38,16 @@ from bench_runs import device as bench_device
 from bench_runs import distinct
 from child_run import run_command, stop_on_failure
 
-from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
-from lightning_genae.config import merge, resume_conflicts
+from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import ImageDataModule, build_datamodule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
 from lightning_genae.errors import ConfigError, GenaeError
+from lightning_genae.experiment.config import merge, resume_conflicts
+from lightning_genae.experiment.resolve import resolve
 from lightning_genae.metrics.likelihood import subset_corrected_mean
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import OneLineErrorParser, flag
-from lightning_genae.resolve import resolve
+from lightning_genae.run_files import last_checkpoint
 from lightning_genae.spread import mean_std
 
 PUBLISHED = 86.76

@@ -22,7 +22,6 @@ from torchmetrics.utilities import dim_zero_cat
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.callbacks.records import StageRecords
-from lightning_genae.console import evaluation_progress, say
 from lightning_genae.datamodules.base import SPLITS, to_uint8
 from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.errors import ConfigError, DataError
@@ -37,6 +36,7 @@ from lightning_genae.metrics.generative import (
 from lightning_genae.metrics.names import metric_name
 from lightning_genae.metrics.representation import representation_metrics
 from lightning_genae.models import Autoencoder, Sampler
+from lightning_genae.progress import evaluation_progress, say
 
 FEATURE_BATCH = 500
 

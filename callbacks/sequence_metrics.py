@@ -19,13 +19,13 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_genae.callbacks.records import StageRecords
-from lightning_genae.console import say
 from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import BackboneUnavailable
 from lightning_genae.metrics.generative import REAL_SUBSET_SEED, seeded_subset
 from lightning_genae.metrics.sequence_classifier import SequenceFeatures, shipped_sequence_features
 from lightning_genae.metrics.sequences import DEFAULT_STEPS, score_sequences
 from lightning_genae.models import Sampler
+from lightning_genae.progress import say
 
 SAMPLE_BATCH = 500
 

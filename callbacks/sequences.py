@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.callbacks.periodic import PeriodicDrawing
-from lightning_genae.loggers import log_figure
+from lightning_genae.callbacks.pictures import log_figure
 from lightning_genae.models import Autoencoder, Sampler
 
 if TYPE_CHECKING:

@@ -28,10 +28,10 @@ import PIL
 import torch
 
 from lightning_genae.cache import write_atomically
-from lightning_genae.console import say
 from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule
 from lightning_genae.datamodules.imagefiles import read_images
 from lightning_genae.errors import DataError, describe_error
+from lightning_genae.progress import say
 
 IMAGE_SIZE = 64
 PARTITION_FILE = "list_eval_partition.txt"

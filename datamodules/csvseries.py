@@ -50,13 +50,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_genae.console import say
 from lightning_genae.datamodules.base import Batch
 from lightning_genae.datamodules.options import CSVSeriesOptions, parse_channel_names
 from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
 from lightning_genae.datamodules.splits import fixed_split
 from lightning_genae.errors import ConfigError, DataError, agree
 from lightning_genae.plugin_options import shown_value
+from lightning_genae.progress import say
 
 DEFAULT_SEQ_LEN = 24
 DEFAULT_STRIDE = 1

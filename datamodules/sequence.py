@@ -25,7 +25,7 @@ MIN_SERIES_PER_SPLIT = 2
 
 
 def flag(name: str) -> str:
-    """`seq_len` -> `--seq-len` (as lightning_genae.config spells options; data sits below config)."""
+    """`seq_len` -> `--seq-len` (as the command line spells options)."""
     return "--" + name.replace("_", "-")
 
 

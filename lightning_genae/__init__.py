@@ -13,9 +13,8 @@ from lightning_genae.errors import ConfigError, DataError, GenaeError, TrainingD
 from lightning_genae.lazy import lazy_dir, lazy_getattr
 
 if TYPE_CHECKING:
+    from lightning_genae.api import callbacks_for, load_model, score_images, trainer_kwargs
     from lightning_genae.cluster import RunInterrupted
-    from lightning_genae.evaluate import score_images
-    from lightning_genae.trainer import callbacks_for, load_model, trainer_kwargs
 
 __all__ = [
     "ConfigError",
@@ -32,8 +31,7 @@ __version__ = "0.1.0"
 
 # Names that pull in Lightning are resolved on first use, so `run.py --help` starts without it.
 _LAZY_EXPORTS = {
-    **dict.fromkeys(("trainer_kwargs", "callbacks_for", "load_model"), "trainer"),
-    "score_images": "evaluate",
+    **dict.fromkeys(("trainer_kwargs", "callbacks_for", "load_model", "score_images"), "api"),
     "RunInterrupted": "cluster",
 }
 # Hidden from type checkers, which would take any name the module lacks for a lazy one.

@@ -20,16 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
-from pytorch_lightning.callbacks import Callback
 
 from lightning_genae.cache import is_torch_file, save_torch_atomically
-from lightning_genae.config import CONFIG_KEY, PER_INVOCATION, RunConfig
-from lightning_genae.console import say
 from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, EVALUATION_SPLITS, TRAIN_CONTENT_KEY
 from lightning_genae.errors import ConfigError, WriteFailed, describe_error
+from lightning_genae.progress import say
+from lightning_genae.run_files import CONFIG_KEY, PER_INVOCATION, last_checkpoint
 
 if TYPE_CHECKING:
-    from lightning_genae.cluster import ClusterJob
     from lightning_genae.datamodules.base import InMemoryDataModule
 
 Module = TypeVar("Module", bound=pl.LightningModule)
@@ -44,10 +42,6 @@ def run_folder_of(checkpoint_path: Path) -> Path:
     """`<run>/checkpoints/x.ckpt` -> `<run>`; a checkpoint elsewhere -> its folder."""
     parent = checkpoint_path.absolute().parent
     return parent.parent if in_a_run_folder(checkpoint_path) else parent
-
-
-def last_checkpoint(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints" / "last.ckpt"
 
 
 def pickled_object_refused(error: pickle.UnpicklingError, path: str | Path, flag: str) -> ConfigError:
@@ -112,27 +106,6 @@ class RunCheckpoint:
         if not isinstance(contents, dict) or "state_dict" not in contents:
             raise ConfigError(f"{flag}: {path} is not a Lightning checkpoint; pick a .ckpt written by a run")
         return cls(path, contents)
-
-    @classmethod
-    def to_resume(cls, resume: str | None, output: str | None) -> RunCheckpoint | None:
-        """The checkpoint `--resume` names (`last` = `<--output>/checkpoints/last.ckpt`), or None."""
-        if resume is None:
-            return None
-        if resume != "last":
-            return cls.load(resume, "--resume")
-        if output is None:
-            raise ConfigError("--resume last needs --output RUN_DIR, the run folder to continue")
-        path = last_checkpoint(output)
-        if not path.is_file():
-            from lightning_genae.run_lock import RunFolderLock
-
-            # A run still writing there (before its first checkpoint) is the reason to name.
-            RunFolderLock.refuse_if_held(Path(output))
-            raise ConfigError(
-                f"--resume last: {path} does not exist; pass --output of a run folder with "
-                "checkpoints/last.ckpt, or --resume PATH.ckpt"
-            )
-        return cls.load(path, "--resume")
 
     @property
     def run_folder(self) -> Path:
@@ -509,53 +482,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"earlier checkpoints as they were: free space there or make the folder writable, then "
                 f"continue with: {self.continue_with}"
             ) from None
-
-
-# Where a checkpoint written inside a SLURM or torchrun job names that job (`ClusterJob.tag`): a restarted job
-# continues only a checkpoint its own earlier attempt wrote, never the run it was started to replace.
-CLUSTER_JOB_KEY = "genae_cluster_job"
-
-
-def written_by(checkpoint: RunCheckpoint, job: ClusterJob) -> str:
-    """Which job wrote `checkpoint` as `job` sees it (its `CLUSTER_JOB_KEY`): `own`, another job's
-    (`other`), or `unknown` (it names no job: written outside one or by an older version, or the job's id is
-    torchrun's `none`, which every job without --rdzv-id shares)."""
-    writer = checkpoint.contents.get(CLUSTER_JOB_KEY)
-    if writer is not None and writer != job.tag:
-        return "other"
-    return "own" if writer is not None and job.identified else "unknown"
-
-
-def earlier_attempt_wrote(run_dir: Path) -> str | None:
-    """`written_by` of `run_dir`'s last.ckpt for the cluster job this process is a restart of; None where
-    this is no restarted job or there is no readable checkpoint. A restart continues its own run rather than
-    replacing it again (an `--overwrite` in its command was done by its earlier attempt)."""
-    from lightning_genae.cluster import current_job
-
-    job = current_job()
-    path = last_checkpoint(run_dir)
-    if job is None or job.restart_count == 0 or not path.is_file():
-        return None
-    try:
-        return written_by(RunCheckpoint.load(path, "--resume"), job)
-    except ConfigError:
-        return None
-
-
-class StoreRunConfig(Callback):
-    """Puts the run configuration into every checkpoint, so a checkpoint alone can be resumed or evaluated,
-    and the cluster job that wrote it, if any."""
-
-    def __init__(self, config: RunConfig) -> None:
-        from lightning_genae.cluster import current_job
-
-        self.config = config
-        job = current_job()
-        self.job_tag = job.tag if job is not None else None
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
-    ) -> None:
-        checkpoint[CONFIG_KEY] = self.config.to_dict()
-        if self.job_tag is not None:
-            checkpoint[CLUSTER_JOB_KEY] = self.job_tag

@@ -69,6 +69,13 @@ class UnknownName(ConfigError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RunFolderRefused(ConfigError):
+    """The folder is not this invocation's to write: it holds another run, or another run holds its lock.
+
+    A grid reports it for a cell without recording the cell as failed: nothing of the cell went wrong.
+    """
+
+
 class DataError(GenaeError):
     """Dataset missing, unreadable, corrupt or too small for the requested setting."""
 

@@ -1,7 +1,7 @@
 """Finding and importing the plug-in modules, apart from the registries they fill.
 
 The commands import the plug-ins before reading their command lines: `run.py` through `plugins`, and the
-classifier command (`python -m lightning_genae.metrics.classifier`), which trains a plug-in dataset's
+classifier command (`python -m lightning_genae.experiment.classifier`), which trains a plug-in dataset's
 feature classifier from the metrics layer, below the registries. Importing a plug-in module is what
 registers its family, dataset, augmentation or metric (`lightning_genae.plugins.register_*`).
 """

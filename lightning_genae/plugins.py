@@ -28,15 +28,13 @@ from lightning_genae.augmentation import (
     augmentation_options,
     option_classes,
 )
-from lightning_genae.config import COMMAND_LINE_ONLY, CONFIG_TYPES, flag
 from lightning_genae.datamodules import DATASETS, DatasetSpec, dataset_options
-from lightning_genae.datamodules.options import CLASSIFIER_COMMAND_OPTIONS
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
 from lightning_genae.metrics.names import BACKBONES, KINDS, Direction, MetricKind, kind_spec
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 from lightning_genae.plugin_loading import ENTRY_POINT_GROUP, PLUGINS_VARIABLE, load_plugins
-from lightning_genae.plugin_options import PLUGIN_OPTION_NAMES, PluginOptions, check_shared, type_name
+from lightning_genae.plugin_options import PLUGIN_OPTION_NAMES, PluginOptions, check_shared
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGINS_VARIABLE", "load_plugins", "register_augmentation",
            "register_dataset", "register_metric", "register_model"]  # fmt: skip
@@ -68,81 +66,6 @@ def _check_new(kind: str, name: str, registry: dict[str, Any], spec: Any, spec_t
         )
 
 
-# Who declares an option, as a refusal names it.
-_OWNER_WORDS = {
-    "run": "a run option",
-    "model": "a model family's option",
-    "dataset": "a dataset's option",
-    "augmentation": "an augmentation's option",
-}
-
-
-def _declared_options() -> dict[str, dict[str, Any]]:
-    """Every declared option's type, by who declares it: the run, the families, datasets, augmentations."""
-    families: dict[str, Any] = {}
-    for spec in MODELS.values():
-        families.update(spec.options.types())
-    return {
-        "run": dict(CONFIG_TYPES),
-        "model": families,
-        "dataset": {key: value for key, (value, _) in dataset_options().items()},
-        "augmentation": {key: value for key, (value, _) in augmentation_options().items()},
-    }
-
-
-def _check_option_names(kind: str, name: str, options: type[PluginOptions]) -> None:
-    """A plug-in's options may not take the name of a run option, another kind's option or a flag of
-    run.py, nor be the --no-X of a yes/no option."""
-    for declared_field in fields(options):
-        if "help" not in declared_field.metadata:
-            # Its flag would have no help text, its value no checks: every run's parser would fail on it.
-            raise ConfigError(
-                f"cannot register {kind} {name!r}: option {declared_field.name} is a plain dataclass field; "
-                "declare it with option(default, help) from lightning_genae.plugin_options"
-            )
-    _check_defaults(kind, name, options)
-    declared = _declared_options()
-    owners = dict.fromkeys(COMMAND_LINE_ONLY, "a flag of run.py")
-    for owner, types in declared.items():
-        if owner != kind:
-            owners.update(dict.fromkeys(types, _OWNER_WORDS[owner]))
-    for option in options.types():
-        if option in owners:
-            raise ConfigError(
-                f"cannot register {kind} {name!r}: option {option} is {owners[option]}; rename it"
-            )
-    _check_negations(
-        kind, name, options, {key: value for types in declared.values() for key, value in types.items()}
-    )
-
-
-def _check_defaults(kind: str, name: str, options: type[PluginOptions]) -> None:
-    """Each option's default must be a value of its declared type and pass its own checks, as a value
-    given for it must: otherwise every run of the plug-in is refused, blaming the user for a value the
-    declaration chose (or for a type, such as dict, that no flag or config file can give)."""
-    for declared_field in fields(options):
-        option_name = declared_field.name
-        try:
-            options.check_own(option_name, declared_field.default)
-        except ConfigError as error:
-            raise ConfigError(
-                f"cannot register {kind} {name!r}: the default of option {option_name} is not a value it "
-                f"takes ({error}); fix its declaration"
-            ) from None
-
-
-def _check_negations(kind: str, name: str, options: type[PluginOptions], declared: dict[str, Any]) -> None:
-    """A yes/no option X is also the flag --no-X, which turns it off: no option may be named no_X too."""
-    every = {**declared, **options.types()}
-    for option in options.types():
-        for yes, no in ((option, f"no_{option}"), (option.removeprefix("no_"), option)):
-            if yes != no and yes in every and no in every and type_name(every[yes]) == "bool":
-                raise ConfigError(
-                    f"cannot register {kind} {name!r}: option {no} would be {flag(no)}, the flag that turns "
-                    f"the yes/no option {yes} off; rename it"
-                )
-
-
 def register_model(name: str, spec: ModelSpec) -> None:
     """Add the family `name` (`--model name`): its LightningModule, options dataclass and description.
 
@@ -152,16 +75,6 @@ def register_model(name: str, spec: ModelSpec) -> None:
     _check_new("model", name, MODELS, spec, ModelSpec)
     if not (isinstance(spec.options, type) and issubclass(spec.options, FamilyOptions)):
         raise ConfigError(f"cannot register model {name!r}: its options must be a FamilyOptions dataclass")
-    _check_option_names("model", name, spec.options)
-    kinds = spec.options.types()
-    declared = {other: other_spec.options.types() for other, other_spec in MODELS.items()}
-    for option in fields(spec.options):
-        for other, other_kinds in declared.items():
-            if option.name in other_kinds and other_kinds[option.name] != kinds[option.name]:
-                raise ConfigError(
-                    f"cannot register model {name!r}: option {option.name} is {kinds[option.name]} here "
-                    f"but {other_kinds[option.name]} in {other}; rename it"
-                )
     _note_plugin_options(spec.options)
     MODELS[name] = spec
 
@@ -176,13 +89,6 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
     _check_new("dataset", name, DATASETS, spec, DatasetSpec)
     if not (isinstance(spec.options, type) and issubclass(spec.options, PluginOptions)):
         raise ConfigError(f"cannot register dataset {name!r}: its options must be a PluginOptions dataclass")
-    _check_option_names("dataset", name, spec.options)
-    for option in spec.options.types():
-        if option in CLASSIFIER_COMMAND_OPTIONS:
-            raise ConfigError(
-                f"cannot register dataset {name!r}: option {option} is a flag of the feature-classifier "
-                "command (python -m lightning_genae.metrics.classifier); rename it"
-            )
     check_shared("dataset", name, spec.options, {other: known.options for other, known in DATASETS.items()})
     _note_plugin_options(spec.options)
     DATASETS[name] = spec
@@ -199,7 +105,6 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
         raise ConfigError(
             f"cannot register augmentation {name!r}: its options must be a PluginOptions dataclass"
         )
-    _check_option_names("augmentation", name, spec.options)
     check_shared("augmentation", name, spec.options, option_classes())
     sides = typing.get_args(Side)
     if spec.side not in sides:

@@ -14,7 +14,7 @@ def quiet_evaluation_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Evaluation passes in the suite's in-process runs say nothing, however slow the machine: a test of a
     one-line error must not depend on whether a validation took 10 s. tests/test_evaluation_progress.py
     sets the period itself to test the progress lines."""
-    from lightning_genae import console
+    from lightning_genae import progress as console
 
     monkeypatch.setattr(console, "EVALUATION_QUIET_SECONDS", float("inf"))
 
@@ -66,7 +66,7 @@ def tiny_ae_run(tmp_path_factory: pytest.TempPathFactory, isolated_cache: Path) 
     """
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     run_dir = tmp_path_factory.mktemp("tiny-ae") / "run"
     assert main(["--model", "ae", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]) == 0

@@ -10,10 +10,10 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.base import map_images
 from lightning_genae.errors import DataError
+from lightning_genae.experiment.cli import main
 from lightning_genae.metrics.code_prior import CodeGaussianKL, gaussian_kl_divergence
 from lightning_genae.models import AAEModule, Autoencoder, Sampler
 from lightning_genae.models.aae import MIXTURE_RADIUS, mixture_means

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_genae.cli import main
 from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.cli import main
 from lightning_genae.models import aae as aae_module
 from lightning_genae.models.aae import AAEModule, paper_rates
 from lightning_genae.nets import MLPEncoder

@@ -19,12 +19,19 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_genae.ablation import CellOutcome, CellStart, GridCell, expand_grid, run_grid, summarize
-from lightning_genae.ablation.grid import read_grid_cells, record_grid_cells
-from lightning_genae.ablation.report import describe_progress
-from lightning_genae.config import RunConfig
 from lightning_genae.errors import ConfigError
-from lightning_genae.resolve import resolve
+from lightning_genae.experiment.ablation import (
+    CellOutcome,
+    CellStart,
+    GridCell,
+    expand_grid,
+    run_grid,
+    summarize,
+)
+from lightning_genae.experiment.ablation.grid import read_grid_cells, record_grid_cells
+from lightning_genae.experiment.ablation.report import describe_progress
+from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.resolve import resolve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -122,8 +129,8 @@ def table_header(markdown: str) -> list[str]:
 
 
 def test_a_data_folder_compares_as_a_run_stores_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning_genae.ablation.grid import comparable
-    from lightning_genae.config import absolute_path
+    from lightning_genae.experiment.ablation.grid import comparable
+    from lightning_genae.experiment.config import absolute_path
 
     monkeypatch.setenv("HOME", str(tmp_path))
     # A config file's `data_dir: ~/data` is the folder the run read and stored, not a `~` folder here.
@@ -174,8 +181,8 @@ def test_one_combination_typed_in_two_orders_is_rejected() -> None:
 def test_a_combination_typed_in_another_order_continues_the_cells_the_root_spells_it_by(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lightning_genae.ablation import plan_grid
-    from lightning_genae.ablation.grid import record_grid_cells
+    from lightning_genae.experiment.ablation import plan_grid
+    from lightning_genae.experiment.ablation.grid import record_grid_cells
 
     record_grid_cells(tmp_path, ["none-tsfull-seed0", "diffaug+ada-tsfull-seed0"])
     shared = RunConfig(model="gan", data="digits", output=str(tmp_path))
@@ -345,8 +352,8 @@ def test_a_grid_overwrite_stopped_part_way_replaces_the_rest_when_run_again_with
 ) -> None:
     """The command a stopped grid prints has no --overwrite: run again, it must still replace the cells the
     overwrite had not reached, and until then their old runs are not reported beside the new ones."""
-    from lightning_genae.ablation.grid import overwrite_pending, record_grid_cells
-    from lightning_genae.ablation.runs import load_runs
+    from lightning_genae.experiment.ablation.grid import overwrite_pending, record_grid_cells
+    from lightning_genae.experiment.ablation.runs import load_runs
 
     cells = expand_grid(["none", "diffaug"], [None], [0])
     for cell in cells:
@@ -377,9 +384,13 @@ def test_a_requeued_overwrite_grid_keeps_the_cells_its_earlier_attempt_replaced(
 ) -> None:
     """A SLURM job's --overwrite grid requeued after replacing one cell: that cell, its own, is continued
     and reported, not listed again as an old run to replace."""
-    from lightning_genae import checkpoint as checkpoint_module
-    from lightning_genae.ablation.grid import overwrite_pending, record_grid_cells, set_overwrite_pending
-    from lightning_genae.ablation.runs import load_runs
+    from lightning_genae.experiment import resume as checkpoint_module
+    from lightning_genae.experiment.ablation.grid import (
+        overwrite_pending,
+        record_grid_cells,
+        set_overwrite_pending,
+    )
+    from lightning_genae.experiment.ablation.runs import load_runs
 
     cells = expand_grid(["none", "diffaug"], [None], [0])
     for cell in cells:
@@ -524,7 +535,7 @@ def test_ablation_png_draws_the_seeds_of_a_row_not_averaged_apart(
 
 
 def test_a_tuned_arms_run_of_another_value_than_the_choice_is_named_not_averaged(tmp_path: Path) -> None:
-    from lightning_genae.ablation.runs import load_runs, row_disagreement
+    from lightning_genae.experiment.ablation.runs import load_runs, row_disagreement
 
     for seed in range(2):
         run_dir = write_run(tmp_path, "diffaug", None, seed, 30.0)
@@ -536,7 +547,7 @@ def test_a_tuned_arms_run_of_another_value_than_the_choice_is_named_not_averaged
 
 
 def test_a_finished_cell_of_another_eval_samples_is_named_once(tmp_path: Path) -> None:
-    from lightning_genae.ablation.grid import finished_run_conflicts
+    from lightning_genae.experiment.ablation.grid import finished_run_conflicts
 
     run_dir = write_run(tmp_path, "none", 1000, 0, 20.0)
     _set_in_summary(run_dir, lambda summary: summary["config"].update(eval_samples=64))
@@ -550,7 +561,7 @@ def test_a_finished_cell_of_another_eval_samples_is_named_once(tmp_path: Path) -
 def test_rows_of_runs_recording_an_unread_option_differently_are_one_experiment(tmp_path: Path) -> None:
     """A rae's width is unread: runs record it as None, runs of an earlier version at its default 64.
     Seeds of both kinds are one row, averaged."""
-    from lightning_genae.ablation.runs import load_runs, row_disagreement
+    from lightning_genae.experiment.ablation.runs import load_runs, row_disagreement
 
     for seed, width in ((0, 64), (1, None)):
         run_dir = write_run(tmp_path, "none", 1000, seed, 20.0 + seed)
@@ -562,8 +573,8 @@ def test_rows_of_runs_recording_an_unread_option_differently_are_one_experiment(
 def test_seeds_scored_on_binarized_and_on_grey_generated_images_are_not_one_row(tmp_path: Path) -> None:
     """On binary data the generated images are binarized before their features, which summary.json
     records; a seed scored without (an earlier version's run) is another protocol, not averaged in."""
-    from lightning_genae.ablation.runs import load_runs, row_disagreement
     from lightning_genae.callbacks.metrics import BINARIZED
+    from lightning_genae.experiment.ablation.runs import load_runs, row_disagreement
 
     for seed, generated in ((0, BINARIZED), (1, None)):
         run_dir = write_run(tmp_path, "none", 1000, seed, 20.0 + seed)
@@ -579,8 +590,8 @@ def test_seeds_scored_on_binarized_and_on_grey_generated_images_are_not_one_row(
 
 
 def test_a_finished_cell_trained_at_another_learning_rate_refuses_the_grid(tmp_path: Path) -> None:
-    from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
-    from lightning_genae.run_lock import RunFolderRefused
+    from lightning_genae.errors import RunFolderRefused
+    from lightning_genae.experiment.ablation.grid import refuse_finished_runs_with_other_options
 
     run_dir = write_run(tmp_path, "none", 1000, 0, 20.0)
     _set_in_summary(run_dir, lambda summary: summary["config"].update(lr=0.0005))
@@ -599,7 +610,7 @@ def test_a_finished_cell_whose_schedule_ran_over_its_budget_is_not_continued_to_
     """Continued to a larger --max-steps, an annealed cell's p (or a cosine learning rate) would rise again
     from 0 part-way, and the row would average it with fresh cells of the new budget: it is refused. A cell
     without such a schedule is continued."""
-    from lightning_genae.ablation.grid import finished_run_conflicts
+    from lightning_genae.experiment.ablation.grid import finished_run_conflicts
 
     run_dir = write_run(tmp_path, "ae", 1000, 0, 20.0, global_step=30)
     _set_in_summary(run_dir, lambda summary: summary["config"].update(schedule))
@@ -621,7 +632,7 @@ def test_an_unfinished_cell_whose_schedule_runs_over_its_budget_is_not_resumed_t
 ) -> None:
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     root = tmp_path / "grid"
     grid = ["--model", "ae", *TINY_RUN, "--lr-schedule", "cosine", "--seeds", "0", "--output", str(root)]
@@ -655,7 +666,7 @@ def test_an_unfinished_cell_is_not_resumed_with_options_that_decide_its_numbers(
     trains, from the cell's config.yaml; and, were that unreadable, by the cell when it resumes."""
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     root = tmp_path / "grid"
     grid = ["--model", "ae", *TINY_RUN, "--lr", "0.001", "--seeds", "0", "--max-steps", "3"]
@@ -680,7 +691,7 @@ def test_an_unfinished_cell_is_not_resumed_with_options_that_decide_its_numbers(
 def test_a_finished_cell_is_compared_by_its_data_folder_and_not_by_a_precision_alias(tmp_path: Path) -> None:
     """A finished cell without the data's hashes (an earlier version's) is compared by its data folder:
     another folder refuses the grid. `--precision 32` and `32-true` are one setting."""
-    from lightning_genae.ablation.grid import finished_run_conflicts
+    from lightning_genae.experiment.ablation.grid import finished_run_conflicts
 
     run_dir = write_run(tmp_path, "none", None, 0, 20.0)
     _set_in_summary(run_dir, lambda summary: summary["config"].update(data_dir="/data/a", precision="32"))
@@ -694,7 +705,7 @@ def test_a_finished_cell_is_compared_by_its_data_folder_and_not_by_a_precision_a
 def test_a_finished_cell_whose_data_moved_to_another_folder_is_the_same_run(tmp_path: Path) -> None:
     """Data moved (a cluster's new scratch): the finished cell's summary.json records its splits' SHA-256,
     and the same content under another path is the same run, skipped; other content refuses the grid."""
-    from lightning_genae.ablation.grid import _data_sha256, finished_run_conflicts
+    from lightning_genae.experiment.ablation.grid import _data_sha256, finished_run_conflicts
 
     rows = ["value,other"] + [f"{math.sin(0.1 * t):.4f},{math.cos(0.3 * t):.4f}" for t in range(400)]
     first = tmp_path / "scratch" / "series.csv"
@@ -814,8 +825,8 @@ def test_a_row_whose_runs_saw_other_data_is_not_averaged(tmp_path: Path) -> None
 
 
 def test_finished_runs_with_other_options_refuse_the_grid_in_one_line(tmp_path: Path) -> None:
-    from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
-    from lightning_genae.run_lock import RunFolderRefused
+    from lightning_genae.errors import RunFolderRefused
+    from lightning_genae.experiment.ablation.grid import refuse_finished_runs_with_other_options
 
     cells = expand_grid(["ae", "none"], [1000], [0])
     run_dir = write_run(tmp_path, "none", 1000, 0, 20.0)
@@ -839,8 +850,9 @@ def test_finished_runs_with_other_options_refuse_the_grid_in_one_line(tmp_path: 
 
 def test_a_cell_another_grid_command_is_running_with_other_options_refuses_the_grid(tmp_path: Path) -> None:
     # Left to that command as "in use", it would be averaged with this command's cells as one setting.
-    from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
-    from lightning_genae.run_lock import LOCK_FILE, RunFolderRefused
+    from lightning_genae.errors import RunFolderRefused
+    from lightning_genae.experiment.ablation.grid import refuse_finished_runs_with_other_options
+    from lightning_genae.experiment.run_lock import LOCK_FILE
 
     [cell] = expand_grid(["none"], [1000], [0])
     running = tmp_path / cell.name
@@ -885,8 +897,8 @@ def test_a_longer_budget_continues_finished_cells_from_their_last_checkpoint(
 def test_a_shorter_budget_or_a_lost_checkpoint_refuses_a_finished_cell(tmp_path: Path) -> None:
     # Continued, a shorter budget trained nothing and relabelled the run as one of that budget, averaged
     # with cells that trained that long; a finished cell without last.ckpt cannot be continued.
-    from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
-    from lightning_genae.run_lock import RunFolderRefused
+    from lightning_genae.errors import RunFolderRefused
+    from lightning_genae.experiment.ablation.grid import refuse_finished_runs_with_other_options
 
     [cell] = expand_grid(["ae"], [1000], [0])
     run_dir = write_run(tmp_path, cell.augment, 1000, 0, 20.0, global_step=1500)
@@ -922,8 +934,8 @@ def test_a_shorter_budget_or_a_lost_checkpoint_refuses_a_finished_cell(tmp_path:
 
 def test_a_finished_cell_to_be_continued_on_data_replaced_in_place_refuses_the_grid(tmp_path: Path) -> None:
     # Its resume would refuse the other images only once the cells before it had trained.
-    from lightning_genae.ablation.grid import _data_sha256, refuse_finished_runs_with_other_options
-    from lightning_genae.run_lock import RunFolderRefused
+    from lightning_genae.errors import RunFolderRefused
+    from lightning_genae.experiment.ablation.grid import _data_sha256, refuse_finished_runs_with_other_options
 
     run_dir = write_run(tmp_path, "none", None, 0, 20.0, global_step=1500)
     (run_dir / "checkpoints").mkdir()
@@ -997,7 +1009,7 @@ def test_grid_json_collects_the_cells_of_every_grid_command_into_a_root(tmp_path
 def test_a_summary_of_cell_folders_without_grid_json_makes_the_root_a_grids(tmp_path: Path) -> None:
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     root = tmp_path / "grid"
     grid = ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--seeds", "0", "--output", str(root)]
@@ -1017,7 +1029,7 @@ def test_a_failed_cell_run_again_says_why_its_files_go_without_naming_overwrite(
 ) -> None:
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     root = tmp_path / "grid"
     grid = ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--seeds", "0", "--output", str(root)]
@@ -1036,7 +1048,7 @@ def test_a_failed_cell_run_again_says_why_its_files_go_without_naming_overwrite(
 def test_a_summary_into_a_folder_of_runs_keeps_a_users_ablation_files(tmp_path: Path, capsys) -> None:
     """`--summarize` of a folder without grid.json that holds a user's ablation.md is refused in one line,
     nothing written: without grid.json nothing tells a grid's summary files from a user's."""
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     write_run(tmp_path, "none", None, 0, 20.0)
     (tmp_path / "ablation.md").write_text("MY OWN NOTES\n")
@@ -1059,7 +1071,7 @@ def test_a_summary_of_a_folder_of_single_runs_is_refused_and_writes_nothing(tmp_
     a run into the folder was refused as a grid's and a grid there merged its cells with them."""
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     root = tmp_path / "runs"
     for seed in ("0", "1"):
@@ -1088,7 +1100,7 @@ def test_a_grid_command_run_again_finishes_only_what_is_left(tmp_path: Path, cap
     """End to end through the command line: one array task, a partial summary, a kill, a re-run."""
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     root = tmp_path / "grid"
     grid = ["--model", "ae", *TINY_RUN, "--augment", "none", "--seeds", "0,1", "--output", str(root)]
@@ -1344,7 +1356,7 @@ def test_runs_without_a_chosen_checkpoint_give_no_second_table_or_columns(tmp_pa
 
 
 def test_a_grid_says_after_each_trained_cell_what_it_took_and_about_how_long_the_rest_will_take(capsys):
-    from lightning_genae.ablation.grid import TimeLeft
+    from lightning_genae.experiment.ablation.grid import TimeLeft
 
     time_left = TimeLeft(3)
     for label, seconds in [("[1/3] a", 60.0), ("[2/3] b", 120.0), ("[3/3] c", 30.0)]:
@@ -1384,7 +1396,7 @@ def test_a_table_of_runs_scored_without_a_backbone_leaves_the_backbone_out(tmp_p
 
 def test_a_grid_run_again_on_its_data_moved_skips_its_finished_cells(tmp_path: Path) -> None:
     """End to end: what a run records in summary.json is what the grid computes from the moved data."""
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     first = tmp_path / "scratch" / "series.csv"
     first.parent.mkdir()

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from test_ablation import write_run
 
-from lightning_genae.ablation import curves, runs
-from lightning_genae.ablation.report import ADA_RT, summarize
+from lightning_genae.experiment.ablation import curves, runs
+from lightning_genae.experiment.ablation.report import ADA_RT, summarize
 
 EVALUATED = (500, 1000, 1500)
 

@@ -24,9 +24,9 @@ import torch
 from adaptive_ranks import logits_with_mean_sign, observe_on_rank
 from tiny import TINY_RUN
 
-from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
-from lightning_genae.cli import main
+from lightning_genae.experiment import augmenter as latent_module
+from lightning_genae.experiment.cli import main
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -160,10 +160,10 @@ def test_ada_combines_with_the_other_discriminator_side_augmentations(augment, t
 
 
 def test_ada_and_augment_p_auto_share_one_controller(tmp_path) -> None:
-    from lightning_genae.augmentation.attach import attach_augmentation
     from lightning_genae.augmentation.discriminator import AdaptivePipeline
-    from lightning_genae.config import RunConfig
-    from lightning_genae.resolve import resolve
+    from lightning_genae.experiment.attach import attach_augmentation
+    from lightning_genae.experiment.config import RunConfig
+    from lightning_genae.experiment.resolve import resolve
 
     options = {"augment_p": "auto", "augmenter_width": 8, "augmenter_latent_dim": 8, "augmenter_steps": 2}
     config = RunConfig.from_dict(dict(model="gan", data="digits", augment="ada+ae", train_size=64, **options))

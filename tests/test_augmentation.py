@@ -14,16 +14,17 @@ import yaml
 from tiny import TINY_RUN
 from torch import Tensor, nn
 
-from lightning_genae.augmentation import latent as latent_module
-from lightning_genae.augmentation import resolve_augment_plan
 from lightning_genae.augmentation.datamodule import AugmentedDataModule
 from lightning_genae.augmentation.discriminator import AugmenterOnInputs, Composed, DiffAugment
-from lightning_genae.augmentation.latent import LatentAugmenter, cache_path, load_augmenter
-from lightning_genae.cli import main
-from lightning_genae.config import RunConfig
+from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.base import ImageDataModule, to_model_range
 from lightning_genae.errors import ConfigError
+from lightning_genae.experiment import augmenter as latent_module
+from lightning_genae.experiment.augment_plan import resolve_augment_plan
+from lightning_genae.experiment.augmenter import cache_path, load_augmenter
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.config import RunConfig
 from lightning_genae.models import MODELS
 from lightning_genae.models.gan import generator_loss
 
@@ -728,16 +729,16 @@ def test_grid_with_an_option_no_cell_uses_exits_2(tmp_path, capsys, option):
 
 
 def test_failed_cell_is_reported_and_the_others_run(tmp_path, monkeypatch, augmenter_cache, capsys):
-    import lightning_genae.train
+    import lightning_genae.experiment.train
 
-    real_run = lightning_genae.train.run
+    real_run = lightning_genae.experiment.train.run
 
     def run_or_fail(resolved, resume=None, **options):
         if resolved.config.augment == "none":
             raise RuntimeError("injected failure\nsecond line")
         return real_run(resolved, resume, **options)
 
-    monkeypatch.setattr(lightning_genae.train, "run", run_or_fail)
+    monkeypatch.setattr(lightning_genae.experiment.train, "run", run_or_fail)
     root = tmp_path / "grid"
     args = ["--model", "ae", *TINY, *AUGMENTER, "--max-steps", "2", "--augment", "none,ae"]
     assert main([*args, "--output", str(root)]) == 1
@@ -780,7 +781,7 @@ def test_discriminator_side_augmentation_needs_the_image_discriminator_protocol(
 
 
 def test_the_model_is_given_the_discriminator_side_augmentation_the_plan_builds(tmp_path):
-    from lightning_genae.augmentation.attach import attach_augmentation
+    from lightning_genae.experiment.attach import attach_augmentation
 
     def attached(augment: str):
         return attach_augmentation(

@@ -51,7 +51,7 @@ def test_manifest_lists_digits_and_mnist_with_the_command_that_reproduces_them()
         assert path.is_file() and path.stat().st_size < 2 * 1024 * 1024
         assert entry["test_accuracy"] >= REQUIRED_ACCURACY[data]
         assert entry["feature_dim"] == 128 and entry["seed"] == 0
-        assert entry["command"].startswith(f"python -m lightning_genae.metrics.classifier --data {data} ")
+        assert entry["command"].startswith(f"python -m lightning_genae.experiment.classifier --data {data} ")
         assert len(entry["sha256"]) == 64
 
 
@@ -382,7 +382,7 @@ def test_inception_weights_file_is_read_once_and_only_safely(random_inception_we
 def test_evaluate_folder_given_inception_weights_scores_every_backbone_and_records_its_draws(
     random_inception_weights, tmp_path, no_network, capsys
 ):
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     folder = tmp_path / "images"
     folder.mkdir()

@@ -1,7 +1,7 @@
 """Every bad input in tests/cases/bad_inputs.csv is an exit 2 with one line naming the fix.
 
-Each row of the file is run through `lightning_genae.cli.main` in-process, and the test asserts exit
-code 2, exactly one line on stderr, no traceback, the message, and that no run folder (nor `--output`)
+Each row of the file is run through `lightning_genae.experiment.cli.main` in-process, and the test asserts
+exit code 2, exactly one line on stderr, no traceback, the message, and that no run folder (nor `--output`)
 was left behind. A row reads
 
     <command-line arguments>,<start of the message>
@@ -43,8 +43,8 @@ from tiny import TINY_RUN
 from lightning_genae.augmentation import AUGMENTATIONS, augmentation_options
 from lightning_genae.augmentation.adaptive import ControllerOptions
 from lightning_genae.checkpoint import CONFIG_KEY
-from lightning_genae.cli import main
-from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, PRECISIONS, flag
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.config import CONFIG_FIELDS, CONFIG_TYPES, PRECISIONS, flag
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import PluginOptions, type_name
 

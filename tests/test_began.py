@@ -14,7 +14,7 @@ from PIL import Image
 from tiny import TINY_RUN
 
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.cli import main
+from lightning_genae.experiment.cli import main
 from lightning_genae.models import BEGANModule, ImageDiscriminator, ReconstructingDiscriminator, Sampler
 from lightning_genae.models.began import ebgan_discriminator_loss, pulling_away_term, reconstruction_energy
 

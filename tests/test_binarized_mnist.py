@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.binarized_mnist import BinarizedMNISTDataModule, binarize_fixed
+from lightning_genae.experiment.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_a_vae_on_binarized_mnist_logs_its_importance_sampled_test_nll(
     tmp_path: Path, mnist_data_dir, monkeypatch
 ):
     # The image metrics would first train a feature classifier on 55,000 images; this test is about the NLL.
-    monkeypatch.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
+    monkeypatch.setattr("lightning_genae.api.generative_metrics", lambda *args: None)
     run_dir = tmp_path / "vae"
     args = [
         *("--model", "vae", "--data", "binarized_mnist", "--data-dir", str(mnist_data_dir)),
@@ -120,7 +120,7 @@ def test_a_runs_summary_records_that_its_generated_images_were_binarized(
             return torch.nn.functional.avg_pool2d(images.float(), 4).flatten(1)
 
     monkeypatch.setattr(
-        "lightning_genae.trainer.generative_metrics",
+        "lightning_genae.api.generative_metrics",
         lambda config, *args: GenerativeMetrics(Pooled(), num_samples=config.eval_samples, seed=config.seed),
     )
     run_dir = tmp_path / "vae"
@@ -180,8 +180,8 @@ def test_online_autoencoder_augmentation_replaces_binary_images_by_binary_ones(
 ):
     """Decoded images are grey; set among binary reals they would let the discriminator tell the augmented
     ones by their kind of pixel. They are drawn as the training images are."""
-    from lightning_genae.config import RunConfig
-    from lightning_genae.resolve import resolve
+    from lightning_genae.experiment.config import RunConfig
+    from lightning_genae.experiment.resolve import resolve
 
     monkeypatch.setenv("GENAE_CACHE_DIR", str(tmp_path))
     options = {

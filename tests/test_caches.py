@@ -16,18 +16,14 @@ from refusals import one_line
 from test_checkpoint import WritesAFileWhenUnpickled
 from tiny import TINY_RUN
 
-from lightning_genae.augmentation import latent as latent_module
-from lightning_genae.augmentation import resolve_augment_plan
-from lightning_genae.augmentation.latent import (
-    LatentAugmenter,
-    cache_path,
-    load_augmenter,
-    reconstruction_mse,
-)
-from lightning_genae.cli import main
-from lightning_genae.config import RunConfig
+from lightning_genae.augmentation.latent import LatentAugmenter, reconstruction_mse
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, TRAIN_CONTENT_KEY, InMemoryDataModule
+from lightning_genae.experiment import augmenter as latent_module
+from lightning_genae.experiment.augment_plan import resolve_augment_plan
+from lightning_genae.experiment.augmenter import cache_path, load_augmenter
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.config import RunConfig
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics.backbones import FeatureBackbone, load_backbone
 from lightning_genae.metrics.generative import RealFeatures, reference_order
@@ -541,7 +537,7 @@ def test_an_augment_ckpt_of_another_dataset_names_the_dataset(tmp_path, capsys, 
 
 def test_a_cache_folder_that_is_a_file_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
     """It was a NotADirectoryError traceback after a classifier had trained for the run's metrics."""
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     cache = tmp_path / "cache"
     cache.write_text("not a folder\n")

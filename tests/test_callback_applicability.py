@@ -10,11 +10,11 @@ import pytest
 from pytorch_lightning.callbacks import Callback
 from tiny import TINY_RUN
 
-from lightning_genae import train as train_module
 from lightning_genae.callbacks.applicability import ModelSpecificCallback, applicable
 from lightning_genae.callbacks.grouping import members
-from lightning_genae.cli import main
-from lightning_genae.trainer import build_callbacks
+from lightning_genae.experiment import train as train_module
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.trainer import build_callbacks
 
 MODEL_SPECIFIC = {
     "SampleGrid",
@@ -86,7 +86,7 @@ def runs(tmp_path_factory) -> dict[str, dict[str, tuple[Path, set[str]]]]:
     root = tmp_path_factory.mktemp("applicability")
     made: dict[str, dict[str, tuple[Path, set[str]]]] = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("lightning_genae.augmentation.latent.default_cache_dir", lambda: root / "augmenters")
+        patch.setattr("lightning_genae.experiment.augmenter.default_cache_dir", lambda: root / "augmenters")
         for family, (args, _) in RUNS.items():
             made[family] = {"filtered": (root / family, run_recording(args, root / family, patch))}
         patch.setattr(train_module, "applicable", lambda callbacks, *_: list(callbacks))

@@ -8,10 +8,10 @@ from pathlib import Path
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from lightning_genae.callbacks.grouping import HOOKS, HookGroup, groupable, grouped, members
+from lightning_genae.callbacks.progress_bar import IterationProgressBar
 from lightning_genae.callbacks.random_state import RandomStateInCheckpoints
-from lightning_genae.console import IterationProgressBar
-from lightning_genae.stopping import StopOnSignal
-from lightning_genae.trainer import LogStepIsIteration, SeedPerRank
+from lightning_genae.callbacks.stopping import StopOnSignal
+from lightning_genae.callbacks.training import LogStepIsIteration, SeedPerRank
 
 
 class Noting(Callback):

@@ -16,12 +16,12 @@ import torch
 import yaml
 from refusals import one_line
 
-from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, last_checkpoint, run_folder_of
-from lightning_genae.cli import main
-from lightning_genae.config import PER_INVOCATION
+from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint, run_folder_of
 from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.train import WALL_TIME_KEY
 from lightning_genae.models import AutoencoderModule, GANModule
-from lightning_genae.train import WALL_TIME_KEY
+from lightning_genae.run_files import PER_INVOCATION, last_checkpoint
 
 
 class WritesAFileWhenUnpickled:
@@ -319,6 +319,6 @@ def test_a_resumed_runs_wall_time_counts_its_earlier_sessions(tiny_ae_run, tmp_p
     assert 5000 < resumed < 5000 + 600
     # Carried through the checkpoint hooks, not a callback state: the clock joins its neighbours' group.
     from lightning_genae.callbacks.grouping import groupable
-    from lightning_genae.train import RunWallClock
+    from lightning_genae.experiment.train import RunWallClock
 
     assert groupable(RunWallClock())

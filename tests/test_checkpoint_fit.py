@@ -11,7 +11,7 @@ import pytest
 import torch
 from refusals import one_line
 
-from lightning_genae.cli import main
+from lightning_genae.experiment.cli import main
 
 
 @pytest.fixture()

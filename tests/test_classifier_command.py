@@ -12,9 +12,9 @@ import torch
 from refusals import one_line
 
 from lightning_genae.cache import file_sha256
+from lightning_genae.experiment.classifier import main
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
-from lightning_genae.metrics.classifier_command import main
 
 
 def manifest(folder, name: str) -> dict:
@@ -29,7 +29,8 @@ def test_an_image_classifier_is_written_loadable_and_recorded_with_its_command(t
     assert entry["sha256"] == file_sha256(path)
     assert entry["image_shape"] == [1, 16, 16] and entry["epochs"] == 1
     assert entry["command"] == (
-        f"python -m lightning_genae.metrics.classifier --data digits --seed 0 --epochs 1 --output {tmp_path}"
+        "python -m lightning_genae.experiment.classifier --data digits --seed 0 --epochs 1 "
+        f"--output {tmp_path}"
     )
     model, meta = image_classifier.load_checkpoint(path)
     assert meta["data"] == "digits" and meta["test_accuracy"] == pytest.approx(entry["test_accuracy"])
@@ -90,7 +91,7 @@ def test_a_sequence_dataset_gets_the_sequence_classifier_in_its_own_manifest(tmp
     entry = manifest(tmp_path, sequence_classifier.MANIFEST_NAME)["smnist"]
     assert entry["file"] == "sequence-classifier-smnist.pt"
     assert entry["series_shape"] == [6, 4] and entry["num_test"] == 32 and entry["epochs"] == 2
-    assert entry["command"].startswith("python -m lightning_genae.metrics.classifier --data smnist ")
+    assert entry["command"].startswith("python -m lightning_genae.experiment.classifier --data smnist ")
     model, meta = sequence_classifier.load_checkpoint(tmp_path / entry["file"])
     assert entry["sha256"] == file_sha256(tmp_path / entry["file"])
     assert meta["test_accuracy"] == pytest.approx(entry["test_accuracy"]) and entry["test_accuracy"] > 0.5

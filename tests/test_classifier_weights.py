@@ -12,8 +12,8 @@ from refusals import one_line
 from tiny import TINY_RUN
 
 from lightning_genae.cache import file_sha256
-from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
+from lightning_genae.experiment.cli import main
 from lightning_genae.metrics import classifier as classifier_lib
 
 TINY_GAN = ["--model", "gan", *TINY_RUN, "--max-steps", "3", "--eval-samples", "60"]

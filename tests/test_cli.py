@@ -19,10 +19,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from test_caches import write_folder
 from tiny import TINY_RUN
 
-from lightning_genae import cli
-from lightning_genae.cli import main
+from lightning_genae.callbacks.checkpoints import BestCheckpoint
+from lightning_genae.experiment import cli
+from lightning_genae.experiment.cli import main
 from lightning_genae.models import MODELS
-from lightning_genae.trainer import BestCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = TINY_RUN
@@ -108,7 +108,7 @@ def test_a_resume_past_an_evaluated_checkpoint_says_its_eval_json_is_of_older_we
 
 
 def test_a_resume_at_another_ckpt_every_reads_the_checkpoints_state_without_a_warning(tmp_path, monkeypatch):
-    from lightning_genae.trainer import PeriodicLastCheckpoint
+    from lightning_genae.callbacks.checkpoints import PeriodicLastCheckpoint
 
     run_dir = tmp_path / "run"
     assert (
@@ -283,8 +283,8 @@ def test_config_yaml_reruns_the_same_experiment(tmp_path):
 def test_the_commands_a_run_prints_name_the_installed_command_it_was_run_as(tmp_path, monkeypatch):
     """Run as `genae` (pip's console script), the lines to type again say genae: an installed user has no
     run.py. Run as run.py, they say python run.py."""
-    from lightning_genae.program import command_prefix
-    from lightning_genae.stopping import StopOnSignal
+    from lightning_genae.callbacks.stopping import StopOnSignal
+    from lightning_genae.experiment.program import command_prefix
 
     run_dir = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", [str(tmp_path / "bin" / "genae")])
@@ -512,7 +512,7 @@ def test_backbone_none_trains_without_the_image_metrics(tmp_path, monkeypatch):
         raise AssertionError("--backbone none must not load or train a feature backbone")
 
     monkeypatch.setattr(backbones, "load_backbone", refuse)
-    monkeypatch.setattr("lightning_genae.trainer.load_backbone", refuse)
+    monkeypatch.setattr("lightning_genae.api.load_backbone", refuse)
     run_dir = tmp_path / "run"
     args = ["--model", "gan", *TINY_RUN, "--max-steps", "2", "--backbone", "none", "--output", str(run_dir)]
     assert main(args) == 0

@@ -11,9 +11,11 @@ from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from tiny import TINY_RUN
 
-from lightning_genae import console
-from lightning_genae.cli import main
-from lightning_genae.console import IterationProgressBar, quiet_lightning, say
+from lightning_genae.callbacks import progress_bar
+from lightning_genae.callbacks.progress_bar import IterationProgressBar
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.console import quiet_lightning
+from lightning_genae.progress import PhaseProgress, say
 
 TINY = TINY_RUN + ["--eval-samples", "50"]
 CHATTER = ("GPU available", "TPU available", "Tip", "Trainer.fit` stopped", "Epoch", "Total params", "┃")
@@ -77,7 +79,7 @@ def test_terminal_bar_starts_at_the_resumed_iteration(tmp_path: Path, capsys, mo
     run_dir = tmp_path / "run"
     assert main(["--model", "gan", *TINY, "--max-steps", "2", "--output", str(run_dir)]) == 0
     capsys.readouterr()
-    monkeypatch.setattr(console, "stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(progress_bar, "stdout_is_terminal", lambda: True)
     assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "5"]) == 0
     drawn = capsys.readouterr().out.replace("\r", "\n")
     counts = [int(n) for n in re.findall(r"training: iteration (\d+)/5 ", drawn)]
@@ -153,7 +155,7 @@ class FakeClock:
 
 def test_a_long_phase_shows_its_first_unit_then_at_most_one_line_per_interval_and_its_end(capsys):
     clock = FakeClock()
-    progress = console.PhaseProgress("training the feature classifier", 10, "epoch", clock=clock)
+    progress = PhaseProgress("training the feature classifier", 10, "epoch", clock=clock)
     for _ in range(10):
         clock.now += 3.0  # 3 s per epoch: a line at epoch 1, then every 10 s (epochs 5 and 9), and at 10
         progress.advance(detail="val acc 90.00%")

@@ -350,9 +350,9 @@ def test_a_csv_option_the_layout_does_not_read_is_refused(given, refusal):
 
 
 def test_a_stored_image_backbone_of_a_series_run_resolves_and_a_typed_one_is_refused():
-    from lightning_genae.config import RunConfig
     from lightning_genae.errors import ConfigError
-    from lightning_genae.resolve import resolve
+    from lightning_genae.experiment.config import RunConfig
+    from lightning_genae.experiment.resolve import resolve
 
     stored = RunConfig.from_dict({"model": "rae", "data": "sines", "backbone": "inception"})
     assert resolve(stored).config.backbone == "inception"
@@ -439,7 +439,7 @@ def test_a_text_label_is_named_also_in_a_first_row_padded_with_gaps(tmp_path):
 
 
 def test_evaluate_refuses_a_typed_image_backbone_for_a_series_run(tmp_path, capsys):
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     run = tmp_path / "run"
     args = [
@@ -653,8 +653,8 @@ def test_a_run_whose_file_this_version_reads_with_other_channels_is_evaluated_wi
 ):
     """A run of a version that took YEAR for a channel (its config names none): --evaluate is refused with
     the channels to name, and naming them reads the file as the run did."""
-    from lightning_genae.cli import main
-    from lightning_genae.config import CONFIG_KEY
+    from lightning_genae.experiment.cli import main
+    from lightning_genae.run_files import CONFIG_KEY
 
     csv = write(
         tmp_path / "sun.csv", ["YEAR,SUNACTIVITY"] + [f"{1700 + i},{(i * 7) % 13}.5" for i in range(300)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_genae import trainer
-from lightning_genae.trainer import NVML_CUDA_CHECK, skip_repeated_cuda_probes
+from lightning_genae.experiment import trainer
+from lightning_genae.experiment.trainer import NVML_CUDA_CHECK, skip_repeated_cuda_probes
 
 
 def nvml_loads_per_adam_step(monkeypatch: pytest.MonkeyPatch, steps: int = 3) -> int:

@@ -12,10 +12,10 @@ import pytest
 import torch
 from tiny import ON_CPU, TINY_RUN
 
-from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule, placement
 from lightning_genae.datamodules.loaders import DeviceBatches, ResumableLoader
 from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.cli import main
 
 RUN = [*TINY_RUN, *ON_CPU, "--model", "gan", "--train-size", "200", "--eval-every", "4", "--image-every", "4"]
 RUN += ["--ckpt-every", "4", "--eval-samples", "100"]

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lightning_genae.callbacks.metrics import FeatureBank, sample_generator
-from lightning_genae.cli import main
-from lightning_genae.config import RunConfig
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # Relative difference allowed between the 1- and 2-process metrics. Both generate the very same samples
@@ -180,8 +180,8 @@ def test_an_adversarial_family_on_several_devices_gets_ddp_that_expects_unused_p
     plain DDP refuses, so the default strategy must be DDP with find_unused_parameters=True there."""
     from pytorch_lightning.strategies import DDPStrategy
 
+    from lightning_genae.experiment.trainer import build_strategy
     from lightning_genae.models import MODELS
-    from lightning_genae.trainer import build_strategy
 
     config = RunConfig(model="gan", accelerator="cpu", devices=devices, num_nodes=num_nodes)
     strategy = build_strategy(config, MODELS["gan"].module)

@@ -12,7 +12,7 @@ import torch
 from tiny import TINY_RUN
 
 from lightning_genae.checkpoint import non_finite_state
-from lightning_genae.cli import main
+from lightning_genae.experiment.cli import main
 from lightning_genae.models import MODELS, AutoencoderModule, GANModule
 
 REPO = Path(__file__).resolve().parents[1]

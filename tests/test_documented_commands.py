@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lightning_genae.ablation.tuning import split_candidates
-from lightning_genae.arguments import build_parser
-from lightning_genae.config import RunConfig
-from lightning_genae.resolve import resolve
+from lightning_genae.experiment.ablation.tuning import split_candidates
+from lightning_genae.experiment.arguments import build_parser
+from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.resolve import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 # docs/plugins.md's commands need its plug-in module, which tests/test_plugins.py runs them with.

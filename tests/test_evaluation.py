@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from lightning_genae.checkpoint import CONFIG_KEY
-from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
+from lightning_genae.experiment.cli import main
 from lightning_genae.metrics import names
 from lightning_genae.metrics.backbones import load_backbone
 from lightning_genae.metrics.distances import feature_metrics, frechet_distance
@@ -302,7 +302,7 @@ def test_evaluating_a_run_scored_with_inception_without_its_weights_offers_the_c
     # Trained where its weights were at hand: here, without image metrics (--evaluate below looks for the
     # weights as it would anywhere).
     with monkeypatch.context() as patched:
-        patched.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
+        patched.setattr("lightning_genae.api.generative_metrics", lambda *args: None)
         assert main([*args, "--output", str(run_dir)]) == 0
     capsys.readouterr()
     checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
@@ -512,7 +512,7 @@ def test_fd_rises_monotonically_with_blur_and_with_noise_on_real_mnist(mnist_tes
 def test_evaluate_looks_up_the_image_metrics_where_training_does():
     # A name bound at import would keep whatever trainer.generative_metrics was then: a stub patched in by
     # one test would score every later --evaluate in the same process.
-    import lightning_genae.evaluate as evaluate
+    import lightning_genae.experiment.evaluate as evaluate
 
     assert not hasattr(evaluate, "generative_metrics")
 
@@ -570,19 +570,19 @@ def test_a_stop_signal_during_an_evaluation_is_one_line_and_exit_128_plus_the_si
     end the process without a word."""
     import pytorch_lightning as pl
 
-    import lightning_genae.evaluate
+    import lightning_genae.experiment.evaluate
 
     class SignalAtValidation(pl.Callback):
         def on_validation_start(self, trainer, pl_module):
             os.kill(os.getpid(), signum)
 
-    final_evaluation = lightning_genae.evaluate.final_evaluation
+    final_evaluation = lightning_genae.experiment.evaluate.final_evaluation
 
     def with_a_signal(trainer, *args, **kwargs):
         trainer.callbacks.append(SignalAtValidation())
         return final_evaluation(trainer, *args, **kwargs)
 
-    monkeypatch.setattr(lightning_genae.evaluate, "final_evaluation", with_a_signal)
+    monkeypatch.setattr(lightning_genae.experiment.evaluate, "final_evaluation", with_a_signal)
     checkpoint = tiny_ae_run / "checkpoints" / "last.ckpt"
     assert main(["--evaluate", str(checkpoint), "--output", str(tmp_path / "eval")]) == 128 + signum
     name = signal.Signals(signum).name

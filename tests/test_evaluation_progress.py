@@ -12,8 +12,8 @@ import torch
 from test_console import FakeClock
 from tiny import TINY_RUN
 
-from lightning_genae import console
-from lightning_genae.cli import main
+from lightning_genae import progress as console
+from lightning_genae.experiment.cli import main
 from lightning_genae.metrics import generative
 from lightning_genae.metrics.generative import RealFeatures
 from lightning_genae.metrics.sequences import score_sequences

@@ -19,8 +19,8 @@ import pytest
 import torch
 from tiny import TINY_RUN
 
-from lightning_genae.cli import main
-from lightning_genae.run_lock import LOCK_FILE
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.run_lock import LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,8 +71,8 @@ KILLED_AT = 6
 KILL_DURING_VALIDATION = f"""
 import os, sys
 from pytorch_lightning import Callback
-import lightning_genae.train as train
-from lightning_genae.cli import main
+import lightning_genae.experiment.train as train
+from lightning_genae.experiment.cli import main
 
 class KillAtValidation(Callback):
     def on_validation_start(self, trainer, pl_module):
@@ -120,8 +120,8 @@ def resume_and_compare_with_the_whole_run(stopped: Path, whole: Path, run: list[
 SIGTERM_IN_AN_ITERATION = """
 import os, signal, sys
 from pytorch_lightning import Callback
-import lightning_genae.train as train
-from lightning_genae.cli import main
+import lightning_genae.experiment.train as train
+from lightning_genae.experiment.cli import main
 
 ITERATION = int(os.environ["ITERATION"])
 IN_VALIDATION = bool(os.environ.get("IN_VALIDATION"))
@@ -209,7 +209,7 @@ def test_a_signal_noted_in_training_saves_nothing_in_a_later_validation(tmp_path
 
     from pytorch_lightning.trainer.states import TrainerFn
 
-    from lightning_genae.stopping import StopOnSignal
+    from lightning_genae.callbacks.stopping import StopOnSignal
 
     callback = StopOnSignal(tmp_path / "last.ckpt", tmp_path)
     callback.received = signal.SIGTERM
@@ -227,8 +227,8 @@ def test_a_signal_noted_in_training_saves_nothing_in_a_later_validation(tmp_path
 INTERRUPT_IN_THE_FINAL_EVALUATION = """
 import os, signal, sys
 from pytorch_lightning import Callback
-import lightning_genae.train as train
-from lightning_genae.cli import main
+import lightning_genae.experiment.train as train
+from lightning_genae.experiment.cli import main
 
 class IntDuringTest(Callback):
     def on_test_start(self, trainer, pl_module):
@@ -339,8 +339,8 @@ def test_every_test_the_fault_cases_name_exists():
 
 SIGTERM_BEFORE_TRAINING = """
 import os, signal, sys
-import lightning_genae.train as train
-from lightning_genae.cli import main
+import lightning_genae.experiment.train as train
+from lightning_genae.experiment.cli import main
 
 fit = train._fit
 
@@ -375,8 +375,8 @@ def test_a_stop_signal_before_training_keeps_nothing_so_the_requeued_job_starts_
 
 SIGTERM_AT = """
 import os, signal, sys
-import lightning_genae.train as train
-from lightning_genae.cli import main
+import lightning_genae.experiment.train as train
+from lightning_genae.experiment.cli import main
 
 name = os.environ["AT"]
 original = getattr(train, name)
@@ -476,7 +476,7 @@ def test_a_full_disk_met_by_any_other_write_is_one_line_and_exit_2(tmp_path, mon
     one line too, and the last checkpoint stays."""
     import errno
 
-    from lightning_genae.loggers import RunFolderCSVLogger
+    from lightning_genae.experiment.loggers import RunFolderCSVLogger
 
     output = tmp_path / "run"
     save = RunFolderCSVLogger.save
@@ -513,10 +513,10 @@ def test_best_ckpt_is_saved_before_last_ckpt_at_an_iteration_that_validates(tmp_
     validation's candidate again; saved the other way round, it would resume past the validation and the
     candidate would never be weighed (best.ckpt staying an earlier, worse one). last.ckpt has two savers at
     a validation's end: the periodic save, and StopOnSignal's when a signal stops the run there."""
-    import lightning_genae.train as train
+    import lightning_genae.experiment.train as train
+    from lightning_genae.callbacks.checkpoints import BestCheckpoint, PeriodicLastCheckpoint
     from lightning_genae.callbacks.grouping import HookGroup
-    from lightning_genae.stopping import StopOnSignal
-    from lightning_genae.trainer import BestCheckpoint, PeriodicLastCheckpoint
+    from lightning_genae.callbacks.stopping import StopOnSignal
 
     savers = (BestCheckpoint, PeriodicLastCheckpoint, StopOnSignal)
     fit, order = train._fit, []

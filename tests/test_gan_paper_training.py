@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from lightning_genae.checkpoint import resume_advice
-from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
+from lightning_genae.experiment.cli import main
 from lightning_genae.models import gan as gan_module
 from lightning_genae.models.gan import GANModule, paper_learning_rate, paper_momentum
 from lightning_genae.nets import MaxoutDiscriminator, MLPDecoder
@@ -237,9 +237,9 @@ def test_the_options_a_paper_run_leaves_unread_are_recorded_unset_and_not_compar
     rate or width for a run that reads neither: a value there would read as one the run trained with. A
     run recorded with them at their defaults is the same run, and one at another learning rate under the
     same paper training is too; the paper training itself is compared."""
-    from lightning_genae.ablation.grid import unfinished_run_conflicts
-    from lightning_genae.config import RunConfig
-    from lightning_genae.resolve import resolve
+    from lightning_genae.experiment.ablation.grid import unfinished_run_conflicts
+    from lightning_genae.experiment.config import RunConfig
+    from lightning_genae.experiment.resolve import resolve
 
     values = {"model": "gan", "data": "digits", "gan_nets": "paper", "gan_training": "paper"}
     config = resolve(RunConfig.from_dict(values)).config

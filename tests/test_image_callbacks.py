@@ -41,8 +41,8 @@ def test_interpolations_pair_validation_images_whatever_their_number(count, rows
 
 
 def test_a_picture_makes_a_folder_no_run_watches_and_refuses_to_make_a_watched_one_again(tmp_path):
+    from lightning_genae.callbacks.pictures import WATCHED_RUN_FOLDERS
     from lightning_genae.errors import RunFolderGone
-    from lightning_genae.loggers import WATCHED_RUN_FOLDERS
 
     module = AutoencoderModule((1, 8, 8), width=8, latent_dim=4).eval()
     folder = tmp_path / "new" / "run"

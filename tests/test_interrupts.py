@@ -9,8 +9,8 @@ import pytest
 from pytorch_lightning.callbacks import Callback
 from tiny import TINY_RUN
 
-import lightning_genae.augmentation.latent as latent_module
-from lightning_genae.cli import main
+import lightning_genae.experiment.augmenter as latent_module
+from lightning_genae.experiment.cli import main
 
 
 class CtrlCAtBatch(Callback):

@@ -203,11 +203,11 @@ def test_the_estimate_changes_no_other_number_and_the_mse_is_the_posterior_means
     import json
 
     from lightning_genae.checkpoint import RunCheckpoint
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
     from lightning_genae.models import VAEModule
 
     # The image metrics would first train a feature classifier on 55,000 images; this test is about the NLL.
-    monkeypatch.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
+    monkeypatch.setattr("lightning_genae.api.generative_metrics", lambda *args: None)
     data = ["--data", "binarized_mnist", "--data-dir", str(mnist_data_dir), "--train-size", "256"]
     run = ["--model", "vae", *data, "--width", "8", "--latent-dim", "4", "--recon-loss", "bce"]
     run += ["--max-steps", "4", "--eval-every", "4", "--eval-samples", "60", "--seed", "1"]
@@ -235,7 +235,7 @@ def test_the_estimate_changes_no_other_number_and_the_mse_is_the_posterior_means
 
 def test_a_likelihood_of_grey_pixels_is_refused_before_the_run_starts(tmp_path, capsys):
     """A Bernoulli decoder's score of grey levels is no likelihood: its floor is the pixels' own entropy."""
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     run_dir = tmp_path / "vae"
     args = ["--model", "vae", "--data", "digits", "--nll-samples", "8", "--output", str(run_dir)]
@@ -258,8 +258,8 @@ def test_a_checkpoint_that_recorded_a_likelihood_of_grey_pixels_resumes_and_eval
 
     import torch
 
-    from lightning_genae.cli import main
-    from lightning_genae.config import CONFIG_KEY
+    from lightning_genae.experiment.cli import main
+    from lightning_genae.run_files import CONFIG_KEY
 
     run_dir = tmp_path / "vae"
     run = ["--model", "vae", "--data", "digits", "--width", "8", "--latent-dim", "4", "--eval-samples", "60"]

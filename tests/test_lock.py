@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lightning_genae.run_folder import ClaimedRunFolder
-from lightning_genae.run_lock import LOCK_FILE, UNREADABLE_LOCK_GRACE_S, RunFolderRefused
+from lightning_genae.errors import RunFolderRefused
+from lightning_genae.experiment.run_folder import ClaimedRunFolder
+from lightning_genae.experiment.run_lock import LOCK_FILE, UNREADABLE_LOCK_GRACE_S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ CLAIM_WITH_FULL_DISK = """
 import resource, signal, sys
 from pathlib import Path
 from lightning_genae.errors import GenaeError
-from lightning_genae.run_folder import ClaimedRunFolder
+from lightning_genae.experiment.run_folder import ClaimedRunFolder
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 try:
@@ -82,7 +83,7 @@ def test_a_fresh_unreadable_lock_is_refused_saying_how_to_clear_it(tmp_path) -> 
 def test_a_lock_that_cannot_be_removed_does_not_hide_the_error_being_reported(tmp_path, monkeypatch):
     """A folder gone read-only stops the run with its own error; removing the lock then fails too, and that
     failure must not replace the first one."""
-    from lightning_genae.run_lock import RunFolderLock
+    from lightning_genae.experiment.run_lock import RunFolderLock
 
     lock = RunFolderLock.acquire(tmp_path)
 

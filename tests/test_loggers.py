@@ -17,8 +17,13 @@ import wandb
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-import lightning_genae.loggers
-from lightning_genae.loggers import RunFolderCSVLogger, build_loggers, finish_loggers, wandb_offline_reason
+import lightning_genae.experiment.loggers
+from lightning_genae.experiment.loggers import (
+    RunFolderCSVLogger,
+    build_loggers,
+    finish_loggers,
+    wandb_offline_reason,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +116,7 @@ def test_a_server_that_does_not_take_the_key_now_means_offline_within_seconds(
     """A wrong key or WANDB_BASE_URL, a page that answers for every host, or a server that hangs or trickles
     ended in wandb's traceback after up to 107 s."""
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    monkeypatch.setattr(lightning_genae.loggers, "WANDB_PROBE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(lightning_genae.experiment.loggers, "WANDB_PROBE_TIMEOUT_S", 0.5)
     with wandb_server(**answer) as (url, seen):
         # Behind a path prefix, as a W&B server of one's own can be: the API is under the whole URL.
         monkeypatch.setenv("WANDB_BASE_URL", f"{url}/wandb/")
@@ -137,7 +142,7 @@ def test_the_key_is_read_from_netrc_as_wandb_reads_it(no_wandb_credentials, monk
     monkeypatch.delenv("NETRC")
     probed = []
     probe = "_wandb_server_refusal"
-    monkeypatch.setattr(lightning_genae.loggers, probe, lambda url, key: probed.append(key))
+    monkeypatch.setattr(lightning_genae.experiment.loggers, probe, lambda url, key: probed.append(key))
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:19200")
     assert "no W&B API key" in wandb_offline_reason(), "a host without the URL's port is not wandb's entry"
     home_netrc.write_text("machine 127.0.0.1:19200 login user password " + "p" * 40 + "\n")
@@ -173,7 +178,7 @@ def test_a_key_in_the_netrc_file_named_by_netrc_for_the_server_of_wandb_base_url
     monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.corp.example:8443")
     probed = []
     probe = "_wandb_server_refusal"
-    monkeypatch.setattr(lightning_genae.loggers, probe, lambda url, key: probed.append((url, key)))
+    monkeypatch.setattr(lightning_genae.experiment.loggers, probe, lambda url, key: probed.append((url, key)))
     assert wandb_offline_reason() is None
     assert probed == [("https://wandb.corp.example:8443/graphql", "k" * 40)]
     monkeypatch.delenv("WANDB_BASE_URL")
@@ -187,7 +192,7 @@ def test_wandb_mode_offline_is_respected(monkeypatch):
 
 def test_each_run_in_a_process_names_the_users_reason_for_offline(no_wandb_credentials, tmp_path, capsys):
     # Lightning sets WANDB_MODE=dryrun for an offline run: a grid's next cell must not take it for the user's.
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     args = ["--model", "ae", *SMALL, "--max-steps", "2", "--logger", "wandb"]
     for name in ("one", "two"):
@@ -236,7 +241,9 @@ def test_wandb_init_gets_the_same_run_with_quiet_settings(
 ):
     if online:
         monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-        monkeypatch.setattr(lightning_genae.loggers, "_wandb_server_refusal", lambda url, key: None)
+        monkeypatch.setattr(
+            lightning_genae.experiment.loggers, "_wandb_server_refusal", lambda url, key: None
+        )
     calls = []
     monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or object())
     for _ in range(2):  # a second build is a resume of the same run folder
@@ -426,7 +433,7 @@ def test_csv_file_is_left_alone_until_rank_zero_saves(tmp_path, monkeypatch):
 
 def test_loggers_use_no_private_lightning_api():
     # Private Lightning classes change without notice between releases (see RunFolderCSVLogger).
-    tree = ast.parse(Path(lightning_genae.loggers.__file__).read_text())
+    tree = ast.parse(Path(lightning_genae.experiment.loggers.__file__).read_text())
     imported = [
         f"{node.module}.{alias.name}"
         for node in ast.walk(tree)
@@ -451,10 +458,10 @@ def test_a_wandb_run_id_file_that_holds_no_id_is_replaced_by_a_new_id(tmp_path, 
     id_file = tmp_path / "wandb" / "run_id"
     id_file.parent.mkdir()
     id_file.write_text(kept)
-    run_id = lightning_genae.loggers._stable_wandb_id(tmp_path)
+    run_id = lightning_genae.experiment.loggers._stable_wandb_id(tmp_path)
     assert run_id and run_id != kept.strip() and id_file.read_text() == run_id
     assert "does not hold a W&B run id" in capsys.readouterr().out
-    assert lightning_genae.loggers._stable_wandb_id(tmp_path) == run_id
+    assert lightning_genae.experiment.loggers._stable_wandb_id(tmp_path) == run_id
 
 
 @pytest.mark.parametrize(
@@ -465,7 +472,7 @@ def test_a_wandb_mode_wandb_does_not_take_is_refused_before_the_run_starts(
 ):
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     fix = "set it to online, offline or disabled, or unset it"
     monkeypatch.setenv("WANDB_MODE", mode)
@@ -510,7 +517,7 @@ def test_a_wandb_failure_at_the_end_leaves_the_finished_run_finished(tmp_path, c
 def test_a_wandb_name_wandb_refuses_is_one_line_before_the_run_starts(tmp_path, capsys, flags, says):
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
 
     run = ["--model", "ae", *TINY_RUN, "--max-steps", "1", "--logger", "wandb", *flags]
     assert main([*run, "--output", str(tmp_path / "run")]) == 2

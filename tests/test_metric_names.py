@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from lightning_genae.config import RunConfig
+from lightning_genae.experiment.config import RunConfig
 from lightning_genae.metrics import backbones, names
 from lightning_genae.metrics.names import (
     Direction,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.cli import main
+from lightning_genae.experiment.cli import main
 from lightning_genae.models import (
     MODELS,
     Autoencoder,
@@ -280,7 +280,7 @@ def test_gan_trains_under_ddp_on_two_cpu_processes(tmp_path):
 def test_each_ddp_process_draws_its_own_noise():
     from types import SimpleNamespace
 
-    from lightning_genae.trainer import SeedPerRank
+    from lightning_genae.callbacks.training import SeedPerRank
 
     draws = []
     for rank in (0, 1):

@@ -64,7 +64,7 @@ def run_with_reference_kernels(arguments: list[str], cache: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from lightning_genae.cli import main; sys.exit(main(sys.argv[1:]))",
+            "import sys; from lightning_genae.experiment.cli import main; sys.exit(main(sys.argv[1:]))",
         ]
         + arguments,
         env={**os.environ, **AVX2_KERNELS, "GENAE_CACHE_DIR": str(cache)},

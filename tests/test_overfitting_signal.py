@@ -11,8 +11,8 @@ from tiny import TINY_RUN
 
 from lightning_genae.callbacks.overfitting import BATCH_SIZE, DiscriminatorOverfitting, overfitting_metric
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
+from lightning_genae.experiment.cli import main
 from lightning_genae.metrics.generative import seeded_subset
 from lightning_genae.metrics.names import Direction, direction
 from lightning_genae.models import (

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from tiny import TINY_RUN
 
-from lightning_genae.cli import main
-from lightning_genae.run_folder import remove_run_entries
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.run_folder import remove_run_entries
 
 TINY_AE = ["--model", "ae", *TINY_RUN]
 # A mistake found only once the run folder is taken: more training images than digits has.
@@ -210,8 +210,8 @@ def test_overwrite_stopped_by_a_mistake_before_training_keeps_the_run_it_would_r
 
 KILLED_BEFORE_TRAINING = """
 import os, signal, sys
-import lightning_genae.train as train
-from lightning_genae.cli import main
+import lightning_genae.experiment.train as train
+from lightning_genae.experiment.cli import main
 
 def killed(*args, **kwargs):
     # The folder is claimed, the replaced run set aside, config.yaml written: `kill -9` (or SLURM's SIGKILL).
@@ -256,7 +256,7 @@ def test_a_run_whose_overwrite_was_killed_before_training_is_put_back_by_the_nex
 def test_a_set_aside_run_that_cannot_be_removed_once_training_starts_is_named_and_training_goes_on(
     finished_run, capsys, monkeypatch
 ):
-    from lightning_genae import run_folder
+    from lightning_genae.experiment import run_folder
 
     real_remove = run_folder._remove
 
@@ -309,8 +309,8 @@ def test_a_grid_finds_the_cell_an_overwrite_was_killed_in_as_it_was(tmp_path, ca
 
 TERMINATED_BEFORE_TRAINING = """
 import os, signal, sys
-import lightning_genae.train as train
-from lightning_genae.cli import main
+import lightning_genae.experiment.train as train
+from lightning_genae.experiment.cli import main
 
 fit = train._fit
 
@@ -349,7 +349,7 @@ def test_a_users_checkpoint_of_any_time_does_not_pass_for_the_new_runs(finished_
 def test_a_grid_cell_whose_restart_fails_before_training_keeps_its_finished_run_unmarked(
     tmp_path, capsys, monkeypatch
 ):
-    import lightning_genae.train as train
+    import lightning_genae.experiment.train as train
 
     root = tmp_path / "grid"
     grid = [*TINY_AE, "--max-steps", "2", "--seeds", "0", "--output", str(root)]
@@ -373,7 +373,7 @@ def test_an_evaluation_whose_run_was_replaced_meanwhile_writes_no_eval_json_besi
 ):
     """`--evaluate D/checkpoints/last.ckpt` scores the run it loaded; an `--overwrite` of D starting while it
     computes would leave those numbers in an eval.json beside the new run."""
-    from lightning_genae import evaluate
+    from lightning_genae.experiment import evaluate
 
     scored = evaluate.final_evaluation
 

@@ -72,8 +72,8 @@ def test_an_autoencoder_runs_decomposition_scores_its_prior_draws_as_the_reprodu
 ) -> None:
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
     from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.experiment.cli import main
 
     run_dir = tmp_path / "aae"
     assert main(["--model", "aae", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]) == 0

@@ -9,7 +9,7 @@ import pytest
 from refusals import one_line
 from tiny import TINY_RUN
 
-from lightning_genae.cli import main
+from lightning_genae.experiment.cli import main
 
 
 @pytest.mark.parametrize("index", ["99", "-1"])

@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
+from lightning_genae.callbacks.stopping import StopOnSignal
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint
-from lightning_genae.cli import main as run_main
-from lightning_genae.stopping import StopOnSignal
+from lightning_genae.experiment.cli import main as run_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "reproduce_vae.py"
 
@@ -51,7 +51,7 @@ def reproduce(data_dir: Path, output: Path, *options: str, runner=run_in_process
         patch.setattr(reproduce_vae, "run_command", runner)
         # The image metrics would first train a feature classifier on 55,000 images; these runs are about
         # their checkpoints.
-        patch.setattr("lightning_genae.trainer.generative_metrics", lambda *args: None)
+        patch.setattr("lightning_genae.api.generative_metrics", lambda *args: None)
         try:
             reproduce_vae.main()
         except SystemExit as stop:

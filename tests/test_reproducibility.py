@@ -17,13 +17,13 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from tiny import ON_CPU, TINY_RUN, csv_fields
 
-from lightning_genae import train as train_module
-from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.callbacks.random_state import global_random_state, set_global_random_state
-from lightning_genae.cli import main
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.loaders import EpochShuffle, ResumableLoader
-from lightning_genae.trainer import build_callbacks
+from lightning_genae.experiment import augmenter as latent_module
+from lightning_genae.experiment import train as train_module
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.trainer import build_callbacks
 
 # 200 training digits in batches of 32: 6 iterations an epoch, so 4 + 4 iterations stop part-way through the
 # first epoch and cross into the second.

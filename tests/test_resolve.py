@@ -15,15 +15,15 @@ import pytest
 import yaml
 
 from lightning_genae.augmentation import AUGMENTATIONS, option_defaults
-from lightning_genae.cli import build_parser, main
-from lightning_genae.config import CONFIG_FIELDS, RunConfig, resume_conflicts
 from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.cli import build_parser, main
+from lightning_genae.experiment.config import CONFIG_FIELDS, RunConfig, resume_conflicts
+from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS, resolve
 from lightning_genae.models import MODELS
 from lightning_genae.models.ae import AutoencoderOptions
 from lightning_genae.models.gan import GANOptions
 from lightning_genae.models.options import AAEOptions, BEGANOptions, with_default
 from lightning_genae.models.vae import VAEOptions
-from lightning_genae.resolve import DEFAULT_MAX_STEPS, resolve
 
 AUGMENT_DEFAULTS = option_defaults()
 

@@ -18,11 +18,12 @@ import torch
 from refusals import one_line
 from tiny import TINY_RUN
 
-from lightning_genae.cli import main
-from lightning_genae.config import CHANGEABLE_ON_RESUME, PER_INVOCATION, flag
-from lightning_genae.errors import ConfigError
-from lightning_genae.run_folder import CONFIG_HEADER, ClaimedRunFolder
-from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
+from lightning_genae.errors import ConfigError, RunFolderRefused
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, flag
+from lightning_genae.experiment.run_folder import ClaimedRunFolder
+from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
+from lightning_genae.run_files import CONFIG_HEADER, PER_INVOCATION
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_AE = ["--model", "ae", *TINY_RUN]
@@ -141,7 +142,7 @@ def test_a_run_whose_folder_is_moved_while_it_trains_stops_with_one_line(
     again."""
     from pytorch_lightning import Callback
 
-    import lightning_genae.train as train
+    import lightning_genae.experiment.train as train
 
     run_dir, moved = tmp_path / "live", tmp_path / "renamed"
 
@@ -163,7 +164,7 @@ def test_a_run_whose_folder_is_moved_before_its_final_evaluation_stops_with_one_
 ):
     """The final evaluation validates and tests on the training's Trainer; its set-up made the folder again,
     and the metrics rows and summary.json went there without config.yaml."""
-    import lightning_genae.train as train
+    import lightning_genae.experiment.train as train
 
     run_dir, moved = tmp_path / "live", tmp_path / "renamed"
     evaluate = train.final_evaluation
@@ -298,12 +299,12 @@ def test_an_error_at_training_start_leaves_no_run_folder(flags, message, tmp_pat
 
 
 def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
-    import lightning_genae.augmentation.attach
+    import lightning_genae.experiment.attach
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C while, say, the augmenter trains
 
-    monkeypatch.setattr(lightning_genae.augmentation.attach, "attach_augmentation", interrupted)
+    monkeypatch.setattr(lightning_genae.experiment.attach, "attach_augmentation", interrupted)
     output = tmp_path / "run"
     assert main([*TINY_AE, "--max-steps", "2", "--output", str(output)]) == 130
     assert capsys.readouterr().err.endswith("stopped by Ctrl-C\n")
@@ -311,7 +312,7 @@ def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monke
 
 
 def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypatch):
-    import lightning_genae.augmentation.attach
+    import lightning_genae.experiment.attach
 
     sibling = tmp_path / "grid" / "other-cell"
 
@@ -320,7 +321,7 @@ def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypa
         raise ConfigError("--augment: injected failure")
 
     monkeypatch.setattr(
-        lightning_genae.augmentation.attach, "attach_augmentation", another_run_starts_then_this_one_fails
+        lightning_genae.experiment.attach, "attach_augmentation", another_run_starts_then_this_one_fails
     )
     assert main([*TINY_AE, "--max-steps", "2", "--output", str(tmp_path / "grid" / "cell")]) == 2
     assert not (tmp_path / "grid" / "cell").exists()
@@ -331,7 +332,7 @@ def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypa
 def test_a_failed_start_keeps_a_file_the_user_put_in_the_folder_while_it_set_up(
     existing, tmp_path, monkeypatch, capsys
 ):
-    import lightning_genae.augmentation.attach
+    import lightning_genae.experiment.attach
 
     output = tmp_path / "run"
     if existing:
@@ -344,7 +345,7 @@ def test_a_failed_start_keeps_a_file_the_user_put_in_the_folder_while_it_set_up(
         raise ConfigError("--augment: injected failure")
 
     monkeypatch.setattr(
-        lightning_genae.augmentation.attach, "attach_augmentation", the_user_adds_notes_then_the_start_fails
+        lightning_genae.experiment.attach, "attach_augmentation", the_user_adds_notes_then_the_start_fails
     )
     assert main([*TINY_AE, "--max-steps", "2", "--output", str(output)]) == 2
     assert "injected failure" in capsys.readouterr().err
@@ -541,7 +542,7 @@ def test_resume_refuses_options_that_define_another_run_naming_both_values(finis
 
 
 def test_resume_names_a_switch_as_it_was_typed():
-    from lightning_genae.config import resume_conflicts
+    from lightning_genae.experiment.config import resume_conflicts
 
     stored = {"began_skip_connections": True, "spectral_norm": False, "seed": 0}
     given = {"began_skip_connections": False, "spectral_norm": True, "seed": 0}

@@ -9,8 +9,8 @@ import pytest
 import torch
 from tiny import TINY_RUN
 
-from lightning_genae.cli import main
-from lightning_genae.evaluate import evaluate_selected_checkpoint
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.evaluate import evaluate_selected_checkpoint
 
 # Validation at iterations 3 and 6, and at the last one, 7. The run is resumed at 6 for its last iteration
 # with a learning rate a hundred times its own, which wrecks the generator: the checkpoint chosen on

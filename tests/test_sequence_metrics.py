@@ -137,7 +137,7 @@ def test_shipped_smnist_classifier_matches_its_manifest():
     assert path.is_file() and path.stat().st_size < 300 * 1024
     assert file_sha256(path) == entry["sha256"]
     assert entry["test_accuracy"] >= 0.97 and entry["num_test"] == 10_000
-    assert entry["command"].startswith("python -m lightning_genae.metrics.sequence_classifier --data smnist ")
+    assert entry["command"].startswith("python -m lightning_genae.experiment.classifier --data smnist ")
     features = seq_lib.shipped_sequence_features("smnist")
     assert features is not None and features.name == "classifier"
     assert features(torch.zeros(3, 28, 28)).shape == (3, entry["feature_dim"])

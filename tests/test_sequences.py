@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.cli import main
-from lightning_genae.config import RunConfig
 from lightning_genae.datamodules import DATASETS, build_datamodule
 from lightning_genae.datamodules.mnist import MNISTDataModule
 from lightning_genae.errors import ConfigError, DataError
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.resolve import resolve
 from lightning_genae.models import MODELS, Autoencoder, RAEModule, Sampler
-from lightning_genae.resolve import resolve
 
 # A recurrent model small enough to train a few iterations in about a second.
 TINY_RAE = (

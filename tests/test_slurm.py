@@ -21,13 +21,14 @@ import pytest
 import torch
 from tiny import TINY_RUN
 
-from lightning_genae import cluster, train
+from lightning_genae import cluster
 from lightning_genae.cache import write_atomically
-from lightning_genae.cli import _checkpoint_of_restarted_job, main
-from lightning_genae.config import RunConfig
+from lightning_genae.experiment import train
+from lightning_genae.experiment.cli import _checkpoint_of_restarted_job, main
+from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.resolve import resolve
+from lightning_genae.experiment.train import default_run_dir
 from lightning_genae.lightning_internals import wandb_init_arguments
-from lightning_genae.resolve import resolve
-from lightning_genae.train import default_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 JOB_VARIABLES = (
@@ -256,7 +257,7 @@ def test_a_requeued_overwrite_job_refuses_a_checkpoint_that_names_no_job_and_cha
 ):
     """Written outside any job, or by an older version: the job's own run or the run it replaces; neither
     continued nor replaced on a guess. Without --overwrite it is continued, as it always was."""
-    from lightning_genae.checkpoint import CLUSTER_JOB_KEY
+    from lightning_genae.run_files import CLUSTER_JOB_KEY
 
     run_dir = tmp_path / "run"
     command = ["--model", "ae", *TINY_RUN, "--output", str(run_dir)]
@@ -281,7 +282,7 @@ def test_a_requeued_overwrite_replaces_a_checkpoint_that_names_no_job_at_another
 ):
     """A run of another --lr is not this job's (its command would have written the same one): the
     --overwrite replaces it, as a grid cell's --overwrite does, rather than refusing or continuing it."""
-    from lightning_genae.checkpoint import CLUSTER_JOB_KEY
+    from lightning_genae.run_files import CLUSTER_JOB_KEY
 
     run_dir = tmp_path / "run"
     command = ["--model", "ae", *TINY_RUN, "--output", str(run_dir), "--max-steps", "2"]
@@ -300,7 +301,7 @@ def test_a_requeued_overwrite_replaces_a_checkpoint_that_names_no_job_at_another
 
 def strip_the_job(run_dir):
     """The run's last.ckpt as written outside any job (or by an older version): it names no job."""
-    from lightning_genae.checkpoint import CLUSTER_JOB_KEY
+    from lightning_genae.run_files import CLUSTER_JOB_KEY
 
     last = run_dir / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
@@ -476,7 +477,7 @@ def test_a_second_ctrl_c_exits_at_once_without_saving(tmp_path):
     script = f"""
 import os, signal, time
 from types import SimpleNamespace
-from lightning_genae.stopping import StopOnSignal
+from lightning_genae.experiment.stopping import StopOnSignal
 callback = StopOnSignal({str(tmp_path / "last.ckpt")!r}, {str(tmp_path)!r})
 callback.on_train_start(SimpleNamespace(strategy=SimpleNamespace(launcher=None)), None)
 os.kill(os.getpid(), signal.SIGINT)
@@ -715,7 +716,7 @@ def test_train_sbatch_on_a_real_slurm_cluster_is_requeued_mid_run_and_finishes_f
 def test_every_rank_and_every_restart_of_a_job_names_the_same_wandb_run(tmp_path, monkeypatch):
     import wandb
 
-    from lightning_genae.loggers import build_loggers
+    from lightning_genae.experiment.loggers import build_loggers
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     calls = []
@@ -746,9 +747,9 @@ def test_every_rank_and_every_restart_of_a_job_names_the_same_wandb_run(tmp_path
 LOAD_AUGMENTER = """
 import hashlib, sys
 from pathlib import Path
-from lightning_genae.augmentation.latent import load_augmenter
-from lightning_genae.config import RunConfig
-from lightning_genae.resolve import resolve
+from lightning_genae.experiment.augmenter import load_augmenter
+from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.resolve import resolve
 
 resolved = resolve(RunConfig.from_dict(dict(model="gan", data="digits", augment="ae", augmenter_steps=30,
                                            augmenter_width=8, augmenter_latent_dim=8)))
@@ -972,7 +973,7 @@ def test_ablation_sbatch_runs_each_cell_as_an_array_task_then_the_dependent_summ
 
 def test_a_stopped_grids_continue_command_leaves_out_overwrite(tmp_path):
     """Typed again with --overwrite, it would start over the cells the grid had already run."""
-    from lightning_genae.program import continued_as_a_grid, resume_command
+    from lightning_genae.experiment.program import continued_as_a_grid, resume_command
 
     with continued_as_a_grid(["--model", "ae", "--seeds", "0,1", "--output", "g", "--overwrite"]):
         command = resume_command(tmp_path / "g" / "none-tsfull-seed0")
@@ -981,7 +982,7 @@ def test_a_stopped_grids_continue_command_leaves_out_overwrite(tmp_path):
 
 def test_a_checkpoint_that_recorded_an_empty_logger_list_resumes(tmp_path):
     """Runs could record `logger: []` (CSV alone) from a config file; their checkpoints still resume."""
-    from lightning_genae.config import CONFIG_KEY
+    from lightning_genae.run_files import CONFIG_KEY
 
     run_dir = tmp_path / "run"
     assert main(["--model", "ae", *TINY_RUN, "--max-steps", "2", "--output", str(run_dir)]) == 0

@@ -27,7 +27,7 @@ NOT_FOR_PARSING = (
 # Every case runs in one fresh interpreter, in order; each reports the libraries it imported.
 PROBE = """
 import contextlib, io, json, sys
-from lightning_genae.cli import main
+from lightning_genae.experiment.cli import main
 
 heavy = {heavy!r}
 report = []
@@ -91,14 +91,11 @@ def test_help_print_config_and_config_errors_do_not_import_lightning(tmp_path):
         assert case["imported"] == [], f"{' '.join(case['argv'])} imported {case['imported']}"
 
 
-@pytest.mark.parametrize("command", ["classifier", "sequence_classifier"])
 @pytest.mark.parametrize("argv", [["--help"], ["--data", "nosuch", "--output", "out"]], ids=["help", "bad"])
-def test_the_feature_classifier_commands_answer_help_and_bad_arguments_without_lightning(
-    command, argv, tmp_path
-):
+def test_the_feature_classifier_command_answers_help_and_bad_arguments_without_lightning(argv, tmp_path):
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", f"lightning_genae.metrics.{command}", *argv],
+        [sys.executable, "-X", "importtime", "-m", "lightning_genae.experiment.classifier", *argv],
         cwd=tmp_path,
         env=environment,
         capture_output=True,

@@ -13,13 +13,13 @@ from test_ablation import write_run
 from test_bad_inputs import assert_one_line_error, run_main
 from tiny import TINY_RUN
 
-from lightning_genae.ablation import plan_grid, summarize
-from lightning_genae.ablation import tuning as tuning_module
-from lightning_genae.ablation.tuning import choose, plan_tuning, split_candidates
-from lightning_genae.cli import main
-from lightning_genae.config import RunConfig
 from lightning_genae.datamodules.base import InMemoryDataModule
 from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.ablation import plan_grid, summarize
+from lightning_genae.experiment.ablation import tuning as tuning_module
+from lightning_genae.experiment.ablation.tuning import choose, plan_tuning, split_candidates
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.config import RunConfig
 
 POLICIES = "color|translation,cutout"
 GRID = [
@@ -398,8 +398,8 @@ def test_a_second_tuning_grid_into_the_folder_keeps_the_first_ones_arms_and_seed
     with the tune seeds it was tuned with, and the seeds of both commands' final cells."""
     from types import SimpleNamespace
 
-    from lightning_genae.ablation.tables import _tuning_lines
-    from lightning_genae.ablation.tuning import write_tuning_record
+    from lightning_genae.experiment.ablation.tables import _tuning_lines
+    from lightning_genae.experiment.ablation.tuning import write_tuning_record
 
     def plan(tune_seeds: list[int]) -> Any:
         runs = {"cell": SimpleNamespace(config=RunConfig(max_steps=10))}

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_genae.cli import main
 from lightning_genae.datamodules.cifar10 import CIFAR10DataModule, read_cifar_batch
 from lightning_genae.errors import DataError
+from lightning_genae.experiment.cli import main
 
 NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 

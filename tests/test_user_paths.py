@@ -11,7 +11,7 @@ import torch
 from refusals import one_line
 from tiny import TINY_RUN
 
-from lightning_genae.cli import main
+from lightning_genae.experiment.cli import main
 
 TINY_GAN = ["--model", "gan", *TINY_RUN, "--max-steps", "2"]
 

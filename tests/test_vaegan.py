@@ -9,13 +9,14 @@ import pytest
 import torch
 from tiny import TINY_RUN
 
-from lightning_genae.augmentation import latent as latent_module
 from lightning_genae.augmentation.discriminator import DiffAugment
-from lightning_genae.checkpoint import RunCheckpoint, last_checkpoint
-from lightning_genae.cli import main
+from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.experiment import augmenter as latent_module
+from lightning_genae.experiment.cli import main
 from lightning_genae.models import MODELS, Autoencoder, ImageDiscriminator, Sampler, VAEGANModule
 from lightning_genae.models.vaegan import feature_reconstruction_loss
 from lightning_genae.models.variational import reparameterize
+from lightning_genae.run_files import last_checkpoint
 
 SHAPE = (1, 16, 16)
 TINY = [*TINY_RUN, "--eval-samples", "100"]
@@ -216,7 +217,7 @@ def test_a_checkpoint_of_another_form_of_the_objective_says_so_when_resumed(tmp_
     each, which the resume says."""
     from tiny import TINY_RUN
 
-    from lightning_genae.cli import main
+    from lightning_genae.experiment.cli import main
     from lightning_genae.models.base import OBJECTIVE_FORM_KEY
 
     run_dir = tmp_path / "run"

@@ -344,7 +344,7 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
     """A classifier checkpoint the user names (`--classifier-weights`): one the classifier command wrote,
     or a copy of one this program cached, trained on the same dataset at the run's image shape."""
     fix = (
-        f"give a classifier of {data} (a file `python -m lightning_genae.metrics.classifier --data {data} "
+        f"give a classifier of {data} (a file `python -m lightning_genae.experiment.classifier --data {data} "
         "--output DIR` writes, or one a run cached), or drop --classifier-weights"
     )
     try:
@@ -362,7 +362,7 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
         raise BackboneUnavailable(
             f"classifier: --classifier-weights {path} takes {model.config.image_shape} images but the run's "
             f"are {tuple(datamodule.image_shape)}; give a classifier of {data} at the run's shape (a file "
-            f"`python -m lightning_genae.metrics.classifier --data {data} --image-size {size} --channels "
+            f"`python -m lightning_genae.experiment.classifier --data {data} --image-size {size} --channels "
             f"{channels} --output DIR` writes), or drop --classifier-weights"
         )
     sha256 = file_sha256(path)
@@ -373,7 +373,7 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
         # option) is what keeps those runs comparable with each other. It is said, and the note travels
         # with every metric measured through this backbone.
         # Imported here: the classifier commands import this module and answer --help without Lightning.
-        from lightning_genae.console import warn
+        from lightning_genae.progress import warn
 
         other_images = ", trained on other training images than this run's"
         warn(

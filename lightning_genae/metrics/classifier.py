@@ -5,7 +5,7 @@ itself is the common, more sensitive yardstick (the MNIST-FID practice). This mo
 its deterministic training loop, and the checkpoint and manifest formats (which the sequence classifier
 shares). The command that trains one and records it (`classifier_command`) runs as
 
-    python -m lightning_genae.metrics.classifier --data mnist --data-dir DATA --seed 0 \
+    python -m lightning_genae.experiment.classifier --data mnist --data-dir DATA --seed 0 \
         --output lightning_genae/metrics/weights
 
 (DATA: the folder holding MNIST/raw.)
@@ -17,7 +17,6 @@ import copy
 import hashlib
 import json
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -162,7 +161,7 @@ def fit_best_on_validation(
     initialisation and dropout draw from the caller's (seeded) global generator. Shows its progress as
     `what` on stderr (every epoch when `verbose`)."""
     # Imported here: console imports Lightning, which the command's --help must not wait for.
-    from lightning_genae.console import PhaseProgress
+    from lightning_genae.progress import PhaseProgress
 
     progress = PhaseProgress(what, epochs, "epoch", interval=0.0 if verbose else 10.0)
     train_inputs, train_labels = train
@@ -359,10 +358,3 @@ def write_manifest_entry(
 def checkpoint_name(data: str) -> str:
     """File name of the shipped classifier for dataset `data`."""
     return f"classifier-{data}.pt"
-
-
-if __name__ == "__main__":
-    # The command serves sequence datasets too, so it lives in its own module.
-    from lightning_genae.metrics.classifier_command import main
-
-    sys.exit(main())

@@ -17,11 +17,11 @@ import torch
 from torch import Tensor
 
 from lightning_genae.cache import cache_root, save_torch_atomically, state_sha256
-from lightning_genae.console import evaluation_progress, say
 from lightning_genae.errors import describe_error
 from lightning_genae.metrics.backbones import FeatureBackbone
 from lightning_genae.metrics.feature_set import score_feature_sets
 from lightning_genae.metrics.names import metric_name, on_split
+from lightning_genae.progress import evaluation_progress, say
 
 if TYPE_CHECKING:
     from lightning_genae.datamodules import ImageDataModule

@@ -38,6 +38,8 @@ __all__ = [
 
 # Feature networks the generative metrics can be computed with (lightning_genae.metrics.backbones).
 BACKBONES = ("classifier", "inception")
+# No feature backbone: no image metrics (and no classifier trained for them).
+NO_BACKBONE = "none"
 SPLITS = ("train", "val", "test")
 
 

@@ -8,13 +8,12 @@ MNIST rows as 28 steps of 28 features, scaled to [-1, 1] like the images, from t
 same fixed train/val/test splits as `mnist`. The classifier command (`classifier_command`) trains it
 and reproduces the shipped checkpoint on the CPU:
 
-    OMP_NUM_THREADS=1 python -m lightning_genae.metrics.classifier --data smnist \
+    OMP_NUM_THREADS=1 python -m lightning_genae.experiment.classifier --data smnist \
         --data-dir DATA --seed 0 --epochs 5 --output lightning_genae/metrics/weights
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -226,10 +225,3 @@ def shipped_sequence_features(data: str) -> SequenceFeatures | None:
         raise BackboneUnavailable(str(exc)) from exc
     description = f"sequence classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
     return SequenceFeatures(model, description)
-
-
-if __name__ == "__main__":
-    # The classifier command, under the name the shipped sequence manifest records.
-    from lightning_genae.metrics.classifier_command import main
-
-    sys.exit(main(prog="python -m lightning_genae.metrics.sequence_classifier"))

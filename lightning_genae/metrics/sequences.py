@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.console import evaluation_progress
 from lightning_genae.metrics.feature_set import score_feature_sets
 from lightning_genae.metrics.names import metric_name, on_split
+from lightning_genae.progress import evaluation_progress
 
 __all__ = [
     "SequenceScore",

@@ -24,44 +24,27 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lightning_genae.cluster import global_rank
-from lightning_genae.config import CONFIG_KEY
-from lightning_genae.errors import ConfigError, describe_error
-from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused
+from lightning_genae.errors import ConfigError, RunFolderRefused, describe_error
+from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
+from lightning_genae.run_files import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    CONFIG_HEADER,
+    CONFIG_KEY,
+    GRID_FILE,
+    RUN_FILES,
+    RUN_FOLDERS,
+    SUMMARY_FILE,
+    WANDB_RUN_ID,
+    files_named_as_a_runs,
+    started_run_files,
+)
 
-FAILED_FILE = "failed.json"
-CONFIG_FILE = "config.yaml"
-# The first line of every run's config.yaml: what tells a run's file from a user's of the same name.
-CONFIG_HEADER = "# lightning-genae run"
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-# The cells an ablation grid planned, at its root (ablation/grid.py): a folder that holds one is a grid's.
-GRID_FILE = "grid.json"
-CHECKPOINT_DIR = "checkpoints"
-# The W&B run id a run chooses (loggers._stable_wandb_id) before it writes its config.yaml.
-WANDB_RUN_ID = "wandb/run_id"
 # Where `--overwrite` keeps the replaced run's files until the new run trains (SetAside): while they are
 # moved, once all are, and once the new run trained (being removed).
 SETTING_ASIDE_DIR = ".genae-replacing"
 REPLACED_DIR = ".genae-replaced"
 REMOVED_DIR = ".genae-replaced-removed"
-# The files a run (and a grid, for its cells) writes at the top of its folder.
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "normaliser.json", "eval.json", FAILED_FILE)
-# The folders a run writes into, each with the names of what it writes there: `--overwrite` removes those
-# and nothing else, so a file a user put beside them (images/holiday.jpg, checkpoints/my_model.pt) stays.
-RUN_FOLDERS = {
-    # ModelCheckpoint's last/best, versioned (-v1) when a name is taken, and the temporary file a killed
-    # write of one leaves beside it (AtomicCheckpointIO: `.last.ckpt.<random>.tmp`).
-    CHECKPOINT_DIR: re.compile(r"(last|best)(-v\d+)?\.ckpt|\.(last|best)(-v\d+)?\.ckpt\.\w+\.tmp"),
-    # loggers.log_image_grid: `<key>_step0000123.png`.
-    "images": re.compile(r"[A-Za-z0-9_.-]+_step\d{7}\.png"),
-    # TensorBoardLogger(name="tensorboard", version=""): event files and the hyper-parameters.
-    "tensorboard": re.compile(r"events\.out\.tfevents\..+|hparams\.yaml"),
-    # wandb: the run id kept for resuming, wandb's own run folders (named after the W&B run's id), their
-    # link and its logs.
-    "wandb": re.compile(
-        r"run_id|latest-run|debug(-internal|-cli\..+)?\.log|(offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)"
-    ),
-}
 # What this package writes as a W&B run id, and W&B takes: letters, digits, '_' and '-'.
 WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -126,15 +109,6 @@ def check_run_subfolders(path: Path, names: Collection[str], flag: str = "--outp
             )
 
 
-def started_run_files(path: Path) -> list[str]:
-    """The files in `path` that show a run was started or finished there (empty: no run)."""
-    if not path.is_dir():
-        return []
-    found = [name for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE) if (path / name).is_file()]
-    found += sorted(f"{CHECKPOINT_DIR}/{ckpt.name}" for ckpt in (path / CHECKPOINT_DIR).glob("*.ckpt"))
-    return found
-
-
 def _refuse_grid_folder(path: Path) -> None:
     """Refuse an ablation grid's folder as a run's --output, even with --overwrite: the grid's files are not
     a run's to remove, and the run's would lie among its cells."""
@@ -197,29 +171,6 @@ def refuse_linked_run_folders(path: Path) -> None:
                 "folder and the new run would write over them through the link: remove the link, or empty "
                 "the folder it points to first"
             )
-
-
-def files_named_as_a_runs(path: Path) -> list[str]:
-    """The files in `path` of the names a run writes (config.yaml, eval.json, checkpoints/last.ckpt,
-    images/samples_step0000100.png...), whoever wrote them."""
-    # failed.json and wandb/run_id are left out: a grid records a cell that failed before training in
-    # failed.json, and a run names its W&B run (wandb/run_id) before it writes config.yaml, so a run killed
-    # in between leaves them without a run. W&B's own run folders there are someone's runs.
-    named = [
-        name
-        for name in RUN_FILES
-        if name != FAILED_FILE and ((path / name).is_file() or (path / name).is_symlink())
-    ]
-    for folder, written in RUN_FOLDERS.items():
-        inside = path / folder
-        if inside.is_dir() and not inside.is_symlink():
-            matching = (
-                entry.name
-                for entry in inside.iterdir()
-                if written.fullmatch(entry.name) and f"{folder}/{entry.name}" != WANDB_RUN_ID
-            )
-            named += sorted(f"{folder}/{name}" for name in matching)
-    return named
 
 
 def refuse_run_names_without_a_run(path: Path) -> None:
@@ -658,7 +609,7 @@ class ClaimedRunFolder:
         set_aside, self.set_aside = self.set_aside, None
         failed = set_aside.remove()
         # Imported here: console imports Lightning, and the command line checks --output without it.
-        from lightning_genae.console import say, warn
+        from lightning_genae.progress import say, warn
 
         if failed is not None:
             warn(failed)

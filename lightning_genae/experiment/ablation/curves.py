@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from lightning_genae.ablation.grid import train_size_label
-from lightning_genae.ablation.runs import CellRun, as_int, train_size_key
 from lightning_genae.cache import write_file_atomically
+from lightning_genae.experiment.ablation.grid import train_size_label
+from lightning_genae.experiment.ablation.runs import CellRun, as_int, train_size_key
 from lightning_genae.metrics.names import MetricName, on_split
-from lightning_genae.run_folder import METRICS_FILE
+from lightning_genae.run_files import METRICS_FILE
 
 
 def _validation_curve(run: CellRun, metric: str) -> dict[int, float]:

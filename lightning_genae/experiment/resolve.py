@@ -24,10 +24,17 @@ from lightning_genae.augmentation import (
     augmentation_fits,
     augmentation_options,
     parse_augment,
-    resolve_augment_plan,
 )
 from lightning_genae.cache import cache_root, is_torch_file
-from lightning_genae.config import (
+from lightning_genae.datamodules import (
+    DATASETS,
+    build_datamodule,
+    dataset_options,
+    parse_dataset_options,
+)
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
+from lightning_genae.experiment.augment_plan import resolve_augment_plan
+from lightning_genae.experiment.config import (
     LOGGER_CHOICES,
     NO_BACKBONE,
     RunConfig,
@@ -36,20 +43,13 @@ from lightning_genae.config import (
     flag,
     parse_devices,
 )
-from lightning_genae.datamodules import (
-    DATASETS,
-    build_datamodule,
-    dataset_options,
-    parse_dataset_options,
-)
-from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 from lightning_genae.plugin_options import AUTO, PluginOptions, did_you_mean
 
 if TYPE_CHECKING:
     # Only named in annotations: resolving a configuration imports neither Lightning nor a family's module.
-    from lightning_genae.augmentation.attach import Attached
     from lightning_genae.datamodules import InMemoryDataModule
+    from lightning_genae.experiment.attach import Attached
     from lightning_genae.models import DiscriminatorAugmentation, GenerativeModule
     from lightning_genae.models.base import StrengthController
 
@@ -120,10 +120,10 @@ class ResolvedRun:
             raise memory_refusal(error, f"--model {self.config.model}", self.options.to_dict()) from None
 
     def attach_augmentation(self, datamodule: InMemoryDataModule, **arguments: Any) -> Attached:
-        """`augmentation.attach.attach_augmentation` of this run's plan; an augmenter or pool too large for
+        """`attach.attach_augmentation` of this run's plan; an augmenter or pool too large for
         memory is one line naming its options."""
         # Imported here: it imports Lightning, which `--help` and a configuration error never need.
-        from lightning_genae.augmentation.attach import attach_augmentation
+        from lightning_genae.experiment.attach import attach_augmentation
 
         try:
             return attach_augmentation(self.augment, datamodule, **arguments)
@@ -263,7 +263,7 @@ def without_a_likelihood_of_grey_pixels(stored: dict[str, Any], typed: Mapping[s
         return stored
     if DATASETS[data].binary_pixels:
         return stored
-    from lightning_genae.console import say
+    from lightning_genae.progress import say
 
     say(
         f"note: the run recorded --nll-samples {stored['nll_samples']} on {data}, whose pixels have grey "
@@ -344,7 +344,7 @@ def _check_classifier_weights(config: RunConfig) -> None:
     _check_torch_file(
         "--classifier-weights",
         path,
-        "pass a classifier checkpoint (`python -m lightning_genae.metrics.classifier` writes one)",
+        "pass a classifier checkpoint (`python -m lightning_genae.experiment.classifier` writes one)",
     )
 
 
@@ -600,7 +600,7 @@ def check_shape_options(resolved: ResolvedRun) -> None:
     """
     if all(value is None for value in resolved.data_options.to_dict().values()):
         return
-    from lightning_genae.console import quiet_lightning
+    from lightning_genae.experiment.console import quiet_lightning
 
     quiet_lightning()
     resolved.build_datamodule()

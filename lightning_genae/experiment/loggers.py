@@ -10,7 +10,6 @@ import io
 import json
 import netrc
 import os
-import re
 import secrets
 import shlex
 import threading
@@ -21,19 +20,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
-from torchvision.utils import make_grid, save_image
 
 from lightning_genae.cache import write_atomically, write_file_atomically
 from lightning_genae.cluster import current_job, global_rank
-from lightning_genae.console import say, warn
 from lightning_genae.errors import RunFolderGone, describe_error
+from lightning_genae.experiment.run_folder import WANDB_ID
 from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.metrics.names import current_names
-from lightning_genae.run_folder import METRICS_FILE, WANDB_ID, WANDB_RUN_ID
+from lightning_genae.progress import say, warn
+from lightning_genae.run_files import METRICS_FILE, WANDB_RUN_ID
 
 WANDB_HOST = "api.wandb.ai"
 
@@ -446,71 +444,3 @@ def _stable_wandb_id(run_dir: Path) -> str:
     if global_rank() == 0:
         write_file_atomically(id_file, run_id)
     return run_id
-
-
-def _safe_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
-
-
-# Run folders that a training in this process writes to and that must not be made again once gone, each
-# with how to continue the run once it is back (trainer.RunFolderPresence adds its folder as each stage
-# starts and takes it out as the stage ends).
-WATCHED_RUN_FOLDERS: dict[Path, str] = {}
-
-
-def images_folder(trainer: pl.Trainer) -> Path:
-    """`<run>/images/`, made if need be; RunFolderGone when the run folder is a watched one and gone (a
-    picture must not make it again, without its config.yaml, for the run to go on in)."""
-    run_dir = Path(trainer.default_root_dir)
-    if not run_dir.is_dir() and run_dir.resolve() in WATCHED_RUN_FOLDERS:
-        raise RunFolderGone.at(run_dir, WATCHED_RUN_FOLDERS[run_dir.resolve()])
-    (run_dir / "images").mkdir(parents=True, exist_ok=True)
-    return run_dir / "images"
-
-
-@rank_zero_only
-def log_image_grid(
-    trainer: pl.Trainer, key: str, images: torch.Tensor, step: int, nrow: int = 8
-) -> Path | None:
-    """Write images in [-1, 1] as one PNG grid to `<run>/images/` and to every image-capable logger.
-
-    Returns the PNG path. Works whatever loggers are active; CSV gets the PNG file alone.
-    """
-    image_dir = images_folder(trainer)
-    grid = make_grid(
-        images.detach().float().cpu().clamp(-1, 1), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2
-    )
-    path = image_dir / f"{_safe_name(key)}_step{step:07d}.png"
-    save_image(grid, path)
-    _log_picture(trainer, key, grid, step)
-    return path
-
-
-def _log_picture(trainer: pl.Trainer, key: str, picture: torch.Tensor, step: int) -> None:
-    """A [C, H, W] picture in [0, 1] to every image-capable logger (CSV keeps the PNG file alone)."""
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            # wandb.Image reads float pixels as 0-255, so a [0, 1] picture would be black: 8-bit [H, W, C],
-            # at the picture's own iteration (without a step W&B files it at the last scalar row's).
-            pixels = (picture.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-            image = pixels[0] if pixels.shape[0] == 1 else pixels.permute(1, 2, 0)
-            logger.log_image(key=key, images=[image.numpy()], step=step, caption=[f"step {step}"])
-        elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, picture, global_step=step)
-
-
-@rank_zero_only
-def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | None:
-    """Write a matplotlib `Figure` as a PNG to `<run>/images/` and to every image-capable logger.
-
-    The PNG is what every logger gets, so W&B, TensorBoard and the run folder show the same picture.
-    """
-    import numpy as np
-    from PIL import Image
-
-    path = images_folder(trainer) / f"{_safe_name(key)}_step{step:07d}.png"
-    figure.savefig(path, dpi=100)
-    with Image.open(path) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    _log_picture(trainer, key, torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), step)
-    return path

@@ -1,6 +1,6 @@
 """Ablation grids over augmentations, train sizes and seeds: `grid` runs the cells, `report` tables them."""
 
-from lightning_genae.ablation.grid import (
+from lightning_genae.experiment.ablation.grid import (
     CellOutcome,
     CellStart,
     GridCell,
@@ -12,7 +12,7 @@ from lightning_genae.ablation.grid import (
     record_grid_cells,
     run_grid,
 )
-from lightning_genae.ablation.report import describe_progress, summarize
+from lightning_genae.experiment.ablation.report import describe_progress, summarize
 
 __all__ = [
     "CellOutcome",

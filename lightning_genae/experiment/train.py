@@ -17,54 +17,51 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from lightning_genae.api import evaluation_records, metric_callbacks, skipped_metrics_record
 from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.callbacks.applicability import applicable
+from lightning_genae.callbacks.checkpoints import PeriodicLastCheckpoint, only_former_keys_unread
 from lightning_genae.callbacks.grouping import grouped
 from lightning_genae.callbacks.random_state import SeededEvaluation
-from lightning_genae.checkpoint import RunCheckpoint, in_a_run_folder, written_by
+from lightning_genae.callbacks.stopping import StopOnSignal
+from lightning_genae.checkpoint import RunCheckpoint, in_a_run_folder
 from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, current_job, run_stamp, start_gate
-from lightning_genae.config import RunConfig, flag
-from lightning_genae.console import describe_model, describe_training, say
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.datamodules.base import SPLITS
-from lightning_genae.errors import ConfigError, GenaeError
-from lightning_genae.evaluate import evaluate_selected_checkpoint, final_evaluation
-from lightning_genae.loggers import build_loggers, finish_loggers, logged_values
-from lightning_genae.metrics.names import test_headline
-from lightning_genae.models import GenerativeModule, changeable_on_resume
-from lightning_genae.models.base import OBJECTIVE_FORM_KEY, SOURCE_KEY
-from lightning_genae.program import command_prefix
-from lightning_genae.resolve import ResolvedRun, refuse_a_run_folder_among_the_data
-from lightning_genae.run_folder import (
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    CONFIG_HEADER,
-    METRICS_FILE,
+from lightning_genae.errors import ConfigError, GenaeError, RunFolderRefused
+from lightning_genae.experiment.config import RunConfig, flag
+from lightning_genae.experiment.console import describe_model, describe_training
+from lightning_genae.experiment.evaluate import evaluate_selected_checkpoint, final_evaluation
+from lightning_genae.experiment.loggers import build_loggers, finish_loggers, logged_values
+from lightning_genae.experiment.program import command_prefix
+from lightning_genae.experiment.resolve import ResolvedRun, refuse_a_run_folder_among_the_data
+from lightning_genae.experiment.resume import written_by
+from lightning_genae.experiment.run_folder import (
     ClaimedRunFolder,
     check_run_subfolders,
     read_summary,
     started_by_an_earlier_attempt_of_this_job,
 )
-from lightning_genae.run_lock import RunFolderRefused
-from lightning_genae.run_report import (
+from lightning_genae.experiment.run_report import (
     collapse_warning,
     environment_info,
     format_final_line,
     format_metrics_table,
     scalar_metrics,
 )
-from lightning_genae.source import other_source_note
-from lightning_genae.stopping import StopOnSignal, stop_during_final_evaluation, stop_outside_training
-from lightning_genae.trainer import (
-    PeriodicLastCheckpoint,
+from lightning_genae.experiment.stopping import stop_during_final_evaluation, stop_outside_training
+from lightning_genae.experiment.trainer import (
     build_callbacks,
     build_trainer,
-    evaluation_records,
-    metric_callbacks,
-    only_former_keys_unread,
+    callback_settings,
     prepare_data_early,
-    skipped_metrics_record,
 )
+from lightning_genae.metrics.names import test_headline
+from lightning_genae.models import GenerativeModule, changeable_on_resume
+from lightning_genae.models.base import OBJECTIVE_FORM_KEY, SOURCE_KEY
+from lightning_genae.progress import say
+from lightning_genae.run_files import CHECKPOINT_DIR, CONFIG_FILE, CONFIG_HEADER, METRICS_FILE
+from lightning_genae.source import other_source_note
 
 if TYPE_CHECKING:
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -259,7 +256,7 @@ def refuse_another_augmenter(resume: RunCheckpoint, record: dict[str, Any]) -> N
         )
     now, before = augmenter.get("weights_sha256"), resume.contents.get(AUGMENTER_WEIGHTS_KEY)
     if isinstance(now, str) and isinstance(before, str) and now != before:
-        from lightning_genae.console import warn
+        from lightning_genae.progress import warn
 
         warn(
             f"note: the augmenter {augmenter.get('path')} ({augmenter.get('source')}) is not the one the run "
@@ -606,7 +603,7 @@ def _train(
             **({"sampling": sampling} if sampling is not None else {}),
             **({"selected_checkpoint": selected} if selected is not None else {}),
             "evaluation": evaluation,
-            **skipped_metrics_record(config, model),
+            **skipped_metrics_record(config.backbone, model),
             "augmentation": attached.final_record(),
             "data_summary": datamodule.summary(),
             # What the run trained and was scored on, by content: an ablation table compares its rows by it.
@@ -646,7 +643,9 @@ def _add_metric_callbacks(
 ) -> tuple[GenerativeMetrics | None, SequenceMetrics | None, ModelCheckpoint | None]:
     """The metric callbacks and the best-checkpoint keeper the model and data allow, added to the trainer;
     then every callback that cannot act for them is left out."""
-    metrics_callback, series_callback, chosen = metric_callbacks(config, model, datamodule, run_dir)
+    metrics_callback, series_callback, chosen = metric_callbacks(
+        model, datamodule, run_dir, callback_settings(config)
+    )
     callbacks = [*trainer.callbacks, *(c for c in (metrics_callback, series_callback) if c is not None)]
     if chosen is not None:
         # best.ckpt before last.ckpt at an iteration that validates and checkpoints: killed between the two

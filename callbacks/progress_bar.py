@@ -1,90 +1,18 @@
-"""What a run prints: the project's own lines, one progress bar in training iterations, no Lightning chatter.
-
-The project's unit is the training iteration (one D and one G update for a GAN), so everything the
-terminal shows counts iterations; Lightning's epochs, optimizer steps, device banners and tips are
-switched off where they are produced, or filtered below with the reason they are not actionable here.
-
-Over 400 lines for one job: what the terminal shows (Lightning's output silenced, the run's
-header, the iteration bar and the progress of long phases).
-"""
+"""The training progress bar, counted in training iterations (one D and one G update for a GAN)."""
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
 import time
-import warnings
 from typing import Any
 
-# Importing Lightning here also runs its package set-up, which would reset the log levels set below.
 import pytorch_lightning as pl
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import TQDMProgressBar
-from torch import nn
-from tqdm import tqdm
 
 from lightning_genae.lightning_internals import Tqdm
-
-# The start of torch's deprecation message for `LeafSpec`, which Lightning's `_pytree` helpers construct.
-PYTREE_DEPRECATION_PREFIX = "`isinstance(treespec"
-PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
-
-
-@rank_zero_only
-def say(message: str) -> None:
-    """Print one of the project's own lines: stdout, rank 0 only, flushed at once (a log file follows it)."""
-    # tqdm.write lifts an active progress bar out of the way and redraws it below the message.
-    tqdm.write(message, file=sys.stdout)
-    sys.stdout.flush()
-
-
-@rank_zero_only
-def warn(message: str) -> None:
-    """Print a warning of the project's own: stderr, rank 0 only, flushed at once."""
-    tqdm.write(message, file=sys.stderr)
-    sys.stderr.flush()
-
-
-def quiet_lightning() -> None:
-    """Silence Lightning's informational lines and its warnings a user of this project cannot act on.
-
-    Idempotent: `warnings.filterwarnings` replaces an identical filter rather than adding a second one.
-    """
-    # Lightning's INFO lines (device banners, "💡 Tip", "`Trainer.fit` stopped: `max_steps=...`",
-    # "Restoring states from ...") speak in its units or advertise; the project says what matters itself.
-    # Its WARNING-level records (problems) still reach stderr through Lightning's own handler.
-    for name in ("pytorch_lightning", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-    # Lightning's use of a torch API deprecated in newer torch (`torch.utils._pytree.LeafSpec`): a Lightning
-    # release fixes it, not the user. Matched by message alone, as `lightning.pytorch` emits it too.
-    warnings.filterwarnings("ignore", PYTREE_DEPRECATION + ".*", FutureWarning)
-    # Spawned processes (ddp_spawn ranks, spawn-started loader workers) are fresh interpreters that never
-    # run this function; they read PYTHONWARNINGS, whose message field is a literal prefix without commas.
-    entry = f"ignore:{PYTREE_DEPRECATION_PREFIX}:FutureWarning"
-    inherited = os.environ.get("PYTHONWARNINGS", "")
-    if entry not in inherited.split(","):
-        os.environ["PYTHONWARNINGS"] = f"{inherited},{entry}" if inherited else entry
-    # Lightning hints at srun on every machine where SLURM is installed; the project's sbatch templates
-    # launch with srun, and outside a job (a login node, a workstation) the hint is wrong.
-    warnings.filterwarnings("ignore", ".*The `srun` command is available on your system but is not used.*")
-    # Lightning falls back from 16-mixed to bf16-mixed on the CPU with a warning; the model line names the
-    # precision in use, so the warning would only repeat it on stderr.
-    warnings.filterwarnings("ignore", ".*AMP with fp16 is not supported on CPU.*")
-    # Data lives in memory and is batched by indexing, so worker processes would only add overhead.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    # A run folder is reused on purpose by --resume, and by --output pointing at an earlier run.
-    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-    # Models without a validation objective (the GAN) are still validated by the metric callbacks.
-    warnings.filterwarnings("ignore", ".*val_dataloader` but have no `validation_step.*")
-    # Lightning logs every N batches counted across epochs, so a small dataset (fewer batches per epoch
-    # than N) still logs every N iterations; lowering the interval would change nothing the user wants.
-    warnings.filterwarnings("ignore", ".*is smaller than the logging interval Trainer\\(log_every_n_steps.*")
-    # Lightning warns because it cannot restore its own loader's place in a mid-epoch resume; the training
-    # loaders here keep theirs in the DataModule's checkpointed state (EpochPosition) and resume from it.
-    warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")
+from lightning_genae.progress import PhaseProgress, evaluation_progress, format_duration, say
 
 
 def stdout_is_terminal() -> bool:
@@ -108,125 +36,6 @@ def planned_iterations(trainer: pl.Trainer, steps_per_iteration: int) -> int | N
         # One batch is one iteration for every family, a GAN's included.
         limits.append(trainer.max_epochs * int(batches))
     return min(limits) if limits else None
-
-
-def format_duration(seconds: float) -> str:
-    """12.3 s, 2 min 10 s, 3 h 05 min."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-# An evaluation pass (features of generated or real images, post-hoc fits, a test loop) shorter than this
-# says nothing; a longer one shows its progress.
-EVALUATION_QUIET_SECONDS = 10.0
-
-
-def evaluation_progress(what: str, total: int, unit: str, interval: float = 10.0) -> PhaseProgress:
-    """The progress of an evaluation pass: silent for its first EVALUATION_QUIET_SECONDS (read now)."""
-    return PhaseProgress(what, total, unit, interval=interval, quiet_for=EVALUATION_QUIET_SECONDS)
-
-
-class PhaseProgress:
-    """Progress of a long phase outside the training loop (a feature classifier's epochs, say): what it
-    waits for, done/total, the time spent and an estimate of the time left, on stderr.
-
-    A line at the first unit (the rate shows early), then at most one every `interval` seconds, and at
-    the end, so a log file stays short whatever the phase's length. With `quiet_for`, a phase says nothing
-    until it has run that many seconds: an evaluation pass that usually takes a moment stays silent, and
-    one that turns out long (many samples, a slow backbone, a CPU) shows where it is.
-    """
-
-    def __init__(
-        self,
-        what: str,
-        total: int,
-        unit: str,
-        *,
-        interval: float = 10.0,
-        quiet_for: float = 0.0,
-        clock: Any = time.monotonic,
-    ) -> None:
-        self.what, self.total, self.unit, self.interval = what, total, unit, interval
-        self.quiet_for = quiet_for
-        self.clock = clock
-        self.done = 0
-        self.started = clock()
-        self.last_line: float | None = None
-
-    def advance(self, n: int = 1, detail: str = "") -> None:
-        """`n` more units done; `detail` (e.g. "val acc 98.1%") ends the line when one is written."""
-        self.done = min(self.total, self.done + n)
-        now = self.clock()
-        if self.last_line is None and now - self.started < self.quiet_for:
-            return
-        due = self.last_line is None or now - self.last_line >= self.interval or self.done == self.total
-        if not due:
-            return
-        self.last_line = now
-        elapsed = now - self.started
-        line = f"{self.what}: {self.unit} {self.done}/{self.total}, {format_duration(elapsed)} elapsed"
-        if self.done < self.total:
-            line += f", about {format_duration(elapsed / self.done * (self.total - self.done))} left"
-        if detail:
-            line += f", {detail}"
-        print(line, file=sys.stderr, flush=True)
-
-
-def format_count(n: int) -> str:
-    """Parameter counts as Lightning's summary writes them: 950, 1.2 K, 336 K, 4.1 M."""
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= size:
-            value = n / size
-            return f"{value:.1f} {suffix}" if value < 10 else f"{value:.0f} {suffix}"
-    return str(n)
-
-
-def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
-    """One line instead of Lightning's summary table: parameters per network, device, precision."""
-
-    def trainable(module: nn.Module) -> int:
-        return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-    networks = [(child, trainable(module)) for child, module in model.named_children()]
-    detail = ", ".join(f"{child} {format_count(count)}" for child, count in networks if count)
-
-    # Parts that are not trained here (the ae-d augmenter inside the discriminator's augmentation, the
-    # generator's EMA copy) are named, so "frozen" is never read as a network that does not learn.
-    def frozen(module: nn.Module) -> int:
-        return sum(p.numel() for p in module.parameters() if not p.requires_grad)
-
-    parts = [(child, frozen(module)) for child, module in model.named_children()]
-    named = ", ".join(f"{child} {format_count(count)}" for child, count in parts if count)
-    rest = sum(p.numel() for p in model.parameters(recurse=False) if not p.requires_grad)
-    if rest:
-        named += (", " if named else "") + f"other {format_count(rest)}"
-    if named:
-        detail += f"; not trained by the optimizers: {named}"
-    devices = trainer.num_devices * trainer.num_nodes
-    device = trainer.strategy.root_device.type
-    where = f"{devices} x {device}" if devices > 1 else device
-    return (
-        f"model: {name}, {format_count(trainable(model))} parameters"
-        + (f" ({detail})" if detail else "")
-        + f", {where}, {trainer.precision}"
-    )
-
-
-def describe_training(first: int, last: int, seconds: float) -> str:
-    """The end-of-training line in iterations, e.g. "trained 2000 iterations in 2 min 10 s".
-
-    No rate: the time includes the validations, so it would disagree with the bar's training rate.
-    """
-    done = last - first
-    span = f"{done} iteration{'s' if done != 1 else ''}"
-    if first:
-        span += f" ({first} -> {last})"
-    return f"trained {span} in {format_duration(seconds)}"
 
 
 class IterationProgressBar(TQDMProgressBar):

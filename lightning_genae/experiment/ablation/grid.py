@@ -30,26 +30,22 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from lightning_genae.augmentation import given_options
 from lightning_genae.cache import file_sha256, write_file_atomically
 from lightning_genae.cluster import interrupted_by, take_noted_signal
-from lightning_genae.config import WHOLE_SPLIT, RunConfig, absolute_path, flag, resume_conflicts
-from lightning_genae.errors import ConfigError, agree, describe_error
-from lightning_genae.metrics.names import SPLITS
-from lightning_genae.models import unread_by_run
-from lightning_genae.resolve import ResolvedRun, resolve
-from lightning_genae.run_folder import (
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    FAILED_FILE,
-    GRID_FILE,
+from lightning_genae.errors import ConfigError, RunFolderRefused, agree, describe_error
+from lightning_genae.experiment.augment_plan import given_options
+from lightning_genae.experiment.config import WHOLE_SPLIT, RunConfig, absolute_path, flag, resume_conflicts
+from lightning_genae.experiment.resolve import ResolvedRun, resolve
+from lightning_genae.experiment.run_folder import (
     put_back_a_stopped_overwrite,
     read_summary,
     refuse_another_run,
     refuse_files_no_run_wrote,
-    started_run_files,
 )
-from lightning_genae.run_lock import LOCK_FILE, RunFolderLock, RunFolderRefused, live_lock_owner
+from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock, live_lock_owner
+from lightning_genae.metrics.names import SPLITS
+from lightning_genae.models import unread_by_run
+from lightning_genae.run_files import CHECKPOINT_DIR, CONFIG_FILE, FAILED_FILE, GRID_FILE, started_run_files
 
 __all__ = [
     "TUNING_DIR",
@@ -246,7 +242,7 @@ def _as_the_root_spells_them(root: Path, augments: Sequence[str]) -> list[str]:
     for augment in augments:
         existing = spelled.get(_combination(augment), augment)
         if existing != augment:
-            from lightning_genae.console import say
+            from lightning_genae.progress import say
 
             say(f"--augment {augment}: the grid in {root} spells it {existing}; continuing its cells")
         as_spelled.append(existing)
@@ -577,7 +573,7 @@ def _how_to_start(
     if owner is not None:
         return None, f"in use by another run ({owner}), left to it (if that run is gone: rm {lock})", None
     if overwrite:
-        from lightning_genae.checkpoint import earlier_attempt_wrote
+        from lightning_genae.experiment.resume import earlier_attempt_wrote
 
         # A restarted job's grid continues the cells its earlier attempt already replaced, and replaces no
         # cell it cannot tell from them.
@@ -662,7 +658,7 @@ def run_grid(
     # their old runs beside the new ones.
     pending = overwrite_pending(root)
     if overwrite and grid_index is None:
-        from lightning_genae.checkpoint import earlier_attempt_wrote
+        from lightning_genae.experiment.resume import earlier_attempt_wrote
 
         # A requeued job's earlier attempt already replaced the cells it wrote: they are continued, not
         # replaced again, and are no longer the old runs.
@@ -776,7 +772,7 @@ class TimeLeft:
 
     def trained(self, label: str, seconds: float) -> None:
         # Imported here: console imports Lightning, which `run.py --help` must not.
-        from lightning_genae.console import format_duration
+        from lightning_genae.progress import format_duration
 
         self.spent += seconds
         self.count += 1

@@ -19,18 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.errors import RunFolderRefused, describe_error
 
 __all__ = ["LOCK_FILE", "UNREADABLE_LOCK_GRACE_S", "RunFolderLock", "RunFolderRefused", "live_lock_owner"]
 
 LOCK_FILE = ".genae.lock"
-
-
-class RunFolderRefused(ConfigError):
-    """The folder is not this invocation's to write: it holds another run, or another run holds its lock.
-
-    A grid reports it for a cell without recording the cell as failed: nothing of the cell went wrong.
-    """
 
 
 def _process_identity() -> dict[str, Any]:
@@ -200,7 +193,7 @@ class RunFolderLock:
             return
         aside.unlink(missing_ok=True)
         # Imported here: console imports Lightning, and the command line checks --output without it.
-        from lightning_genae.console import say
+        from lightning_genae.progress import say
 
         say(f"run folder {run_dir}: took over the lock of {stale} ({_describe_owner(record)})")
 
@@ -225,7 +218,7 @@ class RunFolderLock:
             aside.unlink(missing_ok=True)
             return
         aside.unlink(missing_ok=True)
-        from lightning_genae.console import say
+        from lightning_genae.progress import say
 
         say(
             f"run folder {path.parent}: took over the lock {path}, which could not be read (left by a run "

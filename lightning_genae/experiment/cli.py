@@ -16,29 +16,27 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_genae.ablation.tuning import (
+from lightning_genae.cluster import RunInterrupted, current_job, global_rank
+from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions, agree, describe_error
+from lightning_genae.experiment.ablation.tuning import (
     check_tuning_request,
     split_candidates,
 )
-from lightning_genae.arguments import TRAIN_SIZES, build_parser, parse_train_sizes, split_list
-from lightning_genae.cluster import RunInterrupted, current_job, global_rank
-from lightning_genae.config import (
+from lightning_genae.experiment.arguments import TRAIN_SIZES, build_parser, parse_train_sizes, split_list
+from lightning_genae.experiment.config import (
     CHANGEABLE_ON_RESUME,
-    PER_INVOCATION,
     RunConfig,
     check_path_values,
     merge,
     print_configuration,
     resume_conflicts,
 )
-from lightning_genae.config_file import load_config_file
-from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions, agree, describe_error
-from lightning_genae.grid_command import run_grid_command
-from lightning_genae.pipes import ReaderWatch, reader_may_leave
-from lightning_genae.plugin_options import command_line_spelling, flag, shown_value
-from lightning_genae.plugins import load_plugins
-from lightning_genae.program import continued_as_a_grid
-from lightning_genae.resolve import (
+from lightning_genae.experiment.config_file import load_config_file
+from lightning_genae.experiment.grid_command import run_grid_command
+from lightning_genae.experiment.pipes import ReaderWatch, reader_may_leave
+from lightning_genae.experiment.plugin_checks import check_registered_options
+from lightning_genae.experiment.program import continued_as_a_grid
+from lightning_genae.experiment.resolve import (
     ResolvedRun,
     check_shape_options,
     named_options,
@@ -47,7 +45,14 @@ from lightning_genae.resolve import (
     resolve,
     without_a_likelihood_of_grey_pixels,
 )
-from lightning_genae.run_folder import check_output_folder, put_back_a_stopped_overwrite, set_aside_run_in
+from lightning_genae.experiment.run_folder import (
+    check_output_folder,
+    put_back_a_stopped_overwrite,
+    set_aside_run_in,
+)
+from lightning_genae.plugin_options import command_line_spelling, flag, shown_value
+from lightning_genae.plugins import load_plugins
+from lightning_genae.run_files import PER_INVOCATION
 
 if TYPE_CHECKING:
     from lightning_genae.checkpoint import RunCheckpoint
@@ -93,6 +98,7 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
     try:
         # Before the parser: a plug-in's names are choices of --model, --data and --augment.
         load_plugins()
+        check_registered_options()
     except ConfigError as error:
         print(f"error: {_error_line(error, training=False)}", file=sys.stderr)
         return error.exit_code
@@ -173,7 +179,7 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
             print_configuration(resolved.config.with_absolute_paths().experiment().to_yaml())
             return 0
         _quiet_lightning()
-        from lightning_genae.train import run
+        from lightning_genae.experiment.train import run
 
         training = True
         run(resolved, resume=resume, explicit_resume=args.get("resume") is not None)
@@ -237,8 +243,8 @@ def _evaluate(
     `not_evaluating`: options given that belong to other modes (a grid's, --print-config), refused rather
     than left unread."""
     _quiet_lightning()
-    from lightning_genae.evaluate import evaluate_checkpoint, evaluate_folder
-    from lightning_genae.stopping import stop_at_once_on_signal
+    from lightning_genae.experiment.evaluate import evaluate_checkpoint, evaluate_folder
+    from lightning_genae.experiment.stopping import stop_at_once_on_signal
 
     if checkpoint is not None and folder is not None:
         raise ConfigError("--evaluate and --evaluate-folder are separate modes; give one of them")
@@ -267,7 +273,7 @@ def _evaluate(
 def _summarize(root: Path, typed: list[str]) -> int:
     """`--summarize ROOT`: rebuild a grid's summary files from the runs it holds. It reads no other option,
     so one typed beside it (`typed`) is refused rather than silently ignored."""
-    from lightning_genae.ablation import describe_progress, summarize
+    from lightning_genae.experiment.ablation import describe_progress, summarize
 
     if typed:
         flags = ", ".join(flag(name) for name in typed)
@@ -336,13 +342,13 @@ def _resolve_single_run(
     resume = None
     if args.get("resume") is not None:
         _quiet_lightning()
-        from lightning_genae.checkpoint import RunCheckpoint
+        from lightning_genae.experiment.resume import to_resume
 
         _refuse_a_grids_folder_as_a_run(args["resume"], args.get("output"))
         if may_write:
             # The run an --overwrite killed before it trained had set aside is the one to continue.
             _put_back_the_run_of(args["resume"], args.get("output"))
-        resume = RunCheckpoint.to_resume(args["resume"], args.get("output"))
+        resume = to_resume(args["resume"], args.get("output"))
     elif "resume" not in args:
 
         def as_a_fresh_run() -> RunConfig:
@@ -413,7 +419,7 @@ def _without_options_of_what_the_command_line_replaced(
     # Named where the file gave a value: a null there is its default already.
     named = sorted(name for name in dropped if file_values[name] is not None)
     if named and say:
-        from lightning_genae.console import warn
+        from lightning_genae.progress import warn
 
         # On stderr: stdout may be a --print-config being saved as a file.
         warn(
@@ -425,8 +431,8 @@ def _without_options_of_what_the_command_line_replaced(
 
 def _refuse_a_grids_folder_as_a_run(resume: str, output: str | None) -> None:
     """`--resume last --output ROOT` where ROOT is a grid's folder: name its runs, not a missing last.ckpt."""
-    from lightning_genae.ablation.grid import GRID_FILE
-    from lightning_genae.checkpoint import last_checkpoint
+    from lightning_genae.experiment.ablation.grid import GRID_FILE
+    from lightning_genae.run_files import last_checkpoint
 
     if resume != "last" or output is None or not (Path(output) / GRID_FILE).is_file():
         return
@@ -451,7 +457,7 @@ def _error_line(error: GenaeError, training: bool) -> str:
 def _quiet_lightning() -> None:
     """Import Lightning (through the console) and silence its noise: called by each mode that trains,
     evaluates or reads a checkpoint, after which Lightning's import has set its loggers' levels."""
-    from lightning_genae.console import quiet_lightning
+    from lightning_genae.experiment.console import quiet_lightning
 
     quiet_lightning()
 
@@ -478,14 +484,16 @@ def _checkpoint_of_restarted_job(
     if job is None:
         return None
     _quiet_lightning()
-    from lightning_genae.checkpoint import CLUSTER_JOB_KEY, RunCheckpoint, last_checkpoint, written_by
+    from lightning_genae.checkpoint import RunCheckpoint
+    from lightning_genae.experiment.resume import written_by
+    from lightning_genae.run_files import CLUSTER_JOB_KEY, last_checkpoint
 
     if values.output:
         if job.restart_count == 0:
             return None
         folder = Path(values.output)
     else:
-        from lightning_genae.train import default_run_dir
+        from lightning_genae.experiment.train import default_run_dir
 
         if job.restart_count == 0 and not job.identified:
             # torchrun without --rdzv-id: the folder named after the job is every such job's.
@@ -500,13 +508,13 @@ def _checkpoint_of_restarted_job(
         return checkpoint if writer == "own" else None
     # A checkpoint that names no job, or a job id every torchrun without --rdzv-id shares.
     if values.output and values.overwrite:
-        from lightning_genae.ablation.grid import holds_a_run_of_other_options
+        from lightning_genae.experiment.ablation.grid import holds_a_run_of_other_options
 
         if holds_a_run_of_other_options(folder, as_a_fresh_run()):
             return None  # another run's options: the run the --overwrite replaces
     elif job.identified:
         return checkpoint  # it names no job (written outside one, or by an older version): continued
-    from lightning_genae.run_lock import RunFolderRefused
+    from lightning_genae.errors import RunFolderRefused
 
     if CLUSTER_JOB_KEY not in checkpoint.contents:
         why = "the checkpoint names no job: written outside one, or by an older version"

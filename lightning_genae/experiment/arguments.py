@@ -12,10 +12,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from lightning_genae import __version__
-from lightning_genae.ablation.tuning import candidate_separators, candidate_texts
 from lightning_genae.augmentation import augmentation_choices, augmentation_options
-from lightning_genae.config import CONFIG_FIELDS, CONFIG_TYPES, LOGGER_CHOICES, WHOLE_SPLIT, flag
 from lightning_genae.datamodules import DATASETS, dataset_options
+from lightning_genae.experiment.ablation.tuning import candidate_separators, candidate_texts
+from lightning_genae.experiment.config import CONFIG_FIELDS, CONFIG_TYPES, LOGGER_CHOICES, WHOLE_SPLIT, flag
+from lightning_genae.experiment.program import command_prefix, program_name
+from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import (
     OneLineErrorParser,
@@ -24,8 +26,6 @@ from lightning_genae.plugin_options import (
     type_name,
     typed_flag,
 )
-from lightning_genae.program import command_prefix, program_name
-from lightning_genae.resolve import DEFAULT_MAX_STEPS
 
 __all__ = ["OneLineErrorParser", "build_parser", "split_list"]
 

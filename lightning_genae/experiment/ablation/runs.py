@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_genae.ablation.grid import (
+from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.experiment.ablation.grid import (
     DEFINING_A_FINISHED_RUN,
     FAILED_FILE,
     augmenter_sha256,
@@ -25,12 +26,11 @@ from lightning_genae.ablation.grid import (
     summary_config,
     train_size_label,
 )
-from lightning_genae.config import CHANGEABLE_ON_RESUME, COMMAND_LINE_ONLY, flag
-from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, COMMAND_LINE_ONLY, flag
+from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.metrics.names import current_names, test_headline
 from lightning_genae.models import unread_by_run
-from lightning_genae.run_folder import SUMMARY_FILE, started_run_files
-from lightning_genae.run_lock import live_lock_owner
+from lightning_genae.run_files import SUMMARY_FILE, started_run_files
 
 
 @dataclass

@@ -1,16 +1,15 @@
 """The command that trains a dataset's feature classifier and records it: images and sequences alike.
 
-    python -m lightning_genae.metrics.classifier --data mnist --data-dir DATA --seed 0 \
+    python -m lightning_genae.experiment.classifier --data mnist --data-dir DATA --seed 0 \
         --output lightning_genae/metrics/weights
-    python -m lightning_genae.metrics.classifier --data smnist --data-dir DATA --seed 0 \
+    python -m lightning_genae.experiment.classifier --data smnist --data-dir DATA --seed 0 \
         --output lightning_genae/metrics/weights
 
 A sequence dataset (`sequence_classifier.SEQUENCE_DATASETS`) gets the GRU classifier, written as
 sequence-classifier-DATA.pt into sequence_classifiers.json; every other labelled dataset gets the CNN,
 written as classifier-DATA.pt into classifiers.json. Both manifests record the same fields: the file, its
 SHA-256, the test accuracy and split size, the feature and input shapes, the recipe (seed, epochs), the
-command that reproduces the file and what it ran on. `python -m lightning_genae.metrics.sequence_classifier`
-is the same command (the shipped sequence manifest records that form).
+command that reproduces the file and what it ran on.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from lightning_genae.plugin_options import (
     type_name,
 )
 
-PROG = "python -m lightning_genae.metrics.classifier"
+PROG = "python -m lightning_genae.experiment.classifier"
 
 
 @dataclass(frozen=True)

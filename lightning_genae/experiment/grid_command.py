@@ -16,10 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_genae.config import NO_BACKBONE, RunConfig, merge, print_configuration
 from lightning_genae.errors import ConfigError
-from lightning_genae.program import command_prefix
-from lightning_genae.resolve import (
+from lightning_genae.experiment.config import NO_BACKBONE, RunConfig, merge, print_configuration
+from lightning_genae.experiment.program import command_prefix
+from lightning_genae.experiment.resolve import (
     ResolvedRun,
     check_shape_options,
     refuse_a_run_folder_among_the_data,
@@ -28,9 +28,9 @@ from lightning_genae.resolve import (
 )
 
 if TYPE_CHECKING:
-    from lightning_genae.ablation import CellOutcome, CellStart, GridCell, GridPlan
-    from lightning_genae.ablation.tuning import ArmChoice, TuningPlan
     from lightning_genae.datamodules import InMemoryDataModule
+    from lightning_genae.experiment.ablation import CellOutcome, CellStart, GridCell, GridPlan
+    from lightning_genae.experiment.ablation.tuning import ArmChoice, TuningPlan
 
 __all__ = ["run_grid_command"]
 
@@ -52,8 +52,8 @@ def run_grid_command(
     Grid indices name the tuning cells first, then the final cells. `named`: the options the command line
     names, refused if the family leaves them unread (`FamilyOptions.refuse_unread`).
     """
-    from lightning_genae.ablation import plan_grid
-    from lightning_genae.ablation.tuning import plan_tuning
+    from lightning_genae.experiment.ablation import plan_grid
+    from lightning_genae.experiment.ablation.tuning import plan_tuning
 
     if seeds is not None and "seed" in named:
         # The cells take their seeds from --seeds alone; a --seed beside it would be silently unused. A
@@ -94,11 +94,11 @@ def run_grid_command(
     _refuse_cells_that_would_launch_processes(shared, grid_index)
     # Every cell reads the same data and its folder lies under the root: one check of the root stands for all.
     refuse_a_run_folder_among_the_data(next(iter(plan.runs.values())).config, plan.root)
-    from lightning_genae.ablation import check_grid_root
+    from lightning_genae.experiment.ablation import check_grid_root
 
     overwrite = bool(values.get("overwrite"))
     run_files = check_grid_root(plan.root, overwrite=overwrite)
-    from lightning_genae.console import quiet_lightning
+    from lightning_genae.experiment.console import quiet_lightning
 
     quiet_lightning()
     for resolved in list(plan.runs.values())[:1]:
@@ -157,9 +157,9 @@ def _refuse_cells_that_would_launch_processes(shared: RunConfig, grid_index: int
 def _remove_run_from_root(root: Path) -> None:
     """--overwrite of a grid whose root holds a single run: that run's files go (only the names a run
     writes, as a run's --overwrite removes them), with the notice a run gives."""
-    from lightning_genae.console import say
-    from lightning_genae.run_folder import remove_run_entries
-    from lightning_genae.run_lock import RunFolderLock
+    from lightning_genae.experiment.run_folder import remove_run_entries
+    from lightning_genae.experiment.run_lock import RunFolderLock
+    from lightning_genae.progress import say
 
     RunFolderLock.refuse_if_held(root)
     say(remove_run_entries(root).describe(root))
@@ -218,7 +218,7 @@ def _check_augmenter_checkpoint(plan: GridPlan, tuning: TuningPlan | None) -> No
     """A given --augment-ckpt must have been trained on every cell's training data, and a --train-size
     subset is drawn per seed: checked for each distinct training split before the first cell trains, where
     the cells whose data differ would otherwise fail after the others trained."""
-    from lightning_genae.augmentation.latent import check_augmenter_checkpoint
+    from lightning_genae.experiment.augmenter import check_augmenter_checkpoint
 
     runs = [*plan.runs.values(), *(tuning.runs.values() if tuning is not None else ())]
     datamodules: dict[tuple[int | None, int | None], InMemoryDataModule] = {}
@@ -261,7 +261,7 @@ def _check_augmentations_on_the_data(plan: GridPlan, datamodule: InMemoryDataMod
     RGB; plug-in augmentations are tried on its images) before the first cell trains, where a misfit would
     otherwise fail its cells after the other arms trained."""
     from lightning_genae.augmentation import check_fits_the_data
-    from lightning_genae.augmentation.attach import check_plugin_augmentations, plugin_transforms_to_try
+    from lightning_genae.experiment.attach import check_plugin_augmentations, plugin_transforms_to_try
 
     arms = list({resolved.config.augment: resolved for resolved in plan.runs.values()}.values())
     # ADA's operations are checked only where --ada-ops names them (its default fits any data).
@@ -280,7 +280,7 @@ def _check_augmentations_on_the_data(plan: GridPlan, datamodule: InMemoryDataMod
 
 def _check_grid_index(grid_index: int, plan: GridPlan, tuning: TuningPlan | None) -> None:
     """Refuse a --grid-index that names no cell; a tuning grid's indices name its tuning cells first."""
-    from lightning_genae.ablation import check_grid_index
+    from lightning_genae.experiment.ablation import check_grid_index
 
     if tuning is None:
         check_grid_index(grid_index, len(plan.cells))
@@ -326,11 +326,10 @@ def _cell_runner(
     """How a grid trains one cell: fresh, resumed from its last.ckpt (only with the cell's own options), or
     restarted over its old files (for --overwrite, or a failed or never checkpointed cell). `runs` is read
     when a cell starts, so cells added to it later run too."""
-    from lightning_genae.ablation import CellStart
-    from lightning_genae.ablation.grid import unfinished_run_conflicts
-    from lightning_genae.checkpoint import RunCheckpoint
-    from lightning_genae.run_lock import RunFolderRefused
-    from lightning_genae.train import run
+    from lightning_genae.errors import RunFolderRefused
+    from lightning_genae.experiment.ablation import CellStart
+    from lightning_genae.experiment.ablation.grid import unfinished_run_conflicts
+    from lightning_genae.experiment.train import run
 
     def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
         resolved = runs[cell]
@@ -338,7 +337,9 @@ def _cell_runner(
         if start is CellStart.RESUME:
             # Continued, never replaced: a restarted job's --overwrite was done by its earlier attempt.
             resolved = replace(resolved, config=replace(resolved.config, overwrite=False))
-            resume = RunCheckpoint.to_resume("last", str(run_dir))
+            from lightning_genae.experiment.resume import to_resume
+
+            resume = to_resume("last", str(run_dir))
             conflicts = unfinished_run_conflicts(resume.stored_config("--resume"), resolved.config)
             if conflicts:
                 raise RunFolderRefused(
@@ -357,8 +358,8 @@ def _train_grid(
     shared: RunConfig, plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None, overwrite: bool
 ) -> int:
     """Run the grid's cells (all, or `grid_index` alone), tuning cells first; 1 if any failed or waits."""
-    from lightning_genae.ablation import record_grid_cells, run_grid
-    from lightning_genae.ablation.grid import refuse_finished_runs_with_other_options
+    from lightning_genae.experiment.ablation import record_grid_cells, run_grid
+    from lightning_genae.experiment.ablation.grid import refuse_finished_runs_with_other_options
 
     runs = {**plan.runs, **(tuning.runs if tuning is not None else {})}
     # Every cell whose options are known now, whichever --grid-index runs, before grid.json is written: an
@@ -380,7 +381,7 @@ def _train_grid(
         if grid_index is None or grid_index < len(tuning.cells):
             outcomes += _run_tuning_cells(plan, tuning, run_cell, grid_index, overwrite)
             if grid_index is not None:
-                from lightning_genae.ablation.tuning import choose
+                from lightning_genae.experiment.ablation.tuning import choose
 
                 _record_tuning(plan, tuning, choose(tuning))
                 return 1 if any(not outcome.ok for outcome in outcomes) else 0
@@ -408,7 +409,7 @@ def _run_tuning_cells(
     overwrite: bool,
 ) -> list[CellOutcome]:
     """Stage 1: the candidates, on validation only (all tuning cells, or `grid_index` alone)."""
-    from lightning_genae.ablation import describe_progress, record_grid_cells, run_grid
+    from lightning_genae.experiment.ablation import describe_progress, record_grid_cells, run_grid
 
     plan.root.mkdir(parents=True, exist_ok=True)
     record_grid_cells(plan.root, plan.cells)
@@ -431,7 +432,7 @@ def _run_tuning_cells(
 def _record_tuning(plan: GridPlan, tuning: TuningPlan, choices: Sequence[ArmChoice]) -> Path:
     """tuning.json with `choices`, made from the tuning cells' folders as they are now (after a tuning cell
     of an array task ran, and before the final cells)."""
-    from lightning_genae.ablation.tuning import write_tuning_record
+    from lightning_genae.experiment.ablation.tuning import write_tuning_record
 
     return write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))
 
@@ -444,7 +445,7 @@ def _final_cells_after_tuning(
     Returns the final cells to run, the runs of the chosen candidates, the cells whose arm cannot run (with
     why), and `grid_index` as an index into the final cells. Writes tuning.json.
     """
-    from lightning_genae.ablation.tuning import choose, final_cells
+    from lightning_genae.experiment.ablation.tuning import choose, final_cells
 
     first_final = len(tuning.cells)
     choices = choose(tuning)
@@ -462,7 +463,7 @@ def _final_cells_after_tuning(
         cells = [cell for cell in cells if cell.name not in not_run]
         for name, problem in not_run.items():
             print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
-    from lightning_genae.ablation import record_grid_cells
+    from lightning_genae.experiment.ablation import record_grid_cells
 
     # grid.json before tuning.json: an array task starting meanwhile finds a grid's root, not a stray record.
     plan.root.mkdir(parents=True, exist_ok=True)
@@ -475,7 +476,7 @@ def _report_grid(root: Path, grid_index: int | None, refused: Sequence[str] = ()
     """The summary files once the whole grid has run (an array task leaves them to --summarize), and the
     grid's progress; `refused` are the cells this command left to what their folders hold (a run with
     other options, a user's files, another run's lock), which the count reads as it finds them."""
-    from lightning_genae.ablation import describe_progress, summarize
+    from lightning_genae.experiment.ablation import describe_progress, summarize
 
     if grid_index is None:
         paths = summarize(root)

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from lightning_genae.ablation.grid import TUNING_DIR, train_size_label
-from lightning_genae.ablation.runs import (
+from lightning_genae.cache import write_file_atomically
+from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.ablation.grid import TUNING_DIR, train_size_label
+from lightning_genae.experiment.ablation.runs import (
     ITERATIONS_TRAINED,
     CellRun,
     as_int,
@@ -25,9 +27,7 @@ from lightning_genae.ablation.runs import (
     train_size_key,
     unique,
 )
-from lightning_genae.ablation.tuning import read_tuning_record
-from lightning_genae.cache import write_file_atomically
-from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.ablation.tuning import read_tuning_record
 from lightning_genae.metrics.feature_set import feature_metric_keys
 from lightning_genae.metrics.names import KINDS, SERIES_SCORES, Direction, MetricName, direction, try_parse
 from lightning_genae.spread import mean_std

@@ -17,11 +17,12 @@ from lightning_genae.augmentation import AUGMENTATIONS, BUILT_IN_AUGMENTATIONS, 
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.datamodule import AugmentedDataModule, as_training_pixels
 from lightning_genae.augmentation.discriminator import Composed
-from lightning_genae.augmentation.latent import LatentAugmenter, load_augmenter, reconstruction_mse
-from lightning_genae.console import say
+from lightning_genae.augmentation.latent import LatentAugmenter, reconstruction_mse
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.experiment.augmenter import load_augmenter
 from lightning_genae.plugin_options import PluginOptions, flag
+from lightning_genae.progress import say
 
 
 @dataclass(frozen=True)

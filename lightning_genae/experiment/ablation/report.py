@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lightning_genae.ablation.curves import ADA_RT, write_png
-from lightning_genae.ablation.grid import (
+from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.ablation.curves import ADA_RT, write_png
+from lightning_genae.experiment.ablation.grid import (
     CSV_NAME,
     MD_NAME,
     PNG_NAME,
@@ -22,16 +23,15 @@ from lightning_genae.ablation.grid import (
     refuse_summary_files_of_no_grid,
     summary_config,
 )
-from lightning_genae.ablation.runs import (
+from lightning_genae.experiment.ablation.runs import (
     CellRun,
     describe_progress,
     load_runs,
     main_headline,
     table_disagreement,
 )
-from lightning_genae.ablation.tables import rows_not_averaged, write_csv, write_md
-from lightning_genae.ablation.tuning import refresh_tuning_record
-from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.ablation.tables import rows_not_averaged, write_csv, write_md
+from lightning_genae.experiment.ablation.tuning import refresh_tuning_record
 from lightning_genae.metrics.names import BACKBONES, try_parse
 
 __all__ = ["ADA_RT", "describe_progress", "summarize"]
@@ -63,7 +63,7 @@ def summarize(root: Path) -> dict[str, Path]:
     apart = table_disagreement(runs)
     if apart:
         # Imported here: console imports Lightning, which --help and --print-config never load.
-        from lightning_genae.console import warn
+        from lightning_genae.progress import warn
 
         warn(
             f"note: the rows of {paths['md']} differ in more than their augmentation and training size "
@@ -77,9 +77,9 @@ def _refuse_what_no_loaded_plugin_declares(root: Path, runs: list[CellRun]) -> N
     a plug-in's, summarized without it, its metric's column would go and its augmentation's option would
     read as a difference between the rows (`--flip-p differs`): a correct report replaced by a wrong one."""
     from lightning_genae.augmentation import augmentation_options
-    from lightning_genae.config import CONFIG_FIELDS
     from lightning_genae.datamodules import dataset_options
-    from lightning_genae.resolve import model_option_names
+    from lightning_genae.experiment.config import CONFIG_FIELDS
+    from lightning_genae.experiment.resolve import model_option_names
 
     known = {*CONFIG_FIELDS, *model_option_names(), *augmentation_options(), *dataset_options()}
     options = sorted(

@@ -25,7 +25,7 @@ from lightning_genae.datamodules import default_data_dir
 from lightning_genae.datamodules.placement import DATA_ON_DEVICE, check_data_on_device
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
-from lightning_genae.metrics.names import BACKBONES
+from lightning_genae.metrics.names import BACKBONES, NO_BACKBONE
 from lightning_genae.plugin_options import (
     INT_LIMIT,
     PATH_OPTION_NAMES,
@@ -35,9 +35,7 @@ from lightning_genae.plugin_options import (
     shown_value,
     typed_flag,
 )
-
-# `--backbone none`: no feature backbone, so no image metrics for the run.
-NO_BACKBONE = "none"
+from lightning_genae.run_files import PER_INVOCATION
 
 # Float32 weights, optionally with mixed-precision autocast. Lightning's "-true" precisions (16-true,
 # bf16-true, 64-true) are left out: they cast the weights, but the image grids, the metrics and the
@@ -299,11 +297,6 @@ COMMAND_LINE_ONLY = (
     "grid_index",
     "summarize",
 )
-# Options that describe one invocation, not the experiment: a re-run from config.yaml gets a new folder.
-# Where a run's checkpoint holds its configuration (as plain values); what tells a run's checkpoint from
-# another Lightning program's.
-CONFIG_KEY = "genae_config"
-PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite")
 # How --train-size (and a config file's train_size) names the whole training split, which RunConfig holds
 # as None.
 WHOLE_SPLIT = "full"

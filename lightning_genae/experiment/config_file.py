@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from lightning_genae.config import CONFIG_FIELDS
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
+from lightning_genae.experiment.config import CONFIG_FIELDS
 from lightning_genae.plugin_options import did_you_mean
 
 __all__ = ["ANCHOR_HOLDER", "DuplicateKey", "load_config_file"]

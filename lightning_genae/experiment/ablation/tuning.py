@@ -25,7 +25,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lightning_genae.ablation.grid import (
+from lightning_genae.augmentation import augmentation_options, tunable_options
+from lightning_genae.cache import write_file_atomically
+from lightning_genae.errors import ConfigError, agree
+from lightning_genae.experiment.ablation.grid import (
     FAILED_FILE,
     TUNING_DIR,
     TUNING_FILE,
@@ -38,15 +41,12 @@ from lightning_genae.ablation.grid import (
     summary_config,
     train_size_label,
 )
-from lightning_genae.augmentation import augmentation_options, tunable_options
-from lightning_genae.cache import write_file_atomically
-from lightning_genae.config import RunConfig, coerce, flag
-from lightning_genae.errors import ConfigError, agree
+from lightning_genae.experiment.config import RunConfig, coerce, flag
+from lightning_genae.experiment.resolve import ResolvedRun
+from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.metrics.names import Direction, try_parse
 from lightning_genae.plugin_options import type_name
-from lightning_genae.resolve import ResolvedRun
-from lightning_genae.run_folder import started_run_files
-from lightning_genae.run_lock import live_lock_owner
+from lightning_genae.run_files import started_run_files
 
 __all__ = [
     "TUNING_FILE",

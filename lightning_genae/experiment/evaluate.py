@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -21,51 +20,46 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from lightning_genae import trainer as run_setup
+from lightning_genae import api
+from lightning_genae.api import (
+    check_split_scorable,
+    evaluation_records,
+    score_images,
+    sequence_metrics,
+    skipped_metrics_record,
+)
 from lightning_genae.cache import write_file_atomically
 from lightning_genae.callbacks.applicability import applicable
 from lightning_genae.callbacks.metrics import RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
+from lightning_genae.callbacks.progress_bar import IterationProgressBar
 from lightning_genae.callbacks.random_state import SeededEvaluation
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.config import NO_BACKBONE, RunConfig, merge
-from lightning_genae.console import IterationProgressBar, say
 from lightning_genae.datamodules import DATASETS, ImageDataModule, InMemoryDataModule
-from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_MODES, read_images
-from lightning_genae.errors import ConfigError, DataError, agree, describe_error
-from lightning_genae.metrics.backbones import BackboneUnavailable, FeatureBackbone, load_backbone
-from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
-from lightning_genae.metrics.generative import (
-    GenerativeScore,
-    RealFeatures,
-    extract_features,
-    score_generated,
-    seeded_subset,
-)
-from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
-from lightning_genae.models import GenerativeModule
-from lightning_genae.models.base import SOURCE_KEY
-from lightning_genae.plugin_options import flag, typed_flag
-from lightning_genae.resolve import (
+from lightning_genae.errors import ConfigError, DataError, RunFolderRefused, agree
+from lightning_genae.experiment import trainer as run_setup
+from lightning_genae.experiment.config import NO_BACKBONE, RunConfig, merge
+from lightning_genae.experiment.resolve import (
     ResolvedRun,
     named_options,
     refuse_a_scored_folder_among_the_data,
     resolve,
     without_a_likelihood_of_grey_pixels,
 )
-from lightning_genae.run_folder import CONFIG_FILE, started_run_files
-from lightning_genae.run_lock import RunFolderRefused, live_lock_owner
-from lightning_genae.run_report import environment_info, format_metrics_table, scalar_metrics
+from lightning_genae.experiment.run_lock import live_lock_owner
+from lightning_genae.experiment.run_report import environment_info, format_metrics_table, scalar_metrics
+from lightning_genae.experiment.trainer import callback_settings, prepare_data_early
+from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
+from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
+from lightning_genae.models import GenerativeModule
+from lightning_genae.models.base import SOURCE_KEY
+from lightning_genae.plugin_options import flag, typed_flag
+from lightning_genae.progress import say
+from lightning_genae.run_files import CONFIG_FILE, started_run_files
 from lightning_genae.source import other_source_note
-from lightning_genae.trainer import (
-    evaluation_records,
-    in_python_terms,
-    prepare_data_early,
-    sequence_metrics,
-    skipped_metrics_record,
-)
 
 # What `--evaluate-folder` reads: the dataset to compare with, the sample count, where the result goes.
 FOLDER_EVALUATION_OPTIONS = (
@@ -299,7 +293,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     )
     try:
         # Looked up when it runs, as train.py's is, so both score with the same function.
-        metrics_callback = run_setup.generative_metrics(config, model, datamodule)
+        metrics_callback = api.generative_metrics(model, datamodule, callback_settings(config))
     except BackboneUnavailable as error:
         if "backbone" in options or config.backbone != "inception" or config.inception_weights is not None:
             raise
@@ -313,7 +307,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     trainer.callbacks += [SeededEvaluation(config.seed), *applicable(representation, model, datamodule)]
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)
-    series_callback = sequence_metrics(config, model, datamodule)
+    series_callback = sequence_metrics(model, datamodule, callback_settings(config))
     if series_callback is not None:
         trainer.callbacks.append(series_callback)
     if not config.test_split:
@@ -330,7 +324,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         "seed": config.seed,
         "metrics": metrics,
         "evaluation": evaluation_records(metrics_callback, series_callback),
-        **skipped_metrics_record(config, model),
+        **skipped_metrics_record(config.backbone, model),
         "data_summary": datamodule.summary(),
         **environment_info(trainer),
     }
@@ -346,174 +340,6 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         table = format_metrics_table(metrics, test_headline(model.monitor, metrics))
         say(f"\n{table}\nwrote {path}")
     return result
-
-
-def _check_score_images_arguments(
-    datamodule: Any, backbone: Any, num_samples: Any, seed: Any, split: Any
-) -> None:
-    """score_images' arguments of a wrong kind, in one line each, before an attribute error deep inside."""
-    if split not in SPLITS:
-        raise ConfigError(f"score_images: unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if not isinstance(datamodule, ImageDataModule):
-        raise ConfigError(
-            "score_images: datamodule must be a lightning-genae image DataModule (build_datamodule('mnist'), "
-            f"TensorImageDataModule), got {type(datamodule).__name__}"
-            + (f" of {datamodule.data_kind} data" if isinstance(datamodule, InMemoryDataModule) else "")
-        )
-    if not isinstance(backbone, (str, FeatureBackbone)):
-        raise ConfigError(
-            f"score_images: backbone must be {' or '.join(map(repr, BACKBONES))} or a FeatureBackbone, got "
-            f"{type(backbone).__name__}"
-        )
-    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)):
-        raise ConfigError(f"score_images: num_samples must be a whole number or None, got {num_samples!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        # A run's seeds are >= 0; seed + 1 then never draws the real subset's REAL_SUBSET_SEED.
-        raise ConfigError(f"score_images: seed must be a whole number >= 0, got {seed!r}")
-
-
-def _device_for_scoring(device: Any) -> torch.device:
-    """`device` as torch's, or one line where it names no device or one this machine does not have."""
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"score_images: device {device!r} names no device; give 'cpu' or 'cuda'") from None
-    if chosen.type == "meta":
-        raise ConfigError("score_images: device 'meta' holds no values to score; give device='cpu'")
-    try:
-        torch.empty(1, device=chosen)  # a backend this torch has no support for, or a GPU not here
-    except (RuntimeError, AssertionError, NotImplementedError) as error:
-        raise ConfigError(
-            f"score_images: device {device!r} is not available here ({describe_error(error)}); give "
-            "device='cpu'"
-        ) from None
-    return chosen
-
-
-def check_split_scorable(datamodule: InMemoryDataModule, split: str, context: str) -> None:
-    """Refuse a real split too small for the k-nearest-neighbour metrics, `context` leading the line."""
-    real = len(datamodule.split_tensors(split)[0])
-    if real < MIN_FEATURE_SAMPLES:
-        raise DataError(
-            f"{context} {split} split of {datamodule.name}, which holds {real} "
-            f"{agree(range(real), 'image', 'images')}; the k-nearest-neighbour metrics need at least "
-            f"{MIN_FEATURE_SAMPLES}: give data with more images"
-        )
-
-
-def score_images(
-    images: torch.Tensor,
-    datamodule: ImageDataModule,
-    *,
-    split: str = "test",
-    backbone: str | FeatureBackbone = "classifier",
-    inception_weights: str | Path | None = None,
-    classifier_weights: str | Path | None = None,
-    num_samples: int | None = None,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> GenerativeScore:
-    """FD, KID, precision/recall and density/coverage of `images` against as many images of `datamodule`'s
-    `split`, in the features of `backbone` (the dataset's classifier by default; `inception` with
-    `inception_weights`), as a run measures its samples.
-
-    `images`: uint8 [N, C, H, W] as the dataset stores them, or floats in [-1, 1] as a model samples them.
-    N = min(`num_samples` or all of them, the split's size) of each are compared: the real ones the same
-    for every call, the given ones (where there are more than N) drawn with `seed`. The values (`.values`)
-    are named by the backbone (`fd_classifier`); `.record()` says what they were computed on. A backbone
-    given as a module must be named `classifier` or `inception` (`FeatureBackbone.name`), the names the
-    metrics carry.
-    """
-    _check_score_images_arguments(datamodule, backbone, num_samples, seed, split)
-    device = _device_for_scoring(device)
-    if not isinstance(backbone, str) and backbone.name not in BACKBONES:
-        raise ConfigError(
-            f"score_images: the backbone is named {backbone.name!r}; the metrics are named by the backbone, "
-            f"so a FeatureBackbone must be named {' or '.join(BACKBONES)} (its features' kind)"
-        )
-    if not isinstance(images, torch.Tensor):
-        raise DataError(
-            f"score_images: images must be a tensor [N, {', '.join(map(str, datamodule.image_shape))}] "
-            f"(uint8, or floats in [-1, 1]), got {type(images).__name__}"
-        )
-    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(datamodule.image_shape):
-        raise DataError(
-            f"score_images: images of shape {tuple(images.shape)}, the {datamodule.name} images are "
-            f"[N, {', '.join(map(str, datamodule.image_shape))}]; give images of the data's shape"
-        )
-    if len(images) < MIN_FEATURE_SAMPLES:
-        raise DataError(
-            f"score_images: {len(images)} {agree(range(len(images)), 'image', 'images')} given; the "
-            f"k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}: give more"
-        )
-    if num_samples is not None and num_samples < MIN_FEATURE_SAMPLES:
-        raise DataError(
-            f"score_images: num_samples {num_samples}; the k-nearest-neighbour metrics need at least "
-            f"{MIN_FEATURE_SAMPLES} of each: give a larger num_samples, or None for all the images given"
-        )
-    if images.dtype != torch.uint8:
-        images = _stored_images(images.detach().cpu(), datamodule)
-    # Building a backbone (the classifier trained or loaded) draws initial weights: the global random state
-    # is left as it was, so a seeded script draws the same numbers after scoring as without it.
-    with torch.random.fork_rng(devices=[]):
-        datamodule.prepare_data()
-        datamodule.setup("test")
-        check_split_scorable(datamodule, split, "score_images: the")
-        if isinstance(backbone, str):
-            try:
-                backbone = load_backbone(
-                    backbone,
-                    datamodule.name,
-                    datamodule,
-                    inception_weights=inception_weights,
-                    classifier_weights=classifier_weights,
-                )
-            except BackboneUnavailable as error:
-                # Its arguments are named as callbacks_for's are: classifier_weights, not
-                # --classifier-weights.
-                raise BackboneUnavailable(f"score_images: {in_python_terms(str(error))}") from None
-        return score_generated(
-            RealFeatures(backbone),
-            datamodule,
-            split,
-            # seed + 1 (seeds are >= 0): never the real subset's REAL_SUBSET_SEED, to which the split's own
-            # images, given as `images`, would otherwise be cut.
-            lambda n: extract_features(backbone, images[seeded_subset(len(images), n, seed + 1)], device),
-            num_samples=min(num_samples or len(images), len(images)),
-            device=device,
-        )
-
-
-def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.Tensor:
-    """Float images in [-1, 1] as the dataset stores them (uint8). NaN or Inf is refused: stored, it would
-    become black pixels and be scored as images; so are values on the scale of stored pixels ([0, 255]).
-    Images that lie in [0, 1] are warned about, as the training batch is (their FD would measure the scale,
-    not the model); a model's overshoot of [-1, 1] is clamped."""
-    if not torch.is_floating_point(images):
-        raise DataError(f"score_images: images of dtype {images.dtype}; give uint8 or floats in [-1, 1]")
-    finite = torch.isfinite(images).flatten(1).all(dim=1)
-    if not bool(finite.all()):
-        raise DataError(
-            f"score_images: {int((~finite).sum())} of the {len(images)} images hold NaN or Inf; score "
-            "images a model sampled without diverging"
-        )
-    low, high = float(images.min()), float(images.max())
-    outside = float(((images < -1.05) | (images > 1.05)).float().mean())
-    if high > 10.0 or low < -10.0 or outside > 0.01:
-        # A small overshoot of [-1, 1] (a decoder without tanh) is clamped; more than 1% of the values beyond
-        # it is another scale (stored pixels, standardised images), and clamped it would be scored as other
-        # images.
-        raise DataError(
-            f"score_images: the images span [{low:.3g}, {high:.3g}], {outside:.1%} of their values outside "
-            "[-1, 1]; give uint8 images, or floats in [-1, 1] (x / 127.5 - 1 for floats in [0, 255])"
-        )
-    if low >= 0.0 and high <= 1.0:
-        warnings.warn(
-            f"score_images: the images lie in [{low:.3g}, {high:.3g}], which looks like [0, 1]; floats are "
-            "read in [-1, 1] (x * 2 - 1 for images in [0, 1])",
-            stacklevel=3,
-        )
-    return datamodule.to_stored(images)
 
 
 # PIL's one-channel modes: 8-bit "L", bilevel, and the wider greyscale scaled to 8 bits as it is read.
@@ -631,7 +457,7 @@ def evaluate_folder(
             f"k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}: add images"
         )
     # Before any image of the folder is read.
-    check_split_scorable(datamodule, "test", "--evaluate-folder scores against the")
+    check_split_scorable(datamodule, "test")
     channels, size, _ = datamodule.image_shape
     _say_how_images_are_framed(paths, datamodule)
     images = read_images(paths, size, channels)

@@ -1,0 +1,188 @@
+"""The run's checkpoints: `last.ckpt` every N iterations, `best.ckpt` on the headline validation metric, and
+the run's configuration inside each."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from lightning_genae.errors import describe_error
+from lightning_genae.lightning_internals import validation_follows_batch
+from lightning_genae.metrics.names import higher_is_better
+from lightning_genae.models import GenerativeModule
+from lightning_genae.progress import warn
+from lightning_genae.run_files import CLUSTER_JOB_KEY, CONFIG_KEY
+
+
+class PeriodicLastCheckpoint(ModelCheckpoint):
+    """checkpoints/last.ckpt every N optimizer steps, its saved state filed under one name whatever N is.
+
+    Lightning names a ModelCheckpoint's state by its settings, the cadence among them. A resume may change
+    `--ckpt-every`, and under that name the resumed trainer would find no state for its callback, leave it
+    unread and warn that a callback used to create the checkpoint is missing. The name is the class's, so
+    a trainer holds one of these.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._save_after_validation = False
+
+    @property
+    def state_key(self) -> str:
+        return type(self).__name__
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # At an iteration that also validates, the save waits for the validation: saved before it, a run
+        # killed during the validation would resume past it, and the validation would never run (a hole in
+        # the curves, a best.ckpt candidate never weighed). Killed during it, the run resumes from the
+        # previous save and runs the iterations and the validation again.
+        if validation_follows_batch(trainer):
+            self._save_after_validation = True
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._save_after_validation and not trainer.sanity_checking:
+            self._save_after_validation = False
+            # The parent's batch-end rule (the cadence, not twice at one step), on the state after validation.
+            super().on_train_batch_end(trainer, pl_module, None, None, 0)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # Lightning warns, at every save of an adversarial family, that the weights are those after the
+        # iteration's updates: they are meant to be, as a resume continues from there. Filtered for the
+        # process once (a catch_warnings around each save would reset which other warnings were shown).
+        warnings.filterwarnings(
+            "ignore", ".*ModelCheckpoint with manual optimization and every_n_train_steps"
+        )
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """checkpoints/best.ckpt: the weights with the best value of the family's headline validation metric.
+
+    On a resume, the best value so far is read from best.ckpt itself, which records the value it was saved
+    for, and not from the resumed checkpoint's record of it. Lightning's record is not restored in a run
+    folder copied or moved elsewhere, so the first validation there counted as a new best whatever its
+    value and went to best-v1.ckpt, leaving best.ckpt stale beside it; and in any folder the record can be
+    a validation behind the file (last.ckpt is saved before the validation that may pick a new best), so a
+    worse model could replace a better one. The file cannot disagree with itself. Without a readable
+    best.ckpt in the run's folder nothing is restored, and nothing outside the folder is read.
+    """
+
+    def __init__(self, dirpath: Path, monitor: str, mode: str) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="best",
+            monitor=monitor,
+            mode=mode,
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            # The run's own best.ckpt that records no value (unreadable, or chosen on another metric) is
+            # replaced by the next best, not kept beside best-v1.ckpt, best-v2.ckpt...
+            enable_version_counter=False,
+        )
+
+    @property
+    def state_key(self) -> str:
+        # A key of its own: a plug-in's ModelCheckpoint on the same metric would otherwise share one.
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing of the resumed checkpoint's record is taken; `on_fit_start` reads best.ckpt."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # At the fit's start, not its training's: a run resumed at the end of its budget (stopped during its
+        # final evaluation) trains nothing, and its summary names the best checkpoint all the same.
+        super().on_fit_start(trainer, pl_module)
+        if trainer.ckpt_path is None or self.dirpath is None:
+            return
+        # One rank looks at the folder, so all ranks agree on the record (its top-k decisions are collective).
+        record = (
+            self.record_in(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}")
+            if trainer.is_global_zero
+            else None
+        )
+        record = trainer.strategy.broadcast(record)
+        if record is None:
+            return
+        path, score = record
+        self.best_model_path = self.kth_best_model_path = path
+        self.best_model_score = self.kth_value = torch.tensor(score)
+        self.best_k_models = {path: self.best_model_score}
+
+    def record_in(self, path: Path) -> tuple[str, float] | None:
+        """(path, the value best.ckpt was saved for), or None when the file is absent or records none."""
+        if not path.is_file():
+            return None
+        try:
+            contents = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is one that records nothing
+            warn(f"resume: {path} could not be read ({describe_error(error)}); the best is chosen afresh")
+            return None
+        for state in contents.get("callbacks", {}).values():
+            if (
+                isinstance(state, dict)
+                and state.get("monitor") == self.monitor
+                and state.get("best_model_score") is not None
+                and Path(str(state.get("best_model_path", ""))).name == path.name
+            ):
+                return str(path), float(state["best_model_score"])
+        return None
+
+
+# The keys the two checkpoint callbacks' states were saved under when both were plain ModelCheckpoints.
+_FORMER_PERIODIC_KEY = re.compile(
+    r"ModelCheckpoint\{'monitor': None, 'mode': 'min', 'every_n_train_steps': \d+, 'every_n_epochs': 0, "
+    r"'train_time_interval': None\}"
+)
+
+
+def only_former_keys_unread(contents: dict[str, Any], callbacks: list[Callback]) -> bool:
+    """Whether every callback state in a checkpoint that no callback of this trainer reads was saved by this
+    package's own checkpoint callbacks under their former names. Their states are not needed (best.ckpt
+    records its own value; the periodic save keeps no state worth reading), so Lightning's warning that
+    callbacks are missing would only alarm; any other unread state keeps the warning."""
+    unread = set(contents.get("callbacks") or {}) - {callback.state_key for callback in callbacks}
+    former_best = {
+        ModelCheckpoint(monitor=callback.monitor, mode=callback.mode).state_key
+        for callback in callbacks
+        if isinstance(callback, BestCheckpoint)
+    }
+    return bool(unread) and all(key in former_best or _FORMER_PERIODIC_KEY.fullmatch(key) for key in unread)
+
+
+def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
+    """Keeps the checkpoint with the best value of the family's headline validation metric."""
+    # Which side is better comes from the metric vocabulary, so a family cannot get it backwards.
+    return BestCheckpoint(
+        run_dir / "checkpoints", model.monitor, "max" if higher_is_better(model.monitor) else "min"
+    )
+
+
+class StoreRunConfig(Callback):
+    """Puts the run configuration into every checkpoint, so a checkpoint alone can be resumed or evaluated,
+    and the cluster job that wrote it, if any."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        from lightning_genae.cluster import current_job
+
+        self.config = dict(config)
+        job = current_job()
+        self.job_tag = job.tag if job is not None else None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[CONFIG_KEY] = dict(self.config)
+        if self.job_tag is not None:
+            checkpoint[CLUSTER_JOB_KEY] = self.job_tag

@@ -1,0 +1,84 @@
+"""Pictures of a run: PNG files in `<run>/images/`, and the same picture to every logger that shows images
+(W&B, TensorBoard); the CSV logger keeps the file alone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from torchvision.utils import make_grid, save_image
+
+from lightning_genae.errors import RunFolderGone
+
+
+def _safe_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
+
+
+# Run folders that a training in this process writes to and that must not be made again once gone, each
+# with how to continue the run once it is back (trainer.RunFolderPresence adds its folder as each stage
+# starts and takes it out as the stage ends).
+WATCHED_RUN_FOLDERS: dict[Path, str] = {}
+
+
+def images_folder(trainer: pl.Trainer) -> Path:
+    """`<run>/images/`, made if need be; RunFolderGone when the run folder is a watched one and gone (a
+    picture must not make it again, without its config.yaml, for the run to go on in)."""
+    run_dir = Path(trainer.default_root_dir)
+    if not run_dir.is_dir() and run_dir.resolve() in WATCHED_RUN_FOLDERS:
+        raise RunFolderGone.at(run_dir, WATCHED_RUN_FOLDERS[run_dir.resolve()])
+    (run_dir / "images").mkdir(parents=True, exist_ok=True)
+    return run_dir / "images"
+
+
+@rank_zero_only
+def log_image_grid(
+    trainer: pl.Trainer, key: str, images: torch.Tensor, step: int, nrow: int = 8
+) -> Path | None:
+    """Write images in [-1, 1] as one PNG grid to `<run>/images/` and to every image-capable logger.
+
+    Returns the PNG path. Works whatever loggers are active; CSV gets the PNG file alone.
+    """
+    image_dir = images_folder(trainer)
+    grid = make_grid(
+        images.detach().float().cpu().clamp(-1, 1), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2
+    )
+    path = image_dir / f"{_safe_name(key)}_step{step:07d}.png"
+    save_image(grid, path)
+    _log_picture(trainer, key, grid, step)
+    return path
+
+
+def _log_picture(trainer: pl.Trainer, key: str, picture: torch.Tensor, step: int) -> None:
+    """A [C, H, W] picture in [0, 1] to every image-capable logger (CSV keeps the PNG file alone)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            # wandb.Image reads float pixels as 0-255, so a [0, 1] picture would be black: 8-bit [H, W, C],
+            # at the picture's own iteration (without a step W&B files it at the last scalar row's).
+            pixels = (picture.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+            image = pixels[0] if pixels.shape[0] == 1 else pixels.permute(1, 2, 0)
+            logger.log_image(key=key, images=[image.numpy()], step=step, caption=[f"step {step}"])
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, picture, global_step=step)
+
+
+@rank_zero_only
+def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | None:
+    """Write a matplotlib `Figure` as a PNG to `<run>/images/` and to every image-capable logger.
+
+    The PNG is what every logger gets, so W&B, TensorBoard and the run folder show the same picture.
+    """
+    import numpy as np
+    from PIL import Image
+
+    path = images_folder(trainer) / f"{_safe_name(key)}_step{step:07d}.png"
+    figure.savefig(path, dpi=100)
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    _log_picture(trainer, key, torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), step)
+    return path

@@ -1,0 +1,240 @@
+"""Callbacks every run's training gets: a random stream per rank, training rows at their iteration, a
+validation at the last iteration, the divergence guard, and the run folder's watch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+from lightning_genae.callbacks.pictures import WATCHED_RUN_FOLDERS
+from lightning_genae.checkpoint import non_finite_state, resume_advice, run_folder_of
+from lightning_genae.errors import ConfigError, RunFolderGone, RunFolderRefused, TrainingDiverged
+from lightning_genae.lightning_internals import set_logging_step
+from lightning_genae.models import GenerativeModule
+from lightning_genae.models.base import diverged_before_any_update, is_last_training_batch
+from lightning_genae.run_files import CONFIG_KEY, files_named_as_a_runs, last_checkpoint, started_run_files
+
+
+class SeedPerRank(Callback):
+    """Give every DDP process its own random stream once training starts.
+
+    seed_everything seeds all processes alike, so each would draw the same GAN noise, augmentation
+    choices and DiffAugment parameters every step: the world's batch of fakes would be one batch
+    repeated. Weights stay identical across processes (DDP broadcasts rank 0's at start).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            pl.seed_everything(self.seed + 7919 * trainer.global_rank, workers=True, verbose=False)
+
+
+class LogStepIsIteration(Callback):
+    """Training rows are logged at the 0-based index of their iteration, also after a resume.
+
+    Lightning labels training rows with its own batch counter, restored from the checkpoint. Resumed from
+    a checkpoint written at the end of a run whose last iteration was also a validation step (every
+    `last.ckpt` of a run whose length divides by --eval-every), its first pass through the loop trains
+    nothing but still advances that counter, so every later row was labelled one iteration late, and the
+    final batch was logged twice (pytorch-lightning 2.6, `_TrainingEpochLoop.advance` returning early on
+    `restarted_on_last`). The optimizer-step count is always right; the logging counter is set from it.
+    """
+
+    def __init__(self, steps_per_iteration: int) -> None:
+        self.steps_per_iteration = steps_per_iteration
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # The counter Lightning's logger connector and LearningRateMonitor read for the step of a row.
+        set_logging_step(trainer, trainer.global_step // self.steps_per_iteration)
+
+
+class ValidateLastIteration(Callback):
+    """Training's last iteration is a validation step whatever --eval-every is, so the final weights are a
+    candidate for best.ckpt as every periodic validation's are, and the final evaluation takes that
+    validation's numbers (the same seeded ones) instead of validating again.
+
+    Lightning validates after a batch that asks training to stop (`should_stop`); asking it at the last
+    batch stops nothing that would have gone on.
+    """
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if is_last_training_batch(trainer, batch_idx):
+            trainer.should_stop = True
+
+
+class DivergenceGuard(Callback):
+    """Stops a run whose training diverged with one line, and never lets a non-finite checkpoint be written.
+
+    The losses the model noted (`watch_losses`) are checked, with one device sync, every `check_every`
+    iterations (each cadence at which something reads the weights: logging, image grids), before each
+    validation, at the end of training and before every checkpoint write; a checkpoint about to be written
+    is refused when any weight, buffer (batch-norm statistics, BEGAN's k) or optimizer-state tensor is NaN
+    or infinite. Raising from `on_save_checkpoint` happens before Lightning writes the file, so the last
+    finite checkpoint stays as it was, and the message names it (or says there is none).
+    It is the first callback, so no image callback draws from weights it has not checked.
+    """
+
+    def __init__(self, checkpoint_dir: Path | None, check_every: tuple[int, ...], precision: str) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.check_every = tuple(every for every in check_every if every > 0)
+        self.precision = precision
+        # The iteration training started from: above 0 when the run was resumed.
+        self.started_at = 0
+        # The --lr the resumed checkpoint was trained with (None: not resumed, or not recorded).
+        self.resumed_lr: float | None = None
+        # The checkpoint training resumed from (None: not resumed).
+        self.resumed_from: Path | None = None
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        stored = checkpoint.get(CONFIG_KEY)
+        lr = stored.get("lr") if isinstance(stored, dict) else None
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+            self.resumed_lr = float(lr)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: GenerativeModule) -> None:
+        self.started_at = pl_module.iteration
+        self.resumed_from = Path(trainer.ckpt_path) if trainer.ckpt_path else None
+
+    def diverged(self, cause: str, model: GenerativeModule) -> TrainingDiverged:
+        """The one-line error: what diverged, and what to do about it (a loss not finite before any update
+        says where to look itself: no resume or learning rate helps)."""
+        if diverged_before_any_update(cause) and self.started_at == 0:
+            return TrainingDiverged(cause)
+        lr = getattr(model.options, "lr", None)
+        advice = resume_advice(
+            self.checkpoint_dir,
+            model.optimizer_steps_per_iteration,
+            lower_lr=model.lower_learning_rate(),
+            started_at=self.started_at,
+            # A resume at the checkpoint's --lr or above that diverges says nothing of its weights.
+            retried_lower=self.resumed_lr is None or not isinstance(lr, float) or lr < self.resumed_lr,
+            resumed_from=self.resumed_from,
+        )
+        if "16" in self.precision:
+            advice += " (or use --precision 32-true)"
+        return TrainingDiverged(f"{cause}; {advice}")
+
+    def stop_if_diverged(self, trainer: pl.Trainer, model: GenerativeModule, cause: str | None) -> None:
+        """Raise on every process when any found a cause: a process that raised alone would leave the others
+        waiting for it in the next collective (the gradient all-reduce, the barrier after a save)."""
+        if trainer.strategy.reduce_boolean_decision(cause is not None, all=False):
+            raise self.diverged(cause or "training diverged in another process", model)
+
+    def check_losses(self, trainer: pl.Trainer, model: GenerativeModule) -> None:
+        self.stop_if_diverged(trainer, model, model.first_non_finite_loss())
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: GenerativeModule, *args: Any) -> None:
+        if any(pl_module.iteration % every == 0 for every in self.check_every):
+            self.check_losses(trainer, pl_module)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: GenerativeModule) -> None:
+        if trainer.state.fn == "fit":
+            self.check_losses(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: GenerativeModule) -> None:
+        self.check_losses(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: GenerativeModule, checkpoint: dict) -> None:
+        self.check_losses(trainer, pl_module)
+        # Batch-norm statistics are each process's own under DDP, so one process may find what others do not.
+        non_finite = non_finite_state(checkpoint)
+        cause = None
+        if non_finite:
+            others = len(non_finite) - 1
+            more = f" and {others} more tensor{'s' if others > 1 else ''}" if others else ""
+            cause = (
+                f"{non_finite[0]}{more} of the model or its optimizer became NaN or infinite by step "
+                f"{pl_module.iteration}, so that checkpoint was not written"
+            )
+        self.stop_if_diverged(trainer, pl_module, cause)
+
+
+class RunFolderPresence(Callback):
+    """Stops the run with one line when its folder is gone before a checkpoint is written there, or as a
+    later stage on the same Trainer (the final evaluation's validation and test) starts.
+
+    Lightning makes a checkpoint's folders as it writes it, so a run whose folder was moved or deleted would
+    make it again and train on there without its config.yaml (the metrics logger and the pictures say so
+    when they next write; a checkpoint can come first).
+    """
+
+    def __init__(self, run_dir: Path, continue_with: str = "--resume last") -> None:
+        self.run_dir = run_dir
+        # How to continue the run once its folder is back: run.py's resume, or the Trainer's.
+        self.continue_with = continue_with
+        self._had_the_folder = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" or not self._had_the_folder:
+            # The folder exists from here (`callbacks_for` may be given one to make, for a training or for
+            # an evaluation alone), so its absence later means it went.
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._had_the_folder = True
+        elif not self.run_dir.is_dir():
+            raise RunFolderGone.at(self.run_dir, self.continue_with)
+        WATCHED_RUN_FOLDERS[self.run_dir.resolve()] = self.continue_with
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        WATCHED_RUN_FOLDERS.pop(self.run_dir.resolve(), None)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        # Lightning calls no teardown after an exception.
+        WATCHED_RUN_FOLDERS.pop(self.run_dir.resolve(), None)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: GenerativeModule, checkpoint: dict) -> None:
+        # Decided together: a process that raised alone would leave the others waiting at the next barrier.
+        if trainer.strategy.reduce_boolean_decision(not self.run_dir.is_dir(), all=False):
+            raise RunFolderGone.at(self.run_dir, self.continue_with)
+
+
+class WritesUnder(Callback):
+    """Refuses a Trainer whose `default_root_dir` is not the callbacks' folder: the picture callbacks write
+    under the Trainer's folder and the checkpoints under theirs, so a run would be split in two."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if Path(trainer.default_root_dir).resolve() != self.run_dir.resolve():
+            raise ConfigError(
+                f"the callbacks write to {self.run_dir} and the Trainer to {trainer.default_root_dir}; give "
+                f"pl.Trainer(default_root_dir={str(self.run_dir)!r}) so that the image grids go there too"
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Before the first batch, once Lightning has restored any checkpoint it was given (only then is
+        # trainer.ckpt_path known): a training that continues no run there, none or another folder's,
+        # would write over the files there.
+        held = list(dict.fromkeys([*started_run_files(self.run_dir), *files_named_as_a_runs(self.run_dir)]))
+        if not held:
+            return
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        if trainer.ckpt_path is not None:
+            checkpoint = Path(trainer.ckpt_path).resolve()
+            # A checkpoint anywhere in the folder (a plain ModelCheckpoint's subfolder) is its run's.
+            if self.run_dir.resolve() not in checkpoint.parents:
+                continued = run_folder_of(checkpoint)
+                raise RunFolderRefused(
+                    f"callbacks_for: {self.run_dir} holds another run ({shown}) than the checkpoint's "
+                    f"({continued}), which this training would write over; continue that run with "
+                    f"output_dir={str(continued)!r}, or give an output_dir of its own"
+                )
+            return
+        raise RunFolderRefused(
+            f"callbacks_for: {self.run_dir} already holds {shown}, which this training would write over; "
+            "give an output_dir of its own (and the Trainer's default_root_dir), or continue the run "
+            f"there with trainer.fit(..., ckpt_path={str(last_checkpoint(self.run_dir))!r})"
+        )

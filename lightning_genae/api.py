@@ -1,0 +1,483 @@
+"""The Python API: what a `run.py` run attaches to its Trainer, for a `pl.Trainer` of your own
+(`callbacks_for`, `trainer_kwargs`), a saved run's model (`load_model`) and the scores of images
+(`score_images`). The runner builds its runs from the same functions (`run_callbacks`, `metric_callbacks`)."""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from lightning_genae.callbacks import (
+    AugmentationPreview,
+    DiscriminatorReconstructionGrid,
+    InterpolationGrid,
+    RandomStateInCheckpoints,
+    ReconstructionGrid,
+    SampleGrid,
+    SaveNormaliser,
+    SeededEvaluation,
+    SeriesAugmentationPreview,
+    SeriesReconstructions,
+    SeriesSamples,
+)
+from lightning_genae.callbacks.applicability import applicable
+from lightning_genae.callbacks.checkpoints import PeriodicLastCheckpoint, StoreRunConfig, best_checkpoint
+from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationMetrics
+from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
+from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
+from lightning_genae.callbacks.stopping import StopOnSignal
+from lightning_genae.callbacks.training import (
+    DivergenceGuard,
+    RunFolderPresence,
+    SeedPerRank,
+    ValidateLastIteration,
+    WritesUnder,
+)
+from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.datamodules import ImageDataModule, InMemoryDataModule
+from lightning_genae.errors import DataError
+from lightning_genae.metrics.backbones import (
+    BackboneUnavailable,
+    FeatureBackbone,
+    check_classifier_trainable,
+    load_backbone,
+)
+from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, MIN_FEATURE_SAMPLES, PRECISION_RECALL_K
+from lightning_genae.metrics.generative import (
+    GenerativeScore,
+    RealFeatures,
+    extract_features,
+    score_generated,
+    seeded_subset,
+)
+from lightning_genae.metrics.names import BACKBONES, NO_BACKBONE, headline_metric
+from lightning_genae.metrics.sequence_classifier import SEQUENCE_DATASETS
+from lightning_genae.models import MODELS, GenerativeModule, Sampler
+from lightning_genae.progress import say
+from lightning_genae.run_files import CHECKPOINT_DIR, last_checkpoint
+
+
+@dataclass(frozen=True)
+class CallbackSettings:
+    """What a run's callbacks read: the cadences in training iterations, the seed, and the image metrics'
+    sample count and feature backbone. The defaults are `run.py`'s."""
+
+    image_every: int = 500
+    ckpt_every: int = 500
+    # Iterations between two checks of the losses (each row the loggers write).
+    log_every: int = 10
+    seed: int = 0
+    precision: str = "32-true"
+    eval_samples: int = 10_000
+    backbone: str = "classifier"
+    inception_weights: str | None = None
+    classifier_weights: str | None = None
+    # A set-up check (`--fast-dev-run`): no checkpoint and no best checkpoint.
+    fast_dev_run: bool = False
+
+
+def run_callbacks(
+    family: type[GenerativeModule],
+    run_dir: Path,
+    settings: CallbackSettings,
+    *,
+    configuration: dict[str, Any],
+    continue_with: str,
+    discriminator_side: bool | None = None,
+) -> list[Callback]:
+    """The divergence guard, image grids, representation metrics, per-rank seeding, and (unless a set-up
+    check) checkpoints holding `configuration`. `discriminator_side`: with an augmentation, whether it acts
+    on the discriminator's inputs (None: no augmentation). `continue_with`: how a stopped run continues."""
+    every, seed = settings.image_every, settings.seed
+    callbacks: list[Callback] = [
+        DivergenceGuard(
+            None if settings.fast_dev_run else run_dir / CHECKPOINT_DIR,
+            check_every=(settings.log_every, every),
+            precision=settings.precision,
+        ),
+        # Before every callback that draws at a validation's start.
+        SeededEvaluation(seed),
+        ValidateLastIteration(),
+        SampleGrid(every_n_steps=every, seed=seed + 1234),
+        ReconstructionGrid(every_n_steps=every),
+        InterpolationGrid(every_n_steps=every, seed=seed + 4321),
+        DiscriminatorReconstructionGrid(every_n_steps=every, seed=seed + 2468),
+        # Each picture callback draws only for models of its data kind (images or series).
+        SeriesReconstructions(every_n_steps=every),
+        SeriesSamples(every_n_steps=every, seed=seed + 1234),
+        SaveNormaliser(),
+        RepresentationMetrics(seed=seed),
+        DiscriminatorOverfitting(seed=seed),
+        SeedPerRank(seed),
+    ]
+    if discriminator_side is not None:
+        callbacks.append(AugmentationPreview(seed=seed, discriminator_side=discriminator_side))
+        callbacks.append(SeriesAugmentationPreview(seed=seed))
+    if settings.fast_dev_run:
+        # A set-up check: its weights are worthless and must not look like a run to resume.
+        return callbacks
+    return [
+        *callbacks,
+        RunFolderPresence(run_dir, continue_with),
+        StoreRunConfig(configuration),
+        RandomStateInCheckpoints(),
+        PeriodicLastCheckpoint(
+            dirpath=run_dir / CHECKPOINT_DIR,
+            every_n_train_steps=settings.ckpt_every * family.optimizer_steps_per_iteration,
+            save_top_k=0,
+            save_last=True,
+            # Always last.ckpt, the file --resume last reads: a resume that cannot restore this callback's
+            # state (a run folder moved or copied, a checkpoint of another version) would otherwise find
+            # last.ckpt taken and write last-v1.ckpt, leaving last.ckpt behind.
+            enable_version_counter=False,
+        ),
+        # Ctrl-C, SIGTERM and SLURM's warning signal save last.ckpt at an iteration boundary and stop.
+        StopOnSignal(last_checkpoint(run_dir), run_dir, continue_with),
+    ]
+
+
+def metric_callbacks(
+    model: GenerativeModule, datamodule: InMemoryDataModule, run_dir: Path, settings: CallbackSettings
+) -> tuple[GenerativeMetrics | None, SequenceMetrics | None, ModelCheckpoint | None]:
+    """The generative metric callbacks the model and data allow, and the keeper of the best checkpoint.
+
+    A family with no validation objective of its own (the GANs) is judged by the image metric's headline
+    (`val/fd_classifier` or `val/fid_inception`), so the model's `monitor` is set to it here.
+    """
+    metrics_callback = generative_metrics(model, datamodule, settings)
+    if metrics_callback is not None and model.monitor is None:
+        model.monitor = headline_metric(metrics_callback.backbone.name)
+    series_callback = sequence_metrics(model, datamodule, settings)
+    chosen = None
+    if model.monitor is not None and not settings.fast_dev_run:
+        chosen = best_checkpoint(model, run_dir)
+    return metrics_callback, series_callback, chosen
+
+
+def generative_metrics(
+    model: GenerativeModule, datamodule: InMemoryDataModule, settings: CallbackSettings
+) -> GenerativeMetrics | None:
+    """The image metric callback for models that sample; None for series (their metrics have callbacks of
+    their own), and None, with one line, when the default classifier cannot be had (unlabelled data). A
+    backbone or weights the caller chose that cannot be had is an error (BackboneUnavailable)."""
+    if not isinstance(model, Sampler) or datamodule.data_kind != "image" or settings.backbone == NO_BACKBONE:
+        return None
+    # A classifier trained on first use learns from the real data, never an augmented wrapper's.
+    real_data = getattr(datamodule, "base", datamodule)
+    chosen = settings.backbone == "inception" or settings.classifier_weights is not None
+    try:
+        if not chosen:
+            # Decided by the data's labels alone, before the splits are checked and anything is trained.
+            check_classifier_trainable(real_data.name, real_data)
+        # Only where the metrics will be computed, and before a classifier is trained for a run that could
+        # not use it.
+        _check_comparable_splits(datamodule)
+        backbone = load_backbone(
+            settings.backbone,
+            real_data.name,
+            real_data,
+            inception_weights=settings.inception_weights,
+            classifier_weights=settings.classifier_weights,
+        )
+    except BackboneUnavailable as error:
+        if chosen:
+            # A backbone or weights the caller chose (Inception is never the default) are expected to work: a
+            # run without the metrics they asked for is an error at the start, not a notice.
+            raise
+        say(f"generative metrics skipped: {error}")
+        model.image_metrics_skipped = str(error)
+        return None
+    if settings.classifier_weights is not None:
+        # Confirms which file the run's FD and its relatives are measured with.
+        say(f"image metrics: features of the {backbone.description}")
+    return GenerativeMetrics(backbone, num_samples=settings.eval_samples, seed=settings.seed)
+
+
+def _check_comparable_splits(datamodule: InMemoryDataModule) -> None:
+    """Refuse, before training, a split too small for the image metrics: precision/recall and density/
+    coverage measure k-nearest-neighbour radii within the real images, which need more than k of them."""
+    needed = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1
+    for split in ("val", "test"):
+        count = len(datamodule.split_tensors(split)[0])
+        if count < needed:
+            raise DataError(
+                f"the image metrics compare generated images with the {split} split of {datamodule.name}, "
+                f"which holds {count} images; they need at least {needed}: give more images, or train "
+                "without image metrics (backbone none)"
+            )
+
+
+def sequence_metrics(
+    model: GenerativeModule, datamodule: InMemoryDataModule, settings: CallbackSettings
+) -> SequenceMetrics | None:
+    """The series metric callback (discriminative_quick, predictive_quick, smnist FD); None for images."""
+    with_features = settings.backbone != NO_BACKBONE
+    callback = build_sequence_metrics(
+        model,
+        datamodule,
+        num_samples=settings.eval_samples,
+        seed=settings.seed,
+        feature_metrics=with_features,
+    )
+    real_name = getattr(datamodule, "base", datamodule).name
+    if callback is not None and with_features and real_name not in SEQUENCE_DATASETS:
+        # Said and recorded as an image run's skipped metrics are: a missing fd_classifier is not silent.
+        why = (
+            f"{real_name} has no sequence feature classifier (one is shipped for "
+            f"{', '.join(SEQUENCE_DATASETS)}); the sequence scores are measured without it"
+        )
+        say(f"series feature metrics skipped: {why}")
+        model.image_metrics_skipped = why
+    return callback
+
+
+def evaluation_records(*callbacks: GenerativeMetrics | SequenceMetrics | None) -> dict[str, Any]:
+    """What the metric callbacks of a run measured, per stage, for summary.json and eval.json."""
+    return {
+        stage: record
+        for callback in callbacks
+        if callback is not None
+        for stage, record in callback.records.items()
+    }
+
+
+def skipped_metrics_record(backbone: str, model: GenerativeModule) -> dict[str, Any]:
+    """`{"skipped": {backbone: why}}` for summary.json and eval.json where the image metrics were left out,
+    as --evaluate-folder records a backbone it could not use; empty otherwise."""
+    if model.image_metrics_skipped is None:
+        return {}
+    return {"skipped": {backbone: model.image_metrics_skipped}}
+
+
+def family_name(model: GenerativeModule) -> str:
+    """The registry name of `model`'s family (`vae` for a VAEModule or a subclass of it)."""
+    classes = {name: spec.module for name, spec in MODELS.items()}
+    # The exact class first: one family's module may subclass another's.
+    for name, family in classes.items():
+        if type(model) is family:
+            return name
+    for name, family in classes.items():
+        if isinstance(model, family):
+            return name
+    raise TypeError(f"{type(model).__name__} is not a lightning-genae family; use one of {', '.join(MODELS)}")
+
+
+def callbacks_for(
+    model: GenerativeModule,
+    datamodule: InMemoryDataModule,
+    output_dir: str | Path,
+    *,
+    every_n_steps: int = CallbackSettings.image_every,
+    checkpoint_every: int = CallbackSettings.ckpt_every,
+    seed: int = 0,
+    metrics: bool = True,
+    eval_samples: int = CallbackSettings.eval_samples,
+    backbone: str = CallbackSettings.backbone,
+    inception_weights: str | Path | None = None,
+    classifier_weights: str | Path | None = None,
+) -> list[Callback]:
+    """The callbacks a `run.py` run gets, at its defaults, for a `pl.Trainer` of your own, which must be
+    given `default_root_dir=output_dir` (where the image grids go; a Trainer without it is refused when
+    fitting starts).
+
+    Image grids every `every_n_steps` training iterations (samples, reconstructions, interpolations, what
+    the family has), the divergence guard, `checkpoints/last.ckpt` every `checkpoint_every` iterations and
+    on Ctrl-C or SIGTERM, and with `metrics` the generative metrics at each validation (FD, KID,
+    precision/recall, density/coverage over `eval_samples` images in the features of `backbone`: the
+    dataset's classifier, trained on first use and cached, or the one in `classifier_weights`; or
+    Inception, with `inception_weights`) with `checkpoints/best.ckpt` on the headline one. Callbacks that
+    cannot act for this model and data are left out.
+    """
+    if every_n_steps < 1 or checkpoint_every < 1:
+        raise ValueError(
+            f"every_n_steps and checkpoint_every must be >= 1, got {every_n_steps}, {checkpoint_every}"
+        )
+    if eval_samples < MIN_FEATURE_SAMPLES:
+        raise ValueError(f"eval_samples must be at least {MIN_FEATURE_SAMPLES}, got {eval_samples}")
+    run_dir = Path(output_dir)
+    settings = CallbackSettings(
+        image_every=every_n_steps,
+        ckpt_every=checkpoint_every,
+        seed=seed,
+        eval_samples=eval_samples,
+        backbone=backbone,
+        inception_weights=None if inception_weights is None else str(inception_weights),
+        classifier_weights=None if classifier_weights is None else str(classifier_weights),
+    )
+    # What a run's checkpoint records of its run; the rest of a run's options are the caller's.
+    configuration = {
+        "model": family_name(model),
+        "data": datamodule.name,
+        "seed": seed,
+        "image_every": every_n_steps,
+        "ckpt_every": checkpoint_every,
+        "eval_samples": eval_samples,
+        "backbone": backbone,
+        "inception_weights": settings.inception_weights,
+        "classifier_weights": settings.classifier_weights,
+    }
+    # run.py cannot rebuild this run (its data and model options are the caller's): the Trainer can.
+    last = str(last_checkpoint(run_dir).resolve())
+    resume = f"trainer.fit(model, datamodule=..., ckpt_path={last!r}) with the same model, data, Trainer"
+    callbacks = [
+        WritesUnder(run_dir),
+        *run_callbacks(type(model), run_dir, settings, configuration=configuration, continue_with=resume),
+    ]
+    if metrics:
+        callbacks += [c for c in metric_callbacks(model, datamodule, run_dir, settings) if c is not None]
+    return applicable(callbacks, model, datamodule)
+
+
+def load_model(checkpoint: str | Path) -> GenerativeModule:
+    """The model a `run.py` run saved (`checkpoints/last.ckpt` or `best.ckpt`), of the family the run
+    trained, with its weights, in eval mode on the CPU. The file is read safely (weights and plain values
+    only)."""
+    from lightning_genae.plugins import load_plugins
+
+    saved = RunCheckpoint.load(checkpoint, "load_model")
+    family = saved.stored_config("load_model").get("model")
+    load_plugins()
+    # Only the family: the model is rebuilt from the checkpoint's hyper-parameters, whatever data, weights
+    # files or augmentation the run was given. Building it draws initial weights, which the checkpoint's
+    # replace: the global random state is left as it was, so a seeded script draws the same numbers after.
+    with torch.random.fork_rng(devices=[]):
+        return saved.restore(MODELS[family].module, "load_model")
+
+
+def trainer_kwargs(
+    model: GenerativeModule | type[GenerativeModule], iterations: int, eval_every: int | None = None
+) -> dict[str, Any]:
+    """`pl.Trainer` arguments that train `iterations` training iterations of `model`'s family, and with
+    `eval_every` validate every that many iterations, across epoch boundaries, as `run.py --eval-every`.
+
+    Lightning's `max_steps` counts optimizer steps; a family with several optimizers (GAN: 2, AAE and
+    VAE-GAN: 3) takes that many per iteration, so the budget is scaled here, as the CLI does
+    (`validation_every` for the cadence). Unlike `run.py`, a Trainer does not validate after its last
+    iteration unless `eval_every` divides `iterations`.
+    """
+    # Whole numbers: a float budget would be cut to whole iterations without a word.
+    iterations = operator.index(iterations)
+    if iterations < 1 or (eval_every is not None and operator.index(eval_every) < 1):
+        raise ValueError(f"iterations and eval_every must be >= 1, got {iterations} and {eval_every}")
+    kwargs: dict[str, Any] = {
+        "max_steps": iterations * model.optimizer_steps_per_iteration,
+        "max_epochs": None,
+    }
+    if eval_every is not None:
+        kwargs.update(validation_every(eval_every))
+    return kwargs
+
+
+def validation_every(iterations: int) -> dict[str, Any]:
+    """`pl.Trainer` arguments that validate every `iterations` training iterations across epoch boundaries,
+    so tiny and huge datasets behave alike: Lightning's `val_check_interval` counts training batches (one
+    batch is one iteration, whatever the optimizer steps it takes), within each epoch unless validation by
+    epoch is turned off."""
+    return {"val_check_interval": iterations, "check_val_every_n_epoch": None}
+
+
+def check_split_scorable(datamodule: InMemoryDataModule, split: str) -> None:
+    """Refuse a real split too small for the k-nearest-neighbour metrics."""
+    real = len(datamodule.split_tensors(split)[0])
+    if real < MIN_FEATURE_SAMPLES:
+        raise DataError(
+            f"the {split} split of {datamodule.name} holds {real} images; the k-nearest-neighbour metrics "
+            f"need at least {MIN_FEATURE_SAMPLES}: give data with more images"
+        )
+
+
+def score_images(
+    images: torch.Tensor,
+    datamodule: ImageDataModule,
+    *,
+    split: str = "test",
+    backbone: str | FeatureBackbone = "classifier",
+    inception_weights: str | Path | None = None,
+    classifier_weights: str | Path | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> GenerativeScore:
+    """FD, KID, precision/recall and density/coverage of `images` against as many images of `datamodule`'s
+    `split`, in the features of `backbone` (the dataset's classifier by default; `inception` with
+    `inception_weights`), as a run measures its samples.
+
+    `images`: uint8 [N, C, H, W] as the dataset stores them, or floats in [-1, 1] as a model samples them.
+    N = min(`num_samples` or all of them, the split's size) of each are compared: the real ones the same
+    for every call, the given ones (where there are more than N) drawn with `seed` (>= 0). The values
+    (`.values`) are named by the backbone (`fd_classifier`); `.record()` says what they were computed on.
+    """
+    if seed < 0:
+        # Seeds are >= 0, so seed + 1 never draws the given images with the real subset's own seed.
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if not isinstance(backbone, str) and backbone.name not in BACKBONES:
+        raise ValueError(
+            f"the backbone is named {backbone.name!r}; the metrics carry the backbone's name, so a "
+            f"FeatureBackbone must be named {' or '.join(BACKBONES)}"
+        )
+    if tuple(images.shape[1:]) != tuple(datamodule.image_shape):
+        raise ValueError(
+            f"images of shape {tuple(images.shape)}, the {datamodule.name} images are "
+            f"[N, {', '.join(map(str, datamodule.image_shape))}]"
+        )
+    count = min(len(images), num_samples or len(images))
+    if count < MIN_FEATURE_SAMPLES:
+        raise ValueError(
+            f"{count} images to score; the k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}"
+        )
+    if images.dtype != torch.uint8:
+        images = _stored_images(images.detach().cpu(), datamodule)
+    # Building a backbone (the classifier trained or loaded) draws initial weights: the global random state
+    # is left as it was, so a seeded script draws the same numbers after scoring as without it.
+    with torch.random.fork_rng(devices=[]):
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        check_split_scorable(datamodule, split)
+        if isinstance(backbone, str):
+            backbone = load_backbone(
+                backbone,
+                datamodule.name,
+                datamodule,
+                inception_weights=inception_weights,
+                classifier_weights=classifier_weights,
+            )
+        return score_generated(
+            RealFeatures(backbone),
+            datamodule,
+            split,
+            # seed + 1 (seeds are >= 0): never the real subset's REAL_SUBSET_SEED, to which the split's own
+            # images, given as `images`, would otherwise be cut.
+            lambda n: extract_features(backbone, images[seeded_subset(len(images), n, seed + 1)], device),
+            num_samples=count,
+            device=torch.device(device),
+        )
+
+
+def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.Tensor:
+    """Float images in [-1, 1] as the dataset stores them (uint8). NaN or Inf is refused: stored, it would
+    become black pixels and be scored as images; so are values on another scale than [-1, 1] (stored
+    pixels, standardised images), which clamped would be scored as other images. A model's small overshoot
+    of [-1, 1] is clamped; images that lie in [0, 1] are warned about (their FD would measure the scale)."""
+    finite = torch.isfinite(images).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        raise ValueError(f"{int((~finite).sum())} of the {len(images)} images hold NaN or Inf")
+    low, high = float(images.min()), float(images.max())
+    outside = float(((images < -1.05) | (images > 1.05)).float().mean())
+    if outside > 0.01:
+        raise ValueError(
+            f"the images span [{low:.3g}, {high:.3g}], {outside:.1%} of their values outside [-1, 1]; give "
+            "uint8 images, or floats in [-1, 1] (x / 127.5 - 1 for floats in [0, 255])"
+        )
+    if low >= 0.0 and high <= 1.0:
+        warnings.warn(
+            f"the images lie in [{low:.3g}, {high:.3g}]; floats are read in [-1, 1] (x * 2 - 1 for images in "
+            "[0, 1])",
+            stacklevel=3,
+        )
+    return datamodule.to_stored(images)

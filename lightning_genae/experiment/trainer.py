@@ -1,0 +1,188 @@
+"""How a run's Lightning Trainer is built from its resolved options: hardware and strategy, budget and
+cadences in training iterations, and the library's callbacks with the run's settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from lightning_fabric.utilities.imports import _IS_INTERACTIVE
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.strategies import DDPStrategy
+
+from lightning_genae.api import CallbackSettings, run_callbacks, trainer_kwargs, validation_every
+from lightning_genae.augmentation import is_discriminator_side, parse_augment
+from lightning_genae.callbacks.progress_bar import IterationProgressBar
+from lightning_genae.callbacks.stopping import cluster_plugins
+from lightning_genae.callbacks.training import LogStepIsIteration
+from lightning_genae.checkpoint import AtomicCheckpointIO
+from lightning_genae.cluster import current_job
+from lightning_genae.datamodules import InMemoryDataModule
+from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.experiment.config import RunConfig, device_count, parse_devices
+from lightning_genae.experiment.program import resume_command
+from lightning_genae.experiment.resolve import stated_world_size
+from lightning_genae.models import GenerativeModule
+
+
+def callback_settings(config: RunConfig) -> CallbackSettings:
+    """What the run's callbacks read of its options."""
+    return CallbackSettings(
+        image_every=config.image_every,
+        ckpt_every=config.ckpt_every,
+        log_every=log_every_n_steps(config),
+        seed=config.seed,
+        precision=config.precision,
+        eval_samples=config.eval_samples,
+        backbone=config.backbone,
+        inception_weights=config.inception_weights,
+        classifier_weights=config.classifier_weights,
+        fast_dev_run=config.fast_dev_run,
+    )
+
+
+def log_every_n_steps(config: RunConfig) -> int:
+    """Iterations between two rows of training values in the loggers."""
+    return min(10, config.eval_every)
+
+
+def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: Path) -> list[Callback]:
+    """The library's callbacks of a run (`api.run_callbacks`) with this run's options."""
+    side = None if config.augment == "none" else is_discriminator_side(parse_augment(config.augment))
+    return run_callbacks(
+        family,
+        run_dir,
+        callback_settings(config),
+        configuration=config.to_dict(),
+        continue_with=resume_command(run_dir),
+        discriminator_side=side,
+    )
+
+
+def runs_several_processes(config: RunConfig) -> bool:
+    """Whether the Trainer's `auto` strategy would pick DDP: several devices or several nodes."""
+    if device_count(config.devices) is not None:
+        return stated_world_size(config) > 1
+    # `--devices auto` is every GPU where the accelerator may be one, one process otherwise.
+    return config.num_nodes > 1 or (
+        config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1
+    )
+
+
+def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> Any:
+    """Adversarial models leave one network without gradients in each backward; DDP must expect that,
+    also where `--strategy auto` picks DDP for several devices."""
+    if not family.adversarial or "find_unused" in config.strategy:
+        return config.strategy
+    strategy = config.strategy
+    if strategy == "auto" and runs_several_processes(config):
+        # What Lightning's `auto` picks for several processes: forked in a notebook, else started as scripts.
+        strategy = "ddp_fork" if _IS_INTERACTIVE else "ddp"
+    start_method = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}.get(
+        strategy
+    )
+    if start_method is not None:
+        return DDPStrategy(find_unused_parameters=True, start_method=start_method)
+    return config.strategy
+
+
+def hardware_arguments(config: RunConfig, family: type[GenerativeModule]) -> dict[str, Any]:
+    """The Trainer arguments that say where and how numerically a model runs."""
+    return {
+        "precision": config.precision,
+        "accelerator": config.accelerator,
+        "devices": parse_devices(config.devices),
+        "strategy": build_strategy(config, family),
+        "num_nodes": config.num_nodes,
+    }
+
+
+NVML_CUDA_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def skip_repeated_cuda_probes() -> None:
+    """On a machine without a CUDA device, let torch answer "is CUDA available?" without a library load.
+
+    Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so that its own availability checks do not
+    initialise CUDA before DataLoader workers fork. torch then answers `torch.cuda.is_available()` through
+    NVML and caches the answer only once CUDA is initialised, which never happens without a device: every
+    call loads the NVML library again. Adam asks at every `step()` (its graph-capture check), which cost
+    0.28 ms per optimizer step on a 2-core CPU with torch's CUDA build (0.34 against 0.06 ms for a
+    10-parameter Adam step), in a GAN iteration two of them. Where torch sees no device there is no CUDA
+    to initialise and nothing for the NVML check to protect, so torch's own check (the CUDA runtime's device
+    count, which answers 0 at once) is used. With a device the setting is left as Lightning made it, and
+    torch caches the count after the run initialises CUDA.
+    """
+    if os.environ.get(NVML_CUDA_CHECK) == "1" and not torch.cuda.is_available():
+        os.environ[NVML_CUDA_CHECK] = "0"
+
+
+def hardware_trainer(
+    config: RunConfig, family: type[GenerativeModule], **trainer_arguments: Any
+) -> pl.Trainer:
+    """A `pl.Trainer` of `family` on `config`'s hardware (`hardware_arguments`); hardware this machine lacks
+    (a run trained on a GPU, resumed or evaluated on a machine without one) is one line naming the settings
+    in effect and the flags to change."""
+    manual_launch = "NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ
+    if config.num_nodes > 1 and current_job() is None and not manual_launch:
+        # Lightning would start this node's processes and wait for the other nodes' forever, silently.
+        raise ConfigError(
+            f"--num-nodes {config.num_nodes} outside a job that starts the other nodes (SLURM's srun, "
+            "torchrun, or NODE_RANK and MASTER_ADDR set on each node): the run would wait for them without "
+            "end; give --num-nodes 1 (a resumed or evaluated run keeps its own unless typed)"
+        )
+    try:
+        return pl.Trainer(**hardware_arguments(config, family), **trainer_arguments)
+    except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as error:
+        # ImportError: an accelerator or strategy whose package is not installed (tpu: torch_xla).
+        raise ConfigError(
+            f"Trainer set-up failed: {describe_error(error)}; in effect: --accelerator {config.accelerator} "
+            f"--devices {config.devices} --num-nodes {config.num_nodes} --strategy {config.strategy} "
+            f"--precision {config.precision} (a resumed or evaluated run keeps its own unless typed): check "
+            "them, e.g. --accelerator cpu --devices 1 --num-nodes 1 on a machine without a GPU"
+        ) from None
+
+
+def build_trainer(
+    config: RunConfig,
+    family: type[GenerativeModule],
+    run_dir: Path,
+    loggers: list,
+    callbacks: list[Callback],
+) -> pl.Trainer:
+    """The training Trainer: budget and cadences in training iterations, whatever the family's step count."""
+    steps_per_iteration = family.optimizer_steps_per_iteration
+    skip_repeated_cuda_probes()
+    return hardware_trainer(
+        config,
+        family,
+        default_root_dir=str(run_dir),
+        # Lightning counts optimizer steps; --max-steps counts training iterations.
+        max_steps=trainer_kwargs(family, config.max_steps)["max_steps"] if config.max_steps else -1,
+        max_epochs=config.max_epochs if config.max_epochs else (None if config.max_steps else -1),
+        logger=loggers,
+        callbacks=[*callbacks, LogStepIsIteration(steps_per_iteration), IterationProgressBar()],
+        # The console prints one line about the model instead of Lightning's table.
+        enable_model_summary=False,
+        log_every_n_steps=log_every_n_steps(config),
+        **validation_every(config.eval_every),
+        num_sanity_val_steps=0,
+        fast_dev_run=config.fast_dev_run,
+        plugins=[
+            *cluster_plugins(),
+            AtomicCheckpointIO(resume_command(run_dir)),
+        ],
+    )
+
+
+def prepare_data_early(datamodule: InMemoryDataModule, trainer: pl.Trainer) -> None:
+    """Surface missing or bad data before a run folder or logger is created (local rank 0 only)."""
+    if trainer.local_rank != 0:
+        return
+    datamodule.trainer = trainer
+    datamodule.prepare_data()
+    datamodule.setup("fit")
