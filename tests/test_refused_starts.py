@@ -155,13 +155,12 @@ def test_a_file_given_as_an_image_folder_says_what_it_is(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_a_folder_given_as_a_csv_file_says_what_it_is_and_names_a_csv_inside(tmp_path, capsys):
+def test_a_folder_given_as_a_csv_file_is_refused_naming_it(tmp_path, capsys):
     folder = tmp_path / "series"
     folder.mkdir()
-    (folder / "prices.csv").write_text("a,b\n1,2\n")
     out = tmp_path / "run"
     assert main(["--model", "rae", "--data", "csv", "--data-dir", str(folder), "--output", str(out)]) == 2
-    one_line(capsys, f"--data-dir {folder} is a folder", "reads one CSV file", str(folder / "prices.csv"))
+    one_line(capsys, f"{folder}: not read as CSV")
     assert not out.exists()
 
 
