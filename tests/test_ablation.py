@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
-import socket
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +29,7 @@ from lightning_genae.experiment.ablation.grid import read_grid_cells, record_gri
 from lightning_genae.experiment.ablation.report import describe_progress
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resolve import resolve
+from lightning_genae.experiment.run_lock import RunFolderLock
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -315,9 +313,7 @@ def test_rerunning_a_grid_skips_finished_resumes_unfinished_and_retries_failed_c
     (folder["d"] / "metrics.csv").write_text("step\n")
     # e: never started; f: another process is running it right now.
     folder["f"].mkdir()
-    (folder["f"] / ".genae.lock").write_text(
-        json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started_epoch": time.time()})
-    )
+    running = RunFolderLock.acquire(folder["f"])  # another lock of the file is another holder (flock)
     before = (folder["a"] / "summary.json").read_bytes()
     started: dict[str, CellStart] = {}
 
@@ -325,7 +321,10 @@ def test_rerunning_a_grid_skips_finished_resumes_unfinished_and_retries_failed_c
         started[cell.augment] = start
         write_run(run_dir.parent, cell.augment, cell.train_size, cell.seed, fd=1.0)
 
-    outcomes = run_grid(cells, tmp_path, run_cell)
+    try:
+        outcomes = run_grid(cells, tmp_path, run_cell)
+    finally:
+        running.release()
     assert started == {
         "b": CellStart.RESUME,
         "c": CellStart.RESTART,
@@ -852,15 +851,12 @@ def test_a_cell_another_grid_command_is_running_with_other_options_refuses_the_g
     # Left to that command as "in use", it would be averaged with this command's cells as one setting.
     from lightning_genae.errors import RunFolderRefused
     from lightning_genae.experiment.ablation.grid import refuse_finished_runs_with_other_options
-    from lightning_genae.experiment.run_lock import LOCK_FILE
 
     [cell] = expand_grid(["none"], [1000], [0])
     running = tmp_path / cell.name
     running.mkdir()
     (running / "config.yaml").write_text("augment: none\ntrain_size: 1000\nseed: 0\nlr: 0.001\n")
-    (running / LOCK_FILE).write_text(
-        json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "started_epoch": time.time()})
-    )
+    lock = RunFolderLock.acquire(running)
     asked = [(running, RunConfig(augment="none", train_size=1000, seed=0, plugin_options={"lr": 0.0002}))]
     with pytest.raises(RunFolderRefused, match=r"--lr 0.0002 \(the run there: 0.001\)"):
         refuse_finished_runs_with_other_options(asked, overwrite=False)
@@ -869,6 +865,7 @@ def test_a_cell_another_grid_command_is_running_with_other_options_refuses_the_g
     # --overwrite replaces cells, but one another command is running is left to it, so it is compared too.
     with pytest.raises(RunFolderRefused, match=r"--lr 0.0002 \(the run there: 0.001\)"):
         refuse_finished_runs_with_other_options(asked, overwrite=True)
+    lock.release()
 
 
 def test_a_longer_budget_continues_finished_cells_from_their_last_checkpoint(

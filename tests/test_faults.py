@@ -51,7 +51,7 @@ def test_a_run_killed_without_warning_continues_from_its_last_checkpoint(tmp_pat
         if victim.poll() is None:
             victim.kill()
     killed_at = stored_step(last)
-    # The killed process could not release its lock: this host sees its pid gone and takes the lock over.
+    # The killed process could not release its lock: the kernel let go of it, and the resume takes it over.
     assert (output / LOCK_FILE).is_file()
 
     assert main(["--resume", "last", "--output", str(output), "--max-steps", str(killed_at + 4)]) == 0

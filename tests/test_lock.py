@@ -1,19 +1,22 @@
-"""The run folder's lock is placed whole, an unreadable one is judged by its age, and a start that could not
-take it leaves no folder behind."""
+"""The run folder's lock: whoever holds it is refused by name, a file no process holds is taken over, a
+requeued SLURM job knows its earlier attempt's, and a start that could not take it leaves no folder behind."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
-from lightning_genae.errors import RunFolderRefused
+from lightning_genae.errors import ConfigError, RunFolderRefused
 from lightning_genae.experiment.run_folder import ClaimedRunFolder
-from lightning_genae.experiment.run_lock import LOCK_FILE, UNREADABLE_LOCK_GRACE_S
+from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock, live_lock_owner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,43 +51,112 @@ def test_a_lock_that_cannot_be_written_leaves_no_lock_and_no_folder(tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_old_unreadable_lock_is_stale_and_taken_over_with_a_notice(tmp_path, capsys) -> None:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    lock = run_dir / LOCK_FILE
-    lock.write_text("")
-    old = time.time() - UNREADABLE_LOCK_GRACE_S - 60
-    os.utime(lock, (old, old))
-    claimed = ClaimedRunFolder.claim(run_dir, resuming_from=None, overwrite=False)
-    try:
-        assert lock.read_text().startswith("{"), "the lock is now this process's, whole"
-        out = capsys.readouterr().out
-        assert "took over the lock" in out and "could not be read" in out
-    finally:
-        claimed.release()
-    assert not lock.exists()
-    assert sorted(path.name for path in run_dir.iterdir()) == [], "no temporary or aside file is left"
+def test_the_holder_is_named_while_it_holds_the_lock_and_the_file_goes_with_it(tmp_path: Path) -> None:
+    assert live_lock_owner(tmp_path) is None
+    assert not (tmp_path / LOCK_FILE).exists(), "asking never makes a lock file"
+    lock = RunFolderLock.acquire(tmp_path)
+    owner = live_lock_owner(tmp_path)
+    assert owner is not None and f"pid {os.getpid()}" in owner
+    # Another lock of the same file is another holder, in this process too (flock: one per open file).
+    with pytest.raises(RunFolderRefused, match=f"pid {os.getpid()}") as refused:
+        RunFolderLock.acquire(tmp_path)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(RunFolderRefused, match="in use by another run"):
+        RunFolderLock.refuse_if_held(tmp_path)
+    lock.release()
+    assert live_lock_owner(tmp_path) is None
+    assert list(tmp_path.iterdir()) == []
+    RunFolderLock.refuse_if_held(tmp_path)
 
 
-def test_a_fresh_unreadable_lock_is_refused_saying_how_to_clear_it(tmp_path) -> None:
+def test_a_run_ending_leaves_the_lock_another_run_took_after_its_file_was_removed_by_hand(tmp_path) -> None:
+    first = RunFolderLock.acquire(tmp_path)
+    (tmp_path / LOCK_FILE).unlink()
+    second = RunFolderLock.acquire(tmp_path)
+    first.release()
+    assert f"pid {os.getpid()}" in (live_lock_owner(tmp_path) or ""), "the second run keeps its lock"
+    second.release()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "left",
+    [
+        json.dumps({"host": "gpu-node-17", "pid": 4242, "slurm_job_id": "991"}),  # a node that went away
+        '{"host": "x", "pi',  # cut short
+        "",
+    ],
+)
+def test_a_lock_file_no_process_holds_is_taken_over_whatever_it_records(tmp_path, capsys, left) -> None:
+    (tmp_path / LOCK_FILE).write_text(left)
+    assert live_lock_owner(tmp_path) is None
+    lock = RunFolderLock.acquire(tmp_path)
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    out = capsys.readouterr().out
+    assert ("took over the lock of a run that is gone" in out) == bool(left), out
+    lock.release()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_held_lock_whose_record_cannot_be_read_is_still_refused(tmp_path: Path) -> None:
+    with FileLock(tmp_path / LOCK_FILE):
+        with pytest.raises(RunFolderRefused, match="its record cannot be read"):
+            RunFolderLock.acquire(tmp_path)
+        assert live_lock_owner(tmp_path) == "its record cannot be read"
+
+
+def test_a_filesystem_without_flock_is_refused_naming_the_fix(tmp_path, monkeypatch) -> None:
+    def no_flock(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / LOCK_FILE).write_text('{"host": "x", "pi')
-    started = time.monotonic()
-    with pytest.raises(RunFolderRefused) as error:
+    with pytest.raises(ConfigError, match="no file locks") as refused:
         ClaimedRunFolder.claim(run_dir, resuming_from=None, overwrite=False)
-    message = str(error.value)
-    assert "\n" not in message and "cannot be read" in message
-    assert f"remove {run_dir / LOCK_FILE} and run again" in message
-    assert time.monotonic() - started < 5
-    assert (run_dir / LOCK_FILE).read_text() == '{"host": "x", "pi', "a lock that may be in use is left alone"
+    assert "-o flock" in str(refused.value)
+    assert list(tmp_path.iterdir()) == [], "no folder and no lock file are left"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "ours", "earlier"),
+    [
+        ({"slurm_job_id": "991"}, {"SLURM_JOB_ID": "991", "SLURM_RESTART_COUNT": "1"}, True),
+        (
+            {"slurm_job_id": "991", "slurm_restart_count": 1},
+            {"SLURM_JOB_ID": "991", "SLURM_RESTART_COUNT": "2"},
+            True,
+        ),
+        # The same attempt: another run of the job's allocation.
+        (
+            {"slurm_job_id": "991", "slurm_restart_count": 2},
+            {"SLURM_JOB_ID": "991", "SLURM_RESTART_COUNT": "2"},
+            False,
+        ),
+        ({"slurm_job_id": "991"}, {"SLURM_JOB_ID": "991"}, False),
+        # Another array task, another job, no job.
+        (
+            {"slurm_job_id": "991", "slurm_array_task_id": "4"},
+            {"SLURM_JOB_ID": "991", "SLURM_ARRAY_TASK_ID": "3", "SLURM_RESTART_COUNT": "1"},
+            False,
+        ),
+        ({"slurm_job_id": "992"}, {"SLURM_JOB_ID": "991", "SLURM_RESTART_COUNT": "1"}, False),
+        ({"slurm_job_id": "991"}, {}, False),
+    ],
+)
+def test_a_requeued_job_knows_only_its_own_earlier_attempts_lock(
+    tmp_path, monkeypatch, recorded, ours, earlier
+):
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in ours.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": "gpu-node-17", "pid": 4242, **recorded}))
+    assert RunFolderLock.left_by_this_jobs_earlier_attempt(tmp_path) is earlier
 
 
 def test_a_lock_that_cannot_be_removed_does_not_hide_the_error_being_reported(tmp_path, monkeypatch):
     """A folder gone read-only stops the run with its own error; removing the lock then fails too, and that
     failure must not replace the first one."""
-    from lightning_genae.experiment.run_lock import RunFolderLock
-
     lock = RunFolderLock.acquire(tmp_path)
 
     def read_only(self, missing_ok=False):
@@ -98,3 +170,4 @@ def test_a_lock_that_cannot_be_removed_does_not_hide_the_error_being_reported(tm
             lock.release()
     monkeypatch.undo()
     assert (tmp_path / LOCK_FILE).is_file()
+    assert live_lock_owner(tmp_path) is None, "the lock itself is let go"

@@ -373,44 +373,81 @@ def test_a_resume_that_fails_before_training_leaves_the_run_as_it_was(finished_r
 # --- the lock
 
 
+HOLD_THE_LOCK = """
+import sys, time
+from pathlib import Path
+from lightning_genae.experiment.run_lock import RunFolderLock
+RunFolderLock.acquire(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
 @pytest.fixture()
-def live_process():
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    yield process
-    process.kill()
-    process.wait()
+def holder():
+    """Starts a process that takes a folder's lock (under the environment given) and keeps it till killed."""
+    processes: list[subprocess.Popen] = []
+
+    def start(run_dir: Path, **env: str) -> subprocess.Popen:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", HOLD_THE_LOCK, str(run_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        )
+        processes.append(process)
+        assert process.stdout.readline() == "held\n"
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
 
 
-def write_lock(run_dir: Path, **record) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / LOCK_FILE).write_text(json.dumps({"started": "2026-11-23T10:00:00+00:00", **record}))
+@pytest.fixture()
+def held_lock():
+    """Holds the lock of a folder in this process, as another run would (flock: each open file its own)."""
+    locks: list[RunFolderLock] = []
+
+    def hold(run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        locks.append(RunFolderLock.acquire(run_dir))
+
+    yield hold
+    for lock in locks:
+        lock.release()
 
 
-def test_a_folder_locked_by_a_live_run_is_refused_naming_its_owner(tmp_path, live_process, capsys):
+def test_a_folder_locked_by_a_live_run_is_refused_naming_its_owner(tmp_path, holder, capsys):
     output = tmp_path / "run"
-    write_lock(output, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
+    owner = holder(output, SLURM_JOB_ID="991", SLURM_ARRAY_TASK_ID="3")
     assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
-    one_line(capsys, "in use by another run", f"pid {live_process.pid}", socket.gethostname())
+    one_line(
+        capsys,
+        "in use by another run",
+        f"host {socket.gethostname()}, pid {owner.pid}, started ",
+        "SLURM job 991 task 3",
+    )
     assert sorted(os.listdir(output)) == [LOCK_FILE], "the owner's lock stays and nothing is written"
 
 
 def test_resume_last_of_a_run_still_writing_before_its_first_checkpoint_names_the_run(
-    tmp_path, live_process, capsys
+    tmp_path, held_lock, capsys
 ):
     """Not "last.ckpt does not exist": the folder's run is alive and has not checkpointed yet."""
     output = tmp_path / "run"
-    write_lock(output, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
+    held_lock(output)
     assert main(["--output", str(output), "--resume", "last"]) == 2
-    one_line(capsys, "in use by another run", f"pid {live_process.pid}")
+    one_line(capsys, "in use by another run", f"pid {os.getpid()}")
     assert sorted(os.listdir(output)) == [LOCK_FILE]
 
 
-def test_evaluate_of_a_run_still_training_writes_no_eval_json_in_its_folder(
-    finished_run, live_process, capsys
-):
+def test_evaluate_of_a_run_still_training_writes_no_eval_json_in_its_folder(finished_run, held_lock, capsys):
     """Its eval.json would describe an early checkpoint beside the final summary.json, and block --evaluate of
     the final weights without --overwrite."""
-    write_lock(finished_run, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
+    held_lock(finished_run)
     checkpoint = finished_run / "checkpoints" / "last.ckpt"
     assert main(["--evaluate", str(checkpoint)]) == 2
     one_line(capsys, "is in use by the run still training there", "--output DIR")
@@ -420,75 +457,25 @@ def test_evaluate_of_a_run_still_training_writes_no_eval_json_in_its_folder(
     assert (elsewhere / "eval.json").is_file()
 
 
-def test_overwrite_never_removes_a_run_that_is_still_writing(finished_run, live_process):
-    write_lock(finished_run, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
+def test_overwrite_never_removes_a_run_that_is_still_writing(finished_run, held_lock):
+    held_lock(finished_run)
     before = snapshot(finished_run)
     with pytest.raises(RunFolderRefused, match="in use by another run"):
         ClaimedRunFolder.claim(finished_run, resuming_from=None, overwrite=True)
     assert snapshot(finished_run) == before
 
 
-def test_a_lock_whose_process_is_gone_is_taken_over_with_a_notice(tmp_path, live_process, capsys):
+def test_a_lock_whose_process_is_gone_is_taken_over_with_a_notice(tmp_path, holder, capsys):
     output = tmp_path / "run"
-    write_lock(output, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time())
-    live_process.kill()
-    live_process.wait()
+    owner = holder(output)
+    owner.kill()  # SIGKILL: no chance to release; the kernel lets go of its lock, its record stays
+    owner.wait()
+    assert (output / LOCK_FILE).is_file()
     assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 0
-    assert (
-        f"took over the lock of a run that is gone (host {socket.gethostname()}, pid {live_process.pid}"
-        in (capsys.readouterr().out)
+    assert f"took over the lock of a run that is gone (host {socket.gethostname()}, pid {owner.pid}" in (
+        capsys.readouterr().out
     )
     assert not (output / LOCK_FILE).exists(), "the lock is released when the run ends"
-
-
-def test_a_reused_pid_does_not_keep_a_dead_owners_lock(tmp_path, live_process):
-    # The pid is alive, but its process started after the lock was taken: the owner is gone.
-    write_lock(tmp_path, host=socket.gethostname(), pid=live_process.pid, started_epoch=time.time() - 3600)
-    RunFolderLock.acquire(tmp_path).release()
-
-
-def test_a_lock_from_another_machine_is_honoured_and_says_how_to_remove_it(tmp_path, capsys):
-    output = tmp_path / "run"
-    write_lock(output, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_array_task_id="3")
-    assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
-    one_line(
-        capsys,
-        "another machine",
-        "host gpu-node-17",
-        "pid 4242",
-        "SLURM job 991 task 3",
-        f"remove {output}/{LOCK_FILE}",
-    )
-
-
-def test_the_same_slurm_job_takes_over_its_previous_attempts_lock(tmp_path, monkeypatch):
-    # A requeued job runs on another node with another pid, and the same job and array task ids.
-    write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_array_task_id="3")
-    monkeypatch.setenv("SLURM_JOB_ID", "991")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    lock = RunFolderLock.acquire(tmp_path)
-    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
-    lock.release()
-    # Another array task of the same job is another run.
-    write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_array_task_id="4")
-    with pytest.raises(RunFolderRefused, match="another machine"):
-        RunFolderLock.acquire(tmp_path)
-
-
-def test_a_requeued_job_takes_over_only_an_earlier_attempts_lock(tmp_path, monkeypatch, live_process):
-    monkeypatch.setenv("SLURM_JOB_ID", "991")
-    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
-    write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_restart_count=1)
-    RunFolderLock.acquire(tmp_path).release()
-    # The same attempt on another node: a second run in the job's allocation, still writing.
-    write_lock(tmp_path, host="gpu-node-17", pid=4242, slurm_job_id="991", slurm_restart_count=2)
-    with pytest.raises(RunFolderRefused, match="another machine"):
-        RunFolderLock.acquire(tmp_path)
-    # On this host the pid decides, whatever the job: a live run of the same job keeps its lock.
-    here = socket.gethostname()
-    write_lock(tmp_path, host=here, pid=live_process.pid, started_epoch=time.time(), slurm_job_id="991")
-    with pytest.raises(RunFolderRefused, match=f"pid {live_process.pid}"):
-        RunFolderLock.acquire(tmp_path)
 
 
 def test_a_lock_is_released_when_the_run_fails(finished_run, capsys):

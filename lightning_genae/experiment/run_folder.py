@@ -669,5 +669,4 @@ class ClaimedRunFolder:
     def release(self) -> None:
         # A run that ended without an undo replaced the earlier one, whether or not it saw a training batch.
         self.training_started()
-        if self.path.is_dir():
-            self.lock.release()
+        self.lock.release()

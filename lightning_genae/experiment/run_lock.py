@@ -1,114 +1,83 @@
-"""`<run>/.genae.lock`: who writes a run folder now, placed whole and atomically, and when it is stale.
+"""`<run>/.genae.lock`: the lock a run holds on its folder while it writes there, and the record naming it.
 
-The lock names its owner (host, pid, start time, SLURM job). A second run into the same folder is refused
-with that name instead of interleaving its rows. A lock whose owner is gone (same host, dead pid or a pid
-reused since; or this same SLURM job before a requeue), or an unreadable one older than
-UNREADABLE_LOCK_GRACE_S, is stale and taken over with a one-line notice.
+An OS lock (filelock's FileLock: flock) goes with its holder however that process ends (SIGKILL, out of
+memory), and a file server drops a lost node's locks when its lease runs out: no pid or age is judged. The
+owner's record (host, pid, start time, SLURM job) is written into the file once the lock is held, for a
+refusal to name; a record in a file no process holds is taken over with a notice. filelock's SoftFileLock is
+not used: its file outlives a killed holder and is cleared only from the holder's host, so a run whose node
+went away would block its folder until the file was removed by hand. Shared filesystems: docs/clusters.md.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
-import secrets
 import socket
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from lightning_genae.errors import RunFolderRefused, describe_error
+from filelock import BaseFileLock, FileLock, Timeout
 
-__all__ = ["LOCK_FILE", "UNREADABLE_LOCK_GRACE_S", "RunFolderLock", "RunFolderRefused", "live_lock_owner"]
+from lightning_genae.errors import ConfigError, RunFolderRefused
+
+__all__ = ["LOCK_FILE", "RunFolderLock", "RunFolderRefused", "live_lock_owner"]
 
 LOCK_FILE = ".genae.lock"
+# What a record names of a SLURM run: the job and array task, which a requeue keeps.
+_SLURM_TASK = ("slurm_job_id", "slurm_array_task_id")
 
 
-def _process_identity() -> dict[str, Any]:
-    """Who holds a lock: host and pid, and under SLURM the job (and array task) that a requeue keeps."""
-    identity: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
-    job = os.environ.get("SLURM_JOB_ID")
-    if job:
-        identity["slurm_job_id"] = job
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        if task:
-            identity["slurm_array_task_id"] = task
-        restarts = os.environ.get("SLURM_RESTART_COUNT", "")
-        if restarts.isdigit():
-            identity["slurm_restart_count"] = int(restarts)
-    return identity
+def _identity() -> dict[str, Any]:
+    """Who takes the lock: host, pid, start time, and under SLURM the job and array task a requeue keeps."""
+    record: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    record["started"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    record.update({key: os.environ[key.upper()] for key in _SLURM_TASK if os.environ.get(key.upper())})
+    if os.environ.get("SLURM_RESTART_COUNT", "").isdigit():
+        record["slurm_restart_count"] = int(os.environ["SLURM_RESTART_COUNT"])
+    return record
 
 
-def _process_start_time(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch), from /proc; None where there is no /proc."""
+def _read(path: Path, text: bytes | None = None) -> dict[str, Any] | None:
+    """The record in the lock file at `path` (or in `text`), None when there is none or it cannot be read."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        lines = Path("/proc/stat").read_text().splitlines()
-        boot = next(float(line.split()[1]) for line in lines if line.startswith("btime"))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        record = json.loads(path.read_bytes() if text is None else text)
+    except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
-def _pid_alive(pid: int, since: float | None) -> bool:
-    """Whether `pid` runs and is the process that took the lock (not a later one that reused the pid)."""
+def _describe(record: dict[str, Any] | None) -> str:
+    if record is None:
+        return "its record cannot be read"
+    host, pid, started, job, task = (record.get(key) for key in ("host", "pid", "started", *_SLURM_TASK))
+    slurm = (f", SLURM job {job}" + (f" task {task}" if task else "")) if job else ""
+    return f"host {host}, pid {pid}, started {started}{slurm}"
+
+
+def _held(path: Path) -> bool:
+    """Whether a process holds the lock at `path` now. A shared lock probes it: it never creates the file,
+    needs only read access, and probes from two processes at once do not take each other for a holder."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        pass  # another user's process: it exists
-    started = _process_start_time(pid)
-    # A pid reused after the owner died belongs to a process started after the lock was taken.
-    return not (started is not None and since is not None and started > since + 1)
-
-
-def _describe_owner(record: dict[str, Any]) -> str:
-    parts = [f"host {record.get('host', '?')}", f"pid {record.get('pid', '?')}"]
-    if record.get("started"):
-        parts.append(f"started {record['started']}")
-    if record.get("slurm_job_id"):
-        task = record.get("slurm_array_task_id")
-        parts.append(f"SLURM job {record['slurm_job_id']}" + (f" task {task}" if task else ""))
-    return ", ".join(parts)
-
-
-# How long an unreadable lock is left alone before it counts as stale.
-UNREADABLE_LOCK_GRACE_S = 10.0
-
-
-def _place_whole(path: Path, text: str, token: str) -> None:
-    """Create `path` holding `text`, whole or not at all; FileExistsError when `path` exists.
-
-    The text goes to a temporary file first, which is then hard-linked into place (atomic, and refused when
-    the name is taken), so no reader ever sees an empty or half-written lock, and a failed write (a full
-    disk) leaves nothing behind. A file system without hard links gets an exclusive create instead.
-    """
-    temporary = path.with_name(f"{path.name}.{token}.tmp")
     try:
-        with open(temporary, "x") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(temporary, path)
-            return
-        except FileExistsError:
-            raise
-        except OSError as error:
-            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
-                raise
-        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        try:
-            with os.fdopen(handle, "w") as file:
-                file.write(text)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as error:  # contention (EAGAIN, or EACCES on some filesystems); ENOSYS: no flock there
+        return error.errno != errno.ENOSYS
+    else:  # a file removed meanwhile was a released lock's: its path may hold a new one
+        return os.fstat(fd).st_nlink == 0 and _held(path)
     finally:
-        temporary.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _refusal(run_dir: Path, owner: str) -> RunFolderRefused:
+    why = f"--output {run_dir} is in use by another run ({owner})"
+    return RunFolderRefused(f"{why}; wait for it to finish, or pick another --output")
 
 
 @dataclass
@@ -116,196 +85,72 @@ class RunFolderLock:
     """`<run>/.genae.lock`, held by this process from `acquire` to `release`."""
 
     path: Path
-    token: str
+    lock: BaseFileLock = field(init=False)
+    file: os.stat_result | None = None  # the lock file this process holds
 
     @classmethod
     def acquire(cls, run_dir: Path) -> RunFolderLock:
-        """Take the lock atomically; take over a stale one with a one-line notice."""
-        path = run_dir / LOCK_FILE
-        token = secrets.token_hex(8)
-        record = {
-            **_process_identity(),
-            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "started_epoch": time.time(),
-            "token": token,
-        }
-        for _ in range(3):
-            try:
-                _place_whole(path, json.dumps(record), token)
-            except FileExistsError:
-                cls._take_over_if_stale(path)
-                continue
-            return cls(path, token)
-        raise RunFolderRefused(
-            f"--output {run_dir}: another run keeps taking its lock {path}; wait for it, "
-            "or pick another --output"
-        )
-
-    @staticmethod
-    def _read(path: Path) -> dict[str, Any] | None:
+        """Take the lock and write this process's record into it; refuse naming a live owner."""
+        self = cls(run_dir / LOCK_FILE)
+        # A second of tries, not one: a run releasing the lock removes its file, and a waiter that opened that
+        # file tries again on the next one (filelock), as it does after a probe's brief hold (_held).
+        self.lock = FileLock(self.path, timeout=1.0, on_acquired=self._write_record)
         try:
-            record = json.loads(path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            return None
-        return record if isinstance(record, dict) else None
-
-    @classmethod
-    def _take_over_if_stale(cls, path: Path) -> None:
-        """Remove the lock at `path` if its owner is gone; raise RunFolderRefused naming a live owner."""
-        run_dir = path.parent
-        record = cls._read(path)
-        if record == {}:
-            return  # released meanwhile: try again
-        if record is None:
-            # A lock is placed whole (_place_whole), so an unreadable one is no run's lock being written: it
-            # was damaged, or left by a crash of a version that wrote it in place. A young one is left to
-            # whoever may be replacing it; an older one is stale.
-            try:
-                age = time.time() - path.stat().st_mtime
-            except FileNotFoundError:
-                return
-            if age < UNREADABLE_LOCK_GRACE_S:
-                raise RunFolderRefused(
-                    f"--output {run_dir} is locked by {path}, which cannot be read (changed {age:.0f} s "
-                    f"ago); if no run writes there, remove {path} and run again"
-                )
-            cls._remove_unreadable(path)
-            return
-        stale = cls._stale_reason(record)
-        if stale is None:
-            cls._refuse_live_owner(path, record)
-        # Move the stale lock aside (atomic), then check that what moved is the lock judged stale: another
-        # process may have taken it over and created a fresh one between our read and the rename.
-        aside = path.with_name(f"{LOCK_FILE}.stale-{secrets.token_hex(4)}")
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return
-        moved = cls._read(aside)
-        if moved is not None and moved.get("token") != record.get("token"):
-            try:
-                os.link(aside, path)  # put the fresh lock back; fails if yet another one appeared
-            except FileExistsError:
-                pass
-            aside.unlink(missing_ok=True)
-            return
-        aside.unlink(missing_ok=True)
-        # Imported here: console imports Lightning, and the command line checks --output without it.
-        from lightning_genae.progress import say
-
-        say(f"run folder {run_dir}: took over the lock of {stale} ({_describe_owner(record)})")
-
-    @staticmethod
-    def _remove_unreadable(path: Path) -> None:
-        """Move an unreadable lock aside and remove it, unless a readable one replaced it meanwhile."""
-        aside = path.with_name(f"{LOCK_FILE}.stale-{secrets.token_hex(4)}")
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return
+            self.lock.acquire()
+        except Timeout:
+            raise _refusal(run_dir, _describe(_read(self.path))) from None
         except OSError as error:
-            raise RunFolderRefused(
-                f"--output {path.parent} is locked by {path}, which cannot be read and cannot be removed "
-                f"({describe_error(error)}); remove {path} by hand and run again"
-            ) from None
-        if RunFolderLock._read(aside) not in (None, {}):
-            try:
-                os.link(aside, path)  # a run's lock after all: put it back
-            except FileExistsError:
-                pass
-            aside.unlink(missing_ok=True)
-            return
-        aside.unlink(missing_ok=True)
-        from lightning_genae.progress import say
+            if error.errno != errno.ENOSYS:  # ENOSYS: a filesystem without flock (Lustre mounted noflock)
+                raise
+            self.path.unlink(missing_ok=True)
+            why = f"--output {run_dir}: its filesystem has no file locks (flock)"
+            raise ConfigError(f"{why}; mount it with -o flock (Lustre) or pick another --output") from None
+        return self
 
-        say(
-            f"run folder {path.parent}: took over the lock {path}, which could not be read (left by a run "
-            "that crashed while taking it)"
-        )
+    def _write_record(self, fd: int) -> None:
+        """Write this process's record into the lock it now holds, saying whose record was left there."""
+        try:
+            left, self.file = os.read(fd, 1 << 16), os.fstat(fd)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(_identity()).encode(), 0)
+            os.fsync(fd)  # seen by a reader on another node now, not once this run closes the file
+        except OSError:
+            self.path.unlink(missing_ok=True)  # a lock that cannot be written leaves no file
+            raise
+        if left.strip():
+            from lightning_genae.progress import say  # imported here: progress imports Lightning
 
-    @staticmethod
-    def _refuse_live_owner(path: Path, record: dict[str, Any]) -> NoReturn:
-        """Refuse the folder of the lock at `path`, held by the live run `record` describes."""
-        run_dir, owner = path.parent, _describe_owner(record)
-        if record.get("host") != socket.gethostname():
-            raise RunFolderRefused(
-                f"--output {run_dir} is in use by a run on another machine ({owner}); if that job is "
-                f"gone, remove {path} and run again, or pick another --output"
-            )
-        raise RunFolderRefused(
-            f"--output {run_dir} is in use by another run ({owner}); wait for it to finish, "
-            "or pick another --output"
-        )
-
-    @classmethod
-    def refuse_if_held(cls, run_dir: Path) -> None:
-        """Refuse `run_dir` if a live run holds its lock (a stale lock is left for `acquire` to judge)."""
-        path = run_dir / LOCK_FILE
-        record = cls._read(path)
-        if record and cls._stale_reason(record) is None:
-            cls._refuse_live_owner(path, record)
+            owner = _describe(_read(self.path, left))
+            say(f"run folder {self.path.parent}: took over the lock of a run that is gone ({owner})")
 
     @staticmethod
-    def _stale_reason(record: dict[str, Any]) -> str | None:
-        """Why the lock's owner is gone, or None while it may still be writing.
+    def refuse_if_held(run_dir: Path) -> None:
+        """Refuse `run_dir` if a run holds its lock now."""
+        if (owner := live_lock_owner(run_dir)) is not None:
+            raise _refusal(run_dir, owner)
 
-        On this host the owner's pid decides. Elsewhere only SLURM can tell: a lock of this very job and
-        array task from an earlier attempt (a lower SLURM_RESTART_COUNT, or none recorded) is this job's
-        own, left by the node it ran on before a requeue.
-        """
-        mine = _process_identity()
-        pid = record.get("pid")
-        if record.get("host") == mine["host"] and isinstance(pid, int):
-            if pid == mine["pid"]:
-                return "an earlier run of this process"
-            since = record.get("started_epoch")
-            if not _pid_alive(pid, since if isinstance(since, (int, float)) else None):
-                return "a run that is gone"
-            return None
-        job = record.get("slurm_job_id")
-        same_job = job and job == mine.get("slurm_job_id")
-        if same_job and record.get("slurm_array_task_id") == mine.get("slurm_array_task_id"):
-            theirs, ours = record.get("slurm_restart_count"), mine.get("slurm_restart_count")
-            if theirs is None or ours is None or theirs < ours:
-                return "this SLURM job's previous attempt"
-        return None
-
-    @classmethod
-    def left_by_this_jobs_earlier_attempt(cls, run_dir: Path) -> bool:
-        """Whether `run_dir`'s lock was left by an earlier attempt of this very SLURM job (and array task)
-        before SLURM requeued it (this process's SLURM_RESTART_COUNT is higher than the lock records), and
-        its process is gone: killed without a chance to undo its start."""
-        record = cls._read(run_dir / LOCK_FILE)
-        mine = _process_identity()
-        ours = mine.get("slurm_restart_count")
-        if not record or not mine.get("slurm_job_id") or not isinstance(ours, int) or ours < 1:
-            return False
-        theirs = record.get("slurm_restart_count")
-        return (
-            record.get("slurm_job_id") == mine["slurm_job_id"]
-            and record.get("slurm_array_task_id") == mine.get("slurm_array_task_id")
-            and (theirs is None or (isinstance(theirs, int) and theirs < ours))
-            and cls._stale_reason(record) is not None
-        )
+    @staticmethod
+    def left_by_this_jobs_earlier_attempt(run_dir: Path) -> bool:
+        """Whether `run_dir`'s lock was left by an earlier attempt of this very SLURM job and array task,
+        killed before SLURM requeued it (a lower SLURM_RESTART_COUNT; the first attempt records none), with
+        no chance to undo its start. A lock released cleanly is gone with its file."""
+        record, mine = _read(run_dir / LOCK_FILE) or {}, _identity()
+        same = "slurm_job_id" in mine and all(record.get(key) == mine.get(key) for key in _SLURM_TASK)
+        theirs = record.get("slurm_restart_count", 0)
+        return same and isinstance(theirs, int) and theirs < mine.get("slurm_restart_count", 0)
 
     def release(self) -> None:
-        """Remove the lock, if it is still this process's."""
-        record = self._read(self.path)
-        if record and record.get("token") == self.token:
-            try:
-                self.path.unlink(missing_ok=True)
-            except OSError:
-                # A folder gone read-only (the failure being reported, usually): the lock stays, and the next
-                # run on this host takes it over as stale once this process is gone. Raising here would
-                # replace the error that stopped the run with this one.
-                pass
+        """Remove the lock file while holding it, so that no run finds it free with this record, then let go.
+        A folder gone read-only keeps the file: raising would hide the error that stopped this run."""
+        try:  # a file another run made, once this one's was removed by hand, is that run's
+            if self.file is not None and os.path.samestat(self.path.stat(), self.file):
+                self.path.unlink()
+        except OSError:
+            pass
+        self.lock.release()
 
 
 def live_lock_owner(run_dir: Path) -> str | None:
-    """Who holds `<run_dir>/.genae.lock` while its owner may still be writing; None when free or stale."""
-    record = RunFolderLock._read(run_dir / LOCK_FILE)
-    if not record or RunFolderLock._stale_reason(record) is not None:
-        return None
-    return _describe_owner(record)
+    """Who holds `<run_dir>/.genae.lock` now; None when no process does."""
+    path = run_dir / LOCK_FILE
+    return _describe(_read(path)) if _held(path) else None
