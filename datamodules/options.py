@@ -24,7 +24,7 @@ __all__ = [
     "SinesOptions",
 ]
 
-# The feature-classifier command's own flags (lightning_genae/metrics/classifier_command.py). Every image
+# The feature-classifier command's own flags (lightning_genae/experiment/classifier.py). Every image
 # dataset's options are flags of that command too, so no dataset option may take one of these names.
 CLASSIFIER_COMMAND_OPTIONS = ("data", "data_dir", "seed", "epochs", "output")
 

@@ -1,11 +1,15 @@
-"""The library's own lines: notices on stdout and warnings on stderr (rank 0 only), and the progress of long
+"""The library's own lines: notices on stdout and warnings on stderr (rank 0 only), the progress of long
 phases outside a training loop (a classifier's epochs, an evaluation's features), each saying what it waits
-for and about how long it has left."""
+for and about how long it has left, and Lightning's notices a user cannot act on silenced
+(`quiet_lightning`)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
+import warnings
 from typing import Any
 
 from lightning_fabric.utilities.rank_zero import rank_zero_only
@@ -92,3 +96,53 @@ class PhaseProgress:
         if detail:
             line += f", {detail}"
         print(line, file=sys.stderr, flush=True)
+
+
+# The start of torch's deprecation message for `LeafSpec`, which Lightning's `_pytree` helpers construct.
+PYTREE_DEPRECATION_PREFIX = "`isinstance(treespec"
+
+
+PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's informational lines and its warnings a user of this project cannot act on.
+
+    Idempotent: `warnings.filterwarnings` replaces an identical filter rather than adding a second one.
+    """
+    # Imported first: Lightning's package set-up would reset the log levels set below.
+    import pytorch_lightning  # noqa: F401
+
+    # Lightning's INFO lines (device banners, "💡 Tip", "`Trainer.fit` stopped: `max_steps=...`",
+    # "Restoring states from ...") speak in its units or advertise; the project says what matters itself.
+    # Its WARNING-level records (problems) still reach stderr through Lightning's own handler.
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    # Lightning's use of a torch API deprecated in newer torch (`torch.utils._pytree.LeafSpec`): a Lightning
+    # release fixes it, not the user. Matched by message alone, as `lightning.pytorch` emits it too.
+    warnings.filterwarnings("ignore", PYTREE_DEPRECATION + ".*", FutureWarning)
+    # Spawned processes (ddp_spawn ranks, spawn-started loader workers) are fresh interpreters that never
+    # run this function; they read PYTHONWARNINGS, whose message field is a literal prefix without commas.
+    entry = f"ignore:{PYTREE_DEPRECATION_PREFIX}:FutureWarning"
+    inherited = os.environ.get("PYTHONWARNINGS", "")
+    if entry not in inherited.split(","):
+        os.environ["PYTHONWARNINGS"] = f"{inherited},{entry}" if inherited else entry
+    # Lightning hints at srun on every machine where SLURM is installed; the project's sbatch templates
+    # launch with srun, and outside a job (a login node, a workstation) the hint is wrong.
+    warnings.filterwarnings("ignore", ".*The `srun` command is available on your system but is not used.*")
+    # Lightning falls back from 16-mixed to bf16-mixed on the CPU with a warning; the model line names the
+    # precision in use, so the warning would only repeat it on stderr.
+    warnings.filterwarnings("ignore", ".*AMP with fp16 is not supported on CPU.*")
+    # Data lives in memory and is batched by indexing, so worker processes would only add overhead.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # A run folder is reused on purpose by --resume, and by --output pointing at an earlier run.
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+    # Models without a validation objective (the GAN) are still validated by the metric callbacks.
+    warnings.filterwarnings("ignore", ".*val_dataloader` but have no `validation_step.*")
+    # Lightning logs every N batches counted across epochs, so a small dataset (fewer batches per epoch
+    # than N) still logs every N iterations; lowering the interval would change nothing the user wants.
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval Trainer\\(log_every_n_steps.*")
+    # Lightning warns because it cannot restore its own loader's place in a mid-epoch resume; the training
+    # loaders here keep theirs in the DataModule's checkpointed state (EpochPosition) and resume from it.
+    warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")

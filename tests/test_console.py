@@ -14,8 +14,7 @@ from tiny import TINY_RUN
 from lightning_genae.callbacks import progress_bar
 from lightning_genae.callbacks.progress_bar import IterationProgressBar
 from lightning_genae.experiment.cli import main
-from lightning_genae.experiment.console import quiet_lightning
-from lightning_genae.progress import PhaseProgress, say
+from lightning_genae.progress import PhaseProgress, quiet_lightning, say
 
 TINY = TINY_RUN + ["--eval-samples", "50"]
 CHATTER = ("GPU available", "TPU available", "Tip", "Trainer.fit` stopped", "Epoch", "Total params", "┃")

@@ -457,7 +457,7 @@ def _error_line(error: GenaeError, training: bool) -> str:
 def _quiet_lightning() -> None:
     """Import Lightning (through the console) and silence its noise: called by each mode that trains,
     evaluates or reads a checkpoint, after which Lightning's import has set its loggers' levels."""
-    from lightning_genae.experiment.console import quiet_lightning
+    from lightning_genae.progress import quiet_lightning
 
     quiet_lightning()
 

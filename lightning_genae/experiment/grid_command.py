@@ -98,7 +98,7 @@ def run_grid_command(
 
     overwrite = bool(values.get("overwrite"))
     run_files = check_grid_root(plan.root, overwrite=overwrite)
-    from lightning_genae.experiment.console import quiet_lightning
+    from lightning_genae.progress import quiet_lightning
 
     quiet_lightning()
     for resolved in list(plan.runs.values())[:1]:

@@ -600,7 +600,7 @@ def check_shape_options(resolved: ResolvedRun) -> None:
     """
     if all(value is None for value in resolved.data_options.to_dict().values()):
         return
-    from lightning_genae.experiment.console import quiet_lightning
+    from lightning_genae.progress import quiet_lightning
 
     quiet_lightning()
     resolved.build_datamodule()
