@@ -121,7 +121,9 @@ def test_a_runs_summary_records_that_its_generated_images_were_binarized(
 
     monkeypatch.setattr(
         "lightning_genae.api.generative_metrics",
-        lambda config, *args: GenerativeMetrics(Pooled(), num_samples=config.eval_samples, seed=config.seed),
+        lambda model, data, settings: GenerativeMetrics(
+            Pooled(), num_samples=settings.eval_samples, seed=settings.seed
+        ),
     )
     run_dir = tmp_path / "vae"
     args = [

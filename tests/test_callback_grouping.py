@@ -49,7 +49,14 @@ def test_only_consecutive_stateless_callbacks_of_the_project_are_grouped_and_the
     checkpoint = ModelCheckpoint()
     bar = IterationProgressBar()
     foreign = Silent()
-    listed = [*guard_like, state, StopOnSignal(Path("last.ckpt"), Path(".")), bar, checkpoint, foreign]
+    listed = [
+        *guard_like,
+        state,
+        StopOnSignal(Path("last.ckpt"), Path("."), "run it again"),
+        bar,
+        checkpoint,
+        foreign,
+    ]
     listed += [SeedPerRank(1), LogStepIsIteration(2)]
     assert not any(groupable(kept) for kept in (state, checkpoint, bar, foreign))
     result = grouped(listed)

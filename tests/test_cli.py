@@ -283,8 +283,7 @@ def test_config_yaml_reruns_the_same_experiment(tmp_path):
 def test_the_commands_a_run_prints_name_the_installed_command_it_was_run_as(tmp_path, monkeypatch):
     """Run as `genae` (pip's console script), the lines to type again say genae: an installed user has no
     run.py. Run as run.py, they say python run.py."""
-    from lightning_genae.callbacks.stopping import StopOnSignal
-    from lightning_genae.experiment.program import command_prefix
+    from lightning_genae.experiment.program import command_prefix, resume_command
 
     run_dir = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", [str(tmp_path / "bin" / "genae")])
@@ -292,9 +291,9 @@ def test_the_commands_a_run_prints_name_the_installed_command_it_was_run_as(tmp_
     assert main(["--model", "ae", *TINY, "--max-steps", "2", "--output", str(run_dir)]) == 0
     header = (run_dir / "config.yaml").read_text().splitlines()[0]
     assert header.endswith(f"re-run with: genae --config {run_dir.absolute() / 'config.yaml'}")
-    assert StopOnSignal(run_dir / "last.ckpt", run_dir).continue_with.startswith("genae --output ")
+    assert resume_command(run_dir).startswith("genae --output ")
     monkeypatch.setattr(sys, "argv", ["run.py"])
-    assert StopOnSignal(run_dir / "last.ckpt", run_dir).continue_with.startswith("python run.py --output ")
+    assert resume_command(run_dir).startswith("python run.py --output ")
     monkeypatch.setattr(sys, "argv", [str(REPO / "lightning_genae" / "__main__.py")])
     assert command_prefix() == "python -m lightning_genae"
 

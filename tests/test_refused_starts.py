@@ -199,7 +199,7 @@ def test_a_folder_too_small_for_the_image_metrics_is_refused_before_training(tmp
     captured = capsys.readouterr()
     err = captured.err.strip()
     assert len(err.splitlines()) == 1 and "classifier" not in captured.out, captured
-    for text in ("the val split of folder, which holds 2 images", "at least 6", "--backbone none"):
+    for text in ("the val split of folder, which holds 2 images", "at least 6", "backbone none"):
         assert text in err, err
     assert not out.exists()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from lightning_genae.augmentation import AUGMENTATIONS, augmentation_options
+from lightning_genae.augmentation import AUGMENTATIONS, BUILT_IN_AUGMENTATIONS, augmentation_options
 from lightning_genae.datamodules import DATASETS, dataset_options
 from lightning_genae.datamodules.options import CLASSIFIER_COMMAND_OPTIONS
 from lightning_genae.errors import ConfigError
@@ -17,13 +17,24 @@ from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import PluginOptions, flag, type_name
 
 
+def _is_plugin(name: str, spec: Any) -> bool:
+    """Whether `name` was registered from outside the package (a built-in family or dataset has a relative
+    location, `.ae:...`)."""
+    if name in BUILT_IN_AUGMENTATIONS and spec is AUGMENTATIONS.get(name):
+        return False
+    return not getattr(spec, "location", "").startswith(".")
+
+
 def check_registered_options() -> None:
     """Refuse, in one line naming it, a registered family's, dataset's or augmentation's option that would
     not be a flag of its own."""
     for kind, registry in (("model", MODELS), ("dataset", DATASETS), ("augmentation", AUGMENTATIONS)):
         for name, spec in registry.items():
-            _check_option_names(kind, name, spec.options)
+            if _is_plugin(name, spec):
+                _check_option_names(kind, name, spec.options)
     for name, spec in DATASETS.items():
+        if not _is_plugin(name, spec):
+            continue
         for option in spec.options.types():
             if option in CLASSIFIER_COMMAND_OPTIONS:
                 raise ConfigError(
@@ -32,6 +43,8 @@ def check_registered_options() -> None:
                 )
     declared = {name: spec.options.types() for name, spec in MODELS.items()}
     for name, kinds in declared.items():
+        if not _is_plugin(name, MODELS[name]):
+            continue
         for other, other_kinds in declared.items():
             for option in set(kinds) & set(other_kinds):
                 if kinds[option] != other_kinds[option]:
