@@ -16,6 +16,7 @@ from lightning_genae.lightning_internals import set_logging_step
 from lightning_genae.models import GenerativeModule
 from lightning_genae.models.base import diverged_before_any_update, is_last_training_batch
 from lightning_genae.run_files import CONFIG_KEY, files_named_as_a_runs, last_checkpoint, started_run_files
+from lightning_genae.seeding import int_seed
 
 
 class SeedPerRank(Callback):
@@ -23,7 +24,8 @@ class SeedPerRank(Callback):
 
     seed_everything seeds all processes alike, so each would draw the same GAN noise, augmentation
     choices and DiffAugment parameters every step: the world's batch of fakes would be one batch
-    repeated. Weights stay identical across processes (DDP broadcasts rank 0's at start).
+    repeated. Each process is seeded from the run seed's "training" stream at its rank. Weights stay
+    identical across processes (DDP broadcasts rank 0's at start).
     """
 
     def __init__(self, seed: int) -> None:
@@ -31,7 +33,8 @@ class SeedPerRank(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size > 1:
-            pl.seed_everything(self.seed + 7919 * trainer.global_rank, workers=True, verbose=False)
+            rank_seed = int_seed(self.seed, "training", trainer.global_rank)
+            pl.seed_everything(rank_seed, workers=True, verbose=False)
 
 
 class LogStepIsIteration(Callback):
