@@ -10,6 +10,7 @@ from lightning_genae.callbacks.periodic import PeriodicDrawing
 from lightning_genae.callbacks.pictures import log_image_grid
 from lightning_genae.datamodules.base import to_model_range
 from lightning_genae.models import Autoencoder, ImageDiscriminator, ReconstructingDiscriminator, Sampler
+from lightning_genae.seeding import generator, int_seed
 
 
 class _PeriodicImageCallback(PeriodicDrawing):
@@ -19,9 +20,10 @@ class _PeriodicImageCallback(PeriodicDrawing):
 
 
 class SampleGrid(_PeriodicImageCallback):
-    """Samples from the same noise every time, so grids over training show one model improving."""
+    """Samples from the same noise every time (the run seed's "sample grid" stream), so grids over training
+    show one model improving."""
 
-    def __init__(self, every_n_steps: int = 500, num_samples: int = 64, seed: int = 1234) -> None:
+    def __init__(self, every_n_steps: int = 500, num_samples: int = 64, seed: int = 0) -> None:
         super().__init__(every_n_steps)
         self.num_samples = num_samples
         self.seed = seed
@@ -30,8 +32,7 @@ class SampleGrid(_PeriodicImageCallback):
         return isinstance(pl_module, Sampler)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        generator = torch.Generator().manual_seed(self.seed)
-        samples = pl_module.sample(self.num_samples, generator=generator)
+        samples = pl_module.sample(self.num_samples, generator=generator(self.seed, "sample grid"))
         log_image_grid(trainer, "samples", samples, step)
 
 
@@ -61,10 +62,11 @@ class DiscriminatorReconstructionGrid(_PeriodicImageCallback):
 
     Rows of 8 come in groups, one row per batch the model returns: validation images, D's reconstructions
     of them, fakes from fixed noise, D's reconstructions of those. D is trained to reconstruct the first
-    well and the fakes badly, so the grid shows how far apart it holds them.
+    well and the fakes badly, so the grid shows how far apart it holds them. The fakes' noise is the run
+    seed's "discriminator reconstruction grid" stream.
     """
 
-    def __init__(self, every_n_steps: int = 500, num_images: int = 32, seed: int = 2468) -> None:
+    def __init__(self, every_n_steps: int = 500, num_images: int = 32, seed: int = 0) -> None:
         super().__init__(every_n_steps)
         self.num_images = num_images
         self.seed = seed
@@ -75,8 +77,8 @@ class DiscriminatorReconstructionGrid(_PeriodicImageCallback):
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         images, _ = trainer.datamodule.split_tensors("val")
         real = to_model_range(images[: self.num_images].to(pl_module.device))
-        generator = torch.Generator().manual_seed(self.seed)
-        batches = list(pl_module.discriminator_reconstructions(real, generator).values())
+        noise = generator(self.seed, "discriminator reconstruction grid")
+        batches = list(pl_module.discriminator_reconstructions(real, noise).values())
         nrow = 8
         rows = []
         for start in range(0, len(real), nrow):
@@ -95,10 +97,11 @@ def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torc
 
 class InterpolationGrid(_PeriodicImageCallback):
     """Each row walks the latent space between two points: encoded validation images for autoencoders
-    (straight line), prior draws for models that only sample (slerp)."""
+    (straight line), prior draws for models that only sample (slerp), from the run seed's "interpolation
+    grid" stream."""
 
     def __init__(
-        self, every_n_steps: int = 500, num_rows: int = 8, num_steps: int = 10, seed: int = 4321
+        self, every_n_steps: int = 500, num_rows: int = 8, num_steps: int = 10, seed: int = 0
     ) -> None:
         super().__init__(every_n_steps)
         self.num_rows = num_rows
@@ -123,9 +126,9 @@ class InterpolationGrid(_PeriodicImageCallback):
                 for start, stop in zip(starts, stops, strict=True)
             ]
         else:
-            generator = torch.Generator().manual_seed(self.seed)
-            starts = pl_module.prior_noise(self.num_rows, generator)
-            stops = pl_module.prior_noise(self.num_rows, generator)
+            draws = generator(self.seed, "interpolation grid")
+            starts = pl_module.prior_noise(self.num_rows, draws)
+            stops = pl_module.prior_noise(self.num_rows, draws)
             rows = [
                 slerp(start.expand(self.num_steps, -1), stop.expand(self.num_steps, -1), weights)
                 for start, stop in zip(starts, stops, strict=True)
@@ -163,12 +166,12 @@ class AugmentationPreview(ModelSpecificCallback):
             pl_module.discriminator_input if self._shows_discriminator_side(pl_module) else None
         )
         images, labels = datamodule.split_tensors("train")
-        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+        pick = torch.randperm(len(images), generator=generator(self.seed, "augmentation preview images"))
         pick = pick[: self.num_images]
         originals = to_model_range(images[pick].to(pl_module.device))
         versions = [originals]
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+            torch.manual_seed(int_seed(self.seed, "augmentation preview draws"))
             if data_side is not None:
                 versions.append(data_side(originals, labels[pick].to(pl_module.device)))
             if discriminator_side is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -37,6 +36,7 @@ from lightning_genae.metrics.names import metric_name
 from lightning_genae.metrics.representation import representation_metrics
 from lightning_genae.models import Autoencoder, Sampler
 from lightning_genae.progress import evaluation_progress, say
+from lightning_genae.seeding import generator, int_seed
 
 FEATURE_BATCH = 500
 
@@ -72,8 +72,7 @@ class FeatureBank(Metric):
 def sample_generator(seed: int, stage: str, chunk: int) -> torch.Generator:
     """The random stream of one chunk of generated samples: per chunk, not per rank, so the samples (and
     the metrics) are the same whether one process or eight generate them, and the same on re-evaluation."""
-    state = np.random.SeedSequence([seed, SPLITS.index(stage), chunk]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
+    return generator(seed, "generated images", SPLITS.index(stage), chunk)
 
 
 # How summary.json's evaluation block names generated images binarized before their features.
@@ -170,10 +169,10 @@ class GenerativeMetrics(StageRecords, Callback):
         for chunk in chunks:
             start = chunk * FEATURE_BATCH
             size = min(FEATURE_BATCH, n - start)
-            generator = sample_generator(self.seed, stage, chunk)
-            samples = _checked_samples(pl_module.sample(size, generator=generator), size, pl_module, trainer)
+            draws = sample_generator(self.seed, stage, chunk)
+            samples = _checked_samples(pl_module.sample(size, generator=draws), size, pl_module, trainer)
             if binary:
-                samples = bernoulli_pixels(samples, generator)
+                samples = bernoulli_pixels(samples, draws)
             features = extract_features(self.backbone, to_uint8(samples), device)
             bank.update(features.to(device), torch.arange(start, start + size, device=device))
             if trainer.is_global_zero:
@@ -236,7 +235,7 @@ class RepresentationMetrics(ModelSpecificCallback):
             datamodule.split_tensors("test"),
             pl_module.latent_dim,
             pl_module.device,
-            seed=self.seed,
+            seed=int_seed(self.seed, "representation probe"),
             prepare=datamodule.to_model_range,
         )
         for key, value in values.items():

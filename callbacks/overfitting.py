@@ -16,10 +16,12 @@ import pytorch_lightning as pl
 from torch import Tensor
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
+from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.metrics.generative import seeded_subset
 from lightning_genae.metrics.names import MetricName
 from lightning_genae.models import ScoringDiscriminator
 from lightning_genae.models.base import evaluation_mode
+from lightning_genae.seeding import int_seed
 
 # Images scored per split at each validation (fewer when a split is smaller): one forward of at most
 # 2 x 256 images, a fraction of what the generative metrics cost at the same cadence.
@@ -53,10 +55,11 @@ class DiscriminatorOverfitting(ModelSpecificCallback):
         if self._batches is None:
             splits = {split: datamodule.split_tensors(split)[0] for split in SCORED_SPLITS}
             n = min(self.batch_size, *(len(images) for images in splits.values()))
-            self._batches = {
-                split: images[seeded_subset(len(images), n, self.seed + offset)]
-                for offset, (split, images) in enumerate(splits.items())
-            }
+            self._batches = {}
+            for split, images in splits.items():
+                # The run seed's "overfitting batch" stream at each split.
+                seed = int_seed(self.seed, "overfitting batch", SPLITS.index(split))
+                self._batches[split] = images[seeded_subset(len(images), n, seed)]
         return self._batches
 
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:

@@ -16,6 +16,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from lightning_genae.seeding import int_seed
+
 
 def global_random_state() -> dict[str, Any]:
     """The state of every global generator, as tensors and plain values."""
@@ -89,7 +91,8 @@ class RandomStateInCheckpoints(Callback):
 
 
 class SeededEvaluation(Callback):
-    """Every validation and every test starts from the run's seed; the streams go on afterwards as they were.
+    """Every validation and every test starts from the run seed's "evaluation" stream; the streams go on
+    afterwards as they were.
 
     So what an evaluation draws (a VAE's posterior samples, ...) depends on the weights and the seed alone:
     the validation at a run's last iteration gives what its final evaluation gives, `--evaluate` gives what
@@ -105,7 +108,7 @@ class SeededEvaluation(Callback):
 
     def _start(self) -> None:
         self._outside_state = global_random_state()
-        pl.seed_everything(self.seed, workers=True, verbose=False)
+        pl.seed_everything(int_seed(self.seed, "evaluation"), workers=True, verbose=False)
 
     def _end(self) -> None:
         if self._outside_state is not None:

@@ -19,6 +19,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_genae.callbacks.records import StageRecords
+from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import BackboneUnavailable
 from lightning_genae.metrics.generative import REAL_SUBSET_SEED, seeded_subset
@@ -26,6 +27,7 @@ from lightning_genae.metrics.sequence_classifier import SequenceFeatures, shippe
 from lightning_genae.metrics.sequences import DEFAULT_STEPS, score_sequences
 from lightning_genae.models import Sampler
 from lightning_genae.progress import say
+from lightning_genae.seeding import generator
 
 SAMPLE_BATCH = 500
 
@@ -116,11 +118,11 @@ class SequenceMetrics(StageRecords, Callback):
         """The stage's SequenceScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
         real = self._real_series(datamodule, stage)
         # Seeded per stage: a re-evaluation of the same checkpoint draws the same samples.
-        generator = torch.Generator().manual_seed(self.seed * 1_000 + (stage == "test"))
+        draws = generator(self.seed, "generated series", SPLITS.index(stage))
         with torch.no_grad():
             generated = torch.cat(
                 [
-                    pl_module.sample(min(SAMPLE_BATCH, len(real) - start), generator=generator).float().cpu()
+                    pl_module.sample(min(SAMPLE_BATCH, len(real) - start), generator=draws).float().cpu()
                     for start in range(0, len(real), SAMPLE_BATCH)
                 ]
             )

@@ -21,6 +21,7 @@ from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.callbacks.periodic import PeriodicDrawing
 from lightning_genae.callbacks.pictures import log_figure
 from lightning_genae.models import Autoencoder, Sampler
+from lightning_genae.seeding import generator, int_seed
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -129,11 +130,12 @@ class SeriesReconstructions(PeriodicDrawing):
 
 
 class SeriesSamples(PeriodicDrawing):
-    """Series generated from the same noise every time, beside real training series for scale."""
+    """Series generated from the same noise every time (the run seed's "sample grid" stream, as the image
+    grid's), beside real training series for scale."""
 
     data_kind = "sequence"
 
-    def __init__(self, every_n_steps: int = 500, num_series: int = 8, seed: int = 1234) -> None:
+    def __init__(self, every_n_steps: int = 500, num_series: int = 8, seed: int = 0) -> None:
         super().__init__(every_n_steps)
         self.num_series = num_series
         self.seed = seed
@@ -143,8 +145,8 @@ class SeriesSamples(PeriodicDrawing):
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         datamodule = trainer.datamodule
-        generator = torch.Generator().manual_seed(self.seed)
-        samples = datamodule.denormalise(pl_module.sample(self.num_series, generator=generator).float().cpu())
+        noise = generator(self.seed, "sample grid")
+        samples = datamodule.denormalise(pl_module.sample(self.num_series, generator=noise).float().cpu())
         figure = series_figure(
             [(sample,) for sample in samples],
             [f"sample {index}" for index in range(len(samples))],
@@ -171,12 +173,11 @@ class SeriesAugmentationPreview(ModelSpecificCallback):
             return
         augment = datamodule.preview
         series, labels = datamodule.split_tensors("train")
-        pick = torch.randperm(len(series), generator=torch.Generator().manual_seed(self.seed))[
-            : self.num_series
-        ]
+        pick = torch.randperm(len(series), generator=generator(self.seed, "augmentation preview images"))
+        pick = pick[: self.num_series]
         originals = datamodule.to_model_range(series[pick].to(pl_module.device))
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+            torch.manual_seed(int_seed(self.seed, "augmentation preview draws"))
             augmented = augment(originals, labels[pick].to(pl_module.device))
         real = datamodule.denormalise(originals.float().cpu())
         changed = datamodule.denormalise(augmented.float().cpu())

@@ -3,10 +3,13 @@ validation at the last iteration, the divergence guard, and the run folder's wat
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_genae.callbacks.pictures import WATCHED_RUN_FOLDERS
@@ -16,6 +19,7 @@ from lightning_genae.lightning_internals import set_logging_step
 from lightning_genae.models import GenerativeModule
 from lightning_genae.models.base import diverged_before_any_update, is_last_training_batch
 from lightning_genae.run_files import CONFIG_KEY, files_named_as_a_runs, last_checkpoint, started_run_files
+from lightning_genae.seeding import int_seed
 
 
 class SeedPerRank(Callback):
@@ -23,7 +27,11 @@ class SeedPerRank(Callback):
 
     seed_everything seeds all processes alike, so each would draw the same GAN noise, augmentation
     choices and DiffAugment parameters every step: the world's batch of fakes would be one batch
-    repeated. Weights stay identical across processes (DDP broadcasts rank 0's at start).
+    repeated. Each process seeds torch's, numpy's and Python's generators from the run seed's "training"
+    stream at its rank, and leaves PL_GLOBAL_SEED, which seed_everything would set, as it was: Lightning
+    seeds a training loader's DistributedSampler from it, and every process must draw the same order of an
+    epoch to take its own share of it (orders drawn per rank overlap). Weights stay identical across
+    processes (DDP broadcasts rank 0's at start).
     """
 
     def __init__(self, seed: int) -> None:
@@ -31,7 +39,10 @@ class SeedPerRank(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size > 1:
-            pl.seed_everything(self.seed + 7919 * trainer.global_rank, workers=True, verbose=False)
+            rank_seed = int_seed(self.seed, "training", trainer.global_rank)
+            random.seed(rank_seed)
+            np.random.seed(rank_seed)
+            torch.manual_seed(rank_seed)
 
 
 class LogStepIsIteration(Callback):

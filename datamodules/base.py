@@ -32,6 +32,7 @@ from lightning_genae.datamodules.placement import batch_device, check_data_on_de
 from lightning_genae.datamodules.splits import stratified_sample
 from lightning_genae.errors import ConfigError, DataError, describe_error
 from lightning_genae.plugin_options import flag, spell_own_hooks
+from lightning_genae.seeding import generator
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -390,7 +391,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         # Its own generator for the workers' base seed: DataLoader draws that from the global stream at every
         # pass otherwise, so an evaluation would move training's noise, and a resumed run would draw one
         # more than an uninterrupted one.
-        options["generator"] = torch.Generator().manual_seed(self.seed)
+        options["generator"] = generator(self.seed, "loader")
         if not train:
             if world_size > 1:
                 shard = EvaluationShard(dataset, world_size, self.trainer.global_rank)

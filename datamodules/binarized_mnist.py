@@ -2,17 +2,16 @@
 ICLR 2016): training images binarized anew at every draw, validation and test images binarized once.
 
 Each pixel is Bernoulli(intensity / 255). The training split keeps MNIST's grey levels and every training
-batch is sampled again on the device (`on_after_batch_transfer`), from a generator seeded by the run seed
-and the training step, so two epochs see different bits of the same image while a rerun, or a resumed run,
-sees the same ones. The validation and test splits are binarized once from a fixed seed with the integer
-hashing of `seeded_uniform`, so they are the same bits on every run, machine and library version, and the
-test log-likelihood always scores the same 10,000 binary images. Pixels are stored as 0 or 255, so batches
-keep the project's [-1, 1] contract: a pixel is -1 or +1, and the Bernoulli decoder's targets are 0 or 1.
+batch is sampled again on the device (`on_after_batch_transfer`), from the run seed's "binarized batch"
+stream at the batch's epoch and step, so two epochs see different bits of the same image while a rerun, or a
+resumed run, sees the same ones. The validation and test splits are binarized once from a fixed seed with
+the integer hashing of `seeded_uniform`, so they are the same bits on every run, machine and library
+version, and the test log-likelihood always scores the same 10,000 binary images. Pixels are stored as 0 or
+255, so batches keep the project's [-1, 1] contract: a pixel is -1 or +1, and the Bernoulli decoder's
+targets are 0 or 1.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import torch
 from torch import Tensor
@@ -20,6 +19,7 @@ from torch import Tensor
 from lightning_genae.datamodules.base import Batch
 from lightning_genae.datamodules.mnist import MNISTDataModule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_uniform
+from lightning_genae.seeding import generator
 
 # Streams of `seeded_uniform` for the fixed binarization of each evaluation split.
 FIXED_STREAMS = {"val": 1, "test": 2}
@@ -36,11 +36,6 @@ def binarize_draw(images: Tensor, generator: torch.Generator) -> Tensor:
     """uint8 images -> one Bernoulli(intensity / 255) draw per pixel, as float32 in {-1, +1}."""
     bits = torch.bernoulli(images.float().div(255.0), generator=generator)
     return bits.mul_(2.0).sub_(1.0)
-
-
-def draw_seed(seed: int, epoch: int, step: int) -> int:
-    """The generator seed of one training batch's binarization: a 64-bit hash of (run seed, epoch, step)."""
-    return int.from_bytes(hashlib.sha256(f"binarize:{seed}:{epoch}:{step}".encode()).digest()[:8], "little")
 
 
 class BinarizedMNISTDataModule(MNISTDataModule):
@@ -63,6 +58,7 @@ class BinarizedMNISTDataModule(MNISTDataModule):
         trainer = self.trainer
         if trainer is None or not trainer.training:
             return self.to_model_range(items), labels
-        generator = torch.Generator(device=items.device)
-        generator.manual_seed(draw_seed(self.seed, trainer.current_epoch, trainer.global_step))
-        return binarize_draw(items, generator), labels
+        draws = generator(
+            self.seed, "binarized batch", trainer.current_epoch, trainer.global_step, device=items.device
+        )
+        return binarize_draw(items, draws), labels

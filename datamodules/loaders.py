@@ -1,15 +1,14 @@
 """How a split's tensors become batches: by indexing, not by B transforms, in an order that resumes.
 
-`InMemoryImages` indexes a whole batch at once; `EpochShuffle` draws each epoch's order from (seed,
-epoch) alone, so a resumed run sees the batches an uninterrupted one would; `ResumableLoader` (a
-DataLoader) and `DeviceBatches` (batches cut from a split already on the accelerator) share the position
-that a checkpoint records; `EvaluationShard` gives each DDP process its share of an evaluation split,
-every item exactly once.
+`InMemoryImages` indexes a whole batch at once; `EpochShuffle` draws each epoch's order from the run seed's
+"epoch order" stream at that epoch alone, so a resumed run sees the batches an uninterrupted one would;
+`ResumableLoader` (a DataLoader) and `DeviceBatches` (batches cut from a split already on the accelerator)
+share the position that a checkpoint records; `EvaluationShard` gives each DDP process its share of an
+evaluation split, every item exactly once.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 import torch
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from lightning_genae.errors import ConfigError
+from lightning_genae.seeding import generator
 
 Batch = tuple[Tensor, Tensor]
 
@@ -70,9 +70,7 @@ class EpochShuffle(Sampler[int]):
         self.epoch, self.skip = epoch, skip
 
     def order(self, epoch: int) -> Tensor:
-        # (seed, epoch) hashed to one 64-bit generator seed: no two runs' epochs share an order by accident.
-        mixed = int.from_bytes(hashlib.sha256(f"{self.seed}:{epoch}".encode()).digest()[:8], "little")
-        return torch.randperm(self.size, generator=torch.Generator().manual_seed(mixed))
+        return torch.randperm(self.size, generator=generator(self.seed, "epoch order", epoch))
 
     def __len__(self) -> int:
         return self.size

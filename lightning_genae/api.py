@@ -61,6 +61,7 @@ from lightning_genae.metrics.sequence_classifier import SEQUENCE_DATASETS
 from lightning_genae.models import MODELS, GenerativeModule, Sampler
 from lightning_genae.progress import say
 from lightning_genae.run_files import CHECKPOINT_DIR, last_checkpoint
+from lightning_genae.seeding import int_seed
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,13 @@ def run_callbacks(
         # Before every callback that draws at a validation's start.
         SeededEvaluation(seed),
         ValidateLastIteration(),
-        SampleGrid(every_n_steps=every, seed=seed + 1234),
+        SampleGrid(every_n_steps=every, seed=seed),
         ReconstructionGrid(every_n_steps=every),
-        InterpolationGrid(every_n_steps=every, seed=seed + 4321),
-        DiscriminatorReconstructionGrid(every_n_steps=every, seed=seed + 2468),
+        InterpolationGrid(every_n_steps=every, seed=seed),
+        DiscriminatorReconstructionGrid(every_n_steps=every, seed=seed),
         # Each picture callback draws only for models of its data kind (images or series).
         SeriesReconstructions(every_n_steps=every),
-        SeriesSamples(every_n_steps=every, seed=seed + 1234),
+        SeriesSamples(every_n_steps=every, seed=seed),
         SaveNormaliser(),
         RepresentationMetrics(seed=seed),
         DiscriminatorOverfitting(seed=seed),
@@ -414,7 +415,7 @@ def score_images(
     (`.values`) are named by the backbone (`fd_classifier`); `.record()` says what they were computed on.
     """
     if seed < 0:
-        # Seeds are >= 0, so seed + 1 never draws the given images with the real subset's own seed.
+        # A seed is the entropy of numpy's SeedSequence (lightning_genae.seeding): a whole number >= 0.
         raise ValueError(f"seed must be >= 0, got {seed}")
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
         raise ValueError(
@@ -451,9 +452,11 @@ def score_images(
             RealFeatures(backbone),
             datamodule,
             split,
-            # seed + 1 (seeds are >= 0): never the real subset's REAL_SUBSET_SEED, to which the split's own
-            # images, given as `images`, would otherwise be cut.
-            lambda n: extract_features(backbone, images[seeded_subset(len(images), n, seed + 1)], device),
+            # Its own stream, not the real subset's seed: the split's own images, given as `images`, would
+            # otherwise be cut to the very images they are compared with.
+            lambda n: extract_features(
+                backbone, images[seeded_subset(len(images), n, int_seed(seed, "scored images"))], device
+            ),
             num_samples=count,
             device=torch.device(device),
         )

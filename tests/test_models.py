@@ -1,6 +1,7 @@
 """Each model family trains on real data, keeps the shared interface, and survives DDP, AMP and NaNs."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -293,3 +294,17 @@ def test_each_ddp_process_draws_its_own_noise():
     torch.manual_seed(0)
     SeedPerRank(seed=0).on_fit_start(SimpleNamespace(world_size=1, global_rank=0), None)
     assert torch.equal(torch.randn(8), expected), "a single process keeps the run's own stream"
+
+
+def test_every_ddp_process_leaves_the_seed_of_the_distributed_sampler_alone(monkeypatch):
+    """Lightning seeds a training loader's DistributedSampler from PL_GLOBAL_SEED when training starts: a
+    process that changed it would draw its own order of the epoch, and the processes' shares would overlap."""
+    from types import SimpleNamespace
+
+    from lightning_genae.callbacks.training import SeedPerRank
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "5")
+    with torch.random.fork_rng(devices=[]):
+        for rank in (0, 1):
+            SeedPerRank(seed=0).on_fit_start(SimpleNamespace(world_size=2, global_rank=rank), None)
+            assert os.environ["PL_GLOBAL_SEED"] == "5"

@@ -159,9 +159,11 @@ def test_score_images_measures_a_models_samples_and_the_data_against_itself(tmp_
     # The same FD as the backbone's features and the distance give by hand, on the same subsets.
     from lightning_genae.metrics.backbones import load_backbone
     from lightning_genae.metrics.generative import seeded_subset
+    from lightning_genae.seeding import int_seed
 
     backbone = load_backbone("classifier", "digits", data)
-    fake = extract_features(backbone, real[seeded_subset(len(real), 200, 1)], torch.device("cpu"))
+    given = seeded_subset(len(real), 200, int_seed(0, "scored images"))
+    fake = extract_features(backbone, real[given], torch.device("cpu"))
     real_features = extract_features(backbone, real, torch.device("cpu"))[seeded_subset(len(real), 200, 0)]
     assert itself.values["fd_classifier"] == pytest.approx(frechet_distance(real_features, fake), rel=1e-5)
 

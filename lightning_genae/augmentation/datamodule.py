@@ -24,6 +24,7 @@ from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.plugin_options import AUTO
+from lightning_genae.seeding import generator
 
 POOL_BATCH = 500
 # Where a checkpoint keeps the state of the generator that picks and perturbs the replaced images.
@@ -115,8 +116,8 @@ class AugmentedDataModule(pl.LightningDataModule):
         self.augmenter.to(self._device())
         if self._generator is None:
             rank = self.trainer.global_rank if self.trainer is not None else 0
-            # Different per rank, or every device would replace the same positions with the same draws.
-            self._generator = torch.Generator().manual_seed(self.seed * 1000 + 17 + rank)
+            # Per rank, or every device would replace the same positions with the same draws.
+            self._generator = generator(self.seed, "online augmentation", rank)
             self._restore_generator()
         if self.plan.mode == "offline" and self._pool is None:
             try:
@@ -136,7 +137,8 @@ class AugmentedDataModule(pl.LightningDataModule):
 
     @torch.no_grad()
     def _generate_pool(self) -> Batch:
-        """`plan.pool` augmented images (default: as many as the training split), seeded by the run seed."""
+        """`plan.pool` augmented images (default: as many as the training split), from the run seed's
+        "augmented pool" stream."""
         images, labels = self.base.split_tensors("train")
         size = self.plan.pool if self.plan.pool is not None else len(images)
         # The generated parts and their concatenation are held at once: twice the pool at the peak.
@@ -147,17 +149,17 @@ class AugmentedDataModule(pl.LightningDataModule):
             raise MemoryError(
                 f"generating the pool needs {needed / 2**30:.1f} GiB, more than this machine has"
             )
-        generator = torch.Generator().manual_seed(self.seed + 99)
+        draws = generator(self.seed, "augmented pool")
         repeats = -(-size // len(images))
-        sources = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(repeats)])[:size]
+        sources = torch.cat([torch.randperm(len(images), generator=draws) for _ in range(repeats)])[:size]
         parts = []
         for start in range(0, size, POOL_BATCH):
             index = sources[start : start + POOL_BATCH]
             batch = self.base.to_model_range(images[index].to(self.augmenter.device))
             # Stored as the decoder's pixel values: binary data draws its pixels from them at every batch, as
             # it does from the real images' intensities.
-            batch = as_training_pixels(self.base, batch, generator)
-            parts.append(self.base.to_stored(self.augmenter(batch, labels[index], generator=generator)).cpu())
+            batch = as_training_pixels(self.base, batch, draws)
+            parts.append(self.base.to_stored(self.augmenter(batch, labels[index], generator=draws)).cpu())
         return torch.cat(parts), labels[sources].clone()
 
     # ----- data -----
@@ -220,7 +222,7 @@ class AugmentedDataModule(pl.LightningDataModule):
     def preview(self, images: Tensor, labels: Tensor) -> Tensor:
         """Augmented versions of images in [-1, 1] (every one of them), for the preview grid."""
         self.augmenter.to(images.device)
-        return self.augmenter(images, labels, generator=torch.Generator().manual_seed(self.seed))
+        return self.augmenter(images, labels, generator=generator(self.seed, "augmentation preview draws"))
 
     def summary(self) -> str:
         if self.plan.mode == "offline":

@@ -23,6 +23,7 @@ from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.experiment.augmenter import load_augmenter
 from lightning_genae.plugin_options import PluginOptions, flag
 from lightning_genae.progress import say
+from lightning_genae.seeding import generator
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def attach_augmentation(
         module, origin = load_augmenter(plan, datamodule, seed, accelerator=accelerator)
         augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
         # Binary data: the codes of drawn training images, which are what the augmenter is shown in training.
-        draws = torch.Generator().manual_seed(seed + 98)
+        draws = generator(seed, "augmenter fit pixels")
         augmenter.to(device).fit(
             *datamodule.split_tensors("train"),
             prepare=lambda items: as_training_pixels(datamodule, datamodule.to_model_range(items), draws),

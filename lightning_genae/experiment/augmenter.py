@@ -35,9 +35,10 @@ from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.models import MODELS, GenerativeModule
 from lightning_genae.progress import say
+from lightning_genae.seeding import int_seed
 
 # Part of the cache key: bump when the augmenter's training recipe changes, so stale caches are retrained.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 AUGMENTER_BATCH = 64
@@ -301,7 +302,7 @@ def train_augmenter(
 
     try:
         with torch.random.fork_rng(devices=[]):
-            pl.seed_everything(seed, workers=True, verbose=False)
+            pl.seed_everything(int_seed(seed, "augmenter training"), workers=True, verbose=False)
             module = module_type(data.data_shape, lr=lr, **sizes)
             trainer = pl.Trainer(
                 # Lightning counts optimizer steps; --augmenter-steps counts training iterations.

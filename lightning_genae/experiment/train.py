@@ -61,6 +61,7 @@ from lightning_genae.models import GenerativeModule, changeable_on_resume
 from lightning_genae.models.base import OBJECTIVE_FORM_KEY, SOURCE_KEY
 from lightning_genae.progress import say
 from lightning_genae.run_files import CHECKPOINT_DIR, CONFIG_FILE, CONFIG_HEADER, METRICS_FILE
+from lightning_genae.seeding import int_seed
 from lightning_genae.source import other_source_note
 
 if TYPE_CHECKING:
@@ -490,7 +491,7 @@ def _train(
             run_dir / METRICS_FILE, {resume_step - 1: "train/", resume_step: "val/"}
         )
 
-    pl.seed_everything(config.seed, workers=True, verbose=False)
+    pl.seed_everything(int_seed(config.seed, "training"), workers=True, verbose=False)
     datamodule = resolved.build_datamodule()
     family = resolved.model.module
     loggers = build_loggers(
@@ -527,7 +528,7 @@ def _train(
     _keep_the_augmenter_file(trainer, resume, attached.record)
     # Seeded again: the initial weights depend on the seed alone, not on whether an augmenter was trained
     # or loaded first, so every arm of an ablation starts from the same model.
-    pl.seed_everything(config.seed, workers=True, verbose=False)
+    pl.seed_everything(int_seed(config.seed, "training"), workers=True, verbose=False)
     model = resolved.build_model(
         datamodule.data_shape, attached.discriminator_augmentation, attached.strength
     )

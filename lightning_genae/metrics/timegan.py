@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_genae.seeding import int_seed
+
 __all__ = [
     "DISCRIMINATIVE_ITERATIONS",
     "PREDICTIVE_ITERATIONS",
@@ -241,10 +243,11 @@ def timegan_scores(
     discriminative_iterations: int = DISCRIMINATIVE_ITERATIONS,
     predictive_iterations: int = PREDICTIVE_ITERATIONS,
 ) -> TimeGANScores:
-    """Each score fitted `repetitions` times afresh (seeds seed, seed + 1, ...), as main_timegan.py does."""
+    """Each score fitted `repetitions` times afresh, as main_timegan.py does: fit i from `seed`'s "timegan
+    fit" stream at i."""
     if repetitions < 1:
         raise ValueError(f"repetitions must be at least 1, got {repetitions}")
-    seeds = range(seed, seed + repetitions)
+    seeds = [int_seed(seed, "timegan fit", repetition) for repetition in range(repetitions)]
     return TimeGANScores(
         discriminative=tuple(
             discriminative_score_timegan(real, generated, s, discriminative_iterations) for s in seeds

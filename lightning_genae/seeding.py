@@ -1,0 +1,37 @@
+"""Every random stream drawn from a run's seed, named, and derived in one place.
+
+A stream is numpy's `SeedSequence` with the seed as its entropy and a spawn key of the stream's name (the
+first 8 bytes of the SHA-256 of its UTF-8, the same in every process) followed by its integer index: the
+rank for a stream each process draws on its own, the epoch, step or chunk for one drawn afresh at each. So
+streams of different names, indices or seeds are independent (no stream of one seed is a stream of another
+seed), and the same ones give the same draws in every run.
+
+Seeds that are fixed on purpose, the same for every run (the metrics' reference subset and scoring seeds,
+the shipped classifiers' training seed, the fixed data splits), stay constants where they are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+
+def _seed_sequence(seed: int, stream: str, index: tuple[int, ...]) -> np.random.SeedSequence:
+    name = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:8], "little")
+    return np.random.SeedSequence(seed, spawn_key=(name, *index))
+
+
+def int_seed(seed: int, stream: str, *index: int) -> int:
+    """The stream `stream` of `seed` at `index` as one integer in [0, 2**32): numpy's seed range, which
+    `seed_everything` takes; a CPU torch generator uses 32 bits of its seed in any case."""
+    return int(_seed_sequence(seed, stream, index).generate_state(1)[0])
+
+
+def generator(seed: int, stream: str, *index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator of the stream `stream` of `seed` at `index`, on `device`: the CPU, so a stream
+    draws the same numbers on every accelerator, unless its draws are made where its tensors are. Seeded
+    with 64 bits, all of which a CUDA generator uses."""
+    state = _seed_sequence(seed, stream, index).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state))
