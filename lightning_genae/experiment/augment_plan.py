@@ -10,6 +10,8 @@ from lightning_genae.augmentation import (
     AUGMENTATIONS,
     AUTO,
     AugmentPlan,
+    augmentation_choices,
+    augmentation_fits,
     augmentation_options,
     augmenter_family,
     is_data_side,
@@ -136,6 +138,17 @@ def _check_stray_options(config: RunConfig, stray: list[str], reasons: Mapping[s
         )
 
 
+def _check_data_kind(config: RunConfig, plan_names: tuple[str, ...], kind: str) -> None:
+    """Image-only augmentations on series data are refused, naming those that fit."""
+    image_only = [name for name in plan_names if not augmentation_fits(name, kind)]
+    if image_only:
+        fits = [name for name in augmentation_choices() if name == "none" or augmentation_fits(name, kind)]
+        raise ConfigError(
+            f"--augment {config.augment}: {', '.join(image_only)} {agree(image_only, 'works', 'work')} on "
+            f"images only and --data {config.data} is {kind} data; use --augment {' or '.join(fits)}"
+        )
+
+
 def resolve_augment_plan(
     config: RunConfig, image_discriminator: bool, drop_unused: bool = False, data_kind: str = "image"
 ) -> AugmentPlan:
@@ -149,6 +162,7 @@ def resolve_augment_plan(
     """
     names = parse_augment(config.augment)
     plan_names = tuple(name for name in names if name != "none")
+    _check_data_kind(config, plan_names, data_kind)
     given = given_options(config)
     read, reasons = _options_read(_reading_settings(plan_names, given))
     _check_adaptive(config, plan_names, auto_p="augment_p" in read and given.get("augment_p") == AUTO)
@@ -169,3 +183,17 @@ def resolve_augment_plan(
         # Only what an augmentation uses goes into config.yaml; the rest stays None (= not set).
         options={key: used[key] for key in defaults if key in used},
     )
+
+
+def augmentation_defaults(augment: str) -> dict[str, Any]:
+    """The default of every option of the augmentations `augment` names (every arm of a grid's comma list);
+    an arm that names none is left out, for its run's resolve to refuse."""
+    defaults: dict[str, Any] = {}
+    for arm in str(augment).split(","):
+        try:
+            names = parse_augment(arm)
+        except ConfigError:
+            continue
+        for name in (name for name in names if name in AUGMENTATIONS):
+            defaults.update(AUGMENTATIONS[name].options.parse({}).to_dict())
+    return defaults

@@ -84,12 +84,6 @@ def _augment_arms(args: dict[str, Any], file_values: dict[str, Any]) -> list[str
             "grid's arms"
         )
     if len(arms) == 1 and str(value) != arms[0]:
-        from lightning_genae.augmentation import parse_augment
-
-        try:
-            parse_augment(arms[0])
-        except ConfigError:
-            return arms  # left as typed: its refusal quotes what was written
         (args if args.get("augment") is not None else file_values)["augment"] = arms[0]
     return arms
 
@@ -386,22 +380,11 @@ def _without_options_of_what_the_command_line_replaced(
     family's default and the new family's differs (a gan's lr 5e-4 is no choice for an ae). A run's
     config.yaml records every option of its family and augmentations, and `--config runs/x/config.yaml
     --model ae` is a new run from it, not a mistake. A line names what is left out (`say`)."""
-    from lightning_genae.augmentation import AUGMENTATIONS, parse_augment
+    from lightning_genae.experiment.augment_plan import augmentation_defaults
     from lightning_genae.models import MODELS
 
     def family_defaults(model: Any) -> dict[str, Any]:
         return MODELS[model].options.parse({}).to_dict() if model in MODELS else {}
-
-    def augmentation_defaults(augment: Any) -> dict[str, Any]:
-        defaults: dict[str, Any] = {}
-        for arm in str(augment).split(","):  # a grid's arms
-            try:
-                names = parse_augment(arm)
-            except ConfigError:
-                continue
-            for name in (name for name in names if name in AUGMENTATIONS):
-                defaults.update(AUGMENTATIONS[name].options.parse({}).to_dict())
-        return defaults
 
     dropped: set[str] = set()
     for key, defaults_of in (("model", family_defaults), ("augment", augmentation_defaults)):

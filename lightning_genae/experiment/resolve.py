@@ -20,10 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightning_genae.augmentation import (
     AugmentPlan,
-    augmentation_choices,
-    augmentation_fits,
     augmentation_options,
-    parse_augment,
 )
 from lightning_genae.cache import cache_root, is_torch_file
 from lightning_genae.datamodules import (
@@ -219,7 +216,7 @@ def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
 
 
 def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
-    """The model, the augmentation and the shape options must all fit the kind of data (images, series)."""
+    """The model must fit the kind of data (images, series); the augmentation is judged with its plan."""
     kind = DATASETS[config.data].data_kind
     same_kind = [name for name, spec in DATASETS.items() if spec.data_kind == model.data_kind]
     if model.data_kind != kind:
@@ -227,16 +224,6 @@ def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
         raise ConfigError(
             f"--model {config.model} models {model.data_kind} data and --data {config.data} is "
             f"{kind} data; use --data {' or '.join(same_kind)}, or --model {' or '.join(fitting)}"
-        )
-    image_only = [
-        name for name in parse_augment(config.augment) if name != "none" and not augmentation_fits(name, kind)
-    ]
-    if image_only:
-        fits = [name for name in augmentation_choices() if name == "none" or augmentation_fits(name, kind)]
-        raise ConfigError(
-            f"--augment {config.augment}: {', '.join(image_only)} {agree(image_only, 'works', 'work')} "
-            f"on images only and --data "
-            f"{config.data} is {kind} data; use --augment {' or '.join(fits)}"
         )
 
 
@@ -526,18 +513,18 @@ def resolve(
     config = _without_feature_weights_no_metric_reads(config, model, named)
     _check_inception_weights(config)
     _check_data_kind(config, model)
+    plan = resolve_augment_plan(
+        config,
+        model.image_discriminator,
+        drop_unused=drop_unused_augment_options,
+        data_kind=DATASETS[config.data].data_kind,
+    )
     _refuse_series_backbone(config, named)
     _check_classifier_weights(config)
     options = _family_options(config, model, named)
     _refuse_a_likelihood_of_grey_pixels(config, options)
     data_options = parse_dataset_options(
         config.data, config.given_plugin_options(dataset_options()), named=named
-    )
-    plan = resolve_augment_plan(
-        config,
-        model.image_discriminator,
-        drop_unused=drop_unused_augment_options,
-        data_kind=DATASETS[config.data].data_kind,
     )
     unread = options.unread()
     budget: dict[str, Any] = {}

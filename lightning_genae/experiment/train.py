@@ -503,7 +503,7 @@ def _train(
         resume_step=resume_step,
         evaluates_again=evaluates_again,
     )
-    callbacks = [*build_callbacks(config, family, run_dir), started, wall_clock]
+    callbacks = [*build_callbacks(resolved, run_dir), started, wall_clock]
     seeded_evaluation = next(c for c in callbacks if isinstance(c, SeededEvaluation))
     if resume is not None:
         callbacks.append(LearningRateOnResume())

@@ -15,7 +15,6 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.strategies import DDPStrategy
 
 from lightning_genae.api import CallbackSettings, run_callbacks, trainer_kwargs, validation_every
-from lightning_genae.augmentation import is_discriminator_side, parse_augment
 from lightning_genae.callbacks.progress_bar import IterationProgressBar
 from lightning_genae.callbacks.stopping import cluster_plugins
 from lightning_genae.callbacks.training import LogStepIsIteration
@@ -25,7 +24,7 @@ from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.experiment.config import RunConfig, device_count, parse_devices
 from lightning_genae.experiment.program import resume_command
-from lightning_genae.experiment.resolve import stated_world_size
+from lightning_genae.experiment.resolve import ResolvedRun, stated_world_size
 from lightning_genae.models import GenerativeModule
 
 
@@ -50,16 +49,15 @@ def log_every_n_steps(config: RunConfig) -> int:
     return min(10, config.eval_every)
 
 
-def build_callbacks(config: RunConfig, family: type[GenerativeModule], run_dir: Path) -> list[Callback]:
-    """The library's callbacks of a run (`api.run_callbacks`) with this run's options."""
-    side = None if config.augment == "none" else is_discriminator_side(parse_augment(config.augment))
+def build_callbacks(resolved: ResolvedRun, run_dir: Path) -> list[Callback]:
+    """The library's callbacks of a run (`api.run_callbacks`) with this run's options and augmentation."""
     return run_callbacks(
-        family,
+        resolved.model.module,
         run_dir,
-        callback_settings(config),
-        configuration=config.to_dict(),
+        callback_settings(resolved.config),
+        configuration=resolved.config.to_dict(),
         continue_with=resume_command(run_dir),
-        discriminator_side=side,
+        discriminator_side=resolved.augment.discriminator_side if resolved.augment.names else None,
     )
 
 
