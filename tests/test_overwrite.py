@@ -81,6 +81,45 @@ def test_remove_run_entries_takes_only_the_names_a_run_writes(tmp_path):
     assert sorted(removal.kept) == sorted(users), "a user's file beside the run's is named as kept too"
 
 
+def test_remove_run_entries_keeps_a_users_folder_named_like_a_runs_file(tmp_path):
+    # A run writes files in images/ and checkpoints/: a folder of those names is someone else's.
+    run = tmp_path / "run"
+    written = ["config.yaml", "images/samples_step0000003.png", "checkpoints/last.ckpt"]
+    users = ["images/samples_step0000100.png/photo.jpg", "checkpoints/best.ckpt/notes.txt"]
+    for name in written + users:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    remove_run_entries(run)
+    left = sorted(str(path.relative_to(run)) for path in run.rglob("*") if path.is_file())
+    assert left == sorted(users)
+
+
+def test_a_foreign_checkpoints_pickle_is_read_a_chunk_at_a_time(tmp_path, monkeypatch):
+    # Whether a last.ckpt is a run's is read from its pickle without holding the whole member in memory.
+    import zipfile
+
+    from lightning_genae.experiment import run_folder
+    from lightning_genae.run_files import CONFIG_KEY
+
+    checkpoint = tmp_path / "last.ckpt"
+    with zipfile.ZipFile(checkpoint, "w") as archive:
+        archive.writestr("archive/data.pkl", b"x" * 3000 + CONFIG_KEY.encode() + b"y" * 3000)
+    read_sizes = []
+    real_open = zipfile.ZipFile.open
+
+    def recording_open(self, name, *args, **kwargs):
+        member = real_open(self, name, *args, **kwargs)
+        read = member.read
+        member.read = lambda size=-1: read_sizes.append(size) or read(size)
+        return member
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", recording_open)
+    archive = zipfile.ZipFile(checkpoint)
+    assert run_folder._member_holds(archive, "archive/data.pkl", CONFIG_KEY.encode(), 1000)
+    assert read_sizes and all(0 < size <= 1000 for size in read_sizes)
+    assert not run_folder._member_holds(archive, "archive/data.pkl", b"absent", 1000)
+
+
 @pytest.mark.parametrize("kept_id", [None, "abc123"], ids=["a run without W&B", "a run of another W&B id"])
 def test_remove_run_entries_keeps_wandb_runs_of_another_id(kept_id, tmp_path):
     # W&B writes into ./wandb by default: a user's wandb.init there leaves runs that are not this run's.

@@ -74,7 +74,11 @@ def written_by_the_run(folder: str, name: str, wandb_id: str | None) -> bool:
 
 
 def check_output_folder(path: Path, flag: str = "--output") -> None:
-    """Refuse a path that is a file, lies under a file, or cannot be written, before anything is made."""
+    """Refuse a path that is a file, lies under a file, is a filesystem's root or cannot be written, before
+    anything is made."""
+    resolved = path.expanduser().resolve()
+    if resolved == Path(resolved.anchor):
+        raise ConfigError(f"{flag} {path} is the filesystem's root; give a folder of the run's own")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path} is a file, not a folder; pick a folder path for {flag}")
     existing = path
@@ -205,9 +209,21 @@ def _holds_run_configuration(checkpoint: Path) -> bool:
     try:
         with zipfile.ZipFile(checkpoint) as archive:
             pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
-            return any(CONFIG_KEY.encode() in archive.read(name) for name in pickles)
+            return any(_member_holds(archive, name, CONFIG_KEY.encode()) for name in pickles)
     except (OSError, zipfile.BadZipFile):
         return False
+
+
+def _member_holds(archive: zipfile.ZipFile, name: str, needle: bytes, chunk: int = 1 << 20) -> bool:
+    """Whether the archive's member `name` holds `needle`, read a chunk at a time: another program's file
+    may hold a member of gigabytes."""
+    tail = b""
+    with archive.open(name) as member:
+        while block := member.read(chunk):
+            if needle in tail + block:
+                return True
+            tail = block[-len(needle) :]
+    return False
 
 
 def _config_written_here(path: Path) -> bool:
@@ -305,7 +321,10 @@ def _run_entries(path: Path) -> tuple[list[str], Removal]:
             continue
         count = 0
         for entry in sorted(folder.iterdir()):
-            if written_by_the_run(name, entry.name, wandb_id):
+            # A run writes files there, and folders only in wandb/ (W&B's run folders): a user's folder named
+            # like a picture or a checkpoint is the user's.
+            is_folder = entry.is_dir() and not entry.is_symlink()
+            if written_by_the_run(name, entry.name, wandb_id) and (name == "wandb" or not is_folder):
                 entries.append(f"{name}/{entry.name}")
                 count += 1
             else:
