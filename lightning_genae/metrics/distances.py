@@ -57,17 +57,11 @@ MIN_FEATURE_SAMPLES = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1
 
 
 def _check_features(x: Tensor, name: str) -> Tensor:
-    """Return ``x`` detached as float64 after checking it is a finite, non-empty [N, D] matrix."""
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} features must be a torch.Tensor of shape [N, D], got {type(x).__name__}")
+    """Return ``x`` detached as float64 after checking it is a finite [N, D] matrix."""
     if x.dim() != 2:
         raise ValueError(
             f"{name} features must be 2-D [N, D], got shape {tuple(x.shape)}; flatten them with x.flatten(1)"
         )
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} features are empty (shape {tuple(x.shape)}); pass at least one sample")
-    if x.is_complex() or x.dtype == torch.bool:
-        raise ValueError(f"{name} features must be real numbers, got dtype {x.dtype}")
     x = x.detach().to(torch.float64)
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
@@ -90,13 +84,11 @@ def _check_pair(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
     return real, fake.to(real.device)
 
 
-def _check_neighbours(n: int, k: int, who: str, what: str) -> None:
-    """Raise if a set is too small for k-nearest-neighbour radii that exclude the sample itself."""
-    if k < 1:
-        raise ValueError(f"{what} need k >= 1 nearest neighbours, got k={k}")
-    if n <= k:
+def _check_count(n: int, minimum: int, who: str, what: str) -> None:
+    """Raise if a set has fewer than ``minimum`` samples."""
+    if n < minimum:
         raise ValueError(
-            f"{what} need more than k={k} samples per set, got {n} {who}; give at least {k + 1} "
+            f"{what} need at least {minimum} samples per set, got {n} {who}; give at least {minimum} "
             "(run.py: --eval-samples)"
         )
 
@@ -107,10 +99,7 @@ def _check_neighbours(n: int, k: int, who: str, what: str) -> None:
 def gaussian_stats(features: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance (float64) of [N, D] features: the cacheable statistics for FD."""
     x = _check_features(features, "input")
-    if x.shape[0] < 2:
-        raise ValueError(
-            "a covariance needs at least 2 samples, got 1; give at least 2 (run.py: --eval-samples)"
-        )
+    _check_count(x.shape[0], 2, "input", "covariances")
     mu = x.mean(dim=0)
     xc = x - mu
     sigma = (xc.T @ xc) / (x.shape[0] - 1)
@@ -215,18 +204,12 @@ def _kid(
     # Subsets of at most half the smaller set: with subsets as large as the set itself every draw is the
     # same and kid_std would be 0 whatever the data. From 2,000 samples on this is the usual 1,000.
     m = min(_KID_DEFAULT_SUBSET, min(n_r, n_f) // 2) if subset_size is None else int(subset_size)
-    if m < 2:
+    # The unbiased estimator divides by m (m - 1), and a subset cannot hold more samples than its set.
+    if not 2 <= m <= min(n_r, n_f):
         raise ValueError(
-            f"KID needs subsets of at least 2 samples, got {m} (from {n_r} real, {n_f} fake); "
-            "give at least 4 (run.py: --eval-samples)"
+            f"KID needs a subset size from 2 to the smaller sample count, got {m} (from {n_r} real, {n_f} "
+            f"fake); give a subset size <= {min(n_r, n_f)}, or at least 4 samples (run.py: --eval-samples)"
         )
-    if m > min(n_r, n_f):
-        raise ValueError(
-            f"KID subset size {m} exceeds the sample count ({n_r} real, {n_f} fake); "
-            f"use a subset size <= {min(n_r, n_f)} or more samples"
-        )
-    if num_subsets < 1:
-        raise ValueError(f"KID needs num_subsets >= 1, got {num_subsets}")
     # RandomState.choice(replace=False) is what torch-fidelity draws with, so a given seed selects the same
     # subsets there, and RandomState's stream is frozen across NumPy versions.
     rng = np.random.RandomState(seed)
@@ -246,8 +229,6 @@ def kernel_inception_distance(
     The default subset size is min(1000, N // 2), N being the smaller set. ``real`` comes first: each
     subset's real rows are drawn before its fake rows, which is what makes a seed draw torch-fidelity's
     subsets when its ``features_1`` are the real features (swapping the arguments draws other subsets).
-
-    Raises ValueError when the subset size is below 2 or above either sample count.
     """
     real, fake = _check_pair(real, fake)
     return _kid(real, fake, subset_size, num_subsets, seed)
@@ -360,8 +341,8 @@ def _centred(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
 def precision_recall(real: Tensor, fake: Tensor, k: int = PRECISION_RECALL_K) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN hyperspheres, Euclidean."""
     real, fake = _check_pair(real, fake)
-    _check_neighbours(real.shape[0], k, "real", "precision/recall")
-    _check_neighbours(fake.shape[0], k, "fake", "precision/recall")
+    _check_count(real.shape[0], k + 1, "real", f"precision/recall (k={k})")
+    _check_count(fake.shape[0], k + 1, "fake", f"precision/recall (k={k})")
     real, fake = _centred(real, fake)
     out = _manifold_metrics(
         real, fake, real_r2_pr=_knn_sq_radii(real, k)[:, k - 1], fake_r2_pr=_knn_sq_radii(fake, k)[:, k - 1]
@@ -372,7 +353,7 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = PRECISION_RECALL_K) ->
 def density_coverage(real: Tensor, fake: Tensor, k: int = DENSITY_COVERAGE_K) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020) with balls of each real sample's k-NN radius."""
     real, fake = _check_pair(real, fake)
-    _check_neighbours(real.shape[0], k, "real", "density/coverage")
+    _check_count(real.shape[0], k + 1, "real", f"density/coverage (k={k})")
     real, fake = _centred(real, fake)
     out = _manifold_metrics(real, fake, real_r2_dc=_knn_sq_radii(real, k)[:, k - 1], dc_k=k)
     return out["density"], out["coverage"]
@@ -399,9 +380,10 @@ def feature_metrics(
     """
     real, fake = _check_pair(real, fake)
     n_r, n_f = real.shape[0], fake.shape[0]
-    _check_neighbours(n_r, pr_k, "real", "precision/recall")
-    _check_neighbours(n_f, pr_k, "fake", "precision/recall")
-    _check_neighbours(n_r, dc_k, "real", "density/coverage")  # with the above, also >= 2 samples for FD
+    # With k >= 1 these also give FD its 2 samples per set.
+    _check_count(n_r, pr_k + 1, "real", f"precision/recall (k={pr_k})")
+    _check_count(n_f, pr_k + 1, "fake", f"precision/recall (k={pr_k})")
+    _check_count(n_r, dc_k + 1, "real", f"density/coverage (k={dc_k})")
 
     mu_r, sigma_r = gaussian_stats(real) if real_stats is None else real_stats
     if np.shape(mu_r) != (real.shape[1],):
