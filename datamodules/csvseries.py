@@ -54,7 +54,7 @@ from lightning_genae.datamodules.base import Batch
 from lightning_genae.datamodules.options import CSVSeriesOptions, parse_channel_names
 from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
 from lightning_genae.datamodules.splits import fixed_split
-from lightning_genae.errors import ConfigError, DataError, agree
+from lightning_genae.errors import ConfigError, DataError, OptionError, agree
 from lightning_genae.plugin_options import shown_value
 from lightning_genae.progress import say
 
@@ -197,12 +197,12 @@ def read_table(path: Path, blank_rows_are_gaps: bool = False) -> CSVTable:
         inside = sorted(child.name for child in path.glob("*.csv"))[:3]
         example = f" such as {path / inside[0]}" if inside else ""
         raise DataError(
-            f"--data-dir {path} is a folder, and --data csv reads one CSV file; pass the path of the file"
+            f"data_dir {path} is a folder, and the csv dataset reads one CSV file; pass the path of the file"
             f"{example}"
         )
     if not path.is_file():
         what = "not a regular file (a pipe or device)" if path.exists() else "no such file"
-        raise DataError(f"--data-dir {path}: {what}; for --data csv pass the path of a CSV file")
+        raise DataError(f"data_dir {path}: {what}; for the csv dataset pass the path of a CSV file")
     try:
         raw = path.read_bytes()
         # utf-8-sig: the byte-order mark Excel's "CSV UTF-8" starts a file with is no part of its first cell;
@@ -399,7 +399,7 @@ def _check_time_order(table: CSVTable, column: int, groups: dict[str, list[int]]
                 f"{table.path}: {count} row{'s' if count > 1 else ''} (the first: row {first}) "
                 f"{agree(repeats, 'repeats', 'repeat')} the time of the row before in column "
                 f"{table.names[column]!r}; every row is read as its own step (duplicated rows, or several "
-                "series in one file: --csv-layout long --series-id COLUMN reads those apart)"
+                "series in one file: csv_layout long with series_id COLUMN reads those apart)"
             )
         return
     raise errors[0]
@@ -472,7 +472,7 @@ def _values(table: CSVTable, channels: Sequence[int]) -> np.ndarray:
                 fix = (
                     "write numbers with a decimal point (a decimal comma is read as text)"
                     if re.fullmatch(r"[-+]?\d+,\d+", cell.strip())
-                    else "every column but a timestamp (or --series-id) column must be numeric (drop or "
+                    else "every column but a timestamp (or series_id) column must be numeric (drop or "
                     "encode that column)"
                 )
                 raise DataError(
@@ -613,7 +613,7 @@ def read_series(
 
 def _refuse_channels_of_one_name(table: CSVTable, channels: Sequence[int]) -> None:
     """Refuse channels whose header name another column of the file bears: a run records its channels by
-    name (and `--csv-channels` picks them so), so two columns `a` would be one channel's name for either."""
+    name (and `csv_channels` picks them so), so two columns `a` would be one channel's name for either."""
     if not table.has_header:
         return
     for index in channels:
@@ -645,7 +645,7 @@ def _gaps_filled(
             return part
     where = _first_gap(table, members, channels, part)
     if gaps is None:
-        fix = "fill gaps with --fill-gaps linear or ffill, or fill them in the file"
+        fix = "fill gaps with fill_gaps linear or ffill, or fill them in the file"
     elif one_recording:
         fix = (
             "that channel has no value in one of the recording's 70/10/20 time splits, within which gaps "
@@ -694,7 +694,7 @@ def _without_counters(
     say(
         f"{table.path}: {named} {agree(counting, 'counts', 'count')} up by a fixed step row by row (a year, "
         "an observation number, a cycle), read as a time index and left out of the channels; name the "
-        "channels with --csv-channels to keep it"
+        "channels with csv_channels to keep it"
     )
     return _without_slots(channels, values, counting)
 
@@ -716,7 +716,7 @@ def _without_constants(
     named = ", ".join(f"{table.names[channels[slot]]!r} ({value:g})" for slot, value in constant.items())
     say(
         f"{table.path}: {named} {agree(constant, 'holds', 'hold')} one value in every row, left out of the "
-        "channels; name the channels with --csv-channels to keep it"
+        "channels; name the channels with csv_channels to keep it"
     )
     return _without_slots(channels, values, list(constant))
 
@@ -752,20 +752,20 @@ def _is_counter(column: np.ndarray, groups: Iterable[Sequence[int]]) -> bool:
 
 
 def _named_channels(table: CSVTable, names: Sequence[str], excluded: Collection[int]) -> list[int]:
-    """The columns `names` (--csv-channels) as indexes, in the order given; an unknown one, or a timestamp or
-    id column, is a ConfigError naming the file's columns."""
+    """The columns `names` (csv_channels) as indexes, in the order given; an unknown one, or a timestamp or
+    id column, is the OptionError of csv_channels naming the file's columns."""
     chosen = []
     for name in names:
         matches = _columns_named(table, name)
         if not matches:
-            raise ConfigError(
-                f"--csv-channels {name!r}: {table.path} has no such column; its columns are "
-                f"{', '.join(table.names)}"
+            raise OptionError(
+                "csv_channels",
+                f"{name!r}: {table.path} has no such column; its columns are {', '.join(table.names)}",
             )
         if matches[0] in excluded:
-            raise ConfigError(
-                f"--csv-channels {name!r} is {table.path}'s timestamp or --series-id column, not a channel; "
-                "leave it out"
+            raise OptionError(
+                "csv_channels",
+                f"{name!r} is {table.path}'s timestamp or series_id column, not a channel; leave it out",
             )
         chosen.append(matches[0])
     return chosen
@@ -782,18 +782,18 @@ def _columns_named(table: CSVTable, name: str) -> list[int]:
 
 def _id_column(table: CSVTable, series_id: str | None) -> int:
     if series_id is None:
-        raise DataError("--csv-layout long needs --series-id COLUMN, the column that names each row's series")
+        raise DataError("csv_layout long needs series_id COLUMN, the column that names each row's series")
     matches = _columns_named(table, series_id)
     if len(matches) > 1:
         raise DataError(
             f"{table.path}: columns {' and '.join(str(index + 1) for index in matches)} are both named "
-            f"{series_id!r}, so --series-id {series_id} names neither; give them distinct names in the "
+            f"{series_id!r}, so series_id {series_id} names neither; give them distinct names in the "
             "file's header"
         )
     if matches:
         return matches[0]
     raise DataError(
-        f"{table.path}: no column {series_id!r} for --series-id; "
+        f"{table.path}: no column {series_id!r} for series_id; "
         f"the file's columns are {', '.join(table.names)}"
     )
 
@@ -803,15 +803,15 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
     offset = 1 if layout == "ucr" else 0
     if len(table.names) - offset < 2:
         raise DataError(
-            f"{table.path}: rows of {len(table.names)} cells are too short for --csv-layout {layout}"
+            f"{table.path}: rows of {len(table.names)} cells are too short for csv_layout {layout}"
         )
     numbers = [_number(name) for name in table.names[1:] if not is_gap(name)]
     if layout == "ucr" and table.has_header and None not in numbers and not _counts_up(numbers):
         # Taken for a header by its first cell alone: a series whose label is text (a header of pandas'
         # numbered columns counts 0, 1, 2, ... after its label column's name).
         raise DataError(
-            f"{table.path}: the first row's label {table.names[0]!r} is not an integer; --csv-layout ucr "
-            "takes integer class labels in the first cell (number the classes), or use --csv-layout rows "
+            f"{table.path}: the first row's label {table.names[0]!r} is not an integer; csv_layout ucr "
+            "takes integer class labels in the first cell (number the classes), or use csv_layout rows "
             "for rows without labels"
         )
     values = _values(table, range(len(table.names)))
@@ -834,8 +834,8 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
             label = values[position, 0]
             if math.isnan(label) or label != round(label):
                 raise DataError(
-                    f"{table.path}: row {number}: the first cell is the class label in --csv-layout ucr and "
-                    "must be an integer; use --csv-layout rows for rows without labels"
+                    f"{table.path}: row {number}: the first cell is the class label in csv_layout ucr and "
+                    "must be an integer; use csv_layout rows for rows without labels"
                 )
             labels.append(int(label))
         observed = np.flatnonzero(~np.isnan(row[:, 0]))
@@ -848,7 +848,7 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
         if np.isnan(row).any():
             if gaps is None:
                 raise DataError(
-                    f"{table.path}: row {number} has a gap; fill gaps with --fill-gaps linear or ffill, "
+                    f"{table.path}: row {number} has a gap; fill gaps with fill_gaps linear or ffill, "
                     "or fill them in the file"
                 )
             row = fill_gaps(row, gaps)
@@ -859,9 +859,9 @@ def _read_row_panel(table: CSVTable, layout: str, gaps: str | None) -> SeriesTab
             # A year or an id in the first cell reads as a label too; a class of one or two series each is
             # seldom what a labelled set holds, and the probe metrics over it mean nothing.
             say(
-                f"{table.path}: --csv-layout ucr reads the first cell of each row as its class label, and "
+                f"{table.path}: csv_layout ucr reads the first cell of each row as its class label, and "
                 f"the {len(labels)} rows hold {len(classes)} classes from {classes[0]} to {classes[-1]}; if "
-                "that cell is an id, a year or a value, use --csv-layout rows"
+                "that cell is an id, a year or a value, use csv_layout rows"
             )
         label_tensor = torch.tensor([classes.index(label) for label in labels], dtype=torch.long)
     else:
@@ -920,7 +920,7 @@ class CSVSeriesDataModule(SequenceDataModule):
         # Which columns are channels is decided by rules that a version may refine (index and counter
         # columns); naming the run's channels reads the file as the run did.
         taken = ", ".join(self.channel_names)
-        return f"name the run's channels with --csv-channels (this version takes {taken}), "
+        return f"name the run's channels with csv_channels (this version takes {taken}), "
 
     def summary(self) -> str:
         # Which columns became channels: a column taken for data, or data taken for an index, shows here.
@@ -942,14 +942,14 @@ class CSVSeriesDataModule(SequenceDataModule):
         if self.layout == "ucr" and len(lengths) > 1 and not self.hparams.seq_len:
             raise ConfigError(
                 f"the {len(table.series)} series of {self.data_dir} run from {min(lengths)} to "
-                f"{max(lengths)} steps (the archive's padding of the shorter ones left off); give --seq-len "
+                f"{max(lengths)} steps (the archive's padding of the shorter ones left off); give seq_len "
                 f"{min(lengths)} or less to cut each into windows of that length"
             )
         if table.panel and len(lengths) == 1 and self.hparams.get("stride") and not self.hparams.seq_len:
             raise ConfigError(
-                f"--stride spaces windows of --seq-len rows, and the {len(table.series)} series of "
-                f"{self.data_dir} ({lengths.pop()} rows each) are each taken whole without --seq-len; drop "
-                "--stride or give --seq-len"
+                f"stride spaces windows of seq_len rows, and the {len(table.series)} series of "
+                f"{self.data_dir} ({lengths.pop()} rows each) are each taken whole without seq_len; drop "
+                "stride or give seq_len"
             )
 
     def _series_parts(self) -> dict[str, list[tuple[Tensor, int]]]:
@@ -986,9 +986,9 @@ class CSVSeriesDataModule(SequenceDataModule):
                     too_short.append(len(rows))
             count = len(labels)
             if count < MIN_SERIES_PER_SPLIT:
-                smaller = "--seq-len or --stride" if self.stride > 1 else "--seq-len"
+                smaller = "seq_len or stride" if self.stride > 1 else "seq_len"
                 windows_text = (
-                    f"{count} window(s) of --seq-len {self.seq_len} every --stride {self.stride}, fewer than "
+                    f"{count} window(s) of seq_len {self.seq_len} every stride {self.stride}, fewer than "
                     f"the {MIN_SERIES_PER_SPLIT} the evaluation needs"
                 )
                 if table.panel:
@@ -1001,7 +1001,7 @@ class CSVSeriesDataModule(SequenceDataModule):
                     )
                 rows, total = sum(len(rows) for rows, _ in members), len(table.series[0])
                 if rows < self.seq_len:
-                    smaller = "--seq-len"  # no window fits, whatever the stride
+                    smaller = "seq_len"  # no window fits, whatever the stride
                 raise DataError(
                     f"{self.data_dir}: its {split} part has {rows} of the file's {total} rows, which give "
                     f"{windows_text}; use a smaller {smaller} or a longer file"
@@ -1012,8 +1012,8 @@ class CSVSeriesDataModule(SequenceDataModule):
             count = len(too_short)
             say(
                 f"{self.data_dir}: {count} of its {len(table.series)} series "
-                f"{'is' if count == 1 else 'are'} shorter than --seq-len {self.seq_len} (the shortest "
-                f"{min(too_short)} rows) and left out; a smaller --seq-len keeps them"
+                f"{'is' if count == 1 else 'are'} shorter than seq_len {self.seq_len} (the shortest "
+                f"{min(too_short)} rows) and left out; a smaller seq_len keeps them"
             )
         return splits
 

@@ -10,7 +10,7 @@ import torch
 
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.csvseries import fill_gaps, parse_timestamp, read_series
-from lightning_genae.errors import ConfigError, DataError
+from lightning_genae.errors import ConfigError, DataError, OptionError
 
 
 def write(path, lines):
@@ -124,7 +124,7 @@ def test_timestamp_forms(cell, parsed):
 
 def test_a_gap_is_refused_with_the_option_that_fills_it(tmp_path):
     lines = ["a,b"] + [f"{i},{'' if i == 7 else i}" for i in range(60)]
-    expected = r"row 9, column 'b' is a gap; fill gaps with --fill-gaps linear or ffill"
+    expected = r"row 9, column 'b' is a gap; fill gaps with fill_gaps linear or ffill"
     with pytest.raises(DataError, match=expected):
         read_series(write(tmp_path / "x.csv", lines))
 
@@ -134,7 +134,7 @@ def test_a_one_column_files_empty_cell_is_a_gap_not_a_dropped_row(tmp_path):
     # are not rows.
     lines = ["", "co2", *[str(i) for i in range(1, 4)], "", *[str(i) for i in range(5, 61)], "", ""]
     path = write(tmp_path / "co2.csv", lines)
-    with pytest.raises(DataError, match=r"row 6, column 'co2' is a gap; fill gaps with --fill-gaps"):
+    with pytest.raises(DataError, match=r"row 6, column 'co2' is a gap; fill gaps with fill_gaps"):
         read_series(path)
     filled = read_series(path, gaps="linear").series[0][:, 0]
     assert filled.tolist() == [float(i) for i in range(1, 61)]
@@ -263,8 +263,8 @@ def test_panel_series_shorter_than_seq_len_are_left_out_with_a_line(tmp_path, ca
     datamodule.setup()
     assert sum(len(datamodule.split_tensors(split)[0]) for split in ("train", "val", "test")) == 18 * 9
     assert (
-        f"{path}: 2 of its 20 series are shorter than --seq-len 8 (the shortest 3 rows) and left out; a "
-        "smaller --seq-len keeps them" in capsys.readouterr().out
+        f"{path}: 2 of its 20 series are shorter than seq_len 8 (the shortest 3 rows) and left out; a "
+        "smaller seq_len keeps them" in capsys.readouterr().out
     )
 
 
@@ -280,14 +280,14 @@ def test_a_panel_whose_series_are_all_shorter_than_seq_len_names_its_series_not_
 
 def test_long_format_needs_its_id_column(tmp_path):
     path = write(tmp_path / "x.csv", ["id,v", "a,1", "a,2"])
-    with pytest.raises(DataError, match="needs --series-id COLUMN"):
+    with pytest.raises(DataError, match="needs series_id COLUMN"):
         read_series(path, layout="long")
-    with pytest.raises(DataError, match="no column 'unit' for --series-id; the file's columns are id, v"):
+    with pytest.raises(DataError, match="no column 'unit' for series_id; the file's columns are id, v"):
         read_series(path, layout="long", series_id="unit")
 
 
 def test_a_folder_given_as_a_csv_says_what_it_is(tmp_path):
-    with pytest.raises(DataError, match="is a folder, and --data csv reads one CSV file"):
+    with pytest.raises(DataError, match="is a folder, and the csv dataset reads one CSV file"):
         read_series(tmp_path)
 
 
@@ -311,7 +311,7 @@ def test_a_column_of_periods_with_one_that_is_no_date_names_that_cell(tmp_path):
 
 def test_two_columns_named_as_the_series_id_are_refused(tmp_path):
     lines = ["unit,x,unit", *(f"u{i % 2},{i},v{i % 2}" for i in range(40))]
-    with pytest.raises(DataError, match="columns 1 and 3 are both named 'unit', so --series-id unit names"):
+    with pytest.raises(DataError, match="columns 1 and 3 are both named 'unit', so series_id unit names"):
         read_series(write(tmp_path / "x.csv", lines), layout="long", series_id="unit")
 
 
@@ -331,7 +331,7 @@ def test_a_text_column_that_is_not_a_timestamp_is_refused(tmp_path):
     [
         (
             {"series_id": "a"},
-            "--series-id names the series of --csv-layout long, and this file is read as time",
+            "series_id names the series of csv_layout long, and this file is read as time",
         ),
     ],
 )
@@ -397,7 +397,7 @@ def test_a_ucr_rows_trailing_gaps_end_a_shorter_series_and_are_not_filled(tmp_pa
     assert sorted({len(series) for series in table.series}) == [10, 20]
     assert all(series[-1, 0].item() == len(series) - 1 for series in table.series)
     # Series of several lengths need windows of one; without seq_len the data is refused, naming one.
-    with pytest.raises(ConfigError, match=r"run from 10 to 20 steps .*; give seq_len=10 or less"):
+    with pytest.raises(ConfigError, match=r"run from 10 to 20 steps .*; give seq_len 10 or less"):
         build_datamodule("csv", data_dir=path, csv_layout="ucr").prepare_data()
     windowed = build_datamodule("csv", data_dir=path, csv_layout="ucr", seq_len=10)
     windowed.setup()
@@ -406,7 +406,7 @@ def test_a_ucr_rows_trailing_gaps_end_a_shorter_series_and_are_not_filled(tmp_pa
     rows = write(
         tmp_path / "rows.csv", [",".join(str(j) for j in range(20))] * 29 + [",".join("1" * 19) + ","]
     )
-    with pytest.raises(DataError, match="row 30 has a gap; fill gaps with --fill-gaps"):
+    with pytest.raises(DataError, match="row 30 has a gap; fill gaps with fill_gaps"):
         read_series(rows, layout="rows")
 
 
@@ -516,8 +516,9 @@ def test_a_year_an_observation_number_or_a_cycle_count_is_a_time_index_not_a_cha
     assert read_series(short).series[0].shape == (4, 2)
     headerless = write(tmp_path / "headerless.csv", [f"{i},{math.sin(i):.4f}" for i in range(1, 41)])
     assert read_series(headerless).channel_names == ["column 2"]
-    with pytest.raises(ConfigError, match=r"--csv-channels 'YEARS': .* has no such column; its columns are"):
+    with pytest.raises(OptionError, match=r"'YEARS': .* has no such column; its columns are") as refused:
         read_series(sunspots, channel_columns=["YEARS"])
+    assert refused.value.option == "csv_channels"
 
 
 def test_a_column_of_one_value_is_left_out_of_the_channels_unless_named(tmp_path, capsys):
@@ -673,7 +674,7 @@ def test_a_run_whose_file_this_version_reads_with_other_channels_is_evaluated_wi
     capsys.readouterr()
     assert main(["--evaluate", str(checkpoint), "--output", str(tmp_path / "plain")]) == 2
     assert (
-        "name the run's channels with --csv-channels (this version takes SUNACTIVITY)"
+        "name the run's channels with csv_channels (this version takes SUNACTIVITY)"
         in capsys.readouterr().err
     )
     named = ["--csv-channels", "YEAR,SUNACTIVITY", "--output", str(tmp_path / "named")]
@@ -683,12 +684,12 @@ def test_a_run_whose_file_this_version_reads_with_other_channels_is_evaluated_wi
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"series_id": "a"}, r"series_id names the series of csv_layout='long'"),
+        ({"series_id": "a"}, r"series_id names the series of csv_layout long"),
         ({"csv_layout": "rows", "csv_channels": 1}, r"csv_channels names the channel columns"),
     ],
 )
 def test_build_datamodule_refuses_a_csv_option_its_layout_leaves_unread(tmp_path, options, message):
-    """As run.py refuses --series-id under the time layout: from Python too, named as the call spells it."""
+    """As run.py refuses --series-id under the time layout: from Python too, named as Python spells it."""
     from lightning_genae.datamodules import build_datamodule
 
     path = tmp_path / "prices.csv"

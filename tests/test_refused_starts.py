@@ -185,7 +185,7 @@ def test_a_file_given_as_an_image_folder_says_what_it_is(tmp_path, capsys):
     image.write_bytes(b"not really")
     out = tmp_path / "run"
     assert main(["--model", "ae", "--data", "folder", "--data-dir", str(image), "--output", str(out)]) == 2
-    one_line(capsys, f"--data-dir {image} is a file", "--data folder reads a folder of images", str(tmp_path))
+    one_line(capsys, f"{image} is a file", "a folder of images is read", str(tmp_path))
     assert not out.exists()
 
 
@@ -195,7 +195,7 @@ def test_a_folder_given_as_a_csv_file_says_what_it_is_and_names_a_csv_inside(tmp
     (folder / "prices.csv").write_text("a,b\n1,2\n")
     out = tmp_path / "run"
     assert main(["--model", "rae", "--data", "csv", "--data-dir", str(folder), "--output", str(out)]) == 2
-    one_line(capsys, f"--data-dir {folder} is a folder", "reads one CSV file", str(folder / "prices.csv"))
+    one_line(capsys, f"data_dir {folder} is a folder", "reads one CSV file", str(folder / "prices.csv"))
     assert not out.exists()
 
 
@@ -234,7 +234,7 @@ def test_a_folder_too_small_for_the_image_metrics_is_refused_before_training(tmp
     captured = capsys.readouterr()
     err = captured.err.strip()
     assert len(err.splitlines()) == 1 and "classifier" not in captured.out, captured
-    for text in ("the val split of folder, which holds 2 images", "at least 6", "--backbone none"):
+    for text in ("the val split of folder, which holds 2 images", "at least 6", "backbone none"):
         assert text in err, err
     assert not out.exists()
 

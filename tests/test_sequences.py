@@ -47,7 +47,7 @@ def test_sines_are_fixed_normalised_and_shaped_by_their_options():
     assert torch.allclose(train.mean(dim=(0, 1)), torch.zeros(3), atol=1e-5)
     assert torch.allclose(train.std(dim=(0, 1), unbiased=False), torch.ones(3), atol=1e-4)
     assert len(first.split_tensors("val")[0]) == 300 and len(first.split_tensors("test")[0]) == 600
-    with pytest.raises(ConfigError, match="^stride does not apply to --data sines"):
+    with pytest.raises(ConfigError, match="^stride does not apply to the dataset sines"):
         build_datamodule("sines", data_dir="unused", stride=2)
 
 
@@ -87,7 +87,7 @@ def test_csv_windows_round_trip_through_the_saved_normalisation(tmp_path):
         ("a,b\n1,2\n3,4\n5\n", "row 4 has 1 fields, the header \\(row 1\\) has 2"),
         ("value,city\n1.5,Paris\n2.5,Rome\n", "row 2, column 'city': 'Paris' is not a finite number"),
         ("a,b\n1,2\n3,inf\n", "row 3, column 'b': 'inf' is not a finite number"),
-        ("a,b\n1,2\n3,nan\n", "row 3, column 'b' is a gap; fill gaps with --fill-gaps linear or ffill"),
+        ("a,b\n1,2\n3,nan\n", "row 3, column 'b' is a gap; fill gaps with fill_gaps linear or ffill"),
         ("", "no rows"),
     ],
 )
@@ -117,7 +117,7 @@ def test_a_csv_too_short_for_two_windows_per_split_is_refused_before_training(tm
     assert main([*args, "--output", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "val part has 12" in err and "1 window(s)" in err
-    assert "use a smaller --seq-len or a longer file" in err
+    assert "use a smaller seq_len or a longer file" in err
     assert not (tmp_path / "r").exists()
 
 
@@ -218,8 +218,8 @@ def test_augment_ae_on_series_uses_a_recurrent_augmenter(tmp_path):
         ({"model": "gan", "data": "sines"}, "--model gan models image data .* or --model rae"),
         ({"model": "rae", "data": "sines", "augment": "diffaug"}, "diffaug works on images only"),
         ({"model": "rae", "data": "sines", "augment": "vae"}, "use --augment none or ae"),
-        ({"model": "ae", "data": "digits", "seq_len": 8}, "--seq-len shapes sequence data"),
-        ({"model": "rae", "data": "sines", "image_size": 8}, "--image-size shapes image data"),
+        ({"model": "ae", "data": "digits", "seq_len": 8}, "seq_len shapes sequence data"),
+        ({"model": "rae", "data": "sines", "image_size": 8}, "image_size shapes image data"),
         ({"model": "rae", "data": "sines", "width": 32}, "rae has none of; drop it"),
     ],
 )

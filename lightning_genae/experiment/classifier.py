@@ -36,7 +36,6 @@ from lightning_genae.plugin_options import (
     OneLineErrorParser,
     accepts_auto,
     command_line_reader,
-    command_line_spelling,
     flag,
     literal_choices,
     option_specs,
@@ -202,8 +201,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Train, save and record one classifier. The command's one border: every GenaeError and OSError met
     below is one line, `error: ...`, with exit code 2 (an OptionError names its option as its flag)."""
     try:
-        with command_line_spelling():
-            return _main(argv, prog)
+        return _main(argv, prog)
     except GenaeError as error:
         print(f"error: {error_text(error)}", file=sys.stderr)
         return error.exit_code

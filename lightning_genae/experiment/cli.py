@@ -49,7 +49,7 @@ from lightning_genae.experiment.run_folder import (
     put_back_a_stopped_overwrite,
     set_aside_run_in,
 )
-from lightning_genae.plugin_options import command_line_spelling, flag, shown_value
+from lightning_genae.plugin_options import flag, shown_value
 from lightning_genae.plugins import load_plugins
 from lightning_genae.run_files import PER_INVOCATION
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     The command's one border (`_main`): every GenaeError and OSError met below it is one line, `error: ...`,
     and its exit code; the library below raises them in Python's terms, and an OptionError's option is
     printed as its flag here."""
-    with reader_may_leave() as watch, command_line_spelling():
+    with reader_may_leave() as watch:
         try:
             return _main(argv, watch)
         except KeyboardInterrupt:

@@ -97,7 +97,7 @@ def _check_neighbours(n: int, k: int, who: str, what: str) -> None:
     if n <= k:
         raise ValueError(
             f"{what} need more than k={k} samples per set, got {n} {who}; give at least {k + 1} "
-            "(run.py: --eval-samples)"
+            "(eval_samples)"
         )
 
 
@@ -108,9 +108,7 @@ def gaussian_stats(features: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance (float64) of [N, D] features: the cacheable statistics for FD."""
     x = _check_features(features, "input")
     if x.shape[0] < 2:
-        raise ValueError(
-            "a covariance needs at least 2 samples, got 1; give at least 2 (run.py: --eval-samples)"
-        )
+        raise ValueError("a covariance needs at least 2 samples, got 1; give at least 2 (eval_samples)")
     mu = x.mean(dim=0)
     xc = x - mu
     sigma = (xc.T @ xc) / (x.shape[0] - 1)
@@ -218,7 +216,7 @@ def _kid(
     if m < 2:
         raise ValueError(
             f"KID needs subsets of at least 2 samples, got {m} (from {n_r} real, {n_f} fake); "
-            "give at least 4 (run.py: --eval-samples)"
+            "give at least 4 (eval_samples)"
         )
     if m > min(n_r, n_f):
         raise ValueError(

@@ -40,7 +40,6 @@ from lightning_genae.lightning_internals import (
 )
 from lightning_genae.models.batch import check_batch, check_data
 from lightning_genae.models.options import FamilyOptions
-from lightning_genae.plugin_options import keyword_choices, keyword_spelling, spell_own_hooks
 from lightning_genae.source import current_source
 
 
@@ -77,7 +76,7 @@ DiscriminatorAugmentation = Callable[[Tensor], Tensor]
 
 @runtime_checkable
 class ImageDiscriminator(Protocol):
-    """A family that trains a discriminator of images: what `--augment diffaug` and `ae-d` act on.
+    """A family that trains a discriminator of images: what the augmentations diffaug and ae-d act on.
 
     It is built as `Family(image_shape, discriminator_augmentation=augment, **options)` and passes every
     image its discriminator sees, real and generated, in the discriminator's and the generator's step,
@@ -318,19 +317,6 @@ class GenerativeModule(pl.LightningModule):
     # Why the image metrics were left out of a run that would compute them (unlabelled data for the
     # default classifier), set per instance by the training set-up, so the run's record can say so.
     image_metrics_skipped: str | None = None
-    # The hooks Lightning calls during a fit that can refuse an option: long after the Python call that
-    # built the module, so their errors name options as that call spelled them (`--gan-nets paper` ->
-    # `gan_nets='paper'`; run.py keeps its flags). A family's own overrides are wrapped as they are defined.
-    _SPELLED_HOOKS: ClassVar[tuple[str, ...]] = (
-        "on_fit_start",
-        "on_train_start",
-        "training_step",
-        "on_load_checkpoint",
-    )
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        spell_own_hooks(cls, cls._SPELLED_HOOKS, _option_keywords)
 
     @restricted_classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -399,8 +385,7 @@ class GenerativeModule(pl.LightningModule):
         )
         if self.data_kind == "image":
             self.image_shape = self.data_shape
-        with keyword_spelling(keyword_choices(self.options_type, options)):
-            self.options = self.options_type.parse(options)
+        self.options = self.options_type.parse(options)
         self.latent_dim = self.options.latent_dim
         self.save_hyperparameters(
             {self.shape_key: list(self.data_shape), **self.options.to_dict()}, logger=False
@@ -419,7 +404,7 @@ class GenerativeModule(pl.LightningModule):
         self._split_prog_bar: set[str] = set()
 
     def lower_learning_rate(self) -> float | None:
-        """The learning rate a diverged run is advised to retry with: a tenth of --lr, or the family's
+        """The learning rate a diverged run is advised to retry with: a tenth of `lr`, or the family's
         default where that is lower still (a run at --lr 1e6 is not helped by 1e5); None where the family
         trains on a fixed schedule that --lr does not set."""
         default = type(self.options).__dataclass_fields__["lr"].default
@@ -655,7 +640,7 @@ class GenerativeModule(pl.LightningModule):
             diverged = self.first_non_finite_loss()
             if diverged is not None:
                 raise TrainingDiverged(
-                    diverged if diverged_before_any_update(diverged) else f"{diverged}; lower --lr"
+                    diverged if diverged_before_any_update(diverged) else f"{diverged}; lower lr"
                 )
 
     def first_non_finite_loss(self) -> str | None:
@@ -674,14 +659,6 @@ class GenerativeModule(pl.LightningModule):
             # the step it drives): computed at the weights as built.
             cause += f", before any update: {BEFORE_ANY_UPDATE}"
         return cause
-
-
-def _option_keywords(module: GenerativeModule) -> dict[str, tuple[Any, ...]]:
-    return keyword_choices(type(module).options_type)
-
-
-# The base's own hooks (`__init_subclass__` wraps its subclasses').
-spell_own_hooks(GenerativeModule, GenerativeModule._SPELLED_HOOKS, _option_keywords)
 
 
 class ObjectiveModule(GenerativeModule):

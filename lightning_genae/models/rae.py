@@ -59,8 +59,7 @@ def code_gaussian(codes: Tensor, iteration: int) -> tuple[Tensor, Tensor]:
     if failed.item() or not torch.isfinite(factor).all():
         raise TrainingDiverged(
             f"the codes of the training series are not finite at step {iteration} (largest variance: "
-            f"{variances.max().item():.3g}), so the training diverged: start again with a lower --lr and "
-            "--overwrite"
+            f"{variances.max().item():.3g}), so the training diverged: start again with a lower lr"
         )
     return mean, factor
 

@@ -56,7 +56,7 @@ class VAEModule(ReconstructionModule):
         if self.options.recon_loss != "bce":
             raise ConfigError(
                 "log_likelihood: the importance-sampled likelihood needs the Bernoulli decoder "
-                "(recon_loss='bce', --recon-loss bce on the command line)"
+                "(recon_loss='bce')"
             )
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(
@@ -76,7 +76,7 @@ class VAEModule(ReconstructionModule):
         if not ((targets == 0) | (targets == 1)).all():
             raise DataError(
                 "the importance-sampled likelihood is of binary pixels, and these images have grey levels "
-                "(a Bernoulli decoder's score of them is no likelihood); binarize them (--data "
+                "(a Bernoulli decoder's score of them is no likelihood); binarize them (the dataset "
                 "binarized_mnist) first"
             )
 
