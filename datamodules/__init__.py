@@ -7,11 +7,9 @@ The registry names each DataModule by where it lives and imports it on first use
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import os
 from collections.abc import Collection
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
@@ -204,18 +202,6 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     `data_dir` defaults as `--data-dir` does (`default_data_dir`)."""
     spec = DATASETS[name]
     module = spec.module
-    accepted = _constructor_arguments(module)
-    if accepted is not None:
-        # The dataset's declared options are its constructor's too, taken by name or through **kwargs.
-        accepted |= {field.name for field in fields(spec.options)}
-    unknown = [key for key in kwargs if accepted is not None and key not in accepted]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(accepted or ()), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(
-            f"build_datamodule({name!r}): {unknown[0]} is not an argument of {module.__name__}{hint}; it "
-            f"takes {', '.join(sorted(accepted or ()))}"
-        )
     kwargs.setdefault("data_dir", default_data_dir())
     if spec.options is not None:
         # The dataset's options checked as a run checks them: one its other settings leave unread
@@ -226,21 +212,6 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
         # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.
         kwargs.update({key: getattr(parsed, key) for key in given})
     return module(**kwargs)
-
-
-def _constructor_arguments(module: type) -> set[str] | None:
-    """The keyword arguments `module(...)` takes: its __init__'s named ones, and while an __init__ passes
-    **kwargs on, those of the next __init__ up the class hierarchy; None where every one takes any."""
-    accepted: set[str] = set()
-    for cls in module.__mro__:
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            continue
-        parameters = list(inspect.signature(init).parameters.values())[1:]
-        accepted.update(p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            return accepted
-    return None
 
 
 # Names this package has always exported, each imported from its module on first use (PEP 562), so that

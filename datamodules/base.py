@@ -143,23 +143,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         super().__init__()
         # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
         data_dir = str(data_dir)
-        counts = {
-            "batch_size": batch_size,
-            "train_size": train_size,
-            "seed": seed,
-            "num_workers": num_workers,
-        }
-        for name, count in counts.items():
-            if not (count is None and name == "train_size") and (
-                not isinstance(count, numbers.Integral) or isinstance(count, bool)
-            ):
-                raise OptionError(name, f"{count!r} is not a whole number")
-        if batch_size < 1:
-            raise OptionError("batch_size", f"{batch_size} must be at least 1")
-        if train_size is not None and train_size < 1:
-            raise OptionError("train_size", f"{train_size} must be at least 1 (or None for all the data)")
-        if num_workers < 0:
-            raise OptionError("num_workers", f"{num_workers} must be 0 or more")
+        # The training split and its batches are cut by these counts: a fraction or a count below 1 would
+        # cut them otherwise without a word (batches indexed on the device, an empty split from 0).
+        for name, count in {"batch_size": batch_size, "train_size": train_size}.items():
+            whole = isinstance(count, numbers.Integral) and not isinstance(count, bool)
+            if not (count is None and name == "train_size") and not (whole and count >= 1):
+                raise OptionError(name, f"{count!r} must be a whole number of at least 1")
         check_data_on_device(data_on_device, num_workers)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = batch_size
@@ -308,8 +297,6 @@ class InMemoryDataModule(pl.LightningDataModule):
 
         Items are uint8 images [N,C,H,W] or normalised float32 series [N,T,C], as the data kind stores them.
         """
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         self._load_once()
         assert self._splits is not None
         return self._splits[split]

@@ -102,7 +102,6 @@ def test_unknown_dataset_lists_the_choices() -> None:
         ("folder", {"image_size": 2}),
         ("digits", {"batch_size": 0}),
         ("digits", {"train_size": 0}),
-        ("digits", {"num_workers": -1}),
     ],
 )
 def test_invalid_options_are_option_errors_naming_the_argument(name: str, kwargs: dict) -> None:
@@ -129,11 +128,6 @@ def test_model_range_round_trips_every_uint8_value() -> None:
     )
     with pytest.raises(TypeError):
         to_model_range(scaled)
-
-
-def test_unknown_split_name_is_a_config_error(digits: DigitsDataModule) -> None:
-    with pytest.raises(ConfigError, match="train, val, test"):
-        digits.split_tensors("validation")
 
 
 # ----- digits: splits and batching -----

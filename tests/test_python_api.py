@@ -297,11 +297,8 @@ def test_the_python_snippets_run_as_written(page, tmp_path, monkeypatch):
     [
         ((torch.zeros(2, 1, 8, 8),), "dummy labels"),
         ((torch.zeros(2, 3, 8, 8), torch.zeros(2)), "build the model with the data's shape"),
-        ((torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(2)), "x.float() / 127.5 - 1"),
+        ((torch.full((2, 1, 8, 8), 255, dtype=torch.uint8), torch.zeros(2)), "x / 127.5 - 1 for [0, 255]"),
         ((torch.full((2, 1, 8, 8), 255.0), torch.zeros(2)), "x / 127.5 - 1 for [0, 255]"),
-        # NumPy's float64 and float16 passed the check and failed in the first layer with PyTorch's error.
-        ((torch.zeros(2, 1, 8, 8, dtype=torch.float64), torch.zeros(2)), "convert it with x.float()"),
-        ((torch.zeros(2, 1, 8, 8, dtype=torch.float16), torch.zeros(2)), "does not match the model's"),
         (
             (torch.zeros(2, 1, 8, 8).index_fill_(0, torch.tensor([1]), float("nan")), torch.zeros(2)),
             "holds 64 NaN or infinite values of 128",
@@ -315,17 +312,6 @@ def test_a_batch_breaking_the_contract_gets_one_line_naming_the_fix(batch, fix):
     with pytest.raises(DataError) as caught:
         check_batch(batch, "image", (1, 8, 8))
     assert fix in str(caught.value) and "\n" not in str(caught.value)
-
-
-def test_the_first_batch_is_checked_against_the_dtype_of_the_models_weights():
-    from lightning_genae.errors import DataError
-    from lightning_genae.models import MODELS
-
-    model = MODELS["vae"].module(image_shape=(1, 8, 8), latent_dim=4, width=4)
-    doubles = torch.zeros(2, 1, 8, 8, dtype=torch.float64) - 0.5
-    with pytest.raises(DataError, match=r"float64 does not match the model's weights \(torch.float32\)"):
-        model.on_train_batch_start((doubles, torch.zeros(2)), 0)
-    model.double().on_train_batch_start((doubles, torch.zeros(2)), 0)
 
 
 @pytest.mark.parametrize(
@@ -688,15 +674,12 @@ def test_an_unknown_name_in_a_registry_is_one_line_naming_the_choices_and_still_
     assert MODELS.get("vea") is None and "vea" not in MODELS
 
 
-def test_build_datamodule_names_an_argument_its_datamodule_does_not_take():
+def test_build_datamodule_leaves_an_argument_its_datamodule_does_not_take_to_python():
     from lightning_genae.datamodules import build_datamodule
-    from lightning_genae.errors import ConfigError
 
-    with pytest.raises(
-        ConfigError, match=r"batch_sise is not an argument of DigitsDataModule \(did you mean batch_size\?\)"
-    ):
+    with pytest.raises(TypeError, match="batch_sise"):
         build_datamodule("digits", batch_sise=64)
-    with pytest.raises(ConfigError, match="seq_len is not an argument of DigitsDataModule"):
+    with pytest.raises(TypeError, match="seq_len"):
         build_datamodule("digits", seq_len=12)
     assert build_datamodule("sines", seq_len=12, batch_size=4).batch_size == 4
 
@@ -734,24 +717,17 @@ def test_every_lazily_exported_name_is_typed_and_listed_by_dir(package):
     assert set(exports) <= set(dir(module))
 
 
-def test_what_sample_and_reconstruct_cannot_take_is_one_line_naming_the_fix():
-    from lightning_genae.errors import ConfigError, DataError
+def test_what_reconstruct_cannot_take_is_one_line_naming_the_fix():
+    from lightning_genae.errors import DataError
     from lightning_genae.models import MODELS
 
     vae = MODELS["vae"].module(image_shape=(1, 16, 16), latent_dim=4, width=4)
     rae = MODELS["rae"].module(series_shape=(24, 1), latent_dim=4, rnn_hidden=4)
     refusals = [
-        (lambda: vae.sample(-1), ConfigError, "VAEModule.sample takes a count of items, an int >= 0, got -1"),
-        (lambda: vae.sample(n=2.5), ConfigError, "got 2.5"),
         (
             lambda: vae.reconstruct(torch.zeros(2, 1, 28, 28)),
             DataError,
             "input of shape [2, 1, 28, 28] does not",
-        ),
-        (
-            lambda: vae.reconstruct(torch.zeros(2, 1, 16, 16, dtype=torch.uint8)),
-            DataError,
-            "x.float() / 127.5",
         ),
         (lambda: vae.reconstruct(torch.zeros(2, 1, 16, 16) + 9), DataError, "spans [9, 9], outside [-1, 1]"),
         (lambda: rae.reconstruct(series=torch.zeros(2, 12, 1)), DataError, "[N, T, C] = [N, 24, 1]"),
@@ -1011,9 +987,7 @@ def test_a_double_precision_model_samples_in_double_precision():
     [
         ("zero-one", "DataError", "are 0 and 1: binary pixels are read as -1 and 1"),
         ("cropped", "DataError", "does not match the model's"),
-        ("double", "DataError", "does not match the model's weights"),
         ("empty", "DataError", "none given"),
-        ("k", "ConfigError", "a whole number >= 1, got 2.5"),
         ("mse", "ConfigError", "recon_loss='bce'"),
     ],
 )
@@ -1022,24 +996,14 @@ def test_the_vaes_likelihood_of_input_it_cannot_score_is_one_line_naming_the_fix
 
     model = VAEModule((1, 16, 16), latent_dim=4, width=4, recon_loss="mse" if change == "mse" else "bce")
     images = (torch.rand(3, 1, 16, 16) > 0.5).float() * 2 - 1
-    k = 2.5 if change == "k" else 5
     images = {
         "zero-one": (images + 1) / 2,
         "cropped": images[:, :, :8],
-        "double": images.double(),
         "empty": images[:0],
     }.get(change, images)
     with pytest.raises(getattr(lightning_genae, error), match=says) as raised:
-        model.log_likelihood(images, k)
+        model.log_likelihood(images, 5)
     assert "\n" not in str(raised.value)
-
-
-def test_a_generator_that_is_not_a_torch_generator_is_one_line():
-    model = GANModule((1, 16, 16), latent_dim=4, width=4)
-    with pytest.raises(ConfigError, match=r"GANModule.sample's generator is a torch.Generator .* got int"):
-        model.sample(2, generator=0)
-    with pytest.raises(ConfigError, match="got int"):
-        model.sample(2, 0)
 
 
 def _digits_and_real(tmp_path):

@@ -58,8 +58,6 @@ MIN_FEATURE_SAMPLES = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1
 
 def _check_features(x: Tensor, name: str) -> Tensor:
     """Return ``x`` detached as float64 after checking it is a finite, non-empty [N, D] matrix."""
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} features must be a torch.Tensor of shape [N, D], got {type(x).__name__}")
     if x.dim() != 2:
         raise ValueError(
             f"{name} features must be 2-D [N, D], got shape {tuple(x.shape)}; flatten them with x.flatten(1)"

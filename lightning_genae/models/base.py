@@ -240,36 +240,23 @@ def inference(method: Method) -> Method:
     """A module's method run in `evaluation_mode`: what `sample` and `reconstruct` are for. `encode` and
     `decode` follow the module's mode and keep gradients: training is built on them.
 
-    What a family's `sample` and `reconstruct` are given is checked first, so a count or items the model
-    cannot take are one line naming the fix rather than an error from inside its layers."""
+    What a family's `reconstruct` is given is checked first (`check_data`: its shape, finite values, the
+    range of images), so items of another shape or scale are one line naming the fix rather than an error
+    from inside its layers, or output of no meaning."""
     given_as = list(inspect.signature(method).parameters)[1]
 
     @functools.wraps(method)
     def in_evaluation_mode(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
-        if isinstance(module, GenerativeModule):
+        if isinstance(module, GenerativeModule) and method.__name__ == "reconstruct":
             given = args[0] if args else kwargs.get(given_as)
-            if method.__name__ == "sample":
-                generator = args[1] if len(args) > 1 else kwargs.get("generator")
-                _check_sample_arguments(type(module).__name__, given, generator)
-            elif method.__name__ == "reconstruct":
-                check_data(
-                    given, module.data_kind, module.data_shape, module.weights_dtype(), warn_scale=False,
-                    what=f"{type(module).__name__}.reconstruct's input",
-                )  # fmt: skip
+            check_data(
+                given, module.data_kind, module.data_shape, warn_scale=False,
+                what=f"{type(module).__name__}.reconstruct's input",
+            )  # fmt: skip
         with evaluation_mode(module):
             return method(module, *args, **kwargs)
 
     return typing.cast(Method, in_evaluation_mode)
-
-
-def _check_sample_arguments(family: str, count: object, generator: object = None) -> None:
-    if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 0:
-        raise ConfigError(f"{family}.sample takes a count of items, an int >= 0, got {count!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ConfigError(
-            f"{family}.sample's generator is a torch.Generator (torch.Generator().manual_seed(S)) or None, "
-            f"got {type(generator).__name__}"
-        )
 
 
 # Where a checkpoint records its family's `objective_form`.
@@ -440,13 +427,7 @@ class GenerativeModule(pl.LightningModule):
         # sanity check runs validation batches before the first training batch, and each loop has a loader
         # of its own.
         if loop not in self._checked_loops:
-            check_batch(
-                batch,
-                self.data_kind,
-                self.data_shape,
-                self.weights_dtype(),
-                warn_scale=not self._checked_loops,
-            )
+            check_batch(batch, self.data_kind, self.data_shape, warn_scale=not self._checked_loops)
             self._checked_loops.add(loop)
 
     def weights_dtype(self) -> torch.dtype:

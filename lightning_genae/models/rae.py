@@ -131,7 +131,7 @@ class RAEModule(ObjectiveModule):
         MAX_FIT_SERIES series, a fixed random subset of them is used (`training_subset`). Encoded in
         evaluation mode, as `sample` encodes."""
         check_data(
-            series, self.data_kind, self.data_shape, self.weights_dtype(), warn_scale=False,
+            series, self.data_kind, self.data_shape, warn_scale=False,
             what="RAEModule.fit_code_gaussian's series",
         )  # fmt: skip
         with evaluation_mode(self):

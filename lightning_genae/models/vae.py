@@ -58,12 +58,8 @@ class VAEModule(ReconstructionModule):
                 "log_likelihood: the importance-sampled likelihood needs the Bernoulli decoder "
                 "(recon_loss='bce')"
             )
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(
-                f"log_likelihood: k is the number of importance samples, a whole number >= 1, got {k!r}"
-            )
         what = "log_likelihood's images"
-        check_data(images, self.data_kind, self.data_shape, self.weights_dtype(), warn_scale=False, what=what)
+        check_data(images, self.data_kind, self.data_shape, warn_scale=False, what=what)
         if len(images) == 0:
             raise DataError(
                 f"{what}: none given; give [N, {', '.join(map(str, self.data_shape))}] with N >= 1"
