@@ -142,8 +142,8 @@ class GenerativeMetrics(StageRecords, Callback):
         raise ConfigError(
             f"the run's image metrics were measured with the {state_dict.get('backbone')} of sha256 "
             f"{stored[:12]}, this invocation's has sha256 {current[:12]}: its numbers would not compare with "
-            "the run's; resume with the weights the run measured with (its --classifier-weights or "
-            "--inception-weights, none where it used the dataset's own classifier), or start a new run"
+            "the run's; resume with the weights the run measured with (its classifier_weights or "
+            "inception_weights, none where it used the dataset's own classifier), or start a new run"
         )
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -133,7 +133,7 @@ class DivergenceGuard(Callback):
             resumed_from=self.resumed_from,
         )
         if "16" in self.precision:
-            advice += " (or use --precision 32-true)"
+            advice += " (or train in precision 32-true)"
         return TrainingDiverged(f"{cause}; {advice}")
 
     def stop_if_diverged(self, trainer: pl.Trainer, model: GenerativeModule, cause: str | None) -> None:

@@ -7,11 +7,9 @@ The registry names each DataModule by where it lives and imports it on first use
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import os
 from collections.abc import Collection
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
@@ -20,10 +18,7 @@ from lightning_genae.lazy import lazy_dir, lazy_getattr
 from lightning_genae.plugin_options import (
     PluginOptions,
     Registry,
-    flag,
     import_location,
-    keyword_choices,
-    keyword_spelling,
     option_specs,
     unread_refusal,
 )
@@ -173,16 +168,16 @@ def parse_dataset_options(
             )
         }
         if other_kind:
-            names = [flag(option) for option in foreign if option in other_kind]
+            names = [option for option in foreign if option in other_kind]
             kind = "image" if dataset.data_kind == "sequence" else "sequence"
             raise ConfigError(
-                f"{', '.join(names)} {agree(names, 'shapes', 'shape')} {kind} data and --data "
-                f"{name} is {dataset.data_kind} data; drop {agree(names, 'it', 'them')}"
+                f"{', '.join(names)} {agree(names, 'shapes', 'shape')} {kind} data and the dataset {name} is "
+                f"{dataset.data_kind} data; drop {agree(names, 'it', 'them')}"
             )
-        reads = f"; it reads {', '.join(map(flag, own))}" if own else ""
+        reads = f"; it reads {', '.join(own)}" if own else ""
         raise ConfigError(
-            f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --data "
-            f"{name}{reads}; drop {agree(foreign, 'it', 'them')}"
+            f"{', '.join(foreign)} {agree(foreign, 'does', 'do')} not apply to the dataset {name}{reads}; "
+            f"drop {agree(foreign, 'it', 'them')}"
         )
     options = dataset.options.parse({option: value for option, value in given.items() if option in own})
     # An option this dataset reads only in another setting (a panel's id column in the one-recording layout)
@@ -207,53 +202,16 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     `data_dir` defaults as `--data-dir` does (`default_data_dir`)."""
     spec = DATASETS[name]
     module = spec.module
-    accepted = _constructor_arguments(module)
-    if accepted is not None:
-        # The dataset's declared options are its constructor's too, taken by name or through **kwargs.
-        accepted |= {field.name for field in fields(spec.options)}
-    unknown = [key for key in kwargs if accepted is not None and key not in accepted]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(accepted or ()), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(
-            f"build_datamodule({name!r}): {unknown[0]} is not an argument of {module.__name__}{hint}; it "
-            f"takes {', '.join(sorted(accepted or ()))}"
-        )
     kwargs.setdefault("data_dir", default_data_dir())
-    from lightning_genae.datamodules.placement import DATA_ON_DEVICE
-
-    # Errors name the arguments as this call spells them (`batch_size=0`), not as flags.
-    named = dict.fromkeys(accepted if accepted is not None else kwargs, ())
-    own = keyword_choices(spec.options) if spec.options is not None else {}
-    spelling = {**named, "data_on_device": DATA_ON_DEVICE, **own}
-    with keyword_spelling(spelling):
-        if spec.options is not None:
-            # The dataset's options checked as a run checks them: one its other settings leave unread
-            # (`series_id` under the default `csv_layout`) is refused, not ignored.
-            options = {key: value for key, value in kwargs.items() if key in spec.options.types()}
-            given = {key: value for key, value in options.items() if value is not None}
-            parsed = parse_dataset_options(name, given, named=given)
-            # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.
-            kwargs.update({key: getattr(parsed, key) for key in given})
-        datamodule = module(**kwargs)
-    # The checks of a fit's set-up name the arguments as this call spelled them too.
-    datamodule.call_spelling = spelling
-    return datamodule
-
-
-def _constructor_arguments(module: type) -> set[str] | None:
-    """The keyword arguments `module(...)` takes: its __init__'s named ones, and while an __init__ passes
-    **kwargs on, those of the next __init__ up the class hierarchy; None where every one takes any."""
-    accepted: set[str] = set()
-    for cls in module.__mro__:
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            continue
-        parameters = list(inspect.signature(init).parameters.values())[1:]
-        accepted.update(p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            return accepted
-    return None
+    if spec.options is not None:
+        # The dataset's options checked as a run checks them: one its other settings leave unread
+        # (`series_id` under the default `csv_layout`) is refused, not ignored.
+        options = {key: value for key, value in kwargs.items() if key in spec.options.types()}
+        given = {key: value for key, value in options.items() if value is not None}
+        parsed = parse_dataset_options(name, given, named=given)
+        # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.
+        kwargs.update({key: getattr(parsed, key) for key in given})
+    return module(**kwargs)
 
 
 # Names this package has always exported, each imported from its module on first use (PEP 562), so that

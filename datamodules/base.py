@@ -30,8 +30,7 @@ from lightning_genae.datamodules.loaders import (
 from lightning_genae.datamodules.pixels import to_model_range, to_uint8
 from lightning_genae.datamodules.placement import batch_device, check_data_on_device
 from lightning_genae.datamodules.splits import stratified_sample
-from lightning_genae.errors import ConfigError, DataError, describe_error
-from lightning_genae.plugin_options import flag, spell_own_hooks
+from lightning_genae.errors import ConfigError, DataError, OptionError, describe_error
 from lightning_genae.seeding import generator
 
 if TYPE_CHECKING:
@@ -112,11 +111,6 @@ def checked_image_split(split: str, pair: Any) -> Batch:
     return images, labels.long()
 
 
-def _call_spelling(datamodule: InMemoryDataModule) -> Mapping[str, Any] | None:
-    """How the Python call that built the datamodule spelled its arguments; None for one run.py built."""
-    return datamodule.call_spelling
-
-
 class InMemoryDataModule(pl.LightningDataModule):
     """Base of every dataset: fixed seeded train/val/test splits in memory, optional stratified train subset.
 
@@ -132,16 +126,6 @@ class InMemoryDataModule(pl.LightningDataModule):
     classes: ClassVar[int | None] = None
     # What one item is called in messages.
     item_noun: ClassVar[str] = "images"
-    # Built from Python (`build_datamodule`, `TensorImageDataModule`): the arguments as the call spelled
-    # them, so that the checks Lightning's fit runs later (a batch larger than the split, --train-size
-    # beyond it) name `batch_size=` rather than run.py's flags (`keyword_spelling`). None from run.py.
-    call_spelling: Mapping[str, Any] | None = None
-    # The hooks whose errors are reworded: those Lightning calls on a datamodule during a fit.
-    _SPELLED_HOOKS: ClassVar[tuple[str, ...]] = ("prepare_data", "setup", "train_dataloader")
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        spell_own_hooks(cls, cls._SPELLED_HOOKS, _call_spelling)
 
     def __init__(
         self,
@@ -160,23 +144,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         super().__init__()
         # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
         data_dir = str(data_dir)
-        counts = {
-            "batch_size": batch_size,
-            "train_size": train_size,
-            "seed": seed,
-            "num_workers": num_workers,
-        }
-        for name, count in counts.items():
-            if not (count is None and name == "train_size") and (
-                not isinstance(count, numbers.Integral) or isinstance(count, bool)
-            ):
-                raise ConfigError(f"{flag(name)} {count!r} is not a whole number")
-        if batch_size < 1:
-            raise ConfigError(f"--batch-size {batch_size} must be at least 1")
-        if train_size is not None and train_size < 1:
-            raise ConfigError(f"--train-size {train_size} must be at least 1 (or omit it for all the data)")
-        if num_workers < 0:
-            raise ConfigError(f"--num-workers {num_workers} must be 0 or more")
+        # The training split and its batches are cut by these counts: a fraction or a count below 1 would
+        # cut them otherwise without a word (batches indexed on the device, an empty split from 0).
+        for name, count in {"batch_size": batch_size, "train_size": train_size}.items():
+            whole = isinstance(count, numbers.Integral) and not isinstance(count, bool)
+            if not (count is None and name == "train_size") and not (whole and count >= 1):
+                raise OptionError(name, f"{count!r} must be a whole number of at least 1")
         check_data_on_device(data_on_device, num_workers)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = batch_size
@@ -226,7 +199,7 @@ class InMemoryDataModule(pl.LightningDataModule):
     def _not_found(self, reason: str) -> DataError:
         """The dataset's one-line "not found" error; `reason` says why (offline, still missing, ...)."""
         return DataError(
-            f"{self.name} not found in {self.data_dir} {reason}; pass --data-dir with the dataset"
+            f"{self.name} not found in {self.data_dir} {reason}; give data_dir the folder that holds it"
         )
 
     def _download(self, fetch: Callable[[], object], missing: Callable[[], list[str]]) -> None:
@@ -239,8 +212,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         if not existing.is_dir():
             what = "is a file" if existing == self.data_dir else f"lies under a file, {existing}"
             raise DataError(
-                f"--data-dir {self.data_dir} {what}, and --data {self.name} reads a folder; pass the folder "
-                "that holds the dataset, or one to download it into"
+                f"data_dir {self.data_dir} {what}, and {self.name} reads a folder; give the folder that "
+                "holds the dataset, or one to download it into"
             )
         new_folders = _folders_made_by(self.data_dir)
         try:
@@ -257,9 +230,10 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Set the per-device batch size and load the data once (later calls only re-check the batch size)."""
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if self.batch_size % world_size:
-            raise ConfigError(
-                f"--batch-size {self.batch_size} does not divide across {world_size} devices; "
-                f"use a multiple of {world_size}"
+            raise OptionError(
+                "batch_size",
+                f"{self.batch_size} does not divide across {world_size} devices; use a multiple of "
+                f"{world_size}",
             )
         self.batch_size_per_device = self.batch_size // world_size
         self._load_once()
@@ -270,21 +244,21 @@ class InMemoryDataModule(pl.LightningDataModule):
         splits = self._load_splits()
         if not isinstance(splits, Mapping):
             raise DataError(
-                f"--data {self.name}: its _load_splits returned a {type(splits).__name__}; return a dict of "
-                "train, val and test, each (images, labels)"
+                f"{self.name}: its _load_splits returned a {type(splits).__name__}; return a dict of train, "
+                "val and test, each (images, labels)"
             )
         if self.data_kind == "image":
             # The contract every image dataset's `_load_splits` keeps (a plug-in's too): checked once, named.
             try:
                 splits = {split: checked_image_split(split, splits.get(split)) for split in SPLITS}
             except DataError as error:
-                raise DataError(f"--data {self.name}: {error} (in its _load_splits)") from None
+                raise DataError(f"{self.name}: {error} (in its _load_splits)") from None
             declared = tuple(self.data_shape)
             for split, (images, _) in splits.items():
                 if tuple(images.shape[1:]) != declared:
                     # The shape the model is built for and the run reports is the declared one.
                     raise DataError(
-                        f"--data {self.name}: its {split} images are {'x'.join(map(str, images.shape[1:]))}, "
+                        f"{self.name}: its {split} images are {'x'.join(map(str, images.shape[1:]))}, "
                         f"and it declares {'x'.join(map(str, declared))} (its default_shape, or the image "
                         "size and channels asked); return images of that shape (in its _load_splits)"
                     )
@@ -293,9 +267,10 @@ class InMemoryDataModule(pl.LightningDataModule):
         self._train_split_size = len(train_images)
         if self.train_size is not None:
             if self.train_size > len(train_images):
-                raise ConfigError(
-                    f"--train-size {self.train_size} exceeds the {len(train_images)} training "
-                    f"{self.item_noun} of {self.name}; use at most {len(train_images)}"
+                raise OptionError(
+                    "train_size",
+                    f"{self.train_size} exceeds the {len(train_images)} training {self.item_noun} of "
+                    f"{self.name}; use at most {len(train_images)}",
                 )
             # Hashed before the subset is taken: what a feature classifier trained on the whole split is
             # compared with (`full_training_sha256`), without loading the data a second time.
@@ -314,17 +289,15 @@ class InMemoryDataModule(pl.LightningDataModule):
             labels = pair[1] if isinstance(pair, tuple | list) and len(pair) == 2 else None
             if isinstance(labels, Tensor) and len(labels) and int(labels.max()) >= classes:
                 raise DataError(
-                    f"--data {self.name}: its {split} labels go up to {int(labels.max())}, and it declares "
+                    f"{self.name}: its {split} labels go up to {int(labels.max())}, and it declares "
                     f"{classes} classes (ids 0 to {classes - 1}); fix the labels or its classes"
                 )
 
     def split_tensors(self, split: str) -> Batch:
-        """(stored items, int64 labels [N]) of "train" (--train-size subset), "val" or "test".
+        """(stored items, int64 labels [N]) of "train" (its `train_size` subset), "val" or "test".
 
         Items are uint8 images [N,C,H,W] or normalised float32 series [N,T,C], as the data kind stores them.
         """
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         self._load_once()
         assert self._splits is not None
         return self._splits[split]
@@ -347,7 +320,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self._content_sha256[split]
 
     def full_training_sha256(self) -> str:
-        """`content_sha256("train")` of the whole training split, whatever --train-size took from it."""
+        """`content_sha256("train")` of the whole training split, whatever `train_size` took from it."""
         self._load_once()
         return self._full_training_sha256 or self.content_sha256("train")
 
@@ -415,18 +388,19 @@ class InMemoryDataModule(pl.LightningDataModule):
         except torch.OutOfMemoryError:
             size = items.numel() * items.element_size() / 2**20
             raise ConfigError(
-                f"the training split ({size:.1f} MiB) does not fit on {device}; use --data-on-device off"
+                f"the training split ({size:.1f} MiB) does not fit on {device}; use data_on_device off"
             ) from None
 
     def check_batch_fits(self) -> None:
-        """Refuse a --batch-size larger than the training split: training takes full batches only."""
+        """Refuse a `batch_size` larger than the training split: training takes full batches only."""
         available = len(self.split_tensors("train")[0])
         # The global batch against the whole split also covers DDP, where each rank gets 1/world of it.
         if available < self.batch_size:
-            subset = " (the --train-size subset)" if self.train_size is not None else ""
-            raise ConfigError(
-                f"--batch-size {self.batch_size} exceeds the {available} training {self.item_noun} of "
-                f"{self.name}{subset}; lower --batch-size to at most {available}"
+            subset = " (the train_size subset)" if self.train_size is not None else ""
+            raise OptionError(
+                "batch_size",
+                f"{self.batch_size} exceeds the {available} training {self.item_noun} of "
+                f"{self.name}{subset}; lower it to at most {available}",
             )
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
@@ -470,10 +444,6 @@ class InMemoryDataModule(pl.LightningDataModule):
     __str__ = __repr__
 
 
-# The base's own hooks, as `__init_subclass__` wraps its heirs'.
-spell_own_hooks(InMemoryDataModule, InMemoryDataModule._SPELLED_HOOKS, _call_spelling)
-
-
 class ImageDataModule(InMemoryDataModule):
     """Images stored as uint8 [N,C,H,W], scaled to float [-1, 1] on the device."""
 
@@ -501,15 +471,16 @@ class ImageDataModule(InMemoryDataModule):
         """Reject a size/channel count the dataset cannot deliver, instead of silently ignoring it."""
         default_c, default_h, default_w = self.default_shape
         if image_size is not None and image_size != default_h:
-            raise ConfigError(
-                f"--image-size {image_size} is not available for {self.name} "
-                f"(fixed at {default_h}x{default_w}); drop --image-size, "
-                "or use the folder dataset to load images at another size"
+            raise OptionError(
+                "image_size",
+                f"{image_size} is not available for {self.name} (fixed at {default_h}x{default_w}); drop it, "
+                "or use the folder dataset to load images at another size",
             )
         if channels is not None and channels != default_c:
-            raise ConfigError(
-                f"--channels {channels} is not available for {self.name} (fixed at {default_c}); "
-                "drop --channels, or use the folder dataset to load images with another channel count"
+            raise OptionError(
+                "channels",
+                f"{channels} is not available for {self.name} (fixed at {default_c}); drop it, or use the "
+                "folder dataset to load images with another channel count",
             )
 
     @property

@@ -93,7 +93,7 @@ class CelebADataModule(ImageDataModule):
     def _not_found(self, reason: str) -> DataError:
         return DataError(
             f"CelebA not found in {self.celeba_dir} {reason}: put {IMAGE_FOLDER}/ (unzipped) and "
-            f"{PARTITION_FILE} there, or pass --data-dir pointing at a folder holding celeba/"
+            f"{PARTITION_FILE} there, or give data_dir a folder holding celeba/"
         )
 
     def prepare_data(self) -> None:

@@ -151,7 +151,7 @@ class CIFAR10DataModule(ImageDataModule):
     def _not_found(self, reason: str) -> DataError:
         return DataError(
             f"CIFAR-10 not found in {self.batches_dir} {reason}: extract cifar-10-python.tar.gz into "
-            f"{self.data_dir}, or pass --data-dir pointing at a folder holding cifar-10-batches-py"
+            f"{self.data_dir}, or give data_dir a folder holding cifar-10-batches-py"
         )
 
     def prepare_data(self) -> None:

@@ -1,10 +1,10 @@
-"""A user's CSV file as series: one recording, or a panel of many (`--data csv`; docs/data.md, "CSV files").
+"""A user's CSV file as series: one recording, or a panel of many (docs/data.md, "CSV files").
 
 pandas reads the file (text, never unpickled). Ours is what its cells mean as series: the layout
-(`--csv-layout` time, rows, ucr or long), the splits (one recording in time order, 70/10/20, so that no
+(`csv_layout` time, rows, ucr or long), the splits (one recording in time order, 70/10/20, so that no
 evaluation window overlaps a training one; a panel by whole series, labels stratified), the windows of
-`--seq-len` every `--stride`, and what would bend a result: rows going back in time, gaps unless
-`--fill-gaps` fills them (within each time split, so that no evaluation value reaches a training row), cells
+`seq_len` every `stride`, and what would bend a result: rows going back in time, gaps unless
+`fill_gaps` fills them (within each time split, so that no evaluation value reaches a training row), cells
 that are no finite 32-bit number and too few series are refused; pandas' index, a time index and a column of
 one value are no channels.
 """
@@ -130,7 +130,7 @@ def _refuse_gaps(path: Path, values: pd.DataFrame, gaps: str | None) -> None:
     """A gap left in `values` is a DataError naming its row and column."""
     if values.isna().to_numpy().any():
         row, column = values.isna().stack().idxmax()
-        fix = "its series or time split has no value to fill it from" if gaps else "fill it with --fill-gaps"
+        fix = "its series or time split has no value to fill it from" if gaps else "fill it with fill_gaps"
         raise DataError(f"{path}: row {row}, column {column!r} is a gap; {fix}")
 
 
@@ -170,14 +170,12 @@ def read_series(
     if layout == "long":
         if series_id not in frame.columns:
             raise DataError(
-                f"{path}: --csv-layout long needs --series-id naming the column of each row's series; the "
+                f"{path}: csv_layout long needs series_id naming the column of each row's series; the "
                 f"file's columns are {', '.join(map(str, frame.columns))}"
             )
         ids = frame.pop(series_id)
         if ids.isna().any():
-            raise DataError(
-                f"{path}: row {ids.isna().idxmax()} has no --series-id; give every row its series"
-            )
+            raise DataError(f"{path}: row {ids.isna().idxmax()} has no series_id; give every row its series")
     groups = np.zeros(len(frame)) if ids is None else ids.to_numpy()
     stamps = {name: times for name in frame.columns if (times := _timestamps(name, frame[name])) is not None}
     for name, times in stamps.items():
@@ -188,7 +186,7 @@ def read_series(
     channels = list(channel_columns or [name for name in frame.columns if name not in stamps])
     if unknown := [name for name in channels if name not in frame.columns]:
         raise ConfigError(
-            f"--csv-channels {unknown[0]!r}: {path} has no such column; its columns are "
+            f"csv_channels {unknown[0]!r}: {path} has no such column; its columns are "
             f"{', '.join(map(str, frame.columns))}"
         )
     if not channels:
@@ -226,7 +224,7 @@ def _no_channels(path: Path, values: pd.DataFrame, groups: np.ndarray) -> list[s
         return []
     say(
         f"{path}: {', '.join(map(repr, found))} left out of the channels (a time index counting up by a "
-        "fixed step, or one value in every row); name the channels with --csv-channels to keep them"
+        "fixed step, or one value in every row); name the channels with csv_channels to keep them"
     )
     return found
 
@@ -239,8 +237,8 @@ def _row_panel(path: Path, frame: pd.DataFrame, layout: str, gaps: str | None) -
         label = values.pop(values.columns[0])
         if not (label % 1 == 0).all():
             raise DataError(
-                f"{path}: row {(label % 1 != 0).idxmax()}: the first cell is the class label in --csv-layout "
-                "ucr and must be an integer; use --csv-layout rows for rows without labels"
+                f"{path}: row {(label % 1 != 0).idxmax()}: the first cell is the class label in csv_layout "
+                "ucr and must be an integer; use csv_layout rows for rows without labels"
             )
         labels = torch.from_numpy(pd.factorize(label, sort=True)[0])
     # The UCR archive pads the shorter series of a variable-length set with gaps: the series ends there.
@@ -293,8 +291,8 @@ class CSVSeriesDataModule(SequenceDataModule):
             # With the file's reading, on every rank, so that none goes on while another stops.
             if table.panel and len(lengths) == 1 and self.hparams.get("stride") and not self.hparams.seq_len:
                 raise ConfigError(
-                    f"--stride spaces windows of --seq-len rows, and the {len(table.series)} series of "
-                    f"{self.data_dir} are each taken whole without --seq-len; drop --stride or give --seq-len"
+                    f"stride spaces windows of seq_len rows, and the {len(table.series)} series of "
+                    f"{self.data_dir} are each taken whole without seq_len; drop stride or give seq_len"
                 )
             self._table = table
         return self._table
@@ -309,7 +307,7 @@ class CSVSeriesDataModule(SequenceDataModule):
         # Which columns are channels is decided by rules that a version may refine (index and constant
         # columns); naming the run's channels reads the file as the run did.
         taken = ", ".join(self.channel_names)
-        return f"name the run's channels with --csv-channels (this version takes {taken}), "
+        return f"name the run's channels with csv_channels (this version takes {taken}), "
 
     def summary(self) -> str:
         # Which columns became channels: a column taken for data, or data taken for an index, shows here.
@@ -357,17 +355,17 @@ class CSVSeriesDataModule(SequenceDataModule):
             if len(labels) < MIN_SERIES_PER_SPLIT:
                 raise DataError(
                     f"{self.data_dir}: its {split} part ({sum(len(rows) for rows, _ in members)} rows in "
-                    f"{len(members)} series) gives {len(labels)} window(s) of --seq-len {self.seq_len} every "
-                    f"--stride {self.stride}, fewer than the {MIN_SERIES_PER_SPLIT} the evaluation needs; "
-                    "use a smaller --seq-len or --stride, or more data"
+                    f"{len(members)} series) gives {len(labels)} window(s) of seq_len {self.seq_len} every "
+                    f"stride {self.stride}, fewer than the {MIN_SERIES_PER_SPLIT} the evaluation needs; "
+                    "use a smaller seq_len or stride, or more data"
                 )
             splits[split] = (torch.cat(windows), torch.tensor(labels, dtype=torch.long))
         if too_short:
             # Said, not refused: a panel of uneven series often has a few short ones to spare.
             say(
                 f"{self.data_dir}: {len(too_short)} of its {len(self.table().series)} series shorter than "
-                f"--seq-len {self.seq_len} (the shortest {min(too_short)} rows) left out; a smaller "
-                "--seq-len keeps them"
+                f"seq_len {self.seq_len} (the shortest {min(too_short)} rows) left out; a smaller "
+                "seq_len keeps them"
             )
         return splits
 

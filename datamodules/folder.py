@@ -13,7 +13,7 @@ from torch import Tensor
 from lightning_genae.datamodules.base import Batch, ImageDataModule
 from lightning_genae.datamodules.imagefiles import FOLDER_DEFAULT_SHAPE, IMAGE_EXTENSIONS, read_images
 from lightning_genae.datamodules.splits import fixed_split
-from lightning_genae.errors import ConfigError, DataError, agree
+from lightning_genae.errors import DataError, OptionError, agree
 
 VAL_FRACTION = 0.05
 TEST_FRACTION = 0.10
@@ -62,16 +62,15 @@ def scan_folder(root: Path) -> FolderScan:
     """
     if root.is_file():
         raise DataError(
-            f"--data-dir {root} is a file, and --data folder reads a folder of images; pass the folder that "
-            f"holds the images (such as {root.parent})"
+            f"{root} is a file, and a folder of images is read; give the folder that holds the images (such "
+            f"as {root.parent})"
         )
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist: pass --data-dir pointing at a folder of images")
+        raise DataError(f"image folder {root} does not exist; give a folder of images")
     relative = sorted(_image_files(root))
     if not relative:
         raise DataError(
-            f"no images ({' '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}: "
-            "pass --data-dir pointing at a folder of images"
+            f"no images ({' '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}; give a folder of images"
         )
     subfolders = sorted({path.parts[0] for path in relative if len(path.parts) > 1})
     labelled = len(subfolders) >= 2 and all(len(path.parts) > 1 for path in relative)
@@ -92,9 +91,9 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
         if image_size is not None and image_size < 8:
-            raise ConfigError(f"--image-size {image_size} is too small; use 8 or more (e.g. 32 or 64)")
+            raise OptionError("image_size", f"{image_size} is too small; use 8 or more (e.g. 32 or 64)")
         if channels not in (None, 1, 3):
-            raise ConfigError(f"--channels {channels} is not supported; use 1 (grayscale) or 3 (RGB)")
+            raise OptionError("channels", f"{channels} is not supported; use 1 (grayscale) or 3 (RGB)")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -115,7 +114,7 @@ class ImageFolderDataModule(ImageDataModule):
         if not scan.loose and len(tops) == 1 and len(nested) >= 2:
             # root/animals/{cat,dog}/...: the classes sit one level down.
             inner = root / tops.pop()
-            return f"its class subfolders are one level down: pass --data-dir {inner}, or "
+            return f"its class subfolders are one level down: give data_dir {inner}, or "
         if not scan.loose:
             return "sort the images into one subfolder per class, or "
         count = len(scan.loose)

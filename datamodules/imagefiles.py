@@ -72,6 +72,8 @@ def read_square_image(path: Path, size: int, channels: int, box: CropBox | None 
             image = image.crop(box)
             image = image.resize((size, size), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
+    except DataError:
+        raise  # a ValueError too: this file's own refusal, said as it is
     # PIL reports broken files as OSError (incl. UnidentifiedImageError), ValueError or SyntaxError.
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(

@@ -95,7 +95,7 @@ class EvaluationShard(DistributedSampler):
         if self.total_size < num_replicas:
             raise ConfigError(
                 f"an evaluation split of {self.total_size} items leaves some of the {num_replicas} "
-                "processes none; use fewer --devices or a larger split"
+                "processes none; use fewer devices or a larger split"
             )
         self.num_samples = len(range(rank, self.total_size, num_replicas))
 

@@ -84,7 +84,7 @@ class MNISTDataModule(ImageDataModule):
         return [name for name in names if find_idx_file(self.raw_dir, name) is None]
 
     def _files_in_data_dir_itself(self) -> DataError | None:
-        """The error for a --data-dir that holds the IDX files itself (the raw folder named, a common slip)
+        """The error for a data_dir that holds the IDX files itself (the raw folder named, a common slip)
         or in a raw folder of its own (the dataset's folder named: DATA/MNIST, where torchvision would look
         in, and download into, DATA/MNIST/MNIST/raw), found before any download; None otherwise."""
         names = [name for pair in IDX_FILES.values() for name in pair]
@@ -106,13 +106,13 @@ class MNISTDataModule(ImageDataModule):
         # raw folder named itself is read so by any name; one inside the folder given, by a dataset's name.
         other_datasets = {MNISTDataModule.folder, FashionMNISTDataModule.folder} - {self.folder}
         if dataset_folder is not None and dataset_folder.name == self.folder:
-            fix = f"pass --data-dir {dataset_folder.parent}, the folder holding {self.folder}/raw"
+            fix = f"give data_dir {dataset_folder.parent}, the folder holding {self.folder}/raw"
         elif dataset_folder is not None and (
             dataset_folder.name in other_datasets if holder is raw_inside else dataset_folder.name
         ):
             return DataError(
                 f"{self.folder} not found in {self.raw_dir}; {holder} holds IDX files of "
-                f"{dataset_folder.name}, not of {self.folder}: pass --data-dir pointing at a folder holding "
+                f"{dataset_folder.name}, not of {self.folder}: give data_dir a folder holding "
                 f"{self.folder}/raw"
             )
         else:
@@ -133,7 +133,7 @@ class MNISTDataModule(ImageDataModule):
             return DataError(
                 f"{self.folder} in {self.raw_dir} lacks {listed}, {reason}: put "
                 f"{agree(missing, 'that file', 'those files')} there, "
-                f"or pass --data-dir pointing at a folder holding a complete {self.folder}/raw"
+                f"or give data_dir a folder holding a complete {self.folder}/raw"
             )
         misplaced = self._files_in_data_dir_itself()
         if misplaced is not None:
@@ -141,7 +141,7 @@ class MNISTDataModule(ImageDataModule):
         return DataError(
             f"{self.folder} not found in {self.raw_dir} {reason}: "
             "put train-images-idx3-ubyte[.gz] etc. there, "
-            f"or pass --data-dir pointing at a folder holding {self.folder}/raw"
+            f"or give data_dir a folder holding {self.folder}/raw"
         )
 
     def prepare_data(self) -> None:

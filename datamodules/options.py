@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import OptionError
 from lightning_genae.plugin_options import PluginOptions, option
 
 __all__ = [
@@ -67,13 +67,13 @@ class SinesOptions(SeqLenOptions, ChannelsOptions):
 
 
 def parse_channel_names(text: str) -> list[str]:
-    """--csv-channels as a list of column names; an empty or repeated one is a ConfigError."""
+    """`csv_channels` as a list of column names; an empty or repeated one is its OptionError."""
     names = [name.strip() for name in str(text).split(",")]
     if not all(names):
-        raise ConfigError(f"--csv-channels {text!r} has an empty name; give column names separated by commas")
+        raise OptionError("csv_channels", f"{text!r} has an empty name; give names separated by commas")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise ConfigError(f"--csv-channels names {', '.join(repeated)} twice; give each column once")
+        raise OptionError("csv_channels", f"names {', '.join(repeated)} twice; give each column once")
     return names
 
 
@@ -110,12 +110,12 @@ class CSVSeriesOptions(SeqLenOptions):
         layout = self.csv_layout or "time"
         if layout in ("rows", "ucr"):
             unread["csv_channels"] = (
-                f"names the channel columns of --csv-layout time or long, and in {layout} every cell of a "
-                "row is one series' value; drop it"
+                f"names the channel columns of csv_layout time or long, and in {layout} every cell of a row "
+                "is one series' value; drop it"
             )
         if layout != "long":
             unread["series_id"] = (
-                f"names the series of --csv-layout long, and this file is read as {layout}; drop it or add "
-                "--csv-layout long"
+                f"names the series of csv_layout long, and this file is read as {layout}; drop it or add "
+                "csv_layout long"
             )
         return unread

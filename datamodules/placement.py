@@ -1,4 +1,4 @@
-"""Where training batches are indexed from (`--data-on-device`), decided without importing Lightning.
+"""Where training batches are indexed from (`data_on_device`), decided without importing Lightning.
 
 The in-memory splits are small enough to keep on an accelerator, where a batch is an index of the stored
 tensor: no loader, no collation, no host-to-device copy per step (`datamodules.loaders.DeviceBatches`).
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, OptionError
 
 DATA_ON_DEVICE = ("auto", "on", "off")
 # `auto` keeps a training split on an accelerator when it takes at most this share of the accelerator's
@@ -22,13 +22,13 @@ AUTO_DEVICE_BYTES = 1 << 30
 
 
 def check_data_on_device(setting: str, num_workers: int) -> None:
-    """--data-on-device is one of DATA_ON_DEVICE, and `on` does not come with loader workers."""
+    """`data_on_device` is one of DATA_ON_DEVICE, and `on` does not come with loader workers."""
     if setting not in DATA_ON_DEVICE:
-        raise ConfigError(f"--data-on-device {setting!r} is not one of: {', '.join(DATA_ON_DEVICE)}")
+        raise OptionError("data_on_device", f"{setting!r} is not one of: {', '.join(DATA_ON_DEVICE)}")
     if setting == "on" and num_workers > 0:
         raise ConfigError(
-            f"--data-on-device on batches on the device, where --num-workers {num_workers} has nothing "
-            "to do; drop --num-workers or use --data-on-device off"
+            f"data_on_device on batches on the device, where num_workers {num_workers} has nothing to do; "
+            "drop num_workers or use data_on_device off"
         )
 
 

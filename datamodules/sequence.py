@@ -17,16 +17,11 @@ import torch
 from torch import Tensor
 
 from lightning_genae.datamodules.base import Batch, DataKind, InMemoryDataModule
-from lightning_genae.errors import ConfigError, DataError, agree
+from lightning_genae.errors import ConfigError, DataError, OptionError, agree
 
 # The series metrics fit a scorer on part of each set and score the rest (discriminative score), so every
 # split needs at least two series; with one, a run failed in its final evaluation, after training.
 MIN_SERIES_PER_SPLIT = 2
-
-
-def flag(name: str) -> str:
-    """`seq_len` -> `--seq-len` (as the command line spells options)."""
-    return "--" + name.replace("_", "-")
 
 
 # A channel that never varies on the training split keeps its scale instead of being divided by zero: one
@@ -130,14 +125,14 @@ class SequenceDataModule(InMemoryDataModule):
         }
         ignored = [name for name, value in given.items() if value is not None and name not in self.takes]
         if ignored:
-            reads = f"; it reads {', '.join(map(flag, self.takes))}" if self.takes else ""
+            reads = f"; it reads {', '.join(self.takes)}" if self.takes else ""
             raise ConfigError(
-                f"{', '.join(map(flag, ignored))} {agree(ignored, 'does', 'do')} not apply to --data "
-                f"{self.name}{reads}; drop {agree(ignored, 'it', 'them')}"
+                f"{', '.join(ignored)} {agree(ignored, 'does', 'do')} not apply to the dataset {self.name}"
+                f"{reads}; drop {agree(ignored, 'it', 'them')}"
             )
         for name, value in given.items():
             if isinstance(value, int) and value < 1:
-                raise ConfigError(f"{flag(name)} must be a positive integer, got {value}")
+                raise OptionError(name, f"must be a positive integer, got {value}")
         self._normaliser: Normaliser | None = None
 
     # ----- loading -----

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule, checked_image_split
-from lightning_genae.errors import ConfigError, DataError, agree
+from lightning_genae.errors import DataError, agree
 
 
 class TensorImageDataModule(ImageDataModule):
@@ -26,9 +26,6 @@ class TensorImageDataModule(ImageDataModule):
         batch_size: int = 64,
         seed: int = 0,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            # In the caller's terms: the shared check names run.py's --batch-size.
-            raise ConfigError(f"{name}: batch_size must be a whole number of at least 1, got {batch_size!r}")
         others = sorted(str(key) for key in splits if key not in SPLITS)
         if others:
             raise DataError(
@@ -47,7 +44,6 @@ class TensorImageDataModule(ImageDataModule):
         self.classes = int(labels.max()) + 1 if bool((labels >= 0).any()) else None
         self._given = given
         super().__init__(data_dir=".", batch_size=batch_size, seed=seed)
-        self.call_spelling = {"batch_size": (), "seed": ()}
 
     def labelling_advice(self) -> str:
         return "give each split's labels as class ids 0, 1, ... (-1 where an image has none), or "

@@ -41,14 +41,29 @@ def agree(items: Sized, singular: str, plural: str) -> str:
     return singular if len(items) == 1 else plural
 
 
-class GenaeError(Exception):
-    """An error caused by the user's input or environment; the CLI prints it as one line."""
+class GenaeError(ValueError):
+    """An error caused by the user's input or environment: a ValueError to a Python caller, one line with
+    `exit_code` at the command line."""
 
     exit_code = 2
 
 
 class ConfigError(GenaeError):
     """Invalid option, value or combination of options."""
+
+
+class OptionError(ConfigError):
+    """One option's value fails the option's own check (its type, choice or range), or no option has its
+    name. `option` is the option's name as Python spells it, `problem` the rest of the line; str() reads
+    `latent_dim must lie in [1, inf), got 0`, and the command line prints the option as its flag."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(option, problem)
+        self.option = option
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"{self.option} {self.problem}"
 
 
 class UnreadOptions(ConfigError):

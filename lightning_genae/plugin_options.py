@@ -9,22 +9,26 @@ and a bad option are answered without torch or Lightning.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import contextvars
 import dataclasses
 import difflib
 import functools
 import importlib
 import math
-import re
 import reprlib
 import types
 import typing
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
-from lightning_genae.errors import PLUGIN_HINT, ConfigError, UnknownName, UnreadOptions, describe_error
+from lightning_genae.errors import (
+    PLUGIN_HINT,
+    ConfigError,
+    OptionError,
+    UnknownName,
+    UnreadOptions,
+    describe_error,
+)
 
 __all__ = [
     "AUTO",
@@ -34,7 +38,6 @@ __all__ = [
     "accepts_auto",
     "coerce",
     "command_line_reader",
-    "command_line_spelling",
     "flag",
     "float_or_auto",
     "literal_choices",
@@ -44,10 +47,6 @@ __all__ = [
     "declaring_class",
     "declared_fields",
     "type_name",
-    "keyword_choices",
-    "keyword_spelling",
-    "spelled_as_called",
-    "spell_own_hooks",
     "with_default",
 ]
 
@@ -100,105 +99,8 @@ PATH_OPTION_NAMES: set[str] = set()
 
 
 def flag(name: str) -> str:
-    """`max_steps` -> `--max-steps`: how an option is spelled on the command line and in messages."""
+    """`max_steps` -> `--max-steps`: how an option is spelled on the command line."""
     return "--" + name.replace("_", "-")
-
-
-# Set while a command line (run.py, the classifier command) runs: its messages keep the flags it was given.
-_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("command_line", default=False)
-
-
-@contextlib.contextmanager
-def command_line_spelling() -> Iterator[None]:
-    """Within: option errors name options as flags (`--latent-dim`), as the command line was typed."""
-    token = _COMMAND_LINE.set(True)
-    try:
-        yield
-    finally:
-        _COMMAND_LINE.reset(token)
-
-
-@contextlib.contextmanager
-def keyword_spelling(choices: Mapping[str, Collection[Any]]) -> Iterator[None]:
-    """Within, outside a command line: a ConfigError naming an option of `choices` as a `--flag` is reworded
-    as the keyword a Python caller typed (`--latent-dim` -> `latent_dim`), and a value given after it as
-    the argument (`--batch-size 0` -> `batch_size=0`, `--gan-nets paper` -> `gan_nets='paper'` where
-    `paper` is one of the option's `choices`). The error is re-raised itself, its type and attributes
-    kept."""
-    try:
-        yield
-    except ConfigError as error:
-        _reword_as_keywords(error, choices)
-        raise
-
-
-def spelled_as_called(
-    hook: Callable[..., Any], choices_of: Callable[[Any], Mapping[str, Collection[Any]] | None]
-) -> Callable[..., Any]:
-    """The method `hook`, its errors reworded as `keyword_spelling` rewords them, with the options
-    `choices_of(self)` names (None: left as they are). For the hooks Lightning calls during a fit, long after
-    the Python call that built the object: a plain try, so a hook called every iteration pays nothing."""
-
-    @functools.wraps(hook)
-    def spelled(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return hook(self, *args, **kwargs)
-        except ConfigError as error:
-            choices = choices_of(self)
-            if choices is not None:
-                _reword_as_keywords(error, choices)
-            raise
-
-    return spelled
-
-
-def spell_own_hooks(
-    cls: type, hooks: Collection[str], choices_of: Callable[[Any], Mapping[str, Collection[Any]] | None]
-) -> None:
-    """Wrap each of `hooks` that `cls` defines itself (an inherited one is wrapped where it is defined) with
-    `spelled_as_called`: from a base's `__init_subclass__` for its heirs, and once for the base itself."""
-    for hook in hooks:
-        if hook in cls.__dict__:
-            setattr(cls, hook, spelled_as_called(cls.__dict__[hook], choices_of))
-
-
-def _reword_as_keywords(error: ConfigError, choices: Mapping[str, Collection[Any]]) -> None:
-    if not _COMMAND_LINE.get() and error.args and isinstance(error.args[0], str):
-        error.args = (_as_keywords(error.args[0], choices), *error.args[1:])
-
-
-def keyword_choices(options: type[PluginOptions], given: Collection[str] = ()) -> dict[str, tuple[Any, ...]]:
-    """`keyword_spelling`'s argument for the options of `options` and the names a caller `given` (an
-    unknown one is named as typed too)."""
-    return {**dict.fromkeys(given, ()), **{name: options.choices(name) for name in options.types()}}
-
-
-# A flag, and the value after it where one follows: a number, a quoted string or a bare word.
-_FLAG_AND_VALUE = re.compile(
-    r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)(?: (-?[0-9][0-9.e+-]*|'[^']*'|[A-Za-z_][\w.-]*))?"
-)
-
-
-def _as_keywords(message: str, choices: Mapping[str, Collection[Any]]) -> str:
-    def keyword(match: re.Match[str]) -> str:
-        name, value = match.group(1).replace("-", "_"), match.group(2)
-        if name not in choices:
-            return match.group(0)
-        if value is None:
-            return name
-        if value[0] == "'" or value[0].isdigit() or value[0] == "-" or value in ("True", "False", "None"):
-            return f"{name}={value}"
-        if value in map(str, choices[name]):
-            return f"{name}={value!r}"
-        return f"{name} {value}"
-
-    return _FLAG_AND_VALUE.sub(keyword, message)
-
-
-def _as_given(name: str) -> str:
-    """An unknown option's name as its flag, or, from a Python caller, as typed where it is no keyword
-    (`'latent-dim'`, whose flag would read back as the keyword `latent_dim`)."""
-    return flag(name) if _COMMAND_LINE.get() or name.isidentifier() else repr(name)
 
 
 def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> UnreadOptions:
@@ -213,8 +115,8 @@ def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) ->
     sentences = []
     for reason, (first, *others) in by_reason.items():
         also = [*others, *(unexplained if not sentences else [])]
-        named = f" (also unread: {', '.join(map(flag, also))})" if also else ""
-        sentences.append(f"{flag(first)} {reason}{named}")
+        named = f" (also unread: {', '.join(also)})" if also else ""
+        sentences.append(f"{first} {reason}{named}")
     return UnreadOptions(". Also: ".join(sentences), tuple(refused))
 
 
@@ -349,9 +251,8 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
         if _admits_none(kind):
             return None
         article = "an" if expected[0] in "aeiou" else "a"
-        raise ConfigError(
-            f"{flag(name)} is null, and it takes {article} {expected}; give it a value, or drop it for its "
-            "default (in the --config file or the checkpoint)"
+        raise OptionError(
+            name, f"is null, and it takes {article} {expected}; give it a value, or drop it for its default"
         )
     try:
         if expected == "list":
@@ -380,15 +281,8 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
             raise TypeError  # a list or mapping where a word or path is taken
         return str(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file
-        raise ConfigError(
-            f"{flag(name)} {shown_value(value)} is not a valid {expected}"
-            f"{' or auto' if accepts_auto(kind) else ''}"
-            + (
-                "; fix it where it was given (the command line, the --config file or the checkpoint)"
-                if _COMMAND_LINE.get()
-                else ""
-            )
-        ) from None
+        auto = " or auto" if accepts_auto(kind) else ""
+        raise OptionError(name, f"{shown_value(value)} is not a valid {expected}{auto}") from None
 
 
 def option(
@@ -411,8 +305,8 @@ def option(
     `tunable`: a grid may list several candidates of it and choose one on the validation split.
     `shown_default`: what `--help` gives as the default of an option whose default is None because its
     owner computes it (a folder's image side, a CSV panel's series length).
-    `canonical`: the value as stored, from a value given (a list of names in one spelling), raising
-    ConfigError where it is unusable; None is stored as it is. Part of the option's own check.
+    `canonical`: the value as stored, from a value given (a list of names in one spelling), raising the
+    option's OptionError where it is unusable; None is stored as it is. Part of the option's own check.
     `changeable_on_resume`: a resumed run may take another value (a weight of the training's losses), as
     it may take another `--lr`; any other option of a checkpoint's run stays as it was.
     """
@@ -503,7 +397,7 @@ class PluginOptions:
 
     @classmethod
     def check_own(cls, name: str, value: Any) -> None:
-        """Raise the ConfigError of option `name` where `value` is not one it takes, judged by its own type
+        """Raise the OptionError of option `name` where `value` is not one it takes, judged by its own type
         and range alone (the checks of two options together, in a subclass's `__post_init__`, are not
         made)."""
         cls._own_check(cls.__dataclass_fields__[name], coerce(name, cls.types()[name], value))
@@ -549,21 +443,19 @@ class PluginOptions:
     def _check_field(cls, spec: dataclasses.Field, value: Any) -> None:
         choices = cls.choices(spec.name)
         if choices and value not in choices and not (value is None and spec.default is None):
-            raise ConfigError(f"{flag(spec.name)} {value!r} is not one of: {', '.join(map(str, choices))}")
+            raise OptionError(spec.name, f"{value!r} is not one of: {', '.join(map(str, choices))}")
         if spec.metadata.get("path") and isinstance(value, str) and not value.strip():
-            raise ConfigError(
-                f"{flag(spec.name)} is empty; give a path, or drop {flag(spec.name)} for its default"
-            )
+            raise OptionError(spec.name, "is empty; give a path, or drop it for its default")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return
         if isinstance(value, int) and value > INT_LIMIT:
-            raise ConfigError(f"{flag(spec.name)} must be at most {INT_LIMIT:,}, got {value:,}")
+            raise OptionError(spec.name, f"must be at most {INT_LIMIT:,}, got {value:,}")
         # NaN compares False with every bound and inf passes a lower one: check finiteness first.
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{flag(spec.name)} must be a finite number, got {value}{_default_hint(spec)}")
+            raise OptionError(spec.name, f"must be a finite number, got {value}{_default_hint(spec)}")
         if _out_of_range(value, spec.metadata):
             where = _range_text(spec.metadata)
-            raise ConfigError(f"{flag(spec.name)} must lie in {where}, got {value}{_default_hint(spec)}")
+            raise OptionError(spec.name, f"must lie in {where}, got {value}{_default_hint(spec)}")
 
     @classmethod
     def types(cls) -> dict[str, Any]:
@@ -580,9 +472,9 @@ class PluginOptions:
         types = cls.types()
         unknown = sorted(set(values) - set(types))
         if unknown:
-            close = [match for name in unknown for match in difflib.get_close_matches(name, types, n=1)]
-            hint = f" (did you mean {', '.join(map(flag, close))}?)" if close else ""
-            raise ConfigError(f"{', '.join(map(_as_given, unknown))}: not an option of {cls.__name__}{hint}")
+            close = difflib.get_close_matches(unknown[0], types, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise OptionError(unknown[0], f"is not an option of {cls.__name__}{hint}")
         return cls(**{name: coerce(name, types[name], value) for name, value in values.items()})
 
     def to_dict(self) -> dict[str, Any]:

@@ -233,15 +233,15 @@ def test_discriminator_side_augmentation_is_refused_because_d_judges_codes(augme
     ("options", "says"),
     [
         ("--aae-prior uniform", "--aae-prior: invalid choice: 'uniform'"),
-        ("--aae-components 5", "add --aae-prior mixture"),
-        ("--aae-supervised", "add --aae-prior mixture"),
-        ("--aae-components 10", "add --aae-prior mixture"),  # the default, given: unused all the same
-        ("--aae-components 5 --aae-supervised", "drop it (also unread: --aae-supervised)"),
+        ("--aae-components 5", "add aae_prior mixture"),
+        ("--aae-supervised", "add aae_prior mixture"),
+        ("--aae-components 10", "add aae_prior mixture"),  # the default, given: unused all the same
+        ("--aae-components 5 --aae-supervised", "drop it (also unread: aae_supervised)"),
         ("--aae-prior mixture --aae-components 1", "--aae-components must lie in [2"),
-        ("--aae-prior mixture --latent-dim 4", "needs --latent-dim of at least 5"),
+        ("--aae-prior mixture --latent-dim 4", "needs latent_dim of at least 5"),
         ("--denoise 0.1", "does not apply to --model aae"),
         ("--aae-adversarial-weight 0", "--aae-adversarial-weight must lie in (0, inf)"),
-        ("--aae-nets paper", "--width sizes the conv nets, which --aae-nets paper leaves out"),
+        ("--aae-nets paper", "width sizes the conv nets, which aae_nets paper leaves out"),
         ("--aae-nets mlp", "--aae-nets: invalid choice: 'mlp'"),
     ],
 )
@@ -259,7 +259,7 @@ def test_supervised_mixture_with_fewer_components_than_classes_stops_before_trai
     args = "--aae-prior mixture --aae-supervised --aae-components 5 --latent-dim 4 --max-steps 3".split()
     assert main(["--model", "aae", *TINY, *args, "--output", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip()
-    assert "\n" not in error and "use --aae-components 10 or more" in error
+    assert "\n" not in error and "use aae_components 10 or more" in error
 
 
 @pytest.mark.slow
@@ -301,7 +301,7 @@ def test_an_earlier_versions_checkpoint_resumes_only_with_the_weight_it_was_trai
     args = ["--resume", str(checkpoint), "--max-steps", "8", "--output", str(resumed)]
     assert main(args) == 2
     error = capsys.readouterr().err.strip()
-    assert "\n" not in error and "resume it with --aae-adversarial-weight 1" in error
+    assert "\n" not in error and "resume it with aae_adversarial_weight 1" in error
     assert checkpoint.is_file() and not resumed.exists()
     assert main([*args, "--aae-adversarial-weight", "1"]) == 0
     assert json.loads((resumed / "summary.json").read_text())["global_step"] == 8
@@ -312,7 +312,7 @@ def test_a_checkpoint_with_the_encoders_own_adversarial_optimizer_is_not_resumed
     resumed = tmp_path / "resumed"
     assert main(["--resume", str(checkpoint), "--max-steps", "8", "--output", str(resumed)]) == 2
     error = capsys.readouterr().err.strip()
-    assert "\n" not in error and "optimizer of its own" in error and "--evaluate" in error
+    assert "\n" not in error and "optimizer of its own" in error and "evaluate it" in error
     assert checkpoint.is_file() and not resumed.exists()
 
 

@@ -208,13 +208,13 @@ def test_a_diverged_run_on_the_papers_schedule_is_not_told_to_lower_lr():
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        ("--aae-training paper", "is the training of the AAE paper's MNIST nets: add --aae-nets paper"),
-        ("--aae-nets paper --aae-training paper --lr 0.01", "drop --lr or --aae-training paper"),
+        ("--aae-training paper", "is the training of the AAE paper's MNIST nets: add aae_nets paper"),
+        ("--aae-nets paper --aae-training paper --lr 0.01", "drop lr or aae_training paper"),
         (
             "--aae-nets paper --aae-training paper --aae-adversarial-weight 0.05",
-            "drop --aae-adversarial-weight or --aae-training paper",
+            "drop aae_adversarial_weight or aae_training paper",
         ),
-        ("--aae-nets paper --aae-training paper --recon-loss bce", "drop --recon-loss bce"),
+        ("--aae-nets paper --aae-training paper --recon-loss bce", "drop recon_loss bce"),
         ("--aae-prior-std 0", "--aae-prior-std"),
     ],
 )

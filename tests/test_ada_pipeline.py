@@ -14,7 +14,7 @@ from lightning_genae.augmentation.ada import (
     default_ada_ops,
     parse_ada_ops,
 )
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, OptionError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -282,10 +282,10 @@ def test_parse_keeps_the_order_and_strips_spaces():
     ],
 )
 def test_parse_refuses_bad_lists_in_one_line_naming_the_option_and_the_choices(text, reason):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(OptionError) as error:
         parse_ada_ops(text)
     message = str(error.value)
-    assert "\n" not in message and "--ada-ops" in message and reason in message
+    assert error.value.option == "ada_ops" and "\n" not in message and reason in message
     assert "choose from xflip, rotate90" in message
 
 

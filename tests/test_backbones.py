@@ -166,7 +166,7 @@ def test_unlabeled_dataset_has_no_classifier(tmp_path):
     datamodule = build_datamodule("folder", data_dir=tmp_path, image_size=16)
     with pytest.raises(BackboneUnavailable) as error:
         load_backbone("classifier", "folder", datamodule, cache_dir=tmp_path / "cache")
-    assert_one_line(error, "no labels", "--backbone inception", "--inception-weights")
+    assert_one_line(error, "no labels", "backbone inception", "inception_weights")
 
 
 def test_images_loose_beside_class_subfolders_are_named_as_what_keeps_them_unlabelled(tmp_path):
@@ -213,7 +213,7 @@ def test_labels_of_one_class_give_no_classifier(tmp_path):
     datamodule = TensorImageDataModule(dummies, name="mine")
     with pytest.raises(BackboneUnavailable) as error:
         load_backbone("classifier", "mine", datamodule, cache_dir=tmp_path / "cache")
-    assert_one_line(error, "labels of one class only", "class ids 0, 1, ... (-1 where", "--backbone")
+    assert_one_line(error, "labels of one class only", "class ids 0, 1, ... (-1 where", "backbone inception")
     assert not (tmp_path / "cache").exists(), "no classifier was trained"
 
 
@@ -318,7 +318,7 @@ def test_inception_offline_without_weights_is_one_line_and_never_random(no_netwo
     with pytest.raises(BackboneUnavailable) as error:
         load_backbone("inception", "mnist")
     cache = backbones.default_inception_path().parent
-    assert_one_line(error, backbones.INCEPTION_FILE, str(cache), "offline", "--inception-weights PATH")
+    assert_one_line(error, backbones.INCEPTION_FILE, str(cache), "offline", "inception_weights")
     assert no_network == [backbones.INCEPTION_URL]
 
 
@@ -350,7 +350,7 @@ def test_inception_weights_that_would_run_code_are_refused_in_one_line(
     torch.save({**weights, "extra": WritesAFileWhenUnpickled(marker)}, hostile)
     with pytest.raises(BackboneUnavailable) as error:
         load_backbone("inception", "mnist", inception_weights=hostile)
-    assert_one_line(error, str(hostile), "not a readable weights file", "--inception-weights")
+    assert_one_line(error, str(hostile), "not a readable weights file", "inception_weights")
     assert not marker.exists(), "loading the Inception weights ran code stored in them"
 
 

@@ -213,12 +213,12 @@ BAD_OPTIONS = {
     "negative margin": (["--d-loss", "ebgan", "--ebgan-margin", "-1"], "--ebgan-margin"),
     "negative pt": (["--d-loss", "ebgan", "--ebgan-pt", "-0.1"], "--ebgan-pt"),
     "unknown loss": (["--d-loss", "wgan"], "--d-loss"),
-    "margin without ebgan": (["--ebgan-margin", "0.5"], "--d-loss ebgan"),
-    "gamma with ebgan": (["--d-loss", "ebgan", "--began-gamma", "0.7"], "--d-loss began"),
-    "margin at its default without ebgan": (["--ebgan-margin", "0.3"], "--d-loss ebgan"),
+    "margin without ebgan": (["--ebgan-margin", "0.5"], "d_loss ebgan"),
+    "gamma with ebgan": (["--d-loss", "ebgan", "--began-gamma", "0.7"], "d_loss began"),
+    "margin at its default without ebgan": (["--ebgan-margin", "0.3"], "d_loss ebgan"),
     "skips on the dcgan nets": (
         ["--began-nets", "dcgan", "--began-skip-connections"],
-        "--began-skip-connections changes the paper's nets",
+        "began_skip_connections changes the paper's nets",
     ),
 }
 

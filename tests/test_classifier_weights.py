@@ -112,7 +112,7 @@ def test_a_file_that_cannot_serve_the_run_is_refused_before_training(make, messa
     weights = make(tmp_path)
     out = tmp_path / "run"
     assert main([*TINY_GAN, "--classifier-weights", str(weights), "--output", str(out)]) == 2
-    one_line(capsys, "--classifier-weights", message)
+    one_line(capsys, str(weights), message)
     assert not out.exists()
 
 
@@ -121,7 +121,7 @@ def test_a_grid_with_a_classifier_of_another_dataset_is_refused_before_its_first
     root = tmp_path / "grid"
     grid = [*TINY_GAN, "--seeds", "0,1", "--classifier-weights", str(weights), "--output", str(root)]
     assert main(grid) == 2
-    one_line(capsys, "--classifier-weights", "was trained on mnist")
+    one_line(capsys, "classifier_weights", "was trained on mnist")
     assert not root.exists(), "no grid.json, no cell folder"
 
 

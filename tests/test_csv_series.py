@@ -294,8 +294,8 @@ def test_a_split_with_fewer_than_two_windows_is_refused_naming_it(tmp_path):
 @pytest.mark.parametrize(
     ("lines", "arguments", "error", "fact"),
     [
-        (["id,v", "a,1", "a,2"], {"layout": "long"}, DataError, "--series-id"),
-        (["id,v", "a,1", "a,2"], {"layout": "long", "series_id": "unit"}, DataError, "--series-id"),
+        (["id,v", "a,1", "a,2"], {"layout": "long"}, DataError, "series_id"),
+        (["id,v", "a,1", "a,2"], {"layout": "long", "series_id": "unit"}, DataError, "series_id"),
         (["unit,s1", "u0,1", ",0.5", "u1,2"], {"layout": "long", "series_id": "unit"}, DataError, "row 3"),
         (["city,value"] + [f"Paris,{i}" for i in range(40)], {}, DataError, "'Paris'"),
         (["x,y", "1,2", "0.5,2021-03-04", "2,3"], {}, DataError, "row 3, column 'y'"),
@@ -350,7 +350,7 @@ def test_a_file_pandas_cannot_read_is_refused_naming_it(tmp_path):
     [
         (
             {"series_id": "a"},
-            "--series-id names the series of --csv-layout long, and this file is read as time",
+            "series_id names the series of csv_layout long, and this file is read as time",
         ),
     ],
 )

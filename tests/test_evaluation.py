@@ -279,7 +279,7 @@ def test_inception_without_weights_is_one_clear_line_before_training(tmp_path, o
     assert main([*args, "--output", str(run_dir)]) == 2
     out, err = capsys.readouterr()
     *announced, error = err.strip().splitlines()
-    assert error.startswith("error: inception: ") and "--inception-weights" in error
+    assert error.startswith("error: inception: ") and "inception_weights" in error
     assert all(line.startswith("inception: downloading ") for line in announced)
     assert "Traceback" not in out + err and "Epoch" not in out + err
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "summary.json").exists()
@@ -308,7 +308,7 @@ def test_evaluating_a_run_scored_with_inception_without_its_weights_offers_the_c
     checkpoint = str(run_dir / "checkpoints" / "last.ckpt")
     assert main(["--evaluate", checkpoint]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("error: inception: ") and "--inception-weights" in error
+    assert error.startswith("error: inception: ") and "inception_weights" in error
     assert error.endswith(
         "or score the run with --backbone classifier (fd_classifier, not comparable with fd_inception)"
     )
@@ -347,12 +347,8 @@ def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_an
     grid = [*args, "--max-steps", "1", "--seeds", "0,1", "--output", str(root)]
     assert main(grid) == 2
     error = capsys.readouterr().err.strip()
-    assert error == (
-        "error: classifier: folder has no labels to train a feature classifier on (it needs two classes or "
-        "more); sort the images into one subfolder per class, or use --backbone inception with weights "
-        "(--inception-weights PATH; in Python, backbone='inception', inception_weights=PATH) (a grid "
-        "compares its arms on the image metrics)"
-    )
+    assert error.startswith("error: classifier: folder has no labels to train a feature classifier on"), error
+    assert "backbone inception" in error and "\n" not in error, error
     assert not root.exists(), "no grid.json, no cell folder"
 
 

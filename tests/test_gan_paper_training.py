@@ -187,12 +187,12 @@ def test_discriminator_side_augmentation_feeds_ada_under_the_papers_training(tmp
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        ("--gan-training paper", "is the schedule of the GAN paper's MNIST nets: add --gan-nets paper"),
-        ("--gan-nets paper --gan-training paper --lr 0.01", "drop --lr or --gan-training paper"),
+        ("--gan-training paper", "is the schedule of the GAN paper's MNIST nets: add gan_nets paper"),
+        ("--gan-nets paper --gan-training paper --lr 0.01", "drop lr or gan_training paper"),
         # The family's default value, given: still unused, still refused.
-        ("--gan-nets paper --gan-training paper --lr 5e-4", "drop --lr or --gan-training paper"),
-        ("--gan-nets paper --gan-training paper --width 64", "drop --width or --gan-nets paper"),
-        ("--gan-nets paper --gan-training paper --gan-loss hinge", "drop --gan-loss hinge"),
+        ("--gan-nets paper --gan-training paper --lr 5e-4", "drop lr or gan_training paper"),
+        ("--gan-nets paper --gan-training paper --width 64", "drop width or gan_nets paper"),
+        ("--gan-nets paper --gan-training paper --gan-loss hinge", "drop gan_loss hinge"),
     ],
 )
 def test_what_the_papers_training_cannot_use_is_refused(options, says, capsys):
@@ -221,7 +221,7 @@ def test_the_papers_training_reruns_from_its_config_file_which_holds_every_value
     assert main(["--config", str(at_defaults), "--print-config"]) == 0
     assert "\nlr: null\n" in capsys.readouterr().out
     assert main(["--config", str(config), "--lr", "5e-4", "--print-config"]) == 2
-    assert "drop --lr or --gan-training paper" in capsys.readouterr().err
+    assert "drop lr or gan_training paper" in capsys.readouterr().err
 
 
 def test_a_diverged_run_on_the_papers_schedule_is_told_to_start_again_not_to_lower_lr(tmp_path):

@@ -213,8 +213,8 @@ def test_the_gan_papers_nets_are_its_mlp_generator_and_maxout_discriminator_and_
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        ("--width 8", "--width sizes the conv nets, which --gan-nets paper leaves out"),
-        ("--spectral-norm", "drop --spectral-norm or --gan-nets paper"),
+        ("--width 8", "width sizes the conv nets, which gan_nets paper leaves out"),
+        ("--spectral-norm", "drop spectral_norm or gan_nets paper"),
     ],
 )
 def test_options_the_gan_papers_nets_cannot_use_are_refused(options, says, capsys):

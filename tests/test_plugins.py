@@ -189,7 +189,7 @@ def test_a_plugin_augmentation_wraps_a_gans_discriminator_inputs_with_its_own_op
     [
         (["--augment", "none", "--flip-p", "0.25"], "--flip-p does nothing with --augment none"),
         (["--augment", "flip", "--flip-p", "2"], "--flip-p must lie in [0, 1], got 2.0"),
-        (["--data", "digits", "--square-side", "6"], "--square-side does not apply to --data digits"),
+        (["--data", "digits", "--square-side", "6"], "square_side does not apply to the dataset digits"),
         (["--square-side", "16"], "--square-side must lie in [1, 16), got 16"),
     ],
 )
@@ -422,7 +422,7 @@ def test_a_plugin_datasets_splits_are_held_to_the_contract_in_one_line(
     register_dataset("toy_data", DatasetSpec(f"{module}:Broken", "splits that break the contract"))
     args = ["--model", "ae", "--data", "toy_data", "--width", "8", "--batch-size", "8", "--max-steps", "1"]
     assert main([*args, "--output", str(tmp_path / "run")]) == 2
-    one_line(capsys, "--data toy_data: ", says, "(in its _load_splits)")
+    one_line(capsys, "error: toy_data: ", says, "(in its _load_splits)")
     assert not (tmp_path / "run").exists()
 
 
@@ -451,18 +451,18 @@ def test_a_plugin_datasets_splits_of_another_kind_or_beyond_its_classes_are_one_
     register_dataset("toy_data", DatasetSpec(f"{module}:Broken", "splits that break the contract"))
     args = ["--model", "gan", "--data", "toy_data", "--width", "8", "--batch-size", "8", "--max-steps", "1"]
     assert main([*args, "--output", str(tmp_path / "run")]) == 2
-    one_line(capsys, "--data toy_data: ", says)
+    one_line(capsys, "error: toy_data: ", says)
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
     ("kind", "default", "checks", "says"),
     [
-        (dict, None, {}, "--things is null, and it takes a dict"),
-        (tuple[int, int], (1, 2), {}, "--things (1, 2) is not a valid tuple"),
-        (float, 5.0, {"at_most": 1}, "--things must lie in (-inf, 1], got 5.0"),
-        (int, 0.5, {}, "--things 0.5 is not a valid int"),
-        (Literal["a", "b"], "c", {}, "--things 'c' is not one of: a, b"),
+        (dict, None, {}, "things is null, and it takes a dict"),
+        (tuple[int, int], (1, 2), {}, "things (1, 2) is not a valid tuple"),
+        (float, 5.0, {"at_most": 1}, "things must lie in (-inf, 1], got 5.0"),
+        (int, 0.5, {}, "things 0.5 is not a valid int"),
+        (Literal["a", "b"], "c", {}, "things 'c' is not one of: a, b"),
     ],
     ids=["dict", "tuple", "out-of-range", "float-for-int", "not-a-choice"],
 )
@@ -597,7 +597,7 @@ def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, 
     assert " --data squares --square-side 6 --seed 0 " in manifest["squares"]["command"]
     for refused, says in (
         (["--data", "squares", "--square-side", "16"], "--square-side must lie in [1, 16), got 16"),
-        (["--data", "digits", "--square-side", "6"], "--square-side does not apply to --data digits"),
+        (["--data", "digits", "--square-side", "6"], "square_side does not apply to the dataset digits"),
     ):
         answer = run_py([*refused, "--output", "other"], plugin_dir, tmp_path, command=classifier)
         (line,) = answer.stderr.strip().splitlines()
@@ -652,10 +652,10 @@ def test_the_classifier_command_takes_yes_no_and_text_options_and_records_a_comm
     one_line(capsys, "argument --repeats: '2.5' is neither a whole number nor auto")
     assert StampOptions.parse({"repeats": 3.0}).repeats == 3
     assert StampOptions.parse({"repeats": "auto"}).repeats == "auto"
-    with pytest.raises(ConfigError, match=r"--repeats must lie in \[1, inf\), got 0"):
+    with pytest.raises(ConfigError, match=r"^repeats must lie in \[1, inf\), got 0"):
         StampOptions.parse({"repeats": 0})
     assert main(["--data", "csv", "--pattern", "x", "--output", "x"]) == 2
-    one_line(capsys, "--pattern shapes image data and --data csv is sequence data; drop it")
+    one_line(capsys, "pattern shapes image data and the dataset csv is sequence data; drop it")
 
 
 def test_a_plain_runs_config_yaml_made_with_plugins_loaded_runs_without_them(plugin_dir, tmp_path):
@@ -694,9 +694,7 @@ def test_build_datamodule_takes_a_plugins_declared_option_read_from_its_kwargs(c
     )
     data = build_datamodule("noisy", pixel_noise=0.5, batch_size=8, data_dir=tmp_path)
     assert data.pixel_noise == 0.5 and data.batch_size == 8
-    with pytest.raises(
-        ConfigError, match=r"pixel_nosie is not an argument of NoisyDigits \(did you mean pixel_noise\?\)"
-    ):
+    with pytest.raises(TypeError, match="pixel_nosie"):
         build_datamodule("noisy", pixel_nosie=0.5, data_dir=tmp_path)
 
 

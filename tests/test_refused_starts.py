@@ -11,6 +11,40 @@ from tiny import TINY_RUN
 
 from lightning_genae.experiment.cli import main
 
+TOO_LONG = "x" * 300
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (["--config", f"{TOO_LONG}.yaml", "--print-config"], "OSError: [Errno 36] File name too long"),
+        (["--model", "ae", *TINY_RUN, "--output", f"{{tmp}}/{TOO_LONG}"], "File name too long"),
+        (["--evaluate", f"{{tmp}}/{TOO_LONG}.ckpt"], "File name too long"),
+        (["--model", "ae", "--print-config", "--config", "{denied}"], "PermissionError: [Errno 13]"),
+    ],
+    ids=["config", "output", "evaluate", "permission"],
+)
+def test_an_os_error_anywhere_in_the_command_is_one_line_and_exit_2(
+    arguments, says, tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    from lightning_genae.experiment import config_file
+
+    denied = tmp_path / "denied.yaml"
+    denied.write_text("model: ae\n")
+    read = Path.read_text
+
+    def refused(path: Path, *args, **kwargs) -> str:
+        if path == denied:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(config_file.Path, "read_text", refused)
+    assert main([argument.format(tmp=tmp_path, denied=denied) for argument in arguments]) == 2
+    one_line(capsys, "error: ", says)
+    assert sorted(tmp_path.iterdir()) == [denied]
+
 
 @pytest.mark.parametrize("index", ["99", "-1"])
 def test_a_grid_index_out_of_range_leaves_no_grid_root(index, tmp_path, capsys):
@@ -151,7 +185,7 @@ def test_a_file_given_as_an_image_folder_says_what_it_is(tmp_path, capsys):
     image.write_bytes(b"not really")
     out = tmp_path / "run"
     assert main(["--model", "ae", "--data", "folder", "--data-dir", str(image), "--output", str(out)]) == 2
-    one_line(capsys, f"--data-dir {image} is a file", "--data folder reads a folder of images", str(tmp_path))
+    one_line(capsys, f"{image} is a file", "a folder of images is read", str(tmp_path))
     assert not out.exists()
 
 

@@ -28,8 +28,8 @@ from lightning_genae.augmentation.ada import (
 from lightning_genae.augmentation.diffaug import DiffAugmentOptions
 from lightning_genae.augmentation.discriminator import AdaptivePipeline, AugmenterOnInputs, DiffAugment
 from lightning_genae.augmentation.options import AugmenterOnInputsOptions, DataSideOptions
-from lightning_genae.errors import PLUGIN_HINT, ConfigError
-from lightning_genae.plugin_options import AUTO, PluginOptions, Registry, flag, option_specs
+from lightning_genae.errors import PLUGIN_HINT, OptionError
+from lightning_genae.plugin_options import AUTO, PluginOptions, Registry, option_specs
 
 if TYPE_CHECKING:
     from lightning_genae.augmentation.adaptive import AdaptiveStrength
@@ -153,7 +153,7 @@ def augmentation_choices() -> dict[str, str]:
 
 
 def parse_augment(spec: str) -> list[str]:
-    """Split an `--augment` value into registered names; `none` stands alone."""
+    """Split an `augment` value into registered names; `none` stands alone (else its OptionError)."""
     names = [name.strip() for name in spec.split("+")]
     unknown = [name for name in names if name != "none" and name not in AUGMENTATIONS]
     if unknown or not spec.strip():
@@ -163,21 +163,19 @@ def parse_augment(spec: str) -> list[str]:
             for match in difflib.get_close_matches(name, augmentation_choices(), n=1)
         ]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(
-            f"--augment {spec!r}: unknown augmentation {', '.join(unknown) or '(empty)'}{hint}; "
-            f"choose from {', '.join(augmentation_choices())} (join several with '+') {PLUGIN_HINT}"
+        raise OptionError(
+            "augment",
+            f"{spec!r}: unknown augmentation {', '.join(unknown) or '(empty)'}{hint}; "
+            f"choose from {', '.join(augmentation_choices())} (join several with '+') {PLUGIN_HINT}",
         )
     if "none" in names and len(names) > 1:
-        raise ConfigError(
-            f"--augment {spec!r}: 'none' cannot be combined; drop it or use --augment none alone"
-        )
+        raise OptionError("augment", f"{spec!r}: 'none' cannot be combined; drop it or use none alone")
     if len(set(names)) != len(names):
-        raise ConfigError(f"--augment {spec!r} names an augmentation twice; list each once")
+        raise OptionError("augment", f"{spec!r} names an augmentation twice; list each once")
     data_side = [name for name in names if name in AUGMENTATIONS and AUGMENTATIONS[name].side == "data"]
     if len(data_side) > 1:
-        raise ConfigError(
-            f"--augment {spec!r}: {' and '.join(data_side)} are two choices of the same augmenter; "
-            "keep one of them"
+        raise OptionError(
+            "augment", f"{spec!r}: {' and '.join(data_side)} are two choices of the same augmenter; keep one"
         )
     return names
 
@@ -235,7 +233,7 @@ def tunable_options() -> tuple[str, ...]:
 
 
 def _value(name: str) -> Any:
-    return property(lambda plan: plan.values[name], doc=f"The value of {flag(name)} in force.")
+    return property(lambda plan: plan.values[name], doc=f"The value of {name} in force.")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from torch import Tensor
 from lightning_genae.augmentation.adaptive import ControllerOptions
 from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
 from lightning_genae.datamodules.placement import host_to_device
-from lightning_genae.errors import ConfigError, agree
+from lightning_genae.errors import OptionError, agree
 from lightning_genae.plugin_options import option
 
 # In the order the pipeline applies them (ADA's order: blits, general geometry, colour); a pipeline always
@@ -90,12 +90,12 @@ def default_ada_ops(channels: int) -> tuple[str, ...]:
 
 
 def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
-    return check_operation_names(names, ADA_OPERATIONS, "--ada-ops", source)
+    return check_operation_names(names, ADA_OPERATIONS, "ada_ops", source)
 
 
 def parse_ada_ops(text: str) -> tuple[str, ...]:
-    """Operation names of a `--ada-ops` value, in the order given (ConfigError if unusable)."""
-    return parse_operation_names(text, ADA_OPERATIONS, "--ada-ops")
+    """Operation names of an `ada_ops` value, in the order given (OptionError if unusable)."""
+    return parse_operation_names(text, ADA_OPERATIONS, "ada_ops")
 
 
 @dataclass(frozen=True)
@@ -111,14 +111,15 @@ class AdaOptions(ControllerOptions):
 
 
 def check_ops_fit(ops: Sequence[str], channels: int) -> None:
-    """Refuse colour operations that need RGB on data with another number of channels (ConfigError)."""
+    """Refuse colour operations that need RGB on data with another number of channels (OptionError)."""
     misfits = [name for name in ops if name in RGB_ONLY_OPERATIONS]
     if channels != 3 and misfits:
         default = ",".join(default_ada_ops(channels))
-        raise ConfigError(
-            f"--ada-ops {','.join(ops)!r}: {', '.join(misfits)} {agree(misfits, 'needs', 'need')} RGB images "
+        raise OptionError(
+            "ada_ops",
+            f"{','.join(ops)!r}: {', '.join(misfits)} {agree(misfits, 'needs', 'need')} RGB images "
             f"and the data has {channels} {'channel' if channels == 1 else 'channels'}; drop "
-            f"{agree(misfits, 'it', 'them')} (the default for this data: {default})"
+            f"{agree(misfits, 'it', 'them')} (the default for this data: {default})",
         )
 
 

@@ -22,7 +22,7 @@ from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.datamodules.base import Batch, InMemoryDataModule
 from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.datamodules.placement import host_to_device
-from lightning_genae.errors import ConfigError, describe_error
+from lightning_genae.errors import OptionError, describe_error
 from lightning_genae.plugin_options import AUTO
 from lightning_genae.seeding import generator
 
@@ -125,9 +125,10 @@ class AugmentedDataModule(pl.LightningDataModule):
             except (RuntimeError, MemoryError) as error:
                 if not isinstance(error, MemoryError) and "allocate" not in str(error):
                     raise
-                raise ConfigError(
-                    f"--augment-pool {self.plan.pool} does not fit in memory ({describe_error(error)}); "
-                    "lower it (unset, the pool holds as many images as the training split)"
+                raise OptionError(
+                    "augment_pool",
+                    f"{self.plan.pool} does not fit in memory ({describe_error(error)}); lower it (unset, "
+                    "the pool holds as many images as the training split)",
                 ) from None
 
     def _device(self) -> torch.device:

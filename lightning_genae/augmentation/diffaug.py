@@ -51,7 +51,7 @@ RATIO_LIMITS: dict[str, float] = {"translation": 0.5, "cutout": 1.0}
 
 
 def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
-    return check_operation_names(names, DIFFAUG_OPERATIONS, "--diffaug-policy", source)
+    return check_operation_names(names, DIFFAUG_OPERATIONS, "diffaug_policy", source)
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,8 @@ class DiffAugmentOptions(PluginOptions):
         policy = self.diffaug_policy.split(",")
         return {
             f"diffaug_{operation}": (
-                f"sizes DiffAugment's {operation}, which --diffaug-policy {self.diffaug_policy} leaves out; "
-                f"drop it or add {operation} to --diffaug-policy"
+                f"sizes DiffAugment's {operation}, which diffaug_policy {self.diffaug_policy} leaves out; "
+                f"drop it or add {operation} to diffaug_policy"
             )
             for operation in RATIO_LIMITS
             if operation not in policy
@@ -93,8 +93,8 @@ class DiffAugmentOptions(PluginOptions):
 
 
 def parse_policy(text: str) -> tuple[str, ...]:
-    """Operation names of a `--diffaug-policy` value, in the order given (ConfigError if unusable)."""
-    return parse_operation_names(text, DIFFAUG_OPERATIONS, "--diffaug-policy")
+    """Operation names of a `diffaug_policy` value, in the order given (OptionError if unusable)."""
+    return parse_operation_names(text, DIFFAUG_OPERATIONS, "diffaug_policy")
 
 
 def _uniform(images: Tensor, low: float, high: float, generator: torch.Generator | None) -> Tensor:

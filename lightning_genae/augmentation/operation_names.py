@@ -1,10 +1,10 @@
-"""Comma-separated lists of operation names (`--diffaug-policy`, `--ada-ops`), checked the same way."""
+"""Comma-separated lists of operation names (`diffaug_policy`, `ada_ops`), checked the same way."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import OptionError
 
 
 def _choices(operations: Mapping[str, str]) -> str:
@@ -14,17 +14,18 @@ def _choices(operations: Mapping[str, str]) -> str:
 def check_operation_names(
     names: Sequence[str], operations: Mapping[str, str], option: str, source: str
 ) -> tuple[str, ...]:
-    """Reject unknown or repeated names with a one-line ConfigError quoting `option` and `source`."""
+    """Reject unknown or repeated names with the OptionError of `option`, quoting `source`."""
     unknown = [name for name in names if name not in operations]
     if unknown:
-        raise ConfigError(
-            f"{option} {source!r}: unknown operation {', '.join(unknown)}; {_choices(operations)}"
+        raise OptionError(
+            option, f"{source!r}: unknown operation {', '.join(unknown)}; {_choices(operations)}"
         )
     repeated = sorted({name for name in names if names.count(name) > 1}, key=list(names).index)
     if repeated:
-        raise ConfigError(
-            f"{option} {source!r}: operation {', '.join(repeated)} listed more than once; "
-            f"list each once, {_choices(operations)}"
+        raise OptionError(
+            option,
+            f"{source!r}: operation {', '.join(repeated)} listed more than once; list each once, "
+            f"{_choices(operations)}",
         )
     return tuple(names)
 
@@ -32,13 +33,14 @@ def check_operation_names(
 def parse_operation_names(text: str, operations: Mapping[str, str], option: str) -> tuple[str, ...]:
     """Split `"color, translation"` into names, in the order given.
 
-    Raises ConfigError for an empty list, an empty entry (stray comma), an unknown name or a repeated one.
+    Raises the OptionError of `option` for an empty list, an empty entry (stray comma), an unknown name
+    or a repeated one.
     """
     if not text.strip():
-        raise ConfigError(f"{option} {text!r}: no operation given; {_choices(operations)}")
+        raise OptionError(option, f"{text!r}: no operation given; {_choices(operations)}")
     names = [name.strip() for name in text.split(",")]
     if any(not name for name in names):
-        raise ConfigError(
-            f"{option} {text!r}: empty entry (stray comma); remove it and {_choices(operations)}"
+        raise OptionError(
+            option, f"{text!r}: empty entry (stray comma); remove it and {_choices(operations)}"
         )
     return check_operation_names(names, operations, option, text)

@@ -51,7 +51,7 @@ class AugmenterOptions(PluginOptions):
     def unread(self) -> dict[str, str]:
         if self.augment_ckpt is None:
             return super().unread()
-        loaded = "trains the augmenter, and --augment-ckpt loads a trained one instead; drop it"
+        loaded = "trains the augmenter, and augment_ckpt loads a trained one instead; drop it"
         return {
             **super().unread(),
             "augmenter_steps": loaded,
@@ -80,7 +80,7 @@ class StrengthOptions(PluginOptions):
         return {
             **super().unread(),
             **{
-                name: "steers p, which is fixed here; drop it, or give --augment-p auto or --augment ada"
+                name: "steers p, which is fixed here; drop it, or give augment_p auto or augment ada"
                 for name in ControllerOptions.types()
             },
         }
@@ -112,30 +112,30 @@ class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
         super().__post_init__()
         if self.augment_p == AUTO and self.augment_mode == "offline":
             raise ConfigError(
-                "--augment-p auto steers the online replacement, and an offline pool is fixed; drop "
-                "--augment-mode offline or give --augment-p a number"
+                "augment_p auto steers the online replacement, and an offline pool is fixed; drop "
+                "augment_mode offline or give augment_p a number"
             )
         if self.augment_p == AUTO and self.augment_anneal:
             raise ConfigError(
-                "--augment-anneal takes a fixed --augment-p to zero; with --augment-p auto the controller "
-                "sets p: drop one of them"
+                "augment_anneal takes a fixed augment_p to zero; with augment_p auto the controller sets p: "
+                "drop one of them"
             )
 
     def unread(self) -> dict[str, str]:
         if self.augment_mode == "online":
             return {
                 **super().unread(),
-                "augment_pool": "sizes the offline pool; add --augment-mode offline or drop it",
+                "augment_pool": "sizes the offline pool; add augment_mode offline or drop it",
             }
         online_only = (
-            "sets the online mixing, and --augment-mode offline trains on a fixed pool instead; drop it, "
-            "or drop --augment-mode offline"
+            "sets the online mixing, and augment_mode offline trains on a fixed pool instead; drop it, or "
+            "drop augment_mode offline"
         )
         return {
             **super().unread(),  # an augmenter's own options, unread when --augment-ckpt gives it
             **dict.fromkeys(("augment_p", "augment_anneal"), online_only),
             **dict.fromkeys(
                 ControllerOptions.types(),
-                "steers --augment-p auto, which a fixed offline pool does not take; drop it",
+                "steers augment_p auto, which a fixed offline pool does not take; drop it",
             ),
         }

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from lightning_genae.datamodules import DATASETS, build_datamodule, default_data_dir, parse_dataset_options
-from lightning_genae.errors import GenaeError
+from lightning_genae.errors import ConfigError, GenaeError, OptionError
+from lightning_genae.experiment.program import error_text, os_error_line
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
@@ -35,7 +36,6 @@ from lightning_genae.plugin_options import (
     OneLineErrorParser,
     accepts_auto,
     command_line_reader,
-    command_line_spelling,
     flag,
     literal_choices,
     option_specs,
@@ -198,75 +198,67 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    """Train, save and record one classifier; errors print as one line with exit code 2."""
-    with command_line_spelling():
+    """Train, save and record one classifier. The command's one border: every GenaeError and OSError met
+    below is one line, `error: ...`, with exit code 2 (an OptionError names its option as its flag)."""
+    try:
         return _main(argv, prog)
+    except GenaeError as error:
+        print(f"error: {error_text(error)}", file=sys.stderr)
+        return error.exit_code
+    except OSError as error:
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 2
 
 
 def _main(argv: Sequence[str] | None, prog: str) -> int:
     built_in = set(DATASETS)
-    try:
-        # Before the parser: a plug-in's dataset is one of --data's choices, as for run.py.
-        plugins = load_plugins()
-    except GenaeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    # Before the parser: a plug-in's dataset is one of --data's choices, as for run.py.
+    plugins = load_plugins()
     args = build_parser(prog).parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
-        print(f"error: --epochs must be at least 1, got {args.epochs}", file=sys.stderr)
-        return 2
+        raise OptionError("epochs", f"must be at least 1, got {args.epochs}")
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
     if DATASETS[args.data].data_kind == "sequence":
-        try:
-            # The command's dataset flags are image options: a sequence dataset refuses every one given.
-            parse_dataset_options(args.data, given_dataset_options(args))
-        except GenaeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.exit_code
+        # The command's dataset flags are image options: a sequence dataset refuses every one given.
+        parse_dataset_options(args.data, given_dataset_options(args))
         if not sequence:
             # A series classifier's recipe (its splits, its labels) is written per dataset: generated series
             # and a CSV carry no labels, and a plug-in's series dataset has no recipe here.
-            print(
-                f"error: {args.data}: a feature classifier of series is trained for "
+            raise ConfigError(
+                f"{args.data}: a feature classifier of series is trained for "
                 f"{', '.join(sequence_classifier.SEQUENCE_DATASETS)} only; its runs report the series scores "
-                "without feature metrics",
-                file=sys.stderr,
+                "without feature metrics"
             )
-            return 2
     train = _train_sequence if sequence else _train_image
-    try:
-        started = time.perf_counter()
-        trained = train(args)
-        seconds = time.perf_counter() - started
-        output = Path(args.output)
-        path = output / trained.file_name
-        meta: dict[str, Any] = {
-            "data": args.data,
-            "seed": args.seed,
-            "epochs": trained.epochs,
-            "test_accuracy": trained.test_accuracy,
-        }
-        if trained.train_sha256 is not None:
-            meta["train_sha256"] = trained.train_sha256
-        sha256 = trained.save(trained.model, path, **meta, num_test=trained.num_test)
-        entry = {
-            "file": path.name,
-            "sha256": sha256,
-            "test_accuracy": round(trained.test_accuracy, 6),
-            "num_test": trained.num_test,
-            "feature_dim": trained.model.config.feature_dim,
-            **trained.input_shape,
-            "seed": args.seed,
-            "epochs": trained.epochs,
-            "command": reproduce_command(args, plugins if args.data not in built_in else ()),
-            "train_seconds": round(seconds),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-        }
-        image_classifier.write_manifest_entry(output, args.data, entry, trained.manifest_name)
-    except GenaeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    started = time.perf_counter()
+    trained = train(args)
+    seconds = time.perf_counter() - started
+    output = Path(args.output)
+    path = output / trained.file_name
+    meta: dict[str, Any] = {
+        "data": args.data,
+        "seed": args.seed,
+        "epochs": trained.epochs,
+        "test_accuracy": trained.test_accuracy,
+    }
+    if trained.train_sha256 is not None:
+        meta["train_sha256"] = trained.train_sha256
+    sha256 = trained.save(trained.model, path, **meta, num_test=trained.num_test)
+    entry = {
+        "file": path.name,
+        "sha256": sha256,
+        "test_accuracy": round(trained.test_accuracy, 6),
+        "num_test": trained.num_test,
+        "feature_dim": trained.model.config.feature_dim,
+        **trained.input_shape,
+        "seed": args.seed,
+        "epochs": trained.epochs,
+        "command": reproduce_command(args, plugins if args.data not in built_in else ()),
+        "train_seconds": round(seconds),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    image_classifier.write_manifest_entry(output, args.data, entry, trained.manifest_name)
     print(
         f"{args.data}: test accuracy {trained.test_accuracy:.4%} on {trained.num_test} {trained.unit}, "
         f"{seconds:.0f} s, {path} ({path.stat().st_size / 1024:.0f} KiB, sha256 {sha256})"

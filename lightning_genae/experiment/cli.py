@@ -9,7 +9,6 @@ the time `import torch` takes (tests/test_startup.py, bench/startup.py).
 
 from __future__ import annotations
 
-import errno
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.cluster import RunInterrupted, current_job, global_rank
-from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions, agree, describe_error
+from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions, agree
 from lightning_genae.experiment.ablation.tuning import (
     check_tuning_request,
     split_candidates,
@@ -35,7 +34,7 @@ from lightning_genae.experiment.config_file import load_config_file
 from lightning_genae.experiment.grid_command import run_grid_command
 from lightning_genae.experiment.pipes import ReaderWatch, reader_may_leave
 from lightning_genae.experiment.plugin_checks import check_registered_options
-from lightning_genae.experiment.program import continued_as_a_grid
+from lightning_genae.experiment.program import continued_as_a_grid, error_text, os_error_line
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
     check_shape_options,
@@ -50,7 +49,7 @@ from lightning_genae.experiment.run_folder import (
     put_back_a_stopped_overwrite,
     set_aside_run_in,
 )
-from lightning_genae.plugin_options import command_line_spelling, flag, shown_value
+from lightning_genae.plugin_options import flag, shown_value
 from lightning_genae.plugins import load_plugins
 from lightning_genae.run_files import PER_INVOCATION
 
@@ -59,8 +58,12 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure)."""
-    with reader_may_leave() as watch, command_line_spelling():
+    """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure).
+
+    The command's one border (`_main`): every GenaeError and OSError met below it is one line, `error: ...`,
+    and its exit code; the library below raises them in Python's terms, and an OptionError's option is
+    printed as its flag here."""
+    with reader_may_leave() as watch:
         try:
             return _main(argv, watch)
         except KeyboardInterrupt:
@@ -89,27 +92,23 @@ def _augment_arms(args: dict[str, Any], file_values: dict[str, Any]) -> list[str
 
 
 def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
+    training = False
     try:
         # Before the parser: a plug-in's names are choices of --model, --data and --augment.
         load_plugins()
         check_registered_options()
-    except ConfigError as error:
-        print(f"error: {_error_line(error, training=False)}", file=sys.stderr)
-        return error.exit_code
-    args = vars(build_parser().parse_args(argv))
-    config_path = args.pop("config", None)
-    print_config = args.pop("print_config", False)
-    checkpoint_to_evaluate = args.pop("evaluate", None)
-    folder_to_evaluate = args.pop("evaluate_folder", None)
-    summarize_root = args.pop("summarize", None)
-    seeds = args.pop("seeds", None)
-    grid_index = args.pop("grid_index", None)
-    train_sizes = args.pop("train_size", None)
-    tune_seeds = args.pop("tune_seeds", None)
-    training = False
-    # Anything but printing the configuration writes a folder that holds what stdout would have shown.
-    watch.note = not print_config
-    try:
+        args = vars(build_parser().parse_args(argv))
+        config_path = args.pop("config", None)
+        print_config = args.pop("print_config", False)
+        checkpoint_to_evaluate = args.pop("evaluate", None)
+        folder_to_evaluate = args.pop("evaluate_folder", None)
+        summarize_root = args.pop("summarize", None)
+        seeds = args.pop("seeds", None)
+        grid_index = args.pop("grid_index", None)
+        train_sizes = args.pop("train_size", None)
+        tune_seeds = args.pop("tune_seeds", None)
+        # Anything but printing the configuration writes a folder that holds what stdout would have shown.
+        watch.note = not print_config
         args, file_values, candidates = _read_inputs(args, config_path, tune_seeds)
         if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
             not_evaluating = {
@@ -186,21 +185,9 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
             print(str(stop), file=sys.stderr)
         return stop.exit_code
     except OSError as error:
-        if error.errno not in _STORAGE_ERRORS:
-            raise
-        # A full disk, a quota or a read-only folder met by any write (metrics.csv, a picture, a cache):
-        # the environment's fault, said in one line. Checkpoints are written whole or not at all.
-        print(
-            f"error: could not write ({describe_error(error)}); free space there or make the folder "
-            "writable, then run the command again (a run stopped part-way continues with --resume last)",
-            file=sys.stderr,
-        )
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
         return 2
     return 0
-
-
-# What a full disk, an exhausted quota and a read-only filesystem raise.
-_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _read_inputs(
@@ -434,7 +421,7 @@ def _error_line(error: GenaeError, training: bool) -> str:
         # Under SLURM or torchrun every rank reads the same input and raises the same error: rank 0's
         # line is the one copy in the job log.
         return f"rank {global_rank()}: stopped by the error rank 0 reports"
-    return " ".join(str(error).split("\n"))
+    return error_text(error)
 
 
 def _quiet_lightning() -> None:

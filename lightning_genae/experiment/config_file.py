@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree
 from lightning_genae.experiment.config import CONFIG_FIELDS
 from lightning_genae.plugin_options import did_you_mean
 
@@ -62,10 +62,6 @@ def load_config_file(path: str | Path, known: Collection[str] = ()) -> dict[str,
     except UnicodeDecodeError:
         raise ConfigError(
             f"--config {path}: not a text file (no UTF-8 YAML); give a YAML file such as a run's config.yaml"
-        ) from None
-    except OSError as error:
-        raise ConfigError(
-            f"--config {path}: cannot be read ({describe_error(error)}); check its permissions"
         ) from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass

@@ -445,12 +445,7 @@ def evaluate_folder(
     datamodule = resolved.build_datamodule()
     datamodule.prepare_data()
     datamodule.setup("test")
-    try:
-        paths = scan_folder(Path(folder)).paths
-    except DataError:
-        raise DataError(
-            f"--evaluate-folder {folder}: no images found; pass a folder of PNG/JPG files"
-        ) from None
+    paths = scan_folder(Path(folder)).paths
     if len(paths) < MIN_FEATURE_SAMPLES:
         raise DataError(
             f"--evaluate-folder {folder} holds {len(paths)} {agree(paths, 'image', 'images')}; the "

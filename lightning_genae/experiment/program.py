@@ -1,18 +1,46 @@
 """What the command is called where it was typed, so that the lines it prints can be typed again as shown:
-`genae` (the installed command), `python -m lightning_genae`, or `python run.py` (a clone's script)."""
+`genae` (the installed command), `python -m lightning_genae`, or `python run.py` (a clone's script); and
+an error as the command line says it."""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from lightning_genae.errors import OptionError, describe_error
+from lightning_genae.plugin_options import flag
+
 # Set while a grid's cells run: a cell is continued by running the grid's command again (its finished cells
 # are skipped, its unfinished ones resume), not by resuming the one cell alone.
 _GRID_COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar("grid_command", default=None)
+
+
+def error_text(error: BaseException) -> str:
+    """An error's message as the command line prints it: an OptionError names its option as the flag that
+    gives it (`--latent-dim must lie in [1, inf), got 0`), every line joined into one."""
+    text = f"{flag(error.option)} {error.problem}" if isinstance(error, OptionError) else str(error)
+    return " ".join(text.split("\n"))
+
+
+# What a full disk, an exhausted quota and a read-only filesystem raise.
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def os_error_line(error: OSError) -> str:
+    """An OSError as the command line prints it: the error itself (its file and errno say what failed),
+    and for a full disk, a quota or a read-only folder met by any write (metrics.csv, a picture, a cache)
+    the way on. Checkpoints are written whole or not at all."""
+    if error.errno not in _STORAGE_ERRORS:
+        return describe_error(error)
+    return (
+        f"could not write ({describe_error(error)}); free space there or make the folder writable, then run "
+        "the command again (a run stopped part-way continues with --resume last)"
+    )
 
 
 def program_name() -> str:

@@ -181,7 +181,7 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
         if not path.is_file():
             what = "is not a regular file" if path.exists() else "does not exist"
             raise BackboneUnavailable(
-                f"inception: --inception-weights {path} {what}; pass the path of {INCEPTION_FILE} "
+                f"inception: inception_weights {path} {what}; give the path of {INCEPTION_FILE} "
                 f"(from {INCEPTION_URL})"
             )
         return path
@@ -197,7 +197,7 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
     except Exception as exc:
         raise BackboneUnavailable(
             f"inception: {INCEPTION_FILE} not found in {cached.parent} and not downloadable "
-            f"(offline? {describe_error(exc)}); pass --inception-weights PATH or put the file there"
+            f"(offline? {describe_error(exc)}); give its path as inception_weights or put the file there"
         ) from exc
     return cached
 
@@ -211,7 +211,7 @@ def load_inception(path: str | Path | None = None) -> InceptionBackbone:
             "inception: needs torch-fidelity, which is not installed; pip install torch-fidelity"
         ) from exc
     weights = resolve_inception_weights(path)
-    fix = f"replace it with {INCEPTION_FILE} from {INCEPTION_URL} or pass another --inception-weights"
+    fix = f"replace it with {INCEPTION_FILE} from {INCEPTION_URL} or give other inception_weights"
     try:
         # Read once: the bytes that are hashed are the bytes that are loaded, and only with weights_only, so
         # the file can hold tensors and plain values but never code that runs when it is read.
@@ -260,7 +260,7 @@ def _shipped_classifier(data: str, entry: dict, datamodule: ImageDataModule | No
     if datamodule is not None and tuple(datamodule.image_shape) != model.config.image_shape:
         raise ConfigError(
             f"classifier: the shipped {data} classifier takes {model.config.image_shape} images but the "
-            f"datamodule yields {tuple(datamodule.image_shape)}; use --backbone inception"
+            f"datamodule yields {tuple(datamodule.image_shape)}; use the backbone inception"
         )
     description = f"classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
     return ClassifierBackbone(model, description, sha256)
@@ -295,7 +295,7 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
             print(
                 f"classifier: no shipped classifier for {data}; training one on its {num_train} labelled "
                 f"training images ({epochs} epochs, seed {seed}), cached at {path} (other runs can be given "
-                "it with --classifier-weights)",
+                "it as classifier_weights)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -345,25 +345,25 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
     or a copy of one this program cached, trained on the same dataset at the run's image shape."""
     fix = (
         f"give a classifier of {data} (a file `python -m lightning_genae.experiment.classifier --data {data} "
-        "--output DIR` writes, or one a run cached), or drop --classifier-weights"
+        "--output DIR` writes, or one a run cached), or drop classifier_weights"
     )
     try:
         model, meta = classifier_lib.load_checkpoint(path, advice=fix)
     except GenaeError as exc:
-        raise BackboneUnavailable(f"classifier: --classifier-weights: {exc}") from exc
+        raise BackboneUnavailable(f"classifier: classifier_weights: {exc}") from exc
     trained_on = meta.get("data")
     if trained_on != data:
         raise BackboneUnavailable(
-            f"classifier: --classifier-weights {path} was trained on {trained_on}, this run's data is "
+            f"classifier: classifier_weights {path} was trained on {trained_on}, this run's data is "
             f"{data}; {fix}"
         )
     if datamodule is not None and tuple(datamodule.image_shape) != model.config.image_shape:
         channels, size, _ = datamodule.image_shape
         raise BackboneUnavailable(
-            f"classifier: --classifier-weights {path} takes {model.config.image_shape} images but the run's "
+            f"classifier: classifier_weights {path} takes {model.config.image_shape} images but the run's "
             f"are {tuple(datamodule.image_shape)}; give a classifier of {data} at the run's shape (a file "
             f"`python -m lightning_genae.experiment.classifier --data {data} --image-size {size} --channels "
-            f"{channels} --output DIR` writes), or drop --classifier-weights"
+            f"{channels} --output DIR` writes), or drop classifier_weights"
         )
     sha256 = file_sha256(path)
     accuracy = meta.get("test_accuracy", float("nan"))
@@ -377,7 +377,7 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
 
         other_images = ", trained on other training images than this run's"
         warn(
-            f"classifier: --classifier-weights {path} was trained on other {data} training images than this "
+            f"classifier: classifier_weights {path} was trained on other {data} training images than this "
             "run's (other dataset options, or other files); its features still compare runs scored with the "
             "same file"
         )
@@ -403,8 +403,8 @@ def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:
         what = "no labels" if classes is None else "labels of one class only"
         raise BackboneUnavailable(
             f"classifier: {data} has {what} to train a feature classifier on (it needs two classes or "
-            f"more); {datamodule.labelling_advice()}use --backbone inception with weights "
-            "(--inception-weights PATH; in Python, backbone='inception', inception_weights=PATH)"
+            f"more); {datamodule.labelling_advice()}use the backbone inception with its weights "
+            "(backbone inception, inception_weights PATH)"
         )
 
 

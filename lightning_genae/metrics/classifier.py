@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from lightning_genae.cache import save_torch_atomically, write_file_atomically
 from lightning_genae.datamodules import to_model_range
-from lightning_genae.errors import DataError, GenaeError, describe_error
+from lightning_genae.errors import DataError, GenaeError, OptionError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ def train_classifier(
     test_images, test_labels = datamodule.split_tensors("test")
     epochs = epochs if epochs is not None else default_epochs(len(datamodule.split_tensors("train")[0]))
     if epochs < 1:
-        raise GenaeError(f"--epochs {epochs} must be at least 1")
+        raise OptionError("epochs", f"must be at least 1, got {epochs}")
     # Forked: training on first use inside a run must leave the run's own random stream where it was.
     # enable_grad: a caller may load backbones under no_grad.
     with torch.random.fork_rng(devices=[]), torch.enable_grad():

@@ -104,7 +104,7 @@ def _check_count(n: int, minimum: int, who: str, what: str) -> None:
     if n < minimum:
         raise ValueError(
             f"{what} need at least {minimum} samples per set, got {n} {who}; give at least {minimum} "
-            "(run.py: --eval-samples)"
+            "(eval_samples)"
         )
 
 
@@ -161,7 +161,7 @@ def _kid(
     if not 2 <= m <= min(n_r, n_f):
         raise ValueError(
             f"KID needs a subset size from 2 to the smaller sample count, got {m} (from {n_r} real, {n_f} "
-            f"fake); give a subset size <= {min(n_r, n_f)}, or at least 4 samples (run.py: --eval-samples)"
+            f"fake); give a subset size <= {min(n_r, n_f)}, or at least 4 samples (eval_samples)"
         )
     # RandomState.choice(replace=False) is what torch-fidelity draws with, so a given seed selects the same
     # subsets there, and RandomState's stream is frozen across NumPy versions.

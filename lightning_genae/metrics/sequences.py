@@ -58,8 +58,6 @@ EVAL_BATCH = 1000
 
 def check_series(x: Tensor, name: str) -> Tensor:
     """`x` detached as float32 on the CPU after checking it is a finite, non-empty [N, T, C] tensor."""
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} series must be a torch.Tensor [N, T, C], got {type(x).__name__}")
     if x.dim() != 3:
         raise ValueError(
             f"{name} series must be 3-D [N, T, C] (samples, steps, channels), got shape {tuple(x.shape)}"

@@ -72,7 +72,7 @@ def hidden_size(channels: int) -> int:
 
 def _check(real: Tensor, generated: Tensor) -> tuple[Tensor, Tensor]:
     for name, x in (("real", real), ("generated", generated)):
-        if not isinstance(x, Tensor) or x.dim() != 3 or len(x) < 2:
+        if x.dim() != 3 or len(x) < 2:
             raise ValueError(f"{name} series must be a tensor [N >= 2, T, C]")
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} series contain NaN or infinite values")

@@ -200,15 +200,15 @@ class AAEModule(ReconstructionModule):
         if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
             # A plain loader's labels reach here unchecked (the batch contract allows dummies).
             raise DataError(
-                f"--aae-supervised reads each image's class id from the batch's labels, an integer tensor "
+                f"aae_supervised reads each image's class id from the batch's labels, an integer tensor "
                 f"[N] (-1 where unlabelled), and got {labels.dtype} of shape {list(labels.shape)}; give "
                 "class ids, e.g. labels.argmax(1) for one-hot rows or labels.long() for whole numbers"
             )
         count = self.options.aae_components
         if bool((labels >= count).any()):
             raise ConfigError(
-                f"--aae-supervised: label {int(labels.max())} has no component among --aae-components "
-                f"{count}; raise --aae-components to the number of classes"
+                f"aae_supervised: label {int(labels.max())} has no component among aae_components {count}; "
+                "raise aae_components to the number of classes"
             )
         labelled = labels >= 0
         random_components = torch.randint(count, labels.shape, device=labels.device)
@@ -231,12 +231,12 @@ class AAEModule(ReconstructionModule):
         classes = datamodule.num_classes
         if classes is None:
             raise ConfigError(
-                "--aae-supervised needs labelled data and this dataset has none; drop --aae-supervised"
+                "aae_supervised needs labelled data and this dataset has none; drop aae_supervised"
             )
         if classes > self.options.aae_components:
             raise ConfigError(
-                f"--aae-supervised: the data has {classes} classes and --aae-components is "
-                f"{self.options.aae_components}; use --aae-components {classes} or more"
+                f"aae_supervised: the data has {classes} classes and aae_components is "
+                f"{self.options.aae_components}; use aae_components {classes} or more"
             )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -252,13 +252,12 @@ class AAEModule(ReconstructionModule):
         if len(checkpoint.get("optimizer_states", ())) != 2:
             raise ConfigError(
                 "this aae checkpoint gave the encoder's adversarial update an optimizer of its own, which "
-                "this version does not, so it cannot be resumed; evaluate it with --evaluate, or start a "
-                "new run"
+                "this version does not, so it cannot be resumed; evaluate it, or start a new run"
             )
         if self.options.aae_adversarial_weight != 1.0:
             raise ConfigError(
                 "this aae checkpoint was trained with the adversarial weight 1; resume it with "
-                "--aae-adversarial-weight 1"
+                "aae_adversarial_weight 1"
             )
 
     def lower_learning_rate(self) -> float | None:

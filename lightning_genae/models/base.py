@@ -40,7 +40,6 @@ from lightning_genae.lightning_internals import (
 )
 from lightning_genae.models.batch import check_batch, check_data
 from lightning_genae.models.options import FamilyOptions
-from lightning_genae.plugin_options import keyword_choices, keyword_spelling, spell_own_hooks
 from lightning_genae.source import current_source
 
 
@@ -77,7 +76,7 @@ DiscriminatorAugmentation = Callable[[Tensor], Tensor]
 
 @runtime_checkable
 class ImageDiscriminator(Protocol):
-    """A family that trains a discriminator of images: what `--augment diffaug` and `ae-d` act on.
+    """A family that trains a discriminator of images: what the augmentations diffaug and ae-d act on.
 
     It is built as `Family(image_shape, discriminator_augmentation=augment, **options)` and passes every
     image its discriminator sees, real and generated, in the discriminator's and the generator's step,
@@ -241,36 +240,23 @@ def inference(method: Method) -> Method:
     """A module's method run in `evaluation_mode`: what `sample` and `reconstruct` are for. `encode` and
     `decode` follow the module's mode and keep gradients: training is built on them.
 
-    What a family's `sample` and `reconstruct` are given is checked first, so a count or items the model
-    cannot take are one line naming the fix rather than an error from inside its layers."""
+    What a family's `reconstruct` is given is checked first (`check_data`: its shape, finite values, the
+    range of images), so items of another shape or scale are one line naming the fix rather than an error
+    from inside its layers, or output of no meaning."""
     given_as = list(inspect.signature(method).parameters)[1]
 
     @functools.wraps(method)
     def in_evaluation_mode(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
-        if isinstance(module, GenerativeModule):
+        if isinstance(module, GenerativeModule) and method.__name__ == "reconstruct":
             given = args[0] if args else kwargs.get(given_as)
-            if method.__name__ == "sample":
-                generator = args[1] if len(args) > 1 else kwargs.get("generator")
-                _check_sample_arguments(type(module).__name__, given, generator)
-            elif method.__name__ == "reconstruct":
-                check_data(
-                    given, module.data_kind, module.data_shape, module.weights_dtype(), warn_scale=False,
-                    what=f"{type(module).__name__}.reconstruct's input",
-                )  # fmt: skip
+            check_data(
+                given, module.data_kind, module.data_shape, warn_scale=False,
+                what=f"{type(module).__name__}.reconstruct's input",
+            )  # fmt: skip
         with evaluation_mode(module):
             return method(module, *args, **kwargs)
 
     return typing.cast(Method, in_evaluation_mode)
-
-
-def _check_sample_arguments(family: str, count: object, generator: object = None) -> None:
-    if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 0:
-        raise ConfigError(f"{family}.sample takes a count of items, an int >= 0, got {count!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ConfigError(
-            f"{family}.sample's generator is a torch.Generator (torch.Generator().manual_seed(S)) or None, "
-            f"got {type(generator).__name__}"
-        )
 
 
 # Where a checkpoint records its family's `objective_form`.
@@ -318,19 +304,6 @@ class GenerativeModule(pl.LightningModule):
     # Why the image metrics were left out of a run that would compute them (unlabelled data for the
     # default classifier), set per instance by the training set-up, so the run's record can say so.
     image_metrics_skipped: str | None = None
-    # The hooks Lightning calls during a fit that can refuse an option: long after the Python call that
-    # built the module, so their errors name options as that call spelled them (`--gan-nets paper` ->
-    # `gan_nets='paper'`; run.py keeps its flags). A family's own overrides are wrapped as they are defined.
-    _SPELLED_HOOKS: ClassVar[tuple[str, ...]] = (
-        "on_fit_start",
-        "on_train_start",
-        "training_step",
-        "on_load_checkpoint",
-    )
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        spell_own_hooks(cls, cls._SPELLED_HOOKS, _option_keywords)
 
     @restricted_classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -399,8 +372,7 @@ class GenerativeModule(pl.LightningModule):
         )
         if self.data_kind == "image":
             self.image_shape = self.data_shape
-        with keyword_spelling(keyword_choices(self.options_type, options)):
-            self.options = self.options_type.parse(options)
+        self.options = self.options_type.parse(options)
         self.latent_dim = self.options.latent_dim
         self.save_hyperparameters(
             {self.shape_key: list(self.data_shape), **self.options.to_dict()}, logger=False
@@ -419,7 +391,7 @@ class GenerativeModule(pl.LightningModule):
         self._split_prog_bar: set[str] = set()
 
     def lower_learning_rate(self) -> float | None:
-        """The learning rate a diverged run is advised to retry with: a tenth of --lr, or the family's
+        """The learning rate a diverged run is advised to retry with: a tenth of `lr`, or the family's
         default where that is lower still (a run at --lr 1e6 is not helped by 1e5); None where the family
         trains on a fixed schedule that --lr does not set."""
         default = type(self.options).__dataclass_fields__["lr"].default
@@ -455,13 +427,7 @@ class GenerativeModule(pl.LightningModule):
         # sanity check runs validation batches before the first training batch, and each loop has a loader
         # of its own.
         if loop not in self._checked_loops:
-            check_batch(
-                batch,
-                self.data_kind,
-                self.data_shape,
-                self.weights_dtype(),
-                warn_scale=not self._checked_loops,
-            )
+            check_batch(batch, self.data_kind, self.data_shape, warn_scale=not self._checked_loops)
             self._checked_loops.add(loop)
 
     def weights_dtype(self) -> torch.dtype:
@@ -655,7 +621,7 @@ class GenerativeModule(pl.LightningModule):
             diverged = self.first_non_finite_loss()
             if diverged is not None:
                 raise TrainingDiverged(
-                    diverged if diverged_before_any_update(diverged) else f"{diverged}; lower --lr"
+                    diverged if diverged_before_any_update(diverged) else f"{diverged}; lower lr"
                 )
 
     def first_non_finite_loss(self) -> str | None:
@@ -674,14 +640,6 @@ class GenerativeModule(pl.LightningModule):
             # the step it drives): computed at the weights as built.
             cause += f", before any update: {BEFORE_ANY_UPDATE}"
         return cause
-
-
-def _option_keywords(module: GenerativeModule) -> dict[str, tuple[Any, ...]]:
-    return keyword_choices(type(module).options_type)
-
-
-# The base's own hooks (`__init_subclass__` wraps its subclasses').
-spell_own_hooks(GenerativeModule, GenerativeModule._SPELLED_HOOKS, _option_keywords)
 
 
 class ObjectiveModule(GenerativeModule):

@@ -1,8 +1,8 @@
 """The batch contract every family trains on, checked on the first batch of each loop.
 
 A batch is `(data, labels)`: images `[N, C, H, W]` scaled to [-1, 1], or series `[N, T, C]` normalised per
-channel (finite values), matching the model's shape, in the dtype of the model's weights (float32). Labels
-may be dummies (zeros) but must be there.
+channel (finite values), matching the model's shape. Labels may be dummies (zeros) but must be there. What
+torch refuses by itself (data that is no tensor, or not of the weights' dtype) is left to torch.
 """
 
 import warnings
@@ -19,47 +19,30 @@ def check_batch(
     batch: object,
     data_kind: str,
     data_shape: tuple[int, ...],
-    dtype: torch.dtype = torch.float32,
     warn_scale: bool = True,
 ) -> None:
     """Raise a one-line `DataError` naming the fix when `batch` breaks the contract; warn on [0, 1] images
-    unless `warn_scale` is off (a model says it once, for the first loop's batch).
-
-    `dtype`: the model's weights' (float32, whatever the mixed precision), which the data must have: float64
-    data from NumPy, or float16, fails in the first layer with PyTorch's own error."""
+    unless `warn_scale` is off (a model says it once, for the first loop's batch)."""
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise DataError(
             "a batch must be (data, labels); yield dummy labels, e.g. torch.zeros(len(data)), if none"
         )
-    check_data(batch[0], data_kind, data_shape, dtype, warn_scale, what="the batch's data")
+    check_data(batch[0], data_kind, data_shape, warn_scale, what="the batch's data")
 
 
 def check_data(
-    data: object,
+    data: Tensor,
     data_kind: str,
     data_shape: tuple[int, ...],
-    dtype: torch.dtype = torch.float32,
     warn_scale: bool = True,
     what: str = "the data",
 ) -> None:
     """The contract's checks of the data alone (a batch's, or what a model's `reconstruct` is given)."""
     layout = "[N, C, H, W]" if data_kind == "image" else "[N, T, C]"
-    if not isinstance(data, Tensor):
-        raise DataError(f"{what} must be a tensor {layout}, got {type(data).__name__}")
     if tuple(data.shape[1:]) != tuple(data_shape):
         raise DataError(
             f"{what} of shape {list(data.shape)} does not match the model's {layout} = [N, "
             f"{', '.join(map(str, data_shape))}]; build the model with the data's shape or reshape the data"
-        )
-    if not torch.is_floating_point(data):
-        raise DataError(
-            f"{what} of dtype {data.dtype} must be floating; convert it, e.g. x.float() / 127.5 - 1"
-        )
-    if data.dtype != dtype:
-        convert = "x.float()" if dtype == torch.float32 else f"x.to({dtype})"
-        raise DataError(
-            f"{what} of dtype {data.dtype} does not match the model's weights ({dtype}); convert it "
-            f"with {convert} (torch.from_numpy gives float64)"
         )
     finite = torch.isfinite(data)
     if not bool(finite.all()):

@@ -68,7 +68,7 @@ class BEGANModule(ImageAdversarialModule):
 
     def items_needed_per_batch(self) -> tuple[int, str] | None:
         if self.options.d_loss == "ebgan" and self.options.ebgan_pt > 0:
-            return 2, "pulling-away term (--ebgan-pt), which compares a batch's codes with each other,"
+            return 2, "pulling-away term (ebgan_pt), which compares a batch's codes with each other,"
         return None
 
     def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:

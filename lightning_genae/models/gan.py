@@ -116,7 +116,7 @@ class GANModule(ImageAdversarialModule):
         split_tensors = getattr(self.trainer.datamodule, "split_tensors", None)
         if split_tensors is None:
             raise ConfigError(
-                "--gan-nets paper starts the generator's output from the training pixels' means, which it "
+                "gan_nets paper starts the generator's output from the training pixels' means, which it "
                 "reads from a lightning_genae DataModule: fit with one (lightning_genae.datamodules)"
             )
         images = split_tensors("train")[0]

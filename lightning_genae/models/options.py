@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.nets.recurrent import RNNKind
-from lightning_genae.plugin_options import PluginOptions, flag, option, unread_refusal, with_default
+from lightning_genae.plugin_options import PluginOptions, option, unread_refusal, with_default
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class FamilyOptions(PluginOptions):
         fails is left at its default here and counts as given. Nothing is refused here where a choice fails
         (a mistyped `d_loss: ebgn` decides what is read, and its default would blame another option). Where
         the passing values fail a check of several together, that check is reported first if its message
-        names none of the failing options: it stands whatever they are fixed to (`--gan-training paper
-        --width 0` is told to add --gan-nets paper, which then leaves --width unread, not to fix --width
-        first). One that names a failing option may hold only for its default, and the full parse reports
+        names none of the failing options: it stands whatever they are fixed to (`gan_training paper,
+        width 0` is told to add gan_nets paper, which then leaves width unread, not to fix width first).
+        One that names a failing option may hold only for its default, and the full parse reports
         the failing value instead. Where every value passes, these are the options the full parse returns."""
         passing = cls.passing_values(values)
         if passing is None:
@@ -56,7 +56,7 @@ class FamilyOptions(PluginOptions):
         try:
             reading = super().parse(passing)
         except ConfigError as error:
-            if not any(re.search(rf"{re.escape(flag(name))}\b(?!-)", str(error)) for name in failing):
+            if not any(re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", str(error)) for name in failing):
                 raise
             return
         assert isinstance(reading, FamilyOptions)
@@ -124,7 +124,7 @@ class VAEOptions(SingleObjectiveOptions):
         super().__post_init__()
         if self.nll_samples and self.recon_loss != "bce":
             raise ConfigError(
-                "--nll-samples estimates a Bernoulli likelihood; use it with --recon-loss bce, or drop it"
+                "nll_samples estimates a Bernoulli likelihood; use it with recon_loss bce, or drop it"
             )
 
 
@@ -135,8 +135,8 @@ GanTraining = Literal["adam", "paper"]
 
 
 def width_unread(fixed_nets: str) -> str:
-    """Why --width is unread with nets whose size is fixed (the papers' fully connected ones)."""
-    return f"sizes the conv nets, which {fixed_nets} leaves out; drop --width or {fixed_nets}"
+    """Why `width` is unread with nets whose size is fixed (the papers' fully connected ones)."""
+    return f"sizes the conv nets, which {fixed_nets} leaves out; drop width or {fixed_nets}"
 
 
 @dataclass(frozen=True)
@@ -173,11 +173,11 @@ class GANOptions(FamilyOptions):
         unread = super().unread()
         if self.gan_training == "paper":
             unread["lr"] = (
-                "would be ignored: --gan-training paper sets its own learning rate (0.1, "
-                "decaying); drop --lr or --gan-training paper"
+                "would be ignored: gan_training paper sets its own learning rate (0.1, decaying); drop lr "
+                "or gan_training paper"
             )
         if self.gan_nets == "paper":
-            unread["width"] = width_unread("--gan-nets paper")
+            unread["width"] = width_unread("gan_nets paper")
         return unread
 
     def __post_init__(self) -> None:
@@ -185,17 +185,17 @@ class GANOptions(FamilyOptions):
         if self.gan_training == "paper":
             if self.gan_nets != "paper":
                 raise ConfigError(
-                    "--gan-training paper is the schedule of the GAN paper's MNIST nets: add --gan-nets paper"
+                    "gan_training paper is the schedule of the GAN paper's MNIST nets: add gan_nets paper"
                 )
             if self.gan_loss != "ns":
                 raise ConfigError(
-                    "--gan-training paper trains the paper's non-saturating loss: drop --gan-loss hinge"
+                    "gan_training paper trains the paper's non-saturating loss: drop gan_loss hinge"
                 )
         if self.gan_nets == "paper":
             if self.spectral_norm:
                 raise ConfigError(
-                    "--spectral-norm normalises the conv discriminator; the paper's nets regularise theirs "
-                    "with dropout: drop --spectral-norm or --gan-nets paper"
+                    "spectral_norm normalises the conv discriminator; the paper's nets regularise theirs "
+                    "with dropout: drop spectral_norm or gan_nets paper"
                 )
 
 
@@ -251,14 +251,14 @@ class BEGANOptions(FamilyOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.began_skip_connections and self.began_nets != "began":
-            raise ConfigError("--began-skip-connections changes the paper's nets; drop --began-nets dcgan")
+            raise ConfigError("began_skip_connections changes the paper's nets; drop began_nets dcgan")
 
     def unread(self) -> dict[str, str]:
         unread = super().unread()
         for loss, names in LOSS_OPTIONS.items():
             if loss != self.d_loss:
                 unread.update(
-                    {name: f"is read only with --d-loss {loss}, not --d-loss {self.d_loss}" for name in names}
+                    {name: f"is read only with d_loss {loss}, not d_loss {self.d_loss}" for name in names}
                 )
         return unread
 
@@ -292,9 +292,9 @@ def check_mixture_fits(components: int, latent_dim: int) -> None:
     """The mixture's means lie on the signed axes of the code: at most two components per dimension."""
     if components > 2 * latent_dim:
         raise ConfigError(
-            f"--aae-components {components} needs --latent-dim of at least {(components + 1) // 2} "
+            f"aae_components {components} needs latent_dim of at least {(components + 1) // 2} "
             f"(the means lie on the {2 * latent_dim} signed axes of a {latent_dim}-d code); "
-            "raise --latent-dim or lower --aae-components"
+            "raise latent_dim or lower aae_components"
         )
 
 
@@ -351,19 +351,19 @@ class AAEOptions(ReconstructionOptions):
     def unread(self) -> dict[str, str]:
         unread = super().unread()
         if self.aae_nets == "paper":
-            unread["width"] = width_unread("--aae-nets paper")
+            unread["width"] = width_unread("aae_nets paper")
         if self.aae_training == "paper":
             unread["lr"] = (
-                "would be ignored: --aae-training paper sets each phase's own learning rate; drop --lr or "
-                "--aae-training paper"
+                "would be ignored: aae_training paper sets each phase's own learning rate; drop lr or "
+                "aae_training paper"
             )
             unread["aae_adversarial_weight"] = (
-                "would be ignored: under --aae-training paper the regularisation phase has its own optimizer "
-                "and learning rate; drop --aae-adversarial-weight or --aae-training paper"
+                "would be ignored: under aae_training paper the regularisation phase has its own optimizer "
+                "and learning rate; drop aae_adversarial_weight or aae_training paper"
             )
         if self.aae_prior != "mixture":
             for name in ("aae_components", "aae_supervised"):
-                unread[name] = "shapes the mixture prior; add --aae-prior mixture or drop it"
+                unread[name] = "shapes the mixture prior; add aae_prior mixture or drop it"
         return unread
 
     def __post_init__(self) -> None:
@@ -373,11 +373,11 @@ class AAEOptions(ReconstructionOptions):
         if self.aae_training == "paper":
             if self.aae_nets != "paper":
                 raise ConfigError(
-                    "--aae-training paper is the training of the AAE paper's MNIST nets: add --aae-nets paper"
+                    "aae_training paper is the training of the AAE paper's MNIST nets: add aae_nets paper"
                 )
             if self.recon_loss != "mse":
                 raise ConfigError(
-                    "--aae-training paper trains the paper's squared Euclidean error: drop --recon-loss "
+                    "aae_training paper trains the paper's squared Euclidean error: drop recon_loss "
                     f"{self.recon_loss}"
                 )
 
@@ -408,5 +408,5 @@ class RAEOptions(FamilyOptions):
         # The shared option sizes conv layers; a recurrent model has none, and must not ignore it.
         return {
             **super().unread(),
-            "width": "sizes conv layers, which rae has none of; drop it (--rnn-hidden sizes its layers)",
+            "width": "sizes conv layers, which rae has none of; drop it (rnn_hidden sizes its layers)",
         }

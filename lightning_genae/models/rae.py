@@ -59,8 +59,7 @@ def code_gaussian(codes: Tensor, iteration: int) -> tuple[Tensor, Tensor]:
     if failed.item() or not torch.isfinite(factor).all():
         raise TrainingDiverged(
             f"the codes of the training series are not finite at step {iteration} (largest variance: "
-            f"{variances.max().item():.3g}), so the training diverged: start again with a lower --lr and "
-            "--overwrite"
+            f"{variances.max().item():.3g}), so the training diverged: start again with a lower lr"
         )
     return mean, factor
 
@@ -132,7 +131,7 @@ class RAEModule(ObjectiveModule):
         MAX_FIT_SERIES series, a fixed random subset of them is used (`training_subset`). Encoded in
         evaluation mode, as `sample` encodes."""
         check_data(
-            series, self.data_kind, self.data_shape, self.weights_dtype(), warn_scale=False,
+            series, self.data_kind, self.data_shape, warn_scale=False,
             what="RAEModule.fit_code_gaussian's series",
         )  # fmt: skip
         with evaluation_mode(self):

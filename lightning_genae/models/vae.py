@@ -56,14 +56,10 @@ class VAEModule(ReconstructionModule):
         if self.options.recon_loss != "bce":
             raise ConfigError(
                 "log_likelihood: the importance-sampled likelihood needs the Bernoulli decoder "
-                "(recon_loss='bce', --recon-loss bce on the command line)"
-            )
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(
-                f"log_likelihood: k is the number of importance samples, a whole number >= 1, got {k!r}"
+                "(recon_loss='bce')"
             )
         what = "log_likelihood's images"
-        check_data(images, self.data_kind, self.data_shape, self.weights_dtype(), warn_scale=False, what=what)
+        check_data(images, self.data_kind, self.data_shape, warn_scale=False, what=what)
         if len(images) == 0:
             raise DataError(
                 f"{what}: none given; give [N, {', '.join(map(str, self.data_shape))}] with N >= 1"
@@ -76,7 +72,7 @@ class VAEModule(ReconstructionModule):
         if not ((targets == 0) | (targets == 1)).all():
             raise DataError(
                 "the importance-sampled likelihood is of binary pixels, and these images have grey levels "
-                "(a Bernoulli decoder's score of them is no likelihood); binarize them (--data "
+                "(a Bernoulli decoder's score of them is no likelihood); binarize them (the dataset "
                 "binarized_mnist) first"
             )
 

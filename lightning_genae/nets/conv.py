@@ -40,8 +40,8 @@ def _widths(width: int, stages: int, max_width: int) -> list[int]:
         # the run would record the width asked.
         raise ConfigError(
             f"a width of {width} is wider than the conv nets' widest layer ({max_width}): their layers would "
-            f"be those of width {max_width} while the run records {width}; give --width (for an augmenter, "
-            f"--augmenter-width) {max_width} or less"
+            f"be those of width {max_width} while the run records {width}; give width (for an augmenter, "
+            f"augmenter_width) {max_width} or less"
         )
     return [min(width * 2**i, max_width) for i in range(stages)]
 
