@@ -9,7 +9,17 @@ from lightning_genae.experiment.run_report import collapse_warning
 
 
 def test_a_saturated_discriminator_is_named_once_with_the_lr_to_lower(tmp_path, capsys):
-    args = ["--model", "gan", *TINY_RUN, "--lr", "1e3", "--max-steps", "6", "--output", str(tmp_path / "run")]
+    args = [
+        "--model",
+        "gan",
+        *TINY_RUN,
+        "--lr",
+        "1e3",
+        "--max-steps",
+        "10",
+        "--output",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("warning: the discriminator saturated") == 1, out

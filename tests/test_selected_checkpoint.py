@@ -13,7 +13,7 @@ from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.evaluate import evaluate_selected_checkpoint
 
 # Validation at iterations 3 and 6, and at the last one, 7. The run is resumed at 6 for its last iteration
-# with a learning rate a hundred times its own, which wrecks the generator: the checkpoint chosen on
+# with a learning rate a thousand times its own, which wrecks the generator: the checkpoint chosen on
 # validation (3 or 6) differs from the final weights and is evaluated again.
 RUN = [*TINY_RUN, "--eval-samples", "50", "--image-every", "7", "--ckpt-every", "3"]
 
@@ -32,7 +32,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "0.25",
     ]
     assert main([*args, *RUN, "--max-steps", "6", "--output", str(run_dir)]) == 0
-    resumed = ["--resume", "last", "--max-steps", "7", "--lr", "0.05", "--image-every", "7"]
+    resumed = ["--resume", "last", "--max-steps", "7", "--lr", "0.5", "--image-every", "7"]
     assert main([*resumed, "--output", str(run_dir)]) == 0
     return run_dir
 
