@@ -414,6 +414,7 @@ def run(
     # Absolute paths: the checkpoint and config.yaml name the same folders from whatever folder a resume or a
     # re-run starts in.
     config = replace(config, output=str(run_dir)).with_absolute_paths()
+    resolved = replace(resolved, config=config)
     # Under SLURM or torchrun the other ranks run this at once and wait for rank 0's word before training.
     gate = start_gate()
     if gate is not None:
