@@ -149,7 +149,7 @@ def test_timestamps_going_back_in_time_are_refused_with_the_row(tmp_path):
 
 def test_a_gap_is_refused_with_the_option_that_fills_it(tmp_path):
     lines = ["a,b"] + [f"{i},{'' if i == 7 else i}" for i in range(60)]
-    with pytest.raises(DataError, match="row 9, column 'b' is a gap; fill it with --fill-gaps"):
+    with pytest.raises(DataError, match="row 9, column 'b' is a gap; fill it with fill_gaps"):
         read_series(write(tmp_path / "x.csv", lines))
     # pandas writes a one-column frame's missing value as "": a gap, not a row left out.
     pd.DataFrame({"co2": [1.0, 2.0, np.nan, *range(4, 61)]}).to_csv(tmp_path / "co2.csv", index=False)
@@ -276,7 +276,7 @@ def test_panel_series_shorter_than_seq_len_are_left_out_with_a_line(tmp_path, ca
     datamodule = build_datamodule("csv", data_dir=path, csv_layout="long", series_id="unit", seq_len=8)
     datamodule.setup()
     assert sum(len(datamodule.split_tensors(split)[0]) for split in ("train", "val", "test")) == 18 * 9
-    assert "2 of its 20 series shorter than --seq-len 8" in capsys.readouterr().out
+    assert "2 of its 20 series shorter than seq_len 8" in capsys.readouterr().out
 
 
 def test_a_split_with_fewer_than_two_windows_is_refused_naming_it(tmp_path):
@@ -528,7 +528,7 @@ def test_csv_channels_given_in_python_are_read_as_on_the_command_line(tmp_path):
     lines = ["a,b,c"] + [f"{math.sin(t):.3f},{math.cos(t):.3f},{t % 3}" for t in range(80)]
     path = write(tmp_path / "x.csv", lines)
     assert build_datamodule("csv", data_dir=path, csv_channels="c, a").channel_names == ["c", "a"]
-    # Checked as the call is made, and named as the call spells it.
+    # Checked as the call is made, and named as Python spells it.
     with pytest.raises(ConfigError, match="^csv_channels names a twice"):
         build_datamodule("csv", data_dir=path, csv_channels="a,a")
 
@@ -566,7 +566,7 @@ def test_a_run_whose_file_this_version_reads_with_other_channels_is_evaluated_wi
     capsys.readouterr()
     assert main(["--evaluate", str(checkpoint), "--output", str(tmp_path / "plain")]) == 2
     assert (
-        "name the run's channels with --csv-channels (this version takes SUNACTIVITY)"
+        "name the run's channels with csv_channels (this version takes SUNACTIVITY)"
         in capsys.readouterr().err
     )
     named = ["--csv-channels", "YEAR,SUNACTIVITY", "--output", str(tmp_path / "named")]
@@ -576,12 +576,12 @@ def test_a_run_whose_file_this_version_reads_with_other_channels_is_evaluated_wi
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"series_id": "a"}, r"series_id names the series of csv_layout='long'"),
+        ({"series_id": "a"}, r"series_id names the series of csv_layout long"),
         ({"csv_layout": "rows", "csv_channels": 1}, r"csv_channels names the channel columns"),
     ],
 )
 def test_build_datamodule_refuses_a_csv_option_its_layout_leaves_unread(tmp_path, options, message):
-    """As run.py refuses --series-id under the time layout: from Python too, named as the call spells it."""
+    """As run.py refuses --series-id under the time layout: from Python too, named as Python spells it."""
     from lightning_genae.datamodules import build_datamodule
 
     path = tmp_path / "prices.csv"
