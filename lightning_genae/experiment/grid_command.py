@@ -216,28 +216,10 @@ def _train_grid(
     refuse_finished_runs_with_other_options(known, overwrite)
     run_cell = _cell_runner(runs, overwrite)
     outcomes: list[CellOutcome] = []
-    tuning_task = tuning is not None and grid_index is not None and grid_index < len(tuning.cells)
-    if tuning is not None and (grid_index is None or tuning_task):
-        plan.root.mkdir(parents=True, exist_ok=True)
-        record_grid_cells(plan.root, plan.cells)  # before tuning.json: the root is a grid's
-        tuning.folder.mkdir(exist_ok=True)
-        record_grid_cells(tuning.folder, tuning.cells)
-        configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
-        outcomes += run_grid(
-            tuning.cells, tuning.folder, run_cell, grid_index, overwrite=overwrite, configs=configs
-        )
-        from lightning_genae.experiment.ablation import describe_progress
-
-        print(f"tuning: {describe_progress(tuning.folder)}")
-    if tuning_task:
-        from lightning_genae.experiment.ablation.tuning import choose, write_tuning_record
-
-        write_tuning_record(tuning, choose(tuning), sorted({cell.seed for cell in plan.cells}))
-        print(
-            f"tuning cell {grid_index} done; once tuning cells 0..{len(tuning.cells) - 1} have run, run the "
-            "final cells"
-        )
-        return int(not all(outcome.ok for outcome in outcomes))
+    if tuning is not None and (grid_index is None or grid_index < len(tuning.cells)):
+        outcomes = _run_tuning_cells(plan, tuning, run_cell, grid_index, overwrite)
+        if grid_index is not None:
+            return int(not all(outcome.ok for outcome in outcomes))
     cells, index, waiting = plan.cells, grid_index, {}
     if tuning is not None:
         cells, index, waiting = _final_cells(shared, plan, tuning, grid_index, runs)
@@ -250,6 +232,34 @@ def _train_grid(
     )
     # With --grid-index only the cell asked for counts: another arm still waiting is not this task's failure.
     return int(bool(waiting and grid_index is None) or not all(outcome.ok for outcome in outcomes + final))
+
+
+def _run_tuning_cells(
+    plan: GridPlan,
+    tuning: TuningPlan,
+    run_cell: Callable[[GridCell, Path, CellStart], None],
+    grid_index: int | None,
+    overwrite: bool,
+) -> list[CellOutcome]:
+    """Stage 1: the candidates on validation (every tuning cell, or the array task's); an array task brings
+    tuning.json up to date with what it ran."""
+    from lightning_genae.experiment.ablation import describe_progress, record_grid_cells, run_grid
+    from lightning_genae.experiment.ablation.tuning import choose, write_tuning_record
+
+    plan.root.mkdir(parents=True, exist_ok=True)
+    record_grid_cells(plan.root, plan.cells)  # before tuning.json: the root is a grid's
+    tuning.folder.mkdir(exist_ok=True)
+    record_grid_cells(tuning.folder, tuning.cells)
+    configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
+    outcomes = run_grid(
+        tuning.cells, tuning.folder, run_cell, grid_index, overwrite=overwrite, configs=configs
+    )
+    print(f"tuning: {describe_progress(tuning.folder)}")
+    if grid_index is not None:
+        write_tuning_record(tuning, choose(tuning), sorted({cell.seed for cell in plan.cells}))
+        tuning_cells = f"0..{len(tuning.cells) - 1}"
+        print(f"tuning cell {grid_index} done; once cells {tuning_cells} have run, run the final cells")
+    return outcomes
 
 
 def _final_cells(
