@@ -653,20 +653,6 @@ def test_a_run_resumed_with_a_cached_augmenter_trained_again_to_other_weights_sa
     assert "is not the one the run" not in capsys.readouterr().err
 
 
-def test_a_grid_whose_arms_need_augmenters_of_two_families_refuses_one_augment_ckpt_before_any_cell(
-    tmp_path, checkpoints, capsys
-):
-    args = [
-        "--augment-ckpt",
-        str(checkpoints["ae"]),
-        *"--model gan --augment ae,vae --train-size 200".split(),
-    ]
-    code = main([*args, *TINY, "--seeds", "0", "--max-steps", "2", "--output", str(tmp_path / "grid")])
-    err = capsys.readouterr().err
-    assert code == 2 and "--augment-ckpt" in err and "--model vae" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "grid").exists(), "no cell trained"
-
-
 # ----- ablation grids -----
 
 GRID = ["--model", "gan", *TINY, "--max-steps", "2", "--eval-every", "2", "--image-every", "2"]

@@ -237,7 +237,7 @@ def test_the_options_a_paper_run_leaves_unread_are_recorded_unset_and_not_compar
     rate or width for a run that reads neither: a value there would read as one the run trained with. A
     run recorded with them at their defaults is the same run, and one at another learning rate under the
     same paper training is too; the paper training itself is compared."""
-    from lightning_genae.experiment.ablation.grid import unfinished_run_conflicts
+    from lightning_genae.experiment.ablation.conflicts import unfinished_run_conflicts
     from lightning_genae.experiment.config import RunConfig
     from lightning_genae.experiment.resolve import resolve
 

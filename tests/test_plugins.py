@@ -573,19 +573,6 @@ def test_a_plugin_augmentation_whose_build_fails_is_refused_in_one_line(clean_re
     assert not output.exists()
 
 
-def test_a_grid_tries_each_arms_plugin_augmentation_before_the_first_cell_trains(
-    clean_registries, tmp_path, capsys
-):
-    spec = AugmentationSpec("broken", side="discriminator", build=lambda options, parts: lambda x: x[:3])
-    register_augmentation("toy_broken", spec)
-    root = tmp_path / "grid"
-    args = [*TINY_RUN, "--model", "gan", "--augment", "none,toy_broken", "--seeds", "0", "--max-steps", "2"]
-    assert main([*args, "--output", str(root)]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "--augment toy_broken returned (3, 1, 16, 16)" in line
-    assert not root.exists()
-
-
 def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, tmp_path):
     classifier = ("-m", "lightning_genae.experiment.classifier")
     args = ["--data", "squares", "--square-side", "6", "--epochs", "1", "--output", "weights"]

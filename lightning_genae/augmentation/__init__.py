@@ -56,14 +56,6 @@ def _build_ada(options: AdaOptions, parts: BuildParts) -> DiscriminatorAugmentat
     return AdaptivePipeline(AdaPipeline(ops), parts.strength)
 
 
-def check_fits_the_data(plan: AugmentPlan, channels: int) -> None:
-    """What a run checks against its data's channels when it builds `plan`'s augmentations (ADA's colour
-    operations need RGB), without building them: a grid asks for each arm before its first cell trains."""
-    for options in plan.settings.values():
-        if isinstance(options, AdaOptions) and options.ada_ops:
-            check_ops_fit(parse_ada_ops(options.ada_ops), channels)
-
-
 @dataclass(frozen=True)
 class AugmentationSpec:
     """One `--augment` name: where it acts, its options, and how it is built.

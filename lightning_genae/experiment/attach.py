@@ -212,38 +212,6 @@ def _passes_gradient(returned: torch.Tensor, logits: torch.Tensor, name: str, fi
     return gradient is not None and bool(gradient.abs().sum() > 0)
 
 
-def plugin_transforms_to_try(plan: AugmentPlan) -> list[str]:
-    """The plug-in discriminator-side augmentations of `plan` that can be tried before a run: all of them,
-    unless the plan needs the augmenter, which only its run has."""
-    if plan.needs_augmenter:
-        return []
-    return [
-        name
-        for name in plan.names
-        if name not in BUILT_IN_AUGMENTATIONS
-        and AUGMENTATIONS[name].side == "discriminator"
-        and AUGMENTATIONS[name].build is not None
-    ]
-
-
-def check_plugin_augmentations(plan: AugmentPlan, datamodule: InMemoryDataModule) -> None:
-    """The plug-in discriminator-side augmentations of `plan`, built and tried on the CPU as a run tries
-    them (`check_plugin_transforms`): a grid asks it for each of its arms before the first cell trains. A
-    plan that needs the augmenter (`ae-d`) is tried when its cell starts, once the augmenter is had."""
-    names = plugin_transforms_to_try(plan)
-    if not names:
-        return
-    cpu = torch.device("cpu")
-    strength = (
-        AdaptiveStrength(plan.ada_target, plan.ada_interval, plan.ada_kimg, device=cpu)
-        if plan.adaptive
-        else None
-    )
-    parts = BuildParts(None, strength, channels=datamodule.data_shape[0])
-    built = {name: _built(name, AUGMENTATIONS[name], plan.settings[name], parts) for name in names}
-    check_plugin_transforms(built, datamodule, cpu)
-
-
 def transform_label(name: str, transform: Callable[..., Any], settings: PluginOptions) -> str:
     """How the run header names a discriminator-side transform: its own repr where its class writes one
     (`diffaug color,translation (...)`), else the augmentation's name and options (`flip (--flip-p 0.25)`)

@@ -368,12 +368,6 @@ def _check_data_shape(module: GenerativeModule, datamodule: InMemoryDataModule, 
     )
 
 
-def check_augmenter_checkpoint(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int) -> None:
-    """What a run checks of its `--augment-ckpt` before training, without keeping the augmenter: a grid
-    asks it for every cell before the first one trains."""
-    _given_augmenter(plan, datamodule, seed)
-
-
 def load_augmenter(
     plan: AugmentPlan,
     datamodule: InMemoryDataModule,

@@ -1,17 +1,15 @@
-"""Ablation grids over augmentations, train sizes and seeds: `grid` runs the cells, `report` tables them."""
+"""Ablation grids over augmentations, train sizes and seeds: `cells` plans them, `grid` runs them, `tuning`
+chooses each arm's options on validation first, and `report` tables them."""
 
-from lightning_genae.experiment.ablation.grid import (
-    CellOutcome,
-    CellStart,
+from lightning_genae.experiment.ablation.cells import (
     GridCell,
     GridPlan,
-    check_grid_index,
     check_grid_root,
     expand_grid,
     plan_grid,
     record_grid_cells,
-    run_grid,
 )
+from lightning_genae.experiment.ablation.grid import CellOutcome, CellStart, check_grid_index, run_grid
 from lightning_genae.experiment.ablation.report import describe_progress, summarize
 
 __all__ = [

@@ -1,361 +1,189 @@
-"""ablation.csv and ablation.md: a row per cell, and per (train size, augment) the mean ± std over seeds
-of the test metrics, for the final weights and the checkpoint chosen on validation, with the tuning stage.
-"""
+"""ablation.csv and ablation.md: a row per run, and per (train size, augment) the mean ± std over seeds of the
+test metrics, for the final weights and the checkpoint chosen on validation, with the tuning stage."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from lightning_genae.cache import write_file_atomically
 from lightning_genae.errors import ConfigError
-from lightning_genae.experiment.ablation.grid import TUNING_DIR, train_size_label
+from lightning_genae.experiment.ablation.cells import TUNING_DIR, train_size_label
 from lightning_genae.experiment.ablation.runs import (
     ITERATIONS_TRAINED,
     CellRun,
-    as_int,
     describe_progress,
     not_finished,
     number,
     row_disagreement,
+    seed_text,
     table_disagreement,
     train_size_key,
-    unique,
 )
 from lightning_genae.experiment.ablation.tuning import read_tuning_record
 from lightning_genae.metrics.feature_set import feature_metric_keys
 from lightning_genae.metrics.names import KINDS, SERIES_SCORES, Direction, MetricName, direction, try_parse
 from lightning_genae.spread import mean_std
 
-
-def _ranked_feature_metrics() -> tuple[str, ...]:
-    """Test generative metrics shown in the Markdown table, in this column order, per backbone: those that
-    rank models, built-in and registered (kid_std, the spread of kid, has no better side and stays in the
-    CSV)."""
-    return tuple(key for key in feature_metric_keys() if KINDS[key].direction is not Direction.NONE)
-
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Prefix of the ablation.csv columns that describe the checkpoint chosen on validation.
 SELECTED_PREFIX = "selected/"
+# The test reconstruction error every reconstructing family reports (on the models' [-1, 1] scale).
+RECONSTRUCTION_ERROR = "test/mse"
 
 
 def _selected_columns(run: CellRun) -> dict[str, Any]:
     """`selected/step`, `selected/<validation metric>`, `selected/test/...` of a run's chosen checkpoint."""
-    record = run.selected
-    chosen_on = record.get("chosen_on")
-    columns = {"step": record.get("step")}
-    if isinstance(chosen_on, str):
-        columns[chosen_on] = record.get(chosen_on)
+    record, chosen_on = run.selected, run.selected.get("chosen_on")
+    columns = {
+        "step": record.get("step"),
+        **({chosen_on: record.get(chosen_on)} if isinstance(chosen_on, str) else {}),
+    }
     columns.update({name: value for name, value in run.selected_metrics.items() if name.startswith("test/")})
     return {SELECTED_PREFIX + name: value for name, value in columns.items() if value is not None}
 
 
 def write_csv(path: Path, runs: list[CellRun]) -> None:
-    metric_columns = sorted({name for run in runs for name in run.final_metrics if name.startswith("test/")})
-    selected = {run.cell: _selected_columns(run) for run in runs}
+    """A row per run: identity and status, test metrics and its chosen checkpoint's, sample counts."""
+    import pandas as pd
+
+    metrics = sorted({name for run in runs for name in run.final_metrics if name.startswith("test/")})
+    selected = [_selected_columns(run) for run in runs]
     # The step first, then the validation value it was chosen on, then the test metrics.
+    first = (SELECTED_PREFIX + "step", SELECTED_PREFIX + "val/")
     selected_columns = sorted(
-        {name for columns in selected.values() for name in columns},
-        key=lambda name: (
-            name != SELECTED_PREFIX + "step",
-            not name.startswith(SELECTED_PREFIX + "val/"),
-            name,
-        ),
+        {name for columns in selected for name in columns},
+        key=lambda name: (name != first[0], not name.startswith(first[1]), name),
     )
-    columns = [
-        "cell",
-        "augment",
-        "train_size",
-        "seed",
-        "status",
-        "global_step",
-        "wall_time_s",
-        "headline_metric",
-        *metric_columns,
-        *selected_columns,
-        "n_real",
-        "n_fake",
-        "backbone",
-        "device",
-        "error",
-    ]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for run in runs:
-        test = run.test_evaluation
-        row = {
+    rows = [
+        {
             "cell": run.cell,
-            "augment": run.augment or "",
+            "augment": run.augment,
             "train_size": train_size_label(run.train_size),
-            "seed": "" if run.seed is None else run.seed,
+            "seed": run.seed,
             "status": run.status,
-            "global_step": run.summary.get("global_step", ""),
-            "wall_time_s": run.summary.get("wall_time_s", ""),
-            "headline_metric": run.headline or "",
-            **{name: run.final_metrics.get(name, "") for name in metric_columns},
-            **{name: selected[run.cell].get(name, "") for name in selected_columns},
-            "n_real": test.get("n_real", ""),
-            "n_fake": test.get("n_fake", ""),
-            "backbone": test.get("backbone", ""),
-            "device": run.summary.get("device", ""),
-            "error": run.error or "",
+            "global_step": run.summary.get("global_step"),
+            "wall_time_s": run.summary.get("wall_time_s"),
+            "headline_metric": run.headline,
+            **{name: run.final_metrics.get(name) for name in metrics},
+            **chosen,
+            **{key: run.test_evaluation.get(key) for key in ("n_real", "n_fake", "backbone")},
+            "device": run.summary.get("device"),
+            "error": run.error,
         }
-        writer.writerow({key: "" if value is None else value for key, value in row.items()})
-    write_file_atomically(path, buffer.getvalue())
-
-
-def _format_stats(values: list[float], n_ok: int) -> str:
-    if not values:
-        return "n/a"
-    text = mean_std(values)
-    # Fewer values than ok runs means some runs lack this metric; say how many the mean is over.
-    return text if len(values) == n_ok else f"{text} (n={len(values)})"
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-# The test reconstruction error every reconstructing family reports (on the models' [-1, 1] scale: 4 times
-# the mean squared error of the same images on [0, 1]).
-RECONSTRUCTION_ERROR = "test/mse"
+        for run, chosen in zip(runs, selected, strict=True)
+    ]
+    identity = "cell augment train_size seed status global_step wall_time_s headline_metric".split()
+    columns = [*identity, *metrics, *selected_columns, "n_real", "n_fake", "backbone", "device", "error"]
+    # Object columns keep each value as Python writes it (an int stays `6`, a float its shortest repr).
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    write_file_atomically(path, frame.to_csv(index=False, lineterminator="\n"))
 
 
 def _table_metrics(runs: list[CellRun], headline: str | None) -> list[str]:
-    """The report's columns: the headline where it is the family's own objective, the image metrics by
-    backbone (the headline's first), the generated series' scores, and the reconstruction error of a family
-    judged on the images."""
+    """The report's columns: the headline where it is the family's own objective, the ranking image metrics
+    by backbone (the headline's first), the generated series' scores, and the reconstruction error of a
+    family judged on the images (all such a grid compares on where the image metrics were skipped)."""
     present = {name for run in runs if run.ok for name in run.final_metrics if name.startswith("test/")}
-    parsed_headline = try_parse(headline) if headline else None
-    headline_backbone = parsed_headline.backbone if parsed_headline else None
+    parsed = try_parse(headline) if headline else None
+    first = parsed.backbone if parsed else None
     backbones = sorted(
-        {parsed.backbone for parsed in map(try_parse, present) if parsed is not None and parsed.backbone},
-        # The headline's backbone first: it is the one the reader compares on.
-        key=lambda b: (b != headline_backbone, b),
+        {p.backbone for p in map(try_parse, present) if p is not None and p.backbone},
+        key=lambda backbone: (backbone != first, backbone),
     )
-    ranked = _ranked_feature_metrics()
-    columns = []
-    # A family judged on its own objective (an AE's or VAE's test/loss) shows it first; one judged on the
-    # image metrics that also reconstructs (an AAE, a VAE-GAN) shows its reconstruction error after them,
-    # which is all such a grid compares on where the image metrics were skipped.
-    own_objective = headline in present and headline_backbone is None
-    if own_objective:
-        columns.append(headline)
-    for backbone in backbones:
-        for key in ranked:
-            name = MetricName.generative(key, backbone, "test").format()
-            if name in present:
-                columns.append(name)
-    columns += [name for name in (f"test/{score}" for score in SERIES_SCORES) if name in present]
-    if not own_objective and RECONSTRUCTION_ERROR in present:
-        columns.append(RECONSTRUCTION_ERROR)
-    return columns
-
-
-def _read_tuning(root: Path) -> dict[str, Any] | None:
-    """ROOT/tuning.json as a tuning grid wrote it (arms with their candidates and choices), else None."""
-    record = read_tuning_record(root)
-    if record is None:
-        return None
-    record["arms"] = [arm for arm in record["arms"] if isinstance(arm, dict)]
-    return record
-
-
-def _values_text(values: Any, only: Iterable[str] | None = None) -> str:
-    """`augment_p=0.1, augment_noise=0.5` (only the options in `only`, when given)."""
-    if not isinstance(values, dict):
-        return "?"
-    keep = set(only) if only is not None else set(values)
-    return ", ".join(f"{option}={value}" for option, value in values.items() if option in keep)
-
-
-def _seeds_text(seeds: Any) -> str:
-    """`0, 1, 2` from a record's list of seeds; `?` where it holds none or no list."""
-    if not isinstance(seeds, list):
-        return "?"
-    return ", ".join(map(str, seeds)) or "?"
-
-
-def _chosen_note(arm: dict[str, Any]) -> str:
-    """What a tuned arm runs, for its row of the main table; empty for an arm that tuned nothing."""
-    tuned = arm.get("tuned") if isinstance(arm.get("tuned"), dict) else {}
-    if not tuned:
-        return ""
-    if not isinstance(arm.get("chosen"), dict):
-        return f"not chosen: {arm.get('problem', 'tuning not finished')}"
-    return f"chosen on val: {_values_text(arm['chosen'], tuned)}"
-
-
-def _tuning_lines(root: Path, tuning: dict[str, Any] | None) -> list[str]:
-    """The "Tuning (validation split)" section: per arm what was tuned over what, its runs, the choice."""
-    if tuning is None:
-        if not (root / TUNING_DIR).is_dir():
-            return []
-        try:
-            progress = describe_progress(root / TUNING_DIR)
-        except ConfigError as error:
-            progress = str(error)
-        return ["## Tuning (validation split)", "", f"No choice made yet; tuning: {progress}.", ""]
-    arms = tuning["arms"]
-    metrics = unique(arm.get("metric") for arm in arms)
-    metric = ", ".join(f"`{name}`" for name in metrics) or "validation headline"
-    directions = unique(arm.get("direction") for arm in arms)
-    better = f" ({directions[0]} is better)" if len(directions) == 1 else ""
-    seeds = _seeds_text(tuning.get("seeds"))
-    # Each arm's own tune seeds (arms tuned by different grids into one folder may differ).
-    arm_tune_seeds = {
-        f"{arm.get('augment', '?')} ({train_size_label(as_int(arm.get('train_size')))})": _seeds_text(
-            arm.get("tune_seeds", tuning.get("tune_seeds"))
-        )
-        for arm in arms
-        if arm.get("tuned")
-    }
-    if len(set(arm_tune_seeds.values())) > 1:
-        tune_seeds = "; ".join(f"{text} for {arm}" for arm, text in arm_tune_seeds.items())
-    else:
-        tune_seeds = next(iter(arm_tune_seeds.values()), _seeds_text(tuning.get("tune_seeds")))
-    lines = [
-        "## Tuning (validation split)",
-        "",
-        f"Each arm with several candidates trained every candidate with tune seed(s) {tune_seeds} (in "
-        f"`{TUNING_DIR}/`; these runs were evaluated on the validation split only, never on the test split), "
-        f"then ran the one with the best mean {metric}{better} of its final weights with seed(s) {seeds} "
-        "for the tables above.",
-        "",
-        "| augment | train size | tuned over | candidates | tuning runs | chosen "
-        "| validation mean per candidate |",
-        "|---|---|---|---:|---:|---|---|",
+    ranked = [key for key in feature_metric_keys() if KINDS[key].direction is not Direction.NONE]
+    own_objective = headline in present and first is None
+    columns = [headline] if own_objective else []
+    columns += [
+        name
+        for backbone in backbones
+        for key in ranked
+        if (name := MetricName.generative(key, backbone, "test").format()) in present
     ]
-    for arm in arms:
-        tuned = arm.get("tuned") if isinstance(arm.get("tuned"), dict) else {}
-        candidates = [c for c in arm.get("candidates") or [] if isinstance(c, dict)]
-        reads = arm.get("reads") or []
-        if not reads:
-            over, chosen = "reads no tunable option", "-"
-        elif not tuned:
-            only = candidates[0].get("values") if candidates else {}
-            over, chosen = f"nothing (one candidate: {_values_text(only)})", "-"
-        else:
-            over = "; ".join(f"{option}: {' / '.join(map(str, values))}" for option, values in tuned.items())
-            chosen = _chosen_note(arm).removeprefix("chosen on val: ")
-        scores = []
-        for candidate in candidates if tuned else []:
-            label = _values_text(candidate.get("values"), tuned)
-            mean = number(candidate.get("mean"))
-            score = f"{mean:.4g}" if mean is not None else "n/a"
-            best = candidate.get("values") == arm.get("chosen")
-            scores.append(f"**{label}: {score}**" if best else f"{label}: {score}")
-        row = [
-            str(arm.get("augment", "?")),
-            train_size_label(as_int(arm.get("train_size"))),
-            over,
-            str(len(candidates)),
-            str(arm.get("tuning_runs", "?")),
-            chosen,
-            "; ".join(scores) or "-",
-        ]
-        lines.append("| " + " | ".join(_md_cell(text) for text in row) + " |")
-    lines.append("")
-    # Arms that read no tunable option have nothing to tune: they do not make a budget unequal.
-    counts = {str(arm.get("augment")): len(arm.get("candidates") or []) for arm in arms if arm.get("reads")}
-    if len(set(counts.values())) > 1:
-        listed = ", ".join(f"{augment} {count}" for augment, count in sorted(counts.items()))
-        lines += [
-            f"Unequal tuning: the arms had different numbers of candidates ({listed}); an arm with more "
-            "candidates had more chances to look good on validation, which favours it in the tables above.",
-            "",
-        ]
-    elif len(counts) > 1:
-        lines += [
-            f"Equal tuning: every arm that reads a tunable option had {next(iter(counts.values()))} "
-            "candidate(s).",
-            "",
-        ]
-    return lines
+    columns += [name for name in (f"test/{score}" for score in SERIES_SCORES) if name in present]
+    return columns + ([RECONSTRUCTION_ERROR] if not own_objective and RECONSTRUCTION_ERROR in present else [])
+
+
+def _stats(column: pd.Series) -> str:
+    """A row's mean ± sample std of one metric, saying over how many runs where some finished ones lack it."""
+    values = column.dropna().tolist()
+    if not values:
+        return "n/a"
+    return mean_std(values) + ("" if len(values) == len(column) else f" (n={len(values)})")
+
+
+def _md_row(*cells: Any) -> str:
+    return "| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
 
 
 def _group_table(
-    groups: dict[tuple[int | None, str], list[CellRun]],
+    runs: list[CellRun],
     metrics: list[str],
     headline: str | None,
     metrics_of: Callable[[CellRun], dict[str, Any]],
-    *,
+    arm_notes: Mapping[str, str],
+    arm_choices: Mapping[str, Mapping[str, Any]],
     chosen_steps: bool = False,
-    arm_notes: Mapping[tuple[int | None, str], str] | None = None,
-    arm_choices: Mapping[tuple[int | None, str], Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """A Markdown row per (train size, augment), best headline mean first, of the metrics `metrics_of` gives.
 
-    `chosen_steps` adds the step each seed's chosen checkpoint is from, and notes the finished runs that
-    have none instead of the failed and pending ones (which the table of the final weights lists).
-    `arm_notes` leads a group's notes (what a tuned arm chose); `arm_choices` are a tuned arm's chosen
-    values, which each of its runs must have run. A row whose runs differ in what decides their numbers
-    (`row_disagreement`) shows no mean.
+    `chosen_steps` adds the step of each seed's chosen checkpoint, and notes the finished runs that have none
+    instead of the failed and pending ones. A row whose runs are not one experiment shows no mean.
     """
+    import pandas as pd
 
-    def values(group: list[CellRun], name: str) -> list[float]:
-        found = (number(metrics_of(run).get(name)) for run in group if run.ok)
-        return [value for value in found if value is not None]
+    columns = list(dict.fromkeys([*metrics, *([headline] if headline else [])]))
+    ok = pd.DataFrame(
+        [
+            {"row": run.row, **{name: number(metrics_of(run).get(name)) for name in columns}}
+            for run in runs
+            if run.ok
+        ],
+        columns=["row", *columns],
+    )
+    stats = ok.groupby("row")[metrics].agg(_stats) if metrics else None
+    means = ok.groupby("row")[headline].mean().dropna() if headline else pd.Series(dtype=float)
+    higher = headline is not None and direction(headline) is Direction.HIGHER
+    rows: dict[str, list[CellRun]] = {}
+    for run in runs:
+        rows.setdefault(run.row, []).append(run)
 
-    def group_key(item: tuple[tuple[int | None, str], list[CellRun]]) -> tuple[Any, ...]:
-        (train_size, augment), group = item
-        headline_values = values(group, headline) if headline else []
-        if not headline_values:
-            return (train_size_key(train_size), 1, 0.0, augment)
-        mean = float(np.mean(headline_values))
-        higher = direction(headline) is Direction.HIGHER
-        return (train_size_key(train_size), 0, -mean if higher else mean, augment)
+    def order(row: str) -> tuple[Any, ...]:
+        first = rows[row][0]
+        mean = means.get(row)
+        ranked = (0, -mean if higher else mean) if mean is not None else (1, 0.0)
+        return (train_size_key(first.train_size), *ranked, first.augment or "?")
 
-    metric_headers = [name.removeprefix("test/") for name in metrics]
-    header = [
-        "augment",
-        "train size",
-        "n",
-        "failed",
-        *metric_headers,
-        *(["chosen steps"] if chosen_steps else []),
-    ]
-    header.append("notes")
-    lines = ["| " + " | ".join(header) + " |"]
-    # Names left-aligned, numbers right-aligned, notes left-aligned.
-    lines.append("|" + "|".join(["---", "---", *["---:"] * (len(header) - 3), "---"]) + "|")
-    for (train_size, augment), group in sorted(groups.items(), key=group_key):
-        n_ok = sum(run.ok for run in group)
+    header = ["augment", "train size", "n", "failed", *(m.removeprefix("test/") for m in metrics)]
+    header += ["chosen steps"] * chosen_steps + ["notes"]
+    lines = [_md_row(*header), "|" + "|".join(["---", "---", *["---:"] * (len(header) - 3), "---"]) + "|"]
+    for row in sorted(rows, key=order):
+        group = rows[row]
+        ok_runs = sorted((run for run in group if run.ok), key=CellRun.sort_key)
         failures = [run for run in group if run.failed]
-        waiting = [run for run in group if run.pending is not None]
-        disagreement = row_disagreement(group, (arm_choices or {}).get((train_size, augment)))
-        if n_ok and disagreement:
+        disagreement = row_disagreement(group, arm_choices.get(row))
+        if ok_runs and disagreement:
             cells = ["not averaged"] * len(metrics)
-        elif n_ok:
-            cells = [_format_stats(values(group, name), n_ok) for name in metrics]
+        elif ok_runs:
+            cells = [stats.at[row, name] for name in metrics] if stats is not None else []
         else:
             cells = ["failed" if failures else "n/a"] * len(metrics)
         if chosen_steps:
-            ok_runs = sorted((run for run in group if run.ok), key=CellRun.sort_key)
             steps = [str(run.selected["step"]) for run in ok_runs if "step" in run.selected]
             cells.append(", ".join(steps) or "n/a")
-            notes = "; ".join(
-                f"seed {'?' if run.seed is None else run.seed}: no checkpoint chosen on validation"
-                for run in ok_runs
-                if not run.selected_metrics
-            )
+            notes = [
+                f"{seed_text(r.seed)}: no checkpoint chosen on validation"
+                for r in ok_runs
+                if not r.selected_metrics
+            ]
         else:
-            notes = "; ".join(
-                f"seed {'?' if run.seed is None else run.seed}: {run.error if run.failed else run.pending}"
-                for run in failures + waiting
-            )
-            if failures and not n_ok and not metrics:
-                notes = "failed: " + notes
-        arm_note = (arm_notes or {}).get((train_size, augment), "")
-        notes = "; ".join(note for note in (arm_note, disagreement, notes) if note)
-        row = [augment, train_size_label(train_size), str(n_ok), str(len(failures)), *cells, notes]
-        lines.append("| " + " | ".join(_md_cell(text) for text in row) + " |")
+            notes = [f"{seed_text(r.seed)}: {r.error if r.failed else r.pending}" for r in group if not r.ok]
+        notes = "; ".join(note for note in (arm_notes.get(row, ""), disagreement, *notes) if note)
+        size = train_size_label(group[0].train_size)
+        lines.append(_md_row(group[0].augment or "?", size, len(ok_runs), len(failures), *cells, notes))
     return lines
 
 
@@ -365,8 +193,6 @@ def _rows_apart(runs: list[CellRun]) -> list[str]:
     disagreement = table_disagreement(runs)
     if not disagreement:
         return []
-    # Iterations that differ under one command's options (an offline pool under --max-epochs): a folder of
-    # its own would differ the same way; a budget in iterations would not.
     fix = (
         "run the grid again with --max-steps, so that every arm trains as many iterations"
         if any(trait.startswith(ITERATIONS_TRAINED) for trait in disagreement)
@@ -380,121 +206,179 @@ def _rows_apart(runs: list[CellRun]) -> list[str]:
     ]
 
 
-def _arm_choices(tuning: dict[str, Any] | None) -> dict[tuple[int | None, str], dict[str, Any]]:
-    """(train size, augment) -> the values a tuned arm chose for the options it tuned."""
+def _arm_size(arm: Mapping[str, Any]) -> str:
+    size = arm.get("train_size")
+    return train_size_label(size if isinstance(size, int) else None)
+
+
+def arm_choices(tuning: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Table row -> the values a tuned arm chose for the options it tuned, which all its runs must have."""
     return {
-        (as_int(arm.get("train_size")), str(arm.get("augment"))): {
+        f"{arm.get('augment')}-ts{_arm_size(arm)}": {
             name: value for name, value in arm["chosen"].items() if name in arm["tuned"]
         }
-        for arm in (tuning["arms"] if tuning else [])
+        for arm in (tuning or {}).get("arms", [])
         if isinstance(arm.get("chosen"), dict) and isinstance(arm.get("tuned"), dict)
     }
 
 
-def _rows(runs: list[CellRun]) -> dict[tuple[int | None, str], list[CellRun]]:
-    """The tables' rows: (train size, augment) -> its cells."""
-    groups: dict[tuple[int | None, str], list[CellRun]] = {}
-    for run in runs:
-        groups.setdefault((run.train_size, run.augment or "?"), []).append(run)
-    return groups
+def _values_text(values: Any, only: Iterable[str] | None = None) -> str:
+    """`augment_p=0.1, augment_noise=0.5` (only the options in `only`, when given)."""
+    if not isinstance(values, dict):
+        return "?"
+    shown = values if only is None else {option: value for option, value in values.items() if option in only}
+    return ", ".join(f"{option}={value}" for option, value in shown.items())
 
 
-def rows_not_averaged(root: Path, runs: list[CellRun]) -> dict[tuple[int | None, str], str]:
-    """(train size, augment) -> why the row's runs are not one experiment (`row_disagreement`), for each
-    row the tables show no mean for; ablation.png draws those rows' seeds apart, by the same rule."""
-    choices = _arm_choices(_read_tuning(root))
-    return {
-        key: disagreement
-        for key, group in _rows(runs).items()
-        if any(run.ok for run in group) and (disagreement := row_disagreement(group, choices.get(key)))
+def _chosen_note(arm: Mapping[str, Any]) -> str:
+    """What a tuned arm runs, for its row of the main tables; empty for an arm that tuned nothing."""
+    if not arm.get("tuned"):
+        return ""
+    if not isinstance(arm.get("chosen"), dict):
+        return f"not chosen: {arm.get('problem', 'tuning not finished')}"
+    return f"chosen on val: {_values_text(arm['chosen'], arm['tuned'])}"
+
+
+def _seeds_text(seeds: Any) -> str:
+    """`0, 1, 2` from a record's list of seeds; `?` where it holds none (a hand-edited file)."""
+    return (", ".join(map(str, seeds)) if isinstance(seeds, list) else "") or "?"
+
+
+_TUNING_COLUMNS = "augment|train size|tuned over|candidates|tuning runs|chosen|validation mean per candidate"
+
+
+def _tuning_lines(root: Path, tuning: Mapping[str, Any] | None) -> list[str]:
+    """The "Tuning (validation split)" section: per arm what was tuned over what, its runs, the choice."""
+    title = ["## Tuning (validation split)", ""]
+    if tuning is None:
+        if not (root / TUNING_DIR).is_dir():
+            return []
+        try:
+            progress = describe_progress(root / TUNING_DIR)
+        except ConfigError as error:
+            progress = str(error)
+        return [*title, f"No choice made yet; tuning: {progress}.", ""]
+    arms = tuning["arms"]
+    metric = ", ".join(f"`{name}`" for name in _unique(arm.get("metric") for arm in arms))
+    directions = _unique(arm.get("direction") for arm in arms)
+    better = f" ({directions[0]} is better)" if len(directions) == 1 else ""
+    # Each arm's own tune seeds: arms tuned into one folder by grids of other tune seeds differ.
+    tune_seeds = {
+        f"{arm.get('augment')} ({_arm_size(arm)})": _seeds_text(
+            arm.get("tune_seeds", tuning.get("tune_seeds"))
+        )
+        for arm in arms
+        if arm.get("tuned")
     }
+    seeds = next(iter(tune_seeds.values()), _seeds_text(tuning.get("tune_seeds")))
+    if len(set(tune_seeds.values())) > 1:
+        seeds = "; ".join(f"{arm_seeds} for {label}" for label, arm_seeds in tune_seeds.items())
+    lines = [
+        *title,
+        f"Each arm with several candidates trained every candidate with tune seed(s) {seeds} (in "
+        f"`{TUNING_DIR}/`; these runs were evaluated on the validation split only, never on the test split), "
+        f"then ran the one with the best mean {metric or 'validation headline'}{better} of its final weights "
+        f"with seed(s) {_seeds_text(tuning.get('seeds'))} for the tables above.",
+        "",
+        _md_row(*_TUNING_COLUMNS.split("|")),
+        "|---|---|---|---:|---:|---|---|",
+    ]
+    for arm in arms:
+        tuned, candidates = arm.get("tuned") or {}, arm.get("candidates") or []
+        if not arm.get("reads"):
+            over = "reads no tunable option"
+        elif not tuned:
+            over = f"nothing (one candidate: {_values_text((candidates or [{}])[0].get('values'))})"
+        else:
+            over = "; ".join(f"{option}: {' / '.join(map(str, values))}" for option, values in tuned.items())
+        scores = []
+        for candidate in candidates if tuned else []:
+            mean = number(candidate.get("mean"))
+            score = (
+                f"{_values_text(candidate.get('values'), tuned)}: {'n/a' if mean is None else f'{mean:.4g}'}"
+            )
+            scores.append(f"**{score}**" if candidate.get("values") == arm.get("chosen") else score)
+        row = [arm.get("augment", "?"), _arm_size(arm), over, len(candidates), arm.get("tuning_runs", "?")]
+        chosen = _chosen_note(arm).removeprefix("chosen on val: ") or "-"
+        lines.append(_md_row(*row, chosen, "; ".join(scores) or "-"))
+    # Arms that read no tunable option have nothing to tune: they do not make a budget unequal.
+    counts = {str(arm.get("augment")): len(arm.get("candidates") or []) for arm in arms if arm.get("reads")}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{augment} {count}" for augment, count in sorted(counts.items()))
+        lines += [
+            "",
+            f"Unequal tuning: the arms had different numbers of candidates ({listed}); an arm with more "
+            "candidates had more chances to look good on validation, which favours it in the tables above.",
+        ]
+    return [*lines, ""]
+
+
+def _unique(values: Iterable[Any]) -> list[str]:
+    return sorted({str(value) for value in values if value is not None and value != ""})
+
+
+def _header(root: Path, runs: list[CellRun], headline: str | None, tuned: bool) -> list[str]:
+    """What every number of the report is: metric and direction, backbone, sample counts, budget, device,
+    how many runs finished, and which split each choice was made on."""
+    ok_runs = [run for run in runs if run.ok]
+    better = direction(headline) if headline is not None else Direction.NONE
+    evaluations = [run.test_evaluation for run in ok_runs]
+    sizes = _unique(f"n_real={e['n_real']}, n_fake={e['n_fake']}" for e in evaluations if "n_fake" in e)
+    backbones = "; ".join(_unique(e.get("backbone") for e in evaluations))
+    # Runs whose evaluations name no backbone (series, scored without one) leave the clause out.
+    backbone = f"backbone: {backbones or 'unknown'}; " if backbones or not evaluations else ""
+    steps = ", ".join(_unique(run.summary.get("global_step") for run in ok_runs)) or "unknown"
+    devices = "; ".join(_unique(run.summary.get("device") for run in ok_runs)) or "unknown"
+    pending = f" ({not_finished(runs)})" if not_finished(runs) else ""
+    if not ok_runs:
+        how = "(no run finished)"
+    elif any(run.selected_metrics for run in ok_runs):
+        how = "(the best checkpoint is picked on the validation split)"
+    else:
+        how = "(no run chose a checkpoint on validation: the final weights are the only ones reported)"
+    if tuned and ok_runs:
+        how += "; tuned arms' options were chosen on the validation split too (see Tuning below)"
+    return [
+        f"# Ablation: {root.name}",
+        "",
+        f"Headline metric: `{headline or 'none'}`{'' if better is Direction.NONE else f' ({better.value})'}; "
+        f"{backbone}test evaluation: {'; '.join(sizes) or 'unknown'}; steps per run: {steps}; "
+        f"device: {devices}.",
+        "",
+        f"{len(ok_runs)} of {len(runs)} runs finished{pending}. Every number below is from the test split, "
+        f"on which no checkpoint choice was made {how}. Cells are mean ± sample std (ddof=1) over the "
+        "group's finished seeds; failed runs are left out.",
+    ]
 
 
 def write_md(path: Path, root: Path, runs: list[CellRun], headline: str | None, figure: str) -> None:
     """The grid's Markdown report at `path`, ending with the figure file `figure` (a name beside it)."""
-    ok_runs = [run for run in runs if run.ok]
-    tuning = _read_tuning(root)
-    arm_notes = {
-        (as_int(arm.get("train_size")), str(arm.get("augment"))): _chosen_note(arm)
-        for arm in (tuning["arms"] if tuning else [])
+    tuning = read_tuning_record(root)
+    notes = {
+        f"{arm.get('augment')}-ts{_arm_size(arm)}": _chosen_note(arm)
+        for arm in (tuning or {}).get("arms", [])
     }
-    arm_choices = _arm_choices(tuning)
+    choices = arm_choices(tuning)
     metrics = _table_metrics(runs, headline)
-    groups = _rows(runs)
-
-    better = direction(headline) if headline is not None else Direction.NONE
-    label = "" if better is Direction.NONE else f" ({better.value})"
-    evaluations = [run.test_evaluation for run in ok_runs]
-    sizes = unique(
-        f"n_real={e['n_real']}, n_fake={e['n_fake']}" for e in evaluations if "n_real" in e and "n_fake" in e
-    )
-    steps = unique(run.summary.get("global_step") for run in ok_runs)
-    devices = unique(run.summary.get("device") for run in ok_runs)
-    backbones = "; ".join(unique(e.get("backbone") for e in evaluations))
-    # Runs whose evaluations name no backbone (series, scored without one) leave the clause out.
-    backbone = f"backbone: {backbones or 'unknown'}; " if backbones or not evaluations else ""
     lines = [
-        f"# Ablation: {root.name}",
-        "",
-        f"Headline metric: `{headline or 'none'}`{label}; {backbone}"
-        f"test evaluation: {'; '.join(sizes) or 'unknown'}; "
-        f"steps per run: {', '.join(steps) or 'unknown'}; "
-        f"device: {'; '.join(devices) or 'unknown'}.",
-        "",
-        f"{len(ok_runs)} of {len(runs)} runs finished{not_finished(runs)}. Every number below is from the "
-        "test split, on which no checkpoint choice was made "
-        + (
-            "(the best checkpoint is picked on the validation split)"
-            if any(run.selected_metrics for run in ok_runs)
-            else "(no run finished)"
-            if not ok_runs
-            else "(no run chose a checkpoint on validation, "
-            + (
-                "as none measured an image metric to choose it by"
-                if headline is None
-                else "as none validated during training, its steps being fewer than --eval-every"
-            )
-            + ": the final weights are the only ones reported)"
-        )
-        + (
-            "; tuned arms' options were chosen on the validation split too (see Tuning below)"
-            if tuning
-            else ""
-        )
-        + ". Cells are mean ± sample std (ddof=1) over the group's finished seeds; failed runs are left out.",
+        *_header(root, runs, headline, tuning is not None),
         *_rows_apart(runs),
         "",
         "### Final weights",
         "",
-        *_group_table(
-            groups,
-            metrics,
-            headline,
-            lambda run: run.final_metrics,
-            arm_notes=arm_notes,
-            arm_choices=arm_choices,
-        ),
+        *_group_table(runs, metrics, headline, lambda run: run.final_metrics, notes, choices),
     ]
-    if any(run.selected_metrics for run in ok_runs):
-        chosen_on = unique(run.selected.get("chosen_on") for run in ok_runs)
+    if any(run.ok and run.selected_metrics for run in runs):
+        chosen_on = "`, `".join(_unique(run.selected.get("chosen_on") for run in runs if run.ok))
         lines += [
             "",
             "### Checkpoint chosen on validation",
             "",
-            f"Each run's `best.ckpt`, the checkpoint with the best "
-            f"`{'`, `'.join(chosen_on) or 'validation metric'}` among the validations during training "
-            "(chosen on validation numbers only), evaluated on the test split with the same seeds and sample "
-            "counts; `chosen steps` lists its step per seed.",
+            f"Each run's `best.ckpt`, the checkpoint with the best `{chosen_on}` among the validations "
+            "during training (chosen on validation numbers only), evaluated on the test split with the same "
+            "seeds and sample counts; `chosen steps` lists its step per seed.",
             "",
-            *_group_table(
-                groups,
-                metrics,
-                headline,
-                lambda run: run.selected_metrics,
-                chosen_steps=True,
-                arm_notes=arm_notes,
-                arm_choices=arm_choices,
-            ),
+            *_group_table(runs, metrics, headline, lambda run: run.selected_metrics, notes, choices, True),
         ]
     lines += ["", *_tuning_lines(root, tuning), f"![validation curves]({figure})", ""]
     write_file_atomically(path, "\n".join(lines))

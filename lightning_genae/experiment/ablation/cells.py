@@ -1,0 +1,260 @@
+"""An ablation grid's cells, their folders under the grid's root, and the root's record of them (grid.json).
+
+A grid is the product of its three lists in a fixed order (train size outermost, then augment, then seed), so
+a SLURM array index (`--grid-index K`) names the same cell on every node and every re-run. Each cell runs in
+`<root>/<cell name>`. `grid.json` lists every cell the grid's commands planned, so that the summary of a
+partial grid names the missing ones, and it marks the root as a grid's: a root is new, empty or a grid's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lightning_genae.cache import write_file_atomically
+from lightning_genae.errors import ConfigError, RunFolderRefused, agree
+from lightning_genae.experiment.augment_plan import given_options
+from lightning_genae.experiment.config import WHOLE_SPLIT, RunConfig, flag
+from lightning_genae.experiment.resolve import ResolvedRun, resolve
+from lightning_genae.experiment.run_folder import refuse_another_run
+from lightning_genae.experiment.run_lock import RunFolderLock
+from lightning_genae.run_files import GRID_FILE, started_run_files
+
+# What a grid writes at its root beside its cells: the summary files and a tuning grid's record.
+CSV_NAME, MD_NAME, PNG_NAME, TUNING_FILE = "ablation.csv", "ablation.md", "ablation.png", "tuning.json"
+# Where a tuning grid's candidate runs go, beside the final cells.
+TUNING_DIR = "tuning"
+
+# A tuning cell's name goes on with its candidate: `diffaug-ts1000-seed9__diffaug_policy=color`.
+_CELL_NAME = re.compile(
+    r"^(?P<augment>.+?)-ts(?P<train_size>\d+|full)-seed(?P<seed>-?\d+)(?:__(?P<candidate>.+))?$"
+)
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One run of a grid: which augmentation, how many training images (None = all) and which seed.
+
+    `options` are values the cell sets over the grid's shared ones (a tuning candidate, or what its arm chose
+    on validation); a `tuning` cell names them in its folder, as its arm runs one cell per candidate.
+    """
+
+    augment: str
+    train_size: int | None
+    seed: int
+    options: tuple[tuple[str, Any], ...] = ()
+    tuning: bool = False
+
+    @property
+    def name(self) -> str:
+        """The run folder's name, e.g. `ae+diffaug-ts1000-seed2` or `none-tsfull-seed0`."""
+        name = f"{self.augment}-ts{train_size_label(self.train_size)}-seed{self.seed}"
+        return name + "".join(f"__{option}={value}" for option, value in self.options if self.tuning)
+
+
+def train_size_label(train_size: int | None) -> str:
+    """How a train size reads in folder names and tables: the count, or `full` for the whole split."""
+    return WHOLE_SPLIT if train_size is None else str(train_size)
+
+
+def parse_cell_name(name: str) -> tuple[str | None, int | None, int | None]:
+    """augment, train size, seed of a cell's folder name (None each for a name that is no cell's)."""
+    match = _CELL_NAME.match(name)
+    if match is None:
+        return None, None, None
+    size = match["train_size"]
+    return match["augment"], None if size == WHOLE_SPLIT else int(size), int(match["seed"])
+
+
+def check_unique(values: Sequence[Any], option: str) -> None:
+    """Each value once: a repeated one would run a cell twice and shift every later --grid-index."""
+    repeated = sorted({train_size_label(value) for value, count in Counter(values).items() if count > 1})
+    if repeated:
+        raise ConfigError(f"{option} lists {', '.join(repeated)} more than once; give each value once")
+
+
+def expand_grid(
+    augments: Sequence[str], train_sizes: Sequence[int | None], seeds: Sequence[int]
+) -> list[GridCell]:
+    """All cells, train size outermost, then augment, then seed, so a grid index always names one cell."""
+    # A combination applies in the registry's order whatever the order typed: `ae+diffaug` and `diffaug+ae`
+    # are one arm.
+    check_unique(
+        ["+".join(sorted(name.strip() for name in a.split("+"))) for a in augments], "--augment list"
+    )
+    check_unique(train_sizes, "--train-size list")
+    check_unique(seeds, "--seeds")
+    product = itertools.product(train_sizes, augments, seeds)
+    return [GridCell(augment, train_size, seed) for train_size, augment, seed in product]
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """A grid ready to run: its root folder, its cells in index order, and each cell's resolved run."""
+
+    root: Path
+    cells: list[GridCell]
+    runs: dict[GridCell, ResolvedRun]
+
+
+def plan_grid(
+    shared: RunConfig,
+    *,
+    augments: Sequence[str] | None,
+    train_sizes: Sequence[int | None] | None,
+    seeds: Sequence[int] | None,
+    grid_index: int | None = None,
+    candidates: Mapping[str, Sequence[Any]] | None = None,
+) -> GridPlan:
+    """Every cell's configuration, resolved before the first one trains: a typo must not surface hours in.
+
+    `shared` holds what all cells have in common; a list left as None means the single value in `shared`;
+    `candidates` are the values tuning tries per option.
+    """
+    if shared.resume or shared.fast_dev_run:
+        raise ConfigError(f"{flag('resume' if shared.resume else 'fast_dev_run')} does not apply to a grid")
+    if shared.output:
+        root = Path(shared.output)
+    elif grid_index is not None:
+        raise ConfigError("--grid-index needs --output ROOT, the folder all array tasks share")
+    else:
+        root = Path("runs") / f"ablation-{shared.model}-{shared.data}-{datetime.now():%Y%m%d-%H%M%S}"
+    cells = expand_grid(
+        augments or [shared.augment], train_sizes or [shared.train_size], seeds or [shared.seed]
+    )
+    runs = {cell: resolve_cell(shared, root, cell) for cell in cells}
+    _refuse_options_no_arm_reads(shared, root, cells, runs, candidates or {})
+    return GridPlan(root, cells, runs)
+
+
+def _refuse_options_no_arm_reads(
+    shared: RunConfig,
+    root: Path,
+    cells: list[GridCell],
+    runs: Mapping[GridCell, ResolvedRun],
+    candidates: Mapping[str, Sequence[Any]],
+) -> None:
+    """An augmentation option (or candidate list) that no arm reads is an error, so that an ablation never
+    runs with a setting believed on. A candidate may make an arm read more (`--augment-p auto` reads
+    `--ada-interval`), so each is resolved with each arm."""
+    read = set().union(*(resolved.augment.options for resolved in runs.values()))
+    for name, values in candidates.items():
+        for value, augment in itertools.product(values, {cell.augment for cell in cells}):
+            tried = replace(cells[0], augment=augment, options=((name, value),))
+            try:
+                read |= set(resolve_cell(shared, root, tried).augment.options)
+            except ConfigError:
+                continue  # a candidate an arm cannot take is refused as the tuning plan resolves it
+    stray = [name for name in [*given_options(shared), *candidates] if name not in read]
+    if stray:
+        flags = ", ".join(flag(name) for name in stray)
+        raise ConfigError(
+            f"{flags} {agree(stray, 'does', 'do')} nothing with any --augment of this grid; "
+            f"drop {agree(stray, 'it', 'them')}"
+        )
+
+
+def resolve_cell(shared: RunConfig, root: Path, cell: GridCell) -> ResolvedRun:
+    """The run of `cell` in a grid whose common options are `shared` and whose root is `root`.
+
+    A tuning cell runs in `root/tuning/`, in its own W&B group, and never evaluates on the test split.
+    """
+    group = shared.wandb_group or root.name
+    config = replace(
+        shared,
+        augment=cell.augment,
+        train_size=cell.train_size,
+        seed=cell.seed,
+        output=str((root / TUNING_DIR if cell.tuning else root) / cell.name),
+        wandb_group=f"{group}-tuning" if cell.tuning else group,
+        plugin_options={**shared.plugin_options, **dict(cell.options)},
+        **({"test_split": False} if cell.tuning else {}),
+    )
+    # Each cell keeps the augmentation options its augmentation reads; the grid checks the rest.
+    return resolve(config, drop_unused_augment_options=True)
+
+
+def grid_record(root: Path, flag: str = "--output") -> dict[str, Any] | None:
+    """`<root>/grid.json`; None where there is none. One that is not a grid's list of cells is refused: a
+    grid never takes it for empty and replaces it."""
+    path = Path(root) / GRID_FILE
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        record = None
+    cells = record.get("cells") if isinstance(record, dict) else None
+    if not isinstance(cells, list) or not all(isinstance(name, str) for name in cells):
+        raise RunFolderRefused(
+            f"{flag} {root}: its {GRID_FILE} is not an ablation grid's list of cells; pick another {flag} "
+            "(--overwrite never replaces a file a grid did not write)"
+        )
+    return record
+
+
+def read_grid_cells(root: Path) -> list[str]:
+    """The cell names `<root>/grid.json` lists (none without one)."""
+    return (grid_record(root) or {"cells": []})["cells"]
+
+
+def record_grid_cells(root: Path, cells: Sequence[GridCell | str]) -> None:
+    """Add `cells` (or their names) to `<root>/grid.json`, the cells a summary expects."""
+    record = grid_record(root)
+    known = record["cells"] if record else []
+    new = [name for name in (c if isinstance(c, str) else c.name for c in cells) if name not in known]
+    if new or record is None:
+        write_file_atomically(
+            root / GRID_FILE, json.dumps({**(record or {}), "cells": known + new}, indent=2) + "\n"
+        )
+
+
+def overwrite_pending(root: Path) -> list[str]:
+    """The cells an `--overwrite` of the grid has yet to replace (grid.json's `overwrite_pending`): a grid
+    stopped part-way through it leaves them, and the grid command run again, with or without --overwrite,
+    replaces them; until then their old runs are not reported."""
+    return list((grid_record(root) or {}).get("overwrite_pending", []))
+
+
+def set_overwrite_pending(root: Path, names: Sequence[str]) -> None:
+    record = {"cells": [], **(grid_record(root) or {}), "overwrite_pending": list(names)}
+    if not names:
+        del record["overwrite_pending"]
+    write_file_atomically(root / GRID_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def check_grid_root(root: Path, flag: str = "--output") -> None:
+    """Refuse a root that is not new, empty or a grid's (its grid.json), before anything is written there.
+
+    Without grid.json nothing tells a grid's summary files from a user's, or a folder of single runs from a
+    grid's cells, which its tables would mix with them; and a single run's folder is not a grid's either.
+    """
+    if not root.is_dir() or grid_record(root, flag) is not None:
+        return
+    RunFolderLock.refuse_if_held(root)  # a run there that has not written its files yet
+    found = [name for name in (CSV_NAME, MD_NAME, PNG_NAME, TUNING_FILE) if (root / name).exists()]
+    if found:
+        raise RunFolderRefused(
+            f"{flag} {root} holds {', '.join(found)} but no {GRID_FILE} of an ablation grid, and a grid's "
+            f"summary would replace them; pick another {flag}"
+        )
+    others = sorted(
+        path.name
+        for path in root.iterdir()
+        if path.is_dir() and started_run_files(path) and not _CELL_NAME.match(path.name)
+    )
+    if others:
+        raise RunFolderRefused(
+            f"{flag} {root} holds no {GRID_FILE} of an ablation grid, and its runs ({', '.join(others)}) are "
+            f"not a grid's cells, which its tables would mix with them; pick another {flag}"
+        )
+    files = started_run_files(root)
+    if files and flag == "--output":
+        refuse_another_run(root, files, ["pick another --output for the grid"])

@@ -1,0 +1,188 @@
+"""When a cell's folder holds another run than the cell the grid asks for.
+
+A grid continues its cells (a finished one is skipped or continued to a longer budget, an unfinished one
+resumed) only where their options are the cell's: those a resume may not change (`config.resume_conflicts`),
+and those it may change that decide a finished run's numbers (`DEFINING_A_FINISHED_RUN`). Anything else is
+another experiment, which the grid refuses rather than averaging it with its cells or replacing it unasked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_genae.cache import file_sha256
+from lightning_genae.errors import RunFolderRefused
+from lightning_genae.experiment.config import RunConfig, absolute_path, flag, resume_conflicts
+from lightning_genae.experiment.run_folder import put_back_a_stopped_overwrite, read_summary
+from lightning_genae.experiment.run_lock import live_lock_owner
+from lightning_genae.models import unread_by_run
+from lightning_genae.run_files import CHECKPOINT_DIR, CONFIG_FILE, FAILED_FILE
+
+# Options a resume may change that still decide a finished run's numbers (a preempted grid re-run with
+# another --lr would resume its cells half-way at the new rate). The budget is continued instead.
+DEFINING_A_FINISHED_RUN = ("lr", "eval_every", "test_split", "precision", "data_dir")
+BUDGETS = ("max_steps", "max_epochs")
+# Options whose value makes a schedule run over the budget: p or the learning rate taken to 0 at its end.
+_SCHEDULES_OVER_THE_BUDGET = {"augment_anneal": True, "lr_schedule": "cosine"}
+
+
+def summary_config(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The run configuration a cell's summary.json records ({} where it records none)."""
+    stored = summary.get("config")
+    return stored if isinstance(stored, dict) else {}
+
+
+def augmenter_sha256(summary: Mapping[str, Any]) -> str | None:
+    """The SHA-256 of the --augment-ckpt file a finished run's augmenter was read from (None for an
+    augmenter the run trained, or a run that records none)."""
+    record = summary.get("augmentation")
+    augmenter = record.get("augmenter") if isinstance(record, dict) else None
+    sha256 = augmenter.get("sha256") if isinstance(augmenter, dict) else None
+    return sha256 if isinstance(sha256, str) else None
+
+
+def comparable(name: str, value: Any) -> Any:
+    """An option's value as runs compare it: `--precision 32` is Lightning's `32-true`, and a data folder
+    is its absolute path as a run stores it (`~` expanded)."""
+    if name == "precision" and value == "32":
+        return "32-true"
+    if name == "data_dir" and isinstance(value, str) and value:
+        return absolute_path(value)
+    return value
+
+
+def budget_changes(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """The budgets (--max-steps, --max-epochs) `wanted` changes from the run's `stored` ones."""
+    return [name for name in BUDGETS if name in stored and name in wanted and stored[name] != wanted[name]]
+
+
+def run_conflicts(
+    stored: Mapping[str, Any],
+    config: RunConfig,
+    where: str = "the run there",
+    defining: Sequence[str] = DEFINING_A_FINISHED_RUN,
+) -> list[str]:
+    """How the run whose recorded options are `stored` differs from `config` in what a grid may not continue
+    it with. Options either run leaves unread (`lr` under a paper's training) are not compared. A schedule
+    that runs over its budget is not continued to another one: it would restart part-way (p or the learning
+    rate rising again from 0), which no fresh cell of the new budget does."""
+    wanted = config.to_dict()
+    unread = unread_by_run(str(stored.get("model", "")), stored) | unread_by_run(str(wanted["model"]), wanted)
+    conflicts = resume_conflicts(stored, wanted, unread, stored_in=where)
+    conflicts += [
+        f"{flag(name)} {wanted[name]} ({where}: {stored[name]})"
+        for name in defining
+        if name not in unread
+        and name in stored
+        and name in wanted
+        and comparable(name, stored[name]) != comparable(name, wanted[name])
+    ]
+    schedules = [
+        flag(name) + ("" if value is True else f" {value}")
+        for name, value in _SCHEDULES_OVER_THE_BUDGET.items()
+        if stored.get(name) == value
+    ]
+    if schedules:
+        conflicts += [
+            f"{flag(name)} {wanted[name]} ({where}: {stored[name]}, the budget its {' and '.join(schedules)} "
+            "schedule runs over)"
+            for name in budget_changes(stored, wanted)
+        ]
+    return conflicts
+
+
+def unfinished_run_conflicts(stored: Mapping[str, Any], config: RunConfig) -> list[str]:
+    """How an unfinished run (its checkpoint's or config.yaml's options `stored`) differs from `config` in
+    what a grid may not resume it with. Its data folder may move: a resume compares the data by content."""
+    defining = [name for name in DEFINING_A_FINISHED_RUN if name != "data_dir"]
+    return run_conflicts(stored, config, defining=defining)
+
+
+def finished_run_conflicts(
+    summary: Mapping[str, Any], config: RunConfig, run_dir: Path | None = None
+) -> list[str]:
+    """How the finished run `summary` (a cell's summary.json) differs from `config`; given the cell's folder,
+    also a budget it cannot be continued to. An --augment-ckpt file is compared by the content the summary
+    records: moved, it is the same augmenter; retrained in place, another."""
+    stored = summary_config(summary)
+    conflicts = []
+    recorded, given = augmenter_sha256(summary), config.plugin_options.get("augment_ckpt")
+    if recorded is not None and given:
+        stored = {name: value for name, value in stored.items() if name != "augment_ckpt"}
+        now = file_sha256(given) if Path(given).is_file() else recorded  # a missing file is the run's refusal
+        if now != recorded:
+            conflicts.append(f"--augment-ckpt {given} (its contents are not the finished run's augmenter)")
+    conflicts += run_conflicts(stored, config, where="finished run")
+    return conflicts + (_budget_conflicts(stored, config.to_dict(), run_dir) if run_dir is not None else [])
+
+
+def _budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, Any], run_dir: Path) -> list[str]:
+    """A finished cell asked for another budget is continued from its last.ckpt to a longer one of the same
+    kind, and only then: a shorter one would relabel it as a run of that budget, averaged with cells that
+    trained that long."""
+    has_checkpoint = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file()
+
+    def longer(old: Any, new: Any) -> bool:
+        return all(type(value) is int and value > 0 for value in (old, new)) and new > old
+
+    why = "only a longer budget continues it" if has_checkpoint else f"without {CHECKPOINT_DIR}/last.ckpt"
+    return [
+        f"{flag(name)} {wanted[name]} (finished run: {stored[name]}; {why})"
+        for name in budget_changes(stored, wanted)
+        if not has_checkpoint or not longer(stored[name], wanted[name])
+    ]
+
+
+def _recorded_configuration(run_dir: Path) -> dict[str, Any]:
+    """The options a run's config.yaml records ({} where it is missing or unreadable: the cell's checkpoint
+    is compared when it resumes)."""
+    import yaml
+
+    try:
+        recorded = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
+    """Why the run in a cell's folder is not the cell `config` asks for: a finished one, one the grid would
+    resume, or one another command runs now (left to it, it would still be averaged here)."""
+    # A run an --overwrite set aside when it was killed is put back, and judged as it was.
+    put_back_a_stopped_overwrite(run_dir)
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return finished_run_conflicts(summary, config, run_dir)
+    resumed = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file() and not (run_dir / FAILED_FILE).is_file()
+    if resumed or live_lock_owner(run_dir) is not None:
+        return unfinished_run_conflicts(_recorded_configuration(run_dir), config)
+    return []
+
+
+def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfig]], overwrite: bool) -> None:
+    """Refuse the whole grid, before any cell trains, where a cell's folder (of `cells`: folder, the options
+    the grid asks of it) holds a run with other options: the command is not the grid that folder holds. With
+    `overwrite` only the cells another command is running are compared: they are left to it."""
+    clashing = [
+        (folder, conflicts)
+        for folder, config in cells
+        if (not overwrite or live_lock_owner(folder) is not None)
+        and (conflicts := cell_conflicts(folder, config))
+    ]
+    if clashing:
+        folder, conflicts = clashing[0]
+        raise RunFolderRefused(
+            f"{len(clashing)} of the {len(cells)} cells hold runs with other options (the first, {folder}: "
+            f"{'; '.join(conflicts)}); re-run the grid with --overwrite or another --output"
+        )
+
+
+def holds_a_run_of_other_options(run_dir: Path, config: RunConfig) -> bool:
+    """Whether the run in `run_dir` (finished or not) was started with other options than `config`: a
+    restarted job's --overwrite replaces such a run as another's and continues none."""
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return bool(finished_run_conflicts(summary, config))
+    return bool(unfinished_run_conflicts(_recorded_configuration(run_dir), config))
