@@ -604,7 +604,7 @@ def test_a_finished_cell_is_not_skipped_once_its_augment_ckpt_file_holds_another
     torch.save(contents, given)
     assert main(grid) == 2
     err = capsys.readouterr().err
-    assert f"--augment-ckpt {given} (its contents are not the augmenter the finished run used" in err
+    assert "its contents are not the finished run's augmenter" in err
 
 
 def test_a_run_is_not_resumed_with_another_augmenter_under_its_augment_ckpt_file(

@@ -495,7 +495,7 @@ def test_a_damaged_cached_classifier_is_trained_again_and_never_runs_code(tmp_pa
 SMALL = "--width 8 --latent-dim 8 --batch-size 16 --max-steps 2 --backbone none".split()
 
 
-def test_a_grid_refuses_an_augment_ckpt_that_fits_only_some_cells_before_the_first_trains(
+def test_a_grid_cell_whose_seed_an_augment_ckpt_does_not_fit_fails_and_the_others_run(
     tmp_path, augmenter_cache, capsys
 ):
     folder = tmp_path / "images"
@@ -507,10 +507,13 @@ def test_a_grid_refuses_an_augment_ckpt_that_fits_only_some_cells_before_the_fir
     checkpoint = augmenter / "checkpoints" / "last.ckpt"
     grid = ["--model", "ae", *data, *small, "--augment", "ae", "--augment-ckpt", str(checkpoint)]
     capsys.readouterr()
-    # Its subset was drawn with seed 0: the seed-1 cells cannot use it, so no cell trains.
-    assert main([*grid, "--seeds", "0,1", "--output", str(tmp_path / "grid")]) == 2
-    one_line(capsys, "--augment-ckpt", "drawn with seed 0, this run's with 1")
-    assert not (tmp_path / "grid").exists() and not augmenter_cache.exists()
+    # Its subset was drawn with seed 0: the seed-1 cell cannot use it and fails; the seed-0 cell runs.
+    root = tmp_path / "grid"
+    assert main([*grid, "--seeds", "0,1", "--output", str(root)]) == 1
+    assert "drawn with seed 0, this run's with 1" in capsys.readouterr().err
+    assert (root / "ae-ts32-seed1" / "failed.json").is_file()
+    assert not (root / "ae-ts32-seed0" / "failed.json").exists()
+    assert not augmenter_cache.exists()
 
 
 def test_an_augment_ckpt_of_generated_series_of_another_length_names_the_shape(tmp_path, capsys):

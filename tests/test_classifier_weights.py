@@ -116,13 +116,15 @@ def test_a_file_that_cannot_serve_the_run_is_refused_before_training(make, messa
     assert not out.exists()
 
 
-def test_a_grid_with_a_classifier_of_another_dataset_is_refused_before_its_first_cell(tmp_path, capsys):
+def test_a_grid_with_a_classifier_of_another_dataset_fails_each_cell_before_it_trains(tmp_path, capsys):
     weights = classifier_file(tmp_path, data="mnist", image_shape=(1, 16, 16))
     root = tmp_path / "grid"
     grid = [*TINY_GAN, "--seeds", "0,1", "--classifier-weights", str(weights), "--output", str(root)]
-    assert main(grid) == 2
-    one_line(capsys, "classifier_weights", "was trained on mnist")
-    assert not root.exists(), "no grid.json, no cell folder"
+    assert main(grid) == 1
+    assert capsys.readouterr().err.count("was trained on mnist") >= 2
+    cells = [path for path in root.iterdir() if path.is_dir()]
+    assert len(cells) == 2
+    assert all((cell / "failed.json").is_file() and not (cell / "checkpoints").exists() for cell in cells)
 
 
 def test_classifier_weights_with_another_backbone_or_series_are_refused(tmp_path, capsys):

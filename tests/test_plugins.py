@@ -565,12 +565,13 @@ def test_a_plugin_augmentation_whose_build_fails_is_refused_in_one_line(clean_re
     assert main([*args, "--output", str(output)]) == 2
     one_line(capsys, "--augment toy_broken: its build failed: ValueError: build boom (fix it in ")
     assert not output.exists()
-    # A grid tries each arm's plug-in augmentations before its first cell: the same line.
+    # In a grid the arm's cells fail with that line and the other arms run.
     grid = [*TINY_RUN, "--model", "gan", "--augment", "none,toy_broken", "--max-steps", "2", "--seeds", "0"]
     grid += ["--output", str(output)]
-    assert main(grid) == 2
-    one_line(capsys, "--augment toy_broken: its build failed: ValueError: build boom (fix it in ")
-    assert not output.exists()
+    assert main(grid) == 1
+    assert "--augment toy_broken: its build failed: ValueError: build boom" in capsys.readouterr().err
+    assert (output / "toy_broken-tsfull-seed0" / "failed.json").is_file()
+    assert not (output / "none-tsfull-seed0" / "failed.json").exists()
 
 
 def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, tmp_path):
