@@ -33,7 +33,7 @@ from lightning_genae.plugin_options import AUTO, PluginOptions, Registry, option
 
 if TYPE_CHECKING:
     from lightning_genae.augmentation.adaptive import AdaptiveStrength
-    from lightning_genae.models.base import DiscriminatorAugmentation
+    from lightning_genae.models.protocols import DiscriminatorAugmentation
 
 Side = Literal["data", "discriminator"]
 

@@ -31,18 +31,18 @@ if TYPE_CHECKING:
     # __all__ only as `*_LAZY_EXPORTS`, hence the noqa).
     from lightning_genae.models.aae import AAEModule  # noqa: F401
     from lightning_genae.models.ae import AutoencoderModule  # noqa: F401
-    from lightning_genae.models.base import (  # noqa: F401
+    from lightning_genae.models.base import GenerativeModule  # noqa: F401
+    from lightning_genae.models.began import BEGANModule  # noqa: F401
+    from lightning_genae.models.gan import GANModule  # noqa: F401
+    from lightning_genae.models.protocols import (  # noqa: F401
         Autoencoder,
         DiscriminatorAugmentation,
         DiscriminatorScores,
-        GenerativeModule,
         ImageDiscriminator,
         ReconstructingDiscriminator,
         Sampler,
         ScoringDiscriminator,
     )
-    from lightning_genae.models.began import BEGANModule  # noqa: F401
-    from lightning_genae.models.gan import GANModule  # noqa: F401
     from lightning_genae.models.rae import RAEModule  # noqa: F401
     from lightning_genae.models.vae import VAEModule  # noqa: F401
     from lightning_genae.models.vaegan import VAEGANModule  # noqa: F401
@@ -176,14 +176,14 @@ _LAZY_EXPORTS = {
     "RAEModule": "rae",
     "VAEGANModule": "vaegan",
     "VAEModule": "vae",
-    "Autoencoder": "base",
-    "DiscriminatorAugmentation": "base",
-    "DiscriminatorScores": "base",
+    "Autoencoder": "protocols",
+    "DiscriminatorAugmentation": "protocols",
+    "DiscriminatorScores": "protocols",
     "GenerativeModule": "base",
-    "ImageDiscriminator": "base",
-    "ReconstructingDiscriminator": "base",
-    "Sampler": "base",
-    "ScoringDiscriminator": "base",
+    "ImageDiscriminator": "protocols",
+    "ReconstructingDiscriminator": "protocols",
+    "Sampler": "protocols",
+    "ScoringDiscriminator": "protocols",
 }
 
 

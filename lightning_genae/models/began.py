@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorScores, adam, inference
+from lightning_genae.models.base import adam, inference
 from lightning_genae.models.options import BEGANOptions
+from lightning_genae.models.protocols import DiscriminatorScores
 from lightning_genae.nets.began import BEGANAutoencoder, BEGANDecoder, init_began_weights
 from lightning_genae.nets.conv import ConvAutoencoder, ConvDecoder, init_dcgan_weights
 

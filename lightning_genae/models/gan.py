@@ -18,8 +18,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorScores, adam, inference, set_sgd_rate
+from lightning_genae.models.base import adam, inference, set_sgd_rate
 from lightning_genae.models.options import GanLoss, GANOptions
+from lightning_genae.models.protocols import DiscriminatorScores
 from lightning_genae.nets import (
     ConvDecoder,
     ConvDiscriminator,
