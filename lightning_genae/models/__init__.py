@@ -73,18 +73,10 @@ class ModelSpec:
 
         # A built-in's location is relative to this package (".ae"), a plug-in's absolute.
         module = import_location(self.location, "lightning_genae.models", GenerativeModule, "a family")
-        if self.options is not module.options_type:
-            # The module parses its options with its own options_type: the registered one's would be refused
-            # as if the user had typed them.
-            raise ConfigError(
-                f"a family is registered at {self.location!r} with the options {self.options.__name__}, but "
-                f"{module.__name__}.options_type is {module.options_type.__name__}; set options_type = "
-                f"{self.options.__name__} on {module.__name__}"
-            )
         samples = callable(getattr(module, "sample", None))
         if samples != self.generates:
             # What resolve decides from the registration (the generative metrics, --backbone, what a resume
-            # may change) must be what the module is.
+            # may change) must be what the module is; `generates` defaults to True.
             raise ConfigError(
                 f"a family is registered at {self.location!r} with generates={self.generates}, but "
                 f"{module.__name__} {'has a' if samples else 'has no'} sample method; register it with "

@@ -50,11 +50,10 @@ def pulling_away_term(codes: Tensor) -> Tensor:
     """EBGAN's pulling-away term: mean squared cosine similarity over distinct pairs of a batch's codes.
 
     0 when the codes are mutually orthogonal, 1 when they all point the same way; minimising it spreads
-    the generated batch out in D's code space (Zhao et al. 2017, eq. 5). Needs at least two codes.
+    the generated batch out in D's code space (Zhao et al. 2017, eq. 5). Needs at least two codes
+    (`items_needed_per_batch`).
     """
     n = codes.size(0)
-    if n < 2:
-        raise ValueError("the pulling-away term needs a batch of at least two codes")
     unit = F.normalize(codes.float().flatten(1), dim=1)
     cosines = unit @ unit.t()
     off_diagonal = cosines.pow(2).sum() - cosines.diagonal().pow(2).sum()
