@@ -382,21 +382,13 @@ class Broken(ImageDataModule):
     ("mistake", "says"),
     [
         ("lambda s: {k: (v[0].float() / 255, v[1]) for k, v in s.items()}", "train images must be uint8"),
-        ("lambda s: {k: v for k, v in s.items() if k != 'val'}", "no 'val' split"),
-        (
-            "lambda s: {**s, 'train': (s['train'][0], s['train'][1][:-1])}",
-            "train labels must be [N] with N = 40",
-        ),
-        (
-            "lambda s: {k: (v[0].numpy(), v[1].numpy()) for k, v in s.items()}",
-            "must be torch tensors, got ndarray",
-        ),
+        ("lambda s: {**s, 'train': (s['train'][0], s['train'][1][:-1])}", "train labels must be [N]"),
         (
             "lambda s: {k: (v[0][..., :8, :8].contiguous(), v[1]) for k, v in s.items()}",
             "its train images are 1x8x8, and it declares 1x16x16 (its default_shape",
         ),
     ],
-    ids=["float-images", "no-val", "labels-short", "numpy", "not-its-default-shape"],
+    ids=["float-images", "labels-short", "not-its-default-shape"],
 )
 def test_a_plugin_datasets_splits_are_held_to_the_contract_in_one_line(
     mistake, says, clean_registries, tmp_path, capsys, monkeypatch
@@ -406,35 +398,6 @@ def test_a_plugin_datasets_splits_are_held_to_the_contract_in_one_line(
     monkeypatch.syspath_prepend(str(tmp_path))
     register_dataset("toy_data", DatasetSpec(f"{module}:Broken", "splits that break the contract"))
     args = ["--model", "ae", "--data", "toy_data", "--width", "8", "--batch-size", "8", "--max-steps", "1"]
-    assert main([*args, "--output", str(tmp_path / "run")]) == 2
-    one_line(capsys, "error: toy_data: ", says, "(in its _load_splits)")
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize(
-    ("mistake", "says"),
-    [
-        (
-            "lambda s: list(s.values())",
-            "its _load_splits returned a list; return a dict of train, val and test",
-        ),
-        (
-            "lambda s: {k: (v[0], v[1] * 3) for k, v in s.items()}",
-            "its train labels go up to 3, and it declares 2 classes (ids 0 to 1)",
-        ),
-    ],
-    ids=["a-list", "labels-beyond-its-classes"],
-)
-def test_a_plugin_datasets_splits_of_another_kind_or_beyond_its_classes_are_one_line(
-    mistake, says, clean_registries, tmp_path, capsys, monkeypatch
-):
-    # A list would meet `.get` (AttributeError); a label beyond the declared classes, the feature classifier's
-    # loss inside torch ("Target 3 is out of bounds").
-    module = f"broken_dataset_{tmp_path.name}"
-    (tmp_path / f"{module}.py").write_text(BROKEN_DATASET.replace("MISTAKE", f"({mistake})"))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    register_dataset("toy_data", DatasetSpec(f"{module}:Broken", "splits that break the contract"))
-    args = ["--model", "gan", "--data", "toy_data", "--width", "8", "--batch-size", "8", "--max-steps", "1"]
     assert main([*args, "--output", str(tmp_path / "run")]) == 2
     one_line(capsys, "error: toy_data: ", says)
     assert not (tmp_path / "run").exists()
