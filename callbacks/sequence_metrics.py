@@ -75,8 +75,6 @@ class SequenceMetrics(StageRecords, Callback):
         steps: int = DEFAULT_STEPS,
         features: SequenceFeatures | None = None,
     ) -> None:
-        if num_samples < 2:
-            raise ValueError(f"sequence metrics need num_samples >= 2, got {num_samples}")
         self.num_samples = num_samples
         self.seed = seed
         self.every_n_steps = every_n_steps

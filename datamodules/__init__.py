@@ -200,17 +200,15 @@ def default_data_dir() -> str:
 def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     """Instantiate the dataset called `name` (a key of DATASETS) with the given DataModule arguments;
     `data_dir` defaults as `--data-dir` does (`default_data_dir`)."""
-    spec = DATASETS[name]
-    module = spec.module
+    module = DATASETS[name].module
     kwargs.setdefault("data_dir", default_data_dir())
-    if spec.options is not None:
-        # The dataset's options checked as a run checks them: one its other settings leave unread
-        # (`series_id` under the default `csv_layout`) is refused, not ignored.
-        options = {key: value for key, value in kwargs.items() if key in spec.options.types()}
-        given = {key: value for key, value in options.items() if value is not None}
-        parsed = parse_dataset_options(name, given, named=given)
-        # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.
-        kwargs.update({key: getattr(parsed, key) for key in given})
+    # The dataset options checked as a run checks them: one of another dataset (`stride` for sines), or
+    # one its other settings leave unread (`series_id` under the default `csv_layout`), is refused, not
+    # ignored.
+    given = {key: value for key, value in kwargs.items() if key in dataset_options() and value is not None}
+    parsed = parse_dataset_options(name, given, named=given)
+    # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.
+    kwargs.update({key: getattr(parsed, key) for key in given})
     return module(**kwargs)
 
 

@@ -131,11 +131,8 @@ class CelebADataModule(ImageDataModule):
                 if read == "key":
                     return {SOURCES_KEY: cache[SOURCES_KEY]} if SOURCES_KEY in cache.files else {}
                 return {split: cache[split] for split in SPLITS}
-        except MemoryError as exc:
-            raise DataError(
-                f"{self.cache_path} ({self.cache_path.stat().st_size / 1e9:.1f} GB) does not fit in this "
-                f"machine's free memory ({describe_error(exc)}): run where more memory is free"
-            ) from exc
+        except MemoryError:
+            raise  # not damage: the cache is larger than the free memory
         # A damaged archive fails in many ways (a header's syntax, an unknown compression); all mean the same.
         except Exception as exc:  # noqa: BLE001
             raise DataError(

@@ -70,10 +70,6 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-# How numpy pickles an array at protocol 5 (a file re-saved by recent Python): named as such, not as code.
-_PROTOCOL_5_ARRAYS = frozenset({"numpy._core.numeric._frombuffer", "numpy.core.numeric._frombuffer"})
-
-
 class ForeignPickle(pickle.UnpicklingError):
     """A pickle that names a global no CIFAR-10 batch names: what it asks to run, never run."""
 
@@ -109,12 +105,6 @@ def read_cifar_batch(path: Path) -> Batch:
         # label 1.7 to 1, and the run would train on them.
         data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
     except ForeignPickle as exc:
-        if exc.target in _PROTOCOL_5_ARRAYS:
-            # Benign, but not how the published batches store arrays; still not read.
-            raise DataError(
-                f"{path} stores its arrays through {exc.target}, which the published CIFAR-10 batches do "
-                "not name; re-save it with pickle protocol 4 or lower, or delete it and re-download"
-            ) from None
         raise DataError(
             f"{path} is not a CIFAR-10 batch: it asks to run {exc.target}; delete it and re-download"
         ) from None
@@ -122,16 +112,15 @@ def read_cifar_batch(path: Path) -> Batch:
     # them mean the same thing to the user. Code it asks to run was refused above, before anything ran.
     except Exception as exc:  # noqa: BLE001
         raise unreadable(describe_error(exc)) from exc
-    if data.dtype != np.uint8:
-        raise unreadable(f"pixels of type {data.dtype}, where the batches hold uint8 values 0..255")
-    if labels.dtype.kind not in "iu":
-        raise unreadable(f"labels of type {labels.dtype}, where the batches hold integers 0..9")
-    labels = labels.astype(np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels) or len(labels) == 0:
-        raise unreadable(f"data of shape {data.shape} with {len(labels)} labels")
-    if labels.min() < 0 or labels.max() > 9:
-        raise unreadable(f"labels span {labels.min()}..{labels.max()}, expected 0..9")
-    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
+    as_stored = data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3 * 32 * 32
+    ids = labels.dtype.kind in "iu" and len(labels) == len(data) > 0
+    ids = ids and 0 <= labels.min() <= labels.max() <= 9
+    if not (as_stored and ids):
+        raise unreadable(
+            f"pixels of type {data.dtype} and shape {data.shape}, labels of type {labels.dtype} and shape "
+            f"{labels.shape}, where a batch holds uint8 [N, 3072] and N labels 0..9"
+        )
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels.astype(np.int64))
 
 
 class CIFAR10DataModule(ImageDataModule):

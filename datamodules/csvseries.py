@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from lightning_genae.datamodules.base import Batch
-from lightning_genae.datamodules.options import CSVSeriesOptions, parse_channel_names
+from lightning_genae.datamodules.options import parse_channel_names
 from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
 from lightning_genae.datamodules.splits import fixed_split
 from lightning_genae.errors import ConfigError, DataError, describe_error
@@ -257,7 +257,6 @@ class CSVSeriesDataModule(SequenceDataModule):
     """A CSV file's series: windows of one recording split in time order, or a panel split by series."""
 
     name = "csv"
-    takes = tuple(CSVSeriesOptions.types())
     # The file's series once read (per instance; the class default says "not read yet").
     _table: SeriesTable | None = None
 

@@ -24,7 +24,7 @@ TRANSPARENT_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 # A square crop, (left, top, right, bottom) in the image's pixels, that a dataset frames its images by.
-# `read_images` checks that it is square and inside the image's first quadrant.
+# `read_square_image` refuses an image too small for it.
 CropBox = tuple[int, int, int, int]
 
 
@@ -120,8 +120,6 @@ def eight_bit(image: Image.Image, path: Path, white_is_zero: bool = False) -> Im
 def read_images(paths: Sequence[Path], size: int, channels: int, box: CropBox | None = None) -> Tensor:
     """All `paths` as one uint8 [N, C, size, size] tensor, in order (`read_square_image`, each cropped to
     `box` if given); decoding runs on a thread per core."""
-    if box is not None and (min(box) < 0 or box[2] - box[0] != box[3] - box[1] or box[2] <= box[0]):
-        raise ValueError(f"a crop box (left, top, right, bottom) must be a square of pixels, got {box}")
     out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
 
     def decode(item: tuple[int, Path]) -> None:

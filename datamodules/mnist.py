@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import re
 import struct
 import zlib
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 
 from lightning_genae.datamodules.base import Batch, ImageDataModule
 from lightning_genae.datamodules.splits import carve_validation
-from lightning_genae.errors import DataError, agree, describe_error
+from lightning_genae.errors import DataError, describe_error
 
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
@@ -62,10 +61,6 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
-# The start of torchvision's download error ("Error downloading train-images-idx3-ubyte.gz: <cause>").
-_DOWNLOADING_A_FILE = re.compile(r"RuntimeError: Error downloading \S+: ")
-
-
 class MNISTDataModule(ImageDataModule):
     """MNIST: the official 10,000 test images; a fixed stratified 5,000 of the 60,000 train for validation."""
 
@@ -84,64 +79,27 @@ class MNISTDataModule(ImageDataModule):
         return [name for name in names if find_idx_file(self.raw_dir, name) is None]
 
     def _files_in_data_dir_itself(self) -> DataError | None:
-        """The error for a data_dir that holds the IDX files itself (the raw folder named, a common slip)
-        or in a raw folder of its own (the dataset's folder named: DATA/MNIST, where torchvision would look
-        in, and download into, DATA/MNIST/MNIST/raw), found before any download; None otherwise."""
+        """The error for a data_dir that holds IDX files itself or in a raw folder of its own (the raw folder
+        or the dataset's folder named, where torchvision would look one level down), before any download.
+        MNIST's and Fashion-MNIST's files have the same names, so they are not said to be this dataset's."""
         names = [name for pair in IDX_FILES.values() for name in pair]
-        raw_inside = self.data_dir / "raw"
-        holder = next(
-            (
-                folder
-                for folder in (raw_inside, self.data_dir)
-                if all(find_idx_file(folder, name) is not None for name in names)
-            ),
-            None,
-        )
-        if holder is None:
-            return None
-        inside = holder.resolve()
-        # The folder a raw folder lies in: the dataset's own, by torchvision's layout.
-        dataset_folder = inside.parent if inside.name == "raw" else None
-        # MNIST's and Fashion-MNIST's files have the same names: a folder's own name says whose they are. A
-        # raw folder named itself is read so by any name; one inside the folder given, by a dataset's name.
-        other_datasets = {MNISTDataModule.folder, FashionMNISTDataModule.folder} - {self.folder}
-        if dataset_folder is not None and dataset_folder.name == self.folder:
-            fix = f"give data_dir {dataset_folder.parent}, the folder holding {self.folder}/raw"
-        elif dataset_folder is not None and (
-            dataset_folder.name in other_datasets if holder is raw_inside else dataset_folder.name
-        ):
-            return DataError(
-                f"{self.folder} not found in {self.raw_dir}; {holder} holds IDX files of "
-                f"{dataset_folder.name}, not of {self.folder}: give data_dir a folder holding "
-                f"{self.folder}/raw"
-            )
-        else:
-            fix = f"if they are {self.folder}'s, move them into {self.raw_dir}, or pass the folder holding it"
-        return DataError(f"{self.folder} not found in {self.raw_dir}, but its files are in {holder}: {fix}")
+        for holder in (self.data_dir / "raw", self.data_dir):
+            if all(find_idx_file(holder, name) is not None for name in names):
+                return DataError(
+                    f"{self.folder} not found in {self.raw_dir}, but {holder} holds IDX files: give data_dir "
+                    f"the folder holding {self.folder}/raw"
+                )
+        return None
 
     def _not_found(self, reason: str) -> DataError:
-        # Name the files that are missing: torchvision re-downloads all four, so its error names the
-        # first of them even when only a labels file is absent.
         missing = self._missing()
-        all_files = len(missing) == sum(len(pair) for pair in IDX_FILES.values())
-        if missing and not all_files:
-            # torchvision's download error names the file it fetched first, which need not be one missing
-            # here (a present file whose gzip differs from its checksum is fetched again): the cause alone.
-            reason = _DOWNLOADING_A_FILE.sub("", reason).replace("and it cannot", "which cannot", 1)
-            names = [f"{name}[.gz]" for name in missing]
-            listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
-            return DataError(
-                f"{self.folder} in {self.raw_dir} lacks {listed}, {reason}: put "
-                f"{agree(missing, 'that file', 'those files')} there, "
-                f"or give data_dir a folder holding a complete {self.folder}/raw"
-            )
-        misplaced = self._files_in_data_dir_itself()
-        if misplaced is not None:
-            return misplaced
+        if len(missing) == sum(len(pair) for pair in IDX_FILES.values()):
+            misplaced = self._files_in_data_dir_itself()
+            if misplaced is not None:
+                return misplaced
         return DataError(
-            f"{self.folder} not found in {self.raw_dir} {reason}: "
-            "put train-images-idx3-ubyte[.gz] etc. there, "
-            f"or give data_dir a folder holding {self.folder}/raw"
+            f"{self.folder} not found in {self.raw_dir} (missing {', '.join(missing)}) {reason}: put those "
+            f"IDX files [.gz] there, or give data_dir a folder holding {self.folder}/raw"
         )
 
     def prepare_data(self) -> None:

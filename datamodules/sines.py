@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from lightning_genae.datamodules.base import Batch
-from lightning_genae.datamodules.options import SinesOptions
 from lightning_genae.datamodules.sequence import SequenceDataModule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, fixed_split, seeded_uniform
 
@@ -50,7 +49,6 @@ class SinesDataModule(SequenceDataModule):
     """3000 synthetic series, fixed ~70/10/20 train/val/test split; unlabelled."""
 
     name = "sines"
-    takes = tuple(SinesOptions.types())
 
     @property
     def data_shape(self) -> tuple[int, int]:

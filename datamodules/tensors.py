@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule, checked_image_split
-from lightning_genae.errors import DataError, agree
 
 
 class TensorImageDataModule(ImageDataModule):
@@ -26,20 +25,11 @@ class TensorImageDataModule(ImageDataModule):
         batch_size: int = 64,
         seed: int = 0,
     ) -> None:
-        others = sorted(str(key) for key in splits if key not in SPLITS)
-        if others:
-            raise DataError(
-                f"{name}: splits holds {', '.join(map(repr, others))}, "
-                f"{agree(others, 'which is not a split', 'which are not splits')}; name them "
-                f"{', '.join(SPLITS)}"
-            )
-        given = {split: checked_image_split(split, splits.get(split)) for split in SPLITS}
-        shapes = {tuple(images.shape[1:]) for images, _ in given.values()}
-        if len(shapes) != 1:
-            raise DataError(f"{name}: the splits' images differ in shape {sorted(shapes)}; give one shape")
-        # Instance values of what a registered dataset sets on its class.
+        given = {split: checked_image_split(f"{name}: {split}", *splits[split]) for split in SPLITS}
+        # Instance values of what a registered dataset sets on its class; `_load_splits` holds every split
+        # to the train split's shape.
         self.name = name
-        self.default_shape = shapes.pop()
+        self.default_shape = tuple(given["train"][0].shape[1:])
         labels = torch.cat([labels for _, labels in given.values()])
         self.classes = int(labels.max()) + 1 if bool((labels >= 0).any()) else None
         self._given = given

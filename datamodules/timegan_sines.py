@@ -47,7 +47,6 @@ class TimeGANSinesDataModule(SequenceDataModule):
     """
 
     name = "timegan_sines"
-    takes = ()
 
     @property
     def data_shape(self) -> tuple[int, int]:

@@ -31,8 +31,8 @@ from lightning_genae.augmentation import (
 from lightning_genae.datamodules import DATASETS, DatasetSpec, dataset_options
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
-from lightning_genae.metrics.names import BACKBONES, KINDS, Direction, MetricKind, kind_spec
-from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
+from lightning_genae.metrics.names import BACKBONES, KINDS, MetricKind, kind_spec
+from lightning_genae.models import MODELS, ModelSpec
 from lightning_genae.plugin_loading import ENTRY_POINT_GROUP, PLUGINS_VARIABLE, load_plugins
 from lightning_genae.plugin_options import PLUGIN_OPTION_NAMES, PluginOptions, check_shared
 
@@ -45,7 +45,8 @@ _NAME = re.compile(r"[a-z][a-z0-9_-]*")
 _METRIC_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def _check_new(kind: str, name: str, registry: dict[str, Any], spec: Any, spec_type: type) -> None:
+def _check_new(kind: str, name: str, registry: dict[str, Any]) -> None:
+    """A new name is one users can type after --model/--data/--augment, and no built-in's."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "none":
         raise ConfigError(
             f"cannot register {kind} {name!r}: a name is lower case letters, digits, '_' or '-', starting "
@@ -53,17 +54,6 @@ def _check_new(kind: str, name: str, registry: dict[str, Any], spec: Any, spec_t
         )
     if name in registry:
         raise ConfigError(f"cannot register {kind} {name!r}: the name is taken; choose another")
-    if not isinstance(spec, spec_type):
-        raise ConfigError(
-            f"cannot register {kind} {name!r}: expected a {spec_type.__name__}, got {type(spec).__name__}"
-        )
-    location = getattr(spec, "location", "module:Class")
-    module, _, attribute = location.partition(":")
-    if not module or module.startswith(".") or not attribute:
-        raise ConfigError(
-            f"cannot register {kind} {name!r}: location {location!r} must name the class as "
-            "module:Class (the module's full import name, e.g. my_plugin.families:MyModule)"
-        )
 
 
 def register_model(name: str, spec: ModelSpec) -> None:
@@ -72,9 +62,7 @@ def register_model(name: str, spec: ModelSpec) -> None:
     Its options become flags beside the built-in families'; one that a built-in family or RunConfig
     already declares must have the same type (the command line has one flag per name).
     """
-    _check_new("model", name, MODELS, spec, ModelSpec)
-    if not (isinstance(spec.options, type) and issubclass(spec.options, FamilyOptions)):
-        raise ConfigError(f"cannot register model {name!r}: its options must be a FamilyOptions dataclass")
+    _check_new("model", name, MODELS)
     _note_plugin_options(spec.options)
     MODELS[name] = spec
 
@@ -86,9 +74,7 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
     become flags and config.yaml keys, and their values reach the DataModule's constructor as keywords. An
     option another dataset declares too is the same option, inherited from the class that declares it.
     """
-    _check_new("dataset", name, DATASETS, spec, DatasetSpec)
-    if not (isinstance(spec.options, type) and issubclass(spec.options, PluginOptions)):
-        raise ConfigError(f"cannot register dataset {name!r}: its options must be a PluginOptions dataclass")
+    _check_new("dataset", name, DATASETS)
     check_shared("dataset", name, spec.options, {other: known.options for other, known in DATASETS.items()})
     _note_plugin_options(spec.options)
     DATASETS[name] = spec
@@ -100,21 +86,17 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
     keys and checks as the built-ins' do, and a run that sets one that no chosen augmentation reads is
     refused. An option another augmentation declares too is the same option, inherited from the class that
     declares it (`--augment-p` from `StrengthOptions`)."""
-    _check_new("augmentation", name, AUGMENTATIONS, spec, AugmentationSpec)
-    if not (isinstance(spec.options, type) and issubclass(spec.options, PluginOptions)):
-        raise ConfigError(
-            f"cannot register augmentation {name!r}: its options must be a PluginOptions dataclass"
-        )
+    _check_new("augmentation", name, AUGMENTATIONS)
     check_shared("augmentation", name, spec.options, option_classes())
-    sides = typing.get_args(Side)
-    if spec.side not in sides:
+    # Either mistake would leave the run unaugmented under the augmentation's name.
+    if spec.side not in typing.get_args(Side):
         raise ConfigError(
-            f"cannot register augmentation {name!r}: side {spec.side!r} is none of "
-            f"{', '.join(map(repr, sides))}"
+            f"cannot register augmentation {name!r}: side {spec.side!r} is not 'data' or 'discriminator'"
         )
     if spec.side == "discriminator" and spec.build is None:
         raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
     if spec.side == "data" and spec.augmenter is None:
+        # Without one, the run would train on the data as it is under the augmentation's name.
         raise ConfigError(
             f"cannot register augmentation {name!r}: a data-side one runs an autoencoder family as its "
             "augmenter; name it (augmenter='ae')"
@@ -130,10 +112,6 @@ def register_metric(name: str, spec: FeatureMetricSpec) -> None:
     The name may not be a metric kind the project already logs (`fd`, `loss`, ...), nor end in a
     backbone's name, which would make `<name>_<backbone>` ambiguous.
     """
-    if not isinstance(spec, FeatureMetricSpec):
-        raise ConfigError(
-            f"cannot register metric {name!r}: expected a FeatureMetricSpec, got {type(spec).__name__}"
-        )
     if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
         raise ConfigError(
             f"cannot register metric {name!r}: a metric name is lower case letters, digits or '_', starting "
@@ -146,13 +124,6 @@ def register_metric(name: str, spec: FeatureMetricSpec) -> None:
         raise ConfigError(
             f"cannot register metric {name!r}: a name ending in _{clashing[0]} reads as a backbone's; "
             "choose another"
-        )
-    if not callable(spec.compute):
-        raise ConfigError(f"cannot register metric {name!r}: compute must be a function (real, generated)")
-    if not isinstance(spec.direction, Direction):
-        raise ConfigError(
-            f"cannot register metric {name!r}: direction must be Direction.LOWER, Direction.HIGHER or "
-            f"Direction.NONE, got {spec.direction!r}"
         )
     KINDS[name] = MetricKind(spec.direction, per_backbone=True)
     FEATURE_METRICS[name] = spec

@@ -12,7 +12,6 @@ import torch
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.base import map_images
-from lightning_genae.errors import DataError
 from lightning_genae.experiment.cli import main
 from lightning_genae.metrics.code_prior import CodeGaussianKL, gaussian_kl_divergence
 from lightning_genae.models import AAEModule, Autoencoder, Sampler
@@ -193,33 +192,6 @@ def test_supervised_mixture_sends_each_class_to_its_component_and_tells_the_disc
     assert module.latent_discriminator(draws, condition).shape == (4,)
     unsupervised = AAEModule((1, 16, 16), width=8, latent_dim=8, aae_prior="mixture")
     assert unsupervised.conditioning(labels) == (None, None)
-
-
-@pytest.mark.parametrize(
-    "labels", [torch.tensor([3.0, 0.0]), torch.eye(10)[[3, 0]].long(), torch.tensor([True, False])]
-)
-def test_supervised_mixture_given_labels_that_are_not_class_ids_says_how_to_make_them(labels):
-    module = AAEModule((1, 16, 16), width=8, latent_dim=8, aae_prior="mixture", aae_supervised=True)
-    with pytest.raises(DataError, match=r"an integer tensor \[N\].*labels.argmax\(1\)"):
-        module.conditioning(labels)
-
-
-def test_supervised_mixture_fitted_from_plain_loaders_names_what_it_reads(tmp_path):
-    # Its batches carry labels; the number of classes comes from the DataModule, which a fit on plain
-    # loaders has not: it would be told the data "has none".
-    import pytorch_lightning as pl
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from lightning_genae.errors import ConfigError
-
-    module = AAEModule((1, 16, 16), width=8, latent_dim=8, aae_prior="mixture", aae_supervised=True)
-    loader = DataLoader(TensorDataset(torch.rand(8, 1, 16, 16) * 2 - 1, torch.arange(8) % 2), batch_size=4)
-    trainer = pl.Trainer(
-        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        default_root_dir=tmp_path, limit_val_batches=0,
-    )  # fmt: skip
-    with pytest.raises(ConfigError, match="^aae_supervised reads the number of classes from the DataModule"):
-        trainer.fit(module, train_dataloaders=loader)
 
 
 @pytest.mark.parametrize("augment", ["diffaug", "ae-d", "ae+diffaug"])

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.cli import main
 from lightning_genae.models import aae as aae_module
 from lightning_genae.models.aae import AAEModule, paper_rates
@@ -222,15 +221,6 @@ def test_what_the_papers_training_cannot_use_is_refused(options, says, capsys):
     assert main(["--model", "aae", "--data", "digits", *options.split(), "--print-config"]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and says in error
-
-
-def test_a_loader_without_a_length_is_refused_where_the_schedule_counts_epochs(monkeypatch):
-    model = AAEModule((1, 16, 16), aae_nets="paper", aae_training="paper")
-    trainer = type("Trainer", (), {"num_training_batches": float("inf"), "global_step": 0})()
-    monkeypatch.setattr(type(model), "trainer", property(lambda self: trainer))
-    monkeypatch.setattr(model, "_trainer", trainer, raising=False)
-    with pytest.raises(ConfigError, match="training loader has no length"):
-        model.follow_paper_schedule(*model.configure_optimizers())
 
 
 def test_a_refused_resume_names_only_the_options_this_run_may_change(tmp_path, capsys):

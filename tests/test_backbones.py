@@ -221,7 +221,7 @@ def test_unshipped_dataset_without_datamodule_and_unknown_backbone_are_clear_err
     with pytest.raises(BackboneUnavailable) as error:
         load_backbone("classifier", "cifar10", cache_dir=tmp_path)
     assert_one_line(error, "cifar10", "datamodule")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="'vgg'"):
         load_backbone("vgg", "digits")
 
 

@@ -71,20 +71,6 @@ def test_impossible_settings_are_one_line_errors_naming_the_arguments(setting, w
     assert "data_on_device" in str(refused.value) and "--" not in str(refused.value)
 
 
-def test_a_split_that_does_not_fit_names_the_fix(monkeypatch):
-    data = digits("on")
-    images, labels = data.split_tensors("train")
-
-    def out_of_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(torch.Tensor, "to", out_of_memory)
-    with pytest.raises(
-        ConfigError, match=r"training split \(0\.0 MiB\) does not fit on cpu; use data_on_device off"
-    ):
-        data.loader_over(images, labels, train=True)
-
-
 # ----- the batches -----
 
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lightning_genae.augmentation.diffaug import DIFFAUG_OPERATIONS, DiffAugment, diff_augment, parse_policy
+from lightning_genae.augmentation.diffaug import DIFFAUG_OPERATIONS, diff_augment, parse_policy
+from lightning_genae.augmentation.discriminator import DiffAugment
 from lightning_genae.errors import ConfigError
 
 ALL = ("color", "translation", "cutout")
@@ -104,7 +105,6 @@ def test_output_dtype_unchanged_under_autocast():
 def test_empty_policy_is_identity():
     x = _images()
     assert diff_augment(x, (), _gen()) is x
-    assert DiffAugment(())(x) is x
 
 
 # --- translation -----------------------------------------------------------------------------------------
@@ -281,21 +281,18 @@ def test_parse_policy_rejects_bad_policy_with_one_line_naming_the_choices(text, 
     assert "color, translation, cutout" in message
 
 
-def test_diff_augment_rejects_unknown_names_and_bad_tensors():
+def test_diff_augment_rejects_unknown_names():
     with pytest.raises(ConfigError, match="unknown operation zoom"):
         diff_augment(_images(), ("color", "zoom"))
-    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
-        diff_augment(torch.zeros(3, 8, 8), ("color",))
 
 
-def test_diff_augment_module_has_no_parameters_and_shows_policy():
+def test_diff_augment_wrapper_shows_its_policy():
     module = DiffAugment("translation, cutout")
     assert module.policy == ("translation", "cutout")
-    assert list(module.parameters()) == []
-    assert "translation,cutout" in repr(module)
+    assert repr(module).startswith("diffaug translation,cutout")
     assert DiffAugment().policy == ALL
-    with pytest.raises(ConfigError):
-        DiffAugment(["color", "color"])
+    with pytest.raises(ConfigError, match="color listed more than once"):
+        DiffAugment("color,color")
 
 
 # --- ratios (--diffaug-translation, --diffaug-cutout) ----------------------------------------------------
@@ -343,24 +340,10 @@ def test_cutout_ratio_zero_cuts_nothing():
     assert torch.equal(diff_augment(x, ("cutout",), _gen(), cutout=0.0), x)
 
 
-def test_module_and_discriminator_wrapper_pass_the_ratios_on():
-    from lightning_genae.augmentation.discriminator import DiffAugment as DiscriminatorDiffAugment
-
+def test_the_discriminator_wrapper_passes_the_ratios_on():
     x = _images(b=8, c=1, h=16, w=16)
     assert torch.equal(DiffAugment("translation,cutout", translation=0.0, cutout=0.0)(x), x)
-    assert torch.equal(DiscriminatorDiffAugment("translation,cutout", translation=0.0, cutout=0.0)(x), x)
     torch.manual_seed(3)
-    wide = DiscriminatorDiffAugment("translation", translation=0.5)(x)
+    wide = DiffAugment("translation", translation=0.5)(x)
     assert _largest_shifts(x, wide, 8) > (2, 2), "shifts stayed within the default eighth"
-    assert repr(DiscriminatorDiffAugment("color,cutout", cutout=0.25)) == "diffaug color,cutout (cutout 0.25)"
-
-
-@pytest.mark.parametrize(
-    ("operation", "value"),
-    [("translation", 0.75), ("translation", -0.1), ("cutout", 1.5), ("cutout", float("nan"))],
-)
-def test_ratio_outside_its_range_is_refused(operation, value):
-    with pytest.raises(ValueError, match=f"{operation} ratio must lie in"):
-        diff_augment(_images(), (operation,), _gen(), **{operation: value})
-    with pytest.raises(ValueError, match=f"{operation} ratio must lie in"):
-        DiffAugment(operation, **{operation: value})
+    assert repr(DiffAugment("color,cutout", cutout=0.25)) == "diffaug color,cutout (cutout 0.25)"

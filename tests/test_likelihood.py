@@ -115,11 +115,6 @@ def test_a_bernoulli_model_matches_enumeration_of_its_two_latent_states_limit():
     )
 
 
-def test_k_below_one_is_refused():
-    with pytest.raises(ValueError, match="k must be at least 1"):
-        importance_sampled_log_likelihood(torch.zeros(1, 1), torch.zeros(1, 1), lambda z: z.sum(-1), 0)
-
-
 def test_the_vae_logs_its_importance_sampled_nll_named_with_k_and_it_beats_the_elbo():
     from lightning_genae.errors import ConfigError, DataError
     from lightning_genae.metrics.names import direction

@@ -72,59 +72,7 @@ def test_load_model_rebuilds_a_runs_family_and_names_the_fix_for_a_folder(tmp_pa
         ConfigError, match=r"^load_model: .* is a folder; pass a checkpoint file such as .*last.ckpt$"
     ):
         lightning_genae.load_model(run)
-    # Lightning's own loader, of the wrong family, names the family the run trained.
-    from lightning_genae.models.vae import VAEModule
-
-    with pytest.raises(
-        ConfigError, match=r"holds a run of the aae family, not a VAEModule; load it with lightning_genae"
-    ):
-        VAEModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
     assert type(AAEModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")) is AAEModule
-
-
-def test_lightnings_loader_given_a_run_of_another_kind_of_data_names_its_family(tmp_path):
-    # Its hyper-parameters lack the image families' shape argument: a TypeError from Lightning's saving.
-    from lightning_genae.experiment.cli import main
-    from lightning_genae.models.vae import VAEModule
-
-    run = tmp_path / "run"
-    args = ["--model", "rae", "--data", "sines", "--max-steps", "2", "--rnn-hidden", "4", "--latent-dim", "4"]
-    assert main([*args, "--backbone", "none", "--output", str(run)]) == 0
-    with pytest.raises(ConfigError, match=r"holds a run of the rae family, not a VAEModule; load it with"):
-        VAEModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
-
-
-def test_a_trainer_resuming_another_familys_or_options_checkpoint_names_it_in_one_line(tmp_path):
-    # torch's load_state_dict would list every mismatched weight in a RuntimeError.
-    import pytorch_lightning as pl
-
-    from lightning_genae.datamodules import build_datamodule
-    from lightning_genae.experiment.cli import main
-    from lightning_genae.models import MODELS
-
-    run = tmp_path / "run"
-    args = ["--model", "gan", "--max-steps", "2", "--width", "4", "--latent-dim", "4", "--backbone", "none"]
-    assert main([*args, "--batch-size", "16", "--output", str(run)]) == 0
-    last = str(run / "checkpoints" / "last.ckpt")
-    for model, whose in (
-        (MODELS["vae"].module((1, 16, 16), latent_dim=4, width=4), "VAEModule"),
-        (MODELS["gan"].module((1, 16, 16), latent_dim=8, width=4), "GANModule"),
-    ):
-        trainer = pl.Trainer(
-            max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, default_root_dir=tmp_path, limit_val_batches=0,
-        )  # fmt: skip
-        with pytest.raises(ConfigError, match=f"holds a run of the gan family that do not fit this {whose}"):
-            trainer.fit(model, datamodule=build_datamodule("digits", batch_size=16), ckpt_path=last)
-    # Lightning's partial load, asked for, is Lightning's: the weights that fit are taken.
-    partial = MODELS["gan"].module((1, 16, 16), latent_dim=4, width=4, ema=0.9)
-    partial.strict_loading = False
-    trainer = pl.Trainer(
-        max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, default_root_dir=tmp_path, limit_val_batches=0,
-    )  # fmt: skip
-    trainer.fit(partial, datamodule=build_datamodule("digits", batch_size=16), ckpt_path=last)
-    assert partial.iteration == 4
 
 
 def test_callbacks_for_refuses_a_trainer_writing_elsewhere_in_one_line(tmp_path, monkeypatch):
@@ -228,18 +176,6 @@ def test_a_bad_option_value_names_the_keyword_in_python_and_the_flag_on_the_comm
     assert capsys.readouterr().err.startswith(f"error: {flag(name)} ")
 
 
-def test_a_family_built_with_a_shape_of_the_wrong_kind_says_which_shape_it_takes():
-    from lightning_genae.models import MODELS
-
-    with pytest.raises(
-        ConfigError,
-        match=r"^VAEModule: image_shape must be \(C, H, W\) in positive integers, got \(16, 16\)$",
-    ):
-        MODELS["vae"].module((16, 16))
-    with pytest.raises(ConfigError, match=r"^RAEModule: series_shape must be \(T, C\)"):
-        MODELS["rae"].module((1, 24, 5))
-
-
 def test_evaluation_mode_restores_each_submodules_own_mode_and_shapes_are_plain_ints():
     import numpy as np
 
@@ -297,7 +233,6 @@ def test_the_python_snippets_run_as_written(page, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("batch", "fix"),
     [
-        ((torch.zeros(2, 1, 8, 8),), "dummy labels"),
         ((torch.zeros(2, 3, 8, 8), torch.zeros(2)), "build the model with the data's shape"),
         ((torch.full((2, 1, 8, 8), 255, dtype=torch.uint8), torch.zeros(2)), "x / 127.5 - 1 for [0, 255]"),
         ((torch.full((2, 1, 8, 8), 255.0), torch.zeros(2)), "x / 127.5 - 1 for [0, 255]"),
@@ -345,27 +280,6 @@ def test_a_model_built_for_other_data_stops_a_default_trainer_in_one_line(family
     assert "\n" not in str(caught.value)
     with pytest.raises(DataError, match="does not match the model's"):
         trainer.test(model, datamodule=build_datamodule(data, batch_size=8, data_dir=tmp_path))
-
-
-@pytest.mark.parametrize("family", ["gan", "vae"])
-def test_a_trailing_batch_of_one_item_for_batch_norm_is_one_line(family, tmp_path):
-    # A DataLoader of one's own keeps a last short batch; batch norm would fail on it inside torch.
-    import pytorch_lightning as pl
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from lightning_genae.errors import DataError
-    from lightning_genae.models import MODELS
-
-    images = torch.rand(9, 1, 16, 16) * 2 - 1
-    loader = DataLoader(TensorDataset(images, torch.zeros(9)), batch_size=4)
-    model = MODELS[family].module((1, 16, 16), latent_dim=4, width=4)
-    trainer = pl.Trainer(
-        max_steps=10, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0,
-    )  # fmt: skip
-    with pytest.raises(DataError, match="a training batch of 1 item reached .*drop_last=True"):
-        trainer.fit(model, train_dataloaders=loader)
-    assert model.iteration == 2, "the two full batches trained"
 
 
 @pytest.mark.parametrize("family", ["ae", "aae"])
@@ -437,49 +351,27 @@ SPLITS = ("train", "val", "test")
 
 
 @pytest.mark.parametrize(
-    ("splits", "fix"),
+    ("splits", "fact"),
     [
-        ({"train": (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4))}, "give train, val and test"),
-        ({s: (torch.zeros(4, 1, 8, 8), torch.zeros(4)) for s in SPLITS}, "to(torch.uint8)"),
-        ({s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(3)) for s in SPLITS}, "[N]"),
-        (
-            {s: (torch.zeros(4, 8, 8, 3, dtype=torch.uint8), torch.zeros(4)) for s in SPLITS},
-            "permute(0, 3, 1, 2)",
-        ),
-        # A split under another name was ignored, and labels below -1 or between class ids were taken.
-        (
-            {
-                **{s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4)) for s in SPLITS},
-                "valid": (),
-            },
-            "'valid', which is not a split; name them train, val, test",
-        ),
-        (
-            {s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, -5, 1])) for s in SPLITS},
-            "labels must be class ids 0, 1, ... or -1",
-        ),
-        (
-            {s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 0.5, 1, 1])) for s in SPLITS},
-            "got values from 0 to 1; number the classes from 0",
-        ),
-        (
-            {s: (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, torch.nan])) for s in SPLITS},
-            "labels hold NaN",
-        ),
-        # Already uint8: the missing axis is the fix, not a conversion.
-        (
-            {s: (torch.zeros(4, 8, 8, dtype=torch.uint8), torch.zeros(4)) for s in SPLITS},
-            "without a channel axis; add one with images.unsqueeze(1)",
-        ),
+        ({s: (torch.zeros(4, 1, 8, 8), torch.zeros(4)) for s in SPLITS}, "train images must be uint8"),
+        ({s: (torch.zeros(4, 8, 8, dtype=torch.uint8), torch.zeros(4)) for s in SPLITS}, "[N, C, H, W]"),
+        ({s: (torch.zeros(4, 8, 8, 3, dtype=torch.uint8), torch.zeros(4)) for s in SPLITS}, "channels-last"),
+        ({s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(3)) for s in SPLITS}, "train labels"),
+        ({s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, -5, 1])) for s in SPLITS},
+         "train labels"),
+        ({s: (torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 0.5, 1, 1])) for s in SPLITS},
+         "train labels"),
+        ({s: (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, torch.nan])) for s in SPLITS},
+         "train labels"),
     ],
-)
-def test_tensor_datamodule_refuses_what_it_cannot_store_in_one_line(splits, fix):
+)  # fmt: skip
+def test_tensor_datamodule_refuses_what_it_cannot_store_in_one_line(splits, fact):
     from lightning_genae.datamodules import TensorImageDataModule
     from lightning_genae.errors import DataError
 
     with pytest.raises(DataError) as error:
         TensorImageDataModule(splits)
-    assert fix in str(error.value) and "\n" not in str(error.value)
+    assert fact in str(error.value) and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("batch_size", [0, 2.5, True])
@@ -676,12 +568,12 @@ def test_an_unknown_name_in_a_registry_is_one_line_naming_the_choices_and_still_
     assert MODELS.get("vea") is None and "vea" not in MODELS
 
 
-def test_build_datamodule_leaves_an_argument_its_datamodule_does_not_take_to_python():
+def test_build_datamodule_leaves_an_unknown_argument_to_python_and_refuses_another_datasets_option():
     from lightning_genae.datamodules import build_datamodule
 
     with pytest.raises(TypeError, match="batch_sise"):
         build_datamodule("digits", batch_sise=64)
-    with pytest.raises(TypeError, match="seq_len"):
+    with pytest.raises(ConfigError, match="^seq_len "):
         build_datamodule("digits", seq_len=12)
     assert build_datamodule("sines", seq_len=12, batch_size=4).batch_size == 4
 
@@ -989,7 +881,6 @@ def test_a_double_precision_model_samples_in_double_precision():
     [
         ("zero-one", "DataError", "are 0 and 1: binary pixels are read as -1 and 1"),
         ("cropped", "DataError", "does not match the model's"),
-        ("empty", "DataError", "none given"),
         ("mse", "ConfigError", "recon_loss='bce'"),
     ],
 )
@@ -1001,7 +892,6 @@ def test_the_vaes_likelihood_of_input_it_cannot_score_is_one_line_naming_the_fix
     images = {
         "zero-one": (images + 1) / 2,
         "cropped": images[:, :, :8],
-        "empty": images[:0],
     }.get(change, images)
     with pytest.raises(getattr(lightning_genae, error), match=says) as raised:
         model.log_likelihood(images, 5)

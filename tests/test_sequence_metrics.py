@@ -102,12 +102,8 @@ def test_scores_work_under_inference_mode_as_in_a_lightning_evaluation_hook(real
 @pytest.mark.parametrize(
     ("call", "says"),
     [
-        (lambda x: discriminative_score(x[0], x, steps=1), "3-D [N, T, C]"),
-        (lambda x: discriminative_score(x, x[:, :, :1], steps=1), "differ in channels"),
         (lambda x: discriminative_score(x[:1], x[:1], steps=1), "at least 2 series"),
-        (lambda x: predictive_score(x[:, :1], x, steps=1), "at least 2 steps"),
         (lambda x: predictive_score(x * float("nan"), x, steps=1), "NaN or Inf"),
-        (lambda x: predictive_score(x, x, steps=0), "steps must be at least 1"),
     ],
 )
 def test_bad_input_is_a_one_line_value_error(real, call, says):

@@ -5,9 +5,6 @@ DiffAugment-ed inputs. Data-side augmentations (`ae`, `vae`, `vaegan`) change wh
 and work with every model; discriminator-side ones (`diffaug`, `ae-d`, `ada`) need a model that is an
 `ImageDiscriminator`. Each name is one `AugmentationSpec` in `AUGMENTATIONS`, whose `options` class
 (declared beside the augmentation's code) gives its flags, defaults, help and checks.
-
-Over 400 lines for one job: the registry and the plan of a run's augmentations, with every check of how
-they combine and which options each reads.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ from lightning_genae.plugin_options import AUTO, PluginOptions, Registry, option
 
 if TYPE_CHECKING:
     from lightning_genae.augmentation.adaptive import AdaptiveStrength
-    from lightning_genae.models.base import DiscriminatorAugmentation
+    from lightning_genae.models.protocols import DiscriminatorAugmentation
 
 Side = Literal["data", "discriminator"]
 

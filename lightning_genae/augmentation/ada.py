@@ -10,9 +10,6 @@ the images and the random draws, differentiable with respect to the images so th
 flows through it, and free of host syncs so that p may be a tensor on the device that the controller
 updates. All geometric operations are composed into one affine matrix per image and resampled once; all
 colour operations into one 4x4 colour matrix per image and applied with one matrix product.
-
-Over 400 lines for one job: ADA's pipeline, every geometric and colour operation of it with its
-probability and range.
 """
 
 from __future__ import annotations
@@ -444,22 +441,12 @@ class AdaPipeline:
         Images to which no operation applies come back unchanged, bit for bit; with p == 0 as a float the
         input itself is returned.
         """
-        if images.dim() != 4 or not images.is_floating_point():
-            raise ValueError(
-                f"AdaPipeline expects a float [B, C, H, W] tensor, got {images.dtype} of shape "
-                f"{tuple(images.shape)}"
-            )
         p = self.p
-        if not isinstance(p, Tensor):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"AdaPipeline p must lie in [0, 1], got {p}")
-            if p == 0.0:
-                return images
-        if not self.ops:
+        if (not isinstance(p, Tensor) and p == 0.0) or not self.ops:
             return images
         batch, channels, height, width = images.shape
-        if channels != 3 and any(name in RGB_ONLY_OPERATIONS for name in self.ops):
-            raise ValueError(f"AdaPipeline ops {','.join(self.ops)} need RGB images, got {channels} channels")
+        # Without RGB, `_recolour` applies the colour matrix as a scale and offset, which these have none of.
+        check_ops_fit(self.ops, channels)
         uniforms = sum(_DRAWS_PER_OPERATION[name][0] for name in self.ops)
         normals = sum(_DRAWS_PER_OPERATION[name][1] for name in self.ops)
         draws = _Draws(batch, uniforms, normals, images.device, generator)

@@ -16,13 +16,7 @@ from torch import Tensor
 
 from lightning_genae.augmentation.ada import AdaPipeline
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
-from lightning_genae.augmentation.diffaug import (
-    CUTOUT_RATIO,
-    TRANSLATION_RATIO,
-    check_ratio,
-    diff_augment,
-    parse_policy,
-)
+from lightning_genae.augmentation.diffaug import CUTOUT_RATIO, TRANSLATION_RATIO, diff_augment, parse_policy
 
 
 class AugmenterOnInputs:
@@ -87,14 +81,19 @@ class AdaptivePipeline:
 
 
 class DiffAugment:
-    """DiffAugment with a policy such as `color,translation,cutout` and its ratios (see diffaug.py)."""
+    """DiffAugment with a policy such as `color,translation,cutout` and its ratios, fractions of the image
+    size (see diffaug.py; `DiffAugmentOptions` bounds them)."""
 
     def __init__(
-        self, policy: str, *, translation: float = TRANSLATION_RATIO, cutout: float = CUTOUT_RATIO
+        self,
+        policy: str = "color,translation,cutout",
+        *,
+        translation: float = TRANSLATION_RATIO,
+        cutout: float = CUTOUT_RATIO,
     ) -> None:
         self.policy = parse_policy(policy)
-        self.translation = check_ratio("translation", translation)
-        self.cutout = check_ratio("cutout", cutout)
+        self.translation = translation
+        self.cutout = cutout
 
     def __call__(self, images: Tensor) -> Tensor:
         return diff_augment(images, self.policy, translation=self.translation, cutout=self.cutout)
@@ -116,8 +115,6 @@ class Composed:
     ) -> None:
         self.transforms = tuple(transforms)
         self.labels = tuple(labels) if labels is not None else tuple(map(repr, self.transforms))
-        if len(self.labels) != len(self.transforms):
-            raise ValueError(f"{len(self.labels)} labels for {len(self.transforms)} transforms")
 
     def __call__(self, images: Tensor) -> Tensor:
         for transform in self.transforms:

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from lightning_genae.datamodules import InMemoryDataModule
     from lightning_genae.experiment.attach import Attached
     from lightning_genae.models import DiscriminatorAugmentation, GenerativeModule
-    from lightning_genae.models.base import StrengthController
+    from lightning_genae.models.protocols import StrengthController
 
 # Training length when neither --max-steps nor --max-epochs is given, in training iterations.
 DEFAULT_MAX_STEPS = 2000

@@ -48,8 +48,6 @@ def importance_sampled_log_likelihood(
     `log_likelihood(z)` maps draws [n, B, L] to log p(x|z) [n, B] for the batch's own examples; the prior
     is N(0, I). Draws come from `generator` (seeded for a reproducible estimate).
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
     mean, log_var = mean.double(), log_var.double()
     std = (0.5 * log_var).exp()
     running = torch.full(mean.shape[:1], -math.inf, dtype=torch.float64, device=mean.device)

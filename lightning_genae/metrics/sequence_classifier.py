@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from lightning_genae.cache import file_sha256
 from lightning_genae.datamodules import build_datamodule, to_model_range
-from lightning_genae.errors import GenaeError, OptionError
+from lightning_genae.errors import GenaeError
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics.backbones import BackboneUnavailable
 
@@ -123,8 +123,6 @@ def train_sequence_classifier(
     Returns the model (eval mode, CPU) and its test accuracy; deterministic given `seed`, and the caller's
     random stream is left where it was.
     """
-    if epochs < 1:
-        raise OptionError("epochs", f"must be at least 1, got {epochs}")
     train_series, train_labels = splits["train"]
     _, seq_len, channels = train_series.shape
     config = SequenceClassifierConfig(seq_len, channels, int(train_labels.max()) + 1)

@@ -31,18 +31,18 @@ if TYPE_CHECKING:
     # __all__ only as `*_LAZY_EXPORTS`, hence the noqa).
     from lightning_genae.models.aae import AAEModule  # noqa: F401
     from lightning_genae.models.ae import AutoencoderModule  # noqa: F401
-    from lightning_genae.models.base import (  # noqa: F401
+    from lightning_genae.models.base import GenerativeModule  # noqa: F401
+    from lightning_genae.models.began import BEGANModule  # noqa: F401
+    from lightning_genae.models.gan import GANModule  # noqa: F401
+    from lightning_genae.models.protocols import (  # noqa: F401
         Autoencoder,
         DiscriminatorAugmentation,
         DiscriminatorScores,
-        GenerativeModule,
         ImageDiscriminator,
         ReconstructingDiscriminator,
         Sampler,
         ScoringDiscriminator,
     )
-    from lightning_genae.models.began import BEGANModule  # noqa: F401
-    from lightning_genae.models.gan import GANModule  # noqa: F401
     from lightning_genae.models.rae import RAEModule  # noqa: F401
     from lightning_genae.models.vae import VAEModule  # noqa: F401
     from lightning_genae.models.vaegan import VAEGANModule  # noqa: F401
@@ -73,18 +73,10 @@ class ModelSpec:
 
         # A built-in's location is relative to this package (".ae"), a plug-in's absolute.
         module = import_location(self.location, "lightning_genae.models", GenerativeModule, "a family")
-        if self.options is not module.options_type:
-            # The module parses its options with its own options_type: the registered one's would be refused
-            # as if the user had typed them.
-            raise ConfigError(
-                f"a family is registered at {self.location!r} with the options {self.options.__name__}, but "
-                f"{module.__name__}.options_type is {module.options_type.__name__}; set options_type = "
-                f"{self.options.__name__} on {module.__name__}"
-            )
         samples = callable(getattr(module, "sample", None))
         if samples != self.generates:
             # What resolve decides from the registration (the generative metrics, --backbone, what a resume
-            # may change) must be what the module is.
+            # may change) must be what the module is; `generates` defaults to True.
             raise ConfigError(
                 f"a family is registered at {self.location!r} with generates={self.generates}, but "
                 f"{module.__name__} {'has a' if samples else 'has no'} sample method; register it with "
@@ -176,14 +168,14 @@ _LAZY_EXPORTS = {
     "RAEModule": "rae",
     "VAEGANModule": "vaegan",
     "VAEModule": "vae",
-    "Autoencoder": "base",
-    "DiscriminatorAugmentation": "base",
-    "DiscriminatorScores": "base",
+    "Autoencoder": "protocols",
+    "DiscriminatorAugmentation": "protocols",
+    "DiscriminatorScores": "protocols",
     "GenerativeModule": "base",
-    "ImageDiscriminator": "base",
-    "ReconstructingDiscriminator": "base",
-    "Sampler": "base",
-    "ScoringDiscriminator": "base",
+    "ImageDiscriminator": "protocols",
+    "ReconstructingDiscriminator": "protocols",
+    "Sampler": "protocols",
+    "ScoringDiscriminator": "protocols",
 }
 
 

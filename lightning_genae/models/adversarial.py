@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from lightning_genae.models.base import DiscriminatorAugmentation, GenerativeModule, StrengthController
+from lightning_genae.models.base import GenerativeModule
+from lightning_genae.models.protocols import DiscriminatorAugmentation, StrengthController
 
 # Where a checkpoint keeps the state of ADA's controller (p, its accumulators, the last r_t).
 STRENGTH_KEY = "adaptive_strength"

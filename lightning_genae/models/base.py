@@ -1,12 +1,8 @@
-"""What every model family shares: its typed options, the small interface tools rely on, step counting.
+"""What every model family shares: its typed options, step counting, logging and the divergence watch.
 
-Callbacks, metrics and the augmentation never look at a model's class. They ask whether it is an
-`Autoencoder` (encode/decode/reconstruct), a `Sampler` (sample), an `ImageDiscriminator` (a
-discriminator of images whose inputs an augmentation may transform), a `ReconstructingDiscriminator`
-(a discriminator that is itself an autoencoder) or a `ScoringDiscriminator` (a discriminator whose score
-of each image can be read), the way pythae's samplers work on any model. A family's options are one
-frozen dataclass in `options.py` (a `FamilyOptions` subclass): the command line, config files, `--help`
-defaults and the checks all come from it.
+Tools never look at a model's class: they ask for the contracts in `protocols.py`. A family's options are
+one frozen dataclass in `options.py` (a `FamilyOptions` subclass): the command line, config files,
+`--help` defaults and the checks all come from it.
 """
 
 from __future__ import annotations
@@ -14,14 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import numbers
 import operator
-import os
 import pickle
 import typing
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from typing import Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -29,7 +23,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from lightning_genae.datamodules.placement import host_to_device
-from lightning_genae.errors import ConfigError, DataError, TrainingDiverged
+from lightning_genae.errors import TrainingDiverged
 from lightning_genae.lightning_internals import (
     log_global_value,
     record_training_values,
@@ -41,105 +35,6 @@ from lightning_genae.lightning_internals import (
 from lightning_genae.models.batch import check_batch, check_data
 from lightning_genae.models.options import FamilyOptions
 from lightning_genae.source import current_source
-
-
-@runtime_checkable
-class Autoencoder(Protocol):
-    """A model with a latent space reachable from images."""
-
-    latent_dim: int
-
-    def encode(self, images: Tensor) -> Tensor: ...
-
-    def decode(self, latents: Tensor) -> Tensor: ...
-
-    def reconstruct(self, images: Tensor) -> Tensor:
-        """decode(encode(images)) in eval mode without gradients (`inference`)."""
-        ...
-
-
-@runtime_checkable
-class Sampler(Protocol):
-    """A model that generates new images from its prior."""
-
-    latent_dim: int
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n new items from the prior (images in [-1, 1]), in eval mode without gradients (`inference`);
-        `generator` seeds the draws."""
-        ...
-
-
-# A differentiable transform of a batch of images in [-1, 1] (DiffAugment, the frozen augmenter, ...).
-DiscriminatorAugmentation = Callable[[Tensor], Tensor]
-
-
-@runtime_checkable
-class ImageDiscriminator(Protocol):
-    """A family that trains a discriminator of images: what the augmentations diffaug and ae-d act on.
-
-    It is built as `Family(image_shape, discriminator_augmentation=augment, **options)` and passes every
-    image its discriminator sees, real and generated, in the discriminator's and the generator's step,
-    through `discriminator_input`, so the augmentation cannot leak into the samples. A family whose
-    discriminator judges something else (the adversarial autoencoder's judges latent codes) is not one.
-    """
-
-    def discriminator_input(self, images: Tensor) -> Tensor: ...
-
-
-class StrengthController(Protocol):
-    """ADA's controller as a model feeds it (augmentation/adaptive.py): the real logits of each D step.
-
-    `p` and `rt` are 0-dim tensors on the device (logged as they are); its state goes into checkpoints.
-    """
-
-    p: Tensor
-    rt: Tensor
-
-    def observe(self, real_logits: Tensor) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-@runtime_checkable
-class ReconstructingDiscriminator(Protocol):
-    """A family whose discriminator is an autoencoder (BEGAN, EBGAN): its reconstructions can be shown.
-
-    `discriminator_reconstructions(real, generator)` returns named image batches of one size in the
-    order they are to be shown (real images, D's reconstructions of them, fakes from the seeded noise,
-    D's reconstructions of those), so a picture callback lays them out without knowing the family.
-    """
-
-    def discriminator_reconstructions(
-        self, real: Tensor, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]: ...
-
-
-# What a discriminator's score of an image is. A logit: higher means judged real, and its sign is D's verdict
-# (the quantity of ADA's r_t = E[sign D(x)]). An energy (BEGAN, EBGAN): D's reconstruction error, lower means
-# judged real; it has no sign to read.
-DiscriminatorScoreKind = Literal["logit", "energy"]
-
-
-class DiscriminatorScores(NamedTuple):
-    """D's raw score of each image [B] (float) and what kind of score it is."""
-
-    values: Tensor
-    kind: DiscriminatorScoreKind
-
-
-@runtime_checkable
-class ScoringDiscriminator(Protocol):
-    """A family whose discriminator scores single images: what the overfitting signal reads.
-
-    `discriminator_scores(images)` returns D's score of each image exactly as given, never augmented (the
-    caller chooses the images and the module's mode), so scores of training and held-out images taken the
-    same way can be compared.
-    """
-
-    def discriminator_scores(self, images: Tensor) -> DiscriminatorScores: ...
 
 
 def set_sgd_rate(optimizer: torch.optim.Optimizer, lr: float, momentum: float) -> None:
@@ -307,11 +202,9 @@ class GenerativeModule(pl.LightningModule):
 
     @restricted_classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Lightning's loader (a class method, refused on an instance, as Lightning's is); a run's checkpoint
-        of another family is refused naming that family, where Lightning would report the other family's
-        options as unknown ones. The file is read as every loader of the framework reads it, weights and
-        plain values only (unless `weights_only=False` is given): one holding more is refused in one line
-        (torch's own error advises loading it unsafely)."""
+        """Lightning's loader (a class method, as Lightning's is), reading weights and plain values only
+        unless given `weights_only=False`: a file holding more is refused in one line, and torch's advice to
+        load it unsafely never reaches the user. `lightning_genae.load_model(path)` picks the family."""
         weights_only = kwargs.setdefault("weights_only", True)
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
@@ -321,31 +214,10 @@ class GenerativeModule(pl.LightningModule):
             from lightning_genae.checkpoint import pickled_object_refused
 
             raise pickled_object_refused(error, checkpoint_path, "load_from_checkpoint") from None
-        except (ConfigError, TypeError) as error:
-            # Another family's options are unknown here (ConfigError), or, of another kind of data, its
-            # hyper-parameters lack this constructor's shape argument (TypeError).
-            if not isinstance(checkpoint_path, (str, os.PathLike)):
-                raise
-            from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint
-
-            try:
-                stored = RunCheckpoint.load(checkpoint_path, "load_from_checkpoint").contents.get(CONFIG_KEY)
-            except ConfigError:
-                raise error from None
-            from lightning_genae.models import MODELS
-
-            family = stored.get("model") if isinstance(stored, dict) else None
-            if family not in MODELS or issubclass(cls, MODELS[family].module):
-                raise
-            raise ConfigError(
-                f"{checkpoint_path} holds a run of the {family} family, not a {cls.__name__}; load it with "
-                "lightning_genae.load_model(path), which picks the family"
-            ) from None
 
     def items_needed_per_batch(self) -> tuple[int, str] | None:
         """(the fewest items a training batch on one device needs, the part of the family that needs them,
-        as a noun phrase) where its loss compares items of a batch; None where one item is enough (batch
-        norm is checked apart, for every family)."""
+        as a noun phrase) where its loss compares items of a batch; None where one item is enough."""
         return None
 
     def __init__(self, image_shape: tuple[int, ...] | list[int], **options: Any) -> None:
@@ -354,22 +226,8 @@ class GenerativeModule(pl.LightningModule):
         defaults and help (`run.py --help` shows the same under the family's flags)."""
         super().__init__()
         # The shape of one item of the data, whatever its kind; image families also call it image_shape.
-        self.data_shape = tuple(image_shape)
-        dims = {"image": "(C, H, W)", "sequence": "(T, C)"}.get(self.data_kind)
-        if dims is not None and (
-            len(self.data_shape) != dims.count(",") + 1
-            or not all(
-                isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in self.data_shape
-            )
-        ):
-            raise ConfigError(
-                f"{type(self).__name__}: {self.shape_key} must be {dims} in positive integers, got "
-                f"{self.data_shape}"
-            )
         # Plain ints: a checkpoint's hyper-parameters are read back with weights_only, which refuses numpy's.
-        self.data_shape = tuple(
-            operator.index(d) if isinstance(d, numbers.Integral) else d for d in self.data_shape
-        )
+        self.data_shape = tuple(operator.index(d) for d in image_shape)
         if self.data_kind == "image":
             self.image_shape = self.data_shape
         self.options = self.options_type.parse(options)
@@ -385,7 +243,6 @@ class GenerativeModule(pl.LightningModule):
         self.last_logged_training: LoggedTraining | None = None
         # The loops ("train", "validation", "test") whose first batch passed `check_batch`.
         self._checked_loops: set[str] = set()
-        self._batch_norm: bool | None = None  # whether its nets hold batch norm, once asked
         # This evaluation pass's sums (value x items, items) per name; the names in the progress bar.
         self._split_sums: dict[str, tuple[Tensor, int]] = {}
         self._split_prog_bar: set[str] = set()
@@ -409,13 +266,7 @@ class GenerativeModule(pl.LightningModule):
     def iteration_epoch(self) -> int:
         """The epoch (from 0) the current iteration falls in, counted from the iteration, so a resumed run
         keeps its place in a schedule set in epochs (its epoch counter starts the next epoch)."""
-        batches = self.trainer.num_training_batches
-        if batches == float("inf"):
-            raise ConfigError(
-                "this training's schedule is set in epochs, and the training loader has no length; give it a "
-                "Dataset with a length (a map-style one) or a lightning_genae DataModule"
-            )
-        return self.iteration // max(1, int(batches))
+        return self.iteration // max(1, int(self.trainer.num_training_batches))
 
     def log_training(self, values: Mapping[str, Tensor | float], prog_bar: bool = False) -> None:
         """Log this training batch's values (0-dim tensors, never `.item()`; they are detached and copied):
@@ -437,21 +288,6 @@ class GenerativeModule(pl.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._check_first_batch("train", batch)
-        if len(batch[0]) < 2 and self._normalises_over_the_batch():
-            # A DataLoader of one's own keeps a last, short batch unless told not to; torch's own error for
-            # it comes from deep inside batch norm, at the end of the first epoch.
-            raise DataError(
-                f"a training batch of {len(batch[0])} item reached {type(self).__name__}, whose batch norm "
-                "needs at least 2 per batch; give the training DataLoader drop_last=True (or a batch size "
-                "of at least 2)"
-            )
-
-    def _normalises_over_the_batch(self) -> bool:
-        if self._batch_norm is None:
-            self._batch_norm = any(
-                isinstance(module, nn.modules.batchnorm._BatchNorm) for module in self.modules()
-            )
-        return self._batch_norm
 
     def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._check_first_batch("validation", batch)
@@ -561,30 +397,6 @@ class GenerativeModule(pl.LightningModule):
         (`OBJECTIVE_FORM_KEY`), so a resume of a checkpoint that records another form, or none, says that
         the run goes on under this one."""
         return None
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse, in one line naming the checkpoint's family, weights that do not fit this module: a
-        Trainer's `ckpt_path` of another family's run, or of other options, failed in torch's
-        load_state_dict with every mismatched name. (run.py checks the same before it builds a Trainer.)
-        Lightning's partial loading (`strict_loading = False`) is left to Lightning."""
-        super().on_load_checkpoint(checkpoint)
-        if self._trainer is None or not self.strict_loading:
-            # load_from_checkpoint names another family itself and may be given strict=False; a module
-            # with strict_loading off asked for a partial load.
-            return
-        from lightning_genae.checkpoint import CONFIG_KEY, state_dict_mismatch
-
-        state = checkpoint.get("state_dict")
-        problem = state_dict_mismatch(self.state_dict(), state) if isinstance(state, Mapping) else None
-        if problem is None:
-            return
-        stored = checkpoint.get(CONFIG_KEY)
-        family = stored.get("model") if isinstance(stored, Mapping) else None
-        whose = f"a run of the {family} family" if family else "weights"
-        raise ConfigError(
-            f"the checkpoint holds {whose} that do not fit this {type(self).__name__} ({problem}); give a "
-            "checkpoint of this family and options, or load it with lightning_genae.load_model(path)"
-        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

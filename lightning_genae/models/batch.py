@@ -2,7 +2,8 @@
 
 A batch is `(data, labels)`: images `[N, C, H, W]` scaled to [-1, 1], or series `[N, T, C]` normalised per
 channel (finite values), matching the model's shape. Labels may be dummies (zeros) but must be there. What
-torch refuses by itself (data that is no tensor, or not of the weights' dtype) is left to torch.
+torch and Python refuse by themselves (a batch that is no pair, data that is no tensor or not of the
+weights' dtype) is left to them.
 """
 
 import warnings
@@ -23,11 +24,8 @@ def check_batch(
 ) -> None:
     """Raise a one-line `DataError` naming the fix when `batch` breaks the contract; warn on [0, 1] images
     unless `warn_scale` is off (a model says it once, for the first loop's batch)."""
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise DataError(
-            "a batch must be (data, labels); yield dummy labels, e.g. torch.zeros(len(data)), if none"
-        )
-    check_data(batch[0], data_kind, data_shape, warn_scale, what="the batch's data")
+    data, _ = batch
+    check_data(data, data_kind, data_shape, warn_scale, what="the batch's data")
 
 
 def check_data(

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorScores, adam, inference
+from lightning_genae.models.base import adam, inference
 from lightning_genae.models.options import BEGANOptions
+from lightning_genae.models.protocols import DiscriminatorScores
 from lightning_genae.nets.began import BEGANAutoencoder, BEGANDecoder, init_began_weights
 from lightning_genae.nets.conv import ConvAutoencoder, ConvDecoder, init_dcgan_weights
 
@@ -49,11 +50,10 @@ def pulling_away_term(codes: Tensor) -> Tensor:
     """EBGAN's pulling-away term: mean squared cosine similarity over distinct pairs of a batch's codes.
 
     0 when the codes are mutually orthogonal, 1 when they all point the same way; minimising it spreads
-    the generated batch out in D's code space (Zhao et al. 2017, eq. 5). Needs at least two codes.
+    the generated batch out in D's code space (Zhao et al. 2017, eq. 5). Needs at least two codes
+    (`items_needed_per_batch`).
     """
     n = codes.size(0)
-    if n < 2:
-        raise ValueError("the pulling-away term needs a batch of at least two codes")
     unit = F.normalize(codes.float().flatten(1), dim=1)
     cosines = unit @ unit.t()
     off_diagonal = cosines.pow(2).sum() - cosines.diagonal().pow(2).sum()

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from lightning_genae.errors import ConfigError
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorScores, adam, inference, set_sgd_rate
+from lightning_genae.models.base import adam, inference, set_sgd_rate
 from lightning_genae.models.options import GanLoss, GANOptions
+from lightning_genae.models.protocols import DiscriminatorScores
 from lightning_genae.nets import (
     ConvDecoder,
     ConvDiscriminator,
@@ -112,14 +112,9 @@ class GANModule(ImageAdversarialModule):
         return None if self.options.gan_training == "paper" else super().lower_learning_rate()
 
     def training_pixel_means(self) -> Tensor:
-        """Each pixel's mean over the training split, in [0, 1] ([C, H, W])."""
-        split_tensors = getattr(self.trainer.datamodule, "split_tensors", None)
-        if split_tensors is None:
-            raise ConfigError(
-                "gan_nets paper starts the generator's output from the training pixels' means, which it "
-                "reads from a lightning_genae DataModule: fit with one (lightning_genae.datamodules)"
-            )
-        images = split_tensors("train")[0]
+        """Each pixel's mean over the training split of the fit's lightning_genae DataModule, in [0, 1]
+        ([C, H, W])."""
+        images = self.trainer.datamodule.split_tensors("train")[0]
         # Summed exactly in int64 a block at a time: a float64 copy of the whole split is 8x its size
         # (330 MB for MNIST's uint8 training images).
         total = sum(block.sum(0, dtype=torch.int64) for block in images.split(4096))

@@ -69,11 +69,6 @@ class FamilyOptions(PluginOptions):
         names none)."""
         fields = type(self).__dataclass_fields__
         reasons = self.unread()
-        for name in reasons:
-            if name not in fields:
-                raise ConfigError(
-                    f"{type(self).__name__}.unread() names {name!r}, which is none of its options"
-                )
         refused = [name for name in reasons if name in given or getattr(self, name) != fields[name].default]
         if refused:
             raise unread_refusal(refused, reasons)
@@ -288,16 +283,6 @@ AAE_PAPER_HIDDEN = 1000
 DEFAULT_COMPONENTS = 10
 
 
-def check_mixture_fits(components: int, latent_dim: int) -> None:
-    """The mixture's means lie on the signed axes of the code: at most two components per dimension."""
-    if components > 2 * latent_dim:
-        raise ConfigError(
-            f"aae_components {components} needs latent_dim of at least {(components + 1) // 2} "
-            f"(the means lie on the {2 * latent_dim} signed axes of a {latent_dim}-d code); "
-            "raise latent_dim or lower aae_components"
-        )
-
-
 @dataclass(frozen=True)
 class AAEOptions(ReconstructionOptions):
     # Matching a deterministic code to the prior gets harder with every dimension: on digits after 500
@@ -368,8 +353,14 @@ class AAEOptions(ReconstructionOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.aae_prior == "mixture":
-            check_mixture_fits(self.aae_components, self.latent_dim)
+        components, latent_dim = self.aae_components, self.latent_dim
+        if self.aae_prior == "mixture" and components > 2 * latent_dim:
+            # The mixture's means lie on the signed axes of the code: at most two components per dimension.
+            raise ConfigError(
+                f"aae_components {components} needs latent_dim of at least {(components + 1) // 2} "
+                f"(the means lie on the {2 * latent_dim} signed axes of a {latent_dim}-d code); "
+                "raise latent_dim or lower aae_components"
+            )
         if self.aae_training == "paper":
             if self.aae_nets != "paper":
                 raise ConfigError(

@@ -60,10 +60,6 @@ class VAEModule(ReconstructionModule):
             )
         what = "log_likelihood's images"
         check_data(images, self.data_kind, self.data_shape, warn_scale=False, what=what)
-        if len(images) == 0:
-            raise DataError(
-                f"{what}: none given; give [N, {', '.join(map(str, self.data_shape))}] with N >= 1"
-            )
         if bool(((images == 0) | (images == 1)).all()):
             raise DataError(
                 f"{what} are 0 and 1: binary pixels are read as -1 and 1, as the model's data; give x * 2 - 1"

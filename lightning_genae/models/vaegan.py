@@ -24,8 +24,9 @@ from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import DiscriminatorScores, adam, inference
+from lightning_genae.models.base import adam, inference
 from lightning_genae.models.options import VAEGANOptions
+from lightning_genae.models.protocols import DiscriminatorScores
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
 

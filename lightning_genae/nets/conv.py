@@ -91,8 +91,6 @@ class ConvDecoder(nn.Module):
         output: str = "tanh",
     ) -> None:
         super().__init__()
-        if output not in ("tanh", "logits"):
-            raise ValueError(f"output must be 'tanh' or 'logits', got {output!r}")
         channels, height, _ = image_shape
         stages, base = downsampling_plan(height)
         widths = _widths(width, stages, max_width)[::-1]

@@ -1,0 +1,113 @@
+"""The contracts tools rely on instead of a model's class: callbacks, metrics and the augmentation ask
+whether a model is an `Autoencoder` (encode/decode/reconstruct), a `Sampler` (sample), an
+`ImageDiscriminator` (a discriminator of images whose inputs an augmentation may transform), a
+`ReconstructingDiscriminator` (a discriminator that is itself an autoencoder) or a `ScoringDiscriminator`
+(a discriminator whose score of each image can be read), so a new family gets grids and metrics for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class Autoencoder(Protocol):
+    """A model with a latent space reachable from images."""
+
+    latent_dim: int
+
+    def encode(self, images: Tensor) -> Tensor: ...
+
+    def decode(self, latents: Tensor) -> Tensor: ...
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """decode(encode(images)) in eval mode without gradients (`inference`)."""
+        ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A model that generates new images from its prior."""
+
+    latent_dim: int
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n new items from the prior (images in [-1, 1]), in eval mode without gradients (`inference`);
+        `generator` seeds the draws."""
+        ...
+
+
+# A differentiable transform of a batch of images in [-1, 1] (DiffAugment, the frozen augmenter, ...).
+DiscriminatorAugmentation = Callable[[Tensor], Tensor]
+
+
+@runtime_checkable
+class ImageDiscriminator(Protocol):
+    """A family that trains a discriminator of images: what the augmentations diffaug and ae-d act on.
+
+    It is built as `Family(image_shape, discriminator_augmentation=augment, **options)` and passes every
+    image its discriminator sees, real and generated, in the discriminator's and the generator's step,
+    through `discriminator_input`, so the augmentation cannot leak into the samples. A family whose
+    discriminator judges something else (the adversarial autoencoder's judges latent codes) is not one.
+    """
+
+    def discriminator_input(self, images: Tensor) -> Tensor: ...
+
+
+class StrengthController(Protocol):
+    """ADA's controller as a model feeds it (augmentation/adaptive.py): the real logits of each D step.
+
+    `p` and `rt` are 0-dim tensors on the device (logged as they are); its state goes into checkpoints.
+    """
+
+    p: Tensor
+    rt: Tensor
+
+    def observe(self, real_logits: Tensor) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class ReconstructingDiscriminator(Protocol):
+    """A family whose discriminator is an autoencoder (BEGAN, EBGAN): its reconstructions can be shown.
+
+    `discriminator_reconstructions(real, generator)` returns named image batches of one size in the
+    order they are to be shown (real images, D's reconstructions of them, fakes from the seeded noise,
+    D's reconstructions of those), so a picture callback lays them out without knowing the family.
+    """
+
+    def discriminator_reconstructions(
+        self, real: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]: ...
+
+
+# What a discriminator's score of an image is. A logit: higher means judged real, and its sign is D's verdict
+# (the quantity of ADA's r_t = E[sign D(x)]). An energy (BEGAN, EBGAN): D's reconstruction error, lower means
+# judged real; it has no sign to read.
+DiscriminatorScoreKind = Literal["logit", "energy"]
+
+
+class DiscriminatorScores(NamedTuple):
+    """D's raw score of each image [B] (float) and what kind of score it is."""
+
+    values: Tensor
+    kind: DiscriminatorScoreKind
+
+
+@runtime_checkable
+class ScoringDiscriminator(Protocol):
+    """A family whose discriminator scores single images: what the overfitting signal reads.
+
+    `discriminator_scores(images)` returns D's score of each image exactly as given, never augmented (the
+    caller chooses the images and the module's mode), so scores of training and held-out images taken the
+    same way can be compared.
+    """
+
+    def discriminator_scores(self, images: Tensor) -> DiscriminatorScores: ...
