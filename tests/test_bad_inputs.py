@@ -18,8 +18,6 @@ may name a file that the test makes, in braces:
     {ckpt_no_config}   the same checkpoint without its run configuration
     {ckpt_elsewhere}   a copy of that checkpoint kept outside any run folder's checkpoints/
     {three_images}     a folder of three PNG images
-    {dangling_images}  a folder whose images/ is a link to a folder that does not exist
-    {dangling_tensorboard}  the same of its tensorboard/
     {mnist_no_labels}  a data dir whose MNIST/raw lacks train-labels-idx1-ubyte (and nothing can be
                        downloaded: the network is refused)
 
@@ -105,16 +103,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[s
     (users_run_names / "images").mkdir(parents=True)
     (users_run_names / "eval.json").write_text("{}")
     (users_run_names / "images" / "samples_step0000001.png").write_bytes(b"mine")
-    # A folder whose images/ is a link to storage that is not there (scratch space not mounted).
-    dangling_images = root / "dangling-images"
-    dangling_images.mkdir()
-    (dangling_images / "images").symlink_to(root / "not-mounted" / "images")
-    dangling_tensorboard = root / "dangling-tensorboard"
-    dangling_tensorboard.mkdir()
-    (dangling_tensorboard / "tensorboard").symlink_to(root / "not-mounted" / "tensorboard")
     return {
-        "dangling_tensorboard": dangling_tensorboard,
-        "dangling_images": dangling_images,
         "users_files": users_files,
         "users_run_names": users_run_names,
         "null_seed": null_seed,

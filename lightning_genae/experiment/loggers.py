@@ -27,7 +27,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from lightning_genae.cache import write_atomically, write_file_atomically
 from lightning_genae.cluster import current_job, global_rank
 from lightning_genae.errors import RunFolderGone, describe_error
-from lightning_genae.experiment.run_folder import WANDB_ID
+from lightning_genae.experiment.overwrite import WANDB_ID
 from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.metrics.names import current_names
 from lightning_genae.progress import say, warn

@@ -38,7 +38,6 @@ from lightning_genae.experiment.resolve import ResolvedRun, refuse_a_run_folder_
 from lightning_genae.experiment.resume import written_by
 from lightning_genae.experiment.run_folder import (
     ClaimedRunFolder,
-    check_run_subfolders,
     read_summary,
     started_by_an_earlier_attempt_of_this_job,
 )
@@ -431,8 +430,6 @@ def run(
             if verdict not in (0, RANK_ZERO_GONE):
                 raise RankZeroStopped(verdict) from None
             raise
-    # The loggers' own folders, where they are used (checkpoints/ and images/ are checked for every run).
-    check_run_subfolders(run_dir, [name for name in ("tensorboard", "wandb") if name in config.logger])
     overwrite = config.overwrite
     if (
         not overwrite
