@@ -549,7 +549,7 @@ def relabelled(checkpoint: Path, folder: Path, **changes) -> Path:
 
 
 CKPT_INVALID = {
-    "missing file": (lambda made, tmp: tmp / "nowhere.ckpt", [], "does not exist"),
+    "missing file": (lambda made, tmp: tmp / "nowhere.ckpt", [], "no checkpoint file"),
     "not an autoencoder": (lambda made, tmp: made["gan"], [], "not an autoencoder"),
     "another train size": (lambda made, tmp: made["ae"], ["--train-size", "100"], "--train-size"),
     "all the data": (lambda made, tmp: made["ae"], [], "--train-size"),
@@ -623,7 +623,7 @@ def test_a_run_is_not_resumed_with_another_augmenter_under_its_augment_ckpt_file
     capsys.readouterr()
     assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "4"]) == 2
     err = capsys.readouterr().err
-    assert f"--augment-ckpt {given} holds another augmenter than the one the run in {run_dir} trained" in err
+    assert f"--augment-ckpt {given} holds another augmenter" in err and str(run_dir) in err
     assert read_summary(run_dir)["global_step"] == 2
     given.write_bytes(kept)
     assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "4"]) == 0

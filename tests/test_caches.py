@@ -397,9 +397,10 @@ def test_an_evaluation_or_resume_on_other_validation_or_test_images_is_refused(
     before = files_of(run_dir)
     capsys.readouterr()
     assert main(["--evaluate", str(checkpoint)]) == 2
-    one_line(capsys, "--evaluate", f"the {split} images differ from the run's", "restore the run's")
+    named = {"val": "validation", "test": "test"}[split]
+    one_line(capsys, "--evaluate", f"the {named} images differ from the run's")
     assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "3"]) == 2
-    one_line(capsys, "--resume", f"the {split} images differ from the run's")
+    one_line(capsys, "--resume", f"the {named} images differ from the run's")
     assert files_of(run_dir) == before
 
 
@@ -433,7 +434,7 @@ def test_a_checkpoint_without_a_data_hash_resumes_only_from_its_own_folder(
     capsys.readouterr()
     resume = ["--resume", "last", "--output", str(checkpoint.parent.parent), "--max-steps", "3"]
     assert main([*resume, "--data-dir", str(moved)]) == 2
-    one_line(capsys, "--resume", "records no hash", f"--data-dir {folder}")
+    one_line(capsys, "--resume", "records no hash", str(moved), str(folder))
 
 
 def augment_with(checkpoint: Path, folder: Path, run_dir: Path) -> int:

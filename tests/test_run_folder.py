@@ -433,17 +433,6 @@ def test_a_folder_locked_by_a_live_run_is_refused_naming_its_owner(tmp_path, hol
     assert sorted(os.listdir(output)) == [LOCK_FILE], "the owner's lock stays and nothing is written"
 
 
-def test_resume_last_of_a_run_still_writing_before_its_first_checkpoint_names_the_run(
-    tmp_path, held_lock, capsys
-):
-    """Not "last.ckpt does not exist": the folder's run is alive and has not checkpointed yet."""
-    output = tmp_path / "run"
-    held_lock(output)
-    assert main(["--output", str(output), "--resume", "last"]) == 2
-    one_line(capsys, "in use by another run", f"pid {os.getpid()}")
-    assert sorted(os.listdir(output)) == [LOCK_FILE]
-
-
 def test_evaluate_of_a_run_still_training_writes_no_eval_json_in_its_folder(finished_run, held_lock, capsys):
     """Its eval.json would describe an early checkpoint beside the final summary.json, and block --evaluate of
     the final weights without --overwrite."""
