@@ -238,7 +238,7 @@ def _check_augmenter_checkpoint(plan: GridPlan, tuning: TuningPlan | None) -> No
             datamodules[split] = resolved.build_datamodule()
             datamodules[split].prepare_data()
             datamodules[split].setup("fit")
-        check_augmenter_checkpoint(augment, datamodules[split], config.seed)
+        check_augmenter_checkpoint(augment, datamodules[split])
 
 
 def _largest_training_data(plan: GridPlan) -> InMemoryDataModule | None:
