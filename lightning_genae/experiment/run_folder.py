@@ -262,16 +262,24 @@ class ClaimedRunFolder:
         """
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
+        if path.is_dir():
+            # Refused before the lock is taken: taking it rewrites the record a killed run left there, which
+            # its requeued job reads (`started_by_an_earlier_attempt_of_this_job`).
+            put_back_a_stopped_overwrite(path)
+            cls._holds_a_run_to_replace(path, resuming_from, overwrite, locked=False)
         made = _make_folder(path)
         try:
-            # Locked before anything is read: a run that starts meanwhile is refused, naming this one.
             lock = RunFolderLock.acquire(path)
         except BaseException:
             _remove_empty(made)  # refused, or interrupted: a folder made for this run is not left behind
             raise
         try:
             finish_a_stopped_overwrite(path)
-            set_aside = cls._replaced(path, resuming_from, overwrite)
+            # Again under the lock: a run or a grid that started meanwhile has written its files by now.
+            replaced = cls._holds_a_run_to_replace(path, resuming_from, overwrite, locked=True)
+            # Set aside, not removed: a mistake found after this (the data, an augmenter checkpoint, the
+            # model) stops the run before it trains, and the run replaced must then still be there.
+            set_aside = SetAside.take(path) if replaced else None
         except BaseException:
             lock.release()
             _remove_empty(made)
@@ -288,8 +296,11 @@ class ClaimedRunFolder:
         )
 
     @staticmethod
-    def _replaced(path: Path, resuming_from: Path | None, overwrite: bool) -> SetAside | None:
-        """Refuse `path` unless it may take the run; the run an `overwrite` replaces, set aside."""
+    def _holds_a_run_to_replace(
+        path: Path, resuming_from: Path | None, overwrite: bool, locked: bool
+    ) -> bool:
+        """Refuse `path` unless it may take the run; whether it holds a run that `overwrite` replaces.
+        `locked`: this process holds the folder's lock, so a live owner is not looked for."""
         if (path / GRID_FILE).exists():
             # The grid's files are not a run's to remove, and the run's would lie among its cells.
             raise RunFolderRefused(
@@ -299,9 +310,12 @@ class ClaimedRunFolder:
         refuse_files_no_run_wrote(path, files)
         if not files:
             refuse_run_names_without_a_run(path)
-            return None
+            return False
         if resuming_from is not None and resuming_from.resolve() == path.resolve():
-            return None
+            return False
+        if not locked and not overwrite:
+            # A run still writing there is named as such, not taken for a finished or abandoned one.
+            RunFolderLock.refuse_if_held(path)
         if resuming_from is not None:
             raise RunFolderRefused(
                 f"--output {path} holds another run ({', '.join(files)}) than the checkpoint's "
@@ -313,9 +327,7 @@ class ClaimedRunFolder:
                 fixes.insert(0, f"continue it with --resume last --output {shlex.quote(str(path))}")
             raise another_run(path, files, fixes)
         refuse_linked_run_folders(path)
-        # Set aside, not removed: a mistake found after this (the data, an augmenter checkpoint, the model)
-        # stops the run before it trains, and the run replaced must then still be there.
-        return SetAside.take(path)
+        return True
 
     def training_started(self) -> None:
         """The new run trains: the run it replaces goes for good, and the notice says what went."""
