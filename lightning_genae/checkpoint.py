@@ -66,7 +66,7 @@ class RunCheckpoint:
         if not path.is_file():
             raise ConfigError(f"{flag}: no checkpoint file at {path}")
         if not is_torch_file(path):
-            raise ConfigError(f"{flag}: {path} is not a checkpoint (not in a format torch.save writes)")
+            raise ConfigError(f"{flag}: {path} is not a readable checkpoint (not a file torch.save writes)")
         try:
             with warnings.catch_warnings():
                 # torch's notes on pickle protocols speak to its developers, not to a user of this program.
