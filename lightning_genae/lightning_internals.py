@@ -17,11 +17,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+from pytorch_lightning.core.optimizer import _configure_optimizers
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 from pytorch_lightning.utilities.model_helpers import _restricted_classmethod
 
 __all__ = [
     "Tqdm",
+    "configured_optimizers",
     "kill_launched_processes",
     "log_global_value",
     "record_training_values",
@@ -233,3 +235,9 @@ def log_global_value(pl_module: pl.LightningModule, name: str, value: Any, **log
 # Lightning's decorator for `load_from_checkpoint`: a class method that refuses to be called on an
 # instance (where it would return a new model and leave the instance as it was).
 restricted_classmethod = _restricted_classmethod
+
+
+def configured_optimizers(configured: Any) -> list[torch.optim.Optimizer]:
+    """The optimizers in whatever `configure_optimizers` returned (an optimizer, a list, a dict, a list of
+    dicts, or optimizers and schedulers), in order, read by Lightning's own parser of those forms."""
+    return _configure_optimizers(configured)[0]

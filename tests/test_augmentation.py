@@ -549,7 +549,7 @@ def relabelled(checkpoint: Path, folder: Path, **changes) -> Path:
 
 
 CKPT_INVALID = {
-    "missing file": (lambda made, tmp: tmp / "nowhere.ckpt", [], "does not exist"),
+    "missing file": (lambda made, tmp: tmp / "nowhere.ckpt", [], "no checkpoint file"),
     "not an autoencoder": (lambda made, tmp: made["gan"], [], "not an autoencoder"),
     "another train size": (lambda made, tmp: made["ae"], ["--train-size", "100"], "--train-size"),
     "all the data": (lambda made, tmp: made["ae"], [], "--train-size"),
@@ -557,7 +557,7 @@ CKPT_INVALID = {
     "another dataset": (
         lambda made, tmp: relabelled(made["ae"], tmp, data="mnist"),
         ["--train-size", "200"],
-        "trained on mnist",
+        "--data mnist",
     ),
 }
 
@@ -623,7 +623,7 @@ def test_a_run_is_not_resumed_with_another_augmenter_under_its_augment_ckpt_file
     capsys.readouterr()
     assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "4"]) == 2
     err = capsys.readouterr().err
-    assert f"--augment-ckpt {given} holds another augmenter than the one the run in {run_dir} trained" in err
+    assert f"--augment-ckpt {given} holds another augmenter" in err and str(run_dir) in err
     assert read_summary(run_dir)["global_step"] == 2
     given.write_bytes(kept)
     assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "4"]) == 0
@@ -813,23 +813,6 @@ def test_an_augmenter_or_pool_too_large_for_memory_is_one_line_naming_its_option
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and named in err and "does not fit in memory" in err
     assert not output.exists()
-
-
-def test_a_cached_augmenter_that_records_another_recipe_than_its_name_is_trained_again(
-    tmp_path, monkeypatch, capsys
-):
-    """The cache file's name is the hash of the recipe; a file copied over another (an augmenter of another
-    code size) is caught by what it records, not used under the name it was given."""
-    monkeypatch.setenv("GENAE_CACHE_DIR", str(tmp_path / "cache"))
-    small = plan_for(augment="ae", augmenter_width=8, augmenter_latent_dim=4, augmenter_steps=5)
-    large = plan_for(augment="ae", augmenter_width=8, augmenter_latent_dim=8, augmenter_steps=5)
-    _, small_record = load_augmenter(small, digits(tmp_path), seed=0, accelerator="cpu")
-    _, large_record = load_augmenter(large, digits(tmp_path), seed=0, accelerator="cpu")
-    shutil.copyfile(small_record["path"], large_record["path"])
-    capsys.readouterr()
-    module, record = load_augmenter(large, digits(tmp_path), seed=0, accelerator="cpu")
-    assert "records latent_dim 4 where 8 was asked; training it again" in capsys.readouterr().out
-    assert module.latent_dim == 8 and record["source"] == "trained now"
 
 
 def test_ae_d_moves_each_chosen_input_towards_another_input_of_the_whole_batch():

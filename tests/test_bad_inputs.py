@@ -14,12 +14,8 @@ may name a file that the test makes, in braces:
     {binary_file}      a file of random bytes
     {run}              a finished 3-iteration ae run folder on digits
     {ckpt}             that run's checkpoints/last.ckpt
-    {ckpt_no_step}     the same checkpoint without its global_step
     {ckpt_no_config}   the same checkpoint without its run configuration
-    {ckpt_elsewhere}   a copy of that checkpoint kept outside any run folder's checkpoints/
     {three_images}     a folder of three PNG images
-    {dangling_images}  a folder whose images/ is a link to a folder that does not exist
-    {dangling_tensorboard}  the same of its tensorboard/
     {mnist_no_labels}  a data dir whose MNIST/raw lacks train-labels-idx1-ubyte (and nothing can be
                        downloaded: the network is refused)
 
@@ -70,13 +66,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[s
     binary.write_bytes(bytes(range(256)) * 4)
     ckpt = tiny_ae_run / "checkpoints" / "last.ckpt"
     contents = torch.load(ckpt, map_location="cpu", weights_only=True)
-    no_step = root / "no-step.ckpt"
-    torch.save({key: value for key, value in contents.items() if key != "global_step"}, no_step)
     no_config = root / "no-config.ckpt"
     torch.save({key: value for key, value in contents.items() if key != CONFIG_KEY}, no_config)
-    elsewhere = root / "kept" / "model.ckpt"
-    elsewhere.parent.mkdir()
-    elsewhere.write_bytes(ckpt.read_bytes())
     images = root / "three-images"
     images.mkdir()
     noise = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8), dtype=np.uint8)
@@ -105,16 +96,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[s
     (users_run_names / "images").mkdir(parents=True)
     (users_run_names / "eval.json").write_text("{}")
     (users_run_names / "images" / "samples_step0000001.png").write_bytes(b"mine")
-    # A folder whose images/ is a link to storage that is not there (scratch space not mounted).
-    dangling_images = root / "dangling-images"
-    dangling_images.mkdir()
-    (dangling_images / "images").symlink_to(root / "not-mounted" / "images")
-    dangling_tensorboard = root / "dangling-tensorboard"
-    dangling_tensorboard.mkdir()
-    (dangling_tensorboard / "tensorboard").symlink_to(root / "not-mounted" / "tensorboard")
     return {
-        "dangling_tensorboard": dangling_tensorboard,
-        "dangling_images": dangling_images,
         "users_files": users_files,
         "users_run_names": users_run_names,
         "null_seed": null_seed,
@@ -122,9 +104,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, tiny_ae_run: Path) -> dict[s
         "binary_file": binary,
         "run": tiny_ae_run,
         "ckpt": ckpt,
-        "ckpt_no_step": no_step,
         "ckpt_no_config": no_config,
-        "ckpt_elsewhere": elsewhere,
         "three_images": images,
         "mnist_no_labels": mnist,
     }

@@ -43,4 +43,4 @@ def test_the_rule_needs_both_a_zero_loss_and_runaway_outputs():
 def test_a_run_on_a_papers_fixed_schedule_is_not_told_to_lower_lr():
     saturated = {"train/loss_d": 0.0, "train/d_real": 2e8, "train/d_fake": -2e8}
     warning = collapse_warning(saturated, None)
-    assert warning is not None and "lower --lr" not in warning and "another --seed" in warning
+    assert warning is not None and "lower --lr" not in warning and "another seed" in warning

@@ -147,7 +147,7 @@ def test_a_run_resumes_from_the_checkpoint_a_divergence_message_names(tmp_path, 
         assert main([*args, "--output", str(run_dir)]) == 2
     message = one_error_line(capsys)
     advised, step = advised_checkpoint(message)
-    lower_lr = re.search(r"--lr (\S+)$", message).group(1)
+    lower_lr = re.search(r"\(lr (\S+)\)$", message).group(1)
     assert (step, lower_lr) == (4, "0.0001")
     assert main(["--resume", str(advised), "--lr", lower_lr, "--max-steps", "6"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -167,7 +167,7 @@ def test_vae_at_lr_1e6_keeps_a_finite_last_ckpt_and_says_when_a_resume_fails_aga
     assert main([*args, "--output", str(run_dir)]) == 2
     message = one_error_line(capsys)
     # A tenth of 1e6 would diverge as surely: the family's default is advised.
-    assert "became NaN or infinite by step 2" in message and "--lr 0.001" in message, message
+    assert "became NaN or infinite by step 2" in message and "(lr 0.001)" in message, message
     advised, step = advised_checkpoint(message)
     assert (advised, step) == (run_dir / "checkpoints" / "last.ckpt", 1)
     written = advised.read_bytes()
@@ -177,7 +177,7 @@ def test_vae_at_lr_1e6_keeps_a_finite_last_ckpt_and_says_when_a_resume_fails_aga
     assert main(["--resume", "last", "--output", str(run_dir), "--lr", "1e-3", "--max-steps", "10"]) == 2
     message = one_error_line(capsys)
     assert f"diverged again before writing a checkpoint newer than {advised} (step 1)" in message, message
-    assert "start again with a lower --lr and --overwrite, e.g. --lr 0.0001 --overwrite" in message
+    assert "start again with a lower learning rate (lr 0.0001)" in message
     assert advised.read_bytes() == written
 
 
@@ -244,10 +244,10 @@ def test_a_divergence_before_any_checkpoint_says_none_exists(tmp_path, capsys):
     args = ["--model", "aae", *TINY_RUN, "--lr", "1e6", "--max-steps", "10", "--output", str(run_dir)]
     assert main(args) == 2
     message = one_error_line(capsys)
-    assert "no checkpoint was written before it" in message and "--lr 0.001 --overwrite" in message, message
+    assert "no checkpoint was written before it" in message and "(lr 0.001)" in message, message
     assert "resume" not in message
     assert list(run_dir.glob("**/*.ckpt")) == []
-    # The advice as written: the folder holds the diverged run, which --overwrite replaces.
+    # The advice taken: the folder holds the diverged run, which --overwrite replaces.
     advised = [*args[: args.index("--lr")], *args[args.index("--lr") + 2 :], "--lr", "0.001", "--overwrite"]
     assert (
         main(
@@ -369,9 +369,7 @@ def test_a_resume_into_a_folder_without_checkpoints_is_advised_the_checkpoint_it
         retried_lower=False,
         resumed_from=given,
     )
-    assert (
-        advice == f"resume from {given} (step 2, all finite) with a lower --lr: --resume {given} --lr 0.0001"
-    )
+    assert advice == f"resume from {given} (step 2, all finite) with a lower learning rate (lr 0.0001)"
     again = resume_advice(
         tmp_path / "new" / "checkpoints", 1, lower_lr=1e-4, started_at=2, resumed_from=given
     )

@@ -59,7 +59,7 @@ def test_a_cosine_run_resumes_on_its_schedule_with_the_rate_asked_for(tmp_path: 
 def test_a_new_rate_on_resume_keeps_the_schedules_factor() -> None:
     from types import SimpleNamespace
 
-    from lightning_genae.experiment.train import LearningRateOnResume
+    from lightning_genae.experiment.resume import LearningRateOnResume
 
     def half_each_step(step: int) -> float:
         return 0.5**step

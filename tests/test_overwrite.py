@@ -14,7 +14,7 @@ import pytest
 from tiny import TINY_RUN
 
 from lightning_genae.experiment.cli import main
-from lightning_genae.experiment.run_folder import remove_run_entries
+from lightning_genae.experiment.overwrite import remove_run_entries
 
 TINY_AE = ["--model", "ae", *TINY_RUN]
 # A mistake found only once the run folder is taken: more training images than digits has.
@@ -295,16 +295,16 @@ def test_a_run_whose_overwrite_was_killed_before_training_is_put_back_by_the_nex
 def test_a_set_aside_run_that_cannot_be_removed_once_training_starts_is_named_and_training_goes_on(
     finished_run, capsys, monkeypatch
 ):
-    from lightning_genae.experiment import run_folder
+    from lightning_genae.experiment import overwrite
 
-    real_remove = run_folder._remove
+    real_remove = overwrite.remove_entry
 
     def remove(entry: Path) -> None:
         if entry.name == ".genae-replaced-removed":
             raise OSError(16, "Device or resource busy")
         real_remove(entry)
 
-    monkeypatch.setattr(run_folder, "_remove", remove)
+    monkeypatch.setattr(overwrite, "remove_entry", remove)
     args = [*TINY_AE, "--max-steps", "2", "--eval-every", "2", "--output", str(finished_run), "--overwrite"]
     assert main(args) == 0
     captured = capsys.readouterr()
@@ -312,7 +312,7 @@ def test_a_set_aside_run_that_cannot_be_removed_once_training_starts_is_named_an
     assert "removed the previous run's" not in captured.out
     assert json.loads((finished_run / "summary.json").read_text())["global_step"] == 2
     # What was left is never taken for a run to put back: the next start removes it, the new run stays.
-    monkeypatch.setattr(run_folder, "_remove", real_remove)
+    monkeypatch.setattr(overwrite, "remove_entry", real_remove)
     assert main(["--resume", "last", "--output", str(finished_run), "--max-steps", "3"]) == 0
     assert not (finished_run / ".genae-replaced-removed").exists()
     assert json.loads((finished_run / "summary.json").read_text())["global_step"] == 3

@@ -449,65 +449,22 @@ def test_a_plugins_names_read_without_the_plugin_point_to_genae_plugins(yaml_tex
 
 
 @pytest.mark.parametrize(
-    ("transform", "says"),
-    [
-        (
-            lambda x: x[..., ::2, ::2],
-            "returned (32, 1, 8, 8) torch.float32 on cpu for images (32, 1, 16, 16)",
-        ),
-        (lambda x: x.double(), "returned (32, 1, 16, 16) torch.float64 on cpu"),
-        (lambda x: x[:3], "returned (3, 1, 16, 16) torch.float32"),
-        (lambda x: (x, x), "returned tuple"),
-        (lambda x: x * float("nan"), "returned NaN or infinite values"),
-        (lambda x: 1 / 0, "failed on a batch of 32 training images of shape (1, 16, 16): ZeroDivisionError"),
-        (lambda x: x.detach(), "returned images that carry no gradient from its input"),
-        (lambda x: torch.zeros_like(x), "returned images that carry no gradient from its input"),
-        (lambda x: x.round(), "returned images that carry no gradient from its input"),
-        (lambda x: x.clamp_(-0.9, 0.9), "the gradient of its images cannot be taken back to its input"),
-    ],
-    ids=[
-        "shape",
-        "dtype",
-        "fixed-batch",
-        "not-a-tensor",
-        "nan",
-        "raises",
-        "detached",
-        "not-from-its-input",
-        "zero-gradient",
-        "in-place",
-    ],  # fmt: skip
+    "transform",
+    [lambda x: x.detach(), lambda x: torch.zeros_like(x), lambda x: x.round(), lambda x: (x, x)],
+    ids=["detached", "not-from-its-input", "zero-gradient", "not-a-tensor"],
 )
-def test_a_plugin_augmentation_that_does_not_return_its_inputs_kind_is_refused_before_training(
-    transform, says, clean_registries, tmp_path, capsys
+def test_a_plugin_augmentation_that_passes_no_gradient_to_its_input_is_refused_before_training(
+    transform, clean_registries, tmp_path, capsys
 ):
+    """The generator learns through a discriminator-side augmentation: without a gradient it would learn
+    nothing from the discriminator, with every value finite."""
     spec = AugmentationSpec("broken", side="discriminator", build=lambda options, parts: transform)
     register_augmentation("toy_broken", spec)
     output = tmp_path / "run"
     args = [*TINY_RUN, "--model", "gan", "--augment", "toy_broken", "--max-steps", "2", "--backbone", "none"]
     assert main([*args, "--output", str(output)]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "--augment toy_broken" in line and says in line and "fix its build in" in line
+    one_line(capsys, "--augment toy_broken", "no gradient")
     assert not output.exists()
-
-
-def test_a_plugin_augmentation_whose_build_fails_is_refused_in_one_line(clean_registries, tmp_path, capsys):
-    def build(options, parts):
-        raise ValueError("build boom")
-
-    register_augmentation("toy_broken", AugmentationSpec("broken", side="discriminator", build=build))
-    output = tmp_path / "run"
-    args = [*TINY_RUN, "--model", "gan", "--augment", "toy_broken", "--max-steps", "2", "--backbone", "none"]
-    assert main([*args, "--output", str(output)]) == 2
-    one_line(capsys, "--augment toy_broken: its build failed: ValueError: build boom (fix it in ")
-    assert not output.exists()
-    # In a grid the arm's cells fail with that line and the other arms run.
-    grid = [*TINY_RUN, "--model", "gan", "--augment", "none,toy_broken", "--max-steps", "2", "--seeds", "0"]
-    grid += ["--output", str(output)]
-    assert main(grid) == 1
-    assert "--augment toy_broken: its build failed: ValueError: build boom" in capsys.readouterr().err
-    assert (output / "toy_broken-tsfull-seed0" / "failed.json").is_file()
-    assert not (output / "none-tsfull-seed0" / "failed.json").exists()
 
 
 def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, tmp_path):

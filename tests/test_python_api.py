@@ -59,7 +59,7 @@ def test_sampling_and_reconstructing_run_in_eval_mode_and_leave_the_model_as_it_
     assert not model.training
 
 
-def test_load_model_rebuilds_a_runs_family_and_names_the_fix_for_a_folder(tmp_path):
+def test_load_model_rebuilds_a_runs_family_and_refuses_a_folder(tmp_path):
     from lightning_genae.experiment.cli import main
     from lightning_genae.models.aae import AAEModule
 
@@ -68,9 +68,7 @@ def test_load_model_rebuilds_a_runs_family_and_names_the_fix_for_a_folder(tmp_pa
     assert main([*args, "--output", str(run)]) == 0
     model = lightning_genae.load_model(run / "checkpoints" / "last.ckpt")
     assert type(model) is AAEModule and not model.training and model.latent_dim == 4
-    with pytest.raises(
-        ConfigError, match=r"^load_model: .* is a folder; pass a checkpoint file such as .*last.ckpt$"
-    ):
+    with pytest.raises(ConfigError, match=r"^load_model: no checkpoint file at "):
         lightning_genae.load_model(run)
     assert type(AAEModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")) is AAEModule
 

@@ -72,7 +72,7 @@ def test_a_resume_with_nothing_left_to_train_is_refused_and_touches_nothing(max_
     before = snapshot(finished_run)
     assert main(["--resume", "last", "--output", str(finished_run), *max_steps]) == 2
     limit = max_steps[1] if max_steps else "3"
-    one_line(capsys, "the run is at iteration 3", f"--max-steps {limit} leaves nothing to train", "above 3")
+    one_line(capsys, "the run is at iteration 3", f"--max-steps {limit} leaves nothing to train")
     assert snapshot(finished_run) == before, "no checkpoint, summary or metrics row rewritten"
 
 
@@ -99,20 +99,14 @@ def test_a_resume_whose_other_budget_is_spent_is_refused_naming_it(tmp_path, cap
         )
         == 2
     )
-    one_line(
-        capsys, "the run is at epoch 2 and --max-epochs 2 leaves nothing to train", "--max-epochs above 2"
-    )
+    one_line(capsys, "--max-epochs 2 leaves nothing to train")
     assert not resumed.exists() and snapshot(by_epochs) == before
     by_steps = tmp_path / "by-steps"
     assert main([*common, "--max-steps", "3", "--output", str(by_steps)]) == 0
     capsys.readouterr()
     assert main(["--resume", "last", "--output", str(by_steps), "--max-epochs", "1"]) == 2
-    one_line(
-        capsys,
-        # Two iterations an epoch: the third is part-way through the second epoch, which is not counted.
-        "the run is at iteration 3 (epoch 1), and --max-steps 3 and --max-epochs 1 leave nothing to train",
-        "give --max-steps above 3 and --max-epochs above 1",
-    )
+    # Two iterations an epoch: the third is part-way through the second epoch, which is not counted.
+    one_line(capsys, "at iteration 3 (epoch 1)", "--max-steps 3 and --max-epochs 1 leaves nothing to train")
 
 
 def test_an_extended_run_stopped_in_its_final_evaluation_finishes_with_resume_last(finished_run, capsys):

@@ -120,7 +120,7 @@ def test_a_raw_pickle_as_a_checkpoint_is_our_one_line_without_torchs_advice(flag
     assert main([*extra, flag, str(path), "--output", str(out)]) == 2
     captured = capsys.readouterr()
     line = one_error_line_of(captured.err)
-    assert f"{path} is not a readable checkpoint" in line and "nothing in it was run" in line
+    assert f"{path} is not a readable checkpoint" in line
     assert "weights_only" not in captured.err + captured.out
     assert not out.exists()
 

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import signal
-import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.environments import LightningEnvironment
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 
 from lightning_genae.augmentation import AugmentPlan
@@ -29,7 +24,7 @@ from lightning_genae.cache import cache_root, file_sha256, state_sha256, write_a
 from lightning_genae.callbacks.checkpoints import StoreRunConfig
 from lightning_genae.callbacks.progress_bar import IterationProgressBar
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint
-from lightning_genae.cluster import RunInterrupted, created_by_local_rank_zero, file_identity
+from lightning_genae.cluster import created_by_local_rank_zero, file_identity
 from lightning_genae.datamodules import InMemoryDataModule, dataset_options
 from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.config import RunConfig
@@ -113,52 +108,31 @@ def _load_module(checkpoint: RunCheckpoint, flag: str) -> tuple[GenerativeModule
     return checkpoint.restore(MODELS[family].module, flag), stored
 
 
-def _training_images(train_size: int | None) -> str:
-    return "the whole training split" if train_size is None else f"a --train-size {train_size} subset"
-
-
 def _check_given_checkpoint(
-    checkpoint: RunCheckpoint, stored: dict[str, Any], datamodule: InMemoryDataModule, seed: int
+    checkpoint: RunCheckpoint, stored: dict[str, Any], datamodule: InMemoryDataModule
 ) -> None:
     """A given augmenter must have seen the run's training data and no more: the same training split,
     compared by content; the configuration it records only explains a difference."""
     trained = checkpoint.training_data_sha256()
     current = datamodule.content_sha256("train")
-    if trained == current:
-        return
-    problems = []
-    if trained is None:
-        problems.append("it records no hash of the data it was trained on (written by an older version)")
-    elif stored.get("data") != datamodule.name:
-        problems.append(f"it was trained on {stored.get('data')}, this run uses {datamodule.name}")
-    elif stored.get("train_size") != datamodule.train_size:
-        problems.append(
-            f"it was trained on {_training_images(stored.get('train_size'))}, "
-            f"this run on {_training_images(datamodule.train_size)}"
+    if trained != current:
+        recorded = f"SHA-256 {trained[:12]}" if trained else "no hash recorded"
+        size = stored.get("train_size") or "all"
+        raise ConfigError(
+            f"--augment-ckpt {checkpoint.path}: its augmenter was trained on other training "
+            f"{datamodule.item_noun} than this run's ({recorded} against {current[:12]}; its run's --data "
+            f"{stored.get('data')} --train-size {size} --seed {stored.get('seed')}); train it on this run's "
+            "data, or drop --augment-ckpt to have one trained and cached"
         )
-    elif datamodule.train_size is not None and stored.get("seed") != seed:
-        problems.append(
-            f"its --train-size subset was drawn with seed {stored.get('seed')}, this run's with {seed}"
-        )
-    else:
-        problems.append(
-            f"its training {datamodule.item_noun} differ from this run's (SHA-256 {trained[:12]}, now "
-            f"{current[:12]}: were the files replaced?)"
-        )
-    raise ConfigError(
-        f"--augment-ckpt {checkpoint.path}: {'; '.join(problems)}; train the augmenter on the same data "
-        "(or drop --augment-ckpt to have it trained and cached)"
-    )
 
 
 def _cached_augmenter(
-    path: Path, datamodule: InMemoryDataModule, plan: AugmentPlan, seed: int
+    path: Path, datamodule: InMemoryDataModule
 ) -> tuple[GenerativeModule, dict[str, Any]] | None:
     """The augmenter cached at `path`, or None (with a one-line notice) when it must be trained again.
 
-    A cache file is this program's own: one that cannot be read safely, holds something else, was trained
-    on other data or records another recipe than the one its name was computed from (a file copied over
-    another) is replaced, never reported as a bad --augment-ckpt the user did not pass.
+    A cache file is this program's own: one that cannot be read safely, holds something else or was trained
+    on other data is replaced, never reported as a bad --augment-ckpt the user did not pass.
     """
     try:
         checkpoint = RunCheckpoint.load(path, "augmenter cache")
@@ -169,92 +143,7 @@ def _cached_augmenter(
     if checkpoint.training_data_sha256() != datamodule.content_sha256("train"):
         say(f"augmenter: the cached {path} was trained on other data; training it again")
         return None
-    differences = _recipe_differences(stored, module, plan, datamodule, seed)
-    if differences:
-        say(f"augmenter: the cached {path} records {', '.join(differences)}; training it again")
-        return None
     return module, stored
-
-
-def _recipe_differences(
-    stored: dict[str, Any],
-    module: GenerativeModule,
-    plan: AugmentPlan,
-    datamodule: InMemoryDataModule,
-    seed: int,
-) -> list[str]:
-    """What the augmenter at a cache path records that differs from the recipe the path was named after
-    (`augmenter_identity`), as `name X where Y was asked`."""
-    asked = {
-        "model": plan.augmenter_family,
-        "seed": seed,
-        "max_steps": plan.augmenter_steps,
-        "batch_size": augmenter_batch_size(datamodule),
-        "lr": augmenter_lr(plan.augmenter_family),
-        "latent_dim": plan.augmenter_latent_dim,
-        type(module).width_option: plan.augmenter_width,
-    }
-    recorded = {**stored, "latent_dim": module.latent_dim, **dict(module.hparams)}
-    return [
-        f"{name} {recorded.get(name)!r} where {value!r} was asked"
-        for name, value in asked.items()
-        if value is not None and recorded.get(name) != value
-    ]
-
-
-class _StopAugmenterOnSignal(Callback):
-    """Ctrl-C or SIGTERM while the augmenter trains: stop at the next iteration with exit 128 + signal.
-
-    Lightning's own handling of Ctrl-C ends the process with exit code 1 from inside `fit`, which reads as
-    a failure and leaves the augmenter's half-written cache entry behind. Here the signal is noted, the
-    training stops after the iteration in progress, `cleanup` removes what this training wrote, and
-    RunInterrupted carries the exit code (130 for Ctrl-C). A second Ctrl-C stops at once.
-    """
-
-    def __init__(self, cleanup: Callable[[], None]) -> None:
-        self.cleanup = cleanup
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # After Lightning's signal connector registered its handlers (it restores the originals at teardown).
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._note)
-
-    def _note(self, signum: int, frame: Any) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            self.cleanup()
-            print(
-                "second Ctrl-C: stopped at once; nothing of the augmenter was kept",
-                file=sys.stderr,
-                flush=True,
-            )
-            os._exit(128 + signal.SIGINT)
-        self.received = signum
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.received is None:
-            return
-        self._restore()
-        name = signal.Signals(self.received).name
-        raise RunInterrupted(
-            f"stopped by {name} while training the augmenter, before the run's first iteration; nothing of "
-            "it was cached and no run folder was kept: run the command again to start over",
-            128 + self.received,
-        )
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._restore()
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            if handler is not None:
-                signal.signal(signum, handler)
-        self._previous = {}
 
 
 def train_augmenter(
@@ -313,11 +202,7 @@ def train_augmenter(
                 # Inside a SLURM/torchrun job this is still one process on one device, not the job's world.
                 plugins=[LightningEnvironment()],
                 logger=CSVLogger(str(path.parent), name=path.stem, version=""),
-                callbacks=[
-                    StoreRunConfig(config.to_dict()),
-                    _StopAugmenterOnSignal(remove_partial_entry),
-                    IterationProgressBar("augmenter"),
-                ],
+                callbacks=[StoreRunConfig(config.to_dict()), IterationProgressBar("augmenter")],
                 enable_checkpointing=False,
                 limit_val_batches=0,
                 num_sanity_val_steps=0,
@@ -337,7 +222,7 @@ def train_augmenter(
 
 
 def _given_augmenter(
-    plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int
+    plan: AugmentPlan, datamodule: InMemoryDataModule
 ) -> tuple[GenerativeModule, dict[str, Any]]:
     """The augmenter of `--augment-ckpt`, refused unless it is of the family the plan needs and was trained
     on this run's training data."""
@@ -345,27 +230,11 @@ def _given_augmenter(
     module, stored = _load_module(checkpoint, "--augment-ckpt")
     if stored.get("model") != plan.augmenter_family:
         raise ConfigError(
-            f"--augment-ckpt {plan.checkpoint}: holds a --model {stored.get('model')} run, but this "
-            f"--augment needs a --model {plan.augmenter_family} augmenter; pass such a run's checkpoint"
+            f"--augment-ckpt {plan.checkpoint} holds a --model {stored.get('model')} run, and this --augment "
+            f"needs a --model {plan.augmenter_family} augmenter"
         )
-    if stored.get("data") == datamodule.name:
-        # Before the content: generated data of another shape differs by it alone, and the shape says why.
-        # (Another dataset is named as such by the content check.)
-        _check_data_shape(module, datamodule, f"--augment-ckpt {plan.checkpoint}")
-    _check_given_checkpoint(checkpoint, stored, datamodule, seed)
+    _check_given_checkpoint(checkpoint, stored, datamodule)
     return module, stored
-
-
-def _check_data_shape(module: GenerativeModule, datamodule: InMemoryDataModule, source: str) -> None:
-    """The augmenter must take the run's items: the shape options it was trained with are named."""
-    if tuple(module.data_shape) == tuple(datamodule.data_shape):
-        return
-    options = "--image-size, --channels" if datamodule.data_kind == "image" else "--seq-len, --channels"
-    raise ConfigError(
-        f"{source}: the augmenter takes {datamodule.item_noun} of shape {tuple(module.data_shape)}, this "
-        f"run's are {tuple(datamodule.data_shape)}; give the run the shape it was trained with ({options}), "
-        "or pass an augmenter trained on this data"
-    )
 
 
 def load_augmenter(
@@ -379,7 +248,7 @@ def load_augmenter(
 ) -> tuple[GenerativeModule, dict[str, Any]]:
     """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
     if plan.checkpoint is not None:
-        module, stored = _given_augmenter(plan, datamodule, seed)
+        module, stored = _given_augmenter(plan, datamodule)
         # The file's bytes too: a grid re-run compares them with a finished cell's before skipping it.
         origin = {
             "source": "checkpoint",
@@ -390,7 +259,7 @@ def load_augmenter(
         path = cache_path(plan, datamodule, seed, cache_dir)
         # Which file was judged, so that ranks waiting for its replacement recognise the new one.
         found = file_identity(path)
-        cached = _cached_augmenter(path, datamodule, plan, seed) if found is not None else None
+        cached = _cached_augmenter(path, datamodule) if found is not None else None
         trained_now = cached is None
         if cached is None:
             if not train_if_missing:
@@ -403,16 +272,9 @@ def load_augmenter(
                 "augmenter",
                 replacing=found,
             )
-            cached = _cached_augmenter(path, datamodule, plan, seed)
-            if cached is None:
-                raise ConfigError(
-                    f"augmenter: the {datamodule.name} training data changed while the augmenter trained "
-                    f"on it; run again once {datamodule.data_dir} stays as it is"
-                )
+            cached = _load_module(RunCheckpoint.load(path, "augmenter cache"), "augmenter cache")
         module, stored = cached
         origin = {"source": "trained now" if trained_now else "cache", "path": str(path)}
-        # A given checkpoint's shape was judged with its data (`_given_augmenter`).
-        _check_data_shape(module, datamodule, f"augmenter {path}")
     module.requires_grad_(False).eval()
     record = {
         **origin,

@@ -40,7 +40,7 @@ from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_MODES, read_images
 from lightning_genae.errors import ConfigError, DataError, RunFolderRefused, agree
 from lightning_genae.experiment import trainer as run_setup
-from lightning_genae.experiment.config import NO_BACKBONE, RunConfig, merge
+from lightning_genae.experiment.config import RunConfig, merge
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
     named_options,
@@ -105,24 +105,20 @@ def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None
     """Where eval.json goes, checked before anything is evaluated: never among another run's files, and
     never over an earlier evaluation without --overwrite. `own_run` is the evaluated checkpoint's run
     folder, where its eval.json belongs."""
-    if own_run is None or output.resolve() != own_run.resolve():
-        found = started_run_files(output)
-        if found:
-            raise ConfigError(
-                f"--output {output} holds a run ({', '.join(found[:2])}); give a folder of its own for "
-                f"{EVAL_FILE}" + (", or leave --output out to write beside the checkpoint" if own_run else "")
-            )
+    found = started_run_files(output)
+    if found and (own_run is None or output.resolve() != own_run.resolve()):
+        raise RunFolderRefused(
+            f"--output {output} holds a run ({', '.join(found[:2])}); give a folder of its own"
+        )
     path = output / EVAL_FILE
     if path.exists() and not _holds_an_evaluation(path):
         # --overwrite replaces what an evaluation wrote, never a file of the user's under the same name.
-        raise ConfigError(
-            f"{path} is not an evaluation's {EVAL_FILE} (no metrics read from it), so it is left as it is; "
-            "move it, or give --output DIR to write elsewhere"
+        raise RunFolderRefused(
+            f"{path} is not an evaluation's {EVAL_FILE}; give --output DIR to write elsewhere"
         )
     if path.exists() and not overwrite:
-        raise ConfigError(
-            f"{path} holds an earlier evaluation; give --overwrite to replace it, or --output DIR to write "
-            "elsewhere"
+        raise RunFolderRefused(
+            f"{path} holds an earlier evaluation; give --overwrite to replace it, or --output DIR"
         )
     return path
 
@@ -267,7 +263,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         # Its eval.json would describe an early checkpoint beside the run's final summary.json.
         raise RunFolderRefused(
             f"--evaluate: {checkpoint.run_folder} is in use by the run still training there ({owner}); give "
-            f"--output DIR for this evaluation's {EVAL_FILE}, or evaluate once the run has finished"
+            "--output DIR, or evaluate once the run has finished"
         )
     run_at_start = _run_started_as(checkpoint.run_folder) if in_its_run else None
     if note := other_source_note(checkpoint.contents.get(SOURCE_KEY), checkpoint_path):
@@ -284,24 +280,9 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     )
     prepare_data_early(datamodule, trainer)
     # Other data would give other numbers under the run's name.
-    checkpoint.check_trained_on(
-        datamodule,
-        "--evaluate",
-        "score the model on this data from Python (lightning_genae.load_model, then "
-        + ("lightning_genae.score_images)" if datamodule.data_kind == "image" else "its sample method)"),
-        data_dir=config.data_dir,
-    )
-    try:
-        # Looked up when it runs, as train.py's is, so both score with the same function.
-        metrics_callback = api.generative_metrics(model, datamodule, callback_settings(config))
-    except BackboneUnavailable as error:
-        if "backbone" in options or config.backbone != "inception" or config.inception_weights is not None:
-            raise
-        # The backbone is the training run's: re-scoring with another is the second way out.
-        raise BackboneUnavailable(
-            f"{error}; or score the run with --backbone classifier (fd_classifier, not comparable with "
-            f"fd_{config.backbone})"
-        ) from error
+    checkpoint.check_trained_on(datamodule, "--evaluate", data_dir=config.data_dir)
+    # Looked up when it runs, as train.py's is, so both score with the same function.
+    metrics_callback = api.generative_metrics(model, datamodule, callback_settings(config))
     representation = [RepresentationMetrics(seed=config.seed), DiscriminatorOverfitting(seed=config.seed)]
     # Seeded as the run's own evaluations were, so the numbers are the run's.
     trainer.callbacks += [SeededEvaluation(config.seed), *applicable(representation, model, datamodule)]
@@ -332,9 +313,8 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         if in_its_run and _run_started_as(checkpoint.run_folder) != run_at_start:
             # An --overwrite (or another start) in the folder meanwhile: these numbers are the old run's.
             raise RunFolderRefused(
-                f"{checkpoint.run_folder} was started again while {checkpoint.path.name} was evaluated (its "
-                f"{CONFIG_FILE} was rewritten), so {EVAL_FILE} was not written beside another run; evaluate "
-                "the folder's checkpoint again, or give --output DIR"
+                f"{checkpoint.run_folder} was started again while {checkpoint.path.name} was evaluated, so "
+                f"{EVAL_FILE} was not written beside another run"
             )
         path = _write(eval_file, result)
         table = format_metrics_table(metrics, test_headline(model.monitor, metrics))
@@ -385,7 +365,7 @@ def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -
 
 
 def _resolve_folder_evaluation(merged: RunConfig, chosen: str | None) -> ResolvedRun:
-    """The folder evaluation's settings, checked: image data, and a device it can score on."""
+    """The folder evaluation's settings, checked: image data."""
     if merged.data in DATASETS and DATASETS[merged.data].data_kind != "image":
         images = ", ".join(name for name, spec in DATASETS.items() if spec.data_kind == "image")
         raise ConfigError(
@@ -395,19 +375,7 @@ def _resolve_folder_evaluation(merged: RunConfig, chosen: str | None) -> Resolve
     if chosen is None and merged.inception_weights is not None:
         # Every backbone is scored, Inception with the weights given: resolve checks them as its own.
         merged = replace(merged, backbone="inception")
-    resolved = resolve(merged)
-    config = resolved.config
-    if config.accelerator not in ("auto", "cpu", "gpu", "cuda"):
-        raise ConfigError(
-            f"--evaluate-folder scores on the CPU or a CUDA GPU, not --accelerator {config.accelerator}; use "
-            "--accelerator cpu, gpu or auto"
-        )
-    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"--accelerator {config.accelerator}: no GPU is visible to this process; use --accelerator cpu "
-            "(or auto)"
-        )
-    return resolved
+    return resolve(merged)
 
 
 def evaluate_folder(
@@ -425,12 +393,8 @@ def evaluate_folder(
         raise ConfigError(f"--evaluate-folder reads only {read}; drop {flags}")
     if "output" not in options:
         raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
-    if not Path(folder).is_dir():
-        raise DataError(f"--evaluate-folder {folder} is not a folder; pass a folder of PNG/JPG files")
     # A backbone named on the command line is the only one, and its failure an error.
     chosen = options.get("backbone")
-    if chosen == NO_BACKBONE:
-        raise ConfigError("--evaluate-folder with --backbone none would score nothing; drop --backbone")
     # A config file's backbone (a run's config.yaml names the run's) does not restrict the scoring: the
     # folder is scored with every backbone unless --backbone is typed.
     read = {
@@ -441,11 +405,11 @@ def evaluate_folder(
     resolved = _resolve_folder_evaluation(merge(read, options), chosen)
     config = resolved.config
     refuse_a_scored_folder_among_the_data(config, folder)
+    paths = scan_folder(Path(folder)).paths
     eval_file = claim_eval_output(Path(options["output"]), config.overwrite)
     datamodule = resolved.build_datamodule()
     datamodule.prepare_data()
     datamodule.setup("test")
-    paths = scan_folder(Path(folder)).paths
     if len(paths) < MIN_FEATURE_SAMPLES:
         raise DataError(
             f"--evaluate-folder {folder} holds {len(paths)} {agree(paths, 'image', 'images')}; the "
@@ -456,9 +420,7 @@ def evaluate_folder(
     channels, size, _ = datamodule.image_shape
     _say_how_images_are_framed(paths, datamodule)
     images = read_images(paths, size, channels)
-    device = torch.device(
-        "cuda" if torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda") else "cpu"
-    )
+    device = torch.device("cuda" if torch.cuda.is_available() and config.accelerator != "cpu" else "cpu")
     result: dict[str, Any] = {
         "folder": os.path.abspath(folder),
         "n_images": len(images),

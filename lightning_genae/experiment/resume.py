@@ -1,35 +1,41 @@
-"""Which checkpoint a run continues: the one `--resume` names, or for a restarted cluster job the one its
-own earlier attempt wrote."""
+"""Continuing a run: the checkpoint it continues from (the one `--resume` names, or for a restarted cluster
+job the one its own earlier attempt wrote), whether that leaves anything to train, and what the resumed run
+carries on (the learning rate asked for, the augmenter it trained with)."""
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
 
 from lightning_genae.checkpoint import RunCheckpoint
-from lightning_genae.cluster import ClusterJob
-from lightning_genae.errors import ConfigError
+from lightning_genae.cluster import ClusterJob, current_job
+from lightning_genae.errors import ConfigError, RunFolderRefused
+from lightning_genae.experiment.config import RunConfig, flag
+from lightning_genae.lightning_internals import configured_optimizers
+from lightning_genae.models import GenerativeModule, changeable_on_resume
+from lightning_genae.models.base import OBJECTIVE_FORM_KEY, SOURCE_KEY
+from lightning_genae.progress import say, warn
 from lightning_genae.run_files import CLUSTER_JOB_KEY, last_checkpoint
+from lightning_genae.source import other_source_note
+
+if TYPE_CHECKING:
+    from lightning_genae.experiment.resolve import ResolvedRun
 
 
 def to_resume(resume: str | None, output: str | None) -> RunCheckpoint | None:
     """The checkpoint `--resume` names (`last` = `<--output>/checkpoints/last.ckpt`), or None."""
     if resume is None:
         return None
-    if resume != "last":
-        return RunCheckpoint.load(resume, "--resume")
-    if output is None:
-        raise ConfigError("--resume last needs --output RUN_DIR, the run folder to continue")
-    path = last_checkpoint(output)
-    if not path.is_file():
-        from lightning_genae.experiment.run_lock import RunFolderLock
-
-        # A run still writing there (before its first checkpoint) is the reason to name.
-        RunFolderLock.refuse_if_held(Path(output))
-        raise ConfigError(
-            f"--resume last: {path} does not exist; pass --output of a run folder with "
-            "checkpoints/last.ckpt, or --resume PATH.ckpt"
-        )
-    return RunCheckpoint.load(path, "--resume")
+    if resume == "last":
+        if output is None:
+            raise ConfigError("--resume last needs --output RUN_DIR, the run folder to continue")
+        resume = str(last_checkpoint(output))
+    return RunCheckpoint.load(resume, "--resume")
 
 
 def written_by(checkpoint: RunCheckpoint, job: ClusterJob) -> str:
@@ -46,8 +52,6 @@ def earlier_attempt_wrote(run_dir: Path) -> str | None:
     """`written_by` of `run_dir`'s last.ckpt for the cluster job this process is a restart of; None where
     this is no restarted job or there is no readable checkpoint. A restart continues its own run rather than
     replacing it again (an `--overwrite` in its command was done by its earlier attempt)."""
-    from lightning_genae.cluster import current_job
-
     job = current_job()
     path = last_checkpoint(run_dir)
     if job is None or job.restart_count == 0 or not path.is_file():
@@ -56,3 +60,197 @@ def earlier_attempt_wrote(run_dir: Path) -> str | None:
         return written_by(RunCheckpoint.load(path, "--resume"), job)
     except ConfigError:
         return None
+
+
+def _budgets(
+    resume: RunCheckpoint, config: RunConfig, steps_per_iteration: int
+) -> list[tuple[str, int, int]]:
+    """(flag, budget, reached) for each budget the resumed run has, --max-steps in iterations and
+    --max-epochs in epochs: Lightning stops at whichever it reaches first."""
+    budgets = []
+    if config.max_steps:
+        budgets.append(("--max-steps", config.max_steps, resume.iteration(steps_per_iteration)))
+    if config.max_epochs is not None:
+        budgets.append(("--max-epochs", config.max_epochs, resume.epochs()))
+    return budgets
+
+
+def training_complete(resume: RunCheckpoint, config: RunConfig, steps_per_iteration: int) -> bool:
+    """Whether the resumed checkpoint is at the end of the run's budget (its final evaluation may not be)."""
+    return any(reached == budget for _, budget, reached in _budgets(resume, config, steps_per_iteration))
+
+
+def continue_from(
+    resume: RunCheckpoint | None, run_dir: Path, resolved: ResolvedRun, explicit_resume: bool
+) -> RunCheckpoint | None:
+    """The checkpoint a `--resume` into the run's own folder continues from: the one given, unless the
+    folder's last.ckpt went further. Continuing from an older checkpoint (`best.ckpt`) there would replace
+    the later last.ckpt, metrics rows and summary.json: refused, unless this job's earlier attempt wrote it
+    (a requeued job runs its command again, `--resume best.ckpt` included), which then continues from it."""
+    last = last_checkpoint(run_dir)
+    if resume is None or not explicit_resume or resume.run_folder.resolve() != run_dir.resolve():
+        return resume
+    if not last.is_file() or last.resolve() == resume.path.resolve():
+        return resume
+    try:
+        newest = RunCheckpoint.load(last, "--resume")
+    except ConfigError:
+        return resume  # a damaged last.ckpt holds nothing to keep
+    steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
+    went_on_to = newest.iteration(steps_per_iteration)
+    if went_on_to <= resume.iteration(steps_per_iteration):
+        return resume
+    job = current_job()
+    if job is not None and job.restart_count > 0 and written_by(newest, job) == "own":
+        say(f"--resume {resume.path}: this job's earlier attempt went on to iteration {went_on_to}; going on")
+        return newest
+    raise ConfigError(
+        f"--resume {resume.path}: the run in {run_dir} went on to iteration {went_on_to} ({last}), which "
+        "continuing from an older checkpoint there would replace; give --output NEW to continue it in a "
+        "folder of its own, or --resume last"
+    )
+
+
+def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
+    """Refuse a --resume with no iteration left to train: it would only rewrite the run's last.ckpt and
+    summary.json and log its final rows a second time. A run at the end of its budget without a summary.json
+    of that iteration (stopped during its final evaluation) is let through: the resume runs that evaluation.
+    Both budgets count where the run has both (one given with --resume, the other its checkpoint's)."""
+    config = resolved.config
+    steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
+    done = resume.iteration(steps_per_iteration)
+    budgets = _budgets(resume, config, steps_per_iteration)
+    spent = [f"{option} {budget}" for option, budget, reached in budgets if budget <= reached]
+    if not spent:
+        return
+    if training_complete(resume, config, steps_per_iteration) and not _summarised_at(resume.run_folder, done):
+        say(f"--resume {resume.path}: training is complete at iteration {done}; running the final evaluation")
+        return
+    raise ConfigError(
+        f"--resume {resume.path}: the run is at iteration {done} (epoch {resume.epochs()}), and "
+        f"{' and '.join(spent)} leaves nothing to train; raise it to continue, or measure it again with "
+        f"--evaluate {shlex.quote(str(resume.path))}"
+    )
+
+
+def _summarised_at(run_dir: Path, iteration: int) -> bool:
+    """Whether run_dir's summary.json is of a run finished at `iteration` (not an earlier budget's)."""
+    from lightning_genae.experiment.run_folder import read_summary
+
+    summary = read_summary(run_dir)
+    return summary is not None and summary.get("global_step") == iteration
+
+
+def say_what_changes(
+    resume: RunCheckpoint, config: RunConfig, run_dir: Path, model: GenerativeModule
+) -> None:
+    """One line per thing a resume changes that a user could otherwise miss."""
+    stored = resume.stored_config("--resume")
+    form = model.objective_form()
+    if form is not None and resume.contents.get(OBJECTIVE_FORM_KEY) != form:
+        say(
+            f"note: {resume.path} records another form of {config.model}'s objective than this one "
+            f"({form}); the run goes on under this one, so it is trained part under each"
+        )
+    if note := other_source_note(resume.contents.get(SOURCE_KEY), str(resume.path)):
+        say(f"{note}; the run goes on under this code")
+    if resume.run_folder.resolve() != run_dir.resolve():
+        say(f"continuing the run of {resume.run_folder} in {run_dir}: new checkpoints and metrics go there")
+    for name in ("lr", *changeable_on_resume(config.model)):
+        new, old = config.plugin_options.get(name), stored.get(name)
+        if new is not None and old is not None and new != old:
+            say(f"{flag(name)} {new} replaces the checkpoint's {old} from here on")
+    evaluated = _evaluated_step(run_dir / "eval.json")
+    if evaluated is not None:
+        say(
+            f"{run_dir / 'eval.json'} scored {evaluated[0]} at iteration {evaluated[1]}; the run goes on "
+            "past it, so run --evaluate again for the new weights"
+        )
+
+
+def _evaluated_step(eval_file: Path) -> tuple[str, int] | None:
+    """(checkpoint, iteration) an --evaluate's eval.json scored, or None where there is none to read."""
+    try:
+        record = json.loads(eval_file.read_text(encoding="utf-8"))
+        return str(record["checkpoint"]), int(record["global_step"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+class LearningRateOnResume(Callback):
+    """Gives the restored optimizers the learning rate this invocation asked for.
+
+    Lightning restores each optimizer's state on resume, its learning rate included, so a new `--lr`
+    would reach config.yaml but not the training. Freshly configured optimizers carry the new value. Under
+    a schedule the restored scheduler's base rate is what each step rescales (a LambdaLR sets the rate to
+    base x factor), so the base changes too and the current rate keeps the schedule's factor.
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if isinstance(pl_module, GenerativeModule) and pl_module.lower_learning_rate() is None:
+            # The family sets its rate at every update from the iteration (the GAN paper's schedule, which
+            # rescales its momentum by the restored rate): --lr does not set it, and a fresh rate would
+            # scale the restored momentum.
+            return
+        fresh = configured_optimizers(pl_module.configure_optimizers())
+        schedulers = {
+            id(config.scheduler.optimizer): config.scheduler for config in trainer.lr_scheduler_configs
+        }
+        for new, restored in zip(fresh, trainer.optimizers, strict=True):
+            scheduler = schedulers.get(id(restored))
+            for index, (new_group, restored_group) in enumerate(
+                zip(new.param_groups, restored.param_groups, strict=True)
+            ):
+                # A scheduler built on the fresh optimizer moved its base rate to "initial_lr".
+                wanted = new_group.get("initial_lr", new_group["lr"])
+                if scheduler is None:
+                    restored_group["lr"] = wanted
+                    continue
+                old_base = scheduler.base_lrs[index]
+                restored_group["lr"] = restored_group["lr"] * wanted / old_base if old_base else wanted
+                restored_group["initial_lr"] = wanted
+                scheduler.base_lrs[index] = wanted
+
+
+# Where a checkpoint carries the SHA-256 of the --augment-ckpt file its run's augmenter was loaded from, and
+# of the augmenter's weights, whatever their source (a file, the cache).
+AUGMENTER_SHA256_KEY = "genae_augmenter_sha256"
+AUGMENTER_WEIGHTS_KEY = "genae_augmenter_weights_sha256"
+
+
+class AugmenterInCheckpoints(Callback):
+    """Each checkpoint names the augmenter the run trained with, so that a resume finds out whether it goes
+    on with another one (`check_same_augmenter`). A record the run has not (None) is left out."""
+
+    def __init__(self, augmenter: dict[str, Any]) -> None:
+        self.recorded = {
+            AUGMENTER_SHA256_KEY: augmenter.get("sha256"),
+            AUGMENTER_WEIGHTS_KEY: augmenter.get("weights_sha256"),
+        }
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint.update({key: value for key, value in self.recorded.items() if isinstance(value, str)})
+
+
+def check_same_augmenter(resume: RunCheckpoint, augmenter: dict[str, Any]) -> None:
+    """A run resumed with another augmenter than its checkpoint trained with is half one augmenter's run,
+    half another's. An --augment-ckpt file of other contents is refused: the file the run named can be put
+    back. Weights of another source that differ (a cache trained again, which reproduces no bits on another
+    machine or thread count) are said in a line: nothing keeps the earlier augmenter to put back."""
+    now, before = augmenter.get("sha256"), resume.contents.get(AUGMENTER_SHA256_KEY)
+    if isinstance(now, str) and isinstance(before, str) and now != before:
+        raise RunFolderRefused(
+            f"--augment-ckpt {augmenter.get('path')} holds another augmenter (SHA-256 {now[:12]}) than the "
+            f"run in {resume.run_folder} trained with ({before[:12]}); put that file back to continue the "
+            "run, or start it again (--overwrite)"
+        )
+    now, before = augmenter.get("weights_sha256"), resume.contents.get(AUGMENTER_WEIGHTS_KEY)
+    if isinstance(now, str) and isinstance(before, str) and now != before:
+        warn(
+            f"note: the augmenter {augmenter.get('path')} ({augmenter.get('source')}) is not the one the run "
+            f"in {resume.run_folder} trained with so far (weights' SHA-256 {now[:12]}, the run's: "
+            f"{before[:12]}): its training goes on with this one; start it again (--overwrite) for a run of "
+            "one augmenter"
+        )

@@ -2,29 +2,36 @@
 before training.
 
 A folder that already holds a run (its config.yaml, metrics.csv, summary.json or a checkpoint) is only
-written into by `--resume` (continuing it) or `--overwrite` (replacing it); anything else is refused before
-a byte is written. While a run writes, it holds the folder's lock (run_lock.py), so a second run into the
-same folder is refused instead of interleaving its rows. A run that fails before its first training step
-leaves the folder as it found it.
+written into by `--resume` (continuing it) or `--overwrite` (replacing it, overwrite.py); anything else is
+refused before a byte is written. While a run writes, it holds the folder's lock (run_lock.py), so a second
+run into the same folder is refused instead of interleaving its rows. A run that fails before its first
+training step leaves the folder as it found it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
-import sys
 import time
 import zipfile
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lightning_genae.cluster import global_rank
-from lightning_genae.errors import ConfigError, RunFolderRefused, describe_error
+from lightning_genae.errors import ConfigError, RunFolderRefused
+from lightning_genae.experiment.overwrite import (
+    SetAside,
+    finish_a_stopped_overwrite,
+    put_back_a_stopped_overwrite,
+    refuse_linked_run_folders,
+    remove_empty_run_folders,
+    remove_entry,
+    remove_run_entries,
+    run_entries,
+    set_aside_run_in,
+)
 from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
 from lightning_genae.run_files import (
     CHECKPOINT_DIR,
@@ -32,112 +39,35 @@ from lightning_genae.run_files import (
     CONFIG_HEADER,
     CONFIG_KEY,
     GRID_FILE,
-    RUN_FILES,
     RUN_FOLDERS,
     SUMMARY_FILE,
-    WANDB_RUN_ID,
     files_named_as_a_runs,
     started_run_files,
 )
 
-# Where `--overwrite` keeps the replaced run's files until the new run trains (SetAside): while they are
-# moved, once all are, and once the new run trained (being removed).
-SETTING_ASIDE_DIR = ".genae-replacing"
-REPLACED_DIR = ".genae-replaced"
-REMOVED_DIR = ".genae-replaced-removed"
-# What this package writes as a W&B run id, and W&B takes: letters, digits, '_' and '-'.
-WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Named here too: what a start reads of a run folder it does not claim (cli, grids).
+__all__ = ["put_back_a_stopped_overwrite", "remove_run_entries", "set_aside_run_in"]
 
 
-def _kept_wandb_id(path: Path) -> str | None:
-    """The W&B run id the run in `path` keeps in WANDB_RUN_ID; None where it used no W&B logger, or the file
-    holds no id (damaged or edited: no W&B folder is then known for the run's)."""
-    try:
-        kept = (path / WANDB_RUN_ID).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return kept if WANDB_ID.fullmatch(kept) else None
+def check_output_folder(path: Path) -> None:
+    """Refuse an --output that cannot become a writable folder (a file, under a file, read-only), before
+    any work; the rest (a full disk) is met by the first write."""
+    existing = next(folder for folder in [path, *path.parents] if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {path}: {existing} is not a writable folder")
 
 
-def written_by_the_run(folder: str, name: str, wandb_id: str | None) -> bool:
-    """Whether `folder/name` (folder one of RUN_FOLDERS) is of a name the run writes there. In wandb/, W&B's
-    run folders and logs are the run's only where it used W&B (`wandb_id`, from `_kept_wandb_id`), and a run
-    folder only of that id: W&B writes into ./wandb by default, so another program's or another run's W&B
-    runs may lie there."""
-    written = RUN_FOLDERS[folder].fullmatch(name)
-    if written is None:
-        return False
-    if folder != "wandb" or f"{folder}/{name}" == WANDB_RUN_ID:
-        return True
-    # A W&B run folder names its run's id (`id`); its link and logs name none.
-    return wandb_id is not None and written["id"] in (None, wandb_id)
-
-
-def check_output_folder(path: Path, flag: str = "--output") -> None:
-    """Refuse a path that is a file, lies under a file, is a filesystem's root or cannot be written, before
-    anything is made."""
-    resolved = path.expanduser().resolve()
-    if resolved == Path(resolved.anchor):
-        raise ConfigError(f"{flag} {path} is the filesystem's root; give a folder of the run's own")
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path} is a file, not a folder; pick a folder path for {flag}")
-    existing = path
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(
-            f"{flag} {path} lies under {existing}, which is a file; pick a folder path for {flag}"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: {existing} is not writable by this user; pick a writable {flag}")
-    # Every run writes into these folders, but only after it trained (the images at its first validation),
-    # so a path there that cannot be a folder would stop it late, with a traceback.
-    check_run_subfolders(path, (CHECKPOINT_DIR, "images"), flag)
-
-
-def check_run_subfolders(path: Path, names: Collection[str], flag: str = "--output") -> None:
-    """Refuse a folder `names` of `path` that a run would write into and cannot: a link to nothing, a file."""
-    for name in names:
-        folder = path / name
-        if folder.is_symlink() and not folder.exists():
-            raise ConfigError(
-                f"{flag} {path}: {name} is a link to {os.readlink(folder)}, which does not exist; create the "
-                "folder it points to, or remove the link"
-            )
-        if folder.exists() and not folder.is_dir():
-            raise ConfigError(
-                f"{flag} {path}: {name} is a file, where the run writes a folder of that name; move it away, "
-                f"or pick another {flag}"
-            )
-
-
-def _refuse_grid_folder(path: Path) -> None:
-    """Refuse an ablation grid's folder as a run's --output, even with --overwrite: the grid's files are not
-    a run's to remove, and the run's would lie among its cells."""
-    if (path / GRID_FILE).exists():
-        raise RunFolderRefused(
-            f"--output {path} is an ablation grid's folder ({GRID_FILE}), and a run there would write among "
-            f"its cells; pick another --output (a folder of its own, such as {path / 'extra-run'})"
-        )
-
-
-def _refuse_foreign_run(path: Path, files: list[str]) -> None:
-    fixes = ["replace it with --overwrite", "or pick another --output"]
-    if (path / CHECKPOINT_DIR / "last.ckpt").is_file():
-        fixes.insert(0, f"continue it with --resume last --output {shlex.quote(str(path))}")
-    refuse_another_run(path, files, fixes)
+def another_run(path: Path, files: list[str], fixes: list[str]) -> RunFolderRefused:
+    """The refusal of `--output path`, which holds the run whose files `started_run_files` found."""
+    state = "a finished run" if SUMMARY_FILE in files else "a started run"
+    return RunFolderRefused(f"--output {path} already holds {state} ({', '.join(files)}); {', '.join(fixes)}")
 
 
 def refuse_another_run(path: Path, files: list[str], fixes: list[str]) -> NoReturn:
-    """Refuse `--output path`, which holds the run whose files `started_run_files` found, naming `fixes`.
-
-    A run still writing there is named as such (its lock), not taken for a finished or abandoned one.
-    """
+    """Refuse `--output path` holding another run (`another_run`); a run still writing there is named as
+    such (its lock), not taken for a finished or abandoned one."""
     RunFolderLock.refuse_if_held(path)
-    state = "a finished run" if SUMMARY_FILE in files else "a started run"
-    raise RunFolderRefused(f"--output {path} already holds {state} ({', '.join(files)}); {', '.join(fixes)}")
+    raise another_run(path, files, fixes)
 
 
 def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
@@ -157,24 +87,6 @@ def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
         f"--output {path} holds {', '.join(files)}, which no run wrote here ({why}); pick another --output "
         "(--overwrite never removes them)"
     )
-
-
-def refuse_linked_run_folders(path: Path) -> None:
-    """Refuse `--overwrite` of a folder whose checkpoints/ (images/, ...) is a link to a folder holding files
-    of the names a run writes: --overwrite removes only what lies in the run's own folder, and the new run
-    would write over those files through the link (another run's best.ckpt and last.ckpt)."""
-    for name, written in RUN_FOLDERS.items():
-        folder = path / name
-        if not (folder.is_symlink() and folder.is_dir()):
-            continue
-        held = sorted(entry.name for entry in folder.iterdir() if written.fullmatch(entry.name))
-        if held:
-            raise RunFolderRefused(
-                f"--overwrite: {folder} is a link to {folder.resolve()}, which holds {', '.join(held[:3])}"
-                f"{' and more' if len(held) > 3 else ''}; --overwrite removes only what lies in the run's "
-                "folder and the new run would write over them through the link: remove the link, or empty "
-                "the folder it points to first"
-            )
 
 
 def refuse_run_names_without_a_run(path: Path) -> None:
@@ -280,213 +192,6 @@ def started_by_an_earlier_attempt_of_this_job(path: Path, config_text: str) -> b
     return same_command and RunFolderLock.left_by_this_jobs_earlier_attempt(path)
 
 
-@dataclass
-class Removal:
-    """What `--overwrite` removed from a run folder, and what it found there that no run writes."""
-
-    removed: list[str]
-    kept: list[str]
-
-    def describe(self, path: Path, why: str = "--overwrite") -> str:
-        line = f"{why}: removed the previous run's {', '.join(self.removed)} from {path}"
-        if self.kept:
-            more = len(self.kept) - 5
-            shown = ", ".join(self.kept[:5]) + (f" and {more} more" if more > 0 else "")
-            line += f"; kept {shown} (not written by a run)"
-        return line
-
-
-def _remove(entry: Path) -> None:
-    if entry.is_dir() and not entry.is_symlink():
-        shutil.rmtree(entry)
-    else:
-        entry.unlink(missing_ok=True)
-
-
-def _run_entries(path: Path) -> tuple[list[str], Removal]:
-    """What a run wrote into `path` (RUN_FILES, and inside RUN_FOLDERS only the names a run writes), as
-    paths relative to it, and the Removal that names them and what else the folder holds."""
-    entries, removed, kept = [], [], []
-    wandb_id = _kept_wandb_id(path)
-    for name in RUN_FILES:
-        entry = path / name
-        if entry.is_file() or entry.is_symlink():
-            entries.append(name)
-            removed.append(name)
-    for name in RUN_FOLDERS:
-        folder = path / name
-        if folder.is_symlink() or not folder.is_dir():
-            if folder.exists() or folder.is_symlink():
-                kept.append(name)
-            continue
-        count = 0
-        for entry in sorted(folder.iterdir()):
-            # A run writes files there, and folders only in wandb/ (W&B's run folders): a user's folder named
-            # like a picture or a checkpoint is the user's.
-            is_folder = entry.is_dir() and not entry.is_symlink()
-            if written_by_the_run(name, entry.name, wandb_id) and (name == "wandb" or not is_folder):
-                entries.append(f"{name}/{entry.name}")
-                count += 1
-            else:
-                kept.append(f"{name}/{entry.name}")
-        if count:
-            removed.append(f"{name}/")
-    # What a user keeps beside the run's files is named too (the lock is this invocation's own; a set-aside
-    # folder that a replacing run killed before it trained left behind is a run's).
-    ours = {*RUN_FILES, *RUN_FOLDERS, LOCK_FILE, SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR}
-    kept += [
-        entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
-        for entry in sorted(path.iterdir())
-        if entry.name not in ours
-    ]
-    return entries, Removal(removed, kept)
-
-
-def _remove_empty_run_folders(path: Path, names: Collection[str] = tuple(RUN_FOLDERS)) -> None:
-    for name in names:
-        folder = path / name
-        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
-def remove_run_entries(path: Path) -> Removal:
-    """Delete what a run wrote into `path`: RUN_FILES, and inside RUN_FOLDERS only the names a run writes.
-
-    Anything else (a user's file beside or inside the run's folders) is kept and named; a run folder left
-    empty is removed.
-    """
-    entries, removal = _run_entries(path)
-    for entry in entries:
-        _remove(path / entry)
-    _remove_empty_run_folders(path)
-    return removal
-
-
-@dataclass
-class SetAside:
-    """A run's files that `--overwrite` moved aside: removed for good once the new run trains, put back if it
-    stops before that (a refused checkpoint, missing data, Ctrl-C), or by the next start in the folder if it
-    was killed (`put_back_a_stopped_overwrite`).
-
-    The folder they lie in says how far the replacement got, each step a rename: SETTING_ASIDE_DIR while
-    they are moved (or moved back: every run file still in the folder is the replaced run's), REPLACED_DIR
-    once all are (what the folder holds beside it is the new run's), REMOVED_DIR once the new run trained.
-    """
-
-    path: Path
-    removal: Removal
-
-    @classmethod
-    def take(cls, path: Path) -> SetAside:
-        """Move the run's files in `path` aside; one that cannot be moved puts those already moved back and
-        stops the run in one line."""
-        moving = path / SETTING_ASIDE_DIR
-        entries, removal = _run_entries(path)
-        moving.mkdir()
-        try:
-            for entry in entries:
-                (moving / entry).parent.mkdir(parents=True, exist_ok=True)
-                # A rename within the folder: instant, whatever the checkpoints' size.
-                os.replace(path / entry, moving / entry)
-        except OSError as error:
-            _move_back(path, moving)
-            raise ConfigError(
-                f"--overwrite: {path / entry} cannot be moved aside ({describe_error(error)}); nothing was "
-                "removed: make the run's files writable, or pick another --output"
-            ) from None
-        os.replace(moving, path / REPLACED_DIR)
-        _remove_empty_run_folders(path)
-        return cls(path, removal)
-
-    def put_back(self) -> None:
-        _put_back(self.path)
-
-    def remove(self) -> str | None:
-        """Remove the set-aside files for good; the error, where one could not be (a file still open over
-        NFS, a read-only file), as a line to say: the new run trains on regardless."""
-        removed = self.path / REMOVED_DIR
-        try:
-            # First renamed: whatever stops the removal, the files are never taken for a run to put back.
-            os.replace(self.path / REPLACED_DIR, removed)
-            _remove(removed)
-        except OSError as error:
-            return (
-                f"--overwrite: the replaced run's files in {self.path} could not all be removed "
-                f"({describe_error(error)}); remove {removed} once this run is done"
-            )
-        return None
-
-
-def _put_back(path: Path) -> None:
-    """The run set aside in `path`'s REPLACED_DIR back in its place: renamed to SETTING_ASIDE_DIR first (from
-    then on every run file in the folder is the replaced run's), then each file moved back over whatever
-    the new run wrote in its place (its config.yaml)."""
-    moving = path / SETTING_ASIDE_DIR
-    os.replace(path / REPLACED_DIR, moving)
-    _move_back(path, moving)
-
-
-def _move_back(path: Path, moving: Path) -> None:
-    """Every file under `moving` back to its place in `path`, then `moving` removed."""
-    for source in sorted(moving.rglob("*")):
-        target = path / source.relative_to(moving)
-        if source.is_dir() and not source.is_symlink():
-            target.mkdir(parents=True, exist_ok=True)  # an empty one too (a wandb run's tmp/)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
-    _remove(moving)
-
-
-def put_back_a_stopped_overwrite(path: Path) -> None:
-    """Finish what an `--overwrite` killed part-way (`kill -9`, SLURM's SIGKILL, out of memory) left in
-    `path`: a run set aside before the new one trained is put back (what the killed run wrote beside it
-    removed first), one it was still moving is moved back, one a trained run replaced is removed. Under
-    the folder's lock, so a second start at the same moment waits its turn and finds nothing left to do;
-    a live run holding the lock is left alone (its set-aside is its own). What it did is said in one line
-    on stderr by rank 0, for every start that finds it (a run, a resume, an evaluation, a grid's cell).
-    """
-    steps = [path / name for name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR)]
-    if not path.is_dir() or not any(step.exists() for step in steps):
-        return
-    try:
-        lock = RunFolderLock.acquire(path)
-    except (RunFolderRefused, OSError):
-        return
-    try:
-        moving, held, removed = steps
-        said = None
-        if removed.exists():
-            try:
-                _remove(removed)
-            except OSError as error:
-                said = f"{path}: {removed} (a replaced run) could not be removed ({describe_error(error)})"
-        if moving.exists():
-            # Killed while moving: every run file in the folder is still the replaced run's.
-            _move_back(path, moving)
-            said = f"{path}: moved back the files an --overwrite, killed while it set them aside, had moved"
-        elif held.exists():
-            # Killed before its run trained: the run comes back over what the killed run wrote in its files'
-            # places; nothing else beside it is taken for the killed run's.
-            _put_back(path)
-            said = f"{path}: put back the run that an --overwrite, stopped before it trained, had set aside"
-        if said is not None and global_rank() == 0:
-            print(said, file=sys.stderr, flush=True)
-    finally:
-        lock.release()
-
-
-def set_aside_run_in(path: Path) -> Path | None:
-    """The run folder whose set-aside (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR) `path` is in, if any."""
-    for parent in path.absolute().parents:
-        if parent.name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR):
-            return parent.parent
-    return None
-
-
-# --- claiming a folder for one invocation
-
-
 def _entries_of(path: Path) -> list[str]:
     """The names in `path`, and in each of the run's own folders there (`checkpoints/last.ckpt`)."""
     names = os.listdir(path)
@@ -557,59 +262,28 @@ class ClaimedRunFolder:
         """
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
-        check_output_folder(path)
-        put_back_a_stopped_overwrite(path)
-        _refuse_grid_folder(path)
-        files = started_run_files(path)
-        refuse_files_no_run_wrote(path, files)
-        if not files and path.is_dir():
-            refuse_run_names_without_a_run(path)
-        if files and not overwrite and not cls._continues(path, resuming_from):
-            # A run still writing there is named as such, not taken for a finished or abandoned one.
-            RunFolderLock.refuse_if_held(path)
-            if resuming_from is not None:
-                raise RunFolderRefused(
-                    f"--output {path} holds another run ({', '.join(files)}) than the checkpoint's "
-                    f"({resuming_from}); resume into {resuming_from} or an empty --output"
-                )
-            _refuse_foreign_run(path, files)
-        made: list[Path] = []
+        if path.is_dir():
+            # Refused before the lock is taken: taking it rewrites the record a killed run left there, which
+            # its requeued job reads (`started_by_an_earlier_attempt_of_this_job`).
+            put_back_a_stopped_overwrite(path)
+            cls._holds_a_run_to_replace(path, resuming_from, overwrite, locked=False)
+        made = _make_folder(path)
         try:
-            made = _make_folder(path)
             lock = RunFolderLock.acquire(path)
-        except OSError as error:
-            _remove_empty(made)
-            raise ConfigError(
-                f"--output {path} cannot be written ({describe_error(error)}); pick a writable --output"
-            ) from None
         except BaseException:
-            # Refused, or interrupted: a folder made for this run is not left behind.
+            _remove_empty(made)  # refused, or interrupted: a folder made for this run is not left behind
+            raise
+        try:
+            finish_a_stopped_overwrite(path)
+            # Again under the lock: a run or a grid that started meanwhile has written its files by now.
+            replaced = cls._holds_a_run_to_replace(path, resuming_from, overwrite, locked=True)
+            # Set aside, not removed: a mistake found after this (the data, an augmenter checkpoint, the
+            # model) stops the run before it trains, and the run replaced must then still be there.
+            set_aside = SetAside.take(path) if replaced else None
+        except BaseException:
+            lock.release()
             _remove_empty(made)
             raise
-        # Checked again under the lock: a run that started meanwhile has written its config.yaml by now, and
-        # a grid started meanwhile its grid.json.
-        files = started_run_files(path)
-        try:
-            refuse_files_no_run_wrote(path, files)
-        except RunFolderRefused:
-            lock.release()
-            raise
-        if (path / GRID_FILE).exists() or (
-            files and not overwrite and not cls._continues(path, resuming_from)
-        ):
-            lock.release()
-            _refuse_grid_folder(path)
-            _refuse_foreign_run(path, files)
-        set_aside = None
-        if overwrite and files:
-            try:
-                refuse_linked_run_folders(path)
-                # Set aside, not removed: a mistake found after this (the data, an augmenter checkpoint, the
-                # model) stops the run before it trains, and the run replaced must then still be there.
-                set_aside = SetAside.take(path)
-            except BaseException:
-                lock.release()
-                raise
         config_file = path / CONFIG_FILE
         return cls(
             path,
@@ -620,6 +294,40 @@ class ClaimedRunFolder:
             set_aside=set_aside,
             replacing=replacing,
         )
+
+    @staticmethod
+    def _holds_a_run_to_replace(
+        path: Path, resuming_from: Path | None, overwrite: bool, locked: bool
+    ) -> bool:
+        """Refuse `path` unless it may take the run; whether it holds a run that `overwrite` replaces.
+        `locked`: this process holds the folder's lock, so a live owner is not looked for."""
+        if (path / GRID_FILE).exists():
+            # The grid's files are not a run's to remove, and the run's would lie among its cells.
+            raise RunFolderRefused(
+                f"--output {path} is an ablation grid's folder ({GRID_FILE}); pick another"
+            )
+        files = started_run_files(path)
+        refuse_files_no_run_wrote(path, files)
+        if not files:
+            refuse_run_names_without_a_run(path)
+            return False
+        if resuming_from is not None and resuming_from.resolve() == path.resolve():
+            return False
+        if not locked and not overwrite:
+            # A run still writing there is named as such, not taken for a finished or abandoned one.
+            RunFolderLock.refuse_if_held(path)
+        if resuming_from is not None:
+            raise RunFolderRefused(
+                f"--output {path} holds another run ({', '.join(files)}) than the checkpoint's "
+                f"({resuming_from}); resume into {resuming_from} or an empty --output"
+            )
+        if not overwrite:
+            fixes = ["replace it with --overwrite", "or pick another --output"]
+            if (path / CHECKPOINT_DIR / "last.ckpt").is_file():
+                fixes.insert(0, f"continue it with --resume last --output {shlex.quote(str(path))}")
+            raise another_run(path, files, fixes)
+        refuse_linked_run_folders(path)
+        return True
 
     def training_started(self) -> None:
         """The new run trains: the run it replaces goes for good, and the notice says what went."""
@@ -634,10 +342,6 @@ class ClaimedRunFolder:
             warn(failed)
         else:
             say(set_aside.removal.describe(self.path, self.replacing))
-
-    @staticmethod
-    def _continues(path: Path, resuming_from: Path | None) -> bool:
-        return resuming_from is not None and resuming_from.resolve() == path.resolve()
 
     def wrote_checkpoint(self) -> bool:
         """Whether a checkpoint was saved since the claim (then training ran, whatever a caller saw of it).
@@ -677,13 +381,13 @@ class ClaimedRunFolder:
             (self.path / CONFIG_FILE).write_bytes(self.config_before)
 
     def _remove_new_entries(self) -> None:
-        """Remove what the run wrote since the claim: what `_run_entries` takes for a run's that the folder
+        """Remove what the run wrote since the claim: what `run_entries` takes for a run's that the folder
         did not hold then. A file a user put there while the run set up (notes, a picture in images/) is
         not the run's, and stays; the run's folders this start made go once empty."""
-        for name in sorted(set(_run_entries(self.path)[0]) - self.entries_before):
-            _remove(self.path / name)
+        for name in sorted(set(run_entries(self.path)[0]) - self.entries_before):
+            remove_entry(self.path / name)
         made = [name for name in RUN_FOLDERS if name not in self.entries_before]
-        _remove_empty_run_folders(self.path, made)
+        remove_empty_run_folders(self.path, made)
 
     def release(self) -> None:
         # A run that ended without an undo replaced the earlier one, whether or not it saw a training batch.

@@ -1,6 +1,6 @@
-"""Stopping a run on a signal: Ctrl-C, SIGTERM, or SLURM's warning signal before the time limit ends training
-at an iteration boundary that every rank agrees on, with `last.ckpt` saved (`StopOnSignal`); and the
-Trainer's cluster environment, which leaves the stopping and requeueing to it (`cluster_plugins`).
+"""Stop signals (Ctrl-C, SIGTERM, SLURM's SIGUSR1) outside the training iterations, which the library's
+StopOnSignal ends at an iteration boundary with last.ckpt saved: while a run sets up, after its training,
+and during an evaluation. Each stops at once with 128 + the signal and one line saying how to go on.
 """
 
 from __future__ import annotations
@@ -20,71 +20,72 @@ from lightning_genae.experiment.program import command_prefix, resume_command
 
 
 @contextmanager
-def stop_outside_training(
-    run_dir: Path, progress: Any, undo: Callable[[], None], resuming: bool = False
-) -> Iterator[None]:
-    """SIGTERM, SLURM's SIGUSR1 or Ctrl-C outside the iterations StopOnSignal watches: while the run sets
-    up (a classifier trained on first use, the data's loading, the start of a job's processes) or between
-    its training and its final evaluation. Python's default ends the process at once (or, for Ctrl-C, with
-    a KeyboardInterrupt's traceback), leaving a run folder that holds config.yaml and nothing to resume, which
-    a requeued job finds taken. Here they stop the run with 128 + the signal and one line: before training
-    the folder is put back first (a new run keeps nothing, so a requeued job starts afresh; a resumed one is
-    as it was), after it `--resume last` continues. `progress` says how far the run is (`started`: a
-    training batch ran; `finished`: summary.json is written, after which the signals are Python's own
-    again). A handler runs between Python's steps: a process blocked in a C++ call (a rendezvous waiting
-    for the job's other processes) takes the signal when that call returns, or SLURM's SIGKILL after its
-    grace period ends it."""
+def _stopping_on_signals(interrupt: Callable[[int], None]) -> Iterator[None]:
+    """Within: a stop signal gives Python's handlers back, then calls `interrupt(signum)`, which raises.
+    Signal handlers belong to the main thread: a run in another thread keeps Python's own."""
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread; a run in another thread keeps Python's own
+        yield
         return
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
+    def restore() -> None:
         for stop_signal, handler in previous.items():
             signal.signal(stop_signal, handler)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        restore()
+        interrupt(signum)
+
+    previous = {stop_signal: signal.signal(stop_signal, handle) for stop_signal in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        restore()
+
+
+def stop_outside_training(
+    run_dir: Path, progress: Any, undo: Callable[[], None], resuming: bool = False
+) -> AbstractContextManager[None]:
+    """SIGTERM, SLURM's SIGUSR1 or Ctrl-C outside the iterations StopOnSignal watches: while the run sets
+    up (the augmenter or a classifier trained on first use, the data's loading, the start of a job's
+    processes) or between its training and its final evaluation. Python's default ends the process at once,
+    leaving a run folder that holds config.yaml and nothing to resume, which a requeued job finds taken.
+    Here they stop the run with 128 + the signal and one line: before training the folder is put back first
+    (a new run keeps nothing, so a requeued job starts afresh; a resumed one is as it was), after it
+    `--resume last` continues. `progress` says how far the run is (`started`: a training batch ran;
+    `finished`: summary.json is written, after which the signals are Python's own again). A process blocked
+    in a C++ call (a rendezvous) takes the signal when that call returns, or SLURM's SIGKILL ends it."""
+
+    def interrupt(signum: int) -> None:
         if progress.finished:
             signal.raise_signal(signum)  # the run is done: what the signal does is Python's again
             return
         name = signal.Signals(signum).name
         resume = f"continue with: {resume_command(run_dir)}"
-        if not progress.started:
-            undo()  # before a requeue can end this process
-            if resuming:
-                raise interrupted_by(signum, f"stopped by {name} before training resumed", resume)
+        if progress.started:
             raise interrupted_by(
-                signum,
-                f"stopped by {name} before training started; nothing of the run was kept",
-                "start it again",
+                signum, f"stopped by {name} after training, before the final evaluation", resume
             )
-        raise interrupted_by(signum, f"stopped by {name} after training, before the final evaluation", resume)
+        undo()  # before a requeue can end this process
+        if resuming:
+            raise interrupted_by(signum, f"stopped by {name} before training resumed", resume)
+        raise interrupted_by(
+            signum,
+            f"stopped by {name} before training started; nothing of the run was kept",
+            "start it again",
+        )
 
-    previous = {stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for stop_signal, handler in previous.items():
-            signal.signal(stop_signal, handler)
+    return _stopping_on_signals(interrupt)
 
 
-@contextmanager
-def stop_at_once_on_signal(where: str, advice: str) -> Iterator[None]:
+def stop_at_once_on_signal(where: str, advice: str) -> AbstractContextManager[None]:
     """SIGINT, SIGTERM or SIGUSR1 stop what runs inside at once, with 128 + the signal and one line: "stopped
     by SIGINT {where}; {advice}". Inside a Trainer call, Lightning would turn Ctrl-C into exit 1 (a failed
     cell, to a grid) and ignore every Ctrl-C after it; SIGTERM would end the process without a word."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread; a run in another thread keeps Python's own
-        return
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        for stop_signal, handler in previous.items():
-            signal.signal(stop_signal, handler)
+    def interrupt(signum: int) -> None:
         raise interrupted_by(signum, f"stopped by {signal.Signals(signum).name} {where}", advice)
 
-    previous = {stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for stop_signal, handler in previous.items():
-            signal.signal(stop_signal, handler)
+    return _stopping_on_signals(interrupt)
 
 
 def stop_during_final_evaluation(run_dir: Path) -> AbstractContextManager[None]:

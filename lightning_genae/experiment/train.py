@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -25,23 +24,26 @@ from lightning_genae.callbacks.grouping import grouped
 from lightning_genae.callbacks.random_state import SeededEvaluation
 from lightning_genae.callbacks.stopping import StopOnSignal
 from lightning_genae.checkpoint import RunCheckpoint, in_a_run_folder
-from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, current_job, run_stamp, start_gate
+from lightning_genae.cluster import RANK_ZERO_GONE, RankZeroStopped, run_stamp, start_gate
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.datamodules.base import SPLITS
-from lightning_genae.errors import ConfigError, GenaeError, RunFolderRefused
-from lightning_genae.experiment.config import RunConfig, flag
+from lightning_genae.errors import GenaeError
+from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.console import describe_model, describe_training
 from lightning_genae.experiment.evaluate import evaluate_selected_checkpoint, final_evaluation
 from lightning_genae.experiment.loggers import build_loggers, finish_loggers, logged_values
 from lightning_genae.experiment.program import command_prefix
 from lightning_genae.experiment.resolve import ResolvedRun, refuse_a_run_folder_among_the_data
-from lightning_genae.experiment.resume import written_by
-from lightning_genae.experiment.run_folder import (
-    ClaimedRunFolder,
-    check_run_subfolders,
-    read_summary,
-    started_by_an_earlier_attempt_of_this_job,
+from lightning_genae.experiment.resume import (
+    AugmenterInCheckpoints,
+    LearningRateOnResume,
+    check_same_augmenter,
+    check_steps_left,
+    continue_from,
+    say_what_changes,
+    training_complete,
 )
+from lightning_genae.experiment.run_folder import ClaimedRunFolder, started_by_an_earlier_attempt_of_this_job
 from lightning_genae.experiment.run_report import (
     collapse_warning,
     environment_info,
@@ -57,12 +59,10 @@ from lightning_genae.experiment.trainer import (
     prepare_data_early,
 )
 from lightning_genae.metrics.names import test_headline
-from lightning_genae.models import GenerativeModule, changeable_on_resume
-from lightning_genae.models.base import OBJECTIVE_FORM_KEY, SOURCE_KEY
+from lightning_genae.models import GenerativeModule
 from lightning_genae.progress import say
-from lightning_genae.run_files import CHECKPOINT_DIR, CONFIG_FILE, CONFIG_HEADER, METRICS_FILE
+from lightning_genae.run_files import CONFIG_FILE, CONFIG_HEADER, METRICS_FILE
 from lightning_genae.seeding import int_seed
-from lightning_genae.source import other_source_note
 
 if TYPE_CHECKING:
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -75,42 +75,6 @@ def default_run_dir(config: RunConfig) -> Path:
     """`runs/<model>-<data>-<augment>-seed<seed>-<stamp>`; the stamp is the SLURM/torchrun job (`slurm1234`,
     `slurm1234_5` for an array task) or the start time, the same on every rank (`cluster.run_stamp`)."""
     return Path("runs") / f"{config.model}-{config.data}-{config.augment}-seed{config.seed}-{run_stamp()}"
-
-
-def _say_what_changes_on_resume(
-    resume: RunCheckpoint, config: RunConfig, run_dir: Path, model: GenerativeModule
-) -> None:
-    """One line per thing a resume changes that a user could otherwise miss."""
-    stored = resume.stored_config("--resume")
-    form = model.objective_form()
-    if form is not None and resume.contents.get(OBJECTIVE_FORM_KEY) != form:
-        say(
-            f"note: {resume.path} records another form of {config.model}'s objective than this one "
-            f"({form}); the run goes on under this one, so it is trained part under each"
-        )
-    if note := other_source_note(resume.contents.get(SOURCE_KEY), str(resume.path)):
-        say(f"{note}; the run goes on under this code")
-    if resume.run_folder.resolve() != run_dir.resolve():
-        say(f"continuing the run of {resume.run_folder} in {run_dir}: new checkpoints and metrics go there")
-    for name in ("lr", *changeable_on_resume(config.model)):
-        new, old = config.plugin_options.get(name), stored.get(name)
-        if new is not None and old is not None and new != old:
-            say(f"{flag(name)} {new} replaces the checkpoint's {old} from here on")
-    evaluated = _evaluated_step(run_dir / "eval.json")
-    if evaluated is not None:
-        say(
-            f"{run_dir / 'eval.json'} scored {evaluated[0]} at iteration {evaluated[1]}; the run goes on "
-            "past it, so run --evaluate again for the new weights"
-        )
-
-
-def _evaluated_step(eval_file: Path) -> tuple[str, int] | None:
-    """(checkpoint, iteration) an --evaluate's eval.json scored, or None where there is none to read."""
-    try:
-        record = json.loads(eval_file.read_text(encoding="utf-8"))
-        return str(record["checkpoint"]), int(record["global_step"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        return None
 
 
 def log_last_training_values(
@@ -130,54 +94,6 @@ def log_last_training_values(
     for logger in trainer.loggers:
         logger.log_metrics(training_values, step=last_batch)
         logger.save()
-
-
-class LearningRateOnResume(Callback):
-    """Gives the restored optimizers the learning rate this invocation asked for.
-
-    Lightning restores each optimizer's state on resume, its learning rate included, so a new `--lr`
-    would reach config.yaml but not the training. Freshly configured optimizers carry the new value. Under
-    a schedule the restored scheduler's base rate is what each step rescales (a LambdaLR sets the rate to
-    base x factor), so the base changes too and the current rate keeps the schedule's factor.
-    """
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if isinstance(pl_module, GenerativeModule) and pl_module.lower_learning_rate() is None:
-            # The family sets its rate at every update from the iteration (the GAN paper's schedule, which
-            # rescales its momentum by the restored rate): --lr does not set it, and a fresh rate would
-            # scale the restored momentum.
-            return
-        fresh = configured_optimizers(pl_module.configure_optimizers())
-        schedulers = {
-            id(config.scheduler.optimizer): config.scheduler for config in trainer.lr_scheduler_configs
-        }
-        for new, restored in zip(fresh, trainer.optimizers, strict=True):
-            scheduler = schedulers.get(id(restored))
-            for index, (new_group, restored_group) in enumerate(
-                zip(new.param_groups, restored.param_groups, strict=True)
-            ):
-                # A scheduler built on the fresh optimizer moved its base rate to "initial_lr".
-                wanted = new_group.get("initial_lr", new_group["lr"])
-                if scheduler is None:
-                    restored_group["lr"] = wanted
-                    continue
-                old_base = scheduler.base_lrs[index]
-                restored_group["lr"] = restored_group["lr"] * wanted / old_base if old_base else wanted
-                restored_group["initial_lr"] = wanted
-                scheduler.base_lrs[index] = wanted
-
-
-def configured_optimizers(configured: Any) -> list[torch.optim.Optimizer]:
-    """The optimizers in whatever `configure_optimizers` may return (an optimizer, a list of them, a dict
-    with "optimizer", a list of such dicts, or (optimizers, schedulers)), in order."""
-    if isinstance(configured, torch.optim.Optimizer):
-        return [configured]
-    if isinstance(configured, dict):
-        return [configured["optimizer"]]
-    items = list(configured)
-    if len(items) == 2 and isinstance(items[0], (list, tuple)) and isinstance(items[1], (list, tuple)):
-        items = list(items[0])
-    return [optimizer for item in items for optimizer in configured_optimizers(item)]
 
 
 class TrainingStarted(Callback):
@@ -200,71 +116,6 @@ class TrainingStarted(Callback):
 
 # Where a checkpoint carries the run's wall-clock seconds up to it.
 WALL_TIME_KEY = "genae_wall_time_s"
-
-
-# Where a checkpoint carries the SHA-256 of the --augment-ckpt file its run's augmenter was loaded from.
-AUGMENTER_SHA256_KEY = "genae_augmenter_sha256"
-# Where it carries the SHA-256 of the augmenter's weights, whatever their source (a file, the cache).
-AUGMENTER_WEIGHTS_KEY = "genae_augmenter_weights_sha256"
-
-
-class AugmenterFileInCheckpoints(Callback):
-    """Each checkpoint names the augmenter the run trained with (its --augment-ckpt file's contents, and its
-    weights from any source), so that a resume finds out whether it goes on with another one
-    (`refuse_another_augmenter`). A record the run has not (None) is left out."""
-
-    def __init__(self, sha256: str | None, weights_sha256: str | None) -> None:
-        self.sha256 = sha256
-        self.weights_sha256 = weights_sha256
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
-    ) -> None:
-        for key, value in ((AUGMENTER_SHA256_KEY, self.sha256), (AUGMENTER_WEIGHTS_KEY, self.weights_sha256)):
-            if isinstance(value, str):
-                checkpoint[key] = value
-
-
-def _keep_the_augmenter_file(
-    trainer: pl.Trainer, resume: RunCheckpoint | None, record: dict[str, Any]
-) -> None:
-    """The run's checkpoints name its augmenter, which a resume must find unchanged."""
-    augmenter = record.get("augmenter")
-    if not isinstance(augmenter, dict):
-        return
-    if resume is not None:
-        refuse_another_augmenter(resume, record)
-    trainer.callbacks.append(
-        AugmenterFileInCheckpoints(augmenter.get("sha256"), augmenter.get("weights_sha256"))
-    )
-
-
-def refuse_another_augmenter(resume: RunCheckpoint, record: dict[str, Any]) -> None:
-    """A run resumed with another augmenter than its checkpoint trained with is half one augmenter's run,
-    half another's. An --augment-ckpt file of other contents (retrained, replaced under the same name) is
-    refused: the file the run named can be put back. Weights of another source that differ (a cache trained
-    again: deleted, node-local on another machine, or trained with another thread count, none of which
-    reproduces the same bits) are said in a line: nothing keeps the earlier augmenter to put back."""
-    augmenter = record.get("augmenter")
-    if not isinstance(augmenter, dict):
-        return
-    now, before = augmenter.get("sha256"), resume.contents.get(AUGMENTER_SHA256_KEY)
-    if isinstance(now, str) and isinstance(before, str) and now != before:
-        raise RunFolderRefused(
-            f"--augment-ckpt {augmenter.get('path')} holds another augmenter than the one the run in "
-            f"{resume.run_folder} trained with so far (SHA-256 {now[:12]}, the run's: {before[:12]}); put "
-            "that file back to continue the run, or start it again (--overwrite)"
-        )
-    now, before = augmenter.get("weights_sha256"), resume.contents.get(AUGMENTER_WEIGHTS_KEY)
-    if isinstance(now, str) and isinstance(before, str) and now != before:
-        from lightning_genae.progress import warn
-
-        warn(
-            f"note: the augmenter {augmenter.get('path')} ({augmenter.get('source')}) is not the one the run "
-            f"in {resume.run_folder} trained with so far (weights' SHA-256 {now[:12]}, the run's: "
-            f"{before[:12]}): its training goes on with this one; start it again (--overwrite) for a run of "
-            "one augmenter"
-        )
 
 
 class RunWallClock(Callback):
@@ -292,95 +143,6 @@ class RunWallClock(Callback):
             self._earlier_sessions_s = float(earlier)
 
 
-def _budgets(
-    resume: RunCheckpoint, config: RunConfig, steps_per_iteration: int
-) -> list[tuple[str, int, int]]:
-    """(flag, budget, reached) for each budget the resumed run has, --max-steps in iterations and
-    --max-epochs in epochs: Lightning stops at whichever it reaches first."""
-    budgets = []
-    if config.max_steps:
-        budgets.append(("--max-steps", config.max_steps, resume.iteration(steps_per_iteration)))
-    if config.max_epochs is not None:
-        budgets.append(("--max-epochs", config.max_epochs, resume.epochs()))
-    return budgets
-
-
-def training_complete(resume: RunCheckpoint, config: RunConfig, steps_per_iteration: int) -> bool:
-    """Whether the resumed checkpoint is at the end of the run's budget: its --max-steps iterations, or its
-    --max-epochs epochs."""
-    return any(reached == budget for _, budget, reached in _budgets(resume, config, steps_per_iteration))
-
-
-def continue_from(
-    resume: RunCheckpoint | None, run_dir: Path, resolved: ResolvedRun, explicit_resume: bool
-) -> RunCheckpoint | None:
-    """The checkpoint a `--resume` into the run's own folder continues from: the one given, unless the
-    folder's last.ckpt went further. Continuing from an older checkpoint (`best.ckpt`) there would replace
-    the later last.ckpt, metrics rows and summary.json without a word: refused, unless this job's earlier
-    attempt wrote it (a requeued job runs its command again, `--resume best.ckpt` included), which then
-    continues from it. A resume the user did not ask for (a restarted job's own) is `resume` itself."""
-    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
-    if resume is None or not explicit_resume or resume.run_folder.resolve() != run_dir.resolve():
-        return resume
-    if not last.is_file() or last.resolve() == resume.path.resolve():
-        return resume
-    try:
-        newest = RunCheckpoint.load(last, "--resume")
-    except ConfigError:
-        return resume  # a damaged last.ckpt holds nothing to keep
-    steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
-    went_on_to, resumed_at = newest.iteration(steps_per_iteration), resume.iteration(steps_per_iteration)
-    if went_on_to <= resumed_at:
-        return resume
-    job = current_job()
-    if job is not None and job.restart_count > 0 and written_by(newest, job) == "own":
-        say(f"--resume {resume.path}: this job's earlier attempt went on to iteration {went_on_to}; going on")
-        return newest
-    raise ConfigError(
-        f"--resume {resume.path}: the run in {run_dir} went on to iteration {went_on_to} ({last}); "
-        f"continuing from iteration {resumed_at} in its folder would replace that later training and its "
-        f"records; give --output NEW to continue from iteration {resumed_at} in a folder of its own, or "
-        f"--resume last with a budget above iteration {went_on_to} to continue the run"
-    )
-
-
-def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
-    """Refuse a --resume with no iteration left to train: it would only rewrite the run's last.ckpt and
-    summary.json and log its final rows a second time. A run at the end of its budget without a summary.json
-    of that iteration (stopped during its final evaluation; an extended run keeps its earlier budget's until
-    then) is let through: the resume evaluates it. Both budgets count where the run has both (one given
-    with --resume, the other its checkpoint's): the first reached ends it."""
-    config = resolved.config
-    steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
-    done = resume.iteration(steps_per_iteration)
-    if training_complete(resume, config, steps_per_iteration) and not _summarised_at(resume.run_folder, done):
-        # Stopped after its training, during the final evaluation: the resume runs that evaluation alone.
-        say(f"--resume {resume.path}: training is complete at iteration {done}; running the final evaluation")
-        return
-    spent = [
-        (option, budget, reached)
-        for option, budget, reached in _budgets(resume, config, steps_per_iteration)
-        if budget <= reached
-    ]
-    if spent:
-        evaluate = f"--evaluate {shlex.quote(str(resume.path))}"
-        at = {"--max-steps": f"iteration {done}", "--max-epochs": f"epoch {resume.epochs()}"}
-        where = at[spent[0][0]] if len(spent) == 1 else f"iteration {done} (epoch {resume.epochs()}),"
-        budgets = " and ".join(f"{option} {budget}" for option, budget, _ in spent)
-        above = " and ".join(f"{option} above {reached}" for option, _, reached in spent)
-        raise ConfigError(
-            f"--resume {resume.path}: the run is at {where} and {budgets} "
-            f"{'leaves' if len(spent) == 1 else 'leave'} nothing to train; give {above} to continue it, or "
-            f"{evaluate} to measure it again"
-        )
-
-
-def _summarised_at(run_dir: Path, iteration: int) -> bool:
-    """Whether run_dir's summary.json is of a run finished at `iteration` (not an earlier budget's)."""
-    summary = read_summary(run_dir)
-    return summary is not None and summary.get("global_step") == iteration
-
-
 def run(
     resolved: ResolvedRun,
     resume: RunCheckpoint | None = None,
@@ -401,15 +163,12 @@ def run(
     config = resolved.config
     if config.output:
         run_dir = Path(config.output)
-    elif resume is not None and not in_a_run_folder(resume.path):
-        # A checkpoint kept elsewhere (models/foo.ckpt) has no run folder around it: its own folder is
-        # someone's, not one to fill with a run's files.
-        raise ConfigError(
-            f"--resume {resume.path}: the checkpoint is not in a run folder's {CHECKPOINT_DIR}/, so there is "
-            "no run folder to continue in; give --output DIR for the continued run"
-        )
+    elif resume is not None and in_a_run_folder(resume.path):
+        run_dir = resume.run_folder
     else:
-        run_dir = resume.run_folder if resume is not None else default_run_dir(config)
+        # A checkpoint kept elsewhere (models/foo.ckpt) has no run folder around it: the folder it lies in
+        # is someone's, so the continued run gets a new one.
+        run_dir = default_run_dir(config)
     refuse_a_run_folder_among_the_data(config, run_dir)
     # Absolute paths: the checkpoint and config.yaml name the same folders from whatever folder a resume or a
     # re-run starts in.
@@ -432,8 +191,6 @@ def run(
             if verdict not in (0, RANK_ZERO_GONE):
                 raise RankZeroStopped(verdict) from None
             raise
-    # The loggers' own folders, where they are used (checkpoints/ and images/ are checked for every run).
-    check_run_subfolders(run_dir, [name for name in ("tensorboard", "wandb") if name in config.logger])
     overwrite = config.overwrite
     if (
         not overwrite
@@ -514,9 +271,7 @@ def _train(
     # of a checkpoint may use any batch size, so the check is training's, not the data's).
     datamodule.check_batch_fits()
     if resume is not None and trainer.is_global_zero:
-        resume.check_trained_on(
-            datamodule, "--resume", "start a new run without --resume", data_dir=config.data_dir
-        )
+        resume.check_trained_on(datamodule, "--resume", data_dir=config.data_dir)
     attached = resolved.attach_augmentation(
         datamodule,
         seed=config.seed,
@@ -526,7 +281,10 @@ def _train(
         fast_dev_run=config.fast_dev_run,
     )
     datamodule = attached.datamodule
-    _keep_the_augmenter_file(trainer, resume, attached.record)
+    augmenter = attached.record.get("augmenter") or {}
+    if resume is not None:
+        check_same_augmenter(resume, augmenter)
+    trainer.callbacks.append(AugmenterInCheckpoints(augmenter))
     # Seeded again: the initial weights depend on the seed alone, not on whether an augmenter was trained
     # or loaded first, so every arm of an ablation starts from the same model.
     pl.seed_everything(int_seed(config.seed, "training"), workers=True, verbose=False)
@@ -549,7 +307,7 @@ def _train(
         )
         if resume is not None:
             say(f"resuming from {resume.path} at iteration {resume_step}")
-            _say_what_changes_on_resume(resume, config, run_dir, model)
+            say_what_changes(resume, config, run_dir, model)
     for logger in loggers[1:]:
         logger.log_hyperparams(config.to_dict())
 
@@ -713,7 +471,7 @@ def _fit(
     """`trainer.fit`, from the resumed checkpoint if any."""
     with warnings.catch_warnings():
         # A checkpoint resumed from another folder (or a copied one) makes ModelCheckpoint warn that its
-        # folder changed; the new folder is the point, and `_say_what_changes_on_resume` says so.
+        # folder changed; the new folder is the point, and `say_what_changes` says so.
         warnings.filterwarnings("ignore", message=".*dirpath has changed")
         if resume is not None and only_former_keys_unread(resume.contents, trainer.callbacks):
             warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint")

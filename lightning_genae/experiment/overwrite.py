@@ -1,0 +1,274 @@
+"""--overwrite: what a run wrote into its folder, set aside until the new run trains, then removed for good,
+or put back where the new run stopped before that; never anything a run did not write.
+
+A run writes RUN_FILES and, inside RUN_FOLDERS, only the names those folders' patterns give (run_files.py):
+a user's file beside or inside them is kept and named.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from lightning_genae.cluster import global_rank
+from lightning_genae.errors import RunFolderRefused, describe_error
+from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
+from lightning_genae.run_files import RUN_FILES, RUN_FOLDERS, WANDB_RUN_ID
+
+# Where `--overwrite` keeps the replaced run's files until the new run trains (SetAside): while they are
+# moved, once all are, and once the new run trained (being removed).
+SETTING_ASIDE_DIR = ".genae-replacing"
+REPLACED_DIR = ".genae-replaced"
+REMOVED_DIR = ".genae-replaced-removed"
+# What this package writes as a W&B run id, and W&B takes: letters, digits, '_' and '-'.
+WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _kept_wandb_id(path: Path) -> str | None:
+    """The W&B run id the run in `path` keeps in WANDB_RUN_ID; None where it used no W&B logger, or the file
+    holds no id (damaged or edited: no W&B folder is then known for the run's)."""
+    try:
+        kept = (path / WANDB_RUN_ID).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return kept if WANDB_ID.fullmatch(kept) else None
+
+
+def written_by_the_run(folder: str, name: str, wandb_id: str | None) -> bool:
+    """Whether `folder/name` (folder one of RUN_FOLDERS) is of a name the run writes there. In wandb/, W&B's
+    run folders and logs are the run's only where it used W&B (`wandb_id`, from `_kept_wandb_id`), and a run
+    folder only of that id: W&B writes into ./wandb by default, so another program's or another run's W&B
+    runs may lie there."""
+    written = RUN_FOLDERS[folder].fullmatch(name)
+    if written is None:
+        return False
+    if folder != "wandb" or f"{folder}/{name}" == WANDB_RUN_ID:
+        return True
+    # A W&B run folder names its run's id (`id`); its link and logs name none.
+    return wandb_id is not None and written["id"] in (None, wandb_id)
+
+
+def refuse_linked_run_folders(path: Path) -> None:
+    """Refuse `--overwrite` of a folder whose checkpoints/ (images/, ...) is a link to a folder holding files
+    of the names a run writes: --overwrite removes only what lies in the run's own folder, and the new run
+    would write over those files through the link (another run's best.ckpt and last.ckpt)."""
+    for name, written in RUN_FOLDERS.items():
+        folder = path / name
+        if not (folder.is_symlink() and folder.is_dir()):
+            continue
+        held = sorted(entry.name for entry in folder.iterdir() if written.fullmatch(entry.name))
+        if held:
+            raise RunFolderRefused(
+                f"--overwrite: {folder} is a link to {folder.resolve()}, which holds {', '.join(held[:3])}"
+                f"{' and more' if len(held) > 3 else ''}; --overwrite removes only what lies in the run's "
+                "folder and the new run would write over them through the link: remove the link, or empty "
+                "the folder it points to first"
+            )
+
+
+@dataclass
+class Removal:
+    """What `--overwrite` removed from a run folder, and what it found there that no run writes."""
+
+    removed: list[str]
+    kept: list[str]
+
+    def describe(self, path: Path, why: str = "--overwrite") -> str:
+        line = f"{why}: removed the previous run's {', '.join(self.removed)} from {path}"
+        if self.kept:
+            more = len(self.kept) - 5
+            shown = ", ".join(self.kept[:5]) + (f" and {more} more" if more > 0 else "")
+            line += f"; kept {shown} (not written by a run)"
+        return line
+
+
+def remove_entry(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink(missing_ok=True)
+
+
+def run_entries(path: Path) -> tuple[list[str], Removal]:
+    """What a run wrote into `path` (RUN_FILES, and inside RUN_FOLDERS only the names a run writes), as
+    paths relative to it, and the Removal that names them and what else the folder holds."""
+    entries, removed, kept = [], [], []
+    wandb_id = _kept_wandb_id(path)
+    for name in RUN_FILES:
+        entry = path / name
+        if entry.is_file() or entry.is_symlink():
+            entries.append(name)
+            removed.append(name)
+    for name in RUN_FOLDERS:
+        folder = path / name
+        if folder.is_symlink() or not folder.is_dir():
+            if folder.exists() or folder.is_symlink():
+                kept.append(name)
+            continue
+        count = 0
+        for entry in sorted(folder.iterdir()):
+            # A run writes files there, and folders only in wandb/ (W&B's run folders): a user's folder named
+            # like a picture or a checkpoint is the user's.
+            is_folder = entry.is_dir() and not entry.is_symlink()
+            if written_by_the_run(name, entry.name, wandb_id) and (name == "wandb" or not is_folder):
+                entries.append(f"{name}/{entry.name}")
+                count += 1
+            else:
+                kept.append(f"{name}/{entry.name}")
+        if count:
+            removed.append(f"{name}/")
+    # What a user keeps beside the run's files is named too (the lock is this invocation's own; a set-aside
+    # folder that a replacing run killed before it trained left behind is a run's).
+    ours = {*RUN_FILES, *RUN_FOLDERS, LOCK_FILE, SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR}
+    kept += [
+        entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
+        for entry in sorted(path.iterdir())
+        if entry.name not in ours
+    ]
+    return entries, Removal(removed, kept)
+
+
+def remove_empty_run_folders(path: Path, names: Collection[str] = tuple(RUN_FOLDERS)) -> None:
+    for name in names:
+        folder = path / name
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def remove_run_entries(path: Path) -> Removal:
+    """Delete what a run wrote into `path`: RUN_FILES, and inside RUN_FOLDERS only the names a run writes.
+
+    Anything else (a user's file beside or inside the run's folders) is kept and named; a run folder left
+    empty is removed.
+    """
+    entries, removal = run_entries(path)
+    for entry in entries:
+        remove_entry(path / entry)
+    remove_empty_run_folders(path)
+    return removal
+
+
+@dataclass
+class SetAside:
+    """A run's files that `--overwrite` moved aside: removed for good once the new run trains, put back if it
+    stops before that (a refused checkpoint, missing data, Ctrl-C), or by the next start in the folder if it
+    was killed (`put_back_a_stopped_overwrite`).
+
+    The folder they lie in says how far the replacement got, each step a rename: SETTING_ASIDE_DIR while
+    they are moved (or moved back: every run file still in the folder is the replaced run's), REPLACED_DIR
+    once all are (what the folder holds beside it is the new run's), REMOVED_DIR once the new run trained.
+    """
+
+    path: Path
+    removal: Removal
+
+    @classmethod
+    def take(cls, path: Path) -> SetAside:
+        """Move the run's files in `path` aside; one that cannot be moved puts those already moved back."""
+        moving = path / SETTING_ASIDE_DIR
+        entries, removal = run_entries(path)
+        moving.mkdir()
+        try:
+            for entry in entries:
+                (moving / entry).parent.mkdir(parents=True, exist_ok=True)
+                # A rename within the folder: instant, whatever the checkpoints' size.
+                os.replace(path / entry, moving / entry)
+        except OSError:
+            _move_back(path, moving)
+            raise
+        os.replace(moving, path / REPLACED_DIR)
+        remove_empty_run_folders(path)
+        return cls(path, removal)
+
+    def put_back(self) -> None:
+        _put_back(self.path)
+
+    def remove(self) -> str | None:
+        """Remove the set-aside files for good; the error, where one could not be (a file still open over
+        NFS, a read-only file), as a line to say: the new run trains on regardless."""
+        removed = self.path / REMOVED_DIR
+        try:
+            # First renamed: whatever stops the removal, the files are never taken for a run to put back.
+            os.replace(self.path / REPLACED_DIR, removed)
+            remove_entry(removed)
+        except OSError as error:
+            return (
+                f"--overwrite: the replaced run's files in {self.path} could not all be removed "
+                f"({describe_error(error)}); remove {removed} once this run is done"
+            )
+        return None
+
+
+def _put_back(path: Path) -> None:
+    """The run set aside in `path`'s REPLACED_DIR back in its place: renamed to SETTING_ASIDE_DIR first (from
+    then on every run file in the folder is the replaced run's), then each file moved back over whatever
+    the new run wrote in its place (its config.yaml)."""
+    moving = path / SETTING_ASIDE_DIR
+    os.replace(path / REPLACED_DIR, moving)
+    _move_back(path, moving)
+
+
+def _move_back(path: Path, moving: Path) -> None:
+    """Every file under `moving` back to its place in `path`, then `moving` removed."""
+    for source in sorted(moving.rglob("*")):
+        target = path / source.relative_to(moving)
+        if source.is_dir() and not source.is_symlink():
+            target.mkdir(parents=True, exist_ok=True)  # an empty one too (a wandb run's tmp/)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    remove_entry(moving)
+
+
+def put_back_a_stopped_overwrite(path: Path) -> None:
+    """Finish what an `--overwrite` killed part-way (`kill -9`, SLURM's SIGKILL, out of memory) left in
+    `path` (`finish_a_stopped_overwrite`), under the folder's lock, so a second start at the same moment
+    waits its turn and finds nothing left to do; a live run holding the lock is left alone (its set-aside
+    is its own). Every start that reads a run folder asks for it (a run, a resume, an evaluation, a cell)."""
+    if not any((path / name).exists() for name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR)):
+        return
+    try:
+        lock = RunFolderLock.acquire(path)
+    except (RunFolderRefused, OSError):
+        return
+    try:
+        finish_a_stopped_overwrite(path)
+    finally:
+        lock.release()
+
+
+def finish_a_stopped_overwrite(path: Path) -> None:
+    """A run set aside before the new one trained is put back (what the killed run wrote beside it removed
+    first), one still being moved is moved back, one a trained run replaced is removed; rank 0 says which
+    in one line on stderr."""
+    moving, held, removed = (path / name for name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR))
+    said = None
+    if removed.exists():
+        try:
+            remove_entry(removed)
+        except OSError as error:
+            said = f"{path}: {removed} (a replaced run) could not be removed ({describe_error(error)})"
+    if moving.exists():
+        # Killed while moving: every run file in the folder is still the replaced run's.
+        _move_back(path, moving)
+        said = f"{path}: moved back the files an --overwrite, killed while it set them aside, had moved"
+    elif held.exists():
+        # Killed before its run trained: the run comes back over what the killed run wrote in its files'
+        # places; nothing else beside it is taken for the killed run's.
+        _put_back(path)
+        said = f"{path}: put back the run that an --overwrite, stopped before it trained, had set aside"
+    if said is not None and global_rank() == 0:
+        print(said, file=sys.stderr, flush=True)
+
+
+def set_aside_run_in(path: Path) -> Path | None:
+    """The run folder whose set-aside (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR) `path` is in, if any."""
+    for parent in path.absolute().parents:
+        if parent.name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR):
+            return parent.parent
+    return None
