@@ -511,8 +511,9 @@ def test_a_grid_cell_whose_seed_an_augment_ckpt_does_not_fit_fails_and_the_other
     # Its subset was drawn with seed 0: the seed-1 cell cannot use it and fails; the seed-0 cell runs.
     root = tmp_path / "grid"
     assert main([*grid, "--seeds", "0,1", "--output", str(root)]) == 1
-    assert "drawn with seed 0, this run's with 1" in capsys.readouterr().err
-    assert (root / "ae-ts32-seed1" / "failed.json").is_file()
+    assert "ae-ts32-seed1 FAILED: ConfigError: --augment-ckpt" in capsys.readouterr().err
+    failed = (root / "ae-ts32-seed1" / "failed.json").read_text()
+    assert "other training images" in failed and "--seed 0" in failed
     assert not (root / "ae-ts32-seed0" / "failed.json").exists()
     assert not augmenter_cache.exists()
 

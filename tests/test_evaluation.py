@@ -283,15 +283,6 @@ def test_inception_without_weights_is_one_clear_line_before_training(tmp_path, o
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "summary.json").exists()
 
 
-def test_a_grid_with_inception_without_weights_is_refused_once_before_any_cell(tmp_path, offline, capsys):
-    root = tmp_path / "grid"
-    args = ["--model", "gan", "--data", "digits", *SMALL, "--backbone", "inception", "--max-steps", "2"]
-    assert main([*args, "--seeds", "0,1", "--output", str(root)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("error: inception: ") == 1 and err.count("inception: downloading ") <= 1
-    assert not root.exists(), "no grid.json, no cell folder"
-
-
 def test_a_run_scored_with_inception_is_evaluated_without_its_weights_with_the_classifier(
     tmp_path, offline, monkeypatch, capsys
 ):
