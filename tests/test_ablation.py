@@ -915,7 +915,7 @@ def test_a_shorter_budget_or_a_lost_checkpoint_refuses_a_finished_cell(tmp_path:
     assert outcome.action == "refused" and not started
     assert "--max-steps 1000 (finished run: 1500, trained to 1500; a shorter budget" in outcome.error
     # An epoch budget below the epochs a --max-steps run went through, refused before any cell trains.
-    fewer_epochs = RunConfig(augment="ae", train_size=1000, seed=0, max_steps=0, max_epochs=2)
+    fewer_epochs = RunConfig(augment="ae", train_size=1000, seed=0, max_epochs=2)
     with pytest.raises(
         RunFolderRefused, match=r"--max-epochs 2 \(finished run: None, trained to 3; a shorter"
     ):

@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,11 +42,10 @@ from lightning_genae.experiment.ablation.grid import (
     summary_config,
     train_size_label,
 )
-from lightning_genae.experiment.config import RunConfig, coerce, flag
+from lightning_genae.experiment.config import RunConfig, flag
 from lightning_genae.experiment.resolve import ResolvedRun
 from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.metrics.names import Direction, try_parse
-from lightning_genae.plugin_options import type_name
 from lightning_genae.run_files import started_run_files
 
 __all__ = [
@@ -71,11 +71,8 @@ def candidate_separators(option: str) -> str:
     A text option's own value may be a comma list (`--diffaug-policy color,translation`), so only `|` can
     separate its candidates.
     """
-    return "|," if type_name(_type_of(option)) in ("int", "float") else "|"
-
-
-def _type_of(option: str) -> Any:
-    return augmentation_options()[option][0]
+    kind = augmentation_options()[option][0]
+    return "|," if {int, float} & {kind, *typing.get_args(kind)} else "|"
 
 
 def candidate_texts(option: str, text: str) -> list[str]:
@@ -84,28 +81,18 @@ def candidate_texts(option: str, text: str) -> list[str]:
     return [item.strip() for item in re.split(pattern, text) if item.strip()]
 
 
-def _candidates_of(option: str, value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        items = [item for item in value if str(item).strip()]
-    elif isinstance(value, str):
-        items = candidate_texts(option, value)
-    else:
-        items = [value]
-    return [coerce(option, _type_of(option), item) for item in items]
-
-
 def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """(`values` without candidate lists, each tunable option given several values -> its candidates).
 
-    `values` are the command line's or the config file's (a YAML list works too); an option given one
-    value stays in the first, as its type.
+    `values` are the command line's or the config file's, as the parser reads them: a list where several
+    candidates are given (`--augment-p 0.1,0.25`, a YAML list).
     """
     rest = dict(values)
     lists: dict[str, list[Any]] = {}
     for option in tunable_options():
         if values.get(option) is None:
             continue
-        candidates = _candidates_of(option, values[option])
+        candidates = values[option] if isinstance(values[option], list) else [values[option]]
         if len(candidates) > 1:
             check_unique(candidates, f"{flag(option)} candidate list")
             lists[option] = candidates
