@@ -46,7 +46,7 @@ from lightning_genae.experiment.config import merge, resume_conflicts
 from lightning_genae.experiment.resolve import resolve
 from lightning_genae.metrics.likelihood import subset_corrected_mean
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import OneLineErrorParser, flag
+from lightning_genae.plugin_options import flag
 from lightning_genae.run_files import last_checkpoint
 from lightning_genae.spread import mean_std
 
@@ -248,7 +248,7 @@ def corrected_test_nll(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=5000, help="training iterations per seed")

@@ -1,5 +1,5 @@
 """Typed options of a plug-in (a family, an augmentation): one frozen dataclass whose fields declare each
-option's type, default, `--help` line and range, and how a value is read from a file or the command line.
+option's type, default, `--help` line and range.
 
 The command line, config files, `config.yaml` and the checks are generated from these declarations, so an
 option lives next to the code that reads it. Imports nothing heavier than the standard library: `--help`
@@ -8,7 +8,6 @@ and a bad option are answered without torch or Lightning.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import functools
@@ -19,7 +18,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from lightning_genae.errors import (
     PLUGIN_HINT,
@@ -32,21 +31,16 @@ from lightning_genae.errors import (
 
 __all__ = [
     "AUTO",
-    "OneLineErrorParser",
     "PluginOptions",
     "Registry",
-    "accepts_auto",
-    "coerce",
-    "command_line_reader",
     "flag",
-    "float_or_auto",
+    "is_of_type",
     "literal_choices",
     "option",
     "option_specs",
     "check_shared",
     "declaring_class",
     "declared_fields",
-    "type_name",
     "with_default",
 ]
 
@@ -92,9 +86,8 @@ AUTO = "auto"
 # `lightning_genae.plugins.register_*`): config.yaml leaves them out where unset, so a run that used no
 # plug-in re-runs without it.
 PLUGIN_OPTION_NAMES: set[str] = set()
-# The options of families, datasets and augmentations that name a file or folder (`option(..., path=True)`,
-# as --augment-ckpt), filled as their classes are defined: made absolute and compared as paths, as RunConfig's
-# own (`config.PATH_OPTIONS`) are.
+# The options that name a file or folder (`option(..., path=True)`, as --augment-ckpt), filled as their
+# classes are defined: made absolute and compared as paths.
 PATH_OPTION_NAMES: set[str] = set()
 
 
@@ -125,111 +118,35 @@ def typed_flag(name: str, value: Any) -> str:
     return flag(f"no_{name}") if value is False else flag(name)
 
 
-def accepts_auto(kind: Any) -> bool:
-    """Whether an option of type `kind` (such as `float | Literal["auto"] | None`) takes `auto`."""
-    return any(
-        typing.get_origin(argument) is typing.Literal and AUTO in typing.get_args(argument)
-        for argument in typing.get_args(kind)
-    )
-
-
-def float_or_auto(value: Any) -> float | str:
-    """`auto` (any case) or a number: how `--augment-p` is read from the command line and from YAML."""
-    if isinstance(value, str) and value.strip().lower() == AUTO:
-        return AUTO
-    if isinstance(value, bool):
-        raise TypeError
-    return float(value)
-
-
-def int_or_auto(value: Any) -> int | str:
-    """`auto` (any case) or a whole number, for an `int | Literal["auto"]` option."""
-    if isinstance(value, str) and value.strip().lower() == AUTO:
-        return AUTO
-    return _as_int(value)
-
-
-def _number_or_auto(text: str) -> float | str:
-    try:
-        return float_or_auto(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
-
-
-def _whole_number_or_auto(text: str) -> int | str:
-    try:
-        return int_or_auto(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor auto") from None
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse with errors as a single line (no usage dump) and exit code 2: every command's parser."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
-
-    def _check_value(self, action: argparse.Action, value: Any) -> None:
-        # argparse's refusal of a choice, with the one it resembles (`--model vea`: did you mean 'vae'?).
-        try:
-            super()._check_value(action, value)
-        except argparse.ArgumentError as error:
-            choices = [str(choice) for choice in action.choices or ()]
-            close = difflib.get_close_matches(str(value), choices, n=1)
-            if not close:
-                raise
-            hint = f", did you mean {close[0]!r}?"
-            message = error.message.replace(" (choose from", f"{hint} (choose from", 1)
-            raise argparse.ArgumentError(action, message if hint in message else message + hint) from None
-
-
-def command_line_reader(kind: Any) -> Callable[[str], Any]:
-    """The argparse `type` of a valued (not yes/no, not list) option of type `kind`, reading as `coerce`
-    reads a file's value: int, float, a float or `auto`, else the text (a string, or a choice argparse
-    checks). A value it cannot read is argparse's error naming the flag, in every command built from these
-    declarations."""
-    expected = type_name(kind)
-    if accepts_auto(kind) and expected in ("float", "int"):
-        return _number_or_auto if expected == "float" else _whole_number_or_auto
-    return {"int": int, "float": float}.get(expected, str)
-
-
-def _admits_none(kind: Any) -> bool:
-    """Whether an option of type `kind` may be None: `int | None`, or the type of a stored None."""
-    return kind is Any or kind is type(None) or type(None) in typing.get_args(kind)
-
-
-def type_name(kind: Any) -> str:
-    """`int | None` -> `int`, `Literal['a', 'b']` -> `str`: what a value of this option must be."""
-    arguments = [argument for argument in typing.get_args(kind) if argument is not type(None)]
-    origin = typing.get_origin(kind)
+def is_of_type(kind: Any, value: Any) -> bool:
+    """Whether `value` is one an option of type `kind` holds (`int | None`, `float | Literal["auto"]`,
+    `list[str]`): a bool is no number, an int is a float. Reading text or YAML as the type is the command
+    line's job; this is the check of a value a Python caller gives."""
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
-        return type_name(arguments[0])
+        return any(is_of_type(argument, value) for argument in arguments)
     if origin is typing.Literal:
-        return "str"
-    if origin is list:
-        return "list"
-    return getattr(kind, "__name__", str(kind))
+        return value in arguments
+    if kind is Any:
+        return True
+    if kind is float:
+        kind = (int, float)
+    elif kind is type(None):
+        return value is None
+    if isinstance(value, bool) and kind is not bool:
+        return False
+    if not isinstance(value, origin or kind):
+        return False
+    return origin is not list or all(is_of_type(arguments[0], item) for item in value)
 
 
-def _as_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise TypeError
-    if isinstance(value, int):
-        return value
-    # Through float only for what is not an int yet (3.0 from YAML): a float rounds large ints.
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    if float(value) != int(value):
-        raise TypeError
-    return int(value)
-
-
-# String options whose command-line value is a comma list, which a YAML file may give as a list.
-COMMA_LIST_STRINGS = frozenset({"devices"})
+def type_text(kind: Any) -> str:
+    """`int`, `float | Literal['auto']`: an option's type as a refusal names it."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " | ".join(map(type_text, typing.get_args(kind)))
+    if kind is type(None):
+        return "None"
+    return kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
 
 
 _SHORT_REPR = reprlib.Repr()
@@ -241,48 +158,6 @@ def shown_value(value: Any) -> str:
     """`value` as a refusal quotes it: its repr, cut short. A YAML file's aliases can nest a short text
     into a value whose full repr takes gigabytes."""
     return _SHORT_REPR.repr(value)
-
-
-def coerce(name: str, kind: Any, value: Any) -> Any:
-    """A value from a YAML file or a checkpoint as the option's type (argparse does this for flags). A null
-    is taken only by an option whose type admits None (its default is "unset")."""
-    expected = type_name(kind)
-    if value is None:
-        if _admits_none(kind):
-            return None
-        article = "an" if expected[0] in "aeiou" else "a"
-        raise OptionError(
-            name, f"is null, and it takes {article} {expected}; give it a value, or drop it for its default"
-        )
-    try:
-        if expected == "list":
-            items = value.split(",") if isinstance(value, str) else list(value)
-            if not all(isinstance(item, (str, int, float)) for item in items):
-                raise TypeError  # a list of lists (a YAML alias nested in itself) is no list of names
-            return [str(item).strip() for item in items if str(item).strip()]
-        if expected == "bool":
-            if isinstance(value, bool):
-                return value
-            raise TypeError
-        if expected == "int":
-            return int_or_auto(value) if accepts_auto(kind) else _as_int(value)
-        if expected == "float":
-            if accepts_auto(kind):
-                return float_or_auto(value)
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if name in COMMA_LIST_STRINGS and isinstance(value, list):
-            # A YAML list where the command line takes a comma list (`devices: [0, 1]` for --devices 0,1).
-            if not all(isinstance(item, (str, int)) and not isinstance(item, bool) for item in value):
-                raise TypeError
-            return ",".join(str(item) for item in value)
-        if not isinstance(value, (str, int, float)):
-            raise TypeError  # a list or mapping where a word or path is taken
-        return str(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf) from a YAML file
-        auto = " or auto" if accepts_auto(kind) else ""
-        raise OptionError(name, f"{shown_value(value)} is not a valid {expected}{auto}") from None
 
 
 def option(
@@ -400,7 +275,7 @@ class PluginOptions:
         """Raise the OptionError of option `name` where `value` is not one it takes, judged by its own type
         and range alone (the checks of two options together, in a subclass's `__post_init__`, are not
         made)."""
-        cls._own_check(cls.__dataclass_fields__[name], coerce(name, cls.types()[name], value))
+        cls._own_check(cls.__dataclass_fields__[name], value)
 
     @classmethod
     def passes_own_check(cls, name: str, value: Any) -> bool:
@@ -433,6 +308,12 @@ class PluginOptions:
     @classmethod
     def _own_check(cls, spec: dataclasses.Field, value: Any) -> Any:
         """The value as stored (`canonical`'s form), checked against its option alone."""
+        kind = cls.types()[spec.name]
+        if not is_of_type(kind, value):
+            choices = literal_choices(kind)
+            takes = f"one of: {', '.join(map(str, choices))}" if choices else f"of type {type_text(kind)}"
+            given = "null" if value is None else shown_value(value)
+            raise OptionError(spec.name, f"{given} is not {takes}")
         canonical = spec.metadata.get("canonical")
         if canonical is not None and value is not None:
             value = canonical(value)
@@ -441,14 +322,11 @@ class PluginOptions:
 
     @classmethod
     def _check_field(cls, spec: dataclasses.Field, value: Any) -> None:
-        choices = cls.choices(spec.name)
-        if choices and value not in choices and not (value is None and spec.default is None):
-            raise OptionError(spec.name, f"{value!r} is not one of: {', '.join(map(str, choices))}")
         if spec.metadata.get("path") and isinstance(value, str) and not value.strip():
             raise OptionError(spec.name, "is empty; give a path, or drop it for its default")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return
-        if isinstance(value, int) and value > INT_LIMIT:
+        if isinstance(value, int) and spec.metadata.get("at_most") is None and value > INT_LIMIT:
             raise OptionError(spec.name, f"must be at most {INT_LIMIT:,}, got {value:,}")
         # NaN compares False with every bound and inf passes a lower one: check finiteness first.
         if isinstance(value, float) and not math.isfinite(value):
@@ -468,14 +346,15 @@ class PluginOptions:
 
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> PluginOptions:
-        """Options from raw values (a config file's, the command line's, a checkpoint's); defaults fill in."""
+        """Options from plain values (the command line's, a config file's, a checkpoint's); defaults fill
+        in, and a name no option has is refused."""
         types = cls.types()
         unknown = sorted(set(values) - set(types))
         if unknown:
             close = difflib.get_close_matches(unknown[0], types, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise OptionError(unknown[0], f"is not an option of {cls.__name__}{hint}")
-        return cls(**{name: coerce(name, types[name], value) for name, value in values.items()})
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -855,8 +855,8 @@ def test_a_shorter_budget_or_a_lost_checkpoint_refuses_a_finished_cell(tmp_path:
     [outcome] = run_grid([cell], tmp_path, run_cell, configs={cell: shorter})
     assert outcome.action == "refused" and not started
     assert "--max-steps 1000 (finished run: 1500" in outcome.error
-    # An epoch budget for a run that trained to a --max-steps one, refused before any cell trains.
-    fewer_epochs = RunConfig(augment="ae", train_size=1000, seed=0, max_steps=0, max_epochs=2)
+    # An epoch budget below the epochs a --max-steps run went through, refused before any cell trains.
+    fewer_epochs = RunConfig(augment="ae", train_size=1000, seed=0, max_epochs=2)
     with pytest.raises(RunFolderRefused, match="--max-epochs 2"):
         refuse_finished_runs_with_other_options([(run_dir, fewer_epochs)], overwrite=False)
     last.unlink()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import shlex
+import typing
 import urllib.error
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from lightning_genae.checkpoint import CONFIG_KEY
 from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.config import CONFIG_FIELDS, CONFIG_TYPES, PRECISIONS, flag
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import PluginOptions, type_name
+from lightning_genae.plugin_options import PluginOptions
 
 CASES = Path(__file__).resolve().parent / "cases" / "bad_inputs.csv"
 
@@ -152,12 +153,16 @@ def test_bad_input_exits_2_with_one_line_naming_the_fix(
     assert set(tmp_path.iterdir()) == before, "bad input must not leave a run folder behind"
 
 
+def takes_floats(kind: object) -> bool:
+    """Whether an option of type `kind` (`float`, `float | Literal["auto"]`) holds floats."""
+    return float in (kind, *typing.get_args(kind))
+
+
 def numeric_options() -> list[tuple[str, list[str]]]:
     """Every float option (RunConfig's, the augmentations', the families') and the arguments that read it."""
-    cases = []
-    cases = [(name, []) for name in CONFIG_FIELDS if type_name(CONFIG_TYPES[name]) == "float"]
+    cases = [(name, []) for name in CONFIG_FIELDS if takes_floats(CONFIG_TYPES[name])]
     for name, (kind, _) in augmentation_options().items():
-        if type_name(kind) != "float":
+        if not takes_floats(kind):
             continue
         if name in ControllerOptions.types():  # read by ADA's controller, which --augment-p auto runs
             cases.append((name, ["--augment", "ae", "--augment-p", "auto"]))
@@ -171,7 +176,7 @@ def numeric_options() -> list[tuple[str, list[str]]]:
     seen = set()
     for family, spec in MODELS.items():
         for name, kind in spec.options.types().items():
-            if type_name(kind) == "float" and name not in seen:
+            if takes_floats(kind) and name not in seen:
                 seen.add(name)
                 data = ["--data", "sines"] if spec.module.data_kind == "sequence" else []
                 cases.append((name, ["--model", family, *data, *choice_that_reads(spec.options, name)]))
@@ -198,10 +203,14 @@ NUMERIC = numeric_options()
 @pytest.mark.parametrize(("name", "context"), NUMERIC, ids=[name for name, _ in NUMERIC])
 def test_every_float_option_must_be_finite(name, context, value, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    # `--x=-inf`: argparse would read a separate `-inf` as an option.
+    # `--x=-inf`: argparse would read a separate `-inf` as an option. The parser reads no number there.
     code, err = run_main([*context, f"{flag(name)}={value}", "--print-config"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and flag(name) in err, err
+    # YAML's .nan and .inf are floats, which the option's own check refuses.
+    (tmp_path / "c.yaml").write_text(f"{name}: {value.replace('nan', '.nan').replace('inf', '.inf')}\n")
+    code, err = run_main([*context, "--config", "c.yaml", "--print-config"], capsys)
     assert_one_line_error(code, err, f"{flag(name)} must be a finite number")
-    assert not list(tmp_path.iterdir())
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["c.yaml"]
 
 
 def test_the_finiteness_check_covers_float_options_of_every_kind() -> None:

@@ -208,7 +208,7 @@ def test_energy_is_the_per_image_mean_absolute_error():
 BAD_OPTIONS = {
     "zero gamma": (["--began-gamma", "0"], "--began-gamma must lie in (0, 1]"),
     "gamma above one": (["--began-gamma", "1.5"], "--began-gamma must lie in (0, 1]"),
-    "nan gamma": (["--began-gamma", "nan"], "--began-gamma must be a finite number"),
+    "nan gamma": (["--began-gamma", "nan"], "--began-gamma"),
     "negative lambda": (["--began-lambda-k", "-0.1"], "--began-lambda-k"),
     "negative margin": (["--d-loss", "ebgan", "--ebgan-margin", "-1"], "--ebgan-margin"),
     "negative pt": (["--d-loss", "ebgan", "--ebgan-pt", "-0.1"], "--ebgan-pt"),

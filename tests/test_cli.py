@@ -406,8 +406,8 @@ def offline(monkeypatch):
 
 
 BAD_INPUTS = {
-    "unknown model": (["--model", "nope"], "invalid choice"),
-    "unknown data": (["--data", "nope"], "invalid choice"),
+    "unknown model": (["--model", "nope"], "--model"),
+    "unknown data": (["--data", "nope"], "--data"),
     "unknown augment": (["--augment", "nope"], "--augment"),
     "zero steps": (["--max-steps", "0"], "--max-steps"),
     "negative batch": (["--batch-size", "-4"], "--batch-size"),
@@ -418,7 +418,7 @@ BAD_INPUTS = {
     "unknown logger": (["--logger", "csv,nope"], "--logger"),
     "resume missing file": (["--resume", "nowhere/last.ckpt"], "--resume"),
     "resume last without output": (["--resume", "last"], "--output"),
-    "missing config file": (["--config", "nowhere.yaml"], "--config"),
+    "missing config file": (["--config", "nowhere.yaml"], "nowhere.yaml"),
 }
 
 
@@ -586,8 +586,7 @@ def test_a_config_files_train_size_list_is_a_grid_as_the_flags_list_is(tmp_path,
         config.write_text(f"model: ae\ndata: digits\ntrain_size: {not_sizes}\n")
         assert main(grid) == 2
         error = capsys.readouterr().err
-        assert f"in {config} is not a count, `full` or a comma list of them" in error
-        assert error.count("\n") == 1
+        assert f"--config {config}: --train-size" in error and error.count("\n") == 1
 
 
 def test_a_train_size_list_takes_the_full_split_as_full(tmp_path, capsys):
@@ -595,9 +594,7 @@ def test_a_train_size_list_takes_the_full_split_as_full(tmp_path, capsys):
     assert main([*grid, "--train-size", "500,full", "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "# cell 0: none-ts500-seed0" in out and "# cell 1: none-tsfull-seed0" in out
-    with pytest.raises(SystemExit) as refused:
-        main([*grid, "--train-size", "500,all"])
-    assert refused.value.code == 2
+    assert main([*grid, "--train-size", "500,all"]) == 2
     error = capsys.readouterr().err
     assert "'500,all' is not a count, `full` or a comma list of them (e.g. 1000,full)" in error
     assert main([*grid, "--train-size", "full,full", "--print-config"]) == 2
@@ -715,7 +712,7 @@ def test_a_config_files_aliases_nested_in_themselves_are_refused_in_a_short_line
     config.write_text(f"{key}:\n" + "".join(f"  - {level}\n" for level in levels))
     assert main(["--config", str(config), "--print-config"]) == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"error: --{key} [") and ("is not a" in error or "is no name" in error)
+    assert error.startswith(f"error: --config {config}: --{key}: [") and "nests lists" in error
     assert len(error) < 400 and "\n" not in error.strip()
 
 

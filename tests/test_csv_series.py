@@ -577,7 +577,7 @@ def test_a_run_whose_file_this_version_reads_with_other_channels_is_evaluated_wi
     ("options", "message"),
     [
         ({"series_id": "a"}, r"series_id names the series of csv_layout long"),
-        ({"csv_layout": "rows", "csv_channels": 1}, r"csv_channels names the channel columns"),
+        ({"csv_layout": "rows", "csv_channels": "b"}, r"csv_channels names the channel columns"),
     ],
 )
 def test_build_datamodule_refuses_a_csv_option_its_layout_leaves_unread(tmp_path, options, message):

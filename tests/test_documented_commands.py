@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lightning_genae.experiment.ablation.tuning import split_candidates
-from lightning_genae.experiment.arguments import build_parser
+from lightning_genae.experiment.arguments import build_parser, command_line_values
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resolve import resolve
 
@@ -60,8 +60,8 @@ def test_the_pages_show_commands_to_replay() -> None:
 @pytest.mark.parametrize("args", [args for _, args in COMMANDS], ids=[name for name, _ in COMMANDS])
 def test_a_documented_command_parses_and_a_single_run_resolves(args: list[str]) -> None:
     if "--help" in args:
-        return  # argparse prints and exits; tests/test_startup.py times it
-    values, candidates = split_candidates(vars(build_parser().parse_args(args)))
+        return  # the parser prints and exits; tests/test_startup.py times it
+    values, candidates = split_candidates(command_line_values(build_parser(), args))
     single_run = not any(flag in args for flag in NOT_A_SINGLE_RUN) and "," not in values.get("augment", "")
     if not single_run or candidates or len(values.get("train_size", [None])) > 1:
         return

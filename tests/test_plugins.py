@@ -394,13 +394,12 @@ def test_a_plugin_datasets_splits_are_held_to_the_contract_in_one_line(
 @pytest.mark.parametrize(
     ("kind", "default", "checks", "says"),
     [
-        (dict, None, {}, "things is null, and it takes a dict"),
-        (tuple[int, int], (1, 2), {}, "things (1, 2) is not a valid tuple"),
+        (dict, None, {}, "things null is not of type dict"),
         (float, 5.0, {"at_most": 1}, "things must lie in (-inf, 1], got 5.0"),
-        (int, 0.5, {}, "things 0.5 is not a valid int"),
+        (int, 0.5, {}, "things 0.5 is not of type int"),
         (Literal["a", "b"], "c", {}, "things 'c' is not one of: a, b"),
     ],
-    ids=["dict", "tuple", "out-of-range", "float-for-int", "not-a-choice"],
+    ids=["dict", "out-of-range", "float-for-int", "not-a-choice"],
 )
 def test_an_option_whose_default_it_would_refuse_is_refused_at_registration(
     kind, default, checks, says, clean_registries
@@ -512,27 +511,25 @@ def test_the_classifier_command_takes_yes_no_and_text_options_and_records_a_comm
         "--shade light --contrast 0.5 --seed 0 --output 'out dir'"
     )
     assert build_parser().parse_args(shlex.split(command)[3:]) == args
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="^--shade: "):
         build_parser().parse_args(["--data", "stamps", "--shade", "grey", "--output", "x"])
-    one_line(capsys, "argument --shade: invalid choice: 'grey'")
     assert (
-        build_parser().parse_args(["--data", "stamps", "--contrast", "AUTO", "--output", "x"]).contrast
+        build_parser().parse_args(["--data", "stamps", "--contrast", "auto", "--output", "x"]).contrast
         == "auto"
     )
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="^--contrast: "):
         build_parser().parse_args(["--data", "stamps", "--contrast", "high", "--output", "x"])
-    one_line(capsys, "argument --contrast: 'high' is neither a number nor auto")
     # A whole number or auto: each read as such, from the command line and from a file.
-    for given, read in (("3", 3), ("Auto", "auto")):
+    for given, read in (("3", 3), ("auto", "auto")):
         assert (
             build_parser().parse_args(["--data", "stamps", "--repeats", given, "--output", "x"]).repeats
             == read
         )
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="^--repeats: "):
         build_parser().parse_args(["--data", "stamps", "--repeats", "2.5", "--output", "x"])
-    one_line(capsys, "argument --repeats: '2.5' is neither a whole number nor auto")
-    assert StampOptions.parse({"repeats": 3.0}).repeats == 3
     assert StampOptions.parse({"repeats": "auto"}).repeats == "auto"
+    with pytest.raises(ConfigError, match=r"^repeats 2.5 is not of type int"):
+        StampOptions.parse({"repeats": 2.5})
     with pytest.raises(ConfigError, match=r"^repeats must lie in \[1, inf\), got 0"):
         StampOptions.parse({"repeats": 0})
     assert main(["--data", "csv", "--pattern", "x", "--output", "x"]) == 2

@@ -29,7 +29,7 @@ def test_an_os_error_anywhere_in_the_command_is_one_line_and_exit_2(
 ):
     import errno
 
-    from lightning_genae.experiment import config_file
+    from lightning_genae.experiment import arguments as parsing
 
     denied = tmp_path / "denied.yaml"
     denied.write_text("model: ae\n")
@@ -40,7 +40,7 @@ def test_an_os_error_anywhere_in_the_command_is_one_line_and_exit_2(
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return read(path, *args, **kwargs)
 
-    monkeypatch.setattr(config_file.Path, "read_text", refused)
+    monkeypatch.setattr(parsing.Path, "read_text", refused)
     assert main([argument.format(tmp=tmp_path, denied=denied) for argument in arguments]) == 2
     one_line(capsys, "error: ", says)
     assert sorted(tmp_path.iterdir()) == [denied]
@@ -127,9 +127,9 @@ def test_an_extended_run_stopped_in_its_final_evaluation_finishes_with_resume_la
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--max-steps", str(10**23)], "--max-steps must be at most 1,000,000,000"),
-        (["--max-epochs", str(10**7)], "--max-epochs must be at most 1,000,000"),
-        (["--eval-samples", str(10**14)], "--eval-samples must be at most 10,000,000"),
+        (["--max-steps", str(10**23)], "--max-steps must lie in [1, 1000000000]"),
+        (["--max-epochs", str(10**7)], "--max-epochs must lie in [1, 1000000]"),
+        (["--eval-samples", str(10**14)], "--eval-samples must lie in [6, 10000000]"),
         (["--batch-size", str(10**10)], "--batch-size must be at most 2,147,483,647"),
     ],
 )
@@ -148,7 +148,7 @@ def test_integers_beyond_any_run_are_refused(flags, message, mode, tmp_path, cap
 def test_an_empty_path_is_refused_not_read_as_the_default(option, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["--model", "ae", *TINY_RUN, "--max-steps", "1", option, ""]) == 2
-    one_line(capsys, f"{option} is empty")
+    one_line(capsys, f"{option}: is empty")
     assert list(tmp_path.iterdir()) == [], "no runs/ folder made"
 
 
@@ -156,7 +156,7 @@ def test_an_empty_output_in_a_config_file_is_refused(tmp_path, capsys, monkeypat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.yaml").write_text('output: ""\n')
     assert main(["--model", "ae", *TINY_RUN, "--max-steps", "1", "--config", "c.yaml"]) == 2
-    one_line(capsys, "--output is empty")
+    one_line(capsys, "--output: is empty")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["c.yaml"]
 
 

@@ -18,6 +18,7 @@ from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.ablation import plan_grid, summarize
 from lightning_genae.experiment.ablation import tuning as tuning_module
 from lightning_genae.experiment.ablation.tuning import choose, plan_tuning, split_candidates
+from lightning_genae.experiment.arguments import build_parser, command_line_values
 from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.config import RunConfig
 
@@ -190,18 +191,18 @@ def test_grid_indices_name_tuning_cells_first_and_a_final_cell_waits_for_its_tun
             ["--augment", "none", "--augment-p", "0.1,0.5", "--tune-seeds", "9"],
             "--augment-p does nothing with any --augment of this grid",
         ),
-        (["--augment", "ae", "--augment-p", "0.1,nan", "--tune-seeds", "9"], "--augment-p must be a finite"),
+        (["--augment", "ae", "--augment-p", "0.1,nan", "--tune-seeds", "9"], "--augment-p:"),
         (
             ["--augment", "ae", "--augment-p", "0.1,0.5", "--tune-seeds", "0,9", "--seeds", "0,1"],
             "--tune-seeds 0 is also a seed of the grid's final runs",
         ),
         (
             ["--augment", "ae", "--augment-noise", "0.1,x"],
-            "argument --augment-noise: invalid float value: '0.1,x'",
+            "--augment-noise: Expected a float. Got value: x",
         ),
         (
             ["--augment", "ae", "--augment-p", "0.1,x"],
-            "argument --augment-p: 'x' is neither a number nor auto",
+            "--augment-p: Expected one of float, Literal['auto']. Got value: x",
         ),
     ],
 )
@@ -285,13 +286,14 @@ def test_an_option_only_an_automatic_candidate_reads_is_kept_for_it(tmp_path: Pa
 
 
 def test_numbers_split_on_commas_and_policies_on_bars() -> None:
-    rest, lists = split_candidates(
-        {"augment_p": "0.1, 0.5|0.75", "augment_noise": "0.3", "diffaug_policy": "color,cutout|translation"}
-    )
+    parser = build_parser()
+    given = ["--augment-p", "0.1, 0.5|0.75", "--augment-noise", "0.3"]
+    given += ["--diffaug-policy", "color,cutout|translation"]
+    rest, lists = split_candidates(command_line_values(parser, given))
     assert lists == {"augment_p": [0.1, 0.5, 0.75], "diffaug_policy": ["color,cutout", "translation"]}
     assert rest == {"augment_noise": 0.3}
     with pytest.raises(ConfigError, match="--augment-p candidate list lists 0.1 more than once"):
-        split_candidates({"augment_p": "0.1,0.10"})
+        split_candidates(command_line_values(parser, ["--augment-p", "0.1,0.10"]))
 
 
 def test_unequal_numbers_of_candidates_are_reported(tmp_path: Path) -> None:

@@ -1,33 +1,44 @@
-"""The command line's parser: every RunConfig field and every family's options as flags, with --help
-generated from their declarations (help, defaults, choices), and the grid's and evaluation's own flags.
+"""The command line's parser: every RunConfig field and every plug-in's option as a typed flag, with --help
+generated from their declarations (help, defaults, choices), the grid's and evaluation's own flags, and
+`--config FILE.yaml` read as the same options.
 
-Imports no Lightning: `--help` and argument errors answer in about the time `import torch` takes.
+jsonargparse reads each value as its option's type, from the command line or from YAML; the project's own
+rules (ranges, what a run leaves unread) are checked where the options are made. Imports no Lightning:
+`--help` and argument errors answer in about the time `import torch` takes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import operator
+import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
+
+import yaml
+from jsonargparse import ActionYesNo
 
 from lightning_genae import __version__
 from lightning_genae.augmentation import augmentation_choices, augmentation_options
 from lightning_genae.datamodules import DATASETS, dataset_options
+from lightning_genae.errors import PLUGIN_HINT, ConfigError
 from lightning_genae.experiment.ablation.tuning import candidate_separators, candidate_texts
-from lightning_genae.experiment.config import CONFIG_FIELDS, CONFIG_TYPES, LOGGER_CHOICES, WHOLE_SPLIT, flag
-from lightning_genae.experiment.program import command_prefix, program_name
+from lightning_genae.experiment.config import (
+    COMMAND_LINE_ONLY,
+    CONFIG_FIELDS,
+    CONFIG_TYPES,
+    LOGGER_CHOICES,
+    WHOLE_SPLIT,
+    flag,
+)
+from lightning_genae.experiment.program import CommandLineParser, command_prefix, program_name
 from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import (
-    OneLineErrorParser,
-    command_line_reader,
-    literal_choices,
-    type_name,
-    typed_flag,
-)
+from lightning_genae.plugin_options import did_you_mean, shown_value, typed_flag
 
-__all__ = ["OneLineErrorParser", "build_parser", "split_list"]
+__all__ = ["build_parser", "command_line_values", "config_file_values", "split_list"]
 
 GROUP_TITLES = {
     "what": "what to train on",
@@ -59,169 +70,156 @@ def _choices_epilog() -> str:
 
 def _shown_default(name: str, value: Any) -> str:
     """A default as `--help` shows it: a switch as the flag that gives it (`--no-spectral-norm`)."""
-    return typed_flag(name, value) if isinstance(value, bool) else _shown(value)
-
-
-def _int_list(value: str) -> list[int]:
-    try:
-        return [int(item) for item in split_list(value)] or [int(value)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer or a comma list of integers") from None
-
-
-TRAIN_SIZES = "a count, `full` or a comma list of them (e.g. 1000,full)"
-
-
-def parse_train_sizes(items: list[Any]) -> list[int | None]:
-    """Counts of training items, `full` for the whole split (None); ValueError for anything else (a
-    config file's list may hold any YAML value)."""
-    sizes: list[int | None] = []
-    for item in items:
-        if item == WHOLE_SPLIT:
-            sizes.append(None)
-        elif isinstance(item, int) and not isinstance(item, bool):
-            sizes.append(item)
-        elif isinstance(item, str):
-            sizes.append(int(item))
-        else:
-            raise ValueError(item)
-    if not sizes:
-        raise ValueError("empty")
-    return sizes
-
-
-def _train_size_list(value: str) -> list[int | None]:
-    """`--train-size 1000,5000,full`: counts of training items, `full` for the whole split (None)."""
-    items = split_list(value)
-    if not items:
-        raise argparse.ArgumentTypeError(f"empty; give {TRAIN_SIZES}")
-    try:
-        return parse_train_sizes(items)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not {TRAIN_SIZES}") from None
+    if isinstance(value, bool):
+        return typed_flag(name, value)
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-class _ExtendList(argparse.Action):
-    """`--logger csv,wandb` and `--logger csv --logger wandb` both work."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        items = split_list(values)
-        if not items:
-            # `--logger ""` from a script's empty variable: refused, as an empty path is.
-            parser.error(f"argument {option_string}: empty; give one or more values separated by commas")
-        current = list(getattr(namespace, self.dest, None) or [])
-        setattr(namespace, self.dest, current + items)
+def _listed(value: Any, what: str) -> list[Any]:
+    """The items of a comma list typed on the command line (`0,1,2`) or of a YAML list; one YAML value is a
+    list of one. An empty one, or one that holds lists or mappings, is refused."""
+    items = split_list(value) if isinstance(value, str) else value if isinstance(value, list) else [value]
+    if not items or any(isinstance(item, (list, dict)) for item in items):
+        raise argparse.ArgumentTypeError(f"{shown_value(value)} is not {what}")
+    return items
 
 
-def _shown(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+def _seed_list(value: Any) -> list[int]:
+    """`--seeds 0,1,2`, or a YAML list of them."""
+    what = "a whole number or a comma list of them"
+    items = _listed(value, what)
+    if not all(isinstance(item, int) and not isinstance(item, bool) or str(item).isdigit() for item in items):
+        raise argparse.ArgumentTypeError(f"{shown_value(value)} is not {what}")
+    return [int(item) for item in items]
 
 
-def _owned_defaults() -> dict[str, str]:
-    """Defaults that RunConfig leaves to their owner (`None` there), as `--help` shows them."""
-    return {"max_steps": f"{DEFAULT_MAX_STEPS} unless --max-epochs"}
+TRAIN_SIZES = "a count, `full` or a comma list of them (e.g. 1000,full)"
 
 
-@dataclass(frozen=True)
-class _FamilyOption:
-    """One model option as the command line shows it: its type, help, and each family's default."""
-
-    name: str
-    kind: Any
-    help: str
-    choices: tuple[str, ...]
-    defaults: dict[str, Any]
-
-    @property
-    def help_text(self) -> str:
-        families = list(self.defaults)
-        owners = "" if len(families) == len(MODELS) else "/".join(families) + ": "
-        values = {_shown_default(self.name, value) for value in self.defaults.values()}
-        if len(values) == 1:
-            default = values.pop()
+def _train_sizes(value: Any) -> list[int | None]:
+    """`--train-size 1000,5000,full` (or a YAML list): counts of training items, `full` for the whole split
+    (None); a list of several makes a grid."""
+    sizes = []
+    for item in _listed(value, TRAIN_SIZES):
+        if item in (WHOLE_SPLIT, None):
+            sizes.append(None)
+        elif isinstance(item, int) and not isinstance(item, bool) or isinstance(item, str) and item.isdigit():
+            sizes.append(int(item))
         else:
-            default = ", ".join(
-                f"{family} {_shown_default(self.name, value)}" for family, value in self.defaults.items()
-            )
-        return f"{owners}{self.help} [default: {default}]"
+            raise argparse.ArgumentTypeError(f"{shown_value(value)} is not {TRAIN_SIZES}")
+    return sizes
 
 
-def _family_options() -> dict[str, _FamilyOption]:
-    """Every registered family's options, merged by name (a shared option is declared once, in a base)."""
-    merged: dict[str, _FamilyOption] = {}
-    for family, spec in MODELS.items():
-        kinds = spec.options.types()
-        for option in fields(spec.options):
-            known = merged.setdefault(
-                option.name,
-                _FamilyOption(
-                    option.name,
-                    kinds[option.name],
-                    option.metadata["help"],
-                    spec.options.choices(option.name),
-                    {},
-                ),
-            )
-            known.defaults[family] = option.default
-    return merged
+def _names(value: Any) -> str:
+    """`--augment none,ae` (or a YAML list of names): the names as one comma list, a grid's arms."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return ",".join(value)
+    if not isinstance(value, str):
+        raise argparse.ArgumentTypeError(f"{shown_value(value)} is not a name or a list of names")
+    return value
 
 
-def _add_flag(
-    group: argparse._ArgumentGroup,
-    name: str,
-    kind: Any,
-    help_text: str,
-    choices: Sequence[str] | None,
-    tunable: bool = False,
-) -> None:
-    spelled = flag(name)
-    expected = type_name(kind)
-    if expected == "bool":
-        group.add_argument(spelled, action=argparse.BooleanOptionalAction, help=help_text)
-    elif expected == "list":
-        group.add_argument(spelled, action=_ExtendList, metavar="A,B", help=help_text)
+def _loggers(value: Any) -> list[str]:
+    """`--logger csv,wandb`, `--logger csv --logger wandb` or a YAML list."""
+    items = _listed(value, "a logger's name or a comma list of them")
+    return [str(item) for item in items]
+
+
+def _devices(value: Any) -> str:
+    """`--devices auto`, a count, or device indices `0,1` (a YAML list of them too), as the text RunConfig
+    holds; `config.parse_devices` checks it."""
+    return ",".join(map(str, _listed(value, "auto, a count or device indices")))
+
+
+def _path(value: Any) -> str:
+    """A file or folder: an empty one is refused rather than read as the current folder."""
+    if not isinstance(value, str) or not value.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path" if value == "" else "is not a path")
+    return value
+
+
+# Options read by their own reader: a comma list on the command line, a list in YAML.
+_OWN_READERS: dict[str, dict[str, Any]] = {
+    "train_size": {"type": _train_sizes, "metavar": "N[,N...]"},
+    "augment": {"type": _names},
+    "logger": {"type": _loggers, "metavar": "A,B", "action": "extend"},
+    "devices": {"type": _devices},
+}
+
+
+def _candidates(name: str, kind: Any) -> Callable[[Any], Any]:
+    """A tunable option's reader: one value of type `kind`, or several candidates (`0.1,0.25`, `a|b`, a
+    YAML list), each read by jsonargparse as `kind`, for a tuning grid to choose among."""
+    one = CommandLineParser(prog=flag(name))
+    one.add_argument("--value", type=kind)
+
+    def read(value: Any) -> Any:
+        items = candidate_texts(name, value) if isinstance(value, str) else _listed(value, "values")
+        try:
+            values = [
+                (one.parse_args([f"--value={v}"]) if isinstance(v, str) else one.parse_object({"value": v}))
+                for v in items
+            ]
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix("--value: ")) from None
+        return [value.value for value in values] if len(values) > 1 else values[0].value
+
+    return read
+
+
+def _parser_type(name: str, kind: Any, path: bool = False, tunable: bool = False) -> Any:
+    """The type jsonargparse reads an option of type `kind` as. A null in YAML is taken by every type and
+    left to the option's own check (`int | None` holds it, `int` refuses it)."""
+    if path:
+        return _path
+    if type(None) in typing.get_args(kind):
+        kind = functools.reduce(operator.or_, (arg for arg in typing.get_args(kind) if arg is not type(None)))
+    return _candidates(name, kind) if tunable else kind
+
+
+def _add_flag(group: Any, name: str, kind: Any, help_text: str, spec: Any = None, **reading: Any) -> None:
+    metadata = spec.metadata if spec is not None else {}
+    if kind is bool and name in ("fast_dev_run", "overwrite"):
+        group.add_argument(flag(name), action=ActionYesNo(no_prefix=None), help=help_text)
+    elif kind is bool:
+        group.add_argument(flag(name), action=ActionYesNo(no_prefix="no-"), help=help_text)
     else:
-        converter = command_line_reader(kind)
+        tunable = bool(metadata.get("tunable"))
         if tunable:
-            converter = _each_candidate(name, converter)
             example = "A|B" if candidate_separators(name) == "|" else "X,Y"
             help_text += f"; in a grid with --tune-seeds, {example} lists candidates to tune"
-        group.add_argument(spelled, type=converter, choices=choices or None, help=help_text)
+        path = bool(metadata.get("path"))
+        reading = reading or _OWN_READERS.get(name) or {"type": _parser_type(name, kind, path, tunable)}
+        group.add_argument(flag(name), **reading, help=help_text)
 
 
-def _each_candidate(name: str, converter: Callable[[str], Any]) -> Callable[[str], str]:
-    """A tunable option's argparse type: each candidate it lists is checked by the option's own converter
-    (so a bad value is argparse's usual one-line error), and the text is kept, since RunConfig's type
-    cannot hold a list; `split_candidates` makes the values."""
+def _family_help(name: str) -> tuple[Any, str]:
+    """A model option's type and help: which families take it, and each one's default."""
+    defaults = {
+        family: spec.options.__dataclass_fields__[name].default
+        for family, spec in MODELS.items()
+        if name in spec.options.__dataclass_fields__
+    }
+    first = next(spec.options for spec in MODELS.values() if name in spec.options.__dataclass_fields__)
+    owners = "" if len(defaults) == len(MODELS) else "/".join(defaults) + ": "
+    values = {_shown_default(name, value) for value in defaults.values()}
+    if len(values) == 1:
+        default = values.pop()
+    else:
+        default = ", ".join(f"{family} {_shown_default(name, value)}" for family, value in defaults.items())
+    help_text = first.__dataclass_fields__[name].metadata["help"]
+    return first.types()[name], f"{owners}{help_text} [default: {default}]"
 
-    def check(text: str) -> str:
-        for item in candidate_texts(name, text) or [text]:
-            converter(item)
-        return text
 
-    # argparse names the converter in its message: `invalid float value: 'x'`, as for a plain option.
-    check.__name__ = getattr(converter, "__name__", "value")
-    return check
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
+def build_parser() -> CommandLineParser:
+    parser = CommandLineParser(
         prog=program_name(),
         description="Train autoencoder-based generative models with PyTorch Lightning.",
         epilog=_choices_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        # Only options the user typed appear in the namespace, so they can override a config file.
-        argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="read options from YAML; the command line wins")
     parser.add_argument(
@@ -236,12 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--evaluate",
         metavar="CKPT",
+        type=_path,
         help="re-evaluate a saved run's checkpoint (same seeds and N) and write eval.json; "
         "takes --eval-samples, --backbone, --output and hardware options",
     )
     parser.add_argument(
         "--evaluate-folder",
         metavar="DIR",
+        type=_path,
         help=(
             "score a folder of PNG/JPG images against --data's test split with every available backbone "
             "(Inception's weights are downloaded if not cached) or the one --backbone names; writes "
@@ -251,11 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     grid = parser.add_argument_group(
         "ablation grid (a comma list in --augment or --train-size, or --seeds, runs one run per cell)"
     )
-    grid.add_argument("--seeds", metavar="0,1,2", type=_int_list, help="run every cell with each seed")
+    grid.add_argument("--seeds", metavar="0,1,2", type=_seed_list, help="run every cell with each seed")
     grid.add_argument(
         "--tune-seeds",
         metavar="S[,S...]",
-        type=_int_list,
+        type=_seed_list,
         help="with candidate lists (--augment-p 0.1,0.25, --diffaug-policy 'color|translation,cutout'): "
         "run every candidate of each arm with these seeds first, evaluated on the validation split only, "
         "then each arm's best with --seeds; use seeds not in --seeds",
@@ -269,48 +269,134 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument(
         "--summarize",
         metavar="ROOT",
+        type=_path,
         help="rebuild ROOT/ablation.csv, .md and .png from the finished runs of a grid",
     )
     groups = {key: parser.add_argument_group(title) for key, title in GROUP_TITLES.items()}
-    registry_choices = {"model": MODELS, "data": DATASETS}
-    owned_defaults = _owned_defaults()
-    for name, field in CONFIG_FIELDS.items():
-        group = groups[field.metadata["group"]]
-        default = field.default_factory() if callable(field.default_factory) else field.default
-        help_text = field.metadata["help"]
-        if default is not None and name not in ("fast_dev_run", "overwrite"):
-            help_text += f" [default: {_shown_default(name, default)}]"
-        elif name in owned_defaults:
-            help_text += f" [default: {owned_defaults[name]}]"
+    for name, spec in CONFIG_FIELDS.items():
+        default = spec.default_factory() if callable(spec.default_factory) else spec.default
+        help_text = spec.metadata["help"]
         if name == "train_size":
-            group.add_argument(
-                "--train-size",
-                type=_train_size_list,
-                metavar="N[,N...]",
-                help=help_text + "; `full` for all of them; a list makes a grid (e.g. 1000,full)",
-            )
-        elif name in registry_choices:
-            group.add_argument(flag(name), choices=list(registry_choices[name]), help=help_text)
-        elif name in ("fast_dev_run", "overwrite"):
-            group.add_argument(flag(name), action="store_true", help=help_text)
-        else:
-            _add_flag(group, name, CONFIG_TYPES[name], help_text, field.metadata.get("choices"))
-    for option in _family_options().values():
-        _add_flag(groups["model"], option.name, option.kind, option.help_text, option.choices)
-    _add_plugin_flags(groups["what"], dataset_options())
-    _add_plugin_flags(groups["augmentation"], augmentation_options())
+            help_text += "; `full` for all of them; a list makes a grid (e.g. 1000,full)"
+        elif name == "max_steps":
+            help_text += f" [default: {DEFAULT_MAX_STEPS} unless --max-epochs]"
+        elif default is not None and name not in ("fast_dev_run", "overwrite"):
+            help_text += f" [default: {_shown_default(name, default)}]"
+        # A registry's names are checked against the registry, which names the plug-ins a run may lack.
+        registry = {"model": MODELS, "data": DATASETS}.get(name)
+        names = {"type": str, "metavar": "{" + ",".join(registry) + "}"} if registry else {}
+        _add_flag(groups[spec.metadata["group"]], name, CONFIG_TYPES[name], help_text, spec, **names)
+    for name in dict.fromkeys(name for spec in MODELS.values() for name in spec.options.__dataclass_fields__):
+        _add_flag(groups["model"], name, *_family_help(name))
+    for group, declared in (("what", dataset_options()), ("augmentation", augmentation_options())):
+        for name, (kind, spec) in declared.items():
+            shown = spec.metadata.get("shown_default")
+            if shown is None and spec.default is not None:
+                shown = _shown_default(name, spec.default)
+            help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
+            _add_flag(groups[group], name, kind, help_text, spec)
     return parser
 
 
-def _add_plugin_flags(group: argparse._ArgumentGroup, declared: dict[str, tuple[Any, Any]]) -> None:
-    """The options the registered datasets or augmentations declare (one flag per name), as their options
-    classes give them: type, help, default (or what the owner does when it is unset), choices."""
-    for name, (kind, spec) in declared.items():
-        help_text = spec.metadata["help"]
-        shown = spec.metadata.get("shown_default")
-        if shown is None and spec.default is not None:
-            shown = _shown_default(name, spec.default)
-        if shown is not None:
-            help_text += f" [default: {shown}]"
-        tunable = bool(spec.metadata.get("tunable"))
-        _add_flag(group, name, kind, help_text, literal_choices(kind), tunable=tunable)
+def command_line_values(parser: CommandLineParser, argv: Sequence[str] | None) -> dict[str, Any]:
+    """The values the command line gives (and nothing for an option it leaves out), each of its type."""
+    return parser.parse_args(argv, defaults=False).as_dict()
+
+
+# How a key that only holds values for anchors begins (`.base: &base {...}`).
+ANCHOR_HOLDER = "."
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A key given twice in one YAML mapping: which value was meant cannot be known."""
+
+    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
+        super().__init__(f"{key} at lines {first_line} and {second_line}")
+        self.key, self.lines = key, (first_line, second_line)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a mapping holding a key twice is an error (safe_load keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base`: the mapping's own keys override the merged ones, as YAML says
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKey(key, seen[key], line)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(path: str) -> Any:
+    """A config file's YAML: safe loading only (no Python objects), a key given twice refused."""
+    try:
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not a text file (no UTF-8 YAML); give a YAML file") from None
+    except DuplicateKey as error:
+        first, second = error.lines
+        raise ConfigError(
+            f"--config {path}: {error.key} is given twice (lines {first} and {second}); keep one of them"
+        ) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"--config {path}: not valid YAML{where}; fix the file or regenerate it with --print-config"
+        ) from None
+
+
+def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
+    """`--config FILE.yaml`: a mapping of option names (dashes or underscores) to values, each read as the
+    command line reads it. A top-level key that starts with `.` is no option: it holds values for YAML's
+    anchors and merges (`.base: &base {...}`, then `<<: *base`). A value that nests lists or mappings is no
+    option's, refused before it is read (YAML's aliases can nest a few bytes into gigabytes)."""
+    raw = _load_yaml(path)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option: value; see --print-config")
+    options = {action.dest for action in parser._actions} - set(COMMAND_LINE_ONLY)
+    spelled: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if str(key).startswith(ANCHOR_HOLDER):
+            continue
+        if name in spelled:
+            raise ConfigError(f"--config {path}: {spelled[name]} and {key} name the same option; keep one")
+        spelled[name] = str(key)
+        if name not in options:
+            raise ConfigError(
+                f"--config {path}: unknown option {key}{did_you_mean(name, options)}; valid options are "
+                f"listed by --help {PLUGIN_HINT}"
+            )
+        nested = (
+            isinstance(value, dict)
+            or isinstance(value, list)
+            and any(isinstance(item, (list, dict)) for item in value)
+        )
+        try:
+            if nested:
+                raise argparse.ArgumentTypeError(f"{shown_value(value)} nests lists or mappings")
+            values[name] = parser.parse_object({name: value}, defaults=False)[name]
+        except (ConfigError, argparse.ArgumentTypeError) as error:
+            said = str(error) if str(error).startswith(flag(name)) else f"{flag(name)}: {error}"
+            raise ConfigError(f"--config {path}: {said}") from None
+    if values.get("resume") is not None:
+        # The command line alone decides whether a run continues: a file's resume would be read by
+        # nothing, and a fresh run would train where a continued one is asked for. (A run's config.yaml
+        # holds `resume: null`.)
+        raise ConfigError(
+            f"--config {path}: resume: {values['resume']} continues a run, which only the command line "
+            f"does; drop it from the file and type --resume {values['resume']}"
+            + (" --output DIR" if values["resume"] == "last" else "")
+        )
+    return values

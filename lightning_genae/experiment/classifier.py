@@ -21,26 +21,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from jsonargparse import ActionYesNo
 from torch import nn
 
 from lightning_genae.datamodules import DATASETS, build_datamodule, default_data_dir, parse_dataset_options
 from lightning_genae.errors import ConfigError, GenaeError, OptionError
-from lightning_genae.experiment.program import error_text, os_error_line
+from lightning_genae.experiment.program import CommandLineParser, error_text, os_error_line
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
-from lightning_genae.plugin_options import (
-    OneLineErrorParser,
-    accepts_auto,
-    command_line_reader,
-    flag,
-    literal_choices,
-    option_specs,
-    type_name,
-)
+from lightning_genae.plugin_options import flag, option_specs
 
 PROG = "python -m lightning_genae.experiment.classifier"
 
@@ -136,7 +129,7 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
     return " ".join(parts)
 
 
-def _add_dataset_flag(parser: argparse.ArgumentParser, name: str, kind: Any, spec: Any) -> None:
+def _add_dataset_flag(parser: CommandLineParser, name: str, kind: Any, spec: Any) -> None:
     """One image dataset option as a flag, typed as run.py's (a yes/no option also has its --no- form); the
     dataset's options class checks the value's range. Unset, it stays None: the dataset's default."""
     shown = spec.metadata.get("shown_default") or spec.default
@@ -144,29 +137,19 @@ def _add_dataset_flag(parser: argparse.ArgumentParser, name: str, kind: Any, spe
     if name == "channels":
         # Shared with the series datasets on run.py's command line; here it is the images' alone.
         help_text = "1 (grayscale) or 3 channels for --data folder [default: 3]"
-    expected = type_name(kind)
-    if expected == "bool":
-        parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        return
-    choices = literal_choices(kind) or None
-    metavar = None if choices else (f"{expected.upper()}|auto" if accepts_auto(kind) else expected.upper())
-    parser.add_argument(
-        flag(name),
-        type=command_line_reader(kind),
-        choices=choices,
-        default=None,
-        metavar=metavar,
-        help=help_text,
-    )
+    if kind is bool:
+        parser.add_argument(flag(name), action=ActionYesNo(no_prefix="no-"), default=None, help=help_text)
+    else:
+        parser.add_argument(flag(name), type=kind, default=None, help=help_text)
 
 
-def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
+def build_parser(prog: str = PROG) -> CommandLineParser:
+    parser = CommandLineParser(
         prog=prog,
         description="Train the feature classifier of a labelled dataset (a CNN for images, a GRU for "
         "sequence datasets), write its checkpoint and update the manifest in --output.",
     )
-    parser.add_argument("--data", required=True, choices=sorted(DATASETS), help="dataset name")
+    parser.add_argument("--data", required=True, type=Literal[tuple(sorted(DATASETS))], help="dataset name")
     parser.add_argument(
         "--data-dir",
         default=None,
@@ -181,7 +164,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--epochs",
-        type=int,
+        type=int | None,
         default=None,
         help="default: scaled to the training split for images, "
         f"{sequence_classifier.DEFAULT_EPOCHS} for sequences",

@@ -21,26 +21,32 @@ from lightning_genae.experiment.ablation.tuning import (
     check_tuning_request,
     split_candidates,
 )
-from lightning_genae.experiment.arguments import TRAIN_SIZES, build_parser, parse_train_sizes, split_list
+from lightning_genae.experiment.arguments import (
+    build_parser,
+    command_line_values,
+    config_file_values,
+    split_list,
+)
 from lightning_genae.experiment.config import (
     CHANGEABLE_ON_RESUME,
     RunConfig,
-    check_path_values,
     merge,
     print_configuration,
     resume_conflicts,
 )
-from lightning_genae.experiment.config_file import load_config_file
 from lightning_genae.experiment.grid_command import run_grid_command
 from lightning_genae.experiment.pipes import ReaderWatch, reader_may_leave
 from lightning_genae.experiment.plugin_checks import check_registered_options
-from lightning_genae.experiment.program import continued_as_a_grid, error_text, os_error_line
+from lightning_genae.experiment.program import (
+    CommandLineParser,
+    continued_as_a_grid,
+    error_text,
+    os_error_line,
+)
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
     check_shape_options,
     named_options,
-    plugin_option_names,
-    plugin_path_options,
     resolve,
     without_a_likelihood_of_grey_pixels,
 )
@@ -49,7 +55,7 @@ from lightning_genae.experiment.run_folder import (
     put_back_a_stopped_overwrite,
     set_aside_run_in,
 )
-from lightning_genae.plugin_options import flag, shown_value
+from lightning_genae.plugin_options import flag
 from lightning_genae.plugins import load_plugins
 from lightning_genae.run_files import PER_INVOCATION
 
@@ -97,7 +103,8 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
         # Before the parser: a plug-in's names are choices of --model, --data and --augment.
         load_plugins()
         check_registered_options()
-        args = vars(build_parser().parse_args(argv))
+        parser = build_parser()
+        args = command_line_values(parser, argv)
         config_path = args.pop("config", None)
         print_config = args.pop("print_config", False)
         checkpoint_to_evaluate = args.pop("evaluate", None)
@@ -109,7 +116,14 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
         tune_seeds = args.pop("tune_seeds", None)
         # Anything but printing the configuration writes a folder that holds what stdout would have shown.
         watch.note = not print_config
-        args, file_values, candidates = _read_inputs(args, config_path, tune_seeds)
+        args, file_values, candidates = _read_inputs(parser, args, config_path, tune_seeds)
+        sizes_in_file = file_values.pop("train_size", None)
+        if sizes_in_file is not None and len(sizes_in_file) == 1:
+            file_values["train_size"] = sizes_in_file[0]
+        elif train_sizes is None:
+            # A list in the file (`train_size: [1000, full]`) is the grid --train-size 1000,full is; the
+            # command line's --train-size replaces it.
+            train_sizes = sizes_in_file
         if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
             not_evaluating = {
                 "print_config": print_config or None,
@@ -137,24 +151,6 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
             }
             typed = [*args, *(name for name, value in others.items() if value is not None)]
             return _summarize(Path(summarize_root), typed + ["print_config"] * print_config)
-        augment_in_file = file_values.get("augment")
-        if augment_in_file is not None:
-            # A YAML list in a --config file (`augment: [none, diffaug]`) is the same grid as "none,diffaug";
-            # anything but names (a list of lists, a mapping: YAML aliases nest them at will) is refused.
-            names = augment_in_file if isinstance(augment_in_file, list) else [augment_in_file]
-            if not all(isinstance(name, str) for name in names):
-                raise ConfigError(
-                    f"--augment {shown_value(augment_in_file)} in {config_path} is no name or list of names "
-                    "of augmentations; write one name, or a list of names"
-                )
-            file_values["augment"] = ",".join(names)
-        size_in_file = file_values.get("train_size")
-        if isinstance(size_in_file, list) or (isinstance(size_in_file, str) and "," in size_in_file):
-            # A YAML list (`train_size: [1000, full]`) or comma text is the grid --train-size 1000,full is;
-            # the command line's --train-size replaces it.
-            del file_values["train_size"]
-            if train_sizes is None:
-                train_sizes = _train_sizes_in_file(size_in_file, config_path)
         augments = _augment_arms(args, file_values)
         if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):
             values = {**_without_options_of_what_the_command_line_replaced(file_values, args), **args}
@@ -191,19 +187,16 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
 
 
 def _read_inputs(
-    args: dict[str, Any], config_path: str | None, tune_seeds: list[int] | None
+    parser: CommandLineParser, args: dict[str, Any], config_path: str | None, tune_seeds: list[int] | None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
     """The command line's values, the config file's, and the candidate lists of a tuning grid, checked
     before any mode reads them."""
-    file_values = load_config_file(config_path, known=plugin_option_names()) if config_path else {}
+    file_values = config_file_values(parser, config_path) if config_path else {}
     # Candidate lists of tunable options leave the values: only a tuning grid takes them.
     file_values, file_candidates = split_candidates(file_values)
     args, candidates = split_candidates(args)
     candidates = {**{k: v for k, v in file_candidates.items() if k not in args}, **candidates}
     check_tuning_request(candidates, tune_seeds)
-    # Before any mode reads them: an empty path is never taken for the default or the current folder.
-    given = {**file_values, **{key: value for key, value in args.items() if value is not None}}
-    check_path_values(given, plugin_paths=plugin_path_options())
     output = args.get("output", file_values.get("output"))
     if output:
         # Every mode writes there (a run, a grid's root, eval.json): a bad path is refused before work.
@@ -263,17 +256,6 @@ def _summarize(root: Path, typed: list[str]) -> int:
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     print(describe_progress(root))
     return 0
-
-
-def _train_sizes_in_file(value: Any, config_path: str | None) -> list[int | None]:
-    items = value if isinstance(value, list) else split_list(value)
-    try:
-        return parse_train_sizes(items)
-    except ValueError:
-        raise ConfigError(
-            f"--train-size {shown_value(value)} in {config_path} is not {TRAIN_SIZES}; in YAML also a list "
-            "such as [1000, full]"
-        ) from None
 
 
 def _is_grid(

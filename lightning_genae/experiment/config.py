@@ -1,23 +1,23 @@
-"""The run configuration: what every run has, declared once with type, default and help.
+"""The run configuration: what every run has, declared once with type, default, help and range.
 
 The CLI, `--config FILE.yaml`, `--print-config` and the run folder's `config.yaml` all derive from
 `RunConfig` and the plug-ins' option classes, so an option cannot exist in one of them and be missing from
 another. A plug-in's own options (a family's `--latent-dim`, `--beta`; an augmentation's `--augment-p`,
 `--diffaug-policy`) are declared beside its code and travel here as `plugin_options`, flat beside the
 others in YAML. `None` means "the default of whoever owns the option" (the family, the augmentation, the
-dataset, the step budget); `resolve` fills it in once. Reading a YAML file is config_file.py's job.
+dataset, the step budget); `resolve` fills it in once. Reading the command line and YAML files into typed
+values is arguments.py's job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -27,12 +27,10 @@ from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES, NO_BACKBONE
 from lightning_genae.plugin_options import (
-    INT_LIMIT,
     PATH_OPTION_NAMES,
     PLUGIN_OPTION_NAMES,
-    coerce,
+    PluginOptions,
     flag,
-    shown_value,
     typed_flag,
 )
 from lightning_genae.run_files import PER_INVOCATION
@@ -41,7 +39,16 @@ from lightning_genae.run_files import PER_INVOCATION
 # bf16-true, 64-true) are left out: they cast the weights, but the image grids, the metrics and the
 # augmenter call the model outside Lightning's loop with float32 data and noise, so every family failed
 # with a dtype error. Mixed precision gives the speed with float32 weights.
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
+Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed"]
+PRECISIONS = typing.get_args(Precision)
+Backbone = Literal[(*BACKBONES, NO_BACKBONE)]
+DataOnDevice = Literal[DATA_ON_DEVICE]
+# No run of 10^9 iterations, 10^6 epochs or 10^7 generated images per metric finishes: a value beyond them is
+# a typo, refused before it fails far from its cause (an allocation, an overflow) or runs forever. Any other
+# integer must fit in 32 bits (`plugin_options.INT_LIMIT`).
+MAX_STEPS, MAX_EPOCHS, MAX_EVAL_SAMPLES = 10**9, 10**6, 10**7
+# numpy's (and so Lightning's seed_everything's) seed range: an unsigned 32-bit integer.
+MAX_SEED = 2**32 - 1
 # `--logger` names (built in loggers.py; named here so that the command line needs no logger library).
 LOGGER_CHOICES = {
     "csv": "metrics.csv in the run folder (always on)",
@@ -58,8 +65,12 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """One training run. Frozen: a changed setting is a new value (`dataclasses.replace`), never a setattr."""
+class RunConfig(PluginOptions):
+    """One training run. Frozen: a changed setting is a new value (`dataclasses.replace`), never a setattr.
+
+    Each value is checked against its declared type and range as the configuration is made (ranges as a
+    plug-in's options declare theirs), and the few checks of several options together in `__post_init__`.
+    """
 
     # What to train on what.
     model: str = _opt("gan", "model family", group="what")
@@ -69,29 +80,34 @@ class RunConfig:
         default_data_dir,
         "dataset root, $GENAE_DATA_DIR when that is set; for --data folder, the image folder",
         group="what",
+        path=True,
     )
     train_size: int | None = _opt(
         None,
         "train on a stratified subset of N training images, seeded by --seed (limited data)",
         group="what",
+        at_least=1,
     )
 
     # Optimisation.
-    batch_size: int = _opt(64, "global batch size, split across devices", group="training")
+    batch_size: int = _opt(64, "global batch size, split across devices", group="training", at_least=1)
     max_steps: int | None = _opt(
         None,
         "training iterations (a GAN's D+G update is one)",
         group="training",
+        at_least=1,
+        at_most=MAX_STEPS,
     )
-    max_epochs: int | None = _opt(None, "passes over the training split", group="training")
-    seed: int = _opt(0, "random seed (weights, noise, --train-size subset)", group="training")
+    max_epochs: int | None = _opt(
+        None, "passes over the training split", group="training", at_least=1, at_most=MAX_EPOCHS
+    )
+    seed: int = _opt(
+        0, "random seed (weights, noise, --train-size subset)", group="training", at_least=0, at_most=MAX_SEED
+    )
 
     # Hardware (all passed to the Lightning Trainer).
-    precision: str = _opt(
-        "32-true",
-        "numeric precision, e.g. 32-true, 16-mixed, bf16-mixed",
-        group="hardware",
-        choices=PRECISIONS,
+    precision: Precision = _opt(
+        "32-true", "numeric precision, e.g. 32-true, 16-mixed, bf16-mixed", group="hardware"
     )
     accelerator: str = _opt("auto", "cpu, gpu, mps or auto", group="hardware")
     devices: str = _opt("auto", "number of devices, a list like 0,1, or auto", group="hardware")
@@ -101,16 +117,15 @@ class RunConfig:
         "strategies that spawn or fork their processes are refused)",
         group="hardware",
     )
-    num_nodes: int = _opt(1, "number of nodes (SLURM/torchrun)", group="hardware")
+    num_nodes: int = _opt(1, "number of nodes (SLURM/torchrun)", group="hardware", at_least=1)
     num_workers: int = _opt(
-        0, "DataLoader workers (data is in memory; 0 is usually fastest)", group="hardware"
+        0, "DataLoader workers (data is in memory; 0 is usually fastest)", group="hardware", at_least=0
     )
-    data_on_device: str = _opt(
+    data_on_device: DataOnDevice = _opt(
         "auto",
         "index training batches on the run's device (no loader, no host-to-device copy): on, off, or auto "
         "(on unless --num-workers is given or the split would take over a quarter of the GPU's memory)",
         group="hardware",
-        choices=DATA_ON_DEVICE,
     )
 
     # Logging and outputs.
@@ -120,33 +135,43 @@ class RunConfig:
     wandb_project: str = _opt("lightning-genae", "W&B project", group="logging")
     wandb_group: str | None = _opt(None, "W&B group (ablation grids set it)", group="logging")
     output: str | None = _opt(
-        None, "run folder (default runs/<model>-<data>-<augment>-seed<seed>-<time>)", group="logging"
+        None,
+        "run folder (default runs/<model>-<data>-<augment>-seed<seed>-<time>)",
+        group="logging",
+        path=True,
     )
     eval_every: int = _opt(
-        500, "validate and compute generative metrics every N iterations (and at the end)", group="evaluation"
+        500,
+        "validate and compute generative metrics every N iterations (and at the end)",
+        group="evaluation",
+        at_least=1,
     )
+    # The k-nearest-neighbour metrics need more than k samples.
     eval_samples: int = _opt(
         10_000,
         "generated and real images per generative metric (capped by the split's size)",
         group="evaluation",
+        at_least=MIN_FEATURE_SAMPLES,
+        at_most=MAX_EVAL_SAMPLES,
     )
-    backbone: str = _opt(
+    backbone: Backbone = _opt(
         "classifier",
         "features for FD/KID/precision/recall: classifier (trained on the dataset) or inception; none "
         "skips the image metrics (and the classifier's training on first use)",
         group="evaluation",
-        choices=(*BACKBONES, NO_BACKBONE),
     )
     inception_weights: str | None = _opt(
         None,
         "local torch-fidelity InceptionV3 weights (default: $TORCH_HOME/hub/checkpoints, else download)",
         group="evaluation",
+        path=True,
     )
     classifier_weights: str | None = _opt(
         None,
         "a feature classifier checkpoint of --data to use for --backbone classifier (one the classifier "
         "command wrote, or one a run cached) instead of the shipped or cached one",
         group="evaluation",
+        path=True,
     )
     test_split: bool = _opt(
         True,
@@ -154,12 +179,17 @@ class RunConfig:
         "alone, the test split is for the final runs)",
         group="evaluation",
     )
-    image_every: int = _opt(500, "write image grids every N iterations (and at the end)", group="logging")
+    image_every: int = _opt(
+        500, "write image grids every N iterations (and at the end)", group="logging", at_least=1
+    )
     ckpt_every: int = _opt(
-        500, "save checkpoints/last.ckpt every N iterations (and at the end)", group="logging"
+        500, "save checkpoints/last.ckpt every N iterations (and at the end)", group="logging", at_least=1
     )
     resume: str | None = _opt(
-        None, "checkpoint to continue from, or 'last' = <output>/checkpoints/last.ckpt", group="logging"
+        None,
+        "checkpoint to continue from, or 'last' = <output>/checkpoints/last.ckpt",
+        group="logging",
+        path=True,
     )
     fast_dev_run: bool = _opt(
         False, "one batch of each stage, to check the set-up; writes no checkpoint", group="logging"
@@ -174,6 +204,15 @@ class RunConfig:
     # The plug-ins' options: the family's (`latent_dim`, `beta`, ...) and the augmentations' (`augment_p`,
     # `diffaug_policy`, ...), as given; flat beside the rest in YAML. `resolve` hands each to its owner.
     plugin_options: Mapping[str, Any] = field(default_factory=dict, metadata={"group": "model"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_data_on_device(self.data_on_device, self.num_workers)
+        parse_devices(self.devices)
+        check_strategy(self.strategy)
+        if len(set(self.logger)) != len(self.logger):
+            repeated = sorted({name for name in self.logger if self.logger.count(name) > 1})
+            raise ConfigError(f"--logger names {', '.join(repeated)} twice; give each logger once")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, the plug-ins' options flat among the others (the format of config.yaml)."""
@@ -223,64 +262,23 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
-        """From flat plain values (config.yaml, a checkpoint, the command line); file values are coerced.
-
-        Keys that are not RunConfig's own are the plug-ins' options; `resolve` checks them.
-        """
-        if values.get("train_size") == WHOLE_SPLIT:
-            # `train_size: full` in a config file, as --train-size full.
-            values = {**values, "train_size": None}
-        own = {
-            name: coerce(name, CONFIG_TYPES[name], value)
-            for name, value in values.items()
-            if name in CONFIG_TYPES
-        }
-        plugin_options = {name: value for name, value in values.items() if name not in CONFIG_TYPES}
-        return cls(**own, plugin_options=plugin_options)
+        """From flat typed values (config.yaml, a checkpoint, the command line): RunConfig's own, and the
+        plug-ins' options, which `resolve` checks."""
+        own = {name: value for name, value in values.items() if name in CONFIG_FIELDS}
+        return cls(**own, plugin_options={name: v for name, v in values.items() if name not in CONFIG_FIELDS})
 
 
 CONFIG_FIELDS = {f.name: f for f in fields(RunConfig) if f.name != "plugin_options"}
 CONFIG_TYPES: dict[str, Any] = {
     name: kind for name, kind in typing.get_type_hints(RunConfig).items() if name in CONFIG_FIELDS
 }
-POSITIVE_INTS = (
-    "batch_size",
-    "max_steps",
-    "max_epochs",
-    "train_size",
-    "num_nodes",
-    "eval_every",
-    "eval_samples",
-    "image_every",
-    "ckpt_every",
-)
-# numpy's (and so Lightning's seed_everything's) seed range: an unsigned 32-bit integer.
-SEED_RANGE = (0, 2**32 - 1)
-# Upper bounds of integer options. No run of 10^9 iterations, 10^6 epochs or 10^7 generated images per
-# metric finishes; a value beyond them is a typo, refused before it fails far from its cause (an
-# allocation, an overflow) or runs forever. Any other integer must fit in 32 bits.
-UPPER_BOUNDS = {"max_steps": 10**9, "max_epochs": 10**6, "eval_samples": 10**7}
-# Options that name a file or folder: an empty value is refused rather than read as the current folder
-# or as "not given".
-PATH_OPTIONS = ("output", "data_dir", "resume", "inception_weights", "classifier_weights")
+# Options that name a file or folder: made absolute in what a run records, and compared as paths.
+PATH_OPTIONS = tuple(name for name, spec in CONFIG_FIELDS.items() if spec.metadata.get("path"))
 
 
 def absolute_path(path: str) -> str:
     """`path` as the data and weights loaders read it (`~` expanded), absolute from the current folder."""
     return os.path.abspath(os.path.expanduser(path))
-
-
-def check_path_values(values: Mapping[str, Any], plugin_paths: Collection[str] = ()) -> None:
-    """Refuse a path option (RunConfig's, or a plug-in's in `plugin_paths`) given as an empty string, or as
-    what a YAML file can hold beside text (a list, a mapping)."""
-    for name in (*PATH_OPTIONS, *plugin_paths):
-        value = values.get(name)
-        if isinstance(value, str) and not value.strip():
-            raise ConfigError(f"{flag(name)} is empty; give a path, or drop {flag(name)} for its default")
-        if isinstance(value, (list, dict)):
-            raise ConfigError(
-                f"{flag(name)} {shown_value(value)} is not a path; give one path (in the --config file)"
-            )
 
 
 # run.py's flags that are no option of a run (modes, grids, help): a plug-in's option may not take their
@@ -341,16 +339,13 @@ def resume_conflicts(
     `stored_in` names where the stored values were read (`the run there` for a cell's config.yaml).
 
     Only options the checkpoint records are compared: one it lacks belongs to another family, which
-    `resolve` names. A plug-in's option is read as the type of the value the checkpoint holds (a config
-    file's `"30"` is the checkpoint's 30).
+    `resolve` names.
     """
     conflicts = []
-    for name, value in given.items():
+    for name, wanted in given.items():
         if name in CHANGEABLE_ON_RESUME or name in changeable or name not in stored:
             continue
-        wanted = _as_stored(name, value, stored[name])
-        is_path = name in PATH_OPTIONS or name in PATH_OPTION_NAMES
-        if is_path and isinstance(wanted, str) and isinstance(stored[name], str):
+        if name in PATH_OPTION_NAMES and isinstance(wanted, str) and isinstance(stored[name], str):
             # `data` and its absolute form are one folder (config.yaml records the absolute one).
             same = absolute_path(wanted) == absolute_path(stored[name])
         else:
@@ -365,17 +360,6 @@ def resume_conflicts(
     return conflicts
 
 
-def _as_stored(name: str, value: Any, stored: Any) -> Any:
-    if name in CONFIG_TYPES:
-        return coerce(name, CONFIG_TYPES[name], value)
-    if value is None or stored is None or isinstance(stored, (list, tuple, dict)):
-        return value
-    try:
-        return coerce(name, type(stored), value)
-    except ConfigError:
-        return value  # not even of the checkpoint's type: a conflict, shown as given
-
-
 def _shown(value: Any) -> str:
     if value is None:
         # An option the run left unset (an augmentation's, in a run without it).
@@ -386,46 +370,6 @@ def _shown(value: Any) -> str:
 def merge(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> RunConfig:
     """Defaults, overridden by the config file, overridden by the command line."""
     return RunConfig.from_dict({**file_values, **cli_values})
-
-
-def check_values(config: RunConfig) -> None:
-    """The checks of RunConfig's own options that need no registry: finiteness, ranges and choices."""
-    for name in CONFIG_FIELDS:
-        value = getattr(config, name)
-        # NaN passes every range check (each comparison is False), so a float must be finite first.
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
-    for name in POSITIVE_INTS:
-        value = getattr(config, name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"{flag(name)} must be a positive integer, got {value}")
-    for name in CONFIG_FIELDS:
-        value = getattr(config, name)
-        bound = UPPER_BOUNDS.get(name, INT_LIMIT)
-        if name != "seed" and isinstance(value, int) and not isinstance(value, bool) and value > bound:
-            raise ConfigError(f"{flag(name)} must be at most {bound:,}, got {value:,}")
-    check_path_values({name: getattr(config, name) for name in PATH_OPTIONS})
-    for name, spec in CONFIG_FIELDS.items():
-        choices = spec.metadata.get("choices")
-        value = getattr(config, name)
-        if choices and value is not None and value not in choices:
-            raise ConfigError(f"{flag(name)} {shown_value(value)} is not one of: {', '.join(choices)}")
-    if config.num_workers < 0:
-        raise ConfigError(f"--num-workers must be 0 or more, got {config.num_workers}")
-    check_data_on_device(config.data_on_device, config.num_workers)
-    if config.eval_samples < MIN_FEATURE_SAMPLES:
-        raise ConfigError(
-            f"--eval-samples must be at least {MIN_FEATURE_SAMPLES} (the k-nearest-neighbour metrics need "
-            f"more than k samples), got {config.eval_samples}"
-        )
-    low, high = SEED_RANGE
-    if not low <= config.seed <= high:
-        raise ConfigError(f"--seed must lie in [{low}, {high}] (numpy's seed range), got {config.seed}")
-    parse_devices(config.devices)
-    check_strategy(config.strategy)
-    if len(set(config.logger)) != len(config.logger):
-        repeated = sorted({name for name in config.logger if config.logger.count(name) > 1})
-        raise ConfigError(f"--logger names {', '.join(repeated)} twice; give each logger once")
 
 
 def print_configuration(text: str) -> None:

@@ -14,7 +14,7 @@ from lightning_genae.datamodules.options import CLASSIFIER_COMMAND_OPTIONS
 from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.config import COMMAND_LINE_ONLY, CONFIG_TYPES
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import PluginOptions, flag, type_name
+from lightning_genae.plugin_options import PluginOptions, flag
 
 
 def _is_plugin(name: str, spec: Any) -> bool:
@@ -120,7 +120,7 @@ def _check_negations(kind: str, name: str, options: type[PluginOptions], declare
     every = {**declared, **options.types()}
     for option in options.types():
         for yes, no in ((option, f"no_{option}"), (option.removeprefix("no_"), option)):
-            if yes != no and yes in every and no in every and type_name(every[yes]) == "bool":
+            if yes != no and yes in every and no in every and every[yes] is bool:
                 raise ConfigError(
                     f"{kind} {name!r}: option {no} would be {flag(no)}, the flag that turns "
                     f"the yes/no option {yes} off; rename it"

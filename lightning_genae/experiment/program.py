@@ -1,18 +1,23 @@
 """What the command is called where it was typed, so that the lines it prints can be typed again as shown:
-`genae` (the installed command), `python -m lightning_genae`, or `python run.py` (a clone's script); and
-an error as the command line says it."""
+`genae` (the installed command), `python -m lightning_genae`, or `python run.py` (a clone's script); an
+error as the command line says it; and the parser every command reads its flags with."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import contextvars
 import errno
+import re
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
-from lightning_genae.errors import OptionError, describe_error
+import jsonargparse
+
+from lightning_genae.errors import ConfigError, OptionError, describe_error
 from lightning_genae.plugin_options import flag
 
 # Set while a grid's cells run: a cell is continued by running the grid's command again (its finished cells
@@ -25,6 +30,28 @@ def error_text(error: BaseException) -> str:
     gives it (`--latent-dim must lie in [1, inf), got 0`), every line joined into one."""
     text = f"{flag(error.option)} {error.problem}" if isinstance(error, OptionError) else str(error)
     return " ".join(text.split("\n"))
+
+
+class CommandLineParser(jsonargparse.ArgumentParser):
+    """jsonargparse's parser of typed options (from the command line and from YAML), each refusal a
+    ConfigError of one line naming the flag, which the command's border prints with exit code 2. Only the
+    options given are in what it parses (`parse_args(..., defaults=False)`), so that they can override a
+    config file and a resumed run's configuration."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(print_config=None, argument_default=argparse.SUPPRESS, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        # `Parser key "max_steps": Expected a <class 'int'>...` and argparse's `argument --max-steps: ...`
+        # both read `--max-steps: ...`, and a union's refusal names its types and the value, without one
+        # line per type.
+        message = re.sub(r'Parser key "(\w+)":', lambda key: flag(key[1]) + ":", message)
+        message = re.sub(r"\bargument (--[\w-]+):", r"\1:", message)
+        message = re.sub(r"<class '(?:[\w.]*\.)?(\w+)'>|typing\.", r"\1", message)
+        union = r"Does not validate .*?Union subtypes\s+Subtypes: \[(.*?)\]\s+Errors:.*Given value: "
+        message = re.sub(union, r"Expected one of \1. Got value: ", message, flags=re.DOTALL)
+        raise ConfigError(" ".join(message.split()))
 
 
 # What a full disk, an exhausted quota and a read-only filesystem raise.

@@ -35,7 +35,6 @@ from lightning_genae.experiment.config import (
     LOGGER_CHOICES,
     NO_BACKBONE,
     RunConfig,
-    check_values,
     device_count,
     flag,
     parse_devices,
@@ -57,12 +56,6 @@ DEFAULT_MAX_STEPS = 2000
 def model_option_names() -> set[str]:
     """Every option some registered family takes."""
     return {name for spec in MODELS.values() for name in spec.options.types()}
-
-
-def plugin_path_options() -> list[str]:
-    """The plug-ins' options that name a file (`--augment-ckpt`): an empty one is refused before any mode."""
-    declared = {**dataset_options(), **augmentation_options()}
-    return [name for name, (_, spec) in declared.items() if spec.metadata.get("path")]
 
 
 def plugin_option_names() -> set[str]:
@@ -474,7 +467,6 @@ def resolve(
     `drop_unused_augment_options` (a grid cell: the grid checks that some cell reads it). `named`: the
     options the command line names (`named_options`), refused if the family leaves them unread.
     """
-    check_values(config)
     _check_cache_folder()
     if config.model not in MODELS:
         raise ConfigError(

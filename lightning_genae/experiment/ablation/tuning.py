@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,25 +34,21 @@ from lightning_genae.experiment.ablation.cells import (
     resolve_cell,
 )
 from lightning_genae.experiment.ablation.conflicts import BUDGETS, finished_run_conflicts, summary_config
-from lightning_genae.experiment.config import RunConfig, coerce, flag
+from lightning_genae.experiment.config import RunConfig, flag
 from lightning_genae.experiment.resolve import ResolvedRun
 from lightning_genae.experiment.run_folder import read_summary
 from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.metrics.names import Direction, try_parse
-from lightning_genae.plugin_options import type_name
 from lightning_genae.run_files import FAILED_FILE, started_run_files
 
 Candidate = tuple[tuple[str, Any], ...]
 
 
-def _type_of(option: str) -> Any:
-    return augmentation_options()[option][0]
-
-
 def candidate_separators(option: str) -> str:
     """`|` separates the candidates of every tunable option; a number's also take commas (`0.1,0.25`). A
     text option's own value may be a comma list (`--diffaug-policy color,translation`)."""
-    return "|," if type_name(_type_of(option)) in ("int", "float") else "|"
+    kind = augmentation_options()[option][0]
+    return "|," if {int, float} & {kind, *typing.get_args(kind)} else "|"
 
 
 def candidate_texts(option: str, text: str) -> list[str]:
@@ -63,19 +60,15 @@ def candidate_texts(option: str, text: str) -> list[str]:
 def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """(`values` without candidate lists, each tunable option given several values -> its candidates).
 
-    `values` are the command line's or the config file's (a YAML list works too); an option given one value
-    stays in the first, as its type.
+    `values` are the command line's or the config file's, as the parser reads them: a list where several
+    candidates are given (`--augment-p 0.1,0.25`, a YAML list).
     """
     rest, lists = dict(values), {}
     for option in tunable_options():
         value = values.get(option)
         if value is None:
             continue
-        if isinstance(value, (list, tuple)):
-            items = [item for item in value if str(item).strip()]
-        else:
-            items = candidate_texts(option, value) if isinstance(value, str) else [value]
-        candidates = [coerce(option, _type_of(option), item) for item in items]
+        candidates = value if isinstance(value, list) else [value]
         if len(candidates) > 1:
             check_unique(candidates, f"{flag(option)} candidate list")
             lists[option] = candidates
