@@ -31,7 +31,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from bench_runs import device as bench_device
@@ -247,8 +247,15 @@ def corrected_test_nll(
     return -log_likelihood, standard_error
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A refusal is one line naming its fix, without argparse's usage block, and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineErrorParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, help="folder holding MNIST/raw")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=5000, help="training iterations per seed")

@@ -92,7 +92,7 @@ def test_a_failing_cell_is_counted_and_its_output_kept(tmp_path: Path, child_env
         assert counts == (1, 0)
     # Each attempt's output is appended under a line of its own, never replaced.
     log = (tmp_path / "cell-7.log").read_text()
-    assert log.count("nosuchfamily") == 2 and log.count(": run.py --grid-index 7") == 2
+    assert log.count("error: ") == 2 and log.count(": run.py --grid-index 7") == 2
 
 
 def test_the_augmenter_options_go_only_to_grids_whose_arms_train_an_augmenter() -> None:

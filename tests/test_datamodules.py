@@ -1044,12 +1044,12 @@ def test_class_subfolders_one_level_down_are_named_with_the_folder_to_pass(tmp_p
     )
 
 
-def test_build_datamodule_hands_the_dataset_its_options_as_parsed():
-    """`seq_len='24'` passed the option's check and reached the dataset as text (a TypeError in setup)."""
+def test_build_datamodule_takes_its_options_as_python_values():
     from lightning_genae.datamodules import build_datamodule
 
+    data = build_datamodule("sines", seq_len=24)
+    data.setup("fit")
+    assert data.split_tensors("train")[0].shape[1] == 24
     for given in ("24", 24.0):
-        data = build_datamodule("sines", seq_len=given)
-        data.setup("fit")
-        assert data.hparams["seq_len"] == 24 and type(data.hparams["seq_len"]) is int
-        assert data.split_tensors("train")[0].shape[1] == 24
+        with pytest.raises(ValueError, match="seq_len"):
+            build_datamodule("sines", seq_len=given)
