@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
+import http.client
 import io
+import json
+import netrc
 import os
-import re
 import secrets
 import shlex
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,8 @@ from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.metrics.names import current_names
 from lightning_genae.progress import say, warn
 from lightning_genae.run_files import METRICS_FILE, WANDB_RUN_ID
+
+WANDB_HOST = "api.wandb.ai"
 
 
 class RunFolderCSVLogger(Logger):
@@ -203,21 +212,98 @@ def _plain(value: Any) -> Any:
 
 
 def wandb_offline_reason() -> str | None:
-    """Why W&B must run offline, or None when it can go online: WANDB_MODE, no API key, or a server that
-    does not take the key now. wandb's own login finds the key as wandb.init would (WANDB_API_KEY, `wandb
-    login`'s netrc entry for WANDB_BASE_URL's server) and verifies it within WANDB_HTTP_TIMEOUT (10 s),
-    where wandb.init would retry for minutes and then end the run with a traceback."""
+    """Why W&B must run offline (no key, WANDB_MODE, or a server that does not take the key now), or None
+    when it can go online."""
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode in ("offline", "dryrun", "disabled"):
         return f"WANDB_MODE={mode}"
-    import wandb
+    # The server wandb talks to: WANDB_BASE_URL (a W&B server of one's own), else W&B's cloud.
+    base_url = os.environ.get("WANDB_BASE_URL") or f"https://{WANDB_HOST}"
+    base = urllib.parse.urlsplit(base_url)
+    if base.scheme not in ("http", "https") or not base.netloc:
+        return f"WANDB_BASE_URL={base_url} is not an http(s) URL (such as https://wandb.example.com)"
+    key = _wandb_api_key(base)
+    if key is None:
+        return "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
+    # As wandb does: the API under the whole base URL, a server behind a path prefix included.
+    return _wandb_server_refusal(f"{base_url.rstrip('/')}/graphql", key)
 
+
+def _wandb_api_key(base: urllib.parse.SplitResult) -> str | None:
+    """The key wandb would send: WANDB_API_KEY, else the one `wandb login` kept in ~/.netrc (or the file
+    NETRC names) under the server's host and port (`host:port` where the URL gives one)."""
+    key = os.environ.get("WANDB_API_KEY")
+    if key:
+        return key
     try:
-        if not wandb.login(prompt=False, verify=True):
-            return "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
-    except Exception as error:  # noqa: BLE001 - any failure to log in (unreachable, refused, a bad URL) is offline
-        # The URL's user and password, should it hold them, never reach a printed line.
-        return re.sub(r"//[^/@\s]*@", "//", describe_error(error))
+        # Named explicitly, as wandb does: Python's check of ~/.netrc's permissions (which wandb skips) would
+        # otherwise hide a key wandb reads.
+        entries = netrc.netrc(os.path.expanduser(os.environ.get("NETRC") or "~/.netrc"))
+    except (OSError, netrc.NetrcParseError):
+        return None
+    # As wandb reads it: the server's host and port as the URL spells them, nothing else.
+    found = entries.authenticators(base.netloc)
+    return found[2] if found is not None and found[2] else None
+
+
+_CHECK_THE_KEY = "check WANDB_API_KEY or run `wandb login`"
+# How long the probe of W&B's server may take in all.
+WANDB_PROBE_TIMEOUT_S = 5.0
+
+
+def _wandb_server_refusal(url: str, key: str) -> str | None:
+    """Why W&B's API at `url` would not take a run with `key` now, or None: one authenticated request that
+    waits seconds in all, where wandb.init would retry for minutes and then end the run with a traceback (a
+    wrong or expired key, a wrong WANDB_BASE_URL, a proxy or sign-in page that answers for every host, a
+    server that hangs or trickles)."""
+    parts = urllib.parse.urlsplit(url)
+    # The host and port alone: a password in the URL never reaches a printed line.
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    outcome: list[str | None] = []
+
+    def ask() -> None:
+        outcome.append(_wandb_api_answer(url, host, key))
+
+    # A thread, so that the deadline holds for the whole exchange (a socket timeout holds per read only).
+    asking = threading.Thread(target=ask, name="wandb-probe", daemon=True)
+    asking.start()
+    asking.join(WANDB_PROBE_TIMEOUT_S)
+    if not outcome:
+        return f"{host} did not answer within {WANDB_PROBE_TIMEOUT_S:g} s"
+    return outcome[0]
+
+
+def _wandb_api_answer(url: str, host: str, key: str) -> str | None:
+    """What W&B's API at `url` says to `key`: None where it names the key's user, else why not."""
+    try:
+        request = urllib.request.Request(
+            url,
+            data=json.dumps({"query": "{ viewer { id } }"}).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode(),
+            },
+        )
+        with urllib.request.urlopen(request, timeout=WANDB_PROBE_TIMEOUT_S) as response:
+            body = response.read(1 << 16)
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            return f"{host} refused the W&B API key (HTTP {error.code}; {_CHECK_THE_KEY})"
+        return f"{host} answered W&B's API with HTTP {error.code} (check WANDB_BASE_URL)"
+    except (OSError, ValueError, http.client.HTTPException) as error:  # unreachable, reset, timed out
+        cause = getattr(error, "reason", error)
+        if isinstance(cause, TimeoutError) or "timed out" in str(cause):
+            return f"{host} did not answer within {WANDB_PROBE_TIMEOUT_S:g} s"
+        return f"{host} is unreachable ({cause})"
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), dict):
+        not_the_api = "a proxy or sign-in page? check WANDB_BASE_URL"
+        return f"{host} answered with something other than W&B's API ({not_the_api})"
+    if not answer["data"].get("viewer"):
+        return f"{host} knows no user for the W&B API key ({_CHECK_THE_KEY})"
     return None
 
 
@@ -247,6 +333,7 @@ def build_loggers(
         say("wandb: disabled (WANDB_MODE=disabled); nothing is logged to W&B")
     elif "wandb" in names:
         reason = wandb_offline_reason()
+        offline = reason is not None
         wandb_dir = run_dir / "wandb"
         wandb_dir.mkdir(parents=True, exist_ok=True)
         wandb_logger = WandbLogger(
@@ -254,15 +341,17 @@ def build_loggers(
             name=run_name,
             group=wandb_group,
             save_dir=str(run_dir),
+            offline=offline,
             # Resuming a run folder continues its W&B run rather than starting a second one.
             id=_stable_wandb_id(run_dir),
             resume="allow",
-            # wandb.init's own mode, not WandbLogger's `offline`, which sets WANDB_MODE for the whole process.
-            mode="offline" if reason is not None else "online",
-            settings=_quiet_wandb_settings(reason is not None),
+            settings=_quiet_wandb_settings(offline),
         )
         _drop_retired_anonymous_setting(wandb_logger)
-        if reason is not None:
+        # Lightning sets WANDB_MODE=dryrun for an offline run and leaves it: the next run in this process
+        # (a grid's next cell) must see the user's own setting again (finish_loggers puts it back).
+        wandb_logger.genae_wandb_mode = os.environ.get("WANDB_MODE")
+        if offline:
             offline_runs = f"{shlex.quote(str(wandb_dir))}/offline-run-*"
             say(f"wandb: offline ({reason}); upload later with: wandb sync {offline_runs}")
         loggers.append(wandb_logger)
@@ -295,6 +384,11 @@ def finish_loggers(
                     f"wandb: could not finish the W&B run ({describe_error(error)}); the run is complete in "
                     f"its folder, and its W&B files can be uploaded later with: wandb sync {wandb_dir}/*run-*"
                 )
+            if hasattr(logger, "genae_wandb_mode"):
+                if logger.genae_wandb_mode is None:
+                    os.environ.pop("WANDB_MODE", None)
+                else:
+                    os.environ["WANDB_MODE"] = logger.genae_wandb_mode
 
 
 def _quiet_wandb_settings(offline: bool) -> dict[str, bool]:
