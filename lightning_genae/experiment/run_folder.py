@@ -67,8 +67,10 @@ def another_run(path: Path, files: list[str], fixes: list[str]) -> RunFolderRefu
 
 
 def refuse_another_run(path: Path, files: list[str], fixes: list[str]) -> NoReturn:
-    """Refuse `--output path` holding another run (`another_run`); a run still writing there is named as
-    such (its lock), not taken for a finished or abandoned one."""
+    """Refuse `--output path` holding another run (`another_run`); files of a run's names that no run wrote
+    are named as such (`refuse_files_no_run_wrote`), and a run still writing there by its lock, not taken
+    for a finished or abandoned one."""
+    refuse_files_no_run_wrote(path, files)
     RunFolderLock.refuse_if_held(path)
     raise another_run(path, files, fixes)
 

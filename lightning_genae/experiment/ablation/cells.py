@@ -23,7 +23,7 @@ from lightning_genae.errors import ConfigError, RunFolderRefused, agree
 from lightning_genae.experiment.augment_plan import given_options
 from lightning_genae.experiment.config import WHOLE_SPLIT, RunConfig, flag
 from lightning_genae.experiment.resolve import ResolvedRun, resolve
-from lightning_genae.experiment.run_folder import refuse_another_run, refuse_files_no_run_wrote
+from lightning_genae.experiment.run_folder import refuse_another_run
 from lightning_genae.experiment.run_lock import RunFolderLock
 from lightning_genae.run_files import GRID_FILE, started_run_files
 
@@ -257,5 +257,4 @@ def check_grid_root(root: Path, flag: str = "--output") -> None:
         )
     files = started_run_files(root)
     if files and flag == "--output":
-        refuse_files_no_run_wrote(root, files)
         refuse_another_run(root, files, ["pick another --output for the grid"])
