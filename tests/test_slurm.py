@@ -24,9 +24,10 @@ from tiny import TINY_RUN
 from lightning_genae import cluster
 from lightning_genae.cache import write_atomically
 from lightning_genae.experiment import train
-from lightning_genae.experiment.cli import _checkpoint_of_restarted_job, main
+from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resolve import resolve
+from lightning_genae.experiment.restart import checkpoint_of_restarted_job
 from lightning_genae.experiment.train import default_run_dir
 from lightning_genae.lightning_internals import wandb_init_arguments
 
@@ -199,7 +200,8 @@ def test_a_requeued_job_with_output_resumes_only_when_slurm_says_it_restarted(tm
     config = RunConfig(model="ae", data="digits", output=str(run_dir))
     for restart in (None, 1):
         as_slurm_task(monkeypatch, job_id="6262", restart=restart)
-        assert _checkpoint_of_restarted_job(config, lambda: resolve(config).config) is None
+        job = cluster.current_job()
+        assert checkpoint_of_restarted_job(job, config, lambda: resolve(config).config) is None
 
 
 def test_a_requeued_overwrite_whose_first_attempt_stopped_before_training_replaces_the_run(
@@ -230,7 +232,7 @@ def test_a_requeued_overwrite_whose_first_attempt_stopped_before_training_replac
     # Its own checkpoint is what a later restart of the job continues.
     as_slurm_task(monkeypatch, job_id="8181", restart=2)
     config = RunConfig(model="ae", data="digits", output=str(run_dir))
-    found = _checkpoint_of_restarted_job(config, lambda: resolve(config).config)
+    found = checkpoint_of_restarted_job(cluster.current_job(), config, lambda: resolve(config).config)
     assert found is not None and found.contents["global_step"] == 3
 
 

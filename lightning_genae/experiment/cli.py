@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +28,9 @@ from lightning_genae.experiment.arguments import (
     split_list,
 )
 from lightning_genae.experiment.config import (
-    CHANGEABLE_ON_RESUME,
     RunConfig,
     merge,
     print_configuration,
-    resume_conflicts,
 )
 from lightning_genae.experiment.grid_command import run_grid_command
 from lightning_genae.experiment.pipes import ReaderWatch, reader_may_leave
@@ -57,7 +55,6 @@ from lightning_genae.experiment.run_folder import (
 )
 from lightning_genae.plugin_options import flag
 from lightning_genae.plugins import load_plugins
-from lightning_genae.run_files import PER_INVOCATION
 
 if TYPE_CHECKING:
     from lightning_genae.checkpoint import RunCheckpoint
@@ -312,13 +309,15 @@ def _resolve_single_run(
             # The run an --overwrite killed before it trained had set aside is the one to continue.
             _put_back_the_run_of(args["resume"], args.get("output"))
         resume = to_resume(args["resume"], args.get("output"))
-    elif "resume" not in args:
+    elif "resume" not in args and (job := current_job()) is not None:
+        _quiet_lightning()
+        from lightning_genae.experiment.restart import checkpoint_of_restarted_job
 
         def as_a_fresh_run() -> RunConfig:
             fresh = _without_options_of_what_the_command_line_replaced(file_values, args, say=False)
             return resolve(merge(fresh, args), named=named_options(args)).config
 
-        resume = _checkpoint_of_restarted_job(merge(file_values, args), as_a_fresh_run)
+        resume = checkpoint_of_restarted_job(job, merge(file_values, args), as_a_fresh_run)
         if resume is not None and args.get("overwrite"):
             # The job's earlier attempt did the replacing; the run it started is the one to continue.
             args["overwrite"] = False
@@ -327,7 +326,9 @@ def _resolve_single_run(
     if resume is None:
         file_values = _without_options_of_what_the_command_line_replaced(file_values, args)
     if resume is not None:
-        _check_resume_options(resume, base, {**file_values, **args})
+        from lightning_genae.experiment.resume import check_resume_options
+
+        check_resume_options(resume, base, {**file_values, **args})
     try:
         return resolve(merge({**base, **file_values}, args), named=named_options(args)), resume
     except UnreadOptions as unread:
@@ -412,106 +413,6 @@ def _quiet_lightning() -> None:
     from lightning_genae.progress import quiet_lightning
 
     quiet_lightning()
-
-
-def _checkpoint_of_restarted_job(
-    values: RunConfig, as_a_fresh_run: Callable[[], RunConfig]
-) -> RunCheckpoint | None:
-    """The checkpoint a requeued SLURM job (or a restarted torchrun job) continues from, or None.
-
-    A restarted job runs its command again, without `--resume`. Its run continues as if `--resume last`
-    had been given, from `last.ckpt` in its run folder: the job's own default folder (named after the
-    job, so a checkpoint there can only be this job's), or `--output` when the scheduler says this is a
-    restart and the checkpoint there names this job (`CLUSTER_JOB_KEY`). A job that stopped before its
-    first checkpoint starts from the beginning: where its `--output` holds another job's checkpoint (the
-    run an `--overwrite` put back when the attempt stopped before training), the command does what it did
-    the first time. A checkpoint that names no job (an older version's, or a run's outside any job) is
-    continued; an `--overwrite` command replaces it where it holds another run's options than the command's
-    own run would (`as_a_fresh_run`: the command resolved as a new run, defaults filled in; compared as a
-    grid cell's are, by `holds_a_run_of_other_options`), and is refused in one line where they agree (this
-    job's own run, or one it means to run again from scratch). A torchrun job without `--rdzv-id` shares its
-    id `none` with every such job: it continues nothing on its own, refused in one line.
-    """
-    job = current_job()
-    if job is None:
-        return None
-    _quiet_lightning()
-    from lightning_genae.checkpoint import RunCheckpoint
-    from lightning_genae.experiment.resume import written_by
-    from lightning_genae.run_files import CLUSTER_JOB_KEY, last_checkpoint
-
-    if values.output:
-        if job.restart_count == 0:
-            return None
-        folder = Path(values.output)
-    else:
-        from lightning_genae.experiment.train import default_run_dir
-
-        if job.restart_count == 0 and not job.identified:
-            # torchrun without --rdzv-id: the folder named after the job is every such job's.
-            return None
-        folder = default_run_dir(as_a_fresh_run())
-    path = last_checkpoint(folder)
-    if not path.is_file():
-        return None
-    checkpoint = RunCheckpoint.load(path, "--resume")
-    writer = written_by(checkpoint, job)
-    if writer != "unknown":
-        return checkpoint if writer == "own" else None
-    # A checkpoint that names no job, or a job id every torchrun without --rdzv-id shares.
-    if values.output and values.overwrite:
-        from lightning_genae.experiment.ablation.grid import holds_a_run_of_other_options
-
-        if holds_a_run_of_other_options(folder, as_a_fresh_run()):
-            return None  # another run's options: the run the --overwrite replaces
-    elif job.identified:
-        return checkpoint  # it names no job (written outside one, or by an older version): continued
-    from lightning_genae.errors import RunFolderRefused
-
-    if CLUSTER_JOB_KEY not in checkpoint.contents:
-        why = "the checkpoint names no job: written outside one, or by an older version"
-    else:
-        why = "torchrun without --rdzv-id gives every job the id none"
-    fix = (
-        "continue it with --resume last in place of --overwrite, or submit the job again to replace it"
-        if values.overwrite
-        else "give torchrun --rdzv-id unique to each job, or continue it with --resume last"
-    )
-    raise RunFolderRefused(
-        f"{folder}: this restarted job cannot tell whether {path} is its own run to continue or another "
-        f"job's ({why}); {fix}"
-    )
-
-
-def _check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: dict[str, Any]) -> None:
-    """Options given with --resume that would make it another run (data, model, shapes...) are an error.
-
-    Only what the user gave (flags and --config) is compared, so the checkpoint's own values, another
-    family's included, never raise; what may change on resume is CHANGEABLE_ON_RESUME and the options the
-    run's family declares changeable (`option(..., changeable_on_resume=True)`).
-    """
-    from lightning_genae.models import MODELS, changeable_on_resume, unread_by_run
-
-    model = stored.get("model", "")
-    changeable = changeable_on_resume(model)
-    if model in MODELS and not MODELS[model].generates:
-        # No generative metric, no FD to choose best.ckpt on: the sample count is left unread.
-        changeable = (*changeable, "eval_samples")
-    # The options this run leaves unread (--lr under a paper's training) are not compared: given, they are
-    # refused as unread once the run's options are resolved.
-    unread = unread_by_run(model, stored)
-    conflicts = resume_conflicts(stored, given, {*changeable, *unread})
-    if conflicts:
-        may_change = [
-            name
-            for name in (*CHANGEABLE_ON_RESUME, *changeable)
-            if name not in PER_INVOCATION and name not in unread
-        ]
-        raise ConfigError(
-            f"--resume {resume.path}: {'; '.join(conflicts)} would make it another run; drop "
-            f"{'it' if len(conflicts) == 1 else 'them'} to continue it (changeable on resume: "
-            f"{', '.join(flag(name) for name in may_change)}), or start a new run with another --output"
-        )
 
 
 if __name__ == "__main__":

@@ -41,10 +41,10 @@ from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_
 from lightning_genae.errors import ConfigError, DataError, RunFolderRefused, agree
 from lightning_genae.experiment import trainer as run_setup
 from lightning_genae.experiment.config import RunConfig, merge
+from lightning_genae.experiment.input_files import refuse_a_scored_folder_among_the_data
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
     named_options,
-    refuse_a_scored_folder_among_the_data,
     resolve,
     without_a_likelihood_of_grey_pixels,
 )

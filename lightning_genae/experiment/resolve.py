@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,7 +21,7 @@ from lightning_genae.augmentation import (
     AugmentPlan,
     augmentation_options,
 )
-from lightning_genae.cache import cache_root, is_torch_file
+from lightning_genae.cache import cache_root
 from lightning_genae.datamodules import (
     DATASETS,
     build_datamodule,
@@ -39,6 +38,7 @@ from lightning_genae.experiment.config import (
     flag,
     parse_devices,
 )
+from lightning_genae.experiment.input_files import check_classifier_weights, check_inception_weights
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 from lightning_genae.plugin_options import AUTO, PluginOptions, did_you_mean
 
@@ -271,63 +271,6 @@ def refuse_named_but_unread(resolved: ResolvedRun, named: Collection[str]) -> No
     _refuse_series_backbone(config, named)
 
 
-def _check_torch_file(flag_name: str, path: Path, fix: str) -> None:
-    """What can be known of a weights file without reading it: a file, in one of torch.save's formats."""
-    if path.is_dir():
-        raise ConfigError(f"{flag_name} {path} is a folder; {fix}")
-    if not path.exists():
-        raise ConfigError(f"{flag_name} {path} does not exist; {fix}")
-    if not path.is_file():
-        raise ConfigError(f"{flag_name} {path} is not a regular file (a named pipe, a device); {fix}")
-    if not is_torch_file(path):
-        raise ConfigError(f"{flag_name} {path} is not a file written by torch.save; {fix}")
-
-
-def _check_inception_weights(config: RunConfig) -> None:
-    """A weights file the user named is checked before anything trains, not when the metrics first run.
-
-    What can be known without reading it: that it is a file in one of torch.save's two formats (the
-    full check, that it holds InceptionV3's weights, runs when the backbone is built, also before training).
-    """
-    if config.inception_weights is None:
-        return
-    path = Path(config.inception_weights).expanduser()
-    if config.backbone != "inception":
-        raise ConfigError(
-            f"--inception-weights is read by --backbone inception only, and this run uses --backbone "
-            f"{config.backbone}; drop --inception-weights or add --backbone inception"
-        )
-    # Imported here: the backbones module pulls in torchmetrics, which --help and --print-config never need.
-    from lightning_genae.metrics.backbones import INCEPTION_FILE, INCEPTION_URL
-
-    fix = f"pass the path of {INCEPTION_FILE} (from {INCEPTION_URL})"
-    _check_torch_file("--inception-weights", path, fix)
-
-
-def _check_classifier_weights(config: RunConfig) -> None:
-    """A classifier file the user named is checked before anything trains: that it is a torch file, for
-    the backbone that reads it. Its contents (a classifier of --data at the run's image shape) are checked
-    when the backbone is built, also before training."""
-    if config.classifier_weights is None:
-        return
-    path = Path(config.classifier_weights).expanduser()
-    if config.backbone != "classifier":
-        raise ConfigError(
-            f"--classifier-weights is read by --backbone classifier only, and this run uses --backbone "
-            f"{config.backbone}; drop --classifier-weights or use --backbone classifier"
-        )
-    if DATASETS[config.data].data_kind != "image":
-        raise ConfigError(
-            f"--classifier-weights gives the image metrics' classifier, and --data {config.data} is series "
-            "(scored by their own classifier); drop --classifier-weights"
-        )
-    _check_torch_file(
-        "--classifier-weights",
-        path,
-        "pass a classifier checkpoint (`python -m lightning_genae.experiment.classifier` writes one)",
-    )
-
-
 def _without_feature_weights_no_metric_reads(
     config: RunConfig, model: ModelSpec, named: Collection[str]
 ) -> RunConfig:
@@ -356,68 +299,6 @@ def _without_feature_weights_no_metric_reads(
             f"{config.model} does not generate (it is scored by its reconstructions); drop {given}"
         )
     return replace(config, **{name: None for name in weights})
-
-
-def _folders_of_the_images(config: RunConfig) -> list[Path]:
-    """The folders whose images a dataset that reads every image under --data-dir (`--data folder`) reads:
-    --data-dir and the folders linked into it (which the reader follows), real paths, --data-dir first."""
-    data = os.path.realpath(os.path.expanduser(config.data_dir))
-    roots = [data]
-    if os.path.isdir(data):
-        for folder, subfolders, _ in os.walk(data):
-            roots += [
-                os.path.realpath(os.path.join(folder, name))
-                for name in subfolders
-                if os.path.islink(os.path.join(folder, name))
-            ]
-    return [Path(root) for root in roots]
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def refuse_a_run_folder_among_the_data(config: RunConfig, run_dir: Path) -> None:
-    """A run folder among the images of a dataset that reads every image under --data-dir (`--data
-    folder`): the run's sample grids and interpolations would be the next run's training images, in a
-    subfolder taken for a new class. Among them is inside the folder, or inside a folder linked into it
-    (which the reader follows); or around it, the data inside the run folder."""
-    if not DATASETS[config.data].reads_every_image:
-        return
-    roots = _folders_of_the_images(config)
-    run = Path(os.path.realpath(os.path.expanduser(run_dir)))
-    inside = next((root for root in roots if _inside(run, root)), None)
-    if inside is not None:
-        linked = "" if inside == roots[0] else f" (through a link to {inside})"
-        raise ConfigError(
-            f"the run folder {run_dir} lies inside --data-dir {config.data_dir}{linked}, every image of "
-            f"which --data {config.data} reads: the run's pictures would become the next run's training "
-            "images; pick an --output outside it"
-        )
-    around = next((root for root in roots if run in root.parents), None)
-    if around is not None:
-        linked = "" if around == roots[0] else f" (a folder linked into it, {around})"
-        raise ConfigError(
-            f"--data-dir {config.data_dir}{linked} lies inside the run folder {run_dir}, where the run "
-            f"writes its pictures, and --data {config.data} reads every image under it: they would become "
-            "the next run's training images; keep the data outside the run folder, or pick another --output"
-        )
-
-
-def refuse_a_scored_folder_among_the_data(config: RunConfig, scored: str | Path) -> None:
-    """`--evaluate-folder` of a folder that is, lies inside, or holds the images of a dataset that reads
-    every image under --data-dir: the images scored would be among the real test images they are compared
-    with (and a folder inside the data, a class of its own in the classifier's training images)."""
-    if not DATASETS[config.data].reads_every_image:
-        return
-    roots = _folders_of_the_images(config)
-    folder = Path(os.path.realpath(os.path.expanduser(scored)))
-    if any(_inside(folder, root) or folder in root.parents for root in roots):
-        raise ConfigError(
-            f"--evaluate-folder {scored} and --data-dir {config.data_dir} share images, every one of which "
-            f"--data {config.data} reads: the images scored would be compared with themselves as real test "
-            "images; score a folder kept apart from the data"
-        )
 
 
 # The values of WANDB_MODE that wandb accepts (dryrun and run are its older names of offline and online).
@@ -503,7 +384,7 @@ def resolve(
         )
     model = MODELS[config.model]
     config = _without_feature_weights_no_metric_reads(config, model, named)
-    _check_inception_weights(config)
+    check_inception_weights(config)
     _check_data_kind(config, model)
     plan = resolve_augment_plan(
         config,
@@ -512,7 +393,7 @@ def resolve(
         data_kind=DATASETS[config.data].data_kind,
     )
     _refuse_series_backbone(config, named)
-    _check_classifier_weights(config)
+    check_classifier_weights(config)
     options = _family_options(config, model, named)
     _refuse_a_likelihood_of_grey_pixels(config, options)
     data_options = parse_dataset_options(

@@ -15,12 +15,12 @@ from pytorch_lightning.callbacks import Callback
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import ClusterJob, current_job
 from lightning_genae.errors import ConfigError, RunFolderRefused
-from lightning_genae.experiment.config import RunConfig, flag
+from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, RunConfig, flag, resume_conflicts
 from lightning_genae.lightning_internals import configured_optimizers
-from lightning_genae.models import GenerativeModule, changeable_on_resume
+from lightning_genae.models import MODELS, GenerativeModule, changeable_on_resume, unread_by_run
 from lightning_genae.models.base import OBJECTIVE_FORM_KEY, SOURCE_KEY
 from lightning_genae.progress import say, warn
-from lightning_genae.run_files import CLUSTER_JOB_KEY, last_checkpoint
+from lightning_genae.run_files import CLUSTER_JOB_KEY, PER_INVOCATION, last_checkpoint
 from lightning_genae.source import other_source_note
 
 if TYPE_CHECKING:
@@ -253,4 +253,33 @@ def check_same_augmenter(resume: RunCheckpoint, augmenter: dict[str, Any]) -> No
             f"in {resume.run_folder} trained with so far (weights' SHA-256 {now[:12]}, the run's: "
             f"{before[:12]}): its training goes on with this one; start it again (--overwrite) for a run of "
             "one augmenter"
+        )
+
+
+def check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: dict[str, Any]) -> None:
+    """Options given with --resume that would make it another run (data, model, shapes...) are an error.
+
+    Only what the user gave (flags and --config) is compared, so the checkpoint's own values, another
+    family's included, never raise; what may change on resume is CHANGEABLE_ON_RESUME and the options the
+    run's family declares changeable (`option(..., changeable_on_resume=True)`).
+    """
+    model = stored.get("model", "")
+    changeable = changeable_on_resume(model)
+    if model in MODELS and not MODELS[model].generates:
+        # No generative metric, no FD to choose best.ckpt on: the sample count is left unread.
+        changeable = (*changeable, "eval_samples")
+    # The options this run leaves unread (--lr under a paper's training) are not compared: given, they are
+    # refused as unread once the run's options are resolved.
+    unread = unread_by_run(model, stored)
+    conflicts = resume_conflicts(stored, given, {*changeable, *unread})
+    if conflicts:
+        may_change = [
+            name
+            for name in (*CHANGEABLE_ON_RESUME, *changeable)
+            if name not in PER_INVOCATION and name not in unread
+        ]
+        raise ConfigError(
+            f"--resume {resume.path}: {'; '.join(conflicts)} would make it another run; drop "
+            f"{'it' if len(conflicts) == 1 else 'them'} to continue it (changeable on resume: "
+            f"{', '.join(flag(name) for name in may_change)}), or start a new run with another --output"
         )

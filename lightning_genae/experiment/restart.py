@@ -1,0 +1,71 @@
+"""The run a requeued SLURM job or a restarted torchrun job continues: its command runs again, without
+`--resume`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.cluster import ClusterJob
+from lightning_genae.errors import RunFolderRefused
+from lightning_genae.experiment.ablation.grid import holds_a_run_of_other_options
+from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.resume import written_by
+from lightning_genae.experiment.train import default_run_dir
+from lightning_genae.run_files import CLUSTER_JOB_KEY, last_checkpoint
+
+
+def checkpoint_of_restarted_job(
+    job: ClusterJob, values: RunConfig, as_a_fresh_run: Callable[[], RunConfig]
+) -> RunCheckpoint | None:
+    """The checkpoint a requeued SLURM job (or a restarted torchrun job) continues from, or None.
+
+    A restarted job runs its command again, without `--resume`. Its run continues as if `--resume last`
+    had been given, from `last.ckpt` in its run folder: the job's own default folder (named after the
+    job, so a checkpoint there can only be this job's), or `--output` when the scheduler says this is a
+    restart and the checkpoint there names this job (`CLUSTER_JOB_KEY`). A job that stopped before its
+    first checkpoint starts from the beginning: where its `--output` holds another job's checkpoint (the
+    run an `--overwrite` put back when the attempt stopped before training), the command does what it did
+    the first time. A checkpoint that names no job (an older version's, or a run's outside any job) is
+    continued; an `--overwrite` command replaces it where it holds another run's options than the command's
+    own run would (`as_a_fresh_run`: the command resolved as a new run, defaults filled in; compared as a
+    grid cell's are, by `holds_a_run_of_other_options`), and is refused in one line where they agree (this
+    job's own run, or one it means to run again from scratch). A torchrun job without `--rdzv-id` shares its
+    id `none` with every such job: it continues nothing on its own, refused in one line.
+    """
+    if values.output:
+        if job.restart_count == 0:
+            return None
+        folder = Path(values.output)
+    else:
+        if job.restart_count == 0 and not job.identified:
+            # torchrun without --rdzv-id: the folder named after the job is every such job's.
+            return None
+        folder = default_run_dir(as_a_fresh_run())
+    path = last_checkpoint(folder)
+    if not path.is_file():
+        return None
+    checkpoint = RunCheckpoint.load(path, "--resume")
+    writer = written_by(checkpoint, job)
+    if writer != "unknown":
+        return checkpoint if writer == "own" else None
+    # A checkpoint that names no job, or a job id every torchrun without --rdzv-id shares.
+    if values.output and values.overwrite:
+        if holds_a_run_of_other_options(folder, as_a_fresh_run()):
+            return None  # another run's options: the run the --overwrite replaces
+    elif job.identified:
+        return checkpoint  # it names no job (written outside one, or by an older version): continued
+    if CLUSTER_JOB_KEY not in checkpoint.contents:
+        why = "the checkpoint names no job: written outside one, or by an older version"
+    else:
+        why = "torchrun without --rdzv-id gives every job the id none"
+    fix = (
+        "continue it with --resume last in place of --overwrite, or submit the job again to replace it"
+        if values.overwrite
+        else "give torchrun --rdzv-id unique to each job, or continue it with --resume last"
+    )
+    raise RunFolderRefused(
+        f"{folder}: this restarted job cannot tell whether {path} is its own run to continue or another "
+        f"job's ({why}); {fix}"
+    )
