@@ -46,11 +46,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DatasetSpec:
     """A registered dataset: its DataModule (`module:Class` in this package), a one-line description, the
-    kind of data it yields (repeating the class's `data_kind`, which tests/test_datamodules.py checks) and
-    its options (a `PluginOptions` dataclass whose fields the DataModule's constructor takes; an image
-    dataset takes `ImageOptions` unless it names others), and whether every pixel it yields is 0 or 1 (what
-    a likelihood under a Bernoulli decoder, `--nll-samples`, is the likelihood of), and whether it reads
-    every image under --data-dir (then a run folder there would make its pictures the next run's data)."""
+    kind of data it yields (repeating the class's `data_kind`, which tests/library/test_datamodules.py
+    checks) and its options (a `PluginOptions` dataclass whose fields the DataModule's constructor takes;
+    an image dataset takes `ImageOptions` unless it names others), and whether every pixel it yields is 0
+    or 1 (what a likelihood under a Bernoulli decoder, `--nll-samples`, is the likelihood of), and whether
+    it reads every image under --data-dir (then a run folder there would make its pictures the next run's
+    data)."""
 
     location: str
     description: str

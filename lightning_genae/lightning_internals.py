@@ -1,7 +1,7 @@
 """Every private Lightning name this project reads or writes, in one place.
 
 Lightning offers no public way to do these few things; each function says why it is needed and what
-breaks if Lightning changes the name. tests/test_lightning_internals.py checks every one against the
+breaks if Lightning changes the name. tests/library/test_lightning_internals.py checks every one against the
 installed Lightning, so an upgrade that renames one fails there, by name, and not deep inside a run.
 The versions these were written against are the bounds in pyproject.toml.
 """

@@ -1,4 +1,4 @@
-"""What each process of tests/test_adaptive.py's DDP test runs: a module of its own, so that a spawned
+"""What each process of tests/library/test_adaptive.py's DDP test runs: a module of its own, so that a spawned
 process imports torch and the controller only, not the CLI and Lightning (which took it ~50 s on 2 cores)."""
 
 from __future__ import annotations

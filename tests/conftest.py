@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def quiet_evaluation_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Evaluation passes in the suite's in-process runs say nothing, however slow the machine: a test of a
-    one-line error must not depend on whether a validation took 10 s. tests/test_evaluation_progress.py
-    sets the period itself to test the progress lines."""
+    one-line error must not depend on whether a validation took 10 s.
+    tests/experiment/test_evaluation_progress.py sets the period itself to test the progress lines."""
     from lightning_genae import progress as console
 
     monkeypatch.setattr(console, "EVALUATION_QUIET_SECONDS", float("inf"))

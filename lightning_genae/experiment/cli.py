@@ -4,7 +4,7 @@ Precedence: RunConfig defaults < resumed checkpoint's configuration < `--config 
 
 Lightning is imported only by what trains, evaluates or reads a checkpoint (imports inside the functions
 below): `--help`, `--version`, `--print-config` and every configuration error answer without it, in about
-the time `import torch` takes (tests/test_startup.py, bench/startup.py).
+the time `import torch` takes (tests/experiment/test_startup.py, bench/startup.py).
 """
 
 from __future__ import annotations

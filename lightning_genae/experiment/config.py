@@ -282,7 +282,7 @@ def absolute_path(path: str) -> str:
 
 
 # run.py's flags that are no option of a run (modes, grids, help): a plug-in's option may not take their
-# names (tests/test_plugins.py holds this list to the parser).
+# names (tests/library/test_plugins.py holds this list to the parser).
 COMMAND_LINE_ONLY = (
     "help",
     "config",

@@ -199,7 +199,7 @@ def kernel_inception_distance(
 # two expressions for the same distance rounded differently break that tie either way. Integer features
 # (pixel values, counts) have exact integer distances in float64, and an integer shift keeps them integers;
 # a shift by the unrounded mean made them fractions, and density/coverage on such data drifted from the
-# reference (clovaai's prdc) by up to 0.2 (tests/test_distances.py has the case). Other features (a
+# reference (clovaai's prdc) by up to 0.2 (tests/library/test_distances.py has the case). Other features (a
 # classifier's, Inception's) tie when samples repeat (a model that reproduces its training images, a real
 # folder scored against itself): the same pair's distance comes out of the radii's pass and of the
 # real-fake pass rounded differently, by its position in a BLAS block, so a distance and a radius within

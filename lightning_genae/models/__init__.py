@@ -55,7 +55,7 @@ class ModelSpec:
     `data_kind`, `image_discriminator`, `real_logits` and `generates` say what `resolve` checks without
     importing the module; they repeat the module's `data_kind`, whether it is an `ImageDiscriminator`, its
     `gives_real_logits` (what ADA's controller reads) and whether it is a `Sampler` (what the generative
-    metrics score), which tests/test_models.py holds them to.
+    metrics score), which tests/library/test_models.py holds them to.
     """
 
     location: str

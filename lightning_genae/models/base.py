@@ -88,7 +88,7 @@ def lightning_writes_training_values(trainer: pl.Trainer) -> bool:
     should stop, and every batch of a fast_dev_run. `should_update_logs` is private; it is read rather
     than copied so the two cannot differ. If Lightning renames it this raises AttributeError; if it
     writes at other batches, rows would carry an earlier batch's values, which
-    tests/test_logging_cadence.py catches by comparing with a run that logs every batch.
+    tests/library/test_logging_cadence.py catches by comparing with a run that logs every batch.
     """
     return should_update_logs(trainer) or bool(trainer.fast_dev_run)
 

@@ -25,7 +25,7 @@ from lightning_genae.experiment.loggers import (
     wandb_offline_reason,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SMALL = ["--data", "digits", "--width", "8", "--latent-dim", "8", "--batch-size", "32", "--image-every", "2"]
 

@@ -217,7 +217,7 @@ def python_blocks(markdown: str) -> list[str]:
 def test_the_python_snippets_run_as_written(page, tmp_path, monkeypatch):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / page
+    path = Path(__file__).resolve().parents[2] / page
     blocks = python_blocks(path.read_text())
     assert blocks, f"{page} has no python block"
     monkeypatch.chdir(tmp_path)  # a snippet's files (Lightning's checkpoints) stay out of the checkout

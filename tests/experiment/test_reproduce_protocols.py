@@ -10,7 +10,7 @@ from test_datamodules import write_fake_celeba, write_fake_cifar
 
 from lightning_genae.errors import ConfigError
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "reproduce_protocols.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "reproduce_protocols.py"
 
 
 def load_script():

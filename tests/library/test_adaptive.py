@@ -3,7 +3,8 @@
 The controller is tested with synthetic logits (a discriminator under our control): which way p moves, by
 how much, when, that its state survives a checkpoint, and that under DDP (two gloo processes) every rank
 moves p by the sums of all. Short CPU runs check that p moves in training, is logged, and comes back on
---resume. The bad inputs are rows of tests/cases/bad_inputs.csv (tests/test_bad_inputs.py runs them).
+--resume. The bad inputs are rows of tests/cases/bad_inputs.csv (tests/experiment/test_bad_inputs.py runs
+them).
 
 Whether p *stays* near 0 on a large training set is tested with the controlled discriminator only: at a
 test's budget (tens to hundreds of iterations) any discriminator separates the reals from an untrained

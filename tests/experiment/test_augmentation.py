@@ -755,7 +755,7 @@ def test_fast_dev_run_checks_the_augmentation_with_a_one_step_augmenter(tmp_path
 def test_discriminator_side_augmentation_needs_the_image_discriminator_protocol(augment):
     # Being adversarial is not enough: the family must take the augmentation and apply it to its inputs,
     # or diffaug would be silently ignored. The adversarial autoencoder's D judges codes, not images
-    # (tests/test_models.py holds the registry's flag to the module's protocol).
+    # (tests/library/test_models.py holds the registry's flag to the module's protocol).
     assert MODELS["aae"].module.adversarial
     config = RunConfig(model="aae", data="digits", augment=augment)
     with pytest.raises(ConfigError, match="discriminator of images") as error:

@@ -15,7 +15,7 @@ from lightning_genae.checkpoint import non_finite_state
 from lightning_genae.experiment.cli import main
 from lightning_genae.models import MODELS, AutoencoderModule, GANModule
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Every family, the adversarial ones (gan, began, vaegan, aae) included, each with a tiny run.
 TINY_RUNS = {
     **{model: ["--model", model, *TINY_RUN] for model in ["ae", "vae", "gan", "began", "vaegan", "aae"]},

@@ -25,7 +25,7 @@ from lightning_genae.experiment.run_folder import ClaimedRunFolder
 from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
 from lightning_genae.run_files import CONFIG_HEADER, PER_INVOCATION
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_AE = ["--model", "ae", *TINY_RUN]
 
 

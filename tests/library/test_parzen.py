@@ -47,7 +47,7 @@ def test_the_bandwidth_is_the_grid_value_with_the_best_validation_likelihood():
 # ----- bench/parzen_baselines.py: what bounds an autoencoder run's figure -----
 
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def load_bench(name: str):

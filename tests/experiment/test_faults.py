@@ -22,7 +22,7 @@ from tiny import TINY_RUN
 from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.run_lock import LOCK_FILE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def stored_step(checkpoint: Path) -> int:

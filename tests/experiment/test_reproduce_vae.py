@@ -17,7 +17,7 @@ from lightning_genae.callbacks.stopping import StopOnSignal
 from lightning_genae.checkpoint import CONFIG_KEY, RunCheckpoint
 from lightning_genae.experiment.cli import main as run_main
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "reproduce_vae.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "reproduce_vae.py"
 
 
 def load_script():

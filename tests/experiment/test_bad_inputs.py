@@ -45,7 +45,7 @@ from lightning_genae.experiment.config import CONFIG_FIELDS, CONFIG_TYPES, PRECI
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import PluginOptions
 
-CASES = Path(__file__).resolve().parent / "cases" / "bad_inputs.csv"
+CASES = Path(__file__).resolve().parents[1] / "cases" / "bad_inputs.csv"
 
 
 def bad_input_rows() -> list[tuple[str, str]]:

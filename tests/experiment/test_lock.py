@@ -18,7 +18,7 @@ from lightning_genae.errors import ConfigError, RunFolderRefused
 from lightning_genae.experiment.run_folder import ClaimedRunFolder
 from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock, live_lock_owner
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Claims a new folder while every file write fails (as on a full disk): RLIMIT_FSIZE 0, SIGXFSZ ignored.
 CLAIM_WITH_FULL_DISK = """

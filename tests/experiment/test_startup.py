@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Libraries that only training, evaluation, logging or plotting use.
 NOT_FOR_PARSING = (
     "pytorch_lightning",

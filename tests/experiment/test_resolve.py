@@ -250,7 +250,7 @@ def test_print_config_prints_the_absolute_paths_config_yaml_records(tmp_path, mo
 def test_a_config_yaml_with_its_keys_in_another_order_resolves_to_the_same_values(capsys):
     # This file lists the augmentation options between the data and the hardware options; the config.yaml
     # a run writes lists them with the other plug-ins' options. Key order is not part of the format.
-    path = Path(__file__).parent / "cases" / "config-ae-diffaug.yaml"
+    path = Path(__file__).parents[1] / "cases" / "config-ae-diffaug.yaml"
     written = yaml.safe_load(path.read_text())
     assert written["augment_p"] == 0.3 and written["diffaug_policy"] == "color,cutout"
     assert main(["--config", str(path), "--print-config"]) == 0

@@ -21,8 +21,8 @@ from lightning_genae.models import (
     VAEModule,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-# Image families; the sequence family (rae) trains on series in tests/test_sequences.py.
+REPO = Path(__file__).resolve().parents[2]
+# Image families; the sequence family (rae) trains on series in tests/library/test_sequences.py.
 IMAGE_MODELS = [name for name, spec in MODELS.items() if spec.module.data_kind == "image"]
 SMALL = ["--width", "8", "--latent-dim", "8", "--batch-size", "32", "--eval-every", "5", "--image-every", "5"]
 

@@ -15,8 +15,8 @@ from lightning_genae.experiment.arguments import build_parser, command_line_valu
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resolve import resolve
 
-REPO = Path(__file__).resolve().parent.parent
-# docs/plugins.md's commands need its plug-in module, which tests/test_plugins.py runs them with.
+REPO = Path(__file__).resolve().parents[2]
+# docs/plugins.md's commands need its plug-in module, which tests/library/test_plugins.py runs them with.
 PAGES = [REPO / "README.md", *sorted(page for page in (REPO / "docs").glob("*.md") if page.stem != "plugins")]
 # Words the pages use for what the reader fills in.
 PLACEHOLDERS = {"DATA": "data", "S": "0", "M": "gan", "DIR": "images", "OUT": "out", "N": "1000"}
@@ -60,7 +60,7 @@ def test_the_pages_show_commands_to_replay() -> None:
 @pytest.mark.parametrize("args", [args for _, args in COMMANDS], ids=[name for name, _ in COMMANDS])
 def test_a_documented_command_parses_and_a_single_run_resolves(args: list[str]) -> None:
     if "--help" in args:
-        return  # the parser prints and exits; tests/test_startup.py times it
+        return  # the parser prints and exits; tests/experiment/test_startup.py times it
     values, candidates = split_candidates(command_line_values(build_parser(), args))
     single_run = not any(flag in args for flag in NOT_A_SINGLE_RUN) and "," not in values.get("augment", "")
     if not single_run or candidates or len(values.get("train_size", [None])) > 1:

@@ -14,7 +14,7 @@ from lightning_genae.callbacks.metrics import FeatureBank, sample_generator
 from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.config import RunConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Relative difference allowed between the 1- and 2-process metrics. Both generate the very same samples
 # (one random stream per chunk of 500, not per rank) and gather the features back into sample order, so
 # the metrics are computed from identical arrays; what may differ is only float rounding where a library

@@ -24,7 +24,7 @@ from lightning_genae.experiment import cli
 from lightning_genae.experiment.cli import main
 from lightning_genae.models import MODELS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = TINY_RUN
 
 

@@ -264,7 +264,7 @@ sys.exit(main(sys.argv[1:]))
 def _killed_overwrite(run_dir: Path) -> None:
     args = [*TINY_AE, "--max-steps", "2", "--output", str(run_dir), "--overwrite"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     killed = subprocess.run(
         [sys.executable, "-c", KILLED_BEFORE_TRAINING, *args],
         cwd=repo,
@@ -370,7 +370,7 @@ def test_a_stop_signal_before_training_puts_the_replaced_run_back_whole(finished
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c", TERMINATED_BEFORE_TRAINING, *args]
     stopped = subprocess.run(
-        command, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True
+        command, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True
     )
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
     assert _files(finished_run) == before

@@ -31,7 +31,7 @@ from lightning_genae.experiment.restart import checkpoint_of_restarted_job
 from lightning_genae.experiment.train import default_run_dir
 from lightning_genae.lightning_internals import wandb_init_arguments
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 JOB_VARIABLES = (
     "SLURM_NTASKS",
     "SLURM_JOB_ID",

@@ -24,7 +24,7 @@ from tiny import ON_CPU, csv_fields
 
 pytestmark = pytest.mark.slow
 
-CASES = Path(__file__).parent / "cases" / "reference_numbers"
+CASES = Path(__file__).parents[1] / "cases" / "reference_numbers"
 AVX2_KERNELS = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",

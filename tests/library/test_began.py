@@ -239,7 +239,7 @@ def test_bad_option_values_exit_2_with_one_line(name, tmp_path, monkeypatch, cap
 def test_began_trains_under_ddp_on_two_cpu_processes(tmp_path):
     """Two gloo processes with DiffAugment: no unused-parameter error, k_t moved and checkpointed."""
     run_dir = tmp_path / "ddp"
-    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "run.py"), "--model", "began"]
+    command = [sys.executable, str(Path(__file__).resolve().parents[2] / "run.py"), "--model", "began"]
     command += [*TINY_RUN, "--augment", "diffaug", "--accelerator", "cpu", "--devices", "2"]
     command += ["--strategy", "ddp", "--max-steps", "3", "--output", str(run_dir)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
@@ -326,7 +326,7 @@ def test_reference_update_probe_trains_both_networks_from_one_forward(tmp_path: 
     run_dir = tmp_path / "run"
     command = [sys.executable, "bench/probe_began_reference.py", "--beta1", "0.9", "--simultaneous", "--",
                "--model", "began", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[2])
     header = (run_dir / "config.yaml").read_text().splitlines()[0]
     assert (
         "re-run with: python bench/probe_began_reference.py --beta1 0.9 --simultaneous -- --model began"
@@ -344,7 +344,7 @@ def probe_nets(tmp_path: Path, name: str, probe: list[str], extra: list[str]) ->
     run_dir = tmp_path / name
     command = [sys.executable, "bench/probe_began_nets.py", *probe, "--", "--model", "began", *TINY_RUN,
                "--max-steps", "2", "--output", str(run_dir), *extra]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[2])
     header = (run_dir / "config.yaml").read_text().splitlines()[0]
     assert f"re-run with: {shlex.join(['python', *command[1:]])}" in header, header
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -405,7 +405,7 @@ PROBE_REFUSALS = {
 def test_nets_probe_refuses_changes_it_cannot_make_before_training(name: str, tmp_path: Path) -> None:
     probe, expected = PROBE_REFUSALS[name]
     command = [sys.executable, "bench/probe_began_nets.py", *probe, "--output", str(tmp_path / "run")]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 2 and expected in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()
 
@@ -429,7 +429,7 @@ def test_natural_patches_are_a_labelled_folder_the_folder_dataset_reads(tmp_path
     written only into a folder of its own."""
     from lightning_genae.datamodules.folder import scan_folder
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     output = tmp_path / "patches"
     command = [sys.executable, "bench/natural_patches.py", "--output", str(output), "--per-image", "3",
                "--crop", "20"]  # fmt: skip

@@ -37,7 +37,7 @@ from lightning_genae.models.options import AutoencoderOptions, GANOptions
 from lightning_genae.plugin_options import PluginOptions, option
 from lightning_genae.plugins import register_augmentation, register_dataset, register_metric, register_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
