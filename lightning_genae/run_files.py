@@ -11,7 +11,7 @@ from pathlib import Path
 CONFIG_KEY = "genae_config"
 # The options that describe one invocation, not the run: a checkpoint's configuration is read without them,
 # and a re-run from config.yaml gets a folder of its own.
-PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite")
+PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite", "threads")
 
 
 FAILED_FILE = "failed.json"

@@ -121,6 +121,13 @@ class RunConfig(PluginOptions):
     num_workers: int = _opt(
         0, "DataLoader workers (data is in memory; 0 is usually fastest)", group="hardware", at_least=0
     )
+    threads: int | None = _opt(
+        None,
+        "torch's CPU threads per process (default: $OMP_NUM_THREADS where set, else the cores this process "
+        "may use: SLURM's CPUs per task, else its CPU affinity); on a shared CPU give the cores you own",
+        group="hardware",
+        at_least=1,
+    )
     data_on_device: DataOnDevice = _opt(
         "auto",
         "index training batches on the run's device (no loader, no host-to-device copy): on, off, or auto "

@@ -4,6 +4,7 @@ training, both counted in training iterations (one D and one G update for a GAN)
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 from torch import nn
 
 from lightning_genae.progress import format_duration
@@ -19,7 +20,8 @@ def format_count(n: int) -> str:
 
 
 def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
-    """One line instead of Lightning's summary table: parameters per network, device, precision."""
+    """One line instead of Lightning's summary table: parameters per network, device, precision, torch's
+    CPU threads."""
 
     def trainable(module: nn.Module) -> int:
         return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -45,7 +47,7 @@ def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
     return (
         f"model: {name}, {format_count(trainable(model))} parameters"
         + (f" ({detail})" if detail else "")
-        + f", {where}, {trainer.precision}"
+        + f", {where}, {trainer.precision}, {torch.get_num_threads()} CPU threads"
     )
 
 

@@ -95,6 +95,7 @@ EVALUATION_OPTIONS = (
     "num_nodes",
     "precision",
     "num_workers",
+    "threads",
 )
 
 

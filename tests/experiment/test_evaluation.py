@@ -139,6 +139,13 @@ def test_evaluate_takes_a_batch_larger_than_the_training_split(tiny_ae_run, tmp_
     assert (tmp_path / "eval" / "eval.json").is_file()
 
 
+def test_an_evaluation_runs_at_the_threads_it_is_given(tiny_ae_run, tmp_path):
+    """--threads is one invocation's: the run's own (recorded nowhere) does not bind its evaluation."""
+    checkpoint = str(tiny_ae_run / "checkpoints" / "last.ckpt")
+    assert main(["--evaluate", checkpoint, "--threads", "2", "--output", str(tmp_path / "eval")]) == 0
+    assert torch.get_num_threads() == 2
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_evaluating_a_gpu_trained_run_without_a_gpu_names_the_accelerator_flag(tiny_ae_run, tmp_path, capsys):
     """A run trained on a cluster's GPU and scored on a laptop: one line, not Lightning's traceback."""

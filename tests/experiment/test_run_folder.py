@@ -23,6 +23,7 @@ from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, flag
 from lightning_genae.experiment.run_folder import ClaimedRunFolder
 from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
+from lightning_genae.experiment.trainer import default_threads
 from lightning_genae.run_files import CONFIG_HEADER, PER_INVOCATION
 
 REPO = Path(__file__).resolve().parents[2]
@@ -549,6 +550,40 @@ def test_a_new_lr_on_resume_reaches_the_optimizer(finished_run, capsys):
     assert resumed["global_step"] == 5
     assert [group["lr"] for group in resumed["optimizer_states"][0]["param_groups"]] == [0.02]
     assert resumed["genae_config"]["lr"] == 0.02
+
+
+# (environment, the CPUs this process may use, the threads a run gets without --threads)
+THREAD_DEFAULTS = [
+    ({"OMP_NUM_THREADS": "3", "SLURM_CPUS_PER_TASK": "5"}, {0, 1, 2, 3}, 3),
+    ({"SLURM_CPUS_PER_TASK": "5"}, {0, 1, 2, 3}, 5),
+    ({}, {0, 1, 2, 3}, 4),
+    ({}, {6}, 1),
+]
+
+
+@pytest.mark.parametrize(("environment", "cpus", "threads"), THREAD_DEFAULTS)
+def test_threads_default_to_the_cores_this_process_may_use(environment, cpus, threads, monkeypatch):
+    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: cpus, raising=False)
+    assert default_threads() == threads
+
+
+def test_threads_reach_torch_and_a_resume_may_change_them(tmp_path, capsys):
+    output = tmp_path / "run"
+    for threads, steps in ((2, 3), (1, 4)):
+        resume = ["--resume", "last"] if steps > 3 else []
+        args = [*TINY_AE, *resume, "--max-steps", str(steps), "--threads", str(threads)]
+        assert main([*args, "--output", str(output)]) == 0
+        assert torch.get_num_threads() == threads
+        # Processes the run starts (DDP ranks, loader workers) take the same count.
+        assert os.environ["OMP_NUM_THREADS"] == str(threads)
+        assert f", {threads} CPU threads" in capsys.readouterr().out
+    assert json.loads((output / "summary.json").read_text())["global_step"] == 4
+    # One invocation's setting: a re-run from config.yaml takes the default of the machine it runs on.
+    assert "threads: null" in (output / "config.yaml").read_text()
 
 
 def test_resuming_into_another_folder_says_so_without_lightnings_warning(finished_run, tmp_path, capsys):
