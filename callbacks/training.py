@@ -213,10 +213,21 @@ class RunFolderPresence(Callback):
 
 class WritesUnder(Callback):
     """Refuses a Trainer whose `default_root_dir` is not the callbacks' folder: the picture callbacks write
-    under the Trainer's folder and the checkpoints under theirs, so a run would be split in two."""
+    under the Trainer's folder and the checkpoints under theirs, so a run would be split in two.
+
+    A training is refused too over another run's files in the folder (of the names a run writes): those
+    there when the callbacks were made, and, once a training with them has started, all of them, since a
+    next training would write over that one's. What appears there in between is this run's own: a Trainer's
+    loggers start their run before any callback hook (a WandbLogger's `wandb/`, a TensorBoardLogger's event
+    file)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
+        self._there_before: list[str] | None = self.held()
+
+    def held(self) -> list[str]:
+        """The files in the folder of the names a run writes."""
+        return list(dict.fromkeys([*started_run_files(self.run_dir), *files_named_as_a_runs(self.run_dir)]))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if Path(trainer.default_root_dir).resolve() != self.run_dir.resolve():
@@ -229,7 +240,8 @@ class WritesUnder(Callback):
         # Before the first batch, once Lightning has restored any checkpoint it was given (only then is
         # trainer.ckpt_path known): a training that continues no run there, none or another folder's,
         # would write over the files there.
-        held = list(dict.fromkeys([*started_run_files(self.run_dir), *files_named_as_a_runs(self.run_dir)]))
+        before, self._there_before = self._there_before, None
+        held = [name for name in self.held() if before is None or name in before]
         if not held:
             return
         shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")

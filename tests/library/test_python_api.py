@@ -199,6 +199,19 @@ def test_unknown_attribute_is_an_attribute_error():
     assert "lightning_genae" in sys.modules
 
 
+@pytest.fixture()
+def offline_wandb(tmp_path, monkeypatch):
+    """W&B offline, with no network to wait for, its settings and caches under tmp_path, and no run left
+    open: a later WandbLogger in the process would log into that run, in another folder."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")  # WandbLogger(offline=True) sets it too: restored afterwards
+    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(variable, str(tmp_path / "wandb_home"))
+    yield
+    wandb.finish()
+
+
 def python_blocks(markdown: str) -> list[str]:
     """The ```python blocks of a Markdown page, in order."""
     blocks, inside, current = [], False, []
@@ -214,7 +227,7 @@ def python_blocks(markdown: str) -> list[str]:
 
 
 @pytest.mark.parametrize("page", ["docs/python-api.md", "README.md"])
-def test_the_python_snippets_run_as_written(page, tmp_path, monkeypatch):
+def test_the_python_snippets_run_as_written(page, tmp_path, monkeypatch, offline_wandb):
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / page
@@ -715,6 +728,47 @@ def test_callbacks_for_refuses_to_continue_another_folders_run_over_the_run_ther
     kept.parent.mkdir()
     kept.write_bytes((run_b / "checkpoints" / "last.ckpt").read_bytes())
     assert fit(run_b, 5, ckpt_path=str(kept)).iteration == 5
+
+
+@pytest.mark.parametrize("logger", ["wandb", "tensorboard", "csv"])
+def test_a_logger_of_the_trainers_writing_into_the_run_folder_is_the_runs_own(
+    logger, tmp_path, offline_wandb
+):
+    """A Trainer's loggers start their run in the folder before the first batch (W&B's wandb/, TensorBoard's
+    event file): the training goes on. A later training with the same callbacks would write over the run
+    there: refused."""
+    import pytorch_lightning as pl
+    import wandb
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+    from lightning_genae.datamodules import build_datamodule
+    from lightning_genae.errors import RunFolderRefused
+    from lightning_genae.models import MODELS
+
+    folder = tmp_path / "run"
+    data = build_datamodule("digits", batch_size=32)
+    model = MODELS["gan"].module(image_shape=(1, 16, 16), latent_dim=8, width=4)
+    callbacks = lightning_genae.callbacks_for(model, data, folder, checkpoint_every=2, metrics=False)
+    loggers = {
+        "wandb": lambda: WandbLogger(save_dir=folder, offline=True),
+        "tensorboard": lambda: TensorBoardLogger(folder, name="tensorboard", version=""),  # as run.py's
+        "csv": lambda: CSVLogger(folder),
+    }
+
+    def fit():
+        trainer = pl.Trainer(
+            **lightning_genae.trainer_kwargs(model, iterations=2, eval_every=100), callbacks=callbacks,
+            default_root_dir=folder, accelerator="cpu", logger=loggers[logger](), enable_progress_bar=False,
+        )  # fmt: skip
+        try:
+            trainer.fit(model, datamodule=data)
+        finally:
+            wandb.finish()
+
+    fit()
+    assert (folder / "checkpoints" / "last.ckpt").is_file()
+    with pytest.raises(RunFolderRefused, match="already holds checkpoints/last.ckpt"):
+        fit()
 
 
 @pytest.mark.parametrize(
