@@ -99,18 +99,18 @@ def hardware_arguments(config: RunConfig, family: type[GenerativeModule]) -> dic
     }
 
 
-def default_threads() -> int:
+def default_threads(processes: int = 1) -> int:
     """torch's CPU threads without --threads: $OMP_NUM_THREADS where it is a count, else the cores this
-    process may use (SLURM's CPUs per task, else its CPU affinity, else the machine's). torch's own default
+    process may use (SLURM's CPUs per task, else its CPU affinity, else the machine's), the latter shared
+    among the `processes` the run starts on this node itself (Lightning's DDP launcher). torch's own default
     is every core of the machine, which on a CPU shared with other work made a run several times slower
     than one thread."""
     for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:
             return int(value)
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // processes)
 
 
 NVML_CUDA_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -147,13 +147,8 @@ def hardware_trainer(
             "torchrun, or NODE_RANK and MASTER_ADDR set on each node): the run would wait for them without "
             "end; give --num-nodes 1 (a resumed or evaluated run keeps its own unless typed)"
         )
-    # Set here, before any tensor work of the run, and in the environment, so that the processes the run
-    # starts (DDP ranks, loader workers) take the same count and Lightning's launcher keeps it.
-    threads = config.threads or default_threads()
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
-        return pl.Trainer(**hardware_arguments(config, family), **trainer_arguments)
+        trainer = pl.Trainer(**hardware_arguments(config, family), **trainer_arguments)
     except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as error:
         # ImportError: an accelerator or strategy whose package is not installed (tpu: torch_xla).
         raise ConfigError(
@@ -162,6 +157,12 @@ def hardware_trainer(
             f"--precision {config.precision} (a resumed or evaluated run keeps its own unless typed): check "
             "them, e.g. --accelerator cpu --devices 1 --num-nodes 1 on a machine without a GPU"
         ) from None
+    # Set before any tensor work of the run, and in the environment, so that the processes the run starts
+    # (DDP ranks, loader workers) take the same count and Lightning's launcher keeps it.
+    threads = config.threads or default_threads(trainer.num_devices if current_job() is None else 1)
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    return trainer
 
 
 def build_trainer(

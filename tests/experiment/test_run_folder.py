@@ -552,23 +552,26 @@ def test_a_new_lr_on_resume_reaches_the_optimizer(finished_run, capsys):
     assert resumed["genae_config"]["lr"] == 0.02
 
 
-# (environment, the CPUs this process may use, the threads a run gets without --threads)
+# (environment, the CPUs this process may use, processes the run starts on the node, the threads each gets)
 THREAD_DEFAULTS = [
-    ({"OMP_NUM_THREADS": "3", "SLURM_CPUS_PER_TASK": "5"}, {0, 1, 2, 3}, 3),
-    ({"SLURM_CPUS_PER_TASK": "5"}, {0, 1, 2, 3}, 5),
-    ({}, {0, 1, 2, 3}, 4),
-    ({}, {6}, 1),
+    ({"OMP_NUM_THREADS": "3", "SLURM_CPUS_PER_TASK": "5"}, {0, 1, 2, 3}, 2, 3),
+    ({"SLURM_CPUS_PER_TASK": "5"}, {0, 1, 2, 3}, 1, 5),
+    ({}, {0, 1, 2, 3}, 1, 4),
+    ({}, {0, 1, 2, 3}, 2, 2),
+    ({}, {6}, 2, 1),
 ]
 
 
-@pytest.mark.parametrize(("environment", "cpus", "threads"), THREAD_DEFAULTS)
-def test_threads_default_to_the_cores_this_process_may_use(environment, cpus, threads, monkeypatch):
+@pytest.mark.parametrize(("environment", "cpus", "processes", "threads"), THREAD_DEFAULTS)
+def test_threads_default_to_the_cores_this_process_may_use(
+    environment, cpus, processes, threads, monkeypatch
+):
     for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: cpus, raising=False)
-    assert default_threads() == threads
+    assert default_threads(processes) == threads
 
 
 def test_threads_reach_torch_and_a_resume_may_change_them(tmp_path, capsys):
