@@ -49,6 +49,15 @@ def one_thread():
     torch.set_num_threads(previous_threads)
 
 
+@pytest.fixture(autouse=True)
+def one_thread_after_each_test(one_thread):
+    """A test of --threads sets the process's count and OMP_NUM_THREADS as a run does; the tests after it in
+    the same worker, and the processes they start, compute with one thread again."""
+    yield
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Feature and classifier caches go to a temporary folder, never the user's ~/.cache."""
