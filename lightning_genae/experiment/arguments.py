@@ -182,6 +182,14 @@ def _parser_type(name: str, kind: Any, path: bool = False, tunable: bool = False
 
 
 def _add_flag(group: Any, name: str, kind: Any, help_text: str, spec: Any = None, **reading: Any) -> None:
+    """One option's flag; a plug-in's option that takes the name of another flag is refused in one line."""
+    try:
+        _add_typed_flag(group, name, kind, help_text, spec, **reading)
+    except argparse.ArgumentError as error:
+        raise ConfigError(f"option {name} cannot be a flag of its own ({error}); rename it") from None
+
+
+def _add_typed_flag(group: Any, name: str, kind: Any, help_text: str, spec: Any, **reading: Any) -> None:
     metadata = spec.metadata if spec is not None else {}
     if kind is bool and name in ("fast_dev_run", "overwrite"):
         group.add_argument(flag(name), action=ActionYesNo(no_prefix=None), help=help_text)
