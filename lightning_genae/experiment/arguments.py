@@ -315,44 +315,10 @@ def command_line_values(parser: CommandLineParser, argv: Sequence[str] | None) -
 ANCHOR_HOLDER = "."
 
 
-class DuplicateKey(yaml.YAMLError):
-    """A key given twice in one YAML mapping: which value was meant cannot be known."""
-
-    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
-        super().__init__(f"{key} at lines {first_line} and {second_line}")
-        self.key, self.lines = key, (first_line, second_line)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a mapping holding a key twice is an error (safe_load keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *base`: the mapping's own keys override the merged ones, as YAML says
-            key = self.construct_object(key_node, deep=deep)
-            line = key_node.start_mark.line + 1
-            try:
-                if key in seen:
-                    raise DuplicateKey(key, seen[key], line)
-            except TypeError:
-                continue  # an unhashable key: the base class reports it
-            seen[key] = line
-        return super().construct_mapping(node, deep)
-
-
 def _load_yaml(path: str) -> Any:
-    """A config file's YAML: safe loading only (no Python objects), a key given twice refused."""
+    """A config file's YAML, safely loaded (no Python objects)."""
     try:
-        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
-    except UnicodeDecodeError:
-        raise ConfigError(f"--config {path}: not a text file (no UTF-8 YAML); give a YAML file") from None
-    except DuplicateKey as error:
-        first, second = error.lines
-        raise ConfigError(
-            f"--config {path}: {error.key} is given twice (lines {first} and {second}); keep one of them"
-        ) from None
+        return yaml.safe_load(Path(path).read_bytes())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -372,15 +338,11 @@ def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"--config {path}: expected a mapping of option: value; see --print-config")
     options = {action.dest for action in parser._actions} - set(COMMAND_LINE_ONLY)
-    spelled: dict[str, str] = {}
     values: dict[str, Any] = {}
     for key, value in raw.items():
         name = str(key).replace("-", "_")
         if str(key).startswith(ANCHOR_HOLDER):
             continue
-        if name in spelled:
-            raise ConfigError(f"--config {path}: {spelled[name]} and {key} name the same option; keep one")
-        spelled[name] = str(key)
         if name not in options:
             raise ConfigError(
                 f"--config {path}: unknown option {key}{did_you_mean(name, options)}; valid options are "

@@ -1,10 +1,8 @@
 """`python run.py` / `genae`: the command line, generated from RunConfig.
 
 Precedence: RunConfig defaults < resumed checkpoint's configuration < `--config FILE` < command line.
-
-Lightning is imported only by what trains, evaluates or reads a checkpoint (imports inside the functions
-below): `--help`, `--version`, `--print-config` and every configuration error answer without it, in about
-the time `import torch` takes (tests/experiment/test_startup.py, bench/startup.py).
+Lightning is imported only by what trains, evaluates or reads a checkpoint: `--help`, `--print-config` and
+every configuration error answer without it.
 """
 
 from __future__ import annotations
@@ -46,13 +44,8 @@ from lightning_genae.experiment.resolve import (
     check_shape_options,
     named_options,
     resolve,
-    without_a_likelihood_of_grey_pixels,
 )
-from lightning_genae.experiment.run_folder import (
-    check_output_folder,
-    put_back_a_stopped_overwrite,
-    set_aside_run_in,
-)
+from lightning_genae.experiment.run_folder import check_output_folder, put_back_a_stopped_overwrite
 from lightning_genae.plugin_options import flag
 from lightning_genae.plugins import load_plugins
 
@@ -61,34 +54,23 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 ok, 2 bad input, 1 training failure).
-
-    The command's one border (`_main`): every GenaeError and OSError met below it is one line, `error: ...`,
-    and its exit code; the library below raises them in Python's terms, and an OptionError's option is
-    printed as its flag here."""
+    """Entry point and the command's one border: every GenaeError and OSError met below it is one line,
+    `error: ...`, and its exit code (0 ok, 2 bad input, 1 training failure)."""
     with reader_may_leave() as watch:
         try:
             return _main(argv, watch)
         except KeyboardInterrupt:
-            # Ctrl-C where no handler of a run's own listens: while the command is read and the libraries
-            # load (nothing is written yet), or at a run's very start or end (its start undone, or its
-            # files complete). Python would print a traceback of whatever was importing.
+            # Ctrl-C where no handler of a run's own listens (while the command is read, say).
             print("stopped by Ctrl-C", file=sys.stderr)
             return 128 + signal.SIGINT
 
 
 def _augment_arms(args: dict[str, Any], file_values: dict[str, Any]) -> list[str] | None:
-    """The --augment value (the command line's, else the --config file's) as a grid's arms; a single arm
-    written with a stray comma (`ae,`) is set back as that arm, as `--train-size 100,` is 100."""
+    """The --augment value (the command line's, else the --config file's) as a grid's arms; `ae,` is `ae`."""
     value = args.get("augment", file_values.get("augment"))
     if value is None:
         return None
     arms = split_list(str(value))
-    if not arms:
-        raise ConfigError(
-            f"--augment {str(value)!r} names no augmentation; give one (none, ae, ...), or a comma list of a "
-            "grid's arms"
-        )
     if len(arms) == 1 and str(value) != arms[0]:
         (args if args.get("augment") is not None else file_values)["augment"] = arms[0]
     return arms
@@ -186,8 +168,7 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
 def _read_inputs(
     parser: CommandLineParser, args: dict[str, Any], config_path: str | None, tune_seeds: list[int] | None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
-    """The command line's values, the config file's, and the candidate lists of a tuning grid, checked
-    before any mode reads them."""
+    """The command line's values, the config file's, and the candidate lists of a tuning grid."""
     file_values = config_file_values(parser, config_path) if config_path else {}
     # Candidate lists of tunable options leave the values: only a tuning grid takes them.
     file_values, file_candidates = split_candidates(file_values)
@@ -210,9 +191,8 @@ def _evaluate(
     train_sizes: list[int | None] | None,
     not_evaluating: list[str],
 ) -> int:
-    """`--evaluate CKPT` or `--evaluate-folder DIR`: measure a saved run, or a folder of images.
-    `not_evaluating`: options given that belong to other modes (a grid's, --print-config), refused rather
-    than left unread."""
+    """`--evaluate CKPT` or `--evaluate-folder DIR`; `not_evaluating`: options given that belong to other
+    modes, refused rather than left unread."""
     _quiet_lightning()
     from lightning_genae.experiment.evaluate import evaluate_checkpoint, evaluate_folder
     from lightning_genae.experiment.stopping import stop_at_once_on_signal
@@ -242,8 +222,7 @@ def _evaluate(
 
 
 def _summarize(root: Path, typed: list[str]) -> int:
-    """`--summarize ROOT`: rebuild a grid's summary files from the runs it holds. It reads no other option,
-    so one typed beside it (`typed`) is refused rather than silently ignored."""
+    """`--summarize ROOT`: rebuild a grid's summary files; it reads no other option (`typed`, refused)."""
     from lightning_genae.experiment.ablation import describe_progress, summarize
 
     if typed:
@@ -269,21 +248,11 @@ def _is_grid(
 
 def _put_back_the_run_of(checkpoint: str, output: str | None) -> None:
     """Before a run folder's checkpoint is read (`--resume last`, `--resume` or `--evaluate` of a file in its
-    checkpoints/): the run an --overwrite killed part-way had set aside is put back in its place, and a
-    checkpoint inside such a set-aside is refused (what it wrote there would be moved with the run)."""
+    checkpoints/): the run an --overwrite killed part-way had set aside is put back in its place."""
     if checkpoint == "last" and not output:
         return  # refused where the checkpoint is looked for: there is no folder
-    path = Path(checkpoint).expanduser()
-    folder = Path(output) if checkpoint == "last" and output else path.parent.parent
-    inside = set_aside_run_in(path) if checkpoint != "last" else None
-    if inside is not None:
-        folder = inside
+    folder = Path(output) if checkpoint == "last" and output else Path(checkpoint).expanduser().parent.parent
     put_back_a_stopped_overwrite(folder)
-    if inside is not None:
-        raise ConfigError(
-            f"{checkpoint} lies in the files an --overwrite set aside in {inside}; give the checkpoint in "
-            f"{inside / 'checkpoints'}, where the run's files are put back"
-        )
 
 
 def _resolve_single_run(
@@ -293,10 +262,7 @@ def _resolve_single_run(
     may_write: bool = True,
 ) -> tuple[ResolvedRun, RunCheckpoint | None]:
     """One run's configuration and the checkpoint it continues from, if any. `may_write`: the command may
-    change the run folder (not `--print-config`).
-
-    Precedence: a resumed run's own configuration, then the config file, then the command line.
-    """
+    change the run folder (not `--print-config`)."""
     if train_sizes is not None:
         args["train_size"] = train_sizes[0]
     resume = None
@@ -304,7 +270,6 @@ def _resolve_single_run(
         _quiet_lightning()
         from lightning_genae.experiment.resume import to_resume
 
-        _refuse_a_grids_folder_as_a_run(args["resume"], args.get("output"))
         if may_write:
             # The run an --overwrite killed before it trained had set aside is the one to continue.
             _put_back_the_run_of(args["resume"], args.get("output"))
@@ -322,7 +287,6 @@ def _resolve_single_run(
             # The job's earlier attempt did the replacing; the run it started is the one to continue.
             args["overwrite"] = False
     base = resume.stored_config("--resume") if resume is not None else {}
-    base = without_a_likelihood_of_grey_pixels(base, {**file_values, **args})
     if resume is None:
         file_values = _without_options_of_what_the_command_line_replaced(file_values, args)
     if resume is not None:
@@ -346,10 +310,8 @@ def _without_options_of_what_the_command_line_replaced(
     file_values: dict[str, Any], args: dict[str, Any], say: bool = True
 ) -> dict[str, Any]:
     """The --config file's values less the options of its --model or --augment that the command line
-    replaces: those the replacement does not read, and those both read where the file holds the replaced
-    family's default and the new family's differs (a gan's lr 5e-4 is no choice for an ae). A run's
-    config.yaml records every option of its family and augmentations, and `--config runs/x/config.yaml
-    --model ae` is a new run from it, not a mistake. A line names what is left out (`say`)."""
+    replaces: those the replacement does not read, and those where the file holds the replaced one's default
+    and the new one's differs (a gan's lr is no choice for an ae). A line names what is left out (`say`)."""
     from lightning_genae.experiment.augment_plan import augmentation_defaults
     from lightning_genae.models import MODELS
 
@@ -382,34 +344,16 @@ def _without_options_of_what_the_command_line_replaced(
     return {name: value for name, value in file_values.items() if name not in dropped}
 
 
-def _refuse_a_grids_folder_as_a_run(resume: str, output: str | None) -> None:
-    """`--resume last --output ROOT` where ROOT is a grid's folder: name its runs, not a missing last.ckpt."""
-    from lightning_genae.experiment.ablation.grid import GRID_FILE
-    from lightning_genae.run_files import last_checkpoint
-
-    if resume != "last" or output is None or not (Path(output) / GRID_FILE).is_file():
-        return
-    runs = sorted(str(path) for path in Path(output).iterdir() if last_checkpoint(path).is_file())
-    example = f" (one of: {', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})" if runs else ""
-    raise ConfigError(
-        f"--resume last: {output} is an ablation grid's folder, not a run's; pass --output of one of its "
-        f"runs{example}, or run the grid command again, which continues its unfinished runs"
-    )
-
-
 def _error_line(error: GenaeError, training: bool) -> str:
-    """The one line an error prints: its message, or on ranks other than 0 before training a pointer to
-    rank 0's."""
+    """The one line an error prints; before training, every rank raises the same error and rank 0's line is
+    the one copy in the job log."""
     if not training and global_rank() != 0:
-        # Under SLURM or torchrun every rank reads the same input and raises the same error: rank 0's
-        # line is the one copy in the job log.
         return f"rank {global_rank()}: stopped by the error rank 0 reports"
     return error_text(error)
 
 
 def _quiet_lightning() -> None:
-    """Import Lightning (through the console) and silence its noise: called by each mode that trains,
-    evaluates or reads a checkpoint, after which Lightning's import has set its loggers' levels."""
+    """Import Lightning and silence its noise, in each mode that trains, evaluates or reads a checkpoint."""
     from lightning_genae.progress import quiet_lightning
 
     quiet_lightning()

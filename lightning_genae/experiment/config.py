@@ -217,9 +217,6 @@ class RunConfig(PluginOptions):
         check_data_on_device(self.data_on_device, self.num_workers)
         parse_devices(self.devices)
         check_strategy(self.strategy)
-        if len(set(self.logger)) != len(self.logger):
-            repeated = sorted({name for name in self.logger if self.logger.count(name) > 1})
-            raise ConfigError(f"--logger names {', '.join(repeated)} twice; give each logger once")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, the plug-ins' options flat among the others (the format of config.yaml)."""

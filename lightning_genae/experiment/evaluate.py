@@ -46,7 +46,6 @@ from lightning_genae.experiment.resolve import (
     ResolvedRun,
     named_options,
     resolve,
-    without_a_likelihood_of_grey_pixels,
 )
 from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.experiment.run_report import environment_info, format_metrics_table, scalar_metrics
@@ -253,7 +252,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     typed = {key: value for key, value in options.items() if key in EVALUATION_OPTIONS}
     # What is typed now is refused where the run cannot read it (an image backbone for series).
     resolved = resolve(
-        merge(without_a_likelihood_of_grey_pixels(stored, typed), typed), named=named_options(typed)
+        merge(stored, typed), named=named_options(typed)
     )
     config = resolved.config
     output = Path(options["output"]) if options.get("output") else checkpoint.run_folder

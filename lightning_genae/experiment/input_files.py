@@ -15,12 +15,8 @@ from lightning_genae.experiment.config import RunConfig
 
 def check_torch_file(flag_name: str, path: Path, fix: str) -> None:
     """What can be known of a weights file without reading it: a file, in one of torch.save's formats."""
-    if path.is_dir():
-        raise ConfigError(f"{flag_name} {path} is a folder; {fix}")
-    if not path.exists():
-        raise ConfigError(f"{flag_name} {path} does not exist; {fix}")
     if not path.is_file():
-        raise ConfigError(f"{flag_name} {path} is not a regular file (a named pipe, a device); {fix}")
+        raise ConfigError(f"{flag_name} {path} {'is a folder' if path.is_dir() else 'does not exist'}; {fix}")
     if not is_torch_file(path):
         raise ConfigError(f"{flag_name} {path} is not a file written by torch.save; {fix}")
 

@@ -264,11 +264,3 @@ def finish_a_stopped_overwrite(path: Path) -> None:
         said = f"{path}: put back the run that an --overwrite, stopped before it trained, had set aside"
     if said is not None and global_rank() == 0:
         print(said, file=sys.stderr, flush=True)
-
-
-def set_aside_run_in(path: Path) -> Path | None:
-    """The run folder whose set-aside (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR) `path` is in, if any."""
-    for parent in path.absolute().parents:
-        if parent.name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR):
-            return parent.parent
-    return None

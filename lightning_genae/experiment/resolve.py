@@ -1,14 +1,11 @@
 """`resolve(config) -> ResolvedRun`: every option checked against its owner and every default filled, once.
 
-A RunConfig says what the user asked for; `None` leaves an option to its owner (the model family, the
-augmentation, the step budget). `resolve` checks the whole configuration against the registries and
-returns a new, complete value, which is what a run, `--evaluate`, a grid cell and `--print-config` use,
-and what `config.yaml` records. It never changes its input, and resolving its result gives it back.
+Its result is what a run, `--evaluate`, a grid cell and `--print-config` use and `config.yaml` records;
+resolving it again gives it back.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -21,7 +18,6 @@ from lightning_genae.augmentation import (
     AugmentPlan,
     augmentation_options,
 )
-from lightning_genae.cache import cache_root
 from lightning_genae.datamodules import (
     DATASETS,
     build_datamodule,
@@ -36,7 +32,6 @@ from lightning_genae.experiment.config import (
     RunConfig,
     device_count,
     flag,
-    parse_devices,
 )
 from lightning_genae.experiment.input_files import check_classifier_weights, check_inception_weights
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
@@ -56,11 +51,6 @@ DEFAULT_MAX_STEPS = 2000
 def model_option_names() -> set[str]:
     """Every option some registered family takes."""
     return {name for spec in MODELS.values() for name in spec.options.types()}
-
-
-def plugin_option_names() -> set[str]:
-    """Every option some registered plug-in declares: a family's, a dataset's or an augmentation's."""
-    return model_option_names() | set(dataset_options()) | set(augmentation_options())
 
 
 @dataclass(frozen=True)
@@ -95,10 +85,7 @@ class ResolvedRun:
         adaptive_strength: StrengthController | None = None,
     ) -> GenerativeModule:
         """The family's module, given the discriminator-side augmentation and ADA's controller when the run
-        has them.
-
-        Only an ImageDiscriminator family takes one, which `resolve` has checked.
-        """
+        has them."""
         extra: dict[str, Any] = {}
         if discriminator_augmentation:
             extra["discriminator_augmentation"] = discriminator_augmentation
@@ -110,8 +97,7 @@ class ResolvedRun:
             raise memory_refusal(error, f"--model {self.config.model}", self.options.to_dict()) from None
 
     def attach_augmentation(self, datamodule: InMemoryDataModule, **arguments: Any) -> Attached:
-        """`attach.attach_augmentation` of this run's plan; an augmenter or pool too large for
-        memory is one line naming its options."""
+        """`attach.attach_augmentation` of this run's plan; one too large for memory is one line."""
         # Imported here: it imports Lightning, which `--help` and a configuration error never need.
         from lightning_genae.experiment.attach import attach_augmentation
 
@@ -148,41 +134,13 @@ class ResolvedRun:
         return self.config.max_epochs * (num_train_images // self.config.batch_size)
 
 
-# What W&B refuses in a project's name (wandb.init stops the run with a traceback), and its longest names.
-_WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
-WANDB_NAME_LIMIT = 128
-
-
-def _check_wandb_names(config: RunConfig) -> None:
-    """The project and group W&B files the run under, checked before any work: an empty project would file
-    it under Lightning's default ("lightning_logs"), and a name W&B refuses stopped the run with a
-    traceback once its model was built."""
-    project = config.wandb_project
-    if not project.strip():
-        raise ConfigError(
-            "--wandb-project is empty; give the W&B project's name (lightning-genae by default)"
-        )
-    forbidden = sorted({char for char in project if char in _WANDB_PROJECT_FORBIDDEN})
-    if forbidden:
-        raise ConfigError(
-            f"--wandb-project {project!r}: W&B refuses {' '.join(forbidden)} in a project's name; name it "
-            "without them"
-        )
-    for name, value in (("wandb_project", project), ("wandb_group", config.wandb_group)):
-        if value is not None and len(value) > WANDB_NAME_LIMIT:
-            raise ConfigError(
-                f"{flag(name)} is {len(value)} characters long; W&B takes at most {WANDB_NAME_LIMIT}"
-            )
-
-
 def _family_options(config: RunConfig, model: ModelSpec, named: Collection[str] = ()) -> FamilyOptions:
     """The family's options from what was given; an option of another family, or of none, is an error, and
     so is one these options leave unread (`named`: those the command line names, refused at any value)."""
     own = set(model.options.types())
     others = set(augmentation_options()) | set(dataset_options())
     given = {name: value for name, value in config.plugin_options.items() if name not in others}
-    # A stored None is an option left to its owner's default, which nothing of the run read (a checkpoint
-    # written with a plug-in loaded records the plug-in's unused options so): no plug-in is needed for it.
+    # A stored None is an option left to its owner's default: no plug-in is needed for it.
     unknown = sorted(name for name in set(given) - model_option_names() if given[name] is not None)
     if unknown:
         raise ConfigError(
@@ -202,9 +160,8 @@ def _family_options(config: RunConfig, model: ModelSpec, named: Collection[str] 
 
 
 def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
-    """The options the command line names, for `FamilyOptions.refuse_unread`: an option the run leaves
-    unread is refused even at its default when named (`--gan-training paper --lr 5e-4`). A switch turned
-    off (`--no-aae-supervised`) asks for nothing and is not counted."""
+    """The options the command line names, refused even at their default where the run leaves them unread;
+    a switch turned off (`--no-aae-supervised`) asks for nothing."""
     return frozenset(name for name, value in command_line.items() if value is not False)
 
 
@@ -222,8 +179,7 @@ def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
 
 def _refuse_a_likelihood_of_grey_pixels(config: RunConfig, options: FamilyOptions) -> None:
     """`--nll-samples` on grey levels: a Bernoulli decoder's score of pixels between 0 and 1 is no
-    likelihood (even a decoder that returns each pixel's value scores the pixels' own entropy), so the
-    number would sit beside the literature's binarized-MNIST figures without being one."""
+    likelihood, and would sit beside the literature's binarized-MNIST figures without being one."""
     if not getattr(options, "nll_samples", 0) or DATASETS[config.data].binary_pixels:
         return
     binary = [name for name, spec in DATASETS.items() if spec.binary_pixels]
@@ -234,29 +190,10 @@ def _refuse_a_likelihood_of_grey_pixels(config: RunConfig, options: FamilyOption
     )
 
 
-def without_a_likelihood_of_grey_pixels(stored: dict[str, Any], typed: Mapping[str, Any]) -> dict[str, Any]:
-    """A checkpoint's configuration with its recorded `--nll-samples` left out where its data has grey levels
-    (which a run may have recorded before such runs were refused) and the command does not ask for it
-    again: resumed or evaluated, the run says so once and scores no likelihood of grey pixels."""
-    data = stored.get("data")
-    if not stored.get("nll_samples") or typed.get("nll_samples") or data not in DATASETS:
-        return stored
-    if DATASETS[data].binary_pixels:
-        return stored
-    from lightning_genae.progress import say
-
-    say(
-        f"note: the run recorded --nll-samples {stored['nll_samples']} on {data}, whose pixels have grey "
-        "levels, where a Bernoulli decoder's score is no likelihood: that estimate is left out"
-    )
-    return {**stored, "nll_samples": 0}
-
-
-def _refuse_series_backbone(config: RunConfig, named: Collection[str]) -> None:
-    """Series are scored in their own classifier's features (where the dataset ships one), or not at all.
-    Typed now, not stored: a series run that recorded --backbone inception (where it did nothing) resumes."""
+def _refuse_series_backbone(config: RunConfig) -> None:
+    """Series are scored in their own classifier's features (where the dataset ships one), or not at all."""
     kind = DATASETS[config.data].data_kind
-    if kind != "image" and config.backbone == "inception" and "backbone" in named:
+    if kind != "image" and config.backbone == "inception":
         raise ConfigError(
             f"--backbone inception scores images, and --data {config.data} is {kind} data; drop --backbone "
             "(or --backbone none to leave out the feature metrics of a dataset with a series classifier)"
@@ -265,44 +202,30 @@ def _refuse_series_backbone(config: RunConfig, named: Collection[str]) -> None:
 
 def refuse_named_but_unread(resolved: ResolvedRun, named: Collection[str]) -> None:
     """What `resolve(..., named=named)` refuses of the options typed now, for a run resolved without them (a
-    grid's cells): a dataset option its other settings leave unread, an image backbone for series."""
+    grid's cells): a dataset option its other settings leave unread."""
     config = resolved.config
     parse_dataset_options(config.data, config.given_plugin_options(dataset_options()), named=named)
-    _refuse_series_backbone(config, named)
 
 
-def _without_feature_weights_no_metric_reads(
+def _refuse_feature_options_without_metrics(
     config: RunConfig, model: ModelSpec, named: Collection[str]
-) -> RunConfig:
-    """Weights of a feature backbone for a family that does not generate: no image metric is computed, so
-    the file would be recorded as the run's backbone without ever being read (or checked). Typed on the
-    command line, refused; recorded by a run (a checkpoint or config.yaml of a release that took them),
-    left out, so that run resumes and is evaluated."""
-    weights = ("classifier_weights", "inception_weights")
+) -> None:
+    """A family that does not generate computes no image metric: a backbone asked for, or its weights, would
+    be recorded as the run's without ever being read. (`--eval-samples`, which scripts give every family of
+    a comparison alike, is left unread.)"""
     if model.generates:
-        return config
-    # A typed backbone is refused too: `--backbone inception` would be recorded in summary.json as the
-    # backbone of metrics never computed (`--backbone none` asks for none). `--eval-samples`, a count that
-    # scripts give every family of a comparison alike, is left unread.
-    if "backbone" in named and config.backbone != NO_BACKBONE:
+        return
+    typed_backbone = "backbone" in named and config.backbone != NO_BACKBONE
+    given = [f"--backbone {config.backbone}"] * typed_backbone + [
+        flag(name) for name in ("classifier_weights", "inception_weights") if getattr(config, name)
+    ]
+    if given:
+        flags = " and ".join(option.split()[0] for option in given)
         raise ConfigError(
-            f"--backbone {config.backbone} gives the generative image metrics' features, and --model "
-            f"{config.model} does not generate (it is scored by its reconstructions); drop --backbone"
+            f"{' and '.join(given)} {agree(given, 'gives', 'give')} the generative image metrics' features, "
+            f"and --model {config.model} does not generate (it is scored by its reconstructions); "
+            f"drop {flags}"
         )
-    if not any(getattr(config, name) for name in weights):
-        return config
-    typed = [flag(name) for name in weights if getattr(config, name) and name in named]
-    if typed:
-        given = " and ".join(typed)
-        raise ConfigError(
-            f"{given} {agree(typed, 'gives', 'give')} the generative image metrics' features, and --model "
-            f"{config.model} does not generate (it is scored by its reconstructions); drop {given}"
-        )
-    return replace(config, **{name: None for name in weights})
-
-
-# The values of WANDB_MODE that wandb accepts (dryrun and run are its older names of offline and online).
-WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
 
 
 def memory_refusal(error: RuntimeError, what: str, options: Mapping[str, Any]) -> ConfigError:
@@ -319,36 +242,12 @@ def memory_refusal(error: RuntimeError, what: str, options: Mapping[str, Any]) -
     )
 
 
-def _wandb_takes(mode: str) -> bool:
-    # An offline or disabled mode in any case is this package's to apply (loggers.wandb_offline_reason);
-    # any other reaches wandb.init as written, which takes its own spellings only.
-    return mode in WANDB_MODES or mode.lower() in ("offline", "dryrun", "disabled")
-
-
-def _check_cache_folder() -> None:
-    """The cache must be a folder, or not exist yet: a file there failed the first write into it, after the
-    work whose result it was to keep (a classifier's training)."""
-    try:
-        root = cache_root()
-    except RuntimeError:  # no home folder to put ~/.cache in: the cache's first use says so
-        return
-    if root.exists() and not root.is_dir():
-        raise ConfigError(
-            f"the cache folder {root} ($GENAE_CACHE_DIR, else ~/.cache/lightning-genae) is a file; point "
-            "GENAE_CACHE_DIR at a folder"
-        )
-
-
 def resolve(
     config: RunConfig, *, drop_unused_augment_options: bool = False, named: Collection[str] = ()
 ) -> ResolvedRun:
     """Check `config` against the registries and fill every default; raises ConfigError with the fix.
-
-    An augmentation option that the run's `--augment` does not read is an error, unless
-    `drop_unused_augment_options` (a grid cell: the grid checks that some cell reads it). `named`: the
-    options the command line names (`named_options`), refused if the family leaves them unread.
-    """
-    _check_cache_folder()
+    `drop_unused_augment_options`: a grid cell's, which need not read every augmentation option; `named`:
+    the options the command line names (`named_options`)."""
     if config.model not in MODELS:
         raise ConfigError(
             f"--model {config.model!r} is unknown{did_you_mean(config.model, MODELS)}; choose from "
@@ -359,31 +258,14 @@ def resolve(
             f"--data {config.data!r} is unknown{did_you_mean(config.data, DATASETS)}; choose from "
             f"{', '.join(DATASETS)} {PLUGIN_HINT}"
         )
-    if not config.logger:
-        raise ConfigError("logger is empty; give csv, tensorboard or wandb (csv is always written)")
     unknown_loggers = [name for name in config.logger if name not in LOGGER_CHOICES]
     if unknown_loggers:
         hint = "".join(did_you_mean(name, LOGGER_CHOICES) for name in unknown_loggers)
         raise ConfigError(
             f"--logger {', '.join(unknown_loggers)} is unknown{hint}; choose from {', '.join(LOGGER_CHOICES)}"
         )
-    wandb_only = [name for name in ("wandb_project", "wandb_group") if name in named]
-    if wandb_only and "wandb" not in config.logger:
-        flags = " and ".join(map(flag, wandb_only))
-        raise ConfigError(
-            f"{flags} {agree(wandb_only, 'names', 'name')} where the W&B logger files the run, and this run "
-            f"logs with --logger {','.join(config.logger)}; add wandb to --logger, or drop {flags}"
-        )
-    if "wandb" in config.logger:
-        _check_wandb_names(config)
-    wandb_mode = os.environ.get("WANDB_MODE")
-    if "wandb" in config.logger and wandb_mode and not _wandb_takes(wandb_mode):
-        # wandb.init would stop the run with a validation traceback once the run folder is made.
-        raise ConfigError(
-            f"WANDB_MODE={wandb_mode} is not a W&B mode; set it to online, offline or disabled, or unset it"
-        )
     model = MODELS[config.model]
-    config = _without_feature_weights_no_metric_reads(config, model, named)
+    _refuse_feature_options_without_metrics(config, model, named)
     check_inception_weights(config)
     _check_data_kind(config, model)
     plan = resolve_augment_plan(
@@ -392,7 +274,7 @@ def resolve(
         drop_unused=drop_unused_augment_options,
         data_kind=DATASETS[config.data].data_kind,
     )
-    _refuse_series_backbone(config, named)
+    _refuse_series_backbone(config)
     check_classifier_weights(config)
     options = _family_options(config, model, named)
     _refuse_a_likelihood_of_grey_pixels(config, options)
@@ -406,35 +288,20 @@ def resolve(
     plugin_options = {
         **{name: None for name in dataset_options()},
         **data_options.to_dict(),
-        # An option the run leaves unread (`lr` under a paper's training) is recorded as left to its default,
-        # as an unchosen augmentation's are: config.yaml and the loggers' hyperparameters show no value
-        # that did not act.
+        # An option the run leaves unread is recorded as left to its default: no value shown did not act.
         **{name: None if name in unread else value for name, value in options.to_dict().items()},
         **plan.config_values(),
     }
-    complete = replace(config, plugin_options=plugin_options, **budget)
-    _refuse_device_indices_on_the_cpu(config)
+    # A logger named twice is one logger.
+    logger = list(dict.fromkeys(config.logger))
+    complete = replace(config, logger=logger, plugin_options=plugin_options, **budget)
     world = stated_world_size(config)
     refuse_a_share_that_replaces_nothing(plan, config.batch_size // world, world)
     return ResolvedRun(complete, model, options, plan, data_options)
 
 
-def _refuse_device_indices_on_the_cpu(config: RunConfig) -> None:
-    """Device indices (`--devices 0,1`) on the CPU, which takes a count: Lightning refuses them at Trainer
-    set-up, one cell at a time in a grid (every cell then failing) instead of once before the first."""
-    if not isinstance(parse_devices(config.devices), list):
-        return
-    if config.accelerator == "cpu" or (config.accelerator == "auto" and not torch.cuda.is_available()):
-        where = "--accelerator cpu" if config.accelerator == "cpu" else "this machine, which has no GPU"
-        raise ConfigError(
-            f"--devices {config.devices} lists device indices, and the run is on the CPU ({where}), which "
-            "takes a count of processes: use --devices 1 (or 2, ...)"
-        )
-
-
 def stated_world_size(config: RunConfig) -> int:
-    """The processes the command line states (a count or list of devices, times --num-nodes); 1 where it
-    leaves that to the machine (`auto`), which the run checks again once it knows."""
+    """The processes the command line states (devices times --num-nodes); 1 for `auto`."""
     count = device_count(config.devices)
     return 1 if count is None else count * max(1, config.num_nodes)
 
@@ -453,11 +320,8 @@ def refuse_a_share_that_replaces_nothing(plan: AugmentPlan, per_device: int, wor
 
 
 def check_shape_options(resolved: ResolvedRun) -> None:
-    """--print-config refuses what the run would: the data shape options are the dataset's to judge.
-
-    Its constructor judges them (a fixed image size or channel count, options a series dataset ignores) and
-    imports Lightning, so it is asked only when such an option is given: a plain --print-config stays quick.
-    """
+    """--print-config refuses what the run would of the data shape options, which the dataset's constructor
+    judges (importing Lightning: asked only when such an option is given)."""
     if all(value is None for value in resolved.data_options.to_dict().values()):
         return
     from lightning_genae.progress import quiet_lightning

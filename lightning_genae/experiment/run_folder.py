@@ -30,7 +30,6 @@ from lightning_genae.experiment.overwrite import (
     remove_entry,
     remove_run_entries,
     run_entries,
-    set_aside_run_in,
 )
 from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
 from lightning_genae.run_files import (
@@ -46,15 +45,12 @@ from lightning_genae.run_files import (
 )
 
 # Named here too: what a start reads of a run folder it does not claim (cli, grids).
-__all__ = ["put_back_a_stopped_overwrite", "remove_run_entries", "set_aside_run_in"]
+__all__ = ["put_back_a_stopped_overwrite", "remove_run_entries"]
 
 
 def check_output_folder(path: Path) -> None:
-    """Refuse an --output that cannot become a writable folder (a file, under a file, read-only) or is a
-    filesystem's root, which no run owns, before any work; a full disk is met by the first write."""
-    resolved = path.expanduser().resolve()
-    if resolved == Path(resolved.anchor):
-        raise ConfigError(f"--output {path} is the filesystem's root; give a folder of the run's own")
+    """Refuse an --output that cannot become a writable folder (a file, under a file, read-only) before any
+    work."""
     existing = next(folder for folder in [path, *path.parents] if folder.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--output {path}: {existing} is not a writable folder")

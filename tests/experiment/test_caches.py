@@ -537,17 +537,3 @@ def test_an_augment_ckpt_of_another_dataset_names_the_dataset(tmp_path, capsys, 
     args += ["--augment-ckpt", str(checkpoint), *SMALL]
     assert main([*args, "--output", str(tmp_path / "run")]) == 2
     one_line(capsys, "--augment-ckpt", "other training images", "--data digits")
-
-
-def test_a_cache_folder_that_is_a_file_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
-    """It was a NotADirectoryError traceback after a classifier had trained for the run's metrics."""
-    from lightning_genae.experiment.cli import main
-
-    cache = tmp_path / "cache"
-    cache.write_text("not a folder\n")
-    monkeypatch.setenv("GENAE_CACHE_DIR", str(cache))
-    run = ["--model", "ae", "--data", "digits", "--max-steps", "2", "--output", str(tmp_path / "run")]
-    assert main(run) == 2
-    error = capsys.readouterr().err
-    assert f"the cache folder {cache} ($GENAE_CACHE_DIR, else ~/.cache/lightning-genae) is a file" in error
-    assert not (tmp_path / "run").exists()

@@ -688,16 +688,15 @@ def test_a_run_whose_output_reader_stops_finishes_its_run(tmp_path, both_streams
         assert "note: nothing reads this command's stdout any more" in errors, errors
 
 
-def test_a_config_file_may_list_devices_and_a_logger_named_twice_is_refused(tmp_path, capsys):
+def test_a_config_file_may_list_devices_and_a_logger_named_twice_is_kept_once(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     # Device indices are a GPU run's (the CPU takes a count).
     config.write_text("devices: [0, 1]\naccelerator: gpu\nlogger: [csv, tensorboard]\n")
     assert main(["--config", str(config), "--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["devices"] == "0,1" and printed["logger"] == ["csv", "tensorboard"]
-    # It was recorded twice, as given.
-    assert main(["--logger", "wandb,tensorboard", "--logger", "wandb", "--print-config"]) == 2
-    assert "--logger names wandb twice; give each logger once" in capsys.readouterr().err
+    assert main(["--logger", "wandb,tensorboard", "--logger", "wandb", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["logger"] == ["wandb", "tensorboard"]
     # A list where no comma list is read stays refused.
     config.write_text("output: [runs/a, runs/b]\n")
     assert main(["--config", str(config), "--print-config"]) == 2

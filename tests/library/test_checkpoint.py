@@ -189,23 +189,6 @@ def test_a_named_pipe_given_as_a_checkpoint_is_refused_without_waiting_on_it(fla
     one_line(capsys, f"{flag}: no checkpoint file at {pipe}")
 
 
-def test_an_ae_run_that_recorded_classifier_weights_resumes_and_is_evaluated_without_them(
-    tiny_ae_run, tmp_path
-):
-    # A release that took --classifier-weights for a family that does not generate recorded the path; the
-    # file need not be there any more: no metric of the family ever read it.
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_ae_run, run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    contents = contents_of(run_dir)
-    contents[CONFIG_KEY]["classifier_weights"] = str(tmp_path / "gone" / "classifier.pt")
-    torch.save(contents, last)
-    assert main(["--evaluate", str(last), "--output", str(tmp_path / "scored")]) == 0
-    assert main(["--resume", "last", "--output", str(run_dir), "--max-steps", "5"]) == 0
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["config"]["classifier_weights"] is None
-
-
 def _training_rows(run_dir: Path) -> list[int]:
     with (run_dir / "metrics.csv").open(newline="") as file:
         return [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss")]

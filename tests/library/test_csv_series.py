@@ -368,17 +368,6 @@ def test_a_csv_option_the_layout_does_not_read_is_refused(given, refusal):
     parse_dataset_options("csv", given, named=())
 
 
-def test_a_stored_image_backbone_of_a_series_run_resolves_and_a_typed_one_is_refused():
-    from lightning_genae.errors import ConfigError
-    from lightning_genae.experiment.config import RunConfig
-    from lightning_genae.experiment.resolve import resolve
-
-    stored = RunConfig.from_dict({"model": "rae", "data": "sines", "backbone": "inception"})
-    assert resolve(stored).config.backbone == "inception"
-    with pytest.raises(ConfigError, match="--backbone inception scores images"):
-        resolve(stored, named={"backbone"})
-
-
 def test_a_stride_for_a_panel_taken_whole_is_refused_before_the_run(tmp_path):
     lines = [",".join(str(i + j + 1) for j in range(12)) for i in range(30)]
     path = write(tmp_path / "rows.csv", lines)

@@ -244,38 +244,6 @@ def test_a_likelihood_of_grey_pixels_is_refused_before_the_run_starts(tmp_path, 
     assert not run_dir.exists()
 
 
-def test_a_checkpoint_that_recorded_a_likelihood_of_grey_pixels_resumes_and_evaluates_without_it(
-    tmp_path, capsys
-):
-    """Runs could record --nll-samples on grey levels before such runs were refused; their checkpoints must
-    still resume (a requeued job's included) and evaluate, leaving the estimate out with a note."""
-    import json
-
-    import torch
-
-    from lightning_genae.experiment.cli import main
-    from lightning_genae.run_files import CONFIG_KEY
-
-    run_dir = tmp_path / "vae"
-    run = ["--model", "vae", "--data", "digits", "--width", "8", "--latent-dim", "4", "--eval-samples", "60"]
-    assert main([*run, "--max-steps", "2", "--output", str(run_dir)]) == 0
-    last = run_dir / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
-    checkpoint[CONFIG_KEY]["nll_samples"] = 10
-    torch.save(checkpoint, last)
-    capsys.readouterr()
-    assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "3"]) == 0
-    note = "the run recorded --nll-samples 10 on digits, whose pixels have grey levels"
-    assert note in capsys.readouterr().out
-    final = json.loads((run_dir / "summary.json").read_text())["final_metrics"]
-    assert final and not any(name.startswith("test/nll") for name in final)
-    torch.save(checkpoint, tmp_path / "old.ckpt")
-    assert main(["--evaluate", str(tmp_path / "old.ckpt"), "--output", str(tmp_path / "eval")]) == 0
-    assert note in capsys.readouterr().out
-    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())["metrics"]
-    assert not any(name.startswith("test/nll") for name in evaluated)
-
-
 def test_the_likelihood_of_a_vae_in_training_mode_is_its_eval_modes_and_moves_nothing():
     # In training mode batch norm scored each image by the others' statistics and moved its running ones.
     from lightning_genae.models.vae import VAEModule
