@@ -1,10 +1,6 @@
-"""The command line's parser: every RunConfig field and every plug-in's option as a typed flag, with --help
-generated from their declarations (help, defaults, choices), the grid's and evaluation's own flags, and
-`--config FILE.yaml` read as the same options.
-
-jsonargparse reads each value as its option's type, from the command line or from YAML; the project's own
-rules (ranges, what a run leaves unread) are checked where the options are made. Imports no Lightning:
-`--help` and argument errors answer in about the time `import torch` takes.
+"""The command line's parser: every RunConfig field and plug-in option as a typed flag (jsonargparse), with
+--help generated from their declarations, the grid's and evaluation's own flags, and `--config FILE.yaml`
+read as the same options. Imports no Lightning.
 """
 
 from __future__ import annotations
@@ -80,8 +76,8 @@ def split_list(value: str) -> list[str]:
 
 
 def _listed(value: Any, what: str) -> list[Any]:
-    """The items of a comma list typed on the command line (`0,1,2`) or of a YAML list; one YAML value is a
-    list of one. An empty one, or one that holds lists or mappings, is refused."""
+    """The items of a comma list typed on the command line (`0,1,2`) or of a YAML list (one value: a list of
+    one); an empty one, or one that holds lists or mappings, is refused."""
     items = split_list(value) if isinstance(value, str) else value if isinstance(value, list) else [value]
     if not items or any(isinstance(item, (list, dict)) for item in items):
         raise argparse.ArgumentTypeError(f"{shown_value(value)} is not {what}")
@@ -101,8 +97,7 @@ TRAIN_SIZES = "a count, `full` or a comma list of them (e.g. 1000,full)"
 
 
 def _train_sizes(value: Any) -> list[int | None]:
-    """`--train-size 1000,5000,full` (or a YAML list): counts of training items, `full` for the whole split
-    (None); a list of several makes a grid."""
+    """`--train-size 1000,5000,full` (or a YAML list): counts of training items, `full` (None) for all."""
     sizes = []
     for item in _listed(value, TRAIN_SIZES):
         if item in (WHOLE_SPLIT, None):
@@ -130,8 +125,7 @@ def _loggers(value: Any) -> list[str]:
 
 
 def _devices(value: Any) -> str:
-    """`--devices auto`, a count, or device indices `0,1` (a YAML list of them too), as the text RunConfig
-    holds; `config.parse_devices` checks it."""
+    """`--devices auto`, a count, or device indices `0,1` (or a YAML list), as the text RunConfig holds."""
     return ",".join(map(str, _listed(value, "auto, a count or device indices")))
 
 
@@ -153,7 +147,7 @@ _OWN_READERS: dict[str, dict[str, Any]] = {
 
 def _candidates(name: str, kind: Any) -> Callable[[Any], Any]:
     """A tunable option's reader: one value of type `kind`, or several candidates (`0.1,0.25`, `a|b`, a
-    YAML list), each read by jsonargparse as `kind`, for a tuning grid to choose among."""
+    YAML list) for a tuning grid to choose among."""
     one = CommandLineParser(prog=flag(name))
     one.add_argument("--value", type=kind)
 
@@ -172,8 +166,7 @@ def _candidates(name: str, kind: Any) -> Callable[[Any], Any]:
 
 
 def _parser_type(name: str, kind: Any, path: bool = False, tunable: bool = False) -> Any:
-    """The type jsonargparse reads an option of type `kind` as. A null in YAML is taken by every type and
-    left to the option's own check (`int | None` holds it, `int` refuses it)."""
+    """The type jsonargparse reads an option of type `kind` as; a YAML null is left to the option's check."""
     if path:
         return _path
     if type(None) in typing.get_args(kind):
@@ -328,10 +321,9 @@ def _load_yaml(path: str) -> Any:
 
 
 def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
-    """`--config FILE.yaml`: a mapping of option names (dashes or underscores) to values, each read as the
-    command line reads it. A top-level key that starts with `.` is no option: it holds values for YAML's
-    anchors and merges (`.base: &base {...}`, then `<<: *base`). A value that nests lists or mappings is no
-    option's, refused before it is read (YAML's aliases can nest a few bytes into gigabytes)."""
+    """`--config FILE.yaml`: option names (dashes or underscores) to values, each read as the command line
+    reads it; a top-level key that starts with `.` holds values for YAML's anchors. A value that nests lists
+    or mappings is refused before it is read (YAML's aliases can nest a few bytes into gigabytes)."""
     raw = _load_yaml(path)
     if raw is None:
         return {}
@@ -361,9 +353,7 @@ def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
             said = str(error) if str(error).startswith(flag(name)) else f"{flag(name)}: {error}"
             raise ConfigError(f"--config {path}: {said}") from None
     if values.get("resume") is not None:
-        # The command line alone decides whether a run continues: a file's resume would be read by
-        # nothing, and a fresh run would train where a continued one is asked for. (A run's config.yaml
-        # holds `resume: null`.)
+        # The command line alone continues a run: a file's resume would be read by nothing.
         raise ConfigError(
             f"--config {path}: resume: {values['resume']} continues a run, which only the command line "
             f"does; drop it from the file and type --resume {values['resume']}"

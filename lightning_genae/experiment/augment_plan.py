@@ -28,8 +28,7 @@ def _check_anneal_covers_every_side(
     plan_names: tuple[str, ...], given: Mapping[str, Any], read: Collection[str]
 ) -> None:
     """--augment-anneal takes the data side's p to zero; ae-d reads the same --augment-p and keeps it, so
-    in `ae+ae-d` only half of the setting would act. Where the data side does not read it (offline), the
-    stray option's own refusal says so."""
+    in `ae+ae-d` only half of the setting would act."""
     if "augment_anneal" not in read or not given.get("augment_anneal") or "ae-d" not in plan_names:
         return
     data_side = [name for name in plan_names if is_data_side((name,))]
@@ -91,11 +90,8 @@ def _settings(
 
 
 def _reading_settings(plan_names: tuple[str, ...], given: Mapping[str, Any]) -> dict[str, PluginOptions]:
-    """The options as far as they decide what is read: a given value that fails its own check (out of its
-    range) is left at its default here, so that an option the run would not read is refused as unread,
-    not as out of range, and the user is not sent to fix a value only to be told to drop it. A choice
-    that fails decides what is read (a config file's `augment_mode: offlin` would blame `augment_pool`):
-    every value is parsed then, which names it (`PluginOptions.passing_values`)."""
+    """The options as far as they decide what is read: a value out of its range is left at its default here,
+    so that an unread option is refused as unread, not as out of range; a choice that fails is refused."""
     passing: dict[str, Any] = {}
     for options in {AUGMENTATIONS[name].options for name in plan_names}:
         own = options.passing_values(given)
@@ -154,11 +150,10 @@ def resolve_augment_plan(
 ) -> AugmentPlan:
     """Check the augmentation options of a RunConfig against `--augment` and the model; fill defaults.
 
-    Every option that the chosen augmentations would ignore is an error, so an ablation never runs with a
-    setting the user believes is active; `drop_unused` leaves them out instead (a grid shares its options
-    among cells of different augmentations, and checks that each is used by some cell). The plan's
-    `options` hold the values used, for config.yaml. `image_discriminator`: whether the model is an
-    `ImageDiscriminator` (`ModelSpec.image_discriminator`), the only kind discriminator-side ones act on.
+    An option the chosen augmentations would ignore is an error, so an ablation never runs with a setting
+    the user believes is active; `drop_unused` leaves them out instead (a grid's cells).
+    `image_discriminator`: whether the model has a discriminator of images, which discriminator-side ones
+    need.
     """
     names = parse_augment(config.augment)
     plan_names = tuple(name for name in names if name != "none")
@@ -186,8 +181,7 @@ def resolve_augment_plan(
 
 
 def augmentation_defaults(augment: str) -> dict[str, Any]:
-    """The default of every option of the augmentations `augment` names (every arm of a grid's comma list);
-    an arm that names none is left out, for its run's resolve to refuse."""
+    """The default of every option of the augmentations `augment` names (every arm of a grid's comma list)."""
     defaults: dict[str, Any] = {}
     for arm in str(augment).split(","):
         try:

@@ -1,12 +1,8 @@
 """The run configuration: what every run has, declared once with type, default, help and range.
 
-The CLI, `--config FILE.yaml`, `--print-config` and the run folder's `config.yaml` all derive from
-`RunConfig` and the plug-ins' option classes, so an option cannot exist in one of them and be missing from
-another. A plug-in's own options (a family's `--latent-dim`, `--beta`; an augmentation's `--augment-p`,
-`--diffaug-policy`) are declared beside its code and travel here as `plugin_options`, flat beside the
-others in YAML. `None` means "the default of whoever owns the option" (the family, the augmentation, the
-dataset, the step budget); `resolve` fills it in once. Reading the command line and YAML files into typed
-values is arguments.py's job.
+The CLI, `--config FILE.yaml`, `--print-config` and `config.yaml` all derive from `RunConfig` and the
+plug-ins' option classes (`plugin_options`, flat beside the others in YAML). `None` means "the default of
+whoever owns the option"; `resolve` fills it in once.
 """
 
 from __future__ import annotations
@@ -35,17 +31,14 @@ from lightning_genae.plugin_options import (
 )
 from lightning_genae.run_files import PER_INVOCATION
 
-# Float32 weights, optionally with mixed-precision autocast. Lightning's "-true" precisions (16-true,
-# bf16-true, 64-true) are left out: they cast the weights, but the image grids, the metrics and the
-# augmenter call the model outside Lightning's loop with float32 data and noise, so every family failed
-# with a dtype error. Mixed precision gives the speed with float32 weights.
+# Float32 weights, optionally with mixed-precision autocast: the grids, metrics and augmenter call the model
+# with float32 data, which weights cast by Lightning's other "-true" precisions refuse.
 Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed"]
 PRECISIONS = typing.get_args(Precision)
 Backbone = Literal[(*BACKBONES, NO_BACKBONE)]
 DataOnDevice = Literal[DATA_ON_DEVICE]
 # No run of 10^9 iterations, 10^6 epochs or 10^7 generated images per metric finishes: a value beyond them is
-# a typo, refused before it fails far from its cause (an allocation, an overflow) or runs forever. Any other
-# integer must fit in 32 bits (`plugin_options.INT_LIMIT`).
+# a typo, refused before it fails far from its cause.
 MAX_STEPS, MAX_EPOCHS, MAX_EVAL_SAMPLES = 10**9, 10**6, 10**7
 # numpy's (and so Lightning's seed_everything's) seed range: an unsigned 32-bit integer.
 MAX_SEED = 2**32 - 1
@@ -66,11 +59,7 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 
 @dataclass(frozen=True)
 class RunConfig(PluginOptions):
-    """One training run. Frozen: a changed setting is a new value (`dataclasses.replace`), never a setattr.
-
-    Each value is checked against its declared type and range as the configuration is made (ranges as a
-    plug-in's options declare theirs), and the few checks of several options together in `__post_init__`.
-    """
+    """One training run, frozen; each value is checked against its declared range as it is made."""
 
     # What to train on what.
     model: str = _opt("gan", "model family", group="what")
@@ -208,8 +197,7 @@ class RunConfig(PluginOptions):
         group="logging",
     )
 
-    # The plug-ins' options: the family's (`latent_dim`, `beta`, ...) and the augmentations' (`augment_p`,
-    # `diffaug_policy`, ...), as given; flat beside the rest in YAML. `resolve` hands each to its owner.
+    # The plug-ins' options (`latent_dim`, `augment_p`, ...), as given; `resolve` hands each to its owner.
     plugin_options: Mapping[str, Any] = field(default_factory=dict, metadata={"group": "model"})
 
     def __post_init__(self) -> None:
@@ -233,9 +221,8 @@ class RunConfig(PluginOptions):
         }
 
     def to_yaml(self) -> str:
-        """config.yaml's text. A plug-in's option that is None was left to its owner's default (no chosen
-        family, dataset or augmentation reads it), so it is left out: written, it would be a key that a run
-        without the plug-in that declares it refuses."""
+        """config.yaml's text, without the plug-in options no chosen plug-in reads (None): a run without
+        the plug-in that declares one would refuse its key."""
         values = self.to_dict()
         unset = [
             name
@@ -249,9 +236,8 @@ class RunConfig(PluginOptions):
         return dataclasses.replace(self, **{name: CONFIG_FIELDS[name].default for name in PER_INVOCATION})
 
     def with_absolute_paths(self) -> RunConfig:
-        """The same options with every path of RunConfig's made absolute (`~` expanded, the rest from the
-        current folder), so what is written from them (a checkpoint, config.yaml) names the same folders
-        from any folder."""
+        """The same options with every path made absolute (`~` expanded), so that what records them names the
+        same folders from any folder."""
         own = {
             name: absolute_path(value)
             for name in PATH_OPTIONS
@@ -266,8 +252,7 @@ class RunConfig(PluginOptions):
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
-        """From flat typed values (config.yaml, a checkpoint, the command line): RunConfig's own, and the
-        plug-ins' options, which `resolve` checks."""
+        """From flat typed values (config.yaml, a checkpoint, the command line)."""
         own = {name: value for name, value in values.items() if name in CONFIG_FIELDS}
         return cls(**own, plugin_options={name: v for name, v in values.items() if name not in CONFIG_FIELDS})
 
@@ -285,8 +270,7 @@ def absolute_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-# run.py's flags that are no option of a run (modes, grids, help): a plug-in's option may not take their
-# names (tests/library/test_plugins.py holds this list to the parser).
+# run.py's flags that are no option of a run (modes, grids, help).
 COMMAND_LINE_ONLY = (
     "help",
     "config",
@@ -299,15 +283,10 @@ COMMAND_LINE_ONLY = (
     "grid_index",
     "summarize",
 )
-# How --train-size (and a config file's train_size) names the whole training split, which RunConfig holds
-# as None.
+# How --train-size names the whole training split (None in RunConfig).
 WHOLE_SPLIT = "full"
-# Options a `--resume` may change: they take effect from the resumed step on. Every other option defines the
-# run (model, data and its shapes, family options, augmentation, train size, seed, other data paths, batch
-# size, backbone, and the sample count of its validations, whose FDs best.ckpt is chosen among) and must
-# equal the checkpoint's. The family's learning rate reaches the restored optimizer.
-# `--data-dir` may move (a run continued on another machine): the data is compared by content instead
-# (`RunCheckpoint.check_trained_on`).
+# Options a `--resume` may change, from the resumed step on; every other option defines the run and must equal
+# the checkpoint's. `--data-dir` may move: the data is compared by content (`RunCheckpoint.check_trained_on`).
 CHANGEABLE_ON_RESUME = (
     *PER_INVOCATION,
     "data_dir",
@@ -339,12 +318,8 @@ def resume_conflicts(
     changeable: Collection[str] = (),
     stored_in: str = "checkpoint",
 ) -> list[str]:
-    """`--data folder (checkpoint: digits)` for each option in `given` that defines the run and differs;
-    `stored_in` names where the stored values were read (`the run there` for a cell's config.yaml).
-
-    Only options the checkpoint records are compared: one it lacks belongs to another family, which
-    `resolve` names.
-    """
+    """`--data folder (checkpoint: digits)` for each option in `given` that defines the run and differs from
+    `stored` (where it records the option; one it lacks is another family's, which `resolve` names)."""
     conflicts = []
     for name, wanted in given.items():
         if name in CHANGEABLE_ON_RESUME or name in changeable or name not in stored:
@@ -377,16 +352,14 @@ def merge(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> RunC
 
 
 def print_configuration(text: str) -> None:
-    """Write what `--print-config` prints (a reader that stops reading, `| head`, is no error: the
-    command runs under `pipes.reader_may_leave`)."""
+    """Write what `--print-config` prints."""
     sys.stdout.write(text)
     sys.stdout.flush()
 
 
 def check_strategy(strategy: str) -> None:
-    """Refuse a strategy that trains in processes it starts and waits for (Lightning's spawn, fork and
-    notebook launchers): the run's own process would record 0 iterations, save last.ckpt at step 0 and lose
-    the training's rows, which stay in those processes."""
+    """Refuse a strategy that trains in processes it starts (spawn, fork, notebook): the run's own process
+    would record 0 iterations and lose the training's rows and checkpoints."""
     if any(launcher in strategy for launcher in ("spawn", "fork", "notebook")):
         raise ConfigError(
             f"--strategy {strategy} trains in processes it starts, whose steps, rows and checkpoints this "
@@ -395,8 +368,7 @@ def check_strategy(strategy: str) -> None:
 
 
 def parse_devices(devices: str) -> int | str | list[int]:
-    """`auto`, a count of at least 1, or a comma list of distinct device indices (0 or more), as the Trainer
-    takes them (`auto`, 4, [0, 1]); anything else refused in one line."""
+    """`auto`, a count of at least 1, or a comma list of distinct device indices, as the Trainer takes."""
     if devices.strip() == "auto":
         return "auto"
     items = [item.strip() for item in devices.split(",")]

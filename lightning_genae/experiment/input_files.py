@@ -1,6 +1,5 @@
-"""Checks of the files a run reads beside its data, made before anything trains: the feature backbones'
-weights files, and run or scored folders that would mix with a dataset reading every image under
---data-dir."""
+"""Checks of the files a run reads beside its data, before anything trains: the feature backbones' weights,
+and run or scored folders that would mix with a dataset reading every image under --data-dir."""
 
 from __future__ import annotations
 
@@ -22,11 +21,8 @@ def check_torch_file(flag_name: str, path: Path, fix: str) -> None:
 
 
 def check_inception_weights(config: RunConfig) -> None:
-    """A weights file the user named is checked before anything trains, not when the metrics first run.
-
-    What can be known without reading it: that it is a file in one of torch.save's two formats (the
-    full check, that it holds InceptionV3's weights, runs when the backbone is built, also before training).
-    """
+    """A weights file the user named is checked before anything trains (that it holds InceptionV3's weights,
+    when the backbone is built, also before training)."""
     if config.inception_weights is None:
         return
     path = Path(config.inception_weights).expanduser()
@@ -44,8 +40,7 @@ def check_inception_weights(config: RunConfig) -> None:
 
 def check_classifier_weights(config: RunConfig) -> None:
     """A classifier file the user named is checked before anything trains: that it is a torch file, for
-    the backbone that reads it. Its contents (a classifier of --data at the run's image shape) are checked
-    when the backbone is built, also before training."""
+    the backbone that reads it (its contents, when the backbone is built)."""
     if config.classifier_weights is None:
         return
     path = Path(config.classifier_weights).expanduser()
@@ -67,8 +62,7 @@ def check_classifier_weights(config: RunConfig) -> None:
 
 
 def _folders_of_the_images(config: RunConfig) -> list[Path]:
-    """The folders whose images a dataset that reads every image under --data-dir (`--data folder`) reads:
-    --data-dir and the folders linked into it (which the reader follows), real paths, --data-dir first."""
+    """The real paths of --data-dir and the folders linked into it, which `--data folder` reads."""
     data = os.path.realpath(os.path.expanduser(config.data_dir))
     roots = [data]
     if os.path.isdir(data):
@@ -86,10 +80,8 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def refuse_a_run_folder_among_the_data(config: RunConfig, run_dir: Path) -> None:
-    """A run folder among the images of a dataset that reads every image under --data-dir (`--data
-    folder`): the run's sample grids and interpolations would be the next run's training images, in a
-    subfolder taken for a new class. Among them is inside the folder, or inside a folder linked into it
-    (which the reader follows); or around it, the data inside the run folder."""
+    """A run folder inside (or around) the images of a dataset that reads every image under --data-dir: the
+    run's sample grids would be the next run's training images."""
     if not DATASETS[config.data].reads_every_image:
         return
     roots = _folders_of_the_images(config)
@@ -113,9 +105,8 @@ def refuse_a_run_folder_among_the_data(config: RunConfig, run_dir: Path) -> None
 
 
 def refuse_a_scored_folder_among_the_data(config: RunConfig, scored: str | Path) -> None:
-    """`--evaluate-folder` of a folder that is, lies inside, or holds the images of a dataset that reads
-    every image under --data-dir: the images scored would be among the real test images they are compared
-    with (and a folder inside the data, a class of its own in the classifier's training images)."""
+    """`--evaluate-folder` of a folder that shares images with a dataset that reads every image under
+    --data-dir: the images scored would be among the real test images they are compared with."""
     if not DATASETS[config.data].reads_every_image:
         return
     roots = _folders_of_the_images(config)

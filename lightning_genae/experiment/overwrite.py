@@ -30,8 +30,7 @@ WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def _kept_wandb_id(path: Path) -> str | None:
-    """The W&B run id the run in `path` keeps in WANDB_RUN_ID; None where it used no W&B logger, or the file
-    holds no id (damaged or edited: no W&B folder is then known for the run's)."""
+    """The W&B run id the run in `path` keeps in WANDB_RUN_ID; None where it has none."""
     try:
         kept = (path / WANDB_RUN_ID).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
@@ -40,10 +39,8 @@ def _kept_wandb_id(path: Path) -> str | None:
 
 
 def written_by_the_run(folder: str, name: str, wandb_id: str | None) -> bool:
-    """Whether `folder/name` (folder one of RUN_FOLDERS) is of a name the run writes there. In wandb/, W&B's
-    run folders and logs are the run's only where it used W&B (`wandb_id`, from `_kept_wandb_id`), and a run
-    folder only of that id: W&B writes into ./wandb by default, so another program's or another run's W&B
-    runs may lie there."""
+    """Whether `folder/name` (folder one of RUN_FOLDERS) is of a name the run writes there; in wandb/, a W&B
+    run folder only of the run's own id (`wandb_id`): other programs' W&B runs may lie there."""
     written = RUN_FOLDERS[folder].fullmatch(name)
     if written is None:
         return False
@@ -54,9 +51,8 @@ def written_by_the_run(folder: str, name: str, wandb_id: str | None) -> bool:
 
 
 def refuse_linked_run_folders(path: Path) -> None:
-    """Refuse `--overwrite` of a folder whose checkpoints/ (images/, ...) is a link to a folder holding files
-    of the names a run writes: --overwrite removes only what lies in the run's own folder, and the new run
-    would write over those files through the link (another run's best.ckpt and last.ckpt)."""
+    """Refuse `--overwrite` of a folder whose checkpoints/ (images/, ...) links to a folder holding files of
+    the names a run writes, which the new run would write over through the link."""
     for name, written in RUN_FOLDERS.items():
         folder = path / name
         if not (folder.is_symlink() and folder.is_dir()):
@@ -141,11 +137,7 @@ def remove_empty_run_folders(path: Path, names: Collection[str] = tuple(RUN_FOLD
 
 
 def remove_run_entries(path: Path) -> Removal:
-    """Delete what a run wrote into `path`: RUN_FILES, and inside RUN_FOLDERS only the names a run writes.
-
-    Anything else (a user's file beside or inside the run's folders) is kept and named; a run folder left
-    empty is removed.
-    """
+    """Delete what a run wrote into `path` (`run_entries`); anything else is kept and named."""
     entries, removal = run_entries(path)
     for entry in entries:
         remove_entry(path / entry)
@@ -156,12 +148,9 @@ def remove_run_entries(path: Path) -> Removal:
 @dataclass
 class SetAside:
     """A run's files that `--overwrite` moved aside: removed for good once the new run trains, put back if it
-    stops before that (a refused checkpoint, missing data, Ctrl-C), or by the next start in the folder if it
-    was killed (`put_back_a_stopped_overwrite`).
-
-    The folder they lie in says how far the replacement got, each step a rename: SETTING_ASIDE_DIR while
-    they are moved (or moved back: every run file still in the folder is the replaced run's), REPLACED_DIR
-    once all are (what the folder holds beside it is the new run's), REMOVED_DIR once the new run trained.
+    stops before that, or by the next start in the folder if it was killed (`put_back_a_stopped_overwrite`).
+    The folder they lie in says how far the replacement got: SETTING_ASIDE_DIR while they are moved,
+    REPLACED_DIR once all are, REMOVED_DIR once the new run trained.
     """
 
     path: Path
@@ -189,8 +178,7 @@ class SetAside:
         _put_back(self.path)
 
     def remove(self) -> str | None:
-        """Remove the set-aside files for good; the error, where one could not be (a file still open over
-        NFS, a read-only file), as a line to say: the new run trains on regardless."""
+        """Remove the set-aside files for good; the error, where one could not be, as a line to say."""
         removed = self.path / REMOVED_DIR
         try:
             # First renamed: whatever stops the removal, the files are never taken for a run to put back.
@@ -205,9 +193,7 @@ class SetAside:
 
 
 def _put_back(path: Path) -> None:
-    """The run set aside in `path`'s REPLACED_DIR back in its place: renamed to SETTING_ASIDE_DIR first (from
-    then on every run file in the folder is the replaced run's), then each file moved back over whatever
-    the new run wrote in its place (its config.yaml)."""
+    """The run set aside in `path`'s REPLACED_DIR back in its place, over what the new run wrote there."""
     moving = path / SETTING_ASIDE_DIR
     os.replace(path / REPLACED_DIR, moving)
     _move_back(path, moving)
@@ -226,10 +212,8 @@ def _move_back(path: Path, moving: Path) -> None:
 
 
 def put_back_a_stopped_overwrite(path: Path) -> None:
-    """Finish what an `--overwrite` killed part-way (`kill -9`, SLURM's SIGKILL, out of memory) left in
-    `path` (`finish_a_stopped_overwrite`), under the folder's lock, so a second start at the same moment
-    waits its turn and finds nothing left to do; a live run holding the lock is left alone (its set-aside
-    is its own). Every start that reads a run folder asks for it (a run, a resume, an evaluation, a cell)."""
+    """Finish what an `--overwrite` killed part-way left in `path` (`finish_a_stopped_overwrite`), under the
+    folder's lock; a live run holding the lock is left alone. Every start that reads a run folder asks."""
     if not any((path / name).exists() for name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR)):
         return
     try:
@@ -243,9 +227,8 @@ def put_back_a_stopped_overwrite(path: Path) -> None:
 
 
 def finish_a_stopped_overwrite(path: Path) -> None:
-    """A run set aside before the new one trained is put back (what the killed run wrote beside it removed
-    first), one still being moved is moved back, one a trained run replaced is removed; rank 0 says which
-    in one line on stderr."""
+    """A run set aside before the new one trained is put back, one still being moved is moved back, one a
+    trained run replaced is removed; rank 0 says which in one line."""
     moving, held, removed = (path / name for name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR))
     said = None
     if removed.exists():

@@ -1,9 +1,6 @@
-"""A command whose output's reader goes away (`python run.py ... | head`, a `tee` that was killed) goes on.
-
-Python ignores SIGPIPE, so the next write to the closed pipe raises BrokenPipeError wherever it happens: in a
-progress line, mid-training, where it would kill a run whose every result goes to its folder anyway. While
-`reader_may_leave` is active, stdout and stderr are replaced by streams that, once their reader is gone,
-send what is left to os.devnull and let the command finish.
+"""A command whose output's reader goes away (`python run.py ... | head`, a killed `tee`) goes on: while
+`reader_may_leave` is active, a write to a closed stdout or stderr goes to os.devnull instead of raising
+BrokenPipeError mid-training.
 """
 
 from __future__ import annotations
@@ -16,8 +13,7 @@ from typing import Any, TextIO
 
 
 class _StreamWithoutReader:
-    """`stream`, except that a write or flush to a reader that has gone is dropped: the stream's file
-    descriptor is pointed at os.devnull then (so the interpreter's flush at exit is quiet too), and
+    """`stream`, except that once its reader is gone its descriptor points at os.devnull, and
     `on_reader_gone(name)` is called once."""
 
     def __init__(self, stream: TextIO, name: str, on_reader_gone: Any) -> None:
@@ -55,9 +51,8 @@ class _StreamWithoutReader:
 
 
 class ReaderWatch:
-    """What `reader_may_leave` yields: set `note` once the command is known to write a folder (a run, a
-    grid, an evaluation), so that the first closed stream is reported in one line on the other, if that
-    still has a reader. Help text and --print-config just stop printing."""
+    """What `reader_may_leave` yields: set `note` once the command writes a folder, so that the first closed
+    stream is reported in one line on the other."""
 
     note = False
 

@@ -1,6 +1,5 @@
-"""What the command is called where it was typed, so that the lines it prints can be typed again as shown:
-`genae` (the installed command), `python -m lightning_genae`, or `python run.py` (a clone's script); an
-error as the command line says it; and the parser every command reads its flags with."""
+"""What the command is called where it was typed (`genae`, `python -m lightning_genae`, `python run.py`), an
+error as the command line says it, and the parser every command reads its flags with."""
 
 from __future__ import annotations
 
@@ -33,19 +32,14 @@ def error_text(error: BaseException) -> str:
 
 
 class CommandLineParser(jsonargparse.ArgumentParser):
-    """jsonargparse's parser of typed options (from the command line and from YAML), each refusal a
-    ConfigError of one line naming the flag, which the command's border prints with exit code 2. Only the
-    options given are in what it parses (`parse_args(..., defaults=False)`), so that they can override a
-    config file and a resumed run's configuration."""
+    """jsonargparse's parser of typed options, each refusal a ConfigError of one line naming the flag."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(print_config=None, argument_default=argparse.SUPPRESS, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        # `Parser key "max_steps": Expected a <class 'int'>...` and argparse's `argument --max-steps: ...`
-        # both read `--max-steps: ...`, and a union's refusal names its types and the value, without one
-        # line per type.
+        # jsonargparse's and argparse's refusals read `--max-steps: ...`, a union's in one line.
         message = re.sub(r'Parser key "(\w+)":', lambda key: flag(key[1]) + ":", message)
         message = re.sub(r"\bargument (--[\w-]+):", r"\1:", message)
         message = re.sub(r"<class '(?:[\w.]*\.)?(\w+)'>|typing\.", r"\1", message)
@@ -59,9 +53,8 @@ _STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def os_error_line(error: OSError) -> str:
-    """An OSError as the command line prints it: the error itself (its file and errno say what failed),
-    and for a full disk, a quota or a read-only folder met by any write (metrics.csv, a picture, a cache)
-    the way on. Checkpoints are written whole or not at all."""
+    """An OSError as the command line prints it, with the way on for a full disk, a quota or a read-only
+    folder."""
     if error.errno not in _STORAGE_ERRORS:
         return describe_error(error)
     return (
@@ -87,8 +80,7 @@ def command_prefix() -> str:
 
 
 def resume_command(run_dir: str | Path) -> str:
-    """The command that continues the run in `run_dir` from its last checkpoint, as printed to type again:
-    within a grid, the grid's own command."""
+    """The command that continues the run in `run_dir` (within a grid, the grid's own command)."""
     grid = _GRID_COMMAND.get()
     if grid is not None:
         return grid
@@ -98,8 +90,7 @@ def resume_command(run_dir: str | Path) -> str:
 @contextlib.contextmanager
 def continued_as_a_grid(arguments: Sequence[str]) -> Iterator[None]:
     """Within: `resume_command` is the grid command of `arguments` (the command line as typed)."""
-    # Without --overwrite: typed again, it would start over the cells this grid has already run; a cell it
-    # never reached that holds another run's options is refused, naming --overwrite.
+    # Without --overwrite: typed again, it would start over the cells this grid has already run.
     kept = [argument for argument in arguments if argument != "--overwrite"]
     token = _GRID_COMMAND.set(f"{command_prefix()} {shlex.join(kept)}")
     try:

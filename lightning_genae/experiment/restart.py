@@ -21,18 +21,11 @@ def checkpoint_of_restarted_job(
 ) -> RunCheckpoint | None:
     """The checkpoint a requeued SLURM job (or a restarted torchrun job) continues from, or None.
 
-    A restarted job runs its command again, without `--resume`. Its run continues as if `--resume last`
-    had been given, from `last.ckpt` in its run folder: the job's own default folder (named after the
-    job, so a checkpoint there can only be this job's), or `--output` when the scheduler says this is a
-    restart and the checkpoint there names this job (`CLUSTER_JOB_KEY`). A job that stopped before its
-    first checkpoint starts from the beginning: where its `--output` holds another job's checkpoint (the
-    run an `--overwrite` put back when the attempt stopped before training), the command does what it did
-    the first time. A checkpoint that names no job (an older version's, or a run's outside any job) is
-    continued; an `--overwrite` command replaces it where it holds another run's options than the command's
-    own run would (`as_a_fresh_run`: the command resolved as a new run, defaults filled in; compared as a
-    grid cell's are, by `holds_a_run_of_other_options`), and is refused in one line where they agree (this
-    job's own run, or one it means to run again from scratch). A torchrun job without `--rdzv-id` shares its
-    id `none` with every such job: it continues nothing on its own, refused in one line.
+    A restarted job runs its command again, without `--resume`, and continues from `last.ckpt` in its run
+    folder: the job's own default folder (named after the job), or `--output` on a restart where the
+    checkpoint names this job (`CLUSTER_JOB_KEY`); another job's checkpoint is not continued. One that names
+    no job is continued, or under `--overwrite` replaced where it holds another run's options than the
+    command's (`as_a_fresh_run`), and refused in one line where the job cannot tell whose it is.
     """
     if values.output:
         if job.restart_count == 0:

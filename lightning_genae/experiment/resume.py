@@ -39,9 +39,8 @@ def to_resume(resume: str | None, output: str | None) -> RunCheckpoint | None:
 
 
 def written_by(checkpoint: RunCheckpoint, job: ClusterJob) -> str:
-    """Which job wrote `checkpoint` as `job` sees it (its `CLUSTER_JOB_KEY`): `own`, another job's
-    (`other`), or `unknown` (it names no job: written outside one or by an older version, or the job's id is
-    torchrun's `none`, which every job without --rdzv-id shares)."""
+    """Which job wrote `checkpoint` as `job` sees it (its `CLUSTER_JOB_KEY`): `own`, `other`, or `unknown`
+    (it names no job, or the job's id is torchrun's `none`, which every job without --rdzv-id shares)."""
     writer = checkpoint.contents.get(CLUSTER_JOB_KEY)
     if writer is not None and writer != job.tag:
         return "other"
@@ -50,8 +49,7 @@ def written_by(checkpoint: RunCheckpoint, job: ClusterJob) -> str:
 
 def earlier_attempt_wrote(run_dir: Path) -> str | None:
     """`written_by` of `run_dir`'s last.ckpt for the cluster job this process is a restart of; None where
-    this is no restarted job or there is no readable checkpoint. A restart continues its own run rather than
-    replacing it again (an `--overwrite` in its command was done by its earlier attempt)."""
+    this is no restarted job or there is no readable checkpoint."""
     job = current_job()
     path = last_checkpoint(run_dir)
     if job is None or job.restart_count == 0 or not path.is_file():
@@ -84,9 +82,8 @@ def continue_from(
     resume: RunCheckpoint | None, run_dir: Path, resolved: ResolvedRun, explicit_resume: bool
 ) -> RunCheckpoint | None:
     """The checkpoint a `--resume` into the run's own folder continues from: the one given, unless the
-    folder's last.ckpt went further. Continuing from an older checkpoint (`best.ckpt`) there would replace
-    the later last.ckpt, metrics rows and summary.json: refused, unless this job's earlier attempt wrote it
-    (a requeued job runs its command again, `--resume best.ckpt` included), which then continues from it."""
+    folder's last.ckpt went further, which continuing from an older one would replace: refused, unless this
+    job's earlier attempt wrote it (a requeued job), which then continues from it."""
     last = last_checkpoint(run_dir)
     if resume is None or not explicit_resume or resume.run_folder.resolve() != run_dir.resolve():
         return resume
@@ -112,10 +109,9 @@ def continue_from(
 
 
 def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
-    """Refuse a --resume with no iteration left to train: it would only rewrite the run's last.ckpt and
-    summary.json and log its final rows a second time. A run at the end of its budget without a summary.json
-    of that iteration (stopped during its final evaluation) is let through: the resume runs that evaluation.
-    Both budgets count where the run has both (one given with --resume, the other its checkpoint's)."""
+    """Refuse a --resume with no iteration left to train, which would only log its final rows again; a run
+    at the end of its budget without its summary.json (stopped during its final evaluation) runs that
+    evaluation."""
     config = resolved.config
     steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
     done = resume.iteration(steps_per_iteration)
@@ -178,13 +174,8 @@ def _evaluated_step(eval_file: Path) -> tuple[str, int] | None:
 
 
 class LearningRateOnResume(Callback):
-    """Gives the restored optimizers the learning rate this invocation asked for.
-
-    Lightning restores each optimizer's state on resume, its learning rate included, so a new `--lr`
-    would reach config.yaml but not the training. Freshly configured optimizers carry the new value. Under
-    a schedule the restored scheduler's base rate is what each step rescales (a LambdaLR sets the rate to
-    base x factor), so the base changes too and the current rate keeps the schedule's factor.
-    """
+    """Gives the restored optimizers the learning rate this invocation asked for (Lightning restores the
+    checkpoint's); under a schedule the base rate changes and the current rate keeps the schedule's factor."""
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if isinstance(pl_module, GenerativeModule) and pl_module.lower_learning_rate() is None:
@@ -219,8 +210,7 @@ AUGMENTER_WEIGHTS_KEY = "genae_augmenter_weights_sha256"
 
 
 class AugmenterInCheckpoints(Callback):
-    """Each checkpoint names the augmenter the run trained with, so that a resume finds out whether it goes
-    on with another one (`check_same_augmenter`). A record the run has not (None) is left out."""
+    """Each checkpoint names the augmenter the run trained with, for `check_same_augmenter`."""
 
     def __init__(self, augmenter: dict[str, Any]) -> None:
         self.recorded = {
@@ -235,10 +225,9 @@ class AugmenterInCheckpoints(Callback):
 
 
 def check_same_augmenter(resume: RunCheckpoint, augmenter: dict[str, Any]) -> None:
-    """A run resumed with another augmenter than its checkpoint trained with is half one augmenter's run,
-    half another's. An --augment-ckpt file of other contents is refused: the file the run named can be put
-    back. Weights of another source that differ (a cache trained again, which reproduces no bits on another
-    machine or thread count) are said in a line: nothing keeps the earlier augmenter to put back."""
+    """A run resumed with another augmenter than its checkpoint's would be half one augmenter's run: an
+    --augment-ckpt file of other contents is refused (it can be put back); other weights that differ (a cache
+    trained again) are said in a line."""
     now, before = augmenter.get("sha256"), resume.contents.get(AUGMENTER_SHA256_KEY)
     if isinstance(now, str) and isinstance(before, str) and now != before:
         raise RunFolderRefused(
@@ -257,12 +246,8 @@ def check_same_augmenter(resume: RunCheckpoint, augmenter: dict[str, Any]) -> No
 
 
 def check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: dict[str, Any]) -> None:
-    """Options given with --resume that would make it another run (data, model, shapes...) are an error.
-
-    Only what the user gave (flags and --config) is compared, so the checkpoint's own values, another
-    family's included, never raise; what may change on resume is CHANGEABLE_ON_RESUME and the options the
-    run's family declares changeable (`option(..., changeable_on_resume=True)`).
-    """
+    """Options given with --resume (flags and --config) that would make it another run are an error; what
+    may change is CHANGEABLE_ON_RESUME and what the run's family declares `changeable_on_resume`."""
     model = stored.get("model", "")
     changeable = changeable_on_resume(model)
     if model in MODELS and not MODELS[model].generates:

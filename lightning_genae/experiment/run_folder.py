@@ -1,11 +1,8 @@
 """A run folder belongs to one run: who may write into `--output`, and undoing a start that failed
 before training.
 
-A folder that already holds a run (its config.yaml, metrics.csv, summary.json or a checkpoint) is only
-written into by `--resume` (continuing it) or `--overwrite` (replacing it, overwrite.py); anything else is
-refused before a byte is written. While a run writes, it holds the folder's lock (run_lock.py), so a second
-run into the same folder is refused instead of interleaving its rows. A run that fails before its first
-training step leaves the folder as it found it.
+A folder that holds a run is only written into by `--resume` or `--overwrite` (overwrite.py), under the
+folder's lock (run_lock.py); a run that fails before its first training step leaves the folder as it found it.
 """
 
 from __future__ import annotations
@@ -63,17 +60,15 @@ def another_run(path: Path, files: list[str], fixes: list[str]) -> RunFolderRefu
 
 
 def refuse_another_run(path: Path, files: list[str], fixes: list[str]) -> NoReturn:
-    """Refuse `--output path` holding another run (`another_run`); files of a run's names that no run wrote
-    are named as such (`refuse_files_no_run_wrote`), and a run still writing there by its lock, not taken
-    for a finished or abandoned one."""
+    """Refuse `--output path` holding another run (`another_run`), or files no run wrote, or a live run."""
     refuse_files_no_run_wrote(path, files)
     RunFolderLock.refuse_if_held(path)
     raise another_run(path, files, fixes)
 
 
 def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
-    """Refuse `--output path` whose files of a run's names (`started_run_files`) no run wrote, even with
-    --overwrite, which removes a run's files by name and would remove a user's config.yaml or metrics.csv."""
+    """Refuse `--output path` whose files of a run's names no run wrote, even with --overwrite, which would
+    remove a user's config.yaml or metrics.csv."""
     if not files or _written_by_a_run(path, files):
         return
     named = _config_header_names(path)
@@ -91,9 +86,8 @@ def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
 
 
 def refuse_run_names_without_a_run(path: Path) -> None:
-    """Refuse `--output path` that holds no run but holds files of the names a run writes (eval.json,
-    images/samples_step0000100.png...): the run would overwrite them, and a later `--overwrite` would remove
-    them as the run's."""
+    """Refuse `--output path` that holds no run but files of the names a run writes (eval.json, images/...),
+    which the run would overwrite and a later `--overwrite` remove."""
     named = files_named_as_a_runs(path)
     if not named:
         return
@@ -107,9 +101,7 @@ def refuse_run_names_without_a_run(path: Path) -> None:
 
 
 def _written_by_a_run(path: Path, files: list[str]) -> bool:
-    """Whether `files` (of `started_run_files`) show a run of this program: one of its checkpoints, or a
-    config.yaml a run wrote for this folder."""
-    # The config.yaml's first line before the checkpoints: one line against a zip's pickle per checkpoint.
+    """Whether `files` show a run of this program: a config.yaml a run wrote here, or a checkpoint of one."""
     if _config_written_here(path):
         return True
     checkpoints = [path / name for name in files if name.startswith(f"{CHECKPOINT_DIR}/")]
@@ -117,8 +109,8 @@ def _written_by_a_run(path: Path, files: list[str]) -> bool:
 
 
 def _holds_run_configuration(checkpoint: Path) -> bool:
-    """Whether `checkpoint` is a run's: a torch zip whose pickle names the run configuration's key. Read as
-    bytes, never unpickled: another Lightning program's `last.ckpt` is no run of this one."""
+    """Whether `checkpoint` is a run's: a torch zip whose pickle names the run configuration's key, read as
+    bytes, never unpickled."""
     try:
         with zipfile.ZipFile(checkpoint) as archive:
             pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
@@ -128,8 +120,7 @@ def _holds_run_configuration(checkpoint: Path) -> bool:
 
 
 def _member_holds(archive: zipfile.ZipFile, name: str, needle: bytes, chunk: int = 1 << 20) -> bool:
-    """Whether the archive's member `name` holds `needle`, read a chunk at a time: another program's file
-    may hold a member of gigabytes."""
+    """Whether the archive's member `name` holds `needle`, read a chunk at a time."""
     tail = b""
     with archive.open(name) as member:
         while block := member.read(chunk):
@@ -140,10 +131,8 @@ def _member_holds(archive: zipfile.ZipFile, name: str, needle: bytes, chunk: int
 
 
 def _config_written_here(path: Path) -> bool:
-    """Whether path/config.yaml begins with the first line a run writes there. That line names the run's
-    folder: a copy of a run's file in a folder of another name is the user's; a run's folder moved with its
-    name (a grid's root moved, with its cells) is still the run's; an older run's line names no absolute
-    path and is taken."""
+    """Whether path/config.yaml begins with the line a run writes there, which names the run's folder: a copy
+    in a folder of another name is the user's; a run's folder moved with its name is still the run's."""
     named = _config_header_names(path)
     if named is None:
         return False
@@ -166,8 +155,7 @@ def _config_header_names(path: Path) -> str | None:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """A run folder's summary.json when it is a finished run's (a JSON object with its final metrics), else
-    None (none, unreadable, or another file of that name)."""
+    """A run folder's summary.json when it is a finished run's (with its final metrics), else None."""
     try:
         summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
@@ -179,10 +167,8 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 def started_by_an_earlier_attempt_of_this_job(path: Path, config_text: str) -> bool:
     """Whether `path` holds only the start of this very SLURM job's earlier attempt, killed before its first
-    checkpoint (SLURM's SIGKILL at the end of a preemption's grace period): the job was requeued (a higher
-    SLURM_RESTART_COUNT than the lock left there records), that lock's process is gone, there is no
-    checkpoint to resume, and the folder's config.yaml is the one this run writes (`config_text`), so the
-    same command. Another command of the same allocation (the same job id, no requeue) is not let in."""
+    checkpoint: the job was requeued (its lock records a lower SLURM_RESTART_COUNT), there is no checkpoint,
+    and the folder's config.yaml is the one this run writes (`config_text`)."""
     files = started_run_files(path)
     if CONFIG_FILE not in files or any(name.startswith(f"{CHECKPOINT_DIR}/") for name in files):
         return False
@@ -203,11 +189,8 @@ def _entries_of(path: Path) -> list[str]:
 
 
 def _make_folder(path: Path) -> list[Path]:
-    """Create `path` and its missing parents; returns the folders this call made, top-down.
-
-    One level at a time, so that a folder another process made at the same moment is never counted as
-    ours (and never removed by our undo).
-    """
+    """Create `path` and its missing parents one level at a time (a folder another process made meanwhile is
+    never counted as ours); returns the folders this call made, top-down."""
     missing = []
     for candidate in [path, *path.parents]:
         if candidate.is_dir():
@@ -256,11 +239,8 @@ class ClaimedRunFolder:
         cls, path: Path, *, resuming_from: Path | None, overwrite: bool, replacing: str = "--overwrite"
     ) -> ClaimedRunFolder:
         """Check that `path` may take this run, make it and lock it; refuse with one line otherwise.
-
-        `resuming_from`: the run folder of the checkpoint a `--resume` continues. A folder that holds a
-        run is written into only by a resume of that run or by `overwrite`, whose removal happens here,
-        once the lock is held (never under a run that is still writing), and is said with `replacing`.
-        """
+        `resuming_from`: the run folder of the checkpoint a `--resume` continues; `overwrite` sets the run
+        there aside once the lock is held, said with `replacing`."""
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
         if path.is_dir():
@@ -345,8 +325,7 @@ class ClaimedRunFolder:
             say(set_aside.removal.describe(self.path, self.replacing))
 
     def wrote_checkpoint(self) -> bool:
-        """Whether a checkpoint was saved since the claim (then training ran, whatever a caller saw of it).
-        Only the run's own (last.ckpt, best.ckpt): a user's file there may carry any time."""
+        """Whether the run saved a checkpoint (last.ckpt, best.ckpt) since the claim: then training ran."""
         written = RUN_FOLDERS[CHECKPOINT_DIR]
         checkpoints = [
             ckpt
@@ -356,12 +335,8 @@ class ClaimedRunFolder:
         return any(ckpt.stat().st_mtime >= self.claimed_at for ckpt in checkpoints)
 
     def undo(self) -> None:
-        """Put the folder back as it was before this invocation (a start that failed before training).
-
-        Never once a checkpoint was saved: under ddp_spawn the training runs in other processes, so the
-        caller may not have seen it start. Once only: a stop signal's handler and the failed start's own
-        handling both ask for it, and a second pass would take the files the first put back for new ones.
-        """
+        """Put the folder back as it was before this invocation (a start that failed before training); never
+        once a checkpoint was saved, and once only (a second pass would take what the first put back)."""
         if self.undone or self.wrote_checkpoint():
             return
         self.undone = True
@@ -382,9 +357,8 @@ class ClaimedRunFolder:
             (self.path / CONFIG_FILE).write_bytes(self.config_before)
 
     def _remove_new_entries(self) -> None:
-        """Remove what the run wrote since the claim: what `run_entries` takes for a run's that the folder
-        did not hold then. A file a user put there while the run set up (notes, a picture in images/) is
-        not the run's, and stays; the run's folders this start made go once empty."""
+        """Remove what the run wrote since the claim (a user's file put there meanwhile stays); the run's
+        folders this start made go once empty."""
         for name in sorted(set(run_entries(self.path)[0]) - self.entries_before):
             remove_entry(self.path / name)
         made = [name for name in RUN_FOLDERS if name not in self.entries_before]

@@ -1,11 +1,7 @@
 """`<run>/.genae.lock`: the lock a run holds on its folder while it writes there, and the record naming it.
 
-An OS lock (filelock's FileLock: flock) goes with its holder however that process ends (SIGKILL, out of
-memory), and a file server drops a lost node's locks when its lease runs out: no pid or age is judged. The
-owner's record (host, pid, start time, SLURM job) is written into the file once the lock is held, for a
-refusal to name; a record in a file no process holds is taken over with a notice. filelock's SoftFileLock is
-not used: its file outlives a killed holder and is cleared only from the holder's host, so a run whose node
-went away would block its folder until the file was removed by hand. Shared filesystems: docs/clusters.md.
+An OS lock (filelock's FileLock: flock) goes with its holder however that process ends, so no pid or age is
+judged; the owner's record (host, pid, start time, SLURM job) is written into the file for a refusal to name.
 """
 
 from __future__ import annotations
@@ -59,8 +55,7 @@ def _describe(record: dict[str, Any] | None) -> str:
 
 
 def _held(path: Path) -> bool:
-    """Whether a process holds the lock at `path` now. A shared lock probes it: it never creates the file,
-    needs only read access, and probes from two processes at once do not take each other for a holder."""
+    """Whether a process holds the lock at `path` now, probed with a shared lock (read access only)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -92,8 +87,7 @@ class RunFolderLock:
     def acquire(cls, run_dir: Path) -> RunFolderLock:
         """Take the lock and write this process's record into it; refuse naming a live owner."""
         self = cls(run_dir / LOCK_FILE)
-        # A second of tries, not one: a run releasing the lock removes its file, and a waiter that opened that
-        # file tries again on the next one (filelock), as it does after a probe's brief hold (_held).
+        # A second of tries: a run releasing the lock removes its file, and a probe holds it briefly.
         self.lock = FileLock(self.path, timeout=1.0, on_acquired=self._write_record)
         try:
             self.lock.acquire()
@@ -132,16 +126,14 @@ class RunFolderLock:
     @staticmethod
     def left_by_this_jobs_earlier_attempt(run_dir: Path) -> bool:
         """Whether `run_dir`'s lock was left by an earlier attempt of this very SLURM job and array task,
-        killed before SLURM requeued it (a lower SLURM_RESTART_COUNT; the first attempt records none), with
-        no chance to undo its start. A lock released cleanly is gone with its file."""
+        killed before SLURM requeued it (a lower SLURM_RESTART_COUNT)."""
         record, mine = _read(run_dir / LOCK_FILE) or {}, _identity()
         same = "slurm_job_id" in mine and all(record.get(key) == mine.get(key) for key in _SLURM_TASK)
         theirs = record.get("slurm_restart_count", 0)
         return same and isinstance(theirs, int) and theirs < mine.get("slurm_restart_count", 0)
 
     def release(self) -> None:
-        """Remove the lock file while holding it, so that no run finds it free with this record, then let go.
-        A folder gone read-only keeps the file: raising would hide the error that stopped this run."""
+        """Remove the lock file while holding it, then let go; a folder gone read-only keeps the file."""
         try:  # a file another run made, once this one's was removed by hand, is that run's
             if self.file is not None and os.path.samestat(self.path.stat(), self.file):
                 self.path.unlink()

@@ -45,15 +45,10 @@ def _stopping_on_signals(interrupt: Callable[[int], None]) -> Iterator[None]:
 def stop_outside_training(
     run_dir: Path, progress: Any, undo: Callable[[], None], resuming: bool = False
 ) -> AbstractContextManager[None]:
-    """SIGTERM, SLURM's SIGUSR1 or Ctrl-C outside the iterations StopOnSignal watches: while the run sets
-    up (the augmenter or a classifier trained on first use, the data's loading, the start of a job's
-    processes) or between its training and its final evaluation. Python's default ends the process at once,
-    leaving a run folder that holds config.yaml and nothing to resume, which a requeued job finds taken.
-    Here they stop the run with 128 + the signal and one line: before training the folder is put back first
-    (a new run keeps nothing, so a requeued job starts afresh; a resumed one is as it was), after it
-    `--resume last` continues. `progress` says how far the run is (`started`: a training batch ran;
-    `finished`: summary.json is written, after which the signals are Python's own again). A process blocked
-    in a C++ call (a rendezvous) takes the signal when that call returns, or SLURM's SIGKILL ends it."""
+    """SIGTERM, SLURM's SIGUSR1 or Ctrl-C outside the iterations StopOnSignal watches (while the run sets up,
+    or between its training and its final evaluation) stop the run with 128 + the signal and one line: before
+    training the folder is put back first (`undo`), after it `--resume last` continues. `progress` says how
+    far the run is (`started`: a training batch ran; `finished`: summary.json is written)."""
 
     def interrupt(signum: int) -> None:
         if progress.finished:
@@ -79,8 +74,7 @@ def stop_outside_training(
 
 def stop_at_once_on_signal(where: str, advice: str) -> AbstractContextManager[None]:
     """SIGINT, SIGTERM or SIGUSR1 stop what runs inside at once, with 128 + the signal and one line: "stopped
-    by SIGINT {where}; {advice}". Inside a Trainer call, Lightning would turn Ctrl-C into exit 1 (a failed
-    cell, to a grid) and ignore every Ctrl-C after it; SIGTERM would end the process without a word."""
+    by SIGINT {where}; {advice}" (inside a Trainer call, Lightning would turn Ctrl-C into exit 1)."""
 
     def interrupt(signum: int) -> None:
         raise interrupted_by(signum, f"stopped by {signal.Signals(signum).name} {where}", advice)
@@ -89,9 +83,8 @@ def stop_at_once_on_signal(where: str, advice: str) -> AbstractContextManager[No
 
 
 def stop_during_final_evaluation(run_dir: Path) -> AbstractContextManager[None]:
-    """A stop signal once training is over, while the run evaluates its final weights: the trained weights
-    are already in last.ckpt, and `--resume last` of a run without its summary.json runs the final
-    evaluation alone (`stop_at_once_on_signal`)."""
+    """A stop signal while the run evaluates its final weights, which are in last.ckpt: `--resume last` runs
+    the final evaluation alone."""
     last = Path(run_dir) / "checkpoints" / "last.ckpt"
     return stop_at_once_on_signal(
         f"during the final evaluation; the trained weights are in {last}",
