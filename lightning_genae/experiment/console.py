@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.model_summary import get_human_readable_count
 from torch import nn
 
 from lightning_genae.progress import format_duration
@@ -12,11 +13,7 @@ from lightning_genae.progress import format_duration
 
 def format_count(n: int) -> str:
     """Parameter counts as Lightning's summary writes them: 950, 1.2 K, 336 K, 4.1 M."""
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= size:
-            value = n / size
-            return f"{value:.1f} {suffix}" if value < 10 else f"{value:.0f} {suffix}"
-    return str(n)
+    return get_human_readable_count(n).strip()
 
 
 def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
