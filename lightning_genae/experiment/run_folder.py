@@ -46,8 +46,11 @@ __all__ = ["put_back_a_stopped_overwrite", "remove_run_entries"]
 
 
 def check_output_folder(path: Path) -> None:
-    """Refuse an --output that cannot become a writable folder (a file, under a file, read-only) before any
-    work."""
+    """Refuse an --output that cannot become a writable folder (a file, under a file, read-only) or is a
+    filesystem's root, which no run owns, before any work; a full disk is met by the first write."""
+    resolved = path.expanduser().resolve()
+    if resolved == Path(resolved.anchor):
+        raise ConfigError(f"--output {path} is the filesystem's root; give a folder of the run's own")
     existing = next(folder for folder in [path, *path.parents] if folder.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--output {path}: {existing} is not a writable folder")
