@@ -19,8 +19,6 @@ MAX_BASE_SIZE = 7
 def downsampling_plan(image_size: int, max_base: int = MAX_BASE_SIZE) -> tuple[int, int]:
     """Return (number of stride-2 stages, base feature-map size) for a square image side, halving while
     the side exceeds `max_base`."""
-    if image_size < 4:
-        raise ConfigError(f"image size {image_size} is too small for the conv nets; use at least 8 pixels")
     stages, size = 0, image_size
     while size > max_base and size % 2 == 0:
         size //= 2
