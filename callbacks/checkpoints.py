@@ -71,12 +71,8 @@ class BestCheckpoint(ModelCheckpoint):
     """checkpoints/best.ckpt: the weights with the best value of the family's headline validation metric.
 
     On a resume, the best value so far is read from best.ckpt itself, which records the value it was saved
-    for, and not from the resumed checkpoint's record of it. Lightning's record is not restored in a run
-    folder copied or moved elsewhere, so the first validation there counted as a new best whatever its
-    value and went to best-v1.ckpt, leaving best.ckpt stale beside it; and in any folder the record can be
-    a validation behind the file (last.ckpt is saved before the validation that may pick a new best), so a
-    worse model could replace a better one. The file cannot disagree with itself. Without a readable
-    best.ckpt in the run's folder nothing is restored, and nothing outside the folder is read.
+    for (the resumed checkpoint's record can be a validation behind, or lost in a moved folder). Without a
+    readable best.ckpt in the run's folder nothing is restored, and nothing outside the folder is read.
     """
 
     def __init__(self, dirpath: Path, monitor: str, mode: str) -> None:

@@ -1,11 +1,6 @@
-"""Every metric of generated against real samples in a feature space: the built-ins and registered ones.
-
-The built-ins (`GENERATIVE_KEYS`: fd, kid, ..., coverage) are computed together by
-`distances.feature_metrics`, which shares the k-NN radii among four of them. A metric added with
-`lightning_genae.plugins.register_metric` is one function of the same two feature sets, kept in
-`FEATURE_METRICS`; `score_feature_sets` computes both kinds on the same features, so a registered metric is
-logged per split and backbone (`test/<name>_classifier`), printed, written to summary.json and tabled by
-ablations exactly as the built-ins are.
+"""Every metric of generated against real samples in a feature space: the built-ins (`GENERATIVE_KEYS`,
+computed together by `distances.feature_metrics`) and those added with `plugins.register_metric`
+(`FEATURE_METRICS`), scored on the same features and logged, written and tabled alike.
 """
 
 from __future__ import annotations

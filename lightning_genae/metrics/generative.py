@@ -50,18 +50,11 @@ def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.de
 class RealFeatures:
     """Backbone features of a dataset split's images, computed once and cached on disk.
 
-    Only the images compared are computed: a comparison of N uses the split's reference subset, the first N
-    of one seeded order of its images (`reference_order`), so the cache holds the features of a prefix of
-    that order and grows it when a larger N is asked. MNIST's 10,000 test images are not all run through
-    an Inception network on a CPU for --eval-samples 1000.
-
-    Keyed by the split's content (its SHA-256) and the backbone's weights (the file's SHA-256, or for a
-    backbone without a file its parameters'): replacing a folder's images in place, a dataset of the same
-    name elsewhere, or another network computes them again instead of reusing another data's or network's
-    features. The file holds each row's image index beside it, and rows whose indices are not the
-    prefix of this process's reference order (a torch whose seeded permutation differs), or that have
-    none, are computed again and the file replaced: the seed alone does not fix the order across torch
-    versions. A cache file that cannot be read is recomputed (with a one-line notice), never trusted.
+    A comparison of N uses the first N of one seeded order of the split's images (`reference_order`), so
+    the cache holds a prefix of that order and grows it when a larger N is asked. Keyed by the split's
+    content and the backbone's weights (SHA-256s); each row keeps its image index, and rows that are not
+    this process's prefix (another torch's permutation) are computed again. An unreadable cache file is
+    recomputed, never trusted.
     """
 
     def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:

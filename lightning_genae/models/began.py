@@ -1,21 +1,15 @@
-"""BEGAN and EBGAN: a generator against a discriminator that is an autoencoder.
+"""BEGAN and EBGAN: a generator against a discriminator that is an autoencoder, whose energy of an image is
+its per-pixel mean absolute reconstruction error.
 
-The discriminator's energy of an image is how badly it reconstructs it (the per-pixel mean absolute
-error, as BEGAN uses). It learns to reconstruct real images well and generated ones badly; the generator
-learns to make images it reconstructs well.
-
-- `--d-loss began` (Berthelot et al. 2017): D minimises L(x) - k_t L(G(z)), G minimises L(G(z)); the
-  control variable k_t moves by `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1],
-  which keeps the fakes' energy at `--began-gamma` times the reals'. M_global = L(x) + |gamma L(x) -
+- `--d-loss began` (Berthelot et al. 2017): D minimises L(x) - k_t L(G(z)), G minimises L(G(z)); k_t moves by
+  `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1]. M_global = L(x) + |gamma L(x) -
   L(G(z))| falls as training converges.
-- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))), the hinge taken per fake
-  and averaged, G minimises L(G(z)) plus the pulling-away term on D's codes of the fakes, which penalises a
-  batch of similar fakes. The energy is BEGAN's mean absolute error, where EBGAN's paper uses the squared
-  error: one energy for both losses, so the margin is on that scale.
+- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))) per fake, G minimises
+  L(G(z)) plus the pulling-away term on D's codes of the fakes; the energy is BEGAN's (EBGAN's paper uses
+  the squared error), so the margin is on that scale.
 
-Training is the GAN's: one discriminator and one generator update per iteration, each with its
-optimizer toggled, every image D sees (real and fake, in both updates) passed through
-`discriminator_input` so discriminator-side augmentation applies.
+Training is the GAN's; every image D sees goes through `discriminator_input`, so discriminator-side
+augmentation applies.
 """
 
 from __future__ import annotations
