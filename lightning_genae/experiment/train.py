@@ -272,7 +272,7 @@ def _train(
     # of a checkpoint may use any batch size, so the check is training's, not the data's).
     datamodule.check_batch_fits()
     if resume is not None and trainer.is_global_zero:
-        resume.check_trained_on(datamodule, "--resume", data_dir=config.data_dir)
+        resume.check_trained_on(datamodule, "--resume")
     attached = resolved.attach_augmentation(
         datamodule,
         seed=config.seed,
