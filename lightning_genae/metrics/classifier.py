@@ -1,14 +1,10 @@
-"""The feature classifier: a small CNN trained on a dataset's labels, whose penultimate layer FD/KID use.
-
-Inception features describe ImageNet photographs; on 16-28 px digits a classifier trained on the data
-itself is the common, more sensitive yardstick (the MNIST-FID practice). This module holds the network,
-its deterministic training loop, and the checkpoint and manifest formats (which the sequence classifier
-shares). The command that trains one and records it (`classifier_command`) runs as
+"""The feature classifier: a small CNN trained on a dataset's labels, whose penultimate layer FD/KID use (on
+small digits a classifier of the data itself is the more sensitive yardstick than Inception). The network,
+its deterministic training loop, and the checkpoint and manifest formats (shared by the sequence
+classifier); the classifier command trains one and records it:
 
     python -m lightning_genae.experiment.classifier --data mnist --data-dir DATA --seed 0 \
         --output lightning_genae/metrics/weights
-
-(DATA: the folder holding MNIST/raw.)
 """
 
 from __future__ import annotations

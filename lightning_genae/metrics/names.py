@@ -1,12 +1,9 @@
 """The metric vocabulary: every name the project logs, how it is spelled and which side of it is better.
 
-A logged name is `[split/]kind[_backbone]`: `val/fd_classifier`, `test/fid_inception`, `train/loss_d`,
-`test/psnr`. The split says which data it was measured on (or, for the overfitting signal `val/d_logit_train`
-and its kin, which evaluation logged it; the kind's suffix names the images), the kind what was measured, and
-the backbone which feature network the generative metrics used, because their numbers are not comparable
-across networks. Only the Inception Fréchet distance is called FID (`fid_inception`); with any other backbone
-it is `fd_<backbone>` (`fd_classifier`). The callbacks, `--evaluate`, `--evaluate-folder` and the ablation
-tables all read names and directions from here, so a new metric is one entry in `KINDS`.
+A logged name is `[split/]kind[_backbone]` (`val/fd_classifier`, `train/loss_d`, `test/psnr`); the backbone
+names the feature network, because numbers from different networks are not comparable, and only the
+Inception Fréchet distance is called FID (`fid_inception`). Callbacks, evaluation and the ablation tables
+read names and directions from here, so a new metric is one entry in `KINDS`.
 """
 
 from __future__ import annotations
