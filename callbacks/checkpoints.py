@@ -3,7 +3,6 @@ the run's configuration inside each."""
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -134,27 +133,6 @@ class BestCheckpoint(ModelCheckpoint):
             ):
                 return str(path), float(state["best_model_score"])
         return None
-
-
-# The keys the two checkpoint callbacks' states were saved under when both were plain ModelCheckpoints.
-_FORMER_PERIODIC_KEY = re.compile(
-    r"ModelCheckpoint\{'monitor': None, 'mode': 'min', 'every_n_train_steps': \d+, 'every_n_epochs': 0, "
-    r"'train_time_interval': None\}"
-)
-
-
-def only_former_keys_unread(contents: dict[str, Any], callbacks: list[Callback]) -> bool:
-    """Whether every callback state in a checkpoint that no callback of this trainer reads was saved by this
-    package's own checkpoint callbacks under their former names. Their states are not needed (best.ckpt
-    records its own value; the periodic save keeps no state worth reading), so Lightning's warning that
-    callbacks are missing would only alarm; any other unread state keeps the warning."""
-    unread = set(contents.get("callbacks") or {}) - {callback.state_key for callback in callbacks}
-    former_best = {
-        ModelCheckpoint(monitor=callback.monitor, mode=callback.mode).state_key
-        for callback in callbacks
-        if isinstance(callback, BestCheckpoint)
-    }
-    return bool(unread) and all(key in former_best or _FORMER_PERIODIC_KEY.fullmatch(key) for key in unread)
 
 
 def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
