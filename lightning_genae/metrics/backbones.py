@@ -311,8 +311,10 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
     sha256 = file_sha256(path)
     accuracy = meta.get("test_accuracy", float("nan"))
     other_images = ""
-    # Compared without --train-size, as the classifier is trained.
-    if datamodule is not None and meta.get("train_sha256") != datamodule.full_training_sha256():
+    # Compared without --train-size, as the classifier is trained; a file that records none (the shipped
+    # ones) is not compared.
+    recorded = meta.get("train_sha256")
+    if datamodule is not None and recorded is not None and recorded != datamodule.full_training_sha256():
         # Not refused: one file scoring runs on data that changes (a folder that grows, another dataset
         # option) is what keeps those runs comparable with each other. It is said, and the note travels
         # with every metric measured through this backbone.
