@@ -123,7 +123,7 @@ def test_the_vae_logs_its_importance_sampled_nll_named_with_k_and_it_beats_the_e
 
     assert direction("test/nll_is5000").name == "LOWER"
     with pytest.raises(ConfigError, match="nll_samples estimates a Bernoulli likelihood"):
-        VAEOptions(recon_loss="mse", nll_samples=10)
+        VAEOptions.parse({"recon_loss": "mse", "nll_samples": 10})
     torch.manual_seed(0)
     model = VAEModule((1, 16, 16), latent_dim=4, width=8, nll_samples=64)
     images = (torch.rand(6, 1, 16, 16) > 0.5).float() * 2 - 1
