@@ -248,10 +248,7 @@ class AAEModule(ReconstructionModule):
             out = self.decoder(codes)
             per_image = reconstruction_loss(out, images, self.options.recon_loss).mean()
             loss = per_image / images[0].numel()
-            self.watch_losses(**{"train/loss": loss})
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(per_image / 4 if self.paper_training else loss)
-            optimizer.step()
+            self.manual_update(optimizer, "train/loss", loss, per_image / 4 if self.paper_training else None)
         return codes, out, loss
 
     def discriminator_phase(
@@ -273,10 +270,7 @@ class AAEModule(ReconstructionModule):
             prior_logits = self.latent_discriminator(self.prior_draws(n, components=components), condition)
             code_logits = self.latent_discriminator(codes, condition)
             loss_d = adversarial_losses(prior_logits, code_logits)
-            self.watch_losses(**{"train/loss_d": loss_d})
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            optimizer.step()
+            self.manual_update(optimizer, "train/loss_d", loss_d)
         return prior_logits, code_logits, loss_d
 
     def encoder_phase(
@@ -291,11 +285,8 @@ class AAEModule(ReconstructionModule):
         """
         with self.toggled_optimizer(optimizer):
             loss_g = F.softplus(-self.latent_discriminator(self.encoder(images), condition)).mean()
-            self.watch_losses(**{"train/loss_g": loss_g})
-            optimizer.zero_grad(set_to_none=True)
             weight = 1.0 if self.paper_training else self.options.aae_adversarial_weight
-            self.manual_backward(weight * loss_g)
-            optimizer.step()
+            self.manual_update(optimizer, "train/loss_g", loss_g, weight * loss_g)
         return loss_g
 
     def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:

@@ -71,12 +71,6 @@ class LoggedTraining(NamedTuple):
     written: bool
 
 
-def lightning_writes_training_values(trainer: pl.Trainer) -> bool:
-    """Whether Lightning would write the current training batch's logged values to the loggers at its end:
-    its own private decision (`should_update_logs`), read rather than copied so the two cannot differ."""
-    return should_update_logs(trainer) or bool(trainer.fast_dev_run)
-
-
 def is_last_training_batch(trainer: pl.Trainer, batch_idx: int) -> bool:
     """Whether fit ends after this training batch (max_steps, or the last batch of the last epoch),
     called in on_train_batch_end: its values are the run's final ones, which the run writes itself."""
@@ -257,11 +251,6 @@ class GenerativeModule(pl.LightningModule):
             check_batch(batch, self.data_kind, self.data_shape, warn_scale=not self._checked_loops)
             self._checked_loops.add(loop)
 
-    def weights_dtype(self) -> torch.dtype:
-        """The dtype of the model's weights, which its data must have (float32 under mixed precision too)."""
-        weights = next(self.parameters(), None)
-        return torch.float32 if weights is None else weights.dtype
-
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._check_first_batch("train", batch)
 
@@ -304,7 +293,8 @@ class GenerativeModule(pl.LightningModule):
         # where and when Lightning writes logged values (update_train_step_metrics, a moment later: same
         # step, same epoch), without `self.log`'s result collection (`record_training_values`).
         queued, self._training_values = self._training_values, []
-        written = lightning_writes_training_values(self.trainer)
+        # Lightning's own private decision (`should_update_logs`), read rather than copied so the two agree.
+        written = should_update_logs(self.trainer) or bool(self.trainer.fast_dev_run)
         if not (written or is_last_training_batch(self.trainer, batch_idx)):
             # Skipped: recording costs Python work per value and its values would be written nowhere.
             return
@@ -383,7 +373,9 @@ class GenerativeModule(pl.LightningModule):
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """The prior's latents (`draw_prior`) of the weights' dtype; drawn on the CPU so a seeded generator
         gives the same noise anywhere."""
-        noise = self.draw_prior(n, generator, torch.device("cpu")).to(self.weights_dtype())
+        weights = next(self.parameters(), None)
+        dtype = torch.float32 if weights is None else weights.dtype
+        noise = self.draw_prior(n, generator, torch.device("cpu")).to(dtype)
         return host_to_device(noise, self.device)
 
     def watch_losses(self, **losses: Tensor) -> None:
@@ -399,6 +391,14 @@ class GenerativeModule(pl.LightningModule):
                 raise TrainingDiverged(
                     diverged if diverged_before_any_update(diverged) else f"{diverged}; lower lr"
                 )
+
+    def manual_update(self, optimizer: Any, name: str, loss: Tensor, backward: Tensor | None = None) -> None:
+        """One update of manual optimization: note `loss` as `name` (`watch_losses`), then step `optimizer`
+        on the gradient of `backward` (`loss` itself unless given)."""
+        self.watch_losses(**{name: loss})
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss if backward is None else backward)
+        optimizer.step()
 
     def first_non_finite_loss(self) -> str | None:
         """`<loss> became <value> at step <i>` for the first NaN/inf loss noted since the last check, else

@@ -154,10 +154,7 @@ class BEGANModule(ImageAdversarialModule):
                 loss_d = real_energy - self.k * fake_energies.mean()
             else:
                 loss_d = ebgan_discriminator_loss(real_energy, fake_energies, o.ebgan_margin)
-            self.watch_losses(**{"train/loss_d": loss_d})
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
+            self.manual_update(opt_d, "train/loss_d", loss_d)
 
         with self.toggled_optimizer(opt_g):
             fake = self.generator(self.training_noise(n))
@@ -165,10 +162,7 @@ class BEGANModule(ImageAdversarialModule):
             loss_g = energies.mean()
             if o.d_loss == "ebgan" and o.ebgan_pt > 0:
                 loss_g = loss_g + o.ebgan_pt * pulling_away_term(codes)
-            self.watch_losses(**{"train/loss_g": loss_g})
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            opt_g.step()
+            self.manual_update(opt_g, "train/loss_g", loss_g)
 
         real_energy, fake_energy = balanced
         own_balance = o.began_gamma * real_energy - fake_energy
