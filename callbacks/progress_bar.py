@@ -67,11 +67,6 @@ class IterationProgressBar(TQDMProgressBar):
     def iteration(self, trainer: pl.Trainer) -> int:
         return trainer.global_step // self._steps_per_iteration
 
-    def training_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        metrics = self.get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)  # the logger's version folder, not a training value
-        return metrics
-
     # ----- training: one bar for the whole fit -----
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -138,7 +133,8 @@ class IterationProgressBar(TQDMProgressBar):
             )
 
     def _show(self, trainer: pl.Trainer, pl_module: pl.LightningModule, now: float) -> None:
-        metrics = self.training_metrics(trainer, pl_module)
+        metrics = self.get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version folder, not a training value
         if self.interactive:
             self._next_draw = now + self.REFRESH_SECONDS
             bar = self.train_progress_bar
