@@ -108,7 +108,7 @@ class SequenceMetrics(StageRecords, Callback):
         return self._real[key]
 
     def score(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule, stage: str) -> Any:
-        """The stage's SequenceScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
+        """The stage's GenerativeScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
         real = self._real_series(datamodule, stage)
         # Seeded per stage: a re-evaluation of the same checkpoint draws the same samples.
         draws = generator(self.seed, "generated series", SPLITS.index(stage))

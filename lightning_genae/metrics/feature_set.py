@@ -8,15 +8,43 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import feature_metrics
-from lightning_genae.metrics.names import GENERATIVE_KEYS, Direction
+from lightning_genae.metrics.names import GENERATIVE_KEYS, Direction, on_split
 
 # Direction is passed on: a plug-in names which side of its metric is better with it.
-__all__ = ["FEATURE_METRICS", "Direction", "FeatureMetricSpec", "feature_metric_keys", "score_feature_sets"]
+__all__ = [
+    "FEATURE_METRICS",
+    "Direction",
+    "FeatureMetricSpec",
+    "GenerativeScore",
+    "feature_metric_keys",
+    "score_feature_sets",
+]
+
+
+@dataclass(frozen=True)
+class GenerativeScore:
+    """Named metrics of generated data (`fd_classifier`, `discriminative_quick`, ... without split) and what
+    they were computed on (`backbone`: None where no feature network was used)."""
+
+    values: dict[str, float]
+    split: str
+    n_real: int
+    n_fake: int
+    backbone: str | None
+
+    def logged(self) -> dict[str, float]:
+        """The values under the names they are logged with, split first: `val/fd_classifier`, ..."""
+        return {on_split(name, self.split): value for name, value in self.values.items()}
+
+    def record(self) -> dict[str, Any]:
+        """What summary.json and eval.json print beside the numbers: split, sample counts, backbone."""
+        return {"split": self.split, "n_real": self.n_real, "n_fake": self.n_fake, "backbone": self.backbone}
 
 
 @dataclass(frozen=True)

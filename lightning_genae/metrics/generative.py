@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -19,8 +18,8 @@ from torch import Tensor
 from lightning_genae.cache import cache_root, save_torch_atomically, state_sha256
 from lightning_genae.errors import describe_error
 from lightning_genae.metrics.backbones import FeatureBackbone
-from lightning_genae.metrics.feature_set import score_feature_sets
-from lightning_genae.metrics.names import metric_name, on_split
+from lightning_genae.metrics.feature_set import GenerativeScore, score_feature_sets
+from lightning_genae.metrics.names import metric_name
 from lightning_genae.progress import evaluation_progress, say
 
 if TYPE_CHECKING:
@@ -205,25 +204,6 @@ def seeded_subset(count: int, n: int, seed: int) -> Tensor:
     if n >= count:
         return torch.arange(count)
     return seeded_order(count, seed)[:n].sort().values
-
-
-@dataclass(frozen=True)
-class GenerativeScore:
-    """Named generative metrics (`fd_classifier`, ... without split) and what they were computed on."""
-
-    values: dict[str, float]
-    split: str
-    n_real: int
-    n_fake: int
-    backbone: str
-
-    def logged(self) -> dict[str, float]:
-        """The values under the names they are logged with, split first: `val/fd_classifier`, ..."""
-        return {on_split(name, self.split): value for name, value in self.values.items()}
-
-    def record(self) -> dict[str, Any]:
-        """What summary.json and eval.json print beside the numbers: split, sample counts, backbone."""
-        return {"split": self.split, "n_real": self.n_real, "n_fake": self.n_fake, "backbone": self.backbone}
 
 
 def score_generated(

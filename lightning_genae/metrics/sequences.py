@@ -16,19 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.metrics.feature_set import score_feature_sets
-from lightning_genae.metrics.names import metric_name, on_split
+from lightning_genae.metrics.feature_set import GenerativeScore, score_feature_sets
+from lightning_genae.metrics.names import metric_name
 from lightning_genae.progress import evaluation_progress
 
 __all__ = [
-    "SequenceScore",
     "SeriesFeatures",
     "check_series",
     "default_hidden",
@@ -202,26 +200,6 @@ def _batched(model: nn.Module, x: Tensor) -> Tensor:
     return torch.cat([model(chunk) for chunk in x.split(EVAL_BATCH)])
 
 
-@dataclass(frozen=True)
-class SequenceScore:
-    """Sequence metrics by name without split (`discriminative_quick`, `fd_classifier`, ...) and what they
-    used."""
-
-    values: dict[str, float]
-    split: str
-    n_real: int
-    n_fake: int
-    backbone: str | None
-
-    def logged(self) -> dict[str, float]:
-        """The values under the names they are logged with, split first: `val/discriminative_quick`, ..."""
-        return {on_split(name, self.split): value for name, value in self.values.items()}
-
-    def record(self) -> dict[str, Any]:
-        """What summary.json and eval.json print beside the numbers: split, sample counts, backbone."""
-        return {"split": self.split, "n_real": self.n_real, "n_fake": self.n_fake, "backbone": self.backbone}
-
-
 class SeriesFeatures(Protocol):
     """A feature network of series (sequence_classifier.SequenceFeatures); its name goes into metric names."""
 
@@ -239,7 +217,7 @@ def score_sequences(
     features: SeriesFeatures | None = None,
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
-) -> SequenceScore:
+) -> GenerativeScore:
     """Every sequence metric that applies, on `real` series of `split`: the one scoring path for sequences.
 
     `generated` series give `discriminative_quick` and `predictive_quick`,
@@ -268,7 +246,7 @@ def score_sequences(
                 real_features, generated_features = features(real), features(generated)
             computed = score_feature_sets(real_features, generated_features, seed=seed)
             values.update({metric_name(key, features.name): value for key, value in computed.items()})
-    return SequenceScore(
+    return GenerativeScore(
         values=values,
         split=split,
         n_real=len(real),
