@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from lightning_genae.cache import save_torch_atomically, write_file_atomically
 from lightning_genae.datamodules import to_model_range
-from lightning_genae.errors import DataError, GenaeError, describe_error
+from lightning_genae.errors import GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
 
 if TYPE_CHECKING:
@@ -75,9 +75,7 @@ class FeatureClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        channels, height, width_px = config.image_shape
-        if height != width_px:
-            raise DataError(f"feature classifier needs square images, got {height}x{width_px}; resize them")
+        channels, height, _ = config.image_shape
         stages, base = downsampling_plan(height)
         blocks: list[nn.Module] = []
         in_ch = channels

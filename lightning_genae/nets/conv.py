@@ -1,6 +1,7 @@
 """DCGAN-style convolutional encoder, decoder and discriminator shared by every model family.
 
-One architecture per image size lets an ablation compare models on equal networks. Sizes are
+One architecture per image size lets an ablation compare models on equal networks. Images are square
+(every DataModule crops them so; another shape fails at the first layer that reads it). Sizes are
 handled by halving the image until the feature map is between 4 and 7 pixels (16 -> 4, 28 -> 7,
 32 -> 4, 64 -> 4), with one stride-2 convolution per halving and channel widths doubling as the map
 shrinks.
@@ -56,9 +57,7 @@ class ConvEncoder(nn.Module):
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
-        channels, height, width_px = image_shape
-        if height != width_px:
-            raise ConfigError(f"images must be square, got {height}x{width_px}; crop or resize them")
+        channels, height, _ = image_shape
         stages, base = downsampling_plan(height)
         widths = _widths(width, stages, max_width)
         layers: list[nn.Module] = []
