@@ -3,7 +3,6 @@ the run's configuration inside each."""
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,12 +70,8 @@ class BestCheckpoint(ModelCheckpoint):
     """checkpoints/best.ckpt: the weights with the best value of the family's headline validation metric.
 
     On a resume, the best value so far is read from best.ckpt itself, which records the value it was saved
-    for, and not from the resumed checkpoint's record of it. Lightning's record is not restored in a run
-    folder copied or moved elsewhere, so the first validation there counted as a new best whatever its
-    value and went to best-v1.ckpt, leaving best.ckpt stale beside it; and in any folder the record can be
-    a validation behind the file (last.ckpt is saved before the validation that may pick a new best), so a
-    worse model could replace a better one. The file cannot disagree with itself. Without a readable
-    best.ckpt in the run's folder nothing is restored, and nothing outside the folder is read.
+    for (the resumed checkpoint's record can be a validation behind, or lost in a moved folder). Without a
+    readable best.ckpt in the run's folder nothing is restored, and nothing outside the folder is read.
     """
 
     def __init__(self, dirpath: Path, monitor: str, mode: str) -> None:
@@ -138,27 +133,6 @@ class BestCheckpoint(ModelCheckpoint):
             ):
                 return str(path), float(state["best_model_score"])
         return None
-
-
-# The keys the two checkpoint callbacks' states were saved under when both were plain ModelCheckpoints.
-_FORMER_PERIODIC_KEY = re.compile(
-    r"ModelCheckpoint\{'monitor': None, 'mode': 'min', 'every_n_train_steps': \d+, 'every_n_epochs': 0, "
-    r"'train_time_interval': None\}"
-)
-
-
-def only_former_keys_unread(contents: dict[str, Any], callbacks: list[Callback]) -> bool:
-    """Whether every callback state in a checkpoint that no callback of this trainer reads was saved by this
-    package's own checkpoint callbacks under their former names. Their states are not needed (best.ckpt
-    records its own value; the periodic save keeps no state worth reading), so Lightning's warning that
-    callbacks are missing would only alarm; any other unread state keeps the warning."""
-    unread = set(contents.get("callbacks") or {}) - {callback.state_key for callback in callbacks}
-    former_best = {
-        ModelCheckpoint(monitor=callback.monitor, mode=callback.mode).state_key
-        for callback in callbacks
-        if isinstance(callback, BestCheckpoint)
-    }
-    return bool(unread) and all(key in former_best or _FORMER_PERIODIC_KEY.fullmatch(key) for key in unread)
 
 
 def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:

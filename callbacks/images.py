@@ -13,6 +13,14 @@ from lightning_genae.models import Autoencoder, ImageDiscriminator, Reconstructi
 from lightning_genae.seeding import generator, int_seed
 
 
+def _interleaved(versions: list[torch.Tensor], nrow: int = 8) -> torch.Tensor:
+    """Rows of `nrow` in groups: row i of every version, then row i + 1 of every version."""
+    rows = []
+    for start in range(0, len(versions[0]), nrow):
+        rows += [version[start : start + nrow].float() for version in versions]
+    return torch.cat(rows)
+
+
 class _PeriodicImageCallback(PeriodicDrawing):
     """An image grid on the shared schedule; never drawn for a model of series."""
 
@@ -49,12 +57,8 @@ class ReconstructionGrid(_PeriodicImageCallback):
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         images, _ = trainer.datamodule.split_tensors("val")
         inputs = to_model_range(images[: self.num_images].to(pl_module.device))
-        recons = pl_module.reconstruct(inputs)
-        nrow = 8
-        rows = []
-        for start in range(0, len(inputs), nrow):
-            rows += [inputs[start : start + nrow], recons[start : start + nrow]]
-        log_image_grid(trainer, "reconstructions", torch.cat(rows), step, nrow=nrow)
+        grid = _interleaved([inputs, pl_module.reconstruct(inputs)])
+        log_image_grid(trainer, "reconstructions", grid, step, nrow=8)
 
 
 class DiscriminatorReconstructionGrid(_PeriodicImageCallback):
@@ -78,12 +82,8 @@ class DiscriminatorReconstructionGrid(_PeriodicImageCallback):
         images, _ = trainer.datamodule.split_tensors("val")
         real = to_model_range(images[: self.num_images].to(pl_module.device))
         noise = generator(self.seed, "discriminator reconstruction grid")
-        batches = list(pl_module.discriminator_reconstructions(real, noise).values())
-        nrow = 8
-        rows = []
-        for start in range(0, len(real), nrow):
-            rows += [batch[start : start + nrow].float() for batch in batches]
-        log_image_grid(trainer, "d_reconstructions", torch.cat(rows), step, nrow=nrow)
+        grid = _interleaved(list(pl_module.discriminator_reconstructions(real, noise).values()))
+        log_image_grid(trainer, "d_reconstructions", grid, step, nrow=8)
 
 
 def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -176,8 +176,4 @@ class AugmentationPreview(ModelSpecificCallback):
                 versions.append(data_side(originals, labels[pick].to(pl_module.device)))
             if discriminator_side is not None:
                 versions.append(discriminator_side(originals))
-        nrow = 8
-        rows = []
-        for start in range(0, len(originals), nrow):
-            rows += [version[start : start + nrow].float() for version in versions]
-        log_image_grid(trainer, "augmentation", torch.cat(rows), pl_module.iteration, nrow=nrow)
+        log_image_grid(trainer, "augmentation", _interleaved(versions), pl_module.iteration, nrow=8)

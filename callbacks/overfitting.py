@@ -1,13 +1,7 @@
-"""The discriminator's overfitting signal: its scores of training and of validation images, taken alike.
-
-`train/d_real` is D's mean logit on the batches it learns from: augmented when the run augments D's inputs,
-with batch norm in training mode (batch statistics). `val/d_real` is measured on clean validation images in
-eval mode (running statistics). Their gap mixes overfitting with the augmentation and the two modes, so it
-cannot say whether D memorises its training set. At every validation (the final one included) this callback
-scores a fixed batch of real training images and a fixed batch of validation images with the same weights,
-in eval mode and without augmentation; a gap between the two is then D telling seen images from unseen
-ones. The mean sign of the logits is the clean counterpart of ADA's r_t = E[sign D(x)] (Karras et al.
-2020), which is measured on augmented training batches.
+"""The discriminator's overfitting signal: at every validation, D's scores of a fixed batch of real training
+images and of validation images, with the same weights, in eval mode and without augmentation, so a gap
+between the two is D telling seen images from unseen ones (`train/d_real` against `val/d_real` mixes in the
+augmentation and batch norm's two modes). The mean sign is the clean counterpart of ADA's r_t.
 """
 
 from __future__ import annotations

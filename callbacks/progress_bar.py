@@ -67,11 +67,6 @@ class IterationProgressBar(TQDMProgressBar):
     def iteration(self, trainer: pl.Trainer) -> int:
         return trainer.global_step // self._steps_per_iteration
 
-    def training_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        metrics = self.get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)  # the logger's version folder, not a training value
-        return metrics
-
     # ----- training: one bar for the whole fit -----
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -138,7 +133,8 @@ class IterationProgressBar(TQDMProgressBar):
             )
 
     def _show(self, trainer: pl.Trainer, pl_module: pl.LightningModule, now: float) -> None:
-        metrics = self.training_metrics(trainer, pl_module)
+        metrics = self.get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version folder, not a training value
         if self.interactive:
             self._next_draw = now + self.REFRESH_SECONDS
             bar = self.train_progress_bar
@@ -200,9 +196,8 @@ class IterationProgressBar(TQDMProgressBar):
     ) -> None:
         # As the base class, without appending "DataLoader 0" to the description.
         if self.has_dataloader_changed(dataloader_idx):
-            total = _finite(self.total_val_batches_current_dataloader)
-            self.val_progress_bar.reset(total=total)
-            self._start_evaluation_lines("sanity check" if trainer.sanity_checking else "validation", total)
+            what = "sanity check" if trainer.sanity_checking else "validation"
+            self._restart(self.val_progress_bar, self.total_val_batches_current_dataloader, what)
 
     def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         super().on_validation_batch_end(trainer, *args, **kwargs)
@@ -218,22 +213,19 @@ class IterationProgressBar(TQDMProgressBar):
         dataloader_idx: int = 0,
     ) -> None:
         if self.has_dataloader_changed(dataloader_idx):
-            total = _finite(self.total_test_batches_current_dataloader)
-            self.test_progress_bar.reset(total=total)
-            self._start_evaluation_lines("test", total)
+            self._restart(self.test_progress_bar, self.total_test_batches_current_dataloader, "test")
 
     def on_test_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         super().on_test_batch_end(trainer, *args, **kwargs)
         if self._evaluation_lines is not None:
             self._evaluation_lines.advance()
 
-    def _start_evaluation_lines(self, what: str, total: int | None) -> None:
-        """In a log file, where the bars are not drawn, a long validation or test loop (the importance-
-        sampled likelihood over a test set, say) still says where it is."""
+    def _restart(self, bar: Tqdm, batches: float, what: str) -> None:
+        """Reset an evaluation bar to its loop's batches; in a log file, where the bars are not drawn, a long
+        validation or test loop (the importance-sampled likelihood over a test set, say) still says where
+        it is."""
+        total = int(batches) if math.isfinite(batches) else None
+        bar.reset(total=total)
         self._evaluation_lines = None
         if not self.is_disabled and not stdout_is_terminal() and total:
             self._evaluation_lines = evaluation_progress(what, total, "batch", interval=self.LINE_SECONDS)
-
-
-def _finite(value: float) -> int | None:
-    return int(value) if math.isfinite(value) else None

@@ -1,11 +1,6 @@
-"""Sequence metrics at validation (every N iterations) and test: TimeGAN's discriminative and predictive
-scores, and `fd_classifier` & co. where a sequence classifier is shipped.
-
-The sequence counterpart of `callbacks/metrics.py`: validation compares with the validation split, the
-test split is touched only by the final evaluation, so `--evaluate` re-runs exactly these numbers. The
-scoring is `lightning_genae.metrics.sequences.score_sequences`; this module only gathers real series,
-generates, and logs. Rank 0 scores (the post-hoc GRUs are small) and broadcasts, so every
-rank logs the same values and a metric can be monitored under DDP.
+"""Sequence metrics at validation and test: the quick discriminative and predictive scores, and
+`fd_classifier` & co. where a sequence classifier is shipped (`metrics.sequences.score_sequences`). Rank 0
+scores and broadcasts, so every rank logs the same values and a metric can be monitored under DDP.
 """
 
 from __future__ import annotations
@@ -113,7 +108,7 @@ class SequenceMetrics(StageRecords, Callback):
         return self._real[key]
 
     def score(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule, stage: str) -> Any:
-        """The stage's SequenceScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
+        """The stage's GenerativeScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
         real = self._real_series(datamodule, stage)
         # Seeded per stage: a re-evaluation of the same checkpoint draws the same samples.
         draws = generator(self.seed, "generated series", SPLITS.index(stage))

@@ -32,15 +32,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 class StopOnSignal(Callback):
     """SIGINT, SIGTERM and SIGUSR1 end training at the next iteration boundary with `last.ckpt` saved.
 
-    Lightning's own handling does not fit a run that must resume exactly: Ctrl-C raises KeyboardInterrupt
-    wherever the process is (possibly between two optimizer updates of one iteration) and saves nothing;
-    its SIGTERM and SLURM requeue handlers call collectives and save a checkpoint from inside the signal
-    handler, where each rank may be at a different point of a DDP step (a mismatched collective hangs).
-    So the handlers here only note the signal; after each iteration the ranks agree on whether any of
-    them got one (one small all-reduce, only when there are several processes), then all save the same
-    checkpoint and stop together. SIGUSR1 is what `#SBATCH --signal=USR1@90` sends before the time limit:
-    after saving, rank 0 requeues the SLURM job, which then continues from the checkpoint. A second
-    Ctrl-C exits at once, without saving.
+    The handlers only note the signal (Lightning's save from inside the handler, where DDP ranks may be at
+    different points of a step, or nothing at all); after each iteration the ranks agree whether any got
+    one, then all save the same checkpoint and stop. After SIGUSR1 (`#SBATCH --signal=USR1@90`) rank 0
+    requeues the SLURM job. A second Ctrl-C exits at once, without saving.
     """
 
     def __init__(self, checkpoint_path: Path, run_dir: Path, continue_with: str) -> None:

@@ -23,15 +23,9 @@ from lightning_genae.seeding import int_seed
 
 
 class SeedPerRank(Callback):
-    """Give every DDP process its own random stream once training starts.
-
-    seed_everything seeds all processes alike, so each would draw the same GAN noise, augmentation
-    choices and DiffAugment parameters every step: the world's batch of fakes would be one batch
-    repeated. Each process seeds torch's, numpy's and Python's generators from the run seed's "training"
-    stream at its rank, and leaves PL_GLOBAL_SEED, which seed_everything would set, as it was: Lightning
-    seeds a training loader's DistributedSampler from it, and every process must draw the same order of an
-    epoch to take its own share of it (orders drawn per rank overlap). Weights stay identical across
-    processes (DDP broadcasts rank 0's at start).
+    """Give every DDP process its own random stream once training starts (seeded alike, each would draw
+    the same noise and augmentations), from the run seed's "training" stream at its rank. PL_GLOBAL_SEED
+    stays as it was: every process's DistributedSampler must draw the same epoch order.
     """
 
     def __init__(self, seed: int) -> None:
@@ -46,14 +40,9 @@ class SeedPerRank(Callback):
 
 
 class LogStepIsIteration(Callback):
-    """Training rows are logged at the 0-based index of their iteration, also after a resume.
-
-    Lightning labels training rows with its own batch counter, restored from the checkpoint. Resumed from
-    a checkpoint written at the end of a run whose last iteration was also a validation step (every
-    `last.ckpt` of a run whose length divides by --eval-every), its first pass through the loop trains
-    nothing but still advances that counter, so every later row was labelled one iteration late, and the
-    final batch was logged twice (pytorch-lightning 2.6, `_TrainingEpochLoop.advance` returning early on
-    `restarted_on_last`). The optimizer-step count is always right; the logging counter is set from it.
+    """Training rows are logged at the 0-based index of their iteration, also after a resume: Lightning's
+    own batch counter runs one ahead after resuming a checkpoint written at a validation step, so it is
+    set from the optimizer-step count, which is always right.
     """
 
     def __init__(self, steps_per_iteration: int) -> None:
@@ -68,11 +57,8 @@ class LogStepIsIteration(Callback):
 
 class ValidateLastIteration(Callback):
     """Training's last iteration is a validation step whatever --eval-every is, so the final weights are a
-    candidate for best.ckpt as every periodic validation's are, and the final evaluation takes that
-    validation's numbers (the same seeded ones) instead of validating again.
-
-    Lightning validates after a batch that asks training to stop (`should_stop`); asking it at the last
-    batch stops nothing that would have gone on.
+    candidate for best.ckpt and the final evaluation takes that validation's numbers. Lightning validates
+    after a batch that asks to stop; asking at the last batch stops nothing.
     """
 
     def on_train_batch_end(
@@ -85,13 +71,10 @@ class ValidateLastIteration(Callback):
 class DivergenceGuard(Callback):
     """Stops a run whose training diverged with one line, and never lets a non-finite checkpoint be written.
 
-    The losses the model noted (`watch_losses`) are checked, with one device sync, every `check_every`
-    iterations (each cadence at which something reads the weights: logging, image grids), before each
-    validation, at the end of training and before every checkpoint write; a checkpoint about to be written
-    is refused when any weight, buffer (batch-norm statistics, BEGAN's k) or optimizer-state tensor is NaN
-    or infinite. Raising from `on_save_checkpoint` happens before Lightning writes the file, so the last
-    finite checkpoint stays as it was, and the message names it (or says there is none).
-    It is the first callback, so no image callback draws from weights it has not checked.
+    The noted losses (`watch_losses`) are checked every `check_every` iterations, before each validation,
+    at the end of training and before every checkpoint write, which is refused (before Lightning writes the
+    file) when any weight, buffer or optimizer-state tensor is not finite. It is the first callback, so no
+    image callback draws from weights it has not checked.
     """
 
     def __init__(self, checkpoint_dir: Path | None, check_every: tuple[int, ...], precision: str) -> None:
@@ -173,11 +156,7 @@ class DivergenceGuard(Callback):
 
 class RunFolderPresence(Callback):
     """Stops the run with one line when its folder is gone before a checkpoint is written there, or as a
-    later stage on the same Trainer (the final evaluation's validation and test) starts.
-
-    Lightning makes a checkpoint's folders as it writes it, so a run whose folder was moved or deleted would
-    make it again and train on there without its config.yaml (the metrics logger and the pictures say so
-    when they next write; a checkpoint can come first).
+    later stage on the same Trainer starts: Lightning would make it again and train on without config.yaml.
     """
 
     def __init__(self, run_dir: Path, continue_with: str = "--resume last") -> None:
@@ -212,14 +191,9 @@ class RunFolderPresence(Callback):
 
 
 class WritesUnder(Callback):
-    """Refuses a Trainer whose `default_root_dir` is not the callbacks' folder: the picture callbacks write
-    under the Trainer's folder and the checkpoints under theirs, so a run would be split in two.
-
-    A training is refused too over another run's files in the folder (of the names a run writes): those
-    there when the callbacks were made, and, once a training with them has started, all of them, since a
-    next training would write over that one's. What appears there in between is this run's own: a Trainer's
-    loggers start their run before any callback hook (a WandbLogger's `wandb/`, a TensorBoardLogger's event
-    file)."""
+    """Refuses a Trainer whose `default_root_dir` is not the callbacks' folder (a run would be split in
+    two), and a training over another run's files there: those there when the callbacks were made (what
+    appears in between is the Trainer's loggers'), and after a training with them, all of them."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir

@@ -1,6 +1,5 @@
-"""The Python API: what a `run.py` run attaches to its Trainer, for a `pl.Trainer` of your own
-(`callbacks_for`, `trainer_kwargs`), a saved run's model (`load_model`) and the scores of images
-(`score_images`). The runner builds its runs from the same functions (`run_callbacks`, `metric_callbacks`)."""
+"""The Python API: a run's callbacks for a `pl.Trainer` of your own (`callbacks_for`, `trainer_kwargs`), a
+saved run's model (`load_model`), the scores of images (`score_images`); the runner builds on the same."""
 
 from __future__ import annotations
 
@@ -48,7 +47,7 @@ from lightning_genae.metrics.backbones import (
     check_classifier_trainable,
     load_backbone,
 )
-from lightning_genae.metrics.distances import DENSITY_COVERAGE_K, MIN_FEATURE_SAMPLES, PRECISION_RECALL_K
+from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.generative import (
     GenerativeScore,
     RealFeatures,
@@ -146,11 +145,8 @@ def run_callbacks(
 def metric_callbacks(
     model: GenerativeModule, datamodule: InMemoryDataModule, run_dir: Path, settings: CallbackSettings
 ) -> tuple[GenerativeMetrics | None, SequenceMetrics | None, ModelCheckpoint | None]:
-    """The generative metric callbacks the model and data allow, and the keeper of the best checkpoint.
-
-    A family with no validation objective of its own (the GANs) is judged by the image metric's headline
-    (`val/fd_classifier` or `val/fid_inception`), so the model's `monitor` is set to it here.
-    """
+    """The generative metric callbacks the model and data allow, and the keeper of the best checkpoint; a
+    family with no validation objective (the GANs) is judged by the image metric's headline."""
     metrics_callback = generative_metrics(model, datamodule, settings)
     if metrics_callback is not None and model.monitor is None:
         model.monitor = headline_metric(metrics_callback.backbone.name)
@@ -164,9 +160,8 @@ def metric_callbacks(
 def generative_metrics(
     model: GenerativeModule, datamodule: InMemoryDataModule, settings: CallbackSettings
 ) -> GenerativeMetrics | None:
-    """The image metric callback for models that sample; None for series (their metrics have callbacks of
-    their own), and None, with one line, when the default classifier cannot be had (unlabelled data). A
-    backbone or weights the caller chose that cannot be had is an error (BackboneUnavailable)."""
+    """The image metric callback for models that sample images; None, with one line, when the default
+    classifier cannot be had (unlabelled data). A backbone or weights the caller chose must work."""
     if not isinstance(model, Sampler) or datamodule.data_kind != "image" or settings.backbone == NO_BACKBONE:
         return None
     # A classifier trained on first use learns from the real data, never an augmented wrapper's.
@@ -178,7 +173,10 @@ def generative_metrics(
             check_classifier_trainable(real_data.name, real_data)
         # Only where the metrics will be computed, and before a classifier is trained for a run that could
         # not use it.
-        _check_comparable_splits(datamodule)
+        for split in ("val", "test"):
+            check_split_scorable(
+                datamodule, split, "give more images, or train without image metrics (backbone none)"
+            )
         backbone = load_backbone(
             settings.backbone,
             real_data.name,
@@ -188,8 +186,6 @@ def generative_metrics(
         )
     except BackboneUnavailable as error:
         if chosen:
-            # A backbone or weights the caller chose (Inception is never the default) are expected to work: a
-            # run without the metrics they asked for is an error at the start, not a notice.
             raise
         say(f"generative metrics skipped: {error}")
         model.image_metrics_skipped = str(error)
@@ -198,20 +194,6 @@ def generative_metrics(
         # Confirms which file the run's FD and its relatives are measured with.
         say(f"image metrics: features of the {backbone.description}")
     return GenerativeMetrics(backbone, num_samples=settings.eval_samples, seed=settings.seed)
-
-
-def _check_comparable_splits(datamodule: InMemoryDataModule) -> None:
-    """Refuse, before training, a split too small for the image metrics: precision/recall and density/
-    coverage measure k-nearest-neighbour radii within the real images, which need more than k of them."""
-    needed = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1
-    for split in ("val", "test"):
-        count = len(datamodule.split_tensors(split)[0])
-        if count < needed:
-            raise DataError(
-                f"the image metrics compare generated images with the {split} split of {datamodule.name}, "
-                f"which holds {count} images; they need at least {needed}: give more images, or train "
-                "without image metrics (backbone none)"
-            )
 
 
 def sequence_metrics(
@@ -283,17 +265,11 @@ def callbacks_for(
     inception_weights: str | Path | None = None,
     classifier_weights: str | Path | None = None,
 ) -> list[Callback]:
-    """The callbacks a `run.py` run gets, at its defaults, for a `pl.Trainer` of your own, which must be
-    given `default_root_dir=output_dir` (where the image grids go; a Trainer without it is refused when
-    fitting starts).
-
-    Image grids every `every_n_steps` training iterations (samples, reconstructions, interpolations, what
-    the family has), the divergence guard, `checkpoints/last.ckpt` every `checkpoint_every` iterations and
-    on Ctrl-C or SIGTERM, and with `metrics` the generative metrics at each validation (FD, KID,
-    precision/recall, density/coverage over `eval_samples` images in the features of `backbone`: the
-    dataset's classifier, trained on first use and cached, or the one in `classifier_weights`; or
-    Inception, with `inception_weights`) with `checkpoints/best.ckpt` on the headline one. Callbacks that
-    cannot act for this model and data are left out.
+    """The callbacks a `run.py` run gets, at its defaults, for a `pl.Trainer` of your own given
+    `default_root_dir=output_dir`: image grids every `every_n_steps` iterations, the divergence guard,
+    `checkpoints/last.ckpt` every `checkpoint_every` iterations and on Ctrl-C or SIGTERM, and with `metrics`
+    the generative metrics over `eval_samples` images in `backbone`'s features with `best.ckpt` on the
+    headline one. Callbacks that cannot act for this model and data are left out.
     """
     if every_n_steps < 1 or checkpoint_every < 1:
         raise ValueError(
@@ -336,17 +312,13 @@ def callbacks_for(
 
 
 def load_model(checkpoint: str | Path) -> GenerativeModule:
-    """The model a `run.py` run saved (`checkpoints/last.ckpt` or `best.ckpt`), of the family the run
-    trained, with its weights, in eval mode on the CPU. The file is read safely (weights and plain values
-    only)."""
+    """The model a `run.py` run saved (`last.ckpt`, `best.ckpt`), in eval mode on the CPU, read safely."""
     from lightning_genae.plugins import load_plugins
 
     saved = RunCheckpoint.load(checkpoint, "load_model")
     family = saved.stored_config("load_model").get("model")
     load_plugins()
-    # Only the family: the model is rebuilt from the checkpoint's hyper-parameters, whatever data, weights
-    # files or augmentation the run was given. Building it draws initial weights, which the checkpoint's
-    # replace: the global random state is left as it was, so a seeded script draws the same numbers after.
+    # Rebuilt from the hyper-parameters; the initial weights it draws must not move the global random state.
     with torch.random.fork_rng(devices=[]):
         return saved.restore(MODELS[family].module, "load_model")
 
@@ -354,13 +326,9 @@ def load_model(checkpoint: str | Path) -> GenerativeModule:
 def trainer_kwargs(
     model: GenerativeModule | type[GenerativeModule], iterations: int, eval_every: int | None = None
 ) -> dict[str, Any]:
-    """`pl.Trainer` arguments that train `iterations` training iterations of `model`'s family, and with
-    `eval_every` validate every that many iterations, across epoch boundaries, as `run.py --eval-every`.
-
-    Lightning's `max_steps` counts optimizer steps; a family with several optimizers (GAN: 2, AAE and
-    VAE-GAN: 3) takes that many per iteration, so the budget is scaled here, as the CLI does
-    (`validation_every` for the cadence). Unlike `run.py`, a Trainer does not validate after its last
-    iteration unless `eval_every` divides `iterations`.
+    """`pl.Trainer` arguments that train `iterations` iterations of `model`'s family (Lightning's
+    `max_steps` counts optimizer steps, several per iteration for the adversarial families) and with
+    `eval_every` validate every that many iterations, as `run.py --eval-every`.
     """
     # Whole numbers: a float budget would be cut to whole iterations without a word.
     iterations = operator.index(iterations)
@@ -376,20 +344,20 @@ def trainer_kwargs(
 
 
 def validation_every(iterations: int) -> dict[str, Any]:
-    """`pl.Trainer` arguments that validate every `iterations` training iterations across epoch boundaries,
-    so tiny and huge datasets behave alike: Lightning's `val_check_interval` counts training batches (one
-    batch is one iteration, whatever the optimizer steps it takes), within each epoch unless validation by
-    epoch is turned off."""
+    """`pl.Trainer` arguments that validate every `iterations` training batches (iterations), across epoch
+    boundaries, so tiny and huge datasets behave alike."""
     return {"val_check_interval": iterations, "check_val_every_n_epoch": None}
 
 
-def check_split_scorable(datamodule: InMemoryDataModule, split: str) -> None:
-    """Refuse a real split too small for the k-nearest-neighbour metrics."""
+def check_split_scorable(
+    datamodule: InMemoryDataModule, split: str, fix: str = "give data with more images"
+) -> None:
+    """Refuse a real split too small for the k-nearest-neighbour metrics, which need more than k images."""
     real = len(datamodule.split_tensors(split)[0])
     if real < MIN_FEATURE_SAMPLES:
         raise DataError(
-            f"the {split} split of {datamodule.name} holds {real} images; the k-nearest-neighbour metrics "
-            f"need at least {MIN_FEATURE_SAMPLES}: give data with more images"
+            f"the {split} split of {datamodule.name}, which holds {real} images, is too small: the "
+            f"k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}; {fix}"
         )
 
 
@@ -405,14 +373,10 @@ def score_images(
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> GenerativeScore:
-    """FD, KID, precision/recall and density/coverage of `images` against as many images of `datamodule`'s
-    `split`, in the features of `backbone` (the dataset's classifier by default; `inception` with
-    `inception_weights`), as a run measures its samples.
-
-    `images`: uint8 [N, C, H, W] as the dataset stores them, or floats in [-1, 1] as a model samples them.
-    N = min(`num_samples` or all of them, the split's size) of each are compared: the real ones the same
-    for every call, the given ones (where there are more than N) drawn with `seed` (>= 0). The values
-    (`.values`) are named by the backbone (`fd_classifier`); `.record()` says what they were computed on.
+    """FD, KID, precision/recall and density/coverage of `images` (uint8 as stored, or floats in [-1, 1])
+    against as many images of `datamodule`'s `split`, in `backbone`'s features, as a run measures its
+    samples. N = min(`num_samples` or all, the split's size) of each: the real ones the same every call, the
+    given ones drawn with `seed` (>= 0). `.values` are named by the backbone (`fd_classifier`).
     """
     if seed < 0:
         # A seed is the entropy of numpy's SeedSequence (lightning_genae.seeding): a whole number >= 0.
@@ -427,11 +391,8 @@ def score_images(
             f"images of shape {tuple(images.shape)}, the {datamodule.name} images are "
             f"[N, {', '.join(map(str, datamodule.image_shape))}]"
         )
+    # Too few to score is refused by the metrics themselves (`feature_metrics`), naming the count needed.
     count = min(len(images), num_samples or len(images))
-    if count < MIN_FEATURE_SAMPLES:
-        raise ValueError(
-            f"{count} images to score; the k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}"
-        )
     if images.dtype != torch.uint8:
         images = _stored_images(images.detach().cpu(), datamodule)
     # Building a backbone (the classifier trained or loaded) draws initial weights: the global random state
@@ -463,10 +424,9 @@ def score_images(
 
 
 def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.Tensor:
-    """Float images in [-1, 1] as the dataset stores them (uint8). NaN or Inf is refused: stored, it would
-    become black pixels and be scored as images; so are values on another scale than [-1, 1] (stored
-    pixels, standardised images), which clamped would be scored as other images. A model's small overshoot
-    of [-1, 1] is clamped; images that lie in [0, 1] are warned about (their FD would measure the scale)."""
+    """Float images in [-1, 1] as the dataset stores them (uint8). NaN, Inf and values on another scale are
+    refused (stored, they would be scored as other images); a small overshoot is clamped, and images in
+    [0, 1] are warned about (their FD would measure the scale)."""
     finite = torch.isfinite(images).flatten(1).all(dim=1)
     if not bool(finite.all()):
         raise ValueError(f"{int((~finite).sum())} of the {len(images)} images hold NaN or Inf")

@@ -1,10 +1,6 @@
-"""The checkpoint format: Lightning's state plus the run configuration, read without unpickling code.
-
-A checkpoint written by a run holds, beside Lightning's own keys (`state_dict`, `hyper_parameters`,
-`global_step`, optimizer and loop state), the run's configuration under CONFIG_KEY as plain values, so
-the checkpoint alone can be resumed, re-evaluated or used as an augmenter. Every checkpoint is read with
-`weights_only=True`: tensors and plain containers only, so a file handed over by someone else cannot run
-code on this machine.
+"""The checkpoint format: Lightning's state plus the run configuration under CONFIG_KEY as plain values,
+so the checkpoint alone can be resumed, re-evaluated or used as an augmenter. Every checkpoint is read with
+`weights_only=True`, so a file handed over by someone else cannot run code.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from lightning_genae.cache import is_torch_file, save_torch_atomically
 from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, TRAIN_CONTENT_KEY
 from lightning_genae.errors import ConfigError, WriteFailed, describe_error
-from lightning_genae.progress import say
 from lightning_genae.run_files import CONFIG_KEY, PER_INVOCATION
 
 if TYPE_CHECKING:
@@ -45,8 +40,8 @@ def run_folder_of(checkpoint_path: Path) -> Path:
 
 
 def pickled_object_refused(error: pickle.UnpicklingError, path: str | Path, flag: str) -> ConfigError:
-    """The one line for a file that torch's weights-only reading refused: it would have run code. torch's
-    own message advises loading the file unsafely; `describe_error` names the object instead."""
+    """The one line for a file that torch's weights-only reading refused, naming the object (not torch's
+    advice to load it unsafely)."""
     return ConfigError(f"{flag}: {path} is refused ({describe_error(error)})")
 
 
@@ -85,23 +80,18 @@ class RunCheckpoint:
         return run_folder_of(self.path)
 
     def stored_config(self, flag: str) -> dict[str, Any]:
-        """The run configuration saved in the checkpoint, minus what belongs to one invocation. A checkpoint
-        without one (of another Trainer) is refused: guessing the model and data would fail later."""
+        """The run configuration saved in the checkpoint, minus what belongs to one invocation; refused where
+        there is none (another Trainer's checkpoint)."""
         stored = self.contents.get(CONFIG_KEY)
         if not isinstance(stored, dict) or not stored:
             raise ConfigError(
                 f"{flag}: {self.path} holds no lightning-genae run configuration; load a checkpoint of "
                 "another Trainer with its family's class (e.g. VAEModule.load_from_checkpoint(path))"
             )
-        stored = {key: value for key, value in stored.items() if key not in PER_INVOCATION}
-        if stored.get("logger") == []:
-            # Recorded by runs that took an empty list as CSV alone, which is what it meant.
-            stored["logger"] = ["csv"]
-        return stored
+        return {key: value for key, value in stored.items() if key not in PER_INVOCATION}
 
     def _recorded(self, key: str) -> Any:
-        """What the datamodule's state holds under `key`: Lightning saves it under the datamodule's class
-        name (a dataset's, or the augmentation wrapper's), so it is looked up by what it holds."""
+        """What the datamodule's state holds under `key`, whatever the datamodule's class name it is under."""
         for value in self.contents.values():
             if isinstance(value, dict) and key in value:
                 return value[key]
@@ -112,32 +102,18 @@ class RunCheckpoint:
         recorded = self._recorded(TRAIN_CONTENT_KEY)
         return recorded if isinstance(recorded, str) else None
 
-    def check_trained_on(
-        self, datamodule: InMemoryDataModule, flag: str, data_dir: str | None = None
-    ) -> None:
+    def check_trained_on(self, datamodule: InMemoryDataModule, flag: str) -> None:
         """Refuse data whose training, validation or test split differs by content from the run's: files
         replaced in place, or another folder given as the data's, are not mixed into one run or reported as
-        its numbers. `data_dir`: the folder read now; a checkpoint of a version that recorded no hash is
-        accepted only from the run's own folder, with a line saying it could not be compared."""
-        stored_dir = (self.contents.get(CONFIG_KEY) or {}).get("data_dir")
-        trained = self.training_data_sha256()
-        if trained is None:
-            if data_dir and stored_dir and Path(data_dir).resolve() != Path(stored_dir).resolve():
-                raise ConfigError(
-                    f"{flag} {self.path}: the checkpoint records no hash of its training data (an older "
-                    f"version), so data read from {data_dir} cannot be checked against the run's, "
-                    f"{stored_dir}"
-                )
-            say(f"{flag}: {self.path} records no hash of its training data: not compared with this data")
-            return
-        evaluation = self._recorded(EVALUATION_CONTENT_KEY)
-        recorded = {"train": trained, **(evaluation if isinstance(evaluation, dict) else {})}
+        its numbers. A checkpoint that records no hash of its training data cannot be checked: refused."""
+        evaluation = self._recorded(EVALUATION_CONTENT_KEY) or {}
+        recorded = {"train": self.training_data_sha256(), **evaluation}
         for split, saved in recorded.items():
             now = datamodule.content_sha256(split)
-            if isinstance(saved, str) and saved != now:
+            if saved != now:
                 raise ConfigError(
                     f"{flag} {self.path}: the {SPLIT_NAMES[split]} {datamodule.item_noun} differ from the "
-                    f"run's (SHA-256 {saved[:12]} in the checkpoint, {now[:12]} now: were the files "
+                    f"run's (SHA-256 {str(saved)[:12]} in the checkpoint, {now[:12]} now: were the files "
                     "replaced, or does this version read them otherwise?); restore the run's data or "
                     f"version, {datamodule.reading_advice()}or start a new run"
                 )
@@ -147,8 +123,7 @@ class RunCheckpoint:
         return int(self.contents.get("global_step", 0)) // steps_per_iteration
 
     def epochs(self) -> int:
-        """Training epochs done when it was saved: those whose last batch had run (Lightning's count, which
-        ends a max_epochs fit; a checkpoint of another writer than Lightning's fit counts 0)."""
+        """Training epochs done when it was saved (Lightning's count; 0 where the checkpoint has none)."""
         try:
             return int(self.contents["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
         except (KeyError, TypeError, ValueError):
@@ -165,10 +140,8 @@ class RunCheckpoint:
         return module.eval()
 
     def check_fits(self, module: torch.nn.Module, flag: str, *, training: bool = False) -> None:
-        """Refuse, with one line, weights that do not fit `module` (names, shapes) or that hold NaN or inf
-        (with `training`, in the optimizer states too: a resume continues from them), before they are
-        loaded: a mismatch met inside Lightning's load is a traceback, and NaN weights fail far from
-        their cause."""
+        """Refuse, with one line and before they are loaded, weights that do not fit `module` (names, shapes)
+        or that hold NaN or inf (with `training`, in the optimizer states too)."""
         problem = state_dict_mismatch(module.state_dict(), self.contents["state_dict"])
         if problem is not None:
             raise self._unfit(type(module).__name__, problem, flag)
@@ -221,11 +194,8 @@ def _floating_tensors(value: Any, name: str) -> Iterator[tuple[str, torch.Tensor
 
 
 def non_finite_state(checkpoint: Mapping[str, Any]) -> list[str]:
-    """Names of the weights, buffers and optimizer-state tensors of a checkpoint that hold NaN or inf.
-
-    The flags of all tensors on one device are gathered before they are read: one device sync per
-    device, however many tensors the model has.
-    """
+    """Names of the weights, buffers and optimizer-state tensors of a checkpoint that hold NaN or inf, with
+    one device sync per device."""
     named = [
         *_floating_tensors(checkpoint.get("state_dict", {}), ""),
         *_floating_tensors(checkpoint.get("optimizer_states", []), "optimizer_states"),
@@ -268,13 +238,10 @@ def resume_advice(
     retried_lower: bool = True,
     resumed_from: Path | None = None,
 ) -> str:
-    """What to do after a divergence: the finite checkpoint to resume from with `lower_lr`, or that there is
-    none. None for `lower_lr`: the rate follows a fixed schedule, and a resume would replay the same updates.
-
-    Finite is not always recoverable (after one Adam step at lr 1e6 every weight is about 1e6, and the next
-    forward pass overflows): a run resumed at iteration `started_at` with a lowered rate (`retried_lower`)
-    that diverged before writing a newer checkpoint is advised to start again. `resumed_from`: the
-    checkpoint it resumed from, named where `directory` holds none (a resume into a folder of its own).
+    """What to do after a divergence: the finite checkpoint to resume from with `lower_lr` (None: a fixed
+    schedule, which a resume would replay), or that there is none. A run resumed at `started_at` with a
+    lowered rate (`retried_lower`) that diverged again before a newer checkpoint is advised to start again
+    (finite weights are not always recoverable); `resumed_from` is named where `directory` holds none.
     """
     if lower_lr is None:
         return FIXED_SCHEDULE_ADVICE
@@ -294,14 +261,9 @@ def resume_advice(
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a run's checkpoints whole or not at all: each into a temporary file beside it, synced to disk
-    and renamed over it, with the permissions the user's umask gives a new file.
-
-    Lightning's own writer stages the file in the system's temporary folder and moves it into place, which
-    between two filesystems (a node-local /tmp, the run on shared storage) is a copy over the previous
-    checkpoint: a kill or a full disk during that copy leaves a truncated last.ckpt and no run to resume. A
-    write that fails here (a full disk, a quota, a read-only folder) leaves the previous checkpoint as it
-    was and stops the run with one line saying how to continue (`continue_with`).
+    """Writes a run's checkpoints whole or not at all: into a temporary file beside it, synced and renamed
+    over it (Lightning's writer copies across filesystems over the previous one). A failed write leaves the
+    previous checkpoint and stops the run with one line saying how to continue (`continue_with`).
     """
 
     def __init__(self, continue_with: str) -> None:

@@ -8,7 +8,6 @@ The versions these were written against are the bounds in pyproject.toml.
 
 from __future__ import annotations
 
-import numbers
 import re
 import warnings
 from collections.abc import Collection, Mapping
@@ -45,14 +44,10 @@ def should_update_logs(trainer: pl.Trainer) -> bool:
 
 
 def restore_loader_positions(trainer: pl.Trainer) -> None:
-    """Give the training loaders the state the resumed checkpoint holds for them where Lightning did not.
-
-    Lightning hands a stateful loader its state back only when its fit loop counts itself as restarting.
-    A fit by --max-epochs resumed after its last epoch ended (a finished run extended to more epochs) it
-    counts as a fresh start and keeps the state unread (its private `_combined_loader_states_to_load`): a
-    loader that orders each epoch by its number (`EpochPosition`) would start again at epoch 0 and train
-    on another order than the run it continues. Called at the start of training, after Lightning's own
-    restore (which empties that list) and before the first batch is drawn."""
+    """Give the training loaders the state the resumed checkpoint holds for them where Lightning did not: a
+    fit by --max-epochs resumed after its last epoch ended counts as a fresh start and leaves the state
+    unread (`_combined_loader_states_to_load`), so an epoch-ordered loader would restart at epoch 0.
+    Called at the start of training, after Lightning's own restore."""
     fit_loop = trainer.fit_loop
     pending = fit_loop._combined_loader_states_to_load
     if pending and fit_loop._combined_loader is not None:
@@ -71,16 +66,9 @@ _PROGRESS_STAGES = ("ready", "started", "processed", "completed")
 
 
 def uncount_epoch_cut_short(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> None:
-    """Write a checkpoint of a fit stopped part-way through an epoch (by --max-steps, or a stop at a batch's
-    end) as one whose last epoch is still running, its batches done kept.
-
-    Lightning ends the epoch where such a fit stops and counts it as done (the fit loop's `epoch_progress`),
-    so a checkpoint written afterwards (the final last.ckpt) is resumed as if that epoch had run all its
-    batches: continued by --max-epochs N it would end after the cut epoch's remaining batches counted as one
-    more epoch, a budget short of N epochs by the batches the cut epoch never ran. With the epoch counted as
-    running, the resume finishes its remaining batches as the same epoch, as a straight fit does. The
-    layout read is the fit loop's state dict of pytorch-lightning 2.6 (`loops.fit_loop.epoch_progress`,
-    `epoch_loop.batch_progress`); a checkpoint without it is left as it is."""
+    """Write a checkpoint of a fit stopped part-way through an epoch as one whose last epoch is still
+    running: Lightning counts that epoch as done, so a resume by --max-epochs would fall short by the
+    batches it never ran. Reads the fit loop's state dict; a checkpoint without it is left as it is."""
     try:
         fit_loop = checkpoint["loops"]["fit_loop"]
         epochs = fit_loop["epoch_progress"]
@@ -103,11 +91,9 @@ def uncount_epoch_cut_short(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> 
 
 
 def validation_follows_batch(trainer: pl.Trainer) -> bool:
-    """Whether Lightning validates as soon as the training batch in progress ends, asked from a callback's
-    `on_train_batch_end`. The epoch loop's own rule decides (its private `_should_check_val_fx`), and the
-    validation loop must have batches to run: it is set up here as it would set itself up first thing,
-    which a set-up loop skips. A checkpoint saved at such a batch's end would hold the state before the
-    validation, and Lightning, resuming from it, counts that validation as done without running it."""
+    """Whether Lightning validates as soon as the training batch in progress ends (its private
+    `_should_check_val_fx`, with a validation loop that has batches), asked from `on_train_batch_end`: a
+    checkpoint saved there would be resumed as if that validation had run."""
     epoch_loop = trainer.fit_loop.epoch_loop
     fetcher = trainer.fit_loop._data_fetcher
     if fetcher is None or epoch_loop._skip_next_val or not epoch_loop._should_check_val_fx(fetcher):
@@ -123,35 +109,20 @@ def record_training_values(
     write: bool,
 ) -> None:
     """Put one training batch's values where `self.log(name, value, on_step=True, on_epoch=False)` would
-    put them, without Lightning's result collection: in `trainer.callback_metrics`, the progress bar's
-    metrics for the names in `progress_bar`, and, when `write`, one row for the loggers through the logger
-    connector's `log_metrics` (the step, the epoch column, every logger and its save, as Lightning's own
-    end-of-batch write).
-
-    The result collection costs about a millisecond of Python per value on a CPU (a record per value that
-    `apply_to_collection` walks at every batch's end), for values that are only ever read back as
-    they were logged. Values keep the dtype `self.log` gives them (float32 at least, Python numbers as
-    float32), so the written numbers are the ones `self.log` writes. The written row reads its values
-    with one copy per device (and dtype) instead of one per value. The names are the logger connector's
-    private `_callback_metrics`, `_progress_bar_metrics` and `log_metrics` (pytorch-lightning 2.6).
+    (`trainer.callback_metrics`, the progress bar's for `progress_bar`, and when `write` one row for the
+    loggers through the connector's `log_metrics`), in `self.log`'s dtypes, without its result collection,
+    which costs about a millisecond of Python per value on a CPU.
     """
     connector = trainer._logger_connector
     tensors: dict[str, torch.Tensor] = {}
     numbers_: dict[str, float] = {}
     for name, value in values.items():
+        # One element each: torch refuses to reshape more to a scalar, or to make a tensor of a non-number.
         if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                raise ValueError(
-                    f"training value {name!r} must have one element, got shape {tuple(value.shape)}"
-                )
             value = value.detach().reshape(())
             tensors[name] = value if value.dtype in (torch.float32, torch.float64) else value.float()
-        elif isinstance(value, numbers.Number):
-            numbers_[name] = torch.tensor(value, dtype=torch.float32).item()
         else:
-            raise TypeError(
-                f"training value {name!r} must be a tensor or a number, got {type(value).__name__}"
-            )
+            numbers_[name] = torch.tensor(value, dtype=torch.float32).item()
     host: dict[str, float] | None = None
     if write or progress_bar:
         read = {**_read_on_host(tensors), **numbers_}
@@ -212,17 +183,11 @@ SYNC_ADVICE = "It is recommended to use `self.log("
 
 def log_global_value(pl_module: pl.LightningModule, name: str, value: Any, **log_options: Any) -> None:
     """`pl_module.log` a value that is already the whole run's (the same on every rank, or logged on rank
-    zero only), without Lightning's advice to sync it.
-
-    Lightning cannot tell such a value from a per-rank one, so under DDP it recommends `sync_dist=True`
-    once for every epoch-level tensor logged without it: fourteen lines for a GAN's evaluation. Syncing
-    would average identical numbers, or wait forever for ranks that log nothing. The advice is silenced
-    for this exact name only, so a family's own unsynced per-rank value still gets it.
+    zero only), silencing Lightning's advice to sync it for this exact name only (syncing would average
+    identical numbers, or wait for ranks that log nothing).
     """
     pattern = re.escape(f"{SYNC_ADVICE}{name!r},")
-    # Added only where absent (read from the filters themselves, which a `catch_warnings` block may have
-    # restored): every change to the filters resets Python's record of warnings already shown, so adding
-    # the same filter at each evaluation would show those warnings again.
+    # Added only where absent: every change to the filters makes Python show warnings already shown again.
     silenced = (
         action == "ignore" and message and message.pattern == pattern
         for action, message, *_ in warnings.filters

@@ -35,8 +35,6 @@ def load_plugins() -> list[str]:
     for module in modules:
         try:
             importlib.import_module(module)
-        except ConfigError as error:
-            raise ConfigError(f"plug-in {module}: {error}") from None
         except Exception as error:  # noqa: BLE001 - any failure of a user's module is one line
             # The installed command's import path holds no working folder, where python run.py's holds the
             # script's: a module of the working folder is found there only through PYTHONPATH.

@@ -1,9 +1,6 @@
-"""Typed options of a plug-in (a family, an augmentation): one frozen dataclass whose fields declare each
-option's type, default, `--help` line and range.
-
-The command line, config files, `config.yaml` and the checks are generated from these declarations, so an
-option lives next to the code that reads it. Imports nothing heavier than the standard library: `--help`
-and a bad option are answered without torch or Lightning.
+"""Typed options of a plug-in (a family, a dataset, an augmentation): one frozen dataclass whose fields
+declare each option's type, default, `--help` line and range, from which the command line, config files and
+the checks are made. Standard library only: `--help` and a bad option are answered without torch.
 """
 
 from __future__ import annotations
@@ -55,16 +52,15 @@ def did_you_mean(name: object, choices: Iterable[object]) -> str:
 
 
 class Registry(dict[str, _Spec]):
-    """A registry of plug-ins by name (`MODELS`, `DATASETS`, `AUGMENTATIONS`): a dict whose lookup of a name
-    it does not hold is one line naming the choices and the closest name (`UnknownName`, a KeyError)."""
+    """A registry of plug-ins by name (`MODELS`, `DATASETS`, `AUGMENTATIONS`); an unknown name is one line
+    naming the choices (`UnknownName`, a KeyError)."""
 
     def __init__(self, kind: str, entries: Mapping[str, _Spec]) -> None:
         super().__init__(entries)
         self.kind = kind
 
     def __missing__(self, name: str) -> _Spec:
-        # A Python caller's plug-ins ($GENAE_PLUGINS, the entry points), imported as run.py and load_model
-        # import them: `MODELS["masked_ae"]` finds what `run.py --model masked_ae` does.
+        # `MODELS["masked_ae"]` finds what `run.py --model masked_ae` does.
         from lightning_genae.plugin_loading import load_plugins
 
         load_plugins()
@@ -97,9 +93,7 @@ def flag(name: str) -> str:
 
 
 def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> UnreadOptions:
-    """One line for the options a run would leave unread, so that one refusal names all that need dropping:
-    each reason once, with its first option, the others it holds for named after it, and any option
-    without a reason of its own named after the first."""
+    """One line for all the options a run would leave unread: each reason once, naming its options."""
     by_reason: dict[str, list[str]] = {}
     for name in refused:
         if name in reasons:
@@ -120,8 +114,7 @@ def typed_flag(name: str, value: Any) -> str:
 
 def is_of_type(kind: Any, value: Any) -> bool:
     """Whether `value` is one an option of type `kind` holds (`int | None`, `float | Literal["auto"]`,
-    `list[str]`): a bool is no number, an int is a float. Reading text or YAML as the type is the command
-    line's job; this is the check of a value a Python caller gives."""
+    `list[str]`): a bool is no number, an int is a float. The check of a value a Python caller gives."""
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         return any(is_of_type(argument, value) for argument in arguments)
@@ -155,8 +148,7 @@ _SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
 
 
 def shown_value(value: Any) -> str:
-    """`value` as a refusal quotes it: its repr, cut short. A YAML file's aliases can nest a short text
-    into a value whose full repr takes gigabytes."""
+    """`value` as a refusal quotes it: its repr, cut short (YAML aliases can make it gigabytes)."""
     return _SHORT_REPR.repr(value)
 
 
@@ -176,14 +168,10 @@ def option(
 ) -> Any:
     """An option: its default, its `--help` line and the range it must lie in.
 
-    `path`: the value names a file, so an empty one is refused (rather than read as the current folder).
-    `tunable`: a grid may list several candidates of it and choose one on the validation split.
-    `shown_default`: what `--help` gives as the default of an option whose default is None because its
-    owner computes it (a folder's image side, a CSV panel's series length).
-    `canonical`: the value as stored, from a value given (a list of names in one spelling), raising the
-    option's OptionError where it is unusable; None is stored as it is. Part of the option's own check.
-    `changeable_on_resume`: a resumed run may take another value (a weight of the training's losses), as
-    it may take another `--lr`; any other option of a checkpoint's run stays as it was.
+    `path`: names a file, so an empty value is refused. `tunable`: a grid may list candidates of it.
+    `shown_default`: `--help`'s default where the owner computes it (None). `canonical`: the stored form
+    of a given value, raising its OptionError where unusable. `changeable_on_resume`: a resumed run may
+    take another value.
     """
     metadata = {
         "canonical": canonical,
@@ -250,12 +238,8 @@ def _out_of_range(value: float, metadata: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class PluginOptions:
-    """Base of every plug-in's options class. A subclass declares its fields with `option(...)`.
-
-    Values are plain (numbers, strings, booleans, None), so a checkpoint's configuration rebuilds them.
-    Checks beyond a field's own range (two options that must agree) go in the subclass's `__post_init__`
-    after `super().__post_init__()`.
-    """
+    """Base of every plug-in's options class: fields declared with `option(...)`, plain values (so a
+    checkpoint rebuilds them); checks of several options together go in the subclass's `__post_init__`."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -272,19 +256,8 @@ class PluginOptions:
 
     @classmethod
     def check_own(cls, name: str, value: Any) -> None:
-        """Raise the OptionError of option `name` where `value` is not one it takes, judged by its own type
-        and range alone (the checks of two options together, in a subclass's `__post_init__`, are not
-        made)."""
+        """Raise the OptionError of option `name` where `value` fails its own type and range."""
         cls._own_check(cls.__dataclass_fields__[name], value)
-
-    @classmethod
-    def passes_own_check(cls, name: str, value: Any) -> bool:
-        """Whether `value` is one that option `name` takes (`check_own`)."""
-        try:
-            cls.check_own(name, value)
-        except ConfigError:
-            return False
-        return True
 
     @classmethod
     def changeable_on_resume(cls) -> tuple[str, ...]:
@@ -295,19 +268,23 @@ class PluginOptions:
 
     @classmethod
     def passing_values(cls, values: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The values of this class's options that pass their own checks, to decide what a run reads
-        before any value is refused; None where a choice fails its own, since the choice decides what is
-        read (a mistyped `d_loss: ebgn` left at its default would blame another option): the caller then
-        parses every value, which names it."""
+        """The values of this class's options that pass their own checks, to decide what a run reads before
+        any value is refused; None where a choice fails, since the choice decides what is read."""
         known = {name: value for name, value in values.items() if name in cls.__dataclass_fields__}
-        passing = {name: value for name, value in known.items() if cls.passes_own_check(name, value)}
+        passing = {}
+        for name, value in known.items():
+            try:
+                cls.check_own(name, value)
+            except ConfigError:
+                continue
+            passing[name] = value
         if any(cls.choices(name) for name in set(known) - set(passing)):
             return None
         return passing
 
     @classmethod
     def _own_check(cls, spec: dataclasses.Field, value: Any) -> Any:
-        """The value as stored (`canonical`'s form), checked against its option alone."""
+        """The value as stored, checked against its option alone."""
         kind = cls.types()[spec.name]
         if not is_of_type(kind, value):
             choices = literal_choices(kind)
@@ -360,20 +337,12 @@ class PluginOptions:
         return dataclasses.asdict(self)
 
     def unread(self) -> dict[str, str]:
-        """Options that these values leave unread, each with the fix a run that gave it is told.
-
-        An option is declared for every setting of the others; one that the chosen setting ignores (a pool
-        size without an offline pool) would silently do nothing, so giving it is refused.
-        """
+        """Options these values leave unread (giving one would silently do nothing), each with its fix."""
         return {}
 
 
 def option_specs(classes: Mapping[str, type[PluginOptions]]) -> dict[str, tuple[Any, dataclasses.Field]]:
-    """Every option of `classes` (owner name -> options class), merged by name: (type, field).
-
-    An option several classes declare is one option (one flag), inherited from the one class that declares
-    it, which `check_shared` ensures when a plug-in registers.
-    """
+    """Every option of `classes` (owner name -> options class), merged by name: (type, field)."""
     merged: dict[str, tuple[Any, dataclasses.Field]] = {}
     for options in classes.values():
         kinds = options.types()
@@ -400,9 +369,8 @@ def declaring_class(options: type[PluginOptions], name: str) -> type[PluginOptio
 def check_shared(
     kind: str, name: str, options: type[PluginOptions], registered: Mapping[str, type[PluginOptions]]
 ) -> None:
-    """An option that a registered plug-in of the same kind declares too is one option, one flag: the new
-    one must inherit it from the class that declares it (the same type, default, range and meaning, as
-    the built-ins share `--augment-p` through `StrengthOptions`), not declare a look-alike."""
+    """An option that a registered plug-in of the same kind declares too is one flag: the new one must
+    inherit it from the declaring class (as the built-ins share `--augment-p`), not declare a look-alike."""
     for spec in dataclasses.fields(options):
         for other in registered.values():
             if spec.name not in other.types():
@@ -418,28 +386,20 @@ def check_shared(
 def import_location(location: str, package: str, base: type, what: str) -> type:
     """The class at a registry's `module:Class` location (relative to `package` for a built-in's ".ae").
 
-    A plug-in's location that cannot be imported, names no attribute or names something other than a
-    subclass of `base` is a ConfigError naming what `what` is; a built-in's errors are left as they are
-    (they are bugs, not a user's registration).
+    A plug-in's location that cannot be imported or names no subclass of `base` is a ConfigError naming
+    what `what` is; a built-in's errors are left as they are (they are bugs, not a user's registration).
     """
     module_name, _, class_name = location.partition(":")
     if module_name.startswith("."):
         return getattr(importlib.import_module(module_name, package=package), class_name)
-    where = f"{what} is registered at {location!r}"
-    fix = f"fix the location in the plug-in's registration of {what}"
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"{where}, which cannot be imported ({error}); {fix}") from None
-    except Exception as error:  # noqa: BLE001 - the plug-in's own module failed as it ran
-        raise ConfigError(
-            f"{where}, whose module {module_name} fails as it is imported ({describe_error(error)}); fix "
-            "that module"
-        ) from None
-    try:
-        found = getattr(module, class_name)
-    except AttributeError:
-        raise ConfigError(f"{where}, but {module_name} has no {class_name}; {fix}") from None
+        found = getattr(importlib.import_module(module_name), class_name)
+    except Exception as error:  # noqa: BLE001 - missing, or the plug-in's own module failed as it ran
+        found = error
     if not (isinstance(found, type) and issubclass(found, base)):
-        raise ConfigError(f"{where}, which is not a {base.__name__} subclass; {fix}")
+        why = describe_error(found) if isinstance(found, Exception) else f"not a {base.__name__} subclass"
+        raise ConfigError(
+            f"{what} is registered at {location!r}, which cannot be used ({why}); fix the location in the "
+            f"plug-in's registration of {what}, or its module"
+        ) from None
     return found

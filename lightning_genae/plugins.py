@@ -1,30 +1,22 @@
 """Plug-ins from outside the package: a family, a dataset, an augmentation or a metric, registered by name.
 
-A plug-in is an importable Python module (installed, or on PYTHONPATH) that calls the `register_*`
-functions below when it is imported. `run.py` imports, before it reads the command line, every module
-named in `$GENAE_PLUGINS` (a comma list) and every module an installed distribution declares under the
-entry-point group `lightning_genae.plugins`; its names then appear in `--help`, in the choices of
-`--model`, `--data` and `--augment`, in grids and in `config.yaml`, exactly as the built-in ones. From
-Python, importing the plug-in module is enough.
-
-A registered thing is the same spec the built-ins use (`ModelSpec`, `DatasetSpec`, `AugmentationSpec`),
-whose `location` names the class as `module:Class` by its full import name (a built-in's location is
-relative to its package), imported on first use. A metric of generated against real samples in a
-backbone's feature space is a `FeatureMetricSpec` (a function of the two feature sets and which side is
-better), logged beside FD and KID. docs/plugins.md shows one of each added this way.
+A plug-in is an importable module that calls the `register_*` functions below when imported: `run.py`
+imports every module named in `$GENAE_PLUGINS` (a comma list) and every entry point of the group
+`lightning_genae.plugins` before it reads the command line, so its names appear in `--help`, the choices,
+grids and `config.yaml` as the built-ins' do; from Python, importing the module is enough. A registered thing
+is the spec the built-ins use (`ModelSpec`, `DatasetSpec`, `AugmentationSpec`, `FeatureMetricSpec`), whose
+`location` names its class as `module:Class`. docs/plugins.md shows one of each.
 """
 
 from __future__ import annotations
 
 import re
-import typing
 from dataclasses import fields
 from typing import Any
 
 from lightning_genae.augmentation import (
     AUGMENTATIONS,
     AugmentationSpec,
-    Side,
     augmentation_options,
     option_classes,
 )
@@ -89,10 +81,6 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
     _check_new("augmentation", name, AUGMENTATIONS)
     check_shared("augmentation", name, spec.options, option_classes())
     # Either mistake would leave the run unaugmented under the augmentation's name.
-    if spec.side not in typing.get_args(Side):
-        raise ConfigError(
-            f"cannot register augmentation {name!r}: side {spec.side!r} is not 'data' or 'discriminator'"
-        )
     if spec.side == "discriminator" and spec.build is None:
         raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
     if spec.side == "data" and spec.augmenter is None:

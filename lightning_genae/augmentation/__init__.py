@@ -173,10 +173,6 @@ def is_data_side(names: Collection[str]) -> bool:
     return any(AUGMENTATIONS[name].side == "data" for name in names if name in AUGMENTATIONS)
 
 
-def is_discriminator_side(names: Collection[str]) -> bool:
-    return any(AUGMENTATIONS[name].side == "discriminator" for name in names if name in AUGMENTATIONS)
-
-
 def augmentation_fits(name: str, data_kind: str) -> bool:
     """Whether the augmentation `name` works on data of `data_kind` (every one works on images)."""
     return data_kind == "image" or AUGMENTATIONS[name].sequence_augmenter is not None
@@ -194,10 +190,6 @@ def augmenter_family(names: Collection[str], data_kind: str = "image") -> str | 
 
 def needs_augmenter(names: Collection[str]) -> bool:
     return augmenter_family(names) is not None
-
-
-def is_online(names: Collection[str], mode: str | None) -> bool:
-    return is_data_side(names) and mode != "offline"
 
 
 def option_classes() -> dict[str, type[PluginOptions]]:
@@ -262,7 +254,8 @@ class AugmentPlan:
 
     @property
     def discriminator_side(self) -> bool:
-        return is_discriminator_side(self.names)
+        sides = {AUGMENTATIONS[name].side for name in self.names if name in AUGMENTATIONS}
+        return "discriminator" in sides
 
     @property
     def needs_augmenter(self) -> bool:
@@ -270,7 +263,7 @@ class AugmentPlan:
 
     @property
     def online(self) -> bool:
-        return is_online(self.names, self.mode)
+        return self.data_side and self.mode != "offline"
 
     @property
     def adaptive(self) -> bool:

@@ -1,15 +1,8 @@
-"""ADA's augmentation pipeline: every discriminator input, real and fake, transformed with probability p.
-
-Adaptive discriminator augmentation (Karras et al. 2020, "Training Generative Adversarial Networks with
-Limited Data") shows the discriminator T(real) and T(fake), like DiffAugment, but applies each operation
-to each image only with probability p, with its own random parameters. Because some images stay clean,
-the augmented distribution still determines the clean one and the generator is not pushed to reproduce
-the augmentations ("leak-free"), as long as p stays below about 0.8 (the paper's measurements); a
-controller raises p while the discriminator overfits. This module is the pipeline only: pure functions of
-the images and the random draws, differentiable with respect to the images so the generator's gradient
-flows through it, and free of host syncs so that p may be a tensor on the device that the controller
-updates. All geometric operations are composed into one affine matrix per image and resampled once; all
-colour operations into one 4x4 colour matrix per image and applied with one matrix product.
+"""ADA's augmentation pipeline (Karras et al. 2020): every discriminator input, real and fake, has each
+operation applied with probability p and its own random parameters, so some images stay clean and the
+augmentations do not leak while p stays below about 0.8. Pure, differentiable functions of the images and
+draws, free of host syncs (p may be a device tensor); geometric operations compose into one affine matrix
+per image, resampled once, and colour operations into one 4x4 colour matrix.
 """
 
 from __future__ import annotations

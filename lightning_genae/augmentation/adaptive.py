@@ -1,20 +1,10 @@
 """The adaptive strength of an augmentation: ADA's overfitting heuristic driving a probability p.
 
-Karras et al. 2020 ("Training Generative Adversarial Networks with Limited Data", section 3) measure
-discriminator overfitting by r_t = E[sign(D(x_real))] over the real logits of the last `interval`
-discriminator steps: a discriminator that has memorised its reals says "real" to (nearly) all of them,
-r_t -> 1. Every `interval` steps p moves by sign(r_t - target) * (images seen) / (kimg * 1000), so it can go
-from 0 to 1 in `kimg` thousand real images, and is clamped to [0, 1].
-
-One controller serves a run: `--augment ada`'s pipeline and `--augment-p auto` (ae, vae, ae-d) read the
-same p. Everything the training step touches stays on the device: the sign sums and p are tensors, the
-image count a host integer (the batch size, known without the device), and `observe` never reads a
-device value, so training does not wait for the device each step. Under DDP the sums and
-counts are all-reduced at an update and only then, so every rank moves p the same way.
-
-Consumers that need p on the host (the data side replaces round(p * B) images, chosen on the host) read
-`p_host`, a copy one update behind p: at each update the new p is copied to pinned host memory without
-blocking, and taken at the next update, by when the copy has long finished.
+Karras et al. 2020, section 3: r_t = E[sign(D(x_real))] over the last `interval` discriminator steps; every
+`interval` steps p moves by sign(r_t - target) * (images seen) / (kimg * 1000), clamped to [0, 1]. One
+controller serves a run (`--augment ada` and `--augment-p auto` read the same p). The sums and p stay on
+the device, so `observe` never waits for it; under DDP they are all-reduced at an update, so every rank
+moves p alike. `p_host` is a host copy one update behind, copied without blocking.
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
-"""DiffAugment: differentiable augmentation of every image the discriminator sees.
+"""DiffAugment (Zhao et al. 2020): differentiable augmentation of every image the discriminator sees.
 
-With little training data a GAN discriminator memorises the real set; its loss on reals collapses, its
-feedback to the generator stops being useful and training degrades (Zhao et al. 2020, "Differentiable
-Augmentation for Data-Efficient GAN Training"). Augmenting the discriminator's inputs makes memorising
-harder, but only works if the augmentation T is applied to BOTH real and generated images, in BOTH the
-discriminator step (D(T(x)) vs D(T(G(z)))) and the generator step (D(T(G(z)))):
-
-- If only the reals were augmented, the discriminator would learn that augmented-looking images are real
-  and the generator would be rewarded for producing them: the augmentations "leak" into the samples
-  (shifted, cut-out, recoloured images).
-- If fakes were augmented in the D step but not in the G step, the generator would be optimised against a
-  discriminator evaluated on a distribution it was never trained on.
-
-Applying the same random family of transforms everywhere means the discriminator only ever compares
-T(real) with T(fake), so the generator is pushed to match the clean data distribution. This requires T to
-be differentiable with respect to its input, so the generator's gradient can flow back through it; every
-operation below is built from additions, scalings, gathers and masks for that reason. Random parameters
-are drawn independently per sample, as a per-batch draw would let the discriminator see whole batches
-with one shared transform and weakens the regularisation.
+The same random transform family T is applied to real and generated images in both the discriminator and
+the generator step, so D only ever compares T(real) with T(fake) and the augmentations do not leak into the
+samples. Every operation is built from additions, scalings, gathers and masks so the generator's gradient
+flows through it, and parameters are drawn per sample.
 """
 
 from __future__ import annotations

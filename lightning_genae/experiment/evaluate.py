@@ -280,7 +280,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     )
     prepare_data_early(datamodule, trainer)
     # Other data would give other numbers under the run's name.
-    checkpoint.check_trained_on(datamodule, "--evaluate", data_dir=config.data_dir)
+    checkpoint.check_trained_on(datamodule, "--evaluate")
     # Looked up when it runs, as train.py's is, so both score with the same function.
     metrics_callback = api.generative_metrics(model, datamodule, callback_settings(config))
     representation = [RepresentationMetrics(seed=config.seed), DiscriminatorOverfitting(seed=config.seed)]

@@ -29,7 +29,6 @@ from lightning_genae.cluster import current_job, global_rank
 from lightning_genae.errors import RunFolderGone, describe_error
 from lightning_genae.experiment.overwrite import WANDB_ID
 from lightning_genae.lightning_internals import wandb_init_arguments
-from lightning_genae.metrics.names import current_names
 from lightning_genae.progress import say, warn
 from lightning_genae.run_files import METRICS_FILE, WANDB_RUN_ID
 
@@ -171,16 +170,15 @@ class RunFolderCSVLogger(Logger):
 
 
 def read_whole_rows(path: Path) -> tuple[list[str], list[dict[str, str]], int]:
-    """metrics.csv at `path`: its columns and whole rows, each under the names metrics have now (a column an
-    earlier version wrote under a former name continues under its name now), and how many rows were cut
-    short and left out: a copy taken mid-append, or a crash's NUL bytes (the file ends at the first, and
-    Python 3.10's csv refuses them), cut a row's last value too."""
+    """metrics.csv at `path`: its columns, its whole rows, and how many rows were cut short and left out: a
+    copy taken mid-append, or a crash's NUL bytes (the file ends at the first, and Python 3.10's csv refuses
+    them), cut a row's last value too."""
     text = path.read_text(encoding="utf-8", errors="replace").split("\x00", 1)[0]
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    keys = sorted(current_names(dict.fromkeys(reader.fieldnames or [])))
+    keys = sorted(reader.fieldnames or [])
     read = list(reader)
     whole = [
-        current_names(row)
+        row
         for index, row in enumerate(read)
         if None not in row and None not in row.values() and (index < len(read) - 1 or text.endswith("\n"))
     ]

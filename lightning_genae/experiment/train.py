@@ -19,7 +19,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from lightning_genae.api import evaluation_records, metric_callbacks, skipped_metrics_record
 from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.callbacks.applicability import applicable
-from lightning_genae.callbacks.checkpoints import PeriodicLastCheckpoint, only_former_keys_unread
+from lightning_genae.callbacks.checkpoints import PeriodicLastCheckpoint
 from lightning_genae.callbacks.grouping import grouped
 from lightning_genae.callbacks.random_state import SeededEvaluation
 from lightning_genae.callbacks.stopping import StopOnSignal
@@ -272,7 +272,7 @@ def _train(
     # of a checkpoint may use any batch size, so the check is training's, not the data's).
     datamodule.check_batch_fits()
     if resume is not None and trainer.is_global_zero:
-        resume.check_trained_on(datamodule, "--resume", data_dir=config.data_dir)
+        resume.check_trained_on(datamodule, "--resume")
     attached = resolved.attach_augmentation(
         datamodule,
         seed=config.seed,
@@ -474,8 +474,6 @@ def _fit(
         # A checkpoint resumed from another folder (or a copied one) makes ModelCheckpoint warn that its
         # folder changed; the new folder is the point, and `say_what_changes` says so.
         warnings.filterwarnings("ignore", message=".*dirpath has changed")
-        if resume is not None and only_former_keys_unread(resume.contents, trainer.callbacks):
-            warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint")
         trainer.fit(
             model,
             datamodule=datamodule,

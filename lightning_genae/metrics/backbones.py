@@ -63,18 +63,15 @@ class FeatureBackbone(nn.Module):
         # A LightningModule holding this as a child calls .train(); batch norm must keep its statistics.
         return super().train(False)
 
-    def check_images(self, images: Tensor) -> None:
-        """Raise ValueError unless `images` are uint8: a float image is on no scale a backbone reads."""
-        if images.dtype != torch.uint8:
-            raise ValueError(f"{self.name} backbone expects uint8 images [N,C,H,W], got {images.dtype}")
-
     def extract(self, images: Tensor) -> Tensor:
         """Features of a uint8 chunk on this module's device."""
         raise NotImplementedError
 
     def forward(self, images: Tensor) -> Tensor:
         """Features [N, feature_dim] (float32, on this module's device) of uint8 images [N,C,H,W]."""
-        self.check_images(images)
+        # A float image is on no scale a backbone reads.
+        if images.dtype != torch.uint8:
+            raise ValueError(f"{self.name} backbone expects uint8 images [N,C,H,W], got {images.dtype}")
         reference = next(self.parameters(), None)
         device = reference.device if reference is not None else torch.device("cpu")
         if len(images) == 0:
@@ -161,14 +158,7 @@ def default_inception_path() -> Path:
 def resolve_inception_weights(path: str | Path | None = None) -> Path:
     """The Inception weights file: `path` if given, else the torch.hub cache, downloading there if absent."""
     if path is not None:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            what = "is not a regular file" if path.exists() else "does not exist"
-            raise BackboneUnavailable(
-                f"inception: inception_weights {path} {what}; give the path of {INCEPTION_FILE} "
-                f"(from {INCEPTION_URL})"
-            )
-        return path
+        return Path(path).expanduser()
     cached = default_inception_path()
     if cached.is_file():
         return cached
@@ -189,22 +179,17 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
 def load_inception(path: str | Path | None = None) -> InceptionBackbone:
     """The Inception backbone with real weights; BackboneUnavailable rather than ever a random network."""
     weights = resolve_inception_weights(path)
-    fix = f"replace it with {INCEPTION_FILE} from {INCEPTION_URL} or give other inception_weights"
     try:
         # Read once: the bytes that are hashed are the bytes that are loaded, and only with weights_only, so
         # the file can hold tensors and plain values but never code that runs when it is read.
         data = weights.read_bytes()
         state_dict = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return InceptionBackbone(state_dict, hashlib.sha256(data).hexdigest(), weights)
     except Exception as exc:
         raise BackboneUnavailable(
-            f"inception: {weights} is not a readable weights file ({describe_error(exc)}); {fix}"
-        ) from exc
-    sha256 = hashlib.sha256(data).hexdigest()
-    try:
-        return InceptionBackbone(state_dict, sha256, weights)
-    except Exception as exc:
-        raise BackboneUnavailable(
-            f"inception: {weights} does not hold torch-fidelity's InceptionV3 ({describe_error(exc)}); {fix}"
+            f"inception: {weights} is not a readable weights file of torch-fidelity's InceptionV3 "
+            f"({describe_error(exc)}); give the path of {INCEPTION_FILE} (from {INCEPTION_URL}) as "
+            "inception_weights"
         ) from exc
 
 
@@ -218,19 +203,14 @@ def default_cache_dir() -> Path:
 
 def _shipped_classifier(data: str, entry: dict, datamodule: ImageDataModule | None) -> ClassifierBackbone:
     path = Path(classifier_lib.WEIGHTS_DIR) / entry["file"]
-    fix = f"reinstall lightning-genae or re-create it with `{entry['command']}`"
-    if not path.is_file():
-        raise BackboneUnavailable(f"classifier: shipped checkpoint {path} is missing; {fix}")
     sha256 = file_sha256(path)
     if sha256 != entry["sha256"]:
         raise BackboneUnavailable(
             f"classifier: {path} has SHA-256 {sha256[:12]}..., the manifest expects "
-            f"{entry['sha256'][:12]}... (corrupt or modified); {fix}"
+            f"{entry['sha256'][:12]}... (corrupt or modified); reinstall lightning-genae or re-create it "
+            f"with `{entry['command']}`"
         )
-    try:
-        model, _ = classifier_lib.load_checkpoint(path)
-    except GenaeError as exc:
-        raise BackboneUnavailable(f"classifier: {exc}") from exc
+    model, _ = classifier_lib.load_checkpoint(path)
     description = f"classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
     return ClassifierBackbone(model, description, sha256)
 
@@ -296,10 +276,7 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
         # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it
         # (for a new file, where the cached one was unusable).
         created_by_local_rank_zero(path, train_and_save, f"{data} feature classifier", replacing=found)
-        try:
-            loaded = classifier_lib.load_checkpoint(path)
-        except GenaeError as exc:
-            raise BackboneUnavailable(f"classifier: {exc}") from exc
+        loaded = classifier_lib.load_checkpoint(path)
     model, meta = loaded
     sha256 = file_sha256(path)
     description = (
@@ -316,10 +293,7 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
         f"give a classifier of {data} (a file `python -m lightning_genae.experiment.classifier --data {data} "
         "--output DIR` writes, or one a run cached), or drop classifier_weights"
     )
-    try:
-        model, meta = classifier_lib.load_checkpoint(path, advice=fix)
-    except GenaeError as exc:
-        raise BackboneUnavailable(f"classifier: classifier_weights: {exc}") from exc
+    model, meta = classifier_lib.load_checkpoint(path, advice=fix)
     trained_on = meta.get("data")
     if trained_on != data:
         raise BackboneUnavailable(
@@ -337,7 +311,10 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
     sha256 = file_sha256(path)
     accuracy = meta.get("test_accuracy", float("nan"))
     other_images = ""
-    if datamodule is not None and _trained_on_other_images(meta, datamodule):
+    # Compared without --train-size, as the classifier is trained; a file that records none (the shipped
+    # ones) is not compared.
+    recorded = meta.get("train_sha256")
+    if datamodule is not None and recorded is not None and recorded != datamodule.full_training_sha256():
         # Not refused: one file scoring runs on data that changes (a folder that grows, another dataset
         # option) is what keeps those runs comparable with each other. It is said, and the note travels
         # with every metric measured through this backbone.
@@ -353,15 +330,6 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
     identity = f"{data}, given as {path.name}, sha256 {sha256[:8]}, test acc {accuracy:.2%}"
     description = f"classifier ({identity}{other_images})"
     return ClassifierBackbone(model, description, sha256)
-
-
-def _trained_on_other_images(meta: dict, datamodule: ImageDataModule) -> bool:
-    """Whether a classifier's recorded training images differ from `datamodule`'s (without --train-size,
-    as the classifier is trained); a file that records none (from an older version) is not compared."""
-    recorded = meta.get("train_sha256")
-    if not isinstance(recorded, str):
-        return False
-    return recorded != datamodule.full_training_sha256()
 
 
 def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:
@@ -388,10 +356,7 @@ def load_classifier(
     else one trained on first use and cached."""
     if weights is not None:
         return _given_classifier(Path(weights).expanduser(), data, datamodule)
-    try:
-        manifest = classifier_lib.load_manifest()
-    except GenaeError as exc:
-        raise BackboneUnavailable(f"classifier: {exc}") from exc
+    manifest = classifier_lib.load_manifest()
     if data in manifest:
         return _shipped_classifier(data, manifest[data], datamodule)
     if datamodule is None:

@@ -1,14 +1,10 @@
-"""The feature classifier: a small CNN trained on a dataset's labels, whose penultimate layer FD/KID use.
-
-Inception features describe ImageNet photographs; on 16-28 px digits a classifier trained on the data
-itself is the common, more sensitive yardstick (the MNIST-FID practice). This module holds the network,
-its deterministic training loop, and the checkpoint and manifest formats (which the sequence classifier
-shares). The command that trains one and records it (`classifier_command`) runs as
+"""The feature classifier: a small CNN trained on a dataset's labels, whose penultimate layer FD/KID use (on
+small digits a classifier of the data itself is the more sensitive yardstick than Inception). The network,
+its deterministic training loop, and the checkpoint and manifest formats (shared by the sequence
+classifier); the classifier command trains one and records it:
 
     python -m lightning_genae.experiment.classifier --data mnist --data-dir DATA --seed 0 \
         --output lightning_genae/metrics/weights
-
-(DATA: the folder holding MNIST/raw.)
 """
 
 from __future__ import annotations
@@ -28,7 +24,7 @@ from torch import Tensor, nn
 
 from lightning_genae.cache import save_torch_atomically, write_file_atomically
 from lightning_genae.datamodules import to_model_range
-from lightning_genae.errors import DataError, GenaeError, describe_error
+from lightning_genae.errors import GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
 
 if TYPE_CHECKING:
@@ -79,9 +75,7 @@ class FeatureClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        channels, height, width_px = config.image_shape
-        if height != width_px:
-            raise DataError(f"feature classifier needs square images, got {height}x{width_px}; resize them")
+        channels, height, _ = config.image_shape
         stages, base = downsampling_plan(height)
         blocks: list[nn.Module] = []
         in_ch = channels

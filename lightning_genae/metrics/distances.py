@@ -17,27 +17,10 @@ across papers:
 
 The two inequalities differ only on exact ties (duplicated samples); each follows its own reference.
 
-Where a library computes a metric from features, it is used unless it is slower or less exact, as
-bench/distances.py measures (float32 features; one thread; median CPU time of 3 runs taken in turns) at
-2,000 x 64, at 10,000 x 128 (the shipped classifiers' features at the default 10,000 samples) and at
-10,000 x 2,048 (Inception's):
-
-- FD is torch-fidelity's: within 2e-13 of the formula from symmetric eigendecompositions (3e-9 at
-  2,000 x 2,048, where the covariances are singular), and faster (7.0 s against 8.2 s at 10,000 x 2,048).
-  torchmetrics' FID, given an identity feature extractor, agrees as closely and takes 9.3 s.
-- KID is computed here. torch-fidelity's ``kid_features_to_metric`` draws the same subsets but agrees only
-  in float64 (in float32, the features' own precision, it is off by 1e-5 to 3e-5), and then takes 6.6 s
-  against 2.6 s at 10,000 x 128 and 7.1 s against 3.3 s at 2,000 x 64: NumPy's ``** 3`` is a general power,
-  about 20 times slower than two products. At 10,000 x 2,048 it takes 27 s against 33 s, NumPy forming a
-  matrix times its own transpose in half the operations. torchmetrics' ``poly_mmd`` on the same subsets
-  takes 4.7 s and 4.4 s (its KernelInceptionDistance draws the subsets from torch's global generator).
-- Precision/recall are computed here. torch-fidelity's ``prc_features_to_metric`` agrees (to 3e-8, its
-  results being float32; also with duplicated rows) but takes 12.8 s in float64 and 7.7 s in float32
-  against 5.7 s at 10,000 x 128. At 10,000 x 2,048 its float32 route alone is faster (21 s against 34 s),
-  but here the real k-NN radii and the real-fake distances serve density/coverage too, so
-  ``feature_metrics`` takes 75 s against 82 s with torch-fidelity's precision/recall (8.2 s against
-  14.1 s at 10,000 x 128).
-- Density/coverage are computed here: neither library has them.
+A library's implementation is used where it is as fast and as exact (FD: torch-fidelity's); KID and
+precision/recall are computed here because torch-fidelity's take two to three times longer at 10,000 x 128
+features (KID agrees only in float64), and density/coverage because neither library has them.
+bench/distances.py measures both.
 """
 
 from __future__ import annotations
@@ -72,11 +55,7 @@ MIN_FEATURE_SAMPLES = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1
 
 
 def _check_features(x: Tensor, name: str) -> Tensor:
-    """Return ``x`` detached as float64 after checking it is a finite [N, D] matrix."""
-    if x.dim() != 2:
-        raise ValueError(
-            f"{name} features must be 2-D [N, D], got shape {tuple(x.shape)}; flatten them with x.flatten(1)"
-        )
+    """Return ``x`` [N, D] detached as float64 after checking that it is finite."""
     x = x.detach().to(torch.float64)
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
@@ -89,14 +68,7 @@ def _check_features(x: Tensor, name: str) -> Tensor:
 
 def _check_pair(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
     """Validate both feature matrices and return them as float64 on ``real``'s device."""
-    real = _check_features(real, "real")
-    fake = _check_features(fake, "fake")
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(
-            f"real and fake features differ in dimension ({real.shape[1]} vs {fake.shape[1]}); "
-            "extract both with the same feature network and layer"
-        )
-    return real, fake.to(real.device)
+    return _check_features(real, "real"), _check_features(fake, "fake").to(real.device)
 
 
 def _check_count(n: int, minimum: int, who: str, what: str) -> None:
@@ -189,22 +161,11 @@ def kernel_inception_distance(
 
 # --- k-NN manifold metrics
 #
-# Squared Euclidean distances come from ||a||^2 + ||b||^2 - 2 a.b in float64 on features shifted by the real
-# mean rounded to integers (distances are shift-invariant; the shift removes the cancellation a large common
-# offset would cause), clamped at 0. One BLAS product per block keeps this fast; float64 makes the rounding
-# (~1e-16 relative) far below any real gap between a distance and a radius. Radii stay squared: the
-# comparisons are the same.
-#
-# Exact ties (duplicated samples) are the exception: a distance equal to a radius must compare equal, and
-# two expressions for the same distance rounded differently break that tie either way. Integer features
-# (pixel values, counts) have exact integer distances in float64, and an integer shift keeps them integers;
-# a shift by the unrounded mean made them fractions, and density/coverage on such data drifted from the
-# reference (clovaai's prdc) by up to 0.2 (tests/library/test_distances.py has the case). Other features (a
-# classifier's, Inception's) tie when samples repeat (a model that reproduces its training images, a real
-# folder scored against itself): the same pair's distance comes out of the radii's pass and of the
-# real-fake pass rounded differently, by its position in a BLAS block, so a distance and a radius within
-# the rounding bound of the formula (`_tie_tolerance`) are taken as equal. A real gap that small (about
-# 1e-12 of the squared norms) does not occur between features of different images.
+# Squared Euclidean distances are ||a||^2 + ||b||^2 - 2 a.b in float64 (one BLAS product per block), on
+# features shifted by the real mean rounded to integers: the shift avoids cancellation, and integer features
+# keep exact integer distances, so their ties are exact. Other features tie when samples repeat, and the same
+# distance rounds differently in the radii's pass and the real-fake pass: a distance and a radius within
+# the formula's rounding bound (`_tie_tolerance`) are taken as equal. Radii stay squared.
 
 
 def _row_blocks(n_rows: int, n_cols: int) -> Iterator[slice]:

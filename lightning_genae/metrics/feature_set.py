@@ -1,11 +1,6 @@
-"""Every metric of generated against real samples in a feature space: the built-ins and registered ones.
-
-The built-ins (`GENERATIVE_KEYS`: fd, kid, ..., coverage) are computed together by
-`distances.feature_metrics`, which shares the k-NN radii among four of them. A metric added with
-`lightning_genae.plugins.register_metric` is one function of the same two feature sets, kept in
-`FEATURE_METRICS`; `score_feature_sets` computes both kinds on the same features, so a registered metric is
-logged per split and backbone (`test/<name>_classifier`), printed, written to summary.json and tabled by
-ablations exactly as the built-ins are.
+"""Every metric of generated against real samples in a feature space: the built-ins (`GENERATIVE_KEYS`,
+computed together by `distances.feature_metrics`) and those added with `plugins.register_metric`
+(`FEATURE_METRICS`), scored on the same features and logged, written and tabled alike.
 """
 
 from __future__ import annotations
@@ -13,15 +8,43 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import feature_metrics
-from lightning_genae.metrics.names import GENERATIVE_KEYS, Direction
+from lightning_genae.metrics.names import GENERATIVE_KEYS, Direction, on_split
 
 # Direction is passed on: a plug-in names which side of its metric is better with it.
-__all__ = ["FEATURE_METRICS", "Direction", "FeatureMetricSpec", "feature_metric_keys", "score_feature_sets"]
+__all__ = [
+    "FEATURE_METRICS",
+    "Direction",
+    "FeatureMetricSpec",
+    "GenerativeScore",
+    "feature_metric_keys",
+    "score_feature_sets",
+]
+
+
+@dataclass(frozen=True)
+class GenerativeScore:
+    """Named metrics of generated data (`fd_classifier`, `discriminative_quick`, ... without split) and what
+    they were computed on (`backbone`: None where no feature network was used)."""
+
+    values: dict[str, float]
+    split: str
+    n_real: int
+    n_fake: int
+    backbone: str | None
+
+    def logged(self) -> dict[str, float]:
+        """The values under the names they are logged with, split first: `val/fd_classifier`, ..."""
+        return {on_split(name, self.split): value for name, value in self.values.items()}
+
+    def record(self) -> dict[str, Any]:
+        """What summary.json and eval.json print beside the numbers: split, sample counts, backbone."""
+        return {"split": self.split, "n_real": self.n_real, "n_fake": self.n_fake, "backbone": self.backbone}
 
 
 @dataclass(frozen=True)

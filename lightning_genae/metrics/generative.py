@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -19,8 +18,8 @@ from torch import Tensor
 from lightning_genae.cache import cache_root, save_torch_atomically, state_sha256
 from lightning_genae.errors import describe_error
 from lightning_genae.metrics.backbones import FeatureBackbone
-from lightning_genae.metrics.feature_set import score_feature_sets
-from lightning_genae.metrics.names import metric_name, on_split
+from lightning_genae.metrics.feature_set import GenerativeScore, score_feature_sets
+from lightning_genae.metrics.names import metric_name
 from lightning_genae.progress import evaluation_progress, say
 
 if TYPE_CHECKING:
@@ -50,18 +49,11 @@ def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.de
 class RealFeatures:
     """Backbone features of a dataset split's images, computed once and cached on disk.
 
-    Only the images compared are computed: a comparison of N uses the split's reference subset, the first N
-    of one seeded order of its images (`reference_order`), so the cache holds the features of a prefix of
-    that order and grows it when a larger N is asked. MNIST's 10,000 test images are not all run through
-    an Inception network on a CPU for --eval-samples 1000.
-
-    Keyed by the split's content (its SHA-256) and the backbone's weights (the file's SHA-256, or for a
-    backbone without a file its parameters'): replacing a folder's images in place, a dataset of the same
-    name elsewhere, or another network computes them again instead of reusing another data's or network's
-    features. The file holds each row's image index beside it, and rows whose indices are not the
-    prefix of this process's reference order (a torch whose seeded permutation differs), or that have
-    none, are computed again and the file replaced: the seed alone does not fix the order across torch
-    versions. A cache file that cannot be read is recomputed (with a one-line notice), never trusted.
+    A comparison of N uses the first N of one seeded order of the split's images (`reference_order`), so
+    the cache holds a prefix of that order and grows it when a larger N is asked. Keyed by the split's
+    content and the backbone's weights (SHA-256s); each row keeps its image index, and rows that are not
+    this process's prefix (another torch's permutation) are computed again. An unreadable cache file is
+    recomputed, never trusted.
     """
 
     def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:
@@ -212,25 +204,6 @@ def seeded_subset(count: int, n: int, seed: int) -> Tensor:
     if n >= count:
         return torch.arange(count)
     return seeded_order(count, seed)[:n].sort().values
-
-
-@dataclass(frozen=True)
-class GenerativeScore:
-    """Named generative metrics (`fd_classifier`, ... without split) and what they were computed on."""
-
-    values: dict[str, float]
-    split: str
-    n_real: int
-    n_fake: int
-    backbone: str
-
-    def logged(self) -> dict[str, float]:
-        """The values under the names they are logged with, split first: `val/fd_classifier`, ..."""
-        return {on_split(name, self.split): value for name, value in self.values.items()}
-
-    def record(self) -> dict[str, Any]:
-        """What summary.json and eval.json print beside the numbers: split, sample counts, backbone."""
-        return {"split": self.split, "n_real": self.n_real, "n_fake": self.n_fake, "backbone": self.backbone}
 
 
 def score_generated(

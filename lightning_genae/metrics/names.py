@@ -1,12 +1,9 @@
 """The metric vocabulary: every name the project logs, how it is spelled and which side of it is better.
 
-A logged name is `[split/]kind[_backbone]`: `val/fd_classifier`, `test/fid_inception`, `train/loss_d`,
-`test/psnr`. The split says which data it was measured on (or, for the overfitting signal `val/d_logit_train`
-and its kin, which evaluation logged it; the kind's suffix names the images), the kind what was measured, and
-the backbone which feature network the generative metrics used, because their numbers are not comparable
-across networks. Only the Inception Fréchet distance is called FID (`fid_inception`); with any other backbone
-it is `fd_<backbone>` (`fd_classifier`). The callbacks, `--evaluate`, `--evaluate-folder` and the ablation
-tables all read names and directions from here, so a new metric is one entry in `KINDS`.
+A logged name is `[split/]kind[_backbone]` (`val/fd_classifier`, `train/loss_d`, `test/psnr`); the backbone
+names the feature network, because numbers from different networks are not comparable, and only the
+Inception Fréchet distance is called FID (`fid_inception`). Callbacks, evaluation and the ablation tables
+read names and directions from here, so a new metric is one entry in `KINDS`.
 """
 
 from __future__ import annotations
@@ -15,11 +12,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
 
 __all__ = [
     "BACKBONES",
-    "FORMER_KINDS",
     "GENERATIVE_KEYS",
     "KINDS",
     "SPLITS",
@@ -27,7 +22,6 @@ __all__ = [
     "MetricKind",
     "MetricName",
     "UnknownMetric",
-    "current_names",
     "direction",
     "headline_metric",
     "higher_is_better",
@@ -135,28 +129,6 @@ KINDS: dict[str, MetricKind] = {
 
 # What metrics/sequences.py scores generated series by, in this order (no backbone).
 SERIES_SCORES = ("discriminative_quick", "predictive_quick")
-# Kinds logged under another name by runs of earlier versions, and the name each has now: the same
-# computation, so a table of old and new runs reads them as one column.
-FORMER_KINDS = {"discriminative": "discriminative_quick", "predictive": "predictive_quick"}
-
-
-def current_names(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """`metrics` ({"test/discriminative": 0.1, ...}) with any kind of FORMER_KINDS under its name now. Where
-    both names are there (a metrics.csv row of a run resumed across the renaming, one of them empty), the
-    value that is there is kept under the name now."""
-    renamed: dict[str, Any] = {}
-    for name, value in metrics.items():
-        split, _, kind = name.rpartition("/")
-        if kind in FORMER_KINDS:
-            current = f"{split}/{FORMER_KINDS[kind]}" if split else FORMER_KINDS[kind]
-            if metrics.get(current) in (None, ""):
-                renamed[current] = value
-            continue
-        if renamed.get(name) in (None, "") or value not in (None, ""):
-            renamed[name] = value
-    return renamed
-
-
 # What distances.feature_metrics returns and the callbacks log, in this order, each as
 # `metric_name(key, backbone)`.
 GENERATIVE_KEYS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")

@@ -1,12 +1,7 @@
 """The sequence feature classifier: a small GRU trained on a sequence dataset's labels, whose penultimate
-layer gives `fd_classifier` (and KID, precision/recall, density/coverage) for sequence models.
-
-It is the sequence counterpart of `classifier.py` and ships the same way: a checkpoint in `weights/`, its
-SHA-256, test accuracy and reproducing command in `weights/sequence_classifiers.json` (a manifest of its
-own, so the image backbones never mistake it for an image classifier). Today the one dataset is `smnist`:
-MNIST rows as 28 steps of 28 features, scaled to [-1, 1] like the images, from the same IDX files and the
-same fixed train/val/test splits as `mnist`. The classifier command (`classifier_command`) trains it
-and reproduces the shipped checkpoint on the CPU:
+layer gives `fd_classifier` and its kin for sequence models. Shipped as `classifier.py`'s are, with a
+manifest of its own (`weights/sequence_classifiers.json`); today for `smnist` (MNIST rows as 28 steps of
+28 features), reproduced on the CPU by
 
     OMP_NUM_THREADS=1 python -m lightning_genae.experiment.classifier --data smnist \
         --data-dir DATA --seed 0 --epochs 5 --output lightning_genae/metrics/weights

@@ -1,42 +1,32 @@
-"""Metrics of generated and reconstructed time series [N, T, C]: this framework's variants of TimeGAN's
-discriminative and predictive scores, cheap enough to log at every validation (`discriminative_quick`,
-`predictive_quick`: named apart from TimeGAN's). Reconstruction MSE is not here: each sequence family logs
-it from its own steps as `mse`. The scores exactly as TimeGAN's reference code computes them, comparable
-with its paper's tables, are lightning_genae.metrics.timegan; the numbers of the two are not comparable.
-
-The two post-hoc scores adapt Yoon et al., "Time-series Generative Adversarial Networks" (NeurIPS 2019)
-and its reference code (jsyoon0823/TimeGAN, metrics/):
+"""This framework's variants of TimeGAN's discriminative and predictive scores of generated series [N, T, C],
+cheap enough to log at every validation and named apart from TimeGAN's (`discriminative_quick`,
+`predictive_quick`; the reference computation is metrics.timegan, and the two are not comparable).
 
 - discriminative: a small GRU learns to tell real from generated series on 80% of each; the score is
-  |accuracy - 0.5| on the other 20%. 0 means it cannot tell them apart; 0.5 means it always can.
-- predictive ("train on synthetic, test on real"): a small GRU learns one-step-ahead prediction on the
-  generated series only, and the score is its mean absolute error on the real ones. TimeGAN predicts the
-  last channel from the other channels, which needs at least two channels; here every channel at t+1 is
-  predicted from all channels at steps <= t, so it applies to univariate series as well. The output is
-  linear, not TimeGAN's sigmoid, because series here are normalised, not min-max scaled to [0, 1].
+  |accuracy - 0.5| on the other 20% (0: it cannot tell them apart).
+- predictive (train on synthetic, test on real): a small GRU learns to predict every channel at t+1 from
+  all channels at steps <= t on the generated series, scored by its MAE on the real ones (so it applies to
+  univariate series too; the output is linear, as series here are normalised).
 
-Both are deterministic given `seed` (weights, subsets and batches draw from it alone, and the caller's
-random stream is left where it was) and cheap enough on the CPU for every validation: a few hundred steps
-of a GRU with a hidden size of max(8, C // 2); TimeGAN's int(C / 2) would be 0 for one channel.
+Both are deterministic given `seed`, leave the caller's random stream where it was, and use a GRU of hidden
+size max(8, C // 2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.metrics.feature_set import score_feature_sets
-from lightning_genae.metrics.names import metric_name, on_split
+from lightning_genae.metrics.feature_set import GenerativeScore, score_feature_sets
+from lightning_genae.metrics.names import metric_name
 from lightning_genae.progress import evaluation_progress
 
 __all__ = [
-    "SequenceScore",
     "SeriesFeatures",
     "check_series",
     "default_hidden",
@@ -210,26 +200,6 @@ def _batched(model: nn.Module, x: Tensor) -> Tensor:
     return torch.cat([model(chunk) for chunk in x.split(EVAL_BATCH)])
 
 
-@dataclass(frozen=True)
-class SequenceScore:
-    """Sequence metrics by name without split (`discriminative_quick`, `fd_classifier`, ...) and what they
-    used."""
-
-    values: dict[str, float]
-    split: str
-    n_real: int
-    n_fake: int
-    backbone: str | None
-
-    def logged(self) -> dict[str, float]:
-        """The values under the names they are logged with, split first: `val/discriminative_quick`, ..."""
-        return {on_split(name, self.split): value for name, value in self.values.items()}
-
-    def record(self) -> dict[str, Any]:
-        """What summary.json and eval.json print beside the numbers: split, sample counts, backbone."""
-        return {"split": self.split, "n_real": self.n_real, "n_fake": self.n_fake, "backbone": self.backbone}
-
-
 class SeriesFeatures(Protocol):
     """A feature network of series (sequence_classifier.SequenceFeatures); its name goes into metric names."""
 
@@ -247,7 +217,7 @@ def score_sequences(
     features: SeriesFeatures | None = None,
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
-) -> SequenceScore:
+) -> GenerativeScore:
     """Every sequence metric that applies, on `real` series of `split`: the one scoring path for sequences.
 
     `generated` series give `discriminative_quick` and `predictive_quick`,
@@ -276,7 +246,7 @@ def score_sequences(
                 real_features, generated_features = features(real), features(generated)
             computed = score_feature_sets(real_features, generated_features, seed=seed)
             values.update({metric_name(key, features.name): value for key, value in computed.items()})
-    return SequenceScore(
+    return GenerativeScore(
         values=values,
         split=split,
         n_real=len(real),

@@ -1,34 +1,20 @@
 """TimeGAN's post-hoc discriminative and predictive scores, computed as its reference code computes them.
 
-Yoon, Jarrett and van der Schaar, "Time-series Generative Adversarial Networks", NeurIPS 2019, Table 2
-(Sines, Stocks, Energy, Events), with the reference code jsyoon0823/TimeGAN:
-metrics/discriminative_metrics.py, metrics/predictive_metrics.py, utils.py (`train_test_divide`,
-`batch_generator`) and main_timegan.py (each score repeated `metric_iteration` = 10 times and averaged).
-Both take real and generated series [N, T, C] min-max scaled to [0, 1] per channel, as the reference feeds
-them: the predictor ends in a sigmoid, so the predictive score refuses real series whose last channel (its
-target) leaves [0, 1].
+Yoon, Jarrett and van der Schaar, "Time-series Generative Adversarial Networks", NeurIPS 2019, Table 2, with
+the reference code jsyoon0823/TimeGAN (metrics/discriminative_metrics.py, predictive_metrics.py, utils.py;
+each score repeated 10 times and averaged). Both take real and generated series [N, T, C] min-max scaled to
+[0, 1] per channel, as the reference feeds them (the predictor ends in a sigmoid, so its target channel must
+lie in [0, 1]):
 
-- discriminative: each set is split 80/20 by its own random permutation (`int(0.8 N)` to train). A
-  one-layer GRU with hidden size int(C / 2) reads a whole series; a linear layer on its last state gives a
-  logit. 2,000 Adam steps (learning rate 1e-3) on 128 real plus 128 generated training series drawn afresh
-  each step, loss BCE(real -> 1) + BCE(generated -> 0); the score is |0.5 - accuracy| of sigmoid > 0.5 on
-  both test sets together.
-- predictive (train on synthetic, test on real): a GRU with hidden size int(C / 2) reads channels 0..C-2
-  at steps 0..T-2 and predicts, through a linear layer and a sigmoid at every step, the last channel at
-  steps 1..T-1. 5,000 Adam steps on 128 generated series drawn afresh each step, loss the mean absolute
-  error; the score is the mean absolute error on every real series (per-series MAE averaged over series).
+- discriminative: each set split 80/20; a one-layer GRU (hidden int(C / 2)) and a linear read-out, 2,000
+  Adam steps on 128 + 128 series a step; the score is |0.5 - accuracy| on both test sets together.
+- predictive (train on synthetic, test on real): a GRU reads channels 0..C-2 and predicts the last channel
+  one step ahead through a sigmoid; 5,000 Adam steps on generated series; the score is the MAE on the real.
 
-Both post-hoc nets are TensorFlow 1's `GRUCell` (tf.compat.v1.nn.rnn_cell.GRUCell, which both reference
-files build) and a dense read-out, written out here with that cell's equations and initialisation: the reset
-gate scales the state before the recurrent product, the reset and update gates' bias starts at 1 and the
-candidate's at 0, and the kernels are Glorot-uniform over the input and state joined. PyTorch's own `nn.GRU`
-differs in both the reset gate's place and the initialisation. What remains different: the random
-streams are torch's, seeded by `seed`, so single runs are not bit-identical to the reference's; and
-PyTorch's Adam adds its epsilon (1e-8, as TensorFlow's) to the bias-corrected root of the second moment
-where TensorFlow 1 adds it before the correction, a difference of under 1e-6 in the step's denominator.
-
-The framework's own, cheaper variants that run during training (any channel count, linear outputs, a few
-hundred steps) are in lightning_genae.metrics.sequences; their numbers are not comparable with these.
+The post-hoc nets are TensorFlow 1's `GRUCell` and dense read-out written out with that cell's equations and
+initialisation (PyTorch's `nn.GRU` differs in both); the random streams are torch's, so single runs are not
+bit-identical to the reference's. The cheaper variants logged during training are metrics.sequences; their
+numbers are not comparable with these.
 """
 
 from __future__ import annotations

@@ -9,29 +9,13 @@ strategy to expect):
    encoder's codes (fake), the codes phase 1 computed (detached), so the encoder runs twice per iteration;
 3. regularisation phase, generator: the encoder learns to make its codes pass for prior draws.
 
-The encoder's two updates (1 and 3) go through one Adam optimizer, the autoencoder's: its moment estimates
-see both phases' gradients, so each phase moves the encoder in proportion to its gradient, as the paper's
-SGD does. A second Adam for update 3 would rescale that phase's small, noisy gradient to a
-full step of its own every iteration; measured on MNIST (seed 0, latent 8, 5,000 iterations) the codes
-then drifted off the prior and the discriminator won outright (mean logit on codes -36, code_kl 89 nats),
-where one optimizer holds the game at its equilibrium (mean logits within ±0.2, code_kl 0.70 nats).
-Sharing it, the two losses' scales decide how far each phase moves the encoder: at weight 1 against the
-per-pixel reconstruction loss the adversarial gradient filled the moment estimates and the reconstructions
-fell to PCA's level, so the adversarial loss enters at `--aae-adversarial-weight` (default 0.0128 = 10 /
-784 pixels; measured in docs/models.md).
+The encoder's two updates (1 and 3) share the autoencoder's Adam, so its moment estimates see both
+phases and each moves the encoder in proportion to its gradient, as the paper's SGD does (a second Adam
+let the codes drift off the prior); the adversarial loss enters at `--aae-adversarial-weight`, which keeps
+it from filling those estimates (docs/models.md has the measurements).
 
-`--aae-training paper` trains the paper's MNIST nets as its appendix A.1 says instead (Makhzani et al.
-2015, "Likelihood experiments"; the paper publishes no code): weights drawn from N(0, 0.01^2), a sigmoid
-output, the squared Euclidean error of [0, 1] pixels (summed over pixels, averaged over the minibatch),
-and each phase its own SGD with momentum: the reconstruction phase at learning rate 0.01 and momentum 0.9,
-the regularisation phase (updates 2 and 3) at 0.1 and momentum 0.1, every rate a tenth after 50 epochs.
-The encoder's two updates then go through two optimizers, as the paper's two phases do, the
-adversarial loss enters at the regularisation phase's own rate (no weight), and the discriminator judges
-the codes of the encoder the reconstruction phase stepped. Where the appendix is silent: biases start at
-0, the encoder's adversarial loss is non-saturating, the discriminator's is the sum of its two
-cross-entropies (each a minibatch mean), and the Euclidean cost has no factor 1/2. The paper's MNIST
-prior has a standard deviation of 5 (`--aae-prior-std 5`), its codes 8 dimensions and its minibatches 100
-images.
+`--aae-training paper` trains the paper's MNIST nets as its appendix A.1 says, each phase its own SGD with
+momentum (docs/models.md gives the settings and what the framework chose where the appendix is silent).
 
 Its discriminator judges latent codes, not images, so the family is not an `ImageDiscriminator`:
 `--augment diffaug` and `ae-d` have nothing to act on and are refused where the augmentation is resolved.
@@ -78,13 +62,8 @@ def paper_rates(epoch: int) -> tuple[tuple[float, float], tuple[float, float]]:
 
 
 def mixture_means(components: int, latent_dim: int, radius: float = MIXTURE_RADIUS) -> Tensor:
-    """Component means [components, latent_dim]: radius * e_k along the axes, then radius * -e_k.
-
-    The paper's 2-D prior puts ten components on a circle; in latent_dim dimensions there is room for
-    every pair to be equally far apart: the axes (and their opposites, a cross-polytope) give pairwise
-    distances of radius * sqrt(2) or more. A random rotation would change nothing for isotropic
-    components, so the axes are used as they are: the prior is the same on every machine and readable.
-    """
+    """Component means [components, latent_dim]: radius * e_k along the axes, then radius * -e_k, so every
+    pair lies radius * sqrt(2) or more apart (the paper's 2-D prior puts ten on a circle)."""
     axes = torch.eye(latent_dim)
     return radius * torch.cat([axes, -axes])[:components]
 
@@ -102,9 +81,8 @@ class AAEModule(ReconstructionModule):
     options: AAEOptions
     optimizer_steps_per_iteration = 3
     adversarial = True
-    # The best checkpoint is chosen on the generative metric the run computes (val/fd_classifier or
-    # val/fid_inception):
-    # val/loss measures reconstruction only, which improves just as well when the codes ignore the prior.
+    # Chosen on the generative metric: val/loss measures reconstruction only, which improves just as well
+    # when the codes ignore the prior.
     monitor = None
 
     def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
@@ -219,27 +197,6 @@ class AAEModule(ReconstructionModule):
                 f"{self.options.aae_components}; use aae_components {classes} or more"
             )
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to resume a checkpoint whose training this module would not continue as it began.
-
-        A checkpoint without `aae_adversarial_weight` among its hyper-parameters was trained at weight 1;
-        one with three optimizer states gave the encoder's adversarial update an Adam of its own, whose
-        state this layout has no place for (Lightning would drop it without a word).
-        """
-        super().on_load_checkpoint(checkpoint)
-        if "aae_adversarial_weight" in checkpoint.get("hyper_parameters", {}):
-            return
-        if len(checkpoint.get("optimizer_states", ())) != 2:
-            raise ConfigError(
-                "this aae checkpoint gave the encoder's adversarial update an optimizer of its own, which "
-                "this version does not, so it cannot be resumed; evaluate it, or start a new run"
-            )
-        if self.options.aae_adversarial_weight != 1.0:
-            raise ConfigError(
-                "this aae checkpoint was trained with the adversarial weight 1; resume it with "
-                "aae_adversarial_weight 1"
-            )
-
     def lower_learning_rate(self) -> float | None:
         return None if self.paper_training else super().lower_learning_rate()
 
@@ -291,10 +248,7 @@ class AAEModule(ReconstructionModule):
             out = self.decoder(codes)
             per_image = reconstruction_loss(out, images, self.options.recon_loss).mean()
             loss = per_image / images[0].numel()
-            self.watch_losses(**{"train/loss": loss})
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(per_image / 4 if self.paper_training else loss)
-            optimizer.step()
+            self.manual_update(optimizer, "train/loss", loss, per_image / 4 if self.paper_training else None)
         return codes, out, loss
 
     def discriminator_phase(
@@ -316,10 +270,7 @@ class AAEModule(ReconstructionModule):
             prior_logits = self.latent_discriminator(self.prior_draws(n, components=components), condition)
             code_logits = self.latent_discriminator(codes, condition)
             loss_d = adversarial_losses(prior_logits, code_logits)
-            self.watch_losses(**{"train/loss_d": loss_d})
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            optimizer.step()
+            self.manual_update(optimizer, "train/loss_d", loss_d)
         return prior_logits, code_logits, loss_d
 
     def encoder_phase(
@@ -334,11 +285,8 @@ class AAEModule(ReconstructionModule):
         """
         with self.toggled_optimizer(optimizer):
             loss_g = F.softplus(-self.latent_discriminator(self.encoder(images), condition)).mean()
-            self.watch_losses(**{"train/loss_g": loss_g})
-            optimizer.zero_grad(set_to_none=True)
             weight = 1.0 if self.paper_training else self.options.aae_adversarial_weight
-            self.manual_backward(weight * loss_g)
-            optimizer.step()
+            self.manual_update(optimizer, "train/loss_g", loss_g, weight * loss_g)
         return loss_g
 
     def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:

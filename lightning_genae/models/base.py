@@ -38,13 +38,8 @@ from lightning_genae.source import current_source
 
 
 def set_sgd_rate(optimizer: torch.optim.Optimizer, lr: float, momentum: float) -> None:
-    """Set an SGD optimizer's learning rate and momentum for its next step, its velocity kept in step units.
-
-    The papers' momentum rule keeps the velocity in step units (inc = m inc - lr g, p += inc); torch's SGD
-    in gradient units (v = m v + g, p -= lr v), so that a new learning rate would rescale the steps already
-    taken. Rescaling the buffers by old / new learning rate keeps -lr v equal to the papers' inc at every
-    update, whatever the schedule.
-    """
+    """Set an SGD optimizer's learning rate and momentum for its next step, keeping the velocity in step
+    units as the papers' rule does (torch's is in gradient units): its buffers are rescaled by old / new."""
     for group in optimizer.param_groups:
         if group["lr"] != lr:
             for param in group["params"]:
@@ -57,12 +52,8 @@ def set_sgd_rate(optimizer: torch.optim.Optimizer, lr: float, momentum: float) -
 def adam(
     parameters: Iterable[nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999)
 ) -> torch.optim.Adam:
-    """Adam, fused into one kernel per step where torch has one for the parameters' device.
-
-    The single-tensor default loops over parameters in Python: for the DCGAN pair on the CPU a step of both
-    optimizers took 2.0 ms against 0.48 ms fused (torch 2.11, one thread; bench/overhead.py shows the run).
-    Called from `configure_optimizers`, after Lightning moved the model to its device.
-    """
+    """Adam, fused into one kernel per step where torch has one for the parameters' device (four times
+    faster for the DCGAN pair on a CPU; bench/overhead.py). Called after Lightning moved the model."""
     parameters = list(parameters)
     fusable = torch.utils._foreach_utils._get_fused_kernels_supported_devices()
     fused = bool(parameters) and all(
@@ -78,19 +69,6 @@ class LoggedTraining(NamedTuple):
 
     iteration: int
     written: bool
-
-
-def lightning_writes_training_values(trainer: pl.Trainer) -> bool:
-    """Whether Lightning would write the current training batch's logged values to the loggers at its end.
-
-    The same decision as `_TrainingEpochLoop.advance` -> `update_train_step_metrics` (pytorch-lightning
-    2.6): every `log_every_n_steps` batches (`(_batches_that_stepped + 1) % n == 0`), when the trainer
-    should stop, and every batch of a fast_dev_run. `should_update_logs` is private; it is read rather
-    than copied so the two cannot differ. If Lightning renames it this raises AttributeError; if it
-    writes at other batches, rows would carry an earlier batch's values, which
-    tests/library/test_logging_cadence.py catches by comparing with a run that logs every batch.
-    """
-    return should_update_logs(trainer) or bool(trainer.fast_dev_run)
 
 
 def is_last_training_batch(trainer: pl.Trainer, batch_idx: int) -> bool:
@@ -117,9 +95,8 @@ Method = TypeVar("Method", bound=Callable[..., Tensor])
 
 @contextlib.contextmanager
 def evaluation_mode(module: nn.Module) -> Iterator[None]:
-    """The module in eval mode without gradients, its own mode restored after. In training mode batch norm
-    would normalise by the batch's own statistics (so an image would depend on the others drawn with it,
-    and a single one would fail) and update its running statistics, and dropout would be on."""
+    """The module in eval mode without gradients, each submodule's mode restored after (in training mode
+    batch norm would make an image depend on the others drawn with it)."""
     # Each submodule's own mode, so that one a user froze in eval mode stays so.
     modes = [(part, part.training) for part in module.modules()]
     module.eval()
@@ -132,12 +109,8 @@ def evaluation_mode(module: nn.Module) -> Iterator[None]:
 
 
 def inference(method: Method) -> Method:
-    """A module's method run in `evaluation_mode`: what `sample` and `reconstruct` are for. `encode` and
-    `decode` follow the module's mode and keep gradients: training is built on them.
-
-    What a family's `reconstruct` is given is checked first (`check_data`: its shape, finite values, the
-    range of images), so items of another shape or scale are one line naming the fix rather than an error
-    from inside its layers, or output of no meaning."""
+    """A module's method run in `evaluation_mode` (`sample`, `reconstruct`; `encode` and `decode` keep
+    gradients, training is built on them). `reconstruct`'s input is checked first (`check_data`)."""
     given_as = list(inspect.signature(method).parameters)[1]
 
     @functools.wraps(method)
@@ -202,9 +175,8 @@ class GenerativeModule(pl.LightningModule):
 
     @restricted_classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Lightning's loader (a class method, as Lightning's is), reading weights and plain values only
-        unless given `weights_only=False`: a file holding more is refused in one line, and torch's advice to
-        load it unsafely never reaches the user. `lightning_genae.load_model(path)` picks the family."""
+        """Lightning's loader, reading weights and plain values only unless given `weights_only=False`: a
+        file holding more is refused in one line. `lightning_genae.load_model(path)` picks the family."""
         weights_only = kwargs.setdefault("weights_only", True)
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
@@ -222,8 +194,7 @@ class GenerativeModule(pl.LightningModule):
 
     def __init__(self, image_shape: tuple[int, ...] | list[int], **options: Any) -> None:
         """`image_shape`: one item's shape, (C, H, W) (a series family takes `series_shape`, (T, C)).
-        `options`: the family's options by name, each checked; `MODELS[name].options` lists them with their
-        defaults and help (`run.py --help` shows the same under the family's flags)."""
+        `options`: the family's options by name, each checked (`MODELS[name].options` lists them)."""
         super().__init__()
         # The shape of one item of the data, whatever its kind; image families also call it image_shape.
         # Plain ints: a checkpoint's hyper-parameters are read back with weights_only, which refuses numpy's.
@@ -248,9 +219,8 @@ class GenerativeModule(pl.LightningModule):
         self._split_prog_bar: set[str] = set()
 
     def lower_learning_rate(self) -> float | None:
-        """The learning rate a diverged run is advised to retry with: a tenth of `lr`, or the family's
-        default where that is lower still (a run at --lr 1e6 is not helped by 1e5); None where the family
-        trains on a fixed schedule that --lr does not set."""
+        """The learning rate a diverged run is advised to retry with: a tenth of `lr`, or the family's default
+        where lower still; None where a fixed schedule sets the rate."""
         default = type(self.options).__dataclass_fields__["lr"].default
         tenth = self.options.lr / 10
         return default if isinstance(default, float) and default < tenth else tenth
@@ -265,7 +235,7 @@ class GenerativeModule(pl.LightningModule):
     @property
     def iteration_epoch(self) -> int:
         """The epoch (from 0) the current iteration falls in, counted from the iteration, so a resumed run
-        keeps its place in a schedule set in epochs (its epoch counter starts the next epoch)."""
+        keeps its place in a schedule set in epochs."""
         return self.iteration // max(1, int(self.trainer.num_training_batches))
 
     def log_training(self, values: Mapping[str, Tensor | float], prog_bar: bool = False) -> None:
@@ -280,11 +250,6 @@ class GenerativeModule(pl.LightningModule):
         if loop not in self._checked_loops:
             check_batch(batch, self.data_kind, self.data_shape, warn_scale=not self._checked_loops)
             self._checked_loops.add(loop)
-
-    def weights_dtype(self) -> torch.dtype:
-        """The dtype of the model's weights, which its data must have (float32 under mixed precision too)."""
-        weights = next(self.parameters(), None)
-        return torch.float32 if weights is None else weights.dtype
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._check_first_batch("train", batch)
@@ -302,12 +267,8 @@ class GenerativeModule(pl.LightningModule):
         self._take_rank_zero_buffers()
 
     def _take_rank_zero_buffers(self) -> None:
-        """Under DDP, every rank's buffers (batch norm's running statistics) become rank 0's.
-
-        DDP hands rank 0's buffers to the others as each training step begins, and each rank's own batches
-        move them again within the step, so the ranks would evaluate with statistics of their own: rank 0's
-        are the ones its checkpoint holds, and what a one-process evaluation of that checkpoint uses.
-        """
+        """Under DDP, every rank's buffers (batch norm's running statistics) become rank 0's, which its
+        checkpoint holds: each rank's own batches moved them within the last step."""
         if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
             return
         for buffer in self.buffers():
@@ -332,7 +293,8 @@ class GenerativeModule(pl.LightningModule):
         # where and when Lightning writes logged values (update_train_step_metrics, a moment later: same
         # step, same epoch), without `self.log`'s result collection (`record_training_values`).
         queued, self._training_values = self._training_values, []
-        written = lightning_writes_training_values(self.trainer)
+        # Lightning's own private decision (`should_update_logs`), read rather than copied so the two agree.
+        written = should_update_logs(self.trainer) or bool(self.trainer.fast_dev_run)
         if not (written or is_last_training_batch(self.trainer, batch_idx)):
             # Skipped: recording costs Python work per value and its values would be written nowhere.
             return
@@ -348,12 +310,9 @@ class GenerativeModule(pl.LightningModule):
     def log_split_means(
         self, values: Mapping[str, Tensor], items: int, prog_bar: Collection[str] = ()
     ) -> None:
-        """Add one evaluation batch's values, each a mean over its `items`, to their means over the split.
-
-        They are logged when the pass ends (`_log_split_means`), as means over every item that every process
-        evaluated. Lightning's own epoch mean (`self.log(..., sync_dist=True)`) averages the processes' item
-        counts in integer arithmetic, which is exact only when every process evaluated as many items.
-        """
+        """Add one evaluation batch's values, each a mean over its `items`, to their means over the split,
+        logged when the pass ends as means over every item of every process (Lightning's own epoch mean
+        is exact only when every process evaluated as many items)."""
         for name, value in values.items():
             total, count = self._split_sums.get(name, (0.0, 0))
             self._split_sums[name] = (value.detach().float() * items + total, count + items)
@@ -392,10 +351,8 @@ class GenerativeModule(pl.LightningModule):
         return None
 
     def objective_form(self) -> str | None:
-        """The form of the family's training objective, for a family whose checkpoints may have been
-        trained under another (None where there is one form). Every checkpoint records it
-        (`OBJECTIVE_FORM_KEY`), so a resume of a checkpoint that records another form, or none, says that
-        the run goes on under this one."""
+        """The form of the family's training objective where checkpoints may have been trained under another
+        (None where there is one); every checkpoint records it, and a resume under another says so."""
         return None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -416,16 +373,15 @@ class GenerativeModule(pl.LightningModule):
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """The prior's latents (`draw_prior`) of the weights' dtype; drawn on the CPU so a seeded generator
         gives the same noise anywhere."""
-        noise = self.draw_prior(n, generator, torch.device("cpu")).to(self.weights_dtype())
+        weights = next(self.parameters(), None)
+        dtype = torch.float32 if weights is None else weights.dtype
+        noise = self.draw_prior(n, generator, torch.device("cpu")).to(dtype)
         return host_to_device(noise, self.device)
 
     def watch_losses(self, **losses: Tensor) -> None:
-        """Note this step's losses for `first_non_finite_loss`, the check that stops a diverged run.
-
-        Looking at a loss's value here would make the host wait for the device every iteration; the
-        training set-up's divergence guard checks the noted losses at its cadence and before every
-        checkpoint write, which never stores what a non-finite loss did to the weights. Past
-        MAX_UNCHECKED_LOSSES they are checked here, so a module trained without that guard still stops.
+        """Note this step's losses for `first_non_finite_loss`, which the divergence guard checks at its
+        cadence and before every checkpoint write (reading them here would sync every iteration); past
+        MAX_UNCHECKED_LOSSES they are checked here, so a module trained without the guard still stops.
         """
         iteration = self.iteration
         self._unchecked_losses.extend((name, iteration, value.detach()) for name, value in losses.items())
@@ -435,6 +391,14 @@ class GenerativeModule(pl.LightningModule):
                 raise TrainingDiverged(
                     diverged if diverged_before_any_update(diverged) else f"{diverged}; lower lr"
                 )
+
+    def manual_update(self, optimizer: Any, name: str, loss: Tensor, backward: Tensor | None = None) -> None:
+        """One update of manual optimization: note `loss` as `name` (`watch_losses`), then step `optimizer`
+        on the gradient of `backward` (`loss` itself unless given)."""
+        self.watch_losses(**{name: loss})
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss if backward is None else backward)
+        optimizer.step()
 
     def first_non_finite_loss(self) -> str | None:
         """`<loss> became <value> at step <i>` for the first NaN/inf loss noted since the last check, else

@@ -1,21 +1,15 @@
-"""BEGAN and EBGAN: a generator against a discriminator that is an autoencoder.
+"""BEGAN and EBGAN: a generator against a discriminator that is an autoencoder, whose energy of an image is
+its per-pixel mean absolute reconstruction error.
 
-The discriminator's energy of an image is how badly it reconstructs it (the per-pixel mean absolute
-error, as BEGAN uses). It learns to reconstruct real images well and generated ones badly; the generator
-learns to make images it reconstructs well.
-
-- `--d-loss began` (Berthelot et al. 2017): D minimises L(x) - k_t L(G(z)), G minimises L(G(z)); the
-  control variable k_t moves by `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1],
-  which keeps the fakes' energy at `--began-gamma` times the reals'. M_global = L(x) + |gamma L(x) -
+- `--d-loss began` (Berthelot et al. 2017): D minimises L(x) - k_t L(G(z)), G minimises L(G(z)); k_t moves by
+  `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1]. M_global = L(x) + |gamma L(x) -
   L(G(z))| falls as training converges.
-- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))), the hinge taken per fake
-  and averaged, G minimises L(G(z)) plus the pulling-away term on D's codes of the fakes, which penalises a
-  batch of similar fakes. The energy is BEGAN's mean absolute error, where EBGAN's paper uses the squared
-  error: one energy for both losses, so the margin is on that scale.
+- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))) per fake, G minimises
+  L(G(z)) plus the pulling-away term on D's codes of the fakes; the energy is BEGAN's (EBGAN's paper uses
+  the squared error), so the margin is on that scale.
 
-Training is the GAN's: one discriminator and one generator update per iteration, each with its
-optimizer toggled, every image D sees (real and fake, in both updates) passed through
-`discriminator_input` so discriminator-side augmentation applies.
+Training is the GAN's; every image D sees goes through `discriminator_input`, so discriminator-side
+augmentation applies.
 """
 
 from __future__ import annotations
@@ -160,10 +154,7 @@ class BEGANModule(ImageAdversarialModule):
                 loss_d = real_energy - self.k * fake_energies.mean()
             else:
                 loss_d = ebgan_discriminator_loss(real_energy, fake_energies, o.ebgan_margin)
-            self.watch_losses(**{"train/loss_d": loss_d})
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
+            self.manual_update(opt_d, "train/loss_d", loss_d)
 
         with self.toggled_optimizer(opt_g):
             fake = self.generator(self.training_noise(n))
@@ -171,10 +162,7 @@ class BEGANModule(ImageAdversarialModule):
             loss_g = energies.mean()
             if o.d_loss == "ebgan" and o.ebgan_pt > 0:
                 loss_g = loss_g + o.ebgan_pt * pulling_away_term(codes)
-            self.watch_losses(**{"train/loss_g": loss_g})
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            opt_g.step()
+            self.manual_update(opt_g, "train/loss_g", loss_g)
 
         real_energy, fake_energy = balanced
         own_balance = o.began_gamma * real_energy - fake_energy

@@ -156,19 +156,13 @@ class GANModule(ImageAdversarialModule):
             real_logits = self.discriminate(real)
             fake_logits = self.discriminate(fake)
             loss_d = discriminator_loss(real_logits, fake_logits, kind)
-            self.watch_losses(**{"train/loss_d": loss_d})
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
+            self.manual_update(opt_d, "train/loss_d", loss_d)
             self.observe_real_logits(real_logits)
 
         with self.toggled_optimizer(opt_g):
             fake = self.generator(self.training_noise(n))
             loss_g = generator_loss(self.discriminate(fake), kind)
-            self.watch_losses(**{"train/loss_g": loss_g})
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            opt_g.step()
+            self.manual_update(opt_g, "train/loss_g", loss_g)
 
         self.end_iteration(loss_d, loss_g, real_logits, fake_logits)
 
@@ -194,19 +188,13 @@ class GANModule(ImageAdversarialModule):
             # The fakes as D is shown them (augmented where the run augments D's inputs), once for both.
             shown_fake = self.discriminator_input(self.generator(z))
             loss_g = generator_loss(self.discriminator(shown_fake, masks), "ns")
-            self.watch_losses(**{"train/loss_g": loss_g})
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
-            opt_g.step()
+            self.manual_update(opt_g, "train/loss_g", loss_g)
 
         with self.toggled_optimizer(opt_d):
             real_logits = self.discriminate(real)
             fake_logits = self.discriminator(shown_fake.detach(), masks)
             loss_d = 0.5 * discriminator_loss(real_logits, fake_logits, "ns")
-            self.watch_losses(**{"train/loss_d": loss_d})
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
+            self.manual_update(opt_d, "train/loss_d", loss_d)
             self.observe_real_logits(real_logits)
 
         self.end_iteration(loss_d, loss_g, real_logits, fake_logits)

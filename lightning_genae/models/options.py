@@ -115,12 +115,11 @@ class VAEOptions(SingleObjectiveOptions):
         at_least=0,
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.nll_samples and self.recon_loss != "bce":
-            raise ConfigError(
-                "nll_samples estimates a Bernoulli likelihood; use it with recon_loss bce, or drop it"
-            )
+    def unread(self) -> dict[str, str]:
+        unread = super().unread()
+        if self.recon_loss != "bce":
+            unread["nll_samples"] = "estimates a Bernoulli likelihood; use it with recon_loss bce, or drop it"
+        return unread
 
 
 # ----- the GANs -----
@@ -173,6 +172,10 @@ class GANOptions(FamilyOptions):
             )
         if self.gan_nets == "paper":
             unread["width"] = width_unread("gan_nets paper")
+            unread["spectral_norm"] = (
+                "normalises the conv discriminator; the paper's nets regularise theirs with dropout: drop "
+                "spectral_norm or gan_nets paper"
+            )
         return unread
 
     def __post_init__(self) -> None:
@@ -185,12 +188,6 @@ class GANOptions(FamilyOptions):
             if self.gan_loss != "ns":
                 raise ConfigError(
                     "gan_training paper trains the paper's non-saturating loss: drop gan_loss hinge"
-                )
-        if self.gan_nets == "paper":
-            if self.spectral_norm:
-                raise ConfigError(
-                    "spectral_norm normalises the conv discriminator; the paper's nets regularise theirs "
-                    "with dropout: drop spectral_norm or gan_nets paper"
                 )
 
 
@@ -243,13 +240,10 @@ class BEGANOptions(FamilyOptions):
         at_least=0,
     )
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.began_skip_connections and self.began_nets != "began":
-            raise ConfigError("began_skip_connections changes the paper's nets; drop began_nets dcgan")
-
     def unread(self) -> dict[str, str]:
         unread = super().unread()
+        if self.began_nets != "began":
+            unread["began_skip_connections"] = "changes the paper's nets; drop began_nets dcgan"
         for loss, names in LOSS_OPTIONS.items():
             if loss != self.d_loss:
                 unread.update(

@@ -14,8 +14,6 @@ Each update toggles its optimizer, so the other networks get no gradients (DDP i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -35,14 +33,6 @@ def feature_reconstruction_loss(reconstruction_features: Tensor, image_features:
     """Squared error between discriminator features, summed per image (the -log p of a Gaussian of variance
     1/2 up to constants, in nats beside the KL, which is summed over latent dimensions) and batch-averaged."""
     return (reconstruction_features - image_features).pow(2).flatten(1).sum(1).mean()
-
-
-@contextmanager
-def replayed_random_state(device: torch.device) -> Iterator[None]:
-    """Run a block, then put the random state back, so the next block draws the same random numbers."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
 
 
 class VAEGANModule(ImageAdversarialModule):
@@ -109,7 +99,8 @@ class VAEGANModule(ImageAdversarialModule):
         reconstruction (the random state is replayed), so the loss compares like with like: independent
         draws would make a perfect reconstruction cost as much as a shifted one.
         """
-        with replayed_random_state(images.device), torch.no_grad():
+        replayed = [images.device] if images.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=replayed), torch.no_grad():
             shown_images = self.discriminator_input(images)
         shown_reconstructions = self.discriminator_input(reconstructions)
         features = self.discriminator.features(torch.cat([shown_reconstructions, shown_images]))
@@ -134,10 +125,7 @@ class VAEGANModule(ImageAdversarialModule):
                 + F.softplus(recon_logits).mean()
                 + F.softplus(prior_logits).mean()
             )
-            self.watch_losses(**{"train/loss_d": loss_d})
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
+            self.manual_update(opt_d, "train/loss_d", loss_d)
             self.observe_real_logits(real_logits)
 
         with self.toggled_optimizer(opt_enc):
@@ -147,10 +135,7 @@ class VAEGANModule(ImageAdversarialModule):
             kl = gaussian_kl(mean, log_var).mean()
             feature_loss = feature_reconstruction_loss(*self.paired_features(reconstructed, real))
             loss_enc = self.options.beta * kl + feature_loss
-            self.watch_losses(**{"train/loss_enc": loss_enc})
-            opt_enc.zero_grad(set_to_none=True)
-            self.manual_backward(loss_enc)
-            opt_enc.step()
+            self.manual_update(opt_enc, "train/loss_enc", loss_enc)
 
         with self.toggled_optimizer(opt_dec):
             # The same latents as the encoder's update: the decoder learns to reconstruct the same draw.
@@ -163,10 +148,7 @@ class VAEGANModule(ImageAdversarialModule):
                 + F.softplus(-self.discriminate(prior_samples)).mean()
             )
             loss_dec = self.options.vaegan_gamma * decoder_feature_loss + gan_loss
-            self.watch_losses(**{"train/loss_dec": loss_dec})
-            opt_dec.zero_grad(set_to_none=True)
-            self.manual_backward(loss_dec)
-            opt_dec.step()
+            self.manual_update(opt_dec, "train/loss_dec", loss_dec)
 
         self.log_training(
             {

@@ -1,16 +1,8 @@
-"""BEGAN's own networks (Berthelot et al. 2017, section 3.5 and figure 1).
-
-The generator and the discriminator's decoder share one architecture: a fully connected layer from the
-h-dimensional code to an n-channel base map, then per scale two 3x3 convolutions with ELU and a
-nearest-neighbour 2x upsampling, and a last 3x3 convolution to the image's channels with no activation.
-The encoder mirrors it: a 3x3 convolution, then per scale two 3x3 convolutions with ELU, the channels
-growing linearly (n, 2n, 3n, ...) and each scale but the last ending in a stride-2 3x3 convolution, then a
-fully connected layer to the h-dimensional embedding with no activation. Nowhere batch norm: the paper's
-discriminator sees real-only and fake-only batches, whose separate statistics batch norm would learn to
-tell apart instead of the images.
-
-Scales follow the shared nets' plan (`downsampling_plan`: 28 -> 14 -> 7, 8 -> 4, 64 -> 4), so a run keeps
-its image sizes; the paper's 64 px nets start from 8x8, ours from 4x4 at 64 px.
+"""BEGAN's own networks (Berthelot et al. 2017, section 3.5 and figure 1): 3x3 convolutions with ELU and
+nearest-neighbour upsampling in the generator and the discriminator's decoder, a mirrored encoder whose
+channels grow linearly (n, 2n, 3n, ...), fully connected codes, and no batch norm (the discriminator sees
+real-only and fake-only batches, whose statistics it would learn to tell apart). Scales follow the shared
+nets' `downsampling_plan`, so a run keeps its image sizes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """DCGAN-style convolutional encoder, decoder and discriminator shared by every model family.
 
-One architecture per image size lets an ablation compare models on equal networks. Sizes are
+One architecture per image size lets an ablation compare models on equal networks. Images are square
+(every DataModule crops them so; another shape fails at the first layer that reads it). Sizes are
 handled by halving the image until the feature map is between 4 and 7 pixels (16 -> 4, 28 -> 7,
 32 -> 4, 64 -> 4), with one stride-2 convolution per halving and channel widths doubling as the map
 shrinks.
@@ -19,8 +20,6 @@ MAX_BASE_SIZE = 7
 def downsampling_plan(image_size: int, max_base: int = MAX_BASE_SIZE) -> tuple[int, int]:
     """Return (number of stride-2 stages, base feature-map size) for a square image side, halving while
     the side exceeds `max_base`."""
-    if image_size < 4:
-        raise ConfigError(f"image size {image_size} is too small for the conv nets; use at least 8 pixels")
     stages, size = 0, image_size
     while size > max_base and size % 2 == 0:
         size //= 2
@@ -58,9 +57,7 @@ class ConvEncoder(nn.Module):
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
-        channels, height, width_px = image_shape
-        if height != width_px:
-            raise ConfigError(f"images must be square, got {height}x{width_px}; crop or resize them")
+        channels, height, _ = image_shape
         stages, base = downsampling_plan(height)
         widths = _widths(width, stages, max_width)
         layers: list[nn.Module] = []

@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from pytorch_lightning.callbacks import ModelCheckpoint
 from test_caches import write_folder
 from tiny import TINY_RUN
 
@@ -166,39 +165,6 @@ def test_a_run_resumed_in_another_folder_keeps_its_best_score_and_best_ckpt(tmp_
     assert best["global_step"] == 2 * (validations.index(min(validations)) + 1)
     selected = json.loads((moved / "summary.json").read_text())["selected_checkpoint"]
     assert selected["path"] == str(moved / "checkpoints" / "best.ckpt")
-
-
-@pytest.mark.parametrize("foreign_state", [False, True])
-def test_a_checkpoint_with_the_former_checkpoint_callback_names_resumes_without_a_missing_callback_warning(
-    foreign_state, tmp_path
-):
-    run_dir = tmp_path / "run"
-    assert (
-        main(["--model", "ae", *TINY, "--max-steps", "3", "--ckpt-every", "3", "--output", str(run_dir)]) == 0
-    )
-    last_path = run_dir / "checkpoints" / "last.ckpt"
-    last = torch.load(last_path, map_location="cpu", weights_only=True)
-    renamed = {}
-    for key, state in last["callbacks"].items():
-        if key == "PeriodicLastCheckpoint":
-            key = (
-                "ModelCheckpoint{'monitor': None, 'mode': 'min', 'every_n_train_steps': 3, "
-                "'every_n_epochs': 0, 'train_time_interval': None}"
-            )
-        elif key.startswith("BestCheckpoint"):
-            key = ModelCheckpoint(monitor=state["monitor"], mode="min").state_key
-        renamed[key] = state
-    if foreign_state:
-        renamed["SomeonesCallback"] = {}
-    last["callbacks"] = renamed
-    torch.save(last, last_path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert main(["--output", str(run_dir), "--resume", "last", "--max-steps", "4"]) == 0
-    missing = [
-        warning for warning in caught if "callbacks used to create the checkpoint" in str(warning.message)
-    ]
-    assert bool(missing) == foreign_state
 
 
 def test_a_resumed_runs_best_ckpt_that_records_nothing_is_replaced_not_kept_beside_a_new_one(

@@ -247,43 +247,6 @@ def test_an_aae_is_the_data_side_augmenter_trained_or_given(aae_run, tmp_path, i
     assert cached.iteration(AAEModule.optimizer_steps_per_iteration) == 4
 
 
-def an_earlier_versions_checkpoint(aae_run, folder, optimizers: int):
-    """The run's last.ckpt as written before --aae-adversarial-weight, with `optimizers` states."""
-    contents = torch.load(aae_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    for options in (contents["hyper_parameters"], contents["genae_config"]):
-        del options["aae_adversarial_weight"]
-    states = contents["optimizer_states"]
-    contents["optimizer_states"] = [*states, states[0]][:optimizers]
-    folder.mkdir()
-    path = folder / "earlier.ckpt"
-    torch.save(contents, path)
-    return path
-
-
-@pytest.mark.slow
-def test_an_earlier_versions_checkpoint_resumes_only_with_the_weight_it_was_trained_at(
-    aae_run, tmp_path, capsys
-):
-    checkpoint = an_earlier_versions_checkpoint(aae_run, tmp_path / "given", optimizers=2)
-    resumed = tmp_path / "resumed"
-    args = ["--resume", str(checkpoint), "--max-steps", "8", "--output", str(resumed)]
-    assert main(args) == 2
-    error = capsys.readouterr().err.strip()
-    assert "\n" not in error and "resume it with aae_adversarial_weight 1" in error
-    assert checkpoint.is_file() and not resumed.exists()
-    assert main([*args, "--aae-adversarial-weight", "1"]) == 0
-    assert json.loads((resumed / "summary.json").read_text())["global_step"] == 8
-
-
-def test_a_checkpoint_with_the_encoders_own_adversarial_optimizer_is_not_resumed(aae_run, tmp_path, capsys):
-    checkpoint = an_earlier_versions_checkpoint(aae_run, tmp_path / "given", optimizers=3)
-    resumed = tmp_path / "resumed"
-    assert main(["--resume", str(checkpoint), "--max-steps", "8", "--output", str(resumed)]) == 2
-    error = capsys.readouterr().err.strip()
-    assert "\n" not in error and "optimizer of its own" in error and "evaluate it" in error
-    assert checkpoint.is_file() and not resumed.exists()
-
-
 def test_a_resumed_run_may_raise_the_adversarial_weight_and_trains_at_it(
     aae_run, tmp_path, monkeypatch, capsys
 ):

@@ -275,8 +275,8 @@ def test_parse_keeps_the_order_and_strips_spaces():
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("", "no operation"),
-        ("translation,,scale", "stray comma"),
+        ("", "unknown operation"),
+        ("translation,,scale", "unknown operation"),
         ("shear", "unknown operation shear"),
         ("scale,scale", "more than once"),
     ],

@@ -228,14 +228,6 @@ def test_recorded_training_values_reach_loggers_callbacks_and_progress_bar_as_se
     assert recorded[2] == by_self_log[2]
 
 
-def test_a_recorded_training_value_must_be_one_number():
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    with pytest.raises(ValueError, match="one element"):
-        lightning_internals.record_training_values(trainer, {"train/x": torch.ones(2)}, [], write=False)
-    with pytest.raises(TypeError, match="tensor or a number"):
-        lightning_internals.record_training_values(trainer, {"train/x": "1.0"}, [], write=False)
-
-
 def test_the_loader_state_lightning_leaves_unread_is_where_restore_loader_positions_reads_it():
     """A fit by epochs resumed after its last epoch ended keeps the loaders' state in the fit loop's private
     list; `restore_loader_positions` hands it to the loaders (test_reproducibility.py checks the run)."""

@@ -123,7 +123,7 @@ def test_the_vae_logs_its_importance_sampled_nll_named_with_k_and_it_beats_the_e
 
     assert direction("test/nll_is5000").name == "LOWER"
     with pytest.raises(ConfigError, match="nll_samples estimates a Bernoulli likelihood"):
-        VAEOptions(recon_loss="mse", nll_samples=10)
+        VAEOptions.parse({"recon_loss": "mse", "nll_samples": 10})
     torch.manual_seed(0)
     model = VAEModule((1, 16, 16), latent_dim=4, width=8, nll_samples=64)
     images = (torch.rand(6, 1, 16, 16) > 0.5).float() * 2 - 1
@@ -182,12 +182,6 @@ def test_the_subset_corrected_mean_over_every_example_is_the_costly_mean_exactly
     costly = torch.tensor([-2.5, -0.75, -1.0, -4.0])
     figure, standard_error = subset_corrected_mean(cheap, torch.tensor([2, 0, 3, 1]), costly[[2, 0, 3, 1]])
     assert figure == pytest.approx(costly.mean().item()) and standard_error == 0.0
-    with pytest.raises(ValueError, match="distinct examples among all 2"):
-        subset_corrected_mean(cheap[:2], torch.arange(4), costly)
-    with pytest.raises(ValueError, match="distinct examples"):
-        subset_corrected_mean(cheap, torch.tensor([1, 1]), costly[:2])
-    with pytest.raises(ValueError, match="the costly estimate of 2 or more"):
-        subset_corrected_mean(cheap, torch.arange(3), costly)
 
 
 def test_the_estimate_changes_no_other_number_and_the_mse_is_the_posterior_means(

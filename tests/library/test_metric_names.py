@@ -160,28 +160,3 @@ def test_every_kind_has_a_direction_and_backbones_come_from_the_vocabulary() -> 
     assert backbones.BACKBONES is names.BACKBONES
     # Every backbone of the vocabulary, and `none`, which names no metric (the run skips them).
     assert RunConfig.choices("backbone") == (*names.BACKBONES, "none")
-
-
-def test_a_metric_under_its_former_name_reads_under_its_name_now() -> None:
-    from lightning_genae.metrics.names import current_names
-
-    old = {"step": "4", "val/discriminative": "0.2", "test/predictive": 0.1, "val/loss": 1.0}
-    assert current_names(old) == {
-        "step": "4",
-        "val/discriminative_quick": "0.2",
-        "test/predictive_quick": 0.1,
-        "val/loss": 1.0,
-    }
-    # A metrics.csv row of a run resumed across the renaming holds both columns, one of them empty.
-    assert current_names({"step": "2", "val/predictive": "0.4", "val/predictive_quick": ""}) == {
-        "step": "2",
-        "val/predictive_quick": "0.4",
-    }
-    assert current_names({"step": "4", "val/predictive": "", "val/predictive_quick": "0.3"}) == {
-        "step": "4",
-        "val/predictive_quick": "0.3",
-    }
-    assert list(current_names(dict.fromkeys(["step", "val/predictive", "val/predictive_quick"]))) == [
-        "step",
-        "val/predictive_quick",
-    ]

@@ -557,7 +557,7 @@ def test_score_images_against_a_split_too_small_to_score_is_one_line(tmp_path):
         "test": (torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8), torch.zeros(3)),
     }
     data = TensorImageDataModule(splits, name="tiny")
-    with pytest.raises(DataError, match="the test split of tiny holds 3 images"):
+    with pytest.raises(DataError, match="the test split of tiny, which holds 3 images"):
         lightning_genae.score_images(torch.zeros(10, 1, 8, 8, dtype=torch.uint8), data, backbone="none")
 
 

@@ -32,7 +32,7 @@ from lightning_genae.experiment.ablation.conflicts import (
 )
 from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, COMMAND_LINE_ONLY, flag
 from lightning_genae.experiment.run_lock import live_lock_owner
-from lightning_genae.metrics.names import current_names, test_headline
+from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import unread_by_run
 from lightning_genae.run_files import FAILED_FILE, SUMMARY_FILE, started_run_files
 
@@ -67,8 +67,7 @@ class CellRun:
     @property
     def final_metrics(self) -> dict[str, Any]:
         metrics = self.summary.get("final_metrics")
-        # A cell finished by an earlier version may hold a metric under its former name.
-        return current_names(metrics) if isinstance(metrics, dict) else {}
+        return metrics if isinstance(metrics, dict) else {}
 
     @property
     def selected(self) -> dict[str, Any]:
