@@ -384,8 +384,7 @@ def _without_options_of_what_the_command_line_replaced(
 
 def _refuse_a_grids_folder_as_a_run(resume: str, output: str | None) -> None:
     """`--resume last --output ROOT` where ROOT is a grid's folder: name its runs, not a missing last.ckpt."""
-    from lightning_genae.experiment.ablation.grid import GRID_FILE
-    from lightning_genae.run_files import last_checkpoint
+    from lightning_genae.run_files import GRID_FILE, last_checkpoint
 
     if resume != "last" or output is None or not (Path(output) / GRID_FILE).is_file():
         return

@@ -50,7 +50,7 @@ def run_grid_command(
     each arm's final cells run the candidate it chose on validation; grid indices name the tuning cells
     first. `named`: the options the command line names, refused where the family leaves them unread.
     """
-    from lightning_genae.experiment.ablation import check_grid_index, check_grid_root, plan_grid
+    from lightning_genae.experiment.ablation import check_grid_root, plan_grid
     from lightning_genae.experiment.ablation.tuning import plan_tuning
 
     if seeds is not None and "seed" in named:
@@ -71,8 +71,13 @@ def run_grid_command(
     )
     tuning = plan_tuning(shared, plan, candidates, tune_seeds) if tuning_request is not None else None
     tuning_cells = len(tuning.cells) if tuning is not None else 0
-    if grid_index is not None:
-        check_grid_index(grid_index, tuning_cells + len(plan.cells), tuning_cells)
+    total = tuning_cells + len(plan.cells)
+    if grid_index is not None and not 0 <= grid_index < total:
+        tuning_note = f" (tuning cells 0..{tuning_cells - 1}, then the final cells)" if tuning_cells else ""
+        raise ConfigError(
+            f"--grid-index {grid_index} is out of range; this grid has {total} cells{tuning_note}, so pass "
+            f"0..{total - 1}"
+        )
     # The cells share their family's and data options: one check stands for all.
     first = next(iter(plan.runs.values()))
     first.options.refuse_unread(named)
