@@ -218,7 +218,7 @@ def table_disagreement(runs: Iterable[CellRun]) -> dict[str, str]:
     return {problem.partition(" differs (")[0]: problem for problem in problems}
 
 
-def _read_json(path: Path) -> tuple[dict[str, Any], str | None]:
+def read_json(path: Path) -> tuple[dict[str, Any], str | None]:
     """A run's JSON record and, where it is unreadable or no object, why."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -234,10 +234,10 @@ def _read_json(path: Path) -> tuple[dict[str, Any], str | None]:
 def _load_run(run_dir: Path) -> CellRun:
     augment, train_size, seed = parse_cell_name(run_dir.name)
     if (run_dir / FAILED_FILE).is_file():
-        record, problem = _read_json(run_dir / FAILED_FILE)
+        record, problem = read_json(run_dir / FAILED_FILE)
         error = problem or str(record.get("error") or "unknown error (failed.json has no 'error')")
         return CellRun(run_dir.name, run_dir, augment, train_size, seed, ok=False, error=error)
-    summary, problem = _read_json(run_dir / SUMMARY_FILE)
+    summary, problem = read_json(run_dir / SUMMARY_FILE)
     if problem is not None:
         return CellRun(run_dir.name, run_dir, augment, train_size, seed, ok=False, error=problem)
     config = summary_config(summary)
@@ -262,10 +262,16 @@ def load_runs(root: Path) -> list[CellRun]:
     runs = [_load_run(root / name) for name in sorted(finished - replacing)]
     for name in sorted((planned | replacing) - (finished - replacing)):
         augment, train_size, seed = parse_cell_name(name)
-        owner = live_lock_owner(root / name)
-        pending = "running" if owner else "unfinished" if started_run_files(root / name) else "missing"
+        pending = pending_status(root / name)
         runs.append(CellRun(name, root / name, augment, train_size, seed, ok=False, pending=pending))
     return sorted(runs, key=CellRun.sort_key)
+
+
+def pending_status(run_dir: Path) -> str:
+    """`running`, `unfinished` or `missing`: what a folder holding no finished or failed run holds."""
+    if live_lock_owner(run_dir):
+        return "running"
+    return "unfinished" if started_run_files(run_dir) else "missing"
 
 
 def not_finished(

@@ -30,12 +30,12 @@ from lightning_genae.experiment.ablation.cells import (
     resolve_cell,
 )
 from lightning_genae.experiment.ablation.conflicts import BUDGETS, finished_run_conflicts, summary_config
+from lightning_genae.experiment.ablation.runs import pending_status, read_json
 from lightning_genae.experiment.config import RunConfig, flag
 from lightning_genae.experiment.resolve import ResolvedRun
 from lightning_genae.experiment.run_folder import read_summary
-from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.metrics.names import Direction, try_parse
-from lightning_genae.run_files import FAILED_FILE, started_run_files
+from lightning_genae.run_files import FAILED_FILE
 
 Candidate = tuple[tuple[str, Any], ...]
 
@@ -187,21 +187,11 @@ def _cell_result(run_dir: Path, config: RunConfig | None, budget: Mapping[str, A
     """`{"value", "metric"}` of a finished tuning cell, `{"error"}` of a failed one, else `{"status"}`; a run
     with other options than `config` (without it, another `budget`) is not taken for it."""
     if (run_dir / FAILED_FILE).is_file():
-        try:
-            error = json.loads((run_dir / FAILED_FILE).read_text(encoding="utf-8")).get("error")
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            error = None
-        return {"error": str(error or "failed (unreadable failed.json)")}
+        record, problem = read_json(run_dir / FAILED_FILE)
+        return {"error": str(problem or record.get("error") or "failed (failed.json has no 'error')")}
     summary = read_summary(run_dir)
     if summary is None:
-        status = (
-            "running"
-            if live_lock_owner(run_dir)
-            else "unfinished"
-            if started_run_files(run_dir)
-            else "missing"
-        )
-        return {"status": status}
+        return {"status": pending_status(run_dir)}
     conflicts = finished_run_conflicts(summary, config) if config is not None else []
     if conflicts:
         return {"error": f"holds a run with other options ({'; '.join(conflicts)}); re-run with --overwrite"}
