@@ -84,13 +84,10 @@ def _count(value: str | None) -> int:
 
 def local_rank() -> int:
     """This process's index on its node before any process group exists (0 for a plain process)."""
-    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
-        if name == "SLURM_LOCALID" and not is_slurm_task():
-            continue
-        value = os.environ.get(name)
-        if value is not None and value.isdigit():
-            return int(value)
-    return 0
+    value = os.environ.get("LOCAL_RANK")
+    if value is None and is_slurm_task():
+        value = os.environ.get("SLURM_LOCALID")
+    return int(value) if value is not None and value.isdigit() else 0
 
 
 def global_rank() -> int:

@@ -118,11 +118,8 @@ def signal_curves(
     panels = []
     for panel in SIGNAL_PANELS:
         lines = {
-            metric: {key: _mean_curve(group) for key, group in curves[metric].items()}
+            metric: {key: mean for key, group in curves[metric].items() if (mean := _mean_curve(group))}
             for metric, _ in panel.lines
-        }
-        lines = {
-            metric: {key: mean for key, mean in means.items() if mean} for metric, means in lines.items()
         }
         if any(lines.values()):
             panels.append((panel, lines))
@@ -156,12 +153,8 @@ def write_png(
             0.5, 0.5, f"no validation values {where}", ha="center", va="center", transform=axes.transAxes
         )
     # One colour per augment and one line style per train size (a marker in the signal panels).
-    augments = sorted(
-        {key[2] for key in curves} | {key[2] for _, lines in signals for m in lines.values() for key in m}
-    )
-    sizes = sorted(
-        {key[:2] for key in curves} | {key[:2] for _, lines in signals for m in lines.values() for key in m}
-    )
+    keys = {*curves, *(key for _, lines in signals for means in lines.values() for key in means)}
+    augments, sizes = sorted({key[2] for key in keys}), sorted({key[:2] for key in keys})
 
     def label(key: tuple[Any, ...]) -> str:
         return f"{key[2]}, train size {train_size_label(key[1])}" if several_sizes else key[2]
