@@ -1,11 +1,8 @@
 """How a process lives in a cluster job: which job and rank it is, how it waits for rank 0, how it stops.
 
-Every process of a SLURM job (one `srun` task per device) or of a torchrun job starts at once and knows
-only its environment. The run folder, the W&B run id and the decision to resume a requeued job are all
-derived from that environment (`current_job`), so every rank and every restart of a job agree on them
-without talking to each other. A signal ends training at an iteration boundary (`stopping.StopOnSignal`)
-by raising `RunInterrupted`. Nothing here imports Lightning: the command line reads the job before any
-training starts.
+Every rank of a SLURM or torchrun job starts at once; the run folder, the W&B run id and whether to resume
+are derived from the environment (`current_job`), so every rank and restart agree without talking. Nothing
+here imports Lightning at import time.
 """
 
 from __future__ import annotations
@@ -39,8 +36,7 @@ class ClusterJob:
 
     @property
     def identified(self) -> bool:
-        """Whether the id tells this job from others: torchrun without `--rdzv-id` gives every job the id
-        `none`, so its folders and checkpoints cannot be told from another such job's."""
+        """Whether the id tells this job from others (torchrun without `--rdzv-id` says `none`)."""
         return not (self.scheduler == "torchrun" and self.job_id in ("", "none"))
 
     @property
@@ -51,17 +47,12 @@ class ClusterJob:
 
 
 def is_slurm_task() -> bool:
-    """Started by SLURM as a job's task: Lightning's own test (`SLURMEnvironment.detect`), without the
-    warning it prints on every machine where `srun` exists."""
+    """Started by SLURM as a job's task: `SLURMEnvironment.detect` without its warning."""
     return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
 
 
 def current_job() -> ClusterJob | None:
-    """The SLURM or torchrun job this process belongs to, or None (a plain process, Lightning's launcher).
-
-    SLURM counts only when Lightning would run as a SLURM job (`is_slurm_task`): an interactive
-    `salloc` shell (job name bash or interactive) is not a job whose runs should share a folder.
-    """
+    """The SLURM (as Lightning detects it) or torchrun job this process belongs to, or None."""
     if is_slurm_task():
         array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
         if array_job is not None:
@@ -79,7 +70,6 @@ def current_job() -> ClusterJob | None:
 
 
 def _torchelastic_detected() -> bool:
-    # Imported here, under torchrun only: the command line reads `current_job` without importing Lightning.
     from lightning_fabric.plugins.environments import TorchElasticEnvironment
 
     return TorchElasticEnvironment.detect()
@@ -94,13 +84,10 @@ def _count(value: str | None) -> int:
 
 def local_rank() -> int:
     """This process's index on its node before any process group exists (0 for a plain process)."""
-    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
-        if name == "SLURM_LOCALID" and not is_slurm_task():
-            continue
-        value = os.environ.get(name)
-        if value is not None and value.isdigit():
-            return int(value)
-    return 0
+    value = os.environ.get("LOCAL_RANK")
+    if value is None and is_slurm_task():
+        value = os.environ.get("SLURM_LOCALID")
+    return int(value) if value is not None and value.isdigit() else 0
 
 
 def global_rank() -> int:
@@ -110,20 +97,18 @@ def global_rank() -> int:
         value = os.environ.get("SLURM_PROCID")
     if value is not None and value.isdigit():
         return int(value)
-    # Lightning's own launcher gives its children LOCAL_RANK and NODE_RANK only; on a node other than the
-    # first the exact rank is unknown here, and only whether it is 0 matters.
+    # Lightning's launcher gives its children LOCAL_RANK and NODE_RANK only: off the first node, only "not 0".
     node = os.environ.get("NODE_RANK", "0")
     return local_rank() if node in ("", "0") else 1 + local_rank()
 
 
-# Lightning's launcher starts the other ranks of `--devices N` as child processes running the same command;
-# the parent hands them the time stamp of its default run folder, which they could not compute themselves.
+# How Lightning's launcher's parent hands its children the time stamp of its default run folder.
 STAMP_VARIABLE = "GENAE_RUN_STAMP"
 
 
 def run_stamp() -> str:
-    """What tells a run's default folder apart: the job under SLURM or torchrun (the same on every rank and
-    after every requeue, so a restarted job finds its run), else the time the first rank started."""
+    """What tells a run's default folder apart: the job under SLURM or torchrun (so a requeued job finds its
+    run), else the time the first rank started."""
     job = current_job()
     if job is not None:
         return job.tag
@@ -165,17 +150,10 @@ def created_by_local_rank_zero(
     replacing: FileIdentity | None = None,
     poll_s: float = 1.0,
 ) -> None:
-    """`create()` writes `path` on local rank 0 while the node's other ranks wait for the file, then go on.
-
-    Call it where `path` is missing, or unusable (stale, damaged): then pass `replacing`, the
-    `file_identity` of that file taken before it was judged, and the waiting ranks wait for a different
-    file. Under SLURM or torchrun all ranks start at once; without this each would train the same
-    augmenter or classifier, a world-size-fold waste. Per node rather than per job, so a cache on
-    node-local disk works too. `create` must write `path` atomically (a waiting rank loads it as soon as
-    it appears). If rank 0 fails, it leaves a marker named after this job and restart, so the waiting ranks
-    stop with its reason instead of waiting for ever (a marker of another job or restart is never read).
-    Outside a SLURM/torchrun job (one process, or Lightning's launcher, which starts the other ranks only
-    after this) the process simply creates the file.
+    """`create()` writes `path` atomically on local rank 0 of a SLURM/torchrun job while the node's other
+    ranks wait for it (for a file other than `replacing`, the `file_identity` of an unusable one), so that
+    a cache is filled once per node. If rank 0 fails, a marker of this job and restart stops the others with
+    its reason. Outside such a job the process simply creates the file.
     """
     job = current_job()
     failure = path.with_name(f".{path.name}.failed-{job.tag}-{job.restart_count}") if job else None
@@ -193,11 +171,10 @@ def created_by_local_rank_zero(
         file=sys.stderr,
         flush=True,
     )
-    # The gate of a run (train.run makes it first); none where this is called outside one.
     gate = _gate[0] if _gate else None
     while file_identity(path) in (None, replacing):
         if gate is not None:
-            # Rank 0 may have stopped before it got here (a refused run folder): no file will come.
+            # Rank 0 may have stopped before it got here: no file will come.
             gate.raise_if_refused()
         if failure.is_file():
             raise RankZeroFailed(
@@ -211,10 +188,7 @@ def created_by_local_rank_zero(
 
 
 class RankZeroStopped(GenaeError):
-    """Rank 0 could not start the run (its run folder was refused, its start failed); this rank stops too.
-
-    Rank 0 prints the reason; this rank's line only says where to look, so the job log holds one copy.
-    """
+    """Rank 0 could not start the run; this rank stops too, saying only where the reason is printed."""
 
     def __init__(self, exit_code: int) -> None:
         super().__init__(
@@ -225,26 +199,18 @@ class RankZeroStopped(GenaeError):
 
 # `StartGate.verdict` of a rank 0 that went away without a word (its store with it).
 RANK_ZERO_GONE = -1
-# How long a rank waits for rank 0 to reach training: Lightning's default process-group timeout, which a
-# rank waiting at the rendezvous would have waited anyway.
+# How long a rank waits for rank 0 to reach training: Lightning's default process-group timeout.
 _VERDICT_TIMEOUT = timedelta(minutes=30)
-# How long a refusing rank 0 stays up at most (its store with it) for the others to read why; it leaves as
-# soon as all have. Generous, because a rank that has not yet connected when the store goes would wait the
-# whole timeout: ranks of one job can start seconds apart (imports from a slow shared file system).
+# How long a refusing rank 0 keeps its store up at most for the others to read why (ranks can start seconds
+# apart; one that connects after the store is gone waits the whole timeout).
 _REFUSAL_GRACE_S = 60.0
 
 
 @dataclass
 class StartGate:
-    """Rank 0's word to the job's other ranks: the run starts (`open`) or it does not (`refuse`).
-
-    Under SLURM or torchrun every rank runs run.py at once, but only rank 0 claims the run folder and
-    writes it. Without a word from rank 0, a rank whose rank 0 refused waits at the process group's
-    rendezvous (or for an augmenter rank 0 will never train) until the timeout, minutes later. The word
-    goes through the TCP store that the process group is built on anyway (at MASTER_ADDR:MASTER_PORT,
-    torchrun's agent store or, under SLURM, the one rank 0 starts early and `init_process_group` then
-    shares), so it costs nothing after start-up and needs no shared file system.
-    """
+    """Rank 0's word to the job's other ranks: the run starts (`open`) or it does not (`refuse`), so that a
+    refused start does not leave them waiting at the rendezvous until its timeout. It goes through the TCP
+    store the process group is built on anyway."""
 
     store: Store
     job_key: str
@@ -312,12 +278,8 @@ _gate: list[StartGate] = []
 
 
 def start_gate() -> StartGate | None:
-    """This job's gate, or None where rank 0 starts the other ranks itself or there are none.
-
-    Only where a scheduler started every rank at once (SLURM, torchrun) with more than one in the world.
-    Made once per process: under SLURM rank 0 hosts the store from its first call, and keeps it for
-    `init_process_group`, which shares a server on the same port (`multi_tenant`).
-    """
+    """This job's gate where a scheduler started several ranks at once (SLURM, torchrun), else None; made
+    once per process (under SLURM rank 0 hosts the store, which `init_process_group` shares)."""
     if _gate:
         return _gate[0]
     job = current_job()
@@ -361,8 +323,7 @@ def _rendezvous_address(job: ClusterJob) -> tuple[str, int]:
 # ----- stopping on a signal -----
 
 
-# The stop signal a run in this process noted last: a run whose signal came in its last iteration finishes,
-# and an ablation grid still stops after that cell (`take_noted_signal`).
+# The stop signal a run in this process noted last, so that a grid stops after a cell that finished anyway.
 _noted_signal: int | None = None
 
 
@@ -380,11 +341,8 @@ def take_noted_signal() -> int | None:
 
 
 class RunInterrupted(BaseException):
-    """A signal ended the run on purpose: one line for the user and an exit code of 128 + signal number.
-
-    A BaseException like KeyboardInterrupt, not an error of the run: an ablation grid must stop too, not
-    record the cell as failed and go on to the next one.
-    """
+    """A signal ended the run on purpose: one line and exit 128 + signal number. A BaseException, so that a
+    grid stops too rather than record a failed cell."""
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
@@ -392,8 +350,7 @@ class RunInterrupted(BaseException):
 
 
 def requeue_slurm_job(job: ClusterJob) -> str | None:
-    """Ask SLURM to requeue the job (it restarts with the same job id, so the same run folder); None when it
-    did, else a line saying why not and what to do."""
+    """Ask SLURM to requeue the job (same job id, same run folder); None when it did, else why not."""
     try:
         result = subprocess.run(
             ["scontrol", "requeue", job.job_id], capture_output=True, text=True, timeout=60, check=False
@@ -409,10 +366,8 @@ def requeue_slurm_job(job: ClusterJob) -> str | None:
 
 
 def interrupted_by(signum: int, message: str, advice: str) -> RunInterrupted:
-    """How a stop signal ends a run or a grid: `message` (where it stopped) and `advice` (how to go on) on
-    rank 0, exit 128 + the signal. Under SLURM's warning signal (USR1) the job is requeued instead of
-    advising, which it says first: SLURM may end this job step as it requeues it, before a later line
-    reaches the job's output file."""
+    """How a stop signal ends a run or a grid: `message` and `advice` on rank 0, exit 128 + the signal. Under
+    SLURM's USR1 the job is requeued instead, said first (requeueing may end this step)."""
     job = current_job()
     if signum == signal.SIGUSR1 and job is not None and job.scheduler == "slurm":
         if global_rank() != 0:

@@ -1,7 +1,5 @@
-"""Puts a resolved augmentation plan into a run: the augmenter, the wrapped data, the discriminator's view.
-
-Runs before the model is built, which is then given the discriminator-side augmentation.
-"""
+"""Puts a resolved augmentation plan into a run, before its model is built: the augmenter, the wrapped data,
+the discriminator-side augmentation."""
 
 from __future__ import annotations
 
@@ -32,9 +30,7 @@ class Attached:
 
     datamodule: InMemoryDataModule | AugmentedDataModule
     record: dict[str, Any]
-    # For the model to be built with: what every discriminator input goes through (None: nothing).
     discriminator_augmentation: Composed | None = None
-    # ADA's controller, fed by the model's real logits (None: every p is fixed).
     strength: AdaptiveStrength | None = None
 
     def final_record(self) -> dict[str, Any]:
@@ -58,10 +54,8 @@ def attach_augmentation(
     total_iterations: Callable[[int], int],
     fast_dev_run: bool = False,
 ) -> Attached:
-    """Wrap the data (data-side augmentations) and build the discriminator-side ones for the model.
-
-    `total_iterations(number of training images)` is the run's length, for `--augment-anneal`.
-    """
+    """Wrap the data (data-side augmentations) and build the discriminator-side ones for the model;
+    `total_iterations(training images)` is the run's length."""
     if not plan.names:
         return Attached(datamodule, {})
     record: dict[str, Any] = {
@@ -71,17 +65,14 @@ def attach_augmentation(
     augmenter = None
     if plan.needs_augmenter:
         if fast_dev_run:
-            # A set-up check: a one-step augmenter (cached under its own key) exercises the same path.
             plan = plan.with_values(augmenter_steps=1)
         module, origin = load_augmenter(plan, datamodule, seed, accelerator=accelerator)
         augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
-        # Binary data: the codes of drawn training images, which are what the augmenter is shown in training.
         draws = generator(seed, "augmenter fit pixels")
         augmenter.to(device).fit(
             *datamodule.split_tensors("train"),
             prepare=lambda items: as_training_pixels(datamodule, datamodule.to_model_range(items), draws),
         )
-        # How faithful the augmenter is, so a bad one is visible next to the ablation's numbers.
         origin["val_recon_mse"] = reconstruction_mse(
             augmenter, datamodule.split_tensors("val")[0][:2000], prepare=datamodule.to_model_range
         )
@@ -90,14 +81,14 @@ def attach_augmentation(
             f"augmenter: {origin['family']}, {origin['source']} ({origin['path']}); "
             f"validation reconstruction MSE {origin['val_recon_mse']:.4f}"
         )
-    # One controller per run: `ada+ae --augment-p auto` drives both with the same p.
+    # One controller per run, for every augmentation it steers.
     strength = (
         AdaptiveStrength(plan.ada_target, plan.ada_interval, plan.ada_kimg, device=device)
         if plan.adaptive
         else None
     )
     parts = BuildParts(augmenter, strength, channels=datamodule.data_shape[0])
-    # In registry order, so that `diffaug+ae-d` and `ae-d+diffaug` are the same run.
+    # In registry order, whatever the order typed.
     built = {
         name: spec.build(plan.settings[name], parts)
         for name, spec in AUGMENTATIONS.items()
@@ -105,7 +96,6 @@ def attach_augmentation(
     }
     check_plugin_transforms(built, datamodule, device)
     if "ae-d" in built and getattr(plan.settings["ae-d"], "augment_p", None) == 1:
-        # ADA's condition for a transform the generator cannot learn is a probability below 1.
         say(
             "note: ae-d at --augment-p 1 shows the discriminator only the autoencoder's outputs, so what the "
             "autoencoder removes from a fake goes unpunished; a p below 1 keeps real inputs in view"
@@ -113,14 +103,13 @@ def attach_augmentation(
     transforms = list(built.values())
     labels = [transform_label(name, transform, plan.settings[name]) for name, transform in built.items()]
     if labels:
-        # As the run header names them, defaults filled in (ADA's operations for the data's channels).
         record["discriminator_side"] = labels
     if plan.data_side:
         assert augmenter is not None
         train_images = len(datamodule.split_tensors("train")[0])
         length = total_iterations(train_images)
         if not plan.online and plan.pool is None:
-            record["augment_pool"] = train_images  # its default: as many as the training split
+            record["augment_pool"] = train_images
         datamodule = AugmentedDataModule(
             datamodule, plan, augmenter, seed=seed, total_iterations=length, strength=strength
         )
@@ -130,23 +119,20 @@ def attach_augmentation(
 def check_plugin_transforms(
     built: dict[str, Callable[[torch.Tensor], Any]], datamodule: InMemoryDataModule, device: torch.device
 ) -> None:
-    """A plug-in's discriminator-side transform, tried on a training batch before training: the generator
-    learns through it, so images that carry no gradient from its input (detached, rounded, thresholded)
-    would train a generator that learns nothing from the discriminator, with every value finite. Refused
-    in one line naming the augmentation. Any other failure is the plug-in's own error. The global random
-    streams are left as they were (a generator of the plug-in's own is not)."""
+    """Refuse a plug-in's discriminator-side transform whose output, on a training batch, carries no gradient
+    from its input: the generator, which learns through it, would learn nothing, every value finite. The
+    global random streams are left as they were."""
     plugins = {name: transform for name, transform in built.items() if name not in BUILT_IN_AUGMENTATIONS}
     if not plugins:
         return
     images = datamodule.to_model_range(
         datamodule.split_tensors("train")[0][: datamodule.batch_size].to(device)
     )
-    # fork_rng takes device indices; a bare "cuda" is the current device.
     cuda_devices = []
     if device.type == "cuda":
         cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
     for name, transform in plugins.items():
-        # As a generator's images reach it in training: the output of a tanh, carrying gradients.
+        # As a generator's images reach it: a tanh's output.
         logits = torch.atanh(images.clamp(-1 + 1e-6, 1 - 1e-6)).requires_grad_(True)
         with torch.random.fork_rng(devices=cuda_devices):
             returned = transform(torch.tanh(logits))
@@ -163,9 +149,8 @@ def check_plugin_transforms(
 
 
 def transform_label(name: str, transform: Callable[..., Any], settings: PluginOptions) -> str:
-    """How the run header names a discriminator-side transform: its own repr where its class writes one
-    (`diffaug color,translation (...)`), else the augmentation's name and options (`flip (--flip-p 0.25)`)
-    rather than a function's address."""
+    """How the run header names a discriminator-side transform: its class's own repr, else the augmentation's
+    name and options (`flip (--flip-p 0.25)`)."""
     anonymous = (
         functools.partial,
         types.FunctionType,

@@ -1,9 +1,5 @@
-"""The run's augmenter autoencoder: the checkpoint `--augment-ckpt` names, the cached one, or one trained now
-on the run's own training split (the same `--train-size` subset, never more data) with a short Lightning run
-of its own and cached, so an ablation grid trains it once.
-
-The cache is keyed by what the augmenter depends on, the training split by content among it: replacing
-images in place is a miss."""
+"""The run's augmenter autoencoder: the checkpoint `--augment-ckpt` names, or one trained on the run's own
+training split (never more data) and cached under the content it depends on, so a grid trains it once."""
 
 from __future__ import annotations
 
@@ -43,14 +39,12 @@ AUGMENTER_LR = 1e-3
 
 
 def augmenter_batch_size(datamodule: InMemoryDataModule) -> int:
-    """AUGMENTER_BATCH, or the whole training split where it holds fewer items: the augmenter trains on full
-    batches, and a split that small is the run's data as given (the run's --batch-size already fits it)."""
+    """AUGMENTER_BATCH, or the whole training split where it holds fewer items (it trains on full batches)."""
     return min(AUGMENTER_BATCH, len(datamodule.split_tensors("train")[0]))
 
 
 def augmenter_lr(family: str) -> float:
-    """AUGMENTER_LR, a fast rate for a short reconstruction run; an adversarial family (vaegan, aae) keeps its
-    own default, which is set for its game between networks."""
+    """AUGMENTER_LR for a short reconstruction run; an adversarial family keeps its own default."""
     module_type = MODELS[family].module
     return module_type.options_type().lr if module_type.adversarial else AUGMENTER_LR
 
@@ -70,11 +64,7 @@ def default_cache_dir() -> Path:
 
 
 def augmenter_identity(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int) -> dict[str, Any]:
-    """Everything a trained augmenter depends on; its hash names the cache file.
-
-    The data enters by content (the training split's SHA-256, which covers the --train-size subset, a
-    folder's images and how series are cut), never by name or path: replacing images in place is a miss.
-    """
+    """Everything a trained augmenter depends on, the data by content; its hash names the cache file."""
     return {
         "recipe": RECIPE_VERSION,
         "family": plan.augmenter_family,
@@ -92,7 +82,7 @@ def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cac
     identity = augmenter_identity(plan, datamodule, seed)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     size = "full" if datamodule.train_size is None else str(datamodule.train_size)
-    # Dataset, subset and seed are in the name for people reading the folder; the digest alone decides.
+    # Readable parts for people; the digest alone decides.
     name = f"{datamodule.name}-{plan.augmenter_family}-ts{size}-seed{seed}-{digest}.ckpt"
     return (cache_dir or default_cache_dir()) / name
 
@@ -111,8 +101,7 @@ def _load_module(checkpoint: RunCheckpoint, flag: str) -> tuple[GenerativeModule
 def _check_given_checkpoint(
     checkpoint: RunCheckpoint, stored: dict[str, Any], datamodule: InMemoryDataModule
 ) -> None:
-    """A given augmenter must have seen the run's training data and no more: the same training split,
-    compared by content; the configuration it records only explains a difference."""
+    """A given augmenter must have been trained on the run's training split, compared by content."""
     trained = checkpoint.training_data_sha256()
     current = datamodule.content_sha256("train")
     if trained != current:
@@ -129,11 +118,8 @@ def _check_given_checkpoint(
 def _cached_augmenter(
     path: Path, datamodule: InMemoryDataModule
 ) -> tuple[GenerativeModule, dict[str, Any]] | None:
-    """The augmenter cached at `path`, or None (with a one-line notice) when it must be trained again.
-
-    A cache file is this program's own: one that cannot be read safely, holds something else or was trained
-    on other data is replaced, never reported as a bad --augment-ckpt the user did not pass.
-    """
+    """The augmenter cached at `path`, or None (saying why) where it is unreadable, something else or trained
+    on other data, and is trained again."""
     try:
         checkpoint = RunCheckpoint.load(path, "augmenter cache")
         module, stored = _load_module(checkpoint, "augmenter cache")
@@ -150,17 +136,15 @@ def train_augmenter(
     plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, path: Path, accelerator: str = "auto"
 ) -> None:
     """Train the augmenter on the run's training split with its own single-device Trainer; save to `path`."""
-    # A separate instance: the run's own DataModule must keep its trainer and per-device batch size.
+    # A separate instance: the run's own keeps its trainer and batch size.
     batch_size = augmenter_batch_size(datamodule)
     data = type(datamodule)(**{**dict(datamodule.hparams), "batch_size": batch_size, "num_workers": 0})
     data.prepare_data()
     num_train = len(data.split_tensors("train")[0])
     family = plan.augmenter_family
     module_type = MODELS[family].module
-    # The augmenter's size: --augmenter-width sets whichever option sizes the family's networks.
     sizes = {"latent_dim": plan.augmenter_latent_dim, module_type.width_option: plan.augmenter_width}
     lr = augmenter_lr(family)
-    # A sequence dataset's options (its series' length, a CSV file's layout) carried into the augmenter's run.
     series_options = {}
     if datamodule.data_kind == "sequence":
         declared = dataset_options()
@@ -180,8 +164,7 @@ def train_augmenter(
         plugin_options={"lr": lr, **sizes, **series_options},
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The training log beside the cache entry (CSVLogger's folder): removed again if the training stops,
-    # unless it was there before (an earlier entry's).
+    # The training log beside the cache entry, removed if the training stops (unless it was there before).
     log_dir = path.parent / path.stem
     log_dir_was_there = log_dir.exists()
 
@@ -199,7 +182,7 @@ def train_augmenter(
                 accelerator=accelerator,
                 devices=1,
                 num_nodes=1,
-                # Inside a SLURM/torchrun job this is still one process on one device, not the job's world.
+                # One process on one device, also inside a SLURM/torchrun job.
                 plugins=[LightningEnvironment()],
                 logger=CSVLogger(str(path.parent), name=path.stem, version=""),
                 callbacks=[StoreRunConfig(config.to_dict()), IterationProgressBar("augmenter")],
@@ -207,14 +190,11 @@ def train_augmenter(
                 limit_val_batches=0,
                 num_sanity_val_steps=0,
                 enable_model_summary=False,
-                # Every 50 iterations, or every epoch when an epoch is shorter (Lightning warns otherwise).
                 log_every_n_steps=max(1, min(50, num_train // batch_size)),
             )
             with warnings.catch_warnings():
-                # The cache entry's own log, from an earlier training of this same entry, is replaced.
                 warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
                 trainer.fit(module, datamodule=data)
-        # A concurrent run (another grid cell) must never read half a checkpoint.
         write_atomically(path, lambda target: trainer.save_checkpoint(target, weights_only=False))
     except BaseException:
         remove_partial_entry()
@@ -224,8 +204,7 @@ def train_augmenter(
 def _given_augmenter(
     plan: AugmentPlan, datamodule: InMemoryDataModule
 ) -> tuple[GenerativeModule, dict[str, Any]]:
-    """The augmenter of `--augment-ckpt`, refused unless it is of the family the plan needs and was trained
-    on this run's training data."""
+    """The augmenter of `--augment-ckpt`, of the family the plan needs, trained on this run's data."""
     checkpoint = RunCheckpoint.load(plan.checkpoint, "--augment-ckpt")
     module, stored = _load_module(checkpoint, "--augment-ckpt")
     if stored.get("model") != plan.augmenter_family:
@@ -244,12 +223,11 @@ def load_augmenter(
     *,
     cache_dir: Path | None = None,
     accelerator: str = "auto",
-    train_if_missing: bool = True,
 ) -> tuple[GenerativeModule, dict[str, Any]]:
     """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
     if plan.checkpoint is not None:
         module, stored = _given_augmenter(plan, datamodule)
-        # The file's bytes too: a grid re-run compares them with a finished cell's before skipping it.
+        # The file's bytes too: a grid re-run compares them with a finished cell's.
         origin = {
             "source": "checkpoint",
             "path": str(Path(plan.checkpoint).absolute()),
@@ -257,15 +235,10 @@ def load_augmenter(
         }
     else:
         path = cache_path(plan, datamodule, seed, cache_dir)
-        # Which file was judged, so that ranks waiting for its replacement recognise the new one.
         found = file_identity(path)
         cached = _cached_augmenter(path, datamodule) if found is not None else None
         trained_now = cached is None
         if cached is None:
-            if not train_if_missing:
-                raise ConfigError(f"augmenter cache {path} is missing; run prepare_data first")
-            # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it
-            # (for a new file, where the cached one was unusable).
             created_by_local_rank_zero(
                 path,
                 lambda: train_augmenter(plan, datamodule, seed, path, accelerator),
@@ -278,7 +251,7 @@ def load_augmenter(
     module.requires_grad_(False).eval()
     record = {
         **origin,
-        # Whatever its source: a resumed run must go on with the augmenter it trained with so far.
+        # A resumed run must go on with the augmenter it trained with so far.
         "weights_sha256": state_sha256(module),
         "family": stored.get("model"),
         "train_size": stored.get("train_size"),

@@ -1,15 +1,8 @@
-"""The command that trains a dataset's feature classifier and records it: images and sequences alike.
+"""The command that trains a dataset's feature classifier and records it in its manifest: a GRU for a
+sequence dataset (`sequence_classifier.SEQUENCE_DATASETS`), else a CNN.
 
     python -m lightning_genae.experiment.classifier --data mnist --data-dir DATA --seed 0 \
         --output lightning_genae/metrics/weights
-    python -m lightning_genae.experiment.classifier --data smnist --data-dir DATA --seed 0 \
-        --output lightning_genae/metrics/weights
-
-A sequence dataset (`sequence_classifier.SEQUENCE_DATASETS`) gets the GRU classifier, written as
-sequence-classifier-DATA.pt into sequence_classifiers.json; every other labelled dataset gets the CNN,
-written as classifier-DATA.pt into classifiers.json. Both manifests record the same fields: the file, its
-SHA-256, the test accuracy and split size, the feature and input shapes, the recipe (seed, epochs), the
-command that reproduces the file and what it ran on.
 """
 
 from __future__ import annotations
@@ -46,20 +39,17 @@ class TrainedClassifier:
     test_accuracy: float
     num_test: int
     epochs: int
-    # Where and in which format it is written, and how its input is described in the manifest.
     file_name: str
     manifest_name: str
     save: Callable[..., str]
     input_shape: dict[str, list[int]]
     unit: str
-    # SHA-256 of the training split it learnt from, where the data is an image datamodule: a run given the
-    # file compares it with its own (--classifier-weights).
+    # SHA-256 of an image training split, which a run given the file compares with its own.
     train_sha256: str | None = None
 
 
 def image_dataset_options() -> dict[str, tuple[Any, Any]]:
-    """Every option some registered image dataset declares (`--image-size`, `--channels`, a plug-in's), by
-    name: (type, field), as run.py's flags for them."""
+    """Every option some registered image dataset declares, by name: (type, field), as run.py's flags."""
     return option_specs({name: spec.options for name, spec in DATASETS.items() if spec.data_kind == "image"})
 
 
@@ -111,8 +101,7 @@ def _train_sequence(args: argparse.Namespace) -> TrainedClassifier:
 
 
 def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> str:
-    """The command line that writes the same file again (recorded in the manifest); for a plug-in's
-    dataset, with the `plugins` to import set as run.py reads them."""
+    """The command line that writes the same file again (with a plug-in dataset's `plugins` to import)."""
     prefix = [f"{PLUGINS_VARIABLE}={','.join(plugins)}"] if plugins else []
     parts = [*prefix, PROG, f"--data {args.data}"]
     if args.data_dir is not None:
@@ -130,8 +119,7 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
 
 
 def _add_dataset_flag(parser: CommandLineParser, name: str, kind: Any, spec: Any) -> None:
-    """One image dataset option as a flag, typed as run.py's (a yes/no option also has its --no- form); the
-    dataset's options class checks the value's range. Unset, it stays None: the dataset's default."""
+    """One image dataset option as a flag, typed as run.py's; unset, it stays None (the dataset's default)."""
     shown = spec.metadata.get("shown_default") or spec.default
     help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
     if name == "channels":
@@ -156,7 +144,6 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
         help="dataset folder (the one holding MNIST/raw for mnist and smnist; not needed for digits); "
         "default: $GENAE_DATA_DIR when that is set, else ./data, as for run.py",
     )
-    # The image datasets' options, plug-ins' included, so a classifier is trained on the images the runs read.
     for name, (kind, spec) in image_dataset_options().items():
         _add_dataset_flag(parser, name, kind, spec)
     parser.add_argument(
@@ -169,8 +156,7 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
         help="default: scaled to the training split for images, "
         f"{sequence_classifier.DEFAULT_EPOCHS} for sequences",
     )
-    # Required: a default of the package's weights folder would let a forgotten flag overwrite the
-    # shipped classifiers; reproducing one names that folder on purpose.
+    # Required, so that a forgotten flag never overwrites the shipped classifiers.
     parser.add_argument(
         "--output",
         required=True,

@@ -1,17 +1,12 @@
 """Evaluation: a run's final validation and test pass, and after the fact a saved checkpoint (`--evaluate`)
-or a folder of images (`--evaluate-folder`).
-
-Both after-the-fact modes write `eval.json`, each metric beside the backbone, split and sample counts that
-produced it: a checkpoint's under the names its run's summary.json gives them (`test/fd_classifier`), a
-folder's under the metric's own (`fd_classifier`), as no split of a run produced it.
-"""
+or a folder of images (`--evaluate-folder`), each writing `eval.json` with the backbone, split and sample
+counts beside every metric."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -77,8 +72,7 @@ FOLDER_EVALUATION_OPTIONS = (
 )
 # What a re-evaluation may change; everything else comes from the checkpoint, so the data and model match.
 EVALUATION_OPTIONS = (
-    # Which columns of a CSV file are channels: a run's data is compared by content, so another choice than
-    # the run's is refused; one that reads the file as the run did (an earlier version's reading) is not.
+    # A run's data is compared by content, so a choice that reads its CSV file otherwise is refused.
     "csv_channels",
     "eval_samples",
     "backbone",
@@ -102,9 +96,8 @@ EVAL_FILE = "eval.json"
 
 
 def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None) -> Path:
-    """Where eval.json goes, checked before anything is evaluated: never among another run's files, and
-    never over an earlier evaluation without --overwrite. `own_run` is the evaluated checkpoint's run
-    folder, where its eval.json belongs."""
+    """Where eval.json goes, checked first: never among another run's files (but `own_run`'s), never over a
+    file an evaluation did not write, nor over an evaluation without --overwrite."""
     found = started_run_files(output)
     if found and (own_run is None or output.resolve() != own_run.resolve()):
         raise RunFolderRefused(
@@ -112,7 +105,6 @@ def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None
         )
     path = output / EVAL_FILE
     if path.exists() and not _holds_an_evaluation(path):
-        # --overwrite replaces what an evaluation wrote, never a file of the user's under the same name.
         raise RunFolderRefused(
             f"{path} is not an evaluation's {EVAL_FILE}; give --output DIR to write elsewhere"
         )
@@ -128,8 +120,7 @@ FEW_IMAGES = 100
 
 
 def _run_started_as(run_folder: Path) -> tuple[int, int, int] | None:
-    """Which start of a run its folder holds: the identity of its config.yaml (inode, modification time,
-    size), which every start writes anew; None without one."""
+    """Which start of a run its folder holds: the identity of the config.yaml every start writes anew."""
     try:
         stat = (run_folder / CONFIG_FILE).stat()
     except OSError:
@@ -138,18 +129,12 @@ def _run_started_as(run_folder: Path) -> tuple[int, int, int] | None:
 
 
 def _holds_an_evaluation(path: Path) -> bool:
-    """Whether `path` is a JSON object as `--evaluate` and `--evaluate-folder` write: its data and metrics."""
+    """Whether `path` is a JSON object as `--evaluate` and `--evaluate-folder` write."""
     try:
         written = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(written, dict) and "data" in written and isinstance(written.get("metrics"), dict)
-
-
-def _write(path: Path, result: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_file_atomically(path, json.dumps(result, indent=2) + "\n")
-    return path
 
 
 def final_evaluation(
@@ -159,14 +144,9 @@ def final_evaluation(
     test_split: bool = True,
     validated: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Validation and test metrics of the model as it is, each stage seeded by the trainer's
-    `SeededEvaluation` (every trainer that evaluates a run has one), so `--evaluate` reproduces them.
-
-    `test_split=False` (a tuning run, `--no-test-split`) stops at validation: the test split's loader is
-    never asked for, so nothing chosen on such a run has seen a test image. `validated`: the metrics of a
-    validation of these weights that training ran at its last step, seeded the same way
-    (`SeededEvaluation`): their `val/` values are taken instead of validating again.
-    """
+    """Validation and test metrics of the model as it is, seeded by the trainer's `SeededEvaluation` so that
+    `--evaluate` reproduces them. `test_split=False` never asks for the test split's loader; `validated`:
+    the metrics of the validation training ran on these weights, taken instead of validating again."""
     metrics: dict[str, float] = {}
     if validated is not None:
         metrics.update({name: value for name, value in validated.items() if name.startswith("val/")})
@@ -179,17 +159,6 @@ def final_evaluation(
     return metrics
 
 
-@contextmanager
-def _not_logged(trainer: pl.Trainer) -> Iterator[None]:
-    """Evaluate without writing to the run's loggers: their rows at the final step are the final weights'."""
-    loggers = trainer.loggers
-    trainer.loggers = []
-    try:
-        yield
-    finally:
-        trainer.loggers = loggers
-
-
 def evaluate_selected_checkpoint(
     trainer: pl.Trainer,
     model: GenerativeModule,
@@ -198,14 +167,10 @@ def evaluate_selected_checkpoint(
     final_metrics: dict[str, float],
     test_split: bool = True,
 ) -> dict[str, Any] | None:
-    """The test metrics of the checkpoint `chosen` picked on validation, for summary.json.
+    """The test metrics of the checkpoint `chosen` picked on validation, for summary.json (None: none chosen).
 
-    The same seeded evaluation as the final weights' (so `--evaluate best.ckpt` reproduces it), with the
-    best weights loaded into `model` and the final ones put back afterwards; nothing is logged, so the
-    run's metrics.csv holds the final weights alone. When the best checkpoint is the final step, its
-    numbers are `final_metrics` and nothing is evaluated again. A run kept off the test split
-    (`test_split=False`) records which checkpoint was chosen and evaluates nothing. None when no
-    checkpoint was chosen.
+    The same seeded evaluation as the final weights', unlogged (metrics.csv holds the final weights alone),
+    with the final weights put back afterwards; `final_metrics` where the best is the final step.
     """
     monitor = chosen.monitor
     if monitor is None:
@@ -231,11 +196,12 @@ def evaluate_selected_checkpoint(
     final_weights = {
         name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()
     }
+    loggers, trainer.loggers = trainer.loggers, []
     try:
         model.load_state_dict(checkpoint.contents["state_dict"])
-        with _not_logged(trainer):
-            metrics = final_evaluation(trainer, model, datamodule)
+        metrics = final_evaluation(trainer, model, datamodule)
     finally:
+        trainer.loggers = loggers
         model.load_state_dict(final_weights)
     record["test_metrics"] = {name: value for name, value in metrics.items() if name.startswith("test/")}
     return record
@@ -250,7 +216,6 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         flags = ", ".join(typed_flag(name, options[name]) for name in unused)
         raise ConfigError(f"--evaluate takes the run's own settings from the checkpoint; drop {flags}")
     typed = {key: value for key, value in options.items() if key in EVALUATION_OPTIONS}
-    # What is typed now is refused where the run cannot read it (an image backbone for series).
     resolved = resolve(
         merge(stored, typed), named=named_options(typed)
     )
@@ -260,7 +225,6 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     in_its_run = eval_file.parent.resolve() == checkpoint.run_folder.resolve()
     owner = live_lock_owner(checkpoint.run_folder) if in_its_run else None
     if owner is not None:
-        # Its eval.json would describe an early checkpoint beside the run's final summary.json.
         raise RunFolderRefused(
             f"--evaluate: {checkpoint.run_folder} is in use by the run still training there ({owner}); give "
             "--output DIR, or evaluate once the run has finished"
@@ -275,16 +239,12 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         type(model),
         logger=False,
         enable_checkpointing=False,
-        # The run's bars: drawn on a terminal, a line every 30 s in a log file (where Lightning's redraw).
         callbacks=[IterationProgressBar("evaluating")],
     )
     prepare_data_early(datamodule, trainer)
-    # Other data would give other numbers under the run's name.
     checkpoint.check_trained_on(datamodule, "--evaluate")
-    # Looked up when it runs, as train.py's is, so both score with the same function.
     metrics_callback = api.generative_metrics(model, datamodule, callback_settings(config))
     representation = [RepresentationMetrics(seed=config.seed), DiscriminatorOverfitting(seed=config.seed)]
-    # Seeded as the run's own evaluations were, so the numbers are the run's.
     trainer.callbacks += [SeededEvaluation(config.seed), *applicable(representation, model, datamodule)]
     if metrics_callback is not None:
         trainer.callbacks.append(metrics_callback)
@@ -316,9 +276,9 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
                 f"{checkpoint.run_folder} was started again while {checkpoint.path.name} was evaluated, so "
                 f"{EVAL_FILE} was not written beside another run"
             )
-        path = _write(eval_file, result)
+        write_file_atomically(eval_file, json.dumps(result, indent=2) + "\n")
         table = format_metrics_table(metrics, test_headline(model.monitor, metrics))
-        say(f"\n{table}\nwrote {path}")
+        say(f"\n{table}\nwrote {eval_file}")
     return result
 
 
@@ -327,8 +287,8 @@ GREYSCALE_MODES = WIDE_GREY_MODES | {"L", "1"}
 
 
 def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -> None:
-    """One line where the folder's images are not the dataset's size or colour: they are read as its test
-    images are (converted, the centred square resized), which a score of another resolution would hide."""
+    """One line where the folder's images are not the dataset's size or colour (read as its test images are),
+    or are transparent (laid over black)."""
     from PIL import Image
 
     channels, size, _ = datamodule.image_shape
@@ -336,7 +296,6 @@ def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -
     other_size = other_mode = transparent = 0
     for path in paths:
         try:
-            # Image.open reads the header only.
             with Image.open(path) as image:
                 other_size += image.size != (size, size)
                 other_mode += image.mode != mode and not (channels == 1 and image.mode in GREYSCALE_MODES)
@@ -381,11 +340,8 @@ def _resolve_folder_evaluation(merged: RunConfig, chosen: str | None) -> Resolve
 def evaluate_folder(
     folder: str, options: dict[str, Any], file_values: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Score a folder of generated images against dataset D's test split with every available backbone.
-
-    `options` are the ones typed, and must all be read here; of a `--config` file's `file_values` (often a
-    run's config.yaml) only the ones read here are taken.
-    """
+    """Score a folder of generated images against a dataset's test split with every available backbone (or
+    the one typed); of a `--config` file's `file_values` only the ones read here are taken."""
     unused = sorted(set(options) - set(FOLDER_EVALUATION_OPTIONS))
     if unused:
         flags = ", ".join(typed_flag(name, options[name]) for name in unused)
@@ -393,10 +349,7 @@ def evaluate_folder(
         raise ConfigError(f"--evaluate-folder reads only {read}; drop {flags}")
     if "output" not in options:
         raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
-    # A backbone named on the command line is the only one, and its failure an error.
     chosen = options.get("backbone")
-    # A config file's backbone (a run's config.yaml names the run's) does not restrict the scoring: the
-    # folder is scored with every backbone unless --backbone is typed.
     read = {
         key: value
         for key, value in (file_values or {}).items()
@@ -415,7 +368,6 @@ def evaluate_folder(
             f"--evaluate-folder {folder} holds {len(paths)} {agree(paths, 'image', 'images')}; the "
             f"k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}: add images"
         )
-    # Before any image of the folder is read.
     check_split_scorable(datamodule, "test")
     channels, size, _ = datamodule.image_shape
     _say_how_images_are_framed(paths, datamodule)
@@ -426,7 +378,6 @@ def evaluate_folder(
         "n_images": len(images),
         "data": config.data,
         "split": "test",
-        # What the numbers depend on beside the images: the seeded draws of the test split and the subsets.
         "seed": config.seed,
         "eval_samples": config.eval_samples,
         "device": device.type,
@@ -446,10 +397,8 @@ def evaluate_folder(
         except BackboneUnavailable as error:
             named = {"classifier": config.classifier_weights, "inception": config.inception_weights}
             if named.get(name) is not None or chosen is not None:
-                # A file the user named is expected to work: an error, not a skipped backbone.
-                raise
+                raise  # a backbone the user named
             result["skipped"][name] = str(error)
-            # The reason begins with the backbone's name, which the line already gives.
             say(f"{name} metrics skipped: {str(error).removeprefix(f'{name}: ')}")
             continue
         score = score_images(
@@ -468,7 +417,6 @@ def evaluate_folder(
         }
         line = f"{name}: {score.n_fake} generated vs {score.n_real} real test images, {score.backbone}"
         if score.n_fake < len(images):
-            # Both sides are the same size, so a folder larger than the test split is subsampled.
             tested = len(datamodule.split_tensors("test")[0])
             line += (
                 f"; a seeded {score.n_fake} of the folder's {len(images)} images, as both sides take "
@@ -484,7 +432,7 @@ def evaluate_folder(
         raise ConfigError(
             f"--evaluate-folder: no feature backbone available ({'; '.join(result['skipped'].values())})"
         )
-    path = _write(eval_file, result)
+    write_file_atomically(eval_file, json.dumps(result, indent=2) + "\n")
     table = format_metrics_table(result["metrics"], frechet_distance_name(result["metrics"], None))
-    say(f"\n{table}\nwrote {path}")
+    say(f"\n{table}\nwrote {eval_file}")
     return result

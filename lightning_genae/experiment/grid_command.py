@@ -1,9 +1,6 @@
 """The grid command: `run.py` with lists of augmentations, train sizes or seeds, or candidate lists.
 
-Every (train size, augment, seed) cell runs as its own run under --output ROOT, then the summary files are
-written. A tuning grid runs its candidates on validation first (ROOT/tuning/) and each arm's final cells with
-the candidate it chose. Lightning is imported only once a grid trains, so `--print-config` and the grid's
-configuration errors answer as quickly as `--help`.
+Lightning is imported only once a grid trains, so `--print-config` and errors answer as quickly as `--help`.
 """
 
 from __future__ import annotations
@@ -46,11 +43,11 @@ def run_grid_command(
 ) -> int:
     """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files.
 
-    With candidate lists (`tuning_request`: candidates per option, tune seeds) the tuning cells run first and
-    each arm's final cells run the candidate it chose on validation; grid indices name the tuning cells
-    first. `named`: the options the command line names, refused where the family leaves them unread.
+    With candidate lists (`tuning_request`: candidates per option, tune seeds) the tuning cells (indexed
+    first) run first, in ROOT/tuning/, and each arm's final cells run the candidate it chose on validation.
+    `named`: the options the command line names, refused where the family leaves them unread.
     """
-    from lightning_genae.experiment.ablation import check_grid_index, check_grid_root, plan_grid
+    from lightning_genae.experiment.ablation import check_grid_root, plan_grid
     from lightning_genae.experiment.ablation.tuning import plan_tuning
 
     if seeds is not None and "seed" in named:
@@ -71,8 +68,13 @@ def run_grid_command(
     )
     tuning = plan_tuning(shared, plan, candidates, tune_seeds) if tuning_request is not None else None
     tuning_cells = len(tuning.cells) if tuning is not None else 0
-    if grid_index is not None:
-        check_grid_index(grid_index, tuning_cells + len(plan.cells), tuning_cells)
+    total = tuning_cells + len(plan.cells)
+    if grid_index is not None and not 0 <= grid_index < total:
+        tuning_note = f" (tuning cells 0..{tuning_cells - 1}, then the final cells)" if tuning_cells else ""
+        raise ConfigError(
+            f"--grid-index {grid_index} is out of range; this grid has {total} cells{tuning_note}, so pass "
+            f"0..{total - 1}"
+        )
     # The cells share their family's and data options: one check stands for all.
     first = next(iter(plan.runs.values()))
     first.options.refuse_unread(named)
@@ -92,9 +94,8 @@ def run_grid_command(
 
 
 def _refuse_cells_that_would_launch_processes(shared: RunConfig, grid_index: int | None) -> None:
-    """A grid runs its cells one after another in one process. With several devices and no launcher around
-    it (srun, torchrun), Lightning would start each cell's other processes itself, which it can do once per
-    process: the second cell would fail or hang. Its cells then run one per job (`--grid-index`)."""
+    """Refuse a grid on several devices without srun or torchrun around it: Lightning can start a cell's
+    other processes itself once per process, so the second cell would fail or hang."""
     from lightning_genae.cluster import current_job
 
     processes = stated_world_size(shared)
@@ -109,11 +110,8 @@ def _refuse_cells_that_would_launch_processes(shared: RunConfig, grid_index: int
 
 
 def _refuse_a_grid_without_its_metrics(resolved: ResolvedRun, tuning: bool) -> None:
-    """A family with no validation objective of its own (a GAN: its headline is an image metric) compares
-    its arms on the image metrics, and a tuning grid chooses its candidates on the headline. Where every
-    cell would skip them (`--backbone none`, or a classifier with no labels to learn), refused before the
-    first cell rather than trained unscored. A family that also reconstructs (an AAE, a VAE-GAN) still
-    reports its reconstruction error, which a plain grid compares on."""
+    """Refuse, before the first cell trains unscored, a grid of a family judged on the image metrics (no
+    objective of its own, and for a plain grid none that reconstructs) where every cell would skip them."""
     family, config = resolved.model.module, resolved.config
     if getattr(family, "monitor", None) is not None or not callable(getattr(family, "sample", None)):
         return
@@ -140,9 +138,8 @@ def _refuse_a_grid_without_its_metrics(resolved: ResolvedRun, tuning: bool) -> N
 
 
 def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None = None) -> str:
-    """--print-config of a grid: every cell's configuration under its index, tuning cells first (with
-    --grid-index, that cell's alone), as its config.yaml records it; a tuned arm's final cell is known once
-    its tuning cells have run."""
+    """--print-config of a grid: every cell's configuration (or --grid-index's) under its index, tuning cells
+    first; a tuned arm's final cell is known once its tuning cells have run."""
     parts, first_final = [], len(tuning.cells) if tuning is not None else 0
     for index, cell in enumerate(tuning.cells if tuning is not None else []):
         if grid_index in (None, index):
@@ -166,8 +163,8 @@ def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | N
 def _cell_runner(
     runs: dict[GridCell, ResolvedRun], overwrite: bool
 ) -> Callable[[GridCell, Path, CellStart], None]:
-    """How a grid trains one cell: fresh, resumed from its last.ckpt (only with the cell's own options), or
-    restarted over its old files. `runs` is read when a cell starts, so cells added to it later run too."""
+    """How a grid trains one cell: fresh, resumed (only with the cell's own options), or restarted over its
+    old files; `runs` is read when a cell starts, so cells added to it later run too."""
     from lightning_genae.errors import RunFolderRefused
     from lightning_genae.experiment.ablation import CellStart
     from lightning_genae.experiment.ablation.conflicts import unfinished_run_conflicts
@@ -177,7 +174,6 @@ def _cell_runner(
     def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
         resolved, resume = runs[cell], None
         if start is CellStart.RESUME:
-            # Continued, never replaced: a restarted job's --overwrite was done by its earlier attempt.
             resolved = replace(resolved, config=replace(resolved.config, overwrite=False))
             resume = to_resume("last", str(run_dir))
             conflicts = unfinished_run_conflicts(resume.stored_config("--resume"), resolved.config)
@@ -202,9 +198,7 @@ def _train_grid(
     from lightning_genae.experiment.ablation.conflicts import refuse_finished_runs_with_other_options
 
     runs = {**plan.runs, **(tuning.runs if tuning is not None else {})}
-    # Every cell whose options are known now, whichever --grid-index runs: an array task of another grid must
-    # not train among this one's cells. A tuned arm's final cells are known once its tuning has run, and
-    # are refused one by one as they come.
+    # Every cell whose options are known now, whichever --grid-index runs (tuned arms' final cells later).
     known = [
         (plan.root / c.name, plan.runs[c].config)
         for c in plan.cells
@@ -230,7 +224,6 @@ def _train_grid(
     _report_grid(
         plan.root, grid_index, [outcome.cell.name for outcome in final if outcome.action == "refused"]
     )
-    # With --grid-index only the cell asked for counts: another arm still waiting is not this task's failure.
     return int(bool(waiting and grid_index is None) or not all(outcome.ok for outcome in outcomes + final))
 
 
@@ -241,8 +234,8 @@ def _run_tuning_cells(
     grid_index: int | None,
     overwrite: bool,
 ) -> list[CellOutcome]:
-    """Stage 1: the candidates on validation (every tuning cell, or the array task's); an array task brings
-    tuning.json up to date with what it ran."""
+    """Stage 1: the candidates on validation (every tuning cell, or the array task's, which updates
+    tuning.json)."""
     from lightning_genae.experiment.ablation import describe_progress, record_grid_cells, run_grid
     from lightning_genae.experiment.ablation.tuning import choose, write_tuning_record
 
@@ -269,9 +262,8 @@ def _final_cells(
     grid_index: int | None,
     runs: dict[GridCell, ResolvedRun],
 ) -> tuple[list[GridCell], int | None, dict[str, str]]:
-    """Stage 2: each arm's final cells with its choice, made on the validation numbers alone (added to
-    `runs`); `grid_index` as an index into them; the cells whose arm is still undecided, with why. Writes
-    tuning.json."""
+    """Stage 2: each arm's final cells with its choice (added to `runs`), `grid_index` as an index into them,
+    and the cells whose arm is undecided, with why; writes tuning.json."""
     from lightning_genae.experiment.ablation import record_grid_cells
     from lightning_genae.experiment.ablation.tuning import choose, final_cells, write_tuning_record
 
@@ -296,7 +288,7 @@ def _final_cells(
 
 def _report_grid(root: Path, grid_index: int | None, refused: list[str]) -> None:
     """The summary files once the whole grid has run (an array task leaves them to --summarize), and the
-    grid's progress; `refused` are the cells this command left to the runs their folders hold."""
+    grid's progress; `refused`: the cells left to the runs their folders hold."""
     from lightning_genae.experiment.ablation import describe_progress, summarize
 
     if grid_index is None:

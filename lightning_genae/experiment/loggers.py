@@ -38,29 +38,22 @@ WANDB_HOST = "api.wandb.ai"
 class RunFolderCSVLogger(Logger):
     """`<run>/metrics.csv` with no version sub-folders; a resumed run continues the same file.
 
-    A logger of our own on Lightning's public `Logger` rather than its `CSVLogger`: CSVLogger's writer
-    deletes an existing metrics.csv when it starts and builds its header from this session's keys only, so
-    keeping the history across a resume meant subclassing its private `_ExperimentWriter`. What a run
-    folder needs is small: rows buffered by `log_metrics` and appended by `save()` (Lightning calls it
-    after every logging step and at the end, so a crash loses at most the unsaved rows), one `step`
-    column, and a header that is the union of every key logged (a key first logged later gets a column,
-    blank in earlier rows).
+    Not Lightning's `CSVLogger`, which deletes an existing metrics.csv and heads it with this session's keys
+    only. Rows are appended by `save()` (after every logging step), under a header that is the union of
+    every key logged.
     """
 
     def __init__(
         self, run_dir: str | Path, resume_step: int | None = None, evaluates_again: bool = False
     ) -> None:
-        """`resume_step`: the iteration a resumed run continues from (its rows after it are dropped).
-        `evaluates_again`: the resumed run is at the end of its budget and runs its final evaluation again
-        (it was stopped during it), so that evaluation's test rows at `resume_step` are dropped too; an
-        extended run keeps its finished budget's."""
+        """`resume_step`: the iteration a resumed run continues from (its rows after it are dropped);
+        `evaluates_again`: its final evaluation runs again, so its test rows at `resume_step` go too."""
         super().__init__()
         self._run_dir = Path(run_dir)
         self._resume_step = resume_step
         self._evaluates_again = evaluates_again
         self._rows: list[dict[str, Any]] = []
-        # The file is prepared on rank zero's first save(), not here: loggers are built on every process
-        # before the Trainer knows which one is rank zero.
+        # Prepared on rank zero's first save(): loggers are built before the ranks are known.
         self._keys: list[str] | None = None
 
     @property
@@ -76,26 +69,16 @@ class RunFolderCSVLogger(Logger):
         return str(self._run_dir)
 
     @property
-    def root_dir(self) -> str:
-        return str(self._run_dir)
-
-    @property
-    def log_dir(self) -> str:
-        return str(self._run_dir)
-
-    @property
     def _metrics_file(self) -> Path:
         return self._run_dir / METRICS_FILE
 
     @rank_zero_only
     def log_hyperparams(self, params: Any = None, *args: Any, **kwargs: Any) -> None:
-        # config.yaml in the run folder is the record of the configuration.
-        return None
+        return None  # config.yaml is the record of the configuration
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        row = {key: _plain(value) for key, value in metrics.items()}
-        # Lightning always passes the step; without one, rows are numbered as Lightning's CSVLogger does.
+        row = {key: v.item() if isinstance(v, torch.Tensor) else v for key, v in metrics.items()}
         row["step"] = len(self._rows) if step is None else step
         self._rows.append(row)
 
@@ -147,8 +130,7 @@ class RunFolderCSVLogger(Logger):
         step = int(float(row.get("step") or 0))
         if step < self._resume_step:
             return True
-        # Validation at the resume step ran before that checkpoint was saved; training rows there did not, nor
-        # did the test rows of a final evaluation that runs again.
+        # Validation at the resume step ran before its checkpoint was saved; training there did not.
         again = ("train/", "test/") if self._evaluates_again else ("train/",)
         logged_after_the_save = any(row.get(key) for key in row if key.startswith(again))
         return step == self._resume_step and not logged_after_the_save
@@ -170,9 +152,8 @@ class RunFolderCSVLogger(Logger):
 
 
 def read_whole_rows(path: Path) -> tuple[list[str], list[dict[str, str]], int]:
-    """metrics.csv at `path`: its columns, its whole rows, and how many rows were cut short and left out: a
-    copy taken mid-append, or a crash's NUL bytes (the file ends at the first, and Python 3.10's csv refuses
-    them), cut a row's last value too."""
+    """metrics.csv at `path`: its columns and whole rows, and how many rows were cut short (a copy taken
+    mid-append, a crash's NUL bytes) and left out."""
     text = path.read_text(encoding="utf-8", errors="replace").split("\x00", 1)[0]
     reader = csv.DictReader(io.StringIO(text, newline=""))
     keys = sorted(reader.fieldnames or [])
@@ -186,8 +167,7 @@ def read_whole_rows(path: Path) -> tuple[list[str], list[dict[str, str]], int]:
 
 
 def logged_values(path: Path, prefixes: Mapping[int, str]) -> dict[str, float]:
-    """The values metrics.csv at `path` holds at each step of `prefixes` under the names starting with that
-    step's prefix (later rows win), in one reading of the file; {} without it."""
+    """metrics.csv's values at each step of `prefixes` under names with its prefix (later rows win)."""
     if not path.is_file():
         return {}
     values: dict[str, float] = {}
@@ -205,13 +185,8 @@ def logged_values(path: Path, prefixes: Mapping[int, str]) -> dict[str, float]:
     return values
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, torch.Tensor) else value
-
-
 def wandb_offline_reason() -> str | None:
-    """Why W&B must run offline (no key, WANDB_MODE, or a server that does not take the key now), or None
-    when it can go online."""
+    """Why W&B must run offline (WANDB_MODE, no key, a server that does not take it now), or None."""
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode in ("offline", "dryrun", "disabled"):
         return f"WANDB_MODE={mode}"
@@ -228,18 +203,15 @@ def wandb_offline_reason() -> str | None:
 
 
 def _wandb_api_key(base: urllib.parse.SplitResult) -> str | None:
-    """The key wandb would send: WANDB_API_KEY, else the one `wandb login` kept in ~/.netrc (or the file
-    NETRC names) under the server's host and port (`host:port` where the URL gives one)."""
+    """The key wandb would send: WANDB_API_KEY, else `wandb login`'s in ~/.netrc (or NETRC) for the server."""
     key = os.environ.get("WANDB_API_KEY")
     if key:
         return key
     try:
-        # Named explicitly, as wandb does: Python's check of ~/.netrc's permissions (which wandb skips) would
-        # otherwise hide a key wandb reads.
+        # Named explicitly, as wandb does, which skips Python's check of ~/.netrc's permissions.
         entries = netrc.netrc(os.path.expanduser(os.environ.get("NETRC") or "~/.netrc"))
     except (OSError, netrc.NetrcParseError):
         return None
-    # As wandb reads it: the server's host and port as the URL spells them, nothing else.
     found = entries.authenticators(base.netloc)
     return found[2] if found is not None and found[2] else None
 
@@ -250,10 +222,8 @@ WANDB_PROBE_TIMEOUT_S = 5.0
 
 
 def _wandb_server_refusal(url: str, key: str) -> str | None:
-    """Why W&B's API at `url` would not take a run with `key` now, or None: one authenticated request that
-    waits seconds in all, where wandb.init would retry for minutes and then end the run with a traceback (a
-    wrong or expired key, a wrong WANDB_BASE_URL, a proxy or sign-in page that answers for every host, a
-    server that hangs or trickles)."""
+    """Why W&B's API at `url` would not take a run with `key` now, or None: one authenticated request with a
+    deadline for the whole exchange, where wandb.init would retry for minutes and end with a traceback."""
     parts = urllib.parse.urlsplit(url)
     # The host and port alone: a password in the URL never reaches a printed line.
     host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
@@ -262,7 +232,7 @@ def _wandb_server_refusal(url: str, key: str) -> str | None:
     def ask() -> None:
         outcome.append(_wandb_api_answer(url, host, key))
 
-    # A thread, so that the deadline holds for the whole exchange (a socket timeout holds per read only).
+    # A thread: a socket timeout holds per read only.
     asking = threading.Thread(target=ask, name="wandb-probe", daemon=True)
     asking.start()
     asking.join(WANDB_PROBE_TIMEOUT_S)
@@ -319,8 +289,7 @@ def build_loggers(
         RunFolderCSVLogger(run_dir, resume_step=resume_step, evaluates_again=evaluates_again)
     ]
     if "tensorboard" in names:
-        # A resumed run's events after its checkpoint (written by the session that was stopped) are purged,
-        # as metrics.csv drops its rows after it: TensorBoard would show those steps twice.
+        # A resumed run's events after its checkpoint are purged, as metrics.csv drops its rows after it.
         purge = {} if resume_step is None else {"purge_step": resume_step + 1}
         loggers.append(
             TensorBoardLogger(
@@ -346,8 +315,7 @@ def build_loggers(
             settings=_quiet_wandb_settings(offline),
         )
         _drop_retired_anonymous_setting(wandb_logger)
-        # Lightning sets WANDB_MODE=dryrun for an offline run and leaves it: the next run in this process
-        # (a grid's next cell) must see the user's own setting again (finish_loggers puts it back).
+        # Lightning sets WANDB_MODE=dryrun for an offline run and leaves it; finish_loggers puts it back.
         wandb_logger.genae_wandb_mode = os.environ.get("WANDB_MODE")
         if offline:
             offline_runs = f"{shlex.quote(str(wandb_dir))}/offline-run-*"
@@ -362,10 +330,8 @@ def finish_loggers(
 ) -> None:
     """Close W&B runs with the final metrics in their summary, so the next run in-process starts fresh.
 
-    `selected`: summary.json's record of the checkpoint chosen on validation. Its test metrics go into the
-    W&B summary as `selected/test/...` (its step as `selected/step`), beside the final weights' `test/...`,
-    so runs compared in W&B can be compared on the weights a user would keep. They are not logged as rows:
-    metrics.csv and the loggers' histories hold the final weights alone.
+    `selected`: the checkpoint chosen on validation, whose test metrics go into the W&B summary (not its
+    history) as `selected/test/...`, beside the final weights' `test/...`.
     """
     chosen = {}
     if selected is not None and "test_metrics" in selected:
@@ -390,38 +356,22 @@ def finish_loggers(
 
 
 def _quiet_wandb_settings(offline: bool) -> dict[str, bool]:
-    """wandb.init settings that leave the terminal to what a user can act on.
-
-    Offline, everything the run prints (version banner, local folder, `wandb leet`, run history, sync
-    command) repeats our one line or the run folder, so `silent` drops it; wandb's own warnings and
-    errors outside the run still print. Online, `quiet` keeps the run's URL, the upload count, warnings
-    and errors, and drops the banner, the history panel and the log paths; `silent` would hide the URL.
-    Per-run settings, so nothing else in the process changes.
-    """
+    """Per-run wandb.init settings: offline, `silent` (all it prints repeats our one line); online, `quiet`,
+    which keeps the run's URL, warnings and errors."""
     return {"silent": True} if offline else {"quiet": True}
 
 
 def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:
-    """Stop WandbLogger passing `anonymous=None` to wandb.init, which recent wandb warns about.
-
-    Lightning sets that retired setting whatever the caller passes and offers no argument to leave it
-    out, so this edits the arguments WandbLogger keeps for wandb.init. Absent and None both mean wandb's
-    default, so the run is the same; should Lightning rename the attribute or stop passing the setting,
-    this does nothing and at worst the warning is back.
-    """
+    """Stop WandbLogger passing `anonymous=None` (wandb's default, which recent wandb warns about) to
+    wandb.init; where Lightning no longer keeps that argument, this does nothing."""
     init_arguments = wandb_init_arguments(logger)
     if init_arguments is not None and "anonymous" in init_arguments and init_arguments["anonymous"] is None:
         del init_arguments["anonymous"]
 
 
 def _stable_wandb_id(run_dir: Path) -> str:
-    """One W&B run id per run folder, kept in the folder so a resume finds it again.
-
-    In a SLURM or torchrun job every rank starts at once, and a requeued job may start before the id file
-    of its first start was written: the id is then derived from the job and the folder, so all ranks and
-    every restart name the same W&B run (continued with resume="allow", never duplicated). Only rank 0
-    writes the file.
-    """
+    """One W&B run id per run folder, kept in the folder so a resume finds it again; in a SLURM or torchrun
+    job derived from the job and the folder, so all ranks and every restart name the same W&B run."""
     id_file = run_dir / WANDB_RUN_ID
     if id_file.is_file():
         try:
@@ -430,13 +380,12 @@ def _stable_wandb_id(run_dir: Path) -> str:
             kept = ""
         if WANDB_ID.fullmatch(kept):
             return kept
-        # Empty, damaged or hand-edited: wandb.init would stop the run on it; a new id is written over it.
         say(f"{id_file} does not hold a W&B run id ({kept[:40]!r}); the run gets a new one")
     job = current_job()
     if job is None:
         run_id = secrets.token_hex(4)
     else:
-        # The cluster's name too: two clusters reuse job ids, and a shared project must not mix their runs.
+        # The cluster's name too: two clusters reuse job ids.
         identity = f"{os.environ.get('SLURM_CLUSTER_NAME', '')}|{job.tag}|{run_dir.resolve()}"
         run_id = f"{job.tag[:40]}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
     if global_rank() == 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import ClusterJob
 from lightning_genae.errors import RunFolderRefused
-from lightning_genae.experiment.ablation.grid import holds_a_run_of_other_options
+from lightning_genae.experiment.ablation.conflicts import holds_a_run_of_other_options
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resume import written_by
 from lightning_genae.experiment.train import default_run_dir

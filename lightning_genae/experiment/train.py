@@ -73,20 +73,15 @@ if TYPE_CHECKING:
 
 
 def default_run_dir(config: RunConfig) -> Path:
-    """`runs/<model>-<data>-<augment>-seed<seed>-<stamp>`; the stamp is the SLURM/torchrun job (`slurm1234`,
-    `slurm1234_5` for an array task) or the start time, the same on every rank (`cluster.run_stamp`)."""
+    """`runs/<model>-<data>-<augment>-seed<seed>-<stamp>`, the stamp the same on every rank (`run_stamp`)."""
     return Path("runs") / f"{config.model}-{config.data}-{config.augment}-seed{config.seed}-{run_stamp()}"
 
 
 def log_last_training_values(
     trainer: pl.Trainer, model: GenerativeModule, fit_metrics: dict[str, float]
 ) -> None:
-    """Record the final batch's training values when Lightning's every-N-steps cadence did not write them.
-
-    Only values that belong to the final batch: the model logs a batch's values when Lightning writes them
-    and at the last batch of the fit; any other ending (a stop Lightning did not foresee) writes nothing
-    rather than an earlier batch's values under the final step.
-    """
+    """Record the final batch's training values when Lightning's every-N-steps cadence did not write them,
+    and only where they are the final batch's (never an earlier batch's under the final step)."""
     last_batch = model.iteration - 1
     logged = model.last_logged_training
     training_values = {key: value for key, value in fit_metrics.items() if key.startswith("train/")}
@@ -104,12 +99,10 @@ class TrainingStarted(Callback):
     def __init__(self, on_start: Callable[[], None] | None = None) -> None:
         self.started = False
         self.finished = False
-        # Called once, at the end of the first training batch (the run that --overwrite replaces goes then).
         self._on_start = on_start
 
     def on_train_batch_end(self, *args: Any) -> None:
         first = not self.started
-        # Started first: whatever on_start meets, the run has trained and is not undone.
         self.started = True
         if first and self._on_start is not None:
             self._on_start()
@@ -120,9 +113,8 @@ WALL_TIME_KEY = "genae_wall_time_s"
 
 
 class RunWallClock(Callback):
-    """The run's wall-clock seconds over all its sessions: each checkpoint carries the time spent up to it,
-    so a resumed run's summary.json counts its earlier sessions (up to the checkpoint it resumed from) too.
-    Through the checkpoint hooks, not a callback state: it stays groupable (callbacks/grouping.py)."""
+    """The run's wall-clock seconds over all its sessions, which each checkpoint carries up to it (through the
+    checkpoint hooks, not a callback state, so that it stays groupable)."""
 
     def __init__(self) -> None:
         self._started = time.monotonic()
@@ -154,12 +146,9 @@ def run(
 ) -> dict[str, Any]:
     """Train (or resume) one run and write its folder; returns the summary written to summary.json.
 
-    Rank 0 claims the folder first (refusing one that holds another run or is locked); a failure before the
-    first training step puts the folder back as it was. `explicit_resume`: the user asked for the resume
-    (`--resume`), so a checkpoint with nothing left to train is refused; a requeued job that resumes by
-    itself is not, as it may have stopped after its last step but before its final evaluation. `brief`:
-    end with one line (the headline metric) instead of the table of every metric, for a run among many.
-    `replacing`: why the folder's earlier run is removed, with --overwrite set (a grid re-running a cell).
+    Rank 0 claims the folder first; a failure before the first training step puts it back as it was.
+    `explicit_resume` (`--resume`) refuses a checkpoint with nothing left to train; `brief` ends with one
+    line instead of the metrics table; `replacing`: why --overwrite removes the folder's earlier run.
     """
     config = resolved.config
     if config.output:
@@ -167,12 +156,10 @@ def run(
     elif resume is not None and in_a_run_folder(resume.path):
         run_dir = resume.run_folder
     else:
-        # A checkpoint kept elsewhere (models/foo.ckpt) has no run folder around it: the folder it lies in
-        # is someone's, so the continued run gets a new one.
+        # A checkpoint outside a run folder: the folder it lies in is someone's.
         run_dir = default_run_dir(config)
     refuse_a_run_folder_among_the_data(config, run_dir)
-    # Absolute paths: the checkpoint and config.yaml name the same folders from whatever folder a resume or a
-    # re-run starts in.
+    # Absolute paths: the checkpoint and config.yaml name the same folders from wherever a re-run starts.
     config = replace(config, output=str(run_dir)).with_absolute_paths()
     resolved = replace(resolved, config=config)
     # Under SLURM or torchrun the other ranks run this at once and wait for rank 0's word before training.
@@ -186,8 +173,7 @@ def run(
         except RankZeroStopped:
             raise
         except GenaeError:
-            # An error every rank meets alike before training (a batch too small for the world) is rank 0's
-            # to print: this rank says only that it stopped too.
+            # An error every rank meets alike before training is rank 0's to print.
             verdict = gate.verdict() if gate is not None and not gate.opened else 0
             if verdict not in (0, RANK_ZERO_GONE):
                 raise RankZeroStopped(verdict) from None
@@ -240,9 +226,8 @@ def _train(
     wall_clock = RunWallClock()
     steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
     resume_step = resume.iteration(steps_per_iteration) if resume is not None else None
-    # A run stopped during its final evaluation resumes at its last iteration to run that evaluation alone:
-    # its last training values (logged at the iteration before) and any validation of these weights (at the
-    # last) are in metrics.csv already, and are taken from there rather than logged again.
+    # A run stopped during its final evaluation resumes to run that evaluation alone: its last training values
+    # and any validation of these weights are taken from metrics.csv rather than logged again.
     logged_at_the_end: dict[str, float] = {}
     evaluates_again = resume is not None and training_complete(resume, config, steps_per_iteration)
     if evaluates_again:
@@ -268,8 +253,7 @@ def _train(
         callbacks.append(LearningRateOnResume())
     trainer = build_trainer(config, family, run_dir, loggers, callbacks)
     prepare_data_early(datamodule, trainer)
-    # Before the run folder and the model are announced (training takes full batches only; an evaluation
-    # of a checkpoint may use any batch size, so the check is training's, not the data's).
+    # Training takes full batches only (an evaluation may use any batch size).
     datamodule.check_batch_fits()
     if resume is not None and trainer.is_global_zero:
         resume.check_trained_on(datamodule, "--resume")
@@ -286,20 +270,17 @@ def _train(
     if resume is not None:
         check_same_augmenter(resume, augmenter)
     trainer.callbacks.append(AugmenterInCheckpoints(augmenter))
-    # Seeded again: the initial weights depend on the seed alone, not on whether an augmenter was trained
-    # or loaded first, so every arm of an ablation starts from the same model.
+    # Seeded again, so that every arm of an ablation starts from the same initial weights.
     pl.seed_everything(int_seed(config.seed, "training"), workers=True, verbose=False)
     model = resolved.build_model(
         datamodule.data_shape, attached.discriminator_augmentation, attached.strength
     )
     resolved.check_batch_for(model, trainer.world_size)
     if resume is not None:
-        # Before anything trains: weights that do not fit, or hold NaN, are one line and exit 2.
         resume.check_fits(model, "--resume", training=True)
     metrics_callback, series_callback, chosen = _add_metric_callbacks(
         config, trainer, model, datamodule, run_dir
     )
-    # How a family draws its samples, when that is not simply its prior (the rae's code Gaussian).
     sampling = model.sampling()
 
     if trainer.is_global_zero:
@@ -333,20 +314,17 @@ def _train(
                 model,
                 datamodule,
                 config.test_split,
-                # Training's last step validated these weights (ValidateLastIteration), seeded as this would;
-                # or, resumed for this evaluation, metrics.csv holds their validation.
+                # Training's last step validated these weights, or metrics.csv holds their validation.
                 validated=fit_metrics
                 if seeded_evaluation.validated_at == trainer.global_step
                 or any(key.startswith("val/") for key in logged_at_the_end)
                 else None,
             ),
         }
-        # Taken before the best checkpoint's evaluation, which the metric callbacks record as their test
-        # stage.
+        # Taken before the best checkpoint's evaluation, which the callbacks record as their test stage.
         evaluation = evaluation_records(metrics_callback, series_callback)
         selected = None
         if chosen is not None:
-            # Its evaluation is a test one: a run kept off the test split records the choice alone.
             selected = evaluate_selected_checkpoint(
                 trainer, model, datamodule, chosen, final_metrics, config.test_split
             )
@@ -367,7 +345,7 @@ def _train(
             **skipped_metrics_record(config.backbone, model),
             "augmentation": attached.final_record(),
             "data_summary": datamodule.summary(),
-            # What the run trained and was scored on, by content: an ablation table compares its rows by it.
+            # By content: an ablation table compares its rows by it.
             "data_sha256": {split: datamodule.content_sha256(split) for split in SPLITS},
             # A --train-size subset is drawn from this whole training split: its seeds' rows share it.
             **(
@@ -382,7 +360,6 @@ def _train(
         if trainer.is_global_zero:
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         started.finished = True
-    # The run is finished: a signal from here on is Python's and the loggers' own.
     if trainer.is_global_zero:
         headline = test_headline(model.monitor, final_metrics)
         if brief:
@@ -403,29 +380,24 @@ def _add_metric_callbacks(
     run_dir: Path,
 ) -> tuple[GenerativeMetrics | None, SequenceMetrics | None, ModelCheckpoint | None]:
     """The metric callbacks and the best-checkpoint keeper the model and data allow, added to the trainer;
-    then every callback that cannot act for them is left out."""
+    then every callback that cannot act for them is left out, and the rest grouped."""
     metrics_callback, series_callback, chosen = metric_callbacks(
         model, datamodule, run_dir, callback_settings(config)
     )
     callbacks = [*trainer.callbacks, *(c for c in (metrics_callback, series_callback) if c is not None)]
     if chosen is not None:
-        # best.ckpt before last.ckpt at an iteration that validates and checkpoints: killed between the two
-        # saves, the run resumes from the earlier last.ckpt and weighs that validation's candidate again;
-        # the other way round it would resume past it, and the candidate would never be weighed.
-        # Both savers of last.ckpt: the periodic one, and StopOnSignal's save when a signal stops the run.
+        # best.ckpt before either saver of last.ckpt: killed between the two saves, a resume weighs that
+        # validation's candidate again rather than past it.
         savers = [i for i, c in enumerate(callbacks) if isinstance(c, (PeriodicLastCheckpoint, StopOnSignal))]
         callbacks.insert(savers[0] if savers else len(callbacks), chosen)
     trainer.callbacks = callbacks
-    # Lightning calls every callback at every hook, acting or not (about seven per GAN iteration): the
-    # pictures and metrics that cannot act for this model and data are left out (callbacks/applicability.py),
-    # and consecutive stateless ones of the rest answer Lightning as one (callbacks/grouping.py).
+    # Lightning calls every callback at every hook, acting or not.
     trainer.callbacks = grouped(applicable(trainer.callbacks, model, datamodule))
     return metrics_callback, series_callback, chosen
 
 
 def config_file_text(config: RunConfig, run_dir: Path) -> str:
-    """What a run writes to its config.yaml: a first line naming the file as a run's, with the command that
-    re-runs it, then the experiment's options."""
+    """A run's config.yaml: a first line with the command that re-runs it, then the options."""
     config_file = run_dir.absolute() / CONFIG_FILE
     header = f"{CONFIG_HEADER}; re-run with: {command_prefix()} --config {shlex.quote(str(config_file))}\n"
     return header + config.experiment().to_yaml()
@@ -442,15 +414,12 @@ def _write_run_header(
 ) -> None:
     """Rank 0: config.yaml, from which the run can be repeated, and what the run is, on the console."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Its paths are absolute (`run`), and so is the one its first line names: it re-runs from any folder.
     (run_dir.absolute() / CONFIG_FILE).write_text(config_file_text(config, run_dir))
     say(f"run folder: {run_dir}  ({datamodule.summary()})")
     if discriminator_augmentation is not None:
-        # The data-side part is in the line above; this one is applied inside the model, to D's inputs.
         say(f"discriminator inputs: {discriminator_augmentation.description()}")
     say(describe_model(config.model, model, trainer))
     if str(trainer.precision) != config.precision and config.precision != "32":
-        # Lightning's own choice for the device (fp16 autocast is a GPU's); summary.json records what ran.
         say(f"--precision {config.precision} runs as {trainer.precision} here")
     if sampling is not None:
         say(f"sampling: {sampling}")
@@ -471,8 +440,7 @@ def _fit(
 ) -> None:
     """`trainer.fit`, from the resumed checkpoint if any."""
     with warnings.catch_warnings():
-        # A checkpoint resumed from another folder (or a copied one) makes ModelCheckpoint warn that its
-        # folder changed; the new folder is the point, and `say_what_changes` says so.
+        # A checkpoint resumed from another folder: `say_what_changes` says so.
         warnings.filterwarnings("ignore", message=".*dirpath has changed")
         trainer.fit(
             model,

@@ -100,11 +100,9 @@ def hardware_arguments(config: RunConfig, family: type[GenerativeModule]) -> dic
 
 
 def default_threads(processes: int = 1) -> int:
-    """torch's CPU threads without --threads: $OMP_NUM_THREADS where it is a count, else the cores this
-    process may use (SLURM's CPUs per task, else its CPU affinity, else the machine's), the latter shared
-    among the `processes` the run starts on this node itself (Lightning's DDP launcher). torch's own default
-    is every core of the machine, which on a CPU shared with other work made a run several times slower
-    than one thread."""
+    """torch's CPU threads without --threads: $OMP_NUM_THREADS or SLURM's CPUs per task, else the cores this
+    process may use shared among the `processes` it launches (torch's default, every core of the machine,
+    is several times slower on a shared CPU)."""
     for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:
@@ -117,17 +115,11 @@ NVML_CUDA_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 
 def skip_repeated_cuda_probes() -> None:
-    """On a machine without a CUDA device, let torch answer "is CUDA available?" without a library load.
+    """On a machine without a CUDA device, let torch answer "is CUDA available?" without loading NVML.
 
-    Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so that its own availability checks do not
-    initialise CUDA before DataLoader workers fork. torch then answers `torch.cuda.is_available()` through
-    NVML and caches the answer only once CUDA is initialised, which never happens without a device: every
-    call loads the NVML library again. Adam asks at every `step()` (its graph-capture check), which cost
-    0.28 ms per optimizer step on a 2-core CPU with torch's CUDA build (0.34 against 0.06 ms for a
-    10-parameter Adam step), in a GAN iteration two of them. Where torch sees no device there is no CUDA
-    to initialise and nothing for the NVML check to protect, so torch's own check (the CUDA runtime's device
-    count, which answers 0 at once) is used. With a device the setting is left as Lightning made it, and
-    torch caches the count after the run initialises CUDA.
+    Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, under which torch, never initialising CUDA
+    without a device, loads NVML again at every call, and Adam asks at every `step()` (0.28 ms per step on a
+    2-core CPU). Without a device there is nothing for that check to protect; with one it is left as is.
     """
     if os.environ.get(NVML_CUDA_CHECK) == "1" and not torch.cuda.is_available():
         os.environ[NVML_CUDA_CHECK] = "0"
@@ -136,9 +128,8 @@ def skip_repeated_cuda_probes() -> None:
 def hardware_trainer(
     config: RunConfig, family: type[GenerativeModule], **trainer_arguments: Any
 ) -> pl.Trainer:
-    """A `pl.Trainer` of `family` on `config`'s hardware (`hardware_arguments`); hardware this machine lacks
-    (a run trained on a GPU, resumed or evaluated on a machine without one) is one line naming the settings
-    in effect and the flags to change."""
+    """A `pl.Trainer` of `family` on `config`'s hardware; hardware this machine lacks is one line naming the
+    settings in effect and the flags to change."""
     manual_launch = "NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ
     if config.num_nodes > 1 and current_job() is None and not manual_launch:
         # Lightning would start this node's processes and wait for the other nodes' forever, silently.
@@ -157,8 +148,7 @@ def hardware_trainer(
             f"--precision {config.precision} (a resumed or evaluated run keeps its own unless typed): check "
             "them, e.g. --accelerator cpu --devices 1 --num-nodes 1 on a machine without a GPU"
         ) from None
-    # Set before any tensor work of the run, and in the environment, so that the processes the run starts
-    # (DDP ranks, loader workers) take the same count and Lightning's launcher keeps it.
+    # In the environment too, so that the processes the run starts take the same count.
     threads = config.threads or default_threads(trainer.num_devices if current_job() is None else 1)
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)

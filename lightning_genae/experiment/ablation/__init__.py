@@ -9,15 +9,15 @@ from lightning_genae.experiment.ablation.cells import (
     plan_grid,
     record_grid_cells,
 )
-from lightning_genae.experiment.ablation.grid import CellOutcome, CellStart, check_grid_index, run_grid
-from lightning_genae.experiment.ablation.report import describe_progress, summarize
+from lightning_genae.experiment.ablation.grid import CellOutcome, CellStart, run_grid
+from lightning_genae.experiment.ablation.report import summarize
+from lightning_genae.experiment.ablation.runs import describe_progress
 
 __all__ = [
     "CellOutcome",
     "CellStart",
     "GridCell",
     "GridPlan",
-    "check_grid_index",
     "check_grid_root",
     "describe_progress",
     "expand_grid",

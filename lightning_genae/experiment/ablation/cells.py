@@ -1,10 +1,6 @@
-"""An ablation grid's cells, their folders under the grid's root, and the root's record of them (grid.json).
-
-A grid is the product of its three lists in a fixed order (train size outermost, then augment, then seed), so
-a SLURM array index (`--grid-index K`) names the same cell on every node and every re-run. Each cell runs in
-`<root>/<cell name>`. `grid.json` lists every cell the grid's commands planned, so that the summary of a
-partial grid names the missing ones, and it marks the root as a grid's: a root is new, empty or a grid's.
-"""
+"""An ablation grid's cells in a fixed order (train size, augment, seed: `--grid-index K` names the same cell
+on every node), each in `<root>/<cell name>`, and `grid.json`, which lists the planned cells and marks the
+root as a grid's."""
 
 from __future__ import annotations
 
@@ -40,11 +36,8 @@ _CELL_NAME = re.compile(
 
 @dataclass(frozen=True)
 class GridCell:
-    """One run of a grid: which augmentation, how many training images (None = all) and which seed.
-
-    `options` are values the cell sets over the grid's shared ones (a tuning candidate, or what its arm chose
-    on validation); a `tuning` cell names them in its folder, as its arm runs one cell per candidate.
-    """
+    """One run of a grid: augmentation, training images (None = all), seed, and `options` set over the
+    grid's shared ones (a candidate, which a `tuning` cell names in its folder, or its arm's choice)."""
 
     augment: str
     train_size: int | None
@@ -84,8 +77,7 @@ def expand_grid(
     augments: Sequence[str], train_sizes: Sequence[int | None], seeds: Sequence[int]
 ) -> list[GridCell]:
     """All cells, train size outermost, then augment, then seed, so a grid index always names one cell."""
-    # A combination applies in the registry's order whatever the order typed: `ae+diffaug` and `diffaug+ae`
-    # are one arm.
+    # `ae+diffaug` and `diffaug+ae` are one arm.
     check_unique(
         ["+".join(sorted(name.strip() for name in a.split("+"))) for a in augments], "--augment list"
     )
@@ -113,11 +105,8 @@ def plan_grid(
     grid_index: int | None = None,
     candidates: Mapping[str, Sequence[Any]] | None = None,
 ) -> GridPlan:
-    """Every cell's configuration, resolved before the first one trains: a typo must not surface hours in.
-
-    `shared` holds what all cells have in common; a list left as None means the single value in `shared`;
-    `candidates` are the values tuning tries per option.
-    """
+    """Every cell's configuration, resolved before the first one trains (a list left None: `shared`'s value;
+    `candidates`: the values tuning tries per option)."""
     if shared.resume or shared.fast_dev_run:
         raise ConfigError(f"{flag('resume' if shared.resume else 'fast_dev_run')} does not apply to a grid")
     if shared.output:
@@ -141,9 +130,8 @@ def _refuse_options_no_arm_reads(
     runs: Mapping[GridCell, ResolvedRun],
     candidates: Mapping[str, Sequence[Any]],
 ) -> None:
-    """An augmentation option (or candidate list) that no arm reads is an error, so that an ablation never
-    runs with a setting believed on. A candidate may make an arm read more (`--augment-p auto` reads
-    `--ada-interval`), so each is resolved with each arm."""
+    """Refuse an augmentation option or candidate list no arm reads (each candidate resolved with each arm,
+    as `--augment-p auto` reads `--ada-interval`): an ablation never runs with a setting believed on."""
     read = set().union(*(resolved.augment.options for resolved in runs.values()))
     for name, values in candidates.items():
         for value, augment in itertools.product(values, {cell.augment for cell in cells}):
@@ -162,10 +150,7 @@ def _refuse_options_no_arm_reads(
 
 
 def resolve_cell(shared: RunConfig, root: Path, cell: GridCell) -> ResolvedRun:
-    """The run of `cell` in a grid whose common options are `shared` and whose root is `root`.
-
-    A tuning cell runs in `root/tuning/`, in its own W&B group, and never evaluates on the test split.
-    """
+    """The run of `cell`; a tuning cell runs in `root/tuning/`, its own W&B group, off the test split."""
     group = shared.wandb_group or root.name
     config = replace(
         shared,
@@ -177,13 +162,11 @@ def resolve_cell(shared: RunConfig, root: Path, cell: GridCell) -> ResolvedRun:
         plugin_options={**shared.plugin_options, **dict(cell.options)},
         **({"test_split": False} if cell.tuning else {}),
     )
-    # Each cell keeps the augmentation options its augmentation reads; the grid checks the rest.
     return resolve(config, drop_unused_augment_options=True)
 
 
 def grid_record(root: Path, flag: str = "--output") -> dict[str, Any] | None:
-    """`<root>/grid.json`; None where there is none. One that is not a grid's list of cells is refused: a
-    grid never takes it for empty and replaces it."""
+    """`<root>/grid.json` (None without one); one that is not a grid's list of cells is refused."""
     path = Path(root) / GRID_FILE
     if not path.exists() and not path.is_symlink():
         return None
@@ -201,12 +184,11 @@ def grid_record(root: Path, flag: str = "--output") -> dict[str, Any] | None:
 
 
 def read_grid_cells(root: Path) -> list[str]:
-    """The cell names `<root>/grid.json` lists (none without one)."""
     return (grid_record(root) or {"cells": []})["cells"]
 
 
 def record_grid_cells(root: Path, cells: Sequence[GridCell | str]) -> None:
-    """Add `cells` (or their names) to `<root>/grid.json`, the cells a summary expects."""
+    """Add `cells` (or their names) to `<root>/grid.json`."""
     record = grid_record(root)
     known = record["cells"] if record else []
     new = [name for name in (c if isinstance(c, str) else c.name for c in cells) if name not in known]
@@ -217,9 +199,8 @@ def record_grid_cells(root: Path, cells: Sequence[GridCell | str]) -> None:
 
 
 def overwrite_pending(root: Path) -> list[str]:
-    """The cells an `--overwrite` of the grid has yet to replace (grid.json's `overwrite_pending`): a grid
-    stopped part-way through it leaves them, and the grid command run again, with or without --overwrite,
-    replaces them; until then their old runs are not reported."""
+    """The cells a stopped `--overwrite` of the grid has yet to replace: the grid run again replaces them,
+    and until then their old runs are not reported."""
     return list((grid_record(root) or {}).get("overwrite_pending", []))
 
 
@@ -231,14 +212,11 @@ def set_overwrite_pending(root: Path, names: Sequence[str]) -> None:
 
 
 def check_grid_root(root: Path, flag: str = "--output") -> None:
-    """Refuse a root that is not new, empty or a grid's (its grid.json), before anything is written there.
-
-    Without grid.json nothing tells a grid's summary files from a user's, or a folder of single runs from a
-    grid's cells, which its tables would mix with them; and a single run's folder is not a grid's either.
-    """
+    """Refuse a root that is not new, empty or a grid's (its grid.json), before anything is written there:
+    its files or runs would be replaced by or mixed into the grid's."""
     if not root.is_dir() or grid_record(root, flag) is not None:
         return
-    RunFolderLock.refuse_if_held(root)  # a run there that has not written its files yet
+    RunFolderLock.refuse_if_held(root)
     found = [name for name in (CSV_NAME, MD_NAME, PNG_NAME, TUNING_FILE) if (root / name).exists()]
     if found:
         raise RunFolderRefused(

@@ -1,10 +1,6 @@
-"""When a cell's folder holds another run than the cell the grid asks for.
-
-A grid continues its cells (a finished one is skipped or continued to a longer budget, an unfinished one
-resumed) only where their options are the cell's: those a resume may not change (`config.resume_conflicts`),
-and those it may change that decide a finished run's numbers (`DEFINING_A_FINISHED_RUN`). Anything else is
-another experiment, which the grid refuses rather than averaging it with its cells or replacing it unasked.
-"""
+"""When a cell's folder holds another run than the cell the grid asks for: one that differs in what a resume
+may not change, or in what decides a finished run's numbers, is another experiment, refused rather than
+averaged with the grid's cells or replaced unasked."""
 
 from __future__ import annotations
 
@@ -29,14 +25,12 @@ _SCHEDULES_OVER_THE_BUDGET = {"augment_anneal": True, "lr_schedule": "cosine"}
 
 
 def summary_config(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The run configuration a cell's summary.json records ({} where it records none)."""
     stored = summary.get("config")
     return stored if isinstance(stored, dict) else {}
 
 
 def augmenter_sha256(summary: Mapping[str, Any]) -> str | None:
-    """The SHA-256 of the --augment-ckpt file a finished run's augmenter was read from (None for an
-    augmenter the run trained, or a run that records none)."""
+    """The SHA-256 of the --augment-ckpt file a finished run's augmenter was read from, if any."""
     record = summary.get("augmentation")
     augmenter = record.get("augmenter") if isinstance(record, dict) else None
     sha256 = augmenter.get("sha256") if isinstance(augmenter, dict) else None
@@ -44,8 +38,7 @@ def augmenter_sha256(summary: Mapping[str, Any]) -> str | None:
 
 
 def comparable(name: str, value: Any) -> Any:
-    """An option's value as runs compare it: `--precision 32` is Lightning's `32-true`, and a data folder
-    is its absolute path as a run stores it (`~` expanded)."""
+    """An option's value as runs compare it: `--precision 32` is `32-true`, a data folder absolute."""
     if name == "precision" and value == "32":
         return "32-true"
     if name == "data_dir" and isinstance(value, str) and value:
@@ -65,9 +58,8 @@ def run_conflicts(
     defining: Sequence[str] = DEFINING_A_FINISHED_RUN,
 ) -> list[str]:
     """How the run whose recorded options are `stored` differs from `config` in what a grid may not continue
-    it with. Options either run leaves unread (`lr` under a paper's training) are not compared. A schedule
-    that runs over its budget is not continued to another one: it would restart part-way (p or the learning
-    rate rising again from 0), which no fresh cell of the new budget does."""
+    it with (options either run leaves unread are not compared). A schedule that runs over its budget is
+    not continued to another: it would restart part-way, as no fresh cell of the new budget does."""
     wanted = config.to_dict()
     unread = unread_by_run(str(stored.get("model", "")), stored) | unread_by_run(str(wanted["model"]), wanted)
     conflicts = resume_conflicts(stored, wanted, unread, stored_in=where)
@@ -94,8 +86,7 @@ def run_conflicts(
 
 
 def unfinished_run_conflicts(stored: Mapping[str, Any], config: RunConfig) -> list[str]:
-    """How an unfinished run (its checkpoint's or config.yaml's options `stored`) differs from `config` in
-    what a grid may not resume it with. Its data folder may move: a resume compares the data by content."""
+    """`run_conflicts` of an unfinished run, whose data folder may move (its data is compared by content)."""
     defining = [name for name in DEFINING_A_FINISHED_RUN if name != "data_dir"]
     return run_conflicts(stored, config, defining=defining)
 
@@ -103,9 +94,8 @@ def unfinished_run_conflicts(stored: Mapping[str, Any], config: RunConfig) -> li
 def finished_run_conflicts(
     summary: Mapping[str, Any], config: RunConfig, run_dir: Path | None = None
 ) -> list[str]:
-    """How the finished run `summary` (a cell's summary.json) differs from `config`; given the cell's folder,
-    also a budget it cannot be continued to. An --augment-ckpt file is compared by the content the summary
-    records: moved, it is the same augmenter; retrained in place, another."""
+    """How the finished run `summary` differs from `config` (given `run_dir`, also a budget it cannot be
+    continued to); an --augment-ckpt file is compared by content."""
     stored = summary_config(summary)
     conflicts = []
     recorded, given = augmenter_sha256(summary), config.plugin_options.get("augment_ckpt")
@@ -119,9 +109,8 @@ def finished_run_conflicts(
 
 
 def _budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, Any], run_dir: Path) -> list[str]:
-    """A finished cell asked for another budget is continued from its last.ckpt to a longer one of the same
-    kind, and only then: a shorter one would relabel it as a run of that budget, averaged with cells that
-    trained that long."""
+    """A finished cell continues from its last.ckpt to a longer budget of the same kind only: a shorter one
+    would relabel it as a run of that budget."""
     has_checkpoint = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file()
 
     def longer(old: Any, new: Any) -> bool:
@@ -136,8 +125,7 @@ def _budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, Any], run_
 
 
 def _recorded_configuration(run_dir: Path) -> dict[str, Any]:
-    """The options a run's config.yaml records ({} where it is missing or unreadable: the cell's checkpoint
-    is compared when it resumes)."""
+    """The options a run's config.yaml records ({} where unreadable: its checkpoint is compared on resume)."""
     import yaml
 
     try:
@@ -148,9 +136,7 @@ def _recorded_configuration(run_dir: Path) -> dict[str, Any]:
 
 
 def cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
-    """Why the run in a cell's folder is not the cell `config` asks for: a finished one, one the grid would
-    resume, or one another command runs now (left to it, it would still be averaged here)."""
-    # A run an --overwrite set aside when it was killed is put back, and judged as it was.
+    """Why the run in a cell's folder (finished, to resume, or running) is not the cell `config` asks for."""
     put_back_a_stopped_overwrite(run_dir)
     summary = read_summary(run_dir)
     if summary is not None:
@@ -162,9 +148,8 @@ def cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
 
 
 def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfig]], overwrite: bool) -> None:
-    """Refuse the whole grid, before any cell trains, where a cell's folder (of `cells`: folder, the options
-    the grid asks of it) holds a run with other options: the command is not the grid that folder holds. With
-    `overwrite` only the cells another command is running are compared: they are left to it."""
+    """Refuse the whole grid before any cell trains where a cell's folder holds a run with other options (with
+    `overwrite`, only the cells another command is running)."""
     clashing = [
         (folder, conflicts)
         for folder, config in cells
@@ -180,8 +165,7 @@ def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfi
 
 
 def holds_a_run_of_other_options(run_dir: Path, config: RunConfig) -> bool:
-    """Whether the run in `run_dir` (finished or not) was started with other options than `config`: a
-    restarted job's --overwrite replaces such a run as another's and continues none."""
+    """Whether the run in `run_dir` (finished or not) was started with other options than `config`."""
     summary = read_summary(run_dir)
     if summary is not None:
         return bool(finished_run_conflicts(summary, config))

@@ -23,8 +23,7 @@ ADA_RT = "train/ada_rt"
 
 
 def _signal(score: str, split: str) -> str:
-    # The names callbacks/overfitting.py logs, spelled by the vocabulary (the report imports no callbacks,
-    # which would import Lightning into --summarize).
+    # The names callbacks/overfitting.py logs (importing it would import Lightning into --summarize).
     return MetricName(f"d_{score}_{split}", split="val").format()
 
 
@@ -60,8 +59,7 @@ SIGNAL_PANELS = (
 
 @dataclass(frozen=True)
 class MeanCurve:
-    """A row's curve: the mean over its seeds at the steps every seed logged (no interpolation, so every
-    point is a measured one), with the min..max band, over `n` seeds."""
+    """A row's mean curve over its `n` seeds at the steps every seed logged, with the min..max band."""
 
     steps: list[int]
     mean: Any
@@ -86,8 +84,7 @@ def _metrics(run: CellRun) -> pd.DataFrame:
 def _row_curves(
     runs: list[CellRun], metrics: Collection[str], leave_out: Collection[str] = ()
 ) -> dict[str, dict[tuple[Any, ...], list[pd.Series]]]:
-    """metric -> (train-size order, train size, augment) -> each finished run's curve of it (non-empty),
-    but for the rows in `leave_out`."""
+    """metric -> (train-size order, train size, augment) -> each finished run's non-empty curve of it."""
     curves: dict[str, dict[tuple[Any, ...], list[pd.Series]]] = {metric: {} for metric in metrics}
     for run in sorted((run for run in runs if run.ok and run.row not in leave_out), key=CellRun.sort_key):
         frame = _metrics(run)
@@ -115,18 +112,14 @@ def _mean_curve(group: list[pd.Series]) -> MeanCurve | None:
 def signal_curves(
     runs: list[CellRun], leave_out: Collection[str] = ()
 ) -> list[tuple[SignalPanel, dict[str, dict[tuple[Any, ...], MeanCurve]]]]:
-    """The signal panels some run logged: per panel, per metric, each row's mean curve over its seeds (but the
-    rows in `leave_out`, which are not averaged)."""
+    """The signal panels some run logged: per panel, per metric, each row's mean curve over its seeds."""
     metrics = [metric for panel in SIGNAL_PANELS for metric, _ in panel.lines]
     curves = _row_curves(runs, metrics, leave_out)
     panels = []
     for panel in SIGNAL_PANELS:
         lines = {
-            metric: {key: _mean_curve(group) for key, group in curves[metric].items()}
+            metric: {key: mean for key, group in curves[metric].items() if (mean := _mean_curve(group))}
             for metric, _ in panel.lines
-        }
-        lines = {
-            metric: {key: mean for key, mean in means.items() if mean} for metric, means in lines.items()
         }
         if any(lines.values()):
             panels.append((panel, lines))
@@ -136,14 +129,10 @@ def signal_curves(
 def write_png(
     path: Path, root: Path, runs: list[CellRun], headline: str | None, not_averaged: Collection[str] = ()
 ) -> None:
-    """Mean validation headline per row against step, with a min..max band across seeds, and beside it a
-    panel per overfitting signal the runs logged (training against validation reals, and r_t).
-
-    A row with no step common to its seeds, or in `not_averaged` (its runs are not one experiment, and the
-    tables show no mean for it), draws each run apart; the latter stays out of the signal panels' means.
-    """
-    # The object-oriented API with an explicit Agg canvas: headless, and it leaves pyplot's global backend
-    # alone for a caller (a notebook) that has its own.
+    """Mean validation headline per row against step (min..max band across seeds), and a panel per
+    overfitting signal the runs logged. A row with no common step, or in `not_averaged`, draws each run
+    apart; the latter stays out of the signal panels."""
+    # An explicit Agg canvas leaves pyplot's global backend alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -164,12 +153,8 @@ def write_png(
             0.5, 0.5, f"no validation values {where}", ha="center", va="center", transform=axes.transAxes
         )
     # One colour per augment and one line style per train size (a marker in the signal panels).
-    augments = sorted(
-        {key[2] for key in curves} | {key[2] for _, lines in signals for m in lines.values() for key in m}
-    )
-    sizes = sorted(
-        {key[:2] for key in curves} | {key[:2] for _, lines in signals for m in lines.values() for key in m}
-    )
+    keys = {*curves, *(key for _, lines in signals for means in lines.values() for key in means)}
+    augments, sizes = sorted({key[2] for key in keys}), sorted({key[:2] for key in keys})
 
     def label(key: tuple[Any, ...]) -> str:
         return f"{key[2]}, train size {train_size_label(key[1])}" if several_sizes else key[2]
@@ -195,8 +180,7 @@ def write_png(
     if curves:
         axes.legend(fontsize="small")
         axes.grid(alpha=0.3)
-    # In a signal panel the line style tells the signals apart (training reals solid, validation reals
-    # dashed, r_t dotted), the colour the augmentation, a marker the train size.
+    # In a signal panel the line style tells the signals apart, the colour the augment, a marker the size.
     for signal_axis, (panel, lines) in zip(signal_axes, signals, strict=True):
         signal_axis.set_title(f"{panel.title}, mean over seeds", fontsize="medium")
         signal_axis.set(xlabel="training iterations", ylabel=panel.ylabel)
@@ -224,6 +208,6 @@ def write_png(
         figure.text(0.01, 0.01, note if len(note) < 150 else note[:147] + "...", fontsize="x-small")
     figure.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
     buffer = io.BytesIO()
-    # The failed runs also go into the PNG's text metadata, where tools (and tests) can read them.
+    # The failed runs also go into the PNG's text metadata.
     figure.savefig(buffer, format="png", metadata={"Title": f"{root.name} ablation", "Description": note})
     write_file_atomically(path, buffer.getvalue())

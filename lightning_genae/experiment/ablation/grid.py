@@ -1,10 +1,7 @@
-"""Running a grid's cells, each in its own folder, started as what the folder holds says.
+"""Running a grid's cells, each started as what its folder holds says (`_how_to_start`).
 
-A finished cell (summary.json) is skipped, or continued from its last.ckpt to a longer budget; an unfinished
-one resumes from its last.ckpt; a failed one (failed.json), or one started but never checkpointed, runs again
-from scratch; a cell another process is running is left to it; a folder holding a run with other options is
-refused (`conflicts`), never replaced or averaged in. A cell that fails leaves failed.json and the grid goes
-on; Ctrl-C stops the grid, and a stop signal that came in a cell's last iteration stops it after that cell.
+A cell that fails leaves failed.json and the grid goes on; Ctrl-C stops the grid, and a stop signal that came
+in a cell's last iteration stops it after that cell.
 """
 
 from __future__ import annotations
@@ -20,28 +17,17 @@ from pathlib import Path
 
 from lightning_genae.cache import write_file_atomically
 from lightning_genae.cluster import interrupted_by, take_noted_signal
-from lightning_genae.errors import ConfigError, RunFolderRefused, describe_error
+from lightning_genae.errors import RunFolderRefused, describe_error
 from lightning_genae.experiment.ablation.cells import GridCell, overwrite_pending, set_overwrite_pending
 from lightning_genae.experiment.ablation.conflicts import (
     budget_changes,
     finished_run_conflicts,
-    holds_a_run_of_other_options,
     summary_config,
 )
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.run_folder import put_back_a_stopped_overwrite, read_summary
 from lightning_genae.experiment.run_lock import LOCK_FILE, live_lock_owner
-from lightning_genae.run_files import CHECKPOINT_DIR, FAILED_FILE, GRID_FILE, started_run_files
-
-# Read by the command line: a grid's folder is named by its record, a run's by its options.
-__all__ = [
-    "GRID_FILE",
-    "CellOutcome",
-    "CellStart",
-    "check_grid_index",
-    "holds_a_run_of_other_options",
-    "run_grid",
-]
+from lightning_genae.run_files import CHECKPOINT_DIR, FAILED_FILE, started_run_files
 
 
 class CellStart(Enum):
@@ -54,11 +40,7 @@ class CellStart(Enum):
 
 @dataclass(frozen=True)
 class CellOutcome:
-    """What one cell gave: its folder, how it was handled, and the one-line error when it failed.
-
-    `action`: `ran`, `resumed`, `restarted`, `skipped` (finished before), `in use` (another process runs
-    it) or `refused` (its folder holds another run: not ok, and no failed.json).
-    """
+    """What one cell gave; `action`: `ran`, `resumed`, `restarted`, `skipped`, `in use` or `refused`."""
 
     cell: GridCell
     run_dir: Path
@@ -67,19 +49,12 @@ class CellOutcome:
     action: str = "ran"
 
 
-def check_grid_index(grid_index: int, total: int, tuning_cells: int = 0) -> None:
-    """Refuse a --grid-index that names no cell, before anything of the grid is written."""
-    if not 0 <= grid_index < total:
-        tuning = f" (tuning cells 0..{tuning_cells - 1}, then the final cells)" if tuning_cells else ""
-        raise ConfigError(
-            f"--grid-index {grid_index} is out of range; this grid has {total} cells{tuning}, so pass "
-            f"0..{total - 1}"
-        )
-
-
 def _how_to_start(run_dir: Path, overwrite: bool, config: RunConfig | None) -> tuple[CellStart | str, str]:
-    """How to start the cell, or why to leave it (`skipped`, `in use`, `refused`), and what to say."""
-    # A run an --overwrite set aside when it was killed is put back, and judged as it was.
+    """How to start the cell, or why to leave it (`skipped`, `in use`, `refused`), and what to say.
+
+    Finished: skipped, or continued to a longer budget; unfinished: resumed; failed or never checkpointed:
+    run again; another process's: left to it; another run's (other options): refused, never replaced.
+    """
     put_back_a_stopped_overwrite(run_dir)
     owner = live_lock_owner(run_dir)
     if owner is not None:
@@ -88,7 +63,6 @@ def _how_to_start(run_dir: Path, overwrite: bool, config: RunConfig | None) -> t
     if overwrite:
         from lightning_genae.experiment.resume import earlier_attempt_wrote
 
-        # A requeued job continues the cells its earlier attempt already replaced.
         if earlier_attempt_wrote(run_dir) != "own":
             return (CellStart.RESTART if run_dir.exists() else CellStart.FRESH), "starting over (--overwrite)"
     if (run_dir / FAILED_FILE).is_file():
@@ -123,13 +97,10 @@ def run_grid(
 ) -> list[CellOutcome]:
     """Run every cell (or only `cells[grid_index]`) in `root/<name>`; a failing cell does not stop others.
 
-    `configs` (each cell's resolved configuration) lets a finished cell be checked against what the grid
-    asks for now. An --overwrite of the whole grid notes in grid.json the cells it has yet to replace, so
-    that the grid stopped part-way and run again without it (as its printed command is) replaces the rest.
+    `configs`: each cell's configuration, which a finished cell is checked against. An --overwrite of the
+    whole grid notes in grid.json the cells it has yet to replace, which a re-run without it replaces.
     """
     root = Path(root)
-    if grid_index is not None:
-        check_grid_index(grid_index, len(cells))
     selected = list(enumerate(cells)) if grid_index is None else [(grid_index, cells[grid_index])]
     pending = overwrite_pending(root)
     if overwrite and grid_index is None:
@@ -154,8 +125,6 @@ def run_grid(
             set_overwrite_pending(root, pending)
         noted = take_noted_signal()
         if outcome.ok and noted is not None and (index, cell) != selected[-1]:
-            # The signal came in the cell's last iteration, so the cell finished; the grid stops before the
-            # next one (under SLURM's warning signal, requeued to go on).
             raise interrupted_by(
                 noted,
                 f"stopped by {signal.Signals(noted).name}: {label} finished (the signal came in its last "
@@ -199,8 +168,8 @@ def _run_cell(
 
 
 def _failed(cell: GridCell, run_dir: Path, label: str, start: CellStart, error: BaseException) -> CellOutcome:
-    """A failed cell's failed.json, which its next grid command runs again from scratch; unless the cell holds
-    its finished run still (a continuation to a new budget, or a restart that put it back), which stays."""
+    """A failed cell's failed.json (its next grid command runs it again), unless it still holds its finished
+    run (a failed continuation), which stays."""
     message = describe_error(error)
     if start is not CellStart.FRESH and read_summary(run_dir) is not None:
         print(f"{label} FAILED: {message} (the cell's finished run is kept)", file=sys.stderr, flush=True)

@@ -1,9 +1,4 @@
-"""Reporting an ablation grid: `ablation.csv`, `ablation.md` and `ablation.png` from its run folders.
-
-`summarize` rebuilds the three files from whatever run folders exist under the root, so it can run at any time
-(after a partial grid, after re-running cells). Cells the grid planned (`grid.json`) that have not finished
-are listed as missing, unfinished or running, never counted as failed.
-"""
+"""Reporting an ablation grid: `ablation.csv`, `ablation.md` and `ablation.png` from its run folders."""
 
 from __future__ import annotations
 
@@ -20,10 +15,9 @@ from lightning_genae.experiment.ablation.cells import (
     record_grid_cells,
 )
 from lightning_genae.experiment.ablation.conflicts import summary_config
-from lightning_genae.experiment.ablation.curves import ADA_RT, write_png
+from lightning_genae.experiment.ablation.curves import write_png
 from lightning_genae.experiment.ablation.runs import (
     CellRun,
-    describe_progress,
     load_runs,
     main_headline,
     row_disagreement,
@@ -33,24 +27,19 @@ from lightning_genae.experiment.ablation.tables import arm_choices, write_csv, w
 from lightning_genae.experiment.ablation.tuning import read_tuning_record, refresh_tuning_record
 from lightning_genae.metrics.names import BACKBONES, try_parse
 
-__all__ = ["ADA_RT", "describe_progress", "summarize"]
-
 # A feature-space metric as runs log one: `test/<name>_<backbone>`.
 _FEATURE_METRIC = re.compile(rf"^test/\w+_({'|'.join(BACKBONES)})$")
 
 
 def summarize(root: Path) -> dict[str, Path]:
-    """Rebuild ablation.csv, .md and .png from the run folders under `root`; returns their paths.
-
-    A root that is not a grid's (`check_grid_root`) is refused before anything is written.
-    """
+    """Rebuild ablation.csv, .md and .png from the run folders under `root` now (a partial grid's too:
+    planned cells not finished are listed as pending, never failed); returns their paths."""
     root = Path(root)
     check_grid_root(root, "--summarize")
     runs = load_runs(root)
     _refuse_what_no_loaded_plugin_declares(root, runs)
-    refresh_tuning_record(root)  # the tuning cells as their folders are now: array tasks end in any order
+    refresh_tuning_record(root)
     if grid_record(root) is None:
-        # Cell folders from before grid.json: the summary makes the root a grid's, which a grid continues.
         record_grid_cells(root, [run.cell for run in runs])
     headline = main_headline(runs)
     choices = arm_choices(read_tuning_record(root))
@@ -74,9 +63,8 @@ def summarize(root: Path) -> dict[str, Path]:
 
 
 def _refuse_what_no_loaded_plugin_declares(root: Path, runs: list[CellRun]) -> None:
-    """Refuse a summary whose runs record options set, or feature metrics, that nothing loaded declares: a
-    plug-in's, summarized without it, would lose its metric's column and read its option as a difference
-    between the rows, a correct report replaced by a wrong one."""
+    """Refuse a summary whose runs record options or feature metrics nothing loaded declares: a plug-in's,
+    summarized without it, would lose its column or read as a difference between the rows."""
     from lightning_genae.augmentation import augmentation_options
     from lightning_genae.datamodules import dataset_options
     from lightning_genae.experiment.config import CONFIG_FIELDS

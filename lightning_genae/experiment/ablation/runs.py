@@ -1,10 +1,5 @@
-"""An ablation grid's run folders as the report reads them, and whether a row's runs are one experiment.
-
-A cell is finished (summary.json), failed (failed.json, always its latest attempt) or pending: missing (never
-started), unfinished (started, not running now) or running (its lock's owner is alive). A row's finished runs
-are averaged only when they are one experiment: the same options but the seed, scored by the same backbone
-on as many test images, on the same data by content. Otherwise the row names what differs, seed by seed.
-"""
+"""An ablation grid's run folders as the report reads them, and whether a row's runs are one experiment: the
+same options but the seed, the same backbone and test images, the same data by content."""
 
 from __future__ import annotations
 
@@ -39,7 +34,11 @@ from lightning_genae.run_files import FAILED_FILE, SUMMARY_FILE, started_run_fil
 
 @dataclass
 class CellRun:
-    """One run folder as the report sees it: identity, status and (when ok) its summary.json."""
+    """One run folder as the report sees it: identity, status and (when ok) its summary.json.
+
+    Finished (summary.json), failed (failed.json, its latest attempt) or `pending`: missing, unfinished or
+    running.
+    """
 
     cell: str
     run_dir: Path
@@ -49,7 +48,7 @@ class CellRun:
     ok: bool
     error: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
-    pending: str | None = None  # `missing`, `unfinished` or `running`: neither finished nor failed
+    pending: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -93,26 +92,20 @@ class CellRun:
         return test_headline(self.summary.get("headline_metric"), self.final_metrics)
 
     def sort_key(self) -> tuple[Any, ...]:
-        return (train_size_key(self.train_size), self.augment or "", _seed_key(self.seed), self.cell)
+        return (train_size_key(self.train_size), self.augment or "", train_size_key(self.seed), self.cell)
 
 
 def train_size_key(train_size: int | None) -> tuple[int, int]:
-    """The whole split (None) is the largest train size, so it sorts last."""
+    """None (the whole split, an unknown seed) sorts last."""
     return (1, 0) if train_size is None else (0, train_size)
-
-
-def _seed_key(seed: int | None) -> tuple[int, int]:
-    return (1, 0) if seed is None else (0, seed)
 
 
 def seed_text(seed: int | None) -> str:
     return f"seed {'?' if seed is None else seed}"
 
 
-# Options a row's cells may differ in without changing its numbers: the grid's seed axis, what describes one
-# invocation, and what a resume may change that does not decide a finished run's numbers (where and how a
-# run ran, logging, cadences of pictures and checkpoints, weight files' paths), the data folder included (its
-# content is compared by hash).
+# Options a row's cells may differ in without changing its numbers: the seed, what describes one invocation,
+# and what a resume may change that does not decide a finished run's numbers (data is compared by hash).
 ROW_FREE_OPTIONS = frozenset(
     {"seed", "data_dir", *COMMAND_LINE_ONLY}
     | set(CHANGEABLE_ON_RESUME) - {*BUDGETS, *DEFINING_A_FINISHED_RUN}
@@ -120,9 +113,8 @@ ROW_FREE_OPTIONS = frozenset(
 
 
 def _row_traits(run: CellRun, leave_out: Collection[str] = ()) -> dict[str, Any]:
-    """What decides a finished run's numbers and must agree among the seeds of its row: its options (but
-    the row-free ones, those it leaves unread and `leave_out`), its augmenter file by content, the backbone
-    and number of test images of its evaluation, and its data by content."""
+    """What decides a finished run's numbers and must agree among the seeds of its row: its options (but the
+    row-free, unread and `leave_out` ones), its augmenter file, backbone, test images and data by content."""
     config = summary_config(run.summary)
     unread = unread_by_run(str(config.get("model", "")), config)
     traits = {
@@ -131,12 +123,11 @@ def _row_traits(run: CellRun, leave_out: Collection[str] = ()) -> dict[str, Any]
         if name not in ROW_FREE_OPTIONS and name not in leave_out and name not in unread
     }
     if augmenter_sha256(run.summary) is not None:
-        # Copies under other names are one augmenter, and a file retrained in place between seeds is two.
         traits.pop(flag("augment_ckpt"), None)
         traits["augmenter (SHA-256 of --augment-ckpt)"] = augmenter_sha256(run.summary)
     test = run.test_evaluation
     backbone = test.get("backbone")
-    # A classifier given as a file is named by its content: copies of one file are one backbone.
+    # A classifier file is named by its content: copies of one file are one backbone.
     traits["backbone"] = re.sub(r"given as [^,]*, ", "", backbone) if isinstance(backbone, str) else backbone
     traits["test images"] = test.get("n_real")
     traits["generated images"] = test.get("generated")  # binarized before their features (binary data)
@@ -147,7 +138,7 @@ def _row_traits(run: CellRun, leave_out: Collection[str] = ()) -> dict[str, Any]
         # Each seed draws its own --train-size subset: the seeds share the evaluation splits and the whole
         # training split the subsets are drawn from.
         traits["data (SHA-256 of val, test)"] = {k: v for k, v in hashes.items() if k != "train"}
-        if "training_split_sha256" in run.summary:  # not recorded by earlier versions' runs
+        if "training_split_sha256" in run.summary:
             traits["whole training split drawn from (SHA-256)"] = run.summary["training_split_sha256"]
     return traits
 
@@ -171,8 +162,8 @@ def _differences(labelled: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]
 
 
 def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None = None) -> str:
-    """Why the finished runs of one table row are not one experiment (empty when they are): the options
-    they differ in, a seed found in two folders, or a tuned arm's run of other values than its `chosen`."""
+    """Why the finished runs of one table row are not one experiment (empty when they are): options they
+    differ in, a seed in two folders, or a tuned arm's run of other values than its `chosen`."""
     ok_runs = sorted((run for run in group if run.ok), key=CellRun.sort_key)
     problems = []
     for name, value in (chosen or {}).items():
@@ -202,10 +193,9 @@ ITERATIONS_TRAINED = "iterations trained"
 
 
 def table_disagreement(runs: Iterable[CellRun]) -> dict[str, str]:
-    """Why the rows of one table are not one experiment (empty when they are): each trait their finished
-    runs differ in beyond each row's augmentation, its options and training size, with which rows hold which
-    value. The rows of one training size must also have trained as many iterations: under --max-epochs an
-    offline pool lengthens its arm's epochs, which the options alone do not show."""
+    """Why the rows of one table are not one experiment (empty when they are): each trait their finished runs
+    differ in beyond augmentation and training size, and, at one training size, iterations trained (an
+    offline pool lengthens its arm's epochs)."""
     from lightning_genae.augmentation import augmentation_options
 
     ok_runs = sorted((run for run in runs if run.ok), key=CellRun.sort_key)
@@ -228,8 +218,8 @@ def table_disagreement(runs: Iterable[CellRun]) -> dict[str, str]:
     return {problem.partition(" differs (")[0]: problem for problem in problems}
 
 
-def _read_json(path: Path) -> tuple[dict[str, Any], str | None]:
-    """A run's JSON record and, where it is unreadable or no object, why (as a failed row says it)."""
+def read_json(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A run's JSON record and, where it is unreadable or no object, why."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
@@ -243,12 +233,11 @@ def _read_json(path: Path) -> tuple[dict[str, Any], str | None]:
 
 def _load_run(run_dir: Path) -> CellRun:
     augment, train_size, seed = parse_cell_name(run_dir.name)
-    # A grid removes failed.json when a cell succeeds, so failed.json is always the latest attempt.
     if (run_dir / FAILED_FILE).is_file():
-        record, problem = _read_json(run_dir / FAILED_FILE)
+        record, problem = read_json(run_dir / FAILED_FILE)
         error = problem or str(record.get("error") or "unknown error (failed.json has no 'error')")
         return CellRun(run_dir.name, run_dir, augment, train_size, seed, ok=False, error=error)
-    summary, problem = _read_json(run_dir / SUMMARY_FILE)
+    summary, problem = read_json(run_dir / SUMMARY_FILE)
     if problem is not None:
         return CellRun(run_dir.name, run_dir, augment, train_size, seed, ok=False, error=problem)
     config = summary_config(summary)
@@ -260,14 +249,8 @@ def _load_run(run_dir: Path) -> CellRun:
 
 def load_runs(root: Path) -> list[CellRun]:
     """Every cell of the grid in `root`: its run folders, and the cells grid.json plans that have none."""
-    if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise ConfigError(
-            f"ablation folder {root} {what}; run a grid first, or pass the grid's --output folder"
-        )
     folders = sorted(path for path in root.iterdir() if path.is_dir())
     finished = {p.name for p in folders if (p / SUMMARY_FILE).is_file() or (p / FAILED_FILE).is_file()}
-    # Cells a grid command planned, and cell folders a run started in (a grid from before grid.json).
     planned = set(read_grid_cells(root)) | {p.name for p in folders if started_run_files(p)}
     if not finished and not planned:
         raise ConfigError(
@@ -279,10 +262,16 @@ def load_runs(root: Path) -> list[CellRun]:
     runs = [_load_run(root / name) for name in sorted(finished - replacing)]
     for name in sorted((planned | replacing) - (finished - replacing)):
         augment, train_size, seed = parse_cell_name(name)
-        owner = live_lock_owner(root / name)
-        pending = "running" if owner else "unfinished" if started_run_files(root / name) else "missing"
+        pending = pending_status(root / name)
         runs.append(CellRun(name, root / name, augment, train_size, seed, ok=False, pending=pending))
     return sorted(runs, key=CellRun.sort_key)
+
+
+def pending_status(run_dir: Path) -> str:
+    """`running`, `unfinished` or `missing`: what a folder holding no finished or failed run holds."""
+    if live_lock_owner(run_dir):
+        return "running"
+    return "unfinished" if started_run_files(run_dir) else "missing"
 
 
 def not_finished(

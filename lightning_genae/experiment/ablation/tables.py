@@ -85,8 +85,7 @@ def write_csv(path: Path, runs: list[CellRun]) -> None:
 
 def _table_metrics(runs: list[CellRun], headline: str | None) -> list[str]:
     """The report's columns: the headline where it is the family's own objective, the ranking image metrics
-    by backbone (the headline's first), the generated series' scores, and the reconstruction error of a
-    family judged on the images (all such a grid compares on where the image metrics were skipped)."""
+    by backbone (the headline's first), the series scores, and else the reconstruction error."""
     present = {name for run in runs if run.ok for name in run.final_metrics if name.startswith("test/")}
     parsed = try_parse(headline) if headline else None
     first = parsed.backbone if parsed else None
@@ -128,11 +127,8 @@ def _group_table(
     arm_choices: Mapping[str, Mapping[str, Any]],
     chosen_steps: bool = False,
 ) -> list[str]:
-    """A Markdown row per (train size, augment), best headline mean first, of the metrics `metrics_of` gives.
-
-    `chosen_steps` adds the step of each seed's chosen checkpoint, and notes the finished runs that have none
-    instead of the failed and pending ones. A row whose runs are not one experiment shows no mean.
-    """
+    """A Markdown row per (train size, augment), best headline mean first, of the metrics `metrics_of` gives
+    (`chosen_steps`: with each seed's chosen checkpoint's step); a row not one experiment shows no mean."""
     import pandas as pd
 
     columns = list(dict.fromkeys([*metrics, *([headline] if headline else [])]))
@@ -188,8 +184,7 @@ def _group_table(
 
 
 def _rows_apart(runs: list[CellRun]) -> list[str]:
-    """The paragraph that says the table's rows differ in more than their arm and training size (cells of
-    other grid commands in one folder: other data, another budget), or nothing when they do not."""
+    """The paragraph saying the table's rows differ in more than their arm and training size, if they do."""
     disagreement = table_disagreement(runs)
     if not disagreement:
         return []
@@ -240,7 +235,7 @@ def _chosen_note(arm: Mapping[str, Any]) -> str:
 
 
 def _seeds_text(seeds: Any) -> str:
-    """`0, 1, 2` from a record's list of seeds; `?` where it holds none (a hand-edited file)."""
+    """`0, 1, 2` from a record's list of seeds; `?` where it holds none."""
     return (", ".join(map(str, seeds)) if isinstance(seeds, list) else "") or "?"
 
 
@@ -262,7 +257,6 @@ def _tuning_lines(root: Path, tuning: Mapping[str, Any] | None) -> list[str]:
     metric = ", ".join(f"`{name}`" for name in _unique(arm.get("metric") for arm in arms))
     directions = _unique(arm.get("direction") for arm in arms)
     better = f" ({directions[0]} is better)" if len(directions) == 1 else ""
-    # Each arm's own tune seeds: arms tuned into one folder by grids of other tune seeds differ.
     tune_seeds = {
         f"{arm.get('augment')} ({_arm_size(arm)})": _seeds_text(
             arm.get("tune_seeds", tuning.get("tune_seeds"))
@@ -318,14 +312,13 @@ def _unique(values: Iterable[Any]) -> list[str]:
 
 
 def _header(root: Path, runs: list[CellRun], headline: str | None, tuned: bool) -> list[str]:
-    """What every number of the report is: metric and direction, backbone, sample counts, budget, device,
-    how many runs finished, and which split each choice was made on."""
+    """What every number of the report is: metric, backbone, sample counts, budget, device, runs finished,
+    and which split each choice was made on."""
     ok_runs = [run for run in runs if run.ok]
     better = direction(headline) if headline is not None else Direction.NONE
     evaluations = [run.test_evaluation for run in ok_runs]
     sizes = _unique(f"n_real={e['n_real']}, n_fake={e['n_fake']}" for e in evaluations if "n_fake" in e)
     backbones = "; ".join(_unique(e.get("backbone") for e in evaluations))
-    # Runs whose evaluations name no backbone (series, scored without one) leave the clause out.
     backbone = f"backbone: {backbones or 'unknown'}; " if backbones or not evaluations else ""
     steps = ", ".join(_unique(run.summary.get("global_step") for run in ok_runs)) or "unknown"
     devices = "; ".join(_unique(run.summary.get("device") for run in ok_runs)) or "unknown"

@@ -1,13 +1,9 @@
 """Tuning a grid's arms on the validation split before their final runs: candidates, choice, tuning.json.
 
-A grid in which a tunable option (one an augmentation's options declare `tunable`) lists several candidates
-(`--augment-p 0.1,0.25`, `--diffaug-policy "color,translation,cutout|translation,cutout"`) and which names
-`--tune-seeds` runs in two stages. Stage 1 runs, per arm (an augment at a train size), every combination of
-the candidates of the tunable options that arm reads, once per tune seed, in `ROOT/tuning/`; these runs
-evaluate on the validation split only (`--no-test-split`). The candidate with the best mean validation
-headline of the final weights is the arm's choice. Stage 2 runs each arm's choice with the grid's seeds as
-its ordinary cells, the only runs evaluated on the test split. An arm with one candidate runs no tuning cell.
-`ROOT/tuning.json` records every arm's candidates, their validation numbers per tune seed and the choice.
+A grid whose tunable options list several candidates (`--augment-p 0.1,0.25`) and which names `--tune-seeds`
+runs in two stages: per arm (an augment at a train size) every combination of the candidates it reads, once
+per tune seed, in `ROOT/tuning/` on the validation split only; then each arm's best mean validation headline
+with the grid's seeds, the only runs evaluated on the test split. `ROOT/tuning.json` records it all.
 """
 
 from __future__ import annotations
@@ -34,19 +30,18 @@ from lightning_genae.experiment.ablation.cells import (
     resolve_cell,
 )
 from lightning_genae.experiment.ablation.conflicts import BUDGETS, finished_run_conflicts, summary_config
+from lightning_genae.experiment.ablation.runs import pending_status, read_json
 from lightning_genae.experiment.config import RunConfig, flag
 from lightning_genae.experiment.resolve import ResolvedRun
 from lightning_genae.experiment.run_folder import read_summary
-from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.metrics.names import Direction, try_parse
-from lightning_genae.run_files import FAILED_FILE, started_run_files
+from lightning_genae.run_files import FAILED_FILE
 
 Candidate = tuple[tuple[str, Any], ...]
 
 
 def candidate_separators(option: str) -> str:
-    """`|` separates the candidates of every tunable option; a number's also take commas (`0.1,0.25`). A
-    text option's own value may be a comma list (`--diffaug-policy color,translation`)."""
+    """`|` separates the candidates of every tunable option; a number's also take commas (`0.1,0.25`)."""
     kind = augmentation_options()[option][0]
     return "|," if {int, float} & {kind, *typing.get_args(kind)} else "|"
 
@@ -58,11 +53,7 @@ def candidate_texts(option: str, text: str) -> list[str]:
 
 
 def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-    """(`values` without candidate lists, each tunable option given several values -> its candidates).
-
-    `values` are the command line's or the config file's, as the parser reads them: a list where several
-    candidates are given (`--augment-p 0.1,0.25`, a YAML list).
-    """
+    """(`values` without candidate lists, each tunable option given several values -> its candidates)."""
     rest, lists = dict(values), {}
     for option in tunable_options():
         value = values.get(option)
@@ -93,11 +84,8 @@ def check_tuning_request(candidates: Mapping[str, Sequence[Any]], tune_seeds: Se
 
 @dataclass(frozen=True)
 class TuningArm:
-    """One arm of a tuning grid, an augment at a train size, and the candidates it chooses among.
-
-    Each candidate gives a value to every tunable option the arm reads (`reads`), those without a list
-    included, so that a candidate's folder name says all it ran with.
-    """
+    """One arm of a tuning grid, an augment at a train size, and its candidates, each a value of every
+    tunable option the arm reads, so that a candidate's folder name says all it ran with."""
 
     augment: str
     train_size: int | None
@@ -106,8 +94,7 @@ class TuningArm:
 
     @property
     def tuned(self) -> dict[str, list[Any]]:
-        """option -> its candidate values, for the options with several (an option only some candidates read,
-        such as a ratio of one policy, counts only the values it is read with)."""
+        """option -> its candidate values, for the options with several."""
         values = {
             option: list(dict.fromkeys(dict(c)[option] for c in self.candidates if option in dict(c)))
             for option in self.reads
@@ -146,10 +133,7 @@ class TuningPlan:
 def plan_tuning(
     shared: RunConfig, grid: GridPlan, candidates: Mapping[str, Sequence[Any]], tune_seeds: Sequence[int]
 ) -> TuningPlan:
-    """Every arm's candidates and tuning cells, each resolved (so a bad candidate fails before training).
-
-    `shared` holds the grid's common options without the candidate lists; `grid` is its plan of final cells.
-    """
+    """Every arm's candidates and tuning cells, each resolved (so a bad candidate fails before training)."""
     check_unique(tune_seeds, "--tune-seeds")
     # A seed that chose an arm's options would also score them: the row would keep the draw that won.
     shared_seeds = sorted(set(tune_seeds) & {cell.seed for cell in grid.cells})
@@ -176,12 +160,9 @@ def _arm_candidates(
     used: Mapping[str, Any],
     candidates: Mapping[str, Sequence[Any]],
 ) -> tuple[Candidate, ...]:
-    """The distinct candidates of the arm of `cell`, each as the values of the tunable options it reads.
-
-    Every combination of the candidate lists (and of the arm's values, `used`, for options without one) is
-    resolved: what an arm reads may depend on another option's value (`--ada-target` only with `--augment-p
-    auto`), and combinations that differ only in options the arm ignores are one candidate.
-    """
+    """The distinct candidates of the arm of `cell`: every combination of the lists (and its values, `used`)
+    resolved, as what an arm reads may depend on another option's value; those that differ only in options
+    it ignores are one."""
     tunable = tunable_options()
     considered = [option for option in tunable if option in used or option in candidates]
     found: dict[Candidate, None] = {}
@@ -203,27 +184,14 @@ class ArmChoice:
 
 
 def _cell_result(run_dir: Path, config: RunConfig | None, budget: Mapping[str, Any]) -> dict[str, Any]:
-    """`{"value", "metric"}` of a finished tuning cell, `{"error"}` of a failed one, else `{"status"}`.
-
-    `config`: what the grid asks of the cell, so that a run with other options is not taken for it; without
-    it (a summary, which knows no command) only the tuning's training `budget` is compared.
-    """
+    """`{"value", "metric"}` of a finished tuning cell, `{"error"}` of a failed one, else `{"status"}`; a run
+    with other options than `config` (without it, another `budget`) is not taken for it."""
     if (run_dir / FAILED_FILE).is_file():
-        try:
-            error = json.loads((run_dir / FAILED_FILE).read_text(encoding="utf-8")).get("error")
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            error = None
-        return {"error": str(error or "failed (unreadable failed.json)")}
+        record, problem = read_json(run_dir / FAILED_FILE)
+        return {"error": str(problem or record.get("error") or "failed (failed.json has no 'error')")}
     summary = read_summary(run_dir)
     if summary is None:
-        status = (
-            "running"
-            if live_lock_owner(run_dir)
-            else "unfinished"
-            if started_run_files(run_dir)
-            else "missing"
-        )
-        return {"status": status}
+        return {"status": pending_status(run_dir)}
     conflicts = finished_run_conflicts(summary, config) if config is not None else []
     if conflicts:
         return {"error": f"holds a run with other options ({'; '.join(conflicts)}); re-run with --overwrite"}
@@ -267,9 +235,8 @@ def _choose_arm(plan: TuningPlan, arm: TuningArm) -> ArmChoice:
 
 
 def _decide(record: dict[str, Any], folder: Path) -> int | None:
-    """An arm's choice from the runs its tuning `record` holds per candidate: sets each candidate's mean (over
-    every tune seed; a candidate that failed on one is not chosen), the metric, and the choice with its
-    direction or the problem; returns the chosen candidate's index."""
+    """Set an arm's record's candidate means (over every tune seed), metric, and choice or problem; returns
+    the chosen candidate's index."""
     runs = [run for candidate in record["candidates"] for run in candidate["runs"]]
     for candidate in record["candidates"]:
         values = [run["value"] for run in candidate["runs"] if "value" in run]
@@ -317,11 +284,8 @@ def read_tuning_record(root: Path) -> dict[str, Any] | None:
 
 
 def write_tuning_record(plan: TuningPlan, choices: Sequence[ArmChoice], seeds: Sequence[int]) -> Path:
-    """`ROOT/tuning.json`: what every arm was tuned over, each candidate's validation numbers, the choices.
-
-    Each arm keeps the tune seeds and budget it was tuned with, so that a summary can bring it up to date
-    from the tuning cells' folders, and arms an earlier grid into this folder tuned keep their record.
-    """
+    """`ROOT/tuning.json`: what every arm was tuned over, with which seeds and budget, its numbers and choice
+    (arms an earlier grid into this folder tuned keep their record)."""
     budget = _budget(plan)
     arms = [{**choice.record, "tune_seeds": list(plan.tune_seeds), "budget": budget} for choice in choices]
     earlier = read_tuning_record(plan.root) or {"arms": []}
@@ -342,9 +306,8 @@ def write_tuning_record(plan: TuningPlan, choices: Sequence[ArmChoice], seeds: S
 
 
 def refresh_tuning_record(root: Path) -> None:
-    """Bring `ROOT/tuning.json` up to date with the tuning cells' folders as they are now: an arm still
-    waiting for its tuning has its pending runs read again and its choice made again (array tasks finish in
-    any order), while an arm that has chosen keeps its choice, with which its final cells ran."""
+    """Read the pending tuning runs of undecided arms in `ROOT/tuning.json` again and choose again (array
+    tasks end in any order); an arm that has chosen keeps its choice."""
     record = read_tuning_record(root)
     if record is None:
         return
@@ -369,11 +332,8 @@ def refresh_tuning_record(root: Path) -> None:
 def final_cells(
     shared: RunConfig, grid: GridPlan, choices: Sequence[ArmChoice]
 ) -> tuple[list[GridCell], dict[GridCell, ResolvedRun], dict[str, str]]:
-    """The grid's final cells with each tuned arm's choice, in index order; their runs; undecided cells.
-
-    A cell of an undecided arm stays as planned in the list (its index still names it) and is named in the
-    third value with the reason it cannot run.
-    """
+    """The grid's final cells with each tuned arm's choice, in index order; their runs; the undecided cells
+    (kept in the list, so that indices hold) with why."""
     by_arm = {(c.arm.augment, c.arm.train_size): c for c in choices}
     cells, runs, undecided = [], {}, {}
     for cell in grid.cells:
