@@ -267,9 +267,9 @@ def test_parse_policy_keeps_order_and_tolerates_whitespace():
         ("colr", "unknown operation colr"),
         ("color,zoom", "unknown operation zoom"),
         ("color,color", "color listed more than once"),
-        ("", "no operation"),
-        ("  ", "no operation"),
-        ("color,,cutout", "empty entry"),
+        ("", "unknown operation"),
+        ("  ", "unknown operation"),
+        ("color,,cutout", "unknown operation"),
     ],
 )
 def test_parse_policy_rejects_bad_policy_with_one_line_naming_the_choices(text, problem):
