@@ -51,8 +51,6 @@ def stratified_sample(labels: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor
     class is shuffled by `seed` and its label alone, so a larger `n` (nearly) contains a smaller one.
     """
     label_array = labels.cpu().numpy()
-    if not 0 <= n <= len(label_array):
-        raise ValueError(f"cannot pick {n} of {len(label_array)} items")
     mask = np.zeros(len(label_array), dtype=bool)
     if n > 0:
         classes, counts = np.unique(label_array, return_counts=True)
