@@ -116,7 +116,7 @@ def test_a_csv_too_short_for_two_windows_per_split_is_refused_before_training(tm
     args = [*TINY_RAE, "--data", "csv", "--data-dir", str(path), "--seq-len", "12", "--max-steps", "2"]
     assert main([*args, "--output", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "its val part" in err
+    assert err.count("\n") == 0 and "the val split has 1 series" in err
     assert not (tmp_path / "r").exists()
 
 
