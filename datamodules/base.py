@@ -89,13 +89,9 @@ def checked_image_split(
 
 
 class InMemoryDataModule(pl.LightningDataModule):
-    """Base of every dataset: fixed seeded train/val/test splits in memory, optional stratified train subset.
-
-    What images and series share (splits, `--train-size` subsets, per-device batches, loaders); the two
-    kinds differ in how a split is stored and turned into the model's input (`to_model_range`), which
-    `ImageDataModule` and `datamodules.sequence.SequenceDataModule` define. Subclasses set the class
-    attributes and implement `_load_splits`; `prepare_data` downloads if needed.
-    """
+    """Base of every dataset: fixed train/val/test splits in memory, an optional stratified train subset,
+    per-device batches and loaders. Subclasses set the class attributes and implement `_load_splits`
+    (`ImageDataModule` and `SequenceDataModule` say how items become the model's input)."""
 
     name: ClassVar[str] = "data"
     # What the data is; a model family declares the same, and `resolve` checks that they agree.

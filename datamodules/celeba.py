@@ -150,15 +150,9 @@ class CelebADataModule(ImageDataModule):
         """The content SHA-256 the sources file vouches for under `stats`, or None."""
         try:
             record = json.loads((self.celeba_dir / SOURCES_FILE).read_text())
-        except (OSError, ValueError):
+            return record[SOURCES_KEY] if record["stats"] == stats else None
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        if (
-            isinstance(record, dict)
-            and record.get("stats") == stats
-            and isinstance(record.get(SOURCES_KEY), str)
-        ):
-            return record[SOURCES_KEY]
-        return None
 
     def _vouch(self, stats: str, content: str) -> None:
         record = json.dumps({"stats": stats, SOURCES_KEY: content})
@@ -211,10 +205,8 @@ def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _stat_fingerprint(paths: list[Path]) -> str:
-    """SHA-256 of the decoding and of every file's name, size, modification and change times: while they stay,
-    the content is trusted. The change time is set by every write and by no call, so a file rewritten with
-    its old size and modification time put back is not trusted; the decoding is in it so that a vouched-for
-    cache of another decoding (another Pillow) is not trusted either."""
+    """SHA-256 of the decoding and of every file's name, size, modification and change times: while they
+    stay, the content is trusted."""
     digest = hashlib.sha256(f"{DECODING}\n".encode())
     for path in paths:
         stat = path.stat()
@@ -223,8 +215,7 @@ def _stat_fingerprint(paths: list[Path]) -> str:
 
 
 def _content_sha256(paths: list[Path]) -> str:
-    """SHA-256 of the decoding's inputs: how it decodes (`DECODING`), and each file's name and bytes, in
-    order."""
+    """SHA-256 of how it decodes (`DECODING`) and each file's name and bytes, in order."""
     digest = hashlib.sha256(f"{DECODING}\n".encode())
     for path in paths:
         digest.update(f"{path.name}\t{path.stat().st_size}\n".encode())

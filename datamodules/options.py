@@ -9,15 +9,6 @@ from typing import Literal
 from lightning_genae.errors import OptionError
 from lightning_genae.plugin_options import PluginOptions, option
 
-__all__ = [
-    "CLASSIFIER_COMMAND_OPTIONS",
-    "CSVSeriesOptions",
-    "ChannelsOptions",
-    "ImageOptions",
-    "SeqLenOptions",
-    "SinesOptions",
-]
-
 # The feature-classifier command's own flags (lightning_genae/experiment/classifier.py). Every image
 # dataset's options are flags of that command too, so no dataset option may take one of these names.
 CLASSIFIER_COMMAND_OPTIONS = ("data", "data_dir", "seed", "epochs", "output")
