@@ -454,6 +454,31 @@ def test_truncated_mnist_file_is_a_data_error_naming_it(small_mnist_dirs: dict[s
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("damage", "fact"),
+    [
+        ("label 10", "class ids 0..9"),
+        ("fewer labels", "200 images, 199 labels"),
+        ("27 rows", "[N, 1, 28, 28]"),
+    ],
+)
+@pytest.mark.parametrize("name", ["mnist", "smnist"])
+def test_idx_files_that_are_no_mnist_split_are_refused(small_mnist_dirs, name, damage, fact) -> None:
+    raw = small_mnist_dirs["raw"] / "MNIST" / "raw"
+    labels = np.frombuffer((raw / "train-labels-idx1-ubyte").read_bytes(), np.uint8, offset=8).copy()
+    images = np.frombuffer((raw / "train-images-idx3-ubyte").read_bytes(), np.uint8, offset=16)
+    if damage == "label 10":
+        labels[3] = 10
+    elif damage == "fewer labels":
+        labels = labels[:-1]
+    else:
+        write_idx(raw / "train-images-idx3-ubyte", images.reshape(200, 28, 28)[:, :27], 2051)
+    write_idx(raw / "train-labels-idx1-ubyte", labels, 2049)
+    with pytest.raises(DataError, match="train") as error:
+        build_datamodule(name, data_dir=small_mnist_dirs["raw"]).setup()
+    assert fact in str(error.value) and "\n" not in str(error.value)
+
+
 def test_wrong_magic_number_is_a_data_error(small_mnist_dirs: dict[str, Path]) -> None:
     raw = small_mnist_dirs["raw"] / "MNIST" / "raw"
     shutil.copyfile(raw / "t10k-labels-idx1-ubyte", raw / "t10k-images-idx3-ubyte")
