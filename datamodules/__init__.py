@@ -1,8 +1,5 @@
-"""Datasets by name: in-memory uint8 images (`ImageDataModule`) or normalised float series
-(`SequenceDataModule`), each with fixed val/test splits.
-
-The registry names each DataModule by where it lives and imports it on first use, so the command line
-(`--help`, `--print-config`, configuration errors) never imports Lightning.
+"""Datasets by name: in-memory uint8 images or normalised float series, each with fixed val/test splits. The
+registry imports each DataModule on first use, so `--help` and configuration errors never import Lightning.
 """
 
 from __future__ import annotations
@@ -24,8 +21,7 @@ from lightning_genae.plugin_options import (
 )
 
 if TYPE_CHECKING:
-    # The names served lazily below, for type checkers, which do not run __getattr__ (and see
-    # __all__ only as `*_LAZY_EXPORTS`, hence the noqa).
+    # The names served lazily below, for type checkers, which do not run __getattr__.
     from lightning_genae.datamodules.base import DataKind, ImageDataModule, InMemoryDataModule  # noqa: F401
     from lightning_genae.datamodules.binarized_mnist import BinarizedMNISTDataModule  # noqa: F401
     from lightning_genae.datamodules.celeba import CelebADataModule  # noqa: F401
@@ -33,10 +29,8 @@ if TYPE_CHECKING:
     from lightning_genae.datamodules.csvseries import CSVSeriesDataModule  # noqa: F401
     from lightning_genae.datamodules.digits import DigitsDataModule  # noqa: F401
     from lightning_genae.datamodules.folder import ImageFolderDataModule  # noqa: F401
-    from lightning_genae.datamodules.loaders import InMemoryImages, collate_batch  # noqa: F401
     from lightning_genae.datamodules.mnist import FashionMNISTDataModule, MNISTDataModule  # noqa: F401
     from lightning_genae.datamodules.pixels import to_model_range, to_uint8  # noqa: F401
-    from lightning_genae.datamodules.sequence import Normaliser, SequenceDataModule  # noqa: F401
     from lightning_genae.datamodules.sines import SinesDataModule  # noqa: F401
     from lightning_genae.datamodules.smnist import SequentialMNISTDataModule  # noqa: F401
     from lightning_genae.datamodules.tensors import TensorImageDataModule  # noqa: F401
@@ -46,12 +40,10 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DatasetSpec:
     """A registered dataset: its DataModule (`module:Class` in this package), a one-line description, the
-    kind of data it yields (repeating the class's `data_kind`, which tests/library/test_datamodules.py
-    checks) and its options (a `PluginOptions` dataclass whose fields the DataModule's constructor takes;
-    an image dataset takes `ImageOptions` unless it names others), and whether every pixel it yields is 0
-    or 1 (what a likelihood under a Bernoulli decoder, `--nll-samples`, is the likelihood of), and whether
-    it reads every image under --data-dir (then a run folder there would make its pictures the next run's
-    data)."""
+    kind of data it yields (the class's `data_kind`), its options (a `PluginOptions` dataclass whose fields
+    the DataModule's constructor takes; `ImageOptions` for images unless named), whether every pixel it
+    yields is 0 or 1 (`--nll-samples` is then a Bernoulli likelihood), and whether it reads every image
+    under --data-dir (a run folder there would make its pictures the next run's data)."""
 
     location: str
     description: str
@@ -149,36 +141,19 @@ def dataset_options() -> dict[str, tuple[Any, Any]]:
 def parse_dataset_options(
     name: str, given: dict[str, Any], named: Collection[str] | None = None
 ) -> PluginOptions:
-    """Dataset `name`'s options from the `given` dataset options (a run's, the classifier command's),
-    checked by its options class; one that only other datasets read is refused, naming the fix, and so is
-    one of `named` (the options typed now; None: all given) that this dataset's other settings leave
-    unread. A stored value left unread (a resumed checkpoint's, a config.yaml's) is not refused: it did
-    nothing in the run that stored it either."""
+    """Dataset `name`'s options from the `given` dataset options, checked by its options class; one that
+    only other datasets read is refused, and so is one of `named` (the options typed now; None: all given)
+    that this dataset's other settings leave unread. A stored value left unread (a resumed checkpoint's)
+    is not refused: it did nothing in the run that stored it either."""
     dataset = DATASETS[name]
     assert dataset.options is not None
     own = dataset.options.types()
     foreign = [option for option in given if option not in own]
     if foreign:
-        other_kind = {
-            option
-            for option in foreign
-            if not any(
-                option in spec.options.types()
-                for spec in DATASETS.values()
-                if spec.data_kind == dataset.data_kind
-            )
-        }
-        if other_kind:
-            names = [option for option in foreign if option in other_kind]
-            kind = "image" if dataset.data_kind == "sequence" else "sequence"
-            raise ConfigError(
-                f"{', '.join(names)} {agree(names, 'shapes', 'shape')} {kind} data and the dataset {name} is "
-                f"{dataset.data_kind} data; drop {agree(names, 'it', 'them')}"
-            )
         reads = f"; it reads {', '.join(own)}" if own else ""
         raise ConfigError(
-            f"{', '.join(foreign)} {agree(foreign, 'does', 'do')} not apply to the dataset {name}{reads}; "
-            f"drop {agree(foreign, 'it', 'them')}"
+            f"{', '.join(foreign)} {agree(foreign, 'does', 'do')} not apply to the dataset {name} "
+            f"({dataset.data_kind} data){reads}; drop {agree(foreign, 'it', 'them')}"
         )
     options = dataset.options.parse({option: value for option, value in given.items() if option in own})
     # An option this dataset reads only in another setting (a panel's id column in the one-recording layout)
@@ -192,9 +167,8 @@ def parse_dataset_options(
 
 
 def default_data_dir() -> str:
-    """Where the datasets are read from, or downloaded to, unless told: $GENAE_DATA_DIR, else ./data (what
-    `--data-dir` defaults to)."""
-    # Set but empty is unset, as for GENAE_CACHE_DIR (an empty --data-dir is refused, naming the flag).
+    """Where the datasets are read from, or downloaded to, unless told: $GENAE_DATA_DIR (set but empty is
+    unset), else ./data."""
     return os.environ.get("GENAE_DATA_DIR") or "./data"
 
 
@@ -203,9 +177,7 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     `data_dir` defaults as `--data-dir` does (`default_data_dir`)."""
     module = DATASETS[name].module
     kwargs.setdefault("data_dir", default_data_dir())
-    # The dataset options checked as a run checks them: one of another dataset (`stride` for sines), or
-    # one its other settings leave unread (`series_id` under the default `csv_layout`), is refused, not
-    # ignored.
+    # Checked as a run checks them: one of another dataset, or one its settings leave unread, is refused.
     given = {key: value for key, value in kwargs.items() if key in dataset_options() and value is not None}
     parsed = parse_dataset_options(name, given, named=given)
     # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.
@@ -213,24 +185,13 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     return module(**kwargs)
 
 
-# Names this package has always exported, each imported from its module on first use (PEP 562), so that
-# `from datamodules import DATASETS` does not import Lightning.
+# Each imported from its module on first use (PEP 562), so that `from datamodules import DATASETS` does not
+# import Lightning.
 _LAZY_EXPORTS = {
     **{spec.location.partition(":")[2]: spec.location.partition(":")[0][1:] for spec in DATASETS.values()},
-    **dict.fromkeys(
-        (
-            "DataKind",
-            "ImageDataModule",
-            "InMemoryDataModule",
-        ),
-        "base",
-    ),
+    **dict.fromkeys(("ImageDataModule", "InMemoryDataModule"), "base"),
     **dict.fromkeys(("to_model_range", "to_uint8"), "pixels"),
-    "InMemoryImages": "loaders",
-    "collate_batch": "loaders",
     "TensorImageDataModule": "tensors",
-    "Normaliser": "sequence",
-    "SequenceDataModule": "sequence",
 }
 
 

@@ -1,9 +1,5 @@
-"""In-memory datamodules: one tensor per split, batched by indexing, made model input on the device.
-
-Datasets here are small enough to hold in memory (images as uint8, series as float32), so a batch is one
-tensor index instead of B transforms, and the conversion to the model's input runs on the accelerator in
-`on_after_batch_transfer`, which is also where device-side augmentation hooks in.
-"""
+"""In-memory datamodules: one tensor per split (images uint8, series float32), batched by indexing; the
+conversion to the model's input runs on the accelerator in `on_after_batch_transfer`."""
 
 from __future__ import annotations
 
@@ -52,11 +48,8 @@ def map_images(
     batch_size: int = 500,
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> Tensor:
-    """`function` of stored items made model input by `prepare` (uint8 images scaled to [-1, 1] unless
-    told otherwise), one batch at a time on `device`; float32 on the CPU.
-
-    Encoding or reconstructing a whole split at once would hold all its activations in memory.
-    """
+    """`function` of stored items made model input by `prepare`, one batch at a time on `device` (a whole
+    split at once would hold all its activations); float32 on the CPU."""
     return torch.cat(
         [
             function(prepare(images[start : start + batch_size].to(device))).float().cpu()
@@ -68,40 +61,37 @@ def map_images(
 DataKind = Literal["image", "sequence"]
 
 
-def checked_image_split(split: str, images: Tensor, labels: Tensor) -> Batch:
-    """One split as stored: uint8 images [N, C, H, W] and int64 class ids [N], or one line naming the fix.
+def checked_image_split(
+    split: str, images: Tensor, labels: Tensor, shape: Sequence[int] | None = None, classes: int | None = None
+) -> Batch:
+    """One split as stored: uint8 images [N, *shape] and int64 class ids [N] below `classes`, or a DataError.
 
-    What the run trains and scores on is what the split holds: images of another type or range, and labels
-    that are no class ids (fractions, NaN, below -1) or not one per image, would be read as other data."""
-    if images.dtype != torch.uint8 or images.dim() != 4:
-        raise DataError(
-            f"{split} images must be uint8 [N, C, H, W] in 0..255, got {images.dtype} {list(images.shape)}; "
-            "convert with (x * 255).round().to(torch.uint8) from [0, 1]"
-        )
-    channels, height, width = images.shape[1:]
-    if width in (1, 3) and channels not in (1, 3) and height != width:
-        # Read as [N, C, H, W], channels-last images would train as other pictures of another shape.
-        raise DataError(
-            f"{split} images of shape {list(images.shape)} look channels-last [N, H, W, C]; give "
-            "[N, C, H, W], e.g. images.permute(0, 3, 1, 2)"
-        )
+    What the run trains and scores on is what the split holds: images of another type, range or shape than
+    the model is built for, and labels that are no class ids (fractions, NaN, below -1, not one per image),
+    would be read as other data."""
     whole = not labels.is_floating_point() or bool((labels == labels.round()).all())
-    if labels.shape != (len(images),) or not whole or bool((labels < -1).any()):
+    top = classes if classes is not None else float("inf")
+    if (
+        images.dtype != torch.uint8
+        or images.dim() != 4
+        or (shape is not None and tuple(images.shape[1:]) != tuple(shape))
+        or labels.shape != (len(images),)
+        or not whole
+        or bool((labels < -1).any() or (labels >= top).any())
+    ):
+        expected = "C, H, W" if shape is None else ", ".join(map(str, shape))
+        ids = "0, 1, ..." if classes is None else f"0..{classes - 1}"
         raise DataError(
-            f"{split} labels must be [N] class ids 0, 1, ... (-1 for an image without one) with N = "
-            f"{len(images)}, got {labels.dtype} {list(labels.shape)}"
+            f"{split}: expected uint8 images [N, {expected}] in 0..255 and [N] class ids {ids} (-1: none), "
+            f"got images {images.dtype} {list(images.shape)}, labels {labels.dtype} {list(labels.shape)}"
         )
     return images, labels.long()
 
 
 class InMemoryDataModule(pl.LightningDataModule):
-    """Base of every dataset: fixed seeded train/val/test splits in memory, optional stratified train subset.
-
-    What images and series share (splits, `--train-size` subsets, per-device batches, loaders); the two
-    kinds differ in how a split is stored and turned into the model's input (`to_model_range`), which
-    `ImageDataModule` and `datamodules.sequence.SequenceDataModule` define. Subclasses set the class
-    attributes and implement `_load_splits`; `prepare_data` downloads if needed.
-    """
+    """Base of every dataset: fixed train/val/test splits in memory, an optional stratified train subset,
+    per-device batches and loaders. Subclasses set the class attributes and implement `_load_splits`
+    (`ImageDataModule` and `SequenceDataModule` say how items become the model's input)."""
 
     name: ClassVar[str] = "data"
     # What the data is; a model family declares the same, and `resolve` checks that they agree.
@@ -119,21 +109,20 @@ class InMemoryDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         data_on_device: str = "auto",
     ) -> None:
-        """The arguments every dataset takes. A subclass adds its own as keywords before `**shared` and
-        passes the rest on; every constructor's arguments in the chain are saved as the hyper-parameters
-        (Lightning reads them from the calling frames), which is how the augmenter's and the classifier's
-        copies of a run's data are rebuilt (`type(datamodule)(**datamodule.hparams)`).
+        """The arguments every dataset takes; a subclass adds its own as keywords before `**shared`. Every
+        constructor's arguments in the chain are saved as the hyper-parameters, from which the augmenter's
+        and the classifier's copies of a run's data are rebuilt (`type(datamodule)(**datamodule.hparams)`).
         """
         super().__init__()
         # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
         data_dir = str(data_dir)
         # The training split and its batches are cut by these counts: a fraction or a count below 1 would
-        # cut them otherwise without a word (batches indexed on the device, an empty split from 0).
+        # cut them otherwise without a word.
         for name, count in {"batch_size": batch_size, "train_size": train_size}.items():
             whole = isinstance(count, numbers.Integral) and not isinstance(count, bool)
             if not (count is None and name == "train_size") and not (whole and count >= 1):
                 raise OptionError(name, f"{count!r} must be a whole number of at least 1")
-        check_data_on_device(data_on_device, num_workers)
+        check_data_on_device(data_on_device)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size = batch_size
         self.train_size = train_size
@@ -147,12 +136,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         self._full_training_sha256: str | None = None
         self.save_hyperparameters()
 
-    # ----- metadata, available before setup -----
-
-    @property
-    def data_shape(self) -> tuple[int, ...]:
-        """Shape of one item: (C, H, W) of an image, (T, C) of a series; models are built from it."""
-        raise NotImplementedError
+    # One item's shape, known before setup: (C, H, W) of an image, (T, C) of a series; models are built on it.
+    data_shape: tuple[int, ...]
 
     @property
     def num_classes(self) -> int | None:
@@ -175,9 +160,8 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     # ----- loading -----
 
-    def _load_splits(self) -> dict[str, Batch]:
-        """The fixed (items [N,...], int64 [N]) train/val/test splits; must not depend on the run seed."""
-        raise NotImplementedError
+    # Every dataset's: the fixed (items [N,...], int64 [N]) train/val/test splits, whatever the run seed.
+    _load_splits: Callable[[], dict[str, Batch]]
 
     def _not_found(self, reason: str) -> DataError:
         """The dataset's one-line "not found" error; `reason` says why (offline, still missing, ...)."""
@@ -185,29 +169,13 @@ class InMemoryDataModule(pl.LightningDataModule):
             f"{self.name} not found in {self.data_dir} {reason}; give data_dir the folder that holds it"
         )
 
-    def _download(self, fetch: Callable[[], object], missing: Callable[[], list[str]]) -> None:
-        """Run a (torchvision) download; a failure of any kind becomes the dataset's one-line DataError.
-
-        A failed download leaves no empty folders behind: torchvision makes the dataset's folders before
-        it fetches, so a mistyped --data-dir would otherwise stay on disk as a tree of empty folders.
-        """
-        existing = next(path for path in (self.data_dir, *self.data_dir.absolute().parents) if path.exists())
-        if not existing.is_dir():
-            what = "is a file" if existing == self.data_dir else f"lies under a file, {existing}"
-            raise DataError(
-                f"data_dir {self.data_dir} {what}, and {self.name} reads a folder; give the folder that "
-                "holds the dataset, or one to download it into"
-            )
-        new_folders = _folders_made_by(self.data_dir)
+    def _download(self, fetch: Callable[[], object]) -> None:
+        """Run a (torchvision) download; a failure of any kind (offline, a mirror down, a full disk, data_dir
+        a file) becomes the dataset's one-line DataError, with the same fix."""
         try:
             fetch()
-        # Offline, a mirror down, a Drive quota or a full disk all leave the user with the same fix.
         except Exception as exc:
-            for folder in new_folders():
-                _remove_empty_tree(folder)
-            raise self._not_found(f"and it cannot be downloaded (offline? {describe_error(exc)})") from exc
-        if still_missing := missing():
-            raise self._not_found(f"after downloading (still missing {', '.join(still_missing)})")
+            raise self._not_found(f"and it cannot be downloaded ({describe_error(exc)}; offline?)") from exc
 
     def setup(self, stage: str | None = None) -> None:
         """Set the per-device batch size and load the data once (later calls only re-check the batch size)."""
@@ -226,17 +194,14 @@ class InMemoryDataModule(pl.LightningDataModule):
             return
         splits = self._load_splits()
         if self.data_kind == "image":
-            # The contract every image dataset's `_load_splits` keeps (a plug-in's too): checked once, named.
-            splits = {split: checked_image_split(f"{self.name}: {split}", *splits[split]) for split in SPLITS}
-            declared = tuple(self.data_shape)
-            for split, (images, _) in splits.items():
-                if tuple(images.shape[1:]) != declared:
-                    # The shape the model is built for and the run reports is the declared one.
-                    raise DataError(
-                        f"{self.name}: its {split} images are {'x'.join(map(str, images.shape[1:]))}, "
-                        f"and it declares {'x'.join(map(str, declared))} (its default_shape, or the image "
-                        "size and channels asked); return images of that shape from its _load_splits"
-                    )
+            # The contract every image dataset's `_load_splits` keeps (a plug-in's too), with the declared
+            # shape the model is built for.
+            splits = {
+                split: checked_image_split(
+                    f"{self.name} {split}", *splits[split], self.data_shape, self.classes
+                )
+                for split in SPLITS
+            }
         train_images, train_labels = splits["train"]
         self._train_split_size = len(train_images)
         if self.train_size is not None:
@@ -254,10 +219,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self._splits = splits
 
     def split_tensors(self, split: str) -> Batch:
-        """(stored items, int64 labels [N]) of "train" (its `train_size` subset), "val" or "test".
-
-        Items are uint8 images [N,C,H,W] or normalised float32 series [N,T,C], as the data kind stores them.
-        """
+        """(stored items, int64 labels [N]) of "train" (its `train_size` subset), "val" or "test"."""
         self._load_once()
         assert self._splits is not None
         return self._splits[split]
@@ -265,11 +227,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     # ----- what the data is, by content: cache keys and checkpoints -----
 
     def feed_content(self, digest: _Hash, splits: Sequence[str]) -> None:
-        """Feed the stored items and labels of `splits`, in order, into `digest`.
-
-        The one hasher of data content: the feature classifier's fingerprint, the augmenter and real-feature
-        caches and every checkpoint identify data by it, so replacing files in place changes the key.
-        """
+        """Feed the stored items and labels of `splits`, in order, into `digest`: the one hasher of data
+        content, by which caches and checkpoints identify data (files replaced in place change the key)."""
         for split in splits:
             _feed(digest, *self.split_tensors(split))
 
@@ -301,12 +260,10 @@ class InMemoryDataModule(pl.LightningDataModule):
     def loader_over(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader | DeviceBatches:
         """This DataModule's loader (per-device batch, workers) over any in-memory items and labels.
 
-        Training batches are indexed on the run's device (`DeviceBatches`) when --data-on-device says so.
-        Otherwise training on one device shuffles with `EpochShuffle` in a `ResumableLoader`, so a resumed
-        run sees the batches an uninterrupted one would; under DDP Lightning puts its DistributedSampler
-        (seeded, one order per epoch) in place of the RandomSampler, and a resumed run starts its epoch's
-        order again. Validation and test batches always come from a DataLoader on the host: they are read
-        at the evaluation cadence only, and under DDP each process reads its `EvaluationShard`.
+        Training batches are indexed on the device (`DeviceBatches`) when --data-on-device says so, else
+        shuffled by `EpochShuffle` in a `ResumableLoader` (under DDP, Lightning's DistributedSampler), so a
+        resumed run sees the batches an uninterrupted one would. Evaluation batches come from a host
+        DataLoader; under DDP each process reads its `EvaluationShard`.
         """
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if train and (device := self.batch_device(images, labels)) is not None:
@@ -321,9 +278,8 @@ class InMemoryDataModule(pl.LightningDataModule):
             "persistent_workers": self.num_workers > 0,
             "collate_fn": collate_batch,
         }
-        # Its own generator for the workers' base seed: DataLoader draws that from the global stream at every
-        # pass otherwise, so an evaluation would move training's noise, and a resumed run would draw one
-        # more than an uninterrupted one.
+        # Its own generator for the workers' base seed, which DataLoader otherwise draws from the global
+        # stream at every pass (an evaluation would move training's noise).
         options["generator"] = generator(self.seed, "loader")
         if not train:
             if world_size > 1:
@@ -336,8 +292,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         return ResumableLoader(dataset, sampler=EpochShuffle(len(dataset), self.seed), **options)
 
     def batch_device(self, items: Tensor, labels: Tensor) -> torch.device | None:
-        """The device training batches of these items are indexed on, or None for a DataLoader on the host
-        (--data-on-device; datamodules/placement.py)."""
+        """The device training batches of these items are indexed on, or None for a host DataLoader."""
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         size = items.numel() * items.element_size() + labels.numel() * labels.element_size()
         return batch_device(self.data_on_device, self.num_workers, device, size)
@@ -419,20 +374,15 @@ class ImageDataModule(InMemoryDataModule):
         self._check_geometry(image_size, channels)
 
     def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
-        """Reject a size/channel count the dataset cannot deliver, instead of silently ignoring it."""
-        default_c, default_h, default_w = self.default_shape
-        if image_size is not None and image_size != default_h:
-            raise OptionError(
-                "image_size",
-                f"{image_size} is not available for {self.name} (fixed at {default_h}x{default_w}); drop it, "
-                "or use the folder dataset to load images at another size",
-            )
-        if channels is not None and channels != default_c:
-            raise OptionError(
-                "channels",
-                f"{channels} is not available for {self.name} (fixed at {default_c}); drop it, or use the "
-                "folder dataset to load images with another channel count",
-            )
+        """Refuse a size or channel count the dataset cannot deliver, rather than ignore it."""
+        default_c, default_h, _ = self.default_shape
+        for name, value, fixed in (("image_size", image_size, default_h), ("channels", channels, default_c)):
+            if value is not None and value != fixed:
+                raise OptionError(
+                    name,
+                    f"{value} is not available for {self.name} (fixed at {fixed}); drop it, or use the "
+                    "folder dataset to load images at another size or channel count",
+                )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -445,28 +395,6 @@ class ImageDataModule(InMemoryDataModule):
 
     to_model_range = staticmethod(to_model_range)
     to_stored = staticmethod(to_uint8)
-
-
-def _folders_made_by(data_dir: Path) -> Callable[[], list[Path]]:
-    """Note what exists at and under `data_dir` now; the returned call lists the top folders made since:
-    the highest missing ancestor of `data_dir` if it was missing, else its new subfolders."""
-    if not data_dir.exists():
-        missing = data_dir
-        while not missing.parent.exists() and missing.parent != missing:
-            missing = missing.parent
-        return lambda: [missing] if missing.is_dir() else []
-    before = set(data_dir.iterdir()) if data_dir.is_dir() else set()
-    return lambda: [path for path in data_dir.iterdir() if path.is_dir() and path not in before]
-
-
-def _remove_empty_tree(root: Path) -> None:
-    """Remove the folders at and under `root` that hold no file, deepest first; files are never touched."""
-    folders = [path for path in root.rglob("*") if path.is_dir() and not path.is_symlink()]
-    for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True) + [root]:
-        try:
-            folder.rmdir()
-        except OSError:
-            pass  # not empty: it holds a file, which stays
 
 
 def _feed(digest: _Hash, items: Tensor, labels: Tensor) -> None:

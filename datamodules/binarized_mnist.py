@@ -1,15 +1,8 @@
 """Binarized MNIST as the likelihood literature uses it (Burda et al., "Importance Weighted Autoencoders",
-ICLR 2016): training images binarized anew at every draw, validation and test images binarized once.
-
-Each pixel is Bernoulli(intensity / 255). The training split keeps MNIST's grey levels and every training
-batch is sampled again on the device (`on_after_batch_transfer`), from the run seed's "binarized batch"
-stream at the batch's epoch and step, so two epochs see different bits of the same image while a rerun, or a
-resumed run, sees the same ones. The validation and test splits are binarized once from a fixed seed with
-the integer hashing of `seeded_uniform`, so they are the same bits on every run, machine and library
-version, and the test log-likelihood always scores the same 10,000 binary images. Pixels are stored as 0 or
-255, so batches keep the project's [-1, 1] contract: a pixel is -1 or +1, and the Bernoulli decoder's
-targets are 0 or 1.
-"""
+ICLR 2016): each pixel Bernoulli(intensity / 255), training batches drawn anew on the device from the run
+seed's stream at the batch's epoch and step (a rerun or resumed run sees the same bits), validation and test
+binarized once from a fixed seed (`seeded_uniform`: the same bits on every machine and library version).
+Pixels are stored as 0 or 255, so batches keep the [-1, 1] contract."""
 
 from __future__ import annotations
 

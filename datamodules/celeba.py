@@ -1,18 +1,14 @@
 """CelebA aligned faces at 64x64 with the official partition; JPEGs are decoded once and cached as uint8.
 
 The faces are framed as the VAE-GAN paper's reference code frames them (andersbll/autoencoding_beyond_pixels,
-dataset/celeba.py: rows 40 to 188 and columns 15 to 163 of the 178x218 aligned image, a 148x148 square
-around the face), then resized to 64x64 with antialiasing.
+dataset/celeba.py: the 148x148 square at rows 40-188, columns 15-163 of the 178x218 image), then resized.
 
-The cache is keyed by the content it was decoded from: the SHA-256 of the partition file and of every
-listed JPEG's bytes, with the framing and the Pillow version that decoded them, stored in the cache.
-Hashing 1.4 GB of JPEGs costs seconds where decoding them costs minutes, but reading 200k files on a
-cluster's shared file system at every start is slow too, so a small file beside the cache vouches for that
-content under the decoding and the files' sizes, modification and change times (as git's index does): while
-they are unchanged the content is not read again; when they change it is hashed, and the cache is rebuilt
-only if the content differs. A file rewritten in place with its old size and modification time restored
-(`cp -p`, `tar x`) still has a new change time, which no call can set back. Inodes and devices are left
-out: a network file system's device number differs from node to node, and every node would hash again.
+The cache is keyed by the SHA-256 of the partition file's and every listed JPEG's bytes, with the decoding.
+Reading 200k files at every start is slow on a cluster's file system, so a small file beside the cache
+vouches for that content under the files' sizes, modification and change times (as git's index does): while
+they are unchanged the content is not read again. A file rewritten with its old size and modification time
+restored (`cp -p`) still has a new change time, which no call can set back. Inodes and devices are left out:
+a network file system's device number differs from node to node.
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +46,8 @@ DECODING = f"{IMAGE_SIZE}x{IMAGE_SIZE} from the crop {FACE_BOX}, PIL bilinear, P
 
 def read_partition(path: Path) -> dict[str, list[str]]:
     """Image names per split from `list_eval_partition.txt` (lines `000001.jpg 0`; 0/1/2 = train/val/test)."""
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(
-            f"{path} cannot be read ({describe_error(exc)}): delete it to re-download, or replace it"
-        ) from exc
     names: dict[str, list[str]] = {split: [] for split in SPLITS}
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -97,20 +86,15 @@ class CelebADataModule(ImageDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Download via torchvision (needs gdown) unless the images or the cache exist; then build the cache.
-
-        Decoding here runs once per node; in `setup` every DDP rank would decode 200k JPEGs itself.
-        """
+        """Download via torchvision (needs gdown) unless the images or the cache exist; then build the cache
+        (here once per node: in `setup` every DDP rank would decode 200k JPEGs itself)."""
         # Checked by its key alone: the 2.4 GB of images are read by setup.
         if self.cache_path.is_file() and self._cache_is_current():
             return
         if not self._has_sources():
             from torchvision import datasets
 
-            self._download(
-                lambda: datasets.CelebA(root=str(self.data_dir), split="all", download=True),
-                lambda: [] if self._has_sources() else ["img_align_celeba/ or list_eval_partition.txt"],
-            )
+            self._download(lambda: datasets.CelebA(root=str(self.data_dir), split="all", download=True))
         self._build_cache()
 
     def _sources(self) -> list[Path]:
@@ -125,15 +109,11 @@ class CelebADataModule(ImageDataModule):
     def _open_cache(self, read: str) -> dict[str, np.ndarray]:
         """`read` = "key" (the sources' SHA-256 only, without loading the images) or "splits"."""
         try:
-            with zipfile.ZipFile(self.cache_path):
-                pass  # an .npy (or anything but an archive) where the archive of splits should be
             with np.load(self.cache_path) as cache:
                 if read == "key":
                     return {SOURCES_KEY: cache[SOURCES_KEY]} if SOURCES_KEY in cache.files else {}
                 return {split: cache[split] for split in SPLITS}
-        except MemoryError:
-            raise  # not damage: the cache is larger than the free memory
-        # A damaged archive fails in many ways (a header's syntax, an unknown compression); all mean the same.
+        # A damaged archive (or an .npy in its place) fails in many ways; all mean the same.
         except Exception as exc:  # noqa: BLE001
             raise DataError(
                 f"{self.cache_path} is corrupt ({describe_error(exc)}): "
@@ -157,40 +137,22 @@ class CelebADataModule(ImageDataModule):
             return True
         content = _content_sha256(sources)
         if content != built_from:
-            was = "none recorded, an older version" if built_from is None else built_from[:12]
             say(
                 f"celeba: {self.cache_path} was decoded from other files, or framed or decoded otherwise "
-                f"(key {was}), than {self.celeba_dir} holds now and this version decodes ({content[:12]}); "
-                "decoding the JPEGs again"
+                f"(key {(built_from or 'none')[:12]}), than {self.celeba_dir} holds now and this version "
+                f"decodes ({content[:12]}); decoding the JPEGs again"
             )
             return False
         self._vouch(stats, content)
         return True
 
-    def _read_cache(self) -> dict[str, np.ndarray] | None:
-        """The cached splits, or None when there is no cache or it is not current."""
-        if not self.cache_path.is_file() or not self._cache_is_current():
-            return None
-        arrays = self._open_cache("splits")
-        if any(array.dtype != np.uint8 or array.shape[1:] != self.default_shape for array in arrays.values()):
-            raise DataError(
-                f"{self.cache_path} holds arrays of the wrong shape: delete it, it is rebuilt from the JPEGs"
-            )
-        return arrays
-
     def _vouched_content(self, stats: str) -> str | None:
         """The content SHA-256 the sources file vouches for under `stats`, or None."""
         try:
             record = json.loads((self.celeba_dir / SOURCES_FILE).read_text())
-        except (OSError, ValueError):
+            return record[SOURCES_KEY] if record["stats"] == stats else None
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        if (
-            isinstance(record, dict)
-            and record.get("stats") == stats
-            and isinstance(record.get(SOURCES_KEY), str)
-        ):
-            return record[SOURCES_KEY]
-        return None
 
     def _vouch(self, stats: str, content: str) -> None:
         record = json.dumps({"stats": stats, SOURCES_KEY: content})
@@ -206,16 +168,12 @@ class CelebADataModule(ImageDataModule):
         if not self._has_sources():
             raise self._not_found("(call prepare_data() to download it)")
         names = read_partition(self.celeba_dir / PARTITION_FILE)
-        arrays: dict[str, np.ndarray] = {}
-        for split in SPLITS:
-            paths = [self.celeba_dir / IMAGE_FOLDER / name for name in names[split]]
-            if missing := [path for path in paths if not path.is_file()]:
-                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-                raise DataError(
-                    f"{missing[0]}{more} listed in {PARTITION_FILE} is missing: "
-                    f"re-extract img_align_celeba.zip into {self.celeba_dir}"
-                )
-            arrays[split] = read_images(paths, IMAGE_SIZE, channels=3, box=FACE_BOX).numpy()
+        arrays = {
+            split: read_images(
+                [self.celeba_dir / IMAGE_FOLDER / name for name in names[split]], IMAGE_SIZE, 3, box=FACE_BOX
+            ).numpy()
+            for split in SPLITS
+        }
         sources = self._sources()
         stats, content = _stat_fingerprint(sources), _content_sha256(sources)
         key = {SOURCES_KEY: np.frombuffer(content.encode(), dtype=np.uint8)}
@@ -232,9 +190,9 @@ class CelebADataModule(ImageDataModule):
         return arrays
 
     def _load_splits(self) -> dict[str, Batch]:
-        arrays = self._read_cache()
-        if arrays is None:
-            arrays = self._build_cache()
+        current = self.cache_path.is_file() and self._cache_is_current()
+        # Shape and type are checked with every image dataset's (`checked_image_split`).
+        arrays = self._open_cache("splits") if current else self._build_cache()
         return {
             split: (torch.from_numpy(array), torch.full((len(array),), -1, dtype=torch.long))
             for split, array in arrays.items()
@@ -247,10 +205,8 @@ def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _stat_fingerprint(paths: list[Path]) -> str:
-    """SHA-256 of the decoding and of every file's name, size, modification and change times: while they stay,
-    the content is trusted. The change time is set by every write and by no call, so a file rewritten with
-    its old size and modification time put back is not trusted; the decoding is in it so that a vouched-for
-    cache of another decoding (another Pillow) is not trusted either."""
+    """SHA-256 of the decoding and of every file's name, size, modification and change times: while they
+    stay, the content is trusted."""
     digest = hashlib.sha256(f"{DECODING}\n".encode())
     for path in paths:
         stat = path.stat()
@@ -259,8 +215,7 @@ def _stat_fingerprint(paths: list[Path]) -> str:
 
 
 def _content_sha256(paths: list[Path]) -> str:
-    """SHA-256 of the decoding's inputs: how it decodes (`DECODING`), and each file's name and bytes, in
-    order."""
+    """SHA-256 of how it decodes (`DECODING`) and each file's name and bytes, in order."""
     digest = hashlib.sha256(f"{DECODING}\n".encode())
     for path in paths:
         digest.update(f"{path.name}\t{path.stat().st_size}\n".encode())

@@ -1,18 +1,14 @@
 """A user's CSV file as series: one recording, or a panel of many (docs/data.md, "CSV files").
 
-pandas reads the file (text, never unpickled). Ours is what its cells mean as series: the layout
-(`csv_layout` time, rows, ucr or long), the splits (one recording in time order, 70/10/20, so that no
-evaluation window overlaps a training one; a panel by whole series, labels stratified), the windows of
-`seq_len` every `stride`, and what would bend a result: rows going back in time, gaps unless
-`fill_gaps` fills them (within each time split, so that no evaluation value reaches a training row), cells
-that are no finite 32-bit number and too few series are refused; pandas' index, a time index and a column of
-one value are no channels.
+pandas reads the file (text, never unpickled). Ours is what its cells mean as series: the layout, the
+splits (one recording in time order, so that no evaluation window overlaps a training one; a panel by whole
+series), the windows, and what would bend a result: rows going back in time, gaps (filled, if asked, within
+each time split, so that no evaluation value reaches a training row), cells that are no finite 32-bit number.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +22,7 @@ from torch import Tensor
 
 from lightning_genae.datamodules.base import Batch
 from lightning_genae.datamodules.options import parse_channel_names
-from lightning_genae.datamodules.sequence import MIN_SERIES_PER_SPLIT, Normaliser, SequenceDataModule
+from lightning_genae.datamodules.sequence import Normaliser, SequenceDataModule
 from lightning_genae.datamodules.splits import fixed_split
 from lightning_genae.errors import ConfigError, DataError, describe_error
 from lightning_genae.plugin_options import shown_value
@@ -64,9 +60,8 @@ def _is_header(first: pd.Series) -> bool:
 
 
 def read_frame(path: Path) -> pd.DataFrame:
-    """The file's cells as text (NaN at gaps) with the file's row numbers as index, its columns named by its
-    header or numbered from 1, less the columns at its end with no value (a trailing delimiter) and pandas'
-    index (an unnamed first column that holds no timestamps); a file pandas cannot read is one DataError."""
+    """The file's cells as text (NaN at gaps) indexed by the file's row numbers, its columns named by its
+    header or numbered from 1, less trailing empty columns and pandas' index; unreadable: one DataError."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
         first = next((line for line in text.splitlines() if line.strip()), "")
@@ -107,8 +102,8 @@ def _timestamps(name: str, column: pd.Series) -> pd.Series | None:
 
 
 def _numbers(path: Path, cells: pd.DataFrame) -> pd.DataFrame:
-    """`cells` as float64, NaN at gaps; a cell that is no finite 32-bit number (text, inf, 1e300: a model
-    computes in float32) is a DataError naming its row and column."""
+    """`cells` as float64, NaN at gaps; a cell that is no finite 32-bit number (a model computes in float32)
+    is a DataError naming its row and column."""
     values = cells.apply(pd.to_numeric, errors="coerce").astype("float64")
     bad = cells.notna() & ~(values.abs() <= FLOAT32_MAX)
     if bad.to_numpy().any():
@@ -166,13 +161,15 @@ def read_series(
     frame = read_frame(path)
     if layout in ("rows", "ucr"):
         return _row_panel(path, frame, layout, gaps)
+    named = {"series_id": [series_id] if layout == "long" else [], "csv_channels": channel_columns or []}
+    for option, names in named.items():
+        if unknown := [name for name in names if name not in frame.columns]:
+            raise ConfigError(
+                f"{option} {unknown[0]!r}: {path} has no such column; its columns are "
+                f"{', '.join(map(str, frame.columns))}"
+            )
     ids = None
     if layout == "long":
-        if series_id not in frame.columns:
-            raise DataError(
-                f"{path}: csv_layout long needs series_id naming the column of each row's series; the "
-                f"file's columns are {', '.join(map(str, frame.columns))}"
-            )
         ids = frame.pop(series_id)
         if ids.isna().any():
             raise DataError(f"{path}: row {ids.isna().idxmax()} has no series_id; give every row its series")
@@ -184,13 +181,6 @@ def read_series(
         if back.any():
             raise DataError(f"{path}: row {back.idxmax()} goes back in time in column {name!r}; sort by it")
     channels = list(channel_columns or [name for name in frame.columns if name not in stamps])
-    if unknown := [name for name in channels if name not in frame.columns]:
-        raise ConfigError(
-            f"csv_channels {unknown[0]!r}: {path} has no such column; its columns are "
-            f"{', '.join(map(str, frame.columns))}"
-        )
-    if not channels:
-        raise DataError(f"{path}: no column besides the timestamp or id columns; add one per channel")
     values = _numbers(path, frame[channels])
     if channel_columns is None:
         values = values.drop(columns=_no_channels(path, values, groups))
@@ -209,10 +199,9 @@ def read_series(
 
 
 def _no_channels(path: Path, values: pd.DataFrame, groups: np.ndarray) -> list[str]:
-    """The columns that carry no series: whole numbers rising by one fixed step row by row within each series
-    (a year, an observation number, a cycle: as a channel, a ramp whose test values lie beyond every training
-    value), or one value in every row (a status flag: predicted perfectly, it lifts every per-channel score).
-    None where they are all the columns there are."""
+    """The columns that carry no series: whole numbers rising by one fixed step within each series (a year:
+    as a channel, a ramp whose test values lie beyond every training value), or one value in every row (a
+    flag, predicted perfectly, would lift every per-channel score). None where they are all there is."""
     steps = values.groupby(groups).diff()
     found = []
     for name, column in values.items():
@@ -234,13 +223,7 @@ def _row_panel(path: Path, frame: pd.DataFrame, layout: str, gaps: str | None) -
     values = _numbers(path, frame)
     labels = torch.full((len(values),), -1, dtype=torch.long)
     if layout == "ucr":
-        label = values.pop(values.columns[0])
-        if not (label % 1 == 0).all():
-            raise DataError(
-                f"{path}: row {(label % 1 != 0).idxmax()}: the first cell is the class label in csv_layout "
-                "ucr and must be an integer; use csv_layout rows for rows without labels"
-            )
-        labels = torch.from_numpy(pd.factorize(label, sort=True)[0])
+        labels = torch.from_numpy(pd.factorize(values.pop(values.columns[0]), sort=True)[0])
     # The UCR archive pads the shorter series of a variable-length set with gaps: the series ends there.
     missing = values.isna().to_numpy()
     padding = np.flip(np.logical_and.accumulate(np.flip(missing, 1), axis=1), 1) & (layout == "ucr")
@@ -327,14 +310,9 @@ class CSVSeriesDataModule(SequenceDataModule):
         if not table.panel:
             rows = table.series[0]
             return {split: [(rows[start:end], -1)] for split, start, end in time_split_bounds(len(rows))}
+        # Too few series leave a part too few windows, which `SequenceDataModule` refuses.
         count = len(table.series)
-        num_val, num_test = round(0.1 * count), round(0.2 * count)
-        if min(num_val, num_test, count - num_val - num_test) < MIN_SERIES_PER_SPLIT:
-            raise DataError(
-                f"{self.data_dir}: {count} series are too few to split 70/10/20 with at least "
-                f"{MIN_SERIES_PER_SPLIT} in each part; give at least {math.ceil(MIN_SERIES_PER_SPLIT / 0.1)}"
-            )
-        train, val, test = fixed_split(table.labels, num_val, num_test)
+        train, val, test = fixed_split(table.labels, round(0.1 * count), round(0.2 * count))
         return {
             split: [(table.series[i], int(table.labels[i])) for i in indices.tolist()]
             for split, indices in (("train", train), ("val", val), ("test", test))
@@ -351,14 +329,7 @@ class CSVSeriesDataModule(SequenceDataModule):
                     labels += [label] * len(cut)
                 else:
                     too_short.append(len(rows))
-            if len(labels) < MIN_SERIES_PER_SPLIT:
-                raise DataError(
-                    f"{self.data_dir}: its {split} part ({sum(len(rows) for rows, _ in members)} rows in "
-                    f"{len(members)} series) gives {len(labels)} window(s) of seq_len {self.seq_len} every "
-                    f"stride {self.stride}, fewer than the {MIN_SERIES_PER_SPLIT} the evaluation needs; "
-                    "use a smaller seq_len or stride, or more data"
-                )
-            splits[split] = (torch.cat(windows), torch.tensor(labels, dtype=torch.long))
+            splits[split] = (torch.cat(windows or [torch.empty(0, self.seq_len, 0)]), torch.tensor(labels))
         if too_short:
             # Said, not refused: a panel of uneven series often has a few short ones to spare.
             say(

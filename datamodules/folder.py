@@ -32,10 +32,8 @@ class FolderScan:
 
 
 def _image_files(root: Path) -> Iterator[Path]:
-    """Image files under `root`, relative to it, hidden files and folders left out. A folder linked in from
-    outside `root` is read as the folder it stands for (`ln -s` assembles a class folder); a link to a folder
-    inside `root` is not followed, as that folder is read where it is (its images keep their own class), and
-    nor is a link back up the tree."""
+    """Image files under `root`, relative to it, hidden ones left out. A folder linked in from outside `root`
+    is read (`ln -s` assembles a class folder); a link inside `root` or back up the tree is not followed."""
     real_root = os.path.realpath(root)
     for folder, subfolders, files in os.walk(root, followlinks=True):
         real_folder = os.path.realpath(folder)
@@ -55,23 +53,11 @@ def _image_files(root: Path) -> Iterator[Path]:
 
 
 def scan_folder(root: Path) -> FolderScan:
-    """Find images under `root` (case-insensitive extensions, hidden files and folders skipped).
-
-    Labels come from the top-level subfolders only when there are at least two of them holding images and
-    no image sits loose in `root` itself; otherwise every image is unlabeled.
-    """
-    if root.is_file():
-        raise DataError(
-            f"{root} is a file, and a folder of images is read; give the folder that holds the images (such "
-            f"as {root.parent})"
-        )
+    """Find images under `root`. Labels come from the top-level subfolders only when at least two of them
+    hold images and no image sits loose in `root` itself; otherwise every image is unlabeled."""
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; give a folder of images")
+        raise DataError(f"image folder {root} is a file or does not exist; give a folder of images")
     relative = sorted(_image_files(root))
-    if not relative:
-        raise DataError(
-            f"no images ({' '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}; give a folder of images"
-        )
     subfolders = sorted({path.parts[0] for path in relative if len(path.parts) > 1})
     labelled = len(subfolders) >= 2 and all(len(path.parts) > 1 for path in relative)
     classes = subfolders if labelled else []
@@ -90,8 +76,6 @@ class ImageFolderDataModule(ImageDataModule):
     default_shape = FOLDER_DEFAULT_SHAPE
 
     def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
-        if image_size is not None and image_size < 8:
-            raise OptionError("image_size", f"{image_size} is too small; use 8 or more (e.g. 32 or 64)")
         if channels not in (None, 1, 3):
             raise OptionError("channels", f"{channels} is not supported; use 1 (grayscale) or 3 (RGB)")
 
@@ -139,7 +123,6 @@ class ImageFolderDataModule(ImageDataModule):
         return f"{super().summary()}, {len(classes)} classes from subfolders ({shown})"
 
     def _scan(self) -> FolderScan:
-        # Listing is cheap but not free on big folders, and num_classes may be asked for several times.
         if getattr(self, "_folder_scan", None) is None:
             self._folder_scan = scan_folder(self.data_dir)
         return self._folder_scan
@@ -149,8 +132,8 @@ class ImageFolderDataModule(ImageDataModule):
         total = len(scan.paths)
         if total < 3:
             raise DataError(
-                f"only {total} {'image' if total == 1 else 'images'} under {self.data_dir}; "
-                "need at least 3 (one each for train, val and test): add images"
+                f"{total} images ({' '.join(sorted(IMAGE_EXTENSIONS))}) under {self.data_dir}; need at least "
+                "3 (one each for train, val and test): add images"
             )
         channels, size, _ = self.image_shape
         images = read_images(scan.paths, size, channels)

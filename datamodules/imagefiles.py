@@ -21,21 +21,13 @@ FOLDER_DEFAULT_SHAPE = (3, 64, 64)
 
 # Modes with an alpha channel, composited over black when read (`read_square_image`).
 TRANSPARENT_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-
-
 # A square crop, (left, top, right, bottom) in the image's pixels, that a dataset frames its images by.
-# `read_square_image` refuses an image too small for it.
 CropBox = tuple[int, int, int, int]
 
 
 def read_square_image(path: Path, size: int, channels: int, box: CropBox | None = None) -> np.ndarray:
     """One image as uint8 [C, size, size]: the square `box`, or without one the centred square of its
-    shorter side, resized with antialiasing.
-
-    Without a box, the same framing as resize-shorter-side-then-centre-crop, with one resampling instead of
-    two; PIL's bilinear resize filters over the whole footprint of each output pixel, so downscaling is
-    antialiased.
-    """
+    shorter side, resized (PIL's bilinear filter covers each output pixel's footprint: antialiased)."""
     try:
         with Image.open(path) as image:
             # Read before the transposition, whose copy keeps no TIFF tags.
@@ -46,12 +38,9 @@ def read_square_image(path: Path, size: int, channels: int, box: CropBox | None 
             if image.mode == "P":
                 image = image.convert("RGBA")
             if image.mode == "F":
-                # Floating-point pixels (a TIFF's) have no range to scale from: 0..1, 0..255 and raw counts
-                # all occur.
-                raise DataError(
-                    f"{path} holds 32-bit float pixels, which have no fixed range: save it as 8 or 16 bits"
-                )
-            image = eight_bit(image, path, white_is_zero)
+                # Floating-point pixels (a TIFF's) have no range to scale from: 0..1, 0..255 and counts occur.
+                raise ValueError("32-bit float pixels, which have no fixed range")
+            image = eight_bit(image, white_is_zero)
             if image.mode in TRANSPARENT_MODES or "transparency" in image.info:
                 # Over black, as the datasets' backgrounds are: converted alone, a white digit drawn in the
                 # alpha channel of a white image would read as a blank white square.
@@ -64,20 +53,17 @@ def read_square_image(path: Path, size: int, channels: int, box: CropBox | None 
                 left, top = (width - side) // 2, (height - side) // 2
                 box = (left, top, left + side, top + side)
             elif box[2] > width or box[3] > height:
-                raise DataError(
-                    f"{path} is {width}x{height} pixels, too small for the crop {box} (left, top, right, "
-                    "bottom) its dataset frames its images by: replace it with the dataset's own file"
-                )
+                raise ValueError(f"{width}x{height} pixels, too small for its dataset's crop {box}")
             # Crop before resizing: a resize with a crop box would blend in pixels from outside the square.
             image = image.crop(box)
             image = image.resize((size, size), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
-    except DataError:
-        raise  # a ValueError too: this file's own refusal, said as it is
-    # PIL reports broken files as OSError (incl. UnidentifiedImageError), ValueError or SyntaxError.
+    # PIL reports broken files as OSError (incl. UnidentifiedImageError), ValueError or SyntaxError; pixels
+    # with no range to scale to 8 bits are refused as ValueError.
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(
-            f"{path} cannot be read as an image ({describe_error(exc)}): delete or replace it"
+            f"{path} cannot be read as an image ({describe_error(exc)}): delete it, or replace it (8 or "
+            "16-bit unsigned pixels)"
         ) from exc
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
@@ -89,22 +75,15 @@ TIFF_PHOTOMETRIC = 262
 TIFF_WHITE_IS_ZERO = 0
 
 
-def eight_bit(image: Image.Image, path: Path, white_is_zero: bool = False) -> Image.Image:
-    """`image` with its greyscale scaled to 8 bits when stored wider. PIL's conversion to "L" clips a 16-bit
-    pixel at 255 rather than scaling it, so a 16-bit image would come out nearly all white.
-
-    A 16-bit file's full range is 0-65535, whatever part of it the image uses. 32-bit or signed integers
-    ("I") outside that range have no such scale and are refused; a 16-bit TIFF that stores white as 0
-    (`white_is_zero`, its WhiteIsZero tag, which PIL honours at 8 bits only) is turned here.
-    """
+def eight_bit(image: Image.Image, white_is_zero: bool = False) -> Image.Image:
+    """`image` with its greyscale scaled from 16 bits (0-65535, whatever part the image uses) to 8, which
+    PIL's conversion to "L" clips at 255 instead. Integers beyond 16 bits have no such scale: a ValueError. A
+    16-bit TIFF storing white as 0 (`white_is_zero`, honoured by PIL at 8 bits only) is turned here."""
     if image.mode not in WIDE_GREY_MODES:
         return image
     raw = np.asarray(image)
     if raw.size and (raw.min() < 0 or raw.max() > 65535):
-        raise DataError(
-            f"{path} holds integer pixels from {raw.min()} to {raw.max()} (signed or 32-bit), which have no "
-            "fixed range to scale to 8 bits from: save it as 8 or 16-bit unsigned greyscale"
-        )
+        raise ValueError(f"integer pixels from {raw.min()} to {raw.max()}, which have no fixed range")
     pixels = np.rint(raw.astype(np.float64) * (255 / 65535)).clip(0, 255).astype(np.uint8)
     if white_is_zero:
         pixels = 255 - pixels

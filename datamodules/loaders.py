@@ -1,11 +1,5 @@
-"""How a split's tensors become batches: by indexing, not by B transforms, in an order that resumes.
-
-`InMemoryImages` indexes a whole batch at once; `EpochShuffle` draws each epoch's order from the run seed's
-"epoch order" stream at that epoch alone, so a resumed run sees the batches an uninterrupted one would;
-`ResumableLoader` (a DataLoader) and `DeviceBatches` (batches cut from a split already on the accelerator)
-share the position that a checkpoint records; `EvaluationShard` gives each DDP process its share of an
-evaluation split, every item exactly once.
-"""
+"""How a split's tensors become batches: by indexing, not by B transforms, in an order that resumes (each
+epoch's order a function of the run seed and the epoch alone, the position in it kept in checkpoints)."""
 
 from __future__ import annotations
 
@@ -20,17 +14,6 @@ from lightning_genae.errors import ConfigError
 from lightning_genae.seeding import generator
 
 Batch = tuple[Tensor, Tensor]
-
-__all__ = [
-    "Batch",
-    "DeviceBatches",
-    "EpochPosition",
-    "EpochShuffle",
-    "EvaluationShard",
-    "InMemoryImages",
-    "ResumableLoader",
-    "collate_batch",
-]
 
 
 class InMemoryImages(Dataset):
@@ -52,11 +35,8 @@ class InMemoryImages(Dataset):
 
 
 class EpochShuffle(Sampler[int]):
-    """A new order of n indices for each pass, a function of (seed, epoch) only, that can start part-way.
-
-    PyTorch's RandomSampler draws its order from the global random stream, which a stopped and resumed run
-    has advanced differently: it would train on other batches than an uninterrupted run. `ResumableLoader`
-    says which epoch the next pass is and where in it to start.
+    """A new order of n indices for each pass, a function of (seed, epoch) only, that can start part-way:
+    RandomSampler's global stream, advanced otherwise by a stopped and resumed run, would give other batches.
     """
 
     def __init__(self, size: int, seed: int) -> None:
@@ -82,11 +62,9 @@ class EpochShuffle(Sampler[int]):
 class EvaluationShard(DistributedSampler):
     """Process `rank`'s share of an evaluation split under DDP: items rank, rank + world, ..., each once.
 
-    Lightning's own DistributedSampler pads a split to a multiple of the world size by repeating items,
-    which every evaluation metric would then count twice. Being a DistributedSampler, this one is left in
-    place. The shares differ by at most one item, so processes may run different numbers of batches: safe
-    in evaluation, where DDP syncs buffers on the first forward pass only and every logged value and
-    metric is reduced across processes when the pass ends.
+    Lightning's own DistributedSampler pads a split by repeating items, which every metric would count
+    twice (being a DistributedSampler, this one is left in place). Shares differ by at most one item: safe
+    in evaluation, where every logged value and metric is reduced across processes when the pass ends.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
@@ -104,18 +82,15 @@ class EvaluationShard(DistributedSampler):
 
 
 class EpochPosition:
-    """Which epoch of the training data a loader is in and how many of its batches it has handed out, as
-    Lightning keeps it in every checkpoint (`state_dict`/`load_state_dict` make a loader stateful to the fit
-    loop, which gives the state back on resume before the first batch).
-
-    `ResumableLoader` and `DeviceBatches` share it, so a checkpoint taken with either resumes with the other.
+    """Which epoch of the training data a loader is in and how many of its batches it has handed out, kept
+    by Lightning in every checkpoint (a stateful loader); shared by both loaders, so either resumes the other.
     """
 
     _position: tuple[int, int] | None = None
 
     def _start_pass(self, batches: int) -> tuple[int, int]:
-        """(epoch, batches already done) of the pass about to start, an epoch of `batches` batches: the next
-        epoch after a finished one, or the rest of an epoch left part-way, which a resumed run finishes."""
+        """(epoch, batches already done) of the pass about to start: the next epoch after a finished one, or
+        the rest of one left part-way."""
         position = self._position
         if position is None:
             epoch, done = 0, 0
@@ -135,12 +110,8 @@ class EpochPosition:
 
 
 class ResumableLoader(EpochPosition, DataLoader):
-    """The training loader on the host: it continues the data where a checkpoint's run stopped.
-
-    Also when that run ended at --max-steps part-way through an epoch: the data finishes that epoch first
-    (its checkpoint counts the epoch as still running, `lightning_internals.uncount_epoch_cut_short`). Under
-    DDP Lightning's DistributedSampler takes the place of `EpochShuffle` and orders each epoch itself.
-    """
+    """The training loader on the host: it continues the data where a checkpoint's run stopped, also part-way
+    through an epoch (`lightning_internals.uncount_epoch_cut_short`)."""
 
     def __iter__(self):  # noqa: ANN204 - the DataLoader's iterator, counted
         epoch, done = self._start_pass(len(self))
@@ -155,14 +126,9 @@ class ResumableLoader(EpochPosition, DataLoader):
 
 
 class DeviceBatches(EpochPosition):
-    """The training batches of a split held on the device: one index of the stored tensors per batch.
-
-    The batches `ResumableLoader` over `EpochShuffle` gives (each epoch's order a function of seed and epoch,
-    full batches only), so a run gives the same numbers either way and its checkpoints resume on the other.
-    The epoch's order goes to the device once per epoch: a batch is an index there, with no loader, no
-    collation, no host-to-device copy and no wait for the device. Under DDP every rank draws the same order
-    and takes its share of each global batch, so a resumed DDP run too goes on where it stopped.
-    """
+    """The training batches of a split held on the device, one index of it per batch: those `ResumableLoader`
+    over `EpochShuffle` gives, so a run gives the same numbers either way. Under DDP every rank draws the same
+    order and takes its share of each global batch."""
 
     def __init__(
         self,

@@ -33,31 +33,18 @@ def find_idx_file(raw_dir: Path, name: str) -> Path | None:
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """One IDX file as a uint8 array; the header is big-endian int32s: magic number, then each dimension."""
-
-    def unreadable(reason: str) -> DataError:
-        return DataError(
-            f"{path} cannot be read as an IDX file ({reason}): delete it to re-download, or replace it"
-        )
-
+    header = 4 * (1 + (magic & 0xFF))
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as file:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
             data = file.read()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise unreadable(describe_error(exc)) from exc
-    ndim = magic & 0xFF
-    header = 4 * (1 + ndim)
-    if len(data) < header:
-        raise unreadable(f"only {len(data)} bytes, shorter than its header")
-    found, *dims = struct.unpack(f">{1 + ndim}i", data[:header])
-    if found != magic:
-        raise unreadable(f"magic number {found}, expected {magic}")
-    if any(size < 0 for size in dims):
-        raise unreadable(f"a negative size in its shape {tuple(dims)}")
-    if len(data) != header + math.prod(dims):
-        raise unreadable(
-            f"{len(data) - header} data bytes, expected {math.prod(dims)} for shape {tuple(dims)}"
-        )
+        found, *dims = struct.unpack(f">{header // 4}i", data[:header])
+        if found != magic or min(dims) < 0 or len(data) != header + math.prod(dims):
+            raise ValueError(f"magic number {found}, shape {tuple(dims)} and {len(data) - header} data bytes")
+    except (OSError, EOFError, zlib.error, struct.error, ValueError) as exc:
+        raise DataError(
+            f"{path} cannot be read as an IDX file with magic number {magic} ({describe_error(exc)}): delete "
+            "it to re-download, or replace it"
+        ) from exc
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
@@ -78,25 +65,8 @@ class MNISTDataModule(ImageDataModule):
         names = [name for pair in IDX_FILES.values() for name in pair]
         return [name for name in names if find_idx_file(self.raw_dir, name) is None]
 
-    def _files_in_data_dir_itself(self) -> DataError | None:
-        """The error for a data_dir that holds IDX files itself or in a raw folder of its own (the raw folder
-        or the dataset's folder named, where torchvision would look one level down), before any download.
-        MNIST's and Fashion-MNIST's files have the same names, so they are not said to be this dataset's."""
-        names = [name for pair in IDX_FILES.values() for name in pair]
-        for holder in (self.data_dir / "raw", self.data_dir):
-            if all(find_idx_file(holder, name) is not None for name in names):
-                return DataError(
-                    f"{self.folder} not found in {self.raw_dir}, but {holder} holds IDX files: give data_dir "
-                    f"the folder holding {self.folder}/raw"
-                )
-        return None
-
     def _not_found(self, reason: str) -> DataError:
         missing = self._missing()
-        if len(missing) == sum(len(pair) for pair in IDX_FILES.values()):
-            misplaced = self._files_in_data_dir_itself()
-            if misplaced is not None:
-                return misplaced
         return DataError(
             f"{self.folder} not found in {self.raw_dir} (missing {', '.join(missing)}) {reason}: put those "
             f"IDX files [.gz] there, or give data_dir a folder holding {self.folder}/raw"
@@ -106,14 +76,10 @@ class MNISTDataModule(ImageDataModule):
         """Download with torchvision unless all four IDX files (gzipped or not) are already there."""
         if not self._missing():
             return
-        misplaced = self._files_in_data_dir_itself()
-        if misplaced is not None:
-            raise misplaced
         from torchvision import datasets
 
         self._download(
-            lambda: getattr(datasets, self.folder)(root=str(self.data_dir), train=True, download=True),
-            self._missing,
+            lambda: getattr(datasets, self.folder)(root=str(self.data_dir), train=True, download=True)
         )
 
     def _load_splits(self) -> dict[str, Batch]:
@@ -125,12 +91,10 @@ class MNISTDataModule(ImageDataModule):
                 raise self._not_found("(call prepare_data() to download the dataset)")
             images = read_idx(image_path, IDX_IMAGES_MAGIC)
             labels = read_idx(label_path, IDX_LABELS_MAGIC)
-            bad_shape = images.shape[1:] != self.default_shape[1:] or len(images) != len(labels)
-            if bad_shape or len(labels) == 0 or labels.max(initial=0) > 9:
+            # Their shapes and class ids are checked with every image dataset's (`checked_image_split`).
+            if len(images) != len(labels):
                 raise DataError(
-                    f"{image_path} and {label_path} do not form a {self.folder} split "
-                    f"({len(images)} images of {images.shape[1:]}, {len(labels)} labels "
-                    f"up to {labels.max(initial=0)}): replace them"
+                    f"{image_path} and {label_path} hold {len(images)} images, {len(labels)} labels"
                 )
             official[split] = (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long())
         train_images, train_labels = official["train"]

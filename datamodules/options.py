@@ -1,11 +1,5 @@
-"""The datasets' options: what a `--data` choice lets the user set about its items (image side, channels,
-series length, a CSV file's layout), one `PluginOptions` dataclass per kind of dataset.
-
-Kept apart from the DataModules, which import Lightning: `--help` and the checks of a configuration read
-these classes. A value left unset (None) is the DataModule's to decide (a folder's 64 px, a CSV panel's own
-series length); the DataModule also refuses what it cannot deliver (another size of MNIST), so building one
-from Python is checked the same way.
-"""
+"""The datasets' options, one `PluginOptions` dataclass per kind of dataset, apart from the DataModules (which
+import Lightning) so that `--help` reads them. A value left unset (None) is the DataModule's to decide."""
 
 from __future__ import annotations
 
@@ -14,15 +8,6 @@ from typing import Literal
 
 from lightning_genae.errors import OptionError
 from lightning_genae.plugin_options import PluginOptions, option
-
-__all__ = [
-    "CLASSIFIER_COMMAND_OPTIONS",
-    "CSVSeriesOptions",
-    "ChannelsOptions",
-    "ImageOptions",
-    "SeqLenOptions",
-    "SinesOptions",
-]
 
 # The feature-classifier command's own flags (lightning_genae/experiment/classifier.py). Every image
 # dataset's options are flags of that command too, so no dataset option may take one of these names.
@@ -69,11 +54,9 @@ class SinesOptions(SeqLenOptions, ChannelsOptions):
 def parse_channel_names(text: str) -> list[str]:
     """`csv_channels` as a list of column names; an empty or repeated one is its OptionError."""
     names = [name.strip() for name in str(text).split(",")]
-    if not all(names):
-        raise OptionError("csv_channels", f"{text!r} has an empty name; give names separated by commas")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise OptionError("csv_channels", f"names {', '.join(repeated)} twice; give each column once")
+    # A repeated name would weigh one column twice in every per-channel score.
+    if not all(names) or len(set(names)) < len(names):
+        raise OptionError("csv_channels", f"{text!r}: give each column's name once, separated by commas")
     return names
 
 

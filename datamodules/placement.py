@@ -1,16 +1,12 @@
-"""Where training batches are indexed from (`data_on_device`), decided without importing Lightning.
-
-The in-memory splits are small enough to keep on an accelerator, where a batch is an index of the stored
-tensor: no loader, no collation, no host-to-device copy per step (`datamodules.loaders.DeviceBatches`).
-The command line checks the setting before anything heavy is imported, so it lives here.
-"""
+"""Where training batches are indexed from (`data_on_device`): on an accelerator a batch is an index of the
+stored split, with no loader, collation or host-to-device copy per step (`loaders.DeviceBatches`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from lightning_genae.errors import ConfigError, OptionError
+from lightning_genae.errors import OptionError
 
 DATA_ON_DEVICE = ("auto", "on", "off")
 # `auto` keeps a training split on an accelerator when it takes at most this share of the accelerator's
@@ -21,15 +17,10 @@ AUTO_DEVICE_SHARE = 0.25
 AUTO_DEVICE_BYTES = 1 << 30
 
 
-def check_data_on_device(setting: str, num_workers: int) -> None:
-    """`data_on_device` is one of DATA_ON_DEVICE, and `on` does not come with loader workers."""
+def check_data_on_device(setting: str) -> None:
+    """`data_on_device` is one of DATA_ON_DEVICE (`on` indexes on the device, where workers have no part)."""
     if setting not in DATA_ON_DEVICE:
         raise OptionError("data_on_device", f"{setting!r} is not one of: {', '.join(DATA_ON_DEVICE)}")
-    if setting == "on" and num_workers > 0:
-        raise ConfigError(
-            f"data_on_device on batches on the device, where num_workers {num_workers} has nothing to do; "
-            "drop num_workers or use data_on_device off"
-        )
 
 
 def batch_device(
@@ -41,7 +32,7 @@ def batch_device(
     accelerator, the split would take more than AUTO_DEVICE_SHARE of its memory. On the CPU the split is
     already where the model is, so indexing it directly only saves the loader's work per batch.
     """
-    check_data_on_device(setting, num_workers)
+    check_data_on_device(setting)
     if setting == "off" or (setting == "auto" and num_workers > 0):
         return None
     if setting == "on" or device.type == "cpu":
@@ -54,13 +45,8 @@ def batch_device(
 
 
 def host_to_device(tensor: Tensor, device: torch.device) -> Tensor:
-    """A host tensor (random draws of a seeded CPU generator, say) on `device`, without a wait for the device.
-
-    `.to("cuda")` from ordinary (pageable) memory synchronises the stream: the host waits until every kernel
-    queued so far has run, which a training step would pay at each such copy. From pinned memory the copy
-    is queued like a kernel, and the caching host allocator keeps the pinned block until it has finished.
-    Elsewhere this is `.to(device)`, so the CPU path and its numbers are unchanged.
-    """
+    """A host tensor on `device` without a wait for the device: `.to("cuda")` from pageable memory waits for
+    every queued kernel, while a copy from pinned memory is queued like a kernel. Elsewhere `.to(device)`."""
     if device.type != "cuda" or tensor.device.type != "cpu":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)

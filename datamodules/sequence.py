@@ -1,14 +1,12 @@
-"""In-memory sequence datamodule: series [N, T, C] normalised per channel on the training split.
-
-A batch is `(series, labels)`: float32 [B, T, C] in normalised units and int64 [B] (-1 when unlabelled).
-The `Normaliser` is fitted on the training split alone (validation and test never leak into it) and is
-saved with the run, in the checkpoint (the DataModule's state) and as `normaliser.json` in the run
-folder, so generated and reconstructed series can be put back into the data's own units.
+"""In-memory sequence datamodule: batches of float32 series [B, T, C] and int64 labels [B] (-1: none),
+normalised per channel by a `Normaliser` fitted on the training split alone and saved with the run (in
+the checkpoint and as `normaliser.json`), so generated series can be put back into the data's own units.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,15 +17,11 @@ from torch import Tensor
 from lightning_genae.datamodules.base import Batch, DataKind, InMemoryDataModule
 from lightning_genae.errors import DataError
 
-# The series metrics fit a scorer on part of each set and score the rest (discriminative score), so every
-# split needs at least two series: refused when the data is loaded, not in the evaluation after training.
+# The series metrics fit a scorer on part of each set and score the rest, so every split needs two series:
+# refused when the data is loaded, not in the evaluation after training.
 MIN_SERIES_PER_SPLIT = 2
-
-
-# A channel that never varies on the training split keeps its scale instead of being divided by zero: one
-# whose spread is at most this fraction of its largest magnitude (zero, or float rounding of one repeated
-# value). Relative, so a channel measured in small units (values of order 1e-7) is still scaled to unit
-# spread.
+# A channel whose spread on the training split is at most this fraction of its largest magnitude is constant
+# and keeps its scale instead of being divided by zero (relative, so small units still scale).
 CONSTANT_RELATIVE_STD = 1e-9
 
 
@@ -54,11 +48,10 @@ class Normaliser:
         flat = series.double().reshape(-1, series.shape[-1])
         mean, std = flat.mean(dim=0), flat.std(dim=0, unbiased=False)
         finite = mean.isfinite() & std.isfinite()
-        unusable = [index for index in range(len(std)) if not finite[index]]
-        if unusable:
+        if not finite.all():
             raise DataError(
-                f"the training series of channel {unusable[0] + 1} (counted from 1) have no finite mean and "
-                "standard deviation (values missing, infinite or too large to square); fix or rescale them"
+                f"the training series of channel {int((~finite).int().argmax()) + 1} (counted from 1) have "
+                "no finite mean and standard deviation (values missing, infinite or too large); fix them"
             )
         magnitude = flat.abs().amax(dim=0)
         constant = std <= CONSTANT_RELATIVE_STD * magnitude
@@ -108,17 +101,16 @@ class SequenceDataModule(InMemoryDataModule):
         csv_channels: str | None = None,
         **shared: Any,
     ) -> None:
-        """`shared`: the arguments of `InMemoryDataModule`; the others, each dataset's options, are checked by
-        its options class (`build_datamodule`, the command line) and saved as hyper-parameters."""
+        """`shared`: the arguments of `InMemoryDataModule`; the others are the datasets' options, checked by
+        their options classes and saved as hyper-parameters."""
         data_dir = str(data_dir)  # as the saved hyper-parameter (this frame's value is the one kept)
         super().__init__(data_dir, **shared)
         self._normaliser: Normaliser | None = None
 
     # ----- loading -----
 
-    def _load_series(self) -> dict[str, Batch]:
-        """The fixed (float [N,T,C] in the data's units, int64 [N]) splits; independent of the run seed."""
-        raise NotImplementedError
+    # Every series dataset's: the fixed (float [N,T,C] in the data's units, int64 [N]) splits.
+    _load_series: Callable[[], dict[str, Batch]]
 
     def _fit_normaliser(self, train_series: Tensor) -> Normaliser:
         """Fitted on the training split; a dataset with a known range may fix it instead."""
@@ -130,7 +122,7 @@ class SequenceDataModule(InMemoryDataModule):
             if len(series) < MIN_SERIES_PER_SPLIT:
                 raise DataError(
                     f"{self.name}: the {split} split has {len(series)} series, fewer than the "
-                    f"{MIN_SERIES_PER_SPLIT} the evaluation needs; give the dataset more data"
+                    f"{MIN_SERIES_PER_SPLIT} the evaluation needs; give more data, or lower seq_len or stride"
                 )
         # The whole training split, before any --train-size subset, so every subset shares one scale.
         self._normaliser = self._fit_normaliser(raw["train"][0])

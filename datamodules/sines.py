@@ -1,8 +1,5 @@
-"""Synthetic sine waves: the sequence default, generated in memory from a fixed seed, no files needed.
-
-Each series has, per channel, its own frequency, phase and amplitude and its own level of Gaussian noise
-(as TimeGAN's sines, with amplitude and noise added). The draws come from `seeded_uniform`, so the data
-is the same on every machine and after library upgrades; `--seq-len` and `--channels` shape it.
+"""Synthetic sine waves, the sequence default: per series and channel a frequency, phase, amplitude and noise
+level (TimeGAN's sines with amplitude and noise added), drawn by `seeded_uniform`, the same on every machine.
 """
 
 from __future__ import annotations

@@ -22,11 +22,8 @@ def _splitmix64(values: np.ndarray) -> np.ndarray:
 
 
 def seeded_order(count: int, seed: int, stream: int) -> np.ndarray:
-    """A permutation of range(count) fixed by (seed, stream).
-
-    Plain integer hashing rather than NumPy's or torch's generators, whose streams may change between
-    versions: the fixed val/test splits must stay the same images after a library upgrade.
-    """
+    """A permutation of range(count) fixed by (seed, stream): integer hashing, not a library generator whose
+    stream may change between versions, so the fixed splits stay the same images after an upgrade."""
     salt = _splitmix64(_splitmix64(np.array([seed & _UINT64_MASK], dtype=np.uint64)) ^ np.uint64(stream))
     return np.argsort(_splitmix64(salt ^ np.arange(count, dtype=np.uint64)), kind="stable")
 
@@ -45,14 +42,10 @@ def _allocate(counts: np.ndarray, n: int, tie_order: np.ndarray) -> np.ndarray:
 
 
 def stratified_sample(labels: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Pick `n` indices with class proportions kept; returns (chosen, rest), each sorted ascending.
-
-    Labels of -1 (unlabeled) form one class, so unlabeled data gets a plain seeded random sample. Each
-    class is shuffled by `seed` and its label alone, so a larger `n` (nearly) contains a smaller one.
-    """
+    """Pick `n` indices with class proportions kept; returns (chosen, rest), each sorted ascending. Labels
+    -1 form one class; each class is shuffled by `seed` and its label: a larger `n` (nearly) holds a
+    smaller."""
     label_array = labels.cpu().numpy()
-    if not 0 <= n <= len(label_array):
-        raise ValueError(f"cannot pick {n} of {len(label_array)} items")
     mask = np.zeros(len(label_array), dtype=bool)
     if n > 0:
         classes, counts = np.unique(label_array, return_counts=True)
@@ -72,20 +65,13 @@ def fixed_split(labels: Tensor, num_val: int, num_test: int) -> tuple[Tensor, Te
 
 
 def carve_validation(labels: Tensor, max_val: int = 5000) -> tuple[Tensor, Tensor]:
-    """Fixed stratified (train, val) indices of an official train split: `max_val` images, or 10% if smaller.
-
-    The 10% fallback only matters for truncated copies (and tests); the real MNIST/CIFAR-10 give 5,000.
-    """
+    """Fixed stratified (train, val) indices of an official train split: `max_val` items, or 10% if fewer."""
     val, train = stratified_sample(labels, min(max_val, len(labels) // 10), FIXED_SPLIT_SEED)
     return train, val
 
 
 def seeded_uniform(count: int, seed: int, stream: int) -> np.ndarray:
-    """`count` floats in [0, 1) fixed by (seed, stream), from the same hashing as `seeded_order`.
-
-    Synthetic datasets draw from this rather than a library generator, so they stay the same series
-    after a NumPy or torch upgrade, like the fixed splits.
-    """
+    """`count` floats in [0, 1) fixed by (seed, stream), from the same hashing as `seeded_order`."""
     salt = _splitmix64(_splitmix64(np.array([seed & _UINT64_MASK], dtype=np.uint64)) ^ np.uint64(stream))
     bits = _splitmix64(salt ^ np.arange(count, dtype=np.uint64)) >> np.uint64(11)
     return bits.astype(np.float64) / float(2**53)

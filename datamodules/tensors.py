@@ -25,7 +25,7 @@ class TensorImageDataModule(ImageDataModule):
         batch_size: int = 64,
         seed: int = 0,
     ) -> None:
-        given = {split: checked_image_split(f"{name}: {split}", *splits[split]) for split in SPLITS}
+        given = {split: checked_image_split(f"{name} {split}", *splits[split]) for split in SPLITS}
         # Instance values of what a registered dataset sets on its class; `_load_splits` holds every split
         # to the train split's shape.
         self.name = name

@@ -1,12 +1,9 @@
 """TimeGAN's Sines benchmark (Yoon et al., "Time-series Generative Adversarial Networks", NeurIPS 2019,
 Table 2), generated as its reference code does (jsyoon0823/TimeGAN, data_loading.py `sine_data_generation`).
 
-10,000 series of 24 steps and 5 channels; per series and channel a frequency f and a phase p, each
-U(0, 0.1), give x_t = sin(f t + p) for t = 0..23, mapped to [0, 1] by (x + 1) / 2. That affine map is the
-reference's whole scaling for Sines (its MinMax scaler is applied to the real-world datasets only), so the
-values span at most sin(0)..sin(2.4) of the [-1, 1] range. The draws come from `seeded_uniform` instead of
-NumPy's global stream, so the set is the same on every machine; `timegan_sine_series()` returns it in
-these [0, 1] units, which is what TimeGAN's scores are computed on.
+10,000 series of 24 steps and 5 channels: x_t = (sin(f t + p) + 1) / 2 with f, p ~ U(0, 0.1) per series and
+channel (the reference's whole scaling for Sines; its MinMax scaler is for the real-world datasets only),
+drawn by `seeded_uniform`, so the set is the same on every machine. TimeGAN's scores use these [0, 1] units.
 """
 
 from __future__ import annotations
@@ -39,12 +36,8 @@ def timegan_sine_series(
 
 
 class TimeGANSinesDataModule(SequenceDataModule):
-    """TimeGAN's 10,000 Sines series (24 x 5), fixed 70/10/20 train/val/test split; unlabelled.
-
-    The fixed shape is the benchmark's; the model sees the series normalised per channel like every
-    sequence dataset, and `denormalise` returns generated series to the [0, 1] units of
-    `timegan_sine_series()`.
-    """
+    """TimeGAN's 10,000 Sines series (24 x 5), fixed 70/10/20 train/val/test split; unlabelled; normalised per
+    channel like every sequence dataset (`denormalise` returns to the [0, 1] units)."""
 
     name = "timegan_sines"
 

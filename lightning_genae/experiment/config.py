@@ -202,7 +202,7 @@ class RunConfig(PluginOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_data_on_device(self.data_on_device, self.num_workers)
+        check_data_on_device(self.data_on_device)
         parse_devices(self.devices)
         check_strategy(self.strategy)
 

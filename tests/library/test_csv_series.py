@@ -283,19 +283,19 @@ def test_a_split_with_fewer_than_two_windows_is_refused_naming_it(tmp_path):
     lines = ["unit,sensor"] + [f"u{unit},{unit + t}" for unit in range(20) for t in range(5)]
     path = write(tmp_path / "panel.csv", lines)
     datamodule = build_datamodule("csv", data_dir=path, csv_layout="long", series_id="unit", seq_len=8)
-    with pytest.raises(DataError, match="its train part"):
+    with pytest.raises(DataError, match="the train split has 0 series"):
         datamodule.setup()
-    # A panel split by whole series needs two in each part: 12 give one for validation.
+    # A panel split by whole series: 12 give one for validation.
     rows = write(tmp_path / "rows.csv", [",".join(str(i + j + 1) for j in range(12)) for i in range(12)])
-    with pytest.raises(DataError, match="12 series are too few"):
+    with pytest.raises(DataError, match="the val split has 1 series"):
         build_datamodule("csv", data_dir=rows, csv_layout="rows").setup()
 
 
 @pytest.mark.parametrize(
     ("lines", "arguments", "error", "fact"),
     [
-        (["id,v", "a,1", "a,2"], {"layout": "long"}, DataError, "series_id"),
-        (["id,v", "a,1", "a,2"], {"layout": "long", "series_id": "unit"}, DataError, "series_id"),
+        (["id,v", "a,1", "a,2"], {"layout": "long"}, ConfigError, "series_id"),
+        (["id,v", "a,1", "a,2"], {"layout": "long", "series_id": "unit"}, ConfigError, "series_id 'unit'"),
         (["unit,s1", "u0,1", ",0.5", "u1,2"], {"layout": "long", "series_id": "unit"}, DataError, "row 3"),
         (["city,value"] + [f"Paris,{i}" for i in range(40)], {}, DataError, "'Paris'"),
         (["x,y", "1,2", "0.5,2021-03-04", "2,3"], {}, DataError, "row 3, column 'y'"),
@@ -315,7 +315,6 @@ def test_a_split_with_fewer_than_two_windows_is_refused_naming_it(tmp_path):
         (["a,b", "1,2", "1_000,2"], {}, DataError, "'1_000'"),
         # A decimal comma in a semicolon file.
         (["a;b", "1;2", "0,5;1"], {}, DataError, "'0,5'"),
-        (["date"] + [f"2024-01-{day:02d}" for day in range(1, 20)], {}, DataError, "no column besides"),
         (["v", "1", ",5", "3"], {}, DataError, "line 3"),
         (["a,b", "1,2", "3,4,5"], {}, DataError, "line 3"),
         (["YEAR,SUNACTIVITY", "1700,1.5"], {"channel_columns": ["YEARS"]}, ConfigError, "'YEARS'"),
@@ -326,7 +325,6 @@ def test_a_split_with_fewer_than_two_windows_is_refused_naming_it(tmp_path):
             DataError,
             "'normal'",
         ),
-        (["1\t0.1\t0.2"] + ["1.5\t0.2\t0.3"] * 20, {"layout": "ucr"}, DataError, "row 2: the first cell"),
     ],
 )
 def test_input_that_would_bend_a_result_is_refused_naming_the_cell_or_option(
@@ -518,7 +516,7 @@ def test_csv_channels_given_in_python_are_read_as_on_the_command_line(tmp_path):
     path = write(tmp_path / "x.csv", lines)
     assert build_datamodule("csv", data_dir=path, csv_channels="c, a").channel_names == ["c", "a"]
     # Checked as the call is made, and named as Python spells it.
-    with pytest.raises(ConfigError, match="^csv_channels names a twice"):
+    with pytest.raises(ConfigError, match="^csv_channels 'a,a'"):
         build_datamodule("csv", data_dir=path, csv_channels="a,a")
 
 

@@ -116,7 +116,7 @@ def test_a_csv_too_short_for_two_windows_per_split_is_refused_before_training(tm
     args = [*TINY_RAE, "--data", "csv", "--data-dir", str(path), "--seq-len", "12", "--max-steps", "2"]
     assert main([*args, "--output", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "its val part" in err
+    assert err.count("\n") == 0 and "the val split has 1 series" in err
     assert not (tmp_path / "r").exists()
 
 
@@ -217,8 +217,8 @@ def test_augment_ae_on_series_uses_a_recurrent_augmenter(tmp_path):
         ({"model": "gan", "data": "sines"}, "--model gan models image data .* or --model rae"),
         ({"model": "rae", "data": "sines", "augment": "diffaug"}, "diffaug works on images only"),
         ({"model": "rae", "data": "sines", "augment": "vae"}, "use --augment none or ae"),
-        ({"model": "ae", "data": "digits", "seq_len": 8}, "seq_len shapes sequence data"),
-        ({"model": "rae", "data": "sines", "image_size": 8}, "image_size shapes image data"),
+        ({"model": "ae", "data": "digits", "seq_len": 8}, "seq_len does not apply to the dataset digits"),
+        ({"model": "rae", "data": "sines", "image_size": 8}, "image_size does not apply to the dataset"),
         ({"model": "rae", "data": "sines", "width": 32}, "rae has none of; drop it"),
     ],
 )
