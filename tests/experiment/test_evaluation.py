@@ -509,7 +509,7 @@ def test_evaluate_looks_up_the_image_metrics_where_training_does():
 def test_evaluate_folder_of_a_missing_folder_says_it_is_not_one(tmp_path, capsys):
     missing, out = tmp_path / "no-such-folder", tmp_path / "out"
     assert main(["--evaluate-folder", str(missing), "--data", "digits", "--output", str(out)]) == 2
-    assert f"{missing} does not exist" in capsys.readouterr().err
+    assert f"{missing} is a file or does not exist" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -523,7 +523,7 @@ def test_evaluate_folder_against_a_test_split_too_small_to_score_is_one_line(tmp
     args = ["--evaluate-folder", str(tmp_path / "generated"), "--data", "folder", "--data-dir", str(data)]
     assert main([*args, "--image-size", "16", "--channels", "1", "--output", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
-    assert "the test split of folder holds 2 images" in error and "Traceback" not in error
+    assert "the test split of folder, which holds 2 images, is too small" in error and "Traceback" not in error
 
 
 def test_evaluate_folder_names_an_image_too_large_to_open_in_one_line(tmp_path, capsys):
