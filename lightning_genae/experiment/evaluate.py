@@ -216,9 +216,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         flags = ", ".join(typed_flag(name, options[name]) for name in unused)
         raise ConfigError(f"--evaluate takes the run's own settings from the checkpoint; drop {flags}")
     typed = {key: value for key, value in options.items() if key in EVALUATION_OPTIONS}
-    resolved = resolve(
-        merge(stored, typed), named=named_options(typed)
-    )
+    resolved = resolve(merge(stored, typed), named=named_options(typed))
     config = resolved.config
     output = Path(options["output"]) if options.get("output") else checkpoint.run_folder
     eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)

@@ -523,7 +523,9 @@ def test_evaluate_folder_against_a_test_split_too_small_to_score_is_one_line(tmp
     args = ["--evaluate-folder", str(tmp_path / "generated"), "--data", "folder", "--data-dir", str(data)]
     assert main([*args, "--image-size", "16", "--channels", "1", "--output", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
-    assert "the test split of folder, which holds 2 images, is too small" in error and "Traceback" not in error
+    assert (
+        "the test split of folder, which holds 2 images, is too small" in error and "Traceback" not in error
+    )
 
 
 def test_evaluate_folder_names_an_image_too_large_to_open_in_one_line(tmp_path, capsys):
