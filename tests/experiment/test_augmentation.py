@@ -108,6 +108,7 @@ def augmented_digits(tmp_path, augmenter, train_size=None, total_iterations=None
 # ----- the augmenter: trained once on the run's data, then cached -----
 
 
+@pytest.mark.quick
 def test_augmenter_is_trained_once_then_loaded_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GENAE_CACHE_DIR", str(tmp_path / "cache"))
     plan = plan_for(augment="ae", augmenter_width=8, augmenter_latent_dim=8, augmenter_steps=20)
@@ -210,6 +211,7 @@ def test_validation_and_test_batches_are_never_augmented(tmp_path):
     assert datamodule.split_tensors("val")[0] is datamodule.base.split_tensors("val")[0]
 
 
+@pytest.mark.quick
 def test_online_augmentation_runs_inside_a_lightning_fit(tmp_path):
     """The hook is really called by the Trainer: training batches carry replacements, validation ones not."""
     import pytorch_lightning as pl
@@ -299,6 +301,7 @@ def test_offline_pool_has_the_asked_size_and_its_sources_labels(tmp_path, train_
     assert f"pool of {expected} augmented images" in datamodule.summary()
 
 
+@pytest.mark.quick
 def test_offline_pool_images_are_augmented(tmp_path):
     datamodule = augmented_digits(
         tmp_path, LatentAugmenter(PixelCode(SHAPE), noise=0.5, interp=0.5), augment_mode="offline"
@@ -376,6 +379,7 @@ def test_unlabelled_bank_pairs_any_images():
 # ----- discriminator-side augmentation: differentiable, frozen, outside the GAN -----
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("augment", ["diffaug", "ae-d", "ae-d+diffaug"])
 def test_discriminator_augmentation_lets_gradients_reach_the_generator(tmp_path, augment):
     torch.manual_seed(0)

@@ -45,6 +45,8 @@ from lightning_genae.experiment.config import CONFIG_FIELDS, CONFIG_TYPES, PRECI
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import PluginOptions
 
+pytestmark = pytest.mark.quick
+
 CASES = Path(__file__).resolve().parents[1] / "cases" / "bad_inputs.csv"
 
 

@@ -36,6 +36,7 @@ def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
+@pytest.mark.quick
 def test_gan_run_writes_the_complete_run_folder(tmp_path):
     run_dir = tmp_path / "gan"
     code = main(
@@ -274,6 +275,7 @@ def test_python_dash_m_lightning_genae_is_the_command_line(tmp_path):
     assert "example: python -m lightning_genae --model gan" in shown.stdout
 
 
+@pytest.mark.quick
 def test_print_config_prints_what_config_yaml_records(tmp_path, capsys):
     """It printed --output and --overwrite as given: a template saved from it sent every job to one folder,
     replacing each run with the next."""
@@ -350,6 +352,7 @@ def test_a_stray_comma_in_augment_leaves_its_one_arm_as_in_train_size(tmp_path, 
     assert yaml.safe_load(capsys.readouterr().out)["augment"] == "diffaug"
 
 
+@pytest.mark.quick
 def test_help_lists_every_choice_with_a_description(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
@@ -448,6 +451,7 @@ def test_bad_input_in_a_real_process_prints_no_traceback(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
 
 
+@pytest.mark.quick
 def test_fast_dev_run_checks_the_setup_without_writing_checkpoints(tmp_path):
     run_dir = tmp_path / "fdr"
     assert main(["--model", "vae", *TINY, "--fast-dev-run", "--output", str(run_dir)]) == 0

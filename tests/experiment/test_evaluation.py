@@ -98,6 +98,7 @@ def test_autoencoder_reports_psnr_ssim_probe_and_pca_baseline(tmp_path):
     assert_named_in_the_vocabulary(metrics)
 
 
+@pytest.mark.quick
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["gan", "vae"])
 def test_evaluate_reproduces_the_runs_final_metrics(model, tmp_path, capsys):

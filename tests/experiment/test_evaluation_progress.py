@@ -18,6 +18,8 @@ from lightning_genae.metrics import generative
 from lightning_genae.metrics.generative import RealFeatures
 from lightning_genae.metrics.sequences import score_sequences
 
+pytestmark = pytest.mark.quick
+
 
 def test_a_phase_quiet_for_a_while_says_nothing_when_it_ends_within_it(capsys):
     clock = FakeClock()

@@ -25,6 +25,8 @@ CLAIM_WITH_FULL_DISK = """
 import resource, signal, sys
 from pathlib import Path
 from lightning_genae.experiment.run_folder import ClaimedRunFolder
+
+pytestmark = pytest.mark.quick
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 try:

@@ -252,6 +252,7 @@ def training_rows(run: Path) -> dict[str, dict[str, str]]:
     return {row["step"]: {k: v for k, v in row.items() if k.startswith("train/")} for row in rows}
 
 
+@pytest.mark.quick
 def test_how_often_a_run_validates_changes_nothing_in_its_training(tmp_path):
     assert main([*VAE, "--eval-every", "2", "--output", str(tmp_path / "often")]) == 0
     assert main([*VAE, "--eval-every", "6", "--output", str(tmp_path / "once")]) == 0

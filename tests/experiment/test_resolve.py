@@ -26,6 +26,8 @@ from lightning_genae.models.gan import GANOptions
 from lightning_genae.models.options import AAEOptions, BEGANOptions, with_default
 from lightning_genae.models.vae import VAEOptions
 
+pytestmark = pytest.mark.quick
+
 AUGMENT_DEFAULTS = option_defaults()
 
 

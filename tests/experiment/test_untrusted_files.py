@@ -15,6 +15,8 @@ from lightning_genae.datamodules.cifar10 import CIFAR10DataModule, read_cifar_ba
 from lightning_genae.errors import DataError
 from lightning_genae.experiment.cli import main
 
+pytestmark = pytest.mark.quick
+
 NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 

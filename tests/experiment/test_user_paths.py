@@ -13,6 +13,8 @@ from tiny import TINY_RUN
 
 from lightning_genae.experiment.cli import main
 
+pytestmark = pytest.mark.quick
+
 TINY_GAN = ["--model", "gan", *TINY_RUN, "--max-steps", "2"]
 
 

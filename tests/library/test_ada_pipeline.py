@@ -16,6 +16,8 @@ from lightning_genae.augmentation.ada import (
 )
 from lightning_genae.errors import ConfigError, OptionError
 
+pytestmark = pytest.mark.quick
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

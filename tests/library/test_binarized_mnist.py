@@ -31,6 +31,7 @@ def training_draw(datamodule: BinarizedMNISTDataModule, images: torch.Tensor, ep
         datamodule.trainer = None
 
 
+@pytest.mark.quick
 def test_training_pixels_are_binary_and_drawn_anew_each_epoch(datamodule):
     images = datamodule.split_tensors("train")[0][:32]
     # The stored training images keep MNIST's grey levels; the draws binarize them.

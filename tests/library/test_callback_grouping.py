@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from lightning_genae.callbacks.grouping import HOOKS, HookGroup, groupable, grouped, members
@@ -12,6 +13,8 @@ from lightning_genae.callbacks.progress_bar import IterationProgressBar
 from lightning_genae.callbacks.random_state import RandomStateInCheckpoints
 from lightning_genae.callbacks.stopping import StopOnSignal
 from lightning_genae.callbacks.training import LogStepIsIteration, SeedPerRank
+
+pytestmark = pytest.mark.quick
 
 
 class Noting(Callback):

@@ -13,6 +13,8 @@ from refusals import one_line
 
 from lightning_genae.experiment.cli import main
 
+pytestmark = pytest.mark.quick
+
 
 @pytest.fixture()
 def run_copy(tiny_ae_run: Path, tmp_path: Path) -> Path:

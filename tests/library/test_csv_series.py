@@ -33,6 +33,7 @@ def test_a_pandas_export_keeps_its_date_column_out_of_the_channels(tmp_path):
     assert train.shape == (210 - 12 + 1, 12, 2)
 
 
+@pytest.mark.quick
 def test_pandas_to_csv_exports_read_without_their_index(tmp_path):
     steps = np.arange(120)
     frame = pd.DataFrame({"TEMP": np.sin(steps / 5), "SUNACTIVITY": (steps * 7) % 13 + 0.5})

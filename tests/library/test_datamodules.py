@@ -32,6 +32,8 @@ from lightning_genae.datamodules.mnist import FashionMNISTDataModule, MNISTDataM
 from lightning_genae.datamodules.splits import fixed_split, stratified_sample
 from lightning_genae.errors import ConfigError, DataError, OptionError
 
+pytestmark = pytest.mark.quick
+
 MNIST_TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 

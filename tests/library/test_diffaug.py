@@ -7,6 +7,8 @@ from lightning_genae.augmentation.diffaug import DIFFAUG_OPERATIONS, diff_augmen
 from lightning_genae.augmentation.discriminator import DiffAugment
 from lightning_genae.errors import ConfigError
 
+pytestmark = pytest.mark.quick
+
 ALL = ("color", "translation", "cutout")
 DEVICES = ["cpu", "meta"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -15,6 +15,8 @@ from lightning_genae.metrics.distances import (
     precision_recall,
 )
 
+pytestmark = pytest.mark.quick
+
 
 def _gaussian(n: int, d: int, seed: int, shift: float = 0.0, mix: torch.Tensor | None = None) -> torch.Tensor:
     """n samples of a d-dim Gaussian: correlated through ``mix`` when given, mean ``shift`` on axis 0."""

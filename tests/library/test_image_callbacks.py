@@ -9,6 +9,8 @@ from PIL import Image
 from lightning_genae.callbacks import InterpolationGrid
 from lightning_genae.models import AutoencoderModule
 
+pytestmark = pytest.mark.quick
+
 
 class FewValidationImages:
     """Stands in for a datamodule whose validation split holds `count` images."""

@@ -19,6 +19,8 @@ from lightning_genae.lightning_internals import (
     wandb_init_arguments,
 )
 
+pytestmark = pytest.mark.quick
+
 
 class Probe(pl.LightningModule):
     """Reads the logger connector's decision and writes the logging step from inside a real fit."""

@@ -18,6 +18,8 @@ from lightning_genae.experiment.train import log_last_training_values
 from lightning_genae.lightning_internals import logging_step
 from lightning_genae.models import GANModule, VAEModule
 
+pytestmark = pytest.mark.quick
+
 ITERATIONS = 7
 EVERY = 3
 # 0-based batches Lightning writes every 3 batches (2, 5); the run writes the final one (6) itself.

@@ -18,6 +18,8 @@ from lightning_genae.metrics.names import (
     try_parse,
 )
 
+pytestmark = pytest.mark.quick
+
 HIGHER, LOWER, NONE = Direction.HIGHER, Direction.LOWER, Direction.NONE
 
 # Generative metrics: per split (callback) and without one (eval.json of --evaluate-folder).

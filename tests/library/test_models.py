@@ -31,6 +31,7 @@ def summary_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("model", IMAGE_MODELS)
 def test_every_model_trains_a_few_steps_on_digits(model, tmp_path):
     run_dir = tmp_path / model
@@ -103,6 +104,7 @@ def test_a_family_without_real_logits_refuses_adas_controller():
     )
 
 
+@pytest.mark.quick
 def test_models_expose_the_shared_interface():
     shape = (1, 16, 16)
     ae, vae, gan = AutoencoderModule(shape, width=8), VAEModule(shape, width=8), GANModule(shape, width=8)
@@ -122,6 +124,7 @@ def test_models_expose_the_shared_interface():
         assert first.min() >= -1 and first.max() <= 1
 
 
+@pytest.mark.quick
 def test_denoising_ae_corrupts_inputs_within_image_range():
     model = AutoencoderModule((1, 16, 16), width=8, denoise=0.5)
     clean = torch.zeros(2, 1, 16, 16)

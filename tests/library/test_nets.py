@@ -4,6 +4,8 @@ import torch
 from lightning_genae.errors import ConfigError
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, downsampling_plan
 
+pytestmark = pytest.mark.quick
+
 
 @pytest.mark.parametrize(
     ("size", "stages", "base"), [(16, 2, 4), (28, 2, 7), (32, 3, 4), (64, 4, 4), (48, 3, 6)]

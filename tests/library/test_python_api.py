@@ -226,6 +226,7 @@ def python_blocks(markdown: str) -> list[str]:
     return blocks
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("page", ["docs/python-api.md", "README.md"])
 def test_the_python_snippets_run_as_written(page, tmp_path, monkeypatch, offline_wandb):
     from pathlib import Path

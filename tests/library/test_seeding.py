@@ -3,9 +3,12 @@
 import itertools
 
 import numpy as np
+import pytest
 import torch
 
 from lightning_genae.seeding import generator, int_seed
+
+pytestmark = pytest.mark.quick
 
 STREAMS = {
     "a stream": (0, "sample grid"),

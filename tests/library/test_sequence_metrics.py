@@ -26,6 +26,8 @@ from lightning_genae.metrics.sequences import (
     score_sequences,
 )
 
+pytestmark = pytest.mark.quick
+
 # Small enough for the whole file to take seconds on one core, large enough for a clear separation.
 FAST = {"steps": 60, "batch_size": 64}
 

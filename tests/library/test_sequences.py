@@ -36,6 +36,7 @@ def test_sequence_datasets_are_registered_with_their_kind():
     assert MODELS["rae"].module.data_kind == "sequence" and MODELS["gan"].module.data_kind == "image"
 
 
+@pytest.mark.quick
 def test_sines_are_fixed_normalised_and_shaped_by_their_options():
     first = build_datamodule("sines", data_dir="unused", channels=3, seq_len=10)
     again = build_datamodule("sines", data_dir="elsewhere", channels=3, seq_len=10, seed=7)
@@ -59,6 +60,7 @@ def write_csv(path: Path, rows: int = 200) -> torch.Tensor:
     return values
 
 
+@pytest.mark.quick
 def test_csv_windows_round_trip_through_the_saved_normalisation(tmp_path):
     values = write_csv(tmp_path / "series.csv")
     datamodule = build_datamodule("csv", data_dir=tmp_path / "series.csv", seq_len=10, stride=5)
@@ -99,6 +101,7 @@ def test_malformed_csv_is_one_line_naming_row_and_column(tmp_path, text, message
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.quick
 def test_malformed_csv_exits_2_with_one_line_from_the_command_line(tmp_path, capsys):
     path = tmp_path / "bad.csv"
     path.write_text("value,city\n1.5,Paris\n")
@@ -120,6 +123,7 @@ def test_a_csv_too_short_for_two_windows_per_split_is_refused_before_training(tm
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.quick
 def test_smnist_reads_mnist_rows_as_steps(mnist_data_dir):
     datamodule = build_datamodule("smnist", data_dir=mnist_data_dir)
     series, labels = datamodule.split_tensors("test")
@@ -251,6 +255,7 @@ def test_the_code_gaussian_is_fitted_on_a_spread_of_the_training_series_not_its_
     assert (model.code_mean - everything).norm() < 0.25 * (first_half - everything).norm()
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("given_as", ["datamodule", "train_dataloaders"])
 def test_a_rae_trained_on_other_data_samples_from_the_code_gaussian_it_is_given_not_n01(given_as):
     """Trained on a DataModule of the user's own (or a bare loader), the module has no split to fit its

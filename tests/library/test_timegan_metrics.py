@@ -21,6 +21,8 @@ from lightning_genae.metrics.timegan import (
 )
 from lightning_genae.seeding import int_seed
 
+pytestmark = pytest.mark.quick
+
 
 def _smooth(n: int, seed: int, channels: int = 4, seq_len: int = 8) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
