@@ -41,10 +41,11 @@ def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
     devices = trainer.num_devices * trainer.num_nodes
     device = trainer.strategy.root_device.type
     where = f"{devices} x {device}" if devices > 1 else device
+    threads = torch.get_num_threads()
     return (
         f"model: {name}, {format_count(trainable(model))} parameters"
         + (f" ({detail})" if detail else "")
-        + f", {where}, {trainer.precision}, {torch.get_num_threads()} CPU threads"
+        + f", {where}, {trainer.precision}, {threads} CPU thread{'s' if threads != 1 else ''}"
     )
 
 

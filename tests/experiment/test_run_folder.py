@@ -583,7 +583,7 @@ def test_threads_reach_torch_and_a_resume_may_change_them(tmp_path, capsys):
         assert torch.get_num_threads() == threads
         # Processes the run starts (DDP ranks, loader workers) take the same count.
         assert os.environ["OMP_NUM_THREADS"] == str(threads)
-        assert f", {threads} CPU threads" in capsys.readouterr().out
+        assert f", {threads} CPU thread{'s' if threads > 1 else ''}\n" in capsys.readouterr().out
     assert json.loads((output / "summary.json").read_text())["global_step"] == 4
     # One invocation's setting: a re-run from config.yaml takes the default of the machine it runs on.
     assert "threads: null" in (output / "config.yaml").read_text()
