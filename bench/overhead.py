@@ -34,8 +34,8 @@ its own: its excess over the bare loop is what Lightning's loop costs by itself 
 iteration (Lightning's loop, callbacks, logging), which does not shrink with them, shows in the ratio, as
 it would on a GPU, where the networks' kernels take a few milliseconds.
 
-Over 400 lines for one job: the bare GAN and autoencoder steps written out beside the framework's run
-of the same networks, and the table that compares them.
+The bare GAN and autoencoder steps are written out in this one file beside the framework's run of the
+same networks, and the table that compares them.
 """
 
 from __future__ import annotations

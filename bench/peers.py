@@ -32,8 +32,8 @@ of both sides (mean over each side's last block, in the same units) are printed 
     python bench/peers.py [--families ae,vae,aae,vaegan,gan,began,rae] [--block 20] [--repeats 6]
                           [--device cpu|cuda]
 
-Over 400 lines for one job: each peer's loop written out beside ours, so what the peer does per step
-can be read in one place.
+Each peer's loop is written out beside ours in this one file, so what the peer does per step can be read
+in one place.
 """
 
 from __future__ import annotations
