@@ -18,6 +18,8 @@ from lightning_genae.errors import ConfigError, RunFolderRefused
 from lightning_genae.experiment.run_folder import ClaimedRunFolder
 from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock, live_lock_owner
 
+pytestmark = pytest.mark.quick
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Claims a new folder while every file write fails (as on a full disk): RLIMIT_FSIZE 0, SIGXFSZ ignored.
@@ -25,8 +27,6 @@ CLAIM_WITH_FULL_DISK = """
 import resource, signal, sys
 from pathlib import Path
 from lightning_genae.experiment.run_folder import ClaimedRunFolder
-
-pytestmark = pytest.mark.quick
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 try:
