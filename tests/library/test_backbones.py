@@ -134,6 +134,8 @@ def test_unshipped_dataset_is_trained_once_then_loaded_from_cache(tmp_path, monk
     # What it waits for, then its progress: one line at the first epoch and one at the end.
     assert len(cached) == 1 and len(printed) == 3
     assert "training" in printed[0] and str(cached[0]) in printed[0]
+    # A first look need not wait for it: the line names the setting that skips it.
+    assert "backbone none" in printed[0]
     assert printed[1].startswith("training the feature classifier: epoch 1/2") and "epoch 2/2" in printed[2]
     assert "trained on first use" in first.description
 
