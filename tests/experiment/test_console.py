@@ -52,9 +52,10 @@ def test_a_run_prints_project_lines_and_no_lightning_chatter(tmp_path: Path, cap
     assert "generator" in model_line and "discriminator" in model_line and "cpu, 32-true" in model_line
     assert re.search(r"^trained 3 iterations in [\d.]+ s", out, re.M)
     assert "final metrics (step 3):" in out and "train/loss_d" in out
-    # The headline metric heads the table, above the alphabetical rest.
+    # The headline metric heads the table, marked and ruled off from the alphabetical rest.
     table = lines[lines.index("final metrics (step 3):") + 3 :]
     assert table[0].startswith("test/fd_classifier ") and "test/fd_classifier " not in "\n".join(table[1:])
+    assert table[0].endswith("<- headline, lower is better") and table[1] == ""
     assert lines[-1] == f"run folder: {run_dir}"
 
 
