@@ -111,6 +111,24 @@ def test_bar_reads_metrics_only_when_it_draws(tmp_path: Path, monkeypatch) -> No
     assert len(reads) == 1
 
 
+@pytest.mark.parametrize(
+    ("position", "elapsed", "values_at", "rate", "stale"),
+    [
+        (50, 10.0, 50, "5.0 it/s", False),
+        (3, 100.0, 1, "33.3 s/it", True),
+        (3, 100.0, None, "33.3 s/it", False),
+    ],
+)
+def test_a_log_line_gives_a_slow_rate_in_seconds_and_names_older_training_values(
+    position, elapsed, values_at, rate, stale
+) -> None:
+    bar = IterationProgressBar()
+    bar.total, bar.first, bar.position = 100, 0, position
+    line = bar._line({"train/loss": 0.5, "val/loss": 0.25}, elapsed, values_at)
+    assert f", {rate}, " in line and "0.0 it/s" not in line
+    assert line.endswith("train/ values of iteration 1") == stale
+
+
 def test_quiet_lightning_is_idempotent() -> None:
     quiet_lightning()
     filters = list(warnings.filters)
