@@ -143,10 +143,14 @@ class IterationProgressBar(TQDMProgressBar):
             bar.refresh()
         else:
             self._next_draw = now + self.LINE_SECONDS
-            say(self._line(metrics, now - self._started))
+            logged = getattr(pl_module, "last_logged_training", None)
+            say(self._line(metrics, now - self._started, None if logged is None else logged.iteration + 1))
         self._shown = self.position
 
-    def _line(self, metrics: dict[str, Any], elapsed: float) -> str:
+    def _line(self, metrics: dict[str, Any], elapsed: float, values_at: int | None = None) -> str:
+        """The progress line; `values_at` is the iteration whose training values `metrics` hold (they are
+        recorded every few iterations), named where it is not the current one, so a repeated value does not
+        read as a hang."""
         parts = [f"{self.description}: iteration {self.position}"]
         if self.total:
             parts[0] += f"/{self.total} ({100 * self.position / self.total:.0f}%)"
@@ -156,11 +160,18 @@ class IterationProgressBar(TQDMProgressBar):
             rate = done / elapsed
             if self.total and self.position < self.total:
                 parts.append(f"{format_duration((self.total - self.position) / rate)} left")
-            parts.append(f"{rate:.1f} it/s")
+            # A slow run in seconds per iteration: "0.0 it/s" reads as a hang.
+            parts.append(f"{rate:.1f} it/s" if rate >= 1 else f"{1 / rate:.1f} s/it")
         parts += [
             f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
             for key, value in metrics.items()
         ]
+        if (
+            values_at is not None
+            and values_at < self.position
+            and any(k.startswith("train/") for k in metrics)
+        ):
+            parts.append(f"train/ values of iteration {values_at}")
         return ", ".join(parts)
 
     # ----- validation and test: transient bars on a terminal, nothing in a log file -----

@@ -47,7 +47,8 @@ def series_figure(
     """One panel per item: each of `panels[i]` ([T, C] series in data units) drawn over the others.
 
     Lines for few channels (the first series solid, the next dashed, as `labels` name them); heat maps of
-    time against channel for many, side by side.
+    time against channel for many, side by side. Every panel shares one value scale, so a flat series looks
+    flat beside a full cycle.
     """
     # Imported here: matplotlib is only needed once a sequence run draws.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -59,7 +60,9 @@ def series_figure(
     rows = -(-len(panels) // columns)
     figure = Figure(figsize=(3.2 * columns, 2.4 * rows * (1 if as_lines else 0.9)), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns * per_panel, squeeze=False)
+    axes = figure.subplots(rows, columns * per_panel, squeeze=False, sharey=as_lines)
+    low = min(float(series.min()) for series_set in panels for series in series_set)
+    high = max(float(series.max()) for series_set in panels for series in series_set)
     colours = [f"C{index}" for index in range(channels)]
     styles = ["-", "--", ":"]
     for index, (series_set, title) in enumerate(zip(panels, titles, strict=True)):
@@ -78,8 +81,7 @@ def series_figure(
             axis.set_title(title, fontsize=9)
             axis.tick_params(labelsize=7)
         else:
-            # Time runs down, channels across (so smnist's rows stand as the digit), on the first's scale.
-            low, high = float(series_set[0].min()), float(series_set[0].max())
+            # Time runs down, channels across (so smnist's rows stand as the digit).
             for version, (series, label) in enumerate(zip(series_set, labels, strict=True)):
                 axis = axes[row][column * per_panel + version]
                 axis.imshow(

@@ -59,12 +59,12 @@ class StopOnSignal(Callback):
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None and signum == signal.SIGINT:
-            print(
-                f"second Ctrl-C: stopped at once, without saving; {self.checkpoint_path} holds the last "
-                "periodic checkpoint",
-                file=sys.stderr,
-                flush=True,
+            kept = (
+                f"{self.checkpoint_path} holds the last periodic checkpoint"
+                if self.checkpoint_path.exists()
+                else "no checkpoint was saved yet"
             )
+            print(f"second Ctrl-C: stopped at once, without saving; {kept}", file=sys.stderr, flush=True)
             kill_launched_processes(self._trainer, signal.SIGKILL)
             os._exit(128 + signal.SIGINT)
         if self.received is None:

@@ -64,8 +64,9 @@ def _train_image(args: argparse.Namespace) -> TrainedClassifier:
     datamodule = build_datamodule(args.data, data_dir=data_dir, **options.to_dict())
     datamodule.prepare_data()
     datamodule.setup()
+    patience = image_classifier.PATIENCE if args.patience is None else (args.patience or None)
     model, test_accuracy = image_classifier.train_classifier(
-        datamodule, seed=args.seed, epochs=args.epochs, verbose=True
+        datamodule, seed=args.seed, epochs=args.epochs, patience=patience, verbose=True
     )
     return TrainedClassifier(
         model=model,
@@ -114,6 +115,8 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
     parts.append(f"--seed {args.seed}")
     if args.epochs is not None:
         parts.append(f"--epochs {args.epochs}")
+    if args.patience is not None:
+        parts.append(f"--patience {args.patience}")
     parts.append(f"--output {shlex.quote(args.output)}")
     return " ".join(parts)
 
@@ -155,6 +158,13 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
         default=None,
         help="default: scaled to the training split for images, "
         f"{sequence_classifier.DEFAULT_EPOCHS} for sequences",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int | None,
+        default=None,
+        help="image classifiers: stop once validation accuracy has not risen for this many epochs, 0 to "
+        f"train every epoch [default: {image_classifier.PATIENCE}]",
     )
     # Required, so that a forgotten flag never overwrites the shipped classifiers.
     parser.add_argument(

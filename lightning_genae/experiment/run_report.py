@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_genae.checkpoint import FIXED_SCHEDULE_ADVICE
+from lightning_genae.metrics.names import Direction, try_parse
 from lightning_genae.source import current_source
 
 VERSIONED_PACKAGES = (
@@ -58,14 +59,17 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def format_metrics_table(metrics: dict[str, float], headline: str | None = None) -> str:
-    """One metric per line, alphabetical, with the run's headline metric (when it has one) first."""
+    """One metric per line, alphabetical, under the run's headline metric (when it has one), which is marked
+    and ruled off from the rest."""
     if not metrics:
         return "(no metrics)"
     width = max(len(key) for key in metrics)
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ----------"]
-    first = [headline] if headline in metrics else []
-    ordered = first + sorted(key for key in metrics if key not in first)
-    lines += [f"{key.ljust(width)}  {metrics[key]:.6g}" for key in ordered]
+    if headline in metrics:
+        parsed = try_parse(headline)
+        said = "" if parsed is None or parsed.direction is Direction.NONE else f", {parsed.direction.value}"
+        lines += [f"{headline.ljust(width)}  {metrics[headline]:.6g}  <- headline{said}", ""]
+    lines += [f"{key.ljust(width)}  {metrics[key]:.6g}" for key in sorted(metrics) if key != headline]
     return "\n".join(lines)
 
 

@@ -243,8 +243,8 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
         def train_and_save() -> None:
             print(
                 f"classifier: no shipped classifier for {data}; training one on its {num_train} labelled "
-                f"training images ({epochs} epochs, seed {seed}), cached at {path} (other runs can be given "
-                "it as classifier_weights); backbone none leaves the image metrics out and skips this "
+                f"training images (up to {epochs} epochs, seed {seed}), cached at {path} (other runs can be "
+                "given it as classifier_weights); backbone none leaves the image metrics out and skips this "
                 "training",
                 file=sys.stderr,
                 flush=True,

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ WEIGHT_DECAY = 5e-4
 # Epochs scale inversely with the training split: ~330k image presentations, within [5, 60] epochs.
 SAMPLES_PER_RUN = 330_000
 MIN_EPOCHS, MAX_EPOCHS = 5, 60
+# Training stops once validation accuracy has gone this many epochs without rising above its best.
+PATIENCE = 5
 EVAL_BATCH = 1000
 
 
@@ -147,13 +150,15 @@ def fit_best_on_validation(
     weight_decay: float,
     evaluate: Callable[[nn.Module, Tensor, Tensor], float],
     clip_norm: float | None = None,
+    patience: int | None = None,
     verbose: bool = False,
     what: str = "training the feature classifier",
 ) -> nn.Module:
     """Train a classifier of uint8 inputs (images or series) with AdamW and a one-cycle schedule; keep the
-    epoch with the best `evaluate` accuracy on `val`. Shuffles with its own generator seeded by `seed`;
-    initialisation and dropout draw from the caller's (seeded) global generator. Shows its progress as
-    `what` on stderr (every epoch when `verbose`)."""
+    epoch with the best `evaluate` accuracy on `val`, stopping early once it has not risen for `patience`
+    epochs (None: every epoch). Shuffles with its own generator seeded by `seed`; initialisation and dropout
+    draw from the caller's (seeded) global generator. Shows its progress as `what` on stderr (every epoch
+    when `verbose`)."""
     # Imported here: console imports Lightning, which the command's --help must not wait for.
     from lightning_genae.progress import PhaseProgress
 
@@ -164,8 +169,8 @@ def fit_best_on_validation(
     shuffle = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=epochs * steps_per_epoch)
-    best_accuracy, best_state = -1.0, copy.deepcopy(model.state_dict())
-    for _ in range(epochs):
+    best_accuracy, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
+    for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(train_inputs), generator=shuffle)
         for step in range(steps_per_epoch):
@@ -179,9 +184,19 @@ def fit_best_on_validation(
             schedule.step()
         val_accuracy = evaluate(model, *val)
         progress.advance(detail=f"loss {loss.item():.4f}, val acc {val_accuracy:.2%}")
+        if val_accuracy > best_accuracy:
+            best_epoch = epoch
         # `>=` prefers the later epoch on ties: it has seen more of the schedule's low learning rates.
         if val_accuracy >= best_accuracy:
             best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
+        if patience is not None and epoch - best_epoch >= patience and epoch < epochs:
+            print(
+                f"{what}: stopped after epoch {epoch}/{epochs}: validation accuracy has not risen for "
+                f"{patience} epochs (best {best_accuracy:.2%})",
+                file=sys.stderr,
+                flush=True,
+            )
+            break
     model.load_state_dict(best_state)
     return model.eval()
 
@@ -191,10 +206,12 @@ def train_classifier(
     *,
     seed: int = DEFAULT_SEED,
     epochs: int | None = None,
+    patience: int | None = PATIENCE,
     batch_size: int = BATCH_SIZE,
     verbose: bool = False,
 ) -> tuple[FeatureClassifier, float]:
-    """Train a FeatureClassifier on the train split; keep the epoch with the best val accuracy.
+    """Train a FeatureClassifier on the train split; keep the epoch with the best val accuracy, stopping
+    once it has not risen for `patience` epochs (None: train every epoch).
 
     Returns the model (eval mode, CPU) and its accuracy on the test split. Deterministic given `seed`:
     the initialisation and dropout draw from the seeded global generator, shuffling from its own.
@@ -217,6 +234,7 @@ def train_classifier(
             max_lr=MAX_LR,
             weight_decay=WEIGHT_DECAY,
             evaluate=accuracy,
+            patience=patience,
             verbose=verbose,
         )
     return model, accuracy(model, test_images, test_labels)
@@ -234,6 +252,7 @@ def training_fingerprint(datamodule: ImageDataModule, *, seed: int, epochs: int)
         "config": asdict(config),
         "seed": seed,
         "epochs": epochs,
+        "patience": PATIENCE,
         "batch_size": BATCH_SIZE,
         "max_lr": MAX_LR,
         "weight_decay": WEIGHT_DECAY,

@@ -22,14 +22,14 @@ def manifest(folder, name: str) -> dict:
 
 
 def test_an_image_classifier_is_written_loadable_and_recorded_with_its_command(tmp_path):
-    assert main(["--data", "digits", "--epochs", "1", "--output", str(tmp_path)]) == 0
+    assert main(["--data", "digits", "--epochs", "1", "--patience", "0", "--output", str(tmp_path)]) == 0
     entry = manifest(tmp_path, image_classifier.MANIFEST_NAME)["digits"]
     path = tmp_path / entry["file"]
     assert entry["file"] == "classifier-digits.pt"
     assert entry["sha256"] == file_sha256(path)
     assert entry["image_shape"] == [1, 16, 16] and entry["epochs"] == 1
     assert entry["command"] == (
-        "python -m lightning_genae.experiment.classifier --data digits --seed 0 --epochs 1 "
+        "python -m lightning_genae.experiment.classifier --data digits --seed 0 --epochs 1 --patience 0 "
         f"--output {tmp_path}"
     )
     model, meta = image_classifier.load_checkpoint(path)

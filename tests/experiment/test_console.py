@@ -52,9 +52,10 @@ def test_a_run_prints_project_lines_and_no_lightning_chatter(tmp_path: Path, cap
     assert "generator" in model_line and "discriminator" in model_line and "cpu, 32-true" in model_line
     assert re.search(r"^trained 3 iterations in [\d.]+ s", out, re.M)
     assert "final metrics (step 3):" in out and "train/loss_d" in out
-    # The headline metric heads the table, above the alphabetical rest.
+    # The headline metric heads the table, marked and ruled off from the alphabetical rest.
     table = lines[lines.index("final metrics (step 3):") + 3 :]
     assert table[0].startswith("test/fd_classifier ") and "test/fd_classifier " not in "\n".join(table[1:])
+    assert table[0].endswith("<- headline, lower is better") and table[1] == ""
     assert lines[-1] == f"run folder: {run_dir}"
 
 
@@ -108,6 +109,24 @@ def test_bar_reads_metrics_only_when_it_draws(tmp_path: Path, monkeypatch) -> No
     assert main(["--model", "ae", *TINY, "--max-steps", "12", "--output", str(tmp_path / "run")]) == 0
     # No line is due within 30 s, so only the final one reads the metrics, not each of the 12 batches.
     assert len(reads) == 1
+
+
+@pytest.mark.parametrize(
+    ("position", "elapsed", "values_at", "rate", "stale"),
+    [
+        (50, 10.0, 50, "5.0 it/s", False),
+        (3, 100.0, 1, "33.3 s/it", True),
+        (3, 100.0, None, "33.3 s/it", False),
+    ],
+)
+def test_a_log_line_gives_a_slow_rate_in_seconds_and_names_older_training_values(
+    position, elapsed, values_at, rate, stale
+) -> None:
+    bar = IterationProgressBar()
+    bar.total, bar.first, bar.position = 100, 0, position
+    line = bar._line({"train/loss": 0.5, "val/loss": 0.25}, elapsed, values_at)
+    assert f", {rate}, " in line and "0.0 it/s" not in line
+    assert line.endswith("train/ values of iteration 1") == stale
 
 
 def test_quiet_lightning_is_idempotent() -> None:

@@ -474,8 +474,11 @@ def test_a_signal_saves_last_ckpt_at_an_iteration_and_exits_with_one_line(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_second_ctrl_c_exits_at_once_without_saving(tmp_path):
+@pytest.mark.parametrize("saved_before", [False, True])
+def test_a_second_ctrl_c_exits_at_once_without_saving(tmp_path, saved_before):
     """The handler itself, on a real signal: a run cannot be caught mid-iteration reliably enough to test."""
+    if saved_before:
+        (tmp_path / "last.ckpt").write_bytes(b"a periodic checkpoint")
     script = f"""
 import os, signal, time
 from types import SimpleNamespace
@@ -501,7 +504,12 @@ print("not reached")
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("Ctrl-C: stopping after this iteration and saving last.ckpt")
     assert lines[-1].startswith("second Ctrl-C: stopped at once, without saving")
-    assert not (tmp_path / "last.ckpt").exists()
+    assert ("holds the last periodic checkpoint" in lines[-1]) == saved_before
+    assert ("no checkpoint was saved yet" in lines[-1]) == (not saved_before)
+    if saved_before:
+        assert (tmp_path / "last.ckpt").read_bytes() == b"a periodic checkpoint"
+    else:
+        assert not (tmp_path / "last.ckpt").exists()
 
 
 # ----- a real one-node SLURM cluster -----

@@ -3,6 +3,7 @@ test metrics, for the final weights and the checkpoint chosen on validation, wit
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 
 # Prefix of the ablation.csv columns that describe the checkpoint chosen on validation.
 SELECTED_PREFIX = "selected/"
+# The arm every other is compared with: its rows come first.
+BASELINE = "none"
+# Fewer finished seeds than this in a row, and the report warns that its order is not a ranking.
+SEEDS_TO_RANK = 3
 # The test reconstruction error every reconstructing family reports (on the models' [-1, 1] scale).
 RECONSTRUCTION_ERROR = "test/mse"
 
@@ -127,8 +132,9 @@ def _group_table(
     arm_choices: Mapping[str, Mapping[str, Any]],
     chosen_steps: bool = False,
 ) -> list[str]:
-    """A Markdown row per (train size, augment), best headline mean first, of the metrics `metrics_of` gives
-    (`chosen_steps`: with each seed's chosen checkpoint's step); a row not one experiment shows no mean."""
+    """A Markdown row per (train size, augment), the baseline `none` first and then the best headline mean, of
+    the metrics `metrics_of` gives (`chosen_steps`: with each seed's chosen checkpoint's step); a row not one
+    experiment shows no mean."""
     import pandas as pd
 
     columns = list(dict.fromkeys([*metrics, *([headline] if headline else [])]))
@@ -151,7 +157,7 @@ def _group_table(
         first = rows[row][0]
         mean = means.get(row)
         ranked = (0, -mean if higher else mean) if mean is not None else (1, 0.0)
-        return (train_size_key(first.train_size), *ranked, first.augment or "?")
+        return (train_size_key(first.train_size), first.augment != BASELINE, *ranked, first.augment or "?")
 
     header = ["augment", "train size", "n", "failed", *(m.removeprefix("test/") for m in metrics)]
     header += ["chosen steps"] * chosen_steps + ["notes"]
@@ -331,6 +337,14 @@ def _header(root: Path, runs: list[CellRun], headline: str | None, tuned: bool) 
         how = "(no run chose a checkpoint on validation: the final weights are the only ones reported)"
     if tuned and ok_runs:
         how += "; tuned arms' options were chosen on the validation split too (see Tuning below)"
+    seeds = Counter(run.row for run in ok_runs)
+    caution = (
+        f" The baseline `{BASELINE}` comes first, then the best mean. With {min(seeds.values())} finished "
+        f"seed(s) in a row (fewer than {SEEDS_TO_RANK}), that order is not a ranking: a difference within "
+        "the ± can reverse with more seeds."
+        if seeds and min(seeds.values()) < SEEDS_TO_RANK
+        else f" The baseline `{BASELINE}` comes first, then the best mean."
+    )
     return [
         f"# Ablation: {root.name}",
         "",
@@ -340,7 +354,7 @@ def _header(root: Path, runs: list[CellRun], headline: str | None, tuned: bool) 
         "",
         f"{len(ok_runs)} of {len(runs)} runs finished{pending}. Every number below is from the test split, "
         f"on which no checkpoint choice was made {how}. Cells are mean ± sample std (ddof=1) over the "
-        "group's finished seeds; failed runs are left out.",
+        f"group's finished seeds; failed runs are left out.{caution}",
     ]
 
 
