@@ -122,11 +122,8 @@ def _refuse_a_grid_without_its_metrics(resolved: ResolvedRun, tuning: bool) -> N
     datamodule = resolved.build_datamodule()
     if datamodule.data_kind != "image":
         return
-    why = (
-        "a tuning grid chooses each arm's candidate on the validation image metrics"
-        if tuning
-        else ("a grid compares its arms on the image metrics")
-    )
+    why = "a tuning grid chooses each arm's candidate on" if tuning else "a grid compares its arms on"
+    why += " the validation image metrics" if tuning else " the image metrics"
     if config.backbone == NO_BACKBONE:
         raise ConfigError(f"--backbone none skips the image metrics, and {why}; drop --backbone none")
     from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable
@@ -140,23 +137,23 @@ def _refuse_a_grid_without_its_metrics(resolved: ResolvedRun, tuning: bool) -> N
 def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None = None) -> str:
     """--print-config of a grid: every cell's configuration (or --grid-index's) under its index, tuning cells
     first; a tuned arm's final cell is known once its tuning cells have run."""
-    parts, first_final = [], len(tuning.cells) if tuning is not None else 0
-    for index, cell in enumerate(tuning.cells if tuning is not None else []):
-        if grid_index in (None, index):
-            parts.append(f"# cell {index}: {tuning.folder.name}/{cell.name}\n")
-            parts.append(tuning.runs[cell].config.with_absolute_paths().experiment().to_yaml())
-    for index, cell in enumerate(plan.cells, start=first_final):
+    cells = [(f"{tuning.folder.name}/{c.name}", tuning.runs[c], 1) for c in tuning.cells] if tuning else []
+    for cell in plan.cells:
         candidates = len(tuning.arm_of(cell).candidates) if tuning is not None else 1
+        cells.append((cell.name, plan.runs.get(cell), candidates))
+    parts = []
+    for index, (name, resolved, candidates) in enumerate(cells):
         if grid_index not in (None, index):
             continue
         if candidates > 1:
             parts.append(
-                f"# cell {index}: {cell.name} (runs the best of its {candidates} candidates on validation, "
+                f"# cell {index}: {name} (runs the best of its {candidates} candidates on validation, "
                 "once its tuning cells have run)\n"
             )
         else:
-            parts.append(f"# cell {index}: {cell.name}\n")
-            parts.append(plan.runs[cell].config.with_absolute_paths().experiment().to_yaml())
+            parts.append(
+                f"# cell {index}: {name}\n{resolved.config.with_absolute_paths().experiment().to_yaml()}"
+            )
     return "".join(parts)
 
 
@@ -193,10 +190,13 @@ def _cell_runner(
 def _train_grid(
     shared: RunConfig, plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None, overwrite: bool
 ) -> int:
-    """Run the grid's cells (all, or `grid_index` alone), tuning cells first; 1 if any failed or waits."""
-    from lightning_genae.experiment.ablation import record_grid_cells, run_grid
+    """Run the grid's cells (all, or `grid_index` alone), tuning cells first: the candidates on validation,
+    then each arm's final cells with its choice (tuning.json); 1 if any failed or waits."""
+    from lightning_genae.experiment.ablation import describe_progress, record_grid_cells, run_grid
     from lightning_genae.experiment.ablation.conflicts import refuse_finished_runs_with_other_options
+    from lightning_genae.experiment.ablation.tuning import choose, final_cells, write_tuning_record
 
+    tuning_cells = tuning.cells if tuning is not None else []
     runs = {**plan.runs, **(tuning.runs if tuning is not None else {})}
     # Every cell whose options are known now, whichever --grid-index runs (tuned arms' final cells later).
     known = [
@@ -204,86 +204,51 @@ def _train_grid(
         for c in plan.cells
         if tuning is None or len(tuning.arm_of(c).candidates) < 2
     ]
-    known += [
-        (tuning.folder / c.name, tuning.runs[c].config) for c in (tuning.cells if tuning is not None else [])
-    ]
+    known += [(tuning.folder / c.name, runs[c].config) for c in tuning_cells]
     refuse_finished_runs_with_other_options(known, overwrite)
     run_cell = _cell_runner(runs, overwrite)
+    seeds = sorted({cell.seed for cell in plan.cells})
     outcomes: list[CellOutcome] = []
-    if tuning is not None and (grid_index is None or grid_index < len(tuning.cells)):
-        outcomes = _run_tuning_cells(plan, tuning, run_cell, grid_index, overwrite)
+    if tuning is not None and (grid_index is None or grid_index < len(tuning_cells)):
+        plan.root.mkdir(parents=True, exist_ok=True)
+        record_grid_cells(plan.root, plan.cells)  # before tuning.json: the root is a grid's
+        tuning.folder.mkdir(exist_ok=True)
+        record_grid_cells(tuning.folder, tuning_cells)
+        configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
+        outcomes = run_grid(
+            tuning_cells, tuning.folder, run_cell, grid_index, overwrite=overwrite, configs=configs
+        )
+        print(f"tuning: {describe_progress(tuning.folder)}")
         if grid_index is not None:
+            write_tuning_record(tuning, choose(tuning), seeds)
+            last = len(tuning_cells) - 1
+            print(f"tuning cell {grid_index} done; once cells 0..{last} have run, run the final cells")
             return int(not all(outcome.ok for outcome in outcomes))
     cells, index, waiting = plan.cells, grid_index, {}
     if tuning is not None:
-        cells, index, waiting = _final_cells(shared, plan, tuning, grid_index, runs)
+        choices = choose(tuning)
+        cells, chosen_runs, waiting = final_cells(shared, plan, choices)
+        runs.update(chosen_runs)
+        index = None if grid_index is None else grid_index - len(tuning_cells)
+        if index is not None and cells[index].name in waiting:
+            raise ConfigError(
+                f"--grid-index {grid_index} is the final cell {cells[index].name}, whose arm cannot run: "
+                f"{waiting[cells[index].name]}; run the tuning cells 0..{len(tuning_cells) - 1} first"
+            )
+        if index is None:
+            for name, problem in waiting.items():
+                print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
+            cells = [cell for cell in cells if cell.name not in waiting]
     plan.root.mkdir(parents=True, exist_ok=True)
     record_grid_cells(plan.root, plan.cells)
+    if tuning is not None:
+        print(f"wrote {write_tuning_record(tuning, choices, seeds)}")
     configs = {cell: runs[cell].config for cell in cells if cell in runs}
     final = run_grid(cells, plan.root, run_cell, index, overwrite=overwrite, configs=configs)
     _report_grid(
         plan.root, grid_index, [outcome.cell.name for outcome in final if outcome.action == "refused"]
     )
     return int(bool(waiting and grid_index is None) or not all(outcome.ok for outcome in outcomes + final))
-
-
-def _run_tuning_cells(
-    plan: GridPlan,
-    tuning: TuningPlan,
-    run_cell: Callable[[GridCell, Path, CellStart], None],
-    grid_index: int | None,
-    overwrite: bool,
-) -> list[CellOutcome]:
-    """Stage 1: the candidates on validation (every tuning cell, or the array task's, which updates
-    tuning.json)."""
-    from lightning_genae.experiment.ablation import describe_progress, record_grid_cells, run_grid
-    from lightning_genae.experiment.ablation.tuning import choose, write_tuning_record
-
-    plan.root.mkdir(parents=True, exist_ok=True)
-    record_grid_cells(plan.root, plan.cells)  # before tuning.json: the root is a grid's
-    tuning.folder.mkdir(exist_ok=True)
-    record_grid_cells(tuning.folder, tuning.cells)
-    configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
-    outcomes = run_grid(
-        tuning.cells, tuning.folder, run_cell, grid_index, overwrite=overwrite, configs=configs
-    )
-    print(f"tuning: {describe_progress(tuning.folder)}")
-    if grid_index is not None:
-        write_tuning_record(tuning, choose(tuning), sorted({cell.seed for cell in plan.cells}))
-        tuning_cells = f"0..{len(tuning.cells) - 1}"
-        print(f"tuning cell {grid_index} done; once cells {tuning_cells} have run, run the final cells")
-    return outcomes
-
-
-def _final_cells(
-    shared: RunConfig,
-    plan: GridPlan,
-    tuning: TuningPlan,
-    grid_index: int | None,
-    runs: dict[GridCell, ResolvedRun],
-) -> tuple[list[GridCell], int | None, dict[str, str]]:
-    """Stage 2: each arm's final cells with its choice (added to `runs`), `grid_index` as an index into them,
-    and the cells whose arm is undecided, with why; writes tuning.json."""
-    from lightning_genae.experiment.ablation import record_grid_cells
-    from lightning_genae.experiment.ablation.tuning import choose, final_cells, write_tuning_record
-
-    choices = choose(tuning)
-    cells, chosen_runs, waiting = final_cells(shared, plan, choices)
-    runs.update(chosen_runs)
-    index = None if grid_index is None else grid_index - len(tuning.cells)
-    if index is not None and cells[index].name in waiting:
-        raise ConfigError(
-            f"--grid-index {grid_index} is the final cell {cells[index].name}, whose arm cannot run: "
-            f"{waiting[cells[index].name]}; run the tuning cells 0..{len(tuning.cells) - 1} first"
-        )
-    if index is None:
-        for name, problem in waiting.items():
-            print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
-        cells = [cell for cell in cells if cell.name not in waiting]
-    plan.root.mkdir(parents=True, exist_ok=True)
-    record_grid_cells(plan.root, plan.cells)
-    print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
-    return cells, index, waiting
 
 
 def _report_grid(root: Path, grid_index: int | None, refused: list[str]) -> None:
