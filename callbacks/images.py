@@ -62,13 +62,9 @@ class ReconstructionGrid(_PeriodicImageCallback):
 
 
 class DiscriminatorReconstructionGrid(_PeriodicImageCallback):
-    """What an autoencoder discriminator makes of real and of generated images (BEGAN, EBGAN).
-
-    Rows of 8 come in groups, one row per batch the model returns: validation images, D's reconstructions
-    of them, fakes from fixed noise, D's reconstructions of those. D is trained to reconstruct the first
-    well and the fakes badly, so the grid shows how far apart it holds them. The fakes' noise is the run
-    seed's "discriminator reconstruction grid" stream.
-    """
+    """What an autoencoder discriminator (BEGAN, EBGAN) makes of real and generated images: rows of 8 in
+    groups, one row per batch the model returns (validation images, D's reconstructions, fakes from the run
+    seed's "discriminator reconstruction grid" stream, D's reconstructions of those)."""
 
     def __init__(self, every_n_steps: int = 500, num_images: int = 32, seed: int = 0) -> None:
         super().__init__(every_n_steps)
@@ -138,10 +134,8 @@ class InterpolationGrid(_PeriodicImageCallback):
 
 
 class AugmentationPreview(ModelSpecificCallback):
-    """Training images beside what the augmentation makes of them, once when training starts.
-
-    Rows of 8 come in groups: originals, then their data-side augmentation (ae/vae) when the DataModule
-    has one, then what the discriminator sees (diffaug/ae-d) when the run augments its inputs.
+    """Training images beside what the augmentation makes of them, once when training starts: rows of 8 in
+    groups of originals, their data-side augmentation (ae/vae) and what the discriminator sees (diffaug/ae-d).
     """
 
     def __init__(self, num_images: int = 32, seed: int = 0, discriminator_side: bool = False) -> None:

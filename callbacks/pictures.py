@@ -20,9 +20,8 @@ def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
 
 
-# Run folders that a training in this process writes to and that must not be made again once gone, each
-# with how to continue the run once it is back (trainer.RunFolderPresence adds its folder as each stage
-# starts and takes it out as the stage ends).
+# Run folders a training in this process writes to, not to be made again once gone, each with how to
+# continue the run once it is back (RunFolderPresence keeps it).
 WATCHED_RUN_FOLDERS: dict[Path, str] = {}
 
 
@@ -40,10 +39,7 @@ def images_folder(trainer: pl.Trainer) -> Path:
 def log_image_grid(
     trainer: pl.Trainer, key: str, images: torch.Tensor, step: int, nrow: int = 8
 ) -> Path | None:
-    """Write images in [-1, 1] as one PNG grid to `<run>/images/` and to every image-capable logger.
-
-    Returns the PNG path. Works whatever loggers are active; CSV gets the PNG file alone.
-    """
+    """Write images in [-1, 1] as one PNG grid to `<run>/images/` and every image-capable logger."""
     image_dir = images_folder(trainer)
     grid = make_grid(
         images.detach().float().cpu().clamp(-1, 1), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2
@@ -69,10 +65,7 @@ def _log_picture(trainer: pl.Trainer, key: str, picture: torch.Tensor, step: int
 
 @rank_zero_only
 def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | None:
-    """Write a matplotlib `Figure` as a PNG to `<run>/images/` and to every image-capable logger.
-
-    The PNG is what every logger gets, so W&B, TensorBoard and the run folder show the same picture.
-    """
+    """Write a matplotlib `Figure` as a PNG to `<run>/images/`, and that PNG to every image-capable logger."""
     import numpy as np
     from PIL import Image
 
