@@ -1,7 +1,5 @@
-"""The grid command: `run.py` with lists of augmentations, train sizes or seeds, or candidate lists.
-
-Lightning is imported only once a grid trains, so `--print-config` and errors answer as quickly as `--help`.
-"""
+"""The grid command: `run.py` with lists of augmentations, train sizes or seeds, or candidate lists (Lightning
+is imported only once a grid trains, so `--print-config` and errors answer as quickly as `--help`)."""
 
 from __future__ import annotations
 
@@ -25,7 +23,8 @@ from lightning_genae.experiment.resolve import (
 )
 
 if TYPE_CHECKING:
-    from lightning_genae.experiment.ablation import CellOutcome, CellStart, GridCell, GridPlan
+    from lightning_genae.experiment.ablation.cells import GridCell, GridPlan
+    from lightning_genae.experiment.ablation.grid import CellOutcome, CellStart
     from lightning_genae.experiment.ablation.tuning import TuningPlan
 
 __all__ = ["run_grid_command"]
@@ -41,13 +40,10 @@ def run_grid_command(
     tuning_request: tuple[dict[str, list[Any]], list[int]] | None = None,
     named: Collection[str] = (),
 ) -> int:
-    """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files.
-
-    With candidate lists (`tuning_request`: candidates per option, tune seeds) the tuning cells (indexed
-    first) run first, in ROOT/tuning/, and each arm's final cells run the candidate it chose on validation.
-    `named`: the options the command line names, refused where the family leaves them unread.
-    """
-    from lightning_genae.experiment.ablation import check_grid_root, plan_grid
+    """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files; with
+    `tuning_request` (candidates per option, tune seeds) its tuning cells first (see `ablation.tuning`).
+    `named`: the options the command line names, refused where the family leaves them unread."""
+    from lightning_genae.experiment.ablation.cells import check_grid_root, plan_grid
     from lightning_genae.experiment.ablation.tuning import plan_tuning
 
     if seeds is not None and "seed" in named:
@@ -163,8 +159,8 @@ def _cell_runner(
     """How a grid trains one cell: fresh, resumed (only with the cell's own options), or restarted over its
     old files; `runs` is read when a cell starts, so cells added to it later run too."""
     from lightning_genae.errors import RunFolderRefused
-    from lightning_genae.experiment.ablation import CellStart
     from lightning_genae.experiment.ablation.conflicts import unfinished_run_conflicts
+    from lightning_genae.experiment.ablation.grid import CellStart
     from lightning_genae.experiment.resume import to_resume
     from lightning_genae.experiment.train import run
 
@@ -192,8 +188,10 @@ def _train_grid(
 ) -> int:
     """Run the grid's cells (all, or `grid_index` alone), tuning cells first: the candidates on validation,
     then each arm's final cells with its choice (tuning.json); 1 if any failed or waits."""
-    from lightning_genae.experiment.ablation import describe_progress, record_grid_cells, run_grid
+    from lightning_genae.experiment.ablation.cells import record_grid_cells
     from lightning_genae.experiment.ablation.conflicts import refuse_finished_runs_with_other_options
+    from lightning_genae.experiment.ablation.grid import run_grid
+    from lightning_genae.experiment.ablation.runs import describe_progress
     from lightning_genae.experiment.ablation.tuning import choose, final_cells, write_tuning_record
 
     tuning_cells = tuning.cells if tuning is not None else []

@@ -15,8 +15,9 @@ from tiny import TINY_RUN
 
 from lightning_genae.datamodules.base import InMemoryDataModule
 from lightning_genae.errors import ConfigError
-from lightning_genae.experiment.ablation import plan_grid, summarize
+from lightning_genae.experiment.ablation import summarize
 from lightning_genae.experiment.ablation import tuning as tuning_module
+from lightning_genae.experiment.ablation.cells import plan_grid
 from lightning_genae.experiment.ablation.tuning import choose, plan_tuning, split_candidates
 from lightning_genae.experiment.arguments import build_parser, command_line_values
 from lightning_genae.experiment.cli import main

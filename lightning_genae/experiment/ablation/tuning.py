@@ -1,10 +1,7 @@
-"""Tuning a grid's arms on the validation split before their final runs: candidates, choice, tuning.json.
-
-A grid whose tunable options list several candidates (`--augment-p 0.1,0.25`) and which names `--tune-seeds`
-runs in two stages: per arm (an augment at a train size) every combination of the candidates it reads, once
-per tune seed, in `ROOT/tuning/` on the validation split only; then each arm's best mean validation headline
-with the grid's seeds, the only runs evaluated on the test split. `ROOT/tuning.json` records it all.
-"""
+"""Tuning a grid's arms on the validation split before their final runs (`--augment-p 0.1,0.25 --tune-seeds
+9`): per arm (an augment at a train size) every combination of the candidates it reads, once per tune seed,
+in `ROOT/tuning/` on the validation split only; then each arm's best mean validation headline with the
+grid's seeds, the only runs evaluated on the test split. `ROOT/tuning.json` records it all."""
 
 from __future__ import annotations
 
