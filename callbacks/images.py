@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 
@@ -143,22 +145,21 @@ class AugmentationPreview(ModelSpecificCallback):
         self.seed = seed
         self.discriminator_side = discriminator_side
 
-    def _shows_discriminator_side(self, pl_module: pl.LightningModule) -> bool:
-        return self.discriminator_side and isinstance(pl_module, ImageDiscriminator)
+    def _sides(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> tuple[Any, Any]:
+        """The data-side augmentation and the discriminator's input, each None where the run has none."""
+        shows_discriminator = self.discriminator_side and isinstance(pl_module, ImageDiscriminator)
+        return getattr(
+            datamodule, "preview", None
+        ), pl_module.discriminator_input if shows_discriminator else None
 
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
-        has_data_side = getattr(datamodule, "preview", None) is not None
-        has_discriminator_side = self._shows_discriminator_side(pl_module)
-        return datamodule.data_kind == "image" and (has_data_side or has_discriminator_side)
+        return datamodule.data_kind == "image" and self._sides(pl_module, datamodule) != (None, None)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
         if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
             return
-        data_side = getattr(datamodule, "preview", None)
-        discriminator_side = (
-            pl_module.discriminator_input if self._shows_discriminator_side(pl_module) else None
-        )
+        data_side, discriminator_side = self._sides(pl_module, datamodule)
         images, labels = datamodule.split_tensors("train")
         pick = torch.randperm(len(images), generator=generator(self.seed, "augmentation preview images"))
         pick = pick[: self.num_images]
