@@ -203,19 +203,16 @@ class WritesUnder(Callback):
         if not held:
             return
         shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
-        if trainer.ckpt_path is not None:
-            checkpoint = Path(trainer.ckpt_path).resolve()
-            # A checkpoint anywhere in the folder (a plain ModelCheckpoint's subfolder) is its run's.
-            if self.run_dir.resolve() not in checkpoint.parents:
-                continued = run_folder_of(checkpoint)
-                raise RunFolderRefused(
-                    f"callbacks_for: {self.run_dir} holds another run ({shown}) than the checkpoint's "
-                    f"({continued}), which this training would write over; continue that run with "
-                    f"output_dir={str(continued)!r}, or give an output_dir of its own"
-                )
-            return
+        if trainer.ckpt_path is None:
+            what = f"already holds {shown}"
+            fix = "give an output_dir of its own (and the Trainer's default_root_dir), or continue the run "
+            fix += f"there with trainer.fit(..., ckpt_path={str(last_checkpoint(self.run_dir))!r})"
+        elif self.run_dir.resolve() in Path(trainer.ckpt_path).resolve().parents:
+            return  # a checkpoint anywhere in the folder (a plain ModelCheckpoint's subfolder) is its run's
+        else:
+            continued = run_folder_of(Path(trainer.ckpt_path).resolve())
+            what = f"holds another run ({shown}) than the checkpoint's ({continued})"
+            fix = f"continue that run with output_dir={str(continued)!r}, or give an output_dir of its own"
         raise RunFolderRefused(
-            f"callbacks_for: {self.run_dir} already holds {shown}, which this training would write over; "
-            "give an output_dir of its own (and the Trainer's default_root_dir), or continue the run "
-            f"there with trainer.fit(..., ckpt_path={str(last_checkpoint(self.run_dir))!r})"
+            f"callbacks_for: {self.run_dir} {what}, which this training would write over; {fix}"
         )
