@@ -17,10 +17,8 @@ from lightning_genae.seeding import generator, int_seed
 
 def _interleaved(versions: list[torch.Tensor], nrow: int = 8) -> torch.Tensor:
     """Rows of `nrow` in groups: row i of every version, then row i + 1 of every version."""
-    rows = []
-    for start in range(0, len(versions[0]), nrow):
-        rows += [version[start : start + nrow].float() for version in versions]
-    return torch.cat(rows)
+    starts = range(0, len(versions[0]), nrow)
+    return torch.cat([version[start : start + nrow].float() for start in starts for version in versions])
 
 
 class _PeriodicImageCallback(PeriodicDrawing):

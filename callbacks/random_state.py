@@ -97,25 +97,18 @@ class SeededEvaluation(Callback):
         self.validated_at: int | None = None
         self._outside_state: dict[str, Any] | None = None
 
-    def _start(self) -> None:
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._outside_state = global_random_state()
         pl.seed_everything(int_seed(self.seed, "evaluation"), workers=True, verbose=False)
 
-    def _end(self) -> None:
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._outside_state is not None:
             set_global_random_state(self._outside_state)
             self._outside_state = None
 
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start()
+    on_validation_start = on_test_start
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end()
+        self.on_test_end(trainer, pl_module)
         if trainer.state.fn == "fit":
             self.validated_at = trainer.global_step
-
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start()
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end()

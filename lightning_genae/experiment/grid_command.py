@@ -188,6 +188,7 @@ def _train_grid(
 ) -> int:
     """Run the grid's cells (all, or `grid_index` alone), tuning cells first: the candidates on validation,
     then each arm's final cells with its choice (tuning.json); 1 if any failed or waits."""
+    from lightning_genae.experiment.ablation import summarize
     from lightning_genae.experiment.ablation.cells import record_grid_cells
     from lightning_genae.experiment.ablation.conflicts import refuse_finished_runs_with_other_options
     from lightning_genae.experiment.ablation.grid import run_grid
@@ -243,24 +244,14 @@ def _train_grid(
         print(f"wrote {write_tuning_record(tuning, choices, seeds)}")
     configs = {cell: runs[cell].config for cell in cells if cell in runs}
     final = run_grid(cells, plan.root, run_cell, index, overwrite=overwrite, configs=configs)
-    _report_grid(
-        plan.root, grid_index, [outcome.cell.name for outcome in final if outcome.action == "refused"]
-    )
-    return int(bool(waiting and grid_index is None) or not all(outcome.ok for outcome in outcomes + final))
-
-
-def _report_grid(root: Path, grid_index: int | None, refused: list[str]) -> None:
-    """The summary files once the whole grid has run (an array task leaves them to --summarize), and the
-    grid's progress; `refused`: the cells left to the runs their folders hold."""
-    from lightning_genae.experiment.ablation import describe_progress, summarize
-
+    # The summary files once the whole grid has run (an array task leaves them to --summarize).
     if grid_index is None:
-        print("wrote " + ", ".join(str(path) for path in summarize(root).values()))
+        print("wrote " + ", ".join(str(path) for path in summarize(plan.root).values()))
     else:
-        summarize_command = f"{command_prefix()} --summarize {shlex.quote(str(root))}"
+        summarize_command = f"{command_prefix()} --summarize {shlex.quote(str(plan.root))}"
         print(f"cell {grid_index} done; once every cell has run: {summarize_command}")
-    progress = describe_progress(root)
-    if refused:
-        listed = ", ".join(refused)
-        progress += f"; refused by this command (see why above), their folders' runs not its own: {listed}"
-    print(progress)
+    refused = ", ".join(outcome.cell.name for outcome in final if outcome.action == "refused")
+    if refused:  # the cells left to the runs their folders hold
+        refused = f"; refused by this command (see why above), their folders' runs not its own: {refused}"
+    print(describe_progress(plan.root) + refused)
+    return int(bool(waiting and grid_index is None) or not all(outcome.ok for outcome in outcomes + final))

@@ -4,6 +4,7 @@ and ablation.png (`curves`) from the grid's run folders."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -48,10 +49,9 @@ def summarize(root: Path) -> dict[str, Path]:
         record_grid_cells(root, [run.cell for run in runs])
     headline = main_headline(runs)
     choices = arm_choices(read_tuning_record(root))
-    rows: dict[str, list[CellRun]] = {}
-    for run in runs:
-        rows.setdefault(run.row, []).append(run)
-    not_averaged = [row for row, group in rows.items() if row_disagreement(group, choices.get(row))]
+    # load_runs sorts the runs by train size and augment: each row's runs come together.
+    rows = itertools.groupby(runs, key=lambda run: run.row)
+    not_averaged = [row for row, group in rows if row_disagreement(group, choices.get(row))]
     paths = {"csv": root / CSV_NAME, "md": root / MD_NAME, "png": root / PNG_NAME}
     write_csv(paths["csv"], runs)
     write_md(paths["md"], root, runs, headline, figure=PNG_NAME)

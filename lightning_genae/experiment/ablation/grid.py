@@ -154,28 +154,20 @@ def _run_cell(
         return CellOutcome(cell, run_dir, ok=False, error=str(refused), action="refused")
     except Exception as error:  # noqa: BLE001 - one broken cell must not cost the rest of the grid
         return _failed(cell, run_dir, label, start, error)
-    except SystemExit as error:  # a CLI-style run_cell exits instead of raising; only a non-zero exit fails
-        if error.code not in (None, 0):
-            return _failed(cell, run_dir, label, start, error)
-    # KeyboardInterrupt is deliberately not caught: Ctrl-C (or SLURM's SIGINT) stops the whole grid.
+    # KeyboardInterrupt and a stop signal's RunInterrupted are not caught: they stop the whole grid.
     (run_dir / FAILED_FILE).unlink(missing_ok=True)
     return CellOutcome(cell, run_dir, ok=True, action=start.value)
 
 
-def _failed(cell: GridCell, run_dir: Path, label: str, start: CellStart, error: BaseException) -> CellOutcome:
+def _failed(cell: GridCell, run_dir: Path, label: str, start: CellStart, error: Exception) -> CellOutcome:
     """A failed cell's failed.json (its next grid command runs it again), unless it holds a finished run."""
     message = describe_error(error)
     if start is not CellStart.FRESH and read_summary(run_dir) is not None:
         print(f"{label} FAILED: {message} (the cell's finished run is kept)", file=sys.stderr, flush=True)
         return CellOutcome(cell, run_dir, ok=False, error=message, action=start.value)
-    record = {
-        "cell": cell.name,
-        "augment": cell.augment,
-        "train_size": cell.train_size,
-        "seed": cell.seed,
-        "error": message,
-        "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-    }
+    record = {"cell": cell.name, **{key: getattr(cell, key) for key in ("augment", "train_size", "seed")}}
+    record["error"] = message
+    record["traceback"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     write_file_atomically(run_dir / FAILED_FILE, json.dumps(record, indent=2) + "\n")
     print(f"{label} FAILED: {message} (details in {run_dir / FAILED_FILE})", file=sys.stderr, flush=True)
     return CellOutcome(cell, run_dir, ok=False, error=message, action=start.value)
