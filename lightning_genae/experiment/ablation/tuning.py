@@ -181,8 +181,8 @@ def _cell_result(run_dir: Path, config: RunConfig | None, budget: Mapping[str, A
 
 
 def _budget(plan: TuningPlan) -> dict[str, Any]:
-    config = next(iter(plan.runs.values())).config if plan.runs else None
-    return {name: getattr(config, name) for name in BUDGETS} if config is not None else {}
+    """The budget every tuning cell trains with ({} for a plan of none)."""
+    return {name: getattr(run.config, name) for run in list(plan.runs.values())[:1] for name in BUDGETS}
 
 
 def _decide(record: dict[str, Any], folder: Path) -> None:
