@@ -1,11 +1,5 @@
-"""Callbacks that act only for some models or data, and the filter that leaves the others out of a run.
-
-Lightning calls every callback at every hook, whether it acts or not: about seven hooks per training
-iteration for a GAN (two optimizers), each costing a few microseconds per callback in Lightning's dispatch.
-A GAN run on images carried seven callbacks that could never act on it (reconstruction and series pictures,
-the normaliser, representation metrics); leaving them out once the model and data are known removes that
-cost from every iteration without changing what the run writes.
-"""
+"""Callbacks that act only for some models or data, and the filter that leaves the others out of a run:
+Lightning calls every callback at every hook, so one that can never act costs every iteration its dispatch."""
 
 from __future__ import annotations
 
@@ -21,10 +15,8 @@ class ModelSpecificCallback(Callback, ABC):
 
     @abstractmethod
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
-        """Whether this callback can do anything for `pl_module` trained on `datamodule`.
-
-        Fixed for a run: it may read the model's type and the data's kind, never the training state.
-        """
+        """Whether this callback can act for `pl_module` on `datamodule`: from the model's type and the data's
+        kind alone, never the training state (it is decided once per run)."""
 
 
 def applicable(

@@ -21,13 +21,8 @@ from lightning_genae.run_files import CLUSTER_JOB_KEY, CONFIG_KEY
 
 
 class PeriodicLastCheckpoint(ModelCheckpoint):
-    """checkpoints/last.ckpt every N optimizer steps, its saved state filed under one name whatever N is.
-
-    Lightning names a ModelCheckpoint's state by its settings, the cadence among them. A resume may change
-    `--ckpt-every`, and under that name the resumed trainer would find no state for its callback, leave it
-    unread and warn that a callback used to create the checkpoint is missing. The name is the class's, so
-    a trainer holds one of these.
-    """
+    """checkpoints/last.ckpt every N optimizer steps, its state filed under the class's name (one per
+    trainer): Lightning's name holds the cadence, which a resume may change (`--ckpt-every`)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -40,10 +35,8 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # At an iteration that also validates, the save waits for the validation: saved before it, a run
-        # killed during the validation would resume past it, and the validation would never run (a hole in
-        # the curves, a best.ckpt candidate never weighed). Killed during it, the run resumes from the
-        # previous save and runs the iterations and the validation again.
+        # At an iteration that also validates, the save waits for the validation: a run killed during it
+        # then resumes before it, rather than past a validation that never ran.
         if validation_follows_batch(trainer):
             self._save_after_validation = True
             return
@@ -58,9 +51,8 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        # Lightning warns, at every save of an adversarial family, that the weights are those after the
-        # iteration's updates: they are meant to be, as a resume continues from there. Filtered for the
-        # process once (a catch_warnings around each save would reset which other warnings were shown).
+        # Lightning warns at every save of manual optimization that the weights are those after the
+        # iteration's updates, as a resume wants them (filtered once: catch_warnings would reset the others).
         warnings.filterwarnings(
             "ignore", ".*ModelCheckpoint with manual optimization and every_n_train_steps"
         )
@@ -69,9 +61,8 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
 class BestCheckpoint(ModelCheckpoint):
     """checkpoints/best.ckpt: the weights with the best value of the family's headline validation metric.
 
-    On a resume, the best value so far is read from best.ckpt itself, which records the value it was saved
-    for (the resumed checkpoint's record can be a validation behind, or lost in a moved folder). Without a
-    readable best.ckpt in the run's folder nothing is restored, and nothing outside the folder is read.
+    A resume reads the best value so far from the run folder's best.ckpt itself (the resumed checkpoint's
+    record can be a validation behind); nothing outside the folder is read.
     """
 
     def __init__(self, dirpath: Path, monitor: str, mode: str) -> None:
@@ -82,8 +73,7 @@ class BestCheckpoint(ModelCheckpoint):
             mode=mode,
             save_top_k=1,
             auto_insert_metric_name=False,
-            # The run's own best.ckpt that records no value (unreadable, or chosen on another metric) is
-            # replaced by the next best, not kept beside best-v1.ckpt, best-v2.ckpt...
+            # A best.ckpt that records no value is replaced, not kept beside best-v1.ckpt.
             enable_version_counter=False,
         )
 
@@ -96,8 +86,7 @@ class BestCheckpoint(ModelCheckpoint):
         """Nothing of the resumed checkpoint's record is taken; `on_fit_start` reads best.ckpt."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # At the fit's start, not its training's: a run resumed at the end of its budget (stopped during its
-        # final evaluation) trains nothing, and its summary names the best checkpoint all the same.
+        # At the fit's start: a run resumed at the end of its budget trains nothing and still names best.ckpt.
         super().on_fit_start(trainer, pl_module)
         if trainer.ckpt_path is None or self.dirpath is None:
             return
@@ -136,16 +125,15 @@ class BestCheckpoint(ModelCheckpoint):
 
 
 def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
-    """Keeps the checkpoint with the best value of the family's headline validation metric."""
-    # Which side is better comes from the metric vocabulary, so a family cannot get it backwards.
+    """Keeps the checkpoint with the best value of the family's headline validation metric (which side is
+    better comes from the metric vocabulary, so a family cannot get it backwards)."""
     return BestCheckpoint(
         run_dir / "checkpoints", model.monitor, "max" if higher_is_better(model.monitor) else "min"
     )
 
 
 class StoreRunConfig(Callback):
-    """Puts the run configuration into every checkpoint, so a checkpoint alone can be resumed or evaluated,
-    and the cluster job that wrote it, if any."""
+    """The run configuration (and the cluster job, if any) in every checkpoint: one alone can be resumed."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         from lightning_genae.cluster import current_job

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 
@@ -15,10 +17,8 @@ from lightning_genae.seeding import generator, int_seed
 
 def _interleaved(versions: list[torch.Tensor], nrow: int = 8) -> torch.Tensor:
     """Rows of `nrow` in groups: row i of every version, then row i + 1 of every version."""
-    rows = []
-    for start in range(0, len(versions[0]), nrow):
-        rows += [version[start : start + nrow].float() for version in versions]
-    return torch.cat(rows)
+    starts = range(0, len(versions[0]), nrow)
+    return torch.cat([version[start : start + nrow].float() for start in starts for version in versions])
 
 
 class _PeriodicImageCallback(PeriodicDrawing):
@@ -62,13 +62,9 @@ class ReconstructionGrid(_PeriodicImageCallback):
 
 
 class DiscriminatorReconstructionGrid(_PeriodicImageCallback):
-    """What an autoencoder discriminator makes of real and of generated images (BEGAN, EBGAN).
-
-    Rows of 8 come in groups, one row per batch the model returns: validation images, D's reconstructions
-    of them, fakes from fixed noise, D's reconstructions of those. D is trained to reconstruct the first
-    well and the fakes badly, so the grid shows how far apart it holds them. The fakes' noise is the run
-    seed's "discriminator reconstruction grid" stream.
-    """
+    """What an autoencoder discriminator (BEGAN, EBGAN) makes of real and generated images: rows of 8 in
+    groups, one row per batch the model returns (validation images, D's reconstructions, fakes from the run
+    seed's "discriminator reconstruction grid" stream, D's reconstructions of those)."""
 
     def __init__(self, every_n_steps: int = 500, num_images: int = 32, seed: int = 0) -> None:
         super().__init__(every_n_steps)
@@ -138,10 +134,8 @@ class InterpolationGrid(_PeriodicImageCallback):
 
 
 class AugmentationPreview(ModelSpecificCallback):
-    """Training images beside what the augmentation makes of them, once when training starts.
-
-    Rows of 8 come in groups: originals, then their data-side augmentation (ae/vae) when the DataModule
-    has one, then what the discriminator sees (diffaug/ae-d) when the run augments its inputs.
+    """Training images beside what the augmentation makes of them, once when training starts: rows of 8 in
+    groups of originals, their data-side augmentation (ae/vae) and what the discriminator sees (diffaug/ae-d).
     """
 
     def __init__(self, num_images: int = 32, seed: int = 0, discriminator_side: bool = False) -> None:
@@ -149,22 +143,21 @@ class AugmentationPreview(ModelSpecificCallback):
         self.seed = seed
         self.discriminator_side = discriminator_side
 
-    def _shows_discriminator_side(self, pl_module: pl.LightningModule) -> bool:
-        return self.discriminator_side and isinstance(pl_module, ImageDiscriminator)
+    def _sides(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> tuple[Any, Any]:
+        """The data-side augmentation and the discriminator's input, each None where the run has none."""
+        shows_discriminator = self.discriminator_side and isinstance(pl_module, ImageDiscriminator)
+        return getattr(
+            datamodule, "preview", None
+        ), pl_module.discriminator_input if shows_discriminator else None
 
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
-        has_data_side = getattr(datamodule, "preview", None) is not None
-        has_discriminator_side = self._shows_discriminator_side(pl_module)
-        return datamodule.data_kind == "image" and (has_data_side or has_discriminator_side)
+        return datamodule.data_kind == "image" and self._sides(pl_module, datamodule) != (None, None)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
         if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
             return
-        data_side = getattr(datamodule, "preview", None)
-        discriminator_side = (
-            pl_module.discriminator_input if self._shows_discriminator_side(pl_module) else None
-        )
+        data_side, discriminator_side = self._sides(pl_module, datamodule)
         images, labels = datamodule.split_tensors("train")
         pick = torch.randperm(len(images), generator=generator(self.seed, "augmentation preview images"))
         pick = pick[: self.num_images]

@@ -1,11 +1,7 @@
-"""Generative metrics (FD/FID, KID, precision/recall, density/coverage) at every validation and test.
-
-Validation compares samples with the validation split, and the best checkpoint is chosen on it; the
-test split is touched only by the final evaluation, so the reported test numbers are not selected on.
-Every number is logged under a name that carries its backbone, and `records` keeps the backbone, split
-and sample counts that `summary.json` and `eval.json` print beside it. The scoring itself is
-`lightning_genae.metrics.generative.score_generated`; this module only generates and logs.
-"""
+"""Generative metrics (FD/FID, KID, precision/recall, density/coverage) at every validation and test: the
+best checkpoint is chosen on the validation split, and the test split is touched only by the final
+evaluation. Names carry the backbone; `records` keeps the backbone, split and sample counts for summary.json.
+The scoring is `metrics.generative.score_generated`; this module generates and logs."""
 
 from __future__ import annotations
 
@@ -42,11 +38,8 @@ FEATURE_BATCH = 500
 
 
 class FeatureBank(Metric):
-    """Features gathered from every rank, each row with the index of the sample it came from.
-
-    torchmetrics concatenates the ranks' rows in rank order; `compute` puts them back in sample order, so
-    the gathered features are those a single process would have made, whatever the world size.
-    """
+    """Features gathered from every rank, put back in sample order by each row's sample index, so they are
+    those a single process would have made, whatever the world size."""
 
     full_state_update = False
 
@@ -81,33 +74,29 @@ BINARIZED = "binarized, one Bernoulli draw per pixel"
 
 def _checked_samples(samples: Any, size: int, pl_module: pl.LightningModule, trainer: pl.Trainer) -> Tensor:
     """A family's `sample(size)` as the metrics read it: float images [size, C, H, W] of the data's shape,
-    finite. Anything else is one line naming the family (a plug-in's sample returning uint8, a wrong count
-    or NaN), where storing it as pixels would clamp NaN to black and score it as images."""
-    family = type(pl_module).__name__
+    finite; anything else is one line naming the family (stored as pixels, NaN would score as black)."""
     if not isinstance(samples, Tensor) or not samples.is_floating_point():
         got = f"a tensor of {samples.dtype}" if isinstance(samples, Tensor) else type(samples).__name__
-        raise DataError(f"{family}.sample returned {got}; a family samples float images in [-1, 1]")
-    expected = (size, *getattr(getattr(trainer, "datamodule", None), "data_shape", samples.shape[1:]))
-    if tuple(samples.shape) != expected:
-        raise DataError(
-            f"{family}.sample({size}) returned shape {list(samples.shape)}; the metrics need "
-            f"{list(expected)}, {size} images of the data's shape"
+        problem = f"returned {got}; a family samples float images in [-1, 1]"
+    elif list(samples.shape) != (
+        expected := [size, *getattr(trainer.datamodule, "data_shape", samples.shape[1:])]
+    ):
+        problem = (
+            f"returned shape {list(samples.shape)}; the metrics need {expected}, images of the data's shape"
         )
-    if not bool(torch.isfinite(samples).all()):
-        raise DataError(
-            f"{family}.sample({size}) returned NaN or infinite values at step "
-            f"{getattr(pl_module, 'iteration', '?')}, which cannot be scored as images; a diverged model, or "
-            "a sample() that computes them"
-        )
-    return samples
+    elif not bool(torch.isfinite(samples).all()):
+        step = getattr(pl_module, "iteration", "?")
+        problem = f"returned NaN or infinite values at step {step}, which cannot be scored as images"
+    else:
+        return samples
+    raise DataError(f"{type(pl_module).__name__}.sample({size}) {problem}")
 
 
 class GenerativeMetrics(StageRecords, Callback):
     """N generated images against N real ones of the stage's split, for every model that can sample.
 
-    Under DDP each rank generates and featurises its share of the chunks, the features are gathered, and
-    rank 0 alone computes the metrics (the only rank that needs the real features) and sends them to the
-    others, so every rank logs, and checkpoints on, the same numbers.
+    Under DDP each rank featurises its share of the chunks; rank 0 scores the gathered features and sends
+    the numbers to the others, so every rank logs, and checkpoints on, the same numbers.
     """
 
     def __init__(
@@ -124,8 +113,7 @@ class GenerativeMetrics(StageRecords, Callback):
         self.records: dict[str, dict[str, Any]] = {}
 
     def state_dict(self) -> dict[str, Any]:
-        # In every checkpoint: a resumed run must measure in the same feature space, or its FD history and
-        # the choice of best.ckpt would mix two backbones' numbers.
+        # A resumed run must measure in the same feature space, or its history would mix two backbones.
         return {
             "backbone": self.backbone.name,
             "weights_sha256": self.backbone.weights_sha256,

@@ -1,8 +1,6 @@
 """The discriminator's overfitting signal: at every validation, D's scores of a fixed batch of real training
-images and of validation images, with the same weights, in eval mode and without augmentation, so a gap
-between the two is D telling seen images from unseen ones (`train/d_real` against `val/d_real` mixes in the
-augmentation and batch norm's two modes). The mean sign is the clean counterpart of ADA's r_t.
-"""
+images and of validation images, in eval mode and without augmentation, so a gap between the two is D
+telling seen images from unseen ones. The mean sign is the clean counterpart of ADA's r_t."""
 
 from __future__ import annotations
 
@@ -17,8 +15,7 @@ from lightning_genae.models import ScoringDiscriminator
 from lightning_genae.models.base import evaluation_mode
 from lightning_genae.seeding import int_seed
 
-# Images scored per split at each validation (fewer when a split is smaller): one forward of at most
-# 2 x 256 images, a fraction of what the generative metrics cost at the same cadence.
+# Images scored per split at each validation (fewer when a split is smaller).
 BATCH_SIZE = 256
 # Which reals are scored, and the suffix their metrics carry.
 SCORED_SPLITS = ("train", "val")
@@ -30,13 +27,8 @@ def overfitting_metric(kind: str, split: str) -> str:
 
 
 class DiscriminatorOverfitting(ModelSpecificCallback):
-    """Logs D's mean score (and, for logits, mean sign) on fixed training and validation batches.
-
-    The batches are drawn once, seeded, from the stored real splits (never the augmented training pool
-    an AE augmentation adds), and are the same size, so the two means carry the same sampling noise. Under
-    DDP every rank scores the same images and the values are averaged over ranks (batch-norm statistics
-    can differ between ranks by the last step's update), so every rank logs the same number.
-    """
+    """Logs D's mean score (and, for logits, mean sign) on fixed training and validation batches of one size,
+    drawn once, seeded, from the stored real splits; under DDP the values are averaged over ranks."""
 
     def __init__(self, seed: int = 0, batch_size: int = BATCH_SIZE) -> None:
         self.seed = seed

@@ -12,11 +12,8 @@ from lightning_genae.models.base import evaluation_mode
 
 
 class PeriodicDrawing(ModelSpecificCallback, ABC):
-    """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends.
-
-    Only for models of `data_kind` (image grids never run on a sequence model, nor series plots on an
-    image model), and only when `applies_to` says the model offers what the picture needs.
-    """
+    """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends, for
+    models of `data_kind` that offer what the picture needs (`applies_to`)."""
 
     data_kind: ClassVar[str]
 

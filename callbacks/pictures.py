@@ -15,40 +15,30 @@ from torchvision.utils import make_grid, save_image
 
 from lightning_genae.errors import RunFolderGone
 
-
-def _safe_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
-
-
-# Run folders that a training in this process writes to and that must not be made again once gone, each
-# with how to continue the run once it is back (trainer.RunFolderPresence adds its folder as each stage
-# starts and takes it out as the stage ends).
+# Run folders a training in this process writes to, not to be made again once gone, each with how to
+# continue the run once it is back (RunFolderPresence keeps it).
 WATCHED_RUN_FOLDERS: dict[Path, str] = {}
 
 
-def images_folder(trainer: pl.Trainer) -> Path:
-    """`<run>/images/`, made if need be; RunFolderGone when the run folder is a watched one and gone (a
-    picture must not make it again, without its config.yaml, for the run to go on in)."""
+def _picture_path(trainer: pl.Trainer, key: str, step: int) -> Path:
+    """`<run>/images/<key>_step<step>.png`, its folder made if need be; RunFolderGone when the run folder is a
+    watched one and gone (a picture must not make it again, without config.yaml, for the run to go on in)."""
     run_dir = Path(trainer.default_root_dir)
     if not run_dir.is_dir() and run_dir.resolve() in WATCHED_RUN_FOLDERS:
         raise RunFolderGone.at(run_dir, WATCHED_RUN_FOLDERS[run_dir.resolve()])
     (run_dir / "images").mkdir(parents=True, exist_ok=True)
-    return run_dir / "images"
+    return run_dir / "images" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', key).strip('_')}_step{step:07d}.png"
 
 
 @rank_zero_only
 def log_image_grid(
     trainer: pl.Trainer, key: str, images: torch.Tensor, step: int, nrow: int = 8
 ) -> Path | None:
-    """Write images in [-1, 1] as one PNG grid to `<run>/images/` and to every image-capable logger.
-
-    Returns the PNG path. Works whatever loggers are active; CSV gets the PNG file alone.
-    """
-    image_dir = images_folder(trainer)
+    """Write images in [-1, 1] as one PNG grid to `<run>/images/` and every image-capable logger."""
+    path = _picture_path(trainer, key, step)
     grid = make_grid(
         images.detach().float().cpu().clamp(-1, 1), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2
     )
-    path = image_dir / f"{_safe_name(key)}_step{step:07d}.png"
     save_image(grid, path)
     _log_picture(trainer, key, grid, step)
     return path
@@ -69,14 +59,11 @@ def _log_picture(trainer: pl.Trainer, key: str, picture: torch.Tensor, step: int
 
 @rank_zero_only
 def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | None:
-    """Write a matplotlib `Figure` as a PNG to `<run>/images/` and to every image-capable logger.
-
-    The PNG is what every logger gets, so W&B, TensorBoard and the run folder show the same picture.
-    """
+    """Write a matplotlib `Figure` as a PNG to `<run>/images/`, and that PNG to every image-capable logger."""
     import numpy as np
     from PIL import Image
 
-    path = images_folder(trainer) / f"{_safe_name(key)}_step{step:07d}.png"
+    path = _picture_path(trainer, key, step)
     figure.savefig(path, dpi=100)
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

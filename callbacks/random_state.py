@@ -1,9 +1,6 @@
-"""The global random streams go into every checkpoint and come back on resume.
-
-GAN noise, dropout, DiffAugment and the `ae-d` augmenter's choices draw from the global generators (torch's
-CPU and CUDA ones; numpy and Python's `random` for any code that uses them). Lightning saves none of them:
-a resumed run re-seeded them from --seed and drew other numbers than an uninterrupted run from that step
-on. Saved as tensors and plain values, so a checkpoint still loads with `weights_only=True`.
+"""The global random streams (torch's CPU and CUDA, numpy's, Python's: GAN noise, dropout, DiffAugment draw
+from them) go into every checkpoint and come back on resume, which Lightning does not do, so a resumed run
+draws what an uninterrupted one would. Saved as tensors and plain values, to load with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -53,10 +50,8 @@ def set_global_random_state(state: dict[str, Any]) -> None:
 class RandomStateInCheckpoints(Callback):
     """Saves the global random state with each checkpoint and restores it when training resumes.
 
-    Under DDP every rank has its own streams (SeedPerRank): each checkpoint holds every rank's state,
-    gathered from the ranks when it is written (a collective per checkpoint, never per step), and each rank
-    takes its own back. A checkpoint resumed with another number of processes cannot give each its stream:
-    the ranks keep SeedPerRank's streams, seeded from --seed.
+    Under DDP each checkpoint holds every rank's state (gathered as it is written) and each rank takes its
+    own back; resumed with another number of processes, the ranks keep SeedPerRank's streams.
     """
 
     def __init__(self) -> None:
@@ -91,14 +86,10 @@ class RandomStateInCheckpoints(Callback):
 
 
 class SeededEvaluation(Callback):
-    """Every validation and every test starts from the run seed's "evaluation" stream; the streams go on
-    afterwards as they were.
-
-    So what an evaluation draws (a VAE's posterior samples, ...) depends on the weights and the seed alone:
-    the validation at a run's last iteration gives what its final evaluation gives, `--evaluate` gives what
-    the run gave whatever ran before it in the process, and how often a run validates (--eval-every) changes
-    nothing in its training. `validated_at` is the optimizer step of the last validation during training,
-    or None.
+    """Every validation and test starts from the run seed's "evaluation" stream, and the streams go on
+    afterwards as they were: what an evaluation draws depends on the weights and the seed alone, and how
+    often a run validates changes nothing in its training. `validated_at`: the optimizer step of the last
+    validation during training, or None.
     """
 
     def __init__(self, seed: int) -> None:
@@ -106,25 +97,18 @@ class SeededEvaluation(Callback):
         self.validated_at: int | None = None
         self._outside_state: dict[str, Any] | None = None
 
-    def _start(self) -> None:
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._outside_state = global_random_state()
         pl.seed_everything(int_seed(self.seed, "evaluation"), workers=True, verbose=False)
 
-    def _end(self) -> None:
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._outside_state is not None:
             set_global_random_state(self._outside_state)
             self._outside_state = None
 
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start()
+    on_validation_start = on_test_start
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end()
+        self.on_test_end(trainer, pl_module)
         if trainer.state.fn == "fit":
             self.validated_at = trainer.global_step
-
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start()
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end()

@@ -8,12 +8,8 @@ from typing import Any
 
 class StageRecords:
     """`records[stage]`: what that stage's metrics were measured on (split, sample counts, backbone), for
-    summary.json and eval.json.
-
-    The last validation's record travels in the run's checkpoints: a run resumed only for its final
-    evaluation (stopped during it) validates nothing again, and its summary records what the validation it
-    reports was measured on.
-    """
+    summary.json and eval.json; the last validation's record travels in the checkpoints, for a run resumed
+    only for its final evaluation."""
 
     records: dict[str, dict[str, Any]]
 

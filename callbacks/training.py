@@ -23,10 +23,8 @@ from lightning_genae.seeding import int_seed
 
 
 class SeedPerRank(Callback):
-    """Give every DDP process its own random stream once training starts (seeded alike, each would draw
-    the same noise and augmentations), from the run seed's "training" stream at its rank. PL_GLOBAL_SEED
-    stays as it was: every process's DistributedSampler must draw the same epoch order.
-    """
+    """Every DDP process its own random stream (the run seed's "training" stream at its rank), or all would
+    draw the same noise; PL_GLOBAL_SEED stays, as every DistributedSampler must draw the same epoch order."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
@@ -40,10 +38,8 @@ class SeedPerRank(Callback):
 
 
 class LogStepIsIteration(Callback):
-    """Training rows are logged at the 0-based index of their iteration, also after a resume: Lightning's
-    own batch counter runs one ahead after resuming a checkpoint written at a validation step, so it is
-    set from the optimizer-step count, which is always right.
-    """
+    """Training rows at the 0-based index of their iteration, from the optimizer-step count: Lightning's
+    batch counter runs one ahead after resuming a checkpoint written at a validation step."""
 
     def __init__(self, steps_per_iteration: int) -> None:
         self.steps_per_iteration = steps_per_iteration
@@ -56,10 +52,8 @@ class LogStepIsIteration(Callback):
 
 
 class ValidateLastIteration(Callback):
-    """Training's last iteration is a validation step whatever --eval-every is, so the final weights are a
-    candidate for best.ckpt and the final evaluation takes that validation's numbers. Lightning validates
-    after a batch that asks to stop; asking at the last batch stops nothing.
-    """
+    """Training's last iteration validates whatever --eval-every is (Lightning validates after a batch that
+    asks to stop), so the final weights are a candidate for best.ckpt."""
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -69,23 +63,20 @@ class ValidateLastIteration(Callback):
 
 
 class DivergenceGuard(Callback):
-    """Stops a run whose training diverged with one line, and never lets a non-finite checkpoint be written.
+    """Stops a diverged training with one line, and never lets a non-finite checkpoint be written.
 
-    The noted losses (`watch_losses`) are checked every `check_every` iterations, before each validation,
-    at the end of training and before every checkpoint write, which is refused (before Lightning writes the
-    file) when any weight, buffer or optimizer-state tensor is not finite. It is the first callback, so no
-    image callback draws from weights it has not checked.
+    The noted losses are checked every `check_every` iterations, before each validation, at the end of
+    training and before every checkpoint write, which is refused when any weight, buffer or optimizer-state
+    tensor is not finite. It is the first callback, so no picture draws from weights it has not checked.
     """
 
     def __init__(self, checkpoint_dir: Path | None, check_every: tuple[int, ...], precision: str) -> None:
         self.checkpoint_dir = checkpoint_dir
         self.check_every = tuple(every for every in check_every if every > 0)
         self.precision = precision
-        # The iteration training started from: above 0 when the run was resumed.
+        # Where a resumed training started: its iteration, its checkpoint's --lr and file (None: not resumed).
         self.started_at = 0
-        # The --lr the resumed checkpoint was trained with (None: not resumed, or not recorded).
         self.resumed_lr: float | None = None
-        # The checkpoint training resumed from (None: not resumed).
         self.resumed_from: Path | None = None
 
     def on_load_checkpoint(
@@ -101,8 +92,7 @@ class DivergenceGuard(Callback):
         self.resumed_from = Path(trainer.ckpt_path) if trainer.ckpt_path else None
 
     def diverged(self, cause: str, model: GenerativeModule) -> TrainingDiverged:
-        """The one-line error: what diverged, and what to do about it (a loss not finite before any update
-        says where to look itself: no resume or learning rate helps)."""
+        """The one-line error: what diverged and what to do (before any update, no resume or rate helps)."""
         if diverged_before_any_update(cause) and self.started_at == 0:
             return TrainingDiverged(cause)
         lr = getattr(model.options, "lr", None)
@@ -120,8 +110,7 @@ class DivergenceGuard(Callback):
         return TrainingDiverged(f"{cause}; {advice}")
 
     def stop_if_diverged(self, trainer: pl.Trainer, model: GenerativeModule, cause: str | None) -> None:
-        """Raise on every process when any found a cause: a process that raised alone would leave the others
-        waiting for it in the next collective (the gradient all-reduce, the barrier after a save)."""
+        """Raise on every process when any found a cause: one raising alone would leave the others waiting."""
         if trainer.strategy.reduce_boolean_decision(cause is not None, all=False):
             raise self.diverged(cause or "training diverged in another process", model)
 
@@ -142,11 +131,9 @@ class DivergenceGuard(Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: GenerativeModule, checkpoint: dict) -> None:
         self.check_losses(trainer, pl_module)
         # Batch-norm statistics are each process's own under DDP, so one process may find what others do not.
-        non_finite = non_finite_state(checkpoint)
-        cause = None
+        non_finite, cause = non_finite_state(checkpoint), None
         if non_finite:
-            others = len(non_finite) - 1
-            more = f" and {others} more tensor{'s' if others > 1 else ''}" if others else ""
+            more = f" and {len(non_finite) - 1} more tensor(s)" if len(non_finite) > 1 else ""
             cause = (
                 f"{non_finite[0]}{more} of the model or its optimizer became NaN or infinite by step "
                 f"{pl_module.iteration}, so that checkpoint was not written"
@@ -156,8 +143,7 @@ class DivergenceGuard(Callback):
 
 class RunFolderPresence(Callback):
     """Stops the run with one line when its folder is gone before a checkpoint is written there, or as a
-    later stage on the same Trainer starts: Lightning would make it again and train on without config.yaml.
-    """
+    later stage on the same Trainer starts: Lightning would make it again and train on without config.yaml."""
 
     def __init__(self, run_dir: Path, continue_with: str = "--resume last") -> None:
         self.run_dir = run_dir
@@ -167,8 +153,7 @@ class RunFolderPresence(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" or not self._had_the_folder:
-            # The folder exists from here (`callbacks_for` may be given one to make, for a training or for
-            # an evaluation alone), so its absence later means it went.
+            # The folder exists from here, so its absence later means it went.
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._had_the_folder = True
         elif not self.run_dir.is_dir():
@@ -211,27 +196,23 @@ class WritesUnder(Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Before the first batch, once Lightning has restored any checkpoint it was given (only then is
-        # trainer.ckpt_path known): a training that continues no run there, none or another folder's,
-        # would write over the files there.
+        # Here, once Lightning has restored any checkpoint (only then is trainer.ckpt_path known): a training
+        # that continues no run there would write over the files there.
         before, self._there_before = self._there_before, None
         held = [name for name in self.held() if before is None or name in before]
         if not held:
             return
         shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
-        if trainer.ckpt_path is not None:
-            checkpoint = Path(trainer.ckpt_path).resolve()
-            # A checkpoint anywhere in the folder (a plain ModelCheckpoint's subfolder) is its run's.
-            if self.run_dir.resolve() not in checkpoint.parents:
-                continued = run_folder_of(checkpoint)
-                raise RunFolderRefused(
-                    f"callbacks_for: {self.run_dir} holds another run ({shown}) than the checkpoint's "
-                    f"({continued}), which this training would write over; continue that run with "
-                    f"output_dir={str(continued)!r}, or give an output_dir of its own"
-                )
-            return
+        if trainer.ckpt_path is None:
+            what = f"already holds {shown}"
+            fix = "give an output_dir of its own (and the Trainer's default_root_dir), or continue the run "
+            fix += f"there with trainer.fit(..., ckpt_path={str(last_checkpoint(self.run_dir))!r})"
+        elif self.run_dir.resolve() in Path(trainer.ckpt_path).resolve().parents:
+            return  # a checkpoint anywhere in the folder (a plain ModelCheckpoint's subfolder) is its run's
+        else:
+            continued = run_folder_of(Path(trainer.ckpt_path).resolve())
+            what = f"holds another run ({shown}) than the checkpoint's ({continued})"
+            fix = f"continue that run with output_dir={str(continued)!r}, or give an output_dir of its own"
         raise RunFolderRefused(
-            f"callbacks_for: {self.run_dir} already holds {shown}, which this training would write over; "
-            "give an output_dir of its own (and the Trainer's default_root_dir), or continue the run "
-            f"there with trainer.fit(..., ckpt_path={str(last_checkpoint(self.run_dir))!r})"
+            f"callbacks_for: {self.run_dir} {what}, which this training would write over; {fix}"
         )

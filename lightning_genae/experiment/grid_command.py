@@ -1,7 +1,5 @@
-"""The grid command: `run.py` with lists of augmentations, train sizes or seeds, or candidate lists.
-
-Lightning is imported only once a grid trains, so `--print-config` and errors answer as quickly as `--help`.
-"""
+"""The grid command: `run.py` with lists of augmentations, train sizes or seeds, or candidate lists (Lightning
+is imported only once a grid trains, so `--print-config` and errors answer as quickly as `--help`)."""
 
 from __future__ import annotations
 
@@ -25,7 +23,8 @@ from lightning_genae.experiment.resolve import (
 )
 
 if TYPE_CHECKING:
-    from lightning_genae.experiment.ablation import CellOutcome, CellStart, GridCell, GridPlan
+    from lightning_genae.experiment.ablation.cells import GridCell, GridPlan
+    from lightning_genae.experiment.ablation.grid import CellOutcome, CellStart
     from lightning_genae.experiment.ablation.tuning import TuningPlan
 
 __all__ = ["run_grid_command"]
@@ -41,13 +40,10 @@ def run_grid_command(
     tuning_request: tuple[dict[str, list[Any]], list[int]] | None = None,
     named: Collection[str] = (),
 ) -> int:
-    """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files.
-
-    With candidate lists (`tuning_request`: candidates per option, tune seeds) the tuning cells (indexed
-    first) run first, in ROOT/tuning/, and each arm's final cells run the candidate it chose on validation.
-    `named`: the options the command line names, refused where the family leaves them unread.
-    """
-    from lightning_genae.experiment.ablation import check_grid_root, plan_grid
+    """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files; with
+    `tuning_request` (candidates per option, tune seeds) its tuning cells first (see `ablation.tuning`).
+    `named`: the options the command line names, refused where the family leaves them unread."""
+    from lightning_genae.experiment.ablation.cells import check_grid_root, plan_grid
     from lightning_genae.experiment.ablation.tuning import plan_tuning
 
     if seeds is not None and "seed" in named:
@@ -122,11 +118,8 @@ def _refuse_a_grid_without_its_metrics(resolved: ResolvedRun, tuning: bool) -> N
     datamodule = resolved.build_datamodule()
     if datamodule.data_kind != "image":
         return
-    why = (
-        "a tuning grid chooses each arm's candidate on the validation image metrics"
-        if tuning
-        else ("a grid compares its arms on the image metrics")
-    )
+    why = "a tuning grid chooses each arm's candidate on" if tuning else "a grid compares its arms on"
+    why += " the validation image metrics" if tuning else " the image metrics"
     if config.backbone == NO_BACKBONE:
         raise ConfigError(f"--backbone none skips the image metrics, and {why}; drop --backbone none")
     from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable
@@ -140,23 +133,23 @@ def _refuse_a_grid_without_its_metrics(resolved: ResolvedRun, tuning: bool) -> N
 def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None = None) -> str:
     """--print-config of a grid: every cell's configuration (or --grid-index's) under its index, tuning cells
     first; a tuned arm's final cell is known once its tuning cells have run."""
-    parts, first_final = [], len(tuning.cells) if tuning is not None else 0
-    for index, cell in enumerate(tuning.cells if tuning is not None else []):
-        if grid_index in (None, index):
-            parts.append(f"# cell {index}: {tuning.folder.name}/{cell.name}\n")
-            parts.append(tuning.runs[cell].config.with_absolute_paths().experiment().to_yaml())
-    for index, cell in enumerate(plan.cells, start=first_final):
+    cells = [(f"{tuning.folder.name}/{c.name}", tuning.runs[c], 1) for c in tuning.cells] if tuning else []
+    for cell in plan.cells:
         candidates = len(tuning.arm_of(cell).candidates) if tuning is not None else 1
+        cells.append((cell.name, plan.runs.get(cell), candidates))
+    parts = []
+    for index, (name, resolved, candidates) in enumerate(cells):
         if grid_index not in (None, index):
             continue
         if candidates > 1:
             parts.append(
-                f"# cell {index}: {cell.name} (runs the best of its {candidates} candidates on validation, "
+                f"# cell {index}: {name} (runs the best of its {candidates} candidates on validation, "
                 "once its tuning cells have run)\n"
             )
         else:
-            parts.append(f"# cell {index}: {cell.name}\n")
-            parts.append(plan.runs[cell].config.with_absolute_paths().experiment().to_yaml())
+            parts.append(
+                f"# cell {index}: {name}\n{resolved.config.with_absolute_paths().experiment().to_yaml()}"
+            )
     return "".join(parts)
 
 
@@ -166,8 +159,8 @@ def _cell_runner(
     """How a grid trains one cell: fresh, resumed (only with the cell's own options), or restarted over its
     old files; `runs` is read when a cell starts, so cells added to it later run too."""
     from lightning_genae.errors import RunFolderRefused
-    from lightning_genae.experiment.ablation import CellStart
     from lightning_genae.experiment.ablation.conflicts import unfinished_run_conflicts
+    from lightning_genae.experiment.ablation.grid import CellStart
     from lightning_genae.experiment.resume import to_resume
     from lightning_genae.experiment.train import run
 
@@ -193,10 +186,16 @@ def _cell_runner(
 def _train_grid(
     shared: RunConfig, plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None, overwrite: bool
 ) -> int:
-    """Run the grid's cells (all, or `grid_index` alone), tuning cells first; 1 if any failed or waits."""
-    from lightning_genae.experiment.ablation import record_grid_cells, run_grid
+    """Run the grid's cells (all, or `grid_index` alone), tuning cells first: the candidates on validation,
+    then each arm's final cells with its choice (tuning.json); 1 if any failed or waits."""
+    from lightning_genae.experiment.ablation import summarize
+    from lightning_genae.experiment.ablation.cells import record_grid_cells
     from lightning_genae.experiment.ablation.conflicts import refuse_finished_runs_with_other_options
+    from lightning_genae.experiment.ablation.grid import run_grid
+    from lightning_genae.experiment.ablation.runs import describe_progress
+    from lightning_genae.experiment.ablation.tuning import choose, final_cells, write_tuning_record
 
+    tuning_cells = tuning.cells if tuning is not None else []
     runs = {**plan.runs, **(tuning.runs if tuning is not None else {})}
     # Every cell whose options are known now, whichever --grid-index runs (tuned arms' final cells later).
     known = [
@@ -204,100 +203,55 @@ def _train_grid(
         for c in plan.cells
         if tuning is None or len(tuning.arm_of(c).candidates) < 2
     ]
-    known += [
-        (tuning.folder / c.name, tuning.runs[c].config) for c in (tuning.cells if tuning is not None else [])
-    ]
+    known += [(tuning.folder / c.name, runs[c].config) for c in tuning_cells]
     refuse_finished_runs_with_other_options(known, overwrite)
     run_cell = _cell_runner(runs, overwrite)
+    seeds = sorted({cell.seed for cell in plan.cells})
     outcomes: list[CellOutcome] = []
-    if tuning is not None and (grid_index is None or grid_index < len(tuning.cells)):
-        outcomes = _run_tuning_cells(plan, tuning, run_cell, grid_index, overwrite)
+    if tuning is not None and (grid_index is None or grid_index < len(tuning_cells)):
+        plan.root.mkdir(parents=True, exist_ok=True)
+        record_grid_cells(plan.root, plan.cells)  # before tuning.json: the root is a grid's
+        tuning.folder.mkdir(exist_ok=True)
+        record_grid_cells(tuning.folder, tuning_cells)
+        configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
+        outcomes = run_grid(
+            tuning_cells, tuning.folder, run_cell, grid_index, overwrite=overwrite, configs=configs
+        )
+        print(f"tuning: {describe_progress(tuning.folder)}")
         if grid_index is not None:
+            write_tuning_record(tuning, choose(tuning), seeds)
+            last = len(tuning_cells) - 1
+            print(f"tuning cell {grid_index} done; once cells 0..{last} have run, run the final cells")
             return int(not all(outcome.ok for outcome in outcomes))
     cells, index, waiting = plan.cells, grid_index, {}
     if tuning is not None:
-        cells, index, waiting = _final_cells(shared, plan, tuning, grid_index, runs)
+        choices = choose(tuning)
+        cells, chosen_runs, waiting = final_cells(shared, plan, choices)
+        runs.update(chosen_runs)
+        index = None if grid_index is None else grid_index - len(tuning_cells)
+        if index is not None and cells[index].name in waiting:
+            raise ConfigError(
+                f"--grid-index {grid_index} is the final cell {cells[index].name}, whose arm cannot run: "
+                f"{waiting[cells[index].name]}; run the tuning cells 0..{len(tuning_cells) - 1} first"
+            )
+        if index is None:
+            for name, problem in waiting.items():
+                print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
+            cells = [cell for cell in cells if cell.name not in waiting]
     plan.root.mkdir(parents=True, exist_ok=True)
     record_grid_cells(plan.root, plan.cells)
+    if tuning is not None:
+        print(f"wrote {write_tuning_record(tuning, choices, seeds)}")
     configs = {cell: runs[cell].config for cell in cells if cell in runs}
     final = run_grid(cells, plan.root, run_cell, index, overwrite=overwrite, configs=configs)
-    _report_grid(
-        plan.root, grid_index, [outcome.cell.name for outcome in final if outcome.action == "refused"]
-    )
-    return int(bool(waiting and grid_index is None) or not all(outcome.ok for outcome in outcomes + final))
-
-
-def _run_tuning_cells(
-    plan: GridPlan,
-    tuning: TuningPlan,
-    run_cell: Callable[[GridCell, Path, CellStart], None],
-    grid_index: int | None,
-    overwrite: bool,
-) -> list[CellOutcome]:
-    """Stage 1: the candidates on validation (every tuning cell, or the array task's, which updates
-    tuning.json)."""
-    from lightning_genae.experiment.ablation import describe_progress, record_grid_cells, run_grid
-    from lightning_genae.experiment.ablation.tuning import choose, write_tuning_record
-
-    plan.root.mkdir(parents=True, exist_ok=True)
-    record_grid_cells(plan.root, plan.cells)  # before tuning.json: the root is a grid's
-    tuning.folder.mkdir(exist_ok=True)
-    record_grid_cells(tuning.folder, tuning.cells)
-    configs = {cell: resolved.config for cell, resolved in tuning.runs.items()}
-    outcomes = run_grid(
-        tuning.cells, tuning.folder, run_cell, grid_index, overwrite=overwrite, configs=configs
-    )
-    print(f"tuning: {describe_progress(tuning.folder)}")
-    if grid_index is not None:
-        write_tuning_record(tuning, choose(tuning), sorted({cell.seed for cell in plan.cells}))
-        tuning_cells = f"0..{len(tuning.cells) - 1}"
-        print(f"tuning cell {grid_index} done; once cells {tuning_cells} have run, run the final cells")
-    return outcomes
-
-
-def _final_cells(
-    shared: RunConfig,
-    plan: GridPlan,
-    tuning: TuningPlan,
-    grid_index: int | None,
-    runs: dict[GridCell, ResolvedRun],
-) -> tuple[list[GridCell], int | None, dict[str, str]]:
-    """Stage 2: each arm's final cells with its choice (added to `runs`), `grid_index` as an index into them,
-    and the cells whose arm is undecided, with why; writes tuning.json."""
-    from lightning_genae.experiment.ablation import record_grid_cells
-    from lightning_genae.experiment.ablation.tuning import choose, final_cells, write_tuning_record
-
-    choices = choose(tuning)
-    cells, chosen_runs, waiting = final_cells(shared, plan, choices)
-    runs.update(chosen_runs)
-    index = None if grid_index is None else grid_index - len(tuning.cells)
-    if index is not None and cells[index].name in waiting:
-        raise ConfigError(
-            f"--grid-index {grid_index} is the final cell {cells[index].name}, whose arm cannot run: "
-            f"{waiting[cells[index].name]}; run the tuning cells 0..{len(tuning.cells) - 1} first"
-        )
-    if index is None:
-        for name, problem in waiting.items():
-            print(f"{name} not run: {problem}", file=sys.stderr, flush=True)
-        cells = [cell for cell in cells if cell.name not in waiting]
-    plan.root.mkdir(parents=True, exist_ok=True)
-    record_grid_cells(plan.root, plan.cells)
-    print(f"wrote {write_tuning_record(tuning, choices, sorted({cell.seed for cell in plan.cells}))}")
-    return cells, index, waiting
-
-
-def _report_grid(root: Path, grid_index: int | None, refused: list[str]) -> None:
-    """The summary files once the whole grid has run (an array task leaves them to --summarize), and the
-    grid's progress; `refused`: the cells left to the runs their folders hold."""
-    from lightning_genae.experiment.ablation import describe_progress, summarize
-
+    # The summary files once the whole grid has run (an array task leaves them to --summarize).
     if grid_index is None:
-        print("wrote " + ", ".join(str(path) for path in summarize(root).values()))
+        print("wrote " + ", ".join(str(path) for path in summarize(plan.root).values()))
     else:
-        summarize_command = f"{command_prefix()} --summarize {shlex.quote(str(root))}"
+        summarize_command = f"{command_prefix()} --summarize {shlex.quote(str(plan.root))}"
         print(f"cell {grid_index} done; once every cell has run: {summarize_command}")
-    progress = describe_progress(root)
-    if refused:
-        listed = ", ".join(refused)
-        progress += f"; refused by this command (see why above), their folders' runs not its own: {listed}"
-    print(progress)
+    refused = ", ".join(outcome.cell.name for outcome in final if outcome.action == "refused")
+    if refused:  # the cells left to the runs their folders hold
+        refused = f"; refused by this command (see why above), their folders' runs not its own: {refused}"
+    print(describe_progress(plan.root) + refused)
+    return int(bool(waiting and grid_index is None) or not all(outcome.ok for outcome in outcomes + final))

@@ -15,15 +15,14 @@ import pytest
 from PIL import Image
 
 from lightning_genae.errors import ConfigError
-from lightning_genae.experiment.ablation import (
-    CellOutcome,
-    CellStart,
+from lightning_genae.experiment.ablation import summarize
+from lightning_genae.experiment.ablation.cells import (
     GridCell,
     expand_grid,
-    run_grid,
-    summarize,
+    read_grid_cells,
+    record_grid_cells,
 )
-from lightning_genae.experiment.ablation.cells import read_grid_cells, record_grid_cells
+from lightning_genae.experiment.ablation.grid import CellOutcome, CellStart, run_grid
 from lightning_genae.experiment.ablation.runs import describe_progress
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.run_lock import RunFolderLock

@@ -8,9 +8,8 @@ import pytest
 from PIL import Image
 from test_ablation import write_run
 
-from lightning_genae.experiment.ablation import curves, runs
+from lightning_genae.experiment.ablation import curves, runs, summarize
 from lightning_genae.experiment.ablation.curves import ADA_RT
-from lightning_genae.experiment.ablation.report import summarize
 
 EVALUATED = (500, 1000, 1500)
 

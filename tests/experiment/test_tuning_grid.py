@@ -15,8 +15,9 @@ from tiny import TINY_RUN
 
 from lightning_genae.datamodules.base import InMemoryDataModule
 from lightning_genae.errors import ConfigError
-from lightning_genae.experiment.ablation import plan_grid, summarize
+from lightning_genae.experiment.ablation import summarize
 from lightning_genae.experiment.ablation import tuning as tuning_module
+from lightning_genae.experiment.ablation.cells import plan_grid
 from lightning_genae.experiment.ablation.tuning import choose, plan_tuning, split_candidates
 from lightning_genae.experiment.arguments import build_parser, command_line_values
 from lightning_genae.experiment.cli import main
@@ -235,13 +236,13 @@ def test_a_candidate_that_failed_on_a_tune_seed_is_not_chosen_and_a_missing_run_
             "config": plan.runs[cell].config.to_dict(),
         }
         (run_dir / "summary.json").write_text(json.dumps(summary))
-    (choice,) = choose(plan)
-    assert dict(choice.chosen) == {"diffaug_policy": "cutout", "diffaug_cutout": 0.5}
-    assert [candidate["mean"] for candidate in choice.record["candidates"]] == [None, 6.5, 8.5]
-    assert choice.record["candidates"][0]["runs"][1]["error"] == "diverged at step 3"
+    (record,) = choose(plan)
+    assert record["chosen"] == {"diffaug_policy": "cutout", "diffaug_cutout": 0.5}
+    assert [candidate["mean"] for candidate in record["candidates"]] == [None, 6.5, 8.5]
+    assert record["candidates"][0]["runs"][1]["error"] == "diverged at step 3"
     (plan.folder / plan.cells[-1].name / "summary.json").unlink()
-    (choice,) = choose(plan)
-    assert choice.chosen is None and "its tuning is not finished" in str(choice.problem)
+    (record,) = choose(plan)
+    assert record["chosen"] is None and "its tuning is not finished" in record["problem"]
 
 
 def test_a_ratio_is_tuned_only_with_the_policies_that_use_it(tmp_path: Path) -> None:
@@ -414,7 +415,7 @@ def test_a_second_tuning_grid_into_the_folder_keeps_the_first_ones_arms_and_seed
             "reads": ["augment_p"],
             "tuned": {"augment_p": [0.1, 0.5]},
         }
-        return SimpleNamespace(record={**record, "candidates": [], "chosen": {"augment_p": 0.1}})
+        return {**record, "candidates": [], "chosen": {"augment_p": 0.1}}
 
     write_tuning_record(plan([100]), [choice("none"), choice("diffaug")], [0, 1])
     write_tuning_record(plan([7]), [choice("none"), choice("ada")], [2])

@@ -193,9 +193,7 @@ def record_grid_cells(root: Path, cells: Sequence[GridCell | str]) -> None:
     known = record["cells"] if record else []
     new = [name for name in (c if isinstance(c, str) else c.name for c in cells) if name not in known]
     if new or record is None:
-        write_file_atomically(
-            root / GRID_FILE, json.dumps({**(record or {}), "cells": known + new}, indent=2) + "\n"
-        )
+        _write_grid_record(root, {**(record or {}), "cells": known + new})
 
 
 def overwrite_pending(root: Path) -> list[str]:
@@ -208,6 +206,10 @@ def set_overwrite_pending(root: Path, names: Sequence[str]) -> None:
     record = {"cells": [], **(grid_record(root) or {}), "overwrite_pending": list(names)}
     if not names:
         del record["overwrite_pending"]
+    _write_grid_record(root, record)
+
+
+def _write_grid_record(root: Path, record: Mapping[str, Any]) -> None:
     write_file_atomically(root / GRID_FILE, json.dumps(record, indent=2) + "\n")
 
 
@@ -217,21 +219,17 @@ def check_grid_root(root: Path, flag: str = "--output") -> None:
     if not root.is_dir() or grid_record(root, flag) is not None:
         return
     RunFolderLock.refuse_if_held(root)
+    # A grid's summary files would replace these, and its tables mix in runs that are no grid's cells.
     found = [name for name in (CSV_NAME, MD_NAME, PNG_NAME, TUNING_FILE) if (root / name).exists()]
-    if found:
-        raise RunFolderRefused(
-            f"{flag} {root} holds {', '.join(found)} but no {GRID_FILE} of an ablation grid, and a grid's "
-            f"summary would replace them; pick another {flag}"
-        )
-    others = sorted(
-        path.name
+    found += sorted(
+        f"the run {path.name}"
         for path in root.iterdir()
         if path.is_dir() and started_run_files(path) and not _CELL_NAME.match(path.name)
     )
-    if others:
+    if found:
         raise RunFolderRefused(
-            f"{flag} {root} holds no {GRID_FILE} of an ablation grid, and its runs ({', '.join(others)}) are "
-            f"not a grid's cells, which its tables would mix with them; pick another {flag}"
+            f"{flag} {root} holds {', '.join(found)} but no {GRID_FILE} of an ablation grid, whose files "
+            f"would replace or mix with them; pick another {flag}"
         )
     files = started_run_files(root)
     if files and flag == "--output":

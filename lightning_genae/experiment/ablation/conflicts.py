@@ -24,16 +24,19 @@ BUDGETS = ("max_steps", "max_epochs")
 _SCHEDULES_OVER_THE_BUDGET = {"augment_anneal": True, "lr_schedule": "cosine"}
 
 
+def json_object(record: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """`record[key]` where it is a JSON object, else empty (a record edited by hand)."""
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def summary_config(summary: Mapping[str, Any]) -> dict[str, Any]:
-    stored = summary.get("config")
-    return stored if isinstance(stored, dict) else {}
+    return json_object(summary, "config")
 
 
 def augmenter_sha256(summary: Mapping[str, Any]) -> str | None:
     """The SHA-256 of the --augment-ckpt file a finished run's augmenter was read from, if any."""
-    record = summary.get("augmentation")
-    augmenter = record.get("augmenter") if isinstance(record, dict) else None
-    sha256 = augmenter.get("sha256") if isinstance(augmenter, dict) else None
+    sha256 = json_object(json_object(summary, "augmentation"), "augmenter").get("sha256")
     return sha256 if isinstance(sha256, str) else None
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lightning_genae.cache import write_file_atomically
 from lightning_genae.experiment.ablation.cells import train_size_label
@@ -22,24 +21,22 @@ if TYPE_CHECKING:
 ADA_RT = "train/ada_rt"
 
 
-def _signal(score: str, split: str) -> str:
-    # The names callbacks/overfitting.py logs (importing it would import Lightning into --summarize).
-    return MetricName(f"d_{score}_{split}", split="val").format()
+def _reals(score: str) -> tuple[tuple[str, str], ...]:
+    """D's score of a fixed batch of training reals and one of validation reals, both clean and in eval mode,
+    under the names callbacks/overfitting.py logs (importing it would import Lightning into --summarize)."""
+    splits = {"train": "training reals", "val": "validation reals"}
+    return tuple(
+        (MetricName(f"d_{score}_{split}", split="val").format(), what) for split, what in splits.items()
+    )
 
 
-@dataclass(frozen=True)
-class SignalPanel:
-    """A panel of ablation.png beside the headline: signals (metric, what it is measured on) against step."""
+class SignalPanel(NamedTuple):
+    """A panel of ablation.png beside the headline: signals (metric, what it is measured on) against step,
+    drawn when any run logged one of them."""
 
     title: str
     ylabel: str
     lines: tuple[tuple[str, str], ...]
-
-
-# The overfitting signal: D's score of a fixed batch of training reals against one of validation reals, both
-# clean and in eval mode; a panel is drawn when any run logged one of its metrics.
-def _reals(score: str) -> tuple[tuple[str, str], ...]:
-    return (_signal(score, "train"), "training reals"), (_signal(score, "val"), "validation reals")
 
 
 SIGNAL_PANELS = (
@@ -57,8 +54,7 @@ SIGNAL_PANELS = (
 )
 
 
-@dataclass(frozen=True)
-class MeanCurve:
+class MeanCurve(NamedTuple):
     """A row's mean curve over its `n` seeds at the steps every seed logged, with the min..max band."""
 
     steps: list[int]
@@ -113,8 +109,7 @@ def signal_curves(
     runs: list[CellRun], leave_out: Collection[str] = ()
 ) -> list[tuple[SignalPanel, dict[str, dict[tuple[Any, ...], MeanCurve]]]]:
     """The signal panels some run logged: per panel, per metric, each row's mean curve over its seeds."""
-    metrics = [metric for panel in SIGNAL_PANELS for metric, _ in panel.lines]
-    curves = _row_curves(runs, metrics, leave_out)
+    curves = _row_curves(runs, [metric for panel in SIGNAL_PANELS for metric, _ in panel.lines], leave_out)
     panels = []
     for panel in SIGNAL_PANELS:
         lines = {
@@ -152,18 +147,19 @@ def write_png(
         axes.text(
             0.5, 0.5, f"no validation values {where}", ha="center", va="center", transform=axes.transAxes
         )
-    # One colour per augment and one line style per train size (a marker in the signal panels).
+    # One colour per augment; one line style per train size (a marker in the signal panels, where the line
+    # style tells the signals apart).
     keys = {*curves, *(key for _, lines in signals for means in lines.values() for key in means)}
     augments, sizes = sorted({key[2] for key in keys}), sorted({key[:2] for key in keys})
 
     def label(key: tuple[Any, ...]) -> str:
         return f"{key[2]}, train size {train_size_label(key[1])}" if several_sizes else key[2]
 
-    def colour(key: tuple[Any, ...]) -> str:
-        return f"C{augments.index(key[2]) % 10}"
-
     for key, group in sorted(curves.items()):
-        style = {"color": colour(key), "linestyle": ("-", "--", ":", "-.")[sizes.index(key[:2]) % 4]}
+        style = {
+            "color": f"C{augments.index(key[2]) % 10}",
+            "linestyle": "- -- : -.".split()[sizes.index(key[:2]) % 4],
+        }
         apart = f"{key[2]}-ts{train_size_label(key[1])}" in not_averaged
         mean = None if apart else _mean_curve(group)
         if mean is not None:
@@ -180,7 +176,6 @@ def write_png(
     if curves:
         axes.legend(fontsize="small")
         axes.grid(alpha=0.3)
-    # In a signal panel the line style tells the signals apart, the colour the augment, a marker the size.
     for signal_axis, (panel, lines) in zip(signal_axes, signals, strict=True):
         signal_axis.set_title(f"{panel.title}, mean over seeds", fontsize="medium")
         signal_axis.set(xlabel="training iterations", ylabel=panel.ylabel)
@@ -189,9 +184,9 @@ def write_png(
                 signal_axis.plot(
                     mean.steps,
                     mean.mean,
-                    color=colour(key),
+                    color=f"C{augments.index(key[2]) % 10}",
                     linestyle=linestyle,
-                    marker=("o", "s", "^", "D")[sizes.index(key[:2]) % 4],
+                    marker="os^D"[sizes.index(key[:2]) % 4],
                     markersize=3 if signal != ADA_RT else 0,
                     label=f"{label(key)}: {what} (n={mean.n})",
                 )

@@ -1,8 +1,6 @@
-"""Running a grid's cells, each started as what its folder holds says (`_how_to_start`).
-
-A cell that fails leaves failed.json and the grid goes on; Ctrl-C stops the grid, and a stop signal that came
-in a cell's last iteration stops it after that cell.
-"""
+"""Running a grid's cells, each started as what its folder holds says (`_how_to_start`): a cell that fails
+leaves failed.json and the grid goes on; Ctrl-C stops the grid, and a stop signal that came in a cell's last
+iteration stops it after that cell."""
 
 from __future__ import annotations
 
@@ -50,11 +48,9 @@ class CellOutcome:
 
 
 def _how_to_start(run_dir: Path, overwrite: bool, config: RunConfig | None) -> tuple[CellStart | str, str]:
-    """How to start the cell, or why to leave it (`skipped`, `in use`, `refused`), and what to say.
-
-    Finished: skipped, or continued to a longer budget; unfinished: resumed; failed or never checkpointed:
-    run again; another process's: left to it; another run's (other options): refused, never replaced.
-    """
+    """How to start the cell, or why to leave it (`skipped`, `in use`, `refused`), and what to say: a finished
+    run is skipped or continued to a longer budget, an unfinished one resumed, a failed one run again, another
+    process's left to it, and another run's (other options) refused, never replaced."""
     put_back_a_stopped_overwrite(run_dir)
     owner = live_lock_owner(run_dir)
     if owner is not None:
@@ -98,8 +94,7 @@ def run_grid(
     """Run every cell (or only `cells[grid_index]`) in `root/<name>`; a failing cell does not stop others.
 
     `configs`: each cell's configuration, which a finished cell is checked against. An --overwrite of the
-    whole grid notes in grid.json the cells it has yet to replace, which a re-run without it replaces.
-    """
+    whole grid notes in grid.json the cells it has yet to replace, which a re-run without it replaces."""
     root = Path(root)
     selected = list(enumerate(cells)) if grid_index is None else [(grid_index, cells[grid_index])]
     pending = overwrite_pending(root)
@@ -159,29 +154,20 @@ def _run_cell(
         return CellOutcome(cell, run_dir, ok=False, error=str(refused), action="refused")
     except Exception as error:  # noqa: BLE001 - one broken cell must not cost the rest of the grid
         return _failed(cell, run_dir, label, start, error)
-    except SystemExit as error:  # a CLI-style run_cell exits instead of raising; only a non-zero exit fails
-        if error.code not in (None, 0):
-            return _failed(cell, run_dir, label, start, error)
-    # KeyboardInterrupt is deliberately not caught: Ctrl-C (or SLURM's SIGINT) stops the whole grid.
+    # KeyboardInterrupt and a stop signal's RunInterrupted are not caught: they stop the whole grid.
     (run_dir / FAILED_FILE).unlink(missing_ok=True)
     return CellOutcome(cell, run_dir, ok=True, action=start.value)
 
 
-def _failed(cell: GridCell, run_dir: Path, label: str, start: CellStart, error: BaseException) -> CellOutcome:
-    """A failed cell's failed.json (its next grid command runs it again), unless it still holds its finished
-    run (a failed continuation), which stays."""
+def _failed(cell: GridCell, run_dir: Path, label: str, start: CellStart, error: Exception) -> CellOutcome:
+    """A failed cell's failed.json (its next grid command runs it again), unless it holds a finished run."""
     message = describe_error(error)
     if start is not CellStart.FRESH and read_summary(run_dir) is not None:
         print(f"{label} FAILED: {message} (the cell's finished run is kept)", file=sys.stderr, flush=True)
         return CellOutcome(cell, run_dir, ok=False, error=message, action=start.value)
-    record = {
-        "cell": cell.name,
-        "augment": cell.augment,
-        "train_size": cell.train_size,
-        "seed": cell.seed,
-        "error": message,
-        "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-    }
+    record = {"cell": cell.name, **{key: getattr(cell, key) for key in ("augment", "train_size", "seed")}}
+    record["error"] = message
+    record["traceback"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     write_file_atomically(run_dir / FAILED_FILE, json.dumps(record, indent=2) + "\n")
     print(f"{label} FAILED: {message} (details in {run_dir / FAILED_FILE})", file=sys.stderr, flush=True)
     return CellOutcome(cell, run_dir, ok=False, error=message, action=start.value)

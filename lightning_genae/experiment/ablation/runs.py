@@ -23,6 +23,7 @@ from lightning_genae.experiment.ablation.conflicts import (
     DEFINING_A_FINISHED_RUN,
     augmenter_sha256,
     comparable,
+    json_object,
     summary_config,
 )
 from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, COMMAND_LINE_ONLY, flag
@@ -34,11 +35,8 @@ from lightning_genae.run_files import FAILED_FILE, SUMMARY_FILE, started_run_fil
 
 @dataclass
 class CellRun:
-    """One run folder as the report sees it: identity, status and (when ok) its summary.json.
-
-    Finished (summary.json), failed (failed.json, its latest attempt) or `pending`: missing, unfinished or
-    running.
-    """
+    """One run folder as the report sees it: identity, status and (when ok) its summary.json; finished,
+    failed (failed.json, its latest attempt) or `pending` (missing, unfinished or running)."""
 
     cell: str
     run_dir: Path
@@ -65,26 +63,21 @@ class CellRun:
 
     @property
     def final_metrics(self) -> dict[str, Any]:
-        metrics = self.summary.get("final_metrics")
-        return metrics if isinstance(metrics, dict) else {}
+        return json_object(self.summary, "final_metrics")
 
     @property
     def selected(self) -> dict[str, Any]:
         """summary.json's record of the checkpoint chosen on validation (empty for runs without one)."""
-        selected = self.summary.get("selected_checkpoint")
-        return selected if isinstance(selected, dict) else {}
+        return json_object(self.summary, "selected_checkpoint")
 
     @property
     def selected_metrics(self) -> dict[str, Any]:
         """The test metrics of the checkpoint chosen on validation; empty when none was chosen."""
-        metrics = self.selected.get("test_metrics")
-        return metrics if isinstance(metrics, dict) else {}
+        return json_object(self.selected, "test_metrics")
 
     @property
     def test_evaluation(self) -> dict[str, Any]:
-        evaluation = self.summary.get("evaluation")
-        test = evaluation.get("test") if isinstance(evaluation, dict) else None
-        return test if isinstance(test, dict) else {}
+        return json_object(json_object(self.summary, "evaluation"), "test")
 
     @property
     def headline(self) -> str | None:
@@ -112,9 +105,10 @@ ROW_FREE_OPTIONS = frozenset(
 )
 
 
-def _row_traits(run: CellRun, leave_out: Collection[str] = ()) -> dict[str, Any]:
+def _row_traits(run: CellRun, leave_out: Collection[str] = (), rows: bool = False) -> dict[str, Any]:
     """What decides a finished run's numbers and must agree among the seeds of its row: its options (but the
-    row-free, unread and `leave_out` ones), its augmenter file, backbone, test images and data by content."""
+    row-free, unread and `leave_out` ones), its augmenter file, backbone, test images and data by content
+    (`rows`: in a form rows with and without --train-size share)."""
     config = summary_config(run.summary)
     unread = unread_by_run(str(config.get("model", "")), config)
     traits = {
@@ -132,13 +126,15 @@ def _row_traits(run: CellRun, leave_out: Collection[str] = ()) -> dict[str, Any]
     traits["test images"] = test.get("n_real")
     traits["generated images"] = test.get("generated")  # binarized before their features (binary data)
     hashes = run.summary.get("data_sha256")
-    if isinstance(hashes, dict) and run.train_size is None:
+    if isinstance(hashes, dict) and run.train_size is None and not rows:
         traits["data (SHA-256 of train, val, test)"] = hashes
     elif isinstance(hashes, dict):
         # Each seed draws its own --train-size subset: the seeds share the evaluation splits and the whole
         # training split the subsets are drawn from.
         traits["data (SHA-256 of val, test)"] = {k: v for k, v in hashes.items() if k != "train"}
-        if "training_split_sha256" in run.summary:
+        if run.train_size is None:
+            traits["whole training split drawn from (SHA-256)"] = hashes.get("train")
+        elif "training_split_sha256" in run.summary:
             traits["whole training split drawn from (SHA-256)"] = run.summary["training_split_sha256"]
     return traits
 
@@ -200,14 +196,7 @@ def table_disagreement(runs: Iterable[CellRun]) -> dict[str, str]:
 
     ok_runs = sorted((run for run in runs if run.ok), key=CellRun.sort_key)
     leave_out = {"augment", "train_size", *augmentation_options()}
-    traits = {}
-    for run in ok_runs:
-        traits[run.cell] = _row_traits(run, leave_out)
-        whole = traits[run.cell].pop("data (SHA-256 of train, val, test)", None)
-        if whole is not None:  # the data in a form rows with and without --train-size share
-            traits[run.cell]["data (SHA-256 of val, test)"] = {k: v for k, v in whole.items() if k != "train"}
-            traits[run.cell]["whole training split drawn from (SHA-256)"] = whole.get("train")
-    problems = _differences((run.row, traits[run.cell]) for run in ok_runs)
+    problems = _differences((run.row, _row_traits(run, leave_out, rows=True)) for run in ok_runs)
     for size in dict.fromkeys(run.train_size for run in ok_runs):
         trait = f"{ITERATIONS_TRAINED} at --train-size {train_size_label(size)}"
         problems += _differences(
@@ -233,13 +222,11 @@ def read_json(path: Path) -> tuple[dict[str, Any], str | None]:
 
 def _load_run(run_dir: Path) -> CellRun:
     augment, train_size, seed = parse_cell_name(run_dir.name)
-    if (run_dir / FAILED_FILE).is_file():
-        record, problem = read_json(run_dir / FAILED_FILE)
-        error = problem or str(record.get("error") or "unknown error (failed.json has no 'error')")
+    failed = (run_dir / FAILED_FILE).is_file()
+    summary, problem = read_json(run_dir / (FAILED_FILE if failed else SUMMARY_FILE))
+    if failed or problem is not None:
+        error = problem or str(summary.get("error") or "unknown error (failed.json has no 'error')")
         return CellRun(run_dir.name, run_dir, augment, train_size, seed, ok=False, error=error)
-    summary, problem = read_json(run_dir / SUMMARY_FILE)
-    if problem is not None:
-        return CellRun(run_dir.name, run_dir, augment, train_size, seed, ok=False, error=problem)
     config = summary_config(summary)
     augment = config.get("augment", summary.get("augment", augment))
     train_size = config["train_size"] if "train_size" in config else train_size

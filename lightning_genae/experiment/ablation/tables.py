@@ -55,14 +55,6 @@ def write_csv(path: Path, runs: list[CellRun]) -> None:
     """A row per run: identity and status, test metrics and its chosen checkpoint's, sample counts."""
     import pandas as pd
 
-    metrics = sorted({name for run in runs for name in run.final_metrics if name.startswith("test/")})
-    selected = [_selected_columns(run) for run in runs]
-    # The step first, then the validation value it was chosen on, then the test metrics.
-    first = (SELECTED_PREFIX + "step", SELECTED_PREFIX + "val/")
-    selected_columns = sorted(
-        {name for columns in selected for name in columns},
-        key=lambda name: (name != first[0], not name.startswith(first[1]), name),
-    )
     rows = [
         {
             "cell": run.cell,
@@ -70,21 +62,32 @@ def write_csv(path: Path, runs: list[CellRun]) -> None:
             "train_size": train_size_label(run.train_size),
             "seed": run.seed,
             "status": run.status,
-            "global_step": run.summary.get("global_step"),
-            "wall_time_s": run.summary.get("wall_time_s"),
+            **{key: run.summary.get(key) for key in ("global_step", "wall_time_s")},
             "headline_metric": run.headline,
-            **{name: run.final_metrics.get(name) for name in metrics},
-            **chosen,
+            **{name: value for name, value in run.final_metrics.items() if name.startswith("test/")},
+            **_selected_columns(run),
             **{key: run.test_evaluation.get(key) for key in ("n_real", "n_fake", "backbone")},
             "device": run.summary.get("device"),
             "error": run.error,
         }
-        for run, chosen in zip(runs, selected, strict=True)
+        for run in runs
     ]
-    identity = "cell augment train_size seed status global_step wall_time_s headline_metric".split()
-    columns = [*identity, *metrics, *selected_columns, "n_real", "n_fake", "backbone", "device", "error"]
     # Object columns keep each value as Python writes it (an int stays `6`, a float its shortest repr).
-    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    frame = pd.DataFrame(rows, dtype=object)
+    identity = "cell augment train_size seed status global_step wall_time_s headline_metric".split()
+    metrics = sorted(name for name in frame if name.startswith("test/"))
+    # The chosen checkpoint's step first, then the validation value it was chosen on, then its test metrics.
+    selected = sorted(
+        (name for name in frame if name.startswith(SELECTED_PREFIX)),
+        key=lambda name: (
+            name != f"{SELECTED_PREFIX}step",
+            not name.startswith(f"{SELECTED_PREFIX}val/"),
+            name,
+        ),
+    )
+    frame = frame.reindex(
+        columns=[*identity, *metrics, *selected, "n_real", "n_fake", "backbone", "device", "error"]
+    )
     write_file_atomically(path, frame.to_csv(index=False, lineterminator="\n"))
 
 

@@ -1,10 +1,7 @@
-"""Tuning a grid's arms on the validation split before their final runs: candidates, choice, tuning.json.
-
-A grid whose tunable options list several candidates (`--augment-p 0.1,0.25`) and which names `--tune-seeds`
-runs in two stages: per arm (an augment at a train size) every combination of the candidates it reads, once
-per tune seed, in `ROOT/tuning/` on the validation split only; then each arm's best mean validation headline
-with the grid's seeds, the only runs evaluated on the test split. `ROOT/tuning.json` records it all.
-"""
+"""Tuning a grid's arms on the validation split before their final runs (`--augment-p 0.1,0.25 --tune-seeds
+9`): per arm (an augment at a train size) every combination of the candidates it reads, once per tune seed,
+in `ROOT/tuning/` on the validation split only; then each arm's best mean validation headline with the
+grid's seeds, the only runs evaluated on the test split. `ROOT/tuning.json` records it all."""
 
 from __future__ import annotations
 
@@ -56,30 +53,26 @@ def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
     """(`values` without candidate lists, each tunable option given several values -> its candidates)."""
     rest, lists = dict(values), {}
     for option in tunable_options():
-        value = values.get(option)
-        if value is None:
-            continue
-        candidates = value if isinstance(value, list) else [value]
+        candidates = values.get(option)
+        candidates = candidates if isinstance(candidates, list) else [candidates]
         if len(candidates) > 1:
             check_unique(candidates, f"{flag(option)} candidate list")
-            lists[option] = candidates
-            del rest[option]
-        elif candidates:
+            lists[option] = rest.pop(option)
+        elif candidates and candidates[0] is not None:
             rest[option] = candidates[0]
     return rest, lists
 
 
 def check_tuning_request(candidates: Mapping[str, Sequence[Any]], tune_seeds: Sequence[int] | None) -> None:
     """Candidate lists and `--tune-seeds` come together: each means nothing without the other."""
-    if candidates and tune_seeds is None:
-        option, values = next(iter(candidates.items()))
-        shown = candidate_separators(option)[-1].join(map(str, values))
+    if bool(candidates) != (tune_seeds is not None):
+        option, values = next(iter(candidates.items()), ("", []))
         raise ConfigError(
-            f"{flag(option)} {shown} lists candidates to tune; add --tune-seeds S (seeds other than --seeds) "
-            "or give one value"
+            f"{flag(option)} {candidate_separators(option)[-1].join(map(str, values))} lists candidates to "
+            "tune; add --tune-seeds S (seeds other than --seeds) or give one value"
+            if candidates
+            else "--tune-seeds tunes a grid's candidate lists, and none was given; drop it"
         )
-    if tune_seeds is not None and not candidates:
-        raise ConfigError("--tune-seeds tunes a grid's candidate lists, and none was given; drop it")
 
 
 @dataclass(frozen=True)
@@ -133,7 +126,11 @@ class TuningPlan:
 def plan_tuning(
     shared: RunConfig, grid: GridPlan, candidates: Mapping[str, Sequence[Any]], tune_seeds: Sequence[int]
 ) -> TuningPlan:
-    """Every arm's candidates and tuning cells, each resolved (so a bad candidate fails before training)."""
+    """Every arm's candidates and tuning cells, each resolved (so a bad candidate fails before training).
+
+    An arm's candidates are every combination of the lists (and the arm's own values) resolved, as what an
+    arm reads may depend on another option's value; those that differ only in options it ignores are one.
+    """
     check_unique(tune_seeds, "--tune-seeds")
     # A seed that chose an arm's options would also score them: the row would keep the draw that won.
     shared_seeds = sorted(set(tune_seeds) & {cell.seed for cell in grid.cells})
@@ -142,45 +139,24 @@ def plan_tuning(
             f"--tune-seeds {','.join(map(str, shared_seeds))} {agree(shared_seeds, 'is', 'are')} also a seed "
             "of the grid's final runs (--seeds, or --seed); tune with other seeds"
         )
-    arms: dict[tuple[str, int | None], TuningArm] = {}
+    tunable, arms = tunable_options(), {}
     for cell in grid.cells:
-        if (cell.augment, cell.train_size) not in arms:
-            combos = _arm_candidates(shared, grid.root, cell, grid.runs[cell].augment.options, candidates)
-            reads = tuple(option for option in tunable_options() if any(option in dict(c) for c in combos))
-            arms[cell.augment, cell.train_size] = TuningArm(cell.augment, cell.train_size, reads, combos)
+        if (cell.augment, cell.train_size) in arms:
+            continue
+        used = grid.runs[cell].augment.options
+        considered = [option for option in tunable if option in used or option in candidates]
+        found: dict[Candidate, None] = {}
+        for combo in itertools.product(
+            *(candidates.get(option, [used.get(option)]) for option in considered)
+        ):
+            given = tuple(zip(considered, combo, strict=True))
+            read = resolve_cell(shared, grid.root, replace(cell, options=given)).augment.options
+            found.setdefault(tuple((option, read[option]) for option in tunable if option in read))
+        reads = tuple(option for option in tunable if any(option in dict(c) for c in found))
+        arms[cell.augment, cell.train_size] = TuningArm(cell.augment, cell.train_size, reads, tuple(found))
     cells = [cell for arm in arms.values() for cell in arm.cells(tune_seeds)]
     runs = {cell: resolve_cell(shared, grid.root, cell) for cell in cells}
     return TuningPlan(grid.root, list(arms.values()), list(tune_seeds), cells, runs)
-
-
-def _arm_candidates(
-    shared: RunConfig,
-    root: Path,
-    cell: GridCell,
-    used: Mapping[str, Any],
-    candidates: Mapping[str, Sequence[Any]],
-) -> tuple[Candidate, ...]:
-    """The distinct candidates of the arm of `cell`: every combination of the lists (and its values, `used`)
-    resolved, as what an arm reads may depend on another option's value; those that differ only in options
-    it ignores are one."""
-    tunable = tunable_options()
-    considered = [option for option in tunable if option in used or option in candidates]
-    found: dict[Candidate, None] = {}
-    for combo in itertools.product(*(candidates.get(option, [used.get(option)]) for option in considered)):
-        given = tuple(zip(considered, combo, strict=True))
-        read = resolve_cell(shared, root, replace(cell, options=given)).augment.options
-        found.setdefault(tuple((option, read[option]) for option in tunable if option in read))
-    return tuple(found)
-
-
-@dataclass(frozen=True)
-class ArmChoice:
-    """What an arm's tuning gave: the chosen candidate (None: undecided), why not, and its record."""
-
-    arm: TuningArm
-    chosen: Candidate | None
-    problem: str | None
-    record: dict[str, Any]
 
 
 def _cell_result(run_dir: Path, config: RunConfig | None, budget: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,38 +181,12 @@ def _cell_result(run_dir: Path, config: RunConfig | None, budget: Mapping[str, A
 
 
 def _budget(plan: TuningPlan) -> dict[str, Any]:
-    config = next(iter(plan.runs.values())).config if plan.runs else None
-    return {name: getattr(config, name) for name in BUDGETS} if config is not None else {}
+    """The budget every tuning cell trains with ({} for a plan of none)."""
+    return {name: getattr(run.config, name) for run in list(plan.runs.values())[:1] for name in BUDGETS}
 
 
-def _choose_arm(plan: TuningPlan, arm: TuningArm) -> ArmChoice:
-    record: dict[str, Any] = {
-        "augment": arm.augment,
-        "train_size": arm.train_size,
-        "reads": list(arm.reads),
-        "tuned": arm.tuned,
-        "tuning_runs": len(arm.cells(plan.tune_seeds)),
-        "candidates": [],
-        "chosen": None,
-    }
-    if len(arm.candidates) < 2:
-        record["candidates"] = [{"values": dict(arm.candidates[0]), "runs": [], "mean": None}]
-        record["chosen"] = dict(arm.candidates[0])
-        return ArmChoice(arm, arm.candidates[0], None, record)
-    for candidate in arm.candidates:
-        runs = []
-        for seed in plan.tune_seeds:
-            cell = GridCell(arm.augment, arm.train_size, seed, candidate, tuning=True)
-            result = _cell_result(plan.folder / cell.name, plan.runs[cell].config, _budget(plan))
-            runs.append({"seed": seed, "cell": cell.name, **result})
-        record["candidates"].append({"values": dict(candidate), "runs": runs, "mean": None})
-    best = _decide(record, plan.folder)
-    return ArmChoice(arm, None if best is None else arm.candidates[best], record.get("problem"), record)
-
-
-def _decide(record: dict[str, Any], folder: Path) -> int | None:
-    """Set an arm's record's candidate means (over every tune seed), metric, and choice or problem; returns
-    the chosen candidate's index."""
+def _decide(record: dict[str, Any], folder: Path) -> None:
+    """Set an arm's record's candidate means (over every tune seed), metric, and choice or problem."""
     runs = [run for candidate in record["candidates"] for run in candidate["runs"]]
     for candidate in record["candidates"]:
         values = [run["value"] for run in candidate["runs"] if "value" in run]
@@ -256,19 +206,42 @@ def _decide(record: dict[str, Any], folder: Path) -> int | None:
     elif not scored:
         record["problem"] = f"no tuning candidate finished every tune seed (see {folder}/*/failed.json)"
     if "problem" in record:
-        return None
+        return
     parsed = try_parse(metrics[0])
     higher = parsed is not None and parsed.direction is Direction.HIGHER
     # The best mean; on a tie the earlier candidate, so the choice depends on nothing but the numbers.
     best = min(scored, key=lambda item: (-item[0] if higher else item[0], item[1]))[1]
     record["chosen"] = dict(record["candidates"][best]["values"])
     record["direction"] = "higher" if higher else "lower"
-    return best
 
 
-def choose(plan: TuningPlan) -> list[ArmChoice]:
-    """Every arm's choice from what its tuning cells' folders hold now (validation numbers only)."""
-    return [_choose_arm(plan, arm) for arm in plan.arms]
+def choose(plan: TuningPlan) -> list[dict[str, Any]]:
+    """Every arm's record of its tuning, from what its tuning cells' folders hold now (validation numbers
+    only): its candidates' runs and means, and its `chosen` values (None: undecided, with its `problem`)."""
+    records = []
+    for arm in plan.arms:
+        record: dict[str, Any] = {
+            "augment": arm.augment,
+            "train_size": arm.train_size,
+            "reads": list(arm.reads),
+            "tuned": arm.tuned,
+            "tuning_runs": len(arm.cells(plan.tune_seeds)),
+            "candidates": [],
+            "chosen": dict(arm.candidates[0]),  # an arm of one candidate runs it; a tuned arm's is decided
+        }
+        records.append(record)
+        if len(arm.candidates) < 2:
+            record["candidates"] = [{"values": dict(arm.candidates[0]), "runs": [], "mean": None}]
+            continue
+        for candidate in arm.candidates:
+            runs = []
+            for seed in plan.tune_seeds:
+                cell = GridCell(arm.augment, arm.train_size, seed, candidate, tuning=True)
+                result = _cell_result(plan.folder / cell.name, plan.runs[cell].config, _budget(plan))
+                runs.append({"seed": seed, "cell": cell.name, **result})
+            record["candidates"].append({"values": dict(candidate), "runs": runs, "mean": None})
+        _decide(record, plan.folder)
+    return records
 
 
 def read_tuning_record(root: Path) -> dict[str, Any] | None:
@@ -283,11 +256,11 @@ def read_tuning_record(root: Path) -> dict[str, Any] | None:
     return record
 
 
-def write_tuning_record(plan: TuningPlan, choices: Sequence[ArmChoice], seeds: Sequence[int]) -> Path:
+def write_tuning_record(plan: TuningPlan, choices: Sequence[dict[str, Any]], seeds: Sequence[int]) -> Path:
     """`ROOT/tuning.json`: what every arm was tuned over, with which seeds and budget, its numbers and choice
     (arms an earlier grid into this folder tuned keep their record)."""
     budget = _budget(plan)
-    arms = [{**choice.record, "tune_seeds": list(plan.tune_seeds), "budget": budget} for choice in choices]
+    arms = [{**record, "tune_seeds": list(plan.tune_seeds), "budget": budget} for record in choices]
     earlier = read_tuning_record(plan.root) or {"arms": []}
     named = {(arm["augment"], arm["train_size"]) for arm in arms}
     kept = [arm for arm in earlier["arms"] if (arm.get("augment"), arm.get("train_size")) not in named]
@@ -309,43 +282,40 @@ def refresh_tuning_record(root: Path) -> None:
     """Read the pending tuning runs of undecided arms in `ROOT/tuning.json` again and choose again (array
     tasks end in any order); an arm that has chosen keeps its choice."""
     record = read_tuning_record(root)
-    if record is None:
-        return
     folder, changed = Path(root) / TUNING_DIR, False
-    for arm in record["arms"]:
+    for arm in record["arms"] if record is not None else []:
         if not arm.get("tuned") or arm.get("chosen") is not None:
             continue
         budget = arm.get("budget") or record.get("budget") or {}
         for candidate in arm["candidates"]:
             for index, run in enumerate(candidate["runs"]):
-                if "status" not in run:
-                    continue
-                fresh = {"seed": run.get("seed"), "cell": run["cell"]}
-                fresh.update(_cell_result(folder / run["cell"], None, budget))
-                if fresh != run:
-                    candidate["runs"][index], changed = fresh, True
+                if "status" in run:
+                    fresh = {"seed": run.get("seed"), "cell": run["cell"]}
+                    fresh.update(_cell_result(folder / run["cell"], None, budget))
+                    changed |= fresh != run
+                    candidate["runs"][index] = fresh
         _decide(arm, folder)
     if changed:
         write_file_atomically(Path(root) / TUNING_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def final_cells(
-    shared: RunConfig, grid: GridPlan, choices: Sequence[ArmChoice]
+    shared: RunConfig, grid: GridPlan, choices: Sequence[dict[str, Any]]
 ) -> tuple[list[GridCell], dict[GridCell, ResolvedRun], dict[str, str]]:
     """The grid's final cells with each tuned arm's choice, in index order; their runs; the undecided cells
     (kept in the list, so that indices hold) with why."""
-    by_arm = {(c.arm.augment, c.arm.train_size): c for c in choices}
+    by_arm = {(record["augment"], record["train_size"]): record for record in choices}
     cells, runs, undecided = [], {}, {}
     for cell in grid.cells:
-        choice = by_arm[cell.augment, cell.train_size]
-        if len(choice.arm.candidates) < 2:
+        record = by_arm[cell.augment, cell.train_size]
+        if len(record["candidates"]) < 2:
             cells.append(cell)
             runs[cell] = grid.runs[cell]
-        elif choice.chosen is None:
+        elif record["chosen"] is None:
             cells.append(cell)
-            undecided[cell.name] = str(choice.problem)
+            undecided[cell.name] = str(record.get("problem"))
         else:
-            chosen = replace(cell, options=choice.chosen)
+            chosen = replace(cell, options=tuple(record["chosen"].items()))
             cells.append(chosen)
             runs[chosen] = resolve_cell(shared, grid.root, chosen)
     return cells, runs, undecided
