@@ -23,7 +23,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from lightning_genae.datamodules.placement import host_to_device
-from lightning_genae.errors import TrainingDiverged
+from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
 from lightning_genae.lightning_internals import (
     log_global_value,
     record_training_values,
@@ -183,9 +183,10 @@ class GenerativeModule(pl.LightningModule):
         except pickle.UnpicklingError as error:
             if weights_only is False:
                 raise
-            from lightning_genae.checkpoint import pickled_object_refused
-
-            raise pickled_object_refused(error, checkpoint_path, "load_from_checkpoint") from None
+            # The object named, not torch's advice to load the file unsafely.
+            raise ConfigError(
+                f"load_from_checkpoint: {checkpoint_path} is refused ({describe_error(error)})"
+            ) from None
 
     def items_needed_per_batch(self) -> tuple[int, str] | None:
         """(the fewest items a training batch on one device needs, the part of the family that needs them,
