@@ -263,12 +263,13 @@ def callbacks_for(
     the generative metrics over `eval_samples` images in `backbone`'s features with `best.ckpt` on the
     headline one. Callbacks that cannot act for this model and data are left out.
     """
-    if every_n_steps < 1 or checkpoint_every < 1:
-        raise ValueError(
-            f"every_n_steps and checkpoint_every must be >= 1, got {every_n_steps}, {checkpoint_every}"
-        )
-    if eval_samples < MIN_FEATURE_SAMPLES:
-        raise ValueError(f"eval_samples must be at least {MIN_FEATURE_SAMPLES}, got {eval_samples}")
+    for name, value, least in (
+        ("every_n_steps", every_n_steps, 1),
+        ("checkpoint_every", checkpoint_every, 1),
+        ("eval_samples", eval_samples, MIN_FEATURE_SAMPLES),
+    ):
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}, got {value}")
     run_dir = Path(output_dir)
     settings = CallbackSettings(
         image_every=every_n_steps,

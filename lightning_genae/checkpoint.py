@@ -57,12 +57,12 @@ class RunCheckpoint:
                 # torch's notes on pickle protocols speak to its developers, not to a user of this program.
                 warnings.simplefilter("ignore")
                 contents = torch.load(path, map_location="cpu", weights_only=True)
+            lightnings = isinstance(contents, dict) and "state_dict" in contents
+            problem = None if lightnings else "not a Lightning checkpoint: it holds no state_dict"
         except Exception as error:  # noqa: BLE001 - not torch's, truncated, damaged or holding a pickled object
-            raise ConfigError(
-                f"{flag}: {path} is not a readable checkpoint ({describe_error(error)})"
-            ) from None
-        if not isinstance(contents, dict) or "state_dict" not in contents:
-            raise ConfigError(f"{flag}: {path} is not a Lightning checkpoint (it holds no state_dict)")
+            problem = describe_error(error)
+        if problem is not None:
+            raise ConfigError(f"{flag}: {path} is not a readable checkpoint ({problem})")
         return cls(path, contents)
 
     @property

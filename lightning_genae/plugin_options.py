@@ -200,16 +200,16 @@ def _range_problem(value: float, metadata: Mapping[str, Any]) -> str | None:
     lower one, so finiteness comes first), or None."""
     at_least, above, below, at_most = (metadata.get(key) for key in ("at_least", "above", "below", "at_most"))
     if isinstance(value, float) and not math.isfinite(value):
-        return "must be a finite number"
+        return f"must be a finite number, got {value}"
     if isinstance(value, int) and at_most is None and value > INT_LIMIT:
-        return f"must be at most {INT_LIMIT:,}"
+        return f"must be at most {INT_LIMIT:,}, got {value:,}"
     if (
         (at_least is not None and value < at_least)
         or (above is not None and value <= above)
         or (below is not None and value >= below)
         or (at_most is not None and value > at_most)
     ):
-        return f"must lie in {_range_text(metadata)}"
+        return f"must lie in {_range_text(metadata)}, got {value}"
     return None
 
 
@@ -272,13 +272,14 @@ class PluginOptions:
     @classmethod
     def _check_field(cls, spec: dataclasses.Field, value: Any) -> None:
         if spec.metadata.get("path") and isinstance(value, str) and not value.strip():
-            raise OptionError(spec.name, "is empty; give a path, or drop it for its default")
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return
-        problem = _range_problem(value, spec.metadata)
-        if problem is not None:
-            shown = f"{value:,}" if isinstance(value, int) and value > INT_LIMIT else value
-            raise OptionError(spec.name, f"{problem}, got {shown}{_default_hint(spec)}")
+            problem = "is empty; give a path, or drop it for its default"
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            problem = _range_problem(value, spec.metadata)
+            problem = problem and f"{problem}{_default_hint(spec)}"
+        else:
+            problem = None
+        if problem:
+            raise OptionError(spec.name, problem)
 
     @classmethod
     def types(cls) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def test_score_images_measures_a_models_samples_and_the_data_against_itself(tmp_
 def test_a_mistyped_family_option_is_refused_with_the_option_it_resembles():
     from lightning_genae.models.vae import VAEModule
 
-    with pytest.raises(OptionError, match=r"\(did you mean latent_dim\?\)$") as refused:
+    with pytest.raises(OptionError, match=r"\(did you mean 'latent_dim'\?\)$") as refused:
         VAEModule((1, 16, 16), latnet_dim=4)
     assert refused.value.option == "latnet_dim"
 
