@@ -407,14 +407,14 @@ def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.T
     """Float images in [-1, 1] as stored (uint8). NaN, Inf and another scale are refused (stored, they would
     be other images); a small overshoot is clamped; images in [0, 1] are warned about."""
     finite = torch.isfinite(images).flatten(1).all(dim=1)
-    if not bool(finite.all()):
-        raise ValueError(f"{int((~finite).sum())} of the {len(images)} images hold NaN or Inf")
     low, high = float(images.min()), float(images.max())
     outside = float(((images < -1.05) | (images > 1.05)).float().mean())
-    if outside > 0.01:
+    if not bool(finite.all()) or outside > 0.01:
         raise ValueError(
-            f"the images span [{low:.3g}, {high:.3g}], {outside:.1%} of their values outside [-1, 1]; give "
-            "uint8 images, or floats in [-1, 1] (x / 127.5 - 1 for floats in [0, 255])"
+            f"{int((~finite).sum())} of the {len(images)} images hold NaN or Inf"
+            if not bool(finite.all())
+            else f"the images span [{low:.3g}, {high:.3g}], {outside:.1%} of their values outside [-1, 1]; "
+            "give uint8 images, or floats in [-1, 1] (x / 127.5 - 1 for floats in [0, 255])"
         )
     if low >= 0.0 and high <= 1.0:
         warnings.warn(

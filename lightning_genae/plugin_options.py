@@ -256,22 +256,14 @@ class PluginOptions:
 
     @classmethod
     def _own_check(cls, spec: dataclasses.Field, value: Any) -> Any:
-        """The value as stored, checked against its option alone."""
+        """The value as stored (`canonical`), checked against its option alone: its type or choice, then an
+        empty path or a number's range."""
         kind = cls.types()[spec.name]
         if not is_of_type(kind, value):
             choices = literal_choices(kind)
             takes = f"one of: {', '.join(map(str, choices))}" if choices else f"of type {type_text(kind)}"
-            given = "null" if value is None else shown_value(value)
-            raise OptionError(spec.name, f"{given} is not {takes}")
-        canonical = spec.metadata.get("canonical")
-        if canonical is not None and value is not None:
-            value = canonical(value)
-        cls._check_field(spec, value)
-        return value
-
-    @classmethod
-    def _check_field(cls, spec: dataclasses.Field, value: Any) -> None:
-        if spec.metadata.get("path") and isinstance(value, str) and not value.strip():
+            problem = f"{'null' if value is None else shown_value(value)} is not {takes}"
+        elif spec.metadata.get("path") and isinstance(value, str) and not value.strip():
             problem = "is empty; give a path, or drop it for its default"
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             problem = _range_problem(value, spec.metadata)
@@ -280,6 +272,8 @@ class PluginOptions:
             problem = None
         if problem:
             raise OptionError(spec.name, problem)
+        canonical = spec.metadata.get("canonical")
+        return canonical(value) if canonical is not None and value is not None else value
 
     @classmethod
     def types(cls) -> dict[str, Any]:
