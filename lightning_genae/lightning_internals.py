@@ -1,10 +1,5 @@
-"""Every private Lightning name this project reads or writes, in one place.
-
-Lightning offers no public way to do these few things; each function says why it is needed and what
-breaks if Lightning changes the name. tests/library/test_lightning_internals.py checks every one against the
-installed Lightning, so an upgrade that renames one fails there, by name, and not deep inside a run.
-The versions these were written against are the bounds in pyproject.toml.
-"""
+"""Every private Lightning name this project reads or writes, in one place, each where Lightning offers no
+public way; tests/library/test_lightning_internals.py checks every one against the installed Lightning."""
 
 from __future__ import annotations
 
@@ -20,26 +15,12 @@ from pytorch_lightning.core.optimizer import _configure_optimizers
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 from pytorch_lightning.utilities.model_helpers import _restricted_classmethod
 
-__all__ = [
-    "Tqdm",
-    "configured_optimizers",
-    "kill_launched_processes",
-    "log_global_value",
-    "record_training_values",
-    "restore_loader_positions",
-    "restricted_classmethod",
-    "set_logging_step",
-    "should_update_logs",
-    "uncount_epoch_cut_short",
-    "validation_follows_batch",
-    "wandb_init_arguments",
-]
+__all__ = ["Tqdm"]  # re-exported
 
 
 def should_update_logs(trainer: pl.Trainer) -> bool:
     """Whether Lightning writes this training batch's logged values at its end (its logger connector's
-    private decision: every `log_every_n_steps` batches and when the trainer should stop). Read rather than
-    copied, so the framework's own logging cadence cannot drift from Lightning's."""
+    decision), read rather than copied so the two cadences cannot drift."""
     return bool(trainer._logger_connector.should_update_logs)
 
 
@@ -109,10 +90,8 @@ def record_training_values(
     write: bool,
 ) -> None:
     """Put one training batch's values where `self.log(name, value, on_step=True, on_epoch=False)` would
-    (`trainer.callback_metrics`, the progress bar's for `progress_bar`, and when `write` one row for the
-    loggers through the connector's `log_metrics`), in `self.log`'s dtypes, without its result collection,
-    which costs about a millisecond of Python per value on a CPU.
-    """
+    (and when `write`, one row for the loggers), without its result collection, which costs about a
+    millisecond of Python per value on a CPU."""
     connector = trainer._logger_connector
     tensors: dict[str, torch.Tensor] = {}
     numbers_: dict[str, float] = {}
@@ -182,10 +161,8 @@ SYNC_ADVICE = "It is recommended to use `self.log("
 
 
 def log_global_value(pl_module: pl.LightningModule, name: str, value: Any, **log_options: Any) -> None:
-    """`pl_module.log` a value that is already the whole run's (the same on every rank, or logged on rank
-    zero only), silencing Lightning's advice to sync it for this exact name only (syncing would average
-    identical numbers, or wait for ranks that log nothing).
-    """
+    """`pl_module.log` a value that is already the whole run's, silencing Lightning's advice to sync it for
+    this name only (syncing would average identical numbers, or wait for ranks that log nothing)."""
     pattern = re.escape(f"{SYNC_ADVICE}{name!r},")
     # Added only where absent: every change to the filters makes Python show warnings already shown again.
     silenced = (

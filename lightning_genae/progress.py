@@ -1,7 +1,5 @@
 """The library's own lines: notices on stdout and warnings on stderr (rank 0 only), the progress of long
-phases outside a training loop (a classifier's epochs, an evaluation's features), each saying what it waits
-for and about how long it has left, and Lightning's notices a user cannot act on silenced
-(`quiet_lightning`)."""
+phases outside a training loop, and Lightning's notices a user cannot act on silenced (`quiet_lightning`)."""
 
 from __future__ import annotations
 
@@ -18,8 +16,7 @@ from tqdm import tqdm
 
 @rank_zero_only
 def say(message: str) -> None:
-    """Print one of the project's own lines: stdout, rank 0 only, flushed at once (a log file follows it)."""
-    # tqdm.write lifts an active progress bar out of the way and redraws it below the message.
+    """Print one of the project's own lines: stdout, rank 0 only, flushed at once, below any progress bar."""
     tqdm.write(message, file=sys.stdout)
     sys.stdout.flush()
 
@@ -53,14 +50,9 @@ def evaluation_progress(what: str, total: int, unit: str, interval: float = 10.0
 
 
 class PhaseProgress:
-    """Progress of a long phase outside the training loop (a feature classifier's epochs, say): what it
-    waits for, done/total, the time spent and an estimate of the time left, on stderr.
-
-    A line at the first unit (the rate shows early), then at most one every `interval` seconds, and at
-    the end, so a log file stays short whatever the phase's length. With `quiet_for`, a phase says nothing
-    until it has run that many seconds: an evaluation pass that usually takes a moment stays silent, and
-    one that turns out long (many samples, a slow backbone, a CPU) shows where it is.
-    """
+    """Progress of a long phase outside the training loop on stderr: done/total, the time spent and left.
+    A line at the first unit, then at most one every `interval` seconds, and at the end; with `quiet_for`,
+    nothing until the phase has run that many seconds."""
 
     def __init__(
         self,
@@ -98,18 +90,9 @@ class PhaseProgress:
         print(line, file=sys.stderr, flush=True)
 
 
-# The start of torch's deprecation message for `LeafSpec`, which Lightning's `_pytree` helpers construct.
-PYTREE_DEPRECATION_PREFIX = "`isinstance(treespec"
-
-
-PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
-
-
 def quiet_lightning() -> None:
-    """Silence Lightning's informational lines and its warnings a user of this project cannot act on.
-
-    Idempotent: `warnings.filterwarnings` replaces an identical filter rather than adding a second one.
-    """
+    """Silence Lightning's informational lines and its warnings a user of this project cannot act on
+    (idempotent: `warnings.filterwarnings` replaces an identical filter)."""
     # Imported first: Lightning's package set-up would reset the log levels set below.
     import pytorch_lightning  # noqa: F401
 
@@ -119,12 +102,11 @@ def quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    # Lightning's use of a torch API deprecated in newer torch (`torch.utils._pytree.LeafSpec`): a Lightning
-    # release fixes it, not the user. Matched by message alone, as `lightning.pytorch` emits it too.
-    warnings.filterwarnings("ignore", PYTREE_DEPRECATION + ".*", FutureWarning)
-    # Spawned processes (ddp_spawn ranks, spawn-started loader workers) are fresh interpreters that never
-    # run this function; they read PYTHONWARNINGS, whose message field is a literal prefix without commas.
-    entry = f"ignore:{PYTREE_DEPRECATION_PREFIX}:FutureWarning"
+    # Lightning's use of a torch API deprecated in newer torch (`LeafSpec`): a Lightning release fixes it.
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning)
+    # Spawned processes (ddp_spawn ranks, loader workers) never run this function; they read PYTHONWARNINGS,
+    # whose message field is a literal prefix without commas.
+    entry = "ignore:`isinstance(treespec:FutureWarning"
     inherited = os.environ.get("PYTHONWARNINGS", "")
     if entry not in inherited.split(","):
         os.environ["PYTHONWARNINGS"] = f"{inherited},{entry}" if inherited else entry
