@@ -362,16 +362,17 @@ def score_images(
     samples. N = min(`num_samples` or all, the split's size) of each: the real ones the same every call, the
     given ones drawn with `seed` (>= 0). `.values` are named by the backbone (`fd_classifier`).
     """
+    problem = None
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
-        raise ValueError(
+        problem = (
             f"the backbone is named {backbone.name!r}; the metrics carry its name, so it must be named "
             f"{' or '.join(BACKBONES)}"
         )
-    if tuple(images.shape[1:]) != tuple(datamodule.image_shape):
-        raise ValueError(
-            f"images of shape {tuple(images.shape)}, the {datamodule.name} images are "
-            f"[N, {', '.join(map(str, datamodule.image_shape))}]"
-        )
+    elif tuple(images.shape[1:]) != tuple(datamodule.image_shape):
+        shape = ", ".join(map(str, datamodule.image_shape))
+        problem = f"images of shape {tuple(images.shape)}, the {datamodule.name} images are [N, {shape}]"
+    if problem is not None:
+        raise ValueError(problem)
     # Too few to score is refused by the metrics themselves, naming the count needed.
     count = min(len(images), num_samples or len(images))
     if images.dtype != torch.uint8:

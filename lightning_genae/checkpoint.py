@@ -124,7 +124,10 @@ class RunCheckpoint:
         try:
             module = module_type(**self.contents.get("hyper_parameters", {}))
         except (TypeError, RuntimeError, ConfigError) as error:
-            raise self._unfit(module_type.__name__, describe_error(error), flag) from None
+            raise ConfigError(
+                f"{flag}: {self.path} does not hold a {module_type.__name__} of this version "
+                f"({describe_error(error)})"
+            ) from None
         self.check_fits(module, flag)
         module.load_state_dict(self.contents["state_dict"])
         return module.eval()
@@ -134,16 +137,16 @@ class RunCheckpoint:
         or that hold NaN or inf (with `training`, in the optimizer states too)."""
         problem = state_dict_mismatch(module.state_dict(), self.contents["state_dict"])
         if problem is not None:
-            raise self._unfit(type(module).__name__, problem, flag)
-        bad = non_finite_state(self.contents if training else {"state_dict": self.contents["state_dict"]})
-        if bad:
-            raise ConfigError(
-                f"{flag}: {self.path} holds NaN or inf values ({_listed(bad)}); pick a checkpoint whose "
-                "weights are finite, such as an earlier one of the same run"
+            problem = f"does not hold a {type(module).__name__} of this version ({problem})"
+        elif bad := non_finite_state(
+            self.contents if training else {"state_dict": self.contents["state_dict"]}
+        ):
+            problem = (
+                f"holds NaN or inf values ({_listed(bad)}); pick a checkpoint whose weights are finite, such "
+                "as an earlier one of the same run"
             )
-
-    def _unfit(self, name: str, detail: str, flag: str) -> ConfigError:
-        return ConfigError(f"{flag}: {self.path} does not hold a {name} of this version ({detail})")
+        if problem is not None:
+            raise ConfigError(f"{flag}: {self.path} {problem}")
 
 
 def _listed(names: list[str]) -> str:
