@@ -162,12 +162,11 @@ class GenerativeModule(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Lightning's loader, reading weights and plain values only unless given `weights_only=False`: a
         file holding more is refused in one line. `lightning_genae.load_model(path)` picks the family."""
-        weights_only = kwargs.setdefault("weights_only", True)
+        if kwargs.setdefault("weights_only", True) is False:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         except pickle.UnpicklingError as error:
-            if weights_only is False:
-                raise
             # The object named, not torch's advice to load the file unsafely.
             raise ConfigError(
                 f"load_from_checkpoint: {checkpoint_path} is refused ({describe_error(error)})"
