@@ -132,8 +132,7 @@ def width_unread(fixed_nets: str) -> str:
 class GANOptions(FamilyOptions):
     # The GAN paper's MNIST training is of its own nets and its non-saturating loss.
     requires = {("gan_training", "paper"): {"gan_nets": "paper", "gan_loss": "ns"}}
-    # Not the DCGAN paper's 2e-4: at the default budget (digits, 2,000 iterations, seeds 0-2) 5e-4 gave test
-    # fd_classifier 11.54 +- 0.84 against 13.09 +- 0.44 (docs/models.md).
+    # Not DCGAN's 2e-4: better test fd_classifier at the default budget (docs/models.md).
     lr: float = with_default(FamilyOptions, "lr", 5e-4)
     gan_loss: GanLoss = option(
         "ns",
@@ -188,9 +187,7 @@ LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class BEGANOptions(FamilyOptions):
-    # BEGAN's Adam settings (lr 1e-4, beta1 0.5). Measured on digits, 1,500 iterations, seed 0: test
-    # fd_classifier 94.0 / 25.2 / 33.4 at 1e-4 against 119.1 / 33.1 / 40.6 at 2e-4 (began defaults / ebgan /
-    # gamma 0.95 lambda_k 0.1).
+    # BEGAN's Adam settings (lr 1e-4, beta1 0.5): better test fd_classifier on digits than 2e-4.
     lr: float = with_default(FamilyOptions, "lr", 1e-4)
     d_loss: DLoss = option("began", "began (equilibrium control k_t) or ebgan (margin, pulling-away term)")
     began_nets: BEGANNets = option(
@@ -266,8 +263,7 @@ DEFAULT_COMPONENTS = 10
 class AAEOptions(ReconstructionOptions):
     # The AAE paper's MNIST training is of its own nets and its squared Euclidean error.
     requires = {("aae_training", "paper"): {"aae_nets": "paper", "recon_loss": "mse"}}
-    # Matching a deterministic code to the prior gets harder with every dimension: on digits after 500
-    # iterations (seed 0) the test fd_classifier was 21.8, 20.7, 110 and (val) 55 with 4, 8, 16, 32.
+    # Matching a deterministic code to the prior gets harder with every dimension (on digits: best at 4-8).
     latent_dim: int = with_default(FamilyOptions, "latent_dim", 8)
     aae_prior: AaePrior = option(
         "gaussian", "prior the codes are pushed to: gaussian N(0, S^2 I), S = --aae-prior-std, or mixture"
@@ -286,9 +282,8 @@ class AAEOptions(ReconstructionOptions):
     aae_supervised: bool = option(
         False, "with --aae-prior mixture: class c's codes go to component c (D is told the label)"
     )
-    # Chosen on MNIST's Parzen log-likelihood (seed 0, 2,000 iterations, docs/models.md): 250.4, 261.4 and
-    # 245.8 nats at 0.003, 0.0128 and 1. 0.0128 is 10/784: against the reconstruction loss summed over an
-    # MNIST image's 784 pixels, the adversarial loss weighs 10.
+    # Chosen on MNIST's Parzen log-likelihood (docs/models.md): 10/784, the adversarial loss weighing 10
+    # against the reconstruction loss summed over an MNIST image's 784 pixels.
     aae_adversarial_weight: float = option(
         0.0128,
         "weight of the encoder's adversarial loss against the per-pixel reconstruction loss in the "
@@ -350,7 +345,7 @@ class AAEOptions(ReconstructionOptions):
 @dataclass(frozen=True)
 class RAEOptions(FamilyOptions):
     latent_dim: int = with_default(FamilyOptions, "latent_dim", 16)
-    # Measured on sines (300 iterations, free-running): validation MSE 0.57 at 3e-3 against 0.78 at 1e-3.
+    # Measured on sines: a lower validation MSE than 1e-3.
     lr: float = with_default(FamilyOptions, "lr", 3e-3)
     rnn: RNNKind = option("gru", "recurrent cell, lstm or gru")
     rnn_layers: int = option(1, "stacked recurrent layers in the encoder and the decoder", at_least=1)
