@@ -39,8 +39,7 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-# An evaluation pass (features of generated or real images, post-hoc fits, a test loop) shorter than this
-# says nothing; a longer one shows its progress.
+# An evaluation pass shorter than this says nothing; a longer one shows its progress.
 EVALUATION_QUIET_SECONDS = 10.0
 
 
@@ -96,9 +95,8 @@ def quiet_lightning() -> None:
     # Imported first: Lightning's package set-up would reset the log levels set below.
     import pytorch_lightning  # noqa: F401
 
-    # Lightning's INFO lines (device banners, "💡 Tip", "`Trainer.fit` stopped: `max_steps=...`",
-    # "Restoring states from ...") speak in its units or advertise; the project says what matters itself.
-    # Its WARNING-level records (problems) still reach stderr through Lightning's own handler.
+    # Lightning's INFO lines (banners, tips, "`Trainer.fit` stopped") speak in its units or advertise; its
+    # warnings still reach stderr.
     for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -110,11 +108,10 @@ def quiet_lightning() -> None:
     inherited = os.environ.get("PYTHONWARNINGS", "")
     if entry not in inherited.split(","):
         os.environ["PYTHONWARNINGS"] = f"{inherited},{entry}" if inherited else entry
-    # Lightning hints at srun on every machine where SLURM is installed; the project's sbatch templates
-    # launch with srun, and outside a job (a login node, a workstation) the hint is wrong.
+    # Lightning hints at srun wherever SLURM is installed: the sbatch templates use it, and outside a job
+    # the hint is wrong.
     warnings.filterwarnings("ignore", ".*The `srun` command is available on your system but is not used.*")
-    # Lightning falls back from 16-mixed to bf16-mixed on the CPU with a warning; the model line names the
-    # precision in use, so the warning would only repeat it on stderr.
+    # The fall-back from 16-mixed to bf16-mixed on the CPU: the model line names the precision in use.
     warnings.filterwarnings("ignore", ".*AMP with fp16 is not supported on CPU.*")
     # Data lives in memory and is batched by indexing, so worker processes would only add overhead.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -122,9 +119,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
     # Models without a validation objective (the GAN) are still validated by the metric callbacks.
     warnings.filterwarnings("ignore", ".*val_dataloader` but have no `validation_step.*")
-    # Lightning logs every N batches counted across epochs, so a small dataset (fewer batches per epoch
-    # than N) still logs every N iterations; lowering the interval would change nothing the user wants.
+    # Lightning logs every N batches counted across epochs, so a small dataset still logs every N iterations.
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval Trainer\\(log_every_n_steps.*")
-    # Lightning warns because it cannot restore its own loader's place in a mid-epoch resume; the training
-    # loaders here keep theirs in the DataModule's checkpointed state (EpochPosition) and resume from it.
+    # The training loaders keep their place in a mid-epoch resume themselves (EpochPosition).
     warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")
