@@ -15,7 +15,6 @@ CLASSIFIER_COMMAND_OPTIONS = ("data", "data_dir", "seed", "epochs", "output")
 
 @dataclass(frozen=True)
 class ChannelsOptions(PluginOptions):
-
     channels: int | None = option(
         None,
         "1 (grayscale) or 3 channels for --data folder; channels of --data sines",
