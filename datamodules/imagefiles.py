@@ -55,8 +55,7 @@ def read_square_image(path: Path, size: int, channels: int, box: CropBox | None 
             image = image.crop(box)
             image = image.resize((size, size), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
-    # PIL reports broken files as OSError (incl. UnidentifiedImageError), ValueError or SyntaxError; pixels
-    # with no range to scale to 8 bits are refused as ValueError.
+    # PIL reports broken files as OSError, ValueError or SyntaxError.
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(
             f"{path} cannot be read as an image ({describe_error(exc)}): delete it, or replace it (8 or "
@@ -65,8 +64,7 @@ def read_square_image(path: Path, size: int, channels: int, box: CropBox | None 
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-# One-channel modes holding more than 8 bits per pixel: 16-bit PNG and TIFF greyscale, 32-bit integers and
-# floats.
+# One-channel modes of more than 8 bits per pixel: 16-bit greyscale, 32-bit integers and floats.
 WIDE_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 # TIFF's PhotometricInterpretation tag, and its value for greyscale stored with white as 0.
 TIFF_PHOTOMETRIC = 262

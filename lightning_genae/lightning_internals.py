@@ -25,10 +25,8 @@ def should_update_logs(trainer: pl.Trainer) -> bool:
 
 
 def restore_loader_positions(trainer: pl.Trainer) -> None:
-    """Give the training loaders the state the resumed checkpoint holds for them where Lightning did not: a
-    fit by --max-epochs resumed after its last epoch ended counts as a fresh start and leaves the state
-    unread (`_combined_loader_states_to_load`), so an epoch-ordered loader would restart at epoch 0.
-    Called at the start of training, after Lightning's own restore."""
+    """Give the training loaders the state the resumed checkpoint holds for them where Lightning did not (a
+    fit resumed after its last epoch ended counts as a fresh start), at the start of training."""
     fit_loop = trainer.fit_loop
     pending = fit_loop._combined_loader_states_to_load
     if pending and fit_loop._combined_loader is not None:
@@ -48,8 +46,7 @@ _PROGRESS_STAGES = ("ready", "started", "processed", "completed")
 
 def uncount_epoch_cut_short(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> None:
     """Write a checkpoint of a fit stopped part-way through an epoch as one whose last epoch is still
-    running: Lightning counts that epoch as done, so a resume by --max-epochs would fall short by the
-    batches it never ran. Reads the fit loop's state dict; a checkpoint without it is left as it is."""
+    running (Lightning counts it done, so a resume by --max-epochs would fall short by the batches left)."""
     try:
         fit_loop = checkpoint["loops"]["fit_loop"]
         epochs = fit_loop["epoch_progress"]
@@ -72,9 +69,8 @@ def uncount_epoch_cut_short(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> 
 
 
 def validation_follows_batch(trainer: pl.Trainer) -> bool:
-    """Whether Lightning validates as soon as the training batch in progress ends (its private
-    `_should_check_val_fx`, with a validation loop that has batches), asked from `on_train_batch_end`: a
-    checkpoint saved there would be resumed as if that validation had run."""
+    """Whether Lightning validates as soon as the training batch in progress ends, asked from
+    `on_train_batch_end`: a checkpoint saved there would be resumed as if that validation had run."""
     epoch_loop = trainer.fit_loop.epoch_loop
     fetcher = trainer.fit_loop._data_fetcher
     if fetcher is None or epoch_loop._skip_next_val or not epoch_loop._should_check_val_fx(fetcher):
