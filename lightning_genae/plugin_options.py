@@ -303,23 +303,17 @@ class PluginOptions:
 
 
 def option_specs(classes: Mapping[str, type[PluginOptions]]) -> dict[str, tuple[Any, dataclasses.Field]]:
-    """Every option of `classes` (owner name -> options class), merged by name: (type, field)."""
+    """Every option of `classes` (owner name -> options class), merged by name: (type, field), each class's
+    as its declarations read: its own first, then each base's in MRO order (a dataclass's are the reverse)."""
     merged: dict[str, tuple[Any, dataclasses.Field]] = {}
     for options in classes.values():
-        kinds = options.types()
-        for spec in declared_fields(options):
-            merged.setdefault(spec.name, (kinds[spec.name], spec))
+        order: dict[str, int] = {}
+        for klass in options.__mro__:
+            for name in vars(klass).get("__annotations__", {}):
+                order.setdefault(name, len(order))
+        for spec in sorted(dataclasses.fields(options), key=lambda spec: order[spec.name]):
+            merged.setdefault(spec.name, (options.types()[spec.name], spec))
     return merged
-
-
-def declared_fields(options: type[PluginOptions]) -> list[dataclasses.Field]:
-    """The fields of `options` as its declarations read: its own first, then each base's in MRO order (a
-    dataclass's constructor order is the reverse, its deepest base's first)."""
-    order = {}
-    for klass in options.__mro__:
-        for name in vars(klass).get("__annotations__", {}):
-            order.setdefault(name, len(order))
-    return sorted(dataclasses.fields(options), key=lambda spec: order[spec.name])
 
 
 def declaring_class(options: type[PluginOptions], name: str) -> type[PluginOptions]:
