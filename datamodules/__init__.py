@@ -1,6 +1,5 @@
-"""Datasets by name: in-memory uint8 images or normalised float series, each with fixed val/test splits. The
-registry imports each DataModule on first use, so `--help` and configuration errors never import Lightning.
-"""
+"""Datasets by name: in-memory uint8 images or normalised float series, each with fixed val/test splits,
+each DataModule imported on first use (so `--help` never imports Lightning)."""
 
 from __future__ import annotations
 
@@ -39,11 +38,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its DataModule (`module:Class` in this package), a one-line description, the
-    kind of data it yields (the class's `data_kind`), its options (a `PluginOptions` dataclass whose fields
-    the DataModule's constructor takes; `ImageOptions` for images unless named), whether every pixel it
-    yields is 0 or 1 (`--nll-samples` is then a Bernoulli likelihood), and whether it reads every image
-    under --data-dir (a run folder there would make its pictures the next run's data)."""
+    """A registered dataset: its DataModule (`module:Class`), a one-line description, its `data_kind`, its
+    options (whose fields its constructor takes; `ImageOptions` for images unless named), whether every
+    pixel is 0 or 1, and whether it reads every image under --data-dir (where a run folder would be data)."""
 
     location: str
     description: str
@@ -61,7 +58,6 @@ class DatasetSpec:
         """The DataModule class, imported now (which imports Lightning)."""
         from lightning_genae.datamodules.base import InMemoryDataModule
 
-        # A built-in's location is relative to this package (".digits"), a plug-in's absolute.
         return import_location(self.location, "lightning_genae.datamodules", InMemoryDataModule, "a dataset")
 
 
@@ -133,18 +129,15 @@ DATASETS: Registry[DatasetSpec] = Registry(
 
 
 def dataset_options() -> dict[str, tuple[Any, Any]]:
-    """Every option some registered dataset declares, by name: (type, field); one shared by several
-    datasets (`--channels`: folder, sines) is one option."""
+    """Every option some registered dataset declares, by name: (type, field)."""
     return option_specs({name: spec.options for name, spec in DATASETS.items()})
 
 
 def parse_dataset_options(
     name: str, given: dict[str, Any], named: Collection[str] | None = None
 ) -> PluginOptions:
-    """Dataset `name`'s options from the `given` dataset options, checked by its options class; one that
-    only other datasets read is refused, and so is one of `named` (the options typed now; None: all given)
-    that this dataset's other settings leave unread. A stored value left unread (a resumed checkpoint's)
-    is not refused: it did nothing in the run that stored it either."""
+    """Dataset `name`'s options from the `given` dataset options, checked; one that only other datasets read
+    is refused, and so is one of `named` (typed now; None: all) that its other settings leave unread."""
     dataset = DATASETS[name]
     assert dataset.options is not None
     own = dataset.options.types()
@@ -156,8 +149,6 @@ def parse_dataset_options(
             f"({dataset.data_kind} data){reads}; drop {agree(foreign, 'it', 'them')}"
         )
     options = dataset.options.parse({option: value for option, value in given.items() if option in own})
-    # An option this dataset reads only in another setting (a panel's id column in the one-recording layout)
-    # would look active and do nothing.
     reasons = options.unread()
     typed = given if named is None else [option for option in given if option in named]
     unread = [option for option in typed if option in reasons and given[option] is not None]
@@ -167,17 +158,15 @@ def parse_dataset_options(
 
 
 def default_data_dir() -> str:
-    """Where the datasets are read from, or downloaded to, unless told: $GENAE_DATA_DIR (set but empty is
-    unset), else ./data."""
+    """Where the datasets are read from, or downloaded to, unless told: $GENAE_DATA_DIR, else ./data."""
     return os.environ.get("GENAE_DATA_DIR") or "./data"
 
 
 def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
-    """Instantiate the dataset called `name` (a key of DATASETS) with the given DataModule arguments;
-    `data_dir` defaults as `--data-dir` does (`default_data_dir`)."""
+    """Instantiate the dataset called `name` with the given DataModule arguments, its options checked as a
+    run checks them; `data_dir` defaults as `--data-dir` does."""
     module = DATASETS[name].module
     kwargs.setdefault("data_dir", default_data_dir())
-    # Checked as a run checks them: one of another dataset, or one its settings leave unread, is refused.
     given = {key: value for key, value in kwargs.items() if key in dataset_options() and value is not None}
     parsed = parse_dataset_options(name, given, named=given)
     # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.
@@ -185,8 +174,7 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     return module(**kwargs)
 
 
-# Each imported from its module on first use (PEP 562), so that `from datamodules import DATASETS` does not
-# import Lightning.
+# Each imported from its module on first use (PEP 562), so that importing DATASETS does not import Lightning.
 _LAZY_EXPORTS = {
     **{spec.location.partition(":")[2]: spec.location.partition(":")[0][1:] for spec in DATASETS.values()},
     **dict.fromkeys(("ImageDataModule", "InMemoryDataModule"), "base"),

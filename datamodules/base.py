@@ -48,8 +48,8 @@ def map_images(
     batch_size: int = 500,
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> Tensor:
-    """`function` of stored items made model input by `prepare`, one batch at a time on `device` (a whole
-    split at once would hold all its activations); float32 on the CPU."""
+    """`function` of stored items made model input by `prepare`, one batch at a time on `device`; float32
+    on the CPU."""
     return torch.cat(
         [
             function(prepare(images[start : start + batch_size].to(device))).float().cpu()
@@ -64,11 +64,8 @@ DataKind = Literal["image", "sequence"]
 def checked_image_split(
     split: str, images: Tensor, labels: Tensor, shape: Sequence[int] | None = None, classes: int | None = None
 ) -> Batch:
-    """One split as stored: uint8 images [N, *shape] and int64 class ids [N] below `classes`, or a DataError.
-
-    What the run trains and scores on is what the split holds: images of another type, range or shape than
-    the model is built for, and labels that are no class ids (fractions, NaN, below -1, not one per image),
-    would be read as other data."""
+    """One split as stored: uint8 images [N, *shape] and int64 class ids [N] below `classes` (-1: none), or
+    a DataError: images of another type or shape, or labels that are no class ids, are other data."""
     whole = not labels.is_floating_point() or bool((labels == labels.round()).all())
     top = classes if classes is not None else float("inf")
     if (
@@ -90,8 +87,7 @@ def checked_image_split(
 
 class InMemoryDataModule(pl.LightningDataModule):
     """Base of every dataset: fixed train/val/test splits in memory, an optional stratified train subset,
-    per-device batches and loaders. Subclasses set the class attributes and implement `_load_splits`
-    (`ImageDataModule` and `SequenceDataModule` say how items become the model's input)."""
+    per-device batches and loaders. Subclasses set the class attributes and implement `_load_splits`."""
 
     name: ClassVar[str] = "data"
     # What the data is; a model family declares the same, and `resolve` checks that they agree.
@@ -109,15 +105,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         data_on_device: str = "auto",
     ) -> None:
-        """The arguments every dataset takes; a subclass adds its own as keywords before `**shared`. Every
-        constructor's arguments in the chain are saved as the hyper-parameters, from which the augmenter's
-        and the classifier's copies of a run's data are rebuilt (`type(datamodule)(**datamodule.hparams)`).
-        """
+        """The arguments every dataset takes; a subclass adds its own before `**shared`. They are saved as the
+        hyper-parameters, from which copies of a run's data are rebuilt (`type(dm)(**dm.hparams)`)."""
         super().__init__()
         # Saved as a string so the hparams YAML loggers write stays loadable with yaml.safe_load.
         data_dir = str(data_dir)
-        # The training split and its batches are cut by these counts: a fraction or a count below 1 would
-        # cut them otherwise without a word.
+        # A fraction or a count below 1 would cut the training split and its batches otherwise without a word.
         for name, count in {"batch_size": batch_size, "train_size": train_size}.items():
             whole = isinstance(count, numbers.Integral) and not isinstance(count, bool)
             if not (count is None and name == "train_size") and not (whole and count >= 1):
@@ -145,13 +138,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self.classes
 
     def labelling_advice(self) -> str:
-        """How to give this data the labels a feature classifier is trained on: a clause ending in
-        ", or " that the no-labels message puts before its other fixes; empty where none applies."""
+        """How to give this data the labels a feature classifier needs: a clause ending in ", or "."""
         return ""
 
     def reading_advice(self) -> str:
-        """How this version's reading of the files can be told to read them as an earlier one did: a clause
-        that the refusal of other data than a run's adds to its fixes; empty where none applies."""
+        """How to read the files as an earlier version did, a clause for the refusal of other data."""
         return ""
 
     # The model's input from stored items (uint8 images -> [-1, 1]); and back, for generated pools.
@@ -164,14 +155,13 @@ class InMemoryDataModule(pl.LightningDataModule):
     _load_splits: Callable[[], dict[str, Batch]]
 
     def _not_found(self, reason: str) -> DataError:
-        """The dataset's one-line "not found" error; `reason` says why (offline, still missing, ...)."""
+        """The dataset's "not found" error; `reason` says why (offline, still missing, ...)."""
         return DataError(
             f"{self.name} not found in {self.data_dir} {reason}; give data_dir the folder that holds it"
         )
 
     def _download(self, fetch: Callable[[], object]) -> None:
-        """Run a (torchvision) download; a failure of any kind (offline, a mirror down, a full disk, data_dir
-        a file) becomes the dataset's one-line DataError, with the same fix."""
+        """Run a (torchvision) download; a failure of any kind becomes the dataset's "not found" error."""
         try:
             fetch()
         except Exception as exc:
@@ -194,8 +184,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             return
         splits = self._load_splits()
         if self.data_kind == "image":
-            # The contract every image dataset's `_load_splits` keeps (a plug-in's too), with the declared
-            # shape the model is built for.
+            # The contract every image dataset's `_load_splits` keeps (a plug-in's too).
             splits = {
                 split: checked_image_split(
                     f"{self.name} {split}", *splits[split], self.data_shape, self.classes
@@ -211,8 +200,7 @@ class InMemoryDataModule(pl.LightningDataModule):
                     f"{self.train_size} exceeds the {len(train_images)} training {self.item_noun} of "
                     f"{self.name}; use at most {len(train_images)}",
                 )
-            # Hashed before the subset is taken: what a feature classifier trained on the whole split is
-            # compared with (`full_training_sha256`), without loading the data a second time.
+            # Hashed before the subset is taken (`full_training_sha256`), without loading the data twice.
             self._full_training_sha256 = _split_sha256(train_images, train_labels)
             subset, _ = stratified_sample(train_labels, self.train_size, self.seed)
             splits["train"] = (train_images[subset], train_labels[subset])
@@ -227,8 +215,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     # ----- what the data is, by content: cache keys and checkpoints -----
 
     def feed_content(self, digest: _Hash, splits: Sequence[str]) -> None:
-        """Feed the stored items and labels of `splits`, in order, into `digest`: the one hasher of data
-        content, by which caches and checkpoints identify data (files replaced in place change the key)."""
+        """Feed the stored items and labels of `splits`, in order, into `digest`: how caches and checkpoints
+        identify data by content."""
         for split in splits:
             _feed(digest, *self.split_tensors(split))
 
@@ -244,9 +232,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         return self._full_training_sha256 or self.content_sha256("train")
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: the hash of the training split, so that a checkpoint used as an
-        augmenter (--augment-ckpt) can be matched to the data of the run that uses it, and those of the
-        validation and test splits, which a resumed or re-evaluated run must score on as it did."""
+        """Saved in every checkpoint: the splits' hashes, so that a checkpoint used as an augmenter is matched
+        to its run's data, and a resumed or re-evaluated run scores on the data it did."""
         return {
             TRAIN_CONTENT_KEY: self.content_sha256("train"),
             EVALUATION_CONTENT_KEY: {split: self.content_sha256(split) for split in EVALUATION_SPLITS},
@@ -254,17 +241,11 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     # ----- dataloaders -----
 
-    def _loader(self, split: str, train: bool) -> DataLoader | DeviceBatches:
-        return self.loader_over(*self.split_tensors(split), train=train)
-
     def loader_over(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader | DeviceBatches:
-        """This DataModule's loader (per-device batch, workers) over any in-memory items and labels.
-
-        Training batches are indexed on the device (`DeviceBatches`) when --data-on-device says so, else
-        shuffled by `EpochShuffle` in a `ResumableLoader` (under DDP, Lightning's DistributedSampler), so a
-        resumed run sees the batches an uninterrupted one would. Evaluation batches come from a host
-        DataLoader; under DDP each process reads its `EvaluationShard`.
-        """
+        """This DataModule's loader over any in-memory items and labels: training batches indexed on the
+        device (`DeviceBatches`) or shuffled by `EpochShuffle` (under DDP, Lightning's DistributedSampler) in
+        a `ResumableLoader`, so a resumed run sees the batches an uninterrupted one would; evaluation
+        batches from a host DataLoader, under DDP each process's `EvaluationShard`."""
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if train and (device := self.batch_device(images, labels)) is not None:
             rank = self.trainer.global_rank if self.trainer is not None else 0
@@ -279,7 +260,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             "collate_fn": collate_batch,
         }
         # Its own generator for the workers' base seed, which DataLoader otherwise draws from the global
-        # stream at every pass (an evaluation would move training's noise).
+        # stream at every pass.
         options["generator"] = generator(self.seed, "loader")
         if not train:
             if world_size > 1:
@@ -312,13 +293,13 @@ class InMemoryDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         """Shuffled, full batches only, so every step sees the same batch size."""
         self.check_batch_fits()
-        return self._loader("train", train=True)
+        return self.loader_over(*self.split_tensors("train"), train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return self.loader_over(*self.split_tensors("val"), train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self.loader_over(*self.split_tensors("test"), train=False)
 
     # ----- device side -----
 
@@ -332,9 +313,7 @@ class InMemoryDataModule(pl.LightningDataModule):
     def summary(self) -> str:
         """One line: split sizes and item shape, e.g. `mnist: train 55000 (subset 1000) / val 5000 / ...`."""
         counts = {split: len(self.split_tensors(split)[0]) for split in SPLITS}
-        train = f"{self._train_split_size}"
-        if self.train_size is not None:
-            train += f" (subset {counts['train']})"
+        train = f"{self._train_split_size}" + (f" (subset {counts['train']})" if self.train_size else "")
         shape = "x".join(str(d) for d in self.data_shape)
         return f"{self.name}: train {train} / val {counts['val']} / test {counts['test']}, {shape}"
 
@@ -345,8 +324,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             return f"{type(self).__name__}({self.name}, {shape}, not set up)"
         return f"{type(self).__name__}({self.summary()})"
 
-    # LightningDataModule's own str() calls every loader method (loading the data) and then fails on loaders
-    # that are not torch DataLoaders, as these in-memory ones are; print() gives the summary instead.
+    # LightningDataModule's own str() loads the data and fails on loaders that are no DataLoaders.
     __str__ = __repr__
 
 
@@ -357,8 +335,7 @@ class ImageDataModule(InMemoryDataModule):
     data_kind: ClassVar[DataKind] = "image"
     # (C, H, W) of the stored images when neither image_size nor channels is given.
     default_shape: ClassVar[tuple[int, int, int]] = (3, 64, 64)
-    # Whether every pixel of the evaluation splits is 0 or 255: generated images are then binarized by a
-    # Bernoulli draw before their features (`callbacks.metrics`), to be measured against images of their kind.
+    # Every evaluation pixel is 0 or 255: generated images are then binarized before their features.
     binary_pixels: ClassVar[bool] = False
 
     def __init__(
@@ -398,8 +375,7 @@ class ImageDataModule(InMemoryDataModule):
 
 
 def _feed(digest: _Hash, items: Tensor, labels: Tensor) -> None:
-    """Feed one split's items, then its labels, into `digest`: the one way data content is hashed."""
-    # numpy views are hashed in place: no copy of a whole split.
+    """Feed one split's items, then its labels (numpy views, no copy), into `digest`."""
     digest.update(items.contiguous().numpy())
     digest.update(labels.contiguous().numpy())
 

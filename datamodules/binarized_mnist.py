@@ -1,8 +1,6 @@
-"""Binarized MNIST as the likelihood literature uses it (Burda et al., "Importance Weighted Autoencoders",
-ICLR 2016): each pixel Bernoulli(intensity / 255), training batches drawn anew on the device from the run
-seed's stream at the batch's epoch and step (a rerun or resumed run sees the same bits), validation and test
-binarized once from a fixed seed (`seeded_uniform`: the same bits on every machine and library version).
-Pixels are stored as 0 or 255, so batches keep the [-1, 1] contract."""
+"""Binarized MNIST as the likelihood literature uses it (Burda et al. 2016): each pixel Bernoulli(intensity
+/ 255), training batches drawn anew from the run seed's stream at the batch's epoch and step, validation and
+test binarized once from a fixed seed. Pixels are stored as 0 or 255, so batches keep the [-1, 1] contract."""
 
 from __future__ import annotations
 
@@ -19,16 +17,10 @@ FIXED_STREAMS = {"val": 1, "test": 2}
 
 
 def binarize_fixed(images: Tensor, stream: int, seed: int = FIXED_SPLIT_SEED) -> Tensor:
-    """uint8 images -> the same images with each pixel 255 with probability intensity / 255, else 0, drawn
-    from (seed, stream) alone: the same bits wherever and whenever it runs."""
+    """uint8 images with each pixel 255 with probability intensity / 255, else 0, drawn from (seed, stream)
+    alone: the same bits wherever and whenever it runs."""
     uniform = torch.from_numpy(seeded_uniform(images.numel(), seed, stream)).view(images.shape)
     return torch.where(uniform < images.double() / 255.0, 255, 0).to(torch.uint8)
-
-
-def binarize_draw(images: Tensor, generator: torch.Generator) -> Tensor:
-    """uint8 images -> one Bernoulli(intensity / 255) draw per pixel, as float32 in {-1, +1}."""
-    bits = torch.bernoulli(images.float().div(255.0), generator=generator)
-    return bits.mul_(2.0).sub_(1.0)
 
 
 class BinarizedMNISTDataModule(MNISTDataModule):
@@ -54,4 +46,5 @@ class BinarizedMNISTDataModule(MNISTDataModule):
         draws = generator(
             self.seed, "binarized batch", trainer.current_epoch, trainer.global_step, device=items.device
         )
-        return binarize_draw(items, draws), labels
+        bits = torch.bernoulli(items.float().div(255.0), generator=draws)
+        return bits.mul_(2.0).sub_(1.0), labels

@@ -1,15 +1,11 @@
-"""CelebA aligned faces at 64x64 with the official partition; JPEGs are decoded once and cached as uint8.
-
-The faces are framed as the VAE-GAN paper's reference code frames them (andersbll/autoencoding_beyond_pixels,
-dataset/celeba.py: the 148x148 square at rows 40-188, columns 15-163 of the 178x218 image), then resized.
+"""CelebA aligned faces at 64x64 with the official partition, framed as the VAE-GAN paper's reference code
+frames them (andersbll/autoencoding_beyond_pixels, dataset/celeba.py), decoded once and cached as uint8.
 
 The cache is keyed by the SHA-256 of the partition file's and every listed JPEG's bytes, with the decoding.
-Reading 200k files at every start is slow on a cluster's file system, so a small file beside the cache
-vouches for that content under the files' sizes, modification and change times (as git's index does): while
-they are unchanged the content is not read again. A file rewritten with its old size and modification time
-restored (`cp -p`) still has a new change time, which no call can set back. Inodes and devices are left out:
-a network file system's device number differs from node to node.
-"""
+A small file beside it vouches for that content under the files' sizes, modification and change times (as
+git's index does), so that 200k files are not read at every start; a file rewritten with its old size and
+time restored (`cp -p`) still has a new change time. Inodes and devices are left out: a network file
+system's device number differs from node to node."""
 
 from __future__ import annotations
 
@@ -32,9 +28,9 @@ IMAGE_SIZE = 64
 PARTITION_FILE = "list_eval_partition.txt"
 IMAGE_FOLDER = "img_align_celeba"
 CACHE_FILE = f"genae_cache_{IMAGE_SIZE}.npz"
-# Beside the cache: the sizes and modification times under which its sources' content was last hashed.
+# Beside the cache: the sizes and times under which its sources' content was last hashed.
 SOURCES_FILE = f"genae_cache_{IMAGE_SIZE}.sources.json"
-# In the cache: the SHA-256 of the files it was decoded from (`sources_sha256`).
+# In the cache: the SHA-256 of the files it was decoded from.
 SOURCES_KEY = "sources_sha256"
 PARTITIONS = {"0": "train", "1": "val", "2": "test"}
 # The face's square in the 178x218 aligned images, (left, top, right, bottom): the VAE-GAN reference code's
@@ -87,8 +83,7 @@ class CelebADataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Download via torchvision (needs gdown) unless the images or the cache exist; then build the cache
-        (here once per node: in `setup` every DDP rank would decode 200k JPEGs itself)."""
-        # Checked by its key alone: the 2.4 GB of images are read by setup.
+        (here once per node, not per DDP rank in `setup`)."""
         if self.cache_path.is_file() and self._cache_is_current():
             return
         if not self._has_sources():
@@ -121,9 +116,8 @@ class CelebADataModule(ImageDataModule):
             ) from exc
 
     def _cache_is_current(self) -> bool:
-        """Whether the cache was decoded from the files the folder holds now, compared by content (vouched
-        for by sizes and times while they stay). Without the sources (JPEGs deleted to save space) the cache
-        is all there is, and counts as current."""
+        """Whether the cache was decoded from the files the folder holds now, by content (vouched for while
+        sizes and times stay); without the sources (JPEGs deleted) the cache is all there is: current."""
         if not self._has_sources():
             return True
         stored = self._open_cache("key").get(SOURCES_KEY)
@@ -164,7 +158,7 @@ class CelebADataModule(ImageDataModule):
             pass  # a read-only folder: the content is hashed again next run, nothing is wrong
 
     def _build_cache(self) -> dict[str, np.ndarray]:
-        """Decode every listed JPEG and write the cache atomically (a crash never leaves half a cache)."""
+        """Decode every listed JPEG and write the cache atomically."""
         if not self._has_sources():
             raise self._not_found("(call prepare_data() to download it)")
         names = read_partition(self.celeba_dir / PARTITION_FILE)
@@ -191,7 +185,6 @@ class CelebADataModule(ImageDataModule):
 
     def _load_splits(self) -> dict[str, Batch]:
         current = self.cache_path.is_file() and self._cache_is_current()
-        # Shape and type are checked with every image dataset's (`checked_image_split`).
         arrays = self._open_cache("splits") if current else self._build_cache()
         return {
             split: (torch.from_numpy(array), torch.full((len(array),), -1, dtype=torch.long))
@@ -205,8 +198,7 @@ def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _stat_fingerprint(paths: list[Path]) -> str:
-    """SHA-256 of the decoding and of every file's name, size, modification and change times: while they
-    stay, the content is trusted."""
+    """SHA-256 of the decoding and of every file's name, size, modification and change times."""
     digest = hashlib.sha256(f"{DECODING}\n".encode())
     for path in paths:
         stat = path.stat()

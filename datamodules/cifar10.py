@@ -1,10 +1,8 @@
 """CIFAR-10 read from its python pickle batches; torchvision only downloads (its reader insists on MD5s).
 
-A batch file is a pickle, and an ordinary unpickler runs whatever callable the file names: a file planted
-in the data folder would run code. The batches are read by an unpickler that resolves only the globals the
-format names and refuses any other before calling anything; what it builds is then checked as pixels and
-labels (an object array of the pickle's own values is no uint8 array).
-"""
+An ordinary unpickler runs whatever callable a file names, so a file planted in the data folder would run
+code: the batches are read by one that resolves only the globals the format names, and what it builds is
+checked as pixels and labels."""
 
 from __future__ import annotations
 
@@ -68,34 +66,29 @@ class _CifarUnpickler(pickle.Unpickler):
 
 def read_cifar_batch(path: Path) -> Batch:
     """One pickle batch: b"data" is (N, 3072) uint8 in channel-major order, b"labels" N ints in 0..9."""
-
-    def unreadable(reason: str) -> DataError:
-        return DataError(
-            f"{path} cannot be read as a CIFAR-10 batch ({reason}): delete it to re-download, or replace it"
-        )
-
+    unreadable = "cannot be read as a CIFAR-10 batch ({}): delete it to re-download, or replace it"
     try:
         with path.open("rb") as file:
             batch = _CifarUnpickler(file, encoding="bytes").load()
         # Read as they are, never cast: a cast would wrap 300 to 44, floats in [0, 1] to black and a
         # label 1.7 to 1, and the run would train on them.
         data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+        as_stored = data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3 * 32 * 32
+        ids = labels.dtype.kind in "iu" and len(labels) == len(data) > 0
+        problem = None
+        if not (as_stored and ids and 0 <= labels.min() <= labels.max() <= 9):
+            problem = unreadable.format(
+                f"pixels of type {data.dtype} and shape {data.shape}, labels of type {labels.dtype} and "
+                f"shape {labels.shape}, where a batch holds uint8 [N, 3072] and N labels 0..9"
+            )
     except ForeignPickle as exc:
-        raise DataError(
-            f"{path} is not a CIFAR-10 batch: it asks to run {exc}; delete it and re-download"
-        ) from None
+        problem = f"is not a CIFAR-10 batch: it asks to run {exc}; delete it and re-download"
     # A damaged pickle can fail in many ways (a length byte changed asks for terabytes: MemoryError); all of
     # them mean the same thing to the user. Code it asks to run was refused above, before anything ran.
     except Exception as exc:  # noqa: BLE001
-        raise unreadable(describe_error(exc)) from exc
-    as_stored = data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3 * 32 * 32
-    ids = labels.dtype.kind in "iu" and len(labels) == len(data) > 0
-    ids = ids and 0 <= labels.min() <= labels.max() <= 9
-    if not (as_stored and ids):
-        raise unreadable(
-            f"pixels of type {data.dtype} and shape {data.shape}, labels of type {labels.dtype} and shape "
-            f"{labels.shape}, where a batch holds uint8 [N, 3072] and N labels 0..9"
-        )
+        problem = unreadable.format(describe_error(exc))
+    if problem is not None:
+        raise DataError(f"{path} {problem}")
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels.astype(np.int64))
 
 

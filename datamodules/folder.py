@@ -26,8 +26,7 @@ class FolderScan:
     paths: list[Path]
     labels: Tensor
     classes: list[str]
-    # Images loose in the root beside two or more image subfolders: they alone keep the subfolders from
-    # being classes.
+    # Images loose in the root beside two or more image subfolders, which then are not classes.
     loose: list[Path]
 
 
@@ -101,21 +100,20 @@ class ImageFolderDataModule(ImageDataModule):
             return f"its class subfolders are one level down: give data_dir {inner}, or "
         if not scan.loose:
             return "sort the images into one subfolder per class, or "
-        count = len(scan.loose)
         return (
-            f"{count} {'image lies' if count == 1 else 'images lie'} loose in {self.data_dir} (such as "
-            f"{scan.loose[0].name}) beside its class subfolders, which then are not taken as labels: move "
-            f"{'it' if count == 1 else 'them'} into a subfolder, or "
+            f"{len(scan.loose)} {agree(scan.loose, 'image lies', 'images lie')} loose in {self.data_dir} "
+            f"(such as {scan.loose[0].name}) beside its class subfolders, which then are not taken as "
+            f"labels: move {agree(scan.loose, 'it', 'them')} into a subfolder, or "
         )
 
     def summary(self) -> str:
         scan = self._scan()
         classes = scan.classes
         if scan.loose:
-            count = len(scan.loose)
             return (
-                f"{super().summary()}, unlabelled: {count} {agree(scan.loose, 'image lies', 'images lie')} "
-                f"loose beside its class subfolders (such as {scan.loose[0].name})"
+                f"{super().summary()}, unlabelled: {len(scan.loose)} "
+                f"{agree(scan.loose, 'image lies', 'images lie')} loose beside its class subfolders (such as "
+                f"{scan.loose[0].name})"
             )
         if not classes:
             return super().summary()

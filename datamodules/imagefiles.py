@@ -37,9 +37,6 @@ def read_square_image(path: Path, size: int, channels: int, box: CropBox | None 
             # Palette images with transparency need RGBA as an intermediate, or PIL warns and guesses.
             if image.mode == "P":
                 image = image.convert("RGBA")
-            if image.mode == "F":
-                # Floating-point pixels (a TIFF's) have no range to scale from: 0..1, 0..255 and counts occur.
-                raise ValueError("32-bit float pixels, which have no fixed range")
             image = eight_bit(image, white_is_zero)
             if image.mode in TRANSPARENT_MODES or "transparency" in image.info:
                 # Over black, as the datasets' backgrounds are: converted alone, a white digit drawn in the
@@ -58,8 +55,7 @@ def read_square_image(path: Path, size: int, channels: int, box: CropBox | None 
             image = image.crop(box)
             image = image.resize((size, size), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
-    # PIL reports broken files as OSError (incl. UnidentifiedImageError), ValueError or SyntaxError; pixels
-    # with no range to scale to 8 bits are refused as ValueError.
+    # PIL reports broken files as OSError, ValueError or SyntaxError.
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(
             f"{path} cannot be read as an image ({describe_error(exc)}): delete it, or replace it (8 or "
@@ -68,8 +64,8 @@ def read_square_image(path: Path, size: int, channels: int, box: CropBox | None 
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-# One-channel modes holding more than 8 bits per pixel: 16-bit PNG and TIFF greyscale, 32-bit integers.
-WIDE_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+# One-channel modes of more than 8 bits per pixel: 16-bit greyscale, 32-bit integers and floats.
+WIDE_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 # TIFF's PhotometricInterpretation tag, and its value for greyscale stored with white as 0.
 TIFF_PHOTOMETRIC = 262
 TIFF_WHITE_IS_ZERO = 0
@@ -77,13 +73,15 @@ TIFF_WHITE_IS_ZERO = 0
 
 def eight_bit(image: Image.Image, white_is_zero: bool = False) -> Image.Image:
     """`image` with its greyscale scaled from 16 bits (0-65535, whatever part the image uses) to 8, which
-    PIL's conversion to "L" clips at 255 instead. Integers beyond 16 bits have no such scale: a ValueError. A
-    16-bit TIFF storing white as 0 (`white_is_zero`, honoured by PIL at 8 bits only) is turned here."""
+    PIL's conversion to "L" clips at 255 instead. Integers beyond 16 bits and floats (0..1, 0..255 and counts
+    occur) have no such scale: a ValueError. A 16-bit TIFF storing white as 0 (`white_is_zero`, honoured by
+    PIL at 8 bits only) is turned here."""
     if image.mode not in WIDE_GREY_MODES:
         return image
     raw = np.asarray(image)
-    if raw.size and (raw.min() < 0 or raw.max() > 65535):
-        raise ValueError(f"integer pixels from {raw.min()} to {raw.max()}, which have no fixed range")
+    if image.mode == "F" or (raw.size and (raw.min() < 0 or raw.max() > 65535)):
+        kind = "32-bit float" if image.mode == "F" else "integer"
+        raise ValueError(f"{kind} pixels from {raw.min()} to {raw.max()}, which have no fixed range")
     pixels = np.rint(raw.astype(np.float64) * (255 / 65535)).clip(0, 255).astype(np.uint8)
     if white_is_zero:
         pixels = 255 - pixels

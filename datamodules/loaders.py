@@ -20,8 +20,7 @@ class InMemoryImages(Dataset):
     """A split held as tensors; `__getitems__` lets the DataLoader fetch a whole batch in one index."""
 
     def __init__(self, images: Tensor, labels: Tensor) -> None:
-        self.images = images
-        self.labels = labels
+        self.images, self.labels = images, labels
 
     def __len__(self) -> int:
         return len(self.images)
@@ -40,10 +39,8 @@ class EpochShuffle(Sampler[int]):
     """
 
     def __init__(self, size: int, seed: int) -> None:
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-        self.skip = 0
+        self.size, self.seed = size, seed
+        self.epoch, self.skip = 0, 0
 
     def begin(self, epoch: int, skip: int) -> None:
         """The next pass is epoch `epoch`'s order without its first `skip` indices."""
@@ -60,12 +57,8 @@ class EpochShuffle(Sampler[int]):
 
 
 class EvaluationShard(DistributedSampler):
-    """Process `rank`'s share of an evaluation split under DDP: items rank, rank + world, ..., each once.
-
-    Lightning's own DistributedSampler pads a split by repeating items, which every metric would count
-    twice (being a DistributedSampler, this one is left in place). Shares differ by at most one item: safe
-    in evaluation, where every logged value and metric is reduced across processes when the pass ends.
-    """
+    """Process `rank`'s share of an evaluation split under DDP: items rank, rank + world, ..., each once
+    (Lightning's own sampler pads a split by repeating items, which every metric would count twice)."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
@@ -83,8 +76,7 @@ class EvaluationShard(DistributedSampler):
 
 class EpochPosition:
     """Which epoch of the training data a loader is in and how many of its batches it has handed out, kept
-    by Lightning in every checkpoint (a stateful loader); shared by both loaders, so either resumes the other.
-    """
+    in every checkpoint (a stateful loader); shared by both loaders, so either resumes the other."""
 
     _position: tuple[int, int] | None = None
 
@@ -127,8 +119,7 @@ class ResumableLoader(EpochPosition, DataLoader):
 
 class DeviceBatches(EpochPosition):
     """The training batches of a split held on the device, one index of it per batch: those `ResumableLoader`
-    over `EpochShuffle` gives, so a run gives the same numbers either way. Under DDP every rank draws the same
-    order and takes its share of each global batch."""
+    over `EpochShuffle` gives; under DDP every rank takes its share of each global batch of one order."""
 
     def __init__(
         self,
@@ -139,12 +130,9 @@ class DeviceBatches(EpochPosition):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.items = items
-        self.labels = labels
+        self.items, self.labels = items, labels
         # Per device, as a DataLoader's batch_size is.
-        self.batch_size = batch_size
-        self.rank = rank
-        self.world_size = world_size
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.shuffle = EpochShuffle(len(items), seed)
 
     @property

@@ -38,13 +38,16 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
             data = file.read()
         found, *dims = struct.unpack(f">{header // 4}i", data[:header])
+        problem = None
         if found != magic or min(dims) < 0 or len(data) != header + math.prod(dims):
-            raise ValueError(f"magic number {found}, shape {tuple(dims)} and {len(data) - header} data bytes")
+            problem = f"magic number {found}, shape {tuple(dims)} and {len(data) - header} data bytes"
     except (OSError, EOFError, zlib.error, struct.error, ValueError) as exc:
+        problem = describe_error(exc)
+    if problem is not None:
         raise DataError(
-            f"{path} cannot be read as an IDX file with magic number {magic} ({describe_error(exc)}): delete "
-            "it to re-download, or replace it"
-        ) from exc
+            f"{path} cannot be read as an IDX file with magic number {magic} ({problem}): delete it to "
+            "re-download, or replace it"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 

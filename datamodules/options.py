@@ -1,5 +1,5 @@
-"""The datasets' options, one `PluginOptions` dataclass per kind of dataset, apart from the DataModules (which
-import Lightning) so that `--help` reads them. A value left unset (None) is the DataModule's to decide."""
+"""The datasets' options, one `PluginOptions` dataclass per kind of dataset, apart from the DataModules so
+that `--help` reads them without Lightning; a value left unset (None) is the DataModule's to decide."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ from typing import Literal
 from lightning_genae.errors import OptionError
 from lightning_genae.plugin_options import PluginOptions, option
 
-# The feature-classifier command's own flags (lightning_genae/experiment/classifier.py). Every image
-# dataset's options are flags of that command too, so no dataset option may take one of these names.
+# The feature-classifier command's own flags, which no dataset option may take as its name.
 CLASSIFIER_COMMAND_OPTIONS = ("data", "data_dir", "seed", "epochs", "output")
 
 
 @dataclass(frozen=True)
 class ChannelsOptions(PluginOptions):
-    """The channel count, one option for every dataset that takes it."""
-
     channels: int | None = option(
         None,
         "1 (grayscale) or 3 channels for --data folder; channels of --data sines",
@@ -28,8 +25,6 @@ class ChannelsOptions(PluginOptions):
 
 @dataclass(frozen=True)
 class SeqLenOptions(PluginOptions):
-    """The time steps per series, one option for every series dataset that takes it."""
-
     # At least 2: a one-step series has no time in it, and the series scores predict a next step.
     seq_len: int | None = option(
         None,

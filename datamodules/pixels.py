@@ -1,7 +1,5 @@
-"""The pixel ranges: uint8 images as stored, [-1, 1] floats as every model sees them.
-
-Apart from base.py, which imports Lightning, so the metrics' commands and `--help` can use them without it.
-"""
+"""The pixel ranges: uint8 images as stored, [-1, 1] floats as every model sees them (apart from base.py,
+which imports Lightning)."""
 
 from __future__ import annotations
 
@@ -23,11 +21,9 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def bernoulli_pixels(images: Tensor, generator: torch.Generator) -> Tensor:
-    """Images in [-1, 1] -> one Bernoulli draw per pixel of probability (x + 1) / 2, in {-1, +1}: what a
-    binary dataset's images are (`binary_pixels`). A Bernoulli decoder's samples are its pixel means,
-    grey, which set against binary images would measure the kind of pixel rather than the digits. The
-    draw continues the samples' own seeded (host) stream, so it is the same on every rank, device and
-    re-evaluation; it reaches the device without a wait for it, as it may in a training step."""
+    """Images in [-1, 1] -> one Bernoulli draw per pixel of probability (x + 1) / 2, in {-1, +1}, as a
+    binary dataset's images are (a Bernoulli decoder's grey means set against them would measure the kind of
+    pixel, not the digits). Drawn on the host from `generator`: the same on every rank and device."""
     probability = images.float().add(1.0).div(2.0).clamp(0.0, 1.0)
     uniform = host_to_device(torch.rand(probability.shape, generator=generator), probability.device)
     return torch.where(uniform < probability, 1.0, -1.0).to(images.dtype)

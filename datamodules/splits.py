@@ -21,11 +21,16 @@ def _splitmix64(values: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def seeded_order(count: int, seed: int, stream: int) -> np.ndarray:
-    """A permutation of range(count) fixed by (seed, stream): integer hashing, not a library generator whose
-    stream may change between versions, so the fixed splits stay the same images after an upgrade."""
+def _hashed(count: int, seed: int, stream: int) -> np.ndarray:
+    """`count` uint64 hashes fixed by (seed, stream): integer hashing, not a library generator whose stream
+    may change between versions, so the fixed splits stay the same images after an upgrade."""
     salt = _splitmix64(_splitmix64(np.array([seed & _UINT64_MASK], dtype=np.uint64)) ^ np.uint64(stream))
-    return np.argsort(_splitmix64(salt ^ np.arange(count, dtype=np.uint64)), kind="stable")
+    return _splitmix64(salt ^ np.arange(count, dtype=np.uint64))
+
+
+def seeded_order(count: int, seed: int, stream: int) -> np.ndarray:
+    """A permutation of range(count) fixed by (seed, stream)."""
+    return np.argsort(_hashed(count, seed, stream), kind="stable")
 
 
 def _allocate(counts: np.ndarray, n: int, tie_order: np.ndarray) -> np.ndarray:
@@ -71,7 +76,5 @@ def carve_validation(labels: Tensor, max_val: int = 5000) -> tuple[Tensor, Tenso
 
 
 def seeded_uniform(count: int, seed: int, stream: int) -> np.ndarray:
-    """`count` floats in [0, 1) fixed by (seed, stream), from the same hashing as `seeded_order`."""
-    salt = _splitmix64(_splitmix64(np.array([seed & _UINT64_MASK], dtype=np.uint64)) ^ np.uint64(stream))
-    bits = _splitmix64(salt ^ np.arange(count, dtype=np.uint64)) >> np.uint64(11)
-    return bits.astype(np.float64) / float(2**53)
+    """`count` floats in [0, 1) fixed by (seed, stream)."""
+    return (_hashed(count, seed, stream) >> np.uint64(11)).astype(np.float64) / float(2**53)

@@ -12,11 +12,7 @@ from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule, che
 
 class TensorImageDataModule(ImageDataModule):
     """Images you hold as tensors: `splits` maps "train", "val" and "test" to (uint8 images [N, C, H, W]
-    in 0..255, int64 labels [N]) (labels -1 for unlabelled images).
-
-    `name` names the data in messages and keys the feature classifier that FD uses, which is trained on
-    first use from the labelled train split and cached by the images' content.
-    """
+    in 0..255, int64 labels [N], -1 where unlabelled); `name` names the data in messages."""
 
     def __init__(
         self,
@@ -26,8 +22,7 @@ class TensorImageDataModule(ImageDataModule):
         seed: int = 0,
     ) -> None:
         given = {split: checked_image_split(f"{name} {split}", *splits[split]) for split in SPLITS}
-        # Instance values of what a registered dataset sets on its class; `_load_splits` holds every split
-        # to the train split's shape.
+        # What a registered dataset sets on its class; every split is held to the train split's shape.
         self.name = name
         self.default_shape = tuple(given["train"][0].shape[1:])
         labels = torch.cat([labels for _, labels in given.values()])

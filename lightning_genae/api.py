@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import operator
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +65,11 @@ from lightning_genae.seeding import int_seed
 
 @dataclass(frozen=True)
 class CallbackSettings:
-    """What a run's callbacks read: the cadences in training iterations, the seed, and the image metrics'
-    sample count and feature backbone. The defaults are `run.py`'s."""
+    """What a run's callbacks read (cadences in training iterations); the defaults are `run.py`'s."""
 
     image_every: int = 500
     ckpt_every: int = 500
-    # Iterations between two checks of the losses (each row the loggers write).
+    # Iterations between two checks of the losses.
     log_every: int = 10
     seed: int = 0
     precision: str = "32-true"
@@ -91,9 +90,8 @@ def run_callbacks(
     continue_with: str,
     discriminator_side: bool | None = None,
 ) -> list[Callback]:
-    """The divergence guard, image grids, representation metrics, per-rank seeding, and (unless a set-up
-    check) checkpoints holding `configuration`. `discriminator_side`: with an augmentation, whether it acts
-    on the discriminator's inputs (None: no augmentation). `continue_with`: how a stopped run continues."""
+    """Every run's callbacks, and (unless a set-up check) checkpoints holding `configuration`.
+    `discriminator_side`: None without an augmentation; `continue_with`: how a stopped run continues."""
     every, seed = settings.image_every, settings.seed
     callbacks: list[Callback] = [
         DivergenceGuard(
@@ -108,7 +106,6 @@ def run_callbacks(
         ReconstructionGrid(every_n_steps=every),
         InterpolationGrid(every_n_steps=every, seed=seed),
         DiscriminatorReconstructionGrid(every_n_steps=every, seed=seed),
-        # Each picture callback draws only for models of its data kind (images or series).
         SeriesReconstructions(every_n_steps=every),
         SeriesSamples(every_n_steps=every, seed=seed),
         SaveNormaliser(),
@@ -132,9 +129,7 @@ def run_callbacks(
             every_n_train_steps=settings.ckpt_every * family.optimizer_steps_per_iteration,
             save_top_k=0,
             save_last=True,
-            # Always last.ckpt, the file --resume last reads: a resume that cannot restore this callback's
-            # state (a run folder moved or copied, a checkpoint of another version) would otherwise find
-            # last.ckpt taken and write last-v1.ckpt, leaving last.ckpt behind.
+            # Always last.ckpt, the file --resume last reads, never last-v1.ckpt beside a taken one.
             enable_version_counter=False,
         ),
         # Ctrl-C, SIGTERM and SLURM's warning signal save last.ckpt at an iteration boundary and stop.
@@ -145,8 +140,8 @@ def run_callbacks(
 def metric_callbacks(
     model: GenerativeModule, datamodule: InMemoryDataModule, run_dir: Path, settings: CallbackSettings
 ) -> tuple[GenerativeMetrics | None, SequenceMetrics | None, ModelCheckpoint | None]:
-    """The generative metric callbacks the model and data allow, and the keeper of the best checkpoint; a
-    family with no validation objective (the GANs) is judged by the image metric's headline."""
+    """The metric callbacks the model and data allow, and the best checkpoint's keeper (monitoring the image
+    metric's headline for a family with no validation objective)."""
     metrics_callback = generative_metrics(model, datamodule, settings)
     if metrics_callback is not None and model.monitor is None:
         model.monitor = headline_metric(metrics_callback.backbone.name)
@@ -160,8 +155,8 @@ def metric_callbacks(
 def generative_metrics(
     model: GenerativeModule, datamodule: InMemoryDataModule, settings: CallbackSettings
 ) -> GenerativeMetrics | None:
-    """The image metric callback for models that sample images; None, with one line, when the default
-    classifier cannot be had (unlabelled data). A backbone or weights the caller chose must work."""
+    """The image metric callback for models that sample images; None, said, when the default classifier
+    cannot be had (unlabelled data). A backbone or weights the caller chose must work."""
     if not isinstance(model, Sampler) or datamodule.data_kind != "image" or settings.backbone == NO_BACKBONE:
         return None
     # A classifier trained on first use learns from the real data, never an augmented wrapper's.
@@ -171,8 +166,7 @@ def generative_metrics(
         if not chosen:
             # Decided by the data's labels alone, before the splits are checked and anything is trained.
             check_classifier_trainable(real_data.name, real_data)
-        # Only where the metrics will be computed, and before a classifier is trained for a run that could
-        # not use it.
+        # Before a classifier is trained for a run that could not use it.
         for split in ("val", "test"):
             check_split_scorable(
                 datamodule, split, "give more images, or train without image metrics (backbone none)"
@@ -191,7 +185,6 @@ def generative_metrics(
         model.image_metrics_skipped = str(error)
         return None
     if settings.classifier_weights is not None:
-        # Confirms which file the run's FD and its relatives are measured with.
         say(f"image metrics: features of the {backbone.description}")
     return GenerativeMetrics(backbone, num_samples=settings.eval_samples, seed=settings.seed)
 
@@ -231,24 +224,23 @@ def evaluation_records(*callbacks: GenerativeMetrics | SequenceMetrics | None) -
 
 
 def skipped_metrics_record(backbone: str, model: GenerativeModule) -> dict[str, Any]:
-    """`{"skipped": {backbone: why}}` for summary.json and eval.json where the image metrics were left out,
-    as --evaluate-folder records a backbone it could not use; empty otherwise."""
+    """`{"skipped": {backbone: why}}` where the image metrics were left out; empty otherwise."""
     if model.image_metrics_skipped is None:
         return {}
     return {"skipped": {backbone: model.image_metrics_skipped}}
 
 
 def family_name(model: GenerativeModule) -> str:
-    """The registry name of `model`'s family (`vae` for a VAEModule or a subclass of it)."""
-    classes = {name: spec.module for name, spec in MODELS.items()}
-    # The exact class first: one family's module may subclass another's.
-    for name, family in classes.items():
-        if type(model) is family:
-            return name
-    for name, family in classes.items():
-        if isinstance(model, family):
-            return name
+    """The registry name of `model`'s family: its class's, else its nearest registered base's."""
+    names = {spec.module: name for name, spec in reversed(MODELS.items())}
+    for klass in type(model).__mro__:
+        if klass in names:
+            return names[klass]
     raise TypeError(f"{type(model).__name__} is not a lightning-genae family; use one of {', '.join(MODELS)}")
+
+
+# CallbackSettings' fields a checkpoint of `callbacks_for` does not record: the caller's Trainer sets them.
+_NOT_RECORDED = ("log_every", "precision", "fast_dev_run")
 
 
 def callbacks_for(
@@ -271,12 +263,13 @@ def callbacks_for(
     the generative metrics over `eval_samples` images in `backbone`'s features with `best.ckpt` on the
     headline one. Callbacks that cannot act for this model and data are left out.
     """
-    if every_n_steps < 1 or checkpoint_every < 1:
-        raise ValueError(
-            f"every_n_steps and checkpoint_every must be >= 1, got {every_n_steps}, {checkpoint_every}"
-        )
-    if eval_samples < MIN_FEATURE_SAMPLES:
-        raise ValueError(f"eval_samples must be at least {MIN_FEATURE_SAMPLES}, got {eval_samples}")
+    for name, value, least in (
+        ("every_n_steps", every_n_steps, 1),
+        ("checkpoint_every", checkpoint_every, 1),
+        ("eval_samples", eval_samples, MIN_FEATURE_SAMPLES),
+    ):
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}, got {value}")
     run_dir = Path(output_dir)
     settings = CallbackSettings(
         image_every=every_n_steps,
@@ -291,13 +284,7 @@ def callbacks_for(
     configuration = {
         "model": family_name(model),
         "data": datamodule.name,
-        "seed": seed,
-        "image_every": every_n_steps,
-        "ckpt_every": checkpoint_every,
-        "eval_samples": eval_samples,
-        "backbone": backbone,
-        "inception_weights": settings.inception_weights,
-        "classifier_weights": settings.classifier_weights,
+        **{key: value for key, value in asdict(settings).items() if key not in _NOT_RECORDED},
     }
     # run.py cannot rebuild this run (its data and model options are the caller's): the Trainer can.
     last = str(last_checkpoint(run_dir).resolve())
@@ -327,10 +314,8 @@ def trainer_kwargs(
     model: GenerativeModule | type[GenerativeModule], iterations: int, eval_every: int | None = None
 ) -> dict[str, Any]:
     """`pl.Trainer` arguments that train `iterations` iterations of `model`'s family (Lightning's
-    `max_steps` counts optimizer steps, several per iteration for the adversarial families) and with
-    `eval_every` validate every that many iterations, as `run.py --eval-every`.
-    """
-    # Whole numbers: a float budget would be cut to whole iterations without a word.
+    `max_steps` counts optimizer steps, several per iteration for the adversarial families), validating
+    every `eval_every` iterations. Whole numbers: a float budget would be cut without a word."""
     iterations = operator.index(iterations)
     if iterations < 1 or (eval_every is not None and operator.index(eval_every) < 1):
         raise ValueError(f"iterations and eval_every must be >= 1, got {iterations} and {eval_every}")
@@ -344,15 +329,14 @@ def trainer_kwargs(
 
 
 def validation_every(iterations: int) -> dict[str, Any]:
-    """`pl.Trainer` arguments that validate every `iterations` training batches (iterations), across epoch
-    boundaries, so tiny and huge datasets behave alike."""
+    """`pl.Trainer` arguments that validate every `iterations` training batches, across epoch boundaries."""
     return {"val_check_interval": iterations, "check_val_every_n_epoch": None}
 
 
 def check_split_scorable(
     datamodule: InMemoryDataModule, split: str, fix: str = "give data with more images"
 ) -> None:
-    """Refuse a real split too small for the k-nearest-neighbour metrics, which need more than k images."""
+    """Refuse a real split too small for the k-nearest-neighbour metrics."""
     real = len(datamodule.split_tensors(split)[0])
     if real < MIN_FEATURE_SAMPLES:
         raise DataError(
@@ -378,25 +362,22 @@ def score_images(
     samples. N = min(`num_samples` or all, the split's size) of each: the real ones the same every call, the
     given ones drawn with `seed` (>= 0). `.values` are named by the backbone (`fd_classifier`).
     """
-    if seed < 0:
-        # A seed is the entropy of numpy's SeedSequence (lightning_genae.seeding): a whole number >= 0.
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    problem = None
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
-        raise ValueError(
-            f"the backbone is named {backbone.name!r}; the metrics carry the backbone's name, so a "
-            f"FeatureBackbone must be named {' or '.join(BACKBONES)}"
+        problem = (
+            f"the backbone is named {backbone.name!r}; the metrics carry its name, so it must be named "
+            f"{' or '.join(BACKBONES)}"
         )
-    if tuple(images.shape[1:]) != tuple(datamodule.image_shape):
-        raise ValueError(
-            f"images of shape {tuple(images.shape)}, the {datamodule.name} images are "
-            f"[N, {', '.join(map(str, datamodule.image_shape))}]"
-        )
-    # Too few to score is refused by the metrics themselves (`feature_metrics`), naming the count needed.
+    elif tuple(images.shape[1:]) != tuple(datamodule.image_shape):
+        shape = ", ".join(map(str, datamodule.image_shape))
+        problem = f"images of shape {tuple(images.shape)}, the {datamodule.name} images are [N, {shape}]"
+    if problem is not None:
+        raise ValueError(problem)
+    # Too few to score is refused by the metrics themselves, naming the count needed.
     count = min(len(images), num_samples or len(images))
     if images.dtype != torch.uint8:
         images = _stored_images(images.detach().cpu(), datamodule)
-    # Building a backbone (the classifier trained or loaded) draws initial weights: the global random state
-    # is left as it was, so a seeded script draws the same numbers after scoring as without it.
+    # Building a backbone draws initial weights: the global random state is left as it was.
     with torch.random.fork_rng(devices=[]):
         datamodule.prepare_data()
         datamodule.setup("test")
@@ -413,8 +394,8 @@ def score_images(
             RealFeatures(backbone),
             datamodule,
             split,
-            # Its own stream, not the real subset's seed: the split's own images, given as `images`, would
-            # otherwise be cut to the very images they are compared with.
+            # Its own stream, not the real subset's: the split's own images given would be cut to the very
+            # images they are compared with.
             lambda n: extract_features(
                 backbone, images[seeded_subset(len(images), n, int_seed(seed, "scored images"))], device
             ),
@@ -424,18 +405,17 @@ def score_images(
 
 
 def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.Tensor:
-    """Float images in [-1, 1] as the dataset stores them (uint8). NaN, Inf and values on another scale are
-    refused (stored, they would be scored as other images); a small overshoot is clamped, and images in
-    [0, 1] are warned about (their FD would measure the scale)."""
+    """Float images in [-1, 1] as stored (uint8). NaN, Inf and another scale are refused (stored, they would
+    be other images); a small overshoot is clamped; images in [0, 1] are warned about."""
     finite = torch.isfinite(images).flatten(1).all(dim=1)
-    if not bool(finite.all()):
-        raise ValueError(f"{int((~finite).sum())} of the {len(images)} images hold NaN or Inf")
     low, high = float(images.min()), float(images.max())
     outside = float(((images < -1.05) | (images > 1.05)).float().mean())
-    if outside > 0.01:
+    if not bool(finite.all()) or outside > 0.01:
         raise ValueError(
-            f"the images span [{low:.3g}, {high:.3g}], {outside:.1%} of their values outside [-1, 1]; give "
-            "uint8 images, or floats in [-1, 1] (x / 127.5 - 1 for floats in [0, 255])"
+            f"{int((~finite).sum())} of the {len(images)} images hold NaN or Inf"
+            if not bool(finite.all())
+            else f"the images span [{low:.3g}, {high:.3g}], {outside:.1%} of their values outside [-1, 1]; "
+            "give uint8 images, or floats in [-1, 1] (x / 127.5 - 1 for floats in [0, 255])"
         )
     if low >= 0.0 and high <= 1.0:
         warnings.warn(

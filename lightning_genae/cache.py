@@ -21,13 +21,9 @@ def cache_root() -> Path:
 def write_atomically(
     path: str | Path, write: Callable[[str], object], shared: bool = True, durable: bool = False
 ) -> None:
-    """`write(temporary)` beside `path`, then rename it over `path`.
-
-    A reader (a concurrent run, an array task) sees the old file or the new one, never half of one; an
-    interrupted write leaves nothing behind. `shared`: readable by all (a cache, a shipped file), else with
-    the permissions the user's umask gives a new file (a run's own files). `durable`: on disk before the
-    rename, so that a machine's crash too leaves the old file or the whole new one.
-    """
+    """`write(temporary)` beside `path`, then rename it over `path`: a reader sees the old file or the new
+    one, never half of one. `shared`: readable by all (a cache), else as the user's umask gives a new file.
+    `durable`: on disk before the rename, so that a machine's crash too leaves one or the other."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -67,10 +63,8 @@ def save_torch_atomically(
     path: str | Path, contents: object, shared: bool = True, durable: bool = False
 ) -> bytes:
     """`torch.save(contents)` to `path` as `write_atomically` writes, returning the bytes written.
-
-    Serialised in memory first: torch's writer reports a full disk as a RuntimeError of its zip container
-    ("unexpected pos ..."), a file's write as the OSError it is; and the archive's records are named alike
-    whatever the temporary file's name, so identical contents give identical bytes."""
+    Serialised in memory first: a full disk is then the OSError it is (torch's writer reports a RuntimeError
+    of its zip container), and identical contents give identical bytes whatever the temporary's name."""
     import torch  # here: the cache's paths and writes are read without torch elsewhere
 
     buffer = io.BytesIO()
@@ -83,8 +77,7 @@ def save_torch_atomically(
 
 
 def write_file_atomically(path: str | Path, content: str | bytes) -> None:
-    """`content` (text as UTF-8, or bytes) written to `path` as `write_atomically` writes: a reader, such as
-    another array job summarising the same grid, sees the old file or the whole new one."""
+    """`content` (text as UTF-8, or bytes) written to `path` as `write_atomically` writes."""
     data = content if isinstance(content, bytes) else content.encode("utf-8")
     write_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
 
@@ -117,10 +110,8 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 
 
 def is_torch_file(path: str | Path) -> bool:
-    """Whether `path` is in one of torch.save's formats (a zip archive, or the legacy magic-number pickle).
-
-    A plain pickle is neither: it is refused before any loader sees it.
-    """
+    """Whether `path` is in one of torch.save's formats (a zip archive, or the legacy magic-number pickle);
+    a plain pickle is neither."""
     try:
         with open(path, "rb") as file:
             head = file.read(len(_LEGACY_TORCH_MAGIC))

@@ -5,7 +5,6 @@ so the checkpoint alone can be resumed, re-evaluated or used as an augmenter. Ev
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-from lightning_genae.cache import is_torch_file, save_torch_atomically
+from lightning_genae.cache import save_torch_atomically
 from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, TRAIN_CONTENT_KEY
 from lightning_genae.errors import ConfigError, WriteFailed, describe_error
 from lightning_genae.run_files import CONFIG_KEY, PER_INVOCATION
@@ -39,16 +38,9 @@ def run_folder_of(checkpoint_path: Path) -> Path:
     return parent.parent if in_a_run_folder(checkpoint_path) else parent
 
 
-def pickled_object_refused(error: pickle.UnpicklingError, path: str | Path, flag: str) -> ConfigError:
-    """The one line for a file that torch's weights-only reading refused, naming the object (not torch's
-    advice to load it unsafely)."""
-    return ConfigError(f"{flag}: {path} is refused ({describe_error(error)})")
-
-
 @dataclass(frozen=True)
 class RunCheckpoint:
-    """A checkpoint file, read once: its path and contents. `flag` in every method is the caller's name for
-    the file (`--resume`, `load_model`), which starts its error lines."""
+    """A checkpoint file, read once; `flag` is the caller's name for it (`--resume`), which starts errors."""
 
     path: Path
     contents: dict[str, Any]
@@ -60,19 +52,17 @@ class RunCheckpoint:
         # is_file first: a named pipe would be waited on.
         if not path.is_file():
             raise ConfigError(f"{flag}: no checkpoint file at {path}")
-        if not is_torch_file(path):
-            raise ConfigError(f"{flag}: {path} is not a readable checkpoint (not a file torch.save writes)")
         try:
             with warnings.catch_warnings():
                 # torch's notes on pickle protocols speak to its developers, not to a user of this program.
                 warnings.simplefilter("ignore")
                 contents = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - truncated, damaged or holding a pickled object: alike
-            raise ConfigError(
-                f"{flag}: {path} is not a readable checkpoint ({describe_error(error)})"
-            ) from None
-        if not isinstance(contents, dict) or "state_dict" not in contents:
-            raise ConfigError(f"{flag}: {path} is not a Lightning checkpoint (it holds no state_dict)")
+            lightnings = isinstance(contents, dict) and "state_dict" in contents
+            problem = None if lightnings else "not a Lightning checkpoint: it holds no state_dict"
+        except Exception as error:  # noqa: BLE001 - not torch's, truncated, damaged or holding a pickled object
+            problem = describe_error(error)
+        if problem is not None:
+            raise ConfigError(f"{flag}: {path} is not a readable checkpoint ({problem})")
         return cls(path, contents)
 
     @property
@@ -134,7 +124,10 @@ class RunCheckpoint:
         try:
             module = module_type(**self.contents.get("hyper_parameters", {}))
         except (TypeError, RuntimeError, ConfigError) as error:
-            raise self._unfit(module_type.__name__, describe_error(error), flag) from None
+            raise ConfigError(
+                f"{flag}: {self.path} does not hold a {module_type.__name__} of this version "
+                f"({describe_error(error)})"
+            ) from None
         self.check_fits(module, flag)
         module.load_state_dict(self.contents["state_dict"])
         return module.eval()
@@ -144,25 +137,24 @@ class RunCheckpoint:
         or that hold NaN or inf (with `training`, in the optimizer states too)."""
         problem = state_dict_mismatch(module.state_dict(), self.contents["state_dict"])
         if problem is not None:
-            raise self._unfit(type(module).__name__, problem, flag)
-        bad = non_finite_state(self.contents if training else {"state_dict": self.contents["state_dict"]})
-        if bad:
-            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-            raise ConfigError(
-                f"{flag}: {self.path} holds NaN or inf values ({shown}); pick a checkpoint whose weights "
-                "are finite, such as an earlier one of the same run"
+            problem = f"does not hold a {type(module).__name__} of this version ({problem})"
+        elif bad := non_finite_state(
+            self.contents if training else {"state_dict": self.contents["state_dict"]}
+        ):
+            problem = (
+                f"holds NaN or inf values ({_listed(bad)}); pick a checkpoint whose weights are finite, such "
+                "as an earlier one of the same run"
             )
+        if problem is not None:
+            raise ConfigError(f"{flag}: {self.path} {problem}")
 
-    def _unfit(self, name: str, detail: str, flag: str) -> ConfigError:
-        return ConfigError(f"{flag}: {self.path} does not hold a {name} of this version ({detail})")
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def state_dict_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> str | None:
     """What keeps `given` from loading in place of `expected` (missing, unexpected, reshaped), or None."""
-
-    def listed(names: list[str]) -> str:
-        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
     missing = [name for name in expected if name not in given]
     unexpected = [name for name in given if name not in expected]
     reshaped = [
@@ -172,11 +164,11 @@ def state_dict_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str
     ]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} of its {len(expected)} weights missing: {listed(missing)}")
+        problems.append(f"{len(missing)} of its {len(expected)} weights missing: {_listed(missing)}")
     if unexpected:
-        problems.append(f"unexpected weights: {listed(unexpected)}")
+        problems.append(f"unexpected weights: {_listed(unexpected)}")
     if reshaped:
-        problems.append(f"shapes differ: {listed(reshaped)}")
+        problems.append(f"shapes differ: {_listed(reshaped)}")
     return "; ".join(problems) or None
 
 
@@ -225,8 +217,7 @@ def last_finite_checkpoint(directory: Path, steps_per_iteration: int) -> tuple[P
     return found
 
 
-# What a run whose learning rates follow a paper's fixed schedule (which lr does not set) is advised when
-# it diverges (`resume_advice`) or its discriminator saturates (run_report's collapse_warning).
+# The advice to a run whose learning rates follow a paper's fixed schedule that diverges or saturates.
 FIXED_SCHEDULE_ADVICE = "its learning rates follow a fixed schedule, not lr: start again with another seed"
 
 
@@ -239,10 +230,8 @@ def resume_advice(
     resumed_from: Path | None = None,
 ) -> str:
     """What to do after a divergence: the finite checkpoint to resume from with `lower_lr` (None: a fixed
-    schedule, which a resume would replay), or that there is none. A run resumed at `started_at` with a
-    lowered rate (`retried_lower`) that diverged again before a newer checkpoint is advised to start again
-    (finite weights are not always recoverable); `resumed_from` is named where `directory` holds none.
-    """
+    schedule, which a resume would replay), or to start again: a run resumed at `started_at` with a lowered
+    rate (`retried_lower`) that diverged again before a newer checkpoint may not be recoverable."""
     if lower_lr is None:
         return FIXED_SCHEDULE_ADVICE
     lower = f"a lower learning rate (lr {lower_lr:g})"
@@ -261,10 +250,8 @@ def resume_advice(
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a run's checkpoints whole or not at all: into a temporary file beside it, synced and renamed
-    over it (Lightning's writer copies across filesystems over the previous one). A failed write leaves the
-    previous checkpoint and stops the run with one line saying how to continue (`continue_with`).
-    """
+    """Writes a run's checkpoints whole or not at all (Lightning's writer copies over the previous one); a
+    failed write leaves the previous checkpoint and stops the run with one line saying how to continue."""
 
     def __init__(self, continue_with: str) -> None:
         super().__init__()

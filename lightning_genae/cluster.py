@@ -1,9 +1,6 @@
 """How a process lives in a cluster job: which job and rank it is, how it waits for rank 0, how it stops.
-
-Every rank of a SLURM or torchrun job starts at once; the run folder, the W&B run id and whether to resume
-are derived from the environment (`current_job`), so every rank and restart agree without talking. Nothing
-here imports Lightning at import time.
-"""
+The run folder, W&B run id and whether to resume derive from the environment (`current_job`), so every rank
+and restart agree without talking. Nothing here imports Lightning at import time."""
 
 from __future__ import annotations
 
@@ -76,27 +73,27 @@ def _torchelastic_detected() -> bool:
 
 
 def _count(value: str | None) -> int:
-    try:
-        return max(0, int(value)) if value else 0
-    except ValueError:
-        return 0
+    return int(value) if value and value.isdigit() else 0
+
+
+def _variable(name: str, slurm_name: str) -> int | None:
+    """The whole number in `$name`, else under SLURM in `$slurm_name`, or None."""
+    value = os.environ.get(name)
+    if value is None and is_slurm_task():
+        value = os.environ.get(slurm_name)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def local_rank() -> int:
     """This process's index on its node before any process group exists (0 for a plain process)."""
-    value = os.environ.get("LOCAL_RANK")
-    if value is None and is_slurm_task():
-        value = os.environ.get("SLURM_LOCALID")
-    return int(value) if value is not None and value.isdigit() else 0
+    return _variable("LOCAL_RANK", "SLURM_LOCALID") or 0
 
 
 def global_rank() -> int:
     """This process's rank in the whole job before any process group exists (0 for a plain process)."""
-    value = os.environ.get("RANK")
-    if value is None and is_slurm_task():
-        value = os.environ.get("SLURM_PROCID")
-    if value is not None and value.isdigit():
-        return int(value)
+    rank = _variable("RANK", "SLURM_PROCID")
+    if rank is not None:
+        return rank
     # Lightning's launcher gives its children LOCAL_RANK and NODE_RANK only: off the first node, only "not 0".
     node = os.environ.get("NODE_RANK", "0")
     return local_rank() if node in ("", "0") else 1 + local_rank()
@@ -152,9 +149,7 @@ def created_by_local_rank_zero(
 ) -> None:
     """`create()` writes `path` atomically on local rank 0 of a SLURM/torchrun job while the node's other
     ranks wait for it (for a file other than `replacing`, the `file_identity` of an unusable one), so that
-    a cache is filled once per node. If rank 0 fails, a marker of this job and restart stops the others with
-    its reason. Outside such a job the process simply creates the file.
-    """
+    a cache is filled once per node; if rank 0 fails, a marker file stops the others with its reason."""
     job = current_job()
     failure = path.with_name(f".{path.name}.failed-{job.tag}-{job.restart_count}") if job else None
     if failure is None or local_rank() == 0:
@@ -208,9 +203,8 @@ _REFUSAL_GRACE_S = 60.0
 
 @dataclass
 class StartGate:
-    """Rank 0's word to the job's other ranks: the run starts (`open`) or it does not (`refuse`), so that a
-    refused start does not leave them waiting at the rendezvous until its timeout. It goes through the TCP
-    store the process group is built on anyway."""
+    """Rank 0's word to the job's other ranks through a TCP store: the run starts (`open`) or it does not
+    (`refuse`), so that a refused start does not leave them waiting at the rendezvous until its timeout."""
 
     store: Store
     job_key: str
@@ -234,10 +228,8 @@ class StartGate:
         self.opened = True
 
     def refuse(self, error: BaseException) -> None:
-        """Rank 0: the run does not start (unless already opened); waits a little for the others to read it.
-
-        Rank 0 exits with `error`; the others exit with its exit code.
-        """
+        """Rank 0: the run does not start (unless already opened); waits a little for the others to read its
+        exit code, which they exit with."""
         if self.opened:
             return
         self.store.set(
@@ -279,7 +271,7 @@ _gate: list[StartGate] = []
 
 def start_gate() -> StartGate | None:
     """This job's gate where a scheduler started several ranks at once (SLURM, torchrun), else None; made
-    once per process (under SLURM rank 0 hosts the store, which `init_process_group` shares)."""
+    once per process."""
     if _gate:
         return _gate[0]
     job = current_job()
@@ -304,10 +296,7 @@ def start_gate() -> StartGate | None:
 
 
 def _world_size() -> int:
-    value = os.environ.get("WORLD_SIZE")
-    if value is None and is_slurm_task():
-        value = os.environ.get("SLURM_NTASKS")
-    return int(value) if value is not None and value.isdigit() else 1
+    return _variable("WORLD_SIZE", "SLURM_NTASKS") or 1
 
 
 def _rendezvous_address(job: ClusterJob) -> tuple[str, int]:

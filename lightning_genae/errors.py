@@ -53,9 +53,8 @@ class ConfigError(GenaeError):
 
 
 class OptionError(ConfigError):
-    """One option's value fails the option's own check (its type, choice or range), or no option has its
-    name. `option` is the option's name as Python spells it, `problem` the rest of the line; str() reads
-    `latent_dim must lie in [1, inf), got 0`, and the command line prints the option as its flag."""
+    """One option's value fails its own check, or no option has its name: str() reads `latent_dim must lie
+    in [1, inf), got 0`, and the command line prints `option` as its flag."""
 
     def __init__(self, option: str, problem: str) -> None:
         super().__init__(option, problem)
@@ -85,10 +84,8 @@ class UnknownName(ConfigError, KeyError):
 
 
 class RunFolderRefused(ConfigError):
-    """The folder is not this invocation's to write: it holds another run, or another run holds its lock.
-
-    A grid reports it for a cell without recording the cell as failed: nothing of the cell went wrong.
-    """
+    """The folder is not this invocation's to write: it holds another run, or another run holds its lock (a
+    grid reports it without recording the cell as failed)."""
 
 
 class DataError(GenaeError):
@@ -106,8 +103,7 @@ class RunFolderGone(GenaeError):
 
     @classmethod
     def at(cls, run_dir: Path, continue_with: str = "--resume last") -> RunFolderGone:
-        """The one line; `continue_with` says how to go on once the folder is back (run.py's resume, or the
-        Trainer's for a run made in Python)."""
+        """The one line; `continue_with` says how to go on once the folder is back."""
         return cls(
             f"the run folder {run_dir} is gone (moved or deleted while the run trained), so the run stopped; "
             f"put it back and continue with {continue_with}, or start the run again"
@@ -115,11 +111,7 @@ class RunFolderGone(GenaeError):
 
 
 class TrainingDiverged(GenaeError):
-    """A loss, weight, buffer or optimizer state became NaN or inf; the run stops.
-
-    The update that caused it is not undone; the checkpoints already written are all finite. Exit 2, as
-    other input the run cannot go on with: the one line names what to change (the learning rate, the
-    checkpoint to resume from).
-    """
+    """A loss, weight, buffer or optimizer state became NaN or inf; the run stops (exit 2, its line naming
+    what to change), its checkpoints all finite."""
 
     exit_code = 2

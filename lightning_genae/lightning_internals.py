@@ -1,10 +1,5 @@
-"""Every private Lightning name this project reads or writes, in one place.
-
-Lightning offers no public way to do these few things; each function says why it is needed and what
-breaks if Lightning changes the name. tests/library/test_lightning_internals.py checks every one against the
-installed Lightning, so an upgrade that renames one fails there, by name, and not deep inside a run.
-The versions these were written against are the bounds in pyproject.toml.
-"""
+"""Every private Lightning name this project reads or writes, in one place, each where Lightning offers no
+public way; tests/library/test_lightning_internals.py checks every one against the installed Lightning."""
 
 from __future__ import annotations
 
@@ -20,34 +15,18 @@ from pytorch_lightning.core.optimizer import _configure_optimizers
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 from pytorch_lightning.utilities.model_helpers import _restricted_classmethod
 
-__all__ = [
-    "Tqdm",
-    "configured_optimizers",
-    "kill_launched_processes",
-    "log_global_value",
-    "record_training_values",
-    "restore_loader_positions",
-    "restricted_classmethod",
-    "set_logging_step",
-    "should_update_logs",
-    "uncount_epoch_cut_short",
-    "validation_follows_batch",
-    "wandb_init_arguments",
-]
+__all__ = ["Tqdm"]  # re-exported
 
 
 def should_update_logs(trainer: pl.Trainer) -> bool:
     """Whether Lightning writes this training batch's logged values at its end (its logger connector's
-    private decision: every `log_every_n_steps` batches and when the trainer should stop). Read rather than
-    copied, so the framework's own logging cadence cannot drift from Lightning's."""
+    decision), read rather than copied so the two cadences cannot drift."""
     return bool(trainer._logger_connector.should_update_logs)
 
 
 def restore_loader_positions(trainer: pl.Trainer) -> None:
-    """Give the training loaders the state the resumed checkpoint holds for them where Lightning did not: a
-    fit by --max-epochs resumed after its last epoch ended counts as a fresh start and leaves the state
-    unread (`_combined_loader_states_to_load`), so an epoch-ordered loader would restart at epoch 0.
-    Called at the start of training, after Lightning's own restore."""
+    """Give the training loaders the state the resumed checkpoint holds for them where Lightning did not (a
+    fit resumed after its last epoch ended counts as a fresh start), at the start of training."""
     fit_loop = trainer.fit_loop
     pending = fit_loop._combined_loader_states_to_load
     if pending and fit_loop._combined_loader is not None:
@@ -67,8 +46,7 @@ _PROGRESS_STAGES = ("ready", "started", "processed", "completed")
 
 def uncount_epoch_cut_short(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> None:
     """Write a checkpoint of a fit stopped part-way through an epoch as one whose last epoch is still
-    running: Lightning counts that epoch as done, so a resume by --max-epochs would fall short by the
-    batches it never ran. Reads the fit loop's state dict; a checkpoint without it is left as it is."""
+    running (Lightning counts it done, so a resume by --max-epochs would fall short by the batches left)."""
     try:
         fit_loop = checkpoint["loops"]["fit_loop"]
         epochs = fit_loop["epoch_progress"]
@@ -91,9 +69,8 @@ def uncount_epoch_cut_short(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> 
 
 
 def validation_follows_batch(trainer: pl.Trainer) -> bool:
-    """Whether Lightning validates as soon as the training batch in progress ends (its private
-    `_should_check_val_fx`, with a validation loop that has batches), asked from `on_train_batch_end`: a
-    checkpoint saved there would be resumed as if that validation had run."""
+    """Whether Lightning validates as soon as the training batch in progress ends, asked from
+    `on_train_batch_end`: a checkpoint saved there would be resumed as if that validation had run."""
     epoch_loop = trainer.fit_loop.epoch_loop
     fetcher = trainer.fit_loop._data_fetcher
     if fetcher is None or epoch_loop._skip_next_val or not epoch_loop._should_check_val_fx(fetcher):
@@ -109,10 +86,8 @@ def record_training_values(
     write: bool,
 ) -> None:
     """Put one training batch's values where `self.log(name, value, on_step=True, on_epoch=False)` would
-    (`trainer.callback_metrics`, the progress bar's for `progress_bar`, and when `write` one row for the
-    loggers through the connector's `log_metrics`), in `self.log`'s dtypes, without its result collection,
-    which costs about a millisecond of Python per value on a CPU.
-    """
+    (and when `write`, one row for the loggers), without its result collection, which costs about a
+    millisecond of Python per value on a CPU."""
     connector = trainer._logger_connector
     tensors: dict[str, torch.Tensor] = {}
     numbers_: dict[str, float] = {}
@@ -182,10 +157,8 @@ SYNC_ADVICE = "It is recommended to use `self.log("
 
 
 def log_global_value(pl_module: pl.LightningModule, name: str, value: Any, **log_options: Any) -> None:
-    """`pl_module.log` a value that is already the whole run's (the same on every rank, or logged on rank
-    zero only), silencing Lightning's advice to sync it for this exact name only (syncing would average
-    identical numbers, or wait for ranks that log nothing).
-    """
+    """`pl_module.log` a value that is already the whole run's, silencing Lightning's advice to sync it for
+    this name only (syncing would average identical numbers, or wait for ranks that log nothing)."""
     pattern = re.escape(f"{SYNC_ADVICE}{name!r},")
     # Added only where absent: every change to the filters makes Python show warnings already shown again.
     silenced = (

@@ -1,10 +1,5 @@
-"""Finding and importing the plug-in modules, apart from the registries they fill.
-
-The commands import the plug-ins before reading their command lines: `run.py` through `plugins`, and the
-classifier command (`python -m lightning_genae.experiment.classifier`), which trains a plug-in dataset's
-feature classifier from the metrics layer, below the registries. Importing a plug-in module is what
-registers its family, dataset, augmentation or metric (`lightning_genae.plugins.register_*`).
-"""
+"""Finding and importing the plug-in modules, apart from the registries they fill, so that the classifier
+command (below the registries) imports them too; importing a plug-in module is what registers it."""
 
 from __future__ import annotations
 
@@ -26,11 +21,8 @@ def plugin_modules() -> list[str]:
 
 
 def load_plugins() -> list[str]:
-    """Import every plug-in module; returns their names. Python imports a module once per process, so
-    calling this again registers nothing twice.
-
-    A module that cannot be imported, or whose registration is refused, is a ConfigError naming it.
-    """
+    """Import every plug-in module (once per process) and return their names; one that cannot be imported,
+    or whose registration is refused, is a ConfigError naming it."""
     modules = plugin_modules()
     for module in modules:
         try:

@@ -1,7 +1,6 @@
 """Typed options of a plug-in (a family, a dataset, an augmentation): one frozen dataclass whose fields
-declare each option's type, default, `--help` line and range, from which the command line, config files and
-the checks are made. Standard library only: `--help` and a bad option are answered without torch.
-"""
+declare each option's type, default, `--help` line and range. Standard library only: `--help` and a bad
+option are answered without torch."""
 
 from __future__ import annotations
 
@@ -26,27 +25,11 @@ from lightning_genae.errors import (
     describe_error,
 )
 
-__all__ = [
-    "AUTO",
-    "PluginOptions",
-    "Registry",
-    "flag",
-    "is_of_type",
-    "literal_choices",
-    "option",
-    "option_specs",
-    "check_shared",
-    "declaring_class",
-    "declared_fields",
-    "with_default",
-]
-
 _Spec = TypeVar("_Spec")
 
 
 def did_you_mean(name: object, choices: Iterable[object]) -> str:
-    """` (did you mean 'vae'?)` where `name` resembles one of `choices`, else nothing: the hint every
-    refusal of an unknown name gives."""
+    """` (did you mean 'vae'?)` where `name` resembles one of `choices`, else nothing."""
     close = difflib.get_close_matches(str(name), [str(choice) for choice in choices], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -72,8 +55,7 @@ class Registry(dict[str, _Spec]):
         )
 
 
-# No option's integer is larger in a run that finishes: a larger one is a typo, refused before it fails far
-# from its cause (an allocation, an overflow).
+# An integer option larger than this is a typo, refused before it fails far from its cause (an overflow).
 INT_LIMIT = 2**31 - 1
 # The value of a probability option that ADA's controller sets during training (`--augment-p auto`).
 AUTO = "auto"
@@ -114,7 +96,7 @@ def typed_flag(name: str, value: Any) -> str:
 
 def is_of_type(kind: Any, value: Any) -> bool:
     """Whether `value` is one an option of type `kind` holds (`int | None`, `float | Literal["auto"]`,
-    `list[str]`): a bool is no number, an int is a float. The check of a value a Python caller gives."""
+    `list[str]`): a bool is no number, an int is a float."""
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         return any(is_of_type(argument, value) for argument in arguments)
@@ -173,18 +155,8 @@ def option(
     of a given value, raising its OptionError where unusable. `changeable_on_resume`: a resumed run may
     take another value.
     """
-    metadata = {
-        "canonical": canonical,
-        "changeable_on_resume": changeable_on_resume,
-        "help": help,
-        "shown_default": shown_default,
-        "at_least": at_least,
-        "above": above,
-        "below": below,
-        "at_most": at_most,
-        "path": path,
-        "tunable": tunable,
-    }
+    # Every argument but the default, by name: the field's metadata.
+    metadata = {name: value for name, value in locals().items() if name != "default"}
     return field(default=default, metadata=metadata)
 
 
@@ -211,11 +183,8 @@ def _range_text(metadata: Mapping[str, Any]) -> str:
     return f"{low}, {high}"
 
 
-@functools.cache
-def _type_hints(options: type) -> dict[str, Any]:
-    # Resolving the annotations of a class and its bases is the costly part of reading options, and resolve,
-    # the parser and a tuning grid's candidates ask for the same classes' types many times.
-    return typing.get_type_hints(options)
+# Resolving annotations is the costly part of reading options, asked for the same classes many times.
+_type_hints = functools.cache(typing.get_type_hints)
 
 
 def _default_hint(spec: dataclasses.Field) -> str:
@@ -226,20 +195,28 @@ def _default_hint(spec: dataclasses.Field) -> str:
     return f"; the default is {spec.default if shown is None else shown}"
 
 
-def _out_of_range(value: float, metadata: Mapping[str, Any]) -> bool:
+def _range_problem(value: float, metadata: Mapping[str, Any]) -> str | None:
+    """What puts `value` outside its option's range (NaN compares False with every bound and inf passes a
+    lower one, so finiteness comes first), or None."""
     at_least, above, below, at_most = (metadata.get(key) for key in ("at_least", "above", "below", "at_most"))
-    return (
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if isinstance(value, int) and at_most is None and value > INT_LIMIT:
+        return f"must be at most {INT_LIMIT:,}, got {value:,}"
+    if (
         (at_least is not None and value < at_least)
         or (above is not None and value <= above)
         or (below is not None and value >= below)
         or (at_most is not None and value > at_most)
-    )
+    ):
+        return f"must lie in {_range_text(metadata)}, got {value}"
+    return None
 
 
 @dataclass(frozen=True)
 class PluginOptions:
-    """Base of every plug-in's options class: fields declared with `option(...)`, plain values (so a
-    checkpoint rebuilds them); checks of several options together go in the subclass's `__post_init__`."""
+    """Base of every plug-in's options class: plain values declared with `option(...)` (so a checkpoint
+    rebuilds them); checks of several options together go in the subclass's `__post_init__`."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -253,11 +230,6 @@ class PluginOptions:
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
             object.__setattr__(self, spec.name, self._own_check(spec, getattr(self, spec.name)))
-
-    @classmethod
-    def check_own(cls, name: str, value: Any) -> None:
-        """Raise the OptionError of option `name` where `value` fails its own type and range."""
-        cls._own_check(cls.__dataclass_fields__[name], value)
 
     @classmethod
     def changeable_on_resume(cls) -> tuple[str, ...]:
@@ -274,7 +246,7 @@ class PluginOptions:
         passing = {}
         for name, value in known.items():
             try:
-                cls.check_own(name, value)
+                cls._own_check(cls.__dataclass_fields__[name], value)
             except ConfigError:
                 continue
             passing[name] = value
@@ -284,33 +256,24 @@ class PluginOptions:
 
     @classmethod
     def _own_check(cls, spec: dataclasses.Field, value: Any) -> Any:
-        """The value as stored, checked against its option alone."""
+        """The value as stored (`canonical`), checked against its option alone: its type or choice, then an
+        empty path or a number's range."""
         kind = cls.types()[spec.name]
         if not is_of_type(kind, value):
             choices = literal_choices(kind)
             takes = f"one of: {', '.join(map(str, choices))}" if choices else f"of type {type_text(kind)}"
-            given = "null" if value is None else shown_value(value)
-            raise OptionError(spec.name, f"{given} is not {takes}")
+            problem = f"{'null' if value is None else shown_value(value)} is not {takes}"
+        elif spec.metadata.get("path") and isinstance(value, str) and not value.strip():
+            problem = "is empty; give a path, or drop it for its default"
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            problem = _range_problem(value, spec.metadata)
+            problem = problem and f"{problem}{_default_hint(spec)}"
+        else:
+            problem = None
+        if problem:
+            raise OptionError(spec.name, problem)
         canonical = spec.metadata.get("canonical")
-        if canonical is not None and value is not None:
-            value = canonical(value)
-        cls._check_field(spec, value)
-        return value
-
-    @classmethod
-    def _check_field(cls, spec: dataclasses.Field, value: Any) -> None:
-        if spec.metadata.get("path") and isinstance(value, str) and not value.strip():
-            raise OptionError(spec.name, "is empty; give a path, or drop it for its default")
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return
-        if isinstance(value, int) and spec.metadata.get("at_most") is None and value > INT_LIMIT:
-            raise OptionError(spec.name, f"must be at most {INT_LIMIT:,}, got {value:,}")
-        # NaN compares False with every bound and inf passes a lower one: check finiteness first.
-        if isinstance(value, float) and not math.isfinite(value):
-            raise OptionError(spec.name, f"must be a finite number, got {value}{_default_hint(spec)}")
-        if _out_of_range(value, spec.metadata):
-            where = _range_text(spec.metadata)
-            raise OptionError(spec.name, f"must lie in {where}, got {value}{_default_hint(spec)}")
+        return canonical(value) if canonical is not None and value is not None else value
 
     @classmethod
     def types(cls) -> dict[str, Any]:
@@ -319,17 +282,15 @@ class PluginOptions:
 
     @classmethod
     def choices(cls, name: str) -> tuple[Any, ...]:
-        return literal_choices(cls.types()[name])
+        return literal_choices(_type_hints(cls)[name])
 
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> PluginOptions:
         """Options from plain values (the command line's, a config file's, a checkpoint's); defaults fill
         in, and a name no option has is refused."""
-        types = cls.types()
-        unknown = sorted(set(values) - set(types))
+        unknown = sorted(set(values) - set(_type_hints(cls)))
         if unknown:
-            close = difflib.get_close_matches(unknown[0], types, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            hint = did_you_mean(unknown[0], _type_hints(cls))
             raise OptionError(unknown[0], f"is not an option of {cls.__name__}{hint}")
         return cls(**values)
 
@@ -342,23 +303,17 @@ class PluginOptions:
 
 
 def option_specs(classes: Mapping[str, type[PluginOptions]]) -> dict[str, tuple[Any, dataclasses.Field]]:
-    """Every option of `classes` (owner name -> options class), merged by name: (type, field)."""
+    """Every option of `classes` (owner name -> options class), merged by name: (type, field), each class's
+    as its declarations read: its own first, then each base's in MRO order (a dataclass's are the reverse)."""
     merged: dict[str, tuple[Any, dataclasses.Field]] = {}
     for options in classes.values():
-        kinds = options.types()
-        for spec in declared_fields(options):
-            merged.setdefault(spec.name, (kinds[spec.name], spec))
+        order: dict[str, int] = {}
+        for klass in options.__mro__:
+            for name in vars(klass).get("__annotations__", {}):
+                order.setdefault(name, len(order))
+        for spec in sorted(dataclasses.fields(options), key=lambda spec: order[spec.name]):
+            merged.setdefault(spec.name, (options.types()[spec.name], spec))
     return merged
-
-
-def declared_fields(options: type[PluginOptions]) -> list[dataclasses.Field]:
-    """The fields of `options` as its declarations read: its own first, then each base's in MRO order (a
-    dataclass's constructor order is the reverse, its deepest base's first)."""
-    order = {}
-    for klass in options.__mro__:
-        for name in vars(klass).get("__annotations__", {}):
-            order.setdefault(name, len(order))
-    return sorted(dataclasses.fields(options), key=lambda spec: order[spec.name])
 
 
 def declaring_class(options: type[PluginOptions], name: str) -> type[PluginOptions]:

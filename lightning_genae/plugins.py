@@ -1,18 +1,12 @@
-"""Plug-ins from outside the package: a family, a dataset, an augmentation or a metric, registered by name.
-
-A plug-in is an importable module that calls the `register_*` functions below when imported: `run.py`
-imports every module named in `$GENAE_PLUGINS` (a comma list) and every entry point of the group
-`lightning_genae.plugins` before it reads the command line, so its names appear in `--help`, the choices,
-grids and `config.yaml` as the built-ins' do; from Python, importing the module is enough. A registered thing
-is the spec the built-ins use (`ModelSpec`, `DatasetSpec`, `AugmentationSpec`, `FeatureMetricSpec`), whose
-`location` names its class as `module:Class`. docs/plugins.md shows one of each.
-"""
+"""Plug-ins from outside the package: a module that calls the `register_*` functions below when imported
+(`run.py` imports those named in $GENAE_PLUGINS and the `lightning_genae.plugins` entry points first), with
+the spec a built-in uses. docs/plugins.md shows one of each."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any
 
 from lightning_genae.augmentation import (
     AUGMENTATIONS,
@@ -37,15 +31,19 @@ _NAME = re.compile(r"[a-z][a-z0-9_-]*")
 _METRIC_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def _check_new(kind: str, name: str, registry: dict[str, Any]) -> None:
-    """A new name is one users can type after --model/--data/--augment, and no built-in's."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "none":
-        raise ConfigError(
-            f"cannot register {kind} {name!r}: a name is lower case letters, digits, '_' or '-', starting "
-            "with a letter, and not 'none'"
-        )
-    if name in registry:
-        raise ConfigError(f"cannot register {kind} {name!r}: the name is taken; choose another")
+def _check_new(kind: str, name: str, taken: Callable[[str], bool], pattern: re.Pattern = _NAME) -> None:
+    """A new name is one users can type (`pattern`, not 'none'), and not `taken`; a metric's reads as no
+    backbone's (`<name>_<backbone>` would be ambiguous)."""
+    if not isinstance(name, str) or not pattern.fullmatch(name) or name == "none":
+        letters = "'_' or '-'" if pattern is _NAME else "or '_'"
+        why = f"a name is lower case letters, digits, {letters}, starting with a letter, and not 'none'"
+    elif taken(name):
+        why = "the name is taken; choose another"
+    elif kind == "metric" and (clash := [b for b in BACKBONES if name.endswith("_" + b)]):
+        why = f"a name ending in _{clash[0]} reads as a backbone's; choose another"
+    else:
+        return
+    raise ConfigError(f"cannot register {kind} {name!r}: {why}")
 
 
 def register_model(name: str, spec: ModelSpec) -> None:
@@ -54,7 +52,7 @@ def register_model(name: str, spec: ModelSpec) -> None:
     Its options become flags beside the built-in families'; one that a built-in family or RunConfig
     already declares must have the same type (the command line has one flag per name).
     """
-    _check_new("model", name, MODELS)
+    _check_new("model", name, MODELS.__contains__)
     _note_plugin_options(spec.options)
     MODELS[name] = spec
 
@@ -66,7 +64,7 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
     become flags and config.yaml keys, and their values reach the DataModule's constructor as keywords. An
     option another dataset declares too is the same option, inherited from the class that declares it.
     """
-    _check_new("dataset", name, DATASETS)
+    _check_new("dataset", name, DATASETS.__contains__)
     check_shared("dataset", name, spec.options, {other: known.options for other, known in DATASETS.items()})
     _note_plugin_options(spec.options)
     DATASETS[name] = spec
@@ -78,16 +76,14 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
     keys and checks as the built-ins' do, and a run that sets one that no chosen augmentation reads is
     refused. An option another augmentation declares too is the same option, inherited from the class that
     declares it (`--augment-p` from `StrengthOptions`)."""
-    _check_new("augmentation", name, AUGMENTATIONS)
+    _check_new("augmentation", name, AUGMENTATIONS.__contains__)
     check_shared("augmentation", name, spec.options, option_classes())
-    # Either mistake would leave the run unaugmented under the augmentation's name.
-    if spec.side == "discriminator" and spec.build is None:
-        raise ConfigError(f"cannot register augmentation {name!r}: a discriminator-side one needs build")
-    if spec.side == "data" and spec.augmenter is None:
-        # Without one, the run would train on the data as it is under the augmentation's name.
+    # Without its part the run would be unaugmented under the augmentation's name.
+    part = {"discriminator": ("build", spec.build), "data": ("augmenter", spec.augmenter)}.get(spec.side)
+    if part is not None and part[1] is None:
         raise ConfigError(
-            f"cannot register augmentation {name!r}: a data-side one runs an autoencoder family as its "
-            "augmenter; name it (augmenter='ae')"
+            f"cannot register augmentation {name!r}: a {spec.side}-side one needs {part[0]} (a data-side "
+            "one's augmenter is an autoencoder family, augmenter='ae')"
         )
     _note_plugin_options(spec.options)
     AUGMENTATIONS[name] = spec
@@ -95,24 +91,9 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
 
 def register_metric(name: str, spec: FeatureMetricSpec) -> None:
     """Add the feature-space metric `name`: logged as `<split>/<name>_<backbone>` beside fd and kid, for
-    every backbone a run scores with, and tabled by ablations when it has a better side.
-
-    The name may not be a metric kind the project already logs (`fd`, `loss`, ...), nor end in a
-    backbone's name, which would make `<name>_<backbone>` ambiguous.
-    """
-    if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
-        raise ConfigError(
-            f"cannot register metric {name!r}: a metric name is lower case letters, digits or '_', starting "
-            "with a letter"
-        )
-    if kind_spec(name) is not None:
-        raise ConfigError(f"cannot register metric {name!r}: the name is taken; choose another")
-    clashing = [backbone for backbone in BACKBONES if name.endswith("_" + backbone)]
-    if clashing:
-        raise ConfigError(
-            f"cannot register metric {name!r}: a name ending in _{clashing[0]} reads as a backbone's; "
-            "choose another"
-        )
+    every backbone a run scores with, and tabled by ablations when it has a better side. The name may not
+    be a metric kind the project already logs (`fd`, `loss`, ...)."""
+    _check_new("metric", name, lambda new: kind_spec(new) is not None, _METRIC_NAME)
     KINDS[name] = MetricKind(spec.direction, per_backbone=True)
     FEATURE_METRICS[name] = spec
 

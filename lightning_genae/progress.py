@@ -1,7 +1,5 @@
 """The library's own lines: notices on stdout and warnings on stderr (rank 0 only), the progress of long
-phases outside a training loop (a classifier's epochs, an evaluation's features), each saying what it waits
-for and about how long it has left, and Lightning's notices a user cannot act on silenced
-(`quiet_lightning`)."""
+phases outside a training loop, and Lightning's notices a user cannot act on silenced (`quiet_lightning`)."""
 
 from __future__ import annotations
 
@@ -18,8 +16,7 @@ from tqdm import tqdm
 
 @rank_zero_only
 def say(message: str) -> None:
-    """Print one of the project's own lines: stdout, rank 0 only, flushed at once (a log file follows it)."""
-    # tqdm.write lifts an active progress bar out of the way and redraws it below the message.
+    """Print one of the project's own lines: stdout, rank 0 only, flushed at once, below any progress bar."""
     tqdm.write(message, file=sys.stdout)
     sys.stdout.flush()
 
@@ -42,8 +39,7 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-# An evaluation pass (features of generated or real images, post-hoc fits, a test loop) shorter than this
-# says nothing; a longer one shows its progress.
+# An evaluation pass shorter than this says nothing; a longer one shows its progress.
 EVALUATION_QUIET_SECONDS = 10.0
 
 
@@ -53,14 +49,9 @@ def evaluation_progress(what: str, total: int, unit: str, interval: float = 10.0
 
 
 class PhaseProgress:
-    """Progress of a long phase outside the training loop (a feature classifier's epochs, say): what it
-    waits for, done/total, the time spent and an estimate of the time left, on stderr.
-
-    A line at the first unit (the rate shows early), then at most one every `interval` seconds, and at
-    the end, so a log file stays short whatever the phase's length. With `quiet_for`, a phase says nothing
-    until it has run that many seconds: an evaluation pass that usually takes a moment stays silent, and
-    one that turns out long (many samples, a slow backbone, a CPU) shows where it is.
-    """
+    """Progress of a long phase outside the training loop on stderr: done/total, the time spent and left.
+    A line at the first unit, then at most one every `interval` seconds, and at the end; with `quiet_for`,
+    nothing until the phase has run that many seconds."""
 
     def __init__(
         self,
@@ -98,41 +89,29 @@ class PhaseProgress:
         print(line, file=sys.stderr, flush=True)
 
 
-# The start of torch's deprecation message for `LeafSpec`, which Lightning's `_pytree` helpers construct.
-PYTREE_DEPRECATION_PREFIX = "`isinstance(treespec"
-
-
-PYTREE_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
-
-
 def quiet_lightning() -> None:
-    """Silence Lightning's informational lines and its warnings a user of this project cannot act on.
-
-    Idempotent: `warnings.filterwarnings` replaces an identical filter rather than adding a second one.
-    """
+    """Silence Lightning's informational lines and its warnings a user of this project cannot act on
+    (idempotent: `warnings.filterwarnings` replaces an identical filter)."""
     # Imported first: Lightning's package set-up would reset the log levels set below.
     import pytorch_lightning  # noqa: F401
 
-    # Lightning's INFO lines (device banners, "💡 Tip", "`Trainer.fit` stopped: `max_steps=...`",
-    # "Restoring states from ...") speak in its units or advertise; the project says what matters itself.
-    # Its WARNING-level records (problems) still reach stderr through Lightning's own handler.
+    # Lightning's INFO lines (banners, tips, "`Trainer.fit` stopped") speak in its units or advertise; its
+    # warnings still reach stderr.
     for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    # Lightning's use of a torch API deprecated in newer torch (`torch.utils._pytree.LeafSpec`): a Lightning
-    # release fixes it, not the user. Matched by message alone, as `lightning.pytorch` emits it too.
-    warnings.filterwarnings("ignore", PYTREE_DEPRECATION + ".*", FutureWarning)
-    # Spawned processes (ddp_spawn ranks, spawn-started loader workers) are fresh interpreters that never
-    # run this function; they read PYTHONWARNINGS, whose message field is a literal prefix without commas.
-    entry = f"ignore:{PYTREE_DEPRECATION_PREFIX}:FutureWarning"
+    # Lightning's use of a torch API deprecated in newer torch (`LeafSpec`): a Lightning release fixes it.
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning)
+    # Spawned processes (ddp_spawn ranks, loader workers) never run this function; they read PYTHONWARNINGS,
+    # whose message field is a literal prefix without commas.
+    entry = "ignore:`isinstance(treespec:FutureWarning"
     inherited = os.environ.get("PYTHONWARNINGS", "")
     if entry not in inherited.split(","):
         os.environ["PYTHONWARNINGS"] = f"{inherited},{entry}" if inherited else entry
-    # Lightning hints at srun on every machine where SLURM is installed; the project's sbatch templates
-    # launch with srun, and outside a job (a login node, a workstation) the hint is wrong.
+    # Lightning hints at srun wherever SLURM is installed: the sbatch templates use it, and outside a job
+    # the hint is wrong.
     warnings.filterwarnings("ignore", ".*The `srun` command is available on your system but is not used.*")
-    # Lightning falls back from 16-mixed to bf16-mixed on the CPU with a warning; the model line names the
-    # precision in use, so the warning would only repeat it on stderr.
+    # The fall-back from 16-mixed to bf16-mixed on the CPU: the model line names the precision in use.
     warnings.filterwarnings("ignore", ".*AMP with fp16 is not supported on CPU.*")
     # Data lives in memory and is batched by indexing, so worker processes would only add overhead.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -140,9 +119,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
     # Models without a validation objective (the GAN) are still validated by the metric callbacks.
     warnings.filterwarnings("ignore", ".*val_dataloader` but have no `validation_step.*")
-    # Lightning logs every N batches counted across epochs, so a small dataset (fewer batches per epoch
-    # than N) still logs every N iterations; lowering the interval would change nothing the user wants.
+    # Lightning logs every N batches counted across epochs, so a small dataset still logs every N iterations.
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval Trainer\\(log_every_n_steps.*")
-    # Lightning warns because it cannot restore its own loader's place in a mid-epoch resume; the training
-    # loaders here keep theirs in the DataModule's checkpointed state (EpochPosition) and resume from it.
+    # The training loaders keep their place in a mid-epoch resume themselves (EpochPosition).
     warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")

@@ -13,33 +13,17 @@ CONFIG_KEY = "genae_config"
 # and a re-run from config.yaml gets a folder of its own.
 PER_INVOCATION = ("output", "resume", "fast_dev_run", "overwrite", "threads")
 
-
 FAILED_FILE = "failed.json"
-
-
 CONFIG_FILE = "config.yaml"
-
-
 # The first line of every run's config.yaml: what tells a run's file from a user's of the same name.
 CONFIG_HEADER = "# lightning-genae run"
-
-
 METRICS_FILE = "metrics.csv"
-
-
 SUMMARY_FILE = "summary.json"
-
-
-# The cells an ablation grid planned, at its root (ablation/grid.py): a folder that holds one is a grid's.
+# The cells an ablation grid planned, at its root: a folder that holds one is a grid's.
 GRID_FILE = "grid.json"
-
-
 CHECKPOINT_DIR = "checkpoints"
-
-
-# The W&B run id a run chooses (loggers._stable_wandb_id) before it writes its config.yaml.
+# The W&B run id a run chooses before it writes its config.yaml.
 WANDB_RUN_ID = "wandb/run_id"
-
 
 # The files a run (and a grid, for its cells) writes at the top of its folder.
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "normaliser.json", "eval.json", FAILED_FILE)

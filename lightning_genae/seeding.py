@@ -1,14 +1,7 @@
-"""Every random stream drawn from a run's seed, named, and derived in one place.
-
-A stream is numpy's `SeedSequence` with the seed as its entropy and a spawn key of the stream's name (the
-first 8 bytes of the SHA-256 of its UTF-8, the same in every process) followed by its integer index: the
-rank for a stream each process draws on its own, the epoch, step or chunk for one drawn afresh at each. So
-streams of different names, indices or seeds are independent (no stream of one seed is a stream of another
-seed), and the same ones give the same draws in every run.
-
-Seeds that are fixed on purpose, the same for every run (the metrics' reference subset and scoring seeds,
-the shipped classifiers' training seed, the fixed data splits), stay constants where they are used.
-"""
+"""Every random stream drawn from a run's seed, named, and derived in one place: numpy's `SeedSequence`
+with the seed as its entropy and a spawn key of the stream's name (the first 8 bytes of its SHA-256) and
+its index (a rank, epoch or step), so that streams of different names, indices or seeds are independent and
+the same ones draw alike in every run. Seeds fixed on purpose stay constants where they are used."""
 
 from __future__ import annotations
 

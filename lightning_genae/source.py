@@ -14,9 +14,7 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 def source_revision(root: Path = SOURCE_ROOT) -> dict[str, Any] | None:
     """The git commit the package's code is at, and whether tracked files differ from it, where the code is
-    a clone's (`root` holds `.git`); None for an installed copy, or where git cannot say.
-
-    A later commit that computes a metric otherwise gives the same checkpoint other numbers."""
+    a clone's; None for an installed copy, or where git cannot say."""
     if not (root / ".git").exists():
         return None  # a copy in site-packages: never the commit of a repository that happens to hold it
     try:

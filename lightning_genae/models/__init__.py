@@ -1,10 +1,5 @@
-"""Model families. A new family is its options dataclass in `options.py`, its LightningModule in one file
-here, and one entry in MODELS; from outside the package, a plug-in registers one (docs/plugins.md).
-
-The registry names each module by where it lives and imports it on first use: the command line (`--help`,
-`--print-config`, every configuration error) reads only the options and descriptions, and never pays for
-importing Lightning.
-"""
+"""Model families: a new one is its options dataclass in `options.py`, its LightningModule in one file here,
+and one entry in MODELS, which imports each module on first use (so `--help` never imports Lightning)."""
 
 from __future__ import annotations
 
@@ -27,8 +22,7 @@ from lightning_genae.models.options import (
 from lightning_genae.plugin_options import Registry, import_location
 
 if TYPE_CHECKING:
-    # The names served lazily below, for type checkers, which do not run __getattr__ (and see
-    # __all__ only as `*_LAZY_EXPORTS`, hence the noqa).
+    # The names served lazily below, for type checkers, which do not run __getattr__.
     from lightning_genae.models.aae import AAEModule  # noqa: F401
     from lightning_genae.models.ae import AutoencoderModule  # noqa: F401
     from lightning_genae.models.base import GenerativeModule  # noqa: F401
@@ -50,13 +44,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered family: its LightningModule (`package.module:Class`), options and one-line description.
-
-    `data_kind`, `image_discriminator`, `real_logits` and `generates` say what `resolve` checks without
-    importing the module; they repeat the module's `data_kind`, whether it is an `ImageDiscriminator`, its
-    `gives_real_logits` (what ADA's controller reads) and whether it is a `Sampler` (what the generative
-    metrics score), which tests/library/test_models.py holds them to.
-    """
+    """A registered family: its LightningModule (`package.module:Class`), options and one-line description,
+    and what `resolve` checks without importing the module: its `data_kind`, whether it is an
+    `ImageDiscriminator`, gives real logits (for ADA) and samples (`generates`)."""
 
     location: str
     options: type[FamilyOptions]
@@ -74,9 +64,8 @@ class ModelSpec:
         # A built-in's location is relative to this package (".ae"), a plug-in's absolute.
         module = import_location(self.location, "lightning_genae.models", GenerativeModule, "a family")
         samples = callable(getattr(module, "sample", None))
+        # What resolve decides from the registration (the generative metrics) must be what the module is.
         if samples != self.generates:
-            # What resolve decides from the registration (the generative metrics, --backbone, what a resume
-            # may change) must be what the module is; `generates` defaults to True.
             raise ConfigError(
                 f"a family is registered at {self.location!r} with generates={self.generates}, but "
                 f"{module.__name__} {'has a' if samples else 'has no'} sample method; register it with "
@@ -135,17 +124,14 @@ MODELS: Registry[ModelSpec] = Registry(
 
 
 def changeable_on_resume(model: str) -> tuple[str, ...]:
-    """The options of family `model` that a resumed run may change (`option(..., changeable_on_resume=True)`,
-    beside config.CHANGEABLE_ON_RESUME's); none for a name that is not registered."""
+    """The options of family `model` that a resumed run may change; none for a name not registered."""
     spec = MODELS.get(model)
     return spec.options.changeable_on_resume() if spec is not None else ()
 
 
 def unread_by_run(model: str, values: Mapping[str, Any]) -> frozenset[str]:
     """The options a run of family `model` with these stored values leaves unread (`--lr` under a paper's
-    training): none where the family is not registered or its values no longer parse. A run records
-    them as None (left to their defaults), one made by an earlier version of the framework at their
-    defaults; either way none of them acted, so runs are not compared on them."""
+    training), on which runs are not compared; none where the family is unknown or its values do not parse."""
     spec = MODELS.get(model)
     if spec is None:
         return frozenset()
@@ -158,24 +144,22 @@ def unread_by_run(model: str, values: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(options.unread())
 
 
-# Names this package has always exported, each imported from its module on first use (PEP 562), so that
-# `from lightning_genae.models import MODELS` does not import Lightning.
+# Each imported from its module on first use (PEP 562), so that importing MODELS does not import Lightning.
 _LAZY_EXPORTS = {
-    "AAEModule": "aae",
-    "AutoencoderModule": "ae",
-    "BEGANModule": "began",
-    "GANModule": "gan",
-    "RAEModule": "rae",
-    "VAEGANModule": "vaegan",
-    "VAEModule": "vae",
-    "Autoencoder": "protocols",
-    "DiscriminatorAugmentation": "protocols",
-    "DiscriminatorScores": "protocols",
+    **{spec.location.partition(":")[2]: spec.location.partition(":")[0][1:] for spec in MODELS.values()},
+    **dict.fromkeys(
+        (
+            "Autoencoder",
+            "DiscriminatorAugmentation",
+            "DiscriminatorScores",
+            "ImageDiscriminator",
+            "ReconstructingDiscriminator",
+            "Sampler",
+            "ScoringDiscriminator",
+        ),
+        "protocols",
+    ),
     "GenerativeModule": "base",
-    "ImageDiscriminator": "protocols",
-    "ReconstructingDiscriminator": "protocols",
-    "Sampler": "protocols",
-    "ScoringDiscriminator": "protocols",
 }
 
 

@@ -1,9 +1,5 @@
-"""What every model family shares: its typed options, step counting, logging and the divergence watch.
-
-Tools never look at a model's class: they ask for the contracts in `protocols.py`. A family's options are
-one frozen dataclass in `options.py` (a `FamilyOptions` subclass): the command line, config files,
-`--help` defaults and the checks all come from it.
-"""
+"""What every model family shares: its typed options (`options.py`), step counting, logging and the
+divergence watch. Tools never look at a model's class: they ask for the contracts in `protocols.py`."""
 
 from __future__ import annotations
 
@@ -23,7 +19,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from lightning_genae.datamodules.placement import host_to_device
-from lightning_genae.errors import TrainingDiverged
+from lightning_genae.errors import ConfigError, TrainingDiverged, describe_error
 from lightning_genae.lightning_internals import (
     log_global_value,
     record_training_values,
@@ -64,8 +60,7 @@ def adam(
 
 class LoggedTraining(NamedTuple):
     """The last training batch whose values were logged (0-based iteration), and whether they were written
-    to the loggers at that batch's end; if not, they are in `trainer.callback_metrics` for the run to
-    write."""
+    at its end (if not, the run writes them from `trainer.callback_metrics`)."""
 
     iteration: int
     written: bool
@@ -85,8 +80,8 @@ def is_last_training_batch(trainer: pl.Trainer, batch_idx: int) -> bool:
     )
 
 
-# Losses noted by `watch_losses` before it checks them itself; the training set-up's guard checks far
-# more often (every <= 10 iterations), so this only bounds the memory of a module trained without it.
+# Losses noted by `watch_losses` before it checks them itself: bounds the memory of a module trained
+# without the divergence guard, which checks far more often.
 MAX_UNCHECKED_LOSSES = 1024
 
 
@@ -95,9 +90,8 @@ Method = TypeVar("Method", bound=Callable[..., Tensor])
 
 @contextlib.contextmanager
 def evaluation_mode(module: nn.Module) -> Iterator[None]:
-    """The module in eval mode without gradients, each submodule's mode restored after (in training mode
+    """The module in eval mode without gradients, each submodule's own mode restored after (in training mode
     batch norm would make an image depend on the others drawn with it)."""
-    # Each submodule's own mode, so that one a user froze in eval mode stays so.
     modes = [(part, part.training) for part in module.modules()]
     module.eval()
     try:
@@ -127,12 +121,9 @@ def inference(method: Method) -> Method:
     return typing.cast(Method, in_evaluation_mode)
 
 
-# Where a checkpoint records its family's `objective_form`.
+# Where a checkpoint records its family's `objective_form`, and the commit of the code that wrote it.
 OBJECTIVE_FORM_KEY = "genae_objective_form"
-# Where a checkpoint records the commit of the code that wrote it (`source.current_source`).
 SOURCE_KEY = "genae_source"
-
-
 # Why a loss that is not finite at the first iteration is no learning rate's doing, and where to look.
 BEFORE_ANY_UPDATE = (
     "no learning rate is the cause; look at the model's forward pass and its loss on this data (which "
@@ -141,18 +132,14 @@ BEFORE_ANY_UPDATE = (
 
 
 def diverged_before_any_update(cause: str) -> bool:
-    """Whether `first_non_finite_loss`'s cause is of the run's first loss, where a lower learning rate or a
-    resume cannot help (its line says where to look itself)."""
+    """Whether `first_non_finite_loss`'s cause is the run's first loss, which no lower learning rate helps."""
     return BEFORE_ANY_UPDATE in cause
 
 
 class GenerativeModule(pl.LightningModule):
-    """Base LightningModule: batches are (data, labels); images are [B,C,H,W] floats in [-1, 1].
-
-    A family is built as `Family(data_shape, **options)`; its hyper-parameters are the data's shape (under
-    `shape_key`: `image_shape` for (C, H, W) images, `series_shape` for (T, C) series) and every option's
-    value, so `Family(**checkpoint["hyper_parameters"])` rebuilds it.
-    """
+    """Base LightningModule: batches are (data, labels); images are [B,C,H,W] floats in [-1, 1]. Its
+    hyper-parameters are the data's shape (under `shape_key`) and every option's value, so
+    `Family(**checkpoint["hyper_parameters"])` rebuilds it."""
 
     options_type: ClassVar[type[FamilyOptions]] = FamilyOptions
     # The data the family models; `resolve` checks it against the dataset's own `data_kind`.
@@ -166,26 +153,24 @@ class GenerativeModule(pl.LightningModule):
     optimizer_steps_per_iteration: ClassVar[int] = 1
     # Adversarial models toggle one network off per backward, which DDP must be told about.
     adversarial: ClassVar[bool] = False
-    # Headline validation metric that picks the best checkpoint; a family without a validation objective
-    # (the GAN) gets the generative metric the run computes, set per instance by the training set-up.
+    # Headline validation metric that picks the best checkpoint (a GAN's is set per run, a generative one).
     monitor: str | None = "val/loss"
-    # Why the image metrics were left out of a run that would compute them (unlabelled data for the
-    # default classifier), set per instance by the training set-up, so the run's record can say so.
+    # Why the image metrics were left out of a run that would compute them, for the run's record.
     image_metrics_skipped: str | None = None
 
     @restricted_classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Lightning's loader, reading weights and plain values only unless given `weights_only=False`: a
         file holding more is refused in one line. `lightning_genae.load_model(path)` picks the family."""
-        weights_only = kwargs.setdefault("weights_only", True)
+        if kwargs.setdefault("weights_only", True) is False:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         except pickle.UnpicklingError as error:
-            if weights_only is False:
-                raise
-            from lightning_genae.checkpoint import pickled_object_refused
-
-            raise pickled_object_refused(error, checkpoint_path, "load_from_checkpoint") from None
+            # The object named, not torch's advice to load the file unsafely.
+            raise ConfigError(
+                f"load_from_checkpoint: {checkpoint_path} is refused ({describe_error(error)})"
+            ) from None
 
     def items_needed_per_batch(self) -> tuple[int, str] | None:
         """(the fewest items a training batch on one device needs, the part of the family that needs them,
@@ -196,7 +181,6 @@ class GenerativeModule(pl.LightningModule):
         """`image_shape`: one item's shape, (C, H, W) (a series family takes `series_shape`, (T, C)).
         `options`: the family's options by name, each checked (`MODELS[name].options` lists them)."""
         super().__init__()
-        # The shape of one item of the data, whatever its kind; image families also call it image_shape.
         # Plain ints: a checkpoint's hyper-parameters are read back with weights_only, which refuses numpy's.
         self.data_shape = tuple(operator.index(d) for d in image_shape)
         if self.data_kind == "image":
@@ -244,9 +228,7 @@ class GenerativeModule(pl.LightningModule):
         self._training_values.append((values, prog_bar))
 
     def _check_first_batch(self, loop: str, batch: Any) -> None:
-        # Each loop's first batch only, so the check costs nothing afterwards. Every loop, since a Trainer's
-        # sanity check runs validation batches before the first training batch, and each loop has a loader
-        # of its own.
+        # Each loop's first batch only (each loop has a loader of its own), so the check costs nothing after.
         if loop not in self._checked_loops:
             check_batch(batch, self.data_kind, self.data_shape, warn_scale=not self._checked_loops)
             self._checked_loops.add(loop)
@@ -260,12 +242,6 @@ class GenerativeModule(pl.LightningModule):
     def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._check_first_batch("test", batch)
 
-    def on_validation_start(self) -> None:
-        self._take_rank_zero_buffers()
-
-    def on_test_start(self) -> None:
-        self._take_rank_zero_buffers()
-
     def _take_rank_zero_buffers(self) -> None:
         """Under DDP, every rank's buffers (batch norm's running statistics) become rank 0's, which its
         checkpoint holds: each rank's own batches moved them within the last step."""
@@ -274,10 +250,11 @@ class GenerativeModule(pl.LightningModule):
         for buffer in self.buffers():
             torch.distributed.broadcast(buffer, src=0)
 
+    on_validation_start = on_test_start = _take_rank_zero_buffers
+
     def on_fit_start(self) -> None:
-        # A trainer.validate or test of this module before the fit (run in Lightning's inference mode) left
-        # its metrics' states as inference tensors, which the fit's validations (run without it) cannot
-        # update in place: made anew here, outside inference mode.
+        # A validate or test before the fit left its metrics' states as inference tensors, which the fit's
+        # validations cannot update in place: made anew here, outside inference mode.
         for module in self.modules():
             if isinstance(module, torchmetrics.Metric):
                 module.reset()
@@ -290,10 +267,8 @@ class GenerativeModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # After every callback's on_train_batch_end, so a stop they asked for counts. The row is written
-        # where and when Lightning writes logged values (update_train_step_metrics, a moment later: same
-        # step, same epoch), without `self.log`'s result collection (`record_training_values`).
+        # where and when Lightning writes logged values, without `self.log`'s result collection.
         queued, self._training_values = self._training_values, []
-        # Lightning's own private decision (`should_update_logs`), read rather than copied so the two agree.
         written = should_update_logs(self.trainer) or bool(self.trainer.fast_dev_run)
         if not (written or is_last_training_batch(self.trainer, batch_idx)):
             # Skipped: recording costs Python work per value and its values would be written nowhere.
@@ -318,41 +293,31 @@ class GenerativeModule(pl.LightningModule):
             self._split_sums[name] = (value.detach().float() * items + total, count + items)
         self._split_prog_bar.update(prog_bar)
 
-    def _log_split_means(self) -> None:
+    def _end_evaluation(self) -> None:
         sums, self._split_sums = self._split_sums, {}
         prog_bar, self._split_prog_bar = self._split_prog_bar, set()
-        if not sums:
-            return
-        # Every process evaluated at least one batch, so all hold the same names; sorted, they line up.
-        names = sorted(sums)
-        totals = torch.stack([sums[name][0] for name in names])
-        counts = torch.tensor([float(sums[name][1]) for name in names], device=totals.device)
-        if self.trainer.world_size > 1:
-            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-        for name, mean in zip(names, totals / counts, strict=True):
-            log_global_value(self, name, mean, on_step=False, on_epoch=True, prog_bar=name in prog_bar)
-
-    def _log_evaluation_step(self) -> None:
-        # Lightning would log evaluation at the index of the batch before it; "step" overrides that so a
-        # validation row at step N means "after N training iterations" in every logger.
+        if sums:
+            # Every process evaluated at least one batch, so all hold the same names; sorted, they line up.
+            names = sorted(sums)
+            totals = torch.stack([sums[name][0] for name in names])
+            counts = torch.tensor([float(sums[name][1]) for name in names], device=totals.device)
+            if self.trainer.world_size > 1:
+                totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+                counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+            for name, mean in zip(names, totals / counts, strict=True):
+                log_global_value(self, name, mean, on_step=False, on_epoch=True, prog_bar=name in prog_bar)
+        # "step" is the training iterations done, not Lightning's index of the batch before the evaluation.
         log_global_value(self, "step", float(self.iteration), on_step=False, on_epoch=True)
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_split_means()
-        self._log_evaluation_step()
-
-    def on_test_epoch_end(self) -> None:
-        self._log_split_means()
-        self._log_evaluation_step()
+    on_validation_epoch_end = on_test_epoch_end = _end_evaluation
 
     def sampling(self) -> str | None:
         """How `sample` draws its latents, when that is not plainly the family's prior (said in the run)."""
         return None
 
     def objective_form(self) -> str | None:
-        """The form of the family's training objective where checkpoints may have been trained under another
-        (None where there is one); every checkpoint records it, and a resume under another says so."""
+        """The form of the training objective where checkpoints may have been trained under another (None
+        where there is one); a checkpoint records it, and a resume under another says so."""
         return None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -380,9 +345,7 @@ class GenerativeModule(pl.LightningModule):
 
     def watch_losses(self, **losses: Tensor) -> None:
         """Note this step's losses for `first_non_finite_loss`, which the divergence guard checks at its
-        cadence and before every checkpoint write (reading them here would sync every iteration); past
-        MAX_UNCHECKED_LOSSES they are checked here, so a module trained without the guard still stops.
-        """
+        cadence (reading them here would sync every iteration); past MAX_UNCHECKED_LOSSES, checked here."""
         iteration = self.iteration
         self._unchecked_losses.extend((name, iteration, value.detach()) for name, value in losses.items())
         if len(self._unchecked_losses) >= MAX_UNCHECKED_LOSSES:
@@ -412,8 +375,7 @@ class GenerativeModule(pl.LightningModule):
         name, iteration, value = entry
         cause = f"{name} became {value.float().mean().item()} at step {iteration}"
         if iteration == 0 and entry is unchecked[0]:
-            # The run's first loss, noted before the first optimizer step (every family notes a loss before
-            # the step it drives): computed at the weights as built.
+            # The run's first loss, noted before the first optimizer step: computed at the weights as built.
             cause += f", before any update: {BEFORE_ANY_UPDATE}"
         return cause
 

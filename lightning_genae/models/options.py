@@ -1,17 +1,13 @@
-"""Every model family's options: one frozen dataclass per family, importable without Lightning.
-
-The command line, config files, `--help` defaults and the checks all come from these classes, so
-`run.py --help` and a bad option are answered without importing the LightningModules (models/*.py), which
-import Lightning. A family's module names its options class (`options_type`); the registry in
-`models/__init__.py` names both.
-"""
+"""Every model family's options: one frozen dataclass per family, apart from the LightningModules so that
+`run.py --help` and a bad option are answered without importing Lightning."""
 
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.nets.recurrent import RNNKind
@@ -20,10 +16,11 @@ from lightning_genae.plugin_options import PluginOptions, option, unread_refusal
 
 @dataclass(frozen=True)
 class FamilyOptions(PluginOptions):
-    """The options every family takes. A family subclasses this with its own, and may change a default.
+    """The options every family takes; a family subclasses this with its own, and may change a default."""
 
-    Values are plain (numbers, strings, booleans), so a checkpoint's hyper-parameters rebuild the module.
-    """
+    # Settings that hold only together: (option, value) -> the value each other option must then have.
+    # Not annotated, so that it is no field: every entry of __dataclass_fields__ is an option.
+    requires = types.MappingProxyType({})
 
     latent_dim: int = option(32, "latent / noise dimension", at_least=1)
     width: int = option(64, "channel width of the first conv layer", at_least=1)
@@ -31,42 +28,40 @@ class FamilyOptions(PluginOptions):
 
     @classmethod
     def parse(cls, values: Mapping[str, Any], given: Collection[str] = ()) -> FamilyOptions:
-        """Options from raw values, checked: an option the values leave unread is refused first, then each
-        value's own check and the family's checks of several together."""
-        cls._refuse_unread_first(values, given)
-        options = super().parse(values)
-        assert isinstance(options, FamilyOptions)
-        return options
+        """Options from raw values, checked, an option they leave unread refused before any value, so that
+        no one is sent to fix a value only to be told to drop it.
 
-    @classmethod
-    def _refuse_unread_first(cls, values: Mapping[str, Any], given: Collection[str]) -> None:
-        """Refuse an unread option before any value is checked, so that no one is sent to fix a value only
-        to be told to drop it. What is read is decided by the values that pass their own checks; one that
-        fails is left at its default here and counts as given. Nothing is refused here where a choice fails
-        (a mistyped `d_loss: ebgn` decides what is read, and its default would blame another option). Where
-        the passing values fail a check of several together, that check is reported first if its message
-        names none of the failing options: it stands whatever they are fixed to (`gan_training paper,
-        width 0` is told to add gan_nets paper, which then leaves width unread, not to fix width first).
-        One that names a failing option may hold only for its default, and the full parse reports
-        the failing value instead. Where every value passes, these are the options the full parse returns."""
+        What is read is decided by the values that pass their own checks (a failing one counts as given at
+        its default); nothing is refused early where a choice fails, since the choice decides what is read.
+        Where the passing values fail a check of several together, that check is reported first unless it
+        names a failing option (it may hold only for that option's default)."""
         passing = cls.passing_values(values)
-        if passing is None:
-            return
-        failing = (set(values) & set(cls.__dataclass_fields__)) - set(passing)
-        try:
-            reading = super().parse(passing)
-        except ConfigError as error:
-            if not any(re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", str(error)) for name in failing):
-                raise
-            return
-        assert isinstance(reading, FamilyOptions)
-        reading.refuse_unread({*given, *(set(values) - set(passing))})
+        if passing is not None:
+            failing = (set(values) & set(cls.__dataclass_fields__)) - set(passing)
+            try:
+                reading = cast(FamilyOptions, super().parse(passing))
+            except ConfigError as error:
+                if not any(
+                    re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", str(error)) for name in failing
+                ):
+                    raise
+            else:
+                reading.refuse_unread({*given, *(set(values) - set(passing))})
+        return cast(FamilyOptions, super().parse(values))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for (name, value), needed in self.requires.items():
+            wrong = {other: want for other, want in needed.items() if getattr(self, other) != want}
+            if getattr(self, name) == value and wrong:
+                other, want = next(iter(wrong.items()))
+                default = type(self).__dataclass_fields__[other].default
+                fix = f"drop {other} {getattr(self, other)}" if want == default else f"add {other} {want}"
+                raise ConfigError(f"{name} {value} needs {other} {want}: {fix}")
 
     def refuse_unread(self, given: Collection[str] = ()) -> None:
-        """Refuse an option these values leave unread (`unread()`): one set to a value other than its
-        default, or one in `given` (named on the command line) even at its default, which the values alone
-        cannot tell from an option left unset (a config.yaml holds every option's value, so a re-run from one
-        names none)."""
+        """Refuse an option these values leave unread (`unread()`): one off its default, or one in `given`
+        (named on the command line) even at its default, which the values cannot tell from one left unset."""
         fields = type(self).__dataclass_fields__
         reasons = self.unread()
         refused = [name for name in reasons if name in given or getattr(self, name) != fields[name].default]
@@ -135,8 +130,9 @@ def width_unread(fixed_nets: str) -> str:
 
 @dataclass(frozen=True)
 class GANOptions(FamilyOptions):
-    # Not the DCGAN paper's 2e-4: at the default budget (digits, 2,000 iterations, seeds 0-2) 5e-4 gave test
-    # fd_classifier 11.54 +- 0.84 against 13.09 +- 0.44 (docs/models.md).
+    # The GAN paper's MNIST training is of its own nets and its non-saturating loss.
+    requires = {("gan_training", "paper"): {"gan_nets": "paper", "gan_loss": "ns"}}
+    # Not DCGAN's 2e-4: better test fd_classifier at the default budget (docs/models.md).
     lr: float = with_default(FamilyOptions, "lr", 5e-4)
     gan_loss: GanLoss = option(
         "ns",
@@ -178,18 +174,6 @@ class GANOptions(FamilyOptions):
             )
         return unread
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.gan_training == "paper":
-            if self.gan_nets != "paper":
-                raise ConfigError(
-                    "gan_training paper is the schedule of the GAN paper's MNIST nets: add gan_nets paper"
-                )
-            if self.gan_loss != "ns":
-                raise ConfigError(
-                    "gan_training paper trains the paper's non-saturating loss: drop gan_loss hinge"
-                )
-
 
 DLoss = Literal["began", "ebgan"]
 BEGANNets = Literal["began", "dcgan"]
@@ -203,9 +187,7 @@ LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class BEGANOptions(FamilyOptions):
-    # BEGAN's Adam settings (lr 1e-4, beta1 0.5). Measured on digits, 1,500 iterations, seed 0: test
-    # fd_classifier 94.0 / 25.2 / 33.4 at 1e-4 against 119.1 / 33.1 / 40.6 at 2e-4 (began defaults / ebgan /
-    # gamma 0.95 lambda_k 0.1).
+    # BEGAN's Adam settings (lr 1e-4, beta1 0.5): better test fd_classifier on digits than 2e-4.
     lr: float = with_default(FamilyOptions, "lr", 1e-4)
     d_loss: DLoss = option("began", "began (equilibrium control k_t) or ebgan (margin, pulling-away term)")
     began_nets: BEGANNets = option(
@@ -279,8 +261,9 @@ DEFAULT_COMPONENTS = 10
 
 @dataclass(frozen=True)
 class AAEOptions(ReconstructionOptions):
-    # Matching a deterministic code to the prior gets harder with every dimension: on digits after 500
-    # iterations (seed 0) the test fd_classifier was 21.8, 20.7, 110 and (val) 55 with 4, 8, 16, 32.
+    # The AAE paper's MNIST training is of its own nets and its squared Euclidean error.
+    requires = {("aae_training", "paper"): {"aae_nets": "paper", "recon_loss": "mse"}}
+    # Matching a deterministic code to the prior gets harder with every dimension (on digits: best at 4-8).
     latent_dim: int = with_default(FamilyOptions, "latent_dim", 8)
     aae_prior: AaePrior = option(
         "gaussian", "prior the codes are pushed to: gaussian N(0, S^2 I), S = --aae-prior-std, or mixture"
@@ -299,9 +282,8 @@ class AAEOptions(ReconstructionOptions):
     aae_supervised: bool = option(
         False, "with --aae-prior mixture: class c's codes go to component c (D is told the label)"
     )
-    # Chosen on MNIST's Parzen log-likelihood (seed 0, 2,000 iterations, docs/models.md): 250.4, 261.4 and
-    # 245.8 nats at 0.003, 0.0128 and 1. 0.0128 is 10/784: against the reconstruction loss summed over an
-    # MNIST image's 784 pixels, the adversarial loss weighs 10.
+    # Chosen on MNIST's Parzen log-likelihood (docs/models.md): 10/784, the adversarial loss weighing 10
+    # against the reconstruction loss summed over an MNIST image's 784 pixels.
     aae_adversarial_weight: float = option(
         0.0128,
         "weight of the encoder's adversarial loss against the per-pixel reconstruction loss in the "
@@ -355,16 +337,6 @@ class AAEOptions(ReconstructionOptions):
                 f"(the means lie on the {2 * latent_dim} signed axes of a {latent_dim}-d code); "
                 "raise latent_dim or lower aae_components"
             )
-        if self.aae_training == "paper":
-            if self.aae_nets != "paper":
-                raise ConfigError(
-                    "aae_training paper is the training of the AAE paper's MNIST nets: add aae_nets paper"
-                )
-            if self.recon_loss != "mse":
-                raise ConfigError(
-                    "aae_training paper trains the paper's squared Euclidean error: drop recon_loss "
-                    f"{self.recon_loss}"
-                )
 
 
 # ----- the recurrent autoencoder of series -----
@@ -373,7 +345,7 @@ class AAEOptions(ReconstructionOptions):
 @dataclass(frozen=True)
 class RAEOptions(FamilyOptions):
     latent_dim: int = with_default(FamilyOptions, "latent_dim", 16)
-    # Measured on sines (300 iterations, free-running): validation MSE 0.57 at 3e-3 against 0.78 at 1e-3.
+    # Measured on sines: a lower validation MSE than 1e-3.
     lr: float = with_default(FamilyOptions, "lr", 3e-3)
     rnn: RNNKind = option("gru", "recurrent cell, lstm or gru")
     rnn_layers: int = option(1, "stacked recurrent layers in the encoder and the decoder", at_least=1)

@@ -370,7 +370,7 @@ def test_an_unread_option_is_refused_as_unread_before_its_value_is_checked(capsy
 def test_a_check_of_several_options_that_no_failing_value_takes_part_in_is_reported_first():
     # width 0 fails its own check, but the fix that matters is gan_nets paper, which leaves width unread:
     # fixing width first would be a wasted try.
-    with pytest.raises(ConfigError, match=r"^gan_training paper is the schedule .*add gan_nets paper$"):
+    with pytest.raises(ConfigError, match=r"^gan_training paper needs gan_nets paper: add gan_nets paper$"):
         GANOptions.parse({"gan_training": "paper", "width": 0})
     # A check that names a failing option ran on its default, not on the value given: the value is named.
     with pytest.raises(OptionError, match=r"^aae_components must lie in \[2, inf\), got 1"):

@@ -207,7 +207,7 @@ def test_a_diverged_run_on_the_papers_schedule_is_not_told_to_lower_lr():
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        ("--aae-training paper", "is the training of the AAE paper's MNIST nets: add aae_nets paper"),
+        ("--aae-training paper", "aae_training paper needs aae_nets paper: add aae_nets paper"),
         ("--aae-nets paper --aae-training paper --lr 0.01", "drop lr or aae_training paper"),
         (
             "--aae-nets paper --aae-training paper --aae-adversarial-weight 0.05",

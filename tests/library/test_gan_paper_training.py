@@ -185,7 +185,7 @@ def test_discriminator_side_augmentation_feeds_ada_under_the_papers_training(tmp
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        ("--gan-training paper", "is the schedule of the GAN paper's MNIST nets: add gan_nets paper"),
+        ("--gan-training paper", "gan_training paper needs gan_nets paper: add gan_nets paper"),
         ("--gan-nets paper --gan-training paper --lr 0.01", "drop lr or gan_training paper"),
         # The family's default value, given: still unused, still refused.
         ("--gan-nets paper --gan-training paper --lr 5e-4", "drop lr or gan_training paper"),

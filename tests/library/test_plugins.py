@@ -295,7 +295,7 @@ def clean_registries():
          "option augment_p is StrengthOptions's"),
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator")), "needs build"),
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="data")),
-         "a data-side one runs an autoencoder family as its augmenter; name it"),
+         "a data-side one needs augmenter"),
         (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=SeedsOption)),
          "option seeds cannot be a flag of its own"),
         (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=EpochsOption)),
