@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import adam, inference
 from lightning_genae.models.options import BEGANOptions
 from lightning_genae.models.protocols import DiscriminatorScores
 from lightning_genae.nets.began import BEGANAutoencoder, BEGANDecoder, init_began_weights
@@ -90,10 +89,6 @@ class BEGANModule(ImageAdversarialModule):
         # image range, as the paper's reference code clips before saving.
         return self.generator(latents).clamp(-1.0, 1.0)
 
-    @inference
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.decode(self.prior_noise(n, generator))
-
     @property
     def uniform_prior(self) -> bool:
         return self.options.began_nets == "began"
@@ -103,10 +98,6 @@ class BEGANModule(ImageAdversarialModule):
         if self.uniform_prior:
             return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
         return super().draw_prior(n, generator, device)
-
-    def training_noise(self, n: int) -> Tensor:
-        """The prior's draws for one update, made on the module's device."""
-        return self.draw_prior(n, None, self.device)
 
     def energy(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(per-image energy, D's codes) of images as the discriminator is shown them."""
@@ -189,8 +180,4 @@ class BEGANModule(ImageAdversarialModule):
         self.log_split_means({f"{stage}/d_real_energy": energy}, len(real))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        # Both papers' Adam settings: beta1 = 0.5 damps the oscillation of the adversarial game.
-        betas = (0.5, 0.999)
-        opt_d = adam(self.discriminator.parameters(), lr=self.options.lr, betas=betas)
-        opt_g = adam(self.generator.parameters(), lr=self.options.lr, betas=betas)
-        return [opt_d, opt_g]
+        return [self.adam_for(self.discriminator), self.adam_for(self.generator)]  # both papers' settings

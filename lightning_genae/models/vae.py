@@ -17,10 +17,10 @@ from lightning_genae.models.reconstruction import (
     ReconstructionModule,
     reconstruction_loss,
 )
-from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
+from lightning_genae.models.variational import GaussianEncoding, gaussian_kl, reparameterize
 
 
-class VAEModule(ReconstructionModule):
+class VAEModule(GaussianEncoding, ReconstructionModule):
     """VAE trained on recon + beta_t * KL, beta_t rising linearly to `beta` over `kl_warmup` steps.
 
     `bce` is a Bernoulli likelihood on pixels in [0, 1] (so `val/elbo` is a bound in nats per image where
@@ -33,14 +33,6 @@ class VAEModule(ReconstructionModule):
     options_type = VAEOptions
     options: VAEOptions
     encoder_outputs_per_latent = 2
-
-    def posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of q(z|x)."""
-        return gaussian_posterior(self.encoder(images))
-
-    def encode(self, images: Tensor) -> Tensor:
-        """The posterior mean: the deterministic code that tools (probes, augmentation) use."""
-        return self.posterior(images)[0]
 
     @inference
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
