@@ -86,13 +86,16 @@ class AdaptiveStrength:
         if self._steps >= self.interval:
             self._update()
 
-    def _update(self) -> None:
-        sign_sum = self._sign_sum
-        count = torch.tensor(float(self._count), device=self.device)
+    def _totals(self) -> tuple[Tensor, Tensor]:
+        """The interval's sign sum and image count over every rank (so that every rank moves p alike)."""
+        sign_sum, count = self._sign_sum.clone(), torch.tensor(float(self._count), device=self.device)
         if _several_processes():
-            # Only here, once per interval: every rank then holds the same r_t and so the same p.
             dist.all_reduce(sign_sum)
             dist.all_reduce(count)
+        return sign_sum, count
+
+    def _update(self) -> None:
+        sign_sum, count = self._totals()  # once per interval
         self.rt = sign_sum / count.clamp(min=1)
         step = torch.sign(self.rt - self.target) * count / (self.kimg * 1000)
         self.p = (self.p + step).clamp(0.0, 1.0)
@@ -125,18 +128,12 @@ class AdaptiveStrength:
         Under DDP every rank calls it as a checkpoint is made (rank 0 writes the file), and each holds its own
         part of the interval's sums: the checkpoint keeps their totals, which is all the next update reads.
         """
-        sign_sum = self._sign_sum.detach().clone()
-        count = self._count
-        if _several_processes():
-            counted = torch.tensor(float(count), device=self.device)
-            dist.all_reduce(sign_sum)
-            dist.all_reduce(counted)
-            count = int(counted.item())
+        sign_sum, count = self._totals()
         return {
             "p": self.p.detach().cpu(),
             "rt": self.rt.detach().cpu(),
             "sign_sum": sign_sum.cpu(),
-            "count": count,
+            "count": int(count.item()),
             "steps": self._steps,
             "p_host": self.p_host,
         }

@@ -22,7 +22,7 @@ from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.datamodules.base import Batch, InMemoryDataModule
 from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.datamodules.placement import host_to_device
-from lightning_genae.errors import OptionError, describe_error
+from lightning_genae.errors import OptionError
 from lightning_genae.plugin_options import AUTO
 from lightning_genae.seeding import generator
 
@@ -120,21 +120,10 @@ class AugmentedDataModule(pl.LightningDataModule):
             self._generator = generator(self.seed, "online augmentation", rank)
             self._restore_generator()
         if self.plan.mode == "offline" and self._pool is None:
-            try:
-                self._pool = self._generate_pool()
-            except (RuntimeError, MemoryError) as error:
-                if not isinstance(error, MemoryError) and "allocate" not in str(error):
-                    raise
-                raise OptionError(
-                    "augment_pool",
-                    f"{self.plan.pool} does not fit in memory ({describe_error(error)}); lower it (unset, "
-                    "the pool holds as many images as the training split)",
-                ) from None
+            self._pool = self._generate_pool()
 
     def _device(self) -> torch.device:
-        if self.trainer is not None:
-            return self.trainer.strategy.root_device
-        return torch.device("cpu")
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     @torch.no_grad()
     def _generate_pool(self) -> Batch:
@@ -147,8 +136,10 @@ class AugmentedDataModule(pl.LightningDataModule):
         if needed > physical_memory():
             # Refused before any allocation: an operating system that overcommits would kill the process
             # part-way instead of raising.
-            raise MemoryError(
-                f"generating the pool needs {needed / 2**30:.1f} GiB, more than this machine has"
+            raise OptionError(
+                "augment_pool",
+                f"{size} does not fit in memory ({needed / 2**30:.1f} GiB, more than this machine has); "
+                "lower it (unset, the pool holds as many images as the training split)",
             )
         draws = generator(self.seed, "augmented pool")
         repeats = -(-size // len(images))
@@ -230,7 +221,7 @@ class AugmentedDataModule(pl.LightningDataModule):
             size = (
                 len(self._pool[0])
                 if self._pool is not None
-                else (self.plan.pool or len(self.train_images()[0]))
+                else self.plan.pool or len(self.train_images()[0])
             )
             extra = f"offline pool of {size} augmented images"
         else:
@@ -240,11 +231,9 @@ class AugmentedDataModule(pl.LightningDataModule):
 
 
 def as_training_pixels(datamodule: InMemoryDataModule, images: Tensor, generator: torch.Generator) -> Tensor:
-    """Images in [-1, 1] as a training batch of `datamodule` holds them: themselves, or, where its pixels
-    are binary (`binary_pixels`: binarized MNIST draws every training image's pixels anew), one Bernoulli
-    draw per pixel (`bernoulli_pixels`, as the metrics draw generated images). An augmenter sees and
-    makes such images: grey decoded images among binary reals would let the discriminator tell the
-    augmented ones by their kind of pixel."""
+    """Images in [-1, 1] as a training batch of `datamodule` holds them: where its pixels are binary
+    (binarized MNIST), one Bernoulli draw per pixel, so that grey decoded images among binary reals do not
+    let the discriminator tell the augmented ones by their kind of pixel."""
     return bernoulli_pixels(images, generator) if getattr(datamodule, "binary_pixels", False) else images
 
 

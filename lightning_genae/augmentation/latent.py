@@ -13,22 +13,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lightning_genae.augmentation.common import drawn
 from lightning_genae.datamodules.base import map_images, to_model_range
-from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.models import GenerativeModule
 
 
 def _uniform(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
-    # A seeded generator draws on the CPU, so a seed gives the same augmentation on every device.
-    if generator is not None:
-        return host_to_device(torch.rand(n, generator=generator), device)
-    return torch.rand(n, device=device)
-
-
-def _normal(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
-    if generator is not None:
-        return host_to_device(torch.randn(shape, generator=generator), device)
-    return torch.randn(shape, device=device)
+    return drawn(torch.rand, n, generator=generator, device=device)
 
 
 def data_kind_of(autoencoder: object) -> str:
@@ -104,7 +95,9 @@ class LatentAugmenter(nn.Module):
         towards = (_uniform(n, codes.device, generator) < self.interp).to(codes.dtype)
         weight = (towards * _uniform(n, codes.device, generator).to(codes.dtype))[:, None]
         moved = codes + weight * (partners.to(codes.dtype) - codes)
-        noise = _normal(tuple(codes.shape), codes.device, generator).to(codes.dtype)
+        noise = drawn(torch.randn, tuple(codes.shape), generator=generator, device=codes.device).to(
+            codes.dtype
+        )
         return moved + self.noise * self.latent_std.to(codes.dtype) * noise
 
     def forward(
@@ -123,11 +116,7 @@ class LatentAugmenter(nn.Module):
             partners = self.encode(partners_from)
         else:
             # Discriminator inputs have no labels (fakes): pair them among themselves.
-            if generator is not None:
-                order = host_to_device(torch.randperm(len(codes), generator=generator), codes.device)
-            else:
-                order = torch.randperm(len(codes), device=codes.device)
-            partners = codes[order]
+            partners = codes[drawn(torch.randperm, len(codes), generator=generator, device=codes.device)]
         decoded = self.autoencoder.decode(self.perturb(codes, partners, generator))
         # Images live in [-1, 1]; normalised series have no bounds to clamp to.
         return decoded.clamp(-1.0, 1.0) if data_kind_of(self.autoencoder) == "image" else decoded
