@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.cache import save_torch_atomically, write_file_atomically
+from lightning_genae.cache import file_sha256, save_torch_atomically, write_file_atomically
 from lightning_genae.datamodules import to_model_range
 from lightning_genae.errors import GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
@@ -45,6 +45,26 @@ WEIGHT_DECAY = 5e-4
 SAMPLES_PER_RUN = 330_000
 MIN_EPOCHS, MAX_EPOCHS = 5, 60
 EVAL_BATCH = 1000
+
+
+class BackboneUnavailable(GenaeError):
+    """A feature backbone cannot be built here (weights missing, offline, no labels); says how to fix it."""
+
+
+def shipped_checkpoint(weights_dir: Path, entry: dict[str, Any], what: str) -> tuple[Path, str]:
+    """A manifest entry's file and its SHA-256; BackboneUnavailable when it is missing or not the file the
+    manifest records (corrupt or modified)."""
+    path = Path(weights_dir) / entry["file"]
+    fix = f"reinstall lightning-genae or re-create it with `{entry['command']}`"
+    if not path.is_file():
+        raise BackboneUnavailable(f"{what}: shipped checkpoint {path} is missing; {fix}")
+    sha256 = file_sha256(path)
+    if sha256 != entry["sha256"]:
+        raise BackboneUnavailable(
+            f"{what}: {path} has SHA-256 {sha256[:12]}..., the manifest expects {entry['sha256'][:12]}... "
+            f"(corrupt or modified); {fix}"
+        )
+    return path, sha256
 
 
 @dataclass(frozen=True)
@@ -116,16 +136,17 @@ def default_epochs(num_train: int) -> int:
 
 
 @torch.no_grad()
-def accuracy(model: FeatureClassifier, images: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH) -> float:
-    """Fraction of uint8 `images` whose predicted class equals `labels` (model put in eval mode)."""
+def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH) -> float:
+    """Fraction of `inputs` (uint8 images or series, or floats in [-1, 1]) whose predicted class equals
+    `labels` (model put in eval mode)."""
     model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for start in range(0, len(images), batch_size):
-        batch = to_model_range(images[start : start + batch_size].to(device))
-        predicted = model(batch).argmax(dim=1).cpu()
-        correct += int((predicted == labels[start : start + batch_size]).sum())
-    return correct / max(len(images), 1)
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size].to(device)
+        batch = to_model_range(batch) if batch.dtype == torch.uint8 else batch.float()
+        correct += int((model(batch).argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
+    return correct / max(len(inputs), 1)
 
 
 def full_training_data(datamodule: ImageDataModule) -> ImageDataModule:
@@ -194,11 +215,8 @@ def train_classifier(
     batch_size: int = BATCH_SIZE,
     verbose: bool = False,
 ) -> tuple[FeatureClassifier, float]:
-    """Train a FeatureClassifier on the train split; keep the epoch with the best val accuracy.
-
-    Returns the model (eval mode, CPU) and its accuracy on the test split. Deterministic given `seed`:
-    the initialisation and dropout draw from the seeded global generator, shuffling from its own.
-    """
+    """Train a FeatureClassifier on the train split, keeping the epoch with the best val accuracy; returns
+    the model (eval mode, CPU) and its test accuracy, deterministic given `seed`."""
     test_images, test_labels = datamodule.split_tensors("test")
     epochs = epochs if epochs is not None else default_epochs(len(datamodule.split_tensors("train")[0]))
     # Forked: training on first use inside a run must leave the run's own random stream where it was.
@@ -223,11 +241,8 @@ def train_classifier(
 
 
 def training_fingerprint(datamodule: ImageDataModule, *, seed: int, epochs: int) -> str:
-    """SHA-256 of everything a trained classifier depends on: recipe, architecture and train/val data.
-
-    The images are hashed too, not only the labels: two folders with the same class counts must not share a
-    cached classifier.
-    """
+    """SHA-256 of everything a trained classifier depends on: recipe, architecture and the train/val images
+    and labels (two folders with the same class counts must not share a cached classifier)."""
     config = ClassifierConfig(datamodule.image_shape, datamodule.num_classes or 0)
     recipe = {
         "format": CHECKPOINT_FORMAT,
@@ -257,11 +272,8 @@ def load_checkpoint(
     path: str | Path,
     advice: str = "delete it so it is trained again, or reinstall lightning-genae for a shipped one",
 ) -> tuple[FeatureClassifier, dict[str, Any]]:
-    """Rebuild the classifier stored at `path` (eval mode, CPU); return it with the checkpoint's meta.
-
-    Raises GenaeError with one line ending in `advice` when the file is not a classifier checkpoint of
-    this format.
-    """
+    """Rebuild the classifier stored at `path` (eval mode, CPU) with the checkpoint's meta; GenaeError with
+    one line ending in `advice` when the file is not a classifier checkpoint of this format."""
     return load_model_payload(
         path,
         CHECKPOINT_FORMAT,
@@ -296,10 +308,8 @@ def load_model_payload(
     what: str,
     advice: str,
 ) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the network stored at `path` by `save_model_payload` (eval mode, CPU, frozen) with its meta.
-
-    Raises GenaeError with one line naming `what` and `advice` when the file is not of this format.
-    """
+    """Rebuild the network stored at `path` by `save_model_payload` (eval mode, CPU, frozen) with its meta;
+    GenaeError with one line naming `what` and `advice` when the file is not of this format."""
     try:
         # weights_only: a checkpoint is tensors and plain values, never code to unpickle.
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -317,18 +327,10 @@ def load_model_payload(
 def load_manifest(
     weights_dir: str | Path | None = None, manifest_name: str = MANIFEST_NAME
 ) -> dict[str, dict[str, Any]]:
-    """The shipped classifiers by dataset name ({} when the manifest is absent).
-
-    `manifest_name` picks another manifest in the same folder (the sequence classifiers have their own).
-    """
+    """The shipped classifiers by dataset name ({} when the manifest is absent); `manifest_name` picks
+    another manifest in the same folder (the sequence classifiers have their own)."""
     path = Path(weights_dir or WEIGHTS_DIR) / manifest_name
-    if not path.is_file():
-        return {}
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GenaeError(f"{path} is unreadable ({exc}); reinstall lightning-genae") from exc
-    return manifest
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def write_manifest_entry(
