@@ -8,8 +8,7 @@ its per-pixel mean absolute reconstruction error.
   L(G(z)) plus the pulling-away term on D's codes of the fakes; the energy is BEGAN's (EBGAN's paper uses
   the squared error), so the margin is on that scale.
 
-Training is the GAN's; every image D sees goes through `discriminator_input`, so discriminator-side
-augmentation applies.
+Training is the GAN's, every image D sees going through `discriminator_input`.
 """
 
 from __future__ import annotations
@@ -40,12 +39,8 @@ def ebgan_discriminator_loss(real_energy: Tensor, fake_energies: Tensor, margin:
 
 
 def pulling_away_term(codes: Tensor) -> Tensor:
-    """EBGAN's pulling-away term: mean squared cosine similarity over distinct pairs of a batch's codes.
-
-    0 when the codes are mutually orthogonal, 1 when they all point the same way; minimising it spreads
-    the generated batch out in D's code space (Zhao et al. 2017, eq. 5). Needs at least two codes
-    (`items_needed_per_batch`).
-    """
+    """EBGAN's pulling-away term (Zhao et al. 2017, eq. 5): the mean squared cosine similarity over distinct
+    pairs of a batch's codes (0 orthogonal, 1 aligned), which spreads the fakes out in D's code space."""
     n = codes.size(0)
     unit = F.normalize(codes.float().flatten(1), dim=1)
     cosines = unit @ unit.t()

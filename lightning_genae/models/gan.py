@@ -1,10 +1,5 @@
-"""DCGAN with non-saturating or hinge loss, manual optimization and an optional generator EMA.
-
-One training iteration is one discriminator update followed by one generator update. Each update
-toggles its optimizer, so the other network's parameters get no gradients; under DDP the strategy is
-built with `find_unused_parameters=True` for adversarial models (see `adversarial`), which is what
-makes this correct there. `manual_backward` and the LightningOptimizer step go through Lightning's
-precision plugin, so 16-bit mixed precision scales both losses.
+"""DCGAN with non-saturating or hinge loss and an optional generator EMA: one iteration is one
+discriminator update, then one generator update, each toggling its optimizer (`ImageAdversarialModule`).
 """
 
 from __future__ import annotations
@@ -151,13 +146,9 @@ class GANModule(ImageAdversarialModule):
 
     def paper_training_step(self, batch: tuple[Tensor, Tensor]) -> None:
         """One update of goodfeli/adversarial's AdversaryCost2: D's gradient (half the sum of the two
-        cross-entropies) and G's (the non-saturating one) read from the same fakes under the same dropout
-        masks, both at the current weights, then both networks stepped at once by SGD with momentum.
-
-        The two passes run one network at a time (the other toggled off, as DDP needs), each stepped right
-        after its backward (as mixed precision's loss scaler needs). G's comes first: D's gradient then
-        depends only on D's weights, not yet stepped, and on the fakes drawn before G's step, so the two
-        steps are the reference's one simultaneous update.
+        cross-entropies) and G's (non-saturating) from the same fakes and dropout masks at the current
+        weights. One network at a time, each stepped after its backward (as DDP and the loss scaler need);
+        G's first, so D's gradient still reads only D's unstepped weights: the reference's simultaneous step.
         """
         real, _ = batch
         opt_d, opt_g = self.optimizers()

@@ -1,15 +1,9 @@
-"""VAE-GAN (Larsen et al. 2016, "Autoencoding beyond pixels using a learned similarity metric").
-
-A VAE whose decoder is also a GAN's generator. Reconstructions are compared in the discriminator's
-feature space instead of pixel space (a Gaussian there is a squared error on `ConvDiscriminator.features`),
-so the similarity is learned along with the discriminator. One training iteration makes three updates:
-
-- discriminator: its GAN loss on real images x, reconstructions x~ and prior samples x_p;
-- encoder: beta * KL(q(z|x) || N(0, I)) + the feature reconstruction loss;
-- decoder: gamma * the feature reconstruction loss + its (non-saturating) GAN loss on x~ and x_p.
-
-Each update toggles its optimizer, so the other networks get no gradients (DDP is told through
-`adversarial`, as for the GAN), and every image the discriminator sees goes through `discriminator_input`.
+"""VAE-GAN (Larsen et al. 2016, "Autoencoding beyond pixels using a learned similarity metric"): a VAE
+whose decoder is also a GAN's generator, its reconstructions compared in the discriminator's feature space
+(a squared error on `ConvDiscriminator.features`). One iteration makes three updates, each toggling its
+optimizer: the discriminator, its GAN loss on real images x, reconstructions x~ and prior samples x_p; the
+encoder, beta * KL(q(z|x) || N(0, I)) + the feature loss; the decoder, gamma * the feature loss + its
+non-saturating GAN loss on x~ and x_p.
 """
 
 from __future__ import annotations
@@ -69,15 +63,10 @@ class VAEGANModule(GaussianEncoding, ImageAdversarialModule):
         return "the feature loss takes each reconstruction and its image in one discriminator pass"
 
     def paired_features(self, reconstructions: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Discriminator features of reconstructions and of their images, from one pass of both.
-
-        One batch, as the paper's reference code concatenates them (andersbll/autoencoding_beyond_pixels,
-        model/aegan.py): in training mode the discriminator's batch norm would otherwise normalise each half
-        by its own statistics, and a reconstruction off by a per-channel shift or scale would cost little. A
-        run that augments discriminator inputs draws the same random transform for each image and its
-        reconstruction (the random state is replayed), so the loss compares like with like: independent
-        draws would make a perfect reconstruction cost as much as a shifted one.
-        """
+        """Discriminator features of reconstructions and of their images from one batch, as the paper's
+        reference code concatenates them: batch norm normalising each half by its own statistics would
+        forgive a per-channel shift. An augmented run replays the random state so each image and its
+        reconstruction get the same transform: independent draws would charge a perfect reconstruction."""
         replayed = [images.device] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=replayed), torch.no_grad():
             shown_images = self.discriminator_input(images)

@@ -21,12 +21,9 @@ def two_hidden_layers(inputs: int, hidden: int, outputs: int, negative_slope: fl
 
 
 class LatentDiscriminator(nn.Module):
-    """Code [B, latent_dim] (and an optional one-hot condition [B, condition_dim]) -> one logit per code.
-
-    Two hidden LeakyReLU layers, as the adversarial autoencoder's discriminator (Makhzani et al. 2015):
-    codes are vectors, so no convolution; a condition (the class or mixture component) is concatenated
-    to the code, which is how the paper's label-incorporating variant tells D which component to expect.
-    """
+    """Code [B, latent_dim] (and an optional one-hot condition [B, condition_dim]) -> one logit per code,
+    through two hidden layers, as the adversarial autoencoder's discriminator; the condition (class or
+    mixture component) is concatenated to the code, as in the paper's label-incorporating variant."""
 
     def __init__(
         self, latent_dim: int, hidden: int, condition_dim: int = 0, negative_slope: float = 0.2
@@ -42,11 +39,8 @@ class LatentDiscriminator(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """Image [B, C, H, W] -> vector [B, out_features]: the flattened pixels through two hidden ReLU layers.
-
-    The framework's images are in [-1, 1]; with `unit_pixels` the first layer reads them mapped to [0, 1],
-    as a reference trained on [0, 1] pixels does (so its weights and gradients are the reference's).
-    """
+    """Image [B, C, H, W] -> vector [B, out_features]: the flattened pixels through two hidden ReLU layers;
+    with `unit_pixels` the first layer reads them on [0, 1], as a reference trained on [0, 1] pixels does."""
 
     def __init__(
         self,
@@ -66,12 +60,9 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden ReLU layers.
-
-    `output`: "tanh", images in [-1, 1]; "sigmoid", the GAN paper's sigmoid pixels in [0, 1] shown on the
-    framework's [-1, 1] range (2 sigmoid(a) - 1, so the pre-activation, its biases and the gradients an
-    optimizer sees are the reference's); "logits", for a Bernoulli likelihood.
-    """
+    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden ReLU layers. `output`: "tanh"; "sigmoid",
+    the GAN paper's [0, 1] pixels shown on [-1, 1] (2 sigmoid(a) - 1, so the pre-activation and its gradients
+    are the reference's); "logits", for a Bernoulli likelihood."""
 
     def __init__(
         self, image_shape: tuple[int, int, int], latent_dim: int, hidden: int = 1000, output: str = "tanh"
