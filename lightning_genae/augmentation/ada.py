@@ -147,25 +147,15 @@ _DRAWS_PER_OPERATION: dict[str, tuple[int, int]] = {
 # --- geometry: inverse maps from output to input pixel coordinates, centred on the image -----------------
 
 
-def _affine(a: Tensor, b: Tensor, c: Tensor, d: Tensor, tx: Tensor, ty: Tensor) -> Tensor:
-    """[B, 3, 3] homogeneous matrices [[a, b, tx], [c, d, ty], [0, 0, 1]] from per-image entries."""
-    zero, one = torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([a, b, tx, c, d, ty, zero, zero, one], dim=1).view(-1, 3, 3)
-
-
-def _scale(sx: Tensor, sy: Tensor) -> Tensor:
-    zero = torch.zeros_like(sx)
-    return _affine(sx, zero, zero, sy, zero, zero)
-
-
-def _translate(tx: Tensor, ty: Tensor) -> Tensor:
-    one, zero = torch.ones_like(tx), torch.zeros_like(tx)
-    return _affine(one, zero, zero, one, tx, ty)
+def _affine(like: Tensor, **entries: Tensor) -> Tensor:
+    """[B, 3, 3] homogeneous matrices [[a, b, tx], [c, d, ty], [0, 0, 1]], the identity but for `entries`."""
+    zero, one = torch.zeros_like(like), torch.ones_like(like)
+    m = {"a": one, "b": zero, "tx": zero, "c": zero, "d": one, "ty": zero, **entries}
+    return torch.stack([m["a"], m["b"], m["tx"], m["c"], m["d"], m["ty"], zero, zero, one], 1).view(-1, 3, 3)
 
 
 def _rotate(cos: Tensor, sin: Tensor) -> Tensor:
-    zero = torch.zeros_like(cos)
-    return _affine(cos, -sin, sin, cos, zero, zero)
+    return _affine(cos, a=cos, b=-sin, c=sin, d=cos)
 
 
 def _rotation_by(theta: Tensor) -> Tensor:
@@ -181,7 +171,7 @@ def _log2_normal(draws: _Draws, p: float | Tensor, std: float) -> Tensor:
 def _xflip(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
     flip = draws.applied(p) & (draws.uniform() < 0.5)
     sign = 1 - 2 * flip.float()
-    return _scale(sign, torch.ones_like(sign))
+    return _affine(sign, a=sign)
 
 
 def _rotate90(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
@@ -196,7 +186,7 @@ def _rotate90(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tens
 def _shift(applied: Tensor, shift_x: Tensor, shift_y: Tensor) -> Tensor:
     """The inverse map of a shift by (shift_x, shift_y) pixels where the operation applies."""
     zero = torch.zeros_like(shift_x)
-    return _translate(-torch.where(applied, shift_x, zero), -torch.where(applied, shift_y, zero))
+    return _affine(zero, tx=-torch.where(applied, shift_x, zero), ty=-torch.where(applied, shift_y, zero))
 
 
 def _translation(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
@@ -207,7 +197,7 @@ def _translation(draws: _Draws, p: float | Tensor, height: int, width: int) -> T
 
 def _isotropic_scale(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
     factor = _log2_normal(draws, p, _SCALE_STD)
-    return _scale(1 / factor, 1 / factor)
+    return _affine(factor, a=1 / factor, d=1 / factor)
 
 
 def _random_angle(draws: _Draws, p: float | Tensor, max_angle: float) -> Tensor:
@@ -234,7 +224,7 @@ def _tilt(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
 
 def _aniso(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
     factor = _log2_normal(draws, p, _ANISO_STD)
-    return _scale(1 / factor, factor)
+    return _affine(factor, a=1 / factor, d=factor)
 
 
 def _fraction(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:

@@ -1,9 +1,7 @@
-"""`ae`/`vae` augmentation on the data side: a wrapper around any image DataModule.
-
-Online (default): a fraction p of every training batch is replaced, on the device, by the augmenter's
-encode-perturb-decode of those images (same labels). Offline: a pool of augmented images is generated
-once and concatenated with the real training split, as the method's original papers do. Validation,
-test and every metric see only real data: `split_tensors` is the wrapped DataModule's.
+"""Data-side augmentation, a wrapper around any image DataModule. Online (default): a fraction p of every
+training batch is replaced on the device by the augmenter's encode-perturb-decode (same labels). Offline:
+a pool generated once is concatenated with the training split, as the method's papers do. Validation,
+test and every metric see only real data.
 """
 
 from __future__ import annotations

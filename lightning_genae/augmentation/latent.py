@@ -1,9 +1,6 @@
-"""AE-based augmentation: a frozen autoencoder encodes items, the codes are perturbed and decoded.
-
-Two perturbations, both in latent space where an autoencoder's codes vary smoothly with the content:
-Gaussian noise scaled per latent dimension (a dimension that barely varies on the data gets barely any
-noise), and interpolation towards another item's code, of the same class when labels exist, so a decoded
-"7" stays a 7.
+"""AE-based augmentation: a frozen autoencoder encodes items, the codes are perturbed and decoded. In
+latent space, where codes vary smoothly with the content: Gaussian noise scaled per latent dimension, and
+interpolation towards another item's code, of the same class when labels exist (a decoded "7" stays a 7).
 """
 
 from __future__ import annotations
@@ -28,12 +25,8 @@ def data_kind_of(autoencoder: object) -> str:
 
 
 class LatentAugmenter(nn.Module):
-    """images in [-1, 1] -> encode -> perturb -> decode, differentiable in the images, weights frozen.
-
-    `fit` records each latent dimension's spread and a bank of training codes by class, which the
-    perturbation draws from. Always in eval mode: batch-norm statistics stay those of the augmenter's own
-    training, whatever batch it is shown.
-    """
+    """images in [-1, 1] -> encode -> perturb -> decode, differentiable in the images, weights frozen and
+    always in eval mode; `fit` records each latent dimension's spread and a bank of training codes."""
 
     def __init__(self, autoencoder: GenerativeModule, noise: float, interp: float) -> None:
         super().__init__()
