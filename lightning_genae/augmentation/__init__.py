@@ -1,10 +1,7 @@
-"""Augmentation registry and the plan a run's `--augment` value stands for.
-
-Names combine with '+': `ae+diffaug` trains the GAN on AE-augmented data and shows its discriminator
-DiffAugment-ed inputs. Data-side augmentations (`ae`, `vae`, `vaegan`) change what the DataModule yields
-and work with every model; discriminator-side ones (`diffaug`, `ae-d`, `ada`) need a model that is an
-`ImageDiscriminator`. Each name is one `AugmentationSpec` in `AUGMENTATIONS`, whose `options` class
-(declared beside the augmentation's code) gives its flags, defaults, help and checks.
+"""Augmentation registry and the plan a run's `--augment` value stands for. Names combine with '+'
+(`ae+diffaug`); data-side augmentations (`ae`, `vae`, `vaegan`, `aae`) change what the DataModule yields,
+discriminator-side ones (`diffaug`, `ae-d`, `ada`) need an `ImageDiscriminator`. Each name is one
+`AugmentationSpec`, whose `options` class gives its flags, defaults, help and checks.
 """
 
 from __future__ import annotations

@@ -103,13 +103,9 @@ class ClassifierBackbone(FeatureBackbone):
 
 
 class InceptionBackbone(FeatureBackbone):
-    """torch-fidelity's InceptionV3 pool features (2048) through torchmetrics, without antialiasing.
-
-    The network takes uint8, resizes to 299x299 with TF1-compatible bilinear interpolation and scales to
-    (x - 128) / 128 itself; antialias=False keeps that resize (torchmetrics >= 1.8 defaults to an
-    antialiased torch resize), so numbers match torch-fidelity and the original TF protocol.
-    Grayscale is repeated to three channels.
-    """
+    """torch-fidelity's InceptionV3 pool features (2048) through torchmetrics, on uint8 images resized to
+    299x299 by its TF1-compatible bilinear resize (antialias=False: torchmetrics >= 1.8 would antialias), so
+    numbers match torch-fidelity and the TF protocol. Grayscale is repeated to three channels."""
 
     chunk_size = 64
 

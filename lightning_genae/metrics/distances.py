@@ -8,10 +8,8 @@ across papers:
 - FD: torch-fidelity's ``fid_features_to_statistics`` and ``fid_statistics_to_metric`` (pytorch-fid's
   ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the trace from the eigenvalues of S1 S2).
 - KID: Bińkowski et al. 2018 as in torch-fidelity: unbiased MMD^2 with k(x, y) = (x.y / D + 1)^3, averaged
-  over random subsets. Each subset draws its real rows first, then its fake rows, so for the same seed the
-  subsets are torch-fidelity's when `kid_features_to_metric(features_1, features_2)` gets the real features
-  as `features_1`; called with the generated features first, torch-fidelity draws other subsets (the mean
-  estimates the same MMD^2, the number differs by sampling).
+  over random subsets, each drawing its real rows first: a seed draws torch-fidelity's subsets when its
+  `features_1` are the real features.
 - Precision/recall: Kynkäänniemi et al. 2019 (NVlabs code, torch-fidelity): k-NN balls, ``<=``.
 - Density/coverage: Naeem et al. 2020 (clovaai/generative-evaluation-prdc): k-NN balls, strict ``<``.
 
@@ -125,12 +123,8 @@ def _kid(
 def kernel_inception_distance(
     real: Tensor, fake: Tensor, subset_size: int | None = None, num_subsets: int = 100, seed: int = 0
 ) -> tuple[float, float]:
-    """KID (mean, std) over ``num_subsets`` random subsets of ``subset_size``.
-
-    The default subset size is min(1000, N // 2), N being the smaller set. ``real`` comes first: each
-    subset's real rows are drawn before its fake rows, which is what makes a seed draw torch-fidelity's
-    subsets when its ``features_1`` are the real features (swapping the arguments draws other subsets).
-    """
+    """KID (mean, std) over ``num_subsets`` random subsets of ``subset_size`` (default min(1000, N // 2), N
+    the smaller set); ``real`` first, as torch-fidelity's ``features_1`` (see the module's docstring)."""
     return _kid(*_checked(real, fake, "KID's subsets", 0, 0), subset_size, num_subsets, seed)
 
 
@@ -256,11 +250,8 @@ def feature_metrics(
     pr_k: int = PRECISION_RECALL_K,
     dc_k: int = DENSITY_COVERAGE_K,
 ) -> dict[str, float]:
-    """All metrics at once: fd, kid, kid_std, precision, recall, density, coverage, n_real, n_fake.
-
-    The real k-NN radii are computed once for both k, and one real-fake distance pass serves all four k-NN
-    metrics.
-    """
+    """All metrics at once: fd, kid, kid_std, precision, recall, density, coverage, n_real, n_fake; the real
+    k-NN radii are computed once for both k, and one real-fake distance pass serves all four k-NN metrics."""
     # With k >= 1 these also give FD its 2 samples per set.
     what = f"precision/recall (k={pr_k}) and density/coverage (k={dc_k})"
     real, fake = _checked(real, fake, what, max(pr_k, dc_k) + 1, pr_k + 1)

@@ -1,12 +1,10 @@
-"""BEGAN and EBGAN: a generator against a discriminator that is an autoencoder, whose energy of an image is
-its per-pixel mean absolute reconstruction error.
+"""BEGAN and EBGAN: a generator against an autoencoder discriminator, whose energy of an image is its
+per-pixel mean absolute reconstruction error L.
 
 - `--d-loss began` (Berthelot et al. 2017): D minimises L(x) - k_t L(G(z)), G minimises L(G(z)); k_t moves by
-  `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1]. M_global = L(x) + |gamma L(x) -
-  L(G(z))| falls as training converges.
-- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))) per fake, G minimises
-  L(G(z)) plus the pulling-away term on D's codes of the fakes; the energy is BEGAN's (EBGAN's paper uses
-  the squared error), so the margin is on that scale.
+  `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1].
+- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))) per fake, G L(G(z)) plus
+  the pulling-away term; the energy is BEGAN's (the paper's is squared), so the margin is on that scale.
 
 Training is the GAN's, every image D sees going through `discriminator_input`.
 """
