@@ -247,11 +247,8 @@ _GEOMETRY: dict[str, Callable[[_Draws, float | Tensor, int, int], Tensor]] = {
 def _inverse_geometry(
     ops: Sequence[str], draws: _Draws, p: float | Tensor, height: int, width: int
 ) -> Tensor:
-    """Per image, the map from output to input pixel coordinates of all geometric operations in ``ops``.
-
-    Composed as ADA does: the first operation's inverse on the left, so the first operation acts first on
-    the image. Operations that do not apply contribute exact identity matrices.
-    """
+    """Per image, the map from output to input pixel coordinates of the geometric operations in ``ops``,
+    composed as ADA does (the first one's inverse on the left); one that does not apply is the identity."""
     inverse = torch.eye(3, device=draws.device).expand(draws.batch, 3, 3)
     rotation_after = None
     for name in GEOMETRIC_OPERATIONS:
@@ -347,11 +344,8 @@ def _colour_matrix(ops: Sequence[str], draws: _Draws, p: float | Tensor) -> Tens
 
 
 def _recolour(images: Tensor, matrix: Tensor) -> Tensor:
-    """Apply per-image colour maps: one batched matrix product for RGB, a scale and offset otherwise.
-
-    Without the RGB-only operations the map is c * identity with an offset c * b in every channel, which
-    acts on each channel alike whatever their number.
-    """
+    """Apply per-image colour maps: one batched matrix product for RGB; otherwise (no RGB-only operation)
+    the map is c * identity plus an offset alike in every channel, a scale and offset."""
     batch, channels, height, width = images.shape
     if channels == 3:
         flat = images.reshape(batch, 3, height * width)

@@ -67,8 +67,6 @@ class AugmentedDataModule(pl.LightningDataModule):
             raise AttributeError(name)
         return getattr(self.base, name)
 
-    # ----- set-up -----
-
     def state_dict(self) -> dict[str, Any]:
         # What the base saves with a checkpoint (the training split's hash, a sequence dataset's normaliser)
         # is the run's to keep; the replacement draws go on from where they were on resume.
@@ -152,8 +150,6 @@ class AugmentedDataModule(pl.LightningDataModule):
             parts.append(self.base.to_stored(self.augmenter(batch, labels[index], generator=draws)).cpu())
         return torch.cat(parts), labels[sources].clone()
 
-    # ----- data -----
-
     def train_images(self) -> Batch:
         """What training iterates over: the real split, plus the augmented pool in offline mode."""
         images, labels = self.base.split_tensors("train")
@@ -170,8 +166,6 @@ class AugmentedDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.base.test_dataloader()
-
-    # ----- online augmentation on the device -----
 
     def current_p(self) -> float:
         """--augment-p, taken linearly to zero over training with --augment-anneal, or the controller's.

@@ -145,9 +145,6 @@ class InceptionBackbone(FeatureBackbone):
         return self.net(images)
 
 
-# ----- inception -----
-
-
 def default_inception_path() -> Path:
     """Where torch.hub (and so torch-fidelity) caches the weights: $TORCH_HOME/hub/checkpoints/..."""
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
@@ -189,9 +186,6 @@ def load_inception(path: str | Path | None = None) -> InceptionBackbone:
             f"({describe_error(exc)}); give the path of {INCEPTION_FILE} (from {INCEPTION_URL}) as "
             "inception_weights"
         ) from exc
-
-
-# ----- classifier -----
 
 
 def _shipped_classifier(data: str, entry: dict) -> ClassifierBackbone:

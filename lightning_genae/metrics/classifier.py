@@ -127,9 +127,6 @@ class FeatureClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-# ----- training -----
-
-
 def default_epochs(num_train: int) -> int:
     """Epochs for a training split of `num_train` images: 6 for MNIST-sized data, 60 for digits."""
     return max(MIN_EPOCHS, min(MAX_EPOCHS, math.ceil(SAMPLES_PER_RUN / max(num_train, 1))))
@@ -256,9 +253,6 @@ def training_fingerprint(datamodule: ImageDataModule, *, seed: int, epochs: int)
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
     datamodule.feed_content(digest, ("train", "val"))
     return digest.hexdigest()
-
-
-# ----- checkpoints -----
 
 
 def save_checkpoint(model: FeatureClassifier, path: str | Path, **meta: Any) -> str:

@@ -57,9 +57,6 @@ def _checked(real: Tensor, fake: Tensor, what: str, min_real: int, min_fake: int
     return checked[0], checked[1]
 
 
-# --- Fréchet distance
-
-
 def _frechet_distance(real: Tensor, fake: Tensor) -> float:
     """torch-fidelity's FD of validated float64 features (on the CPU, where its NumPy code runs)."""
     # Imported here: torch-fidelity imports torchvision's models, and config reads MIN_FEATURE_SAMPLES from
@@ -73,9 +70,6 @@ def _frechet_distance(real: Tensor, fake: Tensor) -> float:
 def frechet_distance(real: Tensor, fake: Tensor) -> float:
     """Fréchet distance between Gaussians fitted to real and fake features (FID with Inception features)."""
     return _frechet_distance(*_checked(real, fake, "FD's covariances", 2, 2))
-
-
-# --- KID
 
 
 def _poly_kernel(a: Tensor, b: Tensor) -> Tensor:
@@ -235,9 +229,6 @@ def density_coverage(real: Tensor, fake: Tensor, k: int = DENSITY_COVERAGE_K) ->
     real, fake = _centred(*_checked(real, fake, f"density/coverage (k={k})", k + 1, 0))
     out = _manifold_metrics(real, fake, real_r2_dc=_knn_sq_radii(real, k)[:, k - 1], dc_k=k)
     return out["density"], out["coverage"]
-
-
-# --- all
 
 
 def feature_metrics(

@@ -118,9 +118,6 @@ def train_sequence_classifier(
     return model, classifier_lib.accuracy(model, *splits["test"])
 
 
-# ----- checkpoints -----
-
-
 def save_checkpoint(model: SequenceClassifier, path: str | Path, **meta: Any) -> str:
     """Write the config, state dict and `meta` to `path` atomically; return the file's SHA-256."""
     return classifier_lib.save_model_payload(model, asdict(model.config), path, CHECKPOINT_FORMAT, meta)

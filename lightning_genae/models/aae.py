@@ -127,8 +127,6 @@ class AAEModule(ReconstructionModule):
         )
         return encoder, decoder
 
-    # ----- the prior -----
-
     def prior_draws(
         self,
         n: int,
@@ -175,8 +173,6 @@ class AAEModule(ReconstructionModule):
 
     def lower_learning_rate(self) -> float | None:
         return None if self.paper_training else super().lower_learning_rate()
-
-    # ----- training -----
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch

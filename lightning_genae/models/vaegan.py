@@ -48,16 +48,12 @@ class VAEGANModule(GaussianEncoding, ImageAdversarialModule):
             network.apply(init_dcgan_weights)
         self.reconstruction_quality = ReconstructionQuality()
 
-    # ----- the Autoencoder and Sampler interface -----
-
     def decode(self, latents: Tensor) -> Tensor:
         return self.decoder(latents)
 
     @inference
     def reconstruct(self, images: Tensor) -> Tensor:
         return self.decode(self.encode(images))
-
-    # ----- training -----
 
     def objective_form(self) -> str | None:
         return "the feature loss takes each reconstruction and its image in one discriminator pass"
