@@ -154,54 +154,59 @@ def full_training_data(datamodule: ImageDataModule) -> ImageDataModule:
 
 
 def fit_best_on_validation(
-    model: nn.Module,
-    train: tuple[Tensor, Tensor],
-    val: tuple[Tensor, Tensor],
+    build: Callable[[], nn.Module],
+    splits: dict[str, tuple[Tensor, Tensor]],
     *,
     seed: int,
     epochs: int,
     batch_size: int,
     max_lr: float,
     weight_decay: float,
-    evaluate: Callable[[nn.Module, Tensor, Tensor], float],
     clip_norm: float | None = None,
     verbose: bool = False,
-    what: str = "training the feature classifier",
-) -> nn.Module:
-    """Train a classifier of uint8 inputs (images or series) with AdamW and a one-cycle schedule; keep the
-    epoch with the best `evaluate` accuracy on `val`. Shuffles with its own generator seeded by `seed`;
-    initialisation and dropout draw from the caller's (seeded) global generator. Shows its progress as
-    `what` on stderr (every epoch when `verbose`)."""
+) -> tuple[Any, float]:
+    """Train the classifier `build()` makes, of uint8 inputs (images or series), on `splits["train"]` with
+    AdamW and a one-cycle schedule, keeping the epoch with the best accuracy on `splits["val"]`; returns it
+    (eval mode) and its test accuracy. Deterministic given `seed`, in a forked random stream: training on
+    first use inside a run leaves the run's stream where it was. Shows its progress on stderr."""
     # Imported here: console imports Lightning, which the command's --help must not wait for.
     from lightning_genae.progress import PhaseProgress
 
-    progress = PhaseProgress(what, epochs, "epoch", interval=0.0 if verbose else 10.0)
-    train_inputs, train_labels = train
-    # A last batch of one would break batch norm; drop the ragged tail unless it is the only batch.
-    steps_per_epoch = max(1, len(train_inputs) // batch_size)
-    shuffle = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=epochs * steps_per_epoch)
-    best_accuracy, best_state = -1.0, copy.deepcopy(model.state_dict())
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(train_inputs), generator=shuffle)
-        for step in range(steps_per_epoch):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            loss = F.cross_entropy(model(to_model_range(train_inputs[index])), train_labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-            optimizer.step()
-            schedule.step()
-        val_accuracy = evaluate(model, *val)
-        progress.advance(detail=f"loss {loss.item():.4f}, val acc {val_accuracy:.2%}")
-        # `>=` prefers the later epoch on ties: it has seen more of the schedule's low learning rates.
-        if val_accuracy >= best_accuracy:
-            best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
+    # enable_grad: a caller may load backbones under no_grad.
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(seed)
+        model = build()
+        progress = PhaseProgress(
+            "training the feature classifier", epochs, "epoch", interval=0.0 if verbose else 10.0
+        )
+        train_inputs, train_labels = splits["train"]
+        # A last batch of one would break batch norm; drop the ragged tail unless it is the only batch.
+        steps_per_epoch = max(1, len(train_inputs) // batch_size)
+        shuffle = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=weight_decay)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr, total_steps=epochs * steps_per_epoch
+        )
+        best_accuracy, best_state = -1.0, copy.deepcopy(model.state_dict())
+        for _ in range(epochs):
+            model.train()
+            order = torch.randperm(len(train_inputs), generator=shuffle)
+            for step in range(steps_per_epoch):
+                index = order[step * batch_size : (step + 1) * batch_size]
+                loss = F.cross_entropy(model(to_model_range(train_inputs[index])), train_labels[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                optimizer.step()
+                schedule.step()
+            val_accuracy = accuracy(model, *splits["val"])
+            progress.advance(detail=f"loss {loss.item():.4f}, val acc {val_accuracy:.2%}")
+            # `>=` prefers the later epoch on ties: it has seen more of the schedule's low learning rates.
+            if val_accuracy >= best_accuracy:
+                best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    return model.eval()
+    return model, accuracy(model, *splits["test"])
 
 
 def train_classifier(
@@ -212,29 +217,20 @@ def train_classifier(
     batch_size: int = BATCH_SIZE,
     verbose: bool = False,
 ) -> tuple[FeatureClassifier, float]:
-    """Train a FeatureClassifier on the train split, keeping the epoch with the best val accuracy; returns
-    the model (eval mode, CPU) and its test accuracy, deterministic given `seed`."""
-    test_images, test_labels = datamodule.split_tensors("test")
+    """`fit_best_on_validation` of a FeatureClassifier on the datamodule's splits."""
     epochs = epochs if epochs is not None else default_epochs(len(datamodule.split_tensors("train")[0]))
-    # Forked: training on first use inside a run must leave the run's own random stream where it was.
-    # enable_grad: a caller may load backbones under no_grad.
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
-        torch.manual_seed(seed)
-        assert datamodule.num_classes is not None
-        model = FeatureClassifier(ClassifierConfig(datamodule.image_shape, datamodule.num_classes))
-        fit_best_on_validation(
-            model,
-            datamodule.split_tensors("train"),
-            datamodule.split_tensors("val"),
-            seed=seed,
-            epochs=epochs,
-            batch_size=batch_size,
-            max_lr=MAX_LR,
-            weight_decay=WEIGHT_DECAY,
-            evaluate=accuracy,
-            verbose=verbose,
-        )
-    return model, accuracy(model, test_images, test_labels)
+    assert datamodule.num_classes is not None
+    config = ClassifierConfig(datamodule.image_shape, datamodule.num_classes)
+    return fit_best_on_validation(
+        lambda: FeatureClassifier(config),
+        {split: datamodule.split_tensors(split) for split in ("train", "val", "test")},
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_lr=MAX_LR,
+        weight_decay=WEIGHT_DECAY,
+        verbose=verbose,
+    )
 
 
 def training_fingerprint(datamodule: ImageDataModule, *, seed: int, epochs: int) -> str:

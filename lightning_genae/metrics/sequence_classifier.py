@@ -99,23 +99,17 @@ def train_sequence_classifier(
     train_series, train_labels = splits["train"]
     _, seq_len, channels = train_series.shape
     config = SequenceClassifierConfig(seq_len, channels, int(train_labels.max()) + 1)
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
-        torch.manual_seed(seed)
-        model = SequenceClassifier(config)
-        classifier_lib.fit_best_on_validation(
-            model,
-            splits["train"],
-            splits["val"],
-            seed=seed,
-            epochs=epochs,
-            batch_size=BATCH_SIZE,
-            max_lr=MAX_LR,
-            weight_decay=WEIGHT_DECAY,
-            evaluate=classifier_lib.accuracy,
-            clip_norm=CLIP_NORM,
-            verbose=verbose,
-        )
-    return model, classifier_lib.accuracy(model, *splits["test"])
+    return classifier_lib.fit_best_on_validation(
+        lambda: SequenceClassifier(config),
+        splits,
+        seed=seed,
+        epochs=epochs,
+        batch_size=BATCH_SIZE,
+        max_lr=MAX_LR,
+        weight_decay=WEIGHT_DECAY,
+        clip_norm=CLIP_NORM,
+        verbose=verbose,
+    )
 
 
 def save_checkpoint(model: SequenceClassifier, path: str | Path, **meta: Any) -> str:
