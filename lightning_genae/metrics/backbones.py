@@ -41,11 +41,8 @@ def _tell(message: str) -> None:
 
 
 class FeatureBackbone(nn.Module):
-    """uint8 images [N,C,H,W] in 0..255 -> float32 features [N, feature_dim], frozen and always in eval mode.
-
-    Subclasses implement `extract` on a chunk already on the module's device; `forward` does the checks,
-    chunking, no_grad and full precision that every metric needs.
-    """
+    """uint8 images [N,C,H,W] in 0..255 -> float32 features [N, feature_dim], frozen, always in eval mode;
+    subclasses `extract` a chunk on the module's device; `forward` checks, chunks, runs in full precision."""
 
     # Images per internal chunk: bounds memory when a caller passes a whole split at once.
     chunk_size: int = 256

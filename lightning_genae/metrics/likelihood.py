@@ -32,11 +32,8 @@ def importance_sampled_log_likelihood(
     chunk: int = 500,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Per-example log p(x) estimates [B] from a diagonal Gaussian q(z|x) = N(mean, exp(log_var)) [B, L].
-
-    `log_likelihood(z)` maps draws [n, B, L] to log p(x|z) [n, B] for the batch's own examples; the prior
-    is N(0, I). Draws come from `generator` (seeded for a reproducible estimate).
-    """
+    """Per-example log p(x) estimates [B] from a diagonal Gaussian q(z|x) = N(mean, exp(log_var)) [B, L] and
+    the prior N(0, I); `log_likelihood(z)` maps draws [n, B, L] to log p(x|z) [n, B]."""
     mean, log_var = mean.double(), log_var.double()
     std = (0.5 * log_var).exp()
     running = torch.full(mean.shape[:1], -math.inf, dtype=torch.float64, device=mean.device)

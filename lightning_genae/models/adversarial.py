@@ -83,11 +83,8 @@ class ImageAdversarialModule(GenerativeModule):
         return adam(network.parameters(), lr=self.options.lr, betas=(0.5, 0.999))
 
     def observe_real_logits(self, real_logits: Tensor) -> None:
-        """Feed one discriminator step's real logits to ADA's controller, if the run has one, and log p.
-
-        Call it after the discriminator's update: the controller may replace p then, and p may be part of
-        the graph the update differentiated. Tensors are logged, so no step waits for the device.
-        """
+        """Feed one discriminator step's real logits to ADA's controller, if the run has one, and log p (as
+        tensors: no wait for the device). Called after D's update: p may be in the graph it differentiated."""
         if self.adaptive_strength is None:
             return
         self.adaptive_strength.observe(real_logits.detach())
