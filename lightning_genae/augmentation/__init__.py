@@ -1,10 +1,7 @@
-"""Augmentation registry and the plan a run's `--augment` value stands for.
-
-Names combine with '+': `ae+diffaug` trains the GAN on AE-augmented data and shows its discriminator
-DiffAugment-ed inputs. Data-side augmentations (`ae`, `vae`, `vaegan`) change what the DataModule yields
-and work with every model; discriminator-side ones (`diffaug`, `ae-d`, `ada`) need a model that is an
-`ImageDiscriminator`. Each name is one `AugmentationSpec` in `AUGMENTATIONS`, whose `options` class
-(declared beside the augmentation's code) gives its flags, defaults, help and checks.
+"""Augmentation registry and the plan a run's `--augment` value stands for. Names combine with '+'
+(`ae+diffaug`); data-side augmentations (`ae`, `vae`, `vaegan`, `aae`) change what the DataModule yields,
+discriminator-side ones (`diffaug`, `ae-d`, `ada`) need an `ImageDiscriminator`. Each name is one
+`AugmentationSpec`, whose `options` class gives its flags, defaults, help and checks.
 """
 
 from __future__ import annotations
@@ -55,13 +52,8 @@ def _build_ada(options: AdaOptions, parts: BuildParts) -> DiscriminatorAugmentat
 
 @dataclass(frozen=True)
 class AugmentationSpec:
-    """One `--augment` name: where it acts, its options, and how it is built.
-
-    Data-side augmentations change what the DataModule yields (augmentation/datamodule.py wraps the data
-    with the augmenter) and work with every model; discriminator-side ones transform every input of an
-    `ImageDiscriminator` model, real and generated, built by `build(options, parts)` from the run's
-    values of `options` (a `PluginOptions` dataclass: its fields are the augmentation's flags).
-    """
+    """One `--augment` name: where it acts, its options (a `PluginOptions` dataclass: its fields are the
+    augmentation's flags), and for a discriminator-side one, `build(options, parts)`."""
 
     description: str
     side: Side
@@ -73,35 +65,27 @@ class AugmentationSpec:
     build: Callable[[Any, BuildParts], DiscriminatorAugmentation] | None = None
 
 
+def _data_side(description: str, augmenter: str, sequence_augmenter: str | None = None) -> AugmentationSpec:
+    return AugmentationSpec(description, "data", DataSideOptions, augmenter, sequence_augmenter)
+
+
 NONE_DESCRIPTION = "train on the data as it is"
 # Discriminator-side transforms compose in this order: the augmenter (ae-d) before DiffAugment.
 AUGMENTATIONS: Registry[AugmentationSpec] = Registry(
     "augmentation",
     {
-        "ae": AugmentationSpec(
+        "ae": _data_side(
             "an autoencoder trained on the training split encodes, perturbs and decodes part of each batch",
-            side="data",
-            options=DataSideOptions,
-            augmenter="ae",
-            sequence_augmenter="rae",
+            "ae",
+            "rae",
         ),
-        "vae": AugmentationSpec(
-            "as ae, with a VAE as the augmenter (perturbs its posterior means)",
-            side="data",
-            options=DataSideOptions,
-            augmenter="vae",
+        "vae": _data_side("as ae, with a VAE as the augmenter (perturbs its posterior means)", "vae"),
+        "vaegan": _data_side(
+            "as ae, with a VAE-GAN as the augmenter (perturbs its posterior means)", "vaegan"
         ),
-        "vaegan": AugmentationSpec(
-            "as ae, with a VAE-GAN as the augmenter (perturbs its posterior means)",
-            side="data",
-            options=DataSideOptions,
-            augmenter="vaegan",
-        ),
-        "aae": AugmentationSpec(
+        "aae": _data_side(
             "as ae, with an adversarial autoencoder as the augmenter (its codes are matched to N(0, I))",
-            side="data",
-            options=DataSideOptions,
-            augmenter="aae",
+            "aae",
         ),
         "ae-d": AugmentationSpec(
             "the frozen augmenter's encode-perturb-decode on discriminator inputs, real and fake",
@@ -157,15 +141,15 @@ def parse_augment(spec: str) -> list[str]:
             f"{spec!r}: unknown augmentation {', '.join(unknown) or '(empty)'}{hint}; "
             f"choose from {', '.join(augmentation_choices())} (join several with '+') {PLUGIN_HINT}",
         )
-    if "none" in names and len(names) > 1:
-        raise OptionError("augment", f"{spec!r}: 'none' cannot be combined; drop it or use none alone")
-    if len(set(names)) != len(names):
-        raise OptionError("augment", f"{spec!r} names an augmentation twice; list each once")
     data_side = [name for name in names if name in AUGMENTATIONS and AUGMENTATIONS[name].side == "data"]
-    if len(data_side) > 1:
-        raise OptionError(
-            "augment", f"{spec!r}: {' and '.join(data_side)} are two choices of the same augmenter; keep one"
-        )
+    faults = {
+        "'none' cannot be combined; drop it or use none alone": "none" in names and len(names) > 1,
+        "names an augmentation twice; list each once": len(set(names)) != len(names),
+        f"{' and '.join(data_side)} are two choices of the same augmenter; keep one": len(data_side) > 1,
+    }
+    fault = next((fault for fault, found in faults.items() if found), None)
+    if fault is not None:
+        raise OptionError("augment", f"{spec!r}: {fault}")
     return names
 
 

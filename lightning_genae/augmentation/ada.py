@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.augmentation.adaptive import ControllerOptions
-from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
-from lightning_genae.datamodules.placement import host_to_device
+from lightning_genae.augmentation.common import check_operation_names, drawn, parse_operation_names
 from lightning_genae.errors import OptionError, agree
 from lightning_genae.plugin_options import option
 
@@ -55,20 +54,8 @@ _SATURATION_STD = 1.0
 # one digit into another, so digits get `tilt` instead.
 _TILT_MAX = math.radians(15)
 
-_RGB_DEFAULT = (
-    "xflip",
-    "rotate90",
-    "translation",
-    "scale",
-    "rotate",
-    "aniso",
-    "fraction",
-    "brightness",
-    "contrast",
-    "lumaflip",
-    "hue",
-    "saturation",
-)
+# ADA's bgc set for RGB: everything but the digits' `tilt`, which `rotate` covers.
+_RGB_DEFAULT = tuple(name for name in ADA_OPERATIONS if name != "tilt")
 # Single-channel data here are digits: no mirror, quarter turn or full rotation (a 6 turns into a 9, and
 # mirrored or sideways digits are not digits), no RGB-only colour operation.
 _GREYSCALE_DEFAULT = ("translation", "scale", "tilt", "aniso", "fraction", "brightness", "contrast")
@@ -77,10 +64,6 @@ _GREYSCALE_DEFAULT = ("translation", "scale", "tilt", "aniso", "fraction", "brig
 def default_ada_ops(channels: int) -> tuple[str, ...]:
     """The operations that suit the data: ADA's bgc for RGB, the class-preserving subset otherwise."""
     return _RGB_DEFAULT if channels == 3 else _GREYSCALE_DEFAULT
-
-
-def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
-    return check_operation_names(names, ADA_OPERATIONS, "ada_ops", source)
 
 
 def parse_ada_ops(text: str) -> tuple[str, ...]:
@@ -107,9 +90,8 @@ def check_ops_fit(ops: Sequence[str], channels: int) -> None:
         default = ",".join(default_ada_ops(channels))
         raise OptionError(
             "ada_ops",
-            f"{','.join(ops)!r}: {', '.join(misfits)} {agree(misfits, 'needs', 'need')} RGB images "
-            f"and the data has {channels} {'channel' if channels == 1 else 'channels'}; drop "
-            f"{agree(misfits, 'it', 'them')} (the default for this data: {default})",
+            f"{','.join(ops)!r}: {', '.join(misfits)} {agree(misfits, 'needs', 'need')} RGB images and the "
+            f"data has {channels} channel(s); drop them (the default for this data: {default})",
         )
 
 
@@ -117,41 +99,27 @@ def check_ops_fit(ops: Sequence[str], channels: int) -> None:
 
 
 class _Draws:
-    """All random numbers of one call, drawn in two tensors and handed out one column per parameter.
-
-    Two draws (rather than two per operation) keep a call to few kernels, and with a CPU generator to two
-    host-to-device copies.
-    """
+    """All random numbers of one call, drawn in two tensors (few kernels, and with a CPU generator two
+    host-to-device copies) and handed out one column per parameter."""
 
     def __init__(
         self, batch: int, uniforms: int, normals: int, device: torch.device, generator: torch.Generator | None
     ) -> None:
-        if generator is None:
-            self._uniform = torch.rand(batch, uniforms, device=device)
-            self._normal = torch.randn(batch, normals, device=device)
-        else:
-            # Drawn where the generator lives (normally the CPU) so a seed reproduces on every device.
-            self._uniform = torch.rand(batch, uniforms, generator=generator, device=generator.device)
-            self._normal = torch.randn(batch, normals, generator=generator, device=generator.device)
-            self._uniform = host_to_device(self._uniform, device)
-            self._normal = host_to_device(self._normal, device)
-        self._next_uniform = 0
-        self._next_normal = 0
         self.batch, self.device = batch, device
+        self._uniforms = iter(
+            drawn(torch.rand, batch, uniforms, generator=generator, device=device).unbind(1)
+        )
+        self._normals = iter(drawn(torch.randn, batch, normals, generator=generator, device=device).unbind(1))
 
     def uniform(self) -> Tensor:
-        column = self._uniform[:, self._next_uniform]
-        self._next_uniform += 1
-        return column
+        return next(self._uniforms)
 
     def normal(self) -> Tensor:
-        column = self._normal[:, self._next_normal]
-        self._next_normal += 1
-        return column
+        return next(self._normals)
 
     def all_used(self) -> bool:
         """Did the operations take exactly the columns drawn for them (`_DRAWS_PER_OPERATION` is right)."""
-        return (self._next_uniform, self._next_normal) == (self._uniform.shape[1], self._normal.shape[1])
+        return next(self._uniforms, None) is None and next(self._normals, None) is None
 
     def applied(self, p: float | Tensor) -> Tensor:
         """Per image: does this operation apply (probability p)."""
@@ -179,25 +147,15 @@ _DRAWS_PER_OPERATION: dict[str, tuple[int, int]] = {
 # --- geometry: inverse maps from output to input pixel coordinates, centred on the image -----------------
 
 
-def _affine(a: Tensor, b: Tensor, c: Tensor, d: Tensor, tx: Tensor, ty: Tensor) -> Tensor:
-    """[B, 3, 3] homogeneous matrices [[a, b, tx], [c, d, ty], [0, 0, 1]] from per-image entries."""
-    zero, one = torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([a, b, tx, c, d, ty, zero, zero, one], dim=1).view(-1, 3, 3)
-
-
-def _scale(sx: Tensor, sy: Tensor) -> Tensor:
-    zero = torch.zeros_like(sx)
-    return _affine(sx, zero, zero, sy, zero, zero)
-
-
-def _translate(tx: Tensor, ty: Tensor) -> Tensor:
-    one, zero = torch.ones_like(tx), torch.zeros_like(tx)
-    return _affine(one, zero, zero, one, tx, ty)
+def _affine(like: Tensor, **entries: Tensor) -> Tensor:
+    """[B, 3, 3] homogeneous matrices [[a, b, tx], [c, d, ty], [0, 0, 1]], the identity but for `entries`."""
+    zero, one = torch.zeros_like(like), torch.ones_like(like)
+    m = {"a": one, "b": zero, "tx": zero, "c": zero, "d": one, "ty": zero, **entries}
+    return torch.stack([m["a"], m["b"], m["tx"], m["c"], m["d"], m["ty"], zero, zero, one], 1).view(-1, 3, 3)
 
 
 def _rotate(cos: Tensor, sin: Tensor) -> Tensor:
-    zero = torch.zeros_like(cos)
-    return _affine(cos, -sin, sin, cos, zero, zero)
+    return _affine(cos, a=cos, b=-sin, c=sin, d=cos)
 
 
 def _rotation_by(theta: Tensor) -> Tensor:
@@ -213,7 +171,7 @@ def _log2_normal(draws: _Draws, p: float | Tensor, std: float) -> Tensor:
 def _xflip(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
     flip = draws.applied(p) & (draws.uniform() < 0.5)
     sign = 1 - 2 * flip.float()
-    return _scale(sign, torch.ones_like(sign))
+    return _affine(sign, a=sign)
 
 
 def _rotate90(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
@@ -225,17 +183,21 @@ def _rotate90(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tens
     return _rotate(cos, -sin)  # inverse map: rotate the output coordinates back
 
 
+def _shift(applied: Tensor, shift_x: Tensor, shift_y: Tensor) -> Tensor:
+    """The inverse map of a shift by (shift_x, shift_y) pixels where the operation applies."""
+    zero = torch.zeros_like(shift_x)
+    return _affine(zero, tx=-torch.where(applied, shift_x, zero), ty=-torch.where(applied, shift_y, zero))
+
+
 def _translation(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
     applied = draws.applied(p)
     shift_x = torch.round((draws.uniform() * 2 - 1) * _TRANSLATION_MAX * width)
-    shift_y = torch.round((draws.uniform() * 2 - 1) * _TRANSLATION_MAX * height)
-    zero = torch.zeros_like(shift_x)
-    return _translate(-torch.where(applied, shift_x, zero), -torch.where(applied, shift_y, zero))
+    return _shift(applied, shift_x, torch.round((draws.uniform() * 2 - 1) * _TRANSLATION_MAX * height))
 
 
 def _isotropic_scale(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
     factor = _log2_normal(draws, p, _SCALE_STD)
-    return _scale(1 / factor, 1 / factor)
+    return _affine(factor, a=1 / factor, d=1 / factor)
 
 
 def _random_angle(draws: _Draws, p: float | Tensor, max_angle: float) -> Tensor:
@@ -262,15 +224,13 @@ def _tilt(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
 
 def _aniso(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
     factor = _log2_normal(draws, p, _ANISO_STD)
-    return _scale(1 / factor, factor)
+    return _affine(factor, a=1 / factor, d=factor)
 
 
 def _fraction(draws: _Draws, p: float | Tensor, height: int, width: int) -> Tensor:
     applied = draws.applied(p)
     shift_x = draws.normal() * _FRACTION_STD * width
-    shift_y = draws.normal() * _FRACTION_STD * height
-    zero = torch.zeros_like(shift_x)
-    return _translate(-torch.where(applied, shift_x, zero), -torch.where(applied, shift_y, zero))
+    return _shift(applied, shift_x, draws.normal() * _FRACTION_STD * height)
 
 
 _GEOMETRY: dict[str, Callable[[_Draws, float | Tensor, int, int], Tensor]] = {
@@ -287,11 +247,8 @@ _GEOMETRY: dict[str, Callable[[_Draws, float | Tensor, int, int], Tensor]] = {
 def _inverse_geometry(
     ops: Sequence[str], draws: _Draws, p: float | Tensor, height: int, width: int
 ) -> Tensor:
-    """Per image, the map from output to input pixel coordinates of all geometric operations in ``ops``.
-
-    Composed as ADA does: the first operation's inverse on the left, so the first operation acts first on
-    the image. Operations that do not apply contribute exact identity matrices.
-    """
+    """Per image, the map from output to input pixel coordinates of the geometric operations in ``ops``,
+    composed as ADA does (the first one's inverse on the left); one that does not apply is the identity."""
     inverse = torch.eye(3, device=draws.device).expand(draws.batch, 3, 3)
     rotation_after = None
     for name in GEOMETRIC_OPERATIONS:
@@ -387,11 +344,8 @@ def _colour_matrix(ops: Sequence[str], draws: _Draws, p: float | Tensor) -> Tens
 
 
 def _recolour(images: Tensor, matrix: Tensor) -> Tensor:
-    """Apply per-image colour maps: one batched matrix product for RGB, a scale and offset otherwise.
-
-    Without the RGB-only operations the map is c * identity with an offset c * b in every channel, which
-    acts on each channel alike whatever their number.
-    """
+    """Apply per-image colour maps: one batched matrix product for RGB; otherwise (no RGB-only operation)
+    the map is c * identity plus an offset alike in every channel, a scale and offset."""
     batch, channels, height, width = images.shape
     if channels == 3:
         flat = images.reshape(batch, 3, height * width)
@@ -408,17 +362,13 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 class AdaPipeline:
-    """ADA's augmentation of discriminator inputs: each of ``ops`` applied to each image with probability p.
-
-    A plain object rather than an nn.Module: it has no weights, and ``p`` is a training-time control that
-    must stay out of checkpoints and out of DDP's parameter and buffer synchronisation. ``p`` is read at
-    every call and may be a Python float or a 0-dim tensor (on the images' device, updated by a controller
-    without a host sync). The operations are applied in ADA's order (``ADA_OPERATIONS``), whatever the
-    order of ``ops``.
-    """
+    """ADA's augmentation of discriminator inputs: each of ``ops`` applied to each image with probability p,
+    in ADA's order whatever the order of ``ops``. A plain object, not an nn.Module: ``p`` (a float, or a 0-dim
+    tensor on the images' device that a controller updates without a host sync) is read at every call and
+    must stay out of checkpoints and of DDP's synchronisation."""
 
     def __init__(self, ops: Sequence[str], p: float | Tensor = 0.0) -> None:
-        names = _check_names(list(ops), ",".join(ops))
+        names = check_operation_names(list(ops), ADA_OPERATIONS, "ada_ops", ",".join(ops))
         self.ops: tuple[str, ...] = tuple(name for name in ADA_OPERATIONS if name in names)
         self.p: float | Tensor = p
 
@@ -427,13 +377,9 @@ class AdaPipeline:
         return f"ada p={p} ops={','.join(self.ops)}"
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Augment a float [B, C, H, W] batch in [-1, 1]; same shape, dtype and device, differentiable.
-
-        With a ``generator`` all random numbers come from it (drawn on its device, moved to the images'),
-        so a seed reproduces the augmentation; otherwise the global RNG of the images' device is used.
-        Images to which no operation applies come back unchanged, bit for bit; with p == 0 as a float the
-        input itself is returned.
-        """
+        """Augment a float [B, C, H, W] batch in [-1, 1]; same shape, dtype and device, differentiable, random
+        numbers as `drawn` gives them. Images no operation applies to come back bit for bit; with p == 0 as
+        a float, the input itself."""
         p = self.p
         if (not isinstance(p, Tensor) and p == 0.0) or not self.ops:
             return images

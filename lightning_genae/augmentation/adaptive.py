@@ -21,9 +21,8 @@ from lightning_genae.plugin_options import PluginOptions, option
 
 @dataclass(frozen=True)
 class ControllerOptions(PluginOptions):
-    """The controller's settings, read by `ada` and by `--augment-p auto`. ADA's target and interval; its
-    kimg is 500 for runs of millions of images, in which p would barely move in our runs of ~100k (1,500
-    iterations of 64): at 100, p can move by 0.96 within such a run."""
+    """The controller's settings, read by `ada` and by `--augment-p auto`: ADA's target and interval, and a
+    kimg of 100 rather than ADA's 500, at which p can move by 0.96 within a run of 1,500 iterations of 64."""
 
     ada_target: float = option(
         0.6,
@@ -46,10 +45,7 @@ class ControllerOptions(PluginOptions):
 
 class AdaptiveStrength:
     """ADA's controller: call `observe(real_logits)` once per discriminator step; read `p` (a 0-dim tensor).
-
-    `target`: the r_t it steers to (ADA: 0.6); `interval`: discriminator steps between updates (ADA: 4);
-    `kimg`: thousands of real images for p to move from 0 to 1 (ADA: 500).
-    """
+    `target`, `interval` and `kimg` are `ControllerOptions`'."""
 
     def __init__(self, target: float, interval: int, kimg: float, device: torch.device | str = "cpu") -> None:
         self.target = target
@@ -86,13 +82,16 @@ class AdaptiveStrength:
         if self._steps >= self.interval:
             self._update()
 
-    def _update(self) -> None:
-        sign_sum = self._sign_sum
-        count = torch.tensor(float(self._count), device=self.device)
+    def _totals(self) -> tuple[Tensor, Tensor]:
+        """The interval's sign sum and image count over every rank (so that every rank moves p alike)."""
+        sign_sum, count = self._sign_sum.clone(), torch.tensor(float(self._count), device=self.device)
         if _several_processes():
-            # Only here, once per interval: every rank then holds the same r_t and so the same p.
             dist.all_reduce(sign_sum)
             dist.all_reduce(count)
+        return sign_sum, count
+
+    def _update(self) -> None:
+        sign_sum, count = self._totals()  # once per interval
         self.rt = sign_sum / count.clamp(min=1)
         step = torch.sign(self.rt - self.target) * count / (self.kimg * 1000)
         self.p = (self.p + step).clamp(0.0, 1.0)
@@ -120,23 +119,14 @@ class AdaptiveStrength:
         self.p_host = float(self._staged_p)
 
     def state_dict(self) -> dict[str, Any]:
-        """Tensors and plain numbers only (checkpoints are loaded with weights_only=True).
-
-        Under DDP every rank calls it as a checkpoint is made (rank 0 writes the file), and each holds its own
-        part of the interval's sums: the checkpoint keeps their totals, which is all the next update reads.
-        """
-        sign_sum = self._sign_sum.detach().clone()
-        count = self._count
-        if _several_processes():
-            counted = torch.tensor(float(count), device=self.device)
-            dist.all_reduce(sign_sum)
-            dist.all_reduce(counted)
-            count = int(counted.item())
+        """Tensors and plain numbers only (checkpoints are loaded with weights_only=True). Under DDP every
+        rank calls it as a checkpoint is made and the checkpoint keeps the interval's totals over ranks."""
+        sign_sum, count = self._totals()
         return {
             "p": self.p.detach().cpu(),
             "rt": self.rt.detach().cpu(),
             "sign_sum": sign_sum.cpu(),
-            "count": count,
+            "count": int(count.item()),
             "steps": self._steps,
             "p_host": self.p_host,
         }

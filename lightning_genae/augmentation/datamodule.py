@@ -1,9 +1,7 @@
-"""`ae`/`vae` augmentation on the data side: a wrapper around any image DataModule.
-
-Online (default): a fraction p of every training batch is replaced, on the device, by the augmenter's
-encode-perturb-decode of those images (same labels). Offline: a pool of augmented images is generated
-once and concatenated with the real training split, as the method's original papers do. Validation,
-test and every metric see only real data: `split_tensors` is the wrapped DataModule's.
+"""Data-side augmentation, a wrapper around any image DataModule. Online (default): a fraction p of every
+training batch is replaced on the device by the augmenter's encode-perturb-decode (same labels). Offline:
+a pool generated once is concatenated with the training split, as the method's papers do. Validation,
+test and every metric see only real data.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.datamodules.base import Batch, InMemoryDataModule
 from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.datamodules.placement import host_to_device
-from lightning_genae.errors import OptionError, describe_error
+from lightning_genae.errors import OptionError
 from lightning_genae.plugin_options import AUTO
 from lightning_genae.seeding import generator
 
@@ -68,8 +66,6 @@ class AugmentedDataModule(pl.LightningDataModule):
         if name == "base":
             raise AttributeError(name)
         return getattr(self.base, name)
-
-    # ----- set-up -----
 
     def state_dict(self) -> dict[str, Any]:
         # What the base saves with a checkpoint (the training split's hash, a sequence dataset's normaliser)
@@ -120,21 +116,10 @@ class AugmentedDataModule(pl.LightningDataModule):
             self._generator = generator(self.seed, "online augmentation", rank)
             self._restore_generator()
         if self.plan.mode == "offline" and self._pool is None:
-            try:
-                self._pool = self._generate_pool()
-            except (RuntimeError, MemoryError) as error:
-                if not isinstance(error, MemoryError) and "allocate" not in str(error):
-                    raise
-                raise OptionError(
-                    "augment_pool",
-                    f"{self.plan.pool} does not fit in memory ({describe_error(error)}); lower it (unset, "
-                    "the pool holds as many images as the training split)",
-                ) from None
+            self._pool = self._generate_pool()
 
     def _device(self) -> torch.device:
-        if self.trainer is not None:
-            return self.trainer.strategy.root_device
-        return torch.device("cpu")
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     @torch.no_grad()
     def _generate_pool(self) -> Batch:
@@ -147,8 +132,10 @@ class AugmentedDataModule(pl.LightningDataModule):
         if needed > physical_memory():
             # Refused before any allocation: an operating system that overcommits would kill the process
             # part-way instead of raising.
-            raise MemoryError(
-                f"generating the pool needs {needed / 2**30:.1f} GiB, more than this machine has"
+            raise OptionError(
+                "augment_pool",
+                f"{size} does not fit in memory ({needed / 2**30:.1f} GiB, more than this machine has); "
+                "lower it (unset, the pool holds as many images as the training split)",
             )
         draws = generator(self.seed, "augmented pool")
         repeats = -(-size // len(images))
@@ -162,8 +149,6 @@ class AugmentedDataModule(pl.LightningDataModule):
             batch = as_training_pixels(self.base, batch, draws)
             parts.append(self.base.to_stored(self.augmenter(batch, labels[index], generator=draws)).cpu())
         return torch.cat(parts), labels[sources].clone()
-
-    # ----- data -----
 
     def train_images(self) -> Batch:
         """What training iterates over: the real split, plus the augmented pool in offline mode."""
@@ -181,8 +166,6 @@ class AugmentedDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.base.test_dataloader()
-
-    # ----- online augmentation on the device -----
 
     def current_p(self) -> float:
         """--augment-p, taken linearly to zero over training with --augment-anneal, or the controller's.
@@ -230,7 +213,7 @@ class AugmentedDataModule(pl.LightningDataModule):
             size = (
                 len(self._pool[0])
                 if self._pool is not None
-                else (self.plan.pool or len(self.train_images()[0]))
+                else self.plan.pool or len(self.train_images()[0])
             )
             extra = f"offline pool of {size} augmented images"
         else:
@@ -240,11 +223,9 @@ class AugmentedDataModule(pl.LightningDataModule):
 
 
 def as_training_pixels(datamodule: InMemoryDataModule, images: Tensor, generator: torch.Generator) -> Tensor:
-    """Images in [-1, 1] as a training batch of `datamodule` holds them: themselves, or, where its pixels
-    are binary (`binary_pixels`: binarized MNIST draws every training image's pixels anew), one Bernoulli
-    draw per pixel (`bernoulli_pixels`, as the metrics draw generated images). An augmenter sees and
-    makes such images: grey decoded images among binary reals would let the discriminator tell the
-    augmented ones by their kind of pixel."""
+    """Images in [-1, 1] as a training batch of `datamodule` holds them: where its pixels are binary
+    (binarized MNIST), one Bernoulli draw per pixel, so that grey decoded images among binary reals do not
+    let the discriminator tell the augmented ones by their kind of pixel."""
     return bernoulli_pixels(images, generator) if getattr(datamodule, "binary_pixels", False) else images
 
 

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.augmentation.operation_names import check_operation_names, parse_operation_names
-from lightning_genae.datamodules.placement import host_to_device
+from lightning_genae.augmentation.common import check_operation_names, drawn, parse_operation_names
 from lightning_genae.plugin_options import PluginOptions, option
 
 DIFFAUG_OPERATIONS: dict[str, str] = {
@@ -26,6 +25,7 @@ DIFFAUG_OPERATIONS: dict[str, str] = {
     "cutout": "zero a random square whose side is a fraction (default 1/2) of the image size, per image",
 }
 
+
 # Fractions of the image size used by the paper; the sizes are rounded half up like the reference.
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
@@ -33,10 +33,6 @@ CUTOUT_RATIO = 0.5
 # of the image in view; a larger one can push the whole image out and leave the discriminator a blank. A
 # cutout square is at most the image's size (larger clips to the same thing). 0 turns the operation off.
 RATIO_LIMITS: dict[str, float] = {"translation": 0.5, "cutout": 1.0}
-
-
-def _check_names(names: Sequence[str], source: str) -> tuple[str, ...]:
-    return check_operation_names(names, DIFFAUG_OPERATIONS, "diffaug_policy", source)
 
 
 @dataclass(frozen=True)
@@ -84,24 +80,15 @@ def parse_policy(text: str) -> tuple[str, ...]:
 
 def _uniform(images: Tensor, low: float, high: float, generator: torch.Generator | None) -> Tensor:
     """One U(low, high) value per sample, shaped [B, 1, 1, 1] to broadcast, in the images' dtype."""
-    shape = (images.shape[0], 1, 1, 1)
-    if generator is None:
-        values = torch.rand(shape, device=images.device)
-    else:
-        # Drawn where the generator lives (normally the CPU) so a seed reproduces on every device.
-        values = host_to_device(
-            torch.rand(shape, generator=generator, device=generator.device), images.device
-        )
+    values = drawn(torch.rand, (images.shape[0], 1, 1, 1), generator=generator, device=images.device)
     return (values * (high - low) + low).to(images.dtype)
 
 
 def _randint(images: Tensor, low: int, high: int, generator: torch.Generator | None) -> Tensor:
     """One integer per sample, uniform over [low, high] inclusive, shaped [B, 1]."""
-    shape = (images.shape[0], 1)
-    if generator is None:
-        return torch.randint(low, high + 1, shape, device=images.device)
-    draws = torch.randint(low, high + 1, shape, generator=generator, device=generator.device)
-    return host_to_device(draws, images.device)
+    return drawn(
+        torch.randint, low, high + 1, (images.shape[0], 1), generator=generator, device=images.device
+    )
 
 
 def _color(images: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -155,16 +142,14 @@ def diff_augment(
     translation: float = TRANSLATION_RATIO,
     cutout: float = CUTOUT_RATIO,
 ) -> Tensor:
-    """Apply the operations in ``policy`` in order, each with fresh random parameters per sample.
-
-    ``images`` is a float [B, C, H, W] batch in [-1, 1] on any device and in any float dtype; the result
-    has the same shape, dtype and device and is differentiable with respect to ``images``. With a
-    ``generator`` the random numbers are drawn with it (on its device, normally the CPU) and moved to the
-    images' device, so a seed gives the same augmentation everywhere; without one, the global RNG of the
-    images' device is used. An empty policy returns ``images`` itself. ``translation`` is the largest
-    shift and ``cutout`` the square's side, as fractions of the image size (see RATIO_LIMITS).
-    """
-    names = parse_policy(policy) if isinstance(policy, str) else _check_names(list(policy), ",".join(policy))
+    """Apply the operations in ``policy`` in order, each with fresh random parameters per sample, to a float
+    [B, C, H, W] batch in [-1, 1]: same shape, dtype and device, differentiable; random numbers as `drawn`
+    gives them. ``translation`` (the largest shift) and ``cutout`` (the square's side) are fractions of
+    the image size (see RATIO_LIMITS)."""
+    if isinstance(policy, str):
+        names = parse_policy(policy)
+    else:
+        names = check_operation_names(list(policy), DIFFAUG_OPERATIONS, "diffaug_policy", ",".join(policy))
     operations: dict[str, Callable[[Tensor, torch.Generator | None], Tensor]] = {
         "color": _color,
         "translation": partial(_translation, ratio=translation),

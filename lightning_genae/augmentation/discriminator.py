@@ -20,12 +20,8 @@ from lightning_genae.augmentation.diffaug import CUTOUT_RATIO, TRANSLATION_RATIO
 
 
 class AugmenterOnInputs:
-    """`ae-d`: each input goes through the frozen augmenter's encode-perturb-decode with probability p.
-
-    `p` is a number, or the run's ADA controller (`--augment-p auto`), whose host copy of p is read: the
-    code path is a fixed p's, and the copy, one controller update behind, costs no wait for the device
-    (augmentation/adaptive.py).
-    """
+    """`ae-d`: each input goes through the frozen augmenter's encode-perturb-decode with probability p, a
+    number or the run's ADA controller, whose host copy of p (one update behind) costs no device wait."""
 
     def __init__(self, augmenter: Callable[[Tensor], Tensor], p: float | AdaptiveStrength) -> None:
         self.augmenter = augmenter

@@ -1,9 +1,6 @@
-"""AE-based augmentation: a frozen autoencoder encodes items, the codes are perturbed and decoded.
-
-Two perturbations, both in latent space where an autoencoder's codes vary smoothly with the content:
-Gaussian noise scaled per latent dimension (a dimension that barely varies on the data gets barely any
-noise), and interpolation towards another item's code, of the same class when labels exist, so a decoded
-"7" stays a 7.
+"""AE-based augmentation: a frozen autoencoder encodes items, the codes are perturbed and decoded. In
+latent space, where codes vary smoothly with the content: Gaussian noise scaled per latent dimension, and
+interpolation towards another item's code, of the same class when labels exist (a decoded "7" stays a 7).
 """
 
 from __future__ import annotations
@@ -13,22 +10,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lightning_genae.augmentation.common import drawn
 from lightning_genae.datamodules.base import map_images, to_model_range
-from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.models import GenerativeModule
 
 
 def _uniform(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
-    # A seeded generator draws on the CPU, so a seed gives the same augmentation on every device.
-    if generator is not None:
-        return host_to_device(torch.rand(n, generator=generator), device)
-    return torch.rand(n, device=device)
-
-
-def _normal(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
-    if generator is not None:
-        return host_to_device(torch.randn(shape, generator=generator), device)
-    return torch.randn(shape, device=device)
+    return drawn(torch.rand, n, generator=generator, device=device)
 
 
 def data_kind_of(autoencoder: object) -> str:
@@ -37,12 +25,8 @@ def data_kind_of(autoencoder: object) -> str:
 
 
 class LatentAugmenter(nn.Module):
-    """images in [-1, 1] -> encode -> perturb -> decode, differentiable in the images, weights frozen.
-
-    `fit` records each latent dimension's spread and a bank of training codes by class, which the
-    perturbation draws from. Always in eval mode: batch-norm statistics stay those of the augmenter's own
-    training, whatever batch it is shown.
-    """
+    """images in [-1, 1] -> encode -> perturb -> decode, differentiable in the images, weights frozen and
+    always in eval mode; `fit` records each latent dimension's spread and a bank of training codes."""
 
     def __init__(self, autoencoder: GenerativeModule, noise: float, interp: float) -> None:
         super().__init__()
@@ -104,7 +88,9 @@ class LatentAugmenter(nn.Module):
         towards = (_uniform(n, codes.device, generator) < self.interp).to(codes.dtype)
         weight = (towards * _uniform(n, codes.device, generator).to(codes.dtype))[:, None]
         moved = codes + weight * (partners.to(codes.dtype) - codes)
-        noise = _normal(tuple(codes.shape), codes.device, generator).to(codes.dtype)
+        noise = drawn(torch.randn, tuple(codes.shape), generator=generator, device=codes.device).to(
+            codes.dtype
+        )
         return moved + self.noise * self.latent_std.to(codes.dtype) * noise
 
     def forward(
@@ -123,11 +109,7 @@ class LatentAugmenter(nn.Module):
             partners = self.encode(partners_from)
         else:
             # Discriminator inputs have no labels (fakes): pair them among themselves.
-            if generator is not None:
-                order = host_to_device(torch.randperm(len(codes), generator=generator), codes.device)
-            else:
-                order = torch.randperm(len(codes), device=codes.device)
-            partners = codes[order]
+            partners = codes[drawn(torch.randperm, len(codes), generator=generator, device=codes.device)]
         decoded = self.autoencoder.decode(self.perturb(codes, partners, generator))
         # Images live in [-1, 1]; normalised series have no bounds to clamp to.
         return decoded.clamp(-1.0, 1.0) if data_kind_of(self.autoencoder) == "image" else decoded

@@ -110,15 +110,11 @@ class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.augment_p == AUTO and self.augment_mode == "offline":
+        fixed = "augment_mode offline" if self.augment_mode == "offline" else "augment_anneal"
+        if self.augment_p == AUTO and (self.augment_mode == "offline" or self.augment_anneal):
             raise ConfigError(
-                "augment_p auto steers the online replacement, and an offline pool is fixed; drop "
-                "augment_mode offline or give augment_p a number"
-            )
-        if self.augment_p == AUTO and self.augment_anneal:
-            raise ConfigError(
-                "augment_anneal takes a fixed augment_p to zero; with augment_p auto the controller sets p: "
-                "drop one of them"
+                f"augment_p auto steers the online replacement, and {fixed} takes a fixed augment_p; drop "
+                "one of them"
             )
 
     def unread(self) -> dict[str, str]:

@@ -23,6 +23,7 @@ from lightning_genae.cluster import created_by_local_rank_zero, file_identity
 from lightning_genae.datamodules import to_model_range
 from lightning_genae.errors import ConfigError, GenaeError, describe_error
 from lightning_genae.metrics import classifier as classifier_lib
+from lightning_genae.metrics.classifier import BackboneUnavailable
 from lightning_genae.metrics.names import BACKBONES
 
 if TYPE_CHECKING:
@@ -34,16 +35,14 @@ INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.
 INCEPTION_DIM = 2048
 
 
-class BackboneUnavailable(GenaeError):
-    """A feature backbone cannot be built here (weights missing, offline, no labels); says how to fix it."""
+def _tell(message: str) -> None:
+    """A line on stderr, not through `progress`: the classifier commands answer --help without Lightning."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class FeatureBackbone(nn.Module):
-    """uint8 images [N,C,H,W] in 0..255 -> float32 features [N, feature_dim], frozen and always in eval mode.
-
-    Subclasses implement `extract` on a chunk already on the module's device; `forward` does the checks,
-    chunking, no_grad and full precision that every metric needs.
-    """
+    """uint8 images [N,C,H,W] in 0..255 -> float32 features [N, feature_dim], frozen, always in eval mode;
+    subclasses `extract` a chunk on the module's device; `forward` checks, chunks, runs in full precision."""
 
     # Images per internal chunk: bounds memory when a caller passes a whole split at once.
     chunk_size: int = 256
@@ -101,13 +100,9 @@ class ClassifierBackbone(FeatureBackbone):
 
 
 class InceptionBackbone(FeatureBackbone):
-    """torch-fidelity's InceptionV3 pool features (2048) through torchmetrics, without antialiasing.
-
-    The network takes uint8, resizes to 299x299 with TF1-compatible bilinear interpolation and scales to
-    (x - 128) / 128 itself; antialias=False keeps that resize (torchmetrics >= 1.8 defaults to an
-    antialiased torch resize), so numbers match torch-fidelity and the original TF protocol.
-    Grayscale is repeated to three channels.
-    """
+    """torch-fidelity's InceptionV3 pool features (2048) through torchmetrics, on uint8 images resized to
+    299x299 by its TF1-compatible bilinear resize (antialias=False: torchmetrics >= 1.8 would antialias), so
+    numbers match torch-fidelity and the TF protocol. Grayscale is repeated to three channels."""
 
     chunk_size = 64
 
@@ -147,9 +142,6 @@ class InceptionBackbone(FeatureBackbone):
         return self.net(images)
 
 
-# ----- inception -----
-
-
 def default_inception_path() -> Path:
     """Where torch.hub (and so torch-fidelity) caches the weights: $TORCH_HOME/hub/checkpoints/..."""
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
@@ -164,7 +156,7 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
         return cached
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        print(f"inception: downloading {INCEPTION_URL} to {cached}", file=sys.stderr, flush=True)
+        _tell(f"inception: downloading {INCEPTION_URL} to {cached}")
         # torch.hub downloads to a temporary file and renames it, so a failed download leaves nothing behind.
         download_url_to_file(INCEPTION_URL, str(cached), progress=False)
     # Offline, a proxy, a 404 or a full disk all leave the user with the same two fixes.
@@ -193,23 +185,8 @@ def load_inception(path: str | Path | None = None) -> InceptionBackbone:
         ) from exc
 
 
-# ----- classifier -----
-
-
-def default_cache_dir() -> Path:
-    """Classifiers trained on first use: $GENAE_CACHE_DIR/classifiers (~/.cache/lightning-genae/...)."""
-    return cache_root() / "classifiers"
-
-
-def _shipped_classifier(data: str, entry: dict, datamodule: ImageDataModule | None) -> ClassifierBackbone:
-    path = Path(classifier_lib.WEIGHTS_DIR) / entry["file"]
-    sha256 = file_sha256(path)
-    if sha256 != entry["sha256"]:
-        raise BackboneUnavailable(
-            f"classifier: {path} has SHA-256 {sha256[:12]}..., the manifest expects "
-            f"{entry['sha256'][:12]}... (corrupt or modified); reinstall lightning-genae or re-create it "
-            f"with `{entry['command']}`"
-        )
+def _shipped_classifier(data: str, entry: dict) -> ClassifierBackbone:
+    path, sha256 = classifier_lib.shipped_checkpoint(classifier_lib.WEIGHTS_DIR, entry, "classifier")
     model, _ = classifier_lib.load_checkpoint(path)
     description = f"classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
     return ClassifierBackbone(model, description, sha256)
@@ -235,19 +212,14 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
             loaded = classifier_lib.load_checkpoint(path)
         except GenaeError:
             # The cache is this program's own: a damaged file (or one put there) is replaced, not trusted.
-            print(
-                f"classifier: the cached {path} is unreadable; training it again", file=sys.stderr, flush=True
-            )
+            _tell(f"classifier: the cached {path} is unreadable; training it again")
     if loaded is None:
 
         def train_and_save() -> None:
-            print(
+            _tell(
                 f"classifier: no shipped classifier for {data}; training one on its {num_train} labelled "
                 f"training images (up to {epochs} epochs, seed {seed}), cached at {path} (other runs can be "
-                "given it as classifier_weights); backbone none leaves the image metrics out and skips this "
-                "training",
-                file=sys.stderr,
-                flush=True,
+                "given it as classifier_weights; backbone none skips this training and the image metrics)"
             )
             model, test_accuracy = classifier_lib.train_classifier(full, seed=seed, epochs=epochs)
             test_labels = full.split_tensors("test")[1]
@@ -255,13 +227,10 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
             labelled = test_labels[test_labels >= 0]
             commonest = float(torch.bincount(labelled).max()) / len(labelled) if len(labelled) else 0.0
             if test_accuracy < commonest + CHANCE_MARGIN:
-                print(
+                _tell(
                     f"classifier: warning: its test accuracy {test_accuracy:.1%} is no better than naming "
-                    f"the commonest class ({commonest:.1%}): its features tell the classes apart no better "
-                    "than chance, so the FD, KID and precision/recall measured in them say little; check "
-                    "that the labels are classes of the images",
-                    file=sys.stderr,
-                    flush=True,
+                    f"the commonest class ({commonest:.1%}), so the metrics in its features say little; "
+                    "check that the labels are classes of the images"
                 )
             classifier_lib.save_checkpoint(
                 model,
@@ -302,35 +271,27 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
             f"{data}; {fix}"
         )
     if datamodule is not None and tuple(datamodule.image_shape) != model.config.image_shape:
-        channels, size, _ = datamodule.image_shape
         raise BackboneUnavailable(
             f"classifier: classifier_weights {path} takes {model.config.image_shape} images but the run's "
-            f"are {tuple(datamodule.image_shape)}; give a classifier of {data} at the run's shape (a file "
-            f"`python -m lightning_genae.experiment.classifier --data {data} --image-size {size} --channels "
-            f"{channels} --output DIR` writes), or drop classifier_weights"
+            f"are {tuple(datamodule.image_shape)}; {fix} (--image-size and --channels set its shape)"
         )
     sha256 = file_sha256(path)
     accuracy = meta.get("test_accuracy", float("nan"))
-    other_images = ""
-    # Compared without --train-size, as the classifier is trained; a file that records none (the shipped
-    # ones) is not compared.
+    description = f"classifier ({data}, given as {path.name}, sha256 {sha256[:8]}, test acc {accuracy:.2%}"
+    # Compared without --train-size, as the classifier is trained; the shipped files record no hash. Not
+    # refused: one file scoring runs on data that changes (a folder that grows) keeps them comparable; the
+    # note travels with every metric measured through this backbone.
     recorded = meta.get("train_sha256")
     if datamodule is not None and recorded is not None and recorded != datamodule.full_training_sha256():
-        # Not refused: one file scoring runs on data that changes (a folder that grows, another dataset
-        # option) is what keeps those runs comparable with each other. It is said, and the note travels
-        # with every metric measured through this backbone.
         # Imported here: the classifier commands import this module and answer --help without Lightning.
         from lightning_genae.progress import warn
 
-        other_images = ", trained on other training images than this run's"
+        description += ", trained on other training images than this run's"
         warn(
             f"classifier: classifier_weights {path} was trained on other {data} training images than this "
-            "run's (other dataset options, or other files); its features still compare runs scored with the "
-            "same file"
+            "run's; its features still compare runs scored with the same file"
         )
-    identity = f"{data}, given as {path.name}, sha256 {sha256[:8]}, test acc {accuracy:.2%}"
-    description = f"classifier ({identity}{other_images})"
-    return ClassifierBackbone(model, description, sha256)
+    return ClassifierBackbone(model, description + ")", sha256)
 
 
 def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:
@@ -359,7 +320,7 @@ def load_classifier(
         return _given_classifier(Path(weights).expanduser(), data, datamodule)
     manifest = classifier_lib.load_manifest()
     if data in manifest:
-        return _shipped_classifier(data, manifest[data], datamodule)
+        return _shipped_classifier(data, manifest[data])
     if datamodule is None:
         raise BackboneUnavailable(
             f"classifier: no shipped classifier for {data}; "
@@ -367,7 +328,7 @@ def load_classifier(
         )
     check_classifier_trainable(data, datamodule)
     return _cached_classifier(
-        data, datamodule, Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        data, datamodule, Path(cache_dir).expanduser() if cache_dir else cache_root() / "classifiers"
     )
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.cache import save_torch_atomically, write_file_atomically
+from lightning_genae.cache import file_sha256, save_torch_atomically, write_file_atomically
 from lightning_genae.datamodules import to_model_range
 from lightning_genae.errors import GenaeError, describe_error
 from lightning_genae.nets.conv import downsampling_plan
@@ -48,6 +48,26 @@ MIN_EPOCHS, MAX_EPOCHS = 5, 60
 # Training stops once validation accuracy has gone this many epochs without rising above its best.
 PATIENCE = 5
 EVAL_BATCH = 1000
+
+
+class BackboneUnavailable(GenaeError):
+    """A feature backbone cannot be built here (weights missing, offline, no labels); says how to fix it."""
+
+
+def shipped_checkpoint(weights_dir: Path, entry: dict[str, Any], what: str) -> tuple[Path, str]:
+    """A manifest entry's file and its SHA-256; BackboneUnavailable when it is missing or not the file the
+    manifest records (corrupt or modified)."""
+    path = Path(weights_dir) / entry["file"]
+    fix = f"reinstall lightning-genae or re-create it with `{entry['command']}`"
+    if not path.is_file():
+        raise BackboneUnavailable(f"{what}: shipped checkpoint {path} is missing; {fix}")
+    sha256 = file_sha256(path)
+    if sha256 != entry["sha256"]:
+        raise BackboneUnavailable(
+            f"{what}: {path} has SHA-256 {sha256[:12]}..., the manifest expects {entry['sha256'][:12]}... "
+            f"(corrupt or modified); {fix}"
+        )
+    return path, sha256
 
 
 @dataclass(frozen=True)
@@ -110,25 +130,23 @@ class FeatureClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-# ----- training -----
-
-
 def default_epochs(num_train: int) -> int:
     """Epochs for a training split of `num_train` images: 6 for MNIST-sized data, 60 for digits."""
     return max(MIN_EPOCHS, min(MAX_EPOCHS, math.ceil(SAMPLES_PER_RUN / max(num_train, 1))))
 
 
 @torch.no_grad()
-def accuracy(model: FeatureClassifier, images: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH) -> float:
-    """Fraction of uint8 `images` whose predicted class equals `labels` (model put in eval mode)."""
+def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH) -> float:
+    """Fraction of `inputs` (uint8 images or series, or floats in [-1, 1]) whose predicted class equals
+    `labels` (model put in eval mode)."""
     model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for start in range(0, len(images), batch_size):
-        batch = to_model_range(images[start : start + batch_size].to(device))
-        predicted = model(batch).argmax(dim=1).cpu()
-        correct += int((predicted == labels[start : start + batch_size]).sum())
-    return correct / max(len(images), 1)
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size].to(device)
+        batch = to_model_range(batch) if batch.dtype == torch.uint8 else batch.float()
+        correct += int((model(batch).argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
+    return correct / max(len(inputs), 1)
 
 
 def full_training_data(datamodule: ImageDataModule) -> ImageDataModule:
@@ -139,66 +157,71 @@ def full_training_data(datamodule: ImageDataModule) -> ImageDataModule:
 
 
 def fit_best_on_validation(
-    model: nn.Module,
-    train: tuple[Tensor, Tensor],
-    val: tuple[Tensor, Tensor],
+    build: Callable[[], nn.Module],
+    splits: dict[str, tuple[Tensor, Tensor]],
     *,
     seed: int,
     epochs: int,
     batch_size: int,
     max_lr: float,
     weight_decay: float,
-    evaluate: Callable[[nn.Module, Tensor, Tensor], float],
     clip_norm: float | None = None,
     patience: int | None = None,
     verbose: bool = False,
-    what: str = "training the feature classifier",
-) -> nn.Module:
-    """Train a classifier of uint8 inputs (images or series) with AdamW and a one-cycle schedule; keep the
-    epoch with the best `evaluate` accuracy on `val`, stopping early once it has not risen for `patience`
-    epochs (None: every epoch). Shuffles with its own generator seeded by `seed`; initialisation and dropout
-    draw from the caller's (seeded) global generator. Shows its progress as `what` on stderr (every epoch
-    when `verbose`)."""
+) -> tuple[Any, float]:
+    """Train the classifier `build()` makes, of uint8 inputs (images or series), on `splits["train"]` with
+    AdamW and a one-cycle schedule, keeping the epoch with the best accuracy on `splits["val"]` and stopping
+    once it has not risen for `patience` epochs (None: every epoch); returns it (eval mode) and its test
+    accuracy. Deterministic given `seed`, in a forked random stream: training on first use inside a run
+    leaves the run's stream where it was. Shows its progress on stderr."""
     # Imported here: console imports Lightning, which the command's --help must not wait for.
     from lightning_genae.progress import PhaseProgress
 
-    progress = PhaseProgress(what, epochs, "epoch", interval=0.0 if verbose else 10.0)
-    train_inputs, train_labels = train
-    # A last batch of one would break batch norm; drop the ragged tail unless it is the only batch.
-    steps_per_epoch = max(1, len(train_inputs) // batch_size)
-    shuffle = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=epochs * steps_per_epoch)
-    best_accuracy, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(train_inputs), generator=shuffle)
-        for step in range(steps_per_epoch):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            loss = F.cross_entropy(model(to_model_range(train_inputs[index])), train_labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-            optimizer.step()
-            schedule.step()
-        val_accuracy = evaluate(model, *val)
-        progress.advance(detail=f"loss {loss.item():.4f}, val acc {val_accuracy:.2%}")
-        if val_accuracy > best_accuracy:
-            best_epoch = epoch
-        # `>=` prefers the later epoch on ties: it has seen more of the schedule's low learning rates.
-        if val_accuracy >= best_accuracy:
-            best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
-        if patience is not None and epoch - best_epoch >= patience and epoch < epochs:
-            print(
-                f"{what}: stopped after epoch {epoch}/{epochs}: validation accuracy has not risen for "
-                f"{patience} epochs (best {best_accuracy:.2%})",
-                file=sys.stderr,
-                flush=True,
-            )
-            break
+    # enable_grad: a caller may load backbones under no_grad.
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(seed)
+        model = build()
+        progress = PhaseProgress(
+            "training the feature classifier", epochs, "epoch", interval=0.0 if verbose else 10.0
+        )
+        train_inputs, train_labels = splits["train"]
+        # A last batch of one would break batch norm; drop the ragged tail unless it is the only batch.
+        steps_per_epoch = max(1, len(train_inputs) // batch_size)
+        shuffle = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=weight_decay)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr, total_steps=epochs * steps_per_epoch
+        )
+        best_accuracy, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
+        for epoch in range(1, epochs + 1):
+            model.train()
+            order = torch.randperm(len(train_inputs), generator=shuffle)
+            for step in range(steps_per_epoch):
+                index = order[step * batch_size : (step + 1) * batch_size]
+                loss = F.cross_entropy(model(to_model_range(train_inputs[index])), train_labels[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                optimizer.step()
+                schedule.step()
+            val_accuracy = accuracy(model, *splits["val"])
+            progress.advance(detail=f"loss {loss.item():.4f}, val acc {val_accuracy:.2%}")
+            if val_accuracy > best_accuracy:
+                best_epoch = epoch
+            # `>=` prefers the later epoch on ties: it has seen more of the schedule's low learning rates.
+            if val_accuracy >= best_accuracy:
+                best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
+            if patience is not None and epoch - best_epoch >= patience and epoch < epochs:
+                print(
+                    f"training the feature classifier: stopped after epoch {epoch}/{epochs}: validation "
+                    f"accuracy has not risen for {patience} epochs (best {best_accuracy:.2%})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                break
     model.load_state_dict(best_state)
-    return model.eval()
+    return model, accuracy(model, *splits["test"])
 
 
 def train_classifier(
@@ -210,42 +233,27 @@ def train_classifier(
     batch_size: int = BATCH_SIZE,
     verbose: bool = False,
 ) -> tuple[FeatureClassifier, float]:
-    """Train a FeatureClassifier on the train split; keep the epoch with the best val accuracy, stopping
-    once it has not risen for `patience` epochs (None: train every epoch).
-
-    Returns the model (eval mode, CPU) and its accuracy on the test split. Deterministic given `seed`:
-    the initialisation and dropout draw from the seeded global generator, shuffling from its own.
-    """
-    test_images, test_labels = datamodule.split_tensors("test")
+    """`fit_best_on_validation` of a FeatureClassifier on the datamodule's splits, by default stopping once
+    its validation accuracy has not risen for PATIENCE epochs."""
     epochs = epochs if epochs is not None else default_epochs(len(datamodule.split_tensors("train")[0]))
-    # Forked: training on first use inside a run must leave the run's own random stream where it was.
-    # enable_grad: a caller may load backbones under no_grad.
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
-        torch.manual_seed(seed)
-        assert datamodule.num_classes is not None
-        model = FeatureClassifier(ClassifierConfig(datamodule.image_shape, datamodule.num_classes))
-        fit_best_on_validation(
-            model,
-            datamodule.split_tensors("train"),
-            datamodule.split_tensors("val"),
-            seed=seed,
-            epochs=epochs,
-            batch_size=batch_size,
-            max_lr=MAX_LR,
-            weight_decay=WEIGHT_DECAY,
-            evaluate=accuracy,
-            patience=patience,
-            verbose=verbose,
-        )
-    return model, accuracy(model, test_images, test_labels)
+    assert datamodule.num_classes is not None
+    config = ClassifierConfig(datamodule.image_shape, datamodule.num_classes)
+    return fit_best_on_validation(
+        lambda: FeatureClassifier(config),
+        {split: datamodule.split_tensors(split) for split in ("train", "val", "test")},
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_lr=MAX_LR,
+        weight_decay=WEIGHT_DECAY,
+        patience=patience,
+        verbose=verbose,
+    )
 
 
 def training_fingerprint(datamodule: ImageDataModule, *, seed: int, epochs: int) -> str:
-    """SHA-256 of everything a trained classifier depends on: recipe, architecture and train/val data.
-
-    The images are hashed too, not only the labels: two folders with the same class counts must not share a
-    cached classifier.
-    """
+    """SHA-256 of everything a trained classifier depends on: recipe, architecture and the train/val images
+    and labels (two folders with the same class counts must not share a cached classifier)."""
     config = ClassifierConfig(datamodule.image_shape, datamodule.num_classes or 0)
     recipe = {
         "format": CHECKPOINT_FORMAT,
@@ -262,9 +270,6 @@ def training_fingerprint(datamodule: ImageDataModule, *, seed: int, epochs: int)
     return digest.hexdigest()
 
 
-# ----- checkpoints -----
-
-
 def save_checkpoint(model: FeatureClassifier, path: str | Path, **meta: Any) -> str:
     """Write the config, state dict and `meta` to `path` atomically; return the file's SHA-256."""
     config = asdict(model.config)
@@ -276,11 +281,8 @@ def load_checkpoint(
     path: str | Path,
     advice: str = "delete it so it is trained again, or reinstall lightning-genae for a shipped one",
 ) -> tuple[FeatureClassifier, dict[str, Any]]:
-    """Rebuild the classifier stored at `path` (eval mode, CPU); return it with the checkpoint's meta.
-
-    Raises GenaeError with one line ending in `advice` when the file is not a classifier checkpoint of
-    this format.
-    """
+    """Rebuild the classifier stored at `path` (eval mode, CPU) with the checkpoint's meta; GenaeError with
+    one line ending in `advice` when the file is not a classifier checkpoint of this format."""
     return load_model_payload(
         path,
         CHECKPOINT_FORMAT,
@@ -315,10 +317,8 @@ def load_model_payload(
     what: str,
     advice: str,
 ) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the network stored at `path` by `save_model_payload` (eval mode, CPU, frozen) with its meta.
-
-    Raises GenaeError with one line naming `what` and `advice` when the file is not of this format.
-    """
+    """Rebuild the network stored at `path` by `save_model_payload` (eval mode, CPU, frozen) with its meta;
+    GenaeError with one line naming `what` and `advice` when the file is not of this format."""
     try:
         # weights_only: a checkpoint is tensors and plain values, never code to unpickle.
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -336,18 +336,10 @@ def load_model_payload(
 def load_manifest(
     weights_dir: str | Path | None = None, manifest_name: str = MANIFEST_NAME
 ) -> dict[str, dict[str, Any]]:
-    """The shipped classifiers by dataset name ({} when the manifest is absent).
-
-    `manifest_name` picks another manifest in the same folder (the sequence classifiers have their own).
-    """
+    """The shipped classifiers by dataset name ({} when the manifest is absent); `manifest_name` picks
+    another manifest in the same folder (the sequence classifiers have their own)."""
     path = Path(weights_dir or WEIGHTS_DIR) / manifest_name
-    if not path.is_file():
-        return {}
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GenaeError(f"{path} is unreadable ({exc}); reinstall lightning-genae") from exc
-    return manifest
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def write_manifest_entry(

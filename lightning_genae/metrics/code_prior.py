@@ -23,12 +23,9 @@ def gaussian_kl_divergence(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Ten
 
 
 class CodeGaussianKL(Metric):
-    """KL of N(mean, covariance of the codes seen) against the Gaussian with the prior's mean and covariance.
-
-    Zero when the codes' first two moments are the prior's; for a Gaussian prior that is the whole prior,
-    for a mixture only its moments (a mixture's codes can match them and still miss its components). The
-    sums are accumulated in float64 and summed across processes, so every rank logs the same value.
-    """
+    """KL of N(mean, covariance of the codes seen) against the Gaussian of the prior's first two moments
+    (for a mixture prior, only its moments: codes can match them and still miss its components); float64
+    sums, summed across processes, so every rank logs the same value."""
 
     full_state_update = False
 

@@ -8,10 +8,8 @@ across papers:
 - FD: torch-fidelity's ``fid_features_to_statistics`` and ``fid_statistics_to_metric`` (pytorch-fid's
   ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the trace from the eigenvalues of S1 S2).
 - KID: Bińkowski et al. 2018 as in torch-fidelity: unbiased MMD^2 with k(x, y) = (x.y / D + 1)^3, averaged
-  over random subsets. Each subset draws its real rows first, then its fake rows, so for the same seed the
-  subsets are torch-fidelity's when `kid_features_to_metric(features_1, features_2)` gets the real features
-  as `features_1`; called with the generated features first, torch-fidelity draws other subsets (the mean
-  estimates the same MMD^2, the number differs by sampling).
+  over random subsets, each drawing its real rows first: a seed draws torch-fidelity's subsets when its
+  `features_1` are the real features.
 - Precision/recall: Kynkäänniemi et al. 2019 (NVlabs code, torch-fidelity): k-NN balls, ``<=``.
 - Density/coverage: Naeem et al. 2020 (clovaai/generative-evaluation-prdc): k-NN balls, strict ``<``.
 
@@ -31,14 +29,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "density_coverage",
-    "feature_metrics",
-    "frechet_distance",
-    "kernel_inception_distance",
-    "precision_recall",
-]
-
 # Largest pairwise-distance block held at once (elements; float64 -> 128 MiB). Read at call time, so tests
 # can shrink it to check that chunking leaves the results unchanged.
 _CHUNK_ELEMENTS = 2**24
@@ -51,36 +41,20 @@ DENSITY_COVERAGE_K = 5
 MIN_FEATURE_SAMPLES = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1
 
 
-# --- validation
-
-
-def _check_features(x: Tensor, name: str) -> Tensor:
-    """Return ``x`` [N, D] detached as float64 after checking that it is finite."""
-    x = x.detach().to(torch.float64)
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).any(dim=1).sum())
-        raise ValueError(
-            f"{name} features contain NaN or Inf in {bad} of {x.shape[0]} rows; "
-            "check the model outputs (a diverged model) or the feature extractor"
-        )
-    return x
-
-
-def _check_pair(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate both feature matrices and return them as float64 on ``real``'s device."""
-    return _check_features(real, "real"), _check_features(fake, "fake").to(real.device)
-
-
-def _check_count(n: int, minimum: int, who: str, what: str) -> None:
-    """Raise if a set has fewer than ``minimum`` samples."""
-    if n < minimum:
-        raise ValueError(
-            f"{what} need at least {minimum} samples per set, got {n} {who}; give at least {minimum} "
-            "(eval_samples)"
-        )
-
-
-# --- Fréchet distance
+def _checked(real: Tensor, fake: Tensor, what: str, min_real: int, min_fake: int) -> tuple[Tensor, Tensor]:
+    """Both sets detached as float64 on ``real``'s device; ValueError when a set holds NaN or Inf (a diverged
+    model or a broken extractor) or fewer samples than ``what`` needs."""
+    checked = []
+    for x, who, minimum in ((real, "real", min_real), (fake, "fake", min_fake)):
+        x = x.detach().to(torch.float64)
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).any(dim=1).sum())
+            raise ValueError(f"{who} features contain NaN or Inf in {bad} of {len(x)} rows")
+        if len(x) < minimum:
+            need = f"need at least {minimum} samples per set"
+            raise ValueError(f"{what} {need}, got {len(x)} {who}; give at least {minimum} (eval_samples)")
+        checked.append(x.to(real.device))
+    return checked[0], checked[1]
 
 
 def _frechet_distance(real: Tensor, fake: Tensor) -> float:
@@ -95,13 +69,7 @@ def _frechet_distance(real: Tensor, fake: Tensor) -> float:
 
 def frechet_distance(real: Tensor, fake: Tensor) -> float:
     """Fréchet distance between Gaussians fitted to real and fake features (FID with Inception features)."""
-    real, fake = _check_pair(real, fake)
-    _check_count(real.shape[0], 2, "real", "FD's covariances")
-    _check_count(fake.shape[0], 2, "fake", "FD's covariances")
-    return _frechet_distance(real, fake)
-
-
-# --- KID
+    return _frechet_distance(*_checked(real, fake, "FD's covariances", 2, 2))
 
 
 def _poly_kernel(a: Tensor, b: Tensor) -> Tensor:
@@ -149,14 +117,9 @@ def _kid(
 def kernel_inception_distance(
     real: Tensor, fake: Tensor, subset_size: int | None = None, num_subsets: int = 100, seed: int = 0
 ) -> tuple[float, float]:
-    """KID (mean, std) over ``num_subsets`` random subsets of ``subset_size``.
-
-    The default subset size is min(1000, N // 2), N being the smaller set. ``real`` comes first: each
-    subset's real rows are drawn before its fake rows, which is what makes a seed draw torch-fidelity's
-    subsets when its ``features_1`` are the real features (swapping the arguments draws other subsets).
-    """
-    real, fake = _check_pair(real, fake)
-    return _kid(real, fake, subset_size, num_subsets, seed)
+    """KID (mean, std) over ``num_subsets`` random subsets of ``subset_size`` (default min(1000, N // 2), N
+    the smaller set); ``real`` first, as torch-fidelity's ``features_1`` (see the module's docstring)."""
+    return _kid(*_checked(real, fake, "KID's subsets", 0, 0), subset_size, num_subsets, seed)
 
 
 # --- k-NN manifold metrics
@@ -254,10 +217,7 @@ def _centred(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
 
 def precision_recall(real: Tensor, fake: Tensor, k: int = PRECISION_RECALL_K) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN hyperspheres, Euclidean."""
-    real, fake = _check_pair(real, fake)
-    _check_count(real.shape[0], k + 1, "real", f"precision/recall (k={k})")
-    _check_count(fake.shape[0], k + 1, "fake", f"precision/recall (k={k})")
-    real, fake = _centred(real, fake)
+    real, fake = _centred(*_checked(real, fake, f"precision/recall (k={k})", k + 1, k + 1))
     out = _manifold_metrics(
         real, fake, real_r2_pr=_knn_sq_radii(real, k)[:, k - 1], fake_r2_pr=_knn_sq_radii(fake, k)[:, k - 1]
     )
@@ -266,14 +226,9 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = PRECISION_RECALL_K) ->
 
 def density_coverage(real: Tensor, fake: Tensor, k: int = DENSITY_COVERAGE_K) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020) with balls of each real sample's k-NN radius."""
-    real, fake = _check_pair(real, fake)
-    _check_count(real.shape[0], k + 1, "real", f"density/coverage (k={k})")
-    real, fake = _centred(real, fake)
+    real, fake = _centred(*_checked(real, fake, f"density/coverage (k={k})", k + 1, 0))
     out = _manifold_metrics(real, fake, real_r2_dc=_knn_sq_radii(real, k)[:, k - 1], dc_k=k)
     return out["density"], out["coverage"]
-
-
-# --- all
 
 
 def feature_metrics(
@@ -286,17 +241,12 @@ def feature_metrics(
     pr_k: int = PRECISION_RECALL_K,
     dc_k: int = DENSITY_COVERAGE_K,
 ) -> dict[str, float]:
-    """All metrics at once: fd, kid, kid_std, precision, recall, density, coverage, n_real, n_fake.
-
-    The real k-NN radii are computed once for both k, and one real-fake distance pass serves all four k-NN
-    metrics.
-    """
-    real, fake = _check_pair(real, fake)
-    n_r, n_f = real.shape[0], fake.shape[0]
+    """All metrics at once: fd, kid, kid_std, precision, recall, density, coverage, n_real, n_fake; the real
+    k-NN radii are computed once for both k, and one real-fake distance pass serves all four k-NN metrics."""
     # With k >= 1 these also give FD its 2 samples per set.
-    _check_count(n_r, pr_k + 1, "real", f"precision/recall (k={pr_k})")
-    _check_count(n_f, pr_k + 1, "fake", f"precision/recall (k={pr_k})")
-    _check_count(n_r, dc_k + 1, "real", f"density/coverage (k={dc_k})")
+    what = f"precision/recall (k={pr_k}) and density/coverage (k={dc_k})"
+    real, fake = _checked(real, fake, what, max(pr_k, dc_k) + 1, pr_k + 1)
+    n_r, n_f = real.shape[0], fake.shape[0]
     fd = _frechet_distance(real, fake)
     kid, kid_std = _kid(real, fake, kid_subset_size, kid_subsets, seed)
 

@@ -49,11 +49,8 @@ class GenerativeScore:
 
 @dataclass(frozen=True)
 class FeatureMetricSpec:
-    """A registered feature-space metric.
-
-    `compute(real, generated)` takes two float tensors of shape (N, D), the same N real and N generated
-    samples in one backbone's features that the built-ins are given, and returns a finite number.
-    """
+    """A registered feature-space metric: `compute(real, generated)` takes the [N, D] features the built-ins
+    are given and returns a finite number."""
 
     compute: Callable[[Tensor, Tensor], float]
     direction: Direction
@@ -69,11 +66,8 @@ def feature_metric_keys() -> tuple[str, ...]:
 
 
 def score_feature_sets(real: Tensor, generated: Tensor, *, seed: int = 0) -> dict[str, float]:
-    """Every feature-space metric of `generated` against `real`, by kind (`fd`, ..., then registered names).
-
-    A registered metric that returns something other than a finite number is a ConfigError naming it (one
-    line, exit 2): a metric that cannot be computed is not logged as a number.
-    """
+    """Every feature-space metric of `generated` against `real`, by kind (`fd`, ..., then registered names);
+    a registered one that returns no finite number is a ConfigError naming it, never a logged value."""
     computed = feature_metrics(real, generated, seed=seed)
     values = {key: float(computed[key]) for key in GENERATIVE_KEYS}
     for name, spec in FEATURE_METRICS.items():

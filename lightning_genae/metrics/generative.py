@@ -47,46 +47,30 @@ def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.de
 
 
 class RealFeatures:
-    """Backbone features of a dataset split's images, computed once and cached on disk.
-
-    A comparison of N uses the first N of one seeded order of the split's images (`reference_order`), so
-    the cache holds a prefix of that order and grows it when a larger N is asked. Keyed by the split's
-    content and the backbone's weights (SHA-256s); each row keeps its image index, and rows that are not
-    this process's prefix (another torch's permutation) are computed again. An unreadable cache file is
-    recomputed, never trusted.
-    """
+    """Backbone features of a dataset split's images, computed once and cached on disk, keyed by the split's
+    content and the backbone's weights. A comparison of N uses the first N of one seeded order of the split
+    (`reference_order`): the cache holds a prefix of that order, each row with its image index, and grows
+    it when a larger N is asked; an unreadable file, or rows of another order, are computed again."""
 
     def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:
         self.backbone = backbone
         self.cache_dir = (cache_dir or cache_root()) / "features"
         self._memory: dict[str, Tensor] = {}
-        self._network_identity: str | None = None
+        # The weights file's whole SHA-256; for a backbone without one (built in Python, a stand-in), that of
+        # its parameters and buffers: two networks under one description must not share features.
+        self.network = getattr(backbone, "weights_sha256", None) or (
+            f"state {state_sha256(backbone, type(backbone).__qualname__)}"
+        )
 
     def key(self, datamodule: ImageDataModule, split: str) -> str:
-        network = self.network_identity()
-        # The rows are stored in the reference order, each with its image's index (checked on reading: a
-        # file of rows without indices, or of another order, is computed again and replaced).
+        """The cache file's name: the digest of the split's content, the network and the reference order
+        decides; the rest is for people reading the folder."""
         identity = (
-            f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{network}"
+            f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{self.network}"
             f"|reference order {REAL_SUBSET_SEED} in whole chunks"
         )
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-        # The name is for people reading the folder; the digest alone decides.
         return f"{datamodule.name}-{split}-{self.backbone.name}-{digest}"
-
-    def network_identity(self) -> str:
-        """The weights file's whole SHA-256 (a description names only its first 8 digits); for a backbone
-        without one (built in Python, a stand-in), its class and the SHA-256 of its parameters and buffers:
-        two networks under one description must not share features."""
-        if self._network_identity is None:
-            given = getattr(self.backbone, "weights_sha256", None)
-            if given:
-                self._network_identity = given
-            else:
-                self._network_identity = (
-                    f"state {state_sha256(self.backbone, type(self.backbone).__qualname__)}"
-                )
-        return self._network_identity
 
     def get(self, datamodule: ImageDataModule, split: str, device: torch.device) -> Tensor:
         """The features of every image of the split, in the split's order."""
@@ -101,34 +85,20 @@ class RealFeatures:
         # Computed to a whole number of the backbone's chunks: each chunk then holds the same images
         # whatever sizes were asked before, and gives the same features to the last bit.
         chunk = getattr(self.backbone, "chunk_size", 1)
-        prefix = self._prefix(
-            datamodule, split, images, order, min(len(images), -(-n // chunk) * chunk), device
-        )
-        return prefix[:n][order[:n].argsort()]
-
-    def _prefix(
-        self,
-        datamodule: ImageDataModule,
-        split: str,
-        images: Tensor,
-        order: Tensor,
-        n: int,
-        device: torch.device,
-    ) -> Tensor:
-        """Features of images[order[:m]] for some m >= n, from memory, the disk, or computed and saved."""
+        wanted = min(len(images), -(-n // chunk) * chunk)
         key = self.key(datamodule, split)
-        known = self._memory.get(key)
         path = self.cache_dir / f"{key}.pt"
+        known = self._memory.get(key)
         if known is None and path.is_file():
             known = self._read(path, order)
         if known is None:
             known = torch.empty(0, 0)
-        if len(known) < n:
-            more = self._compute(datamodule.name, split, images, order[len(known) : n], device)
+        if len(known) < wanted:
+            more = self._compute(datamodule.name, split, images, order[len(known) : wanted], device)
             known = torch.cat([known, more]) if len(known) else more
             save_torch_atomically(path, {"indices": order[: len(known)].clone(), "features": known})
         self._memory[key] = known
-        return known
+        return known[:n][order[:n].argsort()]
 
     def _compute(self, name: str, split: str, images: Tensor, chosen: Tensor, device: torch.device) -> Tensor:
         """Features of images[chosen], in blocks, saying where it is when that takes a while."""
@@ -144,7 +114,7 @@ class RealFeatures:
         for block in chosen.split(REAL_FEATURE_BLOCK):
             features.append(extract_features(self.backbone, images[block], device))
             progress.advance(len(block))
-        return torch.cat(features) if features else extract_features(self.backbone, images[chosen], device)
+        return torch.cat(features)
 
     def _read(self, path: Path, order: Tensor) -> Tensor | None:
         """The cached features at `path`, or None (with a notice) when they are unreadable, are not 1 to
@@ -154,26 +124,18 @@ class RealFeatures:
         except Exception as error:  # noqa: BLE001 - a damaged cache is recomputed, never trusted
             say(f"features: cached {path} is unreadable ({describe_error(error)}); computing them again")
             return None
-        count = len(order)
-        features = saved.get("features") if isinstance(saved, dict) else None
-        indices = saved.get("indices") if isinstance(saved, dict) else None
+        features, indices = (
+            saved.get(key) if isinstance(saved, dict) else None for key in ("features", "indices")
+        )
         if (
             not isinstance(features, Tensor)
             or not isinstance(indices, Tensor)
             or features.dim() != 2
-            or not 0 < len(features) <= count
-            or indices.shape != (len(features),)
+            or not 0 < len(features) <= len(order)
+            or not torch.equal(indices, order[: len(features)])
         ):
-            say(
-                f"features: cached {path} does not hold 1 to {count} indexed feature rows; "
-                "computing them again"
-            )
-            return None
-        if not torch.equal(indices, order[: len(indices)]):
-            say(
-                f"features: cached {path} is of other images of the split than this torch's seeded reference "
-                "order picks (another torch version draws another permutation); computing them again"
-            )
+            # Another torch version may draw another reference permutation: its rows are other images.
+            say(f"features: cached {path} is not of the split's reference images; computing them again")
             return None
         return features
 
@@ -215,13 +177,9 @@ def score_generated(
     num_samples: int,
     device: torch.device,
 ) -> GenerativeScore:
-    """N generated against N real images of `split`, N = min(num_samples, the split's size).
-
-    `fake_features(n)` returns the features of n generated images; it is asked only once N is known, so a
-    model generates no more than are compared. The real N are the same for every run, whatever its seed
-    (`REAL_SUBSET_SEED`): runs and seeds are measured against one reference set, so the spread over seeds
-    is the models', not the reference's.
-    """
+    """N generated against N real images of `split`, N = min(num_samples, the split's size), the generated
+    features asked once N is known; the real N are the same for every run and seed (`REAL_SUBSET_SEED`), so
+    the spread over seeds is the models', not the reference's."""
     backbone = real_features.backbone
     n = comparison_size(datamodule, split, num_samples)
     real = real_features.reference(datamodule, split, n, device)

@@ -32,11 +32,8 @@ def importance_sampled_log_likelihood(
     chunk: int = 500,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Per-example log p(x) estimates [B] from a diagonal Gaussian q(z|x) = N(mean, exp(log_var)) [B, L].
-
-    `log_likelihood(z)` maps draws [n, B, L] to log p(x|z) [n, B] for the batch's own examples; the prior
-    is N(0, I). Draws come from `generator` (seeded for a reproducible estimate).
-    """
+    """Per-example log p(x) estimates [B] from a diagonal Gaussian q(z|x) = N(mean, exp(log_var)) [B, L] and
+    the prior N(0, I); `log_likelihood(z)` maps draws [n, B, L] to log p(x|z) [n, B]."""
     mean, log_var = mean.double(), log_var.double()
     std = (0.5 * log_var).exp()
     running = torch.full(mean.shape[:1], -math.inf, dtype=torch.float64, device=mean.device)
@@ -54,16 +51,10 @@ def importance_sampled_log_likelihood(
 
 
 def subset_corrected_mean(cheap_all: Tensor, subset: Tensor, costly_subset: Tensor) -> tuple[float, float]:
-    """The mean of a costly per-example estimate over all examples, and its standard error, from a cheap one.
-
-    `cheap_all` [N] holds the cheap estimate of every example; `subset` [n] indexes n of them, drawn at
-    random (a seeded permutation, chosen apart from the model), and `costly_subset` [n] holds the costly
-    estimate of those. The figure mean(cheap_all) + mean(costly_subset - cheap_all[subset]) has the
-    expectation of mean(costly) over all N. The subset's cheap values are the very draws of the overall mean,
-    so the cheap estimate's noise cancels where the subset covers it. The standard error is the differences'
-    sample std / sqrt(n), scaled by the finite-population factor sqrt(1 - n / N): a subset of every example
-    gives the costly mean of those draws exactly. `subset` holds distinct indices, two or more.
-    """
+    """mean(cheap_all) + mean(costly_subset - cheap_all[subset]), whose expectation is the costly estimate's
+    mean over all N examples, and its standard error: the differences' std / sqrt(n) times the
+    finite-population factor sqrt(1 - n / N). `subset` holds n >= 2 distinct indices drawn at random apart
+    from the model; its cheap values are the very draws of the overall mean, so their noise cancels."""
     differences = costly_subset.double() - cheap_all.double()[subset]
     n, total = len(differences), len(cheap_all)
     figure = cheap_all.double().mean() + differences.mean()

@@ -1,15 +1,11 @@
-"""Parzen-window log-likelihood of real images under a generator's samples.
-
-The estimator of Goodfellow et al., "Generative Adversarial Nets" (NeurIPS 2014, section 5, Table 1) and
-its reference code (goodfeli/adversarial, parzen_ll.py), which the adversarial autoencoder paper reports
-on MNIST (Makhzani et al. 2015, Table 1: AAE 340 ± 2, GAN 225 ± 2): an isotropic Gaussian kernel of
-bandwidth sigma on each of N generated samples, pixels in [0, 1],
+"""Parzen-window log-likelihood of real images under a generator's samples: the estimator of the GAN paper
+(Goodfellow et al. 2014, goodfeli/adversarial parzen_ll.py) that the adversarial autoencoder paper reports
+on MNIST (AAE 340 ± 2, GAN 225 ± 2). An isotropic Gaussian kernel on each of N samples, pixels in [0, 1],
 
     log p(x) = logsumexp_i [ -|x - s_i|^2 / (2 sigma^2) ] - log N - d log(sigma sqrt(2 pi)),
 
-averaged over the test images with its standard error; sigma is the value of a grid (the reference's
-logspace(-1, 0, 10) for MNIST) that maximises the mean on a validation set. Known to be a poor measure
-of a model (Theis, van den Oord and Bethge 2016); it is the number these papers publish.
+sigma chosen on a validation set from the reference's grid. A poor measure of a model (Theis et al. 2016);
+it is the number these papers publish.
 """
 
 from __future__ import annotations

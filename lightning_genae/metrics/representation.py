@@ -48,11 +48,8 @@ def representation_metrics(
     seed: int = 0,
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> dict[str, float]:
-    """Probe accuracy of the model's codes and PCA's, and PCA's test reconstruction MSE in model units.
-
-    `train`/`test` are (stored items, labels), made the model's input by `prepare` (uint8 images to
-    [-1, 1] by default; series are stored normalised); at most MAX_PROBE_TRAIN seeded training items.
-    """
+    """Probe accuracy of the model's codes and PCA's, and PCA's test reconstruction MSE in model units, from
+    (stored items, labels) made model input by `prepare`; at most MAX_PROBE_TRAIN seeded training items."""
     train_images, train_labels = train
     test_images, test_labels = test
     if len(train_images) > MAX_PROBE_TRAIN:

@@ -17,11 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_genae.cache import file_sha256
-from lightning_genae.datamodules import build_datamodule, to_model_range
+from lightning_genae.datamodules import build_datamodule
 from lightning_genae.errors import GenaeError
 from lightning_genae.metrics import classifier as classifier_lib
-from lightning_genae.metrics.backbones import BackboneUnavailable
+from lightning_genae.metrics.classifier import BackboneUnavailable
 
 WEIGHTS_DIR = classifier_lib.WEIGHTS_DIR
 MANIFEST_NAME = "sequence_classifiers.json"
@@ -68,12 +67,8 @@ class SequenceClassifierConfig:
 
 
 class SequenceClassifier(nn.Module):
-    """GRU over the steps, its last hidden state -> fc -> BN (the features) -> ReLU -> dropout -> fc.
-
-    As in the image classifier, the features are the batch-normalised activations before the ReLU:
-    continuous, closer to Gaussian (what FD assumes) and of roughly unit scale per dimension.
-    Inputs are series in [-1, 1]; `features` clamps to that range, as images are clamped before scoring.
-    """
+    """GRU over the steps, its last hidden state -> fc -> BN (the features, pre-ReLU as the image
+    classifier's) -> ReLU -> dropout -> fc. `features` clamps series to [-1, 1], as images are clamped."""
 
     def __init__(self, config: SequenceClassifierConfig) -> None:
         super().__init__()
@@ -96,51 +91,25 @@ class SequenceClassifier(nn.Module):
         return self.head(self.features(series))
 
 
-@torch.no_grad()
-def accuracy(
-    model: SequenceClassifier, series: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH
-) -> float:
-    """Fraction of uint8 or [-1, 1] float `series` whose predicted class equals `labels` (eval mode)."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(series), batch_size):
-        batch = series[start : start + batch_size]
-        batch = to_model_range(batch) if batch.dtype == torch.uint8 else batch.float()
-        correct += int((model(batch).argmax(dim=1) == labels[start : start + batch_size]).sum())
-    return correct / max(len(series), 1)
-
-
 def train_sequence_classifier(
     splits: Splits, *, seed: int = DEFAULT_SEED, epochs: int = DEFAULT_EPOCHS, verbose: bool = False
 ) -> tuple[SequenceClassifier, float]:
-    """Train on the uint8 [N, T, C] train split, keep the epoch with the best val accuracy.
-
-    Returns the model (eval mode, CPU) and its test accuracy; deterministic given `seed`, and the caller's
-    random stream is left where it was.
-    """
+    """Train on the uint8 [N, T, C] train split, keeping the epoch with the best val accuracy; returns the
+    model (eval mode, CPU) and its test accuracy, deterministic given `seed` (the caller's stream is kept)."""
     train_series, train_labels = splits["train"]
     _, seq_len, channels = train_series.shape
     config = SequenceClassifierConfig(seq_len, channels, int(train_labels.max()) + 1)
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
-        torch.manual_seed(seed)
-        model = SequenceClassifier(config)
-        classifier_lib.fit_best_on_validation(
-            model,
-            splits["train"],
-            splits["val"],
-            seed=seed,
-            epochs=epochs,
-            batch_size=BATCH_SIZE,
-            max_lr=MAX_LR,
-            weight_decay=WEIGHT_DECAY,
-            evaluate=accuracy,
-            clip_norm=CLIP_NORM,
-            verbose=verbose,
-        )
-    return model, accuracy(model, *splits["test"])
-
-
-# ----- checkpoints -----
+    return classifier_lib.fit_best_on_validation(
+        lambda: SequenceClassifier(config),
+        splits,
+        seed=seed,
+        epochs=epochs,
+        batch_size=BATCH_SIZE,
+        max_lr=MAX_LR,
+        weight_decay=WEIGHT_DECAY,
+        clip_norm=CLIP_NORM,
+        verbose=verbose,
+    )
 
 
 def save_checkpoint(model: SequenceClassifier, path: str | Path, **meta: Any) -> str:
@@ -195,23 +164,12 @@ class SequenceFeatures:
 
 
 def shipped_sequence_features(data: str) -> SequenceFeatures | None:
-    """The shipped classifier features of `data` (SHA-256 checked), or None when none is shipped for it.
-
-    Raises BackboneUnavailable (one line, with the fix) when the file is missing, modified or unreadable.
-    """
+    """The shipped classifier features of `data` (SHA-256 checked), or None when none is shipped for it;
+    BackboneUnavailable (one line, with the fix) when the file is missing, modified or unreadable."""
     entry = load_manifest().get(data)
     if entry is None:
         return None
-    path = Path(WEIGHTS_DIR) / entry["file"]
-    fix = f"reinstall lightning-genae or re-create it with `{entry['command']}`"
-    if not path.is_file():
-        raise BackboneUnavailable(f"sequence classifier: shipped checkpoint {path} is missing; {fix}")
-    sha256 = file_sha256(path)
-    if sha256 != entry["sha256"]:
-        raise BackboneUnavailable(
-            f"sequence classifier: {path} has SHA-256 {sha256[:12]}..., the manifest expects "
-            f"{entry['sha256'][:12]}... (corrupt or modified); {fix}"
-        )
+    path, sha256 = classifier_lib.shipped_checkpoint(WEIGHTS_DIR, entry, "sequence classifier")
     try:
         model, _ = load_checkpoint(path)
     except GenaeError as exc:

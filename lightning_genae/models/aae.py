@@ -1,24 +1,16 @@
 """Adversarial autoencoder (Makhzani et al. 2015): a deterministic autoencoder whose codes a latent
 discriminator pushes toward a prior, so that decoding prior draws generates images.
 
-One training iteration is the paper's two phases on one minibatch, three updates in all (each toggles its
-optimizer, so under DDP the networks it leaves alone get no gradients, which `adversarial` tells the
-strategy to expect):
-1. reconstruction phase: encoder and decoder on the reconstruction loss;
-2. regularisation phase, discriminator: the latent discriminator learns prior draws (real) from the
-   encoder's codes (fake), the codes phase 1 computed (detached), so the encoder runs twice per iteration;
-3. regularisation phase, generator: the encoder learns to make its codes pass for prior draws.
+One training iteration is the paper's two phases on one minibatch, three updates in all, each toggling its
+optimizer: (1) encoder and decoder on the reconstruction loss; (2) the latent discriminator, prior draws
+(real) against phase 1's codes (fake, detached); (3) the encoder, to make its codes pass for prior draws.
 
-The encoder's two updates (1 and 3) share the autoencoder's Adam, so its moment estimates see both
-phases and each moves the encoder in proportion to its gradient, as the paper's SGD does (a second Adam
-let the codes drift off the prior); the adversarial loss enters at `--aae-adversarial-weight`, which keeps
-it from filling those estimates (docs/models.md has the measurements).
+Updates 1 and 3 share the autoencoder's Adam, so its moments see both phases and each moves the encoder in
+proportion to its gradient, as the paper's SGD does (a second Adam let the codes drift off the prior);
+`--aae-adversarial-weight` keeps the adversarial loss from filling those moments. `--aae-training paper`
+trains the paper's MNIST nets with its appendix A.1's SGD per phase (docs/models.md has both).
 
-`--aae-training paper` trains the paper's MNIST nets as its appendix A.1 says, each phase its own SGD with
-momentum (docs/models.md gives the settings and what the framework chose where the appendix is silent).
-
-Its discriminator judges latent codes, not images, so the family is not an `ImageDiscriminator`:
-`--augment diffaug` and `ae-d` have nothing to act on and are refused where the augmentation is resolved.
+Its discriminator judges latent codes, not images, so the family is not an `ImageDiscriminator`.
 """
 
 from __future__ import annotations
@@ -34,11 +26,8 @@ from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.code_prior import CodeGaussianKL
 from lightning_genae.models.base import adam, inference, set_sgd_rate
 from lightning_genae.models.options import AAE_PAPER_HIDDEN, AAEOptions
-from lightning_genae.models.reconstruction import (
-    ReconstructionModule,
-    reconstruction_loss,
-)
-from lightning_genae.nets import LatentDiscriminator, MLPDecoder, MLPEncoder, init_normal
+from lightning_genae.models.reconstruction import ReconstructionModule, reconstruction_loss
+from lightning_genae.nets import LatentDiscriminator, MLPDecoder, MLPEncoder, init_linear
 
 # Mixture components are unit-variance Gaussians whose means lie this far from the origin along distinct
 # axes: any two means are at least 4 * sqrt(2) ~ 5.7 standard deviations apart, so under 0.3% of a
@@ -93,21 +82,18 @@ class AAEModule(ReconstructionModule):
         # paper's semi-supervised variant where unlabelled codes may land on any component.
         condition_dim = opts.aae_components + 1 if opts.aae_supervised else 0
         # The paper's: 1,000 ReLU units; the conv nets' companion: 8 x --width leaky-ReLU units.
+        paper = opts.aae_nets == "paper"
         hidden, negative_slope = (
-            (AAE_PAPER_HIDDEN, 0.0)
-            if opts.aae_nets == "paper"
-            else (DISCRIMINATOR_HIDDEN_PER_WIDTH * opts.width, 0.2)
+            (AAE_PAPER_HIDDEN, 0.0) if paper else (DISCRIMINATOR_HIDDEN_PER_WIDTH * opts.width, 0.2)
         )
         self.latent_discriminator = LatentDiscriminator(
             latent_dim, hidden=hidden, condition_dim=condition_dim, negative_slope=negative_slope
         )
         if self.paper_training:
             for net in (self.encoder, self.decoder, self.latent_discriminator):
-                net.apply(init_normal(PAPER_INIT_STD))
-        if opts.aae_prior == "mixture":
-            means = mixture_means(opts.aae_components, latent_dim)
-        else:
-            means = torch.zeros(1, latent_dim)
+                net.apply(init_linear("normal", PAPER_INIT_STD))
+        mixture = opts.aae_prior == "mixture"
+        means = mixture_means(opts.aae_components, latent_dim) if mixture else torch.zeros(1, latent_dim)
         # In units of the prior's standard deviation (prior_draws scales them). Rebuilt from the options, so
         # not part of the checkpoint.
         self.register_buffer("prior_means", means, persistent=False)
@@ -141,8 +127,6 @@ class AAEModule(ReconstructionModule):
         )
         return encoder, decoder
 
-    # ----- the prior -----
-
     def prior_draws(
         self,
         n: int,
@@ -150,10 +134,7 @@ class AAEModule(ReconstructionModule):
         components: Tensor | None = None,
     ) -> Tensor:
         """n codes from the prior (`--aae-prior-std` times the unit-variance one); `components` picks each
-        draw's mixture component (else uniform).
-
-        Drawn on the CPU when a seeded generator is given, so a seed gives the same draws on any device.
-        """
+        draw's mixture component (else uniform). On the CPU with a seeded generator, so a seed reproduces."""
         device = self.device if generator is None else torch.device("cpu")
         noise = torch.randn(n, self.latent_dim, generator=generator, device=device)
         if components is None:
@@ -167,11 +148,8 @@ class AAEModule(ReconstructionModule):
         return self.decode(self.prior_draws(n, generator))
 
     def conditioning(self, labels: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """(components of the prior draws, D's one-hot condition) for a batch; (None, None) unsupervised.
-
-        A labelled item's draw comes from its class's component; an unlabelled one (-1) from any component,
-        and D's condition says "unlabelled" in the last slot.
-        """
+        """(components of the prior draws, D's one-hot condition) for a batch; (None, None) unsupervised. An
+        unlabelled item (-1) draws from any component, and its condition says so in the last slot."""
         if not self.options.aae_supervised:
             return None, None
         count = self.options.aae_components
@@ -187,20 +165,14 @@ class AAEModule(ReconstructionModule):
             return
         # The number of classes, which sizes the prior's mixture, comes from the lightning_genae DataModule.
         classes = self.trainer.datamodule.num_classes
-        if classes is None:
+        if classes is None or classes > self.options.aae_components:
             raise ConfigError(
-                "aae_supervised needs labelled data and this dataset has none; drop aae_supervised"
-            )
-        if classes > self.options.aae_components:
-            raise ConfigError(
-                f"aae_supervised: the data has {classes} classes and aae_components is "
-                f"{self.options.aae_components}; use aae_components {classes} or more"
+                f"aae_supervised: the data has {classes or 'no'} classes and aae_components is "
+                f"{self.options.aae_components}; drop aae_supervised or give aae_components {classes} or more"
             )
 
     def lower_learning_rate(self) -> float | None:
         return None if self.paper_training else super().lower_learning_rate()
-
-    # ----- training -----
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
@@ -237,12 +209,8 @@ class AAEModule(ReconstructionModule):
     def reconstruction_phase(
         self, images: Tensor, optimizer: LightningOptimizer
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Update 1: encoder and decoder on the reconstruction loss; returns (codes, decoder output, loss).
-
-        The loss returned (and logged) is per pixel, whatever the training; the paper's training steps on
-        its Euclidean cost, the squared error of [0, 1] pixels summed over an image's pixels, a quarter of
-        the sum on [-1, 1].
-        """
+        """Update 1; returns (codes, decoder output, loss per pixel). The paper's training steps on its
+        Euclidean cost: the squared error of [0, 1] pixels summed per image (a quarter of it on [-1, 1])."""
         with self.toggled_optimizer(optimizer):
             codes = self.encoder(images)
             out = self.decoder(codes)
@@ -258,13 +226,9 @@ class AAEModule(ReconstructionModule):
         condition: Tensor | None,
         optimizer: LightningOptimizer,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Update 2: the latent discriminator on prior draws against `codes`; returns (logits on the draws,
-        logits on the codes, loss).
-
-        `codes` are the reconstruction phase's, detached: the paper's discriminator judges the encoder's
-        codes of the minibatch, and encoding it again after that phase's step would cost a third encoder
-        pass for codes one small step apart under Adam (the paper's training encodes again: `training_step`).
-        """
+        """Update 2 on prior draws against `codes`, the reconstruction phase's (encoding again after its step
+        would cost a third encoder pass for codes one small Adam step apart); returns (logits on the draws,
+        logits on the codes, loss)."""
         with self.toggled_optimizer(optimizer):
             n = codes.size(0)
             prior_logits = self.latent_discriminator(self.prior_draws(n, components=components), condition)
@@ -276,13 +240,9 @@ class AAEModule(ReconstructionModule):
     def encoder_phase(
         self, images: Tensor, condition: Tensor | None, optimizer: LightningOptimizer
     ) -> Tensor:
-        """Update 3: the encoder toward codes D takes for prior draws, through the autoencoder's optimizer at
-        `--aae-adversarial-weight` (under the paper's training, through the regularisation phase's own).
-
-        A fresh encoder pass: the gradient must be taken at the encoder's weights after the reconstruction
-        step, whose update changed the tensors the first pass's graph saved. The decoder is not in this
-        graph, so its gradients stay None and the optimizer leaves it (and its moments) alone.
-        """
+        """Update 3: the encoder toward codes D takes for prior draws, at `--aae-adversarial-weight`. A fresh
+        encoder pass, at the weights the reconstruction step left; the decoder is not in this graph, so the
+        shared optimizer leaves it (and its moments) alone."""
         with self.toggled_optimizer(optimizer):
             loss_g = F.softplus(-self.latent_discriminator(self.encoder(images), condition)).mean()
             weight = 1.0 if self.paper_training else self.options.aae_adversarial_weight

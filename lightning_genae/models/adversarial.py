@@ -10,10 +10,15 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
-from lightning_genae.models.base import GenerativeModule
-from lightning_genae.models.protocols import DiscriminatorAugmentation, StrengthController
+from lightning_genae.models.base import GenerativeModule, adam, inference
+from lightning_genae.models.protocols import (
+    DiscriminatorAugmentation,
+    DiscriminatorScores,
+    StrengthController,
+)
 
 # Where a checkpoint keeps the state of ADA's controller (p, its accumulators, the last r_t).
 STRENGTH_KEY = "adaptive_strength"
@@ -57,12 +62,29 @@ class ImageAdversarialModule(GenerativeModule):
             return images
         return self.discriminator_augmentation(images)
 
-    def observe_real_logits(self, real_logits: Tensor) -> None:
-        """Feed one discriminator step's real logits to ADA's controller, if the run has one, and log p.
+    def discriminate(self, images: Tensor) -> Tensor:
+        """Discriminator logits of images as the discriminator is shown them (augmented, if the run does)."""
+        return self.discriminator(self.discriminator_input(images))
 
-        Call it after the discriminator's update: the controller may replace p then, and p may be part of
-        the graph the update differentiated. Tensors are logged, so no step waits for the device.
-        """
+    def discriminator_scores(self, images: Tensor) -> DiscriminatorScores:
+        """D's logit of each image as given, without the run's augmentation."""
+        return DiscriminatorScores(self.discriminator(images), "logit")
+
+    @inference
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(self.prior_noise(n, generator))
+
+    def training_noise(self, n: int) -> Tensor:
+        """The prior's draws for one update, made on the module's device."""
+        return self.draw_prior(n, None, self.device)
+
+    def adam_for(self, network: torch.nn.Module) -> torch.optim.Optimizer:
+        """Adam with DCGAN's beta1 = 0.5, which keeps the adversarial game from oscillating."""
+        return adam(network.parameters(), lr=self.options.lr, betas=(0.5, 0.999))
+
+    def observe_real_logits(self, real_logits: Tensor) -> None:
+        """Feed one discriminator step's real logits to ADA's controller, if the run has one, and log p (as
+        tensors: no wait for the device). Called after D's update: p may be in the graph it differentiated."""
         if self.adaptive_strength is None:
             return
         self.adaptive_strength.observe(real_logits.detach())

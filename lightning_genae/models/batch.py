@@ -1,9 +1,6 @@
-"""The batch contract every family trains on, checked on the first batch of each loop.
-
-A batch is `(data, labels)`: images `[N, C, H, W]` scaled to [-1, 1], or series `[N, T, C]` normalised per
-channel (finite values), matching the model's shape. Labels may be dummies (zeros) but must be there. What
-torch and Python refuse by themselves (a batch that is no pair, data that is no tensor or not of the
-weights' dtype) is left to them.
+"""The batch contract every family trains on, checked on the first batch of each loop: `(data, labels)`,
+images `[N, C, H, W]` in [-1, 1] or series `[N, T, C]` normalised per channel, finite and of the model's
+shape; labels may be dummies. What torch refuses by itself (no pair, no tensor, another dtype) is its own.
 """
 
 import warnings

@@ -1,15 +1,12 @@
-"""BEGAN and EBGAN: a generator against a discriminator that is an autoencoder, whose energy of an image is
-its per-pixel mean absolute reconstruction error.
+"""BEGAN and EBGAN: a generator against an autoencoder discriminator, whose energy of an image is its
+per-pixel mean absolute reconstruction error L.
 
 - `--d-loss began` (Berthelot et al. 2017): D minimises L(x) - k_t L(G(z)), G minimises L(G(z)); k_t moves by
-  `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1]. M_global = L(x) + |gamma L(x) -
-  L(G(z))| falls as training converges.
-- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))) per fake, G minimises
-  L(G(z)) plus the pulling-away term on D's codes of the fakes; the energy is BEGAN's (EBGAN's paper uses
-  the squared error), so the margin is on that scale.
+  `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1].
+- `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))) per fake, G L(G(z)) plus
+  the pulling-away term; the energy is BEGAN's (the paper's is squared), so the margin is on that scale.
 
-Training is the GAN's; every image D sees goes through `discriminator_input`, so discriminator-side
-augmentation applies.
+Training is the GAN's, every image D sees going through `discriminator_input`.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import adam, inference
 from lightning_genae.models.options import BEGANOptions
 from lightning_genae.models.protocols import DiscriminatorScores
 from lightning_genae.nets.began import BEGANAutoencoder, BEGANDecoder, init_began_weights
@@ -41,12 +37,8 @@ def ebgan_discriminator_loss(real_energy: Tensor, fake_energies: Tensor, margin:
 
 
 def pulling_away_term(codes: Tensor) -> Tensor:
-    """EBGAN's pulling-away term: mean squared cosine similarity over distinct pairs of a batch's codes.
-
-    0 when the codes are mutually orthogonal, 1 when they all point the same way; minimising it spreads
-    the generated batch out in D's code space (Zhao et al. 2017, eq. 5). Needs at least two codes
-    (`items_needed_per_batch`).
-    """
+    """EBGAN's pulling-away term (Zhao et al. 2017, eq. 5): the mean squared cosine similarity over distinct
+    pairs of a batch's codes (0 orthogonal, 1 aligned), which spreads the fakes out in D's code space."""
     n = codes.size(0)
     unit = F.normalize(codes.float().flatten(1), dim=1)
     cosines = unit @ unit.t()
@@ -90,10 +82,6 @@ class BEGANModule(ImageAdversarialModule):
         # image range, as the paper's reference code clips before saving.
         return self.generator(latents).clamp(-1.0, 1.0)
 
-    @inference
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.decode(self.prior_noise(n, generator))
-
     @property
     def uniform_prior(self) -> bool:
         return self.options.began_nets == "began"
@@ -103,10 +91,6 @@ class BEGANModule(ImageAdversarialModule):
         if self.uniform_prior:
             return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
         return super().draw_prior(n, generator, device)
-
-    def training_noise(self, n: int) -> Tensor:
-        """The prior's draws for one update, made on the module's device."""
-        return self.draw_prior(n, None, self.device)
 
     def energy(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(per-image energy, D's codes) of images as the discriminator is shown them."""
@@ -189,8 +173,4 @@ class BEGANModule(ImageAdversarialModule):
         self.log_split_means({f"{stage}/d_real_energy": energy}, len(real))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        # Both papers' Adam settings: beta1 = 0.5 damps the oscillation of the adversarial game.
-        betas = (0.5, 0.999)
-        opt_d = adam(self.discriminator.parameters(), lr=self.options.lr, betas=betas)
-        opt_g = adam(self.generator.parameters(), lr=self.options.lr, betas=betas)
-        return [opt_d, opt_g]
+        return [self.adam_for(self.discriminator), self.adam_for(self.generator)]  # both papers' settings

@@ -1,10 +1,5 @@
-"""DCGAN with non-saturating or hinge loss, manual optimization and an optional generator EMA.
-
-One training iteration is one discriminator update followed by one generator update. Each update
-toggles its optimizer, so the other network's parameters get no gradients; under DDP the strategy is
-built with `find_unused_parameters=True` for adversarial models (see `adversarial`), which is what
-makes this correct there. `manual_backward` and the LightningOptimizer step go through Lightning's
-precision plugin, so 16-bit mixed precision scales both losses.
+"""DCGAN with non-saturating or hinge loss and an optional generator EMA: one iteration is one
+discriminator update, then one generator update, each toggling its optimizer (`ImageAdversarialModule`).
 """
 
 from __future__ import annotations
@@ -17,16 +12,15 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import adam, inference, set_sgd_rate
+from lightning_genae.models.base import adam, set_sgd_rate
 from lightning_genae.models.options import GanLoss, GANOptions
-from lightning_genae.models.protocols import DiscriminatorScores
 from lightning_genae.nets import (
     ConvDecoder,
     ConvDiscriminator,
     MaxoutDiscriminator,
     MLPDecoder,
     init_dcgan_weights,
-    init_uniform,
+    init_linear,
 )
 
 # The GAN paper's MNIST generator: two hidden ReLU layers of this many units.
@@ -80,8 +74,8 @@ class GANModule(ImageAdversarialModule):
                 self.image_shape, self.latent_dim, hidden=PAPER_GENERATOR_HIDDEN, output="sigmoid"
             )
             self.discriminator = MaxoutDiscriminator(self.image_shape)
-            self.generator.apply(init_uniform(0.05))
-            self.discriminator.apply(init_uniform(0.005))
+            self.generator.apply(init_linear("uniform", 0.05))
+            self.discriminator.apply(init_linear("uniform", 0.005))
         else:
             width = self.options.width
             self.generator = ConvDecoder(self.image_shape, self.latent_dim, width=width, output="tanh")
@@ -120,26 +114,10 @@ class GANModule(ImageAdversarialModule):
         total = sum(block.sum(0, dtype=torch.int64) for block in images.split(4096))
         return total.double() / (len(images) * 255)
 
-    def discriminate(self, images: Tensor) -> Tensor:
-        """Discriminator logits of images as the discriminator is shown them (augmented, if the run does)."""
-        return self.discriminator(self.discriminator_input(images))
-
-    def discriminator_scores(self, images: Tensor) -> DiscriminatorScores:
-        """D's logit of each image as given, without the run's augmentation."""
-        return DiscriminatorScores(self.discriminator(images), "logit")
-
     def decode(self, latents: Tensor) -> Tensor:
         """Generator output; the EMA generator when one is kept, as is usual for evaluation."""
         generator = self.generator_ema if self.generator_ema is not None else self.generator
         return generator(latents)
-
-    @inference
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.decode(self.prior_noise(n, generator))
-
-    def training_noise(self, n: int) -> Tensor:
-        """n draws of z ~ N(0, I) for one update, made on the module's device."""
-        return torch.randn(n, self.latent_dim, device=self.device)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         if self.options.gan_training == "paper":
@@ -168,13 +146,9 @@ class GANModule(ImageAdversarialModule):
 
     def paper_training_step(self, batch: tuple[Tensor, Tensor]) -> None:
         """One update of goodfeli/adversarial's AdversaryCost2: D's gradient (half the sum of the two
-        cross-entropies) and G's (the non-saturating one) read from the same fakes under the same dropout
-        masks, both at the current weights, then both networks stepped at once by SGD with momentum.
-
-        The two passes run one network at a time (the other toggled off, as DDP needs), each stepped right
-        after its backward (as mixed precision's loss scaler needs). G's comes first: D's gradient then
-        depends only on D's weights, not yet stepped, and on the fakes drawn before G's step, so the two
-        steps are the reference's one simultaneous update.
+        cross-entropies) and G's (non-saturating) from the same fakes and dropout masks at the current
+        weights. One network at a time, each stepped after its backward (as DDP and the loss scaler need);
+        G's first, so D's gradient still reads only D's unstepped weights: the reference's simultaneous step.
         """
         real, _ = batch
         opt_d, opt_g = self.optimizers()

@@ -47,22 +47,16 @@ DiscriminatorAugmentation = Callable[[Tensor], Tensor]
 
 @runtime_checkable
 class ImageDiscriminator(Protocol):
-    """A family that trains a discriminator of images: what the augmentations diffaug and ae-d act on.
-
-    It is built as `Family(image_shape, discriminator_augmentation=augment, **options)` and passes every
-    image its discriminator sees, real and generated, in the discriminator's and the generator's step,
-    through `discriminator_input`, so the augmentation cannot leak into the samples. A family whose
-    discriminator judges something else (the adversarial autoencoder's judges latent codes) is not one.
-    """
+    """A family that trains a discriminator of images, built as `Family(image_shape,
+    discriminator_augmentation=augment, **options)`: every image its discriminator sees, real and generated,
+    in both steps, goes through `discriminator_input`, so the augmentation cannot leak into the samples."""
 
     def discriminator_input(self, images: Tensor) -> Tensor: ...
 
 
 class StrengthController(Protocol):
-    """ADA's controller as a model feeds it (augmentation/adaptive.py): the real logits of each D step.
-
-    `p` and `rt` are 0-dim tensors on the device (logged as they are); its state goes into checkpoints.
-    """
+    """ADA's controller as a model feeds it the real logits of each D step (augmentation/adaptive.py); `p`
+    and `rt` are 0-dim tensors on the device, logged as they are."""
 
     p: Tensor
     rt: Tensor
@@ -76,12 +70,9 @@ class StrengthController(Protocol):
 
 @runtime_checkable
 class ReconstructingDiscriminator(Protocol):
-    """A family whose discriminator is an autoencoder (BEGAN, EBGAN): its reconstructions can be shown.
-
-    `discriminator_reconstructions(real, generator)` returns named image batches of one size in the
-    order they are to be shown (real images, D's reconstructions of them, fakes from the seeded noise,
-    D's reconstructions of those), so a picture callback lays them out without knowing the family.
-    """
+    """A family whose discriminator is an autoencoder (BEGAN, EBGAN): `discriminator_reconstructions` gives
+    named image batches of one size in the order they are shown (reals, D's reconstructions of them, seeded
+    fakes, D's reconstructions of those), so a picture callback lays them out without knowing the family."""
 
     def discriminator_reconstructions(
         self, real: Tensor, generator: torch.Generator | None = None
@@ -103,11 +94,7 @@ class DiscriminatorScores(NamedTuple):
 
 @runtime_checkable
 class ScoringDiscriminator(Protocol):
-    """A family whose discriminator scores single images: what the overfitting signal reads.
-
-    `discriminator_scores(images)` returns D's score of each image exactly as given, never augmented (the
-    caller chooses the images and the module's mode), so scores of training and held-out images taken the
-    same way can be compared.
-    """
+    """A family whose discriminator scores single images, exactly as given and never augmented, so that
+    scores of training and held-out images taken the same way compare (the overfitting signal)."""
 
     def discriminator_scores(self, images: Tensor) -> DiscriminatorScores: ...

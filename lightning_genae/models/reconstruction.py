@@ -16,11 +16,8 @@ from lightning_genae.nets import ConvDecoder, ConvEncoder
 
 
 def reconstruction_loss(logits_or_images: Tensor, target: Tensor, kind: ReconLoss) -> Tensor:
-    """Per-image reconstruction loss, summed over pixels.
-
-    `mse` compares images in [-1, 1]; `bce` treats pixels rescaled to [0, 1] as Bernoulli targets of
-    the decoder's logits.
-    """
+    """Per-image reconstruction loss, summed over pixels: `mse` of images in [-1, 1]; `bce` of the
+    decoder's logits against the pixels on [0, 1] as Bernoulli targets."""
     if kind == "bce":
         per_pixel = F.binary_cross_entropy_with_logits(logits_or_images, (target + 1) / 2, reduction="none")
     else:

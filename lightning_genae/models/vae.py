@@ -17,42 +17,26 @@ from lightning_genae.models.reconstruction import (
     ReconstructionModule,
     reconstruction_loss,
 )
-from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
+from lightning_genae.models.variational import GaussianEncoding, gaussian_kl, reparameterize
 
 
-class VAEModule(ReconstructionModule):
-    """VAE trained on recon + beta_t * KL, beta_t rising linearly to `beta` over `kl_warmup` steps.
-
-    `bce` is a Bernoulli likelihood on pixels in [0, 1] (so `val/elbo` is a bound in nats per image where
-    the pixels are binary; on grey levels it is a cross-entropy, not a likelihood);
-    `mse` is a Gaussian one with variance 1/2 on the [-1, 1] scale: its loss drops the constant
-    (d/2) log(pi) per image of d pixels, and `elbo` keeps it, so that it bounds the log-density of the
-    image on that scale.
-    """
+class VAEModule(GaussianEncoding, ReconstructionModule):
+    """VAE trained on recon + beta_t * KL, beta_t rising linearly to `beta` over `kl_warmup` steps. `bce` is a
+    Bernoulli likelihood on [0, 1] pixels (`val/elbo` bounds it in nats where pixels are binary); `mse` a
+    Gaussian of variance 1/2 on [-1, 1], whose loss drops the constant (d/2) log(pi) that `elbo` keeps."""
 
     options_type = VAEOptions
     options: VAEOptions
     encoder_outputs_per_latent = 2
-
-    def posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of q(z|x)."""
-        return gaussian_posterior(self.encoder(images))
-
-    def encode(self, images: Tensor) -> Tensor:
-        """The posterior mean: the deterministic code that tools (probes, augmentation) use."""
-        return self.posterior(images)[0]
 
     @inference
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.decode(self.prior_noise(n, generator))
 
     def log_likelihood(self, images: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-        """Importance-sampled log p(x) in nats per image [B] under the Bernoulli decoder, pixels in [0, 1] as
-        its targets (metrics/likelihood.py). It is the standard test NLL where the pixels are binary.
-
-        Computed in eval mode whatever the module's mode (restored after): in training mode batch norm
-        would score each image by the statistics of the others scored with it, and move its running
-        statistics."""
+        """Importance-sampled log p(x) in nats per image [B] under the Bernoulli decoder (the standard test
+        NLL of binary pixels), in eval mode whatever the module's: batch norm must not score an image by
+        the statistics of the others scored with it."""
         if self.options.recon_loss != "bce":
             raise ConfigError(
                 "log_likelihood: the importance-sampled likelihood needs the Bernoulli decoder "

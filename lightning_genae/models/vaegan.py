@@ -1,15 +1,9 @@
-"""VAE-GAN (Larsen et al. 2016, "Autoencoding beyond pixels using a learned similarity metric").
-
-A VAE whose decoder is also a GAN's generator. Reconstructions are compared in the discriminator's
-feature space instead of pixel space (a Gaussian there is a squared error on `ConvDiscriminator.features`),
-so the similarity is learned along with the discriminator. One training iteration makes three updates:
-
-- discriminator: its GAN loss on real images x, reconstructions x~ and prior samples x_p;
-- encoder: beta * KL(q(z|x) || N(0, I)) + the feature reconstruction loss;
-- decoder: gamma * the feature reconstruction loss + its (non-saturating) GAN loss on x~ and x_p.
-
-Each update toggles its optimizer, so the other networks get no gradients (DDP is told through
-`adversarial`, as for the GAN), and every image the discriminator sees goes through `discriminator_input`.
+"""VAE-GAN (Larsen et al. 2016, "Autoencoding beyond pixels using a learned similarity metric"): a VAE
+whose decoder is also a GAN's generator, its reconstructions compared in the discriminator's feature space
+(a squared error on `ConvDiscriminator.features`). One iteration makes three updates, each toggling its
+optimizer: the discriminator, its GAN loss on real images x, reconstructions x~ and prior samples x_p; the
+encoder, beta * KL(q(z|x) || N(0, I)) + the feature loss; the decoder, gamma * the feature loss + its
+non-saturating GAN loss on x~ and x_p.
 """
 
 from __future__ import annotations
@@ -22,10 +16,9 @@ from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.adversarial import ImageAdversarialModule
-from lightning_genae.models.base import adam, inference
+from lightning_genae.models.base import inference
 from lightning_genae.models.options import VAEGANOptions
-from lightning_genae.models.protocols import DiscriminatorScores
-from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
+from lightning_genae.models.variational import GaussianEncoding, gaussian_kl, reparameterize
 from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
 
 
@@ -35,7 +28,7 @@ def feature_reconstruction_loss(reconstruction_features: Tensor, image_features:
     return (reconstruction_features - image_features).pow(2).flatten(1).sum(1).mean()
 
 
-class VAEGANModule(ImageAdversarialModule):
+class VAEGANModule(GaussianEncoding, ImageAdversarialModule):
     """Shared conv encoder (mean and log-variance), decoder (tanh) and discriminator, trained as a VAE-GAN."""
 
     gives_real_logits = True
@@ -55,16 +48,6 @@ class VAEGANModule(ImageAdversarialModule):
             network.apply(init_dcgan_weights)
         self.reconstruction_quality = ReconstructionQuality()
 
-    # ----- the Autoencoder and Sampler interface -----
-
-    def posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of q(z|x)."""
-        return gaussian_posterior(self.encoder(images))
-
-    def encode(self, images: Tensor) -> Tensor:
-        """The posterior mean: the deterministic code that tools (probes, augmentation) use."""
-        return self.posterior(images)[0]
-
     def decode(self, latents: Tensor) -> Tensor:
         return self.decoder(latents)
 
@@ -72,33 +55,14 @@ class VAEGANModule(ImageAdversarialModule):
     def reconstruct(self, images: Tensor) -> Tensor:
         return self.decode(self.encode(images))
 
-    @inference
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return self.decode(self.prior_noise(n, generator))
-
-    # ----- training -----
-
-    def discriminate(self, images: Tensor) -> Tensor:
-        """Discriminator logits of images as the discriminator is shown them (augmented, if the run does)."""
-        return self.discriminator(self.discriminator_input(images))
-
-    def discriminator_scores(self, images: Tensor) -> DiscriminatorScores:
-        """D's logit of each image as given, without the run's augmentation."""
-        return DiscriminatorScores(self.discriminator(images), "logit")
-
     def objective_form(self) -> str | None:
         return "the feature loss takes each reconstruction and its image in one discriminator pass"
 
     def paired_features(self, reconstructions: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Discriminator features of reconstructions and of their images, from one pass of both.
-
-        One batch, as the paper's reference code concatenates them (andersbll/autoencoding_beyond_pixels,
-        model/aegan.py): in training mode the discriminator's batch norm would otherwise normalise each half
-        by its own statistics, and a reconstruction off by a per-channel shift or scale would cost little. A
-        run that augments discriminator inputs draws the same random transform for each image and its
-        reconstruction (the random state is replayed), so the loss compares like with like: independent
-        draws would make a perfect reconstruction cost as much as a shifted one.
-        """
+        """Discriminator features of reconstructions and of their images from one batch, as the paper's
+        reference code concatenates them: batch norm normalising each half by its own statistics would
+        forgive a per-channel shift. An augmented run replays the random state so each image and its
+        reconstruction get the same transform: independent draws would charge a perfect reconstruction."""
         replayed = [images.device] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=replayed), torch.no_grad():
             shown_images = self.discriminator_input(images)
@@ -115,7 +79,7 @@ class VAEGANModule(ImageAdversarialModule):
         with self.toggled_optimizer(opt_d):
             with torch.no_grad():
                 reconstructed = self.decoder(reparameterize(*self.posterior(real)))
-                prior_samples = self.decoder(torch.randn(n, self.latent_dim, device=self.device))
+                prior_samples = self.decoder(self.training_noise(n))
             real_logits = self.discriminate(real)
             recon_logits = self.discriminate(reconstructed)
             prior_logits = self.discriminate(prior_samples)
@@ -140,7 +104,7 @@ class VAEGANModule(ImageAdversarialModule):
         with self.toggled_optimizer(opt_dec):
             # The same latents as the encoder's update: the decoder learns to reconstruct the same draw.
             reconstructed = self.decoder(latents.detach())
-            prior_samples = self.decoder(torch.randn(n, self.latent_dim, device=self.device))
+            prior_samples = self.decoder(self.training_noise(n))
             decoder_feature_loss = feature_reconstruction_loss(*self.paired_features(reconstructed, real))
             # The reconstructions' logits from a batch of their own, as the discriminator's update sees them.
             gan_loss = (
@@ -182,8 +146,4 @@ class VAEGANModule(ImageAdversarialModule):
         self.log_dict(self.reconstruction_quality.update(stage, reconstructed, images), on_epoch=True)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        # DCGAN's Adam betas for all three: beta1 = 0.5 keeps the adversarial game from oscillating.
-        def adam_for(network: torch.nn.Module) -> torch.optim.Optimizer:
-            return adam(network.parameters(), lr=self.options.lr, betas=(0.5, 0.999))
-
-        return [adam_for(self.discriminator), adam_for(self.encoder), adam_for(self.decoder)]
+        return [self.adam_for(self.discriminator), self.adam_for(self.encoder), self.adam_for(self.decoder)]

@@ -7,7 +7,7 @@ A shared module rather than an import of one family from another, so the familie
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 # Log-variance bounds: exp(-30) and exp(20) keep the KL and the reparameterisation finite in 16-bit
 # autocast and fp32 alike, far outside what a trained encoder produces.
@@ -28,3 +28,16 @@ def reparameterize(mean: Tensor, log_var: Tensor) -> Tensor:
 def gaussian_kl(mean: Tensor, log_var: Tensor) -> Tensor:
     """KL(N(mean, exp(log_var)) || N(0, I)) per sample, summed over latent dimensions."""
     return 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(1)
+
+
+class GaussianEncoding:
+    """A family whose encoder gives q(z|x)'s mean and log-variance; its code is the posterior mean."""
+
+    encoder: nn.Module
+
+    def posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return gaussian_posterior(self.encoder(images))
+
+    def encode(self, images: Tensor) -> Tensor:
+        """The posterior mean: the deterministic code that tools (probes, augmentation) use."""
+        return self.posterior(images)[0]

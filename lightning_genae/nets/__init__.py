@@ -12,8 +12,7 @@ from lightning_genae.nets.mlp import (
     MaxoutDiscriminator,
     MLPDecoder,
     MLPEncoder,
-    init_normal,
-    init_uniform,
+    init_linear,
 )
 
 __all__ = [
@@ -26,6 +25,5 @@ __all__ = [
     "MLPEncoder",
     "downsampling_plan",
     "init_dcgan_weights",
-    "init_normal",
-    "init_uniform",
+    "init_linear",
 ]

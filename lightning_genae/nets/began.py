@@ -94,13 +94,9 @@ class BEGANEncoder(nn.Module):
 
 def init_began_weights(module: nn.Module) -> None:
     """Glorot-uniform weights and zero biases for every convolution and linear layer, as the paper's
-    reference code gets them (TensorFlow-slim's defaults).
-
-    Without normalisation the initial scale decides whether z reaches the output through 10+ layers.
-    PyTorch's default scale (variance 1/(3 fan-in)) shrinks the signal at every layer: a fresh generator
-    then draws nearly one image for every z (measured at 16 px, width 32: the output's standard deviation
-    over a batch 0.003, against 0.107 with Glorot's scale).
-    """
+    reference code gets them (TensorFlow-slim's defaults). Without normalisation PyTorch's default scale
+    shrinks the signal through 10+ layers: a fresh generator draws nearly one image for every z (at 16 px,
+    width 32, the output's std over a batch is 0.003, against 0.107 with Glorot's scale)."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         nn.init.xavier_uniform_(module.weight)
         if module.bias is not None:

@@ -1,10 +1,6 @@
-"""DCGAN-style convolutional encoder, decoder and discriminator shared by every model family.
-
-One architecture per image size lets an ablation compare models on equal networks. Images are square
-(every DataModule crops them so; another shape fails at the first layer that reads it). Sizes are
-handled by halving the image until the feature map is between 4 and 7 pixels (16 -> 4, 28 -> 7,
-32 -> 4, 64 -> 4), with one stride-2 convolution per halving and channel widths doubling as the map
-shrinks.
+"""DCGAN-style convolutional encoder, decoder and discriminator shared by every model family, so that an
+ablation compares models on equal networks. Square images are halved by stride-2 convolutions until the
+map is 4 to 7 pixels (16 -> 4, 28 -> 7, 32 -> 4, 64 -> 4), channel widths doubling as the map shrinks.
 """
 
 from __future__ import annotations
@@ -134,11 +130,8 @@ class ConvDiscriminator(nn.Module):
                     nn.utils.parametrizations.spectral_norm(module)
 
     def features(self, x: Tensor) -> Tensor:
-        """The last conv stage's activations [B, C, h, w], the map the logit is read from.
-
-        A learned similarity (the VAE-GAN's reconstruction loss) compares images here: the deepest layer
-        that keeps a spatial layout, and one every image size has (16x16 digits have only two stages).
-        """
+        """The last conv stage's activations [B, C, h, w], the map the logit is read from: the deepest layer
+        with a spatial layout, where the VAE-GAN's learned similarity compares images."""
         return self.encoder.features(x)
 
     def logits_of_features(self, features: Tensor) -> Tensor:

@@ -21,12 +21,9 @@ def two_hidden_layers(inputs: int, hidden: int, outputs: int, negative_slope: fl
 
 
 class LatentDiscriminator(nn.Module):
-    """Code [B, latent_dim] (and an optional one-hot condition [B, condition_dim]) -> one logit per code.
-
-    Two hidden LeakyReLU layers, as the adversarial autoencoder's discriminator (Makhzani et al. 2015):
-    codes are vectors, so no convolution; a condition (the class or mixture component) is concatenated
-    to the code, which is how the paper's label-incorporating variant tells D which component to expect.
-    """
+    """Code [B, latent_dim] (and an optional one-hot condition [B, condition_dim]) -> one logit per code,
+    through two hidden layers, as the adversarial autoencoder's discriminator; the condition (class or
+    mixture component) is concatenated to the code, as in the paper's label-incorporating variant."""
 
     def __init__(
         self, latent_dim: int, hidden: int, condition_dim: int = 0, negative_slope: float = 0.2
@@ -42,11 +39,8 @@ class LatentDiscriminator(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """Image [B, C, H, W] -> vector [B, out_features]: the flattened pixels through two hidden ReLU layers.
-
-    The framework's images are in [-1, 1]; with `unit_pixels` the first layer reads them mapped to [0, 1],
-    as a reference trained on [0, 1] pixels does (so its weights and gradients are the reference's).
-    """
+    """Image [B, C, H, W] -> vector [B, out_features]: the flattened pixels through two hidden ReLU layers;
+    with `unit_pixels` the first layer reads them on [0, 1], as a reference trained on [0, 1] pixels does."""
 
     def __init__(
         self,
@@ -66,12 +60,9 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden ReLU layers.
-
-    `output`: "tanh", images in [-1, 1]; "sigmoid", the GAN paper's sigmoid pixels in [0, 1] shown on the
-    framework's [-1, 1] range (2 sigmoid(a) - 1, so the pre-activation, its biases and the gradients an
-    optimizer sees are the reference's); "logits", for a Bernoulli likelihood.
-    """
+    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden ReLU layers. `output`: "tanh"; "sigmoid",
+    the GAN paper's [0, 1] pixels shown on [-1, 1] (2 sigmoid(a) - 1, so the pre-activation and its gradients
+    are the reference's); "logits", for a Bernoulli likelihood."""
 
     def __init__(
         self, image_shape: tuple[int, int, int], latent_dim: int, hidden: int = 1000, output: str = "tanh"
@@ -113,16 +104,10 @@ class Maxout(nn.Module):
 
 
 class MaxoutDiscriminator(nn.Module):
-    """Image -> one logit: the GAN paper's MNIST discriminator (Goodfellow et al. 2014, goodfeli/adversarial
-    mnist.yaml): two maxout layers of 240 units with 5 pieces and a linear logit, reading the pixels in
-    [0, 1] as the reference does (the framework's [-1, 1] images mapped back, so its first layer's weights
-    and gradients are the reference's).
-
-    Dropout on every layer's input, as the reference's cost applies it: the pixels kept with probability
-    0.8, the hidden units with 0.5, the kept ones scaled by 1 / keep. The masks can be drawn once and
-    passed to several passes (`dropout_masks`): the paper's simultaneous update reads D's gradient and G's
-    from one pass over the fakes, so both see the same masks.
-    """
+    """Image -> one logit: the GAN paper's MNIST discriminator (goodfeli/adversarial mnist.yaml), two maxout
+    layers of 240 units with 5 pieces and a linear logit, reading the pixels in [0, 1] as the reference does.
+    Dropout on every layer's input keeps the pixels with probability 0.8 and the units with 0.5 (scaled by
+    1 / keep); the paper's simultaneous update gives D's pass and G's the same masks (`dropout_masks`)."""
 
     KEEP = (0.8, 0.5, 0.5)
 
@@ -165,25 +150,16 @@ class MaxoutDiscriminator(nn.Module):
         return self.logits_of_features(self.features(x, masks), masks)
 
 
-def init_normal(std: float) -> Callable[[nn.Module], None]:
-    """An `apply` function: every linear layer's weights N(0, std^2) and biases 0 (the adversarial
-    autoencoder paper's initialisation, std 0.01)."""
+def init_linear(kind: str, scale: float) -> Callable[[nn.Module], None]:
+    """An `apply` function: every linear layer's biases 0 and weights N(0, scale^2) (`normal`: the adversarial
+    autoencoder paper's, scale 0.01) or U(-scale, scale) (`uniform`: pylearn2's `irange`, the GAN paper's)."""
 
     def init(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
-            nn.init.zeros_(module.bias)
-
-    return init
-
-
-def init_uniform(bound: float) -> Callable[[nn.Module], None]:
-    """An `apply` function: every linear layer's weights U(-bound, bound) and biases 0, as pylearn2's
-    `irange` (the GAN paper's generator 0.05, its discriminator 0.005)."""
-
-    def init(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.uniform_(module.weight, -bound, bound)
+            if kind == "normal":
+                nn.init.normal_(module.weight, std=scale)
+            else:
+                nn.init.uniform_(module.weight, -scale, scale)
             nn.init.zeros_(module.bias)
 
     return init

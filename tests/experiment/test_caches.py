@@ -311,7 +311,7 @@ def test_cached_features_of_another_torchs_reference_order_are_computed_again(tm
     again = RealFeatures(backbone, tmp_path / "cache").reference(data, "train", 30, cpu)
     assert torch.equal(again, fresh)
     assert backbone.extracted == 30, "the other order's 20 rows were reused"
-    assert "other images of the split than this torch's seeded reference order" in capsys.readouterr().out
+    assert "is not of the split's reference images" in capsys.readouterr().out
 
 
 # ----- --augment-ckpt: trained on this data, compared by the same hash -----

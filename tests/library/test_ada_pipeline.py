@@ -280,7 +280,7 @@ def test_parse_keeps_the_order_and_strips_spaces():
         ("", "unknown operation"),
         ("translation,,scale", "unknown operation"),
         ("shear", "unknown operation shear"),
-        ("scale,scale", "more than once"),
+        ("scale,scale", "scale listed twice"),
     ],
 )
 def test_parse_refuses_bad_lists_in_one_line_naming_the_option_and_the_choices(text, reason):

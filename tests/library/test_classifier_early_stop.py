@@ -4,36 +4,45 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_genae.metrics.classifier import fit_best_on_validation
+import lightning_genae.metrics.classifier as classifier_lib
 
 pytestmark = pytest.mark.quick
 
 
-def _fit(accuracies: list[float], patience: int | None, epochs: int) -> tuple[list[float], nn.Module]:
+def _fit(
+    monkeypatch, accuracies: list[float], patience: int | None, epochs: int
+) -> tuple[list[float], nn.Module]:
     """Train a linear classifier on random uint8 inputs; the validation accuracy of epoch k is accuracies[k]
     (after the list's end, its last value), and each epoch's weights are marked in the model's bias."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    inputs = torch.randint(0, 256, (8, 1, 2, 2), dtype=torch.uint8)
-    labels = torch.randint(0, 2, (8,))
+    inputs = torch.randint(
+        0, 256, (8, 1, 2, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    labels = torch.arange(8) % 2
+    validation = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
     seen: list[float] = []
 
-    def evaluate(net: nn.Module, *_: torch.Tensor) -> float:
+    def accuracy(net: nn.Module, images: torch.Tensor, _: torch.Tensor) -> float:
+        if len(images) != len(validation):
+            return 0.0  # the test split's, after training
         value = accuracies[min(len(seen), len(accuracies) - 1)]
         seen.append(value)
         with torch.no_grad():
             net[1].bias.fill_(len(seen))  # the epoch whose weights these are
         return value
 
-    fit_best_on_validation(
-        model, (inputs, labels), (inputs, labels), seed=0, epochs=epochs, batch_size=4, max_lr=1e-3,
-        weight_decay=0.0, evaluate=evaluate, patience=patience,
+    monkeypatch.setattr(classifier_lib, "accuracy", accuracy)
+    splits = {"train": (inputs, labels), "val": (validation, labels[:3]), "test": (inputs, labels)}
+    model, _ = classifier_lib.fit_best_on_validation(
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), splits, seed=0, epochs=epochs, batch_size=4,
+        max_lr=1e-3, weight_decay=0.0, patience=patience,
     )  # fmt: skip
     return seen, model
 
 
-def test_training_stops_after_patience_epochs_without_a_rise_and_keeps_the_best_latest_epoch(capsys):
-    seen, model = _fit([0.5, 0.7, 0.6, 0.7, 0.65, 0.7, 0.9], patience=3, epochs=20)
+def test_training_stops_after_patience_epochs_without_a_rise_and_keeps_the_best_latest_epoch(
+    monkeypatch, capsys
+):
+    seen, model = _fit(monkeypatch, [0.5, 0.7, 0.6, 0.7, 0.65, 0.7, 0.9], patience=3, epochs=20)
     # Best 0.7 first reached at epoch 2; epochs 3-5 do not rise above it, so training stops after epoch 5.
     assert len(seen) == 5
     assert model[1].bias[0].item() == 4  # the later of the tied best epochs (2 and 4)
@@ -43,7 +52,7 @@ def test_training_stops_after_patience_epochs_without_a_rise_and_keeps_the_best_
 
 
 @pytest.mark.parametrize(("patience", "epochs"), [(None, 8), (3, 4)])
-def test_without_patience_or_with_none_spent_every_epoch_trains(patience, epochs, capsys):
-    seen, _ = _fit([0.5], patience=patience, epochs=epochs)
+def test_without_patience_or_with_none_spent_every_epoch_trains(monkeypatch, capsys, patience, epochs):
+    seen, _ = _fit(monkeypatch, [0.5], patience=patience, epochs=epochs)
     assert len(seen) == epochs
     assert "stopped" not in capsys.readouterr().err

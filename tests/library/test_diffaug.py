@@ -268,7 +268,7 @@ def test_parse_policy_keeps_order_and_tolerates_whitespace():
     [
         ("colr", "unknown operation colr"),
         ("color,zoom", "unknown operation zoom"),
-        ("color,color", "color listed more than once"),
+        ("color,color", "color listed twice"),
         ("", "unknown operation"),
         ("  ", "unknown operation"),
         ("color,,cutout", "unknown operation"),
@@ -293,7 +293,7 @@ def test_diff_augment_wrapper_shows_its_policy():
     assert module.policy == ("translation", "cutout")
     assert repr(module).startswith("diffaug translation,cutout")
     assert DiffAugment().policy == ALL
-    with pytest.raises(ConfigError, match="color listed more than once"):
+    with pytest.raises(ConfigError, match="color listed twice"):
         DiffAugment("color,color")
 
 
