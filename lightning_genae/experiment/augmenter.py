@@ -30,11 +30,7 @@ from lightning_genae.seeding import int_seed
 
 # Part of the cache key: bump when the augmenter's training recipe changes, so stale caches are retrained.
 RECIPE_VERSION = 2
-
-
 AUGMENTER_BATCH = 64
-
-
 AUGMENTER_LR = 1e-3
 
 
@@ -47,15 +43,6 @@ def augmenter_lr(family: str) -> float:
     """AUGMENTER_LR for a short reconstruction run; an adversarial family keeps its own default."""
     module_type = MODELS[family].module
     return module_type.options_type().lr if module_type.adversarial else AUGMENTER_LR
-
-
-def autoencoder_families() -> list[str]:
-    """The registered families that are autoencoders, so their checkpoints can serve as augmenters."""
-    return [
-        name
-        for name, spec in MODELS.items()
-        if all(callable(getattr(spec.module, method, None)) for method in ("encode", "decode", "reconstruct"))
-    ]
 
 
 def default_cache_dir() -> Path:
@@ -87,13 +74,15 @@ def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cac
     return (cache_dir or default_cache_dir()) / name
 
 
-def _load_module(checkpoint: RunCheckpoint, flag: str) -> tuple[GenerativeModule, dict[str, Any]]:
+def _load_module(
+    checkpoint: RunCheckpoint, flag: str, family: str
+) -> tuple[GenerativeModule, dict[str, Any]]:
+    """The augmenter `checkpoint` holds, which must be a run of the `family` the augmentation needs."""
     stored = checkpoint.contents.get(CONFIG_KEY) or {}
-    family = stored.get("model")
-    if family not in autoencoder_families():
+    if stored.get("model") != family:
         raise ConfigError(
-            f"{flag}: {checkpoint.path} holds a {family or 'non-lightning-genae'} model, not an autoencoder; "
-            f"pass the checkpoint of a run.py --model {'/'.join(autoencoder_families())} run"
+            f"{flag}: {checkpoint.path} holds a --model {stored.get('model')} run, and this --augment needs "
+            f"a --model {family} augmenter"
         )
     return checkpoint.restore(MODELS[family].module, flag), stored
 
@@ -116,13 +105,13 @@ def _check_given_checkpoint(
 
 
 def _cached_augmenter(
-    path: Path, datamodule: InMemoryDataModule
+    path: Path, datamodule: InMemoryDataModule, family: str
 ) -> tuple[GenerativeModule, dict[str, Any]] | None:
     """The augmenter cached at `path`, or None (saying why) where it is unreadable, something else or trained
     on other data, and is trained again."""
     try:
         checkpoint = RunCheckpoint.load(path, "augmenter cache")
-        module, stored = _load_module(checkpoint, "augmenter cache")
+        module, stored = _load_module(checkpoint, "augmenter cache", family)
     except ConfigError:
         say(f"augmenter: the cached {path} is unreadable or not an augmenter; training it again")
         return None
@@ -201,21 +190,6 @@ def train_augmenter(
         raise
 
 
-def _given_augmenter(
-    plan: AugmentPlan, datamodule: InMemoryDataModule
-) -> tuple[GenerativeModule, dict[str, Any]]:
-    """The augmenter of `--augment-ckpt`, of the family the plan needs, trained on this run's data."""
-    checkpoint = RunCheckpoint.load(plan.checkpoint, "--augment-ckpt")
-    module, stored = _load_module(checkpoint, "--augment-ckpt")
-    if stored.get("model") != plan.augmenter_family:
-        raise ConfigError(
-            f"--augment-ckpt {plan.checkpoint} holds a --model {stored.get('model')} run, and this --augment "
-            f"needs a --model {plan.augmenter_family} augmenter"
-        )
-    _check_given_checkpoint(checkpoint, stored, datamodule)
-    return module, stored
-
-
 def load_augmenter(
     plan: AugmentPlan,
     datamodule: InMemoryDataModule,
@@ -226,7 +200,9 @@ def load_augmenter(
 ) -> tuple[GenerativeModule, dict[str, Any]]:
     """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
     if plan.checkpoint is not None:
-        module, stored = _given_augmenter(plan, datamodule)
+        checkpoint = RunCheckpoint.load(plan.checkpoint, "--augment-ckpt")
+        module, stored = _load_module(checkpoint, "--augment-ckpt", plan.augmenter_family)
+        _check_given_checkpoint(checkpoint, stored, datamodule)
         # The file's bytes too: a grid re-run compares them with a finished cell's.
         origin = {
             "source": "checkpoint",
@@ -236,7 +212,7 @@ def load_augmenter(
     else:
         path = cache_path(plan, datamodule, seed, cache_dir)
         found = file_identity(path)
-        cached = _cached_augmenter(path, datamodule) if found is not None else None
+        cached = _cached_augmenter(path, datamodule, plan.augmenter_family) if found is not None else None
         trained_now = cached is None
         if cached is None:
             created_by_local_rank_zero(
@@ -245,7 +221,8 @@ def load_augmenter(
                 "augmenter",
                 replacing=found,
             )
-            cached = _load_module(RunCheckpoint.load(path, "augmenter cache"), "augmenter cache")
+            checkpoint = RunCheckpoint.load(path, "augmenter cache")
+            cached = _load_module(checkpoint, "augmenter cache", plan.augmenter_family)
         module, stored = cached
         origin = {"source": "trained now" if trained_now else "cache", "path": str(path)}
     module.requires_grad_(False).eval()
