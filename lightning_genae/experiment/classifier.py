@@ -18,15 +18,16 @@ from typing import Any, Literal
 
 import torch
 from jsonargparse import ActionYesNo
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from lightning_genae.datamodules import DATASETS, build_datamodule, default_data_dir, parse_dataset_options
-from lightning_genae.errors import ConfigError, GenaeError, OptionError
+from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.experiment.program import CommandLineParser, error_text, os_error_line
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
-from lightning_genae.plugin_options import flag, option_specs
+from lightning_genae.plugin_options import flag, option_specs, typed_flag
 
 PROG = "python -m lightning_genae.experiment.classifier"
 
@@ -107,10 +108,9 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
     if args.data_dir is not None:
         parts.append(f"--data-dir {shlex.quote(args.data_dir)}")
     for name, value in given_dataset_options(args).items():
-        if isinstance(value, bool):
-            parts.append(flag(name) if value else flag(f"no_{name}"))
-        else:
-            parts.append(f"{flag(name)} {shlex.quote(str(value))}")
+        parts.append(
+            typed_flag(name, value) if isinstance(value, bool) else f"{flag(name)} {shlex.quote(str(value))}"
+        )
     parts.append(f"--seed {args.seed}")
     if args.epochs is not None:
         parts.append(f"--epochs {args.epochs}")
@@ -151,7 +151,7 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
     )
     parser.add_argument(
         "--epochs",
-        type=int | None,
+        type=PositiveInt | None,
         default=None,
         help="default: scaled to the training split for images, "
         f"{sequence_classifier.DEFAULT_EPOCHS} for sequences",
@@ -168,7 +168,7 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Train, save and record one classifier. The command's one border: every GenaeError and OSError met
-    below is one line, `error: ...`, with exit code 2 (an OptionError names its option as its flag)."""
+    below is one line, `error: ...`, with exit code 2."""
     try:
         return _main(argv, prog)
     except GenaeError as error:
@@ -184,8 +184,6 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     # Before the parser: a plug-in's dataset is one of --data's choices, as for run.py.
     plugins = load_plugins()
     args = build_parser(prog).parse_args(argv)
-    if args.epochs is not None and args.epochs < 1:
-        raise OptionError("epochs", f"must be at least 1, got {args.epochs}")
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
     if DATASETS[args.data].data_kind == "sequence":
         # The command's dataset flags are image options: a sequence dataset refuses every one given.
