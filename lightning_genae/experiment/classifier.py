@@ -18,11 +18,10 @@ from typing import Any, Literal
 
 import torch
 from jsonargparse import ActionYesNo
-from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from lightning_genae.datamodules import DATASETS, build_datamodule, default_data_dir, parse_dataset_options
-from lightning_genae.errors import ConfigError, GenaeError
+from lightning_genae.errors import ConfigError, GenaeError, OptionError
 from lightning_genae.experiment.program import CommandLineParser, error_text, os_error_line
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
@@ -151,7 +150,7 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
     )
     parser.add_argument(
         "--epochs",
-        type=PositiveInt | None,
+        type=int | None,
         default=None,
         help="default: scaled to the training split for images, "
         f"{sequence_classifier.DEFAULT_EPOCHS} for sequences",
@@ -184,6 +183,9 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     # Before the parser: a plug-in's dataset is one of --data's choices, as for run.py.
     plugins = load_plugins()
     args = build_parser(prog).parse_args(argv)
+    # Checked here, not typed PositiveInt: the value goes into the checkpoint, which a safe load reads.
+    if args.epochs is not None and args.epochs < 1:
+        raise OptionError("epochs", f"must be at least 1, got {args.epochs}")
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
     if DATASETS[args.data].data_kind == "sequence":
         # The command's dataset flags are image options: a sequence dataset refuses every one given.
