@@ -155,12 +155,7 @@ def train_augmenter(
     path.parent.mkdir(parents=True, exist_ok=True)
     # The training log beside the cache entry, removed if the training stops (unless it was there before).
     log_dir = path.parent / path.stem
-    log_dir_was_there = log_dir.exists()
-
-    def remove_partial_entry() -> None:
-        if not log_dir_was_there:
-            shutil.rmtree(log_dir, ignore_errors=True)
-
+    log_dir_was_there, saved = log_dir.exists(), False
     try:
         with torch.random.fork_rng(devices=[]):
             pl.seed_everything(int_seed(seed, "augmenter training"), workers=True, verbose=False)
@@ -185,9 +180,10 @@ def train_augmenter(
                 warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
                 trainer.fit(module, datamodule=data)
         write_atomically(path, lambda target: trainer.save_checkpoint(target, weights_only=False))
-    except BaseException:
-        remove_partial_entry()
-        raise
+        saved = True
+    finally:
+        if not saved and not log_dir_was_there:
+            shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def load_augmenter(
