@@ -75,22 +75,22 @@ def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _listed(value: Any, what: str) -> list[Any]:
+def _listed(value: Any, what: str, fits: Callable[[Any], bool] = lambda item: True) -> list[Any]:
     """The items of a comma list typed on the command line (`0,1,2`) or of a YAML list (one value: a list of
-    one); an empty one, or one that holds lists or mappings, is refused."""
+    one); an empty one, or one that holds lists, mappings or items that do not `fit`, is refused."""
     items = split_list(value) if isinstance(value, str) else value if isinstance(value, list) else [value]
-    if not items or any(isinstance(item, (list, dict)) for item in items):
+    if not items or not all(not isinstance(item, (list, dict)) and fits(item) for item in items):
         raise argparse.ArgumentTypeError(f"{shown_value(value)} is not {what}")
     return items
 
 
+def _is_count(item: Any) -> bool:
+    return not isinstance(item, bool) and str(item).isdigit()
+
+
 def _seed_list(value: Any) -> list[int]:
     """`--seeds 0,1,2`, or a YAML list of them."""
-    what = "a whole number or a comma list of them"
-    items = _listed(value, what)
-    if not all(isinstance(item, int) and not isinstance(item, bool) or str(item).isdigit() for item in items):
-        raise argparse.ArgumentTypeError(f"{shown_value(value)} is not {what}")
-    return [int(item) for item in items]
+    return [int(item) for item in _listed(value, "a whole number or a comma list of them", _is_count)]
 
 
 TRAIN_SIZES = "a count, `full` or a comma list of them (e.g. 1000,full)"
@@ -98,24 +98,13 @@ TRAIN_SIZES = "a count, `full` or a comma list of them (e.g. 1000,full)"
 
 def _train_sizes(value: Any) -> list[int | None]:
     """`--train-size 1000,5000,full` (or a YAML list): counts of training items, `full` (None) for all."""
-    sizes = []
-    for item in _listed(value, TRAIN_SIZES):
-        if item in (WHOLE_SPLIT, None):
-            sizes.append(None)
-        elif isinstance(item, int) and not isinstance(item, bool) or isinstance(item, str) and item.isdigit():
-            sizes.append(int(item))
-        else:
-            raise argparse.ArgumentTypeError(f"{shown_value(value)} is not {TRAIN_SIZES}")
-    return sizes
+    items = _listed(value, TRAIN_SIZES, lambda item: item in (WHOLE_SPLIT, None) or _is_count(item))
+    return [None if item in (WHOLE_SPLIT, None) else int(item) for item in items]
 
 
 def _names(value: Any) -> str:
     """`--augment none,ae` (or a YAML list of names): the names as one comma list, a grid's arms."""
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return ",".join(value)
-    if not isinstance(value, str):
-        raise argparse.ArgumentTypeError(f"{shown_value(value)} is not a name or a list of names")
-    return value
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _loggers(value: Any) -> list[str]:
@@ -165,37 +154,27 @@ def _candidates(name: str, kind: Any) -> Callable[[Any], Any]:
     return read
 
 
-def _parser_type(name: str, kind: Any, path: bool = False, tunable: bool = False) -> Any:
-    """The type jsonargparse reads an option of type `kind` as; a YAML null is left to the option's check."""
-    if path:
-        return _path
-    if type(None) in typing.get_args(kind):
-        kind = functools.reduce(operator.or_, (arg for arg in typing.get_args(kind) if arg is not type(None)))
-    return _candidates(name, kind) if tunable else kind
-
-
 def _add_flag(group: Any, name: str, kind: Any, help_text: str, spec: Any = None, **reading: Any) -> None:
     """One option's flag; a plug-in's option that takes the name of another flag is refused in one line."""
+    metadata = spec.metadata if spec is not None else {}
+    tunable = bool(metadata.get("tunable"))
+    if tunable:
+        example = "A|B" if candidate_separators(name) == "|" else "X,Y"
+        help_text += f"; in a grid with --tune-seeds, {example} lists candidates to tune"
+    if kind is bool:
+        no_prefix = None if name in ("fast_dev_run", "overwrite") else "no-"
+        reading = {"action": ActionYesNo(no_prefix=no_prefix)}
+    elif not reading and not (reading := _OWN_READERS.get(name, {})):
+        # A YAML null is left to the option's own check.
+        if type(None) in typing.get_args(kind):
+            kind = functools.reduce(
+                operator.or_, (arg for arg in typing.get_args(kind) if arg is not type(None))
+            )
+        reading = {"type": _path if metadata.get("path") else _candidates(name, kind) if tunable else kind}
     try:
-        _add_typed_flag(group, name, kind, help_text, spec, **reading)
+        group.add_argument(flag(name), **reading, help=help_text)
     except argparse.ArgumentError as error:
         raise ConfigError(f"option {name} cannot be a flag of its own ({error}); rename it") from None
-
-
-def _add_typed_flag(group: Any, name: str, kind: Any, help_text: str, spec: Any, **reading: Any) -> None:
-    metadata = spec.metadata if spec is not None else {}
-    if kind is bool and name in ("fast_dev_run", "overwrite"):
-        group.add_argument(flag(name), action=ActionYesNo(no_prefix=None), help=help_text)
-    elif kind is bool:
-        group.add_argument(flag(name), action=ActionYesNo(no_prefix="no-"), help=help_text)
-    else:
-        tunable = bool(metadata.get("tunable"))
-        if tunable:
-            example = "A|B" if candidate_separators(name) == "|" else "X,Y"
-            help_text += f"; in a grid with --tune-seeds, {example} lists candidates to tune"
-        path = bool(metadata.get("path"))
-        reading = reading or _OWN_READERS.get(name) or {"type": _parser_type(name, kind, path, tunable)}
-        group.add_argument(flag(name), **reading, help=help_text)
 
 
 def _family_help(name: str) -> tuple[Any, str]:
@@ -207,11 +186,11 @@ def _family_help(name: str) -> tuple[Any, str]:
     }
     first = next(spec.options for spec in MODELS.values() if name in spec.options.__dataclass_fields__)
     owners = "" if len(defaults) == len(MODELS) else "/".join(defaults) + ": "
-    values = {_shown_default(name, value) for value in defaults.values()}
-    if len(values) == 1:
-        default = values.pop()
-    else:
-        default = ", ".join(f"{family} {_shown_default(name, value)}" for family, value in defaults.items())
+    shown = {family: _shown_default(name, value) for family, value in defaults.items()}
+    one = len(set(shown.values())) == 1
+    default = (
+        next(iter(shown.values())) if one else ", ".join(f"{family} {text}" for family, text in shown.items())
+    )
     help_text = first.__dataclass_fields__[name].metadata["help"]
     return first.types()[name], f"{owners}{help_text} [default: {default}]"
 

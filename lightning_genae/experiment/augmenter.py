@@ -30,11 +30,7 @@ from lightning_genae.seeding import int_seed
 
 # Part of the cache key: bump when the augmenter's training recipe changes, so stale caches are retrained.
 RECIPE_VERSION = 2
-
-
 AUGMENTER_BATCH = 64
-
-
 AUGMENTER_LR = 1e-3
 
 
@@ -47,15 +43,6 @@ def augmenter_lr(family: str) -> float:
     """AUGMENTER_LR for a short reconstruction run; an adversarial family keeps its own default."""
     module_type = MODELS[family].module
     return module_type.options_type().lr if module_type.adversarial else AUGMENTER_LR
-
-
-def autoencoder_families() -> list[str]:
-    """The registered families that are autoencoders, so their checkpoints can serve as augmenters."""
-    return [
-        name
-        for name, spec in MODELS.items()
-        if all(callable(getattr(spec.module, method, None)) for method in ("encode", "decode", "reconstruct"))
-    ]
 
 
 def default_cache_dir() -> Path:
@@ -87,13 +74,15 @@ def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cac
     return (cache_dir or default_cache_dir()) / name
 
 
-def _load_module(checkpoint: RunCheckpoint, flag: str) -> tuple[GenerativeModule, dict[str, Any]]:
+def _load_module(
+    checkpoint: RunCheckpoint, flag: str, family: str
+) -> tuple[GenerativeModule, dict[str, Any]]:
+    """The augmenter `checkpoint` holds, which must be a run of the `family` the augmentation needs."""
     stored = checkpoint.contents.get(CONFIG_KEY) or {}
-    family = stored.get("model")
-    if family not in autoencoder_families():
+    if stored.get("model") != family:
         raise ConfigError(
-            f"{flag}: {checkpoint.path} holds a {family or 'non-lightning-genae'} model, not an autoencoder; "
-            f"pass the checkpoint of a run.py --model {'/'.join(autoencoder_families())} run"
+            f"{flag}: {checkpoint.path} holds a --model {stored.get('model')} run, and this --augment needs "
+            f"a --model {family} augmenter"
         )
     return checkpoint.restore(MODELS[family].module, flag), stored
 
@@ -116,13 +105,13 @@ def _check_given_checkpoint(
 
 
 def _cached_augmenter(
-    path: Path, datamodule: InMemoryDataModule
+    path: Path, datamodule: InMemoryDataModule, family: str
 ) -> tuple[GenerativeModule, dict[str, Any]] | None:
     """The augmenter cached at `path`, or None (saying why) where it is unreadable, something else or trained
     on other data, and is trained again."""
     try:
         checkpoint = RunCheckpoint.load(path, "augmenter cache")
-        module, stored = _load_module(checkpoint, "augmenter cache")
+        module, stored = _load_module(checkpoint, "augmenter cache", family)
     except ConfigError:
         say(f"augmenter: the cached {path} is unreadable or not an augmenter; training it again")
         return None
@@ -166,12 +155,7 @@ def train_augmenter(
     path.parent.mkdir(parents=True, exist_ok=True)
     # The training log beside the cache entry, removed if the training stops (unless it was there before).
     log_dir = path.parent / path.stem
-    log_dir_was_there = log_dir.exists()
-
-    def remove_partial_entry() -> None:
-        if not log_dir_was_there:
-            shutil.rmtree(log_dir, ignore_errors=True)
-
+    log_dir_was_there, saved = log_dir.exists(), False
     try:
         with torch.random.fork_rng(devices=[]):
             pl.seed_everything(int_seed(seed, "augmenter training"), workers=True, verbose=False)
@@ -196,24 +180,10 @@ def train_augmenter(
                 warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
                 trainer.fit(module, datamodule=data)
         write_atomically(path, lambda target: trainer.save_checkpoint(target, weights_only=False))
-    except BaseException:
-        remove_partial_entry()
-        raise
-
-
-def _given_augmenter(
-    plan: AugmentPlan, datamodule: InMemoryDataModule
-) -> tuple[GenerativeModule, dict[str, Any]]:
-    """The augmenter of `--augment-ckpt`, of the family the plan needs, trained on this run's data."""
-    checkpoint = RunCheckpoint.load(plan.checkpoint, "--augment-ckpt")
-    module, stored = _load_module(checkpoint, "--augment-ckpt")
-    if stored.get("model") != plan.augmenter_family:
-        raise ConfigError(
-            f"--augment-ckpt {plan.checkpoint} holds a --model {stored.get('model')} run, and this --augment "
-            f"needs a --model {plan.augmenter_family} augmenter"
-        )
-    _check_given_checkpoint(checkpoint, stored, datamodule)
-    return module, stored
+        saved = True
+    finally:
+        if not saved and not log_dir_was_there:
+            shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def load_augmenter(
@@ -226,7 +196,9 @@ def load_augmenter(
 ) -> tuple[GenerativeModule, dict[str, Any]]:
     """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
     if plan.checkpoint is not None:
-        module, stored = _given_augmenter(plan, datamodule)
+        checkpoint = RunCheckpoint.load(plan.checkpoint, "--augment-ckpt")
+        module, stored = _load_module(checkpoint, "--augment-ckpt", plan.augmenter_family)
+        _check_given_checkpoint(checkpoint, stored, datamodule)
         # The file's bytes too: a grid re-run compares them with a finished cell's.
         origin = {
             "source": "checkpoint",
@@ -236,7 +208,7 @@ def load_augmenter(
     else:
         path = cache_path(plan, datamodule, seed, cache_dir)
         found = file_identity(path)
-        cached = _cached_augmenter(path, datamodule) if found is not None else None
+        cached = _cached_augmenter(path, datamodule, plan.augmenter_family) if found is not None else None
         trained_now = cached is None
         if cached is None:
             created_by_local_rank_zero(
@@ -245,7 +217,8 @@ def load_augmenter(
                 "augmenter",
                 replacing=found,
             )
-            cached = _load_module(RunCheckpoint.load(path, "augmenter cache"), "augmenter cache")
+            checkpoint = RunCheckpoint.load(path, "augmenter cache")
+            cached = _load_module(checkpoint, "augmenter cache", plan.augmenter_family)
         module, stored = cached
         origin = {"source": "trained now" if trained_now else "cache", "path": str(path)}
     module.requires_grad_(False).eval()

@@ -26,7 +26,7 @@ from lightning_genae.experiment.program import CommandLineParser, error_text, os
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
-from lightning_genae.plugin_options import flag, option_specs
+from lightning_genae.plugin_options import flag, option_specs, typed_flag
 
 PROG = "python -m lightning_genae.experiment.classifier"
 
@@ -108,10 +108,9 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
     if args.data_dir is not None:
         parts.append(f"--data-dir {shlex.quote(args.data_dir)}")
     for name, value in given_dataset_options(args).items():
-        if isinstance(value, bool):
-            parts.append(flag(name) if value else flag(f"no_{name}"))
-        else:
-            parts.append(f"{flag(name)} {shlex.quote(str(value))}")
+        parts.append(
+            typed_flag(name, value) if isinstance(value, bool) else f"{flag(name)} {shlex.quote(str(value))}"
+        )
     parts.append(f"--seed {args.seed}")
     if args.epochs is not None:
         parts.append(f"--epochs {args.epochs}")
@@ -178,7 +177,7 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Train, save and record one classifier. The command's one border: every GenaeError and OSError met
-    below is one line, `error: ...`, with exit code 2 (an OptionError names its option as its flag)."""
+    below is one line, `error: ...`, with exit code 2."""
     try:
         return _main(argv, prog)
     except GenaeError as error:
@@ -194,6 +193,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     # Before the parser: a plug-in's dataset is one of --data's choices, as for run.py.
     plugins = load_plugins()
     args = build_parser(prog).parse_args(argv)
+    # Checked here, not typed PositiveInt: the value goes into the checkpoint, which a safe load reads.
     if args.epochs is not None and args.epochs < 1:
         raise OptionError("epochs", f"must be at least 1, got {args.epochs}")
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS

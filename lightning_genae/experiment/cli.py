@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.cluster import RunInterrupted, current_job, global_rank
-from lightning_genae.errors import ConfigError, GenaeError, UnreadOptions, agree
+from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.experiment.ablation.tuning import (
     check_tuning_request,
     split_candidates,
@@ -46,7 +46,7 @@ from lightning_genae.experiment.resolve import (
     resolve,
 )
 from lightning_genae.experiment.run_folder import check_output_folder, put_back_a_stopped_overwrite
-from lightning_genae.plugin_options import flag
+from lightning_genae.plugin_options import flag, typed_flag
 from lightning_genae.plugins import load_plugins
 
 if TYPE_CHECKING:
@@ -84,15 +84,14 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
         check_registered_options()
         parser = build_parser()
         args = command_line_values(parser, argv)
-        config_path = args.pop("config", None)
         print_config = args.pop("print_config", False)
-        checkpoint_to_evaluate = args.pop("evaluate", None)
-        folder_to_evaluate = args.pop("evaluate_folder", None)
-        summarize_root = args.pop("summarize", None)
-        seeds = args.pop("seeds", None)
-        grid_index = args.pop("grid_index", None)
+        # The options of modes and grids, which are no run's; None where not given.
+        modes = ("config", "evaluate", "evaluate_folder", "summarize", "seeds", "grid_index", "tune_seeds")
+        mode = {name: args.pop(name, None) for name in modes}
+        config_path, seeds, grid_index, tune_seeds = (
+            mode[n] for n in ("config", "seeds", "grid_index", "tune_seeds")
+        )
         train_sizes = args.pop("train_size", None)
-        tune_seeds = args.pop("tune_seeds", None)
         # Anything but printing the configuration writes a folder that holds what stdout would have shown.
         watch.note = not print_config
         args, file_values, candidates = _read_inputs(parser, args, config_path, tune_seeds)
@@ -103,35 +102,25 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
             # A list in the file (`train_size: [1000, full]`) is the grid --train-size 1000,full is; the
             # command line's --train-size replaces it.
             train_sizes = sizes_in_file
-        if checkpoint_to_evaluate is not None or folder_to_evaluate is not None:
-            not_evaluating = {
-                "print_config": print_config or None,
-                "seeds": seeds,
-                "grid_index": grid_index,
-                "tune_seeds": tune_seeds,
-                "train_size": train_sizes if train_sizes is not None and len(train_sizes) > 1 else None,
-            }
+        grid_options = [name for name in modes[4:] if mode[name] is not None]
+        not_read = grid_options + ["print_config"] * print_config
+        if mode["evaluate"] is not None or mode["evaluate_folder"] is not None:
+            several_sizes = ["train_size"] * (len(train_sizes or []) > 1)
             return _evaluate(
-                checkpoint_to_evaluate,
-                folder_to_evaluate,
+                mode["evaluate"],
+                mode["evaluate_folder"],
                 args,
                 file_values,
                 config_path,
                 train_sizes,
-                [name for name, value in not_evaluating.items() if value is not None],
+                not_read + several_sizes,
             )
-        if summarize_root is not None:
-            others = {
-                "config": config_path,
-                "seeds": seeds,
-                "grid_index": grid_index,
-                "train_size": train_sizes,
-                "tune_seeds": tune_seeds,
-            }
-            typed = [*args, *(name for name, value in others.items() if value is not None)]
-            return _summarize(Path(summarize_root), typed + ["print_config"] * print_config)
+        if mode["summarize"] is not None:
+            given = [*args, *not_read, *["config"] * bool(config_path), *["train_size"] * bool(train_sizes)]
+            return _summarize(Path(mode["summarize"]), given)
         augments = _augment_arms(args, file_values)
-        if _is_grid(augments, train_sizes, seeds, grid_index, tune_seeds):
+        # A list of augmentations or train sizes, tuning, or any grid option makes the command a grid.
+        if len(train_sizes or []) > 1 or len(augments or []) > 1 or grid_options:
             values = {**_without_options_of_what_the_command_line_replaced(file_values, args), **args}
             tuning = (candidates, tune_seeds) if tune_seeds is not None else None
             with continued_as_a_grid(sys.argv[1:] if argv is None else argv):
@@ -152,7 +141,14 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
         training = True
         run(resolved, resume=resume, explicit_resume=args.get("resume") is not None)
     except GenaeError as error:
-        print(f"error: {_error_line(error, training)}", file=sys.stderr)
+        # Before training every rank raises the same error, and rank 0's line is the one copy in the job log.
+        rank = global_rank()
+        line = (
+            error_text(error)
+            if training or rank == 0
+            else f"rank {rank}: stopped by the error rank 0 reports"
+        )
+        print(f"error: {line}", file=sys.stderr)
         return error.exit_code
     except RunInterrupted as stop:
         # Every rank stops; rank 0 alone carries the line to print.
@@ -191,26 +187,28 @@ def _evaluate(
     train_sizes: list[int | None] | None,
     not_evaluating: list[str],
 ) -> int:
-    """`--evaluate CKPT` or `--evaluate-folder DIR`; `not_evaluating`: options given that belong to other
-    modes, refused rather than left unread."""
+    """`--evaluate CKPT` or `--evaluate-folder DIR`; an option the mode does not read is refused, not left
+    unread (`not_evaluating`: those given of other modes)."""
     _quiet_lightning()
-    from lightning_genae.experiment.evaluate import evaluate_checkpoint, evaluate_folder
+    from lightning_genae.experiment.evaluate import (
+        EVALUATION_OPTIONS,
+        FOLDER_EVALUATION_OPTIONS,
+        evaluate_checkpoint,
+        evaluate_folder,
+    )
     from lightning_genae.experiment.stopping import stop_at_once_on_signal
 
-    if checkpoint is not None and folder is not None:
-        raise ConfigError("--evaluate and --evaluate-folder are separate modes; give one of them")
-    if not_evaluating:
-        mode = "--evaluate" if checkpoint is not None else "--evaluate-folder"
-        flags = ", ".join(flag(name) for name in not_evaluating)
-        raise ConfigError(
-            f"{mode} measures one {'checkpoint' if checkpoint is not None else 'folder'} and writes its "
-            f"eval.json; {flags} {agree(not_evaluating, 'belongs', 'belong')} to training runs and grids: "
-            f"drop {agree(not_evaluating, 'it', 'them')}"
-        )
     if train_sizes is not None:
         args["train_size"] = train_sizes[0]
-    if checkpoint is not None and config_path is not None:
-        raise ConfigError("--evaluate takes the run's own settings from the checkpoint; drop --config")
+    if checkpoint is not None:
+        # The checkpoint holds the run's own settings, so neither --config nor the folder mode applies.
+        not_evaluating += ["evaluate_folder"] * (folder is not None) + ["config"] * (config_path is not None)
+        unread = not_evaluating + sorted(set(args) - set(EVALUATION_OPTIONS))
+        why = "--evaluate takes the run's own settings from the checkpoint"
+    else:
+        unread = not_evaluating + sorted(set(args) - set(FOLDER_EVALUATION_OPTIONS))
+        why = f"--evaluate-folder reads only {', '.join(map(flag, FOLDER_EVALUATION_OPTIONS))}"
+    _refuse_unread(why, unread, args)
     # eval.json is written whole once the evaluation ends: a stopped one leaves none.
     with stop_at_once_on_signal("during the evaluation; no eval.json was written", "run the command again"):
         if checkpoint is not None:
@@ -221,29 +219,24 @@ def _evaluate(
     return 0
 
 
+def _refuse_unread(why: str, unread: list[str], typed: dict[str, Any] | None = None) -> None:
+    """Options a mode would leave unread are refused, each named as typed (`--no-test-split`)."""
+    if unread:
+        flags = ", ".join(
+            typed_flag(name, typed[name]) if name in (typed or {}) else flag(name) for name in unread
+        )
+        raise ConfigError(f"{why}; drop {flags}")
+
+
 def _summarize(root: Path, typed: list[str]) -> int:
     """`--summarize ROOT`: rebuild a grid's summary files; it reads no other option (`typed`, refused)."""
     from lightning_genae.experiment.ablation import describe_progress, summarize
 
-    if typed:
-        flags = ", ".join(flag(name) for name in typed)
-        raise ConfigError(f"--summarize reads only the grid's folder; drop {flags}")
+    _refuse_unread("--summarize reads only the grid's folder", typed)
     paths = summarize(root)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     print(describe_progress(root))
     return 0
-
-
-def _is_grid(
-    augments: list[str] | None,
-    train_sizes: list[int | None] | None,
-    seeds: list[int] | None,
-    grid_index: int | None,
-    tune_seeds: list[int] | None,
-) -> bool:
-    """A list of augmentations or train sizes, tuning, or any grid option makes the command a grid."""
-    is_grid = len(train_sizes or []) > 1 or len(augments or []) > 1 or tune_seeds is not None
-    return is_grid or seeds is not None or grid_index is not None
 
 
 def _put_back_the_run_of(checkpoint: str, output: str | None) -> None:
@@ -293,17 +286,7 @@ def _resolve_single_run(
         from lightning_genae.experiment.resume import check_resume_options
 
         check_resume_options(resume, base, {**file_values, **args})
-    try:
-        return resolve(merge({**base, **file_values}, args), named=named_options(args)), resume
-    except UnreadOptions as unread:
-        if resume is None:
-            raise
-        # The refusal's other fix, changing the option that leaves them unread, would make it another run.
-        flags = ", ".join(flag(name) for name in unread.names)
-        raise ConfigError(
-            f"--resume {resume.path}: the run does not read {flags}; drop "
-            f"{'it' if len(unread.names) == 1 else 'them'} to continue it"
-        ) from unread
+    return resolve(merge({**base, **file_values}, args), named=named_options(args)), resume
 
 
 def _without_options_of_what_the_command_line_replaced(
@@ -342,14 +325,6 @@ def _without_options_of_what_the_command_line_replaced(
             "replaced (its --model or --augment), which this run does not read or sets otherwise"
         )
     return {name: value for name, value in file_values.items() if name not in dropped}
-
-
-def _error_line(error: GenaeError, training: bool) -> str:
-    """The one line an error prints; before training, every rank raises the same error and rank 0's line is
-    the one copy in the job log."""
-    if not training and global_rank() != 0:
-        return f"rank {global_rank()}: stopped by the error rank 0 reports"
-    return error_text(error)
 
 
 def _quiet_lightning() -> None:

@@ -1,9 +1,6 @@
-"""The run configuration: what every run has, declared once with type, default, help and range.
-
-The CLI, `--config FILE.yaml`, `--print-config` and `config.yaml` all derive from `RunConfig` and the
-plug-ins' option classes (`plugin_options`, flat beside the others in YAML). `None` means "the default of
-whoever owns the option"; `resolve` fills it in once.
-"""
+"""The run configuration: what every run has, declared once with type, default, help and range; the CLI,
+`--config`, `--print-config` and `config.yaml` derive from it and the plug-ins' option classes (flat beside
+the others in YAML). `None` means "the default of whoever owns the option"; `resolve` fills it in once."""
 
 from __future__ import annotations
 
@@ -61,7 +58,6 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 class RunConfig(PluginOptions):
     """One training run, frozen; each value is checked against its declared range as it is made."""
 
-    # What to train on what.
     model: str = _opt("gan", "model family", group="what")
     data: str = _opt("digits", "dataset", group="what")
     augment: str = _opt("none", "data augmentation", group="what")
@@ -78,7 +74,6 @@ class RunConfig(PluginOptions):
         at_least=1,
     )
 
-    # Optimisation.
     batch_size: int = _opt(64, "global batch size, split across devices", group="training", at_least=1)
     max_steps: int | None = _opt(
         None,
@@ -94,7 +89,6 @@ class RunConfig(PluginOptions):
         0, "random seed (weights, noise, --train-size subset)", group="training", at_least=0, at_most=MAX_SEED
     )
 
-    # Hardware (all passed to the Lightning Trainer).
     precision: Precision = _opt(
         "32-true", "numeric precision, e.g. 32-true, 16-mixed, bf16-mixed", group="hardware"
     )
@@ -124,7 +118,6 @@ class RunConfig(PluginOptions):
         group="hardware",
     )
 
-    # Logging and outputs.
     logger: list[str] = _opt(
         lambda: ["csv"], "loggers, comma list: csv (always on), tensorboard, wandb", group="logging"
     )
@@ -371,20 +364,14 @@ def parse_devices(devices: str) -> int | str | list[int]:
     """`auto`, a count of at least 1, or a comma list of distinct device indices, as the Trainer takes."""
     if devices.strip() == "auto":
         return "auto"
-    items = [item.strip() for item in devices.split(",")]
     listed = "," in devices
-    fix = "give auto, a count such as 2, or device indices such as 0,1"
-    try:
-        numbers = [int(item) for item in items if item or not listed]
-    except ValueError:
-        numbers = []
-    if not numbers:
-        raise ConfigError(f"--devices {devices!r} is not a number or a list of numbers; {fix}")
-    if listed:
-        if any(number < 0 for number in numbers) or len(set(numbers)) != len(numbers):
-            raise ConfigError(f"--devices {devices}: device indices must be distinct and 0 or more; {fix}")
-    elif numbers[0] < 1:
-        raise ConfigError(f"--devices {devices}: a device count must be at least 1; {fix}")
+    items = [item.strip() for item in devices.split(",") if item.strip() or not listed]
+    numbers = [int(item) for item in items if item.lstrip("-").isdigit()]
+    distinct = len(set(numbers)) == len(numbers) == len(items) > 0
+    if not distinct or min(numbers) < (0 if listed else 1):
+        raise ConfigError(
+            f"--devices {devices} is not auto, a count of at least 1 or distinct device indices (such as 0,1)"
+        )
     return numbers if listed else numbers[0]
 
 

@@ -20,30 +20,26 @@ def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
     """One line instead of Lightning's summary table: parameters per network, device, precision, torch's
     CPU threads."""
 
-    def trainable(module: nn.Module) -> int:
-        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    def count(module: nn.Module, trained: bool, recurse: bool = True) -> int:
+        return sum(p.numel() for p in module.parameters(recurse=recurse) if p.requires_grad == trained)
 
-    networks = [(child, trainable(module)) for child, module in model.named_children()]
-    detail = ", ".join(f"{child} {format_count(count)}" for child, count in networks if count)
-
+    children = list(model.named_children())
+    detail = ", ".join(
+        f"{child} {format_count(n)}" for child, module in children if (n := count(module, True))
+    )
     # Parts that are not trained here (the ae-d augmenter inside the discriminator's augmentation, the
     # generator's EMA copy) are named, so "frozen" is never read as a network that does not learn.
-    def frozen(module: nn.Module) -> int:
-        return sum(p.numel() for p in module.parameters() if not p.requires_grad)
-
-    parts = [(child, frozen(module)) for child, module in model.named_children()]
-    named = ", ".join(f"{child} {format_count(count)}" for child, count in parts if count)
-    rest = sum(p.numel() for p in model.parameters(recurse=False) if not p.requires_grad)
-    if rest:
-        named += (", " if named else "") + f"other {format_count(rest)}"
-    if named:
+    frozen = [(child, count(module, False)) for child, module in children] + [
+        ("other", count(model, False, recurse=False))
+    ]
+    if named := ", ".join(f"{child} {format_count(n)}" for child, n in frozen if n):
         detail += f"; not trained by the optimizers: {named}"
     devices = trainer.num_devices * trainer.num_nodes
     device = trainer.strategy.root_device.type
     where = f"{devices} x {device}" if devices > 1 else device
     threads = torch.get_num_threads()
     return (
-        f"model: {name}, {format_count(trainable(model))} parameters"
+        f"model: {name}, {format_count(count(model, True))} parameters"
         + (f" ({detail})" if detail else "")
         + f", {where}, {trainer.precision}, {threads} CPU thread{'s' if threads != 1 else ''}"
     )

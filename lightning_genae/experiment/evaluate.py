@@ -35,10 +35,9 @@ from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_MODES, read_images
 from lightning_genae.errors import ConfigError, DataError, RunFolderRefused, agree
 from lightning_genae.experiment import trainer as run_setup
-from lightning_genae.experiment.config import RunConfig, merge
-from lightning_genae.experiment.input_files import refuse_a_scored_folder_among_the_data
+from lightning_genae.experiment.config import merge
+from lightning_genae.experiment.input_files import refuse_a_folder_among_the_data
 from lightning_genae.experiment.resolve import (
-    ResolvedRun,
     named_options,
     resolve,
 )
@@ -50,7 +49,6 @@ from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
 from lightning_genae.models.base import SOURCE_KEY
-from lightning_genae.plugin_options import flag, typed_flag
 from lightning_genae.progress import say
 from lightning_genae.run_files import CONFIG_FILE, started_run_files
 from lightning_genae.source import other_source_note
@@ -99,20 +97,16 @@ def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None
     """Where eval.json goes, checked first: never among another run's files (but `own_run`'s), never over a
     file an evaluation did not write, nor over an evaluation without --overwrite."""
     found = started_run_files(output)
-    if found and (own_run is None or output.resolve() != own_run.resolve()):
-        raise RunFolderRefused(
-            f"--output {output} holds a run ({', '.join(found[:2])}); give a folder of its own"
-        )
     path = output / EVAL_FILE
-    if path.exists() and not _holds_an_evaluation(path):
-        raise RunFolderRefused(
-            f"{path} is not an evaluation's {EVAL_FILE}; give --output DIR to write elsewhere"
-        )
-    if path.exists() and not overwrite:
-        raise RunFolderRefused(
-            f"{path} holds an earlier evaluation; give --overwrite to replace it, or --output DIR"
-        )
-    return path
+    if found and (own_run is None or output.resolve() != own_run.resolve()):
+        refusal = f"--output {output} holds a run ({', '.join(found[:2])}); give a folder of its own"
+    elif path.exists() and not _holds_an_evaluation(path):
+        refusal = f"{path} holds a file no evaluation wrote; give --output DIR"
+    elif path.exists() and not overwrite:
+        refusal = f"{path} holds an earlier evaluation; give --overwrite to replace it, or --output DIR"
+    else:
+        return path
+    raise RunFolderRefused(refusal)
 
 
 # Below this many images a side, a folder's scores get a word on their sample size.
@@ -167,11 +161,8 @@ def evaluate_selected_checkpoint(
     final_metrics: dict[str, float],
     test_split: bool = True,
 ) -> dict[str, Any] | None:
-    """The test metrics of the checkpoint `chosen` picked on validation, for summary.json (None: none chosen).
-
-    The same seeded evaluation as the final weights', unlogged (metrics.csv holds the final weights alone),
-    with the final weights put back afterwards; `final_metrics` where the best is the final step.
-    """
+    """The test metrics of the checkpoint `chosen` picked on validation, for summary.json (None: none
+    chosen): the final weights' seeded evaluation, unlogged, with the final weights put back afterwards."""
     monitor = chosen.monitor
     if monitor is None:
         return None
@@ -208,15 +199,11 @@ def evaluate_selected_checkpoint(
 
 
 def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Re-run the final validation and test evaluation of a saved run; writes eval.json."""
+    """Re-run the final validation and test evaluation of a saved run; writes eval.json. `options`: those of
+    EVALUATION_OPTIONS typed (the command line refuses others)."""
     checkpoint = RunCheckpoint.load(checkpoint_path, "--evaluate")
     stored = checkpoint.stored_config("--evaluate")
-    unused = sorted(set(options) - set(EVALUATION_OPTIONS))
-    if unused:
-        flags = ", ".join(typed_flag(name, options[name]) for name in unused)
-        raise ConfigError(f"--evaluate takes the run's own settings from the checkpoint; drop {flags}")
-    typed = {key: value for key, value in options.items() if key in EVALUATION_OPTIONS}
-    resolved = resolve(merge(stored, typed), named=named_options(typed))
+    resolved = resolve(merge(stored, options), named=named_options(options))
     config = resolved.config
     output = Path(options["output"]) if options.get("output") else checkpoint.run_folder
     eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)
@@ -243,12 +230,9 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     checkpoint.check_trained_on(datamodule, "--evaluate")
     metrics_callback = api.generative_metrics(model, datamodule, callback_settings(config))
     representation = [RepresentationMetrics(seed=config.seed), DiscriminatorOverfitting(seed=config.seed)]
-    trainer.callbacks += [SeededEvaluation(config.seed), *applicable(representation, model, datamodule)]
-    if metrics_callback is not None:
-        trainer.callbacks.append(metrics_callback)
     series_callback = sequence_metrics(model, datamodule, callback_settings(config))
-    if series_callback is not None:
-        trainer.callbacks.append(series_callback)
+    trainer.callbacks += [SeededEvaluation(config.seed), *applicable(representation, model, datamodule)]
+    trainer.callbacks += [c for c in (metrics_callback, series_callback) if c is not None]
     if not config.test_split:
         say(
             "the run is kept off the test split (--no-test-split, a tuning run's setting): evaluated on the "
@@ -285,54 +269,27 @@ GREYSCALE_MODES = WIDE_GREY_MODES | {"L", "1"}
 
 
 def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -> None:
-    """One line where the folder's images are not the dataset's size or colour (read as its test images are),
-    or are transparent (laid over black)."""
+    """One line where the folder's images are not of the dataset's size or colour, or are transparent: each
+    is read as its test images are (the centred square resized, the colours converted, laid over black)."""
     from PIL import Image
 
     channels, size, _ = datamodule.image_shape
     mode = "L" if channels == 1 else "RGB"
-    other_size = other_mode = transparent = 0
+    other = 0
     for path in paths:
         try:
             with Image.open(path) as image:
-                other_size += image.size != (size, size)
-                other_mode += image.mode != mode and not (channels == 1 and image.mode in GREYSCALE_MODES)
-                transparent += image.mode in TRANSPARENT_MODES or "transparency" in image.info
+                colour = image.mode != mode and not (channels == 1 and image.mode in GREYSCALE_MODES)
+                transparent = image.mode in TRANSPARENT_MODES or "transparency" in image.info
+                other += image.size != (size, size) or colour or transparent
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue  # read_images names the file that cannot be read
-    if other_size or other_mode:
-        parts = [
-            f"{count} of {len(paths)} are not {what}"
-            for count, what in (
-                (other_size, f"{size}x{size}"),
-                (other_mode, "greyscale" if channels == 1 else "RGB"),
-            )
-            if count
-        ]
-        shape = f"{channels}x{size}x{size}"
+    if other:
         say(
-            f"--evaluate-folder: {'; '.join(parts)} (the test images of {datamodule.name} are {shape}): "
-            "each is read as one of them, the centred square resized and the colours converted"
+            f"--evaluate-folder: {other} of {len(paths)} are not opaque {channels}x{size}x{size} images as "
+            f"the test images of {datamodule.name} are: each is read as one of them, the centred square "
+            "resized, the colours converted, laid over black"
         )
-    if transparent:
-        say(
-            f"--evaluate-folder: {transparent} of {len(paths)} have an alpha channel or a transparent "
-            "colour: each is laid over black, the datasets' background (opaque pixels are unchanged)"
-        )
-
-
-def _resolve_folder_evaluation(merged: RunConfig, chosen: str | None) -> ResolvedRun:
-    """The folder evaluation's settings, checked: image data."""
-    if merged.data in DATASETS and DATASETS[merged.data].data_kind != "image":
-        images = ", ".join(name for name, spec in DATASETS.items() if spec.data_kind == "image")
-        raise ConfigError(
-            f"--evaluate-folder scores images, and --data {merged.data} is {DATASETS[merged.data].data_kind} "
-            f"data; give the image dataset the folder's images imitate ({images})"
-        )
-    if chosen is None and merged.inception_weights is not None:
-        # Every backbone is scored, Inception with the weights given: resolve checks them as its own.
-        merged = replace(merged, backbone="inception")
-    return resolve(merged)
 
 
 def evaluate_folder(
@@ -340,11 +297,6 @@ def evaluate_folder(
 ) -> dict[str, Any]:
     """Score a folder of generated images against a dataset's test split with every available backbone (or
     the one typed); of a `--config` file's `file_values` only the ones read here are taken."""
-    unused = sorted(set(options) - set(FOLDER_EVALUATION_OPTIONS))
-    if unused:
-        flags = ", ".join(typed_flag(name, options[name]) for name in unused)
-        read = ", ".join(flag(name) for name in FOLDER_EVALUATION_OPTIONS)
-        raise ConfigError(f"--evaluate-folder reads only {read}; drop {flags}")
     if "output" not in options:
         raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
     chosen = options.get("backbone")
@@ -353,9 +305,19 @@ def evaluate_folder(
         for key, value in (file_values or {}).items()
         if key in FOLDER_EVALUATION_OPTIONS and key != "backbone"
     }
-    resolved = _resolve_folder_evaluation(merge(read, options), chosen)
+    merged = merge(read, options)
+    kind = DATASETS[merged.data].data_kind if merged.data in DATASETS else "image"
+    if kind != "image":
+        raise ConfigError(
+            f"--evaluate-folder scores images, and --data {merged.data} is {kind} data; give the image "
+            "dataset the folder's images imitate"
+        )
+    if chosen is None and merged.inception_weights is not None:
+        # Every backbone is scored, Inception with the weights given: resolve checks them as its own.
+        merged = replace(merged, backbone="inception")
+    resolved = resolve(merged)
     config = resolved.config
-    refuse_a_scored_folder_among_the_data(config, folder)
+    refuse_a_folder_among_the_data(config, folder, scored=True)
     paths = scan_folder(Path(folder)).paths
     eval_file = claim_eval_output(Path(options["output"]), config.overwrite)
     datamodule = resolved.build_datamodule()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.config import NO_BACKBONE, RunConfig, merge, print_configuration
-from lightning_genae.experiment.input_files import refuse_a_run_folder_among_the_data
+from lightning_genae.experiment.input_files import refuse_a_folder_among_the_data
 from lightning_genae.experiment.program import command_prefix
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
@@ -80,7 +80,7 @@ def run_grid_command(
         print_configuration(_grid_configs(plan, tuning, grid_index))
         return 0
     _refuse_cells_that_would_launch_processes(shared, grid_index)
-    refuse_a_run_folder_among_the_data(first.config, plan.root)
+    refuse_a_folder_among_the_data(first.config, plan.root)
     check_grid_root(plan.root)
     from lightning_genae.progress import quiet_lightning
 

@@ -36,12 +36,9 @@ WANDB_HOST = "api.wandb.ai"
 
 
 class RunFolderCSVLogger(Logger):
-    """`<run>/metrics.csv` with no version sub-folders; a resumed run continues the same file.
-
-    Not Lightning's `CSVLogger`, which deletes an existing metrics.csv and heads it with this session's keys
-    only. Rows are appended by `save()` (after every logging step), under a header that is the union of
-    every key logged.
-    """
+    """`<run>/metrics.csv` with no version sub-folders, which a resumed run continues (Lightning's `CSVLogger`
+    deletes it and heads it with one session's keys); rows are appended by `save()` under a header that is
+    the union of every key logged."""
 
     def __init__(
         self, run_dir: str | Path, resume_step: int | None = None, evaluates_again: bool = False
@@ -312,7 +309,8 @@ def build_loggers(
             # Resuming a run folder continues its W&B run rather than starting a second one.
             id=_stable_wandb_id(run_dir),
             resume="allow",
-            settings=_quiet_wandb_settings(offline),
+            # Offline `silent` (what wandb prints repeats our line); online `quiet` keeps its URL and errors.
+            settings={"silent": True} if offline else {"quiet": True},
         )
         _drop_retired_anonymous_setting(wandb_logger)
         # Lightning sets WANDB_MODE=dryrun for an offline run and leaves it; finish_loggers puts it back.
@@ -328,11 +326,8 @@ def build_loggers(
 def finish_loggers(
     loggers: Sequence[Logger], final_metrics: dict[str, float], selected: dict[str, Any] | None = None
 ) -> None:
-    """Close W&B runs with the final metrics in their summary, so the next run in-process starts fresh.
-
-    `selected`: the checkpoint chosen on validation, whose test metrics go into the W&B summary (not its
-    history) as `selected/test/...`, beside the final weights' `test/...`.
-    """
+    """Close W&B runs with the final metrics in their summary (and the test metrics of the checkpoint
+    `selected` on validation as `selected/test/...`), so the next run in-process starts fresh."""
     chosen = {}
     if selected is not None and "test_metrics" in selected:
         chosen = {f"selected/{name}": value for name, value in selected["test_metrics"].items()}
@@ -353,12 +348,6 @@ def finish_loggers(
                     os.environ.pop("WANDB_MODE", None)
                 else:
                     os.environ["WANDB_MODE"] = logger.genae_wandb_mode
-
-
-def _quiet_wandb_settings(offline: bool) -> dict[str, bool]:
-    """Per-run wandb.init settings: offline, `silent` (all it prints repeats our one line); online, `quiet`,
-    which keeps the run's URL, warnings and errors."""
-    return {"silent": True} if offline else {"quiet": True}
 
 
 def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:

@@ -1,6 +1,5 @@
-"""The command line's checks of registered plug-ins' options: every option is one flag of run.py (and of the
-feature-classifier command for a dataset's), and one a family shares with another family must have its type.
-The library registers plug-ins without them (its callers pass keywords)."""
+"""The command line's checks of registered plug-ins' options: every option is one flag of run.py, and one a
+family shares with another family must have its type. The library registers plug-ins without them."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ from typing import Any
 
 from lightning_genae.augmentation import AUGMENTATIONS, BUILT_IN_AUGMENTATIONS
 from lightning_genae.datamodules import DATASETS
-from lightning_genae.datamodules.options import CLASSIFIER_COMMAND_OPTIONS
 from lightning_genae.errors import ConfigError
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import PluginOptions
@@ -29,15 +27,6 @@ def check_registered_options() -> None:
         for name, spec in registry.items():
             if _is_plugin(name, spec):
                 _check_option_names(kind, name, spec.options)
-    for name, spec in DATASETS.items():
-        if not _is_plugin(name, spec):
-            continue
-        for option in spec.options.types():
-            if option in CLASSIFIER_COMMAND_OPTIONS:
-                raise ConfigError(
-                    f"dataset {name!r}: option {option} is a flag of the feature-classifier command; "
-                    "rename it"
-                )
     declared = {name: spec.options.types() for name, spec in MODELS.items()}
     for name, kinds in declared.items():
         if not _is_plugin(name, MODELS[name]):

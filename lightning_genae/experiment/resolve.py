@@ -1,12 +1,10 @@
-"""`resolve(config) -> ResolvedRun`: every option checked against its owner and every default filled, once.
-
-Its result is what a run, `--evaluate`, a grid cell and `--print-config` use and `config.yaml` records;
-resolving it again gives it back.
-"""
+"""`resolve(config) -> ResolvedRun`: every option checked against its owner and every default filled, once;
+a run, `--evaluate`, a grid cell and `--print-config` use its result, and resolving it again gives it back."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +31,7 @@ from lightning_genae.experiment.config import (
     device_count,
     flag,
 )
-from lightning_genae.experiment.input_files import check_classifier_weights, check_inception_weights
+from lightning_genae.experiment.input_files import check_weights_files
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
 from lightning_genae.plugin_options import AUTO, PluginOptions, did_you_mean
 
@@ -91,20 +89,16 @@ class ResolvedRun:
             extra["discriminator_augmentation"] = discriminator_augmentation
         if adaptive_strength is not None:
             extra["adaptive_strength"] = adaptive_strength
-        try:
+        with refusing_what_does_not_fit(f"--model {self.config.model}", self.options.to_dict()):
             return self.model.module(data_shape, **extra, **self.options.to_dict())
-        except (torch.OutOfMemoryError, RuntimeError) as error:
-            raise memory_refusal(error, f"--model {self.config.model}", self.options.to_dict()) from None
 
     def attach_augmentation(self, datamodule: InMemoryDataModule, **arguments: Any) -> Attached:
         """`attach.attach_augmentation` of this run's plan; one too large for memory is one line."""
         # Imported here: it imports Lightning, which `--help` and a configuration error never need.
         from lightning_genae.experiment.attach import attach_augmentation
 
-        try:
+        with refusing_what_does_not_fit(f"--augment {self.config.augment}", self.augment.options):
             return attach_augmentation(self.augment, datamodule, **arguments)
-        except (torch.OutOfMemoryError, RuntimeError) as error:
-            raise memory_refusal(error, f"--augment {self.config.augment}", self.augment.options) from None
 
     def check_batch_for(self, model: nn.Module, world_size: int) -> None:
         """Batch norm in training needs two items per device to normalise over, and so does a loss that
@@ -141,18 +135,14 @@ def _family_options(config: RunConfig, model: ModelSpec, named: Collection[str] 
     others = set(augmentation_options()) | set(dataset_options())
     given = {name: value for name, value in config.plugin_options.items() if name not in others}
     # A stored None is an option left to its owner's default: no plug-in is needed for it.
-    unknown = sorted(name for name in set(given) - model_option_names() if given[name] is not None)
-    if unknown:
-        raise ConfigError(
-            f"unknown {agree(unknown, 'option', 'options')} {', '.join(unknown)}; "
-            f"valid options are listed by --help {PLUGIN_HINT}"
-        )
     foreign = sorted(name for name in set(given) - own if given[name] is not None)
     if foreign:
+        # An option no registered family declares may be a plug-in's that is not loaded.
+        hint = f" {PLUGIN_HINT}" if set(foreign) - model_option_names() else ""
         raise ConfigError(
             f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --model "
             f"{config.model}; drop {agree(foreign, 'it', 'them')} or pick a model that takes "
-            f"{agree(foreign, 'it', 'them')}"
+            f"{agree(foreign, 'it', 'them')}{hint}"
         )
     return model.options.parse(
         {name: value for name, value in given.items() if name in own and value is not None}, given=named
@@ -165,41 +155,6 @@ def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(name for name, value in command_line.items() if value is not False)
 
 
-def _check_data_kind(config: RunConfig, model: ModelSpec) -> None:
-    """The model must fit the kind of data (images, series); the augmentation is judged with its plan."""
-    kind = DATASETS[config.data].data_kind
-    same_kind = [name for name, spec in DATASETS.items() if spec.data_kind == model.data_kind]
-    if model.data_kind != kind:
-        fitting = [name for name, spec in MODELS.items() if spec.data_kind == kind]
-        raise ConfigError(
-            f"--model {config.model} models {model.data_kind} data and --data {config.data} is "
-            f"{kind} data; use --data {' or '.join(same_kind)}, or --model {' or '.join(fitting)}"
-        )
-
-
-def _refuse_a_likelihood_of_grey_pixels(config: RunConfig, options: FamilyOptions) -> None:
-    """`--nll-samples` on grey levels: a Bernoulli decoder's score of pixels between 0 and 1 is no
-    likelihood, and would sit beside the literature's binarized-MNIST figures without being one."""
-    if not getattr(options, "nll_samples", 0) or DATASETS[config.data].binary_pixels:
-        return
-    binary = [name for name, spec in DATASETS.items() if spec.binary_pixels]
-    raise ConfigError(
-        f"--nll-samples estimates the likelihood of binary pixels, and --data {config.data} has grey levels, "
-        f"where a Bernoulli decoder's score is no likelihood; use --data {' or '.join(binary)}, or drop "
-        "--nll-samples"
-    )
-
-
-def _refuse_series_backbone(config: RunConfig) -> None:
-    """Series are scored in their own classifier's features (where the dataset ships one), or not at all."""
-    kind = DATASETS[config.data].data_kind
-    if kind != "image" and config.backbone == "inception":
-        raise ConfigError(
-            f"--backbone inception scores images, and --data {config.data} is {kind} data; drop --backbone "
-            "(or --backbone none to leave out the feature metrics of a dataset with a series classifier)"
-        )
-
-
 def refuse_named_but_unread(resolved: ResolvedRun, named: Collection[str]) -> None:
     """What `resolve(..., named=named)` refuses of the options typed now, for a run resolved without them (a
     grid's cells): a dataset option its other settings leave unread."""
@@ -207,39 +162,22 @@ def refuse_named_but_unread(resolved: ResolvedRun, named: Collection[str]) -> No
     parse_dataset_options(config.data, config.given_plugin_options(dataset_options()), named=named)
 
 
-def _refuse_feature_options_without_metrics(
-    config: RunConfig, model: ModelSpec, named: Collection[str]
-) -> None:
-    """A family that does not generate computes no image metric: a backbone asked for, or its weights, would
-    be recorded as the run's without ever being read. (`--eval-samples`, which scripts give every family of
-    a comparison alike, is left unread.)"""
-    if model.generates:
-        return
-    typed_backbone = "backbone" in named and config.backbone != NO_BACKBONE
-    given = [f"--backbone {config.backbone}"] * typed_backbone + [
-        flag(name) for name in ("classifier_weights", "inception_weights") if getattr(config, name)
-    ]
-    if given:
-        flags = " and ".join(option.split()[0] for option in given)
-        raise ConfigError(
-            f"{' and '.join(given)} {agree(given, 'gives', 'give')} the generative image metrics' features, "
-            f"and --model {config.model} does not generate (it is scored by its reconstructions); "
-            f"drop {flags}"
+@contextmanager
+def refusing_what_does_not_fit(what: str, options: Mapping[str, Any]) -> Iterator[None]:
+    """Within: `what` (with `options`) failing to allocate its tensors is one line naming its sizes."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not isinstance(error, torch.OutOfMemoryError) and "allocate" not in str(error):
+            raise
+        sizes = ", ".join(
+            f"{flag(name)} {value}"
+            for name, value in options.items()
+            if isinstance(value, int) and not isinstance(value, bool)
         )
-
-
-def memory_refusal(error: RuntimeError, what: str, options: Mapping[str, Any]) -> ConfigError:
-    """The one line for `what` (with `options`) failing to allocate its tensors; any other error as it was."""
-    if not isinstance(error, torch.OutOfMemoryError) and "allocate" not in str(error):
-        raise error
-    sizes = ", ".join(
-        f"{flag(name)} {value}"
-        for name, value in options.items()
-        if isinstance(value, int) and not isinstance(value, bool)
-    )
-    return ConfigError(
-        f"{what} with {sizes} does not fit in memory ({describe_error(error)}); lower the largest of them"
-    )
+        raise ConfigError(
+            f"{what} with {sizes} does not fit in memory ({describe_error(error)}); lower the largest of them"
+        ) from None
 
 
 def resolve(
@@ -248,36 +186,64 @@ def resolve(
     """Check `config` against the registries and fill every default; raises ConfigError with the fix.
     `drop_unused_augment_options`: a grid cell's, which need not read every augmentation option; `named`:
     the options the command line names (`named_options`)."""
-    if config.model not in MODELS:
-        raise ConfigError(
-            f"--model {config.model!r} is unknown{did_you_mean(config.model, MODELS)}; choose from "
-            f"{', '.join(MODELS)} {PLUGIN_HINT}"
-        )
-    if config.data not in DATASETS:
-        raise ConfigError(
-            f"--data {config.data!r} is unknown{did_you_mean(config.data, DATASETS)}; choose from "
-            f"{', '.join(DATASETS)} {PLUGIN_HINT}"
-        )
-    unknown_loggers = [name for name in config.logger if name not in LOGGER_CHOICES]
-    if unknown_loggers:
-        hint = "".join(did_you_mean(name, LOGGER_CHOICES) for name in unknown_loggers)
-        raise ConfigError(
-            f"--logger {', '.join(unknown_loggers)} is unknown{hint}; choose from {', '.join(LOGGER_CHOICES)}"
-        )
-    model = MODELS[config.model]
-    _refuse_feature_options_without_metrics(config, model, named)
-    check_inception_weights(config)
-    _check_data_kind(config, model)
+    for option, names, known in (
+        ("model", [config.model], MODELS),
+        ("data", [config.data], DATASETS),
+        ("logger", config.logger, LOGGER_CHOICES),
+    ):
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            shown = ", ".join(unknown) if option == "logger" else repr(unknown[0])
+            hint = "".join(did_you_mean(name, known) for name in unknown)
+            plugins = "" if option == "logger" else f" {PLUGIN_HINT}"
+            raise ConfigError(f"--{option} {shown} is unknown{hint}; choose from {', '.join(known)}{plugins}")
+    model, data = MODELS[config.model], DATASETS[config.data]
+    check_weights_files(config)
     plan = resolve_augment_plan(
-        config,
-        model.image_discriminator,
-        drop_unused=drop_unused_augment_options,
-        data_kind=DATASETS[config.data].data_kind,
+        config, model.image_discriminator, drop_unused=drop_unused_augment_options, data_kind=data.data_kind
     )
-    _refuse_series_backbone(config)
-    check_classifier_weights(config)
     options = _family_options(config, model, named)
-    _refuse_a_likelihood_of_grey_pixels(config, options)
+
+    def names(registry: Mapping[str, Any], attribute: str, value: Any = True) -> str:
+        return " or ".join(name for name, spec in registry.items() if getattr(spec, attribute) == value)
+
+    # A family that does not generate computes no image metric: a backbone asked for, or its weights, would
+    # be recorded as the run's without ever being read (--eval-samples, given to every family alike, is not).
+    features = [f"--backbone {config.backbone}"] * (
+        "backbone" in named and config.backbone != NO_BACKBONE
+    ) + [flag(name) for name in ("classifier_weights", "inception_weights") if getattr(config, name)]
+    refusals = [
+        (
+            model.data_kind != data.data_kind,
+            f"--model {config.model} models {model.data_kind} data and --data {config.data} is "
+            f"{data.data_kind} data; use --data {names(DATASETS, 'data_kind', model.data_kind)}, or --model "
+            + names(MODELS, "data_kind", data.data_kind),
+        ),
+        (
+            features and not model.generates,
+            f"{' and '.join(features)} {agree(features, 'gives', 'give')} the generative image metrics' "
+            f"features, and --model {config.model} does not generate (it is scored by its reconstructions); "
+            f"drop {' and '.join(option.split()[0] for option in features)}",
+        ),
+        # Series are scored in their own classifier's features (where the dataset ships one), or not at all.
+        (
+            data.data_kind != "image" and config.backbone == "inception",
+            f"--backbone inception scores images, and --data {config.data} is {data.data_kind} data; drop "
+            "--backbone (or --backbone none to leave out the feature metrics of a dataset with a series "
+            "classifier)",
+        ),
+        # A Bernoulli decoder's score of grey levels is no likelihood, and would sit beside the literature's
+        # binarized-MNIST figures without being one.
+        (
+            getattr(options, "nll_samples", 0) and not data.binary_pixels,
+            f"--nll-samples estimates the likelihood of binary pixels, and --data {config.data} has grey "
+            f"levels, where a Bernoulli decoder's score is no likelihood; use --data "
+            f"{names(DATASETS, 'binary_pixels')}, or drop --nll-samples",
+        ),
+    ]
+    for refused, message in refusals:
+        if refused:
+            raise ConfigError(message)
     data_options = parse_dataset_options(
         config.data, config.given_plugin_options(dataset_options()), named=named
     )

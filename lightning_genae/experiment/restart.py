@@ -19,14 +19,10 @@ from lightning_genae.run_files import CLUSTER_JOB_KEY, last_checkpoint
 def checkpoint_of_restarted_job(
     job: ClusterJob, values: RunConfig, as_a_fresh_run: Callable[[], RunConfig]
 ) -> RunCheckpoint | None:
-    """The checkpoint a requeued SLURM job (or a restarted torchrun job) continues from, or None.
-
-    A restarted job runs its command again, without `--resume`, and continues from `last.ckpt` in its run
-    folder: the job's own default folder (named after the job), or `--output` on a restart where the
-    checkpoint names this job (`CLUSTER_JOB_KEY`); another job's checkpoint is not continued. One that names
-    no job is continued, or under `--overwrite` replaced where it holds another run's options than the
-    command's (`as_a_fresh_run`), and refused in one line where the job cannot tell whose it is.
-    """
+    """The last.ckpt a requeued SLURM job (or restarted torchrun job) continues from, in its default folder
+    (named after the job) or in `--output` where the checkpoint names this job; another job's is not
+    continued. One that names no job is continued, or under `--overwrite` replaced where it holds another
+    run's options (`as_a_fresh_run`), and refused where the job cannot tell whose it is."""
     if values.output:
         if job.restart_count == 0:
             return None

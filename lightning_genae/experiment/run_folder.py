@@ -1,9 +1,5 @@
-"""A run folder belongs to one run: who may write into `--output`, and undoing a start that failed
-before training.
-
-A folder that holds a run is only written into by `--resume` or `--overwrite` (overwrite.py), under the
-folder's lock (run_lock.py); a run that fails before its first training step leaves the folder as it found it.
-"""
+"""A run folder belongs to one run: only `--resume` or `--overwrite` (overwrite.py) write into one that holds
+a run, under its lock (run_lock.py), and a start that fails before training leaves it as it found it."""
 
 from __future__ import annotations
 
@@ -49,11 +45,10 @@ def check_output_folder(path: Path) -> None:
     """Refuse an --output that cannot become a writable folder (a file, under a file, read-only) or is a
     filesystem's root, which no run owns, before any work; a full disk is met by the first write."""
     resolved = path.expanduser().resolve()
-    if resolved == Path(resolved.anchor):
-        raise ConfigError(f"--output {path} is the filesystem's root; give a folder of the run's own")
     existing = next(folder for folder in [path, *path.parents] if folder.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output {path}: {existing} is not a writable folder")
+    writable = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+    if resolved == Path(resolved.anchor) or not writable:
+        raise ConfigError(f"--output {path}: {existing} is not a writable folder a run may own (nor a root)")
 
 
 def another_run(path: Path, files: list[str], fixes: list[str]) -> RunFolderRefused:
@@ -70,37 +65,16 @@ def refuse_another_run(path: Path, files: list[str], fixes: list[str]) -> NoRetu
 
 
 def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
-    """Refuse `--output path` whose files of a run's names no run wrote, even with --overwrite, which would
-    remove a user's config.yaml or metrics.csv."""
-    if not files or _written_by_a_run(path, files):
-        return
-    named = _config_header_names(path)
-    if named is None:
-        why = f"no checkpoint of a run, and its {CONFIG_FILE} does not begin with {CONFIG_HEADER!r}"
-    else:
-        why = (
-            f"no checkpoint of a run, and its {CONFIG_FILE} is {named}'s (a copy, or a run moved to a folder "
-            "of another name before its first checkpoint: remove its files if so)"
+    """Refuse `--output path` that holds files of a run's names (`files`, a started run's; else eval.json,
+    images/...) that no run wrote there: a run would overwrite them and `--overwrite` remove them."""
+    named = files if files else files_named_as_a_runs(path)
+    if named and not (files and _written_by_a_run(path, files)):
+        raise RunFolderRefused(
+            f"--output {path} holds {', '.join(named[:5])}{' and more' * (len(named) > 5)}, named as a run's "
+            f"files but which no run wrote here (no checkpoint of a run, and no {CONFIG_FILE} a run wrote in "
+            "this folder): a run would overwrite them and --overwrite would remove them; move them away or "
+            "pick another --output"
         )
-    raise RunFolderRefused(
-        f"--output {path} holds {', '.join(files)}, which no run wrote here ({why}); pick another --output "
-        "(--overwrite never removes them)"
-    )
-
-
-def refuse_run_names_without_a_run(path: Path) -> None:
-    """Refuse `--output path` that holds no run but files of the names a run writes (eval.json, images/...),
-    which the run would overwrite and a later `--overwrite` remove."""
-    named = files_named_as_a_runs(path)
-    if not named:
-        return
-    more = len(named) - 5
-    shown = ", ".join(named[:5]) + (f" and {more} more" if more > 0 else "")
-    raise RunFolderRefused(
-        f"--output {path} holds {shown}, named as a run's files but with no run here (no {CONFIG_FILE} or "
-        "checkpoint), so a run would overwrite them and --overwrite would remove them; move them away or "
-        "pick another --output"
-    )
 
 
 def _written_by_a_run(path: Path, files: list[str]) -> bool:
@@ -252,12 +226,9 @@ class ClaimedRunFolder:
             put_back_a_stopped_overwrite(path)
             cls._holds_a_run_to_replace(path, resuming_from, overwrite, locked=False)
         made = _make_folder(path)
+        lock = None
         try:
             lock = RunFolderLock.acquire(path)
-        except BaseException:
-            _remove_empty(made)  # refused, or interrupted: a folder made for this run is not left behind
-            raise
-        try:
             finish_a_stopped_overwrite(path)
             # Again under the lock: a run or a grid that started meanwhile has written its files by now.
             replaced = cls._holds_a_run_to_replace(path, resuming_from, overwrite, locked=True)
@@ -265,8 +236,9 @@ class ClaimedRunFolder:
             # model) stops the run before it trains, and the run replaced must then still be there.
             set_aside = SetAside.take(path) if replaced else None
         except BaseException:
-            lock.release()
-            _remove_empty(made)
+            if lock is not None:
+                lock.release()
+            _remove_empty(made)  # refused, or interrupted: a folder made for this run is not left behind
             raise
         config_file = path / CONFIG_FILE
         return cls(
@@ -293,7 +265,6 @@ class ClaimedRunFolder:
         files = started_run_files(path)
         refuse_files_no_run_wrote(path, files)
         if not files:
-            refuse_run_names_without_a_run(path)
             return False
         if resuming_from is not None and resuming_from.resolve() == path.resolve():
             return False

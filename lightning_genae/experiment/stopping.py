@@ -20,9 +20,10 @@ from lightning_genae.experiment.program import command_prefix, resume_command
 
 
 @contextmanager
-def _stopping_on_signals(interrupt: Callable[[int], None]) -> Iterator[None]:
-    """Within: a stop signal gives Python's handlers back, then calls `interrupt(signum)`, which raises.
-    Signal handlers belong to the main thread: a run in another thread keeps Python's own."""
+def _stopping_on_signals(stop: Callable[[], tuple[str, str] | None]) -> Iterator[None]:
+    """Within: a stop signal gives Python's handlers back, then ends with 128 + the signal and the line
+    "stopped by SIGINT {when}; {advice}" of `stop()`, or (None) does what Python's handler does. Signal
+    handlers belong to the main thread: a run in another thread keeps Python's own."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -33,7 +34,10 @@ def _stopping_on_signals(interrupt: Callable[[int], None]) -> Iterator[None]:
 
     def handle(signum: int, frame: FrameType | None) -> None:
         restore()
-        interrupt(signum)
+        if (said := stop()) is None:
+            signal.raise_signal(signum)
+            return
+        raise interrupted_by(signum, f"stopped by {signal.Signals(signum).name} {said[0]}", said[1])
 
     previous = {stop_signal: signal.signal(stop_signal, handle) for stop_signal in STOP_SIGNALS}
     try:
@@ -50,36 +54,24 @@ def stop_outside_training(
     training the folder is put back first (`undo`), after it `--resume last` continues. `progress` says how
     far the run is (`started`: a training batch ran; `finished`: summary.json is written)."""
 
-    def interrupt(signum: int) -> None:
-        if progress.finished:
-            signal.raise_signal(signum)  # the run is done: what the signal does is Python's again
-            return
-        name = signal.Signals(signum).name
+    def stop() -> tuple[str, str] | None:
         resume = f"continue with: {resume_command(run_dir)}"
+        if progress.finished:
+            return None  # the run is done: what the signal does is Python's again
         if progress.started:
-            raise interrupted_by(
-                signum, f"stopped by {name} after training, before the final evaluation", resume
-            )
+            return "after training, before the final evaluation", resume
         undo()  # before a requeue can end this process
         if resuming:
-            raise interrupted_by(signum, f"stopped by {name} before training resumed", resume)
-        raise interrupted_by(
-            signum,
-            f"stopped by {name} before training started; nothing of the run was kept",
-            "start it again",
-        )
+            return "before training resumed", resume
+        return "before training started; nothing of the run was kept", "start it again"
 
-    return _stopping_on_signals(interrupt)
+    return _stopping_on_signals(stop)
 
 
 def stop_at_once_on_signal(where: str, advice: str) -> AbstractContextManager[None]:
     """SIGINT, SIGTERM or SIGUSR1 stop what runs inside at once, with 128 + the signal and one line: "stopped
     by SIGINT {where}; {advice}" (inside a Trainer call, Lightning would turn Ctrl-C into exit 1)."""
-
-    def interrupt(signum: int) -> None:
-        raise interrupted_by(signum, f"stopped by {signal.Signals(signum).name} {where}", advice)
-
-    return _stopping_on_signals(interrupt)
+    return _stopping_on_signals(lambda: (where, advice))
 
 
 def stop_during_final_evaluation(run_dir: Path) -> AbstractContextManager[None]:

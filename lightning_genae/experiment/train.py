@@ -31,7 +31,7 @@ from lightning_genae.errors import GenaeError
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.console import describe_model, describe_training
 from lightning_genae.experiment.evaluate import evaluate_selected_checkpoint, final_evaluation
-from lightning_genae.experiment.input_files import refuse_a_run_folder_among_the_data
+from lightning_genae.experiment.input_files import refuse_a_folder_among_the_data
 from lightning_genae.experiment.loggers import build_loggers, finish_loggers, logged_values
 from lightning_genae.experiment.program import command_prefix
 from lightning_genae.experiment.resolve import ResolvedRun
@@ -144,12 +144,9 @@ def run(
     brief: bool = False,
     replacing: str = "--overwrite",
 ) -> dict[str, Any]:
-    """Train (or resume) one run and write its folder; returns the summary written to summary.json.
-
-    Rank 0 claims the folder first; a failure before the first training step puts it back as it was.
-    `explicit_resume` (`--resume`) refuses a checkpoint with nothing left to train; `brief` ends with one
-    line instead of the metrics table; `replacing`: why --overwrite removes the folder's earlier run.
-    """
+    """Train (or resume) one run and write its folder; returns summary.json's contents. Rank 0 claims the
+    folder first; a failure before the first training step puts it back as it was. `explicit_resume`
+    (`--resume`) refuses a checkpoint with nothing left to train; `brief` ends with one line, not a table."""
     config = resolved.config
     if config.output:
         run_dir = Path(config.output)
@@ -158,7 +155,7 @@ def run(
     else:
         # A checkpoint outside a run folder: the folder it lies in is someone's.
         run_dir = default_run_dir(config)
-    refuse_a_run_folder_among_the_data(config, run_dir)
+    refuse_a_folder_among_the_data(config, run_dir)
     # Absolute paths: the checkpoint and config.yaml name the same folders from wherever a re-run starts.
     config = replace(config, output=str(run_dir)).with_absolute_paths()
     resolved = replace(resolved, config=config)
@@ -170,14 +167,13 @@ def run(
         try:
             resume = continue_from(resume, run_dir, resolved, explicit_resume)  # as rank 0 decides it
             return _train(resolved, config, run_dir, resume, TrainingStarted(), brief)
-        except RankZeroStopped:
-            raise
-        except GenaeError:
+        except GenaeError as error:
             # An error every rank meets alike before training is rank 0's to print.
-            verdict = gate.verdict() if gate is not None and not gate.opened else 0
-            if verdict not in (0, RANK_ZERO_GONE):
-                raise RankZeroStopped(verdict) from None
-            raise
+            opened = gate is None or gate.opened or isinstance(error, RankZeroStopped)
+            verdict = 0 if opened else gate.verdict()
+            if verdict in (0, RANK_ZERO_GONE):
+                raise
+            raise RankZeroStopped(verdict) from None
     overwrite = config.overwrite
     if (
         not overwrite
@@ -187,6 +183,7 @@ def run(
         # Requeued after a kill before the first checkpoint: nothing to resume, so the job begins again.
         overwrite = True
         replacing = "this SLURM job's earlier attempt stopped before its first checkpoint; starting again"
+    folder, started = None, TrainingStarted()
     try:
         folder = ClaimedRunFolder.claim(
             run_dir,
@@ -194,12 +191,7 @@ def run(
             overwrite=overwrite,
             replacing=replacing,
         )
-    except BaseException as error:
-        if gate is not None:
-            gate.refuse(error)
-        raise
-    started = TrainingStarted(on_start=folder.training_started)
-    try:
+        started = TrainingStarted(on_start=folder.training_started)
         resume = continue_from(resume, run_dir, resolved, explicit_resume)
         if resume is not None and explicit_resume:
             check_steps_left(resume, resolved)
@@ -207,12 +199,14 @@ def run(
             return _train(resolved, config, run_dir, resume, started, brief)
     except BaseException as error:
         if not started.started:
-            folder.undo()
+            if folder is not None:
+                folder.undo()
             if gate is not None:
                 gate.refuse(error)
         raise
     finally:
-        folder.release()
+        if folder is not None:
+            folder.release()
 
 
 def _train(

@@ -88,17 +88,6 @@ def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> Any:
     return config.strategy
 
 
-def hardware_arguments(config: RunConfig, family: type[GenerativeModule]) -> dict[str, Any]:
-    """The Trainer arguments that say where and how numerically a model runs."""
-    return {
-        "precision": config.precision,
-        "accelerator": config.accelerator,
-        "devices": parse_devices(config.devices),
-        "strategy": build_strategy(config, family),
-        "num_nodes": config.num_nodes,
-    }
-
-
 def default_threads(processes: int = 1) -> int:
     """torch's CPU threads without --threads: $OMP_NUM_THREADS or SLURM's CPUs per task, else the cores this
     process may use shared among the `processes` it launches (torch's default, every core of the machine,
@@ -115,12 +104,8 @@ NVML_CUDA_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 
 def skip_repeated_cuda_probes() -> None:
-    """On a machine without a CUDA device, let torch answer "is CUDA available?" without loading NVML.
-
-    Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, under which torch, never initialising CUDA
-    without a device, loads NVML again at every call, and Adam asks at every `step()` (0.28 ms per step on a
-    2-core CPU). Without a device there is nothing for that check to protect; with one it is left as is.
-    """
+    """Without a CUDA device, let torch answer "is CUDA available?" without loading NVML, which Lightning's
+    PYTORCH_NVML_BASED_CUDA_CHECK=1 makes it do at every Adam `step()` (0.28 ms per step on a 2-core CPU)."""
     if os.environ.get(NVML_CUDA_CHECK) == "1" and not torch.cuda.is_available():
         os.environ[NVML_CUDA_CHECK] = "0"
 
@@ -139,7 +124,14 @@ def hardware_trainer(
             "end; give --num-nodes 1 (a resumed or evaluated run keeps its own unless typed)"
         )
     try:
-        trainer = pl.Trainer(**hardware_arguments(config, family), **trainer_arguments)
+        trainer = pl.Trainer(
+            precision=config.precision,
+            accelerator=config.accelerator,
+            devices=parse_devices(config.devices),
+            strategy=build_strategy(config, family),
+            num_nodes=config.num_nodes,
+            **trainer_arguments,
+        )
     except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as error:
         # ImportError: an accelerator or strategy whose package is not installed (tpu: torch_xla).
         raise ConfigError(

@@ -552,7 +552,7 @@ def relabelled(checkpoint: Path, folder: Path, **changes) -> Path:
 
 CKPT_INVALID = {
     "missing file": (lambda made, tmp: tmp / "nowhere.ckpt", [], "no checkpoint file"),
-    "not an autoencoder": (lambda made, tmp: made["gan"], [], "not an autoencoder"),
+    "not an autoencoder": (lambda made, tmp: made["gan"], [], "holds a --model gan run"),
     "another train size": (lambda made, tmp: made["ae"], ["--train-size", "100"], "--train-size"),
     "all the data": (lambda made, tmp: made["ae"], [], "--train-size"),
     "another subset seed": (lambda made, tmp: made["ae"], ["--train-size", "200", "--seed", "1"], "seed"),

@@ -230,10 +230,10 @@ def test_a_run_folder_among_the_images_of_data_folder_is_refused(inside, tmp_pat
     out = images / inside
     data = ["--data", "folder", "--data-dir", str(images), "--image-size", "16", "--channels", "1"]
     assert main(["--model", "gan", *data, "--max-steps", "2", "--output", str(out)]) == 2
-    one_line(capsys, f"the run folder {out} lies inside --data-dir {images}", "pick an --output outside it")
+    one_line(capsys, f"the run folder {out} and --data-dir {images} overlap", "pick an --output apart")
     grid = ["--model", "gan", *data, "--seeds", "0,1", "--output", str(out)]
     assert main(grid) == 2
-    one_line(capsys, f"the run folder {out} lies inside --data-dir {images}")
+    one_line(capsys, f"the run folder {out} and --data-dir {images} overlap")
     assert sorted(path.name for path in images.iterdir()) == ["class0", "class1"]
 
 
@@ -249,7 +249,7 @@ def test_an_image_folder_inside_the_run_folder_is_refused(data_name, tmp_path, c
         Image.new("L", (16, 16), color=index * 60).save(images / f"class{index % 2}" / f"{index}.png")
     data = ["--data", "folder", "--data-dir", str(images), "--image-size", "16", "--channels", "1"]
     assert main(["--model", "gan", *data, "--max-steps", "2", "--output", str(out)]) == 2
-    one_line(capsys, f"--data-dir {images} lies inside the run folder {out}", "or pick another --output")
+    one_line(capsys, f"the run folder {out} and --data-dir {images} overlap", "pick an --output apart")
     assert sorted(path.name for path in out.iterdir()) == [data_name]
     assert sorted(path.name for path in images.iterdir()) == ["class0", "class1"]
 
@@ -268,7 +268,7 @@ def test_evaluate_folder_of_images_shared_with_the_data_is_refused(scored, tmp_p
     folder = tmp_path / scored
     command = ["--evaluate-folder", str(folder), *data, "--output", str(tmp_path / "scores")]
     assert main(command) == 2
-    one_line(capsys, f"--evaluate-folder {folder} and --data-dir {images} share images", "kept apart")
+    one_line(capsys, f"--evaluate-folder {folder} and --data-dir {images} overlap", "kept apart")
     assert not (tmp_path / "scores").exists()
 
 
@@ -285,13 +285,15 @@ def test_a_folder_linked_into_the_images_is_judged_as_the_images_are(tmp_path, c
     (images / "gen").symlink_to(out / "images", target_is_directory=True)
     data = ["--data", "folder", "--data-dir", str(images), "--image-size", "16", "--channels", "1"]
     assert main(["--model", "gan", *data, "--max-steps", "2", "--output", str(out)]) == 2
-    one_line(capsys, f"--data-dir {images} (a folder linked into it, {out / 'images'}) lies inside the run")
+    one_line(capsys, f"the run folder {out} and --data-dir {images} (through {out / 'images'}) overlap")
     (images / "gen").unlink()
     (scored / "more").mkdir(parents=True)
     (images / "extra").symlink_to(scored / "more", target_is_directory=True)
     command = ["--evaluate-folder", str(scored), *data, "--output", str(tmp_path / "scores")]
     assert main(command) == 2
-    one_line(capsys, f"--evaluate-folder {scored} and --data-dir {images} share images")
+    one_line(
+        capsys, f"--evaluate-folder {scored} and --data-dir {images} (through {scored / 'more'}) overlap"
+    )
     assert not (tmp_path / "scores").exists()
 
 
@@ -310,7 +312,7 @@ def test_a_run_folder_in_a_folder_linked_into_the_images_is_refused_and_an_evalu
     tiny = ["--width", "8", "--latent-dim", "4", "--batch-size", "8", "--backbone", "none"]
     out = outside / "run"
     assert main(["--model", "vae", *data, *tiny, "--max-steps", "2", "--output", str(out)]) == 2
-    one_line(capsys, f"the run folder {out} lies inside --data-dir {images} (through a link to {outside})")
+    one_line(capsys, f"the run folder {out} and --data-dir {images} (through {outside}) overlap")
     trained = tmp_path / "run"
     assert main(["--model", "vae", *data, *tiny, "--max-steps", "2", "--output", str(trained)]) == 0
     # An evaluation writes eval.json, no pictures: it may write among the images.

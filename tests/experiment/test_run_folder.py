@@ -77,7 +77,7 @@ def test_a_users_files_named_as_a_runs_are_refused_and_never_removed(overwrite, 
     (folder / "metrics.csv").write_text("step\n")
     before = {path.name: path.read_bytes() for path in folder.iterdir()}
     assert main([*TINY_AE, "--max-steps", "2", *overwrite, "--output", str(folder)]) == 2
-    err = one_line(capsys, "holds config.yaml, metrics.csv, which no run wrote", "pick another --output")
+    err = one_line(capsys, "holds config.yaml, metrics.csv, named as a run's files", "which no run wrote")
     assert "started run" not in err
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
     # A grid's --output is refused alike.

@@ -28,7 +28,7 @@ def raw_pickle(folder: Path) -> Path:
     ("make", "message"),
     [
         (lambda tmp: tmp / "absent.pth", "does not exist"),
-        (lambda tmp: tmp, "is a folder"),
+        (lambda tmp: tmp, "is not a file written by torch.save"),
         (raw_pickle, "is not a file written by torch.save"),
     ],
     ids=["missing", "folder", "raw pickle"],

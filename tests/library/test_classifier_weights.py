@@ -100,7 +100,7 @@ def tensors_file(folder: Path) -> Path:
     ("make", "message"),
     [
         (lambda tmp: tmp / "absent.pt", "does not exist"),
-        (lambda tmp: tmp, "is a folder"),
+        (lambda tmp: tmp, "not a file written by torch.save"),
         (text_file, "not a file written by torch.save"),
         (lambda tmp: classifier_file(tmp, data="mnist", image_shape=(1, 16, 16)), "was trained on mnist"),
         (lambda tmp: classifier_file(tmp, data="digits", image_shape=(1, 28, 28)), "takes (1, 28, 28)"),
@@ -134,7 +134,7 @@ def test_classifier_weights_with_another_backbone_or_series_are_refused(tmp_path
     one_line(capsys, "--classifier-weights", "--backbone classifier")
     args = ["--model", "rae", "--data", "sines", "--classifier-weights", str(weights)]
     assert main([*args, "--output", str(tmp_path / "b")]) == 2
-    one_line(capsys, "--classifier-weights", "series")
+    one_line(capsys, "--classifier-weights", "sequence data")
 
 
 def test_a_train_size_run_is_compared_with_the_whole_training_split_the_classifier_learnt_from(tmp_path):

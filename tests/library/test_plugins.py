@@ -78,11 +78,6 @@ class SeedsOption(ImageOptions):
 
 
 @dataclass(frozen=True)
-class EpochsOption(ImageOptions):
-    epochs: int = option(3, "a name the feature-classifier command's flag has")
-
-
-@dataclass(frozen=True)
 class NoAnneal(ImageOptions):
     no_augment_anneal: bool = option(False, "the flag that turns --augment-anneal off")
 
@@ -298,8 +293,6 @@ def clean_registries():
          "a data-side one needs augmenter"),
         (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=SeedsOption)),
          "option seeds cannot be a flag of its own"),
-        (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=EpochsOption)),
-         "option epochs is a flag of the feature-classifier command"),
         (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=NoAnneal)),
          "conflicting option string: --no-augment-anneal"),
         (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=OwnChannels)),
