@@ -9,9 +9,6 @@ from typing import Literal
 from lightning_genae.errors import OptionError
 from lightning_genae.plugin_options import PluginOptions, option
 
-# The feature-classifier command's own flags, which no dataset option may take as its name.
-CLASSIFIER_COMMAND_OPTIONS = ("data", "data_dir", "seed", "epochs", "output")
-
 
 @dataclass(frozen=True)
 class ChannelsOptions(PluginOptions):
