@@ -79,7 +79,7 @@ def _checked_samples(samples: Any, size: int, pl_module: pl.LightningModule, tra
         got = f"a tensor of {samples.dtype}" if isinstance(samples, Tensor) else type(samples).__name__
         problem = f"returned {got}; a family samples float images in [-1, 1]"
     elif list(samples.shape) != (
-        expected := [size, *getattr(trainer.datamodule, "data_shape", samples.shape[1:])]
+        expected := [size, *getattr(getattr(trainer, "datamodule", None), "data_shape", samples.shape[1:])]
     ):
         problem = (
             f"returned shape {list(samples.shape)}; the metrics need {expected}, images of the data's shape"

@@ -1247,7 +1247,7 @@ def test_summary_adds_a_table_of_the_checkpoints_chosen_on_validation_with_their
     assert diffaug_row["fd_classifier"] == "20 ± n/a (n=1)"
     assert diffaug_row["chosen steps"] == "500"
     assert diffaug_row["notes"] == "seed 1: no checkpoint chosen on validation"
-    assert chosen.index("| diffaug | 1000 |") < chosen.index("| none | 1000 |")
+    assert chosen.index("| none | 1000 |") < chosen.index("| diffaug | 1000 |")  # the baseline first
 
     rows = {row["cell"]: row for row in read_csv(paths["csv"])}
     columns = list(rows["none-ts1000-seed0"])
