@@ -1,6 +1,8 @@
-"""Sequence metrics at validation and test: the quick discriminative and predictive scores, and
-`fd_classifier` & co. where a sequence classifier is shipped (`metrics.sequences.score_sequences`). Rank 0
-scores and broadcasts, so every rank logs the same values and a metric can be monitored under DDP.
+"""Sequence metrics at validation and test: the quick discriminative and predictive scores (fitted once at
+a validation, TimeGAN's 10 times at the test, with their spread), the share of generated series outside the
+training range beside the real series' share, and `fd_classifier` & co. where a sequence classifier is
+shipped (`metrics.sequences.score_sequences`). Rank 0 scores and broadcasts, so every rank logs the same
+values and a metric can be monitored under DDP.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lightning_genae.metrics.backbones import BackboneUnavailable
 from lightning_genae.metrics.generative import REAL_SUBSET_SEED, seeded_subset
 from lightning_genae.metrics.sequence_classifier import SequenceFeatures, shipped_sequence_features
 from lightning_genae.metrics.sequences import DEFAULT_STEPS, score_sequences
+from lightning_genae.metrics.timegan import REPETITIONS
 from lightning_genae.models import Sampler
 from lightning_genae.progress import say
 from lightning_genae.seeding import generator
@@ -62,6 +65,11 @@ class SequenceMetrics(StageRecords, Callback):
     is the post-hoc GRUs' training length; `features` the shipped sequence classifier, if any.
     """
 
+    # How often a validation and the test fit each post-hoc GRU: TimeGAN's reference fits 10 times, which
+    # at every validation would make each ten times as long.
+    fits = 1
+    test_fits = REPETITIONS
+
     def __init__(
         self,
         num_samples: int = 1000,
@@ -78,6 +86,7 @@ class SequenceMetrics(StageRecords, Callback):
         self.records: dict[str, dict[str, Any]] = {}
         self._last_scored: int | None = None
         self._real: dict[tuple[int, str], Tensor] = {}
+        self._train_ranges: dict[int, Tensor] = {}
 
     def state_dict(self) -> dict[str, Any]:
         return self.validation_record_state()
@@ -107,6 +116,17 @@ class SequenceMetrics(StageRecords, Callback):
             self._real[key] = series
         return self._real[key]
 
+    def _train_range(self, datamodule: pl.LightningDataModule) -> Tensor | None:
+        """[2, C]: the training split's per-channel low and high in model units (the series the model trained
+        on); None where the DataModule does not give its splits."""
+        base = real_datamodule(datamodule)
+        if not (hasattr(base, "split_tensors") and hasattr(base, "to_model_range")):
+            return None
+        if id(base) not in self._train_ranges:
+            series = base.to_model_range(base.split_tensors("train")[0]).float().cpu()
+            self._train_ranges[id(base)] = torch.stack([series.amin(dim=(0, 1)), series.amax(dim=(0, 1))])
+        return self._train_ranges[id(base)]
+
     def score(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule, stage: str) -> Any:
         """The stage's GenerativeScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
         real = self._real_series(datamodule, stage)
@@ -128,6 +148,8 @@ class SequenceMetrics(StageRecords, Callback):
             features=self.features,
             seed=SCORE_SEED,
             steps=self.steps,
+            fits=self.test_fits if stage == "test" else self.fits,
+            train_range=self._train_range(datamodule),
         )
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
