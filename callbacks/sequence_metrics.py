@@ -1,8 +1,8 @@
 """Sequence metrics at validation and test: the quick discriminative and predictive scores (fitted once at
 a validation, TimeGAN's 10 times at the test, with their spread), the share of generated series outside the
-training range beside the real series' share, and `fd_classifier` & co. where a sequence classifier is
-shipped (`metrics.sequences.score_sequences`). Rank 0 scores and broadcasts, so every rank logs the same
-values and a metric can be monitored under DDP.
+training range beside the real series' share, at the test a wider discriminator beside its real-vs-real
+floor, and `fd_classifier` & co. where a sequence classifier is shipped (`metrics.sequences.score_sequences`).
+Rank 0 scores and broadcasts, so every rank logs the same values and a metric can be monitored under DDP.
 """
 
 from __future__ import annotations
@@ -86,7 +86,6 @@ class SequenceMetrics(StageRecords, Callback):
         self.records: dict[str, dict[str, Any]] = {}
         self._last_scored: int | None = None
         self._real: dict[tuple[int, str], Tensor] = {}
-        self._train_ranges: dict[int, Tensor] = {}
 
     def state_dict(self) -> dict[str, Any]:
         return self.validation_record_state()
@@ -116,16 +115,13 @@ class SequenceMetrics(StageRecords, Callback):
             self._real[key] = series
         return self._real[key]
 
-    def _train_range(self, datamodule: pl.LightningDataModule) -> Tensor | None:
-        """[2, C]: the training split's per-channel low and high in model units (the series the model trained
-        on); None where the DataModule does not give its splits."""
+    def _training_series(self, datamodule: pl.LightningDataModule) -> Tensor | None:
+        """The training split in model units (the series the model trained on); None where the DataModule
+        does not give its splits."""
         base = real_datamodule(datamodule)
         if not (hasattr(base, "split_tensors") and hasattr(base, "to_model_range")):
             return None
-        if id(base) not in self._train_ranges:
-            series = base.to_model_range(base.split_tensors("train")[0]).float().cpu()
-            self._train_ranges[id(base)] = torch.stack([series.amin(dim=(0, 1)), series.amax(dim=(0, 1))])
-        return self._train_ranges[id(base)]
+        return base.to_model_range(base.split_tensors("train")[0]).float().cpu()
 
     def score(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule, stage: str) -> Any:
         """The stage's GenerativeScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
@@ -139,6 +135,12 @@ class SequenceMetrics(StageRecords, Callback):
                     for start in range(0, len(real), SAMPLE_BATCH)
                 ]
             )
+        train = self._training_series(datamodule)
+        train_range = None if train is None else torch.stack([train.amin(dim=(0, 1)), train.amax(dim=(0, 1))])
+        # The wide discriminator and its floor, at the test: two more GRUs, fitted on as many training series.
+        train_series = None
+        if train is not None and stage == "test":
+            train_series = train[seeded_subset(len(train), len(real), REAL_SUBSET_SEED)]
         # The scores' own draws (the post-hoc GRUs' initialisation and batches, KID's subsets) are fixed, as
         # the image metrics' are: seeded by the run, they spread the seeds' figures by the metric's noise.
         return score_sequences(
@@ -149,7 +151,8 @@ class SequenceMetrics(StageRecords, Callback):
             seed=SCORE_SEED,
             steps=self.steps,
             fits=self.test_fits if stage == "test" else self.fits,
-            train_range=self._train_range(datamodule),
+            train_range=train_range,
+            train_series=train_series,
         )
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -130,6 +130,10 @@ KINDS: dict[str, MetricKind] = {
     # the split's real series (its floor, read beside it).
     "out_of_range": MetricKind(Direction.LOWER),
     "out_of_range_real": MetricKind(Direction.NONE),
+    # The discriminative score by a wider post-hoc GRU, and the same score of real against real series (its
+    # floor, read beside it).
+    "discriminative_wide": MetricKind(Direction.LOWER),
+    "discriminative_wide_real": MetricKind(Direction.NONE),
     # The x-axis override every evaluation logs (models/base.py), logged without a split.
     "step": MetricKind(Direction.NONE),
 }

@@ -15,6 +15,8 @@ the fits' spread beside it (`_std`).
 - out of range: the share of generated series with any value outside the training split's per-channel
   range, beside the same share of the split's real series (its floor): a GRU of TimeGAN's size may not see
   what a plot shows at once.
+- wide discriminative: the discriminative score by a GRU of WIDE_HIDDEN units, beside the same score of the
+  split's real series against as many training series (its floor: what telling real from real scores).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ EVAL_BATCH = 1000
 # A value counts as outside the training range past this margin (model units, a standardised scale): the
 # range and a bounded model's outputs are computed apart in float32 and may differ in the last bits.
 RANGE_ROUNDING = 1e-5
+# The wide discriminator's hidden size: TimeGAN's is C // 2 (2 units on its 5-channel Sines), too few to see
+# some differences a reader sees; 64 units are as wide as the rae's default recurrent layers.
+WIDE_HIDDEN = 64
 
 
 def check_series(x: Tensor, name: str) -> Tensor:
@@ -242,14 +247,16 @@ def score_sequences(
     steps: int = DEFAULT_STEPS,
     fits: int = 1,
     train_range: Tensor | None = None,
+    train_series: Tensor | None = None,
 ) -> GenerativeScore:
     """Every sequence metric that applies, on `real` series of `split`: the one scoring path for sequences.
 
     `generated` series give `discriminative_quick` and `predictive_quick` (each the mean of `fits` fits, with
     `_std` beside it where several), with `train_range` ([2, C], the training split's per-channel low and
-    high) `out_of_range` and its floor `out_of_range_real`, and with `features` also the generative metrics
-    of images (`fd_classifier`, `kid_classifier`, ...) computed by `feature_set.score_feature_sets` on those
-    features.
+    high) `out_of_range` and its floor `out_of_range_real`, with `train_series` (training series, as many as
+    `real`) `discriminative_wide` and its floor `discriminative_wide_real`, and with `features` also the
+    generative metrics of images (`fd_classifier`, `kid_classifier`, ...) computed by
+    `feature_set.score_feature_sets` on those features.
     """
     real = check_series(real, "real")
     values: dict[str, float] = {}
@@ -259,7 +266,7 @@ def score_sequences(
         # on a CPU) says where it is.
         progress = evaluation_progress(
             f"{split}: fitting the post-hoc GRUs of the discriminative and predictive scores",
-            2 * steps * fits,
+            2 * steps * fits + (0 if train_series is None else 2 * steps),
             "step",
         )
         scorers = {
@@ -275,6 +282,14 @@ def score_sequences(
         if train_range is not None:
             values["out_of_range"] = out_of_range_share(generated, train_range)
             values["out_of_range_real"] = out_of_range_share(real, train_range)
+        if train_series is not None:
+            for name, other in (
+                ("discriminative_wide", generated),
+                ("discriminative_wide_real", train_series),
+            ):
+                values[name] = discriminative_score(
+                    real, other, seed=seed, steps=steps, hidden=WIDE_HIDDEN, on_step=progress.advance
+                )
         if features is not None:
             with torch.no_grad():
                 real_features, generated_features = features(real), features(generated)

@@ -128,11 +128,12 @@ def test_score_sequences_names_every_value_from_the_vocabulary(real, noise):
     assert set(score.logged()) == {"val/discriminative_quick", "val/predictive_quick"}
     assert all(direction(name) is Direction.LOWER for name in score.logged())
     assert score.record() == {"split": "val", "n_real": 64, "n_fake": 64, "backbone": None}
-    # Fitted twice and given the training range: the spreads and the out-of-range shares join them; the
-    # spreads and the real series' share are read beside a score, not ranked.
+    # Fitted twice, given the training range and training series: the spreads, the out-of-range shares and
+    # the wide discriminator join them; the spreads and the floors are read beside a score, not ranked.
     score = score_sequences(
-        real[:64], "val", generated=noise[:64], steps=2, fits=2, train_range=train_range(real)
-    )
+        real[:64], "val", generated=noise[:64], steps=2, fits=2, train_range=train_range(real),
+        train_series=real[64:128],
+    )  # fmt: skip
     assert {name: direction(name) for name in score.logged()} == {
         "val/discriminative_quick": Direction.LOWER,
         "val/discriminative_quick_std": Direction.NONE,
@@ -140,7 +141,16 @@ def test_score_sequences_names_every_value_from_the_vocabulary(real, noise):
         "val/predictive_quick_std": Direction.NONE,
         "val/out_of_range": Direction.LOWER,
         "val/out_of_range_real": Direction.NONE,
+        "val/discriminative_wide": Direction.LOWER,
+        "val/discriminative_wide_real": Direction.NONE,
     }
+
+
+def test_the_wide_discriminator_tells_noise_from_real_and_real_from_real_scores_its_floor(
+    real, real_like, noise
+):
+    score = score_sequences(real[:200], "test", generated=noise[:200], steps=60, train_series=real_like[:200])
+    assert score.values["discriminative_wide"] > 0.4 and score.values["discriminative_wide_real"] < 0.1
 
 
 def test_each_score_is_the_mean_of_its_fits_with_their_spread_beside_it(real, noise):
@@ -297,12 +307,17 @@ def test_callback_logs_discriminative_and_predictive_at_validation_and_test():
     callback.steps = 3
     trainer = tiny_trainer(callback)
     kinds = ("discriminative_quick", "predictive_quick", "out_of_range", "out_of_range_real")
-    spreads = {"discriminative_quick_std", "predictive_quick_std"}
+    at_test = {
+        "discriminative_quick_std",
+        "predictive_quick_std",
+        "discriminative_wide",
+        "discriminative_wide_real",
+    }
     trainer.fit(model, datamodule=datamodule)
     validated = {name.removeprefix("val/") for name in trainer.callback_metrics if name.startswith("val/")}
-    assert set(kinds) <= validated and not spreads & validated
+    assert set(kinds) <= validated and not at_test & validated
     trainer.test(model, datamodule=datamodule, verbose=False)
-    assert {f"test/{kind}" for kind in (*kinds, *spreads)} <= set(trainer.callback_metrics)
+    assert {f"test/{kind}" for kind in (*kinds, *at_test)} <= set(trainer.callback_metrics)
     # Every split is clamped to [-1, 1], which the training split reaches: real test series stay inside.
     assert float(trainer.callback_metrics["test/out_of_range_real"]) == 0.0
     assert callback.records["test"] == {"split": "test", "n_real": 64, "n_fake": 64, "backbone": None}
