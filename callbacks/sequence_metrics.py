@@ -1,6 +1,8 @@
-"""Sequence metrics at validation and test: the quick discriminative and predictive scores, and
-`fd_classifier` & co. where a sequence classifier is shipped (`metrics.sequences.score_sequences`). Rank 0
-scores and broadcasts, so every rank logs the same values and a metric can be monitored under DDP.
+"""Sequence metrics at validation and test: the quick discriminative and predictive scores (fitted once at
+a validation, TimeGAN's 10 times at the test, with their spread), the share of generated series outside the
+training range beside the real series' share, at the test a wider discriminator beside its real-vs-real
+floor, and `fd_classifier` & co. where a sequence classifier is shipped (`metrics.sequences.score_sequences`).
+Rank 0 scores and broadcasts, so every rank logs the same values and a metric can be monitored under DDP.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lightning_genae.metrics.backbones import BackboneUnavailable
 from lightning_genae.metrics.generative import REAL_SUBSET_SEED, seeded_subset
 from lightning_genae.metrics.sequence_classifier import SequenceFeatures, shipped_sequence_features
 from lightning_genae.metrics.sequences import DEFAULT_STEPS, score_sequences
+from lightning_genae.metrics.timegan import REPETITIONS
 from lightning_genae.models import Sampler
 from lightning_genae.progress import say
 from lightning_genae.seeding import generator
@@ -61,6 +64,11 @@ class SequenceMetrics(StageRecords, Callback):
     training, since each trains two small GRUs; the final validation and the test always score. `steps`
     is the post-hoc GRUs' training length; `features` the shipped sequence classifier, if any.
     """
+
+    # How often a validation and the test fit each post-hoc GRU: TimeGAN's reference fits 10 times, which
+    # at every validation would make each ten times as long.
+    fits = 1
+    test_fits = REPETITIONS
 
     def __init__(
         self,
@@ -107,6 +115,14 @@ class SequenceMetrics(StageRecords, Callback):
             self._real[key] = series
         return self._real[key]
 
+    def _training_series(self, datamodule: pl.LightningDataModule) -> Tensor | None:
+        """The training split in model units (the series the model trained on); None where the DataModule
+        does not give its splits."""
+        base = real_datamodule(datamodule)
+        if not (hasattr(base, "split_tensors") and hasattr(base, "to_model_range")):
+            return None
+        return base.to_model_range(base.split_tensors("train")[0]).float().cpu()
+
     def score(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule, stage: str) -> Any:
         """The stage's GenerativeScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
         real = self._real_series(datamodule, stage)
@@ -119,6 +135,12 @@ class SequenceMetrics(StageRecords, Callback):
                     for start in range(0, len(real), SAMPLE_BATCH)
                 ]
             )
+        train = self._training_series(datamodule)
+        train_range = None if train is None else torch.stack([train.amin(dim=(0, 1)), train.amax(dim=(0, 1))])
+        # The wide discriminator and its floor, at the test: two more GRUs, fitted on as many training series.
+        train_series = None
+        if train is not None and stage == "test":
+            train_series = train[seeded_subset(len(train), len(real), REAL_SUBSET_SEED)]
         # The scores' own draws (the post-hoc GRUs' initialisation and batches, KID's subsets) are fixed, as
         # the image metrics' are: seeded by the run, they spread the seeds' figures by the metric's noise.
         return score_sequences(
@@ -128,6 +150,9 @@ class SequenceMetrics(StageRecords, Callback):
             features=self.features,
             seed=SCORE_SEED,
             steps=self.steps,
+            fits=self.test_fits if stage == "test" else self.fits,
+            train_range=train_range,
+            train_series=train_series,
         )
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

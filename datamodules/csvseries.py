@@ -240,6 +240,8 @@ class CSVSeriesDataModule(SequenceDataModule):
     """A CSV file's series: windows of one recording split in time order, or a panel split by series."""
 
     name = "csv"
+    # A recording may later leave any range its training rows span: not held inside it.
+    bounded = False
     # The file's series once read (per instance; the class default says "not read yet").
     _table: SeriesTable | None = None
 

@@ -1,13 +1,15 @@
 """In-memory sequence datamodule: batches of float32 series [B, T, C] and int64 labels [B] (-1: none),
 normalised per channel by a `Normaliser` fitted on the training split alone and saved with the run (in
 the checkpoint and as `normaliser.json`), so generated series can be put back into the data's own units.
+Where a dataset declares its values bounded, the normaliser also records the training split's per-channel
+range, and a sequence model holds its outputs inside it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,10 +39,16 @@ def detached_float(series: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Normaliser:
-    """Per-channel affine map: `normalise(x) = (x - mean) / std`, over the last (channel) dimension."""
+    """Per-channel affine map: `normalise(x) = (x - mean) / std`, over the last (channel) dimension.
+
+    `low` and `high`: the training split's per-channel minimum and maximum (data units) where the dataset's
+    values are bounded, the range its generated series are held in; None where they are not.
+    """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
 
     @classmethod
     def fit(cls, series: Tensor) -> Normaliser:
@@ -58,6 +66,17 @@ class Normaliser:
         std = torch.where(constant, torch.ones_like(std), std)
         return cls(tuple(mean.tolist()), tuple(std.tolist()))
 
+    def with_range(self, series: Tensor) -> Normaliser:
+        """This normaliser with the per-channel minimum and maximum of `series` [N, T, C] (data units)."""
+        flat = series.double().reshape(-1, series.shape[-1])
+        return replace(self, low=tuple(flat.amin(dim=0).tolist()), high=tuple(flat.amax(dim=0).tolist()))
+
+    def model_range(self) -> Tensor | None:
+        """[2, C]: the recorded range's low and high rows in model (normalised) units; None if unbounded."""
+        if self.low is None or self.high is None:
+            return None
+        return self.normalise(torch.tensor([self.low, self.high], dtype=torch.float64)).float()
+
     def _tensors(self, like: Tensor) -> tuple[Tensor, Tensor]:
         mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device)
         return mean, torch.tensor(self.std, dtype=like.dtype, device=like.device)
@@ -72,11 +91,15 @@ class Normaliser:
         return series * std + mean
 
     def to_dict(self) -> dict[str, list[float]]:
-        return {"mean": list(self.mean), "std": list(self.std)}
+        values = {"mean": list(self.mean), "std": list(self.std)}
+        if self.low is not None and self.high is not None:
+            values.update(low=list(self.low), high=list(self.high))
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Normaliser:
-        return cls(tuple(float(v) for v in values["mean"]), tuple(float(v) for v in values["std"]))
+        fields = ("mean", "std", "low", "high")
+        return cls(**{key: tuple(float(v) for v in values[key]) for key in fields if key in values})
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -88,6 +111,10 @@ class SequenceDataModule(InMemoryDataModule):
     name: ClassVar[str] = "series"
     data_kind: ClassVar[DataKind] = "sequence"
     item_noun: ClassVar[str] = "series"
+    # Whether the dataset's values are bounded (a known process, pixels): the normaliser then records the
+    # training split's per-channel range and a sequence model generates inside it. Unbounded data (a user's
+    # recording may leave any range seen in training) keep an unbounded output.
+    bounded: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -126,6 +153,8 @@ class SequenceDataModule(InMemoryDataModule):
                 )
         # The whole training split, before any --train-size subset, so every subset shares one scale.
         self._normaliser = self._fit_normaliser(raw["train"][0])
+        if self.bounded:
+            self._normaliser = self._normaliser.with_range(raw["train"][0])
         return {
             split: (self._normaliser.normalise(series.double()).float().contiguous(), labels.long())
             for split, (series, labels) in raw.items()
@@ -152,17 +181,18 @@ class SequenceDataModule(InMemoryDataModule):
         return {**super().state_dict(), "normaliser": self.normaliser.to_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """On resume: the data must normalise as it did, or the model would see shifted inputs."""
+        """On resume: the data must normalise as it did, and be bounded alike, or the model would see shifted
+        inputs or change its output's range."""
         if "normaliser" not in state_dict:
             return
-        saved = Normaliser.from_dict(state_dict["normaliser"])
-        current = self.normaliser
-        same = len(saved.mean) == len(current.mean) and all(
-            abs(a - b) <= 1e-6 * max(1.0, abs(b))
-            for a, b in zip(saved.mean + saved.std, current.mean + current.std, strict=True)
+        saved, now = Normaliser.from_dict(state_dict["normaliser"]).to_dict(), self.normaliser.to_dict()
+        same = saved.keys() == now.keys() and all(
+            len(saved[key]) == len(now[key])
+            and all(abs(a - b) <= 1e-6 * max(1.0, abs(b)) for a, b in zip(saved[key], now[key], strict=True))
+            for key in now
         )
         if not same:
             raise DataError(
-                f"{self.name}: the data's per-channel mean/std differ from the checkpoint's "
-                f"(saved {saved.to_dict()}, now {current.to_dict()}); resume with the data it was trained on"
+                f"{self.name}: the data's per-channel mean/std or range differ from the checkpoint's "
+                f"(saved {saved}, now {now}); resume with the data it was trained on"
             )

@@ -46,6 +46,7 @@ class SinesDataModule(SequenceDataModule):
     """3000 synthetic series, fixed ~70/10/20 train/val/test split; unlabelled."""
 
     name = "sines"
+    bounded = True
 
     @property
     def data_shape(self) -> tuple[int, int]:

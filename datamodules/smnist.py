@@ -18,6 +18,7 @@ class SequentialMNISTDataModule(SequenceDataModule):
 
     name = "smnist"
     classes = 10
+    bounded = True
 
     def _images(self) -> MNISTDataModule:
         return MNISTDataModule(self.data_dir, batch_size=self.batch_size)

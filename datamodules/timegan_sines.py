@@ -40,6 +40,8 @@ class TimeGANSinesDataModule(SequenceDataModule):
     channel like every sequence dataset (`denormalise` returns to the [0, 1] units)."""
 
     name = "timegan_sines"
+    # Generated series stay inside the training range, as TimeGAN's own (a sigmoid output in min-max units).
+    bounded = True
 
     @property
     def data_shape(self) -> tuple[int, int]:

@@ -19,6 +19,16 @@ def quiet_evaluation_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(console, "EVALUATION_QUIET_SECONDS", float("inf"))
 
 
+@pytest.fixture(autouse=True)
+def two_series_score_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's series runs fit each post-hoc GRU twice at the test, not TimeGAN's 10 times: the spread is
+    computed all the same, and 10 fits made a tiny series run's test several times longer.
+    tests/library/test_sequence_metrics.py checks the default."""
+    from lightning_genae.callbacks.sequence_metrics import SequenceMetrics
+
+    monkeypatch.setattr(SequenceMetrics, "test_fits", 2)
+
+
 @pytest.fixture(scope="session")
 def mnist_data_dir() -> Path:
     """The folder holding MNIST/raw: $GENAE_DATA_DIR, else ../shared/data next to the repo.

@@ -123,6 +123,17 @@ KINDS: dict[str, MetricKind] = {
     # that no one reads them as the figures of TimeGAN's protocol (metrics/timegan.py), which they are not.
     "discriminative_quick": MetricKind(Direction.LOWER),
     "predictive_quick": MetricKind(Direction.LOWER),
+    # The spread (std) of each over its repeated fits: how far to trust it, not how good the model is.
+    "discriminative_quick_std": MetricKind(Direction.NONE),
+    "predictive_quick_std": MetricKind(Direction.NONE),
+    # The share of generated series with any value outside the training split's per-channel range, and of
+    # the split's real series (its floor, read beside it).
+    "out_of_range": MetricKind(Direction.LOWER),
+    "out_of_range_real": MetricKind(Direction.NONE),
+    # The discriminative score by a wider post-hoc GRU, and the same score of real against real series (its
+    # floor, read beside it).
+    "discriminative_wide": MetricKind(Direction.LOWER),
+    "discriminative_wide_real": MetricKind(Direction.NONE),
     # The x-axis override every evaluation logs (models/base.py), logged without a split.
     "step": MetricKind(Direction.NONE),
 }

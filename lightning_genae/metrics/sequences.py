@@ -9,11 +9,19 @@ cheap enough to log at every validation and named apart from TimeGAN's (`discrim
   univariate series too; the output is linear, as series here are normalised).
 
 Both are deterministic given `seed`, leave the caller's random stream where it was, and use a GRU of hidden
-size max(8, C // 2).
+size max(8, C // 2). Fitted several times (fit i seeded `seed + i`), each is the mean over its fits, with
+the fits' spread beside it (`_std`).
+
+- out of range: the share of generated series with any value outside the training split's per-channel
+  range, beside the same share of the split's real series (its floor): a GRU of TimeGAN's size may not see
+  what a plot shows at once.
+- wide discriminative: the discriminative score by a GRU of WIDE_HIDDEN units, beside the same score of the
+  split's real series against as many training series (its floor: what telling real from real scores).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -31,6 +39,7 @@ __all__ = [
     "check_series",
     "default_hidden",
     "discriminative_score",
+    "out_of_range_share",
     "predictive_score",
     "score_sequences",
 ]
@@ -44,6 +53,12 @@ DEFAULT_LR = 1e-2
 # TimeGAN's split: 80% of each set to train the post-hoc discriminator, 20% to test it.
 TRAIN_FRACTION = 0.8
 EVAL_BATCH = 1000
+# A value counts as outside the training range past this margin (model units, a standardised scale): the
+# range and a bounded model's outputs are computed apart in float32 and may differ in the last bits.
+RANGE_ROUNDING = 1e-5
+# The wide discriminator's hidden size: TimeGAN's is C // 2 (2 units on its 5-channel Sines), too few to see
+# some differences a reader sees; 64 units are as wide as the rae's default recurrent layers.
+WIDE_HIDDEN = 64
 
 
 def check_series(x: Tensor, name: str) -> Tensor:
@@ -196,6 +211,19 @@ def predictive_score(
     return error / real[:, 1:].numel()
 
 
+def out_of_range_share(series: Tensor, train_range: Tensor) -> float:
+    """Share of `series` [N, T, C] with any value outside `train_range` [2, C] (per channel low, high)."""
+    low, high = train_range
+    outside = (series < low - RANGE_ROUNDING) | (series > high + RANGE_ROUNDING)
+    return outside.flatten(1).any(dim=1).float().mean().item()
+
+
+def _mean_and_spread(name: str, fits: list[float]) -> dict[str, float]:
+    """`name`: the mean over the fits; `name_std`: their population std (NumPy's np.std), where several."""
+    spread = {f"{name}_std": statistics.pstdev(fits)} if len(fits) > 1 else {}
+    return {name: statistics.fmean(fits), **spread}
+
+
 def _batched(model: nn.Module, x: Tensor) -> Tensor:
     return torch.cat([model(chunk) for chunk in x.split(EVAL_BATCH)])
 
@@ -217,12 +245,18 @@ def score_sequences(
     features: SeriesFeatures | None = None,
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
+    fits: int = 1,
+    train_range: Tensor | None = None,
+    train_series: Tensor | None = None,
 ) -> GenerativeScore:
     """Every sequence metric that applies, on `real` series of `split`: the one scoring path for sequences.
 
-    `generated` series give `discriminative_quick` and `predictive_quick`,
-    and with `features` also the generative metrics of images (`fd_classifier`, `kid_classifier`, ...)
-    computed by `feature_set.score_feature_sets` on those features.
+    `generated` series give `discriminative_quick` and `predictive_quick` (each the mean of `fits` fits, with
+    `_std` beside it where several), with `train_range` ([2, C], the training split's per-channel low and
+    high) `out_of_range` and its floor `out_of_range_real`, with `train_series` (training series, as many as
+    `real`) `discriminative_wide` and its floor `discriminative_wide_real`, and with `features` also the
+    generative metrics of images (`fd_classifier`, `kid_classifier`, ...) computed by
+    `feature_set.score_feature_sets` on those features.
     """
     real = check_series(real, "real")
     values: dict[str, float] = {}
@@ -232,15 +266,30 @@ def score_sequences(
         # on a CPU) says where it is.
         progress = evaluation_progress(
             f"{split}: fitting the post-hoc GRUs of the discriminative and predictive scores",
-            2 * steps,
+            2 * steps * fits + (0 if train_series is None else 2 * steps),
             "step",
         )
-        values["discriminative_quick"] = discriminative_score(
-            real, generated, seed=seed, steps=steps, on_step=progress.advance
-        )
-        values["predictive_quick"] = predictive_score(
-            generated, real, seed=seed, steps=steps, on_step=progress.advance
-        )
+        scorers = {
+            "discriminative_quick": lambda fit_seed: discriminative_score(
+                real, generated, seed=fit_seed, steps=steps, on_step=progress.advance
+            ),
+            "predictive_quick": lambda fit_seed: predictive_score(
+                generated, real, seed=fit_seed, steps=steps, on_step=progress.advance
+            ),
+        }
+        for name, scorer in scorers.items():
+            values.update(_mean_and_spread(name, [scorer(seed + fit) for fit in range(fits)]))
+        if train_range is not None:
+            values["out_of_range"] = out_of_range_share(generated, train_range)
+            values["out_of_range_real"] = out_of_range_share(real, train_range)
+        if train_series is not None:
+            for name, other in (
+                ("discriminative_wide", generated),
+                ("discriminative_wide_real", train_series),
+            ):
+                values[name] = discriminative_score(
+                    real, other, seed=seed, steps=steps, hidden=WIDE_HIDDEN, on_step=progress.advance
+                )
         if features is not None:
             with torch.no_grad():
                 real_features, generated_features = features(real), features(generated)

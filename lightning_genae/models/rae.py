@@ -1,6 +1,8 @@
 """Recurrent sequence autoencoder: LSTM/GRU encoder, latent-conditioned recurrent decoder, optionally a VAE.
 
-Series are [B, T, C], normalised per channel by the DataModule. Training decodes with teacher forcing at a
+Series are [B, T, C], normalised per channel by the DataModule. Where its data are bounded (its normaliser
+records the training split's range), the decoder's outputs are held inside that range, so generated series
+never leave it; otherwise the output is linear. Training decodes with teacher forcing at a
 scheduled probability (linearly from `--teacher-forcing` to 0 over `--tf-decay-steps`); validation, test,
 reconstructions and samples always decode free-running, so `val/mse` measures what generation does.
 With `--variational` the encoder gives a Gaussian posterior, the loss adds its KL to N(0, I), and samples
@@ -175,6 +177,14 @@ class RAEModule(ObjectiveModule):
             )
 
     # ----- training -----
+
+    def on_fit_start(self) -> None:
+        """The decoder's output range is the DataModule's recorded training range (none: linear), read here
+        once and then kept in the weights, so a restored checkpoint decodes as the run did."""
+        super().on_fit_start()
+        normaliser = getattr(self.trainer.datamodule, "normaliser", None)
+        if normaliser is not None:
+            self.decoder.hold_within(normaliser.model_range())
 
     def teacher_forcing_now(self) -> float:
         """The scheduled teacher-forcing probability at the current iteration."""

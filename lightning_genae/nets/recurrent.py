@@ -35,6 +35,10 @@ class RecurrentDecoder(nn.Module):
     Each step's input is the previous step's value (zeros before the first) beside the code. In training
     the previous value is the true one with probability `teacher_forcing`, else the decoder's own output
     (scheduled sampling, Bengio et al. 2015); free-running decoding (generation) always feeds its own.
+
+    Held within a range (`hold_within`, saved with the weights), every output is low + (high - low) *
+    sigmoid(read-out) per channel, so no decoded value leaves [low, high]: TimeGAN's sigmoid output in
+    min-max units, written in the units the decoder works in. Otherwise the read-out is linear.
     """
 
     def __init__(
@@ -50,6 +54,19 @@ class RecurrentDecoder(nn.Module):
         self.initial_state = nn.Linear(latent_dim, states * layers * hidden)
         self.rnn = _rnn(kind, channels + latent_dim, hidden, layers)
         self.head = nn.Linear(hidden, channels)
+        self.register_buffer("bounded", torch.tensor(False))
+        self.register_buffer("output_range", torch.zeros(2, channels))
+
+    def hold_within(self, output_range: Tensor | None) -> None:
+        """Hold every output inside `output_range` [2, C] (per channel low, high); None: a linear output."""
+        self.bounded.fill_(output_range is not None)
+        if output_range is not None:
+            self.output_range.copy_(output_range)
+
+    def _read_out(self, out: Tensor) -> Tensor:
+        value = self.head(out)
+        low, high = self.output_range
+        return torch.where(self.bounded, low + (high - low) * torch.sigmoid(value), value)
 
     def _state(self, latents: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         batch = len(latents)
@@ -67,13 +84,13 @@ class RecurrentDecoder(nn.Module):
             previous = torch.cat([first, targets[:, :-1]], dim=1)
             code = latents.unsqueeze(1).expand(-1, self.seq_len, -1)
             out, _ = self.rnn(torch.cat([previous, code], dim=2), state)
-            return self.head(out)
+            return self._read_out(out)
         outputs = []
         previous = first
         code = latents.unsqueeze(1)
         for step in range(self.seq_len):
             out, state = self.rnn(torch.cat([previous, code], dim=2), state)
-            value = self.head(out)
+            value = self._read_out(out)
             outputs.append(value)
             previous = value
             if targets is not None and teacher_forcing > 0.0:

@@ -119,11 +119,59 @@ def test_discriminative_score_of_the_smallest_split_a_series_dataset_allows(real
     assert discriminative_score(real[:2], noise[:2], steps=1) in (0.0, 0.5)
 
 
+def train_range(series: Tensor) -> Tensor:
+    return torch.stack([series.amin(dim=(0, 1)), series.amax(dim=(0, 1))])
+
+
 def test_score_sequences_names_every_value_from_the_vocabulary(real, noise):
     score = score_sequences(real[:64], "val", generated=noise[:64], steps=2)
     assert set(score.logged()) == {"val/discriminative_quick", "val/predictive_quick"}
     assert all(direction(name) is Direction.LOWER for name in score.logged())
     assert score.record() == {"split": "val", "n_real": 64, "n_fake": 64, "backbone": None}
+    # Fitted twice, given the training range and training series: the spreads, the out-of-range shares and
+    # the wide discriminator join them; the spreads and the floors are read beside a score, not ranked.
+    score = score_sequences(
+        real[:64], "val", generated=noise[:64], steps=2, fits=2, train_range=train_range(real),
+        train_series=real[64:128],
+    )  # fmt: skip
+    assert {name: direction(name) for name in score.logged()} == {
+        "val/discriminative_quick": Direction.LOWER,
+        "val/discriminative_quick_std": Direction.NONE,
+        "val/predictive_quick": Direction.LOWER,
+        "val/predictive_quick_std": Direction.NONE,
+        "val/out_of_range": Direction.LOWER,
+        "val/out_of_range_real": Direction.NONE,
+        "val/discriminative_wide": Direction.LOWER,
+        "val/discriminative_wide_real": Direction.NONE,
+    }
+
+
+def test_the_wide_discriminator_tells_noise_from_real_and_real_from_real_scores_its_floor(
+    real, real_like, noise
+):
+    score = score_sequences(real[:200], "test", generated=noise[:200], steps=60, train_series=real_like[:200])
+    assert score.values["discriminative_wide"] > 0.4 and score.values["discriminative_wide_real"] < 0.1
+
+
+def test_each_score_is_the_mean_of_its_fits_with_their_spread_beside_it(real, noise):
+    fits = [discriminative_score(real[:64], noise[:64], seed=seed, steps=3) for seed in (5, 6, 7)]
+    score = score_sequences(real[:64], "val", generated=noise[:64], steps=3, seed=5, fits=3).values
+    assert score["discriminative_quick"] == pytest.approx(sum(fits) / 3)
+    assert score["discriminative_quick_std"] == pytest.approx(float(torch.tensor(fits).std(unbiased=False)))
+    # One fit is the score as it always was: the first fit's seed is the score's.
+    once = score_sequences(real[:64], "val", generated=noise[:64], steps=3, seed=5).values
+    assert once["discriminative_quick"] == fits[0] and "discriminative_quick_std" not in once
+
+
+@pytest.mark.parametrize(("shifted", "share"), [(0, 0.0), (16, 0.25), (64, 1.0)])
+def test_series_outside_the_training_range_are_counted_and_real_ones_give_the_floor(real, shifted, share):
+    """Scored against their own range, real series are all inside it; series moved past its top by the
+    range's width are all outside, however well a post-hoc GRU is fooled."""
+    bounds = train_range(real)
+    generated = real[:64].clone()
+    generated[:shifted] += bounds[1] - bounds[0]
+    score = score_sequences(real[:64], "test", generated=generated, steps=1, train_range=bounds).values
+    assert score["out_of_range"] == share and score["out_of_range_real"] == 0.0
 
 
 # ----- the shipped smnist classifier -----
@@ -178,6 +226,12 @@ class TinySeries(pl.LightningDataModule):
             split: sines(n, seed, steps, channels).clamp(-1, 1)
             for seed, split in enumerate(("train", "val", "test"))
         }
+
+    def split_tensors(self, split: str) -> tuple[Tensor, Tensor]:
+        return self.series[split], torch.full((len(self.series[split]),), -1)
+
+    def to_model_range(self, series: Tensor) -> Tensor:
+        return series
 
     def _loader(self, split: str) -> DataLoader:
         series = self.series[split]
@@ -249,15 +303,29 @@ def test_callback_logs_discriminative_and_predictive_at_validation_and_test():
     datamodule, model = TinySeries(), TinySequenceModel(16, 2)
     callback = build_sequence_metrics(model, datamodule, num_samples=64, seed=0)
     assert callback is not None and callback.features is None
+    assert (callback.fits, callback.test_fits) == (1, 2)  # the suite's; the default is below
     callback.steps = 3
     trainer = tiny_trainer(callback)
-    kinds = ("discriminative_quick", "predictive_quick")
+    kinds = ("discriminative_quick", "predictive_quick", "out_of_range", "out_of_range_real")
+    at_test = {
+        "discriminative_quick_std",
+        "predictive_quick_std",
+        "discriminative_wide",
+        "discriminative_wide_real",
+    }
     trainer.fit(model, datamodule=datamodule)
-    assert {f"val/{kind}" for kind in kinds} <= set(trainer.callback_metrics)
+    validated = {name.removeprefix("val/") for name in trainer.callback_metrics if name.startswith("val/")}
+    assert set(kinds) <= validated and not at_test & validated
     trainer.test(model, datamodule=datamodule, verbose=False)
-    assert {f"test/{kind}" for kind in kinds} <= set(trainer.callback_metrics)
-    assert all(direction(f"test/{kind}") is Direction.LOWER for kind in kinds)
+    assert {f"test/{kind}" for kind in (*kinds, *at_test)} <= set(trainer.callback_metrics)
+    # Every split is clamped to [-1, 1], which the training split reaches: real test series stay inside.
+    assert float(trainer.callback_metrics["test/out_of_range_real"]) == 0.0
     assert callback.records["test"] == {"split": "test", "n_real": 64, "n_fake": 64, "backbone": None}
+
+
+def test_a_validation_fits_each_score_once_and_the_test_as_often_as_timegans_reference(monkeypatch):
+    monkeypatch.undo()  # the suite's two test fits (conftest.py)
+    assert (SequenceMetrics.fits, SequenceMetrics.test_fits) == (1, 10)
 
 
 def test_callback_on_smnist_adds_the_feature_metrics_of_the_shipped_classifier():

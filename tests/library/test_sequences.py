@@ -9,6 +9,7 @@ import torch
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import DATASETS, build_datamodule
 from lightning_genae.datamodules.mnist import MNISTDataModule
+from lightning_genae.datamodules.sequence import Normaliser
 from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.config import RunConfig
@@ -172,6 +173,9 @@ def test_rae_trains_on_sines_and_writes_a_complete_run_folder(tmp_path):
     assert model.sample(3, torch.Generator().manual_seed(0)).shape == (3, 24, 1)
     saved = json.loads((run_dir / "normaliser.json").read_text())
     assert checkpoint.contents["SinesDataModule"]["normaliser"] == saved
+    # Sines are bounded: the range is recorded with the normaliser, and the decoder restored holds it.
+    assert {"low", "high"} <= set(saved) and bool(model.decoder.bounded)
+    assert torch.allclose(model.decoder.output_range, Normaliser.from_dict(saved).model_range())
 
 
 @pytest.mark.parametrize(
@@ -230,6 +234,50 @@ def test_data_kind_mismatches_are_one_line_config_errors(values, message):
     with pytest.raises(ConfigError, match=message) as error:
         resolve(RunConfig.from_dict(values))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize(
+    ("data", "variational", "bounded"),
+    [("timegan_sines", False, True), ("timegan_sines", True, True), ("csv", False, False)],
+)
+def test_a_rae_generates_inside_the_training_range_of_bounded_data_and_freely_on_a_csv(
+    tmp_path, data, variational, bounded
+):
+    """On bounded data the decoder's outputs are held inside the training split's per-channel range, whatever
+    its read-out (here pushed far out by scaled weights); a CSV keeps the standardised, linear path."""
+    import pytorch_lightning as pl
+
+    data_dir = tmp_path / "series.csv"
+    write_csv(data_dir)
+    sized = {"seq_len": 10} if data == "csv" else {}
+    datamodule = build_datamodule(data, data_dir=data_dir, batch_size=32, **sized)
+    raw_train = datamodule.denormalise(datamodule.split_tensors("train")[0].double())
+    normaliser = datamodule.normaliser
+    model = RAEModule(datamodule.data_shape, latent_dim=4, rnn_hidden=8, variational=variational)
+    trainer = pl.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=datamodule)
+    with torch.no_grad():
+        model.decoder.head.weight.mul_(100)
+        model.decoder.head.bias.fill_(50)
+    generated = datamodule.denormalise(model.sample(256, torch.Generator().manual_seed(0)).double())
+    if not bounded:
+        assert normaliser.low is None and not model.decoder.bounded
+        assert (generated > raw_train.amax(dim=(0, 1))).any()
+        return
+    # The range is the training split's own, recorded with the normaliser, and no generated value leaves it.
+    low, high = (torch.tensor(bound, dtype=torch.float64) for bound in (normaliser.low, normaliser.high))
+    assert torch.allclose(low, raw_train.amin(dim=(0, 1)), atol=1e-6)
+    assert torch.allclose(high, raw_train.amax(dim=(0, 1)), atol=1e-6)
+    assert ((generated >= low - 1e-5) & (generated <= high + 1e-5)).all()
+    # A checkpoint of data normalised without the range is refused on resume, not decoded another way.
+    state = datamodule.state_dict()
+    del state["normaliser"]["low"], state["normaliser"]["high"]
+    with pytest.raises(DataError, match="differ from the checkpoint"):
+        datamodule.load_state_dict(state)
 
 
 def test_the_code_gaussian_is_fitted_on_a_spread_of_the_training_series_not_its_first_ones(monkeypatch):
