@@ -123,6 +123,17 @@ class SequenceMetrics(StageRecords, Callback):
             return None
         return base.to_model_range(base.split_tensors("train")[0]).float().cpu()
 
+    def _training_range(self, datamodule: pl.LightningDataModule) -> Tensor | None:
+        """[2, C]: the training split's per-channel low and high (model units), read once per DataModule and
+        kept, as the real series are, rather than at every validation."""
+        key = (id(real_datamodule(datamodule)), "train range")
+        if key not in self._real:
+            train = self._training_series(datamodule)
+            if train is None:
+                return None
+            self._real[key] = torch.stack([train.amin(dim=(0, 1)), train.amax(dim=(0, 1))])
+        return self._real[key]
+
     def score(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule, stage: str) -> Any:
         """The stage's GenerativeScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
         real = self._real_series(datamodule, stage)
@@ -135,11 +146,11 @@ class SequenceMetrics(StageRecords, Callback):
                     for start in range(0, len(real), SAMPLE_BATCH)
                 ]
             )
-        train = self._training_series(datamodule)
-        train_range = None if train is None else torch.stack([train.amin(dim=(0, 1)), train.amax(dim=(0, 1))])
+        train_range = self._training_range(datamodule)
         # The wide discriminator and its floor, at the test: two more GRUs, fitted on as many training series.
+        train = self._training_series(datamodule) if stage == "test" else None
         train_series = None
-        if train is not None and stage == "test":
+        if train is not None:
             train_series = train[seeded_subset(len(train), len(real), REAL_SUBSET_SEED)]
         # The scores' own draws (the post-hoc GRUs' initialisation and batches, KID's subsets) are fixed, as
         # the image metrics' are: seeded by the run, they spread the seeds' figures by the metric's noise.
