@@ -165,10 +165,9 @@ class MetricName:
             raise UnknownMetric(
                 f"unknown split {self.split!r} in a metric name; use one of {', '.join(SPLITS)}"
             )
-        if not spec.per_backbone and self.backbone is not None:
-            raise UnknownMetric(f"{self.kind} takes no backbone, got {self.backbone!r}")
-        if spec.per_backbone and self.backbone not in spec.backbones:
-            spellings = ", ".join(f"{self.kind}_{backbone}" for backbone in spec.backbones)
+        backbones = spec.backbones if spec.per_backbone else (None,)
+        if self.backbone not in backbones:
+            spellings = ", ".join(self.kind if one is None else f"{self.kind}_{one}" for one in backbones)
             hint = " (the Inception Fréchet distance is fid_inception)" if self.kind == "fd" else ""
             raise UnknownMetric(f"{self.kind} is logged only as {spellings}{hint}")
 
