@@ -138,8 +138,16 @@ KINDS: dict[str, MetricKind] = {
     "step": MetricKind(Direction.NONE),
 }
 
-# What metrics/sequences.py scores generated series by, in this order (no backbone).
-SERIES_SCORES = ("discriminative_quick", "predictive_quick")
+# What metrics/sequences.py scores generated series by, in this order (no backbone), each floor beside its
+# score.
+SERIES_SCORES = (
+    "discriminative_quick",
+    "predictive_quick",
+    "out_of_range",
+    "out_of_range_real",
+    "discriminative_wide",
+    "discriminative_wide_real",
+)
 # What distances.feature_metrics returns and the callbacks log, in this order, each as
 # `metric_name(key, backbone)`.
 GENERATIVE_KEYS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
