@@ -164,9 +164,13 @@ def default_data_dir() -> str:
 
 def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     """Instantiate the dataset called `name` with the given DataModule arguments, its options checked as a
-    run checks them; `data_dir` defaults as `--data-dir` does."""
+    run checks them; `data_dir` defaults as `--data-dir` does. A folder `genae prepare` wrote is streamed."""
     module = DATASETS[name].module
     kwargs.setdefault("data_dir", default_data_dir())
+    from lightning_genae.datamodules.streaming import is_prepared, streamed
+
+    if is_prepared(kwargs["data_dir"]):
+        module = streamed(name, module, kwargs["data_dir"])
     given = {key: value for key, value in kwargs.items() if key in dataset_options() and value is not None}
     parsed = parse_dataset_options(name, given, named=given)
     # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.
