@@ -8,25 +8,24 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming.writer import BinaryWriter
+from litdata.utilities.env import _DistributedEnv
 
+from lightning_genae.datamodules import PREPARED_MANIFEST as MANIFEST
 from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule, InMemoryDataModule, _split_sha256
 from lightning_genae.errors import DataError
 from lightning_genae.progress import PhaseProgress
+from lightning_genae.seeding import generator
 
-# The file that makes a folder a prepared dataset; written last, so a folder holding it is complete.
-MANIFEST = "genae_prepared.json"
 FORMAT = 1
 # Chunk size: large enough that a read is one sequential request, small enough that shuffling chunks mixes.
 CHUNK_BYTES = "64MB"
-
-
-def is_prepared(data_dir: str | Path) -> bool:
-    """Whether `data_dir` is a folder `prepare` wrote."""
-    return (Path(data_dir).expanduser() / MANIFEST).is_file()
 
 
 def read_manifest(data_dir: str | Path) -> dict[str, Any]:
@@ -48,8 +47,6 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
     """Write every split of `datamodule` (as it holds them: its split rule and preprocessing, no
     `train_size`) under `output/<split>` in LitData's chunked format, then the manifest: the dataset, its
     options and item shape, and each split's size and SHA-256 (`content_sha256`, as checkpoints record it)."""
-    from litdata.streaming.writer import BinaryWriter
-
     if datamodule.data_kind != "image" or datamodule.train_size is not None:
         raise DataError(f"{dataset}: only a whole image dataset can be prepared")
     output = Path(output).expanduser()
@@ -148,9 +145,6 @@ class StreamedSplits(ImageDataModule):
         workers) reading its own share, full batches only; a `train_size` subset is held in memory."""
         if self.train_size is not None:
             return super().train_dataloader()
-        from litdata import StreamingDataLoader, StreamingDataset
-        from litdata.utilities.env import _DistributedEnv
-
         self.check_batch_fits()
         dataset = StreamingDataset(str(self.data_dir / "train"), shuffle=True, drop_last=True, seed=self.seed)
         if self.trainer is not None:
@@ -158,18 +152,31 @@ class StreamedSplits(ImageDataModule):
             # process for one node, and its nodes read apart from each other.
             run = self.trainer
             dataset.distributed_env = _DistributedEnv(run.world_size, run.global_rank, run.num_nodes)
-        return StreamingDataLoader(
+        return EpochStream(
             dataset,
             batch_size=self.batch_size_per_device,
             num_workers=self.num_workers,
             collate_fn=stack_items,
+            # The workers' base seed from a generator of its own: DataLoader otherwise draws it from the
+            # global stream at every pass, which a resumed run would draw once more than an uninterrupted one.
+            generator=generator(self.seed, "loader"),
         )
+
+
+class EpochStream(StreamingDataLoader):
+    """LitData's loader, whose resumed epoch ends with its last batch. Lightning ends an epoch once it has
+    taken len(loader) batches, without asking for the one more that ends the iteration, and LitData's loader,
+    resumed part-way, replays the rest of the resumed epoch at the next one unless its iteration ended."""
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in super().__iter__():
+            if self._num_samples_yielded_streaming >= len(self) * self.batch_size:
+                self.restore = False  # the pass is whole: the next one starts the next epoch
+            yield batch
 
 
 def read_split(folder: Path, items: int) -> Batch:
     """A prepared split read whole, in its stored order: the same items in every process."""
-    from litdata import StreamingDataset
-
     dataset = StreamingDataset(str(folder))
     read = [dataset[index] for index in range(items)]
     return stack_items(read)
