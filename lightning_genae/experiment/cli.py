@@ -38,6 +38,7 @@ from lightning_genae.experiment.program import (
     continued_as_a_grid,
     error_text,
     os_error_line,
+    program_name,
 )
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["prepare"]:
         from lightning_genae.experiment.prepare import main as prepare
 
-        return prepare(argv[1:])
+        return prepare(argv[1:], prog=f"{program_name()} prepare")
     with reader_may_leave() as watch:
         try:
             return _main(argv, watch)
