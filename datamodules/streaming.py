@@ -34,12 +34,10 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
         known = manifest["format"] == FORMAT and all(split in manifest["splits"] for split in SPLITS)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(
-            f"{path} is no manifest of a prepared dataset ({exc}); prepare the folder again"
-        ) from exc
+    except (ValueError, KeyError, TypeError):
+        known = False
     if not known:
-        raise DataError(f"{path} has format {manifest['format']}, not {FORMAT}; prepare the folder again")
+        raise DataError(f"{path} is no manifest (format {FORMAT}) of a prepared dataset; prepare it again")
     return manifest
 
 
@@ -54,7 +52,8 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
     splits = {}
     for split in SPLITS:
         images, labels = datamodule.split_tensors(split)
-        progress = PhaseProgress(f"prepare {dataset} {split}", len(images), "images")
+        # Quiet for its first second, so that its first line's estimate of the time left means something.
+        progress = PhaseProgress(f"prepare {dataset} {split}", len(images), "images", quiet_for=1.0)
         writer = BinaryWriter(str(output / split), chunk_bytes=CHUNK_BYTES)
         for index, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
             writer[index] = {"image": image, "label": label}

@@ -127,3 +127,9 @@ def test_a_split_that_is_not_what_its_manifest_records_is_refused(prepared, tmp_
     (altered / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="val"):
         build_datamodule("digits", data_dir=str(altered)).split_tensors("val")
+
+
+def test_a_manifest_of_another_format_is_refused(tmp_path):
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": 0, "dataset": "digits", "splits": {}}))
+    with pytest.raises(DataError, match=MANIFEST):
+        build_datamodule("digits", data_dir=str(tmp_path))
