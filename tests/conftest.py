@@ -7,6 +7,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# The post-hoc GRUs' training steps in the suite's series runs (quick_series_scores).
+SERIES_SCORE_STEPS = 10
 
 
 @pytest.fixture(autouse=True)
@@ -20,13 +22,21 @@ def quiet_evaluation_passes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def two_series_score_fits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The suite's series runs fit each post-hoc GRU twice at the test, not TimeGAN's 10 times: the spread is
-    computed all the same, and 10 fits made a tiny series run's test several times longer.
-    tests/library/test_sequence_metrics.py checks the default."""
-    from lightning_genae.callbacks.sequence_metrics import SequenceMetrics
+def quick_series_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's series runs fit each post-hoc GRU of their scores twice at the test, not TimeGAN's 10
+    times, and for SERIES_SCORE_STEPS steps, not 300 (a callback given fewer keeps them): the scores and
+    their spread are computed all the same, no test of a run reads their values, and the GRUs' fits were
+    most of a tiny series run's time (two at a validation, six at the test).
+    tests/library/test_sequence_metrics.py scores through metrics.sequences itself and checks the defaults."""
+    from lightning_genae.callbacks import sequence_metrics
 
-    monkeypatch.setattr(SequenceMetrics, "test_fits", 2)
+    monkeypatch.setattr(sequence_metrics.SequenceMetrics, "test_fits", 2)
+    score = sequence_metrics.score_sequences
+
+    def shorter(*args, steps: int, **kwargs):
+        return score(*args, steps=min(steps, SERIES_SCORE_STEPS), **kwargs)
+
+    monkeypatch.setattr(sequence_metrics, "score_sequences", shorter)
 
 
 @pytest.fixture(scope="session")
