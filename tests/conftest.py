@@ -7,8 +7,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# The post-hoc GRUs' training steps in the suite's series runs (quick_series_scores).
-SERIES_SCORE_STEPS = 10
 
 
 @pytest.fixture(autouse=True)
@@ -23,20 +21,11 @@ def quiet_evaluation_passes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def quick_series_scores(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The suite's series runs fit each post-hoc GRU of their scores twice at the test, not TimeGAN's 10
-    times, and for SERIES_SCORE_STEPS steps, not 300 (a callback given fewer keeps them): the scores and
-    their spread are computed all the same, no test of a run reads their values, and the GRUs' fits were
-    most of a tiny series run's time (two at a validation, six at the test).
-    tests/library/test_sequence_metrics.py scores through metrics.sequences itself and checks the defaults."""
-    from lightning_genae.callbacks import sequence_metrics
+    """Series runs score with fewer and shorter post-hoc fits (tiny.quick_series_scores); a module fixture
+    that trains series runs applies it itself, as this one is set up after it."""
+    from tiny import quick_series_scores
 
-    monkeypatch.setattr(sequence_metrics.SequenceMetrics, "test_fits", 2)
-    score = sequence_metrics.score_sequences
-
-    def shorter(*args, steps: int, **kwargs):
-        return score(*args, steps=min(steps, SERIES_SCORE_STEPS), **kwargs)
-
-    monkeypatch.setattr(sequence_metrics, "score_sequences", shorter)
+    quick_series_scores(monkeypatch)
 
 
 @pytest.fixture(scope="session")
