@@ -21,6 +21,7 @@ from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics import sequence_classifier as seq_lib
 from lightning_genae.metrics.names import Direction, direction
 from lightning_genae.metrics.sequences import (
+    DEFAULT_STEPS,
     discriminative_score,
     predictive_score,
     score_sequences,
@@ -337,8 +338,9 @@ def test_the_out_of_range_share_of_a_train_size_subset_is_against_the_range_its_
 
 
 def test_a_validation_fits_each_score_once_and_the_test_as_often_as_timegans_reference(monkeypatch):
-    monkeypatch.undo()  # the suite's two test fits (conftest.py)
+    monkeypatch.undo()  # the suite's two shorter test fits (conftest.py)
     assert (SequenceMetrics.fits, SequenceMetrics.test_fits) == (1, 10)
+    assert SequenceMetrics(num_samples=8).steps == DEFAULT_STEPS
 
 
 def test_callback_on_smnist_adds_the_feature_metrics_of_the_shipped_classifier():
