@@ -25,8 +25,8 @@ The peers:
   MSE, Adam.
 
 "ours" is `lightning_genae.experiment.cli.main` with the run's usual callbacks, loggers and loader;
-evaluation, image
-grids and checkpoints are pushed past the end (their cost is a cadence: `bench/eval.py`). The final losses
+evaluation, image grids and checkpoints are pushed past the end (their cost is a cadence: `bench/eval.py`),
+and the test split is left out (`--no-test-split`): nothing here reads its evaluation. The final losses
 of both sides (mean over each side's last block, in the same units) are printed to show the work agrees.
 
     python bench/peers.py [--families ae,vae,aae,vaegan,gan,began,rae] [--block 20] [--repeats 6]
@@ -460,7 +460,7 @@ def measure(family: str, args: argparse.Namespace, scratch: Path) -> dict[str, A
     argv = [
         *("--model", family, "--data", data, "--max-steps", str(iterations), "--batch-size", str(args.batch)),
         *("--eval-every", str(NEVER), "--image-every", str(NEVER), "--ckpt-every", str(NEVER)),
-        *("--eval-samples", "256", "--output", str(scratch / family), "--overwrite"),
+        *("--eval-samples", "256", "--no-test-split", "--output", str(scratch / family), "--overwrite"),
         *("--accelerator", "gpu" if args.device == "cuda" else "cpu", "--devices", "1"),
         *FAMILY_ARGS.get(family, ()),
     ]

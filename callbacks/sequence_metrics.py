@@ -125,13 +125,18 @@ class SequenceMetrics(StageRecords, Callback):
 
     def _training_range(self, datamodule: pl.LightningDataModule) -> Tensor | None:
         """[2, C]: the training split's per-channel low and high (model units), read once per DataModule and
-        kept, as the real series are, rather than at every validation."""
-        key = (id(real_datamodule(datamodule)), "train range")
+        kept, as the real series are, rather than at every validation. Where the normaliser records the range
+        a bounded model is held in (the whole training split's, under a train_size subset too), it is that."""
+        base = real_datamodule(datamodule)
+        key = (id(base), "train range")
         if key not in self._real:
-            train = self._training_series(datamodule)
-            if train is None:
-                return None
-            self._real[key] = torch.stack([train.amin(dim=(0, 1)), train.amax(dim=(0, 1))])
+            recorded = base.normaliser.model_range() if hasattr(base, "normaliser") else None
+            if recorded is None:
+                train = self._training_series(datamodule)
+                if train is None:
+                    return None
+                recorded = torch.stack([train.amin(dim=(0, 1)), train.amax(dim=(0, 1))])
+            self._real[key] = recorded
         return self._real[key]
 
     def score(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule, stage: str) -> Any:

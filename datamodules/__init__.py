@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
@@ -157,6 +158,11 @@ def parse_dataset_options(
     return options
 
 
+# The file that makes a folder one `genae prepare` wrote (datamodules/streaming.py); written last, so a folder
+# holding it is complete.
+PREPARED_MANIFEST = "genae_prepared.json"
+
+
 def default_data_dir() -> str:
     """Where the datasets are read from, or downloaded to, unless told: $GENAE_DATA_DIR, else ./data."""
     return os.environ.get("GENAE_DATA_DIR") or "./data"
@@ -164,9 +170,13 @@ def default_data_dir() -> str:
 
 def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     """Instantiate the dataset called `name` with the given DataModule arguments, its options checked as a
-    run checks them; `data_dir` defaults as `--data-dir` does."""
+    run checks them; `data_dir` defaults as `--data-dir` does. A folder `genae prepare` wrote is streamed."""
     module = DATASETS[name].module
     kwargs.setdefault("data_dir", default_data_dir())
+    if (Path(kwargs["data_dir"]).expanduser() / PREPARED_MANIFEST).is_file():
+        from lightning_genae.datamodules.streaming import streamed
+
+        module = streamed(name, module, kwargs["data_dir"])
     given = {key: value for key, value in kwargs.items() if key in dataset_options() and value is not None}
     parsed = parse_dataset_options(name, given, named=given)
     # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.

@@ -194,23 +194,32 @@ class InMemoryDataModule(pl.LightningDataModule):
         train_images, train_labels = splits["train"]
         self._train_split_size = len(train_images)
         if self.train_size is not None:
-            if self.train_size > len(train_images):
-                raise OptionError(
-                    "train_size",
-                    f"{self.train_size} exceeds the {len(train_images)} training {self.item_noun} of "
-                    f"{self.name}; use at most {len(train_images)}",
-                )
             # Hashed before the subset is taken (`full_training_sha256`), without loading the data twice.
             self._full_training_sha256 = _split_sha256(train_images, train_labels)
-            subset, _ = stratified_sample(train_labels, self.train_size, self.seed)
-            splits["train"] = (train_images[subset], train_labels[subset])
+            splits["train"] = self._train_subset(train_images, train_labels)
         self._splits = splits
+
+    def _train_subset(self, images: Tensor, labels: Tensor) -> Batch:
+        """The `train_size` subset of the whole training split: stratified, drawn by the run seed."""
+        assert self.train_size is not None
+        if self.train_size > len(images):
+            raise OptionError(
+                "train_size",
+                f"{self.train_size} exceeds the {len(images)} training {self.item_noun} of "
+                f"{self.name}; use at most {len(images)}",
+            )
+        subset, _ = stratified_sample(labels, self.train_size, self.seed)
+        return images[subset], labels[subset]
 
     def split_tensors(self, split: str) -> Batch:
         """(stored items, int64 labels [N]) of "train" (its `train_size` subset), "val" or "test"."""
         self._load_once()
         assert self._splits is not None
         return self._splits[split]
+
+    def split_size(self, split: str) -> int:
+        """The number of items of `split` (of "train", its `train_size` subset)."""
+        return len(self.split_tensors(split)[0])
 
     # ----- what the data is, by content: cache keys and checkpoints -----
 
@@ -280,7 +289,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def check_batch_fits(self) -> None:
         """Refuse a `batch_size` larger than the training split: training takes full batches only."""
-        available = len(self.split_tensors("train")[0])
+        available = self.split_size("train")
         # The global batch against the whole split also covers DDP, where each rank gets 1/world of it.
         if available < self.batch_size:
             subset = " (the train_size subset)" if self.train_size is not None else ""
@@ -312,7 +321,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def summary(self) -> str:
         """One line: split sizes and item shape, e.g. `mnist: train 55000 (subset 1000) / val 5000 / ...`."""
-        counts = {split: len(self.split_tensors(split)[0]) for split in SPLITS}
+        counts = {split: self.split_size(split) for split in SPLITS}
         train = f"{self._train_split_size}" + (f" (subset {counts['train']})" if self.train_size else "")
         shape = "x".join(str(d) for d in self.data_shape)
         return f"{self.name}: train {train} / val {counts['val']} / test {counts['test']}, {shape}"

@@ -240,10 +240,13 @@ class CSVSeriesDataModule(SequenceDataModule):
     """A CSV file's series: windows of one recording split in time order, or a panel split by series."""
 
     name = "csv"
-    # A recording may later leave any range its training rows span: not held inside it.
-    bounded = False
     # The file's series once read (per instance; the class default says "not read yet").
     _table: SeriesTable | None = None
+
+    @property
+    def bounded(self) -> bool:
+        """A recording may later leave any range its training rows span: held inside it only if declared."""
+        return bool(self.hparams.get("csv_bounded"))
 
     @property
     def layout(self) -> str:

@@ -79,6 +79,11 @@ class CSVSeriesOptions(SeqLenOptions):
         "names (unset: every numeric column but timestamps, --series-id and index or counter columns)",
         canonical=lambda text: ",".join(parse_channel_names(text)),
     )
+    csv_bounded: bool = option(
+        False,
+        "--data csv: the values cannot leave the range the training rows span (a share, a level, pixels), "
+        "so rae generates inside it (unset: a recording may leave it, and rae's output stays unbounded)",
+    )
 
     def unread(self) -> dict[str, str]:
         unread = super().unread()

@@ -126,6 +126,7 @@ class SequenceDataModule(InMemoryDataModule):
         series_id: str | None = None,
         fill_gaps: str | None = None,
         csv_channels: str | None = None,
+        csv_bounded: bool = False,
         **shared: Any,
     ) -> None:
         """`shared`: the arguments of `InMemoryDataModule`; the others are the datasets' options, checked by

@@ -102,6 +102,8 @@ def quiet_lightning() -> None:
 
     # Lightning's use of a torch API deprecated in newer torch (`LeafSpec`): a Lightning release fixes it.
     warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning)
+    # A prepared folder's stream knows its length per process and worker (datamodules/streaming.py).
+    warnings.filterwarnings("ignore", r"Your `IterableDataset` has `__len__` defined.*")
     # Spawned processes (ddp_spawn ranks, loader workers) never run this function; they read PYTHONWARNINGS,
     # whose message field is a literal prefix without commas.
     entry = "ignore:`isinstance(treespec:FutureWarning"

@@ -20,13 +20,12 @@ def quiet_evaluation_passes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def two_series_score_fits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The suite's series runs fit each post-hoc GRU twice at the test, not TimeGAN's 10 times: the spread is
-    computed all the same, and 10 fits made a tiny series run's test several times longer.
-    tests/library/test_sequence_metrics.py checks the default."""
-    from lightning_genae.callbacks.sequence_metrics import SequenceMetrics
+def quick_series_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Series runs score with fewer and shorter post-hoc fits (tiny.quick_series_scores); a module fixture
+    that trains series runs applies it itself, as this one is set up after it."""
+    from tiny import quick_series_scores
 
-    monkeypatch.setattr(SequenceMetrics, "test_fits", 2)
+    quick_series_scores(monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -158,6 +158,10 @@ class AugmentedDataModule(pl.LightningDataModule):
         return torch.cat([images, self._pool[0]]), torch.cat([labels, self._pool[1]])
 
     def train_dataloader(self) -> DataLoader:
+        """The base's own training loader (a stream where the base streams), or with the offline pool a
+        loader over the real split and the pool."""
+        if self._pool is None:
+            return self.base.train_dataloader()
         self.base.check_batch_fits()  # against the real split, whatever the pool adds
         return self.base.loader_over(*self.train_images(), train=True)
 

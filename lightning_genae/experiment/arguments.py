@@ -61,6 +61,7 @@ def _choices_epilog() -> str:
         lines += [f"  {name.ljust(width)}  {text}" for name, text in entries.items()]
         lines.append("")
     lines.append(f"example: {command_prefix()} --model gan --data digits --max-steps 200")
+    lines.append(f"streaming an image dataset: {command_prefix()} prepare --help")
     return "\n".join(lines)
 
 

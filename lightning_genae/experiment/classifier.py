@@ -120,7 +120,7 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
     return " ".join(parts)
 
 
-def _add_dataset_flag(parser: CommandLineParser, name: str, kind: Any, spec: Any) -> None:
+def add_dataset_flag(parser: CommandLineParser, name: str, kind: Any, spec: Any) -> None:
     """One image dataset option as a flag, typed as run.py's; unset, it stays None (the dataset's default)."""
     shown = spec.metadata.get("shown_default") or spec.default
     help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
@@ -147,7 +147,7 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
         "default: $GENAE_DATA_DIR when that is set, else ./data, as for run.py",
     )
     for name, (kind, spec) in image_dataset_options().items():
-        _add_dataset_flag(parser, name, kind, spec)
+        add_dataset_flag(parser, name, kind, spec)
     parser.add_argument(
         "--seed", type=int, default=image_classifier.DEFAULT_SEED, help="training seed (0 for shipped ones)"
     )

@@ -38,6 +38,7 @@ from lightning_genae.experiment.program import (
     continued_as_a_grid,
     error_text,
     os_error_line,
+    program_name,
 )
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
@@ -55,7 +56,13 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point and the command's one border: every GenaeError and OSError met below it is one line,
-    `error: ...`, and its exit code (0 ok, 2 bad input, 1 training failure)."""
+    `error: ...`, and its exit code (0 ok, 2 bad input, 1 training failure). `genae prepare ...` is the
+    command that prepares a dataset for streaming (`experiment/prepare.py`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["prepare"]:
+        from lightning_genae.experiment.prepare import main as prepare
+
+        return prepare(argv[1:], prog=f"{program_name()} prepare")
     with reader_may_leave() as watch:
         try:
             return _main(argv, watch)

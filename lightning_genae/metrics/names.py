@@ -138,8 +138,16 @@ KINDS: dict[str, MetricKind] = {
     "step": MetricKind(Direction.NONE),
 }
 
-# What metrics/sequences.py scores generated series by, in this order (no backbone).
-SERIES_SCORES = ("discriminative_quick", "predictive_quick")
+# What metrics/sequences.py scores generated series by, in this order (no backbone), each floor beside its
+# score.
+SERIES_SCORES = (
+    "discriminative_quick",
+    "predictive_quick",
+    "out_of_range",
+    "out_of_range_real",
+    "discriminative_wide",
+    "discriminative_wide_real",
+)
 # What distances.feature_metrics returns and the callbacks log, in this order, each as
 # `metric_name(key, backbone)`.
 GENERATIVE_KEYS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
@@ -165,10 +173,9 @@ class MetricName:
             raise UnknownMetric(
                 f"unknown split {self.split!r} in a metric name; use one of {', '.join(SPLITS)}"
             )
-        if not spec.per_backbone and self.backbone is not None:
-            raise UnknownMetric(f"{self.kind} takes no backbone, got {self.backbone!r}")
-        if spec.per_backbone and self.backbone not in spec.backbones:
-            spellings = ", ".join(f"{self.kind}_{backbone}" for backbone in spec.backbones)
+        backbones = spec.backbones if spec.per_backbone else (None,)
+        if self.backbone not in backbones:
+            spellings = ", ".join(self.kind if one is None else f"{self.kind}_{one}" for one in backbones)
             hint = " (the Inception Fréchet distance is fid_inception)" if self.kind == "fd" else ""
             raise UnknownMetric(f"{self.kind} is logged only as {spellings}{hint}")
 

@@ -81,16 +81,12 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
             )
         what = "log_likelihood's images"
         check_data(images, self.data_kind, self.data_shape, warn_scale=False, what=what)
-        if bool(((images == 0) | (images == 1)).all()):
-            raise DataError(
-                f"{what} are 0 and 1: binary pixels are read as -1 and 1, as the model's data; give x * 2 - 1"
-            )
         targets = ((images + 1) / 2).flatten(1)
         if not ((targets == 0) | (targets == 1)).all():
             raise DataError(
-                "the importance-sampled likelihood is of binary pixels, and these images have grey levels "
-                "(a Bernoulli decoder's score of them is no likelihood); binarize them (the dataset "
-                "binarized_mnist) first"
+                f"{what} are not binary pixels read as -1 and 1, the model's data (a Bernoulli decoder's "
+                "score of grey levels is no likelihood): binarize them (the dataset binarized_mnist); give "
+                "0/1 pixels as x * 2 - 1"
             )
 
         def log_likelihood(z: Tensor) -> Tensor:

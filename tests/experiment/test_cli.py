@@ -525,7 +525,8 @@ def test_a_grid_of_series_reports_the_loss_and_the_scores_of_the_generated_serie
     lines = (root / "ablation.md").read_text().splitlines()
     header = next(line for line in lines if line.startswith("| augment"))
     assert header == (
-        "| augment | train size | n | failed | loss | discriminative_quick | predictive_quick | notes |"
+        "| augment | train size | n | failed | loss | discriminative_quick | predictive_quick | "
+        "out_of_range | out_of_range_real | discriminative_wide | discriminative_wide_real | notes |"
     )
 
 

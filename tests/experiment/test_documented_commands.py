@@ -13,6 +13,7 @@ import pytest
 from lightning_genae.experiment.ablation.tuning import split_candidates
 from lightning_genae.experiment.arguments import build_parser, command_line_values
 from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.prepare import build_parser as build_prepare_parser
 from lightning_genae.experiment.resolve import resolve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +52,12 @@ def documented_commands() -> list[tuple[str, list[str]]]:
 
 
 COMMANDS = documented_commands()
+# The arguments of each `genae prepare` command line the pages show (a code block's line begins with it).
+PREPARE_COMMANDS = [
+    shlex.split(line.split(" #")[0])
+    for page in PAGES
+    for line in re.findall(r"^genae prepare([^\n]*)", page.read_text(), flags=re.MULTILINE)
+]
 
 
 def test_the_pages_show_commands_to_replay() -> None:
@@ -69,3 +76,9 @@ def test_a_documented_command_parses_and_a_single_run_resolves(args: list[str]) 
     values["train_size"] = values.get("train_size", [None])[0]
     resolved = resolve(RunConfig.from_dict(values))
     assert resolved.config.model == values.get("model", "gan")
+
+
+@pytest.mark.parametrize("args", PREPARE_COMMANDS)
+def test_a_documented_prepare_command_parses(args: list[str]) -> None:
+    parsed = build_prepare_parser().parse_args(args)
+    assert parsed.data and parsed.output

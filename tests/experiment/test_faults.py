@@ -85,34 +85,39 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def resume_and_compare_with_the_whole_run(stopped: Path, whole: Path) -> None:
+    """`--resume last` the stopped run: every row the resumed run wrote, a validation it ran again included,
+    is the uninterrupted run's in `whole`."""
+    assert main(["--resume", "last", "--output", str(stopped)]) == 0
+    assert (stopped / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+
+
+# The run the tests below stop and resume; `whole` is that run uninterrupted, trained once and only read.
+NINE_ITERATIONS = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9"]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("whole") / "run"
+    assert main([*NINE_ITERATIONS, "--output", str(output)]) == 0
+    return output
+
+
 @pytest.mark.slow
-def test_a_run_killed_during_a_validation_runs_that_validation_when_resumed(tmp_path):
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9"]
+def test_a_run_killed_during_a_validation_runs_that_validation_when_resumed(tmp_path, whole):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    killed = tmp_path / "killed"
     victim = subprocess.run(
-        [sys.executable, "-c", KILL_DURING_VALIDATION, *run, "--output", str(killed)],
+        [sys.executable, "-c", KILL_DURING_VALIDATION, *NINE_ITERATIONS, "--output", str(killed)],
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert victim.returncode == 9, victim.stderr
     # The checkpoint of the killed validation's iteration waits for that validation, so none was saved.
     assert stored_step(killed / "checkpoints" / "last.ckpt") == KILLED_AT - 3
-    resume_and_compare_with_the_whole_run(killed, whole, run, env)
+    resume_and_compare_with_the_whole_run(killed, whole)
     with (killed / "metrics.csv").open(newline="") as file:
         validated = [int(row["step"]) for row in csv.DictReader(file) if row.get("val/loss")]
     assert validated == [3, KILLED_AT, 9]
-
-
-def resume_and_compare_with_the_whole_run(stopped: Path, whole: Path, run: list[str], env: dict) -> None:
-    """`--resume last` the stopped run, train `run` uninterrupted into `whole`: every row the resumed run
-    wrote, a validation it ran again included, is the uninterrupted run's."""
-    for command in (["--resume", "last", "--output", str(stopped)], [*run, "--output", str(whole)]):
-        finished = subprocess.run(
-            [sys.executable, str(REPO / "run.py"), *command],
-            cwd=REPO, env=env, capture_output=True, text=True,
-        )  # fmt: skip
-        assert finished.returncode == 0, finished.stderr
-    assert (stopped / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
 
 
 # SIGTERM during iteration ITERATION's training step, or with IN_VALIDATION as that iteration validates;
@@ -146,15 +151,14 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.slow
 @pytest.mark.parametrize("killed_in_the_validation", [False, True])
 def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(
-    tmp_path, killed_in_the_validation
+    tmp_path, whole, killed_in_the_validation
 ):
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": str(KILLED_AT)}
     if killed_in_the_validation:  # SLURM's kill after its grace period, or a second Ctrl-C
         env["KILL"] = "1"
-    stopped, whole = tmp_path / "stopped", tmp_path / "whole"
+    stopped = tmp_path / "stopped"
     victim = subprocess.run(
-        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--output", str(stopped)],
+        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *NINE_ITERATIONS, "--output", str(stopped)],
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     if killed_in_the_validation:
@@ -165,24 +169,22 @@ def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(
         assert victim.returncode == 128 + signal.SIGTERM, victim.stderr
         assert f"stopped by SIGTERM after iteration {KILLED_AT}" in victim.stderr
         assert stored_step(stopped / "checkpoints" / "last.ckpt") == KILLED_AT
-    env.pop("KILL", None)
     # The iteration's validation ran once, before the stop or after the resume.
-    resume_and_compare_with_the_whole_run(stopped, whole, run, env)
+    resume_and_compare_with_the_whole_run(stopped, whole)
 
 
 @pytest.mark.slow
-def test_a_signal_during_a_validation_stops_after_it(tmp_path):
-    run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "9"]
+def test_a_signal_during_a_validation_stops_after_it(tmp_path, whole):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": str(KILLED_AT), "IN_VALIDATION": "1"}
-    stopped, whole = tmp_path / "stopped", tmp_path / "whole"
+    stopped = tmp_path / "stopped"
     victim = subprocess.run(
-        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--output", str(stopped)],
+        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *NINE_ITERATIONS, "--output", str(stopped)],
         cwd=REPO, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert victim.returncode == 128 + signal.SIGTERM, victim.stderr
     assert f"stopped by SIGTERM after iteration {KILLED_AT}" in victim.stderr
     assert stored_step(stopped / "checkpoints" / "last.ckpt") == KILLED_AT
-    resume_and_compare_with_the_whole_run(stopped, whole, run, env)
+    resume_and_compare_with_the_whole_run(stopped, whole)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from pytorch_lightning.callbacks import Callback
-from tiny import TINY_RUN
+from tiny import TINY_RUN, quick_series_scores
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback, applicable
 from lightning_genae.callbacks.grouping import members
@@ -86,6 +86,7 @@ def runs(tmp_path_factory) -> dict[str, dict[str, tuple[Path, set[str]]]]:
     root = tmp_path_factory.mktemp("applicability")
     made: dict[str, dict[str, tuple[Path, set[str]]]] = {}
     with pytest.MonkeyPatch.context() as patch:
+        quick_series_scores(patch)
         patch.setattr("lightning_genae.experiment.augmenter.default_cache_dir", lambda: root / "augmenters")
         for family, (args, _) in RUNS.items():
             made[family] = {"filtered": (root / family, run_recording(args, root / family, patch))}

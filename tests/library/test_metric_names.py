@@ -140,7 +140,7 @@ def test_the_same_metric_on_another_split() -> None:
         ("fd_inception", "fid_inception"),
         ("fid_classifier", "fid is logged only as fid_inception"),
         ("val/fd", "fd is logged only as fd_classifier"),
-        ("loss_classifier", "loss takes no backbone"),
+        ("loss_classifier", "loss is logged only as loss"),
         ("valid/loss", "use one of train, val, test"),
         ("/loss", "use one of train, val, test"),
         ("", "unknown metric kind ''"),

@@ -933,7 +933,7 @@ def test_a_double_precision_model_samples_in_double_precision():
 @pytest.mark.parametrize(
     ("change", "error", "says"),
     [
-        ("zero-one", "DataError", "are 0 and 1: binary pixels are read as -1 and 1"),
+        ("zero-one", "DataError", "not binary pixels read as -1 and 1"),
         ("cropped", "DataError", "does not match the model's"),
         ("mse", "ConfigError", "recon_loss='bce'"),
     ],

@@ -21,6 +21,7 @@ from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics import sequence_classifier as seq_lib
 from lightning_genae.metrics.names import Direction, direction
 from lightning_genae.metrics.sequences import (
+    DEFAULT_STEPS,
     discriminative_score,
     predictive_score,
     score_sequences,
@@ -323,9 +324,23 @@ def test_callback_logs_discriminative_and_predictive_at_validation_and_test():
     assert callback.records["test"] == {"split": "test", "n_real": 64, "n_fake": 64, "backbone": None}
 
 
+def test_the_out_of_range_share_of_a_train_size_subset_is_against_the_range_its_model_is_held_in():
+    from lightning_genae.datamodules import build_datamodule
+
+    datamodule = build_datamodule("sines", data_dir="unused", channels=2, seq_len=8, train_size=20)
+    datamodule.setup("fit")
+    subset = datamodule.split_tensors("train")[0]
+    subset_range = torch.stack([subset.amin(dim=(0, 1)), subset.amax(dim=(0, 1))])
+    model_range = datamodule.normaliser.model_range()
+    assert not torch.allclose(subset_range, model_range)  # 20 series reach less than the whole split
+    callback = build_sequence_metrics(TinySequenceModel(8, 2), datamodule, num_samples=16, seed=0)
+    assert torch.equal(callback._training_range(datamodule), model_range)
+
+
 def test_a_validation_fits_each_score_once_and_the_test_as_often_as_timegans_reference(monkeypatch):
-    monkeypatch.undo()  # the suite's two test fits (conftest.py)
+    monkeypatch.undo()  # the suite's two shorter test fits (conftest.py)
     assert (SequenceMetrics.fits, SequenceMetrics.test_fits) == (1, 10)
+    assert SequenceMetrics(num_samples=8).steps == DEFAULT_STEPS
 
 
 def test_callback_on_smnist_adds_the_feature_metrics_of_the_shipped_classifier():

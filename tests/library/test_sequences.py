@@ -239,18 +239,24 @@ def test_data_kind_mismatches_are_one_line_config_errors(values, message):
 @pytest.mark.quick
 @pytest.mark.parametrize(
     ("data", "variational", "bounded"),
-    [("timegan_sines", False, True), ("timegan_sines", True, True), ("csv", False, False)],
+    [
+        ("timegan_sines", False, True),
+        ("timegan_sines", True, True),
+        ("csv", False, False),
+        ("csv", False, True),
+    ],
 )
 def test_a_rae_generates_inside_the_training_range_of_bounded_data_and_freely_on_a_csv(
     tmp_path, data, variational, bounded
 ):
     """On bounded data the decoder's outputs are held inside the training split's per-channel range, whatever
-    its read-out (here pushed far out by scaled weights); a CSV keeps the standardised, linear path."""
+    its read-out (here pushed far out by scaled weights); a CSV keeps the standardised, linear path unless
+    declared bounded (csv_bounded)."""
     import pytorch_lightning as pl
 
     data_dir = tmp_path / "series.csv"
     write_csv(data_dir)
-    sized = {"seq_len": 10} if data == "csv" else {}
+    sized = {"seq_len": 10, "csv_bounded": bounded} if data == "csv" else {}
     datamodule = build_datamodule(data, data_dir=data_dir, batch_size=32, **sized)
     raw_train = datamodule.denormalise(datamodule.split_tensors("train")[0].double())
     normaliser = datamodule.normaliser

@@ -1,0 +1,198 @@
+"""Image datasets streamed from a prepared folder: each split in LitData's chunked format, written once by
+`prepare` from the DataModule's own in-memory splits (the same split rule and preprocessing), with a
+manifest of what was written. Training reads the train split as a stream, shuffled, each process its own
+share, its position kept in checkpoints; val and test (and a `train_size` subset) are read into memory."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming.writer import BinaryWriter
+from litdata.utilities.env import _DistributedEnv
+
+from lightning_genae.datamodules import PREPARED_MANIFEST as MANIFEST
+from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule, InMemoryDataModule, _split_sha256
+from lightning_genae.errors import DataError
+from lightning_genae.progress import PhaseProgress
+from lightning_genae.seeding import generator
+
+FORMAT = 1
+# Chunk size: large enough that a read is one sequential request, small enough that shuffling chunks mixes.
+CHUNK_BYTES = "64MB"
+
+
+def read_manifest(data_dir: str | Path) -> dict[str, Any]:
+    """The manifest of the prepared folder `data_dir` (JSON, never unpickled)."""
+    path = Path(data_dir).expanduser() / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        known = manifest["format"] == FORMAT and all(split in manifest["splits"] for split in SPLITS)
+    except (ValueError, KeyError, TypeError):
+        known = False
+    if not known:
+        raise DataError(f"{path} is no manifest (format {FORMAT}) of a prepared dataset; prepare it again")
+    return manifest
+
+
+def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) -> dict[str, Any]:
+    """Write every split of `datamodule` (as it holds them: its split rule and preprocessing, no
+    `train_size`) under `output/<split>` in LitData's chunked format, then the manifest: the dataset, its
+    options and item shape, and each split's size and SHA-256 (`content_sha256`, as checkpoints record it)."""
+    if datamodule.data_kind != "image" or datamodule.train_size is not None:
+        raise DataError(f"{dataset}: only a whole image dataset can be prepared")
+    output = Path(output).expanduser()
+    datamodule.prepare_data()
+    splits = {}
+    for split in SPLITS:
+        images, labels = datamodule.split_tensors(split)
+        # Quiet for its first second, so that its first line's estimate of the time left means something.
+        progress = PhaseProgress(f"prepare {dataset} {split}", len(images), "images", quiet_for=1.0)
+        writer = BinaryWriter(str(output / split), chunk_bytes=CHUNK_BYTES)
+        for index, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+            writer[index] = {"image": image, "label": label}
+            progress.advance()
+        writer.done()
+        writer.merge()
+        splits[split] = {"items": len(images), "sha256": datamodule.content_sha256(split)}
+    options = {
+        name: datamodule.hparams[name] for name in ("image_size", "channels") if name in datamodule.hparams
+    }
+    manifest = {
+        "format": FORMAT,
+        "dataset": dataset,
+        "options": options,
+        "shape": list(datamodule.data_shape),
+        "splits": splits,
+    }
+    partial = output / f"{MANIFEST}.partial"
+    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(partial, output / MANIFEST)
+    return manifest
+
+
+def stack_items(items: list[dict[str, Any]]) -> Batch:
+    """A batch of streamed items as the in-memory loaders give it: (uint8 images [B, C, H, W], int64 [B])."""
+    return torch.stack([item["image"] for item in items]), torch.tensor([item["label"] for item in items])
+
+
+class StreamedSplits(ImageDataModule):
+    """Mixed in before a registered image DataModule by `streamed`: its splits come from a prepared
+    folder (`data_dir`); everything else (name, shape, the batch transfer) stays the dataset's."""
+
+    @functools.cached_property
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.data_dir)
+
+    def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
+        """The dataset's own check, then the prepared images' shape against the one this run asks for."""
+        super()._check_geometry(image_size, channels)
+        shape = tuple(self.data_shape)
+        prepared = tuple(self.manifest["shape"])
+        if shape != prepared:
+            size = "x".join(map(str, prepared))
+            raise DataError(
+                f"{self.data_dir} holds images prepared at {size}, not {'x'.join(map(str, shape))}; drop "
+                "--image-size and --channels, or prepare the data again at this size"
+            )
+        self._train_split_size = self.manifest["splits"]["train"]["items"]
+
+    def prepare_data(self) -> None:
+        """Nothing to download: the folder was prepared."""
+
+    def _load_once(self) -> None:
+        """Each split is read when it is asked for (`split_tensors`); training streams the train split."""
+        if self._splits is None:
+            self._splits = {}
+
+    def split_tensors(self, split: str) -> Batch:
+        """A split read whole into memory, checked against the manifest's SHA-256; of "train", the
+        `train_size` subset when one is asked for."""
+        self._load_once()
+        if split not in self._splits:
+            images, labels = read_split(self.data_dir / split, self.manifest["splits"][split]["items"])
+            if _split_sha256(images, labels) != self.manifest["splits"][split]["sha256"]:
+                raise DataError(
+                    f"{self.data_dir / split} is not the data its manifest records; prepare the folder again"
+                )
+            if split == "train" and self.train_size is not None:
+                images, labels = self._train_subset(images, labels)
+            self._splits[split] = (images, labels)
+        return self._splits[split]
+
+    def split_size(self, split: str) -> int:
+        if split == "train" and self.train_size is not None:
+            return self.train_size
+        return self.manifest["splits"][split]["items"]
+
+    def content_sha256(self, split: str) -> str:
+        if split == "train" and self.train_size is not None:
+            return super().content_sha256(split)
+        return self.manifest["splits"][split]["sha256"]
+
+    def full_training_sha256(self) -> str:
+        return self.manifest["splits"]["train"]["sha256"]
+
+    def train_dataloader(self) -> Any:
+        """The train split streamed: shuffled by the run seed at every epoch, each process (and each of its
+        workers) reading its own share, full batches only; a `train_size` subset is held in memory."""
+        if self.train_size is not None:
+            return super().train_dataloader()
+        self.check_batch_fits()
+        # Items decoded one at a time: LitData's default batched decoding read 28 MNIST batches of 64 a second
+        # on one CPU thread, this 316.
+        dataset = StreamingDataset(
+            str(self.data_dir / "train"), shuffle=True, drop_last=True, seed=self.seed, batch_decode=False
+        )
+        if self.trainer is not None:
+            # The run's processes and nodes as the Trainer knows them: LitData's own guess takes every CPU
+            # process for one node, and its nodes read apart from each other.
+            run = self.trainer
+            dataset.distributed_env = _DistributedEnv(run.world_size, run.global_rank, run.num_nodes)
+        return EpochStream(
+            dataset,
+            batch_size=self.batch_size_per_device,
+            num_workers=self.num_workers,
+            collate_fn=stack_items,
+            # The workers' base seed from a generator of its own: DataLoader otherwise draws it from the
+            # global stream at every pass, which a resumed run would draw once more than an uninterrupted one.
+            generator=generator(self.seed, "loader"),
+        )
+
+
+class EpochStream(StreamingDataLoader):
+    """LitData's loader, whose resumed epoch ends with its last batch. Lightning ends an epoch once it has
+    taken len(loader) batches, without asking for the one more that ends the iteration, and LitData's loader,
+    resumed part-way, replays the rest of the resumed epoch at the next one unless its iteration ended."""
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in super().__iter__():
+            if self._num_samples_yielded_streaming >= len(self) * self.batch_size:
+                self.restore = False  # the pass is whole: the next one starts the next epoch
+            yield batch
+
+
+def read_split(folder: Path, items: int) -> Batch:
+    """A prepared split read whole, in its stored order: the same items in every process."""
+    dataset = StreamingDataset(str(folder))
+    read = [dataset[index] for index in range(items)]
+    return stack_items(read)
+
+
+@functools.cache
+def _streamed_class(module: type[ImageDataModule]) -> type[ImageDataModule]:
+    return type(f"Streamed{module.__name__}", (StreamedSplits, module), {"__doc__": module.__doc__})
+
+
+def streamed(name: str, module: type[InMemoryDataModule], data_dir: str | Path) -> type[InMemoryDataModule]:
+    """Dataset `name`'s DataModule reading the prepared folder `data_dir`, which must hold that dataset."""
+    prepared = read_manifest(data_dir)["dataset"]
+    if prepared != name or not issubclass(module, ImageDataModule):
+        raise DataError(f"{data_dir} holds the prepared dataset {prepared}; use --data {prepared}")
+    return _streamed_class(module)

@@ -1,0 +1,185 @@
+"""Runs that stream a prepared folder: `genae prepare` writes it, every image family trains from it with
+and without augmentation, a streamed run killed part-way through an epoch resumes to the numbers of the
+uninterrupted streamed run, and two nodes each read their own share of the training split."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from litdata import StreamingDataLoader
+from test_reproducibility import CopyCheckpointBeforeIteration, final_metrics, rows_after
+from tiny import ON_CPU, TINY_RUN
+
+from lightning_genae.datamodules import build_datamodule
+from lightning_genae.datamodules.streaming import StreamedSplits
+from lightning_genae.experiment import augmenter as latent_module
+from lightning_genae.experiment import train as train_module
+from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.trainer import build_callbacks
+from lightning_genae.models import MODELS
+
+REPO = Path(__file__).resolve().parents[2]
+AUGMENTER = ["--augmenter-width", "8", "--augmenter-latent-dim", "8", "--augmenter-steps", "10"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """digits prepared by the command: 1258 train, 180 val, 359 test images."""
+    folder = tmp_path_factory.mktemp("streaming") / "digits"
+    assert main(["prepare", "--data", "digits", "--output", str(folder)]) == 0
+    return folder
+
+
+@pytest.fixture()
+def streams(monkeypatch) -> list[bool]:
+    """Whether each training loader the streamed DataModules of the test's runs made is LitData's."""
+    made: list[bool] = []
+    original = StreamedSplits.train_dataloader
+
+    def spy(self):
+        loader = original(self)
+        made.append(isinstance(loader, StreamingDataLoader))
+        return loader
+
+    monkeypatch.setattr(StreamedSplits, "train_dataloader", spy)
+    return made
+
+
+def test_prepare_writes_nothing_into_a_folder_that_is_not_empty(tmp_path, capsys):
+    (tmp_path / "kept.txt").write_text("")
+    assert main(["prepare", "--data", "digits", "--output", str(tmp_path)]) == 2
+    assert "--output" in capsys.readouterr().err
+    assert [path.name for path in tmp_path.iterdir()] == ["kept.txt"]
+
+
+IMAGE_FAMILIES = [name for name, spec in MODELS.items() if spec.data_kind == "image"]
+ARMS = [(family, []) for family in IMAGE_FAMILIES] + [
+    ("gan", ["--augment", "ae", *AUGMENTER]),
+    ("gan", ["--augment", "ae+diffaug", *AUGMENTER]),
+]
+
+
+@pytest.mark.parametrize(("family", "augment"), ARMS, ids=[" ".join([f, *a[:2]]) for f, a in ARMS])
+def test_every_image_family_trains_from_a_stream(prepared, streams, tmp_path, monkeypatch, family, augment):
+    monkeypatch.setattr(latent_module, "default_cache_dir", lambda: tmp_path / "augmenters")
+    run = [
+        "--model",
+        family,
+        *TINY_RUN,
+        "--data-dir",
+        str(prepared),
+        "--max-steps",
+        "2",
+        "--eval-samples",
+        "50",
+    ]
+    assert main([*run, "--no-test-split", "--output", str(tmp_path / "run")]) == 0
+    assert streams and all(streams)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    in_memory = build_datamodule("digits")
+    assert summary["data_sha256"]["train"] == in_memory.content_sha256("train"), "the same data as in memory"
+
+
+# 1258 digits in batches of 256: 4 iterations an epoch, so a stop at 6 is part-way through the second epoch
+# and 10 iterations reach the third.
+HALF, FULL = 6, 10
+RESUMED_RUNS = {
+    "no augmentation": [],
+    "loader workers": ["--num-workers", "2"],
+    "ae augmentation": ["--augment", "ae", *AUGMENTER],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", list(RESUMED_RUNS))
+def test_a_streamed_run_killed_part_way_through_an_epoch_resumes_to_the_uninterrupted_run(
+    prepared, streams, tmp_path, monkeypatch, arm
+):
+    monkeypatch.setattr(latent_module, "default_cache_dir", lambda: tmp_path / "augmenters")
+    run = ["--model", "gan", *TINY_RUN, *ON_CPU, "--data-dir", str(prepared), "--batch-size", "256"]
+    run += ["--eval-samples", "100", *RESUMED_RUNS[arm]]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    # The uninterrupted run leaves a copy of last.ckpt as a run killed before iteration HALF + 1 would.
+    killed = tmp_path / f"killed-at-{HALF}.ckpt"
+    copier = CopyCheckpointBeforeIteration(HALF, killed)
+    monkeypatch.setattr(train_module, "build_callbacks", lambda *a: [*build_callbacks(*a), copier])
+    assert main([*run, "--max-steps", str(FULL), "--output", str(whole)]) == 0
+    monkeypatch.setattr(train_module, "build_callbacks", build_callbacks)
+    assert main(["--resume", str(killed), "--max-steps", str(FULL), "--output", str(resumed)]) == 0
+    assert streams and all(streams)
+    assert json.loads((resumed / "summary.json").read_text())["global_step"] == FULL
+    assert final_metrics(resumed) == final_metrics(whole)
+    resumed_rows = rows_after(resumed, HALF)
+    assert resumed_rows and resumed_rows == rows_after(whole, HALF)
+
+
+# Each process records the images of every training batch it gets, as stored (uint8 bytes, hex).
+RECORD_BATCHES = """
+import json, os, sys
+from pathlib import Path
+from pytorch_lightning import Callback
+import lightning_genae.experiment.train as train
+from lightning_genae.datamodules.pixels import to_uint8
+from lightning_genae.experiment.cli import main
+
+class RecordBatches(Callback):
+    seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen += [image.cpu().numpy().tobytes().hex() for image in to_uint8(batch[0])]
+
+    def on_train_end(self, trainer, pl_module):
+        Path(os.environ["RECORD"], f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
+
+build = train.build_callbacks
+train.build_callbacks = lambda *args: [*build(*args), RecordBatches()]
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_read_disjoint_shares_that_together_are_the_training_split(prepared, tmp_path):
+    """Two nodes of one process each, started as torchrun starts them (gloo over loopback): one epoch of
+    1258 digits in global batches of 34 is 37 iterations of 17 images on each node."""
+    run = ["--model", "ae", *TINY_RUN, "--data-dir", str(prepared), "--batch-size", "34", "--max-steps", "37"]
+    run += ["--eval-every", "1000", "--image-every", "1000", "--ckpt-every", "1000", "--no-test-split"]
+    run += ["--eval-samples", "50", "--accelerator", "cpu", "--strategy", "ddp", "--devices", "1"]
+    run += ["--num-nodes", "2", "--output", str(tmp_path / "run")]
+    job = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "TORCHELASTIC_RUN_ID": "two-nodes"}
+    job.update(WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", RECORD=str(tmp_path))
+    base = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **job}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-c", RECORD_BATCHES, *run],
+            cwd=tmp_path,
+            env={**base, "RANK": str(node), "GROUP_RANK": str(node), "NODE_RANK": str(node)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for node in (0, 1)
+    ]
+    try:
+        # A node that fails leaves the other waiting for it: each is waited for with a deadline.
+        for node in nodes:
+            _, err = node.communicate(timeout=300)
+            assert node.returncode == 0, err.decode()[-3000:]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    shares = [Counter(json.loads((tmp_path / f"rank{rank}.json").read_text())) for rank in (0, 1)]
+    assert sum(shares[0].values()) == sum(shares[1].values()) == 37 * 17
+    assert not shares[0] & shares[1], "no image is read by both nodes"
+    split = build_datamodule("digits").split_tensors("train")[0]
+    assert shares[0] + shares[1] == Counter(image.numpy().tobytes().hex() for image in split)

@@ -1,0 +1,135 @@
+"""Prepared folders: the splits a stream gives are the in-memory ones, the stream's order resumes part-way
+through an epoch (and after an epoch left early), and a folder that is not what its manifest says is
+refused."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from lightning_genae.datamodules import build_datamodule
+from lightning_genae.datamodules.base import SPLITS
+from lightning_genae.datamodules.streaming import MANIFEST, prepare
+from lightning_genae.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """digits prepared once: 1258 train, 180 val, 359 test images."""
+    folder = tmp_path_factory.mktemp("prepared") / "digits"
+    prepare(build_datamodule("digits"), "digits", folder)
+    return folder
+
+
+def images_of(batches) -> Counter:
+    """Every image of `batches` (by its bytes, with its label), counted."""
+    return Counter(
+        (image.numpy().tobytes(), int(label))
+        for images, labels in batches
+        for image, label in zip(images, labels, strict=True)
+    )
+
+
+def test_the_manifest_records_each_splits_size_and_in_memory_hash(prepared):
+    in_memory = build_datamodule("digits")
+    manifest = json.loads((prepared / MANIFEST).read_text())
+    assert manifest["dataset"] == "digits" and manifest["shape"] == [1, 16, 16]
+    for split in SPLITS:
+        assert manifest["splits"][split] == {
+            "items": in_memory.split_size(split),
+            "sha256": in_memory.content_sha256(split),
+        }
+
+
+@pytest.mark.parametrize("train_size", [None, 100])
+def test_a_streamed_dataset_holds_the_in_memory_splits_for_the_same_seed(prepared, train_size):
+    in_memory = build_datamodule("digits", train_size=train_size, seed=3)
+    streamed = build_datamodule("digits", data_dir=str(prepared), train_size=train_size, seed=3)
+    for split in SPLITS:
+        for stream, memory in zip(streamed.split_tensors(split), in_memory.split_tensors(split), strict=True):
+            assert torch.equal(stream, memory), split
+        assert streamed.content_sha256(split) == in_memory.content_sha256(split)
+    assert streamed.full_training_sha256() == in_memory.full_training_sha256()
+    assert streamed.state_dict() == in_memory.state_dict(), "a checkpoint names the same data"
+
+
+def test_one_streamed_epoch_is_every_training_image_once_in_full_batches(prepared):
+    streamed = build_datamodule("digits", data_dir=str(prepared), batch_size=34)
+    batches = list(streamed.train_dataloader())
+    # 1258 images are exactly 37 batches of 34.
+    assert len(batches) == 37 and {len(images) for images, _ in batches} == {34}
+    assert images_of(batches) == images_of([build_datamodule("digits").split_tensors("train")])
+    images, labels = batches[0]
+    assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+
+
+def labels_of(loader, batches=None) -> list[list[int]]:
+    """The labels of the first `batches` batches of one pass over `loader` (all: None)."""
+    seen = []
+    for labels in (labels for _, labels in loader):
+        seen.append(labels.tolist())
+        if len(seen) == batches:
+            break
+    return seen
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_stream_resumed_part_way_through_an_epoch_continues_its_order(prepared, num_workers):
+    def loader():
+        data = build_datamodule(
+            "digits", data_dir=str(prepared), batch_size=100, seed=5, num_workers=num_workers
+        )
+        return data.train_dataloader()
+
+    whole = loader()
+    epochs = [labels_of(whole), labels_of(whole)]
+    assert epochs[0] != epochs[1], "each epoch has its own order"
+    stopped = loader()
+    seen = labels_of(stopped, batches=4)
+    resumed = loader()
+    resumed.load_state_dict(stopped.state_dict())
+    # Taken as Lightning takes an epoch: len(loader) batches, never asking for one more.
+    assert seen + labels_of(resumed, batches=len(resumed) - 4) == epochs[0]
+    assert labels_of(resumed) == epochs[1]
+    # An epoch left after a few batches (a validation, a stop) ends there: the next pass is the next epoch.
+    broken = loader()
+    labels_of(broken, batches=3)
+    assert labels_of(broken) == epochs[1]
+
+
+def test_a_folder_prepared_from_another_dataset_is_refused(prepared):
+    with pytest.raises(DataError, match="--data digits"):
+        build_datamodule("mnist", data_dir=str(prepared))
+
+
+def test_a_run_asking_for_another_image_shape_is_refused(tmp_path):
+    folder = tmp_path / "prepared"
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    for index in range(12):
+        Image.new("RGB", (8, 8), (index * 20, 0, 0)).save(images / f"{index}.png")
+    prepare(build_datamodule("folder", data_dir=str(images), image_size=8), "folder", folder)
+    assert build_datamodule("folder", data_dir=str(folder), image_size=8).data_shape == (3, 8, 8)
+    with pytest.raises(DataError, match="--image-size"):
+        build_datamodule("folder", data_dir=str(folder), image_size=16)
+
+
+def test_a_split_that_is_not_what_its_manifest_records_is_refused(prepared, tmp_path):
+    manifest = json.loads((prepared / MANIFEST).read_text())
+    manifest["splits"]["val"]["sha256"] = "0" * 64
+    altered = tmp_path / "altered"
+    altered.mkdir()
+    for split in SPLITS:
+        (altered / split).symlink_to(prepared / split, target_is_directory=True)
+    (altered / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="val"):
+        build_datamodule("digits", data_dir=str(altered)).split_tensors("val")
+
+
+def test_a_manifest_of_another_format_is_refused(tmp_path):
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": 0, "dataset": "digits", "splits": {}}))
+    with pytest.raises(DataError, match=MANIFEST):
+        build_datamodule("digits", data_dir=str(tmp_path))
