@@ -16,13 +16,14 @@ k = 5,000 on all 10,000 images takes about 4.6 hours; `subset_corrected_mean` in
 lightning_genae.metrics.likelihood). `--score-only` scores runs already trained to `--steps`. A run saves
 its checkpoint every `--ckpt-every` iterations; the same command given again continues a stopped run from
 it, and scores a finished one without training it again. The paper
-trained its VAE for 3,280 passes over the data (batch 20); the networks are the framework's shared conv
-nets, not the paper's MLP (two deterministic layers of 200 tanh units).
+trained its VAE for 3,280 passes over the data (batch 20). The networks are the family's default, the
+framework's shared conv nets; `-- --vae-nets paper` trains the paper's own (fully connected, two
+deterministic layers of 200 tanh units each way). Options after `--` go to every run.py run as they are.
 
     python bench/reproduce_vae.py --data-dir DATA [--seeds 0 1 2] [--steps 5000] [--batch-size 64] \
         [--test-images 10000] [--budget-points 1000 | --lr-schedule cosine] [--k 5000] \
         [--cheap-k 100 --corrected-images 500] [--ckpt-every 5000] [--score-only] [--threads 2] \
-        [--output runs/reproduce_vae] [--device cuda]
+        [--output runs/reproduce_vae] [--device cuda] [-- --vae-nets paper]
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import ImageDataModule, build_datamodule
 from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
 from lightning_genae.errors import ConfigError, GenaeError
+from lightning_genae.experiment.arguments import build_parser as run_parser
+from lightning_genae.experiment.arguments import command_line_values
 from lightning_genae.experiment.config import merge, resume_conflicts
 from lightning_genae.experiment.resolve import resolve
 from lightning_genae.metrics.likelihood import subset_corrected_mean
@@ -76,7 +79,7 @@ def train(seed: int, steps: int, args: argparse.Namespace, output: Path) -> Path
     command += [
         "--max-steps", str(steps), "--eval-every", str(steps),
         "--ckpt-every", str(min(steps, args.ckpt_every)), "--eval-samples", str(args.eval_samples),
-        "--no-test-split", "--output", str(output),
+        "--no-test-split", "--output", str(output), *args.run_args,
     ]  # fmt: skip
     if last_checkpoint(output).is_file():
         command += ["--resume", "last"]
@@ -95,7 +98,12 @@ def trained_to(run_dir: Path, flag_name: str) -> tuple[int, dict[str, Any]] | No
 
 def reproduction_config(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """The configuration run.py gives the seed's run, every default filled, as a checkpoint stores it."""
-    given = {**run_options(seed, args), "data_dir": args.data_dir, "eval_samples": args.eval_samples}
+    given = {
+        **run_options(seed, args),
+        "data_dir": args.data_dir,
+        "eval_samples": args.eval_samples,
+        **command_line_values(run_parser(), args.run_args),
+    }
     return resolve(merge({}, {**given, "test_split": False})).config.to_dict()
 
 
@@ -285,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=Path("runs/reproduce_vae"))
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where the estimate runs (auto: a GPU if there is one)")  # fmt: skip
+    parser.add_argument("run_args", nargs="*",
+                        help="after --: options passed to every run.py run (--vae-nets paper)")  # fmt: skip
     return parser
 
 
@@ -363,6 +373,8 @@ def main() -> None:
     training_images = len(datamodule.split_tensors("train")[0])
     scope = "all" if len(images) == 10_000 else "a fixed seeded subset of"
     print(f"test NLL over {scope} {len(images)} binarized test images, k = {args.k}, on {device}", flush=True)
+    if args.run_args:
+        print(f"  run.py options {' '.join(args.run_args)}", flush=True)
     if args.cheap_k:
         print(
             f"  estimated from k = {args.cheap_k} on every image, corrected by k = {args.k} on "
@@ -406,6 +418,7 @@ def main() -> None:
     print(
         f"ours: {ours} (n={len(results)}), {args.steps} iterations x batch {args.batch_size} "
         f"({passes:.1f} passes); published {PUBLISHED}"
+        + (f"; run.py options {' '.join(args.run_args)}" if args.run_args else "")
     )
     print(
         "| Burda et al. 2016, Table 1 (VAE, 1 stochastic layer, k=1) | binarized MNIST test NLL, "

@@ -105,15 +105,6 @@ class GANModule(ImageAdversarialModule):
     def lower_learning_rate(self) -> float | None:
         return None if self.options.gan_training == "paper" else super().lower_learning_rate()
 
-    def training_pixel_means(self) -> Tensor:
-        """Each pixel's mean over the training split of the fit's lightning_genae DataModule, in [0, 1]
-        ([C, H, W])."""
-        images = self.trainer.datamodule.split_tensors("train")[0]
-        # Summed exactly in int64 a block at a time: a float64 copy of the whole split is 8x its size
-        # (330 MB for MNIST's uint8 training images).
-        total = sum(block.sum(0, dtype=torch.int64) for block in images.split(4096))
-        return total.double() / (len(images) * 255)
-
     def decode(self, latents: Tensor) -> Tensor:
         """Generator output; the EMA generator when one is kept, as is usual for evaluation."""
         generator = self.generator_ema if self.generator_ema is not None else self.generator

@@ -74,6 +74,11 @@ class FamilyOptions(PluginOptions):
 ReconLoss = Literal["mse", "bce"]
 
 
+def width_unread(fixed_nets: str) -> str:
+    """Why `width` is unread with nets whose size is fixed (the papers' fully connected ones)."""
+    return f"sizes the conv nets, which {fixed_nets} leaves out; drop width or {fixed_nets}"
+
+
 @dataclass(frozen=True)
 class ReconstructionOptions(FamilyOptions):
     recon_loss: ReconLoss = option("mse", "reconstruction loss: mse or bce")
@@ -96,10 +101,22 @@ class AutoencoderOptions(SingleObjectiveOptions):
     denoise: float = option(0.0, "std of Gaussian input noise; > 0 makes a denoising AE", at_least=0)
 
 
+VaeNets = Literal["conv", "paper"]
+# The IWAE paper's one-stochastic-layer nets: two deterministic layers of this many tanh units in each.
+VAE_PAPER_HIDDEN = 200
+
+
 @dataclass(frozen=True)
 class VAEOptions(SingleObjectiveOptions):
     # A Bernoulli likelihood makes val/elbo a log-likelihood bound in nats per image.
     recon_loss: ReconLoss = with_default(ReconstructionOptions, "recon_loss", "bce")
+    vae_nets: VaeNets = option(
+        "conv",
+        "conv: the shared conv encoder and decoder (sized by --width); paper: the MNIST nets of Burda et al. "
+        "2016 (one stochastic layer), fully connected, the encoder and the decoder each with two hidden "
+        f"layers of {VAE_PAPER_HIDDEN} tanh units, Glorot-uniform weights, the encoder reading [0, 1] pixels "
+        "and the decoder's output biases starting at the logits of the training pixels' means",
+    )
     beta: float = option(1.0, "weight of the KL term", at_least=0)
     kl_warmup: int = option(0, "steps over which the KL weight rises from 0 to beta", at_least=0)
     nll_samples: int = option(
@@ -112,6 +129,8 @@ class VAEOptions(SingleObjectiveOptions):
 
     def unread(self) -> dict[str, str]:
         unread = super().unread()
+        if self.vae_nets == "paper":
+            unread["width"] = width_unread("vae_nets paper")
         if self.recon_loss != "bce":
             unread["nll_samples"] = "estimates a Bernoulli likelihood; use it with recon_loss bce, or drop it"
         return unread
@@ -121,11 +140,6 @@ class VAEOptions(SingleObjectiveOptions):
 
 GanLoss = Literal["ns", "hinge"]
 GanTraining = Literal["adam", "paper"]
-
-
-def width_unread(fixed_nets: str) -> str:
-    """Why `width` is unread with nets whose size is fixed (the papers' fully connected ones)."""
-    return f"sizes the conv nets, which {fixed_nets} leaves out; drop width or {fixed_nets}"
 
 
 @dataclass(frozen=True)

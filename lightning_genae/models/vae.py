@@ -6,28 +6,65 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.metrics.likelihood import importance_sampled_log_likelihood
 from lightning_genae.models.base import evaluation_mode, inference
 from lightning_genae.models.batch import check_data
-from lightning_genae.models.options import VAEOptions
+from lightning_genae.models.options import VAE_PAPER_HIDDEN, VAEOptions
 from lightning_genae.models.reconstruction import (
     ReconstructionModule,
     reconstruction_loss,
 )
 from lightning_genae.models.variational import GaussianEncoding, gaussian_kl, reparameterize
+from lightning_genae.nets.mlp import MLPDecoder, MLPEncoder, init_linear
+
+# The IWAE paper's decoder starts with its output biases at the logits of the training pixels' means, each
+# clipped to [0.001, 0.999] first.
+PAPER_MEANS_CLIP = 1e-3
 
 
 class VAEModule(GaussianEncoding, ReconstructionModule):
     """VAE trained on recon + beta_t * KL, beta_t rising linearly to `beta` over `kl_warmup` steps. `bce` is a
     Bernoulli likelihood on [0, 1] pixels (`val/elbo` bounds it in nats where pixels are binary); `mse` a
-    Gaussian of variance 1/2 on [-1, 1], whose loss drops the constant (d/2) log(pi) that `elbo` keeps."""
+    Gaussian of variance 1/2 on [-1, 1], whose loss drops the constant (d/2) log(pi) that `elbo` keeps.
+    The nets are the shared conv ones, or with `--vae-nets paper` the IWAE paper's fully connected ones."""
 
     options_type = VAEOptions
     options: VAEOptions
     encoder_outputs_per_latent = 2
+
+    def autoencoder_nets(self) -> tuple[nn.Module, nn.Module]:
+        """The shared conv nets, or with --vae-nets paper those of Burda et al. 2016 (yburda/iwae): two
+        hidden layers of 200 tanh units each way, Glorot-uniform weights and zero biases, the encoder reading
+        [0, 1] pixels as the reference does and giving the mean and log-variance from one linear layer."""
+        if self.options.vae_nets == "conv":
+            return super().autoencoder_nets()
+        encoder = MLPEncoder(
+            self.image_shape,
+            self.encoder_outputs_per_latent * self.latent_dim,
+            hidden=VAE_PAPER_HIDDEN,
+            unit_pixels=True,
+            activation=nn.Tanh,
+        )
+        decoder = MLPDecoder(
+            self.image_shape,
+            self.latent_dim,
+            hidden=VAE_PAPER_HIDDEN,
+            output=self.decoder_output,
+            activation=nn.Tanh,
+        )
+        for net in (encoder, decoder):
+            net.apply(init_linear("glorot"))
+        return encoder, decoder
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        # After a resume has restored the step count: only a run's first start sets the output biases, a
+        # resumed one keeps its trained ones.
+        if self.options.vae_nets == "paper" and self.trainer.global_step == 0:
+            self.decoder.start_at_pixel_means(self.training_pixel_means(), clip=PAPER_MEANS_CLIP)
 
     @inference
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

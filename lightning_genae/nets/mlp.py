@@ -1,21 +1,25 @@
-"""Fully connected nets: the adversarial autoencoder's latent discriminator, and the image encoder and
-decoder of the adversarial autoencoder paper's MNIST experiments, apart from their module."""
+"""Fully connected nets: the adversarial autoencoder's latent discriminator, and the image encoders and
+decoders of the papers' MNIST experiments (the adversarial autoencoder's, the GAN's, the IWAE paper's VAE),
+apart from their modules."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 
-def two_hidden_layers(inputs: int, hidden: int, outputs: int, negative_slope: float = 0.0) -> nn.Sequential:
-    """Linear, two hidden layers of `hidden` units (ReLU, or leaky ReLU with a negative slope), linear out."""
+def two_hidden_layers(
+    inputs: int, hidden: int, outputs: int, activation: Callable[[], nn.Module] = nn.ReLU
+) -> nn.Sequential:
+    """Linear, two hidden layers of `hidden` units (each followed by a fresh `activation()`), linear out."""
     return nn.Sequential(
         nn.Linear(inputs, hidden),
-        nn.LeakyReLU(negative_slope) if negative_slope else nn.ReLU(),
+        activation(),
         nn.Linear(hidden, hidden),
-        nn.LeakyReLU(negative_slope) if negative_slope else nn.ReLU(),
+        activation(),
         nn.Linear(hidden, outputs),
     )
 
@@ -30,7 +34,8 @@ class LatentDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         self.condition_dim = condition_dim
-        self.net = two_hidden_layers(latent_dim + condition_dim, hidden, 1, negative_slope)
+        activation = partial(nn.LeakyReLU, negative_slope) if negative_slope else nn.ReLU
+        self.net = two_hidden_layers(latent_dim + condition_dim, hidden, 1, activation)
 
     def forward(self, codes: Tensor, condition: Tensor | None = None) -> Tensor:
         if self.condition_dim:
@@ -39,8 +44,9 @@ class LatentDiscriminator(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """Image [B, C, H, W] -> vector [B, out_features]: the flattened pixels through two hidden ReLU layers;
-    with `unit_pixels` the first layer reads them on [0, 1], as a reference trained on [0, 1] pixels does."""
+    """Image [B, C, H, W] -> vector [B, out_features]: the flattened pixels through two hidden layers (ReLU,
+    or `activation`); with `unit_pixels` the first layer reads them on [0, 1], as a reference trained on
+    [0, 1] pixels does."""
 
     def __init__(
         self,
@@ -48,10 +54,11 @@ class MLPEncoder(nn.Module):
         out_features: int,
         hidden: int = 1000,
         unit_pixels: bool = False,
+        activation: Callable[[], nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
-        self.net = two_hidden_layers(channels * height * width, hidden, out_features)
+        self.net = two_hidden_layers(channels * height * width, hidden, out_features, activation)
         self.unit_pixels = unit_pixels
 
     def forward(self, images: Tensor) -> Tensor:
@@ -60,17 +67,23 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden ReLU layers. `output`: "tanh"; "sigmoid",
+    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden layers (ReLU, or `activation`).
+    `output`: "tanh"; "sigmoid",
     the GAN paper's [0, 1] pixels shown on [-1, 1] (2 sigmoid(a) - 1, so the pre-activation and its gradients
     are the reference's); "logits", for a Bernoulli likelihood."""
 
     def __init__(
-        self, image_shape: tuple[int, int, int], latent_dim: int, hidden: int = 1000, output: str = "tanh"
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int,
+        hidden: int = 1000,
+        output: str = "tanh",
+        activation: Callable[[], nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)
         channels, height, width = image_shape
-        self.net = two_hidden_layers(latent_dim, hidden, channels * height * width)
+        self.net = two_hidden_layers(latent_dim, hidden, channels * height * width, activation)
         self.output = output
 
     def forward(self, latents: Tensor) -> Tensor:
@@ -82,12 +95,13 @@ class MLPDecoder(nn.Module):
         return out
 
     @torch.no_grad()
-    def start_at_pixel_means(self, means: Tensor) -> None:
+    def start_at_pixel_means(self, means: Tensor, clip: float = 1e-7) -> None:
         """Set the output layer's biases so that a zero pre-activation draws the given per-pixel means (in
-        [0, 1], shape [C, H, W]): pylearn2's `init_sigmoid_bias_from_marginals`, which the GAN paper's MNIST
-        generator starts from (the means clipped to [1e-7, 1 - 1e-7] before the logit, as there)."""
+        [0, 1], shape [C, H, W]), clipped to [clip, 1 - clip] before the logit: pylearn2's
+        `init_sigmoid_bias_from_marginals` (clip 1e-7), which the GAN paper's MNIST generator starts from,
+        and the IWAE paper's decoder (clip 0.001)."""
         layer = self.net[-1]
-        logits = torch.logit(means.double().clamp(1e-7, 1 - 1e-7)).flatten()
+        logits = torch.logit(means.double().clamp(clip, 1 - clip)).flatten()
         layer.bias.copy_(logits.to(layer.bias))
 
 
@@ -150,14 +164,18 @@ class MaxoutDiscriminator(nn.Module):
         return self.logits_of_features(self.features(x, masks), masks)
 
 
-def init_linear(kind: str, scale: float) -> Callable[[nn.Module], None]:
+def init_linear(kind: str, scale: float = 1.0) -> Callable[[nn.Module], None]:
     """An `apply` function: every linear layer's biases 0 and weights N(0, scale^2) (`normal`: the adversarial
-    autoencoder paper's, scale 0.01) or U(-scale, scale) (`uniform`: pylearn2's `irange`, the GAN paper's)."""
+    autoencoder paper's, scale 0.01), U(-scale, scale) (`uniform`: pylearn2's `irange`, the GAN paper's) or
+    Glorot's uniform, U(-a, a), a = scale sqrt(6 / (fan_in + fan_out)) (`glorot`: the IWAE paper's, scale
+    1)."""
 
     def init(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             if kind == "normal":
                 nn.init.normal_(module.weight, std=scale)
+            elif kind == "glorot":
+                nn.init.xavier_uniform_(module.weight, gain=scale)
             else:
                 nn.init.uniform_(module.weight, -scale, scale)
             nn.init.zeros_(module.bias)

@@ -146,6 +146,8 @@ REFUSALS = {
         ["--steps", "2", "--budget-points", "1"],
         "past --budget-points 1, whose score cannot be taken again; drop --budget-points to score it",
     ),
+    # Options after -- are the runs' own: a run of other nets is another run.
+    "other-nets": (["--steps", "4", "--", "--vae-nets", "paper"], "--vae-nets paper (checkpoint: conv)"),
     "no-steps": (["--steps", "0"], "--steps must be at least 1, got 0"),
     "no-draws": (["--steps", "2", "--k", "0"], "--k must be at least 1, got 0"),
     "no-test-images": (["--steps", "2", "--test-images", "0"], "--test-images must be at least 1, got 0"),
@@ -165,6 +167,18 @@ def test_a_run_that_cannot_be_continued_or_scored_is_refused_in_one_line_before_
     assert len(err.strip().splitlines()) == 1 and expected in err, err
     assert not out
     assert checkpoint.read_bytes() == before
+
+
+def test_options_after_the_separator_go_to_every_run_and_define_the_run_continued(
+    mnist_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert reproduce(mnist_data_dir, tmp_path, "--steps", "1", "--", "--vae-nets", "paper") == 0
+    run_dir = tmp_path / "vae-seed0"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["vae_nets"] == "paper"
+    assert "run.py options --vae-nets paper" in capsys.readouterr().out
+    assert reproduce(mnist_data_dir, tmp_path, "--steps", "2", "--", "--vae-nets", "paper") == 0
+    assert "continuing its checkpoint at 1" in capsys.readouterr().out
+    assert iteration_of(run_dir) == 2
 
 
 def test_a_cosine_run_is_continued_only_to_the_length_it_anneals_to(

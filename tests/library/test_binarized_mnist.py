@@ -85,15 +85,16 @@ def test_fixed_binarization_depends_on_its_stream_only():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("nets", [("--width", "8"), ("--vae-nets", "paper")])
 def test_a_vae_on_binarized_mnist_logs_its_importance_sampled_test_nll(
-    tmp_path: Path, mnist_data_dir, monkeypatch
+    tmp_path: Path, mnist_data_dir, monkeypatch, nets
 ):
     # The image metrics would first train a feature classifier on 55,000 images; this test is about the NLL.
     monkeypatch.setattr("lightning_genae.api.generative_metrics", lambda *args: None)
     run_dir = tmp_path / "vae"
     args = [
         *("--model", "vae", "--data", "binarized_mnist", "--data-dir", str(mnist_data_dir)),
-        *("--train-size", "256", "--width", "8", "--latent-dim", "8", "--batch-size", "32"),
+        *("--train-size", "256", *nets, "--latent-dim", "8", "--batch-size", "32"),
         *("--max-steps", "3", "--eval-every", "3", "--eval-samples", "200", "--nll-samples", "8"),
         *("--output", str(run_dir)),
     ]

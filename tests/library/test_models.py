@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.datamodules import build_datamodule
 from lightning_genae.experiment.cli import main
 from lightning_genae.models import (
     MODELS,
@@ -213,17 +214,65 @@ def test_the_gan_papers_nets_are_its_mlp_generator_and_maxout_discriminator_and_
     assert summary_of(run_dir)["config"]["gan_nets"] == "paper"
 
 
+def test_the_iwae_papers_vae_nets_are_tanh_layers_of_200_units_and_train(tmp_path, monkeypatch):
+    model = VAEModule((1, 28, 28), vae_nets="paper", latent_dim=50)
+    linear_shapes = {
+        name: [tuple(layer.weight.shape) for layer in net.modules() if isinstance(layer, torch.nn.Linear)]
+        for name, net in (("encoder", model.encoder), ("decoder", model.decoder))
+    }
+    assert linear_shapes == {
+        "encoder": [(200, 784), (200, 200), (100, 200)],
+        "decoder": [(200, 50), (200, 200), (784, 200)],
+    }
+    for net in (model.encoder, model.decoder):
+        activations = {type(layer) for layer in net.modules() if not isinstance(layer, torch.nn.Linear)}
+        assert activations == {torch.nn.Sequential, torch.nn.Tanh, type(net)}
+    # Weights and biases: 784-200-200-(50 means, 50 log-variances) and 50-200-200-784, about 0.43 M.
+    encoder = (784 * 200 + 200) + (200 * 200 + 200) + (200 * 100 + 100)
+    decoder = (50 * 200 + 200) + (200 * 200 + 200) + (200 * 784 + 784)
+    assert sum(p.numel() for p in model.parameters()) == encoder + decoder == 425_284
+    # Glorot-uniform weights, zero biases; the encoder reads pixels on [0, 1], as the reference does.
+    first = model.encoder.net[0]
+    assert first.weight.abs().max() <= (6 / (784 + 200)) ** 0.5 and first.bias.abs().max() == 0
+    assert first.weight.std() > 0.5 * (2 / (784 + 200)) ** 0.5
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    assert torch.equal(model.encoder(x), model.encoder.net((x.flatten(1) + 1) / 2))
+
+    # The decoder's output biases start at the logits of the training pixels' means, clipped to
+    # [0.001, 0.999], and a resumed run keeps its trained ones.
+    started = []
+    on_train_start = VAEModule.on_train_start
+
+    def recording(self):
+        on_train_start(self)
+        started.append(self.decoder.net[-1].bias.detach().clone())
+
+    monkeypatch.setattr(VAEModule, "on_train_start", recording)
+    run_dir = tmp_path / "paper"
+    options = ["--model", "vae", "--vae-nets", "paper", "--data", "digits", "--batch-size", "32"]
+    assert main([*options, "--max-steps", "3", "--eval-every", "3", "--output", str(run_dir)]) == 0
+    summary = summary_of(run_dir)
+    assert summary["config"]["vae_nets"] == "paper" and summary["final_metrics"]["test/elbo"] < 0
+    training_images = build_datamodule("digits", data_dir=str(tmp_path)).split_tensors("train")[0]
+    pixels = training_images.double().mean(0) / 255
+    assert pixels.min() == 0
+    torch.testing.assert_close(started[0].double(), torch.logit(pixels.clamp(1e-3, 1 - 1e-3)).flatten())
+    trained = RunCheckpoint.load(run_dir / "checkpoints" / "last.ckpt", "test").restore(VAEModule, "test")
+    resume = ["--max-steps", "4", "--eval-every", "4", "--resume", "last", "--output", str(run_dir)]
+    assert main([*options, *resume]) == 0
+    torch.testing.assert_close(started[1], trained.decoder.net[-1].bias)
+
+
 @pytest.mark.parametrize(
-    ("options", "says"),
+    ("family", "options", "says"),
     [
-        ("--width 8", "width sizes the conv nets, which gan_nets paper leaves out"),
-        ("--spectral-norm", "drop spectral_norm or gan_nets paper"),
+        ("gan --gan-nets paper", "--width 8", "width sizes the conv nets, which gan_nets paper leaves out"),
+        ("gan --gan-nets paper", "--spectral-norm", "drop spectral_norm or gan_nets paper"),
+        ("vae --vae-nets paper", "--width 8", "width sizes the conv nets, which vae_nets paper leaves out"),
     ],
 )
-def test_options_the_gan_papers_nets_cannot_use_are_refused(options, says, capsys):
-    code = main(
-        ["--model", "gan", "--gan-nets", "paper", "--data", "digits", *options.split(), "--print-config"]
-    )
+def test_options_the_papers_nets_cannot_use_are_refused(family, options, says, capsys):
+    code = main(["--model", *family.split(), "--data", "digits", *options.split(), "--print-config"])
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and says in error
