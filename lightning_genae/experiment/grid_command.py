@@ -46,20 +46,31 @@ def run_grid_command(
     from lightning_genae.experiment.ablation.cells import check_grid_root, plan_grid
     from lightning_genae.experiment.ablation.tuning import plan_tuning
 
-    if seeds is not None and "seed" in named:
-        # A config file's seed (a run's config.yaml) is not named here, and gives way to --seeds.
-        given = f"--seed {values.get('seed')} and --seeds {','.join(map(str, seeds))}"
-        raise ConfigError(f"{given} both give the grid's seeds; drop --seed and list every seed in --seeds")
-    if values.get("test_split") is False:
-        raise ConfigError("--no-test-split: a grid's tables compare its arms on the test split; drop it")
     shared = merge(values, {})
+    given_seeds = f"--seed {values.get('seed')} and --seeds {','.join(map(str, seeds or []))}"
+    # What a grid cannot take. A config file's seed (a run's config.yaml) is not named: --seeds wins over it.
+    refusals = {
+        f"{given_seeds} both give the grid's seeds; drop --seed and list every seed in --seeds": (
+            seeds is not None and "seed" in named
+        ),
+        "--no-test-split: a grid's tables compare its arms on the test split; drop it": not shared.test_split,
+        "--resume does not apply to a grid; give the grid's command again to continue it": (
+            shared.resume is not None
+        ),
+        "--fast-dev-run does not apply to a grid": bool(shared.fast_dev_run),
+        "--grid-index needs --output ROOT, the folder all array tasks share": (
+            grid_index is not None and not shared.output
+        ),
+    }
+    refused = next((message for message, applies in refusals.items() if applies), None)
+    if refused is not None:
+        raise ConfigError(refused)
     candidates, tune_seeds = tuning_request or ({}, [])
     plan = plan_grid(
         shared,
         augments=augments,
         train_sizes=train_sizes,
         seeds=seeds,
-        grid_index=grid_index,
         candidates=candidates,
     )
     tuning = plan_tuning(shared, plan, candidates, tune_seeds) if tuning_request is not None else None

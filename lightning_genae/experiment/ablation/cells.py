@@ -102,17 +102,12 @@ def plan_grid(
     augments: Sequence[str] | None,
     train_sizes: Sequence[int | None] | None,
     seeds: Sequence[int] | None,
-    grid_index: int | None = None,
     candidates: Mapping[str, Sequence[Any]] | None = None,
 ) -> GridPlan:
     """Every cell's configuration, resolved before the first one trains (a list left None: `shared`'s value;
     `candidates`: the values tuning tries per option)."""
-    if shared.resume or shared.fast_dev_run:
-        raise ConfigError(f"{flag('resume' if shared.resume else 'fast_dev_run')} does not apply to a grid")
     if shared.output:
         root = Path(shared.output)
-    elif grid_index is not None:
-        raise ConfigError("--grid-index needs --output ROOT, the folder all array tasks share")
     else:
         root = Path("runs") / f"ablation-{shared.model}-{shared.data}-{datetime.now():%Y%m%d-%H%M%S}"
     cells = expand_grid(
