@@ -21,8 +21,8 @@ from jsonargparse import ActionYesNo
 from torch import nn
 
 from lightning_genae.datamodules import DATASETS, build_datamodule, default_data_dir, parse_dataset_options
-from lightning_genae.errors import ConfigError, GenaeError, OptionError
-from lightning_genae.experiment.program import CommandLineParser, error_text, os_error_line
+from lightning_genae.errors import ConfigError, OptionError
+from lightning_genae.experiment.program import CommandLineParser, one_line_border
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
@@ -178,14 +178,7 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Train, save and record one classifier. The command's one border: every GenaeError and OSError met
     below is one line, `error: ...`, with exit code 2."""
-    try:
-        return _main(argv, prog)
-    except GenaeError as error:
-        print(f"error: {error_text(error)}", file=sys.stderr)
-        return error.exit_code
-    except OSError as error:
-        print(f"error: {os_error_line(error)}", file=sys.stderr)
-        return 2
+    return one_line_border(lambda: _main(argv, prog))
 
 
 def _main(argv: Sequence[str] | None, prog: str) -> int:

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Literal
 
 from lightning_genae.datamodules import DATASETS, build_datamodule, default_data_dir, parse_dataset_options
-from lightning_genae.errors import ConfigError, GenaeError
+from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.classifier import (
     add_dataset_flag,
     given_dataset_options,
     image_dataset_options,
 )
-from lightning_genae.experiment.program import CommandLineParser, error_text, os_error_line
+from lightning_genae.experiment.program import CommandLineParser, one_line_border
 from lightning_genae.plugin_loading import load_plugins
 
 PROG = "genae prepare"
@@ -46,25 +46,22 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Prepare one dataset. The command's one border: every GenaeError and OSError met below is one line,
     `error: ...`, with its exit code."""
-    try:
-        load_plugins()
-        args = build_parser(prog).parse_args(argv)
-        output = Path(args.output).expanduser()
-        # Never written over: what is there was not written by this command.
-        if output.exists() and (not output.is_dir() or any(output.iterdir())):
-            raise ConfigError(f"--output {output} is not an empty folder; give a new one")
-        options = parse_dataset_options(args.data, given_dataset_options(args))
-        data_dir = args.data_dir or default_data_dir()
-        datamodule = build_datamodule(args.data, data_dir=data_dir, **options.to_dict())
-        from lightning_genae.datamodules.streaming import prepare
+    return one_line_border(lambda: _prepare(argv, prog))
 
-        manifest = prepare(datamodule, args.data, output)
-    except GenaeError as error:
-        print(f"error: {error_text(error)}", file=sys.stderr)
-        return error.exit_code
-    except OSError as error:
-        print(f"error: {os_error_line(error)}", file=sys.stderr)
-        return 2
+
+def _prepare(argv: Sequence[str] | None, prog: str) -> int:
+    load_plugins()
+    args = build_parser(prog).parse_args(argv)
+    output = Path(args.output).expanduser()
+    # Never written over: what is there was not written by this command.
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConfigError(f"--output {output} is not an empty folder; give a new one")
+    options = parse_dataset_options(args.data, given_dataset_options(args))
+    data_dir = args.data_dir or default_data_dir()
+    datamodule = build_datamodule(args.data, data_dir=data_dir, **options.to_dict())
+    from lightning_genae.datamodules.streaming import prepare
+
+    manifest = prepare(datamodule, args.data, output)
     counts = " / ".join(f"{split} {entry['items']}" for split, entry in manifest["splits"].items())
     print(f"prepared {args.data} ({counts}) in {output}; train from it with --data-dir {output}")
     return 0

@@ -10,13 +10,13 @@ import errno
 import re
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import jsonargparse
 
-from lightning_genae.errors import ConfigError, OptionError, describe_error
+from lightning_genae.errors import ConfigError, GenaeError, OptionError, describe_error
 from lightning_genae.plugin_options import flag
 
 # Set while a grid's cells run: a cell is continued by running the grid's command again (its finished cells
@@ -61,6 +61,19 @@ def os_error_line(error: OSError) -> str:
         f"could not write ({describe_error(error)}); free space there or make the folder writable, then run "
         "the command again (a run stopped part-way continues with --resume last)"
     )
+
+
+def one_line_border(command: Callable[[], int]) -> int:
+    """A side command's one border: `command`'s exit code, or every GenaeError and OSError it meets as one
+    line, `error: ...`, with its exit code (2 for an OSError)."""
+    try:
+        return command()
+    except GenaeError as error:
+        print(f"error: {error_text(error)}", file=sys.stderr)
+        return error.exit_code
+    except OSError as error:
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 2
 
 
 def program_name() -> str:
