@@ -57,19 +57,14 @@ def current_job() -> ClusterJob | None:
         else:
             job_id = os.environ.get("SLURM_JOB_ID", "0")
         return ClusterJob("slurm", job_id, _count(os.environ.get("SLURM_RESTART_COUNT")))
-    if os.environ.get("TORCHELASTIC_RUN_ID") and _torchelastic_detected():
-        return ClusterJob(
-            "torchrun",
-            os.environ["TORCHELASTIC_RUN_ID"],
-            _count(os.environ.get("TORCHELASTIC_RESTART_COUNT")),
-        )
-    return None
-
-
-def _torchelastic_detected() -> bool:
+    if not os.environ.get("TORCHELASTIC_RUN_ID"):
+        return None
     from lightning_fabric.plugins.environments import TorchElasticEnvironment
 
-    return TorchElasticEnvironment.detect()
+    if not TorchElasticEnvironment.detect():
+        return None
+    restarts = _count(os.environ.get("TORCHELASTIC_RESTART_COUNT"))
+    return ClusterJob("torchrun", os.environ["TORCHELASTIC_RUN_ID"], restarts)
 
 
 def _count(value: str | None) -> int:
@@ -275,12 +270,18 @@ def start_gate() -> StartGate | None:
     if _gate:
         return _gate[0]
     job = current_job()
-    world_size = _world_size()
+    world_size = _variable("WORLD_SIZE", "SLURM_NTASKS") or 1
     if job is None or world_size < 2:
         return None
+    from lightning_fabric.plugins.environments import SLURMEnvironment
     from torch.distributed import TCPStore
 
-    address, port = _rendezvous_address(job)
+    # Where the process group will meet: the address Lightning's cluster environment gives it.
+    if job.scheduler == "slurm":
+        slurm = SLURMEnvironment()
+        address, port = slurm.main_address, slurm.main_port
+    else:
+        address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
     host = global_rank() == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
     store = TCPStore(
         address,
@@ -293,20 +294,6 @@ def start_gate() -> StartGate | None:
     )
     _gate.append(StartGate(store, f"genae/start/{job.tag}/{job.restart_count}", world_size))
     return _gate[0]
-
-
-def _world_size() -> int:
-    return _variable("WORLD_SIZE", "SLURM_NTASKS") or 1
-
-
-def _rendezvous_address(job: ClusterJob) -> tuple[str, int]:
-    """Where the process group will meet: the address Lightning's cluster environment gives it."""
-    if job.scheduler == "slurm":
-        from lightning_fabric.plugins.environments import SLURMEnvironment
-
-        environment = SLURMEnvironment()
-        return environment.main_address, environment.main_port
-    return os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
 
 
 # ----- stopping on a signal -----
