@@ -13,8 +13,6 @@ from lightning_genae.augmentation.adaptive import ControllerOptions
 from lightning_genae.errors import ConfigError
 from lightning_genae.plugin_options import AUTO, PluginOptions, option
 
-__all__ = ["AugmenterOnInputsOptions", "AugmenterOptions", "DataSideOptions", "StrengthOptions"]
-
 
 @dataclass(frozen=True)
 class AugmenterOptions(PluginOptions):

@@ -17,14 +17,6 @@ from lightning_genae.metrics.distances import feature_metrics
 from lightning_genae.metrics.names import GENERATIVE_KEYS, Direction, on_split
 
 # Direction is passed on: a plug-in names which side of its metric is better with it.
-__all__ = [
-    "FEATURE_METRICS",
-    "Direction",
-    "FeatureMetricSpec",
-    "GenerativeScore",
-    "feature_metric_keys",
-    "score_feature_sets",
-]
 
 
 @dataclass(frozen=True)

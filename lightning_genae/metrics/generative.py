@@ -29,15 +29,6 @@ if TYPE_CHECKING:
 # backbone sees the same chunks as when given the whole prefix at once (and gives the same features).
 REAL_FEATURE_BLOCK = 2048
 
-__all__ = [
-    "GenerativeScore",
-    "RealFeatures",
-    "comparison_size",
-    "extract_features",
-    "score_generated",
-    "seeded_subset",
-]
-
 
 @torch.no_grad()
 def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.device) -> Tensor:

@@ -14,8 +14,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["gaussian_log_density", "importance_sampled_log_likelihood", "subset_corrected_mean"]
-
 LOG_2PI = math.log(2 * math.pi)
 
 

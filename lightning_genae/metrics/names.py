@@ -13,23 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
-__all__ = [
-    "BACKBONES",
-    "GENERATIVE_KEYS",
-    "KINDS",
-    "SPLITS",
-    "Direction",
-    "MetricKind",
-    "MetricName",
-    "UnknownMetric",
-    "direction",
-    "headline_metric",
-    "higher_is_better",
-    "metric_name",
-    "on_split",
-    "try_parse",
-]
-
 # Feature networks the generative metrics can be computed with (lightning_genae.metrics.backbones).
 BACKBONES = ("classifier", "inception")
 # No feature backbone: no image metrics (and no classifier trained for them).

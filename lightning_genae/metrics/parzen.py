@@ -15,8 +15,6 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["MNIST_SIGMAS", "parzen_log_likelihood", "select_bandwidth"]
-
 # The reference code's cross-validation grid for MNIST.
 MNIST_SIGMAS = tuple(float(s) for s in torch.logspace(-1, 0, 10, dtype=torch.float64))
 

@@ -34,16 +34,6 @@ from lightning_genae.metrics.feature_set import GenerativeScore, score_feature_s
 from lightning_genae.metrics.names import metric_name
 from lightning_genae.progress import evaluation_progress
 
-__all__ = [
-    "SeriesFeatures",
-    "check_series",
-    "default_hidden",
-    "discriminative_score",
-    "out_of_range_share",
-    "predictive_score",
-    "score_sequences",
-]
-
 MIN_HIDDEN = 8
 # TimeGAN trains 2,000 (discriminative) and 5,000 (predictive) steps at Adam's default 1e-3; a few hundred
 # steps at 1e-2 separate real from clearly wrong series as well and fit in every validation on the CPU.

@@ -28,17 +28,6 @@ from torch import Tensor, nn
 
 from lightning_genae.seeding import int_seed
 
-__all__ = [
-    "DISCRIMINATIVE_ITERATIONS",
-    "PREDICTIVE_ITERATIONS",
-    "TimeGANScores",
-    "discriminative_score_timegan",
-    "hidden_size",
-    "predictive_score_timegan",
-    "timegan_scores",
-    "train_test_divide",
-]
-
 DISCRIMINATIVE_ITERATIONS = 2000
 PREDICTIVE_ITERATIONS = 5000
 BATCH_SIZE = 128
