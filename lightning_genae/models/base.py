@@ -28,7 +28,7 @@ from lightning_genae.lightning_internals import (
     should_update_logs,
     uncount_epoch_cut_short,
 )
-from lightning_genae.models.batch import check_batch, check_data
+from lightning_genae.models.batch import check_data
 from lightning_genae.models.options import FamilyOptions
 from lightning_genae.source import current_source
 
@@ -196,7 +196,7 @@ class GenerativeModule(pl.LightningModule):
         self._training_values: list[tuple[Mapping[str, Tensor | float], bool]] = []
         # The last training batch whose values were recorded, and whether they were written at its end.
         self.last_logged_training: LoggedTraining | None = None
-        # The loops ("train", "validation", "test") whose first batch passed `check_batch`.
+        # The loops ("train", "validation", "test") whose first batch passed `check_data`.
         self._checked_loops: set[str] = set()
         # This evaluation pass's sums (value x items, items) per name; the names in the progress bar.
         self._split_sums: dict[str, tuple[Tensor, int]] = {}
@@ -230,7 +230,8 @@ class GenerativeModule(pl.LightningModule):
     def _check_first_batch(self, loop: str, batch: Any) -> None:
         # Each loop's first batch only (each loop has a loader of its own), so the check costs nothing after.
         if loop not in self._checked_loops:
-            check_batch(batch, self.data_kind, self.data_shape, warn_scale=not self._checked_loops)
+            data, _ = batch
+            check_data(data, self.data_kind, self.data_shape, not self._checked_loops, "the batch's data")
             self._checked_loops.add(loop)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

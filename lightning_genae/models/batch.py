@@ -13,18 +13,6 @@ from lightning_genae.errors import DataError
 _SCALE_FIX = "scale the data to [-1, 1], e.g. x * 2 - 1 for data in [0, 1], x / 127.5 - 1 for [0, 255]"
 
 
-def check_batch(
-    batch: object,
-    data_kind: str,
-    data_shape: tuple[int, ...],
-    warn_scale: bool = True,
-) -> None:
-    """Raise a one-line `DataError` naming the fix when `batch` breaks the contract; warn on [0, 1] images
-    unless `warn_scale` is off (a model says it once, for the first loop's batch)."""
-    data, _ = batch
-    check_data(data, data_kind, data_shape, warn_scale, what="the batch's data")
-
-
 def check_data(
     data: Tensor,
     data_kind: str,
@@ -32,7 +20,8 @@ def check_data(
     warn_scale: bool = True,
     what: str = "the data",
 ) -> None:
-    """The contract's checks of the data alone (a batch's, or what a model's `reconstruct` is given)."""
+    """Raise a one-line `DataError` naming the fix when `data` (a batch's, or what a model's `reconstruct`
+    is given) breaks the contract; warn on [0, 1] images unless `warn_scale` is off (a model says it once)."""
     layout = "[N, C, H, W]" if data_kind == "image" else "[N, T, C]"
     if tuple(data.shape[1:]) != tuple(data_shape):
         raise DataError(

@@ -257,10 +257,10 @@ def test_the_python_snippets_run_as_written(page, tmp_path, monkeypatch, offline
 )
 def test_a_batch_breaking_the_contract_gets_one_line_naming_the_fix(batch, fix):
     from lightning_genae.errors import DataError
-    from lightning_genae.models.batch import check_batch
+    from lightning_genae.models.batch import check_data
 
     with pytest.raises(DataError) as caught:
-        check_batch(batch, "image", (1, 8, 8))
+        check_data(batch[0], "image", (1, 8, 8))
     assert fix in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -332,10 +332,10 @@ def test_data_in_zero_one_is_warned_about_once_whatever_the_loops():
 
 
 def test_a_batch_in_zero_one_is_warned_about():
-    from lightning_genae.models.batch import check_batch
+    from lightning_genae.models.batch import check_data
 
     with pytest.warns(UserWarning, match="looks like \\[0, 1\\]"):
-        check_batch((torch.rand(2, 1, 8, 8), torch.zeros(2)), "image", (1, 8, 8))
+        check_data(torch.rand(2, 1, 8, 8), "image", (1, 8, 8))
 
 
 def test_callbacks_for_names_the_family_and_keeps_only_what_can_act(tmp_path):
