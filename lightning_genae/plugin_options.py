@@ -176,41 +176,34 @@ def with_default(options: type[PluginOptions], name: str, default: Any) -> Any:
     return field(default=default, metadata=inherited.metadata)
 
 
-def _range_text(metadata: Mapping[str, Any]) -> str:
-    at_least, above, below, at_most = (metadata.get(key) for key in ("at_least", "above", "below", "at_most"))
-    low = f"[{at_least}" if at_least is not None else (f"({above}" if above is not None else "(-inf")
-    high = f"{at_most}]" if at_most is not None else (f"{below})" if below is not None else "inf)")
-    return f"{low}, {high}"
-
-
 # Resolving annotations is the costly part of reading options, asked for the same classes many times.
 _type_hints = functools.cache(typing.get_type_hints)
 
 
-def _default_hint(spec: dataclasses.Field) -> str:
-    """`; the default is 64`, or what is done when the option is unset; nothing for a plain None."""
-    shown = spec.metadata.get("shown_default")
-    if shown is None and spec.default is None:
-        return ""
-    return f"; the default is {spec.default if shown is None else shown}"
-
-
-def _range_problem(value: float, metadata: Mapping[str, Any]) -> str | None:
-    """What puts `value` outside its option's range (NaN compares False with every bound and inf passes a
-    lower one, so finiteness comes first), or None."""
-    at_least, above, below, at_most = (metadata.get(key) for key in ("at_least", "above", "below", "at_most"))
+def _range_problem(value: float, spec: dataclasses.Field) -> str | None:
+    """What puts `value` outside its option's range, with the option's default (or what is done when it is
+    unset; nothing for a plain None), or None. NaN compares False with every bound and inf passes a lower
+    one, so finiteness comes first."""
+    at_least, above, below, at_most = map(spec.metadata.get, ("at_least", "above", "below", "at_most"))
     if isinstance(value, float) and not math.isfinite(value):
-        return f"must be a finite number, got {value}"
-    if isinstance(value, int) and at_most is None and value > INT_LIMIT:
-        return f"must be at most {INT_LIMIT:,}, got {value:,}"
-    if (
+        problem = f"must be a finite number, got {value}"
+    elif isinstance(value, int) and at_most is None and value > INT_LIMIT:
+        problem = f"must be at most {INT_LIMIT:,}, got {value:,}"
+    elif (
         (at_least is not None and value < at_least)
         or (above is not None and value <= above)
         or (below is not None and value >= below)
         or (at_most is not None and value > at_most)
     ):
-        return f"must lie in {_range_text(metadata)}, got {value}"
-    return None
+        low = f"[{at_least}" if at_least is not None else (f"({above}" if above is not None else "(-inf")
+        high = f"{at_most}]" if at_most is not None else (f"{below})" if below is not None else "inf)")
+        problem = f"must lie in {low}, {high}, got {value}"
+    else:
+        return None
+    shown = spec.metadata.get("shown_default")
+    if shown is None and spec.default is None:
+        return problem
+    return f"{problem}; the default is {spec.default if shown is None else shown}"
 
 
 @dataclass(frozen=True)
@@ -266,8 +259,7 @@ class PluginOptions:
         elif spec.metadata.get("path") and isinstance(value, str) and not value.strip():
             problem = "is empty; give a path, or drop it for its default"
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            problem = _range_problem(value, spec.metadata)
-            problem = problem and f"{problem}{_default_hint(spec)}"
+            problem = _range_problem(value, spec)
         else:
             problem = None
         if problem:
