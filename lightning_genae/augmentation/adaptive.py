@@ -98,25 +98,18 @@ class AdaptiveStrength:
         self._sign_sum = torch.zeros((), device=self.device)
         self._count = 0
         self._steps = 0
-        self._take_host_copy()
-        self._stage_host_copy()
-
-    def _stage_host_copy(self) -> None:
+        # The host copy staged at the previous update, long finished, becomes p_host; this p is staged.
+        if self._staged_ready is not None:
+            self._staged_ready.synchronize()
+        if self._staged_p is not None:
+            self.p_host = float(self._staged_p)
         if self.device.type == "cuda":
-            staged = torch.empty((), pin_memory=True)
-            staged.copy_(self.p, non_blocking=True)
+            self._staged_p = torch.empty((), pin_memory=True)
+            self._staged_p.copy_(self.p, non_blocking=True)
             self._staged_ready = torch.cuda.Event()
             self._staged_ready.record()
-            self._staged_p = staged
         else:
             self._staged_p = self.p.clone()
-
-    def _take_host_copy(self) -> None:
-        if self._staged_p is None:
-            return
-        if self._staged_ready is not None:
-            self._staged_ready.synchronize()  # recorded an interval ago: finished long since
-        self.p_host = float(self._staged_p)
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and plain numbers only (checkpoints are loaded with weights_only=True). Under DDP every

@@ -109,7 +109,7 @@ class AugmentedDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.base.trainer = self.trainer
         self.base.setup(stage)
-        self.augmenter.to(self._device())
+        self.augmenter.to(self.trainer.strategy.root_device if self.trainer is not None else "cpu")
         if self._generator is None:
             rank = self.trainer.global_rank if self.trainer is not None else 0
             # Per rank, or every device would replace the same positions with the same draws.
@@ -117,9 +117,6 @@ class AugmentedDataModule(pl.LightningDataModule):
             self._restore_generator()
         if self.plan.mode == "offline" and self._pool is None:
             self._pool = self._generate_pool()
-
-    def _device(self) -> torch.device:
-        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     @torch.no_grad()
     def _generate_pool(self) -> Batch:
@@ -214,11 +211,7 @@ class AugmentedDataModule(pl.LightningDataModule):
 
     def summary(self) -> str:
         if self.plan.mode == "offline":
-            size = (
-                len(self._pool[0])
-                if self._pool is not None
-                else self.plan.pool or len(self.train_images()[0])
-            )
+            size = self.plan.pool or len(self.base.split_tensors("train")[0])  # the pool's size, made or not
             extra = f"offline pool of {size} augmented images"
         else:
             p = "auto (ADA's controller)" if self.plan.p == AUTO else self.plan.p
