@@ -112,10 +112,8 @@ class VAEOptions(SingleObjectiveOptions):
     recon_loss: ReconLoss = with_default(ReconstructionOptions, "recon_loss", "bce")
     vae_nets: VaeNets = option(
         "conv",
-        "conv: the shared conv encoder and decoder (sized by --width); paper: the MNIST nets of Burda et al. "
-        "2016 (one stochastic layer), fully connected, the encoder and the decoder each with two hidden "
-        f"layers of {VAE_PAPER_HIDDEN} tanh units, Glorot-uniform weights, the encoder reading [0, 1] pixels "
-        "and the decoder's output biases starting at the logits of the training pixels' means",
+        "conv: the shared conv encoder and decoder (sized by --width); paper: the IWAE paper's fully "
+        f"connected MNIST nets, two hidden layers of {VAE_PAPER_HIDDEN} tanh units each way (docs/models.md)",
     )
     beta: float = option(1.0, "weight of the KL term", at_least=0)
     kl_warmup: int = option(0, "steps over which the KL weight rises from 0 to beta", at_least=0)
@@ -159,18 +157,13 @@ class GANOptions(FamilyOptions):
     )
     gan_nets: GanNets = option(
         "dcgan",
-        "dcgan: the shared DCGAN-style conv nets (sized by --width); paper: the GAN paper's MNIST nets, a "
-        "generator of two 1200-unit ReLU layers and a discriminator of two maxout layers (240 units, 5 "
-        "pieces) with dropout",
+        "dcgan: the shared DCGAN-style conv nets (sized by --width); paper: the GAN paper's MNIST nets, an "
+        "MLP generator and a maxout discriminator with dropout (docs/models.md)",
     )
-
     gan_training: GanTraining = option(
         "adam",
         "adam: alternating D and G updates with Adam at --lr (betas as --gan-loss says); paper: the GAN "
-        "paper's MNIST training (goodfeli/adversarial mnist.yaml; needs --gan-nets paper): one pass of fakes "
-        "gives D's "
-        "and G's gradients, both stepped at once by SGD with momentum, learning rate 0.1 divided by "
-        "1.000004 per iteration (at least 1e-6), momentum 0.5 rising linearly to 0.7 at epoch 250",
+        "paper's MNIST training, one simultaneous SGD update of both nets (needs --gan-nets paper)",
     )
 
     def unread(self) -> dict[str, str]:
@@ -223,11 +216,11 @@ class BEGANOptions(FamilyOptions):
     began_lambda_k: float = option(
         1e-3, "with --d-loss began: step size of k_t, which is clipped to [0, 1]", above=0
     )
+    # On digits D's energy of reals falls from about 0.6 to 0.1 in 300 iterations and fakes settle near the
+    # margin: 0.3 keeps them clearly apart and is reachable.
     ebgan_margin: float = option(
         0.3,
-        "with --d-loss ebgan: D pushes fakes' energy up to this margin; energies are per-pixel mean "
-        "|x - D(x)| in [0, 2]; on digits D's energy of reals falls from about 0.6 to 0.1 in 300 iterations "
-        "and fakes settle near the margin, so 0.3 keeps them clearly apart and is reachable",
+        "with --d-loss ebgan: D pushes fakes' energy (per-pixel mean |x - D(x)|, in [0, 2]) up to it",
         above=0,
     )
     ebgan_pt: float = option(
@@ -284,9 +277,8 @@ class AAEOptions(ReconstructionOptions):
     )
     aae_nets: AaeNets = option(
         "conv",
-        "conv: the shared conv encoder and decoder (sized by --width) and a latent discriminator of 8 x "
-        f"--width leaky-ReLU units; paper: the paper's MNIST nets, fully connected, each of the three with "
-        f"two hidden layers of {AAE_PAPER_HIDDEN} ReLU units",
+        "conv: the shared conv encoder and decoder (sized by --width), a latent discriminator of 8 x --width "
+        f"units; paper: the paper's fully connected MNIST nets, two layers of {AAE_PAPER_HIDDEN} units each",
     )
     aae_components: int = option(
         DEFAULT_COMPONENTS,
@@ -307,12 +299,8 @@ class AAEOptions(ReconstructionOptions):
     )
     aae_training: AaeTraining = option(
         "adam",
-        "adam: the three updates with Adam at --lr, the encoder's adversarial loss at "
-        "--aae-adversarial-weight in the optimizer it shares with the reconstruction; paper: the AAE paper's "
-        "MNIST training (needs --aae-nets paper): weights N(0, 0.01^2), a sigmoid output, the squared "
-        "Euclidean error of [0, 1] pixels, and each phase its own SGD with momentum: the reconstruction at "
-        "learning rate 0.01, momentum 0.9, the regularisation (the discriminator, then the encoder) at 0.1, "
-        "momentum 0.1, every rate a tenth after 50 epochs",
+        "adam: the three updates with Adam at --lr; paper: the AAE paper's MNIST training, each phase its "
+        "own SGD with momentum (needs --aae-nets paper; docs/models.md)",
     )
     # Bounded so that the prior's covariance (std^2) stays invertible and finite in float32.
     aae_prior_std: float = option(
