@@ -263,14 +263,10 @@ def _inverse_geometry(
 
 
 def _resample(images: Tensor, inverse: Tensor) -> Tensor:
-    """Apply per-image inverse maps in centred pixel units with one bilinear grid_sample.
-
-    The padding is chosen by the data. RGB images (natural scenes) are reflected at the border, as ADA
-    does: a constant frame would be an edge that no real photograph has, a cue the discriminator spends
-    capacity on. Single-channel images here are digits on a black (-1) background: reflection would
-    mirror strokes that a shift or a shrink brings near the border into the revealed margin (ghost digits),
-    so they are filled with the background, exactly what the image would show beyond its frame.
-    """
+    """Apply per-image inverse maps in centred pixel units with one bilinear grid_sample. RGB images are
+    reflected at the border, as ADA does (a constant frame is an edge no photograph has); single-channel
+    ones, digits on a black (-1) background, are filled with it (reflection would mirror strokes into the
+    margin as ghost digits)."""
     batch, channels, height, width = images.shape
     # align_corners=False: normalised coordinate u is pixel coordinate u * size / 2 from the centre, and
     # the pixel centres sit at -1 + (2i + 1) / size, so a whole-pixel shift lands on pixel centres.

@@ -1,10 +1,9 @@
 """The adaptive strength of an augmentation: ADA's overfitting heuristic driving a probability p.
 
-Karras et al. 2020, section 3: r_t = E[sign(D(x_real))] over the last `interval` discriminator steps; every
-`interval` steps p moves by sign(r_t - target) * (images seen) / (kimg * 1000), clamped to [0, 1]. One
-controller serves a run (`--augment ada` and `--augment-p auto` read the same p). The sums and p stay on
-the device, so `observe` never waits for it; under DDP they are all-reduced at an update, so every rank
-moves p alike. `p_host` is a host copy one update behind, copied without blocking.
+Karras et al. 2020, section 3: every `interval` discriminator steps, r_t = E[sign(D(x_real))] over them and
+p moves by sign(r_t - target) * (images seen) / (kimg * 1000), clamped to [0, 1]. The sums and p stay on the
+device (all-reduced at an update under DDP); `p_host` is a host copy one update behind, copied without
+blocking.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""What the discriminator sees: DiffAugment and/or the frozen augmenter, on real and fake inputs alike.
-
-Both are applied to every discriminator input in both the D and the G step and are differentiable, so
-the generator's gradient passes through them. Augmenting only the reals would teach the generator to
-produce the augmentations (the "leak" DiffAugment and ADA avoid). These are plain objects, not nn.Module
-children of the model: the frozen augmenter must stay out of the model's checkpoint and out of DDP's
-parameter bookkeeping.
+"""What the discriminator sees: DiffAugment, ADA and/or the frozen augmenter, on every input of both steps,
+real and fake alike (augmenting only the reals would leak the augmentations into the samples), and
+differentiable. Plain objects, not nn.Modules: the frozen augmenter stays out of the model's checkpoint and
+DDP's parameter bookkeeping.
 """
 
 from __future__ import annotations

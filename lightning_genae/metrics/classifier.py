@@ -1,7 +1,6 @@
 """The feature classifier: a small CNN trained on a dataset's labels, whose penultimate layer FD/KID use (on
-small digits a classifier of the data itself is the more sensitive yardstick than Inception). The network,
-its deterministic training loop, and the checkpoint and manifest formats (shared by the sequence
-classifier); the classifier command trains one and records it:
+small digits the more sensitive yardstick than Inception); its training and the checkpoint and manifest
+formats the sequence classifier shares. The classifier command trains one and records it:
 
     python -m lightning_genae.experiment.classifier --data mnist --data-dir DATA --seed 0 \
         --output lightning_genae/metrics/weights

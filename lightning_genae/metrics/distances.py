@@ -1,24 +1,12 @@
 """Generative-model metrics from feature matrices: FD, KID, precision/recall, density/coverage.
 
-Every function takes ``real`` [N_r, D] and ``fake`` [N_f, D] features (any float dtype, on any device) and
-returns plain Python floats, computed in float64: FD on the CPU, the others on ``real``'s device. The
-definitions follow the published reference implementations, because these are the numbers people compare
-across papers:
-
-- FD: torch-fidelity's ``fid_features_to_statistics`` and ``fid_statistics_to_metric`` (pytorch-fid's
-  ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the trace from the eigenvalues of S1 S2).
-- KID: Bińkowski et al. 2018 as in torch-fidelity: unbiased MMD^2 with k(x, y) = (x.y / D + 1)^3, averaged
-  over random subsets, each drawing its real rows first: a seed draws torch-fidelity's subsets when its
-  `features_1` are the real features.
-- Precision/recall: Kynkäänniemi et al. 2019 (NVlabs code, torch-fidelity): k-NN balls, ``<=``.
-- Density/coverage: Naeem et al. 2020 (clovaai/generative-evaluation-prdc): k-NN balls, strict ``<``.
-
-The two inequalities differ only on exact ties (duplicated samples); each follows its own reference.
-
-A library's implementation is used where it is as fast and as exact (FD: torch-fidelity's); KID and
+Every function takes ``real`` [N_r, D] and ``fake`` [N_f, D] features and returns Python floats computed in
+float64 (FD on the CPU, the others on ``real``'s device), as the published references define them, since
+these are the numbers compared across papers: FD is torch-fidelity's; KID is torch-fidelity's (a seed draws
+its subsets when ``real`` is its `features_1`); precision/recall are Kynkäänniemi et al.'s k-NN balls with
+``<=`` and density/coverage Naeem et al.'s with strict ``<`` (they differ only on exact ties). KID and
 precision/recall are computed here because torch-fidelity's take two to three times longer at 10,000 x 128
-features (KID agrees only in float64), and density/coverage because neither library has them.
-bench/distances.py measures both.
+features (bench/distances.py), density/coverage because no library has them.
 """
 
 from __future__ import annotations

@@ -1,22 +1,10 @@
-"""This framework's variants of TimeGAN's discriminative and predictive scores of generated series [N, T, C],
-cheap enough to log at every validation and named apart from TimeGAN's (`discriminative_quick`,
-`predictive_quick`; the reference computation is metrics.timegan, and the two are not comparable).
-
-- discriminative: a small GRU learns to tell real from generated series on 80% of each; the score is
-  |accuracy - 0.5| on the other 20% (0: it cannot tell them apart).
-- predictive (train on synthetic, test on real): a small GRU learns to predict every channel at t+1 from
-  all channels at steps <= t on the generated series, scored by its MAE on the real ones (so it applies to
-  univariate series too; the output is linear, as series here are normalised).
-
-Both are deterministic given `seed`, leave the caller's random stream where it was, and use a GRU of hidden
-size max(8, C // 2). Fitted several times (fit i seeded `seed + i`), each is the mean over its fits, with
-the fits' spread beside it (`_std`).
-
-- out of range: the share of generated series with any value outside the training split's per-channel
-  range, beside the same share of the split's real series (its floor): a GRU of TimeGAN's size may not see
-  what a plot shows at once.
-- wide discriminative: the discriminative score by a GRU of WIDE_HIDDEN units, beside the same score of the
-  split's real series against as many training series (its floor: what telling real from real scores).
+"""This framework's quick variants of TimeGAN's discriminative and predictive scores of generated series
+[N, T, C], cheap enough for every validation and named apart from TimeGAN's (metrics.timegan computes those;
+the two are not comparable). Each post-hoc GRU (hidden size max(8, C // 2)) is deterministic given `seed` and
+leaves the caller's random stream where it was; fitted several times (fit i seeded `seed + i`), a score is
+the mean over its fits with their spread beside it (`_std`). Beside them: the share of series outside the
+training split's per-channel range, and the discriminative score of a wider GRU (WIDE_HIDDEN units), each
+with the same measure of real series as its floor.
 """
 
 from __future__ import annotations
@@ -172,10 +160,9 @@ def predictive_score(
 ) -> float:
     """Train on synthetic, test on real: MAE on `real` of a GRU trained to predict step t+1 on `synthetic`.
 
-    Every channel at t+1 is predicted from all channels at steps <= t (see the module docstring for how
-    this differs from TimeGAN); the score is the mean absolute error over all real series, steps and
-    channels, in the series' own (normalised) units. Lower is better. `on_step` is called after each
-    training step (progress).
+    Every channel at t+1 from all channels at steps <= t (TimeGAN predicts its last channel from the others,
+    which a univariate series does not have), through a linear read-out of normalised values; the MAE is over
+    all real series, steps and channels. `on_step` is called after each training step (progress).
     """
     synthetic = check_series(synthetic, "synthetic")
     real = check_series(real, "real")
@@ -241,12 +228,10 @@ def score_sequences(
 ) -> GenerativeScore:
     """Every sequence metric that applies, on `real` series of `split`: the one scoring path for sequences.
 
-    `generated` series give `discriminative_quick` and `predictive_quick` (each the mean of `fits` fits, with
-    `_std` beside it where several), with `train_range` ([2, C], the training split's per-channel low and
-    high) `out_of_range` and its floor `out_of_range_real`, with `train_series` (training series, as many as
-    `real`) `discriminative_wide` and its floor `discriminative_wide_real`, and with `features` also the
-    generative metrics of images (`fd_classifier`, `kid_classifier`, ...) computed by
-    `feature_set.score_feature_sets` on those features.
+    `generated` series give `discriminative_quick` and `predictive_quick` (over `fits` fits), with
+    `train_range` ([2, C] per-channel low and high) `out_of_range` and `out_of_range_real`, with
+    `train_series` (as many as `real`) `discriminative_wide` and `discriminative_wide_real`, and with
+    `features` the feature-space metrics of images (`fd_classifier`, ...) on those features.
     """
     real = check_series(real, "real")
     values: dict[str, float] = {}

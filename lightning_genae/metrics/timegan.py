@@ -1,20 +1,12 @@
-"""TimeGAN's post-hoc discriminative and predictive scores, computed as its reference code computes them.
-
-Yoon, Jarrett and van der Schaar, "Time-series Generative Adversarial Networks", NeurIPS 2019, Table 2, with
-the reference code jsyoon0823/TimeGAN (metrics/discriminative_metrics.py, predictive_metrics.py, utils.py;
-each score repeated 10 times and averaged). Both take real and generated series [N, T, C] min-max scaled to
-[0, 1] per channel, as the reference feeds them (the predictor ends in a sigmoid, so its target channel must
-lie in [0, 1]):
-
-- discriminative: each set split 80/20; a one-layer GRU (hidden int(C / 2)) and a linear read-out, 2,000
-  Adam steps on 128 + 128 series a step; the score is |0.5 - accuracy| on both test sets together.
-- predictive (train on synthetic, test on real): a GRU reads channels 0..C-2 and predicts the last channel
-  one step ahead through a sigmoid; 5,000 Adam steps on generated series; the score is the MAE on the real.
+"""TimeGAN's post-hoc discriminative and predictive scores, computed as its reference code computes them
+(Yoon et al., NeurIPS 2019, Table 2; jsyoon0823/TimeGAN's metrics/ and utils.py; each score repeated 10 times
+and averaged). Both take real and generated series [N, T, C] min-max scaled to [0, 1] per channel, as the
+reference feeds them (the predictor ends in a sigmoid).
 
 The post-hoc nets are TensorFlow 1's `GRUCell` and dense read-out written out with that cell's equations and
 initialisation (PyTorch's `nn.GRU` differs in both); the random streams are torch's, so single runs are not
-bit-identical to the reference's. The cheaper variants logged during training are metrics.sequences; their
-numbers are not comparable with these.
+bit-identical to the reference's. The cheaper variants logged in training (metrics.sequences) are not
+comparable with these.
 """
 
 from __future__ import annotations

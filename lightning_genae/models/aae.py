@@ -1,16 +1,9 @@
 """Adversarial autoencoder (Makhzani et al. 2015): a deterministic autoencoder whose codes a latent
-discriminator pushes toward a prior, so that decoding prior draws generates images.
-
-One training iteration is the paper's two phases on one minibatch, three updates in all, each toggling its
-optimizer: (1) encoder and decoder on the reconstruction loss; (2) the latent discriminator, prior draws
-(real) against phase 1's codes (fake, detached); (3) the encoder, to make its codes pass for prior draws.
-
-Updates 1 and 3 share the autoencoder's Adam, so its moments see both phases and each moves the encoder in
-proportion to its gradient, as the paper's SGD does (a second Adam let the codes drift off the prior);
-`--aae-adversarial-weight` keeps the adversarial loss from filling those moments. `--aae-training paper`
-trains the paper's MNIST nets with its appendix A.1's SGD per phase (docs/models.md has both).
-
-Its discriminator judges latent codes, not images, so the family is not an `ImageDiscriminator`.
+discriminator (of codes, not images: no `ImageDiscriminator`) pushes toward a prior. One iteration is the
+paper's two phases, three updates each toggling its optimizer: (1) encoder and decoder on reconstruction;
+(2) the discriminator, prior draws against phase 1's codes; (3) the encoder, to pass its codes for prior
+draws. Updates 1 and 3 share the autoencoder's Adam, so each moves the encoder in proportion to its gradient
+as the paper's SGD does (a second Adam let the codes drift off the prior); docs/models.md has the details.
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@ per-pixel mean absolute reconstruction error L.
   `--began-lambda-k` (gamma L(x) - L(G(z))) each step, clipped to [0, 1].
 - `--d-loss ebgan` (Zhao et al. 2017): D minimises L(x) + relu(margin - L(G(z))) per fake, G L(G(z)) plus
   the pulling-away term; the energy is BEGAN's (the paper's is squared), so the margin is on that scale.
-
-Training is the GAN's, every image D sees going through `discriminator_input`.
 """
 
 from __future__ import annotations

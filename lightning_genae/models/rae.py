@@ -1,13 +1,8 @@
-"""Recurrent sequence autoencoder: LSTM/GRU encoder, latent-conditioned recurrent decoder, optionally a VAE.
-
-Series are [B, T, C], normalised per channel by the DataModule. Where its data are bounded (its normaliser
-records the training split's range), the decoder's outputs are held inside that range, so generated series
-never leave it; otherwise the output is linear. Training decodes with teacher forcing at a
-scheduled probability (linearly from `--teacher-forcing` to 0 over `--tf-decay-steps`); validation, test,
-reconstructions and samples always decode free-running, so `val/mse` measures what generation does.
-With `--variational` the encoder gives a Gaussian posterior, the loss adds its KL to N(0, I), and samples
-decode prior draws. Without it, samples decode draws from a Gaussian fitted to the training split's codes
-(full covariance), refitted whenever the weights have changed, and kept in the checkpoint.
+"""Recurrent autoencoder of series [B, T, C] (normalised per channel), optionally a VAE (`--variational`).
+The decoder's outputs stay within the training split's range where the data are bounded. Training decodes
+with scheduled teacher forcing; evaluation and generation decode free-running, so `val/mse` measures what
+generation does. Not variational, samples decode draws from a full-covariance Gaussian fitted to the
+training codes, refitted whenever the weights have changed and kept in the checkpoint.
 """
 
 from __future__ import annotations

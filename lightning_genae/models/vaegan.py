@@ -1,9 +1,7 @@
-"""VAE-GAN (Larsen et al. 2016, "Autoencoding beyond pixels using a learned similarity metric"): a VAE
-whose decoder is also a GAN's generator, its reconstructions compared in the discriminator's feature space
-(a squared error on `ConvDiscriminator.features`). One iteration makes three updates, each toggling its
-optimizer: the discriminator, its GAN loss on real images x, reconstructions x~ and prior samples x_p; the
-encoder, beta * KL(q(z|x) || N(0, I)) + the feature loss; the decoder, gamma * the feature loss + its
-non-saturating GAN loss on x~ and x_p.
+"""VAE-GAN (Larsen et al. 2016): a VAE whose decoder is also a GAN's generator, its reconstructions compared
+in the discriminator's features. One iteration makes three updates: the discriminator (real x against
+reconstructions x~ and prior samples x_p), the encoder (beta * KL + the feature loss) and the decoder
+(gamma * the feature loss + its non-saturating GAN loss on x~ and x_p).
 """
 
 from __future__ import annotations

@@ -30,16 +30,11 @@ class RecurrentEncoder(nn.Module):
 
 
 class RecurrentDecoder(nn.Module):
-    """Unrolls T steps from a latent code: the code sets the initial state and is fed at every step.
-
-    Each step's input is the previous step's value (zeros before the first) beside the code. In training
-    the previous value is the true one with probability `teacher_forcing`, else the decoder's own output
-    (scheduled sampling, Bengio et al. 2015); free-running decoding (generation) always feeds its own.
-
-    Held within a range (`hold_within`, saved with the weights), every output is low + (high - low) *
-    sigmoid(read-out) per channel, so no decoded value leaves [low, high]: TimeGAN's sigmoid output in
-    min-max units, written in the units the decoder works in. Otherwise the read-out is linear.
-    """
+    """Unrolls T steps from a latent code, which sets the initial state and is fed at every step beside the
+    previous step's value (zeros first): in training the true one with probability `teacher_forcing`
+    (scheduled sampling, Bengio et al. 2015), else the decoder's own. Held within a range (`hold_within`,
+    saved with the weights), each output is low + (high - low) * sigmoid(read-out) per channel, TimeGAN's
+    sigmoid output in these units; otherwise the read-out is linear."""
 
     def __init__(
         self, latent_dim: int, channels: int, seq_len: int, hidden: int, layers: int, kind: RNNKind
