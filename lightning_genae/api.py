@@ -257,12 +257,9 @@ def callbacks_for(
     inception_weights: str | Path | None = None,
     classifier_weights: str | Path | None = None,
 ) -> list[Callback]:
-    """The callbacks a `run.py` run gets, at its defaults, for a `pl.Trainer` of your own given
-    `default_root_dir=output_dir`: image grids every `every_n_steps` iterations, the divergence guard,
-    `checkpoints/last.ckpt` every `checkpoint_every` iterations and on Ctrl-C or SIGTERM, and with `metrics`
-    the generative metrics over `eval_samples` images in `backbone`'s features with `best.ckpt` on the
-    headline one. Callbacks that cannot act for this model and data are left out.
-    """
+    """The callbacks a `run.py` run gets, for a `pl.Trainer` of your own with `default_root_dir=output_dir`:
+    grids every `every_n_steps` iterations, the divergence guard, `checkpoints/last.ckpt`, and with `metrics`
+    the generative metrics in `backbone`'s features with `best.ckpt`; those that cannot act are left out."""
     for name, value, least in (
         ("every_n_steps", every_n_steps, 1),
         ("checkpoint_every", checkpoint_every, 1),

@@ -148,13 +148,9 @@ def option(
     canonical: Callable[[Any], Any] | None = None,
     changeable_on_resume: bool = False,
 ) -> Any:
-    """An option: its default, its `--help` line and the range it must lie in.
-
-    `path`: names a file, so an empty value is refused. `tunable`: a grid may list candidates of it.
-    `shown_default`: `--help`'s default where the owner computes it (None). `canonical`: the stored form
-    of a given value, raising its OptionError where unusable. `changeable_on_resume`: a resumed run may
-    take another value.
-    """
+    """An option: its default, its `--help` line and the range it must lie in. `path`: names a file (not
+    empty); `tunable`: a grid may list candidates; `shown_default`: `--help`'s default where the owner
+    computes it; `canonical`: the stored form of a value (or its OptionError); `changeable_on_resume`."""
     # Every argument but the default, by name: the field's metadata.
     metadata = {name: value for name, value in locals().items() if name != "default"}
     return field(default=default, metadata=metadata)

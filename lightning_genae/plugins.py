@@ -58,12 +58,9 @@ def register_model(name: str, spec: ModelSpec) -> None:
 
 
 def register_dataset(name: str, spec: DatasetSpec) -> None:
-    """Add the dataset `name` (`--data name`): its DataModule class, description, data kind and options.
-
-    The options (`spec.options`, a `PluginOptions` dataclass; an image dataset's default is `ImageOptions`)
-    become flags and config.yaml keys, and their values reach the DataModule's constructor as keywords. An
-    option another dataset declares too is the same option, inherited from the class that declares it.
-    """
+    """Add the dataset `name` (`--data name`): its DataModule class, description, data kind and options
+    (a `PluginOptions` dataclass, which become flags and config.yaml keys and reach the DataModule's
+    constructor as keywords; one another dataset declares too is inherited from its declaring class)."""
     _check_new("dataset", name, DATASETS.__contains__)
     check_shared("dataset", name, spec.options, {other: known.options for other, known in DATASETS.items()})
     _note_plugin_options(spec.options)
@@ -71,11 +68,8 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
 
 
 def register_augmentation(name: str, spec: AugmentationSpec) -> None:
-    """Add the augmentation `name` (`--augment name`). A discriminator-side one gives `build(options,
-    parts)`. Its options are a `PluginOptions` dataclass (`spec.options`): they become flags, config.yaml
-    keys and checks as the built-ins' do, and a run that sets one that no chosen augmentation reads is
-    refused. An option another augmentation declares too is the same option, inherited from the class that
-    declares it (`--augment-p` from `StrengthOptions`)."""
+    """Add the augmentation `name` (`--augment name`); a discriminator-side one gives `build(options, parts)`.
+    Its options are as a dataset's (`register_dataset`), `--augment-p` inherited from `StrengthOptions`."""
     _check_new("augmentation", name, AUGMENTATIONS.__contains__)
     check_shared("augmentation", name, spec.options, option_classes())
     # Without its part the run would be unaugmented under the augmentation's name.

@@ -1,10 +1,6 @@
-"""DiffAugment (Zhao et al. 2020): differentiable augmentation of every image the discriminator sees.
-
-The same random transform family T is applied to real and generated images in both the discriminator and
-the generator step, so D only ever compares T(real) with T(fake) and the augmentations do not leak into the
-samples. Every operation is built from additions, scalings, gathers and masks so the generator's gradient
-flows through it, and parameters are drawn per sample.
-"""
+"""DiffAugment (Zhao et al. 2020): differentiable augmentation of every image the discriminator sees, real
+and generated, in both steps, with parameters drawn per sample; built from additions, scalings, gathers and
+masks so the generator's gradient flows through it."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """Feature backbones for FD, KID and precision/recall: the dataset's classifier or torch-fidelity's Inception.
-
-Both take the same input, uint8 images [N,C,H,W] at the dataset's size, and give float32 features, so a
-metric never needs to know which one it has; `name` goes into the metric's name (`fd_classifier`) and
-`description` into every result, because numbers from different feature networks are not comparable.
-"""
+Both take uint8 images [N,C,H,W] and give float32 features; `name` goes into the metric's name and
+`description` into every result, because numbers from different feature networks are not comparable."""
 
 from __future__ import annotations
 

@@ -88,11 +88,8 @@ class ClassifierConfig:
 
 class FeatureClassifier(nn.Module):
     """Per halving of the image a conv3x3-BN-ReLU-maxpool block, then fc -> BN (the features) -> ReLU -> fc.
-
-    The features are the batch-normalised penultimate activations *before* the ReLU: no unit is dead or
-    clipped at zero, so they are continuous and closer to Gaussian (what FD assumes) than post-ReLU values,
-    and each dimension has roughly unit scale on the training data, so no few units dominate a distance.
-    """
+    The features are taken before the ReLU: continuous, closer to Gaussian (as FD assumes) and of about unit
+    scale per dimension, so no few units dominate a distance."""
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()

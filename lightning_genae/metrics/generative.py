@@ -1,9 +1,5 @@
-"""Generated against real images: features of a split, seeded subsets, and the named generative metrics.
-
-`score_generated` is the one evaluation path for generated images: the metrics callback (samples of a
-model) and `--evaluate-folder` (a folder of images) both call it, so they pick real images, name the
-numbers and record backbone, split and sample counts the same way.
-"""
+"""Generated against real images: features of a split, seeded subsets, and `score_generated`, the one
+evaluation path of generated images (the metrics callback and `--evaluate-folder` both call it)."""
 
 from __future__ import annotations
 

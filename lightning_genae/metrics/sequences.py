@@ -75,11 +75,8 @@ class PostHocGRU(nn.Module):
 
 @contextmanager
 def _training_context(seed: int) -> Iterator[None]:
-    """Seeded, with gradients, outside inference mode and autocast, the caller's random stream untouched.
-
-    Evaluation hooks run under `inference_mode` and possibly a bf16/fp16 autocast; a score must not depend
-    on either, nor move the run's own random numbers.
-    """
+    """Seeded, with gradients, outside inference mode and autocast (an evaluation hook's), the caller's
+    random stream untouched: a score depends on none of them."""
     with (
         torch.random.fork_rng(devices=[]),
         torch.inference_mode(False),
@@ -101,13 +98,9 @@ def discriminative_score(
     lr: float = DEFAULT_LR,
     on_step: Callable[[], None] | None = None,
 ) -> float:
-    """TimeGAN's discriminative score |accuracy - 0.5| of a post-hoc GRU classifier, real vs generated.
-
-    Both sets are cut to the same size N = min(len(real), len(generated)) by a seeded draw, so that chance
-    is 0.5; each is split 80/20, the GRU trains `steps` Adam steps on batches of `batch_size` real plus
-    `batch_size` generated training series, and the accuracy is measured on the held-out 2 x 20%.
-    `on_step` is called after each training step (progress).
-    """
+    """TimeGAN's discriminative score |accuracy - 0.5| of a post-hoc GRU classifier, real vs generated: both
+    cut to one size by a seeded draw (so chance is 0.5) and split 80/20, trained `steps` Adam steps on
+    `batch_size` of each, scored on the held-out 20%. `on_step` is called after each step (progress)."""
     real = check_series(real, "real")
     generated = check_series(generated, "generated")
     n = min(len(real), len(generated))

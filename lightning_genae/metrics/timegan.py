@@ -59,11 +59,8 @@ def _batch(count: int, generator: torch.Generator) -> Tensor:
 
 class _ReferenceGRU(nn.Module):
     """TensorFlow 1's GRUCell over a series [N, T, inputs]: (states [N, T, hidden], last state [N, hidden]).
-
-    r, u = sigmoid([x, h] W_g + b_g); c = tanh([x, r * h] W_c + b_c); h' = u * h + (1 - u) * c, from a zero
-    state. W_g [inputs + hidden, 2 hidden] and W_c [inputs + hidden, hidden] are Glorot-uniform over their
-    whole shapes (TensorFlow's default for a variable without an initializer), b_g starts at 1 and b_c at 0.
-    """
+    r, u = sigmoid([x, h] W_g + b_g); c = tanh([x, r * h] W_c + b_c); h' = u * h + (1 - u) * c from a zero
+    state; W_g and W_c Glorot-uniform over their whole shapes (TensorFlow's default), b_g 1, b_c 0."""
 
     def __init__(self, inputs: int, hidden: int) -> None:
         super().__init__()

@@ -1,9 +1,6 @@
-"""The base of families that train a generator against a discriminator of images (gan, began and vaegan).
-
-What they share is how they are trained, not their losses: manual optimization with one optimizer per
-network, each update toggling its optimizer so the other network gets no gradients (DDP is told to expect
-that through `adversarial`), and the discriminator-side augmentation given when the module is built.
-"""
+"""The base of families that train a generator against a discriminator of images (gan, began, vaegan): manual
+optimization, each update toggling its network's optimizer (DDP told through `adversarial`), and the
+discriminator-side augmentation given when the module is built; the losses are each family's."""
 
 from __future__ import annotations
 

@@ -28,13 +28,10 @@ class FamilyOptions(PluginOptions):
 
     @classmethod
     def parse(cls, values: Mapping[str, Any], given: Collection[str] = ()) -> FamilyOptions:
-        """Options from raw values, checked, an option they leave unread refused before any value, so that
-        no one is sent to fix a value only to be told to drop it.
-
-        What is read is decided by the values that pass their own checks (a failing one counts as given at
-        its default); nothing is refused early where a choice fails, since the choice decides what is read.
-        Where the passing values fail a check of several together, that check is reported first unless it
-        names a failing option (it may hold only for that option's default)."""
+        """Options from raw values, checked; an option they leave unread is refused before any value, so no
+        one fixes a value only to be told to drop it. What is read is decided by the values that pass their
+        own checks (none where a choice fails); a failing check of several together among those comes first
+        unless it names a failing option."""
         passing = cls.passing_values(values)
         if passing is not None:
             failing = (set(values) & set(cls.__dataclass_fields__)) - set(passing)

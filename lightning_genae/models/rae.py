@@ -40,13 +40,9 @@ GRADIENT_CLIP = 1.0
 
 
 def code_gaussian(codes: Tensor, iteration: int) -> tuple[Tensor, Tensor]:
-    """(mean, Cholesky factor of the covariance) of codes [N, D], the Gaussian the deterministic RAE samples.
-
-    A ridge keeps the factorisation defined when some code dimension does not vary (or the codes are nearly
-    collinear), at each dimension's own scale above 1: a fixed one is nothing beside codes of 1e6. Codes no
-    Gaussian can take (inf, NaN) mean the training diverged with losses still finite: one line, not a
-    LinAlgError.
-    """
+    """(mean, Cholesky factor of the covariance) of codes [N, D], the Gaussian the deterministic RAE samples,
+    with a ridge at each dimension's own scale (above 1) for codes that do not vary. Codes no Gaussian can
+    take (inf, NaN) mean the training diverged with losses still finite: TrainingDiverged."""
     mean = codes.mean(0)
     centred = codes - mean
     covariance = centred.T @ centred / max(1, len(codes) - 1)
@@ -122,11 +118,9 @@ class RAEModule(ObjectiveModule):
 
     @torch.no_grad()
     def fit_code_gaussian(self, series: Tensor) -> None:
-        """Fit the Gaussian that `sample` draws codes from (not variational) to the codes of `series`, the
-        training series `[N, T, C]` in model units (as the batches are). A run's DataModule does this by
-        itself; a module trained on other data is given its training series here after training. Past
-        MAX_FIT_SERIES series, a fixed random subset of them is used (`training_subset`). Encoded in
-        evaluation mode, as `sample` encodes."""
+        """Fit the Gaussian `sample` draws codes from (not variational) to the codes of the training series
+        `[N, T, C]` in model units, for a module trained without a lightning-genae DataModule (a run's refits
+        by itself); a fixed subset past MAX_FIT_SERIES (`training_subset`), encoded in evaluation mode."""
         check_data(
             series, self.data_kind, self.data_shape, warn_scale=False,
             what="RAEModule.fit_code_gaussian's series",
@@ -150,12 +144,8 @@ class RAEModule(ObjectiveModule):
 
     @torch.no_grad()
     def _fit_code_gaussian(self) -> None:
-        """Refit the code Gaussian on the training split when the weights changed since the last fit.
-
-        Outside a Trainer (a restored checkpoint) the one saved in the checkpoint is used. A module that
-        trained on data other than a lightning-genae DataModule has no split to refit from: its Gaussian
-        is the one `fit_code_gaussian` was given, and sampling without one since training is refused.
-        """
+        """Refit the code Gaussian on the training split when the weights changed since the last fit; without
+        a lightning-genae DataModule, keep the saved or given one (refused if trained since)."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if hasattr(datamodule, "split_tensors") and hasattr(datamodule, "to_model_range"):
             if self._codes_fitted_at != self.iteration:
