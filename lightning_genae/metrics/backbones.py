@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import io
 import sys
+from abc import abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,9 +60,9 @@ class FeatureBackbone(nn.Module):
         # A LightningModule holding this as a child calls .train(); batch norm must keep its statistics.
         return super().train(False)
 
+    @abstractmethod
     def extract(self, images: Tensor) -> Tensor:
         """Features of a uint8 chunk on this module's device."""
-        raise NotImplementedError
 
     def forward(self, images: Tensor) -> Tensor:
         """Features [N, feature_dim] (float32, on this module's device) of uint8 images [N,C,H,W]."""
@@ -263,15 +264,16 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
     model, meta = classifier_lib.load_checkpoint(path, advice=fix)
     trained_on = meta.get("data")
     if trained_on != data:
-        raise BackboneUnavailable(
-            f"classifier: classifier_weights {path} was trained on {trained_on}, this run's data is "
-            f"{data}; {fix}"
+        problem = f"was trained on {trained_on}, this run's data is {data}; {fix}"
+    elif datamodule is not None and tuple(datamodule.image_shape) != model.config.image_shape:
+        problem = (
+            f"takes {model.config.image_shape} images but the run's are {tuple(datamodule.image_shape)}; "
+            f"{fix} (--image-size and --channels set its shape)"
         )
-    if datamodule is not None and tuple(datamodule.image_shape) != model.config.image_shape:
-        raise BackboneUnavailable(
-            f"classifier: classifier_weights {path} takes {model.config.image_shape} images but the run's "
-            f"are {tuple(datamodule.image_shape)}; {fix} (--image-size and --channels set its shape)"
-        )
+    else:
+        problem = None
+    if problem is not None:
+        raise BackboneUnavailable(f"classifier: classifier_weights {path} {problem}")
     sha256 = file_sha256(path)
     accuracy = meta.get("test_accuracy", float("nan"))
     description = f"classifier ({data}, given as {path.name}, sha256 {sha256[:8]}, test acc {accuracy:.2%}"

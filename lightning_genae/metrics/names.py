@@ -151,16 +151,16 @@ class MetricName:
     def __post_init__(self) -> None:
         spec = kind_spec(self.kind)
         if spec is None:
-            raise UnknownMetric(f"unknown metric kind {self.kind!r}; known kinds: {', '.join(KINDS)}")
-        if self.split is not None and self.split not in SPLITS:
-            raise UnknownMetric(
-                f"unknown split {self.split!r} in a metric name; use one of {', '.join(SPLITS)}"
-            )
-        backbones = spec.backbones if spec.per_backbone else (None,)
-        if self.backbone not in backbones:
+            problem = f"unknown metric kind {self.kind!r}; known kinds: {', '.join(KINDS)}"
+        elif self.split is not None and self.split not in SPLITS:
+            problem = f"unknown split {self.split!r} in a metric name; use one of {', '.join(SPLITS)}"
+        elif self.backbone not in (backbones := spec.backbones if spec.per_backbone else (None,)):
             spellings = ", ".join(self.kind if one is None else f"{self.kind}_{one}" for one in backbones)
             hint = " (the Inception Fréchet distance is fid_inception)" if self.kind == "fd" else ""
-            raise UnknownMetric(f"{self.kind} is logged only as {spellings}{hint}")
+            problem = f"{self.kind} is logged only as {spellings}{hint}"
+        else:
+            return
+        raise UnknownMetric(problem)
 
     @classmethod
     def parse(cls, name: str) -> MetricName:
