@@ -55,10 +55,8 @@ def uncount_epoch_cut_short(trainer: pl.Trainer, checkpoint: dict[str, Any]) -> 
     except (KeyError, TypeError):
         return
     per_epoch = trainer.num_training_batches
-    epoch_ended = (
-        len(set(epochs["total"][stage] for stage in _PROGRESS_STAGES)) == 1
-        and len(set(epochs["current"][stage] for stage in _PROGRESS_STAGES)) == 1
-    )
+    # Each part's four counts agree once an epoch has ended.
+    epoch_ended = len(set(counts[:4])) == 1 and len(set(counts[4:])) == 1
     if not (epoch_ended and min(counts) > 0 and 0 < batches_done < per_epoch != float("inf")):
         return
     for part in ("total", "current"):

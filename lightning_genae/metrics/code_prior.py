@@ -47,9 +47,7 @@ class CodeGaussianKL(Metric):
     def compute(self) -> Tensor:
         mean = self.total / self.count
         covariance = (self.outer - self.count * torch.outer(mean, mean)) / (self.count - 1).clamp(min=1)
-        covariance = covariance + COVARIANCE_JITTER * torch.eye(
-            len(mean), dtype=covariance.dtype, device=covariance.device
-        )
+        covariance.diagonal().add_(COVARIANCE_JITTER)
         # The prior's moments as float64 whatever dtype the module was moved to (bf16-true casts buffers).
         prior_mean, prior_covariance = self.prior_mean.double(), self.prior_covariance.double()
         return gaussian_kl_divergence(mean, covariance, prior_mean, prior_covariance).float()

@@ -219,10 +219,8 @@ def try_parse(name: str) -> MetricName | None:
 
 
 def test_headline(headline: str | None, metrics: Mapping[str, object]) -> str | None:
-    """The test-split version of a run's headline metric (`val/fd_x` -> `test/fd_x`), else the test Fréchet
-    distance of whichever backbone `metrics` holds, else None.
-
-    The fallback serves runs with no recorded headline (or one this version cannot parse)."""
+    """The test-split version of a run's headline metric (`val/fd_x` -> `test/fd_x`), else (no headline this
+    version can parse) the test Fréchet distance of whichever backbone `metrics` holds, else None."""
     parsed = try_parse(headline) if isinstance(headline, str) else None
     if parsed is not None:
         return parsed.on("test").format()

@@ -53,9 +53,8 @@ def representation_metrics(
     train_images, train_labels = train
     test_images, test_labels = test
     if len(train_images) > MAX_PROBE_TRAIN:
-        keep = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[
-            :MAX_PROBE_TRAIN
-        ]
+        shuffle = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(len(train_images), generator=shuffle)[:MAX_PROBE_TRAIN]
         train_images, train_labels = train_images[keep], train_labels[keep]
     results: dict[str, float] = {}
 

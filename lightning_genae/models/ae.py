@@ -7,10 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.models.options import AutoencoderOptions
-from lightning_genae.models.reconstruction import (
-    ReconstructionModule,
-    reconstruction_loss,
-)
+from lightning_genae.models.reconstruction import ReconstructionModule, reconstruction_loss
 
 
 class AutoencoderModule(ReconstructionModule):

@@ -80,13 +80,9 @@ class BEGANModule(ImageAdversarialModule):
         # image range, as the paper's reference code clips before saving.
         return self.generator(latents).clamp(-1.0, 1.0)
 
-    @property
-    def uniform_prior(self) -> bool:
-        return self.options.began_nets == "began"
-
     def draw_prior(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
         """n latents from the prior: BEGAN's z ~ U(-1, 1) with its own nets, N(0, 1) with the shared ones."""
-        if self.uniform_prior:
+        if self.options.began_nets == "began":
             return torch.rand(n, self.latent_dim, generator=generator, device=device) * 2 - 1
         return super().draw_prior(n, generator, device)
 

@@ -13,10 +13,7 @@ from lightning_genae.metrics.likelihood import importance_sampled_log_likelihood
 from lightning_genae.models.base import evaluation_mode, inference
 from lightning_genae.models.batch import check_data
 from lightning_genae.models.options import VAE_PAPER_HIDDEN, VAEOptions
-from lightning_genae.models.reconstruction import (
-    ReconstructionModule,
-    reconstruction_loss,
-)
+from lightning_genae.models.reconstruction import ReconstructionModule, reconstruction_loss
 from lightning_genae.models.variational import GaussianEncoding, gaussian_kl, reparameterize
 from lightning_genae.nets.mlp import MLPDecoder, MLPEncoder, init_linear
 

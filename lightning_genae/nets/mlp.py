@@ -67,10 +67,9 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden layers (ReLU, or `activation`).
-    `output`: "tanh"; "sigmoid",
-    the GAN paper's [0, 1] pixels shown on [-1, 1] (2 sigmoid(a) - 1, so the pre-activation and its gradients
-    are the reference's); "logits", for a Bernoulli likelihood."""
+    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden layers (ReLU, or `activation`). `output`:
+    "tanh"; "sigmoid", the GAN paper's [0, 1] pixels shown on [-1, 1] (2 sigmoid(a) - 1, so the
+    pre-activation and its gradients are the reference's); "logits", for a Bernoulli likelihood."""
 
     def __init__(
         self,
