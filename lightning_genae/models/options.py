@@ -81,14 +81,11 @@ class ReconstructionOptions(FamilyOptions):
     recon_loss: ReconLoss = option("mse", "reconstruction loss: mse or bce")
 
 
-LRSchedule = Literal["constant", "cosine"]
-
-
 @dataclass(frozen=True)
 class SingleObjectiveOptions(ReconstructionOptions):
     """The autoencoders trained on one loss with one optimizer, whose learning rate may follow a schedule."""
 
-    lr_schedule: LRSchedule = option(
+    lr_schedule: Literal["constant", "cosine"] = option(
         "constant", "learning rate over the run: constant, or cosine (annealed to 0 at --max-steps)"
     )
 
@@ -98,7 +95,6 @@ class AutoencoderOptions(SingleObjectiveOptions):
     denoise: float = option(0.0, "std of Gaussian input noise; > 0 makes a denoising AE", at_least=0)
 
 
-VaeNets = Literal["conv", "paper"]
 # The IWAE paper's one-stochastic-layer nets: two deterministic layers of this many tanh units in each.
 VAE_PAPER_HIDDEN = 200
 
@@ -107,7 +103,7 @@ VAE_PAPER_HIDDEN = 200
 class VAEOptions(SingleObjectiveOptions):
     # A Bernoulli likelihood makes val/elbo a log-likelihood bound in nats per image.
     recon_loss: ReconLoss = with_default(ReconstructionOptions, "recon_loss", "bce")
-    vae_nets: VaeNets = option(
+    vae_nets: Literal["conv", "paper"] = option(
         "conv",
         "conv: the shared conv encoder and decoder (sized by --width); paper: the IWAE paper's fully "
         f"connected MNIST nets, two hidden layers of {VAE_PAPER_HIDDEN} tanh units each way (docs/models.md)",
@@ -134,7 +130,6 @@ class VAEOptions(SingleObjectiveOptions):
 # ----- the GANs -----
 
 GanLoss = Literal["ns", "hinge"]
-GanTraining = Literal["adam", "paper"]
 
 
 @dataclass(frozen=True)
@@ -152,12 +147,12 @@ class GANOptions(FamilyOptions):
     spectral_norm: bool = option(
         False, "spectral normalisation in the discriminator, in place of its batch norm (as in SN-GAN)"
     )
-    gan_nets: GanNets = option(
+    gan_nets: Literal["dcgan", "paper"] = option(
         "dcgan",
         "dcgan: the shared DCGAN-style conv nets (sized by --width); paper: the GAN paper's MNIST nets, an "
         "MLP generator and a maxout discriminator with dropout (docs/models.md)",
     )
-    gan_training: GanTraining = option(
+    gan_training: Literal["adam", "paper"] = option(
         "adam",
         "adam: alternating D and G updates with Adam at --lr (betas as --gan-loss says); paper: the GAN "
         "paper's MNIST training, one simultaneous SGD update of both nets (needs --gan-nets paper)",
@@ -179,9 +174,6 @@ class GANOptions(FamilyOptions):
         return unread
 
 
-DLoss = Literal["began", "ebgan"]
-BEGANNets = Literal["began", "dcgan"]
-
 # The options each loss reads; giving one the chosen loss would ignore is an error, not a silent no-op.
 LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
     "began": ("began_gamma", "began_lambda_k"),
@@ -193,8 +185,10 @@ LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
 class BEGANOptions(FamilyOptions):
     # BEGAN's Adam settings (lr 1e-4, beta1 0.5): better test fd_classifier on digits than 2e-4.
     lr: float = with_default(FamilyOptions, "lr", 1e-4)
-    d_loss: DLoss = option("began", "began (equilibrium control k_t) or ebgan (margin, pulling-away term)")
-    began_nets: BEGANNets = option(
+    d_loss: Literal["began", "ebgan"] = option(
+        "began", "began (equilibrium control k_t) or ebgan (margin, pulling-away term)"
+    )
+    began_nets: Literal["began", "dcgan"] = option(
         "began",
         "the paper's generator and autoencoder (3x3 convs, ELU, nearest-neighbour upsampling, no batch "
         "norm) with z ~ U(-1, 1); dcgan: the DCGAN-style nets every other family shares, with z ~ N(0, 1)",
@@ -253,14 +247,8 @@ class VAEGANOptions(FamilyOptions):
 
 # ----- the adversarial autoencoder -----
 
-GanNets = Literal["dcgan", "paper"]
-AaePrior = Literal["gaussian", "mixture"]
-AaeNets = Literal["conv", "paper"]
-AaeTraining = Literal["adam", "paper"]
 # The paper's fully connected nets: two hidden layers of this many ReLU units in each of the three.
 AAE_PAPER_HIDDEN = 1000
-
-DEFAULT_COMPONENTS = 10
 
 
 @dataclass(frozen=True)
@@ -269,16 +257,16 @@ class AAEOptions(ReconstructionOptions):
     requires = {("aae_training", "paper"): {"aae_nets": "paper", "recon_loss": "mse"}}
     # Matching a deterministic code to the prior gets harder with every dimension (on digits: best at 4-8).
     latent_dim: int = with_default(FamilyOptions, "latent_dim", 8)
-    aae_prior: AaePrior = option(
+    aae_prior: Literal["gaussian", "mixture"] = option(
         "gaussian", "prior the codes are pushed to: gaussian N(0, S^2 I), S = --aae-prior-std, or mixture"
     )
-    aae_nets: AaeNets = option(
+    aae_nets: Literal["conv", "paper"] = option(
         "conv",
         "conv: the shared conv encoder and decoder (sized by --width), a latent discriminator of 8 x --width "
         f"units; paper: the paper's fully connected MNIST nets, two layers of {AAE_PAPER_HIDDEN} units each",
     )
     aae_components: int = option(
-        DEFAULT_COMPONENTS,
+        10,
         "components of --aae-prior mixture (of standard deviation --aae-prior-std, on the signed axes)",
         at_least=2,
     )
@@ -294,7 +282,7 @@ class AAEOptions(ReconstructionOptions):
         above=0,
         changeable_on_resume=True,
     )
-    aae_training: AaeTraining = option(
+    aae_training: Literal["adam", "paper"] = option(
         "adam",
         "adam: the three updates with Adam at --lr; paper: the AAE paper's MNIST training, each phase its "
         "own SGD with momentum (needs --aae-nets paper; docs/models.md)",
