@@ -188,12 +188,6 @@ def out_of_range_share(series: Tensor, train_range: Tensor) -> float:
     return outside.flatten(1).any(dim=1).float().mean().item()
 
 
-def _mean_and_spread(name: str, fits: list[float]) -> dict[str, float]:
-    """`name`: the mean over the fits; `name_std`: their population std (NumPy's np.std), where several."""
-    spread = {f"{name}_std": statistics.pstdev(fits)} if len(fits) > 1 else {}
-    return {name: statistics.fmean(fits), **spread}
-
-
 def _batched(model: nn.Module, x: Tensor) -> Tensor:
     return torch.cat([model(chunk) for chunk in x.split(EVAL_BATCH)])
 
@@ -246,7 +240,11 @@ def score_sequences(
             ),
         }
         for name, scorer in scorers.items():
-            values.update(_mean_and_spread(name, [scorer(seed + fit) for fit in range(fits)]))
+            scores = [scorer(seed + fit) for fit in range(fits)]
+            values[name] = statistics.fmean(scores)
+            if fits > 1:
+                # Their population std (NumPy's np.std): how far to trust the mean.
+                values[f"{name}_std"] = statistics.pstdev(scores)
         if train_range is not None:
             values["out_of_range"] = out_of_range_share(generated, train_range)
             values["out_of_range_real"] = out_of_range_share(real, train_range)

@@ -122,14 +122,13 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
         # Training follows the warm-up; evaluation uses the target beta so val/loss is comparable over time.
         beta = self.beta_now() if stage == "train" else self.options.beta
         loss = recon + beta * kl
-        on_step = stage == "train"
         values = {
             f"{stage}/loss": loss,
             f"{stage}/recon": recon,
             f"{stage}/kl": kl,
             f"{stage}/elbo": -(recon + kl) - self.dropped_log_normaliser(images),
         }
-        if on_step:
+        if stage == "train":
             # Training's: of the reconstruction it trains on, from a drawn code.
             values["train/mse"] = F.mse_loss(self.as_image(out).detach(), images)
             # The loss in the progress line, as every family shows its own.
