@@ -48,16 +48,13 @@ class LatentAugmenter(nn.Module):
     def device(self) -> torch.device:
         return self.latent_std.device
 
-    def encode(self, images: Tensor) -> Tensor:
-        return self.autoencoder.encode(images)
-
     @torch.no_grad()
     def fit(
         self, images: Tensor, labels: Tensor, prepare: Callable[[Tensor], Tensor] = to_model_range
     ) -> LatentAugmenter:
         """Latent spread and class bank from the training split (stored items made model input by
         `prepare`, int64 labels; -1 = none)."""
-        codes = map_images(self.encode, images, self.device, prepare=prepare).to(self.device)
+        codes = map_images(self.autoencoder.encode, images, self.device, prepare=prepare).to(self.device)
         self.latent_std = codes.std(dim=0) if len(codes) > 1 else torch.ones_like(codes[0])
         labels = labels.to(self.device)
         if bool((labels < 0).any()):
@@ -102,11 +99,11 @@ class LatentAugmenter(nn.Module):
     ) -> Tensor:
         """Augmented items (images in [-1, 1]); partners from the class bank with labels, else the codes of
         `partners_from` (one per image, in order), else the images among themselves."""
-        codes = self.encode(images)
+        codes = self.autoencoder.encode(images)
         if labels is not None and len(self.bank_codes):
             partners = self.bank_partners(labels, generator)
         elif partners_from is not None:
-            partners = self.encode(partners_from)
+            partners = self.autoencoder.encode(partners_from)
         else:
             # Discriminator inputs have no labels (fakes): pair them among themselves.
             partners = codes[drawn(torch.randperm, len(codes), generator=generator, device=codes.device)]
@@ -124,7 +121,7 @@ def reconstruction_mse(
     if len(images) == 0:
         return 0.0
     recon = map_images(
-        lambda batch: augmenter.autoencoder.decode(augmenter.encode(batch)),
+        lambda batch: augmenter.autoencoder.decode(augmenter.autoencoder.encode(batch)),
         images,
         augmenter.device,
         prepare=prepare,

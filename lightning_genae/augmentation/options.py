@@ -52,9 +52,7 @@ class AugmenterOptions(PluginOptions):
         loaded = "trains the augmenter, and augment_ckpt loads a trained one instead; drop it"
         return {
             **super().unread(),
-            "augmenter_steps": loaded,
-            "augmenter_width": loaded,
-            "augmenter_latent_dim": loaded,
+            **dict.fromkeys(("augmenter_steps", "augmenter_width", "augmenter_latent_dim"), loaded),
         }
 
 
@@ -75,13 +73,8 @@ class StrengthOptions(PluginOptions):
     def unread(self) -> dict[str, str]:
         if self.augment_p == AUTO:
             return super().unread()
-        return {
-            **super().unread(),
-            **{
-                name: "steers p, which is fixed here; drop it, or give augment_p auto or augment ada"
-                for name in ControllerOptions.types()
-            },
-        }
+        steers = "steers p, which is fixed here; drop it, or give augment_p auto or augment ada"
+        return {**super().unread(), **dict.fromkeys(ControllerOptions.types(), steers)}
 
 
 @dataclass(frozen=True)

@@ -183,13 +183,6 @@ def load_inception(path: str | Path | None = None) -> InceptionBackbone:
         ) from exc
 
 
-def _shipped_classifier(data: str, entry: dict) -> ClassifierBackbone:
-    path, sha256 = classifier_lib.shipped_checkpoint(classifier_lib.WEIGHTS_DIR, entry, "classifier")
-    model, _ = classifier_lib.load_checkpoint(path)
-    description = f"classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
-    return ClassifierBackbone(model, description, sha256)
-
-
 # How far above the commonest class's share a trained classifier's test accuracy must lie for its features
 # to be taken as telling the classes apart.
 CHANCE_MARGIN = 0.05
@@ -317,9 +310,12 @@ def load_classifier(
     else one trained on first use and cached."""
     if weights is not None:
         return _given_classifier(Path(weights).expanduser(), data, datamodule)
-    manifest = classifier_lib.load_manifest()
-    if data in manifest:
-        return _shipped_classifier(data, manifest[data])
+    entry = classifier_lib.load_manifest().get(data)
+    if entry is not None:
+        path, sha256 = classifier_lib.shipped_checkpoint(classifier_lib.WEIGHTS_DIR, entry, "classifier")
+        model, _ = classifier_lib.load_checkpoint(path)
+        description = f"classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
+        return ClassifierBackbone(model, description, sha256)
     if datamodule is None:
         raise BackboneUnavailable(
             f"classifier: no shipped classifier for {data}; "
