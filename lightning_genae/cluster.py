@@ -163,9 +163,10 @@ def created_by_local_rank_zero(
     )
     gate = _gate[0] if _gate else None
     while file_identity(path) in (None, replacing):
-        if gate is not None:
-            # Rank 0 may have stopped before it got here: no file will come.
-            gate.raise_if_refused()
+        if gate is not None and gate.store.check([gate.key]):
+            # Rank 0 has given its word; if it refused the start (perhaps before it got here), no file will
+            # come and `wait` stops this rank too.
+            gate.wait()
         if failure.is_file():
             raise RankZeroFailed(
                 f"local rank 0 failed to create the {what} ({failure.read_text().strip()}); "
@@ -233,11 +234,6 @@ class StartGate:
         deadline = time.monotonic() + _REFUSAL_GRACE_S
         while self.store.add(f"{self.key}/read", 0) < self.world_size - 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-
-    def raise_if_refused(self) -> None:
-        """Another rank: `RankZeroStopped` if rank 0 has refused; returns at once otherwise."""
-        if self.store.check([self.key]):
-            self.wait()
 
     def wait(self) -> None:
         """Another rank: wait until rank 0 opens the run; `RankZeroStopped` if it refuses or goes away."""

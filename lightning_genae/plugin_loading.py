@@ -13,17 +13,13 @@ PLUGINS_VARIABLE = "GENAE_PLUGINS"
 ENTRY_POINT_GROUP = "lightning_genae.plugins"
 
 
-def plugin_modules() -> list[str]:
-    """The plug-in modules to import: $GENAE_PLUGINS's, then the installed entry points', each once."""
+def load_plugins() -> list[str]:
+    """Import every plug-in module, $GENAE_PLUGINS's then the installed entry points', each once (Python
+    imports a module once per process), and return their names; one that cannot be imported, or whose
+    registration is refused, is a ConfigError naming it."""
     named = [name.strip() for name in os.environ.get(PLUGINS_VARIABLE, "").split(",") if name.strip()]
     declared = [entry.module for entry in entry_points(group=ENTRY_POINT_GROUP)]
-    return list(dict.fromkeys(named + declared))
-
-
-def load_plugins() -> list[str]:
-    """Import every plug-in module (once per process) and return their names; one that cannot be imported,
-    or whose registration is refused, is a ConfigError naming it."""
-    modules = plugin_modules()
+    modules = list(dict.fromkeys(named + declared))
     for module in modules:
         try:
             importlib.import_module(module)
