@@ -131,15 +131,19 @@ def _config_header_names(path: Path) -> str | None:
     return first.rpartition("--config ")[2].strip()
 
 
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """A run folder's summary.json when it is a finished run's (with its final metrics), else None."""
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`; None where it is missing, unreadable or no object (edited by hand)."""
     try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(summary, dict) or not isinstance(summary.get("final_metrics"), dict):
-        return None
-    return summary
+    return record if isinstance(record, dict) else None
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's summary.json when it is a finished run's (with its final metrics), else None."""
+    summary = read_json_object(run_dir / SUMMARY_FILE)
+    return summary if summary is not None and isinstance(summary.get("final_metrics"), dict) else None
 
 
 def started_by_an_earlier_attempt_of_this_job(path: Path, config_text: str) -> bool:
