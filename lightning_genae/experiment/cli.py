@@ -21,6 +21,7 @@ from lightning_genae.experiment.ablation.tuning import (
 )
 from lightning_genae.experiment.arguments import (
     build_parser,
+    check_registered_options,
     command_line_values,
     config_file_values,
     split_list,
@@ -31,14 +32,14 @@ from lightning_genae.experiment.config import (
     print_configuration,
 )
 from lightning_genae.experiment.grid_command import run_grid_command
-from lightning_genae.experiment.pipes import ReaderWatch, reader_may_leave
-from lightning_genae.experiment.plugin_checks import check_registered_options
 from lightning_genae.experiment.program import (
     CommandLineParser,
+    ReaderWatch,
     continued_as_a_grid,
     error_text,
     os_error_line,
     program_name,
+    reader_may_leave,
 )
 from lightning_genae.experiment.resolve import (
     ResolvedRun,

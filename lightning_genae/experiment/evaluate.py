@@ -36,11 +36,7 @@ from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_
 from lightning_genae.errors import ConfigError, DataError, RunFolderRefused, agree
 from lightning_genae.experiment import trainer as run_setup
 from lightning_genae.experiment.config import merge
-from lightning_genae.experiment.input_files import refuse_a_folder_among_the_data
-from lightning_genae.experiment.resolve import (
-    named_options,
-    resolve,
-)
+from lightning_genae.experiment.resolve import named_options, refuse_a_folder_among_the_data, resolve
 from lightning_genae.experiment.run_folder import read_json_object
 from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.experiment.run_report import environment_info, format_metrics_table, scalar_metrics

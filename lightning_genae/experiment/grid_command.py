@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.config import NO_BACKBONE, RunConfig, merge, print_configuration
-from lightning_genae.experiment.input_files import refuse_a_folder_among_the_data
 from lightning_genae.experiment.program import command_prefix
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
     check_shape_options,
+    refuse_a_folder_among_the_data,
     refuse_named_but_unread,
     stated_world_size,
 )

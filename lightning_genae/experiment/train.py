@@ -29,12 +29,10 @@ from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.errors import GenaeError
 from lightning_genae.experiment.config import RunConfig
-from lightning_genae.experiment.console import describe_model, describe_training
 from lightning_genae.experiment.evaluate import evaluate_selected_checkpoint, final_evaluation
-from lightning_genae.experiment.input_files import refuse_a_folder_among_the_data
 from lightning_genae.experiment.loggers import build_loggers, finish_loggers, logged_values
 from lightning_genae.experiment.program import command_prefix
-from lightning_genae.experiment.resolve import ResolvedRun
+from lightning_genae.experiment.resolve import ResolvedRun, refuse_a_folder_among_the_data
 from lightning_genae.experiment.resume import (
     AugmenterInCheckpoints,
     LearningRateOnResume,
@@ -47,6 +45,8 @@ from lightning_genae.experiment.resume import (
 from lightning_genae.experiment.run_folder import ClaimedRunFolder, started_by_an_earlier_attempt_of_this_job
 from lightning_genae.experiment.run_report import (
     collapse_warning,
+    describe_model,
+    describe_training,
     environment_info,
     format_final_line,
     format_metrics_table,
