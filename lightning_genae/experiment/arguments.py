@@ -300,23 +300,18 @@ def command_line_values(parser: CommandLineParser, argv: Sequence[str] | None) -
 ANCHOR_HOLDER = "."
 
 
-def _load_yaml(path: str) -> Any:
-    """A config file's YAML, safely loaded (no Python objects)."""
+def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
+    """`--config FILE.yaml`: option names (dashes or underscores) to values, each read as the command line
+    reads it; a top-level key that starts with `.` holds values for YAML's anchors. A value that nests lists
+    or mappings is refused before it is read (YAML's aliases can nest a few bytes into gigabytes)."""
     try:
-        return yaml.safe_load(Path(path).read_bytes())
+        raw = yaml.safe_load(Path(path).read_bytes())  # safe: no Python objects
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(
             f"--config {path}: not valid YAML{where}; fix the file or regenerate it with --print-config"
         ) from None
-
-
-def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
-    """`--config FILE.yaml`: option names (dashes or underscores) to values, each read as the command line
-    reads it; a top-level key that starts with `.` holds values for YAML's anchors. A value that nests lists
-    or mappings is refused before it is read (YAML's aliases can nest a few bytes into gigabytes)."""
-    raw = _load_yaml(path)
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -110,25 +110,18 @@ def _member_holds(archive: zipfile.ZipFile, name: str, needle: bytes, chunk: int
 def _config_written_here(path: Path) -> bool:
     """Whether path/config.yaml begins with the line a run writes there, which names the run's folder: a copy
     in a folder of another name is the user's; a run's folder moved with its name is still the run's."""
-    named = _config_header_names(path)
-    if named is None:
-        return False
-    if not os.path.isabs(named):
-        return True
-    named_folder = os.path.dirname(os.path.realpath(named))
-    return named_folder == os.path.realpath(path) or os.path.basename(named_folder) == path.resolve().name
-
-
-def _config_header_names(path: Path) -> str | None:
-    """The config.yaml that path/config.yaml's first line names, or None when it is no run's line."""
     try:
         with (path / CONFIG_FILE).open(encoding="utf-8", errors="replace") as file:
             first = file.readline().rstrip("\n")
     except OSError:
-        return None
+        return False
     if not first.startswith(CONFIG_HEADER):
-        return None
-    return first.rpartition("--config ")[2].strip()
+        return False
+    named = first.rpartition("--config ")[2].strip()
+    if not os.path.isabs(named):
+        return True
+    named_folder = os.path.dirname(os.path.realpath(named))
+    return named_folder == os.path.realpath(path) or os.path.basename(named_folder) == path.resolve().name
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
