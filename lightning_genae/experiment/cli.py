@@ -28,6 +28,7 @@ from lightning_genae.experiment.arguments import (
 )
 from lightning_genae.experiment.config import RunConfig, merge
 from lightning_genae.experiment.grid_command import run_grid_command
+from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.program import (
     CommandLineParser,
     ReaderWatch,
@@ -43,7 +44,7 @@ from lightning_genae.experiment.resolve import (
     named_options,
     resolve,
 )
-from lightning_genae.experiment.run_folder import check_output_folder, put_back_a_stopped_overwrite
+from lightning_genae.experiment.run_folder import check_output_folder
 from lightning_genae.plugin_options import flag, typed_flag
 from lightning_genae.plugins import load_plugins
 

@@ -133,15 +133,6 @@ def remove_empty_run_folders(path: Path, names: Collection[str] = tuple(RUN_FOLD
             folder.rmdir()
 
 
-def remove_run_entries(path: Path) -> Removal:
-    """Delete what a run wrote into `path` (`run_entries`); anything else is kept and named."""
-    entries, removal = run_entries(path)
-    for entry in entries:
-        remove_entry(path / entry)
-    remove_empty_run_folders(path)
-    return removal
-
-
 @dataclass
 class SetAside:
     """A run's files that `--overwrite` moved aside: removed for good once the new run trains, put back if it

@@ -21,7 +21,6 @@ from lightning_genae.experiment.overwrite import (
     refuse_linked_run_folders,
     remove_empty_run_folders,
     remove_entry,
-    remove_run_entries,
     run_entries,
 )
 from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
@@ -36,9 +35,6 @@ from lightning_genae.run_files import (
     files_named_as_a_runs,
     started_run_files,
 )
-
-# Named here too: what a start reads of a run folder it does not claim (cli, grids).
-__all__ = ["put_back_a_stopped_overwrite", "remove_run_entries"]
 
 
 def check_output_folder(path: Path) -> None:
