@@ -40,14 +40,6 @@ from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import PluginOptions, did_you_mean, shown_value, typed_flag
 
-__all__ = [
-    "build_parser",
-    "check_registered_options",
-    "command_line_values",
-    "config_file_values",
-    "split_list",
-]
-
 GROUP_TITLES = {
     "what": "what to train on",
     "training": "optimisation",
@@ -378,7 +370,7 @@ def check_registered_options() -> None:
 
 def _check_option_names(kind: str, name: str, options: type[PluginOptions]) -> None:
     """Every option of a plug-in is declared with `option(default, help)`: its flag needs the help text.
-    (A name another flag has is refused by the parser, `arguments.build_parser`.)"""
+    (A name another flag has is refused by the parser, `build_parser`.)"""
     for declared_field in fields(options):
         if "help" not in declared_field.metadata:
             raise ConfigError(
