@@ -10,6 +10,7 @@ import functools
 import operator
 import typing
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,12 @@ import yaml
 from jsonargparse import ActionYesNo
 
 from lightning_genae import __version__
-from lightning_genae.augmentation import augmentation_choices, augmentation_options
+from lightning_genae.augmentation import (
+    AUGMENTATIONS,
+    BUILT_IN_AUGMENTATIONS,
+    augmentation_choices,
+    augmentation_options,
+)
 from lightning_genae.datamodules import DATASETS, dataset_options
 from lightning_genae.errors import PLUGIN_HINT, ConfigError
 from lightning_genae.experiment.ablation.tuning import candidate_separators, candidate_texts
@@ -32,9 +38,7 @@ from lightning_genae.experiment.config import (
 from lightning_genae.experiment.program import CommandLineParser, command_prefix, program_name
 from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import did_you_mean, shown_value, typed_flag
-
-__all__ = ["build_parser", "command_line_values", "config_file_values", "split_list"]
+from lightning_genae.plugin_options import PluginOptions, did_you_mean, shown_value, typed_flag
 
 GROUP_TITLES = {
     "what": "what to train on",
@@ -288,23 +292,18 @@ def command_line_values(parser: CommandLineParser, argv: Sequence[str] | None) -
 ANCHOR_HOLDER = "."
 
 
-def _load_yaml(path: str) -> Any:
-    """A config file's YAML, safely loaded (no Python objects)."""
+def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
+    """`--config FILE.yaml`: option names (dashes or underscores) to values, each read as the command line
+    reads it; a top-level key that starts with `.` holds values for YAML's anchors. A value that nests lists
+    or mappings is refused before it is read (YAML's aliases can nest a few bytes into gigabytes)."""
     try:
-        return yaml.safe_load(Path(path).read_bytes())
+        raw = yaml.safe_load(Path(path).read_bytes())  # safe: no Python objects
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(
             f"--config {path}: not valid YAML{where}; fix the file or regenerate it with --print-config"
         ) from None
-
-
-def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
-    """`--config FILE.yaml`: option names (dashes or underscores) to values, each read as the command line
-    reads it; a top-level key that starts with `.` holds values for YAML's anchors. A value that nests lists
-    or mappings is refused before it is read (YAML's aliases can nest a few bytes into gigabytes)."""
-    raw = _load_yaml(path)
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -340,3 +339,41 @@ def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
             + (" --output DIR" if values["resume"] == "last" else "")
         )
     return values
+
+
+def _is_plugin(name: str, spec: Any) -> bool:
+    """Whether `name` was registered from outside the package (a built-in's location is relative)."""
+    if name in BUILT_IN_AUGMENTATIONS and spec is AUGMENTATIONS.get(name):
+        return False
+    return not getattr(spec, "location", "").startswith(".")
+
+
+def check_registered_options() -> None:
+    """Refuse, in one line naming it, a registered family's, dataset's or augmentation's option that would
+    not be a flag of its own."""
+    for kind, registry in (("model", MODELS), ("dataset", DATASETS), ("augmentation", AUGMENTATIONS)):
+        for name, spec in registry.items():
+            if _is_plugin(name, spec):
+                _check_option_names(kind, name, spec.options)
+    declared = {name: spec.options.types() for name, spec in MODELS.items()}
+    for name, kinds in declared.items():
+        if not _is_plugin(name, MODELS[name]):
+            continue
+        for other, other_kinds in declared.items():
+            for option in set(kinds) & set(other_kinds):
+                if kinds[option] != other_kinds[option]:
+                    raise ConfigError(
+                        f"model {name!r}: option {option} is {kinds[option]} here but {other_kinds[option]} "
+                        f"in {other}; rename it"
+                    )
+
+
+def _check_option_names(kind: str, name: str, options: type[PluginOptions]) -> None:
+    """Every option of a plug-in is declared with `option(default, help)`: its flag needs the help text.
+    (A name another flag has is refused by the parser, `build_parser`.)"""
+    for declared_field in fields(options):
+        if "help" not in declared_field.metadata:
+            raise ConfigError(
+                f"{kind} {name!r}: option {declared_field.name} is a plain dataclass field; "
+                "declare it with option(default, help) from lightning_genae.plugin_options"
+            )

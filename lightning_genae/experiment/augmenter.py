@@ -50,9 +50,9 @@ def default_cache_dir() -> Path:
     return cache_root() / "augmenters"
 
 
-def augmenter_identity(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int) -> dict[str, Any]:
-    """Everything a trained augmenter depends on, the data by content; its hash names the cache file."""
-    return {
+def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cache_dir: Path | None) -> Path:
+    """Named by the hash of everything a trained augmenter depends on, the data by content."""
+    identity = {
         "recipe": RECIPE_VERSION,
         "family": plan.augmenter_family,
         "train_sha256": datamodule.content_sha256("train"),
@@ -63,10 +63,6 @@ def augmenter_identity(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: 
         "batch_size": augmenter_batch_size(datamodule),
         "lr": augmenter_lr(plan.augmenter_family),
     }
-
-
-def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cache_dir: Path | None) -> Path:
-    identity = augmenter_identity(plan, datamodule, seed)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     size = "full" if datamodule.train_size is None else str(datamodule.train_size)
     # Readable parts for people; the digest alone decides.

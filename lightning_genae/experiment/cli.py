@@ -21,24 +21,22 @@ from lightning_genae.experiment.ablation.tuning import (
 )
 from lightning_genae.experiment.arguments import (
     build_parser,
+    check_registered_options,
     command_line_values,
     config_file_values,
     split_list,
 )
-from lightning_genae.experiment.config import (
-    RunConfig,
-    merge,
-    print_configuration,
-)
+from lightning_genae.experiment.config import RunConfig, merge
 from lightning_genae.experiment.grid_command import run_grid_command
-from lightning_genae.experiment.pipes import ReaderWatch, reader_may_leave
-from lightning_genae.experiment.plugin_checks import check_registered_options
+from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.program import (
     CommandLineParser,
+    ReaderWatch,
     continued_as_a_grid,
     error_text,
     os_error_line,
     program_name,
+    reader_may_leave,
 )
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
@@ -46,7 +44,7 @@ from lightning_genae.experiment.resolve import (
     named_options,
     resolve,
 )
-from lightning_genae.experiment.run_folder import check_output_folder, put_back_a_stopped_overwrite
+from lightning_genae.experiment.run_folder import check_output_folder
 from lightning_genae.plugin_options import flag, typed_flag
 from lightning_genae.plugins import load_plugins
 
@@ -113,15 +111,7 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
         not_read = grid_options + ["print_config"] * print_config
         if mode["evaluate"] is not None or mode["evaluate_folder"] is not None:
             several_sizes = ["train_size"] * (len(train_sizes or []) > 1)
-            return _evaluate(
-                mode["evaluate"],
-                mode["evaluate_folder"],
-                args,
-                file_values,
-                config_path,
-                train_sizes,
-                not_read + several_sizes,
-            )
+            return _evaluate(mode, args, file_values, train_sizes, not_read + several_sizes)
         if mode["summarize"] is not None:
             given = [*args, *not_read, *["config"] * bool(config_path), *["train_size"] * bool(train_sizes)]
             return _summarize(Path(mode["summarize"]), given)
@@ -140,7 +130,7 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
             check_shape_options(resolved)
             # As config.yaml records it: without what belongs to one invocation (--output, --overwrite,
             # --resume), so the printed file used as --config starts a run of its own.
-            print_configuration(resolved.config.with_absolute_paths().experiment().to_yaml())
+            print(resolved.config.with_absolute_paths().experiment().to_yaml(), end="", flush=True)
             return 0
         _quiet_lightning()
         from lightning_genae.experiment.train import run
@@ -186,16 +176,15 @@ def _read_inputs(
 
 
 def _evaluate(
-    checkpoint: str | None,
-    folder: str | None,
+    mode: dict[str, Any],
     args: dict[str, Any],
     file_values: dict[str, Any],
-    config_path: str | None,
     train_sizes: list[int | None] | None,
     not_evaluating: list[str],
 ) -> int:
-    """`--evaluate CKPT` or `--evaluate-folder DIR`; an option the mode does not read is refused, not left
-    unread (`not_evaluating`: those given of other modes)."""
+    """`--evaluate CKPT` or `--evaluate-folder DIR` (`mode`: the modes' options); an option the mode does not
+    read is refused, not left unread (`not_evaluating`: those given of other modes)."""
+    checkpoint, folder = mode["evaluate"], mode["evaluate_folder"]
     _quiet_lightning()
     from lightning_genae.experiment.evaluate import (
         EVALUATION_OPTIONS,
@@ -209,7 +198,7 @@ def _evaluate(
         args["train_size"] = train_sizes[0]
     if checkpoint is not None:
         # The checkpoint holds the run's own settings, so neither --config nor the folder mode applies.
-        not_evaluating += ["evaluate_folder"] * (folder is not None) + ["config"] * (config_path is not None)
+        not_evaluating += [name for name in ("evaluate_folder", "config") if mode[name] is not None]
         unread = not_evaluating + sorted(set(args) - set(EVALUATION_OPTIONS))
         why = "--evaluate takes the run's own settings from the checkpoint"
     else:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
@@ -342,12 +341,6 @@ def _shown(value: Any) -> str:
 def merge(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> RunConfig:
     """Defaults, overridden by the config file, overridden by the command line."""
     return RunConfig.from_dict({**file_values, **cli_values})
-
-
-def print_configuration(text: str) -> None:
-    """Write what `--print-config` prints."""
-    sys.stdout.write(text)
-    sys.stdout.flush()
 
 
 def check_strategy(strategy: str) -> None:

@@ -36,11 +36,8 @@ from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_
 from lightning_genae.errors import ConfigError, DataError, RunFolderRefused, agree
 from lightning_genae.experiment import trainer as run_setup
 from lightning_genae.experiment.config import merge
-from lightning_genae.experiment.input_files import refuse_a_folder_among_the_data
-from lightning_genae.experiment.resolve import (
-    named_options,
-    resolve,
-)
+from lightning_genae.experiment.resolve import named_options, refuse_a_folder_among_the_data, resolve
+from lightning_genae.experiment.run_folder import read_json_object
 from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.experiment.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.experiment.trainer import callback_settings, prepare_data_early
@@ -124,11 +121,8 @@ def _run_started_as(run_folder: Path) -> tuple[int, int, int] | None:
 
 def _holds_an_evaluation(path: Path) -> bool:
     """Whether `path` is a JSON object as `--evaluate` and `--evaluate-folder` write."""
-    try:
-        written = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(written, dict) and "data" in written and isinstance(written.get("metrics"), dict)
+    written = read_json_object(path) or {}
+    return "data" in written and isinstance(written.get("metrics"), dict)
 
 
 def final_evaluation(

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.errors import ConfigError
-from lightning_genae.experiment.config import NO_BACKBONE, RunConfig, merge, print_configuration
-from lightning_genae.experiment.input_files import refuse_a_folder_among_the_data
+from lightning_genae.experiment.config import NO_BACKBONE, RunConfig, merge
 from lightning_genae.experiment.program import command_prefix
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
     check_shape_options,
+    refuse_a_folder_among_the_data,
     refuse_named_but_unread,
     stated_world_size,
 )
@@ -88,7 +88,7 @@ def run_grid_command(
     refuse_named_but_unread(first, named)
     check_shape_options(first)
     if print_config:
-        print_configuration(_grid_configs(plan, tuning, grid_index))
+        print(_grid_configs(plan, tuning, grid_index), end="", flush=True)
         return 0
     _refuse_cells_that_would_launch_processes(shared, grid_index)
     refuse_a_folder_among_the_data(first.config, plan.root)

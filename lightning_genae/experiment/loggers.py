@@ -27,7 +27,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from lightning_genae.cache import write_atomically, write_file_atomically
 from lightning_genae.cluster import current_job, global_rank
 from lightning_genae.errors import RunFolderGone, describe_error
-from lightning_genae.experiment.overwrite import WANDB_ID
+from lightning_genae.experiment.overwrite import kept_wandb_id
 from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.progress import say, warn
 from lightning_genae.run_files import METRICS_FILE, WANDB_RUN_ID
@@ -89,7 +89,8 @@ class RunFolderCSVLogger(Logger):
         if new_keys:
             self._keys = sorted({*self._keys, *new_keys})
             if self._metrics_file.is_file():
-                self._rewrite(self._read_rows(), self._keys)
+                with self._metrics_file.open(newline="") as file:
+                    self._rewrite(list(csv.DictReader(file)), self._keys)
         is_new_file = not self._metrics_file.is_file()
         if not self._run_dir.is_dir():
             self._rows = []
@@ -131,10 +132,6 @@ class RunFolderCSVLogger(Logger):
         again = ("train/", "test/") if self._evaluates_again else ("train/",)
         logged_after_the_save = any(row.get(key) for key in row if key.startswith(again))
         return step == self._resume_step and not logged_after_the_save
-
-    def _read_rows(self) -> list[dict[str, str]]:
-        with self._metrics_file.open(newline="") as file:
-            return list(csv.DictReader(file))
 
     def _rewrite(self, rows: list[dict[str, str]], keys: list[str]) -> None:
         """The whole file again under the header `keys`; atomic, so a crash here keeps the old file."""
@@ -362,14 +359,10 @@ def _stable_wandb_id(run_dir: Path) -> str:
     """One W&B run id per run folder, kept in the folder so a resume finds it again; in a SLURM or torchrun
     job derived from the job and the folder, so all ranks and every restart name the same W&B run."""
     id_file = run_dir / WANDB_RUN_ID
+    if (kept := kept_wandb_id(run_dir)) is not None:
+        return kept
     if id_file.is_file():
-        try:
-            kept = id_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            kept = ""
-        if WANDB_ID.fullmatch(kept):
-            return kept
-        say(f"{id_file} does not hold a W&B run id ({kept[:40]!r}); the run gets a new one")
+        say(f"{id_file} does not hold a W&B run id; the run gets a new one")
     job = current_job()
     if job is None:
         run_id = secrets.token_hex(4)

@@ -26,7 +26,7 @@ REMOVED_DIR = ".genae-replaced-removed"
 WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
-def _kept_wandb_id(path: Path) -> str | None:
+def kept_wandb_id(path: Path) -> str | None:
     """The W&B run id the run in `path` keeps in WANDB_RUN_ID; None where it has none."""
     try:
         kept = (path / WANDB_RUN_ID).read_text(encoding="utf-8").strip()
@@ -91,7 +91,7 @@ def run_entries(path: Path) -> tuple[list[str], Removal]:
     """What a run wrote into `path` (RUN_FILES, and inside RUN_FOLDERS only the names a run writes), as
     paths relative to it, and the Removal that names them and what else the folder holds."""
     entries, removed, kept = [], [], []
-    wandb_id = _kept_wandb_id(path)
+    wandb_id = kept_wandb_id(path)
     for name in RUN_FILES:
         entry = path / name
         if entry.is_file() or entry.is_symlink():
@@ -131,15 +131,6 @@ def remove_empty_run_folders(path: Path, names: Collection[str] = tuple(RUN_FOLD
         folder = path / name
         if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
             folder.rmdir()
-
-
-def remove_run_entries(path: Path) -> Removal:
-    """Delete what a run wrote into `path` (`run_entries`); anything else is kept and named."""
-    entries, removal = run_entries(path)
-    for entry in entries:
-        remove_entry(path / entry)
-    remove_empty_run_folders(path)
-    return removal
 
 
 @dataclass

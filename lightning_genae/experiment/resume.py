@@ -16,6 +16,7 @@ from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import ClusterJob, current_job
 from lightning_genae.errors import ConfigError, RunFolderRefused
 from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, RunConfig, flag, resume_conflicts
+from lightning_genae.experiment.run_folder import read_summary
 from lightning_genae.lightning_internals import configured_optimizers
 from lightning_genae.models import MODELS, GenerativeModule, changeable_on_resume, unread_by_run
 from lightning_genae.models.base import OBJECTIVE_FORM_KEY, SOURCE_KEY
@@ -119,7 +120,9 @@ def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
     spent = [f"{option} {budget}" for option, budget, reached in budgets if budget <= reached]
     if not spent:
         return
-    if training_complete(resume, config, steps_per_iteration) and not _summarised_at(resume.run_folder, done):
+    # A summary.json of an earlier budget's end is not this one's.
+    summary = read_summary(resume.run_folder) or {}
+    if training_complete(resume, config, steps_per_iteration) and summary.get("global_step") != done:
         say(f"--resume {resume.path}: training is complete at iteration {done}; running the final evaluation")
         return
     raise ConfigError(
@@ -127,14 +130,6 @@ def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
         f"{' and '.join(spent)} leaves nothing to train; raise it to continue, or measure it again with "
         f"--evaluate {shlex.quote(str(resume.path))}"
     )
-
-
-def _summarised_at(run_dir: Path, iteration: int) -> bool:
-    """Whether run_dir's summary.json is of a run finished at `iteration` (not an earlier budget's)."""
-    from lightning_genae.experiment.run_folder import read_summary
-
-    summary = read_summary(run_dir)
-    return summary is not None and summary.get("global_step") == iteration
 
 
 def say_what_changes(

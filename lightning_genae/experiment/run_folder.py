@@ -21,7 +21,6 @@ from lightning_genae.experiment.overwrite import (
     refuse_linked_run_folders,
     remove_empty_run_folders,
     remove_entry,
-    remove_run_entries,
     run_entries,
 )
 from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
@@ -36,9 +35,6 @@ from lightning_genae.run_files import (
     files_named_as_a_runs,
     started_run_files,
 )
-
-# Named here too: what a start reads of a run folder it does not claim (cli, grids).
-__all__ = ["put_back_a_stopped_overwrite", "remove_run_entries"]
 
 
 def check_output_folder(path: Path) -> None:
@@ -110,36 +106,33 @@ def _member_holds(archive: zipfile.ZipFile, name: str, needle: bytes, chunk: int
 def _config_written_here(path: Path) -> bool:
     """Whether path/config.yaml begins with the line a run writes there, which names the run's folder: a copy
     in a folder of another name is the user's; a run's folder moved with its name is still the run's."""
-    named = _config_header_names(path)
-    if named is None:
+    try:
+        with (path / CONFIG_FILE).open(encoding="utf-8", errors="replace") as file:
+            first = file.readline().rstrip("\n")
+    except OSError:
         return False
+    if not first.startswith(CONFIG_HEADER):
+        return False
+    named = first.rpartition("--config ")[2].strip()
     if not os.path.isabs(named):
         return True
     named_folder = os.path.dirname(os.path.realpath(named))
     return named_folder == os.path.realpath(path) or os.path.basename(named_folder) == path.resolve().name
 
 
-def _config_header_names(path: Path) -> str | None:
-    """The config.yaml that path/config.yaml's first line names, or None when it is no run's line."""
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`; None where it is missing, unreadable or no object (edited by hand)."""
     try:
-        with (path / CONFIG_FILE).open(encoding="utf-8", errors="replace") as file:
-            first = file.readline().rstrip("\n")
-    except OSError:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if not first.startswith(CONFIG_HEADER):
-        return None
-    return first.rpartition("--config ")[2].strip()
+    return record if isinstance(record, dict) else None
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
     """A run folder's summary.json when it is a finished run's (with its final metrics), else None."""
-    try:
-        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(summary, dict) or not isinstance(summary.get("final_metrics"), dict):
-        return None
-    return summary
+    summary = read_json_object(run_dir / SUMMARY_FILE)
+    return summary if summary is not None and isinstance(summary.get("final_metrics"), dict) else None
 
 
 def started_by_an_earlier_attempt_of_this_job(path: Path, config_text: str) -> bool:

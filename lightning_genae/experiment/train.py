@@ -29,12 +29,10 @@ from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.errors import GenaeError
 from lightning_genae.experiment.config import RunConfig
-from lightning_genae.experiment.console import describe_model, describe_training
 from lightning_genae.experiment.evaluate import evaluate_selected_checkpoint, final_evaluation
-from lightning_genae.experiment.input_files import refuse_a_folder_among_the_data
 from lightning_genae.experiment.loggers import build_loggers, finish_loggers, logged_values
 from lightning_genae.experiment.program import command_prefix
-from lightning_genae.experiment.resolve import ResolvedRun
+from lightning_genae.experiment.resolve import ResolvedRun, refuse_a_folder_among_the_data
 from lightning_genae.experiment.resume import (
     AugmenterInCheckpoints,
     LearningRateOnResume,
@@ -47,6 +45,8 @@ from lightning_genae.experiment.resume import (
 from lightning_genae.experiment.run_folder import ClaimedRunFolder, started_by_an_earlier_attempt_of_this_job
 from lightning_genae.experiment.run_report import (
     collapse_warning,
+    describe_model,
+    describe_training,
     environment_info,
     format_final_line,
     format_metrics_table,
@@ -166,7 +166,7 @@ def run(
     if rank_zero_only.rank != 0:
         try:
             resume = continue_from(resume, run_dir, resolved, explicit_resume)  # as rank 0 decides it
-            return _train(resolved, config, run_dir, resume, TrainingStarted(), brief)
+            return _train(resolved, run_dir, resume, TrainingStarted(), brief)
         except GenaeError as error:
             # An error every rank meets alike before training is rank 0's to print.
             opened = gate is None or gate.opened or isinstance(error, RankZeroStopped)
@@ -196,7 +196,7 @@ def run(
         if resume is not None and explicit_resume:
             check_steps_left(resume, resolved)
         with stop_outside_training(run_dir, started, undo=folder.undo, resuming=resume is not None):
-            return _train(resolved, config, run_dir, resume, started, brief)
+            return _train(resolved, run_dir, resume, started, brief)
     except BaseException as error:
         if not started.started:
             if folder is not None:
@@ -211,12 +211,12 @@ def run(
 
 def _train(
     resolved: ResolvedRun,
-    config: RunConfig,
     run_dir: Path,
     resume: RunCheckpoint | None,
     started: TrainingStarted,
     brief: bool = False,
 ) -> dict[str, Any]:
+    config = resolved.config
     wall_clock = RunWallClock()
     steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
     resume_step = resume.iteration(steps_per_iteration) if resume is not None else None
@@ -384,9 +384,8 @@ def _add_metric_callbacks(
         # validation's candidate again rather than past it.
         savers = [i for i, c in enumerate(callbacks) if isinstance(c, (PeriodicLastCheckpoint, StopOnSignal))]
         callbacks.insert(savers[0] if savers else len(callbacks), chosen)
-    trainer.callbacks = callbacks
     # Lightning calls every callback at every hook, acting or not.
-    trainer.callbacks = grouped(applicable(trainer.callbacks, model, datamodule))
+    trainer.callbacks = grouped(applicable(callbacks, model, datamodule))
     return metrics_callback, series_callback, chosen
 
 

@@ -14,11 +14,18 @@ import pytest
 from tiny import TINY_RUN
 
 from lightning_genae.experiment.cli import main
-from lightning_genae.experiment.overwrite import remove_run_entries
+from lightning_genae.experiment.overwrite import Removal, SetAside
 
 TINY_AE = ["--model", "ae", *TINY_RUN]
 # A mistake found only once the run folder is taken: more training images than digits has.
 TOO_MANY_IMAGES = [*TINY_AE, "--max-steps", "2", "--train-size", "5000"]
+
+
+def remove_run_entries(run: Path) -> Removal:
+    """What --overwrite does to `run` once the new run trains: its run's files set aside, then removed."""
+    set_aside = SetAside.take(run)
+    assert set_aside.remove() is None
+    return set_aside.removal
 
 
 @pytest.fixture()

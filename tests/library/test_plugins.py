@@ -23,8 +23,8 @@ from lightning_genae.datamodules import DATASETS, DatasetSpec, dataset_options
 from lightning_genae.datamodules.digits import DigitsDataModule
 from lightning_genae.datamodules.options import ImageOptions
 from lightning_genae.errors import ConfigError
+from lightning_genae.experiment.arguments import check_registered_options
 from lightning_genae.experiment.cli import main
-from lightning_genae.experiment.plugin_checks import check_registered_options
 from lightning_genae.metrics.feature_set import (
     FEATURE_METRICS,
     Direction,

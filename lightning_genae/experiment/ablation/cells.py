@@ -19,7 +19,7 @@ from lightning_genae.errors import ConfigError, RunFolderRefused, agree
 from lightning_genae.experiment.augment_plan import given_options
 from lightning_genae.experiment.config import WHOLE_SPLIT, RunConfig, flag
 from lightning_genae.experiment.resolve import ResolvedRun, resolve
-from lightning_genae.experiment.run_folder import refuse_another_run
+from lightning_genae.experiment.run_folder import read_json_object, refuse_another_run
 from lightning_genae.experiment.run_lock import RunFolderLock
 from lightning_genae.run_files import GRID_FILE, started_run_files
 
@@ -165,11 +165,8 @@ def grid_record(root: Path, flag: str = "--output") -> dict[str, Any] | None:
     path = Path(root) / GRID_FILE
     if not path.exists() and not path.is_symlink():
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        record = None
-    cells = record.get("cells") if isinstance(record, dict) else None
+    record = read_json_object(path)
+    cells = record.get("cells") if record is not None else None
     if not isinstance(cells, list) or not all(isinstance(name, str) for name in cells):
         raise RunFolderRefused(
             f"{flag} {root}: its {GRID_FILE} is not an ablation grid's list of cells; pick another {flag} "

@@ -11,7 +11,8 @@ from typing import Any
 from lightning_genae.cache import file_sha256
 from lightning_genae.errors import RunFolderRefused
 from lightning_genae.experiment.config import RunConfig, absolute_path, flag, resume_conflicts
-from lightning_genae.experiment.run_folder import put_back_a_stopped_overwrite, read_summary
+from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
+from lightning_genae.experiment.run_folder import read_summary
 from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.models import unread_by_run
 from lightning_genae.run_files import CHECKPOINT_DIR, CONFIG_FILE, FAILED_FILE

@@ -23,7 +23,8 @@ from lightning_genae.experiment.ablation.conflicts import (
     summary_config,
 )
 from lightning_genae.experiment.config import RunConfig
-from lightning_genae.experiment.run_folder import put_back_a_stopped_overwrite, read_summary
+from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
+from lightning_genae.experiment.run_folder import read_summary
 from lightning_genae.experiment.run_lock import LOCK_FILE, live_lock_owner
 from lightning_genae.run_files import CHECKPOINT_DIR, FAILED_FILE, started_run_files
 

@@ -341,13 +341,12 @@ def _header(root: Path, runs: list[CellRun], headline: str | None, tuned: bool) 
     if tuned and ok_runs:
         how += "; tuned arms' options were chosen on the validation split too (see Tuning below)"
     seeds = Counter(run.row for run in ok_runs)
-    caution = (
-        f" The baseline `{BASELINE}` comes first, then the best mean. With {min(seeds.values())} finished "
-        f"seed(s) in a row (fewer than {SEEDS_TO_RANK}), that order is not a ranking: a difference within "
-        "the ± can reverse with more seeds."
-        if seeds and min(seeds.values()) < SEEDS_TO_RANK
-        else f" The baseline `{BASELINE}` comes first, then the best mean."
-    )
+    caution = f" The baseline `{BASELINE}` comes first, then the best mean."
+    if seeds and min(seeds.values()) < SEEDS_TO_RANK:
+        caution += (
+            f" With {min(seeds.values())} finished seed(s) in a row (fewer than {SEEDS_TO_RANK}), that order "
+            "is not a ranking: a difference within the ± can reverse with more seeds."
+        )
     return [
         f"# Ablation: {root.name}",
         "",

@@ -30,7 +30,7 @@ from lightning_genae.experiment.ablation.conflicts import BUDGETS, finished_run_
 from lightning_genae.experiment.ablation.runs import pending_status, read_json
 from lightning_genae.experiment.config import RunConfig, flag
 from lightning_genae.experiment.resolve import ResolvedRun
-from lightning_genae.experiment.run_folder import read_summary
+from lightning_genae.experiment.run_folder import read_json_object, read_summary
 from lightning_genae.metrics.names import Direction, try_parse
 from lightning_genae.run_files import FAILED_FILE
 
@@ -246,11 +246,8 @@ def choose(plan: TuningPlan) -> list[dict[str, Any]]:
 
 def read_tuning_record(root: Path) -> dict[str, Any] | None:
     """ROOT/tuning.json; None where there is none, or it cannot be read as a list of arms."""
-    try:
-        record = json.loads((Path(root) / TUNING_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("arms"), list):
+    record = read_json_object(Path(root) / TUNING_FILE)
+    if record is None or not isinstance(record.get("arms"), list):
         return None
     record["arms"] = [arm for arm in record["arms"] if isinstance(arm, dict)]
     return record
