@@ -80,11 +80,7 @@ class StopOnSignal(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        stop = self.received is not None
-        if trainer.world_size > 1:
-            # Every rank takes part each iteration, so all of them stop after the same one.
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if not stop:
+        if not self._heard(trainer):
             return
         if validation_follows_batch(trainer):
             # This iteration validates: saved now, the checkpoint would make a resume pass over that
@@ -100,20 +96,19 @@ class StopOnSignal(Callback):
             # Only a validation of the training: the same Trainer's later validations (the final
             # evaluation, the chosen checkpoint's, with its weights loaded) must save nothing as last.ckpt.
             return
-        stop = self._stop_after_validation
-        if not stop:
-            # A signal that came during this validation, after its iteration's end was checked: the run is
-            # at an iteration boundary again, and in the last iteration nothing else would hear it.
-            stop = self.received is not None
-            if trainer.world_size > 1:  # every rank validates, so every rank takes part
-                stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if not stop:
+        # Or a signal that came during this validation, after its iteration's end was checked: the run is at
+        # an iteration boundary again, and in the last iteration nothing else would hear it.
+        if not (self._stop_after_validation or self._heard(trainer)):
             return
         self._stop_after_validation = False
         trainer.save_checkpoint(self.checkpoint_path)
         # Stopped at the next hook, not here: the checkpoint callbacks, which Lightning calls last, have
         # this validation's best.ckpt to write first.
         self._stop_due = True
+
+    def _heard(self, trainer: pl.Trainer) -> bool:
+        """Whether any rank got a signal; every rank asks at the same point, so all of them stop alike."""
+        return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
