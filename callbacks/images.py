@@ -10,6 +10,7 @@ import torch
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.callbacks.periodic import PeriodicDrawing
 from lightning_genae.callbacks.pictures import log_image_grid
+from lightning_genae.callbacks.sequences import log_series
 from lightning_genae.datamodules.base import to_model_range
 from lightning_genae.models import Autoencoder, ImageDiscriminator, ReconstructingDiscriminator, Sampler
 from lightning_genae.seeding import generator, int_seed
@@ -134,12 +135,14 @@ class InterpolationGrid(_PeriodicImageCallback):
 
 
 class AugmentationPreview(ModelSpecificCallback):
-    """Training images beside what the augmentation makes of them, once when training starts: rows of 8 in
-    groups of originals, their data-side augmentation (ae/vae) and what the discriminator sees (diffaug/ae-d).
-    """
+    """Training items beside what the augmentation makes of them, once when training starts: images in rows
+    of 8, in groups of originals, their data-side augmentation (ae/vae) and what the discriminator sees
+    (diffaug/ae-d); series as panels of each original and its data-side augmentation."""
 
-    def __init__(self, num_images: int = 32, seed: int = 0, discriminator_side: bool = False) -> None:
-        self.num_images = num_images
+    # How many training items are shown, by the data's kind.
+    shown = {"image": 32, "sequence": 8}
+
+    def __init__(self, seed: int = 0, discriminator_side: bool = False) -> None:
         self.seed = seed
         self.discriminator_side = discriminator_side
 
@@ -151,17 +154,17 @@ class AugmentationPreview(ModelSpecificCallback):
         ), pl_module.discriminator_input if shows_discriminator else None
 
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
-        return datamodule.data_kind == "image" and self._sides(pl_module, datamodule) != (None, None)
+        return self._sides(pl_module, datamodule) != (None, None)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
         if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
             return
         data_side, discriminator_side = self._sides(pl_module, datamodule)
-        images, labels = datamodule.split_tensors("train")
-        pick = torch.randperm(len(images), generator=generator(self.seed, "augmentation preview images"))
-        pick = pick[: self.num_images]
-        originals = to_model_range(images[pick].to(pl_module.device))
+        items, labels = datamodule.split_tensors("train")
+        pick = torch.randperm(len(items), generator=generator(self.seed, "augmentation preview images"))
+        pick = pick[: self.shown[datamodule.data_kind]]
+        originals = datamodule.to_model_range(items[pick].to(pl_module.device))
         versions = [originals]
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int_seed(self.seed, "augmentation preview draws"))
@@ -169,4 +172,10 @@ class AugmentationPreview(ModelSpecificCallback):
                 versions.append(data_side(originals, labels[pick].to(pl_module.device)))
             if discriminator_side is not None:
                 versions.append(discriminator_side(originals))
-        log_image_grid(trainer, "augmentation", _interleaved(versions), pl_module.iteration, nrow=8)
+        step = pl_module.iteration
+        if datamodule.data_kind == "image":
+            log_image_grid(trainer, "augmentation", _interleaved(versions), step, nrow=8)
+        else:
+            titles = [f"train series {index}" for index in pick.tolist()]
+            what = "training series and their augmentation"
+            log_series(trainer, "augmentation", versions, ["real", "augmented"], titles, what, step)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
@@ -21,7 +20,7 @@ from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.callbacks.periodic import PeriodicDrawing
 from lightning_genae.callbacks.pictures import log_figure
 from lightning_genae.models import Autoencoder, Sampler
-from lightning_genae.seeding import generator, int_seed
+from lightning_genae.seeding import generator
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,11 +28,6 @@ if TYPE_CHECKING:
 # Up to this many channels a series is drawn as lines; beyond, as a heat map.
 MAX_LINE_CHANNELS = 4
 NORMALISER_FILE = "normaliser.json"
-
-
-def _channel_names(datamodule: object, channels: int) -> list[str]:
-    names = getattr(datamodule, "channel_names", None)
-    return list(names) if names is not None else [f"channel {index + 1}" for index in range(channels)]
 
 
 def series_figure(
@@ -102,6 +96,26 @@ def series_figure(
     return figure
 
 
+def log_series(
+    trainer: pl.Trainer,
+    key: str,
+    versions: Sequence[Tensor],
+    labels: Sequence[str],
+    titles: Sequence[str],
+    what: str,
+    step: int,
+) -> None:
+    """The run's `key` figure: item i of every version ([N, T, C] each, model units) in one panel, in data
+    units; `labels` name the versions, `titles` the items, `what` the figure."""
+    datamodule = trainer.datamodule
+    series = [datamodule.denormalise(version.float().cpu()) for version in versions]
+    names = getattr(datamodule, "channel_names", None)
+    names = names or [f"channel {index + 1}" for index in range(series[0].shape[-1])]
+    panels = list(zip(*series, strict=True))
+    figure = series_figure(panels, titles, labels, names, f"{datamodule.name}: {what} (data units)")
+    log_figure(trainer, key, figure, step)
+
+
 class SeriesReconstructions(PeriodicDrawing):
     """A fixed set of validation series beside the model's (free-running) reconstructions of them."""
 
@@ -118,22 +132,15 @@ class SeriesReconstructions(PeriodicDrawing):
         datamodule = trainer.datamodule
         series, _ = datamodule.split_tensors("val")
         inputs = datamodule.to_model_range(series[: self.num_series].to(pl_module.device))
-        recons = pl_module.reconstruct(inputs)
-        real = datamodule.denormalise(inputs.float().cpu())
-        recon = datamodule.denormalise(recons.float().cpu())
-        figure = series_figure(
-            [(a, b) for a, b in zip(real, recon, strict=True)],
-            [f"val series {index}" for index in range(len(real))],
-            ["real", "reconstructed"],
-            _channel_names(datamodule, real.shape[-1]),
-            f"{datamodule.name}: validation series and reconstructions, step {step} (data units)",
-        )
-        log_figure(trainer, "reconstructions", figure, step)
+        versions = [inputs, pl_module.reconstruct(inputs)]
+        titles = [f"val series {index}" for index in range(len(inputs))]
+        what = f"validation series and reconstructions, step {step}"
+        log_series(trainer, "reconstructions", versions, ["real", "reconstructed"], titles, what, step)
 
 
 class SeriesSamples(PeriodicDrawing):
     """Series generated from the same noise every time (the run seed's "sample grid" stream, as the image
-    grid's), beside real training series for scale."""
+    grid's)."""
 
     data_kind = "sequence"
 
@@ -146,51 +153,10 @@ class SeriesSamples(PeriodicDrawing):
         return isinstance(pl_module, Sampler)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        datamodule = trainer.datamodule
-        noise = generator(self.seed, "sample grid")
-        samples = datamodule.denormalise(pl_module.sample(self.num_series, generator=noise).float().cpu())
-        figure = series_figure(
-            [(sample,) for sample in samples],
-            [f"sample {index}" for index in range(len(samples))],
-            ["generated"],
-            _channel_names(datamodule, samples.shape[-1]),
-            f"{datamodule.name}: generated series, step {step} (data units)",
-        )
-        log_figure(trainer, "samples", figure, step)
-
-
-class SeriesAugmentationPreview(ModelSpecificCallback):
-    """Training series beside what the data-side augmentation (`--augment ae`) makes of them, once."""
-
-    def __init__(self, num_series: int = 8, seed: int = 0) -> None:
-        self.num_series = num_series
-        self.seed = seed
-
-    def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
-        return datamodule.data_kind == "sequence" and getattr(datamodule, "preview", None) is not None
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
-            return
-        augment = datamodule.preview
-        series, labels = datamodule.split_tensors("train")
-        pick = torch.randperm(len(series), generator=generator(self.seed, "augmentation preview images"))
-        pick = pick[: self.num_series]
-        originals = datamodule.to_model_range(series[pick].to(pl_module.device))
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int_seed(self.seed, "augmentation preview draws"))
-            augmented = augment(originals, labels[pick].to(pl_module.device))
-        real = datamodule.denormalise(originals.float().cpu())
-        changed = datamodule.denormalise(augmented.float().cpu())
-        figure = series_figure(
-            [(a, b) for a, b in zip(real, changed, strict=True)],
-            [f"train series {index}" for index in pick.tolist()],
-            ["real", "augmented"],
-            _channel_names(datamodule, real.shape[-1]),
-            f"{datamodule.name}: training series and their augmentation (data units)",
-        )
-        log_figure(trainer, "augmentation", figure, pl_module.iteration)
+        samples = pl_module.sample(self.num_series, generator=generator(self.seed, "sample grid"))
+        titles = [f"sample {index}" for index in range(len(samples))]
+        what = f"generated series, step {step}"
+        log_series(trainer, "samples", [samples], ["generated"], titles, what, step)
 
 
 class SaveNormaliser(ModelSpecificCallback):

@@ -21,7 +21,6 @@ from lightning_genae.callbacks import (
     SampleGrid,
     SaveNormaliser,
     SeededEvaluation,
-    SeriesAugmentationPreview,
     SeriesReconstructions,
     SeriesSamples,
 )
@@ -115,7 +114,6 @@ def run_callbacks(
     ]
     if discriminator_side is not None:
         callbacks.append(AugmentationPreview(seed=seed, discriminator_side=discriminator_side))
-        callbacks.append(SeriesAugmentationPreview(seed=seed))
     if settings.fast_dev_run:
         # A set-up check: its weights are worthless and must not look like a run to resume.
         return callbacks
