@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lightning_genae.datamodules.base import Batch, ImageDataModule
 from lightning_genae.datamodules.imagefiles import FOLDER_DEFAULT_SHAPE, IMAGE_EXTENSIONS, read_images
-from lightning_genae.datamodules.splits import fixed_split
+from lightning_genae.datamodules.splits import split_items
 from lightning_genae.errors import DataError, OptionError, agree
 
 VAL_FRACTION = 0.05
@@ -135,9 +135,4 @@ class ImageFolderDataModule(ImageDataModule):
             )
         channels, size, _ = self.image_shape
         images = read_images(scan.paths, size, channels)
-        num_val, num_test = max(1, round(VAL_FRACTION * total)), max(1, round(TEST_FRACTION * total))
-        train, val, test = fixed_split(scan.labels, num_val, num_test)
-        return {
-            name: (images[idx], scan.labels[idx])
-            for name, idx in (("train", train), ("val", val), ("test", test))
-        }
+        return split_items(images, scan.labels, VAL_FRACTION, TEST_FRACTION)

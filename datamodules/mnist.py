@@ -100,13 +100,7 @@ class MNISTDataModule(ImageDataModule):
                     f"{image_path} and {label_path} hold {len(images)} images, {len(labels)} labels"
                 )
             official[split] = (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long())
-        train_images, train_labels = official["train"]
-        train, val = carve_validation(train_labels)
-        return {
-            "train": (train_images[train], train_labels[train]),
-            "val": (train_images[val], train_labels[val]),
-            "test": official["test"],
-        }
+        return {**carve_validation(*official["train"]), "test": official["test"]}
 
 
 class FashionMNISTDataModule(MNISTDataModule):

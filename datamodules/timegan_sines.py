@@ -13,7 +13,7 @@ import torch
 
 from lightning_genae.datamodules.base import Batch
 from lightning_genae.datamodules.sequence import SequenceDataModule
-from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, fixed_split, seeded_uniform
+from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_uniform, split_items
 
 NUM_SERIES = 10_000
 SEQ_LEN = 24
@@ -48,9 +48,4 @@ class TimeGANSinesDataModule(SequenceDataModule):
         return (SEQ_LEN, CHANNELS)
 
     def _load_series(self) -> dict[str, Batch]:
-        series = timegan_sine_series()
-        labels = torch.full((NUM_SERIES,), -1, dtype=torch.long)
-        train, val, test = fixed_split(labels, round(0.1 * NUM_SERIES), round(0.2 * NUM_SERIES))
-        return {
-            name: (series[idx], labels[idx]) for name, idx in (("train", train), ("val", val), ("test", test))
-        }
+        return split_items(timegan_sine_series())
