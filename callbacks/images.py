@@ -22,13 +22,7 @@ def _interleaved(versions: list[torch.Tensor], nrow: int = 8) -> torch.Tensor:
     return torch.cat([version[start : start + nrow].float() for start in starts for version in versions])
 
 
-class _PeriodicImageCallback(PeriodicDrawing):
-    """An image grid on the shared schedule; never drawn for a model of series."""
-
-    data_kind = "image"
-
-
-class SampleGrid(_PeriodicImageCallback):
+class SampleGrid(PeriodicDrawing):
     """Samples from the same noise every time (the run seed's "sample grid" stream), so grids over training
     show one model improving."""
 
@@ -45,7 +39,7 @@ class SampleGrid(_PeriodicImageCallback):
         log_image_grid(trainer, "samples", samples, step)
 
 
-class ReconstructionGrid(_PeriodicImageCallback):
+class ReconstructionGrid(PeriodicDrawing):
     """Rows alternate inputs and reconstructions of a fixed set of validation images."""
 
     def __init__(self, every_n_steps: int = 500, num_images: int = 32) -> None:
@@ -62,7 +56,7 @@ class ReconstructionGrid(_PeriodicImageCallback):
         log_image_grid(trainer, "reconstructions", grid, step, nrow=8)
 
 
-class DiscriminatorReconstructionGrid(_PeriodicImageCallback):
+class DiscriminatorReconstructionGrid(PeriodicDrawing):
     """What an autoencoder discriminator (BEGAN, EBGAN) makes of real and generated images: rows of 8 in
     groups, one row per batch the model returns (validation images, D's reconstructions, fakes from the run
     seed's "discriminator reconstruction grid" stream, D's reconstructions of those)."""
@@ -92,7 +86,7 @@ def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torc
     return (torch.sin((1 - weights) * angle) * start + torch.sin(weights * angle) * end) / torch.sin(angle)
 
 
-class InterpolationGrid(_PeriodicImageCallback):
+class InterpolationGrid(PeriodicDrawing):
     """Each row walks the latent space between two points: encoded validation images for autoencoders
     (straight line), prior draws for models that only sample (slerp), from the run seed's "interpolation
     grid" stream."""

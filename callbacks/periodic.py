@@ -15,7 +15,8 @@ class PeriodicDrawing(ModelSpecificCallback, ABC):
     """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends, for
     models of `data_kind` that offer what the picture needs (`applies_to`)."""
 
-    data_kind: ClassVar[str]
+    # The kind of data the picture is of: the image grids' by default, the series figures "sequence".
+    data_kind: ClassVar[str] = "image"
 
     def __init__(self, every_n_steps: int) -> None:
         self.every_n_steps = every_n_steps

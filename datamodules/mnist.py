@@ -25,10 +25,7 @@ IDX_FILES = {
 
 def find_idx_file(raw_dir: Path, name: str) -> Path | None:
     """`raw_dir/name`, else `raw_dir/name.gz`, else None."""
-    for candidate in (raw_dir / name, raw_dir / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((path for path in (raw_dir / name, raw_dir / f"{name}.gz") if path.is_file()), None)
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:

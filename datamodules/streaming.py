@@ -116,8 +116,10 @@ class StreamedSplits(ImageDataModule):
         `train_size` subset when one is asked for."""
         self._load_once()
         if split not in self._splits:
-            images, labels = read_split(self.data_dir / split, self.manifest["splits"][split]["items"])
-            if _split_sha256(images, labels) != self.manifest["splits"][split]["sha256"]:
+            # Read whole by index, in its stored order: the same items in every process.
+            stored, recorded = StreamingDataset(str(self.data_dir / split)), self.manifest["splits"][split]
+            images, labels = stack_items([stored[index] for index in range(recorded["items"])])
+            if _split_sha256(images, labels) != recorded["sha256"]:
                 raise DataError(
                     f"{self.data_dir / split} is not the data its manifest records; prepare the folder again"
                 )
@@ -176,13 +178,6 @@ class EpochStream(StreamingDataLoader):
             if self._num_samples_yielded_streaming >= len(self) * self.batch_size:
                 self.restore = False  # the pass is whole: the next one starts the next epoch
             yield batch
-
-
-def read_split(folder: Path, items: int) -> Batch:
-    """A prepared split read whole, in its stored order: the same items in every process."""
-    dataset = StreamingDataset(str(folder))
-    read = [dataset[index] for index in range(items)]
-    return stack_items(read)
 
 
 @functools.cache
