@@ -11,7 +11,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -57,7 +56,7 @@ def split_series(datamodule: pl.LightningDataModule, split: str) -> Tensor:
 SCORE_SEED = 0
 
 
-class SequenceMetrics(StageRecords, Callback):
+class SequenceMetrics(StageRecords):
     """N real series of the stage's split, to compare N generated ones with.
 
     `num_samples` caps N; `every_n_steps` (None: every validation) spaces the validation scores during
@@ -86,18 +85,6 @@ class SequenceMetrics(StageRecords, Callback):
         self.records: dict[str, dict[str, Any]] = {}
         self._last_scored: int | None = None
         self._real: dict[tuple[int, str], Tensor] = {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.validation_record_state()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.restore_validation_record(state_dict)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.evaluate(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.evaluate(trainer, pl_module, "test")
 
     def _due(self, trainer: pl.Trainer, iteration: int, stage: str) -> bool:
         if stage != "val" or trainer.state.fn != "fit" or self.every_n_steps is None:
