@@ -8,8 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
-from lightning_genae.callbacks.periodic import PeriodicDrawing
-from lightning_genae.callbacks.pictures import log_image_grid
+from lightning_genae.callbacks.pictures import PeriodicDrawing, log_image_grid
 from lightning_genae.callbacks.sequences import log_series
 from lightning_genae.datamodules.base import to_model_range
 from lightning_genae.models import Autoencoder, ImageDiscriminator, ReconstructingDiscriminator, Sampler

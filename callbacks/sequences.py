@@ -17,8 +17,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
-from lightning_genae.callbacks.periodic import PeriodicDrawing
-from lightning_genae.callbacks.pictures import log_figure
+from lightning_genae.callbacks.pictures import PeriodicDrawing, log_figure
 from lightning_genae.models import Autoencoder, Sampler
 from lightning_genae.seeding import generator
 
