@@ -92,11 +92,9 @@ def _checked_samples(samples: Any, size: int, pl_module: pl.LightningModule, tra
 
 
 class GenerativeMetrics(StageRecords):
-    """N generated images against N real ones of the stage's split, for every model that can sample.
-
-    Under DDP each rank featurises its share of the chunks; rank 0 scores the gathered features and sends
-    the numbers to the others, so every rank logs, and checkpoints on, the same numbers.
-    """
+    """N generated images against N real ones of the stage's split, for every model that can sample. Under
+    DDP each rank featurises its share of the chunks and rank 0 scores them all, then sends the numbers to the
+    others, so that every rank logs, and checkpoints on, the same numbers."""
 
     def __init__(
         self,

@@ -39,14 +39,10 @@ def planned_iterations(trainer: pl.Trainer, steps_per_iteration: int) -> int | N
 
 
 class IterationProgressBar(TQDMProgressBar):
-    """One bar over the whole run counted in training iterations, across epochs and from a resumed position.
-
-    On a terminal the bar redraws at most every `REFRESH_SECONDS` (Lightning's default redraws every batch).
-    When stdout is not a terminal (a SLURM log, a pipe) '\\r' redraws would pile up in the file, so it prints
-    a plain line every `LINE_SECONDS` and one at the end, and no validation/test bars.
-    TQDMProgressBar, not Lightning's default RichProgressBar: tqdm is a dependency of Lightning, rich an
-    optional one (here it comes with import-linter), so the default bar differs between installs.
-    """
+    """One bar over the whole run in training iterations, across epochs and from a resumed position: on a
+    terminal redrawn at most every `REFRESH_SECONDS`; elsewhere (a SLURM log, a pipe, where '\\r' redraws
+    pile up) a plain line every `LINE_SECONDS` and at the end, and no validation/test bars. TQDMProgressBar,
+    not Lightning's RichProgressBar: tqdm comes with Lightning, rich only with optional packages."""
 
     REFRESH_SECONDS = 0.2
     LINE_SECONDS = 30.0

@@ -57,12 +57,9 @@ SCORE_SEED = 0
 
 
 class SequenceMetrics(StageRecords):
-    """N real series of the stage's split, to compare N generated ones with.
-
-    `num_samples` caps N; `every_n_steps` (None: every validation) spaces the validation scores during
-    training, since each trains two small GRUs; the final validation and the test always score. `steps`
-    is the post-hoc GRUs' training length; `features` the shipped sequence classifier, if any.
-    """
+    """N generated series against N (at most `num_samples`) real ones of the stage's split. `every_n_steps`
+    (None: every validation) spaces the validation scores during training, as each trains small GRUs (of
+    `steps` steps); the final validation and the test always score. `features`: the shipped classifier."""
 
     # How often a validation and the test fit each post-hoc GRU: TimeGAN's reference fits 10 times, which
     # at every validation would make each ten times as long.
@@ -190,12 +187,9 @@ def build_sequence_metrics(
     every_n_steps: int | None = None,
     feature_metrics: bool = True,
 ) -> SequenceMetrics | None:
-    """The sequence metric callback for a model that samples, on sequence data; else None.
-
-    `fd_classifier` and the other feature metrics come with it when a sequence classifier is shipped for
-    the dataset, unless `feature_metrics` is off (`--backbone none`); a broken shipped file warns once and
-    leaves the other sequence metrics on.
-    """
+    """The sequence metric callback for a model that samples, on sequence data; else None. The feature
+    metrics come with it where a sequence classifier is shipped for the dataset, unless `feature_metrics`
+    is off; a broken shipped file warns and leaves the other sequence metrics on."""
     if not isinstance(model, Sampler) or not is_sequence_data(datamodule):
         return None
     features = None

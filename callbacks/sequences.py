@@ -1,10 +1,5 @@
-"""Series figures: validation series beside their reconstructions, and generated series, in data units.
-
-Like the image grids, every N iterations and at the end, as PNGs in `images/` and in every logger that
-shows images. Series are put back into the data's own units with the DataModule's normaliser first. A
-series with a few channels is drawn as lines (one colour per channel; reconstructions dashed); one with
-many (smnist's 28 pixel columns) as a heat map, time down and channels across: a digit, for smnist.
-"""
+"""Series figures on the image grids' schedule: validation series beside their reconstructions, and
+generated series, in the data's own units (the DataModule's normaliser undone)."""
 
 from __future__ import annotations
 
@@ -37,12 +32,9 @@ def series_figure(
     suptitle: str,
     columns: int = 4,
 ) -> Figure:
-    """One panel per item: each of `panels[i]` ([T, C] series in data units) drawn over the others.
-
-    Lines for few channels (the first series solid, the next dashed, as `labels` name them); heat maps of
-    time against channel for many, side by side. Every panel shares one value scale, so a flat series looks
-    flat beside a full cycle.
-    """
+    """One panel per item, each of `panels[i]` ([T, C] series) drawn in it: lines for few channels (the first
+    series solid, the next dashed), heat maps of time against channel for many (smnist's 28 pixel columns:
+    a digit). Every panel shares one value scale, so a flat series looks flat beside a full cycle."""
     # Imported here: matplotlib is only needed once a sequence run draws.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -30,12 +30,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 class StopOnSignal(Callback):
-    """SIGINT, SIGTERM and SIGUSR1 end training at the next iteration boundary with `last.ckpt` saved.
-
-    The handlers only note the signal (Lightning's save from inside the handler, where DDP ranks may be at
-    different points of a step, or nothing at all); after each iteration the ranks agree whether any got
-    one, then all save the same checkpoint and stop. After SIGUSR1 (`#SBATCH --signal=USR1@90`) rank 0
-    requeues the SLURM job. A second Ctrl-C exits at once, without saving.
+    """SIGINT, SIGTERM and SIGUSR1 end training at the next iteration boundary with `last.ckpt` saved. The
+    handlers only note the signal (Lightning saves inside the handler, where DDP ranks may be at different
+    points of a step); after each iteration the ranks agree whether any got one, then all save and stop.
+    After SIGUSR1 (`#SBATCH --signal=USR1@90`) rank 0 requeues the SLURM job. A second Ctrl-C exits at once.
     """
 
     def __init__(self, checkpoint_path: Path, run_dir: Path, continue_with: str) -> None:

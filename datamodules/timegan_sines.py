@@ -1,10 +1,7 @@
 """TimeGAN's Sines benchmark (Yoon et al., "Time-series Generative Adversarial Networks", NeurIPS 2019,
-Table 2), generated as its reference code does (jsyoon0823/TimeGAN, data_loading.py `sine_data_generation`).
-
-10,000 series of 24 steps and 5 channels: x_t = (sin(f t + p) + 1) / 2 with f, p ~ U(0, 0.1) per series and
-channel (the reference's whole scaling for Sines; its MinMax scaler is for the real-world datasets only),
-drawn by `seeded_uniform`, so the set is the same on every machine. TimeGAN's scores use these [0, 1] units.
-"""
+Table 2), generated as its reference code does (jsyoon0823/TimeGAN, data_loading.py `sine_data_generation`):
+its whole scaling for Sines is the [0, 1] of (sin + 1) / 2, drawn here by `seeded_uniform`, the same on every
+machine."""
 
 from __future__ import annotations
 
