@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 from litdata.streaming.writer import BinaryWriter
 from litdata.utilities.env import _DistributedEnv
 
+from lightning_genae.cache import write_file_atomically
 from lightning_genae.datamodules import PREPARED_MANIFEST as MANIFEST
 from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule, InMemoryDataModule, _split_sha256
 from lightning_genae.errors import DataError
@@ -71,9 +71,7 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
         "shape": list(datamodule.data_shape),
         "splits": splits,
     }
-    partial = output / f"{MANIFEST}.partial"
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(partial, output / MANIFEST)
+    write_file_atomically(output / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
