@@ -25,32 +25,27 @@ class SampleGrid(PeriodicDrawing):
     """Samples from the same noise every time (the run seed's "sample grid" stream), so grids over training
     show one model improving."""
 
-    def __init__(self, every_n_steps: int = 500, num_samples: int = 64, seed: int = 0) -> None:
-        super().__init__(every_n_steps)
-        self.num_samples = num_samples
-        self.seed = seed
+    count = 64
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, Sampler)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        samples = pl_module.sample(self.num_samples, generator=generator(self.seed, "sample grid"))
+        samples = pl_module.sample(self.count, generator=generator(self.seed, "sample grid"))
         log_image_grid(trainer, "samples", samples, step)
 
 
 class ReconstructionGrid(PeriodicDrawing):
     """Rows alternate inputs and reconstructions of a fixed set of validation images."""
 
-    def __init__(self, every_n_steps: int = 500, num_images: int = 32) -> None:
-        super().__init__(every_n_steps)
-        self.num_images = num_images
+    count = 32
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, Autoencoder)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         images, _ = trainer.datamodule.split_tensors("val")
-        inputs = to_model_range(images[: self.num_images].to(pl_module.device))
+        inputs = to_model_range(images[: self.count].to(pl_module.device))
         grid = _interleaved([inputs, pl_module.reconstruct(inputs)])
         log_image_grid(trainer, "reconstructions", grid, step, nrow=8)
 
@@ -60,17 +55,14 @@ class DiscriminatorReconstructionGrid(PeriodicDrawing):
     groups, one row per batch the model returns (validation images, D's reconstructions, fakes from the run
     seed's "discriminator reconstruction grid" stream, D's reconstructions of those)."""
 
-    def __init__(self, every_n_steps: int = 500, num_images: int = 32, seed: int = 0) -> None:
-        super().__init__(every_n_steps)
-        self.num_images = num_images
-        self.seed = seed
+    count = 32
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, ReconstructingDiscriminator)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         images, _ = trainer.datamodule.split_tensors("val")
-        real = to_model_range(images[: self.num_images].to(pl_module.device))
+        real = to_model_range(images[: self.count].to(pl_module.device))
         noise = generator(self.seed, "discriminator reconstruction grid")
         grid = _interleaved(list(pl_module.discriminator_reconstructions(real, noise).values()))
         log_image_grid(trainer, "d_reconstructions", grid, step, nrow=8)
@@ -90,23 +82,19 @@ class InterpolationGrid(PeriodicDrawing):
     (straight line), prior draws for models that only sample (slerp), from the run seed's "interpolation
     grid" stream."""
 
-    def __init__(
-        self, every_n_steps: int = 500, num_rows: int = 8, num_steps: int = 10, seed: int = 0
-    ) -> None:
-        super().__init__(every_n_steps)
-        self.num_rows = num_rows
-        self.num_steps = num_steps
-        self.seed = seed
+    # `count` rows of `steps` images each.
+    count = 8
+    steps = 10
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, (Autoencoder, Sampler)) and hasattr(pl_module, "decode")
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        weights = torch.linspace(0, 1, self.num_steps, device=pl_module.device)
+        weights = torch.linspace(0, 1, self.steps, device=pl_module.device)
         if isinstance(pl_module, Autoencoder):
             images, _ = trainer.datamodule.split_tensors("val")
             # Rows pair consecutive images, so an odd count (a small folder's split) drops its last image.
-            pairs = min(self.num_rows, len(images) // 2)
+            pairs = min(self.count, len(images) // 2)
             if pairs == 0:
                 return
             ends = pl_module.encode(to_model_range(images[: 2 * pairs].to(pl_module.device)))
@@ -117,14 +105,14 @@ class InterpolationGrid(PeriodicDrawing):
             ]
         else:
             draws = generator(self.seed, "interpolation grid")
-            starts = pl_module.prior_noise(self.num_rows, draws)
-            stops = pl_module.prior_noise(self.num_rows, draws)
+            starts = pl_module.prior_noise(self.count, draws)
+            stops = pl_module.prior_noise(self.count, draws)
             rows = [
-                slerp(start.expand(self.num_steps, -1), stop.expand(self.num_steps, -1), weights)
+                slerp(start.expand(self.steps, -1), stop.expand(self.steps, -1), weights)
                 for start, stop in zip(starts, stops, strict=True)
             ]
         images = pl_module.decode(torch.cat(rows))
-        log_image_grid(trainer, "interpolations", images, step, nrow=self.num_steps)
+        log_image_grid(trainer, "interpolations", images, step, nrow=self.steps)
 
 
 class AugmentationPreview(ModelSpecificCallback):
@@ -142,9 +130,8 @@ class AugmentationPreview(ModelSpecificCallback):
     def _sides(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> tuple[Any, Any]:
         """The data-side augmentation and the discriminator's input, each None where the run has none."""
         shows_discriminator = self.discriminator_side and isinstance(pl_module, ImageDiscriminator)
-        return getattr(
-            datamodule, "preview", None
-        ), pl_module.discriminator_input if shows_discriminator else None
+        discriminator_input = pl_module.discriminator_input if shows_discriminator else None
+        return getattr(datamodule, "preview", None), discriminator_input
 
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
         return self._sides(pl_module, datamodule) != (None, None)

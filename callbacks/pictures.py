@@ -76,13 +76,18 @@ def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | 
 
 class PeriodicDrawing(ModelSpecificCallback, ABC):
     """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends, for
-    models of `data_kind` that offer what the picture needs (`applies_to`)."""
+    models of `data_kind` that offer what the picture needs (`applies_to`). `count`: how many items the
+    picture shows (the class's own number unless given); `seed`: the run seed its fixed draws come from."""
 
     # The kind of data the picture is of: the image grids' by default, the series figures "sequence".
     data_kind: ClassVar[str] = "image"
+    count: int
 
-    def __init__(self, every_n_steps: int) -> None:
+    def __init__(self, every_n_steps: int = 500, seed: int = 0, count: int | None = None) -> None:
         self.every_n_steps = every_n_steps
+        self.seed = seed
+        if count is not None:
+            self.count = count
         self._last_drawn_step = -1
 
     @abstractmethod

@@ -112,9 +112,7 @@ class SeriesReconstructions(PeriodicDrawing):
 
     data_kind = "sequence"
 
-    def __init__(self, every_n_steps: int = 500, num_series: int = 8) -> None:
-        super().__init__(every_n_steps)
-        self.num_series = num_series
+    count = 8
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, Autoencoder)
@@ -122,7 +120,7 @@ class SeriesReconstructions(PeriodicDrawing):
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         datamodule = trainer.datamodule
         series, _ = datamodule.split_tensors("val")
-        inputs = datamodule.to_model_range(series[: self.num_series].to(pl_module.device))
+        inputs = datamodule.to_model_range(series[: self.count].to(pl_module.device))
         versions = [inputs, pl_module.reconstruct(inputs)]
         titles = [f"val series {index}" for index in range(len(inputs))]
         what = f"validation series and reconstructions, step {step}"
@@ -135,16 +133,13 @@ class SeriesSamples(PeriodicDrawing):
 
     data_kind = "sequence"
 
-    def __init__(self, every_n_steps: int = 500, num_series: int = 8, seed: int = 0) -> None:
-        super().__init__(every_n_steps)
-        self.num_series = num_series
-        self.seed = seed
+    count = 8
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, Sampler)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        samples = pl_module.sample(self.num_series, generator=generator(self.seed, "sample grid"))
+        samples = pl_module.sample(self.count, generator=generator(self.seed, "sample grid"))
         titles = [f"sample {index}" for index in range(len(samples))]
         what = f"generated series, step {step}"
         log_series(trainer, "samples", [samples], ["generated"], titles, what, step)
