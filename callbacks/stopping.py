@@ -36,9 +36,8 @@ class StopOnSignal(Callback):
     After SIGUSR1 (`#SBATCH --signal=USR1@90`) rank 0 requeues the SLURM job. A second Ctrl-C exits at once.
     """
 
-    def __init__(self, checkpoint_path: Path, run_dir: Path, continue_with: str) -> None:
+    def __init__(self, checkpoint_path: Path, continue_with: str) -> None:
         self.checkpoint_path = Path(checkpoint_path)
-        self.run_dir = Path(run_dir)
         # How to continue the run, said when it stops (run.py's resume, or the Trainer's).
         self.continue_with = continue_with
         self.received: int | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -85,10 +85,7 @@ class Normaliser:
         return series * std + mean
 
     def to_dict(self) -> dict[str, list[float]]:
-        values = {"mean": list(self.mean), "std": list(self.std)}
-        if self.low is not None and self.high is not None:
-            values.update(low=list(self.low), high=list(self.high))
-        return values
+        return {key: list(values) for key, values in asdict(self).items() if values is not None}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Normaliser:

@@ -131,7 +131,7 @@ def run_callbacks(
             enable_version_counter=False,
         ),
         # Ctrl-C, SIGTERM and SLURM's warning signal save last.ckpt at an iteration boundary and stop.
-        StopOnSignal(last_checkpoint(run_dir), run_dir, continue_with),
+        StopOnSignal(last_checkpoint(run_dir), continue_with),
     ]
 
 

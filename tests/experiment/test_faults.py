@@ -213,7 +213,7 @@ def test_a_signal_noted_in_training_saves_nothing_in_a_later_validation(tmp_path
 
     from lightning_genae.callbacks.stopping import StopOnSignal
 
-    callback = StopOnSignal(tmp_path / "last.ckpt", tmp_path, "run it again")
+    callback = StopOnSignal(tmp_path / "last.ckpt", "run it again")
     callback.received = signal.SIGTERM
     saved = []
     state = SimpleNamespace(fn=TrainerFn.VALIDATING)
