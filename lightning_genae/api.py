@@ -25,7 +25,7 @@ from lightning_genae.callbacks import (
     SeriesSamples,
 )
 from lightning_genae.callbacks.applicability import applicable
-from lightning_genae.callbacks.checkpoints import PeriodicLastCheckpoint, StoreRunConfig, best_checkpoint
+from lightning_genae.callbacks.checkpoints import BestCheckpoint, PeriodicLastCheckpoint, StoreRunConfig
 from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
@@ -146,7 +146,7 @@ def metric_callbacks(
     series_callback = sequence_metrics(model, datamodule, settings)
     chosen = None
     if model.monitor is not None and not settings.fast_dev_run:
-        chosen = best_checkpoint(model, run_dir)
+        chosen = BestCheckpoint(run_dir / CHECKPOINT_DIR, model.monitor)
     return metrics_callback, series_callback, chosen
 
 
