@@ -139,13 +139,10 @@ class StopOnSignal(Callback):
                 )
         self._restore()
 
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
+    def _restore(self, *_: Any) -> None:
         for signum, handler in self._previous.items():
             if handler is not None:
                 signal.signal(signum, handler)
         self._previous = {}
+
+    on_exception = _restore
