@@ -3,9 +3,8 @@ frames them (andersbll/autoencoding_beyond_pixels, dataset/celeba.py), decoded o
 
 The cache is keyed by the SHA-256 of the partition file's and every listed JPEG's bytes, with the decoding.
 A small file beside it vouches for that content under the files' sizes, modification and change times (as
-git's index does), so that 200k files are not read at every start; a file rewritten with its old size and
-time restored (`cp -p`) still has a new change time. Inodes and devices are left out: a network file
-system's device number differs from node to node."""
+git's index does, without inodes and devices, which differ between a network file system's nodes), so that
+200k files are not read at every start; a file rewritten with its old size and time still has a new ctime."""
 
 from __future__ import annotations
 
