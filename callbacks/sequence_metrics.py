@@ -108,9 +108,8 @@ class SequenceMetrics(StageRecords):
         return base.to_model_range(base.split_tensors("train")[0]).float().cpu()
 
     def _training_range(self, datamodule: pl.LightningDataModule) -> Tensor | None:
-        """[2, C]: the training split's per-channel low and high (model units), read once per DataModule and
-        kept, as the real series are, rather than at every validation. Where the normaliser records the range
-        a bounded model is held in (the whole training split's, under a train_size subset too), it is that."""
+        """[2, C]: the training split's per-channel low and high (model units), read once per DataModule; the
+        normaliser's range where it records one for a bounded model (the whole split's, under train_size)."""
         base = real_datamodule(datamodule)
         key = (id(base), "train range")
         if key not in self._real:
