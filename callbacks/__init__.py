@@ -10,7 +10,6 @@ from lightning_genae.callbacks.images import (
 from lightning_genae.callbacks.random_state import RandomStateInCheckpoints, SeededEvaluation
 from lightning_genae.callbacks.sequences import (
     SaveNormaliser,
-    SeriesAugmentationPreview,
     SeriesReconstructions,
     SeriesSamples,
 )
@@ -24,7 +23,6 @@ __all__ = [
     "ReconstructionGrid",
     "SampleGrid",
     "SaveNormaliser",
-    "SeriesAugmentationPreview",
     "SeriesReconstructions",
     "SeriesSamples",
 ]

@@ -15,7 +15,6 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from lightning_genae.errors import describe_error
 from lightning_genae.lightning_internals import validation_follows_batch
 from lightning_genae.metrics.names import higher_is_better
-from lightning_genae.models import GenerativeModule
 from lightning_genae.progress import warn
 from lightning_genae.run_files import CLUSTER_JOB_KEY, CONFIG_KEY
 
@@ -59,18 +58,17 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
 
 
 class BestCheckpoint(ModelCheckpoint):
-    """checkpoints/best.ckpt: the weights with the best value of the family's headline validation metric.
+    """`dirpath`/best.ckpt: the weights with the best value of the headline validation metric `monitor`
+    (which side is better comes from the metric vocabulary, so a family cannot get it backwards). A resume
+    reads the best value so far from best.ckpt itself (the resumed checkpoint's record can be a validation
+    behind); nothing outside the folder is read."""
 
-    A resume reads the best value so far from the run folder's best.ckpt itself (the resumed checkpoint's
-    record can be a validation behind); nothing outside the folder is read.
-    """
-
-    def __init__(self, dirpath: Path, monitor: str, mode: str) -> None:
+    def __init__(self, dirpath: Path, monitor: str) -> None:
         super().__init__(
             dirpath=dirpath,
             filename="best",
             monitor=monitor,
-            mode=mode,
+            mode="max" if higher_is_better(monitor) else "min",
             save_top_k=1,
             auto_insert_metric_name=False,
             # A best.ckpt that records no value is replaced, not kept beside best-v1.ckpt.
@@ -91,12 +89,8 @@ class BestCheckpoint(ModelCheckpoint):
         if trainer.ckpt_path is None or self.dirpath is None:
             return
         # One rank looks at the folder, so all ranks agree on the record (its top-k decisions are collective).
-        record = (
-            self.record_in(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}")
-            if trainer.is_global_zero
-            else None
-        )
-        record = trainer.strategy.broadcast(record)
+        path = Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}"
+        record = trainer.strategy.broadcast(self.record_in(path) if trainer.is_global_zero else None)
         if record is None:
             return
         path, score = record
@@ -122,14 +116,6 @@ class BestCheckpoint(ModelCheckpoint):
             ):
                 return str(path), float(state["best_model_score"])
         return None
-
-
-def best_checkpoint(model: GenerativeModule, run_dir: Path) -> ModelCheckpoint:
-    """Keeps the checkpoint with the best value of the family's headline validation metric (which side is
-    better comes from the metric vocabulary, so a family cannot get it backwards)."""
-    return BestCheckpoint(
-        run_dir / "checkpoints", model.monitor, "max" if higher_is_better(model.monitor) else "min"
-    )
 
 
 class StoreRunConfig(Callback):

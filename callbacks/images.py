@@ -8,8 +8,8 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
-from lightning_genae.callbacks.periodic import PeriodicDrawing
-from lightning_genae.callbacks.pictures import log_image_grid
+from lightning_genae.callbacks.pictures import PeriodicDrawing, log_image_grid
+from lightning_genae.callbacks.sequences import log_series
 from lightning_genae.datamodules.base import to_model_range
 from lightning_genae.models import Autoencoder, ImageDiscriminator, ReconstructingDiscriminator, Sampler
 from lightning_genae.seeding import generator, int_seed
@@ -21,62 +21,48 @@ def _interleaved(versions: list[torch.Tensor], nrow: int = 8) -> torch.Tensor:
     return torch.cat([version[start : start + nrow].float() for start in starts for version in versions])
 
 
-class _PeriodicImageCallback(PeriodicDrawing):
-    """An image grid on the shared schedule; never drawn for a model of series."""
-
-    data_kind = "image"
-
-
-class SampleGrid(_PeriodicImageCallback):
+class SampleGrid(PeriodicDrawing):
     """Samples from the same noise every time (the run seed's "sample grid" stream), so grids over training
     show one model improving."""
 
-    def __init__(self, every_n_steps: int = 500, num_samples: int = 64, seed: int = 0) -> None:
-        super().__init__(every_n_steps)
-        self.num_samples = num_samples
-        self.seed = seed
+    count = 64
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, Sampler)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        samples = pl_module.sample(self.num_samples, generator=generator(self.seed, "sample grid"))
+        samples = pl_module.sample(self.count, generator=generator(self.seed, "sample grid"))
         log_image_grid(trainer, "samples", samples, step)
 
 
-class ReconstructionGrid(_PeriodicImageCallback):
+class ReconstructionGrid(PeriodicDrawing):
     """Rows alternate inputs and reconstructions of a fixed set of validation images."""
 
-    def __init__(self, every_n_steps: int = 500, num_images: int = 32) -> None:
-        super().__init__(every_n_steps)
-        self.num_images = num_images
+    count = 32
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, Autoencoder)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         images, _ = trainer.datamodule.split_tensors("val")
-        inputs = to_model_range(images[: self.num_images].to(pl_module.device))
+        inputs = to_model_range(images[: self.count].to(pl_module.device))
         grid = _interleaved([inputs, pl_module.reconstruct(inputs)])
         log_image_grid(trainer, "reconstructions", grid, step, nrow=8)
 
 
-class DiscriminatorReconstructionGrid(_PeriodicImageCallback):
+class DiscriminatorReconstructionGrid(PeriodicDrawing):
     """What an autoencoder discriminator (BEGAN, EBGAN) makes of real and generated images: rows of 8 in
     groups, one row per batch the model returns (validation images, D's reconstructions, fakes from the run
     seed's "discriminator reconstruction grid" stream, D's reconstructions of those)."""
 
-    def __init__(self, every_n_steps: int = 500, num_images: int = 32, seed: int = 0) -> None:
-        super().__init__(every_n_steps)
-        self.num_images = num_images
-        self.seed = seed
+    count = 32
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, ReconstructingDiscriminator)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         images, _ = trainer.datamodule.split_tensors("val")
-        real = to_model_range(images[: self.num_images].to(pl_module.device))
+        real = to_model_range(images[: self.count].to(pl_module.device))
         noise = generator(self.seed, "discriminator reconstruction grid")
         grid = _interleaved(list(pl_module.discriminator_reconstructions(real, noise).values()))
         log_image_grid(trainer, "d_reconstructions", grid, step, nrow=8)
@@ -91,28 +77,24 @@ def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torc
     return (torch.sin((1 - weights) * angle) * start + torch.sin(weights * angle) * end) / torch.sin(angle)
 
 
-class InterpolationGrid(_PeriodicImageCallback):
+class InterpolationGrid(PeriodicDrawing):
     """Each row walks the latent space between two points: encoded validation images for autoencoders
     (straight line), prior draws for models that only sample (slerp), from the run seed's "interpolation
     grid" stream."""
 
-    def __init__(
-        self, every_n_steps: int = 500, num_rows: int = 8, num_steps: int = 10, seed: int = 0
-    ) -> None:
-        super().__init__(every_n_steps)
-        self.num_rows = num_rows
-        self.num_steps = num_steps
-        self.seed = seed
+    # `count` rows of `steps` images each.
+    count = 8
+    steps = 10
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, (Autoencoder, Sampler)) and hasattr(pl_module, "decode")
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        weights = torch.linspace(0, 1, self.num_steps, device=pl_module.device)
+        weights = torch.linspace(0, 1, self.steps, device=pl_module.device)
         if isinstance(pl_module, Autoencoder):
             images, _ = trainer.datamodule.split_tensors("val")
             # Rows pair consecutive images, so an odd count (a small folder's split) drops its last image.
-            pairs = min(self.num_rows, len(images) // 2)
+            pairs = min(self.count, len(images) // 2)
             if pairs == 0:
                 return
             ends = pl_module.encode(to_model_range(images[: 2 * pairs].to(pl_module.device)))
@@ -123,45 +105,46 @@ class InterpolationGrid(_PeriodicImageCallback):
             ]
         else:
             draws = generator(self.seed, "interpolation grid")
-            starts = pl_module.prior_noise(self.num_rows, draws)
-            stops = pl_module.prior_noise(self.num_rows, draws)
+            starts = pl_module.prior_noise(self.count, draws)
+            stops = pl_module.prior_noise(self.count, draws)
             rows = [
-                slerp(start.expand(self.num_steps, -1), stop.expand(self.num_steps, -1), weights)
+                slerp(start.expand(self.steps, -1), stop.expand(self.steps, -1), weights)
                 for start, stop in zip(starts, stops, strict=True)
             ]
         images = pl_module.decode(torch.cat(rows))
-        log_image_grid(trainer, "interpolations", images, step, nrow=self.num_steps)
+        log_image_grid(trainer, "interpolations", images, step, nrow=self.steps)
 
 
 class AugmentationPreview(ModelSpecificCallback):
-    """Training images beside what the augmentation makes of them, once when training starts: rows of 8 in
-    groups of originals, their data-side augmentation (ae/vae) and what the discriminator sees (diffaug/ae-d).
-    """
+    """Training items beside what the augmentation makes of them, once when training starts: images in rows
+    of 8, in groups of originals, their data-side augmentation (ae/vae) and what the discriminator sees
+    (diffaug/ae-d); series as panels of each original and its data-side augmentation."""
 
-    def __init__(self, num_images: int = 32, seed: int = 0, discriminator_side: bool = False) -> None:
-        self.num_images = num_images
+    # How many training items are shown, by the data's kind.
+    shown = {"image": 32, "sequence": 8}
+
+    def __init__(self, seed: int = 0, discriminator_side: bool = False) -> None:
         self.seed = seed
         self.discriminator_side = discriminator_side
 
     def _sides(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> tuple[Any, Any]:
         """The data-side augmentation and the discriminator's input, each None where the run has none."""
         shows_discriminator = self.discriminator_side and isinstance(pl_module, ImageDiscriminator)
-        return getattr(
-            datamodule, "preview", None
-        ), pl_module.discriminator_input if shows_discriminator else None
+        discriminator_input = pl_module.discriminator_input if shows_discriminator else None
+        return getattr(datamodule, "preview", None), discriminator_input
 
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
-        return datamodule.data_kind == "image" and self._sides(pl_module, datamodule) != (None, None)
+        return self._sides(pl_module, datamodule) != (None, None)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
         if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
             return
         data_side, discriminator_side = self._sides(pl_module, datamodule)
-        images, labels = datamodule.split_tensors("train")
-        pick = torch.randperm(len(images), generator=generator(self.seed, "augmentation preview images"))
-        pick = pick[: self.num_images]
-        originals = to_model_range(images[pick].to(pl_module.device))
+        items, labels = datamodule.split_tensors("train")
+        pick = torch.randperm(len(items), generator=generator(self.seed, "augmentation preview images"))
+        pick = pick[: self.shown[datamodule.data_kind]]
+        originals = datamodule.to_model_range(items[pick].to(pl_module.device))
         versions = [originals]
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int_seed(self.seed, "augmentation preview draws"))
@@ -169,4 +152,10 @@ class AugmentationPreview(ModelSpecificCallback):
                 versions.append(data_side(originals, labels[pick].to(pl_module.device)))
             if discriminator_side is not None:
                 versions.append(discriminator_side(originals))
-        log_image_grid(trainer, "augmentation", _interleaved(versions), pl_module.iteration, nrow=8)
+        step = pl_module.iteration
+        if datamodule.data_kind == "image":
+            log_image_grid(trainer, "augmentation", _interleaved(versions), step, nrow=8)
+        else:
+            titles = [f"train series {index}" for index in pick.tolist()]
+            what = "training series and their augmentation"
+            log_series(trainer, "augmentation", versions, ["real", "augmented"], titles, what, step)

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -92,12 +91,10 @@ def _checked_samples(samples: Any, size: int, pl_module: pl.LightningModule, tra
     raise DataError(f"{type(pl_module).__name__}.sample({size}) {problem}")
 
 
-class GenerativeMetrics(StageRecords, Callback):
-    """N generated images against N real ones of the stage's split, for every model that can sample.
-
-    Under DDP each rank featurises its share of the chunks; rank 0 scores the gathered features and sends
-    the numbers to the others, so every rank logs, and checkpoints on, the same numbers.
-    """
+class GenerativeMetrics(StageRecords):
+    """N generated images against N real ones of the stage's split, for every model that can sample. Under
+    DDP each rank featurises its share of the chunks and rank 0 scores them all, then sends the numbers to the
+    others, so that every rank logs, and checkpoints on, the same numbers."""
 
     def __init__(
         self,
@@ -117,14 +114,14 @@ class GenerativeMetrics(StageRecords, Callback):
         return {
             "backbone": self.backbone.name,
             "weights_sha256": self.backbone.weights_sha256,
-            **self.validation_record_state(),
+            **super().state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """On resume: refuse a backbone whose weights differ from the ones the run measured with."""
         stored = state_dict.get("weights_sha256")
         current = self.backbone.weights_sha256
-        self.restore_validation_record(state_dict)
+        super().load_state_dict(state_dict)
         if stored is None or current is None or stored == current:
             return  # an older checkpoint, or weights with no file to identify them by
         raise ConfigError(
@@ -133,12 +130,6 @@ class GenerativeMetrics(StageRecords, Callback):
             "the run's; resume with the weights the run measured with (its classifier_weights or "
             "inception_weights, none where it used the dataset's own classifier), or start a new run"
         )
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.evaluate(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.evaluate(trainer, pl_module, "test")
 
     def _fake_features(
         self, trainer: pl.Trainer, pl_module: Sampler, n: int, stage: str, binary: bool = False

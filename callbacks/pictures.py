@@ -1,11 +1,12 @@
 """Pictures of a run: PNG files in `<run>/images/`, and the same picture to every logger that shows images
-(W&B, TensorBoard); the CSV logger keeps the file alone."""
+(W&B, TensorBoard; the CSV logger keeps the file alone), drawn on one schedule (`PeriodicDrawing`)."""
 
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -13,7 +14,9 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
+from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.errors import RunFolderGone
+from lightning_genae.models.base import evaluation_mode
 
 # Run folders a training in this process writes to, not to be made again once gone, each with how to
 # continue the run once it is back (RunFolderPresence keeps it).
@@ -69,3 +72,49 @@ def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | 
         pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     _log_picture(trainer, key, torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), step)
     return path
+
+
+class PeriodicDrawing(ModelSpecificCallback, ABC):
+    """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends, for
+    models of `data_kind` that offer what the picture needs (`applies_to`). `count`: how many items the
+    picture shows (the class's own number unless given); `seed`: the run seed its fixed draws come from."""
+
+    # The kind of data the picture is of: the image grids' by default, the series figures "sequence".
+    data_kind: ClassVar[str] = "image"
+    count: int
+
+    def __init__(self, every_n_steps: int = 500, seed: int = 0, count: int | None = None) -> None:
+        self.every_n_steps = every_n_steps
+        self.seed = seed
+        if count is not None:
+            self.count = count
+        self._last_drawn_step = -1
+
+    @abstractmethod
+    def applies_to(self, pl_module: pl.LightningModule) -> bool:
+        """Whether the model offers what this picture needs (sampling, reconstruction)."""
+
+    @abstractmethod
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        """Make and log the picture; runs on rank 0, in eval mode, without gradients."""
+
+    def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
+        return getattr(pl_module, "data_kind", "image") == self.data_kind and self.applies_to(pl_module)
+
+    def _maybe_draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = pl_module.iteration
+        if not trainer.is_global_zero or step == self._last_drawn_step:
+            return
+        if not self.applies(pl_module, trainer.datamodule):
+            return
+        # Batch norm uses its running statistics, so a picture does not depend on the rest of its batch.
+        with evaluation_mode(pl_module):
+            self.draw(trainer, pl_module, step)
+        self._last_drawn_step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.every_n_steps > 0 and pl_module.iteration % self.every_n_steps == 0:
+            self._maybe_draw(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._maybe_draw(trainer, pl_module)

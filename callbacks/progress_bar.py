@@ -39,14 +39,10 @@ def planned_iterations(trainer: pl.Trainer, steps_per_iteration: int) -> int | N
 
 
 class IterationProgressBar(TQDMProgressBar):
-    """One bar over the whole run counted in training iterations, across epochs and from a resumed position.
-
-    On a terminal the bar redraws at most every `REFRESH_SECONDS` (Lightning's default redraws every batch).
-    When stdout is not a terminal (a SLURM log, a pipe) '\\r' redraws would pile up in the file, so it prints
-    a plain line every `LINE_SECONDS` and one at the end, and no validation/test bars.
-    TQDMProgressBar, not Lightning's default RichProgressBar: tqdm is a dependency of Lightning, rich an
-    optional one (here it comes with import-linter), so the default bar differs between installs.
-    """
+    """One bar over the whole run in training iterations, across epochs and from a resumed position: on a
+    terminal redrawn at most every `REFRESH_SECONDS`; elsewhere (a SLURM log, a pipe, where '\\r' redraws
+    pile up) a plain line every `LINE_SECONDS` and at the end, and no validation/test bars. TQDMProgressBar,
+    not Lightning's RichProgressBar: tqdm comes with Lightning, rich only with optional packages."""
 
     REFRESH_SECONDS = 0.2
     LINE_SECONDS = 30.0
@@ -91,11 +87,10 @@ class IterationProgressBar(TQDMProgressBar):
             "{rate_noinv_fmt}{postfix}]",
         )
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
-        """Epochs mean nothing in an iteration-budgeted run: the bar keeps going."""
+    def on_train_epoch_start(self, *_: Any) -> None:
+        """Epochs mean nothing in an iteration-budgeted run: the bar goes on, neither reset nor closed."""
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Nothing to reset or close at an epoch's end."""
+    on_train_epoch_end = on_train_epoch_start
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -127,10 +122,8 @@ class IterationProgressBar(TQDMProgressBar):
             self.train_progress_bar.close()
         if isinstance(exception, KeyboardInterrupt):
             # Lightning's own notice is silenced with its other INFO lines; say where the run stopped.
-            say(
-                f"interrupted at iteration {self.iteration(trainer)}"
-                + (f"/{self.total}" if self.total else "")
-            )
+            total = f"/{self.total}" if self.total else ""
+            say(f"interrupted at iteration {self.iteration(trainer)}{total}")
 
     def _show(self, trainer: pl.Trainer, pl_module: pl.LightningModule, now: float) -> None:
         metrics = self.get_metrics(trainer, pl_module)
@@ -148,9 +141,8 @@ class IterationProgressBar(TQDMProgressBar):
         self._shown = self.position
 
     def _line(self, metrics: dict[str, Any], elapsed: float, values_at: int | None = None) -> str:
-        """The progress line; `values_at` is the iteration whose training values `metrics` hold (they are
-        recorded every few iterations), named where it is not the current one, so a repeated value does not
-        read as a hang."""
+        """The progress line; `values_at`, the iteration of the training values in `metrics`, is named where
+        it is an earlier one, so that a repeated value does not read as a hang."""
         parts = [f"{self.description}: iteration {self.position}"]
         if self.total:
             parts[0] += f"/{self.total} ({100 * self.position / self.total:.0f}%)"
@@ -232,9 +224,8 @@ class IterationProgressBar(TQDMProgressBar):
             self._evaluation_lines.advance()
 
     def _restart(self, bar: Tqdm, batches: float, what: str) -> None:
-        """Reset an evaluation bar to its loop's batches; in a log file, where the bars are not drawn, a long
-        validation or test loop (the importance-sampled likelihood over a test set, say) still says where
-        it is."""
+        """Reset an evaluation bar to its loop's batches; in a log file, where no bar is drawn, a long loop
+        (the importance-sampled likelihood of a test set, say) still says where it is."""
         total = int(batches) if math.isfinite(batches) else None
         bar.reset(total=total)
         self._evaluation_lines = None

@@ -1,7 +1,6 @@
 """The global random streams (torch's CPU and CUDA, numpy's, Python's: GAN noise, dropout, DiffAugment draw
 from them) go into every checkpoint and come back on resume, which Lightning does not do, so a resumed run
-draws what an uninterrupted one would. Saved as tensors and plain values, to load with `weights_only=True`.
-"""
+draws what an uninterrupted one would. Saved as tensors and plain values, to load with `weights_only=True`."""
 
 from __future__ import annotations
 
@@ -48,11 +47,9 @@ def set_global_random_state(state: dict[str, Any]) -> None:
 
 
 class RandomStateInCheckpoints(Callback):
-    """Saves the global random state with each checkpoint and restores it when training resumes.
-
-    Under DDP each checkpoint holds every rank's state (gathered as it is written) and each rank takes its
-    own back; resumed with another number of processes, the ranks keep SeedPerRank's streams.
-    """
+    """The global random state in each checkpoint, restored when training resumes: under DDP every rank's
+    (gathered as it is written), each rank taking its own back; resumed on another number of processes,
+    the ranks keep SeedPerRank's streams."""
 
     def __init__(self) -> None:
         self._world_size = 1
@@ -88,9 +85,7 @@ class RandomStateInCheckpoints(Callback):
 class SeededEvaluation(Callback):
     """Every validation and test starts from the run seed's "evaluation" stream, and the streams go on
     afterwards as they were: what an evaluation draws depends on the weights and the seed alone, and how
-    often a run validates changes nothing in its training. `validated_at`: the optimizer step of the last
-    validation during training, or None.
-    """
+    often a run validates changes nothing in its training. `validated_at`: the last one's optimizer step."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed

@@ -1,23 +1,37 @@
-"""What a metric callback measured each stage on, and how the last validation's record survives a resume."""
+"""The metric callbacks' shared frame: a score at every validation and test, and a record of what it was
+measured on that survives a resume."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
 
-class StageRecords:
-    """`records[stage]`: what that stage's metrics were measured on (split, sample counts, backbone), for
-    summary.json and eval.json; the last validation's record travels in the checkpoints, for a run resumed
-    only for its final evaluation."""
+
+class StageRecords(Callback, ABC):
+    """Scores each validation and test (`evaluate`); `records[stage]`: what that stage's metrics were measured
+    on (split, sample counts, backbone), for summary.json and eval.json. The last validation's record travels
+    in the checkpoints, for a run resumed only for its final evaluation."""
 
     records: dict[str, dict[str, Any]]
 
-    def validation_record_state(self) -> dict[str, Any]:
-        """The part of the callback's checkpoint state that carries the last validation's record."""
+    @abstractmethod
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Score `pl_module` on `stage`'s split, log the values and record what they were measured on."""
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.evaluate(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.evaluate(trainer, pl_module, "test")
+
+    def state_dict(self) -> dict[str, Any]:
         return {"val_record": self.records["val"]} if "val" in self.records else {}
 
-    def restore_validation_record(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """The last validation's record from a resumed checkpoint, until this run validates again."""
-        if isinstance(state.get("val_record"), dict):
-            self.records.setdefault("val", dict(state["val_record"]))
+        if isinstance(state_dict.get("val_record"), dict):
+            self.records.setdefault("val", dict(state_dict["val_record"]))

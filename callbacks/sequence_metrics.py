@@ -11,7 +11,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
@@ -57,13 +56,10 @@ def split_series(datamodule: pl.LightningDataModule, split: str) -> Tensor:
 SCORE_SEED = 0
 
 
-class SequenceMetrics(StageRecords, Callback):
-    """N real series of the stage's split, to compare N generated ones with.
-
-    `num_samples` caps N; `every_n_steps` (None: every validation) spaces the validation scores during
-    training, since each trains two small GRUs; the final validation and the test always score. `steps`
-    is the post-hoc GRUs' training length; `features` the shipped sequence classifier, if any.
-    """
+class SequenceMetrics(StageRecords):
+    """N generated series against N (at most `num_samples`) real ones of the stage's split. `every_n_steps`
+    (None: every validation) spaces the validation scores during training, as each trains small GRUs (of
+    `steps` steps); the final validation and the test always score. `features`: the shipped classifier."""
 
     # How often a validation and the test fit each post-hoc GRU: TimeGAN's reference fits 10 times, which
     # at every validation would make each ten times as long.
@@ -86,18 +82,6 @@ class SequenceMetrics(StageRecords, Callback):
         self.records: dict[str, dict[str, Any]] = {}
         self._last_scored: int | None = None
         self._real: dict[tuple[int, str], Tensor] = {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.validation_record_state()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.restore_validation_record(state_dict)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.evaluate(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.evaluate(trainer, pl_module, "test")
 
     def _due(self, trainer: pl.Trainer, iteration: int, stage: str) -> bool:
         if stage != "val" or trainer.state.fn != "fit" or self.every_n_steps is None:
@@ -124,9 +108,8 @@ class SequenceMetrics(StageRecords, Callback):
         return base.to_model_range(base.split_tensors("train")[0]).float().cpu()
 
     def _training_range(self, datamodule: pl.LightningDataModule) -> Tensor | None:
-        """[2, C]: the training split's per-channel low and high (model units), read once per DataModule and
-        kept, as the real series are, rather than at every validation. Where the normaliser records the range
-        a bounded model is held in (the whole training split's, under a train_size subset too), it is that."""
+        """[2, C]: the training split's per-channel low and high (model units), read once per DataModule; the
+        normaliser's range where it records one for a bounded model (the whole split's, under train_size)."""
         base = real_datamodule(datamodule)
         key = (id(base), "train range")
         if key not in self._real:
@@ -203,12 +186,9 @@ def build_sequence_metrics(
     every_n_steps: int | None = None,
     feature_metrics: bool = True,
 ) -> SequenceMetrics | None:
-    """The sequence metric callback for a model that samples, on sequence data; else None.
-
-    `fd_classifier` and the other feature metrics come with it when a sequence classifier is shipped for
-    the dataset, unless `feature_metrics` is off (`--backbone none`); a broken shipped file warns once and
-    leaves the other sequence metrics on.
-    """
+    """The sequence metric callback for a model that samples, on sequence data; else None. The feature
+    metrics come with it where a sequence classifier is shipped for the dataset, unless `feature_metrics`
+    is off; a broken shipped file warns and leaves the other sequence metrics on."""
     if not isinstance(model, Sampler) or not is_sequence_data(datamodule):
         return None
     features = None

@@ -1,10 +1,5 @@
-"""Series figures: validation series beside their reconstructions, and generated series, in data units.
-
-Like the image grids, every N iterations and at the end, as PNGs in `images/` and in every logger that
-shows images. Series are put back into the data's own units with the DataModule's normaliser first. A
-series with a few channels is drawn as lines (one colour per channel; reconstructions dashed); one with
-many (smnist's 28 pixel columns) as a heat map, time down and channels across: a digit, for smnist.
-"""
+"""Series figures on the image grids' schedule: validation series beside their reconstructions, and
+generated series, in the data's own units (the DataModule's normaliser undone)."""
 
 from __future__ import annotations
 
@@ -13,15 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
-from lightning_genae.callbacks.periodic import PeriodicDrawing
-from lightning_genae.callbacks.pictures import log_figure
+from lightning_genae.callbacks.pictures import PeriodicDrawing, log_figure
 from lightning_genae.models import Autoencoder, Sampler
-from lightning_genae.seeding import generator, int_seed
+from lightning_genae.seeding import generator
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,11 +22,6 @@ if TYPE_CHECKING:
 # Up to this many channels a series is drawn as lines; beyond, as a heat map.
 MAX_LINE_CHANNELS = 4
 NORMALISER_FILE = "normaliser.json"
-
-
-def _channel_names(datamodule: object, channels: int) -> list[str]:
-    names = getattr(datamodule, "channel_names", None)
-    return list(names) if names is not None else [f"channel {index + 1}" for index in range(channels)]
 
 
 def series_figure(
@@ -44,12 +32,9 @@ def series_figure(
     suptitle: str,
     columns: int = 4,
 ) -> Figure:
-    """One panel per item: each of `panels[i]` ([T, C] series in data units) drawn over the others.
-
-    Lines for few channels (the first series solid, the next dashed, as `labels` name them); heat maps of
-    time against channel for many, side by side. Every panel shares one value scale, so a flat series looks
-    flat beside a full cycle.
-    """
+    """One panel per item, each of `panels[i]` ([T, C] series) drawn in it: lines for few channels (the first
+    series solid, the next dashed), heat maps of time against channel for many (smnist's 28 pixel columns:
+    a digit). Every panel shares one value scale, so a flat series looks flat beside a full cycle."""
     # Imported here: matplotlib is only needed once a sequence run draws.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -102,14 +87,32 @@ def series_figure(
     return figure
 
 
+def log_series(
+    trainer: pl.Trainer,
+    key: str,
+    versions: Sequence[Tensor],
+    labels: Sequence[str],
+    titles: Sequence[str],
+    what: str,
+    step: int,
+) -> None:
+    """The run's `key` figure: item i of every version ([N, T, C] each, model units) in one panel, in data
+    units; `labels` name the versions, `titles` the items, `what` the figure."""
+    datamodule = trainer.datamodule
+    series = [datamodule.denormalise(version.float().cpu()) for version in versions]
+    names = getattr(datamodule, "channel_names", None)
+    names = names or [f"channel {index + 1}" for index in range(series[0].shape[-1])]
+    panels = list(zip(*series, strict=True))
+    figure = series_figure(panels, titles, labels, names, f"{datamodule.name}: {what} (data units)")
+    log_figure(trainer, key, figure, step)
+
+
 class SeriesReconstructions(PeriodicDrawing):
     """A fixed set of validation series beside the model's (free-running) reconstructions of them."""
 
     data_kind = "sequence"
 
-    def __init__(self, every_n_steps: int = 500, num_series: int = 8) -> None:
-        super().__init__(every_n_steps)
-        self.num_series = num_series
+    count = 8
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, Autoencoder)
@@ -117,80 +120,29 @@ class SeriesReconstructions(PeriodicDrawing):
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         datamodule = trainer.datamodule
         series, _ = datamodule.split_tensors("val")
-        inputs = datamodule.to_model_range(series[: self.num_series].to(pl_module.device))
-        recons = pl_module.reconstruct(inputs)
-        real = datamodule.denormalise(inputs.float().cpu())
-        recon = datamodule.denormalise(recons.float().cpu())
-        figure = series_figure(
-            [(a, b) for a, b in zip(real, recon, strict=True)],
-            [f"val series {index}" for index in range(len(real))],
-            ["real", "reconstructed"],
-            _channel_names(datamodule, real.shape[-1]),
-            f"{datamodule.name}: validation series and reconstructions, step {step} (data units)",
-        )
-        log_figure(trainer, "reconstructions", figure, step)
+        inputs = datamodule.to_model_range(series[: self.count].to(pl_module.device))
+        versions = [inputs, pl_module.reconstruct(inputs)]
+        titles = [f"val series {index}" for index in range(len(inputs))]
+        what = f"validation series and reconstructions, step {step}"
+        log_series(trainer, "reconstructions", versions, ["real", "reconstructed"], titles, what, step)
 
 
 class SeriesSamples(PeriodicDrawing):
     """Series generated from the same noise every time (the run seed's "sample grid" stream, as the image
-    grid's), beside real training series for scale."""
+    grid's)."""
 
     data_kind = "sequence"
 
-    def __init__(self, every_n_steps: int = 500, num_series: int = 8, seed: int = 0) -> None:
-        super().__init__(every_n_steps)
-        self.num_series = num_series
-        self.seed = seed
+    count = 8
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, Sampler)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        datamodule = trainer.datamodule
-        noise = generator(self.seed, "sample grid")
-        samples = datamodule.denormalise(pl_module.sample(self.num_series, generator=noise).float().cpu())
-        figure = series_figure(
-            [(sample,) for sample in samples],
-            [f"sample {index}" for index in range(len(samples))],
-            ["generated"],
-            _channel_names(datamodule, samples.shape[-1]),
-            f"{datamodule.name}: generated series, step {step} (data units)",
-        )
-        log_figure(trainer, "samples", figure, step)
-
-
-class SeriesAugmentationPreview(ModelSpecificCallback):
-    """Training series beside what the data-side augmentation (`--augment ae`) makes of them, once."""
-
-    def __init__(self, num_series: int = 8, seed: int = 0) -> None:
-        self.num_series = num_series
-        self.seed = seed
-
-    def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
-        return datamodule.data_kind == "sequence" and getattr(datamodule, "preview", None) is not None
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
-            return
-        augment = datamodule.preview
-        series, labels = datamodule.split_tensors("train")
-        pick = torch.randperm(len(series), generator=generator(self.seed, "augmentation preview images"))
-        pick = pick[: self.num_series]
-        originals = datamodule.to_model_range(series[pick].to(pl_module.device))
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int_seed(self.seed, "augmentation preview draws"))
-            augmented = augment(originals, labels[pick].to(pl_module.device))
-        real = datamodule.denormalise(originals.float().cpu())
-        changed = datamodule.denormalise(augmented.float().cpu())
-        figure = series_figure(
-            [(a, b) for a, b in zip(real, changed, strict=True)],
-            [f"train series {index}" for index in pick.tolist()],
-            ["real", "augmented"],
-            _channel_names(datamodule, real.shape[-1]),
-            f"{datamodule.name}: training series and their augmentation (data units)",
-        )
-        log_figure(trainer, "augmentation", figure, pl_module.iteration)
+        samples = pl_module.sample(self.count, generator=generator(self.seed, "sample grid"))
+        titles = [f"sample {index}" for index in range(len(samples))]
+        what = f"generated series, step {step}"
+        log_series(trainer, "samples", [samples], ["generated"], titles, what, step)
 
 
 class SaveNormaliser(ModelSpecificCallback):

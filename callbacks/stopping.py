@@ -30,17 +30,14 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 class StopOnSignal(Callback):
-    """SIGINT, SIGTERM and SIGUSR1 end training at the next iteration boundary with `last.ckpt` saved.
-
-    The handlers only note the signal (Lightning's save from inside the handler, where DDP ranks may be at
-    different points of a step, or nothing at all); after each iteration the ranks agree whether any got
-    one, then all save the same checkpoint and stop. After SIGUSR1 (`#SBATCH --signal=USR1@90`) rank 0
-    requeues the SLURM job. A second Ctrl-C exits at once, without saving.
+    """SIGINT, SIGTERM and SIGUSR1 end training at the next iteration boundary with `last.ckpt` saved. The
+    handlers only note the signal (Lightning saves inside the handler, where DDP ranks may be at different
+    points of a step); after each iteration the ranks agree whether any got one, then all save and stop.
+    After SIGUSR1 (`#SBATCH --signal=USR1@90`) rank 0 requeues the SLURM job. A second Ctrl-C exits at once.
     """
 
-    def __init__(self, checkpoint_path: Path, run_dir: Path, continue_with: str) -> None:
+    def __init__(self, checkpoint_path: Path, continue_with: str) -> None:
         self.checkpoint_path = Path(checkpoint_path)
-        self.run_dir = Path(run_dir)
         # How to continue the run, said when it stops (run.py's resume, or the Trainer's).
         self.continue_with = continue_with
         self.received: int | None = None
@@ -80,11 +77,7 @@ class StopOnSignal(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        stop = self.received is not None
-        if trainer.world_size > 1:
-            # Every rank takes part each iteration, so all of them stop after the same one.
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if not stop:
+        if not self._heard(trainer):
             return
         if validation_follows_batch(trainer):
             # This iteration validates: saved now, the checkpoint would make a resume pass over that
@@ -100,20 +93,19 @@ class StopOnSignal(Callback):
             # Only a validation of the training: the same Trainer's later validations (the final
             # evaluation, the chosen checkpoint's, with its weights loaded) must save nothing as last.ckpt.
             return
-        stop = self._stop_after_validation
-        if not stop:
-            # A signal that came during this validation, after its iteration's end was checked: the run is
-            # at an iteration boundary again, and in the last iteration nothing else would hear it.
-            stop = self.received is not None
-            if trainer.world_size > 1:  # every rank validates, so every rank takes part
-                stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if not stop:
+        # Or a signal that came during this validation, after its iteration's end was checked: the run is at
+        # an iteration boundary again, and in the last iteration nothing else would hear it.
+        if not (self._stop_after_validation or self._heard(trainer)):
             return
         self._stop_after_validation = False
         trainer.save_checkpoint(self.checkpoint_path)
         # Stopped at the next hook, not here: the checkpoint callbacks, which Lightning calls last, have
         # this validation's best.ckpt to write first.
         self._stop_due = True
+
+    def _heard(self, trainer: pl.Trainer) -> bool:
+        """Whether any rank got a signal; every rank asks at the same point, so all of them stop alike."""
+        return trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -147,13 +139,10 @@ class StopOnSignal(Callback):
                 )
         self._restore()
 
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
+    def _restore(self, *_: Any) -> None:
         for signum, handler in self._previous.items():
             if handler is not None:
                 signal.signal(signum, handler)
         self._previous = {}
+
+    on_exception = _restore

@@ -63,12 +63,9 @@ class ValidateLastIteration(Callback):
 
 
 class DivergenceGuard(Callback):
-    """Stops a diverged training with one line, and never lets a non-finite checkpoint be written.
-
-    The noted losses are checked every `check_every` iterations, before each validation, at the end of
-    training and before every checkpoint write, which is refused when any weight, buffer or optimizer-state
-    tensor is not finite. It is the first callback, so no picture draws from weights it has not checked.
-    """
+    """Stops a diverged training with one line: the noted losses are checked every `check_every` iterations,
+    before each validation, at the end and before every checkpoint write, which is refused when any weight,
+    buffer or optimizer-state tensor is not finite. First of the callbacks, so no picture draws unchecked."""
 
     def __init__(self, checkpoint_dir: Path | None, check_every: tuple[int, ...], precision: str) -> None:
         self.checkpoint_dir = checkpoint_dir

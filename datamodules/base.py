@@ -33,11 +33,9 @@ if TYPE_CHECKING:
     from hashlib import _Hash
 
 SPLITS = ("train", "val", "test")
-# Where a datamodule's state in a checkpoint records the SHA-256 of the training split it was trained on.
+# The keys of a checkpoint's datamodule state: the training split's SHA-256, and {"val": ..., "test": ...}.
 TRAIN_CONTENT_KEY = "train_sha256"
-# The validation and test splits' hashes ({"val": ..., "test": ...}): the numbers a run reports are on them.
 EVALUATION_CONTENT_KEY = "evaluation_sha256"
-EVALUATION_SPLITS = ("val", "test")
 
 
 @torch.no_grad()
@@ -93,7 +91,6 @@ class InMemoryDataModule(pl.LightningDataModule):
     # What the data is; a model family declares the same, and `resolve` checks that they agree.
     data_kind: ClassVar[DataKind]
     classes: ClassVar[int | None] = None
-    # What one item is called in messages.
     item_noun: ClassVar[str] = "images"
 
     def __init__(
@@ -154,11 +151,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     # Every dataset's: the fixed (items [N,...], int64 [N]) train/val/test splits, whatever the run seed.
     _load_splits: Callable[[], dict[str, Batch]]
 
-    def _not_found(self, reason: str) -> DataError:
-        """The dataset's "not found" error; `reason` says why (offline, still missing, ...)."""
-        return DataError(
-            f"{self.name} not found in {self.data_dir} {reason}; give data_dir the folder that holds it"
-        )
+    # The dataset's "not found" error, with why (offline, still missing, ...) and where to put the files.
+    _not_found: Callable[[str], DataError]
 
     def _download(self, fetch: Callable[[], object]) -> None:
         """Run a (torchvision) download; a failure of any kind becomes the dataset's "not found" error."""
@@ -171,11 +165,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Set the per-device batch size and load the data once (later calls only re-check the batch size)."""
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if self.batch_size % world_size:
-            raise OptionError(
-                "batch_size",
-                f"{self.batch_size} does not divide across {world_size} devices; use a multiple of "
-                f"{world_size}",
-            )
+            raise OptionError("batch_size", f"{self.batch_size} does not divide across {world_size} devices")
         self.batch_size_per_device = self.batch_size // world_size
         self._load_once()
 
@@ -203,11 +193,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         """The `train_size` subset of the whole training split: stratified, drawn by the run seed."""
         assert self.train_size is not None
         if self.train_size > len(images):
-            raise OptionError(
-                "train_size",
-                f"{self.train_size} exceeds the {len(images)} training {self.item_noun} of "
-                f"{self.name}; use at most {len(images)}",
-            )
+            what = f"the {len(images)} training {self.item_noun} of {self.name}"
+            raise OptionError("train_size", f"{self.train_size} exceeds {what}; use at most {len(images)}")
         subset, _ = stratified_sample(labels, self.train_size, self.seed)
         return images[subset], labels[subset]
 
@@ -245,7 +232,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         to its run's data, and a resumed or re-evaluated run scores on the data it did."""
         return {
             TRAIN_CONTENT_KEY: self.content_sha256("train"),
-            EVALUATION_CONTENT_KEY: {split: self.content_sha256(split) for split in EVALUATION_SPLITS},
+            EVALUATION_CONTENT_KEY: {split: self.content_sha256(split) for split in ("val", "test")},
         }
 
     # ----- dataloaders -----
@@ -267,10 +254,9 @@ class InMemoryDataModule(pl.LightningDataModule):
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
             "collate_fn": collate_batch,
+            # The workers' base seed, which DataLoader otherwise draws from the global stream at every pass.
+            "generator": generator(self.seed, "loader"),
         }
-        # Its own generator for the workers' base seed, which DataLoader otherwise draws from the global
-        # stream at every pass.
-        options["generator"] = generator(self.seed, "loader")
         if not train:
             if world_size > 1:
                 shard = EvaluationShard(dataset, world_size, self.trainer.global_rank)
@@ -292,12 +278,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         available = self.split_size("train")
         # The global batch against the whole split also covers DDP, where each rank gets 1/world of it.
         if available < self.batch_size:
-            subset = " (the train_size subset)" if self.train_size is not None else ""
-            raise OptionError(
-                "batch_size",
-                f"{self.batch_size} exceeds the {available} training {self.item_noun} of "
-                f"{self.name}{subset}; lower it to at most {available}",
-            )
+            what = f"{available} training {self.item_noun} of {self.name}"
+            raise OptionError("batch_size", f"{self.batch_size} exceeds the {what}; use at most {available}")
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         """Shuffled, full batches only, so every step sees the same batch size."""
@@ -364,11 +346,8 @@ class ImageDataModule(InMemoryDataModule):
         default_c, default_h, _ = self.default_shape
         for name, value, fixed in (("image_size", image_size, default_h), ("channels", channels, default_c)):
             if value is not None and value != fixed:
-                raise OptionError(
-                    name,
-                    f"{value} is not available for {self.name} (fixed at {fixed}); drop it, or use the "
-                    "folder dataset to load images at another size or channel count",
-                )
+                fix = "drop it, or use the folder dataset"
+                raise OptionError(name, f"{value}: {self.name} has {fixed}; {fix}")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

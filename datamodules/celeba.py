@@ -3,12 +3,12 @@ frames them (andersbll/autoencoding_beyond_pixels, dataset/celeba.py), decoded o
 
 The cache is keyed by the SHA-256 of the partition file's and every listed JPEG's bytes, with the decoding.
 A small file beside it vouches for that content under the files' sizes, modification and change times (as
-git's index does), so that 200k files are not read at every start; a file rewritten with its old size and
-time restored (`cp -p`) still has a new change time. Inodes and devices are left out: a network file
-system's device number differs from node to node."""
+git's index does, without inodes and devices, which differ between a network file system's nodes), so that
+200k files are not read at every start; a file rewritten with its old size and time still has a new ctime."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
@@ -18,7 +18,7 @@ import numpy as np
 import PIL
 import torch
 
-from lightning_genae.cache import write_atomically
+from lightning_genae.cache import write_atomically, write_file_atomically
 from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule
 from lightning_genae.datamodules.imagefiles import read_images
 from lightning_genae.errors import DataError, describe_error
@@ -95,11 +95,8 @@ class CelebADataModule(ImageDataModule):
     def _sources(self) -> list[Path]:
         """The files the cache is decoded from, in order: the partition file, then every listed JPEG."""
         names = read_partition(self.celeba_dir / PARTITION_FILE)
-        images = self.celeba_dir / IMAGE_FOLDER
-        return [
-            self.celeba_dir / PARTITION_FILE,
-            *(images / name for split in SPLITS for name in names[split]),
-        ]
+        images = [self.celeba_dir / IMAGE_FOLDER / name for split in SPLITS for name in names[split]]
+        return [self.celeba_dir / PARTITION_FILE, *images]
 
     def _open_cache(self, read: str) -> dict[str, np.ndarray]:
         """`read` = "key" (the sources' SHA-256 only, without loading the images) or "splits"."""
@@ -110,10 +107,8 @@ class CelebADataModule(ImageDataModule):
                 return {split: cache[split] for split in SPLITS}
         # A damaged archive (or an .npy in its place) fails in many ways; all mean the same.
         except Exception as exc:  # noqa: BLE001
-            raise DataError(
-                f"{self.cache_path} is corrupt ({describe_error(exc)}): "
-                "delete it, it is rebuilt from the JPEGs"
-            ) from exc
+            fix = "delete it, it is rebuilt from the JPEGs"
+            raise DataError(f"{self.cache_path} is corrupt ({describe_error(exc)}): {fix}") from exc
 
     def _cache_is_current(self) -> bool:
         """Whether the cache was decoded from the files the folder holds now, by content (vouched for while
@@ -150,12 +145,9 @@ class CelebADataModule(ImageDataModule):
 
     def _vouch(self, stats: str, content: str) -> None:
         record = json.dumps({"stats": stats, SOURCES_KEY: content})
-        try:
-            write_atomically(
-                self.celeba_dir / SOURCES_FILE, lambda temporary: Path(temporary).write_text(record)
-            )
-        except OSError:
-            pass  # a read-only folder: the content is hashed again next run, nothing is wrong
+        # In a read-only folder the content is hashed again next run; nothing is wrong.
+        with contextlib.suppress(OSError):
+            write_file_atomically(self.celeba_dir / SOURCES_FILE, record)
 
     def _build_cache(self) -> dict[str, np.ndarray]:
         """Decode every listed JPEG and write the cache atomically."""

@@ -124,11 +124,7 @@ class CIFAR10DataModule(ImageDataModule):
         if missing := self._missing():
             raise self._not_found(f"({', '.join(missing)} missing; call prepare_data() to download them)")
         parts = [read_cifar_batch(self.batches_dir / name) for name in TRAIN_BATCHES]
-        train_images = torch.cat([images for images, _ in parts])
-        train_labels = torch.cat([labels for _, labels in parts])
-        train, val = carve_validation(train_labels)
-        return {
-            "train": (train_images[train], train_labels[train]),
-            "val": (train_images[val], train_labels[val]),
-            "test": read_cifar_batch(self.batches_dir / TEST_BATCH),
-        }
+        train = carve_validation(
+            torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
+        )
+        return {**train, "test": read_cifar_batch(self.batches_dir / TEST_BATCH)}

@@ -30,7 +30,6 @@ from lightning_genae.progress import say
 
 DEFAULT_SEQ_LEN = 24
 DEFAULT_STRIDE = 1
-SPLIT_FRACTIONS = (("train", 0.7), ("val", 0.1), ("test", 0.2))
 TIME_COLUMN_NAMES = frozenset({"date", "time", "datetime", "timestamp", "ds"})
 # A column is taken for a time index or a constant over this many values or more; fewer may be a coincidence.
 COUNTER_MIN_ROWS = 10
@@ -130,13 +129,10 @@ def _refuse_gaps(path: Path, values: pd.DataFrame, gaps: str | None) -> None:
 
 
 def time_split_bounds(length: int) -> list[tuple[str, int, int]]:
-    """(split, first row, end row) of one recording of `length` rows: its parts in time order."""
-    bounds, start = [], 0
-    for index, (split, fraction) in enumerate(SPLIT_FRACTIONS):
-        end = length if index == len(SPLIT_FRACTIONS) - 1 else start + round(fraction * length)
-        bounds.append((split, start, end))
-        start = end
-    return bounds
+    """(split, first row, end row) of one recording of `length` rows: 70/10/20% in time order."""
+    train = round(0.7 * length)
+    val = train + round(0.1 * length)
+    return [("train", 0, train), ("val", train, val), ("test", val, length)]
 
 
 @dataclass(frozen=True)

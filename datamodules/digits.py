@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_genae.datamodules.base import Batch, ImageDataModule
-from lightning_genae.datamodules.splits import fixed_split
+from lightning_genae.datamodules.splits import split_items
 
 
 def digits_tensors() -> Batch:
@@ -29,9 +29,4 @@ class DigitsDataModule(ImageDataModule):
     classes = 10
 
     def _load_splits(self) -> dict[str, Batch]:
-        images, labels = digits_tensors()
-        num_test, num_val = round(0.2 * len(labels)), round(0.1 * len(labels))
-        train, val, test = fixed_split(labels, num_val, num_test)
-        return {
-            name: (images[idx], labels[idx]) for name, idx in (("train", train), ("val", val), ("test", test))
-        }
+        return split_items(*digits_tensors())

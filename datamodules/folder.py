@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from lightning_genae.datamodules.base import Batch, ImageDataModule
 from lightning_genae.datamodules.imagefiles import FOLDER_DEFAULT_SHAPE, IMAGE_EXTENSIONS, read_images
-from lightning_genae.datamodules.splits import fixed_split
+from lightning_genae.datamodules.splits import split_items
 from lightning_genae.errors import DataError, OptionError, agree
 
 VAL_FRACTION = 0.05
@@ -86,10 +87,10 @@ class ImageFolderDataModule(ImageDataModule):
 
     @property
     def num_classes(self) -> int | None:
-        return len(self._scan().classes) or None
+        return len(self.scan.classes) or None
 
     def labelling_advice(self) -> str:
-        scan = self._scan()
+        scan = self.scan
         root = Path(self.data_dir)
         parts = [path.relative_to(root).parts for path in scan.paths]
         tops = {part[0] for part in parts}
@@ -107,7 +108,7 @@ class ImageFolderDataModule(ImageDataModule):
         )
 
     def summary(self) -> str:
-        scan = self._scan()
+        scan = self.scan
         classes = scan.classes
         if scan.loose:
             return (
@@ -120,13 +121,13 @@ class ImageFolderDataModule(ImageDataModule):
         shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
         return f"{super().summary()}, {len(classes)} classes from subfolders ({shown})"
 
-    def _scan(self) -> FolderScan:
-        if getattr(self, "_folder_scan", None) is None:
-            self._folder_scan = scan_folder(self.data_dir)
-        return self._folder_scan
+    @functools.cached_property
+    def scan(self) -> FolderScan:
+        """The folder's images and labels, found once."""
+        return scan_folder(self.data_dir)
 
     def _load_splits(self) -> dict[str, Batch]:
-        scan = self._scan()
+        scan = self.scan
         total = len(scan.paths)
         if total < 3:
             raise DataError(
@@ -135,9 +136,4 @@ class ImageFolderDataModule(ImageDataModule):
             )
         channels, size, _ = self.image_shape
         images = read_images(scan.paths, size, channels)
-        num_val, num_test = max(1, round(VAL_FRACTION * total)), max(1, round(TEST_FRACTION * total))
-        train, val, test = fixed_split(scan.labels, num_val, num_test)
-        return {
-            name: (images[idx], scan.labels[idx])
-            for name, idx in (("train", train), ("val", val), ("test", test))
-        }
+        return split_items(images, scan.labels, VAL_FRACTION, TEST_FRACTION)

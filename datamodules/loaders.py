@@ -83,13 +83,9 @@ class EpochPosition:
     def _start_pass(self, batches: int) -> tuple[int, int]:
         """(epoch, batches already done) of the pass about to start: the next epoch after a finished one, or
         the rest of one left part-way."""
-        position = self._position
-        if position is None:
-            epoch, done = 0, 0
-        elif position[1] >= batches:
-            epoch, done = position[0] + 1, 0
-        else:
-            epoch, done = position
+        epoch, done = self._position or (0, 0)
+        if done >= batches > 0:
+            epoch, done = epoch + 1, 0
         self._position = (epoch, done)
         return epoch, done
 

@@ -25,10 +25,7 @@ IDX_FILES = {
 
 def find_idx_file(raw_dir: Path, name: str) -> Path | None:
     """`raw_dir/name`, else `raw_dir/name.gz`, else None."""
-    for candidate in (raw_dir / name, raw_dir / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((path for path in (raw_dir / name, raw_dir / f"{name}.gz") if path.is_file()), None)
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -100,13 +97,7 @@ class MNISTDataModule(ImageDataModule):
                     f"{image_path} and {label_path} hold {len(images)} images, {len(labels)} labels"
                 )
             official[split] = (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long())
-        train_images, train_labels = official["train"]
-        train, val = carve_validation(train_labels)
-        return {
-            "train": (train_images[train], train_labels[train]),
-            "val": (train_images[val], train_labels[val]),
-            "test": official["test"],
-        }
+        return {**carve_validation(*official["train"]), "test": official["test"]}
 
 
 class FashionMNISTDataModule(MNISTDataModule):

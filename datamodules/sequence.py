@@ -1,15 +1,12 @@
-"""In-memory sequence datamodule: batches of float32 series [B, T, C] and int64 labels [B] (-1: none),
-normalised per channel by a `Normaliser` fitted on the training split alone and saved with the run (in
-the checkpoint and as `normaliser.json`), so generated series can be put back into the data's own units.
-Where a dataset declares its values bounded, the normaliser also records the training split's per-channel
-range, and a sequence model holds its outputs inside it.
-"""
+"""In-memory sequence datamodule: float32 series [B, T, C] and int64 labels [B] (-1: none), normalised per
+channel by a `Normaliser` fitted on the training split alone and saved with the run (in the checkpoint and as
+`normaliser.json`), so generated series can be put back into the data's own units."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,11 +36,8 @@ def detached_float(series: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Normaliser:
-    """Per-channel affine map: `normalise(x) = (x - mean) / std`, over the last (channel) dimension.
-
-    `low` and `high`: the training split's per-channel minimum and maximum (data units) where the dataset's
-    values are bounded, the range its generated series are held in; None where they are not.
-    """
+    """Per-channel `normalise(x) = (x - mean) / std` over the last dimension; `low` and `high`: the training
+    split's per-channel range (data units) a bounded dataset's generated series are held in, else None."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -91,10 +85,7 @@ class Normaliser:
         return series * std + mean
 
     def to_dict(self) -> dict[str, list[float]]:
-        values = {"mean": list(self.mean), "std": list(self.std)}
-        if self.low is not None and self.high is not None:
-            values.update(low=list(self.low), high=list(self.high))
-        return values
+        return {key: list(values) for key, values in asdict(self).items() if values is not None}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Normaliser:

@@ -11,7 +11,7 @@ import torch
 
 from lightning_genae.datamodules.base import Batch
 from lightning_genae.datamodules.sequence import SequenceDataModule
-from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, fixed_split, seeded_uniform
+from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_uniform, split_items
 
 NUM_SERIES = 3000
 DEFAULT_SEQ_LEN = 24
@@ -54,9 +54,4 @@ class SinesDataModule(SequenceDataModule):
 
     def _load_series(self) -> dict[str, Batch]:
         seq_len, channels = self.data_shape
-        series = sine_series(NUM_SERIES, seq_len, channels)
-        labels = torch.full((NUM_SERIES,), -1, dtype=torch.long)
-        train, val, test = fixed_split(labels, round(0.1 * NUM_SERIES), round(0.2 * NUM_SERIES))
-        return {
-            name: (series[idx], labels[idx]) for name, idx in (("train", train), ("val", val), ("test", test))
-        }
+        return split_items(sine_series(NUM_SERIES, seq_len, channels))

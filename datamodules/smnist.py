@@ -1,8 +1,5 @@
-"""Sequential MNIST: each digit read row by row, 28 steps of 28 pixel features, from MNIST's IDX files.
-
-The same files, reader and fixed split as `mnist` (its 5,000-image validation carve-out and the official
-test set), so a sequence model and an image model of MNIST see the same digits in the same splits.
-"""
+"""Sequential MNIST: each digit read row by row, 28 steps of 28 pixel features, with the files, reader and
+fixed splits of `mnist`, so a sequence model and an image model of MNIST see the same digits in each split."""
 
 from __future__ import annotations
 

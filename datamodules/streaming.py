@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 from litdata.streaming.writer import BinaryWriter
 from litdata.utilities.env import _DistributedEnv
 
+from lightning_genae.cache import write_file_atomically
 from lightning_genae.datamodules import PREPARED_MANIFEST as MANIFEST
 from lightning_genae.datamodules.base import SPLITS, Batch, ImageDataModule, InMemoryDataModule, _split_sha256
 from lightning_genae.errors import DataError
@@ -71,9 +71,7 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
         "shape": list(datamodule.data_shape),
         "splits": splits,
     }
-    partial = output / f"{MANIFEST}.partial"
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(partial, output / MANIFEST)
+    write_file_atomically(output / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -116,8 +114,10 @@ class StreamedSplits(ImageDataModule):
         `train_size` subset when one is asked for."""
         self._load_once()
         if split not in self._splits:
-            images, labels = read_split(self.data_dir / split, self.manifest["splits"][split]["items"])
-            if _split_sha256(images, labels) != self.manifest["splits"][split]["sha256"]:
+            # Read whole by index, in its stored order: the same items in every process.
+            stored, recorded = StreamingDataset(str(self.data_dir / split)), self.manifest["splits"][split]
+            images, labels = stack_items([stored[index] for index in range(recorded["items"])])
+            if _split_sha256(images, labels) != recorded["sha256"]:
                 raise DataError(
                     f"{self.data_dir / split} is not the data its manifest records; prepare the folder again"
                 )
@@ -176,13 +176,6 @@ class EpochStream(StreamingDataLoader):
             if self._num_samples_yielded_streaming >= len(self) * self.batch_size:
                 self.restore = False  # the pass is whole: the next one starts the next epoch
             yield batch
-
-
-def read_split(folder: Path, items: int) -> Batch:
-    """A prepared split read whole, in its stored order: the same items in every process."""
-    dataset = StreamingDataset(str(folder))
-    read = [dataset[index] for index in range(items)]
-    return stack_items(read)
 
 
 @functools.cache

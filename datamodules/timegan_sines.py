@@ -1,10 +1,7 @@
 """TimeGAN's Sines benchmark (Yoon et al., "Time-series Generative Adversarial Networks", NeurIPS 2019,
-Table 2), generated as its reference code does (jsyoon0823/TimeGAN, data_loading.py `sine_data_generation`).
-
-10,000 series of 24 steps and 5 channels: x_t = (sin(f t + p) + 1) / 2 with f, p ~ U(0, 0.1) per series and
-channel (the reference's whole scaling for Sines; its MinMax scaler is for the real-world datasets only),
-drawn by `seeded_uniform`, so the set is the same on every machine. TimeGAN's scores use these [0, 1] units.
-"""
+Table 2), generated as its reference code does (jsyoon0823/TimeGAN, data_loading.py `sine_data_generation`):
+its whole scaling for Sines is the [0, 1] of (sin + 1) / 2, drawn here by `seeded_uniform`, the same on every
+machine."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ import torch
 
 from lightning_genae.datamodules.base import Batch
 from lightning_genae.datamodules.sequence import SequenceDataModule
-from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, fixed_split, seeded_uniform
+from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_uniform, split_items
 
 NUM_SERIES = 10_000
 SEQ_LEN = 24
@@ -48,9 +45,4 @@ class TimeGANSinesDataModule(SequenceDataModule):
         return (SEQ_LEN, CHANNELS)
 
     def _load_series(self) -> dict[str, Batch]:
-        series = timegan_sine_series()
-        labels = torch.full((NUM_SERIES,), -1, dtype=torch.long)
-        train, val, test = fixed_split(labels, round(0.1 * NUM_SERIES), round(0.2 * NUM_SERIES))
-        return {
-            name: (series[idx], labels[idx]) for name, idx in (("train", train), ("val", val), ("test", test))
-        }
+        return split_items(timegan_sine_series())

@@ -21,12 +21,11 @@ from lightning_genae.callbacks import (
     SampleGrid,
     SaveNormaliser,
     SeededEvaluation,
-    SeriesAugmentationPreview,
     SeriesReconstructions,
     SeriesSamples,
 )
 from lightning_genae.callbacks.applicability import applicable
-from lightning_genae.callbacks.checkpoints import PeriodicLastCheckpoint, StoreRunConfig, best_checkpoint
+from lightning_genae.callbacks.checkpoints import BestCheckpoint, PeriodicLastCheckpoint, StoreRunConfig
 from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
@@ -115,7 +114,6 @@ def run_callbacks(
     ]
     if discriminator_side is not None:
         callbacks.append(AugmentationPreview(seed=seed, discriminator_side=discriminator_side))
-        callbacks.append(SeriesAugmentationPreview(seed=seed))
     if settings.fast_dev_run:
         # A set-up check: its weights are worthless and must not look like a run to resume.
         return callbacks
@@ -133,7 +131,7 @@ def run_callbacks(
             enable_version_counter=False,
         ),
         # Ctrl-C, SIGTERM and SLURM's warning signal save last.ckpt at an iteration boundary and stop.
-        StopOnSignal(last_checkpoint(run_dir), run_dir, continue_with),
+        StopOnSignal(last_checkpoint(run_dir), continue_with),
     ]
 
 
@@ -148,7 +146,7 @@ def metric_callbacks(
     series_callback = sequence_metrics(model, datamodule, settings)
     chosen = None
     if model.monitor is not None and not settings.fast_dev_run:
-        chosen = best_checkpoint(model, run_dir)
+        chosen = BestCheckpoint(run_dir / CHECKPOINT_DIR, model.monitor)
     return metrics_callback, series_callback, chosen
 
 

@@ -185,7 +185,7 @@ def test_a_resumed_runs_best_ckpt_that_records_nothing_is_replaced_not_kept_besi
 
 
 def _resumed_best_checkpoint(folder: Path, stale_record: dict) -> BestCheckpoint:
-    callback = BestCheckpoint(folder, "val/loss", "min")
+    callback = BestCheckpoint(folder, "val/loss")
     callback.load_state_dict(stale_record)
     trainer = SimpleNamespace(
         ckpt_path="last.ckpt", is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda o: o)

@@ -213,11 +213,14 @@ def test_a_signal_noted_in_training_saves_nothing_in_a_later_validation(tmp_path
 
     from lightning_genae.callbacks.stopping import StopOnSignal
 
-    callback = StopOnSignal(tmp_path / "last.ckpt", tmp_path, "run it again")
+    callback = StopOnSignal(tmp_path / "last.ckpt", "run it again")
     callback.received = signal.SIGTERM
     saved = []
     state = SimpleNamespace(fn=TrainerFn.VALIDATING)
-    trainer = SimpleNamespace(sanity_checking=False, state=state, world_size=1, save_checkpoint=saved.append)
+    one_process = SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision)
+    trainer = SimpleNamespace(
+        sanity_checking=False, state=state, strategy=one_process, save_checkpoint=saved.append
+    )
     callback.on_validation_end(trainer, None)
     assert saved == [] and not callback._stop_due
     state.fn = TrainerFn.FITTING

@@ -483,7 +483,7 @@ def test_a_second_ctrl_c_exits_at_once_without_saving(tmp_path, saved_before):
 import os, signal, time
 from types import SimpleNamespace
 from lightning_genae.callbacks.stopping import StopOnSignal
-callback = StopOnSignal({str(tmp_path / "last.ckpt")!r}, {str(tmp_path)!r}, "run it again")
+callback = StopOnSignal({str(tmp_path / "last.ckpt")!r}, "run it again")
 callback.on_train_start(SimpleNamespace(strategy=SimpleNamespace(launcher=None)), None)
 os.kill(os.getpid(), signal.SIGINT)
 time.sleep(0.5)

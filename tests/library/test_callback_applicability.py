@@ -27,7 +27,6 @@ MODEL_SPECIFIC = {
     "RepresentationMetrics",
     "DiscriminatorOverfitting",
     "AugmentationPreview",
-    "SeriesAugmentationPreview",
 }
 TINY_RAE = "--model rae --data sines --rnn-hidden 8 --latent-dim 4 --batch-size 32".split()
 TINY_RAE += "--eval-every 3 --image-every 3 --ckpt-every 3 --eval-samples 64".split()
@@ -110,7 +109,7 @@ def test_a_run_keeps_exactly_the_callbacks_its_model_and_data_can_use(family, ru
 @pytest.mark.parametrize("family", COMPARED)
 def test_leaving_them_out_changes_nothing_the_run_writes(family, runs):
     (filtered, _), (everything, names) = runs[family]["filtered"], runs[family]["all"]
-    assert MODEL_SPECIFIC - {"AugmentationPreview", "SeriesAugmentationPreview"} <= names
+    assert MODEL_SPECIFIC - {"AugmentationPreview"} <= names
     assert written(filtered) == written(everything)
 
 

@@ -55,7 +55,7 @@ def test_only_consecutive_stateless_callbacks_of_the_project_are_grouped_and_the
     listed = [
         *guard_like,
         state,
-        StopOnSignal(Path("last.ckpt"), Path("."), "run it again"),
+        StopOnSignal(Path("last.ckpt"), "run it again"),
         bar,
         checkpoint,
         foreign,

@@ -976,10 +976,10 @@ def test_class_folders_linked_into_the_image_folder_are_read_and_a_link_up_the_t
         write_image(folder / "c" / f"{index}.png", (0, 0, 255))
     (folder / "c" / "loop").symlink_to(folder, target_is_directory=True)  # a link back up the tree
     datamodule = ImageFolderDataModule(folder, image_size=16)
-    assert datamodule.num_classes == 3 and len(datamodule._scan().paths) == 12
+    assert datamodule.num_classes == 3 and len(datamodule.scan.paths) == 12
     # A link to a folder inside the image folder is not followed: its images keep their own class.
     (folder / "a" / "c_again").symlink_to(folder / "c", target_is_directory=True)
-    scan = ImageFolderDataModule(folder, image_size=16)._scan()
+    scan = ImageFolderDataModule(folder, image_size=16).scan
     assert len(scan.paths) == 12 and scan.labels.tolist().count(2) == 4
     # Two classes linked to one folder outside are both read.
     twice = tmp_path / "twice"

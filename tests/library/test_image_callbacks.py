@@ -29,7 +29,7 @@ def test_interpolations_pair_validation_images_whatever_their_number(count, rows
     trainer = SimpleNamespace(
         default_root_dir=str(tmp_path), loggers=[], datamodule=FewValidationImages(count)
     )
-    grid = InterpolationGrid(num_rows=3, num_steps=4)
+    grid = InterpolationGrid(count=3)
     with torch.no_grad():
         grid.draw(trainer, module, step=7)
     pictures = list(tmp_path.glob("images/interpolations_step*.png"))
@@ -39,7 +39,7 @@ def test_interpolations_pair_validation_images_whatever_their_number(count, rows
         return
     (picture,) = pictures
     # A grid of `rows` rows of 8-pixel images with torchvision's 2-pixel padding around each.
-    assert Image.open(picture).size == (4 * 10 + 2, rows * 10 + 2)
+    assert Image.open(picture).size == (grid.steps * 10 + 2, rows * 10 + 2)
 
 
 def test_a_picture_makes_a_folder_no_run_watches_and_refuses_to_make_a_watched_one_again(tmp_path):
@@ -50,7 +50,7 @@ def test_a_picture_makes_a_folder_no_run_watches_and_refuses_to_make_a_watched_o
     folder = tmp_path / "new" / "run"
     trainer = SimpleNamespace(default_root_dir=str(folder), loggers=[], datamodule=FewValidationImages(6))
     with torch.no_grad():
-        InterpolationGrid(num_rows=3, num_steps=4).draw(trainer, module, step=7)
+        InterpolationGrid(count=3).draw(trainer, module, step=7)
     assert len(list(folder.glob("images/interpolations_step*.png"))) == 1
     # A training's run folder, moved away while it trains, is not made again by its next picture.
     gone = tmp_path / "watched"
@@ -58,7 +58,7 @@ def test_a_picture_makes_a_folder_no_run_watches_and_refuses_to_make_a_watched_o
     WATCHED_RUN_FOLDERS[gone.resolve()] = "--resume last"
     try:
         with torch.no_grad(), pytest.raises(RunFolderGone, match="is gone"):
-            InterpolationGrid(num_rows=3, num_steps=4).draw(trainer, module, step=8)
+            InterpolationGrid(count=3).draw(trainer, module, step=8)
     finally:
         WATCHED_RUN_FOLDERS.pop(gone.resolve())
     assert not gone.exists()
