@@ -158,15 +158,15 @@ class AugmentationPreview(ModelSpecificCallback):
         if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
             return
         data_side, discriminator_side = self._sides(pl_module, datamodule)
-        images, labels = datamodule.split_tensors("train")
-        pick = torch.randperm(len(images), generator=generator(self.seed, "augmentation preview images"))
-        pick = pick[: self.num_images]
-        originals = to_model_range(images[pick].to(pl_module.device))
+        size = datamodule.split_size("train")
+        pick = torch.randperm(size, generator=generator(self.seed, "augmentation preview images"))
+        images, labels = datamodule.split_items("train", pick[: self.num_images])
+        originals = to_model_range(images.to(pl_module.device))
         versions = [originals]
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int_seed(self.seed, "augmentation preview draws"))
             if data_side is not None:
-                versions.append(data_side(originals, labels[pick].to(pl_module.device)))
+                versions.append(data_side(originals, labels.to(pl_module.device)))
             if discriminator_side is not None:
                 versions.append(discriminator_side(originals))
         log_image_grid(trainer, "augmentation", _interleaved(versions), pl_module.iteration, nrow=8)
