@@ -160,7 +160,7 @@ class AugmentationPreview(ModelSpecificCallback):
         data_side, discriminator_side = self._sides(pl_module, datamodule)
         size = datamodule.split_size("train")
         pick = torch.randperm(size, generator=generator(self.seed, "augmentation preview images"))
-        images, labels = datamodule.split_items("train", pick[: self.num_images])
+        images, labels = datamodule.items_at("train", pick[: self.num_images])
         originals = to_model_range(images.to(pl_module.device))
         versions = [originals]
         with torch.no_grad(), torch.random.fork_rng(devices=[]):

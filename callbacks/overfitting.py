@@ -45,7 +45,7 @@ class DiscriminatorOverfitting(ModelSpecificCallback):
             for split, size in sizes.items():
                 # The run seed's "overfitting batch" stream at each split.
                 seed = int_seed(self.seed, "overfitting batch", SPLITS.index(split))
-                self._batches[split] = datamodule.split_items(split, seeded_subset(size, n, seed))[0]
+                self._batches[split] = datamodule.items_at(split, seeded_subset(size, n, seed))[0]
         return self._batches
 
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:

@@ -221,7 +221,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         """The number of items of `split` (of "train", its `train_size` subset)."""
         return len(self.split_tensors(split)[0])
 
-    def split_items(self, split: str, indices: Tensor) -> Batch:
+    def items_at(self, split: str, indices: Tensor) -> Batch:
         """The stored items and labels of `split` at `indices`: a few items without holding the whole split
         where it is streamed."""
         images, labels = self.split_tensors(split)

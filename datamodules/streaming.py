@@ -132,11 +132,11 @@ class StreamedSplits(ImageDataModule):
             return self.train_size
         return self.manifest["splits"][split]["items"]
 
-    def split_items(self, split: str, indices: Tensor) -> Batch:
+    def items_at(self, split: str, indices: Tensor) -> Batch:
         """Of the streamed train split, the items at `indices` read from its chunks; of the others, from the
         split held in memory."""
         if split != "train" or self.train_size is not None or "train" in (self._splits or {}):
-            return super().split_items(split, indices)
+            return super().items_at(split, indices)
         dataset = StreamingDataset(str(self.data_dir / "train"))
         return stack_items([dataset[index] for index in indices.tolist()])
 

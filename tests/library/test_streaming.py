@@ -59,7 +59,7 @@ def test_a_few_training_items_are_read_from_the_stream_without_holding_the_split
     streamed = build_datamodule("digits", data_dir=str(prepared))
     indices = torch.tensor([1257, 0, 600, 0])
     for stream, memory in zip(
-        streamed.split_items("train", indices), in_memory.split_items("train", indices), strict=True
+        streamed.items_at("train", indices), in_memory.items_at("train", indices), strict=True
     ):
         assert torch.equal(stream, memory)
     assert streamed.split_size("train") == 1258
