@@ -141,15 +141,16 @@ class AugmentationPreview(ModelSpecificCallback):
         if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
             return
         data_side, discriminator_side = self._sides(pl_module, datamodule)
-        items, labels = datamodule.split_tensors("train")
-        pick = torch.randperm(len(items), generator=generator(self.seed, "augmentation preview images"))
+        size = datamodule.split_size("train")
+        pick = torch.randperm(size, generator=generator(self.seed, "augmentation preview images"))
         pick = pick[: self.shown[datamodule.data_kind]]
-        originals = datamodule.to_model_range(items[pick].to(pl_module.device))
+        items, labels = datamodule.items_at("train", pick)
+        originals = datamodule.to_model_range(items.to(pl_module.device))
         versions = [originals]
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int_seed(self.seed, "augmentation preview draws"))
             if data_side is not None:
-                versions.append(data_side(originals, labels[pick].to(pl_module.device)))
+                versions.append(data_side(originals, labels.to(pl_module.device)))
             if discriminator_side is not None:
                 versions.append(discriminator_side(originals))
         step = pl_module.iteration

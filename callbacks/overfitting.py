@@ -39,13 +39,13 @@ class DiscriminatorOverfitting(ModelSpecificCallback):
     def fixed_batches(self, datamodule: pl.LightningDataModule) -> dict[str, Tensor]:
         """The stored images scored at every validation: the same ones throughout the run and on resume."""
         if self._batches is None:
-            splits = {split: datamodule.split_tensors(split)[0] for split in SCORED_SPLITS}
-            n = min(self.batch_size, *(len(images) for images in splits.values()))
+            sizes = {split: datamodule.split_size(split) for split in SCORED_SPLITS}
+            n = min(self.batch_size, *sizes.values())
             self._batches = {}
-            for split, images in splits.items():
+            for split, size in sizes.items():
                 # The run seed's "overfitting batch" stream at each split.
                 seed = int_seed(self.seed, "overfitting batch", SPLITS.index(split))
-                self._batches[split] = images[seeded_subset(len(images), n, seed)]
+                self._batches[split] = datamodule.items_at(split, seeded_subset(size, n, seed))[0]
         return self._batches
 
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:

@@ -208,6 +208,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         """The number of items of `split` (of "train", its `train_size` subset)."""
         return len(self.split_tensors(split)[0])
 
+    def items_at(self, split: str, indices: Tensor) -> Batch:
+        """The stored items and labels of `split` at `indices`: a few items without holding the whole split
+        where it is streamed."""
+        images, labels = self.split_tensors(split)
+        return images[indices], labels[indices]
+
     # ----- what the data is, by content: cache keys and checkpoints -----
 
     def feed_content(self, digest: _Hash, splits: Sequence[str]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from litdata import StreamingDataLoader, StreamingDataset
 from litdata.streaming.writer import BinaryWriter
 from litdata.utilities.env import _DistributedEnv
@@ -130,6 +131,14 @@ class StreamedSplits(ImageDataModule):
         if split == "train" and self.train_size is not None:
             return self.train_size
         return self.manifest["splits"][split]["items"]
+
+    def items_at(self, split: str, indices: Tensor) -> Batch:
+        """Of the streamed train split, the items at `indices` read from its chunks; of the others, from the
+        split held in memory."""
+        if split != "train" or self.train_size is not None or "train" in (self._splits or {}):
+            return super().items_at(split, indices)
+        dataset = StreamingDataset(str(self.data_dir / "train"))
+        return stack_items([dataset[index] for index in indices.tolist()])
 
     def content_sha256(self, split: str) -> str:
         if split == "train" and self.train_size is not None:

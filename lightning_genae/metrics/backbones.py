@@ -191,7 +191,7 @@ CHANCE_MARGIN = 0.05
 def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) -> ClassifierBackbone:
     full = classifier_lib.full_training_data(datamodule)
     seed = classifier_lib.DEFAULT_SEED
-    num_train = len(full.split_tensors("train")[0])
+    num_train = full.split_size("train")
     epochs = classifier_lib.default_epochs(num_train)
     fingerprint = classifier_lib.training_fingerprint(full, seed=seed, epochs=epochs)
     shape = "x".join(str(d) for d in full.image_shape)

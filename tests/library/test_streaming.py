@@ -54,6 +54,18 @@ def test_a_streamed_dataset_holds_the_in_memory_splits_for_the_same_seed(prepare
     assert streamed.state_dict() == in_memory.state_dict(), "a checkpoint names the same data"
 
 
+def test_a_few_training_items_are_read_from_the_stream_without_holding_the_split(prepared):
+    in_memory = build_datamodule("digits")
+    streamed = build_datamodule("digits", data_dir=str(prepared))
+    indices = torch.tensor([1257, 0, 600, 0])
+    for stream, memory in zip(
+        streamed.items_at("train", indices), in_memory.items_at("train", indices), strict=True
+    ):
+        assert torch.equal(stream, memory)
+    assert streamed.split_size("train") == 1258
+    assert "train" not in (streamed._splits or {}), "the whole train split was read into memory"
+
+
 def test_one_streamed_epoch_is_every_training_image_once_in_full_batches(prepared):
     streamed = build_datamodule("digits", data_dir=str(prepared), batch_size=34)
     batches = list(streamed.train_dataloader())
