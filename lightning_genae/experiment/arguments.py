@@ -17,7 +17,7 @@ import yaml
 from jsonargparse import ActionYesNo
 
 from lightning_genae import __version__
-from lightning_genae.augmentation import augmentation_choices, augmentation_options
+from lightning_genae.augmentation import AUGMENTATIONS, augmentation_choices, augmentation_options
 from lightning_genae.datamodules import DATASETS, dataset_options
 from lightning_genae.errors import PLUGIN_HINT, ConfigError
 from lightning_genae.experiment.ablation.tuning import candidate_separators, candidate_texts
@@ -197,8 +197,17 @@ def _family_help(name: str) -> tuple[Any, str]:
 
 
 def build_parser() -> CommandLineParser:
+    """The parser of run.py's flags, built once per program name and set of registered families, datasets
+    and augmentations (a plug-in's registration makes a new one): adding its hundred typed flags takes longer
+    than most commands' own work, and parsing leaves the parser as it was."""
+    registered = tuple(tuple(registry.items()) for registry in (MODELS, DATASETS, AUGMENTATIONS))
+    return _parser_for(program_name(), registered)
+
+
+@functools.lru_cache(maxsize=4)
+def _parser_for(program: str, registered: tuple[Any, ...]) -> CommandLineParser:
     parser = CommandLineParser(
-        prog=program_name(),
+        prog=program,
         description="Train autoencoder-based generative models with PyTorch Lightning.",
         epilog=_choices_epilog(),
     )
