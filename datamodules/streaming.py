@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from litdata import StreamingDataLoader, StreamingDataset
 from litdata.streaming.writer import BinaryWriter
 from litdata.utilities.env import _DistributedEnv
+from torch import Tensor
 
 from lightning_genae.cache import write_file_atomically
 from lightning_genae.datamodules import PREPARED_MANIFEST as MANIFEST

@@ -201,8 +201,17 @@ def _family_help(name: str) -> tuple[Any, str]:
 
 
 def build_parser() -> CommandLineParser:
+    """The parser of run.py's flags, built once per program name and set of registered families, datasets
+    and augmentations (a plug-in's registration makes a new one): adding its hundred typed flags takes longer
+    than most commands' own work, and parsing leaves the parser as it was."""
+    registered = tuple(tuple(registry.items()) for registry in (MODELS, DATASETS, AUGMENTATIONS))
+    return _parser_for(program_name(), registered)
+
+
+@functools.lru_cache(maxsize=4)
+def _parser_for(program: str, registered: tuple[Any, ...]) -> CommandLineParser:
     parser = CommandLineParser(
-        prog=program_name(),
+        prog=program,
         description="Train autoencoder-based generative models with PyTorch Lightning.",
         epilog=_choices_epilog(),
     )
