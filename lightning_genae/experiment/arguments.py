@@ -307,16 +307,14 @@ def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
     or mappings is refused before it is read (YAML's aliases can nest a few bytes into gigabytes)."""
     try:
         raw = yaml.safe_load(Path(path).read_bytes())  # safe: no Python objects
+        problem = None if raw is None or isinstance(raw, dict) else "expected a mapping of option: value"
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(
-            f"--config {path}: not valid YAML{where}; fix the file or regenerate it with --print-config"
-        ) from None
+        problem = "not valid YAML" + (f" at line {mark.line + 1}" if mark else "")
+    if problem is not None:
+        raise ConfigError(f"--config {path}: {problem}; fix the file or regenerate it with --print-config")
     if raw is None:
         return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of option: value; see --print-config")
     options = {action.dest for action in parser._actions} - set(COMMAND_LINE_ONLY)
     values: dict[str, Any] = {}
     for key, value in raw.items():

@@ -195,6 +195,17 @@ def test_a_config_file_with_a_python_tag_is_refused_without_running_it(tmp_path,
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(("text", "fact"), [("- model: ae\n", "expected a mapping"), ("", None)])
+def test_a_config_file_that_is_no_mapping_is_one_line_and_an_empty_one_sets_nothing(
+    tmp_path, capsys, text, fact
+):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert main(["--config", str(config), "--print-config"]) == (2 if fact else 0)
+    if fact:
+        assert f"--config {config}: {fact}" in one_error_line(capsys)
+
+
 def test_a_celeba_cache_holding_python_objects_is_refused_without_running_them(tmp_path):
     from lightning_genae.datamodules.celeba import CACHE_FILE, CelebADataModule
 
