@@ -203,7 +203,8 @@ def _family_help(name: str) -> tuple[Any, str]:
 def build_parser() -> CommandLineParser:
     """The parser of run.py's flags, built once per program name and set of registered families, datasets
     and augmentations (a plug-in's registration makes a new one): adding its hundred typed flags takes longer
-    than most commands' own work, and parsing leaves the parser as it was."""
+    than most commands' own work. A parse adds nothing a later one reads (jsonargparse adds its hidden
+    --print_shtab at a parser's first parse, as it would to a new parser)."""
     registered = tuple(tuple(registry.items()) for registry in (MODELS, DATASETS, AUGMENTATIONS))
     return _parser_for(program_name(), registered)
 
