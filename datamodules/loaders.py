@@ -84,7 +84,7 @@ class EpochPosition:
         """(epoch, batches already done) of the pass about to start: the next epoch after a finished one, or
         the rest of one left part-way."""
         epoch, done = self._position or (0, 0)
-        if done >= batches > 0:
+        if self._position is not None and done >= batches:
             epoch, done = epoch + 1, 0
         self._position = (epoch, done)
         return epoch, done
