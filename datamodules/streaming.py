@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +116,8 @@ class StreamedSplits(ImageDataModule):
         self._load_once()
         if split not in self._splits:
             # Read whole by index, in its stored order: the same items in every process.
-            stored, recorded = StreamingDataset(str(self.data_dir / split)), self.manifest["splits"][split]
-            images, labels = stack_items([stored[index] for index in range(recorded["items"])])
+            recorded = self.manifest["splits"][split]
+            images, labels = self._read(split, range(recorded["items"]))
             if _split_sha256(images, labels) != recorded["sha256"]:
                 raise DataError(
                     f"{self.data_dir / split} is not the data its manifest records; prepare the folder again"
@@ -137,8 +137,12 @@ class StreamedSplits(ImageDataModule):
         split held in memory."""
         if split != "train" or self.train_size is not None or "train" in (self._splits or {}):
             return super().items_at(split, indices)
-        dataset = StreamingDataset(str(self.data_dir / "train"))
-        return stack_items([dataset[index] for index in indices.tolist()])
+        return self._read(split, indices.tolist())
+
+    def _read(self, split: str, indices: Iterable[int]) -> Batch:
+        """The prepared `split`'s items at `indices`, read from its chunks by index."""
+        stored = StreamingDataset(str(self.data_dir / split))
+        return stack_items([stored[index] for index in indices])
 
     def content_sha256(self, split: str) -> str:
         if split == "train" and self.train_size is not None:
