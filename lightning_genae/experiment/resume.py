@@ -4,7 +4,6 @@ carries on (the learning rate asked for, the augmenter it trained with)."""
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import ClusterJob, current_job
 from lightning_genae.errors import ConfigError, RunFolderRefused
 from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, RunConfig, flag, resume_conflicts
-from lightning_genae.experiment.run_folder import read_summary
+from lightning_genae.experiment.run_folder import read_json_object, read_summary
 from lightning_genae.lightning_internals import configured_optimizers
 from lightning_genae.models import MODELS, GenerativeModule, changeable_on_resume, unread_by_run
 from lightning_genae.models.base import OBJECTIVE_FORM_KEY, SOURCE_KEY
@@ -161,10 +160,10 @@ def say_what_changes(
 
 def _evaluated_step(eval_file: Path) -> tuple[str, int] | None:
     """(checkpoint, iteration) an --evaluate's eval.json scored, or None where there is none to read."""
+    record = read_json_object(eval_file)
     try:
-        record = json.loads(eval_file.read_text(encoding="utf-8"))
         return str(record["checkpoint"]), int(record["global_step"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):  # no record (None), or one without these two
         return None
 
 
