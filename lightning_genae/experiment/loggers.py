@@ -302,7 +302,8 @@ def build_loggers(
             name=run_name,
             group=wandb_group,
             save_dir=str(run_dir),
-            offline=offline,
+            # Given to wandb.init, not as Lightning's `offline`, which sets WANDB_MODE for the whole process.
+            **({"mode": "offline"} if offline else {}),
             # Resuming a run folder continues its W&B run rather than starting a second one.
             id=_stable_wandb_id(run_dir),
             resume="allow",
@@ -310,8 +311,6 @@ def build_loggers(
             settings={"silent": True} if offline else {"quiet": True},
         )
         _drop_retired_anonymous_setting(wandb_logger)
-        # Lightning sets WANDB_MODE=dryrun for an offline run and leaves it; finish_loggers puts it back.
-        wandb_logger.genae_wandb_mode = os.environ.get("WANDB_MODE")
         if offline:
             offline_runs = f"{shlex.quote(str(wandb_dir))}/offline-run-*"
             say(f"wandb: offline ({reason}); upload later with: wandb sync {offline_runs}")
@@ -340,11 +339,6 @@ def finish_loggers(
                     f"wandb: could not finish the W&B run ({describe_error(error)}); the run is complete in "
                     f"its folder, and its W&B files can be uploaded later with: wandb sync {wandb_dir}/*run-*"
                 )
-            if hasattr(logger, "genae_wandb_mode"):
-                if logger.genae_wandb_mode is None:
-                    os.environ.pop("WANDB_MODE", None)
-                else:
-                    os.environ["WANDB_MODE"] = logger.genae_wandb_mode
 
 
 def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:

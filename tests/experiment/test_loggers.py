@@ -191,7 +191,7 @@ def test_wandb_mode_offline_is_respected(monkeypatch):
 
 
 def test_each_run_in_a_process_names_the_users_reason_for_offline(no_wandb_credentials, tmp_path, capsys):
-    # Lightning sets WANDB_MODE=dryrun for an offline run: a grid's next cell must not take it for the user's.
+    # An offline run leaves WANDB_MODE alone: a grid's next cell must not take it for the user's.
     from lightning_genae.experiment.cli import main
 
     args = ["--model", "ae", *SMALL, "--max-steps", "2", "--logger", "wandb"]
@@ -255,7 +255,7 @@ def test_wandb_init_gets_the_same_run_with_quiet_settings(
     # Online keeps W&B's lines with the run's URL; offline our own line replaces W&B's banner.
     assert first["settings"] == ({"quiet": True} if online else {"silent": True})
     assert "anonymous" not in first, "recent wandb warns about any value of this retired setting"
-    assert (os.environ.get("WANDB_MODE") == "dryrun") is not online
+    assert first.get("mode") == (None if online else "offline") and "WANDB_MODE" not in os.environ
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
