@@ -1,7 +1,5 @@
-"""The command line's parser: every RunConfig field and plug-in option as a typed flag (jsonargparse), with
---help generated from their declarations, the grid's and evaluation's own flags, and `--config FILE.yaml`
-read as the same options. Imports no Lightning.
-"""
+"""The command line's parser (jsonargparse): every RunConfig field and plug-in option as a typed flag, the
+grid's and evaluation's own flags, and `--config FILE.yaml` read as the same options. Imports no Lightning."""
 
 from __future__ import annotations
 
@@ -201,10 +199,8 @@ def _family_help(name: str) -> tuple[Any, str]:
 
 
 def build_parser() -> CommandLineParser:
-    """The parser of run.py's flags, built once per program name and set of registered families, datasets
-    and augmentations (a plug-in's registration makes a new one): adding its hundred typed flags takes longer
-    than most commands' own work. A parse adds nothing a later one reads (jsonargparse adds its hidden
-    --print_shtab at a parser's first parse, as it would to a new parser)."""
+    """The parser of run.py's flags, built once per program name and set of registered plug-ins: adding its
+    hundred typed flags takes longer than most commands' own work."""
     registered = tuple(tuple(registry.items()) for registry in (MODELS, DATASETS, AUGMENTATIONS))
     return _parser_for(program_name(), registered)
 

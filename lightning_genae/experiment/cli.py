@@ -1,9 +1,5 @@
-"""`python run.py` / `genae`: the command line, generated from RunConfig.
-
-Precedence: RunConfig defaults < resumed checkpoint's configuration < `--config FILE` < command line.
-Lightning is imported only by what trains, evaluates or reads a checkpoint: `--help`, `--print-config` and
-every configuration error answer without it.
-"""
+"""`python run.py` / `genae`. Precedence: RunConfig defaults < resumed checkpoint < `--config FILE` <
+command line. Lightning is imported only by what trains, evaluates or reads a checkpoint."""
 
 from __future__ import annotations
 
@@ -26,7 +22,7 @@ from lightning_genae.experiment.arguments import (
     config_file_values,
     split_list,
 )
-from lightning_genae.experiment.config import RunConfig, merge
+from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.grid_command import run_grid_command
 from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.program import (
@@ -269,9 +265,11 @@ def _resolve_single_run(
 
         def as_a_fresh_run() -> RunConfig:
             fresh = _without_options_of_what_the_command_line_replaced(file_values, args, say=False)
-            return resolve(merge(fresh, args), named=named_options(args)).config
+            return resolve(RunConfig.from_dict({**fresh, **args}), named=named_options(args)).config
 
-        resume = checkpoint_of_restarted_job(job, merge(file_values, args), as_a_fresh_run)
+        resume = checkpoint_of_restarted_job(
+            job, RunConfig.from_dict({**file_values, **args}), as_a_fresh_run
+        )
         if resume is not None and args.get("overwrite"):
             # The job's earlier attempt did the replacing; the run it started is the one to continue.
             args["overwrite"] = False
@@ -282,7 +280,7 @@ def _resolve_single_run(
         from lightning_genae.experiment.resume import check_resume_options
 
         check_resume_options(resume, base, {**file_values, **args})
-    return resolve(merge({**base, **file_values}, args), named=named_options(args)), resume
+    return resolve(RunConfig.from_dict({**base, **file_values, **args}), named=named_options(args)), resume
 
 
 def _without_options_of_what_the_command_line_replaced(

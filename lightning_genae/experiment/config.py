@@ -338,11 +338,6 @@ def _shown(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-def merge(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> RunConfig:
-    """Defaults, overridden by the config file, overridden by the command line."""
-    return RunConfig.from_dict({**file_values, **cli_values})
-
-
 def check_strategy(strategy: str) -> None:
     """Refuse a strategy that trains in processes it starts (spawn, fork, notebook): the run's own process
     would record 0 iterations and lose the training's rows and checkpoints."""

@@ -35,7 +35,7 @@ from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_MODES, read_images
 from lightning_genae.errors import ConfigError, DataError, RunFolderRefused, agree
 from lightning_genae.experiment import trainer as run_setup
-from lightning_genae.experiment.config import merge
+from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resolve import named_options, refuse_a_folder_among_the_data, resolve
 from lightning_genae.experiment.run_folder import read_json_object
 from lightning_genae.experiment.run_lock import live_lock_owner
@@ -197,7 +197,7 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     EVALUATION_OPTIONS typed (the command line refuses others)."""
     checkpoint = RunCheckpoint.load(checkpoint_path, "--evaluate")
     stored = checkpoint.stored_config("--evaluate")
-    resolved = resolve(merge(stored, options), named=named_options(options))
+    resolved = resolve(RunConfig.from_dict({**stored, **options}), named=named_options(options))
     config = resolved.config
     output = Path(options["output"]) if options.get("output") else checkpoint.run_folder
     eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)
@@ -299,7 +299,7 @@ def evaluate_folder(
         for key, value in (file_values or {}).items()
         if key in FOLDER_EVALUATION_OPTIONS and key != "backbone"
     }
-    merged = merge(read, options)
+    merged = RunConfig.from_dict({**read, **options})
     kind = DATASETS[merged.data].data_kind if merged.data in DATASETS else "image"
     if kind != "image":
         raise ConfigError(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.errors import ConfigError
-from lightning_genae.experiment.config import NO_BACKBONE, RunConfig, merge
+from lightning_genae.experiment.config import NO_BACKBONE, RunConfig
 from lightning_genae.experiment.program import command_prefix
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
@@ -46,7 +46,7 @@ def run_grid_command(
     from lightning_genae.experiment.ablation.cells import check_grid_root, plan_grid
     from lightning_genae.experiment.ablation.tuning import plan_tuning
 
-    shared = merge(values, {})
+    shared = RunConfig.from_dict(values)
     given_seeds = f"--seed {values.get('seed')} and --seeds {','.join(map(str, seeds or []))}"
     # What a grid cannot take. A config file's seed (a run's config.yaml) is not named: --seeds wins over it.
     refusals = {

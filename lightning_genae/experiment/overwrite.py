@@ -136,10 +136,7 @@ def remove_empty_run_folders(path: Path, names: Collection[str] = tuple(RUN_FOLD
 @dataclass
 class SetAside:
     """A run's files that `--overwrite` moved aside: removed for good once the new run trains, put back if it
-    stops before that, or by the next start in the folder if it was killed (`put_back_a_stopped_overwrite`).
-    The folder they lie in says how far the replacement got: SETTING_ASIDE_DIR while they are moved,
-    REPLACED_DIR once all are, REMOVED_DIR once the new run trained.
-    """
+    stops before that, or by the next start in the folder if it was killed."""
 
     path: Path
     removal: Removal

@@ -1,7 +1,5 @@
 """`resolve(config) -> ResolvedRun`: every option checked against its owner and every default filled, once;
-a run, `--evaluate`, a grid cell and `--print-config` use its result, and resolving it again gives it back.
-Also the checks of the files a run reads beside its data: the backbones' weights, and run or scored folders
-that would mix with a dataset reading every image under --data-dir."""
+and the checks of the files a run reads beside its data (backbone weights, folders mixed into the data)."""
 
 from __future__ import annotations
 

@@ -19,10 +19,8 @@ from lightning_genae.run_files import CLUSTER_JOB_KEY, last_checkpoint
 def checkpoint_of_restarted_job(
     job: ClusterJob, values: RunConfig, as_a_fresh_run: Callable[[], RunConfig]
 ) -> RunCheckpoint | None:
-    """The last.ckpt a requeued SLURM job (or restarted torchrun job) continues from, in its default folder
-    (named after the job) or in `--output` where the checkpoint names this job; another job's is not
-    continued. One that names no job is continued, or under `--overwrite` replaced where it holds another
-    run's options (`as_a_fresh_run`), and refused where the job cannot tell whose it is."""
+    """The last.ckpt a requeued SLURM or restarted torchrun job continues from (its default folder, or
+    `--output`), never another job's; one naming no job is refused where the job cannot tell whose it is."""
     if values.output:
         if job.restart_count == 0:
             return None

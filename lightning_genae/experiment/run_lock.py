@@ -1,8 +1,5 @@
-"""`<run>/.genae.lock`: the lock a run holds on its folder while it writes there, and the record naming it.
-
-An OS lock (filelock's FileLock: flock) goes with its holder however that process ends, so no pid or age is
-judged; the owner's record (host, pid, start time, SLURM job) is written into the file for a refusal to name.
-"""
+"""`<run>/.genae.lock`: the lock (filelock's flock, which goes with its holder however it ends, so no pid or
+age is judged) a run holds on its folder while it writes there, and the owner's record a refusal names."""
 
 from __future__ import annotations
 

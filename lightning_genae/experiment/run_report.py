@@ -89,13 +89,8 @@ SATURATED_LOGIT = 1e4
 
 
 def collapse_warning(metrics: dict[str, float], lr: float | None) -> str | None:
-    """One line when the final training values show a saturated discriminator, else None.
-
-    A discriminator loss of exactly 0 beside outputs beyond SATURATED_LOGIT means the discriminator tells
-    every real image from every generated one by a runaway margin: the generator's images have stopped
-    improving, while every value stays finite (so no divergence is reported). `lr` is the --lr the run
-    trained at, None where its rates follow a fixed schedule that --lr does not set (a paper's training).
-    """
+    """One line when the final training values show a saturated discriminator (loss 0, outputs beyond
+    SATURATED_LOGIT: finite, so no divergence is reported), else None; `lr`: None under a fixed schedule."""
     outputs = [abs(metrics[key]) for key in ("train/d_real", "train/d_fake") if key in metrics]
     if metrics.get("train/loss_d") != 0.0 or not outputs or max(outputs) < SATURATED_LOGIT:
         return None
@@ -141,10 +136,8 @@ def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
 
 
 def describe_training(first: int, last: int, seconds: float) -> str:
-    """The end-of-training line in iterations, e.g. "trained 2000 iterations in 2 min 10 s".
-
-    No rate: the time includes the validations, so it would disagree with the bar's training rate.
-    """
+    """The end-of-training line, e.g. "trained 2000 iterations in 2 min 10 s" (no rate: the time includes
+    the validations, so it would disagree with the bar's training rate)."""
     done = last - first
     span = f"{done} iteration{'s' if done != 1 else ''}"
     if first:

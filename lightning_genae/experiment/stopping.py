@@ -1,7 +1,5 @@
-"""Stop signals (Ctrl-C, SIGTERM, SLURM's SIGUSR1) outside the training iterations, which the library's
-StopOnSignal ends at an iteration boundary with last.ckpt saved: while a run sets up, after its training,
-and during an evaluation. Each stops at once with 128 + the signal and one line saying how to go on.
-"""
+"""Stop signals (Ctrl-C, SIGTERM, SLURM's SIGUSR1) outside the training iterations StopOnSignal watches:
+each stops at once with 128 + the signal and one line saying how to go on."""
 
 from __future__ import annotations
 
@@ -49,10 +47,8 @@ def _stopping_on_signals(stop: Callable[[], tuple[str, str] | None]) -> Iterator
 def stop_outside_training(
     run_dir: Path, progress: Any, undo: Callable[[], None], resuming: bool = False
 ) -> AbstractContextManager[None]:
-    """SIGTERM, SLURM's SIGUSR1 or Ctrl-C outside the iterations StopOnSignal watches (while the run sets up,
-    or between its training and its final evaluation) stop the run with 128 + the signal and one line: before
-    training the folder is put back first (`undo`), after it `--resume last` continues. `progress` says how
-    far the run is (`started`: a training batch ran; `finished`: summary.json is written)."""
+    """A stop signal while the run sets up or before its final evaluation: before training the folder is put
+    back first (`undo`), after it `--resume last` continues (`progress`: its `started` and `finished`)."""
 
     def stop() -> tuple[str, str] | None:
         resume = f"continue with: {resume_command(run_dir)}"

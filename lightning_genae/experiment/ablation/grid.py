@@ -93,9 +93,7 @@ def run_grid(
     configs: Mapping[GridCell, RunConfig] | None = None,
 ) -> list[CellOutcome]:
     """Run every cell (or only `cells[grid_index]`) in `root/<name>`; a failing cell does not stop others.
-
-    `configs`: each cell's configuration, which a finished cell is checked against. An --overwrite of the
-    whole grid notes in grid.json the cells it has yet to replace, which a re-run without it replaces."""
+    An --overwrite of the whole grid notes in grid.json the cells it has yet to replace."""
     root = Path(root)
     selected = list(enumerate(cells)) if grid_index is None else [(grid_index, cells[grid_index])]
     pending = overwrite_pending(root)

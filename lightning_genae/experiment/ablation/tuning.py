@@ -126,11 +126,8 @@ class TuningPlan:
 def plan_tuning(
     shared: RunConfig, grid: GridPlan, candidates: Mapping[str, Sequence[Any]], tune_seeds: Sequence[int]
 ) -> TuningPlan:
-    """Every arm's candidates and tuning cells, each resolved (so a bad candidate fails before training).
-
-    An arm's candidates are every combination of the lists (and the arm's own values) resolved, as what an
-    arm reads may depend on another option's value; those that differ only in options it ignores are one.
-    """
+    """Every arm's candidates (each combination of the lists, resolved: what an arm reads may depend on
+    another option's value) and tuning cells, so that a bad candidate fails before training."""
     check_unique(tune_seeds, "--tune-seeds")
     # A seed that chose an arm's options would also score them: the row would keep the draw that won.
     shared_seeds = sorted(set(tune_seeds) & {cell.seed for cell in grid.cells})
