@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,11 +39,7 @@ class TrainedClassifier:
     test_accuracy: float
     num_test: int
     epochs: int
-    file_name: str
-    manifest_name: str
-    save: Callable[..., str]
     input_shape: dict[str, list[int]]
-    unit: str
     # SHA-256 of an image training split, which a run given the file compares with its own.
     train_sha256: str | None = None
 
@@ -73,11 +69,7 @@ def _train_image(args: argparse.Namespace) -> TrainedClassifier:
         test_accuracy=test_accuracy,
         num_test=len(datamodule.split_tensors("test")[0]),
         epochs=args.epochs or image_classifier.default_epochs(len(datamodule.split_tensors("train")[0])),
-        file_name=image_classifier.checkpoint_name(args.data),
-        manifest_name=image_classifier.MANIFEST_NAME,
-        save=image_classifier.save_checkpoint,
         input_shape={"image_shape": list(model.config.image_shape)},
-        unit="images",
         train_sha256=datamodule.content_sha256("train"),
     )
 
@@ -93,11 +85,7 @@ def _train_sequence(args: argparse.Namespace) -> TrainedClassifier:
         test_accuracy=test_accuracy,
         num_test=len(splits["test"][0]),
         epochs=epochs,
-        file_name=sequence_classifier.checkpoint_name(args.data),
-        manifest_name=sequence_classifier.MANIFEST_NAME,
-        save=sequence_classifier.save_checkpoint,
         input_shape={"series_shape": [model.config.seq_len, model.config.channels]},
-        unit="series",
     )
 
 
@@ -201,12 +189,12 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
                 f"{', '.join(sequence_classifier.SEQUENCE_DATASETS)} only; its runs report the series scores "
                 "without feature metrics"
             )
-    train = _train_sequence if sequence else _train_image
+    train, kind = (_train_sequence, sequence_classifier) if sequence else (_train_image, image_classifier)
     started = time.perf_counter()
     trained = train(args)
     seconds = time.perf_counter() - started
     output = Path(args.output)
-    path = output / trained.file_name
+    path = output / kind.checkpoint_name(args.data)
     meta: dict[str, Any] = {
         "data": args.data,
         "seed": args.seed,
@@ -215,7 +203,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     }
     if trained.train_sha256 is not None:
         meta["train_sha256"] = trained.train_sha256
-    sha256 = trained.save(trained.model, path, **meta, num_test=trained.num_test)
+    sha256 = kind.save_checkpoint(trained.model, path, **meta, num_test=trained.num_test)
     entry = {
         "file": path.name,
         "sha256": sha256,
@@ -230,9 +218,10 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
-    image_classifier.write_manifest_entry(output, args.data, entry, trained.manifest_name)
+    image_classifier.write_manifest_entry(output, args.data, entry, kind.MANIFEST_NAME)
     print(
-        f"{args.data}: test accuracy {trained.test_accuracy:.4%} on {trained.num_test} {trained.unit}, "
+        f"{args.data}: test accuracy {trained.test_accuracy:.4%} on {trained.num_test} "
+        f"{'series' if sequence else 'images'}, "
         f"{seconds:.0f} s, {path} ({path.stat().st_size / 1024:.0f} KiB, sha256 {sha256})"
     )
     return 0
