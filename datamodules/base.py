@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -36,6 +36,8 @@ SPLITS = ("train", "val", "test")
 # The keys of a checkpoint's datamodule state: the training split's SHA-256, and {"val": ..., "test": ...}.
 TRAIN_CONTENT_KEY = "train_sha256"
 EVALUATION_CONTENT_KEY = "evaluation_sha256"
+# The batch `map_images` computes in; a split read in blocks of its multiples maps to the same batches.
+MAP_BATCH = 500
 
 
 @torch.no_grad()
@@ -43,7 +45,7 @@ def map_images(
     function: Callable[[Tensor], Tensor],
     images: Tensor,
     device: torch.device,
-    batch_size: int = 500,
+    batch_size: int = MAP_BATCH,
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> Tensor:
     """`function` of stored items made model input by `prepare`, one batch at a time on `device`; float32
@@ -213,6 +215,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         where it is streamed."""
         images, labels = self.split_tensors(split)
         return images[indices], labels[indices]
+
+    def split_batches(self, split: str) -> Iterator[Batch]:
+        """`split` (of "train", its `train_size` subset) in its stored order, as consecutive (items, labels)
+        blocks whose sizes are multiples of MAP_BATCH: a pass over a streamed split without holding it."""
+        yield self.split_tensors(split)
 
     # ----- what the data is, by content: cache keys and checkpoints -----
 

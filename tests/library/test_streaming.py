@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from lightning_genae.datamodules import build_datamodule
+from lightning_genae.datamodules import build_datamodule, streaming
 from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.datamodules.streaming import MANIFEST, prepare
 from lightning_genae.errors import DataError
@@ -63,6 +63,21 @@ def test_a_few_training_items_are_read_from_the_stream_without_holding_the_split
     ):
         assert torch.equal(stream, memory)
     assert streamed.split_size("train") == 1258
+    assert "train" not in (streamed._splits or {}), "the whole train split was read into memory"
+
+
+def test_a_pass_over_the_streamed_training_split_reads_it_in_stored_order_without_holding_it(
+    prepared, monkeypatch
+):
+    monkeypatch.setattr(streaming, "STREAM_BLOCK", 500)
+    in_memory = build_datamodule("digits")
+    streamed = build_datamodule("digits", data_dir=str(prepared))
+    blocks = list(streamed.split_batches("train"))
+    assert [len(images) for images, _ in blocks] == [500, 500, 258]
+    for stream, memory in zip(
+        (torch.cat(part) for part in zip(*blocks, strict=True)), in_memory.split_tensors("train"), strict=True
+    ):
+        assert torch.equal(stream, memory)
     assert "train" not in (streamed._splits or {}), "the whole train split was read into memory"
 
 
