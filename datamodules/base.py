@@ -381,9 +381,14 @@ def _feed(digest: _Hash, items: Tensor, labels: Tensor) -> None:
     digest.update(labels.contiguous().numpy())
 
 
+def split_digest(size: int, items: Tensor) -> _Hash:
+    """The SHA-256 of a split of `size` items like `items`, fed their shape and dtype: the same bytes read as
+    other items are other data. Its items, then its labels follow."""
+    return hashlib.sha256(f"{(size, *items.shape[1:])}|{items.dtype}|".encode())
+
+
 def _split_sha256(items: Tensor, labels: Tensor) -> str:
     """Hex SHA-256 of a split's item shape and dtype, items and labels."""
-    # Shape and dtype too: the same bytes read as other images are other data.
-    digest = hashlib.sha256(f"{tuple(items.shape)}|{items.dtype}|".encode())
+    digest = split_digest(len(items), items)
     _feed(digest, items, labels)
     return digest.hexdigest()

@@ -26,6 +26,7 @@ from lightning_genae.datamodules.base import (
     ImageDataModule,
     InMemoryDataModule,
     _split_sha256,
+    split_digest,
 )
 from lightning_genae.errors import DataError
 from lightning_genae.progress import PhaseProgress
@@ -53,24 +54,33 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
 
 def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) -> dict[str, Any]:
     """Write every split of `datamodule` (as it holds them: its split rule and preprocessing, no
-    `train_size`) under `output/<split>` in LitData's chunked format, then the manifest: the dataset, its
-    options and item shape, and each split's size and SHA-256 (`content_sha256`, as checkpoints record it)."""
+    `train_size`), read in blocks (`split_batches`), under `output/<split>` in LitData's chunked format, then
+    the manifest: the dataset, its options and item shape, and each split's size and SHA-256 (as
+    `content_sha256` computes it and checkpoints record it)."""
     if datamodule.data_kind != "image" or datamodule.train_size is not None:
         raise DataError(f"{dataset}: only a whole image dataset can be prepared")
     output = Path(output).expanduser()
     datamodule.prepare_data()
     splits = {}
     for split in SPLITS:
-        images, labels = datamodule.split_tensors(split)
+        size = datamodule.split_size(split)
         # Quiet for its first second, so that its first line's estimate of the time left means something.
-        progress = PhaseProgress(f"prepare {dataset} {split}", len(images), "images", quiet_for=1.0)
+        progress = PhaseProgress(f"prepare {dataset} {split}", size, "images", quiet_for=1.0)
         writer = BinaryWriter(str(output / split), chunk_bytes=CHUNK_BYTES)
-        for index, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
-            writer[index] = {"image": image, "label": label}
-            progress.advance()
+        # Hashed as it is written, block by block, as `content_sha256` hashes the split whole.
+        digest, labels, index = None, [], 0
+        for images, block_labels in datamodule.split_batches(split):
+            digest = digest or split_digest(size, images)
+            digest.update(images.contiguous().numpy())
+            labels.append(block_labels)
+            for image, label in zip(images, block_labels.tolist(), strict=True):
+                writer[index] = {"image": image, "label": label}
+                index += 1
+                progress.advance()
         writer.done()
         writer.merge()
-        splits[split] = {"items": len(images), "sha256": datamodule.content_sha256(split)}
+        digest.update(torch.cat(labels).contiguous().numpy())
+        splits[split] = {"items": size, "sha256": digest.hexdigest()}
     options = {
         name: datamodule.hparams[name] for name in ("image_size", "channels") if name in datamodule.hparams
     }
