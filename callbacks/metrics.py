@@ -28,7 +28,7 @@ from lightning_genae.metrics.generative import (
     score_generated,
 )
 from lightning_genae.metrics.names import metric_name
-from lightning_genae.metrics.representation import representation_metrics
+from lightning_genae.metrics.representation import probe_train_indices, representation_metrics
 from lightning_genae.models import Autoencoder, Sampler
 from lightning_genae.progress import evaluation_progress, say
 from lightning_genae.seeding import generator, int_seed
@@ -208,13 +208,16 @@ class RepresentationMetrics(ModelSpecificCallback):
         datamodule = trainer.datamodule
         if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
             return
+        seed = int_seed(self.seed, "representation probe")
+        # A few thousand training items, read alone where the training split is streamed.
+        probed = probe_train_indices(datamodule.split_size("train"), seed)
         values = representation_metrics(
             pl_module.encode,
-            datamodule.split_tensors("train"),
+            datamodule.items_at("train", probed),
             datamodule.split_tensors("test"),
             pl_module.latent_dim,
             pl_module.device,
-            seed=int_seed(self.seed, "representation probe"),
+            seed=seed,
             prepare=datamodule.to_model_range,
         )
         for key, value in values.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -36,6 +36,8 @@ SPLITS = ("train", "val", "test")
 # The keys of a checkpoint's datamodule state: the training split's SHA-256, and {"val": ..., "test": ...}.
 TRAIN_CONTENT_KEY = "train_sha256"
 EVALUATION_CONTENT_KEY = "evaluation_sha256"
+# The batch `map_images` computes in; a split read in blocks of its multiples maps to the same batches.
+MAP_BATCH = 500
 
 
 @torch.no_grad()
@@ -43,7 +45,7 @@ def map_images(
     function: Callable[[Tensor], Tensor],
     images: Tensor,
     device: torch.device,
-    batch_size: int = 500,
+    batch_size: int = MAP_BATCH,
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> Tensor:
     """`function` of stored items made model input by `prepare`, one batch at a time on `device`; float32
@@ -214,6 +216,11 @@ class InMemoryDataModule(pl.LightningDataModule):
         images, labels = self.split_tensors(split)
         return images[indices], labels[indices]
 
+    def split_batches(self, split: str) -> Iterator[Batch]:
+        """`split` (of "train", its `train_size` subset) in its stored order, as consecutive (items, labels)
+        blocks whose sizes are multiples of MAP_BATCH: a pass over a streamed split without holding it."""
+        yield self.split_tensors(split)
+
     # ----- what the data is, by content: cache keys and checkpoints -----
 
     def feed_content(self, digest: _Hash, splits: Sequence[str]) -> None:
@@ -374,9 +381,14 @@ def _feed(digest: _Hash, items: Tensor, labels: Tensor) -> None:
     digest.update(labels.contiguous().numpy())
 
 
+def split_digest(size: int, items: Tensor) -> _Hash:
+    """The SHA-256 of a split of `size` items like `items`, fed their shape and dtype: the same bytes read as
+    other items are other data. Its items, then its labels follow."""
+    return hashlib.sha256(f"{(size, *items.shape[1:])}|{items.dtype}|".encode())
+
+
 def _split_sha256(items: Tensor, labels: Tensor) -> str:
     """Hex SHA-256 of a split's item shape and dtype, items and labels."""
-    # Shape and dtype too: the same bytes read as other images are other data.
-    digest = hashlib.sha256(f"{tuple(items.shape)}|{items.dtype}|".encode())
+    digest = split_digest(len(items), items)
     _feed(digest, items, labels)
     return digest.hexdigest()

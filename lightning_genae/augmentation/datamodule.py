@@ -211,7 +211,7 @@ class AugmentedDataModule(pl.LightningDataModule):
 
     def summary(self) -> str:
         if self.plan.mode == "offline":
-            size = self.plan.pool or len(self.base.split_tensors("train")[0])  # the pool's size, made or not
+            size = self.plan.pool or self.base.split_size("train")  # the pool's size, made or not
             extra = f"offline pool of {size} augmented images"
         else:
             p = "auto (ADA's controller)" if self.plan.p == AUTO else self.plan.p

@@ -5,13 +5,13 @@ interpolation towards another item's code, of the same class when labels exist (
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from lightning_genae.augmentation.common import drawn
-from lightning_genae.datamodules.base import map_images, to_model_range
+from lightning_genae.datamodules.base import Batch, map_images, to_model_range
 from lightning_genae.models import GenerativeModule
 
 
@@ -50,13 +50,17 @@ class LatentAugmenter(nn.Module):
 
     @torch.no_grad()
     def fit(
-        self, images: Tensor, labels: Tensor, prepare: Callable[[Tensor], Tensor] = to_model_range
+        self, batches: Iterable[Batch], prepare: Callable[[Tensor], Tensor] = to_model_range
     ) -> LatentAugmenter:
-        """Latent spread and class bank from the training split (stored items made model input by
-        `prepare`, int64 labels; -1 = none)."""
-        codes = map_images(self.autoencoder.encode, images, self.device, prepare=prepare).to(self.device)
+        """Latent spread and class bank from the training split, given as (stored items, int64 labels; -1 =
+        none) blocks (`split_batches`); the items are made model input by `prepare`."""
+        codes, labels = [], []
+        for block_items, block_labels in batches:
+            codes.append(map_images(self.autoencoder.encode, block_items, self.device, prepare=prepare))
+            labels.append(block_labels)
+        codes = torch.cat(codes).to(self.device)
         self.latent_std = codes.std(dim=0) if len(codes) > 1 else torch.ones_like(codes[0])
-        labels = labels.to(self.device)
+        labels = torch.cat(labels).to(self.device)
         if bool((labels < 0).any()):
             labels = torch.zeros_like(labels)  # unlabelled: one class, any partner
         order = torch.argsort(labels, stable=True)

@@ -70,7 +70,7 @@ def attach_augmentation(
         augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
         draws = generator(seed, "augmenter fit pixels")
         augmenter.to(device).fit(
-            *datamodule.split_tensors("train"),
+            datamodule.split_batches("train"),
             prepare=lambda items: as_training_pixels(datamodule, datamodule.to_model_range(items), draws),
         )
         origin["val_recon_mse"] = reconstruction_mse(
@@ -106,7 +106,7 @@ def attach_augmentation(
         record["discriminator_side"] = labels
     if plan.data_side:
         assert augmenter is not None
-        train_images = len(datamodule.split_tensors("train")[0])
+        train_images = datamodule.split_size("train")
         length = total_iterations(train_images)
         if not plan.online and plan.pool is None:
             record["augment_pool"] = train_images
@@ -125,9 +125,8 @@ def check_plugin_transforms(
     plugins = {name: transform for name, transform in built.items() if name not in BUILT_IN_AUGMENTATIONS}
     if not plugins:
         return
-    images = datamodule.to_model_range(
-        datamodule.split_tensors("train")[0][: datamodule.batch_size].to(device)
-    )
+    first = torch.arange(min(datamodule.batch_size, datamodule.split_size("train")))
+    images = datamodule.to_model_range(datamodule.items_at("train", first)[0].to(device))
     cuda_devices = []
     if device.type == "cuda":
         cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]

@@ -36,7 +36,7 @@ AUGMENTER_LR = 1e-3
 
 def augmenter_batch_size(datamodule: InMemoryDataModule) -> int:
     """AUGMENTER_BATCH, or the whole training split where it holds fewer items (it trains on full batches)."""
-    return min(AUGMENTER_BATCH, len(datamodule.split_tensors("train")[0]))
+    return min(AUGMENTER_BATCH, datamodule.split_size("train"))
 
 
 def augmenter_lr(family: str) -> float:
@@ -125,7 +125,7 @@ def train_augmenter(
     batch_size = augmenter_batch_size(datamodule)
     data = type(datamodule)(**{**dict(datamodule.hparams), "batch_size": batch_size, "num_workers": 0})
     data.prepare_data()
-    num_train = len(data.split_tensors("train")[0])
+    num_train = data.split_size("train")
     family = plan.augmenter_family
     module_type = MODELS[family].module
     sizes = {"latent_dim": plan.augmenter_latent_dim, module_type.width_option: plan.augmenter_width}

@@ -23,6 +23,13 @@ from lightning_genae.datamodules.base import map_images, to_model_range
 MAX_PROBE_TRAIN = 10_000
 
 
+def probe_train_indices(num_train: int, seed: int) -> Tensor:
+    """The training items a probe fits on: all, or MAX_PROBE_TRAIN of them drawn by `seed`."""
+    if num_train <= MAX_PROBE_TRAIN:
+        return torch.arange(num_train)
+    return torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))[:MAX_PROBE_TRAIN]
+
+
 def linear_probe_accuracy(
     train_codes: np.ndarray,
     train_labels: np.ndarray,
@@ -49,13 +56,9 @@ def representation_metrics(
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> dict[str, float]:
     """Probe accuracy of the model's codes and PCA's, and PCA's test reconstruction MSE in model units, from
-    (stored items, labels) made model input by `prepare`; at most MAX_PROBE_TRAIN seeded training items."""
+    (stored items, labels) made model input by `prepare`; the training items are `probe_train_indices`'."""
     train_images, train_labels = train
     test_images, test_labels = test
-    if len(train_images) > MAX_PROBE_TRAIN:
-        shuffle = torch.Generator().manual_seed(seed)
-        keep = torch.randperm(len(train_images), generator=shuffle)[:MAX_PROBE_TRAIN]
-        train_images, train_labels = train_images[keep], train_labels[keep]
     results: dict[str, float] = {}
 
     flat_train = prepare(train_images).flatten(1).numpy()

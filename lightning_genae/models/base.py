@@ -269,11 +269,15 @@ class GenerativeModule(pl.LightningModule):
     def training_pixel_means(self) -> Tensor:
         """Each pixel's mean over the training split of the fit's lightning_genae DataModule, in [0, 1]
         ([C, H, W])."""
-        images = self.trainer.datamodule.split_tensors("train")[0]
+        datamodule = self.trainer.datamodule
         # Summed exactly in int64 a block at a time: a float64 copy of the whole split is 8x its size
         # (330 MB for MNIST's uint8 training images).
-        total = sum(block.sum(0, dtype=torch.int64) for block in images.split(4096))
-        return total.double() / (len(images) * 255)
+        total = sum(
+            block.sum(0, dtype=torch.int64)
+            for images, _ in datamodule.split_batches("train")
+            for block in images.split(4096)
+        )
+        return total.double() / (datamodule.split_size("train") * 255)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # After every callback's on_train_batch_end, so a stop they asked for counts. The row is written

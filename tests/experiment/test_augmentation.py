@@ -98,7 +98,7 @@ def fake_trainer(training: bool = True, iteration: int = 0) -> SimpleNamespace:
 
 def augmented_digits(tmp_path, augmenter, train_size=None, total_iterations=None, **options):
     base = digits(tmp_path, train_size)
-    augmenter.fit(*base.split_tensors("train"))
+    augmenter.fit(base.split_batches("train"))
     plan = plan_for(model="ae", augment="ae", **options)
     datamodule = AugmentedDataModule(base, plan, augmenter, seed=0, total_iterations=total_iterations)
     datamodule.setup("fit")
@@ -342,7 +342,7 @@ def test_partners_come_from_the_same_class():
     bank_labels = [0] * 20 + [2] * 20 + [5] * 20
     order = torch.randperm(60, generator=torch.Generator().manual_seed(0))
     images, labels = coded_images(bank_labels)[order], torch.tensor(bank_labels)[order]
-    augmenter = LatentAugmenter(PixelCode((1, 2, 2)), noise=0.0, interp=1.0).fit(images, labels)
+    augmenter = LatentAugmenter(PixelCode((1, 2, 2)), noise=0.0, interp=1.0).fit([(images, labels)])
     assert augmenter.class_count.tolist() == [20, 0, 20, 0, 0, 20]
     assert class_of(augmenter.bank_codes) == sorted(bank_labels)
 
@@ -369,7 +369,7 @@ def test_partners_come_from_the_same_class():
 def test_unlabelled_bank_pairs_any_images():
     images = coded_images([0] * 10 + [3] * 10)
     augmenter = LatentAugmenter(PixelCode((1, 2, 2)), noise=0.0, interp=1.0).fit(
-        images, torch.full((20,), -1)
+        [(images, torch.full((20,), -1))]
     )
     assert augmenter.class_count.tolist() == [20]
     drawn = class_of(augmenter.bank_partners(torch.full((200,), -1), torch.Generator().manual_seed(0)))
@@ -383,7 +383,7 @@ def test_unlabelled_bank_pairs_any_images():
 @pytest.mark.parametrize("augment", ["diffaug", "ae-d", "ae-d+diffaug"])
 def test_discriminator_augmentation_lets_gradients_reach_the_generator(tmp_path, augment):
     torch.manual_seed(0)
-    augmenter = untrained_augmenter().fit(*digits(tmp_path).split_tensors("train"))
+    augmenter = untrained_augmenter().fit(digits(tmp_path).split_batches("train"))
     transforms = [AugmenterOnInputs(augmenter, p=1.0)] if "ae-d" in augment else []
     transforms += [DiffAugment("color,translation,cutout")] if "diffaug" in augment else []
     gan = MODELS["gan"].module(SHAPE, latent_dim=8, width=8, discriminator_augmentation=Composed(transforms))

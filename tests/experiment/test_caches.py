@@ -164,9 +164,9 @@ def test_replacing_a_folders_images_in_place_retrains_the_augmenter(tmp_path, au
     assert second["source"] == "trained now" and second["path"] != first["path"]
     assert len(list(augmenter_cache.glob("*.ckpt"))) == 2
     # The augmenter now reconstructs the new images as well as the first one did the old ones.
-    augmenter = LatentAugmenter(module, noise=0.0, interp=0.0).fit(*replaced.split_tensors("train"))
+    augmenter = LatentAugmenter(module, noise=0.0, interp=0.0).fit(replaced.split_batches("train"))
     stale, _ = load_augmenter(plan, first_data, seed=0, accelerator="cpu")
-    stale_augmenter = LatentAugmenter(stale, noise=0.0, interp=0.0).fit(*replaced.split_tensors("train"))
+    stale_augmenter = LatentAugmenter(stale, noise=0.0, interp=0.0).fit(replaced.split_batches("train"))
     images = replaced.split_tensors("train")[0]
     assert reconstruction_mse(augmenter, images) < reconstruction_mse(stale_augmenter, images)
 

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from lightning_genae.datamodules import build_datamodule
+from lightning_genae.datamodules import build_datamodule, folder, streaming
 from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.datamodules.streaming import MANIFEST, prepare
 from lightning_genae.errors import DataError
@@ -63,6 +63,21 @@ def test_a_few_training_items_are_read_from_the_stream_without_holding_the_split
     ):
         assert torch.equal(stream, memory)
     assert streamed.split_size("train") == 1258
+    assert "train" not in (streamed._splits or {}), "the whole train split was read into memory"
+
+
+def test_a_pass_over_the_streamed_training_split_reads_it_in_stored_order_without_holding_it(
+    prepared, monkeypatch
+):
+    monkeypatch.setattr(streaming, "STREAM_BLOCK", 500)
+    in_memory = build_datamodule("digits")
+    streamed = build_datamodule("digits", data_dir=str(prepared))
+    blocks = list(streamed.split_batches("train"))
+    assert [len(images) for images, _ in blocks] == [500, 500, 258]
+    for stream, memory in zip(
+        (torch.cat(part) for part in zip(*blocks, strict=True)), in_memory.split_tensors("train"), strict=True
+    ):
+        assert torch.equal(stream, memory)
     assert "train" not in (streamed._splits or {}), "the whole train split was read into memory"
 
 
@@ -127,6 +142,32 @@ def test_a_run_asking_for_another_image_shape_is_refused(tmp_path):
     assert build_datamodule("folder", data_dir=str(folder), image_size=8).data_shape == (3, 8, 8)
     with pytest.raises(DataError, match="--image-size"):
         build_datamodule("folder", data_dir=str(folder), image_size=16)
+
+
+def test_an_image_folder_is_prepared_a_block_at_a_time_as_its_in_memory_splits(tmp_path, monkeypatch):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    for index in range(40):
+        (images / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8), index * 6).save(images / f"class{index % 2}" / f"{index}.png")
+    monkeypatch.setattr(folder, "DECODE_BLOCK", 7)
+    decoded = []
+    read_images = folder.read_images
+    monkeypatch.setattr(
+        folder, "read_images", lambda paths, *shape: decoded.append(len(paths)) or read_images(paths, *shape)
+    )
+    options = {"image_size": 8, "channels": 1}
+    manifest = prepare(
+        build_datamodule("folder", data_dir=str(images), **options), "folder", tmp_path / "prepared"
+    )
+    assert max(decoded) == 7 and sum(decoded) == 40, "every image decoded once, never the folder at once"
+    in_memory = build_datamodule("folder", data_dir=str(images), **options)
+    streamed = build_datamodule("folder", data_dir=str(tmp_path / "prepared"), **options)
+    for split in SPLITS:
+        assert manifest["splits"][split]["sha256"] == in_memory.content_sha256(split)
+        for stream, memory in zip(streamed.split_tensors(split), in_memory.split_tensors(split), strict=True):
+            assert torch.equal(stream, memory), split
 
 
 def test_a_split_that_is_not_what_its_manifest_records_is_refused(prepared, tmp_path):
