@@ -12,6 +12,7 @@ from lightning_genae.datamodules import build_datamodule, folder, streaming
 from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.datamodules.streaming import MANIFEST, prepare
 from lightning_genae.errors import DataError
+from lightning_genae.metrics import classifier
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +165,10 @@ def test_an_image_folder_is_prepared_a_block_at_a_time_as_its_in_memory_splits(t
     assert max(decoded) == 7 and sum(decoded) == 40, "every image decoded once, never the folder at once"
     in_memory = build_datamodule("folder", data_dir=str(images), **options)
     streamed = build_datamodule("folder", data_dir=str(tmp_path / "prepared"), **options)
+    # A feature classifier cached for the in-memory folder is the streamed run's, found without reading it.
+    fingerprint = classifier.training_fingerprint(streamed, seed=0, epochs=5)
+    assert "train" not in (streamed._splits or {})
+    assert fingerprint == classifier.training_fingerprint(in_memory, seed=0, epochs=5)
     for split in SPLITS:
         assert manifest["splits"][split]["sha256"] == in_memory.content_sha256(split)
         for stream, memory in zip(streamed.split_tensors(split), in_memory.split_tensors(split), strict=True):
