@@ -32,7 +32,7 @@ from lightning_genae.errors import DataError
 from lightning_genae.progress import PhaseProgress
 from lightning_genae.seeding import generator
 
-FORMAT = 1
+FORMAT = 2
 # Chunk size: large enough that a read is one sequential request, small enough that shuffling chunks mixes.
 CHUNK_BYTES = "64MB"
 # Items read at once in a pass over a streamed split (`split_batches`): 7.8 MB of MNIST.
@@ -89,6 +89,8 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
         "dataset": dataset,
         "options": options,
         "shape": list(datamodule.data_shape),
+        # A folder's classes are its subfolders, which the prepared folder no longer has.
+        "classes": datamodule.num_classes,
         "splits": splits,
     }
     write_file_atomically(output / MANIFEST, json.dumps(manifest, indent=2) + "\n")
@@ -120,6 +122,10 @@ class StreamedSplits(ImageDataModule):
                 "--image-size and --channels, or prepare the data again at this size"
             )
         self._train_split_size = self.manifest["splits"]["train"]["items"]
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.manifest["classes"]
 
     def prepare_data(self) -> None:
         """Nothing to download: the folder was prepared."""

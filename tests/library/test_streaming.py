@@ -35,7 +35,7 @@ def images_of(batches) -> Counter:
 def test_the_manifest_records_each_splits_size_and_in_memory_hash(prepared):
     in_memory = build_datamodule("digits")
     manifest = json.loads((prepared / MANIFEST).read_text())
-    assert manifest["dataset"] == "digits" and manifest["shape"] == [1, 16, 16]
+    assert manifest["dataset"] == "digits" and manifest["shape"] == [1, 16, 16] and manifest["classes"] == 10
     for split in SPLITS:
         assert manifest["splits"][split] == {
             "items": in_memory.split_size(split),
@@ -169,6 +169,7 @@ def test_an_image_folder_is_prepared_a_block_at_a_time_as_its_in_memory_splits(t
     fingerprint = classifier.training_fingerprint(streamed, seed=0, epochs=5)
     assert "train" not in (streamed._splits or {})
     assert fingerprint == classifier.training_fingerprint(in_memory, seed=0, epochs=5)
+    assert streamed.num_classes == in_memory.num_classes == 2
     for split in SPLITS:
         assert manifest["splits"][split]["sha256"] == in_memory.content_sha256(split)
         for stream, memory in zip(streamed.split_tensors(split), in_memory.split_tensors(split), strict=True):
