@@ -223,12 +223,6 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     # ----- what the data is, by content: cache keys and checkpoints -----
 
-    def feed_content(self, digest: _Hash, splits: Sequence[str]) -> None:
-        """Feed the stored items and labels of `splits`, in order, into `digest`: how caches and checkpoints
-        identify data by content."""
-        for split in splits:
-            _feed(digest, *self.split_tensors(split))
-
     def content_sha256(self, split: str) -> str:
         """Hex SHA-256 of one split as stored (item shape and dtype, items, labels); computed once."""
         if split not in self._content_sha256:
@@ -375,12 +369,6 @@ class ImageDataModule(InMemoryDataModule):
     to_stored = staticmethod(to_uint8)
 
 
-def _feed(digest: _Hash, items: Tensor, labels: Tensor) -> None:
-    """Feed one split's items, then its labels (numpy views, no copy), into `digest`."""
-    digest.update(items.contiguous().numpy())
-    digest.update(labels.contiguous().numpy())
-
-
 def split_digest(size: int, items: Tensor) -> _Hash:
     """The SHA-256 of a split of `size` items like `items`, fed their shape and dtype: the same bytes read as
     other items are other data. Its items, then its labels follow."""
@@ -390,5 +378,6 @@ def split_digest(size: int, items: Tensor) -> _Hash:
 def _split_sha256(items: Tensor, labels: Tensor) -> str:
     """Hex SHA-256 of a split's item shape and dtype, items and labels."""
     digest = split_digest(len(items), items)
-    _feed(digest, items, labels)
+    digest.update(items.contiguous().numpy())
+    digest.update(labels.contiguous().numpy())
     return digest.hexdigest()

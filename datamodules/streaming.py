@@ -18,21 +18,22 @@ from litdata.utilities.env import _DistributedEnv
 from torch import Tensor
 
 from lightning_genae.cache import write_file_atomically
+from lightning_genae.datamodules import DATASETS
 from lightning_genae.datamodules import PREPARED_MANIFEST as MANIFEST
 from lightning_genae.datamodules.base import (
     MAP_BATCH,
     SPLITS,
     Batch,
-    ImageDataModule,
     InMemoryDataModule,
     _split_sha256,
     split_digest,
 )
-from lightning_genae.errors import DataError
+from lightning_genae.datamodules.sequence import Normaliser
+from lightning_genae.errors import DataError, OptionError
 from lightning_genae.progress import PhaseProgress
 from lightning_genae.seeding import generator
 
-FORMAT = 1
+FORMAT = 2
 # Chunk size: large enough that a read is one sequential request, small enough that shuffling chunks mixes.
 CHUNK_BYTES = "64MB"
 # Items read at once in a pass over a streamed split (`split_batches`): 7.8 MB of MNIST.
@@ -57,52 +58,58 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
     `train_size`), read in blocks (`split_batches`), under `output/<split>` in LitData's chunked format, then
     the manifest: the dataset, its options and item shape, and each split's size and SHA-256 (as
     `content_sha256` computes it and checkpoints record it)."""
-    if datamodule.data_kind != "image" or datamodule.train_size is not None:
-        raise DataError(f"{dataset}: only a whole image dataset can be prepared")
+    if datamodule.train_size is not None:
+        raise DataError(f"{dataset}: only a whole dataset can be prepared")
     output = Path(output).expanduser()
     datamodule.prepare_data()
     splits = {}
     for split in SPLITS:
         size = datamodule.split_size(split)
         # Quiet for its first second, so that its first line's estimate of the time left means something.
-        progress = PhaseProgress(f"prepare {dataset} {split}", size, "images", quiet_for=1.0)
+        progress = PhaseProgress(f"prepare {dataset} {split}", size, datamodule.item_noun, quiet_for=1.0)
         writer = BinaryWriter(str(output / split), chunk_bytes=CHUNK_BYTES)
         # Hashed as it is written, block by block, as `content_sha256` hashes the split whole.
         digest, labels, index = None, [], 0
-        for images, block_labels in datamodule.split_batches(split):
-            digest = digest or split_digest(size, images)
-            digest.update(images.contiguous().numpy())
+        for items, block_labels in datamodule.split_batches(split):
+            digest = digest or split_digest(size, items)
+            digest.update(items.contiguous().numpy())
             labels.append(block_labels)
-            for image, label in zip(images, block_labels.tolist(), strict=True):
-                writer[index] = {"image": image, "label": label}
+            for item, label in zip(items, block_labels.tolist(), strict=True):
+                writer[index] = {"item": item, "label": label}
                 index += 1
                 progress.advance()
         writer.done()
         writer.merge()
         digest.update(torch.cat(labels).contiguous().numpy())
         splits[split] = {"items": size, "sha256": digest.hexdigest()}
-    options = {
-        name: datamodule.hparams[name] for name in ("image_size", "channels") if name in datamodule.hparams
-    }
+    options = {name: datamodule.hparams.get(name) for name in DATASETS[dataset].options.types()}
     manifest = {
         "format": FORMAT,
         "dataset": dataset,
-        "options": options,
+        "options": {name: value for name, value in options.items() if value is not None},
         "shape": list(datamodule.data_shape),
+        # A folder's classes are its subfolders, which the prepared folder no longer has.
+        "classes": datamodule.num_classes,
         "splits": splits,
     }
+    if datamodule.data_kind == "sequence":
+        # The training split's scale (and range) and a file's channel names, which the series stored
+        # normalised no longer show.
+        manifest["normaliser"] = datamodule.normaliser.to_dict()
+        manifest["channel_names"] = getattr(datamodule, "channel_names", None)
     write_file_atomically(output / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
 def stack_items(items: list[dict[str, Any]]) -> Batch:
-    """A batch of streamed items as the in-memory loaders give it: (uint8 images [B, C, H, W], int64 [B])."""
-    return torch.stack([item["image"] for item in items]), torch.tensor([item["label"] for item in items])
+    """A batch of streamed items as the in-memory loaders give it: (stored items [B, ...], int64 [B])."""
+    return torch.stack([item["item"] for item in items]), torch.tensor([item["label"] for item in items])
 
 
-class StreamedSplits(ImageDataModule):
-    """Mixed in before a registered image DataModule by `streamed`: its splits come from a prepared
-    folder (`data_dir`); everything else (name, shape, the batch transfer) stays the dataset's."""
+class StreamedSplits(InMemoryDataModule):
+    """Mixed in before a registered DataModule by `streamed`: its splits come from a prepared folder
+    (`data_dir`); everything else (name, the batch transfer) stays the dataset's. Series take their shape,
+    scale and channel names from the manifest, as they were prepared."""
 
     @functools.cached_property
     def manifest(self) -> dict[str, Any]:
@@ -119,7 +126,20 @@ class StreamedSplits(ImageDataModule):
                 f"{self.data_dir} holds images prepared at {size}, not {'x'.join(map(str, shape))}; drop "
                 "--image-size and --channels, or prepare the data again at this size"
             )
-        self._train_split_size = self.manifest["splits"]["train"]["items"]
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.manifest["classes"]
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        if self.data_kind == "sequence":
+            return tuple(self.manifest["shape"])
+        return super().data_shape
+
+    @property
+    def channel_names(self) -> list[str] | None:
+        return self.manifest.get("channel_names")
 
     def prepare_data(self) -> None:
         """Nothing to download: the folder was prepared."""
@@ -128,6 +148,9 @@ class StreamedSplits(ImageDataModule):
         """Each split is read when it is asked for (`split_tensors`); training streams the train split."""
         if self._splits is None:
             self._splits = {}
+            self._train_split_size = self.manifest["splits"]["train"]["items"]
+            if self.data_kind == "sequence":
+                self._normaliser = Normaliser.from_dict(self.manifest["normaliser"])
 
     def split_tensors(self, split: str) -> Batch:
         """A split read whole into memory, checked against the manifest's SHA-256; of "train", the
@@ -224,13 +247,27 @@ class EpochStream(StreamingDataLoader):
 
 
 @functools.cache
-def _streamed_class(module: type[ImageDataModule]) -> type[ImageDataModule]:
+def _streamed_class(module: type[InMemoryDataModule]) -> type[InMemoryDataModule]:
     return type(f"Streamed{module.__name__}", (StreamedSplits, module), {"__doc__": module.__doc__})
 
 
 def streamed(name: str, module: type[InMemoryDataModule], data_dir: str | Path) -> type[InMemoryDataModule]:
     """Dataset `name`'s DataModule reading the prepared folder `data_dir`, which must hold that dataset."""
     prepared = read_manifest(data_dir)["dataset"]
-    if prepared != name or not issubclass(module, ImageDataModule):
+    if prepared != name:
         raise DataError(f"{data_dir} holds the prepared dataset {prepared}; use --data {prepared}")
     return _streamed_class(module)
+
+
+def prepared_series_options(data_dir: str | Path, given: dict[str, Any]) -> dict[str, Any]:
+    """The dataset options the series in `data_dir` were prepared with, which a run streaming them takes:
+    they cut and scaled the series. A `given` option of another value is refused."""
+    prepared = read_manifest(data_dir)["options"]
+    for name, value in given.items():
+        if prepared.get(name) != value:
+            raise OptionError(
+                name,
+                f"{value!r}: {data_dir} holds series prepared with {prepared.get(name)!r}; drop it, or "
+                "prepare the data again with it",
+            )
+    return prepared

@@ -20,7 +20,13 @@ import torch
 from jsonargparse import ActionYesNo
 from torch import nn
 
-from lightning_genae.datamodules import DATASETS, build_datamodule, default_data_dir, parse_dataset_options
+from lightning_genae.datamodules import (
+    DATASETS,
+    build_datamodule,
+    dataset_options,
+    default_data_dir,
+    parse_dataset_options,
+)
 from lightning_genae.errors import ConfigError, OptionError
 from lightning_genae.experiment.program import CommandLineParser, one_line_border
 from lightning_genae.metrics import classifier as image_classifier
@@ -50,8 +56,8 @@ def image_dataset_options() -> dict[str, tuple[Any, Any]]:
 
 
 def given_dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The image dataset options given on the command line, in their declared order."""
-    return {name: getattr(args, name) for name in image_dataset_options() if getattr(args, name) is not None}
+    """The dataset options given on the command line, in their declared order."""
+    return {name: value for name in dataset_options() if (value := getattr(args, name, None)) is not None}
 
 
 def _train_image(args: argparse.Namespace) -> TrainedClassifier:
@@ -109,12 +115,9 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
 
 
 def add_dataset_flag(parser: CommandLineParser, name: str, kind: Any, spec: Any) -> None:
-    """One image dataset option as a flag, typed as run.py's; unset, it stays None (the dataset's default)."""
+    """One dataset option as a flag, typed as run.py's; unset, it stays None (the dataset's default)."""
     shown = spec.metadata.get("shown_default") or spec.default
     help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
-    if name == "channels":
-        # Shared with the series datasets on run.py's command line; here it is the images' alone.
-        help_text = "1 (grayscale) or 3 channels for --data folder [default: 3]"
     if kind is bool:
         parser.add_argument(flag(name), action=ActionYesNo(no_prefix="no-"), default=None, help=help_text)
     else:

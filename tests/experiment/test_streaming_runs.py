@@ -109,6 +109,16 @@ def test_every_image_family_trains_from_a_stream(
     assert summary["data_sha256"]["train"] == in_memory.content_sha256("train"), "the same data as in memory"
 
 
+def test_a_recurrent_autoencoder_trains_from_prepared_series(streams, tmp_path):
+    prepared = tmp_path / "sines"
+    assert main(["prepare", "--data", "sines", "--output", str(prepared)]) == 0
+    run = "--model rae --data sines --max-steps 2 --rnn-hidden 8 --latent-dim 4 --no-test-split".split()
+    assert main([*run, "--data-dir", str(prepared), "--output", str(tmp_path / "run")]) == 0
+    assert streams and all(streams)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data_sha256"]["train"] == build_datamodule("sines").content_sha256("train")
+
+
 # 1258 digits in batches of 256: 4 iterations an epoch, so a stop at 6 is part-way through the second epoch
 # and 10 iterations reach the third.
 HALF, FULL = 6, 10

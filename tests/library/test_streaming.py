@@ -11,7 +11,8 @@ import torch
 from lightning_genae.datamodules import build_datamodule, folder, streaming
 from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.datamodules.streaming import MANIFEST, prepare
-from lightning_genae.errors import DataError
+from lightning_genae.errors import DataError, OptionError
+from lightning_genae.metrics import classifier
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def images_of(batches) -> Counter:
 def test_the_manifest_records_each_splits_size_and_in_memory_hash(prepared):
     in_memory = build_datamodule("digits")
     manifest = json.loads((prepared / MANIFEST).read_text())
-    assert manifest["dataset"] == "digits" and manifest["shape"] == [1, 16, 16]
+    assert manifest["dataset"] == "digits" and manifest["shape"] == [1, 16, 16] and manifest["classes"] == 10
     for split in SPLITS:
         assert manifest["splits"][split] == {
             "items": in_memory.split_size(split),
@@ -164,10 +165,30 @@ def test_an_image_folder_is_prepared_a_block_at_a_time_as_its_in_memory_splits(t
     assert max(decoded) == 7 and sum(decoded) == 40, "every image decoded once, never the folder at once"
     in_memory = build_datamodule("folder", data_dir=str(images), **options)
     streamed = build_datamodule("folder", data_dir=str(tmp_path / "prepared"), **options)
+    # A feature classifier cached for the in-memory folder is the streamed run's, found without reading it.
+    fingerprint = classifier.training_fingerprint(streamed, seed=0, epochs=5)
+    assert "train" not in (streamed._splits or {})
+    assert fingerprint == classifier.training_fingerprint(in_memory, seed=0, epochs=5)
+    assert streamed.num_classes == in_memory.num_classes == 2
     for split in SPLITS:
         assert manifest["splits"][split]["sha256"] == in_memory.content_sha256(split)
         for stream, memory in zip(streamed.split_tensors(split), in_memory.split_tensors(split), strict=True):
             assert torch.equal(stream, memory), split
+
+
+def test_series_are_streamed_as_prepared_with_their_options_and_scale(tmp_path):
+    prepare(build_datamodule("sines", seq_len=12, channels=2), "sines", tmp_path / "sines")
+    in_memory = build_datamodule("sines", seq_len=12, channels=2)
+    # The folder's options are the run's: the series were cut and scaled by them.
+    streamed = build_datamodule("sines", data_dir=str(tmp_path / "sines"))
+    assert streamed.hparams.seq_len == 12 and streamed.data_shape == in_memory.data_shape == (12, 2)
+    assert streamed.normaliser.to_dict() == in_memory.normaliser.to_dict()
+    for split in SPLITS:
+        assert streamed.content_sha256(split) == in_memory.content_sha256(split)
+        for stream, memory in zip(streamed.split_tensors(split), in_memory.split_tensors(split), strict=True):
+            assert torch.equal(stream, memory), split
+    with pytest.raises(OptionError, match="seq_len"):
+        build_datamodule("sines", data_dir=str(tmp_path / "sines"), seq_len=24)
 
 
 def test_a_split_that_is_not_what_its_manifest_records_is_refused(prepared, tmp_path):
