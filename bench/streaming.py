@@ -14,8 +14,19 @@ iterations; a run's figure is its iterations per second after `--warmup` iterati
 this process's CPU time (the stream's reading is done in this process, so both count it). The ratio of the
 medians (streamed over in memory; target: at least 0.9) is printed.
 
+Engines (`--parts engines`, not run by default: it needs MosaicML Streaming, `pip install mosaicml-streaming`,
+import name `streaming`). MNIST's 60,000 training images are written once in LitData's chunked format (the
+record and chunk size `genae prepare` writes) and once in MosaicML's MDS format (the same record: the image
+as uint8 [1, 28, 28], the label as int; no compression, the same shard size); each engine's own loader then
+reads one shuffled epoch (seed 0, batch 64, full batches only, no workers, default collation, one thread) in
+a fresh process, the engines alternating, `--rounds` times each. Printed: the write time and size on disk,
+the medians of items/s by wall clock and by that process's CPU time and of its peak RSS (the whole process:
+Python, torch and the engine; its own VmHWM, since Linux starts a child's `wait4` figure from this process's
+peak, which holds the images), and whether a loader's state taken `RESUME_AFTER` batches into the
+epoch and loaded into a new loader gives the rest of the uninterrupted epoch, image for image.
+
     python bench/streaming.py --data-dir DATA [--copies 20] [--work runs/bench_streaming]
-        [--memory-steps 100] [--speed-steps 300] [--warmup 50] [--rounds 3] [--parts memory speed]
+        [--memory-steps 100] [--speed-steps 300] [--warmup 50] [--rounds 3] [--parts memory speed engines]
 
 `--data-dir` holds MNIST as run.py reads it (DATA/MNIST/raw/*-ubyte[.gz]); the work folder keeps the
 copies and the prepared folders for later invocations (their manifests say they are complete).
@@ -25,7 +36,9 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -36,13 +49,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming.writer import BinaryWriter
 from overhead import added_callback
 
 from lightning_genae.datamodules import PREPARED_MANIFEST
-from lightning_genae.datamodules.mnist import IDX_FILES, find_idx_file
+from lightning_genae.datamodules.mnist import (
+    IDX_FILES,
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    find_idx_file,
+    read_idx,
+)
+from lightning_genae.datamodules.streaming import CHUNK_BYTES
 
-REPO = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+HERE = Path(__file__).resolve()
+REPO = HERE.parent.parent
+PYTHONPATH = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": PYTHONPATH}
+ENGINES = ("litdata", "mosaicml")
+BATCH = 64
+RESUME_AFTER = 300  # batches, of the epoch's 937
 
 
 def copy_mnist(source: Path, target: Path, copies: int) -> None:
@@ -79,16 +106,25 @@ def prepared(data_dir: Path, output: Path) -> Path:
     return output
 
 
+def child_run(command: list[str]) -> tuple[str, float]:
+    """`command` run in a fresh process: its standard output and its peak RSS in MiB (ru_maxrss is in KiB on
+    Linux). Its output goes through files, which a pipe's buffer cannot block before `wait4` returns."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(command, env=ENV, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed:\n{err.read().decode()[-3000:]}")
+        out.seek(0)
+        return out.read().decode(), usage.ru_maxrss / 1024
+
+
 def peak_rss_mib(data_dir: Path, steps: int, output: Path) -> float:
-    """The peak RSS of one GAN run.py process on `data_dir`, in MiB (ru_maxrss is in KiB on Linux)."""
+    """The peak RSS of one GAN run.py process on `data_dir`, in MiB."""
     command = [sys.executable, str(REPO / "run.py"), "--model", "gan", "--data", "mnist"]
     command += ["--data-dir", str(data_dir), "--max-steps", str(steps), "--eval-every", str(steps)]
     command += ["--backbone", "none", "--threads", "1", "--output", str(output), "--overwrite"]
-    child = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{child.stderr.read().decode()[-3000:]}")
-    return usage.ru_maxrss / 1024
+    return child_run(command)[1]
 
 
 class Rate:
@@ -135,6 +171,112 @@ def rate(data_dir: Path, steps: int, warmup: int, output: Path) -> tuple[float, 
     return timer.per_second()
 
 
+def import_mosaic() -> Any:
+    """MosaicML Streaming's package, `streaming`, which this file's own name hides while its folder is on
+    the import path."""
+    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE.parent]
+    import streaming
+
+    return streaming
+
+
+def write_engine(engine: str, folder: Path, images: Any, labels: list[int]) -> float:
+    """The images (uint8 [N, H, W]) and labels written under `folder` in `engine`'s format, one record per
+    image (uint8 [1, H, W] and an int); the seconds it took."""
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
+    if engine == "litdata":
+        writer = BinaryWriter(str(folder), chunk_bytes=CHUNK_BYTES)
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+            writer[index] = {"image": torch.from_numpy(image[None]), "label": label}
+        writer.done()
+        writer.merge()
+    else:
+        columns = {"image": "ndarray:uint8:1," + ",".join(map(str, images.shape[1:])), "label": "int"}
+        with import_mosaic().MDSWriter(out=str(folder), columns=columns, size_limit=CHUNK_BYTES) as mds:
+            for image, label in zip(images, labels, strict=True):
+                mds.write({"image": image[None], "label": label})
+    return time.perf_counter() - started
+
+
+def engine_loader(engine: str, folder: Path) -> Any:
+    """`engine`'s own loader over `folder`: shuffled with seed 0, batches of 64, full batches only, no
+    workers; LitData's dataset decodes items one at a time, as training's does."""
+    if engine == "litdata":
+        dataset = StreamingDataset(str(folder), shuffle=True, drop_last=True, seed=0, batch_decode=False)
+        return StreamingDataLoader(dataset, batch_size=BATCH, num_workers=0)
+    mosaic = import_mosaic()
+    dataset = mosaic.StreamingDataset(local=str(folder), shuffle=True, shuffle_seed=0, batch_size=BATCH)
+    return mosaic.StreamingDataLoader(dataset, batch_size=BATCH, num_workers=0, drop_last=True)
+
+
+def read_epoch(engine: str, folder: Path) -> None:
+    """One epoch through `engine`'s loader in this process: prints its items, wall and CPU seconds, and the
+    process's peak RSS in MiB (VmHWM, in kB)."""
+    loader = engine_loader(engine, folder)
+    wall, cpu = time.perf_counter(), time.process_time()
+    items = sum(len(batch["label"]) for batch in loader)
+    peak = re.search(r"VmHWM:\s*(\d+)", Path("/proc/self/status").read_text())[1]
+    print(items, time.perf_counter() - wall, time.process_time() - cpu, int(peak) / 1024)
+
+
+def items(loader: Any, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels of the loader's first `stop` batches (all by default), concatenated."""
+    got = list(itertools.islice(loader, stop))
+    return torch.cat([batch["image"] for batch in got]), torch.cat([batch["label"] for batch in got])
+
+
+def resumes(engine: str, folder: Path) -> bool:
+    """Whether `engine`'s loader state, taken `RESUME_AFTER` batches into an epoch and loaded into a new
+    loader, gives the rest of the uninterrupted epoch, image for image and label for label."""
+    images, labels = items(engine_loader(engine, folder))
+    first = engine_loader(engine, folder)
+    items(first, RESUME_AFTER)
+    state = first.state_dict()
+    resumed = engine_loader(engine, folder)
+    resumed.load_state_dict(state)
+    rest, rest_labels = items(resumed)
+    skip = RESUME_AFTER * BATCH
+    return torch.equal(rest, images[skip:]) and torch.equal(rest_labels, labels[skip:])
+
+
+def compare_engines(data_dir: Path, work: Path, rounds: int) -> None:
+    """The engines part: each engine's write, `rounds` alternating epochs each, and the resume check."""
+    copy_mnist(data_dir, work / "mnist", 1)
+    raw = work / "mnist" / "MNIST" / "raw"
+    images_file, labels_file = (find_idx_file(raw, name) for name in IDX_FILES["train"])
+    images, labels = read_idx(images_file, IDX_IMAGES_MAGIC), read_idx(labels_file, IDX_LABELS_MAGIC).tolist()
+    folders = {engine: work / "engines" / engine for engine in ENGINES}
+    written = {}
+    for engine, folder in folders.items():
+        print(f"engines: writing {len(images):,} images for {engine}", flush=True)
+        seconds = write_engine(engine, folder, images, labels)
+        written[engine] = seconds, sum(file.stat().st_size for file in folder.rglob("*") if file.is_file())
+    reads: dict[str, list[tuple[float, float, float]]] = {engine: [] for engine in ENGINES}
+    for round_, (engine, folder) in itertools.product(range(rounds), folders.items()):
+        print(f"engines: round {round_ + 1}/{rounds}, one epoch through {engine}", flush=True)
+        out, _ = child_run(
+            [sys.executable, str(HERE), "--data-dir", str(data_dir), "--read-epoch", engine, str(folder)]
+        )
+        count, wall, cpu, peak = map(float, out.split()[-4:])
+        reads[engine].append((count / wall, count / cpu, peak))
+    print(f"engines: resuming each loader after {RESUME_AFTER} batches", flush=True)
+    resumed = {engine: resumes(engine, folder) for engine, folder in folders.items()}
+    print(
+        f"\nMNIST train ({len(images):,} images), one shuffled epoch, batch {BATCH}, no workers, one thread;"
+    )
+    print(f"{rounds} fresh processes each, alternating; medians, each run's items/s (wall) in brackets")
+    print("engine    write s  disk MiB  items/s wall  items/s CPU  peak RSS MiB  resumes  runs")
+    for engine in ENGINES:
+        walls, cpus, peaks = (statistics.median(values) for values in zip(*reads[engine], strict=True))
+        runs = ", ".join(f"{wall:,.0f}" for wall, _, _ in reads[engine])
+        seconds, size = written[engine]
+        row = (
+            f"{engine:<9} {seconds:>7.1f} {size / 2**20:>9.1f} {walls:>13,.0f} {cpus:>12,.0f} {peaks:>13,.0f}"
+        )
+        print(f"{row}  {'yes' if resumed[engine] else 'no':<7}  ({runs})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="a folder holding MNIST/raw")
@@ -144,17 +286,28 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--parts", nargs="+", choices=("memory", "speed"), default=["memory", "speed"])
+    parts = ("memory", "speed", "engines")
+    parser.add_argument("--parts", nargs="+", choices=parts, default=["memory", "speed"])
+    parser.add_argument("--read-epoch", nargs=2, metavar=("ENGINE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_steps <= args.warmup:
         parser.error("--speed-steps must be above --warmup")
     torch.set_num_threads(1)
+    if args.read_epoch:
+        return read_epoch(args.read_epoch[0], Path(args.read_epoch[1]))
+    if "engines" in args.parts:
+        try:
+            import_mosaic()
+        except ImportError:
+            parser.exit(2, "--parts engines needs MosaicML Streaming: pip install mosaicml-streaming\n")
     work = args.work.resolve()
     sources = {"MNIST": work / "mnist", f"MNIST x{args.copies}": work / f"mnist_x{args.copies}"}
-    for name, folder in sources.items():
-        copy_mnist(args.data_dir.resolve(), folder, 1 if name == "MNIST" else args.copies)
-    print("preparing both datasets (once; kept in --work)", flush=True)
-    streams = {name: prepared(folder, Path(f"{folder}_prepared")) for name, folder in sources.items()}
+    streams = {}
+    if {"memory", "speed"} & set(args.parts):
+        for name, folder in sources.items():
+            copy_mnist(args.data_dir.resolve(), folder, 1 if name == "MNIST" else args.copies)
+        print("preparing both datasets (once; kept in --work)", flush=True)
+        streams = {name: prepared(folder, Path(f"{folder}_prepared")) for name, folder in sources.items()}
 
     peaks: dict[tuple[str, str], float] = {}
     rates: dict[str, list[tuple[float, float]]] = {"in memory": [], "streamed": []}
@@ -168,6 +321,8 @@ def main() -> None:
                 print(f"speed: round {round_ + 1}/{args.rounds}, MNIST {path}", flush=True)
                 rates[path].append(rate(data_dir, args.speed_steps, args.warmup, Path(scratch) / "speed"))
 
+    if "engines" in args.parts:
+        compare_engines(args.data_dir.resolve(), work, args.rounds)
     small, large = sources
     if peaks:
         print_memory(peaks, small, large, args.memory_steps)
