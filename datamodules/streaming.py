@@ -71,13 +71,14 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
         # Hashed as it is written, block by block, as `content_sha256` hashes the split whole.
         digest, labels, index = None, [], 0
         for items, block_labels in datamodule.split_batches(split):
-            digest = digest or split_digest(size, items)
-            digest.update(items.contiguous().numpy())
-            labels.append(block_labels)
             for item, label in zip(items, block_labels.tolist(), strict=True):
                 writer[index] = {"item": item, "label": label}
                 index += 1
                 progress.advance()
+            # Once the block is written: hashing a split held whole takes seconds the progress would not show.
+            digest = digest or split_digest(size, items)
+            digest.update(items.contiguous().numpy())
+            labels.append(block_labels)
         writer.done()
         writer.merge()
         digest.update(torch.cat(labels).contiguous().numpy())
