@@ -3,10 +3,11 @@
 Memory. MNIST's IDX files are copied with the training images repeated `--copies` times (20: 1.2 M images,
 0.94 GB of uint8; the fixed 5,000 validation images and the official 10,000 test images stay as they are),
 both datasets are prepared once with `genae prepare`, and the same GAN run (`run.py --model gan --data mnist
---backbone none`, `--memory-steps` iterations, one evaluation at the end) is started in a fresh process on
-each of the four folders. Each process's peak resident memory comes from the kernel's accounting of that child
-(`os.wait4`). In memory, the run grows by the dataset's size; streamed, it should not: the table prints each
-path's growth from MNIST to the replicated MNIST (target: within 100 MB streamed).
+--backbone none`, `--memory-steps` iterations, one evaluation at the end, and `--memory-options`, such as
+`--augment ae`) is started in a fresh process on each of the four folders. Each run reports its own peak
+resident memory (VmHWM) as it exits: Linux starts a child's `wait4` figure from this process's peak. In
+memory, the run grows by the dataset's size; streamed, it should not: the table prints each path's growth
+from MNIST to the replicated MNIST (target: within 100 MB streamed).
 
 Speed. The DCGAN run (family defaults, batch 64, one CPU thread, no loader workers) trains on MNIST in memory
 and streamed, the two alternating run after run in this one process, `--rounds` runs each of `--speed-steps`
@@ -26,7 +27,8 @@ peak, which holds the images), and whether a loader's state taken `RESUME_AFTER`
 epoch and loaded into a new loader gives the rest of the uninterrupted epoch, image for image.
 
     python bench/streaming.py --data-dir DATA [--copies 20] [--work runs/bench_streaming]
-        [--memory-steps 100] [--speed-steps 300] [--warmup 50] [--rounds 3] [--parts memory speed engines]
+        [--memory-steps 100] [--memory-options '--augment ae'] [--speed-steps 300] [--warmup 50]
+        [--rounds 3] [--parts memory speed engines]
 
 `--data-dir` holds MNIST as run.py reads it (DATA/MNIST/raw/*-ubyte[.gz]); the work folder keeps the
 copies and the prepared folders for later invocations (their manifests say they are complete).
@@ -119,12 +121,29 @@ def child_run(command: list[str]) -> tuple[str, float]:
         return out.read().decode(), usage.ru_maxrss / 1024
 
 
-def peak_rss_mib(data_dir: Path, steps: int, output: Path) -> float:
-    """The peak RSS of one GAN run.py process on `data_dir`, in MiB."""
-    command = [sys.executable, str(REPO / "run.py"), "--model", "gan", "--data", "mnist"]
+# run.py, printing its process's peak RSS (VmHWM, kB) as the last line of its output when it exits.
+PEAK_REPORTING_RUN = (
+    "import atexit, re, runpy, sys; atexit.register(lambda: print(re.search(r'VmHWM:\\s*(\\d+)', "
+    "open('/proc/self/status').read())[1])); sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def peak_rss_mib(data_dir: Path, steps: int, output: Path, options: list[str]) -> float:
+    """The peak RSS of one GAN run.py process on `data_dir` with `options`, in MiB."""
+    command = [
+        sys.executable,
+        "-c",
+        PEAK_REPORTING_RUN,
+        str(REPO / "run.py"),
+        "--model",
+        "gan",
+        "--data",
+        "mnist",
+    ]
     command += ["--data-dir", str(data_dir), "--max-steps", str(steps), "--eval-every", str(steps)]
-    command += ["--backbone", "none", "--threads", "1", "--output", str(output), "--overwrite"]
-    return child_run(command)[1]
+    command += ["--backbone", "none", "--threads", "1", "--output", str(output), "--overwrite", *options]
+    return int(child_run(command)[0].split()[-1]) / 1024
 
 
 class Rate:
@@ -287,6 +306,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parts = ("memory", "speed", "engines")
+    parser.add_argument("--memory-options", default="", help="more run.py options for the memory runs")
     parser.add_argument("--parts", nargs="+", choices=parts, default=["memory", "speed"])
     parser.add_argument("--read-epoch", nargs=2, metavar=("ENGINE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -315,7 +335,10 @@ def main() -> None:
         for name in sources if "memory" in args.parts else ():
             for path, data_dir in (("in memory", sources[name]), ("streamed", streams[name])):
                 print(f"memory: {name} {path}, {args.memory_steps} iterations", flush=True)
-                peaks[name, path] = peak_rss_mib(data_dir, args.memory_steps, Path(scratch) / "run")
+                run = Path(scratch) / "run"
+                peaks[name, path] = peak_rss_mib(
+                    data_dir, args.memory_steps, run, args.memory_options.split()
+                )
         for round_ in range(args.rounds if "speed" in args.parts else 0):
             for path, data_dir in (("in memory", sources["MNIST"]), ("streamed", streams["MNIST"])):
                 print(f"speed: round {round_ + 1}/{args.rounds}, MNIST {path}", flush=True)
@@ -325,13 +348,15 @@ def main() -> None:
         compare_engines(args.data_dir.resolve(), work, args.rounds)
     small, large = sources
     if peaks:
-        print_memory(peaks, small, large, args.memory_steps)
+        print_memory(peaks, small, large, args.memory_steps, args.memory_options)
     if rates["in memory"]:
         print_speed(rates, args.rounds, args.warmup)
 
 
-def print_memory(peaks: dict[tuple[str, str], float], small: str, large: str, steps: int) -> None:
-    print(f"\npeak RSS of a GAN run ({steps} iterations, --backbone none, one thread), MiB")
+def print_memory(
+    peaks: dict[tuple[str, str], float], small: str, large: str, steps: int, options: str
+) -> None:
+    print(f"\npeak RSS of a GAN run ({steps} iterations, --backbone none {options}, one thread), MiB")
     print(f"{'path':<12} {small:>12} {large:>14} {'growth':>10}")
     for path in ("in memory", "streamed"):
         growth = peaks[large, path] - peaks[small, path]
