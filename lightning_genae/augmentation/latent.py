@@ -11,8 +11,25 @@ import torch
 from torch import Tensor, nn
 
 from lightning_genae.augmentation.common import drawn
-from lightning_genae.datamodules.base import Batch, map_images, to_model_range
+from lightning_genae.datamodules.base import Batch, InMemoryDataModule, map_images, to_model_range
 from lightning_genae.models import GenerativeModule
+from lightning_genae.seeding import generator as seeded
+
+# The most training codes the bank and the latent spread come from: a larger training split gives a seeded
+# sample of them, so that neither the bank nor the time spent encoding it grows with the dataset.
+BANK_CODES = 100_000
+# Sampled items read at once (a multiple of map_images' batch).
+BANK_BLOCK = 10_000
+
+
+def bank_items(datamodule: InMemoryDataModule, seed: int) -> Iterable[Batch]:
+    """The training items `LatentAugmenter.fit` takes: the split in blocks, or BANK_CODES of its items
+    drawn by `seed`, in stored order (read alone where the split is streamed)."""
+    size = datamodule.split_size("train")
+    if size <= BANK_CODES:
+        return datamodule.split_batches("train")
+    drawn_items = torch.randperm(size, generator=seeded(seed, "augmenter bank"))[:BANK_CODES].sort().values
+    return (datamodule.items_at("train", block) for block in drawn_items.split(BANK_BLOCK))
 
 
 def _uniform(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:

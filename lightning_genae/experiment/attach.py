@@ -15,7 +15,7 @@ from lightning_genae.augmentation import AUGMENTATIONS, BUILT_IN_AUGMENTATIONS, 
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.datamodule import AugmentedDataModule, as_training_pixels
 from lightning_genae.augmentation.discriminator import Composed
-from lightning_genae.augmentation.latent import LatentAugmenter, reconstruction_mse
+from lightning_genae.augmentation.latent import LatentAugmenter, bank_items, reconstruction_mse
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.augmenter import load_augmenter
@@ -70,7 +70,7 @@ def attach_augmentation(
         augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
         draws = generator(seed, "augmenter fit pixels")
         augmenter.to(device).fit(
-            datamodule.split_batches("train"),
+            bank_items(datamodule, seed),
             prepare=lambda items: as_training_pixels(datamodule, datamodule.to_model_range(items), draws),
         )
         origin["val_recon_mse"] = reconstruction_mse(

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
+from lightning_genae.augmentation import latent
 from lightning_genae.datamodules import build_datamodule, folder, streaming
 from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.datamodules.streaming import MANIFEST, prepare
@@ -79,6 +80,21 @@ def test_a_pass_over_the_streamed_training_split_reads_it_in_stored_order_withou
         (torch.cat(part) for part in zip(*blocks, strict=True)), in_memory.split_tensors("train"), strict=True
     ):
         assert torch.equal(stream, memory)
+    assert "train" not in (streamed._splits or {}), "the whole train split was read into memory"
+
+
+def test_a_large_training_split_gives_the_augmenter_a_seeded_sample_read_alone(prepared, monkeypatch):
+    monkeypatch.setattr(latent, "BANK_CODES", 300)
+    monkeypatch.setattr(latent, "BANK_BLOCK", 100)
+    in_memory = build_datamodule("digits")
+    streamed = build_datamodule("digits", data_dir=str(prepared))
+    blocks = list(latent.bank_items(streamed, seed=4))
+    assert [len(items) for items, _ in blocks] == [100, 100, 100]
+    sample = [torch.cat(part) for part in zip(*blocks, strict=True)]
+    again = [torch.cat(part) for part in zip(*latent.bank_items(in_memory, seed=4), strict=True)]
+    assert all(torch.equal(a, b) for a, b in zip(sample, again, strict=True)), "streamed or not, one sample"
+    other = torch.cat([items for items, _ in latent.bank_items(in_memory, seed=5)])
+    assert not torch.equal(other, sample[0])
     assert "train" not in (streamed._splits or {}), "the whole train split was read into memory"
 
 
