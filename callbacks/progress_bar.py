@@ -10,8 +10,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 
-from lightning_genae.lightning_internals import Tqdm
 from lightning_genae.progress import PhaseProgress, evaluation_progress, format_duration, say
 
 

@@ -10,12 +10,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.core.optimizer import _configure_optimizers
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 from pytorch_lightning.utilities.model_helpers import _restricted_classmethod
-
-__all__ = ["Tqdm"]  # re-exported
 
 
 def should_update_logs(trainer: pl.Trainer) -> bool:
