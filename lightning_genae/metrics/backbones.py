@@ -189,7 +189,10 @@ CHANCE_MARGIN = 0.05
 
 
 def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) -> ClassifierBackbone:
-    full = classifier_lib.full_training_data(datamodule)
+    full = datamodule
+    if getattr(datamodule, "train_size", None) is not None:
+        # The same dataset without a --train-size subset: the yardstick must not shrink with the run's data.
+        full = type(datamodule)(**{**dict(datamodule.hparams), "train_size": None})
     seed = classifier_lib.DEFAULT_SEED
     num_train = full.split_size("train")
     epochs = classifier_lib.default_epochs(num_train)

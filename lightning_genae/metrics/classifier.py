@@ -145,13 +145,6 @@ def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int =
     return correct / max(len(inputs), 1)
 
 
-def full_training_data(datamodule: ImageDataModule) -> ImageDataModule:
-    """The same dataset without a --train-size subset: the yardstick must not shrink with the run's data."""
-    if getattr(datamodule, "train_size", None) is None:
-        return datamodule
-    return type(datamodule)(**{**dict(datamodule.hparams), "train_size": None})
-
-
 def fit_best_on_validation(
     build: Callable[[], nn.Module],
     splits: dict[str, tuple[Tensor, Tensor]],
