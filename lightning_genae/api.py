@@ -12,23 +12,20 @@ from typing import Any
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from lightning_genae.callbacks import (
+from lightning_genae.callbacks.applicability import applicable
+from lightning_genae.callbacks.checkpoints import BestCheckpoint, PeriodicLastCheckpoint, StoreRunConfig
+from lightning_genae.callbacks.images import (
     AugmentationPreview,
     DiscriminatorReconstructionGrid,
     InterpolationGrid,
-    RandomStateInCheckpoints,
     ReconstructionGrid,
     SampleGrid,
-    SaveNormaliser,
-    SeededEvaluation,
-    SeriesReconstructions,
-    SeriesSamples,
 )
-from lightning_genae.callbacks.applicability import applicable
-from lightning_genae.callbacks.checkpoints import BestCheckpoint, PeriodicLastCheckpoint, StoreRunConfig
 from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
+from lightning_genae.callbacks.random_state import RandomStateInCheckpoints, SeededEvaluation
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
+from lightning_genae.callbacks.sequences import SaveNormaliser, SeriesReconstructions, SeriesSamples
 from lightning_genae.callbacks.stopping import StopOnSignal
 from lightning_genae.callbacks.training import (
     DivergenceGuard,
