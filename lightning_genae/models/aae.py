@@ -21,7 +21,7 @@ from lightning_genae.models.adversarial import discriminator_loss, generator_los
 from lightning_genae.models.base import adam, inference, set_sgd_rate
 from lightning_genae.models.options import AAE_PAPER_HIDDEN, AAEOptions
 from lightning_genae.models.reconstruction import ReconstructionModule, reconstruction_loss
-from lightning_genae.nets import LatentDiscriminator, MLPDecoder, MLPEncoder, init_linear
+from lightning_genae.nets.mlp import LatentDiscriminator, MLPDecoder, MLPEncoder, init_linear
 
 # Mixture components are unit-variance Gaussians whose means lie this far from the origin along distinct
 # axes: any two means are at least 4 * sqrt(2) ~ 5.7 standard deviations apart, so under 0.3% of a

@@ -13,14 +13,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from lightning_genae.models.adversarial import ImageAdversarialModule, discriminator_loss, generator_loss
 from lightning_genae.models.base import adam, set_sgd_rate
 from lightning_genae.models.options import GANOptions
-from lightning_genae.nets import (
-    ConvDecoder,
-    ConvDiscriminator,
-    MaxoutDiscriminator,
-    MLPDecoder,
-    init_dcgan_weights,
-    init_linear,
-)
+from lightning_genae.nets.conv import ConvDecoder, ConvDiscriminator, init_dcgan_weights
+from lightning_genae.nets.mlp import MaxoutDiscriminator, MLPDecoder, init_linear
 
 # The GAN paper's MNIST generator: two hidden ReLU layers of this many units.
 PAPER_GENERATOR_HIDDEN = 1200

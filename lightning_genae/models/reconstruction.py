@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.base import ObjectiveModule, adam, inference
 from lightning_genae.models.options import ReconLoss, ReconstructionOptions, SingleObjectiveOptions
-from lightning_genae.nets import ConvDecoder, ConvEncoder
+from lightning_genae.nets.conv import ConvDecoder, ConvEncoder
 
 
 def reconstruction_loss(logits_or_images: Tensor, target: Tensor, kind: ReconLoss) -> Tensor:

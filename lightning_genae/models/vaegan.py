@@ -17,7 +17,7 @@ from lightning_genae.models.adversarial import ImageAdversarialModule, discrimin
 from lightning_genae.models.base import inference
 from lightning_genae.models.options import VAEGANOptions
 from lightning_genae.models.variational import GaussianEncoding, gaussian_kl, reparameterize
-from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
+from lightning_genae.nets.conv import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
 
 
 def feature_reconstruction_loss(reconstruction_features: Tensor, image_features: Tensor) -> Tensor:
