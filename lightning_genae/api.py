@@ -291,12 +291,10 @@ def callbacks_for(
 
 
 def load_model(checkpoint: str | Path) -> GenerativeModule:
-    """The model a `run.py` run saved (`last.ckpt`, `best.ckpt`), in eval mode on the CPU, read safely."""
-    from lightning_genae.plugins import load_plugins
-
+    """The model a `run.py` run saved (`last.ckpt`, `best.ckpt`), in eval mode on the CPU, read safely; a
+    plug-in's family is found as `MODELS` finds any name it lacks, by loading the plug-ins."""
     saved = RunCheckpoint.load(checkpoint, "load_model")
     family = saved.stored_config("load_model").get("model")
-    load_plugins()
     # Rebuilt from the hyper-parameters; the initial weights it draws must not move the global random state.
     with torch.random.fork_rng(devices=[]):
         return saved.restore(MODELS[family].module, "load_model")
