@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
+from lightning_genae.nets.conv import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
 
 # Far beyond any timed run: no validation, image grid or checkpoint falls inside the timed stretch.
 NEVER = 10**9

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 
-from lightning_genae.lightning_internals import Tqdm
 from lightning_genae.progress import PhaseProgress, evaluation_progress, format_duration, say
 
 
@@ -197,37 +197,30 @@ class IterationProgressBar(TQDMProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        # As the base class, without appending "DataLoader 0" to the description.
-        if self.has_dataloader_changed(dataloader_idx):
+        """Reset the loop's bar to its batches, as the base class does without appending "DataLoader 0" to
+        its description; in a log file, where no bar is drawn, a long loop (the importance-sampled likelihood
+        of a test set, say) still says where it is."""
+        if not self.has_dataloader_changed(dataloader_idx):
+            return
+        if trainer.testing:
+            bar, batches, what = self.test_progress_bar, self.total_test_batches_current_dataloader, "test"
+        else:
+            bar, batches = self.val_progress_bar, self.total_val_batches_current_dataloader
             what = "sanity check" if trainer.sanity_checking else "validation"
-            self._restart(self.val_progress_bar, self.total_val_batches_current_dataloader, what)
+        total = int(batches) if math.isfinite(batches) else None
+        bar.reset(total=total)
+        self._evaluation_lines = None
+        if not self.is_disabled and not stdout_is_terminal() and total:
+            self._evaluation_lines = evaluation_progress(what, total, "batch", interval=self.LINE_SECONDS)
+
+    on_test_batch_start = on_validation_batch_start
 
     def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         super().on_validation_batch_end(trainer, *args, **kwargs)
         if self._evaluation_lines is not None:
             self._evaluation_lines.advance()
 
-    def on_test_batch_start(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self.has_dataloader_changed(dataloader_idx):
-            self._restart(self.test_progress_bar, self.total_test_batches_current_dataloader, "test")
-
     def on_test_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
         super().on_test_batch_end(trainer, *args, **kwargs)
         if self._evaluation_lines is not None:
             self._evaluation_lines.advance()
-
-    def _restart(self, bar: Tqdm, batches: float, what: str) -> None:
-        """Reset an evaluation bar to its loop's batches; in a log file, where no bar is drawn, a long loop
-        (the importance-sampled likelihood of a test set, say) still says where it is."""
-        total = int(batches) if math.isfinite(batches) else None
-        bar.reset(total=total)
-        self._evaluation_lines = None
-        if not self.is_disabled and not stdout_is_terminal() and total:
-            self._evaluation_lines = evaluation_progress(what, total, "batch", interval=self.LINE_SECONDS)

@@ -44,14 +44,6 @@ def is_sequence_data(datamodule: pl.LightningDataModule) -> bool:
     return series.dim() == 3
 
 
-def split_series(datamodule: pl.LightningDataModule, split: str) -> Tensor:
-    """All series of `split` as the model sees them (after `on_after_batch_transfer`), float32 on the CPU."""
-    base = real_datamodule(datamodule)
-    loader = base.val_dataloader() if split == "val" else base.test_dataloader()
-    batches = [base.on_after_batch_transfer(batch, 0)[0].float().cpu() for batch in loader]
-    return torch.cat(batches)
-
-
 # The seed of the scores' own randomness, the same for every run.
 SCORE_SEED = 0
 
@@ -89,9 +81,12 @@ class SequenceMetrics(StageRecords):
         return self._last_scored is None or iteration - self._last_scored >= self.every_n_steps
 
     def _real_series(self, datamodule: pl.LightningDataModule, split: str) -> Tensor:
-        key = (id(real_datamodule(datamodule)), split)
+        """The split's series as the model sees them (after `on_after_batch_transfer`), float32 on the CPU."""
+        base = real_datamodule(datamodule)
+        key = (id(base), split)
         if key not in self._real:
-            series = split_series(datamodule, split)
+            loader = base.val_dataloader() if split == "val" else base.test_dataloader()
+            series = torch.cat([base.on_after_batch_transfer(batch, 0)[0].float().cpu() for batch in loader])
             # The same N real series for every run and evaluation, whatever its seed and the loader's order:
             # runs and seeds are measured against one reference set.
             if len(series) > self.num_samples:

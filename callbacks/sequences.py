@@ -14,6 +14,7 @@ from torch import Tensor
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.callbacks.pictures import PeriodicDrawing, log_figure
 from lightning_genae.models import Autoencoder, Sampler
+from lightning_genae.run_files import NORMALISER_FILE
 from lightning_genae.seeding import generator
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
 # Up to this many channels a series is drawn as lines; beyond, as a heat map.
 MAX_LINE_CHANNELS = 4
-NORMALISER_FILE = "normaliser.json"
 
 
 def series_figure(

@@ -24,16 +24,6 @@ MIN_SERIES_PER_SPLIT = 2
 CONSTANT_RELATIVE_STD = 1e-9
 
 
-def as_float(series: Tensor) -> Tensor:
-    """Series are stored normalised in float32, which is already the model's input."""
-    return series.float()
-
-
-def detached_float(series: Tensor) -> Tensor:
-    """A model's series as the DataModule stores them (float32, no graph)."""
-    return series.detach().float()
-
-
 @dataclass(frozen=True)
 class Normaliser:
     """Per-channel `normalise(x) = (x - mean) / std` over the last dimension; `low` and `high`: the training
@@ -163,8 +153,15 @@ class SequenceDataModule(InMemoryDataModule):
         """Normalised series (the model's) in the data's own units."""
         return self.normaliser.denormalise(series)
 
-    to_model_range = staticmethod(as_float)
-    to_stored = staticmethod(detached_float)
+    @staticmethod
+    def to_model_range(series: Tensor) -> Tensor:
+        """Series are stored normalised in float32, which is already the model's input."""
+        return series.float()
+
+    @staticmethod
+    def to_stored(series: Tensor) -> Tensor:
+        """A model's series as the DataModule stores them (float32, no graph)."""
+        return series.detach().float()
 
     # ----- saved with the checkpoint -----
 

@@ -9,12 +9,12 @@ The command line is `genae` (or `python run.py` in a clone). In Python: `lightni
 
 from typing import TYPE_CHECKING
 
+from lightning_genae.cluster import RunInterrupted
 from lightning_genae.errors import ConfigError, DataError, GenaeError, TrainingDiverged
 from lightning_genae.lazy import lazy_dir, lazy_getattr
 
 if TYPE_CHECKING:
     from lightning_genae.api import callbacks_for, load_model, score_images, trainer_kwargs
-    from lightning_genae.cluster import RunInterrupted
 
 __all__ = [
     "ConfigError",
@@ -30,10 +30,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 # Names that pull in Lightning are resolved on first use, so `run.py --help` starts without it.
-_LAZY_EXPORTS = {
-    **dict.fromkeys(("trainer_kwargs", "callbacks_for", "load_model", "score_images"), "api"),
-    "RunInterrupted": "cluster",
-}
+_LAZY_EXPORTS = dict.fromkeys(("trainer_kwargs", "callbacks_for", "load_model", "score_images"), "api")
 # Hidden from type checkers, which would take any name the module lacks for a lazy one.
 if not TYPE_CHECKING:
     __getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)

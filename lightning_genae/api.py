@@ -12,23 +12,20 @@ from typing import Any
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from lightning_genae.callbacks import (
+from lightning_genae.callbacks.applicability import applicable
+from lightning_genae.callbacks.checkpoints import BestCheckpoint, PeriodicLastCheckpoint, StoreRunConfig
+from lightning_genae.callbacks.images import (
     AugmentationPreview,
     DiscriminatorReconstructionGrid,
     InterpolationGrid,
-    RandomStateInCheckpoints,
     ReconstructionGrid,
     SampleGrid,
-    SaveNormaliser,
-    SeededEvaluation,
-    SeriesReconstructions,
-    SeriesSamples,
 )
-from lightning_genae.callbacks.applicability import applicable
-from lightning_genae.callbacks.checkpoints import BestCheckpoint, PeriodicLastCheckpoint, StoreRunConfig
 from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationMetrics
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
+from lightning_genae.callbacks.random_state import RandomStateInCheckpoints, SeededEvaluation
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
+from lightning_genae.callbacks.sequences import SaveNormaliser, SeriesReconstructions, SeriesSamples
 from lightning_genae.callbacks.stopping import StopOnSignal
 from lightning_genae.callbacks.training import (
     DivergenceGuard,
@@ -294,12 +291,10 @@ def callbacks_for(
 
 
 def load_model(checkpoint: str | Path) -> GenerativeModule:
-    """The model a `run.py` run saved (`last.ckpt`, `best.ckpt`), in eval mode on the CPU, read safely."""
-    from lightning_genae.plugins import load_plugins
-
+    """The model a `run.py` run saved (`last.ckpt`, `best.ckpt`), in eval mode on the CPU, read safely; a
+    plug-in's family is found as `MODELS` finds any name it lacks, by loading the plug-ins."""
     saved = RunCheckpoint.load(checkpoint, "load_model")
     family = saved.stored_config("load_model").get("model")
-    load_plugins()
     # Rebuilt from the hyper-parameters; the initial weights it draws must not move the global random state.
     with torch.random.fork_rng(devices=[]):
         return saved.restore(MODELS[family].module, "load_model")

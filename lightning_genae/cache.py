@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,12 +26,13 @@ def write_atomically(
     `durable`: on disk before the rename, so that a machine's crash too leaves one or the other."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    temporary = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # Made as any new file is, 0666 less the umask.
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write(temporary)
-        # mkstemp creates the file private (0600).
-        os.chmod(temporary, 0o644 if shared else 0o666 & ~_umask())
+        if shared:
+            os.chmod(temporary, 0o644)
         if durable:
             written = os.open(temporary, os.O_RDONLY)
             try:
@@ -42,21 +43,6 @@ def write_atomically(
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-
-
-def _umask() -> int:
-    """The process's umask: Linux reports it; elsewhere reading it means setting it, and it is set back at
-    once (another thread creating a file in between would get 022, the usual umask)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def save_torch_atomically(

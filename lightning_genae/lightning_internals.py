@@ -10,12 +10,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.core.optimizer import _configure_optimizers
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 from pytorch_lightning.utilities.model_helpers import _restricted_classmethod
-
-__all__ = ["Tqdm"]  # re-exported
 
 
 def should_update_logs(trainer: pl.Trainer) -> bool:
@@ -88,23 +85,18 @@ def record_training_values(
     millisecond of Python per value on a CPU."""
     connector = trainer._logger_connector
     tensors: dict[str, torch.Tensor] = {}
-    numbers_: dict[str, float] = {}
     for name, value in values.items():
         # One element each: torch refuses to reshape more to a scalar, or to make a tensor of a non-number.
-        if isinstance(value, torch.Tensor):
-            value = value.detach().reshape(())
-            tensors[name] = value if value.dtype in (torch.float32, torch.float64) else value.float()
-        else:
-            numbers_[name] = torch.tensor(value, dtype=torch.float32).item()
+        if not isinstance(value, torch.Tensor):
+            value = torch.tensor(value, dtype=torch.float32)
+        value = value.detach().reshape(())
+        tensors[name] = value if value.dtype in (torch.float32, torch.float64) else value.float()
     host: dict[str, float] | None = None
     if write or progress_bar:
-        read = {**_read_on_host(tensors), **numbers_}
+        read = _read_on_host(tensors)
         host = {name: read[name] for name in values}
     # Copies: a value's tensor may change in place after it was logged (a buffer such as k_t).
-    connector._callback_metrics.update(
-        {name: tensor.clone() for name, tensor in tensors.items()}
-        | {name: torch.tensor(number) for name, number in numbers_.items()}
-    )
+    connector._callback_metrics.update({name: tensor.clone() for name, tensor in tensors.items()})
     if host is not None:
         connector._progress_bar_metrics.update({name: host[name] for name in progress_bar})
         if write:

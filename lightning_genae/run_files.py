@@ -19,6 +19,7 @@ CONFIG_FILE = "config.yaml"
 CONFIG_HEADER = "# lightning-genae run"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
+NORMALISER_FILE = "normaliser.json"
 # The cells an ablation grid planned, at its root: a folder that holds one is a grid's.
 GRID_FILE = "grid.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -26,7 +27,7 @@ CHECKPOINT_DIR = "checkpoints"
 WANDB_RUN_ID = "wandb/run_id"
 
 # The files a run (and a grid, for its cells) writes at the top of its folder.
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, "normaliser.json", "eval.json", FAILED_FILE)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, NORMALISER_FILE, "eval.json", FAILED_FILE)
 
 
 # The folders a run writes into, each with the names of what it writes there: `--overwrite` removes those

@@ -5,7 +5,6 @@ Both take uint8 images [N,C,H,W] and give float32 features; `name` goes into the
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import sys
 from abc import abstractmethod
@@ -115,10 +114,6 @@ class InceptionBackbone(FeatureBackbone):
         # Imported here: torchmetrics' FID module pulls in torch-fidelity, which only this backbone needs.
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        # torchmetrics without the `antialias` option always resized like TF1, as antialias=False does.
-        options = (
-            {"antialias": False} if "antialias" in inspect.signature(NoTrainInceptionV3).parameters else {}
-        )
         # torch-fidelity's constructor reads its weights itself with a full unpickler (weights_only=False).
         # It is handed these tensors, serialised here in memory, never the user's file: nothing it unpickles
         # can hold code.
@@ -129,7 +124,7 @@ class InceptionBackbone(FeatureBackbone):
             name="inception-v3-compat",
             features_list=[str(INCEPTION_DIM)],
             feature_extractor_weights_path=serialised,
-            **options,
+            antialias=False,
         )
         self.net.requires_grad_(False)
         self.weights_path = Path(weights_path)
@@ -189,7 +184,10 @@ CHANCE_MARGIN = 0.05
 
 
 def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) -> ClassifierBackbone:
-    full = classifier_lib.full_training_data(datamodule)
+    full = datamodule
+    if getattr(datamodule, "train_size", None) is not None:
+        # The same dataset without a --train-size subset: the yardstick must not shrink with the run's data.
+        full = type(datamodule)(**{**dict(datamodule.hparams), "train_size": None})
     seed = classifier_lib.DEFAULT_SEED
     num_train = full.split_size("train")
     epochs = classifier_lib.default_epochs(num_train)

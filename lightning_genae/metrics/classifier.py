@@ -145,13 +145,6 @@ def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int =
     return correct / max(len(inputs), 1)
 
 
-def full_training_data(datamodule: ImageDataModule) -> ImageDataModule:
-    """The same dataset without a --train-size subset: the yardstick must not shrink with the run's data."""
-    if getattr(datamodule, "train_size", None) is None:
-        return datamodule
-    return type(datamodule)(**{**dict(datamodule.hparams), "train_size": None})
-
-
 def fit_best_on_validation(
     build: Callable[[], nn.Module],
     splits: dict[str, tuple[Tensor, Tensor]],
@@ -278,10 +271,9 @@ def load_checkpoint(
     advice: str = "delete it so it is trained again, or reinstall lightning-genae for a shipped one",
 ) -> tuple[FeatureClassifier, dict[str, Any]]:
     """Rebuild the classifier stored at `path` (eval mode, CPU) with the checkpoint's meta; GenaeError with
-    one line ending in `advice` when the file is not a classifier checkpoint of this format."""
+    one line ending in `advice` when the file does not hold one."""
     return load_model_payload(
         path,
-        CHECKPOINT_FORMAT,
         lambda config: FeatureClassifier(ClassifierConfig.from_dict(config)),
         what="classifier",
         advice=advice,
@@ -306,20 +298,14 @@ def save_model_payload(
 
 
 def load_model_payload(
-    path: str | Path,
-    checkpoint_format: str,
-    build: Callable[[dict[str, Any]], nn.Module],
-    *,
-    what: str,
-    advice: str,
+    path: str | Path, build: Callable[[dict[str, Any]], nn.Module], *, what: str, advice: str
 ) -> tuple[Any, dict[str, Any]]:
     """Rebuild the network stored at `path` by `save_model_payload` (eval mode, CPU, frozen) with its meta;
-    GenaeError with one line naming `what` and `advice` when the file is not of this format."""
+    GenaeError with one line naming `what` and `advice` when its config or weights do not build the network
+    (another file, or another network's)."""
     try:
         # weights_only: a checkpoint is tensors and plain values, never code to unpickle.
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != checkpoint_format:
-            raise ValueError(f"format {payload.get('format')!r}, expected {checkpoint_format!r}")
         model = build(payload["config"])
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:

@@ -120,7 +120,6 @@ def load_checkpoint(path: str | Path) -> tuple[SequenceClassifier, dict[str, Any
     """Rebuild the classifier stored at `path` (eval mode, CPU, frozen) and return it with its meta."""
     return classifier_lib.load_model_payload(
         path,
-        CHECKPOINT_FORMAT,
         lambda config: SequenceClassifier(SequenceClassifierConfig(**config)),
         what="sequence classifier",
         advice="reinstall lightning-genae",

@@ -11,7 +11,7 @@ comparable with these.
 
 from __future__ import annotations
 
-import math
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -182,18 +182,13 @@ class TimeGANScores:
     discriminative: tuple[float, ...]
     predictive: tuple[float, ...]
 
-    @staticmethod
-    def _mean_std(values: tuple[float, ...]) -> tuple[float, float]:
-        mean = sum(values) / len(values)
-        return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-
     @property
     def discriminative_mean_std(self) -> tuple[float, float]:
-        return self._mean_std(self.discriminative)
+        return statistics.fmean(self.discriminative), statistics.pstdev(self.discriminative)
 
     @property
     def predictive_mean_std(self) -> tuple[float, float]:
-        return self._mean_std(self.predictive)
+        return statistics.fmean(self.predictive), statistics.pstdev(self.predictive)
 
 
 def timegan_scores(

@@ -17,10 +17,11 @@ from torch import Tensor, nn
 
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.code_prior import CodeGaussianKL
+from lightning_genae.models.adversarial import discriminator_loss, generator_loss
 from lightning_genae.models.base import adam, inference, set_sgd_rate
 from lightning_genae.models.options import AAE_PAPER_HIDDEN, AAEOptions
 from lightning_genae.models.reconstruction import ReconstructionModule, reconstruction_loss
-from lightning_genae.nets import LatentDiscriminator, MLPDecoder, MLPEncoder, init_linear
+from lightning_genae.nets.mlp import LatentDiscriminator, MLPDecoder, MLPEncoder, init_linear
 
 # Mixture components are unit-variance Gaussians whose means lie this far from the origin along distinct
 # axes: any two means are at least 4 * sqrt(2) ~ 5.7 standard deviations apart, so under 0.3% of a
@@ -48,11 +49,6 @@ def mixture_means(components: int, latent_dim: int, radius: float = MIXTURE_RADI
     pair lies radius * sqrt(2) or more apart (the paper's 2-D prior puts ten on a circle)."""
     axes = torch.eye(latent_dim)
     return radius * torch.cat([axes, -axes])[:components]
-
-
-def adversarial_losses(prior_logits: Tensor, code_logits: Tensor) -> Tensor:
-    """The latent discriminator's non-saturating loss: prior draws are real, codes are fake."""
-    return F.softplus(-prior_logits).mean() + F.softplus(code_logits).mean()
 
 
 class AAEModule(ReconstructionModule):
@@ -226,7 +222,8 @@ class AAEModule(ReconstructionModule):
             n = codes.size(0)
             prior_logits = self.latent_discriminator(self.prior_draws(n, components=components), condition)
             code_logits = self.latent_discriminator(codes, condition)
-            loss_d = adversarial_losses(prior_logits, code_logits)
+            # Non-saturating: prior draws are real, codes are fake.
+            loss_d = discriminator_loss(prior_logits, code_logits)
             self.manual_update(optimizer, "train/loss_d", loss_d)
         return prior_logits, code_logits, loss_d
 
@@ -237,7 +234,7 @@ class AAEModule(ReconstructionModule):
         encoder pass, at the weights the reconstruction step left; the decoder is not in this graph, so the
         shared optimizer leaves it (and its moments) alone."""
         with self.toggled_optimizer(optimizer):
-            loss_g = F.softplus(-self.latent_discriminator(self.encoder(images), condition)).mean()
+            loss_g = generator_loss(self.latent_discriminator(self.encoder(images), condition))
             weight = 1.0 if self.paper_training else self.options.aae_adversarial_weight
             self.manual_update(optimizer, "train/loss_g", loss_g, weight * loss_g)
         return loss_g

@@ -8,9 +8,11 @@ from abc import abstractmethod
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.models.base import GenerativeModule, adam, inference
+from lightning_genae.models.options import GanLoss
 from lightning_genae.models.protocols import (
     DiscriminatorAugmentation,
     DiscriminatorScores,
@@ -19,6 +21,20 @@ from lightning_genae.models.protocols import (
 
 # Where a checkpoint keeps the state of ADA's controller (p, its accumulators, the last r_t).
 STRENGTH_KEY = "adaptive_strength"
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: GanLoss = "ns") -> Tensor:
+    """D's loss on logits: non-saturating (`ns`, the cross-entropy of real against fake) or `hinge`."""
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: Tensor, kind: GanLoss = "ns") -> Tensor:
+    """The generator's loss on D's logits of its fakes, of the same `kind`."""
+    if kind == "hinge":
+        return -fake_logits.mean()
+    return F.softplus(-fake_logits).mean()
 
 
 class ImageAdversarialModule(GenerativeModule):

@@ -7,21 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from lightning_genae.models.adversarial import ImageAdversarialModule
+from lightning_genae.models.adversarial import ImageAdversarialModule, discriminator_loss, generator_loss
 from lightning_genae.models.base import adam, set_sgd_rate
-from lightning_genae.models.options import GanLoss, GANOptions
-from lightning_genae.nets import (
-    ConvDecoder,
-    ConvDiscriminator,
-    MaxoutDiscriminator,
-    MLPDecoder,
-    init_dcgan_weights,
-    init_linear,
-)
+from lightning_genae.models.options import GANOptions
+from lightning_genae.nets.conv import ConvDecoder, ConvDiscriminator, init_dcgan_weights
+from lightning_genae.nets.mlp import MaxoutDiscriminator, MLPDecoder, init_linear
 
 # The GAN paper's MNIST generator: two hidden ReLU layers of this many units.
 PAPER_GENERATOR_HIDDEN = 1200
@@ -41,18 +34,6 @@ def paper_momentum(epoch: int) -> float:
     """The momentum during epoch `epoch` (from 0): 0.5 in the first, rising linearly to 0.7 in the 250th."""
     ramp = min(1.0, epoch / (PAPER_MOMENTUM_SATURATE - 1))
     return PAPER_MOMENTUM + (PAPER_FINAL_MOMENTUM - PAPER_MOMENTUM) * ramp
-
-
-def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: GanLoss) -> Tensor:
-    if kind == "hinge":
-        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-
-
-def generator_loss(fake_logits: Tensor, kind: GanLoss) -> Tensor:
-    if kind == "hinge":
-        return -fake_logits.mean()
-    return F.softplus(-fake_logits).mean()
 
 
 class GANModule(ImageAdversarialModule):

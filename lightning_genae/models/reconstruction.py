@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
 from lightning_genae.models.base import ObjectiveModule, adam, inference
 from lightning_genae.models.options import ReconLoss, ReconstructionOptions, SingleObjectiveOptions
-from lightning_genae.nets import ConvDecoder, ConvEncoder
+from lightning_genae.nets.conv import ConvDecoder, ConvEncoder
 
 
 def reconstruction_loss(logits_or_images: Tensor, target: Tensor, kind: ReconLoss) -> Tensor:
@@ -23,11 +23,6 @@ def reconstruction_loss(logits_or_images: Tensor, target: Tensor, kind: ReconLos
     else:
         per_pixel = (logits_or_images - target) ** 2
     return per_pixel.flatten(1).sum(1)
-
-
-def logits_to_image(logits: Tensor) -> Tensor:
-    """sigmoid(logits) mapped from [0, 1] to [-1, 1]."""
-    return torch.tanh(logits / 2)
 
 
 class ReconstructionModule(ObjectiveModule):
@@ -64,8 +59,8 @@ class ReconstructionModule(ObjectiveModule):
         return self.encoder(images)
 
     def as_image(self, decoder_output: Tensor) -> Tensor:
-        """The decoder's output as an image in [-1, 1]."""
-        return logits_to_image(decoder_output) if self.options.recon_loss == "bce" else decoder_output
+        """The decoder's output as an image in [-1, 1] (`bce`'s sigmoid on [-1, 1] is tanh(logits / 2))."""
+        return torch.tanh(decoder_output / 2) if self.options.recon_loss == "bce" else decoder_output
 
     def decode(self, latents: Tensor) -> Tensor:
         return self.as_image(self.decoder(latents))

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_genae.metrics.reconstruction import ReconstructionQuality
-from lightning_genae.models.adversarial import ImageAdversarialModule
+from lightning_genae.models.adversarial import ImageAdversarialModule, discriminator_loss, generator_loss
 from lightning_genae.models.base import inference
 from lightning_genae.models.options import VAEGANOptions
 from lightning_genae.models.variational import GaussianEncoding, gaussian_kl, reparameterize
-from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
+from lightning_genae.nets.conv import ConvDecoder, ConvDiscriminator, ConvEncoder, init_dcgan_weights
 
 
 def feature_reconstruction_loss(reconstruction_features: Tensor, image_features: Tensor) -> Tensor:
@@ -82,11 +82,7 @@ class VAEGANModule(GaussianEncoding, ImageAdversarialModule):
             recon_logits = self.discriminate(reconstructed)
             prior_logits = self.discriminate(prior_samples)
             # The paper's L_GAN: real against both kinds of fake, each term a mean over its batch.
-            loss_d = (
-                F.softplus(-real_logits).mean()
-                + F.softplus(recon_logits).mean()
-                + F.softplus(prior_logits).mean()
-            )
+            loss_d = discriminator_loss(real_logits, recon_logits) + F.softplus(prior_logits).mean()
             self.manual_update(opt_d, "train/loss_d", loss_d)
             self.observe_real_logits(real_logits)
 
@@ -105,9 +101,8 @@ class VAEGANModule(GaussianEncoding, ImageAdversarialModule):
             prior_samples = self.decoder(self.training_noise(n))
             decoder_feature_loss = feature_reconstruction_loss(*self.paired_features(reconstructed, real))
             # The reconstructions' logits from a batch of their own, as the discriminator's update sees them.
-            gan_loss = (
-                F.softplus(-self.discriminate(reconstructed)).mean()
-                + F.softplus(-self.discriminate(prior_samples)).mean()
+            gan_loss = generator_loss(self.discriminate(reconstructed)) + generator_loss(
+                self.discriminate(prior_samples)
             )
             loss_dec = self.options.vaegan_gamma * decoder_feature_loss + gan_loss
             self.manual_update(opt_dec, "train/loss_dec", loss_dec)

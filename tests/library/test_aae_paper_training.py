@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from lightning_genae.experiment.cli import main
 from lightning_genae.models import aae as aae_module
 from lightning_genae.models.aae import AAEModule, paper_rates
-from lightning_genae.nets import MLPEncoder
+from lightning_genae.nets.mlp import MLPEncoder
 
 PAPER = ["--model", "aae", "--aae-nets", "paper", "--aae-training", "paper", "--data", "digits"]
 

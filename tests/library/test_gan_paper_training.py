@@ -13,7 +13,7 @@ from lightning_genae.datamodules import build_datamodule
 from lightning_genae.experiment.cli import main
 from lightning_genae.models import gan as gan_module
 from lightning_genae.models.gan import GANModule, paper_learning_rate, paper_momentum
-from lightning_genae.nets import MaxoutDiscriminator, MLPDecoder
+from lightning_genae.nets.mlp import MaxoutDiscriminator, MLPDecoder
 
 PAPER = ["--model", "gan", "--gan-nets", "paper", "--gan-training", "paper", "--data", "digits"]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_genae.callbacks import InterpolationGrid
+from lightning_genae.callbacks.images import InterpolationGrid
 from lightning_genae.models import AutoencoderModule
 
 pytestmark = pytest.mark.quick

@@ -116,11 +116,6 @@ def test_wandb_logger_keeps_its_init_arguments(tmp_path, monkeypatch):
     assert wandb_init_arguments(object()) is None
 
 
-@pytest.mark.parametrize("name", sorted(set(lightning_internals.__all__)))
-def test_every_listed_name_exists(name):
-    assert getattr(lightning_internals, name) is not None
-
-
 def test_the_sync_advice_silenced_for_whole_run_values_is_lightnings_wording():
     # The filter matches the advice's start followed by the quoted name; Lightning builds the message as
     # that start followed by `{name!r}`. The DDP training test shows the advice silenced end to end.

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lightning_genae.errors import ConfigError
-from lightning_genae.nets import ConvDecoder, ConvDiscriminator, ConvEncoder, downsampling_plan
+from lightning_genae.nets.conv import ConvDecoder, ConvDiscriminator, ConvEncoder, downsampling_plan
 
 pytestmark = pytest.mark.quick
 

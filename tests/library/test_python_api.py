@@ -342,7 +342,7 @@ def test_callbacks_for_names_the_family_and_keeps_only_what_can_act(tmp_path):
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from lightning_genae.api import family_name
-    from lightning_genae.callbacks import ReconstructionGrid, SampleGrid
+    from lightning_genae.callbacks.images import ReconstructionGrid, SampleGrid
     from lightning_genae.callbacks.metrics import GenerativeMetrics
     from lightning_genae.datamodules import build_datamodule
     from lightning_genae.models import MODELS
