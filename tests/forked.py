@@ -1,0 +1,127 @@
+"""A Python script run in a forked child of the test process, as `python -c SCRIPT ARGS` or `python FILE
+ARGS` would run it, without a new interpreter's start-up: the child has the libraries already imported, so
+a tiny run in it costs its own work (under a second) where a new process first spends about 8 s of CPU on
+imports. Its patches, signal handlers and exit die with it, as a subprocess's do.
+
+For tests of what a running process does (its exit status, a signal it takes, the lines it prints, what it
+leaves on disk). A test of start-up itself (the libraries loading, an installed command, Lightning starting
+a second DDP rank as a new process) starts a real subprocess instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import runpy
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+
+class Forked:
+    """A forked child running `script`; Popen's calls the tests use (poll, wait, send_signal, kill)."""
+
+    def __init__(
+        self, script: str, arguments: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        self._stderr = tempfile.TemporaryFile()
+        self.returncode: int | None = None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(self._child(script, arguments, env, cwd))
+        self.pid = pid
+
+    def _child(self, script: str, arguments: list[str], env: dict[str, str] | None, cwd: Path | None) -> int:
+        code = 1
+        try:
+            # A new interpreter's state: the parent's exit handlers and signal handlers are not the child's.
+            atexit._clear()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for name in ("SIGTERM", "SIGUSR1", "SIGHUP"):
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(self._stderr.fileno(), 2)
+            sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
+            sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), line_buffering=True)
+            sys.stdin = io.TextIOWrapper(open(os.devnull, "rb"))
+            if env is not None:
+                os.environ.clear()
+                os.environ.update(env)
+            if cwd is not None:
+                os.chdir(cwd)
+            if script.endswith(".py") and "\n" not in script:  # a file, as `python FILE ARGS`
+                path = Path(script).resolve()
+                sys.argv = [str(path), *arguments]
+                sys.path.insert(0, str(path.parent))
+                runpy.run_path(str(path), run_name="__main__")
+            else:
+                sys.argv = ["-c", *arguments]
+                exec(compile(script, "<string>", "exec"), {"__name__": "__main__"})
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            if not isinstance(stop.code, int | None):
+                print(stop.code, file=sys.stderr)
+        except KeyboardInterrupt:
+            # As Python ends on a Ctrl-C nothing caught: the traceback, then killed by SIGINT itself.
+            traceback.print_exc()
+            sys.stderr.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # the exit status stands, as a new interpreter's would
+            pass
+        return code
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float = 600) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                self.kill()
+                self.wait()
+                raise TimeoutError(f"the forked child {self.pid} ran past {timeout} s")
+            time.sleep(0.05)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    @property
+    def stderr(self) -> str:
+        """What the child printed on stderr (read once it has ended)."""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+
+def run_forked(
+    script: str, arguments: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Forked:
+    """Run `script` (Python source, or the path of a .py file) with `arguments` in a forked child and wait
+    for it; `.returncode` as subprocess.run gives it (minus the signal that ended it), `.stderr` its text."""
+    child = Forked(script, arguments, env=env, cwd=cwd)
+    child.wait()
+    return child
