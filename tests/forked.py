@@ -19,16 +19,29 @@ import sys
 import tempfile
 import time
 import traceback
+import types
+import warnings
 from pathlib import Path
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python's own printing of a warning, on stderr."""
+    (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 class Forked:
-    """A forked child running `script`; Popen's calls the tests use (poll, wait, send_signal, kill)."""
+    """A forked child running `script` (Python source, or a Path to a .py file); the calls of Popen the
+    tests use (poll, wait, send_signal, kill)."""
 
     def __init__(
-        self, script: str, arguments: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+        self,
+        script: str | Path,
+        arguments: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
-        self._stderr = tempfile.TemporaryFile()
+        self._stdout, self._stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
         self.returncode: int | None = None
         sys.stdout.flush()
         sys.stderr.flush()
@@ -37,7 +50,9 @@ class Forked:
             os._exit(self._child(script, arguments, env, cwd))
         self.pid = pid
 
-    def _child(self, script: str, arguments: list[str], env: dict[str, str] | None, cwd: Path | None) -> int:
+    def _child(
+        self, script: str | Path, arguments: list[str], env: dict[str, str] | None, cwd: Path | None
+    ) -> int:
         code = 1
         try:
             # A new interpreter's state: the parent's exit handlers and signal handlers are not the child's.
@@ -45,8 +60,13 @@ class Forked:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             for name in ("SIGTERM", "SIGUSR1", "SIGHUP"):
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
+            # Python's own warning filters and printing, not the test session's (which records warnings).
+            warnings.showwarning = _print_warning
+            warnings.resetwarnings()
+            warnings.filterwarnings("default", category=DeprecationWarning, module="__main__", append=True)
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.filterwarnings("ignore", category=category, append=True)
+            os.dup2(self._stdout.fileno(), 1)
             os.dup2(self._stderr.fileno(), 2)
             sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
             sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), line_buffering=True)
@@ -56,14 +76,16 @@ class Forked:
                 os.environ.update(env)
             if cwd is not None:
                 os.chdir(cwd)
-            if script.endswith(".py") and "\n" not in script:  # a file, as `python FILE ARGS`
-                path = Path(script).resolve()
+            if isinstance(script, Path):  # a file, as `python FILE ARGS`
+                path = script.resolve()
                 sys.argv = [str(path), *arguments]
                 sys.path.insert(0, str(path.parent))
                 runpy.run_path(str(path), run_name="__main__")
             else:
                 sys.argv = ["-c", *arguments]
-                exec(compile(script, "<string>", "exec"), {"__name__": "__main__"})
+                main = types.ModuleType("__main__")
+                sys.modules["__main__"] = main
+                exec(compile(script, "<string>", "exec"), main.__dict__)
             code = 0
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
@@ -111,16 +133,22 @@ class Forked:
         self.send_signal(signal.SIGKILL)
 
     @property
+    def stdout(self) -> str:
+        """What the child printed on stdout so far."""
+        self._stdout.seek(0)
+        return self._stdout.read().decode(errors="replace")
+
+    @property
     def stderr(self) -> str:
-        """What the child printed on stderr (read once it has ended)."""
+        """What the child printed on stderr so far."""
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")
 
 
 def run_forked(
-    script: str, arguments: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    script: str | Path, arguments: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> Forked:
-    """Run `script` (Python source, or the path of a .py file) with `arguments` in a forked child and wait
+    """Run `script` (Python source, or a Path to a .py file) with `arguments` in a forked child and wait
     for it; `.returncode` as subprocess.run gives it (minus the signal that ended it), `.stderr` its text."""
     child = Forked(script, arguments, env=env, cwd=cwd)
     child.wait()

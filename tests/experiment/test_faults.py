@@ -33,7 +33,7 @@ def test_a_run_killed_without_warning_continues_from_its_last_checkpoint(tmp_pat
     output = tmp_path / "run"
     last = output / "checkpoints" / "last.ckpt"
     arguments = ["--model", "ae", *TINY_RUN, "--max-steps", "100000", "--output", str(output)]
-    victim = Forked(str(REPO / "run.py"), arguments, cwd=tmp_path)
+    victim = Forked(REPO / "run.py", arguments, cwd=tmp_path)
     try:
         deadline = time.time() + 180
         # Killed after its second periodic checkpoint, so a checkpoint was replaced at least once before.
