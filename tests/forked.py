@@ -125,6 +125,14 @@ class Forked:
             time.sleep(0.05)
         return self.returncode
 
+    def wait_until_printed(self, text: str, timeout: float = 300) -> None:
+        """Return once the child has printed `text` on stdout; fail if it ends or the time runs out first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.stdout:
+            assert self.poll() is None, f"the child ended without printing {text!r}: {self.stderr}"
+            assert time.monotonic() < deadline, f"the child did not print {text!r} within {timeout} s"
+            time.sleep(0.05)
+
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
             os.kill(self.pid, signum)
