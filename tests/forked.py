@@ -24,18 +24,22 @@ import warnings
 from pathlib import Path
 
 
+class Module(str):
+    """A module's name, run as `python -m NAME`."""
+
+
 def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Python's own printing of a warning, on stderr."""
     (file or sys.stderr).write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 class Forked:
-    """A forked child running `script` (Python source, or a Path to a .py file); the calls of Popen the
-    tests use (poll, wait, send_signal, kill)."""
+    """A forked child running `script` (Python source, a Path to a .py file, or a Module); the calls of
+    Popen the tests use (poll, wait, send_signal, kill)."""
 
     def __init__(
         self,
-        script: str | Path,
+        script: str | Path | Module,
         arguments: list[str],
         *,
         env: dict[str, str] | None = None,
@@ -51,7 +55,7 @@ class Forked:
         self.pid = pid
 
     def _child(
-        self, script: str | Path, arguments: list[str], env: dict[str, str] | None, cwd: Path | None
+        self, script: str | Path | Module, arguments: list[str], env: dict[str, str] | None, cwd: Path | None
     ) -> int:
         code = 1
         try:
@@ -76,12 +80,18 @@ class Forked:
                 os.environ.update(env)
             if cwd is not None:
                 os.chdir(cwd)
-            if isinstance(script, Path):  # a file, as `python FILE ARGS`
-                path = script.resolve()
-                sys.argv = [str(path), *arguments]
-                sys.path.insert(0, str(path.parent))
-                runpy.run_path(str(path), run_name="__main__")
-            else:
+            # The import path's head as a new interpreter's: the script's folder ('' for -c, the working
+            # folder for -m), then $PYTHONPATH's entries.
+            head = [str(script.resolve().parent) if isinstance(script, Path) else ""]
+            head = [os.getcwd()] if isinstance(script, Module) else head
+            sys.path[0:0] = [*head, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+            if isinstance(script, Path):  # as `python FILE ARGS`
+                sys.argv = [str(script.resolve()), *arguments]
+                runpy.run_path(sys.argv[0], run_name="__main__")
+            elif isinstance(script, Module):  # as `python -m NAME ARGS`
+                sys.argv = ["-m", *arguments]
+                runpy.run_module(script, run_name="__main__", alter_sys=True)
+            else:  # as `python -c SOURCE ARGS`
                 sys.argv = ["-c", *arguments]
                 main = types.ModuleType("__main__")
                 sys.modules["__main__"] = main
@@ -154,10 +164,15 @@ class Forked:
 
 
 def run_forked(
-    script: str | Path, arguments: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    script: str | Path | Module,
+    arguments: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Forked:
-    """Run `script` (Python source, or a Path to a .py file) with `arguments` in a forked child and wait
-    for it; `.returncode` as subprocess.run gives it (minus the signal that ended it), `.stderr` its text."""
+    """Run `script` (Python source, a Path to a .py file, or a Module) with `arguments` in a forked child
+    and wait for it; `.returncode` as subprocess.run gives it (minus the signal that ended it), `.stdout`
+    and `.stderr` its text."""
     child = Forked(script, arguments, env=env, cwd=cwd)
     child.wait()
     return child
