@@ -1,11 +1,13 @@
-"""A Python script run in a forked child of the test process, as `python -c SCRIPT ARGS` or `python FILE
-ARGS` would run it, without a new interpreter's start-up: the child has the libraries already imported, so
-a tiny run in it costs its own work (under a second) where a new process first spends about 8 s of CPU on
-imports. Its patches, signal handlers and exit die with it, as a subprocess's do.
+"""A Python script run in a forked child of the test process, as `python -c SOURCE ARGS`, `python FILE ARGS`
+or `python -m NAME ARGS` would run it, without a new interpreter's start-up: the child has the libraries
+already imported, so a tiny run in it costs its own work (under a second) where a new process first spends
+about 8 s of CPU on imports. Its patches, signal handlers, stdout, stderr and exit status are its own, as a
+subprocess's are.
 
 For tests of what a running process does (its exit status, a signal it takes, the lines it prints, what it
-leaves on disk). A test of start-up itself (the libraries loading, an installed command, Lightning starting
-a second DDP rank as a new process) starts a real subprocess instead.
+leaves on disk). The child inherits the test process's imported modules and what they hold, so a test of
+start-up itself (the libraries loading, an installed command, a piped output), and the ranks of a DDP job,
+each of which finds its rank as srun or Lightning starts it, start real subprocesses instead.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class Forked:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             for name in ("SIGTERM", "SIGUSR1", "SIGHUP"):
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
-            # Python's own warning filters and printing, not the test session's (which records warnings).
+            # Python's own warning filters and printing, not pytest's (which records warnings).
             warnings.showwarning = _print_warning
             warnings.resetwarnings()
             warnings.filterwarnings("default", category=DeprecationWarning, module="__main__", append=True)
