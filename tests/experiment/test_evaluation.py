@@ -452,17 +452,17 @@ def test_score_generated_compares_n_seeded_reals_of_the_split_with_n_fakes_and_n
 
 @pytest.fixture(scope="module")
 def mnist_test_features(mnist_data_dir):
+    """The classifier backbone, MNIST's test images, and their features (extracted once for the module)."""
     datamodule = build_datamodule("mnist", data_dir=mnist_data_dir)
     datamodule.setup()
     images, _ = datamodule.split_tensors("test")
     backbone = load_backbone("classifier", "mnist", datamodule)
-    return backbone, images
+    return backbone, images, extract_features(backbone, images, torch.device("cpu"))
 
 
 @pytest.mark.slow
 def test_two_halves_of_mnist_test_split_are_close(mnist_test_features):
-    backbone, images = mnist_test_features
-    features = extract_features(backbone, images, torch.device("cpu"))
+    backbone, images, features = mnist_test_features
     half = len(features) // 2
     same_distribution = frechet_distance(features[:half], features[half:])
     blurred = extract_features(backbone, _blur(images[half:], 2.0), torch.device("cpu"))
@@ -485,11 +485,12 @@ def _noisy(images: torch.Tensor, std: float) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_fd_rises_monotonically_with_blur_and_with_noise_on_real_mnist(mnist_test_features):
-    backbone, images = mnist_test_features
-    reference, probe = images[:2000], images[5000:7000]
-    real = extract_features(backbone, reference, torch.device("cpu"))
-    for corrupt, levels in ((_blur, [0.0, 0.5, 1.0, 2.0]), (_noisy, [0.0, 32.0, 64.0, 128.0])):
-        distances = [
+    backbone, images, features = mnist_test_features
+    real, probe = features[:2000], images[5000:7000]
+    # Level 0 is the probe itself, whose features are the split's.
+    uncorrupted = frechet_distance(real, features[5000:7000])
+    for corrupt, levels in ((_blur, [0.5, 1.0, 2.0]), (_noisy, [32.0, 64.0, 128.0])):
+        distances = [uncorrupted] + [
             frechet_distance(real, extract_features(backbone, corrupt(probe, level), torch.device("cpu")))
             for level in levels
         ]

@@ -10,13 +10,12 @@ import os
 import re
 import shlex
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from forked import Forked, run_forked
 from tiny import TINY_RUN
 
 from lightning_genae.experiment.cli import main
@@ -33,10 +32,8 @@ def stored_step(checkpoint: Path) -> int:
 def test_a_run_killed_without_warning_continues_from_its_last_checkpoint(tmp_path, capsys):
     output = tmp_path / "run"
     last = output / "checkpoints" / "last.ckpt"
-    command = [sys.executable, str(REPO / "run.py"), "--model", "ae", *TINY_RUN, "--max-steps", "100000"]
-    victim = subprocess.Popen(
-        [*command, "--output", str(output)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    arguments = ["--model", "ae", *TINY_RUN, "--max-steps", "100000", "--output", str(output)]
+    victim = Forked(REPO / "run.py", arguments, cwd=tmp_path)
     try:
         deadline = time.time() + 180
         # Killed after its second periodic checkpoint, so a checkpoint was replaced at least once before.
@@ -44,7 +41,7 @@ def test_a_run_killed_without_warning_continues_from_its_last_checkpoint(tmp_pat
             if last.is_file() and stored_step(last) >= 6:
                 break
             time.sleep(0.2)
-        assert victim.poll() is None, victim.stderr.read().decode()
+        assert victim.poll() is None, victim.stderr
         victim.send_signal(signal.SIGKILL)
         victim.wait()
     finally:
@@ -107,10 +104,9 @@ def whole(tmp_path_factory) -> Path:
 def test_a_run_killed_during_a_validation_runs_that_validation_when_resumed(tmp_path, whole):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
-    victim = subprocess.run(
-        [sys.executable, "-c", KILL_DURING_VALIDATION, *NINE_ITERATIONS, "--output", str(killed)],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    victim = run_forked(
+        KILL_DURING_VALIDATION, [*NINE_ITERATIONS, "--output", str(killed)], env=env, cwd=REPO
+    )
     assert victim.returncode == 9, victim.stderr
     # The checkpoint of the killed validation's iteration waits for that validation, so none was saved.
     assert stored_step(killed / "checkpoints" / "last.ckpt") == KILLED_AT - 3
@@ -157,10 +153,9 @@ def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(
     if killed_in_the_validation:  # SLURM's kill after its grace period, or a second Ctrl-C
         env["KILL"] = "1"
     stopped = tmp_path / "stopped"
-    victim = subprocess.run(
-        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *NINE_ITERATIONS, "--output", str(stopped)],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    victim = run_forked(
+        SIGTERM_IN_AN_ITERATION, [*NINE_ITERATIONS, "--output", str(stopped)], env=env, cwd=REPO
+    )
     if killed_in_the_validation:
         # Nothing was saved for the signal: the previous periodic checkpoint stays.
         assert victim.returncode == 9, victim.stderr
@@ -177,10 +172,9 @@ def test_a_signal_in_an_iteration_that_validates_stops_after_that_validation(
 def test_a_signal_during_a_validation_stops_after_it(tmp_path, whole):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": str(KILLED_AT), "IN_VALIDATION": "1"}
     stopped = tmp_path / "stopped"
-    victim = subprocess.run(
-        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *NINE_ITERATIONS, "--output", str(stopped)],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    victim = run_forked(
+        SIGTERM_IN_AN_ITERATION, [*NINE_ITERATIONS, "--output", str(stopped)], env=env, cwd=REPO
+    )
     assert victim.returncode == 128 + signal.SIGTERM, victim.stderr
     assert f"stopped by SIGTERM after iteration {KILLED_AT}" in victim.stderr
     assert stored_step(stopped / "checkpoints" / "last.ckpt") == KILLED_AT
@@ -194,10 +188,9 @@ def test_a_signal_in_the_last_iteration_lets_the_run_finish(tmp_path, during_its
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": "6"}
     if during_its_validation:
         env["IN_VALIDATION"] = "1"
-    finished = subprocess.run(
-        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--output", str(tmp_path / "run")],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    finished = run_forked(
+        SIGTERM_IN_AN_ITERATION, [*run, "--output", str(tmp_path / "run")], env=env, cwd=REPO
+    )
     # A resume would have nothing left to train: the run ends as a finished one.
     assert finished.returncode == 0, finished.stderr
     assert "the stop signal came in the last iteration: finishing the run" in finished.stderr
@@ -260,10 +253,9 @@ def test_ctrl_c_in_the_final_evaluation_stops_with_130_and_a_resume_evaluates_al
     run_dir = tmp_path / "my run"  # the printed command must survive a space
     run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", *budget]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    stopped = subprocess.run(
-        [sys.executable, "-c", INTERRUPT_IN_THE_FINAL_EVALUATION, *run, "--output", str(run_dir)],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    stopped = run_forked(
+        INTERRUPT_IN_THE_FINAL_EVALUATION, [*run, "--output", str(run_dir)], env=env, cwd=REPO
+    )
     # Lightning would end with exit 1 (a failed run, to a grid) and ignore any later Ctrl-C.
     assert stopped.returncode == 130, stopped.stderr
     assert "stopped by SIGINT during the final evaluation" in stopped.stderr
@@ -299,10 +291,9 @@ def test_a_grid_stops_after_a_cell_whose_last_iteration_took_the_stop_signal(tmp
     grid = tmp_path / "grid"
     run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": "4"}
-    stopped = subprocess.run(
-        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--seeds", "0,1", "--output", str(grid)],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    stopped = run_forked(
+        SIGTERM_IN_AN_ITERATION, [*run, "--seeds", "0,1", "--output", str(grid)], env=env, cwd=REPO
+    )
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
     assert "finished (the signal came in its last iteration)" in stopped.stderr
     cells = sorted(path.name for path in grid.iterdir() if path.is_dir())
@@ -310,10 +301,9 @@ def test_a_grid_stops_after_a_cell_whose_last_iteration_took_the_stop_signal(tmp
     # The grid command again: the signal came in the last cell's last iteration, so the grid just ends,
     # with its report.
     env["ITERATION"] = "4"
-    ended = subprocess.run(
-        [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run, "--seeds", "0,1", "--output", str(grid)],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    ended = run_forked(
+        SIGTERM_IN_AN_ITERATION, [*run, "--seeds", "0,1", "--output", str(grid)], env=env, cwd=REPO
+    )
     assert ended.returncode == 0, ended.stderr
     assert (grid / "ablation.md").is_file()
 
@@ -323,8 +313,7 @@ def test_a_grid_stopped_in_a_cell_names_the_grid_command_to_continue_it(tmp_path
     run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "4"]
     run += ["--seeds", "0,1", "--output", str(grid)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ITERATION": "2"}
-    command = [sys.executable, "-c", SIGTERM_IN_AN_ITERATION, *run]
-    stopped = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    stopped = run_forked(SIGTERM_IN_AN_ITERATION, run, env=env, cwd=REPO)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
     # Re-running the grid resumes this cell and runs the others; resuming the cell alone would not.
     assert stopped.stderr.rstrip().endswith(f"continue with: python run.py {shlex.join(run)}"), stopped.stderr
@@ -366,10 +355,7 @@ def test_a_stop_signal_before_training_keeps_nothing_so_the_requeued_job_starts_
     run_dir = tmp_path / "run"
     run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SIGNAL": name}
-    stopped = subprocess.run(
-        [sys.executable, "-c", SIGTERM_BEFORE_TRAINING, *run, "--output", str(run_dir)],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    stopped = run_forked(SIGTERM_BEFORE_TRAINING, [*run, "--output", str(run_dir)], env=env, cwd=REPO)
     assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr
     assert f"stopped by {name} before training started; nothing of the run was kept; start it again" in (
         stopped.stderr
@@ -401,10 +387,9 @@ def test_a_stop_signal_before_a_resume_trains_keeps_the_run_and_names_the_resume
     assert main([*run, "--max-steps", "3", "--output", str(run_dir)]) == 0
     before = sorted(path.relative_to(run_dir) for path in run_dir.rglob("*"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AT": "_fit"}
-    stopped = subprocess.run(
-        [sys.executable, "-c", SIGTERM_AT, "--output", str(run_dir), "--resume", "last", "--max-steps", "5"],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    stopped = run_forked(
+        SIGTERM_AT, ["--output", str(run_dir), "--resume", "last", "--max-steps", "5"], env=env, cwd=REPO
+    )
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
     assert "stopped by SIGTERM before training resumed; continue with: python run.py" in stopped.stderr
     assert sorted(path.relative_to(run_dir) for path in run_dir.rglob("*")) == before
@@ -415,10 +400,7 @@ def test_a_stop_signal_once_the_run_is_finished_is_pythons_own_again(tmp_path):
     run_dir = tmp_path / "run"
     run = ["--model", "ae", *TINY_RUN, "--accelerator", "cpu", "--max-steps", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AT": "finish_loggers"}
-    stopped = subprocess.run(
-        [sys.executable, "-c", SIGTERM_AT, *run, "--output", str(run_dir)],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+    stopped = run_forked(SIGTERM_AT, [*run, "--output", str(run_dir)], env=env, cwd=REPO)
     assert stopped.returncode == -signal.SIGTERM, stopped.stderr
     assert "stopped by" not in stopped.stderr and (run_dir / "summary.json").is_file()
 

@@ -6,11 +6,10 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from forked import run_forked
 from tiny import TINY_RUN
 
 from lightning_genae.experiment.cli import main
@@ -272,13 +271,7 @@ def _killed_overwrite(run_dir: Path) -> None:
     args = [*TINY_AE, "--max-steps", "2", "--output", str(run_dir), "--overwrite"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     repo = Path(__file__).resolve().parents[2]
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_BEFORE_TRAINING, *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    killed = run_forked(KILLED_BEFORE_TRAINING, args, env=env, cwd=repo)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (run_dir / ".genae-replaced").is_dir()
 
@@ -375,10 +368,7 @@ def test_a_stop_signal_before_training_puts_the_replaced_run_back_whole(finished
     before = _files(finished_run)
     args = [*TINY_AE, "--max-steps", "2", "--seed", "1", "--output", str(finished_run), "--overwrite"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-c", TERMINATED_BEFORE_TRAINING, *args]
-    stopped = subprocess.run(
-        command, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True
-    )
+    stopped = run_forked(TERMINATED_BEFORE_TRAINING, args, env=env, cwd=Path(__file__).resolve().parents[2])
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
     assert _files(finished_run) == before
 

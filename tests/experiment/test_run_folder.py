@@ -7,14 +7,13 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from forked import Forked
 from refusals import one_line
 from tiny import TINY_RUN
 
@@ -387,18 +386,13 @@ time.sleep(120)
 @pytest.fixture()
 def holder():
     """Starts a process that takes a folder's lock (under the environment given) and keeps it till killed."""
-    processes: list[subprocess.Popen] = []
+    processes: list[Forked] = []
 
-    def start(run_dir: Path, **env: str) -> subprocess.Popen:
+    def start(run_dir: Path, **env: str) -> Forked:
         run_dir.mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen(
-            [sys.executable, "-c", HOLD_THE_LOCK, str(run_dir)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO), **env},
-        )
+        process = Forked(HOLD_THE_LOCK, [str(run_dir)], env={**os.environ, **env})
         processes.append(process)
-        assert process.stdout.readline() == "held\n"
+        process.wait_until_printed("held\n")
         return process
 
     yield start
@@ -476,23 +470,13 @@ def test_a_lock_is_released_when_the_run_fails(finished_run, capsys):
 @pytest.mark.slow
 def test_two_runs_started_at_once_into_one_folder_the_second_is_refused(tmp_path, capsys):
     output = tmp_path / "run"
-    command = [
-        sys.executable,
-        str(REPO / "run.py"),
-        *TINY_AE,
-        "--max-steps",
-        "100000",
-        "--output",
-        str(output),
-    ]
-    first = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    arguments = [*TINY_AE, "--max-steps", "100000", "--output", str(output)]
+    first = Forked(REPO / "run.py", arguments, cwd=tmp_path)
     try:
         deadline = time.time() + 120
         while not (output / LOCK_FILE).exists() and first.poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        assert (output / LOCK_FILE).exists(), first.stderr.read() if first.poll() is not None else "no lock"
+        assert (output / LOCK_FILE).exists(), first.stderr if first.poll() is not None else "no lock"
         assert main([*TINY_AE, "--max-steps", "1", "--output", str(output)]) == 2
         one_line(capsys, "in use by another run", f"pid {first.pid}")
     finally:

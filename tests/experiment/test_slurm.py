@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from forked import Forked, run_forked
 from tiny import TINY_RUN
 
 from lightning_genae import cluster
@@ -396,12 +397,7 @@ def test_a_requeued_job_killed_before_its_first_checkpoint_starts_again_in_its_f
     ]
     job = {"SLURM_JOB_ID": "7171", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train.sbatch", "SLURM_PROCID": "0"}
     job.update(SLURM_LOCALID="0", SLURM_NODEID="0")
-    killed = subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), *command],
-        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **job},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    killed = Forked(REPO / "run.py", command, env={**os.environ, "OMP_NUM_THREADS": "1", **job})
     deadline = time.time() + 300
     while not (run_dir / "config.yaml").is_file():
         assert killed.poll() is None and time.time() < deadline, "the run never wrote its config.yaml"
@@ -428,18 +424,12 @@ def test_a_requeued_job_killed_before_its_first_checkpoint_starts_again_in_its_f
 # ----- signals -----
 
 
-def start_long_run(run_dir: Path) -> subprocess.Popen:
+def start_long_run(run_dir: Path) -> Forked:
     """An ae run far longer than the test, checkpointing every 5 iterations; returns once it has trained."""
-    command = [sys.executable, str(REPO / "run.py"), "--model", "ae", *TINY_RUN]
+    command = ["--model", "ae", *TINY_RUN]
     command += ["--max-steps", "100000", "--eval-every", "100000", "--image-every", "100000"]
     command += ["--ckpt-every", "5", "--output", str(run_dir)]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
-    )
+    process = Forked(REPO / "run.py", command, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 300
     while not (run_dir / "checkpoints" / "last.ckpt").is_file():
         assert process.poll() is None and time.time() < deadline, "the run never wrote a checkpoint"
@@ -453,7 +443,8 @@ def test_a_signal_saves_last_ckpt_at_an_iteration_and_exits_with_one_line(tmp_pa
     run_dir = tmp_path / "run"
     process = start_long_run(run_dir)
     process.send_signal(signum)
-    _, err = process.communicate(timeout=120)
+    process.wait(timeout=120)
+    err = process.stderr
     assert process.returncode == 128 + signum
     lines = err.strip().splitlines()
     name = signal.Signals(signum).name
@@ -492,13 +483,7 @@ os.kill(os.getpid(), signal.SIGINT)
 time.sleep(5)
 print("not reached")
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=60,
-    )
+    result = run_forked(script, [])
     assert result.returncode == 130
     assert result.stdout.strip() == "still running after the first Ctrl-C"
     lines = result.stderr.strip().splitlines()
@@ -775,10 +760,9 @@ print("augmenter", record["source"], hashlib.sha256(weights).hexdigest())
 def test_ranks_starting_at_once_train_a_missing_augmenter_once_and_all_load_it(tmp_path):
     cache = tmp_path / "augmenters"
 
-    def start(rank: int) -> subprocess.Popen:
+    def start(rank: int) -> Forked:
         env = {
             **os.environ,
-            "PYTHONPATH": str(REPO),
             "OMP_NUM_THREADS": "1",
             "SLURM_NTASKS": "2",
             "SLURM_JOB_ID": "8080",
@@ -786,22 +770,24 @@ def test_ranks_starting_at_once_train_a_missing_augmenter_once_and_all_load_it(t
             "SLURM_PROCID": str(rank),
             "SLURM_LOCALID": str(rank),
         }
-        command = [sys.executable, "-c", LOAD_AUGMENTER, str(cache)]
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return Forked(LOAD_AUGMENTER, [str(cache)], env=env)
 
     # Rank 0 starts only once rank 1 says it waits: started together, rank 0 could (on a slow machine
     # importing torch twice at once) finish before rank 1 looked, and rank 1 would find the file, not wait.
     waiting = start(1)
-    said_before = []
-    for line in waiting.stderr:  # warnings may come first; EOF means it never waited
-        said_before.append(line)
-        if "rank 1: waiting for local rank 0 to create the augmenter" in line:
-            break
-    else:
-        pytest.fail(f"rank 1 did not wait: {''.join(said_before)}")
+    deadline = time.time() + 300
+    while "rank 1: waiting for local rank 0 to create the augmenter" not in waiting.stderr:
+        # warnings may come first; an end means it never waited
+        assert waiting.poll() is None and time.time() < deadline, f"rank 1 did not wait: {waiting.stderr}"
+        time.sleep(0.05)
     training = start(0)
-    (training_out, training_err), (waiting_out, waiting_err) = (
-        rank.communicate(timeout=300) for rank in (training, waiting)
+    for rank in (training, waiting):
+        rank.wait(timeout=300)
+    training_out, training_err, waiting_out, waiting_err = (
+        training.stdout,
+        training.stderr,
+        waiting.stdout,
+        waiting.stderr,
     )
     assert training.returncode == 0, training_err
     assert waiting.returncode == 0, waiting_err

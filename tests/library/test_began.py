@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from forked import run_forked
 from PIL import Image
 from tiny import TINY_RUN
 
@@ -18,6 +19,7 @@ from lightning_genae.experiment.cli import main
 from lightning_genae.models import BEGANModule, ImageDiscriminator, ReconstructingDiscriminator, Sampler
 from lightning_genae.models.began import ebgan_discriminator_loss, pulling_away_term, reconstruction_energy
 
+REPO = Path(__file__).resolve().parents[2]
 STEPS = 6
 
 
@@ -324,9 +326,10 @@ def test_a_fresh_paper_generator_gives_different_images_for_different_z():
 def test_reference_update_probe_trains_both_networks_from_one_forward(tmp_path: Path) -> None:
     """bench/probe_began_reference.py: the reference code's Adam and simultaneous update, through run.py."""
     run_dir = tmp_path / "run"
-    command = [sys.executable, "bench/probe_began_reference.py", "--beta1", "0.9", "--simultaneous", "--",
-               "--model", "began", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[2])
+    arguments = ["--beta1", "0.9", "--simultaneous", "--",
+                 "--model", "began", *TINY_RUN, "--max-steps", "3", "--output", str(run_dir)]  # fmt: skip
+    probe = run_forked(REPO / "bench" / "probe_began_reference.py", arguments, cwd=REPO)
+    assert probe.returncode == 0, probe.stderr
     header = (run_dir / "config.yaml").read_text().splitlines()[0]
     assert (
         "re-run with: python bench/probe_began_reference.py --beta1 0.9 --simultaneous -- --model began"
@@ -342,11 +345,12 @@ def test_reference_update_probe_trains_both_networks_from_one_forward(tmp_path: 
 def probe_nets(tmp_path: Path, name: str, probe: list[str], extra: list[str]) -> dict[str, torch.Tensor]:
     """Run bench/probe_began_nets.py for 2 iterations; the last checkpoint's weights."""
     run_dir = tmp_path / name
-    command = [sys.executable, "bench/probe_began_nets.py", *probe, "--", "--model", "began", *TINY_RUN,
-               "--max-steps", "2", "--output", str(run_dir), *extra]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[2])
+    arguments = [*probe, "--", "--model", "began", *TINY_RUN, "--max-steps", "2", "--output", str(run_dir),
+                 *extra]  # fmt: skip
+    result = run_forked(REPO / "bench" / "probe_began_nets.py", arguments, cwd=REPO)
+    assert result.returncode == 0, result.stderr
     header = (run_dir / "config.yaml").read_text().splitlines()[0]
-    assert f"re-run with: {shlex.join(['python', *command[1:]])}" in header, header
+    assert f"re-run with: {shlex.join(['python', 'bench/probe_began_nets.py', *arguments])}" in header, header
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     return checkpoint["state_dict"]
 
@@ -354,6 +358,12 @@ def probe_nets(tmp_path: Path, name: str, probe: list[str], extra: list[str]) ->
 def normalised(weights: dict[str, torch.Tensor], prefix: str) -> list[str]:
     """The batch norm layers (by their running means) under `prefix`."""
     return [key for key in weights if key.startswith(prefix) and key.endswith("running_mean")]
+
+
+@pytest.fixture(scope="module")
+def paper_nets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    """The probe run with no change: the paper's nets as run.py trains them."""
+    return probe_nets(tmp_path_factory.mktemp("probe"), "paper-nets", [], [])
 
 
 @pytest.mark.slow
@@ -376,10 +386,12 @@ def test_nets_probe_adds_and_drops_exactly_the_batch_norm_it_names(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_nets_probe_swaps_in_one_dcgan_net_and_keeps_the_papers_other(tmp_path: Path) -> None:
+def test_nets_probe_swaps_in_one_dcgan_net_and_keeps_the_papers_other(
+    tmp_path: Path, paper_nets: dict[str, torch.Tensor]
+) -> None:
     """`--dcgan-part generator`: G is the DCGAN nets' (batch norm, transposed convolutions), D the paper's."""
     swapped = probe_nets(tmp_path, "dcgan-g", ["--dcgan-part", "generator"], [])
-    paper = probe_nets(tmp_path, "paper-nets", [], [])
+    paper = paper_nets
     assert normalised(swapped, "generator.") and normalised(swapped, "discriminator.") == []
     assert normalised(paper, "generator.") == []
     assert {key for key in swapped if key.startswith("discriminator.")} == {
@@ -404,17 +416,19 @@ PROBE_REFUSALS = {
 @pytest.mark.parametrize("name", list(PROBE_REFUSALS))
 def test_nets_probe_refuses_changes_it_cannot_make_before_training(name: str, tmp_path: Path) -> None:
     probe, expected = PROBE_REFUSALS[name]
-    command = [sys.executable, "bench/probe_began_nets.py", *probe, "--output", str(tmp_path / "run")]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    arguments = [*probe, "--output", str(tmp_path / "run")]
+    result = run_forked(REPO / "bench" / "probe_began_nets.py", arguments, cwd=REPO)
     assert result.returncode == 2 and expected in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
-def test_nets_probe_wraps_exactly_the_shape_keeping_convolutions_in_a_carry(tmp_path: Path) -> None:
+def test_nets_probe_wraps_exactly_the_shape_keeping_convolutions_in_a_carry(
+    tmp_path: Path, paper_nets: dict[str, torch.Tensor]
+) -> None:
     """`--vanishing-residual`: every 3x3 convolution that keeps its input's shape is carried, no other."""
     carried = probe_nets(tmp_path, "carried", ["--vanishing-residual", "4"], [])
-    paper = probe_nets(tmp_path, "paper-nets", [], [])
+    paper = paper_nets
     kernels = {key: weight.shape for key, weight in carried.items() if weight.dim() == 4}
     wrapped = {key for key in kernels if ".layer.0." in key}
     assert all(kernels[key][0] == kernels[key][1] for key in wrapped)
@@ -429,18 +443,17 @@ def test_natural_patches_are_a_labelled_folder_the_folder_dataset_reads(tmp_path
     written only into a folder of its own."""
     from lightning_genae.datamodules.folder import scan_folder
 
-    repo = Path(__file__).resolve().parents[2]
+    script = REPO / "bench" / "natural_patches.py"
     output = tmp_path / "patches"
-    command = [sys.executable, "bench/natural_patches.py", "--output", str(output), "--per-image", "3",
-               "--crop", "20"]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, cwd=repo)
+    arguments = ["--output", str(output), "--per-image", "3", "--crop", "20"]
+    assert run_forked(script, arguments, cwd=REPO).returncode == 0
     scan = scan_folder(output)
     assert scan.classes == ["china", "flower"] and scan.labels.tolist() == [0, 0, 0, 1, 1, 1]
     crops = [Image.open(path) for path in scan.paths]
     assert {(crop.size, crop.mode) for crop in crops} == {((20, 20), "RGB")}
     # Crops at seeded positions: the same seed writes the same files.
     again = tmp_path / "again"
-    subprocess.run([*command[:3], str(again), *command[4:]], check=True, capture_output=True, cwd=repo)
+    assert run_forked(script, ["--output", str(again), *arguments[2:]], cwd=REPO).returncode == 0
     assert all((again / p.relative_to(output)).read_bytes() == p.read_bytes() for p in scan.paths)
-    refused = subprocess.run(command, capture_output=True, text=True, cwd=repo)
+    refused = run_forked(script, arguments, cwd=REPO)
     assert refused.returncode == 2 and "exists; pass a new --output folder" in refused.stderr

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import pytest
 import torch
+from forked import Forked, Module, run_forked
 from refusals import one_line
 from test_python_api import python_blocks
 from tiny import TINY_RUN
@@ -115,18 +114,15 @@ def run_py(
     plugin_dir: Path,
     cwd: Path,
     plugins: str = "my_genae_plugin",
-    command: tuple[str, ...] = (str(REPO / "run.py"),),
-) -> subprocess.CompletedProcess:
+    command: Path | Module = REPO / "run.py",
+) -> Forked:
     env = {
         **os.environ,
         "GENAE_PLUGINS": plugins,
         "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(REPO), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
     }
-    return subprocess.run(
-        [sys.executable, *command, *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=600,
-    )  # fmt: skip
+    return run_forked(command, args, env=env, cwd=cwd)
 
 
 SMALL = ["--width", "8", "--latent-dim", "8", "--batch-size", "32", "--max-steps", "4", "--eval-every", "4",
@@ -162,9 +158,7 @@ def test_a_plugin_family_trains_on_a_plugin_dataset_each_with_its_own_option(plu
         "data.setup('fit'); print(int((data.split_tensors('train')[0][0] == 255).sum()))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(REPO)])}
-    result = subprocess.run(
-        [sys.executable, "-c", count], env=env, capture_output=True, text=True, timeout=300
-    )
+    result = run_forked(count, [], env=env)
     assert result.stdout.split()[-1:] == ["36"], result.stderr
 
 
@@ -432,7 +426,7 @@ def test_a_plugin_augmentation_that_passes_no_gradient_to_its_input_is_refused_b
 
 
 def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, tmp_path):
-    classifier = ("-m", "lightning_genae.experiment.classifier")
+    classifier = Module("lightning_genae.experiment.classifier")
     args = ["--data", "squares", "--square-side", "6", "--epochs", "1", "--output", "weights"]
     result = run_py(args, plugin_dir, tmp_path, command=classifier)
     assert result.returncode == 0, result.stderr
@@ -567,8 +561,6 @@ def test_a_python_lookup_imports_the_plugins_genae_plugins_names(plugin_dir, tmp
         "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(REPO)]),
         "GENAE_PLUGINS": "my_genae_plugin",
     }
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
-    )
+    result = run_forked(script, [], env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["autoencoder", "of", "partly", "hidden", "inputs", "SquaresDataModule"]
