@@ -34,8 +34,9 @@ from lightning_genae.progress import PhaseProgress
 from lightning_genae.seeding import generator
 
 FORMAT = 2
-# Chunk size: large enough that a read is one sequential request, small enough that shuffling chunks mixes.
-CHUNK_BYTES = "64MB"
+# Chunk size: large enough that a read is one sequential request, small enough that shuffling chunks mixes
+# and that the few chunks a reader maps at once stay small beside the run (bench/streaming.py).
+CHUNK_BYTES = "16MB"
 # Items read at once in a pass over a streamed split (`split_batches`): 7.8 MB of MNIST.
 STREAM_BLOCK = 20 * MAP_BATCH
 
