@@ -66,12 +66,17 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
     splits = {}
     for split in SPLITS:
         size = datamodule.split_size(split)
-        # Quiet for its first second, so that its first line's estimate of the time left means something.
-        progress = PhaseProgress(f"prepare {dataset} {split}", size, datamodule.item_noun, quiet_for=1.0)
         writer = BinaryWriter(str(output / split), chunk_bytes=CHUNK_BYTES)
         # Hashed as it is written, block by block, as `content_sha256` hashes the split whole.
         digest, labels, index = None, [], 0
+        progress = None
         for items, block_labels in datamodule.split_batches(split):
+            if progress is None:
+                # From the first block read (reading a split held whole comes before it) and quiet for its
+                # first second, so that its first line's estimate of the time left means something.
+                progress = PhaseProgress(
+                    f"prepare {dataset} {split}", size, datamodule.item_noun, quiet_for=1.0
+                )
             for item, label in zip(items, block_labels.tolist(), strict=True):
                 writer[index] = {"item": item, "label": label}
                 index += 1
