@@ -45,7 +45,7 @@ from lightning_genae.datamodules.splits import FIXED_SPLIT_SEED, seeded_order
 from lightning_genae.errors import ConfigError, GenaeError
 from lightning_genae.experiment.arguments import build_parser as run_parser
 from lightning_genae.experiment.arguments import command_line_values
-from lightning_genae.experiment.config import merge, resume_conflicts
+from lightning_genae.experiment.config import RunConfig, resume_conflicts
 from lightning_genae.experiment.resolve import resolve
 from lightning_genae.metrics.likelihood import subset_corrected_mean
 from lightning_genae.models import MODELS
@@ -104,7 +104,7 @@ def reproduction_config(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "eval_samples": args.eval_samples,
         **command_line_values(run_parser(), args.run_args),
     }
-    return resolve(merge({}, {**given, "test_split": False})).config.to_dict()
+    return resolve(RunConfig.from_dict({**given, "test_split": False})).config.to_dict()
 
 
 # The script's own flags among a run's options: a conflict in these alone is mended by giving them.
