@@ -92,6 +92,9 @@ class Forked:
                 runpy.run_path(sys.argv[0], run_name="__main__")
             elif isinstance(script, Module):  # as `python -m NAME ARGS`
                 sys.argv = ["-m", *arguments]
+                # The module may be imported in the test process already, which `python -m` never meets; runpy
+                # warns of it, and runs it afresh as __main__ all the same.
+                warnings.filterwarnings("ignore", "'.*' found in sys.modules after import", RuntimeWarning)
                 runpy.run_module(script, run_name="__main__", alter_sys=True)
             else:  # as `python -c SOURCE ARGS`
                 sys.argv = ["-c", *arguments]
