@@ -68,10 +68,10 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
         size = datamodule.split_size(split)
         writer = BinaryWriter(str(output / split), chunk_bytes=CHUNK_BYTES)
         # Hashed as it is written, block by block, as `content_sha256` hashes the split whole.
-        digest, labels, index = None, [], 0
-        progress = None
+        digest, progress, labels, index = None, None, [], 0
         for items, block_labels in datamodule.split_batches(split):
-            if progress is None:
+            if digest is None:
+                digest = split_digest(size, items)
                 # From the first block read (reading a split held whole comes before it) and quiet for its
                 # first second, so that its first line's estimate of the time left means something.
                 progress = PhaseProgress(
@@ -82,7 +82,6 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
                 index += 1
                 progress.advance()
             # Once the block is written: hashing a split held whole takes seconds the progress would not show.
-            digest = digest or split_digest(size, items)
             digest.update(items.contiguous().numpy())
             labels.append(block_labels)
         writer.done()
