@@ -209,7 +209,7 @@ class RepresentationMetrics(ModelSpecificCallback):
         if not trainer.is_global_zero or not self.applies(pl_module, datamodule):
             return
         seed = int_seed(self.seed, "representation probe")
-        # A few thousand training items, read alone where the training split is streamed.
+        # At most MAX_PROBE_TRAIN training items, read alone where the training split is streamed.
         probed = probe_train_indices(datamodule.split_size("train"), seed)
         values = representation_metrics(
             pl_module.encode,
