@@ -206,7 +206,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     }
     if trained.train_sha256 is not None:
         meta["train_sha256"] = trained.train_sha256
-    sha256 = kind.save_checkpoint(trained.model, path, **meta, num_test=trained.num_test)
+    sha256 = image_classifier.save_checkpoint(trained.model, path, **meta, num_test=trained.num_test)
     entry = {
         "file": path.name,
         "sha256": sha256,

@@ -308,12 +308,9 @@ def load_classifier(
     else one trained on first use and cached."""
     if weights is not None:
         return _given_classifier(Path(weights).expanduser(), data, datamodule)
-    entry = classifier_lib.load_manifest().get(data)
-    if entry is not None:
-        path, sha256 = classifier_lib.shipped_checkpoint(classifier_lib.WEIGHTS_DIR, entry, "classifier")
-        model, _ = classifier_lib.load_checkpoint(path)
-        description = f"classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
-        return ClassifierBackbone(model, description, sha256)
+    shipped = classifier_lib.load_shipped(data, "classifier")
+    if shipped is not None:
+        return ClassifierBackbone(*shipped)
     if datamodule is None:
         raise BackboneUnavailable(
             f"classifier: no shipped classifier for {data}; "

@@ -53,22 +53,6 @@ class BackboneUnavailable(GenaeError):
     """A feature backbone cannot be built here (weights missing, offline, no labels); says how to fix it."""
 
 
-def shipped_checkpoint(weights_dir: Path, entry: dict[str, Any], what: str) -> tuple[Path, str]:
-    """A manifest entry's file and its SHA-256; BackboneUnavailable when it is missing or not the file the
-    manifest records (corrupt or modified)."""
-    path = Path(weights_dir) / entry["file"]
-    fix = f"reinstall lightning-genae or re-create it with `{entry['command']}`"
-    if not path.is_file():
-        raise BackboneUnavailable(f"{what}: shipped checkpoint {path} is missing; {fix}")
-    sha256 = file_sha256(path)
-    if sha256 != entry["sha256"]:
-        raise BackboneUnavailable(
-            f"{what}: {path} has SHA-256 {sha256[:12]}..., the manifest expects {entry['sha256'][:12]}... "
-            f"(corrupt or modified); {fix}"
-        )
-    return path, sha256
-
-
 @dataclass(frozen=True)
 class ClassifierConfig:
     """Everything needed to rebuild the network before loading its state dict."""
@@ -80,16 +64,17 @@ class ClassifierConfig:
     feature_dim: int = FEATURE_DIM
     dropout: float = 0.3
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ClassifierConfig:
-        """Inverse of `asdict` after a JSON/torch round trip (which turns the shape tuple into a list)."""
-        return cls(**{**values, "image_shape": tuple(values["image_shape"])})
-
 
 class FeatureClassifier(nn.Module):
     """Per halving of the image a conv3x3-BN-ReLU-maxpool block, then fc -> BN (the features) -> ReLU -> fc.
     The features are taken before the ReLU: continuous, closer to Gaussian (as FD assumes) and of about unit
     scale per dimension, so no few units dominate a distance."""
+
+    checkpoint_format = CHECKPOINT_FORMAT
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FeatureClassifier:
+        return cls(ClassifierConfig(**{**config, "image_shape": tuple(config["image_shape"])}))
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
@@ -259,34 +244,15 @@ def training_fingerprint(datamodule: ImageDataModule, *, seed: int, epochs: int)
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
-def save_checkpoint(model: FeatureClassifier, path: str | Path, **meta: Any) -> str:
-    """Write the config, state dict and `meta` to `path` atomically; return the file's SHA-256."""
-    config = asdict(model.config)
-    config["image_shape"] = list(config["image_shape"])
-    return save_model_payload(model, config, path, CHECKPOINT_FORMAT, meta)
-
-
-def load_checkpoint(
-    path: str | Path,
-    advice: str = "delete it so it is trained again, or reinstall lightning-genae for a shipped one",
-) -> tuple[FeatureClassifier, dict[str, Any]]:
-    """Rebuild the classifier stored at `path` (eval mode, CPU) with the checkpoint's meta; GenaeError with
-    one line ending in `advice` when the file does not hold one."""
-    return load_model_payload(
-        path,
-        lambda config: FeatureClassifier(ClassifierConfig.from_dict(config)),
-        what="classifier",
-        advice=advice,
-    )
-
-
-def save_model_payload(
-    model: nn.Module, config: dict[str, Any], path: str | Path, checkpoint_format: str, meta: dict[str, Any]
-) -> str:
+def save_checkpoint(model: nn.Module, path: str | Path, **meta: Any) -> str:
     """Write a feature network's config, state dict and `meta` to `path` atomically; return its SHA-256."""
     payload = {
-        "format": checkpoint_format,
-        "config": config,
+        "format": model.checkpoint_format,
+        # Tuples as lists, as the file's reader gets them back.
+        "config": {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in asdict(model.config).items()
+        },
         "state_dict": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
         # Sorted: a run's first-use training and the classifier command record the same meta in another
         # order, and identical weights must hash alike (a run compares its classifier by this hash).
@@ -297,22 +263,50 @@ def save_model_payload(
     return hashlib.sha256(save_torch_atomically(path, payload)).hexdigest()
 
 
-def load_model_payload(
-    path: str | Path, build: Callable[[dict[str, Any]], nn.Module], *, what: str, advice: str
+def load_checkpoint(
+    path: str | Path,
+    network: type | None = None,
+    *,
+    what: str = "classifier",
+    advice: str = "delete it so it is trained again, or reinstall lightning-genae for a shipped one",
 ) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the network stored at `path` by `save_model_payload` (eval mode, CPU, frozen) with its meta;
-    GenaeError with one line naming `what` and `advice` when its config or weights do not build the network
-    (another file, or another network's)."""
+    """Rebuild the `network` (a FeatureClassifier unless given) stored at `path` (eval mode, CPU, frozen)
+    with its meta; GenaeError naming `what` and `advice` when the file does not hold one."""
     try:
         # weights_only: a checkpoint is tensors and plain values, never code to unpickle.
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        model = build(payload["config"])
+        model = (network or FeatureClassifier).from_config(payload["config"])
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:
         raise GenaeError(f"{what} checkpoint {path} is unreadable ({describe_error(exc)}); {advice}") from exc
     model.requires_grad_(False)
     model.eval()
     return model, dict(payload.get("meta", {}))
+
+
+def load_shipped(
+    data: str, what: str, manifest_name: str = MANIFEST_NAME, network: type | None = None
+) -> tuple[Any, str, str] | None:
+    """The shipped `network` of `data`, its description and SHA-256, or None; BackboneUnavailable, with the
+    fix, where its file is missing, not the manifest's (corrupt or modified) or unreadable."""
+    entry = load_manifest(manifest_name=manifest_name).get(data)
+    if entry is None:
+        return None
+    path = WEIGHTS_DIR / entry["file"]
+    fix = f"reinstall lightning-genae or re-create it with `{entry['command']}`"
+    if not path.is_file():
+        raise BackboneUnavailable(f"{what}: shipped checkpoint {path} is missing; {fix}")
+    sha256 = file_sha256(path)
+    if sha256 != entry["sha256"]:
+        raise BackboneUnavailable(
+            f"{what}: {path} has SHA-256 {sha256[:12]}..., the manifest expects {entry['sha256'][:12]}... "
+            f"(corrupt or modified); {fix}"
+        )
+    try:
+        model, _ = load_checkpoint(path, network, what=what, advice="reinstall lightning-genae")
+    except GenaeError as exc:
+        raise BackboneUnavailable(str(exc)) from exc
+    return model, f"{what} ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})", sha256
 
 
 def load_manifest(

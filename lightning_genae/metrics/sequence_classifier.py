@@ -9,7 +9,7 @@ rows as 28 steps of 28 features), reproduced on the CPU by
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_genae.datamodules import build_datamodule
-from lightning_genae.errors import GenaeError
 from lightning_genae.metrics import classifier as classifier_lib
-from lightning_genae.metrics.classifier import BackboneUnavailable
 
-WEIGHTS_DIR = classifier_lib.WEIGHTS_DIR
 MANIFEST_NAME = "sequence_classifiers.json"
-CHECKPOINT_FORMAT = "lightning-genae-sequence-classifier/1"
 DEFAULT_SEED = 0
 
 # Training recipe (CPU-sized: a few minutes on one core for smnist).
@@ -69,6 +65,12 @@ class SequenceClassifier(nn.Module):
     """GRU over the steps, its last hidden state -> fc -> BN (the features, pre-ReLU as the image
     classifier's) -> ReLU -> dropout -> fc. `features` clamps series to [-1, 1], as images are clamped."""
 
+    checkpoint_format = "lightning-genae-sequence-classifier/1"
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SequenceClassifier:
+        return cls(SequenceClassifierConfig(**config))
+
     def __init__(self, config: SequenceClassifierConfig) -> None:
         super().__init__()
         self.config = config
@@ -111,29 +113,16 @@ def train_sequence_classifier(
     )
 
 
-def save_checkpoint(model: SequenceClassifier, path: str | Path, **meta: Any) -> str:
-    """Write the config, state dict and `meta` to `path` atomically; return the file's SHA-256."""
-    return classifier_lib.save_model_payload(model, asdict(model.config), path, CHECKPOINT_FORMAT, meta)
-
-
 def load_checkpoint(path: str | Path) -> tuple[SequenceClassifier, dict[str, Any]]:
-    """Rebuild the classifier stored at `path` (eval mode, CPU, frozen) and return it with its meta."""
-    return classifier_lib.load_model_payload(
-        path,
-        lambda config: SequenceClassifier(SequenceClassifierConfig(**config)),
-        what="sequence classifier",
-        advice="reinstall lightning-genae",
+    """Rebuild the sequence classifier stored at `path` (eval mode, CPU, frozen) with its meta."""
+    return classifier_lib.load_checkpoint(
+        path, SequenceClassifier, what="sequence classifier", advice="reinstall lightning-genae"
     )
 
 
 def checkpoint_name(data: str) -> str:
     """File name of the shipped sequence classifier for dataset `data`."""
     return f"sequence-classifier-{data}.pt"
-
-
-def load_manifest(weights_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """The shipped sequence classifiers by dataset name ({} when the manifest is absent)."""
-    return classifier_lib.load_manifest(weights_dir, MANIFEST_NAME)
 
 
 class SequenceFeatures:
@@ -164,13 +153,5 @@ class SequenceFeatures:
 def shipped_sequence_features(data: str) -> SequenceFeatures | None:
     """The shipped classifier features of `data` (SHA-256 checked), or None when none is shipped for it;
     BackboneUnavailable (one line, with the fix) when the file is missing, modified or unreadable."""
-    entry = load_manifest().get(data)
-    if entry is None:
-        return None
-    path, sha256 = classifier_lib.shipped_checkpoint(WEIGHTS_DIR, entry, "sequence classifier")
-    try:
-        model, _ = load_checkpoint(path)
-    except GenaeError as exc:
-        raise BackboneUnavailable(str(exc)) from exc
-    description = f"sequence classifier ({data}, sha256 {sha256[:8]}, test acc {entry['test_accuracy']:.2%})"
-    return SequenceFeatures(model, description)
+    shipped = classifier_lib.load_shipped(data, "sequence classifier", MANIFEST_NAME, SequenceClassifier)
+    return None if shipped is None else SequenceFeatures(*shipped[:2])

@@ -179,8 +179,8 @@ def test_series_outside_the_training_range_are_counted_and_real_ones_give_the_fl
 
 
 def test_shipped_smnist_classifier_matches_its_manifest():
-    entry = seq_lib.load_manifest()["smnist"]
-    path = seq_lib.WEIGHTS_DIR / entry["file"]
+    entry = classifier_lib.load_manifest(manifest_name=seq_lib.MANIFEST_NAME)["smnist"]
+    path = classifier_lib.WEIGHTS_DIR / entry["file"]
     assert path.is_file() and path.stat().st_size < 300 * 1024
     assert file_sha256(path) == entry["sha256"]
     assert entry["test_accuracy"] >= 0.97 and entry["num_test"] == 10_000
@@ -192,23 +192,20 @@ def test_shipped_smnist_classifier_matches_its_manifest():
 
 
 def test_shipped_smnist_classifier_reaches_its_stated_accuracy(mnist_data_dir):
-    entry = seq_lib.load_manifest()["smnist"]
-    model, _ = seq_lib.load_checkpoint(seq_lib.WEIGHTS_DIR / entry["file"])
+    entry = classifier_lib.load_manifest(manifest_name=seq_lib.MANIFEST_NAME)["smnist"]
+    model, _ = seq_lib.load_checkpoint(classifier_lib.WEIGHTS_DIR / entry["file"])
     series, labels = seq_lib.smnist_splits(mnist_data_dir)["test"]
     # 1000 rows-sequences: a standard error of ~0.5 points at 98%, so 2 points is a safe margin.
     assert classifier_lib.accuracy(model, series[:1000], labels[:1000]) >= entry["test_accuracy"] - 0.02
 
 
 def test_a_modified_shipped_classifier_is_refused(tmp_path, monkeypatch):
-    entry = seq_lib.load_manifest()["smnist"]
-    copy = tmp_path / entry["file"]
-    copy.write_bytes((seq_lib.WEIGHTS_DIR / entry["file"]).read_bytes() + b"x")
-    (tmp_path / seq_lib.MANIFEST_NAME).write_text((seq_lib.WEIGHTS_DIR / seq_lib.MANIFEST_NAME).read_text())
-    monkeypatch.setattr(seq_lib, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(
-        seq_lib, "load_manifest", lambda: classifier_lib.load_manifest(tmp_path, seq_lib.MANIFEST_NAME)
-    )
-    with pytest.raises(seq_lib.BackboneUnavailable, match="corrupt or modified"):
+    shipped = classifier_lib.WEIGHTS_DIR
+    entry = classifier_lib.load_manifest(manifest_name=seq_lib.MANIFEST_NAME)["smnist"]
+    (tmp_path / entry["file"]).write_bytes((shipped / entry["file"]).read_bytes() + b"x")
+    (tmp_path / seq_lib.MANIFEST_NAME).write_text((shipped / seq_lib.MANIFEST_NAME).read_text())
+    monkeypatch.setattr(classifier_lib, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(classifier_lib.BackboneUnavailable, match="corrupt or modified"):
         seq_lib.shipped_sequence_features("smnist")
 
 
