@@ -9,7 +9,7 @@ import torch
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.callbacks.pictures import PeriodicDrawing, log_image_grid
-from lightning_genae.callbacks.sequences import log_series
+from lightning_genae.callbacks.sequences import SERIES_SHOWN, log_series
 from lightning_genae.datamodules.base import to_model_range
 from lightning_genae.models import Autoencoder, ImageDiscriminator, ReconstructingDiscriminator, Sampler
 from lightning_genae.seeding import generator, int_seed
@@ -22,32 +22,50 @@ def _interleaved(versions: list[torch.Tensor], nrow: int = 8) -> torch.Tensor:
 
 
 class SampleGrid(PeriodicDrawing):
-    """Samples from the same noise every time (the run seed's "sample grid" stream), so grids over training
-    show one model improving."""
+    """Samples from the same noise every time (the run seed's "sample grid" stream), so pictures over
+    training show one model improving: a grid of images, or a figure of series."""
 
+    data_kinds = ("image", "sequence")
     count = 64
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, Sampler)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        samples = pl_module.sample(self.count, generator=generator(self.seed, "sample grid"))
-        log_image_grid(trainer, "samples", samples, step)
+        series = pl_module.data_kind == "sequence"
+        count = SERIES_SHOWN if series else self.count
+        samples = pl_module.sample(count, generator=generator(self.seed, "sample grid"))
+        if not series:
+            log_image_grid(trainer, "samples", samples, step)
+            return
+        titles = [f"sample {index}" for index in range(len(samples))]
+        what = f"generated series, step {step}"
+        log_series(trainer, "samples", [samples], ["generated"], titles, what, step)
 
 
 class ReconstructionGrid(PeriodicDrawing):
-    """Rows alternate inputs and reconstructions of a fixed set of validation images."""
+    """A fixed set of validation items beside their reconstructions: rows alternating inputs and
+    reconstructions of images, or a figure of series and their (free-running) reconstructions."""
 
+    data_kinds = ("image", "sequence")
     count = 32
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
         return isinstance(pl_module, Autoencoder)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        images, _ = trainer.datamodule.split_tensors("val")
-        inputs = to_model_range(images[: self.count].to(pl_module.device))
-        grid = _interleaved([inputs, pl_module.reconstruct(inputs)])
-        log_image_grid(trainer, "reconstructions", grid, step, nrow=8)
+        datamodule = trainer.datamodule
+        series = pl_module.data_kind == "sequence"
+        items, _ = datamodule.split_tensors("val")
+        count = SERIES_SHOWN if series else self.count
+        inputs = datamodule.to_model_range(items[:count].to(pl_module.device))
+        versions = [inputs, pl_module.reconstruct(inputs)]
+        if not series:
+            log_image_grid(trainer, "reconstructions", _interleaved(versions), step, nrow=8)
+            return
+        titles = [f"val series {index}" for index in range(len(inputs))]
+        what = f"validation series and reconstructions, step {step}"
+        log_series(trainer, "reconstructions", versions, ["real", "reconstructed"], titles, what, step)
 
 
 class DiscriminatorReconstructionGrid(PeriodicDrawing):
@@ -121,7 +139,7 @@ class AugmentationPreview(ModelSpecificCallback):
     (diffaug/ae-d); series as panels of each original and its data-side augmentation."""
 
     # How many training items are shown, by the data's kind.
-    shown = {"image": 32, "sequence": 8}
+    shown = {"image": 32, "sequence": SERIES_SHOWN}
 
     def __init__(self, seed: int = 0, discriminator_side: bool = False) -> None:
         self.seed = seed

@@ -76,11 +76,11 @@ def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | 
 
 class PeriodicDrawing(ModelSpecificCallback, ABC):
     """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends, for
-    models of `data_kind` that offer what the picture needs (`applies_to`). `count`: how many items the
+    models of `data_kinds` that offer what the picture needs (`applies_to`). `count`: how many items the
     picture shows (the class's own number unless given); `seed`: the run seed its fixed draws come from."""
 
-    # The kind of data the picture is of: the image grids' by default, the series figures "sequence".
-    data_kind: ClassVar[str] = "image"
+    # The kinds of data the picture is drawn for: images, and for some series ("sequence").
+    data_kinds: ClassVar[tuple[str, ...]] = ("image",)
     count: int
 
     def __init__(self, every_n_steps: int = 500, seed: int = 0, count: int | None = None) -> None:
@@ -99,7 +99,7 @@ class PeriodicDrawing(ModelSpecificCallback, ABC):
         """Make and log the picture; runs on rank 0, in eval mode, without gradients."""
 
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
-        return getattr(pl_module, "data_kind", "image") == self.data_kind and self.applies_to(pl_module)
+        return getattr(pl_module, "data_kind", "image") in self.data_kinds and self.applies_to(pl_module)
 
     def _maybe_draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         step = pl_module.iteration

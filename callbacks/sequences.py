@@ -1,5 +1,5 @@
-"""Series figures on the image grids' schedule: validation series beside their reconstructions, and
-generated series, in the data's own units (the DataModule's normaliser undone)."""
+"""Series figures, drawn by the picture callbacks (`images.py`) in the data's own units (the DataModule's
+normaliser undone)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
-from lightning_genae.callbacks.pictures import PeriodicDrawing, log_figure
-from lightning_genae.models import Autoencoder, Sampler
+from lightning_genae.callbacks.pictures import log_figure
 from lightning_genae.run_files import NORMALISER_FILE
-from lightning_genae.seeding import generator
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # Up to this many channels a series is drawn as lines; beyond, as a heat map.
 MAX_LINE_CHANNELS = 4
+# The series a figure shows.
+SERIES_SHOWN = 8
 
 
 def series_figure(
@@ -105,44 +105,6 @@ def log_series(
     panels = list(zip(*series, strict=True))
     figure = series_figure(panels, titles, labels, names, f"{datamodule.name}: {what} (data units)")
     log_figure(trainer, key, figure, step)
-
-
-class SeriesReconstructions(PeriodicDrawing):
-    """A fixed set of validation series beside the model's (free-running) reconstructions of them."""
-
-    data_kind = "sequence"
-
-    count = 8
-
-    def applies_to(self, pl_module: pl.LightningModule) -> bool:
-        return isinstance(pl_module, Autoencoder)
-
-    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        datamodule = trainer.datamodule
-        series, _ = datamodule.split_tensors("val")
-        inputs = datamodule.to_model_range(series[: self.count].to(pl_module.device))
-        versions = [inputs, pl_module.reconstruct(inputs)]
-        titles = [f"val series {index}" for index in range(len(inputs))]
-        what = f"validation series and reconstructions, step {step}"
-        log_series(trainer, "reconstructions", versions, ["real", "reconstructed"], titles, what, step)
-
-
-class SeriesSamples(PeriodicDrawing):
-    """Series generated from the same noise every time (the run seed's "sample grid" stream, as the image
-    grid's)."""
-
-    data_kind = "sequence"
-
-    count = 8
-
-    def applies_to(self, pl_module: pl.LightningModule) -> bool:
-        return isinstance(pl_module, Sampler)
-
-    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        samples = pl_module.sample(self.count, generator=generator(self.seed, "sample grid"))
-        titles = [f"sample {index}" for index in range(len(samples))]
-        what = f"generated series, step {step}"
-        log_series(trainer, "samples", [samples], ["generated"], titles, what, step)
 
 
 class SaveNormaliser(ModelSpecificCallback):

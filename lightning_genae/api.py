@@ -25,7 +25,7 @@ from lightning_genae.callbacks.metrics import GenerativeMetrics, RepresentationM
 from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.random_state import RandomStateInCheckpoints, SeededEvaluation
 from lightning_genae.callbacks.sequence_metrics import SequenceMetrics, build_sequence_metrics
-from lightning_genae.callbacks.sequences import SaveNormaliser, SeriesReconstructions, SeriesSamples
+from lightning_genae.callbacks.sequences import SaveNormaliser
 from lightning_genae.callbacks.stopping import StopOnSignal
 from lightning_genae.callbacks.training import (
     DivergenceGuard,
@@ -102,8 +102,6 @@ def run_callbacks(
         ReconstructionGrid(every_n_steps=every),
         InterpolationGrid(every_n_steps=every, seed=seed),
         DiscriminatorReconstructionGrid(every_n_steps=every, seed=seed),
-        SeriesReconstructions(every_n_steps=every),
-        SeriesSamples(every_n_steps=every, seed=seed),
         SaveNormaliser(),
         RepresentationMetrics(seed=seed),
         DiscriminatorOverfitting(seed=seed),

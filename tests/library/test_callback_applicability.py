@@ -21,8 +21,6 @@ MODEL_SPECIFIC = {
     "ReconstructionGrid",
     "InterpolationGrid",
     "DiscriminatorReconstructionGrid",
-    "SeriesReconstructions",
-    "SeriesSamples",
     "SaveNormaliser",
     "RepresentationMetrics",
     "DiscriminatorOverfitting",
@@ -44,7 +42,7 @@ RUNS = {
         {"ReconstructionGrid", "InterpolationGrid", "RepresentationMetrics", "AugmentationPreview"},
     ),
     # A series autoencoder that also samples, on normalised series.
-    "rae": (TINY_RAE, {"SeriesReconstructions", "SeriesSamples", "SaveNormaliser", "RepresentationMetrics"}),
+    "rae": (TINY_RAE, {"ReconstructionGrid", "SampleGrid", "SaveNormaliser", "RepresentationMetrics"}),
 }
 
 
