@@ -23,9 +23,8 @@ def gaussian_kl_divergence(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Ten
 
 
 class CodeGaussianKL(Metric):
-    """KL of N(mean, covariance of the codes seen) against the Gaussian of the prior's first two moments
-    (for a mixture prior, only its moments: codes can match them and still miss its components); float64
-    sums, summed across processes, so every rank logs the same value."""
+    """KL of N(mean, covariance of the codes seen) against the Gaussian of the prior's first two moments (a
+    mixture's codes can match them and miss its components), summed in float64 across processes."""
 
     full_state_update = False
 

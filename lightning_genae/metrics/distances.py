@@ -1,14 +1,8 @@
-"""Generative-model metrics from feature matrices: FD, KID, precision/recall, density/coverage.
-
-Every function takes ``real`` [N_r, D] and ``fake`` [N_f, D] features and returns Python floats computed in
-float64 (FD on the CPU, the others on ``real``'s device), as the published references define them, since
-these are the numbers compared across papers: FD is torch-fidelity's; KID is torch-fidelity's (a seed draws
-its subsets when ``real`` is its `features_1`); precision/recall are Kynkäänniemi et al.'s k-NN balls with
-``<=`` and density/coverage Naeem et al.'s with strict ``<`` (they differ only on exact ties). KID and
-precision/recall are computed here: at 10,000 x 128 features on one thread (bench/distances.py)
-torch-fidelity's take 2.6x and 2.3x as long in float64 (1.4x and 1.3x in float32, off in KID's fifth digit)
-and torchmetrics' KID kernel 1.5x; density/coverage because no library has them.
-"""
+"""Generative-model metrics from feature matrices `real` [N_r, D] and `fake` [N_f, D]: FD, KID,
+precision/recall, density/coverage, in float64 as the published references define them: FD and KID as
+torch-fidelity's (a seed draws KID's subsets), precision/recall Kynkäänniemi et al.'s k-NN balls with `<=`,
+density/coverage Naeem et al.'s with `<`. KID and the k-NN metrics are computed here, several times faster
+than torch-fidelity's and torchmetrics' at 10,000 x 128 features (bench/distances.py)."""
 
 from __future__ import annotations
 
@@ -68,10 +62,8 @@ def _poly_kernel(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _poly_mmd2_unbiased(x: Tensor, y: Tensor) -> float:
-    """Unbiased MMD^2 of two equal-size sets with the cubic kernel, as torch-fidelity's ``mmd2``.
-
-    The within-set sums drop the diagonal, the cross term keeps it (Bińkowski et al.'s default estimator).
-    """
+    """Unbiased MMD^2 of two equal-size sets with the cubic kernel, as torch-fidelity's `mmd2`: the within-set
+    sums drop the diagonal, the cross term keeps it."""
     m = x.shape[0]
     k_xx, k_yy = _poly_kernel(x, x), _poly_kernel(y, y)
     within = k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()
@@ -160,11 +152,8 @@ def _manifold_metrics(
     real_r2_dc: Tensor | None = None,
     dc_k: int = 0,
 ) -> dict[str, float]:
-    """Precision/recall and/or density/coverage from one blockwise pass over real-fake distances.
-
-    Rows are real samples and columns fake ones, so a row holds everything coverage and recall need, while
-    precision (any real ball per fake) and density (a count) accumulate across row blocks.
-    """
+    """Precision/recall and/or density/coverage from one blockwise pass over real-fake distances, rows real
+    and columns fake: recall and coverage per row, precision and density accumulated across row blocks."""
     n_r, n_f = real.shape[0], fake.shape[0]
     r_sq, f_sq = (real * real).sum(dim=1), (fake * fake).sum(dim=1)
     fake_in_real = torch.zeros(n_f, dtype=torch.bool, device=real.device)

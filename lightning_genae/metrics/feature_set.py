@@ -1,7 +1,5 @@
-"""Every metric of generated against real samples in a feature space: the built-ins (`GENERATIVE_KEYS`,
-computed together by `distances.feature_metrics`) and those added with `plugins.register_metric`
-(`FEATURE_METRICS`), scored on the same features and logged, written and tabled alike.
-"""
+"""Every metric of generated against real samples in a feature space: the built-ins (`GENERATIVE_KEYS`) and
+those added with `plugins.register_metric`, scored on the same features and logged alike."""
 
 from __future__ import annotations
 

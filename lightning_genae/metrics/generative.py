@@ -34,10 +34,8 @@ def extract_features(backbone: FeatureBackbone, images: Tensor, device: torch.de
 
 
 class RealFeatures:
-    """Backbone features of a dataset split's images, computed once and cached on disk, keyed by the split's
-    content and the backbone's weights. A comparison of N uses the first N of one seeded order of the split
-    (`reference_order`): the cache holds a prefix of that order, each row with its image index, and grows
-    it when a larger N is asked; an unreadable file, or rows of another order, are computed again."""
+    """Backbone features of a split's images, cached on disk by the split's content and the backbone's
+    weights: a prefix of one seeded order of the split (`reference_order`), grown when a larger N is asked."""
 
     def __init__(self, backbone: FeatureBackbone, cache_dir: Path | None = None) -> None:
         self.backbone = backbone
@@ -147,9 +145,8 @@ def reference_order(count: int) -> Tensor:
 
 
 def seeded_subset(count: int, n: int, seed: int) -> Tensor:
-    """The same n of count indices for every run with this seed (all of them when n >= count), sorted.
-
-    The subsets of one seed are nested: the n for a smaller n are among those for a larger one."""
+    """The same n of count indices for every run with this seed (all of them when n >= count), sorted; nested:
+    the indices for a smaller n are among those for a larger one."""
     if n >= count:
         return torch.arange(count)
     return seeded_order(count, seed)[:n].sort().values
@@ -164,9 +161,8 @@ def score_generated(
     num_samples: int,
     device: torch.device,
 ) -> GenerativeScore:
-    """N generated against N real images of `split`, N = min(num_samples, the split's size), the generated
-    features asked once N is known; the real N are the same for every run and seed (`REAL_SUBSET_SEED`), so
-    the spread over seeds is the models', not the reference's."""
+    """N generated against N real images of `split`, N = min(num_samples, the split's size); the real N are
+    the same for every run and seed (`REAL_SUBSET_SEED`), so the spread over seeds is the models'."""
     backbone = real_features.backbone
     n = comparison_size(datamodule, split, num_samples)
     real = real_features.reference(datamodule, split, n, device)

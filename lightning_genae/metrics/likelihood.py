@@ -1,10 +1,6 @@
 """Test log-likelihood of a latent-variable model by importance sampling: the IWAE estimator (Burda et al.,
-ICLR 2016; yburda/iwae), log p(x) ~= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) with z_i ~ q(z|x), a lower
-bound that tightens as k grows, summed in log space in float64 over chunks of the k draws.
-
-`subset_corrected_mean` gives the figure of a costly k on every image from a cheap k on every image and both
-on a random subset (survey sampling's difference estimator), since k = 5,000 on all of MNIST takes hours.
-"""
+ICLR 2016), a lower bound that tightens as k grows, summed in log space in float64. `subset_corrected_mean`
+gives a costly k's figure on every image from a cheap k on all and both on a random subset."""
 
 from __future__ import annotations
 
@@ -49,10 +45,8 @@ def importance_sampled_log_likelihood(
 
 
 def subset_corrected_mean(cheap_all: Tensor, subset: Tensor, costly_subset: Tensor) -> tuple[float, float]:
-    """mean(cheap_all) + mean(costly_subset - cheap_all[subset]), whose expectation is the costly estimate's
-    mean over all N examples, and its standard error: the differences' std / sqrt(n) times the
-    finite-population factor sqrt(1 - n / N). `subset` holds n >= 2 distinct indices drawn at random apart
-    from the model; its cheap values are the very draws of the overall mean, so their noise cancels."""
+    """mean(cheap_all) + mean(costly_subset - cheap_all[subset]) and its standard error (finite-population
+    corrected): unbiased for the costly estimator's mean over all N, `subset` drawn apart from the model."""
     differences = costly_subset.double() - cheap_all.double()[subset]
     n, total = len(differences), len(cheap_all)
     figure = cheap_all.double().mean() + differences.mean()

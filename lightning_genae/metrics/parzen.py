@@ -1,12 +1,7 @@
-"""Parzen-window log-likelihood of real images under a generator's samples: the estimator of the GAN paper
-(Goodfellow et al. 2014, goodfeli/adversarial parzen_ll.py) that the adversarial autoencoder paper reports
-on MNIST (AAE 340 ± 2, GAN 225 ± 2). An isotropic Gaussian kernel on each of N samples, pixels in [0, 1],
-
-    log p(x) = logsumexp_i [ -|x - s_i|^2 / (2 sigma^2) ] - log N - d log(sigma sqrt(2 pi)),
-
-sigma chosen on a validation set from the reference's grid. A poor measure of a model (Theis et al. 2016);
-it is the number these papers publish.
-"""
+"""Parzen-window log-likelihood of real images under a generator's samples, the GAN paper's estimator
+(goodfeli/adversarial parzen_ll.py) that the adversarial autoencoder paper reports on MNIST: an isotropic
+Gaussian kernel of width sigma (chosen on a validation set from the reference's grid) on each of N samples,
+pixels in [0, 1]. A poor measure of a model (Theis et al. 2016); it is the number these papers publish."""
 
 from __future__ import annotations
 

@@ -10,11 +10,8 @@ STAGES = ("val", "test")
 
 
 class ReconstructionQuality(nn.Module):
-    """`{stage}/psnr` and `{stage}/ssim` of reconstructions against their inputs.
-
-    Images are compared on the [0, 1] scale: SSIM's luminance term is not shift-invariant, so [-1, 1]
-    inputs would give numbers that match no paper. PSNR is averaged over images, as papers report it.
-    """
+    """`{stage}/psnr` and `{stage}/ssim` of reconstructions, on the [0, 1] scale (SSIM's luminance term is not
+    shift-invariant, so [-1, 1] would match no paper); PSNR averaged over images, as papers report it."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,8 +1,5 @@
-"""Representation quality of an encoder, against a PCA baseline of the same latent dimension.
-
-"Is the autoencoder better than PCA?" gets an answer in every run: the linear-probe accuracy of the
-model's codes beside that of PCA codes, and the model's reconstruction MSE beside PCA's.
-"""
+"""Representation quality of an encoder against a PCA baseline of the same latent dimension: linear-probe
+accuracy and reconstruction MSE of the model's codes beside PCA's."""
 
 from __future__ import annotations
 

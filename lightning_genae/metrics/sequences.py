@@ -1,11 +1,8 @@
-"""This framework's quick variants of TimeGAN's discriminative and predictive scores of generated series
-[N, T, C], cheap enough for every validation and named apart from TimeGAN's (metrics.timegan computes those;
-the two are not comparable). Each post-hoc GRU (hidden size max(8, C // 2)) is deterministic given `seed` and
-leaves the caller's random stream where it was; fitted several times (fit i seeded `seed + i`), a score is
-the mean over its fits with their spread beside it (`_std`). Beside them: the share of series outside the
-training split's per-channel range, and the discriminative score of a wider GRU (WIDE_HIDDEN units), each
-with the same measure of real series as its floor.
-"""
+"""This framework's quick variants of TimeGAN's discriminative and predictive scores of series [N, T, C],
+cheap enough for every validation and named apart from TimeGAN's (metrics.timegan), which they do not match.
+Each post-hoc GRU is deterministic given `seed`; a score is the mean over its fits with their spread
+(`_std`). Beside them, the share of series outside the training range and a wider GRU's discriminative
+score, each with the same measure of real series as its floor."""
 
 from __future__ import annotations
 
@@ -151,12 +148,8 @@ def predictive_score(
     lr: float = DEFAULT_LR,
     on_step: Callable[[], None] | None = None,
 ) -> float:
-    """Train on synthetic, test on real: MAE on `real` of a GRU trained to predict step t+1 on `synthetic`.
-
-    Every channel at t+1 from all channels at steps <= t (TimeGAN predicts its last channel from the others,
-    which a univariate series does not have), through a linear read-out of normalised values; the MAE is over
-    all real series, steps and channels. `on_step` is called after each training step (progress).
-    """
+    """Train on synthetic, test on real: MAE on `real` of a GRU trained on `synthetic` to predict every
+    channel at t+1 from all channels at steps <= t (a univariate series has no others to predict from)."""
     synthetic = check_series(synthetic, "synthetic")
     real = check_series(real, "real")
     draws = torch.Generator().manual_seed(seed)
@@ -213,13 +206,8 @@ def score_sequences(
     train_range: Tensor | None = None,
     train_series: Tensor | None = None,
 ) -> GenerativeScore:
-    """Every sequence metric that applies, on `real` series of `split`: the one scoring path for sequences.
-
-    `generated` series give `discriminative_quick` and `predictive_quick` (over `fits` fits), with
-    `train_range` ([2, C] per-channel low and high) `out_of_range` and `out_of_range_real`, with
-    `train_series` (as many as `real`) `discriminative_wide` and `discriminative_wide_real`, and with
-    `features` the feature-space metrics of images (`fd_classifier`, ...) on those features.
-    """
+    """Every sequence metric that applies to `generated` against `real` series of `split`: the quick ones,
+    `out_of_range` with `train_range`, the wide ones with `train_series`, feature metrics with `features`."""
     real = check_series(real, "real")
     values: dict[str, float] = {}
     if generated is not None:

@@ -1,13 +1,8 @@
-"""TimeGAN's post-hoc discriminative and predictive scores, computed as its reference code computes them
-(Yoon et al., NeurIPS 2019, Table 2; jsyoon0823/TimeGAN's metrics/ and utils.py; each score repeated 10 times
-and averaged). Both take real and generated series [N, T, C] min-max scaled to [0, 1] per channel, as the
-reference feeds them (the predictor ends in a sigmoid).
-
-The post-hoc nets are TensorFlow 1's `GRUCell` and dense read-out written out with that cell's equations and
-initialisation (PyTorch's `nn.GRU` differs in both); the random streams are torch's, so single runs are not
-bit-identical to the reference's. The cheaper variants logged in training (metrics.sequences) are not
-comparable with these.
-"""
+"""TimeGAN's post-hoc discriminative and predictive scores as its reference code computes them (Yoon et al.,
+NeurIPS 2019, Table 2; jsyoon0823/TimeGAN), on series [N, T, C] min-max scaled to [0, 1] per channel, each
+score the mean of 10 repetitions. The post-hoc nets are TensorFlow 1's `GRUCell` and dense read-out written
+out with its equations and initialisation (torch's random streams: not bit-identical). The quick variants
+logged in training (metrics.sequences) are not comparable with these."""
 
 from __future__ import annotations
 
