@@ -44,9 +44,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered family: its LightningModule (`package.module:Class`), options and one-line description,
-    and what `resolve` checks without importing the module: its `data_kind`, whether it is an
-    `ImageDiscriminator`, gives real logits (for ADA) and samples (`generates`)."""
+    """A registered family: its LightningModule (`package.module:Class`), options and description, and what
+    `resolve` checks without importing it (data kind, image discriminator, real logits, `generates`)."""
 
     location: str
     options: type[FamilyOptions]

@@ -1,10 +1,8 @@
-"""Adversarial autoencoder (Makhzani et al. 2015): a deterministic autoencoder whose codes a latent
-discriminator (of codes, not images: no `ImageDiscriminator`) pushes toward a prior. One iteration is the
-paper's two phases, three updates each toggling its optimizer: (1) encoder and decoder on reconstruction;
-(2) the discriminator, prior draws against phase 1's codes; (3) the encoder, to pass its codes for prior
-draws. Updates 1 and 3 share the autoencoder's Adam, so each moves the encoder in proportion to its gradient
-as the paper's SGD does (a second Adam let the codes drift off the prior); docs/models.md has the details.
-"""
+"""Adversarial autoencoder (Makhzani et al. 2015): an autoencoder whose codes a latent discriminator pushes
+toward a prior. One iteration makes three updates: (1) encoder and decoder on reconstruction; (2) the
+discriminator, prior draws against phase 1's codes; (3) the encoder, to pass its codes for prior draws.
+Updates 1 and 3 share one Adam, so each moves the encoder in proportion to its gradient as the paper's SGD
+does (a second Adam let the codes drift off the prior); docs/models.md has the details."""
 
 from __future__ import annotations
 
@@ -215,9 +213,8 @@ class AAEModule(ReconstructionModule):
         condition: Tensor | None,
         optimizer: LightningOptimizer,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Update 2 on prior draws against `codes`, the reconstruction phase's (encoding again after its step
-        would cost a third encoder pass for codes one small Adam step apart); returns (logits on the draws,
-        logits on the codes, loss)."""
+        """Update 2 on prior draws against `codes`, the reconstruction phase's (encoding again would cost a
+        third encoder pass); returns (logits on the draws, logits on the codes, loss)."""
         with self.toggled_optimizer(optimizer):
             n = codes.size(0)
             prior_logits = self.latent_discriminator(self.prior_draws(n, components=components), condition)
@@ -230,9 +227,8 @@ class AAEModule(ReconstructionModule):
     def encoder_phase(
         self, images: Tensor, condition: Tensor | None, optimizer: LightningOptimizer
     ) -> Tensor:
-        """Update 3: the encoder toward codes D takes for prior draws, at `--aae-adversarial-weight`. A fresh
-        encoder pass, at the weights the reconstruction step left; the decoder is not in this graph, so the
-        shared optimizer leaves it (and its moments) alone."""
+        """Update 3: the encoder toward codes D takes for prior draws, at `--aae-adversarial-weight`, from a
+        fresh encoder pass; the decoder is not in this graph, so the shared optimizer leaves it alone."""
         with self.toggled_optimizer(optimizer):
             loss_g = generator_loss(self.latent_discriminator(self.encoder(images), condition))
             weight = 1.0 if self.paper_training else self.options.aae_adversarial_weight

@@ -1,6 +1,5 @@
 """The base of families that train a generator against a discriminator of images (gan, began, vaegan): manual
-optimization, each update toggling its network's optimizer (DDP told through `adversarial`), and the
-discriminator-side augmentation given when the module is built; the losses are each family's."""
+optimization, each update toggling its network's optimizer, and the discriminator-side augmentation."""
 
 from __future__ import annotations
 

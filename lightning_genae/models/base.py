@@ -137,9 +137,8 @@ def diverged_before_any_update(cause: str) -> bool:
 
 
 class GenerativeModule(pl.LightningModule):
-    """Base LightningModule: batches are (data, labels); images are [B,C,H,W] floats in [-1, 1]. Its
-    hyper-parameters are the data's shape (under `shape_key`) and every option's value, so
-    `Family(**checkpoint["hyper_parameters"])` rebuilds it."""
+    """Base LightningModule: batches are (data, labels), images [B,C,H,W] floats in [-1, 1]; its
+    hyperparameters (the data's shape, its options) rebuild it: `Family(**checkpoint["hyper_parameters"])`."""
 
     options_type: ClassVar[type[FamilyOptions]] = FamilyOptions
     # The data the family models; `resolve` checks it against the dataset's own `data_kind`.
@@ -299,9 +298,8 @@ class GenerativeModule(pl.LightningModule):
     def log_split_means(
         self, values: Mapping[str, Tensor], items: int, prog_bar: Collection[str] = ()
     ) -> None:
-        """Add one evaluation batch's values, each a mean over its `items`, to their means over the split,
-        logged when the pass ends as means over every item of every process (Lightning's own epoch mean
-        is exact only when every process evaluated as many items)."""
+        """Add one evaluation batch's values (each a mean over its `items`) to the split's means, logged at
+        the pass's end over every item of every process (Lightning's is not, for unequal shares)."""
         for name, value in values.items():
             total, count = self._split_sums.get(name, (0.0, 0))
             self._split_sums[name] = (value.detach().float() * items + total, count + items)

@@ -1,7 +1,5 @@
-"""The batch contract every family trains on, checked on the first batch of each loop: `(data, labels)`,
-images `[N, C, H, W]` in [-1, 1] or series `[N, T, C]` normalised per channel, finite and of the model's
-shape; labels may be dummies. What torch refuses by itself (no pair, no tensor, another dtype) is its own.
-"""
+"""The batch contract every family trains on, checked on each loop's first batch: `(data, labels)`, images
+[N, C, H, W] in [-1, 1] or series [N, T, C], finite and of the model's shape; torch refuses the rest."""
 
 import warnings
 

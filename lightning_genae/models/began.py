@@ -28,9 +28,8 @@ def reconstruction_energy(reconstructions: Tensor, images: Tensor) -> Tensor:
 
 
 def ebgan_discriminator_loss(real_energy: Tensor, fake_energies: Tensor, margin: float) -> Tensor:
-    """EBGAN's D loss, L(x) + [margin - L(G(z))]+ with the hinge taken per fake and averaged (Zhao et al.
-    2017, eq. 1, whose loss is per sample): on the batch's mean energy, the fakes below the margin would go
-    unpushed once the mean reached it."""
+    """EBGAN's D loss, L(x) + [margin - L(G(z))]+ with the hinge per fake, then averaged (Zhao et al. 2017,
+    eq. 1): on the batch's mean energy, fakes below the margin would go unpushed once the mean reached it."""
     return real_energy + F.relu(margin - fake_energies).mean()
 
 

@@ -1,6 +1,5 @@
-"""DCGAN with non-saturating or hinge loss and an optional generator EMA: one iteration is one
-discriminator update, then one generator update, each toggling its optimizer (`ImageAdversarialModule`).
-"""
+"""DCGAN with non-saturating or hinge loss and an optional generator EMA: one iteration is one discriminator
+update, then one generator update, each toggling its optimizer (`ImageAdversarialModule`)."""
 
 from __future__ import annotations
 
@@ -117,11 +116,8 @@ class GANModule(ImageAdversarialModule):
         self.end_iteration(loss_d, loss_g, real_logits, fake_logits)
 
     def paper_training_step(self, batch: tuple[Tensor, Tensor]) -> None:
-        """One update of goodfeli/adversarial's AdversaryCost2: D's gradient (half the sum of the two
-        cross-entropies) and G's (non-saturating) from the same fakes and dropout masks at the current
-        weights. One network at a time, each stepped after its backward (as DDP and the loss scaler need);
-        G's first, so D's gradient still reads only D's unstepped weights: the reference's simultaneous step.
-        """
+        """One update of goodfeli/adversarial's AdversaryCost2: D's and G's gradients from the same fakes and
+        dropout masks, G stepped first so that D's gradient reads its unstepped weights (a joint step)."""
         real, _ = batch
         opt_d, opt_g = self.optimizers()
         self.follow_paper_schedule(opt_d, opt_g)

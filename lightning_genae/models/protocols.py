@@ -1,9 +1,5 @@
-"""The contracts tools rely on instead of a model's class: callbacks, metrics and the augmentation ask
-whether a model is an `Autoencoder` (encode/decode/reconstruct), a `Sampler` (sample), an
-`ImageDiscriminator` (a discriminator of images whose inputs an augmentation may transform), a
-`ReconstructingDiscriminator` (a discriminator that is itself an autoencoder) or a `ScoringDiscriminator`
-(a discriminator whose score of each image can be read), so a new family gets grids and metrics for free.
-"""
+"""The contracts tools rely on instead of a model's class (`Autoencoder`, `Sampler`, `ImageDiscriminator`,
+`ReconstructingDiscriminator`, `ScoringDiscriminator`), so a new family gets grids and metrics for free."""
 
 from __future__ import annotations
 
@@ -47,9 +43,8 @@ DiscriminatorAugmentation = Callable[[Tensor], Tensor]
 
 @runtime_checkable
 class ImageDiscriminator(Protocol):
-    """A family that trains a discriminator of images, built as `Family(image_shape,
-    discriminator_augmentation=augment, **options)`: every image its discriminator sees, real and generated,
-    in both steps, goes through `discriminator_input`, so the augmentation cannot leak into the samples."""
+    """A family that trains a discriminator of images, built with `discriminator_augmentation=augment`: every
+    image its discriminator sees goes through `discriminator_input`, so the augmentation cannot leak."""
 
     def discriminator_input(self, images: Tensor) -> Tensor: ...
 
@@ -71,8 +66,7 @@ class StrengthController(Protocol):
 @runtime_checkable
 class ReconstructingDiscriminator(Protocol):
     """A family whose discriminator is an autoencoder (BEGAN, EBGAN): `discriminator_reconstructions` gives
-    named image batches of one size in the order they are shown (reals, D's reconstructions of them, seeded
-    fakes, D's reconstructions of those), so a picture callback lays them out without knowing the family."""
+    named image batches of one size in the order a picture shows them."""
 
     def discriminator_reconstructions(
         self, real: Tensor, generator: torch.Generator | None = None

@@ -1,9 +1,6 @@
-"""Recurrent autoencoder of series [B, T, C] (normalised per channel), optionally a VAE (`--variational`).
-The decoder's outputs stay within the training split's range where the data are bounded. Training decodes
-with scheduled teacher forcing; evaluation and generation decode free-running, so `val/mse` measures what
-generation does. Not variational, samples decode draws from a full-covariance Gaussian fitted to the
-training codes, refitted whenever the weights have changed and kept in the checkpoint.
-"""
+"""Recurrent autoencoder of series [B, T, C], optionally a VAE (`--variational`), trained with scheduled
+teacher forcing and evaluated free-running, so `val/mse` measures what generation does. Not variational, it
+samples codes from a full-covariance Gaussian fitted to the training codes, kept in the checkpoint."""
 
 from __future__ import annotations
 
@@ -27,9 +24,8 @@ FIT_BATCH = 512
 
 
 def training_subset(series: Tensor) -> Tensor:
-    """The series the code Gaussian is fitted to: all of them up to MAX_FIT_SERIES, past it a fixed random
-    subset, not the first ones (a recording's windows are stored in time order, and a panel's series as the
-    file lists them, by class say, so a prefix is one part of it)."""
+    """The series the code Gaussian is fitted to: all up to MAX_FIT_SERIES, past it a fixed random subset (a
+    prefix would be one part of a recording or a panel stored in order)."""
     if len(series) <= MAX_FIT_SERIES:
         return series
     return series[seeded_subset(len(series), MAX_FIT_SERIES, seed=0)]
@@ -40,9 +36,8 @@ GRADIENT_CLIP = 1.0
 
 
 def code_gaussian(codes: Tensor, iteration: int) -> tuple[Tensor, Tensor]:
-    """(mean, Cholesky factor of the covariance) of codes [N, D], the Gaussian the deterministic RAE samples,
-    with a ridge at each dimension's own scale (above 1) for codes that do not vary. Codes no Gaussian can
-    take (inf, NaN) mean the training diverged with losses still finite: TrainingDiverged."""
+    """(mean, Cholesky factor of the covariance) of codes [N, D], with a ridge at each dimension's own scale;
+    TrainingDiverged for codes no Gaussian can take (inf, NaN: the training diverged with finite losses)."""
     mean = codes.mean(0)
     centred = codes - mean
     covariance = centred.T @ centred / max(1, len(codes) - 1)
@@ -118,9 +113,8 @@ class RAEModule(ObjectiveModule):
 
     @torch.no_grad()
     def fit_code_gaussian(self, series: Tensor) -> None:
-        """Fit the Gaussian `sample` draws codes from (not variational) to the codes of the training series
-        `[N, T, C]` in model units, for a module trained without a lightning-genae DataModule (a run's refits
-        by itself); a fixed subset past MAX_FIT_SERIES (`training_subset`), encoded in evaluation mode."""
+        """Fit `sample`'s code Gaussian (not variational) to the training series [N, T, C] in model units, for
+        a module trained without a lightning-genae DataModule (a run refits it by itself)."""
         check_data(
             series, self.data_kind, self.data_shape, warn_scale=False,
             what="RAEModule.fit_code_gaussian's series",

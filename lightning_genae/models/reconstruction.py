@@ -26,10 +26,8 @@ def reconstruction_loss(logits_or_images: Tensor, target: Tensor, kind: ReconLos
 
 
 class ReconstructionModule(ObjectiveModule):
-    """The shared conv encoder and decoder, and one `model_step` for train, val and test.
-
-    With `bce` the decoder outputs logits, turned into images by `decode`; with `mse` it outputs images.
-    """
+    """The shared conv encoder and decoder, and one `model_step` for train, val and test; with `bce` the
+    decoder outputs logits, turned into images by `decode`, with `mse` images."""
 
     options: ReconstructionOptions
     # Encoder outputs per latent dimension: 1 for a code, 2 for a Gaussian's mean and log-variance.

@@ -23,19 +23,16 @@ PAPER_MEANS_CLIP = 1e-3
 
 
 class VAEModule(GaussianEncoding, ReconstructionModule):
-    """VAE trained on recon + beta_t * KL, beta_t rising linearly to `beta` over `kl_warmup` steps. `bce` is a
-    Bernoulli likelihood on [0, 1] pixels (`val/elbo` bounds it in nats where pixels are binary); `mse` a
-    Gaussian of variance 1/2 on [-1, 1], whose loss drops the constant (d/2) log(pi) that `elbo` keeps.
-    The nets are the shared conv ones, or with `--vae-nets paper` the IWAE paper's fully connected ones."""
+    """VAE on recon + beta_t * KL, beta_t rising linearly to `beta` over `kl_warmup` steps; `bce` a Bernoulli
+    likelihood, `mse` a Gaussian of variance 1/2 whose loss drops the constant that `val/elbo` keeps."""
 
     options_type = VAEOptions
     options: VAEOptions
     encoder_outputs_per_latent = 2
 
     def autoencoder_nets(self) -> tuple[nn.Module, nn.Module]:
-        """The shared conv nets, or with --vae-nets paper those of Burda et al. 2016 (yburda/iwae): two
-        hidden layers of 200 tanh units each way, Glorot-uniform weights and zero biases, the encoder reading
-        [0, 1] pixels as the reference does and giving the mean and log-variance from one linear layer."""
+        """The shared conv nets, or with --vae-nets paper Burda et al.'s (yburda/iwae): two hidden layers of
+        200 tanh units each way, Glorot-uniform, the encoder reading [0, 1] pixels as the reference does."""
         if self.options.vae_nets == "conv":
             return super().autoencoder_nets()
         encoder = MLPEncoder(
@@ -68,9 +65,8 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
         return self.decode(self.prior_noise(n, generator))
 
     def log_likelihood(self, images: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-        """Importance-sampled log p(x) in nats per image [B] under the Bernoulli decoder (the standard test
-        NLL of binary pixels), in eval mode whatever the module's: batch norm must not score an image by
-        the statistics of the others scored with it."""
+        """Importance-sampled log p(x) in nats per image [B] under the Bernoulli decoder, in eval mode
+        whatever the module's (batch norm must not score an image by the statistics of the others)."""
         if self.options.recon_loss != "bce":
             raise ConfigError(
                 "log_likelihood: the importance-sampled likelihood needs the Bernoulli decoder "

@@ -1,8 +1,5 @@
 """VAE-GAN (Larsen et al. 2016): a VAE whose decoder is also a GAN's generator, its reconstructions compared
-in the discriminator's features. One iteration makes three updates: the discriminator (real x against
-reconstructions x~ and prior samples x_p), the encoder (beta * KL + the feature loss) and the decoder
-(gamma * the feature loss + its non-saturating GAN loss on x~ and x_p).
-"""
+in the discriminator's features; three updates per iteration: discriminator, encoder, decoder."""
 
 from __future__ import annotations
 
@@ -57,10 +54,8 @@ class VAEGANModule(GaussianEncoding, ImageAdversarialModule):
         return "the feature loss takes each reconstruction and its image in one discriminator pass"
 
     def paired_features(self, reconstructions: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Discriminator features of reconstructions and of their images from one batch, as the paper's
-        reference code concatenates them: batch norm normalising each half by its own statistics would
-        forgive a per-channel shift. An augmented run replays the random state so each image and its
-        reconstruction get the same transform: independent draws would charge a perfect reconstruction."""
+        """Discriminator features of reconstructions and their images from one batch, as the reference
+        concatenates them (batch norm per half would forgive a shift), augmented alike (replayed draws)."""
         replayed = [images.device] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=replayed), torch.no_grad():
             shown_images = self.discriminator_input(images)

@@ -1,8 +1,5 @@
-"""The Gaussian posterior that the variational families share (vae, rae --variational, vaegan).
-
-A shared module rather than an import of one family from another, so the families stay independent
-(see the import contracts in pyproject.toml) and there is one copy of the KL term.
-"""
+"""The Gaussian posterior the variational families share (vae, rae --variational, vaegan), in a module of its
+own so the families stay independent and there is one copy of the KL term."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""BEGAN's own networks (Berthelot et al. 2017, section 3.5 and figure 1): 3x3 convolutions with ELU and
-nearest-neighbour upsampling in the generator and the discriminator's decoder, a mirrored encoder whose
-channels grow linearly (n, 2n, 3n, ...), fully connected codes, and no batch norm (the discriminator sees
-real-only and fake-only batches, whose statistics it would learn to tell apart). Scales follow the shared
-nets' `downsampling_plan`, so a run keeps its image sizes.
-"""
+"""BEGAN's own networks (Berthelot et al. 2017): 3x3 convolutions with ELU, nearest-neighbour upsampling,
+channels growing linearly, and no batch norm (D sees real-only and fake-only batches, whose statistics it
+would learn to tell apart). Scales follow the shared nets' `downsampling_plan`."""
 
 from __future__ import annotations
 
@@ -19,11 +16,8 @@ def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BEGANDecoder(nn.Module):
-    """Code [B, h] -> image [B, C, H, W], unbounded (the paper's decoder and generator have no tanh).
-
-    With `skip_connections` (the paper's section 3.5.1), the projected base map h0 is upsampled to each
-    scale and concatenated to the upsampled features there, so every scale reads the code directly.
-    """
+    """Code [B, h] -> image [B, C, H, W], unbounded (no tanh, as in the paper); with `skip_connections`
+    (3.5.1) the projected base map is upsampled and concatenated at every scale."""
 
     def __init__(
         self,
@@ -93,10 +87,8 @@ class BEGANEncoder(nn.Module):
 
 
 def init_began_weights(module: nn.Module) -> None:
-    """Glorot-uniform weights and zero biases for every convolution and linear layer, as the paper's
-    reference code gets them (TensorFlow-slim's defaults). Without normalisation PyTorch's default scale
-    shrinks the signal through 10+ layers: a fresh generator draws nearly one image for every z (at 16 px,
-    width 32, the output's std over a batch is 0.003, against 0.107 with Glorot's scale)."""
+    """Glorot-uniform weights and zero biases, as the paper's reference gets them (TensorFlow-slim): PyTorch's
+    default scale shrinks the signal through 10+ unnormalised layers, so a fresh generator draws one image."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         nn.init.xavier_uniform_(module.weight)
         if module.bias is not None:

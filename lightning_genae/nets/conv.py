@@ -1,7 +1,5 @@
-"""DCGAN-style convolutional encoder, decoder and discriminator shared by every model family, so that an
-ablation compares models on equal networks. Square images are halved by stride-2 convolutions until the
-map is 4 to 7 pixels (16 -> 4, 28 -> 7, 32 -> 4, 64 -> 4), channel widths doubling as the map shrinks.
-"""
+"""DCGAN-style convolutional encoder, decoder and discriminator shared by every family, so an ablation
+compares models on equal networks: stride-2 halvings to a 4-7 pixel map, widths doubling as it shrinks."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Fully connected nets: the adversarial autoencoder's latent discriminator, and the image encoders and
-decoders of the papers' MNIST experiments (the adversarial autoencoder's, the GAN's, the IWAE paper's VAE),
-apart from their modules."""
+"""Fully connected nets: the adversarial autoencoder's latent discriminator, and the MNIST encoders and
+decoders of the adversarial autoencoder, GAN and IWAE papers."""
 
 from __future__ import annotations
 
@@ -25,9 +24,8 @@ def two_hidden_layers(
 
 
 class LatentDiscriminator(nn.Module):
-    """Code [B, latent_dim] (and an optional one-hot condition [B, condition_dim]) -> one logit per code,
-    through two hidden layers, as the adversarial autoencoder's discriminator; the condition (class or
-    mixture component) is concatenated to the code, as in the paper's label-incorporating variant."""
+    """Code [B, latent_dim] (and an optional one-hot condition, concatenated, as in the paper's label variant)
+    -> one logit per code, through two hidden layers: the adversarial autoencoder's discriminator."""
 
     def __init__(
         self, latent_dim: int, hidden: int, condition_dim: int = 0, negative_slope: float = 0.2
@@ -44,9 +42,8 @@ class LatentDiscriminator(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """Image [B, C, H, W] -> vector [B, out_features]: the flattened pixels through two hidden layers (ReLU,
-    or `activation`); with `unit_pixels` the first layer reads them on [0, 1], as a reference trained on
-    [0, 1] pixels does."""
+    """Image [B, C, H, W] -> vector [B, out_features] through two hidden layers; with `unit_pixels` the pixels
+    are read on [0, 1], as a reference trained on [0, 1] pixels does."""
 
     def __init__(
         self,
@@ -67,9 +64,8 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden layers (ReLU, or `activation`). `output`:
-    "tanh"; "sigmoid", the GAN paper's [0, 1] pixels shown on [-1, 1] (2 sigmoid(a) - 1, so the
-    pre-activation and its gradients are the reference's); "logits", for a Bernoulli likelihood."""
+    """Code [B, latent_dim] -> image [B, C, H, W] through two hidden layers. `output`: "tanh"; "sigmoid", the
+    GAN paper's [0, 1] pixels shown as 2 sigmoid(a) - 1; "logits", for a Bernoulli likelihood."""
 
     def __init__(
         self,
@@ -95,10 +91,8 @@ class MLPDecoder(nn.Module):
 
     @torch.no_grad()
     def start_at_pixel_means(self, means: Tensor, clip: float = 1e-7) -> None:
-        """Set the output layer's biases so that a zero pre-activation draws the given per-pixel means (in
-        [0, 1], shape [C, H, W]), clipped to [clip, 1 - clip] before the logit: pylearn2's
-        `init_sigmoid_bias_from_marginals` (clip 1e-7), which the GAN paper's MNIST generator starts from,
-        and the IWAE paper's decoder (clip 0.001)."""
+        """Output biases such that a zero pre-activation draws the per-pixel `means` in [0, 1], clipped to
+        [clip, 1 - clip]: pylearn2's `init_sigmoid_bias_from_marginals`, as the GAN and IWAE papers."""
         layer = self.net[-1]
         logits = torch.logit(means.double().clamp(clip, 1 - clip)).flatten()
         layer.bias.copy_(logits.to(layer.bias))
@@ -118,9 +112,7 @@ class Maxout(nn.Module):
 
 class MaxoutDiscriminator(nn.Module):
     """Image -> one logit: the GAN paper's MNIST discriminator (goodfeli/adversarial mnist.yaml), two maxout
-    layers of 240 units with 5 pieces and a linear logit, reading the pixels in [0, 1] as the reference does.
-    Dropout on every layer's input keeps the pixels with probability 0.8 and the units with 0.5 (scaled by
-    1 / keep); the paper's simultaneous update gives D's pass and G's the same masks (`dropout_masks`)."""
+    layers on [0, 1] pixels, input dropout keeping 0.8 of pixels and 0.5 of units (`dropout_masks`)."""
 
     KEEP = (0.8, 0.5, 0.5)
 
@@ -164,10 +156,8 @@ class MaxoutDiscriminator(nn.Module):
 
 
 def init_linear(kind: str, scale: float = 1.0) -> Callable[[nn.Module], None]:
-    """An `apply` function: every linear layer's biases 0 and weights N(0, scale^2) (`normal`: the adversarial
-    autoencoder paper's, scale 0.01), U(-scale, scale) (`uniform`: pylearn2's `irange`, the GAN paper's) or
-    Glorot's uniform, U(-a, a), a = scale sqrt(6 / (fan_in + fan_out)) (`glorot`: the IWAE paper's, scale
-    1)."""
+    """An `apply` function: linear layers' biases 0, weights N(0, scale^2) (`normal`: AAE paper), U(-scale,
+    scale) (`uniform`: GAN paper) or Glorot-uniform times scale (`glorot`: IWAE paper)."""
 
     def init(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

@@ -30,11 +30,8 @@ class RecurrentEncoder(nn.Module):
 
 
 class RecurrentDecoder(nn.Module):
-    """Unrolls T steps from a latent code, which sets the initial state and is fed at every step beside the
-    previous step's value (zeros first): in training the true one with probability `teacher_forcing`
-    (scheduled sampling, Bengio et al. 2015), else the decoder's own. Held within a range (`hold_within`,
-    saved with the weights), each output is low + (high - low) * sigmoid(read-out) per channel, TimeGAN's
-    sigmoid output in these units; otherwise the read-out is linear."""
+    """Unrolls T steps from a code (the initial state, also fed each step) and the previous value: in training
+    the true one with probability `teacher_forcing`, else its own; `hold_within` bounds the outputs."""
 
     def __init__(
         self, latent_dim: int, channels: int, seq_len: int, hidden: int, layers: int, kind: RNNKind
