@@ -58,10 +58,8 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
 
 
 class BestCheckpoint(ModelCheckpoint):
-    """`dirpath`/best.ckpt: the weights with the best value of the headline validation metric `monitor`
-    (which side is better comes from the metric vocabulary, so a family cannot get it backwards). A resume
-    reads the best value so far from best.ckpt itself (the resumed checkpoint's record can be a validation
-    behind); nothing outside the folder is read."""
+    """`dirpath`/best.ckpt: the weights with the best value of `monitor`, its better side from the metric
+    vocabulary; a resume reads the best value so far from best.ckpt itself, nothing outside the folder."""
 
     def __init__(self, dirpath: Path, monitor: str) -> None:
         super().__init__(

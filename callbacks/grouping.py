@@ -1,7 +1,6 @@
-"""Several of a run's callbacks as one entry in Lightning's list, each hook going only to the members that
-define it: every callback costs every hook its dispatch (docs/performance.md measures the gain). Only this
-project's callbacks that Lightning neither looks up by type nor asks for state are grouped, so what a run
-writes and its checkpoints' layout do not change."""
+"""Several of a run's stateless callbacks as one entry in Lightning's list, each hook going only to the
+members that define it (docs/performance.md measures the gain); what a run writes and its checkpoints do not
+change."""
 
 from __future__ import annotations
 

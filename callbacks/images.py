@@ -70,8 +70,7 @@ class ReconstructionGrid(PeriodicDrawing):
 
 class DiscriminatorReconstructionGrid(PeriodicDrawing):
     """What an autoencoder discriminator (BEGAN, EBGAN) makes of real and generated images: rows of 8 in
-    groups, one row per batch the model returns (validation images, D's reconstructions, fakes from the run
-    seed's "discriminator reconstruction grid" stream, D's reconstructions of those)."""
+    groups, one row per batch the model returns, fakes from the run seed's own stream."""
 
     count = 32
 
@@ -96,9 +95,9 @@ def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torc
 
 
 class InterpolationGrid(PeriodicDrawing):
-    """Each row walks the latent space between two points: encoded validation images for autoencoders
-    (straight line), prior draws for models that only sample (slerp), from the run seed's "interpolation
-    grid" stream."""
+    """Each row walks the latent space between two points: encoded validation images for autoencoders (a
+    line), prior draws for models that only sample (slerp, from the run seed's "interpolation grid"
+    stream)."""
 
     # `count` rows of `steps` images each.
     count = 8
@@ -134,9 +133,8 @@ class InterpolationGrid(PeriodicDrawing):
 
 
 class AugmentationPreview(ModelSpecificCallback):
-    """Training items beside what the augmentation makes of them, once when training starts: images in rows
-    of 8, in groups of originals, their data-side augmentation (ae/vae) and what the discriminator sees
-    (diffaug/ae-d); series as panels of each original and its data-side augmentation."""
+    """Training items beside what the augmentation makes of them, once when training starts: the data-side
+    augmentation and what the discriminator sees, in image rows of 8 or series panels."""
 
     # How many training items are shown, by the data's kind.
     shown = {"image": 32, "sequence": SERIES_SHOWN}

@@ -1,7 +1,5 @@
-"""Generative metrics (FD/FID, KID, precision/recall, density/coverage) at every validation and test: the
-best checkpoint is chosen on the validation split, and the test split is touched only by the final
-evaluation. Names carry the backbone; `records` keeps the backbone, split and sample counts for summary.json.
-The scoring is `metrics.generative.score_generated`; this module generates and logs."""
+"""Generative metrics (FD/FID, KID, precision/recall, density/coverage) at every validation and test, named by
+their backbone; `records` keeps the backbone, split and sample counts for summary.json."""
 
 from __future__ import annotations
 
@@ -92,9 +90,8 @@ def _checked_samples(samples: Any, size: int, pl_module: pl.LightningModule, tra
 
 
 class GenerativeMetrics(StageRecords):
-    """N generated images against N real ones of the stage's split, for every model that can sample. Under
-    DDP each rank featurises its share of the chunks and rank 0 scores them all, then sends the numbers to the
-    others, so that every rank logs, and checkpoints on, the same numbers."""
+    """N generated images against N real ones of the stage's split. Under DDP each rank featurises its share
+    of the chunks and rank 0 scores them all and broadcasts the numbers, so every rank logs the same."""
 
     def __init__(
         self,

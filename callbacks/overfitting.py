@@ -1,6 +1,5 @@
-"""The discriminator's overfitting signal: at every validation, D's scores of a fixed batch of real training
-images and of validation images, in eval mode and without augmentation, so a gap between the two is D
-telling seen images from unseen ones. The mean sign is the clean counterpart of ADA's r_t."""
+"""The discriminator's overfitting signal: at every validation, D's scores of fixed real training and
+validation images, in eval mode without augmentation (the mean sign is the clean counterpart of ADA's r_t)."""
 
 from __future__ import annotations
 

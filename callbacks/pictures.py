@@ -75,9 +75,9 @@ def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | 
 
 
 class PeriodicDrawing(ModelSpecificCallback, ABC):
-    """Runs `draw` on rank 0 every `every_n_steps` training iterations and once when training ends, for
-    models of `data_kinds` that offer what the picture needs (`applies_to`). `count`: how many items the
-    picture shows (the class's own number unless given); `seed`: the run seed its fixed draws come from."""
+    """Runs `draw` on rank 0 every `every_n_steps` iterations and when training ends, for models of
+    `data_kinds` that offer what it needs (`applies_to`); `count` items unless given, fixed draws from the run
+    `seed`."""
 
     # The kinds of data the picture is drawn for: images, and for some series ("sequence").
     data_kinds: ClassVar[tuple[str, ...]] = ("image",)

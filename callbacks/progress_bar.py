@@ -39,10 +39,9 @@ def planned_iterations(trainer: pl.Trainer, steps_per_iteration: int) -> int | N
 
 
 class IterationProgressBar(TQDMProgressBar):
-    """One bar over the whole run in training iterations, across epochs and from a resumed position: on a
-    terminal redrawn at most every `REFRESH_SECONDS`; elsewhere (a SLURM log, a pipe, where '\\r' redraws
-    pile up) a plain line every `LINE_SECONDS` and at the end, and no validation/test bars. TQDMProgressBar,
-    not Lightning's RichProgressBar: tqdm comes with Lightning, rich only with optional packages."""
+    """One bar over the whole run in training iterations, across epochs and from a resumed position, on a
+    terminal; elsewhere (a SLURM log, a pipe) a plain line every `LINE_SECONDS` and at the end, and no
+    evaluation bars."""
 
     REFRESH_SECONDS = 0.2
     LINE_SECONDS = 30.0
@@ -197,9 +196,8 @@ class IterationProgressBar(TQDMProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Reset the loop's bar to its batches, as the base class does without appending "DataLoader 0" to
-        its description; in a log file, where no bar is drawn, a long loop (the importance-sampled likelihood
-        of a test set, say) still says where it is."""
+        """Reset the loop's bar to its batches (without the base class's "DataLoader 0"); in a log file, where
+        no bar is drawn, a long loop still says where it is."""
         if not self.has_dataloader_changed(dataloader_idx):
             return
         if trainer.testing:

@@ -1,6 +1,6 @@
-"""The global random streams (torch's CPU and CUDA, numpy's, Python's: GAN noise, dropout, DiffAugment draw
-from them) go into every checkpoint and come back on resume, which Lightning does not do, so a resumed run
-draws what an uninterrupted one would. Saved as tensors and plain values, to load with `weights_only=True`."""
+"""The global random streams (torch's, numpy's, Python's) go into every checkpoint and come back on resume,
+which Lightning does not do, so a resumed run draws what an uninterrupted one would; plain values and
+tensors."""
 
 from __future__ import annotations
 
@@ -47,9 +47,8 @@ def set_global_random_state(state: dict[str, Any]) -> None:
 
 
 class RandomStateInCheckpoints(Callback):
-    """The global random state in each checkpoint, restored when training resumes: under DDP every rank's
-    (gathered as it is written), each rank taking its own back; resumed on another number of processes,
-    the ranks keep SeedPerRank's streams."""
+    """The global random state in each checkpoint, restored when training resumes: every rank's under DDP,
+    each rank taking its own back (on another number of processes, the ranks keep SeedPerRank's streams)."""
 
     def __init__(self) -> None:
         self._world_size = 1
@@ -83,9 +82,9 @@ class RandomStateInCheckpoints(Callback):
 
 
 class SeededEvaluation(Callback):
-    """Every validation and test starts from the run seed's "evaluation" stream, and the streams go on
-    afterwards as they were: what an evaluation draws depends on the weights and the seed alone, and how
-    often a run validates changes nothing in its training. `validated_at`: the last one's optimizer step."""
+    """Every validation and test starts from the run seed's "evaluation" stream and the streams go on
+    afterwards as they were, so evaluations depend on the weights and seed alone and never move the training's
+    draws."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed

@@ -12,9 +12,9 @@ from pytorch_lightning.callbacks import Callback
 
 
 class StageRecords(Callback, ABC):
-    """Scores each validation and test (`evaluate`); `records[stage]`: what that stage's metrics were measured
-    on (split, sample counts, backbone), for summary.json and eval.json. The last validation's record travels
-    in the checkpoints, for a run resumed only for its final evaluation."""
+    """Scores each validation and test (`evaluate`); `records[stage]`: what its metrics were measured on, for
+    summary.json and eval.json, the last validation's kept in checkpoints for a run resumed only to
+    evaluate."""
 
     records: dict[str, dict[str, Any]]
 

@@ -1,9 +1,5 @@
-"""Sequence metrics at validation and test: the quick discriminative and predictive scores (fitted once at
-a validation, TimeGAN's 10 times at the test, with their spread), the share of generated series outside the
-training range beside the real series' share, at the test a wider discriminator beside its real-vs-real
-floor, and `fd_classifier` & co. where a sequence classifier is shipped (`metrics.sequences.score_sequences`).
-Rank 0 scores and broadcasts, so every rank logs the same values and a metric can be monitored under DDP.
-"""
+"""Sequence metrics at validation and test (`metrics.sequences.score_sequences`), post-hoc GRUs fitted once at
+a validation and TimeGAN's 10 times at the test; rank 0 scores and broadcasts, so every rank logs the same."""
 
 from __future__ import annotations
 
@@ -49,9 +45,8 @@ SCORE_SEED = 0
 
 
 class SequenceMetrics(StageRecords):
-    """N generated series against N (at most `num_samples`) real ones of the stage's split. `every_n_steps`
-    (None: every validation) spaces the validation scores during training, as each trains small GRUs (of
-    `steps` steps); the final validation and the test always score. `features`: the shipped classifier."""
+    """N generated series against N (at most `num_samples`) real ones of the stage's split; `every_n_steps`
+    (None: every validation) spaces the validation scores, the final validation and the test always score."""
 
     # How often a validation and the test fit each post-hoc GRU: TimeGAN's reference fits 10 times, which
     # at every validation would make each ten times as long.
@@ -181,9 +176,8 @@ def build_sequence_metrics(
     every_n_steps: int | None = None,
     feature_metrics: bool = True,
 ) -> SequenceMetrics | None:
-    """The sequence metric callback for a model that samples, on sequence data; else None. The feature
-    metrics come with it where a sequence classifier is shipped for the dataset, unless `feature_metrics`
-    is off; a broken shipped file warns and leaves the other sequence metrics on."""
+    """The sequence metric callback for a model that samples, on sequence data; else None. A broken shipped
+    sequence classifier warns and leaves the other sequence metrics on."""
     if not isinstance(model, Sampler) or not is_sequence_data(datamodule):
         return None
     features = None

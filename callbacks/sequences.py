@@ -32,9 +32,9 @@ def series_figure(
     suptitle: str,
     columns: int = 4,
 ) -> Figure:
-    """One panel per item, each of `panels[i]` ([T, C] series) drawn in it: lines for few channels (the first
-    series solid, the next dashed), heat maps of time against channel for many (smnist's 28 pixel columns:
-    a digit). Every panel shares one value scale, so a flat series looks flat beside a full cycle."""
+    """One panel per item, each of `panels[i]` ([T, C] series) drawn in it: lines for few channels, heat maps
+    of time against channel for many; all on one value scale, so a flat series looks flat beside a full
+    cycle."""
     # Imported here: matplotlib is only needed once a sequence run draws.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

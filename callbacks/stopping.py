@@ -1,6 +1,5 @@
-"""Stopping training on a signal: Ctrl-C, SIGTERM, or SLURM's warning signal before the time limit end
-training at an iteration boundary that every rank agrees on, with `last.ckpt` saved (`StopOnSignal`); and the
-Trainer's cluster environment, which leaves the stopping and requeueing to it (`cluster_plugins`)."""
+"""Stopping training on a signal (Ctrl-C, SIGTERM, SLURM's warning) at an iteration boundary every rank agrees
+on, with `last.ckpt` saved (`StopOnSignal`); and the Trainer's cluster environment (`cluster_plugins`)."""
 
 from __future__ import annotations
 
@@ -30,11 +29,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 class StopOnSignal(Callback):
-    """SIGINT, SIGTERM and SIGUSR1 end training at the next iteration boundary with `last.ckpt` saved. The
-    handlers only note the signal (Lightning saves inside the handler, where DDP ranks may be at different
-    points of a step); after each iteration the ranks agree whether any got one, then all save and stop.
-    After SIGUSR1 (`#SBATCH --signal=USR1@90`) rank 0 requeues the SLURM job. A second Ctrl-C exits at once.
-    """
+    """SIGINT, SIGTERM and SIGUSR1 end training at the next iteration boundary every rank agrees on, with
+    `last.ckpt` saved; after SIGUSR1 rank 0 requeues the SLURM job, and a second Ctrl-C exits at once."""
 
     def __init__(self, checkpoint_path: Path, continue_with: str) -> None:
         self.checkpoint_path = Path(checkpoint_path)

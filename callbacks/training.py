@@ -63,9 +63,8 @@ class ValidateLastIteration(Callback):
 
 
 class DivergenceGuard(Callback):
-    """Stops a diverged training with one line: the noted losses are checked every `check_every` iterations,
-    before each validation, at the end and before every checkpoint write, which is refused when any weight,
-    buffer or optimizer-state tensor is not finite. First of the callbacks, so no picture draws unchecked."""
+    """Stops a diverged training with one line: the noted losses are checked every `check_every` iterations
+    and before each validation, the end and every checkpoint write, which is refused for non-finite state."""
 
     def __init__(self, checkpoint_dir: Path | None, check_every: tuple[int, ...], precision: str) -> None:
         self.checkpoint_dir = checkpoint_dir
@@ -173,9 +172,8 @@ class RunFolderPresence(Callback):
 
 
 class WritesUnder(Callback):
-    """Refuses a Trainer whose `default_root_dir` is not the callbacks' folder (a run would be split in
-    two), and a training over another run's files there: those there when the callbacks were made (what
-    appears in between is the Trainer's loggers'), and after a training with them, all of them."""
+    """Refuses a Trainer whose `default_root_dir` is not the callbacks' folder, and a training over another
+    run's files there (those there when the callbacks were made, and after a training with them, all)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir

@@ -251,8 +251,7 @@ def callbacks_for(
     classifier_weights: str | Path | None = None,
 ) -> list[Callback]:
     """The callbacks a `run.py` run gets, for a `pl.Trainer` of your own with `default_root_dir=output_dir`:
-    grids every `every_n_steps` iterations, the divergence guard, `checkpoints/last.ckpt`, and with `metrics`
-    the generative metrics in `backbone`'s features with `best.ckpt`; those that cannot act are left out."""
+    grids, the divergence guard, `last.ckpt`, and with `metrics` the generative metrics and `best.ckpt`."""
     for name, value, least in (
         ("every_n_steps", every_n_steps, 1),
         ("checkpoint_every", checkpoint_every, 1),
@@ -301,9 +300,9 @@ def load_model(checkpoint: str | Path) -> GenerativeModule:
 def trainer_kwargs(
     model: GenerativeModule | type[GenerativeModule], iterations: int, eval_every: int | None = None
 ) -> dict[str, Any]:
-    """`pl.Trainer` arguments that train `iterations` iterations of `model`'s family (Lightning's
-    `max_steps` counts optimizer steps, several per iteration for the adversarial families), validating
-    every `eval_every` iterations. Whole numbers: a float budget would be cut without a word."""
+    """`pl.Trainer` arguments that train `iterations` iterations of `model`'s family (`max_steps` counts
+    optimizer steps, several per iteration for adversarial families), validating every `eval_every`
+    iterations."""
     iterations = operator.index(iterations)
     if iterations < 1 or (eval_every is not None and operator.index(eval_every) < 1):
         raise ValueError(f"iterations and eval_every must be >= 1, got {iterations} and {eval_every}")
@@ -345,11 +344,9 @@ def score_images(
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> GenerativeScore:
-    """FD, KID, precision/recall and density/coverage of `images` (uint8 as stored, or floats in [-1, 1])
-    against as many images of `datamodule`'s `split`, in `backbone`'s features, as a run measures its
-    samples. N = min(`num_samples` or all, the split's size) of each: the real ones the same every call, the
-    given ones drawn with `seed` (>= 0). `.values` are named by the backbone (`fd_classifier`).
-    """
+    """FD, KID, precision/recall and density/coverage of `images` (uint8, or floats in [-1, 1]) against as
+    many images of `split` (at most `num_samples`), the real ones the same every call, the given ones drawn by
+    `seed`."""
     problem = None
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
         problem = (

@@ -1,7 +1,5 @@
-"""Every random stream drawn from a run's seed, named, and derived in one place: numpy's `SeedSequence`
-with the seed as its entropy and a spawn key of the stream's name (the first 8 bytes of its SHA-256) and
-its index (a rank, epoch or step), so that streams of different names, indices or seeds are independent and
-the same ones draw alike in every run. Seeds fixed on purpose stay constants where they are used."""
+"""Every random stream drawn from a run's seed, named: numpy's `SeedSequence` with the seed as entropy and the
+stream's name and index as its spawn key, so different streams are independent and each draws alike."""
 
 from __future__ import annotations
 
@@ -23,8 +21,7 @@ def int_seed(seed: int, stream: str, *index: int) -> int:
 
 
 def generator(seed: int, stream: str, *index: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch generator of the stream `stream` of `seed` at `index`, on `device`: the CPU, so a stream
-    draws the same numbers on every accelerator, unless its draws are made where its tensors are. Seeded
-    with 64 bits, all of which a CUDA generator uses."""
+    """A torch generator of the stream `stream` of `seed` at `index` (64 bits), on `device`: the CPU, so a
+    stream draws the same numbers on every accelerator, unless its draws are made where its tensors are."""
     state = _seed_sequence(seed, stream, index).generate_state(1, np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state))

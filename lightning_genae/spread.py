@@ -1,7 +1,5 @@
-"""How a figure over seeds is written: the mean ± the sample standard deviation (n - 1).
-
-Standard library only, so the bench scripts that print such figures start without the framework's weight.
-"""
+"""How a figure over seeds is written: the mean ± the sample standard deviation (n - 1); standard library
+only, so the bench scripts start quickly."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Augmentation registry and the plan a run's `--augment` value stands for. Names combine with '+'
-(`ae+diffaug`); data-side augmentations (`ae`, `vae`, `vaegan`, `aae`) change what the DataModule yields,
-discriminator-side ones (`diffaug`, `ae-d`, `ada`) need an `ImageDiscriminator`. Each name is one
-`AugmentationSpec`, whose `options` class gives its flags, defaults, help and checks.
-"""
+"""Augmentation registry and the plan a run's `--augment` value stands for: names join with '+'; data-side
+ones change what the DataModule yields, discriminator-side ones need an `ImageDiscriminator`."""
 
 from __future__ import annotations
 
@@ -163,10 +160,8 @@ def augmentation_fits(name: str, data_kind: str) -> bool:
 
 
 def augmenter_family(names: Collection[str], data_kind: str = "image") -> str | None:
-    """The autoencoder family the augmentations run: a data-side one's, which ae-d then shares.
-
-    The family follows the data: on series, the augmentation's sequence augmenter (`rae` for `ae`).
-    """
+    """The autoencoder family the augmentations run: a data-side one's, which ae-d then shares; on series, the
+    augmentation's sequence augmenter (`rae` for `ae`)."""
     specs = sorted((AUGMENTATIONS[name] for name in names if name in AUGMENTATIONS), key=lambda s: s.side)
     families = (spec.augmenter if data_kind == "image" else spec.sequence_augmenter for spec in specs)
     return next((family for family in families if family is not None), None)

@@ -1,9 +1,6 @@
-"""ADA's augmentation pipeline (Karras et al. 2020): every discriminator input, real and fake, has each
-operation applied with probability p and its own random parameters, so some images stay clean and the
-augmentations do not leak while p stays below about 0.8. Pure, differentiable functions of the images and
-draws, free of host syncs (p may be a device tensor); geometric operations compose into one affine matrix
-per image, resampled once, and colour operations into one 4x4 colour matrix.
-"""
+"""ADA's augmentation pipeline (Karras et al. 2020): each operation applied to every discriminator input with
+probability p, as pure, differentiable functions free of host syncs; geometric operations compose into one
+affine matrix per image, resampled once, and colour operations into one 4x4 colour matrix."""
 
 from __future__ import annotations
 
@@ -263,10 +260,9 @@ def _inverse_geometry(
 
 
 def _resample(images: Tensor, inverse: Tensor) -> Tensor:
-    """Apply per-image inverse maps in centred pixel units with one bilinear grid_sample. RGB images are
-    reflected at the border, as ADA does (a constant frame is an edge no photograph has); single-channel
-    ones, digits on a black (-1) background, are filled with it (reflection would mirror strokes into the
-    margin as ghost digits)."""
+    """Apply per-image inverse maps in centred pixel units with one bilinear grid_sample: RGB reflected at the
+    border, as ADA does; single-channel digits filled with their black background (no mirrored ghost
+    strokes)."""
     batch, channels, height, width = images.shape
     # align_corners=False: normalised coordinate u is pixel coordinate u * size / 2 from the centre, and
     # the pixel centres sit at -1 + (2i + 1) / size, so a whole-pixel shift lands on pixel centres.
@@ -358,10 +354,9 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 class AdaPipeline:
-    """ADA's augmentation of discriminator inputs: each of ``ops`` applied to each image with probability p,
-    in ADA's order whatever the order of ``ops``. A plain object, not an nn.Module: ``p`` (a float, or a 0-dim
-    tensor on the images' device that a controller updates without a host sync) is read at every call and
-    must stay out of checkpoints and of DDP's synchronisation."""
+    """ADA's augmentation of discriminator inputs in ADA's order. A plain object, not an nn.Module: `p` (a
+    float, or a 0-dim device tensor a controller updates) is read at every call and stays out of checkpoints
+    and DDP."""
 
     def __init__(self, ops: Sequence[str], p: float | Tensor = 0.0) -> None:
         names = check_operation_names(list(ops), ADA_OPERATIONS, "ada_ops", ",".join(ops))
@@ -373,9 +368,8 @@ class AdaPipeline:
         return f"ada p={p} ops={','.join(self.ops)}"
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Augment a float [B, C, H, W] batch in [-1, 1]; same shape, dtype and device, differentiable, random
-        numbers as `drawn` gives them. Images no operation applies to come back bit for bit; with p == 0 as
-        a float, the input itself."""
+        """Augment a float [B, C, H, W] batch in [-1, 1]: same shape, dtype and device, differentiable; images
+        no operation applies to come back bit for bit, and with p == 0 as a float, the input itself."""
         p = self.p
         if (not isinstance(p, Tensor) and p == 0.0) or not self.ops:
             return images

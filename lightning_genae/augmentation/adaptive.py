@@ -1,10 +1,5 @@
-"""The adaptive strength of an augmentation: ADA's overfitting heuristic driving a probability p.
-
-Karras et al. 2020, section 3: every `interval` discriminator steps, r_t = E[sign(D(x_real))] over them and
-p moves by sign(r_t - target) * (images seen) / (kimg * 1000), clamped to [0, 1]. The sums and p stay on the
-device (all-reduced at an update under DDP); `p_host` is a host copy one update behind, copied without
-blocking.
-"""
+"""The adaptive strength of an augmentation, ADA's heuristic (Karras et al. 2020, section 3): p moves with
+sign(E[sign(D(x_real))] - target), kept on the device; `p_host` is a host copy one update behind."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Data-side augmentation, a wrapper around any image DataModule. Online (default): a fraction p of every
-training batch is replaced on the device by the augmenter's encode-perturb-decode (same labels). Offline:
-a pool generated once is concatenated with the training split, as the method's papers do. Validation,
-test and every metric see only real data.
-"""
+"""Data-side augmentation, a wrapper around an image DataModule: online, a fraction p of every training batch
+replaced on the device by the augmenter's output; offline, a pool added once. Evaluation sees real data."""
 
 from __future__ import annotations
 
@@ -169,11 +166,8 @@ class AugmentedDataModule(pl.LightningDataModule):
         return self.base.test_dataloader()
 
     def current_p(self) -> float:
-        """--augment-p, taken linearly to zero over training with --augment-anneal, or the controller's.
-
-        With --augment-p auto the controller's host copy of p (one update behind) sets round(p * B) on the
-        host, as a fixed p does, without waiting for the device (augmentation/adaptive.py).
-        """
+        """--augment-p, taken linearly to zero with --augment-anneal, or the controller's host copy (one
+        update behind), so that round(p * B) is set on the host without waiting for the device."""
         if self.plan.p == AUTO:
             assert self.strength is not None
             return self.strength.p_host
@@ -220,9 +214,8 @@ class AugmentedDataModule(pl.LightningDataModule):
 
 
 def as_training_pixels(datamodule: InMemoryDataModule, images: Tensor, generator: torch.Generator) -> Tensor:
-    """Images in [-1, 1] as a training batch of `datamodule` holds them: where its pixels are binary
-    (binarized MNIST), one Bernoulli draw per pixel, so that grey decoded images among binary reals do not
-    let the discriminator tell the augmented ones by their kind of pixel."""
+    """Images in [-1, 1] as a training batch of `datamodule` holds them: binarized by one Bernoulli draw per
+    pixel where its pixels are binary, so that augmented images do not stand out by their kind of pixel."""
     return bernoulli_pixels(images, generator) if getattr(datamodule, "binary_pixels", False) else images
 
 

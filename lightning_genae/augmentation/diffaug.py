@@ -1,6 +1,5 @@
-"""DiffAugment (Zhao et al. 2020): differentiable augmentation of every image the discriminator sees, real
-and generated, in both steps, with parameters drawn per sample; built from additions, scalings, gathers and
-masks so the generator's gradient flows through it."""
+"""DiffAugment (Zhao et al. 2020): differentiable augmentation, per sample, of every image the discriminator
+sees, so the generator's gradient flows through it."""
 
 from __future__ import annotations
 
@@ -138,10 +137,8 @@ def diff_augment(
     translation: float = TRANSLATION_RATIO,
     cutout: float = CUTOUT_RATIO,
 ) -> Tensor:
-    """Apply the operations in ``policy`` in order, each with fresh random parameters per sample, to a float
-    [B, C, H, W] batch in [-1, 1]: same shape, dtype and device, differentiable; random numbers as `drawn`
-    gives them. ``translation`` (the largest shift) and ``cutout`` (the square's side) are fractions of
-    the image size (see RATIO_LIMITS)."""
+    """Apply the operations in `policy` in order, with fresh parameters per sample, to a float [B, C, H, W]
+    batch in [-1, 1]; `translation` and `cutout` are fractions of the image size (see RATIO_LIMITS)."""
     if isinstance(policy, str):
         names = parse_policy(policy)
     else:

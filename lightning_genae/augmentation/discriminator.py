@@ -1,8 +1,5 @@
-"""What the discriminator sees: DiffAugment, ADA and/or the frozen augmenter, on every input of both steps,
-real and fake alike (augmenting only the reals would leak the augmentations into the samples), and
-differentiable. Plain objects, not nn.Modules: the frozen augmenter stays out of the model's checkpoint and
-DDP's parameter bookkeeping.
-"""
+"""What the discriminator sees, on every input real and fake alike (augmenting only the reals would leak into
+the samples): plain objects, not nn.Modules, so the frozen augmenter stays out of checkpoints and DDP."""
 
 from __future__ import annotations
 

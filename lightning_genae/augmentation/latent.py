@@ -1,7 +1,5 @@
-"""AE-based augmentation: a frozen autoencoder encodes items, the codes are perturbed and decoded. In
-latent space, where codes vary smoothly with the content: Gaussian noise scaled per latent dimension, and
-interpolation towards another item's code, of the same class when labels exist (a decoded "7" stays a 7).
-"""
+"""AE-based augmentation: a frozen autoencoder's codes are perturbed (Gaussian noise scaled per dimension,
+interpolation toward another item's code, of the same class when labelled) and decoded."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The options of the augmentations that run the augmenter autoencoder: the augmenter's own, the strength p,
-the data-side mixing's (`ae`, `vae`, `vaegan`, `aae`) and the discriminator-side one's (`ae-d`).
-
-Kept apart from latent.py, which trains the augmenter and imports Lightning: `--help` reads these classes.
-"""
+"""The options of the augmentations that run the augmenter autoencoder, apart from latent.py (which imports
+Lightning) so that `--help` reads them quickly."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Feature backbones for FD, KID and precision/recall: the dataset's classifier or torch-fidelity's Inception.
-Both take uint8 images [N,C,H,W] and give float32 features; `name` goes into the metric's name and
-`description` into every result, because numbers from different feature networks are not comparable."""
+"""Feature backbones for the generative metrics, the dataset's classifier or torch-fidelity's Inception: uint8
+images in, float32 features out, `name` in the metric's name, `description` in every result."""
 
 from __future__ import annotations
 
@@ -97,9 +96,8 @@ class ClassifierBackbone(FeatureBackbone):
 
 
 class InceptionBackbone(FeatureBackbone):
-    """torch-fidelity's InceptionV3 pool features (2048) through torchmetrics, on uint8 images resized to
-    299x299 by its TF1-compatible bilinear resize (antialias=False: torchmetrics >= 1.8 would antialias), so
-    numbers match torch-fidelity and the TF protocol. Grayscale is repeated to three channels."""
+    """torch-fidelity's InceptionV3 pool features (2048) through torchmetrics, on uint8 images resized by its
+    TF1 bilinear resize without antialiasing, so numbers match torch-fidelity; grayscale repeated to RGB."""
 
     chunk_size = 64
 
@@ -331,11 +329,8 @@ def load_backbone(
     classifier_weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
 ) -> FeatureBackbone:
-    """The feature backbone `name` (one of BACKBONES) for dataset `data`, on the CPU in eval mode.
-
-    Raises BackboneUnavailable (one line, with the fix) when it cannot be built here; never substitutes a
-    randomly initialised network.
-    """
+    """The feature backbone `name` (one of BACKBONES) for dataset `data`, on the CPU in eval mode;
+    BackboneUnavailable (with the fix) when it cannot be built, never a randomly initialised network."""
     if name == "classifier":
         return load_classifier(data, datamodule, cache_dir=cache_dir, weights=classifier_weights)
     if name == "inception":

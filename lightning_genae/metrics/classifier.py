@@ -1,10 +1,5 @@
-"""The feature classifier: a small CNN trained on a dataset's labels, whose penultimate layer FD/KID use (on
-small digits the more sensitive yardstick than Inception); its training and the checkpoint and manifest
-formats the sequence classifier shares. The classifier command trains one and records it:
-
-    python -m lightning_genae.experiment.classifier --data mnist --data-dir DATA --seed 0 \
-        --output lightning_genae/metrics/weights
-"""
+"""The feature classifier: a small CNN trained on a dataset's labels, whose penultimate layer FD/KID use; its
+training and checkpoint format serve the sequence classifier too (`lightning_genae.experiment.classifier`)."""
 
 from __future__ import annotations
 
@@ -66,9 +61,9 @@ class ClassifierConfig:
 
 
 class FeatureClassifier(nn.Module):
-    """Per halving of the image a conv3x3-BN-ReLU-maxpool block, then fc -> BN (the features) -> ReLU -> fc.
-    The features are taken before the ReLU: continuous, closer to Gaussian (as FD assumes) and of about unit
-    scale per dimension, so no few units dominate a distance."""
+    """Per halving of the image a conv3x3-BN-ReLU-maxpool block, then fc -> BN (the features) -> ReLU -> fc;
+    the features, before the ReLU, are closer to Gaussian (as FD assumes) and of about unit scale per
+    dimension."""
 
     checkpoint_format = CHECKPOINT_FORMAT
 
@@ -143,11 +138,9 @@ def fit_best_on_validation(
     patience: int | None = None,
     verbose: bool = False,
 ) -> tuple[Any, float]:
-    """Train the classifier `build()` makes, of uint8 inputs (images or series), on `splits["train"]` with
-    AdamW and a one-cycle schedule, keeping the epoch with the best accuracy on `splits["val"]` and stopping
-    once it has not risen for `patience` epochs (None: every epoch); returns it (eval mode) and its test
-    accuracy. Deterministic given `seed`, in a forked random stream: training on first use inside a run
-    leaves the run's stream where it was. Shows its progress on stderr."""
+    """Train `build()` on uint8 `splits["train"]` with AdamW and one-cycle, keeping the best epoch on
+    `splits["val"]` (stopping after `patience` without a rise); returns it and its test accuracy,
+    deterministic given `seed`."""
     # Imported here: console imports Lightning, which the command's --help must not wait for.
     from lightning_genae.progress import PhaseProgress
 

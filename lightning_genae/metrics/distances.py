@@ -125,9 +125,8 @@ def _sq_dists(a: Tensor, a_sq: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
 
 
 def _tie_tolerance(a_sq: Tensor, b_sq: Tensor, dims: int) -> Tensor:
-    """Per pair [len(a), len(b)], a bound on the rounding of ||a||^2 + ||b||^2 - 2 a.b in float64 over `dims`
-    features (squared norms `a_sq`, `b_sq`): two roundings of one distance differ by less. Per pair, not
-    from the largest norms, so that one far-off sample leaves every other pair's comparison exact."""
+    """Per pair, a bound on the float64 rounding of ||a||^2 + ||b||^2 - 2 a.b over `dims` features: per pair,
+    not from the largest norms, so one far-off sample leaves every other comparison exact."""
     return (8.0 * (dims + 2) * float(np.finfo(np.float64).eps)) * (a_sq[:, None] + b_sq[None, :])
 
 

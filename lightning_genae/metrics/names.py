@@ -1,10 +1,5 @@
-"""The metric vocabulary: every name the project logs, how it is spelled and which side of it is better.
-
-A logged name is `[split/]kind[_backbone]` (`val/fd_classifier`, `train/loss_d`, `test/psnr`); the backbone
-names the feature network, because numbers from different networks are not comparable, and only the
-Inception Fréchet distance is called FID (`fid_inception`). Callbacks, evaluation and the ablation tables
-read names and directions from here, so a new metric is one entry in `KINDS`.
-"""
+"""The metric vocabulary: every logged name, `[split/]kind[_backbone]`, and which side of it is better. The
+backbone is named because features of different networks do not compare; only Inception's FD is FID."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
 """The sequence feature classifier: a small GRU trained on a sequence dataset's labels, whose penultimate
-layer gives `fd_classifier` and its kin for series; shipped with a manifest of its own, for `smnist` (MNIST
-rows as 28 steps of 28 features), reproduced on the CPU by
-
-    OMP_NUM_THREADS=1 python -m lightning_genae.experiment.classifier --data smnist \
-        --data-dir DATA --seed 0 --epochs 5 --output lightning_genae/metrics/weights
-"""
+layer gives `fd_classifier` and its kin for series; shipped for `smnist` (MNIST rows as 28 steps)."""
 
 from __future__ import annotations
 
