@@ -18,26 +18,41 @@ from lightning_genae.augmentation.common import check_operation_names, drawn, pa
 from lightning_genae.errors import OptionError, agree
 from lightning_genae.plugin_options import option
 
+
+@dataclass(frozen=True)
+class _Operation:
+    """One pipeline operation: what it does (for --help), the random numbers it draws per image (so a call
+    draws them all at once), and whether it acts on the colour, of RGB images only."""
+
+    description: str
+    uniforms: int
+    normals: int = 0
+    colour: bool = False
+    rgb_only: bool = False
+
+
 # In the order the pipeline applies them (ADA's order: blits, general geometry, colour); a pipeline always
 # uses this order whatever the order of its names, since geometric operations do not commute.
-ADA_OPERATIONS: dict[str, str] = {
-    "xflip": "mirror left-right (half of the images it is applied to)",
-    "rotate90": "rotate by 0, 90, 180 or 270 degrees",
-    "translation": "shift by a whole number of pixels, up to 1/8 of the side per axis",
-    "scale": "zoom in or out, log2 of the factor ~ N(0, 0.2)",
-    "rotate": "rotate by any angle (a full circle; turns a 6 into a 9)",
-    "tilt": "rotate by up to 15 degrees either way (keeps a digit's identity)",
-    "aniso": "stretch one axis and squeeze the other, log2 of the factor ~ N(0, 0.2)",
-    "fraction": "shift by a fraction of the side ~ N(0, 0.125) per axis",
-    "brightness": "add ~ N(0, 0.2) to every pixel",
-    "contrast": "scale about mid-grey, log2 of the factor ~ N(0, 0.5)",
-    "lumaflip": "invert the luma keeping the hue (RGB only)",
-    "hue": "rotate the hue by any angle (RGB only)",
-    "saturation": "scale the chroma, log2 of the factor ~ N(0, 1) (RGB only)",
+ADA_OPERATIONS: dict[str, _Operation] = {
+    "xflip": _Operation("mirror left-right (half of the images it is applied to)", 2),
+    "rotate90": _Operation("rotate by 0, 90, 180 or 270 degrees", 2),
+    "translation": _Operation("shift by a whole number of pixels, up to 1/8 of the side per axis", 3),
+    "scale": _Operation("zoom in or out, log2 of the factor ~ N(0, 0.2)", 1, 1),
+    "rotate": _Operation("rotate by any angle (a full circle; turns a 6 into a 9)", 4),
+    "tilt": _Operation("rotate by up to 15 degrees either way (keeps a digit's identity)", 2),
+    "aniso": _Operation("stretch one axis and squeeze the other, log2 of the factor ~ N(0, 0.2)", 1, 1),
+    "fraction": _Operation("shift by a fraction of the side ~ N(0, 0.125) per axis", 1, 2),
+    "brightness": _Operation("add ~ N(0, 0.2) to every pixel", 1, 1, colour=True),
+    "contrast": _Operation("scale about mid-grey, log2 of the factor ~ N(0, 0.5)", 1, 1, colour=True),
+    "lumaflip": _Operation("invert the luma keeping the hue (RGB only)", 2, colour=True, rgb_only=True),
+    "hue": _Operation("rotate the hue by any angle (RGB only)", 2, colour=True, rgb_only=True),
+    "saturation": _Operation(
+        "scale the chroma, log2 of the factor ~ N(0, 1) (RGB only)", 1, 1, colour=True, rgb_only=True
+    ),
 }
-GEOMETRIC_OPERATIONS = ("xflip", "rotate90", "translation", "scale", "rotate", "tilt", "aniso", "fraction")
-COLOUR_OPERATIONS = ("brightness", "contrast", "lumaflip", "hue", "saturation")
-RGB_ONLY_OPERATIONS = ("lumaflip", "hue", "saturation")
+GEOMETRIC_OPERATIONS = tuple(name for name, op in ADA_OPERATIONS.items() if not op.colour)
+COLOUR_OPERATIONS = tuple(name for name, op in ADA_OPERATIONS.items() if op.colour)
+RGB_ONLY_OPERATIONS = tuple(name for name, op in ADA_OPERATIONS.items() if op.rgb_only)
 
 # ADA's strengths ("bgc" configuration); the log-normal ones are standard deviations of log2 of the factor.
 _TRANSLATION_MAX = 0.125  # of the side
@@ -115,30 +130,12 @@ class _Draws:
         return next(self._normals)
 
     def all_used(self) -> bool:
-        """Did the operations take exactly the columns drawn for them (`_DRAWS_PER_OPERATION` is right)."""
+        """Did the operations take exactly the columns drawn for them (`ADA_OPERATIONS` counts them right)."""
         return next(self._uniforms, None) is None and next(self._normals, None) is None
 
     def applied(self, p: float | Tensor) -> Tensor:
         """Per image: does this operation apply (probability p)."""
         return self.uniform() < p
-
-
-# Random numbers each operation draws (uniforms, normals), so a call draws them all at once.
-_DRAWS_PER_OPERATION: dict[str, tuple[int, int]] = {
-    "xflip": (2, 0),
-    "rotate90": (2, 0),
-    "translation": (3, 0),
-    "scale": (1, 1),
-    "rotate": (4, 0),
-    "tilt": (2, 0),
-    "aniso": (1, 1),
-    "fraction": (1, 2),
-    "brightness": (1, 1),
-    "contrast": (1, 1),
-    "lumaflip": (2, 0),
-    "hue": (2, 0),
-    "saturation": (1, 1),
-}
 
 
 # --- geometry: inverse maps from output to input pixel coordinates, centred on the image -----------------
@@ -376,8 +373,8 @@ class AdaPipeline:
         batch, channels, height, width = images.shape
         # Without RGB, `_recolour` applies the colour matrix as a scale and offset, which these have none of.
         check_ops_fit(self.ops, channels)
-        uniforms = sum(_DRAWS_PER_OPERATION[name][0] for name in self.ops)
-        normals = sum(_DRAWS_PER_OPERATION[name][1] for name in self.ops)
+        uniforms = sum(ADA_OPERATIONS[name].uniforms for name in self.ops)
+        normals = sum(ADA_OPERATIONS[name].normals for name in self.ops)
         draws = _Draws(batch, uniforms, normals, images.device, generator)
         # Half-precision images are resampled in float32 (bf16 grid coordinates are off by pixels on
         # large images); the result is cast back to the input's dtype.
@@ -397,5 +394,5 @@ class AdaPipeline:
                 untouched = (matrix == torch.eye(4, device=matrix.device)).flatten(1).all(dim=1)
                 recoloured = _recolour(out.to(work_dtype), matrix.to(work_dtype)).to(images.dtype)
                 out = torch.where(untouched.view(batch, 1, 1, 1), out, recoloured)
-        assert draws.all_used(), "_DRAWS_PER_OPERATION disagrees with what the operations draw"
+        assert draws.all_used(), "ADA_OPERATIONS disagrees with what the operations draw"
         return out

@@ -22,7 +22,7 @@ def drawn(
 
 
 def check_operation_names(
-    names: Sequence[str], operations: Mapping[str, str], option: str, source: str
+    names: Sequence[str], operations: Mapping[str, object], option: str, source: str
 ) -> tuple[str, ...]:
     """Refuse unknown or repeated names in a `diffaug_policy` or `ada_ops` (a repeat would apply an
     operation twice) with `option`'s OptionError."""
@@ -36,6 +36,6 @@ def check_operation_names(
     return tuple(names)
 
 
-def parse_operation_names(text: str, operations: Mapping[str, str], option: str) -> tuple[str, ...]:
+def parse_operation_names(text: str, operations: Mapping[str, object], option: str) -> tuple[str, ...]:
     """Split `"color, translation"` into names, in the order given; an empty entry is an unknown name."""
     return check_operation_names([name.strip() for name in text.split(",")], operations, option, text)
