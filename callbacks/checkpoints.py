@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from lightning_genae.errors import describe_error
 from lightning_genae.lightning_internals import validation_follows_batch
-from lightning_genae.metrics.names import higher_is_better
+from lightning_genae.metrics.names import Direction, direction
 from lightning_genae.progress import warn
 from lightning_genae.run_files import CLUSTER_JOB_KEY, CONFIG_KEY
 
@@ -66,7 +66,7 @@ class BestCheckpoint(ModelCheckpoint):
             dirpath=dirpath,
             filename="best",
             monitor=monitor,
-            mode="max" if higher_is_better(monitor) else "min",
+            mode="max" if direction(monitor) is Direction.HIGHER else "min",
             save_top_k=1,
             auto_insert_metric_name=False,
             # A best.ckpt that records no value is replaced, not kept beside best-v1.ckpt.

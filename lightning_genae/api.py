@@ -194,11 +194,10 @@ def sequence_metrics(
         seed=settings.seed,
         feature_metrics=with_features,
     )
-    real_name = getattr(datamodule, "base", datamodule).name
-    if callback is not None and with_features and real_name not in SEQUENCE_DATASETS:
+    if callback is not None and with_features and datamodule.name not in SEQUENCE_DATASETS:
         # Said and recorded as an image run's skipped metrics are: a missing fd_classifier is not silent.
         why = (
-            f"{real_name} has no sequence feature classifier (one is shipped for "
+            f"{datamodule.name} has no sequence feature classifier (one is shipped for "
             f"{', '.join(SEQUENCE_DATASETS)}); the sequence scores are measured without it"
         )
         say(f"series feature metrics skipped: {why}")

@@ -251,7 +251,3 @@ def direction(name: str) -> Direction:
     """Which side of the logged metric `name` is better; UnknownMetric for a name the project never logs."""
     return MetricName.parse(name).direction
 
-
-def higher_is_better(name: str) -> bool:
-    """True when a larger value of `name` is better; False when smaller is, or when neither side is."""
-    return direction(name) is Direction.HIGHER

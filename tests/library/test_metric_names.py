@@ -12,7 +12,6 @@ from lightning_genae.metrics.names import (
     UnknownMetric,
     direction,
     headline_metric,
-    higher_is_better,
     metric_name,
     on_split,
     try_parse,
@@ -102,7 +101,6 @@ def test_every_logged_name_parses_and_formats_back_to_itself(name: str) -> None:
 @pytest.mark.parametrize(("name", "expected"), sorted(LOGGED.items()))
 def test_every_logged_name_has_its_direction(name: str, expected: Direction) -> None:
     assert direction(name) is expected
-    assert higher_is_better(name) is (expected is HIGHER)
 
 
 def test_parts_of_a_name_are_split_kind_and_backbone() -> None:
