@@ -55,8 +55,7 @@ KINDS: dict[str, MetricKind] = {
     "kl": MetricKind(Direction.NONE),
     "elbo": MetricKind(Direction.HIGHER),
     "beta": MetricKind(Direction.NONE),
-    # KL of a Gaussian fitted to a split's codes against the prior's moments (models/aae.py): how close
-    # the adversarial autoencoder's codes are to the prior it samples from.
+    # KL of a Gaussian fitted to a split's codes against the prior's moments (models/aae.py).
     "code_kl": MetricKind(Direction.LOWER),
     # The scheduled probability of feeding a sequence decoder the true previous value (models/rae.py).
     "teacher_forcing": MetricKind(Direction.NONE),
@@ -69,55 +68,45 @@ KINDS: dict[str, MetricKind] = {
     "pca_mse": MetricKind(Direction.LOWER),
     "probe_n_train": MetricKind(Direction.NONE),
     "probe_n_test": MetricKind(Direction.NONE),
-    # Adversarial training (models/gan.py): the two losses trade off against each other, and the
-    # discriminator's mean logits are read for overfitting, so none of them is better on one side.
+    # Adversarial training (models/gan.py): the losses trade off against each other; the logits are read.
     "loss_d": MetricKind(Direction.NONE),
     "loss_g": MetricKind(Direction.NONE),
     "d_real": MetricKind(Direction.NONE),
     "d_fake": MetricKind(Direction.NONE),
-    # An autoencoder discriminator (models/began.py): its reconstruction energies of real and generated
-    # images and BEGAN's control variable k_t are read, not ranked; BEGAN's convergence measure M_global
-    # falls as the generator gets better.
+    # An autoencoder discriminator (models/began.py): energies and k_t are read; M_global falls as G improves.
     "d_real_energy": MetricKind(Direction.NONE),
     "d_fake_energy": MetricKind(Direction.NONE),
     "k": MetricKind(Direction.NONE),
-    # The overfitting signal (callbacks/overfitting.py): D's mean logit, mean logit sign or mean energy on a
-    # fixed batch of real training images (`_train`) and of validation images (`_val`), both clean and in
-    # eval mode. Logged with every validation, so under `val/` for either batch: a `train/` name would read
-    # as a training-step value (metrics.csv's resume keeps validation rows by that prefix). Read, not ranked.
+    # The overfitting signal (callbacks/overfitting.py) on fixed training and validation batches, both
+    # logged under `val/` with every validation (a `train/` name would read as a training-step value).
     **{
         f"d_{score}_{split}": MetricKind(Direction.NONE)
         for score in ("logit", "sign", "energy")
         for split in ("train", "val")
     },
     "m_global": MetricKind(Direction.LOWER),
-    # The VAE-GAN's encoder and decoder objectives, and its reconstruction error in the discriminator's
-    # feature space (models/vaegan.py): that space moves as D trains, so none is ranked.
+    # The VAE-GAN's objectives and feature-space error (models/vaegan.py): that space moves as D trains.
     "loss_enc": MetricKind(Direction.NONE),
     "loss_dec": MetricKind(Direction.NONE),
     "feature": MetricKind(Direction.NONE),
-    # Generated time series (metrics/sequences.py): the framework's quick variants of TimeGAN's post-hoc
-    # discriminative score |accuracy - 0.5| and its train-on-synthetic test-on-real next-step MAE, named so
-    # that no one reads them as the figures of TimeGAN's protocol (metrics/timegan.py), which they are not.
+    # Generated time series (metrics/sequences.py): quick variants of TimeGAN's scores, named apart from
+    # the figures of TimeGAN's protocol (metrics/timegan.py), which they are not.
     "discriminative_quick": MetricKind(Direction.LOWER),
     "predictive_quick": MetricKind(Direction.LOWER),
     # The spread (std) of each over its repeated fits: how far to trust it, not how good the model is.
     "discriminative_quick_std": MetricKind(Direction.NONE),
     "predictive_quick_std": MetricKind(Direction.NONE),
-    # The share of generated series with any value outside the training split's per-channel range, and of
-    # the split's real series (its floor, read beside it).
+    # The share of series outside the training range, generated and real (its floor).
     "out_of_range": MetricKind(Direction.LOWER),
     "out_of_range_real": MetricKind(Direction.NONE),
-    # The discriminative score by a wider post-hoc GRU, and the same score of real against real series (its
-    # floor, read beside it).
+    # The discriminative score by a wider post-hoc GRU, and of real against real series (its floor).
     "discriminative_wide": MetricKind(Direction.LOWER),
     "discriminative_wide_real": MetricKind(Direction.NONE),
     # The x-axis override every evaluation logs (models/base.py), logged without a split.
     "step": MetricKind(Direction.NONE),
 }
 
-# What metrics/sequences.py scores generated series by, in this order (no backbone), each floor beside its
-# score.
+# What metrics/sequences.py scores generated series by, in this order, each floor beside its score.
 SERIES_SCORES = (
     "discriminative_quick",
     "predictive_quick",
@@ -127,8 +116,8 @@ SERIES_SCORES = (
     "discriminative_wide_real",
 )
 # What distances.feature_metrics returns and the callbacks log, in this order, each as
-# `metric_name(key, backbone)`.
-GENERATIVE_KEYS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
+# `metric_name(key, backbone)`: the kinds per backbone, `fid` being `fd`'s Inception name.
+GENERATIVE_KEYS = tuple(kind for kind, spec in KINDS.items() if spec.per_backbone and kind != "fid")
 
 
 class UnknownMetric(ValueError):
