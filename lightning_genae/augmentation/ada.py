@@ -261,12 +261,9 @@ def _resample(images: Tensor, inverse: Tensor) -> Tensor:
     border, as ADA does; single-channel digits filled with their black background (no mirrored ghost
     strokes)."""
     batch, channels, height, width = images.shape
-    # align_corners=False: normalised coordinate u is pixel coordinate u * size / 2 from the centre, and
-    # the pixel centres sit at -1 + (2i + 1) / size, so a whole-pixel shift lands on pixel centres.
-    # The grid is the inverse map in grid_sample's normalised coordinates (S^-1 @ inverse @ S with
-    # S = diag(width / 2, height / 2, 1)), evaluated at the output pixel centres by broadcasting: what
-    # F.affine_grid computes, without its batched matrix product, which took 3.9 ms for 64 images of
-    # 28 x 28 on one CPU core, most of the pipeline's time.
+    # The inverse map in grid_sample's normalised coordinates (S^-1 @ inverse @ S, S = diag(width / 2,
+    # height / 2, 1); align_corners=False, so whole-pixel shifts land on pixel centres) at the output pixel
+    # centres, by broadcasting: F.affine_grid's result without its batched product, most of the time.
     device, dtype = images.device, images.dtype
     cols = ((torch.arange(width, device=device, dtype=dtype) * 2 + 1) / width - 1).view(1, 1, width)
     rows = ((torch.arange(height, device=device, dtype=dtype) * 2 + 1) / height - 1).view(1, height, 1)

@@ -24,9 +24,8 @@ DIFFAUG_OPERATIONS: dict[str, str] = {
 # Fractions of the image size used by the paper; the sizes are rounded half up like the reference.
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
-# The largest ratio each sized operation accepts. A shift of up to half the side keeps at least a quarter
-# of the image in view; a larger one can push the whole image out and leave the discriminator a blank. A
-# cutout square is at most the image's size (larger clips to the same thing). 0 turns the operation off.
+# The largest ratio each sized operation accepts (0 turns it off): a shift of half the side keeps a quarter of
+# the image in view, a larger one could leave the discriminator a blank; a cutout is at most the image.
 RATIO_LIMITS: dict[str, float] = {"translation": 0.5, "cutout": 1.0}
 
 

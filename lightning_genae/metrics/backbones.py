@@ -112,9 +112,8 @@ class InceptionBackbone(FeatureBackbone):
         # Imported here: torchmetrics' FID module pulls in torch-fidelity, which only this backbone needs.
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        # torch-fidelity's constructor reads its weights itself with a full unpickler (weights_only=False).
-        # It is handed these tensors, serialised here in memory, never the user's file: nothing it unpickles
-        # can hold code.
+        # torch-fidelity reads its weights with a full unpickler: it is handed these tensors, serialised here
+        # in memory, never the user's file, so nothing it unpickles can hold code.
         serialised = io.BytesIO()
         torch.save(state_dict, serialised)
         serialised.seek(0)
@@ -266,9 +265,8 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
     sha256 = file_sha256(path)
     accuracy = meta.get("test_accuracy", float("nan"))
     description = f"classifier ({data}, given as {path.name}, sha256 {sha256[:8]}, test acc {accuracy:.2%}"
-    # Compared without --train-size, as the classifier is trained; the shipped files record no hash. Not
-    # refused: one file scoring runs on data that changes (a folder that grows) keeps them comparable; the
-    # note travels with every metric measured through this backbone.
+    # Compared without --train-size, as the classifier is trained. Not refused: one file keeps runs on data
+    # that changes (a folder that grows) comparable; the note travels with every metric it measures.
     recorded = meta.get("train_sha256")
     if datamodule is not None and recorded is not None and recorded != datamodule.full_training_sha256():
         # Imported here: the classifier commands import this module and answer --help without Lightning.

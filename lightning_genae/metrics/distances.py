@@ -103,13 +103,9 @@ def kernel_inception_distance(
     return _kid(*_checked(real, fake, "KID's subsets", 0, 0), subset_size, num_subsets, seed)
 
 
-# --- k-NN manifold metrics
-#
-# Squared Euclidean distances are ||a||^2 + ||b||^2 - 2 a.b in float64 (one BLAS product per block), on
-# features shifted by the real mean rounded to integers: the shift avoids cancellation, and integer features
-# keep exact integer distances, so their ties are exact. Other features tie when samples repeat, and the same
-# distance rounds differently in the radii's pass and the real-fake pass: a distance and a radius within
-# the formula's rounding bound (`_tie_tolerance`) are taken as equal. Radii stay squared.
+# --- k-NN manifold metrics: squared distances ||a||^2 + ||b||^2 - 2 a.b in float64, on features shifted by
+# the rounded real mean (integer features keep exact distances); a distance and a radius within the formula's
+# rounding bound (`_tie_tolerance`) are equal, as one distance may round differently in two passes.
 
 
 def _row_blocks(n_rows: int, n_cols: int) -> Iterator[slice]:

@@ -21,9 +21,8 @@ from lightning_genae.models.options import AAE_PAPER_HIDDEN, AAEOptions
 from lightning_genae.models.reconstruction import ReconstructionModule, reconstruction_loss
 from lightning_genae.nets.mlp import LatentDiscriminator, MLPDecoder, MLPEncoder, init_linear
 
-# Mixture components are unit-variance Gaussians whose means lie this far from the origin along distinct
-# axes: any two means are at least 4 * sqrt(2) ~ 5.7 standard deviations apart, so under 0.3% of a
-# component's mass lies nearer another component's mean (Phi(-2.83)).
+# Mixture components are unit-variance Gaussians with means this far out along distinct axes: any two are
+# 5.7 standard deviations apart or more, so under 0.3% of a component's mass lies nearer another's mean.
 MIXTURE_RADIUS = 4.0
 # The latent discriminator's hidden width per unit of --width (512 at the default width 64).
 DISCRIMINATOR_HIDDEN_PER_WIDTH = 8
@@ -172,9 +171,8 @@ class AAEModule(ReconstructionModule):
         components, condition = self.conditioning(labels)
         codes, out, loss = self.reconstruction_phase(images, opt_autoencoder)
         if self.paper_training:
-            # The paper's regularisation phase follows its reconstruction phase: D judges the codes of the
-            # encoder that phase stepped (at SGD's rate 0.01 with momentum 0.9 they move several percent in
-            # the first iterations, not the small step `discriminator_phase` allows for).
+            # The paper's D judges the codes of the encoder its reconstruction phase stepped (SGD moves them
+            # several percent at first, not the small step `discriminator_phase` allows for).
             with torch.no_grad():
                 codes = self.encoder(images)
         prior_logits, code_logits, loss_d = self.discriminator_phase(

@@ -17,9 +17,8 @@ from lightning_genae.nets.mlp import MaxoutDiscriminator, MLPDecoder, init_linea
 
 # The GAN paper's MNIST generator: two hidden ReLU layers of this many units.
 PAPER_GENERATOR_HIDDEN = 1200
-# goodfeli/adversarial mnist.yaml's SGD: the learning rate, divided by the decay factor after every update
-# down to a floor (pylearn2's ExponentialDecay), and the momentum, raised linearly from epoch 1 to 250
-# (pylearn2's MomentumAdjustor with start 1, saturate 250).
+# goodfeli/adversarial mnist.yaml's SGD: the learning rate divided by the decay after every update down to a
+# floor (pylearn2's ExponentialDecay), and the momentum raised linearly from epoch 1 to 250.
 PAPER_LR, PAPER_LR_DECAY, PAPER_MIN_LR = 0.1, 1.000004, 1e-6
 PAPER_MOMENTUM, PAPER_FINAL_MOMENTUM, PAPER_MOMENTUM_SATURATE = 0.5, 0.7, 250
 

@@ -73,9 +73,8 @@ class ReconstructingDiscriminator(Protocol):
     ) -> dict[str, Tensor]: ...
 
 
-# What a discriminator's score of an image is. A logit: higher means judged real, and its sign is D's verdict
-# (the quantity of ADA's r_t = E[sign D(x)]). An energy (BEGAN, EBGAN): D's reconstruction error, lower means
-# judged real; it has no sign to read.
+# What a discriminator's score of an image is: a logit, higher and positive for judged real (ADA's r_t reads
+# its sign), or an energy (BEGAN, EBGAN), D's reconstruction error, lower for judged real.
 DiscriminatorScoreKind = Literal["logit", "energy"]
 
 
