@@ -180,7 +180,6 @@ class WritesUnder(Callback):
         self._there_before: list[str] | None = self.held()
 
     def held(self) -> list[str]:
-        """The files in the folder of the names a run writes."""
         return list(dict.fromkeys([*started_run_files(self.run_dir), *files_named_as_a_runs(self.run_dir)]))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -172,7 +172,6 @@ def needs_augmenter(names: Collection[str]) -> bool:
 
 
 def option_classes() -> dict[str, type[PluginOptions]]:
-    """Each registered augmentation's options class, by augmentation name."""
     return {name: spec.options for name, spec in AUGMENTATIONS.items()}
 
 

@@ -324,5 +324,4 @@ def write_manifest_entry(
 
 
 def checkpoint_name(data: str) -> str:
-    """File name of the shipped classifier for dataset `data`."""
     return f"classifier-{data}.pt"

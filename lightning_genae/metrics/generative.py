@@ -58,7 +58,6 @@ class RealFeatures:
         return f"{datamodule.name}-{split}-{self.backbone.name}-{digest}"
 
     def get(self, datamodule: ImageDataModule, split: str, device: torch.device) -> Tensor:
-        """The features of every image of the split, in the split's order."""
         return self.reference(datamodule, split, len(datamodule.split_tensors(split)[0]), device)
 
     def reference(self, datamodule: ImageDataModule, split: str, n: int, device: torch.device) -> Tensor:

@@ -175,7 +175,6 @@ class MetricName:
 
     @property
     def direction(self) -> Direction:
-        """Which side of this metric is better."""
         return kind_spec(self.kind).direction
 
     def __str__(self) -> str:

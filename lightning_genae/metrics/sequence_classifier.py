@@ -116,7 +116,6 @@ def load_checkpoint(path: str | Path) -> tuple[SequenceClassifier, dict[str, Any
 
 
 def checkpoint_name(data: str) -> str:
-    """File name of the shipped sequence classifier for dataset `data`."""
     return f"sequence-classifier-{data}.pt"
 
 

@@ -87,7 +87,6 @@ class ImageAdversarialModule(GenerativeModule):
         return self.decode(self.prior_noise(n, generator))
 
     def training_noise(self, n: int) -> Tensor:
-        """The prior's draws for one update, made on the module's device."""
         return self.draw_prior(n, None, self.device)
 
     def adam_for(self, network: torch.nn.Module) -> torch.optim.Optimizer:
