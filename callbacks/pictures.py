@@ -76,8 +76,7 @@ def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | 
 
 class PeriodicDrawing(ModelSpecificCallback, ABC):
     """Runs `draw` on rank 0 every `every_n_steps` iterations and when training ends, for models of
-    `data_kinds` that offer what it needs (`applies_to`); `count` items unless given, fixed draws from the run
-    `seed`."""
+    `data_kinds` that offer what it needs; `count` images (a series figure shows SERIES_SHOWN), seeded."""
 
     # The kinds of data the picture is drawn for: images, and for some series ("sequence").
     data_kinds: ClassVar[tuple[str, ...]] = ("image",)

@@ -238,4 +238,3 @@ def on_split(name: str, split: str) -> str:
 def direction(name: str) -> Direction:
     """Which side of the logged metric `name` is better; UnknownMetric for a name the project never logs."""
     return MetricName.parse(name).direction
-
