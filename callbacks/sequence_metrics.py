@@ -89,28 +89,32 @@ class SequenceMetrics(StageRecords):
             self._real[key] = series
         return self._real[key]
 
-    def _training_series(self, datamodule: pl.LightningDataModule) -> Tensor | None:
-        """The training split in model units (the series the model trained on); None where the DataModule
-        does not give its splits."""
-        base = real_datamodule(datamodule)
-        if not (hasattr(base, "split_tensors") and hasattr(base, "to_model_range")):
-            return None
-        return base.to_model_range(base.split_tensors("train")[0]).float().cpu()
-
     def _training_range(self, datamodule: pl.LightningDataModule) -> Tensor | None:
-        """[2, C]: the training split's per-channel low and high (model units), read once per DataModule; the
-        normaliser's range where it records one for a bounded model (the whole split's, under train_size)."""
+        """[2, C]: the training split's per-channel low and high (model units), read once per DataModule in
+        blocks; the normaliser's range where it records one for a bounded model (the whole split's, under
+        train_size); None where the DataModule does not give its splits."""
         base = real_datamodule(datamodule)
         key = (id(base), "train range")
         if key not in self._real:
             recorded = base.normaliser.model_range() if hasattr(base, "normaliser") else None
             if recorded is None:
-                train = self._training_series(datamodule)
-                if train is None:
+                if not hasattr(base, "split_batches"):
                     return None
-                recorded = torch.stack([train.amin(dim=(0, 1)), train.amax(dim=(0, 1))])
+                blocks = [base.to_model_range(series).float() for series, _ in base.split_batches("train")]
+                low = torch.stack([block.amin(dim=(0, 1)) for block in blocks]).amin(dim=0)
+                high = torch.stack([block.amax(dim=(0, 1)) for block in blocks]).amax(dim=0)
+                recorded = torch.stack([low, high]).cpu()
             self._real[key] = recorded
         return self._real[key]
+
+    def _training_sample(self, datamodule: pl.LightningDataModule, count: int) -> Tensor | None:
+        """`count` training series in model units, the same for every run (read by index: a streamed split
+        is never held whole); None where the DataModule does not give its splits."""
+        base = real_datamodule(datamodule)
+        if not hasattr(base, "items_at"):
+            return None
+        index = seeded_subset(base.split_size("train"), count, REAL_SUBSET_SEED)
+        return base.to_model_range(base.items_at("train", index)[0]).float().cpu()
 
     def score(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule, stage: str) -> Any:
         """The stage's GenerativeScore of `pl_module` (on this process; `evaluate` runs it on rank 0)."""
@@ -126,10 +130,7 @@ class SequenceMetrics(StageRecords):
             )
         train_range = self._training_range(datamodule)
         # The wide discriminator and its floor, at the test: two more GRUs, fitted on as many training series.
-        train = self._training_series(datamodule) if stage == "test" else None
-        train_series = None
-        if train is not None:
-            train_series = train[seeded_subset(len(train), len(real), REAL_SUBSET_SEED)]
+        train_series = self._training_sample(datamodule, len(real)) if stage == "test" else None
         # The scores' own draws (the post-hoc GRUs' initialisation and batches, KID's subsets) are fixed, as
         # the image metrics' are: seeded by the run, they spread the seeds' figures by the metric's noise.
         return score_sequences(

@@ -23,12 +23,10 @@ MAX_FIT_SERIES = 4096
 FIT_BATCH = 512
 
 
-def training_subset(series: Tensor) -> Tensor:
-    """The series the code Gaussian is fitted to: all up to MAX_FIT_SERIES, past it a fixed random subset (a
-    prefix would be one part of a recording or a panel stored in order)."""
-    if len(series) <= MAX_FIT_SERIES:
-        return series
-    return series[seeded_subset(len(series), MAX_FIT_SERIES, seed=0)]
+def training_subset(count: int) -> Tensor:
+    """The indices of the `count` training series the code Gaussian is fitted to: all up to MAX_FIT_SERIES,
+    past it a fixed random subset (a prefix would be one part of a recording or a panel stored in order)."""
+    return seeded_subset(count, MAX_FIT_SERIES, seed=0)
 
 
 # RNNs can take one huge gradient step through a long unroll; this caps every step's norm.
@@ -120,7 +118,7 @@ class RAEModule(ObjectiveModule):
             what="RAEModule.fit_code_gaussian's series",
         )  # fmt: skip
         with evaluation_mode(self):
-            self._fit_code_gaussian_to(training_subset(series))
+            self._fit_code_gaussian_to(series[training_subset(len(series))])
 
     @torch.no_grad()
     def _fit_code_gaussian_to(self, series: Tensor) -> None:
@@ -141,10 +139,10 @@ class RAEModule(ObjectiveModule):
         """Refit the code Gaussian on the training split when the weights changed since the last fit; without
         a lightning-genae DataModule, keep the saved or given one (refused if trained since)."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if hasattr(datamodule, "split_tensors") and hasattr(datamodule, "to_model_range"):
+        if hasattr(datamodule, "items_at") and hasattr(datamodule, "to_model_range"):
             if self._codes_fitted_at != self.iteration:
-                # The subset first: the split in model units is made for the series used only.
-                series = training_subset(datamodule.split_tensors("train")[0])
+                # Read by index: a streamed training split is never held whole.
+                series, _ = datamodule.items_at("train", training_subset(datamodule.split_size("train")))
                 self._fit_code_gaussian_to(datamodule.to_model_range(series))
             return
         if self._trained_since_codes_fitted:

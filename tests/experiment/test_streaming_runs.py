@@ -109,12 +109,13 @@ def test_every_image_family_trains_from_a_stream(
     assert summary["data_sha256"]["train"] == in_memory.content_sha256("train"), "the same data as in memory"
 
 
-def test_a_recurrent_autoencoder_trains_from_prepared_series(streams, tmp_path):
+def test_a_recurrent_autoencoder_trains_from_prepared_series(streams, read_whole, tmp_path):
     prepared = tmp_path / "sines"
     assert main(["prepare", "--data", "sines", "--output", str(prepared)]) == 0
-    run = "--model rae --data sines --max-steps 2 --rnn-hidden 8 --latent-dim 4 --no-test-split".split()
+    run = "--model rae --data sines --max-steps 2 --rnn-hidden 8 --latent-dim 4".split()
     assert main([*run, "--data-dir", str(prepared), "--output", str(tmp_path / "run")]) == 0
     assert streams and all(streams)
+    assert "train" not in read_whole, "the streamed training split was read into memory"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["data_sha256"]["train"] == build_datamodule("sines").content_sha256("train")
 

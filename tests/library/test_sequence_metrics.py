@@ -228,6 +228,17 @@ class TinySeries(pl.LightningDataModule):
     def split_tensors(self, split: str) -> tuple[Tensor, Tensor]:
         return self.series[split], torch.full((len(self.series[split]),), -1)
 
+    # How the framework's DataModules give a split without holding it.
+    def split_size(self, split: str) -> int:
+        return len(self.series[split])
+
+    def split_batches(self, split: str):
+        yield self.split_tensors(split)
+
+    def items_at(self, split: str, indices: Tensor) -> tuple[Tensor, Tensor]:
+        series, labels = self.split_tensors(split)
+        return series[indices], labels[indices]
+
     def to_model_range(self, series: Tensor) -> Tensor:
         return series
 

@@ -299,7 +299,11 @@ def test_the_code_gaussian_is_fitted_on_a_spread_of_the_training_series_not_its_
     t = torch.arange(12, dtype=torch.float32).view(1, 12, 1)
     wave = torch.sin(t / 2 + torch.rand(400, 1, 1) * 6)
     series = torch.cat([wave[:200] - 1.5, wave[200:] + 1.5])
-    datamodule = SimpleNamespace(split_tensors=lambda split: (series, None), to_model_range=lambda x: x)
+    datamodule = SimpleNamespace(
+        split_size=lambda split: len(series),
+        items_at=lambda split, index: (series[index], None),
+        to_model_range=lambda x: x,
+    )
     model = RAEModule((12, 1), latent_dim=4, rnn_hidden=8)
     model._trainer = SimpleNamespace(datamodule=datamodule, global_step=0)
     model._fit_code_gaussian()
