@@ -1,6 +1,5 @@
 """Evaluation: a run's final validation and test pass, and after the fact a saved checkpoint (`--evaluate`)
-or a folder of images (`--evaluate-folder`), each writing `eval.json` with the backbone, split and sample
-counts beside every metric."""
+or a folder of images (`--evaluate-folder`), each writing `eval.json`."""
 
 from __future__ import annotations
 
@@ -132,9 +131,8 @@ def final_evaluation(
     test_split: bool = True,
     validated: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Validation and test metrics of the model as it is, seeded by the trainer's `SeededEvaluation` so that
-    `--evaluate` reproduces them. `test_split=False` never asks for the test split's loader; `validated`:
-    the metrics of the validation training ran on these weights, taken instead of validating again."""
+    """Validation and test metrics of the model as it is, seeded so that `--evaluate` reproduces them;
+    `validated`: the validation training ran on these weights, taken instead of validating again."""
     metrics: dict[str, float] = {}
     if validated is not None:
         metrics.update({name: value for name, value in validated.items() if name.startswith("val/")})

@@ -41,8 +41,7 @@ def run_grid_command(
     named: Collection[str] = (),
 ) -> int:
     """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files; with
-    `tuning_request` (candidates per option, tune seeds) its tuning cells first (see `ablation.tuning`).
-    `named`: the options the command line names, refused where the family leaves them unread."""
+    `tuning_request` (candidates per option, tune seeds) its tuning cells first (see `ablation.tuning`)."""
     from lightning_genae.experiment.ablation.cells import check_grid_root, plan_grid
     from lightning_genae.experiment.ablation.tuning import plan_tuning
 

@@ -36,9 +36,8 @@ WANDB_HOST = "api.wandb.ai"
 
 
 class RunFolderCSVLogger(Logger):
-    """`<run>/metrics.csv` with no version sub-folders, which a resumed run continues (Lightning's `CSVLogger`
-    deletes it and heads it with one session's keys); rows are appended by `save()` under a header that is
-    the union of every key logged."""
+    """`<run>/metrics.csv`, which a resumed run continues (Lightning's `CSVLogger` deletes it), under a header
+    that is the union of every key logged."""
 
     def __init__(
         self, run_dir: str | Path, resume_step: int | None = None, evaluates_again: bool = False

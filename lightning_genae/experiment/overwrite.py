@@ -1,6 +1,5 @@
-"""--overwrite: what a run wrote into its folder (RUN_FILES, and in RUN_FOLDERS only the names their patterns
-give) is set aside until the new run trains, then removed, or put back where the new run stopped before
-that; a user's file beside or inside them is kept and named."""
+"""--overwrite: what a run wrote into its folder is set aside until the new run trains, then removed, or put
+back where the new run stopped before that; a user's file beside or inside them is kept and named."""
 
 from __future__ import annotations
 

@@ -137,8 +137,7 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 def started_by_an_earlier_attempt_of_this_job(path: Path, config_text: str) -> bool:
     """Whether `path` holds only the start of this very SLURM job's earlier attempt, killed before its first
-    checkpoint: the job was requeued (its lock records a lower SLURM_RESTART_COUNT), there is no checkpoint,
-    and the folder's config.yaml is the one this run writes (`config_text`)."""
+    checkpoint (its lock says so), its config.yaml the one this run writes (`config_text`)."""
     files = started_run_files(path)
     if CONFIG_FILE not in files or any(name.startswith(f"{CHECKPOINT_DIR}/") for name in files):
         return False
@@ -208,9 +207,8 @@ class ClaimedRunFolder:
     def claim(
         cls, path: Path, *, resuming_from: Path | None, overwrite: bool, replacing: str = "--overwrite"
     ) -> ClaimedRunFolder:
-        """Check that `path` may take this run, make it and lock it; refuse with one line otherwise.
-        `resuming_from`: the run folder of the checkpoint a `--resume` continues; `overwrite` sets the run
-        there aside once the lock is held, said with `replacing`."""
+        """Check that `path` may take this run (`resuming_from`: the folder of the run `--resume` continues),
+        make it and lock it; `overwrite` sets the run there aside once the lock is held."""
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
         if path.is_dir():

@@ -1,6 +1,5 @@
-"""When a cell's folder holds another run than the cell the grid asks for: one that differs in what a resume
-may not change, or in what decides a finished run's numbers, is another experiment, refused rather than
-averaged with the grid's cells or replaced unasked."""
+"""When a cell's folder holds another experiment than the cell: a run that differs in what decides its
+numbers is refused rather than averaged with the grid's cells or replaced unasked."""
 
 from __future__ import annotations
 
@@ -61,9 +60,8 @@ def run_conflicts(
     where: str = "the run there",
     defining: Sequence[str] = DEFINING_A_FINISHED_RUN,
 ) -> list[str]:
-    """How the run whose recorded options are `stored` differs from `config` in what a grid may not continue
-    it with (options either run leaves unread are not compared). A schedule that runs over its budget is
-    not continued to another: it would restart part-way, as no fresh cell of the new budget does."""
+    """How the run that recorded `stored` differs from `config` in what a grid may not continue it with; a
+    schedule run over its budget is not continued to another, as no fresh cell of that budget would be."""
     wanted = config.to_dict()
     unread = unread_by_run(str(stored.get("model", "")), stored) | unread_by_run(str(wanted["model"]), wanted)
     conflicts = resume_conflicts(stored, wanted, unread, stored_in=where)

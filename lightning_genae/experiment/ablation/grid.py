@@ -1,6 +1,5 @@
-"""Running a grid's cells, each started as what its folder holds says (`_how_to_start`): a cell that fails
-leaves failed.json and the grid goes on; Ctrl-C stops the grid, and a stop signal that came in a cell's last
-iteration stops it after that cell."""
+"""Running a grid's cells, each started as its folder says (`_how_to_start`): a cell that fails leaves
+failed.json and the grid goes on; Ctrl-C or a stop signal stops the grid."""
 
 from __future__ import annotations
 
@@ -49,9 +48,8 @@ class CellOutcome:
 
 
 def _how_to_start(run_dir: Path, overwrite: bool, config: RunConfig | None) -> tuple[CellStart | str, str]:
-    """How to start the cell, or why to leave it (`skipped`, `in use`, `refused`), and what to say: a finished
-    run is skipped or continued to a longer budget, an unfinished one resumed, a failed one run again, another
-    process's left to it, and another run's (other options) refused, never replaced."""
+    """How to start the cell, or why to leave it (`skipped`, `in use`, `refused`: a run of other options is
+    never replaced unasked), and what to say."""
     put_back_a_stopped_overwrite(run_dir)
     owner = live_lock_owner(run_dir)
     if owner is not None:
