@@ -17,6 +17,7 @@ from lightning_genae.errors import ConfigError, RunFolderRefused
 from lightning_genae.experiment.overwrite import (
     SetAside,
     finish_a_stopped_overwrite,
+    put_back,
     put_back_a_stopped_overwrite,
     refuse_linked_run_folders,
     remove_empty_run_folders,
@@ -306,10 +307,10 @@ class ClaimedRunFolder:
             return
         self.undone = True
         if self.set_aside is not None:
-            # What this invocation wrote goes first (below), then the replaced run's files come back.
-            set_aside, self.set_aside = self.set_aside, None
+            # What this invocation wrote goes first, then the replaced run's files come back.
+            self.set_aside = None
             self._remove_new_entries()
-            set_aside.put_back()
+            put_back(self.path)
             return
         self._remove_new_entries()
         if self.path in self.made:

@@ -322,7 +322,7 @@ def test_a_run_killed_while_its_overwrite_moved_files_aside_gets_every_file_back
     """Killed part-way through the renames: what was moved comes back, what was not is left as it is (it is
     the replaced run's too)."""
     before = _files(finished_run)
-    moving = finished_run / ".genae-replacing"
+    moving = finished_run / ".genae-replaced"
     for name in ("config.yaml", "metrics.csv", "checkpoints/best.ckpt"):
         (moving / name).parent.mkdir(parents=True, exist_ok=True)
         os.replace(finished_run / name, moving / name)
