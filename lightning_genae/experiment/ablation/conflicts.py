@@ -165,10 +165,3 @@ def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfi
             f"{'; '.join(conflicts)}); re-run the grid with --overwrite or another --output"
         )
 
-
-def holds_a_run_of_other_options(run_dir: Path, config: RunConfig) -> bool:
-    """Whether the run in `run_dir` (finished or not) was started with other options than `config`."""
-    summary = read_summary(run_dir)
-    if summary is not None:
-        return bool(finished_run_conflicts(summary, config))
-    return bool(unfinished_run_conflicts(_recorded_configuration(run_dir), config))
