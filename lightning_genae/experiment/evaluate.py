@@ -94,9 +94,11 @@ def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None
     file an evaluation did not write, nor over an evaluation without --overwrite."""
     found = started_run_files(output)
     path = output / EVAL_FILE
+    # What --evaluate and --evaluate-folder write: a JSON object naming the data, with its metrics.
+    earlier = read_json_object(path) or {}
     if found and (own_run is None or output.resolve() != own_run.resolve()):
         refusal = f"--output {output} holds a run ({', '.join(found[:2])}); give a folder of its own"
-    elif path.exists() and not _holds_an_evaluation(path):
+    elif path.exists() and not ("data" in earlier and isinstance(earlier.get("metrics"), dict)):
         refusal = f"{path} holds a file no evaluation wrote; give --output DIR"
     elif path.exists() and not overwrite:
         refusal = f"{path} holds an earlier evaluation; give --overwrite to replace it, or --output DIR"
@@ -116,12 +118,6 @@ def _run_started_as(run_folder: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-
-def _holds_an_evaluation(path: Path) -> bool:
-    """Whether `path` is a JSON object as `--evaluate` and `--evaluate-folder` write."""
-    written = read_json_object(path) or {}
-    return "data" in written and isinstance(written.get("metrics"), dict)
 
 
 def final_evaluation(

@@ -147,21 +147,13 @@ def say_what_changes(
         new, old = config.plugin_options.get(name), stored.get(name)
         if new is not None and old is not None and new != old:
             say(f"{flag(name)} {new} replaces the checkpoint's {old} from here on")
-    evaluated = _evaluated_step(run_dir / "eval.json")
-    if evaluated is not None:
+    evaluated = read_json_object(run_dir / "eval.json") or {}
+    if "checkpoint" in evaluated and "global_step" in evaluated:
         say(
-            f"{run_dir / 'eval.json'} scored {evaluated[0]} at iteration {evaluated[1]}; the run goes on "
-            "past it, so run --evaluate again for the new weights"
+            f"{run_dir / 'eval.json'} scored {evaluated['checkpoint']} at iteration "
+            f"{evaluated['global_step']}; the run goes on past it, so run --evaluate again for the new "
+            "weights"
         )
-
-
-def _evaluated_step(eval_file: Path) -> tuple[str, int] | None:
-    """(checkpoint, iteration) an --evaluate's eval.json scored, or None where there is none to read."""
-    record = read_json_object(eval_file)
-    try:
-        return str(record["checkpoint"]), int(record["global_step"])
-    except (KeyError, TypeError, ValueError):  # no record (None), or one without these two
-        return None
 
 
 class LearningRateOnResume(Callback):

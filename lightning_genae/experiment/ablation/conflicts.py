@@ -164,4 +164,3 @@ def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfi
             f"{len(clashing)} of the {len(cells)} cells hold runs with other options (the first, {folder}: "
             f"{'; '.join(conflicts)}); re-run the grid with --overwrite or another --output"
         )
-
