@@ -267,19 +267,15 @@ def start_gate() -> StartGate | None:
     world_size = _variable("WORLD_SIZE", "SLURM_NTASKS") or 1
     if job is None or world_size < 2:
         return None
-    from lightning_fabric.plugins.environments import SLURMEnvironment
+    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
     from torch.distributed import TCPStore
 
     # Where the process group will meet: the address Lightning's cluster environment gives it.
-    if job.scheduler == "slurm":
-        slurm = SLURMEnvironment()
-        address, port = slurm.main_address, slurm.main_port
-    else:
-        address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    environment = SLURMEnvironment() if job.scheduler == "slurm" else TorchElasticEnvironment()
     host = global_rank() == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
     store = TCPStore(
-        address,
-        port,
+        environment.main_address,
+        environment.main_port,
         world_size,
         is_master=host,
         timeout=_VERDICT_TIMEOUT,
