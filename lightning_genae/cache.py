@@ -21,9 +21,8 @@ def cache_root() -> Path:
 def write_atomically(
     path: str | Path, write: Callable[[str], object], shared: bool = True, durable: bool = False
 ) -> None:
-    """`write(temporary)` beside `path`, then rename it over `path`: a reader sees the old file or the new
-    one, never half of one. `shared`: readable by all (a cache), else as the user's umask gives a new file.
-    `durable`: on disk before the rename, so that a machine's crash too leaves one or the other."""
+    """`write(temporary)` beside `path`, then rename it over `path`, so a reader never sees half a file;
+    `shared`: readable by all (a cache); `durable`: on disk before the rename, whatever crashes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -48,9 +47,8 @@ def write_atomically(
 def save_torch_atomically(
     path: str | Path, contents: object, shared: bool = True, durable: bool = False
 ) -> bytes:
-    """`torch.save(contents)` to `path` as `write_atomically` writes, returning the bytes written.
-    Serialised in memory first: a full disk is then the OSError it is (torch's writer reports a RuntimeError
-    of its zip container), and identical contents give identical bytes whatever the temporary's name."""
+    """`torch.save(contents)` to `path` as `write_atomically` writes, serialised in memory first: a full disk
+    is the OSError it is, and the bytes (returned) do not depend on the temporary's name."""
     import torch  # here: the cache's paths and writes are read without torch elsewhere
 
     buffer = io.BytesIO()

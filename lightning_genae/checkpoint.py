@@ -1,7 +1,5 @@
-"""The checkpoint format: Lightning's state plus the run configuration under CONFIG_KEY as plain values,
-so the checkpoint alone can be resumed, re-evaluated or used as an augmenter. Every checkpoint is read with
-`weights_only=True`, so a file handed over by someone else cannot run code.
-"""
+"""The checkpoint format: Lightning's state plus the run configuration under CONFIG_KEY as plain values, read
+with `weights_only=True`, so a file handed over by someone else cannot run code."""
 
 from __future__ import annotations
 
@@ -93,9 +91,8 @@ class RunCheckpoint:
         return recorded if isinstance(recorded, str) else None
 
     def check_trained_on(self, datamodule: InMemoryDataModule, flag: str) -> None:
-        """Refuse data whose training, validation or test split differs by content from the run's: files
-        replaced in place, or another folder given as the data's, are not mixed into one run or reported as
-        its numbers. A checkpoint that records no hash of its training data cannot be checked: refused."""
+        """Refuse data whose training, validation or test split differs by content from the run's (or that a
+        checkpoint without a hash of its training data cannot be checked against)."""
         evaluation = self._recorded(EVALUATION_CONTENT_KEY) or {}
         recorded = {"train": self.training_data_sha256(), **evaluation}
         for split, saved in recorded.items():
@@ -230,8 +227,7 @@ def resume_advice(
     resumed_from: Path | None = None,
 ) -> str:
     """What to do after a divergence: the finite checkpoint to resume from with `lower_lr` (None: a fixed
-    schedule, which a resume would replay), or to start again: a run resumed at `started_at` with a lowered
-    rate (`retried_lower`) that diverged again before a newer checkpoint may not be recoverable."""
+    schedule, which a resume would replay), or to start again."""
     if lower_lr is None:
         return FIXED_SCHEDULE_ADVICE
     lower = f"a lower learning rate (lr {lower_lr:g})"

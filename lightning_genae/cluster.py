@@ -1,6 +1,5 @@
-"""How a process lives in a cluster job: which job and rank it is, how it waits for rank 0, how it stops.
-The run folder, W&B run id and whether to resume derive from the environment (`current_job`), so every rank
-and restart agree without talking. Nothing here imports Lightning at import time."""
+"""How a process lives in a cluster job: which job and rank it is (from the environment, so every rank and
+restart agree without talking), how it waits for rank 0, how it stops."""
 
 from __future__ import annotations
 
@@ -142,9 +141,8 @@ def created_by_local_rank_zero(
     replacing: FileIdentity | None = None,
     poll_s: float = 1.0,
 ) -> None:
-    """`create()` writes `path` atomically on local rank 0 of a SLURM/torchrun job while the node's other
-    ranks wait for it (for a file other than `replacing`, the `file_identity` of an unusable one), so that
-    a cache is filled once per node; if rank 0 fails, a marker file stops the others with its reason."""
+    """`create()` writes `path` atomically on local rank 0 of a job while the node's other ranks wait for a
+    file other than `replacing`; if rank 0 fails, a marker file stops the others with its reason."""
     job = current_job()
     failure = path.with_name(f".{path.name}.failed-{job.tag}-{job.restart_count}") if job else None
     if failure is None or local_rank() == 0:
@@ -269,19 +267,15 @@ def start_gate() -> StartGate | None:
     world_size = _variable("WORLD_SIZE", "SLURM_NTASKS") or 1
     if job is None or world_size < 2:
         return None
-    from lightning_fabric.plugins.environments import SLURMEnvironment
+    from lightning_fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
     from torch.distributed import TCPStore
 
     # Where the process group will meet: the address Lightning's cluster environment gives it.
-    if job.scheduler == "slurm":
-        slurm = SLURMEnvironment()
-        address, port = slurm.main_address, slurm.main_port
-    else:
-        address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    environment = SLURMEnvironment() if job.scheduler == "slurm" else TorchElasticEnvironment()
     host = global_rank() == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
     store = TCPStore(
-        address,
-        port,
+        environment.main_address,
+        environment.main_port,
         world_size,
         is_master=host,
         timeout=_VERDICT_TIMEOUT,

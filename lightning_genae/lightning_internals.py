@@ -80,9 +80,8 @@ def record_training_values(
     progress_bar: Collection[str],
     write: bool,
 ) -> None:
-    """Put one training batch's values where `self.log(name, value, on_step=True, on_epoch=False)` would
-    (and when `write`, one row for the loggers), without its result collection, which costs about a
-    millisecond of Python per value on a CPU."""
+    """Put one training batch's values where `self.log(name, value, on_step=True, on_epoch=False)` would,
+    without its result collection, which costs about a millisecond of Python per value on a CPU."""
     connector = trainer._logger_connector
     tensors: dict[str, torch.Tensor] = {}
     for name, value in values.items():

@@ -49,9 +49,8 @@ def evaluation_progress(what: str, total: int, unit: str, interval: float = 10.0
 
 
 class PhaseProgress:
-    """Progress of a long phase outside the training loop on stderr: done/total, the time spent and left.
-    A line at the first unit, then at most one every `interval` seconds, and at the end; with `quiet_for`,
-    nothing until the phase has run that many seconds."""
+    """Progress of a long phase outside the training loop on stderr: done/total, the time spent and left, at
+    most a line every `interval` seconds, none in the first `quiet_for` seconds."""
 
     def __init__(
         self,

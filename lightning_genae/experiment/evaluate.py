@@ -1,6 +1,5 @@
 """Evaluation: a run's final validation and test pass, and after the fact a saved checkpoint (`--evaluate`)
-or a folder of images (`--evaluate-folder`), each writing `eval.json` with the backbone, split and sample
-counts beside every metric."""
+or a folder of images (`--evaluate-folder`), each writing `eval.json`."""
 
 from __future__ import annotations
 
@@ -30,15 +29,21 @@ from lightning_genae.callbacks.overfitting import DiscriminatorOverfitting
 from lightning_genae.callbacks.progress_bar import IterationProgressBar
 from lightning_genae.callbacks.random_state import SeededEvaluation
 from lightning_genae.checkpoint import RunCheckpoint
+from lightning_genae.cluster import global_rank
 from lightning_genae.datamodules import DATASETS, ImageDataModule, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_MODES, read_images
 from lightning_genae.errors import ConfigError, DataError, RunFolderRefused, agree
 from lightning_genae.experiment import trainer as run_setup
 from lightning_genae.experiment.config import RunConfig
-from lightning_genae.experiment.resolve import named_options, refuse_a_folder_among_the_data, resolve
+from lightning_genae.experiment.resolve import (
+    ResolvedRun,
+    named_options,
+    refuse_a_folder_among_the_data,
+    resolve,
+)
 from lightning_genae.experiment.run_folder import read_json_object
-from lightning_genae.experiment.run_lock import live_lock_owner
+from lightning_genae.experiment.run_lock import RunFolderLock
 from lightning_genae.experiment.run_report import environment_info, format_metrics_table, scalar_metrics
 from lightning_genae.experiment.trainer import callback_settings, prepare_data_early
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
@@ -47,7 +52,7 @@ from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test
 from lightning_genae.models import GenerativeModule
 from lightning_genae.models.base import SOURCE_KEY
 from lightning_genae.progress import say
-from lightning_genae.run_files import CONFIG_FILE, started_run_files
+from lightning_genae.run_files import started_run_files
 from lightning_genae.source import other_source_note
 
 # What `--evaluate-folder` reads: the dataset to compare with, the sample count, where the result goes.
@@ -95,9 +100,11 @@ def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None
     file an evaluation did not write, nor over an evaluation without --overwrite."""
     found = started_run_files(output)
     path = output / EVAL_FILE
+    # What --evaluate and --evaluate-folder write: a JSON object naming the data, with its metrics.
+    earlier = read_json_object(path) or {}
     if found and (own_run is None or output.resolve() != own_run.resolve()):
         refusal = f"--output {output} holds a run ({', '.join(found[:2])}); give a folder of its own"
-    elif path.exists() and not _holds_an_evaluation(path):
+    elif path.exists() and not ("data" in earlier and isinstance(earlier.get("metrics"), dict)):
         refusal = f"{path} holds a file no evaluation wrote; give --output DIR"
     elif path.exists() and not overwrite:
         refusal = f"{path} holds an earlier evaluation; give --overwrite to replace it, or --output DIR"
@@ -110,21 +117,6 @@ def claim_eval_output(output: Path, overwrite: bool, own_run: Path | None = None
 FEW_IMAGES = 100
 
 
-def _run_started_as(run_folder: Path) -> tuple[int, int, int] | None:
-    """Which start of a run its folder holds: the identity of the config.yaml every start writes anew."""
-    try:
-        stat = (run_folder / CONFIG_FILE).stat()
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-
-def _holds_an_evaluation(path: Path) -> bool:
-    """Whether `path` is a JSON object as `--evaluate` and `--evaluate-folder` write."""
-    written = read_json_object(path) or {}
-    return "data" in written and isinstance(written.get("metrics"), dict)
-
-
 def final_evaluation(
     trainer: pl.Trainer,
     model: GenerativeModule,
@@ -132,9 +124,8 @@ def final_evaluation(
     test_split: bool = True,
     validated: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Validation and test metrics of the model as it is, seeded by the trainer's `SeededEvaluation` so that
-    `--evaluate` reproduces them. `test_split=False` never asks for the test split's loader; `validated`:
-    the metrics of the validation training ran on these weights, taken instead of validating again."""
+    """Validation and test metrics of the model as it is, seeded so that `--evaluate` reproduces them;
+    `validated`: the validation training ran on these weights, taken instead of validating again."""
     metrics: dict[str, float] = {}
     if validated is not None:
         metrics.update({name: value for name, value in validated.items() if name.startswith("val/")})
@@ -198,18 +189,22 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
     checkpoint = RunCheckpoint.load(checkpoint_path, "--evaluate")
     stored = checkpoint.stored_config("--evaluate")
     resolved = resolve(RunConfig.from_dict({**stored, **options}), named=named_options(options))
-    config = resolved.config
     output = Path(options["output"]) if options.get("output") else checkpoint.run_folder
-    eval_file = claim_eval_output(output, config.overwrite, checkpoint.run_folder)
+    eval_file = claim_eval_output(output, resolved.config.overwrite, checkpoint.run_folder)
+    # The run's own folder is locked while it is scored: no run trains or starts there meanwhile, beside
+    # which these numbers would be written.
     in_its_run = eval_file.parent.resolve() == checkpoint.run_folder.resolve()
-    owner = live_lock_owner(checkpoint.run_folder) if in_its_run else None
-    if owner is not None:
-        raise RunFolderRefused(
-            f"--evaluate: {checkpoint.run_folder} is in use by the run still training there ({owner}); give "
-            "--output DIR, or evaluate once the run has finished"
-        )
-    run_at_start = _run_started_as(checkpoint.run_folder) if in_its_run else None
-    if note := other_source_note(checkpoint.contents.get(SOURCE_KEY), checkpoint_path):
+    lock = RunFolderLock.acquire(checkpoint.run_folder) if in_its_run and global_rank() == 0 else None
+    try:
+        return _scored(checkpoint, resolved, eval_file)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _scored(checkpoint: RunCheckpoint, resolved: ResolvedRun, eval_file: Path) -> dict[str, Any]:
+    config = resolved.config
+    if note := other_source_note(checkpoint.contents.get(SOURCE_KEY), str(checkpoint.path)):
         say(f"{note} than the run's own")
     datamodule = resolved.build_datamodule()
     model = checkpoint.restore(resolved.model.module, "--evaluate")
@@ -246,12 +241,6 @@ def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[s
         **environment_info(trainer),
     }
     if trainer.is_global_zero:
-        if in_its_run and _run_started_as(checkpoint.run_folder) != run_at_start:
-            # An --overwrite (or another start) in the folder meanwhile: these numbers are the old run's.
-            raise RunFolderRefused(
-                f"{checkpoint.run_folder} was started again while {checkpoint.path.name} was evaluated, so "
-                f"{EVAL_FILE} was not written beside another run"
-            )
         write_file_atomically(eval_file, json.dumps(result, indent=2) + "\n")
         table = format_metrics_table(metrics, test_headline(model.monitor, metrics))
         say(f"\n{table}\nwrote {eval_file}")

@@ -41,8 +41,7 @@ def run_grid_command(
     named: Collection[str] = (),
 ) -> int:
     """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files; with
-    `tuning_request` (candidates per option, tune seeds) its tuning cells first (see `ablation.tuning`).
-    `named`: the options the command line names, refused where the family leaves them unread."""
+    `tuning_request` (candidates per option, tune seeds) its tuning cells first (see `ablation.tuning`)."""
     from lightning_genae.experiment.ablation.cells import check_grid_root, plan_grid
     from lightning_genae.experiment.ablation.tuning import plan_tuning
 
@@ -167,10 +166,8 @@ def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | N
 def _cell_runner(
     runs: dict[GridCell, ResolvedRun], overwrite: bool
 ) -> Callable[[GridCell, Path, CellStart], None]:
-    """How a grid trains one cell: fresh, resumed (only with the cell's own options), or restarted over its
-    old files; `runs` is read when a cell starts, so cells added to it later run too."""
-    from lightning_genae.errors import RunFolderRefused
-    from lightning_genae.experiment.ablation.conflicts import unfinished_run_conflicts
+    """How a grid trains one cell: fresh, resumed, or restarted over its old files; `runs` is read when a cell
+    starts, so cells added to it later run too."""
     from lightning_genae.experiment.ablation.grid import CellStart
     from lightning_genae.experiment.resume import to_resume
     from lightning_genae.experiment.train import run
@@ -180,12 +177,6 @@ def _cell_runner(
         if start is CellStart.RESUME:
             resolved = replace(resolved, config=replace(resolved.config, overwrite=False))
             resume = to_resume("last", str(run_dir))
-            conflicts = unfinished_run_conflicts(resume.stored_config("--resume"), resolved.config)
-            if conflicts:
-                raise RunFolderRefused(
-                    f"{run_dir} holds an unfinished run with other options ({'; '.join(conflicts)}); re-run "
-                    "the grid with --overwrite or another --output"
-                )
         elif start is CellStart.RESTART:
             resolved = replace(resolved, config=replace(resolved.config, overwrite=True))
         replacing = "--overwrite" if overwrite else "running the cell again from scratch"

@@ -36,9 +36,8 @@ WANDB_HOST = "api.wandb.ai"
 
 
 class RunFolderCSVLogger(Logger):
-    """`<run>/metrics.csv` with no version sub-folders, which a resumed run continues (Lightning's `CSVLogger`
-    deletes it and heads it with one session's keys); rows are appended by `save()` under a header that is
-    the union of every key logged."""
+    """`<run>/metrics.csv`, which a resumed run continues (Lightning's `CSVLogger` deletes it), under a header
+    that is the union of every key logged."""
 
     def __init__(
         self, run_dir: str | Path, resume_step: int | None = None, evaluates_again: bool = False
@@ -310,7 +309,10 @@ def build_loggers(
             # Offline `silent` (what wandb prints repeats our line); online `quiet` keeps its URL and errors.
             settings={"silent": True} if offline else {"quiet": True},
         )
-        _drop_retired_anonymous_setting(wandb_logger)
+        # WandbLogger passes `anonymous=None`, wandb's default, which recent wandb warns about.
+        init_arguments = wandb_init_arguments(wandb_logger) or {}
+        if "anonymous" in init_arguments and init_arguments["anonymous"] is None:
+            del init_arguments["anonymous"]
         if offline:
             offline_runs = f"{shlex.quote(str(wandb_dir))}/offline-run-*"
             say(f"wandb: offline ({reason}); upload later with: wandb sync {offline_runs}")
@@ -339,14 +341,6 @@ def finish_loggers(
                     f"wandb: could not finish the W&B run ({describe_error(error)}); the run is complete in "
                     f"its folder, and its W&B files can be uploaded later with: wandb sync {wandb_dir}/*run-*"
                 )
-
-
-def _drop_retired_anonymous_setting(logger: WandbLogger) -> None:
-    """Stop WandbLogger passing `anonymous=None` (wandb's default, which recent wandb warns about) to
-    wandb.init; where Lightning no longer keeps that argument, this does nothing."""
-    init_arguments = wandb_init_arguments(logger)
-    if init_arguments is not None and "anonymous" in init_arguments and init_arguments["anonymous"] is None:
-        del init_arguments["anonymous"]
 
 
 def _stable_wandb_id(run_dir: Path) -> str:

@@ -1,6 +1,5 @@
-"""--overwrite: what a run wrote into its folder (RUN_FILES, and in RUN_FOLDERS only the names their patterns
-give) is set aside until the new run trains, then removed, or put back where the new run stopped before
-that; a user's file beside or inside them is kept and named."""
+"""--overwrite: what a run wrote into its folder is set aside until the new run trains, then removed, or put
+back where the new run stopped before that; a user's file beside or inside them is kept and named."""
 
 from __future__ import annotations
 
@@ -17,9 +16,8 @@ from lightning_genae.errors import RunFolderRefused, describe_error
 from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
 from lightning_genae.run_files import RUN_FILES, RUN_FOLDERS, WANDB_RUN_ID
 
-# Where `--overwrite` keeps the replaced run's files until the new run trains (SetAside): while they are
-# moved, once all are, and once the new run trained (being removed).
-SETTING_ASIDE_DIR = ".genae-replacing"
+# Where `--overwrite` keeps the replaced run's files until the new run trains (SetAside), and where they go
+# once it trained, to be removed.
 REPLACED_DIR = ".genae-replaced"
 REMOVED_DIR = ".genae-replaced-removed"
 # What this package writes as a W&B run id, and W&B takes: letters, digits, '_' and '-'.
@@ -117,7 +115,7 @@ def run_entries(path: Path) -> tuple[list[str], Removal]:
             removed.append(f"{name}/")
     # What a user keeps beside the run's files is named too (the lock is this invocation's own; a set-aside
     # folder that a replacing run killed before it trained left behind is a run's).
-    ours = {*RUN_FILES, *RUN_FOLDERS, LOCK_FILE, SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR}
+    ours = {*RUN_FILES, *RUN_FOLDERS, LOCK_FILE, REPLACED_DIR, REMOVED_DIR}
     kept += [
         entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
         for entry in sorted(path.iterdir())
@@ -144,23 +142,19 @@ class SetAside:
     @classmethod
     def take(cls, path: Path) -> SetAside:
         """Move the run's files in `path` aside; one that cannot be moved puts those already moved back."""
-        moving = path / SETTING_ASIDE_DIR
+        held = path / REPLACED_DIR
         entries, removal = run_entries(path)
-        moving.mkdir()
+        held.mkdir()
         try:
             for entry in entries:
-                (moving / entry).parent.mkdir(parents=True, exist_ok=True)
+                (held / entry).parent.mkdir(parents=True, exist_ok=True)
                 # A rename within the folder: instant, whatever the checkpoints' size.
-                os.replace(path / entry, moving / entry)
+                os.replace(path / entry, held / entry)
         except OSError:
-            _move_back(path, moving)
+            put_back(path)
             raise
-        os.replace(moving, path / REPLACED_DIR)
         remove_empty_run_folders(path)
         return cls(path, removal)
-
-    def put_back(self) -> None:
-        _put_back(self.path)
 
     def remove(self) -> str | None:
         """Remove the set-aside files for good; the error, where one could not be, as a line to say."""
@@ -177,29 +171,24 @@ class SetAside:
         return None
 
 
-def _put_back(path: Path) -> None:
-    """The run set aside in `path`'s REPLACED_DIR back in its place, over what the new run wrote there."""
-    moving = path / SETTING_ASIDE_DIR
-    os.replace(path / REPLACED_DIR, moving)
-    _move_back(path, moving)
-
-
-def _move_back(path: Path, moving: Path) -> None:
-    """Every file under `moving` back to its place in `path`, then `moving` removed."""
-    for source in sorted(moving.rglob("*")):
-        target = path / source.relative_to(moving)
+def put_back(path: Path) -> None:
+    """Every file set aside in `path`'s REPLACED_DIR back in its place, over what the new run wrote there;
+    one stopped part-way leaves the rest for the next to put back."""
+    held = path / REPLACED_DIR
+    for source in sorted(held.rglob("*")):
+        target = path / source.relative_to(held)
         if source.is_dir() and not source.is_symlink():
             target.mkdir(parents=True, exist_ok=True)  # an empty one too (a wandb run's tmp/)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
-    remove_entry(moving)
+    remove_entry(held)
 
 
 def put_back_a_stopped_overwrite(path: Path) -> None:
     """Finish what an `--overwrite` killed part-way left in `path` (`finish_a_stopped_overwrite`), under the
     folder's lock; a live run holding the lock is left alone. Every start that reads a run folder asks."""
-    if not any((path / name).exists() for name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR)):
+    if not any((path / name).exists() for name in (REPLACED_DIR, REMOVED_DIR)):
         return
     try:
         lock = RunFolderLock.acquire(path)
@@ -212,23 +201,19 @@ def put_back_a_stopped_overwrite(path: Path) -> None:
 
 
 def finish_a_stopped_overwrite(path: Path) -> None:
-    """A run set aside before the new one trained is put back, one still being moved is moved back, one a
-    trained run replaced is removed; rank 0 says which in one line."""
-    moving, held, removed = (path / name for name in (SETTING_ASIDE_DIR, REPLACED_DIR, REMOVED_DIR))
+    """A run set aside (or being set aside) before the new one trained is put back, one a trained run
+    replaced is removed; rank 0 says which in one line."""
+    held, removed = path / REPLACED_DIR, path / REMOVED_DIR
     said = None
     if removed.exists():
         try:
             remove_entry(removed)
         except OSError as error:
             said = f"{path}: {removed} (a replaced run) could not be removed ({describe_error(error)})"
-    if moving.exists():
-        # Killed while moving: every run file in the folder is still the replaced run's.
-        _move_back(path, moving)
-        said = f"{path}: moved back the files an --overwrite, killed while it set them aside, had moved"
-    elif held.exists():
+    if held.exists():
         # Killed before its run trained: the run comes back over what the killed run wrote in its files'
         # places; nothing else beside it is taken for the killed run's.
-        _put_back(path)
+        put_back(path)
         said = f"{path}: put back the run that an --overwrite, stopped before it trained, had set aside"
     if said is not None and global_rank() == 0:
         print(said, file=sys.stderr, flush=True)

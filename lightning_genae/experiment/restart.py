@@ -9,7 +9,7 @@ from pathlib import Path
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import ClusterJob
 from lightning_genae.errors import RunFolderRefused
-from lightning_genae.experiment.ablation.conflicts import holds_a_run_of_other_options
+from lightning_genae.experiment.ablation.conflicts import cell_conflicts
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resume import written_by
 from lightning_genae.experiment.train import default_run_dir
@@ -39,7 +39,7 @@ def checkpoint_of_restarted_job(
         return checkpoint if writer == "own" else None
     # A checkpoint that names no job, or a job id every torchrun without --rdzv-id shares.
     if values.output and values.overwrite:
-        if holds_a_run_of_other_options(folder, as_a_fresh_run()):
+        if cell_conflicts(folder, as_a_fresh_run()):
             return None  # another run's options: the run the --overwrite replaces
     elif job.identified:
         return checkpoint  # it names no job (written outside one, or by an older version): continued

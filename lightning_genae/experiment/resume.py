@@ -1,6 +1,5 @@
-"""Continuing a run: the checkpoint it continues from (the one `--resume` names, or for a restarted cluster
-job the one its own earlier attempt wrote), whether that leaves anything to train, and what the resumed run
-carries on (the learning rate asked for, the augmenter it trained with)."""
+"""Continuing a run: the checkpoint it continues from, whether that leaves anything to train, and what the
+resumed run carries on (the learning rate asked for, the augmenter it trained with)."""
 
 from __future__ import annotations
 
@@ -81,9 +80,8 @@ def training_complete(resume: RunCheckpoint, config: RunConfig, steps_per_iterat
 def continue_from(
     resume: RunCheckpoint | None, run_dir: Path, resolved: ResolvedRun, explicit_resume: bool
 ) -> RunCheckpoint | None:
-    """The checkpoint a `--resume` into the run's own folder continues from: the one given, unless the
-    folder's last.ckpt went further, which continuing from an older one would replace: refused, unless this
-    job's earlier attempt wrote it (a requeued job), which then continues from it."""
+    """The checkpoint a `--resume` into the run's own folder continues from: refused where the folder's
+    last.ckpt went further (which it would replace), unless this requeued job's earlier attempt wrote it."""
     last = last_checkpoint(run_dir)
     if resume is None or not explicit_resume or resume.run_folder.resolve() != run_dir.resolve():
         return resume
@@ -109,9 +107,8 @@ def continue_from(
 
 
 def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
-    """Refuse a --resume with no iteration left to train, which would only log its final rows again; a run
-    at the end of its budget without its summary.json (stopped during its final evaluation) runs that
-    evaluation."""
+    """Refuse a --resume with no iteration left to train; a run at the end of its budget without its
+    summary.json (stopped during its final evaluation) runs that evaluation."""
     config = resolved.config
     steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
     done = resume.iteration(steps_per_iteration)
@@ -150,21 +147,13 @@ def say_what_changes(
         new, old = config.plugin_options.get(name), stored.get(name)
         if new is not None and old is not None and new != old:
             say(f"{flag(name)} {new} replaces the checkpoint's {old} from here on")
-    evaluated = _evaluated_step(run_dir / "eval.json")
-    if evaluated is not None:
+    evaluated = read_json_object(run_dir / "eval.json") or {}
+    if "checkpoint" in evaluated and "global_step" in evaluated:
         say(
-            f"{run_dir / 'eval.json'} scored {evaluated[0]} at iteration {evaluated[1]}; the run goes on "
-            "past it, so run --evaluate again for the new weights"
+            f"{run_dir / 'eval.json'} scored {evaluated['checkpoint']} at iteration "
+            f"{evaluated['global_step']}; the run goes on past it, so run --evaluate again for the new "
+            "weights"
         )
-
-
-def _evaluated_step(eval_file: Path) -> tuple[str, int] | None:
-    """(checkpoint, iteration) an --evaluate's eval.json scored, or None where there is none to read."""
-    record = read_json_object(eval_file)
-    try:
-        return str(record["checkpoint"]), int(record["global_step"])
-    except (KeyError, TypeError, ValueError):  # no record (None), or one without these two
-        return None
 
 
 class LearningRateOnResume(Callback):
@@ -219,9 +208,8 @@ class AugmenterInCheckpoints(Callback):
 
 
 def check_same_augmenter(resume: RunCheckpoint, augmenter: dict[str, Any]) -> None:
-    """A run resumed with another augmenter than its checkpoint's would be half one augmenter's run: an
-    --augment-ckpt file of other contents is refused (it can be put back); other weights that differ (a cache
-    trained again) are said in a line."""
+    """Refuse an --augment-ckpt file of other contents than the resumed run's (half one augmenter's run);
+    other augmenter weights (a cache trained again) are said in a line."""
     now, before = augmenter.get("sha256"), resume.contents.get(AUGMENTER_SHA256_KEY)
     if isinstance(now, str) and isinstance(before, str) and now != before:
         raise RunFolderRefused(

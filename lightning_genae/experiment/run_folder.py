@@ -17,6 +17,7 @@ from lightning_genae.errors import ConfigError, RunFolderRefused
 from lightning_genae.experiment.overwrite import (
     SetAside,
     finish_a_stopped_overwrite,
+    put_back,
     put_back_a_stopped_overwrite,
     refuse_linked_run_folders,
     remove_empty_run_folders,
@@ -137,8 +138,7 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 def started_by_an_earlier_attempt_of_this_job(path: Path, config_text: str) -> bool:
     """Whether `path` holds only the start of this very SLURM job's earlier attempt, killed before its first
-    checkpoint: the job was requeued (its lock records a lower SLURM_RESTART_COUNT), there is no checkpoint,
-    and the folder's config.yaml is the one this run writes (`config_text`)."""
+    checkpoint (its lock says so), its config.yaml the one this run writes (`config_text`)."""
     files = started_run_files(path)
     if CONFIG_FILE not in files or any(name.startswith(f"{CHECKPOINT_DIR}/") for name in files):
         return False
@@ -208,9 +208,8 @@ class ClaimedRunFolder:
     def claim(
         cls, path: Path, *, resuming_from: Path | None, overwrite: bool, replacing: str = "--overwrite"
     ) -> ClaimedRunFolder:
-        """Check that `path` may take this run, make it and lock it; refuse with one line otherwise.
-        `resuming_from`: the run folder of the checkpoint a `--resume` continues; `overwrite` sets the run
-        there aside once the lock is held, said with `replacing`."""
+        """Check that `path` may take this run (`resuming_from`: the folder of the run `--resume` continues),
+        make it and lock it; `overwrite` sets the run there aside once the lock is held."""
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
         if path.is_dir():
@@ -308,10 +307,10 @@ class ClaimedRunFolder:
             return
         self.undone = True
         if self.set_aside is not None:
-            # What this invocation wrote goes first (below), then the replaced run's files come back.
-            set_aside, self.set_aside = self.set_aside, None
+            # What this invocation wrote goes first, then the replaced run's files come back.
+            self.set_aside = None
             self._remove_new_entries()
-            set_aside.put_back()
+            put_back(self.path)
             return
         self._remove_new_entries()
         if self.path in self.made:

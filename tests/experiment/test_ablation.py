@@ -622,7 +622,7 @@ def test_an_unfinished_cell_is_not_resumed_with_options_that_decide_its_numbers(
 ) -> None:
     """A grid stopped part-way (a preempted array) and re-run with another learning rate would resume its
     cells at the new one: half a run at each, averaged as if it were either. Refused whole, before any cell
-    trains, from the cell's config.yaml; and, were that unreadable, by the cell when it resumes."""
+    trains, from the options the cell's last.ckpt records (its config.yaml is not needed)."""
     from tiny import TINY_RUN
 
     from lightning_genae.experiment.cli import main
@@ -640,8 +640,8 @@ def test_an_unfinished_cell_is_not_resumed_with_options_that_decide_its_numbers(
     err = capsys.readouterr().err
     assert named in err and err.count("\n") == 1
     (cell / "config.yaml").write_text("not: [yaml")
-    assert main(changed) == 1
-    assert "holds an unfinished run with other options" in capsys.readouterr().err
+    assert main(changed) == 2
+    assert named in capsys.readouterr().err
     assert (cell / "checkpoints" / "last.ckpt").read_bytes() == before and not (
         cell / "summary.json"
     ).exists()

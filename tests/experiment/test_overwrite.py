@@ -12,8 +12,11 @@ import pytest
 from forked import run_forked
 from tiny import TINY_RUN
 
+from lightning_genae.errors import RunFolderRefused
 from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.overwrite import Removal, SetAside
+from lightning_genae.experiment.run_folder import ClaimedRunFolder
+from lightning_genae.experiment.run_lock import LOCK_FILE
 
 TINY_AE = ["--model", "ae", *TINY_RUN]
 # A mistake found only once the run folder is taken: more training images than digits has.
@@ -322,7 +325,7 @@ def test_a_run_killed_while_its_overwrite_moved_files_aside_gets_every_file_back
     """Killed part-way through the renames: what was moved comes back, what was not is left as it is (it is
     the replaced run's too)."""
     before = _files(finished_run)
-    moving = finished_run / ".genae-replacing"
+    moving = finished_run / ".genae-replaced"
     for name in ("config.yaml", "metrics.csv", "checkpoints/best.ckpt"):
         (moving / name).parent.mkdir(parents=True, exist_ok=True)
         os.replace(finished_run / name, moving / name)
@@ -404,28 +407,18 @@ def test_a_grid_cell_whose_restart_fails_before_training_keeps_its_finished_run_
     assert main(grid) == 0 and "finished (step 2), skipped" in capsys.readouterr().out
 
 
-def test_an_evaluation_whose_run_was_replaced_meanwhile_writes_no_eval_json_beside_the_new_run(
-    finished_run, monkeypatch, capsys
-):
+def test_no_run_starts_in_a_folder_while_its_checkpoint_is_evaluated_there(finished_run, monkeypatch):
     """`--evaluate D/checkpoints/last.ckpt` scores the run it loaded; an `--overwrite` of D starting while it
-    computes would leave those numbers in an eval.json beside the new run."""
+    computes would leave those numbers in an eval.json beside the new run: it is refused until then."""
     from lightning_genae.experiment import evaluate
 
     scored = evaluate.final_evaluation
 
-    def replaced_meanwhile(*args, **kwargs):
-        metrics = scored(*args, **kwargs)
-        config = finished_run / "config.yaml"
-        new_start = finished_run / "config.yaml.new"
-        new_start.write_text(config.read_text() + "# another start\n")
-        os.replace(new_start, config)
-        return metrics
+    def overwritten_meanwhile(*args, **kwargs):
+        with pytest.raises(RunFolderRefused, match="in use by another run"):
+            ClaimedRunFolder.claim(finished_run, resuming_from=None, overwrite=True)
+        return scored(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "final_evaluation", replaced_meanwhile)
-    assert main(["--evaluate", str(finished_run / "checkpoints" / "last.ckpt")]) == 2
-    assert "was started again while last.ckpt was evaluated" in capsys.readouterr().err
-    assert not (finished_run / "eval.json").exists()
-    # An evaluation with nothing started meanwhile writes beside its run.
-    monkeypatch.setattr(evaluate, "final_evaluation", scored)
+    monkeypatch.setattr(evaluate, "final_evaluation", overwritten_meanwhile)
     assert main(["--evaluate", str(finished_run / "checkpoints" / "last.ckpt")]) == 0
-    assert (finished_run / "eval.json").is_file()
+    assert (finished_run / "eval.json").is_file() and not (finished_run / LOCK_FILE).exists()

@@ -434,7 +434,7 @@ def test_evaluate_of_a_run_still_training_writes_no_eval_json_in_its_folder(fini
     held_lock(finished_run)
     checkpoint = finished_run / "checkpoints" / "last.ckpt"
     assert main(["--evaluate", str(checkpoint)]) == 2
-    one_line(capsys, "is in use by the run still training there", "--output DIR")
+    one_line(capsys, f"--output {finished_run} is in use by another run", "pick another --output")
     assert not (finished_run / "eval.json").exists()
     elsewhere = finished_run.parent / "evaluation"
     assert main(["--evaluate", str(checkpoint), "--output", str(elsewhere)]) == 0

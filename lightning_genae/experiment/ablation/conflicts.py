@@ -1,6 +1,5 @@
-"""When a cell's folder holds another run than the cell the grid asks for: one that differs in what a resume
-may not change, or in what decides a finished run's numbers, is another experiment, refused rather than
-averaged with the grid's cells or replaced unasked."""
+"""When a cell's folder holds another experiment than the cell: a run that differs in what decides its
+numbers is refused rather than averaged with the grid's cells or replaced unasked."""
 
 from __future__ import annotations
 
@@ -9,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from lightning_genae.cache import file_sha256
-from lightning_genae.errors import RunFolderRefused
+from lightning_genae.errors import ConfigError, RunFolderRefused
 from lightning_genae.experiment.config import RunConfig, absolute_path, flag, resume_conflicts
 from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.run_folder import read_summary
 from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.models import unread_by_run
-from lightning_genae.run_files import CHECKPOINT_DIR, CONFIG_FILE, FAILED_FILE
+from lightning_genae.run_files import CHECKPOINT_DIR, CONFIG_FILE, FAILED_FILE, last_checkpoint
 
 # Options a resume may change that still decide a finished run's numbers (a preempted grid re-run with
 # another --lr would resume its cells half-way at the new rate). The budget is continued instead.
@@ -61,9 +60,8 @@ def run_conflicts(
     where: str = "the run there",
     defining: Sequence[str] = DEFINING_A_FINISHED_RUN,
 ) -> list[str]:
-    """How the run whose recorded options are `stored` differs from `config` in what a grid may not continue
-    it with (options either run leaves unread are not compared). A schedule that runs over its budget is
-    not continued to another: it would restart part-way, as no fresh cell of the new budget does."""
+    """How the run that recorded `stored` differs from `config` in what a grid may not continue it with; a
+    schedule run over its budget is not continued to another, as no fresh cell of that budget would be."""
     wanted = config.to_dict()
     unread = unread_by_run(str(stored.get("model", "")), stored) | unread_by_run(str(wanted["model"]), wanted)
     conflicts = resume_conflicts(stored, wanted, unread, stored_in=where)
@@ -115,7 +113,7 @@ def finished_run_conflicts(
 def _budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, Any], run_dir: Path) -> list[str]:
     """A finished cell continues from its last.ckpt to a longer budget of the same kind only: a shorter one
     would relabel it as a run of that budget."""
-    has_checkpoint = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file()
+    has_checkpoint = last_checkpoint(run_dir).is_file()
 
     def longer(old: Any, new: Any) -> bool:
         return all(type(value) is int and value > 0 for value in (old, new)) and new > old
@@ -129,9 +127,17 @@ def _budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, Any], run_
 
 
 def _recorded_configuration(run_dir: Path) -> dict[str, Any]:
-    """The options a run's config.yaml records ({} where unreadable: its checkpoint is compared on resume)."""
+    """The options an unfinished run's last.ckpt records, or before its first its config.yaml ({} where
+    unreadable)."""
     import yaml
 
+    from lightning_genae.checkpoint import RunCheckpoint  # imports Lightning, which --summarize never loads
+
+    if last_checkpoint(run_dir).is_file():
+        try:
+            return RunCheckpoint.load(last_checkpoint(run_dir), "--resume").stored_config("--resume")
+        except ConfigError:
+            return {}  # a damaged last.ckpt: its resume is refused
     try:
         recorded = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -145,7 +151,7 @@ def cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
     summary = read_summary(run_dir)
     if summary is not None:
         return finished_run_conflicts(summary, config, run_dir)
-    resumed = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file() and not (run_dir / FAILED_FILE).is_file()
+    resumed = last_checkpoint(run_dir).is_file() and not (run_dir / FAILED_FILE).is_file()
     if resumed or live_lock_owner(run_dir) is not None:
         return unfinished_run_conflicts(_recorded_configuration(run_dir), config)
     return []
@@ -166,11 +172,3 @@ def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfi
             f"{len(clashing)} of the {len(cells)} cells hold runs with other options (the first, {folder}: "
             f"{'; '.join(conflicts)}); re-run the grid with --overwrite or another --output"
         )
-
-
-def holds_a_run_of_other_options(run_dir: Path, config: RunConfig) -> bool:
-    """Whether the run in `run_dir` (finished or not) was started with other options than `config`."""
-    summary = read_summary(run_dir)
-    if summary is not None:
-        return bool(finished_run_conflicts(summary, config))
-    return bool(unfinished_run_conflicts(_recorded_configuration(run_dir), config))

@@ -124,9 +124,8 @@ def signal_curves(
 def write_png(
     path: Path, root: Path, runs: list[CellRun], headline: str | None, not_averaged: Collection[str] = ()
 ) -> None:
-    """Mean validation headline per row against step (min..max band across seeds), and a panel per
-    overfitting signal the runs logged. A row with no common step, or in `not_averaged`, draws each run
-    apart; the latter stays out of the signal panels."""
+    """Mean validation headline per row against step, and a panel per overfitting signal the runs logged; a
+    row with no common step, or in `not_averaged`, draws each run apart."""
     # An explicit Agg canvas leaves pyplot's global backend alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -1,6 +1,5 @@
-"""Running a grid's cells, each started as what its folder holds says (`_how_to_start`): a cell that fails
-leaves failed.json and the grid goes on; Ctrl-C stops the grid, and a stop signal that came in a cell's last
-iteration stops it after that cell."""
+"""Running a grid's cells, each started as its folder says (`_how_to_start`): a cell that fails leaves
+failed.json and the grid goes on; Ctrl-C or a stop signal stops the grid."""
 
 from __future__ import annotations
 
@@ -17,11 +16,7 @@ from lightning_genae.cache import write_file_atomically
 from lightning_genae.cluster import interrupted_by, take_noted_signal
 from lightning_genae.errors import RunFolderRefused, describe_error
 from lightning_genae.experiment.ablation.cells import GridCell, overwrite_pending, set_overwrite_pending
-from lightning_genae.experiment.ablation.conflicts import (
-    budget_changes,
-    finished_run_conflicts,
-    summary_config,
-)
+from lightning_genae.experiment.ablation.conflicts import budget_changes, cell_conflicts, summary_config
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.run_folder import read_summary
@@ -49,9 +44,8 @@ class CellOutcome:
 
 
 def _how_to_start(run_dir: Path, overwrite: bool, config: RunConfig | None) -> tuple[CellStart | str, str]:
-    """How to start the cell, or why to leave it (`skipped`, `in use`, `refused`), and what to say: a finished
-    run is skipped or continued to a longer budget, an unfinished one resumed, a failed one run again, another
-    process's left to it, and another run's (other options) refused, never replaced."""
+    """How to start the cell, or why to leave it (`skipped`, `in use`, `refused`: a run of other options is
+    never replaced unasked), and what to say."""
     put_back_a_stopped_overwrite(run_dir)
     owner = live_lock_owner(run_dir)
     if owner is not None:
@@ -64,14 +58,14 @@ def _how_to_start(run_dir: Path, overwrite: bool, config: RunConfig | None) -> t
             return (CellStart.RESTART if run_dir.exists() else CellStart.FRESH), "starting over (--overwrite)"
     if (run_dir / FAILED_FILE).is_file():
         return CellStart.RESTART, "failed before, running it again from scratch"
+    conflicts = cell_conflicts(run_dir, config) if config is not None else []
+    if conflicts:
+        return "refused", (
+            f"{run_dir} holds a run with other options ({'; '.join(conflicts)}); re-run the grid with "
+            "--overwrite or another --output"
+        )
     summary = read_summary(run_dir)
     if summary is not None:
-        conflicts = finished_run_conflicts(summary, config, run_dir) if config is not None else []
-        if conflicts:
-            return "refused", (
-                f"{run_dir} holds a finished run with other options ({'; '.join(conflicts)}); re-run the "
-                "grid with --overwrite or another --output"
-            )
         step = summary.get("global_step", "?")
         if config is not None and budget_changes(summary_config(summary), config.to_dict()):
             return CellStart.RESUME, f"finished at step {step}, continuing to the new budget"

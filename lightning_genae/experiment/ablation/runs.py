@@ -106,9 +106,8 @@ ROW_FREE_OPTIONS = frozenset(
 
 
 def _row_traits(run: CellRun, leave_out: Collection[str] = (), rows: bool = False) -> dict[str, Any]:
-    """What decides a finished run's numbers and must agree among the seeds of its row: its options (but the
-    row-free, unread and `leave_out` ones), its augmenter file, backbone, test images and data by content
-    (`rows`: in a form rows with and without --train-size share)."""
+    """What decides a finished run's numbers and must agree among the seeds of its row (`rows`: in a form
+    rows with and without --train-size share): its options, augmenter, backbone, test images and data."""
     config = summary_config(run.summary)
     unread = unread_by_run(str(config.get("model", "")), config)
     traits = {
@@ -189,9 +188,8 @@ ITERATIONS_TRAINED = "iterations trained"
 
 
 def table_disagreement(runs: Iterable[CellRun]) -> dict[str, str]:
-    """Why the rows of one table are not one experiment (empty when they are): each trait their finished runs
-    differ in beyond augmentation and training size, and, at one training size, iterations trained (an
-    offline pool lengthens its arm's epochs)."""
+    """Each trait the finished runs of one table differ in beyond augmentation and training size, and at one
+    training size the iterations trained (an offline pool lengthens its arm's epochs)."""
     from lightning_genae.augmentation import augmentation_options
 
     ok_runs = sorted((run for run in runs if run.ok), key=CellRun.sort_key)

@@ -135,9 +135,8 @@ def _group_table(
     arm_choices: Mapping[str, Mapping[str, Any]],
     chosen_steps: bool = False,
 ) -> list[str]:
-    """A Markdown row per (train size, augment), the baseline `none` first and then the best headline mean, of
-    the metrics `metrics_of` gives (`chosen_steps`: with each seed's chosen checkpoint's step); a row not one
-    experiment shows no mean."""
+    """A Markdown row per (train size, augment) of the metrics `metrics_of` gives, the baseline first, then
+    the best headline mean; a row not one experiment shows no mean."""
     import pandas as pd
 
     columns = list(dict.fromkeys([*metrics, *([headline] if headline else [])]))

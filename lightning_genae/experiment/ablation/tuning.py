@@ -1,7 +1,5 @@
-"""Tuning a grid's arms on the validation split before their final runs (`--augment-p 0.1,0.25 --tune-seeds
-9`): per arm (an augment at a train size) every combination of the candidates it reads, once per tune seed,
-in `ROOT/tuning/` on the validation split only; then each arm's best mean validation headline with the
-grid's seeds, the only runs evaluated on the test split. `ROOT/tuning.json` records it all."""
+"""Tuning a grid's arms (`--augment-p 0.1,0.25 --tune-seeds 9`): every candidate an arm reads, per tune seed,
+on the validation split in `ROOT/tuning/`; then the best with the grid's seeds (ROOT/tuning.json)."""
 
 from __future__ import annotations
 
