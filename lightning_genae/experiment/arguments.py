@@ -8,7 +8,6 @@ import functools
 import operator
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,7 @@ import yaml
 from jsonargparse import ActionYesNo
 
 from lightning_genae import __version__
-from lightning_genae.augmentation import (
-    AUGMENTATIONS,
-    BUILT_IN_AUGMENTATIONS,
-    augmentation_choices,
-    augmentation_options,
-)
+from lightning_genae.augmentation import AUGMENTATIONS, augmentation_choices, augmentation_options
 from lightning_genae.datamodules import DATASETS, dataset_options
 from lightning_genae.errors import PLUGIN_HINT, ConfigError
 from lightning_genae.experiment.ablation.tuning import candidate_separators, candidate_texts
@@ -36,7 +30,7 @@ from lightning_genae.experiment.config import (
 from lightning_genae.experiment.program import CommandLineParser, command_prefix, program_name
 from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import PluginOptions, did_you_mean, shown_value, typed_flag
+from lightning_genae.plugin_options import did_you_mean, shown_value, typed_flag
 
 GROUP_TITLES = {
     "what": "what to train on",
@@ -343,41 +337,3 @@ def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
             + (" --output DIR" if values["resume"] == "last" else "")
         )
     return values
-
-
-def _is_plugin(name: str, spec: Any) -> bool:
-    """Whether `name` was registered from outside the package (a built-in's location is relative)."""
-    if name in BUILT_IN_AUGMENTATIONS and spec is AUGMENTATIONS.get(name):
-        return False
-    return not getattr(spec, "location", "").startswith(".")
-
-
-def check_registered_options() -> None:
-    """Refuse, in one line naming it, a registered family's, dataset's or augmentation's option that would
-    not be a flag of its own."""
-    for kind, registry in (("model", MODELS), ("dataset", DATASETS), ("augmentation", AUGMENTATIONS)):
-        for name, spec in registry.items():
-            if _is_plugin(name, spec):
-                _check_option_names(kind, name, spec.options)
-    declared = {name: spec.options.types() for name, spec in MODELS.items()}
-    for name, kinds in declared.items():
-        if not _is_plugin(name, MODELS[name]):
-            continue
-        for other, other_kinds in declared.items():
-            for option in set(kinds) & set(other_kinds):
-                if kinds[option] != other_kinds[option]:
-                    raise ConfigError(
-                        f"model {name!r}: option {option} is {kinds[option]} here but {other_kinds[option]} "
-                        f"in {other}; rename it"
-                    )
-
-
-def _check_option_names(kind: str, name: str, options: type[PluginOptions]) -> None:
-    """Every option of a plug-in is declared with `option(default, help)`: its flag needs the help text.
-    (A name another flag has is refused by the parser, `build_parser`.)"""
-    for declared_field in fields(options):
-        if "help" not in declared_field.metadata:
-            raise ConfigError(
-                f"{kind} {name!r}: option {declared_field.name} is a plain dataclass field; "
-                "declare it with option(default, help) from lightning_genae.plugin_options"
-            )

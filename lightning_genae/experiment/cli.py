@@ -17,7 +17,6 @@ from lightning_genae.experiment.ablation.tuning import (
 )
 from lightning_genae.experiment.arguments import (
     build_parser,
-    check_registered_options,
     command_line_values,
     config_file_values,
     split_list,
@@ -82,7 +81,6 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
     try:
         # Before the parser: a plug-in's names are choices of --model, --data and --augment.
         load_plugins()
-        check_registered_options()
         parser = build_parser()
         args = command_line_values(parser, argv)
         print_config = args.pop("print_config", False)
