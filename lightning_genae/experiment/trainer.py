@@ -12,7 +12,6 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from lightning_fabric.utilities.imports import _IS_INTERACTIVE
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.strategies import DDPStrategy
 
 from lightning_genae.api import CallbackSettings, run_callbacks, trainer_kwargs, validation_every
 from lightning_genae.callbacks.progress_bar import IterationProgressBar
@@ -71,20 +70,17 @@ def runs_several_processes(config: RunConfig) -> bool:
     )
 
 
-def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> Any:
-    """Adversarial models leave one network without gradients in each backward; DDP must expect that,
-    also where `--strategy auto` picks DDP for several devices."""
-    if not family.adversarial or "find_unused" in config.strategy:
-        return config.strategy
+def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> str:
+    """Adversarial models leave one network without gradients in each backward: DDP must expect that (as
+    Lightning's `*_find_unused_parameters_true` do), also where `--strategy auto` picks DDP."""
     strategy = config.strategy
+    if not family.adversarial or "find_unused" in strategy:
+        return strategy
     if strategy == "auto" and runs_several_processes(config):
         # What Lightning's `auto` picks for several processes: forked in a notebook, else started as scripts.
         strategy = "ddp_fork" if _IS_INTERACTIVE else "ddp"
-    start_method = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}.get(
-        strategy
-    )
-    if start_method is not None:
-        return DDPStrategy(find_unused_parameters=True, start_method=start_method)
+    if strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        return f"{strategy}_find_unused_parameters_true"
     return config.strategy
 
 
