@@ -22,9 +22,9 @@ from lightning_genae.experiment.ablation.tuning import candidate_separators, can
 from lightning_genae.experiment.config import (
     COMMAND_LINE_ONLY,
     CONFIG_FIELDS,
-    CONFIG_TYPES,
     LOGGER_CHOICES,
     WHOLE_SPLIT,
+    RunConfig,
     flag,
 )
 from lightning_genae.experiment.program import CommandLineParser, command_prefix, program_name
@@ -270,7 +270,7 @@ def _parser_for(program: str, registered: tuple[Any, ...]) -> CommandLineParser:
         # A registry's names are checked against the registry, which names the plug-ins a run may lack.
         registry = {"model": MODELS, "data": DATASETS}.get(name)
         names = {"type": str, "metavar": "{" + ",".join(registry) + "}"} if registry else {}
-        _add_flag(groups[spec.metadata["group"]], name, CONFIG_TYPES[name], help_text, spec, **names)
+        _add_flag(groups[spec.metadata["group"]], name, RunConfig.types()[name], help_text, spec, **names)
     for name in dict.fromkeys(name for spec in MODELS.values() for name in spec.options.__dataclass_fields__):
         _add_flag(groups["model"], name, *_family_help(name))
     for group, declared in (("what", dataset_options()), ("augmentation", augmentation_options())):

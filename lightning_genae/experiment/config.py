@@ -250,9 +250,6 @@ class RunConfig(PluginOptions):
 
 
 CONFIG_FIELDS = {f.name: f for f in fields(RunConfig) if f.name != "plugin_options"}
-CONFIG_TYPES: dict[str, Any] = {
-    name: kind for name, kind in typing.get_type_hints(RunConfig).items() if name in CONFIG_FIELDS
-}
 # Options that name a file or folder: made absolute in what a run records, and compared as paths.
 PATH_OPTIONS = tuple(name for name, spec in CONFIG_FIELDS.items() if spec.metadata.get("path"))
 
