@@ -259,19 +259,9 @@ def absolute_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-# run.py's flags that are no option of a run (modes, grids, help).
-COMMAND_LINE_ONLY = (
-    "help",
-    "config",
-    "print_config",
-    "version",
-    "evaluate",
-    "evaluate_folder",
-    "seeds",
-    "tune_seeds",
-    "grid_index",
-    "summarize",
-)
+# run.py's modes and grids (a grid's three last), and with help, its flags that are no option of a run.
+MODES = ("config", "evaluate", "evaluate_folder", "summarize", "seeds", "grid_index", "tune_seeds")
+COMMAND_LINE_ONLY = (*MODES, "help", "print_config", "version")
 # How --train-size names the whole training split (None in RunConfig).
 WHOLE_SPLIT = "full"
 # Options a `--resume` may change, from the resumed step on; every other option defines the run and must equal
