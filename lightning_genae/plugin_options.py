@@ -94,6 +94,14 @@ def typed_flag(name: str, value: Any) -> str:
     return flag(f"no_{name}") if value is False else flag(name)
 
 
+def help_with_default(name: str, spec: dataclasses.Field) -> str:
+    """An option's `--help` line with its default (`shown_default` where its owner computes it)."""
+    shown = spec.metadata.get("shown_default")
+    if shown is None and spec.default is not None:
+        shown = typed_flag(name, spec.default) if isinstance(spec.default, bool) else spec.default
+    return spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
+
+
 def is_of_type(kind: Any, value: Any) -> bool:
     """Whether `value` is one an option of type `kind` holds (`int | None`, `float | Literal["auto"]`,
     `list[str]`): a bool is no number, an int is a float."""

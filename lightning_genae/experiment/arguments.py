@@ -30,7 +30,7 @@ from lightning_genae.experiment.config import (
 from lightning_genae.experiment.program import CommandLineParser, command_prefix, program_name
 from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import did_you_mean, shown_value, typed_flag
+from lightning_genae.plugin_options import did_you_mean, help_with_default, shown_value, typed_flag
 
 GROUP_TITLES = {
     "what": "what to train on",
@@ -275,11 +275,7 @@ def _parser_for(program: str, registered: tuple[Any, ...]) -> CommandLineParser:
         _add_flag(groups["model"], name, *_family_help(name))
     for group, declared in (("what", dataset_options()), ("augmentation", augmentation_options())):
         for name, (kind, spec) in declared.items():
-            shown = spec.metadata.get("shown_default")
-            if shown is None and spec.default is not None:
-                shown = _shown_default(name, spec.default)
-            help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
-            _add_flag(groups[group], name, kind, help_text, spec)
+            _add_flag(groups[group], name, kind, help_with_default(name, spec), spec)
     return parser
 
 
