@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import time
 import warnings
@@ -131,9 +130,7 @@ class RunWallClock(Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
-        earlier = checkpoint.get(WALL_TIME_KEY)
-        if isinstance(earlier, (int, float)) and math.isfinite(earlier) and earlier >= 0:
-            self._earlier_sessions_s = float(earlier)
+        self._earlier_sessions_s = float(checkpoint.get(WALL_TIME_KEY, 0.0))
 
 
 def run(
