@@ -18,10 +18,10 @@ from lightning_genae.augmentation import (
     option_defaults,
     parse_augment,
 )
-from lightning_genae.errors import ConfigError, UnreadOptions, agree
+from lightning_genae.errors import ConfigError, agree
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import PluginOptions, flag, unread_refusal
+from lightning_genae.plugin_options import PluginOptions, unread_refusal
 
 
 def given_options(config: RunConfig) -> dict[str, Any]:
@@ -120,20 +120,13 @@ def resolve_augment_plan(
         if refused:
             raise ConfigError(message)
     stray = [name for name in given if name not in read]
-    if stray and not drop_unused and any(name in reasons for name in stray):
-        raise unread_refusal(sorted(stray, key=lambda name: name not in reasons), reasons)
     if stray and not drop_unused:
-        raise UnreadOptions(
-            f"{', '.join(map(flag, stray))} {agree(stray, 'does', 'do')} nothing with --augment "
-            f"{config.augment}; drop "
-            + agree(
-                stray,
-                "it, or use the augmentation it belongs to",
-                "them, or use the augmentations they belong to",
-            )
-            + " (see --help)",
-            tuple(stray),
+        nothing = (
+            f"does nothing with --augment {config.augment}; drop it, or use the augmentation it belongs to "
+            "(see --help)"
         )
+        explained = sorted(stray, key=lambda name: name not in reasons)
+        raise unread_refusal(explained, {**dict.fromkeys(stray, nothing), **reasons})
     # Now every value read is checked; one the run does not read (a grid cell's) is left at its default.
     settings = _settings(plan_names, given, only=read)
     chosen = {key: value for options in settings.values() for key, value in options.to_dict().items()}

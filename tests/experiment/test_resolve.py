@@ -126,11 +126,11 @@ BAD_CONFIGS = {
     ),
     "augmentation option with no augmentation": (
         dict(augment="none", augment_p=0.3),
-        ["--augment-p", "--augment none", "drop it"],
+        ["augment_p", "--augment none", "drop it"],
     ),
     "augmentation option another augmentation reads": (
         dict(augment="diffaug", augment_noise=0.1),
-        ["--augment-noise", "--augment diffaug", "drop it"],
+        ["augment_noise", "--augment diffaug", "drop it"],
     ),
     "pool size in online mode": (
         dict(augment="ae", augment_pool=100),
