@@ -155,12 +155,16 @@ def option(
     shown_default: str | None = None,
     canonical: Callable[[Any], Any] | None = None,
     changeable_on_resume: bool = False,
+    group: str | None = None,
 ) -> Any:
-    """An option: its default, its `--help` line and the range it must lie in. `path`: names a file (not
-    empty); `tunable`: a grid may list candidates; `shown_default`: `--help`'s default where the owner
-    computes it; `canonical`: the stored form of a value (or its OptionError); `changeable_on_resume`."""
+    """An option: its default (a callable makes it), its `--help` line and the range it must lie in. `path`:
+    names a file (not empty); `tunable`: a grid may list candidates; `shown_default`: `--help`'s default
+    where the owner computes it; `canonical`: the stored form of a value (or its OptionError);
+    `changeable_on_resume`; `group`: its `--help` section (a RunConfig field's)."""
     # Every argument but the default, by name: the field's metadata.
     metadata = {name: value for name, value in locals().items() if name != "default"}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 

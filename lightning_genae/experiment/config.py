@@ -23,6 +23,7 @@ from lightning_genae.plugin_options import (
     PLUGIN_OPTION_NAMES,
     PluginOptions,
     flag,
+    option,
     typed_flag,
 )
 from lightning_genae.run_files import PER_INVOCATION
@@ -46,143 +47,136 @@ LOGGER_CHOICES = {
 }
 
 
-def _opt(default: Any, help: str, **extra: Any) -> Any:
-    metadata = {"help": help, **extra}
-    if callable(default):
-        return field(default_factory=default, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
 @dataclass(frozen=True)
 class RunConfig(PluginOptions):
     """One training run, frozen; each value is checked against its declared range as it is made."""
 
-    model: str = _opt("gan", "model family", group="what")
-    data: str = _opt("digits", "dataset", group="what")
-    augment: str = _opt("none", "data augmentation", group="what")
-    data_dir: str = _opt(
+    model: str = option("gan", "model family", group="what")
+    data: str = option("digits", "dataset", group="what")
+    augment: str = option("none", "data augmentation", group="what")
+    data_dir: str = option(
         default_data_dir,
         "dataset root, $GENAE_DATA_DIR when that is set; for --data folder, the image folder",
         group="what",
         path=True,
     )
-    train_size: int | None = _opt(
+    train_size: int | None = option(
         None,
         "train on a stratified subset of N training images, seeded by --seed (limited data)",
         group="what",
         at_least=1,
     )
 
-    batch_size: int = _opt(64, "global batch size, split across devices", group="training", at_least=1)
-    max_steps: int | None = _opt(
+    batch_size: int = option(64, "global batch size, split across devices", group="training", at_least=1)
+    max_steps: int | None = option(
         None,
         "training iterations (a GAN's D+G update is one)",
         group="training",
         at_least=1,
         at_most=MAX_STEPS,
     )
-    max_epochs: int | None = _opt(
+    max_epochs: int | None = option(
         None, "passes over the training split", group="training", at_least=1, at_most=MAX_EPOCHS
     )
-    seed: int = _opt(
+    seed: int = option(
         0, "random seed (weights, noise, --train-size subset)", group="training", at_least=0, at_most=MAX_SEED
     )
 
-    precision: Precision = _opt(
+    precision: Precision = option(
         "32-true", "numeric precision, e.g. 32-true, 16-mixed, bf16-mixed", group="hardware"
     )
-    accelerator: str = _opt("auto", "cpu, gpu, mps or auto", group="hardware")
-    devices: str = _opt("auto", "number of devices, a list like 0,1, or auto", group="hardware")
-    strategy: str = _opt(
+    accelerator: str = option("auto", "cpu, gpu, mps or auto", group="hardware")
+    devices: str = option("auto", "number of devices, a list like 0,1, or auto", group="hardware")
+    strategy: str = option(
         "auto",
         "auto, ddp, deepspeed, ... (adversarial models get DDP's unused-parameter handling automatically; "
         "strategies that spawn or fork their processes are refused)",
         group="hardware",
     )
-    num_nodes: int = _opt(1, "number of nodes (SLURM/torchrun)", group="hardware", at_least=1)
-    num_workers: int = _opt(
+    num_nodes: int = option(1, "number of nodes (SLURM/torchrun)", group="hardware", at_least=1)
+    num_workers: int = option(
         0, "DataLoader workers (data is in memory; 0 is usually fastest)", group="hardware", at_least=0
     )
-    threads: int | None = _opt(
+    threads: int | None = option(
         None,
         "torch's CPU threads per process (default: $OMP_NUM_THREADS where set, else the cores this process "
         "may use: SLURM's CPUs per task, else its CPU affinity); on a shared CPU give the cores you own",
         group="hardware",
         at_least=1,
     )
-    data_on_device: DataOnDevice = _opt(
+    data_on_device: DataOnDevice = option(
         "auto",
         "index training batches on the run's device (no loader, no host-to-device copy): on, off, or auto "
         "(on unless --num-workers is given or the split would take over a quarter of the GPU's memory)",
         group="hardware",
     )
 
-    logger: list[str] = _opt(
+    logger: list[str] = option(
         lambda: ["csv"], "loggers, comma list: csv (always on), tensorboard, wandb", group="logging"
     )
-    wandb_project: str = _opt("lightning-genae", "W&B project", group="logging")
-    wandb_group: str | None = _opt(None, "W&B group (ablation grids set it)", group="logging")
-    output: str | None = _opt(
+    wandb_project: str = option("lightning-genae", "W&B project", group="logging")
+    wandb_group: str | None = option(None, "W&B group (ablation grids set it)", group="logging")
+    output: str | None = option(
         None,
         "run folder (default runs/<model>-<data>-<augment>-seed<seed>-<time>)",
         group="logging",
         path=True,
     )
-    eval_every: int = _opt(
+    eval_every: int = option(
         500,
         "validate and compute generative metrics every N iterations (and at the end)",
         group="evaluation",
         at_least=1,
     )
     # The k-nearest-neighbour metrics need more than k samples.
-    eval_samples: int = _opt(
+    eval_samples: int = option(
         10_000,
         "generated and real images per generative metric (capped by the split's size)",
         group="evaluation",
         at_least=MIN_FEATURE_SAMPLES,
         at_most=MAX_EVAL_SAMPLES,
     )
-    backbone: Backbone = _opt(
+    backbone: Backbone = option(
         "classifier",
         "features for FD/KID/precision/recall: classifier (trained on the dataset) or inception; none "
         "skips the image metrics (and the classifier's training on first use)",
         group="evaluation",
     )
-    inception_weights: str | None = _opt(
+    inception_weights: str | None = option(
         None,
         "local torch-fidelity InceptionV3 weights (default: $TORCH_HOME/hub/checkpoints, else download)",
         group="evaluation",
         path=True,
     )
-    classifier_weights: str | None = _opt(
+    classifier_weights: str | None = option(
         None,
         "a feature classifier checkpoint of --data to use for --backbone classifier (one the classifier "
         "command wrote, or one a run cached) instead of the shipped or cached one",
         group="evaluation",
         path=True,
     )
-    test_split: bool = _opt(
+    test_split: bool = option(
         True,
         "evaluate on the test split at the end; a tuning grid's runs do not (they are chosen on validation "
         "alone, the test split is for the final runs)",
         group="evaluation",
     )
-    image_every: int = _opt(
+    image_every: int = option(
         500, "write image grids every N iterations (and at the end)", group="logging", at_least=1
     )
-    ckpt_every: int = _opt(
+    ckpt_every: int = option(
         500, "save checkpoints/last.ckpt every N iterations (and at the end)", group="logging", at_least=1
     )
-    resume: str | None = _opt(
+    resume: str | None = option(
         None,
         "checkpoint to continue from, or 'last' = <output>/checkpoints/last.ckpt",
         group="logging",
         path=True,
     )
-    fast_dev_run: bool = _opt(
+    fast_dev_run: bool = option(
         False, "one batch of each stage, to check the set-up; writes no checkpoint", group="logging"
     )
-    overwrite: bool = _opt(
+    overwrite: bool = option(
         False,
         "replace the run already in --output (its config.yaml, metrics.csv, checkpoints, images, summary); "
         "with --evaluate or --evaluate-folder, an earlier eval.json there",
@@ -229,18 +223,12 @@ class RunConfig(PluginOptions):
 
     def with_absolute_paths(self) -> RunConfig:
         """The same options with every path made absolute (`~` expanded), so that what records them names the
-        same folders from any folder."""
-        own = {
-            name: absolute_path(value)
-            for name in PATH_OPTIONS
-            # `--resume last` names no path.
-            if isinstance(value := getattr(self, name), str) and not (name == "resume" and value == "last")
-        }
-        plugins = {
-            name: absolute_path(value) if name in PATH_OPTION_NAMES and isinstance(value, str) else value
-            for name, value in self.plugin_options.items()
-        }
-        return dataclasses.replace(self, **own, plugin_options=plugins)
+        same folders from any folder (`--resume last` names no path)."""
+        values = self.to_dict()
+        for name in PATH_OPTION_NAMES & set(values):
+            if isinstance(values[name], str) and (name, values[name]) != ("resume", "last"):
+                values[name] = absolute_path(values[name])
+        return RunConfig.from_dict(values)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -250,8 +238,6 @@ class RunConfig(PluginOptions):
 
 
 CONFIG_FIELDS = {f.name: f for f in fields(RunConfig) if f.name != "plugin_options"}
-# Options that name a file or folder: made absolute in what a run records, and compared as paths.
-PATH_OPTIONS = tuple(name for name, spec in CONFIG_FIELDS.items() if spec.metadata.get("path"))
 
 
 def absolute_path(path: str) -> str:
