@@ -190,7 +190,14 @@ class RunConfig(PluginOptions):
         super().__post_init__()
         check_data_on_device(self.data_on_device)
         parse_devices(self.devices)
-        check_strategy(self.strategy)
+        # Trained in processes the strategy starts, the run's own process would record 0 iterations and lose
+        # the training's rows and checkpoints.
+        if any(launcher in self.strategy for launcher in ("spawn", "fork", "notebook")):
+            raise ConfigError(
+                f"--strategy {self.strategy} trains in processes it starts, whose steps, rows and "
+                "checkpoints this run never sees; use --strategy ddp (one process per device, as torchrun "
+                "and SLURM start them)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, the plug-ins' options flat among the others (the format of config.yaml)."""
@@ -309,16 +316,6 @@ def _shown(value: Any) -> str:
         # An option the run left unset (an augmentation's, in a run without it).
         return "unset"
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-
-def check_strategy(strategy: str) -> None:
-    """Refuse a strategy that trains in processes it starts (spawn, fork, notebook): the run's own process
-    would record 0 iterations and lose the training's rows and checkpoints."""
-    if any(launcher in strategy for launcher in ("spawn", "fork", "notebook")):
-        raise ConfigError(
-            f"--strategy {strategy} trains in processes it starts, whose steps, rows and checkpoints this "
-            "run never sees; use --strategy ddp (one process per device, as torchrun and SLURM start them)"
-        )
 
 
 def parse_devices(devices: str) -> int | str | list[int]:

@@ -10,7 +10,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from lightning_fabric.utilities.imports import _IS_INTERACTIVE
 from pytorch_lightning.callbacks import Callback
 
 from lightning_genae.api import CallbackSettings, run_callbacks, trainer_kwargs, validation_every
@@ -71,16 +70,11 @@ def runs_several_processes(config: RunConfig) -> bool:
 
 
 def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> str:
-    """Adversarial models leave one network without gradients in each backward: DDP must expect that (as
-    Lightning's `*_find_unused_parameters_true` do), also where `--strategy auto` picks DDP."""
-    strategy = config.strategy
-    if not family.adversarial or "find_unused" in strategy:
-        return strategy
-    if strategy == "auto" and runs_several_processes(config):
-        # What Lightning's `auto` picks for several processes: forked in a notebook, else started as scripts.
-        strategy = "ddp_fork" if _IS_INTERACTIVE else "ddp"
-    if strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
-        return f"{strategy}_find_unused_parameters_true"
+    """Adversarial models leave one network without gradients in each backward: DDP must expect that, also
+    where `--strategy auto` picks DDP for several processes (RunConfig refuses DDP's spawning kin)."""
+    several = config.strategy == "auto" and runs_several_processes(config)
+    if family.adversarial and (config.strategy == "ddp" or several):
+        return "ddp_find_unused_parameters_true"
     return config.strategy
 
 
