@@ -100,21 +100,14 @@ def _check_given_checkpoint(
         )
 
 
-def _cached_augmenter(
-    path: Path, datamodule: InMemoryDataModule, family: str
-) -> tuple[GenerativeModule, dict[str, Any]] | None:
-    """The augmenter cached at `path`, or None (saying why) where it is unreadable, something else or trained
-    on other data, and is trained again."""
+def _cached_augmenter(path: Path, family: str) -> tuple[GenerativeModule, dict[str, Any]] | None:
+    """The augmenter cached at `path` (named by its training data's hash), or None (saying so) where it is
+    unreadable or something else, and is trained again."""
     try:
-        checkpoint = RunCheckpoint.load(path, "augmenter cache")
-        module, stored = _load_module(checkpoint, "augmenter cache", family)
+        return _load_module(RunCheckpoint.load(path, "augmenter cache"), "augmenter cache", family)
     except ConfigError:
         say(f"augmenter: the cached {path} is unreadable or not an augmenter; training it again")
         return None
-    if checkpoint.training_data_sha256() != datamodule.content_sha256("train"):
-        say(f"augmenter: the cached {path} was trained on other data; training it again")
-        return None
-    return module, stored
 
 
 def train_augmenter(
@@ -204,7 +197,7 @@ def load_augmenter(
     else:
         path = cache_path(plan, datamodule, seed, cache_dir)
         found = file_identity(path)
-        cached = _cached_augmenter(path, datamodule, plan.augmenter_family) if found is not None else None
+        cached = _cached_augmenter(path, plan.augmenter_family) if found is not None else None
         trained_now = cached is None
         if cached is None:
             created_by_local_rank_zero(
