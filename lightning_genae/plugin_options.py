@@ -339,11 +339,8 @@ def check_shared(
 
 
 def import_location(location: str, package: str, base: type, what: str) -> type:
-    """The class at a registry's `module:Class` location (relative to `package` for a built-in's ".ae").
-
-    A plug-in's location that cannot be imported or names no subclass of `base` is a ConfigError naming
-    what `what` is; a built-in's errors are left as they are (they are bugs, not a user's registration).
-    """
+    """The class at a registry's `module:Class` location (relative to `package` for a built-in's ".ae"); a
+    plug-in's that cannot be imported or is no `base` is a ConfigError naming `what` (a built-in's, a bug)."""
     module_name, _, class_name = location.partition(":")
     if module_name.startswith("."):
         return getattr(importlib.import_module(module_name, package=package), class_name)

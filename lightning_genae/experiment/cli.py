@@ -48,9 +48,8 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point and the command's one border: every GenaeError and OSError met below it is one line,
-    `error: ...`, and its exit code (0 ok, 2 bad input, 1 training failure). `genae prepare ...` is the
-    command that prepares a dataset for streaming (`experiment/prepare.py`)."""
+    """Entry point (and `genae prepare`'s) and the command's one border: every GenaeError and OSError met
+    below it is one line, `error: ...`, and its exit code (0 ok, 2 bad input, 1 training failure)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["prepare"]:
         from lightning_genae.experiment.prepare import main as prepare

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -31,7 +30,6 @@ from lightning_genae.run_files import PER_INVOCATION
 # Float32 weights, optionally with mixed-precision autocast: the grids, metrics and augmenter call the model
 # with float32 data, which weights cast by Lightning's other "-true" precisions refuse.
 Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed"]
-PRECISIONS = typing.get_args(Precision)
 Backbone = Literal[(*BACKBONES, NO_BACKBONE)]
 DataOnDevice = Literal[DATA_ON_DEVICE]
 # No run of 10^9 iterations, 10^6 epochs or 10^7 generated images per metric finishes: a value beyond them is

@@ -1,6 +1,5 @@
-"""What the command is called where it was typed (`genae`, `python -m lightning_genae`, `python run.py`), an
-error as the command line says it, the parser every command reads its flags with, and output whose reader
-may go away."""
+"""The command's name as typed, an error as the command line says it, the parser every command reads its
+flags with, and output whose reader may go away."""
 
 from __future__ import annotations
 

@@ -185,8 +185,7 @@ def refusing_what_does_not_fit(what: str, options: Mapping[str, Any]) -> Iterato
 def resolve(
     config: RunConfig, *, drop_unused_augment_options: bool = False, named: Collection[str] = ()
 ) -> ResolvedRun:
-    """Check `config` against the registries and fill every default; raises ConfigError with the fix.
-    `drop_unused_augment_options`: a grid cell's, which need not read every augmentation option; `named`:
+    """Check `config` against the registries and fill every default; raises ConfigError with the fix. `named`:
     the options the command line names (`named_options`)."""
     for option, names, known in (
         ("model", [config.model], MODELS),

@@ -141,9 +141,8 @@ def run(
     brief: bool = False,
     replacing: str = "--overwrite",
 ) -> dict[str, Any]:
-    """Train (or resume) one run and write its folder; returns summary.json's contents. Rank 0 claims the
-    folder first; a failure before the first training step puts it back as it was. `explicit_resume`
-    (`--resume`) refuses a checkpoint with nothing left to train; `brief` ends with one line, not a table."""
+    """Train (or resume) one run and write its folder; returns summary.json's contents. A failure before the
+    first training step puts the folder back as it was; `brief` ends with one line, not a table."""
     config = resolved.config
     if config.output:
         run_dir = Path(config.output)

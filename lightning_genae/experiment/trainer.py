@@ -79,9 +79,8 @@ def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> str:
 
 
 def default_threads(processes: int = 1) -> int:
-    """torch's CPU threads without --threads: $OMP_NUM_THREADS or SLURM's CPUs per task, else the cores this
-    process may use shared among the `processes` it launches (torch's default, every core of the machine,
-    is several times slower on a shared CPU)."""
+    """torch's CPU threads without --threads: $OMP_NUM_THREADS or SLURM's CPUs per task, else this process's
+    cores shared among the `processes` it launches (torch's every core is far slower on a shared CPU)."""
     for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:
