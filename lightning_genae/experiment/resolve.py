@@ -323,11 +323,12 @@ def check_weights_files(config: RunConfig) -> None:
             raise ConfigError(f"{flag(name)} {path} {what}; {fix}")
 
 
-def _overlap(config: RunConfig, folder: str | Path) -> Path | None:
-    """The folder of the images `--data {config.data}` reads (--data-dir, or a folder linked into it) that
-    lies inside `folder` or holds it, where the dataset reads every image under --data-dir; else None."""
+def refuse_a_folder_among_the_data(config: RunConfig, folder: str | Path, scored: bool = False) -> None:
+    """A run folder (or an `--evaluate-folder`, `scored`) inside or around the images of a dataset that reads
+    every image under --data-dir (or a folder linked into it): the run's sample grids would be the next run's
+    training images, the images scored among the real test images they are compared with."""
     if not DATASETS[config.data].reads_every_image:
-        return None
+        return
     data = os.path.realpath(os.path.expanduser(config.data_dir))
     roots = [Path(data)]
     for parent, subfolders, _ in os.walk(data):
@@ -337,34 +338,17 @@ def _overlap(config: RunConfig, folder: str | Path) -> Path | None:
             if os.path.islink(os.path.join(parent, name))
         ]
     path = Path(os.path.realpath(os.path.expanduser(folder)))
-    return next(
-        (root for root in roots if root == path or root in path.parents or path in root.parents), None
-    )
-
-
-def refuse_a_folder_among_the_data(config: RunConfig, folder: str | Path, scored: bool = False) -> None:
-    """A run folder (or an `--evaluate-folder`, `scored`) inside or around the images of a dataset that reads
-    every image under --data-dir: the run's sample grids would be the next run's training images, the images
-    scored among the real test images they are compared with."""
-    if (root := _overlap(config, folder)) is None:
+    overlapping = [root for root in roots if root == path or root in path.parents or path in root.parents]
+    if not overlapping:
         return
-    linked = (
-        "" if root == Path(os.path.realpath(os.path.expanduser(config.data_dir))) else f" (through {root})"
-    )
-    what, why = (
-        (
-            "--evaluate-folder",
-            "the images scored would be compared with themselves as real test "
-            "images; score a folder kept apart from the data",
-        )
-        if scored
-        else (
-            "the run folder",
-            "the run's pictures would become the next run's training images; pick an --output "
-            "apart from the data",
-        )
-    )
+    linked = "" if overlapping[0] == roots[0] else f" (through {overlapping[0]})"
+    if scored:
+        what = "--evaluate-folder"
+        why = "the images scored would be compared with themselves as real test images; score a folder kept"
+    else:
+        what = "the run folder"
+        why = "the run's pictures would become the next run's training images; pick an --output"
     raise ConfigError(
         f"{what} {folder} and --data-dir {config.data_dir}{linked} overlap, and --data {config.data} reads "
-        f"every image there: {why}"
+        f"every image there: {why} apart from the data"
     )
