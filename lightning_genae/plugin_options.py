@@ -75,17 +75,15 @@ def flag(name: str) -> str:
 
 
 def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> UnreadOptions:
-    """One line for all the options a run would leave unread: each reason once, naming its options."""
+    """One line for all the options a run would leave unread: each reason (`reasons[name]`) once, naming its
+    options."""
     by_reason: dict[str, list[str]] = {}
     for name in refused:
-        if name in reasons:
-            by_reason.setdefault(reasons[name], []).append(name)
-    unexplained = [name for name in refused if name not in reasons]
+        by_reason.setdefault(reasons[name], []).append(name)
     sentences = []
     for reason, (first, *others) in by_reason.items():
-        also = [*others, *(unexplained if not sentences else [])]
-        named = f" (also unread: {', '.join(also)})" if also else ""
-        sentences.append(f"{first} {reason}{named}")
+        also = f" (also unread: {', '.join(others)})" if others else ""
+        sentences.append(f"{first} {reason}{also}")
     return UnreadOptions(". Also: ".join(sentences), tuple(refused))
 
 
