@@ -50,7 +50,7 @@ def default_cache_dir() -> Path:
     return cache_root() / "augmenters"
 
 
-def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cache_dir: Path | None) -> Path:
+def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int) -> Path:
     """Named by the hash of everything a trained augmenter depends on, the data by content."""
     identity = {
         "recipe": RECIPE_VERSION,
@@ -67,7 +67,7 @@ def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cac
     size = "full" if datamodule.train_size is None else str(datamodule.train_size)
     # Readable parts for people; the digest alone decides.
     name = f"{datamodule.name}-{plan.augmenter_family}-ts{size}-seed{seed}-{digest}.ckpt"
-    return (cache_dir or default_cache_dir()) / name
+    return default_cache_dir() / name
 
 
 def _load_module(
@@ -180,7 +180,6 @@ def load_augmenter(
     datamodule: InMemoryDataModule,
     seed: int,
     *,
-    cache_dir: Path | None = None,
     accelerator: str = "auto",
 ) -> tuple[GenerativeModule, dict[str, Any]]:
     """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
@@ -195,7 +194,7 @@ def load_augmenter(
             "sha256": file_sha256(plan.checkpoint),
         }
     else:
-        path = cache_path(plan, datamodule, seed, cache_dir)
+        path = cache_path(plan, datamodule, seed)
         found = file_identity(path)
         cached = _cached_augmenter(path, plan.augmenter_family) if found is not None else None
         trained_now = cached is None

@@ -95,15 +95,14 @@ class TrainingStarted(Callback):
     """Notes the end of the first training batch: from then on a failure leaves a run worth keeping; and
     (`finished`, set by the run) that its summary.json is written."""
 
-    def __init__(self, on_start: Callable[[], None] | None = None) -> None:
+    def __init__(self, on_start: Callable[[], None] = lambda: None) -> None:
         self.started = False
         self.finished = False
         self._on_start = on_start
 
     def on_train_batch_end(self, *args: Any) -> None:
-        first = not self.started
-        self.started = True
-        if first and self._on_start is not None:
+        if not self.started:
+            self.started = True
             self._on_start()
 
 

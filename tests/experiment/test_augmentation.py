@@ -130,10 +130,10 @@ def test_augmenter_is_trained_once_then_loaded_from_the_cache(tmp_path, monkeypa
 
     # Whatever the augmenter depends on names another file.
     others = [
-        cache_path(plan, digits(tmp_path), 1, None),
-        cache_path(plan, digits(tmp_path, train_size=200), 0, None),
-        cache_path(plan_for(augment="vae", augmenter_steps=20), datamodule, 0, None),
-        cache_path(plan_for(augment="ae", augmenter_steps=21), datamodule, 0, None),
+        cache_path(plan, digits(tmp_path), 1),
+        cache_path(plan, digits(tmp_path, train_size=200), 0),
+        cache_path(plan_for(augment="vae", augmenter_steps=20), datamodule, 0),
+        cache_path(plan_for(augment="ae", augmenter_steps=21), datamodule, 0),
     ]
     assert len({path, *others}) == 5
     assert all(other.parent == path.parent for other in others)
