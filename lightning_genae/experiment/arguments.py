@@ -28,7 +28,6 @@ from lightning_genae.experiment.config import (
     flag,
 )
 from lightning_genae.experiment.program import CommandLineParser, command_prefix, program_name
-from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import did_you_mean, help_with_default, shown_value, typed_flag
 
@@ -260,12 +259,9 @@ def _parser_for(program: str, registered: tuple[Any, ...]) -> CommandLineParser:
     groups = {key: parser.add_argument_group(title) for key, title in GROUP_TITLES.items()}
     for name, spec in CONFIG_FIELDS.items():
         default = spec.default_factory() if callable(spec.default_factory) else spec.default
+        default = spec.metadata["shown_default"] or default
         help_text = spec.metadata["help"]
-        if name == "train_size":
-            help_text += "; `full` for all of them; a list makes a grid (e.g. 1000,full)"
-        elif name == "max_steps":
-            help_text += f" [default: {DEFAULT_MAX_STEPS} unless --max-epochs]"
-        elif default is not None and name not in ("fast_dev_run", "overwrite"):
+        if default is not None and name not in ("fast_dev_run", "overwrite"):
             help_text += f" [default: {_shown_default(name, default)}]"
         # A registry's names are checked against the registry, which names the plug-ins a run may lack.
         registry = {"model": MODELS, "data": DATASETS}.get(name)

@@ -35,6 +35,8 @@ DataOnDevice = Literal[DATA_ON_DEVICE]
 # No run of 10^9 iterations, 10^6 epochs or 10^7 generated images per metric finishes: a value beyond them is
 # a typo, refused before it fails far from its cause.
 MAX_STEPS, MAX_EPOCHS, MAX_EVAL_SAMPLES = 10**9, 10**6, 10**7
+# Training length when neither --max-steps nor --max-epochs is given, in training iterations.
+DEFAULT_MAX_STEPS = 2000
 # numpy's (and so Lightning's seed_everything's) seed range: an unsigned 32-bit integer.
 MAX_SEED = 2**32 - 1
 # `--logger` names (built in loggers.py; named here so that the command line needs no logger library).
@@ -60,7 +62,8 @@ class RunConfig(PluginOptions):
     )
     train_size: int | None = option(
         None,
-        "train on a stratified subset of N training images, seeded by --seed (limited data)",
+        "train on a stratified subset of N training images, seeded by --seed (limited data); `full` for all "
+        "of them; a list makes a grid (e.g. 1000,full)",
         group="what",
         at_least=1,
     )
@@ -70,6 +73,7 @@ class RunConfig(PluginOptions):
         None,
         "training iterations (a GAN's D+G update is one)",
         group="training",
+        shown_default=f"{DEFAULT_MAX_STEPS} unless --max-epochs",
         at_least=1,
         at_most=MAX_STEPS,
     )

@@ -28,6 +28,7 @@ from lightning_genae.datamodules import (
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
 from lightning_genae.experiment.augment_plan import resolve_augment_plan
 from lightning_genae.experiment.config import (
+    DEFAULT_MAX_STEPS,
     LOGGER_CHOICES,
     NO_BACKBONE,
     RunConfig,
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
     from lightning_genae.experiment.attach import Attached
     from lightning_genae.models import DiscriminatorAugmentation, GenerativeModule
     from lightning_genae.models.protocols import StrengthController
-
-# Training length when neither --max-steps nor --max-epochs is given, in training iterations.
-DEFAULT_MAX_STEPS = 2000
 
 
 def model_option_names() -> set[str]:

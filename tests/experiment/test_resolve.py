@@ -18,8 +18,8 @@ from lightning_genae.augmentation import AUGMENTATIONS, option_defaults
 from lightning_genae.errors import ConfigError, OptionError
 from lightning_genae.experiment.arguments import config_file_values
 from lightning_genae.experiment.cli import build_parser, main
-from lightning_genae.experiment.config import CONFIG_FIELDS, RunConfig, resume_conflicts
-from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS, resolve
+from lightning_genae.experiment.config import CONFIG_FIELDS, DEFAULT_MAX_STEPS, RunConfig, resume_conflicts
+from lightning_genae.experiment.resolve import resolve
 from lightning_genae.models import MODELS
 from lightning_genae.models.ae import AutoencoderOptions
 from lightning_genae.models.gan import GANOptions
