@@ -24,11 +24,6 @@ from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import PluginOptions, unread_refusal
 
 
-def given_options(config: RunConfig) -> dict[str, Any]:
-    """The augmentation options the user set (None in a configuration means "left to its default")."""
-    return config.given_plugin_options(augmentation_options())
-
-
 def _settings(
     plan_names: tuple[str, ...], given: Mapping[str, Any], only: Collection[str] | None = None
 ) -> dict[str, PluginOptions]:
@@ -77,7 +72,7 @@ def resolve_augment_plan(
     never runs with a setting the user believes is active."""
     names = parse_augment(config.augment)
     plan_names = tuple(name for name in names if name != "none")
-    given = given_options(config)
+    given = config.given_plugin_options(augmentation_options())
     image_only = [name for name in plan_names if not augmentation_fits(name, data_kind)]
     read, reasons = _options_read(_reading_settings(plan_names, given)) if not image_only else (set(), {})
     # ADA's controller (`ada`, `--augment-p auto`) steers p by the sign of a discriminator's real/fake logits.
