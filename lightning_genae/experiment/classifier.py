@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 from jsonargparse import ActionYesNo
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from lightning_genae.datamodules import (
@@ -27,7 +28,7 @@ from lightning_genae.datamodules import (
     default_data_dir,
     parse_dataset_options,
 )
-from lightning_genae.errors import ConfigError, OptionError
+from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.program import CommandLineParser, one_line_border
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
@@ -138,7 +139,7 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
     )
     parser.add_argument(
         "--epochs",
-        type=int | None,
+        type=PositiveInt | None,
         default=None,
         help="default: scaled to the training split for images, "
         f"{sequence_classifier.DEFAULT_EPOCHS} for sequences",
@@ -171,9 +172,8 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     # Before the parser: a plug-in's dataset is one of --data's choices, as for run.py.
     plugins = load_plugins()
     args = build_parser(prog).parse_args(argv)
-    # Checked here, not typed PositiveInt: the value goes into the checkpoint, which a safe load reads.
-    if args.epochs is not None and args.epochs < 1:
-        raise OptionError("epochs", f"must be at least 1, got {args.epochs}")
+    if args.epochs is not None:
+        args.epochs = int(args.epochs)  # a plain int: it goes into the checkpoint, which a safe load reads
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
     if DATASETS[args.data].data_kind == "sequence":
         # The command's dataset flags are image options: a sequence dataset refuses every one given.
