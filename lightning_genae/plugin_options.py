@@ -97,7 +97,7 @@ def help_with_default(name: str, spec: dataclasses.Field) -> str:
     shown = spec.metadata.get("shown_default")
     if shown is None and spec.default is not None:
         shown = typed_flag(name, spec.default) if isinstance(spec.default, bool) else spec.default
-    return spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
+    return spec.metadata.get("help", "") + (f" [default: {shown}]" if shown is not None else "")
 
 
 def is_of_type(kind: Any, value: Any) -> bool:

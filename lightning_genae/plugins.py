@@ -46,19 +46,10 @@ def _check_new(kind: str, name: str, taken: Callable[[str], bool], pattern: re.P
 
 
 def register_model(name: str, spec: ModelSpec) -> None:
-    """Add the family `name` (`--model name`); its options become flags beside the built-in families', so one
-    that another family declares too must have the same type (the command line has one flag per name)."""
+    """Add the family `name` (`--model name`); its options become flags beside the built-in families' (one
+    flag per name, typed as the first family that declares it)."""
     _check_new("model", name, MODELS.__contains__)
-    kinds = spec.options.types()
-    for other, known in MODELS.items():
-        other_kinds = known.options.types()
-        for option in sorted(set(kinds) & set(other_kinds)):
-            if kinds[option] != other_kinds[option]:
-                raise ConfigError(
-                    f"cannot register model {name!r}: option {option} is {kinds[option]} here but "
-                    f"{other_kinds[option]} in {other}; rename it"
-                )
-    _note_plugin_options("model", name, spec.options)
+    _note_plugin_options(spec.options)
     MODELS[name] = spec
 
 
@@ -68,7 +59,7 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
     constructor as keywords; one another dataset declares too is inherited from its declaring class)."""
     _check_new("dataset", name, DATASETS.__contains__)
     check_shared("dataset", name, spec.options, {other: known.options for other, known in DATASETS.items()})
-    _note_plugin_options("dataset", name, spec.options)
+    _note_plugin_options(spec.options)
     DATASETS[name] = spec
 
 
@@ -84,7 +75,7 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
             f"cannot register augmentation {name!r}: a {spec.side}-side one needs {part[0]} (a data-side "
             "one's augmenter is an autoencoder family, augmenter='ae')"
         )
-    _note_plugin_options("augmentation", name, spec.options)
+    _note_plugin_options(spec.options)
     AUGMENTATIONS[name] = spec
 
 
@@ -96,17 +87,11 @@ def register_metric(name: str, spec: FeatureMetricSpec) -> None:
     FEATURE_METRICS[name] = spec
 
 
-def _note_plugin_options(kind: str, name: str, options: type[PluginOptions] | None) -> None:
+def _note_plugin_options(options: type[PluginOptions] | None) -> None:
     """Record the option names `options` adds to those already registered (an option shared by
-    subclassing a built-in class stays the built-in's); each needs the help line of its flag."""
+    subclassing a built-in class stays the built-in's)."""
     if options is None:
         return
-    for declared in fields(options):
-        if "help" not in declared.metadata:
-            raise ConfigError(
-                f"cannot register {kind} {name!r}: option {declared.name} is a plain dataclass field; "
-                "declare it with option(default, help) from lightning_genae.plugin_options"
-            )
     known = set(augmentation_options()) | set(dataset_options())
     for spec in MODELS.values():
         known |= {field.name for field in fields(spec.options)}

@@ -187,7 +187,7 @@ def _family_help(name: str) -> tuple[Any, str]:
     default = (
         next(iter(shown.values())) if one else ", ".join(f"{family} {text}" for family, text in shown.items())
     )
-    help_text = first.__dataclass_fields__[name].metadata["help"]
+    help_text = first.__dataclass_fields__[name].metadata.get("help", "")
     return first.types()[name], f"{owners}{help_text} [default: {default}]"
 
 
