@@ -28,8 +28,7 @@ from lightning_genae.experiment.program import (
     CommandLineParser,
     ReaderWatch,
     continued_as_a_grid,
-    error_text,
-    os_error_line,
+    one_line_border,
     program_name,
     reader_may_leave,
 )
@@ -57,7 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return prepare(argv[1:], prog=f"{program_name()} prepare")
     with reader_may_leave() as watch:
         try:
-            return _main(argv, watch)
+            return one_line_border(lambda: _main(argv, watch))
+        except RunInterrupted as stop:
+            # Every rank stops; rank 0 alone carries the line to print.
+            if str(stop):
+                print(str(stop), file=sys.stderr)
+            return stop.exit_code
         except KeyboardInterrupt:
             # Ctrl-C where no handler of a run's own listens (while the command is read, say).
             print("stopped by Ctrl-C", file=sys.stderr)
@@ -131,22 +135,10 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
         run(resolved, resume=resume, explicit_resume=args.get("resume") is not None)
     except GenaeError as error:
         # Before training every rank raises the same error, and rank 0's line is the one copy in the job log.
-        rank = global_rank()
-        line = (
-            error_text(error)
-            if training or rank == 0
-            else f"rank {rank}: stopped by the error rank 0 reports"
-        )
-        print(f"error: {line}", file=sys.stderr)
+        if training or global_rank() == 0:
+            raise
+        print(f"error: rank {global_rank()}: stopped by the error rank 0 reports", file=sys.stderr)
         return error.exit_code
-    except RunInterrupted as stop:
-        # Every rank stops; rank 0 alone carries the line to print.
-        if str(stop):
-            print(str(stop), file=sys.stderr)
-        return stop.exit_code
-    except OSError as error:
-        print(f"error: {os_error_line(error)}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -65,8 +65,8 @@ def os_error_line(error: OSError) -> str:
 
 
 def one_line_border(command: Callable[[], int]) -> int:
-    """A side command's one border: `command`'s exit code, or every GenaeError and OSError it meets as one
-    line, `error: ...`, with its exit code (2 for an OSError)."""
+    """A command's one border: `command`'s exit code, or every GenaeError and OSError it meets as one line,
+    `error: ...`, with its exit code (2 for an OSError)."""
     try:
         return command()
     except GenaeError as error:
