@@ -28,6 +28,7 @@ from lightning_genae.experiment.program import (
     CommandLineParser,
     ReaderWatch,
     continued_as_a_grid,
+    error_text,
     one_line_border,
     program_name,
     reader_may_leave,
@@ -135,9 +136,10 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
         run(resolved, resume=resume, explicit_resume=args.get("resume") is not None)
     except GenaeError as error:
         # Before training every rank raises the same error, and rank 0's line is the one copy in the job log.
-        if training or global_rank() == 0:
-            raise
-        print(f"error: rank {global_rank()}: stopped by the error rank 0 reports", file=sys.stderr)
+        rank = global_rank()
+        shared = f"rank {rank}: stopped by the error rank 0 reports"
+        line = error_text(error) if training or rank == 0 else shared
+        print(f"error: {line}", file=sys.stderr)
         return error.exit_code
     return 0
 
