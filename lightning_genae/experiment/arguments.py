@@ -314,12 +314,14 @@ def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
             or isinstance(value, list)
             and any(isinstance(item, (list, dict)) for item in value)
         )
-        try:
-            if nested:
-                raise argparse.ArgumentTypeError(f"{shown_value(value)} nests lists or mappings")
-            values[name] = parser.parse_object({name: value}, defaults=False)[name]
-        except (ConfigError, argparse.ArgumentTypeError) as error:
-            said = str(error) if str(error).startswith(flag(name)) else f"{flag(name)}: {error}"
+        problem = f"{shown_value(value)} nests lists or mappings" if nested else None
+        if not nested:
+            try:
+                values[name] = parser.parse_object({name: value}, defaults=False)[name]
+            except (ConfigError, argparse.ArgumentTypeError) as error:
+                problem = str(error)
+        if problem is not None:
+            said = problem if problem.startswith(flag(name)) else f"{flag(name)}: {problem}"
             raise ConfigError(f"--config {path}: {said}") from None
     if values.get("resume") is not None:
         # The command line alone continues a run: a file's resume would be read by nothing.
