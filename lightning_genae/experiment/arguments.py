@@ -305,24 +305,20 @@ def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
         if str(key).startswith(ANCHOR_HOLDER):
             continue
         if name not in options:
-            raise ConfigError(
-                f"--config {path}: unknown option {key}{did_you_mean(name, options)}; valid options are "
-                f"listed by --help {PLUGIN_HINT}"
-            )
-        nested = (
-            isinstance(value, dict)
-            or isinstance(value, list)
-            and any(isinstance(item, (list, dict)) for item in value)
-        )
-        problem = f"{shown_value(value)} nests lists or mappings" if nested else None
-        if not nested:
+            close = did_you_mean(name, options)
+            problem = f"unknown option {key}{close}; valid options are listed by --help {PLUGIN_HINT}"
+        elif isinstance(value, dict) or (
+            isinstance(value, list) and any(isinstance(item, (list, dict)) for item in value)
+        ):
+            problem = f"{flag(name)}: {shown_value(value)} nests lists or mappings"
+        else:
             try:
                 values[name] = parser.parse_object({name: value}, defaults=False)[name]
             except (ConfigError, argparse.ArgumentTypeError) as error:
-                problem = str(error)
-        if problem is not None:
-            said = problem if problem.startswith(flag(name)) else f"{flag(name)}: {problem}"
-            raise ConfigError(f"--config {path}: {said}") from None
+                problem = str(error) if str(error).startswith(flag(name)) else f"{flag(name)}: {error}"
+            else:
+                continue
+        raise ConfigError(f"--config {path}: {problem}") from None
     if values.get("resume") is not None:
         # The command line alone continues a run: a file's resume would be read by nothing.
         raise ConfigError(

@@ -310,15 +310,18 @@ def check_weights_files(config: RunConfig) -> None:
         name = f"{backbone}_weights"
         if getattr(config, name) is None:
             continue
-        if config.backbone != backbone or kind != "image":
-            raise ConfigError(
-                f"{flag(name)} is read by --backbone {backbone} on image data only, and this run has "
-                f"--backbone {config.backbone} on {kind} data; drop {flag(name)} or use --backbone {backbone}"
-            )
         path = Path(getattr(config, name)).expanduser()
-        if not is_torch_file(path):
+        if config.backbone != backbone or kind != "image":
+            problem = (
+                f"is read by --backbone {backbone} on image data only, and this run has --backbone "
+                f"{config.backbone} on {kind} data; drop {flag(name)} or use --backbone {backbone}"
+            )
+        elif not is_torch_file(path):
             what = "is not a file written by torch.save" if path.exists() else "does not exist"
-            raise ConfigError(f"{flag(name)} {path} {what}; {fix}")
+            problem = f"{path} {what}; {fix}"
+        else:
+            continue
+        raise ConfigError(f"{flag(name)} {problem}")
 
 
 def refuse_a_folder_among_the_data(config: RunConfig, folder: str | Path, scored: bool = False) -> None:
