@@ -311,6 +311,12 @@ def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
             isinstance(value, list) and any(isinstance(item, (list, dict)) for item in value)
         ):
             problem = f"{flag(name)}: {shown_value(value)} nests lists or mappings"
+        elif name == "resume" and value is not None:
+            # The command line alone continues a run: a file's resume would be read by nothing.
+            problem = (
+                f"resume: {value} continues a run, which only the command line does; drop it from the file "
+                f"and type --resume {value}" + (" --output DIR" if value == "last" else "")
+            )
         else:
             try:
                 values[name] = parser.parse_object({name: value}, defaults=False)[name]
@@ -319,11 +325,4 @@ def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
             else:
                 continue
         raise ConfigError(f"--config {path}: {problem}") from None
-    if values.get("resume") is not None:
-        # The command line alone continues a run: a file's resume would be read by nothing.
-        raise ConfigError(
-            f"--config {path}: resume: {values['resume']} continues a run, which only the command line "
-            f"does; drop it from the file and type --resume {values['resume']}"
-            + (" --output DIR" if values["resume"] == "last" else "")
-        )
     return values
