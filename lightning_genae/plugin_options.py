@@ -75,23 +75,29 @@ def flag(name: str) -> str:
 
 
 def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> UnreadOptions:
-    """One line for all the options a run would leave unread: each reason once, naming its options."""
+    """One line for all the options a run would leave unread: each reason (`reasons[name]`) once, naming its
+    options."""
     by_reason: dict[str, list[str]] = {}
     for name in refused:
-        if name in reasons:
-            by_reason.setdefault(reasons[name], []).append(name)
-    unexplained = [name for name in refused if name not in reasons]
+        by_reason.setdefault(reasons[name], []).append(name)
     sentences = []
     for reason, (first, *others) in by_reason.items():
-        also = [*others, *(unexplained if not sentences else [])]
-        named = f" (also unread: {', '.join(also)})" if also else ""
-        sentences.append(f"{first} {reason}{named}")
+        also = f" (also unread: {', '.join(others)})" if others else ""
+        sentences.append(f"{first} {reason}{also}")
     return UnreadOptions(". Also: ".join(sentences), tuple(refused))
 
 
 def typed_flag(name: str, value: Any) -> str:
     """The flag as typed for `value`: a switch turned off is `--no-...`, everything else `flag(name)`."""
     return flag(f"no_{name}") if value is False else flag(name)
+
+
+def help_with_default(name: str, spec: dataclasses.Field) -> str:
+    """An option's `--help` line with its default (`shown_default` where its owner computes it)."""
+    shown = spec.metadata.get("shown_default")
+    if shown is None and spec.default is not None:
+        shown = typed_flag(name, spec.default) if isinstance(spec.default, bool) else spec.default
+    return spec.metadata.get("help", "") + (f" [default: {shown}]" if shown is not None else "")
 
 
 def is_of_type(kind: Any, value: Any) -> bool:
@@ -147,12 +153,16 @@ def option(
     shown_default: str | None = None,
     canonical: Callable[[Any], Any] | None = None,
     changeable_on_resume: bool = False,
+    group: str | None = None,
 ) -> Any:
-    """An option: its default, its `--help` line and the range it must lie in. `path`: names a file (not
-    empty); `tunable`: a grid may list candidates; `shown_default`: `--help`'s default where the owner
-    computes it; `canonical`: the stored form of a value (or its OptionError); `changeable_on_resume`."""
+    """An option: its default (a callable makes it), its `--help` line and the range it must lie in. `path`:
+    names a file (not empty); `tunable`: a grid may list candidates; `shown_default`: `--help`'s default
+    where the owner computes it; `canonical`: the stored form of a value (or its OptionError);
+    `changeable_on_resume`; `group`: its `--help` section (a RunConfig field's)."""
     # Every argument but the default, by name: the field's metadata.
     metadata = {name: value for name, value in locals().items() if name != "default"}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
@@ -327,11 +337,8 @@ def check_shared(
 
 
 def import_location(location: str, package: str, base: type, what: str) -> type:
-    """The class at a registry's `module:Class` location (relative to `package` for a built-in's ".ae").
-
-    A plug-in's location that cannot be imported or names no subclass of `base` is a ConfigError naming
-    what `what` is; a built-in's errors are left as they are (they are bugs, not a user's registration).
-    """
+    """The class at a registry's `module:Class` location (relative to `package` for a built-in's ".ae"); a
+    plug-in's that cannot be imported or is no `base` is a ConfigError naming `what` (a built-in's, a bug)."""
     module_name, _, class_name = location.partition(":")
     if module_name.startswith("."):
         return getattr(importlib.import_module(module_name, package=package), class_name)

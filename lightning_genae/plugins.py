@@ -1,6 +1,5 @@
-"""Plug-ins from outside the package: a module that calls the `register_*` functions below when imported
-(`run.py` imports those named in $GENAE_PLUGINS and the `lightning_genae.plugins` entry points first), with
-the spec a built-in uses. docs/plugins.md shows one of each."""
+"""Plug-ins: a module that calls the `register_*` functions below when imported ($GENAE_PLUGINS or the
+`lightning_genae.plugins` entry points), with the spec a built-in uses; docs/plugins.md shows one of each."""
 
 from __future__ import annotations
 
@@ -47,11 +46,8 @@ def _check_new(kind: str, name: str, taken: Callable[[str], bool], pattern: re.P
 
 
 def register_model(name: str, spec: ModelSpec) -> None:
-    """Add the family `name` (`--model name`): its LightningModule, options dataclass and description.
-
-    Its options become flags beside the built-in families'; one that a built-in family or RunConfig
-    already declares must have the same type (the command line has one flag per name).
-    """
+    """Add the family `name` (`--model name`); its options become flags beside the built-in families' (one
+    flag per name, typed as the first family that declares it)."""
     _check_new("model", name, MODELS.__contains__)
     _note_plugin_options(spec.options)
     MODELS[name] = spec
@@ -84,9 +80,8 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
 
 
 def register_metric(name: str, spec: FeatureMetricSpec) -> None:
-    """Add the feature-space metric `name`: logged as `<split>/<name>_<backbone>` beside fd and kid, for
-    every backbone a run scores with, and tabled by ablations when it has a better side. The name may not
-    be a metric kind the project already logs (`fd`, `loss`, ...)."""
+    """Add the feature-space metric `name`, logged as `<split>/<name>_<backbone>` beside fd and kid (and
+    tabled by ablations when it has a better side); not a metric kind already logged (`fd`, `loss`)."""
     _check_new("metric", name, lambda new: kind_spec(new) is not None, _METRIC_NAME)
     KINDS[name] = MetricKind(spec.direction, per_backbone=True)
     FEATURE_METRICS[name] = spec

@@ -8,7 +8,6 @@ import functools
 import operator
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +15,21 @@ import yaml
 from jsonargparse import ActionYesNo
 
 from lightning_genae import __version__
-from lightning_genae.augmentation import (
-    AUGMENTATIONS,
-    BUILT_IN_AUGMENTATIONS,
-    augmentation_choices,
-    augmentation_options,
-)
+from lightning_genae.augmentation import AUGMENTATIONS, augmentation_choices, augmentation_options
 from lightning_genae.datamodules import DATASETS, dataset_options
 from lightning_genae.errors import PLUGIN_HINT, ConfigError
 from lightning_genae.experiment.ablation.tuning import candidate_separators, candidate_texts
 from lightning_genae.experiment.config import (
     COMMAND_LINE_ONLY,
     CONFIG_FIELDS,
-    CONFIG_TYPES,
     LOGGER_CHOICES,
     WHOLE_SPLIT,
+    RunConfig,
     flag,
 )
 from lightning_genae.experiment.program import CommandLineParser, command_prefix, program_name
-from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import PluginOptions, did_you_mean, shown_value, typed_flag
+from lightning_genae.plugin_options import did_you_mean, help_with_default, shown_value, typed_flag
 
 GROUP_TITLES = {
     "what": "what to train on",
@@ -194,7 +187,7 @@ def _family_help(name: str) -> tuple[Any, str]:
     default = (
         next(iter(shown.values())) if one else ", ".join(f"{family} {text}" for family, text in shown.items())
     )
-    help_text = first.__dataclass_fields__[name].metadata["help"]
+    help_text = first.__dataclass_fields__[name].metadata.get("help", "")
     return first.types()[name], f"{owners}{help_text} [default: {default}]"
 
 
@@ -266,26 +259,19 @@ def _parser_for(program: str, registered: tuple[Any, ...]) -> CommandLineParser:
     groups = {key: parser.add_argument_group(title) for key, title in GROUP_TITLES.items()}
     for name, spec in CONFIG_FIELDS.items():
         default = spec.default_factory() if callable(spec.default_factory) else spec.default
+        default = spec.metadata["shown_default"] or default
         help_text = spec.metadata["help"]
-        if name == "train_size":
-            help_text += "; `full` for all of them; a list makes a grid (e.g. 1000,full)"
-        elif name == "max_steps":
-            help_text += f" [default: {DEFAULT_MAX_STEPS} unless --max-epochs]"
-        elif default is not None and name not in ("fast_dev_run", "overwrite"):
+        if default is not None and name not in ("fast_dev_run", "overwrite"):
             help_text += f" [default: {_shown_default(name, default)}]"
         # A registry's names are checked against the registry, which names the plug-ins a run may lack.
         registry = {"model": MODELS, "data": DATASETS}.get(name)
         names = {"type": str, "metavar": "{" + ",".join(registry) + "}"} if registry else {}
-        _add_flag(groups[spec.metadata["group"]], name, CONFIG_TYPES[name], help_text, spec, **names)
+        _add_flag(groups[spec.metadata["group"]], name, RunConfig.types()[name], help_text, spec, **names)
     for name in dict.fromkeys(name for spec in MODELS.values() for name in spec.options.__dataclass_fields__):
         _add_flag(groups["model"], name, *_family_help(name))
     for group, declared in (("what", dataset_options()), ("augmentation", augmentation_options())):
         for name, (kind, spec) in declared.items():
-            shown = spec.metadata.get("shown_default")
-            if shown is None and spec.default is not None:
-                shown = _shown_default(name, spec.default)
-            help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
-            _add_flag(groups[group], name, kind, help_text, spec)
+            _add_flag(groups[group], name, kind, help_with_default(name, spec), spec)
     return parser
 
 
@@ -319,65 +305,24 @@ def config_file_values(parser: CommandLineParser, path: str) -> dict[str, Any]:
         if str(key).startswith(ANCHOR_HOLDER):
             continue
         if name not in options:
-            raise ConfigError(
-                f"--config {path}: unknown option {key}{did_you_mean(name, options)}; valid options are "
-                f"listed by --help {PLUGIN_HINT}"
+            close = did_you_mean(name, options)
+            problem = f"unknown option {key}{close}; valid options are listed by --help {PLUGIN_HINT}"
+        elif isinstance(value, dict) or (
+            isinstance(value, list) and any(isinstance(item, (list, dict)) for item in value)
+        ):
+            problem = f"{flag(name)}: {shown_value(value)} nests lists or mappings"
+        elif name == "resume" and value is not None:
+            # The command line alone continues a run: a file's resume would be read by nothing.
+            problem = (
+                f"resume: {value} continues a run, which only the command line does; drop it from the file "
+                f"and type --resume {value}" + (" --output DIR" if value == "last" else "")
             )
-        nested = (
-            isinstance(value, dict)
-            or isinstance(value, list)
-            and any(isinstance(item, (list, dict)) for item in value)
-        )
-        try:
-            if nested:
-                raise argparse.ArgumentTypeError(f"{shown_value(value)} nests lists or mappings")
-            values[name] = parser.parse_object({name: value}, defaults=False)[name]
-        except (ConfigError, argparse.ArgumentTypeError) as error:
-            said = str(error) if str(error).startswith(flag(name)) else f"{flag(name)}: {error}"
-            raise ConfigError(f"--config {path}: {said}") from None
-    if values.get("resume") is not None:
-        # The command line alone continues a run: a file's resume would be read by nothing.
-        raise ConfigError(
-            f"--config {path}: resume: {values['resume']} continues a run, which only the command line "
-            f"does; drop it from the file and type --resume {values['resume']}"
-            + (" --output DIR" if values["resume"] == "last" else "")
-        )
+        else:
+            try:
+                values[name] = parser.parse_object({name: value}, defaults=False)[name]
+            except (ConfigError, argparse.ArgumentTypeError) as error:
+                problem = str(error) if str(error).startswith(flag(name)) else f"{flag(name)}: {error}"
+            else:
+                continue
+        raise ConfigError(f"--config {path}: {problem}") from None
     return values
-
-
-def _is_plugin(name: str, spec: Any) -> bool:
-    """Whether `name` was registered from outside the package (a built-in's location is relative)."""
-    if name in BUILT_IN_AUGMENTATIONS and spec is AUGMENTATIONS.get(name):
-        return False
-    return not getattr(spec, "location", "").startswith(".")
-
-
-def check_registered_options() -> None:
-    """Refuse, in one line naming it, a registered family's, dataset's or augmentation's option that would
-    not be a flag of its own."""
-    for kind, registry in (("model", MODELS), ("dataset", DATASETS), ("augmentation", AUGMENTATIONS)):
-        for name, spec in registry.items():
-            if _is_plugin(name, spec):
-                _check_option_names(kind, name, spec.options)
-    declared = {name: spec.options.types() for name, spec in MODELS.items()}
-    for name, kinds in declared.items():
-        if not _is_plugin(name, MODELS[name]):
-            continue
-        for other, other_kinds in declared.items():
-            for option in set(kinds) & set(other_kinds):
-                if kinds[option] != other_kinds[option]:
-                    raise ConfigError(
-                        f"model {name!r}: option {option} is {kinds[option]} here but {other_kinds[option]} "
-                        f"in {other}; rename it"
-                    )
-
-
-def _check_option_names(kind: str, name: str, options: type[PluginOptions]) -> None:
-    """Every option of a plug-in is declared with `option(default, help)`: its flag needs the help text.
-    (A name another flag has is refused by the parser, `build_parser`.)"""
-    for declared_field in fields(options):
-        if "help" not in declared_field.metadata:
-            raise ConfigError(
-                f"{kind} {name!r}: option {declared_field.name} is a plain dataclass field; "
-                "declare it with option(default, help) from lightning_genae.plugin_options"
-            )

@@ -127,9 +127,7 @@ def check_plugin_transforms(
         return
     first = torch.arange(min(datamodule.batch_size, datamodule.split_size("train")))
     images = datamodule.to_model_range(datamodule.items_at("train", first)[0].to(device))
-    cuda_devices = []
-    if device.type == "cuda":
-        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    cuda_devices = [device] if device.type == "cuda" else []
     for name, transform in plugins.items():
         # As a generator's images reach it: a tanh's output.
         logits = torch.atanh(images.clamp(-1 + 1e-6, 1 - 1e-6)).requires_grad_(True)

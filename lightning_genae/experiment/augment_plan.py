@@ -18,15 +18,10 @@ from lightning_genae.augmentation import (
     option_defaults,
     parse_augment,
 )
-from lightning_genae.errors import ConfigError, UnreadOptions, agree
+from lightning_genae.errors import ConfigError, agree
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import PluginOptions, flag, unread_refusal
-
-
-def given_options(config: RunConfig) -> dict[str, Any]:
-    """The augmentation options the user set (None in a configuration means "left to its default")."""
-    return config.given_plugin_options(augmentation_options())
+from lightning_genae.plugin_options import PluginOptions, unread_refusal
 
 
 def _settings(
@@ -72,13 +67,12 @@ def _options_read(settings: Mapping[str, PluginOptions]) -> tuple[set[str], dict
 def resolve_augment_plan(
     config: RunConfig, image_discriminator: bool, drop_unused: bool = False, data_kind: str = "image"
 ) -> AugmentPlan:
-    """Check the augmentation options of a RunConfig against `--augment` and the model (`image_discriminator`:
-    whether it has one of images); fill defaults. An option the chosen augmentations would ignore is an error,
-    so an ablation never runs with a setting the user believes is active; `drop_unused` (a grid cell's) leaves
-    them out instead."""
+    """Check the augmentation options against `--augment` and the model, and fill defaults. An option the
+    chosen augmentations would ignore is an error (`drop_unused`, a grid cell's: left out), so an ablation
+    never runs with a setting the user believes is active."""
     names = parse_augment(config.augment)
     plan_names = tuple(name for name in names if name != "none")
-    given = given_options(config)
+    given = config.given_plugin_options(augmentation_options())
     image_only = [name for name in plan_names if not augmentation_fits(name, data_kind)]
     read, reasons = _options_read(_reading_settings(plan_names, given)) if not image_only else (set(), {})
     # ADA's controller (`ada`, `--augment-p auto`) steers p by the sign of a discriminator's real/fake logits.
@@ -120,20 +114,13 @@ def resolve_augment_plan(
         if refused:
             raise ConfigError(message)
     stray = [name for name in given if name not in read]
-    if stray and not drop_unused and any(name in reasons for name in stray):
-        raise unread_refusal(sorted(stray, key=lambda name: name not in reasons), reasons)
     if stray and not drop_unused:
-        raise UnreadOptions(
-            f"{', '.join(map(flag, stray))} {agree(stray, 'does', 'do')} nothing with --augment "
-            f"{config.augment}; drop "
-            + agree(
-                stray,
-                "it, or use the augmentation it belongs to",
-                "them, or use the augmentations they belong to",
-            )
-            + " (see --help)",
-            tuple(stray),
+        nothing = (
+            f"does nothing with --augment {config.augment}; drop it, or use the augmentation it belongs to "
+            "(see --help)"
         )
+        explained = sorted(stray, key=lambda name: name not in reasons)
+        raise unread_refusal(explained, {**dict.fromkeys(stray, nothing), **reasons})
     # Now every value read is checked; one the run does not read (a grid cell's) is left at its default.
     settings = _settings(plan_names, given, only=read)
     chosen = {key: value for options in settings.values() for key, value in options.to_dict().items()}

@@ -50,7 +50,7 @@ def default_cache_dir() -> Path:
     return cache_root() / "augmenters"
 
 
-def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cache_dir: Path | None) -> Path:
+def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int) -> Path:
     """Named by the hash of everything a trained augmenter depends on, the data by content."""
     identity = {
         "recipe": RECIPE_VERSION,
@@ -67,7 +67,7 @@ def cache_path(plan: AugmentPlan, datamodule: InMemoryDataModule, seed: int, cac
     size = "full" if datamodule.train_size is None else str(datamodule.train_size)
     # Readable parts for people; the digest alone decides.
     name = f"{datamodule.name}-{plan.augmenter_family}-ts{size}-seed{seed}-{digest}.ckpt"
-    return (cache_dir or default_cache_dir()) / name
+    return default_cache_dir() / name
 
 
 def _load_module(
@@ -100,21 +100,14 @@ def _check_given_checkpoint(
         )
 
 
-def _cached_augmenter(
-    path: Path, datamodule: InMemoryDataModule, family: str
-) -> tuple[GenerativeModule, dict[str, Any]] | None:
-    """The augmenter cached at `path`, or None (saying why) where it is unreadable, something else or trained
-    on other data, and is trained again."""
+def _cached_augmenter(path: Path, family: str) -> tuple[GenerativeModule, dict[str, Any]] | None:
+    """The augmenter cached at `path` (named by its training data's hash), or None (saying so) where it is
+    unreadable or something else, and is trained again."""
     try:
-        checkpoint = RunCheckpoint.load(path, "augmenter cache")
-        module, stored = _load_module(checkpoint, "augmenter cache", family)
+        return _load_module(RunCheckpoint.load(path, "augmenter cache"), "augmenter cache", family)
     except ConfigError:
         say(f"augmenter: the cached {path} is unreadable or not an augmenter; training it again")
         return None
-    if checkpoint.training_data_sha256() != datamodule.content_sha256("train"):
-        say(f"augmenter: the cached {path} was trained on other data; training it again")
-        return None
-    return module, stored
 
 
 def train_augmenter(
@@ -187,7 +180,6 @@ def load_augmenter(
     datamodule: InMemoryDataModule,
     seed: int,
     *,
-    cache_dir: Path | None = None,
     accelerator: str = "auto",
 ) -> tuple[GenerativeModule, dict[str, Any]]:
     """The augmenter autoencoder (CPU, eval, frozen) and a record of where it came from."""
@@ -202,9 +194,9 @@ def load_augmenter(
             "sha256": file_sha256(plan.checkpoint),
         }
     else:
-        path = cache_path(plan, datamodule, seed, cache_dir)
+        path = cache_path(plan, datamodule, seed)
         found = file_identity(path)
-        cached = _cached_augmenter(path, datamodule, plan.augmenter_family) if found is not None else None
+        cached = _cached_augmenter(path, plan.augmenter_family) if found is not None else None
         trained_now = cached is None
         if cached is None:
             created_by_local_rank_zero(

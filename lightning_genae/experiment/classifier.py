@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 from jsonargparse import ActionYesNo
+from jsonargparse.typing import PositiveInt
 from torch import nn
 
 from lightning_genae.datamodules import (
@@ -27,12 +28,12 @@ from lightning_genae.datamodules import (
     default_data_dir,
     parse_dataset_options,
 )
-from lightning_genae.errors import ConfigError, OptionError
+from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.program import CommandLineParser, one_line_border
 from lightning_genae.metrics import classifier as image_classifier
 from lightning_genae.metrics import sequence_classifier
 from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
-from lightning_genae.plugin_options import flag, option_specs, typed_flag
+from lightning_genae.plugin_options import flag, help_with_default, option_specs, typed_flag
 
 PROG = "python -m lightning_genae.experiment.classifier"
 
@@ -48,11 +49,6 @@ class TrainedClassifier:
     input_shape: dict[str, list[int]]
     # SHA-256 of an image training split, which a run given the file compares with its own.
     train_sha256: str | None = None
-
-
-def image_dataset_options() -> dict[str, tuple[Any, Any]]:
-    """Every option some registered image dataset declares, by name: (type, field), as run.py's flags."""
-    return option_specs({name: spec.options for name, spec in DATASETS.items() if spec.data_kind == "image"})
 
 
 def given_dataset_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,37 +110,36 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
     return " ".join(parts)
 
 
-def add_dataset_flag(parser: CommandLineParser, name: str, kind: Any, spec: Any) -> None:
-    """One dataset option as a flag, typed as run.py's; unset, it stays None (the dataset's default)."""
-    shown = spec.metadata.get("shown_default") or spec.default
-    help_text = spec.metadata["help"] + (f" [default: {shown}]" if shown is not None else "")
-    if kind is bool:
-        parser.add_argument(flag(name), action=ActionYesNo(no_prefix="no-"), default=None, help=help_text)
-    else:
-        parser.add_argument(flag(name), type=kind, default=None, help=help_text)
-
-
-def build_parser(prog: str = PROG) -> CommandLineParser:
-    parser = CommandLineParser(
-        prog=prog,
-        description="Train the feature classifier of a labelled dataset (a CNN for images, a GRU for "
-        "sequence datasets), write its checkpoint and update the manifest in --output.",
-    )
+def dataset_parser(prog: str, description: str, declared: dict[str, tuple[Any, Any]]) -> CommandLineParser:
+    """A command's parser of --data, --data-dir and the dataset options `declared` (name: (type, field)),
+    typed as run.py's; an option left unset stays None (the dataset's default)."""
+    parser = CommandLineParser(prog=prog, description=description)
     parser.add_argument("--data", required=True, type=Literal[tuple(sorted(DATASETS))], help="dataset name")
     parser.add_argument(
         "--data-dir",
         default=None,
-        help="dataset folder (the one holding MNIST/raw for mnist and smnist; not needed for digits); "
-        "default: $GENAE_DATA_DIR when that is set, else ./data, as for run.py",
+        help="the dataset's folder, as for run.py (for mnist and smnist, the one holding MNIST/raw); "
+        "default: $GENAE_DATA_DIR when that is set, else ./data",
     )
-    for name, (kind, spec) in image_dataset_options().items():
-        add_dataset_flag(parser, name, kind, spec)
+    for name, (kind, spec) in declared.items():
+        reading = {"action": ActionYesNo(no_prefix="no-")} if kind is bool else {"type": kind}
+        parser.add_argument(flag(name), **reading, default=None, help=help_with_default(name, spec))
+    return parser
+
+
+def build_parser(prog: str = PROG) -> CommandLineParser:
+    parser = dataset_parser(
+        prog,
+        "Train the feature classifier of a labelled dataset (a CNN for images, a GRU for sequence datasets), "
+        "write its checkpoint and update the manifest in --output.",
+        option_specs({name: spec.options for name, spec in DATASETS.items() if spec.data_kind == "image"}),
+    )
     parser.add_argument(
         "--seed", type=int, default=image_classifier.DEFAULT_SEED, help="training seed (0 for shipped ones)"
     )
     parser.add_argument(
         "--epochs",
-        type=int | None,
+        type=PositiveInt | None,
         default=None,
         help="default: scaled to the training split for images, "
         f"{sequence_classifier.DEFAULT_EPOCHS} for sequences",
@@ -177,9 +172,8 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     # Before the parser: a plug-in's dataset is one of --data's choices, as for run.py.
     plugins = load_plugins()
     args = build_parser(prog).parse_args(argv)
-    # Checked here, not typed PositiveInt: the value goes into the checkpoint, which a safe load reads.
-    if args.epochs is not None and args.epochs < 1:
-        raise OptionError("epochs", f"must be at least 1, got {args.epochs}")
+    if args.epochs is not None:
+        args.epochs = int(args.epochs)  # a plain int: it goes into the checkpoint, which a safe load reads
     sequence = args.data in sequence_classifier.SEQUENCE_DATASETS
     if DATASETS[args.data].data_kind == "sequence":
         # The command's dataset flags are image options: a sequence dataset refuses every one given.

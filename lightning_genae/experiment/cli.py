@@ -17,12 +17,11 @@ from lightning_genae.experiment.ablation.tuning import (
 )
 from lightning_genae.experiment.arguments import (
     build_parser,
-    check_registered_options,
     command_line_values,
     config_file_values,
     split_list,
 )
-from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.config import MODES, RunConfig
 from lightning_genae.experiment.grid_command import run_grid_command
 from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.program import (
@@ -30,7 +29,7 @@ from lightning_genae.experiment.program import (
     ReaderWatch,
     continued_as_a_grid,
     error_text,
-    os_error_line,
+    one_line_border,
     program_name,
     reader_may_leave,
 )
@@ -49,9 +48,8 @@ if TYPE_CHECKING:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point and the command's one border: every GenaeError and OSError met below it is one line,
-    `error: ...`, and its exit code (0 ok, 2 bad input, 1 training failure). `genae prepare ...` is the
-    command that prepares a dataset for streaming (`experiment/prepare.py`)."""
+    """Entry point (and `genae prepare`'s) and the command's one border: every GenaeError and OSError met
+    below it is one line, `error: ...`, and its exit code (0 ok, 2 bad input, 1 training failure)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["prepare"]:
         from lightning_genae.experiment.prepare import main as prepare
@@ -59,7 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return prepare(argv[1:], prog=f"{program_name()} prepare")
     with reader_may_leave() as watch:
         try:
-            return _main(argv, watch)
+            return one_line_border(lambda: _main(argv, watch))
+        except RunInterrupted as stop:
+            # Every rank stops; rank 0 alone carries the line to print.
+            if str(stop):
+                print(str(stop), file=sys.stderr)
+            return stop.exit_code
         except KeyboardInterrupt:
             # Ctrl-C where no handler of a run's own listens (while the command is read, say).
             print("stopped by Ctrl-C", file=sys.stderr)
@@ -82,13 +85,11 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
     try:
         # Before the parser: a plug-in's names are choices of --model, --data and --augment.
         load_plugins()
-        check_registered_options()
         parser = build_parser()
         args = command_line_values(parser, argv)
         print_config = args.pop("print_config", False)
         # The options of modes and grids, which are no run's; None where not given.
-        modes = ("config", "evaluate", "evaluate_folder", "summarize", "seeds", "grid_index", "tune_seeds")
-        mode = {name: args.pop(name, None) for name in modes}
+        mode = {name: args.pop(name, None) for name in MODES}
         config_path, seeds, grid_index, tune_seeds = (
             mode[n] for n in ("config", "seeds", "grid_index", "tune_seeds")
         )
@@ -103,7 +104,7 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
             # A list in the file (`train_size: [1000, full]`) is the grid --train-size 1000,full is; the
             # command line's --train-size replaces it.
             train_sizes = sizes_in_file
-        grid_options = [name for name in modes[4:] if mode[name] is not None]
+        grid_options = [name for name in MODES[4:] if mode[name] is not None]
         not_read = grid_options + ["print_config"] * print_config
         if mode["evaluate"] is not None or mode["evaluate_folder"] is not None:
             several_sizes = ["train_size"] * (len(train_sizes or []) > 1)
@@ -136,21 +137,10 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
     except GenaeError as error:
         # Before training every rank raises the same error, and rank 0's line is the one copy in the job log.
         rank = global_rank()
-        line = (
-            error_text(error)
-            if training or rank == 0
-            else f"rank {rank}: stopped by the error rank 0 reports"
-        )
+        shared = f"rank {rank}: stopped by the error rank 0 reports"
+        line = error_text(error) if training or rank == 0 else shared
         print(f"error: {line}", file=sys.stderr)
         return error.exit_code
-    except RunInterrupted as stop:
-        # Every rank stops; rank 0 alone carries the line to print.
-        if str(stop):
-            print(str(stop), file=sys.stderr)
-        return stop.exit_code
-    except OSError as error:
-        print(f"error: {os_error_line(error)}", file=sys.stderr)
-        return 2
     return 0
 
 

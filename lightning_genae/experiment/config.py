@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from lightning_genae.plugin_options import (
     PLUGIN_OPTION_NAMES,
     PluginOptions,
     flag,
+    option,
     typed_flag,
 )
 from lightning_genae.run_files import PER_INVOCATION
@@ -30,12 +30,13 @@ from lightning_genae.run_files import PER_INVOCATION
 # Float32 weights, optionally with mixed-precision autocast: the grids, metrics and augmenter call the model
 # with float32 data, which weights cast by Lightning's other "-true" precisions refuse.
 Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed"]
-PRECISIONS = typing.get_args(Precision)
 Backbone = Literal[(*BACKBONES, NO_BACKBONE)]
 DataOnDevice = Literal[DATA_ON_DEVICE]
 # No run of 10^9 iterations, 10^6 epochs or 10^7 generated images per metric finishes: a value beyond them is
 # a typo, refused before it fails far from its cause.
 MAX_STEPS, MAX_EPOCHS, MAX_EVAL_SAMPLES = 10**9, 10**6, 10**7
+# Training length when neither --max-steps nor --max-epochs is given, in training iterations.
+DEFAULT_MAX_STEPS = 2000
 # numpy's (and so Lightning's seed_everything's) seed range: an unsigned 32-bit integer.
 MAX_SEED = 2**32 - 1
 # `--logger` names (built in loggers.py; named here so that the command line needs no logger library).
@@ -46,143 +47,138 @@ LOGGER_CHOICES = {
 }
 
 
-def _opt(default: Any, help: str, **extra: Any) -> Any:
-    metadata = {"help": help, **extra}
-    if callable(default):
-        return field(default_factory=default, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
 @dataclass(frozen=True)
 class RunConfig(PluginOptions):
     """One training run, frozen; each value is checked against its declared range as it is made."""
 
-    model: str = _opt("gan", "model family", group="what")
-    data: str = _opt("digits", "dataset", group="what")
-    augment: str = _opt("none", "data augmentation", group="what")
-    data_dir: str = _opt(
+    model: str = option("gan", "model family", group="what")
+    data: str = option("digits", "dataset", group="what")
+    augment: str = option("none", "data augmentation", group="what")
+    data_dir: str = option(
         default_data_dir,
         "dataset root, $GENAE_DATA_DIR when that is set; for --data folder, the image folder",
         group="what",
         path=True,
     )
-    train_size: int | None = _opt(
+    train_size: int | None = option(
         None,
-        "train on a stratified subset of N training images, seeded by --seed (limited data)",
+        "train on a stratified subset of N training images, seeded by --seed (limited data); `full` for all "
+        "of them; a list makes a grid (e.g. 1000,full)",
         group="what",
         at_least=1,
     )
 
-    batch_size: int = _opt(64, "global batch size, split across devices", group="training", at_least=1)
-    max_steps: int | None = _opt(
+    batch_size: int = option(64, "global batch size, split across devices", group="training", at_least=1)
+    max_steps: int | None = option(
         None,
         "training iterations (a GAN's D+G update is one)",
         group="training",
+        shown_default=f"{DEFAULT_MAX_STEPS} unless --max-epochs",
         at_least=1,
         at_most=MAX_STEPS,
     )
-    max_epochs: int | None = _opt(
+    max_epochs: int | None = option(
         None, "passes over the training split", group="training", at_least=1, at_most=MAX_EPOCHS
     )
-    seed: int = _opt(
+    seed: int = option(
         0, "random seed (weights, noise, --train-size subset)", group="training", at_least=0, at_most=MAX_SEED
     )
 
-    precision: Precision = _opt(
+    precision: Precision = option(
         "32-true", "numeric precision, e.g. 32-true, 16-mixed, bf16-mixed", group="hardware"
     )
-    accelerator: str = _opt("auto", "cpu, gpu, mps or auto", group="hardware")
-    devices: str = _opt("auto", "number of devices, a list like 0,1, or auto", group="hardware")
-    strategy: str = _opt(
+    accelerator: str = option("auto", "cpu, gpu, mps or auto", group="hardware")
+    devices: str = option("auto", "number of devices, a list like 0,1, or auto", group="hardware")
+    strategy: str = option(
         "auto",
         "auto, ddp, deepspeed, ... (adversarial models get DDP's unused-parameter handling automatically; "
         "strategies that spawn or fork their processes are refused)",
         group="hardware",
     )
-    num_nodes: int = _opt(1, "number of nodes (SLURM/torchrun)", group="hardware", at_least=1)
-    num_workers: int = _opt(
+    num_nodes: int = option(1, "number of nodes (SLURM/torchrun)", group="hardware", at_least=1)
+    num_workers: int = option(
         0, "DataLoader workers (data is in memory; 0 is usually fastest)", group="hardware", at_least=0
     )
-    threads: int | None = _opt(
+    threads: int | None = option(
         None,
         "torch's CPU threads per process (default: $OMP_NUM_THREADS where set, else the cores this process "
         "may use: SLURM's CPUs per task, else its CPU affinity); on a shared CPU give the cores you own",
         group="hardware",
         at_least=1,
     )
-    data_on_device: DataOnDevice = _opt(
+    data_on_device: DataOnDevice = option(
         "auto",
         "index training batches on the run's device (no loader, no host-to-device copy): on, off, or auto "
         "(on unless --num-workers is given or the split would take over a quarter of the GPU's memory)",
         group="hardware",
     )
 
-    logger: list[str] = _opt(
+    logger: list[str] = option(
         lambda: ["csv"], "loggers, comma list: csv (always on), tensorboard, wandb", group="logging"
     )
-    wandb_project: str = _opt("lightning-genae", "W&B project", group="logging")
-    wandb_group: str | None = _opt(None, "W&B group (ablation grids set it)", group="logging")
-    output: str | None = _opt(
+    wandb_project: str = option("lightning-genae", "W&B project", group="logging")
+    wandb_group: str | None = option(None, "W&B group (ablation grids set it)", group="logging")
+    output: str | None = option(
         None,
         "run folder (default runs/<model>-<data>-<augment>-seed<seed>-<time>)",
         group="logging",
         path=True,
     )
-    eval_every: int = _opt(
+    eval_every: int = option(
         500,
         "validate and compute generative metrics every N iterations (and at the end)",
         group="evaluation",
         at_least=1,
     )
     # The k-nearest-neighbour metrics need more than k samples.
-    eval_samples: int = _opt(
+    eval_samples: int = option(
         10_000,
         "generated and real images per generative metric (capped by the split's size)",
         group="evaluation",
         at_least=MIN_FEATURE_SAMPLES,
         at_most=MAX_EVAL_SAMPLES,
     )
-    backbone: Backbone = _opt(
+    backbone: Backbone = option(
         "classifier",
         "features for FD/KID/precision/recall: classifier (trained on the dataset) or inception; none "
         "skips the image metrics (and the classifier's training on first use)",
         group="evaluation",
     )
-    inception_weights: str | None = _opt(
+    inception_weights: str | None = option(
         None,
         "local torch-fidelity InceptionV3 weights (default: $TORCH_HOME/hub/checkpoints, else download)",
         group="evaluation",
         path=True,
     )
-    classifier_weights: str | None = _opt(
+    classifier_weights: str | None = option(
         None,
         "a feature classifier checkpoint of --data to use for --backbone classifier (one the classifier "
         "command wrote, or one a run cached) instead of the shipped or cached one",
         group="evaluation",
         path=True,
     )
-    test_split: bool = _opt(
+    test_split: bool = option(
         True,
         "evaluate on the test split at the end; a tuning grid's runs do not (they are chosen on validation "
         "alone, the test split is for the final runs)",
         group="evaluation",
     )
-    image_every: int = _opt(
+    image_every: int = option(
         500, "write image grids every N iterations (and at the end)", group="logging", at_least=1
     )
-    ckpt_every: int = _opt(
+    ckpt_every: int = option(
         500, "save checkpoints/last.ckpt every N iterations (and at the end)", group="logging", at_least=1
     )
-    resume: str | None = _opt(
+    resume: str | None = option(
         None,
         "checkpoint to continue from, or 'last' = <output>/checkpoints/last.ckpt",
         group="logging",
         path=True,
     )
-    fast_dev_run: bool = _opt(
+    fast_dev_run: bool = option(
         False, "one batch of each stage, to check the set-up; writes no checkpoint", group="logging"
     )
-    overwrite: bool = _opt(
+    overwrite: bool = option(
         False,
         "replace the run already in --output (its config.yaml, metrics.csv, checkpoints, images, summary); "
         "with --evaluate or --evaluate-folder, an earlier eval.json there",
@@ -196,7 +192,14 @@ class RunConfig(PluginOptions):
         super().__post_init__()
         check_data_on_device(self.data_on_device)
         parse_devices(self.devices)
-        check_strategy(self.strategy)
+        # Trained in processes the strategy starts, the run's own process would record 0 iterations and lose
+        # the training's rows and checkpoints.
+        if any(launcher in self.strategy for launcher in ("spawn", "fork", "notebook")):
+            raise ConfigError(
+                f"--strategy {self.strategy} trains in processes it starts, whose steps, rows and "
+                "checkpoints this run never sees; use --strategy ddp (one process per device, as torchrun "
+                "and SLURM start them)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, the plug-ins' options flat among the others (the format of config.yaml)."""
@@ -229,18 +232,12 @@ class RunConfig(PluginOptions):
 
     def with_absolute_paths(self) -> RunConfig:
         """The same options with every path made absolute (`~` expanded), so that what records them names the
-        same folders from any folder."""
-        own = {
-            name: absolute_path(value)
-            for name in PATH_OPTIONS
-            # `--resume last` names no path.
-            if isinstance(value := getattr(self, name), str) and not (name == "resume" and value == "last")
-        }
-        plugins = {
-            name: absolute_path(value) if name in PATH_OPTION_NAMES and isinstance(value, str) else value
-            for name, value in self.plugin_options.items()
-        }
-        return dataclasses.replace(self, **own, plugin_options=plugins)
+        same folders from any folder (`--resume last` names no path)."""
+        values = self.to_dict()
+        for name in PATH_OPTION_NAMES & set(values):
+            if isinstance(values[name], str) and (name, values[name]) != ("resume", "last"):
+                values[name] = absolute_path(values[name])
+        return RunConfig.from_dict(values)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -250,11 +247,6 @@ class RunConfig(PluginOptions):
 
 
 CONFIG_FIELDS = {f.name: f for f in fields(RunConfig) if f.name != "plugin_options"}
-CONFIG_TYPES: dict[str, Any] = {
-    name: kind for name, kind in typing.get_type_hints(RunConfig).items() if name in CONFIG_FIELDS
-}
-# Options that name a file or folder: made absolute in what a run records, and compared as paths.
-PATH_OPTIONS = tuple(name for name, spec in CONFIG_FIELDS.items() if spec.metadata.get("path"))
 
 
 def absolute_path(path: str) -> str:
@@ -262,19 +254,9 @@ def absolute_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-# run.py's flags that are no option of a run (modes, grids, help).
-COMMAND_LINE_ONLY = (
-    "help",
-    "config",
-    "print_config",
-    "version",
-    "evaluate",
-    "evaluate_folder",
-    "seeds",
-    "tune_seeds",
-    "grid_index",
-    "summarize",
-)
+# run.py's modes and grids (a grid's three last), and with help, its flags that are no option of a run.
+MODES = ("config", "evaluate", "evaluate_folder", "summarize", "seeds", "grid_index", "tune_seeds")
+COMMAND_LINE_ONLY = (*MODES, "help", "print_config", "version")
 # How --train-size names the whole training split (None in RunConfig).
 WHOLE_SPLIT = "full"
 # Options a `--resume` may change, from the resumed step on; every other option defines the run and must equal
@@ -336,16 +318,6 @@ def _shown(value: Any) -> str:
         # An option the run left unset (an augmentation's, in a run without it).
         return "unset"
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-
-def check_strategy(strategy: str) -> None:
-    """Refuse a strategy that trains in processes it starts (spawn, fork, notebook): the run's own process
-    would record 0 iterations and lose the training's rows and checkpoints."""
-    if any(launcher in strategy for launcher in ("spawn", "fork", "notebook")):
-        raise ConfigError(
-            f"--strategy {strategy} trains in processes it starts, whose steps, rows and checkpoints this "
-            "run never sees; use --strategy ddp (one process per device, as torchrun and SLURM start them)"
-        )
 
 
 def parse_devices(devices: str) -> int | str | list[int]:

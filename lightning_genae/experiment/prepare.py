@@ -9,17 +9,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from lightning_genae.datamodules import (
-    DATASETS,
     build_datamodule,
     dataset_options,
     default_data_dir,
     parse_dataset_options,
 )
 from lightning_genae.errors import ConfigError
-from lightning_genae.experiment.classifier import add_dataset_flag, given_dataset_options
+from lightning_genae.experiment.classifier import dataset_parser, given_dataset_options
 from lightning_genae.experiment.program import CommandLineParser, one_line_border
 from lightning_genae.plugin_loading import load_plugins
 
@@ -27,19 +25,12 @@ PROG = "genae prepare"
 
 
 def build_parser(prog: str = PROG) -> CommandLineParser:
-    parser = CommandLineParser(
-        prog=prog,
-        description="Write a dataset's train, val and test splits (as a run reads them) into --output "
-        "in LitData's chunked format; a run given --data-dir of that folder streams its training data.",
+    parser = dataset_parser(
+        prog,
+        "Write a dataset's train, val and test splits (as a run reads them) into --output in LitData's "
+        "chunked format; a run given --data-dir of that folder streams its training data.",
+        dataset_options(),
     )
-    parser.add_argument("--data", required=True, type=Literal[tuple(sorted(DATASETS))], help="dataset name")
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="the dataset's folder, as for run.py; default: $GENAE_DATA_DIR when that is set, else ./data",
-    )
-    for name, (kind, spec) in dataset_options().items():
-        add_dataset_flag(parser, name, kind, spec)
     parser.add_argument("--output", required=True, help="a new or empty folder for the prepared dataset")
     return parser
 

@@ -1,6 +1,5 @@
-"""What the command is called where it was typed (`genae`, `python -m lightning_genae`, `python run.py`), an
-error as the command line says it, the parser every command reads its flags with, and output whose reader
-may go away."""
+"""The command's name as typed, an error as the command line says it, the parser every command reads its
+flags with, and output whose reader may go away."""
 
 from __future__ import annotations
 
@@ -66,8 +65,8 @@ def os_error_line(error: OSError) -> str:
 
 
 def one_line_border(command: Callable[[], int]) -> int:
-    """A side command's one border: `command`'s exit code, or every GenaeError and OSError it meets as one
-    line, `error: ...`, with its exit code (2 for an OSError)."""
+    """A command's one border: `command`'s exit code, or every GenaeError and OSError it meets as one line,
+    `error: ...`, with its exit code (2 for an OSError)."""
     try:
         return command()
     except GenaeError as error:

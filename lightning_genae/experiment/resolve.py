@@ -28,6 +28,7 @@ from lightning_genae.datamodules import (
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error
 from lightning_genae.experiment.augment_plan import resolve_augment_plan
 from lightning_genae.experiment.config import (
+    DEFAULT_MAX_STEPS,
     LOGGER_CHOICES,
     NO_BACKBONE,
     RunConfig,
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
     from lightning_genae.experiment.attach import Attached
     from lightning_genae.models import DiscriminatorAugmentation, GenerativeModule
     from lightning_genae.models.protocols import StrengthController
-
-# Training length when neither --max-steps nor --max-epochs is given, in training iterations.
-DEFAULT_MAX_STEPS = 2000
 
 
 def model_option_names() -> set[str]:
@@ -185,8 +183,7 @@ def refusing_what_does_not_fit(what: str, options: Mapping[str, Any]) -> Iterato
 def resolve(
     config: RunConfig, *, drop_unused_augment_options: bool = False, named: Collection[str] = ()
 ) -> ResolvedRun:
-    """Check `config` against the registries and fill every default; raises ConfigError with the fix.
-    `drop_unused_augment_options`: a grid cell's, which need not read every augmentation option; `named`:
+    """Check `config` against the registries and fill every default; raises ConfigError with the fix. `named`:
     the options the command line names (`named_options`)."""
     for option, names, known in (
         ("model", [config.model], MODELS),
@@ -313,22 +310,26 @@ def check_weights_files(config: RunConfig) -> None:
         name = f"{backbone}_weights"
         if getattr(config, name) is None:
             continue
-        if config.backbone != backbone or kind != "image":
-            raise ConfigError(
-                f"{flag(name)} is read by --backbone {backbone} on image data only, and this run has "
-                f"--backbone {config.backbone} on {kind} data; drop {flag(name)} or use --backbone {backbone}"
-            )
         path = Path(getattr(config, name)).expanduser()
-        if not is_torch_file(path):
+        if config.backbone != backbone or kind != "image":
+            problem = (
+                f"is read by --backbone {backbone} on image data only, and this run has --backbone "
+                f"{config.backbone} on {kind} data; drop {flag(name)} or use --backbone {backbone}"
+            )
+        elif not is_torch_file(path):
             what = "is not a file written by torch.save" if path.exists() else "does not exist"
-            raise ConfigError(f"{flag(name)} {path} {what}; {fix}")
+            problem = f"{path} {what}; {fix}"
+        else:
+            continue
+        raise ConfigError(f"{flag(name)} {problem}")
 
 
-def _overlap(config: RunConfig, folder: str | Path) -> Path | None:
-    """The folder of the images `--data {config.data}` reads (--data-dir, or a folder linked into it) that
-    lies inside `folder` or holds it, where the dataset reads every image under --data-dir; else None."""
+def refuse_a_folder_among_the_data(config: RunConfig, folder: str | Path, scored: bool = False) -> None:
+    """A run folder (or an `--evaluate-folder`, `scored`) inside or around the images of a dataset that reads
+    every image under --data-dir (or a folder linked into it): the run's sample grids would be the next run's
+    training images, the images scored among the real test images they are compared with."""
     if not DATASETS[config.data].reads_every_image:
-        return None
+        return
     data = os.path.realpath(os.path.expanduser(config.data_dir))
     roots = [Path(data)]
     for parent, subfolders, _ in os.walk(data):
@@ -338,34 +339,17 @@ def _overlap(config: RunConfig, folder: str | Path) -> Path | None:
             if os.path.islink(os.path.join(parent, name))
         ]
     path = Path(os.path.realpath(os.path.expanduser(folder)))
-    return next(
-        (root for root in roots if root == path or root in path.parents or path in root.parents), None
-    )
-
-
-def refuse_a_folder_among_the_data(config: RunConfig, folder: str | Path, scored: bool = False) -> None:
-    """A run folder (or an `--evaluate-folder`, `scored`) inside or around the images of a dataset that reads
-    every image under --data-dir: the run's sample grids would be the next run's training images, the images
-    scored among the real test images they are compared with."""
-    if (root := _overlap(config, folder)) is None:
+    overlapping = [root for root in roots if root == path or root in path.parents or path in root.parents]
+    if not overlapping:
         return
-    linked = (
-        "" if root == Path(os.path.realpath(os.path.expanduser(config.data_dir))) else f" (through {root})"
-    )
-    what, why = (
-        (
-            "--evaluate-folder",
-            "the images scored would be compared with themselves as real test "
-            "images; score a folder kept apart from the data",
-        )
-        if scored
-        else (
-            "the run folder",
-            "the run's pictures would become the next run's training images; pick an --output "
-            "apart from the data",
-        )
-    )
+    linked = "" if overlapping[0] == roots[0] else f" (through {overlapping[0]})"
+    if scored:
+        what = "--evaluate-folder"
+        why = "the images scored would be compared with themselves as real test images; score a folder kept"
+    else:
+        what = "the run folder"
+        why = "the run's pictures would become the next run's training images; pick an --output"
     raise ConfigError(
         f"{what} {folder} and --data-dir {config.data_dir}{linked} overlap, and --data {config.data} reads "
-        f"every image there: {why}"
+        f"every image there: {why} apart from the data"
     )

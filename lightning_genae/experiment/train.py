@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import time
 import warnings
@@ -96,15 +95,14 @@ class TrainingStarted(Callback):
     """Notes the end of the first training batch: from then on a failure leaves a run worth keeping; and
     (`finished`, set by the run) that its summary.json is written."""
 
-    def __init__(self, on_start: Callable[[], None] | None = None) -> None:
+    def __init__(self, on_start: Callable[[], None] = lambda: None) -> None:
         self.started = False
         self.finished = False
         self._on_start = on_start
 
     def on_train_batch_end(self, *args: Any) -> None:
-        first = not self.started
-        self.started = True
-        if first and self._on_start is not None:
+        if not self.started:
+            self.started = True
             self._on_start()
 
 
@@ -131,9 +129,7 @@ class RunWallClock(Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
-        earlier = checkpoint.get(WALL_TIME_KEY)
-        if isinstance(earlier, (int, float)) and math.isfinite(earlier) and earlier >= 0:
-            self._earlier_sessions_s = float(earlier)
+        self._earlier_sessions_s = float(checkpoint.get(WALL_TIME_KEY, 0.0))
 
 
 def run(
@@ -144,9 +140,8 @@ def run(
     brief: bool = False,
     replacing: str = "--overwrite",
 ) -> dict[str, Any]:
-    """Train (or resume) one run and write its folder; returns summary.json's contents. Rank 0 claims the
-    folder first; a failure before the first training step puts it back as it was. `explicit_resume`
-    (`--resume`) refuses a checkpoint with nothing left to train; `brief` ends with one line, not a table."""
+    """Train (or resume) one run and write its folder; returns summary.json's contents. A failure before the
+    first training step puts the folder back as it was; `brief` ends with one line, not a table."""
     config = resolved.config
     if config.output:
         run_dir = Path(config.output)

@@ -10,9 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
-from lightning_fabric.utilities.imports import _IS_INTERACTIVE
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.strategies import DDPStrategy
 
 from lightning_genae.api import CallbackSettings, run_callbacks, trainer_kwargs, validation_every
 from lightning_genae.callbacks.progress_bar import IterationProgressBar
@@ -71,27 +69,18 @@ def runs_several_processes(config: RunConfig) -> bool:
     )
 
 
-def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> Any:
-    """Adversarial models leave one network without gradients in each backward; DDP must expect that,
-    also where `--strategy auto` picks DDP for several devices."""
-    if not family.adversarial or "find_unused" in config.strategy:
-        return config.strategy
-    strategy = config.strategy
-    if strategy == "auto" and runs_several_processes(config):
-        # What Lightning's `auto` picks for several processes: forked in a notebook, else started as scripts.
-        strategy = "ddp_fork" if _IS_INTERACTIVE else "ddp"
-    start_method = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}.get(
-        strategy
-    )
-    if start_method is not None:
-        return DDPStrategy(find_unused_parameters=True, start_method=start_method)
+def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> str:
+    """Adversarial models leave one network without gradients in each backward: DDP must expect that, also
+    where `--strategy auto` picks DDP for several processes (RunConfig refuses DDP's spawning kin)."""
+    several = config.strategy == "auto" and runs_several_processes(config)
+    if family.adversarial and (config.strategy == "ddp" or several):
+        return "ddp_find_unused_parameters_true"
     return config.strategy
 
 
 def default_threads(processes: int = 1) -> int:
-    """torch's CPU threads without --threads: $OMP_NUM_THREADS or SLURM's CPUs per task, else the cores this
-    process may use shared among the `processes` it launches (torch's default, every core of the machine,
-    is several times slower on a shared CPU)."""
+    """torch's CPU threads without --threads: $OMP_NUM_THREADS or SLURM's CPUs per task, else this process's
+    cores shared among the `processes` it launches (torch's every core is far slower on a shared CPU)."""
     for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:

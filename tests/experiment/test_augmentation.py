@@ -130,10 +130,10 @@ def test_augmenter_is_trained_once_then_loaded_from_the_cache(tmp_path, monkeypa
 
     # Whatever the augmenter depends on names another file.
     others = [
-        cache_path(plan, digits(tmp_path), 1, None),
-        cache_path(plan, digits(tmp_path, train_size=200), 0, None),
-        cache_path(plan_for(augment="vae", augmenter_steps=20), datamodule, 0, None),
-        cache_path(plan_for(augment="ae", augmenter_steps=21), datamodule, 0, None),
+        cache_path(plan, digits(tmp_path), 1),
+        cache_path(plan, digits(tmp_path, train_size=200), 0),
+        cache_path(plan_for(augment="vae", augmenter_steps=20), datamodule, 0),
+        cache_path(plan_for(augment="ae", augmenter_steps=21), datamodule, 0),
     ]
     assert len({path, *others}) == 5
     assert all(other.parent == path.parent for other in others)
@@ -513,9 +513,9 @@ def test_augment_ckpt_with_options_that_train_an_augmenter_is_refused(tmp_path, 
 INVALID = {
     "diffaug without a discriminator": (["--model", "vae", "--augment", "diffaug"], "discriminator"),
     "ae and vae together": (["--augment", "ae+vae"], "ae+vae"),
-    "option of no augmentation": (["--augment", "none", "--augment-p", "0.5"], "--augment-p"),
+    "option of no augmentation": (["--augment", "none", "--augment-p", "0.5"], "augment_p"),
     "pool online": (["--augment", "ae", "--augment-pool", "10"], "augment_pool"),
-    "noise without augmenter": (["--augment", "diffaug", "--augment-noise", "0.1"], "--augment-noise"),
+    "noise without augmenter": (["--augment", "diffaug", "--augment-noise", "0.1"], "augment_noise"),
     "p above one": (["--augment", "ae", "--augment-p", "1.5"], "--augment-p"),
     "negative noise": (["--augment", "ae", "--augment-noise", "-0.1"], "--augment-noise"),
     "unknown diffaug policy": (["--augment", "diffaug", "--diffaug-policy", "nope"], "--diffaug-policy"),

@@ -41,7 +41,7 @@ from lightning_genae.augmentation import AUGMENTATIONS, augmentation_options
 from lightning_genae.augmentation.adaptive import ControllerOptions
 from lightning_genae.checkpoint import CONFIG_KEY
 from lightning_genae.experiment.cli import main
-from lightning_genae.experiment.config import CONFIG_FIELDS, CONFIG_TYPES, PRECISIONS, flag
+from lightning_genae.experiment.config import CONFIG_FIELDS, Precision, RunConfig, flag
 from lightning_genae.models import MODELS
 from lightning_genae.plugin_options import PluginOptions
 
@@ -162,7 +162,7 @@ def takes_floats(kind: object) -> bool:
 
 def numeric_options() -> list[tuple[str, list[str]]]:
     """Every float option (RunConfig's, the augmentations', the families') and the arguments that read it."""
-    cases = [(name, []) for name in CONFIG_FIELDS if takes_floats(CONFIG_TYPES[name])]
+    cases = [(name, []) for name in CONFIG_FIELDS if takes_floats(RunConfig.types()[name])]
     for name, (kind, _) in augmentation_options().items():
         if not takes_floats(kind):
             continue
@@ -221,7 +221,7 @@ def test_the_finiteness_check_covers_float_options_of_every_kind() -> None:
     assert {"ada_target", "ada_kimg"} <= names
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("precision", typing.get_args(Precision))
 def test_every_offered_precision_trains_a_tiny_run(precision, tmp_path, capsys) -> None:
     code = main(
         ["--model", "ae", *TINY_RUN, "--max-steps", "2", "--precision", precision, "--output", str(tmp_path)]

@@ -199,7 +199,7 @@ def test_replacing_a_folders_images_in_place_recomputes_the_real_features(tmp_pa
 def test_a_damaged_cached_augmenter_is_trained_again_with_a_notice(damage, tmp_path, augmenter_cache, capsys):
     data = build_datamodule("digits", data_dir=str(tmp_path), batch_size=32, train_size=100)
     plan = augmenter_plan()
-    path = cache_path(plan, data, 0, None)
+    path = cache_path(plan, data, 0)
     _, record = load_augmenter(plan, data, seed=0, accelerator="cpu")
     good = path.read_bytes()
     marker = tmp_path / "payload-ran"
@@ -233,7 +233,7 @@ def test_a_payload_at_the_cache_name_never_runs_in_a_plain_augment_ae_run(tmp_pa
     data = build_datamodule("digits", data_dir=str(tmp_path), batch_size=32)
     options = ["--augmenter-width", "8", "--augmenter-latent-dim", "8", "--augmenter-steps", "10"]
     plan = augmenter_plan()
-    path = cache_path(plan, data, 0, None)
+    path = cache_path(plan, data, 0)
     marker = tmp_path / "payload-ran"
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": {}, "extra": WritesAFileWhenUnpickled(marker)}, path)

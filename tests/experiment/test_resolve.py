@@ -18,8 +18,8 @@ from lightning_genae.augmentation import AUGMENTATIONS, option_defaults
 from lightning_genae.errors import ConfigError, OptionError
 from lightning_genae.experiment.arguments import config_file_values
 from lightning_genae.experiment.cli import build_parser, main
-from lightning_genae.experiment.config import CONFIG_FIELDS, RunConfig, resume_conflicts
-from lightning_genae.experiment.resolve import DEFAULT_MAX_STEPS, resolve
+from lightning_genae.experiment.config import CONFIG_FIELDS, DEFAULT_MAX_STEPS, RunConfig, resume_conflicts
+from lightning_genae.experiment.resolve import resolve
 from lightning_genae.models import MODELS
 from lightning_genae.models.ae import AutoencoderOptions
 from lightning_genae.models.gan import GANOptions
@@ -126,11 +126,11 @@ BAD_CONFIGS = {
     ),
     "augmentation option with no augmentation": (
         dict(augment="none", augment_p=0.3),
-        ["--augment-p", "--augment none", "drop it"],
+        ["augment_p", "--augment none", "drop it"],
     ),
     "augmentation option another augmentation reads": (
         dict(augment="diffaug", augment_noise=0.1),
-        ["--augment-noise", "--augment diffaug", "drop it"],
+        ["augment_noise", "--augment diffaug", "drop it"],
     ),
     "pool size in online mode": (
         dict(augment="ae", augment_pool=100),

@@ -742,15 +742,15 @@ def test_every_rank_and_every_restart_of_a_job_names_the_same_wandb_run(tmp_path
 LOAD_AUGMENTER = """
 import hashlib, sys
 from pathlib import Path
-from lightning_genae.experiment.augmenter import load_augmenter
+from lightning_genae.experiment import augmenter
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resolve import resolve
 
 resolved = resolve(RunConfig.from_dict(dict(model="gan", data="digits", augment="ae", augmenter_steps=30,
                                            augmenter_width=8, augmenter_latent_dim=8)))
 datamodule = resolved.build_datamodule()
-cache = Path(sys.argv[1])
-module, record = load_augmenter(resolved.augment, datamodule, 0, cache_dir=cache, accelerator="cpu")
+augmenter.default_cache_dir = lambda: Path(sys.argv[1])
+module, record = augmenter.load_augmenter(resolved.augment, datamodule, 0, accelerator="cpu")
 weights = b"".join(value.numpy().tobytes() for value in module.state_dict().values())
 print("augmenter", record["source"], hashlib.sha256(weights).hexdigest())
 """

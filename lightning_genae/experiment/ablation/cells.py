@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lightning_genae.augmentation import augmentation_options
 from lightning_genae.cache import write_file_atomically
 from lightning_genae.errors import ConfigError, RunFolderRefused, agree
-from lightning_genae.experiment.augment_plan import given_options
 from lightning_genae.experiment.config import WHOLE_SPLIT, RunConfig, flag
 from lightning_genae.experiment.resolve import ResolvedRun, resolve
 from lightning_genae.experiment.run_folder import read_json_object, refuse_another_run
@@ -135,7 +135,8 @@ def _refuse_options_no_arm_reads(
                 read |= set(resolve_cell(shared, root, tried).augment.options)
             except ConfigError:
                 continue  # a candidate an arm cannot take is refused as the tuning plan resolves it
-    stray = [name for name in [*given_options(shared), *candidates] if name not in read]
+    given = shared.given_plugin_options(augmentation_options())
+    stray = [name for name in [*given, *candidates] if name not in read]
     if stray:
         flags = ", ".join(flag(name) for name in stray)
         raise ConfigError(
