@@ -216,6 +216,10 @@ class InMemoryDataModule(pl.LightningDataModule):
         images, labels = self.split_tensors(split)
         return images[indices], labels[indices]
 
+    def _read_alone(self, split: str) -> bool:
+        """Whether a dataset that can read `split` in parts does: it is not held, and is no train subset."""
+        return split not in (self._splits or {}) and not (split == "train" and self.train_size is not None)
+
     def split_batches(self, split: str) -> Iterator[Batch]:
         """`split` (of "train", its `train_size` subset) in its stored order, as consecutive (items, labels)
         blocks whose sizes are multiples of MAP_BATCH: a pass over a streamed split without holding it."""

@@ -55,12 +55,8 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
 
 
 def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) -> dict[str, Any]:
-    """Write every split of `datamodule` (as it holds them: its split rule and preprocessing, no
-    `train_size`), read in blocks (`split_batches`), under `output/<split>` in LitData's chunked format, then
-    the manifest: the dataset, its options and item shape, and each split's size and SHA-256 (as
-    `content_sha256` computes it and checkpoints record it)."""
-    if datamodule.train_size is not None:
-        raise DataError(f"{dataset}: only a whole dataset can be prepared")
+    """Write every split of `datamodule`, read in blocks, under `output/<split>` in LitData's chunked format,
+    then the manifest: dataset, options, item shape, and each split's size and `content_sha256`."""
     output = Path(output).expanduser()
     datamodule.prepare_data()
     splits = {}
@@ -180,25 +176,22 @@ class StreamedSplits(InMemoryDataModule):
             return self.train_size
         return self.manifest["splits"][split]["items"]
 
+    def _read_alone(self, split: str) -> bool:
+        """Only the whole train split is read from its chunks; val and test are checked whole, once."""
+        return split == "train" and super()._read_alone(split)
+
     def items_at(self, split: str, indices: Tensor) -> Batch:
-        """Of the streamed train split, the items at `indices` read from its chunks; of the others, from the
-        split held in memory."""
-        if not self._streams(split):
+        if not self._read_alone(split):
             return super().items_at(split, indices)
         return self._read(split, indices.tolist())
 
     def split_batches(self, split: str) -> Iterator[Batch]:
-        """Of the streamed train split, blocks read from its chunks in stored order; else the split whole."""
-        if not self._streams(split):
+        if not self._read_alone(split):
             yield from super().split_batches(split)
             return
         size = self.split_size(split)
         for start in range(0, size, STREAM_BLOCK):
             yield self._read(split, range(start, min(start + STREAM_BLOCK, size)))
-
-    def _streams(self, split: str) -> bool:
-        """Whether `split` is read from its chunks: the whole train split, unless it is held already."""
-        return split == "train" and self.train_size is None and "train" not in (self._splits or {})
 
     def _read(self, split: str, indices: Iterable[int]) -> Batch:
         """The prepared `split`'s items at `indices`, read from its chunks by index."""
@@ -257,23 +250,22 @@ def _streamed_class(module: type[InMemoryDataModule]) -> type[InMemoryDataModule
     return type(f"Streamed{module.__name__}", (StreamedSplits, module), {"__doc__": module.__doc__})
 
 
-def streamed(name: str, module: type[InMemoryDataModule], data_dir: str | Path) -> type[InMemoryDataModule]:
-    """Dataset `name`'s DataModule reading the prepared folder `data_dir`, which must hold that dataset."""
-    prepared = read_manifest(data_dir)["dataset"]
-    if prepared != name:
-        raise DataError(f"{data_dir} holds the prepared dataset {prepared}; use --data {prepared}")
-    return _streamed_class(module)
-
-
-def prepared_series_options(data_dir: str | Path, given: dict[str, Any]) -> dict[str, Any]:
-    """The dataset options the series in `data_dir` were prepared with, which a run streaming them takes:
-    they cut and scaled the series. A `given` option of another value is refused."""
-    prepared = read_manifest(data_dir)["options"]
-    for name, value in given.items():
-        if prepared.get(name) != value:
+def streamed(
+    name: str, module: type[InMemoryDataModule], data_dir: str | Path, given: dict[str, Any]
+) -> tuple[type[InMemoryDataModule], dict[str, Any]]:
+    """Dataset `name`'s DataModule reading the prepared folder `data_dir`, and its options: of series, those
+    they were prepared with (they cut and scaled them), a `given` option of another value refused."""
+    manifest = read_manifest(data_dir)
+    if (dataset := manifest["dataset"]) != name:
+        raise DataError(f"{data_dir} holds the prepared dataset {dataset}; use --data {dataset}")
+    if module.data_kind != "sequence":
+        return _streamed_class(module), given
+    prepared = manifest["options"]
+    for option, value in given.items():
+        if prepared.get(option) != value:
             raise OptionError(
-                name,
-                f"{value!r}: {data_dir} holds series prepared with {prepared.get(name)!r}; drop it, or "
+                option,
+                f"{value!r}: {data_dir} holds series prepared with {prepared.get(option)!r}; drop it, or "
                 "prepare the data again with it",
             )
-    return prepared
+    return _streamed_class(module), prepared
