@@ -39,9 +39,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its DataModule (`module:Class`), a one-line description, its `data_kind`, its
-    options (whose fields its constructor takes; `ImageOptions` for images unless named), whether every
-    pixel is 0 or 1, and whether it reads every image under --data-dir (where a run folder would be data)."""
+    """A registered dataset: its DataModule (`module:Class`), description, data kind, options (default: its
+    kind's), whether its pixels are binary, and whether it reads every image under --data-dir."""
 
     location: str
     description: str

@@ -249,10 +249,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     # ----- dataloaders -----
 
     def loader_over(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader | DeviceBatches:
-        """This DataModule's loader over any in-memory items and labels: training batches indexed on the
-        device (`DeviceBatches`) or shuffled by `EpochShuffle` (under DDP, Lightning's DistributedSampler) in
-        a `ResumableLoader`, so a resumed run sees the batches an uninterrupted one would; evaluation
-        batches from a host DataLoader, under DDP each process's `EvaluationShard`."""
+        """This DataModule's loader over in-memory items: training batches resumable (a resumed run sees the
+        batches an uninterrupted one would), evaluation batches in order, under DDP each rank's share."""
         world_size = self.trainer.world_size if self.trainer is not None else 1
         if train and (device := self.batch_device(images, labels)) is not None:
             rank = self.trainer.global_rank if self.trainer is not None else 0

@@ -1,6 +1,5 @@
 """Binarized MNIST as the likelihood literature uses it (Burda et al. 2016): each pixel Bernoulli(intensity
-/ 255), training batches drawn anew from the run seed's stream at the batch's epoch and step, validation and
-test binarized once from a fixed seed. Pixels are stored as 0 or 255, so batches keep the [-1, 1] contract."""
+/ 255), training batches drawn anew per step from the run seed, val/test binarized once from a fixed seed."""
 
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
-"""CelebA aligned faces at 64x64 with the official partition, framed as the VAE-GAN paper's reference code
-frames them (andersbll/autoencoding_beyond_pixels, dataset/celeba.py), decoded once and cached as uint8.
+"""CelebA aligned faces at 64x64, official partition, framed as the VAE-GAN reference code frames them
+(andersbll/autoencoding_beyond_pixels), decoded once into a uint8 cache keyed by the sources' content.
 
-The cache is keyed by the SHA-256 of the partition file's and every listed JPEG's bytes, with the decoding.
-A small file beside it vouches for that content under the files' sizes, modification and change times (as
-git's index does, without inodes and devices, which differ between a network file system's nodes), so that
-200k files are not read at every start; a file rewritten with its old size and time still has a new ctime."""
+A file beside the cache vouches for that content under the files' sizes and modification and change times
+(as git's index does), so that 200k files are not read at every start."""
 
 from __future__ import annotations
 

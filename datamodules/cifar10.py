@@ -1,8 +1,5 @@
 """CIFAR-10 read from its python pickle batches; torchvision only downloads (its reader insists on MD5s).
-
-An ordinary unpickler runs whatever callable a file names, so a file planted in the data folder would run
-code: the batches are read by one that resolves only the globals the format names, and what it builds is
-checked as pixels and labels."""
+An ordinary unpickler would run any callable a planted file names: ours resolves only the format's globals."""
 
 from __future__ import annotations
 

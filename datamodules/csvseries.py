@@ -1,10 +1,5 @@
-"""A user's CSV file as series: one recording, or a panel of many (docs/data.md, "CSV files").
-
-pandas reads the file (text, never unpickled). Ours is what its cells mean as series: the layout, the
-splits (one recording in time order, so that no evaluation window overlaps a training one; a panel by whole
-series), the windows, and what would bend a result: rows going back in time, gaps (filled, if asked, within
-each time split, so that no evaluation value reaches a training row), cells that are no finite 32-bit number.
-"""
+"""A user's CSV file as series: one recording split in time order (no evaluation window overlaps a training
+one), or a panel split by whole series (docs/data.md, "CSV files"); pandas reads the text."""
 
 from __future__ import annotations
 
@@ -46,10 +41,8 @@ def _delimiter(first_line: str) -> str:
 
 
 def _is_header(first: pd.Series) -> bool:
-    """Whether a first row names the columns: it holds a cell that is neither a number, a gap nor an ISO 8601
-    date (a file without a header may start with one), or its cells count 0, 1, 2, ... (the names pandas
-    writes for unnamed columns, after an empty cell where it wrote the index); as data, such a row would be
-    a ramp taken for a series or a time step."""
+    """Whether a first row names the columns: a cell is neither a number, a gap nor an ISO 8601 date, or its
+    cells count 0, 1, 2, ... (pandas' names of unnamed columns, which as data would be a ramp)."""
     cells = first.dropna()
     numbers = pd.to_numeric(cells, errors="coerce")
     text = cells[numbers.isna()]
@@ -195,9 +188,8 @@ def read_series(
 
 
 def _no_channels(path: Path, values: pd.DataFrame, groups: np.ndarray) -> list[str]:
-    """The columns that carry no series: whole numbers rising by one fixed step within each series (a year:
-    as a channel, a ramp whose test values lie beyond every training value), or one value in every row (a
-    flag, predicted perfectly, would lift every per-channel score). None where they are all there is."""
+    """The columns that carry no series, unless they are all there is: a counter rising by a fixed step (a
+    year, whose test values lie beyond every training one) or one value in every row (a flag)."""
     steps = values.groupby(groups).diff()
     found = []
     for name, column in values.items():

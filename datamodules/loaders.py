@@ -34,9 +34,8 @@ class InMemoryImages(Dataset):
 
 
 class EpochShuffle(Sampler[int]):
-    """A new order of n indices for each pass, a function of (seed, epoch) only, that can start part-way:
-    RandomSampler's global stream, advanced otherwise by a stopped and resumed run, would give other batches.
-    """
+    """Each pass's order of n indices, a function of (seed, epoch) only, that can start part-way: a resumed
+    run draws the batches an uninterrupted one would (RandomSampler's global stream would differ)."""
 
     def __init__(self, size: int, seed: int) -> None:
         self.size, self.seed = size, seed

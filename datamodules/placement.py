@@ -26,9 +26,8 @@ def check_data_on_device(setting: str) -> None:
 def batch_device(
     setting: str, num_workers: int, device: torch.device, size_bytes: int
 ) -> torch.device | None:
-    """The device training batches of a split of `size_bytes` are indexed on, or None for a host DataLoader:
-    `on`, the run's device; `auto`, the same unless loader workers were asked for or, on an accelerator, the
-    split would take more than AUTO_DEVICE_SHARE of its memory."""
+    """The device training batches of a split of `size_bytes` are indexed on, or None for a host DataLoader
+    (`auto`: when loader workers are asked for or the split is too large for the accelerator)."""
     if setting == "off" or (setting == "auto" and num_workers > 0):
         return None
     if setting == "on" or device.type == "cpu":

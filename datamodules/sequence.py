@@ -1,6 +1,5 @@
-"""In-memory sequence datamodule: float32 series [B, T, C] and int64 labels [B] (-1: none), normalised per
-channel by a `Normaliser` fitted on the training split alone and saved with the run (in the checkpoint and as
-`normaliser.json`), so generated series can be put back into the data's own units."""
+"""Series datamodules: float32 [B, T, C], normalised per channel by a `Normaliser` fitted on the training
+split alone and saved with the run, so generated series can be put back into the data's own units."""
 
 from __future__ import annotations
 

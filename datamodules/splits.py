@@ -47,9 +47,8 @@ def _allocate(counts: np.ndarray, n: int, tie_order: np.ndarray) -> np.ndarray:
 
 
 def stratified_sample(labels: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Pick `n` indices with class proportions kept; returns (chosen, rest), each sorted ascending. Labels
-    -1 form one class; each class is shuffled by `seed` and its label: a larger `n` (nearly) holds a
-    smaller."""
+    """(chosen, rest) sorted: `n` indices with class proportions kept (-1 is one class), each class shuffled
+    by `seed` and its label, so that a larger `n` (nearly) holds a smaller."""
     label_array = labels.cpu().numpy()
     mask = np.zeros(len(label_array), dtype=bool)
     if n > 0:

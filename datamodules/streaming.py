@@ -1,7 +1,5 @@
-"""Image datasets streamed from a prepared folder: each split in LitData's chunked format, written once by
-`prepare` from the DataModule's own in-memory splits (the same split rule and preprocessing), with a
-manifest of what was written. Training reads the train split as a stream, shuffled, each process its own
-share, its position kept in checkpoints; val and test (and a `train_size` subset) are read into memory."""
+"""Datasets streamed from a folder `prepare` wrote from the DataModule's own splits in LitData's format, with
+a manifest; training streams the train split, val and test (and a `train_size` subset) are held."""
 
 from __future__ import annotations
 
@@ -109,9 +107,8 @@ def stack_items(items: list[dict[str, Any]]) -> Batch:
 
 
 class StreamedSplits(InMemoryDataModule):
-    """Mixed in before a registered DataModule by `streamed`: its splits come from a prepared folder
-    (`data_dir`); everything else (name, the batch transfer) stays the dataset's. Series take their shape,
-    scale and channel names from the manifest, as they were prepared."""
+    """Mixed in before a registered DataModule by `streamed`: its splits (and a series' shape, scale and
+    channel names) come from the prepared folder `data_dir`; everything else stays the dataset's."""
 
     @functools.cached_property
     def manifest(self) -> dict[str, Any]:
@@ -234,9 +231,8 @@ class StreamedSplits(InMemoryDataModule):
 
 
 class EpochStream(StreamingDataLoader):
-    """LitData's loader, whose resumed epoch ends with its last batch. Lightning ends an epoch once it has
-    taken len(loader) batches, without asking for the one more that ends the iteration, and LitData's loader,
-    resumed part-way, replays the rest of the resumed epoch at the next one unless its iteration ended."""
+    """LitData's loader, whose resumed epoch ends with its last batch: Lightning never asks for the one past
+    it, and a resumed LitData loader replays the rest of its epoch unless its iteration ended."""
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in super().__iter__():

@@ -1,7 +1,5 @@
-"""TimeGAN's Sines benchmark (Yoon et al., "Time-series Generative Adversarial Networks", NeurIPS 2019,
-Table 2), generated as its reference code does (jsyoon0823/TimeGAN, data_loading.py `sine_data_generation`):
-its whole scaling for Sines is the [0, 1] of (sin + 1) / 2, drawn here by `seeded_uniform`, the same on every
-machine."""
+"""TimeGAN's Sines benchmark (Yoon et al., NeurIPS 2019), generated as its reference code does
+(jsyoon0823/TimeGAN `sine_data_generation`), drawn by `seeded_uniform`, the same on every machine."""
 
 from __future__ import annotations
 
