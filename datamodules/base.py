@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -18,7 +19,6 @@ from lightning_genae.datamodules.loaders import (
     Batch,
     DeviceBatches,
     EpochShuffle,
-    EvaluationShard,
     InMemoryImages,
     ResumableLoader,
     collate_batch,
@@ -26,7 +26,7 @@ from lightning_genae.datamodules.loaders import (
 from lightning_genae.datamodules.pixels import to_model_range, to_uint8
 from lightning_genae.datamodules.placement import batch_device, check_data_on_device
 from lightning_genae.datamodules.splits import stratified_sample
-from lightning_genae.errors import DataError, OptionError, describe_error
+from lightning_genae.errors import ConfigError, DataError, OptionError, describe_error
 from lightning_genae.seeding import generator
 
 if TYPE_CHECKING:
@@ -252,8 +252,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         """This DataModule's loader over in-memory items: training batches resumable (a resumed run sees the
         batches an uninterrupted one would), evaluation batches in order, under DDP each rank's share."""
         world_size = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         if train and (device := self.batch_device(images, labels)) is not None:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
             images, labels = images.to(device), labels.to(device)
             return DeviceBatches(images, labels, self.batch_size_per_device, self.seed, rank, world_size)
         dataset = InMemoryImages(images, labels)
@@ -268,7 +268,14 @@ class InMemoryDataModule(pl.LightningDataModule):
         }
         if not train:
             if world_size > 1:
-                shard = EvaluationShard(dataset, world_size, self.trainer.global_rank)
+                # Each item once (a DistributedSampler pads a split with repeats, which every metric would
+                # count twice); a process left no item would stall the others.
+                if len(dataset) < world_size:
+                    raise ConfigError(
+                        f"an evaluation split of {len(dataset)} items leaves some of the {world_size} "
+                        "processes none; use fewer devices or a larger split"
+                    )
+                shard = UnrepeatedDistributedSampler(dataset, world_size, rank, shuffle=False)
                 return DataLoader(dataset, sampler=shard, **options)
             return DataLoader(dataset, shuffle=False, **options)
         if world_size > 1:

@@ -8,9 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torch.utils.data.distributed import DistributedSampler
 
-from lightning_genae.errors import ConfigError
 from lightning_genae.seeding import generator
 
 Batch = tuple[Tensor, Tensor]
@@ -53,24 +51,6 @@ class EpochShuffle(Sampler[int]):
 
     def __iter__(self):  # noqa: ANN204 - a generator of indices, as Sampler's own
         yield from self.order(self.epoch)[self.skip :].tolist()
-
-
-class EvaluationShard(DistributedSampler):
-    """Process `rank`'s share of an evaluation split under DDP: items rank, rank + world, ..., each once
-    (Lightning's own sampler pads a split by repeating items, which every metric would count twice)."""
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        self.total_size = len(dataset)  # type: ignore[arg-type]
-        if self.total_size < num_replicas:
-            raise ConfigError(
-                f"an evaluation split of {self.total_size} items leaves some of the {num_replicas} "
-                "processes none; use fewer devices or a larger split"
-            )
-        self.num_samples = len(range(rank, self.total_size, num_replicas))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
 class EpochPosition:
