@@ -7,28 +7,20 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from lightning_genae.seeding import generator
 
 Batch = tuple[Tensor, Tensor]
 
 
-class InMemoryImages(Dataset):
-    """A split held as tensors; `__getitems__` lets the DataLoader fetch a whole batch in one index."""
-
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> Batch:
-        return self.images[index], self.labels[index]
+class InMemoryImages(TensorDataset):
+    """A split held as (items, labels) tensors; `__getitems__` fetches a whole batch in one index."""
 
     def __getitems__(self, indices: list[int]) -> Batch:
+        items, labels = self.tensors
         index = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[index], self.labels[index]
+        return items[index], labels[index]
 
 
 class EpochShuffle(Sampler[int]):
