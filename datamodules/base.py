@@ -156,10 +156,12 @@ class InMemoryDataModule(pl.LightningDataModule):
     # The dataset's "not found" error, with why (offline, still missing, ...) and where to put the files.
     _not_found: Callable[[str], DataError]
 
-    def _download(self, fetch: Callable[[], object]) -> None:
-        """Run a (torchvision) download; a failure of any kind becomes the dataset's "not found" error."""
+    def _download(self, dataset: str, **options: object) -> None:
+        """torchvision's `dataset` downloaded into data_dir; a failure is the dataset's "not found" error."""
+        from torchvision import datasets
+
         try:
-            fetch()
+            getattr(datasets, dataset)(root=str(self.data_dir), download=True, **options)
         except Exception as exc:
             raise self._not_found(f"and it cannot be downloaded ({describe_error(exc)}; offline?)") from exc
 

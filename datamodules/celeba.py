@@ -85,9 +85,7 @@ class CelebADataModule(ImageDataModule):
         if self.cache_path.is_file() and self._cache_is_current():
             return
         if not self._has_sources():
-            from torchvision import datasets
-
-            self._download(lambda: datasets.CelebA(root=str(self.data_dir), split="all", download=True))
+            self._download("CelebA", split="all")
         self._build_cache()
 
     def _sources(self) -> list[Path]:

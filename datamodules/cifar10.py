@@ -111,11 +111,8 @@ class CIFAR10DataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Download with torchvision unless all six batch files are already there."""
-        if not self._missing():
-            return
-        from torchvision import datasets
-
-        self._download(lambda: datasets.CIFAR10(root=str(self.data_dir), train=True, download=True))
+        if self._missing():
+            self._download("CIFAR10", train=True)
 
     def _load_splits(self) -> dict[str, Batch]:
         if missing := self._missing():
