@@ -148,10 +148,6 @@ class SequenceDataModule(InMemoryDataModule):
         assert self._normaliser is not None
         return self._normaliser
 
-    def denormalise(self, series: Tensor) -> Tensor:
-        """Normalised series (the model's) in the data's own units."""
-        return self.normaliser.denormalise(series)
-
     @staticmethod
     def to_model_range(series: Tensor) -> Tensor:
         """Series are stored normalised in float32, which is already the model's input."""

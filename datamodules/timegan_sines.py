@@ -32,7 +32,7 @@ def timegan_sine_series(
 
 class TimeGANSinesDataModule(SequenceDataModule):
     """TimeGAN's 10,000 Sines series (24 x 5), fixed 70/10/20 train/val/test split; unlabelled; normalised per
-    channel like every sequence dataset (`denormalise` returns to the [0, 1] units)."""
+    channel like every sequence dataset (`normaliser.denormalise` returns to the [0, 1] units)."""
 
     name = "timegan_sines"
     # Generated series stay inside the training range, as TimeGAN's own (a sigmoid output in min-max units).
