@@ -48,8 +48,7 @@ def map_images(
     batch_size: int = MAP_BATCH,
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> Tensor:
-    """`function` of stored items made model input by `prepare`, one batch at a time on `device`; float32
-    on the CPU."""
+    """`function` of stored items made model input by `prepare`, a batch at a time on `device`; float32."""
     return torch.cat(
         [
             function(prepare(images[start : start + batch_size].to(device))).float().cpu()
@@ -213,8 +212,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         return len(self.split_tensors(split)[0])
 
     def items_at(self, split: str, indices: Tensor) -> Batch:
-        """The stored items and labels of `split` at `indices`: a few items without holding the whole split
-        where it is streamed."""
+        """The stored items and labels of `split` at `indices`, read alone where the split is streamed."""
         images, labels = self.split_tensors(split)
         return images[indices], labels[indices]
 
@@ -381,8 +379,8 @@ class ImageDataModule(InMemoryDataModule):
 
 
 def split_digest(size: int, items: Tensor) -> _Hash:
-    """The SHA-256 of a split of `size` items like `items`, fed their shape and dtype: the same bytes read as
-    other items are other data. Its items, then its labels follow."""
+    """The SHA-256 of a split of `size` items like `items`, fed their shape and dtype (the same bytes read as
+    other items are other data), to be fed its items, then its labels."""
     return hashlib.sha256(f"{(size, *items.shape[1:])}|{items.dtype}|".encode())
 
 

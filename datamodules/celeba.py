@@ -55,8 +55,7 @@ def read_partition(path: Path) -> dict[str, list[str]]:
 
 
 class CelebADataModule(ImageDataModule):
-    """CelebA: official train/val/test partition, unlabeled; the 148x148 face square of each 178x218 image
-    (`FACE_BOX`, the VAE-GAN reference code's), resized to 64x64."""
+    """CelebA: official partition, unlabeled; each image's 148x148 face square (`FACE_BOX`) at 64x64."""
 
     name = "celeba"
     default_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
@@ -80,8 +79,7 @@ class CelebADataModule(ImageDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Download via torchvision (needs gdown) unless the images or the cache exist; then build the cache
-        (here once per node, not per DDP rank in `setup`)."""
+        """Download (needs gdown) unless the images or the cache exist, then build the cache once per node."""
         if self.cache_path.is_file() and self._cache_is_current():
             return
         if not self._has_sources():

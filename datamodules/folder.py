@@ -150,8 +150,7 @@ class ImageFolderDataModule(ImageDataModule):
         return super().split_size(split)
 
     def split_batches(self, split: str) -> Iterator[Batch]:
-        """Where the folder is not held, the split's images decoded DECODE_BLOCK at a time: how `genae
-        prepare` writes a folder larger than memory."""
+        """Where the folder is not held, the split decoded DECODE_BLOCK images at a time (`genae prepare`)."""
         if not self._read_alone(split):
             yield from super().split_batches(split)
             return

@@ -52,8 +52,7 @@ class EpochPosition:
     _position: tuple[int, int] | None = None
 
     def _start_pass(self, batches: int) -> tuple[int, int]:
-        """(epoch, batches already done) of the pass about to start: the next epoch after a finished one, or
-        the rest of one left part-way."""
+        """(epoch, batches already done) of the pass about to start: the next epoch, or the rest of this."""
         epoch, done = self._position or (0, 0)
         if self._position is not None and done >= batches:
             epoch, done = epoch + 1, 0

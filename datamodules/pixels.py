@@ -1,5 +1,4 @@
-"""The pixel ranges: uint8 images as stored, [-1, 1] floats as every model sees them (apart from base.py,
-which imports Lightning)."""
+"""The pixel ranges: uint8 images as stored, [-1, 1] floats as every model sees them (without Lightning)."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ from lightning_genae.datamodules.placement import host_to_device
 
 
 def to_model_range(images: Tensor) -> Tensor:
-    """uint8 images in [0, 255] (as every image split is checked to be) -> float32 in [-1, 1], the range
-    every model works in."""
+    """uint8 images in [0, 255] -> float32 in [-1, 1], the range every model works in."""
     return images.float().div_(127.5).sub_(1.0)
 
 

@@ -109,8 +109,7 @@ class SequenceDataModule(InMemoryDataModule):
         csv_bounded: bool = False,
         **shared: Any,
     ) -> None:
-        """`shared`: the arguments of `InMemoryDataModule`; the others are the datasets' options, checked by
-        their options classes and saved as hyper-parameters."""
+        """`shared`: the arguments of `InMemoryDataModule`; the others are the series datasets' options."""
         data_dir = str(data_dir)  # as the saved hyper-parameter (this frame's value is the one kept)
         super().__init__(data_dir, **shared)
         self._normaliser: Normaliser | None = None

@@ -71,8 +71,7 @@ def fixed_split(labels: Tensor, num_val: int, num_test: int) -> tuple[Tensor, Te
 def split_items(
     items: Tensor, labels: Tensor | None = None, val: float = 0.1, test: float = 0.2
 ) -> dict[str, tuple[Tensor, Tensor]]:
-    """Each `fixed_split` part's (items, labels): `val` and `test` fractions of the items, at least one each;
-    without labels every item is unlabelled (-1)."""
+    """Each `fixed_split` part's (items, labels), `val` and `test` fractions (at least one item each)."""
     if labels is None:
         labels = torch.full((len(items),), -1, dtype=torch.long)
     sizes = [max(1, round(fraction * len(items))) for fraction in (val, test)]
@@ -81,8 +80,7 @@ def split_items(
 
 
 def carve_validation(items: Tensor, labels: Tensor, max_val: int = 5000) -> dict[str, tuple[Tensor, Tensor]]:
-    """The "train" and fixed stratified "val" (items, labels) of an official train split: `max_val` items
-    for validation, or 10% if fewer."""
+    """An official train split's "train" and fixed stratified "val": `max_val` items, or 10% if fewer."""
     val, train = stratified_sample(labels, min(max_val, len(labels) // 10), FIXED_SPLIT_SEED)
     return {"train": (items[train], labels[train]), "val": (items[val], labels[val])}
 

@@ -152,8 +152,7 @@ class StreamedSplits(InMemoryDataModule):
                 self._normaliser = Normaliser.from_dict(self.manifest["normaliser"])
 
     def split_tensors(self, split: str) -> Batch:
-        """A split read whole into memory, checked against the manifest's SHA-256; of "train", the
-        `train_size` subset when one is asked for."""
+        """A split read whole, checked against the manifest's SHA-256 (of "train": the train_size subset)."""
         self._load_once()
         if split not in self._splits:
             # Read whole by index, in its stored order: the same items in every process.

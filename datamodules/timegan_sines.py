@@ -31,8 +31,7 @@ def timegan_sine_series(
 
 
 class TimeGANSinesDataModule(SequenceDataModule):
-    """TimeGAN's 10,000 Sines series (24 x 5), fixed 70/10/20 train/val/test split; unlabelled; normalised per
-    channel like every sequence dataset (`normaliser.denormalise` returns to the [0, 1] units)."""
+    """TimeGAN's 10,000 Sines series (24 x 5), fixed 70/10/20 split, unlabelled, normalised per channel."""
 
     name = "timegan_sines"
     # Generated series stay inside the training range, as TimeGAN's own (a sigmoid output in min-max units).
