@@ -3,6 +3,7 @@ one), or a panel split by whole series (docs/data.md, "CSV files"); pandas reads
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Sequence
@@ -228,8 +229,6 @@ class CSVSeriesDataModule(SequenceDataModule):
     """A CSV file's series: windows of one recording split in time order, or a panel split by series."""
 
     name = "csv"
-    # The file's series once read (per instance; the class default says "not read yet").
-    _table: SeriesTable | None = None
 
     @property
     def bounded(self) -> bool:
@@ -244,7 +243,7 @@ class CSVSeriesDataModule(SequenceDataModule):
     def seq_len(self) -> int:
         if self.hparams.seq_len:
             return self.hparams.seq_len
-        table = self.table()
+        table = self.table
         lengths = {len(series) for series in table.series}
         return lengths.pop() if table.panel and len(lengths) == 1 else DEFAULT_SEQ_LEN
 
@@ -252,29 +251,28 @@ class CSVSeriesDataModule(SequenceDataModule):
     def stride(self) -> int:
         return self.hparams.stride or DEFAULT_STRIDE
 
+    @functools.cached_property
     def table(self) -> SeriesTable:
         """The file's series, read once."""
-        if self._table is None:
-            given = self.hparams.get("csv_channels")
-            # The command line's value is canonical already; one given in Python is checked the same way.
-            channels = None if given is None else parse_channel_names(given)
-            hparams = self.hparams
-            table = read_series(
-                Path(self.data_dir), self.layout, hparams.get("series_id"), hparams.get("fill_gaps"), channels
+        hparams = self.hparams
+        given = hparams.get("csv_channels")
+        # The command line's value is canonical already; one given in Python is checked the same way.
+        channels = None if given is None else parse_channel_names(given)
+        table = read_series(
+            Path(self.data_dir), self.layout, hparams.get("series_id"), hparams.get("fill_gaps"), channels
+        )
+        lengths = {len(series) for series in table.series}
+        # With the file's reading, on every rank, so that none goes on while another stops.
+        if table.panel and len(lengths) == 1 and hparams.get("stride") and not hparams.seq_len:
+            raise ConfigError(
+                f"stride spaces windows of seq_len rows, and the {len(table.series)} series of "
+                f"{self.data_dir} are each taken whole without seq_len; drop stride or give seq_len"
             )
-            lengths = {len(series) for series in table.series}
-            # With the file's reading, on every rank, so that none goes on while another stops.
-            if table.panel and len(lengths) == 1 and self.hparams.get("stride") and not self.hparams.seq_len:
-                raise ConfigError(
-                    f"stride spaces windows of seq_len rows, and the {len(table.series)} series of "
-                    f"{self.data_dir} are each taken whole without seq_len; drop stride or give seq_len"
-                )
-            self._table = table
-        return self._table
+        return table
 
     @property
     def channel_names(self) -> list[str]:
-        return self.table().channel_names
+        return self.table.channel_names
 
     def reading_advice(self) -> str:
         if self.hparams.get("csv_channels") is not None or self.layout in ("rows", "ucr"):
@@ -295,11 +293,11 @@ class CSVSeriesDataModule(SequenceDataModule):
         return (self.seq_len, len(self.channel_names))
 
     def prepare_data(self) -> None:
-        self.table()  # a malformed file fails here, before a run folder is made
+        _ = self.table  # read now: a malformed file fails here, before a run folder is made
 
     def _series_parts(self) -> dict[str, list[tuple[Tensor, int]]]:
         """Each split's series and labels: time-ordered parts of one recording, or whole panel series."""
-        table = self.table()
+        table = self.table
         if not table.panel:
             rows = table.series[0]
             return {split: [(rows[start:end], -1)] for split, start, end in time_split_bounds(len(rows))}
@@ -326,7 +324,7 @@ class CSVSeriesDataModule(SequenceDataModule):
         if too_short:
             # Said, not refused: a panel of uneven series often has a few short ones to spare.
             say(
-                f"{self.data_dir}: {len(too_short)} of its {len(self.table().series)} series shorter than "
+                f"{self.data_dir}: {len(too_short)} of its {len(self.table.series)} series shorter than "
                 f"seq_len {self.seq_len} (the shortest {min(too_short)} rows) left out; a smaller "
                 "seq_len keeps them"
             )

@@ -239,7 +239,7 @@ def test_ucr_rows_are_independent_labelled_series_split_by_series(tmp_path):
     train_labels = datamodule.split_tensors("train")[1]
     assert set(train_labels.tolist()) == {0, 1}, "the UCR class labels become 0..K-1"
     # Every test series is one of the file's rows, whole: no window of a training series leaks into it.
-    table = datamodule.table()
+    table = datamodule.table
     test = datamodule.normaliser.denormalise(datamodule.split_tensors("test")[0].double())
     rows = torch.stack(table.series)
     for series in test:
