@@ -80,7 +80,7 @@ class CelebADataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Download (needs gdown) unless the images or the cache exist, then build the cache once per node."""
-        if self.cache_path.is_file() and self._cache_is_current():
+        if self._cache_is_current():
             return
         if not self._has_sources():
             self._download("CelebA", split="all")
@@ -92,37 +92,36 @@ class CelebADataModule(ImageDataModule):
         images = [self.celeba_dir / IMAGE_FOLDER / name for split in SPLITS for name in names[split]]
         return [self.celeba_dir / PARTITION_FILE, *images]
 
-    def _open_cache(self, read: str) -> dict[str, np.ndarray]:
-        """`read` = "key" (the sources' SHA-256 only, without loading the images) or "splits"."""
+    def _open_cache(self, *keys: str) -> dict[str, np.ndarray]:
+        """The cache's arrays named `keys` (the sources' SHA-256 is read without loading the images)."""
         try:
             with np.load(self.cache_path) as cache:
-                if read == "key":
-                    return {SOURCES_KEY: cache[SOURCES_KEY]} if SOURCES_KEY in cache.files else {}
-                return {split: cache[split] for split in SPLITS}
-        # A damaged archive (or an .npy in its place) fails in many ways; all mean the same.
+                return {key: cache[key] for key in keys}
+        # A damaged archive (an .npy in its place, a key missing) fails in many ways; all mean the same.
         except Exception as exc:  # noqa: BLE001
             fix = "delete it, it is rebuilt from the JPEGs"
             raise DataError(f"{self.cache_path} is corrupt ({describe_error(exc)}): {fix}") from exc
 
     def _cache_is_current(self) -> bool:
-        """Whether the cache was decoded from the files the folder holds now, by content (vouched for while
-        sizes and times stay); without the sources (JPEGs deleted) the cache is all there is: current."""
+        """Whether the cache exists and was decoded from the files the folder holds now, by content (vouched
+        for while sizes and times stay); without the sources (JPEGs deleted) the cache is all there is."""
+        if not self.cache_path.is_file():
+            return False
         if not self._has_sources():
             return True
-        stored = self._open_cache("key").get(SOURCES_KEY)
-        built_from = stored.tobytes().decode(errors="replace") if stored is not None else None
+        built_from = self._open_cache(SOURCES_KEY)[SOURCES_KEY].tobytes().decode(errors="replace")
         sources = self._sources()
         try:
             stats = _stat_fingerprint(sources)
         except FileNotFoundError:
             return False  # decoding again names the missing file
-        if built_from is not None and self._vouched_content(stats) == built_from:
+        if self._vouched_content(stats) == built_from:
             return True
         content = _content_sha256(sources)
         if content != built_from:
             say(
                 f"celeba: {self.cache_path} was decoded from other files, or framed or decoded otherwise "
-                f"(key {(built_from or 'none')[:12]}), than {self.celeba_dir} holds now and this version "
+                f"(key {built_from[:12]}), than {self.celeba_dir} holds now and this version "
                 f"decodes ({content[:12]}); decoding the JPEGs again"
             )
             return False
@@ -170,8 +169,7 @@ class CelebADataModule(ImageDataModule):
         return arrays
 
     def _load_splits(self) -> dict[str, Batch]:
-        current = self.cache_path.is_file() and self._cache_is_current()
-        arrays = self._open_cache("splits") if current else self._build_cache()
+        arrays = self._open_cache(*SPLITS) if self._cache_is_current() else self._build_cache()
         return {
             split: (torch.from_numpy(array), torch.full((len(array),), -1, dtype=torch.long))
             for split, array in arrays.items()

@@ -784,19 +784,6 @@ def test_celeba_cache_of_touched_but_equal_files_is_hashed_and_kept(tmp_path, mo
     assert "decoded from other files" not in capsys.readouterr().out
 
 
-def test_celeba_cache_of_an_older_version_without_a_key_is_rebuilt(tmp_path, capsys) -> None:
-    write_fake_celeba(tmp_path)
-    CelebADataModule(tmp_path).setup()
-    cache = tmp_path / "celeba" / "genae_cache_64.npz"
-    with np.load(cache) as stored:
-        arrays = {split: stored[split] for split in ("train", "val", "test")}
-    np.savez(cache, **arrays)
-    CelebADataModule(tmp_path).setup()
-    assert "(key none)" in capsys.readouterr().out
-    with np.load(cache) as rebuilt:
-        assert "sources_sha256" in rebuilt.files
-
-
 def test_unreadable_celeba_image_is_a_data_error_naming_it(tmp_path: Path) -> None:
     folder = write_fake_celeba(tmp_path)
     (folder / "000003.jpg").write_bytes(b"not a jpeg")
