@@ -104,8 +104,7 @@ def read_images(paths: Sequence[Path], size: int, channels: int, box: CropBox | 
     # PIL releases the GIL while decoding and resizing, so threads give real parallelism without pickling.
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
     try:
-        for _ in pool.map(decode, enumerate(paths)):
-            pass
+        list(pool.map(decode, enumerate(paths)))
     finally:
         # On a bad file, drop the queued work instead of decoding the rest before reporting it.
         pool.shutdown(cancel_futures=True)

@@ -223,8 +223,7 @@ class StreamedSplits(InMemoryDataModule):
             batch_size=self.batch_size_per_device,
             num_workers=self.num_workers,
             collate_fn=stack_items,
-            # The workers' base seed from a generator of its own: DataLoader otherwise draws it from the
-            # global stream at every pass, which a resumed run would draw once more than an uninterrupted one.
+            # The workers' base seed, drawn as the in-memory loaders' is (`loader_over`).
             generator=generator(self.seed, "loader"),
         )
 
