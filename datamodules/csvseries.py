@@ -3,12 +3,11 @@ one), or a panel split by whole series (docs/data.md, "CSV files"); pandas reads
 
 from __future__ import annotations
 
-import functools
 import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -251,7 +250,7 @@ class CSVSeriesDataModule(SequenceDataModule):
     def stride(self) -> int:
         return self.hparams.stride or DEFAULT_STRIDE
 
-    @functools.cached_property
+    @cached_property
     def table(self) -> SeriesTable:
         """The file's series, read once."""
         hparams = self.hparams
