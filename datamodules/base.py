@@ -253,9 +253,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         batches an uninterrupted one would), evaluation batches in order, under DDP each rank's share."""
         world_size = self.trainer.world_size if self.trainer is not None else 1
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        if train and (device := self.batch_device(images, labels)) is not None:
-            images, labels = images.to(device), labels.to(device)
-            return DeviceBatches(images, labels, self.batch_size_per_device, self.seed, rank, world_size)
+        if train:
+            root = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            size = images.numel() * images.element_size() + labels.numel() * labels.element_size()
+            if (device := batch_device(self.data_on_device, self.num_workers, root, size)) is not None:
+                images, labels = images.to(device), labels.to(device)
+                return DeviceBatches(images, labels, self.batch_size_per_device, self.seed, rank, world_size)
         dataset = InMemoryImages(images, labels)
         options: dict[str, Any] = {
             "batch_size": self.batch_size_per_device,
@@ -282,12 +285,6 @@ class InMemoryDataModule(pl.LightningDataModule):
             # Stateful on every world size, so that a checkpoint of either kind resumes on the other.
             return ResumableLoader(dataset, shuffle=True, **options)
         return ResumableLoader(dataset, sampler=EpochShuffle(len(dataset), self.seed), **options)
-
-    def batch_device(self, items: Tensor, labels: Tensor) -> torch.device | None:
-        """The device training batches of these items are indexed on, or None for a host DataLoader."""
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        size = items.numel() * items.element_size() + labels.numel() * labels.element_size()
-        return batch_device(self.data_on_device, self.num_workers, device, size)
 
     def check_batch_fits(self) -> None:
         """Refuse a `batch_size` larger than the training split: training takes full batches only."""
