@@ -34,10 +34,8 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     return str(text).encode("latin1")
 
 
-# Every global a CIFAR-10 python batch refers to: the official files (pickled by Python 2 and numpy 1) name
-# numpy.core.multiarray._reconstruct, numpy.ndarray and numpy.dtype; a batch written by numpy 2 names
-# numpy._core.multiarray._reconstruct, and one written by Python 3 at protocol 2 stores bytes via
-# _codecs.encode.
+# Every global a CIFAR-10 python batch refers to: the official files' (Python 2, numpy 1), numpy 2's
+# _reconstruct, and the _codecs.encode by which Python 3 stores bytes at protocol 2.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct(),
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct(),

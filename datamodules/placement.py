@@ -9,9 +9,8 @@ from torch import Tensor
 from lightning_genae.errors import OptionError
 
 DATA_ON_DEVICE = ("auto", "on", "off")
-# `auto` keeps a training split on an accelerator when it takes at most this share of the accelerator's
-# memory (the networks, their activations and the evaluation need the rest): MNIST's 47 MB and CIFAR-10's
-# 150 MB go on any GPU, CelebA at 64x64 (2.4 GB) on one of 10 GB or more.
+# `auto` keeps a training split on an accelerator when it takes at most this share of its memory (the networks
+# and the evaluation need the rest): CelebA at 64x64 (2.4 GB) goes on a GPU of 10 GB or more.
 AUTO_DEVICE_SHARE = 0.25
 # ... and on an accelerator whose memory torch does not report (mps), when it is at most this many bytes.
 AUTO_DEVICE_BYTES = 1 << 30
