@@ -120,9 +120,6 @@ class DeviceBatches(EpochPosition):
             yield self.items[index], self.labels[index]
 
 
-def collate_batch(batch: Batch | list[Batch]) -> Batch:
-    """Pass an `__getitems__` batch through; stack single samples (from wrappers that bypass it)."""
-    if isinstance(batch, tuple):
-        return batch
-    images, labels = zip(*batch, strict=True)
-    return torch.stack(images), torch.stack(labels)
+def collate_batch(batch: Batch) -> Batch:
+    """The batch `__getitems__` fetched, as it is: the default collation would stack its tensors again."""
+    return batch
