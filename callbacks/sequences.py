@@ -99,7 +99,7 @@ def log_series(
     """The run's `key` figure: item i of every version ([N, T, C] each, model units) in one panel, in data
     units; `labels` name the versions, `titles` the items, `what` the figure."""
     datamodule = trainer.datamodule
-    series = [datamodule.denormalise(version.float().cpu()) for version in versions]
+    series = [datamodule.normaliser.denormalise(version.float().cpu()) for version in versions]
     names = getattr(datamodule, "channel_names", None)
     names = names or [f"channel {index + 1}" for index in range(series[0].shape[-1])]
     panels = list(zip(*series, strict=True))

@@ -39,9 +39,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its DataModule (`module:Class`), a one-line description, its `data_kind`, its
-    options (whose fields its constructor takes; `ImageOptions` for images unless named), whether every
-    pixel is 0 or 1, and whether it reads every image under --data-dir (where a run folder would be data)."""
+    """A registered dataset: its DataModule (`module:Class`), description, data kind, options (default: its
+    kind's), whether its pixels are binary, and whether it reads every image under --data-dir."""
 
     location: str
     description: str
@@ -175,11 +174,9 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
     kwargs.setdefault("data_dir", default_data_dir())
     given = {key: value for key, value in kwargs.items() if key in dataset_options() and value is not None}
     if (Path(kwargs["data_dir"]).expanduser() / PREPARED_MANIFEST).is_file():
-        from lightning_genae.datamodules.streaming import prepared_series_options, streamed
+        from lightning_genae.datamodules.streaming import streamed
 
-        module = streamed(name, module, kwargs["data_dir"])
-        if module.data_kind == "sequence":
-            given = prepared_series_options(kwargs["data_dir"], given)
+        module, given = streamed(name, module, kwargs["data_dir"], given)
     parsed = parse_dataset_options(name, given, named=given)
     # The values as parsed (`seq_len='24'` -> 24), as a run hands them to the dataset.
     kwargs.update({key: getattr(parsed, key) for key in given})

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -18,7 +19,6 @@ from lightning_genae.datamodules.loaders import (
     Batch,
     DeviceBatches,
     EpochShuffle,
-    EvaluationShard,
     InMemoryImages,
     ResumableLoader,
     collate_batch,
@@ -26,7 +26,7 @@ from lightning_genae.datamodules.loaders import (
 from lightning_genae.datamodules.pixels import to_model_range, to_uint8
 from lightning_genae.datamodules.placement import batch_device, check_data_on_device
 from lightning_genae.datamodules.splits import stratified_sample
-from lightning_genae.errors import DataError, OptionError, describe_error
+from lightning_genae.errors import ConfigError, DataError, OptionError, describe_error
 from lightning_genae.seeding import generator
 
 if TYPE_CHECKING:
@@ -48,8 +48,7 @@ def map_images(
     batch_size: int = MAP_BATCH,
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> Tensor:
-    """`function` of stored items made model input by `prepare`, one batch at a time on `device`; float32
-    on the CPU."""
+    """`function` of stored items made model input by `prepare`, a batch at a time on `device`; float32."""
     return torch.cat(
         [
             function(prepare(images[start : start + batch_size].to(device))).float().cpu()
@@ -156,10 +155,12 @@ class InMemoryDataModule(pl.LightningDataModule):
     # The dataset's "not found" error, with why (offline, still missing, ...) and where to put the files.
     _not_found: Callable[[str], DataError]
 
-    def _download(self, fetch: Callable[[], object]) -> None:
-        """Run a (torchvision) download; a failure of any kind becomes the dataset's "not found" error."""
+    def _download(self, dataset: str, **options: object) -> None:
+        """torchvision's `dataset` downloaded into data_dir; a failure is the dataset's "not found" error."""
+        from torchvision import datasets
+
         try:
-            fetch()
+            getattr(datasets, dataset)(root=str(self.data_dir), download=True, **options)
         except Exception as exc:
             raise self._not_found(f"and it cannot be downloaded ({describe_error(exc)}; offline?)") from exc
 
@@ -211,10 +212,13 @@ class InMemoryDataModule(pl.LightningDataModule):
         return len(self.split_tensors(split)[0])
 
     def items_at(self, split: str, indices: Tensor) -> Batch:
-        """The stored items and labels of `split` at `indices`: a few items without holding the whole split
-        where it is streamed."""
+        """The stored items and labels of `split` at `indices`, read alone where the split is streamed."""
         images, labels = self.split_tensors(split)
         return images[indices], labels[indices]
+
+    def _read_alone(self, split: str) -> bool:
+        """Whether a dataset that can read `split` in parts does: it is not held, and is no train subset."""
+        return split not in (self._splits or {}) and not (split == "train" and self.train_size is not None)
 
     def split_batches(self, split: str) -> Iterator[Batch]:
         """`split` (of "train", its `train_size` subset) in its stored order, as consecutive (items, labels)
@@ -245,15 +249,16 @@ class InMemoryDataModule(pl.LightningDataModule):
     # ----- dataloaders -----
 
     def loader_over(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader | DeviceBatches:
-        """This DataModule's loader over any in-memory items and labels: training batches indexed on the
-        device (`DeviceBatches`) or shuffled by `EpochShuffle` (under DDP, Lightning's DistributedSampler) in
-        a `ResumableLoader`, so a resumed run sees the batches an uninterrupted one would; evaluation
-        batches from a host DataLoader, under DDP each process's `EvaluationShard`."""
+        """This DataModule's loader over in-memory items: training batches resumable (a resumed run sees the
+        batches an uninterrupted one would), evaluation batches in order, under DDP each rank's share."""
         world_size = self.trainer.world_size if self.trainer is not None else 1
-        if train and (device := self.batch_device(images, labels)) is not None:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
-            images, labels = images.to(device), labels.to(device)
-            return DeviceBatches(images, labels, self.batch_size_per_device, self.seed, rank, world_size)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        if train:
+            root = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            size = images.numel() * images.element_size() + labels.numel() * labels.element_size()
+            if (device := batch_device(self.data_on_device, self.num_workers, root, size)) is not None:
+                images, labels = images.to(device), labels.to(device)
+                return DeviceBatches(images, labels, self.batch_size_per_device, self.seed, rank, world_size)
         dataset = InMemoryImages(images, labels)
         options: dict[str, Any] = {
             "batch_size": self.batch_size_per_device,
@@ -266,19 +271,20 @@ class InMemoryDataModule(pl.LightningDataModule):
         }
         if not train:
             if world_size > 1:
-                shard = EvaluationShard(dataset, world_size, self.trainer.global_rank)
+                # Each item once (a DistributedSampler pads a split with repeats, which every metric would
+                # count twice); a process left no item would stall the others.
+                if len(dataset) < world_size:
+                    raise ConfigError(
+                        f"an evaluation split of {len(dataset)} items leaves some of the {world_size} "
+                        "processes none; use fewer devices or a larger split"
+                    )
+                shard = UnrepeatedDistributedSampler(dataset, world_size, rank, shuffle=False)
                 return DataLoader(dataset, sampler=shard, **options)
             return DataLoader(dataset, shuffle=False, **options)
         if world_size > 1:
             # Stateful on every world size, so that a checkpoint of either kind resumes on the other.
             return ResumableLoader(dataset, shuffle=True, **options)
         return ResumableLoader(dataset, sampler=EpochShuffle(len(dataset), self.seed), **options)
-
-    def batch_device(self, items: Tensor, labels: Tensor) -> torch.device | None:
-        """The device training batches of these items are indexed on, or None for a host DataLoader."""
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        size = items.numel() * items.element_size() + labels.numel() * labels.element_size()
-        return batch_device(self.data_on_device, self.num_workers, device, size)
 
     def check_batch_fits(self) -> None:
         """Refuse a `batch_size` larger than the training split: training takes full batches only."""
@@ -370,8 +376,8 @@ class ImageDataModule(InMemoryDataModule):
 
 
 def split_digest(size: int, items: Tensor) -> _Hash:
-    """The SHA-256 of a split of `size` items like `items`, fed their shape and dtype: the same bytes read as
-    other items are other data. Its items, then its labels follow."""
+    """The SHA-256 of a split of `size` items like `items`, fed their shape and dtype (the same bytes read as
+    other items are other data), to be fed its items, then its labels."""
     return hashlib.sha256(f"{(size, *items.shape[1:])}|{items.dtype}|".encode())
 
 

@@ -1,6 +1,5 @@
 """Binarized MNIST as the likelihood literature uses it (Burda et al. 2016): each pixel Bernoulli(intensity
-/ 255), training batches drawn anew from the run seed's stream at the batch's epoch and step, validation and
-test binarized once from a fixed seed. Pixels are stored as 0 or 255, so batches keep the [-1, 1] contract."""
+/ 255), training batches drawn anew per step from the run seed, val/test binarized once from a fixed seed."""
 
 from __future__ import annotations
 
@@ -17,15 +16,13 @@ FIXED_STREAMS = {"val": 1, "test": 2}
 
 
 def binarize_fixed(images: Tensor, stream: int, seed: int = FIXED_SPLIT_SEED) -> Tensor:
-    """uint8 images with each pixel 255 with probability intensity / 255, else 0, drawn from (seed, stream)
-    alone: the same bits wherever and whenever it runs."""
+    """Each pixel 255 with probability intensity / 255, else 0, drawn from (seed, stream) alone."""
     uniform = torch.from_numpy(seeded_uniform(images.numel(), seed, stream)).view(images.shape)
     return torch.where(uniform < images.double() / 255.0, 255, 0).to(torch.uint8)
 
 
 class BinarizedMNISTDataModule(MNISTDataModule):
-    """MNIST's splits (55,000 train, 5,000 val, 10,000 test), training pixels sampled per draw, val/test
-    pixels binarized once from a fixed seed."""
+    """MNIST's splits (55,000 train, 5,000 val, 10,000 test) with binary pixels."""
 
     name = "binarized_mnist"
     binary_pixels = True

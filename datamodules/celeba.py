@@ -1,10 +1,8 @@
-"""CelebA aligned faces at 64x64 with the official partition, framed as the VAE-GAN paper's reference code
-frames them (andersbll/autoencoding_beyond_pixels, dataset/celeba.py), decoded once and cached as uint8.
+"""CelebA aligned faces at 64x64, official partition, framed as the VAE-GAN reference code frames them
+(andersbll/autoencoding_beyond_pixels), decoded once into a uint8 cache keyed by the sources' content.
 
-The cache is keyed by the SHA-256 of the partition file's and every listed JPEG's bytes, with the decoding.
-A small file beside it vouches for that content under the files' sizes, modification and change times (as
-git's index does, without inodes and devices, which differ between a network file system's nodes), so that
-200k files are not read at every start; a file rewritten with its old size and time still has a new ctime."""
+A file beside the cache vouches for that content under the files' sizes and modification and change times
+(as git's index does), so that 200k files are not read at every start."""
 
 from __future__ import annotations
 
@@ -57,8 +55,7 @@ def read_partition(path: Path) -> dict[str, list[str]]:
 
 
 class CelebADataModule(ImageDataModule):
-    """CelebA: official train/val/test partition, unlabeled; the 148x148 face square of each 178x218 image
-    (`FACE_BOX`, the VAE-GAN reference code's), resized to 64x64."""
+    """CelebA: official partition, unlabeled; each image's 148x148 face square (`FACE_BOX`) at 64x64."""
 
     name = "celeba"
     default_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
@@ -82,14 +79,11 @@ class CelebADataModule(ImageDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Download via torchvision (needs gdown) unless the images or the cache exist; then build the cache
-        (here once per node, not per DDP rank in `setup`)."""
-        if self.cache_path.is_file() and self._cache_is_current():
+        """Download (needs gdown) unless the images or the cache exist, then build the cache once per node."""
+        if self._cache_is_current():
             return
         if not self._has_sources():
-            from torchvision import datasets
-
-            self._download(lambda: datasets.CelebA(root=str(self.data_dir), split="all", download=True))
+            self._download("CelebA", split="all")
         self._build_cache()
 
     def _sources(self) -> list[Path]:
@@ -98,37 +92,36 @@ class CelebADataModule(ImageDataModule):
         images = [self.celeba_dir / IMAGE_FOLDER / name for split in SPLITS for name in names[split]]
         return [self.celeba_dir / PARTITION_FILE, *images]
 
-    def _open_cache(self, read: str) -> dict[str, np.ndarray]:
-        """`read` = "key" (the sources' SHA-256 only, without loading the images) or "splits"."""
+    def _open_cache(self, *keys: str) -> dict[str, np.ndarray]:
+        """The cache's arrays named `keys` (the sources' SHA-256 is read without loading the images)."""
         try:
             with np.load(self.cache_path) as cache:
-                if read == "key":
-                    return {SOURCES_KEY: cache[SOURCES_KEY]} if SOURCES_KEY in cache.files else {}
-                return {split: cache[split] for split in SPLITS}
-        # A damaged archive (or an .npy in its place) fails in many ways; all mean the same.
+                return {key: cache[key] for key in keys}
+        # A damaged archive (an .npy in its place, a key missing) fails in many ways; all mean the same.
         except Exception as exc:  # noqa: BLE001
             fix = "delete it, it is rebuilt from the JPEGs"
             raise DataError(f"{self.cache_path} is corrupt ({describe_error(exc)}): {fix}") from exc
 
     def _cache_is_current(self) -> bool:
-        """Whether the cache was decoded from the files the folder holds now, by content (vouched for while
-        sizes and times stay); without the sources (JPEGs deleted) the cache is all there is: current."""
+        """Whether the cache exists and was decoded from the files the folder holds now, by content (vouched
+        for while sizes and times stay); without the sources (JPEGs deleted) the cache is all there is."""
+        if not self.cache_path.is_file():
+            return False
         if not self._has_sources():
             return True
-        stored = self._open_cache("key").get(SOURCES_KEY)
-        built_from = stored.tobytes().decode(errors="replace") if stored is not None else None
+        built_from = self._open_cache(SOURCES_KEY)[SOURCES_KEY].tobytes().decode(errors="replace")
         sources = self._sources()
         try:
             stats = _stat_fingerprint(sources)
         except FileNotFoundError:
             return False  # decoding again names the missing file
-        if built_from is not None and self._vouched_content(stats) == built_from:
+        if self._vouched_content(stats) == built_from:
             return True
         content = _content_sha256(sources)
         if content != built_from:
             say(
                 f"celeba: {self.cache_path} was decoded from other files, or framed or decoded otherwise "
-                f"(key {(built_from or 'none')[:12]}), than {self.celeba_dir} holds now and this version "
+                f"(key {built_from[:12]}), than {self.celeba_dir} holds now and this version "
                 f"decodes ({content[:12]}); decoding the JPEGs again"
             )
             return False
@@ -176,8 +169,7 @@ class CelebADataModule(ImageDataModule):
         return arrays
 
     def _load_splits(self) -> dict[str, Batch]:
-        current = self.cache_path.is_file() and self._cache_is_current()
-        arrays = self._open_cache("splits") if current else self._build_cache()
+        arrays = self._open_cache(*SPLITS) if self._cache_is_current() else self._build_cache()
         return {
             split: (torch.from_numpy(array), torch.full((len(array),), -1, dtype=torch.long))
             for split, array in arrays.items()

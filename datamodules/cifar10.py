@@ -1,8 +1,5 @@
 """CIFAR-10 read from its python pickle batches; torchvision only downloads (its reader insists on MD5s).
-
-An ordinary unpickler runs whatever callable a file names, so a file planted in the data folder would run
-code: the batches are read by one that resolves only the globals the format names, and what it builds is
-checked as pixels and labels."""
+An ordinary unpickler would run any callable a planted file names: ours resolves only the format's globals."""
 
 from __future__ import annotations
 
@@ -37,10 +34,8 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     return str(text).encode("latin1")
 
 
-# Every global a CIFAR-10 python batch refers to: the official files (pickled by Python 2 and numpy 1) name
-# numpy.core.multiarray._reconstruct, numpy.ndarray and numpy.dtype; a batch written by numpy 2 names
-# numpy._core.multiarray._reconstruct, and one written by Python 3 at protocol 2 stores bytes via
-# _codecs.encode.
+# Every global a CIFAR-10 python batch refers to: the official files' (Python 2, numpy 1), numpy 2's
+# _reconstruct, and the _codecs.encode by which Python 3 stores bytes at protocol 2.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct(),
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct(),
@@ -114,11 +109,8 @@ class CIFAR10DataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Download with torchvision unless all six batch files are already there."""
-        if not self._missing():
-            return
-        from torchvision import datasets
-
-        self._download(lambda: datasets.CIFAR10(root=str(self.data_dir), train=True, download=True))
+        if self._missing():
+            self._download("CIFAR10", train=True)
 
     def _load_splits(self) -> dict[str, Batch]:
         if missing := self._missing():

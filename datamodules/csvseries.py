@@ -1,10 +1,5 @@
-"""A user's CSV file as series: one recording, or a panel of many (docs/data.md, "CSV files").
-
-pandas reads the file (text, never unpickled). Ours is what its cells mean as series: the layout, the
-splits (one recording in time order, so that no evaluation window overlaps a training one; a panel by whole
-series), the windows, and what would bend a result: rows going back in time, gaps (filled, if asked, within
-each time split, so that no evaluation value reaches a training row), cells that are no finite 32-bit number.
-"""
+"""A user's CSV file as series: one recording split in time order (no evaluation window overlaps a training
+one), or a panel split by whole series (docs/data.md, "CSV files"); pandas reads the text."""
 
 from __future__ import annotations
 
@@ -12,7 +7,7 @@ import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +41,8 @@ def _delimiter(first_line: str) -> str:
 
 
 def _is_header(first: pd.Series) -> bool:
-    """Whether a first row names the columns: it holds a cell that is neither a number, a gap nor an ISO 8601
-    date (a file without a header may start with one), or its cells count 0, 1, 2, ... (the names pandas
-    writes for unnamed columns, after an empty cell where it wrote the index); as data, such a row would be
-    a ramp taken for a series or a time step."""
+    """Whether a first row names the columns: a cell is neither a number, a gap nor an ISO 8601 date, or its
+    cells count 0, 1, 2, ... (pandas' names of unnamed columns, which as data would be a ramp)."""
     cells = first.dropna()
     numbers = pd.to_numeric(cells, errors="coerce")
     text = cells[numbers.isna()]
@@ -195,9 +188,8 @@ def read_series(
 
 
 def _no_channels(path: Path, values: pd.DataFrame, groups: np.ndarray) -> list[str]:
-    """The columns that carry no series: whole numbers rising by one fixed step within each series (a year:
-    as a channel, a ramp whose test values lie beyond every training value), or one value in every row (a
-    flag, predicted perfectly, would lift every per-channel score). None where they are all there is."""
+    """The columns that carry no series, unless they are all there is: a counter rising by a fixed step (a
+    year, whose test values lie beyond every training one) or one value in every row (a flag)."""
     steps = values.groupby(groups).diff()
     found = []
     for name, column in values.items():
@@ -236,8 +228,6 @@ class CSVSeriesDataModule(SequenceDataModule):
     """A CSV file's series: windows of one recording split in time order, or a panel split by series."""
 
     name = "csv"
-    # The file's series once read (per instance; the class default says "not read yet").
-    _table: SeriesTable | None = None
 
     @property
     def bounded(self) -> bool:
@@ -252,7 +242,7 @@ class CSVSeriesDataModule(SequenceDataModule):
     def seq_len(self) -> int:
         if self.hparams.seq_len:
             return self.hparams.seq_len
-        table = self.table()
+        table = self.table
         lengths = {len(series) for series in table.series}
         return lengths.pop() if table.panel and len(lengths) == 1 else DEFAULT_SEQ_LEN
 
@@ -260,29 +250,28 @@ class CSVSeriesDataModule(SequenceDataModule):
     def stride(self) -> int:
         return self.hparams.stride or DEFAULT_STRIDE
 
+    @cached_property
     def table(self) -> SeriesTable:
         """The file's series, read once."""
-        if self._table is None:
-            given = self.hparams.get("csv_channels")
-            # The command line's value is canonical already; one given in Python is checked the same way.
-            channels = None if given is None else parse_channel_names(given)
-            hparams = self.hparams
-            table = read_series(
-                Path(self.data_dir), self.layout, hparams.get("series_id"), hparams.get("fill_gaps"), channels
+        hparams = self.hparams
+        given = hparams.get("csv_channels")
+        # The command line's value is canonical already; one given in Python is checked the same way.
+        channels = None if given is None else parse_channel_names(given)
+        table = read_series(
+            Path(self.data_dir), self.layout, hparams.get("series_id"), hparams.get("fill_gaps"), channels
+        )
+        lengths = {len(series) for series in table.series}
+        # With the file's reading, on every rank, so that none goes on while another stops.
+        if table.panel and len(lengths) == 1 and hparams.get("stride") and not hparams.seq_len:
+            raise ConfigError(
+                f"stride spaces windows of seq_len rows, and the {len(table.series)} series of "
+                f"{self.data_dir} are each taken whole without seq_len; drop stride or give seq_len"
             )
-            lengths = {len(series) for series in table.series}
-            # With the file's reading, on every rank, so that none goes on while another stops.
-            if table.panel and len(lengths) == 1 and self.hparams.get("stride") and not self.hparams.seq_len:
-                raise ConfigError(
-                    f"stride spaces windows of seq_len rows, and the {len(table.series)} series of "
-                    f"{self.data_dir} are each taken whole without seq_len; drop stride or give seq_len"
-                )
-            self._table = table
-        return self._table
+        return table
 
     @property
     def channel_names(self) -> list[str]:
-        return self.table().channel_names
+        return self.table.channel_names
 
     def reading_advice(self) -> str:
         if self.hparams.get("csv_channels") is not None or self.layout in ("rows", "ucr"):
@@ -303,11 +292,11 @@ class CSVSeriesDataModule(SequenceDataModule):
         return (self.seq_len, len(self.channel_names))
 
     def prepare_data(self) -> None:
-        self.table()  # a malformed file fails here, before a run folder is made
+        _ = self.table  # read now: a malformed file fails here, before a run folder is made
 
     def _series_parts(self) -> dict[str, list[tuple[Tensor, int]]]:
         """Each split's series and labels: time-ordered parts of one recording, or whole panel series."""
-        table = self.table()
+        table = self.table
         if not table.panel:
             rows = table.series[0]
             return {split: [(rows[start:end], -1)] for split, start, end in time_split_bounds(len(rows))}
@@ -334,7 +323,7 @@ class CSVSeriesDataModule(SequenceDataModule):
         if too_short:
             # Said, not refused: a panel of uneven series often has a few short ones to spare.
             say(
-                f"{self.data_dir}: {len(too_short)} of its {len(self.table().series)} series shorter than "
+                f"{self.data_dir}: {len(too_short)} of its {len(self.table.series)} series shorter than "
                 f"seq_len {self.seq_len} (the shortest {min(too_short)} rows) left out; a smaller "
                 "seq_len keeps them"
             )

@@ -144,19 +144,14 @@ class ImageFolderDataModule(ImageDataModule):
         images = read_images(self.scan.paths, size, channels)
         return {split: (images[index], labels) for split, (index, labels) in self._split_index.items()}
 
-    def _decodes_alone(self, split: str) -> bool:
-        """Whether `split` is decoded block by block: the data is not held, and no train subset is asked."""
-        return self._splits is None and not (split == "train" and self.train_size is not None)
-
     def split_size(self, split: str) -> int:
-        if self._decodes_alone(split):
+        if self._read_alone(split):
             return len(self._split_index[split][0])
         return super().split_size(split)
 
     def split_batches(self, split: str) -> Iterator[Batch]:
-        """Where the folder is not held, the split's images decoded DECODE_BLOCK at a time: how `genae
-        prepare` writes a folder larger than memory."""
-        if not self._decodes_alone(split):
+        """Where the folder is not held, the split decoded DECODE_BLOCK images at a time (`genae prepare`)."""
+        if not self._read_alone(split):
             yield from super().split_batches(split)
             return
         channels, size, _ = self.image_shape

@@ -72,10 +72,8 @@ TIFF_WHITE_IS_ZERO = 0
 
 
 def eight_bit(image: Image.Image, white_is_zero: bool = False) -> Image.Image:
-    """`image` with its greyscale scaled from 16 bits (0-65535, whatever part the image uses) to 8, which
-    PIL's conversion to "L" clips at 255 instead. Integers beyond 16 bits and floats (0..1, 0..255 and counts
-    occur) have no such scale: a ValueError. A 16-bit TIFF storing white as 0 (`white_is_zero`, honoured by
-    PIL at 8 bits only) is turned here."""
+    """`image` with 16-bit greyscale scaled to 8 bits (PIL's "L" clips at 255), turned if a TIFF stores
+    white as 0; wider integers and floats have no fixed scale: a ValueError."""
     if image.mode not in WIDE_GREY_MODES:
         return image
     raw = np.asarray(image)
@@ -106,8 +104,7 @@ def read_images(paths: Sequence[Path], size: int, channels: int, box: CropBox | 
     # PIL releases the GIL while decoding and resizing, so threads give real parallelism without pickling.
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
     try:
-        for _ in pool.map(decode, enumerate(paths)):
-            pass
+        list(pool.map(decode, enumerate(paths)))
     finally:
         # On a bad file, drop the queued work instead of decoding the rest before reporting it.
         pool.shutdown(cancel_futures=True)

@@ -7,36 +7,25 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from lightning_genae.errors import ConfigError
 from lightning_genae.seeding import generator
 
 Batch = tuple[Tensor, Tensor]
 
 
-class InMemoryImages(Dataset):
-    """A split held as tensors; `__getitems__` lets the DataLoader fetch a whole batch in one index."""
-
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> Batch:
-        return self.images[index], self.labels[index]
+class InMemoryImages(TensorDataset):
+    """A split held as (items, labels) tensors; `__getitems__` fetches a whole batch in one index."""
 
     def __getitems__(self, indices: list[int]) -> Batch:
+        items, labels = self.tensors
         index = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[index], self.labels[index]
+        return items[index], labels[index]
 
 
 class EpochShuffle(Sampler[int]):
-    """A new order of n indices for each pass, a function of (seed, epoch) only, that can start part-way:
-    RandomSampler's global stream, advanced otherwise by a stopped and resumed run, would give other batches.
-    """
+    """Each pass's order of n indices, a function of (seed, epoch) only, that can start part-way: a resumed
+    run draws the batches an uninterrupted one would (RandomSampler's global stream would differ)."""
 
     def __init__(self, size: int, seed: int) -> None:
         self.size, self.seed = size, seed
@@ -56,24 +45,6 @@ class EpochShuffle(Sampler[int]):
         yield from self.order(self.epoch)[self.skip :].tolist()
 
 
-class EvaluationShard(DistributedSampler):
-    """Process `rank`'s share of an evaluation split under DDP: items rank, rank + world, ..., each once
-    (Lightning's own sampler pads a split by repeating items, which every metric would count twice)."""
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        self.total_size = len(dataset)  # type: ignore[arg-type]
-        if self.total_size < num_replicas:
-            raise ConfigError(
-                f"an evaluation split of {self.total_size} items leaves some of the {num_replicas} "
-                "processes none; use fewer devices or a larger split"
-            )
-        self.num_samples = len(range(rank, self.total_size, num_replicas))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.total_size, self.num_replicas))
-
-
 class EpochPosition:
     """Which epoch of the training data a loader is in and how many of its batches it has handed out, kept
     in every checkpoint (a stateful loader); shared by both loaders, so either resumes the other."""
@@ -81,8 +52,7 @@ class EpochPosition:
     _position: tuple[int, int] | None = None
 
     def _start_pass(self, batches: int) -> tuple[int, int]:
-        """(epoch, batches already done) of the pass about to start: the next epoch after a finished one, or
-        the rest of one left part-way."""
+        """(epoch, batches already done) of the pass about to start: the next epoch, or the rest of this."""
         epoch, done = self._position or (0, 0)
         if self._position is not None and done >= batches:
             epoch, done = epoch + 1, 0
@@ -150,9 +120,6 @@ class DeviceBatches(EpochPosition):
             yield self.items[index], self.labels[index]
 
 
-def collate_batch(batch: Batch | list[Batch]) -> Batch:
-    """Pass an `__getitems__` batch through; stack single samples (from wrappers that bypass it)."""
-    if isinstance(batch, tuple):
-        return batch
-    images, labels = zip(*batch, strict=True)
-    return torch.stack(images), torch.stack(labels)
+def collate_batch(batch: Batch) -> Batch:
+    """The batch `__getitems__` fetched, as it is: the default collation would stack its tensors again."""
+    return batch

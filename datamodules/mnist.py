@@ -54,7 +54,7 @@ class MNISTDataModule(ImageDataModule):
     name = "mnist"
     default_shape = (1, 28, 28)
     classes = 10
-    # Folder under data_dir, as torchvision names it, and the torchvision class that downloads it.
+    # Folder under data_dir, as torchvision names it and the torchvision class that downloads it.
     folder = "MNIST"
 
     @property
@@ -74,13 +74,8 @@ class MNISTDataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Download with torchvision unless all four IDX files (gzipped or not) are already there."""
-        if not self._missing():
-            return
-        from torchvision import datasets
-
-        self._download(
-            lambda: getattr(datasets, self.folder)(root=str(self.data_dir), train=True, download=True)
-        )
+        if self._missing():
+            self._download(self.folder, train=True)
 
     def _load_splits(self) -> dict[str, Batch]:
         official = {}

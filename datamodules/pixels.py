@@ -1,5 +1,4 @@
-"""The pixel ranges: uint8 images as stored, [-1, 1] floats as every model sees them (apart from base.py,
-which imports Lightning)."""
+"""The pixel ranges: uint8 images as stored, [-1, 1] floats as every model sees them (without Lightning)."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ from lightning_genae.datamodules.placement import host_to_device
 
 
 def to_model_range(images: Tensor) -> Tensor:
-    """uint8 images in [0, 255] (as every image split is checked to be) -> float32 in [-1, 1], the range
-    every model works in."""
+    """uint8 images in [0, 255] -> float32 in [-1, 1], the range every model works in."""
     return images.float().div_(127.5).sub_(1.0)
 
 
@@ -21,9 +19,8 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def bernoulli_pixels(images: Tensor, generator: torch.Generator) -> Tensor:
-    """Images in [-1, 1] -> one Bernoulli draw per pixel of probability (x + 1) / 2, in {-1, +1}, as a
-    binary dataset's images are (a Bernoulli decoder's grey means set against them would measure the kind of
-    pixel, not the digits). Drawn on the host from `generator`: the same on every rank and device."""
+    """Images in [-1, 1] -> {-1, +1} drawn per pixel with probability (x + 1) / 2, as a binary dataset's
+    images are; drawn on the host from `generator`, the same on every rank and device."""
     probability = images.float().add(1.0).div(2.0).clamp(0.0, 1.0)
     uniform = host_to_device(torch.rand(probability.shape, generator=generator), probability.device)
     return torch.where(uniform < probability, 1.0, -1.0).to(images.dtype)

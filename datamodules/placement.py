@@ -9,9 +9,8 @@ from torch import Tensor
 from lightning_genae.errors import OptionError
 
 DATA_ON_DEVICE = ("auto", "on", "off")
-# `auto` keeps a training split on an accelerator when it takes at most this share of the accelerator's
-# memory (the networks, their activations and the evaluation need the rest): MNIST's 47 MB and CIFAR-10's
-# 150 MB go on any GPU, CelebA at 64x64 (2.4 GB) on one of 10 GB or more.
+# `auto` keeps a training split on an accelerator when it takes at most this share of its memory (the networks
+# and the evaluation need the rest): CelebA at 64x64 (2.4 GB) goes on a GPU of 10 GB or more.
 AUTO_DEVICE_SHARE = 0.25
 # ... and on an accelerator whose memory torch does not report (mps), when it is at most this many bytes.
 AUTO_DEVICE_BYTES = 1 << 30
@@ -26,9 +25,8 @@ def check_data_on_device(setting: str) -> None:
 def batch_device(
     setting: str, num_workers: int, device: torch.device, size_bytes: int
 ) -> torch.device | None:
-    """The device training batches of a split of `size_bytes` are indexed on, or None for a host DataLoader:
-    `on`, the run's device; `auto`, the same unless loader workers were asked for or, on an accelerator, the
-    split would take more than AUTO_DEVICE_SHARE of its memory."""
+    """The device training batches of a split of `size_bytes` are indexed on, or None for a host DataLoader
+    (`auto`: when loader workers are asked for or the split is too large for the accelerator)."""
     if setting == "off" or (setting == "auto" and num_workers > 0):
         return None
     if setting == "on" or device.type == "cpu":

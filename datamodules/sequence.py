@@ -1,6 +1,5 @@
-"""In-memory sequence datamodule: float32 series [B, T, C] and int64 labels [B] (-1: none), normalised per
-channel by a `Normaliser` fitted on the training split alone and saved with the run (in the checkpoint and as
-`normaliser.json`), so generated series can be put back into the data's own units."""
+"""Series datamodules: float32 [B, T, C], normalised per channel by a `Normaliser` fitted on the training
+split alone and saved with the run, so generated series can be put back into the data's own units."""
 
 from __future__ import annotations
 
@@ -110,8 +109,7 @@ class SequenceDataModule(InMemoryDataModule):
         csv_bounded: bool = False,
         **shared: Any,
     ) -> None:
-        """`shared`: the arguments of `InMemoryDataModule`; the others are the datasets' options, checked by
-        their options classes and saved as hyper-parameters."""
+        """`shared`: the arguments of `InMemoryDataModule`; the others are the series datasets' options."""
         data_dir = str(data_dir)  # as the saved hyper-parameter (this frame's value is the one kept)
         super().__init__(data_dir, **shared)
         self._normaliser: Normaliser | None = None
@@ -148,10 +146,6 @@ class SequenceDataModule(InMemoryDataModule):
         self._load_once()
         assert self._normaliser is not None
         return self._normaliser
-
-    def denormalise(self, series: Tensor) -> Tensor:
-        """Normalised series (the model's) in the data's own units."""
-        return self.normaliser.denormalise(series)
 
     @staticmethod
     def to_model_range(series: Tensor) -> Tensor:

@@ -1,6 +1,5 @@
-"""Synthetic sine waves, the sequence default: per series and channel a frequency, phase, amplitude and noise
-level (TimeGAN's sines with amplitude and noise added), drawn by `seeded_uniform`, the same on every machine.
-"""
+"""Synthetic sine waves, the sequence default: TimeGAN's sines with amplitude and noise, drawn per series and
+channel by `seeded_uniform`, the same on every machine."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_genae.datamodules.base import Batch, checked_image_split
+from lightning_genae.datamodules.base import SPLITS, Batch
 from lightning_genae.datamodules.mnist import MNISTDataModule
 from lightning_genae.datamodules.sequence import Normaliser, SequenceDataModule
 
@@ -29,11 +29,8 @@ class SequentialMNISTDataModule(SequenceDataModule):
 
     def _load_series(self) -> dict[str, Batch]:
         mnist = self._images()
-        # Held to MNIST's image contract, then [N, 1, 28, 28] uint8 -> [N, 28 rows, 28 columns] float.
-        splits = {
-            split: checked_image_split(f"{self.name} {split}", *batch, mnist.default_shape, mnist.classes)
-            for split, batch in mnist._load_splits().items()
-        }
+        # MNIST's splits, held to its image contract, [N, 1, 28, 28] uint8 -> [N, 28 rows, 28 columns] float.
+        splits = {split: mnist.split_tensors(split) for split in SPLITS}
         return {split: (images.squeeze(1).float(), labels) for split, (images, labels) in splits.items()}
 
     def _fit_normaliser(self, train_series: torch.Tensor) -> Normaliser:

@@ -47,9 +47,8 @@ def _allocate(counts: np.ndarray, n: int, tie_order: np.ndarray) -> np.ndarray:
 
 
 def stratified_sample(labels: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Pick `n` indices with class proportions kept; returns (chosen, rest), each sorted ascending. Labels
-    -1 form one class; each class is shuffled by `seed` and its label: a larger `n` (nearly) holds a
-    smaller."""
+    """(chosen, rest) sorted: `n` indices with class proportions kept (-1 is one class), each class shuffled
+    by `seed` and its label, so that a larger `n` (nearly) holds a smaller."""
     label_array = labels.cpu().numpy()
     mask = np.zeros(len(label_array), dtype=bool)
     if n > 0:
@@ -72,8 +71,7 @@ def fixed_split(labels: Tensor, num_val: int, num_test: int) -> tuple[Tensor, Te
 def split_items(
     items: Tensor, labels: Tensor | None = None, val: float = 0.1, test: float = 0.2
 ) -> dict[str, tuple[Tensor, Tensor]]:
-    """Each `fixed_split` part's (items, labels): `val` and `test` fractions of the items, at least one each;
-    without labels every item is unlabelled (-1)."""
+    """Each `fixed_split` part's (items, labels), `val` and `test` fractions (at least one item each)."""
     if labels is None:
         labels = torch.full((len(items),), -1, dtype=torch.long)
     sizes = [max(1, round(fraction * len(items))) for fraction in (val, test)]
@@ -82,8 +80,7 @@ def split_items(
 
 
 def carve_validation(items: Tensor, labels: Tensor, max_val: int = 5000) -> dict[str, tuple[Tensor, Tensor]]:
-    """The "train" and fixed stratified "val" (items, labels) of an official train split: `max_val` items
-    for validation, or 10% if fewer."""
+    """An official train split's "train" and fixed stratified "val": `max_val` items, or 10% if fewer."""
     val, train = stratified_sample(labels, min(max_val, len(labels) // 10), FIXED_SPLIT_SEED)
     return {"train": (items[train], labels[train]), "val": (items[val], labels[val])}
 

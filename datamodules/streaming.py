@@ -1,7 +1,5 @@
-"""Image datasets streamed from a prepared folder: each split in LitData's chunked format, written once by
-`prepare` from the DataModule's own in-memory splits (the same split rule and preprocessing), with a
-manifest of what was written. Training reads the train split as a stream, shuffled, each process its own
-share, its position kept in checkpoints; val and test (and a `train_size` subset) are read into memory."""
+"""Datasets streamed from a folder `prepare` wrote from the DataModule's own splits in LitData's format, with
+a manifest; training streams the train split, val and test (and a `train_size` subset) are held."""
 
 from __future__ import annotations
 
@@ -55,12 +53,8 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
 
 
 def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) -> dict[str, Any]:
-    """Write every split of `datamodule` (as it holds them: its split rule and preprocessing, no
-    `train_size`), read in blocks (`split_batches`), under `output/<split>` in LitData's chunked format, then
-    the manifest: the dataset, its options and item shape, and each split's size and SHA-256 (as
-    `content_sha256` computes it and checkpoints record it)."""
-    if datamodule.train_size is not None:
-        raise DataError(f"{dataset}: only a whole dataset can be prepared")
+    """Write every split of `datamodule`, read in blocks, under `output/<split>` in LitData's chunked format,
+    then the manifest: dataset, options, item shape, and each split's size and `content_sha256`."""
     output = Path(output).expanduser()
     datamodule.prepare_data()
     splits = {}
@@ -113,9 +107,8 @@ def stack_items(items: list[dict[str, Any]]) -> Batch:
 
 
 class StreamedSplits(InMemoryDataModule):
-    """Mixed in before a registered DataModule by `streamed`: its splits come from a prepared folder
-    (`data_dir`); everything else (name, the batch transfer) stays the dataset's. Series take their shape,
-    scale and channel names from the manifest, as they were prepared."""
+    """Mixed in before a registered DataModule by `streamed`: its splits (and a series' shape, scale and
+    channel names) come from the prepared folder `data_dir`; everything else stays the dataset's."""
 
     @functools.cached_property
     def manifest(self) -> dict[str, Any]:
@@ -159,8 +152,7 @@ class StreamedSplits(InMemoryDataModule):
                 self._normaliser = Normaliser.from_dict(self.manifest["normaliser"])
 
     def split_tensors(self, split: str) -> Batch:
-        """A split read whole into memory, checked against the manifest's SHA-256; of "train", the
-        `train_size` subset when one is asked for."""
+        """A split read whole, checked against the manifest's SHA-256 (of "train": the train_size subset)."""
         self._load_once()
         if split not in self._splits:
             # Read whole by index, in its stored order: the same items in every process.
@@ -180,25 +172,22 @@ class StreamedSplits(InMemoryDataModule):
             return self.train_size
         return self.manifest["splits"][split]["items"]
 
+    def _read_alone(self, split: str) -> bool:
+        """Only the whole train split is read from its chunks; val and test are checked whole, once."""
+        return split == "train" and super()._read_alone(split)
+
     def items_at(self, split: str, indices: Tensor) -> Batch:
-        """Of the streamed train split, the items at `indices` read from its chunks; of the others, from the
-        split held in memory."""
-        if not self._streams(split):
+        if not self._read_alone(split):
             return super().items_at(split, indices)
         return self._read(split, indices.tolist())
 
     def split_batches(self, split: str) -> Iterator[Batch]:
-        """Of the streamed train split, blocks read from its chunks in stored order; else the split whole."""
-        if not self._streams(split):
+        if not self._read_alone(split):
             yield from super().split_batches(split)
             return
         size = self.split_size(split)
         for start in range(0, size, STREAM_BLOCK):
             yield self._read(split, range(start, min(start + STREAM_BLOCK, size)))
-
-    def _streams(self, split: str) -> bool:
-        """Whether `split` is read from its chunks: the whole train split, unless it is held already."""
-        return split == "train" and self.train_size is None and "train" not in (self._splits or {})
 
     def _read(self, split: str, indices: Iterable[int]) -> Batch:
         """The prepared `split`'s items at `indices`, read from its chunks by index."""
@@ -234,16 +223,14 @@ class StreamedSplits(InMemoryDataModule):
             batch_size=self.batch_size_per_device,
             num_workers=self.num_workers,
             collate_fn=stack_items,
-            # The workers' base seed from a generator of its own: DataLoader otherwise draws it from the
-            # global stream at every pass, which a resumed run would draw once more than an uninterrupted one.
+            # The workers' base seed, drawn as the in-memory loaders' is (`loader_over`).
             generator=generator(self.seed, "loader"),
         )
 
 
 class EpochStream(StreamingDataLoader):
-    """LitData's loader, whose resumed epoch ends with its last batch. Lightning ends an epoch once it has
-    taken len(loader) batches, without asking for the one more that ends the iteration, and LitData's loader,
-    resumed part-way, replays the rest of the resumed epoch at the next one unless its iteration ended."""
+    """LitData's loader, whose resumed epoch ends with its last batch: Lightning never asks for the one past
+    it, and a resumed LitData loader replays the rest of its epoch unless its iteration ended."""
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in super().__iter__():
@@ -257,23 +244,22 @@ def _streamed_class(module: type[InMemoryDataModule]) -> type[InMemoryDataModule
     return type(f"Streamed{module.__name__}", (StreamedSplits, module), {"__doc__": module.__doc__})
 
 
-def streamed(name: str, module: type[InMemoryDataModule], data_dir: str | Path) -> type[InMemoryDataModule]:
-    """Dataset `name`'s DataModule reading the prepared folder `data_dir`, which must hold that dataset."""
-    prepared = read_manifest(data_dir)["dataset"]
-    if prepared != name:
-        raise DataError(f"{data_dir} holds the prepared dataset {prepared}; use --data {prepared}")
-    return _streamed_class(module)
-
-
-def prepared_series_options(data_dir: str | Path, given: dict[str, Any]) -> dict[str, Any]:
-    """The dataset options the series in `data_dir` were prepared with, which a run streaming them takes:
-    they cut and scaled the series. A `given` option of another value is refused."""
-    prepared = read_manifest(data_dir)["options"]
-    for name, value in given.items():
-        if prepared.get(name) != value:
+def streamed(
+    name: str, module: type[InMemoryDataModule], data_dir: str | Path, given: dict[str, Any]
+) -> tuple[type[InMemoryDataModule], dict[str, Any]]:
+    """Dataset `name`'s DataModule reading the prepared folder `data_dir`, and its options: of series, those
+    they were prepared with (they cut and scaled them), a `given` option of another value refused."""
+    manifest = read_manifest(data_dir)
+    if (dataset := manifest["dataset"]) != name:
+        raise DataError(f"{data_dir} holds the prepared dataset {dataset}; use --data {dataset}")
+    if module.data_kind != "sequence":
+        return _streamed_class(module), given
+    prepared = manifest["options"]
+    for option, value in given.items():
+        if prepared.get(option) != value:
             raise OptionError(
-                name,
-                f"{value!r}: {data_dir} holds series prepared with {prepared.get(name)!r}; drop it, or "
+                option,
+                f"{value!r}: {data_dir} holds series prepared with {prepared.get(option)!r}; drop it, or "
                 "prepare the data again with it",
             )
-    return prepared
+    return _streamed_class(module), prepared

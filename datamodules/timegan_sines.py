@@ -1,7 +1,5 @@
-"""TimeGAN's Sines benchmark (Yoon et al., "Time-series Generative Adversarial Networks", NeurIPS 2019,
-Table 2), generated as its reference code does (jsyoon0823/TimeGAN, data_loading.py `sine_data_generation`):
-its whole scaling for Sines is the [0, 1] of (sin + 1) / 2, drawn here by `seeded_uniform`, the same on every
-machine."""
+"""TimeGAN's Sines benchmark (Yoon et al., NeurIPS 2019), generated as its reference code does
+(jsyoon0823/TimeGAN `sine_data_generation`), drawn by `seeded_uniform`, the same on every machine."""
 
 from __future__ import annotations
 
@@ -33,8 +31,7 @@ def timegan_sine_series(
 
 
 class TimeGANSinesDataModule(SequenceDataModule):
-    """TimeGAN's 10,000 Sines series (24 x 5), fixed 70/10/20 train/val/test split; unlabelled; normalised per
-    channel like every sequence dataset (`denormalise` returns to the [0, 1] units)."""
+    """TimeGAN's 10,000 Sines series (24 x 5), fixed 70/10/20 split, unlabelled, normalised per channel."""
 
     name = "timegan_sines"
     # Generated series stay inside the training range, as TimeGAN's own (a sigmoid output in min-max units).

@@ -239,8 +239,8 @@ def test_ucr_rows_are_independent_labelled_series_split_by_series(tmp_path):
     train_labels = datamodule.split_tensors("train")[1]
     assert set(train_labels.tolist()) == {0, 1}, "the UCR class labels become 0..K-1"
     # Every test series is one of the file's rows, whole: no window of a training series leaks into it.
-    table = datamodule.table()
-    test = datamodule.denormalise(datamodule.split_tensors("test")[0].double())
+    table = datamodule.table
+    test = datamodule.normaliser.denormalise(datamodule.split_tensors("test")[0].double())
     rows = torch.stack(table.series)
     for series in test:
         assert (rows - series).abs().amax(dim=(1, 2)).min() < 1e-3
@@ -263,7 +263,7 @@ def test_long_format_groups_rows_by_the_series_id_column(tmp_path):
         "csv", data_dir=write(tmp_path / "panel.csv", lines), csv_layout="long", series_id="unit"
     )
     assert datamodule.channel_names == ["sensor1", "sensor2"] and datamodule.data_shape == (16, 2)
-    train = datamodule.denormalise(datamodule.split_tensors("train")[0].double())
+    train = datamodule.normaliser.denormalise(datamodule.split_tensors("train")[0].double())
     assert len(train) == 14
     # Each series is one unit's rows in order: sensor1 - sensor2 = 2 t, whatever the unit.
     assert torch.allclose(train[:, :, 0] - train[:, :, 1], 2 * torch.arange(16.0).double(), atol=1e-3)

@@ -27,7 +27,7 @@ from lightning_genae.datamodules.cifar10 import CIFAR10DataModule
 from lightning_genae.datamodules.digits import DigitsDataModule, digits_tensors
 from lightning_genae.datamodules.folder import ImageFolderDataModule
 from lightning_genae.datamodules.imagefiles import read_square_image
-from lightning_genae.datamodules.loaders import EvaluationShard, InMemoryImages
+from lightning_genae.datamodules.loaders import InMemoryImages
 from lightning_genae.datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
 from lightning_genae.datamodules.splits import fixed_split, stratified_sample
 from lightning_genae.errors import ConfigError, DataError, OptionError
@@ -244,8 +244,10 @@ def test_under_ddp_each_process_evaluates_its_share_and_every_item_once(world_si
 
 
 def test_an_evaluation_split_smaller_than_the_world_is_a_config_error() -> None:
+    datamodule = DigitsDataModule("unused", batch_size=64)
+    datamodule.trainer = SimpleNamespace(world_size=3, global_rank=0)
     with pytest.raises(ConfigError, match="use fewer devices"):
-        EvaluationShard(InMemoryImages(torch.zeros(2, 1, 4, 4), torch.zeros(2)), num_replicas=3, rank=0)
+        datamodule.loader_over(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(2), train=False)
 
 
 def test_worker_processes_are_kept_between_epochs_and_yield_the_same_batches() -> None:
@@ -780,19 +782,6 @@ def test_celeba_cache_of_touched_but_equal_files_is_hashed_and_kept(tmp_path, mo
     forbid(monkeypatch, "read_images")
     CelebADataModule(tmp_path).setup()
     assert "decoded from other files" not in capsys.readouterr().out
-
-
-def test_celeba_cache_of_an_older_version_without_a_key_is_rebuilt(tmp_path, capsys) -> None:
-    write_fake_celeba(tmp_path)
-    CelebADataModule(tmp_path).setup()
-    cache = tmp_path / "celeba" / "genae_cache_64.npz"
-    with np.load(cache) as stored:
-        arrays = {split: stored[split] for split in ("train", "val", "test")}
-    np.savez(cache, **arrays)
-    CelebADataModule(tmp_path).setup()
-    assert "(key none)" in capsys.readouterr().out
-    with np.load(cache) as rebuilt:
-        assert "sources_sha256" in rebuilt.files
 
 
 def test_unreadable_celeba_image_is_a_data_error_naming_it(tmp_path: Path) -> None:

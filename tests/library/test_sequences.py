@@ -70,12 +70,12 @@ def test_csv_windows_round_trip_through_the_saved_normalisation(tmp_path):
     # Rows 0..139 are training rows (70%), cut every 5 rows into windows of 10.
     assert train.shape == (27, 10, 2)
     expected = values[:140].unfold(0, 10, 5).permute(0, 2, 1)
-    assert torch.allclose(datamodule.denormalise(train.double()), expected, atol=1e-3)
+    assert torch.allclose(datamodule.normaliser.denormalise(train.double()), expected, atol=1e-3)
     # Fitted on the training rows alone: they have mean 0 and std 1 per channel, the test rows do not.
     normaliser = datamodule.normaliser
     assert normaliser.mean[0] == pytest.approx(values[:140, 0].mean().item(), rel=1e-6)
     test = datamodule.split_tensors("test")[0]
-    assert torch.allclose(datamodule.denormalise(test.double())[0], values[160:170], atol=1e-3)
+    assert torch.allclose(datamodule.normaliser.denormalise(test.double())[0], values[160:170], atol=1e-3)
     # What the checkpoint keeps restores the same scale, and a different one is refused.
     state = datamodule.state_dict()
     datamodule.load_state_dict(state)
@@ -258,8 +258,8 @@ def test_a_rae_generates_inside_the_training_range_of_bounded_data_and_freely_on
     write_csv(data_dir)
     sized = {"seq_len": 10, "csv_bounded": bounded} if data == "csv" else {}
     datamodule = build_datamodule(data, data_dir=data_dir, batch_size=32, **sized)
-    raw_train = datamodule.denormalise(datamodule.split_tensors("train")[0].double())
     normaliser = datamodule.normaliser
+    raw_train = normaliser.denormalise(datamodule.split_tensors("train")[0].double())
     model = RAEModule(datamodule.data_shape, latent_dim=4, rnn_hidden=8, variational=variational)
     trainer = pl.Trainer(
         max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -269,7 +269,7 @@ def test_a_rae_generates_inside_the_training_range_of_bounded_data_and_freely_on
     with torch.no_grad():
         model.decoder.head.weight.mul_(100)
         model.decoder.head.bias.fill_(50)
-    generated = datamodule.denormalise(model.sample(256, torch.Generator().manual_seed(0)).double())
+    generated = normaliser.denormalise(model.sample(256, torch.Generator().manual_seed(0)).double())
     if not bounded:
         assert normaliser.low is None and not model.decoder.bounded
         assert (generated > raw_train.amax(dim=(0, 1))).any()
