@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from lightning_genae.datamodules import default_data_dir
-from lightning_genae.datamodules.placement import DATA_ON_DEVICE, check_data_on_device
+from lightning_genae.datamodules.placement import DATA_ON_DEVICE
 from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES, NO_BACKBONE
@@ -190,7 +190,6 @@ class RunConfig(PluginOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_data_on_device(self.data_on_device)
         parse_devices(self.devices)
         # Trained in processes the strategy starts, the run's own process would record 0 iterations and lose
         # the training's rows and checkpoints.
