@@ -1,6 +1,7 @@
 """Recurrent autoencoder of series [B, T, C], optionally a VAE (`--variational`), trained with scheduled
 teacher forcing and evaluated free-running, so `val/mse` measures what generation does. Not variational, it
-samples codes from a full-covariance Gaussian fitted to the training codes, kept in the checkpoint."""
+samples codes from a mixture of full-covariance Gaussians fitted to the training codes (Ghosh et al., "From
+Variational to Deterministic Autoencoders", ICLR 2020: ex-post density estimation), kept in the checkpoint."""
 
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ from lightning_genae.models.options import RAEOptions
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder
 
-# Training series encoded to fit the code Gaussian: enough for a stable covariance, quick on a CPU.
+# Training series encoded to fit the code density: enough for stable covariances, quick on a CPU.
 MAX_FIT_SERIES = 4096
 FIT_BATCH = 512
 
 
 def training_subset(count: int) -> Tensor:
-    """The indices of the `count` training series the code Gaussian is fitted to: all up to MAX_FIT_SERIES,
+    """The indices of the `count` training series the code density is fitted to: all up to MAX_FIT_SERIES,
     past it a fixed random subset (a prefix would be one part of a recording or a panel stored in order)."""
     return seeded_subset(count, MAX_FIT_SERIES, seed=0)
 
@@ -50,6 +51,26 @@ def code_gaussian(codes: Tensor, iteration: int) -> tuple[Tensor, Tensor]:
     return mean, factor
 
 
+def code_mixture(codes: Tensor, components: int, iteration: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(weights [K], means [K, D], Cholesky factors of the covariances [K, D, D]) of a mixture of `components`
+    full-covariance Gaussians fitted to codes [N, D] by EM (scikit-learn, seeded); one component is
+    `code_gaussian`. Fewer codes than components leave the rest at weight 0."""
+    mean, factor = code_gaussian(codes, iteration)  # also refuses codes no Gaussian can take
+    if components == 1:
+        return torch.ones(1, dtype=codes.dtype), mean[None], factor[None]
+    from sklearn.mixture import GaussianMixture
+
+    fitted = min(components, len(codes))
+    mixture = GaussianMixture(fitted, covariance_type="full", random_state=0).fit(codes.cpu().numpy())
+    weights = torch.zeros(components, dtype=codes.dtype)
+    means = torch.zeros(components, codes.shape[1], dtype=codes.dtype)
+    factors = torch.eye(codes.shape[1], dtype=codes.dtype).repeat(components, 1, 1)
+    weights[:fitted] = torch.from_numpy(mixture.weights_)
+    means[:fitted] = torch.from_numpy(mixture.means_)
+    factors[:fitted] = torch.linalg.cholesky(torch.from_numpy(mixture.covariances_))
+    return weights, means, factors
+
+
 class RAEModule(ObjectiveModule):
     """Recurrent autoencoder of series; an `Autoencoder` and a `Sampler` of [B, T, C] series."""
 
@@ -67,11 +88,13 @@ class RAEModule(ObjectiveModule):
         outputs = (2 if o.variational else 1) * self.latent_dim
         self.encoder = RecurrentEncoder(channels, outputs, o.rnn_hidden, o.rnn_layers, o.rnn)
         self.decoder = RecurrentDecoder(self.latent_dim, channels, seq_len, o.rnn_hidden, o.rnn_layers, o.rnn)
-        # The code Gaussian of a deterministic RAE: mean and Cholesky factor of the covariance.
-        self.register_buffer("code_mean", torch.zeros(self.latent_dim))
-        self.register_buffer("code_scale", torch.eye(self.latent_dim))
+        # The code density of a deterministic RAE: each component's weight, mean and Cholesky factor.
+        components = 1 if o.variational else o.code_components
+        self.register_buffer("code_weights", torch.ones(components) / components)
+        self.register_buffer("code_mean", torch.zeros(components, self.latent_dim))
+        self.register_buffer("code_scale", torch.eye(self.latent_dim).repeat(components, 1, 1))
         self._codes_fitted_at: int | None = None
-        # Whether a training step changed the weights since the codes' Gaussian was fitted (or restored).
+        # Whether a training step changed the weights since the codes' density was fitted (or restored).
         self._trained_since_codes_fitted = False
 
     # ----- the Autoencoder and Sampler interface -----
@@ -96,8 +119,10 @@ class RAEModule(ObjectiveModule):
         """How `sample` draws its latents, for the run's description and summary."""
         if self.options.variational:
             return "samples decode draws from the N(0, I) prior (--variational)"
+        components = len(self.code_weights)
+        density = "a full-covariance Gaussian" if components == 1 else f"a mixture of {components} Gaussians"
         return (
-            "samples decode draws from a full-covariance Gaussian fitted to the training codes "
+            f"samples decode draws from {density} fitted to the training codes "
             "(not variational: the codes have no prior of their own)"
         )
 
@@ -106,50 +131,56 @@ class RAEModule(ObjectiveModule):
         noise = self.prior_noise(n, generator)
         if self.options.variational:
             return self.decode(noise)
-        self._fit_code_gaussian()
-        return self.decode(self.code_mean + noise @ self.code_scale.T)
+        self._fit_code_density()
+        if len(self.code_weights) == 1:
+            return self.decode(self.code_mean[0] + noise @ self.code_scale[0].T)
+        # Drawn on the CPU after the noise, as the noise is: a seeded generator gives the same codes anywhere.
+        chosen = torch.multinomial(self.code_weights.cpu().float(), n, replacement=True, generator=generator)
+        chosen = chosen.to(self.device)
+        return self.decode(self.code_mean[chosen] + (self.code_scale[chosen] @ noise[..., None]).squeeze(-1))
 
     @torch.no_grad()
-    def fit_code_gaussian(self, series: Tensor) -> None:
-        """Fit `sample`'s code Gaussian (not variational) to the training series [N, T, C] in model units, for
+    def fit_code_density(self, series: Tensor) -> None:
+        """Fit `sample`'s code density (not variational) to the training series [N, T, C] in model units, for
         a module trained without a lightning-genae DataModule (a run refits it by itself)."""
         check_data(
             series, self.data_kind, self.data_shape, warn_scale=False,
-            what="RAEModule.fit_code_gaussian's series",
+            what="RAEModule.fit_code_density's series",
         )  # fmt: skip
         with evaluation_mode(self):
-            self._fit_code_gaussian_to(series[training_subset(len(series))])
+            self._fit_code_density_to(series[training_subset(len(series))])
 
     @torch.no_grad()
-    def _fit_code_gaussian_to(self, series: Tensor) -> None:
+    def _fit_code_density_to(self, series: Tensor) -> None:
         codes = torch.cat(
             [
                 self.encode(series[start : start + FIT_BATCH].to(self.device))
                 for start in range(0, len(series), FIT_BATCH)
             ]
         ).double()
-        mean, factor = code_gaussian(codes, self.iteration)
-        self.code_mean.copy_(mean.to(self.code_mean.dtype))
-        self.code_scale.copy_(factor.to(self.code_scale.dtype))
+        weights, means, factors = code_mixture(codes, len(self.code_weights), self.iteration)
+        self.code_weights.copy_(weights.to(self.code_weights.dtype))
+        self.code_mean.copy_(means.to(self.code_mean.dtype))
+        self.code_scale.copy_(factors.to(self.code_scale.dtype))
         self._codes_fitted_at = self.iteration
         self._trained_since_codes_fitted = False
 
     @torch.no_grad()
-    def _fit_code_gaussian(self) -> None:
-        """Refit the code Gaussian on the training split when the weights changed since the last fit; without
+    def _fit_code_density(self) -> None:
+        """Refit the code density on the training split when the weights changed since the last fit; without
         a lightning-genae DataModule, keep the saved or given one (refused if trained since)."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if hasattr(datamodule, "items_at") and hasattr(datamodule, "to_model_range"):
             if self._codes_fitted_at != self.iteration:
                 # Read by index: a streamed training split is never held whole.
                 series, _ = datamodule.items_at("train", training_subset(datamodule.split_size("train")))
-                self._fit_code_gaussian_to(datamodule.to_model_range(series))
+                self._fit_code_density_to(datamodule.to_model_range(series))
             return
         if self._trained_since_codes_fitted:
             raise ConfigError(
-                "RAEModule.sample draws codes from a Gaussian fitted to the training codes (not "
+                "RAEModule.sample draws codes from a density fitted to the training codes (not "
                 "variational), and this module trained on data that is not a lightning-genae DataModule: "
-                "call model.fit_code_gaussian(series) with the training series [N, T, C] in model units "
+                "call model.fit_code_density(series) with the training series [N, T, C] in model units "
                 "first, or build the module with variational=True"
             )
 

@@ -286,10 +286,10 @@ def test_a_rae_generates_inside_the_training_range_of_bounded_data_and_freely_on
         datamodule.load_state_dict(state)
 
 
-def test_the_code_gaussian_is_fitted_on_a_spread_of_the_training_series_not_its_first_ones(monkeypatch):
+def test_the_code_density_is_fitted_on_a_spread_of_the_training_series_not_its_first_ones(monkeypatch):
     """A recording's windows are stored in time order: a prefix of them is its earliest part. Here the
     first half of the series sits at one level and the second at another; fitted on a capped number, the
-    code Gaussian's mean must be near the mean code of all of them, not of the first half."""
+    code density's mean must be near the mean code of all of them, not of the first half."""
     from types import SimpleNamespace
 
     import lightning_genae.models.rae as rae
@@ -306,18 +306,19 @@ def test_the_code_gaussian_is_fitted_on_a_spread_of_the_training_series_not_its_
     )
     model = RAEModule((12, 1), latent_dim=4, rnn_hidden=8)
     model._trainer = SimpleNamespace(datamodule=datamodule, global_step=0)
-    model._fit_code_gaussian()
+    model._fit_code_density()
     with torch.no_grad():
         codes = model.encode(series)
     everything, first_half = codes.mean(0), codes[:200].mean(0)
-    assert (model.code_mean - everything).norm() < 0.25 * (first_half - everything).norm()
+    fitted = model.code_weights @ model.code_mean
+    assert (fitted - everything).norm() < 0.25 * (first_half - everything).norm()
 
 
 @pytest.mark.quick
 @pytest.mark.parametrize("given_as", ["datamodule", "train_dataloaders"])
-def test_a_rae_trained_on_other_data_samples_from_the_code_gaussian_it_is_given_not_n01(given_as):
+def test_a_rae_trained_on_other_data_samples_from_the_code_density_it_is_given_not_n01(given_as):
     """Trained on a DataModule of the user's own (or a bare loader), the module has no split to fit its
-    codes' Gaussian to: sampling is refused in one line until `fit_code_gaussian` is given the training
+    codes' density to: sampling is refused in one line until `fit_code_density` is given the training
     series, whose codes' mean it then draws around."""
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
@@ -337,21 +338,55 @@ def test_a_rae_trained_on_other_data_samples_from_the_code_gaussian_it_is_given_
         trainer.fit(model, datamodule=MySeries())
     else:
         trainer.fit(model, train_dataloaders=MySeries().train_dataloader())
-    with pytest.raises(ConfigError, match=r"call model.fit_code_gaussian\(series\)") as refused:
+    with pytest.raises(ConfigError, match=r"call model.fit_code_density\(series\)") as refused:
         model.sample(4)
     assert "\n" not in str(refused.value)
     # What it is given is checked as reconstruct's input is: one line, not an error from the GRU.
     for wrong in (series[:, :, 0], series[:, :6]):
         with pytest.raises((ConfigError, DataError)) as refused:
-            model.fit_code_gaussian(wrong)
-        assert "fit_code_gaussian" in str(refused.value) and "\n" not in str(refused.value)
-    model.fit_code_gaussian(series)
+            model.fit_code_density(wrong)
+        assert "fit_code_density" in str(refused.value) and "\n" not in str(refused.value)
+    model.fit_code_density(series)
     model.eval()
     with torch.no_grad():
         codes = model.encode(series)
-    assert torch.allclose(model.code_mean, codes.mean(0), atol=1e-5)
+    # EM's weighted means of the components are the codes' mean.
+    assert torch.allclose(model.code_weights @ model.code_mean, codes.mean(0), atol=1e-5)
     assert model.sample(4).shape == (4, 12, 2)
     assert RAEModule((12, 2), latent_dim=4, rnn_hidden=8, variational=True).sample(2).shape == (2, 12, 2)
+
+
+def test_a_code_mixture_finds_separate_clusters_that_one_gaussian_would_bridge():
+    """Codes in two tight clusters: a two-component mixture puts half its weight on each, one Gaussian is
+    the old full-covariance fit, and fewer codes than components leave the rest at weight 0."""
+    from lightning_genae.models.rae import code_gaussian, code_mixture
+
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.cat(
+        [torch.randn(200, 2, generator=generator) * 0.1 + sign * 5 for sign in (-1, 1)]
+    ).double()
+    weights, means, factors = code_mixture(codes, 2, iteration=0)
+    assert torch.allclose(weights, torch.tensor([0.5, 0.5], dtype=torch.float64))
+    assert (
+        sorted(means[:, 0].round().tolist()) == [-5.0, 5.0] and factors.diagonal(dim1=1, dim2=2).max() < 0.2
+    )
+    one = code_mixture(codes, 1, iteration=0)
+    mean, factor = code_gaussian(codes, 0)
+    assert torch.equal(one[1], mean[None]) and torch.equal(one[2], factor[None])
+    weights, _, _ = code_mixture(codes[:3], 5, iteration=0)
+    assert (weights[:3] > 0).all() and (weights[3:] == 0).all()
+
+
+def test_samples_draw_each_component_by_its_weight_and_the_same_generator_draws_the_same_codes():
+    model = RAEModule((12, 1), latent_dim=2, rnn_hidden=8, code_components=3)
+    model.decode = lambda codes: codes  # the drawn codes themselves
+    model._fit_code_density = lambda: None
+    model.code_weights.copy_(torch.tensor([0.0, 1.0, 0.0]))
+    model.code_mean.copy_(torch.tensor([[-9.0, -9.0], [7.0, 7.0], [9.0, 9.0]]))
+    model.code_scale.copy_(torch.eye(2).repeat(3, 1, 1) * 0.01)
+    drawn = model.sample(500, torch.Generator().manual_seed(1))
+    assert (drawn - 7.0).abs().max() < 0.1
+    assert torch.equal(drawn, model.sample(500, torch.Generator().manual_seed(1)))
 
 
 def test_the_code_gaussian_of_codes_grown_huge_factorises_and_of_infinite_ones_is_one_line():
