@@ -82,8 +82,10 @@ def main() -> None:
     print(f"over its {args.fits} fits")
     for name, values in table.items():
         mean = sum(values) / len(values)
-        spread = math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
-        print(f"{name:<18} {mean:.3f} ± {spread:.3f}")
+        spread = "n/a"
+        if len(values) > 1:
+            spread = f"{math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)):.3f}"
+        print(f"{name:<18} {mean:.3f} ± {spread}")
 
 
 if __name__ == "__main__":
