@@ -100,10 +100,13 @@ class SequenceMetrics(StageRecords):
             if recorded is None:
                 if not hasattr(base, "split_batches"):
                     return None
-                blocks = [base.to_model_range(series).float() for series, _ in base.split_batches("train")]
-                low = torch.stack([block.amin(dim=(0, 1)) for block in blocks]).amin(dim=0)
-                high = torch.stack([block.amax(dim=(0, 1)) for block in blocks]).amax(dim=0)
-                recorded = torch.stack([low, high]).cpu()
+                # Each block's extremes as it is read, so that the blocks are never held together.
+                per_block = []
+                for series, _ in base.split_batches("train"):
+                    block = base.to_model_range(series).float()
+                    per_block.append(torch.stack([block.amin(dim=(0, 1)), block.amax(dim=(0, 1))]))
+                extremes = torch.stack(per_block)
+                recorded = torch.stack([extremes[:, 0].amin(dim=0), extremes[:, 1].amax(dim=0)]).cpu()
             self._real[key] = recorded
         return self._real[key]
 
