@@ -9,9 +9,10 @@ from pathlib import Path
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import ClusterJob
 from lightning_genae.errors import RunFolderRefused
-from lightning_genae.experiment.ablation.conflicts import cell_conflicts
+from lightning_genae.experiment.ablation.conflicts import finished_run_conflicts, unfinished_run_conflicts
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resume import written_by
+from lightning_genae.experiment.run_folder import read_summary
 from lightning_genae.experiment.train import default_run_dir
 from lightning_genae.run_files import CLUSTER_JOB_KEY, last_checkpoint
 
@@ -39,7 +40,13 @@ def checkpoint_of_restarted_job(
         return checkpoint if writer == "own" else None
     # A checkpoint that names no job, or a job id every torchrun without --rdzv-id shares.
     if values.output and values.overwrite:
-        if cell_conflicts(folder, as_a_fresh_run()):
+        # Compared with the run the folder holds, finished or not (a failed one too), by the checkpoint read.
+        summary, fresh = read_summary(folder), as_a_fresh_run()
+        if summary is not None:
+            conflicts = finished_run_conflicts(summary, fresh, folder)
+        else:
+            conflicts = unfinished_run_conflicts(checkpoint.stored_config("--resume"), fresh)
+        if conflicts:
             return None  # another run's options: the run the --overwrite replaces
     elif job.identified:
         return checkpoint  # it names no job (written outside one, or by an older version): continued

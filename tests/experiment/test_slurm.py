@@ -31,6 +31,7 @@ from lightning_genae.experiment.resolve import resolve
 from lightning_genae.experiment.restart import checkpoint_of_restarted_job
 from lightning_genae.experiment.train import default_run_dir
 from lightning_genae.lightning_internals import wandb_init_arguments
+from lightning_genae.run_files import FAILED_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_VARIABLES = (
@@ -203,6 +204,18 @@ def test_a_requeued_job_with_output_resumes_only_when_slurm_says_it_restarted(tm
         as_slurm_task(monkeypatch, job_id="6262", restart=restart)
         job = cluster.current_job()
         assert checkpoint_of_restarted_job(job, config, lambda: resolve(config).config) is None
+
+
+def test_a_requeued_overwrite_replaces_a_failed_run_of_other_options(tmp_path, monkeypatch):
+    """A run that failed part-way (its last.ckpt beside failed.json, written outside any job) and was started
+    with other options is the run a requeued --overwrite job replaces, not one it cannot tell is its own."""
+    run_dir = tmp_path / "run"
+    assert main(["--model", "ae", *TINY_RUN, "--max-steps", "2", "--output", str(run_dir)]) == 0
+    (run_dir / "summary.json").unlink()
+    (run_dir / FAILED_FILE).write_text("{}")
+    as_slurm_task(monkeypatch, job_id="8383", restart=1)
+    config = RunConfig(model="ae", data="digits", seed=1, output=str(run_dir), overwrite=True)
+    assert checkpoint_of_restarted_job(cluster.current_job(), config, lambda: resolve(config).config) is None
 
 
 def test_a_requeued_overwrite_whose_first_attempt_stopped_before_training_replaces_the_run(
