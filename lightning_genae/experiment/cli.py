@@ -21,7 +21,7 @@ from lightning_genae.experiment.arguments import (
     config_file_values,
     split_list,
 )
-from lightning_genae.experiment.config import MODES, RunConfig
+from lightning_genae.experiment.config import GRID_MODES, MODES, RunConfig
 from lightning_genae.experiment.grid_command import run_grid_command
 from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.program import (
@@ -104,7 +104,7 @@ def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
             # A list in the file (`train_size: [1000, full]`) is the grid --train-size 1000,full is; the
             # command line's --train-size replaces it.
             train_sizes = sizes_in_file
-        grid_options = [name for name in MODES[4:] if mode[name] is not None]
+        grid_options = [name for name in GRID_MODES if mode[name] is not None]
         not_read = grid_options + ["print_config"] * print_config
         if mode["evaluate"] is not None or mode["evaluate_folder"] is not None:
             several_sizes = ["train_size"] * (len(train_sizes or []) > 1)

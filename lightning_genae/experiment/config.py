@@ -253,8 +253,9 @@ def absolute_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-# run.py's modes and grids (a grid's three last), and with help, its flags that are no option of a run.
-MODES = ("config", "evaluate", "evaluate_folder", "summarize", "seeds", "grid_index", "tune_seeds")
+# run.py's modes (a grid's options among them), and with help, its flags that are no option of a run.
+GRID_MODES = ("seeds", "grid_index", "tune_seeds")
+MODES = ("config", "evaluate", "evaluate_folder", "summarize", *GRID_MODES)
 COMMAND_LINE_ONLY = (*MODES, "help", "print_config", "version")
 # How --train-size names the whole training split (None in RunConfig).
 WHOLE_SPLIT = "full"
