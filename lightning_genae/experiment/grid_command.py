@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, RunFolderRefused
 from lightning_genae.experiment.config import NO_BACKBONE, RunConfig
 from lightning_genae.experiment.program import command_prefix
 from lightning_genae.experiment.resolve import (
@@ -168,8 +168,10 @@ def _cell_runner(
 ) -> Callable[[GridCell, Path, CellStart], None]:
     """How a grid trains one cell: fresh, resumed, or restarted over its old files; `runs` is read when a cell
     starts, so cells added to it later run too."""
+    from lightning_genae.experiment.ablation.conflicts import other_options, unfinished_run_conflicts
     from lightning_genae.experiment.ablation.grid import CellStart
     from lightning_genae.experiment.resume import to_resume
+    from lightning_genae.experiment.run_folder import read_summary
     from lightning_genae.experiment.train import run
 
     def run_cell(cell: GridCell, run_dir: Path, start: CellStart) -> None:
@@ -177,6 +179,11 @@ def _cell_runner(
         if start is CellStart.RESUME:
             resolved = replace(resolved, config=replace(resolved.config, overwrite=False))
             resume = to_resume("last", str(run_dir))
+            # An unfinished cell was compared by its config.yaml; the options its checkpoint holds decide.
+            if read_summary(run_dir) is None and (
+                conflicts := unfinished_run_conflicts(resume.stored_config("--resume"), resolved.config)
+            ):
+                raise RunFolderRefused(other_options(run_dir, conflicts))
         elif start is CellStart.RESTART:
             resolved = replace(resolved, config=replace(resolved.config, overwrite=True))
         replacing = "--overwrite" if overwrite else "running the cell again from scratch"

@@ -618,14 +618,23 @@ def test_an_unfinished_cell_whose_schedule_runs_over_its_budget_is_not_resumed_t
     ],
 )
 def test_an_unfinished_cell_is_not_resumed_with_options_that_decide_its_numbers(
-    tmp_path: Path, capsys, change, named
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, change, named
 ) -> None:
     """A grid stopped part-way (a preempted array) and re-run with another learning rate would resume its
     cells at the new one: half a run at each, averaged as if it were either. Refused whole, before any cell
-    trains, from the options the cell's last.ckpt records (its config.yaml is not needed)."""
+    trains, from the cell's config.yaml (no checkpoint is read to start a grid); an unreadable config.yaml
+    refuses it too, and a last.ckpt of other options than its config.yaml refuses the cell as it resumes."""
     from tiny import TINY_RUN
 
+    from lightning_genae.checkpoint import RunCheckpoint
     from lightning_genae.experiment.cli import main
+
+    loaded: list[Path] = []
+    load = RunCheckpoint.load.__func__
+
+    def counted(cls, path, flag: str) -> RunCheckpoint:
+        loaded.append(Path(path))
+        return load(cls, path, flag)
 
     root = tmp_path / "grid"
     grid = ["--model", "ae", *TINY_RUN, "--lr", "0.001", "--seeds", "0", "--max-steps", "3"]
@@ -634,14 +643,21 @@ def test_an_unfinished_cell_is_not_resumed_with_options_that_decide_its_numbers(
     cell = root / "none-tsfull-seed0"
     (cell / "summary.json").unlink()  # stopped after its last checkpoint
     before = (cell / "checkpoints" / "last.ckpt").read_bytes()
+    config = (cell / "config.yaml").read_text()
     changed = [*grid, *change]  # the last of a repeated flag holds
     capsys.readouterr()
+    monkeypatch.setattr(RunCheckpoint, "load", classmethod(counted))
     assert main(changed) == 2
     err = capsys.readouterr().err
     assert named in err and err.count("\n") == 1
+    assert loaded == []
     (cell / "config.yaml").write_text("not: [yaml")
     assert main(changed) == 2
-    assert named in capsys.readouterr().err
+    assert "config.yaml is unreadable" in capsys.readouterr().err
+    name, value = change[0][2:].replace("-", "_"), change[1]
+    (cell / "config.yaml").write_text(config.replace(f"\n{name}: ", f"\n{name}: {value} #", 1))
+    assert main(changed) == 1
+    assert named in capsys.readouterr().err and loaded == [cell / "checkpoints" / "last.ckpt"]
     assert (cell / "checkpoints" / "last.ckpt").read_bytes() == before and not (
         cell / "summary.json"
     ).exists()

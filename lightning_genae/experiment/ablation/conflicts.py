@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lightning_genae.cache import file_sha256
-from lightning_genae.errors import ConfigError, RunFolderRefused
+from lightning_genae.errors import RunFolderRefused, describe_error
 from lightning_genae.experiment.config import RunConfig, absolute_path, flag, resume_conflicts
 from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.run_folder import read_summary
@@ -126,35 +128,33 @@ def _budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, Any], run_
     ]
 
 
-def _recorded_configuration(run_dir: Path) -> dict[str, Any]:
-    """The options an unfinished run's last.ckpt records, or before its first its config.yaml ({} where
-    unreadable)."""
-    import yaml
-
-    from lightning_genae.checkpoint import RunCheckpoint  # imports Lightning, which --summarize never loads
-
-    if last_checkpoint(run_dir).is_file():
-        try:
-            return RunCheckpoint.load(last_checkpoint(run_dir), "--resume").stored_config("--resume")
-        except ConfigError:
-            return {}  # a damaged last.ckpt: its resume is refused
-    try:
-        recorded = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return {}
-    return recorded if isinstance(recorded, dict) else {}
+def other_options(run_dir: Path, conflicts: Sequence[str]) -> str:
+    """Why a cell is left to the run its folder holds: a run of other options is never replaced unasked."""
+    return (
+        f"{run_dir} holds a run with other options ({'; '.join(conflicts)}); re-run the grid with "
+        "--overwrite or another --output"
+    )
 
 
 def cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
-    """Why the run in a cell's folder (finished, to resume, or running) is not the cell `config` asks for."""
+    """Why the run in a cell's folder (finished, to resume, or running) is not the cell `config` asks for; an
+    unfinished run is read from its config.yaml (its last.ckpt is compared as the cell resumes from it)."""
     put_back_a_stopped_overwrite(run_dir)
     summary = read_summary(run_dir)
     if summary is not None:
         return finished_run_conflicts(summary, config, run_dir)
     resumed = last_checkpoint(run_dir).is_file() and not (run_dir / FAILED_FILE).is_file()
-    if resumed or live_lock_owner(run_dir) is not None:
-        return unfinished_run_conflicts(_recorded_configuration(run_dir), config)
-    return []
+    if not resumed and live_lock_owner(run_dir) is None:
+        return []
+    try:
+        recorded = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []  # a running run yet to write it; a resumed one is compared by its last.ckpt
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        return [f"its {CONFIG_FILE} is unreadable ({describe_error(error)}), so its options are unknown"]
+    if not isinstance(recorded, dict):
+        return [f"its {CONFIG_FILE} holds no options, so they are unknown"]
+    return unfinished_run_conflicts(recorded, config)
 
 
 def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfig]], overwrite: bool) -> None:

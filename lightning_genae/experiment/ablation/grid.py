@@ -16,7 +16,12 @@ from lightning_genae.cache import write_file_atomically
 from lightning_genae.cluster import interrupted_by, take_noted_signal
 from lightning_genae.errors import RunFolderRefused, describe_error
 from lightning_genae.experiment.ablation.cells import GridCell, overwrite_pending, set_overwrite_pending
-from lightning_genae.experiment.ablation.conflicts import budget_changes, cell_conflicts, summary_config
+from lightning_genae.experiment.ablation.conflicts import (
+    budget_changes,
+    cell_conflicts,
+    other_options,
+    summary_config,
+)
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.run_folder import read_summary
@@ -60,10 +65,7 @@ def _how_to_start(run_dir: Path, overwrite: bool, config: RunConfig | None) -> t
         return CellStart.RESTART, "failed before, running it again from scratch"
     conflicts = cell_conflicts(run_dir, config) if config is not None else []
     if conflicts:
-        return "refused", (
-            f"{run_dir} holds a run with other options ({'; '.join(conflicts)}); re-run the grid with "
-            "--overwrite or another --output"
-        )
+        return "refused", other_options(run_dir, conflicts)
     summary = read_summary(run_dir)
     if summary is not None:
         step = summary.get("global_step", "?")
