@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sized
+from collections.abc import Callable, Mapping, Sized
 from pathlib import Path
 
 # Ends the refusal of an unknown model, dataset, augmentation or option: a plug-in's name is unknown to a
@@ -47,6 +47,10 @@ class GenaeError(ValueError):
 
     exit_code = 2
 
+    def naming(self, spell: Callable[[str], str]) -> str:
+        """The message with the options it is about spelled by `spell` (the command line's: as flags)."""
+        return str(self)
+
 
 class ConfigError(GenaeError):
     """Invalid option, value or combination of options."""
@@ -61,17 +65,34 @@ class OptionError(ConfigError):
         self.option = option
         self.problem = problem
 
+    def naming(self, spell: Callable[[str], str]) -> str:
+        return f"{spell(self.option)} {self.problem}"
+
     def __str__(self) -> str:
-        return f"{self.option} {self.problem}"
+        return self.naming(str)
 
 
 class UnreadOptions(ConfigError):
-    """Options given that the run would leave unread; `names` are the options, so that a caller with a
-    narrower choice of fixes (a resumed run cannot change what it reads) can say so."""
+    """Options given that the run would leave unread, each with why and its fix (`reasons`, in order): one
+    line giving each reason once, naming its options (`augment_p does nothing ...`; as flags at the command
+    line)."""
 
-    def __init__(self, message: str, names: tuple[str, ...]) -> None:
-        super().__init__(message)
-        self.names = names
+    def __init__(self, reasons: Mapping[str, str]) -> None:
+        super().__init__(dict(reasons))
+        self.reasons = dict(reasons)
+
+    def naming(self, spell: Callable[[str], str]) -> str:
+        by_reason: dict[str, list[str]] = {}
+        for name, reason in self.reasons.items():
+            by_reason.setdefault(reason, []).append(spell(name))
+        sentences = [
+            f"{first} {reason}" + (f" (also unread: {', '.join(others)})" if others else "")
+            for reason, (first, *others) in by_reason.items()
+        ]
+        return ". Also: ".join(sentences)
+
+    def __str__(self) -> str:
+        return self.naming(str)
 
 
 class UnknownName(ConfigError, KeyError):

@@ -75,16 +75,8 @@ def flag(name: str) -> str:
 
 
 def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> UnreadOptions:
-    """One line for all the options a run would leave unread: each reason (`reasons[name]`) once, naming its
-    options."""
-    by_reason: dict[str, list[str]] = {}
-    for name in refused:
-        by_reason.setdefault(reasons[name], []).append(name)
-    sentences = []
-    for reason, (first, *others) in by_reason.items():
-        also = f" (also unread: {', '.join(others)})" if others else ""
-        sentences.append(f"{first} {reason}{also}")
-    return UnreadOptions(". Also: ".join(sentences), tuple(refused))
+    """The one refusal of the options `refused`, in that order, each with its reason (`reasons[name]`)."""
+    return UnreadOptions({name: reasons[name] for name in refused})
 
 
 def typed_flag(name: str, value: Any) -> str:

@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TextIO
 
 import jsonargparse
 
-from lightning_genae.errors import ConfigError, GenaeError, OptionError, describe_error
+from lightning_genae.errors import ConfigError, GenaeError, describe_error
 from lightning_genae.plugin_options import flag
 
 # Set while a grid's cells run: a cell is continued by running the grid's command again (its finished cells
@@ -26,9 +26,9 @@ _GRID_COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar("grid
 
 
 def error_text(error: BaseException) -> str:
-    """An error's message as the command line prints it: an OptionError names its option as the flag that
-    gives it (`--latent-dim must lie in [1, inf), got 0`), every line joined into one."""
-    text = f"{flag(error.option)} {error.problem}" if isinstance(error, OptionError) else str(error)
+    """An error's message as the command line prints it: the options it is about named as the flags that
+    give them (`--latent-dim must lie in [1, inf), got 0`), every line joined into one."""
+    text = error.naming(flag) if isinstance(error, GenaeError) else str(error)
     return " ".join(text.split("\n"))
 
 

@@ -505,17 +505,17 @@ def test_augment_ckpt_with_options_that_train_an_augmenter_is_refused(tmp_path, 
     extra = ["--augmenter-width", "16", "--augmenter-steps", "5"]
     assert main([*args, *TINY, *extra, "--max-steps", "3", "--output", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: augmenter_width trains the augmenter") and "\n" not in err, err
-    assert err.endswith("(also unread: augmenter_steps)"), err
+    assert err.startswith("error: --augmenter-width trains the augmenter") and "\n" not in err, err
+    assert err.endswith("(also unread: --augmenter-steps)"), err
     assert not (tmp_path / "run").exists()
 
 
 INVALID = {
     "diffaug without a discriminator": (["--model", "vae", "--augment", "diffaug"], "discriminator"),
     "ae and vae together": (["--augment", "ae+vae"], "ae+vae"),
-    "option of no augmentation": (["--augment", "none", "--augment-p", "0.5"], "augment_p"),
-    "pool online": (["--augment", "ae", "--augment-pool", "10"], "augment_pool"),
-    "noise without augmenter": (["--augment", "diffaug", "--augment-noise", "0.1"], "augment_noise"),
+    "option of no augmentation": (["--augment", "none", "--augment-p", "0.5"], "--augment-p does"),
+    "pool online": (["--augment", "ae", "--augment-pool", "10"], "--augment-pool sizes"),
+    "noise without augmenter": (["--augment", "diffaug", "--augment-noise", "0.1"], "--augment-noise does"),
     "p above one": (["--augment", "ae", "--augment-p", "1.5"], "--augment-p"),
     "negative noise": (["--augment", "ae", "--augment-noise", "-0.1"], "--augment-noise"),
     "unknown diffaug policy": (["--augment", "diffaug", "--diffaug-policy", "nope"], "--diffaug-policy"),

@@ -401,7 +401,8 @@ def test_a_resumed_run_refuses_an_option_it_does_not_read(tmp_path, capsys):
     # --width at the checkpoint's value is no conflict, but the run does not read it.
     assert main(["--resume", checkpoint, "--max-steps", "4", "--width", "64"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: width ") and "drop width" in error and len(error.splitlines()) == 1, error
+    assert error.startswith("error: --width ") and "drop width" in error, error
+    assert len(error.splitlines()) == 1
 
 
 def test_a_subclass_keeps_its_familys_unread_options():

@@ -220,7 +220,7 @@ BAD_OPTIONS = {
     "margin at its default without ebgan": (["--ebgan-margin", "0.3"], "d_loss ebgan"),
     "skips on the dcgan nets": (
         ["--began-nets", "dcgan", "--began-skip-connections"],
-        "began_skip_connections changes the paper's nets",
+        "--began-skip-connections changes the paper's nets",
     ),
 }
 

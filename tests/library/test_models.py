@@ -266,9 +266,9 @@ def test_the_iwae_papers_vae_nets_are_tanh_layers_of_200_units_and_train(tmp_pat
 @pytest.mark.parametrize(
     ("family", "options", "says"),
     [
-        ("gan --gan-nets paper", "--width 8", "width sizes the conv nets, which gan_nets paper leaves out"),
+        ("gan --gan-nets paper", "--width 8", "--width sizes the conv nets, which gan_nets paper leaves out"),
         ("gan --gan-nets paper", "--spectral-norm", "drop spectral_norm or gan_nets paper"),
-        ("vae --vae-nets paper", "--width 8", "width sizes the conv nets, which vae_nets paper leaves out"),
+        ("vae --vae-nets paper", "--width 8", "--width sizes the conv nets, which vae_nets paper leaves out"),
     ],
 )
 def test_options_the_papers_nets_cannot_use_are_refused(family, options, says, capsys):

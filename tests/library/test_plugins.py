@@ -172,7 +172,7 @@ def test_a_plugin_augmentation_wraps_a_gans_discriminator_inputs_with_its_own_op
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--augment", "none", "--flip-p", "0.25"], "flip_p does nothing with --augment none"),
+        (["--augment", "none", "--flip-p", "0.25"], "--flip-p does nothing with --augment none"),
         (["--augment", "flip", "--flip-p", "2"], "--flip-p must lie in [0, 1], got 2.0"),
         (["--data", "digits", "--square-side", "6"], "square_side does not apply to the dataset digits"),
         (["--square-side", "16"], "--square-side must lie in [1, 16), got 16"),
