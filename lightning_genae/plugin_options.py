@@ -84,11 +84,21 @@ def typed_flag(name: str, value: Any) -> str:
     return flag(f"no_{name}") if value is False else flag(name)
 
 
+def shown_default(name: str, spec: dataclasses.Field) -> str | None:
+    """An option's default as `--help` and a refusal show it: its owner's words where it computes it
+    (`shown_default`), a switch as the flag that gives it (`--no-spectral-norm`), a list as a comma list;
+    None where it is unset."""
+    if spec.metadata.get("shown_default") is not None:
+        return spec.metadata["shown_default"]
+    value = spec.default_factory() if callable(spec.default_factory) else spec.default
+    if value is None or isinstance(value, bool):
+        return None if value is None else typed_flag(name, value)
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def help_with_default(name: str, spec: dataclasses.Field) -> str:
-    """An option's `--help` line with its default (`shown_default` where its owner computes it)."""
-    shown = spec.metadata.get("shown_default")
-    if shown is None and spec.default is not None:
-        shown = typed_flag(name, spec.default) if isinstance(spec.default, bool) else spec.default
+    """An option's `--help` line with its default (`shown_default`)."""
+    shown = shown_default(name, spec)
     return spec.metadata.get("help", "") + (f" [default: {shown}]" if shown is not None else "")
 
 
@@ -198,10 +208,8 @@ def _range_problem(value: float, spec: dataclasses.Field) -> str | None:
         problem = f"must lie in {low}, {high}, got {value}"
     else:
         return None
-    shown = spec.metadata.get("shown_default")
-    if shown is None and spec.default is None:
-        return problem
-    return f"{problem}; the default is {spec.default if shown is None else shown}"
+    shown = shown_default(spec.name, spec)
+    return problem if shown is None else f"{problem}; the default is {shown}"
 
 
 @dataclass(frozen=True)

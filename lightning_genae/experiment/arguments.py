@@ -29,7 +29,7 @@ from lightning_genae.experiment.config import (
 )
 from lightning_genae.experiment.program import CommandLineParser, command_prefix, program_name
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import did_you_mean, help_with_default, shown_value, typed_flag
+from lightning_genae.plugin_options import did_you_mean, help_with_default, shown_default, shown_value
 
 GROUP_TITLES = {
     "what": "what to train on",
@@ -58,13 +58,6 @@ def _choices_epilog() -> str:
     lines.append(f"example: {command_prefix()} --model gan --data digits --max-steps 200")
     lines.append(f"streaming an image dataset: {command_prefix()} prepare --help")
     return "\n".join(lines)
-
-
-def _shown_default(name: str, value: Any) -> str:
-    """A default as `--help` shows it: a switch as the flag that gives it (`--no-spectral-norm`)."""
-    if isinstance(value, bool):
-        return typed_flag(name, value)
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def split_list(value: str) -> list[str]:
@@ -175,14 +168,13 @@ def _add_flag(group: Any, name: str, kind: Any, help_text: str, spec: Any = None
 
 def _family_help(name: str) -> tuple[Any, str]:
     """A model option's type and help: which families take it, and each one's default."""
-    defaults = {
-        family: spec.options.__dataclass_fields__[name].default
+    shown = {
+        family: shown_default(name, spec.options.__dataclass_fields__[name])
         for family, spec in MODELS.items()
         if name in spec.options.__dataclass_fields__
     }
     first = next(spec.options for spec in MODELS.values() if name in spec.options.__dataclass_fields__)
-    owners = "" if len(defaults) == len(MODELS) else "/".join(defaults) + ": "
-    shown = {family: _shown_default(name, value) for family, value in defaults.items()}
+    owners = "" if len(shown) == len(MODELS) else "/".join(shown) + ": "
     one = len(set(shown.values())) == 1
     default = (
         next(iter(shown.values())) if one else ", ".join(f"{family} {text}" for family, text in shown.items())
@@ -258,11 +250,9 @@ def _parser_for(program: str, registered: tuple[Any, ...]) -> CommandLineParser:
     )
     groups = {key: parser.add_argument_group(title) for key, title in GROUP_TITLES.items()}
     for name, spec in CONFIG_FIELDS.items():
-        default = spec.default_factory() if callable(spec.default_factory) else spec.default
-        default = spec.metadata["shown_default"] or default
-        help_text = spec.metadata["help"]
-        if default is not None and name not in ("fast_dev_run", "overwrite"):
-            help_text += f" [default: {_shown_default(name, default)}]"
+        # A switch that acts only when given has no default to show.
+        switch = name in ("fast_dev_run", "overwrite")
+        help_text = spec.metadata["help"] if switch else help_with_default(name, spec)
         # A registry's names are checked against the registry, which names the plug-ins a run may lack.
         registry = {"model": MODELS, "data": DATASETS}.get(name)
         names = {"type": str, "metavar": "{" + ",".join(registry) + "}"} if registry else {}

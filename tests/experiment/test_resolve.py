@@ -306,6 +306,19 @@ def test_help_shows_every_run_option_default_from_run_config():
     assert re.search(rf"\[default: {DEFAULT_MAX_STEPS} unless --max-epochs\]", helps["--max-steps"])
 
 
+def test_a_plugin_options_default_is_shown_as_made_and_a_switch_as_its_flag():
+    from lightning_genae.plugin_options import PluginOptions, help_with_default, option
+
+    @dataclass(frozen=True)
+    class Made(PluginOptions):
+        sizes: list[int] = option(lambda: [2, 4], "sizes", at_least=1)
+        mirror: bool = option(False, "mirror")
+
+    specs = Made.__dataclass_fields__
+    assert help_with_default("sizes", specs["sizes"]) == "sizes [default: 2,4]"
+    assert help_with_default("mirror", specs["mirror"]) == "mirror [default: --no-mirror]"
+
+
 def test_a_resumed_runs_plugin_options_are_compared_as_the_checkpoint_holds_them(tmp_path):
     stored = {"augmenter_steps": 30, "augment_p": 0.25, "diffaug_policy": "color", "seq_len": None}
     # A config file's quoted numbers are read as the options' types: the same options.
