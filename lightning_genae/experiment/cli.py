@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_genae.cluster import RunInterrupted, current_job, global_rank
-from lightning_genae.errors import ConfigError, GenaeError
+from lightning_genae.cluster import RunInterrupted, current_job
+from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.ablation.tuning import (
     check_tuning_request,
     split_candidates,
@@ -28,7 +28,6 @@ from lightning_genae.experiment.program import (
     CommandLineParser,
     ReaderWatch,
     continued_as_a_grid,
-    error_text,
     one_line_border,
     program_name,
     reader_may_leave,
@@ -55,9 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lightning_genae.experiment.prepare import main as prepare
 
         return prepare(argv[1:], prog=f"{program_name()} prepare")
+    training: list[bool] = []  # set as a run starts training, from when each rank's error is its own
     with reader_may_leave() as watch:
         try:
-            return one_line_border(lambda: _main(argv, watch))
+            return one_line_border(lambda: _main(argv, watch, training), lambda: bool(training))
         except RunInterrupted as stop:
             # Every rank stops; rank 0 alone carries the line to print.
             if str(stop):
@@ -80,67 +80,58 @@ def _augment_arms(args: dict[str, Any], file_values: dict[str, Any]) -> list[str
     return arms
 
 
-def _main(argv: Sequence[str] | None, watch: ReaderWatch) -> int:
-    training = False
-    try:
-        # Before the parser: a plug-in's names are choices of --model, --data and --augment.
-        load_plugins()
-        parser = build_parser()
-        args = command_line_values(parser, argv)
-        print_config = args.pop("print_config", False)
-        # The options of modes and grids, which are no run's; None where not given.
-        mode = {name: args.pop(name, None) for name in MODES}
-        config_path, seeds, grid_index, tune_seeds = (
-            mode[n] for n in ("config", "seeds", "grid_index", "tune_seeds")
-        )
-        train_sizes = args.pop("train_size", None)
-        # Anything but printing the configuration writes a folder that holds what stdout would have shown.
-        watch.note = not print_config
-        args, file_values, candidates = _read_inputs(parser, args, config_path, tune_seeds)
-        sizes_in_file = file_values.pop("train_size", None)
-        if sizes_in_file is not None and len(sizes_in_file) == 1:
-            file_values["train_size"] = sizes_in_file[0]
-        elif train_sizes is None:
-            # A list in the file (`train_size: [1000, full]`) is the grid --train-size 1000,full is; the
-            # command line's --train-size replaces it.
-            train_sizes = sizes_in_file
-        grid_options = [name for name in GRID_MODES if mode[name] is not None]
-        not_read = grid_options + ["print_config"] * print_config
-        if mode["evaluate"] is not None or mode["evaluate_folder"] is not None:
-            several_sizes = ["train_size"] * (len(train_sizes or []) > 1)
-            return _evaluate(mode, args, file_values, train_sizes, not_read + several_sizes)
-        if mode["summarize"] is not None:
-            given = [*args, *not_read, *["config"] * bool(config_path), *["train_size"] * bool(train_sizes)]
-            return _summarize(Path(mode["summarize"]), given)
-        augments = _augment_arms(args, file_values)
-        # A list of augmentations or train sizes, tuning, or any grid option makes the command a grid.
-        if len(train_sizes or []) > 1 or len(augments or []) > 1 or grid_options:
-            values = {**_without_options_of_what_the_command_line_replaced(file_values, args), **args}
-            tuning = (candidates, tune_seeds) if tune_seeds is not None else None
-            with continued_as_a_grid(sys.argv[1:] if argv is None else argv):
-                named = named_options(args)
-                return run_grid_command(
-                    values, augments, train_sizes, seeds, grid_index, print_config, tuning, named
-                )
-        resolved, resume = _resolve_single_run(args, file_values, train_sizes, may_write=not print_config)
-        if print_config:
-            check_shape_options(resolved)
-            # As config.yaml records it: without what belongs to one invocation (--output, --overwrite,
-            # --resume), so the printed file used as --config starts a run of its own.
-            print(resolved.config.with_absolute_paths().experiment().to_yaml(), end="", flush=True)
-            return 0
-        _quiet_lightning()
-        from lightning_genae.experiment.train import run
+def _main(argv: Sequence[str] | None, watch: ReaderWatch, training: list[bool]) -> int:
+    # Before the parser: a plug-in's names are choices of --model, --data and --augment.
+    load_plugins()
+    parser = build_parser()
+    args = command_line_values(parser, argv)
+    print_config = args.pop("print_config", False)
+    # The options of modes and grids, which are no run's; None where not given.
+    mode = {name: args.pop(name, None) for name in MODES}
+    config_path, seeds, grid_index, tune_seeds = (
+        mode[n] for n in ("config", "seeds", "grid_index", "tune_seeds")
+    )
+    train_sizes = args.pop("train_size", None)
+    # Anything but printing the configuration writes a folder that holds what stdout would have shown.
+    watch.note = not print_config
+    args, file_values, candidates = _read_inputs(parser, args, config_path, tune_seeds)
+    sizes_in_file = file_values.pop("train_size", None)
+    if sizes_in_file is not None and len(sizes_in_file) == 1:
+        file_values["train_size"] = sizes_in_file[0]
+    elif train_sizes is None:
+        # A list in the file (`train_size: [1000, full]`) is the grid --train-size 1000,full is; the
+        # command line's --train-size replaces it.
+        train_sizes = sizes_in_file
+    grid_options = [name for name in GRID_MODES if mode[name] is not None]
+    not_read = grid_options + ["print_config"] * print_config
+    if mode["evaluate"] is not None or mode["evaluate_folder"] is not None:
+        several_sizes = ["train_size"] * (len(train_sizes or []) > 1)
+        return _evaluate(mode, args, file_values, train_sizes, not_read + several_sizes)
+    if mode["summarize"] is not None:
+        given = [*args, *not_read, *["config"] * bool(config_path), *["train_size"] * bool(train_sizes)]
+        return _summarize(Path(mode["summarize"]), given)
+    augments = _augment_arms(args, file_values)
+    # A list of augmentations or train sizes, tuning, or any grid option makes the command a grid.
+    if len(train_sizes or []) > 1 or len(augments or []) > 1 or grid_options:
+        values = {**_without_options_of_what_the_command_line_replaced(file_values, args), **args}
+        tuning = (candidates, tune_seeds) if tune_seeds is not None else None
+        with continued_as_a_grid(sys.argv[1:] if argv is None else argv):
+            named = named_options(args)
+            return run_grid_command(
+                values, augments, train_sizes, seeds, grid_index, print_config, tuning, named
+            )
+    resolved, resume = _resolve_single_run(args, file_values, train_sizes, may_write=not print_config)
+    if print_config:
+        check_shape_options(resolved)
+        # As config.yaml records it: without what belongs to one invocation (--output, --overwrite,
+        # --resume), so the printed file used as --config starts a run of its own.
+        print(resolved.config.with_absolute_paths().experiment().to_yaml(), end="", flush=True)
+        return 0
+    _quiet_lightning()
+    from lightning_genae.experiment.train import run
 
-        training = True
-        run(resolved, resume=resume, explicit_resume=args.get("resume") is not None)
-    except GenaeError as error:
-        # Before training every rank raises the same error, and rank 0's line is the one copy in the job log.
-        rank = global_rank()
-        shared = f"rank {rank}: stopped by the error rank 0 reports"
-        line = error_text(error) if training or rank == 0 else shared
-        print(f"error: {line}", file=sys.stderr)
-        return error.exit_code
+    training.append(True)
+    run(resolved, resume=resume, explicit_resume=args.get("resume") is not None)
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any, NoReturn, TextIO
 
 import jsonargparse
 
+from lightning_genae.cluster import global_rank
 from lightning_genae.errors import ConfigError, GenaeError, describe_error
 from lightning_genae.plugin_options import flag
 
@@ -64,13 +65,17 @@ def os_error_line(error: OSError) -> str:
     )
 
 
-def one_line_border(command: Callable[[], int]) -> int:
+def one_line_border(command: Callable[[], int], every_rank_reports: Callable[[], bool] = lambda: True) -> int:
     """A command's one border: `command`'s exit code, or every GenaeError and OSError it meets as one line,
-    `error: ...`, with its exit code (2 for an OSError)."""
+    `error: ...`, with its exit code (2 for an OSError). Until `every_rank_reports()` (a run trains), every
+    rank of a job meets one error alike, and rank 0's line is the one copy in the job log."""
     try:
         return command()
     except GenaeError as error:
-        print(f"error: {error_text(error)}", file=sys.stderr)
+        rank = global_rank()
+        own = rank == 0 or every_rank_reports()
+        line = error_text(error) if own else f"rank {rank}: stopped by the error rank 0 reports"
+        print(f"error: {line}", file=sys.stderr)
         return error.exit_code
     except OSError as error:
         print(f"error: {os_error_line(error)}", file=sys.stderr)
