@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shlex
 import typing
 import urllib.error
@@ -48,6 +49,7 @@ from lightning_genae.plugin_options import PluginOptions
 pytestmark = pytest.mark.quick
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "bad_inputs.csv"
+RELIABILITY = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 
 
 def bad_input_rows() -> list[tuple[str, str]]:
@@ -56,6 +58,20 @@ def bad_input_rows() -> list[tuple[str, str]]:
         rows = [(row["arguments"], row["message"]) for row in csv.DictReader(file)]
     assert len(rows) >= 20, f"{CASES} was not found or lost rows"
     return rows
+
+
+def documented_messages() -> dict[str, str]:
+    """docs/reliability.md's table of bad inputs: each input and the start of the message it shows."""
+    rows = re.findall(r"^\| `(.+?)` \| `(.+)` \|$", RELIABILITY.read_text(), re.MULTILINE)
+    return {arguments.replace("\\|", "|"): message for arguments, message in rows}
+
+
+DOCUMENTED = documented_messages()
+
+
+def test_every_documented_bad_input_is_a_tested_row() -> None:
+    assert len(DOCUMENTED) >= 20, f"{RELIABILITY}'s table was not found"
+    assert set(DOCUMENTED) <= {arguments for arguments, _ in bad_input_rows()}
 
 
 ROWS = bad_input_rows()
@@ -152,6 +168,8 @@ def test_bad_input_exits_2_with_one_line_naming_the_fix(
     before = set(tmp_path.iterdir())
     code, err = run_main(shlex.split(args.format(**places)), capsys)
     assert_one_line_error(code, err, message.format(**places))
+    if args in DOCUMENTED:  # the documentation shows what the command line prints
+        assert_one_line_error(code, err, DOCUMENTED[args].format(**places))
     assert set(tmp_path.iterdir()) == before, "bad input must not leave a run folder behind"
 
 
