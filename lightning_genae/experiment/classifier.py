@@ -69,8 +69,8 @@ def _train_image(args: argparse.Namespace) -> TrainedClassifier:
     return TrainedClassifier(
         model=model,
         test_accuracy=test_accuracy,
-        num_test=len(datamodule.split_tensors("test")[0]),
-        epochs=args.epochs or image_classifier.default_epochs(len(datamodule.split_tensors("train")[0])),
+        num_test=datamodule.split_size("test"),
+        epochs=args.epochs or image_classifier.default_epochs(datamodule.split_size("train")),
         input_shape={"image_shape": list(model.config.image_shape)},
         train_sha256=datamodule.content_sha256("train"),
     )

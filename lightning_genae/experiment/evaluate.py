@@ -360,7 +360,7 @@ def evaluate_folder(
         }
         line = f"{name}: {score.n_fake} generated vs {score.n_real} real test images, {score.backbone}"
         if score.n_fake < len(images):
-            tested = len(datamodule.split_tensors("test")[0])
+            tested = datamodule.split_size("test")
             line += (
                 f"; a seeded {score.n_fake} of the folder's {len(images)} images, as both sides take "
                 f"min(--eval-samples {config.eval_samples}, the test split's {tested}, the folder's)"

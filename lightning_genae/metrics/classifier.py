@@ -202,7 +202,7 @@ def train_classifier(
 ) -> tuple[FeatureClassifier, float]:
     """`fit_best_on_validation` of a FeatureClassifier on the datamodule's splits, by default stopping once
     its validation accuracy has not risen for PATIENCE epochs."""
-    epochs = epochs if epochs is not None else default_epochs(len(datamodule.split_tensors("train")[0]))
+    epochs = epochs if epochs is not None else default_epochs(datamodule.split_size("train"))
     assert datamodule.num_classes is not None
     config = ClassifierConfig(datamodule.image_shape, datamodule.num_classes)
     return fit_best_on_validation(
