@@ -21,6 +21,12 @@ def _interleaved(versions: list[torch.Tensor], nrow: int = 8) -> torch.Tensor:
     return torch.cat([version[start : start + nrow].float() for start in starts for version in versions])
 
 
+def first_val_items(datamodule: Any, count: int) -> torch.Tensor:
+    """The validation split's first `count` stored items (all, if it holds fewer), read alone where it is
+    streamed."""
+    return datamodule.items_at("val", torch.arange(min(count, datamodule.split_size("val"))))[0]
+
+
 class SampleGrid(PeriodicDrawing):
     """Samples from the same noise every time (the run seed's "sample grid" stream), so pictures over
     training show one model improving: a grid of images, or a figure of series."""
@@ -56,9 +62,8 @@ class ReconstructionGrid(PeriodicDrawing):
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         datamodule = trainer.datamodule
         series = pl_module.data_kind == "sequence"
-        items, _ = datamodule.split_tensors("val")
-        count = SERIES_SHOWN if series else self.count
-        inputs = datamodule.to_model_range(items[:count].to(pl_module.device))
+        items = first_val_items(datamodule, SERIES_SHOWN if series else self.count)
+        inputs = datamodule.to_model_range(items.to(pl_module.device))
         versions = [inputs, pl_module.reconstruct(inputs)]
         if not series:
             log_image_grid(trainer, "reconstructions", _interleaved(versions), step, nrow=8)
@@ -78,8 +83,7 @@ class DiscriminatorReconstructionGrid(PeriodicDrawing):
         return isinstance(pl_module, ReconstructingDiscriminator)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        images, _ = trainer.datamodule.split_tensors("val")
-        real = to_model_range(images[: self.count].to(pl_module.device))
+        real = to_model_range(first_val_items(trainer.datamodule, self.count).to(pl_module.device))
         noise = generator(self.seed, "discriminator reconstruction grid")
         grid = _interleaved(list(pl_module.discriminator_reconstructions(real, noise).values()))
         log_image_grid(trainer, "d_reconstructions", grid, step, nrow=8)
@@ -109,12 +113,12 @@ class InterpolationGrid(PeriodicDrawing):
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         weights = torch.linspace(0, 1, self.steps, device=pl_module.device)
         if isinstance(pl_module, Autoencoder):
-            images, _ = trainer.datamodule.split_tensors("val")
             # Rows pair consecutive images, so an odd count (a small folder's split) drops its last image.
-            pairs = min(self.count, len(images) // 2)
+            pairs = min(self.count, trainer.datamodule.split_size("val") // 2)
             if pairs == 0:
                 return
-            ends = pl_module.encode(to_model_range(images[: 2 * pairs].to(pl_module.device)))
+            images = first_val_items(trainer.datamodule, 2 * pairs)
+            ends = pl_module.encode(to_model_range(images.to(pl_module.device)))
             starts, stops = ends[0::2], ends[1::2]
             rows = [
                 start + weights.view(-1, 1) * (stop - start)

@@ -211,7 +211,7 @@ class RepresentationMetrics(ModelSpecificCallback):
         values = representation_metrics(
             pl_module.encode,
             datamodule.items_at("train", probed),
-            datamodule.split_tensors("test"),
+            datamodule.split_batches("test"),
             pl_module.latent_dim,
             pl_module.device,
             seed=seed,

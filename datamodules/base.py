@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from lightning_genae.datamodules.loaders import (
     Batch,
@@ -259,7 +259,12 @@ class InMemoryDataModule(pl.LightningDataModule):
             if (device := batch_device(self.data_on_device, self.num_workers, root, size)) is not None:
                 images, labels = images.to(device), labels.to(device)
                 return DeviceBatches(images, labels, self.batch_size_per_device, self.seed, rank, world_size)
-        dataset = InMemoryImages(images, labels)
+        return self.batches_of(InMemoryImages(images, labels), train)
+
+    def batches_of(self, dataset: Dataset, train: bool) -> DataLoader:
+        """`loader_over`'s loader on the host, over any `dataset` whose `__getitems__` gives a batch."""
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         options: dict[str, Any] = {
             "batch_size": self.batch_size_per_device,
             "drop_last": train,

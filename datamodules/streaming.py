@@ -1,11 +1,12 @@
 """Datasets streamed from a folder `prepare` wrote from the DataModule's own splits in LitData's format, with
-a manifest; training streams the train split, val and test (and a `train_size` subset) are held."""
+a manifest; training streams the train split, evaluation reads val and test by index, a batch at a time, and
+a `train_size` subset is held."""
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 from litdata.streaming.writer import BinaryWriter
 from litdata.utilities.env import _DistributedEnv
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from lightning_genae.cache import write_file_atomically
 from lightning_genae.datamodules import DATASETS
@@ -106,6 +108,19 @@ def stack_items(items: list[dict[str, Any]]) -> Batch:
     return torch.stack([item["item"] for item in items]), torch.tensor([item["label"] for item in items])
 
 
+class PreparedSplit(Dataset):
+    """A prepared split read by index: `__getitems__` reads one batch's items from the split's chunks."""
+
+    def __init__(self, path: Path) -> None:
+        self.stored = StreamingDataset(str(path))
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        return stack_items([self.stored[index] for index in indices])
+
+
 class StreamedSplits(InMemoryDataModule):
     """Mixed in before a registered DataModule by `streamed`: its splits (and a series' shape, scale and
     channel names) come from the prepared folder `data_dir`; everything else stays the dataset's."""
@@ -144,7 +159,7 @@ class StreamedSplits(InMemoryDataModule):
         """Nothing to download: the folder was prepared."""
 
     def _load_once(self) -> None:
-        """Each split is read when it is asked for (`split_tensors`); training streams the train split."""
+        """Nothing is read here: each split is read where it is asked for, whole only by `split_tensors`."""
         if self._splits is None:
             self._splits = {}
             self._train_split_size = self.manifest["splits"]["train"]["items"]
@@ -157,11 +172,10 @@ class StreamedSplits(InMemoryDataModule):
         if split not in self._splits:
             # Read whole by index, in its stored order: the same items in every process.
             recorded = self.manifest["splits"][split]
-            images, labels = self._read(split, range(recorded["items"]))
+            images, labels = PreparedSplit(self.data_dir / split).__getitems__(list(range(recorded["items"])))
             if _split_sha256(images, labels) != recorded["sha256"]:
-                raise DataError(
-                    f"{self.data_dir / split} is not the data its manifest records; prepare the folder again"
-                )
+                raise self._not_prepared(split)
+            self._checked.add(split)
             if split == "train" and self.train_size is not None:
                 images, labels = self._train_subset(images, labels)
             self._splits[split] = (images, labels)
@@ -172,27 +186,47 @@ class StreamedSplits(InMemoryDataModule):
             return self.train_size
         return self.manifest["splits"][split]["items"]
 
-    def _read_alone(self, split: str) -> bool:
-        """Only the whole train split is read from its chunks; val and test are checked whole, once."""
-        return split == "train" and super()._read_alone(split)
-
     def items_at(self, split: str, indices: Tensor) -> Batch:
         if not self._read_alone(split):
             return super().items_at(split, indices)
-        return self._read(split, indices.tolist())
+        return self._checked_split(split).__getitems__(indices.tolist())
 
     def split_batches(self, split: str) -> Iterator[Batch]:
         if not self._read_alone(split):
             yield from super().split_batches(split)
             return
-        size = self.split_size(split)
-        for start in range(0, size, STREAM_BLOCK):
-            yield self._read(split, range(start, min(start + STREAM_BLOCK, size)))
+        self._check(split)
+        yield from self._blocks(split)
 
-    def _read(self, split: str, indices: Iterable[int]) -> Batch:
-        """The prepared `split`'s items at `indices`, read from its chunks by index."""
-        stored = StreamingDataset(str(self.data_dir / split))
-        return stack_items([stored[index] for index in indices])
+    def _blocks(self, split: str) -> Iterator[Batch]:
+        """The prepared `split` in its stored order, in blocks of STREAM_BLOCK items read by index."""
+        stored, size = PreparedSplit(self.data_dir / split), self.split_size(split)
+        for start in range(0, size, STREAM_BLOCK):
+            yield stored.__getitems__(list(range(start, min(start + STREAM_BLOCK, size))))
+
+    @functools.cached_property
+    def _checked(self) -> set[str]:
+        """The evaluation splits found to be the data their manifest records."""
+        return set()
+
+    def _check(self, split: str) -> None:
+        """Before val or test is first read, its items read in blocks, then its labels, hashed as `prepare`
+        hashed them, against the manifest: a run never scores on other data than the SHA-256 it records."""
+        if split == "train" or split in self._checked:
+            return
+        digest, labels = None, []
+        for items, block_labels in self._blocks(split):
+            digest = digest or split_digest(self.split_size(split), items)
+            digest.update(items.contiguous().numpy())
+            labels.append(block_labels)
+        assert digest is not None  # a prepared split holds at least one item
+        digest.update(torch.cat(labels).contiguous().numpy())
+        if digest.hexdigest() != self.manifest["splits"][split]["sha256"]:
+            raise self._not_prepared(split)
+        self._checked.add(split)
+
+    def _not_prepared(self, split: str) -> DataError:
+        return DataError(f"{self.data_dir / split} is not the data its manifest records; prepare it again")
 
     def content_sha256(self, split: str) -> str:
         if split == "train" and self.train_size is not None:
@@ -226,6 +260,18 @@ class StreamedSplits(InMemoryDataModule):
             # The workers' base seed, drawn as the in-memory loaders' is (`loader_over`).
             generator=generator(self.seed, "loader"),
         )
+
+    def val_dataloader(self) -> DataLoader:
+        """val read by index a batch at a time, in order, each process its share, as the in-memory loader."""
+        return self.batches_of(self._checked_split("val"), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.batches_of(self._checked_split("test"), train=False)
+
+    def _checked_split(self, split: str) -> PreparedSplit:
+        """The prepared `split` to read by index, val and test once checked (`_check`)."""
+        self._check(split)
+        return PreparedSplit(self.data_dir / split)
 
 
 class EpochStream(StreamingDataLoader):

@@ -323,7 +323,7 @@ def check_split_scorable(
     datamodule: InMemoryDataModule, split: str, fix: str = "give data with more images"
 ) -> None:
     """Refuse a real split too small for the k-nearest-neighbour metrics."""
-    real = len(datamodule.split_tensors(split)[0])
+    real = datamodule.split_size(split)
     if real < MIN_FEATURE_SAMPLES:
         raise DataError(
             f"the {split} split of {datamodule.name}, which holds {real} images, is too small: the "

@@ -58,18 +58,18 @@ class RealFeatures:
         return f"{datamodule.name}-{split}-{self.backbone.name}-{digest}"
 
     def get(self, datamodule: ImageDataModule, split: str, device: torch.device) -> Tensor:
-        return self.reference(datamodule, split, len(datamodule.split_tensors(split)[0]), device)
+        return self.reference(datamodule, split, datamodule.split_size(split), device)
 
     def reference(self, datamodule: ImageDataModule, split: str, n: int, device: torch.device) -> Tensor:
         """The features of the split's reference subset of n images (all of them when n >= its size), in
         the split's order: the rows of `seeded_subset(size, n, REAL_SUBSET_SEED)`."""
-        images, _ = datamodule.split_tensors(split)
-        order = reference_order(len(images))
-        n = min(n, len(images))
+        size = datamodule.split_size(split)
+        order = reference_order(size)
+        n = min(n, size)
         # Computed to a whole number of the backbone's chunks: each chunk then holds the same images
         # whatever sizes were asked before, and gives the same features to the last bit.
         chunk = getattr(self.backbone, "chunk_size", 1)
-        wanted = min(len(images), -(-n // chunk) * chunk)
+        wanted = min(size, -(-n // chunk) * chunk)
         key = self.key(datamodule, split)
         path = self.cache_dir / f"{key}.pt"
         known = self._memory.get(key)
@@ -78,25 +78,28 @@ class RealFeatures:
         if known is None:
             known = torch.empty(0, 0)
         if len(known) < wanted:
-            more = self._compute(datamodule.name, split, images, order[len(known) : wanted], device)
+            more = self._compute(datamodule, split, order[len(known) : wanted], device)
             known = torch.cat([known, more]) if len(known) else more
             save_torch_atomically(path, {"indices": order[: len(known)].clone(), "features": known})
         self._memory[key] = known
         return known[:n][order[:n].argsort()]
 
-    def _compute(self, name: str, split: str, images: Tensor, chosen: Tensor, device: torch.device) -> Tensor:
-        """Features of images[chosen], in blocks, saying where it is when that takes a while."""
-        count = len(images)
+    def _compute(
+        self, datamodule: ImageDataModule, split: str, chosen: Tensor, device: torch.device
+    ) -> Tensor:
+        """Features of the split's images at `chosen`, read a block at a time (`items_at`, by index where the
+        split is streamed), saying where it is when that takes a while."""
+        count = datamodule.split_size(split)
         what = f"{count} images" if len(chosen) == count else f"{len(chosen)} of its {count} images"
         progress = evaluation_progress(
-            f"features of the {name} {split} split ({what}, {self.backbone.name}; "
+            f"features of the {datamodule.name} {split} split ({what}, {self.backbone.name}; "
             "computed once, then cached)",
             len(chosen),
             "image",
         )
         features = []
         for block in chosen.split(REAL_FEATURE_BLOCK):
-            features.append(extract_features(self.backbone, images[block], device))
+            features.append(extract_features(self.backbone, datamodule.items_at(split, block)[0], device))
             progress.advance(len(block))
         return torch.cat(features)
 
@@ -126,7 +129,7 @@ class RealFeatures:
 
 def comparison_size(datamodule: ImageDataModule, split: str, num_samples: int) -> int:
     """N, the number of generated and of real images compared: num_samples, capped by the split's size."""
-    return min(num_samples, len(datamodule.split_tensors(split)[0]))
+    return min(num_samples, datamodule.split_size(split))
 
 
 # Which real images a split capped at N compares with: one fixed subset for every run and seed.

@@ -4,7 +4,7 @@ accuracy and reconstruction MSE of the model's codes beside PCA's."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -46,39 +46,43 @@ def linear_probe_accuracy(
 def representation_metrics(
     encode: Callable[[Tensor], Tensor],
     train: tuple[Tensor, Tensor],
-    test: tuple[Tensor, Tensor],
+    test: Iterable[tuple[Tensor, Tensor]],
     latent_dim: int,
     device: torch.device,
     seed: int = 0,
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> dict[str, float]:
     """Probe accuracy of the model's codes and PCA's, and PCA's test reconstruction MSE in model units, from
-    (stored items, labels) made model input by `prepare`; the training items are `probe_train_indices`'."""
+    (stored items, labels) made model input by `prepare`; the training items are `probe_train_indices`',
+    the test split comes in blocks (`split_batches`), of which only the codes are kept."""
     train_images, train_labels = train
-    test_images, test_labels = test
     results: dict[str, float] = {}
 
     flat_train = prepare(train_images).flatten(1).numpy()
-    flat_test = prepare(test_images).flatten(1).numpy()
     components = min(latent_dim, *flat_train.shape)
     pca = PCA(n_components=components, random_state=seed).fit(flat_train)
-    pca_test = pca.transform(flat_test)
-    results["pca_mse"] = float(((pca.inverse_transform(pca_test) - flat_test) ** 2).mean())
+    pca_test, model_test, test_labels, squared_errors = [], [], [], []
+    for images, labels in test:
+        flat = prepare(images).flatten(1).numpy()
+        pca_test.append(pca.transform(flat))
+        # A block's mean times its element count: exact, so a split in one block gives its mean unchanged.
+        squared_errors.append((float(((pca.inverse_transform(pca_test[-1]) - flat) ** 2).mean()), flat.size))
+        model_test.append(map_images(encode, images, device, prepare=prepare).numpy())
+        test_labels.append(labels)
+    results["pca_mse"] = sum(mean * size for mean, size in squared_errors) / sum(s for _, s in squared_errors)
 
     # A probe needs two classes or more in each split: on a test split of one class its accuracy measures
     # one class alone (1 where the probe always names it).
-    labelled = all(
-        bool((labels >= 0).all()) and len(torch.unique(labels)) > 1 for labels in (train_labels, test_labels)
-    )
-    if labelled:
-        y_train, y_test = train_labels.numpy(), test_labels.numpy()
+    y_train, y_test = train_labels.numpy(), torch.cat(test_labels).numpy()
+    if all((labels >= 0).all() and len(np.unique(labels)) > 1 for labels in (y_train, y_test)):
         model_train = map_images(encode, train_images, device, prepare=prepare).numpy()
-        model_test = map_images(encode, test_images, device, prepare=prepare).numpy()
-        results["probe_acc"] = linear_probe_accuracy(model_train, y_train, model_test, y_test, seed)
+        results["probe_acc"] = linear_probe_accuracy(
+            model_train, y_train, np.concatenate(model_test), y_test, seed
+        )
         results["pca_probe_acc"] = linear_probe_accuracy(
-            pca.transform(flat_train), y_train, pca_test, y_test, seed
+            pca.transform(flat_train), y_train, np.concatenate(pca_test), y_test, seed
         )
         # The items the two probes learnt and were scored on; without a probe there is nothing to count.
         results["probe_n_train"] = float(len(train_images))
-        results["probe_n_test"] = float(len(test_images))
+        results["probe_n_test"] = float(len(y_test))
     return results

@@ -1,6 +1,7 @@
 """Runs that stream a prepared folder: `genae prepare` writes it, every image family trains from it with
 and without augmentation, a streamed run killed part-way through an epoch resumes to the numbers of the
-uninterrupted streamed run, and two nodes each read their own share of the training split."""
+uninterrupted streamed run, its evaluation scores as the in-memory run's without reading val or test whole,
+and two nodes each read their own share of the training split."""
 
 import json
 import os
@@ -21,6 +22,7 @@ from lightning_genae.experiment import augmenter as latent_module
 from lightning_genae.experiment import train as train_module
 from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.trainer import build_callbacks
+from lightning_genae.metrics import generative
 from lightning_genae.models import MODELS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,6 +120,22 @@ def test_a_recurrent_autoencoder_trains_from_prepared_series(streams, read_whole
     assert "train" not in read_whole, "the streamed training split was read into memory"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["data_sha256"]["train"] == build_datamodule("sines").content_sha256("train")
+
+
+def test_a_streamed_run_scores_val_and_test_as_the_in_memory_run_without_reading_them_whole(
+    prepared, read_whole, tmp_path, monkeypatch
+):
+    # An autoencoder: its grids, interpolations and test probe read val and test too. A train_size of the
+    # whole split is held in memory, so that both runs train on the same batches.
+    run = ["--model", "vae", *TINY_RUN, *ON_CPU, "--max-steps", "3", "--eval-samples", "100"]
+    run += ["--train-size", "1258"]
+    for name, data in (("memory", []), ("streamed", ["--data-dir", str(prepared)])):
+        # Each run its own real features, so that the streamed run reads its own from the chunks.
+        monkeypatch.setattr(generative, "cache_root", lambda name=name: tmp_path / f"{name}-cache")
+        assert main([*run, *data, "--output", str(tmp_path / name)]) == 0
+    assert read_whole == {"train"}, "val or test was read whole"
+    assert final_metrics(tmp_path / "streamed") == final_metrics(tmp_path / "memory")
+    assert {"test/fd_classifier", "test/probe_acc"} <= set(final_metrics(tmp_path / "streamed"))
 
 
 # 1258 digits in batches of 256: 4 iterations an epoch, so a stop at 6 is part-way through the second epoch

@@ -18,9 +18,13 @@ class FewValidationImages:
     def __init__(self, count: int) -> None:
         self.images = torch.randint(0, 256, (count, 1, 8, 8), dtype=torch.uint8)
 
-    def split_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def split_size(self, split: str) -> int:
         assert split == "val"
-        return self.images, torch.zeros(len(self.images), dtype=torch.long)
+        return len(self.images)
+
+    def items_at(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert split == "val"
+        return self.images[indices], torch.zeros(len(indices), dtype=torch.long)
 
 
 @pytest.mark.parametrize(("count", "rows"), [(5, 2), (4, 2), (40, 3), (1, 0)])

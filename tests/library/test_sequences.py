@@ -412,10 +412,10 @@ def test_the_linear_probe_needs_two_classes_in_each_split():
     labels = torch.arange(40) % 2
     encode = lambda batch: batch.flatten(1)[:, :3]  # noqa: E731 - a stand-in encoder
     both = representation_metrics(
-        encode, (series, labels), (series[:10], labels[:10]), 3, torch.device("cpu"), prepare=lambda x: x
+        encode, (series, labels), [(series[:10], labels[:10])], 3, torch.device("cpu"), prepare=lambda x: x
     )
     assert "probe_acc" in both and both["probe_n_train"] == 40 and both["probe_n_test"] == 10
-    one_class = (series[:10], torch.zeros(10, dtype=torch.long))
+    one_class = [(series[:10], torch.zeros(10, dtype=torch.long))]
     alone = representation_metrics(
         encode, (series, labels), one_class, 3, torch.device("cpu"), prepare=lambda x: x
     )

@@ -1,6 +1,6 @@
-"""Prepared folders: the splits a stream gives are the in-memory ones, the stream's order resumes part-way
-through an epoch (and after an epoch left early), and a folder that is not what its manifest says is
-refused."""
+"""Prepared folders: the splits a stream gives are the in-memory ones, evaluation reads val and test a block
+at a time, the stream's order resumes part-way through an epoch (and after an epoch left early), and a
+folder that is not what its manifest says is refused."""
 
 import json
 from collections import Counter
@@ -13,7 +13,8 @@ from lightning_genae.datamodules import build_datamodule, folder, streaming
 from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.datamodules.streaming import MANIFEST, prepare
 from lightning_genae.errors import DataError, OptionError
-from lightning_genae.metrics import classifier
+from lightning_genae.metrics import classifier, generative
+from lightning_genae.metrics.backbones import FeatureBackbone
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +97,46 @@ def test_a_large_training_split_gives_the_augmenter_a_seeded_sample_read_alone(p
     other = torch.cat([items for items, _ in latent.bank_items(in_memory, seed=5)])
     assert not torch.equal(other, sample[0])
     assert "train" not in (streamed._splits or {}), "the whole train split was read into memory"
+
+
+class RowMeans(FeatureBackbone):
+    """A stand-in backbone: the mean pixel of each of a digit's 16 rows."""
+
+    def __init__(self) -> None:
+        super().__init__("rowmeans", 16, "mean pixels per row (test backbone)")
+
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float().mean(dim=(1, 3))
+
+
+def test_evaluation_reads_val_and_test_a_block_at_a_time_as_their_in_memory_splits(
+    prepared, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(streaming, "STREAM_BLOCK", 100)
+    monkeypatch.setattr(generative, "REAL_FEATURE_BLOCK", 100)
+    reads = []
+    read = streaming.PreparedSplit.__getitems__
+    monkeypatch.setattr(
+        streaming.PreparedSplit,
+        "__getitems__",
+        lambda self, index: reads.append(len(index)) or read(self, index),
+    )
+    in_memory = build_datamodule("digits", batch_size=50)
+    streamed = build_datamodule("digits", data_dir=str(prepared), batch_size=50)
+    cpu = torch.device("cpu")
+    for split in ("val", "test"):
+        loaders = (getattr(data, f"{split}_dataloader")() for data in (streamed, in_memory))
+        for stream, memory in zip(*loaders, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(stream, memory, strict=True)), split
+        blocks = [torch.cat(part) for part in zip(*streamed.split_batches(split), strict=True)]
+        assert all(torch.equal(a, b) for a, b in zip(blocks, in_memory.split_tensors(split), strict=True))
+        features = [
+            generative.RealFeatures(RowMeans(), tmp_path / name).get(data, split, cpu)
+            for name, data in (("streamed", streamed), ("in memory", in_memory))
+        ]
+        assert torch.equal(*features), split
+    assert max(reads) <= 100, "val or test was read whole"
+    assert not streamed._splits
 
 
 def test_one_streamed_epoch_is_every_training_image_once_in_full_batches(prepared):
@@ -207,7 +248,17 @@ def test_series_are_streamed_as_prepared_with_their_options_and_scale(tmp_path):
         build_datamodule("sines", data_dir=str(tmp_path / "sines"), seq_len=24)
 
 
-def test_a_split_that_is_not_what_its_manifest_records_is_refused(prepared, tmp_path):
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda data: data.split_tensors("val"),
+        lambda data: data.val_dataloader(),
+        lambda data: data.items_at("val", torch.tensor([3])),
+        lambda data: next(data.split_batches("val")),
+    ],
+    ids=["whole", "loader", "by index", "in blocks"],
+)
+def test_a_split_that_is_not_what_its_manifest_records_is_refused(prepared, tmp_path, read):
     manifest = json.loads((prepared / MANIFEST).read_text())
     manifest["splits"]["val"]["sha256"] = "0" * 64
     altered = tmp_path / "altered"
@@ -216,7 +267,7 @@ def test_a_split_that_is_not_what_its_manifest_records_is_refused(prepared, tmp_
         (altered / split).symlink_to(prepared / split, target_is_directory=True)
     (altered / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="val"):
-        build_datamodule("digits", data_dir=str(altered)).split_tensors("val")
+        read(build_datamodule("digits", data_dir=str(altered)))
 
 
 def test_a_manifest_of_another_format_is_refused(tmp_path):
