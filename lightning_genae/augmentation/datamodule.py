@@ -3,6 +3,7 @@ replaced on the device by the augmenter's output; offline, a pool added once. Ev
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -118,11 +119,11 @@ class AugmentedDataModule(pl.LightningDataModule):
     @torch.no_grad()
     def _generate_pool(self) -> Batch:
         """`plan.pool` augmented images (default: as many as the training split), from the run seed's
-        "augmented pool" stream."""
-        images, labels = self.base.split_tensors("train")
-        size = self.plan.pool if self.plan.pool is not None else len(images)
-        # The generated parts and their concatenation are held at once: twice the pool at the peak.
-        needed = 2 * size * images[0].numel() * images.element_size()
+        "augmented pool" stream; their sources are read a batch at a time (by index where streamed)."""
+        count = self.base.split_size("train")
+        size = self.plan.pool if self.plan.pool is not None else count
+        # The generated parts and their concatenation (uint8 images) are held at once: twice the pool.
+        needed = 2 * size * math.prod(self.base.data_shape)
         if needed > physical_memory():
             # Refused before any allocation: an operating system that overcommits would kill the process
             # part-way instead of raising.
@@ -132,17 +133,18 @@ class AugmentedDataModule(pl.LightningDataModule):
                 "lower it (unset, the pool holds as many images as the training split)",
             )
         draws = generator(self.seed, "augmented pool")
-        repeats = -(-size // len(images))
-        sources = torch.cat([torch.randperm(len(images), generator=draws) for _ in range(repeats)])[:size]
-        parts = []
-        for start in range(0, size, POOL_BATCH):
-            index = sources[start : start + POOL_BATCH]
-            batch = self.base.to_model_range(images[index].to(self.augmenter.device))
+        repeats = -(-size // count)
+        sources = torch.cat([torch.randperm(count, generator=draws) for _ in range(repeats)])[:size]
+        parts, labels = [], []
+        for index in sources.split(POOL_BATCH):
+            images, part_labels = self.base.items_at("train", index)
+            batch = self.base.to_model_range(images.to(self.augmenter.device))
             # Stored as the decoder's pixel values: binary data draws its pixels from them at every batch, as
             # it does from the real images' intensities.
             batch = as_training_pixels(self.base, batch, draws)
-            parts.append(self.base.to_stored(self.augmenter(batch, labels[index], generator=draws)).cpu())
-        return torch.cat(parts), labels[sources].clone()
+            parts.append(self.base.to_stored(self.augmenter(batch, part_labels, generator=draws)).cpu())
+            labels.append(part_labels)
+        return torch.cat(parts), torch.cat(labels)
 
     def train_images(self) -> Batch:
         """What training iterates over: the real split, plus the augmented pool in offline mode."""

@@ -19,6 +19,7 @@ from lightning_genae.augmentation.discriminator import AugmenterOnInputs, Compos
 from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.base import ImageDataModule, to_model_range
+from lightning_genae.datamodules.streaming import StreamedSplits, prepare
 from lightning_genae.errors import ConfigError
 from lightning_genae.experiment import augmenter as latent_module
 from lightning_genae.experiment.augment_plan import resolve_augment_plan
@@ -311,6 +312,23 @@ def test_offline_pool_images_are_augmented(tmp_path):
     assert len(pool_images) == len(real_images)
     copies = (pool_images.flatten(1)[:, None, :] == real_images.flatten(1)[None, :100, :]).all(-1)
     assert not bool(copies.any()), "with noise, pool images are new images"
+
+
+def test_the_offline_pool_of_a_streamed_split_is_the_in_memory_pool_read_by_index(tmp_path, monkeypatch):
+    prepare(build_datamodule("digits"), "digits", tmp_path / "prepared")
+    read_whole = []
+    monkeypatch.setattr(StreamedSplits, "split_tensors", lambda self, split: read_whole.append(split))
+    streamed = build_datamodule("digits", data_dir=str(tmp_path / "prepared"), batch_size=32)
+    augmenter = LatentAugmenter(PixelCode(SHAPE), noise=0.5, interp=0.5)
+    augmenter.fit(streamed.split_batches("train"))
+    plan = plan_for(model="ae", augment="ae", augment_mode="offline", augment_pool=1700)
+    pools = []
+    for base in (streamed, digits(tmp_path)):
+        datamodule = AugmentedDataModule(base, plan, augmenter, seed=0)
+        datamodule.setup("fit")
+        pools.append(datamodule._pool)
+    assert all(torch.equal(a, b) for a, b in zip(*pools, strict=True))
+    assert not read_whole, "the streamed training split was read whole"
 
 
 def test_offline_summary_says_offline_before_the_pool_exists(tmp_path):
