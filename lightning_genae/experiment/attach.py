@@ -16,6 +16,7 @@ from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.datamodule import AugmentedDataModule, as_training_pixels
 from lightning_genae.augmentation.discriminator import Composed
 from lightning_genae.augmentation.latent import LatentAugmenter, bank_items, reconstruction_mse
+from lightning_genae.callbacks.images import first_val_items
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.augmenter import load_augmenter
@@ -74,7 +75,7 @@ def attach_augmentation(
             prepare=lambda items: as_training_pixels(datamodule, datamodule.to_model_range(items), draws),
         )
         origin["val_recon_mse"] = reconstruction_mse(
-            augmenter, datamodule.split_tensors("val")[0][:2000], prepare=datamodule.to_model_range
+            augmenter, first_val_items(datamodule, 2000), prepare=datamodule.to_model_range
         )
         record["augmenter"] = origin
         say(
