@@ -67,7 +67,8 @@ def representation_metrics(
         pca_test.append(pca.transform(flat))
         # A block's mean times its element count: exact, so a split in one block gives its mean unchanged.
         squared_errors.append((float(((pca.inverse_transform(pca_test[-1]) - flat) ** 2).mean()), flat.size))
-        model_test.append(map_images(encode, images, device, prepare=prepare).numpy())
+        if (labels >= 0).all():  # the codes serve the probe alone, which needs every label
+            model_test.append(map_images(encode, images, device, prepare=prepare).numpy())
         test_labels.append(labels)
     results["pca_mse"] = sum(mean * size for mean, size in squared_errors) / sum(s for _, s in squared_errors)
 
