@@ -49,6 +49,7 @@ from lightning_genae.metrics.timegan import (
     timegan_scores,
 )
 from lightning_genae.models import MODELS
+from lightning_genae.progress import PhaseProgress
 from lightning_genae.run_files import last_checkpoint
 
 # Table 2 of the paper, Sines column: mean ± std.
@@ -203,11 +204,15 @@ def main() -> None:
             if seed == args.seeds[0]:
                 outside.setdefault("real", []).append(out_of_range_share(real, train_range))
             generated = (generated - low) / scale
-            scores = timegan_scores(real_units, generated, args.repetitions, seed)
-            wide_fits = [
-                discriminative_score(real_units, generated, seed=seed + fit, hidden=WIDE_HIDDEN)
-                for fit in range(args.repetitions)
-            ]
+            # TimeGAN's two scores and the wide discriminator, each fitted --repetitions times.
+            progress = PhaseProgress(f"{name} seed {seed}: scoring", 3 * args.repetitions, "fit", interval=60)
+            scores = timegan_scores(real_units, generated, args.repetitions, seed, on_fit=progress.advance)
+            wide_fits = []
+            for fit in range(args.repetitions):
+                wide_fits.append(
+                    discriminative_score(real_units, generated, seed=seed + fit, hidden=WIDE_HIDDEN)
+                )
+                progress.advance()
             wide.setdefault(name, []).append(sum(wide_fits) / len(wide_fits))
             disc.append(scores.discriminative_mean_std[0])
             pred.append(scores.predictive_mean_std[0])

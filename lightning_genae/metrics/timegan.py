@@ -7,6 +7,7 @@ logged in training (metrics.sequences) are not comparable with these."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -193,13 +194,21 @@ def timegan_scores(
     seed: int = 0,
     discriminative_iterations: int = DISCRIMINATIVE_ITERATIONS,
     predictive_iterations: int = PREDICTIVE_ITERATIONS,
+    on_fit: Callable[[], None] = lambda: None,
 ) -> TimeGANScores:
     """Each score fitted `repetitions` times afresh, as main_timegan.py does: fit i from `seed`'s "timegan
-    fit" stream at i."""
+    fit" stream at i. `on_fit` is called after each of the 2 * `repetitions` fits (progress)."""
     seeds = [int_seed(seed, "timegan fit", repetition) for repetition in range(repetitions)]
+
+    def fitted(score: float) -> float:
+        on_fit()
+        return score
+
     return TimeGANScores(
         discriminative=tuple(
-            discriminative_score_timegan(real, generated, s, discriminative_iterations) for s in seeds
+            fitted(discriminative_score_timegan(real, generated, s, discriminative_iterations)) for s in seeds
         ),
-        predictive=tuple(predictive_score_timegan(real, generated, s, predictive_iterations) for s in seeds),
+        predictive=tuple(
+            fitted(predictive_score_timegan(real, generated, s, predictive_iterations)) for s in seeds
+        ),
     )

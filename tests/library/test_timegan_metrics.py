@@ -193,9 +193,17 @@ def test_discriminative_score_is_half_minus_accuracy_on_the_held_out_fifth() -> 
 
 def test_each_repetition_fits_from_its_own_stream_and_they_report_population_std() -> None:
     real, fake = _smooth(40, 7), _smooth(40, 8)
+    fits: list[None] = []
     scores = timegan_scores(
-        real, fake, repetitions=2, seed=3, discriminative_iterations=5, predictive_iterations=5
+        real,
+        fake,
+        repetitions=2,
+        seed=3,
+        discriminative_iterations=5,
+        predictive_iterations=5,
+        on_fit=lambda: fits.append(None),
     )
+    assert len(fits) == 4  # each score's two fits report their end
     assert scores.predictive[1] == predictive_score_timegan(
         real, fake, seed=int_seed(3, "timegan fit", 1), iterations=5
     )
