@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from litdata import StreamingDataLoader, StreamingDataset
+from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from litdata.streaming.writer import BinaryWriter
 from litdata.utilities.env import _DistributedEnv
 from torch import Tensor
@@ -101,6 +101,19 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
         manifest["channel_names"] = getattr(datamodule, "channel_names", None)
     write_file_atomically(output / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def write_items(folder: Path, blocks: Iterable[Batch]) -> None:
+    """(stored items, labels) blocks written to `folder` as `prepare` writes a split, one block held."""
+    writer, index = BinaryWriter(str(folder), chunk_bytes=CHUNK_BYTES), 0
+    # One process writes it: in a distributed run LitData would otherwise wait for every rank's part.
+    writer._distributed_env = _DistributedEnv(1, 0, 1)
+    for items, labels in blocks:
+        for item, label in zip(items, labels.tolist(), strict=True):
+            writer[index] = {"item": item, "label": label}
+            index += 1
+    writer.done()
+    writer.merge()
 
 
 def stack_items(items: list[dict[str, Any]]) -> Batch:
@@ -236,26 +249,36 @@ class StreamedSplits(InMemoryDataModule):
     def full_training_sha256(self) -> str:
         return self.manifest["splits"]["train"]["sha256"]
 
-    def train_dataloader(self) -> Any:
+    def train_dataloader(self, pool: Path | None = None) -> Any:
         """The train split streamed: shuffled by the run seed at every epoch, each process (and each of its
-        workers) reading its own share, full batches only; a `train_size` subset is held in memory."""
+        workers) reading its own share, full batches only; with the prepared folder of an offline augmentation
+        `pool`, the split and the pool in one stream, each batch drawn from both by their sizes, each of them
+        giving each process the items of whole batches; a `train_size` subset is held in memory."""
         if self.train_size is not None:
             return super().train_dataloader()
         self.check_batch_fits()
         # Items decoded one at a time: LitData's default batched decoding read 28 MNIST batches of 64 a second
         # on one CPU thread, this 316.
-        dataset = StreamingDataset(
-            str(self.data_dir / "train"), shuffle=True, drop_last=True, seed=self.seed, batch_decode=False
-        )
+        sources = [
+            StreamingDataset(str(folder), shuffle=True, drop_last=True, seed=self.seed, batch_decode=False)
+            for folder in [self.data_dir / "train", *([pool] if pool is not None else [])]
+        ]
         if self.trainer is not None:
             # The run's processes and nodes as the Trainer knows them: LitData's own guess takes every CPU
             # process for one node, and its nodes read apart from each other.
             run = self.trainer
-            dataset.distributed_env = _DistributedEnv(run.world_size, run.global_rank, run.num_nodes)
+            for source in sources:
+                source.distributed_env = _DistributedEnv(run.world_size, run.global_rank, run.num_nodes)
+        if pool is None:
+            dataset, workers = sources[0], self.num_workers
+        else:
+            # Read in the training process: LitData's combined stream keeps one count per source for all its
+            # workers, which a resumed epoch shares out as if they took whole batches in turn, wrongly.
+            dataset, workers = CombinedStreamingDataset(sources, seed=self.seed, iterate_over_all=True), 0
         return EpochStream(
             dataset,
             batch_size=self.batch_size_per_device,
-            num_workers=self.num_workers,
+            num_workers=workers,
             collate_fn=stack_items,
             # The workers' base seed, drawn as the in-memory loaders' is (`loader_over`).
             generator=generator(self.seed, "loader"),
@@ -280,7 +303,9 @@ class EpochStream(StreamingDataLoader):
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in super().__iter__():
-            if self._num_samples_yielded_streaming >= len(self) * self.batch_size:
+            # A stream counts its items in one total, a combined stream per worker and source.
+            counts = self._num_samples_yielded_wrapper.values()
+            if self._num_samples_yielded_streaming + sum(map(sum, counts)) >= len(self) * self.batch_size:
                 self.restore = False  # the pass is whole: the next one starts the next epoch
             yield batch
 

@@ -3,8 +3,14 @@ replaced on the device by the augmenter's output; offline, a pool added once. Ev
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,9 +21,12 @@ from torch.utils.data import DataLoader
 from lightning_genae.augmentation import AugmentPlan
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.latent import LatentAugmenter
+from lightning_genae.cache import cache_root, state_sha256
+from lightning_genae.cluster import created_by_local_rank_zero
 from lightning_genae.datamodules.base import Batch, InMemoryDataModule
 from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.datamodules.placement import host_to_device
+from lightning_genae.datamodules.streaming import StreamedSplits, write_items
 from lightning_genae.errors import OptionError
 from lightning_genae.plugin_options import AUTO
 from lightning_genae.seeding import generator
@@ -49,7 +58,8 @@ class AugmentedDataModule(pl.LightningDataModule):
         self.total_iterations = total_iterations
         # ADA's controller when --augment-p is auto (it then sets p; the model checkpoints it).
         self.strength = strength
-        self._pool: Batch | None = None
+        # The offline pool: held, or the folder it is streamed from where the base streams its train split.
+        self._pool: Batch | Path | None = None
         self._generator: torch.Generator | None = None
         # A resumed run's generator state, kept until the generator exists (setup) if it comes first.
         self._restored_generator: Tensor | None = None
@@ -114,14 +124,16 @@ class AugmentedDataModule(pl.LightningDataModule):
             self._generator = generator(self.seed, "online augmentation", rank)
             self._restore_generator()
         if self.plan.mode == "offline" and self._pool is None:
-            self._pool = self._generate_pool()
+            size = self.plan.pool if self.plan.pool is not None else self.base.split_size("train")
+            self._pool = self._written_pool(size) if self._streams else self._held_pool(size)
 
-    @torch.no_grad()
-    def _generate_pool(self) -> Batch:
-        """`plan.pool` augmented images (default: as many as the training split), from the run seed's
-        "augmented pool" stream; their sources are read a batch at a time (by index where streamed)."""
-        count = self.base.split_size("train")
-        size = self.plan.pool if self.plan.pool is not None else count
+    @property
+    def _streams(self) -> bool:
+        """Whether training streams the base's train split (a `train_size` subset of it is held)."""
+        return isinstance(self.base, StreamedSplits) and self.base.train_size is None
+
+    def _held_pool(self, size: int) -> Batch:
+        """The pool of `size` images in memory."""
         # The generated parts and their concatenation (uint8 images) are held at once: twice the pool.
         needed = 2 * size * math.prod(self.base.data_shape)
         if needed > physical_memory():
@@ -132,30 +144,63 @@ class AugmentedDataModule(pl.LightningDataModule):
                 f"{size} does not fit in memory ({needed / 2**30:.1f} GiB, more than this machine has); "
                 "lower it (unset, the pool holds as many images as the training split)",
             )
+        images, labels = zip(*self._generate_pool(size), strict=True)
+        return torch.cat(images), torch.cat(labels)
+
+    def _written_pool(self, size: int) -> Path:
+        """The pool of `size` images as a prepared split in the cache, written a block at a time by local rank
+        0 where it is not there yet; its folder is named by what makes its images: the augmenter, the run
+        seed, the size, the training split and the device the augmenter runs on."""
+        augmenter = self.augmenter
+        made_by = [state_sha256(augmenter), augmenter.noise, augmenter.interp, augmenter.device.type]
+        made_by += [self.seed, size, self.base.content_sha256("train")]
+        folder = cache_root() / "pools" / hashlib.sha256(json.dumps(made_by).encode()).hexdigest()
+
+        def write() -> None:
+            if folder.is_dir():
+                return
+            temporary = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.tmp")
+            try:
+                write_items(temporary, self._generate_pool(size))
+                try:
+                    temporary.rename(folder)
+                except OSError:
+                    if not folder.is_dir():
+                        raise  # else another process's pool of this key came first
+            finally:
+                shutil.rmtree(temporary, ignore_errors=True)
+
+        created_by_local_rank_zero(folder, write, "augmented pool")
+        return folder
+
+    @torch.no_grad()
+    def _generate_pool(self, size: int) -> Iterator[Batch]:
+        """`size` augmented images from the run seed's "augmented pool" stream, in blocks of POOL_BATCH; their
+        sources are read a block at a time (by index where streamed)."""
+        count = self.base.split_size("train")
         draws = generator(self.seed, "augmented pool")
         repeats = -(-size // count)
         sources = torch.cat([torch.randperm(count, generator=draws) for _ in range(repeats)])[:size]
-        parts, labels = [], []
         for index in sources.split(POOL_BATCH):
-            images, part_labels = self.base.items_at("train", index)
+            images, labels = self.base.items_at("train", index)
             batch = self.base.to_model_range(images.to(self.augmenter.device))
             # Stored as the decoder's pixel values: binary data draws its pixels from them at every batch, as
             # it does from the real images' intensities.
             batch = as_training_pixels(self.base, batch, draws)
-            parts.append(self.base.to_stored(self.augmenter(batch, part_labels, generator=draws)).cpu())
-            labels.append(part_labels)
-        return torch.cat(parts), torch.cat(labels)
+            yield self.base.to_stored(self.augmenter(batch, labels, generator=draws)).cpu(), labels
 
     def train_images(self) -> Batch:
         """What training iterates over: the real split, plus the augmented pool in offline mode."""
         images, labels = self.base.split_tensors("train")
-        if self._pool is None:
+        if not isinstance(self._pool, tuple):
             return images, labels
         return torch.cat([images, self._pool[0]]), torch.cat([labels, self._pool[1]])
 
     def train_dataloader(self) -> DataLoader:
-        """The base's own training loader (a stream where the base streams), or with the offline pool a
-        loader over the real split and the pool."""
+        """The base's own training loader (a stream where the base streams, of the real split and the offline
+        pool's folder where it has one), or with a held pool a loader over the real split and the pool."""
+        if isinstance(self._pool, Path):
+            return self.base.train_dataloader(pool=self._pool)
         if self._pool is None:
             return self.base.train_dataloader()
         self.base.check_batch_fits()  # against the real split, whatever the pool adds
@@ -209,6 +254,8 @@ class AugmentedDataModule(pl.LightningDataModule):
         if self.plan.mode == "offline":
             size = self.plan.pool or self.base.split_size("train")  # the pool's size, made or not
             extra = f"offline pool of {size} augmented images"
+            if self._streams:
+                extra += ", streamed with the train split in the training process (no loader workers)"
         else:
             p = "auto (ADA's controller)" if self.plan.p == AUTO else self.plan.p
             extra = f"online, p={p}{' annealed' if self.plan.anneal else ''}"

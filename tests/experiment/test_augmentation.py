@@ -14,12 +14,13 @@ import yaml
 from tiny import TINY_RUN
 from torch import Tensor, nn
 
+from lightning_genae.augmentation import datamodule as pool_module
 from lightning_genae.augmentation.datamodule import AugmentedDataModule
 from lightning_genae.augmentation.discriminator import AugmenterOnInputs, Composed, DiffAugment
 from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.base import ImageDataModule, to_model_range
-from lightning_genae.datamodules.streaming import StreamedSplits, prepare
+from lightning_genae.datamodules.streaming import PreparedSplit, StreamedSplits, prepare, write_items
 from lightning_genae.errors import ConfigError
 from lightning_genae.experiment import augmenter as latent_module
 from lightning_genae.experiment.augment_plan import resolve_augment_plan
@@ -314,7 +315,9 @@ def test_offline_pool_images_are_augmented(tmp_path):
     assert not bool(copies.any()), "with noise, pool images are new images"
 
 
-def test_the_offline_pool_of_a_streamed_split_is_the_in_memory_pool_read_by_index(tmp_path, monkeypatch):
+def test_the_offline_pool_of_a_streamed_split_is_the_in_memory_pool_written_to_the_cache(
+    tmp_path, monkeypatch
+):
     prepare(build_datamodule("digits"), "digits", tmp_path / "prepared")
     read_whole = []
     monkeypatch.setattr(StreamedSplits, "split_tensors", lambda self, split: read_whole.append(split))
@@ -327,8 +330,27 @@ def test_the_offline_pool_of_a_streamed_split_is_the_in_memory_pool_read_by_inde
         datamodule = AugmentedDataModule(base, plan, augmenter, seed=0)
         datamodule.setup("fit")
         pools.append(datamodule._pool)
-    assert all(torch.equal(a, b) for a, b in zip(*pools, strict=True))
+    written = PreparedSplit(pools[0]).__getitems__(list(range(1700)))
+    assert all(torch.equal(a, b) for a, b in zip(written, pools[1], strict=True))
     assert not read_whole, "the streamed training split was read whole"
+
+
+def test_a_streamed_offline_pool_is_written_once_per_seed(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENAE_CACHE_DIR", str(tmp_path / "cache"))
+    prepare(build_datamodule("digits"), "digits", tmp_path / "prepared")
+    writes = []
+    monkeypatch.setattr(pool_module, "write_items", lambda *args: writes.append(write_items(*args)))
+    plan = plan_for(model="ae", augment="ae", augment_mode="offline", augment_pool=50)
+    augmenter, folders = untrained_augmenter(), []
+    for seed in (0, 0, 1):
+        streamed = build_datamodule("digits", data_dir=str(tmp_path / "prepared"), batch_size=32)
+        datamodule = AugmentedDataModule(streamed, plan, augmenter, seed=seed)
+        datamodule.setup("fit")
+        folders.append(datamodule._pool)
+    assert len(writes) == 2, "the second run with seed 0 reads the first one's pool"
+    assert folders[0] == folders[1] != folders[2]
+    assert len(PreparedSplit(folders[2])) == 50
+    assert "in the training process" in datamodule.summary()
 
 
 def test_offline_summary_says_offline_before_the_pool_exists(tmp_path):

@@ -57,8 +57,8 @@ def streams(monkeypatch) -> list[bool]:
     made: list[bool] = []
     original = StreamedSplits.train_dataloader
 
-    def spy(self):
-        loader = original(self)
+    def spy(self, **options):
+        loader = original(self, **options)
         made.append(isinstance(loader, StreamingDataLoader))
         return loader
 
@@ -145,13 +145,19 @@ RESUMED_RUNS = {
     "no augmentation": [],
     "loader workers": ["--num-workers", "2"],
     "ae augmentation": ["--augment", "ae", *AUGMENTER],
+    # Each source gives whole batches of its own: 3 of the split's 1258 and 1 of the pool, 4 iterations an
+    # epoch, read in the training process whatever the workers.
+    "offline pool": [
+        *["--augment", "ae", *AUGMENTER, "--augment-mode", "offline", "--augment-pool", "400"],
+        *["--batch-size", "400", "--num-workers", "2"],
+    ],
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arm", list(RESUMED_RUNS))
 def test_a_streamed_run_killed_part_way_through_an_epoch_resumes_to_the_uninterrupted_run(
-    prepared, streams, tmp_path, monkeypatch, arm
+    prepared, streams, read_whole, tmp_path, monkeypatch, arm
 ):
     monkeypatch.setattr(latent_module, "default_cache_dir", lambda: tmp_path / "augmenters")
     run = ["--model", "gan", *TINY_RUN, *ON_CPU, "--data-dir", str(prepared), "--batch-size", "256"]
@@ -165,6 +171,7 @@ def test_a_streamed_run_killed_part_way_through_an_epoch_resumes_to_the_uninterr
     monkeypatch.setattr(train_module, "build_callbacks", build_callbacks)
     assert main(["--resume", str(killed), "--max-steps", str(FULL), "--output", str(resumed)]) == 0
     assert streams and all(streams)
+    assert "train" not in read_whole, "the streamed training split was read into memory"
     assert json.loads((resumed / "summary.json").read_text())["global_step"] == FULL
     assert final_metrics(resumed) == final_metrics(whole)
     resumed_rows = rows_after(resumed, HALF)
