@@ -125,6 +125,13 @@ class AugmentedDataModule(pl.LightningDataModule):
             self._restore_generator()
         if self.plan.mode == "offline" and self._pool is None:
             size = self.plan.pool if self.plan.pool is not None else self.base.split_size("train")
+            least = self.base.batch_size_per_device * (self.trainer.world_size if self.trainer else 1)
+            if self._streams and size < least:
+                # A stream gives each process whole batches of each source's items, so none of it would train.
+                raise OptionError(
+                    "augment_pool",
+                    f"{size} is less than a batch for each process ({least}); give at least that",
+                )
             self._pool = self._written_pool(size) if self._streams else self._held_pool(size)
 
     @property

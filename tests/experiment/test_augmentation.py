@@ -21,7 +21,7 @@ from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.base import ImageDataModule, to_model_range
 from lightning_genae.datamodules.streaming import PreparedSplit, StreamedSplits, prepare, write_items
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, OptionError
 from lightning_genae.experiment import augmenter as latent_module
 from lightning_genae.experiment.augment_plan import resolve_augment_plan
 from lightning_genae.experiment.augmenter import cache_path, load_augmenter
@@ -351,6 +351,16 @@ def test_a_streamed_offline_pool_is_written_once_per_seed(tmp_path, monkeypatch)
     assert folders[0] == folders[1] != folders[2]
     assert len(PreparedSplit(folders[2])) == 50
     assert "in the training process" in datamodule.summary()
+
+
+def test_a_streamed_offline_pool_smaller_than_a_batch_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENAE_CACHE_DIR", str(tmp_path / "cache"))
+    prepare(build_datamodule("digits"), "digits", tmp_path / "prepared")
+    plan = plan_for(model="ae", augment="ae", augment_mode="offline", augment_pool=31)
+    streamed = build_datamodule("digits", data_dir=str(tmp_path / "prepared"), batch_size=32)
+    with pytest.raises(OptionError) as refused:
+        AugmentedDataModule(streamed, plan, untrained_augmenter(), seed=0).setup("fit")
+    assert refused.value.option == "augment_pool"
 
 
 def test_offline_summary_says_offline_before_the_pool_exists(tmp_path):
