@@ -189,17 +189,18 @@ class InMemoryDataModule(pl.LightningDataModule):
         if self.train_size is not None:
             # Hashed before the subset is taken (`full_training_sha256`), without loading the data twice.
             self._full_training_sha256 = _split_sha256(train_images, train_labels)
-            splits["train"] = self._train_subset(train_images, train_labels)
+            subset = self._train_subset(train_labels)
+            splits["train"] = (train_images[subset], train_labels[subset])
         self._splits = splits
 
-    def _train_subset(self, images: Tensor, labels: Tensor) -> Batch:
-        """The `train_size` subset of the whole training split: stratified, drawn by the run seed."""
+    def _train_subset(self, labels: Tensor) -> Tensor:
+        """The indices of the `train_size` subset of the training split of `labels`: stratified, drawn by the
+        run seed."""
         assert self.train_size is not None
-        if self.train_size > len(images):
-            what = f"the {len(images)} training {self.item_noun} of {self.name}"
-            raise OptionError("train_size", f"{self.train_size} exceeds {what}; use at most {len(images)}")
-        subset, _ = stratified_sample(labels, self.train_size, self.seed)
-        return images[subset], labels[subset]
+        if self.train_size > len(labels):
+            what = f"the {len(labels)} training {self.item_noun} of {self.name}"
+            raise OptionError("train_size", f"{self.train_size} exceeds {what}; use at most {len(labels)}")
+        return stratified_sample(labels, self.train_size, self.seed)[0]
 
     def split_tensors(self, split: str) -> Batch:
         """(stored items, int64 labels [N]) of "train" (its `train_size` subset), "val" or "test"."""

@@ -180,17 +180,22 @@ class StreamedSplits(InMemoryDataModule):
                 self._normaliser = Normaliser.from_dict(self.manifest["normaliser"])
 
     def split_tensors(self, split: str) -> Batch:
-        """A split read whole, checked against the manifest's SHA-256 (of "train": the train_size subset)."""
+        """A split read whole, checked against the manifest's SHA-256; of "train" with `train_size`, the split
+        checked in blocks and the subset alone read, by index."""
         self._load_once()
         if split not in self._splits:
+            stored = PreparedSplit(self.data_dir / split)
+            if split == "train" and self.train_size is not None:
+                self._splits[split] = stored.__getitems__(
+                    self._train_subset(self._hashed_labels(split)).tolist()
+                )
+                return self._splits[split]
             # Read whole by index, in its stored order: the same items in every process.
             recorded = self.manifest["splits"][split]
-            images, labels = PreparedSplit(self.data_dir / split).__getitems__(list(range(recorded["items"])))
+            images, labels = stored.__getitems__(list(range(recorded["items"])))
             if _split_sha256(images, labels) != recorded["sha256"]:
                 raise self._not_prepared(split)
             self._checked.add(split)
-            if split == "train" and self.train_size is not None:
-                images, labels = self._train_subset(images, labels)
             self._splits[split] = (images, labels)
         return self._splits[split]
 
@@ -212,24 +217,27 @@ class StreamedSplits(InMemoryDataModule):
         yield from self._blocks(split)
 
     def _blocks(self, split: str) -> Iterator[Batch]:
-        """The prepared `split` in its stored order, in blocks of STREAM_BLOCK items read by index."""
-        stored, size = PreparedSplit(self.data_dir / split), self.split_size(split)
+        """The whole prepared `split` in its stored order, in blocks of STREAM_BLOCK items read by index."""
+        stored, size = PreparedSplit(self.data_dir / split), self.manifest["splits"][split]["items"]
         for start in range(0, size, STREAM_BLOCK):
             yield stored.__getitems__(list(range(start, min(start + STREAM_BLOCK, size))))
 
     @functools.cached_property
     def _checked(self) -> set[str]:
-        """The evaluation splits found to be the data their manifest records."""
+        """The splits found to be the data their manifest records."""
         return set()
 
     def _check(self, split: str) -> None:
-        """Before val or test is first read, its items read in blocks, then its labels, hashed as `prepare`
-        hashed them, against the manifest: a run never scores on other data than the SHA-256 it records."""
-        if split == "train" or split in self._checked:
-            return
+        """Before val or test is first read, checked against the manifest (`_hashed_labels`)."""
+        if split != "train" and split not in self._checked:
+            self._hashed_labels(split)
+
+    def _hashed_labels(self, split: str) -> Tensor:
+        """The labels of the whole `split`, its items read in blocks, then its labels, hashed as `prepare`
+        hashed them, against the manifest: a run never uses other data than the SHA-256 it records."""
         digest, labels = None, []
         for items, block_labels in self._blocks(split):
-            digest = digest or split_digest(self.split_size(split), items)
+            digest = digest or split_digest(self.manifest["splits"][split]["items"], items)
             digest.update(items.contiguous().numpy())
             labels.append(block_labels)
         assert digest is not None  # a prepared split holds at least one item
@@ -237,6 +245,7 @@ class StreamedSplits(InMemoryDataModule):
         if digest.hexdigest() != self.manifest["splits"][split]["sha256"]:
             raise self._not_prepared(split)
         self._checked.add(split)
+        return torch.cat(labels)
 
     def _not_prepared(self, split: str) -> DataError:
         return DataError(f"{self.data_dir / split} is not the data its manifest records; prepare it again")

@@ -4,6 +4,7 @@ folder that is not what its manifest says is refused."""
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -259,15 +260,38 @@ def test_series_are_streamed_as_prepared_with_their_options_and_scale(tmp_path):
     ids=["whole", "loader", "by index", "in blocks"],
 )
 def test_a_split_that_is_not_what_its_manifest_records_is_refused(prepared, tmp_path, read):
+    with pytest.raises(DataError, match="val"):
+        read(build_datamodule("digits", data_dir=str(misrecorded(prepared, tmp_path, "val"))))
+
+
+def misrecorded(prepared: Path, tmp_path: Path, split: str) -> Path:
+    """The prepared folder's splits under a manifest that records another SHA-256 for `split`."""
     manifest = json.loads((prepared / MANIFEST).read_text())
-    manifest["splits"]["val"]["sha256"] = "0" * 64
+    manifest["splits"][split]["sha256"] = "0" * 64
     altered = tmp_path / "altered"
     altered.mkdir()
-    for split in SPLITS:
-        (altered / split).symlink_to(prepared / split, target_is_directory=True)
+    for name in SPLITS:
+        (altered / name).symlink_to(prepared / name, target_is_directory=True)
     (altered / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match="val"):
-        read(build_datamodule("digits", data_dir=str(altered)))
+    return altered
+
+
+def test_a_training_subset_is_read_alone_once_its_split_is_checked_in_blocks(prepared, tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "STREAM_BLOCK", 500)
+    reads = []
+    read = streaming.PreparedSplit.__getitems__
+    monkeypatch.setattr(
+        streaming.PreparedSplit,
+        "__getitems__",
+        lambda self, index: reads.append(len(index)) or read(self, index),
+    )
+    subset = build_datamodule("digits", data_dir=str(prepared), train_size=100, seed=3).split_tensors("train")
+    assert max(reads) <= 500, "the train split was read whole"
+    in_memory = build_datamodule("digits", train_size=100, seed=3).split_tensors("train")
+    assert all(torch.equal(a, b) for a, b in zip(subset, in_memory, strict=True))
+    altered = misrecorded(prepared, tmp_path, "train")
+    with pytest.raises(DataError, match="train"):
+        build_datamodule("digits", data_dir=str(altered), train_size=100).split_tensors("train")
 
 
 def test_a_manifest_of_another_format_is_refused(tmp_path):
