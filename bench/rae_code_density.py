@@ -4,10 +4,12 @@ For each trained `rae` run that bench/reproduce_rae.py left (`--runs DIR`, folde
 weights decode 10,000 codes drawn from each density fitted to the codes of all 7,000 training series: a
 mixture of K full-covariance Gaussians (scikit-learn's EM, K = 1 is one Gaussian), and the training codes
 themselves (their decoding is a reconstruction: the level no density of codes can pass with this decoder).
-Each set is scored against the 10,000 real series with TimeGAN's discriminative score, `--fits` times.
+`--fit-codes N ...` fits each mixture to a seeded N of the training codes instead, as a run fits its density
+to at most `MAX_FIT_SERIES` (models/rae.py; the same subset for the same N). Each set is scored against the
+10,000 real series with TimeGAN's discriminative score, `--fits` times.
 
     python bench/rae_code_density.py --runs runs/reproduce_rae [--seeds 0 1 2] [--fits 2] \
-        [--components 1 10 50]
+        [--components 1 10 50] [--fit-codes 4096 7000]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.sequence import Normaliser
 from lightning_genae.datamodules.timegan_sines import timegan_sine_series
+from lightning_genae.metrics.generative import seeded_subset
 from lightning_genae.metrics.timegan import discriminative_score_timegan
 from lightning_genae.models import MODELS
 from lightning_genae.models.rae import code_mixture
@@ -49,6 +52,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fits", type=int, default=2, help="fits of the score per sample set")
     parser.add_argument("--components", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument(
+        "--fit-codes", type=int, nargs="+", help="training codes each mixture is fitted to (default: all)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     real = timegan_sine_series()
@@ -61,12 +67,15 @@ def main() -> None:
             codes = torch.cat([model.encode(train[i : i + 1000]) for i in range(0, len(train), 1000)])
         codes = codes.double()
         sets = {}
-        for components in args.components:
-            weights, means, factors = code_mixture(codes, components, iteration=0)
-            chosen = torch.multinomial(weights.float(), COUNT, replacement=True, generator=draws)
-            noise = torch.randn(COUNT, codes.shape[1], generator=draws, dtype=codes.dtype)
-            drawn = means[chosen] + (factors[chosen] @ noise[..., None]).squeeze(-1)
-            sets[f"mixture of {components}"] = drawn
+        for count in args.fit_codes or [len(codes)]:
+            fitted = codes[seeded_subset(len(codes), count, seed=0)]
+            of = f" ({len(fitted)} codes)" if args.fit_codes else ""
+            for components in args.components:
+                weights, means, factors = code_mixture(fitted, components, iteration=0)
+                chosen = torch.multinomial(weights.float(), COUNT, replacement=True, generator=draws)
+                noise = torch.randn(COUNT, codes.shape[1], generator=draws, dtype=codes.dtype)
+                drawn = means[chosen] + (factors[chosen] @ noise[..., None]).squeeze(-1)
+                sets[f"mixture of {components}{of}"] = drawn
         sets["training codes"] = codes[torch.randint(0, len(codes), (COUNT,), generator=draws)]
         for name, drawn in sets.items():
             started = time.perf_counter()
@@ -85,7 +94,7 @@ def main() -> None:
         spread = "n/a"
         if len(values) > 1:
             spread = f"{math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)):.3f}"
-        print(f"{name:<18} {mean:.3f} ± {spread}")
+        print(f"{name:<30} {mean:.3f} ± {spread}")
 
 
 if __name__ == "__main__":
