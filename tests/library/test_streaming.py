@@ -110,18 +110,24 @@ class RowMeans(FeatureBackbone):
         return images.float().mean(dim=(1, 3))
 
 
-def test_evaluation_reads_val_and_test_a_block_at_a_time_as_their_in_memory_splits(
-    prepared, monkeypatch, tmp_path
-):
-    monkeypatch.setattr(streaming, "STREAM_BLOCK", 100)
-    monkeypatch.setattr(generative, "REAL_FEATURE_BLOCK", 100)
-    reads = []
+def read_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of items of each read of a prepared split by index, from now on."""
+    reads: list[int] = []
     read = streaming.PreparedSplit.__getitems__
     monkeypatch.setattr(
         streaming.PreparedSplit,
         "__getitems__",
         lambda self, index: reads.append(len(index)) or read(self, index),
     )
+    return reads
+
+
+def test_evaluation_reads_val_and_test_a_block_at_a_time_as_their_in_memory_splits(
+    prepared, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(streaming, "STREAM_BLOCK", 100)
+    monkeypatch.setattr(generative, "REAL_FEATURE_BLOCK", 100)
+    reads = read_sizes(monkeypatch)
     in_memory = build_datamodule("digits", batch_size=50)
     streamed = build_datamodule("digits", data_dir=str(prepared), batch_size=50)
     cpu = torch.device("cpu")
@@ -278,13 +284,7 @@ def misrecorded(prepared: Path, tmp_path: Path, split: str) -> Path:
 
 def test_a_training_subset_is_read_alone_once_its_split_is_checked_in_blocks(prepared, tmp_path, monkeypatch):
     monkeypatch.setattr(streaming, "STREAM_BLOCK", 500)
-    reads = []
-    read = streaming.PreparedSplit.__getitems__
-    monkeypatch.setattr(
-        streaming.PreparedSplit,
-        "__getitems__",
-        lambda self, index: reads.append(len(index)) or read(self, index),
-    )
+    reads = read_sizes(monkeypatch)
     subset = build_datamodule("digits", data_dir=str(prepared), train_size=100, seed=3).split_tensors("train")
     assert max(reads) <= 500, "the train split was read whole"
     in_memory = build_datamodule("digits", train_size=100, seed=3).split_tensors("train")
