@@ -6,10 +6,11 @@ mixture of K full-covariance Gaussians (scikit-learn's EM, K = 1 is one Gaussian
 themselves (their decoding is a reconstruction: the level no density of codes can pass with this decoder).
 `--fit-codes N ...` fits each mixture to a seeded N of the training codes instead, as a run fits its density
 to at most `MAX_FIT_SERIES` (models/rae.py; the same subset for the same N). Each set is scored against the
-10,000 real series with TimeGAN's discriminative score, `--fits` times.
+10,000 real series with TimeGAN's discriminative score, `--fits` times, fit i seeded by i, or with
+`--fit-seeds timegan` by `bench/reproduce_rae.py`'s stream (`timegan_scores`: the run seed's "timegan fit").
 
     python bench/rae_code_density.py --runs runs/reproduce_rae [--seeds 0 1 2] [--fits 2] \
-        [--components 1 10 50] [--fit-codes 4096 7000]
+        [--components 1 10 50] [--fit-codes 4096 7000] [--fit-seeds index|timegan]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lightning_genae.metrics.timegan import discriminative_score_timegan
 from lightning_genae.models import MODELS
 from lightning_genae.models.rae import code_mixture
 from lightning_genae.run_files import last_checkpoint
+from lightning_genae.seeding import int_seed
 
 COUNT = 10_000
 
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument(
         "--fit-codes", type=int, nargs="+", help="training codes each mixture is fitted to (default: all)"
     )
+    parser.add_argument("--fit-seeds", choices=["index", "timegan"], default="index")
     args = parser.parse_args()
     torch.set_num_threads(1)
     real = timegan_sine_series()
@@ -82,7 +85,11 @@ def main() -> None:
             with torch.no_grad():
                 parts = [model.decode(drawn[i : i + 1000].float()) for i in range(0, COUNT, 1000)]
             series = normaliser.denormalise(torch.cat(parts))
-            scores = [discriminative_score_timegan(real, series, fit) for fit in range(args.fits)]
+            fit_seeds = [
+                int_seed(seed, "timegan fit", fit) if args.fit_seeds == "timegan" else fit
+                for fit in range(args.fits)
+            ]
+            scores = [discriminative_score_timegan(real, series, fit_seed) for fit_seed in fit_seeds]
             table.setdefault(name, []).append(sum(scores) / len(scores))
             shown = ", ".join(f"{score:.3f}" for score in scores)
             took = time.perf_counter() - started
