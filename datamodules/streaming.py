@@ -207,7 +207,9 @@ class StreamedSplits(InMemoryDataModule):
     def items_at(self, split: str, indices: Tensor) -> Batch:
         if not self._read_alone(split):
             return super().items_at(split, indices)
-        return self._checked_split(split).__getitems__(indices.tolist())
+        if split not in self._readers:
+            self._readers[split] = self._checked_split(split)
+        return self._readers[split].__getitems__(indices.tolist())
 
     def split_batches(self, split: str) -> Iterator[Batch]:
         if not self._read_alone(split):
@@ -221,6 +223,11 @@ class StreamedSplits(InMemoryDataModule):
         stored, size = PreparedSplit(self.data_dir / split), self.manifest["splits"][split]["items"]
         for start in range(0, size, STREAM_BLOCK):
             yield stored.__getitems__(list(range(start, min(start + STREAM_BLOCK, size))))
+
+    @functools.cached_property
+    def _readers(self) -> dict[str, PreparedSplit]:
+        """One reader a split for `items_at`, which a training loop calls a batch at a time."""
+        return {}
 
     @functools.cached_property
     def _checked(self) -> set[str]:

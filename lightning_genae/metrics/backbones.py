@@ -208,7 +208,7 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
                 "given it as classifier_weights; backbone none skips this training and the image metrics)"
             )
             model, test_accuracy = classifier_lib.train_classifier(full, seed=seed, epochs=epochs)
-            test_labels = full.split_tensors("test")[1]
+            test_labels = torch.cat([labels for _, labels in full.split_batches("test")])
             num_test = len(test_labels)
             labelled = test_labels[test_labels >= 0]
             commonest = float(torch.bincount(labelled).max()) / len(labelled) if len(labelled) else 0.0

@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,19 +115,27 @@ def default_epochs(num_train: int) -> int:
 def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH) -> float:
     """Fraction of `inputs` (uint8 images or series, or floats in [-1, 1]) whose predicted class equals
     `labels` (model put in eval mode)."""
+    return accuracy_over(model, zip(inputs.split(batch_size), labels.split(batch_size)))
+
+
+@torch.no_grad()
+def accuracy_over(model: nn.Module, blocks: Iterable[tuple[Tensor, Tensor]]) -> float:
+    """`accuracy` over (inputs, labels) blocks, so that a split need not be held whole."""
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for start in range(0, len(inputs), batch_size):
-        batch = inputs[start : start + batch_size].to(device)
+    correct = total = 0
+    for inputs, labels in blocks:
+        batch = inputs.to(device)
         batch = to_model_range(batch) if batch.dtype == torch.uint8 else batch.float()
-        correct += int((model(batch).argmax(dim=1).cpu() == labels[start : start + batch_size]).sum())
-    return correct / max(len(inputs), 1)
+        correct += int((model(batch).argmax(dim=1).cpu() == labels).sum())
+        total += len(labels)
+    return correct / max(total, 1)
 
 
 def fit_best_on_validation(
     build: Callable[[], nn.Module],
-    splits: dict[str, tuple[Tensor, Tensor]],
+    read: Callable[[str, Tensor], tuple[Tensor, Tensor]],
+    sizes: dict[str, int],
     *,
     seed: int,
     epochs: int,
@@ -138,9 +146,16 @@ def fit_best_on_validation(
     patience: int | None = None,
     verbose: bool = False,
 ) -> tuple[Any, float]:
-    """Train `build()` on uint8 `splits["train"]` with AdamW and one-cycle, keeping the best epoch on
-    `splits["val"]` (stopping after `patience` without a rise); returns it and its test accuracy,
-    deterministic given `seed`."""
+    """Train `build()` on the uint8 "train" split with AdamW and one-cycle, keeping the best epoch on "val"
+    (stopping after `patience` without a rise); returns it and its test accuracy, deterministic given `seed`.
+    `read(split, indices)` gives a split's items and labels at `indices`, `sizes` each split's size: only a
+    batch of a split is held at a time, so a streamed split is never read whole."""
+
+    def split_accuracy(split: str) -> float:
+        return accuracy_over(
+            model, (read(split, block) for block in torch.arange(sizes[split]).split(EVAL_BATCH))
+        )
+
     # Imported here: console imports Lightning, which the command's --help must not wait for.
     from lightning_genae.progress import PhaseProgress
 
@@ -151,9 +166,8 @@ def fit_best_on_validation(
         progress = PhaseProgress(
             "training the feature classifier", epochs, "epoch", interval=0.0 if verbose else 10.0
         )
-        train_inputs, train_labels = splits["train"]
         # A last batch of one would break batch norm; drop the ragged tail unless it is the only batch.
-        steps_per_epoch = max(1, len(train_inputs) // batch_size)
+        steps_per_epoch = max(1, sizes["train"] // batch_size)
         shuffle = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -162,17 +176,17 @@ def fit_best_on_validation(
         best_accuracy, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
         for epoch in range(1, epochs + 1):
             model.train()
-            order = torch.randperm(len(train_inputs), generator=shuffle)
+            order = torch.randperm(sizes["train"], generator=shuffle)
             for step in range(steps_per_epoch):
-                index = order[step * batch_size : (step + 1) * batch_size]
-                loss = F.cross_entropy(model(to_model_range(train_inputs[index])), train_labels[index])
+                inputs, labels = read("train", order[step * batch_size : (step + 1) * batch_size])
+                loss = F.cross_entropy(model(to_model_range(inputs)), labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if clip_norm is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
                 optimizer.step()
                 schedule.step()
-            val_accuracy = accuracy(model, *splits["val"])
+            val_accuracy = split_accuracy("val")
             progress.advance(detail=f"loss {loss.item():.4f}, val acc {val_accuracy:.2%}")
             if val_accuracy > best_accuracy:
                 best_epoch = epoch
@@ -188,7 +202,7 @@ def fit_best_on_validation(
                 )
                 break
     model.load_state_dict(best_state)
-    return model, accuracy(model, *splits["test"])
+    return model, split_accuracy("test")
 
 
 def train_classifier(
@@ -207,7 +221,8 @@ def train_classifier(
     config = ClassifierConfig(datamodule.image_shape, datamodule.num_classes)
     return fit_best_on_validation(
         lambda: FeatureClassifier(config),
-        {split: datamodule.split_tensors(split) for split in ("train", "val", "test")},
+        datamodule.items_at,
+        {split: datamodule.split_size(split) for split in ("train", "val", "test")},
         seed=seed,
         epochs=epochs,
         batch_size=batch_size,

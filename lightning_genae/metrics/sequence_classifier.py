@@ -97,7 +97,8 @@ def train_sequence_classifier(
     config = SequenceClassifierConfig(seq_len, channels, int(train_labels.max()) + 1)
     return classifier_lib.fit_best_on_validation(
         lambda: SequenceClassifier(config),
-        splits,
+        lambda split, index: (splits[split][0][index], splits[split][1][index]),
+        {split: len(labels) for split, (_, labels) in splits.items()},
         seed=seed,
         epochs=epochs,
         batch_size=BATCH_SIZE,

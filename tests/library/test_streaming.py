@@ -146,6 +146,20 @@ def test_evaluation_reads_val_and_test_a_block_at_a_time_as_their_in_memory_spli
     assert not streamed._splits
 
 
+def test_the_feature_classifier_trains_on_a_streamed_split_as_on_the_in_memory_one_a_batch_at_a_time(
+    prepared, monkeypatch
+):
+    reads = read_sizes(monkeypatch)
+    streamed = build_datamodule("digits", data_dir=str(prepared))
+    trained = [classifier.train_classifier(data, epochs=2) for data in (streamed, build_datamodule("digits"))]
+    (model, accuracy), (model_again, accuracy_again) = trained
+    assert accuracy == accuracy_again > 0.5
+    state, state_again = model.state_dict(), model_again.state_dict()
+    assert all(torch.equal(state[key], state_again[key]) for key in state), "streamed or not, one classifier"
+    assert max(reads) <= classifier.EVAL_BATCH, "a split was read whole"
+    assert not streamed._splits
+
+
 def test_one_streamed_epoch_is_every_training_image_once_in_full_batches(prepared):
     streamed = build_datamodule("digits", data_dir=str(prepared), batch_size=34)
     batches = list(streamed.train_dataloader())
