@@ -15,6 +15,11 @@ iterations; a run's figure is its iterations per second after `--warmup` iterati
 this process's CPU time (the stream's reading is done in this process, so both count it). The ratio of the
 medians (streamed over in memory; target: at least 0.9) is printed.
 
+Classifier (`--parts classifier`). One epoch of the feature classifier `fd_classifier` is computed with,
+trained as a run trains it on first use, on MNIST in memory and streamed (read by index a batch at a time),
+the two alternating, `--rounds` times each, one thread: the seconds each, the data's reading included, and
+whether the two give the same weights.
+
 Engines (`--parts engines`, not run by default: it needs MosaicML Streaming, `pip install mosaicml-streaming`,
 import name `streaming`). MNIST's 60,000 training images are written once in LitData's chunked format (the
 record and chunk size `genae prepare` writes) and once in MosaicML's MDS format (the same record: the image
@@ -28,7 +33,7 @@ epoch and loaded into a new loader gives the rest of the uninterrupted epoch, im
 
     python bench/streaming.py --data-dir DATA [--copies 20] [--work runs/bench_streaming]
         [--memory-steps 100] [--memory-options '--augment ae'] [--speed-steps 300] [--warmup 50]
-        [--rounds 3] [--parts memory speed engines]
+        [--rounds 3] [--parts memory speed classifier engines]
 
 `--data-dir` holds MNIST as run.py reads it (DATA/MNIST/raw/*-ubyte[.gz]); the work folder keeps the
 copies and the prepared folders for later invocations (their manifests say they are complete).
@@ -55,7 +60,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 from litdata.streaming.writer import BinaryWriter
 from overhead import added_callback
 
-from lightning_genae.datamodules import PREPARED_MANIFEST
+from lightning_genae.datamodules import PREPARED_MANIFEST, build_datamodule
 from lightning_genae.datamodules.mnist import (
     IDX_FILES,
     IDX_IMAGES_MAGIC,
@@ -64,6 +69,7 @@ from lightning_genae.datamodules.mnist import (
     read_idx,
 )
 from lightning_genae.datamodules.streaming import CHUNK_BYTES
+from lightning_genae.metrics.classifier import train_classifier
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -190,6 +196,30 @@ def rate(data_dir: Path, steps: int, warmup: int, output: Path) -> tuple[float, 
     return timer.per_second()
 
 
+def classifier_epoch(data_dir: Path) -> tuple[float, dict[str, torch.Tensor]]:
+    """One epoch of the feature classifier on MNIST read from `data_dir`: its seconds and its weights."""
+    start = time.perf_counter()
+    model, _ = train_classifier(build_datamodule("mnist", data_dir=str(data_dir)), epochs=1)
+    return time.perf_counter() - start, model.state_dict()
+
+
+def compare_classifiers(folders: dict[str, Path], rounds: int) -> None:
+    """`classifier_epoch` from each of `folders`, alternating, `rounds` times: prints seconds and sameness."""
+    seconds: dict[str, list[float]] = {path: [] for path in folders}
+    weights = []
+    for round_ in range(rounds):
+        for path, data_dir in folders.items():
+            print(f"classifier: round {round_ + 1}/{rounds}, MNIST {path}", flush=True)
+            took, state = classifier_epoch(data_dir)
+            seconds[path].append(took)
+            weights.append(state)
+    print("\none epoch of the feature classifier on MNIST, one thread, s: median (each)")
+    for path, values in seconds.items():
+        print(f"{path:<12} {statistics.median(values):.1f} ({', '.join(f'{v:.1f}' for v in values)})")
+    same = all(torch.equal(state[key], weights[0][key]) for state in weights for key in state)
+    print(f"the same weights in memory and streamed, every round: {'yes' if same else 'no'}")
+
+
 def import_mosaic() -> Any:
     """MosaicML Streaming's package, `streaming`, which this file's own name hides while its folder is on
     the import path."""
@@ -305,7 +335,7 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    parts = ("memory", "speed", "engines")
+    parts = ("memory", "speed", "classifier", "engines")
     parser.add_argument("--memory-options", default="", help="more run.py options for the memory runs")
     parser.add_argument("--parts", nargs="+", choices=parts, default=["memory", "speed"])
     parser.add_argument("--read-epoch", nargs=2, metavar=("ENGINE", "FOLDER"), help=argparse.SUPPRESS)
@@ -323,11 +353,13 @@ def main() -> None:
     work = args.work.resolve()
     sources = {"MNIST": work / "mnist", f"MNIST x{args.copies}": work / f"mnist_x{args.copies}"}
     streams = {}
-    if {"memory", "speed"} & set(args.parts):
-        for name, folder in sources.items():
+    if {"memory", "speed", "classifier"} & set(args.parts):
+        # The replicated copy serves the memory part alone.
+        needed = sources if "memory" in args.parts else {"MNIST": sources["MNIST"]}
+        for name, folder in needed.items():
             copy_mnist(args.data_dir.resolve(), folder, 1 if name == "MNIST" else args.copies)
-        print("preparing both datasets (once; kept in --work)", flush=True)
-        streams = {name: prepared(folder, Path(f"{folder}_prepared")) for name, folder in sources.items()}
+        print(f"preparing {', '.join(needed)} (once; kept in --work)", flush=True)
+        streams = {name: prepared(folder, Path(f"{folder}_prepared")) for name, folder in needed.items()}
 
     peaks: dict[tuple[str, str], float] = {}
     rates: dict[str, list[tuple[float, float]]] = {"in memory": [], "streamed": []}
@@ -344,6 +376,8 @@ def main() -> None:
                 print(f"speed: round {round_ + 1}/{args.rounds}, MNIST {path}", flush=True)
                 rates[path].append(rate(data_dir, args.speed_steps, args.warmup, Path(scratch) / "speed"))
 
+    if "classifier" in args.parts:
+        compare_classifiers({"in memory": sources["MNIST"], "streamed": streams["MNIST"]}, args.rounds)
     if "engines" in args.parts:
         compare_engines(args.data_dir.resolve(), work, args.rounds)
     small, large = sources
