@@ -9,6 +9,8 @@ from torch import Tensor, nn
 from lightning_genae.errors import ConfigError
 
 MAX_BASE_SIZE = 7
+# The widest layer of the conv nets: widths double from --width at full resolution up to this.
+MAX_WIDTH = 512
 
 
 def downsampling_plan(image_size: int, max_base: int = MAX_BASE_SIZE) -> tuple[int, int]:
@@ -26,17 +28,17 @@ def downsampling_plan(image_size: int, max_base: int = MAX_BASE_SIZE) -> tuple[i
     return stages, size
 
 
-def _widths(width: int, stages: int, max_width: int) -> list[int]:
+def _widths(width: int, stages: int) -> list[int]:
     """Channel widths from the full-resolution stage down to the base map."""
-    if width > max_width:
-        # Every stage would be capped at max_width: the nets of a wider width are those of max_width, while
+    if width > MAX_WIDTH:
+        # Every stage would be capped at MAX_WIDTH: the nets of a wider width are those of MAX_WIDTH, while
         # the run would record the width asked.
         raise ConfigError(
-            f"a width of {width} is wider than the conv nets' widest layer ({max_width}): their layers would "
-            f"be those of width {max_width} while the run records {width}; give width (for an augmenter, "
-            f"augmenter_width) {max_width} or less"
+            f"a width of {width} is wider than the conv nets' widest layer ({MAX_WIDTH}): their layers would "
+            f"be those of width {MAX_WIDTH} while the run records {width}; give width (for an augmenter, "
+            f"augmenter_width) {MAX_WIDTH} or less"
         )
-    return [min(width * 2**i, max_width) for i in range(stages)]
+    return [min(width * 2**i, MAX_WIDTH) for i in range(stages)]
 
 
 class ConvEncoder(nn.Module):
@@ -47,13 +49,12 @@ class ConvEncoder(nn.Module):
         image_shape: tuple[int, int, int],
         out_features: int,
         width: int = 64,
-        max_width: int = 512,
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
         channels, height, _ = image_shape
         stages, base = downsampling_plan(height)
-        widths = _widths(width, stages, max_width)
+        widths = _widths(width, stages)
         layers: list[nn.Module] = []
         in_ch = channels
         for i, out_ch in enumerate(widths):
@@ -78,13 +79,12 @@ class ConvDecoder(nn.Module):
         image_shape: tuple[int, int, int],
         latent_dim: int,
         width: int = 64,
-        max_width: int = 512,
         output: str = "tanh",
     ) -> None:
         super().__init__()
         channels, height, _ = image_shape
         stages, base = downsampling_plan(height)
-        widths = _widths(width, stages, max_width)[::-1]
+        widths = _widths(width, stages)[::-1]
         self.base_shape = (widths[0], base, base)
         self.project = nn.Sequential(
             nn.Linear(latent_dim, widths[0] * base * base, bias=False),
@@ -111,17 +111,11 @@ class ConvDiscriminator(nn.Module):
     """Image -> one real/fake logit per image. `spectral_norm` suits the hinge loss."""
 
     def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        width: int = 64,
-        max_width: int = 512,
-        spectral_norm: bool = False,
+        self, image_shape: tuple[int, int, int], width: int = 64, spectral_norm: bool = False
     ) -> None:
         super().__init__()
         # Batch norm and spectral norm fight each other; spectral-normalised D goes without BN.
-        self.encoder = ConvEncoder(
-            image_shape, out_features=1, width=width, max_width=max_width, batch_norm=not spectral_norm
-        )
+        self.encoder = ConvEncoder(image_shape, out_features=1, width=width, batch_norm=not spectral_norm)
         if spectral_norm:
             for module in self.encoder.modules():
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -143,12 +137,10 @@ class ConvDiscriminator(nn.Module):
 class ConvAutoencoder(nn.Module):
     """Image -> code -> image in [-1, 1]: the shared encoder and tanh decoder (BEGAN's discriminator)."""
 
-    def __init__(
-        self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 64, max_width: int = 512
-    ) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 64) -> None:
         super().__init__()
-        self.encoder = ConvEncoder(image_shape, latent_dim, width=width, max_width=max_width)
-        self.decoder = ConvDecoder(image_shape, latent_dim, width=width, max_width=max_width, output="tanh")
+        self.encoder = ConvEncoder(image_shape, latent_dim, width=width)
+        self.decoder = ConvDecoder(image_shape, latent_dim, width=width, output="tanh")
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(reconstruction, code): energy losses need the first, EBGAN's pulling-away term the second."""
