@@ -16,7 +16,7 @@ from lightning_genae.errors import ConfigError, TrainingDiverged
 from lightning_genae.metrics.generative import seeded_subset
 from lightning_genae.models.base import ObjectiveModule, adam, check_data, evaluation_mode, inference
 from lightning_genae.models.options import RAEOptions
-from lightning_genae.models.variational import gaussian_kl, gaussian_posterior, reparameterize
+from lightning_genae.models.variational import GaussianEncoding, gaussian_kl, reparameterize
 from lightning_genae.nets.recurrent import RecurrentDecoder, RecurrentEncoder
 
 # Training series encoded to fit the code density: all of timegan_sines' 7,000, whose ten-component mixture
@@ -72,7 +72,7 @@ def code_mixture(codes: Tensor, components: int, iteration: int) -> tuple[Tensor
     return weights, means, factors
 
 
-class RAEModule(ObjectiveModule):
+class RAEModule(GaussianEncoding, ObjectiveModule):
     """Recurrent autoencoder of series; an `Autoencoder` and a `Sampler` of [B, T, C] series."""
 
     options_type = RAEOptions
@@ -99,10 +99,6 @@ class RAEModule(ObjectiveModule):
         self._trained_since_codes_fitted = False
 
     # ----- the Autoencoder and Sampler interface -----
-
-    def posterior(self, series: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of q(z|x) (variational form only)."""
-        return gaussian_posterior(self.encoder(series))
 
     def encode(self, series: Tensor) -> Tensor:
         """The code (the posterior mean in the variational form)."""
