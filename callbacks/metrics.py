@@ -3,7 +3,6 @@ their backbone; `records` keeps the backbone, split and sample counts for summar
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -93,17 +92,11 @@ class GenerativeMetrics(StageRecords):
     """N generated images against N real ones of the stage's split. Under DDP each rank featurises its share
     of the chunks and rank 0 scores them all and broadcasts the numbers, so every rank logs the same."""
 
-    def __init__(
-        self,
-        backbone: FeatureBackbone,
-        num_samples: int = 10_000,
-        seed: int = 0,
-        cache_dir: Path | None = None,
-    ) -> None:
+    def __init__(self, backbone: FeatureBackbone, num_samples: int = 10_000, seed: int = 0) -> None:
         self.backbone = backbone
         self.num_samples = num_samples
         self.seed = seed
-        self.real_features = RealFeatures(backbone, cache_dir)
+        self.real_features = RealFeatures(backbone)
         self.records: dict[str, dict[str, Any]] = {}
 
     def state_dict(self) -> dict[str, Any]:

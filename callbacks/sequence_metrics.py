@@ -177,7 +177,6 @@ def build_sequence_metrics(
     *,
     num_samples: int,
     seed: int,
-    every_n_steps: int | None = None,
     feature_metrics: bool = True,
 ) -> SequenceMetrics | None:
     """The sequence metric callback for a model that samples, on sequence data; else None. A broken shipped
@@ -190,4 +189,4 @@ def build_sequence_metrics(
             features = shipped_sequence_features(real_datamodule(datamodule).name)
     except BackboneUnavailable as error:
         rank_zero_warn(f"sequence feature metrics skipped: {error}")
-    return SequenceMetrics(num_samples=num_samples, seed=seed, every_n_steps=every_n_steps, features=features)
+    return SequenceMetrics(num_samples=num_samples, seed=seed, features=features)

@@ -30,11 +30,11 @@ def series_figure(
     labels: Sequence[str],
     channel_names: Sequence[str],
     suptitle: str,
-    columns: int = 4,
 ) -> Figure:
     """One panel per item, each of `panels[i]` ([T, C] series) drawn in it: lines for few channels, heat maps
     of time against channel for many; all on one value scale, so a flat series looks flat beside a full
     cycle."""
+    columns = 4
     # Imported here: matplotlib is only needed once a sequence run draws.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -45,14 +45,13 @@ def map_images(
     function: Callable[[Tensor], Tensor],
     images: Tensor,
     device: torch.device,
-    batch_size: int = MAP_BATCH,
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> Tensor:
     """`function` of stored items made model input by `prepare`, a batch at a time on `device`; float32."""
     return torch.cat(
         [
-            function(prepare(images[start : start + batch_size].to(device))).float().cpu()
-            for start in range(0, len(images), batch_size)
+            function(prepare(images[start : start + MAP_BATCH].to(device))).float().cpu()
+            for start in range(0, len(images), MAP_BATCH)
         ]
     )
 

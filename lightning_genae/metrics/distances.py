@@ -211,11 +211,10 @@ def feature_metrics(
     kid_subset_size: int | None = None,
     kid_subsets: int = 100,
     seed: int = 0,
-    pr_k: int = PRECISION_RECALL_K,
-    dc_k: int = DENSITY_COVERAGE_K,
 ) -> dict[str, float]:
     """All metrics at once: fd, kid, kid_std, precision, recall, density, coverage, n_real, n_fake; the real
     k-NN radii are computed once for both k, and one real-fake distance pass serves all four k-NN metrics."""
+    pr_k, dc_k = PRECISION_RECALL_K, DENSITY_COVERAGE_K
     # With k >= 1 these also give FD its 2 samples per set.
     what = f"precision/recall (k={pr_k}) and density/coverage (k={dc_k})"
     real, fake = _checked(real, fake, what, max(pr_k, dc_k) + 1, pr_k + 1)

@@ -92,7 +92,6 @@ def discriminative_score(
     steps: int = DEFAULT_STEPS,
     batch_size: int = DEFAULT_BATCH,
     hidden: int | None = None,
-    lr: float = DEFAULT_LR,
     on_step: Callable[[], None] | None = None,
 ) -> float:
     """TimeGAN's discriminative score |accuracy - 0.5| of a post-hoc GRU classifier, real vs generated: both
@@ -117,7 +116,7 @@ def discriminative_score(
         train_fake, test_fake = generated[:n_train], generated[n_train:]
         targets = torch.cat([torch.ones(batch), torch.zeros(batch)])
         model = PostHocGRU(real.shape[2], hidden or default_hidden(real.shape[2]), 1, per_step=False)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=DEFAULT_LR)
         for _ in range(steps):
             # Without replacement within a batch, as TimeGAN's batch_generator draws.
             pick_real = torch.randperm(n_train, generator=draws)[:batch]
@@ -144,8 +143,6 @@ def predictive_score(
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
     batch_size: int = DEFAULT_BATCH,
-    hidden: int | None = None,
-    lr: float = DEFAULT_LR,
     on_step: Callable[[], None] | None = None,
 ) -> float:
     """Train on synthetic, test on real: MAE on `real` of a GRU trained on `synthetic` to predict every
@@ -156,8 +153,8 @@ def predictive_score(
     batch = min(batch_size, len(synthetic))
     channels = synthetic.shape[2]
     with _training_context(seed):
-        model = PostHocGRU(channels, hidden or default_hidden(channels), channels, per_step=True)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        model = PostHocGRU(channels, default_hidden(channels), channels, per_step=True)
+        optimizer = torch.optim.Adam(model.parameters(), lr=DEFAULT_LR)
         for _ in range(steps):
             x = synthetic[torch.randperm(len(synthetic), generator=draws)[:batch]]
             loss = F.l1_loss(model(x[:, :-1]), x[:, 1:])
