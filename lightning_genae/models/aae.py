@@ -157,9 +157,6 @@ class AAEModule(ReconstructionModule):
                 f"{self.options.aae_components}; drop aae_supervised or give aae_components {classes} or more"
             )
 
-    def lower_learning_rate(self) -> float | None:
-        return None if self.paper_training else super().lower_learning_rate()
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
         if self.paper_training:

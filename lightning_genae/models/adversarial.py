@@ -3,14 +3,13 @@ optimization, each update toggling its network's optimizer, and the discriminato
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.models.base import GenerativeModule, adam, inference
+from lightning_genae.models.base import ObjectiveModule, adam, inference
 from lightning_genae.models.options import GanLoss
 from lightning_genae.models.protocols import (
     DiscriminatorAugmentation,
@@ -36,8 +35,9 @@ def generator_loss(fake_logits: Tensor, kind: GanLoss = "ns") -> Tensor:
     return F.softplus(-fake_logits).mean()
 
 
-class ImageAdversarialModule(GenerativeModule):
-    """A GenerativeModule that is an `ImageDiscriminator`; subclasses build their networks and steps."""
+class ImageAdversarialModule(ObjectiveModule):
+    """A GenerativeModule that is an `ImageDiscriminator`; subclasses build their networks, their training
+    step and a `model_step` that logs held-out statistics (the run adds the generative metrics)."""
 
     optimizer_steps_per_iteration = 2
     adversarial = True
@@ -112,13 +112,3 @@ class ImageAdversarialModule(GenerativeModule):
         super().on_load_checkpoint(checkpoint)
         if self.adaptive_strength is not None and STRENGTH_KEY in checkpoint:
             self.adaptive_strength.load_state_dict(checkpoint[STRENGTH_KEY])
-
-    @abstractmethod
-    def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        """Log held-out statistics for `stage` (val or test); the run adds the generative metrics."""
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluation_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.evaluation_step(batch, "test")

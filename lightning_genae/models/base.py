@@ -203,7 +203,9 @@ class GenerativeModule(pl.LightningModule):
 
     def lower_learning_rate(self) -> float | None:
         """The learning rate a diverged run is advised to retry with: a tenth of `lr`, or the family's default
-        where lower still; None where a fixed schedule sets the rate."""
+        where lower still; None where a fixed schedule sets the rate (the options leave `lr` unread)."""
+        if "lr" in self.options.unread():
+            return None
         default = type(self.options).__dataclass_fields__["lr"].default
         tenth = self.options.lr / 10
         return default if isinstance(default, float) and default < tenth else tenth
@@ -393,12 +395,12 @@ class GenerativeModule(pl.LightningModule):
 
 
 class ObjectiveModule(GenerativeModule):
-    """A family trained on one objective by automatic optimization: `model_step` logs a stage's losses and
-    metrics and returns the loss, and training, validation and test all run it (ae, vae, rae)."""
+    """A family whose `model_step` logs a stage's losses and metrics: validation and test run it, and so does
+    training by automatic optimization (ae, vae, rae) unless the family steps its optimizers itself."""
 
     @abstractmethod
-    def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        """Log the stage's losses and metrics; return the loss to minimise."""
+    def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor | None:
+        """Log the stage's losses and metrics; return the loss to minimise (None: the family's own steps)."""
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.model_step(batch, "train")

@@ -158,7 +158,7 @@ class BEGANModule(ImageAdversarialModule):
             },
         )
 
-    def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+    def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         # D's energy on held-out reals. Not comparable with train/d_real_energy (augmented inputs, batch norm
         # in training mode); the overfitting signal is val/d_energy_train against val/d_energy_val.
         real, _ = batch

@@ -81,9 +81,6 @@ class GANModule(ImageAdversarialModule):
         if self.options.gan_nets == "paper" and self.trainer.global_step == 0:
             self.generator.start_at_pixel_means(self.training_pixel_means())
 
-    def lower_learning_rate(self) -> float | None:
-        return None if self.options.gan_training == "paper" else super().lower_learning_rate()
-
     def decode(self, latents: Tensor) -> Tensor:
         """Generator output; the EMA generator when one is kept, as is usual for evaluation."""
         generator = self.generator_ema if self.generator_ema is not None else self.generator
@@ -156,7 +153,7 @@ class GANModule(ImageAdversarialModule):
         for optimizer in optimizers:
             set_sgd_rate(optimizer, lr, momentum)
 
-    def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+    def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         # D's mean logit on held-out reals. Not comparable with train/d_real (augmented inputs, batch norm in
         # training mode); the overfitting signal is val/d_logit_train against val/d_logit_val.
         real, _ = batch

@@ -121,7 +121,7 @@ class VAEGANModule(GaussianEncoding, ImageAdversarialModule):
             },
         )
 
-    def evaluation_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+    def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, _ = batch
         mean, log_var = self.posterior(images)
         # Scored on the posterior mean's reconstruction, the deterministic one tools use.
