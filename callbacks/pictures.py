@@ -34,9 +34,7 @@ def _picture_path(trainer: pl.Trainer, key: str, step: int) -> Path:
 
 
 @rank_zero_only
-def log_image_grid(
-    trainer: pl.Trainer, key: str, images: torch.Tensor, step: int, nrow: int = 8
-) -> Path | None:
+def log_image_grid(trainer: pl.Trainer, key: str, images: torch.Tensor, step: int, nrow: int = 8) -> None:
     """Write images in [-1, 1] as one PNG grid to `<run>/images/` and every image-capable logger."""
     path = _picture_path(trainer, key, step)
     grid = make_grid(
@@ -44,7 +42,6 @@ def log_image_grid(
     )
     save_image(grid, path)
     _log_picture(trainer, key, grid, step)
-    return path
 
 
 def _log_picture(trainer: pl.Trainer, key: str, picture: torch.Tensor, step: int) -> None:
@@ -61,7 +58,7 @@ def _log_picture(trainer: pl.Trainer, key: str, picture: torch.Tensor, step: int
 
 
 @rank_zero_only
-def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | None:
+def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> None:
     """Write a matplotlib `Figure` as a PNG to `<run>/images/`, and that PNG to every image-capable logger."""
     import numpy as np
     from PIL import Image
@@ -71,7 +68,6 @@ def log_figure(trainer: pl.Trainer, key: str, figure: Any, step: int) -> Path | 
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     _log_picture(trainer, key, torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), step)
-    return path
 
 
 class PeriodicDrawing(ModelSpecificCallback, ABC):
