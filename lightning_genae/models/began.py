@@ -55,7 +55,6 @@ class BEGANModule(ImageAdversarialModule):
         return None
 
     def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
-        # `discriminator_augmentation` travels in `options` to ImageAdversarialModule.
         super().__init__(image_shape, **options)
         width = self.options.width
         if self.options.began_nets == "began":

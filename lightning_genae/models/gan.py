@@ -44,7 +44,6 @@ class GANModule(ImageAdversarialModule):
     options: GANOptions
 
     def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
-        # `discriminator_augmentation` travels in `options` to ImageAdversarialModule.
         super().__init__(image_shape, **options)
         if self.options.gan_nets == "paper":
             # goodfeli/adversarial mnist.yaml: weights U(-irange, irange); the generator's output biases

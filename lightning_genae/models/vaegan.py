@@ -33,7 +33,6 @@ class VAEGANModule(GaussianEncoding, ImageAdversarialModule):
     optimizer_steps_per_iteration = 3
 
     def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
-        # `discriminator_augmentation` travels in `options` to ImageAdversarialModule.
         super().__init__(image_shape, **options)
         width = self.options.width
         self.encoder = ConvEncoder(self.image_shape, 2 * self.latent_dim, width=width)
