@@ -115,7 +115,7 @@ def default_epochs(num_train: int) -> int:
 def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH) -> float:
     """Fraction of `inputs` (uint8 images or series, or floats in [-1, 1]) whose predicted class equals
     `labels` (model put in eval mode)."""
-    return accuracy_over(model, zip(inputs.split(batch_size), labels.split(batch_size)))
+    return accuracy_over(model, zip(inputs.split(batch_size), labels.split(batch_size), strict=True))
 
 
 @torch.no_grad()
