@@ -49,7 +49,11 @@ class GenaeError(ValueError):
 
     def naming(self, spell: Callable[[str], str]) -> str:
         """The message with the options it is about spelled by `spell` (the command line's: as flags)."""
-        return str(self)
+        # Not KeyError's str() (UnknownName's): the repr of its argument, quotes and escapes included.
+        return ValueError.__str__(self)
+
+    def __str__(self) -> str:
+        return self.naming(str)
 
 
 class ConfigError(GenaeError):
@@ -67,9 +71,6 @@ class OptionError(ConfigError):
 
     def naming(self, spell: Callable[[str], str]) -> str:
         return f"{spell(self.option)} {self.problem}"
-
-    def __str__(self) -> str:
-        return self.naming(str)
 
 
 class UnreadOptions(ConfigError):
@@ -91,17 +92,10 @@ class UnreadOptions(ConfigError):
         ]
         return ". Also: ".join(sentences)
 
-    def __str__(self) -> str:
-        return self.naming(str)
-
 
 class UnknownName(ConfigError, KeyError):
     """A registry (MODELS, DATASETS, AUGMENTATIONS) asked for a name it does not hold: one line naming the
     choices. A KeyError too, so `except KeyError` around a lookup still catches it."""
-
-    def __str__(self) -> str:
-        # KeyError's own str() is the repr of its argument, quotes and escapes included.
-        return str(self.args[0]) if self.args else ""
 
 
 class RunFolderRefused(ConfigError):
@@ -134,5 +128,3 @@ class RunFolderGone(GenaeError):
 class TrainingDiverged(GenaeError):
     """A loss, weight, buffer or optimizer state became NaN or inf; the run stops (exit 2, its line naming
     what to change), its checkpoints all finite."""
-
-    exit_code = 2
