@@ -257,7 +257,7 @@ def _resolve_single_run(
     base = resume.stored_config("--resume") if resume is not None else {}
     if resume is None:
         file_values = _without_options_of_what_the_command_line_replaced(file_values, args)
-    if resume is not None:
+    else:
         from lightning_genae.experiment.resume import check_resume_options
 
         check_resume_options(resume, base, {**file_values, **args})

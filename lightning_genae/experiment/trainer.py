@@ -4,6 +4,7 @@ cadences in training iterations, and the library's callbacks with the run's sett
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +21,20 @@ from lightning_genae.checkpoint import AtomicCheckpointIO
 from lightning_genae.cluster import current_job
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, describe_error
-from lightning_genae.experiment.config import RunConfig, device_count, parse_devices
+from lightning_genae.experiment.config import CONFIG_FIELDS, RunConfig, device_count, parse_devices
 from lightning_genae.experiment.program import resume_command
 from lightning_genae.experiment.resolve import ResolvedRun, stated_world_size
 from lightning_genae.models import GenerativeModule
 
 
 def callback_settings(config: RunConfig) -> CallbackSettings:
-    """What the run's callbacks read of its options."""
-    return CallbackSettings(
-        image_every=config.image_every,
-        ckpt_every=config.ckpt_every,
-        log_every=log_every_n_steps(config),
-        seed=config.seed,
-        precision=config.precision,
-        eval_samples=config.eval_samples,
-        backbone=config.backbone,
-        inception_weights=config.inception_weights,
-        classifier_weights=config.classifier_weights,
-        fast_dev_run=config.fast_dev_run,
-    )
+    """What the run's callbacks read of its options (each of the same name, but the cadence of the logs)."""
+    shared = {
+        field.name: getattr(config, field.name)
+        for field in fields(CallbackSettings)
+        if field.name in CONFIG_FIELDS
+    }
+    return CallbackSettings(**shared, log_every=log_every_n_steps(config))
 
 
 def log_every_n_steps(config: RunConfig) -> int:
