@@ -22,9 +22,9 @@ from lightning_genae.experiment.ablation.cells import (
     read_grid_cells,
     record_grid_cells,
 )
-from lightning_genae.experiment.ablation.grid import CellOutcome, CellStart, run_grid
 from lightning_genae.experiment.ablation.runs import describe_progress
 from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.grid_command import CellOutcome, CellStart, run_grid
 from lightning_genae.experiment.run_lock import RunFolderLock
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
