@@ -1,8 +1,11 @@
-"""The command that trains a dataset's feature classifier and records it in its manifest: a GRU for a
-sequence dataset (`sequence_classifier.SEQUENCE_DATASETS`), else a CNN.
+"""The commands of one dataset: the one that trains its feature classifier and records it in its manifest (a
+GRU for a sequence dataset, `sequence_classifier.SEQUENCE_DATASETS`, else a CNN), and `genae prepare`, which
+writes its splits once in LitData's chunked format for runs that stream their training data (`--data NAME
+--data-dir PREPARED`).
 
     python -m lightning_genae.experiment.classifier --data mnist --data-dir DATA --seed 0 \
         --output lightning_genae/metrics/weights
+    genae prepare --data mnist --data-dir DATA --output PREPARED
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from lightning_genae.plugin_loading import PLUGINS_VARIABLE, load_plugins
 from lightning_genae.plugin_options import flag, help_with_default, option_specs, typed_flag
 
 PROG = "python -m lightning_genae.experiment.classifier"
+PREPARE_PROG = "genae prepare"
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,42 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         f"{'series' if sequence else 'images'}, "
         f"{seconds:.0f} s, {path} ({path.stat().st_size / 1024:.0f} KiB, sha256 {sha256})"
     )
+    return 0
+
+
+def build_prepare_parser(prog: str = PREPARE_PROG) -> CommandLineParser:
+    parser = dataset_parser(
+        prog,
+        "Write a dataset's train, val and test splits (as a run reads them) into --output in LitData's "
+        "chunked format; a run given --data-dir of that folder streams its training data.",
+        dataset_options(),
+    )
+    parser.add_argument("--output", required=True, help="a new or empty folder for the prepared dataset")
+    return parser
+
+
+def prepare_main(argv: Sequence[str] | None = None, prog: str = PREPARE_PROG) -> int:
+    """Prepare one dataset. The command's one border: every GenaeError and OSError met below it is one line,
+    `error: ...`, with its exit code."""
+    return one_line_border(lambda: _prepare(argv, prog))
+
+
+def _prepare(argv: Sequence[str] | None, prog: str) -> int:
+    load_plugins()
+    args = build_prepare_parser(prog).parse_args(argv)
+    output = Path(args.output).expanduser()
+    # Never written over: what is there was not written by this command.
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConfigError(f"--output {output} is not an empty folder; give a new one")
+    options = parse_dataset_options(args.data, given_dataset_options(args))
+    datamodule = build_datamodule(
+        args.data, data_dir=args.data_dir or default_data_dir(), **options.to_dict()
+    )
+    from lightning_genae.datamodules.streaming import prepare
+
+    manifest = prepare(datamodule, args.data, output)
+    counts = " / ".join(f"{split} {entry['items']}" for split, entry in manifest["splits"].items())
+    print(f"prepared {args.data} ({counts}) in {output}; train from it with --data-dir {output}")
     return 0
 
 

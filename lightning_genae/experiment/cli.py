@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     below it is one line, `error: ...`, and its exit code (0 ok, 2 bad input, 1 training failure)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["prepare"]:
-        from lightning_genae.experiment.prepare import main as prepare
+        from lightning_genae.experiment.classifier import prepare_main as prepare
 
         return prepare(argv[1:], prog=f"{program_name()} prepare")
     training: list[bool] = []  # set as a run starts training, from when each rank's error is its own

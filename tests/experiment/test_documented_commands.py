@@ -12,8 +12,8 @@ import pytest
 
 from lightning_genae.experiment.ablation.tuning import split_candidates
 from lightning_genae.experiment.arguments import build_parser, command_line_values
+from lightning_genae.experiment.classifier import build_prepare_parser
 from lightning_genae.experiment.config import RunConfig
-from lightning_genae.experiment.prepare import build_parser as build_prepare_parser
 from lightning_genae.experiment.resolve import resolve
 
 REPO = Path(__file__).resolve().parents[2]
