@@ -26,13 +26,6 @@ from lightning_genae.plugin_options import flag
 _GRID_COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar("grid_command", default=None)
 
 
-def error_text(error: BaseException) -> str:
-    """An error's message as the command line prints it: the options it is about named as the flags that
-    give them (`--latent-dim must lie in [1, inf), got 0`), every line joined into one."""
-    text = error.naming(flag) if isinstance(error, GenaeError) else str(error)
-    return " ".join(text.split("\n"))
-
-
 class CommandLineParser(jsonargparse.ArgumentParser):
     """jsonargparse's parser of typed options, each refusal a ConfigError of one line naming the flag."""
 
@@ -54,31 +47,30 @@ class CommandLineParser(jsonargparse.ArgumentParser):
 _STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
-def os_error_line(error: OSError) -> str:
-    """An OSError as the command line prints it, with the way on for a full disk, a quota or a read-only
-    folder."""
-    if error.errno not in _STORAGE_ERRORS:
-        return describe_error(error)
-    return (
-        f"could not write ({describe_error(error)}); free space there or make the folder writable, then run "
-        "the command again (a run stopped part-way continues with --resume last)"
-    )
-
-
 def one_line_border(command: Callable[[], int], every_rank_reports: Callable[[], bool] = lambda: True) -> int:
     """A command's one border: `command`'s exit code, or every GenaeError and OSError it meets as one line,
-    `error: ...`, with its exit code (2 for an OSError). Until `every_rank_reports()` (a run trains), every
-    rank of a job meets one error alike, and rank 0's line is the one copy in the job log."""
+    `error: ...`, with its exit code (2 for an OSError, with the way on from a full disk, a quota or a
+    read-only folder). Until `every_rank_reports()` (a run trains), every rank of a job meets one error
+    alike, and rank 0's line is the one copy in the job log."""
     try:
         return command()
     except GenaeError as error:
         rank = global_rank()
-        own = rank == 0 or every_rank_reports()
-        line = error_text(error) if own else f"rank {rank}: stopped by the error rank 0 reports"
+        if rank == 0 or every_rank_reports():
+            # The options it is about named as the flags that give them, every line joined into one.
+            line = " ".join(error.naming(flag).split("\n"))
+        else:
+            line = f"rank {rank}: stopped by the error rank 0 reports"
         print(f"error: {line}", file=sys.stderr)
         return error.exit_code
     except OSError as error:
-        print(f"error: {os_error_line(error)}", file=sys.stderr)
+        line = describe_error(error)
+        if error.errno in _STORAGE_ERRORS:
+            line = (
+                f"could not write ({line}); free space there or make the folder writable, then run the "
+                "command again (a run stopped part-way continues with --resume last)"
+            )
+        print(f"error: {line}", file=sys.stderr)
         return 2
 
 
