@@ -283,12 +283,7 @@ def resume_conflicts(
     for name, wanted in given.items():
         if name in CHANGEABLE_ON_RESUME or name in changeable or name not in stored:
             continue
-        if name in PATH_OPTION_NAMES and isinstance(wanted, str) and isinstance(stored[name], str):
-            # `data` and its absolute form are one folder (config.yaml records the absolute one).
-            same = absolute_path(wanted) == absolute_path(stored[name])
-        else:
-            same = wanted == stored[name]
-        if not same:
+        if comparable(name, wanted) != comparable(name, stored[name]):
             if isinstance(wanted, bool):
                 # A switch reads as typed: `--no-spectral-norm (checkpoint: --spectral-norm)`.
                 was = typed_flag(name, stored[name])
@@ -296,6 +291,16 @@ def resume_conflicts(
             else:
                 conflicts.append(f"{flag(name)} {_shown(wanted)} ({stored_in}: {_shown(stored[name])})")
     return conflicts
+
+
+def comparable(name: str, value: Any) -> Any:
+    """An option's value as runs compare it: `--precision 32` is `32-true`, and a path and its absolute form
+    are one (config.yaml records the absolute one)."""
+    if name == "precision" and value == "32":
+        return "32-true"
+    if name in PATH_OPTION_NAMES and isinstance(value, str) and value:
+        return absolute_path(value)
+    return value
 
 
 def _shown(value: Any) -> str:

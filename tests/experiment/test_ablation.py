@@ -123,8 +123,7 @@ def table_header(markdown: str) -> list[str]:
 
 
 def test_a_data_folder_compares_as_a_run_stores_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning_genae.experiment.ablation.conflicts import comparable
-    from lightning_genae.experiment.config import absolute_path
+    from lightning_genae.experiment.config import absolute_path, comparable
 
     monkeypatch.setenv("HOME", str(tmp_path))
     # A config file's `data_dir: ~/data` is the folder the run read and stored, not a `~` folder here.

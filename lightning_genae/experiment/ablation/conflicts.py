@@ -11,7 +11,7 @@ import yaml
 
 from lightning_genae.cache import file_sha256
 from lightning_genae.errors import RunFolderRefused, describe_error
-from lightning_genae.experiment.config import RunConfig, absolute_path, flag, resume_conflicts
+from lightning_genae.experiment.config import RunConfig, comparable, flag, resume_conflicts
 from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.run_folder import read_summary
 from lightning_genae.experiment.run_lock import live_lock_owner
@@ -40,15 +40,6 @@ def augmenter_sha256(summary: Mapping[str, Any]) -> str | None:
     """The SHA-256 of the --augment-ckpt file a finished run's augmenter was read from, if any."""
     sha256 = json_object(json_object(summary, "augmentation"), "augmenter").get("sha256")
     return sha256 if isinstance(sha256, str) else None
-
-
-def comparable(name: str, value: Any) -> Any:
-    """An option's value as runs compare it: `--precision 32` is `32-true`, a data folder absolute."""
-    if name == "precision" and value == "32":
-        return "32-true"
-    if name == "data_dir" and isinstance(value, str) and value:
-        return absolute_path(value)
-    return value
 
 
 def budget_changes(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:

@@ -22,11 +22,10 @@ from lightning_genae.experiment.ablation.conflicts import (
     BUDGETS,
     DEFINING_A_FINISHED_RUN,
     augmenter_sha256,
-    comparable,
     json_object,
     summary_config,
 )
-from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, COMMAND_LINE_ONLY, flag
+from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, COMMAND_LINE_ONLY, comparable, flag
 from lightning_genae.experiment.run_lock import live_lock_owner
 from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import unread_by_run
