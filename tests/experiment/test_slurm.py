@@ -25,10 +25,9 @@ from tiny import TINY_RUN
 from lightning_genae import cluster
 from lightning_genae.cache import write_atomically
 from lightning_genae.experiment import train
-from lightning_genae.experiment.cli import main
+from lightning_genae.experiment.cli import checkpoint_of_restarted_job, main
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resolve import resolve
-from lightning_genae.experiment.restart import checkpoint_of_restarted_job
 from lightning_genae.experiment.train import default_run_dir
 from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.run_files import FAILED_FILE
