@@ -44,8 +44,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered family: its LightningModule (`package.module:Class`), options and description, and what
-    `resolve` checks without importing it (data kind, image discriminator, real logits, `generates`)."""
+    """A registered family: its LightningModule (`package.module:Class`) and what `resolve` checks of it."""
 
     location: str
     options: type[FamilyOptions]

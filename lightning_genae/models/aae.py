@@ -56,8 +56,7 @@ class AAEModule(ReconstructionModule):
     options: AAEOptions
     optimizer_steps_per_iteration = 3
     adversarial = True
-    # Chosen on the generative metric: val/loss measures reconstruction only, which improves just as well
-    # when the codes ignore the prior.
+    # Chosen on the generative metric: val/loss (reconstruction) improves as well when codes ignore the prior.
     monitor = None
 
     def __init__(self, image_shape: tuple[int, int, int] | list[int], **options: Any) -> None:
@@ -80,8 +79,7 @@ class AAEModule(ReconstructionModule):
                 net.apply(init_linear("normal", PAPER_INIT_STD))
         mixture = opts.aae_prior == "mixture"
         means = mixture_means(opts.aae_components, latent_dim) if mixture else torch.zeros(1, latent_dim)
-        # In units of the prior's standard deviation (prior_draws scales them). Rebuilt from the options, so
-        # not part of the checkpoint.
+        # In units of the prior's standard deviation (prior_draws scales them); rebuilt from the options.
         self.register_buffer("prior_means", means, persistent=False)
         centred = means - means.mean(0)
         std = opts.aae_prior_std
@@ -101,8 +99,7 @@ class AAEModule(ReconstructionModule):
         return "sigmoid" if self.paper_training else super().decoder_output
 
     def autoencoder_nets(self) -> tuple[nn.Module, nn.Module]:
-        """The shared conv nets, or with --aae-nets paper the paper's fully connected ones (reading [0, 1]
-        pixels under the paper's training, as the paper's encoder does)."""
+        """The shared conv nets, or --aae-nets paper's fully connected ones (reading [0, 1] pixels)."""
         if self.options.aae_nets == "conv":
             return super().autoencoder_nets()
         encoder = MLPEncoder(
@@ -246,8 +243,7 @@ class AAEModule(ReconstructionModule):
         return loss
 
     def follow_paper_schedule(self, *optimizers: torch.optim.Optimizer) -> None:
-        """Set this iteration's rates on the paper's (reconstruction, discriminator, encoder) optimizers, the
-        velocity kept in step units across the drop (`set_sgd_rate`)."""
+        """Set this iteration's rates on the (reconstruction, discriminator, encoder) SGDs (set_sgd_rate)."""
         reconstruction, regularisation = paper_rates(self.iteration_epoch)
         for optimizer, (lr, momentum) in zip(
             optimizers, (reconstruction, regularisation, regularisation), strict=True
@@ -265,7 +261,6 @@ class AAEModule(ReconstructionModule):
                 torch.optim.SGD(self.latent_discriminator.parameters(), lr=lr_reg, momentum=m_reg),
                 torch.optim.SGD(self.encoder.parameters(), lr=lr_reg, momentum=m_reg),
             ]
-        # The discriminator uses DCGAN's beta1 = 0.5, which keeps the game from oscillating; the autoencoder
-        # Adam's defaults (it serves both of the encoder's updates: see the module's docstring).
+        # D: DCGAN's beta1 = 0.5, which keeps the game from oscillating; the autoencoder: Adam's defaults.
         discriminator = self.latent_discriminator.parameters()
         return [adam(autoencoder, lr=lr), adam(discriminator, lr=lr, betas=(0.5, 0.999))]

@@ -36,8 +36,7 @@ def generator_loss(fake_logits: Tensor, kind: GanLoss = "ns") -> Tensor:
 
 
 class ImageAdversarialModule(ObjectiveModule):
-    """A GenerativeModule that is an `ImageDiscriminator`; subclasses build their networks, their training
-    step and a `model_step` that logs held-out statistics (the run adds the generative metrics)."""
+    """An `ImageDiscriminator` family; subclasses build their nets, training step and `model_step`."""
 
     optimizer_steps_per_iteration = 2
     adversarial = True
@@ -64,8 +63,7 @@ class ImageAdversarialModule(ObjectiveModule):
         # checkpoint, the optimizers and DDP's parameter bookkeeping. Not a hyper-parameter either: a
         # checkpoint rebuilt for evaluation needs no training-time augmentation.
         self.discriminator_augmentation = discriminator_augmentation
-        # ADA's controller (`--augment ada`, `--augment-p auto`): a plain attribute for the same reasons;
-        # its state is put into checkpoints explicitly (on_save_checkpoint).
+        # ADA's controller (`--augment-p auto`): a plain attribute too; on_save_checkpoint saves its state.
         self.adaptive_strength = adaptive_strength
 
     def discriminator_input(self, images: Tensor) -> Tensor:

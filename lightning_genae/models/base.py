@@ -177,8 +177,7 @@ class GenerativeModule(pl.LightningModule):
         return None
 
     def __init__(self, image_shape: tuple[int, ...] | list[int], **options: Any) -> None:
-        """`image_shape`: one item's shape, (C, H, W) (a series family takes `series_shape`, (T, C)).
-        `options`: the family's options by name, each checked (`MODELS[name].options` lists them)."""
+        """`image_shape`: one item's (C, H, W) (a series family's `series_shape`: (T, C)); options by name."""
         super().__init__()
         # Plain ints: a checkpoint's hyper-parameters are read back with weights_only, which refuses numpy's.
         self.data_shape = tuple(operator.index(d) for d in image_shape)
@@ -193,7 +192,6 @@ class GenerativeModule(pl.LightningModule):
         self._unchecked_losses: list[tuple[str, int, Tensor]] = []
         # This training batch's values, recorded at its end only if they will be written or are the last.
         self._training_values: list[tuple[Mapping[str, Tensor | float], bool]] = []
-        # The last training batch whose values were recorded, and whether they were written at its end.
         self.last_logged_training: LoggedTraining | None = None
         # The loops ("train", "validation", "test") whose first batch passed `check_data`.
         self._checked_loops: set[str] = set()
@@ -219,8 +217,7 @@ class GenerativeModule(pl.LightningModule):
 
     @property
     def iteration_epoch(self) -> int:
-        """The epoch (from 0) the current iteration falls in, counted from the iteration, so a resumed run
-        keeps its place in a schedule set in epochs."""
+        """The current iteration's epoch (from 0), counted from it so a resume keeps an epoch schedule."""
         return self.iteration // max(1, int(self.trainer.num_training_batches))
 
     def log_training(self, values: Mapping[str, Tensor | float], prog_bar: bool = False) -> None:
@@ -268,11 +265,9 @@ class GenerativeModule(pl.LightningModule):
         restore_loader_positions(self.trainer)
 
     def training_pixel_means(self) -> Tensor:
-        """Each pixel's mean over the training split of the fit's lightning_genae DataModule, in [0, 1]
-        ([C, H, W])."""
+        """Each pixel's mean [C, H, W] in [0, 1] over the training split of the fit's lightning_genae data."""
         datamodule = self.trainer.datamodule
-        # Summed exactly in int64 a block at a time: a float64 copy of the whole split is 8x its size
-        # (330 MB for MNIST's uint8 training images).
+        # Summed exactly in int64 by blocks: a float64 copy of the split is 8x its size (330 MB for MNIST).
         total = sum(
             block.sum(0, dtype=torch.int64)
             for images, _ in datamodule.split_batches("train")
@@ -350,8 +345,7 @@ class GenerativeModule(pl.LightningModule):
         return torch.randn(n, self.latent_dim, generator=generator, device=device)
 
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """The prior's latents (`draw_prior`) of the weights' dtype; drawn on the CPU so a seeded generator
-        gives the same noise anywhere."""
+        """The prior's latents of the weights' dtype, drawn on the CPU so a seeded generator reproduces."""
         weights = next(self.parameters(), None)
         dtype = torch.float32 if weights is None else weights.dtype
         noise = self.draw_prior(n, generator, torch.device("cpu")).to(dtype)
@@ -370,8 +364,7 @@ class GenerativeModule(pl.LightningModule):
                 )
 
     def manual_update(self, optimizer: Any, name: str, loss: Tensor, backward: Tensor | None = None) -> None:
-        """One update of manual optimization: note `loss` as `name` (`watch_losses`), then step `optimizer`
-        on the gradient of `backward` (`loss` itself unless given)."""
+        """Note `loss` as `name` (`watch_losses`), then step `optimizer` on `backward` (default `loss`)."""
         self.watch_losses(**{name: loss})
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss if backward is None else backward)

@@ -34,8 +34,7 @@ def check_data(
             "remove or repair those items"
         )
     if data_kind != "image" or data.numel() == 0:
-        # Series are normalised per channel (mean 0, std 1 on the training split), not bounded; no items have
-        # no range.
+        # Series are normalised per channel (mean 0, std 1 on the training split), not bounded.
         return
     low, high = data.min().item(), data.max().item()
     if low < -1.0 - 1e-3 or high > 1.0 + 1e-3:

@@ -35,8 +35,7 @@ def paper_momentum(epoch: int) -> float:
 
 
 class GANModule(ImageAdversarialModule):
-    """DCGAN generator (the shared conv decoder) against the shared conv discriminator, or with
-    `--gan-nets paper` the GAN paper's fully connected MNIST nets."""
+    """DCGAN's shared conv generator and discriminator, or `--gan-nets paper`: the GAN paper's MNIST MLPs."""
 
     gives_real_logits = True
 
@@ -65,8 +64,7 @@ class GANModule(ImageAdversarialModule):
                 self.discriminator.apply(init_dcgan_weights)
         self.generator_ema: AveragedModel | None = None
         if self.options.ema > 0:
-            # Weights are averaged; batch-norm statistics are copied from the live generator in
-            # `update_ema`, since an average of running averages lags far behind them.
+            # `update_ema` copies batch-norm statistics: an average of running averages lags far behind them.
             self.generator_ema = AveragedModel(
                 self.generator, multi_avg_fn=get_ema_multi_avg_fn(self.options.ema), use_buffers=False
             )
@@ -145,8 +143,7 @@ class GANModule(ImageAdversarialModule):
         )
 
     def follow_paper_schedule(self, *optimizers: torch.optim.Optimizer) -> None:
-        """Set this update's learning rate and momentum, the velocity in pylearn2's step units
-        (`set_sgd_rate`)."""
+        """Set this update's rate and momentum, the velocity in pylearn2's step units (`set_sgd_rate`)."""
         lr = paper_learning_rate(self.iteration)
         momentum = paper_momentum(self.iteration_epoch)
         for optimizer in optimizers:

@@ -32,8 +32,7 @@ class Sampler(Protocol):
     latent_dim: int
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n new items from the prior (images in [-1, 1]), in eval mode without gradients (`inference`);
-        `generator` seeds the draws."""
+        """n new items from the prior (images in [-1, 1]), in eval mode without gradients (`inference`)."""
         ...
 
 

@@ -138,8 +138,7 @@ class RAEModule(GaussianEncoding, ObjectiveModule):
 
     @torch.no_grad()
     def fit_code_density(self, series: Tensor) -> None:
-        """Fit `sample`'s code density (not variational) to the training series [N, T, C] in model units, for
-        a module trained without a lightning-genae DataModule (a run refits it by itself)."""
+        """Fit `sample`'s code density (not variational) to training series [N, T, C] in model units."""
         check_data(
             series, self.data_kind, self.data_shape, warn_scale=False,
             what="RAEModule.fit_code_density's series",

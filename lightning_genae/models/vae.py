@@ -17,8 +17,7 @@ from lightning_genae.models.reconstruction import ReconstructionModule, reconstr
 from lightning_genae.models.variational import GaussianEncoding, gaussian_kl, reparameterize
 from lightning_genae.nets.mlp import MLPDecoder, MLPEncoder, init_linear
 
-# The IWAE paper's decoder starts with its output biases at the logits of the training pixels' means, each
-# clipped to [0.001, 0.999] first.
+# IWAE's decoder output biases start at the logits of the training pixel means clipped to [0.001, 0.999].
 PAPER_MEANS_CLIP = 1e-3
 
 
@@ -55,8 +54,7 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        # After a resume has restored the step count: only a run's first start sets the output biases, a
-        # resumed one keeps its trained ones.
+        # Here, after a resume restored the step count: a resumed run keeps its trained output biases.
         if self.options.vae_nets == "paper" and self.trainer.global_step == 0:
             self.decoder.start_at_pixel_means(self.training_pixel_means(), clip=PAPER_MEANS_CLIP)
 
@@ -95,8 +93,7 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
             return importance_sampled_log_likelihood(mean, log_var, log_likelihood, k, chunk, generator)
 
     def dropped_log_normaliser(self, images: Tensor) -> float:
-        """What the loss leaves out of -log p(x|z) per image: (d/2) log(pi) for `mse`'s Gaussian of
-        variance 1/2 over d pixels; nothing for `bce`'s Bernoulli."""
+        """What the loss drops of -log p(x|z) per image: (d/2) log(pi) for `mse` of d pixels, 0 for `bce`."""
         if self.options.recon_loss == "bce":
             return 0.0
         return images[0].numel() / 2 * math.log(math.pi)
@@ -141,8 +138,7 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
                 devices=[device] if accelerated else [], device_type=device.type if accelerated else "cuda"
             ):
                 values[f"test/nll_is{k}"] = -self.log_likelihood(images, k).mean().float()
-        # Validation and test score the posterior mean's reconstruction, the deterministic one tools use
-        # (as vaegan's mse, psnr and ssim do).
+        # Validation and test score the posterior mean's reconstruction, the deterministic one tools use.
         reconstruction = self.decode(mean)
         values[f"{stage}/mse"] = F.mse_loss(reconstruction, images)
         self.log_split_means(values, len(images))

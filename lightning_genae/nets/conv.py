@@ -14,8 +14,7 @@ MAX_WIDTH = 512
 
 
 def downsampling_plan(image_size: int, max_base: int = MAX_BASE_SIZE) -> tuple[int, int]:
-    """Return (number of stride-2 stages, base feature-map size) for a square image side, halving while
-    the side exceeds `max_base`."""
+    """(stride-2 stages, base map size) for a square image side, halving while the side exceeds `max_base`."""
     stages, size = 0, image_size
     while size > max_base and size % 2 == 0:
         size //= 2

@@ -42,8 +42,7 @@ class LatentDiscriminator(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-    """Image [B, C, H, W] -> vector [B, out_features] through two hidden layers; with `unit_pixels` the pixels
-    are read on [0, 1], as a reference trained on [0, 1] pixels does."""
+    """Image [B, C, H, W] -> vector [B, out_features] via two hidden layers; `unit_pixels`: read on [0, 1]."""
 
     def __init__(
         self,
@@ -124,8 +123,7 @@ class MaxoutDiscriminator(nn.Module):
         self.logit = nn.Linear(units, 1)
 
     def dropout_masks(self, n: int, reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One draw of the three layers' input masks for a batch of n, each keep-or-0 scaled by 1 / keep,
-        on `reference`'s device and dtype."""
+        """One draw of the three layers' input masks for n items, each 0 or 1 / keep, like `reference`."""
         like = {"device": reference.device, "dtype": reference.dtype}
         return tuple(  # type: ignore[return-value]
             torch.bernoulli(torch.full((n, size), keep, **like)) / keep
