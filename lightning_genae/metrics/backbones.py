@@ -37,8 +37,7 @@ def _tell(message: str) -> None:
 
 
 class FeatureBackbone(nn.Module):
-    """uint8 images [N,C,H,W] in 0..255 -> float32 features [N, feature_dim], frozen, always in eval mode;
-    subclasses `extract` a chunk on the module's device; `forward` checks, chunks, runs in full precision."""
+    """uint8 [N,C,H,W] -> float32 [N, feature_dim], frozen and in eval mode; subclasses `extract` a chunk."""
 
     # Images per internal chunk: bounds memory when a caller passes a whole split at once.
     chunk_size: int = 256
@@ -50,8 +49,7 @@ class FeatureBackbone(nn.Module):
         self.name = name
         self.feature_dim = feature_dim
         self.description = description
-        # The SHA-256 of the weights file: what a resumed run's metrics are compared by (a moved file is
-        # the same backbone, another file is not).
+        # The weights file's SHA-256, by which a resume compares metrics (a moved file is the same backbone).
         self.weights_sha256 = weights_sha256
 
     def train(self, mode: bool = True) -> FeatureBackbone:
@@ -175,8 +173,7 @@ def load_inception(path: str | Path | None = None) -> InceptionBackbone:
         ) from exc
 
 
-# How far above the commonest class's share a trained classifier's test accuracy must lie for its features
-# to be taken as telling the classes apart.
+# How far a classifier's test accuracy must beat the commonest class's share for its features to be used.
 CHANCE_MARGIN = 0.05
 
 
@@ -229,8 +226,7 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
                 train_sha256=full.content_sha256("train"),
             )
 
-        # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it
-        # (for a new file, where the cached one was unusable).
+        # Under SLURM/torchrun every rank gets here at once: local rank 0 trains, the others wait for it.
         created_by_local_rank_zero(path, train_and_save, f"{data} feature classifier", replacing=found)
         loaded = classifier_lib.load_checkpoint(path)
     model, meta = loaded
@@ -281,8 +277,7 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
 
 
 def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:
-    """BackboneUnavailable where no classifier can be trained on `datamodule`'s images (they have no
-    labels); its metadata alone decides, so nothing is loaded."""
+    """BackboneUnavailable where `datamodule`'s images have no labels to train on (read from its metadata)."""
     classes = datamodule.num_classes
     if classes is None or classes < 2:
         what = "no labels" if classes is None else "labels of one class only"
@@ -300,8 +295,7 @@ def load_classifier(
     cache_dir: str | Path | None = None,
     weights: str | Path | None = None,
 ) -> ClassifierBackbone:
-    """The classifier in `weights` when given; else the shipped classifier of `data` (SHA-256 checked),
-    else one trained on first use and cached."""
+    """The classifier in `weights`, else `data`'s shipped one (SHA-256 checked), else one trained, cached."""
     if weights is not None:
         return _given_classifier(Path(weights).expanduser(), data, datamodule)
     shipped = classifier_lib.load_shipped(data, "classifier")

@@ -62,8 +62,7 @@ class ClassifierConfig:
 
 class FeatureClassifier(nn.Module):
     """Per halving of the image a conv3x3-BN-ReLU-maxpool block, then fc -> BN (the features) -> ReLU -> fc;
-    the features, before the ReLU, are closer to Gaussian (as FD assumes) and of about unit scale per
-    dimension."""
+    features before the ReLU are closer to Gaussian (as FD assumes), of about unit scale per dimension."""
 
     checkpoint_format = CHECKPOINT_FORMAT
 
@@ -113,8 +112,7 @@ def default_epochs(num_train: int) -> int:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = EVAL_BATCH) -> float:
-    """Fraction of `inputs` (uint8 images or series, or floats in [-1, 1]) whose predicted class equals
-    `labels` (model put in eval mode)."""
+    """Fraction of `inputs` (uint8, or floats in [-1, 1]) whose predicted class is `labels`, in eval mode."""
     return accuracy_over(model, zip(inputs.split(batch_size), labels.split(batch_size), strict=True))
 
 
@@ -214,8 +212,7 @@ def train_classifier(
     batch_size: int = BATCH_SIZE,
     verbose: bool = False,
 ) -> tuple[FeatureClassifier, float]:
-    """`fit_best_on_validation` of a FeatureClassifier on the datamodule's splits, by default stopping once
-    its validation accuracy has not risen for PATIENCE epochs."""
+    """`fit_best_on_validation` of a FeatureClassifier on the datamodule's splits."""
     epochs = epochs if epochs is not None else default_epochs(datamodule.split_size("train"))
     assert datamodule.num_classes is not None
     config = ClassifierConfig(datamodule.image_shape, datamodule.num_classes)
@@ -266,8 +263,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, **meta: Any) -> str:
         # order, and identical weights must hash alike (a run compares its classifier by this hash).
         "meta": dict(sorted(meta.items())),
     }
-    # Serialised in memory (save_torch_atomically): a temporary file's name would make identical weights
-    # hash differently.
+    # Serialised in memory: a temporary file's name would make identical weights hash differently.
     return hashlib.sha256(save_torch_atomically(path, payload)).hexdigest()
 
 
@@ -320,8 +316,7 @@ def load_shipped(
 def load_manifest(
     weights_dir: str | Path | None = None, manifest_name: str = MANIFEST_NAME
 ) -> dict[str, dict[str, Any]]:
-    """The shipped classifiers by dataset name ({} when the manifest is absent); `manifest_name` picks
-    another manifest in the same folder (the sequence classifiers have their own)."""
+    """The shipped classifiers by dataset ({} without a manifest); `manifest_name` picks another manifest."""
     path = Path(weights_dir or WEIGHTS_DIR) / manifest_name
     return json.loads(path.read_text()) if path.is_file() else {}
 

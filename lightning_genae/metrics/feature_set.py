@@ -19,8 +19,7 @@ from lightning_genae.metrics.names import GENERATIVE_KEYS, Direction, on_split
 
 @dataclass(frozen=True)
 class GenerativeScore:
-    """Named metrics of generated data (`fd_classifier`, `discriminative_quick`, ... without split) and what
-    they were computed on (`backbone`: None where no feature network was used)."""
+    """Named metrics of generated data (`fd_classifier`, ... without split) and their `backbone` (or None)."""
 
     values: dict[str, float]
     split: str
@@ -39,8 +38,7 @@ class GenerativeScore:
 
 @dataclass(frozen=True)
 class FeatureMetricSpec:
-    """A registered feature-space metric: `compute(real, generated)` takes the [N, D] features the built-ins
-    are given and returns a finite number."""
+    """A registered feature-space metric: `compute(real, generated)` of [N, D] features, a finite number."""
 
     compute: Callable[[Tensor, Tensor], float]
     direction: Direction

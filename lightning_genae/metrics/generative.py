@@ -48,8 +48,7 @@ class RealFeatures:
         )
 
     def key(self, datamodule: ImageDataModule, split: str) -> str:
-        """The cache file's name: the digest of the split's content, the network and the reference order
-        decides; the rest is for people reading the folder."""
+        """The cache file's name: a digest of split content, network and reference order, then plain parts."""
         identity = (
             f"{datamodule.content_sha256(split)}|{split}|{self.backbone.name}|{self.network}"
             f"|reference order {REAL_SUBSET_SEED} in whole chunks"
@@ -61,8 +60,7 @@ class RealFeatures:
         return self.reference(datamodule, split, datamodule.split_size(split), device)
 
     def reference(self, datamodule: ImageDataModule, split: str, n: int, device: torch.device) -> Tensor:
-        """The features of the split's reference subset of n images (all of them when n >= its size), in
-        the split's order: the rows of `seeded_subset(size, n, REAL_SUBSET_SEED)`."""
+        """The split's reference features of n images: rows of `seeded_subset(size, n, REAL_SUBSET_SEED)`."""
         size = datamodule.split_size(split)
         order = reference_order(size)
         n = min(n, size)
@@ -87,8 +85,7 @@ class RealFeatures:
     def _compute(
         self, datamodule: ImageDataModule, split: str, chosen: Tensor, device: torch.device
     ) -> Tensor:
-        """Features of the split's images at `chosen`, read a block at a time (`items_at`, by index where the
-        split is streamed), saying where it is when that takes a while."""
+        """Features of the split's images at `chosen`, read a block at a time and by index (`items_at`)."""
         count = datamodule.split_size(split)
         what = f"{count} images" if len(chosen) == count else f"{len(chosen)} of its {count} images"
         progress = evaluation_progress(
@@ -147,8 +144,7 @@ def reference_order(count: int) -> Tensor:
 
 
 def seeded_subset(count: int, n: int, seed: int) -> Tensor:
-    """The same n of count indices for every run with this seed (all of them when n >= count), sorted; nested:
-    the indices for a smaller n are among those for a larger one."""
+    """Sorted n of count indices, the same every run with this seed; a smaller n's are among a larger n's."""
     if n >= count:
         return torch.arange(count)
     return seeded_order(count, seed)[:n].sort().values

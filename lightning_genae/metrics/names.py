@@ -211,8 +211,7 @@ def test_headline(headline: str | None, metrics: Mapping[str, object]) -> str | 
 
 
 def frechet_distance_name(metrics: Mapping[str, object], split: str | None) -> str | None:
-    """The Fréchet distance of `split` (None: without a split, as eval.json of a folder) of the first
-    backbone, in BACKBONES' order, that `metrics` holds one for; else None."""
+    """The Fréchet distance name on `split` (None: unsplit) of the first backbone `metrics` has one for."""
     for backbone in BACKBONES:
         candidate = MetricName.generative("fd", backbone, split).format()
         if candidate in metrics:

@@ -38,8 +38,7 @@ WIDE_HIDDEN = 64
 
 def check_series(x: Tensor, name: str) -> Tensor:
     """`x` [N, T, C] detached as float32 on the CPU, after checking that every value is finite."""
-    # Series made under inference mode (a Lightning evaluation hook) cannot enter autograd; a copy made
-    # outside it can.
+    # Series made under inference mode (an evaluation hook) cannot enter autograd; a copy made outside can.
     with torch.inference_mode(False):
         x = x.detach().to("cpu", torch.float32).clone()
     if not bool(torch.isfinite(x).all()):
@@ -209,8 +208,7 @@ def score_sequences(
     values: dict[str, float] = {}
     if generated is not None:
         generated = check_series(generated, "generated")
-        # Silent when quick (a validation on short series); a long one (a final test on many long series
-        # on a CPU) says where it is.
+        # Silent when quick; a long one (a final test on many long series on a CPU) says where it is.
         progress = evaluation_progress(
             f"{split}: fitting the post-hoc GRUs of the discriminative and predictive scores",
             2 * steps * fits + (0 if train_series is None else 2 * steps),

@@ -85,8 +85,7 @@ class _ReferenceGRU(nn.Module):
 
 
 class _PostHocGRU(nn.Module):
-    """The reference's post-hoc net: a TensorFlow 1 GRUCell and a dense read-out (Glorot kernel, zero bias,
-    as tf.compat.v1.layers.dense starts)."""
+    """The reference's post-hoc net: a TensorFlow 1 GRUCell, a dense read-out (Glorot kernel, zero bias)."""
 
     def __init__(self, inputs: int, hidden: int) -> None:
         super().__init__()
