@@ -299,9 +299,8 @@ def load_model(checkpoint: str | Path) -> GenerativeModule:
 def trainer_kwargs(
     model: GenerativeModule | type[GenerativeModule], iterations: int, eval_every: int | None = None
 ) -> dict[str, Any]:
-    """`pl.Trainer` arguments that train `iterations` iterations of `model`'s family (`max_steps` counts
-    optimizer steps, several per iteration for adversarial families), validating every `eval_every`
-    iterations."""
+    """`pl.Trainer` arguments for `iterations` iterations of `model`'s family (`max_steps` counts optimizer
+    steps, several per adversarial iteration), validating every `eval_every` iterations."""
     iterations = operator.index(iterations)
     if iterations < 1 or (eval_every is not None and operator.index(eval_every) < 1):
         raise ValueError(f"iterations and eval_every must be >= 1, got {iterations} and {eval_every}")
@@ -344,8 +343,7 @@ def score_images(
     device: torch.device | str = "cpu",
 ) -> GenerativeScore:
     """FD, KID, precision/recall and density/coverage of `images` (uint8, or floats in [-1, 1]) against as
-    many images of `split` (at most `num_samples`), the real ones the same every call, the given ones drawn by
-    `seed`."""
+    many of `split` (at most `num_samples`): the real ones fixed, the given ones drawn by `seed`."""
     problem = None
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
         problem = (

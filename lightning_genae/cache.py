@@ -94,8 +94,7 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 
 
 def is_torch_file(path: str | Path) -> bool:
-    """Whether `path` is in one of torch.save's formats (a zip archive, or the legacy magic-number pickle);
-    a plain pickle is neither."""
+    """Whether `path` is in one of torch.save's formats (a zip archive, or the legacy magic-number pickle)."""
     try:
         with open(path, "rb") as file:
             head = file.read(len(_LEGACY_TORCH_MAGIC))

@@ -176,8 +176,7 @@ def option_classes() -> dict[str, type[PluginOptions]]:
 
 
 def augmentation_options() -> dict[str, tuple[Any, dataclasses.Field]]:
-    """Every option some registered augmentation declares, by name: (type, field). One shared by several
-    augmentations (`--augment-p`: ae, vae, ae-d) is one option."""
+    """Every option a registered augmentation declares, by name: (type, field); a shared one counts once."""
     return option_specs(option_classes())
 
 

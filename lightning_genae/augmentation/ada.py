@@ -258,8 +258,7 @@ def _inverse_geometry(
 
 def _resample(images: Tensor, inverse: Tensor) -> Tensor:
     """Apply per-image inverse maps in centred pixel units with one bilinear grid_sample: RGB reflected at the
-    border, as ADA does; single-channel digits filled with their black background (no mirrored ghost
-    strokes)."""
+    border, as ADA does; single-channel digits filled with black (no mirrored ghost strokes)."""
     batch, channels, height, width = images.shape
     # The inverse map in grid_sample's normalised coordinates (S^-1 @ inverse @ S, S = diag(width / 2,
     # height / 2, 1); align_corners=False, so whole-pixel shifts land on pixel centres) at the output pixel
@@ -297,8 +296,7 @@ def _colour_matrix(ops: Sequence[str], draws: _Draws, p: float | Tensor) -> Tens
     """Per image, the colour map of all colour operations in ``ops``, the first acting first (as ADA)."""
     batch, device = draws.batch, draws.device
     identity = torch.eye(3, device=device)
-    # Projection on the luma axis v = (1, 1, 1) / sqrt(3), and the cross-product matrix of v (for rotations
-    # about it), built from device tensors rather than copied from the host.
+    # Projection on the luma axis v = (1, 1, 1) / sqrt(3) and v's cross-product matrix, from device tensors.
     luma = torch.full((3, 3), 1 / 3, device=device)
     shift = torch.roll(identity, shifts=1, dims=1)
     cross = (shift.T - shift) / math.sqrt(3)
@@ -348,9 +346,8 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 class AdaPipeline:
-    """ADA's augmentation of discriminator inputs in ADA's order. A plain object, not an nn.Module: `p` (a
-    float, or a 0-dim device tensor a controller updates) is read at every call and stays out of checkpoints
-    and DDP."""
+    """ADA's augmentation of discriminator inputs; not an nn.Module: `p` (a float, or a 0-dim device tensor a
+    controller updates) is read at every call and stays out of checkpoints and DDP."""
 
     def __init__(self, ops: Sequence[str], p: float | Tensor = 0.0) -> None:
         names = check_operation_names(list(ops), ADA_OPERATIONS, "ada_ops", ",".join(ops))

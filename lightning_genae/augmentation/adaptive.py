@@ -38,8 +38,7 @@ class ControllerOptions(PluginOptions):
 
 
 class AdaptiveStrength:
-    """ADA's controller: call `observe(real_logits)` once per discriminator step; read `p` (a 0-dim tensor).
-    `target`, `interval` and `kimg` are `ControllerOptions`'."""
+    """ADA's controller: call `observe(real_logits)` once per D step; read `p` (a 0-dim tensor)."""
 
     def __init__(self, target: float, interval: int, kimg: float, device: torch.device | str = "cpu") -> None:
         self.target = target

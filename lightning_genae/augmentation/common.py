@@ -24,8 +24,7 @@ def drawn(
 def check_operation_names(
     names: Sequence[str], operations: Mapping[str, object], option: str, source: str
 ) -> tuple[str, ...]:
-    """Refuse unknown or repeated names in a `diffaug_policy` or `ada_ops` (a repeat would apply an
-    operation twice) with `option`'s OptionError."""
+    """Refuse unknown or repeated (twice applied) operation names with `option`'s OptionError."""
     unknown = [name for name in names if name not in operations]
     repeated = sorted({name for name in names if list(names).count(name) > 1})
     if unknown or repeated:

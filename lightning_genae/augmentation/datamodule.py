@@ -144,8 +144,7 @@ class AugmentedDataModule(pl.LightningDataModule):
         # The generated parts and their concatenation (uint8 images) are held at once: twice the pool.
         needed = 2 * size * math.prod(self.base.data_shape)
         if needed > physical_memory():
-            # Refused before any allocation: an operating system that overcommits would kill the process
-            # part-way instead of raising.
+            # Refused before any allocation: an overcommitting OS would kill the process part-way, not raise.
             raise OptionError(
                 "augment_pool",
                 f"{size} does not fit in memory ({needed / 2**30:.1f} GiB, more than this machine has); "
@@ -156,8 +155,7 @@ class AugmentedDataModule(pl.LightningDataModule):
 
     def _written_pool(self, size: int) -> Path:
         """The pool of `size` images as a prepared split in the cache, written a block at a time by local rank
-        0 where it is not there yet; its folder is named by what makes its images: the augmenter, the run
-        seed, the size, the training split and the device the augmenter runs on."""
+        0 if absent, its folder named by augmenter, run seed, size, training split and augmenter's device."""
         augmenter = self.augmenter
         made_by = [state_sha256(augmenter), augmenter.noise, augmenter.interp, augmenter.device.type]
         made_by += [self.seed, size, self.base.content_sha256("train")]
@@ -182,8 +180,7 @@ class AugmentedDataModule(pl.LightningDataModule):
 
     @torch.no_grad()
     def _generate_pool(self, size: int) -> Iterator[Batch]:
-        """`size` augmented images from the run seed's "augmented pool" stream, in blocks of POOL_BATCH; their
-        sources are read a block at a time (by index where streamed)."""
+        """`size` augmented images from the run seed's "augmented pool" stream, in blocks of POOL_BATCH."""
         count = self.base.split_size("train")
         draws = generator(self.seed, "augmented pool")
         repeats = -(-size // count)

@@ -71,8 +71,7 @@ class AdaptivePipeline:
 
 
 class DiffAugment:
-    """DiffAugment with a policy such as `color,translation,cutout` and its ratios, fractions of the image
-    size (see diffaug.py; `DiffAugmentOptions` bounds them)."""
+    """DiffAugment of a policy such as `color,translation,cutout`, its ratios fractions of the image size."""
 
     def __init__(
         self,

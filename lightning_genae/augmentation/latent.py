@@ -135,8 +135,7 @@ class LatentAugmenter(nn.Module):
 def reconstruction_mse(
     augmenter: LatentAugmenter, images: Tensor, prepare: Callable[[Tensor], Tensor] = to_model_range
 ) -> float:
-    """Mean squared error (in the model's units: [-1, 1] for images) of the augmenter's plain
-    reconstructions: how faithful it is."""
+    """Mean squared error of the augmenter's plain reconstructions in model units: how faithful it is."""
     if len(images) == 0:
         return 0.0
     recon = map_images(
