@@ -39,8 +39,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its DataModule (`module:Class`), description, data kind, options (default: its
-    kind's), whether its pixels are binary, and whether it reads every image under --data-dir."""
+    """A registered dataset: its DataModule (`module:Class`) and what is known of it without importing it."""
 
     location: str
     description: str
@@ -157,8 +156,7 @@ def parse_dataset_options(
     return options
 
 
-# The file that makes a folder one `genae prepare` wrote (datamodules/streaming.py); written last, so a folder
-# holding it is complete.
+# Marks a folder `genae prepare` wrote (streaming.py); written last, so a folder holding it is complete.
 PREPARED_MANIFEST = "genae_prepared.json"
 
 

@@ -193,8 +193,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self._splits = splits
 
     def _train_subset(self, labels: Tensor) -> Tensor:
-        """The indices of the `train_size` subset of the training split of `labels`: stratified, drawn by the
-        run seed."""
+        """The indices of the stratified `train_size` subset of training `labels`, drawn by the run seed."""
         assert self.train_size is not None
         if self.train_size > len(labels):
             what = f"the {len(labels)} training {self.item_noun} of {self.name}"

@@ -1,8 +1,7 @@
 """CelebA aligned faces at 64x64, official partition, framed as the VAE-GAN reference code frames them
-(andersbll/autoencoding_beyond_pixels), decoded once into a uint8 cache keyed by the sources' content.
-
-A file beside the cache vouches for that content under the files' sizes and modification and change times
-(as git's index does), so that 200k files are not read at every start."""
+(andersbll/autoencoding_beyond_pixels), decoded once into a uint8 cache keyed by the sources' content; a file
+beside the cache vouches for that content under the files' sizes and modification and change times (as git's
+index does), so that 200k files are not read at every start."""
 
 from __future__ import annotations
 

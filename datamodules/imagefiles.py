@@ -93,8 +93,7 @@ def eight_bit(image: Image.Image, white_is_zero: bool = False) -> Image.Image:
 
 
 def read_images(paths: Sequence[Path], size: int, channels: int, box: CropBox | None = None) -> Tensor:
-    """All `paths` as one uint8 [N, C, size, size] tensor, in order (`read_square_image`, each cropped to
-    `box` if given); decoding runs on a thread per core."""
+    """All `paths` as one uint8 [N, C, size, size] tensor in order (`read_square_image`), threaded."""
     out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
 
     def decode(item: tuple[int, Path]) -> None:

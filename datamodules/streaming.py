@@ -95,8 +95,7 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
         "splits": splits,
     }
     if datamodule.data_kind == "sequence":
-        # The training split's scale (and range) and a file's channel names, which the series stored
-        # normalised no longer show.
+        # The training split's scale (and range) and channel names, which normalised stored series lack.
         manifest["normaliser"] = datamodule.normaliser.to_dict()
         manifest["channel_names"] = getattr(datamodule, "channel_names", None)
     write_file_atomically(output / MANIFEST, json.dumps(manifest, indent=2) + "\n")
