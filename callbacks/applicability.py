@@ -15,8 +15,7 @@ class ModelSpecificCallback(Callback, ABC):
 
     @abstractmethod
     def applies(self, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> bool:
-        """Whether this callback can act for `pl_module` on `datamodule`: from the model's type and the data's
-        kind alone, never the training state (it is decided once per run)."""
+        """Whether it can act for `pl_module` on `datamodule`, by their kinds alone (decided once per run)."""
 
 
 def applicable(

@@ -1,6 +1,5 @@
 """Several of a run's stateless callbacks as one entry in Lightning's list, each hook going only to the
-members that define it (docs/performance.md measures the gain); what a run writes and its checkpoints do not
-change."""
+members that define it (docs/performance.md measures the gain); a run's files and checkpoints are the same."""
 
 from __future__ import annotations
 

@@ -22,8 +22,7 @@ def _interleaved(versions: list[torch.Tensor], nrow: int = 8) -> torch.Tensor:
 
 
 def first_val_items(datamodule: Any, count: int) -> torch.Tensor:
-    """The validation split's first `count` stored items (all, if it holds fewer), read alone where it is
-    streamed."""
+    """The validation split's first `count` stored items (all if fewer), read alone where it is streamed."""
     return datamodule.items_at("val", torch.arange(min(count, datamodule.split_size("val"))))[0]
 
 
@@ -100,8 +99,7 @@ def slerp(start: torch.Tensor, end: torch.Tensor, weights: torch.Tensor) -> torc
 
 class InterpolationGrid(PeriodicDrawing):
     """Each row walks the latent space between two points: encoded validation images for autoencoders (a
-    line), prior draws for models that only sample (slerp, from the run seed's "interpolation grid"
-    stream)."""
+    line), prior draws for models that only sample (slerp, the run seed's "interpolation grid" stream)."""
 
     # `count` rows of `steps` images each.
     count = 8

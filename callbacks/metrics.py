@@ -124,8 +124,7 @@ class GenerativeMetrics(StageRecords):
     def _fake_features(
         self, trainer: pl.Trainer, pl_module: Sampler, n: int, stage: str, binary: bool = False
     ) -> Tensor:
-        """Features of the n generated samples, in sample order, on every rank (all of them take part);
-        `binary`: each binarized first (`bernoulli_pixels`), for data whose pixels are binary."""
+        """Features of the n generated samples in sample order, on every rank; binarized first if `binary`."""
         device = pl_module.device
         bank = FeatureBank().to(device)
         chunks = range(trainer.global_rank, -(-n // FEATURE_BATCH), trainer.world_size)

@@ -40,8 +40,7 @@ def planned_iterations(trainer: pl.Trainer, steps_per_iteration: int) -> int | N
 
 class IterationProgressBar(TQDMProgressBar):
     """One bar over the whole run in training iterations, across epochs and from a resumed position, on a
-    terminal; elsewhere (a SLURM log, a pipe) a plain line every `LINE_SECONDS` and at the end, and no
-    evaluation bars."""
+    terminal; elsewhere (SLURM log, pipe) a line every `LINE_SECONDS` and at the end, no evaluation bar."""
 
     REFRESH_SECONDS = 0.2
     LINE_SECONDS = 30.0

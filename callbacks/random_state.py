@@ -1,6 +1,5 @@
-"""The global random streams (torch's, numpy's, Python's) go into every checkpoint and come back on resume,
-which Lightning does not do, so a resumed run draws what an uninterrupted one would; plain values and
-tensors."""
+"""The global random streams (torch's, numpy's, Python's) go into every checkpoint as plain values and tensors
+and come back on resume, which Lightning does not do: a resumed run draws what an uninterrupted one would."""
 
 from __future__ import annotations
 
@@ -82,9 +81,8 @@ class RandomStateInCheckpoints(Callback):
 
 
 class SeededEvaluation(Callback):
-    """Every validation and test starts from the run seed's "evaluation" stream and the streams go on
-    afterwards as they were, so evaluations depend on the weights and seed alone and never move the training's
-    draws."""
+    """Every validation and test starts from the run seed's "evaluation" stream, the streams restored after,
+    so evaluations depend on the weights and seed alone and never move the training's draws."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed

@@ -13,8 +13,7 @@ from pytorch_lightning.callbacks import Callback
 
 class StageRecords(Callback, ABC):
     """Scores each validation and test (`evaluate`); `records[stage]`: what its metrics were measured on, for
-    summary.json and eval.json, the last validation's kept in checkpoints for a run resumed only to
-    evaluate."""
+    summary.json and eval.json, the last validation's checkpointed for a run resumed only to evaluate."""
 
     records: dict[str, dict[str, Any]]
 

@@ -90,9 +90,8 @@ class SequenceMetrics(StageRecords):
         return self._real[key]
 
     def _training_range(self, datamodule: pl.LightningDataModule) -> Tensor | None:
-        """[2, C]: the training split's per-channel low and high (model units), read once per DataModule in
-        blocks; the normaliser's range where it records one for a bounded model (the whole split's, under
-        train_size); None where the DataModule does not give its splits."""
+        """[2, C]: the training split's per-channel low and high (model units), read once in blocks, or the
+        normaliser's range where it records one (the whole split's); None where no splits are given."""
         base = real_datamodule(datamodule)
         key = (id(base), "train range")
         if key not in self._real:
@@ -111,8 +110,7 @@ class SequenceMetrics(StageRecords):
         return self._real[key]
 
     def _training_sample(self, datamodule: pl.LightningDataModule, count: int) -> Tensor | None:
-        """`count` training series in model units, the same for every run (read by index: a streamed split
-        is never held whole); None where the DataModule does not give its splits."""
+        """`count` training series in model units, the same every run, read by index; None without splits."""
         base = real_datamodule(datamodule)
         if not hasattr(base, "items_at"):
             return None
@@ -179,8 +177,7 @@ def build_sequence_metrics(
     seed: int,
     feature_metrics: bool = True,
 ) -> SequenceMetrics | None:
-    """The sequence metric callback for a model that samples, on sequence data; else None. A broken shipped
-    sequence classifier warns and leaves the other sequence metrics on."""
+    """The sequence metric callback for a sampling model on series, else None; a broken classifier warns."""
     if not isinstance(model, Sampler) or not is_sequence_data(datamodule):
         return None
     features = None

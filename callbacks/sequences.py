@@ -1,5 +1,4 @@
-"""Series figures, drawn by the picture callbacks (`images.py`) in the data's own units (the DataModule's
-normaliser undone)."""
+"""Series figures, drawn by the picture callbacks (`images.py`) in data units (the normaliser undone)."""
 
 from __future__ import annotations
 
@@ -32,8 +31,7 @@ def series_figure(
     suptitle: str,
 ) -> Figure:
     """One panel per item, each of `panels[i]` ([T, C] series) drawn in it: lines for few channels, heat maps
-    of time against channel for many; all on one value scale, so a flat series looks flat beside a full
-    cycle."""
+    of time against channel for many; one value scale, so a flat series looks flat beside a full cycle."""
     columns = 4
     # Imported here: matplotlib is only needed once a sequence run draws.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -96,8 +94,7 @@ def log_series(
     what: str,
     step: int,
 ) -> None:
-    """The run's `key` figure: item i of every version ([N, T, C] each, model units) in one panel, in data
-    units; `labels` name the versions, `titles` the items, `what` the figure."""
+    """The run's `key` figure: item i of every [N, T, C] version (model units) in one panel, in data units."""
     datamodule = trainer.datamodule
     series = [datamodule.normaliser.denormalise(version.float().cpu()) for version in versions]
     names = getattr(datamodule, "channel_names", None)

@@ -95,8 +95,7 @@ class StopOnSignal(Callback):
             return
         self._stop_after_validation = False
         trainer.save_checkpoint(self.checkpoint_path)
-        # Stopped at the next hook, not here: the checkpoint callbacks, which Lightning calls last, have
-        # this validation's best.ckpt to write first.
+        # Stopped at the next hook: the checkpoint callbacks, called last, first write this best.ckpt.
         self._stop_due = True
 
     def _heard(self, trainer: pl.Trainer) -> bool:
