@@ -1,7 +1,7 @@
 """Runs that stream a prepared folder: `genae prepare` writes it, every image family trains from it with
 and without augmentation, a streamed run killed part-way through an epoch resumes to the numbers of the
 uninterrupted streamed run, its evaluation scores as the in-memory run's without reading val or test whole,
-and two nodes each read their own share of the training split."""
+and two nodes each read their own share of the training split and of an offline pool they write once."""
 
 import json
 import os
@@ -208,20 +208,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_nodes_read_disjoint_shares_that_together_are_the_training_split(prepared, tmp_path):
-    """Two nodes of one process each, started as torchrun starts them (gloo over loopback): one epoch of
-    1258 digits in global batches of 34 is 37 iterations of 17 images on each node."""
-    run = ["--model", "ae", *TINY_RUN, "--data-dir", str(prepared), "--batch-size", "34", "--max-steps", "37"]
-    run += ["--eval-every", "1000", "--image-every", "1000", "--ckpt-every", "1000", "--no-test-split"]
-    run += ["--eval-samples", "50", "--accelerator", "cpu", "--strategy", "ddp", "--devices", "1"]
-    run += ["--num-nodes", "2", "--output", str(tmp_path / "run")]
+def two_nodes(run: list[str], tmp_path: Path) -> list[Counter]:
+    """`run` on two nodes of one process each, started as torchrun starts them (gloo over loopback), with one
+    cache between them as nodes on a shared file system have: the images of each node's training batches."""
+    run = [*run, "--accelerator", "cpu", "--strategy", "ddp", "--devices", "1", "--num-nodes", "2"]
     job = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "TORCHELASTIC_RUN_ID": "two-nodes"}
     job.update(WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", RECORD=str(tmp_path))
+    job.update(GENAE_CACHE_DIR=str(tmp_path / "cache"))
     base = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **job}
     nodes = [
         subprocess.Popen(
-            [sys.executable, "-c", RECORD_BATCHES, *run],
+            [sys.executable, "-c", RECORD_BATCHES, *run, "--output", str(tmp_path / "run")],
             cwd=tmp_path,
             env={**base, "RANK": str(node), "GROUP_RANK": str(node), "NODE_RANK": str(node)},
             stdout=subprocess.DEVNULL,
@@ -238,8 +235,38 @@ def test_two_nodes_read_disjoint_shares_that_together_are_the_training_split(pre
         for node in nodes:
             if node.poll() is None:
                 node.kill()
-    shares = [Counter(json.loads((tmp_path / f"rank{rank}.json").read_text())) for rank in (0, 1)]
+    return [Counter(json.loads((tmp_path / f"rank{rank}.json").read_text())) for rank in (0, 1)]
+
+
+SHORT_RUN = ["--eval-every", "1000", "--image-every", "1000", "--ckpt-every", "1000", "--no-test-split"]
+SHORT_RUN += ["--eval-samples", "50"]
+
+
+@pytest.mark.slow
+def test_two_nodes_read_disjoint_shares_that_together_are_the_training_split(prepared, tmp_path):
+    """One epoch of 1258 digits in global batches of 34 is 37 iterations of 17 images on each node."""
+    run = ["--model", "ae", *TINY_RUN, "--data-dir", str(prepared), "--batch-size", "34", "--max-steps", "37"]
+    shares = two_nodes([*run, *SHORT_RUN], tmp_path)
     assert sum(shares[0].values()) == sum(shares[1].values()) == 37 * 17
     assert not shares[0] & shares[1], "no image is read by both nodes"
     split = build_datamodule("digits").split_tensors("train")[0]
     assert shares[0] + shares[1] == Counter(image.numpy().tobytes().hex() for image in split)
+
+
+@pytest.mark.slow
+def test_two_nodes_write_one_offline_pool_and_read_disjoint_shares_of_it(prepared, tmp_path):
+    """Each node's local rank 0 writes the pool the cache lacks, and one folder stays. Per epoch, 1258 digits
+    and a pool of 340 in global batches of 34: 37 iterations of the split and 10 of the pool."""
+    run = ["--model", "gan", *TINY_RUN, "--data-dir", str(prepared), "--batch-size", "34"]
+    run += ["--max-steps", "47", "--augment", "ae", *AUGMENTER]
+    run += ["--augment-mode", "offline", "--augment-pool", "340"]
+    shares = two_nodes([*run, *SHORT_RUN], tmp_path)
+    assert not shares[0] & shares[1], "no image is read by both nodes"
+    split = build_datamodule("digits").split_tensors("train")[0]
+    split = Counter(image.numpy().tobytes().hex() for image in split)
+    read = shares[0] + shares[1]
+    assert read & split == split, "every training image"
+    pool = read - split
+    assert sum(pool.values()) == len(pool) == 340, "every pool image once, and no training image twice"
+    pools = list((tmp_path / "cache" / "pools").iterdir())
+    assert len(pools) == 1 and not pools[0].name.startswith("."), "one pool, no temporary folder left"
