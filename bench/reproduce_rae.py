@@ -20,7 +20,7 @@ seeded half of the real series from the other).
 generated); TimeGAN's predictive score needs [0, 1] units there, so both sets are min-max scaled by the real
 series' per-channel minimum and maximum, as TimeGAN's reference code does for its real-world data.
 
-    python bench/reproduce_rae.py [--data timegan_sines|sines] [--seeds 0 1 2] [--steps 2000] \
+    python bench/reproduce_rae.py [--data timegan_sines|sines] [--seeds 0 1 2] [--steps 8000] \
         [--repetitions 10] [--floor-fits N] [--output runs/reproduce_rae]
 """
 
@@ -135,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=list(DATA), default="timegan_sines")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=2000, help="training iterations per run")
+    parser.add_argument("--steps", type=int, default=8000, help="training iterations per run")
     parser.add_argument("--repetitions", type=int, default=REPETITIONS, help="fits of each score per seed")
     parser.add_argument(
         "--floor-fits", type=int, help="fits of the real data's own scores (default: --repetitions)"
