@@ -263,11 +263,26 @@ WHOLE_SPLIT = "full"
 # the checkpoint's. `--data-dir` may move: the data is compared by content (`RunCheckpoint.check_trained_on`).
 CHANGEABLE_ON_RESUME = (
     *PER_INVOCATION,
-    *(
-        "data_dir max_steps max_epochs lr eval_every image_every ckpt_every inception_weights "
-        "classifier_weights test_split logger wandb_project wandb_group precision accelerator "
-        "devices strategy num_nodes num_workers data_on_device"
-    ).split(),
+    "data_dir",
+    "max_steps",
+    "max_epochs",
+    "lr",
+    "eval_every",
+    "image_every",
+    "ckpt_every",
+    "inception_weights",
+    "classifier_weights",
+    "test_split",
+    "logger",
+    "wandb_project",
+    "wandb_group",
+    "precision",
+    "accelerator",
+    "devices",
+    "strategy",
+    "num_nodes",
+    "num_workers",
+    "data_on_device",
 )
 
 

@@ -56,19 +56,39 @@ from lightning_genae.run_files import started_run_files
 from lightning_genae.source import other_source_note
 
 # What `--evaluate-folder` reads: the dataset to compare with, the sample count, where the result goes.
-FOLDER_EVALUATION_OPTIONS = tuple(
-    (
-        "data backbone data_dir image_size channels eval_samples inception_weights classifier_weights output "
-        "overwrite seed accelerator"
-    ).split()
+FOLDER_EVALUATION_OPTIONS = (
+    "data",
+    "backbone",
+    "data_dir",
+    "image_size",
+    "channels",
+    "eval_samples",
+    "inception_weights",
+    "classifier_weights",
+    "output",
+    "overwrite",
+    "seed",
+    "accelerator",
 )
-# What a re-evaluation may change; everything else comes from the checkpoint, so the data and model match. A
-# run's data is compared by content, so a choice that reads its CSV file otherwise (csv_channels) is refused.
-EVALUATION_OPTIONS = tuple(
-    (
-        "csv_channels eval_samples backbone inception_weights classifier_weights data_dir output overwrite "
-        "batch_size accelerator devices strategy num_nodes precision num_workers threads"
-    ).split()
+# What a re-evaluation may change; everything else comes from the checkpoint, so the data and model match.
+EVALUATION_OPTIONS = (
+    # A run's data is compared by content, so a choice that reads its CSV file otherwise is refused.
+    "csv_channels",
+    "eval_samples",
+    "backbone",
+    "inception_weights",
+    "classifier_weights",
+    "data_dir",
+    "output",
+    "overwrite",
+    "batch_size",
+    "accelerator",
+    "devices",
+    "strategy",
+    "num_nodes",
+    "precision",
+    "num_workers",
+    "threads",
 )
 
 

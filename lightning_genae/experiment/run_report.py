@@ -17,8 +17,14 @@ from lightning_genae.metrics.names import Direction, try_parse
 from lightning_genae.progress import format_duration
 from lightning_genae.source import current_source
 
-VERSIONED_PACKAGES = tuple(
-    "torch torchvision pytorch-lightning torchmetrics wandb numpy lightning-genae".split()
+VERSIONED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "torchmetrics",
+    "wandb",
+    "numpy",
+    "lightning-genae",
 )
 
 
