@@ -32,8 +32,6 @@ from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.progress import say, warn
 from lightning_genae.run_files import METRICS_FILE, WANDB_RUN_ID
 
-WANDB_HOST = "api.wandb.ai"
-
 
 class RunFolderCSVLogger(Logger):
     """`<run>/metrics.csv`, which a resumed run continues (Lightning's `CSVLogger` deletes it), under a header
@@ -179,93 +177,63 @@ def logged_values(path: Path, prefixes: Mapping[int, str]) -> dict[str, float]:
 
 
 def wandb_offline_reason() -> str | None:
-    """Why W&B must run offline (WANDB_MODE, no key, a server that does not take it now), or None."""
+    """Why W&B must run offline (WANDB_MODE, no key, a server that does not take the key now), or None."""
     mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode in ("offline", "dryrun", "disabled"):
+    if mode in ("offline", "dryrun"):
         return f"WANDB_MODE={mode}"
     # The server wandb talks to: WANDB_BASE_URL (a W&B server of one's own), else W&B's cloud.
-    base_url = os.environ.get("WANDB_BASE_URL") or f"https://{WANDB_HOST}"
+    base_url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
     base = urllib.parse.urlsplit(base_url)
-    if base.scheme not in ("http", "https") or not base.netloc:
-        return f"WANDB_BASE_URL={base_url} is not an http(s) URL (such as https://wandb.example.com)"
-    key = _wandb_api_key(base)
-    if key is None:
+    key = os.environ.get("WANDB_API_KEY") or _netrc_key(base.netloc)
+    if not key:
         return "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
+    # The host and port alone: a password in the URL never reaches a printed line.
+    host = f"{base.hostname}:{base.port}" if base.port else str(base.hostname or base_url)
+    outcome: list[str | None] = []
     # As wandb does: the API under the whole base URL, a server behind a path prefix included.
-    return _wandb_server_refusal(f"{base_url.rstrip('/')}/graphql", key)
+    url = f"{base_url.rstrip('/')}/graphql"
+    # In a thread, for one deadline on the whole exchange (a socket's timeout holds per read): wandb.init
+    # would retry for minutes and end with a traceback.
+    asking = threading.Thread(target=lambda: outcome.append(_wandb_refusal(url, host, key)), daemon=True)
+    asking.start()
+    asking.join(WANDB_PROBE_TIMEOUT_S)
+    return outcome[0] if outcome else f"{host} did not answer within {WANDB_PROBE_TIMEOUT_S:g} s"
 
 
-def _wandb_api_key(base: urllib.parse.SplitResult) -> str | None:
-    """The key wandb would send: WANDB_API_KEY, else `wandb login`'s in ~/.netrc (or NETRC) for the server."""
-    key = os.environ.get("WANDB_API_KEY")
-    if key:
-        return key
+def _netrc_key(machine: str) -> str | None:
+    """`wandb login`'s key for `machine` in ~/.netrc or NETRC's file (named, as wandb does, which skips
+    Python's check of the file's permissions)."""
     try:
-        # Named explicitly, as wandb does, which skips Python's check of ~/.netrc's permissions.
         entries = netrc.netrc(os.path.expanduser(os.environ.get("NETRC") or "~/.netrc"))
     except (OSError, netrc.NetrcParseError):
         return None
-    found = entries.authenticators(base.netloc)
-    return found[2] if found is not None and found[2] else None
+    found = entries.authenticators(machine)
+    return found[2] if found is not None else None
 
 
-_CHECK_THE_KEY = "check WANDB_API_KEY or run `wandb login`"
 # How long the probe of W&B's server may take in all.
 WANDB_PROBE_TIMEOUT_S = 5.0
 
 
-def _wandb_server_refusal(url: str, key: str) -> str | None:
-    """Why W&B's API at `url` would not take a run with `key` now, or None: one authenticated request with a
-    deadline for the whole exchange, where wandb.init would retry for minutes and end with a traceback."""
-    parts = urllib.parse.urlsplit(url)
-    # The host and port alone: a password in the URL never reaches a printed line.
-    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-    outcome: list[str | None] = []
-
-    def ask() -> None:
-        outcome.append(_wandb_api_answer(url, host, key))
-
-    # A thread: a socket timeout holds per read only.
-    asking = threading.Thread(target=ask, name="wandb-probe", daemon=True)
-    asking.start()
-    asking.join(WANDB_PROBE_TIMEOUT_S)
-    if not outcome:
-        return f"{host} did not answer within {WANDB_PROBE_TIMEOUT_S:g} s"
-    return outcome[0]
-
-
-def _wandb_api_answer(url: str, host: str, key: str) -> str | None:
-    """What W&B's API at `url` says to `key`: None where it names the key's user, else why not."""
+def _wandb_refusal(url: str, host: str, key: str) -> str | None:
+    """None where W&B's API at `url` names the user of `key`, else why not."""
+    auth = base64.b64encode(f"api:{key}".encode()).decode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Basic {auth}"}
+    request = urllib.request.Request(url, data=b'{"query": "{ viewer { id } }"}', headers=headers)
     try:
-        request = urllib.request.Request(
-            url,
-            data=json.dumps({"query": "{ viewer { id } }"}).encode(),
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": "Basic " + base64.b64encode(f"api:{key}".encode()).decode(),
-            },
-        )
-        with urllib.request.urlopen(request, timeout=WANDB_PROBE_TIMEOUT_S) as response:
-            body = response.read(1 << 16)
+        with urllib.request.urlopen(request) as response:
+            if json.loads(response.read(1 << 16))["data"]["viewer"]:
+                return None
     except urllib.error.HTTPError as error:
-        if error.code in (401, 403):
-            return f"{host} refused the W&B API key (HTTP {error.code}; {_CHECK_THE_KEY})"
-        return f"{host} answered W&B's API with HTTP {error.code} (check WANDB_BASE_URL)"
-    except (OSError, ValueError, http.client.HTTPException) as error:  # unreachable, reset, timed out
-        cause = getattr(error, "reason", error)
-        if isinstance(cause, TimeoutError) or "timed out" in str(cause):
-            return f"{host} did not answer within {WANDB_PROBE_TIMEOUT_S:g} s"
-        return f"{host} is unreachable ({cause})"
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict) or not isinstance(answer.get("data"), dict):
-        not_the_api = "a proxy or sign-in page? check WANDB_BASE_URL"
-        return f"{host} answered with something other than W&B's API ({not_the_api})"
-    if not answer["data"].get("viewer"):
-        return f"{host} knows no user for the W&B API key ({_CHECK_THE_KEY})"
-    return None
+        return f"{host} answered W&B's API with HTTP {error.code} ({_CHECK})"
+    except (OSError, http.client.HTTPException) as error:
+        return f"{host} is unreachable ({getattr(error, 'reason', error)})"
+    except (ValueError, LookupError, TypeError):
+        pass  # not W&B's API: a proxy's or a sign-in page
+    return f"{host} does not answer as W&B's API for the key ({_CHECK})"
+
+
+_CHECK = "check WANDB_API_KEY (or `wandb login`) and WANDB_BASE_URL"
 
 
 def build_loggers(
