@@ -30,9 +30,9 @@ from lightning_genae.callbacks.progress_bar import IterationProgressBar
 from lightning_genae.callbacks.random_state import SeededEvaluation
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import global_rank
-from lightning_genae.datamodules import DATASETS, ImageDataModule, InMemoryDataModule
+from lightning_genae.datamodules import DATASETS, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
-from lightning_genae.datamodules.imagefiles import TRANSPARENT_MODES, WIDE_GREY_MODES, read_images
+from lightning_genae.datamodules.imagefiles import read_images
 from lightning_genae.errors import ConfigError, DataError, RunFolderRefused, agree
 from lightning_genae.experiment import trainer as run_setup
 from lightning_genae.experiment.config import RunConfig
@@ -247,34 +247,6 @@ def _scored(checkpoint: RunCheckpoint, resolved: ResolvedRun, eval_file: Path) -
     return result
 
 
-# PIL's one-channel modes: 8-bit "L", bilevel, and the wider greyscale scaled to 8 bits as it is read.
-GREYSCALE_MODES = WIDE_GREY_MODES | {"L", "1"}
-
-
-def _say_how_images_are_framed(paths: list[Path], datamodule: ImageDataModule) -> None:
-    """One line where the folder's images are not of the dataset's size or colour, or are transparent: each
-    is read as its test images are (the centred square resized, the colours converted, laid over black)."""
-    from PIL import Image
-
-    channels, size, _ = datamodule.image_shape
-    mode = "L" if channels == 1 else "RGB"
-    other = 0
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                colour = image.mode != mode and not (channels == 1 and image.mode in GREYSCALE_MODES)
-                transparent = image.mode in TRANSPARENT_MODES or "transparency" in image.info
-                other += image.size != (size, size) or colour or transparent
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            continue  # read_images names the file that cannot be read
-    if other:
-        say(
-            f"--evaluate-folder: {other} of {len(paths)} are not opaque {channels}x{size}x{size} images as "
-            f"the test images of {datamodule.name} are: each is read as one of them, the centred square "
-            "resized, the colours converted, laid over black"
-        )
-
-
 def evaluate_folder(
     folder: str, options: dict[str, Any], file_values: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -313,7 +285,6 @@ def evaluate_folder(
         )
     check_split_scorable(datamodule, "test")
     channels, size, _ = datamodule.image_shape
-    _say_how_images_are_framed(paths, datamodule)
     images = read_images(paths, size, channels)
     device = torch.device("cuda" if torch.cuda.is_available() and config.accelerator != "cpu" else "cpu")
     result: dict[str, Any] = {
