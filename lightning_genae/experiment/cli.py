@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.cluster import ClusterJob, RunInterrupted, current_job
@@ -27,7 +28,6 @@ from lightning_genae.experiment.grid_command import run_grid_command
 from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.program import (
     CommandLineParser,
-    ReaderWatch,
     continued_as_a_grid,
     one_line_border,
     program_name,
@@ -82,7 +82,7 @@ def _augment_arms(args: dict[str, Any], file_values: dict[str, Any]) -> list[str
     return arms
 
 
-def _main(argv: Sequence[str] | None, watch: ReaderWatch, training: list[bool]) -> int:
+def _main(argv: Sequence[str] | None, watch: SimpleNamespace, training: list[bool]) -> int:
     # Before the parser: a plug-in's names are choices of --model, --data and --augment.
     load_plugins()
     parser = build_parser()

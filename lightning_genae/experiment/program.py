@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import sys
+import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -111,71 +112,61 @@ def continued_as_a_grid(arguments: Sequence[str]) -> Iterator[None]:
 
 
 class _StreamWithoutReader:
-    """`stream`, except that once its reader is gone its descriptor points at os.devnull, and
-    `on_reader_gone(name)` is called once."""
+    """`stream`, except that once its reader is gone its descriptor points at os.devnull, and `on_gone()` is
+    called once."""
 
-    def __init__(self, stream: TextIO, name: str, on_reader_gone: Any) -> None:
+    def __init__(self, stream: TextIO, on_gone: Callable[[], None]) -> None:
         self._stream = stream
-        self._name = name
-        self._on_reader_gone = on_reader_gone
-        self.reader_gone = False
+        self._on_gone = on_gone
+        self.gone = False
 
     def write(self, text: str) -> int:
-        try:
+        with self._dropped_once_gone():
             return self._stream.write(text)
-        except BrokenPipeError:
-            self._drop()
-            return len(text)
+        return len(text)
 
     def flush(self) -> None:
-        try:
+        with self._dropped_once_gone():
             self._stream.flush()
-        except BrokenPipeError:
-            self._drop()
 
-    def _drop(self) -> None:
-        if self.reader_gone:
-            return
-        self.reader_gone = True
-        with contextlib.suppress(OSError, ValueError):
-            # What is still in the stream's buffer goes to os.devnull at the next flush.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        self._on_reader_gone(self._name)
+    @contextlib.contextmanager
+    def _dropped_once_gone(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            if not self.gone:
+                self.gone = True
+                with contextlib.suppress(OSError, ValueError):
+                    # What is still in the stream's buffer goes to os.devnull at the next flush.
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, self._stream.fileno())
+                    os.close(devnull)
+                self._on_gone()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
 
-class ReaderWatch:
-    """What `reader_may_leave` yields: set `note` once the command writes a folder, so that the first closed
-    stream is reported in one line on the other."""
-
-    note = False
-
-
 @contextlib.contextmanager
-def reader_may_leave() -> Iterator[ReaderWatch]:
+def reader_may_leave() -> Iterator[types.SimpleNamespace]:
     """While active, a closed stdout or stderr pipe (`run.py ... | head`, a killed `tee`) does not stop the
-    command: its writes go to os.devnull instead of raising BrokenPipeError mid-training."""
-    streams: dict[str, _StreamWithoutReader] = {}
-    watch = ReaderWatch()
+    command: its writes go to os.devnull instead of raising BrokenPipeError mid-training. Once the command
+    writes a folder (set `note` of what it yields), the first stream closed is named on the other."""
+    watch = types.SimpleNamespace(note=False)
+    original = sys.stdout, sys.stderr
 
-    def reader_gone(name: str) -> None:
-        other = streams["stderr" if name == "stdout" else "stdout"]
-        if watch.note and not other.reader_gone and sum(s.reader_gone for s in streams.values()) == 1:
+    def reader_gone(name: str, other: _StreamWithoutReader) -> None:
+        if watch.note and not other.gone:
             other.write(
                 f"note: nothing reads this command's {name} any more (its pipe closed); it goes on without "
                 "printing there, and writes its results to its folder as always\n"
             )
             other.flush()
 
-    original_stdout, original_stderr = sys.stdout, sys.stderr
-    streams["stdout"] = _StreamWithoutReader(original_stdout, "stdout", reader_gone)
-    streams["stderr"] = _StreamWithoutReader(original_stderr, "stderr", reader_gone)
-    sys.stdout, sys.stderr = streams["stdout"], streams["stderr"]  # type: ignore[assignment]
+    out = _StreamWithoutReader(original[0], lambda: reader_gone("stdout", err))
+    err = _StreamWithoutReader(original[1], lambda: reader_gone("stderr", out))
+    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
     try:
         yield watch
     finally:
-        sys.stdout, sys.stderr = original_stdout, original_stderr
+        sys.stdout, sys.stderr = original
