@@ -101,8 +101,7 @@ def _check_given_checkpoint(
 
 
 def _cached_augmenter(path: Path, family: str) -> tuple[GenerativeModule, dict[str, Any]] | None:
-    """The augmenter cached at `path` (named by its training data's hash), or None (saying so) where it is
-    unreadable or something else, and is trained again."""
+    """The augmenter cached at `path`, or None (saying so) where it cannot serve and is trained again."""
     try:
         return _load_module(RunCheckpoint.load(path, "augmenter cache"), "augmenter cache", family)
     except ConfigError:

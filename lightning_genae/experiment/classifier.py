@@ -166,8 +166,7 @@ def build_parser(prog: str = PROG) -> CommandLineParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    """Train, save and record one classifier. The command's one border: every GenaeError and OSError met
-    below is one line, `error: ...`, with exit code 2."""
+    """Train, save and record one classifier, behind the command's one border (`one_line_border`)."""
     return one_line_border(lambda: _main(argv, prog))
 
 
@@ -240,8 +239,7 @@ def build_prepare_parser(prog: str = PREPARE_PROG) -> CommandLineParser:
 
 
 def prepare_main(argv: Sequence[str] | None = None, prog: str = PREPARE_PROG) -> int:
-    """Prepare one dataset. The command's one border: every GenaeError and OSError met below it is one line,
-    `error: ...`, with its exit code."""
+    """Prepare one dataset, behind the command's one border (`one_line_border`)."""
     return one_line_border(lambda: _prepare(argv, prog))
 
 

@@ -112,8 +112,7 @@ def continued_as_a_grid(arguments: Sequence[str]) -> Iterator[None]:
 
 
 class _StreamWithoutReader:
-    """`stream`, except that once its reader is gone its descriptor points at os.devnull, and `on_gone()` is
-    called once."""
+    """`stream`, whose descriptor points at os.devnull once its reader is gone (then `on_gone()` runs)."""
 
     def __init__(self, stream: TextIO, on_gone: Callable[[], None]) -> None:
         self._stream = stream

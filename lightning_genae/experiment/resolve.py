@@ -82,8 +82,7 @@ class ResolvedRun:
         discriminator_augmentation: DiscriminatorAugmentation | None = None,
         adaptive_strength: StrengthController | None = None,
     ) -> GenerativeModule:
-        """The family's module, given the discriminator-side augmentation and ADA's controller when the run
-        has them."""
+        """The family's module, with the run's discriminator-side augmentation and ADA controller if any."""
         extra: dict[str, Any] = {}
         if discriminator_augmentation:
             extra["discriminator_augmentation"] = discriminator_augmentation
@@ -183,8 +182,7 @@ def refusing_what_does_not_fit(what: str, options: Mapping[str, Any]) -> Iterato
 def resolve(
     config: RunConfig, *, drop_unused_augment_options: bool = False, named: Collection[str] = ()
 ) -> ResolvedRun:
-    """Check `config` against the registries and fill every default; raises ConfigError with the fix. `named`:
-    the options the command line names (`named_options`)."""
+    """Check `config` against the registries and fill every default; raises ConfigError with the fix."""
     for option, names, known in (
         ("model", [config.model], MODELS),
         ("data", [config.data], DATASETS),

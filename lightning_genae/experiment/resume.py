@@ -47,8 +47,7 @@ def written_by(checkpoint: RunCheckpoint, job: ClusterJob) -> str:
 
 
 def earlier_attempt_wrote(run_dir: Path) -> str | None:
-    """`written_by` of `run_dir`'s last.ckpt for the cluster job this process is a restart of; None where
-    this is no restarted job or there is no readable checkpoint."""
+    """`written_by` of `run_dir`'s last.ckpt for this restarted cluster job; None if none or no such job."""
     job = current_job()
     path = last_checkpoint(run_dir)
     if job is None or job.restart_count == 0 or not path.is_file():

@@ -323,8 +323,7 @@ class ClaimedRunFolder:
             (self.path / CONFIG_FILE).write_bytes(self.config_before)
 
     def _remove_new_entries(self) -> None:
-        """Remove what the run wrote since the claim (a user's file put there meanwhile stays); the run's
-        folders this start made go once empty."""
+        """Remove what the run wrote since the claim (not a user's file), and the folders it made if empty."""
         for name in sorted(set(run_entries(self.path)[0]) - self.entries_before):
             remove_entry(self.path / name)
         made = [name for name in RUN_FOLDERS if name not in self.entries_before]

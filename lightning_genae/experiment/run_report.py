@@ -29,8 +29,7 @@ VERSIONED_PACKAGES = (
 
 
 def environment_info(trainer: pl.Trainer) -> dict[str, Any]:
-    """Devices, the precision that ran, world size, package versions and the source's commit: what a number
-    was measured on."""
+    """What a number was measured on: devices, the precision that ran, versions, the source's commit."""
     device = trainer.strategy.root_device
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -63,8 +62,7 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def format_metrics_table(metrics: dict[str, float], headline: str | None = None) -> str:
-    """One metric per line, alphabetical, under the run's headline metric (when it has one), which is marked
-    and ruled off from the rest."""
+    """One metric per line, alphabetical, under the headline metric (marked, ruled off) where there is one."""
     if not metrics:
         return "(no metrics)"
     width = max(len(key) for key in metrics)
@@ -107,8 +105,7 @@ def format_count(n: int) -> str:
 
 
 def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
-    """One line instead of Lightning's summary table: parameters per network, device, precision, torch's
-    CPU threads."""
+    """One line instead of Lightning's summary table: parameters per network, device, precision, threads."""
 
     def count(module: nn.Module, trained: bool, recurse: bool = True) -> int:
         return sum(p.numel() for p in module.parameters(recurse=recurse) if p.requires_grad == trained)

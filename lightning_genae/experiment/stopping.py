@@ -71,8 +71,7 @@ def stop_at_once_on_signal(where: str, advice: str) -> AbstractContextManager[No
 
 
 def stop_during_final_evaluation(run_dir: Path) -> AbstractContextManager[None]:
-    """A stop signal while the run evaluates its final weights, which are in last.ckpt: `--resume last` runs
-    the final evaluation alone."""
+    """A stop signal during the final evaluation: the weights are in last.ckpt; `--resume last` runs it."""
     last = Path(run_dir) / "checkpoints" / "last.ckpt"
     return stop_at_once_on_signal(
         f"during the final evaluation; the trained weights are in {last}",

@@ -97,8 +97,7 @@ def skip_repeated_cuda_probes() -> None:
 def hardware_trainer(
     config: RunConfig, family: type[GenerativeModule], **trainer_arguments: Any
 ) -> pl.Trainer:
-    """A `pl.Trainer` of `family` on `config`'s hardware; hardware this machine lacks is one line naming the
-    settings in effect and the flags to change."""
+    """A `pl.Trainer` of `family` on `config`'s hardware; hardware this machine lacks is one line."""
     manual_launch = "NODE_RANK" in os.environ and "MASTER_ADDR" in os.environ
     if config.num_nodes > 1 and current_job() is None and not manual_launch:
         # Lightning would start this node's processes and wait for the other nodes' forever, silently.
