@@ -17,8 +17,6 @@ from filelock import BaseFileLock, FileLock, Timeout
 
 from lightning_genae.errors import ConfigError, RunFolderRefused
 
-__all__ = ["LOCK_FILE", "RunFolderLock", "RunFolderRefused", "live_lock_owner"]
-
 LOCK_FILE = ".genae.lock"
 # What a record names of a SLURM run: the job and array task, which a requeue keeps.
 _SLURM_TASK = ("slurm_job_id", "slurm_array_task_id")
