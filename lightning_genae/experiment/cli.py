@@ -110,8 +110,7 @@ def _main(argv: Sequence[str] | None, watch: SimpleNamespace, training: list[boo
         several_sizes = ["train_size"] * (len(train_sizes or []) > 1)
         return _evaluate(mode, args, file_values, train_sizes, not_read + several_sizes)
     if mode["summarize"] is not None:
-        given = [*args, *not_read, *["config"] * bool(config_path), *["train_size"] * bool(train_sizes)]
-        return _summarize(Path(mode["summarize"]), given)
+        return _summarize(Path(mode["summarize"]))
     augments = _augment_arms(args, file_values)
     # A list of augmentations or train sizes, tuning, or any grid option makes the command a grid.
     if len(train_sizes or []) > 1 or len(augments or []) > 1 or grid_options:
@@ -203,11 +202,10 @@ def _refuse_unread(why: str, unread: list[str], typed: dict[str, Any] | None = N
         raise ConfigError(f"{why}; drop {flags}")
 
 
-def _summarize(root: Path, typed: list[str]) -> int:
-    """`--summarize ROOT`: rebuild a grid's summary files; it reads no other option (`typed`, refused)."""
+def _summarize(root: Path) -> int:
+    """`--summarize ROOT`: rebuild a grid's summary files from its runs; it reads no other option."""
     from lightning_genae.experiment.ablation import describe_progress, summarize
 
-    _refuse_unread("--summarize reads only the grid's folder", typed)
     paths = summarize(root)
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     print(describe_progress(root))
