@@ -193,12 +193,10 @@ def _evaluate(
     return 0
 
 
-def _refuse_unread(why: str, unread: list[str], typed: dict[str, Any] | None = None) -> None:
+def _refuse_unread(why: str, unread: list[str], typed: dict[str, Any]) -> None:
     """Options a mode would leave unread are refused, each named as typed (`--no-test-split`)."""
     if unread:
-        flags = ", ".join(
-            typed_flag(name, typed[name]) if name in (typed or {}) else flag(name) for name in unread
-        )
+        flags = ", ".join(typed_flag(name, typed[name]) if name in typed else flag(name) for name in unread)
         raise ConfigError(f"{why}; drop {flags}")
 
 
