@@ -82,21 +82,18 @@ class RunFolderCSVLogger(Logger):
             self._keys = self._prepare_file()
         if not self._rows:
             return
-        new_keys = set().union(*self._rows) - set(self._keys)
-        if new_keys:
-            self._keys = sorted({*self._keys, *new_keys})
-            if self._metrics_file.is_file():
-                with self._metrics_file.open(newline="") as file:
-                    self._rewrite(list(csv.DictReader(file)), self._keys)
-        is_new_file = not self._metrics_file.is_file()
         if not self._run_dir.is_dir():
             self._rows = []
             raise RunFolderGone.at(self._run_dir)
-        with self._metrics_file.open("a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=self._keys)
-            if is_new_file:
-                writer.writeheader()
-            writer.writerows(self._rows)
+        new_keys = set().union(*self._rows) - set(self._keys)
+        if new_keys or not self._metrics_file.is_file():
+            # A new file or column: the whole file again under the (wider) header.
+            self._keys = sorted({*self._keys, *new_keys})
+            written = read_whole_rows(self._metrics_file)[1] if self._metrics_file.is_file() else []
+            self._rewrite([*written, *self._rows], self._keys)
+        else:
+            with self._metrics_file.open("a", newline="") as file:
+                csv.DictWriter(file, fieldnames=self._keys).writerows(self._rows)
         self._rows = []
 
     @rank_zero_only
