@@ -54,21 +54,16 @@ def build_callbacks(resolved: ResolvedRun, run_dir: Path) -> list[Callback]:
     )
 
 
-def runs_several_processes(config: RunConfig) -> bool:
-    """Whether the Trainer's `auto` strategy would pick DDP: several devices or several nodes."""
-    if device_count(config.devices) is not None:
-        return stated_world_size(config) > 1
-    # `--devices auto` is every GPU where the accelerator may be one, one process otherwise.
-    return config.num_nodes > 1 or (
-        config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1
-    )
-
-
 def build_strategy(config: RunConfig, family: type[GenerativeModule]) -> str:
     """Adversarial models leave one network without gradients in each backward: DDP must expect that, also
     where `--strategy auto` picks DDP for several processes (RunConfig refuses DDP's spawning kin)."""
-    several = config.strategy == "auto" and runs_several_processes(config)
-    if family.adversarial and (config.strategy == "ddp" or several):
+    if device_count(config.devices) is not None:
+        several = stated_world_size(config) > 1
+    else:
+        # `--devices auto` is every GPU where the accelerator may be one, one process otherwise.
+        gpus = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1
+        several = config.num_nodes > 1 or gpus
+    if family.adversarial and (config.strategy == "ddp" or (config.strategy == "auto" and several)):
         return "ddp_find_unused_parameters_true"
     return config.strategy
 
