@@ -83,13 +83,7 @@ def run_grid_command(
     if refused is not None:
         raise ConfigError(refused)
     candidates, tune_seeds = tuning_request or ({}, [])
-    plan = plan_grid(
-        shared,
-        augments=augments,
-        train_sizes=train_sizes,
-        seeds=seeds,
-        candidates=candidates,
-    )
+    plan = plan_grid(shared, augments=augments, train_sizes=train_sizes, seeds=seeds, candidates=candidates)
     tuning = plan_tuning(shared, plan, candidates, tune_seeds) if tuning_request is not None else None
     tuning_cells = len(tuning.cells) if tuning is not None else 0
     total = tuning_cells + len(plan.cells)
@@ -107,7 +101,15 @@ def run_grid_command(
     if print_config:
         print(_grid_configs(plan, tuning, grid_index), end="", flush=True)
         return 0
-    _refuse_cells_that_would_launch_processes(shared, grid_index)
+    from lightning_genae.cluster import current_job
+
+    # Lightning starts a cell's other processes itself once per process: the second cell would fail or hang.
+    processes = stated_world_size(shared)
+    if grid_index is None and processes > 1 and current_job() is None and "LOCAL_RANK" not in os.environ:
+        raise ConfigError(
+            f"a grid on {processes} processes (--devices {shared.devices}) needs srun or torchrun around it "
+            "(scripts/slurm/ablation.sbatch), or run each cell alone with --grid-index I"
+        )
     refuse_a_folder_among_the_data(first.config, plan.root)
     check_grid_root(plan.root)
     from lightning_genae.progress import quiet_lightning
@@ -116,36 +118,18 @@ def run_grid_command(
     return _train_grid(shared, plan, tuning, grid_index, overwrite=bool(values.get("overwrite")))
 
 
-def _refuse_cells_that_would_launch_processes(shared: RunConfig, grid_index: int | None) -> None:
-    """Refuse a grid on several devices without srun or torchrun: Lightning starts a cell's other processes
-    itself once per process, so the second cell would fail or hang."""
-    from lightning_genae.cluster import current_job
-
-    processes = stated_world_size(shared)
-    if grid_index is not None or processes == 1 or current_job() is not None or "LOCAL_RANK" in os.environ:
-        return
-    raise ConfigError(
-        f"a grid on {processes} processes (--devices {shared.devices}) needs srun or torchrun around it "
-        "(scripts/slurm/ablation.sbatch), or run each cell alone with --grid-index I"
-    )
-
-
 def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None = None) -> str:
     """--print-config of a grid: every cell's configuration (or --grid-index's) under its index, tuning cells
     first; a tuned arm's final cell is known once its tuning cells have run."""
     cells = [(f"{tuning.folder.name}/{c.name}", tuning.runs[c], 1) for c in tuning.cells] if tuning else []
-    for cell in plan.cells:
-        candidates = len(tuning.arm_of(cell).candidates) if tuning is not None else 1
-        cells.append((cell.name, plan.runs.get(cell), candidates))
+    cells += [(c.name, plan.runs[c], len(tuning.arm_of(c).candidates) if tuning else 1) for c in plan.cells]
     parts = []
     for index, (name, resolved, candidates) in enumerate(cells):
         if grid_index not in (None, index):
             continue
         if candidates > 1:
-            parts.append(
-                f"# cell {index}: {name} (runs the best of its {candidates} candidates on validation, "
-                "once its tuning cells have run)\n"
-            )
+            runs = f"the best of its {candidates} candidates on validation, once its tuning cells have run"
+            parts.append(f"# cell {index}: {name} (runs {runs})\n")
         else:
             parts.append(
                 f"# cell {index}: {name}\n{resolved.config.with_absolute_paths().experiment().to_yaml()}"
