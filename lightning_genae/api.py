@@ -344,17 +344,14 @@ def score_images(
 ) -> GenerativeScore:
     """FD, KID, precision/recall and density/coverage of `images` (uint8, or floats in [-1, 1]) against as
     many of `split` (at most `num_samples`): the real ones fixed, the given ones drawn by `seed`."""
-    problem = None
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
-        problem = (
+        raise ValueError(
             f"the backbone is named {backbone.name!r}; the metrics carry its name, so it must be named "
             f"{' or '.join(BACKBONES)}"
         )
-    elif tuple(images.shape[1:]) != tuple(datamodule.image_shape):
+    if tuple(images.shape[1:]) != tuple(datamodule.image_shape):
         shape = ", ".join(map(str, datamodule.image_shape))
-        problem = f"images of shape {tuple(images.shape)}, the {datamodule.name} images are [N, {shape}]"
-    if problem is not None:
-        raise ValueError(problem)
+        raise ValueError(f"images of shape {tuple(images.shape)}, {datamodule.name}'s are [N, {shape}]")
     # Too few to score is refused by the metrics themselves, naming the count needed.
     count = min(len(images), num_samples or len(images))
     if images.dtype != torch.uint8:
