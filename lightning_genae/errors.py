@@ -74,9 +74,8 @@ class OptionError(ConfigError):
 
 
 class UnreadOptions(ConfigError):
-    """Options given that the run would leave unread, each with why and its fix (`reasons`, in order): one
-    line giving each reason once, naming its options (`augment_p does nothing ...`; as flags at the command
-    line)."""
+    """Options given that the run would leave unread, each with why and its fix (`reasons`): one line giving
+    each reason once, naming its options (as flags at the command line)."""
 
     def __init__(self, reasons: Mapping[str, str]) -> None:
         super().__init__(dict(reasons))

@@ -85,9 +85,8 @@ def typed_flag(name: str, value: Any) -> str:
 
 
 def shown_default(name: str, spec: dataclasses.Field) -> str | None:
-    """An option's default as `--help` and a refusal show it: its owner's words where it computes it
-    (`shown_default`), a switch as the flag that gives it (`--no-spectral-norm`), a list as a comma list;
-    None where it is unset."""
+    """An option's default as `--help` and a refusal show it (its owner's words where it computes it, a switch
+    as its flag, a list as a comma list); None where it is unset."""
     if spec.metadata.get("shown_default") is not None:
         return spec.metadata["shown_default"]
     value = spec.default_factory() if callable(spec.default_factory) else spec.default
@@ -189,9 +188,8 @@ _type_hints = functools.cache(typing.get_type_hints)
 
 
 def _range_problem(value: float, spec: dataclasses.Field) -> str | None:
-    """What puts `value` outside its option's range, with the option's default (or what is done when it is
-    unset; nothing for a plain None), or None. NaN compares False with every bound and inf passes a lower
-    one, so finiteness comes first."""
+    """What puts `value` outside its option's range, with the option's default, or None. NaN compares False
+    with every bound and inf passes a lower one, so finiteness comes first."""
     at_least, above, below, at_most = map(spec.metadata.get, ("at_least", "above", "below", "at_most"))
     if isinstance(value, float) and not math.isfinite(value):
         problem = f"must be a finite number, got {value}"

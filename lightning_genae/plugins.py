@@ -54,9 +54,8 @@ def register_model(name: str, spec: ModelSpec) -> None:
 
 
 def register_dataset(name: str, spec: DatasetSpec) -> None:
-    """Add the dataset `name` (`--data name`): its DataModule class, description, data kind and options
-    (a `PluginOptions` dataclass, which become flags and config.yaml keys and reach the DataModule's
-    constructor as keywords; one another dataset declares too is inherited from its declaring class)."""
+    """Add the dataset `name` (`--data name`); its options (flags and config.yaml keys) reach the DataModule's
+    constructor as keywords, and one another dataset declares too is inherited from its declaring class."""
     _check_new("dataset", name, DATASETS.__contains__)
     check_shared("dataset", name, spec.options, {other: known.options for other, known in DATASETS.items()})
     _note_plugin_options(spec.options)

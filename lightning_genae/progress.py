@@ -89,8 +89,7 @@ class PhaseProgress:
 
 
 def quiet_lightning() -> None:
-    """Silence Lightning's informational lines and its warnings a user of this project cannot act on
-    (idempotent: `warnings.filterwarnings` replaces an identical filter)."""
+    """Silence Lightning's informational lines and the warnings a user of this project cannot act on."""
     # Imported first: Lightning's package set-up would reset the log levels set below.
     import pytorch_lightning  # noqa: F401
 

@@ -58,8 +58,7 @@ def started_run_files(path: Path) -> list[str]:
 
 
 def files_named_as_a_runs(path: Path) -> list[str]:
-    """The files in `path` of the names a run writes (config.yaml, eval.json, checkpoints/last.ckpt,
-    images/samples_step0000100.png...), whoever wrote them."""
+    """The files in `path` named as a run's (config.yaml, checkpoints/last.ckpt...), whoever wrote them."""
     # failed.json and wandb/run_id are left out: a grid records a cell that failed before training in
     # failed.json, and a run names its W&B run (wandb/run_id) before it writes config.yaml, so a run killed
     # in between leaves them without a run. W&B's own run folders there are someone's runs.

@@ -41,8 +41,7 @@ def current_source() -> dict[str, Any] | None:
 
 
 def other_source_note(recorded: Any, what: str) -> str | None:
-    """A line saying that `what` (a checkpoint) was written by other code than this process runs, where both
-    commits are known and differ; None otherwise."""
+    """A note that `what` (a checkpoint) was written by another commit than this process runs, or None."""
     here = current_source()
     if not isinstance(recorded, dict) or here is None or not isinstance(recorded.get("commit"), str):
         return None
