@@ -8,7 +8,8 @@ import os
 import sys
 import time
 import warnings
-from typing import Any
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from tqdm import tqdm
@@ -48,26 +49,23 @@ def evaluation_progress(what: str, total: int, unit: str, interval: float = 10.0
     return PhaseProgress(what, total, unit, interval=interval, quiet_for=EVALUATION_QUIET_SECONDS)
 
 
+@dataclass
 class PhaseProgress:
     """Progress of a long phase outside the training loop on stderr: done/total, the time spent and left, at
     most a line every `interval` seconds, none in the first `quiet_for` seconds."""
 
-    def __init__(
-        self,
-        what: str,
-        total: int,
-        unit: str,
-        *,
-        interval: float = 10.0,
-        quiet_for: float = 0.0,
-        clock: Any = time.monotonic,
-    ) -> None:
-        self.what, self.total, self.unit, self.interval = what, total, unit, interval
-        self.quiet_for = quiet_for
-        self.clock = clock
-        self.done = 0
-        self.started = clock()
-        self.last_line: float | None = None
+    what: str
+    total: int
+    unit: str
+    _: KW_ONLY
+    interval: float = 10.0
+    quiet_for: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    done: int = field(default=0, init=False)
+    last_line: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
 
     def advance(self, n: int = 1, detail: str = "") -> None:
         """`n` more units done; `detail` (e.g. "val acc 98.1%") ends the line when one is written."""
