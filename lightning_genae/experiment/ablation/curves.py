@@ -70,11 +70,9 @@ def _metrics(run: CellRun) -> pd.DataFrame:
 
     try:
         frame = pd.read_csv(run.run_dir / METRICS_FILE).apply(pd.to_numeric, errors="coerce")
-    except (OSError, UnicodeDecodeError, ValueError):
+        return frame.dropna(subset=["step"]).astype({"step": int}).groupby("step").last()
+    except (OSError, UnicodeDecodeError, ValueError, KeyError):  # unreadable, or no step column
         return pd.DataFrame()
-    if "step" not in frame:
-        return pd.DataFrame()
-    return frame.dropna(subset=["step"]).astype({"step": int}).groupby("step").last()
 
 
 def _row_curves(
@@ -84,10 +82,9 @@ def _row_curves(
     curves: dict[str, dict[tuple[Any, ...], list[pd.Series]]] = {metric: {} for metric in metrics}
     for run in sorted((run for run in runs if run.ok and run.row not in leave_out), key=CellRun.sort_key):
         frame = _metrics(run)
-        for metric in metrics:
-            curve = frame[metric].dropna() if metric in frame else None
-            curve = curve[curve.abs() != float("inf")] if curve is not None else None
-            if curve is not None and not curve.empty:
+        for metric in (metric for metric in metrics if metric in frame):
+            curve = frame[metric][frame[metric].abs() < float("inf")]  # neither NaN nor inf
+            if not curve.empty:
                 key = (train_size_key(run.train_size), run.train_size, run.augment or "?")
                 curves[metric].setdefault(key, []).append(curve)
     return curves
