@@ -198,7 +198,8 @@ def _decide(record: dict[str, Any], folder: Path) -> None:
     elif len(metrics) > 1:
         record["problem"] = f"its tuning runs report different headlines ({', '.join(metrics)})"
     elif not scored:
-        record["problem"] = f"no tuning candidate finished every tune seed (see {folder}/*/failed.json)"
+        first = next((run["error"] for run in runs if "error" in run), "no run recorded")
+        record["problem"] = f"no tuning candidate was scored on every tune seed ({first}; see {folder})"
     if "problem" in record:
         return
     parsed = try_parse(metrics[0])
