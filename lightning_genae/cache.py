@@ -33,11 +33,8 @@ def write_atomically(
         if shared:
             os.chmod(temporary, 0o644)
         if durable:
-            written = os.open(temporary, os.O_RDONLY)
-            try:
-                os.fsync(written)
-            finally:
-                os.close(written)
+            with open(temporary, "rb") as written:
+                os.fsync(written.fileno())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
