@@ -100,9 +100,8 @@ class RunCheckpoint:
             if saved != now:
                 raise ConfigError(
                     f"{flag} {self.path}: the {SPLIT_NAMES[split]} {datamodule.item_noun} differ from the "
-                    f"run's (SHA-256 {str(saved)[:12]} in the checkpoint, {now[:12]} now: were the files "
-                    "replaced, or does this version read them otherwise?); restore the run's data or "
-                    f"version, {datamodule.reading_advice()}or start a new run"
+                    f"run's (SHA-256 {str(saved)[:12]} in the checkpoint, {now[:12]} now); restore the run's "
+                    f"data or version, {datamodule.reading_advice()}or start a new run"
                 )
 
     def iteration(self, steps_per_iteration: int) -> int:
