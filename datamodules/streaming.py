@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from lightning_genae.datamodules.base import (
     SPLITS,
     Batch,
     InMemoryDataModule,
-    _split_sha256,
     split_digest,
 )
 from lightning_genae.datamodules.sequence import Normaliser
@@ -61,29 +60,12 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
     datamodule.prepare_data()
     splits = {}
     for split in SPLITS:
-        size = datamodule.split_size(split)
-        writer = BinaryWriter(str(output / split), chunk_bytes=CHUNK_BYTES)
-        # Hashed as it is written, block by block, as `content_sha256` hashes the split whole.
-        digest, progress, labels, index = None, None, [], 0
-        for items, block_labels in datamodule.split_batches(split):
-            if digest is None:
-                digest = split_digest(size, items)
-                # From the first block read (reading a split held whole comes before it) and quiet for its
-                # first second, so that its first line's estimate of the time left means something.
-                progress = PhaseProgress(
-                    f"prepare {dataset} {split}", size, datamodule.item_noun, quiet_for=1.0
-                )
-            for item, label in zip(items, block_labels.tolist(), strict=True):
-                writer[index] = {"item": item, "label": label}
-                index += 1
-                progress.advance()
-            # Once the block is written: hashing a split held whole takes seconds the progress would not show.
-            digest.update(items.contiguous().numpy())
-            labels.append(block_labels)
-        writer.done()
-        writer.merge()
-        digest.update(torch.cat(labels).contiguous().numpy())
-        splits[split] = {"items": size, "sha256": digest.hexdigest()}
+        size = datamodule.split_size(split)  # which reads a split held whole
+        # Quiet for its first second, so that its first line's estimate of the time left means something.
+        progress = PhaseProgress(f"prepare {dataset} {split}", size, datamodule.item_noun, quiet_for=1.0)
+        content = SplitHash(size)
+        write_items(output / split, content.passing(datamodule.split_batches(split)), progress.advance)
+        splits[split] = {"items": size, "sha256": content.hexdigest()}
     options = {name: datamodule.hparams.get(name) for name in DATASETS[dataset].options.types()}
     manifest = {
         "format": FORMAT,
@@ -102,8 +84,9 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
     return manifest
 
 
-def write_items(folder: Path, blocks: Iterable[Batch]) -> None:
-    """(stored items, labels) blocks written to `folder` as `prepare` writes a split, one block held."""
+def write_items(folder: Path, blocks: Iterable[Batch], written: Callable[[], object] = lambda: None) -> None:
+    """(stored items, labels) blocks written to `folder` as `prepare` writes a split, one block held;
+    `written()` after each item."""
     writer, index = BinaryWriter(str(folder), chunk_bytes=CHUNK_BYTES), 0
     # One process writes it: in a distributed run LitData would otherwise wait for every rank's part.
     writer._distributed_env = _DistributedEnv(1, 0, 1)
@@ -111,8 +94,30 @@ def write_items(folder: Path, blocks: Iterable[Batch]) -> None:
         for item, label in zip(items, labels.tolist(), strict=True):
             writer[index] = {"item": item, "label": label}
             index += 1
+            written()
     writer.done()
     writer.merge()
+
+
+class SplitHash:
+    """A split's `content_sha256`, of `size` items, taken from its blocks as they pass (`passing`)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.digest, self.labels = size, None, []
+
+    def passing(self, blocks: Iterable[Batch]) -> Iterator[Batch]:
+        """`blocks` handed on, each hashed once it is used: hashing a split held whole takes seconds."""
+        for items, labels in blocks:
+            yield items, labels
+            self.digest = self.digest or split_digest(self.size, items)
+            self.digest.update(items.contiguous().numpy())
+            self.labels.append(labels)
+
+    def hexdigest(self) -> str:
+        """The SHA-256 once every block has passed: its items', then its labels'."""
+        assert self.digest is not None  # a split holds at least one item
+        self.digest.update(torch.cat(self.labels).contiguous().numpy())
+        return self.digest.hexdigest()
 
 
 def stack_items(items: list[dict[str, Any]]) -> Batch:
@@ -183,19 +188,11 @@ class StreamedSplits(InMemoryDataModule):
         checked in blocks and the subset alone read, by index."""
         self._load_once()
         if split not in self._splits:
-            stored = PreparedSplit(self.data_dir / split)
             if split == "train" and self.train_size is not None:
-                self._splits[split] = stored.__getitems__(
-                    self._train_subset(self._hashed_labels(split)).tolist()
-                )
-                return self._splits[split]
-            # Read whole by index, in its stored order: the same items in every process.
-            recorded = self.manifest["splits"][split]
-            images, labels = stored.__getitems__(list(range(recorded["items"])))
-            if _split_sha256(images, labels) != recorded["sha256"]:
-                raise self._not_prepared(split)
-            self._checked.add(split)
-            self._splits[split] = (images, labels)
+                subset = self._train_subset(self._checked_read(split)[1]).tolist()
+                self._splits[split] = PreparedSplit(self.data_dir / split).__getitems__(subset)
+            else:
+                self._splits[split] = self._checked_read(split, held=True)
         return self._splits[split]
 
     def split_size(self, split: str) -> int:
@@ -234,24 +231,20 @@ class StreamedSplits(InMemoryDataModule):
         return set()
 
     def _check(self, split: str) -> None:
-        """Before val or test is first read, checked against the manifest (`_hashed_labels`)."""
+        """Before val or test is first read, checked against the manifest (`_checked_read`)."""
         if split != "train" and split not in self._checked:
-            self._hashed_labels(split)
+            self._checked_read(split)
 
-    def _hashed_labels(self, split: str) -> Tensor:
-        """The labels of the whole `split`, its items read in blocks, then its labels, hashed as `prepare`
-        hashed them, against the manifest: a run never uses other data than the SHA-256 it records."""
-        digest, labels = None, []
-        for items, block_labels in self._blocks(split):
-            digest = digest or split_digest(self.manifest["splits"][split]["items"], items)
-            digest.update(items.contiguous().numpy())
-            labels.append(block_labels)
-        assert digest is not None  # a prepared split holds at least one item
-        digest.update(torch.cat(labels).contiguous().numpy())
-        if digest.hexdigest() != self.manifest["splits"][split]["sha256"]:
+    def _checked_read(self, split: str, held: bool = False) -> Batch:
+        """The whole `split` read in blocks, in its stored order (the same items in every process), and hashed
+        as `prepare` hashed it, against the manifest: a run never uses other data than the SHA-256 it records.
+        Its items (`held`, else None) and labels."""
+        content = SplitHash(self.manifest["splits"][split]["items"])
+        items = [block for block, _ in content.passing(self._blocks(split)) if held]
+        if content.hexdigest() != self.manifest["splits"][split]["sha256"]:
             raise self._not_prepared(split)
         self._checked.add(split)
-        return torch.cat(labels)
+        return torch.cat(items) if held else None, torch.cat(content.labels)
 
     def _not_prepared(self, split: str) -> DataError:
         return DataError(f"{self.data_dir / split} is not the data its manifest records; prepare it again")
