@@ -45,8 +45,7 @@ SCORE_SEED = 0
 
 
 class SequenceMetrics(StageRecords):
-    """N generated series against N (at most `num_samples`) real ones of the stage's split; `every_n_steps`
-    (None: every validation) spaces the validation scores, the final validation and the test always score."""
+    """N generated series against N (at most `num_samples`) real ones of the stage's split."""
 
     # How often a validation and the test fit each post-hoc GRU: TimeGAN's reference fits 10 times, which
     # at every validation would make each ten times as long.
@@ -57,23 +56,15 @@ class SequenceMetrics(StageRecords):
         self,
         num_samples: int = 1000,
         seed: int = 0,
-        every_n_steps: int | None = None,
         steps: int = DEFAULT_STEPS,
         features: SequenceFeatures | None = None,
     ) -> None:
         self.num_samples = num_samples
         self.seed = seed
-        self.every_n_steps = every_n_steps
         self.steps = steps
         self.features = features
         self.records: dict[str, dict[str, Any]] = {}
-        self._last_scored: int | None = None
         self._real: dict[tuple[int, str], Tensor] = {}
-
-    def _due(self, trainer: pl.Trainer, iteration: int, stage: str) -> bool:
-        if stage != "val" or trainer.state.fn != "fit" or self.every_n_steps is None:
-            return True
-        return self._last_scored is None or iteration - self._last_scored >= self.every_n_steps
 
     def _real_series(self, datamodule: pl.LightningDataModule, split: str) -> Tensor:
         """The split's series as the model sees them (after `on_after_batch_transfer`), float32 on the CPU."""
@@ -149,8 +140,7 @@ class SequenceMetrics(StageRecords):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.sanity_checking or not isinstance(pl_module, Sampler):
             return
-        iteration = getattr(pl_module, "iteration", trainer.global_step)
-        if not self._due(trainer, iteration, stage) or not is_sequence_data(trainer.datamodule):
+        if not is_sequence_data(trainer.datamodule):
             return
         payload = None
         if trainer.is_global_zero:
@@ -160,8 +150,6 @@ class SequenceMetrics(StageRecords):
         for name, value in logged.items():
             log_global_value(pl_module, name, value)
         self.records[stage] = record
-        if stage == "val":
-            self._last_scored = iteration
         if trainer.state.fn != "fit":
             # Named without the split, which the line starts with (as the image metrics' line).
             prefix = f"{stage}/"

@@ -367,21 +367,6 @@ def test_callback_on_smnist_adds_the_feature_metrics_of_the_shipped_classifier()
     assert plain is not None and plain.features is None
 
 
-def test_validation_scores_are_spaced_by_every_n_steps(monkeypatch):
-    datamodule, model = TinySeries(), TinySequenceModel(16, 2)
-    callback = SequenceMetrics(num_samples=16, every_n_steps=2, steps=1)
-    scored = []
-    original = SequenceMetrics.score
-    monkeypatch.setattr(
-        SequenceMetrics,
-        "score",
-        lambda self, module, dm, stage: scored.append(stage) or original(self, module, dm, stage),
-    )
-    tiny_trainer(callback, max_steps=3).fit(model, datamodule=datamodule)
-    # Validation after iterations 1, 2 and 3: scored at 1 and 3 only.
-    assert scored == ["val", "val"]
-
-
 def test_image_data_and_models_without_the_protocols_get_no_sequence_callback():
     class Images(TinySeries):
         data_kind = "image"
