@@ -29,9 +29,8 @@ class DiscriminatorOverfitting(ModelSpecificCallback):
     """Logs D's mean score (and, for logits, mean sign) on fixed training and validation batches of one size,
     drawn once, seeded, from the stored real splits; under DDP the values are averaged over ranks."""
 
-    def __init__(self, seed: int = 0, batch_size: int = BATCH_SIZE) -> None:
+    def __init__(self, seed: int = 0) -> None:
         self.seed = seed
-        self.batch_size = batch_size
         # Stored images of each split's fixed batch, chosen at the first validation.
         self._batches: dict[str, Tensor] | None = None
 
@@ -39,7 +38,7 @@ class DiscriminatorOverfitting(ModelSpecificCallback):
         """The stored images scored at every validation: the same ones throughout the run and on resume."""
         if self._batches is None:
             sizes = {split: datamodule.split_size(split) for split in SCORED_SPLITS}
-            n = min(self.batch_size, *sizes.values())
+            n = min(BATCH_SIZE, *sizes.values())
             self._batches = {}
             for split, size in sizes.items():
                 # The run seed's "overfitting batch" stream at each split.
