@@ -8,17 +8,11 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
-from lightning_genae.callbacks.pictures import PeriodicDrawing, log_image_grid
-from lightning_genae.callbacks.sequences import SERIES_SHOWN, log_series
+from lightning_genae.callbacks.pictures import PeriodicDrawing, interleaved, log_image_grid
+from lightning_genae.callbacks.sequences import SERIES_SHOWN, log_versions
 from lightning_genae.datamodules.base import to_model_range
 from lightning_genae.models import Autoencoder, ImageDiscriminator, ReconstructingDiscriminator, Sampler
 from lightning_genae.seeding import generator, int_seed
-
-
-def _interleaved(versions: list[torch.Tensor], nrow: int = 8) -> torch.Tensor:
-    """Rows of `nrow` in groups: row i of every version, then row i + 1 of every version."""
-    starts = range(0, len(versions[0]), nrow)
-    return torch.cat([version[start : start + nrow].float() for start in starts for version in versions])
 
 
 def first_val_items(datamodule: Any, count: int) -> torch.Tensor:
@@ -37,15 +31,11 @@ class SampleGrid(PeriodicDrawing):
         return isinstance(pl_module, Sampler)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        series = pl_module.data_kind == "sequence"
-        count = SERIES_SHOWN if series else self.count
+        count = SERIES_SHOWN if pl_module.data_kind == "sequence" else self.count
         samples = pl_module.sample(count, generator=generator(self.seed, "sample grid"))
-        if not series:
-            log_image_grid(trainer, "samples", samples, step)
-            return
-        titles = [f"sample {index}" for index in range(len(samples))]
+        titles = [f"sample {index}" for index in range(count)]
         what = f"generated series, step {step}"
-        log_series(trainer, "samples", [samples], ["generated"], titles, what, step)
+        log_versions(trainer, "samples", [samples], ["generated"], titles, what, step)
 
 
 class ReconstructionGrid(PeriodicDrawing):
@@ -60,16 +50,12 @@ class ReconstructionGrid(PeriodicDrawing):
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         datamodule = trainer.datamodule
-        series = pl_module.data_kind == "sequence"
-        items = first_val_items(datamodule, SERIES_SHOWN if series else self.count)
+        items = first_val_items(datamodule, SERIES_SHOWN if pl_module.data_kind == "sequence" else self.count)
         inputs = datamodule.to_model_range(items.to(pl_module.device))
         versions = [inputs, pl_module.reconstruct(inputs)]
-        if not series:
-            log_image_grid(trainer, "reconstructions", _interleaved(versions), step, nrow=8)
-            return
         titles = [f"val series {index}" for index in range(len(inputs))]
         what = f"validation series and reconstructions, step {step}"
-        log_series(trainer, "reconstructions", versions, ["real", "reconstructed"], titles, what, step)
+        log_versions(trainer, "reconstructions", versions, ["real", "reconstructed"], titles, what, step)
 
 
 class DiscriminatorReconstructionGrid(PeriodicDrawing):
@@ -84,7 +70,7 @@ class DiscriminatorReconstructionGrid(PeriodicDrawing):
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         real = to_model_range(first_val_items(trainer.datamodule, self.count).to(pl_module.device))
         noise = generator(self.seed, "discriminator reconstruction grid")
-        grid = _interleaved(list(pl_module.discriminator_reconstructions(real, noise).values()))
+        grid = interleaved(list(pl_module.discriminator_reconstructions(real, noise).values()))
         log_image_grid(trainer, "d_reconstructions", grid, step, nrow=8)
 
 
@@ -171,10 +157,8 @@ class AugmentationPreview(ModelSpecificCallback):
                 versions.append(data_side(originals, labels.to(pl_module.device)))
             if discriminator_side is not None:
                 versions.append(discriminator_side(originals))
-        step = pl_module.iteration
-        if datamodule.data_kind == "image":
-            log_image_grid(trainer, "augmentation", _interleaved(versions), step, nrow=8)
-        else:
-            titles = [f"train series {index}" for index in pick.tolist()]
-            what = "training series and their augmentation"
-            log_series(trainer, "augmentation", versions, ["real", "augmented"], titles, what, step)
+        titles = [f"train series {index}" for index in pick.tolist()]
+        what = "training series and their augmentation"
+        log_versions(
+            trainer, "augmentation", versions, ["real", "augmented"], titles, what, pl_module.iteration
+        )

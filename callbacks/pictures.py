@@ -33,6 +33,12 @@ def _picture_path(trainer: pl.Trainer, key: str, step: int) -> Path:
     return run_dir / "images" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', key).strip('_')}_step{step:07d}.png"
 
 
+def interleaved(versions: list[torch.Tensor], nrow: int = 8) -> torch.Tensor:
+    """Rows of `nrow` in groups: row i of every version, then row i + 1 of every version."""
+    starts = range(0, len(versions[0]), nrow)
+    return torch.cat([version[start : start + nrow].float() for start in starts for version in versions])
+
+
 @rank_zero_only
 def log_image_grid(trainer: pl.Trainer, key: str, images: torch.Tensor, step: int, nrow: int = 8) -> None:
     """Write images in [-1, 1] as one PNG grid to `<run>/images/` and every image-capable logger."""

@@ -11,7 +11,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback
-from lightning_genae.callbacks.pictures import log_figure
+from lightning_genae.callbacks.pictures import interleaved, log_figure, log_image_grid
 from lightning_genae.run_files import NORMALISER_FILE
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def series_figure(
     return figure
 
 
-def log_series(
+def log_versions(
     trainer: pl.Trainer,
     key: str,
     versions: Sequence[Tensor],
@@ -94,7 +94,11 @@ def log_series(
     what: str,
     step: int,
 ) -> None:
-    """The run's `key` figure: item i of every [N, T, C] version (model units) in one panel, in data units."""
+    """The run's `key` picture of item i of every version: images in rows of 8, a row of each version in turn;
+    series [N, T, C] (model units) in one panel an item, in data units."""
+    if getattr(trainer.lightning_module, "data_kind", "image") != "sequence":
+        log_image_grid(trainer, key, interleaved(versions), step, nrow=8)
+        return
     datamodule = trainer.datamodule
     series = [datamodule.normaliser.denormalise(version.float().cpu()) for version in versions]
     names = getattr(datamodule, "channel_names", None)
