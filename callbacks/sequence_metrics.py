@@ -31,13 +31,8 @@ def real_datamodule(datamodule: pl.LightningDataModule) -> pl.LightningDataModul
 
 
 def is_sequence_data(datamodule: pl.LightningDataModule) -> bool:
-    """Series data: the datamodule says so (`data_kind = "sequence"`), or its val batches are [B,T,C]."""
-    base = real_datamodule(datamodule)
-    kind = getattr(base, "data_kind", None)
-    if kind is not None:
-        return kind == "sequence"
-    series, _ = next(iter(base.val_dataloader()))
-    return series.dim() == 3
+    """Series data: the dataset says so (`data_kind = "sequence"`)."""
+    return real_datamodule(datamodule).data_kind == "sequence"
 
 
 # The seed of the scores' own randomness, the same for every run.
@@ -80,16 +75,14 @@ class SequenceMetrics(StageRecords):
             self._real[key] = series
         return self._real[key]
 
-    def _training_range(self, datamodule: pl.LightningDataModule) -> Tensor | None:
+    def _training_range(self, datamodule: pl.LightningDataModule) -> Tensor:
         """[2, C]: the training split's per-channel low and high (model units), read once in blocks, or the
-        normaliser's range where it records one (the whole split's); None where no splits are given."""
+        normaliser's range where it records one (the whole split's)."""
         base = real_datamodule(datamodule)
         key = (id(base), "train range")
         if key not in self._real:
             recorded = base.normaliser.model_range() if hasattr(base, "normaliser") else None
             if recorded is None:
-                if not hasattr(base, "split_batches"):
-                    return None
                 # Each block's extremes as it is read, so that the blocks are never held together.
                 per_block = []
                 for series, _ in base.split_batches("train"):
@@ -100,11 +93,9 @@ class SequenceMetrics(StageRecords):
             self._real[key] = recorded
         return self._real[key]
 
-    def _training_sample(self, datamodule: pl.LightningDataModule, count: int) -> Tensor | None:
-        """`count` training series in model units, the same every run, read by index; None without splits."""
+    def _training_sample(self, datamodule: pl.LightningDataModule, count: int) -> Tensor:
+        """`count` training series in model units, the same every run, read by index."""
         base = real_datamodule(datamodule)
-        if not hasattr(base, "items_at"):
-            return None
         index = seeded_subset(base.split_size("train"), count, REAL_SUBSET_SEED)
         return base.to_model_range(base.items_at("train", index)[0]).float().cpu()
 

@@ -15,7 +15,6 @@ from lightning_genae.cache import file_sha256
 from lightning_genae.callbacks.sequence_metrics import (
     SequenceMetrics,
     build_sequence_metrics,
-    is_sequence_data,
 )
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics import sequence_classifier as seq_lib
@@ -376,12 +375,6 @@ def test_image_data_and_models_without_the_protocols_get_no_sequence_callback():
 
     assert build_sequence_metrics(TinySequenceModel(16, 2), Images(), num_samples=8, seed=0) is None
     assert build_sequence_metrics(Plain(), TinySeries(), num_samples=8, seed=0) is None
-    # Without the attribute, the batches say it: [B, T, C] is a sequence, [B, C, H, W] is not.
-    unmarked = TinySeries()
-    unmarked.data_kind = None
-    assert is_sequence_data(unmarked)
-    unmarked.series["val"] = torch.zeros(4, 1, 8, 8)
-    assert not is_sequence_data(unmarked)
 
 
 def test_the_module_imports_without_a_warning() -> None:
