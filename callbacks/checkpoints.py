@@ -23,9 +23,7 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
     """checkpoints/last.ckpt every N optimizer steps, its state filed under the class's name (one per
     trainer): Lightning's name holds the cadence, which a resume may change (`--ckpt-every`)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._save_after_validation = False
+    _save_after_validation = False
 
     @property
     def state_key(self) -> str:

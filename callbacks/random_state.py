@@ -49,9 +49,8 @@ class RandomStateInCheckpoints(Callback):
     """The global random state in each checkpoint, restored when training resumes: every rank's under DDP,
     each rank taking its own back (on another number of processes, the ranks keep SeedPerRank's streams)."""
 
-    def __init__(self) -> None:
-        self._world_size = 1
-        self._restored: dict[str, Any] | None = None
+    _world_size = 1
+    _restored: dict[str, Any] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._world_size = trainer.world_size
