@@ -242,12 +242,9 @@ class StreamedSplits(InMemoryDataModule):
         content = SplitHash(self.manifest["splits"][split]["items"])
         items = [block for block, _ in content.passing(self._blocks(split)) if held]
         if content.hexdigest() != self.manifest["splits"][split]["sha256"]:
-            raise self._not_prepared(split)
+            raise DataError(f"{self.data_dir / split} is not the data its manifest records; prepare it again")
         self._checked.add(split)
         return torch.cat(items) if held else None, torch.cat(content.labels)
-
-    def _not_prepared(self, split: str) -> DataError:
-        return DataError(f"{self.data_dir / split} is not the data its manifest records; prepare it again")
 
     def content_sha256(self, split: str) -> str:
         if split == "train" and self.train_size is not None:
