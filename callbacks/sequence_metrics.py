@@ -30,11 +30,6 @@ def real_datamodule(datamodule: pl.LightningDataModule) -> pl.LightningDataModul
     return getattr(datamodule, "base", datamodule)
 
 
-def is_sequence_data(datamodule: pl.LightningDataModule) -> bool:
-    """Series data: the dataset says so (`data_kind = "sequence"`)."""
-    return real_datamodule(datamodule).data_kind == "sequence"
-
-
 # The seed of the scores' own randomness, the same for every run.
 SCORE_SEED = 0
 
@@ -131,8 +126,6 @@ class SequenceMetrics(StageRecords):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.sanity_checking or not isinstance(pl_module, Sampler):
             return
-        if not is_sequence_data(trainer.datamodule):
-            return
         payload = None
         if trainer.is_global_zero:
             score = self.score(pl_module, trainer.datamodule, stage)
@@ -157,7 +150,7 @@ def build_sequence_metrics(
     feature_metrics: bool = True,
 ) -> SequenceMetrics | None:
     """The sequence metric callback for a sampling model on series, else None; a broken classifier warns."""
-    if not isinstance(model, Sampler) or not is_sequence_data(datamodule):
+    if not isinstance(model, Sampler) or datamodule.data_kind != "sequence":
         return None
     features = None
     try:
