@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from lightning_genae.datamodules.base import Batch, ImageDataModule
-from lightning_genae.datamodules.imagefiles import FOLDER_DEFAULT_SHAPE, IMAGE_EXTENSIONS, read_images
+from lightning_genae.datamodules.imagefiles import IMAGE_EXTENSIONS, read_images
 from lightning_genae.datamodules.splits import split_items
 from lightning_genae.errors import DataError, OptionError, agree
 
@@ -75,7 +75,7 @@ class ImageFolderDataModule(ImageDataModule):
     """A user's image folder at --image-size/--channels; fixed 5% val / 10% test, stratified if labelled."""
 
     name = "folder"
-    default_shape = FOLDER_DEFAULT_SHAPE
+    default_shape = (3, 64, 64)
 
     def _check_geometry(self, image_size: int | None, channels: int | None) -> None:
         if channels not in (None, 1, 3):

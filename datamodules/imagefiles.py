@@ -15,8 +15,6 @@ from torch import Tensor
 from lightning_genae.errors import DataError, describe_error
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
-# (channels, height, width) a folder's images are read at unless --channels / --image-size say otherwise.
-FOLDER_DEFAULT_SHAPE = (3, 64, 64)
 
 
 # Modes with an alpha channel, composited over black when read (`read_square_image`).
