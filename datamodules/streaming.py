@@ -235,7 +235,7 @@ class StreamedSplits(InMemoryDataModule):
         if split != "train" and split not in self._checked:
             self._checked_read(split)
 
-    def _checked_read(self, split: str, held: bool = False) -> Batch:
+    def _checked_read(self, split: str, held: bool = False) -> tuple[Tensor | None, Tensor]:
         """The whole `split` read in blocks, in its stored order (the same items in every process), and hashed
         as `prepare` hashed it, against the manifest: a run never uses other data than the SHA-256 it records.
         Its items (`held`, else None) and labels."""
