@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import atexit
 import io
+import multiprocessing
 import os
 import runpy
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import types
@@ -66,6 +68,18 @@ class Forked:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             for name in ("SIGTERM", "SIGUSR1", "SIGHUP"):
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
+            # tqdm's write locks are the parent's across the fork, its multiprocessing lock a semaphore both
+            # share: fresh ones, so a child killed while writing cannot leave the parent's writes waiting.
+            from tqdm.std import TqdmDefaultWriteLock, tqdm
+
+            TqdmDefaultWriteLock.mp_lock = multiprocessing.RLock()
+            TqdmDefaultWriteLock.th_lock = threading.RLock()
+            kinds = [tqdm]
+            while kinds:
+                kind = kinds.pop()
+                kinds += kind.__subclasses__()
+                if "_lock" in vars(kind):
+                    kind.set_lock(TqdmDefaultWriteLock())
             # Python's own warning filters and printing, not pytest's (which records warnings).
             warnings.showwarning = _print_warning
             warnings.resetwarnings()
