@@ -52,9 +52,7 @@ class FeatureBank(Metric):
         features, indices = dim_zero_cat(self.features), dim_zero_cat(self.indices)
         order = torch.argsort(indices)
         if not torch.equal(indices[order].cpu(), torch.arange(len(indices))):
-            raise RuntimeError(
-                "generated samples were lost or duplicated while gathering them from the ranks"
-            )
+            raise RuntimeError("generated samples were lost or duplicated in the gather from the ranks")
         return features[order]
 
 
@@ -116,9 +114,7 @@ class GenerativeMetrics(StageRecords):
             return  # an older checkpoint, or weights with no file to identify them by
         raise ConfigError(
             f"the run's image metrics were measured with the {state_dict.get('backbone')} of sha256 "
-            f"{stored[:12]}, this invocation's has sha256 {current[:12]}: its numbers would not compare with "
-            "the run's; resume with the weights the run measured with (its classifier_weights or "
-            "inception_weights, none where it used the dataset's own classifier), or start a new run"
+            f"{stored[:12]}, not {current[:12]}; resume with its weights, or start a new run"
         )
 
     def _fake_features(

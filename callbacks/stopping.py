@@ -127,8 +127,7 @@ class StopOnSignal(Callback):
             self._stop_due = False
             if trainer.is_global_zero:
                 print(
-                    "the stop signal came in the last iteration: finishing the run (Ctrl-C again stops at "
-                    "once)",
+                    "the stop signal came in the last iteration: finishing the run",
                     file=sys.stderr,
                     flush=True,
                 )

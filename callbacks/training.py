@@ -207,6 +207,4 @@ class WritesUnder(Callback):
             continued = run_folder_of(Path(trainer.ckpt_path).resolve())
             what = f"holds another run ({shown}) than the checkpoint's ({continued})"
             fix = f"continue that run with output_dir={str(continued)!r}, or give an output_dir of its own"
-        raise RunFolderRefused(
-            f"callbacks_for: {self.run_dir} {what}, which this training would write over; {fix}"
-        )
+        raise RunFolderRefused(f"{self.run_dir} {what}, which this training would write over; {fix}")

@@ -120,8 +120,7 @@ class CelebADataModule(ImageDataModule):
         if content != built_from:
             say(
                 f"celeba: {self.cache_path} was decoded from other files, or framed or decoded otherwise "
-                f"(key {built_from[:12]}), than {self.celeba_dir} holds now and this version "
-                f"decodes ({content[:12]}); decoding the JPEGs again"
+                f"({built_from[:12]}, not {content[:12]}); decoding the JPEGs of {self.celeba_dir} again"
             )
             return False
         self._vouch(stats, content)
@@ -161,9 +160,7 @@ class CelebADataModule(ImageDataModule):
             self._vouch(stats, content)
         except OSError as exc:
             warnings.warn(
-                f"could not write the CelebA cache {self.cache_path} ({describe_error(exc)}); "
-                "the JPEGs will be decoded again next run",
-                stacklevel=2,
+                f"could not write the CelebA cache {self.cache_path} ({describe_error(exc)})", stacklevel=2
             )
         return arrays
 

@@ -65,9 +65,7 @@ def read_frame(path: Path) -> pd.DataFrame:
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = read(io.StringIO(text), header=0 if header else None)
     except (OSError, ValueError, pd.errors.ParserWarning) as error:
-        raise DataError(
-            f"{path}: not read as CSV ({describe_error(error)}); give a CSV file of UTF-8 text"
-        ) from None
+        raise DataError(f"{path}: not read as CSV ({describe_error(error)}); give UTF-8 CSV text") from None
     if not header:
         frame.columns = [str(number) for number in range(1, frame.shape[1] + 1)]
     frame.index += 2 if header else 1
@@ -154,8 +152,7 @@ def read_series(
     for option, names in named.items():
         if unknown := [name for name in names if name not in frame.columns]:
             raise ConfigError(
-                f"{option} {unknown[0]!r}: {path} has no such column; its columns are "
-                f"{', '.join(map(str, frame.columns))}"
+                f"{option} {unknown[0]!r}: no column of {path}, only {', '.join(map(str, frame.columns))}"
             )
     ids = None
     if layout == "long":
@@ -323,9 +320,8 @@ class CSVSeriesDataModule(SequenceDataModule):
         if too_short:
             # Said, not refused: a panel of uneven series often has a few short ones to spare.
             say(
-                f"{self.data_dir}: {len(too_short)} of its {len(self.table.series)} series shorter than "
-                f"seq_len {self.seq_len} (the shortest {min(too_short)} rows) left out; a smaller "
-                "seq_len keeps them"
+                f"{self.data_dir}: {len(too_short)} of {len(self.table.series)} series shorter than seq_len "
+                f"{self.seq_len} (the shortest {min(too_short)} rows) left out; a smaller seq_len keeps them"
             )
         return splits
 

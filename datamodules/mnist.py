@@ -88,9 +88,7 @@ class MNISTDataModule(ImageDataModule):
             labels = read_idx(label_path, IDX_LABELS_MAGIC)
             # Their shapes and class ids are checked with every image dataset's (`checked_image_split`).
             if len(images) != len(labels):
-                raise DataError(
-                    f"{image_path} and {label_path} hold {len(images)} images, {len(labels)} labels"
-                )
+                raise DataError(f"{image_path}, {label_path}: {len(images)} images, {len(labels)} labels")
             official[split] = (torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long())
         return {**carve_validation(*official["train"]), "test": official["test"]}
 

@@ -334,8 +334,6 @@ def streamed(
     for option, value in given.items():
         if prepared.get(option) != value:
             raise OptionError(
-                option,
-                f"{value!r}: {data_dir} holds series prepared with {prepared.get(option)!r}; drop it, or "
-                "prepare the data again with it",
+                option, f"{value!r}: {data_dir} was prepared with {prepared.get(option)!r}; drop it"
             )
     return _streamed_class(module), prepared

@@ -346,8 +346,7 @@ def score_images(
     many of `split` (at most `num_samples`): the real ones fixed, the given ones drawn by `seed`."""
     if not isinstance(backbone, str) and backbone.name not in BACKBONES:
         raise ValueError(
-            f"the backbone is named {backbone.name!r}; the metrics carry its name, so it must be named "
-            f"{' or '.join(BACKBONES)}"
+            f"the backbone is named {backbone.name!r}; it must be named {' or '.join(BACKBONES)}"
         )
     if tuple(images.shape[1:]) != tuple(datamodule.image_shape):
         shape = ", ".join(map(str, datamodule.image_shape))
@@ -389,17 +388,13 @@ def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.T
     finite = torch.isfinite(images).flatten(1).all(dim=1)
     low, high = float(images.min()), float(images.max())
     outside = float(((images < -1.05) | (images > 1.05)).float().mean())
-    if not bool(finite.all()) or outside > 0.01:
+    if not bool(finite.all()):
+        raise ValueError(f"{int((~finite).sum())} of the {len(images)} images hold NaN or Inf")
+    if outside > 0.01:
         raise ValueError(
-            f"{int((~finite).sum())} of the {len(images)} images hold NaN or Inf"
-            if not bool(finite.all())
-            else f"the images span [{low:.3g}, {high:.3g}], {outside:.1%} of their values outside [-1, 1]; "
-            "give uint8 images, or floats in [-1, 1] (x / 127.5 - 1 for floats in [0, 255])"
+            f"the images span [{low:.3g}, {high:.3g}], {outside:.1%} of their values outside [-1, 1]; "
+            "give uint8 images, or floats in [-1, 1]"
         )
     if low >= 0.0 and high <= 1.0:
-        warnings.warn(
-            f"the images lie in [{low:.3g}, {high:.3g}]; floats are read in [-1, 1] (x * 2 - 1 for images in "
-            "[0, 1])",
-            stacklevel=3,
-        )
+        warnings.warn(f"the images lie in [{low:.3g}, {high:.3g}]; floats are read in [-1, 1]", stacklevel=3)
     return datamodule.to_stored(images)

@@ -259,7 +259,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             save_torch_atomically(path, checkpoint, shared=False, durable=True)
         except OSError as error:
             raise WriteFailed(
-                f"could not write the checkpoint {path} ({describe_error(error)}); the run stopped with its "
-                f"earlier checkpoints as they were: free space there or make the folder writable, then "
-                f"continue with: {self.continue_with}"
+                f"could not write the checkpoint {path} ({describe_error(error)}); free space or make it "
+                f"writable, then continue with: {self.continue_with}"
             ) from None

@@ -167,8 +167,7 @@ def created_by_local_rank_zero(
             gate.wait()
         if failure.is_file():
             raise RankZeroFailed(
-                f"local rank 0 failed to create the {what} ({failure.read_text().strip()}); "
-                "see its error above"
+                f"local rank 0 failed to create the {what} ({failure.read_text().strip()}); see above"
             )
         time.sleep(poll_s)
 
@@ -338,10 +337,6 @@ def interrupted_by(signum: int, message: str, advice: str) -> RunInterrupted:
     if signum == signal.SIGUSR1 and job is not None and job.scheduler == "slurm":
         if global_rank() != 0:
             return RunInterrupted("", 128 + signum)
-        print(
-            f"{message}; requeueing SLURM job {job.job_id}, which continues from there",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"{message}; requeueing SLURM job {job.job_id}", file=sys.stderr, flush=True)
         return RunInterrupted(requeue_slurm_job(job) or "", 128 + signum)
     return RunInterrupted(f"{message}; {advice}" if global_rank() == 0 else "", 128 + signum)

@@ -70,10 +70,7 @@ def register_augmentation(name: str, spec: AugmentationSpec) -> None:
     # Without its part the run would be unaugmented under the augmentation's name.
     part = {"discriminator": ("build", spec.build), "data": ("augmenter", spec.augmenter)}.get(spec.side)
     if part is not None and part[1] is None:
-        raise ConfigError(
-            f"cannot register augmentation {name!r}: a {spec.side}-side one needs {part[0]} (a data-side "
-            "one's augmenter is an autoencoder family, augmenter='ae')"
-        )
+        raise ConfigError(f"cannot register augmentation {name!r}: a {spec.side}-side one needs {part[0]}")
     _note_plugin_options(spec.options)
     AUGMENTATIONS[name] = spec
 

@@ -277,7 +277,7 @@ def test_panel_series_shorter_than_seq_len_are_left_out_with_a_line(tmp_path, ca
     datamodule = build_datamodule("csv", data_dir=path, csv_layout="long", series_id="unit", seq_len=8)
     datamodule.setup()
     assert sum(len(datamodule.split_tensors(split)[0]) for split in ("train", "val", "test")) == 18 * 9
-    assert "2 of its 20 series shorter than seq_len 8" in capsys.readouterr().out
+    assert "2 of 20 series shorter than seq_len 8" in capsys.readouterr().out
 
 
 def test_a_split_with_fewer_than_two_windows_is_refused_naming_it(tmp_path):
