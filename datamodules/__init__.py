@@ -10,15 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
-from lightning_genae.errors import ConfigError, agree
+from lightning_genae.errors import ConfigError, UnreadOptions, agree
 from lightning_genae.lazy import lazy_dir, lazy_getattr
-from lightning_genae.plugin_options import (
-    PluginOptions,
-    Registry,
-    import_location,
-    option_specs,
-    unread_refusal,
-)
+from lightning_genae.plugin_options import PluginOptions, Registry, import_location, option_specs
 
 if TYPE_CHECKING:
     # The names served lazily below, for type checkers, which do not run __getattr__.
@@ -152,7 +146,7 @@ def parse_dataset_options(
     typed = given if named is None else [option for option in given if option in named]
     unread = [option for option in typed if option in reasons and given[option] is not None]
     if unread:
-        raise unread_refusal(unread, reasons)
+        raise UnreadOptions({option: reasons[option] for option in unread})
     return options
 
 

@@ -16,14 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lightning_genae.errors import (
-    PLUGIN_HINT,
-    ConfigError,
-    OptionError,
-    UnknownName,
-    UnreadOptions,
-    describe_error,
-)
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, OptionError, UnknownName, describe_error
 
 _Spec = TypeVar("_Spec")
 
@@ -72,11 +65,6 @@ PATH_OPTION_NAMES: set[str] = set()
 def flag(name: str) -> str:
     """`max_steps` -> `--max-steps`: how an option is spelled on the command line."""
     return "--" + name.replace("_", "-")
-
-
-def unread_refusal(refused: typing.Sequence[str], reasons: Mapping[str, str]) -> UnreadOptions:
-    """The one refusal of the options `refused`, in that order, each with its reason (`reasons[name]`)."""
-    return UnreadOptions({name: reasons[name] for name in refused})
 
 
 def typed_flag(name: str, value: Any) -> str:

@@ -18,10 +18,10 @@ from lightning_genae.augmentation import (
     option_defaults,
     parse_augment,
 )
-from lightning_genae.errors import ConfigError, agree
+from lightning_genae.errors import ConfigError, UnreadOptions, agree
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.models import MODELS
-from lightning_genae.plugin_options import PluginOptions, unread_refusal
+from lightning_genae.plugin_options import PluginOptions
 
 
 def _settings(
@@ -120,7 +120,7 @@ def resolve_augment_plan(
             "(see --help)"
         )
         explained = sorted(stray, key=lambda name: name not in reasons)
-        raise unread_refusal(explained, {**dict.fromkeys(stray, nothing), **reasons})
+        raise UnreadOptions({name: reasons.get(name, nothing) for name in explained})
     # Now every value read is checked; one the run does not read (a grid cell's) is left at its default.
     settings = _settings(plan_names, given, only=read)
     chosen = {key: value for options in settings.values() for key, value in options.to_dict().items()}

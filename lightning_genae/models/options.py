@@ -9,9 +9,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from lightning_genae.errors import ConfigError
+from lightning_genae.errors import ConfigError, UnreadOptions
 from lightning_genae.nets.recurrent import RNNKind
-from lightning_genae.plugin_options import PluginOptions, option, unread_refusal, with_default
+from lightning_genae.plugin_options import PluginOptions, option, with_default
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class FamilyOptions(PluginOptions):
         reasons = self.unread()
         refused = [name for name in reasons if name in given or getattr(self, name) != fields[name].default]
         if refused:
-            raise unread_refusal(refused, reasons)
+            raise UnreadOptions({name: reasons[name] for name in refused})
 
 
 # ----- the autoencoders -----
