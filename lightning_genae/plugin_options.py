@@ -145,7 +145,7 @@ def option(
     group: str | None = None,
 ) -> Any:
     """An option: its default (a callable makes it), its `--help` line and the range it must lie in. `path`:
-    names a file (not empty); `tunable`: a grid may list candidates; `shown_default`: `--help`'s default
+    names a file; `tunable`: a grid may list candidates; `shown_default`: `--help`'s default
     where the owner computes it; `canonical`: the stored form of a value (or its OptionError);
     `changeable_on_resume`; `group`: its `--help` section (a RunConfig field's)."""
     # Every argument but the default, by name: the field's metadata.
@@ -241,15 +241,13 @@ class PluginOptions:
 
     @classmethod
     def _own_check(cls, spec: dataclasses.Field, value: Any) -> Any:
-        """The value as stored (`canonical`), checked against its option alone: its type or choice, then an
-        empty path or a number's range."""
+        """The value as stored (`canonical`), checked against its option alone: its type or choice, then a
+        number's range."""
         kind = cls.types()[spec.name]
         if not is_of_type(kind, value):
             choices = literal_choices(kind)
             takes = f"one of: {', '.join(map(str, choices))}" if choices else f"of type {type_text(kind)}"
             problem = f"{'null' if value is None else shown_value(value)} is not {takes}"
-        elif spec.metadata.get("path") and isinstance(value, str) and not value.strip():
-            problem = "is empty; give a path, or drop it for its default"
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             problem = _range_problem(value, spec)
         else:
