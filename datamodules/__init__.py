@@ -16,7 +16,12 @@ from lightning_genae.plugin_options import PluginOptions, Registry, import_locat
 
 if TYPE_CHECKING:
     # The names served lazily below, for type checkers, which do not run __getattr__.
-    from lightning_genae.datamodules.base import DataKind, ImageDataModule, InMemoryDataModule  # noqa: F401
+    from lightning_genae.datamodules.base import (  # noqa: F401
+        DataKind,
+        ImageDataModule,
+        InMemoryDataModule,
+        TensorImageDataModule,
+    )
     from lightning_genae.datamodules.binarized_mnist import BinarizedMNISTDataModule  # noqa: F401
     from lightning_genae.datamodules.celeba import CelebADataModule  # noqa: F401
     from lightning_genae.datamodules.cifar10 import CIFAR10DataModule  # noqa: F401
@@ -27,7 +32,6 @@ if TYPE_CHECKING:
     from lightning_genae.datamodules.pixels import to_model_range, to_uint8  # noqa: F401
     from lightning_genae.datamodules.sines import SinesDataModule  # noqa: F401
     from lightning_genae.datamodules.smnist import SequentialMNISTDataModule  # noqa: F401
-    from lightning_genae.datamodules.tensors import TensorImageDataModule  # noqa: F401
     from lightning_genae.datamodules.timegan_sines import TimeGANSinesDataModule  # noqa: F401
 
 
@@ -178,9 +182,8 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
 # Each imported from its module on first use (PEP 562), so that importing DATASETS does not import Lightning.
 _LAZY_EXPORTS = {
     **{spec.location.partition(":")[2]: spec.location.partition(":")[0][1:] for spec in DATASETS.values()},
-    **dict.fromkeys(("ImageDataModule", "InMemoryDataModule"), "base"),
+    **dict.fromkeys(("ImageDataModule", "InMemoryDataModule", "TensorImageDataModule"), "base"),
     **dict.fromkeys(("to_model_range", "to_uint8"), "pixels"),
-    "TensorImageDataModule": "tensors",
 }
 
 
