@@ -137,10 +137,7 @@ class RunCheckpoint:
         elif bad := non_finite_state(
             self.contents if training else {"state_dict": self.contents["state_dict"]}
         ):
-            problem = (
-                f"holds NaN or inf values ({_listed(bad)}); pick a checkpoint whose weights are finite, such "
-                "as an earlier one of the same run"
-            )
+            problem = f"holds NaN or inf values ({_listed(bad)}); pick an earlier checkpoint of the run"
         if problem is not None:
             raise ConfigError(f"{flag}: {self.path} {problem}")
 
