@@ -75,9 +75,7 @@ def _checked_samples(samples: Any, size: int, pl_module: pl.LightningModule, tra
     elif list(samples.shape) != (
         expected := [size, *getattr(getattr(trainer, "datamodule", None), "data_shape", samples.shape[1:])]
     ):
-        problem = (
-            f"returned shape {list(samples.shape)}; the metrics need {expected}, images of the data's shape"
-        )
+        problem = f"returned shape {list(samples.shape)}; the metrics need {expected}"
     elif not bool(torch.isfinite(samples).all()):
         step = getattr(pl_module, "iteration", "?")
         problem = f"returned NaN or infinite values at step {step}, which cannot be scored as images"

@@ -17,6 +17,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from lightning_genae.cluster import global_rank, interrupted_by, is_slurm_task, note_stop_signal
 from lightning_genae.lightning_internals import kill_launched_processes, validation_follows_batch
+from lightning_genae.progress import warn
 
 
 def cluster_plugins() -> list[ClusterEnvironment]:
@@ -125,12 +126,7 @@ class StopOnSignal(Callback):
         if self._stop_due:
             # Nothing is left to train, so a resume would have nothing to do: the run finishes instead.
             self._stop_due = False
-            if trainer.is_global_zero:
-                print(
-                    "the stop signal came in the last iteration: finishing the run",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            warn("the stop signal came in the last iteration: finishing the run")
         self._restore()
 
     def _restore(self, *_: Any) -> None:
