@@ -11,8 +11,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lightning_genae.callbacks.applicability import ModelSpecificCallback
-from lightning_genae.callbacks.records import StageRecords
+from lightning_genae.callbacks.applicability import ModelSpecificCallback, StageRecords
 from lightning_genae.datamodules.base import SPLITS, to_uint8
 from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.errors import ConfigError, DataError

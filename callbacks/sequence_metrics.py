@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from lightning_genae.callbacks.records import StageRecords
+from lightning_genae.callbacks.applicability import StageRecords
 from lightning_genae.datamodules.base import SPLITS
 from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import BackboneUnavailable
