@@ -105,8 +105,7 @@ class ImageFolderDataModule(ImageDataModule):
             return "sort the images into one subfolder per class, or "
         return (
             f"{len(scan.loose)} {agree(scan.loose, 'image lies', 'images lie')} loose in {self.data_dir} "
-            f"(such as {scan.loose[0].name}) beside its class subfolders, which then are not taken as "
-            f"labels: move {agree(scan.loose, 'it', 'them')} into a subfolder, or "
+            f"(such as {scan.loose[0].name}): move {agree(scan.loose, 'it', 'them')} into a subfolder, or "
         )
 
     def summary(self) -> str:

@@ -90,8 +90,7 @@ class CSVSeriesOptions(SeqLenOptions):
         layout = self.csv_layout or "time"
         if layout in ("rows", "ucr"):
             unread["csv_channels"] = (
-                f"names the channel columns of csv_layout time or long, and in {layout} every cell of a row "
-                "is one series' value; drop it"
+                f"names the channel columns of csv_layout time or long, not {layout}; drop it"
             )
         if layout != "long":
             unread["series_id"] = (

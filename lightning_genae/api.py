@@ -196,10 +196,7 @@ def sequence_metrics(
     )
     if callback is not None and with_features and datamodule.name not in SEQUENCE_DATASETS:
         # Said and recorded as an image run's skipped metrics are: a missing fd_classifier is not silent.
-        why = (
-            f"{datamodule.name} has no sequence feature classifier (one is shipped for "
-            f"{', '.join(SEQUENCE_DATASETS)}); the sequence scores are measured without it"
-        )
+        why = f"{datamodule.name} has no sequence feature classifier; {', '.join(SEQUENCE_DATASETS)} have one"
         say(f"series feature metrics skipped: {why}")
         model.image_metrics_skipped = why
     return callback
