@@ -154,7 +154,7 @@ def test_a_run_whose_folder_is_moved_while_it_trains_stops_with_one_line(
     build = train.build_callbacks
     monkeypatch.setattr(train, "build_callbacks", lambda *args: [*build(*args), MoveTheFolder()])
     assert main([*TINY_AE, *first_write, "--eval-every", "500", "--output", str(run_dir)]) == 1
-    one_line(capsys, f"the run folder {run_dir} is gone (moved or deleted while the run trained)")
+    one_line(capsys, f"the run folder {run_dir} is gone; put it back")
     assert not run_dir.exists()
     assert moved.is_dir() and (moved / "config.yaml").is_file()
 
@@ -175,7 +175,7 @@ def test_a_run_whose_folder_is_moved_before_its_final_evaluation_stops_with_one_
 
     monkeypatch.setattr(train, "final_evaluation", moved_first)
     assert main([*TINY_AE, "--max-steps", "3", "--eval-every", "3", "--output", str(run_dir)]) == 1
-    one_line(capsys, f"the run folder {run_dir} is gone (moved or deleted while the run trained)")
+    one_line(capsys, f"the run folder {run_dir} is gone; put it back")
     assert not run_dir.exists() and (moved / "checkpoints" / "last.ckpt").is_file()
 
 
