@@ -179,9 +179,7 @@ class RankZeroStopped(GenaeError):
     """Rank 0 could not start the run; this rank stops too, saying only where the reason is printed."""
 
     def __init__(self, exit_code: int) -> None:
-        super().__init__(
-            f"rank {global_rank()}: stopped, rank 0 could not start the run (its error is in its output)"
-        )
+        super().__init__(f"rank {global_rank()}: stopped, rank 0 could not start the run (see its output)")
         self.exit_code = exit_code
 
 

@@ -861,7 +861,7 @@ def start_slurm_tasks(arguments: list[str], job_id: str) -> list[subprocess.Pope
     return tasks
 
 
-RANK_ONE_STOPPED = "error: rank 1: stopped, rank 0 could not start the run (its error is in its output)"
+RANK_ONE_STOPPED = "error: rank 1: stopped, rank 0 could not start the run (see its output)"
 
 
 def stop_together(tasks: list[subprocess.Popen]) -> list[list[str]]:
