@@ -95,10 +95,7 @@ def attach_augmentation(
         if name in plan.names and spec.side == "discriminator" and spec.build is not None
     }
     if "ae-d" in built and getattr(plan.settings["ae-d"], "augment_p", None) == 1:
-        say(
-            "note: ae-d at --augment-p 1 shows the discriminator only the autoencoder's outputs, so what the "
-            "autoencoder removes from a fake goes unpunished; a p below 1 keeps real inputs in view"
-        )
+        say("note: ae-d at --augment-p 1 shows the discriminator no real input; use a p below 1")
     transforms = list(built.values())
     labels = [transform_label(name, transform, plan.settings[name]) for name, transform in built.items()]
     if labels:

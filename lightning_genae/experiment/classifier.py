@@ -186,8 +186,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
             # and a CSV carry no labels, and a plug-in's series dataset has no recipe here.
             raise ConfigError(
                 f"{args.data}: a feature classifier of series is trained for "
-                f"{', '.join(sequence_classifier.SEQUENCE_DATASETS)} only; its runs report the series scores "
-                "without feature metrics"
+                f"{', '.join(sequence_classifier.SEQUENCE_DATASETS)} only"
             )
     train, kind = (_train_sequence, sequence_classifier) if sequence else (_train_image, image_classifier)
     started = time.perf_counter()

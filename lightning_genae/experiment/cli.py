@@ -299,18 +299,10 @@ def checkpoint_of_restarted_job(
             return None  # another run's options: the run the --overwrite replaces
     elif job.identified:
         return checkpoint  # it names no job (written outside one, or by an older version): continued
-    if CLUSTER_JOB_KEY not in checkpoint.contents:
-        why = "the checkpoint names no job: written outside one, or by an older version"
-    else:
-        why = "torchrun without --rdzv-id gives every job the id none"
-    fix = (
-        "continue it with --resume last in place of --overwrite, or submit the job again to replace it"
-        if values.overwrite
-        else "give torchrun --rdzv-id unique to each job, or continue it with --resume last"
-    )
+    why = "it names no job" if CLUSTER_JOB_KEY not in checkpoint.contents else "torchrun without --rdzv-id"
+    fix = "--resume last, not --overwrite" if values.overwrite else "torchrun --rdzv-id, or --resume last"
     raise RunFolderRefused(
-        f"{folder}: this restarted job cannot tell whether {path} is its own run to continue or another "
-        f"job's ({why}); {fix}"
+        f"{folder}: this restarted job cannot tell whether {path} is its own ({why}); use {fix}"
     )
 
 
@@ -345,10 +337,7 @@ def _without_options_of_what_the_command_line_replaced(
         from lightning_genae.progress import warn
 
         # On stderr: stdout may be a --print-config being saved as a file.
-        warn(
-            f"--config: left out {', '.join(map(flag, named))}, the file's options of what the command line "
-            "replaced (its --model or --augment), which this run does not read or sets otherwise"
-        )
+        warn(f"--config: left out {', '.join(map(flag, named))}, not read under this --model/--augment")
     return {name: value for name, value in file_values.items() if name not in dropped}
 
 

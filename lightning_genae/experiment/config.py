@@ -194,11 +194,7 @@ class RunConfig(PluginOptions):
         # Trained in processes the strategy starts, the run's own process would record 0 iterations and lose
         # the training's rows and checkpoints.
         if any(launcher in self.strategy for launcher in ("spawn", "fork", "notebook")):
-            raise ConfigError(
-                f"--strategy {self.strategy} trains in processes it starts, whose steps, rows and "
-                "checkpoints this run never sees; use --strategy ddp (one process per device, as torchrun "
-                "and SLURM start them)"
-            )
+            raise ConfigError(f"--strategy {self.strategy} trains in processes it starts; use --strategy ddp")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, the plug-ins' options flat among the others (the format of config.yaml)."""
@@ -334,9 +330,7 @@ def parse_devices(devices: str) -> int | str | list[int]:
     numbers = [int(item) for item in items if item.lstrip("-").isdigit()]
     distinct = len(set(numbers)) == len(numbers) == len(items) > 0
     if not distinct or min(numbers) < (0 if listed else 1):
-        raise ConfigError(
-            f"--devices {devices} is not auto, a count of at least 1 or distinct device indices (such as 0,1)"
-        )
+        raise ConfigError(f"--devices {devices} is not auto, a count above 0 or distinct device indices")
     return numbers if listed else numbers[0]
 
 

@@ -223,10 +223,7 @@ def _scored(checkpoint: RunCheckpoint, resolved: ResolvedRun, eval_file: Path) -
     trainer.callbacks += [SeededEvaluation(config.seed), *applicable(representation, model, datamodule)]
     trainer.callbacks += [c for c in (metrics_callback, series_callback) if c is not None]
     if not config.test_split:
-        say(
-            "the run is kept off the test split (--no-test-split, a tuning run's setting): evaluated on the "
-            "validation split, as it was"
-        )
+        say("evaluated on the validation split: the run is kept off the test split (--no-test-split)")
     metrics = final_evaluation(trainer, model, datamodule, config.test_split)
     result = {
         "checkpoint": str(checkpoint.path),
@@ -264,8 +261,7 @@ def evaluate_folder(
     kind = DATASETS[merged.data].data_kind if merged.data in DATASETS else "image"
     if kind != "image":
         raise ConfigError(
-            f"--evaluate-folder scores images, and --data {merged.data} is {kind} data; give the image "
-            "dataset the folder's images imitate"
+            f"--evaluate-folder scores images, and --data {merged.data} is {kind} data; give an image --data"
         )
     if chosen is None and merged.inception_weights is not None:
         # Every backbone is scored, Inception with the weights given: resolve checks them as its own.
@@ -337,10 +333,7 @@ def evaluate_folder(
                 f"min(--eval-samples {config.eval_samples}, the test split's {tested}, the folder's)"
             )
         if score.n_fake < FEW_IMAGES:
-            line += (
-                "; at so few images FD is biased upward and the k-nearest-neighbour metrics are coarse "
-                "(recall and coverage reach 1.0 easily): compare only with figures of the same N"
-            )
+            line += "; at so few images FD is biased upward: compare only with figures of the same N"
         say(line)
     if not result["metrics"]:
         raise ConfigError(

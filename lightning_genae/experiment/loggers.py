@@ -303,8 +303,8 @@ def finish_loggers(
             except Exception as error:  # noqa: BLE001 - W&B down at the end: the run itself is complete
                 wandb_dir = shlex.quote(str(Path(logger.save_dir or ".") / "wandb"))
                 warn(
-                    f"wandb: could not finish the W&B run ({describe_error(error)}); the run is complete in "
-                    f"its folder, and its W&B files can be uploaded later with: wandb sync {wandb_dir}/*run-*"
+                    f"wandb: could not finish the W&B run ({describe_error(error)}); upload it later with: "
+                    f"wandb sync {wandb_dir}/*run-*"
                 )
 
 

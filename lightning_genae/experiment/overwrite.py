@@ -56,9 +56,7 @@ def refuse_linked_run_folders(path: Path) -> None:
         if held:
             raise RunFolderRefused(
                 f"--overwrite: {folder} is a link to {folder.resolve()}, which holds {', '.join(held[:3])}"
-                f"{' and more' if len(held) > 3 else ''}; --overwrite removes only what lies in the run's "
-                "folder and the new run would write over them through the link: remove the link, or empty "
-                "the folder it points to first"
+                f"{' and more' if len(held) > 3 else ''}; remove the link, or empty the folder it points to"
             )
 
 

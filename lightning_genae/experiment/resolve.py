@@ -140,8 +140,7 @@ def _family_options(config: RunConfig, model: ModelSpec, named: Collection[str] 
         hint = f" {PLUGIN_HINT}" if set(foreign) - model_option_names() else ""
         raise ConfigError(
             f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --model "
-            f"{config.model}; drop {agree(foreign, 'it', 'them')} or pick a model that takes "
-            f"{agree(foreign, 'it', 'them')}{hint}"
+            f"{config.model}; drop {agree(foreign, 'it', 'them')}{hint}"
         )
     return model.options.parse(
         {name: value for name, value in given.items() if name in own and value is not None}, given=named
@@ -277,8 +276,7 @@ def refuse_a_share_that_replaces_nothing(plan: AugmentPlan, per_device: int, wor
     spread = f" on each of {world_size} devices" if world_size > 1 else ""
     raise ConfigError(
         f"--augment-p {plan.p:g} replaces round({plan.p:g} x {per_device}) = 0 of the {per_device} images of "
-        f"a batch{spread}, so the data-side augmentation would never act; use --augment-p "
-        f"{1 / per_device:.3g} or more (one image a batch), or a larger --batch-size"
+        f"a batch{spread}; use --augment-p {1 / per_device:.3g} or more, or a larger --batch-size"
     )
 
 
@@ -341,13 +339,10 @@ def refuse_a_folder_among_the_data(config: RunConfig, folder: str | Path, scored
     if not overlapping:
         return
     linked = "" if overlapping[0] == roots[0] else f" (through {overlapping[0]})"
+    what, fix = "the run folder", "pick an --output"
     if scored:
-        what = "--evaluate-folder"
-        why = "the images scored would be compared with themselves as real test images; score a folder kept"
-    else:
-        what = "the run folder"
-        why = "the run's pictures would become the next run's training images; pick an --output"
+        what, fix = "--evaluate-folder", "score a folder kept"
     raise ConfigError(
         f"{what} {folder} and --data-dir {config.data_dir}{linked} overlap, and --data {config.data} reads "
-        f"every image there: {why} apart from the data"
+        f"every image there; {fix} apart from the data"
     )

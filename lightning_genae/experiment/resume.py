@@ -3,7 +3,6 @@ resumed run carries on (the learning rate asked for, the augmenter it trained wi
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,7 @@ from pytorch_lightning.callbacks import Callback
 
 from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.cluster import ClusterJob, current_job
-from lightning_genae.errors import ConfigError, RunFolderRefused
+from lightning_genae.errors import ConfigError, RunFolderRefused, agree
 from lightning_genae.experiment.config import CHANGEABLE_ON_RESUME, RunConfig, flag, resume_conflicts
 from lightning_genae.experiment.run_folder import read_json_object, read_summary
 from lightning_genae.lightning_internals import configured_optimizers
@@ -99,9 +98,7 @@ def continue_from(
         say(f"--resume {resume.path}: this job's earlier attempt went on to iteration {went_on_to}; going on")
         return newest
     raise ConfigError(
-        f"--resume {resume.path}: the run in {run_dir} went on to iteration {went_on_to} ({last}), which "
-        "continuing from an older checkpoint there would replace; give --output NEW to continue it in a "
-        "folder of its own, or --resume last"
+        f"--resume {resume.path}: the run in {run_dir} went on to iteration {went_on_to}; give --output NEW"
     )
 
 
@@ -122,8 +119,7 @@ def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
         return
     raise ConfigError(
         f"--resume {resume.path}: the run is at iteration {done} (epoch {resume.epochs()}), and "
-        f"{' and '.join(spent)} leaves nothing to train; raise it to continue, or measure it again with "
-        f"--evaluate {shlex.quote(str(resume.path))}"
+        f"{' and '.join(spent)} leaves nothing to train; raise it, or --evaluate it"
     )
 
 
@@ -134,10 +130,7 @@ def say_what_changes(
     stored = resume.stored_config("--resume")
     form = model.objective_form()
     if form is not None and resume.contents.get(OBJECTIVE_FORM_KEY) != form:
-        say(
-            f"note: {resume.path} records another form of {config.model}'s objective than this one "
-            f"({form}); the run goes on under this one, so it is trained part under each"
-        )
+        say(f"note: {resume.path} records another form of {config.model}'s objective than this one ({form})")
     if note := other_source_note(resume.contents.get(SOURCE_KEY), str(resume.path)):
         say(f"{note}; the run goes on under this code")
     if resume.run_folder.resolve() != run_dir.resolve():
@@ -148,11 +141,8 @@ def say_what_changes(
             say(f"{flag(name)} {new} replaces the checkpoint's {old} from here on")
     evaluated = read_json_object(run_dir / "eval.json") or {}
     if "checkpoint" in evaluated and "global_step" in evaluated:
-        say(
-            f"{run_dir / 'eval.json'} scored {evaluated['checkpoint']} at iteration "
-            f"{evaluated['global_step']}; the run goes on past it, so run --evaluate again for the new "
-            "weights"
-        )
+        scored = f"{evaluated['checkpoint']} at iteration {evaluated['global_step']}"
+        say(f"{run_dir / 'eval.json'} scored {scored}; run --evaluate again for the new weights")
 
 
 class LearningRateOnResume(Callback):
@@ -212,17 +202,14 @@ def check_same_augmenter(resume: RunCheckpoint, augmenter: dict[str, Any]) -> No
     now, before = augmenter.get("sha256"), resume.contents.get(AUGMENTER_SHA256_KEY)
     if isinstance(now, str) and isinstance(before, str) and now != before:
         raise RunFolderRefused(
-            f"--augment-ckpt {augmenter.get('path')} holds another augmenter (SHA-256 {now[:12]}) than the "
-            f"run in {resume.run_folder} trained with ({before[:12]}); put that file back to continue the "
-            "run, or start it again (--overwrite)"
+            f"--augment-ckpt {augmenter.get('path')} holds another augmenter than the run in "
+            f"{resume.run_folder} trained with; put that file back, or give --overwrite"
         )
     now, before = augmenter.get("weights_sha256"), resume.contents.get(AUGMENTER_WEIGHTS_KEY)
     if isinstance(now, str) and isinstance(before, str) and now != before:
         warn(
             f"note: the augmenter {augmenter.get('path')} ({augmenter.get('source')}) is not the one the run "
-            f"in {resume.run_folder} trained with so far (weights' SHA-256 {now[:12]}, the run's: "
-            f"{before[:12]}): its training goes on with this one; start it again (--overwrite) for a run of "
-            "one augmenter"
+            f"in {resume.run_folder} trained with so far; --overwrite starts a run of one augmenter"
         )
 
 
@@ -246,6 +233,6 @@ def check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: d
         ]
         raise ConfigError(
             f"--resume {resume.path}: {'; '.join(conflicts)} would make it another run; drop "
-            f"{'it' if len(conflicts) == 1 else 'them'} to continue it (changeable on resume: "
-            f"{', '.join(flag(name) for name in may_change)}), or start a new run with another --output"
+            f"{agree(conflicts, 'it', 'them')} or give another --output (changeable on resume: "
+            f"{', '.join(flag(name) for name in may_change)})"
         )

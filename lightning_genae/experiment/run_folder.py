@@ -68,9 +68,7 @@ def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:
     if named and not (files and _written_by_a_run(path, files)):
         raise RunFolderRefused(
             f"--output {path} holds {', '.join(named[:5])}{' and more' * (len(named) > 5)}, named as a run's "
-            f"files but which no run wrote here (no checkpoint of a run, and no {CONFIG_FILE} a run wrote in "
-            "this folder): a run would overwrite them and --overwrite would remove them; move them away or "
-            "pick another --output"
+            "files but which no run wrote here; move them away or pick another --output"
         )
 
 

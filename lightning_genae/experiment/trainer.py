@@ -97,9 +97,8 @@ def hardware_trainer(
     if config.num_nodes > 1 and current_job() is None and not manual_launch:
         # Lightning would start this node's processes and wait for the other nodes' forever, silently.
         raise ConfigError(
-            f"--num-nodes {config.num_nodes} outside a job that starts the other nodes (SLURM's srun, "
-            "torchrun, or NODE_RANK and MASTER_ADDR set on each node): the run would wait for them without "
-            "end; give --num-nodes 1 (a resumed or evaluated run keeps its own unless typed)"
+            f"--num-nodes {config.num_nodes} outside a job that starts the other nodes (srun, torchrun, or "
+            "NODE_RANK and MASTER_ADDR on each); give --num-nodes 1"
         )
     try:
         trainer = pl.Trainer(
@@ -113,10 +112,9 @@ def hardware_trainer(
     except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as error:
         # ImportError: an accelerator or strategy whose package is not installed (tpu: torch_xla).
         raise ConfigError(
-            f"Trainer set-up failed: {describe_error(error)}; in effect: --accelerator {config.accelerator} "
+            f"Trainer set-up failed: {describe_error(error)}; check --accelerator {config.accelerator} "
             f"--devices {config.devices} --num-nodes {config.num_nodes} --strategy {config.strategy} "
-            f"--precision {config.precision} (a resumed or evaluated run keeps its own unless typed): check "
-            "them, e.g. --accelerator cpu --devices 1 --num-nodes 1 on a machine without a GPU"
+            f"--precision {config.precision} (without a GPU: --accelerator cpu)"
         ) from None
     # In the environment too, so that the processes the run starts take the same count.
     threads = config.threads or default_threads(trainer.num_devices if current_job() is None else 1)

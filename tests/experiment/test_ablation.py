@@ -726,9 +726,7 @@ def test_rows_of_cells_of_other_grid_commands_are_marked_as_not_ranking_against_
         "--data differs ('mnist' in ae-ts1000, none-ts1000, ae-tsfull; 'digits' in diffaug-ts1000)"
         in markdown
     )
-    assert (
-        "differ in more than their augmentation and training size (--lr, --data)" in capsys.readouterr().err
-    )
+    assert "also differ in --lr, --data, so they do not rank" in capsys.readouterr().err
 
 
 def test_rows_of_one_training_size_that_trained_other_iterations_do_not_rank(tmp_path: Path, capsys) -> None:

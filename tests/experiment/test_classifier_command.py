@@ -125,10 +125,7 @@ def test_the_command_runs_as_a_module(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == (
-        "error: sines: a feature classifier of series is trained for smnist only; its runs report the series "
-        "scores without feature metrics"
-    )
+    assert result.stderr.strip() == "error: sines: a feature classifier of series is trained for smnist only"
 
 
 def test_the_output_folder_must_be_named_so_the_shipped_weights_are_never_overwritten_by_default(capsys):

@@ -384,7 +384,7 @@ def test_torchrun_jobs_without_a_rendezvous_id_never_continue_each_others_runs(t
     run_dir = next((tmp_path / "runs").iterdir())
     before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
     assert main(["--model", "ae", *TINY_RUN, "--max-steps", "4"]) == 2
-    assert "give torchrun --rdzv-id unique to each job" in capsys.readouterr().err
+    assert "torchrun --rdzv-id" in capsys.readouterr().err
     assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
 
 

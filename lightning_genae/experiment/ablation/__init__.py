@@ -51,8 +51,5 @@ def summarize(root: Path) -> dict[str, Path]:
     if apart:
         from lightning_genae.progress import warn  # imports Lightning, which --help never loads
 
-        warn(
-            f"note: the rows of {paths['md']} differ in more than their augmentation and training size "
-            f"({', '.join(apart)}), so they do not rank against each other; its note says which row ran what"
-        )
+        warn(f"note: the rows of {paths['md']} also differ in {', '.join(apart)}, so they do not rank")
     return paths

@@ -157,8 +157,7 @@ def grid_record(root: Path, flag: str = "--output") -> dict[str, Any] | None:
     cells = record.get("cells") if record is not None else None
     if not isinstance(cells, list) or not all(isinstance(name, str) for name in cells):
         raise RunFolderRefused(
-            f"{flag} {root}: its {GRID_FILE} is not an ablation grid's list of cells; pick another {flag} "
-            "(--overwrite never replaces a file a grid did not write)"
+            f"{flag} {root}: its {GRID_FILE} is not an ablation grid's list of cells; pick another {flag}"
         )
     return record
 
@@ -208,8 +207,7 @@ def check_grid_root(root: Path, flag: str = "--output") -> None:
     )
     if found:
         raise RunFolderRefused(
-            f"{flag} {root} holds {', '.join(found)} but no {GRID_FILE} of an ablation grid, whose files "
-            f"would replace or mix with them; pick another {flag}"
+            f"{flag} {root} holds {', '.join(found)} but no {GRID_FILE} of a grid; pick another {flag}"
         )
     files = started_run_files(root)
     if files and flag == "--output":

@@ -237,10 +237,7 @@ def load_runs(root: Path) -> list[CellRun]:
     finished = {p.name for p in folders if (p / SUMMARY_FILE).is_file() or (p / FAILED_FILE).is_file()}
     planned = set(read_grid_cells(root)) | {p.name for p in folders if started_run_files(p)}
     if not finished and not planned:
-        raise ConfigError(
-            f"no runs in {root} (no sub-folder holds {SUMMARY_FILE} or {FAILED_FILE}); run a grid first, or "
-            "pass the grid's --output folder"
-        )
+        raise ConfigError(f"no runs in {root}; run a grid first, or pass the grid's --output folder")
     # Cells an --overwrite stopped part-way has yet to replace: their old runs are not this grid's numbers.
     replacing = set(overwrite_pending(root))
     runs = [_load_run(root / name) for name in sorted(finished - replacing)]
