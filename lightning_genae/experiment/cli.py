@@ -170,7 +170,7 @@ def _evaluate(
         evaluate_checkpoint,
         evaluate_folder,
     )
-    from lightning_genae.experiment.stopping import stop_at_once_on_signal
+    from lightning_genae.experiment.trainer import stop_at_once_on_signal
 
     if train_sizes is not None:
         args["train_size"] = train_sizes[0]

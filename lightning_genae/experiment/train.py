@@ -51,12 +51,13 @@ from lightning_genae.experiment.run_report import (
     format_metrics_table,
     scalar_metrics,
 )
-from lightning_genae.experiment.stopping import stop_during_final_evaluation, stop_outside_training
 from lightning_genae.experiment.trainer import (
     build_callbacks,
     build_trainer,
     callback_settings,
     prepare_data_early,
+    stop_during_final_evaluation,
+    stop_outside_training,
 )
 from lightning_genae.metrics.names import test_headline
 from lightning_genae.models import GenerativeModule
