@@ -105,9 +105,8 @@ def resolve_augment_plan(
         ),
         (
             anneals and "ae-d" in plan_names and data_side != ["none"],
-            f"--augment-anneal takes {data_side[0]}'s p to zero, and ae-d keeps --augment-p fixed, so in "
-            f"--augment {'+'.join(plan_names)} only half of it would anneal; drop --augment-anneal, or "
-            f"anneal the data side alone (--augment {data_side[0]} --augment-anneal)",
+            f"--augment-anneal takes {data_side[0]}'s p to zero, and ae-d keeps --augment-p fixed; drop "
+            f"--augment-anneal, or use --augment {data_side[0]} --augment-anneal",
         ),
     ]
     for refused, message in refusals:
@@ -115,10 +114,7 @@ def resolve_augment_plan(
             raise ConfigError(message)
     stray = [name for name in given if name not in read]
     if stray and not drop_unused:
-        nothing = (
-            f"does nothing with --augment {config.augment}; drop it, or use the augmentation it belongs to "
-            "(see --help)"
-        )
+        nothing = f"does nothing with --augment {config.augment}; drop it, or use its augmentation"
         explained = sorted(stray, key=lambda name: name not in reasons)
         raise UnreadOptions({name: reasons.get(name, nothing) for name in explained})
     # Now every value read is checked; one the run does not read (a grid cell's) is left at its default.

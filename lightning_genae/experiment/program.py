@@ -67,10 +67,7 @@ def one_line_border(command: Callable[[], int], every_rank_reports: Callable[[],
     except OSError as error:
         line = describe_error(error)
         if error.errno in _STORAGE_ERRORS:
-            line = (
-                f"could not write ({line}); free space there or make the folder writable, then run the "
-                "command again (a run stopped part-way continues with --resume last)"
-            )
+            line = f"could not write ({line}); free space or make the folder writable, and run it again"
         print(f"error: {line}", file=sys.stderr)
         return 2
 
@@ -156,10 +153,7 @@ def reader_may_leave() -> Iterator[types.SimpleNamespace]:
 
     def reader_gone(name: str, other: _StreamWithoutReader) -> None:
         if watch.note and not other.gone:
-            other.write(
-                f"note: nothing reads this command's {name} any more (its pipe closed); it goes on without "
-                "printing there, and writes its results to its folder as always\n"
-            )
+            other.write(f"note: nothing reads this command's {name} any more; its results go to its folder\n")
             other.flush()
 
     out = _StreamWithoutReader(original[0], lambda: reader_gone("stdout", err))

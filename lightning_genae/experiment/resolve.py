@@ -218,23 +218,20 @@ def resolve(
         (
             features and not model.generates,
             f"{' and '.join(features)} {agree(features, 'gives', 'give')} the generative image metrics' "
-            f"features, and --model {config.model} does not generate (it is scored by its reconstructions); "
-            f"drop {' and '.join(option.split()[0] for option in features)}",
+            f"features, and --model {config.model} does not generate; drop {' and '.join(features)}",
         ),
         # Series are scored in their own classifier's features (where the dataset ships one), or not at all.
         (
             data.data_kind != "image" and config.backbone == "inception",
             f"--backbone inception scores images, and --data {config.data} is {data.data_kind} data; drop "
-            "--backbone (or --backbone none to leave out the feature metrics of a dataset with a series "
-            "classifier)",
+            "--backbone",
         ),
         # A Bernoulli decoder's score of grey levels is no likelihood, and would sit beside the literature's
         # binarized-MNIST figures without being one.
         (
             getattr(options, "nll_samples", 0) and not data.binary_pixels,
             f"--nll-samples estimates the likelihood of binary pixels, and --data {config.data} has grey "
-            f"levels, where a Bernoulli decoder's score is no likelihood; use --data "
-            f"{names(DATASETS, 'binary_pixels')}, or drop --nll-samples",
+            f"levels; use --data {names(DATASETS, 'binary_pixels')}, or drop --nll-samples",
         ),
     ]
     for refused, message in refusals:

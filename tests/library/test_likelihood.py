@@ -231,9 +231,8 @@ def test_a_likelihood_of_grey_pixels_is_refused_before_the_run_starts(tmp_path, 
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        "error: --nll-samples estimates the likelihood of binary pixels, and --data digits has grey levels, "
-        "where a Bernoulli decoder's score is no likelihood; use --data binarized_mnist, or drop "
-        "--nll-samples"
+        "error: --nll-samples estimates the likelihood of binary pixels, and --data digits has grey levels; "
+        "use --data binarized_mnist, or drop --nll-samples"
     )
     assert not run_dir.exists()
 
