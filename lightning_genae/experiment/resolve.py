@@ -41,7 +41,7 @@ from lightning_genae.plugin_options import AUTO, PluginOptions, did_you_mean
 if TYPE_CHECKING:
     # Only named in annotations: resolving a configuration imports neither Lightning nor a family's module.
     from lightning_genae.datamodules import InMemoryDataModule
-    from lightning_genae.experiment.attach import Attached
+    from lightning_genae.experiment.augmenter import Attached
     from lightning_genae.models import DiscriminatorAugmentation, GenerativeModule
     from lightning_genae.models.protocols import StrengthController
 
@@ -92,9 +92,9 @@ class ResolvedRun:
             return self.model.module(data_shape, **extra, **self.options.to_dict())
 
     def attach_augmentation(self, datamodule: InMemoryDataModule, **arguments: Any) -> Attached:
-        """`attach.attach_augmentation` of this run's plan; one too large for memory is one line."""
+        """`augmenter.attach_augmentation` of this run's plan; one too large for memory is one line."""
         # Imported here: it imports Lightning, which `--help` and a configuration error never need.
-        from lightning_genae.experiment.attach import attach_augmentation
+        from lightning_genae.experiment.augmenter import attach_augmentation
 
         with refusing_what_does_not_fit(f"--augment {self.config.augment}", self.augment.options):
             return attach_augmentation(self.augment, datamodule, **arguments)

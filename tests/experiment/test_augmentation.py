@@ -817,7 +817,7 @@ def test_discriminator_side_augmentation_needs_the_image_discriminator_protocol(
 
 
 def test_the_model_is_given_the_discriminator_side_augmentation_the_plan_builds(tmp_path):
-    from lightning_genae.experiment.attach import attach_augmentation
+    from lightning_genae.experiment.augmenter import attach_augmentation
 
     def attached(augment: str):
         return attach_augmentation(

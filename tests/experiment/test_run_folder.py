@@ -299,12 +299,12 @@ def test_an_error_at_training_start_leaves_no_run_folder(flags, message, tmp_pat
 
 
 def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
-    import lightning_genae.experiment.attach
+    import lightning_genae.experiment.augmenter
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C while, say, the augmenter trains
 
-    monkeypatch.setattr(lightning_genae.experiment.attach, "attach_augmentation", interrupted)
+    monkeypatch.setattr(lightning_genae.experiment.augmenter, "attach_augmentation", interrupted)
     output = tmp_path / "run"
     assert main([*TINY_AE, "--max-steps", "2", "--output", str(output)]) == 130
     assert capsys.readouterr().err.endswith("stopped by Ctrl-C\n")
@@ -312,7 +312,7 @@ def test_an_interrupt_before_the_first_step_leaves_no_run_folder(tmp_path, monke
 
 
 def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypatch):
-    import lightning_genae.experiment.attach
+    import lightning_genae.experiment.augmenter
 
     sibling = tmp_path / "grid" / "other-cell"
 
@@ -321,7 +321,7 @@ def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypa
         raise ConfigError("--augment: injected failure")
 
     monkeypatch.setattr(
-        lightning_genae.experiment.attach, "attach_augmentation", another_run_starts_then_this_one_fails
+        lightning_genae.experiment.augmenter, "attach_augmentation", another_run_starts_then_this_one_fails
     )
     assert main([*TINY_AE, "--max-steps", "2", "--output", str(tmp_path / "grid" / "cell")]) == 2
     assert not (tmp_path / "grid" / "cell").exists()
@@ -332,7 +332,7 @@ def test_a_failed_start_keeps_what_another_run_made_beside_it(tmp_path, monkeypa
 def test_a_failed_start_keeps_a_file_the_user_put_in_the_folder_while_it_set_up(
     existing, tmp_path, monkeypatch, capsys
 ):
-    import lightning_genae.experiment.attach
+    import lightning_genae.experiment.augmenter
 
     output = tmp_path / "run"
     if existing:
@@ -345,7 +345,7 @@ def test_a_failed_start_keeps_a_file_the_user_put_in_the_folder_while_it_set_up(
         raise ConfigError("--augment: injected failure")
 
     monkeypatch.setattr(
-        lightning_genae.experiment.attach, "attach_augmentation", the_user_adds_notes_then_the_start_fails
+        lightning_genae.experiment.augmenter, "attach_augmentation", the_user_adds_notes_then_the_start_fails
     )
     assert main([*TINY_AE, "--max-steps", "2", "--output", str(output)]) == 2
     assert "injected failure" in capsys.readouterr().err

@@ -162,7 +162,7 @@ def test_ada_combines_with_the_other_discriminator_side_augmentations(augment, t
 
 def test_ada_and_augment_p_auto_share_one_controller(tmp_path) -> None:
     from lightning_genae.augmentation.discriminator import AdaptivePipeline
-    from lightning_genae.experiment.attach import attach_augmentation
+    from lightning_genae.experiment.augmenter import attach_augmentation
     from lightning_genae.experiment.config import RunConfig
     from lightning_genae.experiment.resolve import resolve
 
