@@ -106,8 +106,7 @@ def _check_given_checkpoint(
         raise ConfigError(
             f"--augment-ckpt {checkpoint.path}: its augmenter was trained on other training "
             f"{datamodule.item_noun} than this run's ({recorded} against {current[:12]}; its run's --data "
-            f"{stored.get('data')} --train-size {size} --seed {stored.get('seed')}); train it on this run's "
-            "data, or drop --augment-ckpt to have one trained and cached"
+            f"{stored.get('data')} --train-size {size} --seed {stored.get('seed')}); drop --augment-ckpt"
         )
 
 

@@ -162,10 +162,7 @@ class SetAside:
             os.replace(self.path / REPLACED_DIR, removed)
             remove_entry(removed)
         except OSError as error:
-            return (
-                f"--overwrite: the replaced run's files in {self.path} could not all be removed "
-                f"({describe_error(error)}); remove {removed} once this run is done"
-            )
+            return f"--overwrite: could not remove {removed} ({describe_error(error)}); remove it later"
         return None
 
 
