@@ -34,7 +34,6 @@ from lightning_genae.datamodules import DATASETS, InMemoryDataModule
 from lightning_genae.datamodules.folder import scan_folder
 from lightning_genae.datamodules.imagefiles import read_images
 from lightning_genae.errors import ConfigError, DataError, RunFolderRefused, agree
-from lightning_genae.experiment import trainer as run_setup
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
@@ -44,8 +43,14 @@ from lightning_genae.experiment.resolve import (
 )
 from lightning_genae.experiment.run_folder import read_json_object
 from lightning_genae.experiment.run_lock import RunFolderLock
-from lightning_genae.experiment.run_report import environment_info, format_metrics_table, scalar_metrics
-from lightning_genae.experiment.trainer import callback_settings, prepare_data_early
+from lightning_genae.experiment.trainer import (
+    callback_settings,
+    environment_info,
+    format_metrics_table,
+    hardware_trainer,
+    prepare_data_early,
+    scalar_metrics,
+)
 from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
@@ -208,7 +213,7 @@ def _scored(checkpoint: RunCheckpoint, resolved: ResolvedRun, eval_file: Path) -
         say(f"{note} than the run's own")
     datamodule = resolved.build_datamodule()
     model = checkpoint.restore(resolved.model.module, "--evaluate")
-    trainer = run_setup.hardware_trainer(
+    trainer = hardware_trainer(
         config,
         type(model),
         logger=False,

@@ -42,20 +42,18 @@ from lightning_genae.experiment.resume import (
     training_complete,
 )
 from lightning_genae.experiment.run_folder import ClaimedRunFolder, started_by_an_earlier_attempt_of_this_job
-from lightning_genae.experiment.run_report import (
+from lightning_genae.experiment.trainer import (
+    build_callbacks,
+    build_trainer,
+    callback_settings,
     collapse_warning,
     describe_model,
     describe_training,
     environment_info,
     format_final_line,
     format_metrics_table,
-    scalar_metrics,
-)
-from lightning_genae.experiment.trainer import (
-    build_callbacks,
-    build_trainer,
-    callback_settings,
     prepare_data_early,
+    scalar_metrics,
     stop_during_final_evaluation,
     stop_outside_training,
 )

@@ -1,15 +1,18 @@
 """How a run's Lightning Trainer is built from its resolved options: hardware and strategy, budget and
-cadences in training iterations, the library's callbacks, and stop signals outside the training iterations."""
+cadences in training iterations (one D and one G update for a GAN), the library's callbacks, stop signals
+outside the training iterations; and what a run reports beside its metrics (machine, versions, the table)."""
 
 from __future__ import annotations
 
 import os
+import platform
 import shlex
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -18,19 +21,24 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities.model_summary import get_human_readable_count
+from torch import nn
 
 from lightning_genae.api import CallbackSettings, run_callbacks, trainer_kwargs, validation_every
 from lightning_genae.callbacks.progress_bar import IterationProgressBar
 from lightning_genae.callbacks.stopping import STOP_SIGNALS, cluster_plugins
 from lightning_genae.callbacks.training import LogStepIsIteration
-from lightning_genae.checkpoint import AtomicCheckpointIO
+from lightning_genae.checkpoint import FIXED_SCHEDULE_ADVICE, AtomicCheckpointIO
 from lightning_genae.cluster import current_job, interrupted_by
 from lightning_genae.datamodules import InMemoryDataModule
 from lightning_genae.errors import ConfigError, describe_error
 from lightning_genae.experiment.config import CONFIG_FIELDS, RunConfig, device_count, parse_devices
 from lightning_genae.experiment.program import command_prefix, resume_command
 from lightning_genae.experiment.resolve import ResolvedRun, stated_world_size
+from lightning_genae.metrics.names import Direction, try_parse
 from lightning_genae.models import GenerativeModule
+from lightning_genae.progress import format_duration
+from lightning_genae.source import current_source
 
 
 def callback_settings(config: RunConfig) -> CallbackSettings:
@@ -231,3 +239,128 @@ def stop_during_final_evaluation(run_dir: Path) -> AbstractContextManager[None]:
         f"finish the run (summary.json) with: {resume_command(run_dir)}, or score them with: "
         f"{command_prefix()} --evaluate {shlex.quote(str(last))}",
     )
+
+
+VERSIONED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "torchmetrics",
+    "wandb",
+    "numpy",
+    "lightning-genae",
+)
+
+
+def environment_info(trainer: pl.Trainer) -> dict[str, Any]:
+    """What a number was measured on: devices, the precision that ran, versions, the source's commit."""
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+    versions = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "device": f"{trainer.num_devices} x {device.type} ({name})",
+        # Lightning's, not the one asked for: --precision 16-mixed runs as bf16-mixed on a CPU.
+        "precision": str(trainer.precision),
+        "num_nodes": trainer.num_nodes,
+        "world_size": trainer.world_size,
+        "versions": versions,
+        "source": current_source(),
+    }
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Scalar metrics as floats; "step" is the x-axis override, not a metric."""
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if key != "step" and torch.as_tensor(value).numel() == 1
+    }
+
+
+def format_metrics_table(metrics: dict[str, float], headline: str | None = None) -> str:
+    """One metric per line, alphabetical, under the headline metric (marked, ruled off) where there is one."""
+    if not metrics:
+        return "(no metrics)"
+    width = max(len(key) for key in metrics)
+    lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  ----------"]
+    if headline in metrics:
+        parsed = try_parse(headline)
+        said = "" if parsed is None or parsed.direction is Direction.NONE else f", {parsed.direction.value}"
+        lines += [f"{headline.ljust(width)}  {metrics[headline]:.6g}  <- headline{said}", ""]
+    lines += [f"{key.ljust(width)}  {metrics[key]:.6g}" for key in sorted(metrics) if key != headline]
+    return "\n".join(lines)
+
+
+def format_final_line(metrics: dict[str, float], headline: str | None) -> str:
+    """The end of a run in one line, for a run among many (a grid's cell): its headline and the count."""
+    shown = f"{headline} {metrics[headline]:.6g}; " if headline in metrics else ""
+    return f"final: {shown}{len(metrics)} metrics in summary.json"
+
+
+# Discriminator outputs (logits) this large come only from runaway weights: a sigmoid saturates near 20, a
+# hinge margin is 1, and a healthy run stays within tens.
+SATURATED_LOGIT = 1e4
+
+
+def collapse_warning(metrics: dict[str, float], lr: float | None) -> str | None:
+    """One line when the final training values show a saturated discriminator (loss 0, outputs beyond
+    SATURATED_LOGIT: finite, so no divergence is reported), else None; `lr`: None under a fixed schedule."""
+    outputs = [abs(metrics[key]) for key in ("train/d_real", "train/d_fake") if key in metrics]
+    if metrics.get("train/loss_d") != 0.0 or not outputs or max(outputs) < SATURATED_LOGIT:
+        return None
+    advice = f"; lower --lr (this run used {lr:g})" if lr is not None else f"; {FIXED_SCHEDULE_ADVICE}"
+    return (
+        f"warning: the discriminator saturated (train/loss_d 0, outputs up to {max(outputs):.3g}): the "
+        f"generator has likely collapsed and its samples stopped improving{advice}"
+    )
+
+
+def format_count(n: int) -> str:
+    """Parameter counts as Lightning's summary writes them: 950, 1.2 K, 336 K, 4.1 M."""
+    return get_human_readable_count(n).strip()
+
+
+def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
+    """One line instead of Lightning's summary table: parameters per network, device, precision, threads."""
+
+    def count(module: nn.Module, trained: bool, recurse: bool = True) -> int:
+        return sum(p.numel() for p in module.parameters(recurse=recurse) if p.requires_grad == trained)
+
+    children = list(model.named_children())
+    detail = ", ".join(
+        f"{child} {format_count(n)}" for child, module in children if (n := count(module, True))
+    )
+    # Parts that are not trained here (the ae-d augmenter inside the discriminator's augmentation, the
+    # generator's EMA copy) are named, so "frozen" is never read as a network that does not learn.
+    frozen = [(child, count(module, False)) for child, module in children] + [
+        ("other", count(model, False, recurse=False))
+    ]
+    if named := ", ".join(f"{child} {format_count(n)}" for child, n in frozen if n):
+        detail += f"; not trained by the optimizers: {named}"
+    devices = trainer.num_devices * trainer.num_nodes
+    device = trainer.strategy.root_device.type
+    where = f"{devices} x {device}" if devices > 1 else device
+    threads = torch.get_num_threads()
+    return (
+        f"model: {name}, {format_count(count(model, True))} parameters"
+        + (f" ({detail})" if detail else "")
+        + f", {where}, {trainer.precision}, {threads} CPU thread{'s' if threads != 1 else ''}"
+    )
+
+
+def describe_training(first: int, last: int, seconds: float) -> str:
+    """The end-of-training line, e.g. "trained 2000 iterations in 2 min 10 s" (no rate: the time includes
+    the validations, so it would disagree with the bar's training rate)."""
+    done = last - first
+    span = f"{done} iteration{'s' if done != 1 else ''}"
+    if first:
+        span += f" ({first} -> {last})"
+    return f"trained {span} in {format_duration(seconds)}"

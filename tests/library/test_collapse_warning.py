@@ -5,7 +5,7 @@ from __future__ import annotations
 from tiny import TINY_RUN
 
 from lightning_genae.experiment.cli import main
-from lightning_genae.experiment.run_report import collapse_warning
+from lightning_genae.experiment.trainer import collapse_warning
 
 
 def test_a_saturated_discriminator_is_named_once_with_the_lr_to_lower(tmp_path, capsys):

@@ -13,8 +13,8 @@ from pytorch_lightning.loggers.logger import Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_genae.models.base as base
-from lightning_genae.experiment.run_report import scalar_metrics
 from lightning_genae.experiment.train import log_last_training_values
+from lightning_genae.experiment.trainer import scalar_metrics
 from lightning_genae.lightning_internals import logging_step
 from lightning_genae.models import GANModule, VAEModule
 
