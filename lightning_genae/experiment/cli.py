@@ -35,6 +35,7 @@ from lightning_genae.experiment.program import (
 )
 from lightning_genae.experiment.resolve import (
     ResolvedRun,
+    augmentation_defaults,
     check_shape_options,
     named_options,
     resolve,
@@ -312,7 +313,6 @@ def _without_options_of_what_the_command_line_replaced(
     """The --config file's values less the options of its --model or --augment that the command line
     replaces: those the replacement does not read, and those where the file holds the replaced one's default
     and the new one's differs (a gan's lr is no choice for an ae). A line names what is left out (`say`)."""
-    from lightning_genae.experiment.augment_plan import augmentation_defaults
     from lightning_genae.models import MODELS
 
     def family_defaults(model: Any) -> dict[str, Any]:

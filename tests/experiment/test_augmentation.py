@@ -23,10 +23,10 @@ from lightning_genae.datamodules.base import ImageDataModule, to_model_range
 from lightning_genae.datamodules.streaming import PreparedSplit, StreamedSplits, prepare, write_items
 from lightning_genae.errors import ConfigError, OptionError
 from lightning_genae.experiment import augmenter as latent_module
-from lightning_genae.experiment.augment_plan import resolve_augment_plan
 from lightning_genae.experiment.augmenter import cache_path, load_augmenter
 from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.resolve import resolve_augment_plan
 from lightning_genae.models import MODELS
 from lightning_genae.models.gan import generator_loss
 

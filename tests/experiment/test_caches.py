@@ -20,10 +20,10 @@ from lightning_genae.augmentation.latent import LatentAugmenter, reconstruction_
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.datamodules.base import EVALUATION_CONTENT_KEY, TRAIN_CONTENT_KEY, InMemoryDataModule
 from lightning_genae.experiment import augmenter as latent_module
-from lightning_genae.experiment.augment_plan import resolve_augment_plan
 from lightning_genae.experiment.augmenter import cache_path, load_augmenter
 from lightning_genae.experiment.cli import main
 from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.resolve import resolve_augment_plan
 from lightning_genae.metrics import classifier as classifier_lib
 from lightning_genae.metrics.backbones import FeatureBackbone, load_backbone
 from lightning_genae.metrics.generative import RealFeatures, reference_order
