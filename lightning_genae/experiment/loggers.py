@@ -27,6 +27,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from lightning_genae.cache import write_atomically, write_file_atomically
 from lightning_genae.cluster import current_job, global_rank
 from lightning_genae.errors import RunFolderGone, describe_error
+from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.overwrite import kept_wandb_id
 from lightning_genae.lightning_internals import wandb_init_arguments
 from lightning_genae.progress import say, warn
@@ -234,19 +235,13 @@ _CHECK = "check WANDB_API_KEY (or `wandb login`) and WANDB_BASE_URL"
 
 
 def build_loggers(
-    names: Sequence[str],
-    run_dir: Path,
-    run_name: str,
-    wandb_project: str,
-    wandb_group: str | None = None,
-    resume_step: int | None = None,
-    evaluates_again: bool = False,
+    config: RunConfig, run_dir: Path, resume_step: int | None = None, evaluates_again: bool = False
 ) -> list[Logger]:
-    """CSV first (always), then the requested TensorBoard/W&B loggers, all writing under `run_dir`."""
+    """CSV first (always), then `config`'s TensorBoard/W&B loggers, all writing under `run_dir`."""
     loggers: list[Logger] = [
         RunFolderCSVLogger(run_dir, resume_step=resume_step, evaluates_again=evaluates_again)
     ]
-    if "tensorboard" in names:
+    if "tensorboard" in config.logger:
         # A resumed run's events after its checkpoint are purged, as metrics.csv drops its rows after it.
         purge = {} if resume_step is None else {"purge_step": resume_step + 1}
         loggers.append(
@@ -254,17 +249,17 @@ def build_loggers(
                 save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False, **purge
             )
         )
-    if "wandb" in names and os.environ.get("WANDB_MODE", "").lower() == "disabled":
+    if "wandb" in config.logger and os.environ.get("WANDB_MODE", "").lower() == "disabled":
         say("wandb: disabled (WANDB_MODE=disabled); nothing is logged to W&B")
-    elif "wandb" in names:
+    elif "wandb" in config.logger:
         reason = wandb_offline_reason()
         offline = reason is not None
         wandb_dir = run_dir / "wandb"
         wandb_dir.mkdir(parents=True, exist_ok=True)
         wandb_logger = WandbLogger(
-            project=wandb_project,
-            name=run_name,
-            group=wandb_group,
+            project=config.wandb_project,
+            name=run_dir.name,
+            group=config.wandb_group,
             save_dir=str(run_dir),
             # Given to wandb.init, not as Lightning's `offline`, which sets WANDB_MODE for the whole process.
             **({"mode": "offline"} if offline else {}),

@@ -226,15 +226,7 @@ def _train(
     pl.seed_everything(int_seed(config.seed, "training"), workers=True, verbose=False)
     datamodule = resolved.build_datamodule()
     family = resolved.model.module
-    loggers = build_loggers(
-        config.logger,
-        run_dir,
-        run_name=run_dir.name,
-        wandb_project=config.wandb_project,
-        wandb_group=config.wandb_group,
-        resume_step=resume_step,
-        evaluates_again=evaluates_again,
-    )
+    loggers = build_loggers(config, run_dir, resume_step=resume_step, evaluates_again=evaluates_again)
     callbacks = [*build_callbacks(resolved, run_dir), started, wall_clock]
     seeded_evaluation = next(c for c in callbacks if isinstance(c, SeededEvaluation))
     if resume is not None:

@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import lightning_genae.experiment.loggers
+from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.loggers import (
     RunFolderCSVLogger,
     build_loggers,
@@ -233,11 +234,11 @@ def test_wandb_init_gets_the_same_run_with_quiet_settings(
     calls = []
     monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or object())
     for _ in range(2):  # a second build is a resume of the same run folder
-        loggers = build_loggers(["wandb"], tmp_path, run_name="run", wandb_project="project")
+        loggers = build_loggers(RunConfig(logger=["wandb"], wandb_project="project"), tmp_path)
         _ = loggers[1].experiment
     first, resumed = calls
     assert first["id"] == resumed["id"] and first["resume"] == "allow"
-    assert first["project"] == "project" and first["name"] == "run" and first["dir"] == str(tmp_path)
+    assert first["project"] == "project" and first["name"] == tmp_path.name and first["dir"] == str(tmp_path)
     # Online keeps W&B's lines with the run's URL; offline our own line replaces W&B's banner.
     assert first["settings"] == ({"quiet": True} if online else {"silent": True})
     assert "anonymous" not in first, "recent wandb warns about any value of this retired setting"
@@ -474,7 +475,7 @@ def test_a_wandb_failure_at_the_end_leaves_the_finished_run_finished(tmp_path, c
 
 def test_wandb_mode_disabled_writes_no_wandb_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    loggers = build_loggers(["csv", "wandb"], tmp_path, "run", "lightning-genae")
+    loggers = build_loggers(RunConfig(logger=["csv", "wandb"]), tmp_path)
     assert [type(logger).__name__ for logger in loggers] == ["RunFolderCSVLogger"]
     assert "wandb: disabled (WANDB_MODE=disabled); nothing is logged to W&B" in capsys.readouterr().out
     assert not (tmp_path / "wandb").exists()
@@ -485,13 +486,13 @@ def test_a_resumed_runs_tensorboard_events_after_its_checkpoint_are_purged(tmp_p
 
     (tensorboard,) = [
         logger
-        for logger in build_loggers(["csv", "tensorboard"], tmp_path, "run", "p", resume_step=10)
+        for logger in build_loggers(RunConfig(logger=["csv", "tensorboard"]), tmp_path, resume_step=10)
         if isinstance(logger, TensorBoardLogger)
     ]
     assert tensorboard._kwargs["purge_step"] == 11
     (fresh,) = [
         logger
-        for logger in build_loggers(["csv", "tensorboard"], tmp_path, "run", "p")
+        for logger in build_loggers(RunConfig(logger=["csv", "tensorboard"]), tmp_path)
         if isinstance(logger, TensorBoardLogger)
     ]
     assert "purge_step" not in fresh._kwargs

@@ -732,7 +732,7 @@ def test_every_rank_and_every_restart_of_a_job_names_the_same_wandb_run(tmp_path
 
     def wandb_id(**task) -> str:
         as_slurm_task(monkeypatch, job_id="7070", **task)
-        loggers = build_loggers(["wandb"], run_dir, run_name="run", wandb_project="project")
+        loggers = build_loggers(RunConfig(logger=["wandb"], wandb_project="project"), run_dir)
         return wandb_init_arguments(loggers[1])["id"]
 
     # Rank 1 first, as may happen when all start at once: it derives the id and writes nothing.
