@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     from lightning_genae.experiment.ablation.cells import GridPlan
     from lightning_genae.experiment.ablation.tuning import TuningPlan
 
-__all__ = ["run_grid_command"]
-
 
 def run_grid_command(
     values: dict[str, Any],

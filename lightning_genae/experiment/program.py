@@ -90,10 +90,7 @@ def command_prefix() -> str:
 
 def resume_command(run_dir: str | Path) -> str:
     """The command that continues the run in `run_dir` (within a grid, the grid's own command)."""
-    grid = _GRID_COMMAND.get()
-    if grid is not None:
-        return grid
-    return f"{command_prefix()} --output {shlex.quote(str(run_dir))} --resume last"
+    return _GRID_COMMAND.get() or f"{command_prefix()} --output {shlex.quote(str(run_dir))} --resume last"
 
 
 @contextlib.contextmanager
