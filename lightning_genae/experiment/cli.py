@@ -89,7 +89,6 @@ def _main(argv: Sequence[str] | None, watch: SimpleNamespace, training: list[boo
     parser = build_parser()
     args = command_line_values(parser, argv)
     print_config = args.pop("print_config", False)
-    # The options of modes and grids, which are no run's; None where not given.
     mode = {name: args.pop(name, None) for name in MODES}
     config_path, seeds, grid_index, tune_seeds = (
         mode[n] for n in ("config", "seeds", "grid_index", "tune_seeds")
@@ -113,7 +112,6 @@ def _main(argv: Sequence[str] | None, watch: SimpleNamespace, training: list[boo
     if mode["summarize"] is not None:
         return _summarize(Path(mode["summarize"]))
     augments = _augment_arms(args, file_values)
-    # A list of augmentations or train sizes, tuning, or any grid option makes the command a grid.
     if len(train_sizes or []) > 1 or len(augments or []) > 1 or grid_options:
         values = {**_without_options_of_what_the_command_line_replaced(file_values, args), **args}
         tuning = (candidates, tune_seeds) if tune_seeds is not None else None

@@ -209,7 +209,6 @@ def _netrc_key(machine: str) -> str | None:
     return found[2] if found is not None else None
 
 
-# How long the probe of W&B's server may take in all.
 WANDB_PROBE_TIMEOUT_S = 5.0
 
 

@@ -11,7 +11,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from lightning_genae.errors import ConfigError, RunFolderRefused
 from lightning_genae.experiment.overwrite import (
@@ -52,13 +52,6 @@ def another_run(path: Path, files: list[str], fixes: list[str]) -> RunFolderRefu
     """The refusal of `--output path`, which holds the run whose files `started_run_files` found."""
     state = "a finished run" if SUMMARY_FILE in files else "a started run"
     return RunFolderRefused(f"--output {path} already holds {state} ({', '.join(files)}); {', '.join(fixes)}")
-
-
-def refuse_another_run(path: Path, files: list[str], fixes: list[str]) -> NoReturn:
-    """Refuse `--output path` holding another run (`another_run`), or files no run wrote, or a live run."""
-    refuse_files_no_run_wrote(path, files)
-    RunFolderLock.refuse_if_held(path)
-    raise another_run(path, files, fixes)
 
 
 def refuse_files_no_run_wrote(path: Path, files: list[str]) -> None:

@@ -105,7 +105,6 @@ class TrainingStarted(Callback):
             self._on_start()
 
 
-# Where a checkpoint carries the run's wall-clock seconds up to it.
 WALL_TIME_KEY = "genae_wall_time_s"
 
 

@@ -18,7 +18,7 @@ from lightning_genae.cache import write_file_atomically
 from lightning_genae.errors import ConfigError, RunFolderRefused, agree
 from lightning_genae.experiment.config import WHOLE_SPLIT, RunConfig, flag
 from lightning_genae.experiment.resolve import ResolvedRun, resolve
-from lightning_genae.experiment.run_folder import read_json_object, refuse_another_run
+from lightning_genae.experiment.run_folder import another_run, read_json_object, refuse_files_no_run_wrote
 from lightning_genae.experiment.run_lock import RunFolderLock
 from lightning_genae.run_files import GRID_FILE, started_run_files
 
@@ -211,4 +211,5 @@ def check_grid_root(root: Path, flag: str = "--output") -> None:
         )
     files = started_run_files(root)
     if files and flag == "--output":
-        refuse_another_run(root, files, ["pick another --output for the grid"])
+        refuse_files_no_run_wrote(root, files)
+        raise another_run(root, files, ["pick another --output for the grid"])
