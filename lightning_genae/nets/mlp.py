@@ -130,27 +130,13 @@ class MaxoutDiscriminator(nn.Module):
             for size, keep in zip(self.widths, self.KEEP, strict=True)
         )
 
-    def _masks(self, x: Tensor, masks: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
-        if masks is None and self.training:
-            return self.dropout_masks(x.size(0), x)
-        return masks
-
-    def features(self, x: Tensor, masks: tuple[Tensor, ...] | None = None) -> Tensor:
-        """The second maxout layer's units [B, units], the layer the logit is read from (its dropout not
-        applied: `logits_of_features` does that)."""
-        h = (x.flatten(1) + 1) / 2
-        masks = self._masks(h, masks)
-        for layer, mask in zip(self.hidden, masks or (None, None), strict=False):
-            h = layer(h if mask is None else h * mask)
-        return h
-
-    def logits_of_features(self, features: Tensor, masks: tuple[Tensor, ...] | None = None) -> Tensor:
-        masks = self._masks(features, masks)
-        return self.logit(features if masks is None else features * masks[2]).squeeze(1)
-
     def forward(self, x: Tensor, masks: tuple[Tensor, ...] | None = None) -> Tensor:
-        masks = self._masks(x.flatten(1), masks)
-        return self.logits_of_features(self.features(x, masks), masks)
+        h = (x.flatten(1) + 1) / 2
+        if masks is None and self.training:
+            masks = self.dropout_masks(x.size(0), h)
+        for layer, mask in zip((*self.hidden, self.logit), masks or (None, None, None), strict=True):
+            h = layer(h if mask is None else h * mask)
+        return h.squeeze(1)
 
 
 def init_linear(kind: str, scale: float = 1.0) -> Callable[[nn.Module], None]:
