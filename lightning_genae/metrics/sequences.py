@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,9 @@ from torch import Tensor, nn
 from lightning_genae.metrics.feature_set import GenerativeScore, score_feature_sets
 from lightning_genae.metrics.names import metric_name
 from lightning_genae.progress import evaluation_progress
+
+if TYPE_CHECKING:
+    from lightning_genae.metrics.sequence_classifier import SequenceFeatures
 
 MIN_HIDDEN = 8
 # TimeGAN trains 2,000 (discriminative) and 5,000 (predictive) steps at Adam's default 1e-3; a few hundred
@@ -181,21 +184,12 @@ def _batched(model: nn.Module, x: Tensor) -> Tensor:
     return torch.cat([model(chunk) for chunk in x.split(EVAL_BATCH)])
 
 
-class SeriesFeatures(Protocol):
-    """A feature network of series (sequence_classifier.SequenceFeatures); its name goes into metric names."""
-
-    name: str
-    description: str
-
-    def __call__(self, series: Tensor) -> Tensor: ...
-
-
 def score_sequences(
     real: Tensor,
     split: str,
     *,
     generated: Tensor | None = None,
-    features: SeriesFeatures | None = None,
+    features: SequenceFeatures | None = None,
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
     fits: int = 1,
