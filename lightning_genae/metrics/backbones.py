@@ -135,30 +135,22 @@ def default_inception_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
 
 
-def resolve_inception_weights(path: str | Path | None = None) -> Path:
-    """The Inception weights file: `path` if given, else the torch.hub cache, downloading there if absent."""
-    if path is not None:
-        return Path(path).expanduser()
-    cached = default_inception_path()
-    if cached.is_file():
-        return cached
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        _tell(f"inception: downloading {INCEPTION_URL} to {cached}")
-        # torch.hub downloads to a temporary file and renames it, so a failed download leaves nothing behind.
-        download_url_to_file(INCEPTION_URL, str(cached), progress=False)
-    # Offline, a proxy, a 404 or a full disk all leave the user with the same two fixes.
-    except Exception as exc:
-        raise BackboneUnavailable(
-            f"inception: {INCEPTION_FILE} not found in {cached.parent} and not downloadable "
-            f"(offline? {describe_error(exc)}); give its path as inception_weights or put the file there"
-        ) from exc
-    return cached
-
-
 def load_inception(path: str | Path | None = None) -> InceptionBackbone:
-    """The Inception backbone with real weights; BackboneUnavailable rather than ever a random network."""
-    weights = resolve_inception_weights(path)
+    """The Inception backbone with the weights at `path`, else in the torch.hub cache (downloaded there if
+    absent); BackboneUnavailable rather than ever a random network."""
+    weights = default_inception_path() if path is None else Path(path).expanduser()
+    if path is None and not weights.is_file():
+        try:
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            _tell(f"inception: downloading {INCEPTION_URL} to {weights}")
+            # torch.hub downloads to a temporary file and renames it, so a failed download leaves nothing.
+            download_url_to_file(INCEPTION_URL, str(weights), progress=False)
+        # Offline, a proxy, a 404 or a full disk all leave the user with the same two fixes.
+        except Exception as exc:
+            raise BackboneUnavailable(
+                f"inception: {INCEPTION_FILE} not found in {weights.parent} and not downloadable "
+                f"(offline? {describe_error(exc)}); give its path as inception_weights or put the file there"
+            ) from exc
     try:
         # Read once: the bytes that are hashed are the bytes that are loaded, and only with weights_only, so
         # the file can hold tensors and plain values but never code that runs when it is read.
