@@ -66,8 +66,6 @@ class FamilyOptions(PluginOptions):
             raise UnreadOptions({name: reasons[name] for name in refused})
 
 
-# ----- the autoencoders -----
-
 ReconLoss = Literal["mse", "bce"]
 
 
@@ -126,8 +124,6 @@ class VAEOptions(SingleObjectiveOptions):
             unread["nll_samples"] = "estimates a Bernoulli likelihood; use it with recon_loss bce, or drop it"
         return unread
 
-
-# ----- the GANs -----
 
 GanLoss = Literal["ns", "hinge"]
 
@@ -245,8 +241,6 @@ class VAEGANOptions(FamilyOptions):
     )
 
 
-# ----- the adversarial autoencoder -----
-
 # The paper's fully connected nets: two hidden layers of this many ReLU units in each of the three.
 AAE_PAPER_HIDDEN = 1000
 
@@ -326,9 +320,6 @@ class AAEOptions(ReconstructionOptions):
             )
 
 
-# ----- the recurrent autoencoder of series -----
-
-
 @dataclass(frozen=True)
 class RAEOptions(FamilyOptions):
     latent_dim: int = with_default(FamilyOptions, "latent_dim", 16)
@@ -357,7 +348,6 @@ class RAEOptions(FamilyOptions):
     )
 
     def unread(self) -> dict[str, str]:
-        # The shared option sizes conv layers; a recurrent model has none, and must not ignore it.
         unread = {
             **super().unread(),
             "width": "sizes conv layers, which rae has none of; drop it (rnn_hidden sizes its layers)",

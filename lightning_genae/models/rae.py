@@ -98,8 +98,6 @@ class RAEModule(GaussianEncoding, ObjectiveModule):
         # Whether a training step changed the weights since the codes' density was fitted (or restored).
         self._trained_since_codes_fitted = False
 
-    # ----- the Autoencoder and Sampler interface -----
-
     def encode(self, series: Tensor) -> Tensor:
         """The code (the posterior mean in the variational form)."""
         return self.posterior(series)[0] if self.options.variational else self.encoder(series)
@@ -174,13 +172,10 @@ class RAEModule(GaussianEncoding, ObjectiveModule):
             return
         if self._trained_since_codes_fitted:
             raise ConfigError(
-                "RAEModule.sample draws codes from a density fitted to the training codes (not "
-                "variational), and this module trained on data that is not a lightning-genae DataModule: "
-                "call model.fit_code_density(series) with the training series [N, T, C] in model units "
-                "first, or build the module with variational=True"
+                "RAEModule.sample: this module trained on data that is not a lightning-genae DataModule, so "
+                "its code density is stale; call model.fit_code_density(series) with the training series "
+                "[N, T, C] in model units, or build the module with variational=True"
             )
-
-    # ----- training -----
 
     def on_fit_start(self) -> None:
         """The decoder's output range is the DataModule's recorded training range (none: linear), read here
