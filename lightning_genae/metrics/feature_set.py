@@ -61,9 +61,6 @@ def score_feature_sets(real: Tensor, generated: Tensor, *, seed: int = 0) -> dic
     for name, spec in FEATURE_METRICS.items():
         value = float(spec.compute(real, generated))
         if not math.isfinite(value):
-            raise ConfigError(
-                f"the registered metric {name} returned {value}; fix the plug-in that registers it to "
-                "return a finite number"
-            )
+            raise ConfigError(f"the registered metric {name} returned {value}; fix its plug-in")
         values[name] = value
     return values

@@ -47,8 +47,7 @@ def check_series(x: Tensor, name: str) -> Tensor:
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).sum())
         raise ValueError(
-            f"{name} series contain NaN or Inf in {bad} of {x.shape[0]} series; "
-            "check the model outputs (a diverged model)"
+            f"{name} series contain NaN or Inf in {bad} of {x.shape[0]} series (a diverged model?)"
         )
     return x
 

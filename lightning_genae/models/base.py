@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import operator
 import pickle
 import typing
@@ -105,12 +104,11 @@ def evaluation_mode(module: nn.Module) -> Iterator[None]:
 def inference(method: Method) -> Method:
     """A module's method run in `evaluation_mode` (`sample`, `reconstruct`; `encode` and `decode` keep
     gradients, training is built on them). `reconstruct`'s input is checked first (`check_data`)."""
-    given_as = list(inspect.signature(method).parameters)[1]
 
     @functools.wraps(method)
     def in_evaluation_mode(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
         if isinstance(module, GenerativeModule) and method.__name__ == "reconstruct":
-            given = args[0] if args else kwargs.get(given_as)
+            given = args[0] if args else next(iter(kwargs.values()), None)
             check_data(
                 given, module.data_kind, module.data_shape, warn_scale=False,
                 what=f"{type(module).__name__}.reconstruct's input",

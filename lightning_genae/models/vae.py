@@ -66,18 +66,14 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
         """Importance-sampled log p(x) in nats per image [B] under the Bernoulli decoder, in eval mode
         whatever the module's (batch norm must not score an image by the statistics of the others)."""
         if self.options.recon_loss != "bce":
-            raise ConfigError(
-                "log_likelihood: the importance-sampled likelihood needs the Bernoulli decoder "
-                "(recon_loss='bce')"
-            )
+            raise ConfigError("log_likelihood needs the Bernoulli decoder (recon_loss='bce')")
         what = "log_likelihood's images"
         check_data(images, self.data_kind, self.data_shape, warn_scale=False, what=what)
         targets = ((images + 1) / 2).flatten(1)
         if not ((targets == 0) | (targets == 1)).all():
             raise DataError(
-                f"{what} are not binary pixels read as -1 and 1, the model's data (a Bernoulli decoder's "
-                "score of grey levels is no likelihood): binarize them (the dataset binarized_mnist); give "
-                "0/1 pixels as x * 2 - 1"
+                f"{what} are not binary pixels read as -1 and 1 (of grey levels it is no likelihood); "
+                "binarize them (the dataset binarized_mnist)"
             )
 
         def log_likelihood(z: Tensor) -> Tensor:
@@ -91,12 +87,6 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
         with evaluation_mode(self):
             mean, log_var = self.posterior(images)
             return importance_sampled_log_likelihood(mean, log_var, log_likelihood, k, chunk, generator)
-
-    def dropped_log_normaliser(self, images: Tensor) -> float:
-        """What the loss drops of -log p(x|z) per image: (d/2) log(pi) for `mse` of d pixels, 0 for `bce`."""
-        if self.options.recon_loss == "bce":
-            return 0.0
-        return images[0].numel() / 2 * math.log(math.pi)
 
     def beta_now(self) -> float:
         """KL weight at the current step (linear warm-up avoids early posterior collapse)."""
@@ -115,11 +105,13 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
         # Training follows the warm-up; evaluation uses the target beta so val/loss is comparable over time.
         beta = self.beta_now() if stage == "train" else self.options.beta
         loss = recon + beta * kl
+        # What the loss drops of -log p(x|z) per image: (d/2) log(pi) for `mse` of d pixels, 0 for `bce`.
+        dropped = 0.0 if self.options.recon_loss == "bce" else images[0].numel() / 2 * math.log(math.pi)
         values = {
             f"{stage}/loss": loss,
             f"{stage}/recon": recon,
             f"{stage}/kl": kl,
-            f"{stage}/elbo": -(recon + kl) - self.dropped_log_normaliser(images),
+            f"{stage}/elbo": -(recon + kl) - dropped,
         }
         if stage == "train":
             # Training's: of the reconstruction it trains on, from a drawn code.
