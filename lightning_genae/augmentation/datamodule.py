@@ -139,7 +139,6 @@ class AugmentedDataModule(pl.LightningDataModule):
         return isinstance(self.base, StreamedSplits) and self.base.train_size is None
 
     def _held_pool(self, size: int) -> Batch:
-        """The pool of `size` images in memory."""
         # The generated parts and their concatenation (uint8 images) are held at once: twice the pool.
         needed = 2 * size * math.prod(self.base.data_shape)
         if needed > physical_memory():

@@ -212,7 +212,6 @@ def train_classifier(
     batch_size: int = BATCH_SIZE,
     verbose: bool = False,
 ) -> tuple[FeatureClassifier, float]:
-    """`fit_best_on_validation` of a FeatureClassifier on the datamodule's splits."""
     epochs = epochs if epochs is not None else default_epochs(datamodule.split_size("train"))
     assert datamodule.num_classes is not None
     config = ClassifierConfig(datamodule.image_shape, datamodule.num_classes)

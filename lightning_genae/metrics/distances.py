@@ -73,7 +73,6 @@ def _poly_mmd2_unbiased(x: Tensor, y: Tensor) -> float:
 def _kid(
     real: Tensor, fake: Tensor, subset_size: int | None, num_subsets: int, seed: int
 ) -> tuple[float, float]:
-    """KID on already validated float64 features."""
     n_r, n_f = real.shape[0], fake.shape[0]
     # Subsets of at most half the smaller set: with subsets as large as the set itself every draw is the
     # same and kid_std would be 0 whatever the data. From 2,000 samples on this is the usual 1,000.

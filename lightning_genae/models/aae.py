@@ -228,7 +228,6 @@ class AAEModule(ReconstructionModule):
         return loss_g
 
     def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        """Evaluation: reconstruction loss and MSE, PSNR/SSIM, and how far the codes are from the prior."""
         images, _ = batch
         codes = self.encode(images)
         out = self.decoder(codes)

@@ -111,7 +111,6 @@ class RAEModule(GaussianEncoding, ObjectiveModule):
         return self.decode(self.encode(series))
 
     def sampling(self) -> str:
-        """How `sample` draws its latents, for the run's description and summary."""
         if self.options.variational:
             return "samples decode draws from the N(0, I) prior (--variational)"
         components = len(self.code_weights)
@@ -186,7 +185,6 @@ class RAEModule(GaussianEncoding, ObjectiveModule):
             self.decoder.hold_within(normaliser.model_range())
 
     def teacher_forcing_now(self) -> float:
-        """The scheduled teacher-forcing probability at the current iteration."""
         start, decay = self.options.teacher_forcing, self.options.tf_decay_steps
         if decay <= 0:
             return start
