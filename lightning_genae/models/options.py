@@ -170,13 +170,6 @@ class GANOptions(FamilyOptions):
         return unread
 
 
-# The options each loss reads; giving one the chosen loss would ignore is an error, not a silent no-op.
-LOSS_OPTIONS: dict[str, tuple[str, ...]] = {
-    "began": ("began_gamma", "began_lambda_k"),
-    "ebgan": ("ebgan_margin", "ebgan_pt"),
-}
-
-
 @dataclass(frozen=True)
 class BEGANOptions(FamilyOptions):
     # BEGAN's Adam settings (lr 1e-4, beta1 0.5): better test fd_classifier on digits than 2e-4.
@@ -220,11 +213,10 @@ class BEGANOptions(FamilyOptions):
         unread = super().unread()
         if self.began_nets != "began":
             unread["began_skip_connections"] = "changes the paper's nets; drop began_nets dcgan"
-        for loss, names in LOSS_OPTIONS.items():
-            if loss != self.d_loss:
-                unread.update(
-                    {name: f"is read only with d_loss {loss}, not d_loss {self.d_loss}" for name in names}
-                )
+        # The other loss's options: giving one is an error, not a silent no-op.
+        other = "ebgan" if self.d_loss == "began" else "began"
+        names = ("ebgan_margin", "ebgan_pt") if other == "ebgan" else ("began_gamma", "began_lambda_k")
+        unread.update({name: f"is read only with d_loss {other}, not d_loss {self.d_loss}" for name in names})
         return unread
 
 
