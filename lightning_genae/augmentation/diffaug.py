@@ -138,10 +138,7 @@ def diff_augment(
 ) -> Tensor:
     """Apply the operations in `policy` in order, with fresh parameters per sample, to a float [B, C, H, W]
     batch in [-1, 1]; `translation` and `cutout` are fractions of the image size (see RATIO_LIMITS)."""
-    if isinstance(policy, str):
-        names = parse_policy(policy)
-    else:
-        names = check_operation_names(list(policy), DIFFAUG_OPERATIONS, "diffaug_policy", ",".join(policy))
+    names = check_operation_names(list(policy), DIFFAUG_OPERATIONS, "diffaug_policy", ",".join(policy))
     operations: dict[str, Callable[[Tensor, torch.Generator | None], Tensor]] = {
         "color": _color,
         "translation": partial(_translation, ratio=translation),
