@@ -13,9 +13,9 @@ from torch import Tensor, nn
 
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics import classifier as classifier_lib
+from lightning_genae.metrics.classifier import DEFAULT_SEED, EVAL_BATCH
 
 MANIFEST_NAME = "sequence_classifiers.json"
-DEFAULT_SEED = 0
 
 # Training recipe (CPU-sized: a few minutes on one core for smnist).
 BATCH_SIZE = 128
@@ -24,7 +24,6 @@ WEIGHT_DECAY = 1e-4
 DEFAULT_EPOCHS = 5
 # GRUs trained with a high learning rate need their gradient norm bounded early on.
 CLIP_NORM = 1.0
-EVAL_BATCH = 1000
 
 Splits = dict[str, tuple[Tensor, Tensor]]
 
