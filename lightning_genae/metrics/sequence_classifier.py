@@ -108,13 +108,6 @@ def train_sequence_classifier(
     )
 
 
-def load_checkpoint(path: str | Path) -> tuple[SequenceClassifier, dict[str, Any]]:
-    """Rebuild the sequence classifier stored at `path` (eval mode, CPU, frozen) with its meta."""
-    return classifier_lib.load_checkpoint(
-        path, SequenceClassifier, what="sequence classifier", advice="reinstall lightning-genae"
-    )
-
-
 def checkpoint_name(data: str) -> str:
     return f"sequence-classifier-{data}.pt"
 

@@ -92,7 +92,9 @@ def test_a_sequence_dataset_gets_the_sequence_classifier_in_its_own_manifest(tmp
     assert entry["file"] == "sequence-classifier-smnist.pt"
     assert entry["series_shape"] == [6, 4] and entry["num_test"] == 32 and entry["epochs"] == 2
     assert entry["command"].startswith("python -m lightning_genae.experiment.classifier --data smnist ")
-    model, meta = sequence_classifier.load_checkpoint(tmp_path / entry["file"])
+    model, meta = image_classifier.load_checkpoint(
+        tmp_path / entry["file"], sequence_classifier.SequenceClassifier
+    )
     assert entry["sha256"] == file_sha256(tmp_path / entry["file"])
     assert meta["test_accuracy"] == pytest.approx(entry["test_accuracy"]) and entry["test_accuracy"] > 0.5
     assert not (tmp_path / image_classifier.MANIFEST_NAME).exists()

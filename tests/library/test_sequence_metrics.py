@@ -192,7 +192,9 @@ def test_shipped_smnist_classifier_matches_its_manifest():
 
 def test_shipped_smnist_classifier_reaches_its_stated_accuracy(mnist_data_dir):
     entry = classifier_lib.load_manifest(manifest_name=seq_lib.MANIFEST_NAME)["smnist"]
-    model, _ = seq_lib.load_checkpoint(classifier_lib.WEIGHTS_DIR / entry["file"])
+    model, _ = classifier_lib.load_checkpoint(
+        classifier_lib.WEIGHTS_DIR / entry["file"], seq_lib.SequenceClassifier
+    )
     series, labels = seq_lib.smnist_splits(mnist_data_dir)["test"]
     # 1000 rows-sequences: a standard error of ~0.5 points at 98%, so 2 points is a safe margin.
     assert classifier_lib.accuracy(model, series[:1000], labels[:1000]) >= entry["test_accuracy"] - 0.02
