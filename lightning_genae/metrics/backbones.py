@@ -280,16 +280,26 @@ def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:
         )
 
 
-def load_classifier(
+def load_backbone(
+    name: str,
     data: str,
     datamodule: ImageDataModule | None = None,
     *,
+    inception_weights: str | Path | None = None,
+    classifier_weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
-    weights: str | Path | None = None,
-) -> ClassifierBackbone:
-    """The classifier in `weights`, else `data`'s shipped one (SHA-256 checked), else one trained, cached."""
-    if weights is not None:
-        return _given_classifier(Path(weights).expanduser(), data, datamodule)
+) -> FeatureBackbone:
+    """The feature backbone `name` (one of BACKBONES) for dataset `data`, on the CPU in eval mode;
+    BackboneUnavailable (with the fix) when it cannot be built, never a randomly initialised network. The
+    classifier is the one in `classifier_weights`, else `data`'s shipped one (SHA-256 checked), else one
+    trained and cached."""
+    if name == "inception":
+        return load_inception(inception_weights)
+    if name != "classifier":
+        # A metric's name carries its backbone: another name must not be scored by one of these.
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    if classifier_weights is not None:
+        return _given_classifier(Path(classifier_weights).expanduser(), data, datamodule)
     shipped = classifier_lib.load_shipped(data, "classifier")
     if shipped is not None:
         return ClassifierBackbone(*shipped)
@@ -302,22 +312,3 @@ def load_classifier(
     return _cached_classifier(
         data, datamodule, Path(cache_dir).expanduser() if cache_dir else cache_root() / "classifiers"
     )
-
-
-def load_backbone(
-    name: str,
-    data: str,
-    datamodule: ImageDataModule | None = None,
-    *,
-    inception_weights: str | Path | None = None,
-    classifier_weights: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-) -> FeatureBackbone:
-    """The feature backbone `name` (one of BACKBONES) for dataset `data`, on the CPU in eval mode;
-    BackboneUnavailable (with the fix) when it cannot be built, never a randomly initialised network."""
-    if name == "classifier":
-        return load_classifier(data, datamodule, cache_dir=cache_dir, weights=classifier_weights)
-    if name == "inception":
-        return load_inception(inception_weights)
-    # A metric's name carries its backbone: another name must not be scored by one of these.
-    raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
