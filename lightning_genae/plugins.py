@@ -79,7 +79,7 @@ def register_metric(name: str, spec: FeatureMetricSpec) -> None:
     """Add the feature-space metric `name`, logged as `<split>/<name>_<backbone>` beside fd and kid (and
     tabled by ablations when it has a better side); not a metric kind already logged (`fd`, `loss`)."""
     _check_new("metric", name, lambda new: kind_spec(new) is not None, _METRIC_NAME)
-    KINDS[name] = MetricKind(spec.direction, per_backbone=True)
+    KINDS[name] = MetricKind(spec.direction, BACKBONES)
     FEATURE_METRICS[name] = spec
 
 

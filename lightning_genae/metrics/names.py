@@ -28,25 +28,24 @@ class MetricKind:
     """What the vocabulary knows about one kind of metric."""
 
     direction: Direction
-    # Generative metrics exist only per backbone; the others never carry one.
-    per_backbone: bool = False
-    # fid: only the Inception network; fd: every other network (so the two never name the same number).
-    backbones: tuple[str, ...] = BACKBONES
+    # The backbones a generative metric exists for (fid: only Inception; fd: every other network, so the two
+    # never name the same number); the other metrics never carry one.
+    backbones: tuple[str, ...] = ()
 
 
 _NOT_INCEPTION = tuple(b for b in BACKBONES if b != "inception")
 
 KINDS: dict[str, MetricKind] = {
     # Generated against real images in a backbone's feature space (distances.feature_metrics).
-    "fd": MetricKind(Direction.LOWER, per_backbone=True, backbones=_NOT_INCEPTION),
-    "fid": MetricKind(Direction.LOWER, per_backbone=True, backbones=("inception",)),
-    "kid": MetricKind(Direction.LOWER, per_backbone=True),
+    "fd": MetricKind(Direction.LOWER, _NOT_INCEPTION),
+    "fid": MetricKind(Direction.LOWER, ("inception",)),
+    "kid": MetricKind(Direction.LOWER, BACKBONES),
     # The spread of KID over its subsets: says how far to trust `kid`, not how good the model is.
-    "kid_std": MetricKind(Direction.NONE, per_backbone=True),
-    "precision": MetricKind(Direction.HIGHER, per_backbone=True),
-    "recall": MetricKind(Direction.HIGHER, per_backbone=True),
-    "density": MetricKind(Direction.HIGHER, per_backbone=True),
-    "coverage": MetricKind(Direction.HIGHER, per_backbone=True),
+    "kid_std": MetricKind(Direction.NONE, BACKBONES),
+    "precision": MetricKind(Direction.HIGHER, BACKBONES),
+    "recall": MetricKind(Direction.HIGHER, BACKBONES),
+    "density": MetricKind(Direction.HIGHER, BACKBONES),
+    "coverage": MetricKind(Direction.HIGHER, BACKBONES),
     # Training objectives and reconstruction (models/ae.py, models/vae.py).
     "loss": MetricKind(Direction.LOWER),
     "mse": MetricKind(Direction.LOWER),
@@ -117,7 +116,7 @@ SERIES_SCORES = (
 )
 # What distances.feature_metrics returns and the callbacks log, in this order, each as
 # `metric_name(key, backbone)`: the kinds per backbone, `fid` being `fd`'s Inception name.
-GENERATIVE_KEYS = tuple(kind for kind, spec in KINDS.items() if spec.per_backbone and kind != "fid")
+GENERATIVE_KEYS = tuple(kind for kind, spec in KINDS.items() if spec.backbones and kind != "fid")
 
 
 class UnknownMetric(ValueError):
@@ -138,7 +137,7 @@ class MetricName:
             problem = f"unknown metric kind {self.kind!r}; known kinds: {', '.join(KINDS)}"
         elif self.split is not None and self.split not in SPLITS:
             problem = f"unknown split {self.split!r} in a metric name; use one of {', '.join(SPLITS)}"
-        elif self.backbone not in (backbones := spec.backbones if spec.per_backbone else (None,)):
+        elif self.backbone not in (backbones := spec.backbones or (None,)):
             spellings = ", ".join(self.kind if one is None else f"{self.kind}_{one}" for one in backbones)
             hint = " (the Inception Fréchet distance is fid_inception)" if self.kind == "fd" else ""
             problem = f"{self.kind} is logged only as {spellings}{hint}"
