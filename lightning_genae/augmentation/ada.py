@@ -301,14 +301,13 @@ def _colour_matrix(ops: Sequence[str], draws: _Draws, p: float | Tensor) -> Tens
     shift = torch.roll(identity, shifts=1, dims=1)
     cross = (shift.T - shift) / math.sqrt(3)
     no_offset = torch.zeros(batch, 3, device=device)
-    per_image = torch.ones(batch, 1, 1, device=device)
     matrix = torch.eye(4, device=device).expand(batch, 4, 4)
     for name in COLOUR_OPERATIONS:
         if name not in ops:
             continue
         if name == "brightness":
             level = torch.where(draws.applied(p), draws.normal() * _BRIGHTNESS_STD, 0.0)
-            step = _colour_affine(identity * per_image, level[:, None].expand(-1, 3))
+            step = _colour_affine(identity.expand(batch, 3, 3), level[:, None].expand(-1, 3))
         elif name == "contrast":
             factor = _log2_normal(draws, p, _CONTRAST_STD)
             step = _colour_affine(identity * factor[:, None, None], no_offset)

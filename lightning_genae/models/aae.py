@@ -66,7 +66,6 @@ class AAEModule(ReconstructionModule):
         # Supervised: a one-hot of the component, plus one slot for "unlabelled" (label -1), as in the
         # paper's semi-supervised variant where unlabelled codes may land on any component.
         condition_dim = opts.aae_components + 1 if opts.aae_supervised else 0
-        # The paper's: 1,000 ReLU units; the conv nets' companion: 8 x --width leaky-ReLU units.
         paper = opts.aae_nets == "paper"
         hidden, negative_slope = (
             (AAE_PAPER_HIDDEN, 0.0) if paper else (DISCRIMINATOR_HIDDEN_PER_WIDTH * opts.width, 0.2)

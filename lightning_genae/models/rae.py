@@ -79,7 +79,6 @@ class RAEModule(GaussianEncoding, ObjectiveModule):
     options: RAEOptions
     data_kind: ClassVar[str] = "sequence"
     shape_key: ClassVar[str] = "series_shape"
-    # The option that sizes the network, which `--augmenter-width` sets when rae is the augmenter.
     width_option: ClassVar[str] = "rnn_hidden"
 
     def __init__(self, series_shape: tuple[int, int] | list[int], **options: Any) -> None:
