@@ -17,7 +17,7 @@ from lightning_genae.augmentation.ada import (
     parse_ada_ops,
 )
 from lightning_genae.augmentation.diffaug import DiffAugmentOptions
-from lightning_genae.augmentation.discriminator import AdaptivePipeline, AugmenterOnInputs, DiffAugment
+from lightning_genae.augmentation.discriminator import AugmenterOnInputs, DiffAugment
 from lightning_genae.augmentation.options import AugmenterOnInputsOptions, DataSideOptions
 from lightning_genae.errors import PLUGIN_HINT, OptionError
 from lightning_genae.plugin_options import AUTO, PluginOptions, Registry, option_specs
@@ -44,7 +44,7 @@ def _build_ada(options: AdaOptions, parts: BuildParts) -> DiscriminatorAugmentat
     ops = parse_ada_ops(options.ada_ops) if options.ada_ops else default_ada_ops(parts.channels)
     check_ops_fit(ops, parts.channels)
     assert parts.strength is not None
-    return AdaptivePipeline(AdaPipeline(ops), parts.strength)
+    return AdaPipeline(ops, parts.strength)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_genae.augmentation.adaptive import ControllerOptions
+from lightning_genae.augmentation.adaptive import AdaptiveStrength, ControllerOptions
 from lightning_genae.augmentation.common import check_operation_names, drawn, parse_operation_names
 from lightning_genae.errors import OptionError, agree
 from lightning_genae.plugin_options import option
@@ -345,22 +345,24 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 class AdaPipeline:
-    """ADA's augmentation of discriminator inputs; not an nn.Module: `p` (a float, or a 0-dim device tensor a
-    controller updates) is read at every call and stays out of checkpoints and DDP."""
+    """ADA's augmentation of discriminator inputs (`ada`); not an nn.Module: `p` (a float, a 0-dim device
+    tensor, or the run's controller, whose p that is) is read at every call and stays out of checkpoints and
+    DDP."""
 
-    def __init__(self, ops: Sequence[str], p: float | Tensor = 0.0) -> None:
+    def __init__(self, ops: Sequence[str], p: float | Tensor | AdaptiveStrength = 0.0) -> None:
         names = check_operation_names(list(ops), ADA_OPERATIONS, "ada_ops", ",".join(ops))
         self.ops: tuple[str, ...] = tuple(name for name in ADA_OPERATIONS if name in names)
-        self.p: float | Tensor = p
+        self.p = p
 
     def __repr__(self) -> str:
-        p = "adaptive" if isinstance(self.p, Tensor) else f"{self.p:g}"
-        return f"ada p={p} ops={','.join(self.ops)}"
+        p = "adaptive" if isinstance(self.p, Tensor | AdaptiveStrength) else f"{self.p:g}"
+        controller = f", {self.p!r}" if isinstance(self.p, AdaptiveStrength) else ""
+        return f"ada p={p} ops={','.join(self.ops)}{controller}"
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment a float [B, C, H, W] batch in [-1, 1]: same shape, dtype and device, differentiable; images
         no operation applies to come back bit for bit, and with p == 0 as a float, the input itself."""
-        p = self.p
+        p = self.p.p if isinstance(self.p, AdaptiveStrength) else self.p
         if (not isinstance(p, Tensor) and p == 0.0) or not self.ops:
             return images
         batch, channels, height, width = images.shape

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from lightning_genae.augmentation.ada import AdaPipeline
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.diffaug import CUTOUT_RATIO, TRANSLATION_RATIO, diff_augment, parse_policy
 
@@ -52,22 +51,6 @@ class AugmenterOnInputs:
 
     def __repr__(self) -> str:
         return f"ae-d p={'auto' if self.strength is not None else self.fixed_p}"
-
-
-class AdaptivePipeline:
-    """`ada`: ADA's pipeline applied with the controller's p (a device tensor, read at every call)."""
-
-    def __init__(self, pipeline: AdaPipeline, strength: AdaptiveStrength) -> None:
-        self.pipeline = pipeline
-        self.strength = strength
-
-    def __call__(self, images: Tensor) -> Tensor:
-        self.pipeline.p = self.strength.p
-        return self.pipeline(images)
-
-    def __repr__(self) -> str:
-        # The pipeline's own repr starts with "ada".
-        return f"{self.pipeline!r}, {self.strength!r}"
 
 
 class DiffAugment:

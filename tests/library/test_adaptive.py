@@ -161,7 +161,7 @@ def test_ada_combines_with_the_other_discriminator_side_augmentations(augment, t
 
 
 def test_ada_and_augment_p_auto_share_one_controller(tmp_path) -> None:
-    from lightning_genae.augmentation.discriminator import AdaptivePipeline
+    from lightning_genae.augmentation.ada import AdaPipeline
     from lightning_genae.experiment.augmenter import attach_augmentation
     from lightning_genae.experiment.config import RunConfig
     from lightning_genae.experiment.resolve import resolve
@@ -178,8 +178,8 @@ def test_ada_and_augment_p_auto_share_one_controller(tmp_path) -> None:
         total_iterations=lambda n: 10,
     )
     (pipeline,) = attached.discriminator_augmentation.transforms
-    assert isinstance(pipeline, AdaptivePipeline)
-    assert pipeline.strength is attached.strength is attached.datamodule.strength
+    assert isinstance(pipeline, AdaPipeline)
+    assert pipeline.p is attached.strength is attached.datamodule.strength
 
 
 @pytest.mark.slow
