@@ -84,22 +84,15 @@ class _ReferenceGRU(nn.Module):
         return torch.stack(states, dim=1), state
 
 
-class _PostHocGRU(nn.Module):
-    """The reference's post-hoc net: a TensorFlow 1 GRUCell, a dense read-out (Glorot kernel, zero bias)."""
-
-    def __init__(self, inputs: int, hidden: int) -> None:
-        super().__init__()
-        self.rnn = _ReferenceGRU(inputs, hidden)
-        self.out = nn.Linear(hidden, 1)
-        nn.init.xavier_uniform_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-
-def _seeded_net(inputs: int, hidden: int, seed: int) -> _PostHocGRU:
-    # Initialise from `seed` alone, leaving the caller's global random stream where it was.
+def _seeded_net(inputs: int, hidden: int, seed: int) -> nn.Module:
+    """The reference's post-hoc net: `rnn` a TensorFlow 1 GRUCell, `out` a dense read-out (Glorot kernel, zero
+    bias), initialised from `seed` alone, leaving the caller's global random stream where it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _PostHocGRU(inputs, hidden)
+        net = nn.ModuleDict({"rnn": _ReferenceGRU(inputs, hidden), "out": nn.Linear(hidden, 1)})
+        nn.init.xavier_uniform_(net.out.weight)
+        nn.init.zeros_(net.out.bias)
+        return net
 
 
 def discriminative_score_timegan(
@@ -136,7 +129,7 @@ def discriminative_score_timegan(
     return abs(0.5 - accuracy)
 
 
-def _predict(net: _PostHocGRU, series: Tensor) -> Tensor:
+def _predict(net: nn.Module, series: Tensor) -> Tensor:
     """Sigmoid prediction of the last channel at steps 1..T-1 from the other channels at 0..T-2."""
     return torch.sigmoid(net.out(net.rnn(series[:, :-1, :-1])[0])).squeeze(-1)
 
