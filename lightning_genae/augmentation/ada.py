@@ -345,9 +345,8 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 class AdaPipeline:
-    """ADA's augmentation of discriminator inputs (`ada`); not an nn.Module: `p` (a float, a 0-dim device
-    tensor, or the run's controller, whose p that is) is read at every call and stays out of checkpoints and
-    DDP."""
+    """ADA's augmentation of discriminator inputs; not an nn.Module: `p` (a float, a 0-dim device tensor, or
+    the run's controller, read for its p) is read at every call and stays out of checkpoints and DDP."""
 
     def __init__(self, ops: Sequence[str], p: float | Tensor | AdaptiveStrength = 0.0) -> None:
         names = check_operation_names(list(ops), ADA_OPERATIONS, "ada_ops", ",".join(ops))

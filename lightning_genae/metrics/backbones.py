@@ -289,10 +289,9 @@ def load_backbone(
     classifier_weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
 ) -> FeatureBackbone:
-    """The feature backbone `name` (one of BACKBONES) for dataset `data`, on the CPU in eval mode;
-    BackboneUnavailable (with the fix) when it cannot be built, never a randomly initialised network. The
-    classifier is the one in `classifier_weights`, else `data`'s shipped one (SHA-256 checked), else one
-    trained and cached."""
+    """The feature backbone `name` (one of BACKBONES) for dataset `data`, on the CPU in eval mode (the
+    classifier in `classifier_weights`, else `data`'s shipped one, else one trained and cached);
+    BackboneUnavailable (with the fix) when it cannot be built, never a randomly initialised network."""
     if name == "inception":
         return load_inception(inception_weights)
     if name != "classifier":
