@@ -112,15 +112,13 @@ def checkpoint_name(data: str) -> str:
     return f"sequence-classifier-{data}.pt"
 
 
+@dataclass(eq=False)
 class SequenceFeatures:
     """Features of series under a shipped classifier, named like an image backbone (`classifier`)."""
 
+    model: SequenceClassifier
+    description: str
     name = "classifier"
-
-    def __init__(self, model: SequenceClassifier, description: str) -> None:
-        self.model = model
-        self.feature_dim = model.config.feature_dim
-        self.description = description
 
     @torch.no_grad()
     def __call__(self, series: Tensor) -> Tensor:
