@@ -209,7 +209,6 @@ def train_classifier(
     seed: int = DEFAULT_SEED,
     epochs: int | None = None,
     patience: int | None = PATIENCE,
-    batch_size: int = BATCH_SIZE,
     verbose: bool = False,
 ) -> tuple[FeatureClassifier, float]:
     epochs = epochs if epochs is not None else default_epochs(datamodule.split_size("train"))
@@ -221,7 +220,7 @@ def train_classifier(
         {split: datamodule.split_size(split) for split in ("train", "val", "test")},
         seed=seed,
         epochs=epochs,
-        batch_size=batch_size,
+        batch_size=BATCH_SIZE,
         max_lr=MAX_LR,
         weight_decay=WEIGHT_DECAY,
         patience=patience,
