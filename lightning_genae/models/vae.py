@@ -88,13 +88,6 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
             mean, log_var = self.posterior(images)
             return importance_sampled_log_likelihood(mean, log_var, log_likelihood, k, chunk, generator)
 
-    def beta_now(self) -> float:
-        """KL weight at the current step (linear warm-up avoids early posterior collapse)."""
-        warmup = self.options.kl_warmup
-        if warmup <= 0:
-            return self.options.beta
-        return self.options.beta * min(1.0, self.iteration / warmup)
-
     def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, _ = batch
         mean, log_var = self.posterior(images)
@@ -102,8 +95,11 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
         out = self.decoder(latents)
         recon = reconstruction_loss(out, images, self.options.recon_loss).mean()
         kl = gaussian_kl(mean, log_var).mean()
-        # Training follows the warm-up; evaluation uses the target beta so val/loss is comparable over time.
-        beta = self.beta_now() if stage == "train" else self.options.beta
+        # Training follows the linear warm-up (against early posterior collapse); evaluation uses the target
+        # beta so val/loss is comparable over time.
+        beta, warmup = self.options.beta, self.options.kl_warmup
+        if stage == "train" and warmup > 0:
+            beta *= min(1.0, self.iteration / warmup)
         loss = recon + beta * kl
         # What the loss drops of -log p(x|z) per image: (d/2) log(pi) for `mse` of d pixels, 0 for `bce`.
         dropped = 0.0 if self.options.recon_loss == "bce" else images[0].numel() / 2 * math.log(math.pi)
