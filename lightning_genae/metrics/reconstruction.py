@@ -6,8 +6,6 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-STAGES = ("val", "test")
-
 
 class ReconstructionQuality(nn.Module):
     """`{stage}/psnr` and `{stage}/ssim` of reconstructions, on the [0, 1] scale (SSIM's luminance term is not
@@ -24,7 +22,7 @@ class ReconstructionQuality(nn.Module):
                     },
                     prefix=f"{stage}/",
                 )
-                for stage in STAGES
+                for stage in ("val", "test")
             }
         )
 
