@@ -183,12 +183,6 @@ class RAEModule(GaussianEncoding, ObjectiveModule):
         if normaliser is not None:
             self.decoder.hold_within(normaliser.model_range())
 
-    def teacher_forcing_now(self) -> float:
-        start, decay = self.options.teacher_forcing, self.options.tf_decay_steps
-        if decay <= 0:
-            return start
-        return start * max(0.0, 1.0 - self.iteration / decay)
-
     def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         series, _ = batch
         training = stage == "train"
@@ -198,7 +192,10 @@ class RAEModule(GaussianEncoding, ObjectiveModule):
             latents = reparameterize(mean, log_var) if training else mean
         else:
             latents = self.encoder(series)
-        forcing = self.teacher_forcing_now() if training else 0.0
+        forcing = self.options.teacher_forcing if training else 0.0
+        if training and self.options.tf_decay_steps > 0:
+            # The probability falls linearly to 0 over tf_decay_steps (0: kept constant).
+            forcing *= max(0.0, 1.0 - self.iteration / self.options.tf_decay_steps)
         self._trained_since_codes_fitted |= training
         out = self.decoder(latents, targets=series if training else None, teacher_forcing=forcing)
         mse = F.mse_loss(out, series)
