@@ -145,8 +145,7 @@ class AugmentedDataModule(pl.LightningDataModule):
             # Refused before any allocation: an overcommitting OS would kill the process part-way, not raise.
             raise OptionError(
                 "augment_pool",
-                f"{size} does not fit in memory ({needed / 2**30:.1f} GiB, more than this machine has); "
-                "lower it (unset, the pool holds as many images as the training split)",
+                f"{size} does not fit in memory ({needed / 2**30:.1f} GiB); lower it",
             )
         images, labels = zip(*self._generate_pool(size), strict=True)
         return torch.cat(images), torch.cat(labels)

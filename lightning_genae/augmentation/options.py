@@ -100,10 +100,7 @@ class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
         super().__post_init__()
         fixed = "augment_mode offline" if self.augment_mode == "offline" else "augment_anneal"
         if self.augment_p == AUTO and (self.augment_mode == "offline" or self.augment_anneal):
-            raise ConfigError(
-                f"augment_p auto steers the online replacement, and {fixed} takes a fixed augment_p; drop "
-                "one of them"
-            )
+            raise ConfigError(f"augment_p auto steers p, and {fixed} takes a fixed one; drop one of them")
 
     def unread(self) -> dict[str, str]:
         if self.augment_mode == "online":
@@ -112,8 +109,7 @@ class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
                 "augment_pool": "sizes the offline pool; add augment_mode offline or drop it",
             }
         online_only = (
-            "sets the online mixing, and augment_mode offline trains on a fixed pool instead; drop it, or "
-            "drop augment_mode offline"
+            "sets the online mixing, and augment_mode offline has none; drop it or augment_mode offline"
         )
         return {
             **super().unread(),  # an augmenter's own options, unread when --augment-ckpt gives it

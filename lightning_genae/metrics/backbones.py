@@ -148,8 +148,8 @@ def load_inception(path: str | Path | None = None) -> InceptionBackbone:
         # Offline, a proxy, a 404 or a full disk all leave the user with the same two fixes.
         except Exception as exc:
             raise BackboneUnavailable(
-                f"inception: {INCEPTION_FILE} not found in {weights.parent} and not downloadable "
-                f"(offline? {describe_error(exc)}); give its path as inception_weights or put the file there"
+                f"inception: {INCEPTION_FILE} not found in {weights.parent} nor downloadable "
+                f"({describe_error(exc)}); give its path as inception_weights or put the file there"
             ) from exc
     try:
         # Read once: the bytes that are hashed are the bytes that are loaded, and only with weights_only, so
@@ -159,9 +159,8 @@ def load_inception(path: str | Path | None = None) -> InceptionBackbone:
         return InceptionBackbone(state_dict, hashlib.sha256(data).hexdigest(), weights)
     except Exception as exc:
         raise BackboneUnavailable(
-            f"inception: {weights} is not a readable weights file of torch-fidelity's InceptionV3 "
-            f"({describe_error(exc)}); give the path of {INCEPTION_FILE} (from {INCEPTION_URL}) as "
-            "inception_weights"
+            f"inception: {weights} is not a readable weights file ({describe_error(exc)}); give "
+            f"{INCEPTION_FILE} (from {INCEPTION_URL}) as inception_weights"
         ) from exc
 
 
@@ -261,10 +260,7 @@ def _given_classifier(path: Path, data: str, datamodule: ImageDataModule | None)
         from lightning_genae.progress import warn
 
         description += ", trained on other training images than this run's"
-        warn(
-            f"classifier: classifier_weights {path} was trained on other {data} training images than this "
-            "run's; its features still compare runs scored with the same file"
-        )
+        warn(f"classifier: classifier_weights {path} was not trained on this run's {data} training images")
     return ClassifierBackbone(model, description + ")", sha256)
 
 
@@ -274,9 +270,8 @@ def check_classifier_trainable(data: str, datamodule: ImageDataModule) -> None:
     if classes is None or classes < 2:
         what = "no labels" if classes is None else "labels of one class only"
         raise BackboneUnavailable(
-            f"classifier: {data} has {what} to train a feature classifier on (it needs two classes or "
-            f"more); {datamodule.labelling_advice()}use the backbone inception with its weights "
-            "(backbone inception, inception_weights PATH)"
+            f"classifier: {data} has {what} to train a feature classifier on; "
+            f"{datamodule.labelling_advice()}use backbone inception with inception_weights PATH"
         )
 
 
@@ -304,8 +299,7 @@ def load_backbone(
         return ClassifierBackbone(*shipped)
     if datamodule is None:
         raise BackboneUnavailable(
-            f"classifier: no shipped classifier for {data}; "
-            "pass its datamodule so that one is trained on first use"
+            f"classifier: no shipped classifier for {data}; pass its datamodule to train one"
         )
     check_classifier_trainable(data, datamodule)
     return _cached_classifier(

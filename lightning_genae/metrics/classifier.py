@@ -301,8 +301,7 @@ def load_shipped(
     sha256 = file_sha256(path)
     if sha256 != entry["sha256"]:
         raise BackboneUnavailable(
-            f"{what}: {path} has SHA-256 {sha256[:12]}..., the manifest expects {entry['sha256'][:12]}... "
-            f"(corrupt or modified); {fix}"
+            f"{what}: {path}'s SHA-256 {sha256[:12]} is not the manifest's {entry['sha256'][:12]}; {fix}"
         )
     try:
         model, _ = load_checkpoint(path, network, what=what, advice="reinstall lightning-genae")

@@ -46,9 +46,7 @@ def check_series(x: Tensor, name: str) -> Tensor:
         x = x.detach().to("cpu", torch.float32).clone()
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).flatten(1).any(dim=1).sum())
-        raise ValueError(
-            f"{name} series contain NaN or Inf in {bad} of {x.shape[0]} series (a diverged model?)"
-        )
+        raise ValueError(f"{name} series contain NaN or Inf in {bad} of {x.shape[0]} series")
     return x
 
 
@@ -104,9 +102,7 @@ def discriminative_score(
     # Rounded down, as TimeGAN's train_test_divide: two series give one to train on and one to test on.
     n_train = int(TRAIN_FRACTION * n)
     if n_train < 1 or n - n_train < 1:
-        raise ValueError(
-            f"discriminative_score needs at least 2 series per set (one to train, one to test), got {n}"
-        )
+        raise ValueError(f"discriminative_score needs at least 2 series per set, got {n}")
     draws = torch.Generator().manual_seed(seed)
     batch = min(batch_size, n_train)
     # Every tensor that enters the GRU is made inside the context, so none is an inference tensor.

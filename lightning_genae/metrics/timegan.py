@@ -143,9 +143,8 @@ def predictive_score_timegan(
     low, high = target.min().item(), target.max().item()
     if low < -1e-6 or high > 1 + 1e-6:
         raise ValueError(
-            f"the real series' last channel, the predictor's target, lies in [{low:.4g}, {high:.4g}], and "
-            "the predictor ends in a sigmoid; min-max scale both sets to [0, 1] with the real series' "
-            "per-channel minimum and maximum, as TimeGAN's reference does"
+            f"the real series' last channel (the sigmoid predictor's target) spans [{low:.4g}, {high:.4g}]; "
+            "min-max scale both sets to [0, 1] by the real series' per-channel range"
         )
     channels = real.shape[2]
     generator = torch.Generator().manual_seed(seed)

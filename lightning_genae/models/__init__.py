@@ -65,9 +65,8 @@ class ModelSpec:
         # What resolve decides from the registration (the generative metrics) must be what the module is.
         if samples != self.generates:
             raise ConfigError(
-                f"a family is registered at {self.location!r} with generates={self.generates}, but "
-                f"{module.__name__} {'has a' if samples else 'has no'} sample method; register it with "
-                f"ModelSpec(..., generates={samples})"
+                f"{module.__name__} {'has a' if samples else 'has no'} sample method; register it at "
+                f"{self.location!r} with ModelSpec(..., generates={samples})"
             )
         return module
 

@@ -30,8 +30,7 @@ def check_data(
     if not bool(finite.all()):
         # A NaN compares false with every bound, so the range check below cannot see it.
         raise DataError(
-            f"{what} holds {int((~finite).sum())} NaN or infinite values of {data.numel()}; "
-            "remove or repair those items"
+            f"{what} holds {int((~finite).sum())} NaN or infinite values of {data.numel()}; drop or fix them"
         )
     if data_kind != "image" or data.numel() == 0:
         # Series are normalised per channel (mean 0, std 1 on the training split), not bounded.
@@ -41,7 +40,4 @@ def check_data(
         raise DataError(f"{what} spans [{low:.3g}, {high:.3g}], outside [-1, 1]; {_SCALE_FIX}")
     if low >= 0.0 and warn_scale:
         # Data in [0, 1] trains without error but every generated sample is off by the scale, so say it once.
-        warnings.warn(
-            f"{what} lies in [{low:.3g}, {high:.3g}], which looks like [0, 1]; {_SCALE_FIX}",
-            stacklevel=2,
-        )
+        warnings.warn(f"{what} in [{low:.3g}, {high:.3g}] looks like [0, 1]; {_SCALE_FIX}", stacklevel=2)

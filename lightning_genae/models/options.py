@@ -157,15 +157,11 @@ class GANOptions(FamilyOptions):
     def unread(self) -> dict[str, str]:
         unread = super().unread()
         if self.gan_training == "paper":
-            unread["lr"] = (
-                "would be ignored: gan_training paper sets its own learning rate (0.1, decaying); drop lr "
-                "or gan_training paper"
-            )
+            unread["lr"] = "is ignored by gan_training paper (0.1, decaying); drop lr or gan_training paper"
         if self.gan_nets == "paper":
             unread["width"] = width_unread("gan_nets paper")
             unread["spectral_norm"] = (
-                "normalises the conv discriminator; the paper's nets regularise theirs with dropout: drop "
-                "spectral_norm or gan_nets paper"
+                "normalises the conv discriminator, not the paper's; drop spectral_norm or gan_nets paper"
             )
         return unread
 
@@ -288,12 +284,10 @@ class AAEOptions(ReconstructionOptions):
             unread["width"] = width_unread("aae_nets paper")
         if self.aae_training == "paper":
             unread["lr"] = (
-                "would be ignored: aae_training paper sets each phase's own learning rate; drop lr or "
-                "aae_training paper"
+                "is ignored by aae_training paper (each phase has its own); drop lr or aae_training paper"
             )
             unread["aae_adversarial_weight"] = (
-                "would be ignored: under aae_training paper the regularisation phase has its own optimizer "
-                "and learning rate; drop aae_adversarial_weight or aae_training paper"
+                "is ignored by aae_training paper; drop aae_adversarial_weight or aae_training paper"
             )
         if self.aae_prior != "mixture":
             for name in ("aae_components", "aae_supervised"):
@@ -306,8 +300,7 @@ class AAEOptions(ReconstructionOptions):
         if self.aae_prior == "mixture" and components > 2 * latent_dim:
             # The mixture's means lie on the signed axes of the code: at most two components per dimension.
             raise ConfigError(
-                f"aae_components {components} needs latent_dim of at least {(components + 1) // 2} "
-                f"(the means lie on the {2 * latent_dim} signed axes of a {latent_dim}-d code); "
+                f"aae_components {components} needs latent_dim of at least {(components + 1) // 2}; "
                 "raise latent_dim or lower aae_components"
             )
 

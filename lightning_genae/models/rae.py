@@ -46,8 +46,8 @@ def code_gaussian(codes: Tensor, iteration: int) -> tuple[Tensor, Tensor]:
     factor, failed = torch.linalg.cholesky_ex(covariance)
     if failed.item() or not torch.isfinite(factor).all():
         raise TrainingDiverged(
-            f"the codes of the training series are not finite at step {iteration} (largest variance: "
-            f"{variances.max().item():.3g}), so the training diverged: start again with a lower lr"
+            f"the codes of the training series are not finite at step {iteration} (largest variance "
+            f"{variances.max().item():.3g}); start again with a lower lr"
         )
     return mean, factor
 
@@ -170,9 +170,8 @@ class RAEModule(GaussianEncoding, ObjectiveModule):
             return
         if self._trained_since_codes_fitted:
             raise ConfigError(
-                "RAEModule.sample: this module trained on data that is not a lightning-genae DataModule, so "
-                "its code density is stale; call model.fit_code_density(series) with the training series "
-                "[N, T, C] in model units, or build the module with variational=True"
+                "RAEModule.sample: the code density is stale (trained outside a lightning-genae DataModule); "
+                "call model.fit_code_density(series) with the training series in model units"
             )
 
     def on_fit_start(self) -> None:

@@ -71,10 +71,7 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
         check_data(images, self.data_kind, self.data_shape, warn_scale=False, what=what)
         targets = ((images + 1) / 2).flatten(1)
         if not ((targets == 0) | (targets == 1)).all():
-            raise DataError(
-                f"{what} are not binary pixels read as -1 and 1 (of grey levels it is no likelihood); "
-                "binarize them (the dataset binarized_mnist)"
-            )
+            raise DataError(f"{what} are not binary pixels read as -1 and 1; binarize them (binarized_mnist)")
 
         def log_likelihood(z: Tensor) -> Tensor:
             logits = self.decoder(z.flatten(0, 1).to(images.dtype)).flatten(1).double()

@@ -30,11 +30,9 @@ def downsampling_plan(image_size: int, max_base: int = MAX_BASE_SIZE) -> tuple[i
 def _widths(width: int, stages: int) -> list[int]:
     """Channel widths from the full-resolution stage down to the base map."""
     if width > MAX_WIDTH:
-        # Every stage would be capped at MAX_WIDTH: the nets of a wider width are those of MAX_WIDTH, while
-        # the run would record the width asked.
+        # Every stage would be capped at MAX_WIDTH while the run records the width asked.
         raise ConfigError(
-            f"a width of {width} is wider than the conv nets' widest layer ({MAX_WIDTH}): their layers would "
-            f"be those of width {MAX_WIDTH} while the run records {width}; give width (for an augmenter, "
+            f"a width of {width} is wider than the conv nets' widest layer ({MAX_WIDTH}); give width (or "
             f"augmenter_width) {MAX_WIDTH} or less"
         )
     return [min(width * 2**i, MAX_WIDTH) for i in range(stages)]

@@ -339,7 +339,7 @@ def test_a_resumed_runs_plugin_options_are_compared_as_the_checkpoint_holds_them
 def test_an_option_the_family_leaves_unread_is_refused_by_value_and_by_name():
     paper = {"gan_nets": "paper", "gan_training": "paper"}
     # Another value than the default: refused wherever options are parsed (a run, a module's keywords).
-    with pytest.raises(ConfigError, match=r"^lr would be ignored: .*drop lr or gan_training paper$"):
+    with pytest.raises(ConfigError, match=r"^lr is ignored by .*drop lr or gan_training paper$"):
         GANOptions.parse({**paper, "lr": 0.01})
     # The default value: only a name on the command line tells it from an option left unset.
     assert GANOptions.parse({**paper, "lr": 5e-4}).lr == 5e-4
@@ -354,7 +354,7 @@ def test_an_option_the_family_leaves_unread_is_refused_by_value_and_by_name():
 def test_an_unread_option_is_refused_as_unread_before_its_value_is_checked(capsys):
     paper = {"gan_nets": "paper", "gan_training": "paper"}
     # Out of range and unread: the fix is to drop it, so that is what the run says, not its range.
-    with pytest.raises(ConfigError, match=r"^lr would be ignored: .*drop lr or gan_training paper$"):
+    with pytest.raises(ConfigError, match=r"^lr is ignored by .*drop lr or gan_training paper$"):
         GANOptions.parse({**paper, "lr": -1.0})
     with pytest.raises(ConfigError, match=r"^width sizes the conv nets, .*gan_nets paper$"):
         GANOptions.parse({"gan_nets": "paper", "width": 0})
@@ -399,7 +399,7 @@ def test_one_refusal_gives_each_unread_options_own_reason():
     with pytest.raises(ConfigError) as refused:
         GANOptions.parse({**paper, "lr": 1e-3, "width": 16})
     first, second = str(refused.value).split(". Also: ")
-    assert first.startswith("lr would be ignored") and first.endswith("drop lr or gan_training paper")
+    assert first.startswith("lr is ignored by") and first.endswith("drop lr or gan_training paper")
     assert second == width_unread_line("gan_nets paper")
     # Options unread for the same reason share it.
     with pytest.raises(ConfigError, match=r"or drop it \(also unread: aae_supervised\)$"):

@@ -220,5 +220,7 @@ def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="real series must be at least 2"):
         discriminative_score_timegan(real[:1], real, iterations=0)
     # Series in their own units (a target up to 13): a sigmoid never reaches them.
-    with pytest.raises(ValueError, match=r"last channel, the predictor's target, lies in \[[0-9.]+, 13\]"):
+    with pytest.raises(
+        ValueError, match=r"last channel \(the sigmoid predictor's target\) spans \[[0-9.]+, 13\]"
+    ):
         predictive_score_timegan(real * 6 + 7, real, iterations=0)
