@@ -192,8 +192,7 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
         def train_and_save() -> None:
             _tell(
                 f"classifier: no shipped classifier for {data}; training one on its {num_train} labelled "
-                f"training images (up to {epochs} epochs, seed {seed}), cached at {path} (other runs can be "
-                "given it as classifier_weights; backbone none skips this training and the image metrics)"
+                f"training images (<= {epochs} epochs, seed {seed}), cached at {path}; backbone none skips it"
             )
             model, test_accuracy = classifier_lib.train_classifier(full, seed=seed, epochs=epochs)
             test_labels = torch.cat([labels for _, labels in full.split_batches("test")])
@@ -203,8 +202,7 @@ def _cached_classifier(data: str, datamodule: ImageDataModule, cache_dir: Path) 
             if test_accuracy < commonest + CHANCE_MARGIN:
                 _tell(
                     f"classifier: warning: its test accuracy {test_accuracy:.1%} is no better than naming "
-                    f"the commonest class ({commonest:.1%}), so the metrics in its features say little; "
-                    "check that the labels are classes of the images"
+                    f"the commonest class ({commonest:.1%}); check that the labels are classes of the images"
                 )
             classifier_lib.save_checkpoint(
                 model,

@@ -338,8 +338,5 @@ class RAEOptions(FamilyOptions):
             "width": "sizes conv layers, which rae has none of; drop it (rnn_hidden sizes its layers)",
         }
         if self.variational:
-            unread["code_components"] = (
-                "sizes the density fitted to a deterministic rae's codes, and --variational samples its "
-                "N(0, I) prior; drop it"
-            )
+            unread["code_components"] = "sizes the density fitted to a deterministic rae's codes; drop it"
         return unread
