@@ -21,10 +21,9 @@ from lightning_genae.plugin_options import option
 
 @dataclass(frozen=True)
 class _Operation:
-    """One pipeline operation: what it does (for --help), the random numbers it draws per image (so a call
-    draws them all at once), and whether it acts on the colour, of RGB images only."""
+    """One pipeline operation: the random numbers it draws per image (so a call draws them all at once), and
+    whether it acts on the colour, of RGB images only."""
 
-    description: str
     uniforms: int
     normals: int = 0
     colour: bool = False
@@ -34,21 +33,19 @@ class _Operation:
 # In the order the pipeline applies them (ADA's order: blits, general geometry, colour); a pipeline always
 # uses this order whatever the order of its names, since geometric operations do not commute.
 ADA_OPERATIONS: dict[str, _Operation] = {
-    "xflip": _Operation("mirror left-right (half of the images it is applied to)", 2),
-    "rotate90": _Operation("rotate by 0, 90, 180 or 270 degrees", 2),
-    "translation": _Operation("shift by a whole number of pixels, up to 1/8 of the side per axis", 3),
-    "scale": _Operation("zoom in or out, log2 of the factor ~ N(0, 0.2)", 1, 1),
-    "rotate": _Operation("rotate by any angle (a full circle; turns a 6 into a 9)", 4),
-    "tilt": _Operation("rotate by up to 15 degrees either way (keeps a digit's identity)", 2),
-    "aniso": _Operation("stretch one axis and squeeze the other, log2 of the factor ~ N(0, 0.2)", 1, 1),
-    "fraction": _Operation("shift by a fraction of the side ~ N(0, 0.125) per axis", 1, 2),
-    "brightness": _Operation("add ~ N(0, 0.2) to every pixel", 1, 1, colour=True),
-    "contrast": _Operation("scale about mid-grey, log2 of the factor ~ N(0, 0.5)", 1, 1, colour=True),
-    "lumaflip": _Operation("invert the luma keeping the hue (RGB only)", 2, colour=True, rgb_only=True),
-    "hue": _Operation("rotate the hue by any angle (RGB only)", 2, colour=True, rgb_only=True),
-    "saturation": _Operation(
-        "scale the chroma, log2 of the factor ~ N(0, 1) (RGB only)", 1, 1, colour=True, rgb_only=True
-    ),
+    "xflip": _Operation(2),
+    "rotate90": _Operation(2),
+    "translation": _Operation(3),
+    "scale": _Operation(1, 1),
+    "rotate": _Operation(4),
+    "tilt": _Operation(2),
+    "aniso": _Operation(1, 1),
+    "fraction": _Operation(1, 2),
+    "brightness": _Operation(1, 1, colour=True),
+    "contrast": _Operation(1, 1, colour=True),
+    "lumaflip": _Operation(2, colour=True, rgb_only=True),
+    "hue": _Operation(2, colour=True, rgb_only=True),
+    "saturation": _Operation(1, 1, colour=True, rgb_only=True),
 }
 GEOMETRIC_OPERATIONS = tuple(name for name, op in ADA_OPERATIONS.items() if not op.colour)
 COLOUR_OPERATIONS = tuple(name for name, op in ADA_OPERATIONS.items() if op.colour)

@@ -3,7 +3,7 @@ their lists of operation names (`diffaug_policy`, `ada_ops`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 from torch import Tensor
@@ -22,7 +22,7 @@ def drawn(
 
 
 def check_operation_names(
-    names: Sequence[str], operations: Mapping[str, object], option: str, source: str
+    names: Sequence[str], operations: Collection[str], option: str, source: str
 ) -> tuple[str, ...]:
     """Refuse unknown or repeated (twice applied) operation names with `option`'s OptionError."""
     unknown = [name for name in names if name not in operations]
@@ -35,6 +35,6 @@ def check_operation_names(
     return tuple(names)
 
 
-def parse_operation_names(text: str, operations: Mapping[str, object], option: str) -> tuple[str, ...]:
+def parse_operation_names(text: str, operations: Collection[str], option: str) -> tuple[str, ...]:
     """Split `"color, translation"` into names, in the order given; an empty entry is an unknown name."""
     return check_operation_names([name.strip() for name in text.split(",")], operations, option, text)

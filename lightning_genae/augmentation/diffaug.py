@@ -14,11 +14,7 @@ from torch import Tensor
 from lightning_genae.augmentation.common import check_operation_names, drawn, parse_operation_names
 from lightning_genae.plugin_options import PluginOptions, option
 
-DIFFAUG_OPERATIONS: dict[str, str] = {
-    "color": "random brightness, saturation and contrast per image",
-    "translation": "shift by up to a fraction (default 1/8) of the size per axis, filling with 0 (mid-grey)",
-    "cutout": "zero a random square whose side is a fraction (default 1/2) of the image size, per image",
-}
+DIFFAUG_OPERATIONS = ("color", "translation", "cutout")
 
 
 # Fractions of the image size used by the paper; the sizes are rounded half up like the reference.
