@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_genae.nets.conv import downsampling_plan
+from lightning_genae.nets.conv import ConvAutoencoder, downsampling_plan
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -95,21 +95,8 @@ def init_began_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class BEGANAutoencoder(nn.Module):
-    """BEGAN's discriminator: image -> embedding -> reconstruction."""
+class BEGANAutoencoder(ConvAutoencoder):
+    """BEGAN's discriminator: image -> embedding -> reconstruction (`skip_connections` its decoder's)."""
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        latent_dim: int,
-        width: int = 64,
-        skip_connections: bool = False,
-    ) -> None:
-        super().__init__()
-        self.encoder = BEGANEncoder(image_shape, latent_dim, width)
-        self.decoder = BEGANDecoder(image_shape, latent_dim, width, skip_connections)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(reconstruction, code), as the shared ConvAutoencoder returns them."""
-        code = self.encoder(x)
-        return self.decoder(code), code
+    encoder_type = BEGANEncoder
+    decoder_type = BEGANDecoder

@@ -132,12 +132,18 @@ class ConvDiscriminator(nn.Module):
 
 
 class ConvAutoencoder(nn.Module):
-    """Image -> code -> image in [-1, 1]: the shared encoder and tanh decoder (BEGAN's discriminator)."""
+    """Image -> code -> image in [-1, 1]: the shared encoder and tanh decoder (BEGAN's discriminator); a
+    subclass names other nets, its options passed on to its decoder."""
 
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 64) -> None:
+    encoder_type: type[nn.Module] = ConvEncoder
+    decoder_type: type[nn.Module] = ConvDecoder
+
+    def __init__(
+        self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 64, **options: object
+    ) -> None:
         super().__init__()
-        self.encoder = ConvEncoder(image_shape, latent_dim, width=width)
-        self.decoder = ConvDecoder(image_shape, latent_dim, width=width, output="tanh")
+        self.encoder = self.encoder_type(image_shape, latent_dim, width)
+        self.decoder = self.decoder_type(image_shape, latent_dim, width, **options)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(reconstruction, code): energy losses need the first, EBGAN's pulling-away term the second."""
