@@ -104,9 +104,7 @@ class LatentAugmenter(nn.Module):
         towards = (_uniform(n, codes.device, generator) < self.interp).to(codes.dtype)
         weight = (towards * _uniform(n, codes.device, generator).to(codes.dtype))[:, None]
         moved = codes + weight * (partners.to(codes.dtype) - codes)
-        noise = drawn(torch.randn, tuple(codes.shape), generator=generator, device=codes.device).to(
-            codes.dtype
-        )
+        noise = drawn(torch.randn, codes.shape, generator=generator, device=codes.device).to(codes.dtype)
         return moved + self.noise * self.latent_std.to(codes.dtype) * noise
 
     def forward(

@@ -123,10 +123,7 @@ def inference(method: Method) -> Method:
 OBJECTIVE_FORM_KEY = "genae_objective_form"
 SOURCE_KEY = "genae_source"
 # Why a loss that is not finite at the first iteration is no learning rate's doing, and where to look.
-BEFORE_ANY_UPDATE = (
-    "no learning rate is the cause; look at the model's forward pass and its loss on this data (which "
-    "passed the batch check)"
-)
+BEFORE_ANY_UPDATE = "no learning rate is the cause; look at the model's forward pass and loss on this data"
 
 
 def diverged_before_any_update(cause: str) -> bool:

@@ -21,8 +21,7 @@ def downsampling_plan(image_size: int, max_base: int = MAX_BASE_SIZE) -> tuple[i
         stages += 1
     if size > max_base or stages == 0:
         raise ConfigError(
-            f"image size {image_size} cannot be halved down to a 4-{max_base} pixel map; "
-            "use a size such as 16, 28, 32 or 64"
+            f"image size {image_size} cannot be halved to a 4-{max_base} pixel map; use 16, 28, 32 or 64"
         )
     return stages, size
 
