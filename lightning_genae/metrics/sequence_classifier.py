@@ -126,8 +126,7 @@ class SequenceFeatures:
         expected = (self.model.config.seq_len, self.model.config.channels)
         if series.dim() != 3 or tuple(series.shape[1:]) != expected:
             raise ValueError(
-                f"the {self.description} takes series [N, {expected[0]}, {expected[1]}], "
-                f"got {tuple(series.shape)}"
+                f"{self.description} takes series [N, {expected[0]}, {expected[1]}], got {list(series.shape)}"
             )
         # Outside inference mode and autocast: the features must not depend on the caller's context.
         with torch.inference_mode(False), torch.autocast("cpu", enabled=False):
