@@ -108,14 +108,10 @@ class DataSideOptions(StrengthOptions, AugmenterOptions, ControllerOptions):
                 **super().unread(),
                 "augment_pool": "sizes the offline pool; add augment_mode offline or drop it",
             }
-        online_only = (
-            "sets the online mixing, and augment_mode offline has none; drop it or augment_mode offline"
-        )
+        online_only = "sets the online mixing; drop it or augment_mode offline"
+        steers = "steers augment_p auto, which a fixed offline pool does not take; drop it"
         return {
             **super().unread(),  # an augmenter's own options, unread when --augment-ckpt gives it
             **dict.fromkeys(("augment_p", "augment_anneal"), online_only),
-            **dict.fromkeys(
-                ControllerOptions.types(),
-                "steers augment_p auto, which a fixed offline pool does not take; drop it",
-            ),
+            **dict.fromkeys(ControllerOptions.types(), steers),
         }

@@ -89,8 +89,7 @@ class RealFeatures:
         count = datamodule.split_size(split)
         what = f"{count} images" if len(chosen) == count else f"{len(chosen)} of its {count} images"
         progress = evaluation_progress(
-            f"features of the {datamodule.name} {split} split ({what}, {self.backbone.name}; "
-            "computed once, then cached)",
+            f"features of the {datamodule.name} {split} split ({what}, {self.backbone.name}; cached)",
             len(chosen),
             "image",
         )
