@@ -160,9 +160,7 @@ class GANOptions(FamilyOptions):
             unread["lr"] = "is ignored by gan_training paper (0.1, decaying); drop lr or gan_training paper"
         if self.gan_nets == "paper":
             unread["width"] = width_unread("gan_nets paper")
-            unread["spectral_norm"] = (
-                "normalises the conv discriminator, not the paper's; drop spectral_norm or gan_nets paper"
-            )
+            unread["spectral_norm"] = "is for the conv discriminator; drop spectral_norm or gan_nets paper"
         return unread
 
 
@@ -283,9 +281,7 @@ class AAEOptions(ReconstructionOptions):
         if self.aae_nets == "paper":
             unread["width"] = width_unread("aae_nets paper")
         if self.aae_training == "paper":
-            unread["lr"] = (
-                "is ignored by aae_training paper (each phase has its own); drop lr or aae_training paper"
-            )
+            unread["lr"] = "is ignored by aae_training paper (its own rates); drop lr or aae_training paper"
             unread["aae_adversarial_weight"] = (
                 "is ignored by aae_training paper; drop aae_adversarial_weight or aae_training paper"
             )
