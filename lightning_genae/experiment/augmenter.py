@@ -20,7 +20,7 @@ import torch
 from lightning_fabric.plugins.environments import LightningEnvironment
 from pytorch_lightning.loggers import CSVLogger
 
-from lightning_genae.augmentation import AUGMENTATIONS, AugmentPlan, BuildParts
+from lightning_genae.augmentation import AUGMENTATIONS, BUILT_IN_AUGMENTATIONS, AugmentPlan, BuildParts
 from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.datamodule import AugmentedDataModule, as_training_pixels
 from lightning_genae.augmentation.discriminator import Composed
@@ -302,6 +302,7 @@ def attach_augmentation(
         for name, spec in AUGMENTATIONS.items()
         if name in plan.names and spec.side == "discriminator" and spec.build is not None
     }
+    check_plugin_transforms(built, datamodule, device)
     if "ae-d" in built and getattr(plan.settings["ae-d"], "augment_p", None) == 1:
         say("note: ae-d at --augment-p 1 shows the discriminator no real input; use a p below 1")
     transforms = list(built.values())
@@ -318,6 +319,34 @@ def attach_augmentation(
             datamodule, plan, augmenter, seed=seed, total_iterations=length, strength=strength
         )
     return Attached(datamodule, record, Composed(transforms, labels) if transforms else None, strength)
+
+
+def check_plugin_transforms(
+    built: dict[str, Callable[[torch.Tensor], Any]], datamodule: InMemoryDataModule, device: torch.device
+) -> None:
+    """Refuse a plug-in's discriminator-side transform whose output, on a training batch, carries no gradient
+    from its input: the generator, which learns through it, would learn nothing, every value finite. The
+    global random streams are left as they were."""
+    plugins = {name: transform for name, transform in built.items() if name not in BUILT_IN_AUGMENTATIONS}
+    if not plugins:
+        return
+    first = torch.arange(min(datamodule.batch_size, datamodule.split_size("train")))
+    images = datamodule.to_model_range(datamodule.items_at("train", first)[0].to(device))
+    cuda_devices = [device] if device.type == "cuda" else []
+    for name, transform in plugins.items():
+        # As a generator's images reach it: a tanh's output.
+        logits = torch.atanh(images.clamp(-1 + 1e-6, 1 - 1e-6)).requires_grad_(True)
+        with torch.random.fork_rng(devices=cuda_devices):
+            returned = transform(torch.tanh(logits))
+        gradient = None
+        if isinstance(returned, torch.Tensor) and returned.requires_grad:
+            (gradient,) = torch.autograd.grad(returned.sum(), logits, allow_unused=True)
+        if gradient is None or not bool(gradient.abs().sum() > 0):
+            module = getattr(AUGMENTATIONS[name].build, "__module__", None) or "its module"
+            raise ConfigError(
+                f"--augment {name} returned images that carry no gradient from its input (detached, or "
+                f"rounded or thresholded); fix it in {module}"
+            )
 
 
 def transform_label(name: str, transform: Callable[..., Any], settings: PluginOptions) -> str:

@@ -379,6 +379,25 @@ def test_a_plugins_names_read_without_the_plugin_point_to_genae_plugins(yaml_tex
     one_line(capsys, says, "GENAE_PLUGINS")
 
 
+@pytest.mark.parametrize(
+    "transform",
+    [lambda x: x.detach(), lambda x: torch.zeros_like(x), lambda x: x.round(), lambda x: (x, x)],
+    ids=["detached", "not-from-its-input", "zero-gradient", "not-a-tensor"],
+)
+def test_a_plugin_augmentation_that_passes_no_gradient_to_its_input_is_refused_before_training(
+    transform, clean_registries, tmp_path, capsys
+):
+    """The generator learns through a discriminator-side augmentation: without a gradient it would learn
+    nothing from the discriminator, with every value finite."""
+    spec = AugmentationSpec("broken", side="discriminator", build=lambda options, parts: transform)
+    register_augmentation("toy_broken", spec)
+    output = tmp_path / "run"
+    args = [*TINY_RUN, "--model", "gan", "--augment", "toy_broken", "--max-steps", "2", "--backbone", "none"]
+    assert main([*args, "--output", str(output)]) == 2
+    one_line(capsys, "--augment toy_broken", "no gradient")
+    assert not output.exists()
+
+
 def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, tmp_path):
     classifier = Module("lightning_genae.experiment.classifier")
     args = ["--data", "squares", "--square-side", "6", "--epochs", "1", "--output", "weights"]
