@@ -201,6 +201,10 @@ def test_a_plugin_metric_is_logged_beside_the_built_in_ones_and_tabled_by_an_abl
             assert 0 < gap and gap**2 <= fd + 1e-6
     table = (tmp_path / "grid" / "ablation.md").read_text()
     assert "| mean_gap_classifier |" in table.split("### Final weights")[1]
+    # Summarized without the plug-in, the report would lose the metric's column: refused, nothing written.
+    again = run_py(["--summarize", "grid"], plugin_dir, tmp_path, plugins="")
+    assert again.returncode == 2 and "metric test/mean_gap_classifier" in again.stderr
+    assert "GENAE_PLUGINS" in again.stderr and (tmp_path / "grid" / "ablation.md").read_text() == table
 
 
 def test_a_registered_metric_is_computed_on_the_same_features_as_the_built_ins(clean_registries):
