@@ -27,7 +27,7 @@ from lightning_genae.experiment.ablation.conflicts import (
     other_options,
     summary_config,
 )
-from lightning_genae.experiment.config import RunConfig
+from lightning_genae.experiment.config import NO_BACKBONE, RunConfig
 from lightning_genae.experiment.overwrite import put_back_a_stopped_overwrite
 from lightning_genae.experiment.program import command_prefix
 from lightning_genae.experiment.resolve import (
@@ -113,7 +113,33 @@ def run_grid_command(
     from lightning_genae.progress import quiet_lightning
 
     quiet_lightning()
+    _refuse_a_grid_without_its_metrics(first, tuning=tuning is not None)
     return _train_grid(shared, plan, tuning, grid_index, overwrite=bool(values.get("overwrite")))
+
+
+def _refuse_a_grid_without_its_metrics(resolved: ResolvedRun, tuning: bool) -> None:
+    """Refuse, before the first cell trains unscored, a grid of a family judged on the image metrics (no
+    objective of its own, and for a plain grid none that reconstructs) where every cell would skip them."""
+    family, config = resolved.model.module, resolved.config
+    if getattr(family, "monitor", None) is not None or not callable(getattr(family, "sample", None)):
+        return
+    if (callable(getattr(family, "reconstruct", None)) and not tuning) or config.backbone == "inception":
+        return
+    if config.classifier_weights is not None:
+        return
+    datamodule = resolved.build_datamodule()
+    if datamodule.data_kind != "image":
+        return
+    why = "a tuning grid chooses each arm's candidate on" if tuning else "a grid compares its arms on"
+    why += " the validation image metrics" if tuning else " the image metrics"
+    if config.backbone == NO_BACKBONE:
+        raise ConfigError(f"--backbone none skips the image metrics, and {why}; drop --backbone none")
+    from lightning_genae.metrics.backbones import BackboneUnavailable, check_classifier_trainable
+
+    try:
+        check_classifier_trainable(config.data, datamodule)
+    except BackboneUnavailable as error:
+        raise BackboneUnavailable(f"{error} ({why})") from error
 
 
 def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None = None) -> str:
@@ -354,19 +380,21 @@ def _run_cell(
         print(f"{label} refused: {refused}", file=sys.stderr, flush=True)
         return CellOutcome(cell, run_dir, ok=False, error=str(refused), action="refused")
     except Exception as error:  # noqa: BLE001 - one broken cell must not cost the rest of the grid
-        message = describe_error(error)
-        if start is not CellStart.FRESH and read_summary(run_dir) is not None:
-            kept = "the cell's finished run is kept"
-        else:  # the cell's failed.json: its next grid command runs it again
-            record = {
-                "cell": cell.name,
-                **{key: getattr(cell, key) for key in ("augment", "train_size", "seed")},
-            }
-            record.update(error=message, traceback="".join(traceback.format_exception(error)))
-            write_file_atomically(run_dir / FAILED_FILE, json.dumps(record, indent=2) + "\n")
-            kept = f"details in {run_dir / FAILED_FILE}"
-        print(f"{label} FAILED: {message} ({kept})", file=sys.stderr, flush=True)
-        return CellOutcome(cell, run_dir, ok=False, error=message, action=start.value)
+        return _failed(cell, run_dir, label, start, error)
     # KeyboardInterrupt and a stop signal's RunInterrupted are not caught: they stop the whole grid.
     (run_dir / FAILED_FILE).unlink(missing_ok=True)
     return CellOutcome(cell, run_dir, ok=True, action=start.value)
+
+
+def _failed(cell: GridCell, run_dir: Path, label: str, start: CellStart, error: Exception) -> CellOutcome:
+    """A failed cell's failed.json (its next grid command runs it again), unless it holds a finished run."""
+    message = describe_error(error)
+    if start is not CellStart.FRESH and read_summary(run_dir) is not None:
+        print(f"{label} FAILED: {message} (the cell's finished run is kept)", file=sys.stderr, flush=True)
+        return CellOutcome(cell, run_dir, ok=False, error=message, action=start.value)
+    record = {"cell": cell.name, **{key: getattr(cell, key) for key in ("augment", "train_size", "seed")}}
+    record["error"] = message
+    record["traceback"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    write_file_atomically(run_dir / FAILED_FILE, json.dumps(record, indent=2) + "\n")
+    print(f"{label} FAILED: {message} (details in {run_dir / FAILED_FILE})", file=sys.stderr, flush=True)
+    return CellOutcome(cell, run_dir, ok=False, error=message, action=start.value)

@@ -487,6 +487,19 @@ def test_backbone_none_trains_without_the_image_metrics(tmp_path, monkeypatch):
     assert "train/loss_d" in final
 
 
+def test_backbone_none_in_a_grid_exits_2_with_one_line(tmp_path, capsys):
+    root = tmp_path / "grid"
+    grid = ["--augment", "none,diffaug", "--backbone", "none"]
+    args = ["--model", "gan", *TINY_RUN, *grid, "--output", str(root)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: --backbone none skips the image metrics, and a grid compares its arms on the image metrics; "
+        "drop --backbone none"
+    )
+    assert not root.exists()
+
+
 @pytest.mark.parametrize(
     ("family", "headline", "column"), [("ae", "test/loss", "loss"), ("aae", "none", "mse")]
 )

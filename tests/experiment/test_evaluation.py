@@ -330,6 +330,32 @@ def test_a_run_and_its_evaluation_record_why_the_image_metrics_were_left_out(tmp
     assert json.loads((run_dir / "eval.json").read_text())["skipped"] == {"classifier": why}
 
 
+def test_a_grid_on_images_without_labels_for_its_classifier_is_refused_before_any_cell(tmp_path, capsys):
+    images = unlabelled_images(tmp_path / "images")
+    root = tmp_path / "grid"
+    args = ["--model", "gan", "--data", "folder", "--data-dir", str(images), *SMALL, "--batch-size", "4"]
+    grid = [*args, "--max-steps", "1", "--seeds", "0,1", "--output", str(root)]
+    assert main(grid) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: classifier: folder has no labels to train a feature classifier on"), error
+    assert "backbone inception" in error and "\n" not in error, error
+    assert not root.exists(), "no grid.json, no cell folder"
+
+
+def test_a_tuning_grid_of_a_family_scored_on_images_without_labels_is_refused_first(tmp_path, capsys):
+    # A plain AAE grid still trains there (its runs report the reconstruction error); a tuning grid could
+    # not choose a candidate: the AAE's headline is an image metric, which needs the classifier's labels.
+    images = unlabelled_images(tmp_path / "images")
+    root = tmp_path / "grid"
+    args = ["--model", "aae", "--data", "folder", "--data-dir", str(images), *SMALL, "--batch-size", "4"]
+    tuning = ["--augment", "none,ae", "--augment-p", "0.25,0.5", "--tune-seeds", "100", "--seeds", "0"]
+    assert main([*args, "--max-steps", "1", *tuning, "--output", str(root)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: classifier: folder has no labels to train a feature classifier on;")
+    assert error.endswith("(a tuning grid chooses each arm's candidate on the validation image metrics)")
+    assert not root.exists(), "no grid.json, no cell folder"
+
+
 def test_real_features_are_cached_on_disk(tmp_path):
     datamodule = build_datamodule("digits", data_dir=tmp_path)
     datamodule.setup()
