@@ -150,10 +150,25 @@ def test_grid_order_is_train_size_then_augment_then_seed_so_indices_are_stable()
     assert expand_grid(["none", "ae"], [500, None], [0, 1]) == grid
 
 
-def test_a_value_listed_twice_is_one_cell() -> None:
-    assert expand_grid(["ae", "ae"], [1000, None, 1000], [0, 1, 0]) == expand_grid(
-        ["ae"], [1000, None], [0, 1]
-    )
+@pytest.mark.parametrize(
+    ("augments", "train_sizes", "seeds", "repeated"),
+    [
+        (["ae", "ae"], [None], [0], "ae"),
+        (["ae"], [1000, None, 1000], [0], "1000"),
+        (["ae"], [None], [0, 1, 0], "0"),
+    ],
+)
+def test_duplicate_values_are_rejected(
+    augments: list[str], train_sizes: list[int | None], seeds: list[int], repeated: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"lists {repeated} more than once"):
+        expand_grid(augments, train_sizes, seeds)
+
+
+def test_one_combination_typed_in_two_orders_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="--augment list lists ae\\+diffaug more than once"):
+        expand_grid(["none", "ae+diffaug", "diffaug+ae"], [None], [0])
+    assert len(expand_grid(["ae", "diffaug", "ae+diffaug"], [None], [0])) == 3
 
 
 def fake_run_cell(fail: set[str]) -> Any:

@@ -293,10 +293,8 @@ def test_numbers_split_on_commas_and_policies_on_bars() -> None:
     rest, lists = split_candidates(command_line_values(parser, given))
     assert lists == {"augment_p": [0.1, 0.5, 0.75], "diffaug_policy": ["color,cutout", "translation"]}
     assert rest == {"augment_noise": 0.3}
-    assert split_candidates(command_line_values(parser, ["--augment-p", "0.1,0.10"])) == (
-        {"augment_p": 0.1},
-        {},
-    )
+    with pytest.raises(ConfigError, match="--augment-p candidate list lists 0.1 more than once"):
+        split_candidates(command_line_values(parser, ["--augment-p", "0.1,0.10"]))
 
 
 def test_unequal_numbers_of_candidates_are_reported(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -65,12 +66,24 @@ def parse_cell_name(name: str) -> tuple[str | None, int | None, int | None]:
     return match["augment"], None if size == WHOLE_SPLIT else int(size), int(match["seed"])
 
 
+def check_unique(values: Sequence[Any], option: str) -> None:
+    """Each value once: a repeated one would run a cell twice and shift every later --grid-index."""
+    repeated = sorted({train_size_label(value) for value, count in Counter(values).items() if count > 1})
+    if repeated:
+        raise ConfigError(f"{option} lists {', '.join(repeated)} more than once; give each value once")
+
+
 def expand_grid(
     augments: Sequence[str], train_sizes: Sequence[int | None], seeds: Sequence[int]
 ) -> list[GridCell]:
-    """All cells, train size outermost, then augment, then seed (a value listed twice once), so a grid index
-    always names one cell."""
-    product = itertools.product(*map(dict.fromkeys, (train_sizes, augments, seeds)))
+    """All cells, train size outermost, then augment, then seed, so a grid index always names one cell."""
+    # `ae+diffaug` and `diffaug+ae` are one arm.
+    check_unique(
+        ["+".join(sorted(name.strip() for name in a.split("+"))) for a in augments], "--augment list"
+    )
+    check_unique(train_sizes, "--train-size list")
+    check_unique(seeds, "--seeds")
+    product = itertools.product(train_sizes, augments, seeds)
     return [GridCell(augment, train_size, seed) for train_size, augment, seed in product]
 
 

@@ -21,6 +21,7 @@ from lightning_genae.experiment.ablation.cells import (
     TUNING_FILE,
     GridCell,
     GridPlan,
+    check_unique,
     resolve_cell,
 )
 from lightning_genae.experiment.ablation.conflicts import BUDGETS, finished_run_conflicts, summary_config
@@ -51,10 +52,10 @@ def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
     rest, lists = dict(values), {}
     for option in tunable_options():
         candidates = values.get(option)
-        candidates = list(dict.fromkeys(candidates)) if isinstance(candidates, list) else [candidates]
+        candidates = candidates if isinstance(candidates, list) else [candidates]
         if len(candidates) > 1:
-            lists[option] = candidates
-            del rest[option]
+            check_unique(candidates, f"{flag(option)} candidate list")
+            lists[option] = rest.pop(option)
         elif candidates and candidates[0] is not None:
             rest[option] = candidates[0]
     return rest, lists
@@ -123,7 +124,7 @@ def plan_tuning(
 ) -> TuningPlan:
     """Every arm's candidates (each combination of the lists, resolved: what an arm reads may depend on
     another option's value) and tuning cells, so that a bad candidate fails before training."""
-    tune_seeds = list(dict.fromkeys(tune_seeds))
+    check_unique(tune_seeds, "--tune-seeds")
     # A seed that chose an arm's options would also score them: the row would keep the draw that won.
     shared_seeds = sorted(set(tune_seeds) & {cell.seed for cell in grid.cells})
     if shared_seeds:
