@@ -110,7 +110,8 @@ class GenerativeMetrics(StageRecords):
             return  # an older checkpoint, or weights with no file to identify them by
         raise ConfigError(
             f"the run's image metrics were measured with the {state_dict.get('backbone')} of sha256 "
-            f"{stored[:12]}, not {current[:12]}; resume with its weights, or start a new run"
+            f"{stored[:12]}, not {current[:12]}; resume with its weights (its classifier_weights or "
+            "inception_weights, none where it used the dataset's own classifier), or start a new run"
         )
 
     def _fake_features(

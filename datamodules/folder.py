@@ -132,7 +132,10 @@ class ImageFolderDataModule(ImageDataModule):
         """Each split's (file indices, labels), from the labels alone."""
         total = len(self.scan.paths)
         if total < 3:
-            raise DataError(f"{total} images under {self.data_dir}; need at least 3, one per split: add some")
+            raise DataError(
+                f"{total} images ({' '.join(sorted(IMAGE_EXTENSIONS))}) under {self.data_dir}; need at least "
+                "3, one per split: add some"
+            )
         return split_items(torch.arange(total), self.scan.labels, VAL_FRACTION, TEST_FRACTION)
 
     def _load_splits(self) -> dict[str, Batch]:

@@ -118,7 +118,10 @@ class RunFolderGone(GenaeError):
     @classmethod
     def at(cls, run_dir: Path, continue_with: str = "--resume last") -> RunFolderGone:
         """The one line; `continue_with` says how to go on once the folder is back."""
-        return cls(f"the run folder {run_dir} is gone; put it back and continue with {continue_with}")
+        return cls(
+            f"the run folder {run_dir} is gone; put it back and continue with {continue_with}, or start "
+            "the run again"
+        )
 
 
 class TrainingDiverged(GenaeError):
