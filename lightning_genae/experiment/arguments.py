@@ -144,7 +144,7 @@ def _candidates(name: str, kind: Any) -> Callable[[Any], Any]:
 
 
 def _add_flag(group: Any, name: str, kind: Any, help_text: str, spec: Any = None, **reading: Any) -> None:
-    """One option's flag; a plug-in's option that takes the name of another flag is refused in one line."""
+    """One option's flag; argparse refuses a plug-in's option that takes the name of another flag."""
     metadata = spec.metadata if spec is not None else {}
     tunable = bool(metadata.get("tunable"))
     if tunable:
@@ -160,10 +160,7 @@ def _add_flag(group: Any, name: str, kind: Any, help_text: str, spec: Any = None
                 operator.or_, (arg for arg in typing.get_args(kind) if arg is not type(None))
             )
         reading = {"type": _path if metadata.get("path") else _candidates(name, kind) if tunable else kind}
-    try:
-        group.add_argument(flag(name), **reading, help=help_text)
-    except argparse.ArgumentError as error:
-        raise ConfigError(f"option {name} cannot be a flag of its own ({error}); rename it") from None
+    group.add_argument(flag(name), **reading, help=help_text)
 
 
 def _family_help(name: str) -> tuple[Any, str]:

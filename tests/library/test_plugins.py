@@ -3,6 +3,7 @@ a metric, and run.py trains, scores and tables them as it does the built-in ones
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -263,12 +264,6 @@ def clean_registries():
         (lambda: register_metric("gap_classifier", FeatureMetricSpec(len, Direction.LOWER, "x")),
          "reads as a backbone's"),
         (lambda: register_metric("Gap", FeatureMetricSpec(len, Direction.LOWER, "x")), "lower case letters"),
-        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=SeedOption,
-                                                               build=lambda options, parts: None)),
-         "option seed cannot be a flag of its own (argument --seed: conflicting option string: --seed)"),
-        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=BetaOption,
-                                                               build=lambda options, parts: None)),
-         "option beta cannot be a flag of its own"),
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=OtherP,
                                                                build=lambda options, parts: None)),
          "option augment_p is StrengthOptions's; subclass StrengthOptions to share it"),
@@ -278,10 +273,6 @@ def clean_registries():
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator")), "needs build"),
         (lambda: register_augmentation("toy", AugmentationSpec("x", side="data")),
          "a data-side one needs augmenter"),
-        (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=SeedsOption)),
-         "option seeds cannot be a flag of its own"),
-        (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=NoAnneal)),
-         "conflicting option string: --no-augment-anneal"),
         (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=OwnChannels)),
          "option channels is ChannelsOptions's"),
     ],
@@ -294,6 +285,29 @@ def test_a_refused_registration_is_one_line_naming_why(register, says, clean_reg
         register()
         build_parser()
     assert says in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("register", "says"),
+    [
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=SeedOption,
+                                                               build=lambda options, parts: None)),
+         "argument --seed: conflicting option string: --seed"),
+        (lambda: register_augmentation("toy", AugmentationSpec("x", side="discriminator", options=BetaOption,
+                                                               build=lambda options, parts: None)),
+         "conflicting option string: --beta"),
+        (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=SeedsOption)),
+         "conflicting option string: --seeds"),
+        (lambda: register_dataset("toy", DatasetSpec("pkg.mod:Data", "x", options=NoAnneal)),
+         "conflicting option string: --no-augment-anneal"),
+    ],
+)  # fmt: skip
+def test_a_plugin_option_named_as_another_flag_is_refused_by_argparse(register, says, clean_registries):
+    from lightning_genae.experiment.arguments import build_parser
+
+    register()
+    with pytest.raises(argparse.ArgumentError, match=says):
+        build_parser()
 
 
 @pytest.mark.parametrize(
