@@ -124,8 +124,7 @@ _OWN_READERS: dict[str, dict[str, Any]] = {
 
 
 def _candidates(name: str, kind: Any) -> Callable[[Any], Any]:
-    """A tunable option's reader: one value of type `kind`, or several candidates (`0.1,0.25`, `a|b`, a
-    YAML list) for a tuning grid to choose among."""
+    """A tunable option's reader: one value of `kind`, or candidates to tune (`0.1,0.25`, `a|b`, a list)."""
     one = CommandLineParser(prog=flag(name))
     one.add_argument("--value", type=kind)
 
@@ -181,8 +180,7 @@ def _family_help(name: str) -> tuple[Any, str]:
 
 
 def build_parser() -> CommandLineParser:
-    """The parser of run.py's flags, built once per program name and set of registered plug-ins: adding its
-    hundred typed flags takes longer than most commands' own work."""
+    """The parser of run.py's flags, cached per program name and plug-ins: adding its flags is slow."""
     registered = tuple(tuple(registry.items()) for registry in (MODELS, DATASETS, AUGMENTATIONS))
     return _parser_for(program_name(), registered)
 

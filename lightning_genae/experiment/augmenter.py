@@ -262,8 +262,7 @@ def attach_augmentation(
     total_iterations: Callable[[int], int],
     fast_dev_run: bool = False,
 ) -> Attached:
-    """Wrap the data (data-side augmentations) and build the discriminator-side ones for the model;
-    `total_iterations(training images)` is the run's length."""
+    """Wrap the data (data-side augmentations) and build the discriminator-side ones for the model."""
     if not plan.names:
         return Attached(datamodule, {})
     record: dict[str, Any] = {
@@ -350,8 +349,7 @@ def check_plugin_transforms(
 
 
 def transform_label(name: str, transform: Callable[..., Any], settings: PluginOptions) -> str:
-    """How the run header names a discriminator-side transform: its class's own repr, else the augmentation's
-    name and options (`flip (--flip-p 0.25)`)."""
+    """A discriminator-side transform in the run header: its class's repr, else `flip (--flip-p 0.25)`."""
     anonymous = (
         functools.partial,
         types.FunctionType,

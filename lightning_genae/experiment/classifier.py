@@ -115,8 +115,7 @@ def reproduce_command(args: argparse.Namespace, plugins: Sequence[str] = ()) -> 
 
 
 def dataset_parser(prog: str, description: str, declared: dict[str, tuple[Any, Any]]) -> CommandLineParser:
-    """A command's parser of --data, --data-dir and the dataset options `declared` (name: (type, field)),
-    typed as run.py's; an option left unset stays None (the dataset's default)."""
+    """A parser of --data, --data-dir and the dataset options `declared`, typed as run.py's (unset: None)."""
     parser = CommandLineParser(prog=prog, description=description)
     parser.add_argument("--data", required=True, type=Literal[tuple(sorted(DATASETS))], help="dataset name")
     parser.add_argument(

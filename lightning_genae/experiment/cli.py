@@ -159,8 +159,7 @@ def _evaluate(
     train_sizes: list[int | None] | None,
     not_evaluating: list[str],
 ) -> int:
-    """`--evaluate CKPT` or `--evaluate-folder DIR` (`mode`: the modes' options); an option the mode does not
-    read is refused, not left unread (`not_evaluating`: those given of other modes)."""
+    """`--evaluate CKPT` or `--evaluate-folder DIR`; an option the mode does not read is refused."""
     checkpoint, folder = mode["evaluate"], mode["evaluate_folder"]
     _quiet_lightning()
     from lightning_genae.experiment.evaluate import (
@@ -210,8 +209,7 @@ def _summarize(root: Path) -> int:
 
 
 def _put_back_the_run_of(checkpoint: str, output: str | None) -> None:
-    """Before a run folder's checkpoint is read (`--resume last`, `--resume` or `--evaluate` of a file in its
-    checkpoints/): the run an --overwrite killed part-way had set aside is put back in its place."""
+    """Before a run folder's checkpoint is read: put back the run a killed --overwrite had set aside."""
     if checkpoint == "last" and not output:
         return  # refused where the checkpoint is looked for: there is no folder
     folder = Path(output) if checkpoint == "last" and output else Path(checkpoint).expanduser().parent.parent
@@ -224,8 +222,7 @@ def _resolve_single_run(
     train_sizes: list[int | None] | None,
     may_write: bool = True,
 ) -> tuple[ResolvedRun, RunCheckpoint | None]:
-    """One run's configuration and the checkpoint it continues from, if any. `may_write`: the command may
-    change the run folder (not `--print-config`)."""
+    """One run's configuration and the checkpoint it continues from; `may_write`: not `--print-config`."""
     if train_sizes is not None:
         args["train_size"] = train_sizes[0]
     resume = None

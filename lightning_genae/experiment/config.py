@@ -226,8 +226,7 @@ class RunConfig(PluginOptions):
         return dataclasses.replace(self, **{name: CONFIG_FIELDS[name].default for name in PER_INVOCATION})
 
     def with_absolute_paths(self) -> RunConfig:
-        """The same options with every path made absolute (`~` expanded), so that what records them names the
-        same folders from any folder (`--resume last` names no path)."""
+        """The options with every path absolute (`~` expanded), naming the same folders from any folder."""
         values = self.to_dict()
         for name in PATH_OPTION_NAMES & set(values):
             if isinstance(values[name], str) and (name, values[name]) != ("resume", "last"):
@@ -305,8 +304,7 @@ def resume_conflicts(
 
 
 def comparable(name: str, value: Any) -> Any:
-    """An option's value as runs compare it: `--precision 32` is `32-true`, and a path and its absolute form
-    are one (config.yaml records the absolute one)."""
+    """An option's value as runs compare it: `--precision 32` is `32-true`, a path is its absolute form."""
     if name == "precision" and value == "32":
         return "32-true"
     if name in PATH_OPTION_NAMES and isinstance(value, str) and value:

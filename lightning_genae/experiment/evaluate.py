@@ -1,5 +1,4 @@
-"""Evaluation: a run's final validation and test pass, and after the fact a saved checkpoint (`--evaluate`)
-or a folder of images (`--evaluate-folder`), each writing `eval.json`."""
+"""Evaluation: a run's final validation and test pass, and `--evaluate(-folder)`, writing eval.json."""
 
 from __future__ import annotations
 
@@ -129,8 +128,7 @@ def final_evaluation(
     test_split: bool = True,
     validated: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Validation and test metrics of the model as it is, seeded so that `--evaluate` reproduces them;
-    `validated`: the validation training ran on these weights, taken instead of validating again."""
+    """Seeded validation and test metrics of the model as it is (`validated`: its validation, reused)."""
     metrics: dict[str, float] = {}
     if validated is not None:
         metrics.update({name: value for name, value in validated.items() if name.startswith("val/")})
@@ -189,8 +187,7 @@ def evaluate_selected_checkpoint(
 
 
 def evaluate_checkpoint(checkpoint_path: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Re-run the final validation and test evaluation of a saved run; writes eval.json. `options`: those of
-    EVALUATION_OPTIONS typed (the command line refuses others)."""
+    """Re-run a saved run's final validation and test evaluation into eval.json (`options`: those typed)."""
     checkpoint = RunCheckpoint.load(checkpoint_path, "--evaluate")
     stored = checkpoint.stored_config("--evaluate")
     resolved = resolve(RunConfig.from_dict({**stored, **options}), named=named_options(options))
@@ -252,8 +249,7 @@ def _scored(checkpoint: RunCheckpoint, resolved: ResolvedRun, eval_file: Path) -
 def evaluate_folder(
     folder: str, options: dict[str, Any], file_values: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Score a folder of generated images against a dataset's test split with every available backbone (or
-    the one typed); of a `--config` file's `file_values` only the ones read here are taken."""
+    """Score a folder of images against a dataset's test split with every backbone (or the one typed)."""
     if "output" not in options:
         raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
     chosen = options.get("backbone")

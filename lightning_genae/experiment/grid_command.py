@@ -56,8 +56,7 @@ def run_grid_command(
     tuning_request: tuple[dict[str, list[Any]], list[int]] | None = None,
     named: Collection[str] = (),
 ) -> int:
-    """Every (train size, augment, seed) cell as its own run under --output ROOT, then the summary files; with
-    `tuning_request` (candidates per option, tune seeds) its tuning cells first (see `ablation.tuning`)."""
+    """Every cell as its own run under --output ROOT, tuning cells first, then the summary files."""
     from lightning_genae.experiment.ablation.cells import check_grid_root, plan_grid
     from lightning_genae.experiment.ablation.tuning import plan_tuning
 
@@ -164,8 +163,7 @@ def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | N
 def _cell_runner(
     runs: dict[GridCell, ResolvedRun], overwrite: bool
 ) -> Callable[[GridCell, Path, CellStart], None]:
-    """How a grid trains one cell: fresh, resumed, or restarted over its old files; `runs` is read when a cell
-    starts, so cells added to it later run too."""
+    """How a grid trains a cell: fresh, resumed, or over its old files; `runs` is read as it starts."""
     from lightning_genae.experiment.ablation.conflicts import unfinished_run_conflicts
     from lightning_genae.experiment.resume import to_resume
     from lightning_genae.experiment.train import run
@@ -281,8 +279,7 @@ class CellOutcome:
 
 
 def _how_to_start(run_dir: Path, overwrite: bool, config: RunConfig | None) -> tuple[CellStart | str, str]:
-    """How to start the cell, or why to leave it (`skipped`, `in use`, `refused`: a run of other options is
-    never replaced unasked), and what to say."""
+    """How to start the cell, or why to leave it (a run of other options is never replaced unasked)."""
     put_back_a_stopped_overwrite(run_dir)
     owner = live_lock_owner(run_dir)
     if owner is not None:
@@ -320,8 +317,7 @@ def run_grid(
     overwrite: bool = False,
     configs: Mapping[GridCell, RunConfig] | None = None,
 ) -> list[CellOutcome]:
-    """Run every cell (or only `cells[grid_index]`) in `root/<name>`; a failing cell does not stop others.
-    An --overwrite of the whole grid notes in grid.json the cells it has yet to replace."""
+    """Run every cell (or `cells[grid_index]`) in `root/<name>`; a failing cell does not stop the others."""
     root = Path(root)
     selected = list(enumerate(cells)) if grid_index is None else [(grid_index, cells[grid_index])]
     pending = overwrite_pending(root)

@@ -35,8 +35,7 @@ from lightning_genae.run_files import METRICS_FILE, WANDB_RUN_ID
 
 
 class RunFolderCSVLogger(Logger):
-    """`<run>/metrics.csv`, which a resumed run continues (Lightning's `CSVLogger` deletes it), under a header
-    that is the union of every key logged."""
+    """`<run>/metrics.csv`, continued on resume (Lightning's `CSVLogger` deletes it), of every key logged."""
 
     def __init__(
         self, run_dir: str | Path, resume_step: int | None = None, evaluates_again: bool = False
@@ -141,8 +140,7 @@ class RunFolderCSVLogger(Logger):
 
 
 def read_whole_rows(path: Path) -> tuple[list[str], list[dict[str, str]], int]:
-    """metrics.csv at `path`: its columns and whole rows, and how many rows were cut short (a copy taken
-    mid-append, a crash's NUL bytes) and left out."""
+    """metrics.csv's columns and whole rows, and how many cut short (mid-append, NUL bytes) were left out."""
     text = path.read_text(encoding="utf-8", errors="replace").split("\x00", 1)[0]
     reader = csv.DictReader(io.StringIO(text, newline=""))
     keys = sorted(reader.fieldnames or [])
@@ -283,8 +281,7 @@ def build_loggers(
 def finish_loggers(
     loggers: Sequence[Logger], final_metrics: dict[str, float], selected: dict[str, Any] | None = None
 ) -> None:
-    """Close W&B runs with the final metrics in their summary (and the test metrics of the checkpoint
-    `selected` on validation as `selected/test/...`), so the next run in-process starts fresh."""
+    """Close W&B runs with the final and `selected/test/...` metrics in their summary."""
     chosen = {}
     if selected is not None and "test_metrics" in selected:
         chosen = {f"selected/{name}": value for name, value in selected["test_metrics"].items()}

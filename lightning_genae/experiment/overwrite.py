@@ -84,8 +84,7 @@ def remove_entry(entry: Path) -> None:
 
 
 def run_entries(path: Path) -> tuple[list[str], Removal]:
-    """What a run wrote into `path` (RUN_FILES, and inside RUN_FOLDERS only the names a run writes), as
-    paths relative to it, and the Removal that names them and what else the folder holds."""
+    """What a run wrote into `path` (relative), and the Removal naming them and what else it holds."""
     entries, removed, kept = [], [], []
     wandb_id = kept_wandb_id(path)
     for name in RUN_FILES:
@@ -131,8 +130,7 @@ def remove_empty_run_folders(path: Path, names: Collection[str] = tuple(RUN_FOLD
 
 @dataclass
 class SetAside:
-    """A run's files that `--overwrite` moved aside: removed for good once the new run trains, put back if it
-    stops before that, or by the next start in the folder if it was killed."""
+    """A run's files `--overwrite` moved aside: removed once the new run trains, else put back."""
 
     path: Path
     removal: Removal
@@ -167,8 +165,7 @@ class SetAside:
 
 
 def put_back(path: Path) -> None:
-    """Every file set aside in `path`'s REPLACED_DIR back in its place, over what the new run wrote there;
-    one stopped part-way leaves the rest for the next to put back."""
+    """Every file set aside in `path`'s REPLACED_DIR back in place; a stop leaves the rest to the next."""
     held = path / REPLACED_DIR
     for source in sorted(held.rglob("*")):
         target = path / source.relative_to(held)
@@ -196,8 +193,7 @@ def put_back_a_stopped_overwrite(path: Path) -> None:
 
 
 def finish_a_stopped_overwrite(path: Path) -> None:
-    """A run set aside (or being set aside) before the new one trained is put back, one a trained run
-    replaced is removed; rank 0 says which in one line."""
+    """A run set aside before the new one trained is put back, else removed; rank 0 says which."""
     held, removed = path / REPLACED_DIR, path / REMOVED_DIR
     said = None
     if removed.exists():

@@ -1,5 +1,4 @@
-"""The command's name as typed, an error as the command line says it, the parser every command reads its
-flags with, and output whose reader may go away."""
+"""The command's name, its errors in one line, its parser, and output whose reader may go away."""
 
 from __future__ import annotations
 

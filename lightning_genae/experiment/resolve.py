@@ -135,8 +135,7 @@ class ResolvedRun:
 
 
 def _family_options(config: RunConfig, model: ModelSpec, named: Collection[str] = ()) -> FamilyOptions:
-    """The family's options from what was given; an option of another family, or of none, is an error, and
-    so is one these options leave unread (`named`: those the command line names, refused at any value)."""
+    """The family's options from what was given; another family's, or one left unread, is an error."""
     own = set(model.options.types())
     others = set(augmentation_options()) | set(dataset_options())
     given = {name: value for name, value in config.plugin_options.items() if name not in others}
@@ -161,8 +160,7 @@ def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
 
 
 def refuse_named_but_unread(resolved: ResolvedRun, named: Collection[str]) -> None:
-    """What `resolve(..., named=named)` refuses of the options typed now, for a run resolved without them (a
-    grid's cells): a dataset option its other settings leave unread."""
+    """What `resolve(..., named=named)` refuses of typed options, for a cell resolved without them."""
     config = resolved.config
     parse_dataset_options(config.data, config.given_plugin_options(dataset_options()), named=named)
 
@@ -285,8 +283,7 @@ def refuse_a_share_that_replaces_nothing(plan: AugmentPlan, per_device: int, wor
 
 
 def check_shape_options(resolved: ResolvedRun) -> None:
-    """--print-config refuses what the run would of the data shape options, which the dataset's constructor
-    judges (importing Lightning: asked only when such an option is given)."""
+    """--print-config refuses the data shape options the run would (the dataset judges them)."""
     if all(value is None for value in resolved.data_options.to_dict().values()):
         return
     from lightning_genae.progress import quiet_lightning
@@ -355,8 +352,7 @@ def refuse_a_folder_among_the_data(config: RunConfig, folder: str | Path, scored
 def _settings(
     plan_names: tuple[str, ...], given: Mapping[str, Any], only: Collection[str] | None = None
 ) -> dict[str, PluginOptions]:
-    """Each chosen augmentation's options from the given values it declares (those in `only`, when given);
-    its checks run here."""
+    """Each chosen augmentation's options from the given values it declares (in `only`, if given), checked."""
     settings = {}
     for name in plan_names:
         options = AUGMENTATIONS[name].options

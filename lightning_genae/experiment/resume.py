@@ -1,5 +1,4 @@
-"""Continuing a run: the checkpoint it continues from, whether that leaves anything to train, and what the
-resumed run carries on (the learning rate asked for, the augmenter it trained with)."""
+"""Continuing a run: its checkpoint, whether anything is left to train, and what it carries on."""
 
 from __future__ import annotations
 
@@ -60,8 +59,7 @@ def earlier_attempt_wrote(run_dir: Path) -> str | None:
 def _budgets(
     resume: RunCheckpoint, config: RunConfig, steps_per_iteration: int
 ) -> list[tuple[str, int, int]]:
-    """(flag, budget, reached) for each budget the resumed run has, --max-steps in iterations and
-    --max-epochs in epochs: Lightning stops at whichever it reaches first."""
+    """(flag, budget, reached) per budget: --max-steps in iterations, --max-epochs in epochs."""
     budgets = []
     if config.max_steps:
         budgets.append(("--max-steps", config.max_steps, resume.iteration(steps_per_iteration)))
@@ -214,8 +212,7 @@ def check_same_augmenter(resume: RunCheckpoint, augmenter: dict[str, Any]) -> No
 
 
 def check_resume_options(resume: RunCheckpoint, stored: dict[str, Any], given: dict[str, Any]) -> None:
-    """Options given with --resume (flags and --config) that would make it another run are an error; what
-    may change is CHANGEABLE_ON_RESUME and what the run's family declares `changeable_on_resume`."""
+    """Refuse options given with --resume that would make it another run (see CHANGEABLE_ON_RESUME)."""
     model = stored.get("model", "")
     changeable = changeable_on_resume(model)
     if model in MODELS and not MODELS[model].generates:

@@ -74,8 +74,7 @@ def _written_by_a_run(path: Path, files: list[str]) -> bool:
 
 
 def _holds_run_configuration(checkpoint: Path) -> bool:
-    """Whether `checkpoint` is a run's: a torch zip whose pickle names the run configuration's key, read as
-    bytes, never unpickled."""
+    """Whether `checkpoint` is a run's: its pickle names the config key, read as bytes, never unpickled."""
     try:
         with zipfile.ZipFile(checkpoint) as archive:
             pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
@@ -150,8 +149,7 @@ def _entries_of(path: Path) -> list[str]:
 
 
 def _make_folder(path: Path) -> list[Path]:
-    """Create `path` and its missing parents one level at a time (a folder another process made meanwhile is
-    never counted as ours); returns the folders this call made, top-down."""
+    """Create `path` and its missing parents one by one (never another's); those made, top-down."""
     missing = []
     for candidate in [path, *path.parents]:
         if candidate.is_dir():
@@ -199,8 +197,7 @@ class ClaimedRunFolder:
     def claim(
         cls, path: Path, *, resuming_from: Path | None, overwrite: bool, replacing: str = "--overwrite"
     ) -> ClaimedRunFolder:
-        """Check that `path` may take this run (`resuming_from`: the folder of the run `--resume` continues),
-        make it and lock it; `overwrite` sets the run there aside once the lock is held."""
+        """Check that `path` may take this run, make it and lock it; `overwrite` sets the old aside."""
         if overwrite and resuming_from is not None:
             raise ConfigError("--overwrite replaces a run and --resume continues one; give one of them")
         if path.is_dir():
@@ -238,8 +235,7 @@ class ClaimedRunFolder:
     def _holds_a_run_to_replace(
         path: Path, resuming_from: Path | None, overwrite: bool, locked: bool
     ) -> bool:
-        """Refuse `path` unless it may take the run; whether it holds a run that `overwrite` replaces.
-        `locked`: this process holds the folder's lock, so a live owner is not looked for."""
+        """Refuse `path` unless it may take the run; whether it holds a run `overwrite` replaces."""
         if (path / GRID_FILE).exists():
             # The grid's files are not a run's to remove, and the run's would lie among its cells.
             raise RunFolderRefused(

@@ -120,8 +120,7 @@ class RunFolderLock:
 
     @staticmethod
     def left_by_this_jobs_earlier_attempt(run_dir: Path) -> bool:
-        """Whether `run_dir`'s lock was left by an earlier attempt of this very SLURM job and array task,
-        killed before SLURM requeued it (a lower SLURM_RESTART_COUNT)."""
+        """Whether `run_dir`'s lock was left by an earlier attempt of this SLURM job and array task."""
         record, mine = _read(run_dir / LOCK_FILE) or {}, _identity()
         same = "slurm_job_id" in mine and all(record.get(key) == mine.get(key) for key in _SLURM_TASK)
         theirs = record.get("slurm_restart_count", 0)

@@ -91,8 +91,7 @@ def log_last_training_values(
 
 
 class TrainingStarted(Callback):
-    """Notes the end of the first training batch: from then on a failure leaves a run worth keeping; and
-    (`finished`, set by the run) that its summary.json is written."""
+    """Notes the first batch's end, after which a failure leaves a run worth keeping, and `finished`."""
 
     def __init__(self, on_start: Callable[[], None] = lambda: None) -> None:
         self.started = False
@@ -358,8 +357,7 @@ def _add_metric_callbacks(
     datamodule: InMemoryDataModule,
     run_dir: Path,
 ) -> tuple[GenerativeMetrics | None, SequenceMetrics | None, ModelCheckpoint | None]:
-    """The metric callbacks and the best-checkpoint keeper the model and data allow, added to the trainer;
-    then every callback that cannot act for them is left out, and the rest grouped."""
+    """Add the metric callbacks and best-checkpoint keeper the model and data allow; drop idle ones."""
     metrics_callback, series_callback, chosen = metric_callbacks(
         model, datamodule, run_dir, callback_settings(config)
     )

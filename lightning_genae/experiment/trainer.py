@@ -357,8 +357,7 @@ def describe_model(name: str, model: nn.Module, trainer: pl.Trainer) -> str:
 
 
 def describe_training(first: int, last: int, seconds: float) -> str:
-    """The end-of-training line, e.g. "trained 2000 iterations in 2 min 10 s" (no rate: the time includes
-    the validations, so it would disagree with the bar's training rate)."""
+    """The end-of-training line, "trained 2000 iterations in 2 min 10 s" (no rate: it holds validations)."""
     done = last - first
     span = f"{done} iteration{'s' if done != 1 else ''}"
     if first:

@@ -38,8 +38,7 @@ _FEATURE_METRIC = re.compile(rf"^test/\w+_({'|'.join(BACKBONES)})$")
 
 
 def summarize(root: Path) -> dict[str, Path]:
-    """Rebuild ablation.csv, .md and .png from the run folders under `root` now (a partial grid's too:
-    planned cells not finished are listed as pending, never failed); returns their paths."""
+    """ablation.csv, .md and .png from the runs under `root` (unfinished cells: pending); their paths."""
     root = Path(root)
     check_grid_root(root, "--summarize")
     runs = load_runs(root)

@@ -36,8 +36,7 @@ _CELL_NAME = re.compile(
 
 @dataclass(frozen=True)
 class GridCell:
-    """One run of a grid: augmentation, training images (None = all), seed, and `options` set over the
-    grid's shared ones (a candidate, which a `tuning` cell names in its folder, or its arm's choice)."""
+    """One run of a grid: augment, train size (None = all), seed, and `options` over the grid's shared."""
 
     augment: str
     train_size: int | None
@@ -76,7 +75,7 @@ def check_unique(values: Sequence[Any], option: str) -> None:
 def expand_grid(
     augments: Sequence[str], train_sizes: Sequence[int | None], seeds: Sequence[int]
 ) -> list[GridCell]:
-    """All cells, train size outermost, then augment, then seed, so a grid index always names one cell."""
+    """Every cell, by train size, then augment, then seed: a grid index names one cell."""
     # `ae+diffaug` and `diffaug+ae` are one arm.
     check_unique(
         ["+".join(sorted(name.strip() for name in a.split("+"))) for a in augments], "--augment list"
@@ -104,8 +103,7 @@ def plan_grid(
     seeds: Sequence[int] | None,
     candidates: Mapping[str, Sequence[Any]] | None = None,
 ) -> GridPlan:
-    """Every cell's configuration, resolved before the first one trains (a list left None: `shared`'s value;
-    `candidates`: the values tuning tries per option)."""
+    """Every cell's configuration, resolved before the first trains (a list left None: `shared`'s value)."""
     if shared.output:
         root = Path(shared.output)
     else:
@@ -189,8 +187,7 @@ def record_grid_cells(root: Path, cells: Sequence[GridCell | str]) -> None:
 
 
 def overwrite_pending(root: Path) -> list[str]:
-    """The cells a stopped `--overwrite` of the grid has yet to replace: the grid run again replaces them,
-    and until then their old runs are not reported."""
+    """The cells a stopped `--overwrite` of the grid has yet to replace; their old runs are not reported."""
     return list((grid_record(root) or {}).get("overwrite_pending", []))
 
 
@@ -206,8 +203,7 @@ def _write_grid_record(root: Path, record: Mapping[str, Any]) -> None:
 
 
 def check_grid_root(root: Path, flag: str = "--output") -> None:
-    """Refuse a root that is not new, empty or a grid's (its grid.json), before anything is written there:
-    its files or runs would be replaced by or mixed into the grid's."""
+    """Refuse a root not new, empty or a grid's, before writing: its files would be replaced or mixed in."""
     if not root.is_dir() or grid_record(root, flag) is not None:
         return
     RunFolderLock.refuse_if_held(root)

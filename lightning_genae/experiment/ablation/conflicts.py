@@ -89,8 +89,7 @@ def unfinished_run_conflicts(stored: Mapping[str, Any], config: RunConfig) -> li
 def finished_run_conflicts(
     summary: Mapping[str, Any], config: RunConfig, run_dir: Path | None = None
 ) -> list[str]:
-    """How the finished run `summary` differs from `config` (given `run_dir`, also a budget it cannot be
-    continued to); an --augment-ckpt file is compared by content."""
+    """How the finished run `summary` differs from `config`; an --augment-ckpt file is compared by content."""
     stored = summary_config(summary)
     conflicts = []
     recorded, given = augmenter_sha256(summary), config.plugin_options.get("augment_ckpt")
@@ -104,8 +103,7 @@ def finished_run_conflicts(
 
 
 def _budget_conflicts(stored: Mapping[str, Any], wanted: Mapping[str, Any], run_dir: Path) -> list[str]:
-    """A finished cell continues from its last.ckpt to a longer budget of the same kind only: a shorter one
-    would relabel it as a run of that budget."""
+    """A finished cell continues only to a longer budget of the same kind: a shorter one would relabel it."""
     has_checkpoint = last_checkpoint(run_dir).is_file()
 
     def longer(old: Any, new: Any) -> bool:
@@ -149,8 +147,7 @@ def cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
 
 
 def refuse_finished_runs_with_other_options(cells: Sequence[tuple[Path, RunConfig]], overwrite: bool) -> None:
-    """Refuse the whole grid before any cell trains where a cell's folder holds a run with other options (with
-    `overwrite`, only the cells another command is running)."""
+    """Before any cell trains, refuse a cell holding a run of other options (with `overwrite`: a live one)."""
     clashing = [
         (folder, conflicts)
         for folder, config in cells

@@ -31,8 +31,7 @@ def _reals(score: str) -> tuple[tuple[str, str], ...]:
 
 
 class SignalPanel(NamedTuple):
-    """A panel of ablation.png beside the headline: signals (metric, what it is measured on) against step,
-    drawn when any run logged one of them."""
+    """A panel of ablation.png beside the headline: signals (metric, measured on) by step, if logged."""
 
     title: str
     ylabel: str

@@ -34,8 +34,7 @@ from lightning_genae.run_files import FAILED_FILE, SUMMARY_FILE, started_run_fil
 
 @dataclass
 class CellRun:
-    """One run folder as the report sees it: identity, status and (when ok) its summary.json; finished,
-    failed (failed.json, its latest attempt) or `pending` (missing, unfinished or running)."""
+    """One run folder as the report sees it: identity, status (ok, failed, `pending`), an ok one's summary."""
 
     cell: str
     run_dir: Path

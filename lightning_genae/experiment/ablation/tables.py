@@ -320,8 +320,7 @@ def _unique(values: Iterable[Any]) -> list[str]:
 
 
 def _header(root: Path, runs: list[CellRun], headline: str | None, tuned: bool) -> list[str]:
-    """What every number of the report is: metric, backbone, sample counts, budget, device, runs finished,
-    and which split each choice was made on."""
+    """What the report's numbers are: metric, backbone, sample counts, budget, device, runs, choice splits."""
     ok_runs = [run for run in runs if run.ok]
     better = direction(headline) if headline is not None else Direction.NONE
     evaluations = [run.test_evaluation for run in ok_runs]

@@ -73,8 +73,7 @@ def check_tuning_request(candidates: Mapping[str, Sequence[Any]], tune_seeds: Se
 
 @dataclass(frozen=True)
 class TuningArm:
-    """One arm of a tuning grid, an augment at a train size, and its candidates, each a value of every
-    tunable option the arm reads, so that a candidate's folder name says all it ran with."""
+    """An arm of a tuning grid (augment, train size) and its candidates, each of every tunable it reads."""
 
     augment: str
     train_size: int | None
@@ -122,8 +121,7 @@ class TuningPlan:
 def plan_tuning(
     shared: RunConfig, grid: GridPlan, candidates: Mapping[str, Sequence[Any]], tune_seeds: Sequence[int]
 ) -> TuningPlan:
-    """Every arm's candidates (each combination of the lists, resolved: what an arm reads may depend on
-    another option's value) and tuning cells, so that a bad candidate fails before training."""
+    """Every arm's candidates (combinations, resolved) and tuning cells: a bad one fails before training."""
     check_unique(tune_seeds, "--tune-seeds")
     # A seed that chose an arm's options would also score them: the row would keep the draw that won.
     shared_seeds = sorted(set(tune_seeds) & {cell.seed for cell in grid.cells})
@@ -248,8 +246,7 @@ def read_tuning_record(root: Path) -> dict[str, Any] | None:
 
 
 def write_tuning_record(plan: TuningPlan, choices: Sequence[dict[str, Any]], seeds: Sequence[int]) -> Path:
-    """`ROOT/tuning.json`: what every arm was tuned over, with which seeds and budget, its numbers and choice
-    (arms an earlier grid into this folder tuned keep their record)."""
+    """`ROOT/tuning.json`: each arm's candidates, seeds, budget, numbers and choice (others' arms kept)."""
     budget = _budget(plan)
     arms = [{**record, "tune_seeds": list(plan.tune_seeds), "budget": budget} for record in choices]
     earlier = read_tuning_record(plan.root) or {"arms": []}
@@ -270,8 +267,7 @@ def write_tuning_record(plan: TuningPlan, choices: Sequence[dict[str, Any]], see
 
 
 def refresh_tuning_record(root: Path) -> None:
-    """Read the pending tuning runs of undecided arms in `ROOT/tuning.json` again and choose again (array
-    tasks end in any order); an arm that has chosen keeps its choice."""
+    """Undecided arms of `ROOT/tuning.json` choose again (array tasks end in any order); a choice is kept."""
     record = read_tuning_record(root)
     folder, changed = Path(root) / TUNING_DIR, False
     for arm in record["arms"] if record is not None else []:
@@ -293,8 +289,7 @@ def refresh_tuning_record(root: Path) -> None:
 def final_cells(
     shared: RunConfig, grid: GridPlan, choices: Sequence[dict[str, Any]]
 ) -> tuple[list[GridCell], dict[GridCell, ResolvedRun], dict[str, str]]:
-    """The grid's final cells with each tuned arm's choice, in index order; their runs; the undecided cells
-    (kept in the list, so that indices hold) with why."""
+    """The final cells with each arm's choice, in index order; their runs; the undecided (kept) and why."""
     by_arm = {(record["augment"], record["train_size"]): record for record in choices}
     cells, runs, undecided = [], {}, {}
     for cell in grid.cells:
