@@ -98,8 +98,7 @@ def _names(value: Any) -> str:
 
 def _loggers(value: Any) -> list[str]:
     """`--logger csv,wandb`, `--logger csv --logger wandb` or a YAML list."""
-    items = _listed(value, "a logger's name or a comma list of them")
-    return [str(item) for item in items]
+    return [str(item) for item in _listed(value, "a logger's name or a comma list of them")]
 
 
 def _devices(value: Any) -> str:

@@ -180,7 +180,9 @@ def _evaluate(
     else:
         unread = not_evaluating + sorted(set(args) - set(FOLDER_EVALUATION_OPTIONS))
         why = f"--evaluate-folder reads only {', '.join(map(flag, FOLDER_EVALUATION_OPTIONS))}"
-    _refuse_unread(why, unread, args)
+    if unread:
+        flags = ", ".join(typed_flag(name, args[name]) if name in args else flag(name) for name in unread)
+        raise ConfigError(f"{why}; drop {flags}")
     # eval.json is written whole once the evaluation ends: a stopped one leaves none.
     with stop_at_once_on_signal("during the evaluation; no eval.json was written", "run the command again"):
         if checkpoint is not None:
@@ -189,13 +191,6 @@ def _evaluate(
         else:
             evaluate_folder(folder, args, file_values)
     return 0
-
-
-def _refuse_unread(why: str, unread: list[str], typed: dict[str, Any]) -> None:
-    """Options a mode would leave unread are refused, each named as typed (`--no-test-split`)."""
-    if unread:
-        flags = ", ".join(typed_flag(name, typed[name]) if name in typed else flag(name) for name in unread)
-        raise ConfigError(f"{why}; drop {flags}")
 
 
 def _summarize(root: Path) -> int:
