@@ -211,8 +211,7 @@ class RunConfig(PluginOptions):
         }
 
     def to_yaml(self) -> str:
-        """config.yaml's text, without the plug-in options no chosen plug-in reads (None): a run without
-        the plug-in that declares one would refuse its key."""
+        """config.yaml's text less unread plug-in options: a run without their plug-in refuses them."""
         values = self.to_dict()
         unset = [
             name

@@ -149,8 +149,7 @@ def evaluate_selected_checkpoint(
     final_metrics: dict[str, float],
     test_split: bool = True,
 ) -> dict[str, Any] | None:
-    """The test metrics of the checkpoint `chosen` picked on validation, for summary.json (None: none
-    chosen): the final weights' seeded evaluation, unlogged, with the final weights put back afterwards."""
+    """Test metrics of the checkpoint `chosen` on validation (None: none), unlogged; weights put back."""
     monitor = chosen.monitor
     if monitor is None:
         return None

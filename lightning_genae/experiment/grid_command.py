@@ -142,8 +142,7 @@ def _refuse_a_grid_without_its_metrics(resolved: ResolvedRun, tuning: bool) -> N
 
 
 def _grid_configs(plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None = None) -> str:
-    """--print-config of a grid: every cell's configuration (or --grid-index's) under its index, tuning cells
-    first; a tuned arm's final cell is known once its tuning cells have run."""
+    """--print-config of a grid: each cell's configuration (or --grid-index's), tuning cells first."""
     cells = [(f"{tuning.folder.name}/{c.name}", tuning.runs[c], 1) for c in tuning.cells] if tuning else []
     cells += [(c.name, plan.runs[c], len(tuning.arm_of(c).candidates) if tuning else 1) for c in plan.cells]
     parts = []

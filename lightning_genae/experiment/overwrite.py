@@ -46,8 +46,7 @@ def written_by_the_run(folder: str, name: str, wandb_id: str | None) -> bool:
 
 
 def refuse_linked_run_folders(path: Path) -> None:
-    """Refuse `--overwrite` of a folder whose checkpoints/ (images/, ...) links to a folder holding files of
-    the names a run writes, which the new run would write over through the link."""
+    """Refuse `--overwrite` of a folder whose checkpoints/ (images/, ...) links to files of a run's names."""
     for name, written in RUN_FOLDERS.items():
         folder = path / name
         if not (folder.is_symlink() and folder.is_dir()):

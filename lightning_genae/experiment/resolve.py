@@ -154,8 +154,7 @@ def _family_options(config: RunConfig, model: ModelSpec, named: Collection[str] 
 
 
 def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
-    """The options the command line names, refused even at their default where the run leaves them unread;
-    a switch turned off (`--no-aae-supervised`) asks for nothing."""
+    """The options the command line names, refused at any value where unread (`--no-x` asks for nothing)."""
     return frozenset(name for name, value in command_line.items() if value is not False)
 
 

@@ -101,8 +101,7 @@ def continue_from(
 
 
 def check_steps_left(resume: RunCheckpoint, resolved: ResolvedRun) -> None:
-    """Refuse a --resume with no iteration left to train; a run at the end of its budget without its
-    summary.json (stopped during its final evaluation) runs that evaluation."""
+    """Refuse a --resume with nothing left to train; a run stopped in its final evaluation runs it."""
     config = resolved.config
     steps_per_iteration = resolved.model.module.optimizer_steps_per_iteration
     done = resume.iteration(steps_per_iteration)

@@ -137,8 +137,7 @@ def run(
     brief: bool = False,
     replacing: str = "--overwrite",
 ) -> dict[str, Any]:
-    """Train (or resume) one run and write its folder; returns summary.json's contents. A failure before the
-    first training step puts the folder back as it was; `brief` ends with one line, not a table."""
+    """Train (or resume) one run and write its folder; returns summary.json's contents."""
     config = resolved.config
     if config.output:
         run_dir = Path(config.output)

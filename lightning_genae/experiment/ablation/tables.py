@@ -135,8 +135,7 @@ def _group_table(
     arm_choices: Mapping[str, Mapping[str, Any]],
     chosen_steps: bool = False,
 ) -> list[str]:
-    """A Markdown row per (train size, augment) of the metrics `metrics_of` gives, the baseline first, then
-    the best headline mean; a row not one experiment shows no mean."""
+    """A Markdown row per (train size, augment): baseline, then best mean; no mean if not one experiment."""
     import pandas as pd
 
     columns = list(dict.fromkeys([*metrics, *([headline] if headline else [])]))
