@@ -1,6 +1,5 @@
-"""The run's augmenter autoencoder: the checkpoint `--augment-ckpt` names, or one trained on the run's own
-training split (never more data) and cached under the content it depends on, so a grid trains it once; and
-the resolved augmentation plan put into a run before its model is built (augmenter, data, discriminator)."""
+"""The run's augmenter autoencoder: `--augment-ckpt`'s, or one trained on the run's own training split only
+and cached by what it depends on; and the augmentation plan put into a run before its model is built."""
 
 from __future__ import annotations
 

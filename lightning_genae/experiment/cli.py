@@ -101,8 +101,7 @@ def _main(argv: Sequence[str] | None, watch: SimpleNamespace, training: list[boo
     if sizes_in_file is not None and len(sizes_in_file) == 1:
         file_values["train_size"] = sizes_in_file[0]
     elif train_sizes is None:
-        # A list in the file (`train_size: [1000, full]`) is the grid --train-size 1000,full is; the
-        # command line's --train-size replaces it.
+        # A list in the file is a grid, as --train-size 1000,full is; the command line's replaces it.
         train_sizes = sizes_in_file
     grid_options = [name for name in GRID_MODES if mode[name] is not None]
     not_read = grid_options + ["print_config"] * print_config

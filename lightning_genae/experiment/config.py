@@ -286,8 +286,7 @@ def resume_conflicts(
     changeable: Collection[str] = (),
     stored_in: str = "checkpoint",
 ) -> list[str]:
-    """`--data folder (checkpoint: digits)` for each option in `given` that defines the run and differs from
-    `stored` (where it records the option; one it lacks is another family's, which `resolve` names)."""
+    """`--data folder (checkpoint: digits)` per run-defining option where `given` differs from `stored`."""
     conflicts = []
     for name, wanted in given.items():
         if name in CHANGEABLE_ON_RESUME or name in changeable or name not in stored:

@@ -1,7 +1,5 @@
-"""The grid command: `run.py` with lists of augmentations, train sizes or seeds, or candidate lists (Lightning
-is imported only once a grid trains, so `--print-config` and errors answer as quickly as `--help`); each cell
-is started as its folder says (`_how_to_start`): a cell that fails leaves failed.json and the grid goes on,
-Ctrl-C or a stop signal stops the grid."""
+"""The grid command: `run.py` with lists of augmentations, train sizes, seeds or candidates (Lightning is
+imported once a grid trains); a failing cell leaves failed.json, the grid goes on; a stop signal ends it."""
 
 from __future__ import annotations
 
@@ -188,8 +186,7 @@ def _cell_runner(
 def _train_grid(
     shared: RunConfig, plan: GridPlan, tuning: TuningPlan | None, grid_index: int | None, overwrite: bool
 ) -> int:
-    """Run the grid's cells (all, or `grid_index` alone), tuning cells first: the candidates on validation,
-    then each arm's final cells with its choice (tuning.json); 1 if any failed or waits."""
+    """Run the cells (or `grid_index`'s): tuning ones, then the arms' final ones; 1 if any failed or waits."""
     from lightning_genae.experiment.ablation import summarize
     from lightning_genae.experiment.ablation.cells import record_grid_cells
     from lightning_genae.experiment.ablation.conflicts import refuse_finished_runs_with_other_options

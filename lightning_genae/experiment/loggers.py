@@ -40,8 +40,7 @@ class RunFolderCSVLogger(Logger):
     def __init__(
         self, run_dir: str | Path, resume_step: int | None = None, evaluates_again: bool = False
     ) -> None:
-        """`resume_step`: the iteration a resumed run continues from (its rows after it are dropped);
-        `evaluates_again`: its final evaluation runs again, so its test rows at `resume_step` go too."""
+        """`resume_step`: a resumed run's iteration (rows after it go, its test rows if `evaluates_again`)."""
         super().__init__()
         self._run_dir = Path(run_dir)
         self._resume_step = resume_step

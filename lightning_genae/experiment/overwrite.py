@@ -16,8 +16,7 @@ from lightning_genae.errors import RunFolderRefused, describe_error
 from lightning_genae.experiment.run_lock import LOCK_FILE, RunFolderLock
 from lightning_genae.run_files import RUN_FILES, RUN_FOLDERS, WANDB_RUN_ID
 
-# Where `--overwrite` keeps the replaced run's files until the new run trains (SetAside), and where they go
-# once it trained, to be removed.
+# The replaced run's files until the new run trains (SetAside), then until they are removed.
 REPLACED_DIR = ".genae-replaced"
 REMOVED_DIR = ".genae-replaced-removed"
 # What this package writes as a W&B run id, and W&B takes: letters, digits, '_' and '-'.

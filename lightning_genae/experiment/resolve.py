@@ -390,9 +390,8 @@ def _options_read(settings: Mapping[str, PluginOptions]) -> tuple[set[str], dict
 def resolve_augment_plan(
     config: RunConfig, image_discriminator: bool, drop_unused: bool = False, data_kind: str = "image"
 ) -> AugmentPlan:
-    """Check the augmentation options against `--augment` and the model, and fill defaults. An option the
-    chosen augmentations would ignore is an error (`drop_unused`, a grid cell's: left out), so an ablation
-    never runs with a setting the user believes is active."""
+    """Check the augmentation options against `--augment` and the model, and fill defaults; an ignored one is
+    an error (`drop_unused`: left out), so an ablation never runs with a setting believed active."""
     names = parse_augment(config.augment)
     plan_names = tuple(name for name in names if name != "none")
     given = config.given_plugin_options(augmentation_options())

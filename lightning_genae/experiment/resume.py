@@ -172,8 +172,7 @@ class LearningRateOnResume(Callback):
                 scheduler.base_lrs[index] = wanted
 
 
-# Where a checkpoint carries the SHA-256 of the --augment-ckpt file its run's augmenter was loaded from, and
-# of the augmenter's weights, whatever their source (a file, the cache).
+# Checkpoint keys: the SHA-256 of the run's --augment-ckpt file, and of its augmenter's weights (any source).
 AUGMENTER_SHA256_KEY = "genae_augmenter_sha256"
 AUGMENTER_WEIGHTS_KEY = "genae_augmenter_weights_sha256"
 

@@ -1,6 +1,5 @@
-"""How a run's Lightning Trainer is built from its resolved options: hardware and strategy, budget and
-cadences in training iterations (one D and one G update for a GAN), the library's callbacks, stop signals
-outside the training iterations; and what a run reports beside its metrics (machine, versions, the table)."""
+"""A run's Lightning Trainer: hardware, strategy, budget and cadences in training iterations (one D and one G
+update for a GAN), stop signals outside training; and what a run reports beside its metrics."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Ablation grids over augmentations, train sizes and seeds: `cells` plans them, the grid command runs them,
-`tuning` chooses each arm's options on validation first, and `summarize` writes ablation.csv, ablation.md
-(`tables`) and ablation.png (`curves`) from the grid's run folders."""
+"""Ablation grids over augmentations, train sizes and seeds: `cells` plans them, `tuning` chooses each arm's
+options on validation, and `summarize` writes ablation.csv, .md (`tables`) and .png (`curves`)."""
 
 from __future__ import annotations
 

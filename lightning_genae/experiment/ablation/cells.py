@@ -1,6 +1,5 @@
-"""An ablation grid's cells in a fixed order (train size, augment, seed: `--grid-index K` names the same cell
-on every node), each in `<root>/<cell name>`, and `grid.json`, which lists the planned cells and marks the
-root as a grid's."""
+"""An ablation grid's cells in a fixed order (`--grid-index K` names the same cell on every node), each in
+`<root>/<cell name>`, and `grid.json`, which lists the planned cells and marks the root as a grid's."""
 
 from __future__ import annotations
 

@@ -126,8 +126,7 @@ def other_options(run_dir: Path, conflicts: Sequence[str]) -> str:
 
 
 def cell_conflicts(run_dir: Path, config: RunConfig) -> list[str]:
-    """Why the run in a cell's folder (finished, to resume, or running) is not the cell `config` asks for; an
-    unfinished run is read from its config.yaml (its last.ckpt is compared as the cell resumes from it)."""
+    """Why the run in a cell's folder (finished, to resume, or running) is not the cell `config` asks for."""
     put_back_a_stopped_overwrite(run_dir)
     summary = read_summary(run_dir)
     if summary is not None:

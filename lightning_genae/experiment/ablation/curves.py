@@ -142,8 +142,7 @@ def write_png(
         axes.text(
             0.5, 0.5, f"no validation values {where}", ha="center", va="center", transform=axes.transAxes
         )
-    # One colour per augment; one line style per train size (a marker in the signal panels, where the line
-    # style tells the signals apart).
+    # One colour per augment, one line style (in the signal panels, a marker) per train size.
     keys = {*curves, *(key for _, lines in signals for means in lines.values() for key in means)}
     augments, sizes = sorted({key[2] for key in keys}), sorted({key[:2] for key in keys})
 

@@ -155,8 +155,7 @@ def _differences(labelled: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]
 
 
 def row_disagreement(group: Iterable[CellRun], chosen: Mapping[str, Any] | None = None) -> str:
-    """Why the finished runs of one table row are not one experiment (empty when they are): options they
-    differ in, a seed in two folders, or a tuned arm's run of other values than its `chosen`."""
+    """Why a table row's finished runs are not one experiment (empty if they are): options, seeds, tuning."""
     ok_runs = sorted((run for run in group if run.ok), key=CellRun.sort_key)
     problems = []
     for name, value in (chosen or {}).items():

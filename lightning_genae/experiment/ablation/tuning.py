@@ -210,8 +210,7 @@ def _decide(record: dict[str, Any], folder: Path) -> None:
 
 
 def choose(plan: TuningPlan) -> list[dict[str, Any]]:
-    """Every arm's record of its tuning, from what its tuning cells' folders hold now (validation numbers
-    only): its candidates' runs and means, and its `chosen` values (None: undecided, with its `problem`)."""
+    """Every arm's tuning record from its tuning cells now (validation only): runs, means, `chosen` or why."""
     records = []
     for arm in plan.arms:
         record: dict[str, Any] = {
