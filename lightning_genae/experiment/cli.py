@@ -299,9 +299,8 @@ def checkpoint_of_restarted_job(
 def _without_options_of_what_the_command_line_replaced(
     file_values: dict[str, Any], args: dict[str, Any], say: bool = True
 ) -> dict[str, Any]:
-    """The --config file's values less the options of its --model or --augment that the command line
-    replaces: those the replacement does not read, and those where the file holds the replaced one's default
-    and the new one's differs (a gan's lr is no choice for an ae). A line names what is left out (`say`)."""
+    """The --config file's values less its replaced --model's or --augment's options the new one does not read
+    or that hold the old one's default where the new one's differs (a gan's lr is no ae's); `say`: named."""
     from lightning_genae.models import MODELS
 
     def family_defaults(model: Any) -> dict[str, Any]:

@@ -141,9 +141,8 @@ class _StreamWithoutReader:
 
 @contextlib.contextmanager
 def reader_may_leave() -> Iterator[types.SimpleNamespace]:
-    """While active, a closed stdout or stderr pipe (`run.py ... | head`, a killed `tee`) does not stop the
-    command: its writes go to os.devnull instead of raising BrokenPipeError mid-training. Once the command
-    writes a folder (set `note` of what it yields), the first stream closed is named on the other."""
+    """Within, a closed stdout or stderr pipe (`run.py ... | head`) writes to os.devnull, not BrokenPipeError
+    mid-training; once the command writes a folder (`note`), the first one closed is named on the other."""
     watch = types.SimpleNamespace(note=False)
     original = sys.stdout, sys.stderr
 
