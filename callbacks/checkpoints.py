@@ -1,5 +1,4 @@
-"""The run's checkpoints: `last.ckpt` every N iterations, `best.ckpt` on the headline validation metric, and
-the run's configuration inside each."""
+"""The run's checkpoints, `last.ckpt` every N iterations and `best.ckpt`, each with its configuration."""
 
 from __future__ import annotations
 

@@ -39,8 +39,7 @@ class SampleGrid(PeriodicDrawing):
 
 
 class ReconstructionGrid(PeriodicDrawing):
-    """A fixed set of validation items beside their reconstructions: rows alternating inputs and
-    reconstructions of images, or a figure of series and their (free-running) reconstructions."""
+    """Fixed validation items beside their reconstructions: alternating image rows, or a figure of series."""
 
     data_kinds = ("image", "sequence")
     count = 32
@@ -121,8 +120,7 @@ class InterpolationGrid(PeriodicDrawing):
 
 
 class AugmentationPreview(ModelSpecificCallback):
-    """Training items beside what the augmentation makes of them, once when training starts: the data-side
-    augmentation and what the discriminator sees, in image rows of 8 or series panels."""
+    """Training items beside what the augmentation makes of them (data-side, and D's), as training starts."""
 
     # How many training items are shown, by the data's kind.
     shown = {"image": 32, "sequence": SERIES_SHOWN}

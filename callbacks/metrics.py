@@ -1,5 +1,4 @@
-"""Generative metrics (FD/FID, KID, precision/recall, density/coverage) at every validation and test, named by
-their backbone; `records` keeps the backbone, split and sample counts for summary.json."""
+"""Generative metrics at every validation and test, named by their backbone; `records` feeds summary.json."""
 
 from __future__ import annotations
 

@@ -94,8 +94,7 @@ def log_versions(
     what: str,
     step: int,
 ) -> None:
-    """The run's `key` picture of item i of every version: images in rows of 8, a row of each version in turn;
-    series [N, T, C] (model units) in one panel an item, in data units."""
+    """The run's `key` picture of item i of every version: image rows of 8, or series panels in data units."""
     if getattr(trainer.lightning_module, "data_kind", "image") != "sequence":
         log_image_grid(trainer, key, interleaved(versions), step, nrow=8)
         return

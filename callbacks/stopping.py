@@ -1,5 +1,4 @@
-"""Stopping training on a signal (Ctrl-C, SIGTERM, SLURM's warning) at an iteration boundary every rank agrees
-on, with `last.ckpt` saved (`StopOnSignal`); and the Trainer's cluster environment (`cluster_plugins`)."""
+"""Stopping training on a signal at an iteration boundary every rank agrees on, and `cluster_plugins`."""
 
 from __future__ import annotations
 

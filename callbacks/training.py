@@ -1,5 +1,4 @@
-"""Callbacks every run's training gets: a random stream per rank, training rows at their iteration, a
-validation at the last iteration, the divergence guard, and the run folder's watch."""
+"""Callbacks every run's training gets: per-rank seeds, rows by iteration, a last validation, the guards."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Datasets by name: in-memory uint8 images or normalised float series, each with fixed val/test splits,
-each DataModule imported on first use (so `--help` never imports Lightning)."""
+"""Datasets by name, each with fixed val/test splits, each DataModule imported on first use (for `--help`)."""
 
 from __future__ import annotations
 

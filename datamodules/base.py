@@ -1,5 +1,4 @@
-"""In-memory datamodules: one tensor per split (images uint8, series float32), batched by indexing; the
-conversion to the model's input runs on the accelerator in `on_after_batch_transfer`."""
+"""In-memory datamodules: one tensor per split, batched by indexing, made model input on the accelerator."""
 
 from __future__ import annotations
 

@@ -68,8 +68,7 @@ class EpochPosition:
 
 
 class ResumableLoader(EpochPosition, DataLoader):
-    """The training loader on the host: it continues the data where a checkpoint's run stopped, also part-way
-    through an epoch (`lightning_internals.uncount_epoch_cut_short`)."""
+    """The host training loader, resuming where a checkpoint's run stopped, also part-way through an epoch."""
 
     def __iter__(self):  # noqa: ANN204 - the DataLoader's iterator, counted
         epoch, done = self._start_pass(len(self))

@@ -54,8 +54,7 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
 
 
 def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) -> dict[str, Any]:
-    """Write every split of `datamodule`, read in blocks, under `output/<split>` in LitData's chunked format,
-    then the manifest: dataset, options, item shape, and each split's size and `content_sha256`."""
+    """Write every split of `datamodule` under `output/<split>` in LitData's format, then the manifest."""
     output = Path(output).expanduser()
     datamodule.prepare_data()
     splits = {}
@@ -85,8 +84,7 @@ def prepare(datamodule: InMemoryDataModule, dataset: str, output: str | Path) ->
 
 
 def write_items(folder: Path, blocks: Iterable[Batch], written: Callable[[], object] = lambda: None) -> None:
-    """(stored items, labels) blocks written to `folder` as `prepare` writes a split, one block held;
-    `written()` after each item."""
+    """(stored items, labels) blocks written to `folder` as `prepare` writes a split, one block held."""
     writer, index = BinaryWriter(str(folder), chunk_bytes=CHUNK_BYTES), 0
     # One process writes it: in a distributed run LitData would otherwise wait for every rank's part.
     writer._distributed_env = _DistributedEnv(1, 0, 1)

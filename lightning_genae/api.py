@@ -1,5 +1,4 @@
-"""The Python API: a run's callbacks for a `pl.Trainer` of your own (`callbacks_for`, `trainer_kwargs`), a
-saved run's model (`load_model`), the scores of images (`score_images`); the runner builds on the same."""
+"""The Python API: a run's callbacks for your own `pl.Trainer`, a saved run's model, the scores of images."""
 
 from __future__ import annotations
 

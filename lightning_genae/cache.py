@@ -1,5 +1,4 @@
-"""Where lightning-genae keeps what it computes once and reuses (classifiers, real features, augmenters),
-and how it writes there so that concurrent runs never read half a file."""
+"""Where lightning-genae caches what it computes once (classifiers, real features, augmenters), atomically."""
 
 from __future__ import annotations
 

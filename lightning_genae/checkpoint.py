@@ -68,8 +68,7 @@ class RunCheckpoint:
         return run_folder_of(self.path)
 
     def stored_config(self, flag: str) -> dict[str, Any]:
-        """The run configuration saved in the checkpoint, minus what belongs to one invocation; refused where
-        there is none (another Trainer's checkpoint)."""
+        """The checkpoint's run configuration, less what belongs to one invocation; refused where absent."""
         stored = self.contents.get(CONFIG_KEY)
         if not isinstance(stored, dict) or not stored:
             raise ConfigError(
@@ -179,8 +178,7 @@ def _floating_tensors(value: Any, name: str) -> Iterator[tuple[str, torch.Tensor
 
 
 def non_finite_state(checkpoint: Mapping[str, Any]) -> list[str]:
-    """Names of the weights, buffers and optimizer-state tensors of a checkpoint that hold NaN or inf, with
-    one device sync per device."""
+    """Names of a checkpoint's weights, buffers and optimizer-state tensors that hold NaN or inf."""
     named = [
         *_floating_tensors(checkpoint.get("state_dict", {}), ""),
         *_floating_tensors(checkpoint.get("optimizer_states", []), "optimizer_states"),

@@ -256,8 +256,7 @@ _gate: list[StartGate] = []
 
 
 def start_gate() -> StartGate | None:
-    """This job's gate where a scheduler started several ranks at once (SLURM, torchrun), else None; made
-    once per process."""
+    """This job's gate where a scheduler started several ranks at once (SLURM, torchrun), else None."""
     if _gate:
         return _gate[0]
     job = current_job()

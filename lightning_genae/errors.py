@@ -42,8 +42,7 @@ def agree(items: Sized, singular: str, plural: str) -> str:
 
 
 class GenaeError(ValueError):
-    """An error caused by the user's input or environment: a ValueError to a Python caller, one line with
-    `exit_code` at the command line."""
+    """An error caused by the user's input or environment: one line with `exit_code` at the command line."""
 
     exit_code = 2
 
@@ -93,8 +92,7 @@ class UnreadOptions(ConfigError):
 
 
 class UnknownName(ConfigError, KeyError):
-    """A registry (MODELS, DATASETS, AUGMENTATIONS) asked for a name it does not hold: one line naming the
-    choices. A KeyError too, so `except KeyError` around a lookup still catches it."""
+    """A registry asked for a name it does not hold: one line naming the choices; a KeyError too."""
 
 
 class RunFolderRefused(ConfigError):

@@ -126,8 +126,7 @@ def logging_step(trainer: pl.Trainer) -> int:
 
 
 def kill_launched_processes(trainer: pl.Trainer | None, signum: int) -> None:
-    """Send `signum` to the worker processes Lightning's script launcher started (DDP on one machine), so a
-    second Ctrl-C stops them too; other launchers start none."""
+    """Send `signum` to the workers Lightning's script launcher started, so a second Ctrl-C stops them too."""
     launcher = trainer.strategy.launcher if trainer is not None else None
     if isinstance(launcher, _SubprocessScriptLauncher):
         launcher.kill(signum)

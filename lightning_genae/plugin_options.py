@@ -28,8 +28,7 @@ def did_you_mean(name: object, choices: Iterable[object]) -> str:
 
 
 class Registry(dict[str, _Spec]):
-    """A registry of plug-ins by name (`MODELS`, `DATASETS`, `AUGMENTATIONS`); an unknown name is one line
-    naming the choices (`UnknownName`, a KeyError)."""
+    """Plug-ins by name (`MODELS`, `DATASETS`, `AUGMENTATIONS`); an unknown name is `UnknownName`."""
 
     def __init__(self, kind: str, entries: Mapping[str, _Spec]) -> None:
         super().__init__(entries)
@@ -241,8 +240,7 @@ class PluginOptions:
 
     @classmethod
     def _own_check(cls, spec: dataclasses.Field, value: Any) -> Any:
-        """The value as stored (`canonical`), checked against its option alone: its type or choice, then a
-        number's range."""
+        """The value as stored (`canonical`), checked against its option alone: type or choice, then range."""
         kind = cls.types()[spec.name]
         if not is_of_type(kind, value):
             choices = literal_choices(kind)
@@ -268,8 +266,7 @@ class PluginOptions:
 
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> PluginOptions:
-        """Options from plain values (the command line's, a config file's, a checkpoint's); defaults fill
-        in, and a name no option has is refused."""
+        """Options from plain values, defaults filled in; a name no option has is refused."""
         unknown = sorted(set(values) - set(_type_hints(cls)))
         if unknown:
             hint = did_you_mean(unknown[0], _type_hints(cls))

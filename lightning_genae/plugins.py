@@ -84,8 +84,7 @@ def register_metric(name: str, spec: FeatureMetricSpec) -> None:
 
 
 def _note_plugin_options(options: type[PluginOptions] | None) -> None:
-    """Record the option names `options` adds to those already registered (an option shared by
-    subclassing a built-in class stays the built-in's)."""
+    """Record the option names `options` adds; one inherited from a built-in class stays the built-in's."""
     if options is None:
         return
     known = set(augmentation_options()) | set(dataset_options())

@@ -1,5 +1,4 @@
-"""The commit of the code that measured a number: the package's version stays the same from commit to commit,
-so this is what names the scoring and training code that a run, a checkpoint or an evaluation came from."""
+"""The commit of the code that measured a number: the package's version stays the same between commits."""
 
 from __future__ import annotations
 
@@ -13,8 +12,7 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def source_revision(root: Path = SOURCE_ROOT) -> dict[str, Any] | None:
-    """The git commit the package's code is at, and whether tracked files differ from it, where the code is
-    a clone's; None for an installed copy, or where git cannot say."""
+    """The git commit of the package's code and whether tracked files differ, for a clone; else None."""
     if not (root / ".git").exists():
         return None  # a copy in site-packages: never the commit of a repository that happens to hold it
     try:

@@ -21,8 +21,7 @@ from lightning_genae.plugin_options import option
 
 @dataclass(frozen=True)
 class _Operation:
-    """One pipeline operation: the random numbers it draws per image (so a call draws them all at once), and
-    whether it acts on the colour, of RGB images only."""
+    """One pipeline operation: the random numbers it draws per image, and whether it is RGB-only colour."""
 
     uniforms: int
     normals: int = 0
@@ -324,8 +323,7 @@ def _colour_matrix(ops: Sequence[str], draws: _Draws, p: float | Tensor) -> Tens
 
 
 def _recolour(images: Tensor, matrix: Tensor) -> Tensor:
-    """Apply per-image colour maps: one batched matrix product for RGB; otherwise (no RGB-only operation)
-    the map is c * identity plus an offset alike in every channel, a scale and offset."""
+    """Per-image colour maps: a batched matrix product for RGB, else one scale and offset in every channel."""
     batch, channels, height, width = images.shape
     if channels == 3:
         flat = images.reshape(batch, 3, height * width)

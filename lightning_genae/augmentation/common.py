@@ -1,5 +1,4 @@
-"""What the augmentations share: random draws that a seed reproduces on every device, and the check of
-their lists of operation names (`diffaug_policy`, `ada_ops`)."""
+"""What the augmentations share: seeded draws alike on every device, and the check of operation name lists."""
 
 from __future__ import annotations
 

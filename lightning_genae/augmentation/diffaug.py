@@ -1,5 +1,4 @@
-"""DiffAugment (Zhao et al. 2020): differentiable augmentation, per sample, of every image the discriminator
-sees, so the generator's gradient flows through it."""
+"""DiffAugment (Zhao et al. 2020): differentiable per-sample augmentation of every image D sees."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""AE-based augmentation: a frozen autoencoder's codes are perturbed (Gaussian noise scaled per dimension,
-interpolation toward another item's code, of the same class when labelled) and decoded."""
+"""AE-based augmentation: a frozen autoencoder's codes, perturbed (noise, interpolation), decoded."""
 
 from __future__ import annotations
 
@@ -67,8 +66,7 @@ class LatentAugmenter(nn.Module):
     def fit(
         self, batches: Iterable[Batch], prepare: Callable[[Tensor], Tensor] = to_model_range
     ) -> LatentAugmenter:
-        """Latent spread and class bank from the training split, given as (stored items, int64 labels; -1 =
-        none) blocks (`split_batches`); the items are made model input by `prepare`."""
+        """Latent spread and class bank from the training split's (items, int64 labels; -1 none) blocks."""
         codes, labels = [], []
         for block_items, block_labels in batches:
             codes.append(map_images(self.autoencoder.encode, block_items, self.device, prepare=prepare))

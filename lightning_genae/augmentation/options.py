@@ -1,5 +1,4 @@
-"""The options of the augmentations that run the augmenter autoencoder, apart from latent.py (which imports
-Lightning) so that `--help` reads them quickly."""
+"""Options of the augmenter-autoencoder augmentations, apart from latent.py so `--help` skips Lightning."""
 
 from __future__ import annotations
 

@@ -272,8 +272,7 @@ def load_checkpoint(
     what: str = "classifier",
     advice: str = "delete it so it is trained again, or reinstall lightning-genae for a shipped one",
 ) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the `network` (a FeatureClassifier unless given) stored at `path` (eval mode, CPU, frozen)
-    with its meta; GenaeError naming `what` and `advice` when the file does not hold one."""
+    """The `network` (a FeatureClassifier unless given) stored at `path`, eval mode, CPU, with its meta."""
     try:
         # weights_only: a checkpoint is tensors and plain values, never code to unpickle.
         payload = torch.load(path, map_location="cpu", weights_only=True)

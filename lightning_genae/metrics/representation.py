@@ -1,5 +1,4 @@
-"""Representation quality of an encoder against a PCA baseline of the same latent dimension: linear-probe
-accuracy and reconstruction MSE of the model's codes beside PCA's."""
+"""An encoder's codes beside PCA's of the same dimension: linear-probe accuracy and reconstruction MSE."""
 
 from __future__ import annotations
 

@@ -135,7 +135,6 @@ class SequenceFeatures:
 
 
 def shipped_sequence_features(data: str) -> SequenceFeatures | None:
-    """The shipped classifier features of `data` (SHA-256 checked), or None when none is shipped for it;
-    BackboneUnavailable (one line, with the fix) when the file is missing, modified or unreadable."""
+    """The shipped classifier features of `data` (SHA-256 checked), or None where none is shipped for it."""
     shipped = classifier_lib.load_shipped(data, "sequence classifier", MANIFEST_NAME, SequenceClassifier)
     return None if shipped is None else SequenceFeatures(*shipped[:2])

@@ -1,5 +1,4 @@
-"""DCGAN with non-saturating or hinge loss and an optional generator EMA: one iteration is one discriminator
-update, then one generator update, each toggling its optimizer (`ImageAdversarialModule`)."""
+"""DCGAN, non-saturating or hinge loss, an optional generator EMA; one D, then one G update an iteration."""
 
 from __future__ import annotations
 

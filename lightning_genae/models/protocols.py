@@ -49,8 +49,7 @@ class ImageDiscriminator(Protocol):
 
 
 class StrengthController(Protocol):
-    """ADA's controller as a model feeds it the real logits of each D step (augmentation/adaptive.py); `p`
-    and `rt` are 0-dim tensors on the device, logged as they are."""
+    """ADA's controller as a model feeds it the real logits of each D step (augmentation/adaptive.py)."""
 
     p: Tensor
     rt: Tensor

@@ -118,8 +118,7 @@ class ConvDiscriminator(nn.Module):
                     nn.utils.parametrizations.spectral_norm(module)
 
     def features(self, x: Tensor) -> Tensor:
-        """The last conv stage's activations [B, C, h, w], the map the logit is read from: the deepest layer
-        with a spatial layout, where the VAE-GAN's learned similarity compares images."""
+        """The last conv stage's map [B, C, h, w] the logit is read from (the VAE-GAN's similarity)."""
         return self.encoder.features(x)
 
     def logits_of_features(self, features: Tensor) -> Tensor:
@@ -131,8 +130,7 @@ class ConvDiscriminator(nn.Module):
 
 
 class ConvAutoencoder(nn.Module):
-    """Image -> code -> image in [-1, 1]: the shared encoder and tanh decoder (BEGAN's discriminator); a
-    subclass names other nets, its options passed on to its decoder."""
+    """Image -> code -> image in [-1, 1]: the shared encoder and tanh decoder (BEGAN's discriminator)."""
 
     encoder_type: type[nn.Module] = ConvEncoder
     decoder_type: type[nn.Module] = ConvDecoder

@@ -1,5 +1,4 @@
-"""Fully connected nets: the adversarial autoencoder's latent discriminator, and the MNIST encoders and
-decoders of the adversarial autoencoder, GAN and IWAE papers."""
+"""Fully connected nets: the AAE's latent discriminator, and the AAE, GAN and IWAE papers' MNIST nets."""
 
 from __future__ import annotations
 
