@@ -58,8 +58,7 @@ class ReconstructionGrid(PeriodicDrawing):
 
 
 class DiscriminatorReconstructionGrid(PeriodicDrawing):
-    """What an autoencoder discriminator (BEGAN, EBGAN) makes of real and generated images: rows of 8 in
-    groups, one row per batch the model returns, fakes from the run seed's own stream."""
+    """What an autoencoder discriminator (BEGAN, EBGAN) makes of real and generated images, in rows of 8."""
 
     count = 32
 

@@ -71,8 +71,7 @@ class SequenceMetrics(StageRecords):
         return self._real[key]
 
     def _training_range(self, datamodule: pl.LightningDataModule) -> Tensor:
-        """[2, C]: the training split's per-channel low and high (model units), read once in blocks, or the
-        normaliser's range where it records one (the whole split's)."""
+        """[2, C]: the training split's per-channel low and high (model units), or the normaliser's."""
         base = real_datamodule(datamodule)
         key = (id(base), "train range")
         if key not in self._real:

@@ -128,8 +128,7 @@ class RunCheckpoint:
         return module.eval()
 
     def check_fits(self, module: torch.nn.Module, flag: str, *, training: bool = False) -> None:
-        """Refuse, with one line and before they are loaded, weights that do not fit `module` (names, shapes)
-        or that hold NaN or inf (with `training`, in the optimizer states too)."""
+        """Refuse, before loading, weights that do not fit `module` (names, shapes) or hold NaN or inf."""
         problem = state_dict_mismatch(module.state_dict(), self.contents["state_dict"])
         if problem is not None:
             problem = f"does not hold a {type(module).__name__} of this version ({problem})"

@@ -123,5 +123,4 @@ class RunFolderGone(GenaeError):
 
 
 class TrainingDiverged(GenaeError):
-    """A loss, weight, buffer or optimizer state became NaN or inf; the run stops (exit 2, its line naming
-    what to change), its checkpoints all finite."""
+    """A loss, weight, buffer or optimizer state became NaN or inf; the run stops, checkpoints all finite."""

@@ -164,6 +164,5 @@ restricted_classmethod = _restricted_classmethod
 
 
 def configured_optimizers(configured: Any) -> list[torch.optim.Optimizer]:
-    """The optimizers in whatever `configure_optimizers` returned (an optimizer, a list, a dict, a list of
-    dicts, or optimizers and schedulers), in order, read by Lightning's own parser of those forms."""
+    """The optimizers in what `configure_optimizers` returned, in order, read by Lightning's own parser."""
     return _configure_optimizers(configured)[0]

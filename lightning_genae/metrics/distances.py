@@ -25,8 +25,7 @@ MIN_FEATURE_SAMPLES = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1
 
 
 def _checked(real: Tensor, fake: Tensor, what: str, min_real: int, min_fake: int) -> tuple[Tensor, Tensor]:
-    """Both sets detached as float64 on ``real``'s device; ValueError when a set holds NaN or Inf (a diverged
-    model or a broken extractor) or fewer samples than ``what`` needs."""
+    """Both sets detached as float64 on ``real``'s device; ValueError for NaN or Inf, or too few samples."""
     checked = []
     for x, who, minimum in ((real, "real", min_real), (fake, "fake", min_fake)):
         x = x.detach().to(torch.float64)

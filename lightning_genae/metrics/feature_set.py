@@ -1,5 +1,4 @@
-"""Every metric of generated against real samples in a feature space: the built-ins (`GENERATIVE_KEYS`) and
-those added with `plugins.register_metric`, scored on the same features and logged alike."""
+"""Every metric of generated against real features: the built-ins and `plugins.register_metric`'s, alike."""
 
 from __future__ import annotations
 
@@ -54,8 +53,7 @@ def feature_metric_keys() -> tuple[str, ...]:
 
 
 def score_feature_sets(real: Tensor, generated: Tensor, *, seed: int = 0) -> dict[str, float]:
-    """Every feature-space metric of `generated` against `real`, by kind (`fd`, ..., then registered names);
-    a registered one that returns no finite number is a ConfigError naming it, never a logged value."""
+    """Every feature-space metric of `generated` against `real`, by kind; a registered one must be finite."""
     computed = feature_metrics(real, generated, seed=seed)
     values = {key: float(computed[key]) for key in GENERATIVE_KEYS}
     for name, spec in FEATURE_METRICS.items():

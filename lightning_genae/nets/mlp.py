@@ -23,8 +23,7 @@ def two_hidden_layers(
 
 
 class LatentDiscriminator(nn.Module):
-    """Code [B, latent_dim] (and an optional one-hot condition, concatenated, as in the paper's label variant)
-    -> one logit per code, through two hidden layers: the adversarial autoencoder's discriminator."""
+    """Code [B, latent_dim] (and an optional one-hot condition, the paper's label variant) -> one logit."""
 
     def __init__(
         self, latent_dim: int, hidden: int, condition_dim: int = 0, negative_slope: float = 0.2
