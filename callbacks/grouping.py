@@ -1,5 +1,4 @@
-"""Several of a run's stateless callbacks as one entry in Lightning's list, each hook going only to the
-members that define it (docs/performance.md measures the gain); a run's files and checkpoints are the same."""
+"""Several stateless callbacks as one entry in Lightning's list, each hook sent to the members defining it."""
 
 from __future__ import annotations
 

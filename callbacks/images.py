@@ -121,7 +121,6 @@ class InterpolationGrid(PeriodicDrawing):
 class AugmentationPreview(ModelSpecificCallback):
     """Training items beside what the augmentation makes of them (data-side, and D's), as training starts."""
 
-    # How many training items are shown, by the data's kind.
     shown = {"image": 32, "sequence": SERIES_SHOWN}
 
     def __init__(self, seed: int = 0, discriminator_side: bool = False) -> None:

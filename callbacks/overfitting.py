@@ -1,5 +1,4 @@
-"""The discriminator's overfitting signal: at every validation, D's scores of fixed real training and
-validation images, in eval mode without augmentation (the mean sign is the clean counterpart of ADA's r_t)."""
+"""The discriminator's overfitting signal: D's scores of fixed real training and validation images."""
 
 from __future__ import annotations
 
@@ -41,7 +40,6 @@ class DiscriminatorOverfitting(ModelSpecificCallback):
             n = min(BATCH_SIZE, *sizes.values())
             self._batches = {}
             for split, size in sizes.items():
-                # The run seed's "overfitting batch" stream at each split.
                 seed = int_seed(self.seed, "overfitting batch", SPLITS.index(split))
                 self._batches[split] = datamodule.items_at(split, seeded_subset(size, n, seed))[0]
         return self._batches

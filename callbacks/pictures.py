@@ -1,5 +1,4 @@
-"""Pictures of a run: PNG files in `<run>/images/`, and the same picture to every logger that shows images
-(W&B, TensorBoard; the CSV logger keeps the file alone), drawn on one schedule (`PeriodicDrawing`)."""
+"""Pictures of a run: PNG files in `<run>/images/`, and the same to every logger that shows images."""
 
 from __future__ import annotations
 

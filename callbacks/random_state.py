@@ -1,5 +1,4 @@
-"""The global random streams (torch's, numpy's, Python's) go into every checkpoint as plain values and tensors
-and come back on resume, which Lightning does not do: a resumed run draws what an uninterrupted one would."""
+"""Random streams kept in checkpoints, so a resumed run draws as an uninterrupted one; seeded evaluations."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Sequence metrics at validation and test (`metrics.sequences.score_sequences`), post-hoc GRUs fitted once at
-a validation and TimeGAN's 10 times at the test; rank 0 scores and broadcasts, so every rank logs the same."""
+"""Sequence metrics at validation and test (`metrics.sequences.score_sequences`), scored on rank 0."""
 
 from __future__ import annotations
 

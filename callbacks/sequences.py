@@ -17,10 +17,9 @@ from lightning_genae.run_files import NORMALISER_FILE
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+SERIES_SHOWN = 8
 # Up to this many channels a series is drawn as lines; beyond, as a heat map.
 MAX_LINE_CHANNELS = 4
-# The series a figure shows.
-SERIES_SHOWN = 8
 
 
 def series_figure(

@@ -78,8 +78,7 @@ DataKind = Literal["image", "sequence"]
 def checked_image_split(
     split: str, images: Tensor, labels: Tensor, shape: Sequence[int] | None = None, classes: int | None = None
 ) -> Batch:
-    """One split as stored: uint8 images [N, *shape] and int64 class ids [N] below `classes` (-1: none), or
-    a DataError: images of another type or shape, or labels that are no class ids, are other data."""
+    """One split as stored, uint8 images [N, *shape] and int64 class ids below `classes` (-1: none)."""
     whole = not labels.is_floating_point() or bool((labels == labels.round()).all())
     top = classes if classes is not None else float("inf")
     if (
@@ -100,8 +99,7 @@ def checked_image_split(
 
 
 class InMemoryDataModule(pl.LightningDataModule):
-    """Base of every dataset: fixed train/val/test splits in memory, an optional stratified train subset,
-    per-device batches and loaders. Subclasses set the class attributes and implement `_load_splits`."""
+    """Base of every dataset: fixed splits in memory, an optional stratified train subset, device batches."""
 
     name: ClassVar[str] = "data"
     # What the data is; a model family declares the same, and `resolve` checks that they agree.

@@ -1,5 +1,4 @@
-"""Sequential MNIST: each digit read row by row, 28 steps of 28 pixel features, with the files, reader and
-fixed splits of `mnist`, so a sequence model and an image model of MNIST see the same digits in each split."""
+"""Sequential MNIST: each digit row by row (28 steps of 28 pixels), with `mnist`'s files and fixed splits."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Names a package exports but imports only on first use (PEP 562), so that importing the package's registry
-does not import Lightning: `run.py --help` and configuration errors answer without it."""
+"""Names a package exports but imports on first use (PEP 562): `run.py --help` answers without Lightning."""
 
 from __future__ import annotations
 

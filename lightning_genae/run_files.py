@@ -1,5 +1,4 @@
-"""The names of what a run writes: its folder's files and subfolders, and the keys its checkpoints add to
-Lightning's. The standard library only, so the command line reads them without torch."""
+"""The names of a run's files and folders and of its checkpoints' keys; standard library only, for the CLI."""
 
 from __future__ import annotations
 

@@ -131,8 +131,7 @@ def diff_augment(
     translation: float = TRANSLATION_RATIO,
     cutout: float = CUTOUT_RATIO,
 ) -> Tensor:
-    """Apply the operations in `policy` in order, with fresh parameters per sample, to a float [B, C, H, W]
-    batch in [-1, 1]; `translation` and `cutout` are fractions of the image size (see RATIO_LIMITS)."""
+    """Apply `policy`'s operations in order, fresh per sample, to a float [B, C, H, W] batch in [-1, 1]."""
     names = check_operation_names(list(policy), DIFFAUG_OPERATIONS, "diffaug_policy", ",".join(policy))
     operations: dict[str, Callable[[Tensor, torch.Generator | None], Tensor]] = {
         "color": _color,

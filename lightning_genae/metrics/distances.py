@@ -146,8 +146,7 @@ def _manifold_metrics(
     real_r2_dc: Tensor | None = None,
     dc_k: int = 0,
 ) -> dict[str, float]:
-    """Precision/recall and/or density/coverage from one blockwise pass over real-fake distances, rows real
-    and columns fake: recall and coverage per row, precision and density accumulated across row blocks."""
+    """Precision/recall and/or density/coverage from one blockwise pass over real-fake distances."""
     n_r, n_f = real.shape[0], fake.shape[0]
     r_sq, f_sq = (real * real).sum(dim=1), (fake * fake).sum(dim=1)
     fake_in_real = torch.zeros(n_f, dtype=torch.bool, device=real.device)

@@ -1,5 +1,4 @@
-"""Generated against real images: features of a split, seeded subsets, and `score_generated`, the one
-evaluation path of generated images (the metrics callback and `--evaluate-folder` both call it)."""
+"""Generated against real images: a split's features, seeded subsets, and `score_generated`."""
 
 from __future__ import annotations
 

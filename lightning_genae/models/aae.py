@@ -49,8 +49,7 @@ def mixture_means(components: int, latent_dim: int, radius: float = MIXTURE_RADI
 
 
 class AAEModule(ReconstructionModule):
-    """An encoder and decoder (the shared conv nets, or `--aae-nets paper`: the paper's fully connected
-    ones) whose codes a latent MLP discriminator regularises toward the prior."""
+    """An encoder and decoder (shared conv nets, or `--aae-nets paper`'s MLPs) regularised by a latent D."""
 
     options_type = AAEOptions
     options: AAEOptions

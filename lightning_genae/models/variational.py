@@ -1,5 +1,4 @@
-"""The Gaussian posterior the variational families share (vae, rae --variational, vaegan), in a module of its
-own so the families stay independent and there is one copy of the KL term."""
+"""The Gaussian posterior of the variational families (vae, rae --variational, vaegan): one KL term."""
 
 from __future__ import annotations
 
