@@ -1,7 +1,6 @@
-"""Callbacks that act only for some models or data, and the filter that leaves the others out of a run:
-Lightning calls every callback at every hook, so one that can never act costs every iteration its dispatch.
-And the metric callbacks' shared frame: a score at every validation and test, and a record of what it was
-measured on that survives a resume."""
+"""Callbacks that act only for some models or data, and the filter that leaves the others out of a run
+(Lightning dispatches every hook to every callback, each iteration); and the metric callbacks' frame: a score
+at every validation and test, with a record of what it measured that survives a resume."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Datasets streamed from a folder `prepare` wrote from the DataModule's own splits in LitData's format, with
-a manifest; training streams the train split, evaluation reads val and test by index, a batch at a time, and
-a `train_size` subset is held."""
+"""Datasets streamed from a folder `prepare` wrote in LitData's format with a manifest: training streams the
+train split, evaluation reads val and test by index; a `train_size` subset is held."""
 
 from __future__ import annotations
 
@@ -234,9 +233,8 @@ class StreamedSplits(InMemoryDataModule):
             self._checked_read(split)
 
     def _checked_read(self, split: str, held: bool = False) -> tuple[Tensor | None, Tensor]:
-        """The whole `split` read in blocks, in its stored order (the same items in every process), and hashed
-        as `prepare` hashed it, against the manifest: a run never uses other data than the SHA-256 it records.
-        Its items (`held`, else None) and labels."""
+        """The whole `split` read in blocks in stored order, alike in every process, and checked against the
+        manifest's SHA-256: a run uses only the data it records. Its items (`held`, else None) and labels."""
         content = SplitHash(self.manifest["splits"][split]["items"])
         items = [block for block, _ in content.passing(self._blocks(split)) if held]
         if content.hexdigest() != self.manifest["splits"][split]["sha256"]:

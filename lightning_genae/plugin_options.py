@@ -1,6 +1,5 @@
-"""Typed options of a plug-in (a family, a dataset, an augmentation): one frozen dataclass whose fields
-declare each option's type, default, `--help` line and range. Standard library only: `--help` and a bad
-option are answered without torch."""
+"""Typed options of a plug-in: one frozen dataclass whose fields declare each option's type, default, `--help`
+line and range; standard library only, so `--help` answers without torch."""
 
 from __future__ import annotations
 

@@ -282,9 +282,8 @@ def load_backbone(
     classifier_weights: str | Path | None = None,
     cache_dir: str | Path | None = None,
 ) -> FeatureBackbone:
-    """The feature backbone `name` (one of BACKBONES) for dataset `data`, on the CPU in eval mode (the
-    classifier in `classifier_weights`, else `data`'s shipped one, else one trained and cached);
-    BackboneUnavailable (with the fix) when it cannot be built, never a randomly initialised network."""
+    """The feature backbone `name` for dataset `data`, on the CPU in eval mode (the classifier in
+    `classifier_weights`, else the shipped one, else one trained and cached); never a random network."""
     if name == "inception":
         return load_inception(inception_weights)
     if name != "classifier":

@@ -146,8 +146,7 @@ def fit_best_on_validation(
 ) -> tuple[Any, float]:
     """Train `build()` on the uint8 "train" split with AdamW and one-cycle, keeping the best epoch on "val"
     (stopping after `patience` without a rise); returns it and its test accuracy, deterministic given `seed`.
-    `read(split, indices)` gives a split's items and labels at `indices`, `sizes` each split's size: only a
-    batch of a split is held at a time, so a streamed split is never read whole."""
+    `read(split, indices)` gives a batch of a split at a time, so a streamed split is never read whole."""
 
     def split_accuracy(split: str) -> float:
         return accuracy_over(

@@ -51,9 +51,8 @@ def representation_metrics(
     seed: int = 0,
     prepare: Callable[[Tensor], Tensor] = to_model_range,
 ) -> dict[str, float]:
-    """Probe accuracy of the model's codes and PCA's, and PCA's test reconstruction MSE in model units, from
-    (stored items, labels) made model input by `prepare`; the training items are `probe_train_indices`',
-    the test split comes in blocks (`split_batches`), of which only the codes are kept."""
+    """Probe accuracy of the model's and PCA's codes, and PCA's test reconstruction MSE (model units), from
+    (stored items, labels) made model input by `prepare`; of the test blocks only codes are kept."""
     train_images, train_labels = train
     results: dict[str, float] = {}
 

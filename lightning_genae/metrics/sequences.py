@@ -93,9 +93,8 @@ def discriminative_score(
     hidden: int | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> float:
-    """TimeGAN's discriminative score |accuracy - 0.5| of a post-hoc GRU classifier, real vs generated: both
-    cut to one size by a seeded draw (so chance is 0.5) and split 80/20, trained `steps` Adam steps on
-    `batch_size` of each, scored on the held-out 20%. `on_step` is called after each step (progress)."""
+    """TimeGAN's |accuracy - 0.5| of a post-hoc GRU classifier of real vs generated, both cut to one seeded
+    size (chance is 0.5), trained on 80% for `steps` Adam steps, scored on the other 20%."""
     real = check_series(real, "real")
     generated = check_series(generated, "generated")
     n = min(len(real), len(generated))

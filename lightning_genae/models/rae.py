@@ -53,9 +53,8 @@ def code_gaussian(codes: Tensor, iteration: int) -> tuple[Tensor, Tensor]:
 
 
 def code_mixture(codes: Tensor, components: int, iteration: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(weights [K], means [K, D], Cholesky factors of the covariances [K, D, D]) of a mixture of `components`
-    full-covariance Gaussians fitted to codes [N, D] by EM (scikit-learn, seeded); one component is
-    `code_gaussian`. Fewer codes than components leave the rest at weight 0."""
+    """(weights [K], means [K, D], Cholesky factors [K, D, D]) of `components` Gaussians fitted to codes by
+    seeded EM (scikit-learn), one component being `code_gaussian`; those beyond the codes weigh 0."""
     mean, factor = code_gaussian(codes, iteration)  # also refuses codes no Gaussian can take
     if components == 1:
         return torch.ones(1, dtype=codes.dtype), mean[None], factor[None]
