@@ -142,10 +142,9 @@ def option(
     changeable_on_resume: bool = False,
     group: str | None = None,
 ) -> Any:
-    """An option: its default (a callable makes it), its `--help` line and the range it must lie in. `path`:
-    names a file; `tunable`: a grid may list candidates; `shown_default`: `--help`'s default
-    where the owner computes it; `canonical`: the stored form of a value (or its OptionError);
-    `changeable_on_resume`; `group`: its `--help` section (a RunConfig field's)."""
+    """An option: its default (a callable makes it), `--help` line and range. `path`: names a file; `tunable`:
+    a grid may list candidates; `shown_default`: `--help`'s default where the owner computes it; `canonical`:
+    a value's stored form (or its OptionError); `changeable_on_resume`; `group`: its `--help` section."""
     # Every argument but the default, by name: the field's metadata.
     metadata = {name: value for name, value in locals().items() if name != "default"}
     if callable(default):

@@ -51,8 +51,7 @@ def evaluation_progress(what: str, total: int, unit: str, interval: float = 10.0
 
 @dataclass
 class PhaseProgress:
-    """Progress of a long phase outside the training loop on stderr: done/total, the time spent and left, at
-    most a line every `interval` seconds, none in the first `quiet_for` seconds."""
+    """A long phase's progress on stderr outside the training loop: done/total, time spent and left."""
 
     what: str
     total: int

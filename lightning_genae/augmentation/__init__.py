@@ -49,8 +49,7 @@ def _build_ada(options: AdaOptions, parts: BuildParts) -> DiscriminatorAugmentat
 
 @dataclass(frozen=True)
 class AugmentationSpec:
-    """One `--augment` name: where it acts, its options (a `PluginOptions` dataclass: its fields are the
-    augmentation's flags), and for a discriminator-side one, `build(options, parts)`."""
+    """One `--augment` name: where it acts, its options (its flags), a discriminator-side one's `build`."""
 
     description: str
     side: Side

@@ -1,8 +1,7 @@
-"""This framework's quick variants of TimeGAN's discriminative and predictive scores of series [N, T, C],
-cheap enough for every validation and named apart from TimeGAN's (metrics.timegan), which they do not match.
-Each post-hoc GRU is deterministic given `seed`; a score is the mean over its fits with their spread
-(`_std`). Beside them, the share of series outside the training range and a wider GRU's discriminative
-score, each with the same measure of real series as its floor."""
+"""Quick variants of TimeGAN's discriminative and predictive scores, cheap enough for every validation, named
+apart from TimeGAN's (metrics.timegan), which they do not match. Each post-hoc GRU is deterministic given
+`seed`; a score is the mean over its fits with their spread (`_std`). Beside them: the share of series outside
+the training range, and a wider GRU's discriminative score, each with real series' own as its floor."""
 
 from __future__ import annotations
 

@@ -187,8 +187,7 @@ def timegan_scores(
     predictive_iterations: int = PREDICTIVE_ITERATIONS,
     on_fit: Callable[[], None] = lambda: None,
 ) -> TimeGANScores:
-    """Each score fitted `repetitions` times afresh, as main_timegan.py does: fit i from `seed`'s "timegan
-    fit" stream at i. `on_fit` is called after each of the 2 * `repetitions` fits (progress)."""
+    """Each score fitted `repetitions` times afresh, as main_timegan.py does, from "timegan fit" streams."""
     seeds = [int_seed(seed, "timegan fit", repetition) for repetition in range(repetitions)]
 
     def fitted(score: float) -> float:
