@@ -92,8 +92,7 @@ def _timestamps(name: str, column: pd.Series) -> pd.Series | None:
 
 
 def _numbers(path: Path, cells: pd.DataFrame) -> pd.DataFrame:
-    """`cells` as float64, NaN at gaps; a cell that is no finite 32-bit number (a model computes in float32)
-    is a DataError naming its row and column."""
+    """`cells` as float64, NaN at gaps; a cell that is no finite float32 (a model's dtype) is a DataError."""
     values = cells.apply(pd.to_numeric, errors="coerce").astype("float64")
     bad = cells.notna() & ~(values.abs() <= FLOAT32_MAX)
     if bad.to_numpy().any():

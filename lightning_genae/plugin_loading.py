@@ -14,8 +14,7 @@ ENTRY_POINT_GROUP = "lightning_genae.plugins"
 
 
 def load_plugins() -> list[str]:
-    """Import every plug-in module, $GENAE_PLUGINS's then the installed entry points', and return their names;
-    one that cannot be imported, or whose registration is refused, is a ConfigError naming it."""
+    """Import every plug-in module, $GENAE_PLUGINS's then the entry points', returning their names."""
     named = [name.strip() for name in os.environ.get(PLUGINS_VARIABLE, "").split(",") if name.strip()]
     declared = [entry.module for entry in entry_points(group=ENTRY_POINT_GROUP)]
     modules = list(dict.fromkeys(named + declared))

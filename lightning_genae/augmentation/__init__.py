@@ -220,10 +220,6 @@ class AugmentPlan:
     ada_interval = _value("ada_interval")
     ada_kimg = _value("ada_kimg")
 
-    def with_values(self, **changes: Any) -> AugmentPlan:
-        """The same plan with some option values replaced (a set-up check's one-step augmenter)."""
-        return dataclasses.replace(self, values={**self.values, **changes})
-
     @property
     def data_side(self) -> bool:
         return is_data_side(self.names)

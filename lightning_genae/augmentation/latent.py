@@ -20,8 +20,7 @@ BANK_BLOCK = 10_000
 
 
 def bank_items(datamodule: InMemoryDataModule, seed: int) -> Iterable[Batch]:
-    """The training items `LatentAugmenter.fit` takes: the split in blocks, or BANK_CODES of its items
-    drawn by `seed`, in stored order (read alone where the split is streamed)."""
+    """The training items `LatentAugmenter.fit` takes: the split in blocks, or BANK_CODES drawn by `seed`."""
     size = datamodule.split_size("train")
     if size <= BANK_CODES:
         return datamodule.split_batches("train")

@@ -10,7 +10,7 @@ import shutil
 import types
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +271,7 @@ def attach_augmentation(
     augmenter = None
     if plan.needs_augmenter:
         if fast_dev_run:
-            plan = plan.with_values(augmenter_steps=1)
+            plan = replace(plan, values={**plan.values, "augmenter_steps": 1})
         module, origin = load_augmenter(plan, datamodule, seed, accelerator=accelerator)
         augmenter = LatentAugmenter(module, noise=plan.noise, interp=plan.interp)
         draws = generator(seed, "augmenter fit pixels")

@@ -287,8 +287,7 @@ def load_checkpoint(
 def load_shipped(
     data: str, what: str, manifest_name: str = MANIFEST_NAME, network: type | None = None
 ) -> tuple[Any, str, str] | None:
-    """The shipped `network` of `data`, its description and SHA-256, or None; BackboneUnavailable, with the
-    fix, where its file is missing, not the manifest's (corrupt or modified) or unreadable."""
+    """The shipped `network` of `data` with its description and SHA-256, or None where none is shipped."""
     entry = load_manifest(manifest_name=manifest_name).get(data)
     if entry is None:
         return None
