@@ -11,7 +11,8 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lightning_genae.callbacks.applicability import ModelSpecificCallback, StageRecords
-from lightning_genae.datamodules.base import SPLITS, bernoulli_pixels, to_uint8
+from lightning_genae.datamodules.base import SPLITS, to_uint8
+from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.errors import ConfigError, DataError
 from lightning_genae.lightning_internals import log_global_value
 from lightning_genae.metrics.backbones import FeatureBackbone

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
         ImageDataModule,
         InMemoryDataModule,
         TensorImageDataModule,
-        to_model_range,
-        to_uint8,
     )
     from lightning_genae.datamodules.binarized_mnist import BinarizedMNISTDataModule  # noqa: F401
     from lightning_genae.datamodules.celeba import CelebADataModule  # noqa: F401
@@ -30,6 +28,7 @@ if TYPE_CHECKING:
     from lightning_genae.datamodules.digits import DigitsDataModule  # noqa: F401
     from lightning_genae.datamodules.folder import ImageFolderDataModule  # noqa: F401
     from lightning_genae.datamodules.mnist import FashionMNISTDataModule, MNISTDataModule  # noqa: F401
+    from lightning_genae.datamodules.pixels import to_model_range, to_uint8  # noqa: F401
     from lightning_genae.datamodules.sines import SinesDataModule  # noqa: F401
     from lightning_genae.datamodules.smnist import SequentialMNISTDataModule  # noqa: F401
     from lightning_genae.datamodules.timegan_sines import TimeGANSinesDataModule  # noqa: F401
@@ -183,7 +182,7 @@ def build_datamodule(name: str, **kwargs: Any) -> InMemoryDataModule:
 _LAZY_EXPORTS = {
     **{spec.location.partition(":")[2]: spec.location.partition(":")[0][1:] for spec in DATASETS.values()},
     **dict.fromkeys(("ImageDataModule", "InMemoryDataModule", "TensorImageDataModule"), "base"),
-    **dict.fromkeys(("to_model_range", "to_uint8"), "base"),
+    **dict.fromkeys(("to_model_range", "to_uint8"), "pixels"),
 }
 
 

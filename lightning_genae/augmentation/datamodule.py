@@ -23,7 +23,8 @@ from lightning_genae.augmentation.adaptive import AdaptiveStrength
 from lightning_genae.augmentation.latent import LatentAugmenter
 from lightning_genae.cache import cache_root, state_sha256
 from lightning_genae.cluster import created_by_local_rank_zero
-from lightning_genae.datamodules.base import Batch, InMemoryDataModule, bernoulli_pixels
+from lightning_genae.datamodules.base import Batch, InMemoryDataModule
+from lightning_genae.datamodules.pixels import bernoulli_pixels
 from lightning_genae.datamodules.placement import host_to_device
 from lightning_genae.datamodules.streaming import StreamedSplits, write_items
 from lightning_genae.errors import OptionError

@@ -184,7 +184,7 @@ import json, os, sys
 from pathlib import Path
 from pytorch_lightning import Callback
 import lightning_genae.experiment.train as train
-from lightning_genae.datamodules.base import to_uint8
+from lightning_genae.datamodules.pixels import to_uint8
 from lightning_genae.experiment.cli import main
 
 class RecordBatches(Callback):

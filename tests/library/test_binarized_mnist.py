@@ -143,8 +143,8 @@ def test_generated_images_are_scored_binarized_on_binary_data_and_as_they_are_el
     measure the kind of pixel. On binary data each generated pixel is drawn once, Bernoulli((x + 1) / 2),
     from the samples' own seeded stream; on other data the samples are scored as generated."""
     from lightning_genae.callbacks.metrics import GenerativeMetrics
-    from lightning_genae.datamodules.base import bernoulli_pixels
     from lightning_genae.datamodules.mnist import MNISTDataModule
+    from lightning_genae.datamodules.pixels import bernoulli_pixels
     from lightning_genae.metrics.backbones import FeatureBackbone
 
     assert BinarizedMNISTDataModule.binary_pixels and not MNISTDataModule.binary_pixels
