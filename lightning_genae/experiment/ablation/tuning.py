@@ -63,14 +63,12 @@ def split_candidates(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
 
 def check_tuning_request(candidates: Mapping[str, Sequence[Any]], tune_seeds: Sequence[int] | None) -> None:
     """Candidate lists and `--tune-seeds` come together: each means nothing without the other."""
-    if bool(candidates) == (tune_seeds is not None):
-        return
-    problem = "--tune-seeds tunes a grid's candidate lists, and none was given; drop it"
-    if candidates:
+    if candidates and tune_seeds is None:
         option, values = next(iter(candidates.items()))
         listed = candidate_separators(option)[-1].join(map(str, values))
-        problem = f"{flag(option)} {listed} lists candidates to tune; add --tune-seeds S or give one"
-    raise ConfigError(problem)
+        raise ConfigError(f"{flag(option)} {listed} lists candidates to tune; add --tune-seeds S or give one")
+    if tune_seeds is not None and not candidates:
+        raise ConfigError("--tune-seeds tunes a grid's candidate lists, and none was given; drop it")
 
 
 @dataclass(frozen=True)
