@@ -386,13 +386,13 @@ def _stored_images(images: torch.Tensor, datamodule: ImageDataModule) -> torch.T
     finite = torch.isfinite(images).flatten(1).all(dim=1)
     low, high = float(images.min()), float(images.max())
     outside = float(((images < -1.05) | (images > 1.05)).float().mean())
-    problem = ""
     if not bool(finite.all()):
-        problem = f"{int((~finite).sum())} of the {len(images)} images hold NaN or Inf"
-    elif outside > 0.01:
-        problem = f"the images span [{low:.3g}, {high:.3g}], {outside:.1%} of their values outside [-1, 1]"
-    if problem:
-        raise ValueError(f"{problem}; give uint8 images, or finite floats in [-1, 1]")
+        raise ValueError(f"{int((~finite).sum())} of the {len(images)} images hold NaN or Inf")
+    if outside > 0.01:
+        raise ValueError(
+            f"the images span [{low:.3g}, {high:.3g}], {outside:.1%} of their values outside [-1, 1]; "
+            "give uint8 images, or floats in [-1, 1]"
+        )
     if low >= 0.0 and high <= 1.0:
         warnings.warn(f"the images lie in [{low:.3g}, {high:.3g}]; floats are read in [-1, 1]", stacklevel=3)
     return datamodule.to_stored(images)

@@ -29,13 +29,12 @@ def _checked(real: Tensor, fake: Tensor, what: str, min_real: int, min_fake: int
     checked = []
     for x, who, minimum in ((real, "real", min_real), (fake, "fake", min_fake)):
         x = x.detach().to(torch.float64)
-        bad = int((~torch.isfinite(x)).any(dim=1).sum())
-        if bad or len(x) < minimum:
-            raise ValueError(
-                f"{who} features contain NaN or Inf in {bad} of {len(x)} rows"
-                if bad
-                else f"{what} need at least {minimum} samples per set, got {len(x)} {who} (eval_samples)"
-            )
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).any(dim=1).sum())
+            raise ValueError(f"{who} features contain NaN or Inf in {bad} of {len(x)} rows")
+        if len(x) < minimum:
+            need = f"need at least {minimum} samples per set"
+            raise ValueError(f"{what} {need}, got {len(x)} {who}; give at least {minimum} (eval_samples)")
         checked.append(x.to(real.device))
     return checked[0], checked[1]
 

@@ -247,12 +247,12 @@ def test_feature_metrics_gives_every_metric_and_the_sample_counts_as_floats() ->
     ("real", "fake", "message"),
     [
         (torch.randn(20, 4), torch.full((20, 4), float("nan")), "NaN or Inf"),
-        (torch.randn(3, 4), torch.randn(20, 4), "need at least 6 "),
-        (torch.randn(20, 4), torch.randn(3, 4), "need at least 4 "),
+        (torch.randn(3, 4), torch.randn(20, 4), "give at least 6 "),
+        (torch.randn(20, 4), torch.randn(3, 4), "give at least 4 "),
         (
             torch.randn(5, 4),
             torch.randn(20, 4),
-            "need at least 6 ",
+            "give at least 6 ",
         ),  # density/coverage need k=5 < N
     ],
 )
