@@ -215,7 +215,7 @@ def _wandb_refusal(url: str, host: str, key: str) -> str | None:
     headers = {"Content-Type": "application/json", "Authorization": f"Basic {auth}"}
     request = urllib.request.Request(url, data=b'{"query": "{ viewer { id } }"}', headers=headers)
     try:
-        with urllib.request.urlopen(request) as response:
+        with urllib.request.urlopen(request, timeout=WANDB_PROBE_TIMEOUT_S) as response:
             if json.loads(response.read(1 << 16))["data"]["viewer"]:
                 return None
     except urllib.error.HTTPError as error:
