@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_genae.datamodules.options import CSVSeriesOptions, ImageOptions, SinesOptions
-from lightning_genae.errors import ConfigError, UnreadOptions, agree
+from lightning_genae.errors import refuse_unread
 from lightning_genae.lazy import lazy_dir, lazy_getattr
 from lightning_genae.plugin_options import PluginOptions, Registry, import_location, option_specs
 
@@ -137,19 +137,12 @@ def parse_dataset_options(
     dataset = DATASETS[name]
     assert dataset.options is not None
     own = dataset.options.types()
-    foreign = [option for option in given if option not in own]
-    if foreign:
-        reads = f"; it reads {', '.join(own)}" if own else ""
-        raise ConfigError(
-            f"{', '.join(foreign)} {agree(foreign, 'does', 'do')} not apply to the dataset {name} "
-            f"({dataset.data_kind} data){reads}; drop {agree(foreign, 'it', 'them')}"
-        )
+    reads = f"; it reads {', '.join(own)}" if own else ""
+    foreign = f"does not apply to the dataset {name} ({dataset.data_kind} data){reads}; drop it"
+    refuse_unread([option for option in given if option not in own], {}, foreign)
     options = dataset.options.parse({option: value for option, value in given.items() if option in own})
-    reasons = options.unread()
     typed = given if named is None else [option for option in given if option in named]
-    unread = [option for option in typed if option in reasons and given[option] is not None]
-    if unread:
-        raise UnreadOptions({option: reasons[option] for option in unread})
+    refuse_unread([option for option in typed if given[option] is not None], options.unread())
     return options
 
 

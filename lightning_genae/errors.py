@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from pathlib import Path
 
 # Ends the refusal of an unknown model, dataset, augmentation or option: a plug-in's name is unknown to a
@@ -89,6 +89,16 @@ class UnreadOptions(ConfigError):
             for reason, (first, *others) in by_reason.items()
         ]
         return ". Also: ".join(sentences)
+
+
+def refuse_unread(given: Iterable[str], reasons: Mapping[str, str], otherwise: str = "") -> None:
+    """Refuse the options of `given` that `reasons` says a run leaves unread (why, and the fix), then, where
+    `otherwise` says why, every other one of them (an option its owner does not take)."""
+    refused = {name: reasons[name] for name in given if name in reasons}
+    if otherwise:
+        refused |= {name: otherwise for name in given if name not in reasons}
+    if refused:
+        raise UnreadOptions(refused)
 
 
 class UnknownName(ConfigError, KeyError):

@@ -90,7 +90,6 @@ def run_grid_command(
         )
     # The cells share their family's and data options: one check stands for all.
     first = next(iter(plan.runs.values()))
-    first.options.refuse_unread(named)
     refuse_named_but_unread(first, named)
     check_shape_options(first)
     if print_config:

@@ -33,7 +33,7 @@ from lightning_genae.datamodules import (
     dataset_options,
     parse_dataset_options,
 )
-from lightning_genae.errors import PLUGIN_HINT, ConfigError, UnreadOptions, agree, describe_error
+from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error, refuse_unread
 from lightning_genae.experiment.config import (
     DEFAULT_MAX_STEPS,
     LOGGER_CHOICES,
@@ -136,21 +136,15 @@ class ResolvedRun:
 
 def _family_options(config: RunConfig, model: ModelSpec, named: Collection[str] = ()) -> FamilyOptions:
     """The family's options from what was given; another family's, or one left unread, is an error."""
-    own = set(model.options.types())
     others = set(augmentation_options()) | set(dataset_options())
-    given = {name: value for name, value in config.plugin_options.items() if name not in others}
     # A stored None is an option left to its owner's default: no plug-in is needed for it.
-    foreign = sorted(name for name in set(given) - own if given[name] is not None)
-    if foreign:
-        # An option no registered family declares may be a plug-in's that is not loaded.
-        hint = f" {PLUGIN_HINT}" if set(foreign) - model_option_names() else ""
-        raise ConfigError(
-            f"{', '.join(map(flag, foreign))} {agree(foreign, 'does', 'do')} not apply to --model "
-            f"{config.model}; drop {agree(foreign, 'it', 'them')}{hint}"
-        )
-    return model.options.parse(
-        {name: value for name, value in given.items() if name in own and value is not None}, given=named
-    )
+    given = config.given_plugin_options(set(config.plugin_options) - others)
+    own = model.options.types()
+    foreign = f"does not apply to --model {config.model}; drop it"
+    # An option no registered family declares may be a plug-in's that is not loaded.
+    unknown = {name: f"{foreign} {PLUGIN_HINT}" for name in given if name not in model_option_names()}
+    refuse_unread(sorted(set(given) - set(own)), unknown, foreign)
+    return model.options.parse({name: value for name, value in given.items() if name in own}, given=named)
 
 
 def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
@@ -161,6 +155,7 @@ def named_options(command_line: Mapping[str, Any]) -> frozenset[str]:
 def refuse_named_but_unread(resolved: ResolvedRun, named: Collection[str]) -> None:
     """What `resolve(..., named=named)` refuses of typed options, for a cell resolved without them."""
     config = resolved.config
+    refuse_unread(sorted(named), resolved.options.unread())
     parse_dataset_options(config.data, config.given_plugin_options(dataset_options()), named=named)
 
 
@@ -434,11 +429,9 @@ def resolve_augment_plan(
     for refused, message in refusals:
         if refused:
             raise ConfigError(message)
-    stray = [name for name in given if name not in read]
-    if stray and not drop_unused:
+    if not drop_unused:
         nothing = f"does nothing with --augment {config.augment}; drop it, or use its augmentation"
-        explained = sorted(stray, key=lambda name: name not in reasons)
-        raise UnreadOptions({name: reasons.get(name, nothing) for name in explained})
+        refuse_unread([name for name in given if name not in read], reasons, nothing)
     # Now every value read is checked; one the run does not read (a grid cell's) is left at its default.
     settings = _settings(plan_names, given, only=read)
     chosen = {key: value for options in settings.values() for key, value in options.to_dict().items()}

@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from lightning_genae.errors import ConfigError, UnreadOptions
+from lightning_genae.errors import ConfigError, refuse_unread
 from lightning_genae.nets.recurrent import RNNKind
 from lightning_genae.plugin_options import PluginOptions, option, with_default
 
@@ -43,7 +43,11 @@ class FamilyOptions(PluginOptions):
                 ):
                     raise
             else:
-                reading.refuse_unread({*given, *(set(values) - set(passing))})
+                # Unread, one off its default is refused; one at it only where named (`given`: the values
+                # cannot tell it from one left unset) or failing its own check.
+                fields, reasons = cls.__dataclass_fields__, reading.unread()
+                off = {name for name in reasons if getattr(reading, name) != fields[name].default}
+                refuse_unread([name for name in reasons if name in {*given, *failing, *off}], reasons)
         return cast(FamilyOptions, super().parse(values))
 
     def __post_init__(self) -> None:
@@ -55,15 +59,6 @@ class FamilyOptions(PluginOptions):
                 default = type(self).__dataclass_fields__[other].default
                 fix = f"drop {other} {getattr(self, other)}" if want == default else f"add {other} {want}"
                 raise ConfigError(f"{name} {value} needs {other} {want}: {fix}")
-
-    def refuse_unread(self, given: Collection[str] = ()) -> None:
-        """Refuse an option these values leave unread (`unread()`): one off its default, or one in `given`
-        (named on the command line) even at its default, which the values cannot tell from one left unset."""
-        fields = type(self).__dataclass_fields__
-        reasons = self.unread()
-        refused = [name for name in reasons if name in given or getattr(self, name) != fields[name].default]
-        if refused:
-            raise UnreadOptions({name: reasons[name] for name in refused})
 
 
 ReconLoss = Literal["mse", "bce"]

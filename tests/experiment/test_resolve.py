@@ -119,10 +119,10 @@ BAD_CONFIGS = {
     "unknown model": (dict(model="nope"), ["--model 'nope' is unknown", "choose from ae"]),
     "unknown dataset": (dict(data="nope"), ["--data 'nope' is unknown", "choose from digits"]),
     "unknown augmentation": (dict(augment="nope"), ["'nope': unknown augmentation", "choose from none"]),
-    "unknown model option": (dict(depth=3), ["--depth does not apply", "GENAE_PLUGINS"]),
+    "unknown model option": (dict(depth=3), ["depth does not apply", "GENAE_PLUGINS"]),
     "option of another family": (
         dict(model="gan", denoise=0.1),
-        ["--denoise", "--model gan", "drop it"],
+        ["denoise", "--model gan", "drop it"],
     ),
     "augmentation option with no augmentation": (
         dict(augment="none", augment_p=0.3),

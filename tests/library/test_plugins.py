@@ -175,7 +175,7 @@ def test_a_plugin_augmentation_wraps_a_gans_discriminator_inputs_with_its_own_op
     [
         (["--augment", "none", "--flip-p", "0.25"], "--flip-p does nothing with --augment none"),
         (["--augment", "flip", "--flip-p", "2"], "--flip-p must lie in [0, 1], got 2.0"),
-        (["--data", "digits", "--square-side", "6"], "square_side does not apply to the dataset digits"),
+        (["--data", "digits", "--square-side", "6"], "--square-side does not apply to the dataset digits"),
         (["--square-side", "16"], "--square-side must lie in [1, 16), got 16"),
     ],
 )
@@ -427,7 +427,7 @@ def test_the_classifier_command_trains_a_plugin_datasets_classifier(plugin_dir, 
     assert " --data squares --square-side 6 --seed 0 " in manifest["squares"]["command"]
     for refused, says in (
         (["--data", "squares", "--square-side", "16"], "--square-side must lie in [1, 16), got 16"),
-        (["--data", "digits", "--square-side", "6"], "square_side does not apply to the dataset digits"),
+        (["--data", "digits", "--square-side", "6"], "--square-side does not apply to the dataset digits"),
     ):
         answer = run_py([*refused, "--output", "other"], plugin_dir, tmp_path, command=classifier)
         (line,) = answer.stderr.strip().splitlines()
