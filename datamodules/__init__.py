@@ -58,7 +58,7 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry(
-    "dataset",
+    "data",
     {
         "digits": DatasetSpec(
             ".digits:DigitsDataModule",

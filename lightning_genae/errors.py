@@ -101,7 +101,7 @@ def refuse_unread(given: Iterable[str], reasons: Mapping[str, str], otherwise: s
         raise UnreadOptions(refused)
 
 
-class UnknownName(ConfigError, KeyError):
+class UnknownName(OptionError, KeyError):
     """A registry asked for a name it does not hold: one line naming the choices; a KeyError too."""
 
 

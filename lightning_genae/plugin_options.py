@@ -27,11 +27,12 @@ def did_you_mean(name: object, choices: Iterable[object]) -> str:
 
 
 class Registry(dict[str, _Spec]):
-    """Plug-ins by name (`MODELS`, `DATASETS`, `AUGMENTATIONS`); an unknown name is `UnknownName`."""
+    """Plug-ins by name (`MODELS`, `DATASETS`, `AUGMENTATIONS`); an unknown name is `UnknownName` of the
+    `option` that names one (`model`: `--model` at the command line)."""
 
-    def __init__(self, kind: str, entries: Mapping[str, _Spec]) -> None:
+    def __init__(self, option: str, entries: Mapping[str, _Spec]) -> None:
         super().__init__(entries)
-        self.kind = kind
+        self.option = option
 
     def __missing__(self, name: str) -> _Spec:
         # `MODELS["masked_ae"]` finds what `run.py --model masked_ae` does.
@@ -41,8 +42,8 @@ class Registry(dict[str, _Spec]):
         if dict.__contains__(self, name):
             return dict.__getitem__(self, name)
         raise UnknownName(
-            f"unknown {self.kind} {name!r}{did_you_mean(name, self)}; choose one of {', '.join(self)} "
-            f"{PLUGIN_HINT}"
+            self.option,
+            f"{name!r} is unknown{did_you_mean(name, self)}; choose from {', '.join(self)} {PLUGIN_HINT}",
         )
 
 

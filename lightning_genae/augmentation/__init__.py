@@ -68,7 +68,7 @@ def _data_side(description: str, augmenter: str, sequence_augmenter: str | None 
 NONE_DESCRIPTION = "train on the data as it is"
 # Discriminator-side transforms compose in this order: the augmenter (ae-d) before DiffAugment.
 AUGMENTATIONS: Registry[AugmentationSpec] = Registry(
-    "augmentation",
+    "augment",
     {
         "ae": _data_side(
             "an autoencoder trained on the training split encodes, perturbs and decodes part of each batch",

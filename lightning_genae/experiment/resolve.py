@@ -181,17 +181,12 @@ def resolve(
     config: RunConfig, *, drop_unused_augment_options: bool = False, named: Collection[str] = ()
 ) -> ResolvedRun:
     """Check `config` against the registries and fill every default; raises ConfigError with the fix."""
-    for option, names, known in (
-        ("model", [config.model], MODELS),
-        ("data", [config.data], DATASETS),
-        ("logger", config.logger, LOGGER_CHOICES),
-    ):
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            shown = ", ".join(unknown) if option == "logger" else repr(unknown[0])
-            hint = "".join(did_you_mean(name, known) for name in unknown)
-            plugins = "" if option == "logger" else f" {PLUGIN_HINT}"
-            raise ConfigError(f"--{option} {shown} is unknown{hint}; choose from {', '.join(known)}{plugins}")
+    unknown = [name for name in config.logger if name not in LOGGER_CHOICES]
+    if unknown:
+        hint = "".join(did_you_mean(name, LOGGER_CHOICES) for name in unknown)
+        raise ConfigError(
+            f"--logger {', '.join(unknown)} is unknown{hint}; choose from {', '.join(LOGGER_CHOICES)}"
+        )
     model, data = MODELS[config.model], DATASETS[config.data]
     check_weights_files(config)
     plan = resolve_augment_plan(

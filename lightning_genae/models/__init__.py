@@ -72,7 +72,7 @@ class ModelSpec:
 
 
 MODELS: Registry[ModelSpec] = Registry(
-    "family",
+    "model",
     {
         "ae": ModelSpec(
             ".ae:AutoencoderModule",

@@ -116,8 +116,8 @@ def test_a_ratio_of_an_operation_the_policy_leaves_out_is_an_error_and_a_grid_ce
 
 
 BAD_CONFIGS = {
-    "unknown model": (dict(model="nope"), ["--model 'nope' is unknown", "choose from ae"]),
-    "unknown dataset": (dict(data="nope"), ["--data 'nope' is unknown", "choose from digits"]),
+    "unknown model": (dict(model="nope"), ["model 'nope' is unknown", "choose from ae"]),
+    "unknown dataset": (dict(data="nope"), ["data 'nope' is unknown", "choose from digits"]),
     "unknown augmentation": (dict(augment="nope"), ["'nope': unknown augmentation", "choose from none"]),
     "unknown model option": (dict(depth=3), ["depth does not apply", "GENAE_PLUGINS"]),
     "option of another family": (

@@ -90,7 +90,7 @@ def test_registry_names_classes_with_one_line_descriptions_and_static_shapes() -
 
 
 def test_unknown_dataset_lists_the_choices() -> None:
-    with pytest.raises(ConfigError, match="unknown dataset 'nope'.*digits.*folder"):
+    with pytest.raises(ConfigError, match="^data 'nope' is unknown.*digits.*folder"):
         build_datamodule("nope", data_dir="x")
 
 

@@ -576,7 +576,7 @@ def test_an_unknown_name_in_a_registry_is_one_line_naming_the_choices_and_still_
         with pytest.raises(ConfigError) as caught:
             registry[typo]
         message = str(caught.value)
-        assert f"'{typo}' (did you mean '{meant}'?)" in message and "\n" not in message
+        assert f"'{typo}' is unknown (did you mean '{meant}'?)" in message and "\n" not in message
         assert isinstance(caught.value, KeyError)
     assert MODELS.get("vea") is None and "vea" not in MODELS
 
