@@ -4,7 +4,6 @@ ones change what the DataModule yields, discriminator-side ones need an `ImageDi
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,7 +19,7 @@ from lightning_genae.augmentation.diffaug import DiffAugmentOptions
 from lightning_genae.augmentation.discriminator import AugmenterOnInputs, DiffAugment
 from lightning_genae.augmentation.options import AugmenterOnInputsOptions, DataSideOptions
 from lightning_genae.errors import PLUGIN_HINT, OptionError
-from lightning_genae.plugin_options import AUTO, PluginOptions, Registry, option_specs
+from lightning_genae.plugin_options import AUTO, PluginOptions, Registry, did_you_mean, option_specs
 
 if TYPE_CHECKING:
     from lightning_genae.augmentation.adaptive import AdaptiveStrength
@@ -126,12 +125,7 @@ def parse_augment(spec: str) -> list[str]:
     names = [name.strip() for name in spec.split("+")]
     unknown = [name for name in names if name != "none" and name not in AUGMENTATIONS]
     if unknown or not spec.strip():
-        close = [
-            match
-            for name in unknown
-            for match in difflib.get_close_matches(name, augmentation_choices(), n=1)
-        ]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        hint = "".join(did_you_mean(name, augmentation_choices()) for name in unknown)
         raise OptionError(
             "augment",
             f"{spec!r}: unknown augmentation {', '.join(unknown) or '(empty)'}{hint}; "
