@@ -96,8 +96,6 @@ def is_of_type(kind: Any, value: Any) -> bool:
         return any(is_of_type(argument, value) for argument in arguments)
     if origin is typing.Literal:
         return value in arguments
-    if kind is Any:
-        return True
     if kind is float:
         kind = (int, float)
     elif kind is type(None):

@@ -83,10 +83,8 @@ def register_metric(name: str, spec: FeatureMetricSpec) -> None:
     FEATURE_METRICS[name] = spec
 
 
-def _note_plugin_options(options: type[PluginOptions] | None) -> None:
+def _note_plugin_options(options: type[PluginOptions]) -> None:
     """Record the option names `options` adds; one inherited from a built-in class stays the built-in's."""
-    if options is None:
-        return
     known = set(augmentation_options()) | set(dataset_options())
     for spec in MODELS.values():
         known |= {field.name for field in fields(spec.options)}
