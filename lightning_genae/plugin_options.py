@@ -119,11 +119,8 @@ def type_text(kind: Any) -> str:
 _SHORT_REPR = reprlib.Repr()
 _SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
 _SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
-
-
-def shown_value(value: Any) -> str:
-    """`value` as a refusal quotes it: its repr, cut short (YAML aliases can make it gigabytes)."""
-    return _SHORT_REPR.repr(value)
+# A value as a refusal quotes it: its repr, cut short (YAML aliases can make it gigabytes).
+shown_value = _SHORT_REPR.repr
 
 
 def option(
