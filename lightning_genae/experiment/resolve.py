@@ -366,15 +366,14 @@ def _reading_settings(plan_names: tuple[str, ...], given: Mapping[str, Any]) -> 
 
 
 def _options_read(settings: Mapping[str, PluginOptions]) -> tuple[set[str], dict[str, str]]:
-    """(the options some chosen augmentation reads, why each other declared one is unread)."""
+    """(the options some chosen augmentation reads, the first one's reason for each it leaves unread)."""
     read: set[str] = set()
     reasons: dict[str, str] = {}
     for options in settings.values():
         unread = options.unread()
         read |= set(options.types()) - set(unread)
-        for name, reason in unread.items():
-            reasons.setdefault(name, reason)
-    return read, {name: reason for name, reason in reasons.items() if name not in read}
+        reasons = {**unread, **reasons}
+    return read, reasons
 
 
 def resolve_augment_plan(
