@@ -151,6 +151,10 @@ class InMemoryDataModule(pl.LightningDataModule):
     # The dataset's "not found" error, with why (offline, still missing, ...) and where to put the files.
     _not_found: Callable[[str], DataError]
 
+    def _missing(self) -> list[str]:
+        """The files the dataset reads that its folder lacks; setup refuses to load without them."""
+        return []
+
     def _download(self, dataset: str, **options: object) -> None:
         """torchvision's `dataset` downloaded into data_dir; a failure is the dataset's "not found" error."""
         from torchvision import datasets
@@ -171,6 +175,8 @@ class InMemoryDataModule(pl.LightningDataModule):
     def _load_once(self) -> None:
         if self._splits is not None:
             return
+        if self._missing():
+            raise self._not_found("(call prepare_data() to download them)")
         splits = self._load_splits()
         if self.data_kind == "image":
             # The contract every image dataset's `_load_splits` keeps (a plug-in's too).

@@ -71,6 +71,9 @@ class CelebADataModule(ImageDataModule):
     def _has_sources(self) -> bool:
         return (self.celeba_dir / PARTITION_FILE).is_file() and (self.celeba_dir / IMAGE_FOLDER).is_dir()
 
+    def _missing(self) -> list[str]:
+        return [] if self.cache_path.is_file() or self._has_sources() else [IMAGE_FOLDER, PARTITION_FILE]
+
     def _not_found(self, reason: str) -> DataError:
         return DataError(
             f"CelebA not found in {self.celeba_dir} {reason}: put {IMAGE_FOLDER}/ (unzipped) and "
@@ -142,8 +145,6 @@ class CelebADataModule(ImageDataModule):
 
     def _build_cache(self) -> dict[str, np.ndarray]:
         """Decode every listed JPEG and write the cache atomically."""
-        if not self._has_sources():
-            raise self._not_found("(call prepare_data() to download it)")
         names = read_partition(self.celeba_dir / PARTITION_FILE)
         arrays = {
             split: read_images(

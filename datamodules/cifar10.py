@@ -113,8 +113,6 @@ class CIFAR10DataModule(ImageDataModule):
             self._download("CIFAR10", train=True)
 
     def _load_splits(self) -> dict[str, Batch]:
-        if missing := self._missing():
-            raise self._not_found(f"({', '.join(missing)} missing; call prepare_data() to download them)")
         parts = [read_cifar_batch(self.batches_dir / name) for name in TRAIN_BATCHES]
         train = carve_validation(
             torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])

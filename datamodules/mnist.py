@@ -82,8 +82,6 @@ class MNISTDataModule(ImageDataModule):
         for split, (image_name, label_name) in IDX_FILES.items():
             image_path = find_idx_file(self.raw_dir, image_name)
             label_path = find_idx_file(self.raw_dir, label_name)
-            if image_path is None or label_path is None:
-                raise self._not_found("(call prepare_data() to download the dataset)")
             images = read_idx(image_path, IDX_IMAGES_MAGIC)
             labels = read_idx(label_path, IDX_LABELS_MAGIC)
             # Their shapes and class ids are checked with every image dataset's (`checked_image_split`).
