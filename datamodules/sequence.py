@@ -166,8 +166,6 @@ class SequenceDataModule(InMemoryDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """On resume: the data must normalise as it did, and be bounded alike, or the model would see shifted
         inputs or change its output's range."""
-        if "normaliser" not in state_dict:
-            return
         saved, now = Normaliser.from_dict(state_dict["normaliser"]).to_dict(), self.normaliser.to_dict()
         same = saved.keys() == now.keys() and all(
             len(saved[key]) == len(now[key])
