@@ -34,7 +34,7 @@ from pathlib import Path
 from bench_runs import PlannedRun, check_planned, distinct, names, readable, train_planned
 
 from lightning_genae.datamodules import DATASETS, build_datamodule
-from lightning_genae.plugins import load_plugins
+from lightning_genae.plugin_loading import load_plugins
 from lightning_genae.spread import mean_std
 
 PUBLISHED = "trains stably at gamma 0.5, lambda_k 1e-3; lower gamma gives less diverse images"

@@ -47,7 +47,7 @@ from lightning_genae.checkpoint import RunCheckpoint
 from lightning_genae.datamodules import build_datamodule
 from lightning_genae.metrics.parzen import parzen_log_likelihood, select_bandwidth
 from lightning_genae.models import MODELS
-from lightning_genae.plugins import load_plugins
+from lightning_genae.plugin_loading import load_plugins
 from lightning_genae.run_files import last_checkpoint
 from lightning_genae.spread import mean_std
 

@@ -16,8 +16,17 @@ from lightning_genae.lazy import lazy_dir, lazy_getattr
 if TYPE_CHECKING:
     from lightning_genae.api import callbacks_for, load_model, score_images, trainer_kwargs
 
-__all__ = ["ConfigError", "DataError", "GenaeError", "RunInterrupted", "TrainingDiverged", "callbacks_for",
-           "load_model", "score_images", "trainer_kwargs"]  # fmt: skip
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "GenaeError",
+    "RunInterrupted",
+    "TrainingDiverged",
+    "callbacks_for",
+    "load_model",
+    "score_images",
+    "trainer_kwargs",
+]
 __version__ = "0.1.0"
 
 # Names that pull in Lightning are resolved on first use, so `run.py --help` starts without it.

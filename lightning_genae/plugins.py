@@ -18,11 +18,7 @@ from lightning_genae.errors import ConfigError
 from lightning_genae.metrics.feature_set import FEATURE_METRICS, FeatureMetricSpec
 from lightning_genae.metrics.names import BACKBONES, KINDS, MetricKind, kind_spec
 from lightning_genae.models import MODELS, ModelSpec
-from lightning_genae.plugin_loading import ENTRY_POINT_GROUP, PLUGINS_VARIABLE, load_plugins
 from lightning_genae.plugin_options import PLUGIN_OPTION_NAMES, PluginOptions, check_shared
-
-__all__ = ["ENTRY_POINT_GROUP", "PLUGINS_VARIABLE", "load_plugins", "register_augmentation",
-           "register_dataset", "register_metric", "register_model"]  # fmt: skip
 
 # A name users type after --model/--data/--augment: lower case, digits, '_' and '-' ('+' joins augmentations).
 _NAME = re.compile(r"[a-z][a-z0-9_-]*")

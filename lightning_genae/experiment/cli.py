@@ -41,8 +41,8 @@ from lightning_genae.experiment.resolve import (
     resolve,
 )
 from lightning_genae.experiment.run_folder import check_output_folder, read_summary
+from lightning_genae.plugin_loading import load_plugins
 from lightning_genae.plugin_options import flag, typed_flag
-from lightning_genae.plugins import load_plugins
 from lightning_genae.run_files import CLUSTER_JOB_KEY, last_checkpoint
 
 if TYPE_CHECKING:

@@ -109,10 +109,8 @@ def inference(method: Method) -> Method:
     def in_evaluation_mode(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
         if isinstance(module, GenerativeModule) and method.__name__ == "reconstruct":
             given = args[0] if args else next(iter(kwargs.values()), None)
-            check_data(
-                given, module.data_kind, module.data_shape, warn_scale=False,
-                what=f"{type(module).__name__}.reconstruct's input",
-            )  # fmt: skip
+            what = f"{type(module).__name__}.reconstruct's input"
+            check_data(given, module.data_kind, module.data_shape, warn_scale=False, what=what)
         with evaluation_mode(module):
             return method(module, *args, **kwargs)
 

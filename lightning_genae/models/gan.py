@@ -166,8 +166,7 @@ class GANModule(ImageAdversarialModule):
         if self.options.gan_training == "paper":
             # Learning rate and momentum are set before every update (`follow_paper_schedule`).
             sgd = {"lr": PAPER_LR, "momentum": PAPER_MOMENTUM}
-            return [torch.optim.SGD(self.discriminator.parameters(), **sgd),
-                    torch.optim.SGD(self.generator.parameters(), **sgd)]  # fmt: skip
+            return [torch.optim.SGD(net.parameters(), **sgd) for net in (self.discriminator, self.generator)]
         # DCGAN's Adam settings; beta1 = 0.5 keeps the adversarial game from oscillating.
         betas = (0.5, 0.999) if self.options.gan_loss == "ns" else (0.0, 0.9)
         opt_d = adam(self.discriminator.parameters(), lr=self.options.lr, betas=betas)

@@ -134,10 +134,8 @@ class RAEModule(GaussianEncoding, ObjectiveModule):
     @torch.no_grad()
     def fit_code_density(self, series: Tensor) -> None:
         """Fit `sample`'s code density (not variational) to training series [N, T, C] in model units."""
-        check_data(
-            series, self.data_kind, self.data_shape, warn_scale=False,
-            what="RAEModule.fit_code_density's series",
-        )  # fmt: skip
+        what = "RAEModule.fit_code_density's series"
+        check_data(series, self.data_kind, self.data_shape, warn_scale=False, what=what)
         with evaluation_mode(self):
             self._fit_code_density_to(series[training_subset(len(series))])
 
