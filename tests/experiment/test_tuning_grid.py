@@ -282,7 +282,7 @@ def test_an_option_only_an_automatic_candidate_reads_is_kept_for_it(tmp_path: Pa
     intervals = sorted(str(run.config.plugin_options.get("ada_interval")) for run in tuning.runs.values())
     assert intervals == ["8", "None"]
     assert [dict(candidate)["augment_p"] for candidate in arm.candidates] == [0.25, "auto"]
-    with pytest.raises(ConfigError, match="--ada-interval does nothing with any --augment of this grid"):
+    with pytest.raises(ConfigError, match="ada_interval does nothing with any --augment of this grid"):
         plan_grid(shared, augments=["ae"], train_sizes=None, seeds=[0], candidates={"augment_p": [0.25, 0.5]})
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from lightning_genae.augmentation import augmentation_options
 from lightning_genae.cache import write_file_atomically
-from lightning_genae.errors import ConfigError, RunFolderRefused, agree
-from lightning_genae.experiment.config import WHOLE_SPLIT, RunConfig, flag
+from lightning_genae.errors import ConfigError, RunFolderRefused, refuse_unread
+from lightning_genae.experiment.config import WHOLE_SPLIT, RunConfig
 from lightning_genae.experiment.resolve import ResolvedRun, resolve
 from lightning_genae.experiment.run_folder import another_run, read_json_object, refuse_files_no_run_wrote
 from lightning_genae.experiment.run_lock import RunFolderLock
@@ -134,12 +134,7 @@ def _refuse_options_no_arm_reads(
                 continue  # a candidate an arm cannot take is refused as the tuning plan resolves it
     given = shared.given_plugin_options(augmentation_options())
     stray = [name for name in [*given, *candidates] if name not in read]
-    if stray:
-        flags = ", ".join(flag(name) for name in stray)
-        raise ConfigError(
-            f"{flags} {agree(stray, 'does', 'do')} nothing with any --augment of this grid; "
-            f"drop {agree(stray, 'it', 'them')}"
-        )
+    refuse_unread(stray, {}, "does nothing with any --augment of this grid; drop it")
 
 
 def resolve_cell(shared: RunConfig, root: Path, cell: GridCell) -> ResolvedRun:
