@@ -148,11 +148,9 @@ def evaluate_selected_checkpoint(
     chosen: ModelCheckpoint,
     final_metrics: dict[str, float],
     test_split: bool = True,
-) -> dict[str, Any] | None:
-    """Test metrics of the checkpoint `chosen` on validation (None: none), unlogged; weights put back."""
+) -> dict[str, Any]:
+    """Test metrics of the checkpoint `chosen` on validation, unlogged; the final weights put back."""
     monitor = chosen.monitor
-    if monitor is None:
-        return None
     record: dict[str, Any] = {"path": chosen.best_model_path or None, "chosen_on": monitor}
     if not chosen.best_model_path:
         record["note"] = "no validation ran during training, so no checkpoint was chosen"
@@ -245,16 +243,14 @@ def _scored(checkpoint: RunCheckpoint, resolved: ResolvedRun, eval_file: Path) -
     return result
 
 
-def evaluate_folder(
-    folder: str, options: dict[str, Any], file_values: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def evaluate_folder(folder: str, options: dict[str, Any], file_values: dict[str, Any]) -> dict[str, Any]:
     """Score a folder of images against a dataset's test split with every backbone (or the one typed)."""
     if "output" not in options:
         raise ConfigError("--evaluate-folder needs --output DIR for eval.json")
     chosen = options.get("backbone")
     read = {
         key: value
-        for key, value in (file_values or {}).items()
+        for key, value in file_values.items()
         if key in FOLDER_EVALUATION_OPTIONS and key != "backbone"
     }
     merged = RunConfig.from_dict({**read, **options})

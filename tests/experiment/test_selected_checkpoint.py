@@ -84,9 +84,11 @@ def test_evaluate_of_the_chosen_checkpoint_reproduces_its_recorded_test_metrics(
         assert metrics[name] == pytest.approx(value, rel=1e-6), name
 
 
-def chosen_stub(run_dir: Path, monitor: str | None = "val/fd_classifier", path: str | None = None):
+def chosen_stub(run_dir: Path, path: str | None = None):
     best = str(run_dir / "checkpoints" / "best.ckpt") if path is None else path
-    return SimpleNamespace(monitor=monitor, best_model_path=best, best_model_score=torch.tensor(12.5))
+    return SimpleNamespace(
+        monitor="val/fd_classifier", best_model_path=best, best_model_score=torch.tensor(12.5)
+    )
 
 
 def test_a_best_checkpoint_at_the_final_step_reuses_the_final_test_metrics(run_dir: Path) -> None:
@@ -100,9 +102,8 @@ def test_a_best_checkpoint_at_the_final_step_reuses_the_final_test_metrics(run_d
     assert "final weights" in record["note"] and "not recomputed" in record["note"]
 
 
-def test_without_a_monitor_or_a_saved_best_checkpoint_nothing_is_evaluated(run_dir: Path) -> None:
+def test_without_a_saved_best_checkpoint_nothing_is_evaluated(run_dir: Path) -> None:
     model = SimpleNamespace(optimizer_steps_per_iteration=2, iteration=7)
-    assert evaluate_selected_checkpoint(None, model, None, chosen_stub(run_dir, monitor=None), {}) is None
     record = evaluate_selected_checkpoint(None, model, None, chosen_stub(run_dir, path=""), {})
     assert record["path"] is None and "no validation ran during training" in record["note"]
     assert "test_metrics" not in record
