@@ -267,7 +267,6 @@ class CellOutcome:
     """What one cell gave; `action`: `ran`, `resumed`, `restarted`, `skipped`, `in use` or `refused`."""
 
     cell: GridCell
-    run_dir: Path
     ok: bool
     error: str | None = None
     action: str = "ran"
@@ -358,10 +357,10 @@ def _run_cell(
     start, says = _how_to_start(run_dir, overwrite, (configs or {}).get(cell))
     if start == "refused":
         print(f"{label} refused: {says}", file=sys.stderr, flush=True)
-        return CellOutcome(cell, run_dir, ok=False, error=says, action="refused")
+        return CellOutcome(cell, ok=False, error=says, action="refused")
     if not isinstance(start, CellStart):
         print(f"{label}: {says}", flush=True)
-        return CellOutcome(cell, run_dir, ok=True, action=start)
+        return CellOutcome(cell, ok=True, action=start)
     print(f"{label}: {says} ..." if says else f"{label} ...", flush=True)
     take_noted_signal()  # a signal a run noted before this cell is not this cell's
     try:
@@ -369,12 +368,12 @@ def _run_cell(
     except RunFolderRefused as refused:
         # Not the cell's failure: its folder is another run's; a failed.json would let a re-run replace it.
         print(f"{label} refused: {refused}", file=sys.stderr, flush=True)
-        return CellOutcome(cell, run_dir, ok=False, error=str(refused), action="refused")
+        return CellOutcome(cell, ok=False, error=str(refused), action="refused")
     except Exception as error:  # noqa: BLE001 - one broken cell must not cost the rest of the grid
         return _failed(cell, run_dir, label, start, error)
     # KeyboardInterrupt and a stop signal's RunInterrupted are not caught: they stop the whole grid.
     (run_dir / FAILED_FILE).unlink(missing_ok=True)
-    return CellOutcome(cell, run_dir, ok=True, action=start.value)
+    return CellOutcome(cell, ok=True, action=start.value)
 
 
 def _failed(cell: GridCell, run_dir: Path, label: str, start: CellStart, error: Exception) -> CellOutcome:
@@ -382,10 +381,10 @@ def _failed(cell: GridCell, run_dir: Path, label: str, start: CellStart, error: 
     message = describe_error(error)
     if start is not CellStart.FRESH and read_summary(run_dir) is not None:
         print(f"{label} FAILED: {message} (the cell's finished run is kept)", file=sys.stderr, flush=True)
-        return CellOutcome(cell, run_dir, ok=False, error=message, action=start.value)
+        return CellOutcome(cell, ok=False, error=message, action=start.value)
     record = {"cell": cell.name, **{key: getattr(cell, key) for key in ("augment", "train_size", "seed")}}
     record["error"] = message
     record["traceback"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     write_file_atomically(run_dir / FAILED_FILE, json.dumps(record, indent=2) + "\n")
     print(f"{label} FAILED: {message} (details in {run_dir / FAILED_FILE})", file=sys.stderr, flush=True)
-    return CellOutcome(cell, run_dir, ok=False, error=message, action=start.value)
+    return CellOutcome(cell, ok=False, error=message, action=start.value)

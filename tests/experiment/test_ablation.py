@@ -190,12 +190,7 @@ def test_failing_cell_writes_failed_json_the_grid_goes_on_and_summary_reports_it
 
     assert [outcome.ok for outcome in outcomes] == [True, True, False, True]
     failed = outcomes[2]
-    assert failed == CellOutcome(
-        cells[2],
-        tmp_path / "ae-tsfull-seed0",
-        ok=False,
-        error="RuntimeError: out of memory in ae-tsfull-seed0",
-    )
+    assert failed == CellOutcome(cells[2], ok=False, error="RuntimeError: out of memory in ae-tsfull-seed0")
     record = json.loads((tmp_path / "ae-tsfull-seed0" / "failed.json").read_text())
     assert {key: record[key] for key in ("cell", "augment", "train_size", "seed", "error")} == {
         "cell": "ae-tsfull-seed0",
@@ -234,7 +229,7 @@ def test_grid_index_runs_only_that_cell(tmp_path: Path, capsys: pytest.CaptureFi
     seen: list[str] = []
     outcomes = run_grid(cells, tmp_path, lambda cell, run_dir, start: seen.append(cell.name), grid_index=2)
     assert seen == ["ae-tsfull-seed0"]
-    assert outcomes == [CellOutcome(cells[2], tmp_path / "ae-tsfull-seed0", ok=True)]
+    assert outcomes == [CellOutcome(cells[2], ok=True)]
     assert capsys.readouterr().out.startswith("[3/4] ae-tsfull-seed0")
 
 
