@@ -106,8 +106,8 @@ def _main(argv: Sequence[str] | None, watch: SimpleNamespace, training: list[boo
     grid_options = [name for name in GRID_MODES if mode[name] is not None]
     not_read = grid_options + ["print_config"] * print_config
     if mode["evaluate"] is not None or mode["evaluate_folder"] is not None:
-        several_sizes = ["train_size"] * (len(train_sizes or []) > 1)
-        return _evaluate(mode, args, file_values, train_sizes, not_read + several_sizes)
+        sizes = ["train_size"] * (train_sizes is not None)
+        return _evaluate(mode, args, file_values, not_read + sizes)
     if mode["summarize"] is not None:
         return _summarize(Path(mode["summarize"]))
     augments = _augment_arms(args, file_values)
@@ -155,7 +155,6 @@ def _evaluate(
     mode: dict[str, Any],
     args: dict[str, Any],
     file_values: dict[str, Any],
-    train_sizes: list[int | None] | None,
     not_evaluating: list[str],
 ) -> int:
     """`--evaluate CKPT` or `--evaluate-folder DIR`; an option the mode does not read is refused."""
@@ -169,8 +168,6 @@ def _evaluate(
     )
     from lightning_genae.experiment.trainer import stop_at_once_on_signal
 
-    if train_sizes is not None:
-        args["train_size"] = train_sizes[0]
     if checkpoint is not None:
         # The checkpoint holds the run's own settings, so neither --config nor the folder mode applies.
         not_evaluating += [name for name in ("evaluate_folder", "config") if mode[name] is not None]
