@@ -24,10 +24,8 @@ if TYPE_CHECKING:
     from lightning_genae.experiment.resolve import ResolvedRun
 
 
-def to_resume(resume: str | None, output: str | None) -> RunCheckpoint | None:
-    """The checkpoint `--resume` names (`last` = `<--output>/checkpoints/last.ckpt`), or None."""
-    if resume is None:
-        return None
+def to_resume(resume: str, output: str | None) -> RunCheckpoint:
+    """The checkpoint `--resume` names (`last` = `<--output>/checkpoints/last.ckpt`)."""
     if resume == "last":
         if output is None:
             raise ConfigError("--resume last needs --output RUN_DIR, the run folder to continue")
