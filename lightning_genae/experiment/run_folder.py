@@ -293,13 +293,12 @@ class ClaimedRunFolder:
         if self.undone or self.wrote_checkpoint():
             return
         self.undone = True
-        if self.set_aside is not None:
-            # What this invocation wrote goes first, then the replaced run's files come back.
-            self.set_aside = None
-            self._remove_new_entries()
+        # What this invocation wrote goes first, then a replaced run's files come back (`release` keeps them).
+        set_aside, self.set_aside = self.set_aside, None
+        self._remove_new_entries()
+        if set_aside is not None:
             put_back(self.path)
             return
-        self._remove_new_entries()
         if self.path in self.made:
             if set(os.listdir(self.path)) <= {LOCK_FILE}:
                 shutil.rmtree(self.path, ignore_errors=True)
