@@ -112,9 +112,6 @@ def run_stamp() -> str:
     return stamp
 
 
-# ----- one rank creates, the others wait -----
-
-
 class RankZeroFailed(GenaeError):
     """Local rank 0 could not create what the other ranks were waiting for; they stop with its reason."""
 
@@ -170,9 +167,6 @@ def created_by_local_rank_zero(
                 f"local rank 0 failed to create the {what} ({failure.read_text().strip()}); see above"
             )
         time.sleep(poll_s)
-
-
-# ----- rank 0's start-up verdict -----
 
 
 class RankZeroStopped(GenaeError):
@@ -280,9 +274,6 @@ def start_gate() -> StartGate | None:
     )
     _gate.append(StartGate(store, f"genae/start/{job.tag}/{job.restart_count}", world_size))
     return _gate[0]
-
-
-# ----- stopping on a signal -----
 
 
 # The stop signal a run in this process noted last, so that a grid stops after a cell that finished anyway.
