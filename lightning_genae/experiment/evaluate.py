@@ -50,7 +50,7 @@ from lightning_genae.experiment.trainer import (
     prepare_data_early,
     scalar_metrics,
 )
-from lightning_genae.metrics.backbones import BackboneUnavailable, load_backbone
+from lightning_genae.metrics.backbones import BackboneUnavailable
 from lightning_genae.metrics.distances import MIN_FEATURE_SAMPLES
 from lightning_genae.metrics.names import BACKBONES, frechet_distance_name, test_headline
 from lightning_genae.models import GenerativeModule
@@ -293,12 +293,15 @@ def evaluate_folder(folder: str, options: dict[str, Any], file_values: dict[str,
     }
     for name in [chosen] if chosen is not None else BACKBONES:
         try:
-            backbone = load_backbone(
-                name,
-                config.data,
+            score = score_images(
+                images,
                 datamodule,
+                backbone=name,
                 inception_weights=config.inception_weights,
                 classifier_weights=config.classifier_weights,
+                num_samples=config.eval_samples,
+                seed=config.seed,
+                device=device,
             )
         except BackboneUnavailable as error:
             named = {"classifier": config.classifier_weights, "inception": config.inception_weights}
@@ -307,14 +310,6 @@ def evaluate_folder(folder: str, options: dict[str, Any], file_values: dict[str,
             result["skipped"][name] = str(error)
             say(f"{name} metrics skipped: {str(error).removeprefix(f'{name}: ')}")
             continue
-        score = score_images(
-            images,
-            datamodule,
-            backbone=backbone,
-            num_samples=config.eval_samples,
-            seed=config.seed,
-            device=device,
-        )
         result["metrics"].update(score.values)
         result["backbones"][name] = {
             "description": score.backbone,
