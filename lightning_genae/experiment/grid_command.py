@@ -312,7 +312,6 @@ def run_grid(
     configs: Mapping[GridCell, RunConfig] | None = None,
 ) -> list[CellOutcome]:
     """Run every cell (or `cells[grid_index]`) in `root/<name>`; a failing cell does not stop the others."""
-    root = Path(root)
     selected = list(enumerate(cells)) if grid_index is None else [(grid_index, cells[grid_index])]
     pending = overwrite_pending(root)
     if overwrite and grid_index is None:
