@@ -90,13 +90,11 @@ def _main(argv: Sequence[str] | None, watch: SimpleNamespace, training: list[boo
     args = command_line_values(parser, argv)
     print_config = args.pop("print_config", False)
     mode = {name: args.pop(name, None) for name in MODES}
-    config_path, seeds, grid_index, tune_seeds = (
-        mode[n] for n in ("config", "seeds", "grid_index", "tune_seeds")
-    )
+    seeds, grid_index, tune_seeds = mode["seeds"], mode["grid_index"], mode["tune_seeds"]
     train_sizes = args.pop("train_size", None)
     # Anything but printing the configuration writes a folder that holds what stdout would have shown.
     watch.note = not print_config
-    args, file_values, candidates = _read_inputs(parser, args, config_path, tune_seeds)
+    args, file_values, candidates = _read_inputs(parser, args, mode["config"], tune_seeds)
     sizes_in_file = file_values.pop("train_size", None)
     if sizes_in_file is not None and len(sizes_in_file) == 1:
         file_values["train_size"] = sizes_in_file[0]
