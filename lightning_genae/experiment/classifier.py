@@ -236,12 +236,8 @@ def build_prepare_parser(prog: str = PREPARE_PROG) -> CommandLineParser:
     return parser
 
 
-def prepare_main(argv: Sequence[str] | None = None, prog: str = PREPARE_PROG) -> int:
-    """Prepare one dataset, behind the command's one border (`one_line_border`)."""
-    return one_line_border(lambda: _prepare(argv, prog))
-
-
-def _prepare(argv: Sequence[str] | None, prog: str) -> int:
+def prepare_main(argv: Sequence[str], prog: str) -> int:
+    """`genae prepare`: one dataset's splits into --output (within run.py's border, `cli.main`)."""
     load_plugins()
     args = build_prepare_parser(prog).parse_args(argv)
     output = Path(args.output).expanduser()

@@ -54,9 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     below it is one line, `error: ...`, and its exit code (0 ok, 2 bad input, 1 training failure)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["prepare"]:
-        from lightning_genae.experiment.classifier import prepare_main as prepare
+        from lightning_genae.experiment.classifier import prepare_main
 
-        return prepare(argv[1:], prog=f"{program_name()} prepare")
+        return one_line_border(lambda: prepare_main(argv[1:], f"{program_name()} prepare"))
     training: list[bool] = []  # set as a run starts training, from when each rank's error is its own
     with reader_may_leave() as watch:
         try:
