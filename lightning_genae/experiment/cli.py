@@ -113,9 +113,8 @@ def _main(argv: Sequence[str] | None, watch: SimpleNamespace, training: list[boo
         values = {**_without_options_of_what_the_command_line_replaced(file_values, args), **args}
         tuning = (candidates, tune_seeds) if tune_seeds is not None else None
         with continued_as_a_grid(sys.argv[1:] if argv is None else argv):
-            named = named_options(args)
             return run_grid_command(
-                values, augments, train_sizes, seeds, grid_index, print_config, tuning, named
+                values, augments, train_sizes, seeds, grid_index, print_config, tuning, named_options(args)
             )
     resolved, resume = _resolve_single_run(args, file_values, train_sizes, may_write=not print_config)
     if print_config:
