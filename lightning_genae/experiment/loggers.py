@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import http.client
@@ -164,10 +165,8 @@ def logged_values(path: Path, prefixes: Mapping[int, str]) -> dict[str, float]:
             continue
         for key, value in row.items() if prefix is not None else ():
             if key.startswith(prefix):
-                try:
+                with contextlib.suppress(ValueError):  # an empty cell: the value belongs to another row
                     values[key] = float(value)
-                except ValueError:
-                    pass  # an empty cell: the value belongs to another row
     return values
 
 
