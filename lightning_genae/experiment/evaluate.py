@@ -15,7 +15,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lightning_genae import api
 from lightning_genae.api import (
-    check_split_scorable,
     evaluation_records,
     score_images,
     sequence_metrics,
@@ -275,7 +274,6 @@ def evaluate_folder(folder: str, options: dict[str, Any], file_values: dict[str,
             f"--evaluate-folder {folder} holds {len(paths)} {agree(paths, 'image', 'images')}; the "
             f"k-nearest-neighbour metrics need at least {MIN_FEATURE_SAMPLES}: add images"
         )
-    check_split_scorable(datamodule, "test")
     channels, size, _ = datamodule.image_shape
     images = read_images(paths, size, channels)
     device = torch.device("cuda" if torch.cuda.is_available() and config.accelerator != "cpu" else "cpu")
