@@ -388,7 +388,6 @@ def _write_run_header(
     sampling: str | None,
 ) -> None:
     """Rank 0: config.yaml, from which the run can be repeated, and what the run is, on the console."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir.absolute() / CONFIG_FILE).write_text(config_file_text(config, run_dir))
     say(f"run folder: {run_dir}  ({datamodule.summary()})")
     if discriminator_augmentation is not None:
