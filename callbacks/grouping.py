@@ -8,8 +8,7 @@ from typing import Any
 
 from pytorch_lightning.callbacks import Callback, Checkpoint, EarlyStopping, ProgressBar
 
-# Every hook Lightning calls on a callback (`state_dict` and `load_state_dict` are not hooks: grouped
-# callbacks keep Callback's, which hold no state).
+# Every hook Lightning calls on a callback (not state_dict/load_state_dict: a group holds no state).
 HOOKS = tuple(
     sorted(
         name

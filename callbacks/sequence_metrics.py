@@ -36,8 +36,7 @@ SCORE_SEED = 0
 class SequenceMetrics(StageRecords):
     """N generated series against N (at most `num_samples`) real ones of the stage's split."""
 
-    # How often a validation and the test fit each post-hoc GRU: TimeGAN's reference fits 10 times, which
-    # at every validation would make each ten times as long.
+    # Fits per post-hoc GRU: TimeGAN's reference makes 10, which would make every validation 10 times as long.
     fits = 1
     test_fits = REPETITIONS
 
@@ -62,8 +61,7 @@ class SequenceMetrics(StageRecords):
         if key not in self._real:
             loader = base.val_dataloader() if split == "val" else base.test_dataloader()
             series = torch.cat([base.on_after_batch_transfer(batch, 0)[0].float().cpu() for batch in loader])
-            # The same N real series for every run and evaluation, whatever its seed and the loader's order:
-            # runs and seeds are measured against one reference set.
+            # One reference set: the same N real series for every run, seed, evaluation and loader order.
             if len(series) > self.num_samples:
                 series = series[seeded_subset(len(series), self.num_samples, REAL_SUBSET_SEED)]
             self._real[key] = series

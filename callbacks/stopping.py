@@ -76,9 +76,8 @@ class StopOnSignal(Callback):
         if not self._heard(trainer):
             return
         if validation_follows_batch(trainer):
-            # This iteration validates: saved now, the checkpoint would make a resume pass over that
-            # validation, so the run stops once it has validated and saved; killed during the validation, it
-            # leaves the previous periodic checkpoint, from which the iterations and the validation run again.
+            # A checkpoint saved now would resume past this iteration's validation: stop once validated and
+            # saved; killed during it, the run resumes from the previous periodic checkpoint and validates.
             self._stop_after_validation = True
             return
         trainer.save_checkpoint(self.checkpoint_path)
@@ -86,8 +85,7 @@ class StopOnSignal(Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            # Only a validation of the training: the same Trainer's later validations (the final
-            # evaluation, the chosen checkpoint's, with its weights loaded) must save nothing as last.ckpt.
+            # Training's only: this Trainer's later validations (final, chosen ckpt's) save no last.ckpt.
             return
         # Or a signal that came during this validation, after its iteration's end was checked: the run is at
         # an iteration boundary again, and in the last iteration nothing else would hear it.

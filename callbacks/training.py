@@ -189,8 +189,7 @@ class WritesUnder(Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Here, once Lightning has restored any checkpoint (only then is trainer.ckpt_path known): a training
-        # that continues no run there would write over the files there.
+        # trainer.ckpt_path is known from here: a training continuing no run there would overwrite its files.
         before, self._there_before = self._there_before, None
         held = [name for name in self.held() if before is None or name in before]
         if not held:
