@@ -29,8 +29,7 @@ TIME_COLUMN_NAMES = frozenset({"date", "time", "datetime", "timestamp", "ds"})
 # A column is taken for a time index or a constant over this many values or more; fewer may be a coincidence.
 COUNTER_MIN_ROWS = 10
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-# A first row counting 0, 1, 2, ... over this many cells is pandas' header of unnamed columns; two cells
-# counting 0, 1 are as likely a first time step of two channels.
+# A first row 0, 1, 2, ... this long is pandas' unnamed-column header; 0, 1 may be two channels' first step.
 NUMBERED_HEADER_MIN_CELLS = 3
 
 
@@ -272,8 +271,7 @@ class CSVSeriesDataModule(SequenceDataModule):
     def reading_advice(self) -> str:
         if self.hparams.get("csv_channels") is not None or self.layout in ("rows", "ucr"):
             return ""
-        # Which columns are channels is decided by rules that a version may refine (index and constant
-        # columns); naming the run's channels reads the file as the run did.
+        # Versions may refine which columns are channels; naming the run's channels reads the file as it did.
         taken = ", ".join(self.channel_names)
         return f"name the run's channels with csv_channels (this version takes {taken}), "
 

@@ -15,8 +15,7 @@ from torch import Tensor
 from lightning_genae.datamodules.base import Batch, DataKind, InMemoryDataModule
 from lightning_genae.errors import DataError
 
-# The series metrics fit a scorer on part of each set and score the rest, so every split needs two series:
-# refused when the data is loaded, not in the evaluation after training.
+# The series metrics fit on part of each set and score the rest: two series per split, checked at load.
 MIN_SERIES_PER_SPLIT = 2
 # A channel whose spread on the training split is at most this fraction of its largest magnitude is constant
 # and keeps its scale instead of being divided by zero (relative, so small units still scale).
@@ -164,8 +163,7 @@ class SequenceDataModule(InMemoryDataModule):
         return {**super().state_dict(), "normaliser": self.normaliser.to_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """On resume: the data must normalise as it did, and be bounded alike, or the model would see shifted
-        inputs or change its output's range."""
+        """On resume, normalise and bound as before, or the inputs would shift or the output range change."""
         saved, now = Normaliser.from_dict(state_dict["normaliser"]).to_dict(), self.normaliser.to_dict()
         same = saved.keys() == now.keys() and all(
             len(saved[key]) == len(now[key])
