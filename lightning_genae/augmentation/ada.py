@@ -58,8 +58,7 @@ _FRACTION_STD = 0.125  # of the side
 _BRIGHTNESS_STD = 0.2
 _CONTRAST_STD = 0.5
 _SATURATION_STD = 1.0
-# ADA's full-circle `rotate` would make a 6 and a 9 one class; a tilt of at most 15 degrees cannot turn
-# one digit into another, so digits get `tilt` instead.
+# ADA's full-circle `rotate` turns a 6 into a 9; a tilt of at most 15 degrees cannot, so digits get `tilt`.
 _TILT_MAX = math.radians(15)
 
 # ADA's bgc set for RGB: everything but the digits' `tilt`, which `rotate` covers.
@@ -271,8 +270,7 @@ def _resample(images: Tensor, inverse: Tensor) -> Tensor:
     grid = torch.stack([grid_x, grid_y], dim=-1)
     if channels == 3:
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    # Zero padding of images + 1 weights each sample by the part of it inside the frame, so subtracting 1
-    # blends with -1 exactly where the sample reaches outside.
+    # Zero padding of images + 1 weights a sample by its part in the frame: minus 1, it blends with -1 beyond.
     shifted = F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return shifted - 1
 
@@ -365,8 +363,7 @@ class AdaPipeline:
         uniforms = sum(ADA_OPERATIONS[name].uniforms for name in self.ops)
         normals = sum(ADA_OPERATIONS[name].normals for name in self.ops)
         draws = _Draws(batch, uniforms, normals, images.device, generator)
-        # Half-precision images are resampled in float32 (bf16 grid coordinates are off by pixels on
-        # large images); the result is cast back to the input's dtype.
+        # Half precision resamples in float32 (bf16 grid coordinates are pixels off on large images).
         work_dtype = torch.promote_types(images.dtype, torch.float32)
         with _no_autocast(images.device):
             out = images

@@ -108,8 +108,7 @@ class AugmentedDataModule(pl.LightningDataModule):
             self._generator.set_state(restored)
         elif isinstance(restored, list) and len(restored) == world_size:
             self._generator.set_state(restored[rank])
-        # Otherwise the checkpoint was made by another number of processes, which cannot give each rank its
-        # draws: each keeps the stream seeded for its rank.
+        # Else the checkpoint came from another number of processes: each rank keeps the stream seeded for it.
 
     def prepare_data(self) -> None:
         self.base.prepare_data()
@@ -186,8 +185,7 @@ class AugmentedDataModule(pl.LightningDataModule):
         for index in sources.split(POOL_BATCH):
             images, labels = self.base.items_at("train", index)
             batch = self.base.to_model_range(images.to(self.augmenter.device))
-            # Stored as the decoder's pixel values: binary data draws its pixels from them at every batch, as
-            # it does from the real images' intensities.
+            # Decoder pixel values: binary data draws pixels from them per batch, as from real intensities.
             batch = as_training_pixels(self.base, batch, draws)
             yield self.base.to_stored(self.augmenter(batch, labels, generator=draws)).cpu(), labels
 
