@@ -6,8 +6,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-# Added to the fitted covariance's diagonal so that a degenerate fit (fewer codes than dimensions, or a
-# collapsed dimension) gives a large finite KL instead of infinity.
+# On the covariance's diagonal: a degenerate fit (codes < dimensions, one collapsed) gives a finite KL.
 COVARIANCE_JITTER = 1e-6
 
 

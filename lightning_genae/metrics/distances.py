@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# Largest pairwise-distance block held at once (elements; float64 -> 128 MiB). Read at call time, so tests
-# can shrink it to check that chunking leaves the results unchanged.
+# Largest distance block held (elements; float64: 128 MiB); read per call, so tests can shrink it (chunking).
 _CHUNK_ELEMENTS = 2**24
 
 _KID_DEFAULT_SUBSET = 1000

@@ -70,8 +70,7 @@ def representation_metrics(
         test_labels.append(labels)
     results["pca_mse"] = sum(mean * size for mean, size in squared_errors) / sum(s for _, s in squared_errors)
 
-    # A probe needs two classes or more in each split: on a test split of one class its accuracy measures
-    # one class alone (1 where the probe always names it).
+    # Two classes per split: a probe on a one-class test split measures one class (1 if it always names it).
     y_train, y_test = train_labels.numpy(), torch.cat(test_labels).numpy()
     if all((labels >= 0).all() and len(np.unique(labels)) > 1 for labels in (y_train, y_test)):
         model_train = map_images(encode, train_images, device, prepare=prepare).numpy()
