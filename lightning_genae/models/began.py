@@ -74,8 +74,7 @@ class BEGANModule(ImageAdversarialModule):
         self.register_buffer("k", torch.zeros(()))
 
     def decode(self, latents: Tensor) -> Tensor:
-        # The paper's generator has no output activation; what the run shows and scores is clipped to the
-        # image range, as the paper's reference code clips before saving.
+        # The paper's G has no output activation; shown and scored images are clipped as its code saves.
         return self.generator(latents).clamp(-1.0, 1.0)
 
     def draw_prior(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:

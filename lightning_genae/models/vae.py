@@ -92,8 +92,7 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
         out = self.decoder(latents)
         recon = reconstruction_loss(out, images, self.options.recon_loss).mean()
         kl = gaussian_kl(mean, log_var).mean()
-        # Training follows the linear warm-up (against early posterior collapse); evaluation uses the target
-        # beta so val/loss is comparable over time.
+        # Warm-up against early posterior collapse; evaluation at the target beta keeps val/loss comparable.
         beta, warmup = self.options.beta, self.options.kl_warmup
         if stage == "train" and warmup > 0:
             beta *= min(1.0, self.iteration / warmup)
