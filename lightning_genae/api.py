@@ -370,8 +370,7 @@ def score_images(
             RealFeatures(backbone),
             datamodule,
             split,
-            # Its own stream, not the real subset's: the split's own images given would be cut to the very
-            # images they are compared with.
+            # Not the real subset's stream: given the split's own images, it picks those compared with.
             lambda n: extract_features(
                 backbone, images[seeded_subset(len(images), n, int_seed(seed, "scored images"))], device
             ),

@@ -84,8 +84,7 @@ def state_sha256(module: object, prefix: str = "") -> str:
     return digest.hexdigest()
 
 
-# The first bytes of a file torch.save wrote in its legacy (pre-zip) format: a protocol-2 pickle of torch's
-# magic number 0x1950A86A20F9469CFC6C.
+# torch.save's legacy (pre-zip) files open with a protocol-2 pickle of its magic 0x1950A86A20F9469CFC6C.
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 
 

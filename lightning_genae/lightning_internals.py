@@ -158,8 +158,7 @@ def log_global_value(pl_module: pl.LightningModule, name: str, value: Any, **log
     pl_module.log(name, value, sync_dist=False, **log_options)
 
 
-# Lightning's decorator for `load_from_checkpoint`: a class method that refuses to be called on an
-# instance (where it would return a new model and leave the instance as it was).
+# Lightning's `load_from_checkpoint` decorator: refused on an instance (it would return a new model).
 restricted_classmethod = _restricted_classmethod
 
 
