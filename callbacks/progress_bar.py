@@ -61,8 +61,6 @@ class IterationProgressBar(TQDMProgressBar):
     def iteration(self, trainer: pl.Trainer) -> int:
         return trainer.global_step // self._steps_per_iteration
 
-    # ----- training: one bar for the whole fit -----
-
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._steps_per_iteration = getattr(pl_module, "optimizer_steps_per_iteration", 1)
         self.total = planned_iterations(trainer, self._steps_per_iteration)
@@ -162,8 +160,6 @@ class IterationProgressBar(TQDMProgressBar):
         ):
             parts.append(f"train/ values of iteration {values_at}")
         return ", ".join(parts)
-
-    # ----- validation and test: transient bars on a terminal, nothing in a log file -----
 
     def _evaluation_bar(self, description: str, position: int) -> Tqdm:
         return Tqdm(

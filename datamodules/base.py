@@ -143,8 +143,6 @@ class InMemoryDataModule(pl.LightningDataModule):
     to_model_range: Callable[[Tensor], Tensor]
     to_stored: Callable[[Tensor], Tensor]
 
-    # ----- loading -----
-
     # Every dataset's: the fixed (items [N,...], int64 [N]) train/val/test splits, whatever the run seed.
     _load_splits: Callable[[], dict[str, Batch]]
 
@@ -227,8 +225,6 @@ class InMemoryDataModule(pl.LightningDataModule):
         blocks whose sizes are multiples of MAP_BATCH: a pass over a streamed split without holding it."""
         yield self.split_tensors(split)
 
-    # ----- what the data is, by content: cache keys and checkpoints -----
-
     def content_sha256(self, split: str) -> str:
         """Hex SHA-256 of one split as stored (item shape and dtype, items, labels); computed once."""
         if split not in self._content_sha256:
@@ -247,8 +243,6 @@ class InMemoryDataModule(pl.LightningDataModule):
             TRAIN_CONTENT_KEY: self.content_sha256("train"),
             EVALUATION_CONTENT_KEY: {split: self.content_sha256(split) for split in ("val", "test")},
         }
-
-    # ----- dataloaders -----
 
     def loader_over(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader | DeviceBatches:
         """This DataModule's loader over in-memory items: training batches resumable (a resumed run sees the
@@ -312,14 +306,10 @@ class InMemoryDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.loader_over(*self.split_tensors("test"), train=False)
 
-    # ----- device side -----
-
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """The stored batch as the model's input, made on the device (uint8 moves a quarter of float32)."""
         items, labels = batch
         return self.to_model_range(items), labels
-
-    # ----- description -----
 
     def summary(self) -> str:
         """One line: split sizes and item shape, e.g. `mnist: train 55000 (subset 1000) / val 5000 / ...`."""

@@ -113,8 +113,6 @@ class SequenceDataModule(InMemoryDataModule):
         super().__init__(data_dir, **shared)
         self._normaliser: Normaliser | None = None
 
-    # ----- loading -----
-
     # Every series dataset's: the fixed (float [N,T,C] in the data's units, int64 [N]) splits.
     _load_series: Callable[[], dict[str, Batch]]
 
@@ -155,8 +153,6 @@ class SequenceDataModule(InMemoryDataModule):
     def to_stored(series: Tensor) -> Tensor:
         """A model's series as the DataModule stores them (float32, no graph)."""
         return series.detach().float()
-
-    # ----- saved with the checkpoint -----
 
     def state_dict(self) -> dict[str, Any]:
         """The normaliser, so a checkpoint alone says how to read its model's series in real units."""

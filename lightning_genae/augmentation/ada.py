@@ -102,9 +102,6 @@ def check_ops_fit(ops: Sequence[str], channels: int) -> None:
         )
 
 
-# --- random draws ----------------------------------------------------------------------------------------
-
-
 class _Draws:
     """All random numbers of one call, drawn in two tensors (few kernels, and with a CPU generator two
     host-to-device copies) and handed out one column per parameter."""
@@ -131,9 +128,6 @@ class _Draws:
     def applied(self, p: float | Tensor) -> Tensor:
         """Per image: does this operation apply (probability p)."""
         return self.uniform() < p
-
-
-# --- geometry: inverse maps from output to input pixel coordinates, centred on the image -----------------
 
 
 def _affine(like: Tensor, **entries: Tensor) -> Tensor:
@@ -273,9 +267,6 @@ def _resample(images: Tensor, inverse: Tensor) -> Tensor:
     # Zero padding of images + 1 weights a sample by its part in the frame: minus 1, it blends with -1 beyond.
     shifted = F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return shifted - 1
-
-
-# --- colour: per-image affine maps of the colour, as [B, 4, 4] homogeneous matrices ------------------------
 
 
 def _colour_affine(linear: Tensor, offset: Tensor) -> Tensor:
