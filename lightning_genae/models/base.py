@@ -244,8 +244,7 @@ class GenerativeModule(pl.LightningModule):
     on_validation_start = on_test_start = _take_rank_zero_buffers
 
     def on_fit_start(self) -> None:
-        # A validate or test before the fit left its metrics' states as inference tensors, which the fit's
-        # validations cannot update in place: made anew here, outside inference mode.
+        # Metric states left as inference tensors by a prior validate/test can't update in place: remade here.
         for module in self.modules():
             if isinstance(module, torchmetrics.Metric):
                 module.reset()

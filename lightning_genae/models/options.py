@@ -248,8 +248,7 @@ class AAEOptions(ReconstructionOptions):
     aae_supervised: bool = option(
         False, "with --aae-prior mixture: class c's codes go to component c (D is told the label)"
     )
-    # Chosen on MNIST's Parzen log-likelihood (docs/models.md): 10/784, the adversarial loss weighing 10
-    # against the reconstruction loss summed over an MNIST image's 784 pixels.
+    # Chosen on MNIST's Parzen log-likelihood (docs/models.md): 10/784, 10 against a 784-pixel summed loss.
     aae_adversarial_weight: float = option(
         0.0128,
         "weight of the encoder's adversarial loss against the per-pixel reconstruction loss in the "

@@ -114,8 +114,7 @@ class VAEModule(GaussianEncoding, ReconstructionModule):
             return loss
         if stage == "test" and self.options.nll_samples:
             k = self.options.nll_samples
-            # Its draws leave the random state as they found it: the batches after this one draw their codes
-            # as they would without the estimate, so asking for it changes no other number.
+            # The estimate restores the random state it drew from: asking for it changes no other number.
             device = images.device
             accelerated = device.type != "cpu"
             with torch.random.fork_rng(
