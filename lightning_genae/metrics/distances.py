@@ -16,8 +16,7 @@ from torch import Tensor
 _CHUNK_ELEMENTS = 2**24
 
 _KID_DEFAULT_SUBSET = 1000
-# k of precision/recall (Kynkäänniemi et al. 2019) and of density/coverage (Naeem et al. 2020); a k-NN
-# radius excludes the sample itself, so every set needs more than k samples.
+# k of precision/recall (Kynkäänniemi 2019), density/coverage (Naeem 2020); a radius skips its sample: n > k.
 PRECISION_RECALL_K = 3
 DENSITY_COVERAGE_K = 5
 MIN_FEATURE_SAMPLES = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1

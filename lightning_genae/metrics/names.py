@@ -88,8 +88,7 @@ KINDS: dict[str, MetricKind] = {
     "loss_enc": MetricKind(Direction.NONE),
     "loss_dec": MetricKind(Direction.NONE),
     "feature": MetricKind(Direction.NONE),
-    # Generated time series (metrics/sequences.py): quick variants of TimeGAN's scores, named apart from
-    # the figures of TimeGAN's protocol (metrics/timegan.py), which they are not.
+    # Quick variants of TimeGAN's scores (metrics/sequences.py), not its protocol's (metrics/timegan.py).
     "discriminative_quick": MetricKind(Direction.LOWER),
     "predictive_quick": MetricKind(Direction.LOWER),
     # The spread (std) of each over its repeated fits: how far to trust it, not how good the model is.
