@@ -14,8 +14,7 @@ PLUGIN_HINT = "(for a plug-in's, put its module in GENAE_PLUGINS)"
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-# torch's safe loader explains a refusal by advising to load the file again with weights_only=False, which
-# would run whatever the file holds: that advice is never passed on.
+# torch's safe loader advises weights_only=False, which would run whatever the file holds: never passed on.
 _UNSAFE_ADVICE = re.compile(r"weights_only", re.IGNORECASE)
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 

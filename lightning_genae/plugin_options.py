@@ -56,8 +56,7 @@ AUTO = "auto"
 # `lightning_genae.plugins.register_*`): config.yaml leaves them out where unset, so a run that used no
 # plug-in re-runs without it.
 PLUGIN_OPTION_NAMES: set[str] = set()
-# The options that name a file or folder (`option(..., path=True)`, as --augment-ckpt), filled as their
-# classes are defined: made absolute and compared as paths.
+# Options naming a file or folder (`path=True`), filled as classes are defined: absolute, compared as paths.
 PATH_OPTION_NAMES: set[str] = set()
 
 
