@@ -31,7 +31,8 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # A validating iteration saves after validating: a kill during it resumes before, not past, it.
+        # At an iteration that also validates, the save waits for the validation: a run killed during it
+        # then resumes before it, rather than past a validation that never ran.
         if validation_follows_batch(trainer):
             self._save_after_validation = True
             return

@@ -17,7 +17,8 @@ from lightning_genae.callbacks.applicability import ModelSpecificCallback
 from lightning_genae.errors import RunFolderGone
 from lightning_genae.models.base import evaluation_mode
 
-# Run folders this process trains in, never remade once gone -> how to continue once back (RunFolderPresence).
+# Run folders a training in this process writes to, not to be made again once gone, each with how to
+# continue the run once it is back (RunFolderPresence keeps it).
 WATCHED_RUN_FOLDERS: dict[Path, str] = {}
 
 

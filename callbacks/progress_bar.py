@@ -137,7 +137,8 @@ class IterationProgressBar(TQDMProgressBar):
         self._shown = self.position
 
     def _line(self, metrics: dict[str, Any], elapsed: float, values_at: int | None = None) -> str:
-        """The progress line; `values_at` names the iteration of older training values (a repeat, no hang)."""
+        """The progress line; `values_at`, the iteration of the training values in `metrics`, is named where
+        it is an earlier one, so that a repeated value does not read as a hang."""
         parts = [f"{self.description}: iteration {self.position}"]
         if self.total:
             parts[0] += f"/{self.total} ({100 * self.position / self.total:.0f}%)"

@@ -85,7 +85,8 @@ class StopOnSignal(Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            # Training's only: this Trainer's later validations (final, chosen ckpt's) save no last.ckpt.
+            # Only a validation of the training: the same Trainer's later validations (the final
+            # evaluation, the chosen checkpoint's) must save nothing as last.ckpt.
             return
         # Or a signal that came during this validation, after its iteration's end was checked: the run is at
         # an iteration boundary again, and in the last iteration nothing else would hear it.

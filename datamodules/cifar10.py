@@ -65,7 +65,8 @@ def read_cifar_batch(path: Path) -> Batch:
     try:
         with path.open("rb") as file:
             batch = _CifarUnpickler(file, encoding="bytes").load()
-        # Never cast: a cast would wrap 300 to 44, blacken [0, 1] floats, make label 1.7 1, and train on them.
+        # Read as they are, never cast: a cast would wrap 300 to 44, floats in [0, 1] to black and a
+        # label 1.7 to 1, and the run would train on them.
         data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
         as_stored = data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3 * 32 * 32
         ids = labels.dtype.kind in "iu" and len(labels) == len(data) > 0

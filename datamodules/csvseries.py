@@ -29,7 +29,8 @@ TIME_COLUMN_NAMES = frozenset({"date", "time", "datetime", "timestamp", "ds"})
 # A column is taken for a time index or a constant over this many values or more; fewer may be a coincidence.
 COUNTER_MIN_ROWS = 10
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-# A first row 0, 1, 2, ... this long is pandas' unnamed-column header; 0, 1 may be two channels' first step.
+# A first row counting 0, 1, 2, ... over this many cells is pandas' header of unnamed columns; two cells
+# counting 0, 1 are as likely a first time step of two channels.
 NUMBERED_HEADER_MIN_CELLS = 3
 
 

@@ -370,7 +370,8 @@ def score_images(
             RealFeatures(backbone),
             datamodule,
             split,
-            # Not the real subset's stream: given the split's own images, it picks those compared with.
+            # Its own stream, not the real subset's: the split's own images given would be cut to the very
+            # images they are compared with.
             lambda n: extract_features(
                 backbone, images[seeded_subset(len(images), n, int_seed(seed, "scored images"))], device
             ),

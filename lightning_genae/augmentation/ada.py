@@ -264,7 +264,8 @@ def _resample(images: Tensor, inverse: Tensor) -> Tensor:
     grid = torch.stack([grid_x, grid_y], dim=-1)
     if channels == 3:
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    # Zero padding of images + 1 weights a sample by its part in the frame: minus 1, it blends with -1 beyond.
+    # Zero padding of images + 1 weights each sample by the part of it inside the frame, so subtracting 1
+    # blends with -1 exactly where the sample reaches outside.
     shifted = F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return shifted - 1
 

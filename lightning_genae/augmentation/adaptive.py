@@ -120,7 +120,8 @@ class AdaptiveStrength:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.p = state["p"].to(self.device).float()
         self.rt = state["rt"].to(self.device).float()
-        # Totals to one rank, zeros to others: the next all-reduce reads the checkpoint's at any world size.
+        # The interval's totals go to one rank and the others start at zero: the next update's all-reduce
+        # then reads the totals the checkpoint held, whatever the number of processes now.
         first = not _several_processes() or dist.get_rank() == 0
         self._sign_sum = state["sign_sum"].to(self.device).float() * (1.0 if first else 0.0)
         self._count = int(state["count"]) if first else 0

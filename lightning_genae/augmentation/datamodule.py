@@ -185,7 +185,8 @@ class AugmentedDataModule(pl.LightningDataModule):
         for index in sources.split(POOL_BATCH):
             images, labels = self.base.items_at("train", index)
             batch = self.base.to_model_range(images.to(self.augmenter.device))
-            # Decoder pixel values: binary data draws pixels from them per batch, as from real intensities.
+            # Stored as the decoder's pixel values: binary data draws its pixels from them at every batch, as
+            # it does from the real images' intensities.
             batch = as_training_pixels(self.base, batch, draws)
             yield self.base.to_stored(self.augmenter(batch, labels, generator=draws)).cpu(), labels
 

@@ -32,7 +32,8 @@ from lightning_genae.run_files import PER_INVOCATION
 Precision = Literal["32-true", "32", "16-mixed", "bf16-mixed"]
 Backbone = Literal[(*BACKBONES, NO_BACKBONE)]
 DataOnDevice = Literal[DATA_ON_DEVICE]
-# No run of 10^9 iterations, 10^6 epochs or 10^7 images per metric ends: beyond is a typo, refused early.
+# No run of 10^9 iterations, 10^6 epochs or 10^7 generated images per metric finishes: a value beyond them is
+# a typo, refused before it fails far from its cause.
 MAX_STEPS, MAX_EPOCHS, MAX_EVAL_SAMPLES = 10**9, 10**6, 10**7
 # Training length when neither --max-steps nor --max-epochs is given, in training iterations.
 DEFAULT_MAX_STEPS = 2000
@@ -190,7 +191,8 @@ class RunConfig(PluginOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         parse_devices(self.devices)
-        # Trained in processes the strategy starts, this would record 0 iterations, no rows, no checkpoints.
+        # Trained in processes the strategy starts, the run's own process would record 0 iterations and lose
+        # the training's rows and checkpoints.
         if any(launcher in self.strategy for launcher in ("spawn", "fork", "notebook")):
             raise ConfigError(f"--strategy {self.strategy} trains in processes it starts; use --strategy ddp")
 

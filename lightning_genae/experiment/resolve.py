@@ -220,7 +220,8 @@ def resolve(
             f"--backbone inception scores images, and --data {config.data} is {data.data_kind} data; drop "
             "--backbone",
         ),
-        # A Bernoulli score of grey levels is no likelihood yet sits by the literature's binarized-MNIST ones.
+        # A Bernoulli decoder's score of grey levels is no likelihood, and would sit beside the literature's
+        # binarized-MNIST figures without being one.
         (
             getattr(options, "nll_samples", 0) and not data.binary_pixels,
             f"--nll-samples estimates the likelihood of binary pixels, and --data {config.data} has grey "

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-# On the covariance's diagonal: a degenerate fit (codes < dimensions, one collapsed) gives a finite KL.
+# Added to the fitted covariance's diagonal so that a degenerate fit (fewer codes than dimensions, or a
+# collapsed dimension) gives a large finite KL instead of infinity.
 COVARIANCE_JITTER = 1e-6
 
 

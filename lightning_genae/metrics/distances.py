@@ -12,11 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# Largest distance block held (elements; float64: 128 MiB); read per call, so tests can shrink it (chunking).
+# Largest pairwise-distance block held at once (elements; float64 -> 128 MiB). Read at call time, so tests
+# can shrink it to check that chunking leaves the results unchanged.
 _CHUNK_ELEMENTS = 2**24
 
 _KID_DEFAULT_SUBSET = 1000
-# k of precision/recall (Kynkäänniemi 2019), density/coverage (Naeem 2020); a radius skips its sample: n > k.
+# k of precision/recall (Kynkäänniemi et al. 2019) and of density/coverage (Naeem et al. 2020); a k-NN
+# radius excludes the sample itself, so every set needs more than k samples.
 PRECISION_RECALL_K = 3
 DENSITY_COVERAGE_K = 5
 MIN_FEATURE_SAMPLES = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1

@@ -79,7 +79,8 @@ def is_last_training_batch(trainer: pl.Trainer, batch_idx: int) -> bool:
     )
 
 
-# Losses noted before `watch_losses` checks them: bounds memory without the (more frequent) divergence guard.
+# Losses noted by `watch_losses` before it checks them itself: bounds the memory of a module trained
+# without the divergence guard, which checks far more often.
 MAX_UNCHECKED_LOSSES = 1024
 
 

@@ -72,7 +72,8 @@ class GANModule(ImageAdversarialModule):
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        # Here, after a resume restored the step count (not at on_fit_start): a resumed run keeps its biases.
+        # Called after a resume has restored the step count (on_fit_start is too early for that): only a run's
+        # first start sets the paper's output biases, a resumed one keeps its trained ones.
         if self.options.gan_nets == "paper" and self.trainer.global_step == 0:
             self.generator.start_at_pixel_means(self.training_pixel_means())
 

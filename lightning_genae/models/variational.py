@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-# exp(-30), exp(20): KL and reparameterisation finite in 16-bit autocast and fp32, far past trained codes.
+# Log-variance bounds: exp(-30) and exp(20) keep the KL and the reparameterisation finite in 16-bit
+# autocast and fp32 alike, far outside what a trained encoder produces.
 LOG_VAR_RANGE = (-30.0, 20.0)
 
 
