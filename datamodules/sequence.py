@@ -160,6 +160,8 @@ class SequenceDataModule(InMemoryDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """On resume, normalise and bound as before, or the inputs would shift or the output range change."""
+        if "normaliser" not in state_dict:
+            return
         saved, now = Normaliser.from_dict(state_dict["normaliser"]).to_dict(), self.normaliser.to_dict()
         same = saved.keys() == now.keys() and all(
             len(saved[key]) == len(now[key])
