@@ -174,7 +174,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         if self._splits is not None:
             return
         if self._missing():
-            raise self._not_found("(call prepare_data() to download them)")
+            raise self._not_found("(call prepare_data() to download the dataset)")
         splits = self._load_splits()
         if self.data_kind == "image":
             # The contract every image dataset's `_load_splits` keeps (a plug-in's too).

@@ -102,9 +102,10 @@ class CIFAR10DataModule(ImageDataModule):
         return [name for name in (*TRAIN_BATCHES, TEST_BATCH) if not (self.batches_dir / name).is_file()]
 
     def _not_found(self, reason: str) -> DataError:
+        missing = ", ".join(self._missing())
         return DataError(
-            f"CIFAR-10 not found in {self.batches_dir} {reason}: extract cifar-10-python.tar.gz into "
-            f"{self.data_dir}, or give data_dir a folder holding cifar-10-batches-py"
+            f"CIFAR-10 not found in {self.batches_dir} (missing {missing}) {reason}: extract cifar-10-python"
+            f".tar.gz into {self.data_dir}, or give data_dir a folder holding cifar-10-batches-py"
         )
 
     def prepare_data(self) -> None:
