@@ -84,7 +84,7 @@ class UnreadOptions(ConfigError):
         for name, reason in self.reasons.items():
             by_reason.setdefault(reason, []).append(spell(name))
         sentences = [
-            f"{first} {reason}" + (f" (also unread: {', '.join(others)})" if others else "")
+            f"{first} {reason}" + (f" (the same for {', '.join(others)})" if others else "")
             for reason, (first, *others) in by_reason.items()
         ]
         return ". Also: ".join(sentences)

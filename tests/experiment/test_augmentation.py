@@ -556,7 +556,7 @@ def test_augment_ckpt_with_options_that_train_an_augmenter_is_refused(tmp_path, 
     assert main([*args, *TINY, *extra, "--max-steps", "3", "--output", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --augmenter-width trains the augmenter") and "\n" not in err, err
-    assert err.endswith("(also unread: --augmenter-steps)"), err
+    assert err.endswith("(the same for --augmenter-steps)"), err
     assert not (tmp_path / "run").exists()
 
 

@@ -402,7 +402,7 @@ def test_one_refusal_gives_each_unread_options_own_reason():
     assert first.startswith("lr is ignored by") and first.endswith("drop lr or gan_training paper")
     assert second == width_unread_line("gan_nets paper")
     # Options unread for the same reason share it.
-    with pytest.raises(ConfigError, match=r"or drop it \(also unread: aae_supervised\)$"):
+    with pytest.raises(ConfigError, match=r"or drop it \(the same for aae_supervised\)$"):
         AAEOptions.parse({"aae_components": 5, "aae_supervised": True})
 
 

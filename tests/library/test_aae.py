@@ -208,7 +208,7 @@ def test_discriminator_side_augmentation_is_refused_because_d_judges_codes(augme
         ("--aae-components 5", "add aae_prior mixture"),
         ("--aae-supervised", "add aae_prior mixture"),
         ("--aae-components 10", "add aae_prior mixture"),  # the default, given: unused all the same
-        ("--aae-components 5 --aae-supervised", "drop it (also unread: --aae-supervised)"),
+        ("--aae-components 5 --aae-supervised", "drop it (the same for --aae-supervised)"),
         ("--aae-prior mixture --aae-components 1", "--aae-components must lie in [2"),
         ("--aae-prior mixture --latent-dim 4", "needs latent_dim of at least 5"),
         ("--denoise 0.1", "does not apply to --model aae"),
