@@ -97,8 +97,9 @@ def _names(value: Any) -> str:
 
 
 def _loggers(value: Any) -> list[str]:
-    """`--logger csv,wandb`, `--logger csv --logger wandb` or a YAML list."""
-    return [str(item) for item in _listed(value, "a logger's name or a comma list of them")]
+    """`--logger csv,wandb`, `--logger csv --logger wandb` or a YAML list, of LOGGER_CHOICES."""
+    names = f"one of {', '.join(LOGGER_CHOICES)}, or a comma list of them"
+    return [str(item) for item in _listed(value, names, lambda item: item in LOGGER_CHOICES)]
 
 
 def _devices(value: Any) -> str:

@@ -36,14 +36,13 @@ from lightning_genae.datamodules import (
 from lightning_genae.errors import PLUGIN_HINT, ConfigError, agree, describe_error, refuse_unread
 from lightning_genae.experiment.config import (
     DEFAULT_MAX_STEPS,
-    LOGGER_CHOICES,
     NO_BACKBONE,
     RunConfig,
     device_count,
     flag,
 )
 from lightning_genae.models import MODELS, FamilyOptions, ModelSpec
-from lightning_genae.plugin_options import AUTO, PluginOptions, did_you_mean
+from lightning_genae.plugin_options import AUTO, PluginOptions
 
 if TYPE_CHECKING:
     # Only named in annotations: resolving a configuration imports neither Lightning nor a family's module.
@@ -181,12 +180,6 @@ def resolve(
     config: RunConfig, *, drop_unused_augment_options: bool = False, named: Collection[str] = ()
 ) -> ResolvedRun:
     """Check `config` against the registries and fill every default; raises ConfigError with the fix."""
-    unknown = [name for name in config.logger if name not in LOGGER_CHOICES]
-    if unknown:
-        hint = "".join(did_you_mean(name, LOGGER_CHOICES) for name in unknown)
-        raise ConfigError(
-            f"--logger {', '.join(unknown)} is unknown{hint}; choose from {', '.join(LOGGER_CHOICES)}"
-        )
     model, data = MODELS[config.model], DATASETS[config.data]
     check_weights_files(config)
     plan = resolve_augment_plan(
