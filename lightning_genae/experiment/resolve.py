@@ -5,6 +5,7 @@ of the files a run reads beside its data (backbone weights, folders mixed into t
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -195,6 +196,8 @@ def resolve(
     features = [f"--backbone {config.backbone}"] * (
         "backbone" in named and config.backbone != NO_BACKBONE
     ) + [flag(name) for name in ("classifier_weights", "inception_weights") if getattr(config, name)]
+    wandb_url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    wandb_starts = os.environ.get("WANDB_MODE", "").lower() != "disabled"
     refusals = [
         (
             model.data_kind != data.data_kind,
@@ -219,6 +222,13 @@ def resolve(
             getattr(options, "nll_samples", 0) and not data.binary_pixels,
             f"--nll-samples estimates the likelihood of binary pixels, and --data {config.data} has grey "
             f"levels; use --data {names(DATASETS, 'binary_pixels')}, or drop --nll-samples",
+        ),
+        # wandb validates its server's URL as it starts, offline too, and would end the run in a traceback.
+        (
+            "wandb" in config.logger
+            and wandb_starts
+            and not re.match(r"https?://", wandb_url, re.IGNORECASE),
+            f"WANDB_BASE_URL {wandb_url} is no http(s) URL; give one such as http://{wandb_url}, or unset it",
         ),
     ]
     for refused, message in refusals:

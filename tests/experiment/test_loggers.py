@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 import lightning_genae.experiment.loggers
+from lightning_genae.errors import ConfigError
 from lightning_genae.experiment.config import RunConfig
 from lightning_genae.experiment.loggers import (
     RunFolderCSVLogger,
@@ -25,6 +26,7 @@ from lightning_genae.experiment.loggers import (
     finish_loggers,
     wandb_offline_reason,
 )
+from lightning_genae.experiment.resolve import resolve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -496,3 +498,27 @@ def test_a_resumed_runs_tensorboard_events_after_its_checkpoint_are_purged(tmp_p
         if isinstance(logger, TensorBoardLogger)
     ]
     assert "purge_step" not in fresh._kwargs
+
+
+@pytest.mark.parametrize(
+    ("environment", "refused"),
+    [
+        ({"WANDB_BASE_URL": "localhost:8080"}, True),
+        ({"WANDB_BASE_URL": "localhost:8080", "WANDB_MODE": "disabled"}, False),
+        ({"WANDB_BASE_URL": "HTTPS://wandb.example:8080"}, False),
+        ({"WANDB_BASE_URL": ""}, False),
+    ],
+)
+def test_a_wandb_server_url_that_is_no_http_url_is_refused_before_the_run(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], refused: bool
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    config = RunConfig(model="ae", data="digits", logger=["csv", "wandb"])
+    if refused:
+        with pytest.raises(ConfigError, match="WANDB_BASE_URL localhost:8080 is no http"):
+            resolve(config)
+    else:
+        assert resolve(config).config.logger == ["csv", "wandb"]
+    monkeypatch.setenv("WANDB_BASE_URL", "localhost:8080")
+    assert resolve(RunConfig(model="ae", data="digits")).config.logger == ["csv"]
