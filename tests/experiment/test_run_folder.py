@@ -125,11 +125,9 @@ def test_a_run_moved_with_its_name_before_its_first_checkpoint_is_still_a_run(tm
 @pytest.mark.parametrize(
     "first_write",
     [
-        # The metrics logger's first write (at iteration 100): it was a FileNotFoundError traceback, raised
-        # again by the logger's finalize.
+        # The metrics logger's first write (at iteration 100), and again at the logger's finalize.
         ["--ckpt-every", "500", "--image-every", "500", "--max-steps", "150"],
-        # A periodic checkpoint, or a picture, before the logger writes: each made the folder again, and the
-        # run went on there without its config.yaml.
+        # A periodic checkpoint, or a picture, before the logger writes: neither may make the folder again.
         ["--ckpt-every", "3", "--image-every", "500", "--max-steps", "20"],
         ["--ckpt-every", "500", "--image-every", "3", "--max-steps", "20"],
     ],
