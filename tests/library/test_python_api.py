@@ -205,7 +205,7 @@ def offline_wandb(tmp_path, monkeypatch):
     open: a later WandbLogger in the process would log into that run, in another folder."""
     import wandb
 
-    monkeypatch.setenv("WANDB_MODE", "offline")  # WandbLogger(offline=True) sets it too: restored afterwards
+    monkeypatch.setenv("WANDB_MODE", "offline")
     for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(variable, str(tmp_path / "wandb_home"))
     yield
@@ -751,7 +751,7 @@ def test_a_logger_of_the_trainers_writing_into_the_run_folder_is_the_runs_own(
     model = MODELS["gan"].module(image_shape=(1, 16, 16), latent_dim=8, width=4)
     callbacks = lightning_genae.callbacks_for(model, data, folder, checkpoint_every=2, metrics=False)
     loggers = {
-        "wandb": lambda: WandbLogger(save_dir=folder, offline=True),
+        "wandb": lambda: WandbLogger(save_dir=folder, mode="offline"),
         "tensorboard": lambda: TensorBoardLogger(folder, name="tensorboard", version=""),  # as run.py's
         "csv": lambda: CSVLogger(folder),
     }
