@@ -208,6 +208,9 @@ def offline_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(variable, str(tmp_path / "wandb_home"))
+    # A wandb started earlier in the process keeps that start's settings, and its service writes relative
+    # paths under the folder it started in: each test starts its own.
+    wandb.teardown()
     yield
     wandb.finish()
 
