@@ -258,7 +258,7 @@ class StreamedSplits(InMemoryDataModule):
         if self.train_size is not None:
             return super().train_dataloader()
         self.check_batch_fits()
-        # Items decoded singly: 316 MNIST batches of 64/s on one CPU thread; LitData's batched default, 28.
+        # One item decoded at a time: 316 MNIST batches of 64 a second on one CPU thread, LitData's default 28
         sources = [
             StreamingDataset(str(folder), shuffle=True, drop_last=True, seed=self.seed, batch_decode=False)
             for folder in [self.data_dir / "train", *([pool] if pool is not None else [])]

@@ -56,7 +56,7 @@ AUTO = "auto"
 # `lightning_genae.plugins.register_*`): config.yaml leaves them out where unset, so a run that used no
 # plug-in re-runs without it.
 PLUGIN_OPTION_NAMES: set[str] = set()
-# Options naming a file or folder (`path=True`), filled as classes are defined: absolute, compared as paths.
+# File and folder options (`path=True`), added as their classes are defined: made absolute, compared as paths.
 PATH_OPTION_NAMES: set[str] = set()
 
 

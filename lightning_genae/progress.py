@@ -105,7 +105,7 @@ def quiet_lightning() -> None:
     inherited = os.environ.get("PYTHONWARNINGS", "")
     if entry not in inherited.split(","):
         os.environ["PYTHONWARNINGS"] = f"{inherited},{entry}" if inherited else entry
-    # Lightning hints at srun wherever SLURM is installed: the sbatch templates use it; outside a job, wrong.
+    # Lightning advises srun wherever SLURM is installed: wrong outside a job, and the sbatch scripts use it.
     warnings.filterwarnings("ignore", ".*The `srun` command is available on your system but is not used.*")
     # The fall-back from 16-mixed to bf16-mixed on the CPU: the model line names the precision in use.
     warnings.filterwarnings("ignore", ".*AMP with fp16 is not supported on CPU.*")

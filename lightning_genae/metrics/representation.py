@@ -70,7 +70,7 @@ def representation_metrics(
         test_labels.append(labels)
     results["pca_mse"] = sum(mean * size for mean, size in squared_errors) / sum(s for _, s in squared_errors)
 
-    # Two classes per split: a probe on a one-class test split measures one class (1 if it always names it).
+    # A probe needs two classes in each split: on a one-class test split, always naming it would score 1.
     y_train, y_test = train_labels.numpy(), torch.cat(test_labels).numpy()
     if all((labels >= 0).all() and len(np.unique(labels)) > 1 for labels in (y_train, y_test)):
         model_train = map_images(encode, train_images, device, prepare=prepare).numpy()

@@ -74,7 +74,7 @@ class BEGANModule(ImageAdversarialModule):
         self.register_buffer("k", torch.zeros(()))
 
     def decode(self, latents: Tensor) -> Tensor:
-        # The paper's G has no output activation; shown and scored images are clipped as its code saves.
+        # No output activation, as in the paper; shown and scored images are clipped as its code clips them.
         return self.generator(latents).clamp(-1.0, 1.0)
 
     def draw_prior(self, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:

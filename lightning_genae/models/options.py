@@ -43,8 +43,8 @@ class FamilyOptions(PluginOptions):
                 ):
                     raise
             else:
-                # Unread, one off its default is refused; one at it only where named (`given`: the values
-                # cannot tell it from one left unset) or failing its own check.
+                # An option left unread is refused where it is off its default, failing its own check, or
+                # named (`given`): at its default, the values cannot tell it from one left unset.
                 fields, reasons = cls.__dataclass_fields__, reading.unread()
                 off = {name for name in reasons if getattr(reading, name) != fields[name].default}
                 refuse_unread([name for name in reasons if name in {*given, *failing, *off}], reasons)
@@ -248,7 +248,7 @@ class AAEOptions(ReconstructionOptions):
     aae_supervised: bool = option(
         False, "with --aae-prior mixture: class c's codes go to component c (D is told the label)"
     )
-    # Chosen on MNIST's Parzen log-likelihood (docs/models.md): 10/784, 10 against a 784-pixel summed loss.
+    # Chosen on MNIST's Parzen log-likelihood (docs/models.md): 10/784, 10 against a loss summed on 784 pixels
     aae_adversarial_weight: float = option(
         0.0128,
         "weight of the encoder's adversarial loss against the per-pixel reconstruction loss in the "
